@@ -1,0 +1,7 @@
+"""``python -m bench ...`` is ``perception bench ...``."""
+
+import sys
+
+from perception.cli import main
+
+sys.exit(main(["bench", *sys.argv[1:]]))

@@ -1,0 +1,94 @@
+"""The ``perception`` command: a thin dispatcher over one module per subcommand.
+
+Each subcommand lives in ``perception/commands/<name>.py`` and provides ``add_arguments(parser)``
+and ``main(args) -> int``. Only the chosen subcommand's module is imported, so ``perception run``
+never pulls in the training side (or torch).
+
+Errors from outside (``PerceptionError``) are caught here, once, and printed as one line:
+``perception: error: <what is wrong and how to fix it>`` with a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from perception import __version__
+from perception.errors import PerceptionError
+
+#: name -> one-line help. The module is perception.commands.<name with '-' as '_'>.
+COMMANDS: dict[str, str] = {
+    "run": "run the node: source -> engine -> masks published over ZeroMQ",
+    "listen": "subscribe to mask topics and report rates, latency and sequence gaps",
+    "demo": "synthetic camera through the shipped model, with a listener and an overlay video",
+    "synth": "write synthetic road-world frames as a dataset and/or a video",
+    "train": "train a segmentation model (needs the 'train' extra)",
+    "eval": "evaluate a checkpoint or an ONNX model on a dataset",
+    "export": "export a checkpoint to a verified ONNX model (FP32/INT8) and TensorRT engines",
+    "inspect": "show an exported model's metadata, inputs, outputs and operators",
+    "bench": "measure engine and pipeline FPS and latency and write a report",
+    "keys": "create CURVE key pairs for encrypted publishing",
+    "launch": "start the nodes described by a launch file",
+    "record": "record mask topics to an MCAP file",
+    "replay": "republish masks from an MCAP recording",
+    "view": "show or save camera images with the masks blended in",
+}
+
+log = logging.getLogger("perception")
+
+
+def build_parser(command: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="perception",
+        description="Real-time road-scene perception: drivable area, lanes and obstacles over ZeroMQ.",
+    )
+    parser.add_argument("--version", action="version", version=f"perception {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            load_command(name).add_arguments(p)
+    return parser
+
+
+def load_command(name: str):
+    return importlib.import_module(f"perception.commands.{name.replace('-', '_')}")
+
+
+def configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose >= 2 else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname).1s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def _chosen_command(argv: list[str]) -> str | None:
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = _chosen_command(argv)
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    configure_logging(args.verbose, args.quiet)
+    try:
+        return int(load_command(args.command).main(args) or 0)
+    except PerceptionError as exc:
+        print(f"perception: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("perception: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""The one place where the sides of the system agree.
+
+Tensor names, dtypes and layouts of exported models, the model-metadata schema stored in an
+ONNX file, the class table, topic names and the ZeroMQ wire format all live here. The exporter,
+the engines, the publisher, the subscriber and the tests import these names; a change to the
+wire format or the metadata is one diff that every side sees.
+
+This module is imported by the runtime node and must stay free of torch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from perception.errors import ModelError
+
+# --------------------------------------------------------------------------------------------
+# Exported model I/O
+# --------------------------------------------------------------------------------------------
+
+#: Input tensor: uint8, NHWC, BGR (as OpenCV delivers frames), fixed H x W. Cast, channel swap
+#: and mean/std normalisation happen inside the graph.
+INPUT_NAME = "image"
+INPUT_DTYPE = "uint8"
+INPUT_LAYOUT = "NHWC"
+INPUT_COLOR_ORDER = "BGR"
+
+#: Output tensor: uint8 class ids (argmax fused into the graph), N x H x W.
+OUTPUT_CLASS_IDS = "class_ids"
+#: Optional second output: per-pixel confidence of the winning class, uint8, N x H x W,
+#: softmax probability scaled to 0..255 (255 == 1.0).
+OUTPUT_CONFIDENCE = "confidence"
+
+#: ONNX opset used by the exporter.
+ONNX_OPSET = 17
+
+#: Key in the ONNX ``metadata_props`` that holds the JSON metadata document.
+METADATA_KEY = "perception.metadata"
+#: Version of the metadata schema below. Bump on any incompatible change.
+METADATA_SCHEMA_VERSION = 1
+
+#: Normalisation of the training side (ImageNet statistics, RGB order, on 0..1 pixel values).
+IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+
+# --------------------------------------------------------------------------------------------
+# Class table
+# --------------------------------------------------------------------------------------------
+
+#: The task groups the node publishes as binary masks.
+TASKS = ("drivable", "lane", "obstacle")
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """One semantic class: its id in label images and model outputs, a name and an RGB colour."""
+
+    id: int
+    name: str
+    color: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class ClassTable:
+    """The classes a dataset labels and a model predicts.
+
+    ``ignore_id`` marks pixels left out of losses and metrics (None when there is none).
+    ``task_groups`` maps a task (``drivable``, ``lane``, ``obstacle``, or another name) to the
+    class names that make it up.
+    """
+
+    classes: tuple[ClassInfo, ...]
+    ignore_id: int | None = None
+    task_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        ids = [c.id for c in self.classes]
+        if ids != list(range(len(ids))):
+            raise ValueError(f"class ids must be 0..{len(ids) - 1} in order, got {ids}")
+        names = [c.name for c in self.classes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"class names must be unique, got {names}")
+        if self.ignore_id is not None and self.ignore_id in ids:
+            raise ValueError(f"ignore id {self.ignore_id} collides with a class id")
+        for task, members in self.task_groups.items():
+            unknown = [m for m in members if m not in names]
+            if unknown:
+                raise ValueError(f"task group {task!r} names unknown classes {unknown}; known: {names}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    def id_of(self, name: str) -> int:
+        for c in self.classes:
+            if c.name == name:
+                return c.id
+        raise KeyError(f"unknown class {name!r}; known: {', '.join(self.names)}")
+
+    def task_ids(self, task: str) -> list[int]:
+        """Class ids that make up ``task`` (empty when the model has no such group)."""
+        return [self.id_of(n) for n in self.task_groups.get(task, ())]
+
+    def palette(self) -> list[tuple[int, int, int]]:
+        """RGB colours indexed by class id."""
+        return [c.color for c in self.classes]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "classes": [{"id": c.id, "name": c.name, "color": list(c.color)} for c in self.classes],
+            "ignore_id": self.ignore_id,
+            "task_groups": {k: list(v) for k, v in self.task_groups.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ClassTable:
+        try:
+            classes = tuple(
+                ClassInfo(id=int(c["id"]), name=str(c["name"]), color=tuple(int(x) for x in c["color"]))
+                for c in data["classes"]
+            )
+            groups = {str(k): tuple(str(n) for n in v) for k, v in (data.get("task_groups") or {}).items()}
+            ignore = data.get("ignore_id")
+            return cls(classes=classes, ignore_id=None if ignore is None else int(ignore), task_groups=groups)
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed class table: {exc!r}") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Model metadata (stored as JSON under METADATA_KEY in the ONNX metadata_props)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """Everything the node needs to run a model, read without torch.
+
+    ``input_hw`` is the fixed (height, width) of the graph input. ``mean`` / ``std`` are the RGB
+    normalisation on 0..1 pixels that the graph applies internally (recorded for reference).
+    ``val_metrics`` holds the training run's validation figures (``miou``, ``global_acc``,
+    ``class_acc`` and ``per_class_iou`` as fractions in 0..1).
+    """
+
+    model_name: str
+    class_table: ClassTable
+    input_hw: tuple[int, int]
+    mean: tuple[float, float, float] = IMAGENET_MEAN_RGB
+    std: tuple[float, float, float] = IMAGENET_STD_RGB
+    dataset: str = ""
+    val_metrics: dict[str, Any] = field(default_factory=dict)
+    precision: str = "fp32"
+    dynamic_batch: bool = False
+    has_confidence: bool = False
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    tool_versions: dict[str, str] = field(default_factory=dict)
+    created_utc: str = ""
+    schema_version: int = METADATA_SCHEMA_VERSION
+
+    @property
+    def model_id(self) -> str:
+        """A short human-readable id, sent in every message header."""
+        h, w = self.input_hw
+        return f"{self.model_name}-{self.dataset or 'unknown'}-{h}x{w}-{self.precision}"
+
+    def to_json(self) -> str:
+        doc = asdict(self)
+        doc["class_table"] = self.class_table.to_dict()
+        doc["input_hw"] = list(self.input_hw)
+        doc["mean"] = list(self.mean)
+        doc["std"] = list(self.std)
+        return json.dumps(doc, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "model") -> ModelMetadata:
+        """Parse metadata; raise ModelError naming ``source`` when it is missing or malformed."""
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"{source}: metadata is not valid JSON ({exc.msg}); re-export the model") from exc
+        version = doc.get("schema_version")
+        if version != METADATA_SCHEMA_VERSION:
+            raise ModelError(
+                f"{source}: metadata schema version {version!r}, this node reads version "
+                f"{METADATA_SCHEMA_VERSION}; re-export the model with this version of perception"
+            )
+        try:
+            return cls(
+                model_name=str(doc["model_name"]),
+                class_table=ClassTable.from_dict(doc["class_table"]),
+                input_hw=(int(doc["input_hw"][0]), int(doc["input_hw"][1])),
+                mean=tuple(float(x) for x in doc.get("mean", IMAGENET_MEAN_RGB)),
+                std=tuple(float(x) for x in doc.get("std", IMAGENET_STD_RGB)),
+                dataset=str(doc.get("dataset", "")),
+                val_metrics=dict(doc.get("val_metrics") or {}),
+                precision=str(doc.get("precision", "fp32")),
+                dynamic_batch=bool(doc.get("dynamic_batch", False)),
+                has_confidence=bool(doc.get("has_confidence", False)),
+                model_kwargs=dict(doc.get("model_kwargs") or {}),
+                tool_versions={str(k): str(v) for k, v in (doc.get("tool_versions") or {}).items()},
+                created_utc=str(doc.get("created_utc", "")),
+                schema_version=int(version),
+            )
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ModelError(f"{source}: metadata is incomplete or malformed ({exc}); re-export the model") from exc
+
+
+# --------------------------------------------------------------------------------------------
+# Topics and the ZeroMQ wire format
+# --------------------------------------------------------------------------------------------
+
+#: Version of the message header below. Bump on any incompatible change.
+WIRE_VERSION = 1
+#: Default PUB endpoint: localhost only; other interfaces only when asked.
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
+#: Namespace prefix; the full namespace defaults to ``perception/<camera name>``.
+NAMESPACE_PREFIX = "perception"
+
+#: Mask topics: the three task masks (0/255) and the full class map (class ids).
+MASK_TOPICS = ("drivable", "lane", "obstacle", "class_map")
+#: Statistics topic (JSON payload, 1 Hz).
+STATS_TOPIC = "stats"
+#: Obstacle blobs topic (JSON payload: connected components with boxes and areas).
+OBSTACLES_TOPIC = "obstacles"
+
+#: Payload encodings. ``mono8``: H*W bytes, row-major. ``bitpack``: ceil(H*W/8) bytes, numpy
+#: ``packbits`` order (most significant bit first), a set bit is a mask pixel (binary masks only).
+#: ``rle``: runs over the row-major pixels, each run 1 byte value + 4 bytes little-endian length.
+#: ``png``: an 8-bit greyscale PNG file.
+ENCODINGS = ("mono8", "bitpack", "rle", "png")
+#: Default encoding per topic.
+DEFAULT_ENCODINGS = {"drivable": "mono8", "lane": "mono8", "obstacle": "mono8", "class_map": "mono8"}
+
+
+def default_namespace(camera_name: str) -> str:
+    return f"{NAMESPACE_PREFIX}/{camera_name}"
+
+
+def topic_name(namespace: str, name: str) -> str:
+    return f"{namespace.rstrip('/')}/{name}"

@@ -1,0 +1,40 @@
+"""Error types for user mistakes and broken inputs.
+
+Each carries a one-line message that names the input and the fix. ``perception.cli.main`` catches
+``PerceptionError`` once and turns it into ``perception: error: <message>`` and a non-zero exit;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class PerceptionError(Exception):
+    """Base class: a problem with something from outside (a file, a flag, a camera, a model)."""
+
+    exit_code = 2
+
+
+class ConfigError(PerceptionError):
+    """A bad flag, config file or launch file."""
+
+
+class DataError(PerceptionError):
+    """A dataset that is missing, incomplete or inconsistent."""
+
+
+class ModelError(PerceptionError):
+    """A model or checkpoint file that is missing, corrupt, or lacks what the node needs."""
+
+
+class SourceError(PerceptionError):
+    """A camera, video, image folder or stream that cannot be opened or read."""
+
+
+class PublishError(PerceptionError):
+    """A socket that cannot be bound or connected (address in use, bad endpoint, bad keys)."""
+
+
+class DependencyError(PerceptionError):
+    """An optional dependency (torch, tensorrt, a GPU) that the requested feature needs is absent."""
+
+    exit_code = 3

@@ -1,0 +1,119 @@
+"""Training checkpoints: one file that alone suffices to evaluate, export or resume a model.
+
+A checkpoint carries the weights, the model name and builder arguments, the class table, the input
+size, the normalisation, the resolved training config, the validation metrics, and (for resume)
+the optimiser / scheduler / scaler / RNG state under ``train_state``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from perception.contracts import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, ClassTable
+from perception.errors import ModelError
+
+#: Bump when the layout below changes incompatibly.
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class Checkpoint:
+    model_name: str
+    model_kwargs: dict[str, Any]
+    class_table: ClassTable
+    input_hw: tuple[int, int]
+    state_dict: dict[str, Any]
+    dataset: str = ""
+    mean: tuple[float, float, float] = IMAGENET_MEAN_RGB
+    std: tuple[float, float, float] = IMAGENET_STD_RGB
+    config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    step: int = 0
+    epoch: int = 0
+    train_state: dict[str, Any] | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return self.class_table.num_classes
+
+
+def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
+    """Write ``ckpt`` atomically (a reader never sees a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "format": CHECKPOINT_FORMAT,
+        "model_name": ckpt.model_name,
+        "model_kwargs": dict(ckpt.model_kwargs),
+        "class_table": ckpt.class_table.to_dict(),
+        "input_hw": list(ckpt.input_hw),
+        "state_dict": ckpt.state_dict,
+        "dataset": ckpt.dataset,
+        "mean": list(ckpt.mean),
+        "std": list(ckpt.std),
+        "config": ckpt.config,
+        "metrics": ckpt.metrics,
+        "step": ckpt.step,
+        "epoch": ckpt.epoch,
+        "train_state": ckpt.train_state,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(doc, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Read a checkpoint; ModelError naming the file when it is missing, corrupt or foreign."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"checkpoint {path} not found; pass the .pt file written by 'perception train'")
+    try:
+        # weights_only=False: the file holds plain dicts, lists and tensors plus RNG state (numpy
+        # arrays), which the safe unpickler refuses. Only load checkpoints you trust.
+        doc = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # torch raises many types for a truncated or foreign file
+        raise ModelError(f"checkpoint {path} cannot be read ({type(exc).__name__}); is it truncated?") from None
+    if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(
+            f"checkpoint {path} is not a perception checkpoint (format {CHECKPOINT_FORMAT}); "
+            "pass a file written by 'perception train'"
+        )
+    try:
+        return Checkpoint(
+            model_name=doc["model_name"],
+            model_kwargs=dict(doc["model_kwargs"]),
+            class_table=ClassTable.from_dict(doc["class_table"]),
+            input_hw=(int(doc["input_hw"][0]), int(doc["input_hw"][1])),
+            state_dict=doc["state_dict"],
+            dataset=doc.get("dataset", ""),
+            mean=tuple(doc.get("mean", IMAGENET_MEAN_RGB)),
+            std=tuple(doc.get("std", IMAGENET_STD_RGB)),
+            config=doc.get("config", {}),
+            metrics=doc.get("metrics", {}),
+            step=int(doc.get("step", 0)),
+            epoch=int(doc.get("epoch", 0)),
+            train_state=doc.get("train_state"),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelError(f"checkpoint {path} is incomplete ({exc}); it cannot be used") from None
+
+
+def build_model_from_checkpoint(ckpt: Checkpoint, *, device: str | torch.device = "cpu"):
+    """The checkpoint's model with its weights loaded, in eval mode, on ``device``."""
+    from perception.models import build_model
+
+    kwargs = {k: v for k, v in ckpt.model_kwargs.items() if k != "num_classes"}
+    kwargs["pretrained"] = False  # the weights come from the checkpoint, never from a download
+    model = build_model(ckpt.model_name, num_classes=ckpt.num_classes, **kwargs)
+    missing, unexpected = model.load_state_dict(ckpt.state_dict, strict=False)
+    # Auxiliary heads may be dropped for deployment; anything else missing is a real mismatch.
+    missing = [k for k in missing if ".aux" not in k and not k.startswith("aux")]
+    if missing:
+        raise ModelError(f"checkpoint weights do not fit model {ckpt.model_name!r}: missing {missing[:3]}")
+    return model.eval().to(device)

@@ -1,0 +1,46 @@
+"""Shared fixtures and the skip rules for hardware- and data-dependent tests."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+from pathlib import Path
+
+import pytest
+
+CAMVID_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camvid"
+
+
+def _cuda_available() -> bool:
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    has_cuda = None
+    for item in items:
+        if "gpu" in item.keywords or "tensorrt" in item.keywords:
+            if has_cuda is None:
+                has_cuda = _cuda_available()
+            if not has_cuda:
+                item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU; none on this machine"))
+        if "tensorrt" in item.keywords and importlib.util.find_spec("tensorrt") is None:
+            item.add_marker(pytest.mark.skip(reason="needs the tensorrt package (pip install '.[gpu]')"))
+        if "camvid" in item.keywords and not (CAMVID_DIR / "train.txt").is_file():
+            item.add_marker(pytest.mark.skip(reason=f"CamVid not found at {CAMVID_DIR}"))
+
+
+@pytest.fixture
+def camvid_dir() -> Path:
+    return CAMVID_DIR
+
+
+@pytest.fixture
+def free_tcp_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
