@@ -33,8 +33,10 @@ OUTPUT_CLASS_IDS = "class_ids"
 #: softmax probability scaled to 0..255 (255 == 1.0).
 OUTPUT_CONFIDENCE = "confidence"
 
-#: ONNX opset used by the exporter.
-ONNX_OPSET = 17
+#: ONNX opset used by the exporter: the opset torch's dynamo exporter emits natively (lower
+#: opsets go through onnx's version converter, which lacks a Split 18->17 adapter). ONNX Runtime
+#: >= 1.14 and TensorRT 10 run it.
+ONNX_OPSET = 18
 
 #: Key in the ONNX ``metadata_props`` that holds the JSON metadata document.
 METADATA_KEY = "perception.metadata"
