@@ -237,6 +237,30 @@ OBSTACLES_TOPIC = "obstacles"
 ENCODINGS = ("mono8", "bitpack", "rle", "png")
 #: Default encoding per topic.
 DEFAULT_ENCODINGS = {"drivable": "mono8", "lane": "mono8", "obstacle": "mono8", "class_map": "mono8"}
+#: Header ``compression`` value for each payload encoding. The header's ``encoding`` is always the
+#: ROS ``sensor_msgs/Image`` encoding of the decoded pixels (``mono8``); ``compression`` says how
+#: the payload frame is packed, so the ROS mapping stays exact whatever goes over the wire.
+COMPRESSION_OF_ENCODING = {"mono8": "none", "bitpack": "bitpack", "rle": "rle", "png": "png"}
+#: ROS image encoding of every decoded mask (8-bit, one channel, ``step == width``).
+ROS_IMAGE_ENCODING = "mono8"
+#: Header ``values``: what the pixel values mean. Task masks are ``binary`` (0 or 255), the
+#: class map carries ``class_ids`` (ids of the model's class table).
+VALUES_BINARY = "binary"
+VALUES_CLASS_IDS = "class_ids"
+#: Header ``kind``: a mask message (header + encoded image) or a JSON document (stats, obstacles).
+KIND_MASK = "mask"
+KIND_JSON = "json"
+#: Header field names (UTF-8 JSON, second frame of every message).
+HEADER_FIELDS_MASK = (
+    "wire_version", "kind", "header", "height", "width", "encoding", "is_bigendian", "step",
+    "compression", "values", "seq", "capture_ns", "publish_ns", "model_id", "latency_ms",
+)
+HEADER_FIELDS_JSON = ("wire_version", "kind", "seq", "publish_ns")
+#: RLE run layout: 1 byte value + 4 bytes little-endian run length (numpy dtype spec).
+RLE_RUN_DTYPE = [("value", "u1"), ("length", "<u4")]
+#: zlib level of ``png`` payloads: 1 is several times faster than the default 3 and the masks
+#: (large flat regions) compress nearly as well.
+PNG_COMPRESSION_LEVEL = 1
 
 
 def default_namespace(camera_name: str) -> str:

@@ -1,0 +1,152 @@
+"""Payload codecs for mask messages: ``mono8``, ``bitpack``, ``rle`` and ``png``.
+
+Each codec turns an H x W uint8 mask into the third frame of a mask message and back. The byte
+layouts are the wire format (see ``perception/contracts.py`` and the README's "Wire format"):
+
+- ``mono8``   H*W bytes, row-major (header ``compression: "none"``).
+- ``bitpack`` ceil(H*W/8) bytes, ``numpy.packbits`` order (first pixel in the most significant
+  bit); a set bit is a mask pixel (255). Binary masks only.
+- ``rle``     runs over the row-major pixels, each run 5 bytes: value (uint8) then run length
+  (uint32, little-endian). Runs may be split but never zero-length; lengths sum to H*W.
+- ``png``     an 8-bit greyscale PNG file (``cv2.imencode``).
+
+Codecs are chosen by name from ``ENCODING_REGISTRY`` (``get_codec("rle")``) and, on the receiving
+side, by the header's ``compression`` value (``codec_for_compression("rle")``).
+
+Usage::
+
+    from perception.encoding import get_codec
+    payload = get_codec("bitpack").encode(mask)
+    mask2 = get_codec("bitpack").decode(payload, height=h, width=w)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from perception import contracts
+from perception.registry import Registry
+
+_RLE_RUN = np.dtype(contracts.RLE_RUN_DTYPE)
+
+
+class DecodeError(ValueError):
+    """A payload that does not match its header (wrong size, corrupt data)."""
+
+
+@dataclass(frozen=True)
+class Codec:
+    """One payload encoding: how a mask becomes bytes and back.
+
+    ``name`` is the user-facing encoding name (``contracts.ENCODINGS``), ``compression`` the value
+    written into the header, ``binary_only`` whether only 0/255 masks survive the round trip.
+    """
+
+    name: str
+    compression: str
+    binary_only: bool
+    _encode: Callable[[np.ndarray], bytes]
+    _decode: Callable[[memoryview, int, int], np.ndarray]
+
+    def encode(self, mask: np.ndarray) -> bytes:
+        """Encode a 2-D uint8 mask. Raises ValueError for another shape or dtype (a caller bug)."""
+        if mask.ndim != 2 or mask.dtype != np.uint8 or mask.size == 0:
+            raise ValueError(f"expected a non-empty 2-D uint8 mask, got {mask.dtype} {mask.shape}")
+        return self._encode(np.ascontiguousarray(mask))
+
+    def decode(self, payload: bytes | memoryview, *, height: int, width: int) -> np.ndarray:
+        """Decode a payload into an (height, width) uint8 array; DecodeError when it does not fit."""
+        if height <= 0 or width <= 0:
+            raise DecodeError(f"bad image size {height}x{width}")
+        return self._decode(memoryview(payload), height, width)
+
+
+def get_codec(name: str) -> Codec:
+    """The codec for an encoding name; ConfigError listing the known ones when unknown."""
+    return ENCODING_REGISTRY.get(name)
+
+
+def codec_for_compression(compression: str) -> Codec:
+    """The codec for a header ``compression`` value; DecodeError when unknown."""
+    try:
+        return _BY_COMPRESSION[compression]
+    except KeyError:
+        raise DecodeError(f"unknown compression {compression!r}; known: {', '.join(sorted(_BY_COMPRESSION))}") from None
+
+
+def _encode_mono8(mask: np.ndarray) -> bytes:
+    return mask.tobytes()
+
+
+def _decode_mono8(payload: memoryview, height: int, width: int) -> np.ndarray:
+    if payload.nbytes != height * width:
+        raise DecodeError(f"mono8 payload has {payload.nbytes} bytes, {height}x{width} needs {height * width}")
+    return np.frombuffer(payload, dtype=np.uint8).reshape(height, width).copy()
+
+
+def _encode_bitpack(mask: np.ndarray) -> bytes:
+    # packbits sets a bit for every non-zero byte, so 255 -> 1; the tail byte is zero-padded.
+    return np.packbits(mask.reshape(-1)).tobytes()
+
+
+def _decode_bitpack(payload: memoryview, height: int, width: int) -> np.ndarray:
+    expected = math.ceil(height * width / 8)
+    if payload.nbytes != expected:
+        raise DecodeError(f"bitpack payload has {payload.nbytes} bytes, {height}x{width} needs {expected}")
+    bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8), count=height * width)
+    bits *= 255
+    return bits.reshape(height, width)
+
+
+def _encode_rle(mask: np.ndarray) -> bytes:
+    # Vectorised: a run starts wherever a pixel differs from its predecessor. Lengths fit uint32
+    # because a mask has far fewer than 2**32 pixels.
+    flat = mask.reshape(-1)
+    starts = np.concatenate(([0], np.flatnonzero(flat[1:] != flat[:-1]) + 1))
+    runs = np.empty(starts.size, dtype=_RLE_RUN)
+    runs["value"] = flat[starts]
+    runs["length"] = np.diff(np.append(starts, flat.size))
+    return runs.tobytes()
+
+
+def _decode_rle(payload: memoryview, height: int, width: int) -> np.ndarray:
+    if payload.nbytes % _RLE_RUN.itemsize:
+        raise DecodeError(f"rle payload has {payload.nbytes} bytes, not a multiple of {_RLE_RUN.itemsize}")
+    runs = np.frombuffer(payload, dtype=_RLE_RUN)
+    lengths = runs["length"].astype(np.int64)
+    total = int(lengths.sum())
+    if total != height * width:
+        raise DecodeError(f"rle runs cover {total} pixels, {height}x{width} needs {height * width}")
+    return np.repeat(runs["value"], lengths).reshape(height, width)
+
+
+def _encode_png(mask: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", mask, [cv2.IMWRITE_PNG_COMPRESSION, contracts.PNG_COMPRESSION_LEVEL])
+    if not ok:
+        raise ValueError(f"OpenCV could not PNG-encode a {mask.shape} mask")
+    return buf.tobytes()
+
+
+def _decode_png(payload: memoryview, height: int, width: int) -> np.ndarray:
+    image = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise DecodeError("png payload is not a readable PNG")
+    if image.dtype != np.uint8 or image.shape != (height, width):
+        raise DecodeError(f"png payload is {image.dtype} {image.shape}, header says uint8 ({height}, {width})")
+    return image
+
+
+ENCODING_REGISTRY: Registry[Codec] = Registry("encoding")
+for _codec in (
+    Codec("mono8", contracts.COMPRESSION_OF_ENCODING["mono8"], False, _encode_mono8, _decode_mono8),
+    Codec("bitpack", contracts.COMPRESSION_OF_ENCODING["bitpack"], True, _encode_bitpack, _decode_bitpack),
+    Codec("rle", contracts.COMPRESSION_OF_ENCODING["rle"], False, _encode_rle, _decode_rle),
+    Codec("png", contracts.COMPRESSION_OF_ENCODING["png"], False, _encode_png, _decode_png),
+):
+    ENCODING_REGISTRY.register(_codec.name)(_codec)
+_BY_COMPRESSION = {ENCODING_REGISTRY.get(n).compression: ENCODING_REGISTRY.get(n) for n in ENCODING_REGISTRY}

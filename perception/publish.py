@@ -1,0 +1,309 @@
+"""The mask publisher: a ZeroMQ PUB socket that sends every frame's masks without ever blocking.
+
+Each message is three frames ``[topic, header JSON, payload]`` (see ``perception/wire.py`` and
+the README's "Wire format"). Topics are ``<namespace>/<mask>``, e.g. ``perception/front/lane``,
+plus JSON documents such as ``perception/front/stats``.
+
+Usage::
+
+    pub = MaskPublisher(namespace="perception/front", encodings={"lane": "bitpack"})
+    pub.publish_masks(seq=7, capture_ns=time.time_ns(), frame_id="front", masks={"lane": lane},
+                      latency_ms={"infer": 4.1}, model_id="bisenetv2-camvid-360x480-fp32")
+    pub.publish_json("stats", {"fps": 29.8})
+    pub.close()
+
+Binding is localhost-only by default; another interface only when asked (a warning says the
+data leaves the machine). ``curve_secret_key_file`` + ``curve_allow_dir`` turn on CURVE
+encryption with a client allow-list (``perception/security.py``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import re
+import threading
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import zmq
+
+from perception import contracts
+from perception.encoding import Codec, get_codec
+from perception.errors import ConfigError, PublishError
+from perception.security import make_curve_server, start_authenticator
+from perception.wire import dump_header, json_header, mask_header, values_for_topic
+
+log = logging.getLogger(__name__)
+
+_ENDPOINT_RE = re.compile(r"^(?:tcp://(?P<host>\[[0-9a-fA-F:.]+\]|[^:/\[\]]+):(?P<port>\d+|\*)|ipc://.+|inproc://.+)$")
+# pyzmq recommends zero-copy sends only for large buffers; below this copying is cheaper.
+_ZERO_COPY_MIN_BYTES = 64 * 1024
+# One frame's burst: every mask topic plus the obstacles and stats documents.
+_MESSAGES_PER_FRAME = len(contracts.MASK_TOPICS) + 2
+
+
+@dataclass
+class PublishCounters:
+    """What the publisher did. ``dropped_by_transport`` counts sends ZeroMQ refused (zmq.Again).
+
+    A PUB socket drops silently, per subscriber, when that subscriber's queue is full; those
+    drops are invisible here and show up at the subscriber as gaps in ``seq``.
+    """
+
+    messages_sent: int = 0
+    bytes_sent: int = 0
+    dropped_by_transport: int = 0
+    send_errors: int = 0
+
+
+@dataclass(frozen=True)
+class _TopicPlan:
+    topic: bytes
+    codec: Codec
+    values: str
+
+
+def check_endpoint(endpoint: str) -> str | None:
+    """Validate an endpoint string; return its TCP host (None for ipc/inproc).
+
+    Raises PublishError naming the endpoint and the expected form.
+    """
+    match = _ENDPOINT_RE.match(endpoint) if isinstance(endpoint, str) else None
+    if match is None:
+        raise PublishError(
+            f"bad endpoint {endpoint!r}; expected tcp://HOST:PORT, e.g. {contracts.DEFAULT_ENDPOINT}"
+        )
+    port = match.group("port")
+    if port not in (None, "*") and not 0 < int(port) < 65536:
+        raise PublishError(f"bad endpoint {endpoint!r}: port {port} is out of range 1-65535")
+    host = match.group("host")
+    return host.strip("[]") if host is not None else None
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # an interface name such as eth0, or '*'
+        return False
+
+
+class MaskPublisher:
+    """Publishes mask and JSON messages on one PUB socket; ``publish_*`` never block.
+
+    Args:
+        endpoint: where to bind (default ``tcp://127.0.0.1:5556``).
+        namespace: topic prefix, normally ``perception/<camera name>``.
+        encodings: mask topic -> payload encoding (``mono8``, ``bitpack``, ``rle``, ``png``);
+            topics not named use ``contracts.DEFAULT_ENCODINGS``.
+        curve_secret_key_file: the server's ``.key_secret``; turns on CURVE encryption.
+        curve_allow_dir: directory of allowed client ``.key`` files (needs the secret key).
+        sndhwm: messages queued per subscriber before ZeroMQ drops for that subscriber
+            (default 16, about two frames; see the comment in ``__init__``).
+
+    Raises:
+        ConfigError: unknown topic or encoding, ``bitpack`` for ``class_map``, bad ``sndhwm``.
+        PublishError: bad endpoint, address in use, missing or invalid key files.
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoint: str = contracts.DEFAULT_ENDPOINT,
+        namespace: str,
+        encodings: dict[str, str] | None = None,
+        curve_secret_key_file: str | None = None,
+        curve_allow_dir: str | None = None,
+        sndhwm: int = 16,
+    ) -> None:
+        if not isinstance(namespace, str) or not namespace.strip("/"):
+            raise ConfigError(f"namespace {namespace!r} is empty; use e.g. perception/front")
+        if not isinstance(sndhwm, int) or sndhwm < 1:
+            raise ConfigError(f"sndhwm={sndhwm!r} must be an integer >= 1")
+        if sndhwm < 2 * _MESSAGES_PER_FRAME:
+            log.warning(
+                "sndhwm=%d is below two frames (%d messages): subscribers will lose messages even when "
+                "they keep up; use %d or more", sndhwm, 2 * _MESSAGES_PER_FRAME, 2 * _MESSAGES_PER_FRAME,
+            )
+        if curve_allow_dir is not None and curve_secret_key_file is None:
+            raise ConfigError("--curve-allow needs --curve-secret-key (the server's .key_secret file)")
+        self.namespace = namespace.rstrip("/")
+        self._plans = self._plan_topics(encodings or {})
+        host = check_endpoint(endpoint)
+        self.counters = PublishCounters()
+        self._json_seq: dict[str, int] = {}
+        self._lock = threading.Lock()  # sockets are not thread-safe; stats may come from another thread
+        self._closed = False
+        self._context = zmq.Context()
+        self._auth = None
+        self._socket = self._context.socket(zmq.PUB)
+        try:
+            self._socket.linger = 0
+            # Why a small HWM (messages queued per subscriber): ZMQ_CONFLATE would keep only the
+            # newest message but does not support multipart messages, so freshness comes from a
+            # small high-water mark: a subscriber that falls behind loses whole old messages (it
+            # sees gaps in seq) instead of an ever-growing backlog, and the node never waits.
+            # Why 16 and not 4: a frame is a burst of up to _MESSAGES_PER_FRAME messages, and
+            # libzmq updates the writer's view of the queue lazily (the I/O thread acknowledges
+            # every ~hwm/2 messages and send() processes acknowledgements at most about once a
+            # millisecond), so an HWM below one burst drops the tail of every frame even for a
+            # fast subscriber (measured: HWM 4 delivered 199 of 300 messages, 16 all 300). 16 holds
+            # two to three frames, i.e. under 0.1 s of stale data at 30 FPS, plus kernel TCP buffers.
+            self._socket.sndhwm = sndhwm
+            if curve_secret_key_file is not None:
+                if curve_allow_dir is not None:
+                    self._auth = start_authenticator(self._context, curve_allow_dir)
+                else:
+                    log.warning("CURVE without --curve-allow: traffic is encrypted but any client key is accepted")
+                make_curve_server(self._socket, curve_secret_key_file)
+            self._bind(endpoint)
+        except BaseException:
+            self._teardown()
+            raise
+        self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        if host is not None and not is_loopback(host):
+            log.warning(
+                "publishing on %s: masks leave this machine%s",
+                self.endpoint,
+                "" if curve_secret_key_file else " unencrypted; see `perception keys` for CURVE encryption",
+            )
+        log.info("publishing %s/{%s} on %s", self.namespace, ",".join(self._plans), self.endpoint)
+
+    def _plan_topics(self, encodings: dict[str, str]) -> dict[str, _TopicPlan]:
+        unknown = [name for name in encodings if name not in contracts.MASK_TOPICS]
+        if unknown:
+            raise ConfigError(f"unknown mask topic {unknown[0]!r} in encodings; known: {', '.join(contracts.MASK_TOPICS)}")
+        plans = {}
+        for name in contracts.MASK_TOPICS:
+            codec = get_codec(encodings.get(name, contracts.DEFAULT_ENCODINGS[name]))
+            values = values_for_topic(name)
+            if codec.binary_only and values != contracts.VALUES_BINARY:
+                raise ConfigError(
+                    f"encoding {codec.name!r} keeps only 0/255 and cannot carry {name} (class ids); "
+                    "use mono8, rle or png for class_map"
+                )
+            topic = contracts.topic_name(self.namespace, name).encode("utf-8")
+            plans[name] = _TopicPlan(topic=topic, codec=codec, values=values)
+        return plans
+
+    def _bind(self, endpoint: str) -> None:
+        try:
+            self._socket.bind(endpoint)
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EADDRINUSE:
+                raise PublishError(
+                    f"cannot bind {endpoint}: address already in use; use --endpoint tcp://127.0.0.1:5557 "
+                    "or stop the other node"
+                ) from None
+            raise PublishError(
+                f"cannot bind {endpoint}: {exc.strerror}; use an address of this machine, "
+                f"e.g. {contracts.DEFAULT_ENDPOINT}"
+            ) from None
+
+    def publish_masks(
+        self,
+        *,
+        seq: int,
+        capture_ns: int,
+        frame_id: str,
+        masks: dict[str, np.ndarray],
+        latency_ms: dict[str, float],
+        model_id: str,
+    ) -> None:
+        """Encode and send one frame's masks, one message per mask topic; never blocks.
+
+        ``capture_ns`` is the capture time in nanoseconds since the UNIX epoch (``time.time_ns()``),
+        so a subscriber on another process can compute capture-to-receive latency. Each header's
+        ``latency_ms`` is the caller's stages plus ``encode`` (this payload) and ``publish`` (from
+        this call's start to this message's send, so it includes earlier topics of the frame).
+
+        Raises ValueError for a mask name outside ``contracts.MASK_TOPICS`` or a mask that is not
+        2-D uint8 (caller bugs). Transport trouble is counted in ``counters``, never raised.
+        """
+        start = time.perf_counter()
+        for name, mask in masks.items():
+            plan = self._plans.get(name)
+            if plan is None:
+                raise ValueError(f"unknown mask topic {name!r}; known: {', '.join(self._plans)}")
+            t0 = time.perf_counter()
+            payload = plan.codec.encode(mask)
+            t1 = time.perf_counter()
+            stages = dict(latency_ms)
+            stages["encode"] = (t1 - t0) * 1e3
+            stages["publish"] = (t1 - start) * 1e3
+            header = mask_header(
+                height=mask.shape[0],
+                width=mask.shape[1],
+                compression=plan.codec.compression,
+                values=plan.values,
+                seq=seq,
+                capture_ns=capture_ns,
+                publish_ns=time.time_ns(),
+                frame_id=frame_id,
+                model_id=model_id,
+                latency_ms=stages,
+            )
+            self._send(plan.topic, dump_header(header), payload)
+
+    def publish_json(self, name: str, doc: dict) -> None:
+        """Send a JSON document on ``<namespace>/<name>`` (e.g. ``stats``, ``obstacles``); never blocks.
+
+        The header carries a per-name ``seq`` counting from 0. Raises TypeError/ValueError when
+        ``doc`` is not JSON-serialisable (a caller bug).
+        """
+        seq = self._json_seq.get(name, 0)
+        self._json_seq[name] = seq + 1
+        payload = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        header = json_header(name=name, seq=seq, publish_ns=time.time_ns())
+        self._send(contracts.topic_name(self.namespace, name).encode("utf-8"), dump_header(header), payload)
+
+    def _send(self, topic: bytes, header: bytes, payload: bytes) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                # NOBLOCK everywhere: a PUB socket drops for a subscriber at its HWM instead of
+                # blocking, and zmq.Again (no room at all) is a drop, never a stall.
+                self._socket.send(topic, zmq.SNDMORE | zmq.NOBLOCK)
+                self._socket.send(header, zmq.SNDMORE | zmq.NOBLOCK)
+                self._socket.send(payload, zmq.NOBLOCK, copy=len(payload) < _ZERO_COPY_MIN_BYTES)
+            except zmq.Again:
+                self.counters.dropped_by_transport += 1
+                return
+            except zmq.ZMQError as exc:
+                self.counters.send_errors += 1
+                if self.counters.send_errors in (1, 10, 100) or self.counters.send_errors % 1000 == 0:
+                    log.warning("send on %s failed (%s); %d failures so far", topic.decode(), exc, self.counters.send_errors)
+                return
+            self.counters.messages_sent += 1
+            self.counters.bytes_sent += len(topic) + len(header) + len(payload)
+
+    def stats(self) -> dict[str, int]:
+        """A copy of the counters, e.g. for the stats document."""
+        with self._lock:
+            return asdict(self.counters)
+
+    def close(self) -> None:
+        """Close the socket at once (linger 0: unsent messages are dropped); idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._teardown()
+
+    def _teardown(self) -> None:
+        self._socket.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()
+        self._context.term()
+
+    def __enter__(self) -> MaskPublisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

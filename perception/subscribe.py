@@ -1,0 +1,360 @@
+"""The subscriber client: receive and decode mask and JSON messages from a perception node.
+
+Usage::
+
+    from perception.subscribe import MaskSubscriber
+    with MaskSubscriber("tcp://127.0.0.1:5556", namespace="perception/front", masks=["lane"]) as sub:
+        msg = sub.recv(timeout_s=1.0)          # Message or None after the timeout
+        if msg is not None:
+            print(msg.topic, msg.seq, msg.data.shape)
+
+``keep_latest=True`` drains everything that is queued on each ``recv`` and keeps only the newest
+message per topic (ZMQ_CONFLATE cannot do this: it does not support multipart messages).
+
+Reconnection is ZeroMQ's own: a SUB socket keeps trying to reach the publisher, every
+``reconnect_ivl_ms`` at first and backing off to ``reconnect_ivl_max_ms``, and resends its
+subscriptions when the publisher comes back, so a restarted node is picked up without any action
+here (its ``seq`` then starts again).
+
+Messages that are not valid (wrong frame count, bad JSON, a payload that does not match its
+header) and messages from another wire version are counted in ``counters`` and skipped, never
+raised; the first of each kind is logged with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import zmq
+
+from perception import contracts
+from perception.encoding import DecodeError, codec_for_compression
+from perception.errors import ConfigError, PublishError
+from perception.publish import check_endpoint
+from perception.security import make_curve_client
+from perception.wire import WireError, WireVersionError, parse_header
+
+log = logging.getLogger(__name__)
+
+# Upper bound on messages taken off the socket in one keep-latest drain, so a publisher that is
+# faster than this reader cannot keep recv() from returning.
+_MAX_DRAIN = 10_000
+
+
+@dataclass
+class Message:
+    """One received message.
+
+    ``header`` is the parsed header JSON (see the README's "Wire format"); ``data`` is the decoded
+    mask (H x W uint8) for ``kind == "mask"`` or the JSON document for ``kind == "json"``.
+    ``wire_bytes`` is the size of all three frames, ``receive_ns`` the ``time.time_ns()`` on arrival.
+    """
+
+    topic: str
+    header: dict[str, Any]
+    data: np.ndarray | Any
+    wire_bytes: int
+    receive_ns: int
+
+    @property
+    def kind(self) -> str:
+        return self.header["kind"]
+
+    @property
+    def seq(self) -> int:
+        return self.header["seq"]
+
+    @property
+    def capture_ns(self) -> int | None:
+        """Capture time of a mask message (None for JSON documents)."""
+        return self.header.get("capture_ns")
+
+
+@dataclass
+class SubscribeCounters:
+    """``received``: valid messages returned; ``malformed`` / ``version_mismatch``: skipped;
+    ``superseded``: older messages replaced by a newer one of the same topic (keep_latest)."""
+
+    received: int = 0
+    malformed: int = 0
+    version_mismatch: int = 0
+    superseded: int = 0
+
+
+def decode_message(frames: list[bytes | memoryview | zmq.Frame], *, receive_ns: int | None = None) -> Message:
+    """Decode the frames of one message.
+
+    Raises WireVersionError for another wire version, WireError or DecodeError for anything
+    that does not follow the wire format.
+    """
+    if len(frames) != 3:
+        raise WireError(f"message has {len(frames)} frames, expected 3 (topic, header, payload)")
+    raw = [f.buffer if isinstance(f, zmq.Frame) else memoryview(f) for f in frames]
+    try:
+        topic = bytes(raw[0]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise WireError("topic frame is not UTF-8") from None
+    header = parse_header(raw[1])
+    if header["kind"] == contracts.KIND_JSON:
+        try:
+            data = json.loads(bytes(raw[2]).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise WireError(f"{topic}: payload is not UTF-8 JSON ({exc})") from None
+    else:
+        codec = codec_for_compression(header["compression"])
+        data = codec.decode(raw[2], height=header["height"], width=header["width"])
+    return Message(
+        topic=topic,
+        header=header,
+        data=data,
+        wire_bytes=sum(r.nbytes for r in raw),
+        receive_ns=time.time_ns() if receive_ns is None else receive_ns,
+    )
+
+
+class MaskSubscriber:
+    """A SUB socket connected to a perception node, returning decoded ``Message`` objects.
+
+    Args:
+        endpoint: the publisher's endpoint (default ``tcp://127.0.0.1:5556``).
+        topics: exact topic names to receive; or
+        namespace: receive ``<namespace>/<mask>`` for each of ``masks`` (all topics of the
+            namespace when ``masks`` is None). With neither, every topic is received.
+        keep_latest: on each ``recv`` drain the socket and keep only the newest message per topic.
+        curve_server_key: the publisher's public ``.key`` file (CURVE); needs ``curve_key_file``.
+        curve_key_file: this client's ``.key_secret`` file; its public key must be in the
+            publisher's allow-list.
+        rcvhwm: messages queued before ZeroMQ drops new ones for this subscriber.
+        reconnect_ivl_ms / reconnect_ivl_max_ms: ZeroMQ reconnect interval and its back-off cap.
+
+    Raises:
+        ConfigError: conflicting topic arguments or half a CURVE configuration.
+        PublishError: bad endpoint or key files.
+    """
+
+    def __init__(
+        self,
+        endpoint: str = contracts.DEFAULT_ENDPOINT,
+        *,
+        topics: list[str] | None = None,
+        namespace: str | None = None,
+        masks: list[str] | None = None,
+        keep_latest: bool = False,
+        curve_server_key: str | None = None,
+        curve_key_file: str | None = None,
+        rcvhwm: int = 1000,
+        reconnect_ivl_ms: int = 100,
+        reconnect_ivl_max_ms: int = 2000,
+    ) -> None:
+        if topics and namespace:
+            raise ConfigError("give either topics or a namespace, not both")
+        if masks and not namespace:
+            raise ConfigError("masks need a namespace, e.g. namespace='perception/front'")
+        if (curve_server_key is None) != (curve_key_file is None):
+            raise ConfigError(
+                "CURVE needs both --curve-server-key (the node's .key) and --curve-key (this client's .key_secret)"
+            )
+        check_endpoint(endpoint)
+        if topics:
+            self.topics: list[str] | None = list(topics)
+            prefixes = self.topics
+        elif namespace and masks:
+            self.topics = [contracts.topic_name(namespace, m) for m in masks]
+            prefixes = self.topics
+        else:
+            self.topics = None  # prefix subscription: everything under the namespace (or everything)
+            prefixes = [namespace.rstrip("/") + "/"] if namespace else [""]
+        self.endpoint = endpoint
+        self.keep_latest = keep_latest
+        self.counters = SubscribeCounters()
+        self.last_error: str | None = None
+        self._exact = set(self.topics) if self.topics is not None else None
+        self._pending: dict[str, list[zmq.Frame]] = {}
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.SUB)
+        try:
+            self._socket.linger = 0
+            self._socket.rcvhwm = rcvhwm
+            self._socket.reconnect_ivl = reconnect_ivl_ms
+            self._socket.reconnect_ivl_max = reconnect_ivl_max_ms
+            if curve_server_key is not None:
+                make_curve_client(self._socket, server_key_file=curve_server_key, client_secret_file=curve_key_file)
+            for prefix in prefixes:
+                self._socket.setsockopt(zmq.SUBSCRIBE, prefix.encode("utf-8"))
+            self._socket.connect(endpoint)
+        except zmq.ZMQError as exc:
+            self._teardown()
+            raise PublishError(f"cannot connect to {endpoint}: {exc.strerror}; check --endpoint") from None
+        except BaseException:
+            self._teardown()
+            raise
+
+    def recv(self, timeout_s: float = 1.0) -> Message | None:
+        """The next valid message, or None when none arrives within ``timeout_s`` seconds."""
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while True:
+            msg = self._take_latest() if self.keep_latest else self._take_next()
+            if msg is not None:
+                return msg
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self._socket.poll(max(1, int(remaining * 1000)), zmq.POLLIN)
+
+    def _recv_frames(self) -> list[zmq.Frame] | None:
+        try:
+            frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+        if self._exact is not None and bytes(frames[0].buffer).decode("utf-8", "replace") not in self._exact:
+            return []  # a longer topic that shares a subscribed prefix
+        return frames
+
+    def _take_next(self) -> Message | None:
+        while (frames := self._recv_frames()) is not None:
+            if frames and (msg := self._decode(frames)) is not None:
+                return msg
+        return None
+
+    def _take_latest(self) -> Message | None:
+        for _ in range(_MAX_DRAIN):
+            frames = self._recv_frames()
+            if frames is None:
+                break
+            if not frames:
+                continue
+            topic = bytes(frames[0].buffer).decode("utf-8", "replace")
+            if self._pending.pop(topic, None) is not None:
+                self.counters.superseded += 1
+            self._pending[topic] = frames  # re-inserted last: the dict stays in arrival order
+        while self._pending:
+            topic = next(iter(self._pending))
+            msg = self._decode(self._pending.pop(topic))
+            if msg is not None:
+                return msg
+        return None
+
+    def _decode(self, frames: list[zmq.Frame]) -> Message | None:
+        try:
+            msg = decode_message(frames)
+        except WireVersionError as exc:
+            self.counters.version_mismatch += 1
+            self._report(str(exc), self.counters.version_mismatch)
+            return None
+        except (WireError, DecodeError) as exc:
+            self.counters.malformed += 1
+            self._report(f"skipped a malformed message: {exc}", self.counters.malformed)
+            return None
+        self.counters.received += 1
+        return msg
+
+    def _report(self, message: str, count: int) -> None:
+        self.last_error = message
+        if count in (1, 10, 100) or count % 1000 == 0:  # rate-limited: a bad stream must not flood the log
+            log.warning("%s (%d so far)", message, count)
+
+    def stats(self) -> dict[str, int]:
+        return asdict(self.counters)
+
+    def close(self) -> None:
+        """Close the socket at once (linger 0); idempotent."""
+        self._teardown()
+
+    def _teardown(self) -> None:
+        if not self._socket.closed:
+            self._socket.close(linger=0)
+        if not self._context.closed:
+            self._context.term()
+
+    def __enter__(self) -> MaskSubscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class TopicStats:
+    """Running figures for one topic, like ``ros2 topic hz``: rate, latency, sequence gaps, bytes.
+
+    Latency is ``receive_ns - capture_ns`` for masks (``publish_ns`` for JSON documents), both on
+    the wall clock, so across machines it is only as good as their clock sync. ``gaps`` counts
+    missing sequence numbers (dropped upstream or by the transport); a sequence number that goes
+    backwards counts as a publisher restart, not as gaps.
+    """
+
+    _MAX_SAMPLES = 100_000  # latency samples kept for the final percentiles (about an hour at 30 Hz)
+
+    def __init__(self, now_s: float) -> None:
+        self.count = 0
+        self.wire_bytes = 0
+        self.gaps = 0
+        self.restarts = 0
+        self.last_seq: int | None = None
+        self.first_s: float | None = None
+        self.last_s: float | None = None
+        self.latencies_ms: list[float] = []
+        self._window_start_s = now_s
+        self._window_count = 0
+        self._window_bytes = 0
+        self._window_latencies_ms: list[float] = []
+
+    def add(self, msg: Message, now_s: float) -> None:
+        """Account one message received at monotonic time ``now_s``."""
+        self.count += 1
+        self.wire_bytes += msg.wire_bytes
+        self._window_count += 1
+        self._window_bytes += msg.wire_bytes
+        self.first_s = now_s if self.first_s is None else self.first_s
+        self.last_s = now_s
+        if self.last_seq is not None:
+            if msg.seq > self.last_seq:
+                self.gaps += msg.seq - self.last_seq - 1
+            else:
+                self.restarts += 1
+        self.last_seq = msg.seq
+        stamp_ns = msg.capture_ns if msg.capture_ns is not None else msg.header.get("publish_ns")
+        if isinstance(stamp_ns, int):
+            latency_ms = (msg.receive_ns - stamp_ns) / 1e6
+            self._window_latencies_ms.append(latency_ms)
+            if len(self.latencies_ms) < self._MAX_SAMPLES:
+                self.latencies_ms.append(latency_ms)
+
+    def window(self, now_s: float) -> dict[str, Any]:
+        """Figures since the previous call (rate, latency, bytes/s), then start a new window."""
+        elapsed_s = max(now_s - self._window_start_s, 1e-9)
+        out = {
+            "count": self._window_count,
+            "rate_hz": self._window_count / elapsed_s,
+            "bytes_per_s": self._window_bytes / elapsed_s,
+            "latency_ms": _percentiles(self._window_latencies_ms),
+            "gaps": self.gaps,
+        }
+        self._window_start_s, self._window_count, self._window_bytes = now_s, 0, 0
+        self._window_latencies_ms = []
+        return out
+
+    def summary(self, duration_s: float) -> dict[str, Any]:
+        """Figures over the whole run; the rate is over first-to-last message."""
+        span_s = (self.last_s - self.first_s) if self.count >= 2 else 0.0
+        return {
+            "count": self.count,
+            "rate_hz": (self.count - 1) / span_s if span_s > 0 else 0.0,
+            "bytes": self.wire_bytes,
+            "bytes_per_s": self.wire_bytes / duration_s if duration_s > 0 else 0.0,
+            "latency_ms": _percentiles(self.latencies_ms),
+            "gaps": self.gaps,
+            "seq_restarts": self.restarts,
+            "last_seq": self.last_seq,
+        }
+
+
+def _percentiles(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    p50, p90, p99 = np.percentile(np.asarray(values), [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(max(values))}
