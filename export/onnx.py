@@ -1,0 +1,307 @@
+"""Step 1 of the export chain: a PyTorch segmentation model -> a self-describing ONNX file.
+
+The graph takes exactly what the node has (``contracts.INPUT_NAME``: uint8, NHWC, BGR, fixed
+H x W) and does the cast, the channel swap and the mean/std normalisation inside; it ends with
+the argmax fused, giving uint8 class ids (``contracts.OUTPUT_CLASS_IDS``), and optionally the
+uint8 confidence of the winning class (``contracts.OUTPUT_CONFIDENCE``). The model metadata
+(``contracts.ModelMetadata``) is stored as JSON under ``contracts.METADATA_KEY`` in the ONNX
+``metadata_props`` so the node can run the file with nothing else.
+
+Exporter choice: torch's ``dynamo=True`` path (torch.export + onnxscript), which gives a clean,
+fully static graph (no Shape/Gather subgraphs around Resize). It emits ``contracts.ONNX_OPSET``
+natively; asking it for a lower opset goes through onnx's version converter, which has no
+Split 18->17 adapter and mis-converts ReduceMax, and the TorchScript path (``dynamo=False``) is
+deprecated in torch 2.9+ and announced for removal.
+
+Used by ``perception export``; ``export_onnx`` can also be called directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from perception import __version__ as perception_version
+from perception.contracts import (
+    INPUT_NAME,
+    METADATA_KEY,
+    ONNX_OPSET,
+    OUTPUT_CLASS_IDS,
+    OUTPUT_CONFIDENCE,
+    ModelMetadata,
+)
+from perception.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+#: Name of the extra float output exposed by ``with_logits_output`` for verification.
+LOGITS_OUTPUT = "logits"
+
+
+class ExportWrapper(nn.Module):
+    """The deployed graph around a model: uint8 NHWC BGR in, uint8 class ids (+ confidence) out.
+
+    ``outputs="logits"`` returns the model's float logits N x C x H x W instead (used to check the
+    pre-processing against the PyTorch reference).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        mean_rgb: tuple[float, float, float],
+        std_rgb: tuple[float, float, float],
+        with_confidence: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.with_confidence = with_confidence
+        mean = torch.tensor(mean_rgb, dtype=torch.float32)
+        std = torch.tensor(std_rgb, dtype=torch.float32)
+        # (x / 255 - mean) / std == x * scale + bias, applied per channel in the input's BGR order
+        # (one Mul + one Add on the uint8->float tensor, before the channel swap).
+        self.register_buffer("scale_bgr", (1.0 / (255.0 * std)).flip(0), persistent=False)
+        self.register_buffer("bias_bgr", (-mean / std).flip(0), persistent=False)
+
+    def normalise(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 N x H x W x 3 BGR -> float N x 3 x H x W RGB, normalised as in training."""
+        x = image.to(torch.float32) * self.scale_bgr + self.bias_bgr  # N x H x W x 3 (BGR)
+        return x.flip(-1).permute(0, 3, 1, 2)  # N x 3 x H x W (RGB)
+
+    def logits(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model(self.normalise(image))  # N x C x H x W
+
+    def forward(self, image: torch.Tensor):
+        logits = self.logits(image)
+        if not self.with_confidence:
+            return logits.argmax(dim=1).to(torch.uint8)  # N x H x W
+        prob, class_ids = torch.softmax(logits, dim=1).max(dim=1)  # N x H x W each
+        confidence = torch.round(prob * 255.0).to(torch.uint8)
+        return class_ids.to(torch.uint8), confidence
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    """What step 1 produced: the file, its metadata and how long the export took."""
+
+    path: Path
+    metadata: ModelMetadata
+    export_s: float
+    size_bytes: int
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions of the tools that made an export (stored in the metadata)."""
+    import onnxruntime
+
+    return {
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "perception": perception_version,
+    }
+
+
+def json_safe_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's metrics reduced to what JSON can hold (floats, lists, strings)."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): convert(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [convert(v) for v in value]
+        if isinstance(value, torch.Tensor):
+            return convert(value.tolist())
+        if isinstance(value, np.generic | np.ndarray):
+            return convert(value.tolist())
+        if isinstance(value, (bool, int, float, str)) or value is None:
+            return value
+        return str(value)
+
+    return convert(dict(metrics))
+
+
+def build_metadata(ckpt, *, input_hw: tuple[int, int], dynamic_batch: bool, with_confidence: bool) -> ModelMetadata:
+    """ModelMetadata for an FP32 export of checkpoint ``ckpt`` (a training.checkpoint.Checkpoint)."""
+    return ModelMetadata(
+        model_name=ckpt.model_name,
+        class_table=ckpt.class_table,
+        input_hw=(int(input_hw[0]), int(input_hw[1])),
+        mean=tuple(float(x) for x in ckpt.mean),
+        std=tuple(float(x) for x in ckpt.std),
+        dataset=ckpt.dataset,
+        val_metrics=json_safe_metrics(ckpt.metrics),
+        precision="fp32",
+        dynamic_batch=dynamic_batch,
+        has_confidence=with_confidence,
+        model_kwargs=json_safe_metrics(ckpt.model_kwargs),
+        tool_versions=tool_versions(),
+        created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+
+
+def prepare_model(model: nn.Module) -> nn.Module:
+    """Eval mode on CPU, switched to export-safe ops when the model offers ``prepare_for_export``."""
+    model = model.eval().to("cpu")
+    prepare = getattr(model, "prepare_for_export", None)
+    if callable(prepare):
+        result = prepare()
+        model = result if isinstance(result, nn.Module) else model
+    return model.eval()
+
+
+def export_onnx(
+    model: nn.Module,
+    out_path: str | Path,
+    metadata: ModelMetadata,
+    *,
+    verbose: bool = False,
+) -> OnnxExport:
+    """Export ``model`` wrapped in ``ExportWrapper`` to ``out_path`` with ``metadata`` stored inside.
+
+    ``metadata.input_hw``, ``dynamic_batch``, ``has_confidence``, ``mean`` and ``std`` decide the
+    graph. The file is checked (``onnx.checker`` with full shape inference) before it is written,
+    and written atomically.
+
+    Raises:
+        ModelError: the input size does not fit the model, or torch cannot export it.
+    """
+    import time
+
+    out_path = Path(out_path)
+    h, w = metadata.input_hw
+    check = getattr(model, "check_input_size", None)
+    if callable(check):
+        check(h, w)  # ConfigError with the nearest valid sizes
+    model = prepare_model(model)
+    wrapper = ExportWrapper(
+        model, mean_rgb=metadata.mean, std_rgb=metadata.std, with_confidence=metadata.has_confidence
+    ).eval()
+    # A dynamic batch is traced with batch 2: torch.export specialises a dimension seen as 1.
+    example = torch.zeros((2 if metadata.dynamic_batch else 1, h, w, 3), dtype=torch.uint8)
+    output_names = [OUTPUT_CLASS_IDS] + ([OUTPUT_CONFIDENCE] if metadata.has_confidence else [])
+    dynamic_shapes = {"image": {0: torch.export.Dim("batch", min=1, max=1024)}} if metadata.dynamic_batch else None
+
+    start = time.perf_counter()
+    proto = torch_to_onnx(wrapper, example, output_names=output_names, dynamic_shapes=dynamic_shapes, verbose=verbose)
+    proto = finish_model(proto, metadata)
+    export_s = time.perf_counter() - start
+    size = save_model(proto, out_path)
+    return OnnxExport(path=out_path, metadata=metadata, export_s=export_s, size_bytes=size)
+
+
+def torch_to_onnx(
+    wrapper: nn.Module,
+    example: torch.Tensor,
+    *,
+    output_names: list[str],
+    dynamic_shapes: dict[str, Any] | None = None,
+    verbose: bool = False,
+) -> onnx.ModelProto:
+    """Run torch's dynamo exporter on ``wrapper`` and return the optimised ModelProto."""
+    # The exporter prints progress lines to stdout; keep them out of the command's report.
+    sink = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+    try:
+        with torch.inference_mode(False), torch.no_grad(), sink:
+            program = torch.onnx.export(
+                wrapper,
+                (example,),
+                dynamo=True,
+                opset_version=ONNX_OPSET,
+                input_names=[INPUT_NAME],
+                output_names=output_names,
+                dynamic_shapes=dynamic_shapes,
+                external_data=False,
+                optimize=True,
+                verbose=verbose,
+            )
+    except Exception as exc:  # torch.export raises many types; the message is what matters here
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"torch could not export the model to ONNX: {first[:300]}") from exc
+    return program.model_proto
+
+
+def finish_model(proto: onnx.ModelProto, metadata: ModelMetadata) -> onnx.ModelProto:
+    """Attach the metadata, infer shapes and run the ONNX checker."""
+    write_metadata(proto, metadata)
+    proto.producer_name = "perception"
+    proto.producer_version = perception_version
+    proto.doc_string = f"perception segmentation model {metadata.model_id}"
+    proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def write_metadata(proto: onnx.ModelProto, metadata: ModelMetadata) -> None:
+    """Store ``metadata`` as JSON under METADATA_KEY, replacing an earlier value."""
+    props = {p.key: p.value for p in proto.metadata_props}
+    props[METADATA_KEY] = metadata.to_json()
+    onnx.helper.set_model_props(proto, props)
+
+
+def save_model(proto: onnx.ModelProto, path: str | Path) -> int:
+    """Write ``proto`` to ``path`` atomically (a reader never sees half a file); returns its size."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = proto.SerializeToString()
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return len(data)
+
+
+def with_logits_output(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of an exported graph that also outputs the model's float logits (``LOGITS_OUTPUT``).
+
+    The logits are the input of the ArgMax (or of the Softmax before it) that produces the class
+    ids, so the graph checked is the graph shipped, not a second export.
+
+    Raises:
+        ModelError: the graph does not end in the exporter's ArgMax -> Cast pattern.
+    """
+    graph = proto.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    node = producer.get(OUTPUT_CLASS_IDS)
+    # Walk back from class_ids over Cast to the ArgMax, then over Softmax to the logits.
+    while node is not None and node.op_type == "Cast":
+        node = producer.get(node.input[0])
+    if node is None or node.op_type != "ArgMax":
+        raise ModelError(f"graph output {OUTPUT_CLASS_IDS!r} is not produced by an ArgMax; re-export the model")
+    logits_name = node.input[0]
+    source = producer.get(logits_name)
+    if source is not None and source.op_type == "Softmax":
+        logits_name = source.input[0]
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    inferred = {vi.name: vi for vi in copy.graph.value_info}
+    if logits_name in inferred:
+        value = onnx.ValueInfoProto()
+        value.CopyFrom(inferred[logits_name])
+    else:
+        value = onnx.helper.make_tensor_value_info(logits_name, onnx.TensorProto.FLOAT, None)
+    # Renaming would touch every consumer; an Identity gives the logits their public name instead.
+    copy.graph.node.append(onnx.helper.make_node("Identity", [logits_name], [LOGITS_OUTPUT]))
+    value.name = LOGITS_OUTPUT
+    copy.graph.output.append(value)
+    return copy
+
+
+def with_precision(metadata: ModelMetadata, precision: str) -> ModelMetadata:
+    """``metadata`` for a derived model (INT8, FP16 engine) with a new precision and time stamp."""
+    return replace(
+        metadata,
+        precision=precision,
+        created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        tool_versions=tool_versions(),
+    )

@@ -1,0 +1,244 @@
+"""Step 3 of the export chain: an INT8 model for CPUs, gated on accuracy and measured for speed.
+
+ONNX Runtime static quantisation (``quantize_static``, QDQ format, per-channel INT8 weights)
+of the verified FP32 graph, calibrated on real images (``CalibrationImages``). The uint8
+pre-processing (cast, channel swap, normalisation) and the argmax/confidence tail stay in float:
+quantising them gains nothing and the argmax over quantised logits would tie. The gate:
+validation mIoU may drop at most ``MAX_MIOU_DROP_POINTS`` below FP32, and the CPU speed-up is
+measured (median latency of ONNX Runtime FP32 vs INT8).
+
+Run through ``perception export --int8 --calib SPEC``; ``quantize_int8`` can be called directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from perception.contracts import INPUT_NAME, ModelMetadata
+from perception.errors import DataError, ModelError
+
+log = logging.getLogger(__name__)
+
+#: Largest validation mIoU loss of INT8 vs FP32 that passes the gate, in points (0..100 scale).
+MAX_MIOU_DROP_POINTS = 1.0
+#: Ops that carry weights: the quantised body of the network lies between the first and the last.
+WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
+
+
+class CalibrationImages(CalibrationDataReader):
+    """Feeds uint8 BGR images (already at the model's input size) one at a time to the calibrator."""
+
+    def __init__(self, images: list[np.ndarray]) -> None:
+        if not images:
+            raise DataError("INT8 calibration needs at least one image; check --calib and --calib-count")
+        self._images = images
+        self._iter: Iterator[np.ndarray] = iter(images)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        image = next(self._iter, None)
+        return None if image is None else {INPUT_NAME: image[None]}
+
+    def rewind(self) -> None:
+        self._iter = iter(self._images)
+
+
+def io_nodes_to_exclude(proto: onnx.ModelProto) -> list[str]:
+    """Names of the pre-processing and output-tail nodes to keep in float.
+
+    Pre-processing: nodes with no weighted op (WEIGHTED_OPS) upstream. Tail: non-weighted nodes
+    with no weighted op downstream (final upsampling, softmax, argmax, casts). Found from the
+    graph rather than by name because the exporter's node names are not stable across versions.
+    """
+    nodes = list(proto.graph.node)
+    producer = {out: i for i, n in enumerate(nodes) for out in n.output}
+    consumers: dict[str, list[int]] = {}
+    for i, n in enumerate(nodes):
+        for name in n.input:
+            consumers.setdefault(name, []).append(i)
+    # Nodes are topologically sorted in a valid ONNX graph: one forward and one backward sweep.
+    weighted_above = [False] * len(nodes)
+    for i, n in enumerate(nodes):
+        weighted_above[i] = any(
+            nodes[producer[x]].op_type in WEIGHTED_OPS or weighted_above[producer[x]] for x in n.input if x in producer
+        )
+    weighted_below = [False] * len(nodes)
+    for i in range(len(nodes) - 1, -1, -1):
+        weighted_below[i] = any(
+            nodes[j].op_type in WEIGHTED_OPS or weighted_below[j] for out in nodes[i].output for j in consumers.get(out, [])
+        )
+    return [
+        n.name
+        for i, n in enumerate(nodes)
+        if n.op_type not in WEIGHTED_OPS and (not weighted_above[i] or not weighted_below[i])
+    ]
+
+
+def name_all_nodes(proto: onnx.ModelProto) -> None:
+    """Give unnamed nodes unique names (the quantiser selects nodes by name)."""
+    taken = {n.name for n in proto.graph.node if n.name}
+    for i, node in enumerate(proto.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{i}"
+            while name in taken:
+                name += "_"
+            node.name = name
+            taken.add(name)
+
+
+def quantize_int8(
+    fp32_path: str | Path,
+    out_path: str | Path,
+    calib_images: list[np.ndarray],
+    *,
+    metadata: ModelMetadata,
+    symmetric_activations: bool = False,
+    method: str = "minmax",
+) -> Path:
+    """Quantise the FP32 ONNX at ``fp32_path`` to a QDQ INT8 model at ``out_path``.
+
+    Args:
+        calib_images: uint8 BGR images at the model's input size.
+        metadata: the FP32 model's metadata; stored again with ``precision="int8"``.
+        symmetric_activations: zero-point-0 activations, as TensorRT's explicit INT8 needs.
+        method: calibration method, ``minmax``, ``entropy`` or ``percentile``.
+
+    Raises:
+        ModelError: the quantiser fails; DataError: no calibration images.
+    """
+    from export.onnx import finish_model, save_model, with_precision
+
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    reader = CalibrationImages(calib_images)
+    out_path = Path(out_path)
+    with tempfile.TemporaryDirectory(prefix="perception-int8-") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quantized = Path(tmp) / "quantized.onnx"
+        try:
+            # Shape inference + ORT's graph optimisations (Conv/BN fusion), as the quantiser's docs advise.
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
+            proto = onnx.load(str(prepared))
+            name_all_nodes(proto)
+            onnx.save(proto, str(prepared))
+            quantize_static(
+                str(prepared),
+                str(quantized),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=io_nodes_to_exclude(proto),
+                calibrate_method=methods[method],
+                extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True},
+            )
+            result = onnx.load(str(quantized))
+        except (RuntimeError, ValueError, onnx.checker.ValidationError) as exc:
+            raise ModelError(f"INT8 quantisation failed: {str(exc).splitlines()[0][:300]}") from exc
+    result = finish_model(result, with_precision(metadata, "int8"))
+    save_model(result, out_path)
+    return out_path
+
+
+def cpu_latency_ms(model_path: str | Path, image: np.ndarray, *, runs: int = 20, warmup: int = 3) -> list[float]:
+    """ONNX Runtime CPU latencies (ms) of ``runs`` single-image inferences after ``warmup`` runs."""
+    from export.verify import ort_session
+
+    session = ort_session(model_path)
+    feed = {INPUT_NAME: image[None]}
+    for _ in range(warmup):
+        session.run(None, feed)
+    latencies = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, feed)
+        latencies.append((time.perf_counter() - start) * 1e3)
+    return latencies
+
+
+@dataclass(frozen=True)
+class Int8Report:
+    """Figures of the INT8 gate."""
+
+    fp32_miou: float
+    int8_miou: float
+    val_images: int
+    fp32_p50_ms: float
+    int8_p50_ms: float
+    runs: int
+    max_drop_points: float
+    allowed_drop: bool
+
+    @property
+    def drop_points(self) -> float:
+        return 100.0 * (self.fp32_miou - self.int8_miou)
+
+    @property
+    def passed(self) -> bool:
+        return self.drop_points <= self.max_drop_points
+
+    @property
+    def speedup(self) -> float:
+        return self.fp32_p50_ms / self.int8_p50_ms if self.int8_p50_ms > 0 else float("nan")
+
+    def lines(self) -> list[str]:
+        verdict = "PASS" if self.passed else ("FAIL (allowed by --allow-int8-drop)" if self.allowed_drop else "FAIL")
+        return [
+            f"int8 {verdict}: val mIoU FP32 {100 * self.fp32_miou:.2f} -> INT8 {100 * self.int8_miou:.2f} "
+            f"(drop {self.drop_points:.2f} points, budget {self.max_drop_points:.1f}) on {self.val_images} images",
+            f"  ORT CPU latency p50 FP32 {self.fp32_p50_ms:.2f} ms, INT8 {self.int8_p50_ms:.2f} ms "
+            f"(x{self.speedup:.2f}, median of {self.runs} runs)",
+        ]
+
+
+def gate_int8(
+    fp32_path: str | Path,
+    int8_path: str | Path,
+    val_samples,
+    metadata: ModelMetadata,
+    *,
+    runs: int = 20,
+    allow_drop: bool = False,
+) -> Int8Report:
+    """Score FP32 and INT8 on labelled ``val_samples`` and time both on one image.
+
+    Returns an Int8Report (``passed`` tells the verdict; callers fail the export on it unless
+    ``allow_drop``).
+    """
+    from export.verify import evaluate_onnx
+
+    fp32 = evaluate_onnx(fp32_path, val_samples, metadata.class_table)
+    int8 = evaluate_onnx(int8_path, val_samples, metadata.class_table)
+    image = val_samples[0][0]
+    fp32_ms = statistics.median(cpu_latency_ms(fp32_path, image, runs=runs))
+    int8_ms = statistics.median(cpu_latency_ms(int8_path, image, runs=runs))
+    return Int8Report(
+        fp32_miou=fp32.miou(),
+        int8_miou=int8.miou(),
+        val_images=len(val_samples),
+        fp32_p50_ms=fp32_ms,
+        int8_p50_ms=int8_ms,
+        runs=runs,
+        max_drop_points=MAX_MIOU_DROP_POINTS,
+        allowed_drop=allow_drop,
+    )

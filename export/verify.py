@@ -1,0 +1,198 @@
+"""Step 2 of the export chain: the exported graph must compute what the PyTorch model computes.
+
+``verify_onnx`` runs ONNX Runtime (CPU) and PyTorch on the same uint8 BGR images and compares
+(1) the float logits, read from the shipped graph itself with an extra output (see
+``export.onnx.with_logits_output``), against a stated tolerance, and (2) the fused uint8 class ids
+against the PyTorch argmax. ``evaluate_onnx`` scores an ONNX file on labelled images (mIoU etc.)
+for the INT8 gate. ``reference_samples`` picks the images: ``--verify-data`` when given, else
+synthetic road scenes, else the checkpoint's own dataset.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+
+from perception.contracts import INPUT_NAME, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ClassTable
+from perception.errors import DataError, ModelError
+from perception.metrics import ConfusionMatrix
+
+log = logging.getLogger(__name__)
+
+#: Logit tolerance of the FP32 gate: max |ORT - torch| <= ABS + REL * max |torch logits|.
+LOGITS_ABS_TOL = 1e-3
+LOGITS_REL_TOL = 1e-4
+#: Minimum share of pixels whose class id matches the PyTorch argmax. Pixels whose top-2 logit
+#: margin lies within the logit tolerance are ties that rounding may legitimately flip; they are
+#: reported but do not count against the gate.
+MIN_ARGMAX_AGREEMENT = 0.999
+
+Sample = tuple[np.ndarray, np.ndarray | None]
+
+
+def resize_sample(image: np.ndarray, label: np.ndarray | None, input_hw: tuple[int, int]) -> Sample:
+    """Resize to the model's input size as the node does: image bilinear, label nearest."""
+    h, w = input_hw
+    if image.shape[:2] != (h, w):
+        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+    if label is not None and label.shape[:2] != (h, w):
+        label = cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
+    return np.ascontiguousarray(image), label
+
+
+def load_samples(spec: str, *, split: str, count: int, input_hw: tuple[int, int]) -> tuple[list[Sample], str]:
+    """``count`` (image, label) pairs spread evenly over dataset ``spec``, resized to ``input_hw``.
+
+    Returns the samples and the dataset's name. Raises ConfigError/DataError from the dataset.
+    """
+    from perception.datasets import open_dataset
+
+    dataset = open_dataset(spec, split=split)
+    if len(dataset) == 0:
+        raise DataError(f"dataset {spec!r} has no {split} images; check the path and split")
+    indices = np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int)
+    samples = [resize_sample(*dataset[int(i)], input_hw) for i in dict.fromkeys(indices.tolist())]
+    return samples, spec
+
+
+def reference_samples(
+    verify_data: str | None, *, checkpoint_dataset: str, count: int, input_hw: tuple[int, int]
+) -> tuple[list[Sample], str]:
+    """The images the FP32 gate runs on: ``verify_data``, else synthetic scenes, else the
+    checkpoint's dataset (its val split). Returns the samples and where they came from."""
+    if verify_data:
+        return load_samples(verify_data, split="val", count=count, input_hw=input_hw)
+    try:
+        from perception.synthetic import render_scene
+    except ImportError:
+        render_scene = None
+    if render_scene is not None:
+        h, w = input_hw
+        samples = [render_scene(1_000_000 + i, height=h, width=w) for i in range(count)]
+        return [resize_sample(img, lab, input_hw) for img, lab in samples], "synthetic scenes"
+    if checkpoint_dataset:
+        return load_samples(checkpoint_dataset, split="val", count=count, input_hw=input_hw)
+    raise DataError("no images to verify the export on; pass --verify-data SPEC (e.g. camvid:/data/camvid)")
+
+
+def ort_session(model: str | Path | onnx.ModelProto, *, threads: int = 0):
+    """A CPU ONNX Runtime session for a path or an in-memory model."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    try:
+        return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+        raise ModelError(f"ONNX Runtime cannot load the exported model: {str(exc).splitlines()[0][:300]}") from None
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Figures of the ONNX Runtime vs PyTorch comparison."""
+
+    images: int
+    source: str
+    logits_max_abs: float
+    logits_max_rel: float
+    logits_tol: float
+    argmax_agreement: float
+    decisive_agreement: float
+    tie_pixels: int
+    confidence_max_diff: int | None
+    passed: bool
+
+    def lines(self) -> list[str]:
+        verdict = "PASS" if self.passed else "FAIL"
+        out = [
+            f"verify {verdict}: ONNX Runtime vs PyTorch on {self.images} images ({self.source})",
+            f"  logits max |diff| {self.logits_max_abs:.2e} (relative {self.logits_max_rel:.2e}), "
+            f"tolerance {self.logits_tol:.2e}",
+            f"  class ids agree on {100 * self.argmax_agreement:.3f} % of pixels, "
+            f"{100 * self.decisive_agreement:.3f} % outside {self.tie_pixels} near-tie pixels "
+            f"(gate >= {100 * MIN_ARGMAX_AGREEMENT:.1f} %)",
+        ]
+        if self.confidence_max_diff is not None:
+            out.append(f"  confidence max |diff| {self.confidence_max_diff} (gate <= 1)")
+        return out
+
+
+def verify_onnx(wrapper, proto: onnx.ModelProto, samples: list[Sample], *, source: str = "images") -> VerifyReport:
+    """Compare the exported graph ``proto`` with ``wrapper`` (export.onnx.ExportWrapper) on ``samples``.
+
+    Returns a VerifyReport; ``passed`` is False when the logits differ beyond the tolerance, the
+    decisive argmax agreement is below MIN_ARGMAX_AGREEMENT, or the confidence differs by more
+    than one step.
+    """
+    import torch
+
+    from export.onnx import LOGITS_OUTPUT, with_logits_output
+
+    if not samples:
+        raise DataError("no images to verify the export on")
+    session = ort_session(with_logits_output(proto))
+    output_names = [o.name for o in session.get_outputs()]
+    max_abs = max_ref = 0.0
+    agree = decisive_agree = total = ties = 0
+    conf_diff: int | None = None
+    for image, _ in samples:
+        batch = image[None]  # 1 x H x W x 3 uint8 BGR
+        outputs = dict(zip(output_names, session.run(None, {INPUT_NAME: batch}), strict=True))
+        with torch.no_grad():
+            ref_logits = wrapper.logits(torch.from_numpy(batch)).numpy()
+        ort_logits = outputs[LOGITS_OUTPUT]
+        if ort_logits.shape != ref_logits.shape:
+            raise ModelError(f"exported logits have shape {ort_logits.shape}, PyTorch gives {ref_logits.shape}")
+        max_abs = max(max_abs, float(np.abs(ort_logits - ref_logits).max()))
+        max_ref = max(max_ref, float(np.abs(ref_logits).max()))
+        ref_ids = ref_logits.argmax(axis=1)
+        same = outputs[OUTPUT_CLASS_IDS].astype(np.int64) == ref_ids
+        top2 = np.sort(ref_logits, axis=1)[:, -2:]  # N x 2 x H x W
+        margin = top2[:, 1] - top2[:, 0]
+        tol = LOGITS_ABS_TOL + LOGITS_REL_TOL * max_ref
+        decisive = margin > tol
+        agree += int(same.sum())
+        decisive_agree += int(same[decisive].sum())
+        ties += int((~decisive).sum())
+        total += same.size
+        if OUTPUT_CONFIDENCE in outputs:
+            ref_prob = torch.softmax(torch.from_numpy(ref_logits), dim=1).max(dim=1).values.numpy()
+            ref_conf = np.round(ref_prob * 255.0)
+            diff = int(np.abs(outputs[OUTPUT_CONFIDENCE].astype(np.int64) - ref_conf.astype(np.int64)).max())
+            conf_diff = diff if conf_diff is None else max(conf_diff, diff)
+    tol = LOGITS_ABS_TOL + LOGITS_REL_TOL * max_ref
+    decisive_total = total - ties
+    decisive_share = decisive_agree / decisive_total if decisive_total else 1.0
+    passed = max_abs <= tol and decisive_share >= MIN_ARGMAX_AGREEMENT and (conf_diff is None or conf_diff <= 1)
+    return VerifyReport(
+        images=len(samples),
+        source=source,
+        logits_max_abs=max_abs,
+        logits_max_rel=max_abs / max_ref if max_ref else 0.0,
+        logits_tol=tol,
+        argmax_agreement=agree / total,
+        decisive_agreement=decisive_share,
+        tie_pixels=ties,
+        confidence_max_diff=conf_diff,
+        passed=passed,
+    )
+
+
+def evaluate_onnx(model: str | Path | onnx.ModelProto, samples: list[Sample], class_table: ClassTable) -> ConfusionMatrix:
+    """Confusion matrix of an exported model's class ids over labelled ``samples``."""
+    session = ort_session(model)
+    matrix = ConfusionMatrix(class_table.num_classes, ignore_id=class_table.ignore_id)
+    for image, label in samples:
+        if label is None:
+            raise DataError("evaluation needs labelled images; pass a dataset with labels")
+        class_ids = session.run([OUTPUT_CLASS_IDS], {INPUT_NAME: image[None]})[0][0]
+        matrix.update(class_ids, label)
+    return matrix
