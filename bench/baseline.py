@@ -1,0 +1,99 @@
+"""The naive serial baseline the node is compared with: one thread, one frame at a time.
+
+``run_serial_baseline(...)`` does what a first prototype would: read a frame from the source,
+``cv2.resize`` it to the model input (stretching, no letterbox), run the engine (argmax is already
+in the graph), and send the raw class-id mask on a ZeroMQ PUB socket; then the next frame. No
+queue, no overlap of capture with inference, no per-topic encoding. It uses the same source, model
+and engine options as the node, in the same bench run, so ``node FPS / baseline FPS`` compares
+the designs and not two different moments of the machine.
+
+Timed per frame: from just before ``source.read()`` to the return of ``send`` (wall clock,
+``perf_counter_ns``). No subscriber is attached: PUB discards a message with no peers after
+queueing it, so the baseline pays for the send call but not for a receiver (this flatters it).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import zmq
+
+from bench.engine import open_engine
+from bench.stats import summarize_ms
+from perception.contracts import OUTPUT_CLASS_IDS
+
+
+def run_serial_baseline(
+    *,
+    model: Path,
+    source: str,
+    source_options: dict[str, Any],
+    duration_s: float,
+    engine: str = "ort",
+    provider: str | None = None,
+    threads: int | None = None,
+    warmup: int = 10,
+    unpaced: bool = False,
+    tick=None,
+) -> dict[str, Any]:
+    """Run the serial loop for ``duration_s`` seconds; returns the ``baseline`` block of the bench JSON.
+
+    ``source_options`` are the keyword options of ``perception.sources.open_source`` (the node's
+    own), ``unpaced`` reads as fast as the loop can (no camera-rate pacing), ``tick(n)`` is called after each frame (progress bar). Raises SourceError / ModelError /
+    ConfigError for a bad source or model.
+    """
+    from perception.sources import open_source
+
+    eng = open_engine(model, engine, provider, threads)
+    height, width = eng.metadata.input_hw
+    src = open_source(source, **source_options)
+    if unpaced:
+        src.pace(None)
+    ctx = zmq.Context.instance()
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    try:
+        pub.bind("tcp://127.0.0.1:*")
+        batch = np.empty((1, height, width, 3), np.uint8)
+        topic = b"baseline/class_map"
+        first = src.read()
+        if first is None:
+            return {"frames": 0, "fps": None, "latency_ms": summarize_ms([]), "samples_ms": [],
+                    "note": "the source delivered no frames"}
+        batch[0] = cv2.resize(first.image, (width, height))
+        for _ in range(warmup):  # untimed, like the node's own warm-up before its first frame
+            eng.infer(batch)
+        samples_ns = []
+        t_start = time.perf_counter_ns()
+        deadline = t_start + int(duration_s * 1e9)
+        while True:
+            t0 = time.perf_counter_ns()
+            if t0 >= deadline:
+                break
+            frame = src.read()
+            if frame is None:
+                break
+            cv2.resize(frame.image, (width, height), dst=batch[0])
+            class_ids = eng.infer(batch)[OUTPUT_CLASS_IDS]
+            pub.send_multipart([topic, np.ascontiguousarray(class_ids[0]).tobytes()])
+            samples_ns.append(time.perf_counter_ns() - t0)
+            if tick is not None:
+                tick(1)
+        elapsed_s = (time.perf_counter_ns() - t_start) / 1e9
+    finally:
+        pub.close()
+        src.close()
+    samples_ms = [ns / 1e6 for ns in samples_ns]
+    return {
+        "design": "one thread: read -> cv2.resize -> infer -> send raw mask on PUB",
+        "frames": len(samples_ms),
+        "elapsed_s": round(elapsed_s, 4),
+        "fps": len(samples_ms) / elapsed_s if elapsed_s > 0 else None,
+        "provider": str(eng.provider),
+        "latency_ms": summarize_ms(samples_ms),
+        "samples_ms": [round(s, 4) for s in samples_ms],
+    }

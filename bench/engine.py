@@ -1,0 +1,350 @@
+"""Engine mode: how fast one ``Engine.infer`` call is, per model x engine x provider x threads x batch.
+
+``run_engine_bench(config)`` loads every engine configuration, warms each up (warm-up runs are
+never timed), then times ``Engine.infer`` in round-robin blocks: block 1 of every configuration,
+then block 2 of every configuration, and so on, so slow drift of the machine (thermal throttling,
+a neighbour's load) spreads over all configurations alike instead of penalising the last one.
+
+What is timed: the wall time (``time.perf_counter_ns``) of one ``engine.infer(batch)`` call on a
+uint8 N x H x W x 3 BGR batch already at the model's input size, from the call to its return with
+the outputs on the host. ONNX Runtime's ``run`` is synchronous; the torch and TensorRT engines
+synchronise the GPU before returning, so GPU work is inside the figure. Inputs are synthetic road
+scenes from the synthetic source (never zeros, which some kernels shortcut).
+
+Run it with ``perception bench engine --model m.onnx``; see bench/README.md for every figure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from bench.env import gpu_memory_mb
+from bench.stats import ratio, summarize_ms
+from perception.config import bounds, load_config
+from perception.errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
+
+#: Where the shipped default model lives (used when no --model is given).
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "perception" / "assets" / "default.onnx"
+
+#: Distinct frames cycled through the timed runs (a few, so caches see varied data).
+FRAME_POOL = 8
+
+
+@dataclass
+class EngineBenchConfig:
+    """What to measure. Every list is one axis of the combination grid.
+
+    ``providers`` / ``threads``: empty means the engine's own default (recorded as chosen).
+    ``fp16``: half precision on or off (the torch engine's option); FP32 vs INT8 ONNX models are
+    different files, so they are compared by passing both as ``models``. The input size is fixed
+    by each model file (one model per size).
+    ``duration_s``: when set, each configuration gets ``duration_s / blocks`` seconds per block
+    instead of ``runs / blocks`` runs.
+    """
+
+    models: list[Path] = field(default_factory=list)
+    engines: list[str] = field(default_factory=lambda: ["ort"])
+    providers: list[str] = field(default_factory=list)
+    threads: list[int] = field(default_factory=list)
+    batches: list[int] = field(default_factory=lambda: [1])
+    fp16: list[bool] = field(default_factory=lambda: [False])
+    runs: int = field(default=200, metadata=bounds(1, 10_000_000))
+    warmup: int = field(default=20, metadata=bounds(0, 1_000_000))
+    duration_s: float | None = field(default=None, metadata=bounds(0.01, 86_400))
+    blocks: int = field(default=5, metadata=bounds(1, 10_000))
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if any(b < 1 for b in self.batches):
+            raise ValueError(f"batch sizes must be >= 1, got {self.batches}")
+        if any(t < 0 for t in self.threads):
+            raise ValueError(f"thread counts must be >= 0 (0 = engine default), got {self.threads}")
+        if self.duration_s is None and self.runs < self.blocks:
+            raise ValueError(f"runs={self.runs} is fewer than blocks={self.blocks}; give more runs or fewer blocks")
+
+
+def resolve_models(models: list[Path]) -> list[Path]:
+    """The model files to measure: the given ones, or the shipped default; ModelError when absent."""
+    if not models:
+        if not DEFAULT_MODEL.is_file():
+            raise ModelError(
+                f"no --model given and the shipped default model {DEFAULT_MODEL} is missing; "
+                "pass --model path/to/model.onnx"
+            )
+        return [DEFAULT_MODEL]
+    for m in models:
+        if not Path(m).is_file():
+            raise ModelError(f"model file {m} not found; check the --model path")
+    return [Path(m) for m in models]
+
+
+def bench_frames(input_hw: tuple[int, int], count: int, seed: int) -> list[np.ndarray]:
+    """``count`` synthetic road scenes, uint8 H x W x 3 BGR, at ``input_hw``."""
+    from perception.sources import open_source
+
+    height, width = input_hw
+    source = open_source("synthetic", width=width, height=height, seed=seed)
+    source.pace(None)  # the synthetic camera paces itself to its fps; bench inputs need no pacing
+    try:
+        frames = []
+        for _ in range(count):
+            frame = source.read()
+            if frame is None:
+                break
+            frames.append(np.ascontiguousarray(frame.image))
+    finally:
+        source.close()
+    if not frames:
+        raise ConfigError("the synthetic source delivered no frames; cannot build bench inputs")
+    return frames
+
+
+@dataclass
+class _Case:
+    """One configuration of the grid and what was measured for it."""
+
+    model: Path
+    engine_name: str
+    provider: str | None
+    threads: int | None
+    batch: int
+    fp16: bool = False
+    engine: Any = None
+    batches: list[np.ndarray] = field(default_factory=list)
+    samples_ns: list[int] = field(default_factory=list)
+    rss_samples: list[int] = field(default_factory=list)
+    rss_before_load: int = 0
+    rss_after_load: int = 0
+    gpu_peak_mb: float | None = None
+    load_s: float = 0.0
+    skipped: str | None = None
+
+    def label(self) -> str:
+        parts = [self.model.stem, self.engine_name]
+        if self.engine is not None:
+            parts.append(str(self.engine.provider))
+        elif self.provider:
+            parts.append(self.provider)
+        if self.threads:
+            parts.append(f"t{self.threads}")
+        if self.fp16:
+            parts.append("fp16")
+        parts.append(f"b{self.batch}")
+        return " ".join(parts)
+
+
+def _rss() -> int:
+    return psutil.Process().memory_info().rss
+
+
+def open_engine(
+    model: Path, engine: str, provider: str | None = None, threads: int | None = None, fp16: bool = False
+):
+    """Load ``model`` with the named engine; None for provider/threads leaves the engine's default.
+
+    Raises whatever the engine loader raises for a bad name, file or provider (ConfigError,
+    ModelError, DependencyError): all are one-line user errors.
+    """
+    from perception.engines import EngineOptions, load_engine
+
+    options: dict[str, Any] = {"fp16": fp16}
+    if provider:
+        options["provider"] = provider
+    if threads:
+        options["threads"] = threads
+    return load_engine(engine, model, load_config(EngineOptions, options, source="bench engine options"))
+
+
+def _load(case: _Case) -> None:
+    case.rss_before_load = _rss()
+    t0 = time.perf_counter()
+    case.engine = open_engine(case.model, case.engine_name, case.provider, case.threads, case.fp16)
+    case.load_s = time.perf_counter() - t0
+    case.rss_after_load = _rss()
+
+
+def _prepare_batches(case: _Case, frames_by_hw: dict[tuple[int, int], list[np.ndarray]], seed: int) -> None:
+    meta = case.engine.metadata
+    if case.batch > 1 and not meta.dynamic_batch:
+        case.skipped = f"model {case.model.name} has a fixed batch of 1 (export it with a dynamic batch)"
+        return
+    hw = (int(meta.input_hw[0]), int(meta.input_hw[1]))
+    if hw not in frames_by_hw:
+        frames_by_hw[hw] = bench_frames(hw, FRAME_POOL, seed)
+    pool = frames_by_hw[hw]
+    # Pre-stacked batches: building a batch is not part of inference, so it stays out of the timing.
+    case.batches = [
+        np.ascontiguousarray(np.stack([pool[(i + j) % len(pool)] for j in range(case.batch)]))
+        for i in range(len(pool))
+    ]
+
+
+def _time_block(case: _Case, runs: int | None, seconds: float | None, tick) -> None:
+    infer = case.engine.infer
+    n = len(case.batches)
+    i = len(case.samples_ns)
+    deadline = None if seconds is None else time.perf_counter() + seconds
+    done = 0
+    while (runs is not None and done < runs) or (deadline is not None and time.perf_counter() < deadline):
+        batch = case.batches[i % n]
+        t0 = time.perf_counter_ns()
+        infer(batch)
+        t1 = time.perf_counter_ns()
+        case.samples_ns.append(t1 - t0)
+        # Outside the timed window: RSS after each run gives the peak at run granularity.
+        case.rss_samples.append(_rss())
+        i += 1
+        done += 1
+        tick(1)
+
+
+def _result(case: _Case, cfg: EngineBenchConfig) -> dict[str, Any]:
+    base = {
+        "label": case.label(),
+        "model": str(case.model),
+        "model_file_mb": round(case.model.stat().st_size / 2**20, 3),
+        "engine": case.engine_name,
+        "provider_requested": case.provider,
+        "threads_requested": case.threads,
+        "fp16_requested": case.fp16,
+        "batch": case.batch,
+        "skipped": case.skipped,
+    }
+    if case.engine is not None:
+        meta = case.engine.metadata
+        base.update({
+            "provider": str(case.engine.provider),
+            "model_name": meta.model_name,
+            "model_id": meta.model_id,
+            # The file's precision, or fp16 when half precision was asked of the engine.
+            "precision": "fp16" if case.fp16 else meta.precision,
+            "input_hw": list(meta.input_hw),
+            "load_s": round(case.load_s, 4),
+        })
+    if case.skipped:
+        return base
+    samples_ms = [ns / 1e6 for ns in case.samples_ns]
+    lat = summarize_ms(samples_ms)
+    total_s = sum(case.samples_ns) / 1e9
+    fps = len(samples_ms) / total_s if total_s > 0 else None
+    base.update({
+        "warmup_runs": cfg.warmup,
+        "timed_runs": len(samples_ms),
+        "timed_s": round(total_s, 4),
+        "latency_ms": lat,
+        "fps": fps,
+        "throughput_ips": None if fps is None else fps * case.batch,
+        "memory": {
+            "rss_before_load_mb": round(case.rss_before_load / 2**20, 1),
+            "rss_after_load_mb": round(case.rss_after_load / 2**20, 1),
+            "rss_peak_mb": round(max(case.rss_samples) / 2**20, 1),
+            "gpu_peak_mb": case.gpu_peak_mb,
+        },
+        "samples_ms": [round(s, 4) for s in samples_ms],
+    })
+    return base
+
+
+def build_cases(cfg: EngineBenchConfig, models: list[Path]) -> list[_Case]:
+    """The grid, in the order it is reported (the first is the reference of every ratio)."""
+    providers: list[str | None] = list(cfg.providers) or [None]
+    threads: list[int | None] = list(cfg.threads) or [None]
+    return [
+        _Case(model=m, engine_name=e, provider=p, threads=t, batch=b, fp16=h)
+        for m, e, p, t, h, b in product(models, cfg.engines, providers, threads, cfg.fp16, cfg.batches)
+    ]
+
+
+def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
+    """Measure every configuration of ``cfg``; returns the ``engine`` block of the bench JSON.
+
+    Raises ModelError for a missing model file and whatever the engine loader raises for a bad
+    engine, provider or model (ConfigError, ModelError, DependencyError).
+    """
+    from tqdm import tqdm
+
+    models = resolve_models(cfg.models)
+    cases = build_cases(cfg, models)
+    frames_by_hw: dict[tuple[int, int], list[np.ndarray]] = {}
+    engines: dict[tuple, Any] = {}
+    try:
+        for case in cases:
+            key = (case.model, case.engine_name, case.provider, case.threads, case.fp16)
+            if key in engines:  # one loaded engine serves every batch size of its configuration
+                case.engine = engines[key]
+                case.rss_before_load = case.rss_after_load = _rss()
+            else:
+                _load(case)
+                engines[key] = case.engine
+            _prepare_batches(case, frames_by_hw, cfg.seed)
+            if not case.skipped:
+                log.info("%s: engine %s, provider %s, input %s", case.label(), case.engine_name,
+                         case.engine.provider, case.engine.metadata.input_hw)
+        active = [c for c in cases if not c.skipped]
+        runs_per_block = None if cfg.duration_s else cfg.runs // cfg.blocks
+        block_s = cfg.duration_s / cfg.blocks if cfg.duration_s else None
+        total = len(active) * (cfg.warmup + cfg.runs) if runs_per_block else None
+        with tqdm(total=total, desc="engine bench", unit="run", disable=not cfg.progress, file=sys.stderr) as bar:
+            for case in active:
+                bar.set_postfix_str(f"warm-up {case.label()}")
+                for i in range(cfg.warmup):
+                    case.engine.infer(case.batches[i % len(case.batches)])
+                    bar.update(1)
+            for block in range(cfg.blocks):
+                for case in active:
+                    bar.set_postfix_str(f"block {block + 1}/{cfg.blocks} {case.label()}")
+                    runs = runs_per_block
+                    if runs is not None and block == cfg.blocks - 1:
+                        runs = cfg.runs - len(case.samples_ns)  # the last block takes the remainder
+                    _time_block(case, runs, block_s, bar.update)
+                    case.gpu_peak_mb = _max_or_none(case.gpu_peak_mb, gpu_memory_mb())
+    finally:
+        for eng in engines.values():
+            eng.close()
+    results = [_result(c, cfg) for c in cases]
+    first = next((r for r in results if not r.get("skipped")), None)
+    for r in results:
+        if r.get("skipped") or first is None:
+            continue
+        r["ratio_to_first"] = {
+            "fps": ratio(r["fps"], first["fps"]),
+            "throughput_ips": ratio(r["throughput_ips"], first["throughput_ips"]),
+            "p50_ms": ratio(r["latency_ms"]["p50"], first["latency_ms"]["p50"]),
+            "p99_ms": ratio(r["latency_ms"]["p99"], first["latency_ms"]["p99"]),
+        }
+    return {
+        "settings": {
+            **{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("models", "progress")},
+            "models": [str(m) for m in models],
+            "runs_per_block": runs_per_block,
+            "block_s": block_s,
+            "interleaved": len(active) > 1,
+        },
+        "process_peak_rss_mb": round(_max_rss_bytes() / 2**20, 1),
+        "results": results,
+    }
+
+
+def _max_or_none(a: float | None, b: float | None) -> float | None:
+    vals = [v for v in (a, b) if v is not None]
+    return max(vals) if vals else None
+
+
+def _max_rss_bytes() -> int:
+    # ru_maxrss is the process's lifetime peak; KiB on Linux, bytes on macOS.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024

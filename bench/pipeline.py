@@ -1,0 +1,367 @@
+"""Pipeline mode: run the real node on a source and measure it from a subscriber.
+
+``run_pipeline_bench(config)`` starts ``perception run`` as its own process (as it runs on a car:
+its CPU use is then its own, not the bench's), publishing on a free loopback port. A
+``MaskSubscriber`` in the bench process receives every message for ``duration_s`` seconds after
+the first mask arrives (model loading and warm-up are left out). From the per-frame headers it
+takes the stage latencies the node measured (capture, preprocess, infer, postprocess, encode,
+publish: whatever the node reports under ``latency_ms``), and from the clocks the end-to-end
+figure: ``receive_ns - capture_ns``, both ``time.time_ns()`` on the same machine. The node's CPU
+use is sampled once a second with ``psutil`` (100 % = one core busy), per thread at the end.
+
+The unhappy path is reported, not averaged away: frames the node dropped (from its stats topic),
+sequence numbers missing at the subscriber, the longest gap, and the worst latencies.
+
+With ``baseline=True`` the naive serial loop (``bench/baseline.py``) runs on the same model and
+source afterwards, and a short engine-only run gives ``node FPS / engine FPS``.
+
+Run it with ``perception bench pipeline --model m.onnx --source synthetic --duration 10 --baseline``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.stats import ratio, sequence_gaps, summarize_ms
+from perception import contracts
+from perception.config import bounds
+from perception.errors import PerceptionError
+
+#: How long the node may take to load its model and publish its first mask.
+STARTUP_TIMEOUT_S = 60.0
+#: How long the node gets to exit after SIGINT before it is terminated.
+SHUTDOWN_TIMEOUT_S = 10.0
+#: Camera name (namespace ``perception/<name>``) the benchmarked node publishes under.
+BENCH_CAMERA = "bench"
+
+
+class NodeFailed(PerceptionError):
+    """The node under test exited or never published; the message carries its last error line."""
+
+
+@dataclass
+class PipelineBenchConfig:
+    """What to run. ``fps``: the source rate (None: the source's default; 0: as fast as possible)."""
+
+    model: Path | None = None
+    source: str = "synthetic"
+    duration_s: float = field(default=10.0, metadata=bounds(0.1, 86_400))
+    fps: float | None = field(default=None, metadata=bounds(0, 10_000))
+    width: int | None = field(default=None, metadata=bounds(16, 16_384))
+    height: int | None = field(default=None, metadata=bounds(16, 16_384))
+    engine: str = "ort"
+    provider: str | None = None
+    threads: int | None = field(default=None, metadata=bounds(0, 1024))
+    baseline: bool = False
+    engine_runs: int = field(default=100, metadata=bounds(0, 1_000_000))
+    progress: bool = True
+
+
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def node_command(cfg: PipelineBenchConfig, model: Path, endpoint: str) -> list[str]:
+    """The ``perception run`` command line of the node under test."""
+    cmd = [sys.executable, "-m", "perception", "-q", "run", "--model", str(model), "--source", cfg.source,
+           "--endpoint", endpoint, "--camera-name", BENCH_CAMERA, "--engine", cfg.engine]
+    if cfg.provider:
+        cmd += ["--provider", cfg.provider]
+    if cfg.threads:
+        cmd += ["--threads", str(cfg.threads)]
+    if cfg.fps is not None:
+        cmd += ["--fps", str(cfg.fps)]
+    if cfg.width:
+        cmd += ["--width", str(cfg.width)]
+    if cfg.height:
+        cmd += ["--height", str(cfg.height)]
+    return cmd
+
+
+@dataclass
+class _Received:
+    """What the subscriber saw, per frame (first mask message of each seq) and from stats."""
+
+    frames: dict[int, dict[str, Any]] = field(default_factory=dict)
+    order: list[int] = field(default_factory=list)
+    messages: int = 0
+    wire_bytes: int = 0
+    stats_docs: list[dict[str, Any]] = field(default_factory=list)
+    model_id: str | None = None
+    first_receive_ns: int | None = None
+    last_receive_ns: int | None = None
+
+
+def _record(rx: _Received, msg) -> None:
+    rx.messages += 1
+    rx.wire_bytes += msg.wire_bytes
+    if msg.kind == contracts.KIND_JSON:
+        if msg.topic.endswith("/" + contracts.STATS_TOPIC) and isinstance(msg.data, dict):
+            rx.stats_docs.append({"receive_ns": msg.receive_ns, "doc": msg.data})
+        return
+    seq = msg.seq
+    rx.last_receive_ns = msg.receive_ns
+    if rx.first_receive_ns is None:
+        rx.first_receive_ns = msg.receive_ns
+        rx.model_id = msg.header.get("model_id")
+    if seq in rx.frames:  # another mask topic of a frame already counted
+        return
+    h = msg.header
+    rx.order.append(seq)
+    rx.frames[seq] = {
+        "capture_ns": h["capture_ns"],
+        "publish_ns": h["publish_ns"],
+        "receive_ns": msg.receive_ns,
+        "latency_ms": dict(h.get("latency_ms") or {}),
+    }
+
+
+class _CpuSampler:
+    """The node's CPU use (psutil ``cpu_percent``: 100 = one core) once a second, and its peak RSS."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.samples: list[float] = []
+        self.rss_peak = 0
+        self._next_s = time.monotonic() + 1.0
+        self.proc.cpu_percent(None)  # primes the counter; the first real sample covers the next second
+        self._threads_start = self._thread_times()
+        self._t_start = time.monotonic()
+
+    def _thread_times(self) -> dict[int, float]:
+        try:
+            return {t.id: t.user_time + t.system_time for t in self.proc.threads()}
+        except psutil.Error:
+            return {}
+
+    def maybe_sample(self) -> None:
+        now = time.monotonic()
+        if now < self._next_s:
+            return
+        self._next_s = now + 1.0
+        try:
+            self.samples.append(self.proc.cpu_percent(None))
+            self.rss_peak = max(self.rss_peak, self.proc.memory_info().rss)
+        except psutil.Error:
+            pass
+
+    def summary(self) -> dict[str, Any]:
+        end = self._thread_times()
+        wall = max(time.monotonic() - self._t_start, 1e-9)
+        per_thread = sorted(
+            ((tid, 100.0 * (t - self._threads_start.get(tid, 0.0)) / wall) for tid, t in end.items()),
+            key=lambda x: -x[1],
+        )
+        return {
+            "samples_percent": [round(s, 1) for s in self.samples],
+            "mean_percent": sum(self.samples) / len(self.samples) if self.samples else None,
+            "max_percent": max(self.samples) if self.samples else None,
+            "cores": psutil.cpu_count(logical=True),
+            "threads": [{"tid": tid, "percent": round(p, 1)} for tid, p in per_thread if p >= 0.5],
+            "rss_peak_mb": round(self.rss_peak / 2**20, 1) if self.rss_peak else None,
+        }
+
+
+def _stop(proc: subprocess.Popen) -> int | None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)  # the node's own clean shutdown (closes sockets, logs totals)
+        try:
+            proc.wait(SHUTDOWN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return proc.returncode
+
+
+def _last_error_line(log_path: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no output"
+    return lines[-1] if lines else "no output"
+
+
+def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, Any]:
+    """Start the node, measure it for ``cfg.duration_s`` seconds, stop it; the ``pipeline`` block.
+
+    Raises NodeFailed when the node exits early or publishes nothing within STARTUP_TIMEOUT_S.
+    """
+    from perception.subscribe import MaskSubscriber
+
+    endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
+    namespace = contracts.default_namespace(BENCH_CAMERA)
+    rx = _Received()
+    # The subscriber connects first, so that no message after the node's first is missed.
+    with MaskSubscriber(endpoint, namespace=namespace, rcvhwm=100_000) as sub, \
+            tempfile.NamedTemporaryFile("w+", prefix="bench-node-", suffix=".log", delete=False) as log_file:
+        log_path = Path(log_file.name)
+        cmd = node_command(cfg, model, endpoint)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        try:
+            t_start = time.monotonic()
+            while rx.first_receive_ns is None:
+                if proc.poll() is not None:
+                    raise NodeFailed(f"the node exited with status {proc.returncode} before publishing: "
+                                     f"{_last_error_line(log_path)}")
+                if time.monotonic() - t_start > STARTUP_TIMEOUT_S:
+                    raise NodeFailed(f"the node published nothing within {STARTUP_TIMEOUT_S:.0f} s: "
+                                     f"{_last_error_line(log_path)}")
+                msg = sub.recv(timeout_s=0.2)
+                if msg is not None:
+                    _record(rx, msg)
+            cpu = _CpuSampler(proc.pid)
+            t_window = time.monotonic()
+            deadline = t_window + cfg.duration_s
+            while (now := time.monotonic()) < deadline:
+                if proc.poll() is not None:
+                    raise NodeFailed(f"the node exited with status {proc.returncode} during the run: "
+                                     f"{_last_error_line(log_path)}")
+                msg = sub.recv(timeout_s=min(0.2, deadline - now))
+                if msg is not None:
+                    before = len(rx.order)
+                    _record(rx, msg)
+                    if tick is not None and len(rx.order) > before:
+                        tick(1)
+                cpu.maybe_sample()
+            window_s = time.monotonic() - t_window
+            cpu_summary = cpu.summary()
+            counters = sub.counters
+        finally:
+            exit_code = _stop(proc)
+            log_path.unlink(missing_ok=True)
+    return summarize_received(rx, window_s=window_s, cpu=cpu_summary, subscriber=counters.__dict__,
+                              extra={"source": cfg.source, "duration_s": window_s, "node_exit_code": exit_code,
+                                     "node_command": " ".join(cmd[1:])})
+
+
+def summarize_received(rx: _Received, *, window_s: float, cpu: dict, subscriber: dict, extra: dict) -> dict:
+    """Rates, gaps, per-stage and end-to-end latency from what the subscriber received."""
+    seqs = rx.order
+    frames = [rx.frames[s] for s in seqs]
+    gaps = sequence_gaps(seqs)
+    stage_names: list[str] = []
+    for f in frames:
+        for name in f["latency_ms"]:
+            if name not in stage_names:
+                stage_names.append(name)
+    stages = {name: summarize_ms([f["latency_ms"][name] for f in frames if name in f["latency_ms"]])
+              for name in stage_names}
+    e2e = [(f["receive_ns"] - f["capture_ns"]) / 1e6 for f in frames]
+    to_publish = [(f["publish_ns"] - f["capture_ns"]) / 1e6 for f in frames]
+    # Frames the node captured over the window: the span of sequence numbers seen (seq is given at capture).
+    captured = gaps["last"] - gaps["first"] + 1 if seqs else 0
+    stats_first = rx.stats_docs[0]["doc"] if rx.stats_docs else {}
+    stats_last = rx.stats_docs[-1]["doc"] if rx.stats_docs else {}
+    dropped = _counter_delta(stats_first, stats_last, ("frames_dropped", "dropped", "drops"))
+    return {
+        **extra,
+        "model_id": rx.model_id,
+        "window_s": round(window_s, 4),
+        "frames_received": len(seqs),
+        "frames_captured": captured,
+        "input_fps": captured / window_s if window_s > 0 else None,
+        "output_fps": len(seqs) / window_s if window_s > 0 else None,
+        "frames_dropped": dropped,
+        "sequence": gaps,
+        "messages_received": rx.messages,
+        "wire_mb": round(rx.wire_bytes / 2**20, 3),
+        "stages_ms": stages,
+        "capture_to_publish_ms": summarize_ms(to_publish),
+        "capture_to_receive_ms": summarize_ms(e2e),
+        "capture_to_receive_samples_ms": [round(v, 3) for v in e2e],
+        "cpu": cpu,
+        "subscriber": subscriber,
+        "node_stats_last": stats_last,
+    }
+
+
+def _counter_delta(first: dict, last: dict, names: tuple[str, ...]) -> int | None:
+    """``last[name] - first[name]`` for the first counter name present in the node's stats (nested ok)."""
+    def find(doc: Any) -> int | None:
+        if isinstance(doc, dict):
+            for k, v in doc.items():
+                if k in names and isinstance(v, int) and not isinstance(v, bool):
+                    return v
+            for v in doc.values():
+                got = find(v)
+                if got is not None:
+                    return got
+        return None
+
+    a, b = find(first), find(last)
+    if b is None:
+        return None
+    return b - (a or 0)
+
+
+def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[str, Any]:
+    """The whole pipeline bench (node, then baseline and engine-only when asked); a full bench JSON.
+
+    Raises ModelError for a missing model, NodeFailed when the node fails, SourceError/ConfigError
+    for a bad source (from the baseline).
+    """
+    from tqdm import tqdm
+
+    from bench.baseline import run_serial_baseline
+    from bench.engine import EngineBenchConfig, resolve_models, run_engine_bench
+    from bench.report import new_results
+
+    model = resolve_models([cfg.model] if cfg.model else [])[0]
+    results = new_results("pipeline", command)
+    results["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.__dict__.items()}
+    with tqdm(desc="pipeline bench", unit="frame", disable=not cfg.progress, file=sys.stderr) as bar:
+        bar.set_postfix_str("node")
+        results["pipeline"] = measure_node(cfg, model, tick=bar.update)
+        if cfg.baseline:
+            bar.set_postfix_str("serial baseline")
+            results["baseline"] = run_serial_baseline(
+                model=model, source=cfg.source, source_options=source_options(cfg), duration_s=cfg.duration_s,
+                engine=cfg.engine, provider=cfg.provider, threads=cfg.threads, unpaced=cfg.fps == 0,
+                tick=bar.update,
+            )
+    ratios: dict[str, Any] = {}
+    node_fps = results["pipeline"]["output_fps"]
+    if cfg.baseline:
+        ratios["node_over_baseline_fps"] = ratio(node_fps, results["baseline"]["fps"])
+    if cfg.engine_runs:
+        engine = run_engine_bench(EngineBenchConfig(
+            models=[model], engines=[cfg.engine], providers=[cfg.provider] if cfg.provider else [],
+            threads=[cfg.threads] if cfg.threads else [], runs=cfg.engine_runs, warmup=10,
+            blocks=min(5, cfg.engine_runs), progress=cfg.progress,
+        ))
+        row = engine["results"][0]
+        results["engine"] = engine
+        ratios["engine_only_fps"] = row["fps"]
+        ratios["node_over_engine_fps"] = ratio(node_fps, row["fps"])
+    results["ratios"] = ratios
+    return results
+
+
+def source_options(cfg: PipelineBenchConfig) -> dict[str, Any]:
+    """The ``open_source`` options the node gets from the same flags (for the baseline)."""
+    options: dict[str, Any] = {}
+    if cfg.width:
+        options["width"] = cfg.width
+    if cfg.height:
+        options["height"] = cfg.height
+    if cfg.fps:
+        options["fps"] = cfg.fps
+    return options

@@ -1,0 +1,363 @@
+"""Markdown tables and PNG plots made from a bench JSON file.
+
+``write_report(results, out_dir)`` writes ``bench.md`` and the plots next to it; every figure in
+them is read from the JSON, so ``perception bench report out/bench/bench.json`` regenerates the
+same report later (or on another machine) without measuring again. Plots use matplotlib's Agg
+backend: no display is needed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from perception.errors import ConfigError
+
+#: Schema id of bench JSON files; bump on an incompatible change.
+RESULTS_SCHEMA = "perception.bench/1"
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """Read a bench JSON file; ConfigError naming the file when it is missing or not a bench result."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"bench results {p} not found; run 'perception bench engine' or 'pipeline' first")
+    try:
+        doc = json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p} is not valid JSON ({exc}); pass the bench.json that bench wrote") from None
+    if not isinstance(doc, dict) or doc.get("schema") != RESULTS_SCHEMA:
+        raise ConfigError(f"{p} is not a bench result (schema {RESULTS_SCHEMA!r}); pass the bench.json that bench wrote")
+    return doc
+
+
+def write_results(results: dict[str, Any], out_dir: str | Path) -> Path:
+    """Write ``results`` as ``bench.json`` in ``out_dir`` (created when absent); returns the path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "bench.json"
+    path.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+    return path
+
+
+def write_report(results: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Write ``bench.md`` and the PNG plots for ``results`` into ``out_dir``; returns name -> path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    written.update(_plot_engine(results, out))
+    written.update(_plot_pipeline(results, out))
+    md = render_markdown(results, plots={k: v.name for k, v in written.items()})
+    path = out / "bench.md"
+    path.write_text(md, encoding="utf-8")
+    written["markdown"] = path
+    return written
+
+
+# --------------------------------------------------------------------------------------------
+# Markdown
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def render_markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> str:
+    """The Markdown report for ``results``; ``plots`` maps plot names to file names to embed."""
+    plots = plots or {}
+    lines = [f"# perception bench: {results.get('kind', '?')}", ""]
+    lines += [f"Run {results.get('created_utc', '?')} with `{results.get('command', '')}`.", ""]
+    if "engine" in results:
+        lines += _engine_section(results["engine"], plots)
+    if "pipeline" in results:
+        lines += _pipeline_section(results, plots)
+    lines += _environment_section(results.get("environment", {}))
+    return "\n".join(lines) + "\n"
+
+
+def _engine_section(engine: dict[str, Any], plots: dict[str, str]) -> list[str]:
+    lines = ["## Engine", ""]
+    s = engine.get("settings", {})
+    lines += [
+        f"Warm-up {s.get('warmup')} runs per configuration (not timed); then {s.get('blocks')} round-robin "
+        f"blocks of {s.get('runs_per_block') or 'duration ' + _fmt(s.get('block_s')) + ' s'} timed runs "
+        "per configuration. Latency is one `Engine.infer` call on a batch; FPS = 1000 / mean latency; "
+        "img/s = FPS x batch; ratios are to configuration #1.",
+        "",
+    ]
+    header = ["#", "model", "engine", "provider", "precision", "input", "batch", "runs", "p50 ms", "p90 ms",
+              "p99 ms", "max ms", "FPS", "img/s", "x FPS #1", "x p99 #1", "peak RSS MB", "GPU MB", "file MB"]
+    rows = []
+    skipped = []
+    for i, r in enumerate(engine.get("results", []), start=1):
+        if r.get("skipped"):
+            skipped.append(f"- #{i} {r['label']}: skipped, {r['skipped']}")
+            continue
+        lat = r["latency_ms"]
+        ratios = r.get("ratio_to_first") or {}
+        mem = r.get("memory", {})
+        h, w = r["input_hw"]
+        rows.append([
+            i, r["model_name"], r["engine"], r["provider"], r["precision"], f"{h}x{w}", r["batch"], lat["count"],
+            lat["p50"], lat["p90"], lat["p99"], lat["max"], r["fps"], r["throughput_ips"],
+            ratios.get("fps"), ratios.get("p99_ms"), mem.get("rss_peak_mb"), mem.get("gpu_peak_mb"),
+            r["model_file_mb"],
+        ])
+    lines += _table(header, rows) + [""]
+    if skipped:
+        lines += skipped + [""]
+    for key, title in (("engine_cdf", "Latency CDF"), ("engine_fps", "FPS")):
+        if key in plots:
+            lines += [f"![{title}]({plots[key]})", ""]
+    return lines
+
+
+def _pipeline_section(results: dict[str, Any], plots: dict[str, str]) -> list[str]:
+    p = results["pipeline"]
+    lines = ["## Pipeline", ""]
+    lines += [
+        f"The node ran {_fmt(p.get('duration_s'))} s on source `{p.get('source')}` with model "
+        f"`{p.get('model_id')}`; a subscriber in the bench process received its messages. "
+        "Rates are counted over the measurement window (after the first message).",
+        "",
+    ]
+    seq = p.get("sequence", {})
+    rows = [
+        ["input FPS (frames captured)", p.get("input_fps")],
+        ["output FPS (frames received)", p.get("output_fps")],
+        ["frames captured", p.get("frames_captured")],
+        ["frames dropped by the node", p.get("frames_dropped")],
+        ["messages received", seq.get("received")],
+        ["sequence numbers missing at subscriber", seq.get("missing")],
+        ["gaps (places with missing numbers)", seq.get("gaps")],
+        ["longest gap", seq.get("max_gap")],
+        ["node CPU % (100 = one core), mean", (p.get("cpu") or {}).get("mean_percent")],
+        ["node CPU % max (1 s samples)", (p.get("cpu") or {}).get("max_percent")],
+        ["node peak RSS MB", (p.get("cpu") or {}).get("rss_peak_mb")],
+    ]
+    base = results.get("baseline")
+    ratios = results.get("ratios", {})
+    if base:
+        rows += [
+            ["serial baseline FPS", base.get("fps")],
+            ["node FPS / baseline FPS", ratios.get("node_over_baseline_fps")],
+        ]
+    if "engine_only_fps" in ratios:
+        rows += [
+            ["engine-only FPS (batch 1)", ratios.get("engine_only_fps")],
+            ["node FPS / engine-only FPS", ratios.get("node_over_engine_fps")],
+        ]
+    lines += _table(["figure", "value"], rows) + [""]
+    lines += ["Latency per stage (from message headers) and end to end:", ""]
+    stage_rows = []
+    for name, s in (p.get("stages_ms") or {}).items():
+        stage_rows.append([name, s["count"], s["mean"], s["p50"], s["p90"], s["p99"], s["max"]])
+    for key, label in (("capture_to_publish_ms", "capture -> publish (node)"),
+                       ("capture_to_receive_ms", "capture -> receive (end to end)")):
+        s = p.get(key)
+        if s:
+            stage_rows.append([f"**{label}**", s["count"], s["mean"], s["p50"], s["p90"], s["p99"], s["max"]])
+    if base:
+        s = base["latency_ms"]
+        stage_rows.append(["serial baseline: read -> publish", s["count"], s["mean"], s["p50"], s["p90"],
+                           s["p99"], s["max"]])
+    lines += _table(["stage", "count", "mean ms", "p50 ms", "p90 ms", "p99 ms", "max ms"], stage_rows) + [""]
+    for key, title in (("pipeline_cdf", "End-to-end latency CDF"), ("pipeline_stages", "Stage latency"),
+                       ("pipeline_fps", "FPS")):
+        if key in plots:
+            lines += [f"![{title}]({plots[key]})", ""]
+    return lines
+
+
+def _environment_section(env: dict[str, Any]) -> list[str]:
+    if not env:
+        return []
+    libs = ", ".join(f"{k} {v}" for k, v in env.get("libraries", {}).items() if v != "absent")
+    gpus = "; ".join(f"{g['name']} ({g['memory_total_mb']} MB, driver {g['driver']})" for g in env.get("gpus", []))
+    threads = ", ".join(f"{k}={v}" for k, v in env.get("thread_variables", {}).items() if v) or "none set"
+    rows = [
+        ["CPU", env.get("cpu_model")],
+        ["cores (logical / physical / usable)",
+         f"{env.get('cpu_logical_cores')} / {env.get('cpu_physical_cores')} / {env.get('cpu_usable_cores')}"],
+        ["load average (1 min) at start", env.get("load_average_1m")],
+        ["memory MB", env.get("memory_total_mb")],
+        ["thread variables", threads],
+        ["OS", env.get("os")],
+        ["Python", env.get("python")],
+        ["libraries", libs],
+        ["ONNX Runtime providers", ", ".join(env.get("ort_providers", [])) or "-"],
+        ["GPU", gpus or "none"],
+    ]
+    return ["## Environment", ""] + _table(["", ""], rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Plots
+# --------------------------------------------------------------------------------------------
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display on a car computer or in CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _cdf(ax, samples_ms: list[float], label: str) -> None:
+    x = np.sort(np.asarray(samples_ms, dtype=np.float64))
+    y = np.arange(1, x.size + 1) / x.size
+    ax.step(x, y, where="post", label=label)
+
+
+def _plot_engine(results: dict[str, Any], out: Path) -> dict[str, Path]:
+    rows = [r for r in results.get("engine", {}).get("results", []) if not r.get("skipped")]
+    if not rows:
+        return {}
+    plt = _pyplot()
+    written = {}
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, r in enumerate(rows, start=1):
+        _cdf(ax, r["samples_ms"], f"#{i} {r['label']}")
+    ax.set_xlabel("latency per infer call (ms)")
+    ax.set_ylabel("fraction of calls <= x")
+    ax.set_title("Engine latency CDF")
+    ax.axhline(0.99, color="grey", lw=0.5, ls="--")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    written["engine_cdf"] = out / "engine_latency_cdf.png"
+    fig.savefig(written["engine_cdf"], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.5))
+    labels = [f"#{i} {r['label']}" for i, r in enumerate(rows, start=1)]
+    ax.barh(labels, [r["throughput_ips"] for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("images / s")
+    ax.set_title("Engine throughput")
+    ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    written["engine_fps"] = out / "engine_fps.png"
+    fig.savefig(written["engine_fps"], dpi=110)
+    plt.close(fig)
+    return written
+
+
+def _plot_pipeline(results: dict[str, Any], out: Path) -> dict[str, Path]:
+    p = results.get("pipeline")
+    if not p:
+        return {}
+    plt = _pyplot()
+    written = {}
+    base = results.get("baseline")
+    if p.get("capture_to_receive_samples_ms"):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        _cdf(ax, p["capture_to_receive_samples_ms"], "node: capture -> receive")
+        if base and base.get("samples_ms"):
+            _cdf(ax, base["samples_ms"], "serial baseline: read -> publish")
+        ax.set_xlabel("latency (ms)")
+        ax.set_ylabel("fraction of frames <= x")
+        ax.set_title("End-to-end latency CDF")
+        ax.axhline(0.99, color="grey", lw=0.5, ls="--")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        written["pipeline_cdf"] = out / "pipeline_latency_cdf.png"
+        fig.savefig(written["pipeline_cdf"], dpi=110)
+        plt.close(fig)
+    stages = {k: v for k, v in (p.get("stages_ms") or {}).items() if v.get("count")}
+    if stages:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        names = list(stages)
+        x = np.arange(len(names))
+        for j, pct in enumerate(("p50", "p90", "p99")):
+            ax.bar(x + (j - 1) * 0.27, [stages[n][pct] for n in names], width=0.27, label=pct)
+        ax.set_xticks(x, names, rotation=20, fontsize=8)
+        ax.set_ylabel("ms")
+        ax.set_title("Stage latency (from message headers)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        written["pipeline_stages"] = out / "pipeline_stages.png"
+        fig.savefig(written["pipeline_stages"], dpi=110)
+        plt.close(fig)
+    bars = {"node input": p.get("input_fps"), "node output": p.get("output_fps")}
+    if base:
+        bars["serial baseline"] = base.get("fps")
+    engine_fps = results.get("ratios", {}).get("engine_only_fps")
+    if engine_fps:
+        bars["engine only"] = engine_fps
+    bars = {k: v for k, v in bars.items() if v is not None}
+    if bars:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        ax.bar(list(bars), list(bars.values()))
+        ax.set_ylabel("frames / s")
+        ax.set_title("Pipeline FPS")
+        fig.tight_layout()
+        written["pipeline_fps"] = out / "pipeline_fps.png"
+        fig.savefig(written["pipeline_fps"], dpi=110)
+        plt.close(fig)
+    return written
+
+
+def new_results(kind: str, command: str) -> dict[str, Any]:
+    """The common head of a bench JSON: schema, kind, UTC time, the command line and the environment."""
+    from datetime import datetime, timezone
+
+    from bench.env import collect_environment
+
+    return {
+        "schema": RESULTS_SCHEMA,
+        "kind": kind,
+        "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": command,
+        "environment": collect_environment(),
+    }
+
+
+def summary_text(results: dict[str, Any]) -> str:
+    """A few lines for the terminal: the headline figures of ``results``."""
+    lines = []
+    for i, r in enumerate(results.get("engine", {}).get("results", []), start=1):
+        if r.get("skipped"):
+            lines.append(f"#{i} {r['label']}: skipped ({r['skipped']})")
+            continue
+        lat = r["latency_ms"]
+        x = (r.get("ratio_to_first") or {}).get("fps")
+        lines.append(
+            f"#{i} {r['label']}: p50 {lat['p50']:.2f} ms  p99 {lat['p99']:.2f} ms  max {lat['max']:.2f} ms  "
+            f"{r['fps']:.1f} FPS  {r['throughput_ips']:.1f} img/s  x{x:.2f} vs #1  "
+            f"peak RSS {r['memory']['rss_peak_mb']:.0f} MB"
+        )
+    p = results.get("pipeline")
+    if p:
+        e2e = p.get("capture_to_receive_ms") or {}
+        seq = p.get("sequence", {})
+        lines.append(
+            f"node: in {_fmt(p.get('input_fps'), 1)} FPS, out {_fmt(p.get('output_fps'), 1)} FPS, "
+            f"dropped {_fmt(p.get('frames_dropped'))}, missing at subscriber {_fmt(seq.get('missing'))}, "
+            f"capture->receive p50 {_fmt(e2e.get('p50'))} ms p99 {_fmt(e2e.get('p99'))} ms, "
+            f"CPU {_fmt((p.get('cpu') or {}).get('mean_percent'), 0)} %"
+        )
+        base = results.get("baseline")
+        ratios = results.get("ratios", {})
+        if base:
+            lines.append(f"serial baseline: {_fmt(base.get('fps'), 1)} FPS; node/baseline "
+                         f"x{_fmt(ratios.get('node_over_baseline_fps'))}")
+        if ratios.get("engine_only_fps"):
+            lines.append(f"engine only: {_fmt(ratios['engine_only_fps'], 1)} FPS; node/engine "
+                         f"x{_fmt(ratios.get('node_over_engine_fps'))}")
+    return "\n".join(lines)

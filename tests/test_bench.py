@@ -1,0 +1,164 @@
+"""perception bench: percentile arithmetic, the engine bench end to end on a tiny ONNX model, the
+Markdown report made from its JSON, the pipeline bench on the synthetic source, and CLI errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from bench.engine import EngineBenchConfig, run_engine_bench
+from bench.report import load_results, new_results, render_markdown, write_report, write_results
+from bench.stats import percentile, sequence_gaps, summarize_ms
+from perception.contracts import INPUT_NAME, METADATA_KEY, ONNX_OPSET, OUTPUT_CLASS_IDS, ModelMetadata
+from perception.errors import ConfigError, ModelError
+from perception.synthetic import SYNTHETIC_CLASSES
+
+INPUT_HW = (48, 64)
+
+
+def build_tiny_model(path: Path, *, input_hw=INPUT_HW, name: str = "tiny", dynamic_batch: bool = True) -> Path:
+    """A 1x1-conv "segmenter" with the contract's I/O: uint8 NHWC BGR in, uint8 class ids out."""
+    h, w = input_hw
+    n = SYNTHETIC_CLASSES.num_classes
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.normal(size=(n, 3, 1, 1)).astype(np.float32), "w")
+    bias = numpy_helper.from_array(rng.normal(size=(n,)).astype(np.float32), "b")
+    scale = numpy_helper.from_array(np.array(1 / 255, np.float32), "scale")
+    nodes = [
+        helper.make_node("Cast", [INPUT_NAME], ["x_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["x_f", "scale"], ["x_s"]),
+        helper.make_node("Transpose", ["x_s"], ["x_nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["x_nchw", "w", "b"], ["logits"]),
+        helper.make_node("ArgMax", ["logits"], ["ids64"], axis=1, keepdims=0),
+        helper.make_node("Cast", ["ids64"], [OUTPUT_CLASS_IDS], to=TensorProto.UINT8),
+    ]
+    batch = "N" if dynamic_batch else 1
+    graph = helper.make_graph(
+        nodes, name,
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, [batch, h, w, 3])],
+        [helper.make_tensor_value_info(OUTPUT_CLASS_IDS, TensorProto.UINT8, [batch, h, w])],
+        initializer=[weight, bias, scale],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)])
+    model.ir_version = 8  # what every supported onnxruntime reads (newer onnx writes a newer IR)
+    meta = ModelMetadata(model_name=name, class_table=SYNTHETIC_CLASSES, input_hw=input_hw,
+                         dataset="synthetic", dynamic_batch=dynamic_batch)
+    helper.set_model_props(model, {METADATA_KEY: meta.to_json()})
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny.onnx")
+
+
+# --------------------------------------------------------------------------------------------
+# statistics
+# --------------------------------------------------------------------------------------------
+
+
+def test_percentiles_match_hand_computed_linear_interpolation():
+    values = [float(v) for v in range(10, 0, -1)]  # 10..1, unsorted on purpose
+    # h = (n - 1) * p / 100 over the sorted samples 1..10, then linear between neighbours
+    assert percentile(values, 50) == pytest.approx(5.5)  # h = 4.5 -> 5 + 0.5 * (6 - 5)
+    assert percentile(values, 90) == pytest.approx(9.1)  # h = 8.1 -> 9 + 0.1 * (10 - 9)
+    assert percentile(values, 99) == pytest.approx(9.91)  # h = 8.91
+    assert percentile(values, 0) == 1.0 and percentile(values, 100) == 10.0
+    s = summarize_ms([4.0, 1.0, 3.0, 2.0])
+    assert s == pytest.approx({"count": 4, "mean": 2.5, "std": np.std([1, 2, 3, 4], ddof=1), "min": 1.0,
+                               "p50": 2.5, "p90": 3.7, "p99": 3.97, "max": 4.0})
+    assert summarize_ms([])["p99"] is None and summarize_ms([])["count"] == 0
+    with pytest.raises(ValueError):
+        percentile([], 50)
+
+
+def test_sequence_gaps_count_missing_duplicate_and_reordered():
+    g = sequence_gaps([5, 6, 8, 9, 13, 13, 12])
+    assert g["received"] == 7 and g["first"] == 5 and g["last"] == 12
+    assert g["missing"] == 3  # 7, 10, 11 (range 5..13)
+    assert g["gaps"] == 2 and g["max_gap"] == 3  # 9 -> 13 skips 10, 11, 12 at that point
+    assert g["duplicates"] == 1 and g["out_of_order"] == 1
+    assert sequence_gaps(list(range(100)))["missing"] == 0
+
+
+# --------------------------------------------------------------------------------------------
+# engine mode
+# --------------------------------------------------------------------------------------------
+
+
+def test_engine_bench_json_has_every_field_and_report_renders(tiny_model, tmp_path):
+    second = build_tiny_model(tmp_path / "fixed.onnx", name="fixed", dynamic_batch=False)
+    cfg = EngineBenchConfig(models=[tiny_model, second], threads=[1], batches=[1, 2], runs=12, warmup=2,
+                            blocks=3, progress=False)
+    results = new_results("engine", "pytest")
+    results["engine"] = run_engine_bench(cfg)
+    path = write_results(results, tmp_path / "out")
+    doc = load_results(path)
+
+    env = doc["environment"]
+    for key in ("cpu_model", "cpu_logical_cores", "os", "python", "libraries", "ort_providers", "gpus",
+                "thread_variables"):
+        assert key in env
+    assert env["libraries"]["onnxruntime"] != "absent" and "CPUExecutionProvider" in env["ort_providers"]
+    rows = doc["engine"]["results"]
+    assert [r["label"] for r in rows][:2] == ["tiny ort CPUExecutionProvider t1 b1",
+                                             "tiny ort CPUExecutionProvider t1 b2"]
+    measured = [r for r in rows if not r["skipped"]]
+    skipped = [r for r in rows if r["skipped"]]
+    assert len(measured) == 3 and len(skipped) == 1  # the fixed-batch model cannot run batch 2
+    assert "fixed batch" in skipped[0]["skipped"]
+    for r in measured:
+        lat = r["latency_ms"]
+        assert r["timed_runs"] == lat["count"] == 12 == len(r["samples_ms"])
+        assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+        assert lat["p50"] == pytest.approx(percentile(r["samples_ms"], 50), rel=1e-3)
+        assert r["fps"] == pytest.approx(1000 / lat["mean"], rel=1e-2)
+        assert r["throughput_ips"] == pytest.approx(r["fps"] * r["batch"])
+        assert r["input_hw"] == list(INPUT_HW) and r["precision"] == "fp32"
+        assert r["model_file_mb"] > 0 and r["memory"]["rss_peak_mb"] >= r["memory"]["rss_after_load_mb"] > 0
+        assert set(r["ratio_to_first"]) == {"fps", "throughput_ips", "p50_ms", "p99_ms"}
+    assert measured[0]["ratio_to_first"]["fps"] == pytest.approx(1.0)
+
+    written = write_report(doc, tmp_path / "out")
+    md = written["markdown"].read_text()
+    assert "| 1 | tiny | ort | CPUExecutionProvider | fp32 | 48x64 | 1 | 12 |" in md
+    assert "skipped, model fixed.onnx has a fixed batch" in md
+    assert "## Environment" in md and env["cpu_model"] in md
+    for name in ("engine_cdf", "engine_fps"):
+        assert written[name].stat().st_size > 1000 and written[name].read_bytes()[:4] == b"\x89PNG"
+    assert render_markdown(doc) == render_markdown(json.loads(json.dumps(doc)))
+
+
+def test_engine_bench_duration_mode(tiny_model):
+    cfg = EngineBenchConfig(models=[tiny_model], runs=1, blocks=2, warmup=1, duration_s=0.2, progress=False)
+    row = run_engine_bench(cfg)["results"][0]
+    assert row["timed_runs"] >= 2 and row["timed_s"] <= 0.3
+
+
+def test_missing_model_and_bad_results_are_user_errors(tmp_path):
+    with pytest.raises(ModelError, match="model file .*nope.onnx not found; check the --model path"):
+        run_engine_bench(EngineBenchConfig(models=[tmp_path / "nope.onnx"], progress=False))
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(ConfigError, match="is not a bench result"):
+        load_results(tmp_path / "x.json")
+
+
+def test_cli_bad_model_path_is_one_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "perception", "bench", "engine", "--model", str(tmp_path / "nope.onnx"),
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"perception: error: model file {tmp_path / 'nope.onnx'} not found; check the --model path"
+    ]
