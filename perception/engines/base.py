@@ -1,0 +1,88 @@
+"""The one small engine interface every inference backend implements (ONNX Runtime, TensorRT, torch).
+
+``engine.infer(batch)`` takes uint8 N x H x W x 3 BGR frames (already fitted to ``input_spec``) and
+returns ``{"class_ids": uint8 N x H x W}`` plus ``"confidence"`` when the model has it.
+``engine.metadata`` is the model's ``contracts.ModelMetadata``; ``engine.provider`` says what
+actually runs it (e.g. ``CPUExecutionProvider``, ``tensorrt``, ``torch-cuda-fp16``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import numpy as np
+
+from perception.contracts import INPUT_DTYPE, ModelMetadata
+from perception.errors import ModelError
+
+ProviderName = Literal["auto", "cpu", "cuda", "tensorrt"]
+PROVIDER_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "tensorrt")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Backend choices. ``provider``: where to run (``auto`` picks the fastest available);
+    ``threads``: CPU intra-op threads (0: the backend's default); ``fp16``: half precision (torch)."""
+
+    provider: ProviderName = "auto"
+    threads: int = 0
+    fp16: bool = False
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The engine's input tensor: name, shape (None for a dynamic dimension) and numpy dtype name."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+
+
+def check_input_spec(spec: InputSpec, metadata: ModelMetadata, *, source: str) -> None:
+    """ModelError naming ``source`` unless ``spec`` is the contract's uint8 N x H x W x 3 input."""
+    h, w = metadata.input_hw
+    if spec.dtype != INPUT_DTYPE or len(spec.shape) != 4 or tuple(spec.shape[1:]) != (h, w, 3):
+        shape = ["?" if d is None else d for d in spec.shape]
+        raise ModelError(
+            f"{source}: input {spec.name!r} is {spec.dtype} {shape}, the node needs uint8 [N, {h}, {w}, 3] "
+            "(NHWC, BGR); export the model with 'perception export'"
+        )
+
+
+class Engine(ABC):
+    """A loaded model ready to run. Subclasses set ``metadata``, ``input_spec``, ``provider``."""
+
+    kind: ClassVar[str] = ""
+    metadata: ModelMetadata
+    input_spec: InputSpec
+    provider: str
+    model_path: str
+
+    @abstractmethod
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the model on ``batch`` (uint8 N x H x W x 3 BGR); returns uint8 ``class_ids`` N x H x W
+        (and ``confidence`` when the model has it)."""
+
+    @property
+    def input_hw(self) -> tuple[int, int]:
+        return self.metadata.input_hw
+
+    @property
+    def model_id(self) -> str:
+        return self.metadata.model_id
+
+    def warmup(self, n: int = 3) -> None:
+        """Run ``n`` dummy batches so that lazy allocation and kernel selection happen before real frames."""
+        h, w = self.input_hw
+        batch = np.zeros((1, h, w, 3), dtype=np.uint8)
+        for _ in range(n):
+            self.infer(batch)
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release backend resources (sessions, device memory)."""
+
+    def describe(self) -> str:
+        return f"{self.kind} engine on {self.provider}: {self.model_id} ({self.model_path})"

@@ -1,0 +1,125 @@
+"""ONNX Runtime engine: runs an exported ``.onnx`` model on the TensorRT, CUDA or CPU provider.
+
+``--provider auto`` picks the first available of TensorRT, CUDA, CPU (from
+``onnxruntime.get_available_providers()``); naming one that is not installed is an error rather
+than a silent fall back to the CPU. The choice is logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from perception.contracts import OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ModelMetadata
+from perception.engines.base import Engine, EngineOptions, InputSpec, check_input_spec
+from perception.errors import DependencyError, ModelError
+from perception.modelfile import read_model_metadata
+
+log = logging.getLogger(__name__)
+
+#: --provider name -> ONNX Runtime provider, in the order ``auto`` prefers them.
+ORT_PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+
+_ORT_TYPES = {"tensor(uint8)": "uint8", "tensor(float)": "float32", "tensor(float16)": "float16"}
+
+
+def choose_providers(requested: str, available: list[str]) -> list[str]:
+    """The provider list to hand ONNX Runtime: the requested (or best available) one, then fall-backs.
+
+    Raises:
+        DependencyError: ``requested`` names a provider this ONNX Runtime build lacks.
+    """
+    order = list(ORT_PROVIDERS)
+    if requested == "auto":
+        chosen = [ORT_PROVIDERS[n] for n in order if ORT_PROVIDERS[n] in available]
+        return chosen or ["CPUExecutionProvider"]
+    wanted = ORT_PROVIDERS[requested]
+    if wanted not in available:
+        raise DependencyError(
+            f"ONNX Runtime here has no {wanted} (available: {', '.join(available)}); "
+            "install onnxruntime-gpu (pip install '.[gpu]') or use --provider cpu"
+        )
+    # Keep the slower providers behind the requested one: TensorRT hands the nodes it cannot
+    # run to CUDA, then CPU, instead of failing the whole session.
+    return [ORT_PROVIDERS[n] for n in order[order.index(requested) :] if ORT_PROVIDERS[n] in available]
+
+
+def tensorrt_provider_options(model_path: Path, metadata: ModelMetadata) -> dict[str, object]:
+    """Options for ONNX Runtime's TensorRT provider: the exporter's helper when installed (so the
+    node shares the exporter's engine cache), else a per-user cache with the model's precision."""
+    try:
+        from export.tensorrt import ort_tensorrt_provider_options
+    except ImportError:
+        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "perception" / "ort-tensorrt"
+        cache.mkdir(parents=True, exist_ok=True)
+        return {
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache),
+            "trt_fp16_enable": metadata.precision == "fp16",
+            "trt_int8_enable": metadata.precision == "int8",
+        }
+    return dict(ort_tensorrt_provider_options(model_path, metadata))
+
+
+class OrtEngine(Engine):
+    """An ONNX Runtime session over an exported model (see the module docstring)."""
+
+    kind = "ort"
+
+    def __init__(self, model_path: str | Path, options: EngineOptions | None = None) -> None:
+        options = options or EngineOptions()
+        path = Path(model_path)
+        self.model_path = str(path)
+        self.metadata = read_model_metadata(path)  # ModelError: missing, corrupt, no metadata, bad I/O
+        providers = choose_providers(options.provider, ort.get_available_providers())
+        session_options = ort.SessionOptions()
+        session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session_options.intra_op_num_threads = options.threads
+        session_options.inter_op_num_threads = 1
+        provider_list: list[object] = [
+            (p, tensorrt_provider_options(path, self.metadata)) if p == "TensorrtExecutionProvider" else p
+            for p in providers
+        ]
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=session_options, providers=provider_list)
+        except Exception as exc:  # onnxruntime raises its own pybind types (Fail, InvalidGraph, ...)
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"ONNX Runtime cannot load {path.name}: {first_line[:200]}; re-export the model") from None
+        inp = self.session.get_inputs()[0]
+        self.input_spec = InputSpec(
+            name=inp.name,
+            shape=tuple(d if isinstance(d, int) else None for d in inp.shape),
+            dtype=_ORT_TYPES.get(inp.type, inp.type),
+        )
+        check_input_spec(self.input_spec, self.metadata, source=path.name)
+        outputs = {o.name for o in self.session.get_outputs()}
+        self._output_names = [OUTPUT_CLASS_IDS] + ([OUTPUT_CONFIDENCE] if OUTPUT_CONFIDENCE in outputs else [])
+        self._fixed_batch = self.input_spec.shape[0]
+        self.provider = self.session.get_providers()[0]
+        log.info(
+            "ONNX Runtime %s: %s on %s (available: %s; intra-op threads: %s)",
+            ort.__version__,
+            self.metadata.model_id,
+            self.provider,
+            ", ".join(ort.get_available_providers()),
+            options.threads or "default",
+        )
+
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        if self._fixed_batch is not None and batch.shape[0] != self._fixed_batch:
+            # A fixed-batch export: run the frames one at a time and stack the results.
+            parts = [self.infer(batch[i : i + 1]) for i in range(batch.shape[0])]
+            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        results = self.session.run(self._output_names, {self.input_spec.name: batch})
+        return dict(zip(self._output_names, results, strict=True))
+
+    def close(self) -> None:
+        self.session = None

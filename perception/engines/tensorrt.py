@@ -1,0 +1,205 @@
+"""Native TensorRT engine: the fastest path on NVIDIA GPUs (Jetson and desktop), TensorRT 10 API.
+
+``perception run --engine tensorrt --model model.onnx`` builds a TensorRT engine from the ONNX file
+once (through the exporter's engine cache when ``export`` is installed, else a per-user cache keyed
+by the ONNX bytes, the TensorRT version and the GPU) and runs it; ``--model model.engine`` runs a
+prebuilt engine whose metadata comes from ``model.onnx`` or ``model.json`` beside it.
+
+Runs with device buffers allocated once and a CUDA stream from cuda-python: ``set_tensor_address``
++ ``execute_async_v3``. Needs the ``gpu`` extra (tensorrt, cuda-python); imported only when chosen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from perception.contracts import INPUT_NAME, OUTPUT_CLASS_IDS, ModelMetadata
+from perception.engines.base import Engine, EngineOptions, InputSpec, check_input_spec
+from perception.errors import DependencyError, ModelError
+from perception.modelfile import read_model_metadata
+
+log = logging.getLogger(__name__)
+
+
+def _import_backends() -> tuple[Any, Any]:
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise DependencyError("--engine tensorrt needs TensorRT 10: pip install '.[gpu]' (or use --engine ort)") from None
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        try:
+            from cuda import cudart  # older cuda-python layout
+        except ImportError:
+            raise DependencyError("--engine tensorrt needs cuda-python: pip install cuda-python") from None
+    return trt, cudart
+
+
+def _check(result: Any) -> Any:
+    """Unwrap a cuda-python call's ``(error, *values)`` tuple; RuntimeError on a CUDA error."""
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if int(err) != 0:
+        raise RuntimeError(f"CUDA error {err}")
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "perception" / "tensorrt"
+
+
+def build_serialized_engine(trt: Any, onnx_path: Path, metadata: ModelMetadata) -> bytes:
+    """Parse ``onnx_path`` and build a TensorRT plan for batch 1 at the model's precision."""
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ModelError(f"TensorRT cannot parse {onnx_path.name}: {errors[:300]}")
+    config = builder.create_builder_config()
+    if metadata.precision == "fp16":
+        config.set_flag(trt.BuilderFlag.FP16)
+    if metadata.precision == "int8":  # explicit Q/DQ quantisation from the exporter
+        config.set_flag(trt.BuilderFlag.INT8)
+    h, w = metadata.input_hw
+    if network.get_input(0).shape[0] == -1:
+        profile = builder.create_optimization_profile()
+        profile.set_shape(INPUT_NAME, (1, h, w, 3), (1, h, w, 3), (1, h, w, 3))
+        config.add_optimization_profile(profile)
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise ModelError(f"TensorRT could not build an engine from {onnx_path.name}; see the TensorRT log above")
+    return bytes(plan)
+
+
+def engine_bytes_for_onnx(trt: Any, cudart: Any, onnx_path: Path, metadata: ModelMetadata) -> bytes:
+    """The serialized engine for ``onnx_path``: the exporter's cache when installed, else our own."""
+    try:
+        from export.tensorrt import build_engine_cached
+    except ImportError:
+        build_engine_cached = None
+    if build_engine_cached is not None:
+        return Path(build_engine_cached(onnx_path)).read_bytes()
+    props = _check(cudart.cudaGetDeviceProperties(0))
+    gpu = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
+    key = hashlib.sha256(onnx_path.read_bytes() + trt.__version__.encode() + gpu.encode()).hexdigest()[:24]
+    cached = _cache_dir() / f"{onnx_path.stem}-{key}.engine"
+    if cached.is_file():
+        log.info("TensorRT engine from cache %s", cached)
+        return cached.read_bytes()
+    log.info("building a TensorRT engine for %s on %s (once; cached in %s)", onnx_path.name, gpu, cached.parent)
+    plan = build_serialized_engine(trt, onnx_path, metadata)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_name(cached.name + ".tmp")
+    tmp.write_bytes(plan)
+    os.replace(tmp, cached)
+    return plan
+
+
+def metadata_for_engine_file(path: Path) -> ModelMetadata:
+    """Metadata of a prebuilt engine: from the ONNX model beside it, or a ``.json`` sidecar."""
+    onnx_path, json_path = path.with_suffix(".onnx"), path.with_suffix(".json")
+    if onnx_path.is_file():
+        return read_model_metadata(onnx_path)
+    if json_path.is_file():
+        return ModelMetadata.from_json(json_path.read_text(encoding="utf-8"), source=json_path.name)
+    raise ModelError(
+        f"{path.name} carries no model metadata; put {onnx_path.name} (or {json_path.name}) beside it, "
+        "or pass the .onnx model and let the node build the engine"
+    )
+
+
+class TrtEngine(Engine):
+    """A deserialized TensorRT engine with device buffers allocated once (batch 1)."""
+
+    kind = "tensorrt"
+
+    def __init__(self, model_path: str | Path, options: EngineOptions | None = None) -> None:
+        options = options or EngineOptions()
+        if options.provider not in ("auto", "tensorrt"):
+            raise DependencyError(f"--engine tensorrt runs on the GPU only; drop --provider {options.provider}")
+        path = Path(model_path)
+        if not path.is_file():
+            raise ModelError(f"model file {path} not found; check the path")
+        trt, cudart = self._trt, self._cudart = _import_backends()
+        if path.suffix == ".onnx":
+            self.metadata = read_model_metadata(path)
+            plan = engine_bytes_for_onnx(trt, cudart, path, self.metadata)
+        else:
+            self.metadata = metadata_for_engine_file(path)
+            plan = path.read_bytes()
+        self.model_path = str(path)
+        self._trt_logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._trt_logger)
+        self._engine = self._runtime.deserialize_cuda_engine(plan)
+        if self._engine is None:
+            raise ModelError(
+                f"TensorRT {trt.__version__} cannot load {path.name}; engines are tied to the TensorRT version "
+                "and GPU that built them: rebuild it from the .onnx model"
+            )
+        self._context = self._engine.create_execution_context()
+        self._stream = _check(cudart.cudaStreamCreate())
+        h, w = self.metadata.input_hw
+        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+        inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        if len(inputs) != 1:
+            raise ModelError(f"{path.name}: expected one input tensor, found {inputs}")
+        in_name = inputs[0]
+        in_shape = tuple(self._engine.get_tensor_shape(in_name))
+        self.input_spec = InputSpec(
+            name=in_name,
+            shape=tuple(None if d < 0 else int(d) for d in in_shape),
+            dtype=np.dtype(trt.nptype(self._engine.get_tensor_dtype(in_name))).name,
+        )
+        check_input_spec(self.input_spec, self.metadata, source=path.name)
+        if -1 in in_shape:
+            self._context.set_input_shape(in_name, (1, h, w, 3))
+        self._outputs: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+        self._device: dict[str, int] = {}
+        for name in names:
+            shape = tuple(int(d) for d in self._context.get_tensor_shape(name))
+            dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(name)))
+            nbytes = int(np.prod(shape)) * dtype.itemsize
+            self._device[name] = _check(cudart.cudaMalloc(nbytes))
+            self._context.set_tensor_address(name, self._device[name])
+            if name != in_name:
+                self._outputs[name] = (shape, dtype)
+        if OUTPUT_CLASS_IDS not in self._outputs:
+            raise ModelError(f"{path.name}: output {OUTPUT_CLASS_IDS!r} is missing (found {', '.join(self._outputs)})")
+        self.provider = f"tensorrt-{trt.__version__}-{self.metadata.precision}"
+        log.info("TensorRT %s: %s (%s)", trt.__version__, self.metadata.model_id, path.name)
+
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        if batch.shape[0] != 1:
+            parts = [self.infer(batch[i : i + 1]) for i in range(batch.shape[0])]
+            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        cudart = self._cudart
+        host_in = np.ascontiguousarray(batch)
+        h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        _check(cudart.cudaMemcpyAsync(self._device[self.input_spec.name], host_in.ctypes.data, host_in.nbytes, h2d, self._stream))
+        if not self._context.execute_async_v3(self._stream):
+            raise RuntimeError("TensorRT execute_async_v3 failed; see the TensorRT log")
+        results = {}
+        for name, (shape, dtype) in self._outputs.items():
+            out = np.empty(shape, dtype=dtype)  # fresh: the consumer may hold it while the next frame runs
+            _check(cudart.cudaMemcpyAsync(out.ctypes.data, self._device[name], out.nbytes, d2h, self._stream))
+            results[name] = out
+        _check(cudart.cudaStreamSynchronize(self._stream))
+        return results
+
+    def close(self) -> None:
+        cudart = self._cudart
+        for ptr in self._device.values():
+            cudart.cudaFree(ptr)
+        self._device.clear()
+        cudart.cudaStreamDestroy(self._stream)
+        self._context = None
+        self._engine = None

@@ -1,0 +1,166 @@
+"""From the model's class map to the published masks: drivable, lane, obstacle, class_map, blobs.
+
+Each task is a set of classes from the model's ``task_groups`` (``--task lane=lane_marking`` or
+``--task obstacle=car,pedestrian`` overrides them). A task whose classes the model lacks is not
+advertised, with one warning. Each task mask is one 256-entry uint8 lookup table applied to the
+class map (0 or 255 per pixel) - no per-class loops on the hot path.
+
+Extras: per-class obstacle masks (``per_class``), and connected obstacle blobs
+(``obstacle_blobs``: class, box, pixel area, centroid) for the ``obstacles`` JSON topic.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import cv2
+import numpy as np
+
+from perception.contracts import TASKS, ClassTable
+from perception.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+MASK_ON = 255
+
+#: Blobs smaller than this (pixels) are noise, not obstacles.
+DEFAULT_MIN_BLOB_AREA_PX = 16
+#: At most this many blobs (the largest) go into one obstacles document.
+DEFAULT_MAX_BLOBS = 64
+
+
+def task_lut(class_ids: list[int]) -> np.ndarray:
+    """A 256-entry table mapping the given class ids to 255 and everything else to 0."""
+    lut = np.zeros(256, dtype=np.uint8)
+    lut[class_ids] = MASK_ON
+    return lut
+
+
+def parse_task_overrides(items: dict[str, list[str]] | None, table: ClassTable, *, model: str) -> dict[str, list[str]]:
+    """Validate ``{"lane": ["lane_marking"]}`` against the model's classes; ConfigError naming the fix."""
+    overrides = {}
+    for task, names in (items or {}).items():
+        if task not in TASKS:
+            raise ConfigError(f"--task {task}=...: unknown task {task!r}; known: {', '.join(TASKS)}")
+        unknown = [n for n in names if n not in table.names]
+        if unknown or not names:
+            raise ConfigError(
+                f"--task {task}={','.join(names)}: model {model} has no class {unknown[0] if unknown else '(none)'!r}; "
+                f"its classes: {', '.join(table.names)}"
+            )
+        overrides[task] = list(names)
+    return overrides
+
+
+class MaskBuilder:
+    """Turns class maps into the published masks, reusing its output buffers.
+
+    Args:
+        table: the model's class table.
+        model: the model id (for messages).
+        overrides: task -> class names, replacing the model's task groups for those tasks.
+        per_class: obstacle class names that also get their own mask (keys ``obstacle/<name>``).
+
+    Raises:
+        ConfigError: an override names an unknown task or class.
+    """
+
+    def __init__(
+        self,
+        table: ClassTable,
+        *,
+        model: str = "model",
+        overrides: dict[str, list[str]] | None = None,
+        per_class: tuple[str, ...] = (),
+    ) -> None:
+        self.table = table
+        checked = parse_task_overrides(overrides, table, model=model)
+        self.luts: dict[str, np.ndarray] = {}
+        self.task_classes: dict[str, list[str]] = {}
+        for task in TASKS:
+            names = checked.get(task, list(table.task_groups.get(task, ())))
+            if not names:
+                log.warning(
+                    "model %s has no classes for task %r (its task groups: %s); the %s mask is not published. "
+                    "Map classes to it with --task %s=<class>[,<class>]",
+                    model, task, ", ".join(table.task_groups) or "none", task, task,
+                )
+                continue
+            self.task_classes[task] = names
+            self.luts[task] = task_lut([table.id_of(n) for n in names])
+        for name in per_class:
+            if name not in table.names:
+                raise ConfigError(f"per-class mask {name!r}: model {model} has no such class; its classes: {', '.join(table.names)}")
+            self.luts[f"obstacle/{name}"] = task_lut([table.id_of(name)])
+        self._buffers: dict[str, np.ndarray] = {}
+
+    @property
+    def topics(self) -> list[str]:
+        """The mask names ``build`` returns: the advertised tasks, per-class masks, then ``class_map``."""
+        return [*self.luts, "class_map"]
+
+    def build(self, class_map: np.ndarray) -> dict[str, np.ndarray]:
+        """Masks for one H x W uint8 class map. The arrays are reused by the next call: consume
+        (encode/send) them before building again."""
+        masks = {"class_map": class_map}
+        for name, lut in self.luts.items():
+            buf = self._buffers.get(name)
+            if buf is None or buf.shape != class_map.shape:
+                buf = self._buffers[name] = np.empty_like(class_map)
+            # cv2.LUT: the same table lookup as np.take(lut, class_map), ~3x faster on 8-bit maps.
+            cv2.LUT(class_map, lut, dst=buf)
+            masks[name] = buf
+        return masks
+
+
+def obstacle_blobs(
+    obstacle_mask: np.ndarray,
+    class_map: np.ndarray,
+    table: ClassTable,
+    *,
+    min_area_px: int = DEFAULT_MIN_BLOB_AREA_PX,
+    max_blobs: int = DEFAULT_MAX_BLOBS,
+) -> list[dict[str, Any]]:
+    """Connected obstacle regions, largest first: class (the majority class inside), box, area, centroid.
+
+    Args:
+        obstacle_mask: H x W uint8, non-zero on obstacles.
+        class_map: H x W uint8 class ids (same size) to name each blob's class.
+        table: the model's class table.
+        min_area_px: smaller blobs are dropped as noise.
+        max_blobs: keep only this many of the largest.
+
+    Returns:
+        ``[{"class": "car", "class_id": 8, "box_xywh": [x, y, w, h], "area_px": 812,
+        "centroid_xy": [x, y]}, ...]`` in pixels of the mask.
+    """
+    count, labels, stats, centroids = cv2.connectedComponentsWithStats(obstacle_mask, connectivity=8)
+    if count <= 1:
+        return []
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = np.flatnonzero(areas >= min_area_px) + 1  # component ids (0 is the background)
+    if keep.size == 0:
+        return []
+    keep = keep[np.argsort(-stats[keep, cv2.CC_STAT_AREA], kind="stable")][:max_blobs]
+    # The majority class per component in one bincount over (component, class) pairs.
+    on = obstacle_mask != 0
+    num_classes = max(table.num_classes, int(class_map.max()) + 1)
+    pairs = labels[on].astype(np.int64) * num_classes + class_map[on]
+    votes = np.bincount(pairs, minlength=count * num_classes).reshape(count, num_classes)
+    majority = votes.argmax(axis=1)
+    names = table.names
+    blobs = []
+    for comp in keep.tolist():
+        cid = int(majority[comp])
+        x, y, w, h, area = (int(v) for v in stats[comp])
+        blobs.append(
+            {
+                "class": names[cid] if cid < len(names) else str(cid),
+                "class_id": cid,
+                "box_xywh": [x, y, w, h],
+                "area_px": area,
+                "centroid_xy": [round(float(centroids[comp][0]), 2), round(float(centroids[comp][1]), 2)],
+            }
+        )
+    return blobs

@@ -1,0 +1,62 @@
+"""Frame sources, chosen from the ``--source`` string: ``open_source(spec, **options)``.
+
+================================  =========  ==========================================
+``--source``                      kind       module
+================================  =========  ==========================================
+``/dev/video0``, ``0``            camera     ``perception/sources/camera.py`` (V4L2)
+``drive.mp4`` (avi, mkv, gif...)  video      ``perception/sources/video.py``
+``frames/``, ``'frames/*.png'``   images     ``perception/sources/images.py``
+``rtsp://...``, ``http://...``    stream     ``perception/sources/stream.py`` (FFmpeg)
+``'... ! appsink'``               gstreamer  ``perception/sources/stream.py``
+``synthetic``                     synthetic  ``perception/sources/synthetic.py``
+================================  =========  ==========================================
+
+Every source yields ``Frame`` records (seq from 0, capture_ns, capture_mono_ns, BGR image) and
+raises ``SourceError`` with the fix when it cannot be opened.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from perception.registry import Registry
+from perception.sources.base import CorruptFrame, Frame, Source, SourceOptions
+from perception.sources.camera import CAMERA_PATTERN, CameraSource
+from perception.sources.images import ImageSource, is_image_spec
+from perception.sources.stream import URL_PATTERN, GStreamerSource, StreamSource, is_gstreamer_pipeline
+from perception.sources.synthetic import SyntheticSource
+from perception.sources.video import VideoFileSource
+
+SOURCES: Registry[type[Source]] = Registry("source")
+for _cls in (CameraSource, VideoFileSource, ImageSource, StreamSource, GStreamerSource, SyntheticSource):
+    SOURCES.register(_cls.kind)(_cls)
+
+
+def source_kind(spec: str) -> str:
+    """The registry name of the source ``spec`` describes (see the table above)."""
+    spec = spec.strip()
+    if spec == "synthetic":
+        return "synthetic"
+    if CAMERA_PATTERN.match(spec):
+        return "camera"
+    if URL_PATTERN.match(spec):
+        return "stream"
+    if is_gstreamer_pipeline(spec):
+        return "gstreamer"
+    if is_image_spec(spec):
+        return "images"
+    return "video"
+
+
+def open_source(spec: str, *, kind: str | None = None, **options: Any) -> Source:
+    """Open the source ``spec`` (kind detected unless given) with ``SourceOptions(**options)``.
+
+    Raises:
+        SourceError: the device, file or URL cannot be opened (the message names the fix).
+        ConfigError: an unknown ``kind``.
+    """
+    cls = SOURCES.get(kind or source_kind(spec))
+    return cls(spec.strip(), SourceOptions(**options))
+
+
+__all__ = ["SOURCES", "CorruptFrame", "Frame", "Source", "SourceOptions", "open_source", "source_kind"]
