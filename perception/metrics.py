@@ -1,0 +1,112 @@
+"""Segmentation metrics from a confusion matrix: per-class IoU, mIoU, global and class accuracy.
+
+``ConfusionMatrix(num_classes, ignore_id=255)`` accumulates predictions over a dataset with one
+``np.bincount`` per update; pixels whose ground truth is the ignore id (or any value outside the
+classes) do not count. mIoU follows the official Cityscapes evaluator: a class with neither ground
+truth nor prediction has IoU NaN and is left out of the mean. Numpy only (no torch), so the ONNX
+evaluation and the exporter's accuracy gates use the very same numbers as training.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from perception.contracts import ClassTable
+
+
+class ConfusionMatrix:
+    """``matrix[t, p]`` counts pixels of ground-truth class ``t`` predicted as class ``p``."""
+
+    def __init__(self, num_classes: int, *, ignore_id: int | None = None) -> None:
+        self.num_classes = num_classes
+        self.ignore_id = ignore_id
+        self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+
+    def update(self, prediction: np.ndarray, target: np.ndarray) -> None:
+        """Add one prediction / ground-truth pair of class-id arrays of the same shape.
+
+        Raises ValueError when shapes differ; prediction values outside the classes raise too,
+        since a model cannot legitimately predict them.
+        """
+        if prediction.shape != target.shape:
+            raise ValueError(f"prediction shape {prediction.shape} != target shape {target.shape}")
+        target = target.ravel().astype(np.int64)
+        prediction = prediction.ravel().astype(np.int64)
+        valid = (target >= 0) & (target < self.num_classes)
+        target, prediction = target[valid], prediction[valid]
+        if prediction.size and (prediction.min() < 0 or prediction.max() >= self.num_classes):
+            raise ValueError(f"prediction holds class ids outside 0..{self.num_classes - 1}")
+        self.matrix += np.bincount(
+            target * self.num_classes + prediction, minlength=self.num_classes**2
+        ).reshape(self.num_classes, self.num_classes)
+
+    def merge(self, other: ConfusionMatrix) -> None:
+        self.matrix += other.matrix
+
+    def reset(self) -> None:
+        self.matrix[:] = 0
+
+    # ---- figures ------------------------------------------------------------------------
+
+    def iou(self) -> np.ndarray:
+        """Per-class IoU = TP / (TP + FP + FN); NaN for a class absent from both GT and prediction."""
+        tp = np.diag(self.matrix).astype(np.float64)
+        denom = self.matrix.sum(0) + self.matrix.sum(1) - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(denom > 0, tp / np.maximum(denom, 1), np.nan)
+
+    def class_accuracy(self) -> np.ndarray:
+        """Per-class recall TP / GT pixels; NaN for a class with no ground truth."""
+        tp = np.diag(self.matrix).astype(np.float64)
+        gt = self.matrix.sum(1)
+        return np.where(gt > 0, tp / np.maximum(gt, 1), np.nan)
+
+    def miou(self) -> float:
+        return _nanmean(self.iou())
+
+    def global_accuracy(self) -> float:
+        """G: correctly classified valid pixels over all valid pixels (NaN when there are none)."""
+        total = self.matrix.sum()
+        return float(np.trace(self.matrix) / total) if total else math.nan
+
+    def mean_class_accuracy(self) -> float:
+        """C: the mean of per-class accuracies over classes that occur in the ground truth."""
+        return _nanmean(self.class_accuracy())
+
+    def summary(self, class_table: ClassTable | None = None) -> dict[str, Any]:
+        """Plain-float figures (fractions in 0..1) as stored in checkpoints and model metadata."""
+        names = class_table.names if class_table else [str(i) for i in range(self.num_classes)]
+        return {
+            "miou": self.miou(),
+            "global_acc": self.global_accuracy(),
+            "class_acc": self.mean_class_accuracy(),
+            "per_class_iou": {n: float(v) for n, v in zip(names, self.iou(), strict=True)},
+            "pixels": int(self.matrix.sum()),
+        }
+
+    def format_table(self, class_table: ClassTable) -> str:
+        """A per-class IoU / accuracy table with G, C and mIoU underneath, in percent."""
+        width = max(12, *(len(n) for n in class_table.names))
+        lines = [f"{'class':<{width}}  {'IoU %':>7}  {'acc %':>7}  {'GT pixels':>11}"]
+        gt_pixels = self.matrix.sum(1)
+        for name, iou, acc, pixels in zip(
+            class_table.names, self.iou(), self.class_accuracy(), gt_pixels, strict=True
+        ):
+            lines.append(f"{name:<{width}}  {_pct(iou):>7}  {_pct(acc):>7}  {int(pixels):>11}")
+        lines.append(
+            f"G (global acc) {_pct(self.global_accuracy())} %   C (class acc) {_pct(self.mean_class_accuracy())} %   "
+            f"mIoU {_pct(self.miou())} %"
+        )
+        return "\n".join(lines)
+
+
+def _nanmean(values: np.ndarray) -> float:
+    kept = values[~np.isnan(values)]
+    return float(kept.mean()) if kept.size else math.nan
+
+
+def _pct(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{100.0 * value:.2f}"

@@ -1,0 +1,190 @@
+"""The training loop over the steps of ``trainer.py``, checkpoints, resume, and ``fit(config)``.
+
+The run directory (``config.out``) gets ``config.yaml`` (the resolved config), ``last.pt``
+(after every validation and at the end), ``best.pt`` (highest validation mIoU),
+``metrics.jsonl`` and ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from tqdm import tqdm
+
+from perception.config import config_to_dict
+from perception.errors import ModelError
+from perception.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from perception.training.config import TrainConfig
+from perception.training.distributed import DistInfo, cleanup_distributed, pick_device, setup_distributed
+from perception.training.runlog import RunLog
+from perception.training.trainer import Data, Run, build_data, build_run, evaluate, step
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoint
+# --------------------------------------------------------------------------------------------
+
+
+def save_run_checkpoint(run: Run, data: Data, path: Path) -> Path:
+    """Weights, config, class table and metrics, plus the optimiser / scheduler / scaler / RNG state."""
+    config = run.config
+    state_dict = {k: v.detach().cpu() for k, v in run.bare_model.state_dict().items()}
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if run.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(run.device)
+    steps_per_epoch = data.steps_per_epoch
+    ckpt = Checkpoint(
+        model_name=config.model,
+        model_kwargs=dict(config.model_kwargs),
+        class_table=data.class_table,
+        input_hw=tuple(config.input_hw),
+        state_dict=state_dict,
+        dataset=config.data,
+        config=config_to_dict(config),
+        metrics=run.last_metrics,
+        step=run.step,
+        epoch=run.step // steps_per_epoch,
+        train_state={
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "scaler": run.scaler.state_dict(),
+            "rng": rng,
+            "best_miou": run.best_miou,
+            "total_steps": run.total_steps,
+        },
+    )
+    return save_checkpoint(path, ckpt)
+
+
+def resume_run(run: Run, path: str | Path) -> Checkpoint:
+    """Load model, optimiser, scheduler, scaler, RNG state and step from a ``last.pt``."""
+    ckpt = load_checkpoint(path)
+    if ckpt.train_state is None:
+        raise ModelError(f"checkpoint {path} holds no training state; resume from a last.pt of 'perception train'")
+    if ckpt.model_name != run.config.model:
+        raise ModelError(f"checkpoint {path} is a {ckpt.model_name!r} model, the config trains {run.config.model!r}")
+    try:
+        run.bare_model.load_state_dict(ckpt.state_dict)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ModelError(f"checkpoint {path} weights do not fit the configured model: {first}") from None
+    state = ckpt.train_state
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.scaler.load_state_dict(state["scaler"])
+    rng = state["rng"]
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and run.device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"], run.device)
+    run.step = ckpt.step
+    run.best_miou = float(state["best_miou"])
+    run.last_metrics = ckpt.metrics
+    return ckpt
+
+
+# --------------------------------------------------------------------------------------------
+# the loop
+# --------------------------------------------------------------------------------------------
+
+
+def validate_and_checkpoint(run: Run, data: Data, run_dir: Path | None, runlog: RunLog | None) -> dict[str, Any]:
+    """Evaluate; on rank 0 log, write last.pt and (when mIoU improved) best.pt."""
+    cm = evaluate(run, data)
+    run.last_metrics = {**cm.summary(data.class_table), "step": run.step}
+    improved = run.last_metrics["miou"] > run.best_miou
+    if improved:
+        run.best_miou = run.last_metrics["miou"]
+    if run.info.is_main:
+        log.info(
+            "step %d: val mIoU %.2f %%  G %.2f %%  C %.2f %%",
+            run.step, 100 * run.last_metrics["miou"], 100 * run.last_metrics["global_acc"],
+            100 * run.last_metrics["class_acc"],
+        )
+        if runlog is not None:
+            runlog.write({"kind": "val", "step": run.step, **{k: run.last_metrics[k] for k in ("miou", "global_acc", "class_acc")}})
+            runlog.plot()
+        if run_dir is not None:
+            save_run_checkpoint(run, data, run_dir / "last.pt")
+            if improved:
+                save_run_checkpoint(run, data, run_dir / "best.pt")
+    return run.last_metrics
+
+
+def train_steps(
+    run: Run, data: Data, *, until_step: int, run_dir: Path | None = None, runlog: RunLog | None = None
+) -> list[dict[str, float]]:
+    """Train from ``run.step`` to ``until_step``, validating every ``val_every`` steps (or per epoch).
+
+    Returns the per-step records (loss, lr). The batch order depends only on (seed, epoch, step),
+    so stopping and resuming anywhere continues with the same batches.
+    """
+    config = run.config
+    per_epoch = data.steps_per_epoch
+    records: list[dict[str, float]] = []
+    bar = tqdm(total=until_step, initial=run.step, unit="step", disable=not (config.progress and run.info.is_main))
+    window_start, window_images = time.perf_counter(), 0
+    while run.step < until_step:
+        epoch, start_batch = divmod(run.step, per_epoch)
+        data.sampler.set_position(epoch, start_batch)
+        data.samples.set_epoch(epoch)
+        for images, labels in data.loader:
+            record = step(run, images, labels)
+            records.append(record)
+            window_images += images.shape[0] * run.info.world_size
+            if run.step % config.log_every == 0 or run.step == until_step:
+                now = time.perf_counter()
+                record["images_per_s"] = window_images / max(now - window_start, 1e-9)
+                window_start, window_images = now, 0
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", img_s=f"{record['images_per_s']:.1f}")
+                if runlog is not None and run.info.is_main:
+                    runlog.write({"kind": "train", "step": run.step, "epoch": epoch, **record})
+            bar.update(1)
+            end_of_epoch = run.step % per_epoch == 0
+            if (config.val_every and run.step % config.val_every == 0) or (not config.val_every and end_of_epoch):
+                validate_and_checkpoint(run, data, run_dir, runlog)
+            if run.step >= until_step:
+                break
+    bar.close()
+    return records
+
+
+def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, Any]:
+    """Train ``config`` to the end (from ``resume`` when given); returns the final validation metrics."""
+    info = setup_distributed(pick_device(config.device, DistInfo()))
+    try:
+        data = build_data(config, info)
+        run = build_run(config, data, info=info)
+        run_dir = Path(config.out)
+        runlog = RunLog(run_dir) if info.is_main else None
+        if info.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            resolved = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+            (run_dir / "config.yaml").write_text(resolved, encoding="utf-8")
+            print(f"resolved config ({run_dir / 'config.yaml'}):\n{resolved}", flush=True)
+            log.info(
+                "training %s on %s: %d samples, %d steps (%d per epoch), device %s, world size %d",
+                config.model, config.data, len(data.train_set), run.total_steps, data.steps_per_epoch,
+                run.device, info.world_size,
+            )
+        if resume is not None:
+            resume_run(run, resume)
+            if runlog is not None:
+                runlog.truncate_after(run.step)
+            log.info("resumed from %s at step %d", resume, run.step)
+        train_steps(run, data, until_step=run.total_steps, run_dir=run_dir, runlog=runlog)
+        if run.last_metrics.get("step") != run.step:
+            validate_and_checkpoint(run, data, run_dir, runlog)
+        return {**run.last_metrics, "run_dir": str(run_dir)}
+    finally:
+        cleanup_distributed(info)

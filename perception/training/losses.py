@@ -1,0 +1,228 @@
+"""Segmentation losses, chosen by name, and class weights from label frequencies.
+
+``build_loss(config, class_table, ignore_id, class_weights)`` returns a module computing
+``total = main + aux_weight * sum(aux heads)`` on the dict a model returns in train mode.
+
+Registered losses (all skip pixels labelled ``ignore_id``):
+- ``ce``: cross-entropy, optionally class-weighted;
+- ``ohem``: online hard example mining CE as in BiSeNet's OhemCELoss: keep pixels whose
+  probability of the true class is below ``ohem_threshold``, but at least ``ohem_min_fraction`` of
+  the valid pixels (the hardest ones);
+- ``dice``: 1 - mean soft Dice over classes present in the batch (ground truth or prediction);
+- ``focal``: focal loss ``(1 - p_t)^gamma * CE`` (Lin et al. 2017);
+- ``ial``: importance-aware loss (Chen et al., IJCAI 2018), see ``ImportanceAwareLoss``.
+
+Class weights: ``enet`` w_c = 1 / ln(1.02 + p_c) with p_c the class's share of labelled pixels
+(Paszke et al. 2016); ``median_freq`` w_c = median(f) / f_c with f_c = pixels of c / pixels of the
+images where c occurs (Eigen & Fergus 2015, used by SegNet).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from perception.contracts import ClassTable
+from perception.errors import ConfigError
+from perception.registry import Registry
+from perception.training.config import TrainConfig
+
+LOSSES: Registry[type[nn.Module]] = Registry("loss")
+ENET_C = 1.02
+
+
+# --------------------------------------------------------------------------------------------
+# Class weights (numpy: computed once from dataset statistics)
+# --------------------------------------------------------------------------------------------
+
+
+def enet_weights(pixel_counts: np.ndarray, *, c: float = ENET_C) -> np.ndarray:
+    """w = 1 / ln(c + p) with p each class's share of all labelled pixels."""
+    p = pixel_counts / max(int(pixel_counts.sum()), 1)
+    return 1.0 / np.log(c + p)
+
+
+def median_frequency_weights(pixel_counts: np.ndarray, present_pixels: np.ndarray) -> np.ndarray:
+    """w = median(f) / f with f = class pixels / pixels of images containing the class.
+
+    Classes never seen get weight 0 (they cannot contribute to the loss anyway).
+    """
+    seen = present_pixels > 0
+    freq = np.zeros(len(pixel_counts), dtype=np.float64)
+    freq[seen] = pixel_counts[seen] / present_pixels[seen]
+    weights = np.zeros_like(freq)
+    nonzero = freq > 0
+    weights[nonzero] = np.median(freq[nonzero]) / freq[nonzero]
+    return weights
+
+
+# --------------------------------------------------------------------------------------------
+# Losses: each maps (logits N x C x H x W, target N x H x W int64) -> scalar
+# --------------------------------------------------------------------------------------------
+
+
+@LOSSES.register("ce")
+class CrossEntropy(nn.Module):
+    def __init__(self, *, ignore_id: int, class_weights: torch.Tensor | None = None, **_: object) -> None:
+        super().__init__()
+        self.ignore_id = ignore_id
+        self.register_buffer("class_weights", class_weights, persistent=False)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, target, weight=self.class_weights, ignore_index=self.ignore_id)
+
+
+@LOSSES.register("ohem")
+class OhemCrossEntropy(nn.Module):
+    """Mean CE over pixels with p(true class) < threshold, at least ``min_fraction`` of valid pixels."""
+
+    def __init__(
+        self, *, ignore_id: int, config: TrainConfig, class_weights: torch.Tensor | None = None, **_: object
+    ) -> None:
+        super().__init__()
+        self.ignore_id = ignore_id
+        self.loss_threshold = -float(np.log(config.ohem_threshold)) if config.ohem_threshold > 0 else float("inf")
+        self.min_fraction = config.ohem_min_fraction
+        self.register_buffer("class_weights", class_weights, persistent=False)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        valid = target != self.ignore_id
+        n_min = max(1, int(valid.sum().item() * self.min_fraction))
+        per_pixel = F.cross_entropy(
+            logits, target, weight=self.class_weights, ignore_index=self.ignore_id, reduction="none"
+        )[valid]
+        if per_pixel.numel() == 0:
+            return logits.sum() * 0.0
+        hard = per_pixel[per_pixel > self.loss_threshold]
+        if hard.numel() < n_min:
+            hard, _ = per_pixel.topk(min(n_min, per_pixel.numel()))
+        return hard.mean()
+
+
+@LOSSES.register("dice")
+class DiceLoss(nn.Module):
+    def __init__(self, *, ignore_id: int, smooth: float = 1.0, **_: object) -> None:
+        super().__init__()
+        self.ignore_id = ignore_id
+        self.smooth = smooth
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        num_classes = logits.shape[1]
+        valid = (target != self.ignore_id).unsqueeze(1)  # N x 1 x H x W
+        probs = logits.float().softmax(1) * valid
+        one_hot = F.one_hot(target.clamp(0, num_classes - 1), num_classes).permute(0, 3, 1, 2) * valid
+        dims = (0, 2, 3)
+        intersection = (probs * one_hot).sum(dims)
+        cardinality = probs.sum(dims) + one_hot.sum(dims)
+        dice = (2 * intersection + self.smooth) / (cardinality + self.smooth)
+        present = one_hot.sum(dims) > 0
+        return 1.0 - (dice[present].mean() if present.any() else dice.mean())
+
+
+@LOSSES.register("focal")
+class FocalLoss(nn.Module):
+    def __init__(
+        self, *, ignore_id: int, config: TrainConfig, class_weights: torch.Tensor | None = None, **_: object
+    ) -> None:
+        super().__init__()
+        self.ignore_id = ignore_id
+        self.gamma = config.focal_gamma
+        self.register_buffer("class_weights", class_weights, persistent=False)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        valid = target != self.ignore_id
+        ce = F.cross_entropy(logits, target, ignore_index=self.ignore_id, reduction="none")
+        p_true = torch.exp(-ce)
+        loss = (1.0 - p_true).pow(self.gamma) * ce
+        if self.class_weights is not None:
+            loss = loss * self.class_weights[target.clamp(0, len(self.class_weights) - 1)]
+        return loss[valid].sum() / valid.sum().clamp(min=1)
+
+
+#: Importance levels of the IAL by class-name keyword (lower-cased, '_'/' ' ignored):
+#: 3 vehicles and people, 2 the road surface, 0 sky, and 1 everything else (buildings, vegetation...).
+IMPORTANCE_KEYWORDS = {
+    3: ("car", "truck", "bus", "train", "motorcycle", "bicycle", "bicyclist", "cyclist", "person", "pedestrian", "rider"),
+    2: ("road", "lanemarking", "lane"),
+    0: ("sky",),
+}
+
+
+def importance_levels(class_table: ClassTable, overrides: dict[str, int] | None = None) -> list[int]:
+    """Importance level 0..3 of every class (keywords above, then ``overrides`` by class name)."""
+    overrides = overrides or {}
+    unknown = [n for n in overrides if n not in class_table.names]
+    if unknown:
+        raise ConfigError(f"ial_levels names unknown classes {unknown}; known: {', '.join(class_table.names)}")
+    levels = []
+    for name in class_table.names:
+        key = name.lower().replace("_", "").replace(" ", "")
+        level = next((lv for lv, words in IMPORTANCE_KEYWORDS.items() if key in words), 1)
+        levels.append(overrides.get(name, level))
+    return levels
+
+
+@LOSSES.register("ial")
+class ImportanceAwareLoss(nn.Module):
+    """Importance-aware loss: CE weighted by the safety importance of each pixel's true class.
+
+    Classes sit in importance levels (vehicles and people > road > buildings, vegetation and the
+    rest > sky); level l has weight W_l (``ial_level_weights``, increasing). With g(y) the level of
+    ground-truth class y and p_n the softmax output at pixel n over the valid pixels V:
+
+        IAL = sum_{n in V} W_{g(y_n)} * (-log p_n[y_n]) / sum_{n in V} W_{g(y_n)}
+
+    i.e. group-wise weighted CE normalised by the total weight (PyTorch's weighted-CE convention),
+    so mistakes on important classes cost more. Optional class weights multiply W.
+    """
+
+    def __init__(
+        self,
+        *,
+        ignore_id: int,
+        config: TrainConfig,
+        class_table: ClassTable,
+        class_weights: torch.Tensor | None = None,
+        **_: object,
+    ) -> None:
+        super().__init__()
+        self.ignore_id = ignore_id
+        levels = importance_levels(class_table, config.ial_levels)
+        weights = torch.tensor([config.ial_level_weights[lv] for lv in levels], dtype=torch.float32)
+        if class_weights is not None:
+            weights = weights * class_weights
+        self.register_buffer("pixel_weights", weights, persistent=False)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, target, weight=self.pixel_weights, ignore_index=self.ignore_id)
+
+
+class SegmentationLoss(nn.Module):
+    """``main(out) + aux_weight * sum(main(aux_k))`` over a model's train-mode output dict."""
+
+    def __init__(self, criterion: nn.Module, *, aux_weight: float) -> None:
+        super().__init__()
+        self.criterion = criterion
+        self.aux_weight = aux_weight
+
+    def forward(self, outputs: dict[str, torch.Tensor] | torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if isinstance(outputs, torch.Tensor):
+            return self.criterion(outputs, target)
+        total = self.criterion(outputs["out"], target)
+        for name, logits in outputs.items():
+            if name != "out" and self.aux_weight > 0:
+                total = total + self.aux_weight * self.criterion(logits, target)
+        return total
+
+
+def build_loss(
+    config: TrainConfig, *, class_table: ClassTable, ignore_id: int, class_weights: np.ndarray | None = None
+) -> SegmentationLoss:
+    """The configured loss with auxiliary-head weighting; ConfigError for an unknown loss name."""
+    weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
+    criterion = LOSSES.get(config.loss)(
+        ignore_id=ignore_id, config=config, class_table=class_table, class_weights=weights
+    )
+    return SegmentationLoss(criterion, aux_weight=config.aux_weight)

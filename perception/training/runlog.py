@@ -1,0 +1,54 @@
+"""The run directory's records: a JSONL metrics log and a PNG of the learning curves.
+
+``metrics.jsonl`` holds one JSON object per line: ``{"kind": "train", "step", "epoch", "loss",
+"lr", "images_per_s"}`` every ``log_every`` steps and ``{"kind": "val", "step", "miou",
+"global_acc", "class_acc"}`` after each validation. ``curves.png`` (training loss and validation
+mIoU against the step) is redrawn from that log after each validation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+class RunLog:
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self.curves_path = run_dir / "curves.png"
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records past ``step`` (a resumed run replays them)."""
+        kept = [r for r in self.records() if r["step"] <= step]
+        self.path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept), encoding="utf-8")
+
+    def plot(self) -> Path:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only; never a window
+        import matplotlib.pyplot as plt
+
+        records = self.records()
+        train = [r for r in records if r["kind"] == "train"]
+        val = [r for r in records if r["kind"] == "val"]
+        fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(10, 4))
+        ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train])
+        ax_loss.set(xlabel="step", ylabel="training loss", title="loss")
+        ax_miou.plot([r["step"] for r in val], [100 * r["miou"] for r in val], marker="o")
+        ax_miou.set(xlabel="step", ylabel="val mIoU %", title="validation mIoU")
+        for ax in (ax_loss, ax_miou):
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(self.curves_path, dpi=100)
+        plt.close(fig)
+        return self.curves_path

@@ -1,0 +1,262 @@
+"""Training as short named steps: ``build -> data -> step -> evaluate -> checkpoint``.
+
+This module holds the steps; ``fit.py`` holds the loop and the checkpoints, and ``fit(config)``
+runs everything (``perception train`` calls it). Tests call the steps one by one:
+
+    data = build_data(config)                        # datasets, augmentation, resumable loaders
+    run = build_run(config, data)                    # model, optimiser, poly LR, AMP scaler, loss
+    step(run, images, labels)                        # one optimiser step
+    cm = evaluate(run, data)                         # ConfusionMatrix over the validation set
+    train_steps(run, data, until_step=10)            # fit.py: the loop with periodic validation
+    save_run_checkpoint(run, data, path)             # fit.py: enough to evaluate, export or resume
+
+Resume is exact: the checkpoint holds the optimiser, scheduler, scaler and the python / numpy /
+torch RNG states, and the data order is a function of (seed, epoch), so a resumed run's next
+step equals the uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from perception.datasets import Dataset, class_pixel_stats, open_dataset
+from perception.errors import DataError
+from perception.metrics import ConfusionMatrix
+from perception.training.augment import (
+    EvalSamples,
+    TrainSamples,
+    build_train_transform,
+    collate_eval,
+    ignore_id_of,
+)
+from perception.training.config import TrainConfig
+from perception.training.distributed import (
+    DistInfo,
+    ResumableSampler,
+    all_reduce_sum,
+    pick_device,
+)
+from perception.training.losses import build_loss, enet_weights, median_frequency_weights
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Data:
+    train_set: Dataset
+    val_set: Dataset
+    samples: TrainSamples
+    sampler: ResumableSampler
+    loader: DataLoader
+    val_loader: DataLoader
+    ignore_id: int
+
+    @property
+    def class_table(self):
+        return self.train_set.class_table
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.sampler.dataset) // (self.sampler.num_replicas * self.loader.batch_size) or 0
+
+
+@dataclass
+class Run:
+    config: TrainConfig
+    info: DistInfo
+    device: torch.device
+    model: nn.Module  # DDP-wrapped when distributed
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    total_steps: int
+    step: int = 0
+    best_miou: float = -1.0
+    last_metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def bare_model(self) -> nn.Module:
+        return self.model.module if isinstance(self.model, nn.parallel.DistributedDataParallel) else self.model
+
+    @property
+    def use_amp(self) -> bool:
+        return self.config.amp and self.device.type == "cuda"
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+
+
+def build_data(config: TrainConfig, info: DistInfo | None = None) -> Data:
+    """Open the datasets and make the (resumable, sharded) loaders. DataError when unusable."""
+    info = info or DistInfo()
+    train_set = open_dataset(config.data, split="train")
+    val_set = open_dataset(config.val_data or config.data, split=config.val_split)
+    if val_set.class_table.names != train_set.class_table.names:
+        raise DataError(
+            f"validation data {val_set.name!r} has classes {val_set.class_table.names}, "
+            f"training data {train_set.name!r} has {train_set.class_table.names}; they must match"
+        )
+    per_epoch = len(train_set) // (info.world_size * config.batch_size)
+    if per_epoch == 0:
+        raise DataError(
+            f"training data {train_set.name!r} has {len(train_set)} samples, fewer than one batch of "
+            f"{config.batch_size} per process; lower --batch-size"
+        )
+    ignore_id = ignore_id_of(train_set)
+    transform = build_train_transform(
+        config.input_hw,
+        ignore_id=ignore_id,
+        scale_range=config.scale_range,
+        hflip=config.hflip,
+        color_jitter=config.color_jitter,
+    )
+    samples = TrainSamples(train_set, transform, seed=config.seed)
+    sampler = ResumableSampler(samples, info, seed=config.seed, batch_size=config.batch_size)
+    loader = DataLoader(
+        samples,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.workers,
+        drop_last=True,
+        pin_memory=torch.cuda.is_available(),
+        # A private generator: creating an iterator must not consume the global torch RNG, or a
+        # resumed run would draw different dropout masks than an uninterrupted one.
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    val_shard = Subset(EvalSamples(val_set, config.input_hw), range(info.rank, len(val_set), info.world_size))
+    val_loader = DataLoader(
+        val_shard,
+        batch_size=config.val_batch_size,
+        num_workers=config.workers,
+        collate_fn=collate_eval,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    return Data(train_set, val_set, samples, sampler, loader, val_loader, ignore_id)
+
+
+# --------------------------------------------------------------------------------------------
+# build
+# --------------------------------------------------------------------------------------------
+
+
+def class_weights_for(config: TrainConfig, data: Data) -> np.ndarray | None:
+    if config.class_weighting == "none":
+        return None
+    counts, present = class_pixel_stats(data.train_set)
+    if config.class_weighting == "enet":
+        return enet_weights(counts)
+    return median_frequency_weights(counts, present)
+
+
+def build_model_for(config: TrainConfig, num_classes: int) -> nn.Module:
+    from perception.models import build_model
+
+    model = build_model(config.model, num_classes=num_classes, pretrained=config.pretrained, **config.model_kwargs)
+    check = getattr(model, "check_input_size", None)
+    if check is not None:
+        check(*config.input_hw)
+    return model
+
+
+def poly_lr_factor(step: int, *, total_steps: int, warmup_steps: int, power: float) -> float:
+    """Linear warm-up to 1 over ``warmup_steps``, then (1 - progress)^power down to 0."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return max(0.0, 1.0 - progress) ** power
+
+
+def build_run(config: TrainConfig, data: Data, *, info: DistInfo | None = None, model: nn.Module | None = None) -> Run:
+    """Model (built from the registry unless given), optimiser, poly LR, AMP scaler and loss."""
+    info = info or DistInfo()
+    device = pick_device(config.device, info)
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    _seed_everything(config.seed + info.rank)
+    model = (model or build_model_for(config, data.class_table.num_classes)).to(device)
+    if info.enabled:
+        if device.type == "cuda" and config.sync_bn:
+            # Small per-GPU batches give noisy BatchNorm statistics; SyncBatchNorm is CUDA-only.
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    total_steps = config.steps or config.epochs * data.steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: poly_lr_factor(s, total_steps=total_steps, warmup_steps=config.warmup_steps, power=config.poly_power),
+    )
+    weights = class_weights_for(config, data)
+    loss_fn = build_loss(config, class_table=data.class_table, ignore_id=data.ignore_id, class_weights=weights).to(device)
+    scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
+    return Run(config, info, device, model, optimizer, scheduler, scaler, loss_fn, total_steps)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------------------------
+# step and evaluate
+# --------------------------------------------------------------------------------------------
+
+
+def step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """One optimiser step on a batch; returns the loss and the learning rate it used."""
+    run.model.train()
+    images = images.to(run.device, non_blocking=True)
+    labels = labels.to(run.device, non_blocking=True)
+    lr = run.optimizer.param_groups[0]["lr"]
+    with torch.autocast(device_type=run.device.type, dtype=torch.float16, enabled=run.use_amp):
+        outputs = run.model(images)
+        loss = run.loss_fn(outputs, labels)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss is {loss.item()} at step {run.step}; lower --lr or check the labels")
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    if run.config.grad_clip > 0:
+        run.scaler.unscale_(run.optimizer)
+        nn.utils.clip_grad_norm_(run.model.parameters(), run.config.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.scheduler.step()
+    run.step += 1
+    return {"loss": float(loss.detach()), "lr": lr}
+
+
+@torch.no_grad()
+def evaluate(run: Run, data: Data) -> ConfusionMatrix:
+    """Confusion matrix over the whole validation set (shards summed across ranks)."""
+    model = run.bare_model.eval()
+    num_classes = data.class_table.num_classes
+    cm = ConfusionMatrix(num_classes, ignore_id=data.ignore_id)
+    for images, labels in data.val_loader:
+        with torch.autocast(device_type=run.device.type, dtype=torch.float16, enabled=run.use_amp):
+            logits = model(images.to(run.device))
+        if isinstance(logits, dict):
+            logits = logits["out"]
+        for sample_logits, label in zip(logits, labels, strict=True):
+            if sample_logits.shape[-2:] != label.shape:
+                sample_logits = F.interpolate(sample_logits[None].float(), size=label.shape, mode="bilinear")[0]
+            cm.update(sample_logits.argmax(0).cpu().numpy(), label.numpy())
+    matrix = all_reduce_sum(torch.from_numpy(cm.matrix).to(run.device), run.info)
+    cm.matrix = matrix.cpu().numpy()
+    return cm

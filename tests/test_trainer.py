@@ -1,0 +1,213 @@
+"""The trainer's steps on a tiny folder dataset and a tiny model: learning, exact resume, DDP, CLI."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from perception.contracts import ClassInfo, ClassTable
+from perception.training.checkpoint import load_checkpoint
+from perception.training.config import TrainConfig, load_train_config, parse_overrides
+from perception.training.fit import resume_run, save_run_checkpoint, train_steps
+from perception.training.trainer import build_data, build_run, evaluate, poly_lr_factor, step
+
+TABLE = ClassTable(
+    classes=(ClassInfo(0, "road", (128, 64, 128)), ClassInfo(1, "car", (0, 0, 142)), ClassInfo(2, "sky", (70, 130, 180))),
+    ignore_id=255,
+    task_groups={"drivable": ("road",), "obstacle": ("car",)},
+)
+HW = (32, 48)
+
+
+class TinySegModel(nn.Module):
+    """Follows the perception.models contract: dict with out/aux in train mode, logits in eval."""
+
+    input_multiple = 1
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        torch.manual_seed(7)  # same initial weights in every run of a test
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Dropout2d(0.2))
+        self.head = nn.Conv2d(8, num_classes, 1)
+        self.aux = nn.Conv2d(8, num_classes, 1)
+
+    def forward(self, x: torch.Tensor):
+        features = self.body(x)
+        out = self.head(features)
+        return {"out": out, "aux": self.aux(features)} if self.training else out
+
+
+def write_scenes(root: Path, count: int, *, seed: int = 0) -> Path:
+    """A folder dataset whose colours predict the labels: sky on top, road below, car boxes."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "classes.yaml").write_text(yaml.safe_dump(TABLE.to_dict()))
+    h, w = 48, 64
+    for i in range(count):
+        label = np.zeros((h, w), np.uint8)
+        horizon = int(rng.integers(16, 28))
+        label[:horizon] = 2
+        x0, y0 = int(rng.integers(0, w - 16)), int(rng.integers(horizon - 4, h - 12))
+        label[y0 : y0 + 10, x0 : x0 + 14] = 1
+        label[0, 0] = 255
+        colours = np.array([TABLE.classes[c].color[::-1] for c in range(3)] + [(0, 0, 0)] * 253, np.uint8)
+        image = colours[label] + rng.integers(0, 40, (h, w, 3), dtype=np.uint8)
+        cv2.imwrite(str(root / "images" / f"{i:03d}.png"), image)
+        cv2.imwrite(str(root / "labels" / f"{i:03d}.png"), label)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def data_spec(tmp_path) -> str:
+    write_scenes(tmp_path / "data" / "train", 8)
+    write_scenes(tmp_path / "data" / "val", 3, seed=1)
+    return f"folder:{tmp_path / 'data'}"
+
+
+def make_config(data_spec: str, out: Path, **overrides) -> TrainConfig:
+    values = {
+        "model": "tiny",
+        "data": data_spec,
+        "input_hw": list(HW),
+        "batch_size": 2,
+        "val_batch_size": 2,
+        "steps": 6,
+        "lr": 0.02,
+        "workers": 0,
+        "progress": False,
+        "out": str(out),
+        "seed": 3,
+        **overrides,
+    }
+    return load_train_config(None, values)
+
+
+def test_poly_schedule_with_warmup():
+    factors = [poly_lr_factor(s, total_steps=10, warmup_steps=2, power=1.0) for s in range(11)]
+    assert factors[:3] == [0.5, 1.0, 1.0]
+    assert factors[6] == pytest.approx(0.5)
+    assert factors[10] == 0.0
+
+
+def test_config_rejects_unknown_keys_and_parses_overrides():
+    from perception.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown key 'bacth_size'; did you mean 'batch_size'"):
+        load_train_config(None, {"bacth_size": 4})
+    assert parse_overrides(["input_hw=[64, 96]", "lr=0.1", "loss=ohem"]) == {
+        "input_hw": [64, 96],
+        "lr": 0.1,
+        "loss": "ohem",
+    }
+
+
+def test_few_steps_lower_the_loss(data_spec, tmp_path):
+    config = make_config(data_spec, tmp_path / "run", steps=40, loss="ce", scale_range=[0.75, 1.25])
+    data = build_data(config)
+    run = build_run(config, data, model=TinySegModel(3))
+    records = train_steps(run, data, until_step=config.steps)
+    first = np.mean([r["loss"] for r in records[:5]])
+    last = np.mean([r["loss"] for r in records[-5:]])
+    assert last < 0.7 * first, (first, last)
+    cm = evaluate(run, data)
+    assert cm.matrix.sum() == 3 * (48 * 64 - 1)  # every val pixel but the ignored corner, at label size
+    assert cm.miou() > 0.3
+
+
+def test_resume_gives_the_same_next_steps(data_spec, tmp_path):
+    # 8 samples / batch 2 = 4 steps per epoch: stopping at 3 resumes mid-epoch.
+    config = make_config(data_spec, tmp_path / "a", steps=6, val_every=3, warmup_steps=2)
+    data = build_data(config)
+    straight = build_run(config, data, model=TinySegModel(3))
+    straight_records = train_steps(straight, data, until_step=6)
+
+    config_b = make_config(data_spec, tmp_path / "b", steps=6, val_every=3, warmup_steps=2)
+    data_b = build_data(config_b)
+    first_half = build_run(config_b, data_b, model=TinySegModel(3))
+    train_steps(first_half, data_b, until_step=3, run_dir=tmp_path / "b")
+    assert (tmp_path / "b" / "last.pt").is_file() and (tmp_path / "b" / "best.pt").is_file()
+
+    data_c = build_data(config_b)
+    resumed = build_run(config_b, data_c, model=TinySegModel(3))
+    torch.manual_seed(1234)  # whatever happened in between, resume restores the RNG state
+    resume_run(resumed, tmp_path / "b" / "last.pt")
+    resumed_records = train_steps(resumed, data_c, until_step=6)
+
+    assert [r["loss"] for r in resumed_records] == [r["loss"] for r in straight_records[3:]]
+    assert [r["lr"] for r in resumed_records] == [r["lr"] for r in straight_records[3:]]
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_checkpoint_carries_what_eval_and_export_need(data_spec, tmp_path):
+    config = make_config(data_spec, tmp_path / "run", steps=1)
+    data = build_data(config)
+    run = build_run(config, data, model=TinySegModel(3))
+    images, labels = next(iter(data.loader))
+    assert images.shape == (2, 3, *HW) and labels.shape == (2, *HW)
+    step(run, images, labels)
+    run.last_metrics = evaluate(run, data).summary(TABLE)
+    ckpt = load_checkpoint(save_run_checkpoint(run, data, tmp_path / "run" / "x.pt"))
+    assert ckpt.class_table == TABLE
+    assert ckpt.input_hw == HW and ckpt.model_name == "tiny" and ckpt.step == 1
+    assert ckpt.config["data"] == data_spec and ckpt.config["input_hw"] == list(HW)
+    assert set(ckpt.metrics) >= {"miou", "global_acc", "class_acc", "per_class_iou"}
+
+
+def _ddp_worker(rank: int, port: int, data_spec: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from perception.training.distributed import cleanup_distributed, setup_distributed
+
+    info = setup_distributed(torch.device("cpu"))
+    config = make_config(data_spec, Path(out), steps=2, device="cpu", val_every=2)
+    data = build_data(config, info)
+    run = build_run(config, data, info=info, model=TinySegModel(3))
+    train_steps(run, data, until_step=2)
+    metrics = evaluate(run, data).matrix.sum()
+    weights = {k: v.detach() for k, v in run.bare_model.named_parameters()}
+    torch.save({"weights": weights, "val_pixels": int(metrics)}, Path(out) / f"rank{rank}.pt")
+    cleanup_distributed(info)
+
+
+def test_ddp_two_processes_on_gloo_keep_identical_weights(data_spec, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.spawn(_ddp_worker, args=(port, data_spec, str(tmp_path)), nprocs=2, join=True)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    # Parameters (BatchNorm running stats are per rank on CPU; DDP re-broadcasts rank 0's each forward).
+    for name, tensor in rank0["weights"].items():
+        assert torch.equal(tensor, rank1["weights"][name]), name
+    assert rank0["val_pixels"] == rank1["val_pixels"] == 3 * (48 * 64 - 1)  # shards summed over ranks
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "perception", *args], capture_output=True, text=True, timeout=240, check=False
+    )
+
+
+def test_train_cli_rejects_a_bad_config_in_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: bisenetv2\nlearning_rate: 0.1\n")
+    result = _cli("train", "--config", str(bad))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"perception: error: {bad}: unknown key 'learning_rate'")
