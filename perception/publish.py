@@ -267,6 +267,11 @@ class MaskPublisher:
             if self._closed:
                 return
             try:
+                # Reading EVENTS makes libzmq process its pending commands now, including the I/O
+                # thread's "subscriber has read N messages" acknowledgements; send() only does so
+                # about once a millisecond, so a fast loop would otherwise see full queues that
+                # are long empty and drop messages for subscribers that keep up.
+                self._socket.getsockopt(zmq.EVENTS)
                 # NOBLOCK everywhere: a PUB socket drops for a subscriber at its HWM instead of
                 # blocking, and zmq.Again (no room at all) is a drop, never a stall.
                 self._socket.send(topic, zmq.SNDMORE | zmq.NOBLOCK)

@@ -1,0 +1,272 @@
+"""MaskPublisher -> MaskSubscriber over real ZeroMQ sockets on loopback (random ports, linger 0).
+
+Synchronisation is by messages with timeouts: PUB/SUB drops what is sent before the
+subscription reaches the publisher ("slow joiner"), so each test first publishes a sync
+document until the subscriber sees one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+import zmq
+
+from perception import contracts
+from perception.errors import ConfigError, PublishError
+from perception.publish import MaskPublisher
+from perception.subscribe import MaskSubscriber, TopicStats
+from perception.wire import dump_header, mask_header
+
+NS = "perception/test"
+H, W = 45, 67  # odd sizes on purpose: bitpack has a padded tail byte
+ENCODINGS = {"drivable": "rle", "lane": "bitpack", "obstacle": "png", "class_map": "mono8"}
+
+
+@pytest.fixture
+def publisher():
+    pub = MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS, encodings=ENCODINGS)
+    yield pub
+    pub.close()
+
+
+def _connect(pub: MaskPublisher, sub: MaskSubscriber, timeout_s: float = 10.0) -> None:
+    """Publish 'sync' documents until the subscriber receives one, then drain the rest."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pub.publish_json("sync", {})
+        msg = sub.recv(timeout_s=0.02)
+        if msg is not None and msg.topic.endswith("/sync"):
+            while sub.recv(timeout_s=0.05) is not None:
+                pass
+            return
+    raise AssertionError(f"subscriber never connected to {pub.endpoint}")
+
+
+def _frame_masks(seq: int):
+    rng = np.random.default_rng(seq)
+    masks = {name: (rng.random((H, W)) > 0.7).astype(np.uint8) * 255 for name in ("drivable", "lane", "obstacle")}
+    masks["class_map"] = rng.integers(0, 11, (H, W), dtype=np.uint8)
+    return masks
+
+
+def test_every_frame_arrives_intact_and_in_order(publisher):
+    """A subscriber that keeps up gets every message of every frame: masks, obstacles and stats."""
+    frames = 25
+    with MaskSubscriber(publisher.endpoint, namespace=NS) as sub:
+        _connect(publisher, sub)
+        seen: dict[str, list[int]] = {}
+        for seq in range(frames):
+            masks = _frame_masks(seq)
+            capture_ns = time.time_ns()
+            publisher.publish_masks(
+                seq=seq, capture_ns=capture_ns, frame_id="test_cam", masks=masks,
+                latency_ms={"capture": 0.5, "infer": 3.0}, model_id="segnet-synthetic-45x67-fp32",
+            )
+            publisher.publish_json("obstacles", {"seq": seq, "blobs": []})
+            publisher.publish_json("stats", {"fps": 30.0})
+            # One frame is a burst of 6 messages; all must arrive (the HWM must cover a burst).
+            for _ in range(6):
+                msg = sub.recv(timeout_s=5.0)
+                assert msg is not None, f"frame {seq}: message missing after {sum(map(len, seen.values()))} received"
+                name = msg.topic.rsplit("/", 1)[1]
+                seen.setdefault(name, []).append(msg.seq)
+                if name in masks:
+                    np.testing.assert_array_equal(msg.data, masks[name])
+                    h = msg.header
+                    assert h["header"] == {"stamp": {"sec": capture_ns // 10**9, "nanosec": capture_ns % 10**9}, "frame_id": "test_cam"}
+                    assert (h["height"], h["width"], h["step"], h["encoding"], h["is_bigendian"]) == (H, W, W, "mono8", 0)
+                    assert h["compression"] == contracts.COMPRESSION_OF_ENCODING[ENCODINGS[name]]
+                    assert h["values"] == ("class_ids" if name == "class_map" else "binary")
+                    assert h["capture_ns"] == capture_ns <= h["publish_ns"] <= msg.receive_ns
+                    assert h["model_id"] == "segnet-synthetic-45x67-fp32"
+                    assert {"capture", "infer", "encode", "publish"} <= set(h["latency_ms"])
+                elif name == "obstacles":
+                    assert msg.data == {"seq": seq, "blobs": []}
+        for name in contracts.MASK_TOPICS:
+            assert seen[name] == list(range(frames)), name
+        assert seen["stats"] == list(range(frames)) and seen["obstacles"] == list(range(frames))
+    assert publisher.stats()["dropped_by_transport"] == 0
+    assert sub.counters.malformed == sub.counters.version_mismatch == 0
+
+
+def test_exact_topics_skip_longer_topics_with_the_same_prefix(publisher):
+    with MaskSubscriber(publisher.endpoint, topics=[f"{NS}/sync"]) as sub:
+        _connect(publisher, sub)
+        publisher.publish_json("sync_extra", {"x": 1})  # shares the prefix, is not the topic
+        publisher.publish_json("sync", {"x": 2})
+        msg = sub.recv(timeout_s=5.0)
+        assert msg is not None and msg.data == {"x": 2}
+
+
+def test_keep_latest_returns_the_newest_message_per_topic(publisher):
+    mask = np.zeros((H, W), np.uint8)
+    with MaskSubscriber(publisher.endpoint, namespace=NS, keep_latest=True) as sub, \
+            MaskSubscriber(publisher.endpoint, namespace=NS) as barrier:
+        _connect(publisher, barrier)
+        _connect(publisher, sub)
+        superseded_before = sub.counters.superseded  # sync documents replaced while connecting
+        for seq in range(10):
+            publisher.publish_masks(seq=seq, capture_ns=time.time_ns(), frame_id="f", masks={"lane": mask},
+                                    latency_ms={}, model_id="m")
+        publisher.publish_json("done", {})
+        # The plain subscriber receiving 'done' means the publisher has sent all 11 messages.
+        while (m := barrier.recv(timeout_s=5.0)) is not None and not m.topic.endswith("/done"):
+            pass
+        lanes = []
+        while (msg := sub.recv(timeout_s=5.0)) is not None and not msg.topic.endswith("/done"):
+            lanes.append(msg.seq)
+        assert msg is not None, "'done' never arrived"
+        assert lanes[-1] == 9 and lanes == sorted(set(lanes))
+        assert len(lanes) < 10 and sub.counters.superseded - superseded_before == 10 - len(lanes)
+
+
+def test_stuck_subscriber_does_not_block_the_publisher(publisher):
+    """2000 large messages to a subscriber that never reads: every publish returns, the old
+    messages are dropped (bounded by the HWM), and the subscriber sees the loss as seq gaps."""
+    big = np.full((360, 480), 255, np.uint8)
+    with MaskSubscriber(publisher.endpoint, namespace=NS, rcvhwm=2) as stuck:
+        _connect(publisher, stuck)
+        for seq in range(2000):
+            publisher.publish_masks(seq=seq, capture_ns=time.time_ns(), frame_id="f", masks={"drivable": big},
+                                    latency_ms={}, model_id="m")
+        publisher.publish_json("done", {})
+        assert publisher.stats()["messages_sent"] >= 2001
+        stats = TopicStats(time.monotonic())
+        received = 0
+        while (msg := stuck.recv(timeout_s=2.0)) is not None and not msg.topic.endswith("/done"):
+            stats.add(msg, time.monotonic())
+            received += 1
+    assert 0 < received < 2000
+    assert stats.gaps > 0 and stats.gaps + received <= 2000
+
+
+def test_messages_from_another_wire_version_are_counted_and_skipped():
+    ctx = zmq.Context()
+    raw = ctx.socket(zmq.PUB)
+    raw.linger = 0
+    raw.bind("tcp://127.0.0.1:*")
+    endpoint = raw.getsockopt_string(zmq.LAST_ENDPOINT)
+    mask = np.zeros((2, 3), np.uint8)
+    good = mask_header(height=2, width=3, compression="none", values="binary", seq=1, capture_ns=1,
+                       publish_ns=2, frame_id="f", model_id="m", latency_ms={})
+    future = {**good, "wire_version": contracts.WIRE_VERSION + 1}
+    try:
+        with MaskSubscriber(endpoint, namespace=NS) as sub:
+            deadline = time.monotonic() + 10
+            msg = None
+            while msg is None and time.monotonic() < deadline:
+                raw.send_multipart([f"{NS}/lane".encode(), dump_header(future), mask.tobytes()])
+                raw.send_multipart([f"{NS}/lane".encode(), dump_header(good)])  # two frames
+                raw.send_multipart([f"{NS}/lane".encode(), dump_header(good), b"\x00" * 5])  # short payload
+                raw.send_multipart([f"{NS}/lane".encode(), dump_header(good), mask.tobytes()])
+                msg = sub.recv(timeout_s=0.05)
+            assert msg is not None and msg.seq == 1
+            np.testing.assert_array_equal(msg.data, mask)
+            assert sub.counters.version_mismatch >= 1 and sub.counters.malformed >= 2
+            assert sub.counters.received == 1
+            assert "mono8 payload has 5 bytes" in sub.last_error
+    finally:
+        raw.close(linger=0)
+        ctx.term()
+
+
+def test_configuration_errors_are_one_line():
+    with pytest.raises(ConfigError, match="cannot carry class_map"):
+        MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS, encodings={"class_map": "bitpack"})
+    with pytest.raises(ConfigError, match="unknown mask topic 'lanes'"):
+        MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS, encodings={"lanes": "rle"})
+    with pytest.raises(ConfigError, match="unknown encoding 'zip'"):
+        MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS, encodings={"lane": "zip"})
+    with pytest.raises(PublishError, match=r"bad endpoint '127.0.0.1:5556'; expected tcp://HOST:PORT"):
+        MaskPublisher(endpoint="127.0.0.1:5556", namespace=NS)
+    with pytest.raises(PublishError, match="port 70000 is out of range"):
+        MaskSubscriber("tcp://127.0.0.1:70000")
+    with pytest.raises(PublishError, match=r"cannot bind tcp://10\.255\.255\.1:5556: .*; use an address of this machine"):
+        MaskPublisher(endpoint="tcp://10.255.255.1:5556", namespace=NS)
+
+
+def test_address_in_use_is_one_line_naming_the_fix(free_tcp_port):
+    endpoint = f"tcp://127.0.0.1:{free_tcp_port}"
+    with MaskPublisher(endpoint=endpoint, namespace=NS), pytest.raises(PublishError) as info:
+        MaskPublisher(endpoint=endpoint, namespace=NS)
+    assert str(info.value) == (
+        f"cannot bind {endpoint}: address already in use; use --endpoint tcp://127.0.0.1:5557 or stop the other node"
+    )
+
+
+def test_non_loopback_bind_warns_once(caplog):
+    with caplog.at_level("WARNING", logger="perception.publish"), \
+            MaskPublisher(endpoint="tcp://0.0.0.0:*", namespace=NS) as pub:
+        pub.publish_json("stats", {})
+    warnings = [r.getMessage() for r in caplog.records if "leave this machine" in r.getMessage()]
+    assert len(warnings) == 1 and "unencrypted" in warnings[0]
+
+
+def _run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "perception", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_listen_reports_rates_and_exits_zero(publisher, tmp_path):
+    stop = threading.Event()
+
+    def publish_frames() -> None:
+        seq = 0
+        while not stop.wait(0.02):  # about 50 frames per second
+            publisher.publish_masks(seq=seq, capture_ns=time.time_ns(), frame_id="f", masks=_frame_masks(seq % 3),
+                                    latency_ms={"infer": 1.0}, model_id="m")
+            seq += 1
+
+    thread = threading.Thread(target=publish_frames, daemon=True)
+    thread.start()
+    try:
+        result = _run_cli("listen", "--endpoint", publisher.endpoint, "--namespace", NS, "--duration", "2.5",
+                          "--json", "--save-dir", str(tmp_path), "--every", "10")
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert set(summary["topics"]) == {f"{NS}/{name}" for name in contracts.MASK_TOPICS}
+    for figures in summary["topics"].values():
+        assert figures["count"] > 5 and figures["rate_hz"] > 5
+        assert figures["gaps"] == 0 and figures["latency_ms"]["p50"] >= 0
+    assert " Hz " in result.stderr and "--- summary" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"perception_test_{n}" for n in contracts.MASK_TOPICS)
+    saved = sorted((tmp_path / "perception_test_lane").glob("*.png"))
+    assert saved and set(np.unique(cv2.imread(str(saved[0]), cv2.IMREAD_UNCHANGED))) <= {0, 255}
+
+
+def test_listen_with_no_publisher_exits_zero_and_says_so(free_tcp_port):
+    result = _run_cli("listen", "--endpoint", f"tcp://127.0.0.1:{free_tcp_port}", "--duration", "0.5")
+    assert result.returncode == 0, result.stderr
+    assert "no messages received" in result.stdout
+
+
+def test_listen_bad_endpoint_is_one_line():
+    result = _run_cli("listen", "--endpoint", "localhost:5556", "--duration", "1")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "perception: error: bad endpoint 'localhost:5556'; expected tcp://HOST:PORT, e.g. tcp://127.0.0.1:5556"
+    ]
+
+
+def test_bitpack_wire_size(publisher):
+    with MaskSubscriber(publisher.endpoint, topics=[f"{NS}/lane"]) as sub:
+        deadline = time.monotonic() + 10
+        mask = _frame_masks(0)["lane"]
+        msg = None
+        while msg is None and time.monotonic() < deadline:
+            publisher.publish_masks(seq=0, capture_ns=time.time_ns(), frame_id="f", masks={"lane": mask},
+                                    latency_ms={}, model_id="m")
+            msg = sub.recv(timeout_s=0.02)
+        assert msg is not None
+        header_bytes = len(dump_header(msg.header))
+        assert msg.wire_bytes == len(f"{NS}/lane") + header_bytes + math.ceil(H * W / 8)
