@@ -22,7 +22,7 @@ class SyntheticSource(Source):
     def __init__(self, spec: str, options: SourceOptions) -> None:
         super().__init__(spec, options)
         try:
-            from perception.synthetic import SyntheticDrive
+            from perception.synthetic.drive import SyntheticDrive
         except ImportError as exc:
             raise SourceError(f"the synthetic world is not available in this install ({exc})") from None
         self.height = options.height or DEFAULT_HW[0]

@@ -1,0 +1,169 @@
+"""``perception run``: the node. Source -> engine -> drivable/lane/obstacle masks over ZeroMQ.
+
+    perception run --source /dev/video0 --model model.onnx
+    perception run --source drive.mp4 --max-frames 300
+    perception run --config node.yaml --endpoint tcp://127.0.0.1:5557   # flags override the file
+
+Prints the final stats as one JSON line on stdout when it ends (end of input, --max-frames,
+--duration, SIGINT/SIGTERM). User mistakes end with one ``perception: error: ...`` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from perception import contracts
+from perception.config import load_config, read_yaml
+from perception.errors import ConfigError, ModelError
+from perception.pipeline import DEFAULT_MODEL, RunConfig
+
+log = logging.getLogger(__name__)
+
+#: After a finite input ends, time for ZeroMQ's I/O thread to send the last queued messages
+#: before the publisher closes with linger 0 (which drops whatever is still queued).
+FLUSH_S = 0.2
+
+S = argparse.SUPPRESS  # only flags actually given reach the config, so --config values survive
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, default=S, help="YAML file with RunConfig keys; flags override it")
+    g = p.add_argument_group("source")
+    g.add_argument("--source", default=S,
+                   help="/dev/videoN or N (V4L2 camera), a video file, an image folder or quoted glob, "
+                        "rtsp://|http:// URL, a GStreamer pipeline, or 'synthetic' (default: synthetic)")
+    g.add_argument("--width", type=int, default=S, help="camera/synthetic frame width to request")
+    g.add_argument("--height", type=int, default=S, help="camera/synthetic frame height to request")
+    g.add_argument("--fps", type=float, default=S, help="camera rate to request; synthetic/file pacing rate")
+    g.add_argument("--fourcc", default=S, help="camera pixel format, e.g. MJPG or YUYV")
+    g.add_argument("--realtime", action="store_true", default=S, help="play files at their native rate")
+    g.add_argument("--loop", action="store_true", default=S, help="restart files and image folders at the end")
+    g.add_argument("--read-timeout", dest="read_timeout_s", type=float, default=S,
+                   help="seconds a live source may stall before it is reopened (default 5)")
+    g.add_argument("--seed", type=int, default=S, help="synthetic world seed (default 0)")
+    g = p.add_argument_group("engine")
+    g.add_argument("--model", default=S, help=f"exported .onnx (or .engine / .pt); default {DEFAULT_MODEL.name}")
+    g.add_argument("--engine", default=S, help="ort (default), tensorrt or torch")
+    g.add_argument("--provider", default=S, help="auto (default), cpu, cuda or tensorrt")
+    g.add_argument("--threads", type=int, default=S, help="CPU inference threads (0: backend default)")
+    g.add_argument("--fp16", action="store_true", default=S, help="half precision (torch engine on CUDA)")
+    g.add_argument("--warmup", type=int, default=S, help="warm-up runs before the first frame (default 3)")
+    g = p.add_argument_group("pipeline")
+    g.add_argument("--queue", default=S,
+                   help="latest (keep newest, count drops; default for live sources) or lossless (default for files)")
+    g.add_argument("--queue-capacity", type=int, default=S, help="frames held between capture and inference (default 2)")
+    g.add_argument("--max-frames", type=int, default=S, help="stop after this many frames (0: no limit)")
+    g.add_argument("--duration", dest="duration_s", type=float, default=S, help="stop after this many seconds")
+    g = p.add_argument_group("masks and publishing")
+    g.add_argument("--endpoint", default=S, help=f"ZeroMQ PUB endpoint (default {contracts.DEFAULT_ENDPOINT})")
+    g.add_argument("--camera-name", default=S, help="frame id and namespace suffix (default front)")
+    g.add_argument("--namespace", default=S, help="topic prefix (default perception/<camera name>)")
+    g.add_argument("--mask-size", default=S, help="model (default) or source: masks at the camera frame size")
+    g.add_argument("--encoding", action="append", default=S, metavar="TOPIC=ENC",
+                   help="payload encoding per mask topic, e.g. drivable=bitpack (mono8, bitpack, rle, png)")
+    g.add_argument("--task", action="append", default=S, metavar="TASK=CLASS[,CLASS]",
+                   help="override a task's classes, e.g. lane=lane_marking or obstacle=car,pedestrian")
+    g.add_argument("--no-obstacles", dest="obstacles", action="store_false", default=S,
+                   help="do not publish obstacle blobs on the obstacles topic")
+    g.add_argument("--stats-interval", dest="stats_interval_s", type=float, default=S,
+                   help="seconds between stats documents (default 1)")
+    g.add_argument("--sndhwm", type=int, default=S, help="ZeroMQ messages queued per subscriber (default 4)")
+    g.add_argument("--curve-secret-key", default=S, help="server .key_secret file: encrypt with CURVE")
+    g.add_argument("--curve-allow", default=S, help="folder of allowed client .key files")
+
+
+def _pairs(items: list[str], flag: str, *, listed: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            example = "obstacle=car,pedestrian" if listed else "drivable=bitpack"
+            raise ConfigError(f"{flag} {item!r}: expected NAME=VALUE, e.g. {flag} {example}")
+        out[key.strip()] = [v.strip() for v in value.split(",") if v.strip()] if listed else value.strip()
+    return out
+
+
+def load_run_config(args: argparse.Namespace) -> RunConfig:
+    """The RunConfig from ``--config`` (if given) overridden by the flags given on the command line.
+
+    Raises ConfigError naming the file or flag."""
+    flags = {k: v for k, v in vars(args).items() if k in RunConfig.__dataclass_fields__}
+    if "encoding" in flags:
+        flags["encoding"] = _pairs(flags["encoding"], "--encoding", listed=False)
+    if "task" in flags:
+        flags["task"] = _pairs(flags["task"], "--task", listed=True)
+    config_file = getattr(args, "config", None)
+    data: dict[str, Any] = read_yaml(config_file) if config_file else {}
+    for key in ("encoding", "task"):
+        if key in flags and isinstance(data.get(key), dict):
+            flags[key] = {**data[key], **flags[key]}
+    data.update(flags)
+    source = f"{config_file} + command line" if config_file else "command line"
+    return load_config(RunConfig, data, source=source)
+
+
+def main(args: argparse.Namespace) -> int:
+    from perception.engines import EngineOptions, load_engine
+    from perception.pipeline import Pipeline
+    from perception.publish import MaskPublisher
+    from perception.sources import open_source
+
+    t_start = time.monotonic()
+    config = load_run_config(args)
+    if config.model is None and not DEFAULT_MODEL.is_file():
+        raise ModelError(
+            f"no --model given and the shipped default model {DEFAULT_MODEL} is missing; "
+            "pass --model model.onnx or run 'make default-model'"
+        )
+    engine = load_engine(
+        config.engine, config.model_path,
+        EngineOptions(provider=config.provider, threads=config.threads, fp16=config.fp16),
+    )
+    publisher = source = pipeline = None
+    try:
+        publisher = MaskPublisher(
+            endpoint=config.endpoint,
+            namespace=config.resolved_namespace,
+            encodings=config.encoding,
+            curve_secret_key_file=config.curve_secret_key,
+            curve_allow_dir=config.curve_allow,
+            sndhwm=config.sndhwm,
+        )
+        source = open_source(config.source, **config.source_options())
+        pipeline = Pipeline(config, source=source, engine=engine, publisher=publisher)
+        previous = {}
+
+        def on_signal(signum, _frame):
+            pipeline.stop(f"signal {signal.Signals(signum).name}")
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, on_signal)
+        try:
+            final = pipeline.run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if pipeline.first_publish_mono_ns is not None:
+            final["startup_to_first_mask_ms"] = round((pipeline.first_publish_mono_ns / 1e9 - t_start) * 1e3, 1)
+        if not pipeline.end_reason.startswith("signal"):
+            time.sleep(FLUSH_S)
+    finally:
+        if source is not None and pipeline is None:
+            source.close()  # once the pipeline exists, its capture thread owns the source
+        if publisher is not None:
+            publisher.close()
+        engine.close()
+    log.info(
+        "stopped (%s): %d frames in, %d out, %d dropped, %d corrupt, %d reconnects, %.1f fps out",
+        final["end_reason"], final["frames_in"], final["frames_out"], final["drops"], final["corrupt"],
+        final["reconnects"], final["output_fps"],
+    )
+    print(json.dumps(final), file=sys.stdout, flush=True)
+    return 0

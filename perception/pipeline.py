@@ -1,0 +1,463 @@
+"""The node's loop: capture thread -> FrameQueue -> inference thread -> publish thread.
+
+- capture: ``source.read()`` stamps each frame and puts it on the frame queue (``latest`` drops
+  the oldest when inference falls behind; ``lossless`` makes capture wait);
+- inference: letterbox into the one preallocated batch, ``engine.infer``;
+- publish: map back to the source size if asked, build the masks (lookup tables), obstacle blobs,
+  ``publisher.publish_masks`` and, once per ``stats_interval_s``, the stats document.
+
+Inference and publishing overlap (ONNX Runtime and OpenCV release the GIL), so the node runs close
+to the engine's own rate. Every frame's stage latencies go into its message header
+(``latency_ms``: capture, queue, preprocess, infer, postprocess, total; the publisher adds encode
+and publish) and into rolling p50/p90/p99 in the stats. A bad frame is counted and skipped; a stage
+that keeps failing stops the node with a ``StageError``.
+
+``RunConfig`` holds every ``perception run`` flag (also loaded from ``--config node.yaml`` and from
+launch files). Library use::
+
+    pipeline = Pipeline(config, source=source, engine=engine, publisher=publisher)
+    final_stats = pipeline.run()          # until the input ends, max_frames, duration_s or stop()
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from perception import contracts
+from perception.config import bounds
+from perception.engines.base import Engine
+from perception.errors import PerceptionError
+from perception.frame_queue import FrameQueue, QueueClosed
+from perception.masks import MaskBuilder, obstacle_blobs
+from perception.preprocess import Letterbox, Preprocessor
+from perception.sources.base import Frame, Source
+
+log = logging.getLogger(__name__)
+
+#: The shipped default model (``make default-model`` writes it).
+DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default.onnx"
+
+#: Per-frame stages the node times itself; the publisher adds ``encode`` and ``publish``.
+STAGES = ("capture", "queue", "preprocess", "infer", "postprocess", "publish", "total")
+#: Frames kept for the rolling percentiles.
+LATENCY_WINDOW = 512
+#: A stage fails for good after this many bad frames in a row.
+MAX_CONSECUTIVE_FAILURES = 25
+#: How long the threads sleep on an empty queue before looking at the stop flag again.
+POLL_S = 0.05
+
+
+class StageError(PerceptionError):
+    """A pipeline stage failed for good (the message names the stage and the cause)."""
+
+    exit_code = 1
+
+
+@dataclass
+class RunConfig:
+    """Every ``perception run`` setting; field names are the flags (``--max-frames`` -> max_frames).
+
+    ``queue``: ``auto`` is ``latest`` for live sources (cameras, streams, synthetic) and
+    ``lossless`` for files. ``mask_size``: ``model`` publishes masks at the model's input size,
+    ``source`` maps them back to the camera frame. ``encoding``: mask topic -> payload encoding.
+    ``task``: task -> class names overriding the model's task groups. ``max_frames``/``duration_s``:
+    0 runs until the input ends or the node is stopped.
+    """
+
+    source: str = "synthetic"
+    model: str | None = None
+    engine: Literal["ort", "tensorrt", "torch"] = "ort"
+    provider: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
+    threads: int = field(default=0, metadata=bounds(0, 256))
+    fp16: bool = False
+    queue: Literal["auto", "latest", "lossless"] = "auto"
+    queue_capacity: int = field(default=2, metadata=bounds(1, 1024))
+    endpoint: str = contracts.DEFAULT_ENDPOINT
+    namespace: str | None = None
+    camera_name: str = "front"
+    mask_size: Literal["model", "source"] = "model"
+    encoding: dict[str, str] = field(default_factory=dict)
+    task: dict[str, list[str]] = field(default_factory=dict)
+    obstacles: bool = True
+    max_frames: int = field(default=0, metadata=bounds(0, None))
+    duration_s: float = field(default=0.0, metadata=bounds(0, None))
+    realtime: bool = False
+    loop: bool = False
+    width: int | None = field(default=None, metadata=bounds(1, 16384))
+    height: int | None = field(default=None, metadata=bounds(1, 16384))
+    fps: float | None = field(default=None, metadata=bounds(0.1, 1000))
+    fourcc: str | None = None
+    read_timeout_s: float = field(default=5.0, metadata=bounds(0.1, 600))
+    seed: int = 0
+    warmup: int = field(default=3, metadata=bounds(0, 1000))
+    stats_interval_s: float = field(default=1.0, metadata=bounds(0.05, 3600))
+    curve_secret_key: str | None = None
+    curve_allow: str | None = None
+    sndhwm: int = field(default=4, metadata=bounds(1, 100000))
+
+    def __post_init__(self) -> None:
+        if not self.source.strip():
+            raise ValueError("source is empty; pass e.g. --source /dev/video0, a video file or synthetic")
+        for topic, enc in self.encoding.items():
+            if topic not in contracts.MASK_TOPICS:
+                raise ValueError(f"encoding: unknown mask topic {topic!r}; known: {', '.join(contracts.MASK_TOPICS)}")
+            if enc not in contracts.ENCODINGS:
+                raise ValueError(f"encoding {topic}={enc}: unknown encoding; known: {', '.join(contracts.ENCODINGS)}")
+        for task in self.task:
+            if task not in contracts.TASKS:
+                raise ValueError(f"task: unknown task {task!r}; known: {', '.join(contracts.TASKS)}")
+        if self.fourcc is not None and len(self.fourcc) != 4:
+            raise ValueError(f"fourcc {self.fourcc!r} must be 4 characters, e.g. MJPG or YUYV")
+        if not self.camera_name or "/" in self.camera_name:
+            raise ValueError(f"camera_name {self.camera_name!r} must be a non-empty name without '/'")
+
+    @property
+    def resolved_namespace(self) -> str:
+        return self.namespace or contracts.default_namespace(self.camera_name)
+
+    @property
+    def model_path(self) -> Path:
+        return Path(self.model) if self.model else DEFAULT_MODEL
+
+    def source_options(self) -> dict[str, Any]:
+        """Keyword options for ``perception.sources.open_source``."""
+        return {
+            "width": self.width,
+            "height": self.height,
+            "fps": self.fps,
+            "fourcc": self.fourcc,
+            "realtime": self.realtime,
+            "loop": self.loop,
+            "read_timeout_s": self.read_timeout_s,
+            "seed": self.seed,
+        }
+
+
+class LatencyWindow:
+    """Rolling per-stage latencies (ms) over the last ``size`` frames; single writer."""
+
+    def __init__(self, stages: tuple[str, ...] = STAGES, size: int = LATENCY_WINDOW) -> None:
+        self.stages = stages
+        self._index = {s: i for i, s in enumerate(stages)}
+        self._values = np.full((len(stages), size), np.nan)
+        self._pos = np.zeros(len(stages), dtype=np.int64)
+
+    def add(self, stage: str, value_ms: float) -> None:
+        i = self._index[stage]
+        self._values[i, self._pos[i] % self._values.shape[1]] = value_ms
+        self._pos[i] += 1
+
+    def percentiles(self) -> dict[str, dict[str, float]]:
+        """``{stage: {"p50", "p90", "p99"}}`` for stages with samples."""
+        out = {}
+        for stage, i in self._index.items():
+            if self._pos[i] == 0:
+                continue
+            p50, p90, p99 = np.nanpercentile(self._values[i], (50, 90, 99))
+            out[stage] = {"p50": round(float(p50), 3), "p90": round(float(p90), 3), "p99": round(float(p99), 3)}
+        return out
+
+
+class RateLimitedLog:
+    """Logs a repeated warning at most once per ``interval_s`` with the count of suppressed ones."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 5.0) -> None:
+        self._log = logger
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warning(self, key: str, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) < self.interval_s:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        extra = self._suppressed.pop(key, 0)
+        self._last[key] = now
+        self._log.warning(msg + (f" ({extra} more since the last report)" if extra else ""), *args)
+
+
+@dataclass
+class _Inferred:
+    """What the inference thread hands to the publish thread for one frame."""
+
+    seq: int
+    capture_ns: int
+    capture_mono_ns: int
+    class_ids: np.ndarray  # model-size H x W uint8
+    letterbox: Letterbox
+    latency_ms: dict[str, float]
+
+
+class Pipeline:
+    """The running node (see the module docstring). ``publisher`` is a ``MaskPublisher`` (or any
+    object with ``publish_masks``/``publish_json``); the caller owns and closes source, engine and
+    publisher, except that the capture thread closes the source when it finishes."""
+
+    def __init__(self, config: RunConfig, *, source: Source, engine: Engine, publisher: Any) -> None:
+        self.config = config
+        self.source = source
+        self.engine = engine
+        self.publisher = publisher
+        policy = config.queue if config.queue != "auto" else ("latest" if source.live else "lossless")
+        self.frames: FrameQueue[Frame] = FrameQueue(config.queue_capacity, policy)
+        # Lossless between inference and publishing: a frame that was inferred is always published.
+        self._inferred: FrameQueue[_Inferred] = FrameQueue(2, "lossless")
+        self.masks = MaskBuilder(
+            engine.metadata.class_table, model=engine.model_id, overrides={k: list(v) for k, v in config.task.items()}
+        )
+        self.preprocess = Preprocessor(engine.input_hw)
+        self.latency = LatencyWindow()
+        self._limited = RateLimitedLog(log)
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._error: tuple[str, BaseException] | None = None
+        self._end_reason = ""
+        self._threads: list[threading.Thread] = []
+        self._source_map: np.ndarray | None = None
+        self.frames_inferred = 0
+        self.frames_published = 0
+        self.bad_frames = 0
+        self.first_publish_mono_ns: int | None = None
+        self._start_mono = time.monotonic()
+        self._stats_last = (self._start_mono, 0, 0)
+
+    # ------------------------------------------------------------------ control
+
+    def start(self) -> None:
+        """Warm the engine up, then start the three threads."""
+        t0 = time.perf_counter()
+        self.engine.warmup(self.config.warmup)
+        log.info(
+            "engine warm-up: %d runs in %.0f ms; source %s, queue %s(%d), masks %s",
+            self.config.warmup, (time.perf_counter() - t0) * 1e3, self.source.describe(),
+            self.frames.policy, self.frames.capacity, ",".join(self.masks.topics),
+        )
+        self._start_mono = time.monotonic()
+        self._stats_last = (self._start_mono, 0, 0)
+        for name, target in (("capture", self._capture_loop), ("inference", self._inference_loop),
+                             ("publish", self._publish_loop)):
+            t = threading.Thread(target=self._guard, args=(name, target), name=f"perception-{name}", daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def stop(self, reason: str = "stopped") -> None:
+        """Ask every stage to finish now (thread- and signal-safe); ``wait`` returns soon after."""
+        if not self._end_reason:
+            self._end_reason = reason
+        self._stop.set()
+        self.source.interrupt()
+        self.frames.close()
+        self._inferred.close()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the publish stage has finished (or ``timeout``); True when finished."""
+        return self._done.wait(timeout)
+
+    def run(self) -> dict[str, Any]:
+        """Start, run until the input ends / ``max_frames`` / ``duration_s`` / ``stop()``, and
+        return the final stats.
+
+        Raises:
+            StageError (or the stage's own PerceptionError): a stage failed.
+        """
+        self.start()
+        deadline = time.monotonic() + self.config.duration_s if self.config.duration_s else None
+        while not self.wait(POLL_S):
+            if deadline is not None and time.monotonic() >= deadline:
+                self.stop("duration reached")
+        return self.finish()
+
+    def finish(self) -> dict[str, Any]:
+        """Join the threads (briefly: a camera read may hang) and return the final stats; raise the
+        first stage failure, if any."""
+        for t in self._threads:
+            t.join(timeout=0.5)
+        if self._error is not None:
+            stage, exc = self._error
+            if isinstance(exc, PerceptionError):
+                raise exc
+            raise StageError(f"{stage} stage failed: {type(exc).__name__}: {exc}") from exc
+        return self.stats(final=True)
+
+    @property
+    def end_reason(self) -> str:
+        return self._end_reason
+
+    # ------------------------------------------------------------------ stages
+
+    def _guard(self, stage: str, target) -> None:
+        try:
+            target()
+        except BaseException as exc:  # any failure stops the whole node, named by stage
+            if self._error is None:
+                self._error = (stage, exc)
+            self.stop(f"{stage} failed")
+        finally:
+            if stage == "publish":
+                self._done.set()
+
+    def _capture_loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                frame = self.source.read()
+                if frame is None:
+                    if not self._stop.is_set():
+                        self._end_reason = self._end_reason or "end of input"
+                    break
+                while not self.frames.put(frame, timeout=POLL_S):
+                    if self.frames.closed or self._stop.is_set():
+                        return
+        finally:
+            self.frames.close()
+            self.source.close()
+
+    def _inference_loop(self) -> None:
+        consecutive = 0
+        try:
+            while not self._stop.is_set():
+                try:
+                    frame = self.frames.get(timeout=POLL_S)
+                except QueueClosed:
+                    break
+                if frame is None:
+                    continue
+                dequeue_mono = time.monotonic_ns()
+                try:
+                    t0 = time.perf_counter()
+                    batch = self.preprocess(frame.image)
+                    t1 = time.perf_counter()
+                    outputs = self.engine.infer(batch)
+                    t2 = time.perf_counter()
+                except Exception as exc:
+                    consecutive += 1
+                    self.bad_frames += 1
+                    if consecutive >= MAX_CONSECUTIVE_FAILURES:
+                        raise
+                    self._limited.warning("infer", "frame %d skipped: %s: %s", frame.seq, type(exc).__name__, exc)
+                    continue
+                consecutive = 0
+                item = _Inferred(
+                    seq=frame.seq,
+                    capture_ns=frame.capture_ns,
+                    capture_mono_ns=frame.capture_mono_ns,
+                    class_ids=outputs[contracts.OUTPUT_CLASS_IDS][0],
+                    letterbox=self.preprocess.letterbox,
+                    latency_ms={
+                        "capture": frame.capture_ms,
+                        "queue": (dequeue_mono - frame.capture_mono_ns) / 1e6,
+                        "preprocess": (t1 - t0) * 1e3,
+                        "infer": (t2 - t1) * 1e3,
+                    },
+                )
+                while not self._inferred.put(item, timeout=POLL_S):
+                    if self._inferred.closed:
+                        return
+                self.frames_inferred += 1
+                if self.config.max_frames and self.frames_inferred >= self.config.max_frames:
+                    self._end_reason = self._end_reason or "max frames reached"
+                    self.source.interrupt()
+                    break
+        finally:
+            self.frames.close()  # frees a capture thread waiting for room in a lossless queue
+            self._inferred.close()
+
+    def _publish_loop(self) -> None:
+        consecutive = 0
+        while not self._stop.is_set():
+            try:
+                item = self._inferred.get(timeout=POLL_S)
+            except QueueClosed:
+                break
+            if item is not None:
+                try:
+                    self._publish_one(item)
+                    consecutive = 0
+                except (ValueError, TypeError, ArithmeticError) as exc:  # a frame the post-processing cannot use
+                    consecutive += 1
+                    self.bad_frames += 1
+                    if consecutive >= MAX_CONSECUTIVE_FAILURES:
+                        raise
+                    self._limited.warning("publish", "frame %d skipped: %s: %s", item.seq, type(exc).__name__, exc)
+            if time.monotonic() - self._stats_last[0] >= self.config.stats_interval_s:
+                self.publisher.publish_json(contracts.STATS_TOPIC, self.stats())
+
+    def _publish_one(self, item: _Inferred) -> None:
+        t0 = time.perf_counter()
+        class_map = item.class_ids
+        if self.config.mask_size == "source":
+            sh, sw = item.letterbox.src_hw
+            if self._source_map is None or self._source_map.shape != (sh, sw):
+                self._source_map = np.empty((sh, sw), dtype=np.uint8)
+            class_map = item.letterbox.to_source(class_map, out=self._source_map)
+        masks = self.masks.build(class_map)
+        blobs = None
+        if self.config.obstacles and "obstacle" in masks:
+            blobs = obstacle_blobs(masks["obstacle"], class_map, self.engine.metadata.class_table)
+        t1 = time.perf_counter()
+        latency = item.latency_ms
+        latency["postprocess"] = (t1 - t0) * 1e3
+        latency["total"] = (time.monotonic_ns() - item.capture_mono_ns) / 1e6
+        self.publisher.publish_masks(
+            seq=item.seq,
+            capture_ns=item.capture_ns,
+            frame_id=self.config.camera_name,
+            masks={k: v for k, v in masks.items() if k in contracts.MASK_TOPICS},
+            latency_ms=latency,
+            model_id=self.engine.model_id,
+        )
+        if blobs is not None:
+            self.publisher.publish_json(
+                contracts.OBSTACLES_TOPIC,
+                {"seq": item.seq, "capture_ns": item.capture_ns, "frame_id": self.config.camera_name,
+                 "image_hw": list(class_map.shape[:2]), "blobs": blobs},
+            )
+        latency["publish"] = (time.perf_counter() - t1) * 1e3
+        for stage, value in latency.items():
+            self.latency.add(stage, value)
+        self.frames_published += 1
+        if self.first_publish_mono_ns is None:
+            self.first_publish_mono_ns = time.monotonic_ns()
+            log.info("first masks published (seq %d, %.1f ms after capture)", item.seq, latency["total"])
+
+    # ------------------------------------------------------------------ stats
+
+    def stats(self, *, final: bool = False) -> dict[str, Any]:
+        """The stats document: rates over the last interval (over the whole run when ``final``),
+        counters, per-stage p50/p90/p99 (ms), engine, provider, model, uptime."""
+        now = time.monotonic()
+        frames_in, frames_out = self.source.frames_read, self.frames_published
+        if final:
+            since, in0, out0 = self._start_mono, 0, 0
+        else:
+            since, in0, out0 = self._stats_last
+            self._stats_last = (now, frames_in, frames_out)
+        span = max(now - since, 1e-6)
+        doc: dict[str, Any] = {
+            "uptime_s": round(now - self._start_mono, 3),
+            "input_fps": round((frames_in - in0) / span, 2),
+            "output_fps": round((frames_out - out0) / span, 2),
+            "frames_in": frames_in,
+            "frames_out": frames_out,
+            "drops": self.frames.drops,
+            "corrupt": self.source.corrupt,
+            "bad_frames": self.bad_frames,
+            "reconnects": self.source.reconnects,
+            "latency_ms": self.latency.percentiles(),
+            "queue": self.frames.policy,
+            "source": self.source.describe(),
+            "engine": self.engine.kind,
+            "provider": self.engine.provider,
+            "model_id": self.engine.model_id,
+            "masks": [t for t in self.masks.topics if t in contracts.MASK_TOPICS],
+        }
+        if final:
+            doc["end_reason"] = self._end_reason or "stopped"
+        return doc

@@ -1,0 +1,109 @@
+"""Masks and letterboxing: task lookup tables, overrides, missing tasks, blobs, exact inverse mapping."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from perception.contracts import ClassInfo, ClassTable
+from perception.errors import ConfigError
+from perception.masks import MaskBuilder, obstacle_blobs
+from perception.preprocess import Letterbox, Preprocessor
+from perception.synthetic.classes import SYNTHETIC_CLASSES as T
+
+
+def class_map(seed=0, hw=(40, 60)):
+    return np.random.default_rng(seed).integers(0, T.num_classes, hw, dtype=np.uint8)
+
+
+def test_task_masks_match_the_class_groups():
+    cm = class_map()
+    masks = MaskBuilder(T).build(cm)
+    assert set(masks) == {"drivable", "lane", "obstacle", "class_map"}
+    for task in ("drivable", "lane", "obstacle"):
+        ids = T.task_ids(task)
+        expected = np.where(np.isin(cm, ids), 255, 0).astype(np.uint8)
+        np.testing.assert_array_equal(masks[task], expected)
+    assert masks["class_map"] is cm
+
+
+def test_overrides_and_per_class_masks():
+    cm = class_map(1)
+    masks = MaskBuilder(T, overrides={"obstacle": ["car", "pedestrian"]}, per_class=("car",)).build(cm)
+    np.testing.assert_array_equal(masks["obstacle"] > 0, np.isin(cm, [T.id_of("car"), T.id_of("pedestrian")]))
+    np.testing.assert_array_equal(masks["obstacle/car"] > 0, cm == T.id_of("car"))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [({"lane": ["zebra"]}, "has no class 'zebra'.*its classes: road"), ({"sky": ["sky"]}, "unknown task 'sky'")],
+)
+def test_bad_overrides(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        MaskBuilder(T, overrides=overrides)
+
+
+def test_task_the_model_lacks_is_not_advertised_with_one_warning(caplog):
+    table = ClassTable(
+        classes=(ClassInfo(0, "road", (1, 1, 1)), ClassInfo(1, "car", (2, 2, 2))),
+        task_groups={"drivable": ("road",), "obstacle": ("car",)},
+    )
+    with caplog.at_level(logging.WARNING, logger="perception.masks"):
+        builder = MaskBuilder(table, model="two-class")
+    assert builder.topics == ["drivable", "obstacle", "class_map"]
+    warnings = [r.message for r in caplog.records]
+    assert len(warnings) == 1 and "two-class has no classes for task 'lane'" in warnings[0]
+    assert "lane" not in builder.build(np.zeros((4, 4), np.uint8))
+
+
+def test_obstacle_blobs_class_box_area_centroid():
+    cm = np.zeros((30, 40), np.uint8)
+    cm[2:8, 3:13] = T.id_of("car")  # 6 x 10 box
+    cm[20:28, 30:34] = T.id_of("pedestrian")  # 8 x 4
+    cm[20, 30] = T.id_of("car")  # one minority pixel inside the pedestrian blob
+    cm[15, 15] = T.id_of("car")  # a single pixel: noise
+    masks = MaskBuilder(T).build(cm)
+    blobs = obstacle_blobs(masks["obstacle"], cm, T, min_area_px=4)
+    assert [b["class"] for b in blobs] == ["car", "pedestrian"]
+    assert blobs[0]["box_xywh"] == [3, 2, 10, 6] and blobs[0]["area_px"] == 60
+    assert blobs[0]["centroid_xy"] == [7.5, 4.5]
+    assert blobs[1]["box_xywh"] == [30, 20, 4, 8] and blobs[1]["area_px"] == 32
+    assert obstacle_blobs(np.zeros((5, 5), np.uint8), np.zeros((5, 5), np.uint8), T) == []
+
+
+def test_letterbox_geometry():
+    lb = Letterbox.fit((60, 80), (64, 64))
+    assert lb.content_hw == (48, 64) and lb.offset_yx == (8, 0) and lb.padded
+    same = Letterbox.fit((120, 160), (48, 64))
+    assert same.content_hw == (48, 64) and same.offset_yx == (0, 0) and not same.padded
+
+
+@pytest.mark.parametrize(("src_hw", "dst_hw"), [((60, 80), (64, 64)), ((50, 100), (40, 40)), ((60, 80), (48, 64))])
+def test_letterbox_inverse_mapping_is_exact(src_hw, dst_hw):
+    """Labels drawn in blocks that map onto whole model pixels survive the round trip unchanged."""
+    lb = Letterbox.fit(src_hw, dst_hw)
+    scale = lb.content_hw[0] / src_hw[0]
+    block = round(1 / scale * 4) if scale < 1 else 4
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(1, 11, (src_hw[0] // block + 1, src_hw[1] // block + 1), dtype=np.uint8)
+    labels = np.kron(coarse, np.ones((block, block), np.uint8))[: src_hw[0], : src_hw[1]]
+    pre = Preprocessor(dst_hw)
+    model_view = pre(np.repeat(labels[:, :, None], 3, axis=2))[0, :, :, 0].copy()
+    # The padding stays at the pad value and is cut off again on the way back.
+    top, left = lb.offset_yx
+    assert (model_view[:top] == 0).all() and (model_view[top + lb.content_hw[0] :] == 0).all()
+    model_view[:top] = 255
+    back = lb.to_source(model_view)
+    assert back.shape == src_hw
+    np.testing.assert_array_equal(back, labels)
+
+
+def test_preprocessor_reuses_one_buffer_and_refills_padding_on_size_change():
+    pre = Preprocessor((64, 64))
+    a = pre(np.full((60, 80, 3), 200, np.uint8))
+    assert a[0, 0, 0, 0] == 0 and a[0, 32, 32, 0] == 200
+    b = pre(np.full((80, 60, 3), 100, np.uint8))  # portrait: padding moves to the sides
+    assert b is a
+    assert b[0, 0, 32, 0] == 100 and b[0, 32, 0, 0] == 0

@@ -1,0 +1,72 @@
+"""Tiny ONNX models for the node's tests, built with the ``onnx`` helper API (no torch, no exporter).
+
+``write_brightness_model(path, input_hw)`` writes a graph with the contract's I/O: uint8 NHWC BGR
+``image`` in, uint8 ``class_ids`` out, where a pixel's class is ``floor(max(B, G, R) * C / 256)``
+(C = 11 synthetic classes), and the perception metadata in ``metadata_props``.
+``expected_class_ids(batch)`` computes the same in numpy, so tests can check outputs exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from perception import contracts
+from perception.contracts import ModelMetadata
+from perception.synthetic.classes import SYNTHETIC_CLASSES
+
+NUM_CLASSES = SYNTHETIC_CLASSES.num_classes
+# 11/256 is exact in binary floating point, so ONNX Runtime and numpy agree bit for bit.
+SCALE = NUM_CLASSES / 256.0
+
+
+def tiny_metadata(input_hw: tuple[int, int], **overrides) -> ModelMetadata:
+    fields = {"model_name": "tiny", "class_table": SYNTHETIC_CLASSES, "input_hw": input_hw, "dataset": "test"}
+    fields.update(overrides)
+    return ModelMetadata(**fields)
+
+
+def expected_class_ids(batch: np.ndarray) -> np.ndarray:
+    """What the brightness model outputs for ``batch`` (N x H x W x 3 uint8)."""
+    return np.floor(batch.max(axis=3).astype(np.float32) * np.float32(SCALE)).astype(np.uint8)
+
+
+def write_brightness_model(
+    path: Path,
+    input_hw: tuple[int, int],
+    *,
+    metadata: ModelMetadata | None = None,
+    input_dtype: int = TensorProto.UINT8,
+    nchw: bool = False,
+    with_metadata: bool = True,
+) -> Path:
+    """Write the brightness model to ``path``; ``input_dtype``/``nchw`` make contract-breaking variants."""
+    h, w = input_hw
+    in_shape = ["N", 3, h, w] if nchw else ["N", h, w, 3]
+    channel_axis = 1 if nchw else 3
+    nodes = [
+        helper.make_node("Cast", ["image"], ["pixels"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMax", ["pixels"], ["brightest"], axes=[channel_axis], keepdims=0),
+        helper.make_node("Mul", ["brightest", "scale"], ["scaled"]),
+        helper.make_node("Floor", ["scaled"], ["floored"]),
+        helper.make_node("Cast", ["floored"], [contracts.OUTPUT_CLASS_IDS], to=TensorProto.UINT8),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "brightness",
+        [helper.make_tensor_value_info("image", input_dtype, in_shape)],
+        [helper.make_tensor_value_info(contracts.OUTPUT_CLASS_IDS, TensorProto.UINT8, ["N", h, w])],
+        initializer=[helper.make_tensor("scale", TensorProto.FLOAT, [], [SCALE])],
+    )
+    # Opset 17: ReduceMax still takes ``axes`` as an attribute there.
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="perception-tests")
+    model.ir_version = 8
+    if with_metadata:
+        meta = metadata or tiny_metadata(input_hw)
+        helper.set_model_props(model, {contracts.METADATA_KEY: meta.to_json()})
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
