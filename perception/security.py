@@ -44,7 +44,8 @@ def create_key_pair(out_dir: str | Path, name: str, *, overwrite: bool = False) 
     public, secret = out / f"{name}.key", out / f"{name}.key_secret"
     existing = [str(p) for p in (public, secret) if p.exists()]
     if existing and not overwrite:
-        raise ConfigError(f"{', '.join(existing)} already exists; pick another --name or pass --force")
+        verb = "exists" if len(existing) == 1 else "exist"
+        raise ConfigError(f"{', '.join(existing)} already {verb}; pick another --name or pass --force")
     try:
         out.mkdir(parents=True, exist_ok=True)
         public_file, secret_file = zmq.auth.create_certificates(out, name)
