@@ -37,13 +37,12 @@ def run_serial_baseline(
     provider: str | None = None,
     threads: int | None = None,
     warmup: int = 10,
-    unpaced: bool = False,
     tick=None,
 ) -> dict[str, Any]:
     """Run the serial loop for ``duration_s`` seconds; returns the ``baseline`` block of the bench JSON.
 
     ``source_options`` are the keyword options of ``perception.sources.open_source`` (the node's
-    own), ``unpaced`` reads as fast as the loop can (no camera-rate pacing), ``tick(n)`` is called after each frame (progress bar). Raises SourceError / ModelError /
+    own), ``tick(n)`` is called after each frame (progress bar). Raises SourceError / ModelError /
     ConfigError for a bad source or model.
     """
     from perception.sources import open_source
@@ -51,8 +50,6 @@ def run_serial_baseline(
     eng = open_engine(model, engine, provider, threads)
     height, width = eng.metadata.input_hw
     src = open_source(source, **source_options)
-    if unpaced:
-        src.pace(None)
     ctx = zmq.Context.instance()
     pub = ctx.socket(zmq.PUB)
     pub.setsockopt(zmq.LINGER, 0)

@@ -166,7 +166,7 @@ def open_engine(
         options["provider"] = provider
     if threads:
         options["threads"] = threads
-    return load_engine(engine, model, load_config(EngineOptions, options, source="bench engine options"))
+    return load_engine(engine, model, load_config(EngineOptions, options, source="perception bench"))
 
 
 def _load(case: _Case) -> None:

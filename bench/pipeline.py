@@ -20,6 +20,7 @@ Run it with ``perception bench pipeline --model m.onnx --source synthetic --dura
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -52,12 +53,13 @@ class NodeFailed(PerceptionError):
 
 @dataclass
 class PipelineBenchConfig:
-    """What to run. ``fps``: the source rate (None: the source's default; 0: as fast as possible)."""
+    """What to run. ``fps``: the source rate passed to the node (None: the source's default, 30 for
+    the synthetic camera; files are read as fast as the node takes them)."""
 
     model: Path | None = None
     source: str = "synthetic"
     duration_s: float = field(default=10.0, metadata=bounds(0.1, 86_400))
-    fps: float | None = field(default=None, metadata=bounds(0, 10_000))
+    fps: float | None = field(default=None, metadata=bounds(0.1, 1000))
     width: int | None = field(default=None, metadata=bounds(16, 16_384))
     height: int | None = field(default=None, metadata=bounds(16, 16_384))
     engine: str = "ort"
@@ -190,7 +192,7 @@ def _stop(proc: subprocess.Popen) -> int | None:
     return proc.returncode
 
 
-def _last_error_line(log_path: Path) -> str:
+def _last_line(log_path: Path) -> str:
     try:
         lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
@@ -209,31 +211,34 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
     namespace = contracts.default_namespace(BENCH_CAMERA)
     rx = _Received()
     # The subscriber connects first, so that no message after the node's first is missed.
-    with MaskSubscriber(endpoint, namespace=namespace, rcvhwm=100_000) as sub, \
-            tempfile.NamedTemporaryFile("w+", prefix="bench-node-", suffix=".log", delete=False) as log_file:
-        log_path = Path(log_file.name)
+    with MaskSubscriber(endpoint, namespace=namespace, rcvhwm=100_000) as sub, tempfile.TemporaryDirectory(
+        prefix="bench-node-"
+    ) as tmp:
+        log_path, out_path = Path(tmp) / "stderr.log", Path(tmp) / "stdout.jsonl"
         cmd = node_command(cfg, model, endpoint)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        with open(log_path, "w") as err, open(out_path, "w") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
         try:
             t_start = time.monotonic()
             while rx.first_receive_ns is None:
                 if proc.poll() is not None:
                     raise NodeFailed(f"the node exited with status {proc.returncode} before publishing: "
-                                     f"{_last_error_line(log_path)}")
+                                     f"{_last_line(log_path)}")
                 if time.monotonic() - t_start > STARTUP_TIMEOUT_S:
                     raise NodeFailed(f"the node published nothing within {STARTUP_TIMEOUT_S:.0f} s: "
-                                     f"{_last_error_line(log_path)}")
+                                     f"{_last_line(log_path)}")
                 msg = sub.recv(timeout_s=0.2)
                 if msg is not None:
                     _record(rx, msg)
+            startup_s = time.monotonic() - t_start
             cpu = _CpuSampler(proc.pid)
             t_window = time.monotonic()
             deadline = t_window + cfg.duration_s
             while (now := time.monotonic()) < deadline:
                 if proc.poll() is not None:
                     raise NodeFailed(f"the node exited with status {proc.returncode} during the run: "
-                                     f"{_last_error_line(log_path)}")
+                                     f"{_last_line(log_path)}")
                 msg = sub.recv(timeout_s=min(0.2, deadline - now))
                 if msg is not None:
                     before = len(rx.order)
@@ -243,13 +248,34 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
                 cpu.maybe_sample()
             window_s = time.monotonic() - t_window
             cpu_summary = cpu.summary()
-            counters = sub.counters
+            counters = dict(sub.counters.__dict__)
         finally:
             exit_code = _stop(proc)
-            log_path.unlink(missing_ok=True)
-    return summarize_received(rx, window_s=window_s, cpu=cpu_summary, subscriber=counters.__dict__,
-                              extra={"source": cfg.source, "duration_s": window_s, "node_exit_code": exit_code,
-                                     "node_command": " ".join(cmd[1:])})
+        final_stats = _final_stats(out_path)
+    return summarize_received(rx, window_s=window_s, cpu=cpu_summary, subscriber=counters, extra={
+        "source": cfg.source,
+        "duration_s": round(window_s, 3),
+        "startup_to_first_mask_s": round(startup_s, 3),
+        "node_command": " ".join(cmd[1:]),
+        "node_exit_code": exit_code,
+        "node_final_stats": final_stats,
+    })
+
+
+def _final_stats(out_path: Path) -> dict[str, Any] | None:
+    """The JSON line ``perception run`` prints on stdout when it stops (its whole-run totals)."""
+    try:
+        lines = [ln for ln in out_path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(doc, dict):
+            return doc
+    return None
 
 
 def summarize_received(rx: _Received, *, window_s: float, cpu: dict, subscriber: dict, extra: dict) -> dict:
@@ -334,8 +360,7 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
             bar.set_postfix_str("serial baseline")
             results["baseline"] = run_serial_baseline(
                 model=model, source=cfg.source, source_options=source_options(cfg), duration_s=cfg.duration_s,
-                engine=cfg.engine, provider=cfg.provider, threads=cfg.threads, unpaced=cfg.fps == 0,
-                tick=bar.update,
+                engine=cfg.engine, provider=cfg.provider, threads=cfg.threads, tick=bar.update,
             )
     ratios: dict[str, Any] = {}
     node_fps = results["pipeline"]["output_fps"]

@@ -66,7 +66,9 @@ def _fmt(value: Any, digits: int = 2) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
+        if value != 0 and abs(value) < 0.1:
+            return f"{value:.2g}"  # small sizes and ratios keep two significant digits
+        return f"{value:.1f}" if abs(value) >= 1000 else f"{value:.{digits}f}"
     return str(value)
 
 
@@ -96,11 +98,12 @@ def _engine_section(engine: dict[str, Any], plots: dict[str, str]) -> list[str]:
         f"Warm-up {s.get('warmup')} runs per configuration (not timed); then {s.get('blocks')} round-robin "
         f"blocks of {s.get('runs_per_block') or 'duration ' + _fmt(s.get('block_s')) + ' s'} timed runs "
         "per configuration. Latency is one `Engine.infer` call on a batch; FPS = 1000 / mean latency; "
-        "img/s = FPS x batch; ratios are to configuration #1.",
+        "img/s = FPS x batch; ratios are to configuration #1 (x img/s > 1: more images per second; "
+        "x p99 < 1: a shorter tail).",
         "",
     ]
     header = ["#", "model", "engine", "provider", "precision", "input", "batch", "runs", "p50 ms", "p90 ms",
-              "p99 ms", "max ms", "FPS", "img/s", "x FPS #1", "x p99 #1", "peak RSS MB", "GPU MB", "file MB"]
+              "p99 ms", "max ms", "FPS", "img/s", "x img/s #1", "x p99 #1", "peak RSS MB", "GPU MB", "file MB"]
     rows = []
     skipped = []
     for i, r in enumerate(engine.get("results", []), start=1):
@@ -114,7 +117,7 @@ def _engine_section(engine: dict[str, Any], plots: dict[str, str]) -> list[str]:
         rows.append([
             i, r["model_name"], r["engine"], r["provider"], r["precision"], f"{h}x{w}", r["batch"], lat["count"],
             lat["p50"], lat["p90"], lat["p99"], lat["max"], r["fps"], r["throughput_ips"],
-            ratios.get("fps"), ratios.get("p99_ms"), mem.get("rss_peak_mb"), mem.get("gpu_peak_mb"),
+            ratios.get("throughput_ips"), ratios.get("p99_ms"), mem.get("rss_peak_mb"), mem.get("gpu_peak_mb"),
             r["model_file_mb"],
         ])
     lines += _table(header, rows) + [""]
@@ -225,6 +228,13 @@ def _cdf(ax, samples_ms: list[float], label: str) -> None:
     ax.step(x, y, where="post", label=label)
 
 
+def _log_x_if_wide(ax, samples_ms: list[float]) -> None:
+    # Configurations 100x apart would squash the fast ones against the axis on a linear scale.
+    positive = [s for s in samples_ms if s > 0]
+    if positive and max(positive) / min(positive) > 20:
+        ax.set_xscale("log")
+
+
 def _plot_engine(results: dict[str, Any], out: Path) -> dict[str, Path]:
     rows = [r for r in results.get("engine", {}).get("results", []) if not r.get("skipped")]
     if not rows:
@@ -234,6 +244,7 @@ def _plot_engine(results: dict[str, Any], out: Path) -> dict[str, Path]:
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, r in enumerate(rows, start=1):
         _cdf(ax, r["samples_ms"], f"#{i} {r['label']}")
+    _log_x_if_wide(ax, [s for r in rows for s in r["samples_ms"]])
     ax.set_xlabel("latency per infer call (ms)")
     ax.set_ylabel("fraction of calls <= x")
     ax.set_title("Engine latency CDF")
@@ -270,6 +281,7 @@ def _plot_pipeline(results: dict[str, Any], out: Path) -> dict[str, Path]:
         _cdf(ax, p["capture_to_receive_samples_ms"], "node: capture -> receive")
         if base and base.get("samples_ms"):
             _cdf(ax, base["samples_ms"], "serial baseline: read -> publish")
+        _log_x_if_wide(ax, p["capture_to_receive_samples_ms"] + (base or {}).get("samples_ms", []))
         ax.set_xlabel("latency (ms)")
         ax.set_ylabel("fraction of frames <= x")
         ax.set_title("End-to-end latency CDF")
@@ -336,10 +348,10 @@ def summary_text(results: dict[str, Any]) -> str:
             lines.append(f"#{i} {r['label']}: skipped ({r['skipped']})")
             continue
         lat = r["latency_ms"]
-        x = (r.get("ratio_to_first") or {}).get("fps")
+        x = (r.get("ratio_to_first") or {}).get("throughput_ips")
         lines.append(
             f"#{i} {r['label']}: p50 {lat['p50']:.2f} ms  p99 {lat['p99']:.2f} ms  max {lat['max']:.2f} ms  "
-            f"{r['fps']:.1f} FPS  {r['throughput_ips']:.1f} img/s  x{x:.2f} vs #1  "
+            f"{r['fps']:.1f} FPS  {r['throughput_ips']:.1f} img/s (x{x:.2f} #1)  "
             f"peak RSS {r['memory']['rss_peak_mb']:.0f} MB"
         )
     p = results.get("pipeline")

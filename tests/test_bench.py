@@ -162,3 +162,50 @@ def test_cli_bad_model_path_is_one_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"perception: error: model file {tmp_path / 'nope.onnx'} not found; check the --model path"
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# pipeline mode
+# --------------------------------------------------------------------------------------------
+
+
+def test_pipeline_bench_reports_fps_drops_and_latency(tiny_model, tmp_path):
+    from bench.pipeline import PipelineBenchConfig, run_pipeline_bench
+
+    cfg = PipelineBenchConfig(model=tiny_model, source="synthetic", duration_s=2.0, fps=30, width=96, height=64,
+                              threads=1, baseline=True, engine_runs=10, progress=False)
+    results = run_pipeline_bench(cfg, command="pytest")
+    p = results["pipeline"]
+    assert p["node_exit_code"] == 0
+    assert p["frames_received"] > 5 and p["output_fps"] > 0 and p["input_fps"] >= p["output_fps"] * 0.5
+    assert p["model_id"].startswith("tiny-synthetic-48x64")
+    seq = p["sequence"]
+    assert seq["received"] == p["frames_received"] and seq["missing"] >= 0 and seq["max_gap"] >= 0
+    assert isinstance(p["frames_dropped"], int) and p["frames_dropped"] >= 0
+    for stage in ("capture", "preprocess", "infer", "postprocess"):
+        assert p["stages_ms"][stage]["count"] == p["frames_received"]
+    e2e = p["capture_to_receive_ms"]
+    assert e2e["count"] == p["frames_received"]
+    # capture -> receive contains the node's own capture -> publish time
+    assert e2e["p50"] >= p["stages_ms"]["infer"]["p50"] and e2e["min"] > 0
+    assert p["cpu"]["mean_percent"] is not None and p["node_final_stats"]["frames_out"] >= p["frames_received"]
+    base = results["baseline"]
+    assert base["frames"] > 5 and base["fps"] > 0 and base["latency_ms"]["count"] == base["frames"]
+    ratios = results["ratios"]
+    assert ratios["node_over_baseline_fps"] == pytest.approx(p["output_fps"] / base["fps"])
+    assert ratios["node_over_engine_fps"] == pytest.approx(p["output_fps"] / ratios["engine_only_fps"])
+
+    written = write_report(results, tmp_path)
+    md = written["markdown"].read_text()
+    assert "## Pipeline" in md and "capture -> receive (end to end)" in md and "node FPS / baseline FPS" in md
+    assert {"pipeline_cdf", "pipeline_stages", "pipeline_fps"} <= set(written)
+
+
+def test_pipeline_bench_node_failure_is_one_line(tmp_path):
+    from bench.pipeline import NodeFailed, PipelineBenchConfig, run_pipeline_bench
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    cfg = PipelineBenchConfig(model=bad, duration_s=1.0, engine_runs=0, progress=False)
+    with pytest.raises(NodeFailed, match=r"the node exited with status 2 before publishing: perception: error: "):
+        run_pipeline_bench(cfg)

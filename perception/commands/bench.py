@@ -67,7 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pipe.add_argument("--source", default="synthetic", help="frame source: synthetic or a video file")
     pipe.add_argument("--duration", type=float, default=10.0, help="seconds to measure (default: 10)")
     pipe.add_argument("--fps", type=float, default=None,
-                      help="source rate in frames/s (default: the source's own; 0 = as fast as possible)")
+                      help="source rate in frames/s, 0.1-1000 (default: the source's own, 30 for synthetic; "
+                           "files are not paced)")
     pipe.add_argument("--width", type=int, default=None, help="synthetic source width")
     pipe.add_argument("--height", type=int, default=None, help="synthetic source height")
     pipe.add_argument("--engine", default="ort", help="engine: ort, torch, tensorrt (default: ort)")
