@@ -1,0 +1,150 @@
+"""Writes the synthetic world to disk: a labelled image dataset and/or an MP4 of a drive.
+
+Layout of a dataset directory (what ``perception synth`` writes and the training side reads)::
+
+    images/000000.png     BGR frames
+    labels/000000.png     uint8 class ids (SYNTHETIC_CLASSES), same size
+    classes.yaml          the class table (ClassTable.to_dict(): classes, ignore_id, task_groups)
+    train.txt, val.txt    one "images/NNNNNN.png labels/NNNNNN.png" pair per line (split by --split)
+    synth.yaml            how it was generated (seed, size, count, split)
+
+Dataset frames are independent scenes (``render_scene``) for variety; the video is one coherent
+``SyntheticDrive``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from perception.contracts import ClassTable
+from perception.errors import ConfigError
+from perception.synthetic.classes import SYNTHETIC_CLASSES
+from perception.synthetic.drive import SyntheticDrive, check_size, render_scene
+
+
+def colorize(label: np.ndarray, class_table: ClassTable = SYNTHETIC_CLASSES) -> np.ndarray:
+    """BGR image of a label map in the class table's colours (ids outside the table are black)."""
+    lut = np.zeros((256, 3), np.uint8)
+    for c in class_table.classes:
+        lut[c.id] = c.color[::-1]  # table colours are RGB
+    return lut[label]
+
+
+def scene_seed(seed: int, index: int) -> int:
+    """The ``render_scene`` seed of frame ``index`` of a dataset made with ``seed`` (never overlaps
+    between seeds for fewer than 2**32 frames)."""
+    return (int(seed) << 32) | int(index)
+
+
+def parse_split(text: str) -> dict[str, float]:
+    """``"val=0.1,test=0.05"`` -> {"val": 0.1, "test": 0.05}; the rest is ``train``. ConfigError if bad."""
+    split: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        try:
+            fraction = float(value)
+        except ValueError:
+            fraction = -1.0
+        if not sep or not name.strip() or name.strip() == "train" or not 0.0 <= fraction < 1.0:
+            raise ConfigError(f"bad split {part!r}; use NAME=FRACTION pairs such as val=0.1,test=0.1")
+        split[name.strip()] = fraction
+    if sum(split.values()) >= 1.0:
+        raise ConfigError(f"split fractions {text!r} add up to 1 or more; leave some frames for train")
+    return split
+
+
+def _assign_splits(count: int, split: dict[str, float]) -> dict[str, list[int]]:
+    # The named splits take the last frames, in order; train keeps the first ones.
+    out: dict[str, list[int]] = {}
+    end = count
+    for name, fraction in split.items():
+        n = int(round(count * fraction))
+        out[name] = list(range(end - n, end))
+        end -= n
+    out = {"train": list(range(end)), **{k: sorted(v) for k, v in out.items()}}
+    return out
+
+
+def _prepare_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create output directory {path} ({exc.strerror}); choose a writable path") from None
+    if not os.access(path, os.W_OK):
+        raise ConfigError(f"output directory {path} is not writable; choose a writable path")
+    return path
+
+
+def write_video(path: str | Path, *, count: int, height: int, width: int, seed: int = 0, fps: float = 30.0,
+                with_labels: bool = False, progress: Callable[[int], None] | None = None) -> Path:
+    """Write ``count`` frames of ``SyntheticDrive(seed)`` to an MP4 (mp4v); with ``with_labels`` the
+    colourised label is placed to the right of each frame. Returns the path. ConfigError if the file
+    cannot be written."""
+    height, width = check_size(height, width)
+    path = Path(path)
+    if path.suffix.lower() != ".mp4":
+        raise ConfigError(f"video file {path} must end in .mp4")
+    _prepare_dir(path.parent if str(path.parent) else Path("."))
+    drive = SyntheticDrive(seed, height=height, width=width, fps=fps)
+    frame_wh = (width * (2 if with_labels else 1), height)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), frame_wh)
+    if not writer.isOpened():
+        raise ConfigError(f"cannot open video file {path} for writing; check the path and that OpenCV has mp4v")
+    try:
+        for i in range(count):
+            image, label = drive.next_frame()
+            writer.write(np.hstack([image, colorize(label)]) if with_labels else image)
+            if progress is not None:
+                progress(i)
+    finally:
+        writer.release()
+    return path
+
+
+def write_dataset(out_dir: str | Path, *, count: int, height: int, width: int, seed: int = 0,
+                  split: dict[str, float] | None = None, write_images: bool = True,
+                  video: str | Path | None = None, video_labels: bool = False, fps: float = 30.0,
+                  progress: Callable[[int], None] | None = None) -> dict[str, object]:
+    """Write ``count`` labelled synthetic frames to ``out_dir`` (layout in the module docstring) and,
+    if ``video`` is given, an MP4 of a ``count``-frame drive. Returns a summary (paths and counts).
+
+    Raises ConfigError for a count <= 0, a size out of range, a bad split or an unwritable path.
+    """
+    if not isinstance(count, int) or count <= 0:
+        raise ConfigError(f"synthetic frame count {count!r} must be a positive integer")
+    height, width = check_size(height, width)
+    if not write_images and video is None:
+        raise ConfigError("nothing to write: images are off and no video path was given")
+    split = dict(split or {})
+    summary: dict[str, object] = {"count": count, "size": f"{height}x{width}", "seed": seed}
+    if write_images:
+        root = _prepare_dir(Path(out_dir))
+        (root / "images").mkdir(exist_ok=True)
+        (root / "labels").mkdir(exist_ok=True)
+        for i in range(count):
+            image, label = render_scene(scene_seed(seed, i), height=height, width=width)
+            name = f"{i:06d}.png"
+            if not (cv2.imwrite(str(root / "images" / name), image) and cv2.imwrite(str(root / "labels" / name), label)):
+                raise ConfigError(f"could not write {root / 'images' / name}; check free space and permissions")
+            if progress is not None:
+                progress(i)
+        lists = {}
+        for name, indices in _assign_splits(count, split).items():
+            list_path = root / f"{name}.txt"
+            list_path.write_text("".join(f"images/{i:06d}.png labels/{i:06d}.png\n" for i in indices))
+            lists[name] = len(indices)
+        (root / "classes.yaml").write_text(yaml.safe_dump(SYNTHETIC_CLASSES.to_dict(), sort_keys=False))
+        meta = {"generator": "perception.synthetic", "seed": seed, "count": count, "height": height,
+                "width": width, "split": lists}
+        (root / "synth.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+        summary.update(out_dir=str(root), lists=lists)
+    if video is not None:
+        summary["video"] = str(write_video(video, count=count, height=height, width=width, seed=seed, fps=fps,
+                                           with_labels=video_labels))
+    return summary
