@@ -1,0 +1,328 @@
+"""The node end to end: real sources, ONNX Runtime, MaskPublisher and a subscriber on loopback.
+
+Lossless runs must deliver every sequence number exactly once with masks equal to the engine's
+output for the same frames; latest mode under a slow engine must drop and count; ``perception run``
+must stop on SIGTERM with exit 0 and final stats, and turn each user mistake into one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import zmq
+from tiny_models import expected_class_ids, write_brightness_model
+
+from perception import contracts
+from perception.cli import main as cli_main
+from perception.engines import EngineOptions, load_engine
+from perception.engines.base import Engine
+from perception.pipeline import Pipeline, RunConfig, StageError
+from perception.preprocess import Preprocessor
+from perception.publish import MaskPublisher
+from perception.sources import open_source
+from perception.subscribe import MaskSubscriber
+from perception.synthetic.classes import SYNTHETIC_CLASSES as T
+
+MODEL_HW = (48, 64)
+NS = "perception/test"
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    return write_brightness_model(tmp_path_factory.mktemp("model") / "tiny.onnx", MODEL_HW)
+
+
+@pytest.fixture
+def engine(model_path):
+    eng = load_engine("ort", model_path, EngineOptions(provider="cpu", threads=1))
+    yield eng
+    eng.close()
+
+
+def write_video(path: Path, n: int, hw=(60, 80)) -> Path:
+    rng = np.random.default_rng(7)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (hw[1], hw[0]))
+    for _ in range(n):
+        writer.write(cv2.resize(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8), (hw[1], hw[0]),
+                                interpolation=cv2.INTER_NEAREST))
+    writer.release()
+    return path
+
+
+class Link:
+    """A real MaskPublisher on a random loopback port and a subscriber that has joined."""
+
+    def __init__(self):
+        self.pub = MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS, sndhwm=10_000)
+        self.sub = MaskSubscriber(self.pub.endpoint, namespace=NS)
+        # ZeroMQ's slow joiner: publish probes until the subscription has reached the publisher.
+        for _ in range(100):
+            self.pub.publish_json("probe", {})
+            msg = self.sub.recv(timeout_s=0.05)
+            if msg is not None and msg.topic.endswith("/probe"):
+                break
+        else:
+            raise AssertionError("subscriber never joined")
+
+    def collect(self, want_frames: int, *, timeout_s: float = 10.0) -> dict[str, dict[int, object]]:
+        """Messages by topic name and seq, until every mask topic has ``want_frames`` (or the timeout)."""
+        got: dict[str, dict[int, object]] = {}
+        deadline = time.monotonic() + timeout_s
+        while (
+            min(len(got.get(t, {})) for t in contracts.MASK_TOPICS) < want_frames and time.monotonic() < deadline
+        ):
+            msg = self.sub.recv(timeout_s=0.2)
+            if msg is None:
+                continue
+            name = msg.topic.rsplit("/", 1)[1]
+            per = got.setdefault(name, {})
+            key = msg.seq if msg.kind == "mask" else len(per)
+            assert key not in per or msg.kind != "mask", f"seq {key} of {name} arrived twice"
+            per[key] = msg
+        return got
+
+    def close(self):
+        self.sub.close()
+        self.pub.close()
+
+
+@pytest.fixture
+def link():
+    lk = Link()
+    yield lk
+    lk.close()
+
+
+def expected_maps(spec: str, n: int, *, source_size: bool = False, **options) -> list[np.ndarray]:
+    """The class maps the model gives for the first ``n`` frames of ``spec`` (read independently)."""
+    src = open_source(spec, **options)
+    src.pace(None)
+    pre = Preprocessor(MODEL_HW)
+    maps = []
+    for _ in range(n):
+        frame = src.read()
+        ids = expected_class_ids(pre(frame.image))[0]
+        maps.append(pre.letterbox.to_source(ids).copy() if source_size else ids)
+    src.close()
+    return maps
+
+
+def test_lossless_synthetic_every_frame_once_with_exact_masks(engine, link):
+    n = 10
+    config = RunConfig(source="synthetic", queue="lossless", max_frames=n, width=96, height=72, fps=240,
+                       seed=5, warmup=1, stats_interval_s=0.05)
+    source = open_source("synthetic", **config.source_options())
+    source.pace(None)
+    final = Pipeline(config, source=source, engine=engine, publisher=link.pub).run()
+    got = link.collect(n)
+    assert sorted(got["class_map"]) == list(range(n))
+    for task in ("drivable", "lane", "obstacle"):
+        assert sorted(got[task]) == list(range(n))
+    expected = expected_maps("synthetic", n, width=96, height=72, fps=240, seed=5)
+    for seq in range(n):
+        cm = got["class_map"][seq].data
+        np.testing.assert_array_equal(cm, expected[seq])
+        np.testing.assert_array_equal(got["lane"][seq].data > 0, np.isin(cm, T.task_ids("lane")))
+        header = got["class_map"][seq].header
+        assert set(header["latency_ms"]) >= {"capture", "queue", "preprocess", "infer", "postprocess", "total",
+                                             "encode", "publish"}
+        assert header["model_id"] == engine.model_id
+    assert final["frames_out"] == n and final["drops"] == 0 and final["end_reason"] == "max frames reached"
+    assert set(final["latency_ms"]) >= {"capture", "preprocess", "infer", "postprocess", "publish", "total"}
+    assert {"input_fps", "output_fps", "corrupt", "reconnects", "uptime_s", "provider", "model_id"} <= set(final)
+    assert got["obstacles"] and all("blobs" in m.data for m in got["obstacles"].values())
+
+
+def test_video_file_to_source_size_until_end_of_file(tmp_path, engine, link):
+    n = 12
+    video = str(write_video(tmp_path / "clip.avi", n, hw=(60, 100)))  # 5:3 into 4:3: letterboxed
+    config = RunConfig(source=video, mask_size="source", warmup=1, encoding={"drivable": "bitpack", "class_map": "rle"})
+    source = open_source(video)
+    pipeline = Pipeline(config, source=source, engine=engine, publisher=link.pub)
+    assert pipeline.frames.policy == "lossless"  # the default for files
+    final = pipeline.run()
+    got = link.collect(n)
+    assert sorted(got["class_map"]) == list(range(n))
+    expected = expected_maps(video, n, source_size=True)
+    for seq in range(n):
+        assert got["class_map"][seq].data.shape == (60, 100)
+        np.testing.assert_array_equal(got["class_map"][seq].data, expected[seq])
+        np.testing.assert_array_equal(got["drivable"][seq].data > 0, np.isin(expected[seq], T.task_ids("drivable")))
+    assert final["end_reason"] == "end of input" and final["frames_in"] == final["frames_out"] == n
+
+
+class SlowEngine(Engine):
+    """The tiny model, made slower than the source, to force the latest queue to drop."""
+
+    kind = "slow"
+
+    def __init__(self, inner: Engine, delay_s: float) -> None:
+        self.inner, self.delay_s = inner, delay_s
+        self.metadata, self.input_spec, self.provider = inner.metadata, inner.input_spec, inner.provider
+        self.model_path = inner.model_path
+
+    def infer(self, batch):
+        time.sleep(self.delay_s)  # simulated compute time, not synchronisation
+        return self.inner.infer(batch)
+
+    def close(self):
+        pass
+
+
+def test_latest_queue_drops_and_counts_under_slow_engine(tmp_path, engine, link):
+    n = 40
+    video = str(write_video(tmp_path / "clip.avi", n))
+    config = RunConfig(source=video, queue="latest", queue_capacity=1, warmup=0)
+    final = Pipeline(config, source=open_source(video), engine=SlowEngine(engine, 0.01), publisher=link.pub).run()
+    got = link.collect(final["frames_out"], timeout_s=5)
+    seqs = sorted(got["class_map"])
+    assert final["drops"] > 0
+    assert final["frames_in"] == n and final["frames_out"] + final["drops"] == n  # every frame accounted for
+    assert len(seqs) == final["frames_out"] and seqs[-1] == n - 1  # the newest frame always makes it
+
+
+def test_failing_engine_stops_with_stage_error(engine, link):
+    class Broken(SlowEngine):
+        def infer(self, batch):
+            raise RuntimeError("device lost")
+
+    config = RunConfig(source="synthetic", width=64, height=48, fps=240, warmup=0, queue="lossless")
+    src = open_source("synthetic", **config.source_options())
+    src.pace(None)
+    with pytest.raises(StageError, match="inference stage failed: RuntimeError: device lost"):
+        Pipeline(config, source=src, engine=Broken(engine, 0), publisher=link.pub).run()
+
+
+# --------------------------------------------------------------------------------------------
+# perception run (the command)
+# --------------------------------------------------------------------------------------------
+
+
+def test_sigterm_stops_the_node_with_exit_0_and_final_stats(model_path, free_tcp_port):
+    cmd = [sys.executable, "-m", "perception", "run", "--source", "synthetic", "--model", str(model_path),
+           "--width", "96", "--height", "72", "--fps", "60", "--endpoint", f"tcp://127.0.0.1:{free_tcp_port}",
+           "--threads", "1", "--warmup", "1"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    started = threading.Event()
+    err_lines: list[str] = []
+
+    def read_stderr():
+        for line in proc.stderr:
+            err_lines.append(line)
+            if "first masks published" in line:
+                started.set()
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
+    try:
+        assert started.wait(60), "node did not publish: " + "".join(err_lines)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, "".join(err_lines)
+    final = json.loads(out.strip().splitlines()[-1])
+    assert final["end_reason"] == "signal SIGTERM" and final["frames_out"] >= 1
+    assert final["startup_to_first_mask_ms"] > 0
+
+
+def run_cli(argv, capsys) -> tuple[int, list[str]]:
+    code = cli_main(["-q", "run", *argv])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.fixture(scope="module")
+def bad_models(tmp_path_factory, model_path):
+    d = tmp_path_factory.mktemp("bad")
+    corrupt = d / "corrupt.onnx"
+    corrupt.write_bytes(model_path.read_bytes()[:100])
+    from onnx import TensorProto
+
+    return {
+        "corrupt": corrupt,
+        "bare": write_brightness_model(d / "bare.onnx", MODEL_HW, with_metadata=False),
+        "float": write_brightness_model(d / "float.onnx", MODEL_HW, input_dtype=TensorProto.FLOAT),
+    }
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["--source", "/dev/video42"], "camera /dev/video42 not found"),
+        (["--source", "nowhere.mp4"], "video file nowhere.mp4 not found"),
+        (["--source", "{text}"], "cannot be read"),
+        (["--model", "missing.onnx"], "model file missing.onnx not found"),
+        (["--model", "{corrupt}"], "corrupt.onnx is not a readable ONNX file"),
+        (["--model", "{bare}"], "bare.onnx has no perception metadata"),
+        (["--model", "{float}"], "float.onnx: input 'image' is float32"),
+        (["--queue", "newest"], "queue: 'newest' is not one of"),
+        (["--threads", "-1"], "threads=-1 is out of range"),
+        (["--encoding", "drivable=zip"], "encoding drivable=zip: unknown encoding"),
+        (["--encoding", "drivable"], "expected NAME=VALUE"),
+        (["--task", "lane=zebra"], "has no class 'zebra'"),
+        (["--engine", "onnx"], "engine: 'onnx' is not one of 'ort', 'tensorrt', 'torch'"),
+        (["--config", "nope.yaml"], "config file nope.yaml not found"),
+    ],
+)
+def test_cli_errors_are_one_line(argv, match, model_path, bad_models, tmp_path, capsys, free_tcp_port):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    argv = [a.format(text=text, **bad_models) for a in argv]
+    defaults = {"--model": str(model_path), "--source": "synthetic", "--endpoint": f"tcp://127.0.0.1:{free_tcp_port}"}
+    for flag, value in defaults.items():
+        if flag not in argv:
+            argv += [flag, value]
+    code, lines = run_cli(argv + ["--max-frames", "1"], capsys)
+    assert code != 0
+    assert len(lines) == 1 and lines[0].startswith("perception: error: "), lines
+    assert match in lines[0]
+
+
+def test_cli_address_in_use_is_one_line(model_path, capsys):
+    ctx = zmq.Context.instance()
+    blocker = ctx.socket(zmq.PUB)
+    blocker.linger = 0
+    port = blocker.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        code, lines = run_cli(["--model", str(model_path), "--endpoint", f"tcp://127.0.0.1:{port}"], capsys)
+    finally:
+        blocker.close()
+    assert code != 0 and len(lines) == 1 and "address already in use" in lines[0]
+
+
+def test_cli_default_model_missing_is_one_line(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr("perception.commands.run.DEFAULT_MODEL", tmp_path / "default.onnx")
+    code, lines = run_cli(["--source", "synthetic"], capsys)
+    assert code != 0 and len(lines) == 1 and "no --model given" in lines[0] and "make default-model" in lines[0]
+
+
+def test_config_file_and_flags(tmp_path, model_path):
+    import argparse
+
+    from perception.commands.run import add_arguments, load_run_config
+
+    cfg = tmp_path / "node.yaml"
+    cfg.write_text(f"source: synthetic\nmodel: {model_path}\nqueue: lossless\nencoding: {{lane: bitpack}}\n")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--config", str(cfg), "--queue", "latest", "--encoding", "class_map=rle",
+                              "--task", "obstacle=car,pedestrian", "--duration", "2.5"])
+    config = load_run_config(args)
+    assert config.queue == "latest" and config.model == str(model_path)
+    assert config.encoding == {"lane": "bitpack", "class_map": "rle"}
+    assert config.task == {"obstacle": ["car", "pedestrian"]} and config.duration_s == 2.5
+    assert config.resolved_namespace == contracts.default_namespace("front")
+    cfg.write_text("sourc: synthetic\n")
+    with pytest.raises(Exception, match="unknown key 'sourc'; did you mean 'source'"):
+        load_run_config(parser.parse_args(["--config", str(cfg)]))
