@@ -176,7 +176,7 @@ def _pipeline_section(results: dict[str, Any], plots: dict[str, str]) -> list[st
             stage_rows.append([f"**{label}**", s["count"], s["mean"], s["p50"], s["p90"], s["p99"], s["max"]])
     if base:
         s = base["latency_ms"]
-        stage_rows.append(["serial baseline: read -> publish", s["count"], s["mean"], s["p50"], s["p90"],
+        stage_rows.append(["serial baseline: capture -> publish", s["count"], s["mean"], s["p50"], s["p90"],
                            s["p99"], s["max"]])
     lines += _table(["stage", "count", "mean ms", "p50 ms", "p90 ms", "p99 ms", "max ms"], stage_rows) + [""]
     for key, title in (("pipeline_cdf", "End-to-end latency CDF"), ("pipeline_stages", "Stage latency"),
@@ -280,7 +280,7 @@ def _plot_pipeline(results: dict[str, Any], out: Path) -> dict[str, Path]:
         fig, ax = plt.subplots(figsize=(7, 4))
         _cdf(ax, p["capture_to_receive_samples_ms"], "node: capture -> receive")
         if base and base.get("samples_ms"):
-            _cdf(ax, base["samples_ms"], "serial baseline: read -> publish")
+            _cdf(ax, base["samples_ms"], "serial baseline: capture -> publish")
         _log_x_if_wide(ax, p["capture_to_receive_samples_ms"] + (base or {}).get("samples_ms", []))
         ax.set_xlabel("latency (ms)")
         ax.set_ylabel("fraction of frames <= x")

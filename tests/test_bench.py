@@ -209,3 +209,14 @@ def test_pipeline_bench_node_failure_is_one_line(tmp_path):
     cfg = PipelineBenchConfig(model=bad, duration_s=1.0, engine_runs=0, progress=False)
     with pytest.raises(NodeFailed, match=r"the node exited with status 2 before publishing: perception: error: "):
         run_pipeline_bench(cfg)
+
+
+def test_bench_does_not_import_torch_unless_asked():
+    code = (
+        "import sys; import bench.engine, bench.pipeline, bench.baseline, bench.report, bench.env;"
+        "import perception.commands.bench; from bench.env import collect_environment;"
+        "env = collect_environment(); assert env['libraries']['numpy'] != 'absent';"
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "False"

@@ -98,7 +98,10 @@ def main(args: argparse.Namespace) -> int:
         written = report.write_report(results, args.out or args.results.parent)
         _print_written(written)
         return 0
-    command = "perception " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    argv = sys.argv[1:]
+    # Under 'python -m bench' the argv lacks the 'bench' word; under 'perception' it has it.
+    rest = argv[argv.index("bench") + 1:] if "bench" in argv else argv
+    command = "perception bench " + " ".join(shlex.quote(a) for a in rest)
     if args.bench_mode == "engine":
         results = _run_engine(args, command)
     else:
