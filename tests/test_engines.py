@@ -112,3 +112,10 @@ def test_tensorrt_engine_matches_onnx_runtime(tmp_path, model_path):
     batch = rng.integers(0, 256, (1, *HW, 3), dtype=np.uint8)
     np.testing.assert_array_equal(trt_engine.infer(batch)["class_ids"], expected_class_ids(batch))
     trt_engine.close()
+
+
+def test_tensorrt_provider_options_come_from_the_exporter(model_path):
+    from perception.engines.ort import tensorrt_provider_options
+
+    options = tensorrt_provider_options(tiny_metadata(HW, precision="fp16"))
+    assert options["trt_engine_cache_enable"] is True and options["trt_fp16_enable"] is True

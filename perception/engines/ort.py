@@ -8,7 +8,6 @@ than a silent fall back to the CPU. The choice is logged once.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -52,21 +51,16 @@ def choose_providers(requested: str, available: list[str]) -> list[str]:
     return [ORT_PROVIDERS[n] for n in order[order.index(requested) :] if ORT_PROVIDERS[n] in available]
 
 
-def tensorrt_provider_options(model_path: Path, metadata: ModelMetadata) -> dict[str, object]:
-    """Options for ONNX Runtime's TensorRT provider: the exporter's helper when installed (so the
-    node shares the exporter's engine cache), else a per-user cache with the model's precision."""
+def tensorrt_provider_options(metadata: ModelMetadata) -> dict[str, object]:
+    """Options for ONNX Runtime's TensorRT provider: the exporter's (engine and timing caches on,
+    shared with ``perception export``); ONNX Runtime's defaults if the export package is absent."""
     try:
-        from export.tensorrt import ort_tensorrt_provider_options
+        from export.tensorrt import ort_providers
     except ImportError:
-        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "perception" / "ort-tensorrt"
-        cache.mkdir(parents=True, exist_ok=True)
-        return {
-            "trt_engine_cache_enable": True,
-            "trt_engine_cache_path": str(cache),
-            "trt_fp16_enable": metadata.precision == "fp16",
-            "trt_int8_enable": metadata.precision == "int8",
-        }
-    return dict(ort_tensorrt_provider_options(model_path, metadata))
+        log.warning("export package not installed: TensorRT provider runs without an engine cache")
+        return {}
+    trt_entry = ort_providers(fp16=metadata.precision == "fp16")[0]
+    return dict(trt_entry[1]) if isinstance(trt_entry, tuple) else {}
 
 
 class OrtEngine(Engine):
@@ -85,7 +79,7 @@ class OrtEngine(Engine):
         session_options.intra_op_num_threads = options.threads
         session_options.inter_op_num_threads = 1
         provider_list: list[object] = [
-            (p, tensorrt_provider_options(path, self.metadata)) if p == "TensorrtExecutionProvider" else p
+            (p, tensorrt_provider_options(self.metadata)) if p == "TensorrtExecutionProvider" else p
             for p in providers
         ]
         try:

@@ -1,8 +1,8 @@
 """Native TensorRT engine: the fastest path on NVIDIA GPUs (Jetson and desktop), TensorRT 10 API.
 
 ``perception run --engine tensorrt --model model.onnx`` builds a TensorRT engine from the ONNX file
-once (through the exporter's engine cache when ``export`` is installed, else a per-user cache keyed
-by the ONNX bytes, the TensorRT version and the GPU) and runs it; ``--model model.engine`` runs a
+once (``export.tensorrt.engine_for``: cached per ONNX file, precision, TensorRT version and GPU)
+and runs it; ``--model model.engine`` runs a
 prebuilt engine whose metadata comes from ``model.onnx`` or ``model.json`` beside it.
 
 Runs with device buffers allocated once and a CUDA stream from cuda-python: ``set_tensor_address``
@@ -11,15 +11,13 @@ Runs with device buffers allocated once and a CUDA stream from cuda-python: ``se
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from perception.contracts import INPUT_NAME, OUTPUT_CLASS_IDS, ModelMetadata
+from perception.contracts import OUTPUT_CLASS_IDS, ModelMetadata
 from perception.engines.base import Engine, EngineOptions, InputSpec, check_input_spec
 from perception.errors import DependencyError, ModelError
 from perception.modelfile import read_model_metadata
@@ -50,59 +48,6 @@ def _check(result: Any) -> Any:
     return values[0] if len(values) == 1 else tuple(values)
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "perception" / "tensorrt"
-
-
-def build_serialized_engine(trt: Any, onnx_path: Path, metadata: ModelMetadata) -> bytes:
-    """Parse ``onnx_path`` and build a TensorRT plan for batch 1 at the model's precision."""
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_path.read_bytes()):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ModelError(f"TensorRT cannot parse {onnx_path.name}: {errors[:300]}")
-    config = builder.create_builder_config()
-    if metadata.precision == "fp16":
-        config.set_flag(trt.BuilderFlag.FP16)
-    if metadata.precision == "int8":  # explicit Q/DQ quantisation from the exporter
-        config.set_flag(trt.BuilderFlag.INT8)
-    h, w = metadata.input_hw
-    if network.get_input(0).shape[0] == -1:
-        profile = builder.create_optimization_profile()
-        profile.set_shape(INPUT_NAME, (1, h, w, 3), (1, h, w, 3), (1, h, w, 3))
-        config.add_optimization_profile(profile)
-    plan = builder.build_serialized_network(network, config)
-    if plan is None:
-        raise ModelError(f"TensorRT could not build an engine from {onnx_path.name}; see the TensorRT log above")
-    return bytes(plan)
-
-
-def engine_bytes_for_onnx(trt: Any, cudart: Any, onnx_path: Path, metadata: ModelMetadata) -> bytes:
-    """The serialized engine for ``onnx_path``: the exporter's cache when installed, else our own."""
-    try:
-        from export.tensorrt import build_engine_cached
-    except ImportError:
-        build_engine_cached = None
-    if build_engine_cached is not None:
-        return Path(build_engine_cached(onnx_path)).read_bytes()
-    props = _check(cudart.cudaGetDeviceProperties(0))
-    gpu = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-    key = hashlib.sha256(onnx_path.read_bytes() + trt.__version__.encode() + gpu.encode()).hexdigest()[:24]
-    cached = _cache_dir() / f"{onnx_path.stem}-{key}.engine"
-    if cached.is_file():
-        log.info("TensorRT engine from cache %s", cached)
-        return cached.read_bytes()
-    log.info("building a TensorRT engine for %s on %s (once; cached in %s)", onnx_path.name, gpu, cached.parent)
-    plan = build_serialized_engine(trt, onnx_path, metadata)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_name(cached.name + ".tmp")
-    tmp.write_bytes(plan)
-    os.replace(tmp, cached)
-    return plan
-
-
 def metadata_for_engine_file(path: Path) -> ModelMetadata:
     """Metadata of a prebuilt engine: from the ONNX model beside it, or a ``.json`` sidecar."""
     onnx_path, json_path = path.with_suffix(".onnx"), path.with_suffix(".json")
@@ -131,7 +76,12 @@ class TrtEngine(Engine):
         trt, cudart = self._trt, self._cudart = _import_backends()
         if path.suffix == ".onnx":
             self.metadata = read_model_metadata(path)
-            plan = engine_bytes_for_onnx(trt, cudart, path, self.metadata)
+            # The exporter's engine cache: built once per ONNX file, precision, TensorRT and GPU.
+            from export.tensorrt import engine_for
+
+            engine_path, _key, built = engine_for(path, precision=self.metadata.precision)
+            log.info("TensorRT engine %s %s", engine_path, "built" if built else "from cache")
+            plan = engine_path.read_bytes()
         else:
             self.metadata = metadata_for_engine_file(path)
             plan = path.read_bytes()
