@@ -306,6 +306,10 @@ def summarize_received(rx: _Received, *, window_s: float, cpu: dict, subscriber:
         "input_fps": captured / window_s if window_s > 0 else None,
         "output_fps": len(seqs) / window_s if window_s > 0 else None,
         "frames_dropped": dropped,
+        # Missing at the subscriber but not counted by the node's queue: lost between the node's
+        # publisher and this subscriber (ZeroMQ's per-subscriber send queue, --sndhwm, overflowed).
+        # Approximate: the node's counter is read from 1 Hz stats, the gaps from every message.
+        "lost_after_node": None if dropped is None else max(0, gaps["missing"] - dropped),
         "sequence": gaps,
         "messages_received": rx.messages,
         "wire_mb": round(rx.wire_bytes / 2**20, 3),

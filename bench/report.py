@@ -146,6 +146,7 @@ def _pipeline_section(results: dict[str, Any], plots: dict[str, str]) -> list[st
         ["frames dropped by the node", p.get("frames_dropped")],
         ["messages received", seq.get("received")],
         ["sequence numbers missing at subscriber", seq.get("missing")],
+        ["  of which lost after the node (ZeroMQ queue full)", p.get("lost_after_node")],
         ["gaps (places with missing numbers)", seq.get("gaps")],
         ["longest gap", seq.get("max_gap")],
         ["node CPU % (100 = one core), mean", (p.get("cpu") or {}).get("mean_percent")],

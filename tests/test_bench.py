@@ -181,7 +181,7 @@ def test_pipeline_bench_reports_fps_drops_and_latency(tiny_model, tmp_path):
     assert p["model_id"].startswith("tiny-synthetic-48x64")
     seq = p["sequence"]
     assert seq["received"] == p["frames_received"] and seq["missing"] >= 0 and seq["max_gap"] >= 0
-    assert isinstance(p["frames_dropped"], int) and p["frames_dropped"] >= 0
+    assert isinstance(p["frames_dropped"], int) and p["frames_dropped"] >= 0 and p["lost_after_node"] >= 0
     for stage in ("capture", "preprocess", "infer", "postprocess"):
         assert p["stages_ms"][stage]["count"] == p["frames_received"]
     e2e = p["capture_to_receive_ms"]
