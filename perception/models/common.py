@@ -7,6 +7,8 @@ are the same for every architecture: ``input_multiple``, ``check_input_size`` an
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -97,16 +99,18 @@ class SegmentationModel(nn.Module):
     input_multiple: int = 32
 
     def check_input_size(self, height: int, width: int) -> None:
-        """Raise ConfigError naming the nearest valid sizes when H or W is not a valid multiple."""
+        """Raise ConfigError naming the two nearest valid sizes when H or W is not a valid multiple."""
         m = self.input_multiple
         if height > 0 and width > 0 and height % m == 0 and width % m == 0:
             return
-        lower = (height // m * m, width // m * m)
-        upper = (-(-height // m) * m, -(-width // m) * m)
-        options = [f"{h}x{w}" for h, w in (lower, upper) if h > 0 and w > 0]
+        heights = {max(m, height // m * m), max(m, -(-height // m) * m)}
+        widths = {max(m, width // m * m), max(m, -(-width // m) * m)}
+        nearest = sorted(
+            itertools.product(heights, widths), key=lambda hw: abs(hw[0] - height) + abs(hw[1] - width)
+        )
+        options = " or ".join(f"{h}x{w}" for h, w in nearest[:2])
         raise ConfigError(
-            f"input {height}x{width} is not a multiple of {m} for {self.model_name}; "
-            f"use {' or '.join(dict.fromkeys(options))}"
+            f"input {height}x{width} is not a multiple of {m} for {self.model_name}; use {options}"
         )
 
     def prepare_for_export(self) -> SegmentationModel:
