@@ -211,3 +211,70 @@ def test_train_cli_rejects_a_bad_config_in_one_line(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"perception: error: {bad}: unknown key 'learning_rate'")
+
+
+def _argmax_onnx(path: Path, input_hw: tuple[int, int]) -> None:
+    """An exported-model stand-in: class id = argmax over the B, G, R channels, with real metadata."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from perception.contracts import INPUT_NAME, METADATA_KEY, OUTPUT_CLASS_IDS, ModelMetadata
+
+    h, w = input_hw
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", [INPUT_NAME], ["f"], to=TensorProto.FLOAT),
+            helper.make_node("ArgMax", ["f"], ["idx"], axis=3, keepdims=0),
+            helper.make_node("Cast", ["idx"], [OUTPUT_CLASS_IDS], to=TensorProto.UINT8),
+        ],
+        "argmax",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, [1, h, w, 3])],
+        [helper.make_tensor_value_info(OUTPUT_CLASS_IDS, TensorProto.UINT8, [1, h, w])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what every onnxruntime >= 1.17 reads
+    meta = ModelMetadata(model_name="argmax", class_table=TABLE, input_hw=input_hw, dataset="")
+    helper.set_model_props(model, {METADATA_KEY: meta.to_json()})
+    onnx.save(model, path)
+
+
+def test_train_and_eval_cli_end_to_end(data_spec, tmp_path):
+    out = tmp_path / "run"
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"model": "segnet_basic", "data": data_spec, "input_hw": [32, 48], "batch_size": 2, "steps": 2,
+             "workers": 0, "torch_threads": 1, "progress": False, "device": "cpu"}
+        )
+    )
+    result = _cli("train", "--config", str(config), "--set", "lr=0.01", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "resolved config" in result.stdout and "done: step 2" in result.stdout
+    assert {"best.pt", "last.pt", "config.yaml", "metrics.jsonl", "curves.png"} <= {p.name for p in out.iterdir()}
+
+    result = _cli("eval", "--checkpoint", str(out / "best.pt"), "--workers", "0", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    assert "mIoU" in result.stdout and all(name in result.stdout for name in TABLE.names)
+    ckpt_miou = load_checkpoint(out / "best.pt").metrics["miou"]
+    assert f"mIoU {100 * ckpt_miou:.2f} %" in result.stdout  # eval agrees with training's validation
+
+    onnx_path = tmp_path / "argmax.onnx"
+    _argmax_onnx(onnx_path, (24, 32))
+    figures = tmp_path / "eval.json"
+    code = (
+        "import sys; from perception.cli import main; rc = main(sys.argv[1:]);"
+        "assert 'torch' not in sys.modules, 'ONNX eval imported torch'; sys.exit(rc)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, "eval", "--model", str(onnx_path), "--data", data_spec, "--json", str(figures)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    from perception.datasets import open_dataset
+    from perception.metrics import ConfusionMatrix
+
+    expected = ConfusionMatrix(3, ignore_id=255)
+    for image, label in open_dataset(data_spec, split="val"):
+        small = cv2.resize(image, (32, 24), interpolation=cv2.INTER_LINEAR).argmax(2).astype(np.uint8)
+        expected.update(cv2.resize(small, (64, 48), interpolation=cv2.INTER_NEAREST), label)
+    assert yaml.safe_load(figures.read_text())["miou"] == pytest.approx(expected.miou())

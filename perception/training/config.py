@@ -24,7 +24,8 @@ class TrainConfig:
     model: str = "bisenetv2"
     #: Extra builder arguments, e.g. {aux: true}; ``pretrained`` is passed separately.
     model_kwargs: dict[str, Any] = field(default_factory=dict)
-    pretrained: bool = False
+    #: False (random init), True (torchvision ImageNet weights, from the local cache) or a .pth path.
+    pretrained: bool | str = False
     data: str = "synthetic"
     #: Validation dataset spec; empty means the ``val`` split of ``data``.
     val_data: str = ""

@@ -243,20 +243,38 @@ def step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> dict[str, floa
 
 
 @torch.no_grad()
-def evaluate(run: Run, data: Data) -> ConfusionMatrix:
-    """Confusion matrix over the whole validation set (shards summed across ranks)."""
-    model = run.bare_model.eval()
-    num_classes = data.class_table.num_classes
-    cm = ConfusionMatrix(num_classes, ignore_id=data.ignore_id)
-    for images, labels in data.val_loader:
-        with torch.autocast(device_type=run.device.type, dtype=torch.float16, enabled=run.use_amp):
-            logits = model(images.to(run.device))
+def score_loader(
+    model: nn.Module, loader: DataLoader, *, device: torch.device, num_classes: int, ignore_id: int, use_amp: bool
+) -> ConfusionMatrix:
+    """Confusion matrix of ``model`` over ``(images, labels)`` batches of ``EvalSamples``.
+
+    Logits are resized bilinearly to each label's size before the argmax, so scores are always at
+    the dataset's resolution whatever the model input size.
+    """
+    model.eval()
+    cm = ConfusionMatrix(num_classes, ignore_id=ignore_id)
+    for images, labels in loader:
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            logits = model(images.to(device))
         if isinstance(logits, dict):
             logits = logits["out"]
         for sample_logits, label in zip(logits, labels, strict=True):
             if sample_logits.shape[-2:] != label.shape:
                 sample_logits = F.interpolate(sample_logits[None].float(), size=label.shape, mode="bilinear")[0]
             cm.update(sample_logits.argmax(0).cpu().numpy(), label.numpy())
+    return cm
+
+
+def evaluate(run: Run, data: Data) -> ConfusionMatrix:
+    """Confusion matrix over the whole validation set (shards summed across ranks)."""
+    cm = score_loader(
+        run.bare_model,
+        data.val_loader,
+        device=run.device,
+        num_classes=data.class_table.num_classes,
+        ignore_id=data.ignore_id,
+        use_amp=run.use_amp,
+    )
     matrix = all_reduce_sum(torch.from_numpy(cm.matrix).to(run.device), run.info)
     cm.matrix = matrix.cpu().numpy()
     return cm
