@@ -217,6 +217,7 @@ class Renderer:
         self.width = width
         self.mat = np.empty((height, width), np.uint8)
         self.shade = np.zeros((height, width), np.uint8)
+        self.paint = np.empty((height, width), np.uint8)
         self._noise = _noise_table(height, width)
         self._texture = _texture_table(height, width)
 
@@ -300,16 +301,14 @@ class Renderer:
         grass = pal.ground(road.grass_bgr, C["vegetation"])
         # A wide terrain strip first: on a hill it hides the sky behind the crest.
         _fill(mat, view.strip(-300.0, width + 300.0, d), grass)
-        _fill(mat, view.strip(0.0, width, d), pal.ground(road.asphalt_bgr, C["road"]))
+        # Asphalt and repair patches get adjacent ids: the paint mask below tests that id range.
+        asphalt = pal.ground(road.asphalt_bgr, C["road"])
+        patch = pal.ground(np.asarray(road.asphalt_bgr) * 0.8, C["road"])
+        _fill(mat, view.strip(0.0, width, d), asphalt)
         if road.patches:
             p = np.asarray(road.patches)
-            keep = p[:, 3] > view.d_near
-            if keep.any():
-                p = p[keep]
-                patch_bgr = np.asarray(road.asphalt_bgr) * 0.8
-                _fill(mat, view.ground_quads(p[:, 0], p[:, 1], p[:, 2], p[:, 3]), pal.ground(patch_bgr, C["road"]))
-        self._draw_paint(scene, view, pal)
-        # Roadside surfaces after the paint: they also cover any paint that rasterised past the edge.
+            p = p[p[:, 3] > view.d_near]
+            _fill(mat, view.ground_quads(p[:, 0], p[:, 1], p[:, 2], p[:, 3]), patch)
         kerb_w = 0.25
         for side, sidewalk in ((-1, road.sidewalk_left_m), (1, road.sidewalk_right_m)):
             edge = 0.0 if side < 0 else width
@@ -322,12 +321,17 @@ class Renderer:
                 # The kerb's vertical face, seen from the road.
                 face = pal.ground(np.asarray(road.sidewalk_bgr) * 0.7, C["sidewalk"])
                 _fill(mat, view.strip(edge, edge, d, 0.0, road.kerb_height_m), face)
-            else:
-                _fill(mat, view.strip(edge, edge + side * 4.0, d), grass)
+        self._draw_paint(scene, view, pal, road_ids=(asphalt, patch))
 
-    def _draw_paint(self, scene: Scene, view: _View, pal: Palette) -> None:
+    def _draw_paint(self, scene: Scene, view: _View, pal: Palette, *, road_ids: tuple[int, int]) -> None:
+        """Lane lines, dashes and crosswalks, applied only where asphalt is visible.
+
+        OpenCV fills include the polygon outline, so a fill reaches up to a pixel past its edge;
+        painting through a mask of the asphalt pixels keeps every lane_marking label on the road.
+        """
         road = scene.road
-        mat = self.mat
+        mat = self.paint
+        mat.fill(255)
         white = pal.ground(np.full(3, 235.0) * road.paint_fade, C["lane_marking"])
         yellow = pal.ground(np.asarray((40.0, 185.0, 225.0)) * road.paint_fade, C["lane_marking"])
         half = road.paint_width_m / 2
@@ -372,6 +376,9 @@ class Renderer:
                 np.array([stop_from]), np.array([road.width_m - 0.2]), np.array([d0 - 2.0]), np.array([d0 - 1.5])
             )
             _fill(mat, np.concatenate([bars, stop]), white)
+        on_road = cv2.inRange(self.mat, road_ids[0], road_ids[1])
+        cv2.bitwise_and(on_road, cv2.compare(mat, 255, cv2.CMP_NE), dst=on_road)
+        cv2.copyTo(mat, on_road, self.mat)
 
     # ----------------------------------------------------------------------------------------
     def _draw_shadows(self, scene: Scene, view: _View) -> None:
