@@ -100,7 +100,7 @@ class RunConfig:
     stats_interval_s: float = field(default=1.0, metadata=bounds(0.05, 3600))
     curve_secret_key: str | None = None
     curve_allow: str | None = None
-    sndhwm: int = field(default=4, metadata=bounds(1, 100000))
+    sndhwm: int = field(default=16, metadata=bounds(1, 100000))
 
     def __post_init__(self) -> None:
         if not self.source.strip():

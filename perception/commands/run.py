@@ -74,7 +74,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="do not publish obstacle blobs on the obstacles topic")
     g.add_argument("--stats-interval", dest="stats_interval_s", type=float, default=S,
                    help="seconds between stats documents (default 1)")
-    g.add_argument("--sndhwm", type=int, default=S, help="ZeroMQ messages queued per subscriber (default 4)")
+    g.add_argument("--sndhwm", type=int, default=S, help="ZeroMQ messages queued per subscriber (default 16)")
     g.add_argument("--curve-secret-key", default=S, help="server .key_secret file: encrypt with CURVE")
     g.add_argument("--curve-allow", default=S, help="folder of allowed client .key files")
 
