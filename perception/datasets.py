@@ -73,17 +73,21 @@ class SegmentationDataset(Sequence):
 
 
 class SyntheticDataset(Sequence):
-    """Road-world scenes rendered on the fly: sample ``i`` is ``render_scene(first_seed + i)``."""
+    """Road-world scenes rendered on the fly: sample ``i`` is frame ``first_index + i`` of seed ``seed``.
 
-    def __init__(self, *, count: int, first_seed: int, height: int, width: int, name: str) -> None:
-        from perception.synthetic import SYNTHETIC_CLASSES
+    Frame numbering follows ``perception synth`` (``scene_seed(seed, index)``), so training on
+    ``synthetic:seed=S`` sees the same scenes that ``perception synth --seed S`` writes.
+    """
+
+    def __init__(self, *, count: int, seed: int, first_index: int, height: int, width: int, name: str) -> None:
+        from perception.synthetic import SYNTHETIC_CLASSES, check_size
 
         self.name = name
         self.class_table = SYNTHETIC_CLASSES
         self.count = count
-        self.first_seed = first_seed
-        self.height = height
-        self.width = width
+        self.seed = seed
+        self.first_index = first_index
+        self.height, self.width = check_size(height, width)
 
     def __len__(self) -> int:
         return self.count
@@ -92,11 +96,13 @@ class SyntheticDataset(Sequence):
         if not 0 <= index < self.count:
             raise IndexError(index)
         from perception.synthetic import render_scene
+        from perception.synthetic.dataset import scene_seed
 
-        return render_scene(self.first_seed + index, height=self.height, width=self.width)
+        seed = scene_seed(self.seed, self.first_index + index)
+        return render_scene(seed, height=self.height, width=self.width)
 
     def describe(self, index: int) -> str:
-        return f"synthetic scene seed {self.first_seed + index}"
+        return f"synthetic scene {self.first_index + index} of seed {self.seed}"
 
 
 Dataset = SegmentationDataset | SyntheticDataset
@@ -189,8 +195,8 @@ def class_pixel_stats(dataset: Dataset, *, max_samples: int = 200) -> tuple[np.n
 # Readers
 # --------------------------------------------------------------------------------------------
 
-#: Seed offset of the synthetic validation split, so train and val scenes never coincide.
-SYNTHETIC_VAL_SEED_OFFSET = 1_000_000
+#: First frame index of the synthetic validation split, so train and val scenes never coincide.
+SYNTHETIC_VAL_FIRST_INDEX = 1 << 31
 
 
 @DATASETS.register("synthetic")
@@ -206,11 +212,13 @@ def open_synthetic(argument: str, *, split: str, spec: str) -> SyntheticDataset:
         count, seed = int(options["count"]), int(options["seed"])
     except ValueError:
         raise ConfigError(f"dataset {spec!r}: count and seed must be integers") from None
-    if not 1 <= count < SYNTHETIC_VAL_SEED_OFFSET:
-        raise ConfigError(f"dataset {spec!r}: count={count} must be in 1..{SYNTHETIC_VAL_SEED_OFFSET - 1}")
+    if not 1 <= count < SYNTHETIC_VAL_FIRST_INDEX:
+        raise ConfigError(f"dataset {spec!r}: count={count} must be in 1..{SYNTHETIC_VAL_FIRST_INDEX - 1}")
+    if seed < 0:
+        raise ConfigError(f"dataset {spec!r}: seed={seed} must be >= 0")
     height, width = _parse_size(options["size"], f"dataset {spec!r}")
-    first_seed = seed if split == "train" else seed + SYNTHETIC_VAL_SEED_OFFSET
-    return SyntheticDataset(count=count, first_seed=first_seed, height=height, width=width, name=spec)
+    first_index = 0 if split == "train" else SYNTHETIC_VAL_FIRST_INDEX
+    return SyntheticDataset(count=count, seed=seed, first_index=first_index, height=height, width=width, name=spec)
 
 
 CAMVID_CLASSES = ClassTable(
@@ -249,21 +257,7 @@ def open_camvid(argument: str, *, split: str, spec: str) -> SegmentationDataset:
     if not list_file.is_file():
         known = sorted(p.stem for p in root.glob("*.txt"))
         raise DataError(f"CamVid list file {list_file} not found; splits here: {', '.join(known) or 'none'}")
-    pairs = []
-    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        parts = line.split()
-        if len(parts) != 2:
-            raise DataError(f"{list_file}:{number}: expected 'image_path label_path', got {line.strip()!r}")
-        # The SegNet list files hold absolute paths of the authors' machine; keep the last two parts.
-        image, label = (root / Path(*Path(p).parts[-2:]) for p in parts)
-        for path in (image, label):
-            if not path.is_file():
-                raise DataError(f"{list_file}:{number}: {path} not found; is the CamVid folder complete?")
-        pairs.append((image, label))
-    if not pairs:
-        raise DataError(f"CamVid list file {list_file} is empty")
+    pairs = _read_list_file(list_file, root)
     lut = identity_lut(CAMVID_CLASSES)
     lut[CAMVID_UNLABELLED] = CAMVID_CLASSES.ignore_id
     return SegmentationDataset(name=spec, class_table=CAMVID_CLASSES, pairs=pairs, label_lut=lut)
@@ -332,8 +326,9 @@ def open_cityscapes(argument: str, *, split: str, spec: str) -> SegmentationData
 def open_folder(argument: str, *, split: str, spec: str) -> SegmentationDataset:
     """``images/`` and ``labels/`` (or ``masks/``) matched by file stem, with ``classes.yaml``.
 
-    A ``<split>/`` sub-folder is used when it exists, so one root can hold train and val. Labels
-    are class-id images, RGB colour-palette images (colours from the table), or 0/255 binary
+    The split comes from a ``<split>.txt`` list of ``image label`` paths (as ``perception synth``
+    writes), else from a ``<split>/`` sub-folder with the same layout, else the whole folder
+    serves every split. Labels are class-id images, RGB colour-palette images (colours from the table), or 0/255 binary
     masks for a two-class table whose ignore id is not 255.
     """
     if not argument:
@@ -346,6 +341,18 @@ def open_folder(argument: str, *, split: str, spec: str) -> SegmentationDataset:
     label_dir = next((root / n for n in ("labels", "masks") if (root / n).is_dir()), None)
     if label_dir is None:
         raise DataError(f"no labels/ or masks/ folder in {root}; put one label image per image there")
+    list_file = root / f"{split}.txt"
+    if list_file.is_file():
+        pairs = _read_list_file(list_file, root)
+    elif (root / "train.txt").is_file():
+        known = sorted(p.stem for p in root.glob("*.txt"))
+        raise DataError(f"no {list_file.name} in {root}; splits here: {', '.join(known)}")
+    else:
+        pairs = _pairs_by_stem(image_dir, label_dir)
+    return SegmentationDataset(name=spec, class_table=table, pairs=pairs, decode_label=_folder_label_decoder(table))
+
+
+def _pairs_by_stem(image_dir: Path, label_dir: Path) -> list[tuple[Path, Path]]:
     images = {p.stem: p for p in sorted(image_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
     labels = {p.stem: p for p in sorted(label_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
     if not images:
@@ -356,8 +363,27 @@ def open_folder(argument: str, *, split: str, spec: str) -> SegmentationDataset:
     for stem in labels:
         if stem not in images:
             raise DataError(f"label {labels[stem]} has no image named {stem}.* in {image_dir}")
-    pairs = [(images[s], labels[s]) for s in sorted(images)]
-    return SegmentationDataset(name=spec, class_table=table, pairs=pairs, decode_label=_folder_label_decoder(table))
+    return [(images[s], labels[s]) for s in sorted(images)]
+
+
+def _read_list_file(list_file: Path, root: Path) -> list[tuple[Path, Path]]:
+    """``image_path label_path`` per line, relative to ``root`` (the CamVid and synth layout)."""
+    pairs = []
+    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise DataError(f"{list_file}:{number}: expected 'image_path label_path', got {line.strip()!r}")
+        # SegNet's CamVid lists hold absolute paths of the authors' machine; keep the last two parts.
+        image, label = (root / Path(*Path(p).parts[-2:]) for p in parts)
+        for path in (image, label):
+            if not path.is_file():
+                raise DataError(f"{list_file}:{number}: {path} not found; is the dataset folder complete?")
+        pairs.append((image, label))
+    if not pairs:
+        raise DataError(f"list file {list_file} is empty")
+    return pairs
 
 
 def _read_class_table(path: Path) -> ClassTable:

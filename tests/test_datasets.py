@@ -1,0 +1,202 @@
+"""Dataset readers on tiny format-faithful fixtures, their error messages, and the real CamVid."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from perception.contracts import ClassInfo, ClassTable
+from perception.datasets import (
+    CAMVID_CLASSES,
+    CITYSCAPES_CLASSES,
+    class_pixel_stats,
+    dataset_kinds,
+    open_dataset,
+)
+from perception.errors import ConfigError, DataError
+from perception.synthetic import SYNTHETIC_CLASSES
+
+H, W = 12, 16
+
+
+def _image(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (H, W, 3), dtype=np.uint8)
+
+
+def _write(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), array)
+
+
+def make_camvid(root: Path, labels: list[np.ndarray], *, absolute_paths: bool = False) -> Path:
+    lines = []
+    for i, label in enumerate(labels):
+        _write(root / "train" / f"f{i}.png", _image(i))
+        _write(root / "trainannot" / f"f{i}.png", label)
+        prefix = "/SegNet/CamVid/" if absolute_paths else ""
+        lines.append(f"{prefix}train/f{i}.png {prefix}trainannot/f{i}.png")
+    (root / "train.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_unknown_kind_lists_the_known_ones():
+    with pytest.raises(ConfigError, match=r"unknown dataset kind 'camvidd' \(did you mean 'camvid'\?\); known: "):
+        open_dataset("camvidd:/x")
+    assert dataset_kinds() == ["camvid", "cityscapes", "folder", "synthetic"]
+
+
+def test_camvid_maps_unlabelled_to_ignore(tmp_path):
+    label = np.arange(H * W, dtype=np.uint8).reshape(H, W) % 12  # values 0..11
+    ds = open_dataset(f"camvid:{make_camvid(tmp_path, [label, label], absolute_paths=True)}", split="train")
+    assert len(ds) == 2 and ds.class_table is CAMVID_CLASSES
+    image, out = ds[1]
+    assert image.shape == (H, W, 3) and np.array_equal(image, _image(1))
+    assert np.array_equal(out[label < 11], label[label < 11]) and (out[label == 11] == 255).all()
+    assert CAMVID_CLASSES.task_ids("drivable") == [3] and CAMVID_CLASSES.task_ids("lane") == []
+    assert CAMVID_CLASSES.task_ids("obstacle") == [2, 7, 8, 9, 10]
+
+
+def test_camvid_errors_name_the_file_and_fix(tmp_path):
+    with pytest.raises(DataError, match="CamVid folder .*nowhere not found; check the dataset path"):
+        open_dataset(f"camvid:{tmp_path / 'nowhere'}")
+    root = make_camvid(tmp_path / "c", [np.full((H, W), 12, np.uint8)])
+    with pytest.raises(DataError, match=r"val.txt not found; splits here: train"):
+        open_dataset(f"camvid:{root}", split="val")
+    with pytest.raises(DataError, match=r"f0.png holds value 12, which is not a class id"):
+        open_dataset(f"camvid:{root}")[0]
+    (root / "trainannot" / "f0.png").unlink()
+    with pytest.raises(DataError, match=r"train.txt:1: .*trainannot/f0.png not found"):
+        open_dataset(f"camvid:{root}")
+    _write(root / "trainannot" / "f0.png", np.zeros((H + 1, W), np.uint8))
+    with pytest.raises(DataError, match="must match"):
+        open_dataset(f"camvid:{root}")[0]
+    (root / "train" / "f0.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"cannot read image .*f0.png"):
+        open_dataset(f"camvid:{root}")[0]
+
+
+def test_cityscapes_label_ids_become_train_ids(tmp_path):
+    label_ids = np.zeros((H, W), np.uint8)
+    label_ids[0, :6] = [7, 8, 26, 33, 0, 3]  # road, sidewalk, car, bicycle, unlabeled, out of roi
+    for city in ("aachen", "bonn"):
+        _write(tmp_path / "leftImg8bit" / "val" / city / f"{city}_000000_000019_leftImg8bit.png", _image(0))
+        _write(tmp_path / "gtFine" / "val" / city / f"{city}_000000_000019_gtFine_labelIds.png", label_ids)
+    ds = open_dataset(f"cityscapes:{tmp_path}", split="val")
+    assert len(ds) == 2 and ds.class_table is CITYSCAPES_CLASSES and CITYSCAPES_CLASSES.num_classes == 19
+    _, label = ds[0]
+    assert label[0, :6].tolist() == [0, 1, 13, 18, 255, 255]
+    assert CITYSCAPES_CLASSES.palette()[13] == (0, 0, 142)
+    assert CITYSCAPES_CLASSES.task_ids("drivable") == [0]
+    (tmp_path / "gtFine" / "val" / "bonn" / "bonn_000000_000019_gtFine_labelIds.png").unlink()
+    with pytest.raises(DataError, match="bonn_000000_000019_leftImg8bit.png has no label"):
+        open_dataset(f"cityscapes:{tmp_path}", split="val")
+    with pytest.raises(DataError, match="Cityscapes image folder .*train not found"):
+        open_dataset(f"cityscapes:{tmp_path}", split="train")
+
+
+def _folder(root: Path, table: ClassTable, masks: dict[str, np.ndarray], *, label_dir: str = "masks") -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "classes.yaml").write_text(yaml.safe_dump(table.to_dict()))
+    for i, (stem, mask) in enumerate(masks.items()):
+        _write(root / "images" / f"{stem}.jpg", _image(i))
+        _write(root / label_dir / f"{stem}.png", mask)
+    return root
+
+
+def test_folder_palette_masks_map_through_the_table(tmp_path):
+    ids = np.random.default_rng(0).integers(0, 11, (H, W)).astype(np.uint8)
+    palette = np.array(SYNTHETIC_CLASSES.palette(), np.uint8)
+    ds = open_dataset(f"folder:{_folder(tmp_path, SYNTHETIC_CLASSES, {'a': palette[ids][..., ::-1]})}")
+    assert ds.class_table == SYNTHETIC_CLASSES
+    assert np.array_equal(ds[0][1], ids)
+
+    bad = palette[ids][..., ::-1].copy()
+    bad[3, 4] = (1, 2, 3)  # BGR
+    ds = open_dataset(f"folder:{_folder(tmp_path / 'bad', SYNTHETIC_CLASSES, {'a': bad})}")
+    with pytest.raises(DataError, match=r"a.png has colour RGB\(3,2,1\), which is not in the class table"):
+        ds[0]
+
+
+def test_folder_binary_masks_and_synth_layout(tmp_path):
+    table = ClassTable(classes=(ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "road", (255, 255, 255))))
+    mask = np.zeros((H, W), np.uint8)
+    mask[6:] = 255
+    ds = open_dataset(f"folder:{_folder(tmp_path / 'bin', table, {'x': mask})}")
+    assert np.array_equal(ds[0][1], (mask > 0).astype(np.uint8))
+    # The layout `perception synth` writes: labels/ plus train.txt / val.txt lists.
+    ids = np.ones((H, W), np.uint8)
+    root = _folder(tmp_path / "synth", SYNTHETIC_CLASSES, {"000000": ids, "000001": ids * 2}, label_dir="labels")
+    (root / "train.txt").write_text("images/000000.jpg labels/000000.png\n")
+    (root / "val.txt").write_text("images/000001.jpg labels/000001.png\n")
+    assert int(open_dataset(f"folder:{root}", split="val")[0][1][0, 0]) == 2
+    with pytest.raises(DataError, match="no test.txt .*splits here: train, val"):
+        open_dataset(f"folder:{root}", split="test")
+
+
+def test_folder_errors(tmp_path):
+    ids = np.zeros((H, W), np.uint8)
+    root = _folder(tmp_path / "f", SYNTHETIC_CLASSES, {"a": ids, "b": ids})
+    (root / "masks" / "b.png").rename(root / "masks" / "c.png")
+    with pytest.raises(DataError, match=r"image .*b.jpg has no label named b\.\*"):
+        open_dataset(f"folder:{root}")
+    (root / "images" / "b.jpg").rename(root / "images" / "c.jpg")
+    _write(root / "masks" / "c.png", np.full((H, W), 40, np.uint8))
+    with pytest.raises(DataError, match=r"c.png holds value 40"):
+        open_dataset(f"folder:{root}")[1]
+    (root / "classes.yaml").unlink()
+    with pytest.raises(DataError, match="class table .*classes.yaml not found"):
+        open_dataset(f"folder:{root}")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "classes.yaml").write_text(yaml.safe_dump(SYNTHETIC_CLASSES.to_dict()))
+    with pytest.raises(DataError, match="image folder .*images not found"):
+        open_dataset(f"folder:{empty}")
+
+
+def test_synthetic_spec_and_disjoint_splits():
+    train = open_dataset("synthetic:count=2,seed=4,size=48x64", split="train")
+    val = open_dataset("synthetic:count=2,seed=4,size=48x64", split="val")
+    assert len(train) == 2 and train.class_table is SYNTHETIC_CLASSES
+    image, label = train[0]
+    assert image.shape == (48, 64, 3) and label.shape == (48, 64) and label.max() < 11
+    assert np.array_equal(train[0][0], image)  # deterministic
+    assert not np.array_equal(val[0][0], image)
+    with pytest.raises(ConfigError, match="bad option 'colour=1'"):
+        open_dataset("synthetic:colour=1")
+    with pytest.raises(ConfigError, match="out of range"):
+        open_dataset("synthetic:size=8x8")
+
+
+def test_class_pixel_stats(tmp_path):
+    a = np.zeros((H, W), np.uint8)
+    b = np.zeros((H, W), np.uint8)
+    b[:, : W // 2] = 3
+    b[0, 0] = 11  # unlabelled: counted nowhere
+    ds = open_dataset(f"camvid:{make_camvid(tmp_path, [a, b])}")
+    counts, present = class_pixel_stats(ds)
+    assert counts[0] == H * W + H * W // 2 and counts[3] == H * W // 2 - 1
+    assert present[0] == 2 * H * W - 1 and present[3] == H * W - 1 and present[5] == 0
+
+
+def test_readers_do_not_import_torch(tmp_path):
+    code = (
+        "import sys; from perception.datasets import open_dataset; from perception.metrics import ConfusionMatrix;"
+        "open_dataset('synthetic:count=1,size=48x64')[0]; assert 'torch' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.camvid
+def test_real_camvid(camvid_dir):
+    train = open_dataset(f"camvid:{camvid_dir}", split="train")
+    val = open_dataset(f"camvid:{camvid_dir}", split="val")
+    assert (len(train), len(val)) == (367, 101)
+    image, label = train[0]
+    assert image.shape == (360, 480, 3) and label.shape == (360, 480)
+    assert set(np.unique(label)) <= set(range(11)) | {255}

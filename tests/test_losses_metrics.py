@@ -1,0 +1,182 @@
+"""Losses (ignore id, OHEM minimum, class-weight formulae, importance ordering, aux weights) and metrics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from perception.contracts import ClassInfo, ClassTable
+from perception.datasets import CAMVID_CLASSES
+from perception.errors import ConfigError
+from perception.metrics import ConfusionMatrix
+from perception.training.config import TrainConfig
+from perception.training.losses import (
+    LOSSES,
+    OhemCrossEntropy,
+    build_loss,
+    enet_weights,
+    importance_levels,
+    median_frequency_weights,
+)
+
+torch.set_num_threads(1)
+TABLE = ClassTable(
+    classes=(ClassInfo(0, "a", (0, 0, 0)), ClassInfo(1, "b", (1, 1, 1)), ClassInfo(2, "c", (2, 2, 2))),
+    ignore_id=255,
+)
+
+
+def _batch(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(2, 3, 8, 12, generator=g, requires_grad=True)
+    target = torch.randint(0, 3, (2, 8, 12), generator=g)
+    target[:, :2] = 255
+    return logits, target
+
+
+# ---- losses ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", LOSSES.names())
+def test_every_loss_ignores_the_ignore_id(name):
+    logits, target = _batch()
+    loss = build_loss(TrainConfig(loss=name), class_table=TABLE, ignore_id=255)
+    base = loss(logits, target)
+    changed = logits.detach().clone()
+    changed[:, :, :2] = 100 * torch.randn_like(changed[:, :, :2])  # only ignored pixels change
+    assert torch.isfinite(base)
+    assert loss(changed, target).item() == pytest.approx(base.item(), rel=1e-5)
+    base.backward()
+    assert logits.grad[:, :, :2].abs().max() == 0
+
+
+def test_ce_matches_torch_on_valid_pixels():
+    logits, target = _batch()
+    loss = build_loss(TrainConfig(loss="ce"), class_table=TABLE, ignore_id=255)
+    valid = target != 255
+    manual = F.cross_entropy(logits.permute(0, 2, 3, 1)[valid], target[valid])
+    assert loss(logits, target).item() == pytest.approx(manual.item(), rel=1e-6)
+
+
+def test_ohem_keeps_at_least_its_minimum():
+    logits, target = _batch()
+    valid = target != 255
+    per_pixel = F.cross_entropy(logits, target, ignore_index=255, reduction="none")[valid]
+    # Threshold 1.0 -> loss threshold -log(1) = 0: every pixel with any loss is "hard".
+    everything = OhemCrossEntropy(ignore_id=255, config=TrainConfig(ohem_threshold=1.0))
+    assert everything(logits, target).item() == pytest.approx(per_pixel.mean().item(), rel=1e-6)
+    # Threshold ~0 -> nothing is hard: the hardest n_min = valid/4 pixels are kept.
+    hardest = OhemCrossEntropy(ignore_id=255, config=TrainConfig(ohem_threshold=1e-9, ohem_min_fraction=0.25))
+    n_min = int(valid.sum()) // 4
+    expected = per_pixel.topk(n_min).values.mean()
+    assert hardest(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert hardest(logits, target) > everything(logits, target)
+
+
+def test_aux_heads_add_with_their_weight():
+    logits, target = _batch()
+    aux_logits, _ = _batch(seed=1)
+    ce = F.cross_entropy
+    loss = build_loss(TrainConfig(loss="ce", aux_weight=0.4), class_table=TABLE, ignore_id=255)
+    total = loss({"out": logits, "aux": aux_logits, "aux2": logits}, target)
+    expected = ce(logits, target, ignore_index=255) * 1.4 + 0.4 * ce(aux_logits, target, ignore_index=255)
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert loss(logits, target).item() == pytest.approx(ce(logits, target, ignore_index=255).item())
+
+
+def test_focal_with_gamma_zero_is_ce_and_down_weights_easy_pixels():
+    logits, target = _batch()
+    ce = F.cross_entropy(logits, target, ignore_index=255)
+    focal0 = build_loss(TrainConfig(loss="focal", focal_gamma=0.0), class_table=TABLE, ignore_id=255)
+    focal2 = build_loss(TrainConfig(loss="focal", focal_gamma=2.0), class_table=TABLE, ignore_id=255)
+    assert focal0(logits, target).item() == pytest.approx(ce.item(), rel=1e-6)
+    assert focal2(logits, target) < ce
+
+
+def test_dice_is_zero_for_a_perfect_prediction():
+    _, target = _batch()
+    perfect = F.one_hot(target.clamp(0, 2), 3).permute(0, 3, 1, 2).float() * 50
+    dice = build_loss(TrainConfig(loss="dice"), class_table=TABLE, ignore_id=255)
+    assert dice(perfect, target).item() == pytest.approx(0.0, abs=1e-4)
+    assert dice(-perfect, target).item() > 0.9
+
+
+def test_class_weight_formulae_on_known_frequencies():
+    counts = np.array([600, 300, 100, 0])
+    p = counts / 1000
+    assert enet_weights(counts) == pytest.approx(1 / np.log(1.02 + p))
+    assert enet_weights(counts)[2] > enet_weights(counts)[0]  # rarer class, larger weight
+    # class 0 in images totalling 1000 px, class 1 in 500 px, class 2 in 200 px, class 3 nowhere
+    present = np.array([1000, 500, 200, 0])
+    freq = np.array([0.6, 0.6, 0.5])
+    expected = np.median(freq) / freq
+    assert median_frequency_weights(counts, present)[:3] == pytest.approx(expected)
+    assert median_frequency_weights(counts, present)[3] == 0
+
+
+def test_importance_levels_order_people_over_road_over_buildings_over_sky():
+    levels = dict(zip(CAMVID_CLASSES.names, importance_levels(CAMVID_CLASSES), strict=True))
+    assert levels["Pedestrian"] == levels["Car"] == levels["Bicyclist"] == 3
+    assert levels["Road"] == 2 and levels["Building"] == levels["Tree"] == 1 and levels["Sky"] == 0
+    assert importance_levels(CAMVID_CLASSES, {"Pole": 3})[CAMVID_CLASSES.id_of("Pole")] == 3
+    with pytest.raises(ConfigError, match="unknown classes"):
+        importance_levels(CAMVID_CLASSES, {"Lorry": 3})
+
+
+def test_ial_weights_mistakes_by_importance():
+    table = ClassTable(classes=(ClassInfo(0, "sky", (0, 0, 0)), ClassInfo(1, "car", (1, 1, 1))))
+    ial = build_loss(TrainConfig(loss="ial", ial_level_weights=(1.0, 1.5, 2.0, 3.0)), class_table=table, ignore_id=255)
+    target = torch.tensor([[[0, 1]]])
+    wrong_on_car = torch.tensor([[[[5.0, 5.0]], [[0.0, 0.0]]]])  # predicts sky everywhere
+    wrong_on_sky = torch.tensor([[[[0.0, 0.0]], [[5.0, 5.0]]]])  # predicts car everywhere
+    # Same per-pixel CE for the single mistake; the one on a car pixel weighs 3 vs 1.
+    assert ial(wrong_on_car, target) > ial(wrong_on_sky, target)
+    ce = F.cross_entropy(wrong_on_car, target, reduction="none")[0, 0]
+    assert ial(wrong_on_car, target).item() == pytest.approx(((1 * ce[0] + 3 * ce[1]) / 4).item(), rel=1e-6)
+
+
+# ---- metrics --------------------------------------------------------------------------------
+
+
+def test_confusion_matrix_against_hand_counts():
+    target = np.array([[0, 0, 1, 1], [2, 2, 255, 255]], np.uint8)
+    prediction = np.array([[0, 1, 1, 1], [2, 0, 2, 0]], np.uint8)
+    cm = ConfusionMatrix(4, ignore_id=255)
+    cm.update(prediction, target)
+    # rows = ground truth, cols = prediction; the two ignored pixels count nowhere
+    assert cm.matrix.tolist() == [[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]]
+    iou = cm.iou()
+    assert iou[:3] == pytest.approx([1 / 3, 2 / 3, 1 / 2])
+    assert math.isnan(iou[3])  # no GT and no prediction: left out of the mean (Cityscapes rule)
+    assert cm.miou() == pytest.approx((1 / 3 + 2 / 3 + 1 / 2) / 3)
+    assert cm.global_accuracy() == pytest.approx(4 / 6)
+    assert cm.mean_class_accuracy() == pytest.approx((1 / 2 + 1 + 1 / 2) / 3)
+
+
+def test_a_class_predicted_but_absent_counts_as_zero_iou():
+    cm = ConfusionMatrix(3, ignore_id=255)
+    cm.update(np.array([0, 0, 2]), np.array([0, 0, 0]))
+    assert cm.iou()[2] == 0.0 and math.isnan(cm.iou()[1])
+    assert cm.miou() == pytest.approx((2 / 3 + 0.0) / 2)
+    assert math.isnan(cm.class_accuracy()[2])  # no GT pixels: excluded from C
+
+
+def test_updates_accumulate_and_table_prints_every_class():
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 11, (2, 30, 40))
+    prediction = rng.integers(0, 11, (2, 30, 40))
+    once = ConfusionMatrix(11, ignore_id=255)
+    once.update(prediction, target)
+    twice = ConfusionMatrix(11, ignore_id=255)
+    for p, t in zip(prediction, target, strict=True):
+        twice.update(p, t)
+    assert np.array_equal(once.matrix, twice.matrix)
+    text = once.format_table(CAMVID_CLASSES)
+    assert all(name in text for name in CAMVID_CLASSES.names)
+    assert f"mIoU {100 * once.miou():.2f} %" in text
+    with pytest.raises(ValueError, match="outside"):
+        once.update(np.full((2, 2), 11), np.zeros((2, 2), int))
