@@ -248,8 +248,10 @@ class Renderer:
         oy, ox = int(rng.integers(h)), int(rng.integers(w))
         beta = 7.0 * light.texture_strength / _TABLE_SIGMA
         image = cv2.addWeighted(image, 1.0, self._texture[oy : oy + h, ox : ox + w], beta, -128.0 * beta)
-        if light.blur_sigma > 0.3:
-            image = cv2.GaussianBlur(image, (0, 0), light.blur_sigma)
+        # Blur is specified for a 640-pixel-wide sensor; smaller images get proportionally less.
+        blur_px = light.blur_sigma * w / 640.0
+        if blur_px > 0.3:
+            image = cv2.GaussianBlur(image, (0, 0), blur_px)
         oy, ox = int(rng.integers(h)), int(rng.integers(w))
         beta = light.noise_sigma / _TABLE_SIGMA
         return cv2.addWeighted(image, 1.0, self._noise[oy : oy + h, ox : ox + w], beta, -128.0 * beta)
@@ -268,12 +270,16 @@ class Renderer:
         if vh > 0:
             rows = (np.arange(vh) * SKY_BANDS // vh).astype(np.intp)
             mat[:vh] = bands[rows][:, None]
-            cloud_bgr = np.minimum(hor * 1.08 + 12, 255)
-            cloud = pal.object(cloud_bgr, C["sky"], emissive=True)
+            # Clouds: a few overlapping puffs each, lit from above (brighter tops).
+            white = np.float32(max(float(hor.max()), 150.0))
+            top = pal.object(np.minimum(0.55 * white + 0.45 * hor + 25, 255), C["sky"], emissive=True)
+            base = pal.object(0.5 * white + 0.3 * hor + 0.2 * zen, C["sky"], emissive=True)
             for u, v, rx, ry in light.clouds:
-                centre = (int(u * self.width * _SCALE), int(v * vh * _SCALE))
-                axes = (max(1, int(rx * self.width * _SCALE)), max(1, int(ry * self.height * _SCALE)))
-                cv2.ellipse(mat, centre, axes, 0, 0, 360, cloud, -1, cv2.LINE_8, _SHIFT)
+                cu, cv_, ax, ay = u * self.width, v * vh, rx * self.width, ry * self.height
+                for du, dv, scale, mid in ((0.0, 0.15, 1.0, base), (-0.45, -0.1, 0.55, top), (0.3, -0.25, 0.6, top)):
+                    centre = (int((cu + du * ax) * _SCALE), int((cv_ + dv * ay * 2) * _SCALE))
+                    axes = (max(1, int(scale * ax * _SCALE)), max(1, int(scale * ay * (1.6 if scale < 1 else 1) * _SCALE)))
+                    cv2.ellipse(mat, centre, axes, 0, 0, 360, mid, -1, cv2.LINE_8, _SHIFT)
         grass = pal.ground(scene.road.grass_bgr, C["vegetation"])
         mat[vh:] = grass
         # Distant skyline and tree line, standing on the horizon.
@@ -439,18 +445,20 @@ class Renderer:
         return Renderer._side_s(scene, b.side, sidewalk + b.setback_m)
 
     def _draw_objects(self, scene: Scene, view: _View, pal: Palette) -> None:
-        # Buildings and hedges stand behind everything else at the roadside; within each layer
-        # the furthest is drawn first, so nearer things cover it and the labels follow.
-        back = sorted(scene.buildings, key=lambda b: -b.d0_m)
-        front: list = [*scene.trees, *scene.poles, *scene.vehicles, *scene.people]
-        front.sort(key=lambda o: -o.d_near)
-        for b in back:
-            if b.d0_m + b.length_m > NEAR_CLIP_M and b.d0_m < 220:
-                self._draw_building(scene, view, pal, b)
-        for obj in front:
-            if not NEAR_CLIP_M < obj.d_near < 170:
-                continue
-            if isinstance(obj, Vehicle):
+        # Painter's order: the furthest first, so nearer things cover it and the labels follow.
+        # A building or hedge counts at its far end: whatever stands beside its facade (trees,
+        # poles, people on the sidewalk) is in front of it, whatever lies beyond it (e.g. traffic
+        # round a bend) is behind it.
+        items: list[tuple[float, object]] = [
+            (b.d0_m + b.length_m, b) for b in scene.buildings if b.d0_m + b.length_m > NEAR_CLIP_M and b.d0_m < 220
+        ]
+        for group in (scene.trees, scene.poles, scene.vehicles, scene.people):
+            items += [(o.d_near, o) for o in group if NEAR_CLIP_M < o.d_near < 170]
+        items.sort(key=lambda item: -item[0])
+        for _, obj in items:
+            if isinstance(obj, Building):
+                self._draw_building(scene, view, pal, obj)
+            elif isinstance(obj, Vehicle):
                 self._draw_vehicle(scene, view, pal, obj)
             elif isinstance(obj, Person):
                 if obj.cyclist:
@@ -459,7 +467,7 @@ class Renderer:
                     self._draw_pedestrian(view, pal, obj)
             elif isinstance(obj, Tree):
                 self._draw_tree(scene, view, pal, obj)
-            elif isinstance(obj, Pole):
+            else:
                 self._draw_pole(scene, view, pal, obj)
 
     def _draw_building(self, scene: Scene, view: _View, pal: Palette, b: Building) -> None:
