@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 #: Where the shipped default model lives (used when no --model is given).
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "perception" / "assets" / "default.onnx"
 
+#: Model files each engine reads; other pairings of the grid are left out, so that
+#: ``--model a.onnx --model a.pt --engine ort,torch`` compares ORT on the ONNX file with torch on the
+#: checkpoint without trying ORT on a checkpoint.
+ENGINE_SUFFIXES = {"ort": (".onnx",), "tensorrt": (".onnx", ".engine", ".plan"), "torch": (".pt", ".pth")}
+
 #: Distinct frames cycled through the timed runs (a few, so caches see varied data).
 FRAME_POOL = 8
 
@@ -230,8 +235,9 @@ def _result(case: _Case, cfg: EngineBenchConfig) -> dict[str, Any]:
             "provider": str(case.engine.provider),
             "model_name": meta.model_name,
             "model_id": meta.model_id,
-            # The file's precision, or fp16 when half precision was asked of the engine.
-            "precision": "fp16" if case.fp16 else meta.precision,
+            # The file's precision, or fp16 when the engine says it runs half precision (the torch
+            # engine ignores --fp16 on CPU, and its provider name says so).
+            "precision": "fp16" if case.fp16 and "fp16" in str(case.engine.provider) else meta.precision,
             "input_hw": list(meta.input_hw),
             "load_s": round(case.load_s, 4),
         })
@@ -252,11 +258,17 @@ def _result(case: _Case, cfg: EngineBenchConfig) -> dict[str, Any]:
             "rss_before_load_mb": round(case.rss_before_load / 2**20, 1),
             "rss_after_load_mb": round(case.rss_after_load / 2**20, 1),
             "rss_peak_mb": round(max(case.rss_samples) / 2**20, 1),
+            "rss_load_delta_mb": round((case.rss_after_load - case.rss_before_load) / 2**20, 1),
             "gpu_peak_mb": case.gpu_peak_mb,
         },
         "samples_ms": [round(s, 4) for s in samples_ms],
     })
     return base
+
+
+def _engine_reads(engine: str, model: Path) -> bool:
+    suffixes = ENGINE_SUFFIXES.get(engine)
+    return suffixes is None or model.suffix.lower() in suffixes
 
 
 def build_cases(cfg: EngineBenchConfig, models: list[Path]) -> list[_Case]:
@@ -277,19 +289,29 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
     """
     from tqdm import tqdm
 
+    from perception.engines import ENGINES
+
     models = resolve_models(cfg.models)
-    cases = build_cases(cfg, models)
+    for name in cfg.engines:
+        if name not in ENGINES:
+            raise ConfigError(ENGINES.unknown_message(name))
+    cases = [c for c in build_cases(cfg, models) if _engine_reads(c.engine_name, c.model)]
+    for m in models:
+        if not any(c.model == m for c in cases):
+            raise ConfigError(f"no chosen engine ({', '.join(cfg.engines)}) reads {m.name}; "
+                              "pass --engine torch for .pt checkpoints, ort or tensorrt for .onnx")
     frames_by_hw: dict[tuple[int, int], list[np.ndarray]] = {}
-    engines: dict[tuple, Any] = {}
+    loaded: dict[tuple, _Case] = {}
     try:
         for case in cases:
             key = (case.model, case.engine_name, case.provider, case.threads, case.fp16)
-            if key in engines:  # one loaded engine serves every batch size of its configuration
-                case.engine = engines[key]
-                case.rss_before_load = case.rss_after_load = _rss()
+            if key in loaded:  # one loaded engine serves every batch size of its configuration
+                first = loaded[key]
+                case.engine, case.load_s = first.engine, first.load_s
+                case.rss_before_load, case.rss_after_load = first.rss_before_load, first.rss_after_load
             else:
                 _load(case)
-                engines[key] = case.engine
+                loaded[key] = case
             _prepare_batches(case, frames_by_hw, cfg.seed)
             if not case.skipped:
                 log.info("%s: engine %s, provider %s, input %s", case.label(), case.engine_name,
@@ -313,8 +335,8 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
                     _time_block(case, runs, block_s, bar.update)
                     case.gpu_peak_mb = _max_or_none(case.gpu_peak_mb, gpu_memory_mb())
     finally:
-        for eng in engines.values():
-            eng.close()
+        for case in loaded.values():
+            case.engine.close()
     results = [_result(c, cfg) for c in cases]
     first = next((r for r in results if not r.get("skipped")), None)
     for r in results:

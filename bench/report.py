@@ -103,7 +103,7 @@ def _engine_section(engine: dict[str, Any], plots: dict[str, str]) -> list[str]:
         "",
     ]
     header = ["#", "model", "engine", "provider", "precision", "input", "batch", "runs", "p50 ms", "p90 ms",
-              "p99 ms", "max ms", "FPS", "img/s", "x img/s #1", "x p99 #1", "peak RSS MB", "GPU MB", "file MB"]
+              "p99 ms", "max ms", "FPS", "img/s", "x img/s #1", "x p99 #1", "load +RSS MB", "peak RSS MB", "GPU MB", "file MB"]
     rows = []
     skipped = []
     for i, r in enumerate(engine.get("results", []), start=1):
@@ -117,7 +117,7 @@ def _engine_section(engine: dict[str, Any], plots: dict[str, str]) -> list[str]:
         rows.append([
             i, r["model_name"], r["engine"], r["provider"], r["precision"], f"{h}x{w}", r["batch"], lat["count"],
             lat["p50"], lat["p90"], lat["p99"], lat["max"], r["fps"], r["throughput_ips"],
-            ratios.get("throughput_ips"), ratios.get("p99_ms"), mem.get("rss_peak_mb"), mem.get("gpu_peak_mb"),
+            ratios.get("throughput_ips"), ratios.get("p99_ms"), mem.get("rss_load_delta_mb"), mem.get("rss_peak_mb"), mem.get("gpu_peak_mb"),
             r["model_file_mb"],
         ])
     lines += _table(header, rows) + [""]

@@ -144,9 +144,13 @@ def test_engine_bench_duration_mode(tiny_model):
     assert row["timed_runs"] >= 2 and row["timed_s"] <= 0.3
 
 
-def test_missing_model_and_bad_results_are_user_errors(tmp_path):
+def test_missing_model_bad_engine_and_bad_results_are_user_errors(tiny_model, tmp_path):
     with pytest.raises(ModelError, match="model file .*nope.onnx not found; check the --model path"):
         run_engine_bench(EngineBenchConfig(models=[tmp_path / "nope.onnx"], progress=False))
+    with pytest.raises(ConfigError, match=r"no chosen engine \(torch\) reads tiny.onnx; pass --engine torch"):
+        run_engine_bench(EngineBenchConfig(models=[tiny_model], engines=["torch"], progress=False))
+    with pytest.raises(ConfigError, match="unknown engine 'onnx'"):
+        run_engine_bench(EngineBenchConfig(models=[tiny_model], engines=["onnx"], progress=False))
     (tmp_path / "x.json").write_text("{}")
     with pytest.raises(ConfigError, match="is not a bench result"):
         load_results(tmp_path / "x.json")

@@ -52,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     eng.add_argument("--threads", type=_int_list, default=None,
                      help="intra-op thread counts to compare, e.g. 1,2 (default: the engine's choice)")
     eng.add_argument("--batch", type=_int_list, default=[1], help="batch sizes, e.g. 1,4 (default: 1)")
+    eng.add_argument("--fp16", choices=("no", "yes", "both"), default="no",
+                     help="half precision (torch engine on CUDA): no, yes, or both side by side (default: no)")
     eng.add_argument("--runs", type=int, default=200, help="timed runs per configuration (default: 200)")
     eng.add_argument("--warmup", type=int, default=20, help="untimed warm-up runs per configuration (default: 20)")
     eng.add_argument("--duration", type=float, default=None,
@@ -124,6 +126,7 @@ def _run_engine(args: argparse.Namespace, command: str) -> dict:
         "providers": _flatten(args.provider),
         "threads": args.threads or [],
         "batches": args.batch,
+        "fp16": {"no": [False], "yes": [True], "both": [False, True]}[args.fp16],
         "runs": args.runs,
         "warmup": args.warmup,
         "duration_s": args.duration,
