@@ -246,7 +246,8 @@ class Renderer:
         light = scene.lighting
         h, w = self.height, self.width
         oy, ox = int(rng.integers(h)), int(rng.integers(w))
-        beta = 7.0 * light.texture_strength / _TABLE_SIGMA
+        # Surface grime is reflected light: it fades with the exposure (no blotches on a night sky).
+        beta = 7.0 * light.texture_strength * min(1.0, light.ambient * light.gain) / _TABLE_SIGMA
         image = cv2.addWeighted(image, 1.0, self._texture[oy : oy + h, ox : ox + w], beta, -128.0 * beta)
         # Blur is specified for a 640-pixel-wide sensor; smaller images get proportionally less.
         blur_px = light.blur_sigma * w / 640.0
