@@ -225,7 +225,7 @@ class Renderer:
     def render(self, scene: Scene, rng: np.random.Generator, *, noise: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``scene``: (BGR uint8 H x W x 3 image, uint8 H x W class ids).
 
-        ``rng`` picks the noise and texture windows. ``noise=False`` returns the clean render (no
+        ``rng`` picks the sensor-noise window. ``noise=False`` returns the clean render (no
         texture, sensor noise or blur): the colours that the labels describe.
         """
         view = _View(scene)
@@ -245,7 +245,8 @@ class Renderer:
     def _camera_effects(self, image: np.ndarray, scene: Scene, rng: np.random.Generator) -> np.ndarray:
         light = scene.lighting
         h, w = self.height, self.width
-        oy, ox = int(rng.integers(h)), int(rng.integers(w))
+        # The texture window belongs to the scene (steady over a drive); the noise window is new each frame.
+        oy, ox = int(light.texture_offset[0] * (h - 1)), int(light.texture_offset[1] * (w - 1))
         # Surface grime is reflected light: it fades with the exposure (no blotches on a night sky).
         beta = 7.0 * light.texture_strength * min(1.0, light.ambient * light.gain) / _TABLE_SIGMA
         image = cv2.addWeighted(image, 1.0, self._texture[oy : oy + h, ox : ox + w], beta, -128.0 * beta)

@@ -107,6 +107,7 @@ class Lighting:
     noise_sigma: float
     blur_sigma: float
     texture_strength: float
+    texture_offset: tuple[float, float]  # window into the texture table (fractions), fixed for a drive
     clouds: list[tuple[float, float, float, float]]  # u, v (fractions of the sky area), rx, ry (fractions)
 
 
@@ -349,6 +350,7 @@ def sample_lighting(rng: np.random.Generator) -> Lighting:
         noise_sigma=noise,
         blur_sigma=_u(rng, 0.0, 1.1),
         texture_strength=_u(rng, 0.3, 1.0),
+        texture_offset=(_u(rng, 0, 1), _u(rng, 0, 1)),
         clouds=clouds,
     )
 
