@@ -435,7 +435,8 @@ def make_person(rng: np.random.Generator, road: Road, d: float, *, cyclist: bool
         else:
             width = road.sidewalk_right_m if road.sidewalk_right_m > 0 else 1.5
             s = road.width_m + _u(rng, 0.3, max(0.4, width - 0.3))
-        vs, vd = 0.0, _u(rng, 0.8, 1.6) * (1 if rng.random() < 0.5 else -1) * (rng.random() < 0.8)
+        standing = rng.random() < 0.2
+        vs, vd = 0.0, 0.0 if standing else _u(rng, 0.8, 1.6) * (1 if rng.random() < 0.5 else -1)
     return Person(
         s_m=s, d_m=d, vs_mps=vs, vd_mps=vd, height_m=_u(rng, 1.55, 1.95) if not cyclist else _u(rng, 1.65, 1.9),
         shirt_bgr=_jitter(rng, tuple(int(x) for x in rng.integers(20, 235, 3)), 0),
@@ -585,11 +586,15 @@ def _advance(scene: Scene, dt: float, rng: np.random.Generator) -> None:
         by_lane.setdefault(v.lane, []).append(v)
     for lane_vehicles in by_lane.values():
         lane_vehicles.sort(key=lambda v: v.d_m)
-        for near, ahead in zip(lane_vehicles, lane_vehicles[1:], strict=False):
-            gap = ahead.d_m - (near.d_m + near.length_m)
-            if gap < 6.0 and not near.oncoming:
-                near.speed_mps = min(near.speed_mps, ahead.speed_mps)
-                near.d_m = min(near.d_m, ahead.d_m - near.length_m - 6.0)
+        for near, far in zip(lane_vehicles, lane_vehicles[1:], strict=False):
+            if far.d_m - (near.d_m + near.length_m) >= 6.0:
+                continue
+            if near.oncoming:  # coming towards us: the far one follows the near one
+                far.speed_mps = min(far.speed_mps, near.speed_mps)
+                far.d_m = near.d_m + near.length_m + 6.0
+            else:  # same direction: the near one follows the far one
+                near.speed_mps = min(near.speed_mps, far.speed_mps)
+                near.d_m = far.d_m - near.length_m - 6.0
         for v in lane_vehicles:
             if v.lane == road.ego_lane and not v.oncoming and 0 < v.d_m < 8.0:
                 v.d_m = 8.0
