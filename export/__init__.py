@@ -1,0 +1,187 @@
+"""Checkpoint -> deployable engines, as a chain of checked steps (``perception export``).
+
+1. ``export.onnx``: the model inside a uint8-NHWC-BGR-in / uint8-class-ids-out graph with its
+   metadata, passed by ``onnx.checker``;
+2. ``export.verify``: ONNX Runtime vs PyTorch on real images within a stated tolerance;
+3. ``export.quantize`` (``--int8``): ONNX Runtime static INT8, gated on validation mIoU and timed;
+4. ``export.tensorrt`` (``--tensorrt``): a TensorRT engine through the engine cache.
+
+Each step prints what it checked and the figure; a failed gate raises ``ExportGateError`` (the
+command exits non-zero) and removes the file that failed it.
+
+Run: ``perception export --checkpoint runs/x/best.pt --out model.onnx [--int8 --calib SPEC]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from perception.config import bounds
+from perception.errors import ConfigError, ModelError
+
+log = logging.getLogger(__name__)
+
+
+class ExportGateError(ModelError):
+    """An exported model failed a verification gate."""
+
+
+@dataclass
+class ExportConfig:
+    """What ``perception export`` does; validated by ``perception.config.load_config``."""
+
+    checkpoint: Path
+    out: Path
+    input_hw: tuple[int, int] | None = None
+    confidence: bool = False
+    dynamic_batch: bool = False
+    verify_data: str | None = None
+    verify_count: int = field(default=8, metadata=bounds(1, 1000))
+    int8: bool = False
+    calib: str | None = None
+    calib_count: int = field(default=64, metadata=bounds(1, 10000))
+    val_data: str | None = None
+    val_count: int = field(default=50, metadata=bounds(1, 10000))
+    allow_int8_drop: bool = False
+    latency_runs: int = field(default=20, metadata=bounds(1, 10000))
+    tensorrt: bool = False
+    trt_precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    trt_cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.input_hw is not None and min(self.input_hw) <= 0:
+            raise ValueError(f"input size {self.input_hw} must be positive")
+        if self.out.suffix != ".onnx":
+            raise ValueError(f"--out {self.out} must end in .onnx")
+        if (self.int8 or self.trt_precision == "int8") and not self.calib:
+            raise ValueError("INT8 needs calibration images: add --calib SPEC (e.g. camvid:/data/camvid)")
+
+
+@dataclass
+class ExportSummary:
+    """The files written and the figures of every gate."""
+
+    onnx_path: Path
+    onnx_bytes: int
+    export_s: float
+    verify: object
+    int8_path: Path | None = None
+    int8: object | None = None
+    engine_path: Path | None = None
+    engine_built: bool = False
+
+
+def int8_path_for(out: Path) -> Path:
+    """``model.onnx`` -> ``model.int8.onnx`` (the CPU INT8 model next to the FP32 one)."""
+    return out.with_name(f"{out.stem}.int8.onnx")
+
+
+def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> ExportSummary:
+    """Run the export chain for ``cfg``; ``report`` receives one line per step.
+
+    Raises:
+        ModelError: unreadable checkpoint or export failure. ExportGateError: a gate failed.
+        DataError/ConfigError: bad dataset specs. DependencyError: --tensorrt without TensorRT.
+    """
+    import onnx
+    import torch
+
+    from export.onnx import ExportWrapper, build_metadata, export_onnx, prepare_model
+    from export.verify import load_samples, reference_samples, verify_onnx
+    from perception.training.checkpoint import build_model_from_checkpoint, load_checkpoint
+
+    if cfg.tensorrt:  # fail before minutes of work, not after
+        from export.tensorrt import import_tensorrt
+
+        import_tensorrt()
+    ckpt = load_checkpoint(cfg.checkpoint)
+    model = build_model_from_checkpoint(ckpt)
+    input_hw = tuple(cfg.input_hw or ckpt.input_hw)
+    metadata = build_metadata(ckpt, input_hw=input_hw, dynamic_batch=cfg.dynamic_batch, with_confidence=cfg.confidence)
+
+    exported = export_onnx(model, cfg.out, metadata)
+    report(
+        f"export: {ckpt.model_name} {input_hw[0]}x{input_hw[1]} -> {cfg.out} "
+        f"({exported.size_bytes / 1e6:.2f} MB, opset {onnx.load(str(cfg.out), load_external_data=False).opset_import[0].version}, "
+        f"{exported.export_s:.1f} s), onnx.checker passed"
+    )
+
+    samples, source = reference_samples(
+        cfg.verify_data, checkpoint_dataset=ckpt.dataset, count=cfg.verify_count, input_hw=input_hw
+    )
+    wrapper = ExportWrapper(
+        prepare_model(model), mean_rgb=metadata.mean, std_rgb=metadata.std, with_confidence=cfg.confidence
+    ).eval()
+    with torch.no_grad():
+        verify = verify_onnx(wrapper, onnx.load(str(cfg.out)), samples, source=source)
+    for line in verify.lines():
+        report(line)
+    if not verify.passed:
+        cfg.out.unlink(missing_ok=True)
+        raise ExportGateError(f"{cfg.out.name} failed verification against PyTorch (see above); file removed")
+    summary = ExportSummary(onnx_path=cfg.out, onnx_bytes=exported.size_bytes, export_s=exported.export_s, verify=verify)
+
+    calib_images = None
+    if cfg.int8 or cfg.trt_precision == "int8":
+        calib, _ = load_samples(cfg.calib, split="train", count=cfg.calib_count, input_hw=input_hw)
+        calib_images = [image for image, _ in calib]
+    if cfg.int8:
+        from export.quantize import gate_int8, quantize_int8
+
+        int8_path = int8_path_for(cfg.out)
+        quantize_int8(cfg.out, int8_path, calib_images, metadata=metadata)
+        val, val_source = load_samples(cfg.val_data or cfg.calib, split="val", count=cfg.val_count, input_hw=input_hw)
+        int8 = gate_int8(cfg.out, int8_path, val, metadata, runs=cfg.latency_runs, allow_drop=cfg.allow_int8_drop)
+        report(f"int8: calibrated on {len(calib_images)} images of {cfg.calib}; wrote {int8_path} "
+               f"({int8_path.stat().st_size / 1e6:.2f} MB); validated on {val_source}")
+        for line in int8.lines():
+            report(line)
+        if not int8.passed and not cfg.allow_int8_drop:
+            int8_path.unlink(missing_ok=True)
+            raise ExportGateError(
+                f"INT8 mIoU drop {int8.drop_points:.2f} points exceeds {int8.max_drop_points:.1f}; "
+                "file removed (use more --calib-count, or --allow-int8-drop to keep it)"
+            )
+        summary.int8_path, summary.int8 = int8_path, int8
+
+    if cfg.tensorrt:
+        summary.engine_path, summary.engine_built = _tensorrt_step(cfg, metadata, calib_images, report)
+    return summary
+
+
+def _tensorrt_step(cfg: ExportConfig, metadata, calib_images, report) -> tuple[Path, bool]:
+    """Build (or find in the cache) the TensorRT engine; INT8 goes through a symmetric QDQ ONNX."""
+    from export.cache import EngineCache
+    from export.quantize import quantize_int8
+    from export.tensorrt import engine_for
+
+    source = cfg.out
+    if cfg.trt_precision == "int8":
+        source = cfg.out.with_name(f"{cfg.out.stem}.int8-trt.onnx")
+        quantize_int8(cfg.out, source, calib_images, metadata=metadata, symmetric_activations=True)
+    cache = EngineCache(cfg.trt_cache_dir)
+    engine, key, built = engine_for(source, precision=cfg.trt_precision, cache=cache)
+    local = cfg.out.with_name(f"{cfg.out.stem}.{cfg.trt_precision}.engine")
+    shutil.copyfile(engine, local)
+    verb = "built" if built else "loaded from cache"
+    report(f"tensorrt: {cfg.trt_precision} engine {verb} ({key.gpu_name}, TensorRT {key.trt_version}); wrote {local}")
+    return local, built
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"360x480"`` -> (360, 480); ConfigError otherwise."""
+    h, sep, w = text.lower().partition("x")
+    try:
+        if not sep:
+            raise ValueError
+        size = (int(h), int(w))
+    except ValueError:
+        raise ConfigError(f"--size {text!r}: expected HxW, e.g. 360x480") from None
+    if min(size) <= 0:
+        raise ConfigError(f"--size {text!r}: height and width must be positive")
+    return size

@@ -135,8 +135,9 @@ def quantize_int8(
         prepared = Path(tmp) / "prepared.onnx"
         quantized = Path(tmp) / "quantized.onnx"
         try:
-            # Shape inference + ORT's graph optimisations (Conv/BN fusion), as the quantiser's docs advise.
-            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
+            # ONNX shape inference + ORT graph optimisations (Conv/BN fusion), as the quantiser docs advise;
+            # the symbolic pass is skipped: the graph is static and it mishandles opset-18 Unsqueeze.
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
             proto = onnx.load(str(prepared))
             name_all_nodes(proto)
             onnx.save(proto, str(prepared))

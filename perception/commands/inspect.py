@@ -1,0 +1,73 @@
+"""``perception inspect model.onnx``: what an exported model is, without torch.
+
+Prints the metadata (classes, task groups, input size, training dataset and its validation
+figures, precision, tool versions), the inputs and outputs, the file size and the operator counts;
+``--json`` prints the same as one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="exported .onnx file")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def main(args: argparse.Namespace) -> int:
+    from perception.modelfile import describe_model
+
+    description = describe_model(args.model)
+    if args.json:
+        print(json.dumps(description.to_dict(), indent=2, sort_keys=True))
+    else:
+        print("\n".join(format_description(description)))
+    return 0
+
+
+def _pct(value) -> str:
+    return f"{100 * value:.2f} %" if isinstance(value, (int, float)) else "-"
+
+
+def format_description(d) -> list[str]:
+    """Human-readable lines for a perception.modelfile.ModelDescription."""
+    m = d.metadata
+    table = m.class_table
+    h, w = m.input_hw
+    lines = [
+        f"{d.path}  ({d.size_bytes / 1e6:.2f} MB, {d.producer or 'unknown producer'}, "
+        f"opset {', '.join(f'{k} {v}' for k, v in d.opsets.items())})",
+        f"model      {m.model_name}  id {m.model_id}",
+        f"precision  {m.precision}",
+        f"input      {h}x{w}, dynamic batch: {'yes' if m.dynamic_batch else 'no'}, "
+        f"mean {list(m.mean)}, std {list(m.std)} (RGB, on 0..1)",
+        f"dataset    {m.dataset or '-'}",
+    ]
+    metrics = m.val_metrics
+    if metrics:
+        lines.append(
+            f"val        mIoU {_pct(metrics.get('miou'))}, global acc {_pct(metrics.get('global_acc'))}, "
+            f"class acc {_pct(metrics.get('class_acc'))}"
+        )
+    per_class = metrics.get("per_class_iou") or {}
+    lines.append(f"classes    {table.num_classes} (ignore id {table.ignore_id})")
+    for c in table.classes:
+        iou = f"  IoU {_pct(per_class[c.name])}" if c.name in per_class else ""
+        lines.append(f"  {c.id:>3}  {c.name:<20} rgb{tuple(c.color)}{iou}")
+    if table.task_groups:
+        lines.append("tasks")
+        for task, names in table.task_groups.items():
+            lines.append(f"  {task:<10} {', '.join(names)}")
+    lines.append("inputs")
+    lines += [f"  {t.name:<12} {t.dtype:<8} {list(t.shape)}" for t in d.inputs]
+    lines.append("outputs")
+    lines += [f"  {t.name:<12} {t.dtype:<8} {list(t.shape)}" for t in d.outputs]
+    lines.append(f"operators  {sum(d.op_counts.values())} nodes")
+    lines += [f"  {op:<24} {n}" for op, n in d.op_counts.items()]
+    if m.tool_versions:
+        lines.append("tools      " + ", ".join(f"{k} {v}" for k, v in sorted(m.tool_versions.items())))
+    if m.created_utc:
+        lines.append(f"created    {m.created_utc}")
+    return lines

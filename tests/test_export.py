@@ -1,0 +1,399 @@
+"""The export chain: every model exports and passes the ORT-vs-PyTorch gate, INT8 stays within its
+mIoU budget, metadata survives the file, and the TensorRT engine cache keys on what matters."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import yaml
+
+torch = pytest.importorskip("torch")
+
+from export import ExportConfig, int8_path_for, run_export  # noqa: E402
+from export.cache import EngineCache, engine_key  # noqa: E402
+from export.onnx import ExportWrapper, export_onnx, prepare_model, with_logits_output  # noqa: E402
+from export.quantize import io_nodes_to_exclude  # noqa: E402
+from export.verify import verify_onnx  # noqa: E402
+from perception.cli import main as cli_main  # noqa: E402
+from perception.contracts import (  # noqa: E402
+    INPUT_NAME,
+    ONNX_OPSET,
+    OUTPUT_CLASS_IDS,
+    OUTPUT_CONFIDENCE,
+    ClassTable,
+    ModelMetadata,
+)
+from perception.errors import DependencyError  # noqa: E402
+from perception.modelfile import read_model_metadata  # noqa: E402
+from perception.models import build_model, model_names  # noqa: E402
+from perception.synthetic import SYNTHETIC_CLASSES  # noqa: E402
+from perception.training.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
+
+HW = (64, 96)
+#: The smallest configuration of each registered model (unknown future models: defaults).
+SMALLEST = {
+    "bisenetv2": {"width": 0.25},
+    "segnet": {"width": 0.125},
+    "segnet_basic": {"width": 0.125},
+    "pspnet": {"backbone": "resnet18"},
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: on a small shared CPU, more threads make these tiny models slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _random_images(count: int, seed: int = 0) -> list[tuple[np.ndarray, None]]:
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(count):
+        # Smooth blobs rather than white noise, so the logits have structure.
+        small = rng.integers(0, 256, (8, 12, 3), dtype=np.uint8)
+        images.append((cv2.resize(small, (HW[1], HW[0]), interpolation=cv2.INTER_CUBIC), None))
+    return images
+
+
+def _small_model(name: str, num_classes: int):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=num_classes, aux=False, **SMALLEST.get(name, {}))
+    # A few train-mode passes give BatchNorm real statistics, so activations neither vanish nor
+    # explode and the logits comparison means something.
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(2, 3, *HW))
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_every_model_exports_and_passes_gate(name, tmp_path):
+    model = _small_model(name, SYNTHETIC_CLASSES.num_classes)
+    meta = ModelMetadata(model_name=name, class_table=SYNTHETIC_CLASSES, input_hw=HW, has_confidence=True)
+    result = export_onnx(model, tmp_path / f"{name}.onnx", meta)
+    proto = onnx.load(str(result.path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.opset_import[0].version == ONNX_OPSET
+    io = {v.name: v.type.tensor_type for v in [*proto.graph.input, *proto.graph.output]}
+    assert io[INPUT_NAME].elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_value for d in io[INPUT_NAME].shape.dim] == [1, *HW, 3]
+    for out in (OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE):
+        assert io[out].elem_type == onnx.TensorProto.UINT8
+        assert [d.dim_value for d in io[out].shape.dim] == [1, *HW]
+    ops = {n.op_type for n in proto.graph.node}
+    assert not ops & {"MaxUnpool", "If", "Loop"}, ops
+    wrapper = ExportWrapper(prepare_model(model), mean_rgb=meta.mean, std_rgb=meta.std, with_confidence=True)
+    report = verify_onnx(wrapper, proto, _random_images(2), source="blobs")
+    assert report.passed, report.lines()
+    assert report.logits_max_abs < 1e-3
+
+
+def test_segnet_exports_without_maxunpool_or_indices(tmp_path):
+    model = _small_model("segnet", 11)
+    meta = ModelMetadata(model_name="segnet", class_table=SYNTHETIC_CLASSES, input_hw=HW)
+    proto = onnx.load(str(export_onnx(model, tmp_path / "s.onnx", meta).path))
+    ops = [n.op_type for n in proto.graph.node]
+    assert "MaxUnpool" not in ops
+    assert [o.name for o in proto.graph.output] == [OUTPUT_CLASS_IDS]
+    # MaxPool with a second (indices) output would mean the unpooling still uses indices.
+    assert all(len(n.output) == 1 for n in proto.graph.node if n.op_type == "MaxPool")
+
+
+def test_graph_does_preprocessing_like_training(tmp_path):
+    """uint8 BGR in the graph == RGB / 255, mean/std normalised float into the model."""
+    model = _small_model("segnet_basic", 11)
+    meta = ModelMetadata(model_name="segnet_basic", class_table=SYNTHETIC_CLASSES, input_hw=HW)
+    proto = onnx.load(str(export_onnx(model, tmp_path / "m.onnx", meta).path))
+    image = _random_images(1, seed=3)[0][0]
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(with_logits_output(proto).SerializeToString(), providers=["CPUExecutionProvider"])
+    ort_logits = session.run(["logits"], {INPUT_NAME: image[None]})[0]
+    rgb = image[..., ::-1].astype(np.float32) / 255.0
+    x = (rgb - np.array(meta.mean, np.float32)) / np.array(meta.std, np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]).numpy()
+    np.testing.assert_allclose(ort_logits, ref, atol=1e-4)
+
+
+def test_gate_fails_when_graph_differs_from_model(tmp_path):
+    model = _small_model("segnet_basic", 11)
+    meta = ModelMetadata(model_name="segnet_basic", class_table=SYNTHETIC_CLASSES, input_hw=HW)
+    proto = onnx.load(str(export_onnx(model, tmp_path / "m.onnx", meta).path))
+    other = _small_model("segnet_basic", 11)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    wrapper = ExportWrapper(other, mean_rgb=meta.mean, std_rgb=meta.std)
+    report = verify_onnx(wrapper, proto, _random_images(1))
+    assert not report.passed
+    assert report.lines()[0].startswith("verify FAIL")
+
+
+def test_dynamic_batch_export(tmp_path):
+    model = _small_model("segnet_basic", 11)
+    meta = ModelMetadata(model_name="segnet_basic", class_table=SYNTHETIC_CLASSES, input_hw=HW, dynamic_batch=True)
+    path = export_onnx(model, tmp_path / "d.onnx", meta).path
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    batch = np.stack([img for img, _ in _random_images(3)])
+    (class_ids,) = session.run(None, {INPUT_NAME: batch})
+    assert class_ids.shape == (3, *HW) and class_ids.dtype == np.uint8
+    assert read_model_metadata(path).dynamic_batch
+
+
+# ---- a tiny model trained on a labelled folder dataset: INT8 and the CLI end to end ----------
+
+COLOURS_BGR = {0: (40, 40, 40), 1: (200, 60, 60), 2: (60, 200, 60), 3: (60, 60, 220)}
+
+
+def _scene(rng) -> tuple[np.ndarray, np.ndarray]:
+    """Random coloured rectangles on a dark background, with texture noise; label = colour's class."""
+    label = np.zeros(HW, np.uint8)
+    for _ in range(int(rng.integers(2, 5))):
+        cls = int(rng.integers(1, 4))
+        y0, x0 = int(rng.integers(0, HW[0] - 16)), int(rng.integers(0, HW[1] - 16))
+        label[y0 : y0 + int(rng.integers(12, 40)), x0 : x0 + int(rng.integers(12, 50))] = cls
+    lut = np.array([COLOURS_BGR[c] for c in range(4)], np.int16)
+    image = lut[label] + rng.normal(0, 12, (*HW, 3))
+    return np.clip(image, 0, 255).astype(np.uint8), label
+
+
+@pytest.fixture(scope="module")
+def folder_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("blocks")
+    table = {
+        "classes": [
+            {"id": 0, "name": "background", "color": [40, 40, 40]},
+            {"id": 1, "name": "road", "color": [60, 60, 200]},
+            {"id": 2, "name": "lane_marking", "color": [60, 200, 60]},
+            {"id": 3, "name": "car", "color": [220, 60, 60]},
+        ],
+        "ignore_id": 255,
+        "task_groups": {"drivable": ["road", "lane_marking"], "lane": ["lane_marking"], "obstacle": ["car"]},
+    }
+    rng = np.random.default_rng(7)
+    for split, count in (("train", 48), ("val", 12)):
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "labels").mkdir()
+        (root / split / "classes.yaml").write_text(yaml.safe_dump(table))
+        for i in range(count):
+            image, label = _scene(rng)
+            cv2.imwrite(str(root / split / "images" / f"{i:03d}.png"), image)
+            cv2.imwrite(str(root / split / "labels" / f"{i:03d}.png"), label)
+    return root, ClassTable.from_dict(table)
+
+
+@pytest.fixture(scope="module")
+def trained_checkpoint(folder_dataset, tmp_path_factory):
+    """segnet_basic (narrowest) trained 200 steps (~10 s) to segment the rectangles."""
+    from perception.datasets import open_dataset
+    from perception.metrics import ConfusionMatrix
+
+    root, table = folder_dataset
+    torch.manual_seed(0)
+    model = build_model("segnet_basic", num_classes=table.num_classes, width=0.125)
+    train = open_dataset(f"folder:{root}", split="train")
+    mean, std = np.array((0.485, 0.456, 0.406), np.float32), np.array((0.229, 0.224, 0.225), np.float32)
+
+    def tensor(images):
+        rgb = np.stack(images)[..., ::-1].astype(np.float32) / 255.0
+        return torch.from_numpy(np.ascontiguousarray(((rgb - mean) / std).transpose(0, 3, 1, 2)))
+
+    data = [train[i] for i in range(len(train))]
+    x_all, y_all = tensor([d[0] for d in data]), torch.from_numpy(np.stack([d[1] for d in data])).long()
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for step in range(200):
+        idx = torch.randint(0, len(data), (4,), generator=torch.Generator().manual_seed(step))
+        out = model(x_all[idx])
+        logits = out["out"] if isinstance(out, dict) else out
+        loss = torch.nn.functional.cross_entropy(logits, y_all[idx])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    val = open_dataset(f"folder:{root}", split="val")
+    matrix = ConfusionMatrix(table.num_classes, ignore_id=table.ignore_id)
+    with torch.no_grad():
+        for image, label in (val[i] for i in range(len(val))):
+            matrix.update(model(tensor([image])).argmax(1)[0].numpy(), label)
+    ckpt = Checkpoint(
+        model_name="segnet_basic",
+        model_kwargs={"width": 0.125},
+        class_table=table,
+        input_hw=HW,
+        state_dict=model.state_dict(),
+        dataset=f"folder:{root}",
+        metrics=matrix.summary(table),
+    )
+    path = save_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt", ckpt)
+    assert matrix.miou() > 0.6, f"the test model did not learn (val mIoU {matrix.miou():.2f})"
+    return path, ckpt
+
+
+def test_cli_export_int8_and_inspect(trained_checkpoint, folder_dataset, tmp_path, capsys):
+    ckpt_path, ckpt = trained_checkpoint
+    root, table = folder_dataset
+    out = tmp_path / "model.onnx"
+    code = cli_main([
+        "export", "--checkpoint", str(ckpt_path), "--out", str(out), "--confidence",
+        "--verify-data", f"folder:{root}", "--verify-count", "4",
+        "--int8", "--calib", f"folder:{root}", "--calib-count", "16", "--val-count", "12", "--latency-runs", "3",
+    ])
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    assert "verify PASS" in printed and "int8 PASS" in printed, printed
+
+    meta = read_model_metadata(out)
+    assert meta.model_name == "segnet_basic" and meta.input_hw == HW and meta.precision == "fp32"
+    assert meta.class_table == table and meta.has_confidence
+    assert meta.dataset == f"folder:{root}"
+    assert meta.val_metrics["miou"] == pytest.approx(ckpt.metrics["miou"])
+    assert set(meta.tool_versions) == {"torch", "onnx", "onnxruntime", "perception"}
+
+    int8 = int8_path_for(out)
+    int8_meta = read_model_metadata(int8)
+    assert int8_meta.precision == "int8" and int8_meta.class_table == table
+    ops = [n.op_type for n in onnx.load(str(int8)).graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    # The uint8 input is never quantised: the graph still starts with the float cast.
+    assert onnx.load(str(int8)).graph.node[0].op_type == "Cast"
+
+    assert cli_main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    for needle in ("segnet_basic", "lane_marking", "drivable", "class_ids", "confidence", "uint8", "Conv", "fp32"):
+        assert needle in text, needle
+    assert cli_main(["inspect", str(int8), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["metadata"]["precision"] == "int8"
+    assert doc["inputs"] == [{"name": INPUT_NAME, "dtype": "uint8", "shape": [1, *HW, 3]}]
+    assert doc["op_counts"]["QuantizeLinear"] > 0
+
+
+def test_int8_gate_fails_loudly(trained_checkpoint, folder_dataset, tmp_path, monkeypatch):
+    """A budget no INT8 model can meet fails the export and removes the INT8 file."""
+    import export.quantize
+
+    ckpt_path, _ = trained_checkpoint
+    root, _ = folder_dataset
+    monkeypatch.setattr(export.quantize, "MAX_MIOU_DROP_POINTS", -100.0)
+    out = tmp_path / "m.onnx"
+    cfg = ExportConfig(
+        checkpoint=ckpt_path, out=out, verify_data=f"folder:{root}", verify_count=2,
+        int8=True, calib=f"folder:{root}", calib_count=4, val_count=4, latency_runs=1,
+    )
+    with pytest.raises(export.ExportGateError, match="INT8 mIoU drop"):
+        run_export(cfg, report=lambda line: None)
+    assert out.is_file() and not int8_path_for(out).exists()
+
+
+def test_quantiser_leaves_preprocessing_and_argmax_in_float(trained_checkpoint, tmp_path):
+    _, ckpt = trained_checkpoint
+    from perception.training.checkpoint import build_model_from_checkpoint
+
+    meta = ModelMetadata(model_name="segnet_basic", class_table=ckpt.class_table, input_hw=HW)
+    proto = onnx.load(str(export_onnx(build_model_from_checkpoint(ckpt), tmp_path / "m.onnx", meta).path))
+    excluded = set(io_nodes_to_exclude(proto))
+    by_name = {n.name: n for n in proto.graph.node}
+    assert {by_name[n].op_type for n in excluded} >= {"Cast", "ArgMax"}
+    assert not any(by_name[n].op_type == "Conv" for n in excluded)
+
+
+def test_export_rejects_bad_size(trained_checkpoint, tmp_path, capsys):
+    ckpt_path, _ = trained_checkpoint
+    code = cli_main(["export", "--checkpoint", str(ckpt_path), "--out", str(tmp_path / "m.onnx"), "--size", "sixty"])
+    assert code != 0
+    assert capsys.readouterr().err.startswith("perception: error: --size 'sixty'")
+
+
+# ---- TensorRT: the engine cache (no tensorrt needed) and the real build (GPU only) -------------
+
+SHAPES = {INPUT_NAME: (1, 64, 96, 3)}
+
+
+def _key(**changes):
+    args = {"trt_version": "10.3.0", "gpu_name": "NVIDIA Orin sm87", "precision": "fp16", "input_shapes": SHAPES}
+    onnx_bytes = changes.pop("onnx_bytes", b"model-a")
+    args.update(changes)
+    return engine_key(onnx_bytes, **args)
+
+
+def test_engine_key_changes_with_everything_an_engine_depends_on():
+    base = _key()
+    assert _key().digest == base.digest
+    for change in (
+        {"onnx_bytes": b"model-b"},
+        {"trt_version": "10.4.0"},
+        {"gpu_name": "NVIDIA RTX 4090 sm89"},
+        {"precision": "int8"},
+        {"input_shapes": {INPUT_NAME: (1, 128, 192, 3)}},
+    ):
+        assert _key(**change).digest != base.digest, change
+    with pytest.raises(ValueError, match="precision"):
+        _key(precision="int4")
+
+
+def test_engine_cache_reuses_unchanged_and_misses_changed(tmp_path):
+    cache = EngineCache(tmp_path / "trt")
+    key = _key()
+    assert cache.load(key) is None
+    path = cache.store(key, b"serialized-engine")
+    assert cache.load(key) == b"serialized-engine"
+    assert json.loads(path.with_suffix(".json").read_text())["precision"] == "fp16"
+    assert cache.load(_key(onnx_bytes=b"retrained")) is None
+    assert cache.load(_key(trt_version="10.5.0")) is None
+    assert cache.timing_cache_path(trt_version="10.3", gpu="a") != cache.timing_cache_path(trt_version="10.3", gpu="b")
+
+
+def test_missing_tensorrt_is_a_dependency_error(monkeypatch, tmp_path):
+    from export import tensorrt as trt_export
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
+    with pytest.raises(DependencyError, match=r"TensorRT is not installed; pip install 'perception\[gpu\]'"):
+        trt_export.engine_for(tmp_path / "m.onnx", precision="fp16")
+
+
+def test_cli_tensorrt_without_tensorrt_is_one_line(trained_checkpoint, tmp_path, monkeypatch, capsys):
+    ckpt_path, _ = trained_checkpoint
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    code = cli_main(["export", "--checkpoint", str(ckpt_path), "--out", str(tmp_path / "m.onnx"), "--tensorrt", "--fp16"])
+    err = capsys.readouterr().err
+    assert code == DependencyError.exit_code
+    assert err.strip() == "perception: error: TensorRT is not installed; pip install 'perception[gpu]' on a machine with an NVIDIA GPU"
+
+
+def test_ort_provider_options_enable_engine_and_timing_caches(tmp_path):
+    from export.tensorrt import ort_providers
+
+    providers = ort_providers(tmp_path, fp16=True)
+    name, options = providers[0]
+    assert name == "TensorrtExecutionProvider"
+    assert options["trt_engine_cache_enable"] and options["trt_timing_cache_enable"] and options["trt_fp16_enable"]
+    assert options["trt_engine_cache_path"] == str(tmp_path)
+    assert providers[1][0] == "CUDAExecutionProvider" and providers[-1] == "CPUExecutionProvider"
+
+
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_tensorrt_engine_builds_then_loads_from_cache(precision, tmp_path):
+    from export.tensorrt import engine_for
+
+    model = _small_model("segnet_basic", 11)
+    meta = ModelMetadata(model_name="segnet_basic", class_table=SYNTHETIC_CLASSES, input_hw=HW)
+    path = export_onnx(model, tmp_path / "m.onnx", meta).path
+    cache = EngineCache(tmp_path / "trt")
+    engine, key, built = engine_for(path, precision=precision, cache=cache)
+    assert built and engine.stat().st_size > 0
+    again, key2, built2 = engine_for(path, precision=precision, cache=cache)
+    assert not built2 and again == engine and key2 == key
