@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="checkpoint: auto, cpu or cuda; ONNX: auto, cpu, cuda")
     parser.add_argument("--batch-size", type=int, default=4, help="checkpoint evaluation batch size")
     parser.add_argument("--workers", type=int, default=2, help="checkpoint evaluation DataLoader workers")
-    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: default)")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads, torch or ONNX Runtime (0: default)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
 
 
@@ -54,7 +54,12 @@ def main(args: argparse.Namespace) -> int:
         dataset = open_dataset(spec, split=args.split)
         log.info("evaluating %s on %s (%s, %d images)", args.checkpoint, spec, args.split, len(dataset))
         cm = evaluate_checkpoint(
-            args.checkpoint, dataset, device=args.device, batch_size=args.batch_size, workers=args.workers
+            args.checkpoint,
+            dataset,
+            device=args.device,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            threads=args.threads,
         )
         source = args.checkpoint
     print(f"{source} on {spec} ({args.split}, {len(dataset)} images)")

@@ -69,24 +69,25 @@ def overrides_from_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
+    from perception.training.config import TrainConfig, load_train_config
+
+    overrides = overrides_from_flags(args)
+    if not (args.resume and not args.config):
+        config = load_train_config(args.config, overrides)  # a bad config fails before torch loads
     try:
         import torch  # noqa: F401
         import torchvision  # noqa: F401
     except ImportError:
         raise DependencyError("training needs torch and torchvision; pip install -e '.[train]'") from None
-    from perception.training.checkpoint import load_checkpoint
-    from perception.training.config import TrainConfig, load_train_config
     from perception.training.fit import fit
 
-    overrides = overrides_from_flags(args)
     if args.resume and not args.config:
         # The checkpoint's own config, so `--resume runs/x/last.pt` alone continues that run.
         from perception.config import load_config
+        from perception.training.checkpoint import load_checkpoint
 
         base = load_checkpoint(args.resume).config
         config = load_config(TrainConfig, {**base, **overrides}, source=f"config of {args.resume}")
-    else:
-        config = load_train_config(args.config, overrides)
     metrics = fit(config, resume=args.resume)
     if not math.isnan(metrics["miou"]):
         print(

@@ -43,6 +43,8 @@ def setup_distributed(device: torch.device) -> DistInfo:
         raise ConfigError("RANK / WORLD_SIZE / LOCAL_RANK must be integers; start DDP runs with torchrun") from None
     if world_size <= 1:
         return DistInfo()
+    if device.type == "cuda":
+        torch.cuda.set_device(local_rank)  # nccl needs each rank on its own GPU before init
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size)

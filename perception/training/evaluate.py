@@ -50,9 +50,13 @@ def evaluate_engine(engine, dataset: Dataset, *, on_sample: Callable[[], None] |
 
 
 def evaluate_checkpoint(
-    path: str | Path, dataset: Dataset, *, device: str = "auto", batch_size: int = 4, workers: int = 2
+    path: str | Path, dataset: Dataset, *, device: str = "auto", batch_size: int = 4, workers: int = 2, threads: int = 0
 ) -> ConfusionMatrix:
-    """Confusion matrix of the checkpoint's model over ``dataset`` (ModelError for a bad file)."""
+    """Confusion matrix of the checkpoint's model over ``dataset`` (ModelError for a bad file).
+
+    ``threads`` > 0 sets torch's CPU threads.
+    """
+    import torch
     from torch.utils.data import DataLoader
 
     from perception.training.augment import EvalSamples, collate_eval, ignore_id_of
@@ -60,6 +64,8 @@ def evaluate_checkpoint(
     from perception.training.distributed import DistInfo, pick_device
     from perception.training.trainer import score_loader
 
+    if threads > 0:
+        torch.set_num_threads(threads)
     ckpt = load_checkpoint(path)
     check_classes(ckpt.class_table, dataset, source=f"checkpoint {path}")
     torch_device = pick_device(device, DistInfo())

@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from perception.datasets import Dataset, class_pixel_stats, open_dataset
-from perception.errors import DataError
+from perception.errors import ConfigError, DataError
 from perception.metrics import ConfusionMatrix
 from perception.training.augment import (
     EvalSamples,
@@ -66,7 +66,7 @@ class Data:
 
     @property
     def steps_per_epoch(self) -> int:
-        return len(self.sampler.dataset) // (self.sampler.num_replicas * self.loader.batch_size) or 0
+        return len(self.sampler.dataset) // (self.sampler.num_replicas * self.loader.batch_size)
 
 
 @dataclass
@@ -229,7 +229,9 @@ def step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> dict[str, floa
         outputs = run.model(images)
         loss = run.loss_fn(outputs, labels)
     if not torch.isfinite(loss):
-        raise FloatingPointError(f"loss is {loss.item()} at step {run.step}; lower --lr or check the labels")
+        raise ConfigError(
+            f"loss is {loss.item()} at step {run.step}: training diverged; lower lr or set grad_clip (e.g. 5.0)"
+        )
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     if run.config.grad_clip > 0:
