@@ -1,0 +1,147 @@
+"""Reading exported model files without torch: metadata, the I/O contract and clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from perception.cli import main as cli_main
+from perception.contracts import INPUT_NAME, METADATA_KEY, OUTPUT_CLASS_IDS, ModelMetadata
+from perception.errors import ModelError
+from perception.modelfile import describe_model, read_model_metadata
+from perception.synthetic import SYNTHETIC_CLASSES
+
+HW = (4, 6)
+
+
+def _graph_model(*, input_type=TensorProto.UINT8, output_name=OUTPUT_CLASS_IDS, metadata: ModelMetadata | None = None):
+    """A tiny contract-shaped graph: uint8 NHWC in, argmax over channels as uint8 N x H x W out."""
+    nodes = [
+        helper.make_node("Cast", [INPUT_NAME], ["x"], to=TensorProto.FLOAT),
+        helper.make_node("ArgMax", ["x"], ["ids64"], axis=3, keepdims=0),
+        helper.make_node("Cast", ["ids64"], [output_name], to=TensorProto.UINT8),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info(INPUT_NAME, input_type, [1, *HW, 3])],
+        [helper.make_tensor_value_info(output_name, TensorProto.UINT8, [1, *HW])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="test")
+    model.ir_version = 10  # what the exporter writes; onnx.helper defaults to a newer IR than ORT reads
+    if metadata is not None:
+        helper.set_model_props(model, {METADATA_KEY: metadata.to_json()})
+    onnx.checker.check_model(model)
+    return model
+
+
+def _meta(**changes) -> ModelMetadata:
+    values = {"model_name": "segnet", "class_table": SYNTHETIC_CLASSES, "input_hw": HW, "dataset": "synthetic",
+              "val_metrics": {"miou": 0.5}}
+    values.update(changes)
+    return ModelMetadata(**values)
+
+
+def _write(tmp_path, model, name="m.onnx"):
+    path = tmp_path / name
+    onnx.save(model, str(path))
+    return path
+
+
+def test_metadata_round_trip_and_description(tmp_path):
+    meta = _meta()
+    path = _write(tmp_path, _graph_model(metadata=meta))
+    assert read_model_metadata(path) == meta
+    d = describe_model(path)
+    assert d.op_counts == {"Cast": 2, "ArgMax": 1}
+    assert d.inputs[0].to_dict() == {"name": INPUT_NAME, "dtype": "uint8", "shape": [1, *HW, 3]}
+    assert d.outputs[0].dtype == "uint8" and d.size_bytes == path.stat().st_size
+    assert d.to_dict()["metadata"]["class_table"]["task_groups"]["lane"] == ["lane_marking"]
+
+
+def test_the_graph_really_runs_as_described(tmp_path):
+    import onnxruntime as ort
+
+    path = _write(tmp_path, _graph_model(metadata=_meta()))
+    image = np.zeros((1, *HW, 3), np.uint8)
+    image[..., 2] = 9  # red is the largest channel everywhere -> class 2
+    (ids,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {INPUT_NAME: image})
+    assert ids.dtype == np.uint8 and (ids == 2).all()
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelError, match=r"model file .*nope.onnx not found; check the path"):
+        read_model_metadata(tmp_path / "nope.onnx")
+
+
+def test_truncated_and_corrupt_files(tmp_path):
+    data = _graph_model(metadata=_meta()).SerializeToString()
+    truncated = tmp_path / "cut.onnx"
+    truncated.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ModelError, match=r"cut.onnx .*truncated"):
+        read_model_metadata(truncated)
+    corrupt = tmp_path / "junk.onnx"
+    corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8).tobytes())
+    with pytest.raises(ModelError, match=r"junk.onnx .*(truncated|corrupt)"):
+        read_model_metadata(corrupt)
+
+
+def test_model_without_metadata(tmp_path):
+    path = _write(tmp_path, _graph_model())
+    with pytest.raises(ModelError) as info:
+        read_model_metadata(path)
+    assert str(info.value) == "m.onnx has no perception metadata; export it with 'perception export'"
+
+
+def test_io_not_matching_the_contract(tmp_path):
+    path = _write(tmp_path, _graph_model(input_type=TensorProto.FLOAT, metadata=_meta()))
+    with pytest.raises(ModelError, match=r"input 'image' is float32 .* expected uint8 \[N, 4, 6, 3\]"):
+        read_model_metadata(path)
+    path = _write(tmp_path, _graph_model(metadata=_meta(input_hw=(8, 6))), "size.onnx")
+    with pytest.raises(ModelError, match=r"size.onnx: input 'image' is uint8 \[1, 4, 6, 3\], expected uint8 \[N, 8, 6, 3\]"):
+        read_model_metadata(path)
+    path = _write(tmp_path, _graph_model(metadata=_meta(has_confidence=True)), "conf.onnx")
+    with pytest.raises(ModelError, match=r"output 'confidence' is missing"):
+        read_model_metadata(path)
+    path = _write(tmp_path, _graph_model(output_name="labels", metadata=_meta()), "name.onnx")
+    with pytest.raises(ModelError, match=r"output 'class_ids' is missing \(found labels\)"):
+        read_model_metadata(path)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "no-metadata"])
+def test_cli_inspect_errors_are_one_line(tmp_path, kind):
+    data = _graph_model(metadata=None if kind == "no-metadata" else _meta()).SerializeToString()
+    path = tmp_path / "m.onnx"
+    path.write_bytes(data[: len(data) // 2] if kind == "truncated" else data)
+    proc = subprocess.run([sys.executable, "-m", "perception", "inspect", str(path)], capture_output=True, text=True)
+    assert proc.returncode == ModelError.exit_code
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("perception: error: m.onnx")
+
+
+def test_inspect_prints_metadata_without_torch(tmp_path):
+    path = _write(tmp_path, _graph_model(metadata=_meta()))
+    code = (
+        "import sys; from perception.cli import main; rc = main(['inspect', sys.argv[1]]);"
+        "sys.exit(rc or (3 if 'torch' in sys.modules else 0))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for needle in ("segnet", "synthetic", "mIoU 50.00 %", "lane_marking", "obstacle", "ArgMax", "uint8", "[1, 4, 6]"):
+        assert needle in proc.stdout, needle
+
+
+def test_inspect_json(tmp_path, capsys):
+    import json
+
+    path = _write(tmp_path, _graph_model(metadata=_meta()))
+    assert cli_main(["inspect", str(path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["metadata"]["model_name"] == "segnet" and doc["op_counts"]["ArgMax"] == 1
+    assert doc["outputs"] == [{"name": OUTPUT_CLASS_IDS, "dtype": "uint8", "shape": [1, *HW]}]
