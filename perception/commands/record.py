@@ -1,0 +1,44 @@
+"""``perception record``: subscribe to a node's topics and write them to an MCAP file.
+
+    perception record --namespace perception/front --out out/run.mcap --duration 60
+    perception record --topic perception/front/lane perception/front/stats --out lanes.mcap
+
+Stops after ``--duration`` or on Ctrl-C / SIGTERM, finishing the file either way. The layout
+(sensor_msgs/msg/Image masks, std_msgs/msg/String JSON, wire headers in ``<topic>/meta``) is
+described in ``perception/record.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from pathlib import Path
+
+from perception import contracts
+from perception.launch import config_from_args
+from perception.record import RecordConfig, Recorder
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--endpoint", default=contracts.DEFAULT_ENDPOINT, help="publisher endpoint (default %(default)s)")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--namespace", help="every topic under this namespace, e.g. perception/front")
+    which.add_argument("--topic", nargs="+", action="extend", metavar="T", help="exact topics to record")
+    parser.add_argument("--out", type=Path, required=True, help="output .mcap file")
+    parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
+    parser.add_argument("--curve-server-key", metavar="FILE", help="the node's public .key file (CURVE)")
+    parser.add_argument("--curve-key", metavar="FILE", help="this client's .key_secret file (CURVE)")
+
+
+def main(args: argparse.Namespace) -> int:
+    config = config_from_args(RecordConfig, args, command="record")
+    recorder = Recorder(config)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    what = config.namespace + "/*" if config.namespace else ", ".join(config.topic)
+    print(f"recording {what} from {config.endpoint} to {config.out}", flush=True)
+    summary = recorder.run(stop)
+    print(summary.format(), flush=True)
+    return 0

@@ -1,0 +1,250 @@
+"""Recording: subscribe to a node's topics and write them to an MCAP file that ROS 2 tools open.
+
+``perception record --endpoint tcp://127.0.0.1:5556 --namespace perception/front --out run.mcap``
+(or ``--topic perception/front/lane ...``; ``--duration S``; Ctrl-C ends it and finishes the file).
+
+Layout of the file (MCAP ``ros2`` profile, every channel CDR-encoded ROS 2 messages, written with
+``mcap_ros2.writer.Writer``):
+
+=================================  ======================  =================================================
+channel                            schema                  content
+=================================  ======================  =================================================
+``/<ns>/<mask>``                   sensor_msgs/msg/Image   stamp = capture time, frame_id, height, width,
+                                                           ``mono8``, is_bigendian 0, step, the decoded mask
+``/<ns>/stats``, ``/<ns>/obstacles``  std_msgs/msg/String  the JSON document as published
+``/<topic>/meta``                  std_msgs/msg/String     the wire header JSON of each message above (seq,
+                                                           capture_ns, publish_ns, model_id, latency_ms,
+                                                           compression...), so ``perception replay`` is exact
+=================================  ======================  =================================================
+
+Each MCAP message's ``sequence`` is the wire ``seq``, ``log_time`` the receive time and
+``publish_time`` the node's publish time. A metadata record ``perception.recording`` holds the
+endpoint, the topics, the perception and wire versions and per-topic counts.
+
+Foxglove Studio and ``ros2 bag play`` show the masks as mono8 images (class maps look dark: their
+pixel values are class ids).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO
+
+from perception import __version__, contracts
+from perception.config import bounds
+from perception.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SCHEMA = "sensor_msgs/msg/Image"
+STRING_SCHEMA = "std_msgs/msg/String"
+#: Suffix of the channel that carries each topic's wire headers.
+META_SUFFIX = "/meta"
+#: Name of the MCAP metadata record written by the recorder.
+METADATA_NAME = "perception.recording"
+
+# ROS 2 message definitions in the concatenated form rosbag2 writes (dependencies after a line
+# of '=' and "MSG: <type>"), which mcap_ros2 and Foxglove parse.
+_SEPARATOR = "=" * 80
+IMAGE_MSGDEF = "\n".join(
+    [
+        "std_msgs/Header header",
+        "uint32 height",
+        "uint32 width",
+        "string encoding",
+        "uint8 is_bigendian",
+        "uint32 step",
+        "uint8[] data",
+        _SEPARATOR,
+        "MSG: std_msgs/Header",
+        "builtin_interfaces/Time stamp",
+        "string frame_id",
+        _SEPARATOR,
+        "MSG: builtin_interfaces/Time",
+        "int32 sec",
+        "uint32 nanosec",
+    ]
+)
+STRING_MSGDEF = "string data"
+
+
+def mcap_topic(topic: str) -> str:
+    """The MCAP channel name of a wire topic: ROS 2 topics are absolute (``/perception/front/lane``)."""
+    return "/" + topic.lstrip("/")
+
+
+def wire_topic(channel: str) -> str:
+    return channel.lstrip("/")
+
+
+@dataclass
+class RecordConfig:
+    """The flags of ``perception record`` (and the parameters of a ``record`` launch node)."""
+
+    out: Path
+    endpoint: str = contracts.DEFAULT_ENDPOINT
+    namespace: str | None = None
+    topic: list[str] = field(default_factory=list)
+    duration: float | None = field(default=None, metadata=bounds(0.001, None))
+    curve_server_key: str | None = None
+    curve_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if bool(self.namespace) == bool(self.topic):
+            raise ValueError("give --namespace NS (all its topics) or --topic T ... (exact topics), one of the two")
+
+
+@dataclass
+class TopicCount:
+    """Per-topic figures: messages, first/last seq, seqs missing between them, seq restarts."""
+
+    messages: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    missing: int = 0
+    restarts: int = 0
+
+    def add(self, seq: int) -> None:
+        if self.last_seq is not None:
+            if seq > self.last_seq + 1:
+                self.missing += seq - self.last_seq - 1
+            elif seq <= self.last_seq:
+                self.restarts += 1  # the node restarted (its seq starts again)
+        if self.first_seq is None:
+            self.first_seq = seq
+        self.last_seq = seq
+        self.messages += 1
+
+
+class McapMaskWriter:
+    """Writes received ``perception.subscribe.Message`` objects into an MCAP file (layout above).
+
+    Raises ConfigError when ``path`` cannot be written.
+    """
+
+    def __init__(self, path: Path) -> None:
+        from mcap_ros2.writer import Writer
+
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file: IO[bytes] = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            raise ConfigError(f"cannot write {self.path}: {exc.strerror}; choose a writable --out") from None
+        self._writer = Writer(self._file)
+        self._image = self._writer.register_msgdef(IMAGE_SCHEMA, IMAGE_MSGDEF)
+        self._string = self._writer.register_msgdef(STRING_SCHEMA, STRING_MSGDEF)
+        self.counts: dict[str, TopicCount] = {}
+        self._closed = False
+
+    def write(self, msg) -> None:
+        """Write one message (mask or JSON) and its wire header."""
+        header = msg.header
+        channel = mcap_topic(msg.topic)
+        publish_ns = int(header["publish_ns"])
+        common = {"log_time": msg.receive_ns, "publish_time": publish_ns, "sequence": int(header["seq"])}
+        self._writer.write_message(channel + META_SUFFIX, self._string, {"data": json.dumps(header)}, **common)
+        if header["kind"] == contracts.KIND_MASK:
+            from perception.wire import ros_image_fields
+
+            image = ros_image_fields(header)
+            image["data"] = msg.data.tobytes()
+            self._writer.write_message(channel, self._image, image, **common)
+        else:
+            self._writer.write_message(channel, self._string, {"data": json.dumps(msg.data)}, **common)
+        self.counts.setdefault(msg.topic, TopicCount()).add(int(header["seq"]))
+
+    def close(self, metadata: dict[str, str] | None = None) -> None:
+        """Write the metadata record and the summary, and close the file; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if metadata is not None:
+                self._writer.add_metadata(METADATA_NAME, metadata)
+            self._writer.finish()
+        finally:
+            self._file.close()
+
+
+@dataclass
+class RecordSummary:
+    path: Path
+    seconds: float
+    counts: dict[str, TopicCount]
+
+    @property
+    def messages(self) -> int:
+        return sum(c.messages for c in self.counts.values())
+
+    def format(self) -> str:
+        lines = [f"recorded {self.messages} messages in {self.seconds:.1f} s to {self.path}"]
+        for topic, c in sorted(self.counts.items()):
+            extra = f", {c.missing} missing" if c.missing else ""
+            extra += f", {c.restarts} restarts" if c.restarts else ""
+            lines.append(f"  {topic}: {c.messages} (seq {c.first_seq}..{c.last_seq}{extra})")
+        return "\n".join(lines)
+
+
+class Recorder:
+    """Subscribes per ``RecordConfig`` and writes everything it receives until stopped.
+
+    Opening the output and the socket happens in ``__init__`` so that mistakes fail before
+    anything runs (ConfigError for the output, PublishError for the endpoint or keys).
+    ``messages`` counts what has been written so far (readable from another thread).
+    """
+
+    def __init__(self, config: RecordConfig) -> None:
+        from perception.subscribe import MaskSubscriber
+
+        self.config = config
+        self._writer = McapMaskWriter(config.out)
+        try:
+            self._sub = MaskSubscriber(
+                config.endpoint,
+                topics=list(config.topic) or None,
+                namespace=config.namespace,
+                curve_server_key=config.curve_server_key,
+                curve_key_file=config.curve_key,
+            )
+        except BaseException:
+            self._writer.close()
+            raise
+        self.messages = 0
+        self._started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    def run(self, stop: threading.Event) -> RecordSummary:
+        """Record until ``stop`` is set or ``duration`` has passed; then finish the file."""
+        t0 = time.monotonic()
+        deadline = None if self.config.duration is None else t0 + self.config.duration
+        try:
+            while not stop.is_set():
+                timeout = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+                if timeout <= 0:
+                    break
+                msg = self._sub.recv(timeout_s=timeout)
+                if msg is not None:
+                    self._writer.write(msg)
+                    self.messages += 1
+        finally:
+            self._sub.close()
+            self._writer.close(self._metadata())
+        return RecordSummary(path=self.config.out, seconds=time.monotonic() - t0, counts=self._writer.counts)
+
+    def _metadata(self) -> dict[str, str]:
+        counts = {t: c.messages for t, c in self._writer.counts.items()}
+        return {
+            "endpoint": self.config.endpoint,
+            "subscription": self.config.namespace or " ".join(self.config.topic),
+            "started_utc": self._started_utc,
+            "perception_version": __version__,
+            "wire_version": str(contracts.WIRE_VERSION),
+            "message_counts": json.dumps(counts, sort_keys=True),
+            "layout": f"masks: {IMAGE_SCHEMA}; JSON topics: {STRING_SCHEMA}; wire headers: <topic>{META_SUFFIX}",
+        }

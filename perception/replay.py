@@ -1,0 +1,263 @@
+"""Replay: republish the masks of an MCAP recording on their original topics, byte-for-byte the same wire format.
+
+``perception replay run.mcap [--rate 1.0 | --max-rate] [--endpoint E] [--wait-subscriber S]``
+
+Each message goes out as it was received: the recorded wire header (seq, stamps, model_id,
+latency_ms, compression) and the mask re-encoded with the recorded compression through
+``perception.encoding``, so a subscriber cannot tell a replay from the live node except by the
+clock (``--restamp`` shifts the capture and publish times to now, for latency read-outs).
+
+Timing: messages keep their recorded spacing divided by ``--rate``; ``--max-rate`` sends as fast
+as the subscribers take them. The socket is an XPUB with ``XPUB_NODROP``: a slow subscriber slows
+the replay down instead of losing messages (unlike the live node, a replay has no deadline).
+``--wait-subscriber S`` waits up to S seconds for a first subscriber before sending.
+
+Reading is also a library call: ``read_recording(path)`` yields ``RecordedMessage`` (topic, header,
+decoded mask or JSON document, log time). A recording cut short (recorder killed) is read up to the
+cut with a warning; a file that is not MCAP is a ``SourceError``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from perception import contracts
+from perception.config import bounds
+from perception.errors import PublishError, SourceError
+from perception.record import META_SUFFIX, wire_topic
+
+log = logging.getLogger(__name__)
+
+#: Messages queued per subscriber before a send waits (XPUB_NODROP): about two seconds of four topics at 30 fps.
+REPLAY_SNDHWM = 256
+#: At the end of a file, how long queued messages may take to reach slow subscribers before the socket closes.
+FLUSH_S = 5.0
+
+
+@dataclass
+class RecordedMessage:
+    """One recorded message: wire ``topic``, wire ``header``, ``data`` (uint8 mask or JSON document)."""
+
+    topic: str
+    header: dict[str, Any]
+    data: np.ndarray | Any
+    log_time_ns: int
+
+    @property
+    def kind(self) -> str:
+        return self.header["kind"]
+
+    @property
+    def seq(self) -> int:
+        return self.header["seq"]
+
+
+def read_recording(path: str | Path) -> Iterator[RecordedMessage]:
+    """Yield the messages of a recording in the order they were received.
+
+    Raises SourceError when the file is missing, is not MCAP, or holds no perception channels.
+    A file cut short yields what precedes the cut and logs a warning.
+    """
+    from mcap.exceptions import McapError
+    from mcap.reader import NonSeekingReader
+    from mcap_ros2.decoder import DecoderFactory
+
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"recording {path} not found; check the path")
+    with open(path, "rb") as stream:
+        if stream.read(8) != b"\x89MCAP0\r\n":
+            raise SourceError(f"{path} is not an MCAP file; record one with 'perception record'")
+        stream.seek(0)
+        # The streaming reader needs no summary section, so a recording whose recorder was
+        # killed still replays up to the point where it stops.
+        reader = NonSeekingReader(stream, decoder_factories=[DecoderFactory()])
+        pending_meta: dict[tuple[str, int], dict[str, Any]] = {}
+        pending_data: dict[tuple[str, int], tuple[Any, int]] = {}
+        seen = 0
+        try:
+            for _schema, channel, message, decoded in reader.iter_decoded_messages(log_time_order=False):
+                if channel.topic.endswith(META_SUFFIX):
+                    topic = wire_topic(channel.topic[: -len(META_SUFFIX)])
+                    key = (topic, message.sequence)
+                    try:
+                        header = json.loads(decoded.data)
+                    except (json.JSONDecodeError, TypeError):
+                        raise SourceError(f"{path}: {channel.topic} holds a header that is not JSON; re-record") from None
+                    if key in pending_data:
+                        seen += 1
+                        yield _recorded(topic, header, *pending_data.pop(key))
+                    else:
+                        pending_meta[key] = header
+                    continue
+                topic = wire_topic(channel.topic)
+                key = (topic, message.sequence)
+                payload = (decoded, message.log_time)
+                if key in pending_meta:
+                    seen += 1
+                    yield _recorded(topic, pending_meta.pop(key), *payload)
+                else:
+                    pending_data[key] = payload
+        except (McapError, struct.error, EOFError, ValueError) as exc:
+            if seen == 0:
+                raise SourceError(f"{path}: not a readable MCAP recording ({exc}); record it again") from None
+            log.warning("%s is cut short after %d messages (%s); was the recorder killed?", path, seen, exc)
+        if seen == 0:
+            raise SourceError(f"{path}: no perception topics in this recording; record one with 'perception record'")
+
+
+def _recorded(topic: str, header: dict[str, Any], decoded: Any, log_time: int) -> RecordedMessage:
+    if header.get("kind") == contracts.KIND_MASK:
+        mask = np.frombuffer(decoded.data, dtype=np.uint8).reshape(decoded.height, decoded.width)
+        return RecordedMessage(topic, header, mask, log_time)
+    return RecordedMessage(topic, header, json.loads(decoded.data), log_time)
+
+
+@dataclass
+class ReplayConfig:
+    """The flags of ``perception replay`` (and the parameters of a ``replay`` launch node)."""
+
+    file: Path
+    rate: float = field(default=1.0, metadata=bounds(0.001, 1000.0))
+    max_rate: bool = False
+    endpoint: str = contracts.DEFAULT_ENDPOINT
+    wait_subscriber: float = field(default=0.0, metadata=bounds(0.0, 3600.0))
+    restamp: bool = False
+    loop: bool = False
+
+
+@dataclass
+class ReplaySummary:
+    messages: int
+    seconds: float
+
+    def format(self, path: Path) -> str:
+        rate = self.messages / self.seconds if self.seconds > 0 else 0.0
+        return f"replayed {self.messages} messages from {path} in {self.seconds:.1f} s ({rate:.0f} msg/s)"
+
+
+class ReplayPublisher:
+    """An XPUB socket that sends recorded messages in the wire format (see the module docstring).
+
+    Raises PublishError for a bad endpoint or an address in use.
+    """
+
+    def __init__(self, endpoint: str) -> None:
+        from perception.publish import check_endpoint
+
+        check_endpoint(endpoint)
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.XPUB)
+        self._socket.linger = 0
+        self._socket.sndhwm = REPLAY_SNDHWM
+        self._socket.setsockopt(zmq.XPUB_NODROP, 1)
+        self._socket.sndtimeo = 100  # so a stalled subscriber still lets stop requests through
+        try:
+            self._socket.bind(endpoint)
+        except zmq.ZMQError as exc:
+            self.close()
+            fix = "use another --endpoint port or stop the other publisher" if exc.errno == zmq.EADDRINUSE else "check --endpoint"
+            raise PublishError(f"cannot bind {endpoint}: {exc.strerror}; {fix}") from None
+        self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.subscriptions = 0
+
+    def wait_for_subscriber(self, timeout_s: float, stop: threading.Event) -> bool:
+        """Wait until a subscriber has subscribed (or ``timeout_s`` passes); True if one did."""
+        deadline = time.monotonic() + timeout_s
+        while self.subscriptions == 0 and not stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if self._socket.poll(int(min(remaining, 0.1) * 1000), zmq.POLLIN):
+                self._drain_subscriptions()
+        return self.subscriptions > 0
+
+    def _drain_subscriptions(self) -> None:
+        while True:
+            try:
+                event = self._socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event[:1] == b"\x01":
+                self.subscriptions += 1
+
+    def send(self, msg: RecordedMessage, stop: threading.Event, *, shift_ns: int = 0) -> bool:
+        """Send one message; waits while subscribers are full. False when stopped first."""
+        from perception.encoding import codec_for_compression
+        from perception.wire import dump_header, ros_stamp
+
+        header = msg.header
+        if shift_ns:
+            header = dict(header, publish_ns=header["publish_ns"] + shift_ns)
+            if "capture_ns" in header:
+                header["capture_ns"] += shift_ns
+                header["header"] = dict(header["header"], stamp=ros_stamp(header["capture_ns"]))
+        if header["kind"] == contracts.KIND_MASK:
+            payload = codec_for_compression(header["compression"]).encode(msg.data)
+        else:
+            payload = json.dumps(msg.data, separators=(",", ":")).encode("utf-8")
+        frames = [msg.topic.encode("utf-8"), dump_header(header), payload]
+        while not stop.is_set():
+            self._drain_subscriptions()
+            try:
+                self._socket.send_multipart(frames)
+                return True
+            except zmq.Again:
+                continue  # every subscriber's queue is full (XPUB_NODROP): wait for room
+        return False
+
+    def close(self, *, flush_s: float = 0.0) -> None:
+        """Close the socket; ``flush_s`` > 0 first lets queued messages go out for up to that long."""
+        self._socket.close(linger=int(flush_s * 1000))
+        self._context.term()
+
+
+def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: ReplayPublisher | None = None) -> ReplaySummary:
+    """Replay ``config.file`` until it ends (or forever with ``loop``) or ``stop`` is set."""
+    messages = iter(read_recording(config.file))
+    first = next(messages)  # reads the head now, so a bad file fails before the socket is bound
+    own = publisher is None
+    publisher = publisher or ReplayPublisher(config.endpoint)
+    log.info("replaying %s on %s", config.file, publisher.endpoint)
+    sent = 0
+    t_start = time.monotonic()
+    try:
+        if config.wait_subscriber > 0 and not publisher.wait_for_subscriber(config.wait_subscriber, stop):
+            log.warning("no subscriber after %.1f s; replaying anyway", config.wait_subscriber)
+        while not stop.is_set():
+            base_log_ns = first.log_time_ns
+            t0 = time.monotonic()
+            shift_ns = time.time_ns() - base_log_ns if config.restamp else 0
+            for msg in _chain(first, messages):
+                if not config.max_rate:
+                    due = t0 + (msg.log_time_ns - base_log_ns) / 1e9 / config.rate
+                    if stop.wait(max(0.0, due - time.monotonic())):
+                        break
+                if not publisher.send(msg, stop, shift_ns=shift_ns):
+                    break
+                sent += 1
+            if not config.loop:
+                break
+            messages = iter(read_recording(config.file))
+            first = next(messages)
+    finally:
+        if own:
+            # At the natural end, messages still queued belong to the replay: let them leave.
+            publisher.close(flush_s=0.0 if stop.is_set() else FLUSH_S)
+    return ReplaySummary(messages=sent, seconds=time.monotonic() - t_start)
+
+
+def _chain(first: RecordedMessage, rest: Iterator[RecordedMessage]) -> Iterator[RecordedMessage]:
+    yield first
+    yield from rest
