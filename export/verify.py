@@ -27,6 +27,13 @@ log = logging.getLogger(__name__)
 #: Logit tolerance of the FP32 gate: max |ORT - torch| <= ABS + REL * max |torch logits|.
 LOGITS_ABS_TOL = 1e-3
 LOGITS_REL_TOL = 1e-4
+#: Minimum share of logits within that tolerance. Not all: max-pool selection (SegNet's mask
+#: unpooling) is discontinuous, so a 1e-6 difference between two near-equal activations moves a
+#: value to another pixel (seen: 0.15 % of logits on flat upscaled images, class ids still 99.999 %
+#: equal); the maximum is reported regardless. The class ids keep the strict gate below.
+MIN_LOGITS_WITHIN_TOL = 0.99
+#: Minimum share of confidence values within one step of PyTorch's.
+MIN_CONFIDENCE_WITHIN_ONE = 0.999
 #: Minimum share of pixels whose class id matches the PyTorch argmax. Pixels whose top-2 logit
 #: margin lies within the logit tolerance are ties that rounding may legitimately flip; they are
 #: reported but do not count against the gate.
@@ -104,10 +111,12 @@ class VerifyReport:
     logits_max_abs: float
     logits_max_rel: float
     logits_tol: float
+    logits_within_tol: float
     argmax_agreement: float
     decisive_agreement: float
     tie_pixels: int
     confidence_max_diff: int | None
+    confidence_within_one: float | None
     passed: bool
 
     def lines(self) -> list[str]:
@@ -115,13 +124,17 @@ class VerifyReport:
         out = [
             f"verify {verdict}: ONNX Runtime vs PyTorch on {self.images} images ({self.source})",
             f"  logits max |diff| {self.logits_max_abs:.2e} (relative {self.logits_max_rel:.2e}), "
-            f"tolerance {self.logits_tol:.2e}",
+            f"tolerance {self.logits_tol:.2e} met by {100 * self.logits_within_tol:.3f} % of values "
+            f"(gate >= {100 * MIN_LOGITS_WITHIN_TOL:.0f} %)",
             f"  class ids agree on {100 * self.argmax_agreement:.3f} % of pixels, "
             f"{100 * self.decisive_agreement:.3f} % outside {self.tie_pixels} near-tie pixels "
             f"(gate >= {100 * MIN_ARGMAX_AGREEMENT:.1f} %)",
         ]
         if self.confidence_max_diff is not None:
-            out.append(f"  confidence max |diff| {self.confidence_max_diff} (gate <= 1)")
+            out.append(
+                f"  confidence max |diff| {self.confidence_max_diff}, within 1 on "
+                f"{100 * self.confidence_within_one:.3f} % of pixels (gate >= {100 * MIN_CONFIDENCE_WITHIN_ONE:.1f} %)"
+            )
         return out
 
 
@@ -130,7 +143,7 @@ def verify_onnx(wrapper, proto: onnx.ModelProto, samples: list[Sample], *, sourc
 
     Returns a VerifyReport; ``passed`` is False when the logits differ beyond the tolerance, the
     decisive argmax agreement is below MIN_ARGMAX_AGREEMENT, or the confidence differs by more
-    than one step.
+    than one step (shares: MIN_LOGITS_WITHIN_TOL, MIN_CONFIDENCE_WITHIN_ONE).
     """
     import torch
 
@@ -143,6 +156,8 @@ def verify_onnx(wrapper, proto: onnx.ModelProto, samples: list[Sample], *, sourc
     max_abs = max_ref = 0.0
     agree = decisive_agree = total = ties = 0
     conf_diff: int | None = None
+    diffs: list[np.ndarray] = []
+    conf_close = conf_total = 0
     for image, _ in samples:
         batch = image[None]  # 1 x H x W x 3 uint8 BGR
         outputs = dict(zip(output_names, session.run(None, {INPUT_NAME: batch}), strict=True))
@@ -151,7 +166,8 @@ def verify_onnx(wrapper, proto: onnx.ModelProto, samples: list[Sample], *, sourc
         ort_logits = outputs[LOGITS_OUTPUT]
         if ort_logits.shape != ref_logits.shape:
             raise ModelError(f"exported logits have shape {ort_logits.shape}, PyTorch gives {ref_logits.shape}")
-        max_abs = max(max_abs, float(np.abs(ort_logits - ref_logits).max()))
+        diffs.append(np.abs(ort_logits - ref_logits).ravel())
+        max_abs = max(max_abs, float(diffs[-1].max()))
         max_ref = max(max_ref, float(np.abs(ref_logits).max()))
         ref_ids = ref_logits.argmax(axis=1)
         same = outputs[OUTPUT_CLASS_IDS].astype(np.int64) == ref_ids
@@ -166,22 +182,32 @@ def verify_onnx(wrapper, proto: onnx.ModelProto, samples: list[Sample], *, sourc
         if OUTPUT_CONFIDENCE in outputs:
             ref_prob = torch.softmax(torch.from_numpy(ref_logits), dim=1).max(dim=1).values.numpy()
             ref_conf = np.round(ref_prob * 255.0)
-            diff = int(np.abs(outputs[OUTPUT_CONFIDENCE].astype(np.int64) - ref_conf.astype(np.int64)).max())
-            conf_diff = diff if conf_diff is None else max(conf_diff, diff)
+            conf_abs = np.abs(outputs[OUTPUT_CONFIDENCE].astype(np.int64) - ref_conf.astype(np.int64))
+            conf_close += int((conf_abs <= 1).sum())
+            conf_total += conf_abs.size
+            conf_diff = max(conf_diff or 0, int(conf_abs.max()))
     tol = LOGITS_ABS_TOL + LOGITS_REL_TOL * max_ref
     decisive_total = total - ties
     decisive_share = decisive_agree / decisive_total if decisive_total else 1.0
-    passed = max_abs <= tol and decisive_share >= MIN_ARGMAX_AGREEMENT and (conf_diff is None or conf_diff <= 1)
+    within = float((np.concatenate(diffs) <= tol).mean())
+    conf_share = conf_close / conf_total if conf_total else None
+    passed = (
+        within >= MIN_LOGITS_WITHIN_TOL
+        and decisive_share >= MIN_ARGMAX_AGREEMENT
+        and (conf_share is None or conf_share >= MIN_CONFIDENCE_WITHIN_ONE)
+    )
     return VerifyReport(
         images=len(samples),
         source=source,
         logits_max_abs=max_abs,
         logits_max_rel=max_abs / max_ref if max_ref else 0.0,
         logits_tol=tol,
+        logits_within_tol=within,
         argmax_agreement=agree / total,
         decisive_agreement=decisive_share,
         tie_pixels=ties,
         confidence_max_diff=conf_diff,
+        confidence_within_one=conf_share,
         passed=passed,
     )
 
