@@ -280,3 +280,18 @@ def test_train_and_eval_cli_end_to_end(data_spec, tmp_path):
         small = cv2.resize(image, (32, 24), interpolation=cv2.INTER_LINEAR).argmax(2).astype(np.uint8)
         expected.update(cv2.resize(small, (64, 48), interpolation=cv2.INTER_NEAREST), label)
     assert yaml.safe_load(figures.read_text())["miou"] == pytest.approx(expected.miou())
+
+
+def test_training_crops_are_cut_after_scale_jitter_relative_to_the_model_input():
+    from torchvision import tv_tensors
+
+    from perception.training.augment import build_train_transform
+
+    transform = build_train_transform((64, 96), ignore_id=255, crop_hw=(32, 48), scale_range=(1.0, 1.0))
+    image = tv_tensors.Image(torch.zeros(3, 64, 96, dtype=torch.uint8))
+    label = tv_tensors.Mask(torch.ones(64, 96, dtype=torch.uint8))
+    out_image, out_label = transform(image, label)
+    assert out_image.shape == (3, 32, 48) and out_label.shape == (32, 48)
+    assert set(out_label.unique().tolist()) == {1}  # a crop inside the image: no padding
+    with pytest.raises(Exception, match="crop_hw"):
+        load_train_config(None, {"crop_hw": [4, 4]})

@@ -35,17 +35,23 @@ def build_train_transform(
     input_hw: tuple[int, int],
     *,
     ignore_id: int,
+    crop_hw: tuple[int, int] | None = None,
     scale_range: tuple[float, float] = (0.5, 2.0),
     hflip: bool = True,
     color_jitter: float = 0.3,
 ) -> v2.Compose:
-    """The training pipeline on (tv_tensors.Image uint8 RGB, tv_tensors.Mask uint8)."""
+    """The training pipeline on (tv_tensors.Image uint8 RGB, tv_tensors.Mask uint8).
+
+    Images are scale-jittered relative to the model input ``input_hw`` (so objects keep the size
+    they have at inference), then cut to ``crop_hw`` (default: ``input_hw``).
+    """
     height, width = input_hw
+    crop_h, crop_w = crop_hw or input_hw
     steps: list[v2.Transform] = [
         # ScaleJitter scales relative to the image fitted into target_size, which it takes as
-        # (width, height): a 360x480 image at a 360x480 crop is scaled by 0.5..2.0 of itself.
+        # (width, height): a 360x480 image at a 360x480 input is scaled by 0.5..2.0 of itself.
         v2.ScaleJitter(target_size=(width, height), scale_range=scale_range),
-        v2.RandomCrop((height, width), pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: ignore_id}),
+        v2.RandomCrop((crop_h, crop_w), pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: ignore_id}),
     ]
     if hflip:
         steps.append(v2.RandomHorizontalFlip())

@@ -118,6 +118,7 @@ def build_data(config: TrainConfig, info: DistInfo | None = None) -> Data:
     transform = build_train_transform(
         config.input_hw,
         ignore_id=ignore_id,
+        crop_hw=config.crop_hw,
         scale_range=config.scale_range,
         hflip=config.hflip,
         color_jitter=config.color_jitter,
@@ -167,6 +168,8 @@ def build_model_for(config: TrainConfig, num_classes: int) -> nn.Module:
     check = getattr(model, "check_input_size", None)
     if check is not None:
         check(*config.input_hw)
+        if config.crop_hw is not None:
+            check(*config.crop_hw)
     return model
 
 
