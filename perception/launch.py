@@ -15,6 +15,7 @@ A launch file is YAML in the spirit of ROS 2 launch files::
           respawn_delay: 1.0          # ... after this many seconds, doubled per quick failure (max 30 s)
           respawn_max: 0              # give up after this many restarts (0: never give up)
           required: true              # when it is gone for good, stop everything
+          delay: 0.0                  # start this many seconds after the launch (e.g. after a recorder)
 
 ``$(var NAME)`` is replaced by a launch argument (``perception launch FILE NAME:=VALUE`` or the
 ``default``), ``$(env NAME [DEFAULT])`` by an environment variable. A value that is exactly one
@@ -124,6 +125,7 @@ class NodeEntry:
     respawn_delay: float = field(default=1.0, metadata=bounds(0.0, 3600.0))
     respawn_max: int = field(default=0, metadata=bounds(0, None))
     required: bool = False
+    delay: float = field(default=0.0, metadata=bounds(0.0, 3600.0))
 
 
 _ENTRY_TYPES = {"arg": ArgEntry, "include": IncludeEntry, "node": NodeEntry}
@@ -142,6 +144,7 @@ class NodePlan:
     respawn_delay_s: float
     respawn_max: int
     required: bool
+    delay_s: float
     source_file: Path
 
     def command_line(self) -> list[str]:
@@ -333,6 +336,7 @@ def _resolve_node(entry: NodeEntry, path: Path) -> NodePlan:
         respawn_delay_s=entry.respawn_delay,
         respawn_max=entry.respawn_max,
         required=entry.required,
+        delay_s=entry.delay,
         source_file=path,
     )
 
@@ -380,8 +384,12 @@ def _parameters_to_argv(command: str, parameters: dict[str, Any], where: str) ->
                 raise ConfigError(f"{key}: expected true or false, got {value!r}")
             if value == action.const:
                 argv.append(flag)
-            elif value != action.default:
-                raise ConfigError(f"{key}: the command has no flag for {value!r}; leave the key out")
+            # otherwise leaving the flag out gives the command's own default for this switch
+        elif isinstance(value, dict) and isinstance(action, argparse._AppendAction):
+            # NAME=VALUE flags such as --encoding drivable=bitpack or --task obstacle=car,pedestrian
+            for k, v in value.items():
+                text = ",".join(_as_text(x) for x in v) if isinstance(v, (list, tuple)) else _as_text(v)
+                argv += [flag, f"{k}={text}"]
         elif isinstance(value, (list, tuple)):
             words = [_as_text(v) for v in value]
             if isinstance(action, argparse._AppendAction):
@@ -409,14 +417,15 @@ def format_plan(plan: LaunchPlan) -> str:
     """The resolved plan as text: arguments, then each node's policy and exact command line."""
     lines = [f"launch plan: {plan.file} ({len(plan.nodes)} node{'s' if len(plan.nodes) != 1 else ''})"]
     if plan.arguments:
-        lines.append("  arguments: " + ", ".join(f"{k}={_as_text(v)}" for k, v in plan.arguments.items()))
+        lines.append("  arguments: " + ", ".join(f"{k}={'(unset)' if v is None else _as_text(v)}" for k, v in plan.arguments.items()))
     for node in plan.nodes:
         policy = "no respawn"
         if node.respawn:
             limit = "unlimited" if node.respawn_max == 0 else f"max {node.respawn_max}"
             policy = f"respawn after {node.respawn_delay_s:g} s ({limit})"
         required = ", required" if node.required else ""
-        lines.append(f"  [{node.name}] {node.kind}: {policy}{required}")
+        delay = f", starts after {node.delay_s:g} s" if node.delay_s else ""
+        lines.append(f"  [{node.name}] {node.kind}: {policy}{required}{delay}")
         lines.append(f"      perception {node.command} {' '.join(_quote(a) for a in node.argv)}".rstrip())
     return "\n".join(lines)
 
@@ -478,8 +487,9 @@ class LaunchSupervisor:
                 signal.signal(sig, handler)
 
     def _supervise(self) -> int:
+        t0 = time.monotonic()
         for node in self._nodes:
-            self._start(node)
+            node.restart_at = t0 + node.plan.delay_s
         while not self._stop.wait(0.05):
             now = time.monotonic()
             for node in self._nodes:
@@ -489,7 +499,7 @@ class LaunchSupervisor:
                         return verdict
                 if node.restart_at is not None and now >= node.restart_at:
                     node.restart_at = None
-                    node.restarts += 1
+                    node.restarts += node.started_at > 0
                     self._start(node)
             if all(n.finished for n in self._nodes):
                 failed = [n.plan.name for n in self._nodes if n.returncode != 0]
