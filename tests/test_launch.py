@@ -1,0 +1,239 @@
+"""Launch files: validation before anything starts, and real supervised node processes on loopback.
+
+The supervised runs start ``perception launch`` as a subprocess with synthetic-camera nodes running a
+tiny ONNX model, subscribe to what they publish, kill a node to see it respawned, and stop the
+launch with SIGTERM. Every wait is on a message or an output line, with a timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from tiny_models import write_brightness_model
+
+from perception.errors import ConfigError
+from perception.launch import format_plan, load_launch, parse_launch_arguments
+from perception.subscribe import MaskSubscriber
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL_HW = (48, 64)
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    return write_brightness_model(tmp_path_factory.mktemp("model") / "tiny.onnx", MODEL_HW)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def camera_node(name: str, port: int, model: Path, **extra) -> dict:
+    params = {
+        "source": "synthetic", "model": str(model), "camera_name": name, "namespace": f"perception/{name}",
+        "endpoint": f"tcp://127.0.0.1:{port}", "width": 96, "height": 64, "fps": 15, "threads": 1,
+    }
+    return {"node": {"name": name, "kind": "pipeline", "parameters": params, **extra}}
+
+
+def write_launch(path: Path, entries: list) -> Path:
+    path.write_text(yaml.safe_dump({"launch": entries}, sort_keys=False))
+    return path
+
+
+class LaunchProcess:
+    """``perception launch FILE`` as a subprocess whose stdout lines are collected for waiting on."""
+
+    def __init__(self, file: Path, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "perception", "launch", str(file), *args],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+
+    def wait_line(self, pattern: str, timeout_s: float = 30.0) -> re.Match:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.2)
+            except queue.Empty:
+                if self.proc.poll() is not None and self.lines.empty():
+                    break
+                continue
+            self.seen.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+        raise AssertionError(f"no line matching {pattern!r}; output so far:\n" + "\n".join(self.seen))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+def wait_message(sub: MaskSubscriber, timeout_s: float = 30.0, *, seq_below: int | None = None):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        msg = sub.recv(timeout_s=0.5)
+        if msg is not None and msg.kind == "mask" and (seq_below is None or msg.seq < seq_below):
+            return msg
+    raise AssertionError(f"no mask message from {sub.endpoint} within {timeout_s} s")
+
+
+def test_two_cameras_publish_respawn_and_sigterm_stops_everything(tmp_path, model_path):
+    ports = free_port(), free_port()
+    file = write_launch(tmp_path / "two.yaml", [
+        camera_node("left", ports[0], model_path, respawn=True, respawn_delay=0.2),
+        camera_node("right", ports[1], model_path),
+    ])
+    subs = [MaskSubscriber(f"tcp://127.0.0.1:{p}", namespace=f"perception/{n}") for p, n in zip(ports, ("left", "right"), strict=True)]
+    launch = LaunchProcess(file)
+    try:
+        pids = {}
+        for _ in range(2):
+            m = launch.wait_line(r"\[launch\] started node '(\w+)' \(pid (\d+)\)")
+            pids[m.group(1)] = int(m.group(2))
+        first = [wait_message(s) for s in subs]
+        assert [m.topic.split("/")[1] for m in first] == ["left", "right"]
+        assert first[0].header["header"]["frame_id"] == "left"
+
+        # Kill one node: the launch must start it again, and it must publish again from seq 0.
+        newest = wait_message(subs[0]).seq
+        os.kill(pids["left"], signal.SIGKILL)
+        launch.wait_line(r"node 'left' ended \(signal SIGKILL\); restarting")
+        again = launch.wait_line(r"started node 'left' \(pid (\d+)\) \(restart 1\)")
+        assert int(again.group(1)) != pids["left"]
+        assert wait_message(subs[0], seq_below=newest).topic.startswith("perception/left/")
+
+        launch.proc.send_signal(signal.SIGTERM)
+        assert launch.proc.wait(timeout=20) == 0
+        launch.wait_line(r"stop requested; stopping all nodes")
+        for pid in (int(again.group(1)), pids["right"]):
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        launch.stop()
+        for s in subs:
+            s.close()
+
+
+def test_required_node_failing_stops_the_launch_nonzero(tmp_path, model_path):
+    port = free_port()
+    file = write_launch(tmp_path / "req.yaml", [
+        {"node": {"name": "listener", "kind": "listen", "parameters": {"endpoint": f"tcp://127.0.0.1:{port}"}}},
+        {"node": {"name": "broken", "kind": "pipeline", "required": True,
+                  "parameters": {"source": "synthetic", "model": str(tmp_path / "missing.onnx"),
+                                 "endpoint": f"tcp://127.0.0.1:{port}"}}},
+    ])
+    launch = LaunchProcess(file)
+    try:
+        launch.wait_line(r"\[broken\] perception: error: .*missing\.onnx")
+        launch.wait_line(r"required node 'broken' is gone; stopping all nodes")
+        assert launch.proc.wait(timeout=20) == 1
+    finally:
+        launch.stop()
+
+
+def test_substitution_include_and_plan(tmp_path, model_path):
+    (tmp_path / "sub").mkdir()
+    write_launch(tmp_path / "sub" / "cam.yaml", [
+        {"arg": {"name": "cam"}},
+        {"arg": {"name": "port"}},
+        camera_node("$(var cam)", 5999, model_path),
+    ])
+    inc = yaml.safe_load((tmp_path / "sub" / "cam.yaml").read_text())
+    inc["launch"][2]["node"]["parameters"]["endpoint"] = "tcp://127.0.0.1:$(var port)"
+    (tmp_path / "sub" / "cam.yaml").write_text(yaml.safe_dump(inc))
+    top = write_launch(tmp_path / "top.yaml", [
+        {"arg": {"name": "fps", "default": 15}},
+        {"arg": {"name": "rear_port", "default": 6001}},
+        {"include": {"file": "sub/cam.yaml", "args": {"cam": "rear", "port": "$(var rear_port)"}}},
+        {"node": {"name": "front", "kind": "pipeline", "respawn": True, "respawn_max": 3,
+                  "parameters": {"source": "synthetic", "model": str(model_path), "fps": "$(var fps)",
+                                 "encoding": {"lane": "bitpack"}, "obstacles": False}}},
+    ])
+    plan = load_launch(top, parse_launch_arguments(["fps:=7.5"]))
+    rear, front = plan.nodes
+    assert rear.name == "rear" and "--endpoint" in rear.argv
+    assert rear.argv[rear.argv.index("--endpoint") + 1] == "tcp://127.0.0.1:6001"
+    assert front.argv[front.argv.index("--fps") + 1] == "7.5"
+    assert list(front.argv[front.argv.index("--encoding"):][:2]) == ["--encoding", "lane=bitpack"]
+    assert "--no-obstacles" in front.argv
+    assert front.command_line()[1:4] == ["-m", "perception", "run"]
+    text = format_plan(plan)
+    assert "[front] pipeline: respawn after 1 s (max 3)" in text and "perception run --source synthetic" in text
+
+
+@pytest.mark.parametrize("name", ["front_camera.yaml", "two_cameras.yaml", "replay.yaml", "demo.yaml"])
+def test_shipped_launch_files_validate(name):
+    args = ["video:=drive.mp4"] if name == "replay.yaml" else []
+    plan = load_launch(REPO / "launch" / name, parse_launch_arguments(args))
+    assert plan.nodes
+    if name == "two_cameras.yaml":
+        endpoints = {n.parameters["endpoint"] for n in plan.nodes}
+        namespaces = {n.parameters["namespace"] for n in plan.nodes}
+        assert len(endpoints) == 2 and len(namespaces) == 2
+
+
+def _node(**overrides) -> dict:
+    node = {"name": "cam", "kind": "pipeline", "parameters": {"source": "synthetic"}}
+    node.update(overrides)
+    return {"node": node}
+
+
+@pytest.mark.parametrize(
+    ("entries", "args", "message"),
+    [
+        ([_node(parameters={"source": "synthetic", "fsp": 3})], [],
+         r"bad\.yaml: node 'cam': parameters: unknown key 'fsp'; did you mean 'fps'\?"),
+        ([_node(kind="camera")], [], r"bad\.yaml: node 'cam': kind: unknown node kind 'camera'.*known: listen, pipeline"),
+        ([{"arg": {"name": "dev"}}, _node(parameters={"source": "$(var dev)"})], [],
+         r"bad\.yaml: node 'cam': parameters: source: missing launch argument 'dev'; pass dev:=VALUE"),
+        ([_node(parameters={"source": "synthetic", "fps": "fast"})], [],
+         r"bad\.yaml: node 'cam': parameters: fps: expected a number, got 'fast'"),
+        ([_node(parameters={"source": "synthetic", "queue": "fifo"})], [],
+         r"bad\.yaml: node 'cam': parameters: queue: 'fifo' is not one of"),
+        ([_node(respawn_dely=1)], [], r"bad\.yaml: node 'cam': unknown key 'respawn_dely'; did you mean 'respawn_delay'"),
+        ([{"include": {"file": "nope.yaml"}}], [], r"bad\.yaml: include: file 'nope\.yaml' not found"),
+        ([{"nod": {}}], [], r"bad\.yaml: entry 1: unknown entry 'nod' \(did you mean 'node'\?\)"),
+        ([_node()], ["camera:=2"], r"bad\.yaml: unknown launch argument 'camera'"),
+        ([_node(), _node()], [], r"node 'cam': name already used"),
+        ([_node(kind="record", parameters={"out": "x.mcap"})], [], r"node 'cam': parameters: give --namespace NS"),
+    ],
+)
+def test_bad_launch_files_name_file_node_and_key(tmp_path, entries, args, message):
+    file = write_launch(tmp_path / "bad.yaml", entries)
+    with pytest.raises(ConfigError, match=message):
+        load_launch(file, parse_launch_arguments(args))
+
+
+def test_bad_launch_file_cli_is_one_line_and_starts_nothing(tmp_path):
+    file = write_launch(tmp_path / "bad.yaml", [_node(kind="camera")])
+    done = subprocess.run([sys.executable, "-m", "perception", "launch", str(file)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"perception: error: {file}: node 'cam': kind: unknown node kind")
+    assert "started node" not in done.stdout
