@@ -46,6 +46,8 @@ IMAGE_SCHEMA = "sensor_msgs/msg/Image"
 STRING_SCHEMA = "std_msgs/msg/String"
 #: Suffix of the channel that carries each topic's wire headers.
 META_SUFFIX = "/meta"
+#: The recorder's fixed reconnect interval (ms) while the node is not (yet) there.
+RECONNECT_MS = 10
 #: Name of the MCAP metadata record written by the recorder.
 METADATA_NAME = "perception.recording"
 
@@ -125,10 +127,11 @@ class TopicCount:
 class McapMaskWriter:
     """Writes received ``perception.subscribe.Message`` objects into an MCAP file (layout above).
 
-    Raises ConfigError when ``path`` cannot be written.
+    ``chunk_size`` (bytes) is how much goes into one compressed MCAP chunk; a recorder killed
+    mid-run loses at most the chunk being filled. Raises ConfigError when ``path`` cannot be written.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, chunk_size: int = 1024 * 1024) -> None:
         from mcap_ros2.writer import Writer
 
         self.path = Path(path)
@@ -137,7 +140,7 @@ class McapMaskWriter:
             self._file: IO[bytes] = open(self.path, "wb")  # noqa: SIM115 - closed in close()
         except OSError as exc:
             raise ConfigError(f"cannot write {self.path}: {exc.strerror}; choose a writable --out") from None
-        self._writer = Writer(self._file)
+        self._writer = Writer(self._file, chunk_size=chunk_size)
         self._image = self._writer.register_msgdef(IMAGE_SCHEMA, IMAGE_MSGDEF)
         self._string = self._writer.register_msgdef(STRING_SCHEMA, STRING_MSGDEF)
         self.counts: dict[str, TopicCount] = {}
@@ -212,6 +215,10 @@ class Recorder:
                 namespace=config.namespace,
                 curve_server_key=config.curve_server_key,
                 curve_key_file=config.curve_key,
+                # Retry often: a node started after the recorder publishes as soon as it has bound,
+                # and everything sent before this socket has connected is lost (PUB/SUB slow joiner).
+                reconnect_ivl_ms=RECONNECT_MS,
+                reconnect_ivl_max_ms=RECONNECT_MS,
             )
         except BaseException:
             self._writer.close()

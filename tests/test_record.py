@@ -1,0 +1,228 @@
+"""Recording to MCAP and replaying it: real sockets on loopback, read back with the MCAP/ROS 2 readers.
+
+A recording must hold every message of a lossless stream as ROS 2 ``sensor_msgs/msg/Image``
+(exact masks, stamps from capture time) plus the wire headers, and a replay must put the same
+headers and masks back on the wire.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+from mcap.reader import make_reader
+from mcap_ros2.decoder import DecoderFactory
+from tiny_models import write_brightness_model
+
+from perception.publish import MaskPublisher
+from perception.record import RecordConfig, Recorder
+from perception.replay import read_recording
+from perception.subscribe import MaskSubscriber
+
+REPO = Path(__file__).resolve().parents[1]
+NS = "perception/rec"
+N_FRAMES = 12
+ENCODINGS = {"drivable": "png", "lane": "bitpack", "obstacle": "mono8", "class_map": "rle"}
+
+
+def free_endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def wait_until(predicate, timeout_s: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def frame_masks(seq: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seq)
+    class_map = rng.integers(0, 11, (24, 32), dtype=np.uint8)
+    return {
+        "drivable": np.where(class_map < 2, 255, 0).astype(np.uint8),
+        "lane": np.where(class_map == 1, 255, 0).astype(np.uint8),
+        "obstacle": np.where(class_map >= 8, 255, 0).astype(np.uint8),
+        "class_map": class_map,
+    }
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    """Record a lossless stream of N_FRAMES frames (four mask topics) plus stats documents."""
+    out = tmp_path_factory.mktemp("rec") / "run.mcap"
+    endpoint = free_endpoint()
+    recorder = Recorder(RecordConfig(out=out, endpoint=endpoint, namespace=NS))
+    stop = threading.Event()
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(summary=recorder.run(stop)))
+    thread.start()
+    pub = MaskPublisher(endpoint=endpoint, namespace=NS, encodings=ENCODINGS, sndhwm=1000)
+    captures = {}
+    try:
+        # The recorder is connected once it has received something: until then, stats pings.
+        deadline = time.monotonic() + 20
+        while recorder.messages == 0:
+            assert time.monotonic() < deadline, "the recorder never received a ping"
+            pub.publish_json("stats", {"ping": True})
+            time.sleep(0.02)  # ping interval, not synchronisation: the loop waits on recorder.messages
+        for seq in range(N_FRAMES):
+            captures[seq] = time.time_ns()
+            pub.publish_masks(seq=seq, capture_ns=captures[seq], frame_id="rec", masks=frame_masks(seq),
+                              latency_ms={"infer": 1.5 + seq}, model_id="tiny-test")
+        pub.publish_json("stats", {"frames": N_FRAMES})
+        wait_until(lambda: recorder._writer.counts.get(f"{NS}/class_map") is not None
+                   and recorder._writer.counts[f"{NS}/class_map"].messages == N_FRAMES
+                   and recorder._writer.counts[f"{NS}/stats"].last_seq is not None
+                   and recorder.messages >= 4 * N_FRAMES + 2, what="all frames recorded")
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        pub.close()
+    return out, captures, result["summary"]
+
+
+def test_recording_is_ros2_images_with_exact_masks_and_contiguous_seqs(recording):
+    path, captures, summary = recording
+    assert summary.counts[f"{NS}/lane"].missing == 0
+    images: dict[str, list] = {}
+    metas: dict[str, list] = {}
+    with open(path, "rb") as f:
+        reader = make_reader(f, decoder_factories=[DecoderFactory()])
+        assert reader.get_header().profile == "ros2"
+        meta_records = {m.name: m.metadata for m in reader.iter_metadata()}
+        for schema, channel, message, ros in reader.iter_decoded_messages():
+            if channel.topic.endswith("/meta"):
+                metas.setdefault(channel.topic, []).append(json.loads(ros.data))
+            elif schema.name == "sensor_msgs/msg/Image":
+                images.setdefault(channel.topic, []).append((message.sequence, ros))
+    assert json.loads(meta_records["perception.recording"]["message_counts"])[f"{NS}/class_map"] == N_FRAMES
+    for name in ("drivable", "lane", "obstacle", "class_map"):
+        got = images[f"/{NS}/{name}"]
+        assert [seq for seq, _ in got] == list(range(N_FRAMES))
+        for seq, ros in got:
+            expected = frame_masks(seq)[name]
+            assert (ros.height, ros.width, ros.step, ros.encoding, ros.is_bigendian) == (24, 32, 32, "mono8", 0)
+            assert ros.header.frame_id == "rec"
+            assert ros.header.stamp.sec * 10**9 + ros.header.stamp.nanosec == captures[seq]
+            np.testing.assert_array_equal(np.frombuffer(ros.data, np.uint8).reshape(24, 32), expected)
+        headers = metas[f"/{NS}/{name}/meta"]
+        assert [h["seq"] for h in headers] == list(range(N_FRAMES))
+        assert headers[3]["model_id"] == "tiny-test" and headers[3]["latency_ms"]["infer"] == 4.5
+        assert headers[0]["compression"] == {"png": "png", "bitpack": "bitpack", "mono8": "none", "rle": "rle"}[ENCODINGS[name]]
+    stats = [m for m in read_recording(path) if m.topic == f"{NS}/stats"]
+    assert stats[-1].data == {"frames": N_FRAMES}
+
+
+def test_replay_republishes_identical_messages(recording, tmp_path):
+    path, _, _ = recording
+    recorded = {(m.topic, m.seq): m for m in read_recording(path) if m.kind == "mask"}
+    endpoint = free_endpoint()
+    sub = MaskSubscriber(endpoint, namespace=NS, masks=["drivable", "lane", "obstacle", "class_map"])
+    proc = subprocess.Popen([sys.executable, "-m", "perception", "replay", str(path), "--max-rate",
+                             "--endpoint", endpoint, "--wait-subscriber", "30"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    got = {}
+    try:
+        deadline = time.monotonic() + 30
+        while len(got) < len(recorded) and time.monotonic() < deadline:
+            msg = sub.recv(timeout_s=0.5)
+            if msg is not None:
+                got[(msg.topic, msg.seq)] = msg
+        out, err = proc.communicate(timeout=30)
+    finally:
+        sub.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert f"replayed {len(recorded) + sum(1 for m in read_recording(path) if m.kind == 'json')} messages" in out
+    assert set(got) == set(recorded)
+    for key, msg in got.items():
+        assert msg.header == recorded[key].header
+        np.testing.assert_array_equal(msg.data, recorded[key].data)
+
+
+def test_record_cli_with_a_lossless_node_keeps_every_frame(tmp_path):
+    """A video through the node in lossless mode plus a recorder, as in launch/replay.yaml."""
+    model = write_brightness_model(tmp_path / "tiny.onnx", (48, 64))
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25, (80, 60))
+    for i in range(15):
+        writer.write(np.full((60, 80, 3), i * 16, np.uint8))
+    writer.release()
+    out = tmp_path / "clip.mcap"
+    shipped = yaml.safe_load((REPO / "launch" / "replay.yaml").read_text())
+    node = next(e["node"] for e in shipped["launch"] if "node" in e and e["node"]["kind"] == "pipeline")
+    # The tiny model warms up in microseconds; a real one takes tens of milliseconds, which is what
+    # gives the recorder time to connect after the node binds. Model that with more warm-up runs.
+    node["parameters"]["warmup"] = 300
+    launch_file = tmp_path / "replay.yaml"
+    launch_file.write_text(yaml.safe_dump(shipped))
+    done = subprocess.run(
+        [sys.executable, "-m", "perception", "launch", str(launch_file), f"video:={video}", f"model:={model}",
+         f"out:={out}", f"endpoint:={free_endpoint()}"],
+        cwd=REPO, capture_output=True, text=True, timeout=90,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    seqs: dict[str, list[int]] = {}
+    for msg in read_recording(out):
+        if msg.kind == "mask":
+            seqs.setdefault(msg.topic, []).append(msg.seq)
+    assert sorted(seqs) == [f"perception/front/{n}" for n in ("class_map", "drivable", "lane", "obstacle")]
+    assert all(s == list(range(15)) for s in seqs.values()), seqs
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["record", "--namespace", "perception/x", "--out", "/proc/no/such/run.mcap"], "cannot write /proc/no/such/run.mcap"),
+        (["record", "--namespace", "perception/x", "--out", "x.mcap", "--duration", "-1"], "duration=-1.0 is out of range"),
+        (["replay", "missing.mcap"], "recording missing.mcap not found"),
+        (["replay", "{garbage}"], "is not an MCAP file"),
+        (["replay", "{truncated}"], "not a readable MCAP recording"),
+    ],
+)
+def test_record_and_replay_errors_are_one_line(tmp_path, recording, argv, message):
+    (tmp_path / "garbage.mcap").write_bytes(b"not an mcap file at all")
+    (tmp_path / "truncated.mcap").write_bytes(recording[0].read_bytes()[:200])
+    argv = [a.format(garbage=tmp_path / "garbage.mcap", truncated=tmp_path / "truncated.mcap") for a in argv]
+    done = subprocess.run([sys.executable, "-m", "perception", *argv], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("perception: error: ") and message in lines[0], done.stderr
+
+
+def test_truncated_recording_replays_up_to_the_cut(tmp_path, caplog):
+    from perception.record import McapMaskWriter
+    from perception.subscribe import Message
+    from perception.wire import mask_header
+
+    path = tmp_path / "small_chunks.mcap"
+    writer = McapMaskWriter(path, chunk_size=2048)  # many chunks, as a long recording has
+    for seq in range(N_FRAMES):
+        mask = frame_masks(seq)["class_map"]
+        header = mask_header(height=24, width=32, compression="none", values="class_ids", seq=seq,
+                             capture_ns=seq, publish_ns=seq, frame_id="rec", model_id="m", latency_ms={})
+        writer.write(Message(f"{NS}/class_map", header, mask, 0, seq + 1))
+    writer.close()
+    data = path.read_bytes()
+    cut = tmp_path / "cut.mcap"
+    cut.write_bytes(data[: len(data) // 2])  # as if the recorder had been killed half way
+    messages = list(read_recording(cut))
+    assert 0 < len(messages) < N_FRAMES
+    assert [m.seq for m in messages] == list(range(len(messages)))
+    np.testing.assert_array_equal(messages[-1].data, frame_masks(len(messages) - 1)["class_map"])
+    assert "cut short" in caplog.text
