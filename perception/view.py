@@ -48,6 +48,8 @@ TASK_TINTS_BGR: dict[str, tuple[int, int, int]] = {
     "lane": (0, 230, 255),  # yellow
     "obstacle": (40, 40, 230),  # red
 }
+#: Frame rate of written videos when --fps is not given.
+DEFAULT_VIDEO_FPS = 10.0
 VIDEO_SUFFIXES = {".mp4": "mp4v", ".avi": "MJPG"}
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -246,7 +248,7 @@ class ViewConfig:
     seed: int = 0
     width: int | None = field(default=None, metadata=bounds(16, 8192))
     height: int | None = field(default=None, metadata=bounds(16, 8192))
-    fps: float = field(default=10.0, metadata=bounds(0.1, 1000.0))
+    fps: float | None = field(default=None, metadata=bounds(0.1, 1000.0))
     out: Path | None = None
     max_frames: int | None = field(default=None, metadata=bounds(1, None))
     duration: float | None = field(default=None, metadata=bounds(0.1, None))
@@ -276,7 +278,7 @@ def run_view(config: ViewConfig, *, stop: threading.Event | None = None) -> int:
     PublishError for bad inputs (before the first frame).
     """
     stop = stop or threading.Event()
-    sink = FrameSink(resolve_output(config.out), fps=config.fps)
+    sink = FrameSink(resolve_output(config.out), fps=config.fps or DEFAULT_VIDEO_FPS)
     frames = _model_frames(config, stop) if config.endpoint is None else _node_frames(config, stop)
     deadline = None if config.duration is None else time.monotonic() + config.duration
     try:

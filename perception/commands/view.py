@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="seed of the synthetic source (match the node's)")
     parser.add_argument("--width", type=int, help="requested source width")
     parser.add_argument("--height", type=int, help="requested source height")
-    parser.add_argument("--fps", type=float, help="source rate and video frame rate (default 10)")
+    parser.add_argument("--fps", type=float, help="source rate (match the node's for synthetic) and video frame rate (default: the source's / 10)")
     parser.add_argument("--out", type=Path, help="*.mp4/*.avi video, *.png last frame, or a folder of PNGs")
     parser.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")

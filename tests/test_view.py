@@ -1,0 +1,129 @@
+"""The overlay renderer and ``perception view`` (model mode to MP4, node mode paired by seq to PNGs)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from tiny_models import write_brightness_model
+
+from perception.contracts import ClassInfo, ClassTable
+from perception.publish import MaskPublisher
+from perception.sources import open_source
+from perception.synthetic.classes import SYNTHETIC_CLASSES
+from perception.view import TASK_TINTS_BGR, ViewConfig, render_overlay, run_view
+
+REPO = Path(__file__).resolve().parents[1]
+TABLE = ClassTable(classes=(ClassInfo(0, "road", (128, 64, 128)), ClassInfo(1, "car", (0, 0, 142))))
+
+
+def test_render_overlay_paints_class_colours_and_legend():
+    image = np.full((8, 10, 3), 100, np.uint8)
+    class_map = np.zeros((8, 10), np.uint8)
+    class_map[:, 5:] = 1
+    class_map[0, 0] = 200  # not in the table: left as the camera saw it
+    out = render_overlay(image, class_map, TABLE, alpha=1.0, legend=False)
+    assert out.shape == image.shape
+    assert tuple(out[4, 2]) == (128, 64, 128)[::-1]  # table colours are RGB, images BGR
+    assert tuple(out[4, 7]) == (142, 0, 0)
+    assert tuple(out[0, 0]) == (100, 100, 100)
+    half = render_overlay(image, class_map, TABLE, alpha=0.5, legend=False)
+    assert abs(int(half[4, 7, 0]) - (100 + 142) // 2) <= 1
+    with_legend = render_overlay(image, class_map, TABLE, alpha=1.0)
+    assert with_legend.shape[1] > 10 and with_legend.shape[0] >= 2 * 16
+    np.testing.assert_array_equal(with_legend[:8, :10], out)
+    assert image.max() == 100  # the input is not modified
+
+
+def test_render_overlay_maps_model_sized_maps_and_tints_tasks():
+    image = np.zeros((40, 80, 3), np.uint8)
+    class_map = np.ones((20, 20), np.uint8)  # a square model input: letterboxed, padding rows top/bottom
+    out = render_overlay(image, class_map, TABLE, alpha=1.0, legend=False)
+    assert (out == (142, 0, 0)).all()
+    lane = np.zeros((40, 80), np.uint8)
+    lane[10:20, :] = 255
+    tinted = render_overlay(image, None, None, task_masks={"lane": lane}, alpha=1.0, legend=False)
+    assert tuple(tinted[15, 3]) == TASK_TINTS_BGR["lane"] and tuple(tinted[30, 3]) == (0, 0, 0)
+    with pytest.raises(ValueError, match="class table"):
+        render_overlay(image, class_map, None)
+
+
+def test_view_cli_runs_a_model_into_an_mp4(tmp_path):
+    model = write_brightness_model(tmp_path / "tiny.onnx", (32, 48))
+    out = tmp_path / "view.mp4"
+    done = subprocess.run(
+        [sys.executable, "-m", "perception", "view", "--source", "synthetic", "--model", str(model),
+         "--width", "96", "--height", "64", "--fps", "30", "--max-frames", "6", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    cap = cv2.VideoCapture(str(out))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    assert len(frames) == 6
+    assert frames[0].shape[0] >= 64 and frames[0].shape[1] > 96  # the legend panel beside the image
+
+
+def test_view_of_a_node_pairs_masks_with_frames_by_seq(tmp_path):
+    """Masks from a publisher, drawn over the synthetic frame with the same seq (same seed)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    model = write_brightness_model(tmp_path / "tiny.onnx", (32, 48))
+    config = ViewConfig(endpoint=endpoint, namespace="perception/v", source="synthetic", model=model, seed=3,
+                        width=96, height=64, out=tmp_path / "frames", max_frames=3, alpha=0.5)
+    source = open_source("synthetic", width=96, height=64, seed=3)
+    source.pace(None)
+    frames = [source.read().image for _ in range(40)]
+    source.close()
+    maps = {seq: np.random.default_rng(seq).integers(0, 11, (64, 96), dtype=np.uint8) for seq in range(40)}
+    result = {}
+    viewer = threading.Thread(target=lambda: result.update(n=run_view(config)))
+    viewer.start()
+    pub = MaskPublisher(endpoint=endpoint, namespace="perception/v", sndhwm=1000)
+    try:
+        seq = 0
+        deadline = time.monotonic() + 30
+        while viewer.is_alive() and seq < 40 and time.monotonic() < deadline:
+            pub.publish_masks(seq=seq, capture_ns=time.time_ns(), frame_id="v", masks={"class_map": maps[seq]},
+                              latency_ms={}, model_id="tiny")
+            seq += 1
+            viewer.join(timeout=0.05)  # a frame interval; the loop ends as soon as the viewer is done
+    finally:
+        viewer.join(timeout=10)
+        pub.close()
+    assert result["n"] == 3
+    written = sorted((tmp_path / "frames").glob("view_*.png"))
+    assert len(written) == 3
+    first = cv2.imread(str(written[0]))
+    # Whatever seq the viewer saw first, its picture is that seq's frame under that seq's map
+    # (compared above the caption line).
+    matches = [s for s in range(40) if np.array_equal(
+        first[:40, :96], render_overlay(frames[s], maps[s], SYNTHETIC_CLASSES, alpha=0.5, legend=False)[:40, :96])]
+    assert len(matches) == 1
+    # ... and not the same map over a neighbouring frame.
+    s = matches[0]
+    other = frames[s + 1] if s + 1 < 40 else frames[s - 1]
+    assert not np.array_equal(
+        first[:40, :96], render_overlay(other, maps[s], SYNTHETIC_CLASSES, alpha=0.5, legend=False)[:40, :96])
+
+
+def test_view_config_errors():
+    from perception.config import load_config
+    from perception.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="give --source and --model"):
+        load_config(ViewConfig, {"source": "synthetic"}, source="perception view")
+    with pytest.raises(ConfigError, match="--endpoint needs --namespace"):
+        load_config(ViewConfig, {"endpoint": "tcp://127.0.0.1:5556"}, source="perception view")
