@@ -75,7 +75,8 @@ def render_overlay(
         task_masks: optional ``{"drivable"|"lane"|"obstacle": 0/255 mask}`` painted with
             ``TASK_TINTS_BGR`` over the class colours.
         alpha: weight of the mask colours, 0..1.
-        legend: append a legend panel to the right of the image listing the colours shown.
+        legend: append a legend panel to the right of the image listing the class table's colours
+            and the tints used.
         caption: one line of text drawn at the bottom of the image (e.g. FPS and latency).
 
     Returns:
@@ -102,8 +103,8 @@ def render_overlay(
                 known[info.id] = True
         colour = np.where(known[ids][..., None], lut[ids], colour)
         painted |= known[ids]
-        present = set(np.unique(ids).tolist())
-        entries += [(c.name, tuple(int(v) for v in c.color[::-1])) for c in class_table.classes if c.id in present]
+        # Every class, not only those in view: the frame size then stays the same from frame to frame.
+        entries += [(c.name, tuple(int(v) for v in c.color[::-1])) for c in class_table.classes]
     for task, mask in (task_masks or {}).items():
         tint = TASK_TINTS_BGR.get(task)
         if tint is None:
