@@ -130,8 +130,9 @@ def run_demo(config: DemoConfig, *, stop: threading.Event | None = None, out=pri
     endpoint cannot be bound, ConfigError for an unwritable output folder.
     """
     from perception.engines import EngineOptions, load_engine
-    from perception.pipeline import DEFAULT_MODEL, Pipeline, RunConfig
+    from perception.pipeline import Pipeline
     from perception.publish import MaskPublisher
+    from perception.run_config import DEFAULT_MODEL, RunConfig
     from perception.subscribe import MaskSubscriber, TopicStats
     from perception.view import FrameSink, render_overlay
 

@@ -12,8 +12,10 @@ to the engine's own rate. Every frame's stage latencies go into its message head
 and publish) and into rolling p50/p90/p99 in the stats. A bad frame is counted and skipped; a stage
 that keeps failing stops the node with a ``StageError``.
 
-``RunConfig`` holds every ``perception run`` flag (also loaded from ``--config node.yaml`` and from
-launch files). Library use::
+Neighbouring modules by stage: ``perception/run_config.py`` (``RunConfig``, every ``perception run``
+flag, also loaded from ``--config node.yaml`` and from launch files), ``perception/stats.py``
+(rolling latency percentiles and rates of the stats document), ``perception/masks.py`` and
+``perception/publish.py``. Library use::
 
     pipeline = Pipeline(config, source=source, engine=engine, publisher=publisher)
     final_stats = pipeline.run()          # until the input ends, max_frames, duration_s or stop()
@@ -24,30 +26,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from perception import contracts
-from perception.config import bounds
 from perception.engines.base import Engine
 from perception.errors import PerceptionError
 from perception.frame_queue import FrameQueue, QueueClosed
 from perception.masks import MaskBuilder, obstacle_blobs
 from perception.preprocess import Letterbox, Preprocessor
+from perception.run_config import RunConfig
 from perception.sources.base import Frame, Source
+from perception.stats import LatencyWindow, RateMeter
 
 log = logging.getLogger(__name__)
 
-#: The shipped default model (``make default-model`` writes it).
-DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default.onnx"
-
-#: Per-frame stages the node times itself; the publisher adds ``encode`` and ``publish``.
-STAGES = ("capture", "queue", "preprocess", "infer", "postprocess", "publish", "total")
-#: Frames kept for the rolling percentiles.
-LATENCY_WINDOW = 512
 #: A stage fails for good after this many bad frames in a row.
 MAX_CONSECUTIVE_FAILURES = 25
 #: How long the threads sleep on an empty queue before looking at the stop flag again.
@@ -58,111 +53,6 @@ class StageError(PerceptionError):
     """A pipeline stage failed for good (the message names the stage and the cause)."""
 
     exit_code = 1
-
-
-@dataclass
-class RunConfig:
-    """Every ``perception run`` setting; field names are the flags (``--max-frames`` -> max_frames).
-
-    ``queue``: ``auto`` is ``latest`` for live sources (cameras, streams, synthetic) and
-    ``lossless`` for files. ``mask_size``: ``model`` publishes masks at the model's input size,
-    ``source`` maps them back to the camera frame. ``encoding``: mask topic -> payload encoding.
-    ``task``: task -> class names overriding the model's task groups. ``max_frames``/``duration_s``:
-    0 runs until the input ends or the node is stopped.
-    """
-
-    source: str = "synthetic"
-    model: str | None = None
-    engine: Literal["ort", "tensorrt", "torch"] = "ort"
-    provider: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
-    threads: int = field(default=0, metadata=bounds(0, 256))
-    fp16: bool = False
-    queue: Literal["auto", "latest", "lossless"] = "auto"
-    queue_capacity: int = field(default=2, metadata=bounds(1, 1024))
-    endpoint: str = contracts.DEFAULT_ENDPOINT
-    namespace: str | None = None
-    camera_name: str = "front"
-    mask_size: Literal["model", "source"] = "model"
-    encoding: dict[str, str] = field(default_factory=dict)
-    task: dict[str, list[str]] = field(default_factory=dict)
-    obstacles: bool = True
-    max_frames: int = field(default=0, metadata=bounds(0, None))
-    duration_s: float = field(default=0.0, metadata=bounds(0, None))
-    realtime: bool = False
-    loop: bool = False
-    width: int | None = field(default=None, metadata=bounds(1, 16384))
-    height: int | None = field(default=None, metadata=bounds(1, 16384))
-    fps: float | None = field(default=None, metadata=bounds(0.1, 1000))
-    fourcc: str | None = None
-    read_timeout_s: float = field(default=5.0, metadata=bounds(0.1, 600))
-    seed: int = 0
-    warmup: int = field(default=3, metadata=bounds(0, 1000))
-    stats_interval_s: float = field(default=1.0, metadata=bounds(0.05, 3600))
-    curve_secret_key: str | None = None
-    curve_allow: str | None = None
-    sndhwm: int = field(default=16, metadata=bounds(1, 100000))
-
-    def __post_init__(self) -> None:
-        if not self.source.strip():
-            raise ValueError("source is empty; pass e.g. --source /dev/video0, a video file or synthetic")
-        for topic, enc in self.encoding.items():
-            if topic not in contracts.MASK_TOPICS:
-                raise ValueError(f"encoding: unknown mask topic {topic!r}; known: {', '.join(contracts.MASK_TOPICS)}")
-            if enc not in contracts.ENCODINGS:
-                raise ValueError(f"encoding {topic}={enc}: unknown encoding; known: {', '.join(contracts.ENCODINGS)}")
-        for task in self.task:
-            if task not in contracts.TASKS:
-                raise ValueError(f"task: unknown task {task!r}; known: {', '.join(contracts.TASKS)}")
-        if self.fourcc is not None and len(self.fourcc) != 4:
-            raise ValueError(f"fourcc {self.fourcc!r} must be 4 characters, e.g. MJPG or YUYV")
-        if not self.camera_name or "/" in self.camera_name:
-            raise ValueError(f"camera_name {self.camera_name!r} must be a non-empty name without '/'")
-
-    @property
-    def resolved_namespace(self) -> str:
-        return self.namespace or contracts.default_namespace(self.camera_name)
-
-    @property
-    def model_path(self) -> Path:
-        return Path(self.model) if self.model else DEFAULT_MODEL
-
-    def source_options(self) -> dict[str, Any]:
-        """Keyword options for ``perception.sources.open_source``."""
-        return {
-            "width": self.width,
-            "height": self.height,
-            "fps": self.fps,
-            "fourcc": self.fourcc,
-            "realtime": self.realtime,
-            "loop": self.loop,
-            "read_timeout_s": self.read_timeout_s,
-            "seed": self.seed,
-        }
-
-
-class LatencyWindow:
-    """Rolling per-stage latencies (ms) over the last ``size`` frames; single writer."""
-
-    def __init__(self, stages: tuple[str, ...] = STAGES, size: int = LATENCY_WINDOW) -> None:
-        self.stages = stages
-        self._index = {s: i for i, s in enumerate(stages)}
-        self._values = np.full((len(stages), size), np.nan)
-        self._pos = np.zeros(len(stages), dtype=np.int64)
-
-    def add(self, stage: str, value_ms: float) -> None:
-        i = self._index[stage]
-        self._values[i, self._pos[i] % self._values.shape[1]] = value_ms
-        self._pos[i] += 1
-
-    def percentiles(self) -> dict[str, dict[str, float]]:
-        """``{stage: {"p50", "p90", "p99"}}`` for stages with samples."""
-        out = {}
-        for stage, i in self._index.items():
-            if self._pos[i] == 0:
-                continue
-            p50, p90, p99 = np.nanpercentile(self._values[i], (50, 90, 99))
-            out[stage] = {"p50": round(float(p50), 3), "p90": round(float(p90), 3), "p99": round(float(p99), 3)}
-        return out
 
 
 class RateLimitedLog:
@@ -226,8 +116,7 @@ class Pipeline:
         self.frames_published = 0
         self.bad_frames = 0
         self.first_publish_mono_ns: int | None = None
-        self._start_mono = time.monotonic()
-        self._stats_last = (self._start_mono, 0, 0)
+        self.rates = RateMeter()
 
     # ------------------------------------------------------------------ control
 
@@ -240,8 +129,7 @@ class Pipeline:
             self.config.warmup, (time.perf_counter() - t0) * 1e3, self.source.describe(),
             self.frames.policy, self.frames.capacity, ",".join(self.masks.topics),
         )
-        self._start_mono = time.monotonic()
-        self._stats_last = (self._start_mono, 0, 0)
+        self.rates.restart()
         for name, target in (("capture", self._capture_loop), ("inference", self._inference_loop),
                              ("publish", self._publish_loop)):
             t = threading.Thread(target=self._guard, args=(name, target), name=f"perception-{name}", daemon=True)
@@ -386,7 +274,7 @@ class Pipeline:
                     if consecutive >= MAX_CONSECUTIVE_FAILURES:
                         raise
                     self._limited.warning("publish", "frame %d skipped: %s: %s", item.seq, type(exc).__name__, exc)
-            if time.monotonic() - self._stats_last[0] >= self.config.stats_interval_s:
+            if self.rates.due(self.config.stats_interval_s):
                 self.publisher.publish_json(contracts.STATS_TOPIC, self.stats())
 
     def _publish_one(self, item: _Inferred) -> None:
@@ -432,18 +320,9 @@ class Pipeline:
     def stats(self, *, final: bool = False) -> dict[str, Any]:
         """The stats document: rates over the last interval (over the whole run when ``final``),
         counters, per-stage p50/p90/p99 (ms), engine, provider, model, uptime."""
-        now = time.monotonic()
         frames_in, frames_out = self.source.frames_read, self.frames_published
-        if final:
-            since, in0, out0 = self._start_mono, 0, 0
-        else:
-            since, in0, out0 = self._stats_last
-            self._stats_last = (now, frames_in, frames_out)
-        span = max(now - since, 1e-6)
         doc: dict[str, Any] = {
-            "uptime_s": round(now - self._start_mono, 3),
-            "input_fps": round((frames_in - in0) / span, 2),
-            "output_fps": round((frames_out - out0) / span, 2),
+            **self.rates.rates(frames_in, frames_out, final=final),
             "frames_in": frames_in,
             "frames_out": frames_out,
             "drops": self.frames.drops,

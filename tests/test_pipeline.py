@@ -26,9 +26,10 @@ from perception import contracts
 from perception.cli import main as cli_main
 from perception.engines import EngineOptions, load_engine
 from perception.engines.base import Engine
-from perception.pipeline import Pipeline, RunConfig, StageError
+from perception.pipeline import Pipeline, StageError
 from perception.preprocess import Preprocessor
 from perception.publish import MaskPublisher
+from perception.run_config import RunConfig
 from perception.sources import open_source
 from perception.subscribe import MaskSubscriber
 from perception.synthetic.classes import SYNTHETIC_CLASSES as T

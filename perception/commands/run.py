@@ -22,7 +22,7 @@ from typing import Any
 from perception import contracts
 from perception.config import load_config, read_yaml
 from perception.errors import ConfigError, ModelError
-from perception.pipeline import DEFAULT_MODEL, RunConfig
+from perception.run_config import DEFAULT_MODEL, RunConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,104 @@
+"""``RunConfig``: every setting of the node (``perception run`` flags, ``--config node.yaml``, launch files).
+
+The one typed description of a node, validated once at the edge with ``perception.config.load_config``
+(unknown keys rejected with a "did you mean", ranges from ``bounds``, the checks in
+``__post_init__``). Launch files validate their ``pipeline`` nodes' parameters against it, so a new
+flag is a new field here plus its argparse flag in ``perception/commands/run.py``::
+
+    from perception.config import load_config
+    config = load_config(RunConfig, {"source": "drive.mp4", "queue": "lossless"}, source="node.yaml")
+
+This module is imported to validate launch files: it must stay light (no engines, no OpenCV).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from perception import contracts
+from perception.config import bounds
+
+#: The shipped default model (``make default-model`` writes it).
+DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default.onnx"
+
+
+@dataclass
+class RunConfig:
+    """Every ``perception run`` setting; field names are the flags (``--max-frames`` -> max_frames).
+
+    ``queue``: ``auto`` is ``latest`` for live sources (cameras, streams, synthetic) and
+    ``lossless`` for files. ``mask_size``: ``model`` publishes masks at the model's input size,
+    ``source`` maps them back to the camera frame. ``encoding``: mask topic -> payload encoding.
+    ``task``: task -> class names overriding the model's task groups. ``max_frames``/``duration_s``:
+    0 runs until the input ends or the node is stopped.
+    """
+
+    source: str = "synthetic"
+    model: str | None = None
+    engine: Literal["ort", "tensorrt", "torch"] = "ort"
+    provider: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
+    threads: int = field(default=0, metadata=bounds(0, 256))
+    fp16: bool = False
+    queue: Literal["auto", "latest", "lossless"] = "auto"
+    queue_capacity: int = field(default=2, metadata=bounds(1, 1024))
+    endpoint: str = contracts.DEFAULT_ENDPOINT
+    namespace: str | None = None
+    camera_name: str = "front"
+    mask_size: Literal["model", "source"] = "model"
+    encoding: dict[str, str] = field(default_factory=dict)
+    task: dict[str, list[str]] = field(default_factory=dict)
+    obstacles: bool = True
+    max_frames: int = field(default=0, metadata=bounds(0, None))
+    duration_s: float = field(default=0.0, metadata=bounds(0, None))
+    realtime: bool = False
+    loop: bool = False
+    width: int | None = field(default=None, metadata=bounds(1, 16384))
+    height: int | None = field(default=None, metadata=bounds(1, 16384))
+    fps: float | None = field(default=None, metadata=bounds(0.1, 1000))
+    fourcc: str | None = None
+    read_timeout_s: float = field(default=5.0, metadata=bounds(0.1, 600))
+    seed: int = 0
+    warmup: int = field(default=3, metadata=bounds(0, 1000))
+    stats_interval_s: float = field(default=1.0, metadata=bounds(0.05, 3600))
+    curve_secret_key: str | None = None
+    curve_allow: str | None = None
+    sndhwm: int = field(default=16, metadata=bounds(1, 100000))
+
+    def __post_init__(self) -> None:
+        if not self.source.strip():
+            raise ValueError("source is empty; pass e.g. --source /dev/video0, a video file or synthetic")
+        for topic, enc in self.encoding.items():
+            if topic not in contracts.MASK_TOPICS:
+                raise ValueError(f"encoding: unknown mask topic {topic!r}; known: {', '.join(contracts.MASK_TOPICS)}")
+            if enc not in contracts.ENCODINGS:
+                raise ValueError(f"encoding {topic}={enc}: unknown encoding; known: {', '.join(contracts.ENCODINGS)}")
+        for task in self.task:
+            if task not in contracts.TASKS:
+                raise ValueError(f"task: unknown task {task!r}; known: {', '.join(contracts.TASKS)}")
+        if self.fourcc is not None and len(self.fourcc) != 4:
+            raise ValueError(f"fourcc {self.fourcc!r} must be 4 characters, e.g. MJPG or YUYV")
+        if not self.camera_name or "/" in self.camera_name:
+            raise ValueError(f"camera_name {self.camera_name!r} must be a non-empty name without '/'")
+
+    @property
+    def resolved_namespace(self) -> str:
+        return self.namespace or contracts.default_namespace(self.camera_name)
+
+    @property
+    def model_path(self) -> Path:
+        return Path(self.model) if self.model else DEFAULT_MODEL
+
+    def source_options(self) -> dict[str, Any]:
+        """Keyword options for ``perception.sources.open_source``."""
+        return {
+            "width": self.width,
+            "height": self.height,
+            "fps": self.fps,
+            "fourcc": self.fourcc,
+            "realtime": self.realtime,
+            "loop": self.loop,
+            "read_timeout_s": self.read_timeout_s,
+            "seed": self.seed,
+        }

@@ -1,0 +1,80 @@
+"""The node's running figures: rolling per-stage latency percentiles and interval rates.
+
+``Pipeline.stats()`` (``perception/pipeline.py``) assembles the stats document from these plus the
+counters of the source, the frame queue and the publisher, and publishes it on
+``<namespace>/stats`` every ``stats_interval_s`` (``perception run`` prints the final one as JSON).
+
+    latency = LatencyWindow()
+    latency.add("infer", 4.2)
+    latency.percentiles()        # {"infer": {"p50": 4.2, "p90": 4.2, "p99": 4.2}}
+
+Both classes have a single writer (the publish thread) and allocate nothing per frame.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+#: Per-frame stages the node times itself; the publisher adds ``encode`` and ``publish``.
+STAGES = ("capture", "queue", "preprocess", "infer", "postprocess", "publish", "total")
+#: Frames kept for the rolling percentiles.
+LATENCY_WINDOW = 512
+
+
+class LatencyWindow:
+    """Rolling per-stage latencies (ms) over the last ``size`` frames; single writer."""
+
+    def __init__(self, stages: tuple[str, ...] = STAGES, size: int = LATENCY_WINDOW) -> None:
+        self.stages = stages
+        self._index = {s: i for i, s in enumerate(stages)}
+        self._values = np.full((len(stages), size), np.nan)
+        self._pos = np.zeros(len(stages), dtype=np.int64)
+
+    def add(self, stage: str, value_ms: float) -> None:
+        i = self._index[stage]
+        self._values[i, self._pos[i] % self._values.shape[1]] = value_ms
+        self._pos[i] += 1
+
+    def percentiles(self) -> dict[str, dict[str, float]]:
+        """``{stage: {"p50", "p90", "p99"}}`` for stages with samples."""
+        out = {}
+        for stage, i in self._index.items():
+            if self._pos[i] == 0:
+                continue
+            p50, p90, p99 = np.nanpercentile(self._values[i], (50, 90, 99))
+            out[stage] = {"p50": round(float(p50), 3), "p90": round(float(p90), 3), "p99": round(float(p99), 3)}
+        return out
+
+
+class RateMeter:
+    """Input and output frame rates over the interval since the previous stats document, or over
+    the whole run for the final one."""
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        """Start the run's clock now (after the engine warm-up, so it does not count)."""
+        self.start_mono = time.monotonic()
+        self._last = (self.start_mono, 0, 0)
+
+    def due(self, interval_s: float) -> bool:
+        """True when ``interval_s`` has passed since the previous interval ended."""
+        return time.monotonic() - self._last[0] >= interval_s
+
+    def rates(self, frames_in: int, frames_out: int, *, final: bool = False) -> dict[str, float]:
+        """``uptime_s``, ``input_fps``, ``output_fps``; a non-final call starts the next interval."""
+        now = time.monotonic()
+        if final:
+            since, in0, out0 = self.start_mono, 0, 0
+        else:
+            since, in0, out0 = self._last
+            self._last = (now, frames_in, frames_out)
+        span = max(now - since, 1e-6)
+        return {
+            "uptime_s": round(now - self.start_mono, 3),
+            "input_fps": round((frames_in - in0) / span, 2),
+            "output_fps": round((frames_out - out0) / span, 2),
+        }
