@@ -4,8 +4,10 @@
 
 ``render_scene(seed)`` draws one independent scene, ``SyntheticDrive(seed)`` a coherent drive (the
 node's ``synthetic`` camera), ``write_dataset`` a labelled dataset and/or an MP4 (``perception synth``).
-Modules: ``world`` (what a scene contains and how it moves), ``render`` (scene -> image + labels),
-``drive`` (the entry points), ``dataset`` (files on disk), ``classes`` (the class table).
+Modules: ``world/`` (what a scene contains: ``scene``, ``objects``, ``layout``; how it moves:
+``motion``), ``render/`` (scene -> image + labels: ``projection``, ``raster``, ``sky``, ``ground``,
+``roadside``, ``traffic``, ``sensor``, ``renderer``), ``drive`` (the entry points), ``dataset``
+(files on disk), ``classes`` (the class table).
 """
 
 from perception.synthetic.classes import IGNORE_ID, SYNTHETIC_CLASSES

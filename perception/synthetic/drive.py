@@ -15,7 +15,7 @@ import numpy as np
 
 from perception.errors import ConfigError
 from perception.synthetic.render import Renderer
-from perception.synthetic.world import Scene, sample_scene
+from perception.synthetic.world import Scene, advance_scene, sample_scene
 
 #: Supported image sizes (inclusive). Below the minimum the scene geometry degenerates to a few
 #: pixels per object; the maximum keeps the generator real-time.
@@ -94,7 +94,7 @@ class SyntheticDrive:
     def next_frame(self) -> tuple[np.ndarray, np.ndarray]:
         """Render the current moment and advance the world by one frame interval."""
         frame = self._renderer.render(self.scene, self._rng, noise=self.noise)
-        self.scene.advance(1.0 / self.fps, self._rng)
+        advance_scene(self.scene, 1.0 / self.fps, self._rng)
         self.frame_index += 1
         return frame
 

@@ -1,0 +1,148 @@
+"""The ground: terrain, asphalt and repair patches, sidewalks and kerbs, lane paint and crosswalks,
+and the shadows that fall on them.
+
+Shadows map a ground material to its darker twin (``raster.SHADOW_BIT``), which has the same
+class, so they change colours and never labels. Paint is clipped to the asphalt pixels so every
+``lane_marking`` label lies on the road.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from perception.synthetic.render.projection import NEAR_CLIP_M, View, facade_s, roadside_s
+from perception.synthetic.render.raster import CLASS_ID, GROUND_SLOTS, SCALE, SHADOW_BIT, SHIFT, Palette, fill
+from perception.synthetic.world import Scene
+
+
+def draw_ground(mat: np.ndarray, paint: np.ndarray, scene: Scene, view: View, pal: Palette) -> None:
+    road = scene.road
+    d = view.ground_d
+    width = road.width_m
+    grass = pal.ground(road.grass_bgr, CLASS_ID["vegetation"])
+    # A wide terrain strip first: on a hill it hides the sky behind the crest.
+    fill(mat, view.strip(-300.0, width + 300.0, d), grass)
+    # Asphalt and repair patches get adjacent ids: the paint mask below tests that id range.
+    asphalt = pal.ground(road.asphalt_bgr, CLASS_ID["road"])
+    patch = pal.ground(np.asarray(road.asphalt_bgr) * 0.8, CLASS_ID["road"])
+    fill(mat, view.strip(0.0, width, d), asphalt)
+    if road.patches:
+        p = np.asarray(road.patches)
+        p = p[p[:, 3] > view.d_near]
+        fill(mat, view.ground_quads(p[:, 0], p[:, 1], p[:, 2], p[:, 3]), patch)
+    kerb_w = 0.25
+    for side, sidewalk in ((-1, road.sidewalk_left_m), (1, road.sidewalk_right_m)):
+        edge = 0.0 if side < 0 else width
+        if sidewalk > 0:
+            far = edge + side * sidewalk
+            fill(mat, view.strip(edge, far, d), pal.ground(road.sidewalk_bgr, CLASS_ID["sidewalk"]))
+            kerb_bgr = np.minimum(np.asarray(road.sidewalk_bgr) * 1.15 + 10, 255)
+            kerb = pal.ground(kerb_bgr, CLASS_ID["sidewalk"])
+            fill(mat, view.strip(edge, edge + side * kerb_w, d), kerb)
+            # The kerb's vertical face, seen from the road.
+            face = pal.ground(np.asarray(road.sidewalk_bgr) * 0.7, CLASS_ID["sidewalk"])
+            fill(mat, view.strip(edge, edge, d, 0.0, road.kerb_height_m), face)
+    draw_paint(mat, paint, scene, view, pal, road_ids=(asphalt, patch))
+
+
+def draw_paint(
+    mat: np.ndarray, paint: np.ndarray, scene: Scene, view: View, pal: Palette, *, road_ids: tuple[int, int]
+) -> None:
+    """Lane lines, dashes and crosswalks, applied only where asphalt is visible.
+
+    OpenCV fills include the polygon outline, so a fill reaches up to a pixel past its edge;
+    painting through a mask of the asphalt pixels keeps every lane_marking label on the road.
+    """
+    road = scene.road
+    paint.fill(255)
+    white = pal.ground(np.full(3, 235.0) * road.paint_fade, CLASS_ID["lane_marking"])
+    yellow = pal.ground(np.asarray((40.0, 185.0, 225.0)) * road.paint_fade, CLASS_ID["lane_marking"])
+    half = road.paint_width_m / 2
+    paint_d = view.ground_d[view.ground_d <= 200.0]
+    dashes: dict[int, list[np.ndarray]] = {white: [], yellow: []}
+    for b, (style, colour) in enumerate(road.boundary_styles):
+        if style == "none":
+            continue
+        mid = white if colour == "white" else yellow
+        s_b = b * road.lane_width_m
+        # Edge lines sit just inside the road.
+        if b == 0:
+            s_b += half + 0.15
+        elif b == road.n_lanes:
+            s_b -= half + 0.15
+        centres = (s_b - 1.5 * half, s_b + 1.5 * half) if style == "double" else (s_b,)
+        for s in centres:
+            if style == "dashed":
+                start = road.dash_phase_m - road.dash_period_m + road.dash_period_m * np.arange(
+                    int(150.0 / road.dash_period_m) + 2
+                )
+                d0 = np.maximum(start, view.d_near)
+                d1 = start + road.dash_length_m
+                keep = d1 > d0
+                n = int(keep.sum())
+                if n:
+                    dashes[mid].append(
+                        view.ground_quads(np.full(n, s - half), np.full(n, s + half), d0[keep], d1[keep])
+                    )
+            else:
+                fill(paint, view.strip(s - half, s + half, paint_d), mid)
+    for mid, quads in dashes.items():
+        if quads:
+            fill(paint, np.concatenate(quads), mid)
+    if road.crosswalk_d_m is not None and road.crosswalk_d_m + 4.0 > view.d_near:
+        d0 = road.crosswalk_d_m
+        s0 = np.arange(0.4, road.width_m - 0.5, 1.0)
+        n = len(s0)
+        bars = view.ground_quads(s0, s0 + 0.5, np.full(n, d0), np.full(n, d0 + 3.5))
+        stop_from = road.oncoming_lanes * road.lane_width_m + 0.2
+        stop = view.ground_quads(
+            np.array([stop_from]), np.array([road.width_m - 0.2]), np.array([d0 - 2.0]), np.array([d0 - 1.5])
+        )
+        fill(paint, np.concatenate([bars, stop]), white)
+    on_road = cv2.inRange(mat, road_ids[0], road_ids[1])
+    cv2.bitwise_and(on_road, cv2.compare(paint, 255, cv2.CMP_NE), dst=on_road)
+    cv2.copyTo(paint, on_road, mat)
+
+
+def draw_shadows(mat: np.ndarray, shade: np.ndarray, scene: Scene, view: View) -> None:
+    """Mark shadowed ground: contact shadows always, sun shadows when the light is hard."""
+    road, light = scene.road, scene.lighting
+    rects: list[tuple[float, float, float, float]] = []  # s0, s1, d0, d1 on the ground
+    for v in scene.vehicles:
+        if NEAR_CLIP_M < v.d_m < 150:
+            s = road.lane_centre(v.lane) + v.lateral_m
+            rects.append((s - v.width_m / 2 - 0.1, s + v.width_m / 2 + 0.1, v.d_m - 0.25, v.d_m + v.length_m))
+    for p in scene.people:
+        if NEAR_CLIP_M < p.d_m < 80:
+            rects.append((p.s_m - 0.3, p.s_m + 0.3, p.d_m - 0.2, p.d_m + 0.3))
+    if light.shadow_factor < 0.95:
+        sun, k = light.sun_side, light.shadow_length
+        for b in scene.buildings:
+            if b.side == -sun and b.d0_m + b.length_m > view.d_near and b.d0_m < 150:
+                s_f = facade_s(scene, b)
+                far = s_f + sun * min(b.height_m * k, 25.0)
+                rects.append((min(s_f, far), max(s_f, far), b.d0_m + 0.5 * b.height_m * k, b.d0_m + b.length_m))
+        for t in scene.trees:
+            if view.d_near < t.d_m + 3 and t.d_m < 100:
+                s = roadside_s(scene, t.side, t.offset_m) + sun * (t.trunk_height_m + t.crown_radius_m) * k
+                r = t.crown_radius_m
+                rects.append((s - r, s + r, t.d_m - 0.6 * r, t.d_m + 0.6 * r))
+        for p in scene.poles:
+            if view.d_near < p.d_m < 100:
+                s = roadside_s(scene, p.side, p.offset_m)
+                far = s + sun * p.height_m * k
+                rects.append((min(s, far), max(s, far), p.d_m, p.d_m + 0.2))
+    if not rects:
+        return
+    r = np.asarray(rects)
+    pts = (view.ground_quads(r[:, 0], r[:, 1], r[:, 2], r[:, 3]) * SCALE).astype(np.int32)
+    shade.fill(0)
+    # One fill per quad: a single call with overlapping polygons would cancel the overlaps
+    # (OpenCV fills by the even-odd rule).
+    for i in range(len(pts)):
+        cv2.fillPoly(shade, pts[i : i + 1], SHADOW_BIT, cv2.LINE_8, SHIFT)
+    # Only ground materials (< 32) may turn into their shadowed twin.
+    ground = cv2.compare(mat, GROUND_SLOTS, cv2.CMP_LT)
+    cv2.bitwise_and(shade, ground, dst=shade)
+    cv2.bitwise_or(mat, shade, dst=mat)

@@ -1,0 +1,137 @@
+"""Roadside objects: buildings and hedges (with windows), trees, poles, street lamps and traffic signs.
+
+Each ``draw_*`` paints one object into the material map; the renderer calls them in painter's
+order (furthest first).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from perception.synthetic.render.projection import NEAR_CLIP_M, View, facade_s, roadside_s
+from perception.synthetic.render.raster import CLASS_ID, SCALE, SHIFT, Palette, fill, rects
+from perception.synthetic.world import Building, Pole, Scene, Tree
+
+
+def draw_building(mat: np.ndarray, scene: Scene, view: View, pal: Palette, b: Building) -> None:
+    height, width = mat.shape
+    s_f = facade_s(scene, b)
+    d1 = b.d0_m + b.length_m
+    d = np.linspace(max(b.d0_m, NEAR_CLIP_M), d1, 6 if not b.hedge else 12)
+    top = b.height_m + (0.15 * np.sin(d * 2.3) if b.hedge else 0.0)
+    # Points of a facade share u at every height; only v moves up by height * f / d.
+    u_f, v_f = view.project(s_f, d)
+    v_top = v_f - top * (view.f / d)
+    if u_f.max() < 0 or u_f.min() >= width or v_top.min() >= height:
+        return  # off screen: nothing of it (nor its end face further out) is visible
+    cls = CLASS_ID["vegetation"] if b.hedge else CLASS_ID["building"]
+    facade_bgr = np.asarray(b.facade_bgr, np.float32)
+    # Near end face (turned towards the camera), then the facade along the road.
+    if b.d0_m >= NEAR_CLIP_M:
+        u_e, v_e = view.project(np.array([s_f, s_f + b.side * b.depth_m]), b.d0_m)
+        v_e_top = v_e - b.height_m * view.f / b.d0_m
+        end = np.array([[u_e[0], v_e], [u_e[1], v_e], [u_e[1], v_e_top], [u_e[0], v_e_top]])
+        fill(mat, end, pal.object(facade_bgr * (0.7 if b.side * scene.lighting.sun_side < 0 else 0.85), cls))
+    n = len(d)
+    poly = np.empty((2 * n, 2))
+    poly[:n, 0] = u_f
+    poly[n:, 0] = u_f[::-1]
+    poly[:n, 1] = v_f
+    poly[n:, 1] = v_top[::-1]
+    fill(mat, poly, pal.object(facade_bgr, cls))
+    # Windows, unless too small to see: one fill for all (they never overlap).
+    if b.hedge or b.window_spacing_m * view.f / max(b.d0_m, NEAR_CLIP_M) < 3.0:
+        return
+    n_floors = int((b.height_m - 1.5) / b.floor_m)
+    n_cols = int(b.length_m / b.window_spacing_m)
+    if n_floors < 1 or n_cols < 1:
+        return
+    w0 = b.d0_m + 0.6 + np.arange(n_cols) * b.window_spacing_m
+    w1 = w0 + 0.55 * b.window_spacing_m
+    keep = (w0 > NEAR_CLIP_M) & (w1 < d1 - 0.3)
+    if not keep.any():
+        return
+    w0, w1 = w0[keep], w1[keep]
+    y0 = 1.0 + (np.arange(n_floors) + 0.3) * b.floor_m  # window sills, one per floor
+    y1 = y0 + 0.5 * b.floor_m
+    ua, va = view.project(s_f, w0)
+    ub, vb = view.project(s_f, w1)
+    ka, kb = view.f / w0, view.f / w1
+    quads = np.empty((n_floors, len(w0), 4, 2))
+    quads[:, :, 0, 0] = quads[:, :, 3, 0] = ua
+    quads[:, :, 1, 0] = quads[:, :, 2, 0] = ub
+    quads[:, :, 0, 1] = va - y0[:, None] * ka
+    quads[:, :, 1, 1] = vb - y0[:, None] * kb
+    quads[:, :, 2, 1] = vb - y1[:, None] * kb
+    quads[:, :, 3, 1] = va - y1[:, None] * ka
+    # About half the houses have their lights on at night (floor height is a stable per-building draw).
+    lit = scene.lighting.time_of_day == "night" and (b.floor_m * 10) % 1 < 0.5
+    window_bgr = (80, 190, 250) if lit else b.window_bgr
+    fill(mat, quads.reshape(-1, 4, 2), pal.object(window_bgr, CLASS_ID["building"], emissive=lit))
+
+
+def draw_tree(mat: np.ndarray, scene: Scene, view: View, pal: Palette, t: Tree) -> None:
+    u, vg, k = view.anchor(roadside_s(scene, t.side, t.offset_m), t.d_m)
+    r = t.crown_radius_m
+    trunk = pal.object((40, 62, 85), CLASS_ID["vegetation"])
+    fill(mat, rects(u, vg, k, np.array([[-0.15, 0.15, 0.0, t.trunk_height_m + 0.5 * r]])), trunk)
+    dark = pal.object(t.crown_bgr, CLASS_ID["vegetation"])
+    light_bgr = np.minimum(np.asarray(t.crown_bgr, np.float32) * 1.2 + 8, 255)
+    light = pal.object(light_bgr, CLASS_ID["vegetation"])
+    if t.conifer:
+        for i, frac in enumerate((0.0, 0.35, 0.65)):
+            base = t.trunk_height_m * 0.6 + frac * 2.2 * r
+            half = r * (1.0 - 0.55 * frac)
+            tri = np.array([[u - half * k, vg - base * k], [u + half * k, vg - base * k],
+                            [u, vg - (base + 1.4 * r) * k]])
+            fill(mat, tri, dark if i % 2 == 0 else light)
+        return
+    centre_y = t.trunk_height_m + r
+    for i, (dx, dy, rad) in enumerate(t.blobs):
+        cu = u + dx * r * k
+        cv = vg - (centre_y + dy * r) * k
+        radius = max(1, int(rad * r * k * SCALE))
+        cv2.circle(mat, (int(cu * SCALE), int(cv * SCALE)), radius, dark if i % 2 else light, -1, cv2.LINE_8, SHIFT)
+
+
+def draw_pole(mat: np.ndarray, scene: Scene, view: View, pal: Palette, p: Pole) -> None:
+    s = roadside_s(scene, p.side, p.offset_m)
+    u, vg, k = view.anchor(s, p.d_m)
+    pole = pal.object((115, 118, 120) if p.kind != "plain" else (60, 75, 70), CLASS_ID["pole"])
+    half = 0.06 if p.kind == "sign" else 0.1
+    fill(mat, rects(u, vg, k, np.array([[-half, half, 0.0, p.height_m]])), pole)
+    if p.kind == "lamp":
+        reach = -p.side * 1.8  # the arm leans over the road
+        x0, x1 = (0.0, reach) if reach > 0 else (reach, 0.0)
+        fill(mat, rects(u, vg, k, np.array([[x0, x1, p.height_m - 0.12, p.height_m]])), pole)
+        night = scene.lighting.time_of_day in ("night", "dusk")
+        head = pal.object((200, 235, 255) if night else (90, 90, 95), CLASS_ID["pole"], emissive=night)
+        fill(mat, rects(u, vg, k, np.array([[reach - 0.3, reach + 0.3, p.height_m - 0.25, p.height_m - 0.1]])), head)
+    elif p.kind == "sign":
+        draw_sign(mat, pal, u, vg - p.sign_height_m * k, k, p.sign_kind)
+
+
+def draw_sign(mat: np.ndarray, pal: Palette, u: float, v: float, k: float, kind: str) -> None:
+    sign = CLASS_ID["traffic_sign"]
+    red = pal.object((35, 35, 200), sign)
+    white = pal.object((235, 235, 235), sign)
+    r = 0.35 * k
+    if kind == "round":
+        cv2.circle(mat, (int(u * SCALE), int(v * SCALE)), max(1, int(r * SCALE)), red, -1, cv2.LINE_8, SHIFT)
+        cv2.circle(mat, (int(u * SCALE), int(v * SCALE)), max(1, int(0.72 * r * SCALE)), white, -1, cv2.LINE_8, SHIFT)
+    elif kind == "triangle":
+        for scale, mid in ((1.0, red), (0.6, white)):
+            a = r * 1.2 * scale
+            fill(mat, np.array([[u - a, v + 0.6 * a], [u + a, v + 0.6 * a], [u, v - 1.1 * a]]), mid)
+    elif kind == "octagon":
+        ang = np.pi / 8 + np.arange(8) * np.pi / 4
+        fill(mat, np.stack([u + r * np.cos(ang), v + r * np.sin(ang)], 1), red)
+    elif kind == "square":
+        blue = pal.object((150, 80, 20), sign)
+        fill(mat, np.array([[u - r, v - r], [u + r, v - r], [u + r, v + r], [u - r, v + r]]), blue)
+        fill(mat, np.array([[u - 0.3 * r, v - 0.6 * r], [u + 0.3 * r, v - 0.6 * r], [u, v + 0.5 * r]]), white)
+    else:  # direction board
+        green = pal.object((60, 120, 25), sign)
+        fill(mat, np.array([[u - 2 * r, v - 1.2 * r], [u + 2 * r, v - 1.2 * r], [u + 2 * r, v + r], [u - 2 * r, v + r]]), green)
+        fill(mat, np.array([[u - 1.5 * r, v - 0.3 * r], [u + 1.2 * r, v - 0.3 * r], [u + 1.2 * r, v - 0.05 * r], [u - 1.5 * r, v - 0.05 * r]]), white)

@@ -1,0 +1,223 @@
+"""Draw one independent random scene: camera, road (lanes, paint, kerbs), lighting, roadside objects,
+traffic, people and the distant skyline.
+
+    scene = sample_scene(np.random.default_rng(7), height=360, width=480)
+
+The order of the draws from ``rng`` is part of the contract: the same seed gives the same scene.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from perception.synthetic.world.objects import (
+    jitter,
+    make_building,
+    make_person,
+    make_pole,
+    make_tree,
+    make_vehicle,
+    pick,
+    uniform,
+)
+from perception.synthetic.world.scene import (
+    Building,
+    Camera,
+    Lighting,
+    Person,
+    Pole,
+    Road,
+    Scene,
+    Tree,
+    Vehicle,
+)
+
+#: Objects further ahead than this are not sampled (they would be a pixel or two).
+FAR_OBJECTS_M = 160.0
+TIMES_OF_DAY = ("day", "day", "day", "overcast", "dusk", "night")
+
+
+def sample_camera(rng: np.random.Generator, height: int, width: int) -> Camera:
+    hfov = math.radians(uniform(rng, 55.0, 78.0))
+    focal = (width / 2) / math.tan(hfov / 2)
+    return Camera(
+        height_px=height,
+        width_px=width,
+        focal_px=focal,
+        cx_px=width / 2 + uniform(rng, -0.03, 0.03) * width,
+        horizon_v_px=height * uniform(rng, 0.40, 0.52),
+        mount_height_m=uniform(rng, 1.2, 1.7),
+    )
+
+
+def sample_road(rng: np.random.Generator, environment: str) -> Road:
+    n_lanes = int(rng.choice([1, 2, 2, 2, 3, 3, 4]))
+    lane_w = uniform(rng, 2.9, 3.7) if n_lanes > 1 else uniform(rng, 3.4, 4.5)
+    us_style = rng.random() < 0.5
+    two_way = n_lanes >= 2 and rng.random() < 0.6
+    oncoming = n_lanes // 2 if two_way else 0
+    ego_lane = int(rng.integers(oncoming, n_lanes))
+    styles: list[tuple[str, str]] = []
+    for b in range(n_lanes + 1):
+        if b in (0, n_lanes):
+            edge_color = "yellow" if (us_style and b == 0 and not two_way) else "white"
+            styles.append(("solid", edge_color) if rng.random() < 0.75 else ("none", "white"))
+        elif two_way and b == oncoming:
+            if us_style:
+                styles.append((pick(rng, ("double", "double", "solid", "dashed")), "yellow"))
+            else:
+                styles.append((pick(rng, ("solid", "dashed", "double")), "white"))
+        else:
+            styles.append(("dashed", "white") if rng.random() < 0.9 else ("solid", "white"))
+    has_sidewalks = environment != "rural" or rng.random() < 0.2
+    sw_l = uniform(rng, 1.5, 4.0) if has_sidewalks and rng.random() < 0.9 else 0.0
+    sw_r = uniform(rng, 1.5, 4.0) if has_sidewalks else 0.0
+    grey = uniform(rng, 60, 115)
+    patches = []
+    for _ in range(int(rng.integers(0, 4))):
+        s0 = uniform(rng, 0, n_lanes * lane_w - 1.0)
+        d0 = uniform(rng, 3, 60)
+        patches.append((s0, s0 + uniform(rng, 0.8, 3.0), d0, d0 + uniform(rng, 2.0, 12.0)))
+    dash_len = uniform(rng, 2.0, 4.5)
+    return Road(
+        n_lanes=n_lanes,
+        lane_width_m=lane_w,
+        ego_lane=ego_lane,
+        oncoming_lanes=oncoming,
+        boundary_styles=styles,
+        paint_width_m=uniform(rng, 0.10, 0.22),
+        dash_length_m=dash_len,
+        dash_period_m=dash_len + uniform(rng, 3.0, 9.0),
+        dash_phase_m=uniform(rng, 0.0, 12.0),
+        sidewalk_left_m=sw_l,
+        sidewalk_right_m=sw_r,
+        kerb_height_m=uniform(rng, 0.08, 0.18),
+        asphalt_bgr=(grey + uniform(rng, -4, 6), grey + uniform(rng, -3, 3), grey + uniform(rng, -4, 4)),
+        sidewalk_bgr=jitter(rng, pick(rng, ((165, 170, 175), (140, 150, 160), (185, 185, 180), (120, 135, 150))), 12),
+        grass_bgr=jitter(rng, pick(rng, ((50, 125, 80), (45, 105, 90), (60, 140, 120), (40, 95, 70))), 12),
+        paint_fade=uniform(rng, 0.75, 1.0),
+        patches=patches,
+        crosswalk_d_m=uniform(rng, 10.0, 45.0) if (environment == "urban" and rng.random() < 0.35) else None,
+        heading=uniform(rng, -0.02, 0.02),
+        curvature=float(rng.choice([0.0, uniform(rng, -1 / 120, 1 / 120), uniform(rng, -1 / 400, 1 / 400)])),
+        curvature_rate=uniform(rng, -2e-5, 2e-5),
+        grade_curvature=uniform(rng, -2.5e-5, 1.5e-4) if rng.random() < 0.5 else 0.0,
+    )
+
+
+def sample_lighting(rng: np.random.Generator) -> Lighting:
+    tod = pick(rng, TIMES_OF_DAY)
+    if tod == "day":
+        zen, hor = (uniform(rng, 190, 240), uniform(rng, 130, 170), uniform(rng, 60, 110)), (235, 215, 200)
+        ambient, shadow, noise = uniform(rng, 0.95, 1.15), uniform(rng, 0.45, 0.65), uniform(rng, 2, 6)
+        tint = (1.0, 1.0, 1.0)
+    elif tod == "overcast":
+        g = uniform(rng, 175, 215)
+        zen, hor = (g, g - 3, g - 6), (g + 15, g + 13, g + 10)
+        ambient, shadow, noise = uniform(rng, 0.8, 1.0), 1.0, uniform(rng, 3, 7)
+        tint = (1.02, 1.0, 0.97)
+    elif tod == "dusk":
+        zen, hor = (uniform(rng, 110, 150), uniform(rng, 70, 100), uniform(rng, 60, 90)), (120, 170, 245)
+        ambient, shadow, noise = uniform(rng, 0.55, 0.75), uniform(rng, 0.6, 0.8), uniform(rng, 5, 9)
+        tint = (0.85, 0.95, 1.15)
+    else:
+        zen, hor = (uniform(rng, 30, 50), uniform(rng, 15, 30), uniform(rng, 5, 20)), (70, 60, 55)
+        ambient, shadow, noise = uniform(rng, 0.28, 0.42), 1.0, uniform(rng, 7, 12)
+        tint = (1.0, 1.0, 1.1)
+    clouds = []
+    if tod in ("day", "dusk"):
+        for _ in range(int(rng.integers(0, 6))):
+            clouds.append((uniform(rng, 0, 1), uniform(rng, 0.05, 0.7), uniform(rng, 0.04, 0.15), uniform(rng, 0.02, 0.06)))
+    return Lighting(
+        time_of_day=tod,
+        ambient=ambient,
+        gain=uniform(rng, 0.85, 1.15),
+        tint_bgr=tint,
+        sky_zenith_bgr=zen,
+        sky_horizon_bgr=hor,
+        shadow_factor=shadow,
+        sun_side=1.0 if rng.random() < 0.5 else -1.0,
+        shadow_length=uniform(rng, 0.4, 1.6),
+        noise_sigma=noise,
+        blur_sigma=uniform(rng, 0.0, 1.1),
+        texture_strength=uniform(rng, 0.3, 1.0),
+        texture_offset=(uniform(rng, 0, 1), uniform(rng, 0, 1)),
+        clouds=clouds,
+    )
+
+def _sample_side_objects(rng, scene_env: str, road: Road, side: int, d_from: float, d_to: float):
+    buildings: list[Building] = []
+    density = {"urban": 0.9, "suburban": 0.45, "rural": 0.12}[scene_env]
+    d = d_from
+    while d < d_to:
+        b = make_building(rng, side, d, scene_env)
+        if rng.random() < density:
+            buildings.append(b)
+            d += b.length_m + uniform(rng, 0.0, 6.0)
+        else:
+            d += uniform(rng, 6.0, 25.0)
+    trees: list[Tree] = []
+    tree_density = {"urban": 0.3, "suburban": 0.6, "rural": 0.75}[scene_env]
+    d = d_from + uniform(rng, 0, 10)
+    sidewalk = road.sidewalk_left_m if side < 0 else road.sidewalk_right_m
+    while d < d_to:
+        if rng.random() < tree_density:
+            offset = uniform(rng, 0.6, max(0.8, sidewalk - 0.4)) if sidewalk > 0 else uniform(rng, 1.5, 6.0)
+            trees.append(make_tree(rng, side, d, offset))
+        d += uniform(rng, 7.0, 20.0)
+    poles: list[Pole] = []
+    d = d_from + uniform(rng, 0, 15)
+    while d < d_to:
+        poles.append(make_pole(rng, side, d, uniform(rng, 0.3, 0.6)))
+        d += uniform(rng, 15.0, 40.0)
+    return buildings, trees, poles
+
+
+def sample_scene(rng: np.random.Generator, *, height: int, width: int) -> Scene:
+    """Draw one independent random scene for an image of ``height`` x ``width`` pixels."""
+    environment = pick(rng, ("urban", "urban", "suburban", "rural"))
+    camera = sample_camera(rng, height, width)
+    road = sample_road(rng, environment)
+    lighting = sample_lighting(rng)
+    ego_speed = uniform(rng, 7.0, 14.0) if environment == "urban" else uniform(rng, 12.0, 25.0)
+    buildings, trees, poles = [], [], []
+    for side in (-1, 1):
+        b, t, p = _sample_side_objects(rng, environment, road, side, -30.0, FAR_OBJECTS_M + 40.0)
+        buildings += b
+        trees += t
+        poles += p
+    vehicles: list[Vehicle] = []
+    for lane in range(road.n_lanes):
+        d = uniform(rng, 6.0, 30.0)
+        while d < FAR_OBJECTS_M:
+            if rng.random() < 0.55 and not (lane == road.ego_lane and d < 7.0):
+                v = make_vehicle(rng, road, lane, d, ego_speed)
+                vehicles.append(v)
+                d += v.length_m
+            d += uniform(rng, 8.0, 40.0)
+    people: list[Person] = []
+    n_ped = int(rng.integers(0, 7)) if environment != "rural" else int(rng.integers(0, 3))
+    for _ in range(n_ped):
+        people.append(make_person(rng, road, uniform(rng, 4.0, 60.0), cyclist=False, crossing=rng.random() < 0.15))
+    for _ in range(int(rng.integers(0, 3))):
+        people.append(make_person(rng, road, uniform(rng, 5.0, 50.0), cyclist=True, crossing=rng.random() < 0.25))
+    # Distant skyline (blocks of buildings) and tree line at the horizon.
+    skyline = []
+    if environment != "rural" or rng.random() < 0.3:
+        u = uniform(rng, -0.05, 0.05)
+        while u < 1.0:
+            w = uniform(rng, 0.02, 0.09)
+            if rng.random() < 0.8:
+                skyline.append((u, u + w, uniform(rng, 0.02, 0.16 if environment == "urban" else 0.06)))
+            u += w
+    knots = rng.uniform(0.005, 0.06, size=12)
+    treeline = np.interp(np.linspace(0, 11, 64), np.arange(12), knots) + rng.uniform(0, 0.012, size=64)
+    return Scene(
+        camera=camera, road=road, lighting=lighting, buildings=buildings, trees=trees, poles=poles,
+        vehicles=vehicles, people=people, skyline=skyline, treeline=treeline, environment=environment,
+        ego_speed_mps=ego_speed, curvature_target=road.curvature, grade_target=road.grade_curvature,
+        next_curve_change_s=uniform(rng, 3.0, 8.0), wobble_phase=uniform(rng, 0, 2 * math.pi),
+    )
+

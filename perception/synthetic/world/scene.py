@@ -1,0 +1,201 @@
+"""What a synthetic road scene is made of: the plain data the sampler fills in and the renderer draws.
+
+A scene is described in road coordinates: ``s`` is the lateral position in metres measured from
+the left road edge (negative: left of the road, beyond ``road.width_m``: right of it), ``d`` is
+the distance ahead of the ego camera along the road in metres, ``y`` is the height above the road
+surface. ``layout.sample_scene`` fills these in at random, ``motion.advance_scene`` moves them on,
+and ``perception.synthetic.render`` turns them into pixels and labels. Colours are BGR (OpenCV order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Camera:
+    """Pinhole camera: ``focal_px``, principal column ``cx_px``, ``horizon_v_px`` (pitch) and mount height."""
+
+    height_px: int
+    width_px: int
+    focal_px: float
+    cx_px: float
+    horizon_v_px: float
+    mount_height_m: float
+
+
+@dataclass
+class Road:
+    """The road and its surroundings. Curvature is that of the road ahead of the ego camera."""
+
+    n_lanes: int
+    lane_width_m: float
+    ego_lane: int
+    oncoming_lanes: int  # the leftmost lanes carry traffic towards the camera
+    boundary_styles: list[tuple[str, str]]  # per boundary 0..n_lanes: (solid|dashed|double|none, white|yellow)
+    paint_width_m: float
+    dash_length_m: float
+    dash_period_m: float
+    dash_phase_m: float
+    sidewalk_left_m: float  # 0: grass verge instead of a sidewalk
+    sidewalk_right_m: float
+    kerb_height_m: float
+    asphalt_bgr: tuple[float, float, float]
+    sidewalk_bgr: tuple[float, float, float]
+    grass_bgr: tuple[float, float, float]
+    paint_fade: float
+    patches: list[tuple[float, float, float, float]]  # asphalt repairs: s0, s1, d0, d1
+    crosswalk_d_m: float | None
+    # Geometry ahead: lateral offset x(d) = heading*d + curvature*d^2/2 + curvature_rate*d^3/6.
+    heading: float = 0.0
+    curvature: float = 0.0
+    curvature_rate: float = 0.0
+    grade_curvature: float = 0.0  # road height y(d) = grade_curvature * d^2 / 2
+    ego_offset_m: float = 0.0  # wobble of the ego camera around its lane centre
+
+    @property
+    def width_m(self) -> float:
+        return self.n_lanes * self.lane_width_m
+
+    @property
+    def ego_s(self) -> float:
+        return (self.ego_lane + 0.5) * self.lane_width_m + self.ego_offset_m
+
+    def lane_centre(self, lane: int) -> float:
+        return (lane + 0.5) * self.lane_width_m
+
+
+@dataclass
+class Lighting:
+    """Time of day, exposure, colour cast, sun shadows and the camera's noise and blur."""
+
+    time_of_day: str
+    ambient: float  # multiplies reflective materials
+    gain: float  # camera exposure, multiplies everything
+    tint_bgr: tuple[float, float, float]
+    sky_zenith_bgr: tuple[float, float, float]
+    sky_horizon_bgr: tuple[float, float, float]
+    shadow_factor: float  # 1.0: no hard shadows
+    sun_side: float  # +1: shadows fall towards +s, -1: towards -s
+    shadow_length: float  # shadow lateral length per metre of object height
+    noise_sigma: float
+    blur_sigma: float
+    texture_strength: float
+    texture_offset: tuple[float, float]  # window into the texture table (fractions), fixed for a drive
+    clouds: list[tuple[float, float, float, float]]  # u, v (fractions of the sky area), rx, ry (fractions)
+
+
+@dataclass
+class Building:
+    side: int  # -1 left, +1 right
+    d0_m: float
+    length_m: float
+    setback_m: float  # from the outer edge of the sidewalk
+    height_m: float
+    depth_m: float
+    facade_bgr: tuple[int, int, int]
+    window_bgr: tuple[int, int, int]
+    floor_m: float
+    window_spacing_m: float
+    hedge: bool = False  # a low hedge (vegetation) instead of a house
+
+    @property
+    def d_near(self) -> float:
+        return self.d0_m
+
+
+@dataclass
+class Tree:
+    side: int
+    d_m: float
+    offset_m: float  # outwards from the road edge
+    trunk_height_m: float
+    crown_radius_m: float
+    conifer: bool
+    crown_bgr: tuple[int, int, int]
+    blobs: list[tuple[float, float, float]]  # crown blobs: dx, dy, radius (fractions of crown radius)
+
+    @property
+    def d_near(self) -> float:
+        return self.d_m
+
+
+@dataclass
+class Pole:
+    side: int
+    d_m: float
+    offset_m: float
+    height_m: float
+    kind: str  # plain | lamp | sign
+    sign_kind: str = "round"
+    sign_height_m: float = 2.3
+
+    @property
+    def d_near(self) -> float:
+        return self.d_m
+
+
+@dataclass
+class Vehicle:
+    lane: int
+    d_m: float  # distance of the face towards the camera
+    speed_mps: float  # along its own direction of travel
+    oncoming: bool
+    width_m: float
+    height_m: float
+    length_m: float
+    kind: str  # sedan | suv | van | truck
+    body_bgr: tuple[int, int, int]
+    lateral_m: float = 0.0  # offset from the lane centre
+
+    @property
+    def d_near(self) -> float:
+        return self.d_m
+
+
+@dataclass
+class Person:
+    """A pedestrian or a cyclist; ``cyclist`` selects which."""
+
+    s_m: float
+    d_m: float
+    vs_mps: float  # lateral speed (crossing)
+    vd_mps: float  # speed along the road (relative to the ground)
+    height_m: float
+    shirt_bgr: tuple[int, int, int]
+    pants_bgr: tuple[int, int, int]
+    skin_bgr: tuple[int, int, int]
+    phase: float
+    cyclist: bool = False
+    crossing: bool = False
+
+    @property
+    def d_near(self) -> float:
+        return self.d_m
+
+
+@dataclass
+class Scene:
+    """Everything the renderer needs for one frame. ``time_s`` and ``travelled_m`` grow in a drive."""
+
+    camera: Camera
+    road: Road
+    lighting: Lighting
+    buildings: list[Building]
+    trees: list[Tree]
+    poles: list[Pole]
+    vehicles: list[Vehicle]
+    people: list[Person]
+    skyline: list[tuple[float, float, float]]  # distant blocks: u0, u1 (fractions of width), height (px/H)
+    treeline: np.ndarray  # heights of the distant tree line (fractions of H) across the width
+    environment: str  # urban | suburban | rural
+    ego_speed_mps: float
+    time_s: float = 0.0
+    travelled_m: float = 0.0
+    curvature_target: float = 0.0
+    grade_target: float = 0.0
+    next_curve_change_s: float = 0.0
+    wobble_phase: float = 0.0
+    extra: dict = field(default_factory=dict)
