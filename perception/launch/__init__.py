@@ -1,0 +1,53 @@
+"""Launch files: several nodes described as data, validated up front, started and supervised together.
+
+A launch file is YAML in the spirit of ROS 2 launch files (the shipped ones are in ``launch/``)::
+
+    launch:
+      - arg: {name: camera, default: 0, description: V4L2 device index}
+      - include: {file: common.yaml, args: {endpoint: "tcp://127.0.0.1:5560"}}
+      - node:
+          name: front                 # unique; output lines are prefixed "[front]"
+          kind: pipeline              # pipeline (= perception run), record, replay, view, listen
+          parameters:                 # the same names and checks as the command's flags
+            source: "camera:$(var camera)"
+            model: perception/assets/default.onnx
+          respawn: true               # restart when it exits ...
+          respawn_delay: 1.0          # ... after this many seconds, doubled per quick failure (max 30 s)
+          respawn_max: 0              # give up after this many restarts (0: never give up)
+          required: true              # when it is gone for good, stop everything
+          delay: 0.0                  # start this many seconds after the launch (e.g. after a recorder)
+
+``$(var NAME)`` is replaced by a launch argument (``perception launch FILE NAME:=VALUE`` or the
+``default``), ``$(env NAME [DEFAULT])`` by an environment variable. A value that is exactly one
+substitution keeps the argument's type (``fps: $(var fps)`` stays a number); inside a longer string
+it is spliced in as text.
+
+Everything is checked before any process starts: unknown keys, unknown node kinds, missing
+arguments, bad parameter values (``pipeline`` parameters against ``RunConfig`` through
+``perception.config.load_config``, the other kinds against their own config dataclasses, and every
+kind against its command's own argument parser), missing include files. Each error names the file,
+the node and the key.
+
+Modules, in the order a launch goes through them: ``parse`` (file, arguments, includes, validation
+-> plan), ``substitute`` (``$(var)``/``$(env)``), ``flags`` (node parameters <-> command flags),
+``plan`` (node kinds, the resolved plan and its printout), ``supervisor`` (processes, prefixed
+output, respawn, signals).
+
+Run: ``perception launch launch/demo.yaml model:=m.onnx`` (``--check`` prints the plan and exits).
+"""
+
+from perception.launch.flags import config_from_args
+from perception.launch.parse import load_launch, parse_launch_arguments
+from perception.launch.plan import NODE_KINDS, LaunchPlan, NodePlan, format_plan
+from perception.launch.supervisor import LaunchSupervisor
+
+__all__ = [
+    "NODE_KINDS",
+    "LaunchPlan",
+    "LaunchSupervisor",
+    "NodePlan",
+    "config_from_args",
+    "format_plan",
+    "load_launch",
+    "parse_launch_arguments",
+]

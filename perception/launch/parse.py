@@ -1,0 +1,178 @@
+"""Reading a launch file: entries, arguments, substitutions, includes and validation -> ``LaunchPlan``.
+
+    plan = load_launch("launch/demo.yaml", parse_launch_arguments(["model:=m.onnx"]))
+
+Everything is checked here, before any process starts; each error names the file, the node and
+the key. The file format is described in ``perception/launch/__init__.py``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from perception.config import bounds, load_config, read_yaml
+from perception.errors import ConfigError
+from perception.launch.flags import parameters_to_argv
+from perception.launch.plan import NODE_KINDS, LaunchPlan, NodePlan
+from perception.launch.substitute import parse_scalar, substitute
+
+#: Node and argument names: letters, digits, "_", "-", "." (they prefix output lines and flags).
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+# Launch-file entries (validated with load_config like every other config).
+@dataclass
+class ArgEntry:
+    name: str
+    default: Any = None
+    description: str = ""
+
+
+@dataclass
+class IncludeEntry:
+    file: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class NodeEntry:
+    name: str
+    kind: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    respawn: bool = False
+    respawn_delay: float = field(default=1.0, metadata=bounds(0.0, 3600.0))
+    respawn_max: int = field(default=0, metadata=bounds(0, None))
+    required: bool = False
+    delay: float = field(default=0.0, metadata=bounds(0.0, 3600.0))
+
+
+_ENTRY_TYPES = {"arg": ArgEntry, "include": IncludeEntry, "node": NodeEntry}
+
+
+def parse_launch_arguments(items: list[str]) -> dict[str, Any]:
+    """Turn ``["camera:=2", "namespace:=perception/rear"]`` into a dict of typed scalars.
+
+    Raises ConfigError for an item without ``:=``.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition(":=")
+        if not sep or not _NAME_RE.match(name):
+            raise ConfigError(f"launch argument {item!r} is not NAME:=VALUE (e.g. camera:=2)")
+        out[name] = parse_scalar(value)
+    return out
+
+
+def load_launch(path: str | Path, arguments: dict[str, Any] | None = None) -> LaunchPlan:
+    """Read, resolve and validate a launch file; nothing is started.
+
+    ``arguments`` are the ``NAME:=VALUE`` overrides of the top-level file's ``arg`` entries.
+    Raises ConfigError naming the file, the node and the key for anything wrong.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"launch file {path} not found; check the path (shipped ones are in launch/)")
+    nodes: list[NodePlan] = []
+    resolved = _load_file(path, dict(arguments or {}), nodes, chain=())
+    seen: dict[str, Path] = {}
+    for node in nodes:
+        if node.name in seen:
+            raise ConfigError(
+                f"{node.source_file}: node {node.name!r}: name already used by a node in {seen[node.name]}; "
+                "node names must be unique"
+            )
+        seen[node.name] = node.source_file
+    if not nodes:
+        raise ConfigError(f"{path}: no nodes to launch; add a 'node' entry")
+    return LaunchPlan(file=path, arguments=resolved, nodes=tuple(nodes))
+
+
+def _load_file(path: Path, given: dict[str, Any], nodes: list[NodePlan], chain: tuple[Path, ...]) -> dict[str, Any]:
+    real = path.resolve()
+    if real in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, real))
+        raise ConfigError(f"{path}: include cycle {cycle}; remove one of the includes")
+    doc = read_yaml(path)
+    unknown = [k for k in doc if k != "launch"]
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key {unknown[0]!r}; a launch file has one key, 'launch'")
+    entries = doc.get("launch")
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: 'launch' must be a list of arg, include and node entries")
+
+    declared: dict[str, ArgEntry] = {}
+    values: dict[str, Any] = {}
+    parsed: list[tuple[str, Any, str]] = []
+    for index, item in enumerate(entries, start=1):
+        where = f"{path}: entry {index}"
+        if not isinstance(item, dict) or len(item) != 1:
+            raise ConfigError(f"{where}: expected one of 'arg:', 'include:', 'node:' with a mapping below it")
+        key, body = next(iter(item.items()))
+        if key not in _ENTRY_TYPES:
+            close = difflib.get_close_matches(str(key), list(_ENTRY_TYPES), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: unknown entry {key!r}{hint}; known: arg, include, node")
+        if key == "arg":
+            # Arguments are declared before anything uses them, as in ROS 2 launch files.
+            arg = load_config(ArgEntry, body, source=f"{where} (arg)")
+            if not _NAME_RE.match(arg.name):
+                raise ConfigError(f"{where} (arg): name {arg.name!r} may hold letters, digits, '_', '-', '.'")
+            declared[arg.name] = arg
+            if arg.name in given:
+                values[arg.name] = given[arg.name]
+            elif isinstance(body, dict) and "default" in body:
+                values[arg.name] = arg.default
+        else:
+            label = f"node {body.get('name')!r}" if key == "node" and isinstance(body, dict) else key
+            # Substitute now so a later 'arg' cannot change what an earlier entry saw.
+            where = f"{path}: {label}"
+            parsed.append((key, substitute(body, values, declared, where), where))
+
+    extra = [name for name in given if name not in declared]
+    if extra:
+        close = difflib.get_close_matches(extra[0], list(declared), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        known = ", ".join(declared) or "(none)"
+        raise ConfigError(f"{path}: unknown launch argument {extra[0]!r}{hint}; declared: {known}")
+
+    for key, body, where in parsed:
+        if key == "include":
+            inc = load_config(IncludeEntry, body, source=where)
+            target = Path(inc.file)
+            if not target.is_absolute():
+                target = path.parent / target
+            if not target.is_file():
+                raise ConfigError(f"{where}: file {inc.file!r} not found (looked at {target}); check the path")
+            _load_file(target, dict(inc.args), nodes, chain=(*chain, real))
+        else:
+            nodes.append(_resolve_node(load_config(NodeEntry, body, source=where), path))
+    return values
+
+
+def _resolve_node(entry: NodeEntry, path: Path) -> NodePlan:
+    where = f"{path}: node {entry.name!r}"
+    if not _NAME_RE.match(entry.name):
+        raise ConfigError(f"{where}: name may hold letters, digits, '_', '-', '.'")
+    if entry.kind not in NODE_KINDS:
+        raise ConfigError(f"{where}: kind: {NODE_KINDS.unknown_message(entry.kind)}")
+    kind = NODE_KINDS.get(entry.kind)
+    if kind.config_class is not None:
+        load_config(kind.config_class(), entry.parameters, source=f"{where}: parameters")
+    argv = tuple(parameters_to_argv(kind.command, entry.parameters, where))
+    return NodePlan(
+        name=entry.name,
+        kind=entry.kind,
+        command=kind.command,
+        parameters=dict(entry.parameters),
+        argv=argv,
+        respawn=entry.respawn,
+        respawn_delay_s=entry.respawn_delay,
+        respawn_max=entry.respawn_max,
+        required=entry.required,
+        delay_s=entry.delay,
+        source_file=path,
+    )
