@@ -238,3 +238,28 @@ def test_bad_launch_file_cli_is_one_line_and_starts_nothing(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"perception: error: {file}: node 'cam': kind: unknown node kind")
     assert "started node" not in done.stdout
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        ["{file}", "--check", "fps:=7.5"],
+        ["{file}", "fps:=7.5", "--check"],
+        ["--check", "{file}", "fps:=7.5"],
+        ["{file}", "--check"],
+    ],
+)
+def test_check_flag_works_before_or_after_the_overrides(tmp_path, model_path, capsys, order):
+    from perception.cli import main
+
+    file = write_launch(tmp_path / "check.yaml", [
+        {"arg": {"name": "fps", "default": 15}},
+        {"node": {"name": "cam", "kind": "pipeline",
+                  "parameters": {"source": "synthetic", "model": str(model_path), "fps": "$(var fps)"}}},
+    ])
+    assert main(["launch", *(word.format(file=file) for word in order)]) == 0
+    out = capsys.readouterr().out
+    expected_fps = "7.5" if "fps:=7.5" in order else "15"
+    assert f"launch plan: {file} (1 node)" in out
+    assert f"--fps {expected_fps}" in out
+    assert "started node" not in out

@@ -1,11 +1,11 @@
 """``perception launch``: start the nodes a launch file describes, supervised, as one command.
 
     perception launch launch/front_camera.yaml model:=model.onnx
-    perception launch launch/two_cameras.yaml model:=model.onnx --check   # print the plan only
+    perception launch launch/two_cameras.yaml --check model:=model.onnx   # print the plan only
 
 Prints the resolved plan, then starts every node (output lines prefixed ``[name]``), restarts
 nodes per their ``respawn`` policy and stops everything on Ctrl-C / SIGTERM (exit 0) or when a
-``required`` node is gone for good (exit 1). See ``perception/launch.py`` for the file format.
+``required`` node is gone for good (exit 1). See ``perception/launch/`` for the file format.
 """
 
 from __future__ import annotations
@@ -16,8 +16,15 @@ from perception.launch import LaunchSupervisor, format_plan, load_launch, parse_
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="launch file (YAML), e.g. launch/demo.yaml")
-    parser.add_argument("arguments", nargs="*", metavar="NAME:=VALUE", help="launch arguments")
+    parser.usage = "%(prog)s [-h] [--check] FILE [NAME:=VALUE ...]"
+    parser.add_argument("file", metavar="FILE", help="launch file (YAML), e.g. launch/demo.yaml")
+    # argparse matches each positional once, at the first chance: a nargs="*" list would be matched
+    # empty together with FILE, so "FILE --check camera:=2" left camera:=2 unparsed. One or more,
+    # made optional, waits for the first override instead, before or after --check.
+    overrides = parser.add_argument(
+        "arguments", nargs="+", default=[], metavar="NAME:=VALUE", help="launch arguments (e.g. camera:=2)"
+    )
+    overrides.required = False
     parser.add_argument("--check", action="store_true", help="validate and print the plan; start nothing")
 
 
