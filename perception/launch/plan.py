@@ -35,7 +35,7 @@ def _attr(module: str, name: str) -> Callable[[], type]:
 
 
 NODE_KINDS: Registry[NodeKind] = Registry("node kind")
-NODE_KINDS.register("pipeline")(NodeKind("run", _attr("perception.pipeline", "RunConfig")))
+NODE_KINDS.register("pipeline")(NodeKind("run", _attr("perception.run_config", "RunConfig")))
 NODE_KINDS.register("record")(NodeKind("record", _attr("perception.record", "RecordConfig")))
 NODE_KINDS.register("replay")(NodeKind("replay", _attr("perception.replay", "ReplayConfig")))
 NODE_KINDS.register("view")(NodeKind("view", _attr("perception.view", "ViewConfig")))
