@@ -33,7 +33,7 @@ import numpy as np
 
 from perception import contracts
 from perception.engines.base import Engine
-from perception.errors import PerceptionError
+from perception.errors import PerceptionError, PublishError
 from perception.frame_queue import FrameQueue, QueueClosed
 from perception.masks import MaskBuilder, obstacle_blobs
 from perception.preprocess import Letterbox, Preprocessor
@@ -88,8 +88,9 @@ class _Inferred:
 
 class Pipeline:
     """The running node (see the module docstring). ``publisher`` is a ``MaskPublisher`` (or any
-    object with ``publish_masks``/``publish_json``); the caller owns and closes source, engine and
-    publisher, except that the capture thread closes the source when it finishes."""
+    object with its ``publish_masks``, ``publish_json``, ``stats``, ``wait_for_subscribers`` and
+    ``endpoint``); the caller owns and closes source, engine and publisher, except that the
+    pipeline closes the source when it finishes (or fails to start)."""
 
     def __init__(self, config: RunConfig, *, source: Source, engine: Engine, publisher: Any) -> None:
         self.config = config
@@ -121,7 +122,12 @@ class Pipeline:
     # ------------------------------------------------------------------ control
 
     def start(self) -> None:
-        """Warm the engine up, then start the three threads."""
+        """Warm the engine up, wait for subscribers if asked (``wait_subscribers``), then start the
+        three threads.
+
+        Raises:
+            PublishError: ``wait_subscribers`` subscriptions did not arrive within ``wait_timeout_s``.
+        """
         t0 = time.perf_counter()
         self.engine.warmup(self.config.warmup)
         log.info(
@@ -129,12 +135,42 @@ class Pipeline:
             self.config.warmup, (time.perf_counter() - t0) * 1e3, self.source.describe(),
             self.frames.policy, self.frames.capacity, ",".join(self.masks.topics),
         )
+        if self.config.wait_subscribers:
+            try:
+                subscribed = self._wait_for_subscribers()
+            except BaseException:
+                self.source.close()
+                raise
+            if not subscribed:  # stopped while waiting: nothing ran, nothing to join
+                self.source.close()
+                self._done.set()
+                return
         self.rates.restart()
         for name, target in (("capture", self._capture_loop), ("inference", self._inference_loop),
                              ("publish", self._publish_loop)):
             t = threading.Thread(target=self._guard, args=(name, target), name=f"perception-{name}", daemon=True)
             self._threads.append(t)
             t.start()
+
+    def _wait_for_subscribers(self) -> bool:
+        """Hold the first frame until ``wait_subscribers`` subscriptions have reached the publisher
+        (a PUB socket sends nothing to a subscriber that has not joined yet, so a lossless run with
+        a recorder would lose its first frames). False when stopped meanwhile."""
+        want, timeout_s = self.config.wait_subscribers, self.config.wait_timeout_s
+        log.info("waiting up to %g s for %d subscriber(s) on %s", timeout_s, want, self.publisher.endpoint)
+        deadline = time.monotonic() + timeout_s
+        while not self.publisher.wait_for_subscribers(want, timeout_s=POLL_S):
+            if self._stop.is_set():
+                return False
+            if time.monotonic() >= deadline:
+                have = self.publisher.stats()["subscriptions"]
+                who = "no subscriber" if have == 0 else f"only {have} of {want} subscribers"
+                raise PublishError(
+                    f"{who} connected to {self.publisher.endpoint} within {timeout_s:g} s; "
+                    "start the recorder first or drop --wait-subscribers"
+                )
+        log.info("%d subscriber(s) joined; starting", want)
+        return True
 
     def stop(self, reason: str = "stopped") -> None:
         """Ask every stage to finish now (thread- and signal-safe); ``wait`` returns soon after."""
@@ -319,7 +355,9 @@ class Pipeline:
 
     def stats(self, *, final: bool = False) -> dict[str, Any]:
         """The stats document: rates over the last interval (over the whole run when ``final``),
-        counters, per-stage p50/p90/p99 (ms), engine, provider, model, uptime."""
+        counters, per-stage p50/p90/p99 (ms), engine, provider, model, uptime, and the publisher's
+        counters under ``publisher`` (messages_sent, bytes_sent, dropped_by_transport,
+        send_errors, subscriptions)."""
         frames_in, frames_out = self.source.frames_read, self.frames_published
         doc: dict[str, Any] = {
             **self.rates.rates(frames_in, frames_out, final=final),
@@ -336,6 +374,7 @@ class Pipeline:
             "provider": self.engine.provider,
             "model_id": self.engine.model_id,
             "masks": [t for t in self.masks.topics if t in contracts.MASK_TOPICS],
+            "publisher": self.publisher.stats(),
         }
         if final:
             doc["end_reason"] = self._end_reason or "stopped"

@@ -1,4 +1,4 @@
-"""The mask publisher: a ZeroMQ PUB socket that sends every frame's masks without ever blocking.
+"""The mask publisher: a ZeroMQ XPUB socket that sends every frame's masks without ever blocking.
 
 Each message is three frames ``[topic, header JSON, payload]`` (see ``perception/wire.py`` and
 the README's "Wire format"). Topics are ``<namespace>/<mask>``, e.g. ``perception/front/lane``,
@@ -11,6 +11,11 @@ Usage::
                       latency_ms={"infer": 4.1}, model_id="bisenetv2-camvid-360x480-fp32")
     pub.publish_json("stats", {"fps": 29.8})
     pub.close()
+
+The socket is an XPUB: for subscribers exactly a PUB (same topics, same drop-at-HWM behaviour),
+but it also hands the publisher each subscribe/unsubscribe, so it can count the subscriptions to
+its namespace (``stats()["subscriptions"]``) and hold the first frame until a recorder has
+subscribed (``wait_for_subscribers``; ``perception run --wait-subscribers N``).
 
 Binding is localhost-only by default; another interface only when asked (a warning says the
 data leaves the machine). ``curve_secret_key_file`` + ``curve_allow_dir`` turn on CURVE
@@ -25,6 +30,7 @@ import logging
 import re
 import threading
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -43,6 +49,10 @@ _ENDPOINT_RE = re.compile(r"^(?:tcp://(?P<host>\[[0-9a-fA-F:.]+\]|[^:/\[\]]+):(?
 _ZERO_COPY_MIN_BYTES = 64 * 1024
 # One frame's burst: every mask topic plus the obstacles and stats documents.
 _MESSAGES_PER_FRAME = len(contracts.MASK_TOPICS) + 2
+# XPUB subscription messages: one byte (1 subscribe, 0 unsubscribe), then the topic prefix.
+_SUBSCRIBE, _UNSUBSCRIBE = 1, 0
+# wait_for_subscribers holds the socket lock for at most this long at a time.
+_WAIT_SLICE_MS = 10
 
 
 @dataclass
@@ -94,7 +104,7 @@ def is_loopback(host: str) -> bool:
 
 
 class MaskPublisher:
-    """Publishes mask and JSON messages on one PUB socket; ``publish_*`` never block.
+    """Publishes mask and JSON messages on one XPUB socket; ``publish_*`` never block.
 
     Args:
         endpoint: where to bind (default ``tcp://127.0.0.1:5556``).
@@ -137,13 +147,21 @@ class MaskPublisher:
         host = check_endpoint(endpoint)
         self.counters = PublishCounters()
         self._json_seq: dict[str, int] = {}
+        # Live subscriptions by topic prefix (one count per subscriber that holds it).
+        self._subscriptions: Counter[bytes] = Counter()
+        self._namespace_prefix = (self.namespace + "/").encode("utf-8")
         self._lock = threading.Lock()  # sockets are not thread-safe; stats may come from another thread
         self._closed = False
         self._context = zmq.Context()
         self._auth = None
-        self._socket = self._context.socket(zmq.PUB)
+        self._socket = self._context.socket(zmq.XPUB)
         try:
             self._socket.linger = 0
+            # VERBOSER: every subscribe and every unsubscribe reaches us, including the ones libzmq
+            # makes for a subscriber that disconnects and duplicates of a prefix another subscriber
+            # already holds (plain XPUB reports only the first and last of each prefix), so the
+            # counts below are per subscriber.
+            self._socket.setsockopt(zmq.XPUB_VERBOSER, 1)
             # Why a small HWM (messages queued per subscriber): ZMQ_CONFLATE would keep only the
             # newest message but does not support multipart messages, so freshness comes from a
             # small high-water mark: a subscriber that falls behind loses whole old messages (it
@@ -270,8 +288,11 @@ class MaskPublisher:
                 # Reading EVENTS makes libzmq process its pending commands now, including the I/O
                 # thread's "subscriber has read N messages" acknowledgements; send() only does so
                 # about once a millisecond, so a fast loop would otherwise see full queues that
-                # are long empty and drop messages for subscribers that keep up.
-                self._socket.getsockopt(zmq.EVENTS)
+                # are long empty and drop messages for subscribers that keep up. The same read
+                # says whether subscription messages are waiting (POLLIN), so taking them costs
+                # the hot path nothing when there are none.
+                if self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    self._read_subscriptions()
                 # NOBLOCK everywhere: a PUB socket drops for a subscriber at its HWM instead of
                 # blocking, and zmq.Again (no room at all) is a drop, never a stall.
                 self._socket.send(topic, zmq.SNDMORE | zmq.NOBLOCK)
@@ -288,10 +309,59 @@ class MaskPublisher:
             self.counters.messages_sent += 1
             self.counters.bytes_sent += len(topic) + len(header) + len(payload)
 
+    def _read_subscriptions(self) -> None:
+        """Take every queued subscribe/unsubscribe off the socket (caller holds the lock)."""
+        while True:
+            try:
+                message = self._socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if not message:
+                continue
+            prefix = message[1:]
+            if message[0] == _SUBSCRIBE:
+                self._subscriptions[prefix] += 1
+            elif message[0] == _UNSUBSCRIBE and self._subscriptions[prefix] > 0:
+                self._subscriptions[prefix] -= 1
+                if not self._subscriptions[prefix]:
+                    del self._subscriptions[prefix]
+
+    def _namespace_subscriptions(self) -> int:
+        """Live subscriptions that receive some of this namespace's topics: a namespace or topic
+        subscription counts, one to another camera's namespace does not (caller holds the lock)."""
+        ns = self._namespace_prefix
+        return sum(n for prefix, n in self._subscriptions.items() if ns.startswith(prefix) or prefix.startswith(ns))
+
+    def wait_for_subscribers(self, count: int, *, timeout_s: float) -> bool:
+        """Wait until ``count`` subscriptions to this namespace are live, at most ``timeout_s``.
+
+        A subscriber counts once per prefix it subscribes to: a recorder or ``listen --namespace``
+        once, ``listen --topic`` once per topic. A subscription that has reached the publisher
+        receives every message sent after it, so the first frame is not lost to the slow joiner.
+        Holds the socket for at most 10 ms at a time (call it before publishing, not alongside).
+
+        Returns True when enough subscriptions are live, False on the timeout or once closed.
+        """
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while True:
+            with self._lock:
+                if self._closed:
+                    return False
+                self._read_subscriptions()
+                if self._namespace_subscriptions() >= count:
+                    return True
+                remaining_ms = (deadline - time.monotonic()) * 1e3
+                if remaining_ms <= 0:
+                    return False
+                self._socket.poll(max(1, min(_WAIT_SLICE_MS, int(remaining_ms))), zmq.POLLIN)
+
     def stats(self) -> dict[str, int]:
-        """A copy of the counters, e.g. for the stats document."""
+        """The counters plus ``subscriptions`` (live subscriptions to this namespace), e.g. for the
+        stats document."""
         with self._lock:
-            return asdict(self.counters)
+            if not self._closed:
+                self._read_subscriptions()
+            return {**asdict(self.counters), "subscriptions": self._namespace_subscriptions()}
 
     def close(self) -> None:
         """Close the socket at once (linger 0: unsent messages are dropped); idempotent."""

@@ -32,7 +32,9 @@ class RunConfig:
     ``lossless`` for files. ``mask_size``: ``model`` publishes masks at the model's input size,
     ``source`` maps them back to the camera frame. ``encoding``: mask topic -> payload encoding.
     ``task``: task -> class names overriding the model's task groups. ``max_frames``/``duration_s``:
-    0 runs until the input ends or the node is stopped.
+    0 runs until the input ends or the node is stopped. ``wait_subscribers``: hold the first frame
+    until this many subscriptions to the node's namespace have reached the publisher (so a
+    recorder started first loses nothing), failing after ``wait_timeout_s``.
     """
 
     source: str = "synthetic"
@@ -65,6 +67,8 @@ class RunConfig:
     curve_secret_key: str | None = None
     curve_allow: str | None = None
     sndhwm: int = field(default=16, metadata=bounds(1, 100000))
+    wait_subscribers: int = field(default=0, metadata=bounds(0, 1000))
+    wait_timeout_s: float = field(default=10.0, metadata=bounds(0.1, 3600))
 
     def __post_init__(self) -> None:
         if not self.source.strip():

@@ -142,6 +142,10 @@ def test_lossless_synthetic_every_frame_once_with_exact_masks(engine, link):
     assert set(final["latency_ms"]) >= {"capture", "preprocess", "infer", "postprocess", "publish", "total"}
     assert {"input_fps", "output_fps", "corrupt", "reconnects", "uptime_s", "provider", "model_id"} <= set(final)
     assert got["obstacles"] and all("blobs" in m.data for m in got["obstacles"].values())
+    publisher = final["publisher"]
+    assert publisher["messages_sent"] >= 5 * n and publisher["bytes_sent"] > 0  # 4 masks + obstacles per frame
+    assert publisher["dropped_by_transport"] == publisher["send_errors"] == 0 and publisher["subscriptions"] == 1
+    assert got["stats"] and set(got["stats"][0].data["publisher"]) == set(publisher)
 
 
 def test_video_file_to_source_size_until_end_of_file(tmp_path, engine, link):
@@ -190,6 +194,45 @@ def test_latest_queue_drops_and_counts_under_slow_engine(tmp_path, engine, link)
     assert final["drops"] > 0
     assert final["frames_in"] == n and final["frames_out"] + final["drops"] == n  # every frame accounted for
     assert len(seqs) == final["frames_out"] and seqs[-1] == n - 1  # the newest frame always makes it
+
+
+def test_wait_subscribers_holds_the_first_frame_until_a_subscriber_joins(tmp_path, engine):
+    """No probes, no sleeps: the node must not read a frame before the subscriber has subscribed,
+    and then deliver every frame of the file from seq 0."""
+    n = 8
+    video = str(write_video(tmp_path / "clip.avi", n))
+    pub = MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS, sndhwm=10_000)
+    waiting = threading.Event()
+    wait_for_subscribers = pub.wait_for_subscribers
+
+    def spy(count, *, timeout_s):
+        waiting.set()
+        return wait_for_subscribers(count, timeout_s=timeout_s)
+
+    pub.wait_for_subscribers = spy
+    source = open_source(video)
+    pipeline = Pipeline(RunConfig(source=video, wait_subscribers=1, wait_timeout_s=60, warmup=0),
+                        source=source, engine=engine, publisher=pub)
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(final=pipeline.run()))
+    thread.start()
+    seqs: dict[str, list[int]] = {}
+    try:
+        assert waiting.wait(30), "the node never started waiting"
+        assert source.frames_read == 0  # held before capture
+        with MaskSubscriber(pub.endpoint, namespace=NS) as sub:
+            while min(len(seqs.get(t, [])) for t in contracts.MASK_TOPICS) < n:
+                msg = sub.recv(timeout_s=10)
+                assert msg is not None, f"frames missing: {seqs}"
+                if msg.kind == "mask":
+                    seqs.setdefault(msg.topic.rsplit("/", 1)[1], []).append(msg.seq)
+        thread.join(timeout=30)
+    finally:
+        pipeline.stop()
+        thread.join(timeout=10)
+        pub.close()
+    assert all(seqs[t] == list(range(n)) for t in contracts.MASK_TOPICS), seqs
+    assert result["final"]["frames_out"] == n and result["final"]["end_reason"] == "end of input"
 
 
 def test_failing_engine_stops_with_stage_error(engine, link):
@@ -290,16 +333,32 @@ def test_cli_errors_are_one_line(argv, match, model_path, bad_models, tmp_path, 
     assert match in lines[0]
 
 
-def test_cli_address_in_use_is_one_line(model_path, capsys):
+def test_cli_address_in_use_is_one_line_naming_the_endpoint_and_the_fix(model_path):
     ctx = zmq.Context.instance()
     blocker = ctx.socket(zmq.PUB)
     blocker.linger = 0
     port = blocker.bind_to_random_port("tcp://127.0.0.1")
+    endpoint = f"tcp://127.0.0.1:{port}"
     try:
-        code, lines = run_cli(["--model", str(model_path), "--endpoint", f"tcp://127.0.0.1:{port}"], capsys)
+        done = subprocess.run(
+            [sys.executable, "-m", "perception", "-q", "run", "--source", "synthetic", "--model", str(model_path),
+             "--endpoint", endpoint, "--max-frames", "1"],
+            capture_output=True, text=True, timeout=60,
+        )
     finally:
         blocker.close()
-    assert code != 0 and len(lines) == 1 and "address already in use" in lines[0]
+    assert done.returncode != 0 and "Traceback" not in done.stderr and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [f"perception: error: cannot bind {endpoint}: address already in use; "
+                      "use --endpoint tcp://127.0.0.1:5557 or stop the other node"], done.stderr
+
+
+def test_cli_wait_subscribers_timeout_is_one_line(model_path, capsys, free_tcp_port):
+    endpoint = f"tcp://127.0.0.1:{free_tcp_port}"
+    code, lines = run_cli(["--model", str(model_path), "--source", "synthetic", "--endpoint", endpoint,
+                           "--wait-subscribers", "1", "--wait-timeout", "0.2", "--warmup", "0"], capsys)
+    assert code != 0
+    assert lines == [f"perception: error: no subscriber connected to {endpoint} within 0.2 s; "
+                     "start the recorder first or drop --wait-subscribers"]
 
 
 def test_cli_default_model_missing_is_one_line(capsys, monkeypatch, tmp_path):

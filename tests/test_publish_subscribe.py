@@ -270,3 +270,45 @@ def test_bitpack_wire_size(publisher):
         assert msg is not None
         header_bytes = len(dump_header(msg.header))
         assert msg.wire_bytes == len(f"{NS}/lane") + header_bytes + math.ceil(H * W / 8)
+
+
+def _wait_subscriptions(pub: MaskPublisher, want: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while pub.stats()["subscriptions"] != want:
+        assert time.monotonic() < deadline, f"subscriptions stayed at {pub.stats()['subscriptions']}, expected {want}"
+        time.sleep(0.01)  # polling interval; the loop waits on the counter
+
+
+def test_subscriptions_are_counted_per_subscriber_and_namespace(publisher):
+    """XPUB reports each subscriber's subscriptions, also duplicates, and drops them when it leaves."""
+    assert publisher.stats()["subscriptions"] == 0
+    assert not publisher.wait_for_subscribers(1, timeout_s=0.05)
+    first = MaskSubscriber(publisher.endpoint, namespace=NS)
+    same = MaskSubscriber(publisher.endpoint, namespace=NS)  # the same prefix: counted again
+    other = MaskSubscriber(publisher.endpoint, namespace="perception/other")  # not this node's topics
+    topics = MaskSubscriber(publisher.endpoint, topics=[f"{NS}/lane", f"{NS}/drivable"])
+    try:
+        assert publisher.wait_for_subscribers(4, timeout_s=10)
+        _wait_subscriptions(publisher, 4)
+        same.close()
+        topics.close()
+        _wait_subscriptions(publisher, 1)
+        assert not publisher.wait_for_subscribers(2, timeout_s=0.05)
+    finally:
+        for sub in (first, same, other, topics):
+            sub.close()
+    _wait_subscriptions(publisher, 0)
+
+
+def test_first_message_after_the_wait_reaches_the_subscriber(publisher):
+    """Once wait_for_subscribers returns True the subscription is in place: no probes needed."""
+    with MaskSubscriber(publisher.endpoint, namespace=NS) as sub:
+        assert publisher.wait_for_subscribers(1, timeout_s=10)
+        publisher.publish_masks(seq=0, capture_ns=time.time_ns(), frame_id="f", masks=_frame_masks(0),
+                                latency_ms={}, model_id="m")
+        got = [sub.recv(timeout_s=5.0) for _ in range(len(contracts.MASK_TOPICS))]
+    assert all(m is not None and m.seq == 0 for m in got)
+    assert sorted(m.topic for m in got) == sorted(f"{NS}/{n}" for n in contracts.MASK_TOPICS)
+    stats = publisher.stats()
+    assert stats["messages_sent"] == len(contracts.MASK_TOPICS) and stats["bytes_sent"] == sum(m.wire_bytes for m in got)
+    assert stats["dropped_by_transport"] == stats["send_errors"] == 0

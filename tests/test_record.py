@@ -165,9 +165,13 @@ def test_record_cli_with_a_lossless_node_keeps_every_frame(tmp_path):
     out = tmp_path / "clip.mcap"
     shipped = yaml.safe_load((REPO / "launch" / "replay.yaml").read_text())
     node = next(e["node"] for e in shipped["launch"] if "node" in e and e["node"]["kind"] == "pipeline")
-    # The tiny model warms up in microseconds; a real one takes tens of milliseconds, which is what
-    # gives the recorder time to connect after the node binds. Model that with more warm-up runs.
-    node["parameters"]["warmup"] = 300
+    # The node holds its first frame until the recorder has subscribed (no delay, no long warm-up).
+    assert node["parameters"]["wait_subscribers"] == 1 and "delay" not in node
+    assert node["parameters"]["queue"] == "lossless"
+    # Start the recorder well after the node, longer than the whole clip plays (0.6 s): without
+    # the wait every frame would be gone before the recorder joins.
+    recorder = next(e["node"] for e in shipped["launch"] if "node" in e and e["node"]["kind"] == "record")
+    recorder["delay"] = 1.0
     launch_file = tmp_path / "replay.yaml"
     launch_file.write_text(yaml.safe_dump(shipped))
     done = subprocess.run(

@@ -3,6 +3,7 @@
     perception run --source /dev/video0 --model model.onnx
     perception run --source drive.mp4 --max-frames 300
     perception run --config node.yaml --endpoint tcp://127.0.0.1:5557   # flags override the file
+    perception run --source drive.mp4 --wait-subscribers 1              # after `perception record ...`
 
 Prints the final stats as one JSON line on stdout when it ends (end of input, --max-frames,
 --duration, SIGINT/SIGTERM). User mistakes end with one ``perception: error: ...`` line.
@@ -75,6 +76,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--stats-interval", dest="stats_interval_s", type=float, default=S,
                    help="seconds between stats documents (default 1)")
     g.add_argument("--sndhwm", type=int, default=S, help="ZeroMQ messages queued per subscriber (default 16)")
+    g.add_argument("--wait-subscribers", type=int, default=S, metavar="N",
+                   help="hold the first frame until N subscribers have subscribed, e.g. a recorder of a "
+                        "lossless file run (default 0: start at once)")
+    g.add_argument("--wait-timeout", dest="wait_timeout_s", type=float, default=S, metavar="S",
+                   help="seconds --wait-subscribers waits before the node fails (default 10)")
     g.add_argument("--curve-secret-key", default=S, help="server .key_secret file: encrypt with CURVE")
     g.add_argument("--curve-allow", default=S, help="folder of allowed client .key files")
 
