@@ -225,6 +225,9 @@ NAMESPACE_PREFIX = "perception"
 
 #: Mask topics: the three task masks (0/255) and the full class map (class ids).
 MASK_TOPICS = ("drivable", "lane", "obstacle", "class_map")
+#: Per-class obstacle masks (``perception run --per-class-obstacles``): mask ``obstacle/<class>``
+#: on topic ``<namespace>/obstacle/<class>``, binary like ``obstacle`` and in its encoding.
+PER_CLASS_OBSTACLE_PREFIX = "obstacle/"
 #: Statistics topic (JSON payload, 1 Hz).
 STATS_TOPIC = "stats"
 #: Obstacle blobs topic (JSON payload: connected components with boxes and areas).

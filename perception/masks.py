@@ -5,8 +5,9 @@ Each task is a set of classes from the model's ``task_groups`` (``--task lane=la
 advertised, with one warning. Each task mask is one 256-entry uint8 lookup table applied to the
 class map (0 or 255 per pixel) - no per-class loops on the hot path.
 
-Extras: per-class obstacle masks (``per_class``), and connected obstacle blobs
-(``obstacle_blobs``: class, box, pixel area, centroid) for the ``obstacles`` JSON topic.
+Extras: per-class obstacle masks (``per_class_obstacles``: ``obstacle/<class>`` for each class of
+the obstacle task, one more lookup each), and connected obstacle blobs (``obstacle_blobs``: class,
+box, pixel area, centroid) for the ``obstacles`` JSON topic.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from perception.contracts import TASKS, ClassTable
+from perception.contracts import PER_CLASS_OBSTACLE_PREFIX, TASKS, ClassTable
 from perception.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ class MaskBuilder:
         table: the model's class table.
         model: the model id (for messages).
         overrides: task -> class names, replacing the model's task groups for those tasks.
-        per_class: obstacle class names that also get their own mask (keys ``obstacle/<name>``).
+        per_class_obstacles: every class of the obstacle task also gets its own mask
+            (key ``obstacle/<class>``).
 
     Raises:
         ConfigError: an override names an unknown task or class.
@@ -72,7 +74,7 @@ class MaskBuilder:
         *,
         model: str = "model",
         overrides: dict[str, list[str]] | None = None,
-        per_class: tuple[str, ...] = (),
+        per_class_obstacles: bool = False,
     ) -> None:
         self.table = table
         checked = parse_task_overrides(overrides, table, model=model)
@@ -89,10 +91,9 @@ class MaskBuilder:
                 continue
             self.task_classes[task] = names
             self.luts[task] = task_lut([table.id_of(n) for n in names])
-        for name in per_class:
-            if name not in table.names:
-                raise ConfigError(f"per-class mask {name!r}: model {model} has no such class; its classes: {', '.join(table.names)}")
-            self.luts[f"obstacle/{name}"] = task_lut([table.id_of(name)])
+        if per_class_obstacles:
+            for name in self.task_classes.get("obstacle", ()):
+                self.luts[PER_CLASS_OBSTACLE_PREFIX + name] = task_lut([table.id_of(name)])
         self._buffers: dict[str, np.ndarray] = {}
 
     @property

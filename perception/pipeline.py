@@ -102,7 +102,8 @@ class Pipeline:
         # Lossless between inference and publishing: a frame that was inferred is always published.
         self._inferred: FrameQueue[_Inferred] = FrameQueue(2, "lossless")
         self.masks = MaskBuilder(
-            engine.metadata.class_table, model=engine.model_id, overrides={k: list(v) for k, v in config.task.items()}
+            engine.metadata.class_table, model=engine.model_id, overrides={k: list(v) for k, v in config.task.items()},
+            per_class_obstacles=config.per_class_obstacles,
         )
         self.preprocess = Preprocessor(engine.input_hw)
         self.latency = LatencyWindow()
@@ -333,7 +334,7 @@ class Pipeline:
             seq=item.seq,
             capture_ns=item.capture_ns,
             frame_id=self.config.camera_name,
-            masks={k: v for k, v in masks.items() if k in contracts.MASK_TOPICS},
+            masks=masks,
             latency_ms=latency,
             model_id=self.engine.model_id,
         )
@@ -373,7 +374,7 @@ class Pipeline:
             "engine": self.engine.kind,
             "provider": self.engine.provider,
             "model_id": self.engine.model_id,
-            "masks": [t for t in self.masks.topics if t in contracts.MASK_TOPICS],
+            "masks": self.masks.topics,
             "publisher": self.publisher.stats(),
         }
         if final:

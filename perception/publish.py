@@ -209,6 +209,23 @@ class MaskPublisher:
             plans[name] = _TopicPlan(topic=topic, codec=codec, values=values)
         return plans
 
+    def _plan_per_class(self, name: str) -> _TopicPlan:
+        """The plan of a per-class obstacle mask (``obstacle/<class>``), made on its first frame:
+        the ``obstacle`` topic's encoding under ``<namespace>/obstacle/<class>``."""
+        class_name = name[len(contracts.PER_CLASS_OBSTACLE_PREFIX):]
+        if not name.startswith(contracts.PER_CLASS_OBSTACLE_PREFIX) or not class_name or "/" in class_name:
+            raise ValueError(
+                f"unknown mask topic {name!r}; known: {', '.join(contracts.MASK_TOPICS)} "
+                f"and {contracts.PER_CLASS_OBSTACLE_PREFIX}<class>"
+            )
+        plan = _TopicPlan(
+            topic=contracts.topic_name(self.namespace, name).encode("utf-8"),
+            codec=self._plans["obstacle"].codec,
+            values=contracts.VALUES_BINARY,
+        )
+        self._plans[name] = plan
+        return plan
+
     def _bind(self, endpoint: str) -> None:
         try:
             self._socket.bind(endpoint)
@@ -240,14 +257,13 @@ class MaskPublisher:
         ``latency_ms`` is the caller's stages plus ``encode`` (this payload) and ``publish`` (from
         this call's start to this message's send, so it includes earlier topics of the frame).
 
-        Raises ValueError for a mask name outside ``contracts.MASK_TOPICS`` or a mask that is not
+        ``masks`` keys are ``contracts.MASK_TOPICS`` or per-class obstacle masks ``obstacle/<class>``
+        (sent in the ``obstacle`` encoding). Raises ValueError for another name or a mask that is not
         2-D uint8 (caller bugs). Transport trouble is counted in ``counters``, never raised.
         """
         start = time.perf_counter()
         for name, mask in masks.items():
-            plan = self._plans.get(name)
-            if plan is None:
-                raise ValueError(f"unknown mask topic {name!r}; known: {', '.join(self._plans)}")
+            plan = self._plans.get(name) or self._plan_per_class(name)
             t0 = time.perf_counter()
             payload = plan.codec.encode(mask)
             t1 = time.perf_counter()

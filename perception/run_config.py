@@ -34,7 +34,8 @@ class RunConfig:
     ``task``: task -> class names overriding the model's task groups. ``max_frames``/``duration_s``:
     0 runs until the input ends or the node is stopped. ``wait_subscribers``: hold the first frame
     until this many subscriptions to the node's namespace have reached the publisher (so a
-    recorder started first loses nothing), failing after ``wait_timeout_s``.
+    recorder started first loses nothing), failing after ``wait_timeout_s``. ``per_class_obstacles``:
+    also publish ``<namespace>/obstacle/<class>`` for each class of the obstacle task.
     """
 
     source: str = "synthetic"
@@ -52,6 +53,7 @@ class RunConfig:
     encoding: dict[str, str] = field(default_factory=dict)
     task: dict[str, list[str]] = field(default_factory=dict)
     obstacles: bool = True
+    per_class_obstacles: bool = False
     max_frames: int = field(default=0, metadata=bounds(0, None))
     duration_s: float = field(default=0.0, metadata=bounds(0, None))
     realtime: bool = False

@@ -31,9 +31,14 @@ def test_task_masks_match_the_class_groups():
 
 def test_overrides_and_per_class_masks():
     cm = class_map(1)
-    masks = MaskBuilder(T, overrides={"obstacle": ["car", "pedestrian"]}, per_class=("car",)).build(cm)
+    builder = MaskBuilder(T, overrides={"obstacle": ["car", "pedestrian"]}, per_class_obstacles=True)
+    assert builder.topics == ["drivable", "lane", "obstacle", "obstacle/car", "obstacle/pedestrian", "class_map"]
+    masks = builder.build(cm)
     np.testing.assert_array_equal(masks["obstacle"] > 0, np.isin(cm, [T.id_of("car"), T.id_of("pedestrian")]))
     np.testing.assert_array_equal(masks["obstacle/car"] > 0, cm == T.id_of("car"))
+    np.testing.assert_array_equal(masks["obstacle/pedestrian"] > 0, cm == T.id_of("pedestrian"))
+    assert set(np.unique(masks["obstacle/car"])) <= {0, 255}
+    assert "obstacle/car" not in MaskBuilder(T).topics  # off by default
 
 
 @pytest.mark.parametrize(

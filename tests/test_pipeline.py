@@ -148,6 +148,28 @@ def test_lossless_synthetic_every_frame_once_with_exact_masks(engine, link):
     assert got["stats"] and set(got["stats"][0].data["publisher"]) == set(publisher)
 
 
+def test_per_class_obstacle_masks_on_their_own_topics(engine, link):
+    n = 4
+    config = RunConfig(source="synthetic", queue="lossless", max_frames=n, width=96, height=72, fps=240, seed=3,
+                       warmup=0, per_class_obstacles=True, task={"obstacle": ["car", "pedestrian"]})
+    source = open_source("synthetic", **config.source_options())
+    source.pace(None)
+    final = Pipeline(config, source=source, engine=engine, publisher=link.pub).run()
+    per_class = {f"{NS}/obstacle/car": "car", f"{NS}/obstacle/pedestrian": "pedestrian"}
+    got: dict[str, dict[int, object]] = {}
+    while min(len(got.get(t, {})) for t in [*per_class, f"{NS}/class_map"]) < n:
+        msg = link.sub.recv(timeout_s=10)
+        assert msg is not None, f"missing messages: { {t: sorted(v) for t, v in got.items()} }"
+        if msg.kind == "mask":
+            got.setdefault(msg.topic, {})[msg.seq] = msg
+    assert final["masks"] == ["drivable", "lane", "obstacle", "obstacle/car", "obstacle/pedestrian", "class_map"]
+    for topic, name in per_class.items():
+        for seq in range(n):
+            msg = got[topic][seq]
+            assert msg.header["values"] == "binary"
+            np.testing.assert_array_equal(msg.data > 0, got[f"{NS}/class_map"][seq].data == T.id_of(name))
+
+
 def test_video_file_to_source_size_until_end_of_file(tmp_path, engine, link):
     n = 12
     video = str(write_video(tmp_path / "clip.avi", n, hw=(60, 100)))  # 5:3 into 4:3: letterboxed

@@ -220,7 +220,9 @@ def test_listen_reports_rates_and_exits_zero(publisher, tmp_path):
     def publish_frames() -> None:
         seq = 0
         while not stop.wait(0.02):  # about 50 frames per second
-            publisher.publish_masks(seq=seq, capture_ns=time.time_ns(), frame_id="f", masks=_frame_masks(seq % 3),
+            masks = _frame_masks(seq % 3)
+            masks["obstacle/car"] = masks["obstacle"]  # a per-class obstacle mask (--per-class-obstacles)
+            publisher.publish_masks(seq=seq, capture_ns=time.time_ns(), frame_id="f", masks=masks,
                                     latency_ms={"infer": 1.0}, model_id="m")
             seq += 1
 
@@ -234,12 +236,13 @@ def test_listen_reports_rates_and_exits_zero(publisher, tmp_path):
         thread.join(timeout=5)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert set(summary["topics"]) == {f"{NS}/{name}" for name in contracts.MASK_TOPICS}
+    assert set(summary["topics"]) == {f"{NS}/{name}" for name in (*contracts.MASK_TOPICS, "obstacle/car")}
     for figures in summary["topics"].values():
         assert figures["count"] > 5 and figures["rate_hz"] > 5
         assert figures["gaps"] == 0 and figures["latency_ms"]["p50"] >= 0
     assert " Hz " in result.stderr and "--- summary" in result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"perception_test_{n}" for n in contracts.MASK_TOPICS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        f"perception_test_{n}" for n in (*contracts.MASK_TOPICS, "obstacle_car"))
     saved = sorted((tmp_path / "perception_test_lane").glob("*.png"))
     assert saved and set(np.unique(cv2.imread(str(saved[0]), cv2.IMREAD_UNCHANGED))) <= {0, 255}
 
@@ -312,3 +315,25 @@ def test_first_message_after_the_wait_reaches_the_subscriber(publisher):
     stats = publisher.stats()
     assert stats["messages_sent"] == len(contracts.MASK_TOPICS) and stats["bytes_sent"] == sum(m.wire_bytes for m in got)
     assert stats["dropped_by_transport"] == stats["send_errors"] == 0
+
+
+def test_per_class_obstacle_masks_use_the_obstacle_encoding_and_exact_topics_skip_them(publisher):
+    masks = _frame_masks(1)
+    with MaskSubscriber(publisher.endpoint, namespace=NS, masks=["obstacle", "obstacle/car"]) as both, \
+            MaskSubscriber(publisher.endpoint, namespace=NS, masks=["obstacle"]) as plain:
+        assert publisher.wait_for_subscribers(3, timeout_s=10)
+        publisher.publish_masks(seq=1, capture_ns=time.time_ns(), frame_id="f", latency_ms={}, model_id="m",
+                                masks={"obstacle": masks["obstacle"], "obstacle/car": masks["lane"]})
+        got = {m.topic: m for m in (both.recv(timeout_s=5.0), both.recv(timeout_s=5.0)) if m is not None}
+        only = plain.recv(timeout_s=5.0)
+        assert plain.recv(timeout_s=0.2) is None  # obstacle/car shares the prefix but is not the topic
+    assert only is not None and only.topic == f"{NS}/obstacle"
+    assert set(got) == {f"{NS}/obstacle", f"{NS}/obstacle/car"}
+    car = got[f"{NS}/obstacle/car"]
+    assert car.header["compression"] == contracts.COMPRESSION_OF_ENCODING[ENCODINGS["obstacle"]]
+    assert car.header["values"] == "binary"
+    np.testing.assert_array_equal(car.data, masks["lane"])
+    for bad in ("obstacle/", "obstacle/a/b", "lanes"):
+        with pytest.raises(ValueError, match="unknown mask topic"):
+            publisher.publish_masks(seq=2, capture_ns=0, frame_id="f", latency_ms={}, model_id="m",
+                                    masks={bad: masks["lane"]})

@@ -73,6 +73,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a task's classes, e.g. lane=lane_marking or obstacle=car,pedestrian")
     g.add_argument("--no-obstacles", dest="obstacles", action="store_false", default=S,
                    help="do not publish obstacle blobs on the obstacles topic")
+    g.add_argument("--per-class-obstacles", action="store_true", default=S,
+                   help="also publish <namespace>/obstacle/<class>, a binary mask per obstacle class")
     g.add_argument("--stats-interval", dest="stats_interval_s", type=float, default=S,
                    help="seconds between stats documents (default 1)")
     g.add_argument("--sndhwm", type=int, default=S, help="ZeroMQ messages queued per subscriber (default 16)")
