@@ -10,7 +10,9 @@ Inference and publishing overlap (ONNX Runtime and OpenCV release the GIL), so t
 to the engine's own rate. Every frame's stage latencies go into its message header
 (``latency_ms``: capture, queue, preprocess, infer, postprocess, total; the publisher adds encode
 and publish) and into rolling p50/p90/p99 in the stats. A bad frame is counted and skipped; a stage
-that keeps failing stops the node with a ``StageError``.
+that keeps failing stops the node with a ``StageError``. With ``wait_subscribers`` the threads start
+only once that many subscriptions have reached the publisher (a lossless file run with a recorder
+then loses nothing); ``wait_timeout_s`` later the node fails with a one-line ``PublishError``.
 
 Neighbouring modules by stage: ``perception/run_config.py`` (``RunConfig``, every ``perception run``
 flag, also loaded from ``--config node.yaml`` and from launch files), ``perception/stats.py``
