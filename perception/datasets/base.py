@@ -1,0 +1,117 @@
+"""What every dataset format shares: the file-pair reader, label look-up tables, list files, statistics.
+
+A format module (``camvid``, ``cityscapes``, ``folder``) finds its ``(image, label)`` file pairs and
+builds a label look-up table; ``SegmentationDataset`` decodes a pair on access and checks it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from perception.contracts import ClassTable
+from perception.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+#: Marks label values a lookup table does not accept (outside uint8 on purpose).
+INVALID_LABEL = 256
+
+
+class SegmentationDataset(Sequence):
+    """Pairs of image files and label files, decoded on access.
+
+    ``label_lut`` maps every raw label value (0..255) to a class id, the ignore id, or
+    ``INVALID_LABEL``; ``decode_label`` (optional) turns a raw label image into class ids itself
+    (colour palettes, binary masks).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        class_table: ClassTable,
+        pairs: list[tuple[Path, Path]],
+        label_lut: np.ndarray | None = None,
+        decode_label: Callable[[np.ndarray, Path], np.ndarray] | None = None,
+    ) -> None:
+        self.name = name
+        self.class_table = class_table
+        self.pairs = pairs
+        self._lut = label_lut if label_lut is not None else identity_lut(class_table)
+        self._decode_label = decode_label
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        image_path, label_path = self.pairs[index]
+        image = read_image(image_path, cv2.IMREAD_COLOR)
+        raw = read_image(label_path, cv2.IMREAD_UNCHANGED)
+        label = self._decode_label(raw, label_path) if self._decode_label else map_label(raw, self._lut, label_path)
+        if label.shape != image.shape[:2]:
+            raise DataError(
+                f"label {label_path} is {label.shape[1]}x{label.shape[0]} but image {image_path} is "
+                f"{image.shape[1]}x{image.shape[0]}; they must match"
+            )
+        return image, label
+
+    def describe(self, index: int) -> str:
+        return str(self.pairs[index][0])
+
+
+def read_image(path: Path, flags: int) -> np.ndarray:
+    image = cv2.imread(str(path), flags)
+    if image is None:
+        raise DataError(f"cannot read image {path}; is it a valid PNG/JPEG file?")
+    return image
+
+
+def identity_lut(table: ClassTable) -> np.ndarray:
+    """Raw value v -> v for class ids and the ignore id; everything else invalid."""
+    lut = np.full(256, INVALID_LABEL, dtype=np.uint16)
+    lut[: table.num_classes] = np.arange(table.num_classes)
+    if table.ignore_id is not None:
+        lut[table.ignore_id] = table.ignore_id
+    return lut
+
+
+def map_label(raw: np.ndarray, lut: np.ndarray, path: Path) -> np.ndarray:
+    """Apply ``lut`` to a single-channel label image; DataError naming a value it does not accept."""
+    if raw.ndim != 2 or raw.dtype != np.uint8:
+        raise DataError(f"label {path} must be a single-channel 8-bit image, got shape {raw.shape} {raw.dtype}")
+    mapped = lut[raw]
+    bad = mapped == INVALID_LABEL
+    if bad.any():
+        value = int(raw[bad][0])
+        raise DataError(f"label {path} holds value {value}, which is not a class id of this dataset; check the labels")
+    return mapped.astype(np.uint8)
+
+
+def require_dir(path: Path, what: str) -> Path:
+    """``path`` if it is a folder; DataError naming ``what`` and the path otherwise."""
+    if not path.is_dir():
+        raise DataError(f"{what} {path} not found; check the dataset path")
+    return path
+
+
+def read_list_file(list_file: Path, root: Path) -> list[tuple[Path, Path]]:
+    """``image_path label_path`` per line, relative to ``root`` (the CamVid and synth layout)."""
+    pairs = []
+    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise DataError(f"{list_file}:{number}: expected 'image_path label_path', got {line.strip()!r}")
+        # SegNet's CamVid lists hold absolute paths of the authors' machine; keep the last two parts.
+        image, label = (root / Path(*Path(p).parts[-2:]) for p in parts)
+        for path in (image, label):
+            if not path.is_file():
+                raise DataError(f"{list_file}:{number}: {path} not found; is the dataset folder complete?")
+        pairs.append((image, label))
+    if not pairs:
+        raise DataError(f"list file {list_file} is empty")
+    return pairs

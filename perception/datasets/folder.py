@@ -1,0 +1,100 @@
+"""The ``folder`` dataset: your own images and labels with a ``classes.yaml`` class table.
+
+    open_dataset("folder:/data/mine", split="train")   # also what ``perception synth`` writes
+
+Labels may be class-id images, RGB colour-palette images or 0/255 binary masks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from perception.contracts import ClassTable
+from perception.datasets.base import (
+    IMAGE_SUFFIXES,
+    SegmentationDataset,
+    identity_lut,
+    map_label,
+    read_list_file,
+    require_dir,
+)
+from perception.errors import ConfigError, DataError
+
+
+def open_folder(argument: str, *, split: str, spec: str) -> SegmentationDataset:
+    """``images/`` and ``labels/`` (or ``masks/``) matched by file stem, with ``classes.yaml``.
+
+    The split comes from a ``<split>.txt`` list of ``image label`` paths (as ``perception synth``
+    writes), else from a ``<split>/`` sub-folder with the same layout, else the whole folder
+    serves every split. Labels are class-id images, RGB colour-palette images (colours from the table), or 0/255 binary
+    masks for a two-class table whose ignore id is not 255.
+    """
+    if not argument:
+        raise ConfigError(f"dataset {spec!r}: give the folder, e.g. folder:/data/mine")
+    root = require_dir(Path(argument).expanduser(), "dataset folder")
+    if (root / split / "images").is_dir():
+        root = root / split
+    table = _read_class_table(root / "classes.yaml")
+    image_dir = require_dir(root / "images", "image folder")
+    label_dir = next((root / n for n in ("labels", "masks") if (root / n).is_dir()), None)
+    if label_dir is None:
+        raise DataError(f"no labels/ or masks/ folder in {root}; put one label image per image there")
+    list_file = root / f"{split}.txt"
+    if list_file.is_file():
+        pairs = read_list_file(list_file, root)
+    elif (root / "train.txt").is_file():
+        known = sorted(p.stem for p in root.glob("*.txt"))
+        raise DataError(f"no {list_file.name} in {root}; splits here: {', '.join(known)}")
+    else:
+        pairs = _pairs_by_stem(image_dir, label_dir)
+    return SegmentationDataset(name=spec, class_table=table, pairs=pairs, decode_label=_folder_label_decoder(table))
+
+
+def _pairs_by_stem(image_dir: Path, label_dir: Path) -> list[tuple[Path, Path]]:
+    images = {p.stem: p for p in sorted(image_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    labels = {p.stem: p for p in sorted(label_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    if not images:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir}")
+    for stem in images:
+        if stem not in labels:
+            raise DataError(f"image {images[stem]} has no label named {stem}.* in {label_dir}")
+    for stem in labels:
+        if stem not in images:
+            raise DataError(f"label {labels[stem]} has no image named {stem}.* in {image_dir}")
+    return [(images[s], labels[s]) for s in sorted(images)]
+
+
+def _read_class_table(path: Path) -> ClassTable:
+    if not path.is_file():
+        raise DataError(f"class table {path} not found; write one (classes, ignore_id, task_groups) next to images/")
+    try:
+        return ClassTable.from_dict(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    except (yaml.YAMLError, ValueError, AttributeError) as exc:
+        raise DataError(f"class table {path} is malformed: {exc}") from None
+
+
+def _folder_label_decoder(table: ClassTable) -> Callable[[np.ndarray, Path], np.ndarray]:
+    lut = identity_lut(table)
+    if table.num_classes == 2 and table.ignore_id != 255:
+        lut[255] = 1  # 0/255 binary masks
+    # Colour -> id through a packed 24-bit key, so one np.unique-free lookup per pixel.
+    keys = np.array([(r << 16) | (g << 8) | b for r, g, b in table.palette()], dtype=np.int64)
+    order = np.argsort(keys)
+
+    def decode(raw: np.ndarray, path: Path) -> np.ndarray:
+        if raw.ndim == 2:
+            return map_label(raw, lut, path)
+        rgb = raw[..., 2::-1].astype(np.int64)  # OpenCV reads BGR(A); the table holds RGB
+        packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+        pos = np.clip(np.searchsorted(keys[order], packed), 0, len(keys) - 1)
+        found = keys[order][pos] == packed
+        if not found.all():
+            r, g, b = rgb[~found][0]
+            raise DataError(f"label {path} has colour RGB({r},{g},{b}), which is not in the class table")
+        return order[pos].astype(np.uint8)
+
+    return decode
