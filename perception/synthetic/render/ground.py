@@ -17,6 +17,7 @@ from perception.synthetic.world import Scene
 
 
 def draw_ground(mat: np.ndarray, paint: np.ndarray, scene: Scene, view: View, pal: Palette) -> None:
+    """Terrain, asphalt and repair patches, sidewalks with kerbs, then the paint (``paint`` is scratch)."""
     road = scene.road
     d = view.ground_d
     width = road.width_m

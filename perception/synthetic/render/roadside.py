@@ -15,6 +15,7 @@ from perception.synthetic.world import Building, Pole, Scene, Tree
 
 
 def draw_building(mat: np.ndarray, scene: Scene, view: View, pal: Palette, b: Building) -> None:
+    """A building or hedge: near end face, facade along the road, windows (lit at night)."""
     height, width = mat.shape
     s_f = facade_s(scene, b)
     d1 = b.d0_m + b.length_m
@@ -72,6 +73,7 @@ def draw_building(mat: np.ndarray, scene: Scene, view: View, pal: Palette, b: Bu
 
 
 def draw_tree(mat: np.ndarray, scene: Scene, view: View, pal: Palette, t: Tree) -> None:
+    """A trunk and a crown of blobs (broadleaf) or stacked triangles (conifer)."""
     u, vg, k = view.anchor(roadside_s(scene, t.side, t.offset_m), t.d_m)
     r = t.crown_radius_m
     trunk = pal.object((40, 62, 85), CLASS_ID["vegetation"])
@@ -96,6 +98,7 @@ def draw_tree(mat: np.ndarray, scene: Scene, view: View, pal: Palette, t: Tree) 
 
 
 def draw_pole(mat: np.ndarray, scene: Scene, view: View, pal: Palette, p: Pole) -> None:
+    """A plain pole, a street lamp with its arm over the road, or a sign post with its sign."""
     s = roadside_s(scene, p.side, p.offset_m)
     u, vg, k = view.anchor(s, p.d_m)
     pole = pal.object((115, 118, 120) if p.kind != "plain" else (60, 75, 70), CLASS_ID["pole"])
@@ -113,6 +116,7 @@ def draw_pole(mat: np.ndarray, scene: Scene, view: View, pal: Palette, p: Pole) 
 
 
 def draw_sign(mat: np.ndarray, pal: Palette, u: float, v: float, k: float, kind: str) -> None:
+    """A traffic sign of ``kind`` centred at pixel (u, v), ``k`` pixels per metre."""
     sign = CLASS_ID["traffic_sign"]
     red = pal.object((35, 35, 200), sign)
     white = pal.object((235, 235, 235), sign)

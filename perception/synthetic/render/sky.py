@@ -19,6 +19,7 @@ SKY_BANDS = 20
 
 
 def draw_sky(mat: np.ndarray, scene: Scene, view: View, pal: Palette) -> None:
+    """Sky bands and clouds above the horizon, grass below it, the distant skyline and tree line."""
     height, width = mat.shape
     light = scene.lighting
     vh = int(np.clip(math.ceil(view.vh), 0, height))

@@ -17,6 +17,7 @@ from perception.synthetic.world import Person, Scene, Vehicle
 
 
 def draw_vehicle(mat: np.ndarray, scene: Scene, view: View, pal: Palette, v: Vehicle) -> None:
+    """A vehicle: its visible side, then the face towards the camera (rear or front) with lamps and plate."""
     if v.d_m < NEAR_CLIP_M:
         return
     road = scene.road
@@ -75,6 +76,7 @@ def draw_vehicle(mat: np.ndarray, scene: Scene, view: View, pal: Palette, v: Veh
 
 
 def draw_pedestrian(mat: np.ndarray, view: View, pal: Palette, p: Person) -> None:
+    """A pedestrian facing the camera, legs swinging with the walking phase."""
     u, vg, k = view.anchor(p.s_m, p.d_m)
     h = p.height_m
     ped = CLASS_ID["pedestrian"]
@@ -100,6 +102,7 @@ def draw_pedestrian(mat: np.ndarray, view: View, pal: Palette, p: Person) -> Non
 
 
 def draw_cyclist(mat: np.ndarray, view: View, pal: Palette, p: Person) -> None:
+    """A cyclist: side view when crossing, else seen from behind, pedalling with the phase."""
     u, vg, k = view.anchor(p.s_m, p.d_m)
     cyc = CLASS_ID["cyclist"]
     shirt = pal.object(p.shirt_bgr, cyc)
