@@ -140,6 +140,29 @@ def test_two_cameras_publish_respawn_and_sigterm_stops_everything(tmp_path, mode
             s.close()
 
 
+def test_nodes_do_not_outlive_a_killed_launcher(tmp_path, model_path):
+    # SIGKILL gives the launcher no chance to stop its children; the kernel must (PR_SET_PDEATHSIG),
+    # or they would keep publishing as orphans.
+    file = write_launch(tmp_path / "one.yaml", [camera_node("solo", free_port(), model_path)])
+    launch = LaunchProcess(file)
+    try:
+        child = int(launch.wait_line(r"started node 'solo' \(pid (\d+)\)").group(1))
+        launch.proc.kill()
+        launch.proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)  # polling a pid: there is no event to wait on
+        else:
+            os.kill(child, signal.SIGKILL)
+            raise AssertionError(f"node pid {child} outlived the killed launcher")
+    finally:
+        launch.stop()
+
+
 def test_required_node_failing_stops_the_launch_nonzero(tmp_path, model_path):
     port = free_port()
     file = write_launch(tmp_path / "req.yaml", [

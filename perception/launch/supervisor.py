@@ -8,6 +8,7 @@ node is gone for good it stops the rest and returns 1 (0 if that node finished c
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import os
 import signal
@@ -26,6 +27,21 @@ STABLE_RUN_S = 10.0
 MAX_BACKOFF_S = 30.0
 #: How long stopping waits for children after SIGTERM before it sends SIGKILL.
 STOP_GRACE_S = 5.0
+#: prctl option: the signal a process gets when its parent dies (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM it when the launcher dies.
+
+    The children run in their own sessions, so nothing else would stop them if the launcher were
+    killed with SIGKILL (or crashed): they would keep publishing as orphans. subprocess has no
+    option for this (PR_SET_PDEATHSIG), hence ctypes; elsewhere it is a no-op.
+    """
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -108,6 +124,7 @@ class LaunchSupervisor:
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         node.started_at = time.monotonic()
         node.readers = [
