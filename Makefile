@@ -8,6 +8,10 @@ STAMP_DEV  := $(VENV)/.stamp-dev
 
 .PHONY: demo test lint venv venv-dev default-model camvid-model clean
 
+# The shipped default model and the CamVid model: the exact recipes of the README.
+DEFAULT_MODEL := perception/assets/default.onnx
+CAMVID ?= ../shared/data/camvid
+
 venv: $(STAMP_BASE)
 venv-dev: $(STAMP_DEV)
 
@@ -33,6 +37,22 @@ lint: $(STAMP_DEV)
 test: $(STAMP_DEV)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# Rebuild the shipped default model: train on the synthetic road world, export, verify (~35 min on 2 cores).
+default-model: $(STAMP_DEV)
+	$(BIN)/perception train --config configs/synthetic_default_cpu.yaml --out runs/synthetic_default
+	$(BIN)/perception export --checkpoint runs/synthetic_default/best.pt --out $(DEFAULT_MODEL) \
+		--verify-data synthetic:count=16
+	$(BIN)/perception eval --model $(DEFAULT_MODEL) --data synthetic
+
+# Train, export (FP32 + INT8) and evaluate the real-time CamVid model (~75 min on 2 cores). CamVid's
+# licence forbids shipping weights trained on it, so everything stays under runs/ and out/.
+camvid-model: $(STAMP_DEV)
+	$(BIN)/perception train --config configs/camvid_bisenetv2_cpu.yaml --set data=camvid:$(CAMVID) --out runs/camvid_cpu
+	$(BIN)/perception export --checkpoint runs/camvid_cpu/best.pt --out out/camvid/bisenetv2.onnx \
+		--verify-data camvid:$(CAMVID) --int8 --calib camvid:$(CAMVID) --val-data camvid:$(CAMVID) --val-count 101
+	$(BIN)/perception eval --model out/camvid/bisenetv2.onnx --data camvid:$(CAMVID)
+	$(BIN)/perception eval --model out/camvid/bisenetv2.int8.onnx --data camvid:$(CAMVID)
 
 clean:
 	rm -rf $(VENV) out runs
