@@ -32,10 +32,14 @@ def bounds(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; ConfigError naming the file when it is missing or malformed."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config file {p} is a directory; pass a .yaml file")
     if not p.is_file():
         raise ConfigError(f"config file {p} not found; check the path")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p} is not a text file (not UTF-8); pass a YAML file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

@@ -84,6 +84,8 @@ def load_model_proto(path: str | Path, *, with_weights: bool = True) -> onnx.Mod
         with_weights: also load external weight files (when the model has any).
     """
     path = Path(path)
+    if path.is_dir():
+        raise ModelError(f"model file {path} is a directory; pass the .onnx file inside it")
     if not path.is_file():
         raise ModelError(f"model file {path} not found; check the path or {_REEXPORT}")
     try:

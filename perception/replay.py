@@ -74,6 +74,8 @@ def read_recording(path: str | Path) -> Iterator[RecordedMessage]:
     from mcap_ros2.decoder import DecoderFactory
 
     path = Path(path)
+    if path.is_dir():
+        raise SourceError(f"recording {path} is a directory; pass the .mcap file written by 'perception record'")
     if not path.is_file():
         raise SourceError(f"recording {path} not found; check the path")
     with open(path, "rb") as stream:
@@ -112,7 +114,9 @@ def read_recording(path: str | Path) -> Iterator[RecordedMessage]:
         except (McapError, struct.error, EOFError, ValueError) as exc:
             if seen == 0:
                 raise SourceError(f"{path}: not a readable MCAP recording ({exc}); record it again") from None
-            log.warning("%s is cut short after %d messages (%s); was the recorder killed?", path, seen, exc)
+            log.warning(
+                "%s is cut short after %d messages (%s); was the recorder killed?", path, seen, str(exc) or type(exc).__name__
+            )
         if seen == 0:
             raise SourceError(f"{path}: no perception topics in this recording; record one with 'perception record'")
 

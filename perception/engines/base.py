@@ -15,7 +15,7 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from perception.contracts import INPUT_DTYPE, ModelMetadata
-from perception.errors import ModelError
+from perception.errors import ConfigError, ModelError
 
 ProviderName = Literal["auto", "cpu", "cuda", "tensorrt"]
 PROVIDER_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "tensorrt")
@@ -29,6 +29,14 @@ class EngineOptions:
     provider: ProviderName = "auto"
     threads: int = 0
     fp16: bool = False
+
+    def __post_init__(self) -> None:
+        # Every command builds its options here, so an unknown provider fails the same way for
+        # run, view, demo, eval and bench, instead of as a KeyError deep in a backend.
+        if self.provider not in PROVIDER_CHOICES:
+            raise ConfigError(f"unknown --provider {self.provider!r}; known: {', '.join(PROVIDER_CHOICES)}")
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or not 0 <= self.threads <= 256:
+            raise ConfigError(f"--threads {self.threads!r} must be an integer in 0..256 (0: the backend's default)")
 
 
 @dataclass(frozen=True)

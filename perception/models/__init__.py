@@ -15,8 +15,10 @@ Needs the ``train`` extra (torch, torchvision); the runtime node never imports t
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
+from perception.errors import ConfigError
 from perception.registry import Registry
 
 MODELS: Registry[Any] = Registry("model")
@@ -24,9 +26,21 @@ register_model = MODELS.register
 
 
 def build_model(name: str, *, num_classes: int, **kwargs: Any):
-    """Build the registered model ``name``; unknown names fail with the list of known ones."""
+    """Build the registered model ``name``; unknown names fail with the list of known ones.
+
+    Raises:
+        ConfigError: unknown ``name``, or a keyword (``model_kwargs`` in a config) the builder lacks.
+    """
     _import_all()
-    return MODELS.get(name)(num_classes=num_classes, **kwargs)
+    builder = MODELS.get(name)
+    # model_kwargs come from YAML or --set: name the key and the accepted ones instead of a TypeError.
+    accepted = [p for p in inspect.signature(builder).parameters if p != "num_classes"]
+    unknown = [k for k in kwargs if k not in accepted]
+    if unknown:
+        raise ConfigError(
+            f"model {name!r} has no option {unknown[0]!r} (model_kwargs); its options: {', '.join(accepted)}"
+        )
+    return builder(num_classes=num_classes, **kwargs)
 
 
 def model_names() -> list[str]:

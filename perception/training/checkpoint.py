@@ -71,6 +71,8 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Read a checkpoint; ModelError naming the file when it is missing, corrupt or foreign."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelError(f"checkpoint {path} is a directory; pass a .pt file in it, e.g. {path / 'best.pt'}")
     if not path.is_file():
         raise ModelError(f"checkpoint {path} not found; pass the .pt file written by 'perception train'")
     try:
@@ -78,7 +80,10 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         # arrays), which the safe unpickler refuses. Only load checkpoints you trust.
         doc = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # torch raises many types for a truncated or foreign file
-        raise ModelError(f"checkpoint {path} cannot be read ({type(exc).__name__}); is it truncated?") from None
+        raise ModelError(
+            f"checkpoint {path} cannot be read ({type(exc).__name__}); it is truncated or not a .pt file "
+            "written by 'perception train'"
+        ) from None
     if not isinstance(doc, dict) or doc.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(
             f"checkpoint {path} is not a perception checkpoint (format {CHECKPOINT_FORMAT}); "
