@@ -22,13 +22,17 @@ from pathlib import Path
 from typing import Literal
 
 from perception.config import bounds
-from perception.errors import ConfigError, ModelError
+from perception.errors import ConfigError, DependencyError, ModelError
 
 log = logging.getLogger(__name__)
 
 
 class ExportGateError(ModelError):
     """An exported model failed a verification gate."""
+
+
+#: Largest model input side: 4K camera frames fit; beyond it tracing only exhausts memory.
+MAX_INPUT_SIDE = 4096
 
 
 @dataclass
@@ -56,6 +60,10 @@ class ExportConfig:
     def __post_init__(self) -> None:
         if self.input_hw is not None and min(self.input_hw) <= 0:
             raise ValueError(f"input size {self.input_hw} must be positive")
+        if self.input_hw is not None and max(self.input_hw) > MAX_INPUT_SIDE:
+            raise ValueError(
+                f"input size {self.input_hw[0]}x{self.input_hw[1]} is too large; at most {MAX_INPUT_SIDE} per side"
+            )
         if self.out.suffix != ".onnx":
             raise ValueError(f"--out {self.out} must end in .onnx")
         if (self.int8 or self.trt_precision == "int8") and not self.calib:
@@ -88,8 +96,13 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
         ModelError: unreadable checkpoint or export failure. ExportGateError: a gate failed.
         DataError/ConfigError: bad dataset specs. DependencyError: --tensorrt without TensorRT.
     """
+    prepare_out(cfg.out)  # a bad --out costs a second, not the export's minutes
     import onnx
-    import torch
+
+    try:
+        import torch
+    except ImportError:
+        raise DependencyError("perception export needs torch to read the checkpoint: pip install -e '.[train]'") from None
 
     from export.onnx import ExportWrapper, build_metadata, export_onnx, prepare_model
     from export.verify import load_samples, reference_samples, verify_onnx
@@ -152,6 +165,17 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
     if cfg.tensorrt:
         summary.engine_path, summary.engine_built = _tensorrt_step(cfg, metadata, calib_images, report)
     return summary
+
+
+def prepare_out(out: Path) -> None:
+    """Create the folder of ``--out``; ConfigError when ``out`` is a folder or cannot be written,
+    found before the export's minutes of work rather than after."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; give a file name such as {out / 'model.onnx'}")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create folder {out.parent} for --out ({exc.strerror}); choose a writable path") from None
 
 
 def _tensorrt_step(cfg: ExportConfig, metadata, calib_images, report) -> tuple[Path, bool]:

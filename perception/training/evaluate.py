@@ -17,7 +17,7 @@ import cv2
 
 from perception.contracts import ClassTable
 from perception.datasets import Dataset
-from perception.errors import DataError
+from perception.errors import DataError, DependencyError
 from perception.metrics import ConfusionMatrix
 
 
@@ -54,10 +54,16 @@ def evaluate_checkpoint(
 ) -> ConfusionMatrix:
     """Confusion matrix of the checkpoint's model over ``dataset`` (ModelError for a bad file).
 
-    ``threads`` > 0 sets torch's CPU threads.
+    ``threads`` > 0 sets torch's CPU threads. DependencyError when torch is not installed.
     """
-    import torch
-    from torch.utils.data import DataLoader
+    try:
+        import torch
+        from torch.utils.data import DataLoader
+    except ImportError:
+        raise DependencyError(
+            "evaluating a .pt checkpoint needs torch: pip install -e '.[train]' "
+            "(or evaluate the exported .onnx with --model, which needs no torch)"
+        ) from None
 
     from perception.training.augment import EvalSamples, collate_eval, ignore_id_of
     from perception.training.checkpoint import build_model_from_checkpoint, load_checkpoint

@@ -2,14 +2,19 @@
 
 The run directory (``config.out``) gets ``config.yaml`` (the resolved config), ``last.pt``
 (after every validation and at the end), ``best.pt`` (highest validation mIoU),
-``metrics.jsonl`` and ``curves.png``.
+``metrics.jsonl`` and ``curves.png``. Ctrl-C (single process) finishes the current step, writes
+``last.pt`` at that step and exits, so ``perception train --resume <out>/last.pt`` loses nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +24,7 @@ import yaml
 from tqdm import tqdm
 
 from perception.config import config_to_dict
-from perception.errors import ModelError
+from perception.errors import ConfigError, ModelError
 from perception.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from perception.training.config import TrainConfig
 from perception.training.distributed import DistInfo, cleanup_distributed, pick_device, setup_distributed
@@ -122,12 +127,19 @@ def validate_and_checkpoint(run: Run, data: Data, run_dir: Path | None, runlog: 
 
 
 def train_steps(
-    run: Run, data: Data, *, until_step: int, run_dir: Path | None = None, runlog: RunLog | None = None
+    run: Run,
+    data: Data,
+    *,
+    until_step: int,
+    run_dir: Path | None = None,
+    runlog: RunLog | None = None,
+    stop: threading.Event | None = None,
 ) -> list[dict[str, float]]:
     """Train from ``run.step`` to ``until_step``, validating every ``val_every`` steps (or per epoch).
 
-    Returns the per-step records (loss, lr). The batch order depends only on (seed, epoch, step),
-    so stopping and resuming anywhere continues with the same batches.
+    Returns the per-step records (loss, lr); returns early, between two steps, once ``stop`` is set.
+    The batch order depends only on (seed, epoch, step), so stopping and resuming anywhere
+    continues with the same batches.
     """
     config = run.config
     per_epoch = data.steps_per_epoch
@@ -153,22 +165,56 @@ def train_steps(
             end_of_epoch = run.step % per_epoch == 0
             if (config.val_every and run.step % config.val_every == 0) or (not config.val_every and end_of_epoch):
                 validate_and_checkpoint(run, data, run_dir, runlog)
-            if run.step >= until_step:
+            if run.step >= until_step or (stop is not None and stop.is_set()):
                 break
+        if stop is not None and stop.is_set():
+            break
     bar.close()
     return records
 
 
+@contextlib.contextmanager
+def stop_after_step_on_sigint(stop: threading.Event, *, enabled: bool) -> Iterator[None]:
+    """While active, the first SIGINT only sets ``stop`` (the loop ends after the current step); a
+    second one interrupts at once. Not under DDP, where every rank would have to stop at the same step."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigint(_signum, _frame) -> None:
+        stop.set()
+        log.warning("Ctrl-C: stopping after this step and saving last.pt (Ctrl-C again to abort at once)")
+        signal.signal(signal.SIGINT, previous)
+
+    previous = signal.signal(signal.SIGINT, on_sigint) or signal.default_int_handler
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def make_run_dir(path: Path) -> Path:
+    """Create the run directory before any data or model is built; ConfigError when it cannot be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create run directory {path} ({exc.strerror}); choose a writable --out") from None
+    return path
+
+
 def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, Any]:
-    """Train ``config`` to the end (from ``resume`` when given); returns the final validation metrics."""
+    """Train ``config`` to the end (from ``resume`` when given); returns the final validation metrics.
+
+    Raises:
+        KeyboardInterrupt: after Ctrl-C, once ``last.pt`` holds the step reached.
+    """
     info = setup_distributed(pick_device(config.device, DistInfo()))
     try:
+        run_dir = make_run_dir(Path(config.out)) if info.is_main else Path(config.out)
         data = build_data(config, info)
         run = build_run(config, data, info=info)
-        run_dir = Path(config.out)
         runlog = RunLog(run_dir) if info.is_main else None
         if info.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
             resolved = yaml.safe_dump(config_to_dict(config), sort_keys=False)
             (run_dir / "config.yaml").write_text(resolved, encoding="utf-8")
             print(f"resolved config ({run_dir / 'config.yaml'}):\n{resolved}", flush=True)
@@ -182,7 +228,16 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, A
             if runlog is not None:
                 runlog.truncate_after(run.step)
             log.info("resumed from %s at step %d", resume, run.step)
-        train_steps(run, data, until_step=run.total_steps, run_dir=run_dir, runlog=runlog)
+        stop = threading.Event()
+        with stop_after_step_on_sigint(stop, enabled=info.world_size == 1):
+            train_steps(run, data, until_step=run.total_steps, run_dir=run_dir, runlog=runlog, stop=stop)
+        if stop.is_set() and run.step < run.total_steps:
+            last = save_run_checkpoint(run, data, run_dir / "last.pt")
+            log.warning(
+                "interrupted at step %d of %d; saved %s; continue with: perception train --resume %s",
+                run.step, run.total_steps, last, last,
+            )
+            raise KeyboardInterrupt
         if run.last_metrics.get("step") != run.step:
             validate_and_checkpoint(run, data, run_dir, runlog)
         return {**run.last_metrics, "run_dir": str(run_dir)}

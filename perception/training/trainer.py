@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +99,13 @@ class Run:
 # --------------------------------------------------------------------------------------------
 
 
+def leave_sigint_to_main(_worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: Ctrl-C in a terminal reaches every process of the group; the
+    workers ignore it so that the main process can finish its step and save ``last.pt`` (see
+    ``fit.stop_after_step_on_sigint``) instead of finding its workers gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def build_data(config: TrainConfig, info: DistInfo | None = None) -> Data:
     """Open the datasets and make the (resumable, sharded) loaders. DataError when unusable."""
     info = info or DistInfo()
@@ -135,6 +143,7 @@ def build_data(config: TrainConfig, info: DistInfo | None = None) -> Data:
         # A private generator: creating an iterator must not consume the global torch RNG, or a
         # resumed run would draw different dropout masks than an uninterrupted one.
         generator=torch.Generator().manual_seed(config.seed),
+        worker_init_fn=leave_sigint_to_main,
     )
     val_shard = Subset(EvalSamples(val_set, config.input_hw), range(info.rank, len(val_set), info.world_size))
     val_loader = DataLoader(
@@ -143,6 +152,7 @@ def build_data(config: TrainConfig, info: DistInfo | None = None) -> Data:
         num_workers=config.workers,
         collate_fn=collate_eval,
         generator=torch.Generator().manual_seed(config.seed),
+        worker_init_fn=leave_sigint_to_main,
     )
     return Data(train_set, val_set, samples, sampler, loader, val_loader, ignore_id)
 
