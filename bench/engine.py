@@ -74,10 +74,10 @@ class EngineBenchConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if any(b < 1 for b in self.batches):
-            raise ValueError(f"batch sizes must be >= 1, got {self.batches}")
-        if any(t < 0 for t in self.threads):
-            raise ValueError(f"thread counts must be >= 0 (0 = engine default), got {self.threads}")
+        if any(not 1 <= b <= 1024 for b in self.batches):
+            raise ValueError(f"batch sizes must be in 1..1024, got {self.batches}")
+        if any(not 0 <= t <= 256 for t in self.threads):
+            raise ValueError(f"thread counts must be in 0..256 (0 = engine default), got {self.threads}")
         if self.duration_s is None and self.runs < self.blocks:
             raise ValueError(f"runs={self.runs} is fewer than blocks={self.blocks}; give more runs or fewer blocks")
 

@@ -280,8 +280,8 @@ def run_view(config: ViewConfig, *, stop: threading.Event | None = None) -> int:
     """
     stop = stop or threading.Event()
     sink = FrameSink(resolve_output(config.out), fps=config.fps or DEFAULT_VIDEO_FPS)
-    frames = _model_frames(config, stop) if config.endpoint is None else _node_frames(config, stop)
     deadline = None if config.duration is None else time.monotonic() + config.duration
+    frames = _model_frames(config, stop) if config.endpoint is None else _node_frames(config, stop, deadline)
     try:
         for frame in frames:
             if not sink.write(frame) or stop.is_set():
@@ -295,6 +295,11 @@ def run_view(config: ViewConfig, *, stop: threading.Event | None = None) -> int:
         sink.close()
     if sink.out is not None:
         log.info("wrote %d frame(s) to %s", sink.frames, sink.out)
+    if config.endpoint is not None and sink.frames == 0:
+        log.warning(
+            "no masks received from %s under %s; is the node running? check --endpoint / --namespace",
+            config.endpoint, config.namespace,
+        )
     return sink.frames
 
 
@@ -331,7 +336,8 @@ def _model_frames(config: ViewConfig, stop: threading.Event):
         engine.close()
 
 
-def _node_frames(config: ViewConfig, stop: threading.Event):
+def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | None):
+    """Frames drawn from a node's masks; ends at ``deadline`` (monotonic s) even when none arrive."""
     from perception.modelfile import read_model_metadata
     from perception.subscribe import MaskSubscriber
 
@@ -345,7 +351,7 @@ def _node_frames(config: ViewConfig, stop: threading.Event):
     pending: dict[str, np.ndarray] = {}
     pending_seq = -1
     try:
-        while not stop.is_set():
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             msg = sub.recv(timeout_s=0.2)
             if msg is None:
                 continue

@@ -97,13 +97,14 @@ def main(args: argparse.Namespace) -> int:
 
     if args.bench_mode == "report":
         results = report.load_results(args.results)
-        written = report.write_report(results, args.out or args.results.parent)
+        written = report.write_report(results, _prepare_out(args.out or args.results.parent))
         _print_written(written)
         return 0
     argv = sys.argv[1:]
     # Under 'python -m bench' the argv lacks the 'bench' word; under 'perception' it has it.
     rest = argv[argv.index("bench") + 1:] if "bench" in argv else argv
     command = "perception bench " + " ".join(shlex.quote(a) for a in rest)
+    _prepare_out(args.out)
     if args.bench_mode == "engine":
         results = _run_engine(args, command)
     else:
@@ -113,6 +114,17 @@ def main(args: argparse.Namespace) -> int:
     print(report.summary_text(results))
     _print_written({"json": path, **written})
     return 0
+
+
+def _prepare_out(out: Path) -> Path:
+    """Create the --out folder before measuring, so a typo costs seconds, not a whole benchmark."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for bench.json, bench.md and the plots")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create --out folder {out} ({exc.strerror}); choose a writable path") from None
+    return out
 
 
 def _run_engine(args: argparse.Namespace, command: str) -> dict:

@@ -57,6 +57,12 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--every {args.every} must be >= 1")
     if args.interval <= 0:
         raise ConfigError(f"--interval {args.interval} must be > 0 seconds")
+    if args.save_dir is not None:
+        # Now, not at the first mask: a bad --save-dir must not surface mid-run.
+        try:
+            args.save_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create --save-dir {args.save_dir} ({exc.strerror}); choose a writable folder") from None
 
 
 def _format_line(topic: str, figures: dict[str, Any]) -> str:
