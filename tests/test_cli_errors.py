@@ -1,0 +1,166 @@
+"""User mistakes at the command line end in one ``perception: error: ...`` line, never a traceback.
+
+Each case runs ``perception`` as a subprocess, the way a user at 2 a.m. would, with a wrong file,
+flag or folder, and checks: a non-zero exit, stderr starting with ``perception: error:``, a word
+of the message that names the thing or the fix, and no ``Traceback``. The cheap cases run once,
+two at a time, in a module fixture; each case is still its own test. Then the cases that need
+their own set-up: a missing optional dependency, ``view --duration`` with no node publishing, and
+Ctrl-C during training (which must leave a resumable ``last.pt``).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from tiny_models import write_brightness_model
+
+TIMEOUT_S = 60
+
+#: name -> (arguments, shell-quoted, with {fx} for the fixture folder; a word of the error line)
+CASES: dict[str, tuple[str, str]] = {
+    "run config is binary": ("run --model {fx}/tiny.onnx --config {fx}/tiny.onnx", "not a text file"),
+    "run config is a folder": ("run --model {fx}/tiny.onnx --config {fx}/folder", "is a directory"),
+    "launch file is binary": ("launch {fx}/image.png --check", "not a text file"),
+    "inspect a folder": ("inspect {fx}/folder", "is a directory"),
+    "replay a folder": ("replay {fx}/folder", "is a directory"),
+    "view unknown provider": (
+        "view --source synthetic --model {fx}/tiny.onnx --max-frames 1 --out {fx}/v.png --provider gpu0",
+        "unknown --provider 'gpu0'",
+    ),
+    "eval negative threads": ("eval --model {fx}/tiny.onnx --data synthetic --threads -1", "--threads -1"),
+    "eval zero batch": ("eval --checkpoint {fx}/missing.pt --data synthetic --batch-size 0", "--batch-size 0"),
+    "eval negative workers": ("eval --checkpoint {fx}/missing.pt --data synthetic --workers -1", "--workers -1"),
+    "eval json is a folder": ("eval --model {fx}/tiny.onnx --data synthetic --json {fx}/folder", "is a directory"),
+    "eval json folder missing": ("eval --model {fx}/tiny.onnx --data synthetic --json {fx}/nope/e.json", "does not exist"),
+    "eval recorded dataset unusable": ("eval --model {fx}/tiny.onnx", "pass --data"),
+    "eval checkpoint is onnx": ("eval --checkpoint {fx}/tiny.onnx --data synthetic", "not a .pt file"),
+    "export huge size": ("export --checkpoint {fx}/missing.pt --out {fx}/m.onnx --size 100000x100000", "too large"),
+    "export out is a folder": ("export --checkpoint {fx}/missing.pt --out {fx}/folder.onnx", "is a directory"),
+    "export out under a file": ("export --checkpoint {fx}/missing.pt --out {fx}/file.txt/m.onnx", "cannot create"),
+    "bench out is a file": ("bench engine --model {fx}/tiny.onnx --out {fx}/file.txt", "is a file"),
+    "bench out under a file": ("bench engine --model {fx}/tiny.onnx --out {fx}/file.txt/b", "cannot create"),
+    "bench huge threads": ("bench engine --model {fx}/tiny.onnx --threads 100000 --out {fx}/b", "0..256"),
+    "bench huge batch": ("bench engine --model {fx}/tiny.onnx --batch 100000 --out {fx}/b", "1..1024"),
+    "listen save-dir is a file": ("listen --save-dir {fx}/file.txt --duration 1", "--save-dir"),
+    "train out is a file": (
+        "train --model segnet_basic --data synthetic:count=2,size=64x96 --size 64x96 --steps 1 --batch-size 1 "
+        "--workers 0 --out {fx}/file.txt",
+        "cannot create run directory",
+    ),
+    "train unknown model option": (
+        "train --model segnet_basic --data synthetic:count=2,size=64x96 --size 64x96 --steps 1 --batch-size 1 "
+        "--workers 0 --out {fx}/t --set 'model_kwargs={{colour: 1}}'",
+        "has no option 'colour'",
+    ),
+}
+
+
+def perception(*args: str, cwd: Path, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "perception", *args], capture_output=True, text=True, timeout=TIMEOUT_S, cwd=cwd, **kwargs
+    )
+
+
+@pytest.fixture(scope="module")
+def fx(tmp_path_factory) -> Path:
+    """A folder of wrong inputs: a folder, a plain file, a PNG, and a tiny valid ONNX model."""
+    root = tmp_path_factory.mktemp("fx")
+    write_brightness_model(root / "tiny.onnx", (64, 96))
+    (root / "folder").mkdir()
+    (root / "folder.onnx").mkdir()
+    (root / "file.txt").write_text("not a folder\n")
+    (root / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    return root
+
+
+@pytest.fixture(scope="module")
+def results(fx) -> dict[str, subprocess.CompletedProcess]:
+    def run(name: str) -> subprocess.CompletedProcess:
+        return perception(*shlex.split(CASES[name][0].format(fx=shlex.quote(str(fx)))), cwd=fx)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(CASES, pool.map(run, CASES), strict=True))
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, word: str) -> None:
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode not in (0, 1), f"exit {proc.returncode}: {proc.stderr}"
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("perception: error:")]
+    assert len(error_lines) == 1, proc.stderr
+    assert word in error_lines[0], error_lines[0]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_user_mistake_is_one_line(name, results):
+    assert_one_line_error(results[name], CASES[name][1])
+
+
+@pytest.mark.parametrize(
+    ("args", "word"),
+    [
+        (["eval", "--checkpoint", "ckpt.pt", "--data", "synthetic"], "needs torch"),
+        (["export", "--checkpoint", "ckpt.pt", "--out", "m.onnx"], "needs torch"),
+    ],
+)
+def test_missing_torch_is_a_dependency_error(args, word, tmp_path):
+    # torch made unimportable in the child, as on a runtime-only install (pip install perception).
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None; "
+        "from perception.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    (tmp_path / "ckpt.pt").write_bytes(b"weights")
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=TIMEOUT_S, cwd=tmp_path
+    )
+    assert_one_line_error(proc, word)
+    assert proc.returncode == 3
+
+
+def test_view_of_silent_node_ends_at_duration(fx, free_tcp_port):
+    # No node publishes: --duration must still end the run (it used to wait for a first mask forever).
+    proc = perception(
+        "view", "--endpoint", f"tcp://127.0.0.1:{free_tcp_port}", "--namespace", "perception/front",
+        "--model", str(fx / "tiny.onnx"), "--duration", "0.5", "--out", str(fx / "silent.png"), cwd=fx,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "no masks received" in proc.stderr
+
+
+def test_ctrl_c_during_training_keeps_a_resumable_last_pt(tmp_path):
+    torch = pytest.importorskip("torch")
+    from perception.training.checkpoint import load_checkpoint
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "perception", "train", "--model", "segnet_basic", "--data", "synthetic:count=2,size=64x96",
+         "--size", "64x96", "--steps", "1000", "--batch-size", "1", "--workers", "1", "--out", str(out),
+         "--set", "progress=false", "--set", "log_every=1", "--set", "val_every=1000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True,
+    )
+    try:
+        # metrics.jsonl gets a record after every step: once it has one, training is under way.
+        deadline = time.monotonic() + TIMEOUT_S
+        log = out / "metrics.jsonl"
+        while not (log.is_file() and log.stat().st_size > 0):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "training did not start"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+        _, stderr = proc.communicate(timeout=TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "Traceback" not in stderr, stderr
+    assert proc.returncode == 130, stderr
+    assert "continue with: perception train --resume" in stderr
+    ckpt = load_checkpoint(out / "last.pt")
+    assert 1 <= ckpt.step < 1000
+    assert ckpt.train_state is not None and torch.is_tensor(ckpt.train_state["rng"]["torch"])
