@@ -39,15 +39,24 @@ COMMANDS: dict[str, str] = {
 log = logging.getLogger("perception")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the house error format: one line naming the flag and where to read more."""
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("perception").strip()
+        where = f"perception {command}" if command else "perception"
+        self.exit(2, f"perception: error: {command + ': ' if command else ''}{message}; see '{where} --help'\n")
+
+
 def build_parser(command: str | None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="perception",
         description="Real-time road-scene perception: drivable area, lanes and obstacles over ZeroMQ.",
     )
     parser.add_argument("--version", action="version", version=f"perception {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:

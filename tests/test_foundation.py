@@ -93,3 +93,13 @@ def test_cli_error_is_one_line(tmp_path):
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("perception: error:") and "missing.onnx" in proc.stderr
+
+
+def test_bad_flag_is_one_line_naming_the_command():
+    proc = subprocess.run(
+        [sys.executable, "-m", "perception", "synth", "--count", "abc"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "perception: error: synth: argument --count: invalid int value: 'abc'; see 'perception synth --help'\n"
+    )
