@@ -163,19 +163,42 @@ def test_nodes_do_not_outlive_a_killed_launcher(tmp_path, model_path):
         launch.stop()
 
 
-def test_required_node_failing_stops_the_launch_nonzero(tmp_path, model_path):
+def _listener_and_broken_node(tmp_path: Path, *, required: bool) -> Path:
+    """A listener that runs until stopped, and a respawning pipeline node whose model is missing."""
     port = free_port()
-    file = write_launch(tmp_path / "req.yaml", [
+    return write_launch(tmp_path / "req.yaml", [
         {"node": {"name": "listener", "kind": "listen", "parameters": {"endpoint": f"tcp://127.0.0.1:{port}"}}},
-        {"node": {"name": "broken", "kind": "pipeline", "required": True,
+        {"node": {"name": "broken", "kind": "pipeline", "required": required, "respawn": True, "respawn_delay": 0.1,
                   "parameters": {"source": "synthetic", "model": str(tmp_path / "missing.onnx"),
                                  "endpoint": f"tcp://127.0.0.1:{port}"}}},
     ])
-    launch = LaunchProcess(file)
+
+
+def test_required_node_failing_on_a_user_mistake_stops_the_launch_with_exit_2(tmp_path):
+    # Exit code 2 is a bad input (perception/errors.py): respawning would fail the same way forever.
+    launch = LaunchProcess(_listener_and_broken_node(tmp_path, required=True))
     try:
         launch.wait_line(r"\[broken\] perception: error: .*missing\.onnx")
+        verdict = launch.wait_line(r"\[launch\] node 'broken' .*exit code 2.*")
+        assert "not restarting" in verdict.group(0) and "restarting in" not in verdict.group(0)
+        assert re.search(r"perception: error: model file .*missing\.onnx not found", verdict.group(0))
         launch.wait_line(r"required node 'broken' is gone; stopping all nodes")
-        assert launch.proc.wait(timeout=20) == 1
+        assert launch.proc.wait(timeout=20) == 2
+        assert not any("restart" in line for line in launch.seen if "started node" in line)
+    finally:
+        launch.stop()
+
+
+def test_optional_node_failing_on_a_user_mistake_is_not_respawned_and_the_rest_keep_running(tmp_path):
+    launch = LaunchProcess(_listener_and_broken_node(tmp_path, required=False))
+    try:
+        verdict = launch.wait_line(r"\[launch\] node 'broken' .*exit code 2.*")
+        assert "not restarting" in verdict.group(0) and "missing.onnx not found" in verdict.group(0)
+        # The launch is still supervising the listener: a stop request is what ends it, with 0.
+        launch.proc.send_signal(signal.SIGTERM)
+        assert launch.proc.wait(timeout=20) == 0
+        launch.wait_line(r"stop requested; stopping all nodes")
+        assert not any("started node 'broken'" in line and "restart" in line for line in launch.seen)
     finally:
         launch.stop()
 

@@ -5,7 +5,9 @@
 
 Prints the resolved plan, then starts every node (output lines prefixed ``[name]``), restarts
 nodes per their ``respawn`` policy and stops everything on Ctrl-C / SIGTERM (exit 0) or when a
-``required`` node is gone for good (exit 1). See ``perception/launch/`` for the file format.
+``required`` node is gone for good (exit 1). A node that fails on a bad input (exit code 2) or a
+missing dependency (3) is never restarted; if it is required, the launch stops and exits with that
+code. See ``perception/launch/`` for the file format.
 """
 
 from __future__ import annotations

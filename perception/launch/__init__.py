@@ -11,7 +11,8 @@ A launch file is YAML in the spirit of ROS 2 launch files (the shipped ones are 
           parameters:                 # the same names and checks as the command's flags
             source: "camera:$(var camera)"
             model: perception/assets/default.onnx
-          respawn: true               # restart when it exits ...
+          respawn: true               # restart when it exits (not after exit code 2 or 3: a bad
+                                      # input or a missing dependency, which a restart cannot fix) ...
           respawn_delay: 1.0          # ... after this many seconds, doubled per quick failure (max 30 s)
           respawn_max: 0              # give up after this many restarts (0: never give up)
           required: true              # when it is gone for good, stop everything

@@ -4,6 +4,11 @@
 prefixes its output lines with ``[name]``, restarts nodes per their policy and stops everything on
 SIGINT/SIGTERM (SIGTERM to every child, a grace period, then SIGKILL), returning 0; when a required
 node is gone for good it stops the rest and returns 1 (0 if that node finished cleanly).
+
+A node that exits with 2 (a bad input: file, flag, model) or 3 (a missing dependency) is never
+restarted, whatever its policy: the same command would fail the same way forever. The launch says
+so in one line with the node's own last error line; if the node is required it stops everything
+and returns that code (2 or 3), otherwise the other nodes keep running.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import IO
 
+from perception.errors import DependencyError, PerceptionError
 from perception.launch.plan import LaunchPlan, NodePlan
 
 #: A node restarted this many times in a row without staying up this long has its delay doubled.
@@ -29,6 +35,9 @@ MAX_BACKOFF_S = 30.0
 STOP_GRACE_S = 5.0
 #: prctl option: the signal a process gets when its parent dies (linux/prctl.h).
 PR_SET_PDEATHSIG = 1
+#: Exit codes of a ``perception`` command that a restart cannot fix (perception/errors.py), with what
+#: they mean. A failing stage (StageError, exit code 1) or a signal may be respawned.
+NO_RESPAWN_EXIT_CODES = {PerceptionError.exit_code: "a bad input", DependencyError.exit_code: "a missing dependency"}
 
 
 def _die_with_parent() -> None:
@@ -54,6 +63,7 @@ class _Running:
     restart_at: float | None = None
     finished: bool = False
     returncode: int | None = None
+    last_error_line: str = ""
     readers: list[threading.Thread] = dataclasses.field(default_factory=list)
 
 
@@ -61,8 +71,9 @@ class LaunchSupervisor:
     """Starts the nodes of a plan as child processes and keeps them running per their policy.
 
     ``run()`` blocks until SIGINT/SIGTERM (returns 0), until a required node is gone for good
-    (returns its failure as 1, or 0 when it exited cleanly), or until every node has finished
-    (0 when all exited 0, else 1). ``stop()`` may be called from another thread.
+    (returns its failure as 1, its own code for a bad input (2) or a missing dependency (3), or 0
+    when it exited cleanly), or until every node has finished (0 when all exited 0, else 1).
+    ``stop()`` may be called from another thread.
     """
 
     def __init__(self, plan: LaunchPlan, *, out: IO[str] | None = None, err: IO[str] | None = None) -> None:
@@ -127,9 +138,10 @@ class LaunchSupervisor:
             preexec_fn=_die_with_parent,
         )
         node.started_at = time.monotonic()
+        node.last_error_line = ""
         node.readers = [
-            threading.Thread(target=self._pump, args=(node.process.stdout, self._out, node.plan.name), daemon=True),
-            threading.Thread(target=self._pump, args=(node.process.stderr, self._err, node.plan.name), daemon=True),
+            threading.Thread(target=self._pump, args=(node.process.stdout, self._out, node, False), daemon=True),
+            threading.Thread(target=self._pump, args=(node.process.stderr, self._err, node, True), daemon=True),
         ]
         for reader in node.readers:
             reader.start()
@@ -144,6 +156,17 @@ class LaunchSupervisor:
             reader.join(timeout=1.0)
         how = f"exit code {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
         plan = node.plan
+        if code in NO_RESPAWN_EXIT_CODES:
+            node.finished = True
+            said = node.last_error_line or "(it printed no error line)"
+            self.say(
+                f"node {plan.name!r} failed on {NO_RESPAWN_EXIT_CODES[code]} ({how}); not restarting it, "
+                f"a restart cannot fix that: {said}"
+            )
+            if plan.required:
+                self.say(f"required node {plan.name!r} is gone; stopping all nodes")
+                return code
+            return None
         if plan.respawn and (plan.respawn_max == 0 or node.restarts < plan.respawn_max):
             node.quick_failures = node.quick_failures + 1 if now - node.started_at < STABLE_RUN_S else 0
             cap = max(MAX_BACKOFF_S, plan.respawn_delay_s)
@@ -175,9 +198,12 @@ class LaunchSupervisor:
             for reader in node.readers:
                 reader.join(timeout=1.0)
 
-    def _pump(self, stream: IO[bytes], sink: IO[str], name: str) -> None:
+    def _pump(self, stream: IO[bytes], sink: IO[str], node: _Running, is_stderr: bool) -> None:
         for raw in iter(stream.readline, b""):
-            self._write(sink, f"[{name}] {raw.decode('utf-8', 'replace').rstrip()}\n")
+            line = raw.decode("utf-8", "replace").rstrip()
+            if is_stderr and line.strip():
+                node.last_error_line = line.strip()  # quoted when the node fails for good
+            self._write(sink, f"[{node.plan.name}] {line}\n")
         stream.close()
 
     def _write(self, sink: IO[str], text: str) -> None:
