@@ -309,3 +309,64 @@ def test_check_flag_works_before_or_after_the_overrides(tmp_path, model_path, ca
     assert f"launch plan: {file} (1 node)" in out
     assert f"--fps {expected_fps}" in out
     assert "started node" not in out
+
+
+def _check(tmp_path: Path, params: dict, capsys) -> tuple[int, str]:
+    """``perception launch FILE --check`` on a one-pipeline-node file; (exit code, stderr)."""
+    from perception.cli import main
+
+    file = write_launch(tmp_path / "check.yaml", [{"node": {"name": "cam", "kind": "pipeline", "parameters": params}}])
+    code = main(["launch", str(file), "--check"])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"model": "{tmp}/missing.onnx"}, r"parameters: model: model file .*missing\.onnx not found"),
+        ({"model": "{tmp}/text.onnx"}, r"parameters: model: text\.onnx is not a readable ONNX file"),
+        ({"model": "{tmp}/missing.engine", "engine": "tensorrt"}, r"parameters: model: model file .*missing\.engine not found"),
+        ({"model": "{model}", "source": "{tmp}/drive.mp4"}, r"parameters: source: video file .*drive\.mp4 not found"),
+        ({"model": "{model}", "source": "{tmp}/empty"}, r"parameters: source: image folder .*empty holds no images"),
+        ({"model": "{model}", "source": "{tmp}/one.png"}, r"parameters: source: image file .*one\.png not found"),
+    ],
+)
+def test_check_verifies_model_and_source_files(tmp_path, model_path, capsys, params, message):
+    (tmp_path / "text.onnx").write_text("not a model\n")
+    (tmp_path / "empty").mkdir()
+    params = {"source": "synthetic", **{k: v.format(tmp=tmp_path, model=model_path) for k, v in params.items()}}
+    code, err = _check(tmp_path, params, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"perception: error: {tmp_path / 'check.yaml'}: node 'cam': ")
+    assert re.search(message, lines[0]), lines[0]
+
+
+def test_check_verifies_the_default_model_when_none_is_given(tmp_path, capsys, monkeypatch):
+    from perception import run_config
+
+    monkeypatch.setattr(run_config, "DEFAULT_MODEL", tmp_path / "assets" / "default.onnx")
+    code, err = _check(tmp_path, {"source": "synthetic"}, capsys)
+    assert code == 2 and "model: no model given and the shipped default model" in err and "make default-model" in err
+
+
+@pytest.mark.parametrize("source", ["synthetic", "/dev/video9", "3", "rtsp://127.0.0.1:9/cam", "{tmp}/frames/*.png",
+                                    "videotestsrc ! videoconvert ! appsink"])
+def test_check_leaves_live_and_pattern_sources_alone(tmp_path, model_path, capsys, source):
+    # Cameras may be plugged in, streams come up and files matching a pattern appear after the check.
+    code, err = _check(tmp_path, {"source": source.format(tmp=tmp_path), "model": str(model_path)}, capsys)
+    assert code == 0, err
+
+
+def test_check_of_a_pipeline_with_files_imports_no_torch(tmp_path, model_path):
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "frames" / "0.png").write_bytes(b"")  # listed by name; not decoded by the check
+    file = write_launch(tmp_path / "files.yaml", [{"node": {"name": "cam", "kind": "pipeline", "parameters": {
+        "source": str(tmp_path / "frames"), "model": str(model_path)}}}])
+    code = (
+        "import sys; from perception.cli import main; "
+        f"assert main(['launch', {str(file)!r}, '--check']) == 0; "
+        "assert 'torch' not in sys.modules, 'launch --check imported torch'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -1,7 +1,7 @@
 """``perception launch``: start the nodes a launch file describes, supervised, as one command.
 
     perception launch launch/front_camera.yaml model:=model.onnx
-    perception launch launch/two_cameras.yaml --check model:=model.onnx   # print the plan only
+    perception launch launch/two_cameras.yaml --check model:=model.onnx   # check files, print the plan
 
 Prints the resolved plan, then starts every node (output lines prefixed ``[name]``), restarts
 nodes per their ``respawn`` policy and stops everything on Ctrl-C / SIGTERM (exit 0) or when a
@@ -14,7 +14,13 @@ from __future__ import annotations
 
 import argparse
 
-from perception.launch import LaunchSupervisor, format_plan, load_launch, parse_launch_arguments
+from perception.launch import (
+    LaunchSupervisor,
+    check_node_files,
+    format_plan,
+    load_launch,
+    parse_launch_arguments,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,11 +33,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "arguments", nargs="+", default=[], metavar="NAME:=VALUE", help="launch arguments (e.g. camera:=2)"
     )
     overrides.required = False
-    parser.add_argument("--check", action="store_true", help="validate and print the plan; start nothing")
+    parser.add_argument(
+        "--check", action="store_true",
+        help="validate, check that model and source files exist and load, print the plan; start nothing",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     plan = load_launch(args.file, parse_launch_arguments(args.arguments))
+    if args.check:
+        check_node_files(plan)
     print(format_plan(plan), flush=True)
     if args.check:
         return 0

@@ -27,18 +27,19 @@ Everything is checked before any process starts: unknown keys, unknown node kind
 arguments, bad parameter values (``pipeline`` parameters against ``RunConfig`` through
 ``perception.config.load_config``, the other kinds against their own config dataclasses, and every
 kind against its command's own argument parser), missing include files. Each error names the file,
-the node and the key.
+the node and the key. ``--check`` also opens the files ``pipeline`` nodes name (``model``, and a
+``source`` that is a video, an image or an image folder; ``parse.check_node_files``).
 
 Modules, in the order a launch goes through them: ``parse`` (file, arguments, includes, validation
 -> plan), ``substitute`` (``$(var)``/``$(env)``), ``flags`` (node parameters <-> command flags),
 ``plan`` (node kinds, the resolved plan and its printout), ``supervisor`` (processes, prefixed
 output, respawn, signals).
 
-Run: ``perception launch launch/demo.yaml model:=m.onnx`` (``--check`` prints the plan and exits).
+Run: ``perception launch launch/demo.yaml model:=m.onnx`` (``--check`` checks files, prints the plan and exits).
 """
 
 from perception.launch.flags import config_from_args
-from perception.launch.parse import load_launch, parse_launch_arguments
+from perception.launch.parse import check_node_files, load_launch, parse_launch_arguments
 from perception.launch.plan import NODE_KINDS, LaunchPlan, NodePlan, format_plan
 from perception.launch.supervisor import LaunchSupervisor
 
@@ -47,6 +48,7 @@ __all__ = [
     "LaunchPlan",
     "LaunchSupervisor",
     "NodePlan",
+    "check_node_files",
     "config_from_args",
     "format_plan",
     "load_launch",

@@ -1,6 +1,7 @@
 """Reading a launch file: entries, arguments, substitutions, includes and validation -> ``LaunchPlan``.
 
     plan = load_launch("launch/demo.yaml", parse_launch_arguments(["model:=m.onnx"]))
+    check_node_files(plan)   # perception launch FILE --check: the files the nodes will open exist
 
 Everything is checked here, before any process starts; each error names the file, the node and
 the key. The file format is described in ``perception/launch/__init__.py``.
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from perception.config import bounds, load_config, read_yaml
-from perception.errors import ConfigError
+from perception.errors import ConfigError, ModelError, PerceptionError
 from perception.launch.flags import parameters_to_argv
 from perception.launch.plan import NODE_KINDS, LaunchPlan, NodePlan
 from perception.launch.substitute import parse_scalar, substitute
@@ -176,3 +177,46 @@ def _resolve_node(entry: NodeEntry, path: Path) -> NodePlan:
         delay_s=entry.delay,
         source_file=path,
     )
+
+
+def check_node_files(plan: LaunchPlan) -> None:
+    """Check that the files ``pipeline`` nodes will open are there and readable, starting nothing.
+
+    The ``model`` (the shipped default when unset; an ``.onnx`` file also through
+    ``read_model_metadata``, as the engines read it) and a ``source`` that is a video file, an
+    image file or an image folder (opened and closed as the node would). Cameras, URLs, GStreamer
+    pipelines, glob patterns and ``synthetic`` are left alone: they may come up after the check.
+    Torch-free (``perception launch --check`` runs on the car).
+
+    Raises:
+        ModelError, SourceError: naming the launch file, the node and the key.
+    """
+    # Imported here: reading a launch file must stay light (no ONNX, no OpenCV) for the plain launch.
+    from perception import run_config
+    from perception.modelfile import read_model_metadata
+    from perception.sources import open_source, source_kind
+    from perception.sources.images import GLOB_CHARS
+
+    for node in plan.nodes:
+        if node.kind != "pipeline":
+            continue
+        where = f"{node.source_file}: node {node.name!r}: parameters"
+        config = load_config(run_config.RunConfig, node.parameters, source=where)
+        try:
+            if config.model is None and not run_config.DEFAULT_MODEL.is_file():
+                raise ModelError(
+                    f"no model given and the shipped default model {run_config.DEFAULT_MODEL} is missing; "
+                    "pass model:=model.onnx or run 'make default-model'"
+                )
+            if config.model_path.suffix.lower() == ".onnx":
+                read_model_metadata(config.model_path)
+            elif not config.model_path.is_file():  # .engine / .pt: read only by TensorRT / torch
+                raise ModelError(f"model file {config.model_path} not found; check the path")
+        except PerceptionError as exc:
+            raise type(exc)(f"{where}: model: {exc}") from None
+        kind = source_kind(config.source)
+        if kind == "video" or (kind == "images" and not GLOB_CHARS & set(config.source)):
+            try:
+                open_source(config.source, kind=kind).close()
+            except PerceptionError as exc:
+                raise type(exc)(f"{where}: source: {exc}") from None
