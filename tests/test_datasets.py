@@ -66,7 +66,7 @@ def test_camvid_errors_name_the_file_and_fix(tmp_path):
     with pytest.raises(DataError, match="CamVid folder .*nowhere not found; check the dataset path"):
         open_dataset(f"camvid:{tmp_path / 'nowhere'}")
     root = make_camvid(tmp_path / "c", [np.full((H, W), 12, np.uint8)])
-    with pytest.raises(DataError, match=r"val.txt not found; splits here: train"):
+    with pytest.raises(DataError, match=r"unknown split 'val' for camvid .*\(no list file val.txt there\); known: train$"):
         open_dataset(f"camvid:{root}", split="val")
     with pytest.raises(DataError, match=r"f0.png holds value 12, which is not a class id"):
         open_dataset(f"camvid:{root}")[0]
@@ -96,7 +96,7 @@ def test_cityscapes_label_ids_become_train_ids(tmp_path):
     (tmp_path / "gtFine" / "val" / "bonn" / "bonn_000000_000019_gtFine_labelIds.png").unlink()
     with pytest.raises(DataError, match="bonn_000000_000019_leftImg8bit.png has no label"):
         open_dataset(f"cityscapes:{tmp_path}", split="val")
-    with pytest.raises(DataError, match="Cityscapes image folder .*train not found"):
+    with pytest.raises(DataError, match=r"unknown split 'train' for cityscapes .*\(no leftImg8bit/train there\); known: val$"):
         open_dataset(f"cityscapes:{tmp_path}", split="train")
 
 
@@ -135,7 +135,7 @@ def test_folder_binary_masks_and_synth_layout(tmp_path):
     (root / "train.txt").write_text("images/000000.jpg labels/000000.png\n")
     (root / "val.txt").write_text("images/000001.jpg labels/000001.png\n")
     assert int(open_dataset(f"folder:{root}", split="val")[0][1][0, 0]) == 2
-    with pytest.raises(DataError, match="no test.txt .*splits here: train, val"):
+    with pytest.raises(DataError, match=r"unknown split 'test' for folder .*\(no test.txt there\); known: train, val$"):
         open_dataset(f"folder:{root}", split="test")
 
 
@@ -171,6 +171,58 @@ def test_synthetic_spec_and_disjoint_splits():
         open_dataset("synthetic:colour=1")
     with pytest.raises(ConfigError, match="out of range"):
         open_dataset("synthetic:size=8x8")
+
+
+def _split_fixture(tmp_path: Path, layout: str) -> str:
+    """A tiny dataset in ``layout`` with train and val splits (flat folder: no splits); its spec."""
+    ids = np.zeros((H, W), np.uint8)
+    if layout == "synthetic":
+        return "synthetic:count=4,size=64x96"
+    if layout == "camvid":
+        root = make_camvid(tmp_path, [ids])
+        (root / "val.txt").write_text((root / "train.txt").read_text())
+        return f"camvid:{root}"
+    if layout == "cityscapes":
+        for split in ("train", "val"):
+            _write(tmp_path / "leftImg8bit" / split / "bonn" / "bonn_0_0_leftImg8bit.png", _image(0))
+            _write(tmp_path / "gtFine" / split / "bonn" / "bonn_0_0_gtFine_labelIds.png", ids)
+        return f"cityscapes:{tmp_path}"
+    if layout == "folder lists":
+        root = _folder(tmp_path, SYNTHETIC_CLASSES, {"a": ids}, label_dir="labels")
+        for split in ("train", "val"):
+            (root / f"{split}.txt").write_text("images/a.jpg labels/a.png\n")
+        return f"folder:{root}"
+    if layout == "folder sub-folders":
+        for split in ("train", "val"):
+            _folder(tmp_path / split, SYNTHETIC_CLASSES, {"a": ids})
+        return f"folder:{tmp_path}"
+    return f"folder:{_folder(tmp_path, SYNTHETIC_CLASSES, {'a': ids})}"  # flat
+
+
+@pytest.mark.parametrize(
+    ("layout", "known"),
+    [
+        ("synthetic", "train, val"),
+        ("camvid", "train, val"),
+        ("cityscapes", "train, val"),
+        ("folder lists", "train, val"),
+        ("folder sub-folders", "train, val"),
+        ("folder flat", "test, train, val"),
+    ],
+)
+def test_unknown_split_is_an_error_listing_the_known_ones(tmp_path, layout, known):
+    spec = _split_fixture(tmp_path, layout)
+    for split in known.split(", "):
+        assert len(open_dataset(spec, split=split)) >= 1
+    kind = spec.partition(":")[0]
+    with pytest.raises(DataError, match=rf"^unknown split 'nosuch' for {kind}\b.*; known: {known}$"):
+        open_dataset(spec, split="nosuch")
+
+
+def test_unknown_synthetic_split_message():
+    with pytest.raises(DataError) as caught:
+        open_dataset("synthetic:count=4,size=64x96", split="nosuch")
+    assert str(caught.value) == "unknown split 'nosuch' for synthetic; known: train, val"
 
 
 def test_class_pixel_stats(tmp_path):

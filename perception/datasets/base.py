@@ -6,7 +6,7 @@ builds a label look-up table; ``SegmentationDataset`` decodes a pair on access a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import cv2
@@ -88,6 +88,12 @@ def map_label(raw: np.ndarray, lut: np.ndarray, path: Path) -> np.ndarray:
         value = int(raw[bad][0])
         raise DataError(f"label {path} holds value {value}, which is not a class id of this dataset; check the labels")
     return mapped.astype(np.uint8)
+
+
+def unknown_split(split: str, kind: str, known: Iterable[str], where: str = "") -> DataError:
+    """The DataError for a split a dataset does not have: ``unknown split 'x' for KIND<where>; known: ...``."""
+    names = ", ".join(sorted(known)) or "none"
+    return DataError(f"unknown split {split!r} for {kind}{where}; known: {names}")
 
 
 def require_dir(path: Path, what: str) -> Path:

@@ -10,8 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from perception.contracts import ClassInfo, ClassTable
-from perception.datasets.base import SegmentationDataset, identity_lut, read_list_file, require_dir
-from perception.errors import ConfigError, DataError
+from perception.datasets.base import (
+    SegmentationDataset,
+    identity_lut,
+    read_list_file,
+    require_dir,
+    unknown_split,
+)
+from perception.errors import ConfigError
 
 CAMVID_CLASSES = ClassTable(
     classes=tuple(
@@ -46,8 +52,8 @@ def open_camvid(argument: str, *, split: str, spec: str) -> SegmentationDataset:
     root = require_dir(Path(argument).expanduser(), "CamVid folder")
     list_file = root / f"{split}.txt"
     if not list_file.is_file():
-        known = sorted(p.stem for p in root.glob("*.txt"))
-        raise DataError(f"CamVid list file {list_file} not found; splits here: {', '.join(known) or 'none'}")
+        known = [p.stem for p in root.glob("*.txt")]
+        raise unknown_split(split, "camvid", known, f" {root} (no list file {list_file.name} there)")
     pairs = read_list_file(list_file, root)
     lut = identity_lut(CAMVID_CLASSES)
     lut[CAMVID_UNLABELLED] = CAMVID_CLASSES.ignore_id

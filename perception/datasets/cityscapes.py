@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from perception.contracts import ClassInfo, ClassTable
-from perception.datasets.base import INVALID_LABEL, SegmentationDataset, require_dir
+from perception.datasets.base import INVALID_LABEL, SegmentationDataset, require_dir, unknown_split
 from perception.errors import ConfigError, DataError
 
 # (labelId, trainId name, RGB colour) of the 19 evaluated classes of the official Cityscapes label
@@ -53,7 +53,11 @@ def open_cityscapes(argument: str, *, split: str, spec: str) -> SegmentationData
     if not argument:
         raise ConfigError(f"dataset {spec!r}: give the folder, e.g. cityscapes:/data/cityscapes")
     root = require_dir(Path(argument).expanduser(), "Cityscapes folder")
-    image_dir = require_dir(root / "leftImg8bit" / split, "Cityscapes image folder")
+    images_root = require_dir(root / "leftImg8bit", "Cityscapes image folder")
+    if not (images_root / split).is_dir():
+        known = [p.name for p in images_root.iterdir() if p.is_dir()]
+        raise unknown_split(split, "cityscapes", known, f" {root} (no leftImg8bit/{split} there)")
+    image_dir = images_root / split
     label_dir = require_dir(root / "gtFine" / split, "Cityscapes label folder")
     pairs = []
     for image in sorted(image_dir.glob("*/*_leftImg8bit.png")):

@@ -21,34 +21,46 @@ from perception.datasets.base import (
     map_label,
     read_list_file,
     require_dir,
+    unknown_split,
 )
 from perception.errors import ConfigError, DataError
+
+#: The splits a folder without split lists or split sub-folders serves, each the whole folder.
+FLAT_FOLDER_SPLITS = ("train", "val", "test")
 
 
 def open_folder(argument: str, *, split: str, spec: str) -> SegmentationDataset:
     """``images/`` and ``labels/`` (or ``masks/``) matched by file stem, with ``classes.yaml``.
 
-    The split comes from a ``<split>.txt`` list of ``image label`` paths (as ``perception synth``
-    writes), else from a ``<split>/`` sub-folder with the same layout, else the whole folder
-    serves every split. Labels are class-id images, RGB colour-palette images (colours from the table), or 0/255 binary
-    masks for a two-class table whose ignore id is not 255.
+    The split comes from a ``<split>/`` sub-folder with the same layout, else from a
+    ``<split>.txt`` list of ``image label`` paths (as ``perception synth`` writes), else the whole
+    folder serves each of train, val and test. Labels are class-id images, RGB colour-palette images
+    (colours from the table), or 0/255 binary masks for a two-class table whose ignore id is not 255.
+
+    Raises:
+        DataError: an unknown split (listing the known ones), missing files, a bad class table.
     """
     if not argument:
         raise ConfigError(f"dataset {spec!r}: give the folder, e.g. folder:/data/mine")
     root = require_dir(Path(argument).expanduser(), "dataset folder")
-    if (root / split / "images").is_dir():
+    split_dirs = [p.name for p in root.iterdir() if (p / "images").is_dir()]
+    if split in split_dirs:
         root = root / split
+    elif split_dirs:
+        raise unknown_split(split, "folder", split_dirs, f" {root} (no {split}/images there)")
+    list_file = root / f"{split}.txt"
+    has_lists = (root / "train.txt").is_file()
+    if not list_file.is_file() and has_lists:
+        raise unknown_split(split, "folder", [p.stem for p in root.glob("*.txt")], f" {root} (no {list_file.name} there)")
+    if not has_lists and split not in FLAT_FOLDER_SPLITS:
+        raise unknown_split(split, "folder", FLAT_FOLDER_SPLITS, f" {root} (one folder, no split lists)")
     table = _read_class_table(root / "classes.yaml")
     image_dir = require_dir(root / "images", "image folder")
     label_dir = next((root / n for n in ("labels", "masks") if (root / n).is_dir()), None)
     if label_dir is None:
         raise DataError(f"no labels/ or masks/ folder in {root}; put one label image per image there")
-    list_file = root / f"{split}.txt"
     if list_file.is_file():
         pairs = read_list_file(list_file, root)
-    elif (root / "train.txt").is_file():
-        known = sorted(p.stem for p in root.glob("*.txt"))
-        raise DataError(f"no {list_file.name} in {root}; splits here: {', '.join(known)}")
     else:
         pairs = _pairs_by_stem(image_dir, label_dir)
     return SegmentationDataset(name=spec, class_table=table, pairs=pairs, decode_label=_folder_label_decoder(table))

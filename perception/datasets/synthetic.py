@@ -11,10 +11,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from perception.datasets.base import unknown_split
 from perception.errors import ConfigError
 
 #: First frame index of the synthetic validation split, so train and val scenes never coincide.
 SYNTHETIC_VAL_FIRST_INDEX = 1 << 31
+#: The splits of the synthetic world: where each starts in the frame numbering, and its default count.
+SYNTHETIC_SPLITS = {"train": (0, 500), "val": (SYNTHETIC_VAL_FIRST_INDEX, 100)}
 
 
 class SyntheticDataset(Sequence):
@@ -61,8 +64,16 @@ def _parse_size(text: str, where: str) -> tuple[int, int]:
 
 
 def open_synthetic(argument: str, *, split: str, spec: str) -> SyntheticDataset:
-    """``count`` scenes (train 500 / val 100 by default) of ``size`` starting at ``seed``."""
-    options = {"count": "500" if split == "train" else "100", "seed": "0", "size": "360x480"}
+    """``count`` scenes (train 500 / val 100 by default) of ``size`` starting at ``seed``.
+
+    Raises:
+        DataError: a split other than train and val.
+        ConfigError: a bad option.
+    """
+    if split not in SYNTHETIC_SPLITS:
+        raise unknown_split(split, "synthetic", SYNTHETIC_SPLITS)
+    first_index, default_count = SYNTHETIC_SPLITS[split]
+    options = {"count": str(default_count), "seed": "0", "size": "360x480"}
     for item in filter(None, (p.strip() for p in argument.split(","))):
         key, sep, value = item.partition("=")
         if not sep or key not in options:
@@ -77,5 +88,4 @@ def open_synthetic(argument: str, *, split: str, spec: str) -> SyntheticDataset:
     if seed < 0:
         raise ConfigError(f"dataset {spec!r}: seed={seed} must be >= 0")
     height, width = _parse_size(options["size"], f"dataset {spec!r}")
-    first_index = 0 if split == "train" else SYNTHETIC_VAL_FIRST_INDEX
     return SyntheticDataset(count=count, seed=seed, first_index=first_index, height=height, width=width, name=spec)
