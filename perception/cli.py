@@ -37,6 +37,8 @@ COMMANDS: dict[str, str] = {
 }
 
 log = logging.getLogger("perception")
+#: Third-party loggers that are quiet unless -vv is given.
+NOISY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "torch._dynamo", "torch.export")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -71,6 +73,10 @@ def load_command(name: str):
 def configure_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose >= 2 else logging.INFO
     logging.basicConfig(level=level, format="%(asctime)s %(levelname).1s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if verbose < 2:
+        # The ONNX exporter's libraries narrate every graph pass at INFO; keep them for -vv.
+        for name in NOISY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _chosen_command(argv: list[str]) -> str | None:

@@ -168,7 +168,8 @@ class ModelMetadata:
     def model_id(self) -> str:
         """A short human-readable id, sent in every message header."""
         h, w = self.input_hw
-        return f"{self.model_name}-{self.dataset or 'unknown'}-{h}x{w}-{self.precision}"
+        dataset = self.dataset.split(":", 1)[0] or "unknown"  # the kind, not the spec's path/options
+        return f"{self.model_name}-{dataset}-{h}x{w}-{self.precision}"
 
     def to_json(self) -> str:
         doc = asdict(self)
