@@ -16,7 +16,8 @@ obstacle tints, and a colour legend beside the image.
 
 Output: a window when a display exists ($DISPLAY / $WAYLAND_DISPLAY) and ``--out`` is not given;
 otherwise ``--out`` (default ``out/view.mp4``): ``*.mp4``/``*.avi`` a video, ``*.png`` the last
-frame, a folder numbered PNGs.
+frame, a folder numbered PNGs. When no frame could be rendered (the source delivered none, no node
+published, stopped before the first) a file output is a ``SourceError`` saying why; a window warns.
 
 Run: ``perception view --source synthetic --model m.onnx --out out/view.mp4 --max-frames 100``.
 """
@@ -37,7 +38,7 @@ import numpy as np
 from perception import contracts
 from perception.config import bounds
 from perception.contracts import ClassTable
-from perception.errors import ConfigError
+from perception.errors import ConfigError, SourceError
 from perception.preprocess import Letterbox
 
 log = logging.getLogger(__name__)
@@ -275,13 +276,18 @@ def resolve_output(out: Path | None) -> Path | None:
 def run_view(config: ViewConfig, *, stop: threading.Event | None = None) -> int:
     """Run ``perception view`` until the input ends, a limit is reached, the window closes or ``stop`` is set.
 
-    Returns the number of frames rendered. Raises ConfigError / SourceError / ModelError /
-    PublishError for bad inputs (before the first frame).
+    Returns the number of frames rendered (at least 1 when the output is a file). Raises
+    ConfigError / SourceError / ModelError / PublishError for bad inputs (before the first frame),
+    and SourceError saying why when a file output got no frame at all.
     """
     stop = stop or threading.Event()
     sink = FrameSink(resolve_output(config.out), fps=config.fps or DEFAULT_VIDEO_FPS)
     deadline = None if config.duration is None else time.monotonic() + config.duration
-    frames = _model_frames(config, stop) if config.endpoint is None else _node_frames(config, stop, deadline)
+    ended: list[str] = []  # why the frames ran out, as the frame generator knows it
+    if config.endpoint is None:
+        frames = _model_frames(config, stop, ended)
+    else:
+        frames = _node_frames(config, stop, deadline, ended)
     try:
         for frame in frames:
             if not sink.write(frame) or stop.is_set():
@@ -293,13 +299,13 @@ def run_view(config: ViewConfig, *, stop: threading.Event | None = None) -> int:
     finally:
         frames.close()
         sink.close()
-    if sink.out is not None:
+    if sink.frames == 0:
+        why = "stopped before the first frame" if stop.is_set() else (ended[-1] if ended else "the input ended")
+        if sink.out is not None:
+            raise SourceError(f"nothing rendered, so nothing written to {sink.out}: {why}")
+        log.warning("nothing rendered: %s", why)
+    elif sink.out is not None:
         log.info("wrote %d frame(s) to %s", sink.frames, sink.out)
-    if config.endpoint is not None and sink.frames == 0:
-        log.warning(
-            "no masks received from %s under %s; is the node running? check --endpoint / --namespace",
-            config.endpoint, config.namespace,
-        )
     return sink.frames
 
 
@@ -312,7 +318,7 @@ def _open_source(config: ViewConfig, *, paced: bool):
     return source
 
 
-def _model_frames(config: ViewConfig, stop: threading.Event):
+def _model_frames(config: ViewConfig, stop: threading.Event, ended: list[str]):
     from perception.engines import EngineOptions, load_engine
     from perception.preprocess import Preprocessor
 
@@ -324,6 +330,8 @@ def _model_frames(config: ViewConfig, stop: threading.Event):
         while not stop.is_set():
             frame = source.read()
             if frame is None:
+                corrupt = f" ({source.corrupt} corrupt)" if source.corrupt else ""
+                ended.append(f"{source.describe()} delivered no frames{corrupt}; check --source")
                 return
             t0 = time.perf_counter()
             class_ids = engine.infer(prep(frame.image))[contracts.OUTPUT_CLASS_IDS][0]
@@ -336,8 +344,10 @@ def _model_frames(config: ViewConfig, stop: threading.Event):
         engine.close()
 
 
-def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | None):
-    """Frames drawn from a node's masks; ends at ``deadline`` (monotonic s) even when none arrive."""
+def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | None, ended: list[str]):
+    """Frames drawn from a node's masks; ends at ``deadline`` (monotonic s) even when none arrive.
+
+    Appends to ``ended`` why it stopped early, when that explains an empty output."""
     from perception.modelfile import read_model_metadata
     from perception.subscribe import MaskSubscriber
 
@@ -350,11 +360,13 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
     frame = None
     pending: dict[str, np.ndarray] = {}
     pending_seq = -1
+    received = False
     try:
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             msg = sub.recv(timeout_s=0.2)
             if msg is None:
                 continue
+            received = True
             if msg.seq != pending_seq:
                 pending, pending_seq = {}, msg.seq
             pending[msg.topic.rsplit("/", 1)[-1]] = msg.data
@@ -363,6 +375,10 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
             while source is not None and (frame is None or frame.seq < msg.seq):
                 frame = source.read()
                 if frame is None:
+                    ended.append(
+                        f"--source {config.source} ended before frame seq {msg.seq} of the node's masks; "
+                        "give the node's own source (and --seed)"
+                    )
                     return
             if frame is not None and frame.seq == msg.seq:
                 image = frame.image
@@ -374,6 +390,11 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
             else:
                 yield render_overlay(image, None, None, task_masks=pending, alpha=config.alpha, caption=caption)
             pending = {}
+        if not received and not stop.is_set():
+            ended.append(
+                f"no masks received from {config.endpoint} under {config.namespace} in {config.duration:g} s; "
+                "is the node running? check --endpoint / --namespace"
+            )
     finally:
         sub.close()
         if source is not None:

@@ -119,6 +119,38 @@ def test_view_of_a_node_pairs_masks_with_frames_by_seq(tmp_path):
         first[:40, :96], render_overlay(other, maps[s], SYNTHETIC_CLASSES, alpha=0.5, legend=False)[:40, :96])
 
 
+def test_view_cli_that_renders_nothing_says_why_and_fails(tmp_path):
+    # One undecodable image: the source delivers no frame, so --out gets nothing.
+    model = write_brightness_model(tmp_path / "tiny.onnx", (32, 48))
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    out = tmp_path / "view.png"
+    done = subprocess.run(
+        [sys.executable, "-m", "perception", "view", "--source", str(tmp_path / "broken.png"), "--model", str(model),
+         "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "rendered 0" not in done.stdout
+    errors = [line for line in done.stderr.splitlines() if line.startswith("perception: error:")]
+    assert len(errors) == 1, done.stderr
+    assert f"nothing rendered, so nothing written to {out}" in errors[0]
+    assert "broken.png" in errors[0] and "delivered no frames (1 corrupt)" in errors[0]
+    assert not out.exists()
+
+
+def test_view_of_a_silent_node_to_a_file_fails_naming_the_endpoint(tmp_path):
+    from perception.errors import SourceError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    config = ViewConfig(endpoint=endpoint, namespace="perception/quiet", out=tmp_path / "frames", duration=0.3)
+    with pytest.raises(SourceError, match=rf"nothing rendered, so nothing written to .*frames: no masks received from "
+                                          rf"{endpoint} under perception/quiet in 0.3 s; is the node running"):
+        run_view(config)
+    assert not list((tmp_path / "frames").glob("*.png"))
+
+
 def test_view_config_errors():
     from perception.config import load_config
     from perception.errors import ConfigError

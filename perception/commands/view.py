@@ -38,6 +38,7 @@ def main(args: argparse.Namespace) -> int:
     config = config_from_args(ViewConfig, args, command="view")
     stop = threading.Event()
     stop_on_signals(stop)
-    frames = run_view(config, stop=stop)
-    print(f"rendered {frames} frame(s)" + (f" to {config.out}" if config.out else ""), flush=True)
+    frames = run_view(config, stop=stop)  # a file output that got nothing raises, saying why
+    if frames:
+        print(f"rendered {frames} frame(s)" + (f" to {config.out}" if config.out else ""), flush=True)
     return 0
