@@ -255,3 +255,28 @@ class _Pacer:
         if delay > 0:
             interrupted.wait(delay)
         self._next_s += self.period_s
+
+
+class LiveCaptureSource(Source):
+    """A camera or stream read through ``cv2.VideoCapture``, reopened with backoff when it drops out.
+
+    Subclasses implement ``_open()`` (a new, opened capture, or SourceError) and ``describe()``.
+    """
+
+    live = True
+
+    def __init__(self, spec: str, options: SourceOptions) -> None:
+        super().__init__(spec, options)
+        self._reconnector = Reconnector(self._open, describe=self.describe(), interrupted=self._interrupted)
+
+    def _open(self) -> cv2.VideoCapture:
+        raise NotImplementedError
+
+    def _next_image(self):
+        got = self._reconnector.next_image()
+        self.reconnects = self._reconnector.reconnects
+        return got
+
+    def close(self) -> None:
+        super().close()
+        self._reconnector.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 
 from perception.errors import SourceError
-from perception.sources.base import Reconnector, Source, SourceOptions
+from perception.sources.base import LiveCaptureSource, SourceOptions
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +31,12 @@ def fourcc_to_str(code: float) -> str:
     return "".join(chr((value >> (8 * i)) & 0xFF) for i in range(4)).strip("\x00") or "?"
 
 
-class CameraSource(Source):
+class CameraSource(LiveCaptureSource):
     """A V4L2 camera read through OpenCV's V4L2 backend."""
 
     kind = "camera"
-    live = True
 
     def __init__(self, spec: str, options: SourceOptions) -> None:
-        super().__init__(spec, options)
         if options.fourcc is not None and len(options.fourcc) != 4:
             raise SourceError(f"--fourcc {options.fourcc!r} must be 4 characters, e.g. MJPG or YUYV")
         self.device = camera_device(spec)
@@ -51,7 +49,7 @@ class CameraSource(Source):
         # (default 10 s, read once at the first capture); it has no CAP_PROP_READ_TIMEOUT_MSEC.
         os.environ.setdefault("OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT", str(max(1, round(options.read_timeout_s))))
         self._granted_logged = False
-        self._reconnector = Reconnector(self._open, describe=self.describe(), interrupted=self._interrupted)
+        super().__init__(spec, options)  # opens the camera through the reconnector
 
     def describe(self) -> str:
         return f"camera {self.device}"
@@ -91,12 +89,3 @@ class CameraSource(Source):
                 o.fourcc or "-",
             )
         return cap
-
-    def _next_image(self):
-        got = self._reconnector.next_image()
-        self.reconnects = self._reconnector.reconnects
-        return got
-
-    def close(self) -> None:
-        super().close()
-        self._reconnector.close()

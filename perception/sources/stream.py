@@ -13,7 +13,7 @@ import re
 import cv2
 
 from perception.errors import SourceError
-from perception.sources.base import Reconnector, Source, SourceOptions
+from perception.sources.base import LiveCaptureSource, SourceOptions
 
 URL_PATTERN = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp|srt)://", re.IGNORECASE)
 
@@ -31,27 +31,7 @@ def opencv_has_gstreamer() -> bool:
     return False
 
 
-class _LiveCaptureSource(Source):
-    live = True
-
-    def __init__(self, spec: str, options: SourceOptions) -> None:
-        super().__init__(spec, options)
-        self._reconnector = Reconnector(self._open, describe=self.describe(), interrupted=self._interrupted)
-
-    def _open(self) -> cv2.VideoCapture:
-        raise NotImplementedError
-
-    def _next_image(self):
-        got = self._reconnector.next_image()
-        self.reconnects = self._reconnector.reconnects
-        return got
-
-    def close(self) -> None:
-        super().close()
-        self._reconnector.close()
-
-
-class StreamSource(_LiveCaptureSource):
+class StreamSource(LiveCaptureSource):
     """An RTSP/HTTP/... URL read with FFmpeg, with open and read timeouts."""
 
     kind = "stream"
@@ -70,7 +50,7 @@ class StreamSource(_LiveCaptureSource):
         return cap
 
 
-class GStreamerSource(_LiveCaptureSource):
+class GStreamerSource(LiveCaptureSource):
     """A GStreamer pipeline string ending in ``appsink``."""
 
     kind = "gstreamer"
