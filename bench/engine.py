@@ -284,8 +284,9 @@ def build_cases(cfg: EngineBenchConfig, models: list[Path]) -> list[_Case]:
 def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
     """Measure every configuration of ``cfg``; returns the ``engine`` block of the bench JSON.
 
-    Raises ModelError for a missing model file and whatever the engine loader raises for a bad
-    engine, provider or model (ConfigError, ModelError, DependencyError).
+    Raises ModelError for a missing model file, whatever the engine loader raises for a bad
+    engine, provider or model (ConfigError, ModelError, DependencyError), and ConfigError listing
+    why when every configuration is skipped (nothing would be measured).
     """
     from tqdm import tqdm
 
@@ -317,6 +318,8 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
                 log.info("%s: engine %s, provider %s, input %s", case.label(), case.engine_name,
                          case.engine.provider, case.engine.metadata.input_hw)
         active = [c for c in cases if not c.skipped]
+        if not active:
+            raise ConfigError(_all_skipped_message(cases))
         runs_per_block = None if cfg.duration_s else cfg.runs // cfg.blocks
         block_s = cfg.duration_s / cfg.blocks if cfg.duration_s else None
         total = len(active) * (cfg.warmup + cfg.runs) if runs_per_block else None
@@ -359,6 +362,16 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
         "process_peak_rss_mb": round(_max_rss_bytes() / 2**20, 1),
         "results": results,
     }
+
+
+def _all_skipped_message(cases: list[_Case]) -> str:
+    """One line: each reason for skipping, with the configurations it hit."""
+    by_reason: dict[str, list[str]] = {}
+    for case in cases:
+        by_reason.setdefault(case.skipped or "", []).append(case.label())
+    reasons = "; ".join(f"{reason} ({', '.join(labels)})" for reason, labels in by_reason.items())
+    which = "the one configuration was" if len(cases) == 1 else f"all {len(cases)} configurations were"
+    return f"{which} skipped, nothing was measured: {reasons}"
 
 
 def _max_or_none(a: float | None, b: float | None) -> float | None:

@@ -168,6 +168,23 @@ def test_cli_bad_model_path_is_one_line(tmp_path):
     ]
 
 
+def test_cli_with_every_configuration_skipped_fails_saying_why(tmp_path):
+    # A fixed-batch model asked for batches 2 and 4 only: nothing can be measured.
+    fixed = build_tiny_model(tmp_path / "fixed.onnx", name="fixed", dynamic_batch=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "perception", "bench", "engine", "--model", str(fixed), "--batch", "2,4",
+         "--runs", "5", "--warmup", "1", "--blocks", "1", "--no-progress", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("perception: error:")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert errors[0].startswith("perception: error: all 2 configurations were skipped, nothing was measured: ")
+    assert "model fixed.onnx has a fixed batch of 1 (export it with a dynamic batch)" in errors[0]
+    assert "b2" in errors[0] and "b4" in errors[0]
+    assert not (tmp_path / "out" / "bench.json").exists()
+
+
 # --------------------------------------------------------------------------------------------
 # pipeline mode
 # --------------------------------------------------------------------------------------------
