@@ -30,6 +30,14 @@ class SourceError(PerceptionError):
     """A camera, video, image folder or stream that cannot be opened or read."""
 
 
+class SourceUnavailableError(SourceError):
+    """A live source (camera, stream) that is not there right now: unplugged, not yet enumerated
+    after boot, or its server down. Unlike a bad path, a later restart may find it, so launch files
+    respawn nodes that fail this way."""
+
+    exit_code = 4
+
+
 class PublishError(PerceptionError):
     """A socket that cannot be bound or connected (address in use, bad endpoint, bad keys)."""
 

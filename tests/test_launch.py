@@ -189,6 +189,21 @@ def test_required_node_failing_on_a_user_mistake_stops_the_launch_with_exit_2(tm
         launch.stop()
 
 
+def test_node_whose_camera_is_not_there_yet_is_respawned(tmp_path, model_path):
+    # A camera that is missing now may be there after boot: exit code 4 is retried, unlike 2.
+    node = camera_node("cam", free_port(), model_path, respawn=True, respawn_delay=0.1)
+    node["node"]["parameters"]["source"] = "/dev/video99"
+    launch = LaunchProcess(write_launch(tmp_path / "cam.yaml", [node]))
+    try:
+        launch.wait_line(r"\[cam\] perception: error: camera /dev/video99 not found")
+        launch.wait_line(r"node 'cam' ended \(exit code 4\); restarting")
+        launch.wait_line(r"started node 'cam' \(pid \d+\) \(restart 1\)")
+        launch.proc.send_signal(signal.SIGTERM)
+        assert launch.proc.wait(timeout=20) == 0
+    finally:
+        launch.stop()
+
+
 def test_optional_node_failing_on_a_user_mistake_is_not_respawned_and_the_rest_keep_running(tmp_path):
     launch = LaunchProcess(_listener_and_broken_node(tmp_path, required=False))
     try:

@@ -99,8 +99,11 @@ def test_image_folder_skips_and_counts_corrupt(tmp_path):
     ],
 )
 def test_open_errors_name_the_fix(spec, match):
-    with pytest.raises(SourceError, match=match):
+    with pytest.raises(SourceError, match=match) as info:
         open_source(spec)
+    # A missing camera may appear later (after boot, re-plugged): exit code 4 lets launch respawn it;
+    # a missing file is a user mistake (exit code 2).
+    assert info.value.exit_code == (4 if "camera" in match else 2)
 
 
 def test_unreadable_video_and_empty_folder(tmp_path):

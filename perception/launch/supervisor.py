@@ -36,7 +36,8 @@ STOP_GRACE_S = 5.0
 #: prctl option: the signal a process gets when its parent dies (linux/prctl.h).
 PR_SET_PDEATHSIG = 1
 #: Exit codes of a ``perception`` command that a restart cannot fix (perception/errors.py), with what
-#: they mean. A failing stage (StageError, exit code 1) or a signal may be respawned.
+#: they mean. A failing stage (StageError, exit code 1), a live source that is not there yet
+#: (SourceUnavailableError, exit code 4: a camera after boot) or a signal may be respawned.
 NO_RESPAWN_EXIT_CODES = {PerceptionError.exit_code: "a bad input", DependencyError.exit_code: "a missing dependency"}
 
 

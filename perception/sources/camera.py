@@ -13,7 +13,7 @@ from pathlib import Path
 
 import cv2
 
-from perception.errors import SourceError
+from perception.errors import SourceError, SourceUnavailableError
 from perception.sources.base import LiveCaptureSource, SourceOptions
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class CameraSource(LiveCaptureSource):
             raise SourceError(f"--fourcc {options.fourcc!r} must be 4 characters, e.g. MJPG or YUYV")
         self.device = camera_device(spec)
         if not Path(self.device).exists():
-            raise SourceError(
+            raise SourceUnavailableError(
                 f"camera {self.device} not found; check the cable and 'v4l2-ctl --list-devices', "
                 "or pass another --source"
             )
@@ -58,7 +58,7 @@ class CameraSource(LiveCaptureSource):
         cap = cv2.VideoCapture(self.device, cv2.CAP_V4L2)
         if not cap.isOpened():
             cap.release()
-            raise SourceError(
+            raise SourceUnavailableError(
                 f"camera {self.device} cannot be opened; is another program using it, "
                 "and are you in the 'video' group?"
             )

@@ -12,7 +12,7 @@ import re
 
 import cv2
 
-from perception.errors import SourceError
+from perception.errors import SourceError, SourceUnavailableError
 from perception.sources.base import LiveCaptureSource, SourceOptions
 
 URL_PATTERN = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp|srt)://", re.IGNORECASE)
@@ -46,7 +46,7 @@ class StreamSource(LiveCaptureSource):
         cap = cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
-            raise SourceError(f"cannot open {self.describe()}; check the address, credentials and network")
+            raise SourceUnavailableError(f"cannot open {self.describe()}; check the address, credentials and network")
         return cap
 
 
