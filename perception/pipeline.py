@@ -212,7 +212,11 @@ class Pipeline:
             if isinstance(exc, PerceptionError):
                 raise exc
             raise StageError(f"{stage} stage failed: {type(exc).__name__}: {exc}") from exc
-        return self.stats(final=True)
+        final = self.stats(final=True)
+        # The last document on the stats topic is the run's summary (with its end_reason), so a
+        # subscriber learns how the run ended even when it was shorter than one stats interval.
+        self.publisher.publish_json(contracts.STATS_TOPIC, final)
+        return final
 
     @property
     def end_reason(self) -> str:

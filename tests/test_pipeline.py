@@ -145,7 +145,16 @@ def test_lossless_synthetic_every_frame_once_with_exact_masks(engine, link):
     publisher = final["publisher"]
     assert publisher["messages_sent"] >= 5 * n and publisher["bytes_sent"] > 0  # 4 masks + obstacles per frame
     assert publisher["dropped_by_transport"] == publisher["send_errors"] == 0 and publisher["subscriptions"] == 1
-    assert got["stats"] and set(got["stats"][0].data["publisher"]) == set(publisher)
+    # The run's last stats document comes after its last masks: it ends the stream.
+    stats = got.get("stats") or {}
+    deadline = time.monotonic() + 10
+    while not any(m.data.get("end_reason") for m in stats.values()) and time.monotonic() < deadline:
+        msg = link.sub.recv(timeout_s=0.2)
+        if msg is not None and msg.topic.endswith("/stats"):
+            stats[len(stats)] = msg
+    last = stats[len(stats) - 1].data
+    assert last["end_reason"] == "max frames reached" and last["frames_out"] == n
+    assert set(last["publisher"]) == set(publisher)
 
 
 def test_per_class_obstacle_masks_on_their_own_topics(engine, link):
