@@ -2,7 +2,7 @@
 
 ``Letterbox(src_hw, dst_hw)`` scales a frame to fit the model input keeping its aspect ratio and
 centres it on constant padding; ``to_source(mask)`` undoes that exactly for masks (crop the padding,
-then nearest-neighbour resize to the source size, so class ids are never blended).
+then pixel-centre nearest-neighbour resize to the source size, so class ids are never blended).
 ``Preprocessor`` owns the one preallocated input batch the engine reads from.
 """
 
@@ -61,7 +61,11 @@ class Letterbox:
             cv2.resize(image, (cw, ch), dst=target, interpolation=interpolation)
 
     def to_source(self, mask: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """Map a ``dst_hw`` mask or class map back to ``src_hw``: crop the padding, resize nearest."""
+        """Map a ``dst_hw`` mask or class map back to ``src_hw``: crop the padding, resize nearest.
+
+        INTER_NEAREST_EXACT samples at pixel centres, the same grid as the INTER_LINEAR resize in
+        ``apply``; plain INTER_NEAREST samples at top-left corners, which moved mask edges by one
+        source pixel on frames upscaled to the model input (smaller than it)."""
         crop = self.content(mask)
         sh, sw = self.src_hw
         if crop.shape[:2] == (sh, sw):
@@ -69,7 +73,7 @@ class Letterbox:
                 return crop
             out[...] = crop
             return out
-        return cv2.resize(crop, (sw, sh), dst=out, interpolation=cv2.INTER_NEAREST)
+        return cv2.resize(crop, (sw, sh), dst=out, interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 class Preprocessor:
