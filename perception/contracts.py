@@ -259,7 +259,7 @@ HEADER_FIELDS_MASK = (
     "wire_version", "kind", "header", "height", "width", "encoding", "is_bigendian", "step",
     "compression", "values", "seq", "capture_ns", "publish_ns", "model_id", "latency_ms",
 )
-HEADER_FIELDS_JSON = ("wire_version", "kind", "seq", "publish_ns")
+HEADER_FIELDS_JSON = ("wire_version", "kind", "name", "seq", "publish_ns")
 #: RLE run layout: 1 byte value + 4 bytes little-endian run length (numpy dtype spec).
 RLE_RUN_DTYPE = [("value", "u1"), ("length", "<u4")]
 #: zlib level of ``png`` payloads: 1 is several times faster than the default 3 and the masks

@@ -109,6 +109,19 @@ _MASK_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
+_ROS_HEADER_FIELD_TYPES: dict[str, type] = {"stamp": dict, "frame_id": str}
+_ROS_STAMP_FIELD_TYPES: dict[str, type] = {"sec": int, "nanosec": int}
+_JSON_FIELD_TYPES: dict[str, type] = {"name": str, "seq": int, "publish_ns": int}
+
+
+def _check_types(doc: dict[str, Any], types: dict[str, type], what: str) -> None:
+    """WireError naming the first field of ``types`` that ``doc`` lacks or holds with another type."""
+    for name, typ in types.items():
+        value = doc.get(name)
+        if not isinstance(value, typ) or isinstance(value, bool):
+            raise WireError(f"{what} field {name!r} is {value!r}, expected {typ.__name__}")
+
+
 def parse_header(frame: bytes) -> dict[str, Any]:
     """Parse and check a header frame.
 
@@ -126,15 +139,14 @@ def parse_header(frame: bytes) -> dict[str, Any]:
         raise WireVersionError(version)
     kind = header.get("kind")
     if kind == contracts.KIND_JSON:
-        if not isinstance(header.get("seq"), int):
-            raise WireError("json header has no integer 'seq'")
+        _check_types(header, _JSON_FIELD_TYPES, "json header")
         return header
     if kind != contracts.KIND_MASK:
         raise WireError(f"header kind {kind!r} is neither {contracts.KIND_MASK!r} nor {contracts.KIND_JSON!r}")
-    for name, typ in _MASK_FIELD_TYPES.items():
-        value = header.get(name)
-        if not isinstance(value, typ) or isinstance(value, bool):
-            raise WireError(f"mask header field {name!r} is {value!r}, expected {typ.__name__}")
+    _check_types(header, _MASK_FIELD_TYPES, "mask header")
+    # The std_msgs/Header part: readers (the recorder's ROS Image) use it as is.
+    _check_types(header["header"], _ROS_HEADER_FIELD_TYPES, "mask header.header")
+    _check_types(header["header"]["stamp"], _ROS_STAMP_FIELD_TYPES, "mask header.header.stamp")
     if header["encoding"] != contracts.ROS_IMAGE_ENCODING or header["step"] != header["width"]:
         raise WireError(
             f"mask header says encoding {header['encoding']!r} step {header['step']}, "

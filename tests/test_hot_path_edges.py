@@ -12,7 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from perception import contracts
 from perception.preprocess import Letterbox, Preprocessor
+from perception.subscribe import decode_message
+from perception.wire import WireError, dump_header, json_header, mask_header, parse_header
 
 # --------------------------------------------------------------------------------------------
 # Letterbox inverse mapping
@@ -43,3 +46,50 @@ def test_masks_of_frames_smaller_than_the_model_map_back_onto_the_right_pixels(s
             assert back.shape == src_hw
             wrong = int((back != labels).sum())
             assert wrong == 0, f"edge at {edge} on axis {axis}: {wrong} pixels mapped to the wrong side"
+
+
+# --------------------------------------------------------------------------------------------
+# Headers a reader relies on
+# --------------------------------------------------------------------------------------------
+
+
+def _mask_doc() -> dict:
+    return mask_header(
+        height=2, width=3, compression="none", values="binary", seq=1, capture_ns=1_700_000_000_000_000_000,
+        publish_ns=1_700_000_000_000_000_001, frame_id="front", model_id="m", latency_ms={"infer": 1.0},
+    )
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ({}, "header"),
+        ({"frame_id": "front"}, "stamp"),
+        ({"stamp": {"sec": 1}, "frame_id": "front"}, "nanosec"),
+        ({"stamp": {"sec": "1", "nanosec": 0}, "frame_id": "front"}, "sec"),
+        ({"stamp": {"sec": 1, "nanosec": 0}}, "frame_id"),
+    ],
+)
+def test_mask_header_without_a_ros_stamp_and_frame_id_is_malformed(header, message):
+    """The recorder writes header.stamp and header.frame_id into every ROS Image: a message without
+    them must be skipped as malformed, not crash it with a KeyError."""
+    doc = {**_mask_doc(), "header": header}
+    with pytest.raises(WireError, match=message):
+        decode_message([b"perception/front/lane", dump_header(doc), bytes(6)])
+
+
+@pytest.mark.parametrize(("field", "value"), [("publish_ns", None), ("publish_ns", "1"), ("name", None), ("name", 3)])
+def test_json_header_missing_a_documented_field_is_malformed(field, value):
+    doc = json_header(name="stats", seq=0, publish_ns=1)
+    if value is None:
+        del doc[field]
+    else:
+        doc[field] = value
+    with pytest.raises(WireError, match=field):
+        parse_header(dump_header(doc))
+
+
+def test_json_header_fields_are_the_contract():
+    """The README documents name, seq and publish_ns; the contract's field list must say the same."""
+    assert list(json_header(name="stats", seq=0, publish_ns=1)) == list(contracts.HEADER_FIELDS_JSON)
+    assert list(parse_header(dump_header(_mask_doc()))) == list(contracts.HEADER_FIELDS_MASK)
