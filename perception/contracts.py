@@ -186,6 +186,8 @@ class ModelMetadata:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ModelError(f"{source}: metadata is not valid JSON ({exc.msg}); re-export the model") from exc
+        if not isinstance(doc, dict):
+            raise ModelError(f"{source}: metadata is not a JSON object (a {type(doc).__name__}); re-export the model")
         version = doc.get("schema_version")
         if version != METADATA_SCHEMA_VERSION:
             raise ModelError(

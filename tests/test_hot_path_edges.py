@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from perception import contracts
+from perception.contracts import ModelMetadata
+from perception.errors import ModelError
 from perception.preprocess import Letterbox, Preprocessor
 from perception.subscribe import decode_message
 from perception.wire import WireError, dump_header, json_header, mask_header, parse_header
@@ -93,3 +95,9 @@ def test_json_header_fields_are_the_contract():
     """The README documents name, seq and publish_ns; the contract's field list must say the same."""
     assert list(json_header(name="stats", seq=0, publish_ns=1)) == list(contracts.HEADER_FIELDS_JSON)
     assert list(parse_header(dump_header(_mask_doc()))) == list(contracts.HEADER_FIELDS_MASK)
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", '"metadata"', "null", "3"])
+def test_metadata_that_is_json_but_not_an_object_is_a_model_error(text):
+    with pytest.raises(ModelError, match="model.onnx: metadata is not a JSON object"):
+        ModelMetadata.from_json(text, source="model.onnx")
