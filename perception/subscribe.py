@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -285,6 +286,10 @@ class TopicStats:
     the wall clock, so across machines it is only as good as their clock sync. ``gaps`` counts
     missing sequence numbers (dropped upstream or by the transport); a sequence number that goes
     backwards counts as a publisher restart, not as gaps.
+
+    The run's latency percentiles come from a uniform sample of the whole run (reservoir sampling,
+    at most ``_MAX_SAMPLES`` values, so a listener running for days stays bounded); the maximum is
+    exact.
     """
 
     _MAX_SAMPLES = 100_000  # latency samples kept for the final percentiles (about an hour at 30 Hz)
@@ -298,6 +303,9 @@ class TopicStats:
         self.first_s: float | None = None
         self.last_s: float | None = None
         self.latencies_ms: list[float] = []
+        self.latency_max_ms: float | None = None
+        self._latency_count = 0
+        self._reservoir_rng = random.Random(0)  # seeded: the same messages give the same summary
         self._window_start_s = now_s
         self._window_count = 0
         self._window_bytes = 0
@@ -321,8 +329,19 @@ class TopicStats:
         if isinstance(stamp_ns, int):
             latency_ms = (msg.receive_ns - stamp_ns) / 1e6
             self._window_latencies_ms.append(latency_ms)
-            if len(self.latencies_ms) < self._MAX_SAMPLES:
-                self.latencies_ms.append(latency_ms)
+            self._sample_latency(latency_ms)
+
+    def _sample_latency(self, latency_ms: float) -> None:
+        """Keep ``latency_ms`` in the run's bounded uniform sample (Algorithm R) and track the max."""
+        self._latency_count += 1
+        if self.latency_max_ms is None or latency_ms > self.latency_max_ms:
+            self.latency_max_ms = latency_ms
+        if len(self.latencies_ms) < self._MAX_SAMPLES:
+            self.latencies_ms.append(latency_ms)
+            return
+        slot = self._reservoir_rng.randrange(self._latency_count)
+        if slot < self._MAX_SAMPLES:
+            self.latencies_ms[slot] = latency_ms
 
     def window(self, now_s: float) -> dict[str, Any]:
         """Figures since the previous call (rate, latency, bytes/s), then start a new window."""
@@ -346,15 +365,17 @@ class TopicStats:
             "rate_hz": (self.count - 1) / span_s if span_s > 0 else 0.0,
             "bytes": self.wire_bytes,
             "bytes_per_s": self.wire_bytes / duration_s if duration_s > 0 else 0.0,
-            "latency_ms": _percentiles(self.latencies_ms),
+            "latency_ms": _percentiles(self.latencies_ms, max_ms=self.latency_max_ms),
             "gaps": self.gaps,
             "seq_restarts": self.restarts,
             "last_seq": self.last_seq,
         }
 
 
-def _percentiles(values: list[float]) -> dict[str, float] | None:
+def _percentiles(values: list[float], *, max_ms: float | None = None) -> dict[str, float] | None:
+    """p50/p90/p99 of ``values`` and their max (``max_ms`` when the values are only a sample)."""
     if not values:
         return None
     p50, p90, p99 = np.percentile(np.asarray(values), [50, 90, 99])
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(max(values))}
+    top = max(values) if max_ms is None else max_ms
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(top)}

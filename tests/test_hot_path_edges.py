@@ -16,7 +16,7 @@ from perception import contracts
 from perception.contracts import ModelMetadata
 from perception.errors import ModelError
 from perception.preprocess import Letterbox, Preprocessor
-from perception.subscribe import decode_message
+from perception.subscribe import Message, TopicStats, decode_message
 from perception.wire import WireError, dump_header, json_header, mask_header, parse_header
 
 # --------------------------------------------------------------------------------------------
@@ -101,3 +101,29 @@ def test_json_header_fields_are_the_contract():
 def test_metadata_that_is_json_but_not_an_object_is_a_model_error(text):
     with pytest.raises(ModelError, match="model.onnx: metadata is not a JSON object"):
         ModelMetadata.from_json(text, source="model.onnx")
+
+
+# --------------------------------------------------------------------------------------------
+# Long runs
+# --------------------------------------------------------------------------------------------
+
+
+def _message(seq: int, latency_ms: float) -> Message:
+    capture_ns = 1_700_000_000_000_000_000
+    header = {"kind": "mask", "seq": seq, "capture_ns": capture_ns}
+    return Message(topic="t", header=header, data=None, wire_bytes=10, receive_ns=capture_ns + int(latency_ms * 1e6))
+
+
+def test_listen_summary_sees_a_latency_spike_after_its_sample_cap():
+    """A node runs for days: the summary keeps a bounded sample, but its max (and its percentiles)
+    must cover the whole run, not only the first samples."""
+    stats = TopicStats(0.0)
+    stats._MAX_SAMPLES = 100  # the real cap is about an hour at 30 Hz
+    for seq in range(1000):
+        stats.add(_message(seq, 5.0 if seq < 500 else 50.0), now_s=seq / 30)
+    assert len(stats.latencies_ms) <= 100
+    summary = stats.summary(1000 / 30)["latency_ms"]
+    assert summary["max"] == pytest.approx(50.0)
+    # Half of the run had 50 ms: the median lies between the two levels' samples, not at 5 ms.
+    assert summary["p90"] == pytest.approx(50.0)
+    assert 5.0 <= summary["p50"] <= 50.0 and summary["p99"] == pytest.approx(50.0)
