@@ -132,7 +132,11 @@ class Pipeline:
             PublishError: ``wait_subscribers`` subscriptions did not arrive within ``wait_timeout_s``.
         """
         t0 = time.perf_counter()
-        self.engine.warmup(self.config.warmup)
+        try:
+            self.engine.warmup(self.config.warmup)
+        except BaseException:
+            self.source.close()  # no capture thread will own it: a camera must not stay open
+            raise
         log.info(
             "engine warm-up: %d runs in %.0f ms; source %s, queue %s(%d), masks %s",
             self.config.warmup, (time.perf_counter() - t0) * 1e3, self.source.describe(),

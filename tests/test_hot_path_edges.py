@@ -127,3 +127,42 @@ def test_listen_summary_sees_a_latency_spike_after_its_sample_cap():
     # Half of the run had 50 ms: the median lies between the two levels' samples, not at 5 ms.
     assert summary["p90"] == pytest.approx(50.0)
     assert 5.0 <= summary["p50"] <= 50.0 and summary["p99"] == pytest.approx(50.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Pipeline start-up failure
+# --------------------------------------------------------------------------------------------
+
+
+def test_engine_warmup_failure_closes_the_source(tmp_path):
+    from tiny_models import write_brightness_model
+
+    from perception.engines import EngineOptions, load_engine
+    from perception.pipeline import Pipeline
+    from perception.run_config import RunConfig
+    from perception.sources import open_source
+
+    model = write_brightness_model(tmp_path / "tiny.onnx", (24, 32))
+    engine = load_engine("ort", model, EngineOptions(provider="cpu", threads=1))
+
+    class WarmupFails(type(engine)):
+        def warmup(self, n: int = 3) -> None:
+            raise ModelError("tiny.onnx: the provider cannot run this graph")
+
+    engine.__class__ = WarmupFails
+    source = open_source("synthetic", width=64, height=48, fps=100)
+    closed = []
+    close = source.close
+    source.close = lambda: (closed.append(True), close())
+
+    class NoPublisher:
+        endpoint = "inproc://none"
+
+        def publish_json(self, name, doc):
+            raise AssertionError("nothing may be published when the start fails")
+
+    pipeline = Pipeline(RunConfig(warmup=1), source=source, engine=engine, publisher=NoPublisher())
+    with pytest.raises(ModelError, match="provider cannot run"):
+        pipeline.run()
+    assert closed, "the source was left open"
+    engine.close()
