@@ -133,7 +133,12 @@ def _encode_png(mask: np.ndarray) -> bytes:
 
 
 def _decode_png(payload: memoryview, height: int, width: int) -> np.ndarray:
-    image = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if payload.nbytes == 0:  # cv2.imdecode asserts (cv2.error) on an empty buffer
+        raise DecodeError("png payload is empty")
+    try:
+        image = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise DecodeError(f"png payload is not a readable PNG ({str(exc).strip().splitlines()[-1][:120]})") from None
     if image is None:
         raise DecodeError("png payload is not a readable PNG")
     if image.dtype != np.uint8 or image.shape != (height, width):

@@ -1,7 +1,7 @@
 """Edge cases of the node's hot path and its contracts, each pinned after a review found it broken.
 
 - masks mapped back to frames smaller than the model input land on the right pixels;
-- headers that would crash a reader further on (the recorder) are rejected as malformed;
+- headers and payloads that would crash a reader (listen, the recorder) are rejected as malformed;
 - model metadata that is JSON but not an object is a one-line ModelError;
 - the listener's run summary sees a latency spike that comes after its sample cap;
 - a pipeline whose engine warm-up fails closes its source, as it promises.
@@ -14,6 +14,7 @@ import pytest
 
 from perception import contracts
 from perception.contracts import ModelMetadata
+from perception.encoding import DecodeError
 from perception.errors import ModelError
 from perception.preprocess import Letterbox, Preprocessor
 from perception.subscribe import Message, TopicStats, decode_message
@@ -78,6 +79,15 @@ def test_mask_header_without_a_ros_stamp_and_frame_id_is_malformed(header, messa
     doc = {**_mask_doc(), "header": header}
     with pytest.raises(WireError, match=message):
         decode_message([b"perception/front/lane", dump_header(doc), bytes(6)])
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x89PNG\r\n\x1a\n"])
+def test_empty_or_cut_png_payload_is_a_decode_error(payload):
+    """OpenCV asserts on an empty buffer (cv2.error); the subscriber only skips DecodeError, so an
+    empty png payload must be one, not a traceback out of listen or record."""
+    doc = {**_mask_doc(), "compression": "png"}
+    with pytest.raises(DecodeError, match="png payload"):
+        decode_message([b"perception/front/lane", dump_header(doc), payload])
 
 
 @pytest.mark.parametrize(("field", "value"), [("publish_ns", None), ("publish_ns", "1"), ("name", None), ("name", 3)])
