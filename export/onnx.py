@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import math
 import os
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -114,7 +115,10 @@ def tool_versions() -> dict[str, str]:
 
 
 def json_safe_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint's metrics reduced to what JSON can hold (floats, lists, strings)."""
+    """The checkpoint's metrics reduced to what strict JSON can hold (numbers, lists, strings, null).
+
+    NaN and infinities (the IoU of a class absent from labels and predictions) become None:
+    ``json.dumps`` would write them as ``NaN``, which JSON parsers other than Python's reject."""
 
     def convert(value: Any) -> Any:
         if isinstance(value, dict):
@@ -125,7 +129,9 @@ def json_safe_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
             return convert(value.tolist())
         if isinstance(value, np.generic | np.ndarray):
             return convert(value.tolist())
-        if isinstance(value, (bool, int, float, str)) or value is None:
+        if isinstance(value, float):
+            return value if math.isfinite(value) else None
+        if isinstance(value, (bool, int, str)) or value is None:
             return value
         return str(value)
 

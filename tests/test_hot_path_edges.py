@@ -4,7 +4,8 @@
 - headers and payloads that would crash a reader (listen, the recorder) are rejected as malformed;
 - model metadata that is JSON but not an object is a one-line ModelError;
 - the listener's run summary sees a latency spike that comes after its sample cap;
-- a pipeline whose engine warm-up fails closes its source, as it promises.
+- a pipeline whose engine warm-up fails closes its source, as it promises;
+- exported metrics (NaN IoU of absent classes) are strict JSON.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from perception.encoding import DecodeError
 from perception.errors import ModelError
 from perception.preprocess import Letterbox, Preprocessor
 from perception.subscribe import Message, TopicStats, decode_message
+from perception.synthetic.classes import SYNTHETIC_CLASSES
 from perception.wire import WireError, dump_header, json_header, mask_header, parse_header
 
 # --------------------------------------------------------------------------------------------
@@ -176,3 +178,27 @@ def test_engine_warmup_failure_closes_the_source(tmp_path):
         pipeline.run()
     assert closed, "the source was left open"
     engine.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Export metadata
+# --------------------------------------------------------------------------------------------
+
+
+def test_exported_metrics_are_strict_json():
+    """A class absent from both the labels and the predictions has IoU NaN; the metadata must still
+    be JSON that any reader (a C++ node, jq over ``inspect --json``) parses: NaN becomes null."""
+    pytest.importorskip("torch")
+    import json
+
+    from export.onnx import json_safe_metrics
+
+    metrics = {"miou": np.float64("nan"), "per_class_iou": {"road": 0.9, "bus": float("nan")}, "x": [float("inf")]}
+    safe = json_safe_metrics(metrics)
+    assert safe == {"miou": None, "per_class_iou": {"road": 0.9, "bus": None}, "x": [None]}
+
+    def reject(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    text = ModelMetadata(model_name="m", class_table=SYNTHETIC_CLASSES, input_hw=(4, 6), val_metrics=safe).to_json()
+    assert json.loads(text, parse_constant=reject)["val_metrics"]["per_class_iou"]["bus"] is None
