@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -40,6 +41,11 @@ log = logging.getLogger(__name__)
 MAX_MIOU_DROP_POINTS = 1.0
 #: Ops that carry weights: the quantised body of the network lies between the first and the last.
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
+#: ONNX Runtime's own exception types (Fail, InvalidGraph, ...), raised by the calibration
+#: sessions; they derive from Exception only, so they are listed here to become a ModelError.
+_ORT_ERRORS: tuple[type[Exception], ...] = tuple(
+    value for value in vars(_ort_state).values() if isinstance(value, type) and issubclass(value, Exception)
+)
 
 
 class CalibrationImages(CalibrationDataReader):
@@ -120,9 +126,19 @@ def quantize_int8(
         method: calibration method, ``minmax``, ``entropy`` or ``percentile``.
 
     Raises:
-        ModelError: the quantiser fails; DataError: no calibration images.
+        ModelError: the quantiser fails; DataError: no calibration images, or one not at the
+            model's input size.
     """
     from export.onnx import finish_model, save_model, with_precision
+
+    h, w = metadata.input_hw
+    for i, image in enumerate(calib_images):
+        if image.shape != (h, w, 3):
+            size = "x".join(str(d) for d in image.shape[:2])
+            raise DataError(
+                f"calibration image {i} is {size}, the model input is {h}x{w}; resize it first "
+                "(export.verify.load_samples does)"
+            )
 
     methods = {
         "minmax": CalibrationMethod.MinMax,
@@ -154,7 +170,7 @@ def quantize_int8(
                 extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True},
             )
             result = onnx.load(str(quantized))
-        except (RuntimeError, ValueError, onnx.checker.ValidationError) as exc:
+        except (RuntimeError, ValueError, onnx.checker.ValidationError, *_ORT_ERRORS) as exc:
             raise ModelError(f"INT8 quantisation failed: {str(exc).splitlines()[0][:300]}") from exc
     result = finish_model(result, with_precision(metadata, "int8"))
     save_model(result, out_path)

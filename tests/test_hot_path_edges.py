@@ -5,7 +5,7 @@
 - model metadata that is JSON but not an object is a one-line ModelError;
 - the listener's run summary sees a latency spike that comes after its sample cap;
 - a pipeline whose engine warm-up fails closes its source, as it promises;
-- exported metrics (NaN IoU of absent classes) are strict JSON.
+- exported metrics (NaN IoU of absent classes) are strict JSON; INT8 quantiser failures are one line.
 """
 
 from __future__ import annotations
@@ -202,3 +202,35 @@ def test_exported_metrics_are_strict_json():
 
     text = ModelMetadata(model_name="m", class_table=SYNTHETIC_CLASSES, input_hw=(4, 6), val_metrics=safe).to_json()
     assert json.loads(text, parse_constant=reject)["val_metrics"]["per_class_iou"]["bus"] is None
+
+
+def test_int8_calibration_images_of_another_size_are_a_data_error(tmp_path):
+    pytest.importorskip("torch")
+    from tiny_models import tiny_metadata, write_brightness_model
+
+    from export.quantize import quantize_int8
+    from perception.errors import DataError
+
+    model = write_brightness_model(tmp_path / "tiny.onnx", (24, 32))
+    with pytest.raises(DataError, match=r"calibration image 1 is 10x10, the model input is 24x32"):
+        quantize_int8(model, tmp_path / "int8.onnx", [np.zeros((24, 32, 3), np.uint8), np.zeros((10, 10, 3), np.uint8)],
+                      metadata=tiny_metadata((24, 32)))
+
+
+def test_int8_quantiser_failing_inside_onnx_runtime_is_a_model_error(tmp_path, monkeypatch):
+    """ONNX Runtime's own exception types (Fail, InvalidGraph, ...) derive from Exception only; the
+    quantiser raising one must still end as the documented one-line ModelError."""
+    pytest.importorskip("torch")
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidGraph
+    from tiny_models import tiny_metadata, write_brightness_model
+
+    import export.quantize as quantize
+
+    def fail(*args, **kwargs):
+        raise InvalidGraph("[ONNXRuntimeError] : 10 : INVALID_GRAPH : node Foo has no kernel\nmore detail")
+
+    monkeypatch.setattr(quantize, "quantize_static", fail)
+    model = write_brightness_model(tmp_path / "tiny.onnx", (24, 32))
+    with pytest.raises(ModelError, match="INT8 quantisation failed: .*INVALID_GRAPH : node Foo has no kernel$"):
+        quantize.quantize_int8(model, tmp_path / "int8.onnx", [np.zeros((24, 32, 3), np.uint8)],
+                               metadata=tiny_metadata((24, 32)))
