@@ -379,16 +379,21 @@ class MaskPublisher:
                 self._read_subscriptions()
             return {**asdict(self.counters), "subscriptions": self._namespace_subscriptions()}
 
-    def close(self) -> None:
-        """Close the socket at once (linger 0: unsent messages are dropped); idempotent."""
+    def close(self, *, flush_s: float = 0.0) -> None:
+        """Close the socket; idempotent.
+
+        ``flush_s`` bounds how long messages still queued may take to go out (ZeroMQ's linger):
+        returns as soon as they are sent, or after ``flush_s`` with the rest dropped (a dead
+        subscriber cannot hold the node). 0 drops them at once (stopping on a signal).
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        self._teardown()
+        self._teardown(flush_s)
 
-    def _teardown(self) -> None:
-        self._socket.close(linger=0)
+    def _teardown(self, flush_s: float = 0.0) -> None:
+        self._socket.close(linger=int(flush_s * 1000))
         if self._auth is not None:
             self._auth.stop()
         self._context.term()

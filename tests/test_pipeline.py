@@ -283,6 +283,37 @@ def test_failing_engine_stops_with_stage_error(engine, link):
 # --------------------------------------------------------------------------------------------
 
 
+def test_cli_run_to_the_end_delivers_every_frame_and_the_final_stats(model_path, free_tcp_port):
+    # At the end of its input the node flushes what is queued before closing: the last frames and
+    # the summary stats document reach a subscriber that keeps up.
+    n = 40
+    endpoint = f"tcp://127.0.0.1:{free_tcp_port}"
+    with MaskSubscriber(endpoint, namespace="perception/front", masks=["class_map", "stats"]) as sub:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "perception", "-q", "run", "--model", str(model_path), "--source", "synthetic",
+             "--width", "96", "--height", "64", "--fps", "240", "--queue", "lossless", "--max-frames", str(n),
+             "--threads", "1", "--endpoint", endpoint, "--wait-subscribers", "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        seqs, last_stats = set(), None
+        deadline = time.monotonic() + 60
+        while last_stats is None and time.monotonic() < deadline:
+            msg = sub.recv(timeout_s=0.5)
+            if msg is None:
+                if proc.poll() is not None:
+                    break  # ended without a summary: the assertions below say what is missing
+                continue
+            if msg.kind == "mask":
+                seqs.add(msg.seq)
+            elif msg.data.get("end_reason"):
+                last_stats = msg.data
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert seqs == set(range(n))
+    assert last_stats is not None and last_stats["frames_out"] == n
+    assert json.loads(out.strip().splitlines()[-1])["frames_out"] == n
+
+
 def test_sigterm_stops_the_node_with_exit_0_and_final_stats(model_path, free_tcp_port):
     cmd = [sys.executable, "-m", "perception", "run", "--source", "synthetic", "--model", str(model_path),
            "--width", "96", "--height", "72", "--fps", "60", "--endpoint", f"tcp://127.0.0.1:{free_tcp_port}",

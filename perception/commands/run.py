@@ -27,9 +27,9 @@ from perception.run_config import DEFAULT_MODEL, RunConfig
 
 log = logging.getLogger(__name__)
 
-#: After a finite input ends, time for ZeroMQ's I/O thread to send the last queued messages
-#: before the publisher closes with linger 0 (which drops whatever is still queued).
-FLUSH_S = 0.2
+#: After a finite input ends, how long the last queued messages (and the final stats) may take to
+#: go out before the publisher closes anyway. On a signal the node closes at once instead.
+FLUSH_S = 1.0
 
 S = argparse.SUPPRESS  # only flags actually given reach the config, so --config values survive
 
@@ -134,7 +134,7 @@ def main(args: argparse.Namespace) -> int:
         config.engine, config.model_path,
         EngineOptions(provider=config.provider, threads=config.threads, fp16=config.fp16),
     )
-    publisher = source = pipeline = None
+    publisher = source = pipeline = final = None
     try:
         publisher = MaskPublisher(
             endpoint=config.endpoint,
@@ -160,13 +160,13 @@ def main(args: argparse.Namespace) -> int:
                 signal.signal(sig, handler)
         if pipeline.first_publish_mono_ns is not None:
             final["startup_to_first_mask_ms"] = round((pipeline.first_publish_mono_ns / 1e9 - t_start) * 1e3, 1)
-        if not pipeline.end_reason.startswith("signal"):
-            time.sleep(FLUSH_S)
     finally:
         if source is not None and pipeline is None:
             source.close()  # once the pipeline exists, its capture thread owns the source
         if publisher is not None:
-            publisher.close()
+            stopped_by_signal = pipeline is not None and pipeline.end_reason.startswith("signal")
+            ended = pipeline is not None and final is not None
+            publisher.close(flush_s=FLUSH_S if ended and not stopped_by_signal else 0.0)
         engine.close()
     log.info(
         "stopped (%s): %d frames in, %d out, %d dropped, %d corrupt, %d reconnects, %.1f fps out",
