@@ -78,6 +78,10 @@ class OrtEngine(Engine):
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         session_options.intra_op_num_threads = options.threads
         session_options.inter_op_num_threads = 1
+        # Worker threads that spin between operators take the CPU that capture, letterboxing and
+        # publishing need. Measured on 2 cores (CamVid BiSeNet V2, 352x480, 2 threads): engine
+        # alone 3 % slower, the node 6 % faster (40.6 -> 43.1 FPS). The node is what runs.
+        session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         provider_list: list[object] = [
             (p, tensorrt_provider_options(self.metadata)) if p == "TensorrtExecutionProvider" else p
             for p in providers
