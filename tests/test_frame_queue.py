@@ -66,21 +66,26 @@ def test_close_wakes_blocked_consumer():
     assert raised.is_set()
 
 
-def test_lossless_many_threads_every_item_once_in_order():
-    q = FrameQueue(3, "lossless")
-    n = 2000
-    received = []
+def _drain_in_thread(q: FrameQueue) -> tuple[threading.Thread, list]:
+    """A consumer thread that takes items until the queue is closed; returns it and its list."""
+    received: list = []
 
     def consumer():
         while True:
             try:
-                item = q.get(5)
+                received.append(q.get(5))
             except QueueClosed:
                 return
-            received.append(item)
 
     t = threading.Thread(target=consumer)
     t.start()
+    return t, received
+
+
+def test_lossless_many_threads_every_item_once_in_order():
+    q = FrameQueue(3, "lossless")
+    n = 2000
+    t, received = _drain_in_thread(q)
     for i in range(n):
         assert q.put(i, timeout=5)
     q.close()
@@ -91,18 +96,7 @@ def test_lossless_many_threads_every_item_once_in_order():
 def test_latest_under_concurrency_accounts_for_every_item():
     q = FrameQueue(2, "latest")
     n = 5000
-    received = []
-
-    def consumer():
-        while True:
-            try:
-                item = q.get(5)
-            except QueueClosed:
-                return
-            received.append(item)
-
-    t = threading.Thread(target=consumer)
-    t.start()
+    t, received = _drain_in_thread(q)
     for i in range(n):
         q.put(i)
     q.close()
