@@ -36,6 +36,7 @@ from perception import contracts
 from perception.config import bounds
 from perception.errors import PublishError, SourceError
 from perception.record import META_SUFFIX, wire_topic
+from perception.wire import WireMessage
 
 log = logging.getLogger(__name__)
 
@@ -46,21 +47,10 @@ FLUSH_S = 5.0
 
 
 @dataclass
-class RecordedMessage:
-    """One recorded message: wire ``topic``, wire ``header``, ``data`` (uint8 mask or JSON document)."""
+class RecordedMessage(WireMessage):
+    """One recorded message (see ``WireMessage``) with the time the recorder logged it."""
 
-    topic: str
-    header: dict[str, Any]
-    data: np.ndarray | Any
     log_time_ns: int
-
-    @property
-    def kind(self) -> str:
-        return self.header["kind"]
-
-    @property
-    def seq(self) -> int:
-        return self.header["seq"]
 
 
 def read_recording(path: str | Path) -> Iterator[RecordedMessage]:

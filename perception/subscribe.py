@@ -38,7 +38,7 @@ from perception.encoding import DecodeError, codec_for_compression
 from perception.errors import ConfigError, PublishError
 from perception.publish import check_endpoint
 from perception.security import make_curve_client
-from perception.wire import WireError, WireVersionError, parse_header
+from perception.wire import WireError, WireMessage, WireVersionError, parse_header
 
 log = logging.getLogger(__name__)
 
@@ -48,32 +48,14 @@ _MAX_DRAIN = 10_000
 
 
 @dataclass
-class Message:
-    """One received message.
+class Message(WireMessage):
+    """One received message (see ``WireMessage``; the README's "Wire format" for the header).
 
-    ``header`` is the parsed header JSON (see the README's "Wire format"); ``data`` is the decoded
-    mask (H x W uint8) for ``kind == "mask"`` or the JSON document for ``kind == "json"``.
     ``wire_bytes`` is the size of all three frames, ``receive_ns`` the ``time.time_ns()`` on arrival.
     """
 
-    topic: str
-    header: dict[str, Any]
-    data: np.ndarray | Any
     wire_bytes: int
     receive_ns: int
-
-    @property
-    def kind(self) -> str:
-        return self.header["kind"]
-
-    @property
-    def seq(self) -> int:
-        return self.header["seq"]
-
-    @property
-    def capture_ns(self) -> int | None:
-        """Capture time of a mask message (None for JSON documents)."""
-        return self.header.get("capture_ns")
 
 
 @dataclass

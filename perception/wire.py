@@ -13,6 +13,7 @@ recorder use these functions so that the layout lives in one place next to ``con
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from perception import contracts
@@ -171,3 +172,27 @@ def ros_image_fields(header: dict[str, Any]) -> dict[str, Any]:
         "is_bigendian": header["is_bigendian"],
         "step": header["step"],
     }
+
+
+@dataclass
+class WireMessage:
+    """A decoded message: wire ``topic``, parsed ``header``, and ``data`` (the decoded H x W uint8
+    mask for ``kind == "mask"``, the JSON document for ``kind == "json"``). Received and recorded
+    messages extend it with where and when they were seen."""
+
+    topic: str
+    header: dict[str, Any]
+    data: Any
+
+    @property
+    def kind(self) -> str:
+        return self.header["kind"]
+
+    @property
+    def seq(self) -> int:
+        return self.header["seq"]
+
+    @property
+    def capture_ns(self) -> int | None:
+        """Capture time of a mask message (None for JSON documents)."""
+        return self.header.get("capture_ns")
