@@ -1,12 +1,22 @@
 # Quick start: `make demo` runs the node on the synthetic camera; `make test` runs ruff and the tests.
-# Each sets up .venv itself (base install for demo, train+dev extras for test) and is fast on a second run.
+# Each sets up .venv itself from the committed lock (requirements/py3XX-*.txt: exact versions with
+# hashes), so a fresh machine installs what CI last passed with. `make lock` refreshes the lock on
+# purpose; `make test-latest` runs the suite against the newest releases the ranges allow.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+PYVER  := $(shell $(PYTHON) -c 'import sys; print("%d%d" % sys.version_info[:2])' 2>/dev/null)
+LOCK_BASE := requirements/py$(PYVER)-base.txt
+LOCK_DEV  := requirements/py$(PYVER)-dev.txt
+# Every Python we lock for (requires-python in pyproject.toml is >= 3.10).
+LOCK_PYTHONS := 3.10 3.11 3.12 3.13
 STAMP_BASE := $(VENV)/.stamp-base
 STAMP_DEV  := $(VENV)/.stamp-dev
+# -qq keeps a first install to a few lines (errors still print); hashes make a changed file an error.
+PIP_INSTALL := $(BIN)/python -m pip install -qq --disable-pip-version-check --progress-bar off
+LATEST := .venv-latest
 
-.PHONY: demo test lint venv venv-dev default-model camvid-model clean
+.PHONY: demo test lint venv venv-dev lock check-lock test-latest default-model camvid-model clean
 
 # The shipped default model and the CamVid model: the exact recipes of the README.
 DEFAULT_MODEL := perception/assets/default.onnx
@@ -18,14 +28,20 @@ venv-dev: $(STAMP_DEV)
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "perception needs Python >= 3.10; set PYTHON=python3.x")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
 
-$(STAMP_BASE): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e .
+requirements/py%-base.txt requirements/py%-dev.txt:
+	@echo "perception: error: no lock for Python $* (locked: $(LOCK_PYTHONS)); run with PYTHON=python3.11, or add it to LOCK_PYTHONS and run 'make lock'" >&2; exit 2
+
+$(STAMP_BASE): $(LOCK_BASE) pyproject.toml | $(BIN)/python
+	@echo "installing the locked runtime ($(LOCK_BASE)) into $(VENV)"
+	$(PIP_INSTALL) --require-hashes --no-deps -r $(LOCK_BASE)
+	$(PIP_INSTALL) --no-deps --no-build-isolation -e .
 	@touch $@
 
-$(STAMP_DEV): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[train,dev]'
+$(STAMP_DEV): $(LOCK_DEV) pyproject.toml | $(BIN)/python
+	@echo "installing the locked train+dev environment ($(LOCK_DEV)) into $(VENV); the first time takes a few minutes (torch)"
+	$(PIP_INSTALL) --require-hashes --no-deps -r $(LOCK_DEV)
+	$(PIP_INSTALL) --no-deps --no-build-isolation -e .
 	@touch $@ $(STAMP_BASE)
 
 demo: $(STAMP_BASE)
@@ -37,6 +53,34 @@ lint: $(STAMP_DEV)
 test: $(STAMP_DEV)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# Installed versions equal the lock's, package for package (part of `make test` too).
+check-lock: $(STAMP_DEV)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_lock.py
+
+# Refresh every lock from pyproject.toml's ranges (uv resolves; pip installs). Commit the result with
+# the change that needed it, after `make test` passes on it.
+lock: $(STAMP_DEV)
+	@for v in $(LOCK_PYTHONS); do \
+	  t=$$(echo $$v | tr -d .); \
+	  $(BIN)/uv pip compile -q pyproject.toml requirements/build.in --constraint requirements/constraints.txt \
+	    --python-version $$v --generate-hashes --universal -o requirements/py$$t-base.txt || exit 1; \
+	  $(BIN)/uv pip compile -q pyproject.toml requirements/build.in --constraint requirements/constraints.txt \
+	    --extra train --extra dev --python-version $$v --generate-hashes --universal -o requirements/py$$t-dev.txt || exit 1; \
+	  echo "locked Python $$v: requirements/py$$t-base.txt requirements/py$$t-dev.txt"; \
+	done
+
+# The suite against the newest releases pyproject.toml allows (no lock, no constraints file), in its
+# own venv: run it before `make lock`, and weekly, to learn about drift before users do.
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	PIP_CONSTRAINT= $(LATEST)/bin/python -m pip install -qq --disable-pip-version-check --progress-bar off --upgrade pip
+	PIP_CONSTRAINT= $(LATEST)/bin/python -m pip install -qq --disable-pip-version-check --progress-bar off --upgrade -e '.[train,dev]'
+	$(LATEST)/bin/python -m pip list --format=freeze > $(LATEST)/versions.txt
+	@echo "versions under test: $(LATEST)/versions.txt"
+	$(LATEST)/bin/ruff check .
+	$(LATEST)/bin/python -m pytest -q -p no:cacheprovider
 
 # Rebuild the shipped default model: train on the synthetic road world, export, verify (~30 min on 2 cores).
 default-model: $(STAMP_DEV)
@@ -55,4 +99,4 @@ camvid-model: $(STAMP_DEV)
 	$(BIN)/perception eval --model out/camvid/bisenetv2.int8.onnx --data camvid:$(CAMVID)
 
 clean:
-	rm -rf $(VENV) out runs
+	rm -rf $(VENV) $(LATEST) out runs
