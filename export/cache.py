@@ -1,8 +1,11 @@
 """The TensorRT engine cache: an engine is reused only for the exact model, TensorRT and GPU.
 
 A serialized TensorRT engine runs only on the TensorRT version and GPU model that built it, so
-the cache key is sha256 over the ONNX bytes, the TensorRT version, the GPU name and compute
-capability, the precision and the input shapes. An unchanged model loads its engine; a changed
+the cache key is sha256 over the ONNX bytes, the TensorRT version and its major version (10 and
+11 build by different routes: weakly typed with builder flags, or strongly typed from an FP16
+graph; see ``export.tensorrt``), the GPU name and compute capability, the precision and the input
+shapes. Torch-TensorRT's own engine cache lives in the ``torch_tensorrt`` folder of the same
+directory (``torch_tensorrt_cache_dir``). An unchanged model loads its engine; a changed
 ONNX file, TensorRT upgrade or different GPU gets a new key and is rebuilt. Default directory:
 ``~/.cache/perception/trt`` (``PERCEPTION_TRT_CACHE`` overrides it).
 
@@ -23,7 +26,8 @@ from pathlib import Path
 from perception.errors import DependencyError
 
 #: Bump when the key recipe below changes, so old entries are never mistaken for new ones.
-CACHE_KEY_VERSION = 1
+#: 2: the TensorRT major version joined the key.
+CACHE_KEY_VERSION = 2
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -38,6 +42,7 @@ class EngineKey:
 
     onnx_sha256: str
     trt_version: str
+    trt_major: int
     gpu_name: str
     precision: str
     input_shapes: tuple[tuple[str, tuple[int, ...]], ...]
@@ -62,10 +67,24 @@ def engine_key(
     return EngineKey(
         onnx_sha256=hashlib.sha256(onnx_bytes).hexdigest(),
         trt_version=trt_version,
+        trt_major=trt_major(trt_version),
         gpu_name=gpu_name,
         precision=precision,
         input_shapes=tuple(sorted((name, tuple(int(d) for d in shape)) for name, shape in input_shapes.items())),
     )
+
+
+def trt_major(trt_version: str) -> int:
+    """The major version in a TensorRT version string (``"11.4.0"`` -> 11); ValueError if none."""
+    head = str(trt_version).split(".", 1)[0]
+    if not head.isdigit():
+        raise ValueError(f"TensorRT version {trt_version!r} does not start with a major version number")
+    return int(head)
+
+
+def torch_tensorrt_cache_dir(directory: str | Path | None = None) -> Path:
+    """Where Torch-TensorRT keeps its engines and timing cache: beside ours, in one place."""
+    return (Path(directory) if directory is not None else default_cache_dir()) / "torch_tensorrt"
 
 
 def gpu_name(device_index: int = 0) -> str:

@@ -1,15 +1,35 @@
 """Step 4 of the export chain: TensorRT engines (FP32 / FP16 / INT8) built from the verified ONNX.
 
 ``engine_for(onnx_path, precision=...)`` returns a serialized engine from the cache
-(``export.cache``) or builds one with the TensorRT 10 Python API: ``trt.OnnxParser`` into an
-explicit-batch network, a builder config with a workspace limit, a persistent timing cache, a
-progress monitor that logs each build phase (a long build is never silent), and
+(``export.cache``, keyed by the TensorRT major version among other things) or builds one:
+``trt.OnnxParser`` into a network, a builder config with a workspace limit, a persistent timing
+cache, a progress monitor that logs each build phase (a long build is never silent), and
 ``build_serialized_network``.
 
-INT8: TensorRT 10 deprecates implicit INT8 calibration in favour of explicit quantisation, so the
-INT8 route builds from a QDQ ONNX (``export.quantize.quantize_int8(..., symmetric_activations=True)``,
-the zero-point-0 activations TensorRT requires). The legacy ``IInt8EntropyCalibrator2`` route is
-kept for TensorRT builds that still offer it (``calib_images=``), with its calibration cache.
+TensorRT 10 and 11 are both supported; ``build_plan`` picks the route from ``trt.__version__``:
+
+=========  =============================================  ==============================================
+precision  TensorRT 10 (weakly typed network)             TensorRT 11 (strongly typed, always)
+=========  =============================================  ==============================================
+fp32       no precision flag                              the FP32 graph as it is
+fp16       ``BuilderFlag.FP16``                           an FP16 graph from ``export.fp16`` (checked
+                                                          against FP32 with ONNX Runtime first)
+int8       ``BuilderFlag.FP16`` + ``BuilderFlag.INT8``    the explicit Q/DQ graph as it is
+           on the explicit Q/DQ graph
+=========  =============================================  ==============================================
+
+Why: TensorRT 11 removed ``BuilderFlag.FP16``/``INT8``, ``IBuilderConfig.int8_calibrator`` and
+``set_calibration_profile`` ("Removed Python APIs and Replacements",
+https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-10x-to-11x-python-api-reference.html);
+networks are strongly typed ("Migrating from Weak Typing to Strong Typing",
+https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-10x-to-11x-python-api-patterns.html).
+``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` exists in 10.x and is passed on the 11 branch
+(https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/Builder.html).
+INT8 comes only from our explicit Q/DQ model (``export.quantize.quantize_int8(...,
+symmetric_activations=True)``) on both versions: the implicit ``IInt8EntropyCalibrator2`` route,
+deprecated since 10.1 and gone in 11, is not used. APIs common to both (OnnxParser,
+``create_builder_config``, ``set_memory_pool_limit``, ``IProgressMonitor``, timing caches,
+optimization profiles, ``build_serialized_network``) are called the same way.
 
 For onnxruntime-gpu users, ``ort_providers`` gives the TensorrtExecutionProvider /
 CUDAExecutionProvider options with the engine and timing caches on.
@@ -21,19 +41,21 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
-from export.cache import EngineCache, EngineKey, engine_key, gpu_name
+from export.cache import EngineCache, EngineKey, engine_key, gpu_name, trt_major
 from perception.contracts import INPUT_NAME
 from perception.errors import DependencyError, ModelError
 
 log = logging.getLogger(__name__)
 
 MISSING_TENSORRT = "TensorRT is not installed; pip install 'perception[gpu]' on a machine with an NVIDIA GPU"
+#: TensorRT major versions this module builds for (pyproject's gpu extra says the same).
+SUPPORTED_TRT_MAJORS = (10, 11)
 #: Builder scratch memory limit.
 DEFAULT_WORKSPACE_GIB = 2.0
 
@@ -45,6 +67,53 @@ def import_tensorrt():
     except ImportError:
         raise DependencyError(MISSING_TENSORRT) from None
     return trt
+
+
+def tensorrt_major(trt: Any) -> int:
+    """The major version of the ``tensorrt`` module; DependencyError for one we do not support."""
+    version = str(getattr(trt, "__version__", ""))
+    try:
+        major = trt_major(version)
+    except ValueError:
+        raise DependencyError(f"cannot read the TensorRT version {version!r}; reinstall TensorRT 10 or 11") from None
+    if major not in SUPPORTED_TRT_MAJORS:
+        raise DependencyError(
+            f"TensorRT {version} is not supported; install TensorRT 10 or 11 (pip install 'tensorrt>=10,<12')"
+        )
+    return major
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """How an engine of ``precision`` is built on TensorRT ``major`` (see the module docstring).
+
+    ``builder_flags``: names of ``trt.BuilderFlag`` members to set (TensorRT 10 only);
+    ``strongly_typed``: create the network with ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``;
+    ``fp16_onnx``: convert the ONNX graph to FP16 first; ``needs_qdq``: the ONNX must carry Q/DQ.
+    """
+
+    major: int
+    precision: str
+    builder_flags: tuple[str, ...] = ()
+    strongly_typed: bool = False
+    fp16_onnx: bool = False
+    needs_qdq: bool = False
+
+
+def build_plan(major: int, precision: str) -> BuildPlan:
+    """The build route for TensorRT ``major`` and ``precision`` (``fp32``, ``fp16`` or ``int8``)."""
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ValueError(f"precision {precision!r} is not one of fp32, fp16, int8")
+    if major >= 11:
+        return BuildPlan(major, precision, strongly_typed=True, fp16_onnx=precision == "fp16",
+                         needs_qdq=precision == "int8")
+    flags = {"fp32": (), "fp16": ("FP16",), "int8": ("FP16", "INT8")}[precision]
+    return BuildPlan(major, precision, builder_flags=flags, needs_qdq=precision == "int8")
+
+
+def has_qdq(proto: onnx.ModelProto) -> bool:
+    """Whether the graph is explicitly quantised (QuantizeLinear / DequantizeLinear nodes)."""
+    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in proto.graph.node)
 
 
 def ort_providers(
@@ -94,37 +163,6 @@ def _progress_monitor(trt):
     return LoggingProgressMonitor()
 
 
-def _entropy_calibrator(trt, images: list[np.ndarray], cache_path: Path):
-    """An IInt8EntropyCalibrator2 over uint8 images, one per batch, with a calibration cache file."""
-    import torch  # device buffers; the export side has torch (the runtime node never builds engines)
-
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self) -> None:
-            trt.IInt8EntropyCalibrator2.__init__(self)
-            self._images = images
-            self._index = 0
-            self._device = torch.empty((1, *images[0].shape), dtype=torch.uint8, device="cuda")
-
-        def get_batch_size(self):
-            return 1
-
-        def get_batch(self, names):
-            if self._index >= len(self._images):
-                return None
-            self._device.copy_(torch.from_numpy(self._images[self._index][None]))
-            self._index += 1
-            return [int(self._device.data_ptr())]
-
-        def read_calibration_cache(self):
-            return cache_path.read_bytes() if cache_path.is_file() else None
-
-        def write_calibration_cache(self, cache):
-            cache_path.parent.mkdir(parents=True, exist_ok=True)
-            cache_path.write_bytes(bytes(cache))
-
-    return EntropyCalibrator()
-
-
 def input_shapes(proto: onnx.ModelProto, *, max_batch: int) -> dict[str, tuple[int, ...]]:
     """The image input's shape with a symbolic batch replaced by ``max_batch``."""
     for value in proto.graph.input:
@@ -134,6 +172,32 @@ def input_shapes(proto: onnx.ModelProto, *, max_batch: int) -> dict[str, tuple[i
     raise ModelError(f"model has no input named {INPUT_NAME!r}; export it with 'perception export'")
 
 
+
+
+def fp16_graph(onnx_bytes: bytes, *, check_frames: int = 2) -> bytes:
+    """The FP16 graph TensorRT 11 builds an FP16 engine from, checked against FP32 on the CPU.
+
+    Raises:
+        ModelError: class ids agree on fewer than ``export.fp16.MIN_FP16_AGREEMENT`` of pixels.
+        DependencyError: onnxconverter-common is missing.
+    """
+    import cv2
+
+    from export.fp16 import check_fp16, convert_fp16
+    from perception.synthetic import render_scene
+
+    fp32 = onnx.load_from_string(onnx_bytes)
+    fp16 = convert_fp16(fp32)
+    _, height, width, _ = input_shapes(fp32, max_batch=1)[INPUT_NAME]
+    # Road scenes rendered at a camera size and fitted to any model input (the renderer has a minimum).
+    frames = [cv2.resize(render_scene(seed, height=360, width=480)[0], (width, height))[None] for seed in range(check_frames)]
+    check = check_fp16(fp32, fp16, frames)
+    log.info("%s", check.line())
+    if not check.passed:
+        raise ModelError(f"{check.line()}; build an fp32 engine, or an int8 one from the Q/DQ model")
+    return fp16.SerializeToString()
+
+
 def build_engine(
     onnx_bytes: bytes,
     *,
@@ -141,24 +205,34 @@ def build_engine(
     max_batch: int = 1,
     workspace_gib: float = DEFAULT_WORKSPACE_GIB,
     timing_cache_path: Path | None = None,
-    calib_images: list[np.ndarray] | None = None,
-    calib_cache_path: Path | None = None,
 ) -> bytes:
-    """Build a serialized TensorRT engine from ONNX bytes.
+    """Build a serialized TensorRT engine from ONNX bytes, by ``build_plan`` for this TensorRT.
 
     Args:
-        precision: ``fp32``, ``fp16`` or ``int8``. For ``int8`` the ONNX should carry Q/DQ nodes
-            (explicit quantisation); with ``calib_images`` the legacy entropy calibrator is used.
+        precision: ``fp32``, ``fp16`` or ``int8``. For ``int8`` the ONNX must carry Q/DQ nodes
+            (explicit quantisation; ``perception export --tensorrt --int8 --calib SPEC`` makes it).
         max_batch: the largest batch of a dynamic-batch model (profile min 1, opt = max).
         timing_cache_path: read before and written after the build (speeds up rebuilds).
 
     Raises:
-        DependencyError: no tensorrt / GPU. ModelError: the parser or the builder fails.
+        DependencyError: no tensorrt / GPU, or an unsupported TensorRT. ModelError: an INT8 build
+        from a graph without Q/DQ, a failed FP16 check, or the parser or the builder fails.
     """
     trt = import_tensorrt()
+    plan = build_plan(tensorrt_major(trt), precision)
+    if plan.needs_qdq and not has_qdq(onnx.load_from_string(onnx_bytes)):
+        raise ModelError(
+            "INT8 engines are built only from an explicitly quantised (Q/DQ) ONNX; "
+            "make one with 'perception export --tensorrt --int8 --calib SPEC'"
+        )
+    if plan.fp16_onnx:
+        onnx_bytes = fp16_graph(onnx_bytes)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    # Explicit batch is the only mode since TensorRT 10; STRONGLY_TYPED is how 10.x opts in and
+    # is always on in 11.x (Builder.html, NetworkDefinitionCreationFlag).
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if plan.strongly_typed else 0
+    network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_bytes):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -167,16 +241,8 @@ def build_engine(
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     config.progress_monitor = _progress_monitor(trt)
-    if precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)  # layers left in float run in FP16
-    if precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
-        if calib_images:
-            if not hasattr(trt, "IInt8EntropyCalibrator2"):
-                raise DependencyError(
-                    "this TensorRT has no implicit INT8 calibration; build from the QDQ INT8 ONNX instead"
-                )
-            config.int8_calibrator = _entropy_calibrator(trt, calib_images, calib_cache_path or Path("calib.cache"))
+    for name in plan.builder_flags:  # TensorRT 10 only: weak typing lets layers run in FP16 / INT8
+        config.set_flag(getattr(trt.BuilderFlag, name))
 
     image = network.get_input(0)
     if any(d < 0 for d in image.shape):  # dynamic batch: one profile from 1 to max_batch
@@ -184,8 +250,6 @@ def build_engine(
         static = tuple(image.shape)[1:]
         profile.set_shape(image.name, (1, *static), (max_batch, *static), (max_batch, *static))
         config.add_optimization_profile(profile)
-        if calib_images:
-            config.set_calibration_profile(profile)
 
     timing_bytes = timing_cache_path.read_bytes() if timing_cache_path and timing_cache_path.is_file() else b""
     timing_cache = config.create_timing_cache(timing_bytes)
@@ -195,7 +259,8 @@ def build_engine(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise ModelError(f"TensorRT could not build a {precision} engine; run with -vv for the builder log")
-    log.info("TensorRT %s engine built in %.1f s", precision, time.perf_counter() - start)
+    log.info("TensorRT %s %s engine built in %.1f s (%s)", trt.__version__, precision, time.perf_counter() - start,
+             "strongly typed" if plan.strongly_typed else "builder flags " + ",".join(plan.builder_flags or ("none",)))
     if timing_cache_path is not None:
         timing_cache_path.parent.mkdir(parents=True, exist_ok=True)
         timing_cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
@@ -209,7 +274,6 @@ def engine_for(
     cache: EngineCache | None = None,
     max_batch: int = 1,
     workspace_gib: float = DEFAULT_WORKSPACE_GIB,
-    calib_images: list[np.ndarray] | None = None,
 ) -> tuple[Path, EngineKey, bool]:
     """The cached engine for ``onnx_path`` at ``precision``, building it when the key is new.
 
@@ -217,6 +281,7 @@ def engine_for(
     Raises as ``build_engine``.
     """
     trt = import_tensorrt()
+    tensorrt_major(trt)  # an unsupported TensorRT fails here, before the GPU is queried
     cache = cache or EngineCache()
     onnx_bytes = Path(onnx_path).read_bytes()
     gpu = gpu_name()
@@ -231,7 +296,5 @@ def engine_for(
         max_batch=max_batch,
         workspace_gib=workspace_gib,
         timing_cache_path=cache.timing_cache_path(trt_version=trt.__version__, gpu=gpu),
-        calib_images=calib_images,
-        calib_cache_path=cache.directory / f"{key.onnx_sha256[:16]}.calib",
     )
     return cache.store(key, engine), key, True

@@ -1,16 +1,27 @@
-"""Native TensorRT engine: the fastest path on NVIDIA GPUs (Jetson and desktop), TensorRT 10 API.
+"""Native TensorRT engine: the fastest path on NVIDIA GPUs (Jetson and desktop), TensorRT 10 and 11.
 
 ``perception run --engine tensorrt --model model.onnx`` builds a TensorRT engine from the ONNX file
 once (``export.tensorrt.engine_for``: cached per ONNX file, precision, TensorRT version and GPU)
 and runs it; ``--model model.engine`` runs a
 prebuilt engine whose metadata comes from ``model.onnx`` or ``model.json`` beside it.
 
-Runs with device buffers allocated once and a CUDA stream from cuda-python: ``set_tensor_address``
-+ ``execute_async_v3``. Needs the ``gpu`` extra (tensorrt, cuda-python); imported only when chosen.
+Runs with device buffers allocated once and a CUDA stream from cuda-python: ``set_input_shape``,
+``set_tensor_address`` + ``execute_async_v3``, and the name-based I/O queries (``num_io_tensors``,
+``get_tensor_name/mode/shape/dtype``). These are the same calls in TensorRT 10 and 11: 11 removed
+the weak-typing builder flags and the INT8 calibrators, not the tensor-based runtime API
+(https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-10x-to-11x-python-api-reference.html,
+https://docs.nvidia.com/deeplearning/tensorrt/11.4.0/_static/python-api/infer/Core/ExecutionContext.html).
+An engine runs only on the TensorRT that built it, so an engine file from another version fails
+with a message saying to rebuild it from the .onnx model.
+
+With ``--fp16`` (``EngineOptions.fp16``) an FP32 ONNX model gets an FP16 engine (TensorRT 10:
+``BuilderFlag.FP16``; 11: an FP16 graph, see ``export.tensorrt``). Needs the ``gpu`` extra
+(tensorrt, cuda-python); imported only when chosen.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -29,7 +40,12 @@ def _import_backends() -> tuple[Any, Any]:
     try:
         import tensorrt as trt
     except ImportError:
-        raise DependencyError("--engine tensorrt needs TensorRT 10: pip install '.[gpu]' (or use --engine ort)") from None
+        raise DependencyError("--engine tensorrt needs TensorRT 10 or 11: pip install '.[gpu]' (or use --engine ort)") from None
+    from export.cache import trt_major  # torch-free and TensorRT-free
+
+    version = str(getattr(trt, "__version__", "?"))
+    if not version[:1].isdigit() or trt_major(version) not in (10, 11):
+        raise DependencyError(f"--engine tensorrt supports TensorRT 10 and 11, found {version}: pip install 'tensorrt>=10,<12'")
     try:
         from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
     except ImportError:
@@ -79,7 +95,9 @@ class TrtEngine(Engine):
             # The exporter's engine cache: built once per ONNX file, precision, TensorRT and GPU.
             from export.tensorrt import engine_for
 
-            engine_path, _key, built = engine_for(path, precision=self.metadata.precision)
+            precision = "fp16" if options.fp16 and self.metadata.precision == "fp32" else self.metadata.precision
+            engine_path, _key, built = engine_for(path, precision=precision)
+            self.metadata = dataclasses.replace(self.metadata, precision=precision)
             log.info("TensorRT engine %s %s", engine_path, "built" if built else "from cache")
             plan = engine_path.read_bytes()
         else:
