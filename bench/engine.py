@@ -42,7 +42,12 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "perception" / "assets" / 
 #: Model files each engine reads; other pairings of the grid are left out, so that
 #: ``--model a.onnx --model a.pt --engine ort,torch`` compares ORT on the ONNX file with torch on the
 #: checkpoint without trying ORT on a checkpoint.
-ENGINE_SUFFIXES = {"ort": (".onnx",), "tensorrt": (".onnx", ".engine", ".plan"), "torch": (".pt", ".pth")}
+ENGINE_SUFFIXES = {"ort": (".onnx",), "tensorrt": (".onnx", ".engine", ".plan"), "torch": (".pt", ".pth"),
+                   "torch-tensorrt": (".pt", ".pth")}
+
+#: Bench-only engine names: a registered engine with fixed options, measured as a row of its own
+#: (``--engine torch-tensorrt``: the torch engine with ``--compile tensorrt``, beside ``tensorrt``).
+ENGINE_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"torch-tensorrt": ("torch", {"compile": "tensorrt"})}
 
 #: Distinct frames cycled through the timed runs (a few, so caches see varied data).
 FRAME_POOL = 8
@@ -167,6 +172,8 @@ def open_engine(
     from perception.engines import EngineOptions, load_engine
 
     options: dict[str, Any] = {"fp16": fp16}
+    engine, variant_options = ENGINE_VARIANTS.get(engine, (engine, {}))
+    options.update(variant_options)
     if provider:
         options["provider"] = provider
     if threads:
@@ -293,7 +300,7 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
 
     models = resolve_models(cfg.models)
     for name in cfg.engines:
-        if name not in ENGINES:
+        if name not in ENGINES and name not in ENGINE_VARIANTS:
             raise ConfigError(ENGINES.unknown_message(name))
     cases = [c for c in build_cases(cfg, models) if _engine_reads(c.engine_name, c.model)]
     for m in models:

@@ -44,6 +44,7 @@ class RunConfig:
     provider: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
     threads: int = field(default=0, metadata=bounds(0, 256))
     fp16: bool = False
+    compile: Literal["none", "tensorrt"] = "none"
     queue: Literal["auto", "latest", "lossless"] = "auto"
     queue_capacity: int = field(default=2, metadata=bounds(1, 1024))
     endpoint: str = contracts.DEFAULT_ENDPOINT

@@ -55,6 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--provider", default=S, help="auto (default), cpu, cuda or tensorrt")
     g.add_argument("--threads", type=int, default=S, help="CPU inference threads (0: backend default)")
     g.add_argument("--fp16", action="store_true", default=S, help="half precision (torch engine on CUDA)")
+    g.add_argument("--compile", default=S, help="none (default) or tensorrt: Torch-TensorRT for --engine torch on CUDA")
     g.add_argument("--warmup", type=int, default=S, help="warm-up runs before the first frame (default 3)")
     g = p.add_argument_group("pipeline")
     g.add_argument("--queue", default=S,
@@ -125,6 +126,8 @@ def main(args: argparse.Namespace) -> int:
 
     t_start = time.monotonic()
     config = load_run_config(args)
+    if config.compile != "none" and config.engine != "torch":
+        raise ConfigError(f"--compile {config.compile} applies to --engine torch (a .pt checkpoint), not --engine {config.engine}")
     if config.model is None and not DEFAULT_MODEL.is_file():
         raise ModelError(
             f"no --model given and the shipped default model {DEFAULT_MODEL} is missing; "
@@ -132,7 +135,7 @@ def main(args: argparse.Namespace) -> int:
         )
     engine = load_engine(
         config.engine, config.model_path,
-        EngineOptions(provider=config.provider, threads=config.threads, fp16=config.fp16),
+        EngineOptions(provider=config.provider, threads=config.threads, fp16=config.fp16, compile=config.compile),
     )
     publisher = source = pipeline = final = None
     try:

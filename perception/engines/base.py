@@ -19,16 +19,19 @@ from perception.errors import ConfigError, ModelError
 
 ProviderName = Literal["auto", "cpu", "cuda", "tensorrt"]
 PROVIDER_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "tensorrt")
+COMPILE_CHOICES: tuple[str, ...] = ("none", "tensorrt")
 
 
 @dataclass(frozen=True)
 class EngineOptions:
     """Backend choices. ``provider``: where to run (``auto`` picks the fastest available);
-    ``threads``: CPU intra-op threads (0: the backend's default); ``fp16``: half precision (torch)."""
+    ``threads``: CPU intra-op threads (0: the backend's default); ``fp16``: half precision (torch);
+    ``compile``: ``tensorrt`` compiles the torch engine's model with Torch-TensorRT."""
 
     provider: ProviderName = "auto"
     threads: int = 0
     fp16: bool = False
+    compile: str = "none"
 
     def __post_init__(self) -> None:
         # Every command builds its options here, so an unknown provider fails the same way for
@@ -37,6 +40,8 @@ class EngineOptions:
             raise ConfigError(f"unknown --provider {self.provider!r}; known: {', '.join(PROVIDER_CHOICES)}")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or not 0 <= self.threads <= 256:
             raise ConfigError(f"--threads {self.threads!r} must be an integer in 0..256 (0: the backend's default)")
+        if self.compile not in COMPILE_CHOICES:
+            raise ConfigError(f"unknown --compile {self.compile!r}; known: {', '.join(COMPILE_CHOICES)}")
 
 
 @dataclass(frozen=True)
