@@ -101,3 +101,11 @@ camvid-model: $(STAMP_DEV)
 
 clean:
 	rm -rf $(VENV) $(LATEST) out runs
+
+# GPU verification on a machine with an NVIDIA GPU (under 8 minutes): the gpu/tensorrt-marked tests,
+# torch CUDA FP32/FP16 and TensorRT FP16/INT8 engine benches, 50 AMP training steps, a one-GPU nccl
+# DDP run; one JSON of results in out/gpu-check/gpu_check.json. Steps that cannot run (no GPU, no
+# TensorRT) are recorded as skipped with the reason; it fails only when a step that ran failed.
+.PHONY: gpu-check
+gpu-check: $(STAMP_DEV)
+	$(BIN)/python -m bench.gpu_check --out out/gpu-check

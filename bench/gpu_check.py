@@ -1,0 +1,315 @@
+"""GPU verification: what a machine with an NVIDIA GPU runs as is (``make gpu-check``).
+
+Steps, each with its own time limit so the whole check ends within 8 minutes:
+
+1. ``tests``: the ``gpu``- and ``tensorrt``-marked tests (pytest ``-m "gpu or tensorrt"``).
+2. ``bench_torch``: ``perception bench engine`` on a checkpoint, torch on CUDA in FP32 and FP16
+   (the batch-1 CUDA graph path).
+3. ``bench_tensorrt``: TensorRT FP16 (from the FP32 ONNX) and INT8 (from the symmetric Q/DQ ONNX)
+   through ``--engine tensorrt``, and Torch-TensorRT FP16 (``--engine torch-tensorrt``) where
+   torch_tensorrt is installed.
+4. ``train_amp``: a 50-step AMP training run on the synthetic world (``perception train``).
+5. ``ddp_nccl``: a single-GPU DDP run over nccl under ``torchrun`` (``--ddp-worker``): the trainer
+   runs world size 1 without a process group, so this step builds one itself and trains our model
+   wrapped in ``DistributedDataParallel`` for a few AMP steps.
+
+The models are built here with random weights and real BatchNorm statistics (speed does not
+depend on training; nothing is downloaded). Every result goes into one JSON (default
+``out/gpu-check/gpu_check.json``): the environment (GPU, driver, torch, CUDA, TensorRT,
+Torch-TensorRT, ONNX Runtime providers) and, per step, ``status`` (``passed``, ``failed`` or
+``skipped``), ``reason`` when it did not pass, ``seconds`` and its figures. A step that cannot run
+(no GPU, no TensorRT) is skipped with the reason and the check goes on; the exit status is 1 only
+when a step that ran failed.
+
+Run: ``python -m bench.gpu_check [--out out/gpu-check]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+#: Seconds each step may take (together well under the 8-minute budget of ``make gpu-check``).
+STEP_LIMITS_S = {"tests": 150, "bench_torch": 60, "bench_tensorrt": 150, "train_amp": 60, "ddp_nccl": 45}
+#: The benchmarked model: the default model's architecture and input size.
+MODEL = {"name": "bisenetv2", "kwargs": {"width": 0.5, "head_channels": 128}, "input_hw": (288, 384)}
+#: Timed runs per bench configuration (after 20 warm-up runs).
+BENCH_RUNS = "200"
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Skip(Exception):
+    """A step that cannot run here; the message says why."""
+
+
+def probe() -> dict[str, Any]:
+    """What this machine has: the facts every step's skip decision comes from."""
+    env: dict[str, Any] = {"python": sys.version.split()[0], "cuda": False}
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        env.update({"torch": torch.__version__, "torch_cuda": torch.version.cuda, "cuda": torch.cuda.is_available()})
+        if env["cuda"]:
+            env["gpu"] = torch.cuda.get_device_name(0)
+            env["gpu_capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
+    for module in ("tensorrt", "torch_tensorrt", "onnxruntime"):
+        env[module] = _version_of(module)
+    if env["onnxruntime"]:
+        import onnxruntime
+
+        env["ort_providers"] = onnxruntime.get_available_providers()
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=10)
+        env["driver"] = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    return env
+
+
+def _version_of(module: str) -> str | None:
+    if importlib.util.find_spec(module) is None:
+        return None
+    try:
+        return str(getattr(__import__(module), "__version__", "?"))
+    except Exception as exc:  # a broken install (wrong CUDA, missing libs) is a finding, not a crash
+        return f"unusable ({type(exc).__name__}: {str(exc)[:120]})"
+
+
+def _require_cuda(env: dict[str, Any]) -> None:
+    if "torch" not in env:
+        raise Skip("PyTorch is not installed (pip install -e '.[train]')")
+    if not env["cuda"]:
+        raise Skip("no CUDA GPU: torch.cuda.is_available() is False")
+
+
+def _run(cmd: list[str], *, limit_s: float, log_path: Path, env: dict[str, str] | None = None) -> None:
+    """Run ``cmd`` with its output in ``log_path``; RuntimeError with the log's tail on failure."""
+    with log_path.open("w") as log:
+        try:
+            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=limit_s, cwd=REPO,
+                                  env={**os.environ, **(env or {})})
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"timed out after {limit_s:.0f} s (log: {log_path})") from None
+    if proc.returncode != 0:
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+        raise RuntimeError(f"exit {proc.returncode}: {' | '.join(tail)[:400]} (log: {log_path})")
+
+
+def make_models(out: Path, *, onnx: bool, int8: bool) -> dict[str, Path]:
+    """The benchmarked model as a checkpoint (and FP32 / Q/DQ INT8 ONNX files when asked)."""
+    import torch
+
+    from perception.contracts import ModelMetadata
+    from perception.models import build_model
+    from perception.synthetic import SYNTHETIC_CLASSES
+    from perception.training.checkpoint import Checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    h, w = MODEL["input_hw"]
+    model = build_model(MODEL["name"], num_classes=SYNTHETIC_CLASSES.num_classes, **MODEL["kwargs"])
+    model.train()
+    with torch.no_grad():  # real BatchNorm statistics, so activations are in a realistic range
+        for _ in range(3):
+            model(torch.randn(2, 3, h, w))
+    model.eval()
+    paths = {"checkpoint": save_checkpoint(out / "model.pt", Checkpoint(
+        model_name=MODEL["name"], model_kwargs=dict(MODEL["kwargs"]), class_table=SYNTHETIC_CLASSES,
+        input_hw=(h, w), state_dict=model.state_dict(), dataset="synthetic"))}
+    if onnx:
+        from export.onnx import export_onnx
+
+        meta = ModelMetadata(model_name=MODEL["name"], class_table=SYNTHETIC_CLASSES, input_hw=(h, w),
+                             model_kwargs=dict(MODEL["kwargs"]))
+        paths["onnx"] = export_onnx(model, out / "model.onnx", meta).path
+        if int8:
+            from export.quantize import quantize_int8
+            from perception.synthetic import render_scene
+
+            calib = [render_scene(seed, height=h, width=w)[0] for seed in range(16)]
+            paths["int8"] = quantize_int8(paths["onnx"], out / "model.int8-trt.onnx", calib, metadata=meta,
+                                          symmetric_activations=True)
+    return paths
+
+
+def _bench(args: list[str], out: Path, name: str, limit_s: float) -> list[dict[str, Any]]:
+    folder = out / name
+    _run([sys.executable, "-m", "perception", "bench", "engine", *args, "--runs", BENCH_RUNS, "--warmup", "20",
+          "--blocks", "4", "--no-progress", "--out", str(folder)], limit_s=limit_s, log_path=out / f"{name}.log")
+    rows = json.loads((folder / "bench.json").read_text())["engine"]["results"]
+    keep = ("label", "provider", "precision", "fps", "latency_ms", "skipped", "load_s")
+    return [{k: row.get(k) for k in keep if k in row} for row in rows]
+
+
+def step_tests(env: dict[str, Any], out: Path) -> dict[str, Any]:
+    _require_cuda(env)
+    junit = out / "gpu_tests.xml"
+    log = out / "tests.log"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu or tensorrt", "-p", "no:cacheprovider",
+           f"--junitxml={junit}", "tests"]
+    failure = None
+    try:
+        _run(cmd, limit_s=STEP_LIMITS_S["tests"], log_path=log)
+    except RuntimeError as exc:
+        failure = str(exc)
+    counts: dict[str, Any] = {}
+    if junit.is_file():
+        import xml.etree.ElementTree as ET
+
+        suite = ET.parse(junit).getroot()
+        suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+        counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+    if failure:
+        raise RuntimeError(f"{failure}; counts {counts}")
+    return counts
+
+
+def step_bench_torch(env: dict[str, Any], out: Path) -> dict[str, Any]:
+    _require_cuda(env)
+    models = make_models(out, onnx=False, int8=False)
+    rows = _bench(["--model", str(models["checkpoint"]), "--engine", "torch", "--provider", "cuda", "--fp16", "both"],
+                  out, "bench_torch", STEP_LIMITS_S["bench_torch"])
+    return {"model": MODEL, "rows": rows}
+
+
+def step_bench_tensorrt(env: dict[str, Any], out: Path) -> dict[str, Any]:
+    _require_cuda(env)
+    if not env.get("tensorrt") or str(env["tensorrt"]).startswith("unusable"):
+        raise Skip(f"TensorRT is not installed ({env.get('tensorrt') or 'no tensorrt module'}); see the README's GPU section")
+    models = make_models(out, onnx=True, int8=True)
+    started = time.perf_counter()
+    rows = _bench(["--model", str(models["onnx"]), "--engine", "tensorrt", "--fp16", "yes"], out, "bench_trt_fp16",
+                  STEP_LIMITS_S["bench_tensorrt"] / 2)
+    rows += _bench(["--model", str(models["int8"]), "--engine", "tensorrt"], out, "bench_trt_int8",
+                   STEP_LIMITS_S["bench_tensorrt"] / 2 - (time.perf_counter() - started) / 2)
+    result: dict[str, Any] = {"model": MODEL, "rows": rows}
+    if env.get("torch_tensorrt") and not str(env["torch_tensorrt"]).startswith("unusable"):
+        result["rows"] += _bench(["--model", str(models["checkpoint"]), "--engine", "torch-tensorrt", "--fp16", "yes"],
+                                 out, "bench_torch_trt", STEP_LIMITS_S["bench_tensorrt"] / 2)
+    else:
+        result["torch_tensorrt"] = "skipped: torch_tensorrt is not installed"
+    return result
+
+
+def step_train_amp(env: dict[str, Any], out: Path) -> dict[str, Any]:
+    _require_cuda(env)
+    run_dir = out / "train_amp"
+    h, w = MODEL["input_hw"]
+    _run([sys.executable, "-m", "perception", "train", "--model", MODEL["name"], "--data", "synthetic:count=64",
+          "--val-data", "synthetic:count=8", "--size", f"{h}x{w}", "--steps", "50", "--batch-size", "8",
+          "--device", "cuda", "--set", "amp=true", "--set", "progress=false",
+          "--set", "model_kwargs=" + json.dumps(MODEL["kwargs"]), "--out", str(run_dir)],
+         limit_s=STEP_LIMITS_S["train_amp"], log_path=out / "train_amp.log")
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    losses = [row["loss"] for row in lines if row.get("kind") == "train" and "loss" in row]
+    return {"steps": 50, "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+            "records": len(lines)}
+
+
+def step_ddp_nccl(env: dict[str, Any], out: Path) -> dict[str, Any]:
+    _require_cuda(env)
+    import torch.distributed as dist
+
+    if not dist.is_nccl_available():
+        raise Skip("this PyTorch build has no nccl backend")
+    result_path = out / "ddp_nccl.json"
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
+          "-m", "bench.gpu_check", "--ddp-worker", str(result_path)],
+         limit_s=STEP_LIMITS_S["ddp_nccl"], log_path=out / "ddp_nccl.log")
+    return json.loads(result_path.read_text())
+
+
+def ddp_worker(result_path: Path, steps: int = 10) -> None:
+    """One torchrun rank: nccl process group, our model in DDP, a few AMP steps on synthetic data."""
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from perception.models import build_model
+    from perception.synthetic import SYNTHETIC_CLASSES, render_scene
+
+    local_rank = int(os.environ["LOCAL_RANK"])
+    torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend="nccl")
+    h, w = MODEL["input_hw"]
+    model = build_model(MODEL["name"], num_classes=SYNTHETIC_CLASSES.num_classes, **MODEL["kwargs"]).cuda()
+    ddp = DistributedDataParallel(model, device_ids=[local_rank])
+    optimiser = torch.optim.AdamW(ddp.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cuda")
+    scenes = [render_scene(seed, height=h, width=w) for seed in range(4)]
+    images = torch.from_numpy(np.stack([s[0] for s in scenes])).cuda()
+    labels = torch.from_numpy(np.stack([s[1] for s in scenes])).long().cuda()
+    x = images.permute(0, 3, 1, 2).float().div(255.0)
+    losses = []
+    for _ in range(steps):
+        with torch.autocast("cuda", dtype=torch.float16):
+            out = ddp(x)
+            logits = out["out"] if isinstance(out, dict) else out
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels, ignore_index=255)
+        optimiser.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimiser)
+        scaler.update()
+        losses.append(float(loss))
+    check = torch.ones(1, device="cuda")
+    dist.all_reduce(check)
+    result = {"backend": dist.get_backend(), "world_size": dist.get_world_size(), "steps": steps,
+              "first_loss": losses[0], "last_loss": losses[-1], "all_reduce": float(check)}
+    dist.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) == 0:
+        result_path.write_text(json.dumps(result))
+
+
+STEPS = {"tests": step_tests, "bench_torch": step_bench_torch, "bench_tensorrt": step_bench_tensorrt,
+         "train_amp": step_train_amp, "ddp_nccl": step_ddp_nccl}
+
+
+def run_gpu_check(out: Path, steps: list[str] | None = None) -> dict[str, Any]:
+    """Run the steps (all by default) and write ``out/gpu_check.json``; returns the document."""
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    env = probe()
+    doc: dict[str, Any] = {"environment": env, "steps": {}}
+    for name in steps or list(STEPS):
+        t0 = time.perf_counter()
+        try:
+            entry: dict[str, Any] = {"status": "passed", "results": STEPS[name](env, out)}
+        except Skip as exc:
+            entry = {"status": "skipped", "reason": str(exc)}
+        except Exception as exc:  # a failing step is recorded and the check goes on
+            entry = {"status": "failed", "reason": f"{type(exc).__name__}: {str(exc)[:600]}"}
+        entry["seconds"] = round(time.perf_counter() - t0, 1)
+        doc["steps"][name] = entry
+        print(f"gpu-check: {name}: {entry['status']}" + (f" ({entry['reason']})" if "reason" in entry else ""),
+              flush=True)
+    doc["seconds"] = round(time.perf_counter() - started, 1)
+    doc["passed"] = all(s["status"] != "failed" for s in doc["steps"].values())
+    path = out / "gpu_check.json"
+    path.write_text(json.dumps(doc, indent=2))
+    print(f"gpu-check: wrote {path} ({doc['seconds']} s)", flush=True)
+    return doc
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("out/gpu-check"), help="folder for the JSON and logs")
+    parser.add_argument("--step", action="append", choices=list(STEPS), help="run only these steps (repeatable)")
+    parser.add_argument("--ddp-worker", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.ddp_worker:
+        ddp_worker(args.ddp_worker)
+        return 0
+    doc = run_gpu_check(args.out, args.step)
+    return 0 if doc["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
