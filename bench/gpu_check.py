@@ -226,8 +226,11 @@ def step_ddp_nccl(env: dict[str, Any], out: Path) -> dict[str, Any]:
     return json.loads(result_path.read_text())
 
 
-def ddp_worker(result_path: Path, steps: int = 10) -> None:
-    """One torchrun rank: nccl process group, our model in DDP, a few AMP steps on synthetic data."""
+def ddp_worker(result_path: Path, *, device: str = "cuda", steps: int = 10, batch: int = 4,
+               input_hw: tuple[int, int] | None = None) -> None:
+    """One torchrun rank: a process group (nccl on CUDA, gloo on the CPU), our model wrapped in
+    DistributedDataParallel, ``steps`` optimiser steps (AMP on CUDA) on synthetic road scenes, and
+    an all-reduce; rank 0 writes the figures to ``result_path``."""
     import numpy as np
     import torch
     import torch.distributed as dist
@@ -237,31 +240,35 @@ def ddp_worker(result_path: Path, steps: int = 10) -> None:
     from perception.synthetic import SYNTHETIC_CLASSES, render_scene
 
     local_rank = int(os.environ["LOCAL_RANK"])
-    torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend="nccl")
-    h, w = MODEL["input_hw"]
-    model = build_model(MODEL["name"], num_classes=SYNTHETIC_CLASSES.num_classes, **MODEL["kwargs"]).cuda()
-    ddp = DistributedDataParallel(model, device_ids=[local_rank])
+    cuda = device == "cuda"
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    target = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    h, w = input_hw or MODEL["input_hw"]
+    torch.manual_seed(0)
+    model = build_model(MODEL["name"], num_classes=SYNTHETIC_CLASSES.num_classes, aux=False, **MODEL["kwargs"])
+    ddp = DistributedDataParallel(model.to(target), device_ids=[local_rank] if cuda else None)
     optimiser = torch.optim.AdamW(ddp.parameters(), lr=1e-3)
-    scaler = torch.amp.GradScaler("cuda")
-    scenes = [render_scene(seed, height=h, width=w) for seed in range(4)]
-    images = torch.from_numpy(np.stack([s[0] for s in scenes])).cuda()
-    labels = torch.from_numpy(np.stack([s[1] for s in scenes])).long().cuda()
-    x = images.permute(0, 3, 1, 2).float().div(255.0)
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
+    scenes = [render_scene(seed, height=h, width=w) for seed in range(batch)]
+    x = torch.from_numpy(np.stack([s[0] for s in scenes])).to(target).permute(0, 3, 1, 2).float().div(255.0)
+    labels = torch.from_numpy(np.stack([s[1] for s in scenes])).long().to(target)
     losses = []
+    ddp.train()
     for _ in range(steps):
-        with torch.autocast("cuda", dtype=torch.float16):
+        with torch.autocast(target.type, dtype=torch.float16, enabled=cuda):
             out = ddp(x)
             logits = out["out"] if isinstance(out, dict) else out
-            loss = torch.nn.functional.cross_entropy(logits.float(), labels, ignore_index=255)
+        loss = torch.nn.functional.cross_entropy(logits.float(), labels, ignore_index=255)
         optimiser.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimiser)
         scaler.update()
         losses.append(float(loss))
-    check = torch.ones(1, device="cuda")
+    check = torch.ones(1, device=target)
     dist.all_reduce(check)
-    result = {"backend": dist.get_backend(), "world_size": dist.get_world_size(), "steps": steps,
+    result = {"backend": dist.get_backend(), "world_size": dist.get_world_size(), "steps": steps, "amp": cuda,
               "first_loss": losses[0], "last_loss": losses[-1], "all_reduce": float(check)}
     dist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) == 0:
@@ -302,10 +309,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("out/gpu-check"), help="folder for the JSON and logs")
     parser.add_argument("--step", action="append", choices=list(STEPS), help="run only these steps (repeatable)")
-    parser.add_argument("--ddp-worker", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--ddp-worker", type=Path, help=argparse.SUPPRESS)  # one torchrun rank of ddp_nccl
+    parser.add_argument("--ddp-device", default="cuda", choices=("cuda", "cpu"), help=argparse.SUPPRESS)
+    parser.add_argument("--ddp-steps", type=int, default=10, help=argparse.SUPPRESS)
+    parser.add_argument("--ddp-batch", type=int, default=4, help=argparse.SUPPRESS)
+    parser.add_argument("--ddp-size", type=int, nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.ddp_worker:
-        ddp_worker(args.ddp_worker)
+        ddp_worker(args.ddp_worker, device=args.ddp_device, steps=args.ddp_steps, batch=args.ddp_batch,
+                   input_hw=tuple(args.ddp_size) if args.ddp_size else None)
         return 0
     doc = run_gpu_check(args.out, args.step)
     return 0 if doc["passed"] else 1

@@ -56,3 +56,19 @@ def test_missing_tensorrt_is_a_skip_and_a_failing_step_fails_the_check(tmp_path,
                                  "seconds": doc["steps"]["a"]["seconds"]}
     assert doc["steps"]["b"]["status"] == "skipped" and doc["steps"]["c"]["results"] == {"fps": 1.0}
     assert json.loads((tmp_path / "gpu_check.json").read_text()) == doc
+
+
+def test_the_ddp_step_worker_runs_under_torchrun_with_gloo_on_the_cpu(tmp_path):
+    """The ddp_nccl step's worker, on the CPU backend (gloo): same code but nccl and AMP."""
+    pytest.importorskip("torch")
+    result = tmp_path / "ddp.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m",
+         "bench.gpu_check", "--ddp-worker", str(result), "--ddp-device", "cpu", "--ddp-steps", "2", "--ddp-batch", "2",
+         "--ddp-size", "96", "128"],
+        cwd=REPO, capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(result.read_text())
+    assert doc["backend"] == "gloo" and doc["world_size"] == 1 and doc["all_reduce"] == 1.0
+    assert doc["steps"] == 2 and doc["first_loss"] > 0
