@@ -140,3 +140,38 @@ def test_gpu_resident_pre_and_post_processing_matches_the_cpu(checkpoint):
     assert float(np.mean(on_cpu["class_ids"] == on_gpu["class_ids"])) >= 0.995
     for name in on_cpu["masks"]:
         assert float(np.mean(on_cpu["masks"][name] == on_gpu["masks"][name])) >= 0.995
+
+
+@pytest.mark.parametrize(("version", "half"), [("10.13.3", True), ("11.4.0", True), ("11.4.0", False)])
+def test_compile_tensorrt_follows_the_tensorrt_major(monkeypatch, tmp_path, version, half):
+    """Stand-in torch_tensorrt / tensorrt modules: which keywords reach torch_tensorrt.compile."""
+    import types
+
+    from perception.engines.torch import compile_tensorrt
+
+    calls = []
+
+    def dynamo_compile(exported_program, inputs=None, *, arg_inputs=None, engine_cache_dir="", **kwargs):
+        raise AssertionError("only its signature is read")
+
+    def compile_(module, **kwargs):
+        calls.append(kwargs)
+        return module
+
+    fake_trt = types.SimpleNamespace(__version__=version)
+    fake = types.SimpleNamespace(__version__="2.12.0", compile=compile_, dynamo=types.SimpleNamespace(compile=dynamo_compile))
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt)
+    monkeypatch.setitem(sys.modules, "torch_tensorrt", fake)
+    monkeypatch.setenv("PERCEPTION_TRT_CACHE", str(tmp_path / "trt"))
+    model = torch.nn.Conv2d(3, 4, 1)
+    compiled, dtype = compile_tensorrt(model, torch.zeros(1, 3, 8, 8), half=half)
+    kwargs = calls[0]
+    assert kwargs["ir"] == "dynamo" and kwargs["cache_built_engines"] and kwargs["reuse_cached_engines"]
+    assert kwargs["engine_cache_dir"] == str(tmp_path / "trt" / "torch_tensorrt")
+    if version.startswith("10."):
+        assert kwargs["enabled_precisions"] == {torch.float16} and "use_explicit_typing" not in kwargs
+        assert dtype == torch.float32 and compiled.weight.dtype == torch.float32
+    else:  # strongly typed: no precision set, the graph's own types decide
+        assert kwargs["use_explicit_typing"] is True and "enabled_precisions" not in kwargs
+        want = torch.float16 if half else torch.float32
+        assert dtype == want and compiled.weight.dtype == want and kwargs["arg_inputs"][0].dtype == want

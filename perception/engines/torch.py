@@ -59,8 +59,9 @@ def _import_torch_tensorrt() -> Any:
     return torch_tensorrt
 
 
-def compile_tensorrt(model: Any, example: Any, *, half: bool) -> Any:
-    """``model`` compiled by Torch-TensorRT (dynamo IR) at ``example``'s static shape.
+def compile_tensorrt(model: Any, example: Any, *, half: bool) -> tuple[Any, Any]:
+    """``model`` compiled by Torch-TensorRT (dynamo IR) at ``example``'s static shape, and the
+    dtype its input must have (float16 for a strongly typed FP16 graph, else float32).
 
     Raises:
         DependencyError: torch_tensorrt (or its tensorrt) is absent, or the TensorRT is not 10/11.
@@ -96,15 +97,16 @@ def compile_tensorrt(model: Any, example: Any, *, half: bool) -> Any:
         from torch_tensorrt.dynamo._engine_cache import DiskEngineCache
 
         kwargs["engine_cache"] = DiskEngineCache(engine_cache_dir=str(cache_dir))
+    input_dtype = torch.float32
     if major >= 11:  # strongly typed: the types come from the graph itself
         kwargs["use_explicit_typing"] = True
         if half:
-            model, kwargs["arg_inputs"] = model.half(), [example.half()]
-    else:  # TensorRT 10: weak typing, the builder may pick FP16 kernels
+            model, kwargs["arg_inputs"], input_dtype = model.half(), [example.half()], torch.float16
+    else:  # TensorRT 10: weak typing, the builder may pick FP16 kernels inside an FP32-typed graph
         kwargs["enabled_precisions"] = {torch.float16} if half else {torch.float32}
     log.info("Torch-TensorRT %s compiling for TensorRT %s (%s), cache %s", torch_tensorrt.__version__,
              tensorrt.__version__, "fp16" if half else "fp32", cache_dir)
-    return torch_tensorrt.compile(model, **kwargs)
+    return torch_tensorrt.compile(model, **kwargs), input_dtype
 
 
 class TorchEngine(Engine):
@@ -145,13 +147,13 @@ class TorchEngine(Engine):
             log.warning("--fp16 ignored on CPU (PyTorch CPU kernels are float32)")
         model = build_model_from_checkpoint(ckpt, device=device)
         h, w = ckpt.input_hw
+        dtype = torch.float16 if self._half else torch.float32
         if compiled:
             example = torch.zeros((1, 3, h, w), dtype=torch.float32, device=self._device)
-            model = compile_tensorrt(model, example, half=self._half)
+            model, dtype = compile_tensorrt(model, example, half=self._half)
         elif self._half:
             model = model.half()
         self._model = model
-        dtype = torch.float16 if self._half else torch.float32
         # Stored as RGB order, shaped for broadcasting over N x 3 x H x W.
         self._mean = torch.tensor(ckpt.mean, dtype=dtype, device=self._device).view(1, 3, 1, 1) * 255.0
         self._std = torch.tensor(ckpt.std, dtype=dtype, device=self._device).view(1, 3, 1, 1) * 255.0
@@ -172,6 +174,7 @@ class TorchEngine(Engine):
         self.provider = f"torch-{device}-{'fp16' if self._half else 'fp32'}" + ("-tensorrt" if compiled else "")
         # CUDA state: a pinned upload buffer and, for batch 1, the device step as a CUDA graph.
         self._graph: Any = None
+        self._compiled = compiled
         self._graph_failed = compiled  # Torch-TensorRT runs its own engine; no capture around it
         self._static_in = self._static_out = self._pinned_in = None
         log.info("torch %s: %s on %s", torch.__version__, self.metadata.model_id, self.provider)
@@ -183,6 +186,9 @@ class TorchEngine(Engine):
     def _forward(self, x: Any) -> tuple[Any, Any]:
         """uint8 N x H x W x 3 BGR -> uint8 class ids and confidence, N x H x W each."""
         torch = self._torch
+        if self._compiled and x.shape[0] != 1:  # a Torch-TensorRT module is built for batch 1
+            parts = [self._forward(x[i : i + 1]) for i in range(x.shape[0])]
+            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         x = x.permute(0, 3, 1, 2).flip(1)  # -> N x 3 x H x W, RGB
         x = (x.to(self._mean.dtype) - self._mean) / self._std
         logits = self._model(x)  # N x C x H x W
