@@ -195,6 +195,7 @@ def _environment_section(env: dict[str, Any]) -> list[str]:
     threads = ", ".join(f"{k}={v}" for k, v in env.get("thread_variables", {}).items() if v) or "none set"
     rows = [
         ["CPU", env.get("cpu_model")],
+        ["CPU vector ISA", ", ".join(env.get("cpu_isa") or []) or "unknown"],
         ["cores (logical / physical / usable)",
          f"{env.get('cpu_logical_cores')} / {env.get('cpu_physical_cores')} / {env.get('cpu_usable_cores')}"],
         ["load average (1 min) at start", env.get("load_average_1m")],

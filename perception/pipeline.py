@@ -383,10 +383,13 @@ class Pipeline:
             "source": self.source.describe(),
             "engine": self.engine.kind,
             "provider": self.engine.provider,
+            "precision": self.engine.precision or self.engine.metadata.precision,
             "model_id": self.engine.model_id,
             "masks": self.masks.topics,
             "publisher": self.publisher.stats(),
         }
+        if self.engine.selection is not None:
+            doc["engine_selection"] = self.engine.selection  # --engine auto: the choice and why
         if final:
             doc["end_reason"] = self._end_reason or "stopped"
         return doc

@@ -4,6 +4,9 @@
 name       module                                      model file
 =========  ==========================================  ==========================================
 ort        ``perception/engines/ort.py``               ``.onnx`` (CPU, CUDA or TensorRT provider)
+openvino   ``perception/engines/openvino.py``          ``.onnx`` (CPU: fp32, bf16, int8 sibling)
+auto       ``perception/engines/auto.py``              ``.onnx``: probes the above, runs the fastest
+                                                       whose class ids agree with FP32
 tensorrt   ``perception/engines/tensorrt.py``          ``.onnx`` (engine built and cached) or ``.engine``
 torch      ``perception/engines/torch.py``             ``.pt`` training checkpoint (development)
 =========  ==========================================  ==========================================
@@ -16,7 +19,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from perception.engines.base import PROVIDER_CHOICES, Engine, EngineOptions, InputSpec, check_input_spec
+from perception.engines.base import (
+    PRECISION_CHOICES,
+    PROVIDER_CHOICES,
+    Engine,
+    EngineOptions,
+    InputSpec,
+    check_input_spec,
+)
 from perception.registry import Registry
 
 EngineLoader = Callable[[Path, EngineOptions], Engine]
@@ -28,6 +38,20 @@ def _load_ort(path: Path, options: EngineOptions) -> Engine:
     from perception.engines.ort import OrtEngine
 
     return OrtEngine(path, options)
+
+
+@ENGINES.register("auto")
+def _load_auto(path: Path, options: EngineOptions) -> Engine:
+    from perception.engines.auto import load_auto
+
+    return load_auto(path, options)
+
+
+@ENGINES.register("openvino")
+def _load_openvino(path: Path, options: EngineOptions) -> Engine:
+    from perception.engines.openvino import OpenVinoEngine
+
+    return OpenVinoEngine(path, options)
 
 
 @ENGINES.register("tensorrt")
@@ -55,4 +79,4 @@ def load_engine(kind: str, model_path: str | Path, options: EngineOptions | None
     return ENGINES.get(kind)(Path(model_path), options or EngineOptions())
 
 
-__all__ = ["ENGINES", "PROVIDER_CHOICES", "Engine", "EngineOptions", "InputSpec", "check_input_spec", "load_engine"]
+__all__ = ["ENGINES", "PRECISION_CHOICES", "PROVIDER_CHOICES", "Engine", "EngineOptions", "InputSpec", "check_input_spec", "load_engine"]

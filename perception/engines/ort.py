@@ -14,8 +14,8 @@ import numpy as np
 import onnxruntime as ort
 
 from perception.contracts import OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ModelMetadata
-from perception.engines.base import Engine, EngineOptions, InputSpec, check_input_spec
-from perception.errors import DependencyError, ModelError
+from perception.engines.base import Engine, EngineOptions, InputSpec, check_input_spec, int8_model_path
+from perception.errors import ConfigError, DependencyError, ModelError
 from perception.modelfile import read_model_metadata
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,13 @@ class OrtEngine(Engine):
     def __init__(self, model_path: str | Path, options: EngineOptions | None = None) -> None:
         options = options or EngineOptions()
         path = Path(model_path)
+        if options.precision in ("bf16", "fp16"):
+            raise ConfigError(
+                f"--engine ort runs the model file's own precision; for --precision {options.precision} on a CPU "
+                "use --engine openvino (or --engine auto)"
+            )
+        if options.precision == "int8":
+            path = int8_model_path(path)
         self.model_path = str(path)
         self.metadata = read_model_metadata(path)  # ModelError: missing, corrupt, no metadata, bad I/O
         providers = choose_providers(options.provider, ort.get_available_providers())
@@ -102,6 +109,7 @@ class OrtEngine(Engine):
         self._output_names = [OUTPUT_CLASS_IDS] + ([OUTPUT_CONFIDENCE] if OUTPUT_CONFIDENCE in outputs else [])
         self._fixed_batch = self.input_spec.shape[0]
         self.provider = self.session.get_providers()[0]
+        self.precision = self.metadata.precision
         log.info(
             "ONNX Runtime %s: %s on %s (available: %s; intra-op threads: %s)",
             ort.__version__,
