@@ -99,10 +99,11 @@ def _engine_section(engine: dict[str, Any], plots: dict[str, str]) -> list[str]:
         f"blocks of {s.get('runs_per_block') or 'duration ' + _fmt(s.get('block_s')) + ' s'} timed runs "
         "per configuration. Latency is one `Engine.infer` call on a batch; FPS = 1000 / mean latency; "
         "img/s = FPS x batch; ratios are to configuration #1 (x img/s > 1: more images per second; "
-        "x p99 < 1: a shorter tail).",
+        "x p99 < 1: a shorter tail). Agreement: share of pixels whose class id equals ONNX Runtime FP32 "
+        "on the same frames.",
         "",
     ]
-    header = ["#", "model", "engine", "provider", "precision", "input", "batch", "runs", "p50 ms", "p90 ms",
+    header = ["#", "model", "engine", "provider", "precision", "agree % vs ORT FP32", "input", "batch", "runs", "p50 ms", "p90 ms",
               "p99 ms", "max ms", "FPS", "img/s", "x img/s #1", "x p99 #1", "load +RSS MB", "peak RSS MB", "GPU MB", "file MB"]
     rows = []
     skipped = []
@@ -115,7 +116,8 @@ def _engine_section(engine: dict[str, Any], plots: dict[str, str]) -> list[str]:
         mem = r.get("memory", {})
         h, w = r["input_hw"]
         rows.append([
-            i, r["model_name"], r["engine"], r["provider"], r["precision"], f"{h}x{w}", r["batch"], lat["count"],
+            i, r["model_name"], r["engine"], r["provider"], r["precision"],
+            None if r.get("agreement") is None else round(100 * r["agreement"], 2), f"{h}x{w}", r["batch"], lat["count"],
             lat["p50"], lat["p90"], lat["p99"], lat["max"], r["fps"], r["throughput_ips"],
             ratios.get("throughput_ips"), ratios.get("p99_ms"), mem.get("rss_load_delta_mb"), mem.get("rss_peak_mb"), mem.get("gpu_peak_mb"),
             r["model_file_mb"],
@@ -355,6 +357,7 @@ def summary_text(results: dict[str, Any]) -> str:
             f"#{i} {r['label']}: p50 {lat['p50']:.2f} ms  p99 {lat['p99']:.2f} ms  max {lat['max']:.2f} ms  "
             f"{r['fps']:.1f} FPS  {r['throughput_ips']:.1f} img/s (x{x:.2f} #1)  "
             f"peak RSS {r['memory']['rss_peak_mb']:.0f} MB"
+            + ("" if r.get("agreement") is None else f"  agree {100 * r['agreement']:.2f} %")
         )
     p = results.get("pipeline")
     if p:

@@ -46,7 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="ONNX model (or checkpoint for --engine torch); repeat for side by side "
                           "(default: the shipped perception/assets/default.onnx)")
     eng.add_argument("--engine", action="append", type=_str_list, default=None,
-                     help="engine(s), comma-separated or repeated: ort, torch, tensorrt (default: ort)")
+                     help="engine(s), comma-separated or repeated: ort, openvino, auto, torch, tensorrt (default: ort)")
+    eng.add_argument("--precision", action="append", type=_str_list, default=None,
+                     help="precision(s) of each engine: fp32, bf16 (openvino), int8 (the MODEL.int8.onnx sibling); "
+                          "pairings an engine lacks are reported as skipped (default: the model file's own)")
     eng.add_argument("--provider", action="append", type=_str_list, default=None,
                      help="ONNX Runtime provider(s), e.g. cpu,cuda (default: the engine's choice)")
     eng.add_argument("--threads", type=_int_list, default=None,
@@ -139,6 +142,7 @@ def _run_engine(args: argparse.Namespace, command: str) -> dict:
         "threads": args.threads or [],
         "batches": args.batch,
         "fp16": {"no": [False], "yes": [True], "both": [False, True]}[args.fp16],
+        "precisions": _flatten(args.precision) or ["auto"],
         "runs": args.runs,
         "warmup": args.warmup,
         "duration_s": args.duration,
