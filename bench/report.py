@@ -167,7 +167,16 @@ def _pipeline_section(results: dict[str, Any], plots: dict[str, str]) -> list[st
             ["engine-only FPS (batch 1)", ratios.get("engine_only_fps")],
             ["node FPS / engine-only FPS", ratios.get("node_over_engine_fps")],
         ]
+    rows.append(["start-up: node launch -> first mask at the subscriber, s", p.get("startup_to_first_mask_s")])
     lines += _table(["figure", "value"], rows) + [""]
+    peak = results.get("peak_rate")
+    if peak:
+        lines += [f"**Peak rate** (synthetic camera, queue latest, held = at most {100 * peak['max_drop']:.0f} % "
+                  f"of captured frames dropped or missing): **{_fmt(peak.get('fps_held'))} FPS held**.", ""]
+        lines += _table(["requested FPS", "input FPS", "output FPS", "captured", "dropped", "missing", "held", "CPU %"],
+                        [[t["fps_requested"], t["input_fps"], t["output_fps"], t["frames_captured"],
+                          t["frames_dropped"], t["missing"], "yes" if t["held"] else "no", t["cpu_percent"]]
+                         for t in peak["trials"]]) + [""]
     lines += ["Latency per stage (from message headers) and end to end:", ""]
     stage_rows = []
     for name, s in (p.get("stages_ms") or {}).items():

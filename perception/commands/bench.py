@@ -76,7 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "files are not paced)")
     pipe.add_argument("--width", type=int, default=None, help="synthetic source width")
     pipe.add_argument("--height", type=int, default=None, help="synthetic source height")
-    pipe.add_argument("--engine", default="ort", help="engine: ort, torch, tensorrt (default: ort)")
+    pipe.add_argument("--engine", default="ort", help="engine: ort, openvino, auto, torch, tensorrt (default: ort)")
+    pipe.add_argument("--precision", default=None, help="engine precision: fp32, bf16, int8 (default: the model's own)")
+    pipe.add_argument("--peak-rate", action="store_true",
+                      help="also find the highest synthetic-camera rate the node holds with < 1 %% drops "
+                           "(several node runs of --duration each)")
     pipe.add_argument("--provider", default=None, help="ONNX Runtime provider (default: the engine's choice)")
     pipe.add_argument("--threads", type=int, default=None, help="engine intra-op threads")
     pipe.add_argument("--baseline", action="store_true",
@@ -171,7 +175,9 @@ def _run_pipeline(args: argparse.Namespace, command: str) -> dict:
         "engine": args.engine,
         "provider": args.provider,
         "threads": args.threads,
+        "precision": args.precision,
         "baseline": args.baseline,
+        "peak_rate": args.peak_rate,
         "engine_runs": args.engine_runs,
         "progress": not args.no_progress,
     }, source="perception bench pipeline")
