@@ -243,6 +243,7 @@ def _result(case: _Case, cfg: EngineBenchConfig) -> dict[str, Any]:
         "provider_requested": case.provider,
         "threads_requested": case.threads,
         "fp16_requested": case.fp16,
+        "precision_requested": case.precision,
         "batch": case.batch,
         "skipped": case.skipped,
     }
@@ -256,7 +257,6 @@ def _result(case: _Case, cfg: EngineBenchConfig) -> dict[str, Any]:
             # engine ignores --fp16 on CPU, and its provider name says so).
             "precision": "fp16" if case.fp16 and "fp16" in str(case.engine.provider) else (
                 case.engine.precision or meta.precision),
-            "precision_requested": case.precision,
             "agreement": None if case.agreement is None else round(case.agreement, 5),
             "input_hw": list(meta.input_hw),
             "load_s": round(case.load_s, 4),
