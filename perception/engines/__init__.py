@@ -16,6 +16,7 @@ Backend modules are imported only when chosen, so the base install never imports
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,39 +34,24 @@ EngineLoader = Callable[[Path, EngineOptions], Engine]
 ENGINES: Registry[EngineLoader] = Registry("engine")
 
 
-@ENGINES.register("ort")
-def _load_ort(path: Path, options: EngineOptions) -> Engine:
-    from perception.engines.ort import OrtEngine
+def _lazy_loader(module: str, attr: str) -> EngineLoader:
+    """A loader that imports ``module`` only when its engine is chosen (see the module docstring)."""
 
-    return OrtEngine(path, options)
+    def load(path: Path, options: EngineOptions) -> Engine:
+        return getattr(importlib.import_module(module), attr)(path, options)
 
-
-@ENGINES.register("auto")
-def _load_auto(path: Path, options: EngineOptions) -> Engine:
-    from perception.engines.auto import load_auto
-
-    return load_auto(path, options)
+    load.__qualname__ = load.__name__ = f"load_{attr}"
+    return load
 
 
-@ENGINES.register("openvino")
-def _load_openvino(path: Path, options: EngineOptions) -> Engine:
-    from perception.engines.openvino import OpenVinoEngine
-
-    return OpenVinoEngine(path, options)
-
-
-@ENGINES.register("tensorrt")
-def _load_tensorrt(path: Path, options: EngineOptions) -> Engine:
-    from perception.engines.tensorrt import TrtEngine
-
-    return TrtEngine(path, options)
-
-
-@ENGINES.register("torch")
-def _load_torch(path: Path, options: EngineOptions) -> Engine:
-    from perception.engines.torch import TorchEngine
-
-    return TorchEngine(path, options)
+for _name, _module, _attr in (
+    ("ort", "perception.engines.ort", "OrtEngine"),
+    ("auto", "perception.engines.auto", "load_auto"),
+    ("openvino", "perception.engines.openvino", "OpenVinoEngine"),
+    ("tensorrt", "perception.engines.tensorrt", "TrtEngine"),
+    ("torch", "perception.engines.torch", "TorchEngine"),
+):
+    ENGINES.register(_name)(_lazy_loader(_module, _attr))
 
 
 def load_engine(kind: str, model_path: str | Path, options: EngineOptions | None = None) -> Engine:
