@@ -72,11 +72,12 @@ lock: $(STAMP_DEV)
 
 # The suite against the newest releases pyproject.toml allows (no lock, no constraints file), in its
 # own venv: run it before `make lock`, and weekly, to learn about drift before users do.
+# PIP_CONSTRAINT=/dev/null lifts a machine-wide pip constraints file (pip.conf), if there is one.
 test-latest:
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
-	PIP_CONSTRAINT= $(LATEST)/bin/python -m pip install -qq --disable-pip-version-check --progress-bar off --upgrade pip
-	PIP_CONSTRAINT= $(LATEST)/bin/python -m pip install -qq --disable-pip-version-check --progress-bar off --upgrade -e '.[train,dev]'
+	PIP_CONSTRAINT=/dev/null $(LATEST)/bin/python -m pip install -qq --disable-pip-version-check --progress-bar off --upgrade pip
+	PIP_CONSTRAINT=/dev/null $(LATEST)/bin/python -m pip install -qq --disable-pip-version-check --progress-bar off --upgrade -e '.[train,dev]'
 	$(LATEST)/bin/python -m pip list --format=freeze > $(LATEST)/versions.txt
 	@echo "versions under test: $(LATEST)/versions.txt"
 	$(LATEST)/bin/ruff check .

@@ -308,9 +308,8 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
     engine, provider or model (ConfigError, ModelError, DependencyError), and ConfigError listing
     why when every configuration is skipped (nothing would be measured).
     """
-    from tqdm import tqdm
-
     from perception.engines import ENGINES
+    from perception.progress import progress
 
     models = resolve_models(cfg.models)
     for name in cfg.engines:
@@ -346,7 +345,7 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
         runs_per_block = None if cfg.duration_s else cfg.runs // cfg.blocks
         block_s = cfg.duration_s / cfg.blocks if cfg.duration_s else None
         total = len(active) * (cfg.warmup + cfg.runs) if runs_per_block else None
-        with tqdm(total=total, desc="engine bench", unit="run", disable=not cfg.progress, file=sys.stderr) as bar:
+        with progress(total=total, desc="engine bench", unit="run", disable=not cfg.progress, file=sys.stderr) as bar:
             for case in active:
                 bar.set_postfix_str(f"warm-up {case.label()}")
                 for i in range(cfg.warmup):

@@ -367,16 +367,15 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
     Raises ModelError for a missing model, NodeFailed when the node fails, SourceError/ConfigError
     for a bad source (from the baseline).
     """
-    from tqdm import tqdm
-
     from bench.baseline import run_serial_baseline
     from bench.engine import EngineBenchConfig, resolve_models, run_engine_bench
     from bench.report import new_results
+    from perception.progress import progress
 
     model = resolve_models([cfg.model] if cfg.model else [])[0]
     results = new_results("pipeline", command)
     results["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.__dict__.items()}
-    with tqdm(desc="pipeline bench", unit="frame", disable=not cfg.progress, file=sys.stderr) as bar:
+    with progress(desc="pipeline bench", unit="frame", disable=not cfg.progress, file=sys.stderr) as bar:
         bar.set_postfix_str("node")
         results["pipeline"] = measure_node(cfg, model, tick=bar.update)
         if cfg.baseline:

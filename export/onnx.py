@@ -77,7 +77,7 @@ class ExportWrapper(nn.Module):
 
     def normalise(self, image: torch.Tensor) -> torch.Tensor:
         """uint8 N x H x W x 3 BGR -> float N x 3 x H x W RGB, normalised as in training."""
-        x = image.to(torch.float32) * self.scale_bgr + self.bias_bgr  # N x H x W x 3 (BGR)
+        x = image.to(self.scale_bgr.dtype) * self.scale_bgr + self.bias_bgr  # N x H x W x 3 (BGR)
         return x.flip(-1).permute(0, 3, 1, 2)  # N x 3 x H x W (RGB)
 
     def logits(self, image: torch.Tensor) -> torch.Tensor:

@@ -24,19 +24,26 @@ from perception.metrics import ConfusionMatrix
 
 log = logging.getLogger(__name__)
 
-#: Logit tolerance of the FP32 gate: max |ORT - torch| <= ABS + REL * max |torch logits|.
+# The FP32 gate, and why it is shaped so. ONNX Runtime and PyTorch both compute in float32 but
+# add in different orders, so every logit carries rounding noise of about 1e-6 of the logits' own
+# range: the tolerance is LOGITS_ABS_TOL + LOGITS_REL_TOL * max |logit| of the model on these images.
+# Where a model is discontinuous (argmax; SegNet's unpooling switch keeps the first maximum of each
+# pooling window) that 1-ulp noise can flip a near-tie and move a whole region's values: with
+# torch 2.14.1 and ONNX Runtime 1.32, one flat test image had 6.75 % of its logits off by up to
+# 0.21, and there ORT agreed with a float64 PyTorch run to 3e-6 while PyTorch's own float32 result
+# was the one off. So values beyond the tolerance are arbitrated by float64 PyTorch, the
+# computation the graph is meant to approximate: a value agrees when ORT is within the tolerance of
+# PyTorch float32 or of float64. A graph that really differs from the model is off from both and
+# fails. Class ids keep their own gate, with near-tie pixels (top-2 margin within the tolerance)
+# identified and reported rather than counted.
+#: Logit tolerance: |ORT - reference| <= ABS + REL * max |PyTorch logits|.
 LOGITS_ABS_TOL = 1e-3
 LOGITS_REL_TOL = 1e-4
-#: Minimum share of logits within that tolerance. Not all: max-pool selection (SegNet's mask
-#: unpooling) is discontinuous, so a 1e-6 difference between two near-equal activations moves a
-#: value to another pixel (seen: 0.15 % of logits on flat upscaled images, class ids still 99.999 %
-#: equal); the maximum is reported regardless. The class ids keep the strict gate below.
-MIN_LOGITS_WITHIN_TOL = 0.99
-#: Minimum share of confidence values within one step of PyTorch's.
+#: Minimum share of logits that agree (with float32 or, for near-tie flips, float64 PyTorch).
+MIN_LOGITS_WITHIN_TOL = 0.999
+#: Minimum share of confidence values within one step of PyTorch's (float32 or float64).
 MIN_CONFIDENCE_WITHIN_ONE = 0.999
-#: Minimum share of pixels whose class id matches the PyTorch argmax. Pixels whose top-2 logit
-#: margin lies within the logit tolerance are ties that rounding may legitimately flip; they are
-#: reported but do not count against the gate.
+#: Minimum share of pixels whose class id matches the PyTorch argmax, near-tie pixels excepted.
 MIN_ARGMAX_AGREEMENT = 0.999
 
 Sample = tuple[np.ndarray, np.ndarray | None]
@@ -112,6 +119,7 @@ class VerifyReport:
     logits_max_rel: float
     logits_tol: float
     logits_within_tol: float
+    logits_within_tol_fp32: float
     argmax_agreement: float
     decisive_agreement: float
     tie_pixels: int
@@ -125,7 +133,9 @@ class VerifyReport:
             f"verify {verdict}: ONNX Runtime vs PyTorch on {self.images} images ({self.source})",
             f"  logits max |diff| {self.logits_max_abs:.2e} (relative {self.logits_max_rel:.2e}), "
             f"tolerance {self.logits_tol:.2e} met by {100 * self.logits_within_tol:.3f} % of values "
-            f"(gate >= {100 * MIN_LOGITS_WITHIN_TOL:.0f} %)",
+            f"(gate >= {100 * MIN_LOGITS_WITHIN_TOL:.1f} %); directly by PyTorch float32 on "
+            f"{100 * self.logits_within_tol_fp32:.3f} %, the rest are near-tie flips where ONNX Runtime "
+            "matches float64 PyTorch",
             f"  class ids agree on {100 * self.argmax_agreement:.3f} % of pixels, "
             f"{100 * self.decisive_agreement:.3f} % outside {self.tie_pixels} near-tie pixels "
             f"(gate >= {100 * MIN_ARGMAX_AGREEMENT:.1f} %)",
@@ -141,9 +151,10 @@ class VerifyReport:
 def verify_onnx(wrapper, proto: onnx.ModelProto, samples: list[Sample], *, source: str = "images") -> VerifyReport:
     """Compare the exported graph ``proto`` with ``wrapper`` (export.onnx.ExportWrapper) on ``samples``.
 
-    Returns a VerifyReport; ``passed`` is False when the logits differ beyond the tolerance, the
-    decisive argmax agreement is below MIN_ARGMAX_AGREEMENT, or the confidence differs by more
-    than one step (shares: MIN_LOGITS_WITHIN_TOL, MIN_CONFIDENCE_WITHIN_ONE).
+    Returns a VerifyReport; ``passed`` is False when fewer than MIN_LOGITS_WITHIN_TOL of the logits
+    agree (see the comment above LOGITS_ABS_TOL), the decisive argmax agreement is below
+    MIN_ARGMAX_AGREEMENT, or fewer than MIN_CONFIDENCE_WITHIN_ONE of the confidences are within one
+    step.
     """
     import torch
 
@@ -153,43 +164,58 @@ def verify_onnx(wrapper, proto: onnx.ModelProto, samples: list[Sample], *, sourc
         raise DataError("no images to verify the export on")
     session = ort_session(with_logits_output(proto))
     output_names = [o.name for o in session.get_outputs()]
-    max_abs = max_ref = 0.0
-    agree = decisive_agree = total = ties = 0
-    conf_diff: int | None = None
-    diffs: list[np.ndarray] = []
-    conf_close = conf_total = 0
+    runs = []  # (image batch, ORT outputs, PyTorch float32 logits)
     for image, _ in samples:
         batch = image[None]  # 1 x H x W x 3 uint8 BGR
         outputs = dict(zip(output_names, session.run(None, {INPUT_NAME: batch}), strict=True))
         with torch.no_grad():
             ref_logits = wrapper.logits(torch.from_numpy(batch)).numpy()
+        if outputs[LOGITS_OUTPUT].shape != ref_logits.shape:
+            raise ModelError(f"exported logits have shape {outputs[LOGITS_OUTPUT].shape}, PyTorch gives {ref_logits.shape}")
+        runs.append((batch, outputs, ref_logits))
+    max_ref = max(float(np.abs(ref).max()) for _, _, ref in runs)
+    tol = LOGITS_ABS_TOL + LOGITS_REL_TOL * max_ref
+    wrapper64 = None
+    max_abs = 0.0
+    agree = decisive_agree = total = ties = 0
+    logits_ok = logits_ok_fp32 = logits_total = 0
+    conf_close = conf_total = 0
+    conf_diff: int | None = None
+    for batch, outputs, ref_logits in runs:
         ort_logits = outputs[LOGITS_OUTPUT]
-        if ort_logits.shape != ref_logits.shape:
-            raise ModelError(f"exported logits have shape {ort_logits.shape}, PyTorch gives {ref_logits.shape}")
-        diffs.append(np.abs(ort_logits - ref_logits).ravel())
-        max_abs = max(max_abs, float(diffs[-1].max()))
-        max_ref = max(max_ref, float(np.abs(ref_logits).max()))
+        diff = np.abs(ort_logits - ref_logits)
+        max_abs = max(max_abs, float(diff.max()))
+        close = diff <= tol
+        logits_ok_fp32 += int(close.sum())
+        ref64 = None
+        if not close.all():  # arbitrate the values beyond the tolerance with float64 PyTorch
+            wrapper64 = wrapper64 if wrapper64 is not None else _float64_copy(wrapper)
+            if wrapper64 is not None:
+                with torch.no_grad():
+                    ref64 = wrapper64.logits(torch.from_numpy(batch)).numpy()
+                close |= np.abs(ort_logits - ref64) <= tol
+        logits_ok += int(close.sum())
+        logits_total += close.size
         ref_ids = ref_logits.argmax(axis=1)
         same = outputs[OUTPUT_CLASS_IDS].astype(np.int64) == ref_ids
         top2 = np.sort(ref_logits, axis=1)[:, -2:]  # N x 2 x H x W
-        margin = top2[:, 1] - top2[:, 0]
-        tol = LOGITS_ABS_TOL + LOGITS_REL_TOL * max_ref
-        decisive = margin > tol
+        decisive = (top2[:, 1] - top2[:, 0]) > tol
         agree += int(same.sum())
         decisive_agree += int(same[decisive].sum())
         ties += int((~decisive).sum())
         total += same.size
         if OUTPUT_CONFIDENCE in outputs:
-            ref_prob = torch.softmax(torch.from_numpy(ref_logits), dim=1).max(dim=1).values.numpy()
-            ref_conf = np.round(ref_prob * 255.0)
-            conf_abs = np.abs(outputs[OUTPUT_CONFIDENCE].astype(np.int64) - ref_conf.astype(np.int64))
-            conf_close += int((conf_abs <= 1).sum())
-            conf_total += conf_abs.size
+            conf = outputs[OUTPUT_CONFIDENCE].astype(np.int64)
+            conf_abs = np.abs(conf - _confidence(ref_logits))
             conf_diff = max(conf_diff or 0, int(conf_abs.max()))
-    tol = LOGITS_ABS_TOL + LOGITS_REL_TOL * max_ref
+            conf_ok = conf_abs <= 1
+            if ref64 is not None:
+                conf_ok |= np.abs(conf - _confidence(ref64)) <= 1
+            conf_close += int(conf_ok.sum())
+            conf_total += conf_ok.size
     decisive_total = total - ties
     decisive_share = decisive_agree / decisive_total if decisive_total else 1.0
-    within = float((np.concatenate(diffs) <= tol).mean())
+    within = logits_ok / logits_total
     conf_share = conf_close / conf_total if conf_total else None
     passed = (
         within >= MIN_LOGITS_WITHIN_TOL
@@ -203,6 +229,7 @@ def verify_onnx(wrapper, proto: onnx.ModelProto, samples: list[Sample], *, sourc
         logits_max_rel=max_abs / max_ref if max_ref else 0.0,
         logits_tol=tol,
         logits_within_tol=within,
+        logits_within_tol_fp32=logits_ok_fp32 / logits_total,
         argmax_agreement=agree / total,
         decisive_agreement=decisive_share,
         tie_pixels=ties,
@@ -210,6 +237,26 @@ def verify_onnx(wrapper, proto: onnx.ModelProto, samples: list[Sample], *, sourc
         confidence_within_one=conf_share,
         passed=passed,
     )
+
+
+def _float64_copy(wrapper):
+    """A float64 copy of ``wrapper`` (the arbiter for near-tie flips), or None when the model
+    cannot run in float64 (then only the float32 comparison counts)."""
+    import copy
+
+    try:
+        return copy.deepcopy(wrapper).double().eval()
+    except (RuntimeError, TypeError) as exc:  # a module with float32-only state
+        log.info("no float64 reference for the export gate (%s); comparing with float32 only", exc)
+        return None
+
+
+def _confidence(logits: np.ndarray) -> np.ndarray:
+    """uint8 confidence as the graph computes it: round(255 * max softmax), as int64."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    prob = np.exp(shifted)
+    prob = prob.max(axis=1) / prob.sum(axis=1)
+    return np.round(prob * 255.0).astype(np.int64)
 
 
 def evaluate_onnx(model: str | Path | onnx.ModelProto, samples: list[Sample], class_table: ClassTable) -> ConfusionMatrix:

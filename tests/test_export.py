@@ -139,6 +139,30 @@ def test_gate_fails_when_graph_differs_from_model(tmp_path):
     assert report.lines()[0].startswith("verify FAIL")
 
 
+class _Float32TieFlip(ExportWrapper):
+    """PyTorch float32 breaking a near-tie the other way: a block of its logits moves by 0.2, as
+    SegNet's unpooling switch did on a flat image with torch 2.14.1; float64 (the arbiter) does not."""
+
+    def logits(self, image):
+        out = super().logits(image)
+        if self.scale_bgr.dtype == torch.float32:
+            out = out.clone()
+            out[:, :, :16, :16] += 0.2  # 4.2 % of the values
+        return out
+
+
+def test_gate_passes_near_tie_flips_that_float64_arbitrates(tmp_path):
+    model = _small_model("segnet_basic", 11)
+    meta = ModelMetadata(model_name="segnet_basic", class_table=SYNTHETIC_CLASSES, input_hw=HW, has_confidence=True)
+    proto = onnx.load(str(export_onnx(model, tmp_path / "m.onnx", meta).path))
+    wrapper = _Float32TieFlip(prepare_model(model), mean_rgb=meta.mean, std_rgb=meta.std, with_confidence=True)
+    report = verify_onnx(wrapper, proto, _random_images(2))
+    assert report.passed, report.lines()
+    assert report.logits_within_tol_fp32 < 0.97  # the flipped block is seen and reported ...
+    assert report.logits_within_tol == 1.0  # ... and arbitrated: ORT matches float64 there
+    assert "near-tie flips" in report.lines()[1]
+
+
 def test_dynamic_batch_export(tmp_path):
     model = _small_model("segnet_basic", 11)
     meta = ModelMetadata(model_name="segnet_basic", class_table=SYNTHETIC_CLASSES, input_hw=HW, dynamic_batch=True)

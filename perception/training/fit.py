@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from tqdm import tqdm
 
 from perception.config import config_to_dict
 from perception.errors import ConfigError, ModelError
+from perception.progress import progress
 from perception.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from perception.training.config import TrainConfig
 from perception.training.distributed import DistInfo, cleanup_distributed, pick_device, setup_distributed
@@ -144,7 +144,7 @@ def train_steps(
     config = run.config
     per_epoch = data.steps_per_epoch
     records: list[dict[str, float]] = []
-    bar = tqdm(total=until_step, initial=run.step, unit="step", disable=not (config.progress and run.info.is_main))
+    bar = progress(total=until_step, initial=run.step, desc="train", unit="step", disable=not (config.progress and run.info.is_main))
     window_start, window_images = time.perf_counter(), 0
     while run.step < until_step:
         epoch, start_batch = divmod(run.step, per_epoch)
