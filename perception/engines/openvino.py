@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -50,13 +51,19 @@ def import_openvino():
     return openvino
 
 
-def cpu_capabilities(core=None) -> list[str]:
+@lru_cache(maxsize=1)
+def shared_core():
+    """One ``openvino.Core`` per process: creating one discovers the device plugins (0.1-0.2 s),
+    and the probe, the engine and the capability check would otherwise each pay it."""
+    return import_openvino().Core()
+
+
+def cpu_capabilities() -> list[str]:
     """OpenVINO's CPU OPTIMIZATION_CAPABILITIES (e.g. ``FP32, BF16, INT8``); empty without OpenVINO."""
     try:
-        ov = import_openvino()
+        core = shared_core()
     except DependencyError:
         return []
-    core = core or ov.Core()
     return [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
 
 
@@ -84,8 +91,8 @@ class OpenVinoEngine(Engine):
         self.metadata = read_model_metadata(path)  # ModelError: missing, corrupt, no metadata, bad I/O
         if precision == "auto":
             precision = "int8" if self.metadata.precision == "int8" else "fp32"
-        core = ov.Core()
-        capabilities = cpu_capabilities(core)
+        core = shared_core()
+        capabilities = cpu_capabilities()
         if precision == "int8":
             hint = "bf16" if "BF16" in capabilities else "f32"
         else:
