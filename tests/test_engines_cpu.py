@@ -6,6 +6,7 @@ with a different scale is the deliberately broken candidate the probe must rejec
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -157,3 +158,21 @@ def test_probe_cache_is_keyed_and_invalidated(tmp_path, monkeypatch):
         entry.write_text("{not json")
     auto_mod.select_engine(model, options, cache_dir=cache)
     assert len(probes) == 7
+
+
+def test_cpu_engines_import_neither_torch_nor_onnx(tmp_path):
+    """The node's start-up path: onnx (through ml_dtypes) cost more than the rest of start-up."""
+    import subprocess
+    import sys
+
+    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
+    engines = ["ort", "auto"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
+    code = (
+        "import sys\n"
+        "from perception.engines import load_engine\n"
+        + "".join(f"load_engine({e!r}, {str(model)!r})\n" for e in engines)
+        + "bad = [m for m in ('torch', 'onnx', 'nncf') if m in sys.modules]\n"
+        "sys.exit(f'imported {bad}' if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], timeout=120, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
