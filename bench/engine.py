@@ -258,6 +258,9 @@ def _result(case: _Case, cfg: EngineBenchConfig) -> dict[str, Any]:
             "precision": "fp16" if case.fp16 and "fp16" in str(case.engine.provider) else (
                 case.engine.precision or meta.precision),
             "agreement": None if case.agreement is None else round(case.agreement, 5),
+            # The reference is ORT on the --model file itself: FP32 for an FP32 file (whose INT8
+            # sibling --precision int8 runs), the file's own precision for an INT8 file passed directly.
+            "agreement_reference": None if case.agreement is None else f"ort-{_file_precision(case.model)}",
             "input_hw": list(meta.input_hw),
             "load_s": round(case.load_s, 4),
         })
@@ -385,6 +388,12 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
         "process_peak_rss_mb": round(_max_rss_bytes() / 2**20, 1),
         "results": results,
     }
+
+
+def _file_precision(model: Path) -> str:
+    from perception.modelfile import read_model_metadata
+
+    return read_model_metadata(model).precision
 
 
 def _measure_agreement(cases: list[_Case]) -> None:

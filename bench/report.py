@@ -99,11 +99,11 @@ def _engine_section(engine: dict[str, Any], plots: dict[str, str]) -> list[str]:
         f"blocks of {s.get('runs_per_block') or 'duration ' + _fmt(s.get('block_s')) + ' s'} timed runs "
         "per configuration. Latency is one `Engine.infer` call on a batch; FPS = 1000 / mean latency; "
         "img/s = FPS x batch; ratios are to configuration #1 (x img/s > 1: more images per second; "
-        "x p99 < 1: a shorter tail). Agreement: share of pixels whose class id equals ONNX Runtime FP32 "
-        "on the same frames.",
+        "x p99 < 1: a shorter tail). Agreement: share of pixels whose class id equals ONNX Runtime on the "
+        "same frames and the `--model` file itself (FP32 for an FP32 file; `--precision int8` runs its INT8 sibling).",
         "",
     ]
-    header = ["#", "model", "engine", "provider", "precision", "agree % vs ORT FP32", "input", "batch", "runs", "p50 ms", "p90 ms",
+    header = ["#", "model", "engine", "provider", "precision", "agree % vs ORT", "input", "batch", "runs", "p50 ms", "p90 ms",
               "p99 ms", "max ms", "FPS", "img/s", "x img/s #1", "x p99 #1", "load +RSS MB", "peak RSS MB", "GPU MB", "file MB"]
     rows = []
     skipped = []

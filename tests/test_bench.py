@@ -255,9 +255,10 @@ def test_engine_bench_precision_grid_skips_what_an_engine_lacks_and_reports_agre
     assert "--engine openvino" in by[("ort", "bf16")]["skipped"]
     assert "no tiny.int8.onnx" in by[("ort", "int8")]["skipped"] and by[("openvino", "int8")]["skipped"]
     assert by[("ort", "fp32")]["agreement"] == 1.0 and by[("openvino", "fp32")]["agreement"] == 1.0
+    assert by[("openvino", "fp32")]["agreement_reference"] == "ort-fp32"
     assert by[("openvino", "fp32")]["precision"] == "fp32" and by[("openvino", "fp32")]["provider"] == "CPU-fp32"
     md = render_markdown({"kind": "engine", "engine": {"settings": {}, "results": results}})
-    assert "agree % vs ORT FP32" in md and "| 100.00 |" in md
+    assert "agree % vs ORT" in md and "| 100.00 |" in md
 
 
 def test_peak_rate_bisects_to_the_highest_held_rate(tiny_model, monkeypatch):
