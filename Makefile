@@ -58,7 +58,8 @@ test: $(STAMP_DEV)
 check-lock: $(STAMP_DEV)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_lock.py
 
-# Refresh every lock from pyproject.toml's ranges (uv resolves; pip installs). Commit the result with
+# Refresh every lock from pyproject.toml's ranges (uv resolves; pip installs). The dev lock holds the
+# train, dev and openvino extras (CI tests the OpenVINO engine); gpu is not locked (NVIDIA's index). Commit the result with
 # the change that needed it, after `make test` passes on it.
 lock: $(STAMP_DEV)
 	@for v in $(LOCK_PYTHONS); do \
@@ -66,7 +67,7 @@ lock: $(STAMP_DEV)
 	  $(BIN)/uv pip compile -q pyproject.toml requirements/build.in --constraint requirements/constraints.txt \
 	    --python-version $$v --generate-hashes --universal -o requirements/py$$t-base.txt || exit 1; \
 	  $(BIN)/uv pip compile -q pyproject.toml requirements/build.in --constraint requirements/constraints.txt \
-	    --extra train --extra dev --python-version $$v --generate-hashes --universal -o requirements/py$$t-dev.txt || exit 1; \
+	    --extra train --extra dev --extra openvino --python-version $$v --generate-hashes --universal -o requirements/py$$t-dev.txt || exit 1; \
 	  echo "locked Python $$v: requirements/py$$t-base.txt requirements/py$$t-dev.txt"; \
 	done
 
@@ -77,7 +78,7 @@ test-latest:
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
 	PIP_CONSTRAINT=/dev/null $(LATEST)/bin/python -m pip install -qq --disable-pip-version-check --progress-bar off --upgrade pip
-	PIP_CONSTRAINT=/dev/null $(LATEST)/bin/python -m pip install -qq --disable-pip-version-check --progress-bar off --upgrade -e '.[train,dev]'
+	PIP_CONSTRAINT=/dev/null $(LATEST)/bin/python -m pip install -qq --disable-pip-version-check --progress-bar off --upgrade -e '.[train,dev,openvino]'
 	$(LATEST)/bin/python -m pip list --format=freeze > $(LATEST)/versions.txt
 	@echo "versions under test: $(LATEST)/versions.txt"
 	$(LATEST)/bin/ruff check .

@@ -38,6 +38,7 @@ def run_serial_baseline(
     engine: str = "ort",
     provider: str | None = None,
     threads: int | None = None,
+    precision: str = "auto",
     warmup: int = 10,
     tick=None,
 ) -> dict[str, Any]:
@@ -49,7 +50,7 @@ def run_serial_baseline(
     """
     from perception.sources import open_source
 
-    eng = open_engine(model, engine, provider, threads)
+    eng = open_engine(model, engine, provider, threads, precision=precision)
     height, width = eng.metadata.input_hw
     src = open_source(source, **source_options)
     ctx = zmq.Context.instance()

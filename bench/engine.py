@@ -32,7 +32,7 @@ import psutil
 from bench.env import gpu_memory_mb
 from bench.stats import ratio, summarize_ms
 from perception.config import bounds, load_config
-from perception.errors import ConfigError, ModelError
+from perception.errors import ConfigError, ModelError, PerceptionError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "perception" / "assets" / 
 #: Model files each engine reads; other pairings of the grid are left out, so that
 #: ``--model a.onnx --model a.pt --engine ort,torch`` compares ORT on the ONNX file with torch on the
 #: checkpoint without trying ORT on a checkpoint.
-ENGINE_SUFFIXES = {"ort": (".onnx",), "tensorrt": (".onnx", ".engine", ".plan"), "torch": (".pt", ".pth"),
+ENGINE_SUFFIXES = {"ort": (".onnx",), "openvino": (".onnx",), "auto": (".onnx",),
+                   "tensorrt": (".onnx", ".engine", ".plan"), "torch": (".pt", ".pth"),
                    "torch-tensorrt": (".pt", ".pth")}
 
 #: Bench-only engine names: a registered engine with fixed options, measured as a row of its own
@@ -58,9 +59,11 @@ class EngineBenchConfig:
     """What to measure. Every list is one axis of the combination grid.
 
     ``providers`` / ``threads``: empty means the engine's own default (recorded as chosen).
-    ``fp16``: half precision on or off (the torch engine's option); FP32 vs INT8 ONNX models are
-    different files, so they are compared by passing both as ``models``. The input size is fixed
-    by each model file (one model per size).
+    ``fp16``: half precision on or off (the torch engine's option). ``precisions``: ``--precision``
+    of each engine (``fp32``, ``bf16``, ``int8`` runs the model's INT8 sibling; ``auto`` the file's
+    own); a pairing an engine cannot run here is reported as skipped with the reason. Every result
+    carries ``agreement``: the share of pixels whose class id equals ONNX Runtime FP32 on the same
+    frames. The input size is fixed by each model file (one model per size).
     ``duration_s``: when set, each configuration gets ``duration_s / blocks`` seconds per block
     instead of ``runs / blocks`` runs.
     """
@@ -71,6 +74,7 @@ class EngineBenchConfig:
     threads: list[int] = field(default_factory=list)
     batches: list[int] = field(default_factory=lambda: [1])
     fp16: list[bool] = field(default_factory=lambda: [False])
+    precisions: list[str] = field(default_factory=lambda: ["auto"])
     runs: int = field(default=200, metadata=bounds(1, 10_000_000))
     warmup: int = field(default=20, metadata=bounds(0, 1_000_000))
     duration_s: float | None = field(default=None, metadata=bounds(0.01, 86_400))
@@ -133,7 +137,9 @@ class _Case:
     threads: int | None
     batch: int
     fp16: bool = False
+    precision: str = "auto"
     engine: Any = None
+    agreement: float | None = None
     batches: list[np.ndarray] = field(default_factory=list)
     samples_ns: list[int] = field(default_factory=list)
     rss_samples: list[int] = field(default_factory=list)
@@ -153,6 +159,8 @@ class _Case:
             parts.append(f"t{self.threads}")
         if self.fp16:
             parts.append("fp16")
+        if self.precision != "auto":
+            parts.append(self.precision)
         parts.append(f"b{self.batch}")
         return " ".join(parts)
 
@@ -162,7 +170,8 @@ def _rss() -> int:
 
 
 def open_engine(
-    model: Path, engine: str, provider: str | None = None, threads: int | None = None, fp16: bool = False
+    model: Path, engine: str, provider: str | None = None, threads: int | None = None, fp16: bool = False,
+    precision: str = "auto",
 ):
     """Load ``model`` with the named engine; None for provider/threads leaves the engine's default.
 
@@ -171,7 +180,7 @@ def open_engine(
     """
     from perception.engines import EngineOptions, load_engine
 
-    options: dict[str, Any] = {"fp16": fp16}
+    options: dict[str, Any] = {"fp16": fp16, "precision": precision}
     engine, variant_options = ENGINE_VARIANTS.get(engine, (engine, {}))
     options.update(variant_options)
     if provider:
@@ -184,7 +193,15 @@ def open_engine(
 def _load(case: _Case) -> None:
     case.rss_before_load = _rss()
     t0 = time.perf_counter()
-    case.engine = open_engine(case.model, case.engine_name, case.provider, case.threads, case.fp16)
+    try:
+        case.engine = open_engine(case.model, case.engine_name, case.provider, case.threads, case.fp16, case.precision)
+    except PerceptionError as exc:
+        if case.precision == "auto":
+            raise
+        # A precision grid crosses engines with precisions some of them lack (ort + bf16, a CPU
+        # without BF16, no INT8 sibling): report the pairing as skipped, measure the rest.
+        case.skipped = str(exc)
+        return
     case.load_s = time.perf_counter() - t0
     case.rss_after_load = _rss()
 
@@ -233,6 +250,7 @@ def _result(case: _Case, cfg: EngineBenchConfig) -> dict[str, Any]:
         "provider_requested": case.provider,
         "threads_requested": case.threads,
         "fp16_requested": case.fp16,
+        "precision_requested": case.precision,
         "batch": case.batch,
         "skipped": case.skipped,
     }
@@ -244,7 +262,12 @@ def _result(case: _Case, cfg: EngineBenchConfig) -> dict[str, Any]:
             "model_id": meta.model_id,
             # The file's precision, or fp16 when the engine says it runs half precision (the torch
             # engine ignores --fp16 on CPU, and its provider name says so).
-            "precision": "fp16" if case.fp16 and "fp16" in str(case.engine.provider) else meta.precision,
+            "precision": "fp16" if case.fp16 and "fp16" in str(case.engine.provider) else (
+                case.engine.precision or meta.precision),
+            "agreement": None if case.agreement is None else round(case.agreement, 5),
+            # The reference is ORT on the --model file itself: FP32 for an FP32 file (whose INT8
+            # sibling --precision int8 runs), the file's own precision for an INT8 file passed directly.
+            "agreement_reference": None if case.agreement is None else f"ort-{_file_precision(case.model)}",
             "input_hw": list(meta.input_hw),
             "load_s": round(case.load_s, 4),
         })
@@ -283,8 +306,8 @@ def build_cases(cfg: EngineBenchConfig, models: list[Path]) -> list[_Case]:
     providers: list[str | None] = list(cfg.providers) or [None]
     threads: list[int | None] = list(cfg.threads) or [None]
     return [
-        _Case(model=m, engine_name=e, provider=p, threads=t, batch=b, fp16=h)
-        for m, e, p, t, h, b in product(models, cfg.engines, providers, threads, cfg.fp16, cfg.batches)
+        _Case(model=m, engine_name=e, provider=p, threads=t, batch=b, fp16=h, precision=q)
+        for m, e, q, p, t, h, b in product(models, cfg.engines, cfg.precisions, providers, threads, cfg.fp16, cfg.batches)
     ]
 
 
@@ -311,14 +334,16 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
     loaded: dict[tuple, _Case] = {}
     try:
         for case in cases:
-            key = (case.model, case.engine_name, case.provider, case.threads, case.fp16)
+            key = (case.model, case.engine_name, case.provider, case.threads, case.fp16, case.precision)
             if key in loaded:  # one loaded engine serves every batch size of its configuration
                 first = loaded[key]
-                case.engine, case.load_s = first.engine, first.load_s
+                case.engine, case.load_s, case.skipped = first.engine, first.load_s, first.skipped
                 case.rss_before_load, case.rss_after_load = first.rss_before_load, first.rss_after_load
             else:
                 _load(case)
                 loaded[key] = case
+            if case.skipped:
+                continue
             _prepare_batches(case, frames_by_hw, cfg.seed)
             if not case.skipped:
                 log.info("%s: engine %s, provider %s, input %s", case.label(), case.engine_name,
@@ -326,6 +351,7 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
         active = [c for c in cases if not c.skipped]
         if not active:
             raise ConfigError(_all_skipped_message(cases))
+        _measure_agreement(active)
         runs_per_block = None if cfg.duration_s else cfg.runs // cfg.blocks
         block_s = cfg.duration_s / cfg.blocks if cfg.duration_s else None
         total = len(active) * (cfg.warmup + cfg.runs) if runs_per_block else None
@@ -345,7 +371,8 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
                     case.gpu_peak_mb = _max_or_none(case.gpu_peak_mb, gpu_memory_mb())
     finally:
         for case in loaded.values():
-            case.engine.close()
+            if case.engine is not None:
+                case.engine.close()
     results = [_result(c, cfg) for c in cases]
     first = next((r for r in results if not r.get("skipped")), None)
     for r in results:
@@ -368,6 +395,36 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
         "process_peak_rss_mb": round(_max_rss_bytes() / 2**20, 1),
         "results": results,
     }
+
+
+def _file_precision(model: Path) -> str:
+    from perception.modelfile import read_model_metadata
+
+    return read_model_metadata(model).precision
+
+
+def _measure_agreement(cases: list[_Case]) -> None:
+    """Each case's class-id agreement with ONNX Runtime FP32 on its own frames (outside the timing).
+
+    The reference is loaded once per model file (ONNX files only; a checkpoint or serialized
+    engine has no ORT reference and gets None).
+    """
+    references: dict[Path, Any] = {}
+    expected: dict[tuple[Path, int], list[np.ndarray]] = {}
+    try:
+        for case in cases:
+            if case.model.suffix.lower() != ".onnx":
+                continue
+            if case.model not in references:
+                references[case.model] = open_engine(case.model, "ort", "cpu", case.threads)
+            key = (case.model, case.batch)
+            if key not in expected:
+                expected[key] = [references[case.model].infer(b)["class_ids"] for b in case.batches]
+            got = [case.engine.infer(b)["class_ids"] for b in case.batches]
+            case.agreement = float(np.mean([np.mean(g == e) for g, e in zip(got, expected[key], strict=True)]))
+    finally:
+        for ref in references.values():
+            ref.close()
 
 
 def _all_skipped_message(cases: list[_Case]) -> str:

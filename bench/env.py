@@ -16,24 +16,14 @@ import sys
 
 import psutil
 
+from perception.engines.cpu import cpu_isa, cpu_model
+
 #: Distribution names whose versions every report lists ("absent" when not installed).
 LIBRARIES = ("numpy", "onnxruntime", "onnxruntime-gpu", "opencv-python", "opencv-python-headless",
-             "pyzmq", "onnx", "torch", "tensorrt", "psutil", "perception")
+             "pyzmq", "onnx", "openvino", "torch", "tensorrt", "psutil", "perception")
 
 #: Environment variables that change how many threads the math libraries use.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ORT_NUM_THREADS")
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo, else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith(("model name", "Hardware", "Model")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def library_versions() -> dict[str, str]:
@@ -84,6 +74,7 @@ def collect_environment() -> dict:
     freq = psutil.cpu_freq()
     return {
         "cpu_model": cpu_model(),
+        "cpu_isa": cpu_isa(),
         "cpu_logical_cores": psutil.cpu_count(logical=True),
         "cpu_physical_cores": psutil.cpu_count(logical=False),
         "cpu_usable_cores": affinity,

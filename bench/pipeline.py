@@ -15,6 +15,12 @@ sequence numbers missing at the subscriber, the longest gap, and the worst laten
 With ``baseline=True`` the naive serial loop (``bench/baseline.py``) runs on the same model and
 source afterwards, and a short engine-only run gives ``node FPS / engine FPS``.
 
+With ``peak_rate=True`` the node is run several times on the paced synthetic camera (queue
+``latest``), each for ``duration_s``, to find the highest source rate it holds: at most
+``PEAK_MAX_DROP`` of the captured frames dropped or missing at the subscriber. The first trial
+runs at ``PEAK_START_FPS``; the output rate it reaches brackets a bisection of ``peak_steps``
+trials. This is how Isaac ROS reports node throughput.
+
 Run it with ``perception bench pipeline --model m.onnx --source synthetic --duration 10 --baseline``.
 """
 
@@ -47,6 +53,12 @@ SHUTDOWN_TIMEOUT_S = 10.0
 BENCH_CAMERA = "bench"
 
 
+#: --peak-rate: the largest share of captured frames that may be dropped or lost at a held rate.
+PEAK_MAX_DROP = 0.01
+#: --peak-rate: the first trial's source rate: the synthetic camera's maximum, above what a CPU node reaches.
+PEAK_START_FPS = 240.0
+
+
 class NodeFailed(PerceptionError):
     """The node under test exited or never published; the message carries its last error line."""
 
@@ -65,7 +77,10 @@ class PipelineBenchConfig:
     engine: str = "ort"
     provider: str | None = None
     threads: int | None = field(default=None, metadata=bounds(0, 1024))
+    precision: str | None = None
     baseline: bool = False
+    peak_rate: bool = False
+    peak_steps: int = field(default=4, metadata=bounds(1, 20))
     engine_runs: int = field(default=100, metadata=bounds(0, 1_000_000))
     progress: bool = True
 
@@ -84,6 +99,10 @@ def node_command(cfg: PipelineBenchConfig, model: Path, endpoint: str) -> list[s
         cmd += ["--provider", cfg.provider]
     if cfg.threads:
         cmd += ["--threads", str(cfg.threads)]
+    if cfg.precision:
+        cmd += ["--precision", cfg.precision]
+    if cfg.peak_rate:
+        cmd += ["--queue", "latest"]
     if cfg.fps is not None:
         cmd += ["--fps", str(cfg.fps)]
     if cfg.width:
@@ -363,8 +382,11 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
             bar.set_postfix_str("serial baseline")
             results["baseline"] = run_serial_baseline(
                 model=model, source=cfg.source, source_options=source_options(cfg), duration_s=cfg.duration_s,
-                engine=cfg.engine, provider=cfg.provider, threads=cfg.threads, tick=bar.update,
+                engine=cfg.engine, provider=cfg.provider, threads=cfg.threads, precision=cfg.precision or "auto",
+                tick=bar.update,
             )
+    if cfg.peak_rate:
+        results["peak_rate"] = find_peak_rate(cfg, model)
     ratios: dict[str, Any] = {}
     node_fps = results["pipeline"]["output_fps"]
     if cfg.baseline:
@@ -372,6 +394,7 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
     if cfg.engine_runs:
         engine = run_engine_bench(EngineBenchConfig(
             models=[model], engines=[cfg.engine], providers=[cfg.provider] if cfg.provider else [],
+            precisions=[cfg.precision or "auto"],
             threads=[cfg.threads] if cfg.threads else [], runs=cfg.engine_runs, warmup=10,
             blocks=min(5, cfg.engine_runs), progress=cfg.progress,
         ))
@@ -393,3 +416,57 @@ def source_options(cfg: PipelineBenchConfig) -> dict[str, Any]:
     if cfg.fps:
         options["fps"] = cfg.fps
     return options
+
+
+def _held(trial: dict[str, Any]) -> bool:
+    """Whether a trial's node kept up: at most PEAK_MAX_DROP of the captured frames dropped by the
+    node or missing at the subscriber."""
+    captured = trial.get("frames_captured") or 0
+    lost = max(trial.get("frames_dropped") or 0, (trial.get("sequence") or {}).get("missing") or 0)
+    return captured > 0 and lost <= PEAK_MAX_DROP * captured
+
+
+def find_peak_rate(cfg: PipelineBenchConfig, model: Path) -> dict[str, Any]:
+    """The highest synthetic-camera rate the node holds (see the module docstring); the
+    ``peak_rate`` block: ``fps_held`` (None when even the lowest tried rate dropped) and every trial.
+
+    Raises NodeFailed when a node run fails, ConfigError when the source is not synthetic.
+    """
+    import dataclasses
+
+    from perception.errors import ConfigError
+
+    if not cfg.source.startswith("synthetic"):
+        raise ConfigError("--peak-rate paces the synthetic camera; use --source synthetic (files are read unpaced)")
+    trials: list[dict[str, Any]] = []
+
+    def trial(fps: float) -> bool:
+        run = measure_node(dataclasses.replace(cfg, fps=round(fps, 2)), model)
+        held = _held(run)
+        trials.append({"fps_requested": round(fps, 2), "input_fps": run["input_fps"], "output_fps": run["output_fps"],
+                       "frames_captured": run["frames_captured"], "frames_dropped": run["frames_dropped"],
+                       "missing": run["sequence"]["missing"], "held": held,
+                       "cpu_percent": (run.get("cpu") or {}).get("mean_percent")})
+        return held
+
+    if trial(PEAK_START_FPS):
+        return {"fps_held": trials[0]["input_fps"], "max_drop": PEAK_MAX_DROP, "trials": trials,
+                "note": f"held the fastest rate tried ({PEAK_START_FPS:g} FPS requested); the source is the limit"}
+    ceiling = trials[0]["output_fps"] or 1.0  # what the node delivers when saturated
+    lo, hi = 0.0, ceiling * 1.1
+    if trial(ceiling * 0.9):
+        lo = ceiling * 0.9
+    else:
+        hi = ceiling * 0.9
+        lo = ceiling * 0.5 if trial(ceiling * 0.5) else 0.0
+    for _ in range(max(0, cfg.peak_steps - 2)):
+        mid = (lo + hi) / 2
+        if mid <= 0.1:
+            break
+        if trial(mid):
+            lo = mid
+        else:
+            hi = mid
+    dropping = [t["fps_requested"] for t in trials if not t["held"]]
+    return {"fps_held": round(lo, 2) if lo > 0 else None, "lowest_dropping_fps": min(dropping),
+            "max_drop": PEAK_MAX_DROP, "trials": trials}

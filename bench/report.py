@@ -99,10 +99,11 @@ def _engine_section(engine: dict[str, Any], plots: dict[str, str]) -> list[str]:
         f"blocks of {s.get('runs_per_block') or 'duration ' + _fmt(s.get('block_s')) + ' s'} timed runs "
         "per configuration. Latency is one `Engine.infer` call on a batch; FPS = 1000 / mean latency; "
         "img/s = FPS x batch; ratios are to configuration #1 (x img/s > 1: more images per second; "
-        "x p99 < 1: a shorter tail).",
+        "x p99 < 1: a shorter tail). Agreement: share of pixels whose class id equals ONNX Runtime on the "
+        "same frames and the `--model` file itself (FP32 for an FP32 file; `--precision int8` runs its INT8 sibling).",
         "",
     ]
-    header = ["#", "model", "engine", "provider", "precision", "input", "batch", "runs", "p50 ms", "p90 ms",
+    header = ["#", "model", "engine", "provider", "precision", "agree % vs ORT", "input", "batch", "runs", "p50 ms", "p90 ms",
               "p99 ms", "max ms", "FPS", "img/s", "x img/s #1", "x p99 #1", "load +RSS MB", "peak RSS MB", "GPU MB", "file MB"]
     rows = []
     skipped = []
@@ -115,7 +116,8 @@ def _engine_section(engine: dict[str, Any], plots: dict[str, str]) -> list[str]:
         mem = r.get("memory", {})
         h, w = r["input_hw"]
         rows.append([
-            i, r["model_name"], r["engine"], r["provider"], r["precision"], f"{h}x{w}", r["batch"], lat["count"],
+            i, r["model_name"], r["engine"], r["provider"], r["precision"],
+            None if r.get("agreement") is None else round(100 * r["agreement"], 2), f"{h}x{w}", r["batch"], lat["count"],
             lat["p50"], lat["p90"], lat["p99"], lat["max"], r["fps"], r["throughput_ips"],
             ratios.get("throughput_ips"), ratios.get("p99_ms"), mem.get("rss_load_delta_mb"), mem.get("rss_peak_mb"), mem.get("gpu_peak_mb"),
             r["model_file_mb"],
@@ -165,7 +167,16 @@ def _pipeline_section(results: dict[str, Any], plots: dict[str, str]) -> list[st
             ["engine-only FPS (batch 1)", ratios.get("engine_only_fps")],
             ["node FPS / engine-only FPS", ratios.get("node_over_engine_fps")],
         ]
+    rows.append(["start-up: node launch -> first mask at the subscriber, s", p.get("startup_to_first_mask_s")])
     lines += _table(["figure", "value"], rows) + [""]
+    peak = results.get("peak_rate")
+    if peak:
+        lines += [f"**Peak rate** (synthetic camera, queue latest, held = at most {100 * peak['max_drop']:.0f} % "
+                  f"of captured frames dropped or missing): **{_fmt(peak.get('fps_held'))} FPS held**.", ""]
+        lines += _table(["requested FPS", "input FPS", "output FPS", "captured", "dropped", "missing", "held", "CPU %"],
+                        [[t["fps_requested"], t["input_fps"], t["output_fps"], t["frames_captured"],
+                          t["frames_dropped"], t["missing"], "yes" if t["held"] else "no", t["cpu_percent"]]
+                         for t in peak["trials"]]) + [""]
     lines += ["Latency per stage (from message headers) and end to end:", ""]
     stage_rows = []
     for name, s in (p.get("stages_ms") or {}).items():
@@ -195,6 +206,7 @@ def _environment_section(env: dict[str, Any]) -> list[str]:
     threads = ", ".join(f"{k}={v}" for k, v in env.get("thread_variables", {}).items() if v) or "none set"
     rows = [
         ["CPU", env.get("cpu_model")],
+        ["CPU vector ISA", ", ".join(env.get("cpu_isa") or []) or "unknown"],
         ["cores (logical / physical / usable)",
          f"{env.get('cpu_logical_cores')} / {env.get('cpu_physical_cores')} / {env.get('cpu_usable_cores')}"],
         ["load average (1 min) at start", env.get("load_average_1m")],
@@ -354,6 +366,7 @@ def summary_text(results: dict[str, Any]) -> str:
             f"#{i} {r['label']}: p50 {lat['p50']:.2f} ms  p99 {lat['p99']:.2f} ms  max {lat['max']:.2f} ms  "
             f"{r['fps']:.1f} FPS  {r['throughput_ips']:.1f} img/s (x{x:.2f} #1)  "
             f"peak RSS {r['memory']['rss_peak_mb']:.0f} MB"
+            + ("" if r.get("agreement") is None else f"  agree {100 * r['agreement']:.2f} %")
         )
     p = results.get("pipeline")
     if p:

@@ -371,6 +371,19 @@ class MaskPublisher:
                     return False
                 self._socket.poll(max(1, min(_WAIT_SLICE_MS, int(remaining_ms))), zmq.POLLIN)
 
+    def subscribed(self, names) -> set[str]:
+        """Which of ``names`` (mask topics such as ``lane``, ``obstacle/car``, or JSON names such as
+        ``obstacles``) a live subscription receives. Pending subscribe/unsubscribe messages are read
+        first, so the answer is ZeroMQ's own delivery filter at this moment: a name not in the set
+        would be sent to nobody, and the node can skip computing it."""
+        with self._lock:
+            if self._closed:
+                return set()
+            self._read_subscriptions()
+            prefixes = list(self._subscriptions)
+        topics = {n: contracts.topic_name(self.namespace, n).encode("utf-8") for n in names}
+        return {n for n, topic in topics.items() if any(topic.startswith(p) for p in prefixes)}
+
     def stats(self) -> dict[str, int]:
         """The counters plus ``subscriptions`` (live subscriptions to this namespace), e.g. for the
         stats document."""

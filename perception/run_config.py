@@ -40,11 +40,12 @@ class RunConfig:
 
     source: str = "synthetic"
     model: str | None = None
-    engine: Literal["ort", "tensorrt", "torch"] = "ort"
+    engine: Literal["ort", "openvino", "auto", "tensorrt", "torch"] = "ort"
     provider: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
     threads: int = field(default=0, metadata=bounds(0, 256))
     fp16: bool = False
     compile: Literal["none", "tensorrt"] = "none"
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = "auto"
     queue: Literal["auto", "latest", "lossless"] = "auto"
     queue_capacity: int = field(default=2, metadata=bounds(1, 1024))
     endpoint: str = contracts.DEFAULT_ENDPOINT

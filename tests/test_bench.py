@@ -130,9 +130,9 @@ def test_engine_bench_json_has_every_field_and_report_renders(tiny_model, tmp_pa
 
     written = write_report(doc, tmp_path / "out")
     md = written["markdown"].read_text()
-    assert "| 1 | tiny | ort | CPUExecutionProvider | fp32 | 48x64 | 1 | 12 |" in md
+    assert "| 1 | tiny | ort | CPUExecutionProvider | fp32 | 100.00 | 48x64 | 1 | 12 |" in md
     assert "skipped, model fixed.onnx has a fixed batch" in md
-    assert "## Environment" in md and env["cpu_model"] in md
+    assert "## Environment" in md and env["cpu_model"] in md and "CPU vector ISA" in md
     for name in ("engine_cdf", "engine_fps"):
         assert written[name].stat().st_size > 1000 and written[name].read_bytes()[:4] == b"\x89PNG"
     assert render_markdown(doc) == render_markdown(json.loads(json.dumps(doc)))
@@ -241,3 +241,44 @@ def test_bench_does_not_import_torch_unless_asked():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_engine_bench_precision_grid_skips_what_an_engine_lacks_and_reports_agreement(tiny_model, tmp_path):
+    pytest.importorskip("openvino")
+    from bench.report import render_markdown
+
+    cfg = EngineBenchConfig(models=[tiny_model], engines=["ort", "openvino"], precisions=["fp32", "bf16", "int8"],
+                            threads=[1], runs=4, warmup=1, blocks=2, progress=False)
+    results = run_engine_bench(cfg)["results"]
+    by = {(r["engine"], r["precision_requested"]): r for r in results}
+    assert len(results) == 6
+    assert "--engine openvino" in by[("ort", "bf16")]["skipped"]
+    assert "no tiny.int8.onnx" in by[("ort", "int8")]["skipped"] and by[("openvino", "int8")]["skipped"]
+    assert by[("ort", "fp32")]["agreement"] == 1.0 and by[("openvino", "fp32")]["agreement"] == 1.0
+    assert by[("openvino", "fp32")]["agreement_reference"] == "ort-fp32"
+    assert by[("openvino", "fp32")]["precision"] == "fp32" and by[("openvino", "fp32")]["provider"] == "CPU-fp32"
+    md = render_markdown({"kind": "engine", "engine": {"settings": {}, "results": results}})
+    assert "agree % vs ORT" in md and "| 100.00 |" in md
+
+
+def test_peak_rate_bisects_to_the_highest_held_rate(tiny_model, monkeypatch):
+    """The search with a node that holds exactly 40 FPS (measure_node replaced by that model)."""
+    import bench.pipeline as bp
+
+    def fake_node(cfg, model, tick=None):
+        fps = cfg.fps
+        out = min(fps, 40.0)
+        captured = round(fps * 10)
+        dropped = captured - round(out * 10)
+        return {"input_fps": fps, "output_fps": out, "frames_captured": captured, "frames_dropped": dropped,
+                "sequence": {"missing": dropped}, "cpu": {"mean_percent": 100.0}}
+
+    monkeypatch.setattr(bp, "measure_node", fake_node)
+    peak = bp.find_peak_rate(bp.PipelineBenchConfig(model=tiny_model, peak_rate=True, peak_steps=8), tiny_model)
+    assert not peak["trials"][0]["held"] and peak["trials"][0]["fps_requested"] == bp.PEAK_START_FPS
+    # Held: at most 1 % of the captured frames lost, so up to 40 / 0.99 = 40.4 FPS requested.
+    assert 36.0 <= peak["fps_held"] <= 40.5 and 40.0 < peak["lowest_dropping_fps"] <= 44.5
+    assert all(t["fps_requested"] <= 40.5 for t in peak["trials"] if t["held"])
+    assert all(t["fps_requested"] > 40.0 for t in peak["trials"] if not t["held"])
+    with pytest.raises(ConfigError, match="--peak-rate paces the synthetic camera"):
+        bp.find_peak_rate(bp.PipelineBenchConfig(source="drive.mp4", peak_rate=True), tiny_model)

@@ -37,8 +37,8 @@ def test_ort_engine_runs_the_model_exactly(model_path):
 
 
 def test_engine_registry_and_unknown_name(model_path):
-    assert ENGINES.names() == ["ort", "tensorrt", "torch"]
-    with pytest.raises(ConfigError, match="unknown engine 'onnx'.*known: ort, tensorrt, torch"):
+    assert ENGINES.names() == ["auto", "openvino", "ort", "tensorrt", "torch"]
+    with pytest.raises(ConfigError, match="unknown engine 'onnx'.*known: auto, openvino, ort, tensorrt, torch"):
         load_engine("onnx", model_path)
 
 

@@ -233,4 +233,4 @@ def test_int8_quantiser_failing_inside_onnx_runtime_is_a_model_error(tmp_path, m
     model = write_brightness_model(tmp_path / "tiny.onnx", (24, 32))
     with pytest.raises(ModelError, match="INT8 quantisation failed: .*INVALID_GRAPH : node Foo has no kernel$"):
         quantize.quantize_int8(model, tmp_path / "int8.onnx", [np.zeros((24, 32, 3), np.uint8)],
-                               metadata=tiny_metadata((24, 32)))
+                               metadata=tiny_metadata((24, 32)), quantizer="ort")

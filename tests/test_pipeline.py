@@ -377,7 +377,7 @@ def bad_models(tmp_path_factory, model_path):
         (["--encoding", "drivable=zip"], "encoding drivable=zip: unknown encoding"),
         (["--encoding", "drivable"], "expected NAME=VALUE"),
         (["--task", "lane=zebra"], "has no class 'zebra'"),
-        (["--engine", "onnx"], "engine: 'onnx' is not one of 'ort', 'tensorrt', 'torch'"),
+        (["--engine", "onnx"], "engine: 'onnx' is not one of 'ort', 'openvino', 'auto', 'tensorrt', 'torch'"),
         (["--config", "nope.yaml"], "config file nope.yaml not found"),
     ],
 )
@@ -448,3 +448,61 @@ def test_config_file_and_flags(tmp_path, model_path):
     cfg.write_text("sourc: synthetic\n")
     with pytest.raises(Exception, match="unknown key 'sourc'; did you mean 'source'"):
         load_run_config(parser.parse_args(["--config", str(cfg)]))
+
+
+def test_only_subscribed_masks_and_blobs_are_computed(engine, monkeypatch):
+    """A subscriber to the lane topic alone gets every lane mask; the node builds no other mask and
+    no obstacle blobs (XPUB tells it what is subscribed), and says which topics it computed."""
+    import perception.pipeline as pipeline_mod
+
+    built: list[set[str]] = []
+    blob_calls = []
+    real_build = pipeline_mod.MaskBuilder.build
+
+    def spy_build(self, class_map, only=None):
+        masks = real_build(self, class_map, only)
+        built.append(set(masks))
+        return masks
+
+    monkeypatch.setattr(pipeline_mod.MaskBuilder, "build", spy_build)
+    monkeypatch.setattr(pipeline_mod, "obstacle_blobs", lambda *a, **k: blob_calls.append(1) or [])
+    pub = MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS, sndhwm=10_000)
+    sub = MaskSubscriber(pub.endpoint, topics=[f"{NS}/lane"])
+    try:
+        assert pub.wait_for_subscribers(1, timeout_s=10)
+        assert pub.subscribed(["lane", "obstacle", "obstacles", "class_map"]) == {"lane"}
+        n = 5
+        config = RunConfig(source="synthetic", queue="lossless", max_frames=n, width=96, height=72, fps=240,
+                           seed=5, warmup=0, per_class_obstacles=True)
+        source = open_source("synthetic", **config.source_options())
+        source.pace(None)
+        final = Pipeline(config, source=source, engine=engine, publisher=pub).run()
+        got = {}
+        while len(got) < n:
+            msg = sub.recv(timeout_s=10)
+            assert msg is not None, f"lane masks missing: got {sorted(got)}"
+            assert msg.topic == f"{NS}/lane"
+            got[msg.seq] = msg
+        assert sorted(got) == list(range(n)) and final["frames_out"] == n
+        assert built and all(b <= {"lane", "class_map"} for b in built), built
+        assert not blob_calls
+    finally:
+        sub.close()
+        pub.close()
+
+
+def test_publisher_subscribed_follows_prefixes():
+    pub = MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS)
+    sub = MaskSubscriber(pub.endpoint, topics=[f"{NS}/obstacle"])
+    try:
+        assert pub.wait_for_subscribers(1, timeout_s=10)
+        # ZeroMQ matches by prefix: "<ns>/obstacle" also receives "obstacles" and "obstacle/car".
+        assert pub.subscribed(["lane", "obstacle", "obstacles", "obstacle/car", "class_map"]) == {
+            "obstacle", "obstacles", "obstacle/car"}
+    finally:
+        sub.close()
+    deadline = time.monotonic() + 10
+    while pub.subscribed(["obstacle"]) and time.monotonic() < deadline:
+        time.sleep(0.02)  # the unsubscribe travels asynchronously; poll its arrival
+    assert pub.subscribed(["obstacle"]) == set()
+    pub.close()

@@ -46,7 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="ONNX model (or checkpoint for --engine torch); repeat for side by side "
                           "(default: the shipped perception/assets/default.onnx)")
     eng.add_argument("--engine", action="append", type=_str_list, default=None,
-                     help="engine(s), comma-separated or repeated: ort, torch, tensorrt (default: ort)")
+                     help="engine(s), comma-separated or repeated: ort, openvino, auto, torch, tensorrt (default: ort)")
+    eng.add_argument("--precision", action="append", type=_str_list, default=None,
+                     help="precision(s) of each engine: fp32, bf16 (openvino), int8 (the MODEL.int8.onnx sibling); "
+                          "pairings an engine lacks are reported as skipped (default: the model file's own)")
     eng.add_argument("--provider", action="append", type=_str_list, default=None,
                      help="ONNX Runtime provider(s), e.g. cpu,cuda (default: the engine's choice)")
     eng.add_argument("--threads", type=_int_list, default=None,
@@ -73,7 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "files are not paced)")
     pipe.add_argument("--width", type=int, default=None, help="synthetic source width")
     pipe.add_argument("--height", type=int, default=None, help="synthetic source height")
-    pipe.add_argument("--engine", default="ort", help="engine: ort, torch, tensorrt (default: ort)")
+    pipe.add_argument("--engine", default="ort", help="engine: ort, openvino, auto, torch, tensorrt (default: ort)")
+    pipe.add_argument("--precision", default=None, help="engine precision: fp32, bf16, int8 (default: the model's own)")
+    pipe.add_argument("--peak-rate", action="store_true",
+                      help="also find the highest synthetic-camera rate the node holds with < 1 %% drops "
+                           "(several node runs of --duration each)")
     pipe.add_argument("--provider", default=None, help="ONNX Runtime provider (default: the engine's choice)")
     pipe.add_argument("--threads", type=int, default=None, help="engine intra-op threads")
     pipe.add_argument("--baseline", action="store_true",
@@ -139,6 +146,7 @@ def _run_engine(args: argparse.Namespace, command: str) -> dict:
         "threads": args.threads or [],
         "batches": args.batch,
         "fp16": {"no": [False], "yes": [True], "both": [False, True]}[args.fp16],
+        "precisions": _flatten(args.precision) or ["auto"],
         "runs": args.runs,
         "warmup": args.warmup,
         "duration_s": args.duration,
@@ -167,7 +175,9 @@ def _run_pipeline(args: argparse.Namespace, command: str) -> dict:
         "engine": args.engine,
         "provider": args.provider,
         "threads": args.threads,
+        "precision": args.precision,
         "baseline": args.baseline,
+        "peak_rate": args.peak_rate,
         "engine_runs": args.engine_runs,
         "progress": not args.no_progress,
     }, source="perception bench pipeline")

@@ -51,11 +51,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=S, help="synthetic world seed (default 0)")
     g = p.add_argument_group("engine")
     g.add_argument("--model", default=S, help=f"exported .onnx (or .engine / .pt); default {DEFAULT_MODEL.name}")
-    g.add_argument("--engine", default=S, help="ort (default), tensorrt or torch")
+    g.add_argument("--engine", default=S,
+                   help="ort (default), openvino, auto (probe once, run the fastest verified), tensorrt or torch")
     g.add_argument("--provider", default=S, help="auto (default), cpu, cuda or tensorrt")
     g.add_argument("--threads", type=int, default=S, help="CPU inference threads (0: backend default)")
     g.add_argument("--fp16", action="store_true", default=S, help="half precision (torch engine on CUDA)")
     g.add_argument("--compile", default=S, help="none (default) or tensorrt: Torch-TensorRT for --engine torch on CUDA")
+    g.add_argument("--precision", default=S,
+                   help="auto (default: the model's own), fp32, bf16 (openvino), int8 (the MODEL.int8.onnx sibling)")
     g.add_argument("--warmup", type=int, default=S, help="warm-up runs before the first frame (default 3)")
     g = p.add_argument_group("pipeline")
     g.add_argument("--queue", default=S,
@@ -135,7 +138,8 @@ def main(args: argparse.Namespace) -> int:
         )
     engine = load_engine(
         config.engine, config.model_path,
-        EngineOptions(provider=config.provider, threads=config.threads, fp16=config.fp16, compile=config.compile),
+        EngineOptions(provider=config.provider, threads=config.threads, fp16=config.fp16, compile=config.compile,
+                      precision=config.precision),
     )
     publisher = source = pipeline = final = None
     try:

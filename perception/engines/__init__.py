@@ -4,6 +4,9 @@
 name       module                                      model file
 =========  ==========================================  ==========================================
 ort        ``perception/engines/ort.py``               ``.onnx`` (CPU, CUDA or TensorRT provider)
+openvino   ``perception/engines/openvino.py``          ``.onnx`` (CPU: fp32, bf16, int8 sibling)
+auto       ``perception/engines/auto.py``              ``.onnx``: probes the above, runs the fastest
+                                                       whose class ids agree with FP32
 tensorrt   ``perception/engines/tensorrt.py``          ``.onnx`` (engine built and cached) or ``.engine``
 torch      ``perception/engines/torch.py``             ``.pt`` training checkpoint (development)
 =========  ==========================================  ==========================================
@@ -13,35 +16,42 @@ Backend modules are imported only when chosen, so the base install never imports
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 
-from perception.engines.base import PROVIDER_CHOICES, Engine, EngineOptions, InputSpec, check_input_spec
+from perception.engines.base import (
+    PRECISION_CHOICES,
+    PROVIDER_CHOICES,
+    Engine,
+    EngineOptions,
+    InputSpec,
+    check_input_spec,
+)
 from perception.registry import Registry
 
 EngineLoader = Callable[[Path, EngineOptions], Engine]
 ENGINES: Registry[EngineLoader] = Registry("engine")
 
 
-@ENGINES.register("ort")
-def _load_ort(path: Path, options: EngineOptions) -> Engine:
-    from perception.engines.ort import OrtEngine
+def _lazy_loader(module: str, attr: str) -> EngineLoader:
+    """A loader that imports ``module`` only when its engine is chosen (see the module docstring)."""
 
-    return OrtEngine(path, options)
+    def load(path: Path, options: EngineOptions) -> Engine:
+        return getattr(importlib.import_module(module), attr)(path, options)
 
-
-@ENGINES.register("tensorrt")
-def _load_tensorrt(path: Path, options: EngineOptions) -> Engine:
-    from perception.engines.tensorrt import TrtEngine
-
-    return TrtEngine(path, options)
+    load.__qualname__ = load.__name__ = f"load_{attr}"
+    return load
 
 
-@ENGINES.register("torch")
-def _load_torch(path: Path, options: EngineOptions) -> Engine:
-    from perception.engines.torch import TorchEngine
-
-    return TorchEngine(path, options)
+for _name, _module, _attr in (
+    ("ort", "perception.engines.ort", "OrtEngine"),
+    ("auto", "perception.engines.auto", "load_auto"),
+    ("openvino", "perception.engines.openvino", "OpenVinoEngine"),
+    ("tensorrt", "perception.engines.tensorrt", "TrtEngine"),
+    ("torch", "perception.engines.torch", "TorchEngine"),
+):
+    ENGINES.register(_name)(_lazy_loader(_module, _attr))
 
 
 def load_engine(kind: str, model_path: str | Path, options: EngineOptions | None = None) -> Engine:
@@ -55,4 +65,4 @@ def load_engine(kind: str, model_path: str | Path, options: EngineOptions | None
     return ENGINES.get(kind)(Path(model_path), options or EngineOptions())
 
 
-__all__ = ["ENGINES", "PROVIDER_CHOICES", "Engine", "EngineOptions", "InputSpec", "check_input_spec", "load_engine"]
+__all__ = ["ENGINES", "PRECISION_CHOICES", "PROVIDER_CHOICES", "Engine", "EngineOptions", "InputSpec", "check_input_spec", "load_engine"]

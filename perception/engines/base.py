@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
@@ -20,18 +21,26 @@ from perception.errors import ConfigError, ModelError
 ProviderName = Literal["auto", "cpu", "cuda", "tensorrt"]
 PROVIDER_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "tensorrt")
 COMPILE_CHOICES: tuple[str, ...] = ("none", "tensorrt")
+PrecisionName = Literal["auto", "fp32", "bf16", "fp16", "int8"]
+#: ``auto``: the model file's own precision (the ``auto`` engine probes the others).
+PRECISION_CHOICES: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16", "int8")
+#: Suffix of the INT8 sibling that ``perception export --int8`` writes next to ``model.onnx``.
+INT8_SUFFIX = ".int8.onnx"
 
 
 @dataclass(frozen=True)
 class EngineOptions:
     """Backend choices. ``provider``: where to run (``auto`` picks the fastest available);
     ``threads``: CPU intra-op threads (0: the backend's default); ``fp16``: half precision (torch);
-    ``compile``: ``tensorrt`` compiles the torch engine's model with Torch-TensorRT."""
+    ``compile``: ``tensorrt`` compiles the torch engine's model with Torch-TensorRT;
+    ``precision``: the arithmetic to run in (``bf16``: OpenVINO on CPUs with AVX-512 BF16/AMX;
+    ``int8``: the model's INT8 sibling, see ``int8_model_path``)."""
 
     provider: ProviderName = "auto"
     threads: int = 0
     fp16: bool = False
     compile: str = "none"
+    precision: PrecisionName = "auto"
 
     def __post_init__(self) -> None:
         # Every command builds its options here, so an unknown provider fails the same way for
@@ -42,6 +51,28 @@ class EngineOptions:
             raise ConfigError(f"--threads {self.threads!r} must be an integer in 0..256 (0: the backend's default)")
         if self.compile not in COMPILE_CHOICES:
             raise ConfigError(f"unknown --compile {self.compile!r}; known: {', '.join(COMPILE_CHOICES)}")
+        if self.precision not in PRECISION_CHOICES:
+            raise ConfigError(f"unknown --precision {self.precision!r}; known: {', '.join(PRECISION_CHOICES)}")
+
+
+def int8_model_path(path: Path) -> Path:
+    """The INT8 model to run for ``path``: ``path`` itself when its metadata says ``int8``, else the
+    ``<stem>.int8.onnx`` sibling that ``perception export --int8`` writes.
+
+    Raises:
+        ModelError: ``path`` is not INT8 and has no INT8 sibling.
+    """
+    from perception.modelfile import read_model_metadata
+
+    if read_model_metadata(path).precision == "int8":
+        return path
+    sibling = path.with_name(path.name.removesuffix(".onnx") + INT8_SUFFIX)
+    if not sibling.is_file():
+        raise ModelError(
+            f"--precision int8: {path.name} is {read_model_metadata(path).precision} and there is no {sibling.name} "
+            f"beside it; write one with 'python -m export.quantize {path}' or 'perception export --int8'"
+        )
+    return sibling
 
 
 @dataclass(frozen=True)
@@ -72,6 +103,10 @@ class Engine(ABC):
     input_spec: InputSpec
     provider: str
     model_path: str
+    #: The arithmetic it runs in (``fp32``, ``bf16``, ``int8``...); backends that choose set it.
+    precision: str = ""
+    #: ``--engine auto``'s verdict (``engines.auto.Selection.to_dict()``), published in the stats.
+    selection: dict | None = None
 
     @abstractmethod
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -98,4 +133,5 @@ class Engine(ABC):
         """Release backend resources (sessions, device memory)."""
 
     def describe(self) -> str:
-        return f"{self.kind} engine on {self.provider}: {self.model_id} ({self.model_path})"
+        precision = self.precision or self.metadata.precision
+        return f"{self.kind} engine on {self.provider} ({precision}): {self.model_id} ({self.model_path})"

@@ -3,19 +3,27 @@
 ``--provider auto`` picks the first available of TensorRT, CUDA, CPU (from
 ``onnxruntime.get_available_providers()``); naming one that is not installed is an error rather
 than a silent fall back to the CPU. The choice is logged once.
+
+On the CPU provider the graph ONNX Runtime optimised (fusions, NCHWc layouts) is saved once to
+``~/.cache/perception/ort`` (``PERCEPTION_ORT_CACHE`` overrides it; ``PERCEPTION_ORT_CACHE=off``
+disables it) under a key of the model's SHA-256, the ONNX Runtime version, the CPU and its ISA
+(the saved layouts are specific to them), and later starts load it with optimisation off: session
+creation went from 0.14-0.16 s to 0.075 s for the default model on a busy 2-core Xeon.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from perception.contracts import OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ModelMetadata
-from perception.engines.base import Engine, EngineOptions, InputSpec, check_input_spec
-from perception.errors import DependencyError, ModelError
+from perception.engines.base import Engine, EngineOptions, InputSpec, check_input_spec, int8_model_path
+from perception.errors import ConfigError, DependencyError, ModelError
 from perception.modelfile import read_model_metadata
 
 log = logging.getLogger(__name__)
@@ -63,6 +71,23 @@ def tensorrt_provider_options(metadata: ModelMetadata) -> dict[str, object]:
     return dict(trt_entry[1]) if isinstance(trt_entry, tuple) else {}
 
 
+def ort_cache_dir() -> Path | None:
+    """Where optimised CPU graphs are cached; None when ``PERCEPTION_ORT_CACHE=off``."""
+    env = os.environ.get("PERCEPTION_ORT_CACHE")
+    if env and env.lower() in ("off", "0", "none"):
+        return None
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "perception" / "ort"
+
+
+def optimized_model_path(path: Path, cache_dir: Path) -> Path:
+    """The cache entry for ``path``'s optimised CPU graph (see the module docstring)."""
+    from perception.engines.cpu import cpu_isa, cpu_model
+
+    digest = hashlib.sha256(path.read_bytes())
+    digest.update(f"|{ort.__version__}|{cpu_model()}|{','.join(cpu_isa())}".encode())
+    return cache_dir / f"{path.stem}-{digest.hexdigest()[:24]}.onnx"
+
+
 class OrtEngine(Engine):
     """An ONNX Runtime session over an exported model (see the module docstring)."""
 
@@ -71,6 +96,13 @@ class OrtEngine(Engine):
     def __init__(self, model_path: str | Path, options: EngineOptions | None = None) -> None:
         options = options or EngineOptions()
         path = Path(model_path)
+        if options.precision in ("bf16", "fp16"):
+            raise ConfigError(
+                f"--engine ort runs the model file's own precision; for --precision {options.precision} on a CPU "
+                "use --engine openvino (or --engine auto)"
+            )
+        if options.precision == "int8":
+            path = int8_model_path(path)
         self.model_path = str(path)
         self.metadata = read_model_metadata(path)  # ModelError: missing, corrupt, no metadata, bad I/O
         providers = choose_providers(options.provider, ort.get_available_providers())
@@ -87,7 +119,7 @@ class OrtEngine(Engine):
             for p in providers
         ]
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=session_options, providers=provider_list)
+            self.session = self._cached_session(path, session_options, provider_list, providers)
         except Exception as exc:  # onnxruntime raises its own pybind types (Fail, InvalidGraph, ...)
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"ONNX Runtime cannot load {path.name}: {first_line[:200]}; re-export the model") from None
@@ -102,6 +134,7 @@ class OrtEngine(Engine):
         self._output_names = [OUTPUT_CLASS_IDS] + ([OUTPUT_CONFIDENCE] if OUTPUT_CONFIDENCE in outputs else [])
         self._fixed_batch = self.input_spec.shape[0]
         self.provider = self.session.get_providers()[0]
+        self.precision = self.metadata.precision
         log.info(
             "ONNX Runtime %s: %s on %s (available: %s; intra-op threads: %s)",
             ort.__version__,
@@ -110,6 +143,39 @@ class OrtEngine(Engine):
             ", ".join(ort.get_available_providers()),
             options.threads or "default",
         )
+
+    @staticmethod
+    def _cached_session(path: Path, session_options, provider_list: list, providers: list[str]):
+        """A session over the cached optimised graph when there is one (CPU only), else over
+        ``path``, saving the optimised graph for the next start."""
+        cache_dir = ort_cache_dir()
+        if providers != ["CPUExecutionProvider"] or cache_dir is None:
+            return ort.InferenceSession(str(path), sess_options=session_options, providers=provider_list)
+        cached = optimized_model_path(path, cache_dir)
+        if cached.is_file():
+            session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            try:
+                return ort.InferenceSession(str(cached), sess_options=session_options, providers=provider_list)
+            except Exception as exc:  # a damaged entry: drop it and optimise again
+                log.warning("ignoring the damaged optimised-graph cache %s (%s)", cached, str(exc).splitlines()[0][:120])
+                cached.unlink(missing_ok=True)
+                session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_name(f"{cached.stem}.tmp{os.getpid()}.onnx")
+            session_options.optimized_model_filepath = str(tmp)
+            # The warning that an NCHWc graph is hardware-specific is why the key holds the CPU.
+            session_options.log_severity_level = 3
+        except OSError as exc:
+            log.warning("cannot write the ONNX Runtime cache %s (%s); graphs are optimised at every start",
+                        cache_dir, exc.strerror)
+            return ort.InferenceSession(str(path), sess_options=session_options, providers=provider_list)
+        session = ort.InferenceSession(str(path), sess_options=session_options, providers=provider_list)
+        try:
+            os.replace(tmp, cached)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+        return session
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         if self._fixed_batch is not None and batch.shape[0] != self._fixed_batch:

@@ -1,0 +1,344 @@
+"""``--engine auto``: run the fastest engine and precision on this machine whose answers agree with FP32.
+
+At the first start of a model on a machine a short probe loads each candidate (ONNX Runtime FP32,
+OpenVINO FP32 / bf16 where the CPU has it, and ONNX Runtime / OpenVINO INT8 when the model has an
+INT8 sibling), runs it on ``PROBE_FRAMES`` rendered road scenes, and keeps only candidates whose
+class ids equal the FP32 reference on at least ``MIN_AGREEMENT`` of the pixels. The fastest of those
+(median latency, candidates timed in turn so that a busy machine slows them alike) runs the node.
+
+The result is cached as JSON in ``~/.cache/perception/probe`` (``PERCEPTION_PROBE_CACHE``
+overrides it) under a key of the model file's (and its INT8 sibling's) SHA-256, the CPU model and
+ISA, the thread count and the versions of ONNX Runtime, OpenVINO and perception: a changed model,
+library or machine probes again. The choice and its reason are logged once and published in the
+stats document (``engine_selection``). ``--engine``, ``--precision`` and ``--provider`` force a
+choice: ``--precision`` limits the candidates, a GPU ``--provider`` skips the CPU probe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from perception.engines.base import INT8_SUFFIX, Engine, EngineOptions
+from perception.engines.cpu import cpu_isa, cpu_model
+from perception.errors import DependencyError, ModelError, PerceptionError
+from perception.modelfile import read_model_metadata
+
+log = logging.getLogger(__name__)
+
+#: Bump when the key recipe or the cached document changes, so old entries are never reused.
+PROBE_KEY_VERSION = 1
+#: Smallest share of pixels whose class id must equal the FP32 reference for a candidate to run.
+MIN_AGREEMENT = 0.995
+#: Rendered road scenes the candidates are compared and timed on.
+PROBE_FRAMES = 4
+#: Timed runs per candidate (after 2 warm-up runs), interleaved across candidates.
+PROBE_RUNS = 10
+#: The reference every candidate is compared with.
+REFERENCE = ("ort", "fp32")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One engine + precision the probe may choose."""
+
+    engine: str
+    precision: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine}-{self.precision}"
+
+
+@dataclass
+class CandidateResult:
+    """What the probe measured for one candidate (``error`` when it could not load or run)."""
+
+    engine: str
+    precision: str
+    p50_ms: float | None = None
+    agreement: float | None = None
+    eligible: bool = False
+    error: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine}-{self.precision}"
+
+
+@dataclass
+class Selection:
+    """The probe's verdict, as cached and as published in the stats document."""
+
+    engine: str
+    precision: str
+    reason: str
+    results: list[CandidateResult] = field(default_factory=list)
+    key: dict = field(default_factory=dict)
+    probed_utc: str = ""
+    probe_s: float = 0.0
+    from_cache: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> Selection:
+        results = [CandidateResult(**r) for r in doc.get("results", [])]
+        fields = {k: doc[k] for k in ("engine", "precision", "reason", "key", "probed_utc", "probe_s") if k in doc}
+        return cls(results=results, **fields)
+
+
+def probe_cache_dir() -> Path:
+    env = os.environ.get("PERCEPTION_PROBE_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "perception" / "probe"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def int8_sibling(model_path: Path) -> Path | None:
+    """``<stem>.int8.onnx`` beside ``model_path`` when it exists."""
+    sibling = model_path.with_name(model_path.name.removesuffix(".onnx") + INT8_SUFFIX)
+    return sibling if sibling.is_file() and sibling != model_path else None
+
+
+def probe_key(model_path: Path, options: EngineOptions, candidates: list[Candidate]) -> dict:
+    """Everything the probe's verdict depends on (see the module docstring)."""
+    sibling = int8_sibling(model_path)
+    return {
+        "version": PROBE_KEY_VERSION,
+        "model_sha256": _sha256(model_path),
+        "int8_sha256": _sha256(sibling) if sibling else "",
+        "cpu": cpu_model(),
+        "isa": cpu_isa(),
+        "threads": options.threads,
+        "candidates": [c.label for c in candidates],
+        "min_agreement": MIN_AGREEMENT,
+        "onnxruntime": _version("onnxruntime"),
+        "openvino": _version("openvino"),
+        "perception": _version("perception"),
+    }
+
+
+def key_digest(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def read_cached(key: dict, cache_dir: Path) -> Selection | None:
+    """The cached selection for ``key``; None when absent, unreadable or stored under another key."""
+    path = cache_dir / f"{key_digest(key)}.json"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        selection = Selection.from_dict(doc)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as exc:
+        log.warning("engine probe cache %s is unreadable (%s); probing again", path, type(exc).__name__)
+        return None
+    if selection.key != key:
+        return None
+    selection.from_cache = True
+    return selection
+
+
+def write_cached(selection: Selection, cache_dir: Path) -> None:
+    """Store ``selection`` (atomically: a crash leaves the old entry or none); a read-only cache
+    folder is logged, not fatal."""
+    path = cache_dir / f"{key_digest(selection.key)}.json"
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(selection.to_dict(), indent=1, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("cannot write the engine probe cache %s (%s); the next start probes again", path, exc.strerror)
+
+
+def cpu_candidates(model_path: Path, options: EngineOptions) -> list[Candidate]:
+    """The candidates worth probing here, limited to ``options.precision`` unless ``auto``."""
+    found = [Candidate("ort", "fp32")]
+    try:
+        from perception.engines.openvino import cpu_capabilities
+
+        capabilities = cpu_capabilities()
+    except ImportError:
+        capabilities = []
+    if capabilities:
+        found.append(Candidate("openvino", "fp32"))
+        if "BF16" in capabilities:
+            found.append(Candidate("openvino", "bf16"))
+    if int8_sibling(model_path) is not None:
+        found.append(Candidate("ort", "int8"))
+        if capabilities:
+            found.append(Candidate("openvino", "int8"))
+    if options.precision != "auto":
+        found = [c for c in found if c.precision == options.precision]
+    return found
+
+
+def probe_frames(input_hw: tuple[int, int], count: int = PROBE_FRAMES) -> list[np.ndarray]:
+    """``count`` rendered road scenes (with texture and sensor noise) at the model's input size:
+    real structure, unlike noise, so class boundaries and confident regions are both exercised."""
+    from perception.synthetic import render_scene
+
+    h, w = input_hw
+    return [render_scene(7_000_000 + i, height=h, width=w)[0][None] for i in range(count)]
+
+
+def _load(candidate: Candidate, model_path: Path, options: EngineOptions) -> Engine:
+    from perception.engines import load_engine
+
+    return load_engine(
+        candidate.engine, model_path, EngineOptions(provider="cpu", threads=options.threads, precision=candidate.precision)
+    )
+
+
+def run_probe(
+    model_path: Path,
+    options: EngineOptions,
+    candidates: list[Candidate],
+    frames: list[np.ndarray],
+    *,
+    runs: int = PROBE_RUNS,
+    min_agreement: float = MIN_AGREEMENT,
+) -> Selection:
+    """Load, check and time every candidate; the fastest eligible one wins (see module docstring).
+
+    Raises:
+        ModelError: no candidate is eligible (not even the reference loads).
+    """
+    start = time.perf_counter()
+    reference = _load(Candidate(*REFERENCE), model_path, options)
+    try:
+        expected = [reference.infer(f)["class_ids"] for f in frames]
+    finally:
+        reference.close()
+    results: list[CandidateResult] = []
+    loaded: dict[str, Engine] = {}
+    for cand in candidates:
+        result = CandidateResult(cand.engine, cand.precision)
+        results.append(result)
+        try:
+            engine = _load(cand, model_path, options)
+            got = [engine.infer(f)["class_ids"] for f in frames]
+        except (PerceptionError, RuntimeError) as exc:
+            result.error = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            continue
+        result.agreement = float(np.mean([np.mean(g == e) for g, e in zip(got, expected, strict=True)]))
+        result.eligible = result.agreement >= min_agreement
+        if result.eligible:
+            loaded[cand.label] = engine
+        else:
+            engine.close()
+    times: dict[str, list[float]] = {label: [] for label in loaded}
+    try:
+        for i in range(runs + 2):
+            for label, engine in loaded.items():  # in turn: a load spike slows every candidate alike
+                frame = frames[i % len(frames)]
+                t0 = time.perf_counter()
+                engine.infer(frame)
+                if i >= 2:
+                    times[label].append((time.perf_counter() - t0) * 1e3)
+    finally:
+        for engine in loaded.values():
+            engine.close()
+    for result in results:
+        if result.label in times:
+            result.p50_ms = round(statistics.median(times[result.label]), 3)
+    eligible = sorted((r for r in results if r.eligible), key=lambda r: r.p50_ms or float("inf"))
+    if not eligible:
+        failed = "; ".join(f"{r.label}: {r.error or f'agreement {100 * (r.agreement or 0):.2f} %'}" for r in results)
+        raise ModelError(f"--engine auto: no engine ran {model_path.name} correctly ({failed}); try --engine ort")
+    best = eligible[0]
+    return Selection(
+        engine=best.engine,
+        precision=best.precision,
+        reason=explain(best, results, min_agreement, len(frames)),
+        results=results,
+        probed_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        probe_s=round(time.perf_counter() - start, 3),
+    )
+
+
+def explain(best: CandidateResult, results: list[CandidateResult], min_agreement: float, frames: int) -> str:
+    """One line: the winner's figures, its speed-up over the reference, and every loser's reason."""
+    ref = next((r for r in results if (r.engine, r.precision) == REFERENCE and r.p50_ms), None)
+    speedup = f", {ref.p50_ms / best.p50_ms:.2f}x {ref.label}" if ref and best.p50_ms and ref is not best else ""
+    parts = [
+        f"{best.label}: fastest verified, {best.p50_ms:.2f} ms p50{speedup}, class ids agree "
+        f"{100 * (best.agreement or 0):.2f} % with ort-fp32 on {frames} probe frames (gate {100 * min_agreement:.1f} %)"
+    ]
+    others = []
+    for r in results:
+        if r is best:
+            continue
+        if r.error:
+            others.append(f"{r.label} unavailable ({r.error})")
+        elif not r.eligible:
+            others.append(f"{r.label} rejected (agree {100 * (r.agreement or 0):.2f} %)")
+        else:
+            others.append(f"{r.label} {r.p50_ms:.2f} ms")
+    if others:
+        parts.append("others: " + "; ".join(others))
+    return "; ".join(parts)
+
+
+def select_engine(model_path: Path, options: EngineOptions, *, cache_dir: Path | None = None) -> Selection:
+    """The cached selection for this model and machine, else a fresh probe (then cached)."""
+    candidates = cpu_candidates(model_path, options)
+    if not candidates:
+        raise DependencyError(
+            f"--engine auto --precision {options.precision}: no installed engine runs that precision here "
+            "(bf16 needs OpenVINO and a CPU with AVX-512 BF16/AMX; int8 needs a MODEL.int8.onnx)"
+        )
+    cache_dir = cache_dir or probe_cache_dir()
+    key = probe_key(model_path, options, candidates)
+    cached = read_cached(key, cache_dir)
+    if cached is not None:
+        return cached
+    metadata = read_model_metadata(model_path)  # a clear ModelError before any engine is tried
+    selection = run_probe(model_path, options, candidates, probe_frames(metadata.input_hw))
+    selection.key = key
+    write_cached(selection, cache_dir)
+    return selection
+
+
+def load_auto(model_path: Path, options: EngineOptions) -> Engine:
+    """``--engine auto``: probe (or read the cached probe), load the winner, log why once."""
+    if options.provider not in ("auto", "cpu"):
+        from perception.engines.ort import OrtEngine
+
+        log.info("--engine auto with --provider %s: ONNX Runtime on that provider (the probe is for CPUs)",
+                 options.provider)
+        return OrtEngine(model_path, options)
+    selection = select_engine(model_path, options)
+    engine = _load(Candidate(selection.engine, selection.precision), model_path, options)
+    engine.selection = selection.to_dict()
+    log.info(
+        "--engine auto chose %s-%s (%s%s)",
+        selection.engine, selection.precision, selection.reason,
+        "; cached probe" if selection.from_cache else f"; probed in {selection.probe_s:.1f} s",
+    )
+    return engine

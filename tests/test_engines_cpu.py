@@ -1,0 +1,178 @@
+"""CPU engines beyond ONNX Runtime: the OpenVINO engine, precision choices and ``--engine auto``.
+
+Tiny brightness models (tests/tiny_models.py) whose class ids are known exactly; an INT8 sibling
+with a different scale is the deliberately broken candidate the probe must reject.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from tiny_models import expected_class_ids, tiny_metadata, write_brightness_model
+
+from perception import contracts
+from perception.engines import EngineOptions, load_engine
+from perception.engines import auto as auto_mod
+from perception.errors import ConfigError, ModelError
+
+HW = (48, 64)
+
+
+@pytest.fixture(autouse=True)
+def _private_caches(tmp_path, monkeypatch):
+    monkeypatch.setenv("PERCEPTION_OPENVINO_CACHE", str(tmp_path / "ov-cache"))
+    monkeypatch.setenv("PERCEPTION_PROBE_CACHE", str(tmp_path / "probe-cache"))
+
+
+def write_broken_int8(fp32: Path) -> Path:
+    """A valid INT8-labelled sibling that computes the wrong classes (scale doubled)."""
+    proto = onnx.load(str(fp32))
+    for i, init in enumerate(proto.graph.initializer):
+        if init.name == "scale":
+            proto.graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 2, "scale"))
+    meta = tiny_metadata(HW, precision="int8")
+    del proto.metadata_props[:]
+    onnx.helper.set_model_props(proto, {contracts.METADATA_KEY: meta.to_json()})
+    path = fp32.with_name(fp32.name.removesuffix(".onnx") + ".int8.onnx")
+    onnx.save(proto, str(path))
+    return path
+
+
+def test_openvino_gives_the_same_class_ids_as_ort(tmp_path):
+    pytest.importorskip("openvino")
+    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
+    batch = np.random.default_rng(0).integers(0, 256, (1, *HW, 3), dtype=np.uint8)
+    ov = load_engine("openvino", model, EngineOptions(precision="fp32", threads=1))
+    ort = load_engine("ort", model, EngineOptions(provider="cpu", threads=1))
+    got, ref = ov.infer(batch)["class_ids"], ort.infer(batch)["class_ids"]
+    assert got.dtype == np.uint8 and got.shape == (1, *HW)
+    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(got, expected_class_ids(batch))
+    # A second batch through the same request: outputs are copies, not views of reused buffers.
+    other = ov.infer(255 - batch)["class_ids"]
+    np.testing.assert_array_equal(got, expected_class_ids(batch))
+    np.testing.assert_array_equal(other, expected_class_ids(255 - batch))
+    # The dynamic batch dimension runs several frames at once.
+    two = np.concatenate([batch, 255 - batch])
+    np.testing.assert_array_equal(ov.infer(two)["class_ids"], expected_class_ids(two))
+    assert ov.precision == "fp32" and ov.metadata.model_name == "tiny" and "openvino" in ov.describe()
+    ov.close()
+    ort.close()
+
+
+def test_openvino_compiled_model_cache_is_written(tmp_path):
+    pytest.importorskip("openvino")
+    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
+    load_engine("openvino", model, EngineOptions(precision="fp32")).close()
+    assert any((tmp_path / "ov-cache").iterdir())
+
+
+def test_precision_flags_fail_with_the_fix(tmp_path):
+    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
+    with pytest.raises(ConfigError, match="--engine openvino"):
+        load_engine("ort", model, EngineOptions(precision="bf16"))
+    with pytest.raises(ModelError, match=r"no tiny\.int8\.onnx beside it; write one with 'python -m export\.quantize"):
+        load_engine("ort", model, EngineOptions(precision="int8"))
+    with pytest.raises(ConfigError, match="unknown --precision 'int4'"):
+        EngineOptions(precision="int4")
+
+
+def test_int8_precision_runs_the_sibling(tmp_path):
+    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
+    sibling = write_broken_int8(model)
+    engine = load_engine("ort", model, EngineOptions(provider="cpu", precision="int8"))
+    assert engine.model_path == str(sibling) and engine.precision == "int8"
+
+
+def test_auto_rejects_a_candidate_that_disagrees_with_fp32(tmp_path):
+    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
+    write_broken_int8(model)
+    selection = auto_mod.select_engine(model, EngineOptions(threads=1), cache_dir=tmp_path / "probe")
+    by_label = {r.label: r for r in selection.results}
+    assert not by_label["ort-int8"].eligible and by_label["ort-int8"].agreement < 0.9
+    assert by_label["ort-fp32"].eligible and by_label["ort-fp32"].agreement == 1.0
+    assert selection.precision != "int8"
+    assert "ort-int8 rejected (agree" in selection.reason
+    if "openvino-int8" in by_label:
+        assert not by_label["openvino-int8"].eligible
+
+
+def test_auto_fails_when_no_candidate_agrees(tmp_path):
+    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
+    write_broken_int8(model)
+    with pytest.raises(ModelError, match=r"--engine auto: no engine ran tiny\.onnx correctly \(ort-int8: agreement"):
+        auto_mod.select_engine(model, EngineOptions(precision="int8"), cache_dir=tmp_path / "probe")
+
+
+def test_auto_engine_publishes_its_choice(tmp_path):
+    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
+    engine = load_engine("auto", model, EngineOptions(threads=1))
+    assert engine.selection is not None
+    assert (engine.selection["engine"], engine.selection["precision"]) == (engine.kind, engine.precision)
+    assert "fastest verified" in engine.selection["reason"]
+    batch = np.full((1, *HW, 3), 200, np.uint8)
+    np.testing.assert_array_equal(engine.infer(batch)["class_ids"], expected_class_ids(batch))
+
+
+def test_probe_cache_is_keyed_and_invalidated(tmp_path, monkeypatch):
+    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
+    cache = tmp_path / "probe"
+    probes = []
+    real_probe = auto_mod.run_probe
+
+    def counting_probe(*args, **kwargs):
+        probes.append(1)
+        return real_probe(*args, **kwargs)
+
+    monkeypatch.setattr(auto_mod, "run_probe", counting_probe)
+    options = EngineOptions(threads=1)
+    first = auto_mod.select_engine(model, options, cache_dir=cache)
+    again = auto_mod.select_engine(model, options, cache_dir=cache)
+    assert len(probes) == 1 and again.from_cache and not first.from_cache
+    assert (again.engine, again.precision, again.reason) == (first.engine, first.precision, first.reason)
+
+    auto_mod.select_engine(model, EngineOptions(threads=2), cache_dir=cache)  # another thread count
+    assert len(probes) == 2
+    write_brightness_model(model, HW, metadata=tiny_metadata(HW, model_name="tiny2"))  # the model changed
+    auto_mod.select_engine(model, options, cache_dir=cache)
+    assert len(probes) == 3
+    write_broken_int8(model)  # an INT8 sibling appeared: new candidates, new key
+    auto_mod.select_engine(model, options, cache_dir=cache)
+    assert len(probes) == 4
+    real_version = auto_mod._version
+    monkeypatch.setattr(auto_mod, "_version", lambda d: "9.9" if d == "onnxruntime" else real_version(d))
+    auto_mod.select_engine(model, options, cache_dir=cache)  # a library upgrade
+    assert len(probes) == 5
+    monkeypatch.setattr(auto_mod, "cpu_model", lambda: "Another CPU")
+    auto_mod.select_engine(model, options, cache_dir=cache)  # another machine
+    assert len(probes) == 6
+    auto_mod.select_engine(model, options, cache_dir=cache)
+    assert len(probes) == 6
+
+    for entry in cache.glob("*.json"):  # a corrupt entry is probed again, not trusted
+        entry.write_text("{not json")
+    auto_mod.select_engine(model, options, cache_dir=cache)
+    assert len(probes) == 7
+
+
+def test_cpu_engines_import_neither_torch_nor_onnx(tmp_path):
+    """The node's start-up path: onnx (through ml_dtypes) cost more than the rest of start-up."""
+    import subprocess
+    import sys
+
+    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
+    engines = ["ort", "auto"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
+    code = (
+        "import sys\n"
+        "from perception.engines import load_engine\n"
+        + "".join(f"load_engine({e!r}, {str(model)!r})\n" for e in engines)
+        + "bad = [m for m in ('torch', 'onnx', 'nncf') if m in sys.modules]\n"
+        "sys.exit(f'imported {bad}' if bad else 0)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], timeout=120, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
