@@ -59,8 +59,8 @@ check-lock: $(STAMP_DEV)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_lock.py
 
 # Refresh every lock from pyproject.toml's ranges (uv resolves; pip installs). The dev lock holds the
-# train, dev and openvino extras (CI tests the OpenVINO engine); gpu is not locked (NVIDIA's index). Commit the result with
-# the change that needed it, after `make test` passes on it.
+# train, dev and openvino extras (CI tests the OpenVINO engine); gpu is not locked (NVIDIA's index).
+# Commit the result with the change that needed it, after `make test` passes on it.
 lock: $(STAMP_DEV)
 	@for v in $(LOCK_PYTHONS); do \
 	  t=$$(echo $$v | tr -d .); \
