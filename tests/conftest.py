@@ -44,3 +44,29 @@ def free_tcp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# Hypothesis profiles for the fuzz tests (tests/test_fuzz.py). "ci", the default, is what
+# `make test` runs: derandomized (a fixed seed, the same cases every run) and small enough for a
+# few seconds. "fuzz" is the long campaign (10,000 cases per test, random seed, printed on failure):
+#     PERCEPTION_FUZZ=fuzz python -m pytest -q tests/test_fuzz.py
+# PERCEPTION_FUZZ_EXAMPLES overrides the case count of either profile.
+def _register_fuzz_profiles() -> None:
+    import os
+
+    from hypothesis import HealthCheck, settings
+
+    quiet = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+    settings.register_profile("ci", max_examples=150, derandomize=True, deadline=None, suppress_health_check=quiet,
+                              database=None)
+    settings.register_profile("fuzz", max_examples=10_000, deadline=None, suppress_health_check=quiet,
+                              print_blob=True)
+    profile = os.environ.get("PERCEPTION_FUZZ", "ci")
+    examples = os.environ.get("PERCEPTION_FUZZ_EXAMPLES")
+    if examples:
+        settings.register_profile(f"{profile}-n", settings.get_profile(profile), max_examples=int(examples))
+        profile = f"{profile}-n"
+    settings.load_profile(profile)
+
+
+_register_fuzz_profiles()
