@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 import zmq
+from hostile import TOPIC, good_header, good_message
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
@@ -26,7 +27,6 @@ from perception import contracts
 from perception.encoding import ENCODING_REGISTRY, DecodeError, get_codec
 from perception.subscribe import MaskSubscriber, decode_message
 from perception.wire import WireError, dump_header, json_header, load_json, parse_header
-from tests.hostile import TOPIC, good_header, good_message
 
 READER_ERRORS = (WireError, DecodeError)
 

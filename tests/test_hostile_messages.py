@@ -19,12 +19,12 @@ import cv2
 import numpy as np
 import pytest
 import zmq
+from hostile import NS, TOPIC, good_header, good_message, hostile_messages, png_bomb, rle_run
 
 from perception import contracts
 from perception.encoding import DecodeError, get_codec
 from perception.subscribe import MaskSubscriber, decode_message
 from perception.wire import WireError, dump_header, topic_dir_name
-from tests.hostile import NS, TOPIC, good_header, good_message, hostile_messages, png_bomb, rle_run
 
 HOSTILE = hostile_messages()
 
