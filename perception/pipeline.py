@@ -41,7 +41,7 @@ from perception.masks import MaskBuilder, obstacle_blobs
 from perception.preprocess import Letterbox, Preprocessor
 from perception.run_config import RunConfig
 from perception.sources.base import Frame, Source
-from perception.stats import LatencyWindow, RateMeter
+from perception.stats import LatencyWindow, RateLimitedLog, RateMeter
 
 log = logging.getLogger(__name__)
 
@@ -58,25 +58,6 @@ class StageError(PerceptionError):
     """A pipeline stage failed for good (the message names the stage and the cause)."""
 
     exit_code = 1
-
-
-class RateLimitedLog:
-    """Logs a repeated warning at most once per ``interval_s`` with the count of suppressed ones."""
-
-    def __init__(self, logger: logging.Logger, interval_s: float = 5.0) -> None:
-        self._log = logger
-        self.interval_s = interval_s
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def warning(self, key: str, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self._last.get(key, -1e9) < self.interval_s:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        extra = self._suppressed.pop(key, 0)
-        self._last[key] = now
-        self._log.warning(msg + (f" ({extra} more since the last report)" if extra else ""), *args)
 
 
 @dataclass
