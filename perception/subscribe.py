@@ -16,9 +16,12 @@ Reconnection is ZeroMQ's own: a SUB socket keeps trying to reach the publisher, 
 subscriptions when the publisher comes back, so a restarted node is picked up without any action
 here (its ``seq`` then starts again).
 
-Messages that are not valid (wrong frame count, bad JSON, a payload that does not match its
-header) and messages from another wire version are counted in ``counters`` and skipped, never
-raised; the first of each kind is logged with the reason.
+Every received message is untrusted: the topic, the header (bounded JSON, every field against the
+schema in ``perception/contracts.py``) and the payload (its size against the declared geometry,
+the declared geometry against ``max_mask_pixels``, before anything is allocated) are checked.
+Messages that are not valid (wrong frame count, bad or hostile JSON, a payload that does not match
+its header, a decode bomb) and messages from another wire version are counted in ``counters`` and
+skipped, never raised; the 1st, 10th, 100th and every 1000th of each kind is logged with the reason.
 """
 
 from __future__ import annotations
