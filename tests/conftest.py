@@ -38,6 +38,24 @@ def camvid_dir() -> Path:
     return CAMVID_DIR
 
 
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    """The tiny brightness model (tests/tiny_models.py) at 48x64, written once per session."""
+    from tiny_models import write_brightness_model
+
+    return write_brightness_model(tmp_path_factory.mktemp("tiny_model") / "tiny.onnx", (48, 64))
+
+
+@pytest.fixture
+def tiny_engine(tiny_model_path):
+    """An ONNX Runtime engine of ``tiny_model_path`` on one CPU thread."""
+    from perception.engines import EngineOptions, load_engine
+
+    eng = load_engine("ort", tiny_model_path, EngineOptions(provider="cpu", threads=1))
+    yield eng
+    eng.close()
+
+
 @pytest.fixture
 def free_tcp_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""

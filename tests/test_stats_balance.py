@@ -19,10 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from tiny_models import write_brightness_model
 
 from perception.cli import main as cli_main
-from perception.engines import EngineOptions, load_engine
 from perception.engines.base import Engine
 from perception.errors import PublishError
 from perception.pipeline import Pipeline, StageError
@@ -30,20 +28,17 @@ from perception.publish import MaskPublisher
 from perception.run_config import RunConfig
 from perception.sources import open_source
 
-MODEL_HW = (48, 64)
 TERMS = ("published", "dropped", "corrupt", "in_flight_discarded")
 
 
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    return write_brightness_model(tmp_path_factory.mktemp("model") / "tiny.onnx", MODEL_HW)
+@pytest.fixture
+def model_path(tiny_model_path) -> Path:
+    return tiny_model_path
 
 
 @pytest.fixture
-def engine(model_path):
-    eng = load_engine("ort", model_path, EngineOptions(provider="cpu", threads=1))
-    yield eng
-    eng.close()
+def engine(tiny_engine) -> Engine:
+    return tiny_engine
 
 
 @pytest.fixture
