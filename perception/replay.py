@@ -92,6 +92,7 @@ def read_recording(
         reader = NonSeekingReader(stream, decoder_factories=[DecoderFactory()])
         pending_meta: dict[tuple[str, int], dict[str, Any]] = {}
         pending_data: dict[tuple[str, int], tuple[Any, int]] = {}
+        rejected: set[tuple[str, int]] = set()  # messages whose header was malformed
         seen = 0
         try:
             for _schema, channel, message, decoded in reader.iter_decoded_messages(log_time_order=False):
@@ -99,8 +100,9 @@ def read_recording(
                     topic = wire_topic(channel.topic[: -len(META_SUFFIX)])
                     key = (topic, message.sequence)
                     header = _recorded_header(decoded, channel.topic, counters)
-                    if header is None:
-                        pending_data.pop(key, None)
+                    if header is None:  # its data record, before or after, is dropped too
+                        if pending_data.pop(key, None) is None:
+                            rejected.add(key)
                         continue
                     if key in pending_data:
                         got = _recorded(topic, header, *pending_data.pop(key), counters, max_mask_pixels)
@@ -111,6 +113,9 @@ def read_recording(
                     topic = wire_topic(channel.topic)
                     key = (topic, message.sequence)
                     payload = (decoded, message.log_time)
+                    if key in rejected:
+                        rejected.discard(key)
+                        continue
                     if key not in pending_meta:
                         pending_data[key] = payload
                         continue
