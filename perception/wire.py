@@ -176,7 +176,7 @@ def _check_value(value: Any, rule: contracts.FieldRule, where: str) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise WireError(f"{where} is {value!r}, expected a finite number")
         if (rule.low is not None and value < rule.low) or (rule.high is not None and value > rule.high):
-            raise WireError(f"{where} is {_short(value)}, outside {rule.low:g}..{rule.high:g}")
+            raise WireError(f"{where} is {_short(value)}, outside {_bound(rule.low)}..{_bound(rule.high)}")
     elif rule.kind == "str":
         if rule.max_len is not None and len(value) > rule.max_len:
             raise WireError(f"{where} has {len(value)} characters, more than {rule.max_len}")
@@ -191,6 +191,10 @@ def _check_value(value: Any, rule: contracts.FieldRule, where: str) -> None:
                 if len(key) > contracts.MAX_HEADER_STRING:
                     raise WireError(f"{where} has a key of {len(key)} characters, more than {contracts.MAX_HEADER_STRING}")
                 _check_value(item, rule.values, f"{where[:-1]}.{key[:40]}'")
+
+
+def _bound(limit: float | None) -> str:
+    return "" if limit is None else str(int(limit)) if float(limit).is_integer() else f"{limit:g}"
 
 
 def _short(value: Any) -> str:
