@@ -75,7 +75,7 @@ def _register_fuzz_profiles() -> None:
     from hypothesis import HealthCheck, settings
 
     quiet = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
-    settings.register_profile("ci", max_examples=150, derandomize=True, deadline=None, suppress_health_check=quiet,
+    settings.register_profile("ci", max_examples=100, derandomize=True, deadline=None, suppress_health_check=quiet,
                               database=None)
     settings.register_profile("fuzz", max_examples=10_000, deadline=None, suppress_health_check=quiet,
                               print_blob=True)

@@ -7,7 +7,7 @@ ValueError from Python's int limit, OverflowError, MemoryError, cv2.error). Case
 adversarial: arbitrary bytes, arbitrary JSON, valid headers with one field replaced, valid payloads
 with bytes flipped, cut or appended.
 
-`make test` runs the "ci" profile (derandomized, about 150 cases a test, a few seconds); the long
+`make test` runs the "ci" profile (derandomized, 100 cases a test, a few seconds); the long
 campaign is ``PERCEPTION_FUZZ=fuzz python -m pytest -q tests/test_fuzz.py`` (10,000 cases a test;
 see tests/conftest.py and the README).
 """
