@@ -67,7 +67,7 @@ def free_tcp_port() -> int:
 # Hypothesis profiles for the fuzz tests (tests/test_fuzz.py). "ci", the default, is what
 # `make test` runs: derandomized (a fixed seed, the same cases every run) and small enough for a
 # few seconds. "fuzz" is the long campaign (10,000 cases per test, random seed, printed on failure):
-#     PERCEPTION_FUZZ=fuzz python -m pytest -q tests/test_fuzz.py
+#     PERCEPTION_FUZZ=fuzz python -m pytest -q --timeout 0 tests/test_fuzz.py   (no per-test time limit)
 # PERCEPTION_FUZZ_EXAMPLES overrides the case count of either profile.
 def _register_fuzz_profiles() -> None:
     import os

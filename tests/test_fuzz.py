@@ -8,7 +8,7 @@ adversarial: arbitrary bytes, arbitrary JSON, valid headers with one field repla
 with bytes flipped, cut or appended.
 
 `make test` runs the "ci" profile (derandomized, 100 cases a test, a few seconds); the long
-campaign is ``PERCEPTION_FUZZ=fuzz python -m pytest -q tests/test_fuzz.py`` (10,000 cases a test;
+campaign is ``PERCEPTION_FUZZ=fuzz python -m pytest -q --timeout 0 tests/test_fuzz.py`` (10,000 cases a test;
 see tests/conftest.py and the README).
 """
 
