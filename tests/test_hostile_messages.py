@@ -216,3 +216,33 @@ def test_replay_reader_skips_and_counts_a_recorded_header_that_breaks_the_contra
     counters = ReadCounters()
     assert [m.seq for m in read_recording(path, counters=counters)] == [0, 3]
     assert counters.malformed == 2 and "skipped a recorded message" in caplog.text
+
+
+def test_view_draws_good_masks_among_hostile_messages(tmp_path, tiny_model_path):
+    """``perception view --endpoint``: hostile messages and a JSON document on the mask topic are
+    skipped; the good masks are drawn."""
+    from perception.view import ViewConfig, run_view
+    from perception.wire import json_header
+
+    ctx, pub, endpoint = _xpub()
+    topic = f"{NS}/class_map".encode()
+    config = ViewConfig(endpoint=endpoint, namespace=NS, model=tiny_model_path, out=tmp_path / "frames", max_frames=3)
+    result = {}
+    viewer = threading.Thread(target=lambda: result.update(n=run_view(config)))
+    viewer.start()
+    try:
+        _wait_subscribed(pub)
+        seq = 0
+        deadline = time.monotonic() + 60
+        while viewer.is_alive() and time.monotonic() < deadline:
+            pub.send_multipart([topic, dump_header(json_header(name="class_map", seq=seq, publish_ns=1)), b"{}"])
+            for _, frames in HOSTILE:
+                pub.send_multipart([topic, *frames[1:]])
+            pub.send_multipart([topic, dump_header(good_header(seq=seq, values="class_ids")), bytes(6)])
+            seq += 1
+            viewer.join(timeout=0.2)
+    finally:
+        viewer.join(timeout=30)
+        pub.close(linger=0)
+        ctx.term()
+    assert result["n"] == 3 and len(list((tmp_path / "frames").glob("view_*.png"))) == 3
