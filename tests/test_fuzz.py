@@ -162,7 +162,8 @@ def messages(draw) -> list[bytes]:
         doc = draw(header)
         frame = _dump(doc)
         h, w = doc.get("height"), doc.get("width")
-        if isinstance(h, int) and isinstance(w, int) and 0 < h * w <= 400 and doc.get("compression") in contracts.COMPRESSION_OF_ENCODING.values():
+        sizes_ok = type(h) is int and type(w) is int and 0 < h <= 400 and 0 < w <= 400 and h * w <= 400
+        if sizes_ok and doc.get("compression") in contracts.COMPRESSION_OF_ENCODING.values():
             name = {v: k for k, v in contracts.COMPRESSION_OF_ENCODING.items()}[doc["compression"]]
             mask = np.zeros((h, w), np.uint8)
             payload = draw(mutated_bytes(get_codec(name).encode(mask)))
