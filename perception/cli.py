@@ -89,6 +89,10 @@ def _chosen_command(argv: list[str]) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = _chosen_command(argv)
+    if command == "run":
+        # Signals from the first instruction: the node exits cleanly, with its stats, whenever
+        # SIGINT/SIGTERM arrives (see perception/commands/run.py).
+        load_command(command).install_startup_signals()
     parser = build_parser(command)
     args = parser.parse_args(argv)
     if args.command is None:

@@ -275,3 +275,86 @@ def default_namespace(camera_name: str) -> str:
 
 def topic_name(namespace: str, name: str) -> str:
     return f"{namespace.rstrip('/')}/{name}"
+
+
+# --------------------------------------------------------------------------------------------
+# Limits and schema of received headers (what every reader checks before it trusts a message)
+# --------------------------------------------------------------------------------------------
+
+#: Largest value of the wire's integer counters and stamps (``seq``, ``*_ns``): int64, as ROS and
+#: every typed reader hold them. Larger values (``capture_ns = 10**400``) are malformed.
+WIRE_INT_MAX = 2**63 - 1
+#: ``header.stamp.sec`` is a ROS ``int32``; ``nanosec`` a ``uint32`` below one second.
+ROS_SEC_MAX = 2**31 - 1
+ROS_NANOSEC_MAX = 999_999_999
+#: Longest topic a reader accepts (UTF-8 bytes); longer topics are malformed messages.
+MAX_TOPIC_BYTES = 256
+#: Largest header frame (bytes) a reader parses; real headers are about 400 bytes.
+MAX_HEADER_BYTES = 16 * 1024
+#: Largest JSON payload (stats, obstacles) a reader parses; real documents are a few kB.
+MAX_JSON_PAYLOAD_BYTES = 1024 * 1024
+#: Deepest nesting of JSON arrays/objects a reader accepts (headers are 3 deep, stats 4).
+MAX_JSON_DEPTH = 32
+#: Most characters of one JSON integer literal (an int64 has at most 19 digits and a sign);
+#: longer ones are rejected before Python converts them (its int-from-string limit is 4300).
+MAX_JSON_INT_CHARS = 20
+#: Longest string field of a header (``frame_id``, ``model_id``, ``name``) and latency key.
+MAX_HEADER_STRING = 256
+#: Most entries of the header's ``latency_ms`` object.
+MAX_LATENCY_ENTRIES = 32
+#: Largest mask side a reader accepts (pixels).
+MAX_MASK_SIDE = 16384
+#: Default bound on a decoded mask's pixels (height * width), checked before anything is
+#: allocated: 4096 x 4096 covers 4K UHD masks twice over and caps one decoded mask at 16 MiB.
+#: Readers take a ``max_mask_pixels`` argument (``perception listen --max-mask-pixels``) to change it.
+MAX_MASK_PIXELS = 4096 * 4096
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """What one header field may hold: its JSON ``kind`` (``int``, ``number``, ``str`` or
+    ``object``), an inclusive range for numbers, a length bound for strings (characters) and
+    objects (entries), the allowed ``choices``, and for objects either named ``fields`` or a rule
+    for every value (``values``, under string keys of at most ``MAX_HEADER_STRING`` characters).
+    Named fields must be present; other keys of a header are allowed (and bounded by
+    ``MAX_HEADER_BYTES``) so that a newer publisher may add fields."""
+
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    max_len: int | None = None
+    choices: tuple[Any, ...] | None = None
+    fields: dict[str, FieldRule] | None = None
+    values: FieldRule | None = None
+
+
+_INT = FieldRule("int", 0, WIRE_INT_MAX)
+_SIDE = FieldRule("int", 1, MAX_MASK_SIDE)
+_NAME = FieldRule("str", max_len=MAX_HEADER_STRING)
+
+#: Schema of a mask header (after ``wire_version`` and ``kind``, which are checked first).
+MASK_HEADER_SCHEMA: dict[str, FieldRule] = {
+    "header": FieldRule("object", fields={
+        "stamp": FieldRule("object", fields={
+            "sec": FieldRule("int", 0, ROS_SEC_MAX),
+            "nanosec": FieldRule("int", 0, ROS_NANOSEC_MAX),
+        }),
+        "frame_id": _NAME,
+    }),
+    "height": _SIDE,
+    "width": _SIDE,
+    "encoding": FieldRule("str", max_len=MAX_HEADER_STRING),
+    "is_bigendian": FieldRule("int", 0, 1),
+    "step": FieldRule("int", 0, WIRE_INT_MAX),
+    "compression": FieldRule("str", choices=tuple(COMPRESSION_OF_ENCODING.values())),
+    "values": FieldRule("str", choices=(VALUES_BINARY, VALUES_CLASS_IDS)),
+    "seq": _INT,
+    "capture_ns": _INT,
+    "publish_ns": _INT,
+    "model_id": _NAME,
+    "latency_ms": FieldRule(
+        "object", max_len=MAX_LATENCY_ENTRIES, values=FieldRule("number", -1e12, 1e12),
+    ),
+}
+#: Schema of a JSON-document header (stats, obstacles).
+JSON_HEADER_SCHEMA: dict[str, FieldRule] = {"name": _NAME, "seq": _INT, "publish_ns": _INT}

@@ -23,6 +23,7 @@ Usage::
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -59,11 +60,24 @@ class Codec:
             raise ValueError(f"expected a non-empty 2-D uint8 mask, got {mask.dtype} {mask.shape}")
         return self._encode(np.ascontiguousarray(mask))
 
-    def decode(self, payload: bytes | memoryview, *, height: int, width: int) -> np.ndarray:
-        """Decode a payload into an (height, width) uint8 array; DecodeError when it does not fit."""
-        if height <= 0 or width <= 0:
-            raise DecodeError(f"bad image size {height}x{width}")
-        return self._decode(memoryview(payload), height, width)
+    def decode(
+        self, payload: bytes | memoryview, *, height: int, width: int, max_pixels: int = contracts.MAX_MASK_PIXELS,
+    ) -> np.ndarray:
+        """Decode a payload into an (height, width) uint8 array.
+
+        Nothing is allocated before the declared size is checked against ``max_pixels`` and the
+        payload's length against what that size allows, so a few hostile bytes cannot force a
+        large allocation. Raises DecodeError when the payload does not fit its header or the
+        declared size exceeds ``max_pixels``.
+        """
+        if not (isinstance(height, int) and isinstance(width, int)) or height <= 0 or width <= 0:
+            raise DecodeError(f"bad image size {height!r}x{width!r}")
+        if height * width > max_pixels:
+            raise DecodeError(
+                f"{self.name} payload declares {height}x{width} = {height * width} pixels, more than the limit of "
+                f"{max_pixels} (raise --max-mask-pixels if such masks are expected)"
+            )
+        return self._decode(memoryview(payload).cast("B"), height, width)
 
 
 def get_codec(name: str) -> Codec:
@@ -117,8 +131,12 @@ def _encode_rle(mask: np.ndarray) -> bytes:
 def _decode_rle(payload: memoryview, height: int, width: int) -> np.ndarray:
     if payload.nbytes % _RLE_RUN.itemsize:
         raise DecodeError(f"rle payload has {payload.nbytes} bytes, not a multiple of {_RLE_RUN.itemsize}")
+    if payload.nbytes > height * width * _RLE_RUN.itemsize:  # more runs than pixels
+        raise DecodeError(f"rle payload has {payload.nbytes // _RLE_RUN.itemsize} runs, {height}x{width} has fewer pixels")
     runs = np.frombuffer(payload, dtype=_RLE_RUN)
     lengths = runs["length"].astype(np.int64)
+    if lengths.size and not lengths.all():
+        raise DecodeError("rle payload holds a zero-length run")
     total = int(lengths.sum())
     if total != height * width:
         raise DecodeError(f"rle runs cover {total} pixels, {height}x{width} needs {height * width}")
@@ -132,9 +150,34 @@ def _encode_png(mask: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def _decode_png(payload: memoryview, height: int, width: int) -> np.ndarray:
+#: PNG signature and the fixed layout of the first chunk (IHDR): length 13, type, width, height,
+#: bit depth, colour type. Hand-parsed because OpenCV offers no header-only read: cv2.imdecode
+#: would first allocate whatever size the file claims.
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_IHDR = struct.Struct(">I4sIIBB")
+_PNG_GREY = 0
+
+
+def _check_png_header(payload: memoryview, height: int, width: int) -> None:
+    """DecodeError unless the payload starts with a PNG signature and an IHDR of an 8-bit
+    greyscale ``width`` x ``height`` image; reads 26 bytes and allocates nothing."""
     if payload.nbytes == 0:  # cv2.imdecode asserts (cv2.error) on an empty buffer
         raise DecodeError("png payload is empty")
+    head = bytes(payload[: len(_PNG_SIGNATURE) + _PNG_IHDR.size])
+    if len(head) < len(_PNG_SIGNATURE) + _PNG_IHDR.size or not head.startswith(_PNG_SIGNATURE):
+        raise DecodeError("png payload is not a readable PNG (no PNG signature and IHDR chunk)")
+    length, kind, png_w, png_h, depth, colour = _PNG_IHDR.unpack_from(head, len(_PNG_SIGNATURE))
+    if kind != b"IHDR" or length != 13:
+        raise DecodeError("png payload is not a readable PNG (its first chunk is not IHDR)")
+    if (png_h, png_w) != (height, width) or depth != 8 or colour != _PNG_GREY:
+        raise DecodeError(
+            f"png payload is a {png_w}x{png_h} image of bit depth {depth}, colour type {colour}; "
+            f"header says 8-bit greyscale {width}x{height}"
+        )
+
+
+def _decode_png(payload: memoryview, height: int, width: int) -> np.ndarray:
+    _check_png_header(payload, height, width)
     try:
         image = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:

@@ -41,7 +41,7 @@ from perception.masks import MaskBuilder, obstacle_blobs
 from perception.preprocess import Letterbox, Preprocessor
 from perception.run_config import RunConfig
 from perception.sources.base import Frame, Source
-from perception.stats import LatencyWindow, RateMeter
+from perception.stats import LatencyWindow, RateLimitedLog, RateMeter
 
 log = logging.getLogger(__name__)
 
@@ -49,31 +49,15 @@ log = logging.getLogger(__name__)
 MAX_CONSECUTIVE_FAILURES = 25
 #: How long the threads sleep on an empty queue before looking at the stop flag again.
 POLL_S = 0.05
+#: How long ``finish`` waits for the inference and publish threads (they always return; a slow
+#: engine may need a moment to finish the frame it holds, which must then be counted).
+JOIN_S = 10.0
 
 
 class StageError(PerceptionError):
     """A pipeline stage failed for good (the message names the stage and the cause)."""
 
     exit_code = 1
-
-
-class RateLimitedLog:
-    """Logs a repeated warning at most once per ``interval_s`` with the count of suppressed ones."""
-
-    def __init__(self, logger: logging.Logger, interval_s: float = 5.0) -> None:
-        self._log = logger
-        self.interval_s = interval_s
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def warning(self, key: str, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self._last.get(key, -1e9) < self.interval_s:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        extra = self._suppressed.pop(key, 0)
-        self._last[key] = now
-        self._log.warning(msg + (f" ({extra} more since the last report)" if extra else ""), *args)
 
 
 @dataclass
@@ -119,6 +103,13 @@ class Pipeline:
         self.frames_inferred = 0
         self.frames_published = 0
         self.bad_frames = 0
+        #: Frames read but neither published, dropped nor failed when the run ended (queued or mid-stage).
+        self.in_flight_discarded = 0
+        self._discard_lock = threading.Lock()
+        #: The start-up step reached (``startup`` in the stats document); "complete" once the threads run.
+        self.startup = "created"
+        #: The final stats document once ``finish`` has run (also when a stage failed).
+        self.final_stats: dict[str, Any] | None = None
         self.first_publish_mono_ns: int | None = None
         self.rates = RateMeter()
 
@@ -132,17 +123,23 @@ class Pipeline:
             PublishError: ``wait_subscribers`` subscriptions did not arrive within ``wait_timeout_s``.
         """
         t0 = time.perf_counter()
+        self.startup = "warming up the engine"
         try:
             self.engine.warmup(self.config.warmup)
         except BaseException:
             self.source.close()  # no capture thread will own it: a camera must not stay open
             raise
+        if self._stop.is_set():  # a signal during the warm-up: nothing ran, nothing to join
+            self.source.close()
+            self._done.set()
+            return
         log.info(
             "engine warm-up: %d runs in %.0f ms; source %s, queue %s(%d), masks %s",
             self.config.warmup, (time.perf_counter() - t0) * 1e3, self.source.describe(),
             self.frames.policy, self.frames.capacity, ",".join(self.masks.topics),
         )
         if self.config.wait_subscribers:
+            self.startup = "waiting for subscribers"
             try:
                 subscribed = self._wait_for_subscribers()
             except BaseException:
@@ -152,6 +149,7 @@ class Pipeline:
                 self.source.close()
                 self._done.set()
                 return
+        self.startup = "complete"
         self.rates.restart()
         for name, target in (("capture", self._capture_loop), ("inference", self._inference_loop),
                              ("publish", self._publish_loop)):
@@ -207,20 +205,43 @@ class Pipeline:
         return self.finish()
 
     def finish(self) -> dict[str, Any]:
-        """Join the threads (briefly: a camera read may hang) and return the final stats; raise the
-        first stage failure, if any."""
+        """Join the threads, count what was still in flight, publish the final stats and return
+        them; when a stage failed, publish them too (``final_stats``, with ``error``) and raise
+        that failure.
+
+        The capture thread gets half a second (a camera read may hang); inference and publishing,
+        which always return, get longer so that their frame is counted.
+        """
         for t in self._threads:
-            t.join(timeout=0.5)
+            t.join(timeout=0.5 if t.name == "perception-capture" else JOIN_S)
+        # Whatever is still queued between the stages will not be published.
+        self._discard(len(self.frames) + len(self._inferred))
+        final = self.stats(final=True)
+        failure: PerceptionError | None = None
         if self._error is not None:
             stage, exc = self._error
-            if isinstance(exc, PerceptionError):
-                raise exc
-            raise StageError(f"{stage} stage failed: {type(exc).__name__}: {exc}") from exc
-        final = self.stats(final=True)
+            failure = exc if isinstance(exc, PerceptionError) else StageError(
+                f"{stage} stage failed: {type(exc).__name__}: {exc}"
+            )
+            final["error"] = str(failure)
+        self.final_stats = final
         # The last document on the stats topic is the run's summary (with its end_reason), so a
         # subscriber learns how the run ended even when it was shorter than one stats interval.
-        self.publisher.publish_json(contracts.STATS_TOPIC, final)
+        try:
+            self.publisher.publish_json(contracts.STATS_TOPIC, final)
+        except Exception as exc:  # a broken publisher must not hide the stage failure or the stats
+            if failure is None:
+                raise
+            log.warning("could not publish the final stats: %s", exc)
+        if failure is not None:
+            if failure is self._error[1]:
+                raise failure
+            raise failure from self._error[1]
         return final
+
+    def _discard(self, count: int) -> None:
+        with self._discard_lock:  # capture and inference both count at the end of a run
+            self.in_flight_discarded += count
 
     @property
     def end_reason(self) -> str:
@@ -240,8 +261,13 @@ class Pipeline:
                 self._done.set()
 
     def _capture_loop(self) -> None:
+        # A lossless queue hands every frame read to inference: reading more than max_frames would
+        # only read frames that are then discarded.
+        read_limit = self.config.max_frames if self.frames.policy == "lossless" else 0
         try:
             while not self._stop.is_set():
+                if read_limit and self.source.frames_read >= read_limit:
+                    break  # inference ends the run with "max frames reached" once it has them all
                 frame = self.source.read()
                 if frame is None:
                     if not self._stop.is_set():
@@ -249,6 +275,7 @@ class Pipeline:
                     break
                 while not self.frames.put(frame, timeout=POLL_S):
                     if self.frames.closed or self._stop.is_set():
+                        self._discard(1)  # read, but the run ended before it was queued
                         return
         finally:
             self.frames.close()
@@ -271,10 +298,10 @@ class Pipeline:
                     t1 = time.perf_counter()
                     outputs = self.engine.infer(batch)
                     t2 = time.perf_counter()
-                except Exception as exc:
+                except BaseException as exc:
                     consecutive += 1
                     self.bad_frames += 1
-                    if consecutive >= MAX_CONSECUTIVE_FAILURES:
+                    if consecutive >= MAX_CONSECUTIVE_FAILURES or not isinstance(exc, Exception):
                         raise
                     self._limited.warning("infer", "frame %d skipped: %s: %s", frame.seq, type(exc).__name__, exc)
                     continue
@@ -294,6 +321,7 @@ class Pipeline:
                 )
                 while not self._inferred.put(item, timeout=POLL_S):
                     if self._inferred.closed:
+                        self._discard(1)  # inferred, but publishing has ended
                         return
                 self.frames_inferred += 1
                 if self.config.max_frames and self.frames_inferred >= self.config.max_frames:
@@ -315,10 +343,12 @@ class Pipeline:
                 try:
                     self._publish_one(item)
                     consecutive = 0
-                except (ValueError, TypeError, ArithmeticError) as exc:  # a frame the post-processing cannot use
+                except BaseException as exc:
                     consecutive += 1
-                    self.bad_frames += 1
-                    if consecutive >= MAX_CONSECUTIVE_FAILURES:
+                    self.bad_frames += 1  # counted whether skipped or fatal: the equation must balance
+                    # Only a frame the post-processing cannot use is skipped; anything else (a broken
+                    # socket, a bug) stops the node at once.
+                    if consecutive >= MAX_CONSECUTIVE_FAILURES or not isinstance(exc, (ValueError, TypeError, ArithmeticError)):
                         raise
                     self._limited.warning("publish", "frame %d skipped: %s: %s", item.seq, type(exc).__name__, exc)
             if self.rates.due(self.config.stats_interval_s):
@@ -378,14 +408,29 @@ class Pipeline:
         """The stats document: rates over the last interval (over the whole run when ``final``),
         counters, per-stage p50/p90/p99 (ms), engine, provider, model, uptime, and the publisher's
         counters under ``publisher`` (messages_sent, bytes_sent, dropped_by_transport,
-        send_errors, subscriptions)."""
-        frames_in, frames_out = self.source.frames_read, self.frames_published
+        send_errors, subscriptions).
+
+        Frame counters: ``frames_in`` (every frame the source produced, readable or not),
+        ``published`` (= ``frames_out``), ``dropped`` (= ``drops``, by the ``latest`` queue),
+        ``corrupt`` (unreadable at the source, ``source_corrupt``, plus frames a stage failed on,
+        ``bad_frames``) and ``in_flight_discarded`` (queued or mid-stage when the run ended). The
+        final document also has ``end_reason``, ``startup`` (the start-up step reached) and
+        ``balanced``: ``frames_in == published + dropped + corrupt + in_flight_discarded``.
+        """
+        source_corrupt = self.source.corrupt
+        frames_in, frames_out = self.source.frames_read + source_corrupt, self.frames_published
+        drops = self.frames.drops
+        corrupt = source_corrupt + self.bad_frames
         doc: dict[str, Any] = {
             **self.rates.rates(frames_in, frames_out, final=final),
             "frames_in": frames_in,
             "frames_out": frames_out,
-            "drops": self.frames.drops,
-            "corrupt": self.source.corrupt,
+            "published": frames_out,
+            "dropped": drops,
+            "corrupt": corrupt,
+            "in_flight_discarded": self.in_flight_discarded,
+            "drops": drops,
+            "source_corrupt": source_corrupt,
             "bad_frames": self.bad_frames,
             "reconnects": self.source.reconnects,
             "latency_ms": self.latency.percentiles(),
@@ -400,6 +445,11 @@ class Pipeline:
         }
         if self.engine.selection is not None:
             doc["engine_selection"] = self.engine.selection  # --engine auto: the choice and why
+        skipped = getattr(self.source, "skipped", None)
+        if skipped:
+            doc["source_skipped"] = list(skipped)
         if final:
             doc["end_reason"] = self._end_reason or "stopped"
+            doc["startup"] = self.startup
+            doc["balanced"] = frames_in == frames_out + drops + corrupt + self.in_flight_discarded
         return doc

@@ -385,12 +385,14 @@ class MaskPublisher:
         return {n for n, topic in topics.items() if any(topic.startswith(p) for p in prefixes)}
 
     def stats(self) -> dict[str, int]:
-        """The counters plus ``subscriptions`` (live subscriptions to this namespace), e.g. for the
-        stats document."""
+        """The counters plus ``subscriptions`` (live subscriptions to this namespace) and
+        ``curve_rejections`` (handshakes the allow-list refused), e.g. for the stats document."""
         with self._lock:
             if not self._closed:
                 self._read_subscriptions()
-            return {**asdict(self.counters), "subscriptions": self._namespace_subscriptions()}
+            rejections = self._auth.rejections if self._auth is not None else 0
+            return {**asdict(self.counters), "subscriptions": self._namespace_subscriptions(),
+                    "curve_rejections": rejections}
 
     def close(self, *, flush_s: float = 0.0) -> None:
         """Close the socket; idempotent.

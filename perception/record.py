@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -96,6 +97,7 @@ class RecordConfig:
     duration: float | None = field(default=None, metadata=bounds(0.001, None))
     curve_server_key: str | None = None
     curve_key: str | None = None
+    max_mask_pixels: int = field(default=contracts.MAX_MASK_PIXELS, metadata=bounds(1, None))
 
     def __post_init__(self) -> None:
         if bool(self.namespace) == bool(self.topic):
@@ -178,9 +180,14 @@ class McapMaskWriter:
 
 @dataclass
 class RecordSummary:
+    """What a recording run wrote, and what it received but skipped: ``skipped`` holds the
+    subscriber's ``malformed`` / ``version_mismatch`` counts and ``write_errors`` (messages the
+    MCAP writer refused)."""
+
     path: Path
     seconds: float
     counts: dict[str, TopicCount]
+    skipped: dict[str, int] = field(default_factory=dict)
 
     @property
     def messages(self) -> int:
@@ -192,6 +199,9 @@ class RecordSummary:
             extra = f", {c.missing} missing" if c.missing else ""
             extra += f", {c.restarts} restarts" if c.restarts else ""
             lines.append(f"  {topic}: {c.messages} (seq {c.first_seq}..{c.last_seq}{extra})")
+        bad = {k: v for k, v in self.skipped.items() if v}
+        if bad:
+            lines.append("  skipped: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in bad.items()))
         return "\n".join(lines)
 
 
@@ -219,11 +229,13 @@ class Recorder:
                 # and everything sent before this socket has connected is lost (PUB/SUB slow joiner).
                 reconnect_ivl_ms=RECONNECT_MS,
                 reconnect_ivl_max_ms=RECONNECT_MS,
+                max_mask_pixels=config.max_mask_pixels,
             )
         except BaseException:
             self._writer.close()
             raise
         self.messages = 0
+        self.write_errors = 0
         self._started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     def run(self, stop: threading.Event) -> RecordSummary:
@@ -237,12 +249,33 @@ class Recorder:
                     break
                 msg = self._sub.recv(timeout_s=timeout)
                 if msg is not None:
-                    self._writer.write(msg)
-                    self.messages += 1
+                    self._write(msg)
         finally:
             self._sub.close()
             self._writer.close(self._metadata())
-        return RecordSummary(path=self.config.out, seconds=time.monotonic() - t0, counts=self._writer.counts)
+        return RecordSummary(
+            path=self.config.out, seconds=time.monotonic() - t0, counts=self._writer.counts, skipped=self.skipped(),
+        )
+
+    def _write(self, msg) -> None:
+        """Write one message; one the writer refuses is counted and skipped, the recording goes on."""
+        try:
+            self._writer.write(msg)
+        except (ValueError, TypeError, OverflowError, struct.error) as exc:
+            self.write_errors += 1
+            if self.write_errors in (1, 10, 100) or self.write_errors % 1000 == 0:  # rate-limited
+                log.warning("could not record a %s message (seq %s): %s (%d so far)",
+                            msg.topic, msg.seq, exc, self.write_errors)
+            return
+        self.messages += 1
+
+    def skipped(self) -> dict[str, int]:
+        """Messages received but not recorded: malformed, from another wire version, refused by the writer."""
+        return {
+            "malformed": self._sub.counters.malformed,
+            "version_mismatch": self._sub.counters.version_mismatch,
+            "write_errors": self.write_errors,
+        }
 
     def _metadata(self) -> dict[str, str]:
         counts = {t: c.messages for t, c in self._writer.counts.items()}
@@ -253,5 +286,6 @@ class Recorder:
             "perception_version": __version__,
             "wire_version": str(contracts.WIRE_VERSION),
             "message_counts": json.dumps(counts, sort_keys=True),
+            "skipped_counts": json.dumps(self.skipped(), sort_keys=True),
             "layout": f"masks: {IMAGE_SCHEMA}; JSON topics: {STRING_SCHEMA}; wire headers: <topic>{META_SUFFIX}",
         }

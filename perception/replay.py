@@ -53,12 +53,27 @@ class RecordedMessage(WireMessage):
     log_time_ns: int
 
 
-def read_recording(path: str | Path) -> Iterator[RecordedMessage]:
+@dataclass
+class ReadCounters:
+    """``malformed``: recorded messages skipped because their header or image breaks the wire
+    contract (a file written by another tool, or damaged); ``last_error`` names the latest."""
+
+    malformed: int = 0
+    last_error: str | None = None
+
+
+def read_recording(
+    path: str | Path, *, counters: ReadCounters | None = None, max_mask_pixels: int = contracts.MAX_MASK_PIXELS,
+) -> Iterator[RecordedMessage]:
     """Yield the messages of a recording in the order they were received.
 
-    Raises SourceError when the file is missing, is not MCAP, or holds no perception channels.
-    A file cut short yields what precedes the cut and logs a warning.
+    Each recorded header is checked like a received one (``wire.parse_header``: bounded JSON,
+    every field against the schema in ``contracts``) and each image against it (size, length,
+    ``max_mask_pixels``) before use; a message that fails is skipped, counted in ``counters`` and
+    reported with a rate-limited warning. Raises SourceError when the file is missing, is not MCAP,
+    or holds no perception channels. A file cut short yields what precedes the cut and logs a warning.
     """
+    counters = counters if counters is not None else ReadCounters()
     from mcap.exceptions import McapError
     from mcap.reader import NonSeekingReader
     from mcap_ros2.decoder import DecoderFactory
@@ -77,30 +92,37 @@ def read_recording(path: str | Path) -> Iterator[RecordedMessage]:
         reader = NonSeekingReader(stream, decoder_factories=[DecoderFactory()])
         pending_meta: dict[tuple[str, int], dict[str, Any]] = {}
         pending_data: dict[tuple[str, int], tuple[Any, int]] = {}
+        rejected: set[tuple[str, int]] = set()  # messages whose header was malformed
         seen = 0
         try:
             for _schema, channel, message, decoded in reader.iter_decoded_messages(log_time_order=False):
                 if channel.topic.endswith(META_SUFFIX):
                     topic = wire_topic(channel.topic[: -len(META_SUFFIX)])
                     key = (topic, message.sequence)
-                    try:
-                        header = json.loads(decoded.data)
-                    except (json.JSONDecodeError, TypeError):
-                        raise SourceError(f"{path}: {channel.topic} holds a header that is not JSON; re-record") from None
+                    header = _recorded_header(decoded, channel.topic, counters)
+                    if header is None:  # its data record, before or after, is dropped too
+                        if pending_data.pop(key, None) is None:
+                            rejected.add(key)
+                        continue
                     if key in pending_data:
-                        seen += 1
-                        yield _recorded(topic, header, *pending_data.pop(key))
+                        got = _recorded(topic, header, *pending_data.pop(key), counters, max_mask_pixels)
                     else:
                         pending_meta[key] = header
-                    continue
-                topic = wire_topic(channel.topic)
-                key = (topic, message.sequence)
-                payload = (decoded, message.log_time)
-                if key in pending_meta:
-                    seen += 1
-                    yield _recorded(topic, pending_meta.pop(key), *payload)
+                        continue
                 else:
-                    pending_data[key] = payload
+                    topic = wire_topic(channel.topic)
+                    key = (topic, message.sequence)
+                    payload = (decoded, message.log_time)
+                    if key in rejected:
+                        rejected.discard(key)
+                        continue
+                    if key not in pending_meta:
+                        pending_data[key] = payload
+                        continue
+                    got = _recorded(topic, pending_meta.pop(key), *payload, counters, max_mask_pixels)
+                if got is not None:
+                    seen += 1
+                    yield got
         except (McapError, struct.error, EOFError, ValueError) as exc:
             if seen == 0:
                 raise SourceError(f"{path}: not a readable MCAP recording ({exc}); record it again") from None
@@ -111,11 +133,55 @@ def read_recording(path: str | Path) -> Iterator[RecordedMessage]:
             raise SourceError(f"{path}: no perception topics in this recording; record one with 'perception record'")
 
 
-def _recorded(topic: str, header: dict[str, Any], decoded: Any, log_time: int) -> RecordedMessage:
-    if header.get("kind") == contracts.KIND_MASK:
-        mask = np.frombuffer(decoded.data, dtype=np.uint8).reshape(decoded.height, decoded.width)
+def _skip(counters: ReadCounters, reason: str) -> None:
+    counters.malformed += 1
+    counters.last_error = reason
+    if counters.malformed in (1, 10, 100) or counters.malformed % 1000 == 0:  # rate-limited
+        log.warning("skipped a recorded message: %s (%d so far)", reason, counters.malformed)
+
+
+def _recorded_header(decoded: Any, channel: str, counters: ReadCounters) -> dict[str, Any] | None:
+    """The checked wire header of a ``<topic>/meta`` message; None (counted) when it is malformed."""
+    from perception.wire import WireError, parse_header
+
+    text = getattr(decoded, "data", None)
+    if not isinstance(text, str):
+        _skip(counters, f"{channel} holds no header string")
+        return None
+    try:
+        return parse_header(text.encode("utf-8", "surrogatepass"))
+    except (WireError, UnicodeEncodeError) as exc:
+        _skip(counters, f"{channel}: {exc}")
+        return None
+
+
+def _recorded(
+    topic: str, header: dict[str, Any], decoded: Any, log_time: int, counters: ReadCounters, max_mask_pixels: int,
+) -> RecordedMessage | None:
+    """The message of a header and its data record; None (counted) when the two do not fit."""
+    from perception.wire import WireError, load_json
+
+    if header["kind"] == contracts.KIND_MASK:
+        h, w, data = header["height"], header["width"], getattr(decoded, "data", None)
+        if h * w > max_mask_pixels:
+            _skip(counters, f"{topic} seq {header['seq']}: a {h}x{w} mask is more than {max_mask_pixels} pixels")
+            return None
+        if (getattr(decoded, "height", None), getattr(decoded, "width", None)) != (h, w) or not isinstance(
+            data, (bytes, bytearray, memoryview)) or len(data) != h * w:
+            _skip(counters, f"{topic} seq {header['seq']}: the recorded image does not match its {h}x{w} header")
+            return None
+        mask = np.frombuffer(data, dtype=np.uint8).reshape(h, w)
         return RecordedMessage(topic, header, mask, log_time)
-    return RecordedMessage(topic, header, json.loads(decoded.data), log_time)
+    text = getattr(decoded, "data", None)
+    try:
+        if not isinstance(text, str):
+            raise WireError("the recorded document is not a string")
+        doc = load_json(text.encode("utf-8", "surrogatepass"), max_bytes=contracts.MAX_JSON_PAYLOAD_BYTES,
+                        what="JSON document")
+    except (WireError, UnicodeEncodeError) as exc:
+        _skip(counters, f"{topic} seq {header['seq']}: {exc}")
+        return None
+    return RecordedMessage(topic, header, doc, log_time)
 
 
 @dataclass
@@ -133,12 +199,16 @@ class ReplayConfig:
 
 @dataclass
 class ReplaySummary:
+    """``skipped``: recorded messages left out because they break the wire contract."""
+
     messages: int
     seconds: float
+    skipped: int = 0
 
     def format(self, path: Path) -> str:
         rate = self.messages / self.seconds if self.seconds > 0 else 0.0
-        return f"replayed {self.messages} messages from {path} in {self.seconds:.1f} s ({rate:.0f} msg/s)"
+        extra = f", {self.skipped} malformed skipped" if self.skipped else ""
+        return f"replayed {self.messages} messages from {path} in {self.seconds:.1f} s ({rate:.0f} msg/s{extra})"
 
 
 class ReplayPublisher:
@@ -219,7 +289,8 @@ class ReplayPublisher:
 
 def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: ReplayPublisher | None = None) -> ReplaySummary:
     """Replay ``config.file`` until it ends (or forever with ``loop``) or ``stop`` is set."""
-    messages = iter(read_recording(config.file))
+    counters = ReadCounters()
+    messages = iter(read_recording(config.file, counters=counters))
     first = next(messages)  # reads the head now, so a bad file fails before the socket is bound
     own = publisher is None
     publisher = publisher or ReplayPublisher(config.endpoint)
@@ -243,13 +314,13 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
                 sent += 1
             if not config.loop:
                 break
-            messages = iter(read_recording(config.file))
+            messages = iter(read_recording(config.file, counters=counters))
             first = next(messages)
     finally:
         if own:
             # At the natural end, messages still queued belong to the replay: let them leave.
             publisher.close(flush_s=0.0 if stop.is_set() else FLUSH_S)
-    return ReplaySummary(messages=sent, seconds=time.monotonic() - t_start)
+    return ReplaySummary(messages=sent, seconds=time.monotonic() - t_start, skipped=counters.malformed)
 
 
 def _chain(first: RecordedMessage, rest: Iterator[RecordedMessage]) -> Iterator[RecordedMessage]:

@@ -14,6 +14,11 @@ the node a key pair and a directory of allowed client public keys::
 Key files are ZeroMQ certificates (``zmq.auth.create_certificates``). The allow-list is enforced by
 pyzmq's ``ThreadAuthenticator`` (ZAP) with ``configure_curve(location=DIR)``: a client whose
 public key is not a ``*.key`` file in DIR fails the handshake and receives nothing.
+
+Every refused handshake is audited: logged as a warning with the client's public key (Z85) and
+IP address (rate-limited: the first of each key/address pair at once, then at most one line per
+``AUDIT_INTERVAL_S``) and counted in ``rejections`` (``curve_rejections`` in the node's stats).
+A client that does not speak CURVE at all fails before ZAP and is not seen here.
 """
 
 from __future__ import annotations
@@ -24,10 +29,66 @@ from pathlib import Path
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 
 from perception.errors import ConfigError, PublishError
+from perception.stats import RateLimitedLog
 
 log = logging.getLogger(__name__)
+
+#: Seconds between audit lines for the same refused key and address (others are counted).
+AUDIT_INTERVAL_S = 10.0
+#: Distinct (key, address) pairs remembered for rate limiting; beyond it they share one key.
+_MAX_AUDIT_KEYS = 1024
+
+
+class AuditingAuthenticator(ThreadAuthenticator):
+    """pyzmq's ZAP authenticator thread, plus an audit of every refused handshake.
+
+    pyzmq decides (``configure_curve``); this subclass only watches: ``handle_zap_message`` keeps
+    the request being decided (its address and credentials), and ``_send_zap_reply`` — the one
+    place every decision passes — logs and counts the refusals. Both run on the authenticator's
+    single thread, one request at a time.
+    """
+
+    def __init__(self, context: zmq.Context) -> None:
+        super().__init__(context, log=logging.getLogger(f"{__name__}.zap"))
+        self.rejections = 0
+        self.last_rejection: dict[str, str] | None = None
+        self._request: list[bytes] | None = None
+        self._audit = RateLimitedLog(log, AUDIT_INTERVAL_S)
+        self._audit_keys: set[str] = set()
+
+    async def handle_zap_message(self, msg: list[bytes]) -> None:
+        self._request = msg
+        try:
+            await super().handle_zap_message(msg)
+        finally:
+            self._request = None
+
+    def _send_zap_reply(self, request_id: bytes, status_code: bytes, status_text: bytes,
+                        user_id: str = "anonymous") -> None:
+        if status_code != b"200":
+            self._record_rejection(status_text)
+        super()._send_zap_reply(request_id, status_code, status_text, user_id)
+
+    def _record_rejection(self, reason: bytes) -> None:
+        request = self._request or []
+        address = request[3].decode("utf-8", "replace") if len(request) > 3 else "?"
+        mechanism = request[5].decode("ascii", "replace") if len(request) > 5 else "?"
+        credentials = request[6:]
+        key = z85.encode(credentials[0]).decode() if mechanism == "CURVE" and len(credentials) == 1 and \
+            len(credentials[0]) == 32 else "?"
+        self.rejections += 1
+        self.last_rejection = {"address": address, "public_key": key, "reason": reason.decode("utf-8", "replace")}
+        pair = f"{key} {address}"
+        if pair not in self._audit_keys and len(self._audit_keys) >= _MAX_AUDIT_KEYS:
+            pair = "other"
+        self._audit_keys.add(pair)
+        self._audit.warning(
+            pair, "CURVE handshake refused (%s): client key %s from %s; add its .key to --curve-allow to admit it "
+            "(%d refused so far)", self.last_rejection["reason"], key, address, self.rejections,
+        )
 
 
 def create_key_pair(out_dir: str | Path, name: str, *, overwrite: bool = False) -> tuple[Path, Path]:
@@ -84,7 +145,7 @@ def _load_certificate(path: Path, *, role: str) -> tuple[bytes, bytes | None]:
     return public, secret
 
 
-def start_authenticator(context: zmq.Context, allow_dir: str | Path) -> ThreadAuthenticator:
+def start_authenticator(context: zmq.Context, allow_dir: str | Path) -> AuditingAuthenticator:
     """Start a ZAP authenticator on ``context`` that admits only the public keys in ``allow_dir``.
 
     Must run before the server socket binds. Raises PublishError when the directory is missing or
@@ -100,7 +161,7 @@ def start_authenticator(context: zmq.Context, allow_dir: str | Path) -> ThreadAu
         )
     for path in allowed:
         load_public_key(path, role="allowed client")
-    auth = ThreadAuthenticator(context, log=logging.getLogger(f"{__name__}.zap"))
+    auth = AuditingAuthenticator(context)
     auth.start()
     auth.configure_curve(domain="*", location=str(location))
     log.info("CURVE on: %d allowed client key(s) from %s", len(allowed), location)

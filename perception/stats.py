@@ -13,7 +13,9 @@ Both classes have a single writer (the publish thread) and allocate nothing per 
 
 from __future__ import annotations
 
+import logging
 import time
+from typing import Any
 
 import numpy as np
 
@@ -78,3 +80,23 @@ class RateMeter:
             "input_fps": round((frames_in - in0) / span, 2),
             "output_fps": round((frames_out - out0) / span, 2),
         }
+
+
+class RateLimitedLog:
+    """Logs a repeated warning at most once per ``interval_s`` (per ``key``) with the count of the
+    suppressed ones, so a stream of bad frames or messages names the problem without flooding."""
+
+    def __init__(self, logger: logging.Logger, interval_s: float = 5.0) -> None:
+        self._log = logger
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warning(self, key: str, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) < self.interval_s:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return
+        extra = self._suppressed.pop(key, 0)
+        self._last[key] = now
+        self._log.warning(msg + (f" ({extra} more since the last report)" if extra else ""), *args)

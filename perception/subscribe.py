@@ -16,14 +16,16 @@ Reconnection is ZeroMQ's own: a SUB socket keeps trying to reach the publisher, 
 subscriptions when the publisher comes back, so a restarted node is picked up without any action
 here (its ``seq`` then starts again).
 
-Messages that are not valid (wrong frame count, bad JSON, a payload that does not match its
-header) and messages from another wire version are counted in ``counters`` and skipped, never
-raised; the first of each kind is logged with the reason.
+Every received message is untrusted: the topic, the header (bounded JSON, every field against the
+schema in ``perception/contracts.py``) and the payload (its size against the declared geometry,
+the declared geometry against ``max_mask_pixels``, before anything is allocated) are checked.
+Messages that are not valid (wrong frame count, bad or hostile JSON, a payload that does not match
+its header, a decode bomb) and messages from another wire version are counted in ``counters`` and
+skipped, never raised; the 1st, 10th, 100th and every 1000th of each kind is logged with the reason.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -38,7 +40,7 @@ from perception.encoding import DecodeError, codec_for_compression
 from perception.errors import ConfigError, PublishError
 from perception.publish import check_endpoint
 from perception.security import make_curve_client
-from perception.wire import WireError, WireMessage, WireVersionError, parse_header
+from perception.wire import WireError, WireMessage, WireVersionError, check_topic, load_json, parse_header
 
 log = logging.getLogger(__name__)
 
@@ -69,28 +71,30 @@ class SubscribeCounters:
     superseded: int = 0
 
 
-def decode_message(frames: list[bytes | memoryview | zmq.Frame], *, receive_ns: int | None = None) -> Message:
-    """Decode the frames of one message.
+def decode_message(
+    frames: list[bytes | memoryview | zmq.Frame],
+    *,
+    receive_ns: int | None = None,
+    max_mask_pixels: int = contracts.MAX_MASK_PIXELS,
+) -> Message:
+    """Decode the frames of one untrusted message.
 
-    Raises WireVersionError for another wire version, WireError or DecodeError for anything
-    that does not follow the wire format.
+    Every header field is checked against the schema in ``contracts`` (``wire.parse_header``), the
+    topic and JSON payloads with bounded parsers, and a mask payload against its declared size
+    and ``max_mask_pixels`` before anything is allocated. Raises WireVersionError for another
+    wire version, WireError or DecodeError for anything that does not follow the wire format;
+    nothing else (the fuzz tests in ``tests/test_fuzz.py`` hold it to that).
     """
     if len(frames) != 3:
         raise WireError(f"message has {len(frames)} frames, expected 3 (topic, header, payload)")
     raw = [f.buffer if isinstance(f, zmq.Frame) else memoryview(f) for f in frames]
-    try:
-        topic = bytes(raw[0]).decode("utf-8")
-    except UnicodeDecodeError:
-        raise WireError("topic frame is not UTF-8") from None
+    topic = check_topic(raw[0])
     header = parse_header(raw[1])
     if header["kind"] == contracts.KIND_JSON:
-        try:
-            data = json.loads(bytes(raw[2]).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise WireError(f"{topic}: payload is not UTF-8 JSON ({exc})") from None
+        data = load_json(raw[2], max_bytes=contracts.MAX_JSON_PAYLOAD_BYTES, what=f"{topic}: JSON payload")
     else:
         codec = codec_for_compression(header["compression"])
-        data = codec.decode(raw[2], height=header["height"], width=header["width"])
+        data = codec.decode(raw[2], height=header["height"], width=header["width"], max_pixels=max_mask_pixels)
     return Message(
         topic=topic,
         header=header,
@@ -98,6 +102,12 @@ def decode_message(frames: list[bytes | memoryview | zmq.Frame], *, receive_ns: 
         wire_bytes=sum(r.nbytes for r in raw),
         receive_ns=time.time_ns() if receive_ns is None else receive_ns,
     )
+
+
+def max_frame_bytes(max_mask_pixels: int) -> int:
+    """The largest message frame a subscriber takes off the wire (ZMQ_MAXMSGSIZE): a mask payload
+    of ``max_mask_pixels`` (a PNG may be slightly larger than its pixels) or a JSON payload."""
+    return max(max_mask_pixels + max_mask_pixels // 64 + 64 * 1024, contracts.MAX_JSON_PAYLOAD_BYTES)
 
 
 class MaskSubscriber:
@@ -114,6 +124,9 @@ class MaskSubscriber:
             publisher's allow-list.
         rcvhwm: messages queued before ZeroMQ drops new ones for this subscriber.
         reconnect_ivl_ms / reconnect_ivl_max_ms: ZeroMQ reconnect interval and its back-off cap.
+        max_mask_pixels: largest decoded mask accepted (height * width); bigger ones are skipped
+            as malformed before anything is allocated. Frames larger than such a mask could be
+            are refused by ZeroMQ itself (``ZMQ_MAXMSGSIZE``, the sender is disconnected).
 
     Raises:
         ConfigError: conflicting topic arguments or half a CURVE configuration.
@@ -133,6 +146,7 @@ class MaskSubscriber:
         rcvhwm: int = 1000,
         reconnect_ivl_ms: int = 100,
         reconnect_ivl_max_ms: int = 2000,
+        max_mask_pixels: int = contracts.MAX_MASK_PIXELS,
     ) -> None:
         if topics and namespace:
             raise ConfigError("give either topics or a namespace, not both")
@@ -154,6 +168,9 @@ class MaskSubscriber:
             prefixes = [namespace.rstrip("/") + "/"] if namespace else [""]
         self.endpoint = endpoint
         self.keep_latest = keep_latest
+        if max_mask_pixels < 1:
+            raise ConfigError(f"max_mask_pixels {max_mask_pixels} must be >= 1")
+        self.max_mask_pixels = max_mask_pixels
         self.counters = SubscribeCounters()
         self.last_error: str | None = None
         self._exact = set(self.topics) if self.topics is not None else None
@@ -165,6 +182,7 @@ class MaskSubscriber:
             self._socket.rcvhwm = rcvhwm
             self._socket.reconnect_ivl = reconnect_ivl_ms
             self._socket.reconnect_ivl_max = reconnect_ivl_max_ms
+            self._socket.maxmsgsize = max_frame_bytes(max_mask_pixels)
             if curve_server_key is not None:
                 make_curve_client(self._socket, server_key_file=curve_server_key, client_secret_file=curve_key_file)
             for prefix in prefixes:
@@ -224,7 +242,7 @@ class MaskSubscriber:
 
     def _decode(self, frames: list[zmq.Frame]) -> Message | None:
         try:
-            msg = decode_message(frames)
+            msg = decode_message(frames, max_mask_pixels=self.max_mask_pixels)
         except WireVersionError as exc:
             self.counters.version_mismatch += 1
             self._report(str(exc), self.counters.version_mismatch)
@@ -232,6 +250,13 @@ class MaskSubscriber:
         except (WireError, DecodeError) as exc:
             self.counters.malformed += 1
             self._report(f"skipped a malformed message: {exc}", self.counters.malformed)
+            return None
+        except (ValueError, TypeError, ArithmeticError, RecursionError, MemoryError) as exc:
+            # Last line of defence: decode_message validates everything it reads, so this means a
+            # bug there; the subscriber still survives, counts the message and names the failure.
+            self.counters.malformed += 1
+            self._report(f"skipped a message that broke the decoder ({type(exc).__name__}: {str(exc)[:200]})",
+                         self.counters.malformed)
             return None
         self.counters.received += 1
         return msg

@@ -40,6 +40,7 @@ from perception.config import bounds
 from perception.contracts import ClassTable
 from perception.errors import ConfigError, SourceError
 from perception.preprocess import Letterbox
+from perception.stats import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -357,6 +358,7 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
     wanted = ["class_map"] if table is not None else ["drivable", "lane", "obstacle"]
     source = _open_source(config, paced=False) if config.source else None
     sub = MaskSubscriber(config.endpoint, namespace=config.namespace, masks=wanted)
+    limited = RateLimitedLog(log)
     frame = None
     pending: dict[str, np.ndarray] = {}
     pending_seq = -1
@@ -365,6 +367,9 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             msg = sub.recv(timeout_s=0.2)
             if msg is None:
+                continue
+            if msg.kind != contracts.KIND_MASK:  # a JSON document on a mask topic: not drawable
+                limited.warning("kind", "skipped a %r message on mask topic %s", msg.kind, msg.topic)
                 continue
             received = True
             if msg.seq != pending_seq:

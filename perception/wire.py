@@ -12,7 +12,10 @@ recorder use these functions so that the layout lives in one place next to ``con
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,46 +96,125 @@ def dump_header(header: dict[str, Any]) -> bytes:
     return json.dumps(header, separators=(",", ":")).encode("utf-8")
 
 
-_MASK_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
-    "header": dict,
-    "height": int,
-    "width": int,
-    "encoding": str,
-    "is_bigendian": int,
-    "step": int,
-    "compression": str,
-    "values": str,
-    "seq": int,
-    "capture_ns": int,
-    "publish_ns": int,
-    "model_id": str,
-    "latency_ms": dict,
-}
+def load_json(data: bytes | memoryview, *, max_bytes: int, what: str) -> Any:
+    """Parse untrusted UTF-8 JSON with bounded size, depth and integer length.
+
+    ``json.loads`` alone lets a message crash or stall a reader: a 5,000-digit integer raises
+    ValueError (Python's int-from-string limit), a deeply nested array RecursionError, and a big
+    document costs memory. Here the size is checked before parsing, integer literals longer than
+    ``contracts.MAX_JSON_INT_CHARS`` are refused before conversion, NaN/Infinity are refused, the C
+    parser's own recursion guard is turned into a WireError, and the nesting of the result is
+    checked against ``contracts.MAX_JSON_DEPTH`` (iteratively). Raises WireError naming ``what``.
+    """
+    size = memoryview(data).nbytes
+    if size > max_bytes:
+        raise WireError(f"{what} has {size} bytes, more than the limit of {max_bytes}")
+    try:
+        doc = json.loads(
+            bytes(data).decode("utf-8"), parse_int=_bounded_int, parse_constant=_no_constant,
+        )
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WireError(f"{what} is not UTF-8 JSON ({exc})") from None
+    except _JsonLimit as exc:
+        raise WireError(f"{what}: {exc}") from None
+    except RecursionError:
+        raise WireError(f"{what} is nested too deeply (limit {contracts.MAX_JSON_DEPTH})") from None
+    if _json_depth(doc) > contracts.MAX_JSON_DEPTH:
+        raise WireError(f"{what} is nested too deeply (limit {contracts.MAX_JSON_DEPTH})")
+    return doc
 
 
-_ROS_HEADER_FIELD_TYPES: dict[str, type] = {"stamp": dict, "frame_id": str}
-_ROS_STAMP_FIELD_TYPES: dict[str, type] = {"sec": int, "nanosec": int}
-_JSON_FIELD_TYPES: dict[str, type] = {"name": str, "seq": int, "publish_ns": int}
+class _JsonLimit(ValueError):
+    """A JSON literal beyond the reader's bounds (raised from the parser's hooks)."""
 
 
-def _check_types(doc: dict[str, Any], types: dict[str, type], what: str) -> None:
-    """WireError naming the first field of ``types`` that ``doc`` lacks or holds with another type."""
-    for name, typ in types.items():
-        value = doc.get(name)
-        if not isinstance(value, typ) or isinstance(value, bool):
-            raise WireError(f"{what} field {name!r} is {value!r}, expected {typ.__name__}")
+def _bounded_int(text: str) -> int:
+    if len(text) > contracts.MAX_JSON_INT_CHARS:
+        raise _JsonLimit(f"integer literal of {len(text)} characters (limit {contracts.MAX_JSON_INT_CHARS})")
+    return int(text)
 
 
-def parse_header(frame: bytes) -> dict[str, Any]:
-    """Parse and check a header frame.
+def _no_constant(name: str) -> float:
+    raise _JsonLimit(f"{name} is not a JSON number")
+
+
+def _json_depth(doc: Any) -> int:
+    """Deepest nesting of lists/dicts in a parsed document, without recursion."""
+    deepest = 0
+    stack = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > contracts.MAX_JSON_DEPTH:
+            return deepest
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
+_KIND_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "number": (int, float), "str": (str,), "object": (dict,)}
+_KIND_NAMES = {"int": "int", "number": "number", "str": "str", "object": "dict"}
+
+
+def check_fields(doc: dict[str, Any], schema: dict[str, contracts.FieldRule], what: str) -> None:
+    """WireError naming the first field of ``schema`` that ``doc`` lacks or holds outside its rule."""
+    for name, rule in schema.items():
+        _check_value(doc.get(name), rule, f"{what} field {name!r}")
+
+
+def _check_value(value: Any, rule: contracts.FieldRule, where: str) -> None:
+    if not isinstance(value, _KIND_TYPES[rule.kind]) or isinstance(value, bool):
+        raise WireError(f"{where} is {_short(value)}, expected {_KIND_NAMES[rule.kind]}")
+    if rule.choices is not None and value not in rule.choices:
+        raise WireError(f"{where} is {_short(value)}, expected one of {', '.join(map(repr, rule.choices))}")
+    if rule.kind in ("int", "number"):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise WireError(f"{where} is {value!r}, expected a finite number")
+        if (rule.low is not None and value < rule.low) or (rule.high is not None and value > rule.high):
+            raise WireError(f"{where} is {_short(value)}, outside {_bound(rule.low)}..{_bound(rule.high)}")
+    elif rule.kind == "str":
+        if rule.max_len is not None and len(value) > rule.max_len:
+            raise WireError(f"{where} has {len(value)} characters, more than {rule.max_len}")
+    elif rule.kind == "object":
+        if rule.max_len is not None and len(value) > rule.max_len:
+            raise WireError(f"{where} has {len(value)} entries, more than {rule.max_len}")
+        if rule.fields is not None:
+            for name, sub in rule.fields.items():
+                _check_value(value.get(name), sub, f"{where[:-1]}.{name}'")
+        if rule.values is not None:
+            for key, item in value.items():
+                if len(key) > contracts.MAX_HEADER_STRING:
+                    raise WireError(f"{where} has a key of {len(key)} characters, more than {contracts.MAX_HEADER_STRING}")
+                _check_value(item, rule.values, f"{where[:-1]}.{key[:40]}'")
+
+
+def _bound(limit: float | None) -> str:
+    return "" if limit is None else str(int(limit)) if float(limit).is_integer() else f"{limit:g}"
+
+
+def _short(value: Any) -> str:
+    """repr() of a received value, cut short: a hostile field must not flood the log."""
+    if isinstance(value, int) and abs(value) >= 10**30:  # str() of a huge int is slow, or refused past 4300 digits
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def parse_header(frame: bytes | memoryview) -> dict[str, Any]:
+    """Parse and check a header frame against ``contracts.MASK_HEADER_SCHEMA`` /
+    ``contracts.JSON_HEADER_SCHEMA`` (types, ranges, lengths, allowed values) with the bounded
+    JSON parser (``load_json``).
 
     Returns the header dict. Raises WireVersionError for another wire version, WireError for
-    anything else that is not a valid header (not JSON, unknown kind, missing or mistyped field).
+    anything else that is not a valid header (not JSON, too large or deep, unknown kind, a missing,
+    mistyped or out-of-range field).
     """
-    try:
-        header = json.loads(bytes(frame).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WireError(f"header is not UTF-8 JSON ({exc})") from None
+    header = load_json(frame, max_bytes=contracts.MAX_HEADER_BYTES, what="header")
     if not isinstance(header, dict):
         raise WireError(f"header is a JSON {type(header).__name__}, expected an object")
     version = header.get("wire_version")
@@ -140,20 +222,51 @@ def parse_header(frame: bytes) -> dict[str, Any]:
         raise WireVersionError(version)
     kind = header.get("kind")
     if kind == contracts.KIND_JSON:
-        _check_types(header, _JSON_FIELD_TYPES, "json header")
+        check_fields(header, contracts.JSON_HEADER_SCHEMA, "json header")
         return header
     if kind != contracts.KIND_MASK:
-        raise WireError(f"header kind {kind!r} is neither {contracts.KIND_MASK!r} nor {contracts.KIND_JSON!r}")
-    _check_types(header, _MASK_FIELD_TYPES, "mask header")
-    # The std_msgs/Header part: readers (the recorder's ROS Image) use it as is.
-    _check_types(header["header"], _ROS_HEADER_FIELD_TYPES, "mask header.header")
-    _check_types(header["header"]["stamp"], _ROS_STAMP_FIELD_TYPES, "mask header.header.stamp")
+        raise WireError(f"header kind {_short(kind)} is neither {contracts.KIND_MASK!r} nor {contracts.KIND_JSON!r}")
+    check_fields(header, contracts.MASK_HEADER_SCHEMA, "mask header")
     if header["encoding"] != contracts.ROS_IMAGE_ENCODING or header["step"] != header["width"]:
         raise WireError(
-            f"mask header says encoding {header['encoding']!r} step {header['step']}, "
+            f"mask header says encoding {_short(header['encoding'])} step {header['step']}, "
             f"expected {contracts.ROS_IMAGE_ENCODING!r} with step == width"
         )
+    if header["is_bigendian"] != 0:
+        raise WireError("mask header says is_bigendian 1; mono8 masks are written with is_bigendian 0")
     return header
+
+
+def check_topic(raw: bytes | memoryview) -> str:
+    """The topic of a received message as text; WireError when it is not UTF-8, too long, or holds
+    control characters (it is printed, logged and, by ``listen --save-dir``, made a folder name)."""
+    raw = memoryview(raw)
+    if raw.nbytes > contracts.MAX_TOPIC_BYTES:
+        raise WireError(f"topic has {raw.nbytes} bytes, more than {contracts.MAX_TOPIC_BYTES}")
+    try:
+        topic = bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise WireError("topic frame is not UTF-8") from None
+    if not topic or not topic.isprintable():
+        raise WireError(f"topic {_short(topic)} is empty or holds control characters")
+    return topic
+
+
+_UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def topic_dir_name(topic: str) -> str:
+    """A single, safe folder name for a topic (``perception/front/lane`` -> ``perception_front_lane``).
+
+    Only ``[A-Za-z0-9._-]`` survive, no name is ``.``/``..`` or starts with a dot, and long names
+    are cut to 100 characters plus a hash of the full topic, so two topics never share a folder and
+    no topic can reach outside the folder it is saved under.
+    """
+    name = _UNSAFE_PATH_CHARS.sub("_", topic).strip("._") or "topic"
+    if len(name) > 100 or name != topic.replace("/", "_"):
+        digest = hashlib.sha1(topic.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+        name = f"{name[:100]}-{digest}"
+    return name
 
 
 def ros_image_fields(header: dict[str, Any]) -> dict[str, Any]:

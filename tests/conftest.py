@@ -38,9 +38,53 @@ def camvid_dir() -> Path:
     return CAMVID_DIR
 
 
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    """The tiny brightness model (tests/tiny_models.py) at 48x64, written once per session."""
+    from tiny_models import write_brightness_model
+
+    return write_brightness_model(tmp_path_factory.mktemp("tiny_model") / "tiny.onnx", (48, 64))
+
+
+@pytest.fixture
+def tiny_engine(tiny_model_path):
+    """An ONNX Runtime engine of ``tiny_model_path`` on one CPU thread."""
+    from perception.engines import EngineOptions, load_engine
+
+    eng = load_engine("ort", tiny_model_path, EngineOptions(provider="cpu", threads=1))
+    yield eng
+    eng.close()
+
+
 @pytest.fixture
 def free_tcp_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# Hypothesis profiles for the fuzz tests (tests/test_fuzz.py). "ci", the default, is what
+# `make test` runs: derandomized (a fixed seed, the same cases every run) and small enough for a
+# few seconds. "fuzz" is the long campaign (10,000 cases per test, random seed, printed on failure):
+#     PERCEPTION_FUZZ=fuzz python -m pytest -q --timeout 0 tests/test_fuzz.py   (no per-test time limit)
+# PERCEPTION_FUZZ_EXAMPLES overrides the case count of either profile.
+def _register_fuzz_profiles() -> None:
+    import os
+
+    from hypothesis import HealthCheck, settings
+
+    quiet = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+    settings.register_profile("ci", max_examples=100, derandomize=True, deadline=None, suppress_health_check=quiet,
+                              database=None)
+    settings.register_profile("fuzz", max_examples=10_000, deadline=None, suppress_health_check=quiet,
+                              print_blob=True)
+    profile = os.environ.get("PERCEPTION_FUZZ", "ci")
+    examples = os.environ.get("PERCEPTION_FUZZ_EXAMPLES")
+    if examples:
+        settings.register_profile(f"{profile}-n", settings.get_profile(profile), max_examples=int(examples))
+        profile = f"{profile}-n"
+    settings.load_profile(profile)
+
+
+_register_fuzz_profiles()

@@ -94,3 +94,33 @@ def test_keys_command_writes_a_pair_and_refuses_to_overwrite(tmp_path):
     assert again.stderr.strip().splitlines() == [
         f"perception: error: {public}, {secret} already exist; pick another --name or pass --force"
     ]
+
+
+def test_refused_handshakes_are_logged_with_key_and_address_rate_limited_and_counted(keys, caplog):
+    """Issue 15, finding 7: rejected CURVE handshakes were not logged."""
+    from perception.security import load_public_key
+
+    paths, allow_dir = keys
+    server_public, server_secret = paths["server"]
+    stranger_key = load_public_key(paths["stranger"][0], role="client").decode()
+    with MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS, curve_secret_key_file=str(server_secret),
+                       curve_allow_dir=str(allow_dir)) as pub:
+        # Three connections with the same unknown key: three refusals, one log line.
+        strangers = [MaskSubscriber(pub.endpoint, namespace=NS, curve_server_key=str(server_public),
+                                    curve_key_file=str(paths["stranger"][1]), reconnect_ivl_ms=10,
+                                    reconnect_ivl_max_ms=10) for _ in range(3)]
+        try:
+            deadline = time.monotonic() + 20
+            while pub.stats()["curve_rejections"] < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            rejections = pub.stats()["curve_rejections"]
+        finally:
+            for sub in strangers:
+                sub.close()
+        auth = pub._auth
+        assert auth.last_rejection["public_key"] == stranger_key
+        assert auth.last_rejection["address"] == "127.0.0.1"
+    assert rejections >= 3
+    refused = [r.getMessage() for r in caplog.records if "CURVE handshake refused" in r.getMessage()]
+    assert refused and stranger_key in refused[0] and "from 127.0.0.1" in refused[0]
+    assert len(refused) < rejections  # rate-limited: retries of one key and address are counted, not logged

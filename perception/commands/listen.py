@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 import time
@@ -29,6 +30,9 @@ import cv2
 from perception import contracts
 from perception.errors import ConfigError
 from perception.subscribe import MaskSubscriber, Message, TopicStats
+from perception.wire import topic_dir_name
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,10 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, metavar="N", help="stop after N messages in total")
     parser.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between report lines (default 1)")
     parser.add_argument("--echo", action="store_true", help="print every message's header (and JSON documents)")
-    parser.add_argument("--save-dir", type=Path, metavar="DIR", help="save received masks as PNG: DIR/<topic>/<seq>.png")
+    parser.add_argument("--save-dir", type=Path, metavar="DIR",
+                        help="save received masks as PNG: DIR/<topic with / as _>/<seq>.png")
     parser.add_argument("--every", type=int, default=1, metavar="N", help="with --save-dir: every Nth mask per topic")
     parser.add_argument("--keep-latest", action="store_true", help="drain the socket, keep the newest message per topic")
     parser.add_argument("--json", action="store_true", help="final summary as JSON on stdout (live lines go to stderr)")
+    parser.add_argument("--max-mask-pixels", type=int, default=contracts.MAX_MASK_PIXELS, metavar="N",
+                        help="skip masks declaring more than N pixels, before decoding (default %(default)s)")
     parser.add_argument("--curve-server-key", metavar="FILE", help="the node's public .key file (CURVE)")
     parser.add_argument("--curve-key", metavar="FILE", help="this client's .key_secret file (CURVE)")
 
@@ -55,6 +62,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--count {args.count} must be >= 1")
     if args.every < 1:
         raise ConfigError(f"--every {args.every} must be >= 1")
+    if args.max_mask_pixels < 1:
+        raise ConfigError(f"--max-mask-pixels {args.max_mask_pixels} must be >= 1")
     if args.interval <= 0:
         raise ConfigError(f"--interval {args.interval} must be > 0 seconds")
     if args.save_dir is not None:
@@ -87,12 +96,18 @@ def _echo(msg: Message, out) -> None:
     )
 
 
-def _save(msg: Message, save_dir: Path) -> None:
-    folder = save_dir / msg.topic.replace("/", "_")
-    folder.mkdir(parents=True, exist_ok=True)
+def _save(msg: Message, save_dir: Path) -> str | None:
+    """Write one mask under ``save_dir``; the reason when it could not be written."""
+    # The topic comes from the network: topic_dir_name keeps it one safe folder name inside save_dir.
+    folder = save_dir / topic_dir_name(msg.topic)
     path = folder / f"{msg.seq:08d}.png"
-    if not cv2.imwrite(str(path), msg.data):
-        raise ConfigError(f"cannot write {path}; check that --save-dir is writable")
+    try:
+        folder.mkdir(exist_ok=True)
+        if cv2.imwrite(str(path), msg.data):
+            return None
+        return f"cannot write {path}; check that --save-dir is writable"
+    except (OSError, cv2.error) as exc:
+        return f"cannot write {path}: {getattr(exc, 'strerror', None) or exc}"
 
 
 def main(args: argparse.Namespace) -> int:
@@ -111,6 +126,7 @@ def main(args: argparse.Namespace) -> int:
         keep_latest=args.keep_latest,
         curve_server_key=args.curve_server_key,
         curve_key_file=args.curve_key,
+        max_mask_pixels=args.max_mask_pixels,
     )
     what = ", ".join(args.topic) if args.topic else (f"{args.namespace}/*" if args.namespace else "all topics")
     print(f"listening on {args.endpoint} to {what}", file=live, flush=True)
@@ -119,7 +135,7 @@ def main(args: argparse.Namespace) -> int:
     start_s = time.monotonic()
     next_report_s = start_s + args.interval
     end_s = start_s + args.duration if args.duration is not None else None
-    total = 0
+    total = save_errors = 0
     try:
         while not stop["requested"]:
             now_s = time.monotonic()
@@ -137,8 +153,10 @@ def main(args: argparse.Namespace) -> int:
                     _echo(msg, live)
                 if args.save_dir is not None and msg.kind == contracts.KIND_MASK:
                     n = saved.get(msg.topic, 0)
-                    if n % args.every == 0:
-                        _save(msg, args.save_dir)
+                    if n % args.every == 0 and (problem := _save(msg, args.save_dir)) is not None:
+                        save_errors += 1
+                        if save_errors in (1, 10, 100) or save_errors % 1000 == 0:  # rate-limited
+                            log.warning("%s (%d mask(s) not saved so far)", problem, save_errors)
                     saved[msg.topic] = n + 1
             if now_s >= next_report_s:
                 next_report_s = now_s + args.interval
@@ -155,6 +173,7 @@ def main(args: argparse.Namespace) -> int:
         "topics": {topic: s.summary(duration_s) for topic, s in sorted(stats.items())},
         "skipped": {"malformed": sub.counters.malformed, "version_mismatch": sub.counters.version_mismatch},
         "superseded": sub.counters.superseded,
+        "save_errors": save_errors,
         "last_error": sub.last_error,
     }
     _print_summary(summary, live)

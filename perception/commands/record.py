@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--topic", nargs="+", action="extend", metavar="T", help="exact topics to record")
     parser.add_argument("--out", type=Path, required=True, help="output .mcap file")
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
+    parser.add_argument("--max-mask-pixels", type=int, metavar="N",
+                        help=f"skip masks declaring more than N pixels, before decoding (default {contracts.MAX_MASK_PIXELS})")
     parser.add_argument("--curve-server-key", metavar="FILE", help="the node's public .key file (CURVE)")
     parser.add_argument("--curve-key", metavar="FILE", help="this client's .key_secret file (CURVE)")
 

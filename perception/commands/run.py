@@ -121,28 +121,106 @@ def load_run_config(args: argparse.Namespace) -> RunConfig:
     return load_config(RunConfig, data, source=source)
 
 
-def main(args: argparse.Namespace) -> int:
-    from perception.engines import EngineOptions, load_engine
-    from perception.pipeline import Pipeline
-    from perception.publish import MaskPublisher
-    from perception.sources import open_source
+class StartupSignals:
+    """SIGINT/SIGTERM handling from the first instruction of ``perception run`` to its last.
 
-    t_start = time.monotonic()
-    config = load_run_config(args)
-    if config.compile != "none" and config.engine != "torch":
-        raise ConfigError(f"--compile {config.compile} applies to --engine torch (a .pt checkpoint), not --engine {config.engine}")
-    if config.model is None and not DEFAULT_MODEL.is_file():
-        raise ModelError(
-            f"no --model given and the shipped default model {DEFAULT_MODEL} is missing; "
-            "pass --model model.onnx or run 'make default-model'"
-        )
-    engine = load_engine(
-        config.engine, config.model_path,
-        EngineOptions(provider=config.provider, threads=config.threads, fp16=config.fp16, compile=config.compile,
-                      precision=config.precision),
-    )
-    publisher = source = pipeline = final = None
+    Installed before anything heavy is imported (``perception.cli`` calls ``install()`` first).
+    Until the pipeline runs, a signal is only recorded and start-up stops at the next step
+    (``reached``), so the node still exits 0 with a final stats document that says how far start-up
+    got; once the pipeline exists, a signal stops it like any other end.
+    """
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        self.step = "starting"
+        self.pipeline: Any = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def installed(self) -> bool:
+        return bool(self._previous)
+
+    def install(self) -> None:
+        """Catch the signals from now on, with a fresh state."""
+        self.signal, self.step, self.pipeline = None, "starting", None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.signal(sig, self._on_signal)
+            self._previous.setdefault(sig, previous)
+
+    def uninstall(self) -> None:
+        """Give the signals back to the handlers found at ``install``."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        self.signal = self.signal or name
+        if self.pipeline is not None:
+            self.pipeline.stop(f"signal {name}")
+
+    def reached(self, step: str) -> None:
+        """Start-up is at ``step``; raises _StartupInterrupted when a signal came before."""
+        if self.signal is not None:
+            raise _StartupInterrupted
+        self.step = step
+
+
+class _StartupInterrupted(Exception):
+    """A signal arrived during start-up (before the pipeline ran)."""
+
+
+_SIGNALS = StartupSignals()
+
+
+def install_startup_signals() -> None:
+    """Catch SIGINT/SIGTERM from now on (``perception.cli`` calls this first for ``run``)."""
+    _SIGNALS.install()
+
+
+def startup_stats(step: str, reason: str) -> dict[str, Any]:
+    """The final stats document of a run stopped during start-up: nothing read, all balanced."""
+    return {
+        "frames_in": 0, "frames_out": 0, "published": 0, "dropped": 0, "corrupt": 0, "in_flight_discarded": 0,
+        "end_reason": reason, "startup": step, "balanced": True,
+    }
+
+
+def main(args: argparse.Namespace) -> int:
+    signals = _SIGNALS
+    if not signals.installed:  # a caller that skipped perception.cli
+        signals.install()
     try:
+        return _run(args, signals)
+    finally:
+        signals.uninstall()
+
+
+def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
+    t_start = time.monotonic()
+    publisher = source = pipeline = engine = final = None
+    try:
+        signals.reached("loading the configuration")
+        from perception.engines import EngineOptions, load_engine
+        from perception.pipeline import Pipeline
+        from perception.publish import MaskPublisher
+        from perception.sources import open_source
+
+        config = load_run_config(args)
+        if config.compile != "none" and config.engine != "torch":
+            raise ConfigError(f"--compile {config.compile} applies to --engine torch (a .pt checkpoint), not --engine {config.engine}")
+        if config.model is None and not DEFAULT_MODEL.is_file():
+            raise ModelError(
+                f"no --model given and the shipped default model {DEFAULT_MODEL} is missing; "
+                "pass --model model.onnx or run 'make default-model'"
+            )
+        signals.reached("loading the engine")
+        engine = load_engine(
+            config.engine, config.model_path,
+            EngineOptions(provider=config.provider, threads=config.threads, fp16=config.fp16, compile=config.compile,
+                          precision=config.precision),
+        )
+        signals.reached("opening the publisher")
         publisher = MaskPublisher(
             endpoint=config.endpoint,
             namespace=config.resolved_namespace,
@@ -151,34 +229,43 @@ def main(args: argparse.Namespace) -> int:
             curve_allow_dir=config.curve_allow,
             sndhwm=config.sndhwm,
         )
+        signals.reached("opening the source")
         source = open_source(config.source, **config.source_options())
+        signals.reached("starting the pipeline")
         pipeline = Pipeline(config, source=source, engine=engine, publisher=publisher)
-        previous = {}
-
-        def on_signal(signum, _frame):
-            pipeline.stop(f"signal {signal.Signals(signum).name}")
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, on_signal)
+        signals.pipeline = pipeline
+        if signals.signal is not None:  # arrived between the check above and the line before
+            pipeline.stop(f"signal {signals.signal}")
         try:
             final = pipeline.run()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        except BaseException:
+            if pipeline.final_stats is not None:  # a stage failed: its stats still go out
+                print(json.dumps(pipeline.final_stats), file=sys.stdout, flush=True)
+            raise
         if pipeline.first_publish_mono_ns is not None:
             final["startup_to_first_mask_ms"] = round((pipeline.first_publish_mono_ns / 1e9 - t_start) * 1e3, 1)
+    except _StartupInterrupted:
+        final = startup_stats(signals.step, f"signal {signals.signal}")
+        if publisher is not None:
+            publisher.publish_json(contracts.STATS_TOPIC, final)
     finally:
+        signals.pipeline = None
         if source is not None and pipeline is None:
             source.close()  # once the pipeline exists, its capture thread owns the source
         if publisher is not None:
-            stopped_by_signal = pipeline is not None and pipeline.end_reason.startswith("signal")
-            ended = pipeline is not None and final is not None
+            stopped_by_signal = signals.signal is not None
+            ended = final is not None
             publisher.close(flush_s=FLUSH_S if ended and not stopped_by_signal else 0.0)
-        engine.close()
-    log.info(
-        "stopped (%s): %d frames in, %d out, %d dropped, %d corrupt, %d reconnects, %.1f fps out",
-        final["end_reason"], final["frames_in"], final["frames_out"], final["drops"], final["corrupt"],
-        final["reconnects"], final["output_fps"],
-    )
+        if engine is not None:
+            engine.close()
+    if "source_corrupt" in final:
+        log.info(
+            "stopped (%s): %d frames in, %d published, %d dropped, %d corrupt, %d in flight, %d reconnects, "
+            "%.1f fps out",
+            final["end_reason"], final["frames_in"], final["published"], final["dropped"], final["corrupt"],
+            final["in_flight_discarded"], final["reconnects"], final["output_fps"],
+        )
+    else:
+        log.info("stopped (%s) during start-up while %s", final["end_reason"], final["startup"])
     print(json.dumps(final), file=sys.stdout, flush=True)
     return 0

@@ -2,13 +2,20 @@
 
 A source's ``read()`` returns the next ``Frame`` (seq contiguous from 0, stamped at capture with
 ``time.time_ns()`` and ``time.monotonic_ns()``) or None at the end of a finite input. Corrupt frames
-are counted in ``corrupt`` and skipped; live sources that drop out are reopened with exponential
-backoff and counted in ``reconnects``. Opening problems raise ``SourceError`` with the fix.
+are counted in ``corrupt``, named in ``skipped`` (the first ``MAX_NAMED_SKIPS``) and in a
+rate-limited warning, and skipped; ``MAX_CONSECUTIVE_CORRUPT`` in a row end the run with a
+``SourceError`` (an error exit, not success). Live sources that drop out are reopened with
+exponential backoff and counted in ``reconnects``. Opening problems raise ``SourceError`` with the fix.
+
+OpenCV's and FFmpeg's own console lines (``[ WARN:0@0.03] global cap.cpp...``, ``[mjpeg @ 0x...]
+No JPEG data found``) are silenced here, at import: every problem they describe reaches the user
+through our own log line or error. Set ``OPENCV_LOG_LEVEL`` / ``OPENCV_FFMPEG_LOGLEVEL`` to see them.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -20,11 +27,29 @@ import cv2
 import numpy as np
 
 from perception.errors import SourceError
+from perception.stats import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
-#: After this many corrupt frames in a row the source is declared unreadable.
+#: After this many corrupt frames in a row the source is declared unreadable: the run ends with a
+#: SourceError (exit status 2), not as a clean end of input.
 MAX_CONSECUTIVE_CORRUPT = 200
+#: How many skipped frames a source names in ``skipped`` (the stats' ``source_skipped``).
+MAX_NAMED_SKIPS = 20
+
+
+def quiet_video_backends() -> None:
+    """Silence OpenCV's and FFmpeg's console output unless the user asked for it by environment.
+
+    FFmpeg's level is read by OpenCV when it first opens a capture (``OPENCV_FFMPEG_LOGLEVEL``,
+    -8 is AV_LOG_QUIET); OpenCV's own is set directly.
+    """
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
+quiet_video_backends()
 
 
 @dataclass(frozen=True)
@@ -76,11 +101,14 @@ class Source(ABC):
         self.spec = spec
         self.options = options
         self.corrupt = 0
+        #: What was skipped, named (the first MAX_NAMED_SKIPS): "frame 31 of clip.avi: ...".
+        self.skipped: list[str] = []
         self.reconnects = 0
         self._seq = 0
         self._consecutive_corrupt = 0
         self._interrupted = threading.Event()
         self._pacer: _Pacer | None = None
+        self._limited = RateLimitedLog(log)
 
     @abstractmethod
     def _next_image(self) -> tuple[np.ndarray, int, int] | None:
@@ -103,12 +131,15 @@ class Source(ABC):
             except CorruptFrame as exc:
                 self.corrupt += 1
                 self._consecutive_corrupt += 1
+                if len(self.skipped) < MAX_NAMED_SKIPS:
+                    self.skipped.append(str(exc))
                 if self._consecutive_corrupt >= MAX_CONSECUTIVE_CORRUPT:
                     raise SourceError(
-                        f"{self.describe()}: {self._consecutive_corrupt} corrupt frames in a row ({exc}); "
-                        "check the input"
+                        f"{self.describe()}: {self._consecutive_corrupt} unreadable frames in a row ({exc}); "
+                        "the input is damaged or not what it claims to be"
                     ) from None
-                log.debug("skipping corrupt frame from %s: %s", self.describe(), exc)
+                self._limited.warning("corrupt", "%s: skipped an unreadable frame: %s (%d skipped so far)",
+                                      self.describe(), exc, self.corrupt)
                 continue
             if got is None:
                 return None

@@ -3,6 +3,12 @@
 As fast as possible by default (with the lossless queue every frame is processed once, in order);
 ``realtime`` paces frames at the file's native rate (``fps`` overrides it); ``loop`` restarts at the
 end. The end of the file ends the run cleanly.
+
+A damaged stretch is not the end: when a grab fails before the frame count the container states
+(``CAP_PROP_FRAME_COUNT``), the frame is counted as corrupt, named, and skipped (FFmpeg has
+consumed the damaged packet, so the next grab reads the frame after it). The run ends at the
+stated count or, for a container that states none, at the first failed grab; ``MAX_CONSECUTIVE_CORRUPT``
+unreadable frames in a row end it with an error instead.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from pathlib import Path
 import cv2
 
 from perception.errors import SourceError
-from perception.sources.base import Source, SourceOptions, grab_and_retrieve
+from perception.sources.base import CorruptFrame, Source, SourceOptions, grab_and_retrieve
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +40,10 @@ class VideoFileSource(Source):
             raise SourceError(f"video file {spec} not found; check the path")
         self._cap = self._open()
         self._frames_this_pass = 0
+        self._attempts_this_pass = 0  # frames read or found unreadable in this pass
+        count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        #: Frames the container says it holds (None when it does not say).
+        self.frame_count = int(count) if count and math.isfinite(count) and count > 0 else None
         native_fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.native_fps = native_fps if native_fps and math.isfinite(native_fps) and native_fps > 0 else None
         if options.realtime or options.fps:
@@ -52,16 +62,23 @@ class VideoFileSource(Source):
         return cap
 
     def _next_image(self):
-        got = grab_and_retrieve(self._cap)
+        index = self._attempts_this_pass
+        self._attempts_this_pass += 1
+        try:
+            got = grab_and_retrieve(self._cap)
+        except CorruptFrame as exc:
+            raise CorruptFrame(f"frame {index}: {exc}") from None
         if got is not None:
             self._frames_this_pass += 1
             return got
+        if self.frame_count is not None and index < self.frame_count:
+            raise CorruptFrame(f"frame {index} of {self.frame_count} cannot be read")
         if not self.options.loop or self._frames_this_pass == 0:
             return None
         # Reopening is more reliable than seeking to frame 0 across containers (gif, mkv).
         self._cap.release()
         self._cap = self._open()
-        self._frames_this_pass = 0
+        self._frames_this_pass = self._attempts_this_pass = 0
         return self._next_image()
 
     def close(self) -> None:

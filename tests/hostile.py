@@ -1,0 +1,83 @@
+"""Hostile and malformed wire messages, shared by the hardening tests and the fuzz tests.
+
+Each entry of ``hostile_messages()`` is (name, frames); every one must be skipped and counted by a
+reader, never raise out of it, and never make it allocate more than a mask of the allowed size.
+The ``findings`` are those of issue 15 (each broke a subscriber tool before the fix).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+
+import numpy as np
+
+from perception import contracts
+from perception.wire import dump_header, json_header, mask_header
+
+NS = "perception/front"
+TOPIC = f"{NS}/lane"
+
+
+def good_header(**overrides) -> dict:
+    fields = dict(height=2, width=3, compression="none", values="binary", seq=1, capture_ns=1_700_000_000_000_000_000,
+                  publish_ns=1_700_000_000_000_000_001, frame_id="front", model_id="m", latency_ms={"infer": 1.0})
+    fields.update(overrides)
+    return mask_header(**fields)
+
+
+def good_message(seq: int = 1, topic: str = TOPIC) -> list[bytes]:
+    return [topic.encode(), dump_header(good_header(seq=seq)), bytes(6)]
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_bomb(side: int) -> bytes:
+    """A valid all-zero 8-bit greyscale PNG of side x side pixels, a few hundred kB for 20000
+    (compressed row by row so the test itself never holds the raw image)."""
+    comp = zlib.compressobj(9)
+    row = bytes(side + 1)  # filter byte + pixels
+    idat = b"".join(comp.compress(row) for _ in range(side)) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+
+
+def rle_run(value: int, length: int) -> bytes:
+    return np.array([(value, length)], dtype=contracts.RLE_RUN_DTYPE).tobytes()
+
+
+def hostile_messages(*, with_png_bomb: bool = True) -> list[tuple[str, list[bytes]]]:
+    """The messages of issue 15's findings 2 and 3 and their relatives."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    out = [
+        ("nested JSON header", [TOPIC.encode(), deep, bytes(6)]),
+        ("nested JSON header object", [TOPIC.encode(), b'{"a":' * 50_000 + b"1" + b"}" * 50_000, bytes(6)]),
+        ("5,000-digit integer in the header",
+         [TOPIC.encode(), dump_header(good_header()).replace(b'"seq":1', b'"seq":' + b"9" * 5000), bytes(6)]),
+        ("capture_ns = 10**400", [TOPIC.encode(), json.dumps({**good_header(), "capture_ns": 10**400}).encode(), bytes(6)]),
+        ("negative seq", [TOPIC.encode(), dump_header({**good_header(), "seq": -1}), bytes(6)]),
+        ("NaN latency", [TOPIC.encode(), dump_header(good_header()).replace(b'"infer":1.0', b'"infer":NaN'), bytes(6)]),
+        ("400-character topic", [("x" * 400).encode(), dump_header(good_header()), bytes(6)]),
+        ("topic with a newline", [f"{NS}/a\nb".encode(), dump_header(good_header()), bytes(6)]),
+        ("rle 5 bytes declaring 40000x25000",
+         [TOPIC.encode(), dump_header(good_header(height=25000, width=40000, compression="rle")), rle_run(0, 10**9)]),
+        ("rle 5 bytes declaring 16384x16384 (over the pixel limit)",
+         [TOPIC.encode(), dump_header(good_header(height=16384, width=16384, compression="rle")), rle_run(0, 16384**2)]),
+        ("rle 20 bytes declaring 10**10 pixels",
+         [TOPIC.encode(), dump_header(good_header(height=100_000, width=100_000, compression="rle")),
+          rle_run(0, 2**32 - 1) * 4]),
+        ("rle zero-length run", [TOPIC.encode(), dump_header(good_header(compression="rle")), rle_run(0, 0) + rle_run(0, 6)]),
+        ("mono8 short payload", [TOPIC.encode(), dump_header(good_header()), bytes(5)]),
+        ("huge JSON header", [TOPIC.encode(), b'{"x":"' + b"a" * (contracts.MAX_HEADER_BYTES + 1) + b'"}', bytes(6)]),
+        ("JSON payload nested", [f"{NS}/stats".encode(), dump_header(json_header(name="stats", seq=0, publish_ns=1)),
+                                 b"[" * 100_000]),
+        ("JSON payload with a 5,000-digit integer",
+         [f"{NS}/stats".encode(), dump_header(json_header(name="stats", seq=0, publish_ns=1)), b"9" * 5000]),
+    ]
+    if with_png_bomb:
+        out.append(("png 20000x20000 under a 10x10 header",
+                    [TOPIC.encode(), dump_header(good_header(height=10, width=10, compression="png")), png_bomb(20000)]))
+    return out
