@@ -20,6 +20,7 @@ import onnx
 from perception.contracts import INPUT_NAME, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ClassTable
 from perception.errors import DataError, ModelError
 from perception.metrics import ConfusionMatrix
+from perception.preprocess import letterbox_image, letterbox_label
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,6 @@ def resize_sample(image: np.ndarray, label: np.ndarray | None, input_hw: tuple[i
     """Fit a sample to the model input as the node does (``perception.preprocess``): the image
     letterboxed, the label placed the same way (nearest) with the padding set to ``LABEL_PAD``
     so metrics skip it."""
-    from perception.preprocess import letterbox_image, letterbox_label
-
     image, letterbox = letterbox_image(image, input_hw)
     if label is not None:
         label = letterbox_label(label, letterbox, fill=LABEL_PAD)
