@@ -14,13 +14,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnx
 
 from perception.contracts import INPUT_NAME, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ClassTable
 from perception.errors import DataError, ModelError
 from perception.metrics import ConfusionMatrix
+from perception.preprocess import letterbox_image, letterbox_label
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +47,17 @@ MIN_CONFIDENCE_WITHIN_ONE = 0.999
 MIN_ARGMAX_AGREEMENT = 0.999
 
 Sample = tuple[np.ndarray, np.ndarray | None]
+#: Label value of the letterbox padding: outside every class table, so metrics ignore it.
+LABEL_PAD = 255
 
 
 def resize_sample(image: np.ndarray, label: np.ndarray | None, input_hw: tuple[int, int]) -> Sample:
-    """Resize to the model's input size as the node does: image bilinear, label nearest."""
-    h, w = input_hw
-    if image.shape[:2] != (h, w):
-        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
-    if label is not None and label.shape[:2] != (h, w):
-        label = cv2.resize(label, (w, h), interpolation=cv2.INTER_NEAREST)
+    """Fit a sample to the model input as the node does (``perception.preprocess``): the image
+    letterboxed, the label placed the same way (nearest) with the padding set to ``LABEL_PAD``
+    so metrics skip it."""
+    image, letterbox = letterbox_image(image, input_hw)
+    if label is not None:
+        label = letterbox_label(label, letterbox, fill=LABEL_PAD)
     return np.ascontiguousarray(image), label
 
 

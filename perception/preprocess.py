@@ -96,3 +96,24 @@ class Preprocessor:
             self.batch.fill(self.pad_value)
         self.letterbox.apply(image, self.batch[0])
         return self.batch
+
+
+def letterbox_image(image: np.ndarray, input_hw: tuple[int, int], *, pad_value: int = PAD_VALUE) -> tuple[np.ndarray, Letterbox]:
+    """One image fitted into a new ``input_hw`` x 3 array exactly as the node's ``Preprocessor`` does.
+
+    For offline users of the deploy preprocessing (evaluation, export verification, INT8
+    calibration, training validation): returns the letterboxed image and its geometry, whose
+    ``to_source`` maps a predicted mask back to ``image``'s size.
+    """
+    preprocessor = Preprocessor(input_hw, pad_value=pad_value)
+    batch = preprocessor(image)
+    assert preprocessor.letterbox is not None  # set by the call above
+    return batch[0], preprocessor.letterbox
+
+
+def letterbox_label(label: np.ndarray, letterbox: Letterbox, *, fill: int) -> np.ndarray:
+    """A label map placed like its image by ``letterbox``: nearest on the same pixel-centre grid as
+    the image's resize (INTER_NEAREST_EXACT), padding set to ``fill`` (an ignore id)."""
+    out = np.full(letterbox.dst_hw, fill, dtype=label.dtype)
+    letterbox.apply(label, out, interpolation=cv2.INTER_NEAREST_EXACT)
+    return out

@@ -33,8 +33,14 @@ VARIANTS = {
     "bisenetv1": ({}, ("aux", "aux2")),
     "bisenetv2": ({"width": 0.25}, ("aux", "aux2", "aux3", "aux4")),
     "pspnet": ({"backbone": "resnet18"}, ("aux",)),
+    "litefpn": ({"channels": 16}, ("aux",)),
 }
 AUX_MODELS = [name for name, (_, aux) in VARIANTS.items() if aux]
+
+
+@pytest.fixture(autouse=True)
+def _no_downloads(monkeypatch):
+    monkeypatch.setenv("PERCEPTION_NO_DOWNLOAD", "1")
 
 
 @pytest.fixture(autouse=True)
@@ -133,6 +139,7 @@ def test_check_input_size_names_the_nearest_valid_sizes():
         ("pspnet", {"backbone": "resnet18"}, "resnet18-f37072fd.pth"),
         ("pspnet", {"backbone": "resnet50"}, "resnet50-11ad3fa6.pth"),
         ("segnet", {"width": 1.0}, "vgg16_bn-6c64b313.pth"),
+        ("litefpn", {"encoder": "mobilenet_v3_large"}, "mobilenet_v3_large-5c1a4163.pth"),
     ],
 )
 def test_pretrained_true_without_cached_file_names_the_file(name, kwargs, filename, tmp_path, monkeypatch):

@@ -276,10 +276,27 @@ def test_train_and_eval_cli_end_to_end(data_spec, tmp_path):
     from perception.metrics import ConfusionMatrix
 
     expected = ConfusionMatrix(3, ignore_id=255)
+    drivable = np.zeros(3, dtype=np.int64)  # true positive, false positive, false negative
     for image, label in open_dataset(data_spec, split="val"):
+        # Same aspect ratio, so the node's letterbox is a plain resize; masks go back pixel-centred.
         small = cv2.resize(image, (32, 24), interpolation=cv2.INTER_LINEAR).argmax(2).astype(np.uint8)
-        expected.update(cv2.resize(small, (64, 48), interpolation=cv2.INTER_NEAREST), label)
+        predicted = cv2.resize(small, (64, 48), interpolation=cv2.INTER_NEAREST_EXACT)
+        expected.update(predicted, label)
+        valid = label != 255
+        drivable += [((predicted == 0) & (label == 0)).sum(), ((predicted == 0) & (label != 0) & valid).sum(),
+                     ((predicted != 0) & (label == 0)).sum()]
     assert yaml.safe_load(figures.read_text())["miou"] == pytest.approx(expected.miou())
+
+    # --tasks: by task group, still without torch.
+    result = subprocess.run(
+        [sys.executable, "-c", code, "eval", "--model", str(onnx_path), "--data", data_spec, "--tasks",
+         "--json", str(figures)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "drivable" in result.stdout and "obstacle" in result.stdout
+    tasks = yaml.safe_load(figures.read_text())["tasks"]
+    assert tasks["drivable"]["iou"] == pytest.approx(drivable[0] / drivable.sum())
 
 
 def test_training_crops_are_cut_after_scale_jitter_relative_to_the_model_input():

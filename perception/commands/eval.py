@@ -3,8 +3,15 @@
     perception eval --checkpoint runs/camvid/best.pt --data camvid:../shared/data/camvid --split val
     perception eval --model out/model.onnx --data camvid:../shared/data/camvid
 
+    perception eval --model perception/assets/default.onnx --data camvid:../shared/data/camvid --tasks
+    perception eval --model m.onnx --data folder:frames --tasks drivable,obstacle --task obstacle=car,pedestrian \
+        --data-task obstacle=vehicle,person
+
 ``--model x.onnx`` runs the file through ONNX Runtime (uint8 BGR input, class ids out) without
-importing torch. ``--json`` also writes the figures to a file.
+importing torch. Images are letterboxed into the model input exactly as the node does.
+``--tasks`` scores by task group instead of by class: each side's classes are mapped through its
+own task groups (``--task`` / ``--data-task NAME=CLASS,...`` add or replace a group), so any model
+can be checked on any labelled dataset. ``--json`` also writes the figures to a file.
 """
 
 from __future__ import annotations
@@ -30,6 +37,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="checkpoint evaluation DataLoader workers")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads, torch or ONNX Runtime (0: default)")
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument(
+        "--tasks",
+        nargs="?",
+        const="",
+        metavar="TASK[,TASK]",
+        help="score by task group (drivable, lane, obstacle, or any group defined with --task/--data-task); "
+        "no value: every task both the model and the dataset define",
+    )
+    parser.add_argument("--task", action="append", default=[], metavar="TASK=CLASS[,CLASS]",
+                        help="with --tasks: the model classes of a task, e.g. obstacle=car,pedestrian,cyclist")
+    parser.add_argument("--data-task", action="append", default=[], metavar="TASK=CLASS[,CLASS]",
+                        help="with --tasks: the dataset classes of a task, e.g. obstacle=Car,Pedestrian,Bicyclist")
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -40,6 +59,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--workers {args.workers} must be >= 0 (0: load in the main process)")
     if not 0 <= args.threads <= 256:
         raise ConfigError(f"--threads {args.threads} must be in 0..256 (0: the default)")
+    if (args.task or args.data_task) and args.tasks is None:
+        raise ConfigError("--task / --data-task define task groups for --tasks; add --tasks")
     if args.json:
         target = Path(args.json)
         if target.is_dir():
@@ -60,32 +81,19 @@ def _open_recorded_dataset(spec: str, split: str, recorded_in: str):
 
 
 def main(args: argparse.Namespace) -> int:
-    from perception.datasets import open_dataset
+    _check_args(args)
+    if args.tasks is not None:
+        return _main_tasks(args)
     from perception.training.evaluate import evaluate_checkpoint, evaluate_engine
 
-    _check_args(args)
     if args.model:
-        from perception.engines import EngineOptions, load_engine
-
-        if args.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"--device {args.device!r} for an ONNX model must be auto, cpu or cuda")
-        engine = load_engine("ort", args.model, EngineOptions(provider=args.device, threads=args.threads))
-        spec = args.data or engine.metadata.dataset
-        if not spec:
-            raise ConfigError(f"{args.model} does not say which dataset it was trained on; pass --data")
-        if args.data:
-            dataset = open_dataset(spec, split=args.split)
-        else:
-            dataset = _open_recorded_dataset(spec, args.split, args.model)
+        engine = _onnx_engine(args)
+        spec, dataset = _dataset_for(args, engine.metadata.dataset, args.model)
         log.info("evaluating %s on %s (%s, %d images)", engine.describe(), spec, args.split, len(dataset))
         cm = evaluate_engine(engine, dataset)
         source = args.model
     else:
-        if args.data:
-            spec, dataset = args.data, open_dataset(args.data, split=args.split)
-        else:
-            spec = _checkpoint_dataset(args.checkpoint)
-            dataset = _open_recorded_dataset(spec, args.split, args.checkpoint)
+        spec, dataset = _dataset_for(args, None, args.checkpoint)
         log.info("evaluating %s on %s (%s, %d images)", args.checkpoint, spec, args.split, len(dataset))
         cm = evaluate_checkpoint(
             args.checkpoint,
@@ -99,13 +107,78 @@ def main(args: argparse.Namespace) -> int:
     print(f"{source} on {spec} ({args.split}, {len(dataset)} images)")
     print(cm.format_table(dataset.class_table))
     if args.json:
-        summary = {"source": str(source), "data": spec, "split": args.split, **cm.summary(dataset.class_table)}
-        text = json.dumps(summary, indent=2, default=str).replace("NaN", "null")  # strict JSON: no NaN
-        try:
-            Path(args.json).write_text(text + "\n", encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot write --json {args.json} ({exc.strerror}); the figures are printed above") from None
+        _write_json(args.json, {"source": str(source), "data": spec, "split": args.split, **cm.summary(dataset.class_table)})
     return 0
+
+
+def _main_tasks(args: argparse.Namespace) -> int:
+    """``--tasks``: binary IoU / precision / recall per task group, the node's preprocessing."""
+    from perception.commands.run import _pairs
+    from perception.training.evaluate import evaluate_tasks, format_task_table, resolve_task_groups
+
+    if args.model:
+        engine = _onnx_engine(args)
+        source = args.model
+    else:
+        from perception.engines import EngineOptions, load_engine
+
+        provider = {"auto": "cpu"}.get(args.device, args.device)
+        engine = load_engine("torch", args.checkpoint, EngineOptions(provider=provider, threads=args.threads))
+        source = args.checkpoint
+    spec, dataset = _dataset_for(args, engine.metadata.dataset, source)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] or None
+    scores = resolve_task_groups(
+        engine.metadata.class_table,
+        dataset.class_table,
+        tasks=tasks,
+        model_overrides=_pairs(args.task, "--task", listed=True),
+        data_overrides=_pairs(args.data_task, "--data-task", listed=True),
+        model_name=f"model {source}",
+        data_name=f"dataset {spec}",
+    )
+    log.info("evaluating %s on %s (%s, %d images) by task", engine.describe(), spec, args.split, len(dataset))
+    evaluate_tasks(engine, dataset, scores)
+    print(f"{source} on {spec} ({args.split}, {len(dataset)} images), letterboxed to {engine.input_hw[0]}x{engine.input_hw[1]} as the node does")
+    print(format_task_table(scores))
+    if args.json:
+        summary = {
+            "source": str(source),
+            "data": spec,
+            "split": args.split,
+            "input_hw": list(engine.input_hw),
+            "preprocess": "letterbox (perception.preprocess, as the node)",
+            "tasks": {s.task: s.to_dict() for s in scores},
+        }
+        _write_json(args.json, summary)
+    return 0
+
+
+def _onnx_engine(args: argparse.Namespace):
+    from perception.engines import EngineOptions, load_engine
+
+    if args.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"--device {args.device!r} for an ONNX model must be auto, cpu or cuda")
+    return load_engine("ort", args.model, EngineOptions(provider=args.device, threads=args.threads))
+
+
+def _dataset_for(args: argparse.Namespace, recorded: str | None, source: str):
+    """``(spec, dataset)``: ``--data``, else the dataset the model or checkpoint records."""
+    from perception.datasets import open_dataset
+
+    if args.data:
+        return args.data, open_dataset(args.data, split=args.split)
+    spec = recorded if recorded is not None else _checkpoint_dataset(source)
+    if not spec:
+        raise ConfigError(f"{source} does not say which dataset it was trained on; pass --data")
+    return spec, _open_recorded_dataset(spec, args.split, source)
+
+
+def _write_json(path: str, summary: dict) -> None:
+    text = json.dumps(summary, indent=2, default=str).replace("NaN", "null")  # strict JSON: no NaN
+    try:
+        Path(path).write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write --json {path} ({exc.strerror}); the figures are printed above") from None
 
 
 def _checkpoint_dataset(path: str) -> str:

@@ -2,6 +2,7 @@
 
     perception train --config configs/camvid_bisenetv2.yaml --out runs/camvid_bisenetv2
     perception train --model bisenetv2 --data synthetic --size 360x480 --steps 2000 --out runs/syn
+    perception train --config configs/camvid_litefpn_cpu.yaml --pretrained ~/weights/lite0.pth
     perception train --resume runs/syn/last.pt            # continue exactly where it stopped
     torchrun --nproc_per_node 2 -m perception train --config ...   # DDP
 
@@ -51,6 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="DataLoader worker processes")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--out", help="run directory for checkpoints, logs and curves")
+    parser.add_argument(
+        "--pretrained",
+        metavar="PATH|imagenet|none",
+        help="encoder weights: a local .pth file, 'imagenet' (the model's ImageNet weights: installed "
+        "package or torch hub cache, downloaded there once if missing) or 'none' (random init)",
+    )
     parser.add_argument("--resume", help="last.pt of an earlier run to continue from")
 
 
@@ -64,8 +71,25 @@ def overrides_from_flags(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError:
             raise ConfigError(f"--size {args.size!r} is not HxW, e.g. 360x480") from None
         values["input_hw"] = [height, width]
+    if args.pretrained is not None:
+        values["pretrained"] = pretrained_value(args.pretrained)
     values.update(parse_overrides(args.set))
     return values
+
+
+def pretrained_value(text: str) -> bool | str:
+    """``--pretrained`` as the config value: True for 'imagenet', False for 'none', else a file path."""
+    from pathlib import Path
+
+    word = text.strip().lower()
+    if word in ("imagenet", "true"):
+        return True
+    if word in ("none", "false", ""):
+        return False
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"--pretrained {text}: no such file; give a .pth state dict, 'imagenet' or 'none'")
+    return str(path)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -50,4 +50,4 @@ def model_names() -> list[str]:
 
 def _import_all() -> None:
     # Each module registers its models on import.
-    from perception.models import bisenetv1, bisenetv2, pspnet, segnet  # noqa: F401
+    from perception.models import bisenetv1, bisenetv2, litefpn, pspnet, segnet  # noqa: F401

@@ -1,20 +1,24 @@
 """ImageNet backbones from torchvision and the offline rules for their pretrained weights.
 
 ``pretrained`` on every builder is ``False`` (random init), a path to a local ``.pth`` state dict,
-or ``True``: torchvision's weights file, but only if it already sits in the local torch hub cache
-(``torch.hub.get_dir()/checkpoints/<file>``). Nothing here ever downloads; a missing file is a
-ConfigError that names the file and where to put it.
+or ``True``: torchvision's weights file in the local torch hub cache
+(``torch.hub.get_dir()/checkpoints/<file>``). When that file is not there yet, torchvision
+downloads it once into the cache and checks its SHA-256 prefix (``check_hash=True``); offline,
+the download fails with a one-line ConfigError that names the file, the URL and where to put it.
+Set ``PERCEPTION_NO_DOWNLOAD=1`` to turn a missing cache file into that error without trying the
+network (tests and CI do).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
 import torchvision
 from torch import nn
-from torchvision.models import ResNet18_Weights, ResNet50_Weights, WeightsEnum
+from torchvision.models import MobileNet_V3_Large_Weights, ResNet18_Weights, ResNet50_Weights, WeightsEnum
 
 from perception.errors import ConfigError, ModelError
 
@@ -45,12 +49,14 @@ def load_pretrained_state(
     """The backbone state dict that ``pretrained`` asks for, or None for random init.
 
     Args:
-        pretrained: False, True (torchvision's file from the local hub cache) or a local file path.
+        pretrained: False, True (torchvision's file: the local hub cache, else downloaded there once
+            and hash-checked) or a local file path.
         weights: the torchvision weights enum whose file ``True`` refers to.
         model_name: named in error messages.
 
     Raises:
-        ConfigError: the file is not there (for True: names the cache path and the URL to fetch).
+        ConfigError: the file is not there and cannot be downloaded (for True: names the cache path
+            and the URL to fetch).
         ModelError: the file is there but is not a readable state dict.
     """
     if not pretrained:
@@ -58,17 +64,18 @@ def load_pretrained_state(
     if pretrained is True:
         path = cached_weights_path(weights)
         if not path.is_file():
-            raise ConfigError(
-                f"{model_name}: pretrained=True needs torchvision's {weights} weights file {path.name} "
-                f"at {path}; download {weights.url} there yourself (perception never downloads), "
-                "or pass a local .pth path, or pretrained=False"
-            )
+            download_weights(weights, path, model_name=model_name)
     elif isinstance(pretrained, (str, Path)):
         path = Path(pretrained)
         if not path.is_file():
             raise ConfigError(f"{model_name}: pretrained weights file {path} not found; check the path")
     else:
         raise ConfigError(f"{model_name}: pretrained={pretrained!r} must be False, True or a .pth file path")
+    return read_state_dict(path, model_name=model_name)
+
+
+def read_state_dict(path: Path, *, model_name: str) -> dict[str, torch.Tensor]:
+    """The state dict in ``path`` (tensors only, ``weights_only``); ModelError when unreadable."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a truncated or foreign file
@@ -80,6 +87,27 @@ def load_pretrained_state(
             f"{model_name}: pretrained weights {path} hold no state dict; expected a .pth state dict"
         )
     return state
+
+
+def download_weights(weights: WeightsEnum, path: Path, *, model_name: str) -> None:
+    """Download ``weights`` once into the torch hub cache at ``path``, checking its hash.
+
+    Raises:
+        ConfigError: offline, download refused, ``PERCEPTION_NO_DOWNLOAD`` set, or a hash mismatch;
+            one line naming the file, the URL and ``path``.
+    """
+    fix = (
+        f"{model_name}: pretrained=True needs torchvision's {weights} weights file {path.name} at {path}; "
+        f"download {weights.url} there yourself, or pass a local .pth path (--pretrained PATH), or pretrained=False"
+    )
+    if os.environ.get("PERCEPTION_NO_DOWNLOAD"):
+        raise ConfigError(f"{fix} (PERCEPTION_NO_DOWNLOAD is set)")
+    try:
+        # torchvision's own loader: saves to <hub dir>/checkpoints/<file> and checks the SHA-256
+        # prefix in the file name; the next call finds the file in the cache.
+        torch.hub.load_state_dict_from_url(weights.url, progress=True, check_hash=True, map_location="cpu")
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError; a hash mismatch a RuntimeError
+        raise ConfigError(f"{fix} (download failed: {str(exc).splitlines()[0][:120]})") from None
 
 
 def load_into(module: nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
@@ -137,3 +165,36 @@ def _stride_to_dilation(layer: nn.Sequential, *, dilation: int) -> None:
             if module.kernel_size == (3, 3):
                 module.dilation = (dilation, dilation)
                 module.padding = (dilation, dilation)
+
+
+class MobileNetV3Features(nn.Module):
+    """torchvision's MobileNetV3-Large trunk returning features at strides 4, 8, 16, 32.
+
+    ``forward(x) -> (c2, c3, c4, c5)`` with ``channels == (24, 40, 112, 960)``; ``pretrained`` as
+    for the ResNets (torchvision's ``MobileNet_V3_Large_Weights.DEFAULT``). The classifier is
+    loaded with the weights (so every key is checked) and then dropped.
+    """
+
+    #: indices into ``mobilenet_v3_large().features`` that end each output stride
+    STAGE_ENDS = (3, 6, 12, 16)
+    channels = (24, 40, 112, 960)
+
+    def __init__(self, *, pretrained: bool | str, model_name: str) -> None:
+        super().__init__()
+        net = torchvision.models.mobilenet_v3_large(weights=None)
+        weights = MobileNet_V3_Large_Weights.DEFAULT
+        state = load_pretrained_state(pretrained, weights=weights, model_name=model_name)
+        if state is not None:
+            load_into(net, state, source=str(pretrained if pretrained is not True else weights))
+        self.stages = nn.ModuleList()
+        start = 0
+        for end in self.STAGE_ENDS:
+            self.stages.append(net.features[start : end + 1])
+            start = end + 1
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return tuple(features)

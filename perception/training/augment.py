@@ -12,7 +12,6 @@ augmentation of a sample does not depend on worker count or on where a run was r
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -100,10 +99,12 @@ class TrainSamples(Dataset):
 
 
 class EvalSamples(Dataset):
-    """Validation samples: the image resized to the model input, the label at full resolution.
+    """Validation samples: the image letterboxed into the model input exactly as the node does
+    (``perception.preprocess``, the node's own code), the label at full resolution.
 
-    Returns ``(image float 3 x H_in x W_in, label int64 H x W)``; the prediction is resized back to
-    the label size before scoring, so metrics are always at the dataset's resolution.
+    Returns ``(image float 3 x H_in x W_in, label int64 H x W, content int64 [top, left, h, w])``:
+    ``content`` is where the image sits inside the input; the prediction is cropped to it and
+    resized back to the label size before scoring, so metrics are at the dataset's resolution.
     """
 
     def __init__(self, dataset: NumpyDataset, input_hw: tuple[int, int]) -> None:
@@ -113,14 +114,17 @@ class EvalSamples(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from perception.preprocess import letterbox_image
+
         image_bgr, label = self.dataset[index]
-        height, width = self.input_hw
-        if image_bgr.shape[:2] != (height, width):
-            image_bgr = cv2.resize(image_bgr, (width, height), interpolation=cv2.INTER_LINEAR)
-        return normalise_bgr(image_bgr), torch.from_numpy(label.astype(np.int64))
+        image_bgr, letterbox = letterbox_image(image_bgr, self.input_hw)
+        content = torch.tensor([*letterbox.offset_yx, *letterbox.content_hw])
+        return normalise_bgr(image_bgr), torch.from_numpy(label.astype(np.int64)), content
 
 
-def collate_eval(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Stack the (equal-size) inputs; keep labels as a list since their sizes may differ."""
-    return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
+def collate_eval(
+    batch: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """Stack the (equal-size) inputs; keep labels (sizes may differ) and content boxes as lists."""
+    return torch.stack([b[0] for b in batch]), [b[1] for b in batch], [b[2] for b in batch]

@@ -1,24 +1,33 @@
 """Score a training checkpoint or an exported model on a dataset: ``perception eval``.
 
-``evaluate_engine`` runs an exported model through an ``Engine`` (e.g. ONNX Runtime): each BGR
-image is resized to the model input with OpenCV (bilinear), the uint8 class ids come back and are
-resized to the label size with nearest neighbour. It uses numpy and OpenCV only, so evaluating an
-ONNX file never imports torch. ``evaluate_checkpoint`` builds the checkpoint's model and scores it
-exactly as validation during training does (logits resized bilinearly to the label size); it
+``evaluate_engine`` runs an exported model through an ``Engine`` (e.g. ONNX Runtime) exactly as
+the node does: each BGR image is letterboxed into the model input by ``perception.preprocess``
+(the node's own code), and the uint8 class ids are mapped back to the image with the letterbox's
+``to_source`` (padding cut, nearest resize), then to the label size if that differs. It uses
+numpy and OpenCV only, so evaluating an ONNX file never imports torch. ``evaluate_checkpoint``
+builds the checkpoint's model and scores it exactly as validation during training does (the same
+letterbox, logits cropped to the image area and resized bilinearly to the label size); it
 imports torch when called.
+
+``evaluate_tasks`` scores any model on any dataset by task (drivable, lane, obstacle, or any named
+group): each side's classes are mapped through its own task groups to one binary mask per task,
+so a model trained on one class table can be checked on frames labelled with another.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from perception.contracts import ClassTable
 from perception.datasets import Dataset
-from perception.errors import DataError, DependencyError
+from perception.errors import ConfigError, DataError, DependencyError
 from perception.metrics import ConfusionMatrix
+from perception.preprocess import Preprocessor
 
 
 def check_classes(model_table: ClassTable, dataset: Dataset, *, source: str) -> None:
@@ -35,18 +44,162 @@ def evaluate_engine(engine, dataset: Dataset, *, on_sample: Callable[[], None] |
     check_classes(engine.metadata.class_table, dataset, source=engine.model_path)
     table = dataset.class_table
     cm = ConfusionMatrix(table.num_classes, ignore_id=table.ignore_id)
-    height, width = engine.input_hw
-    for index in range(len(dataset)):
-        image, label = dataset[index]
-        if image.shape[:2] != (height, width):
-            image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-        class_ids = engine.infer(image[None])["class_ids"][0]
-        if class_ids.shape != label.shape:
-            class_ids = cv2.resize(class_ids, (label.shape[1], label.shape[0]), interpolation=cv2.INTER_NEAREST)
+    for class_ids, label in predict_like_the_node(engine, dataset):
         cm.update(class_ids, label)
         if on_sample is not None:
             on_sample()
     return cm
+
+
+def predict_like_the_node(engine, dataset: Dataset) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(class ids, label)`` at the label's size for every sample, preprocessed as the node does.
+
+    The node's ``Preprocessor`` letterboxes each frame into the engine input; its letterbox maps the
+    class ids back to the frame (``to_source``), and a label of another size gets a nearest resize.
+    """
+    preprocessor = Preprocessor(engine.input_hw)
+    for index in range(len(dataset)):
+        image, label = dataset[index]
+        batch = preprocessor(image)
+        class_ids = preprocessor.letterbox.to_source(engine.infer(batch)["class_ids"][0])
+        if class_ids.shape != label.shape:
+            class_ids = cv2.resize(class_ids, (label.shape[1], label.shape[0]), interpolation=cv2.INTER_NEAREST_EXACT)
+        yield class_ids, label
+
+
+@dataclass
+class TaskScore:
+    """Pixel counts of one binary task mask against the labels, and the figures made from them."""
+
+    task: str
+    model_classes: tuple[str, ...]
+    data_classes: tuple[str, ...]
+    true_positive: int = 0
+    false_positive: int = 0
+    false_negative: int = 0
+
+    @property
+    def iou(self) -> float:
+        union = self.true_positive + self.false_positive + self.false_negative
+        return self.true_positive / union if union else float("nan")
+
+    @property
+    def precision(self) -> float:
+        claimed = self.true_positive + self.false_positive
+        return self.true_positive / claimed if claimed else float("nan")
+
+    @property
+    def recall(self) -> float:
+        present = self.true_positive + self.false_negative
+        return self.true_positive / present if present else float("nan")
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "model_classes": list(self.model_classes),
+            "data_classes": list(self.data_classes),
+            "iou": self.iou,
+            "precision": self.precision,
+            "recall": self.recall,
+            "true_positive": self.true_positive,
+            "false_positive": self.false_positive,
+            "false_negative": self.false_negative,
+        }
+
+
+def resolve_task_groups(
+    model_table: ClassTable,
+    data_table: ClassTable,
+    *,
+    tasks: list[str] | None = None,
+    model_overrides: dict[str, list[str]] | None = None,
+    data_overrides: dict[str, list[str]] | None = None,
+    model_name: str = "model",
+    data_name: str = "dataset",
+) -> list[TaskScore]:
+    """One empty ``TaskScore`` per task, with the classes each side maps to it.
+
+    Each side's groups are its class table's ``task_groups``, replaced per task by the overrides.
+    ``tasks`` None means every task both sides define. Raises ConfigError for an override naming an
+    unknown class, or a requested task one side does not define (naming the flag that adds it).
+    """
+    model_groups = _groups(model_table, model_overrides or {}, side=model_name, flag="--task")
+    data_groups = _groups(data_table, data_overrides or {}, side=data_name, flag="--data-task")
+    if tasks is None:
+        tasks = [t for t in model_groups if t in data_groups]
+        if not tasks:
+            raise ConfigError(
+                f"{model_name} (tasks {', '.join(model_groups) or 'none'}) and {data_name} (tasks "
+                f"{', '.join(data_groups) or 'none'}) share no task; define one with --task / --data-task NAME=CLASS,..."
+            )
+    scores = []
+    for task in tasks:
+        for groups, side, flag in ((model_groups, model_name, "--task"), (data_groups, data_name, "--data-task")):
+            if task not in groups:
+                raise ConfigError(
+                    f"task {task!r}: {side} has no such task group (it has: {', '.join(groups) or 'none'}); "
+                    f"define it with {flag} {task}=CLASS[,CLASS]"
+                )
+        scores.append(TaskScore(task, tuple(model_groups[task]), tuple(data_groups[task])))
+    return scores
+
+
+def _groups(table: ClassTable, overrides: dict[str, list[str]], *, side: str, flag: str) -> dict[str, list[str]]:
+    groups = {task: list(names) for task, names in table.task_groups.items()}
+    for task, names in overrides.items():
+        unknown = [n for n in names if n not in table.names]
+        if unknown or not names:
+            raise ConfigError(
+                f"{flag} {task}={','.join(names)}: {side} has no class {unknown[0] if unknown else '(none given)'!r}; "
+                f"its classes: {', '.join(table.names)}"
+            )
+        groups[task] = list(names)
+    return groups
+
+
+def _lookup(table: ClassTable, names: tuple[str, ...]) -> np.ndarray:
+    """A 256-entry table: class id -> True when the class is in ``names``, False for any other id."""
+    lut = np.zeros(256, dtype=bool)
+    lut[[table.id_of(n) for n in names]] = True
+    return lut
+
+
+def evaluate_tasks(
+    engine,
+    dataset: Dataset,
+    scores: list[TaskScore],
+    *,
+    on_sample: Callable[[], None] | None = None,
+) -> list[TaskScore]:
+    """Fill ``scores`` (from ``resolve_task_groups``) over every sample, the node's way.
+
+    Pixels the dataset leaves unlabelled (its ignore id, or any id outside its classes) count for
+    no task; every other pixel is a positive or a negative of each task on both sides.
+    """
+    model_table = engine.metadata.class_table
+    data_table = dataset.class_table
+    luts = [(_lookup(model_table, s.model_classes), _lookup(data_table, s.data_classes)) for s in scores]
+    for class_ids, label in predict_like_the_node(engine, dataset):
+        label = label.astype(np.int64, copy=False)
+        valid = (label >= 0) & (label < data_table.num_classes)
+        label = np.where(valid, label, 0)
+        for score, (model_lut, data_lut) in zip(scores, luts, strict=True):
+            predicted = model_lut[class_ids] & valid
+            truth = data_lut[label] & valid
+            score.true_positive += int(np.count_nonzero(predicted & truth))
+            score.false_positive += int(np.count_nonzero(predicted & ~truth))
+            score.false_negative += int(np.count_nonzero(~predicted & truth))
+        if on_sample is not None:
+            on_sample()
+    return scores
+
+
+def format_task_table(scores: list[TaskScore]) -> str:
+    """A plain-text table: task, IoU / precision / recall (%), and the classes of each side."""
+    lines = [f"{'task':<10} {'IoU':>6} {'prec':>6} {'recall':>6}  model classes -> dataset classes"]
+    for s in scores:
+        figures = " ".join(f"{100 * v:6.1f}" if v == v else f"{'-':>6}" for v in (s.iou, s.precision, s.recall))
+        lines.append(f"{s.task:<10} {figures}  {','.join(s.model_classes)} -> {','.join(s.data_classes)}")
+    return "\n".join(lines)
 
 
 def evaluate_checkpoint(

@@ -261,19 +261,21 @@ def step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> dict[str, floa
 def score_loader(
     model: nn.Module, loader: DataLoader, *, device: torch.device, num_classes: int, ignore_id: int, use_amp: bool
 ) -> ConfusionMatrix:
-    """Confusion matrix of ``model`` over ``(images, labels)`` batches of ``EvalSamples``.
+    """Confusion matrix of ``model`` over ``(images, labels, contents)`` batches of ``EvalSamples``.
 
-    Logits are resized bilinearly to each label's size before the argmax, so scores are always at
-    the dataset's resolution whatever the model input size.
+    Logits are cropped to the letterboxed image area and resized bilinearly to each label's size
+    before the argmax, so scores are always at the dataset's resolution whatever the input size.
     """
     model.eval()
     cm = ConfusionMatrix(num_classes, ignore_id=ignore_id)
-    for images, labels in loader:
+    for images, labels, contents in loader:
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
             logits = model(images.to(device))
         if isinstance(logits, dict):
             logits = logits["out"]
-        for sample_logits, label in zip(logits, labels, strict=True):
+        for sample_logits, label, content in zip(logits, labels, contents, strict=True):
+            top, left, height, width = content.tolist()
+            sample_logits = sample_logits[:, top : top + height, left : left + width]
             if sample_logits.shape[-2:] != label.shape:
                 sample_logits = F.interpolate(sample_logits[None].float(), size=label.shape, mode="bilinear")[0]
             cm.update(sample_logits.argmax(0).cpu().numpy(), label.numpy())

@@ -1,0 +1,151 @@
+"""Task-level evaluation across class tables, and the deploy preprocessing shared by evaluation,
+export verification, calibration loading and training validation (the node's letterbox).
+
+A stub engine (no model file) predicts a known class map so every count can be checked by hand.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from perception.contracts import ClassInfo, ClassTable
+from perception.errors import ConfigError
+from perception.preprocess import Letterbox, Preprocessor, letterbox_image, letterbox_label
+from perception.training.evaluate import (
+    evaluate_engine,
+    evaluate_tasks,
+    format_task_table,
+    resolve_task_groups,
+)
+
+#: The model's classes (like the synthetic world's) ...
+MODEL_TABLE = ClassTable(
+    classes=(ClassInfo(0, "road", (0, 0, 0)), ClassInfo(1, "lane_marking", (1, 1, 1)), ClassInfo(2, "car", (2, 2, 2)),
+             ClassInfo(3, "sky", (3, 3, 3))),
+    ignore_id=255,
+    task_groups={"drivable": ("road", "lane_marking"), "lane": ("lane_marking",), "obstacle": ("car",)},
+)
+#: ... and a dataset's, with other names, ids and groups (like CamVid's; no lane group).
+DATA_TABLE = ClassTable(
+    classes=(ClassInfo(0, "Sky", (0, 0, 0)), ClassInfo(1, "Vehicle", (1, 1, 1)), ClassInfo(2, "Street", (2, 2, 2))),
+    ignore_id=255,
+    task_groups={"drivable": ("Street",), "obstacle": ("Vehicle",)},
+)
+
+
+class StubEngine:
+    """Returns a fixed class map of the input size; records the batches it was given."""
+
+    def __init__(self, class_ids: np.ndarray, table: ClassTable = MODEL_TABLE) -> None:
+        self.class_ids = class_ids
+        self.input_hw = class_ids.shape
+        self.metadata = SimpleNamespace(class_table=table, dataset="")
+        self.model_path = "stub.onnx"
+        self.batches: list[np.ndarray] = []
+
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        self.batches.append(batch.copy())
+        return {"class_ids": self.class_ids[None]}
+
+
+class ListDataset:
+    def __init__(self, samples, table: ClassTable = DATA_TABLE) -> None:
+        self.samples = samples
+        self.class_table = table
+        self.name = "list"
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        return self.samples[index]
+
+
+def test_tasks_map_each_side_through_its_own_groups():
+    # 2 x 4 frame, model input the same size (no letterbox padding).
+    predicted = np.array([[0, 1, 2, 3], [0, 0, 2, 2]], dtype=np.uint8)  # road lane car sky / road road car car
+    label = np.array([[2, 2, 1, 0], [2, 255, 1, 2]], dtype=np.uint8)  # Street Street Vehicle Sky / Street ign Vehicle Street
+    engine = StubEngine(predicted)
+    dataset = ListDataset([(np.zeros((2, 4, 3), np.uint8), label)])
+    scores = evaluate_tasks(engine, dataset, resolve_task_groups(MODEL_TABLE, DATA_TABLE))
+    by_task = {s.task: s for s in scores}
+    assert list(by_task) == ["drivable", "obstacle"]  # lane: the dataset has no such group
+    drivable = by_task["drivable"]  # model road|lane vs Street; the ignored pixel counts for nothing
+    assert (drivable.true_positive, drivable.false_positive, drivable.false_negative) == (3, 0, 1)
+    assert drivable.iou == pytest.approx(3 / 4)
+    obstacle = by_task["obstacle"]  # car vs Vehicle
+    assert (obstacle.true_positive, obstacle.false_positive, obstacle.false_negative) == (2, 1, 0)
+    assert obstacle.precision == pytest.approx(2 / 3) and obstacle.recall == 1.0
+    assert "road,lane_marking -> Street" in format_task_table(scores)
+
+
+def test_task_overrides_define_new_groups_on_both_sides():
+    scores = resolve_task_groups(
+        MODEL_TABLE, DATA_TABLE, tasks=["sky", "obstacle"], model_overrides={"sky": ["sky"]},
+        data_overrides={"sky": ["Sky"], "obstacle": ["Vehicle", "Sky"]},
+    )
+    assert [(s.task, s.model_classes, s.data_classes) for s in scores] == [
+        ("sky", ("sky",), ("Sky",)), ("obstacle", ("car",), ("Vehicle", "Sky"))
+    ]
+    with pytest.raises(ConfigError, match=r"task 'lane': dataset has no such task group .*--data-task lane=CLASS"):
+        resolve_task_groups(MODEL_TABLE, DATA_TABLE, tasks=["lane"])
+    with pytest.raises(ConfigError, match=r"--data-task sky=Cloud: dataset has no class 'Cloud'; its classes: Sky, Vehicle, Street"):
+        resolve_task_groups(MODEL_TABLE, DATA_TABLE, tasks=["sky"], data_overrides={"sky": ["Cloud"]})
+    lonely = ClassTable(classes=(ClassInfo(0, "x", (0, 0, 0)),))
+    with pytest.raises(ConfigError, match="share no task"):
+        resolve_task_groups(MODEL_TABLE, lonely)
+
+
+def test_evaluation_letterboxes_like_the_node_and_maps_masks_back():
+    # A 4 x 8 frame into a 4 x 4 model input: content 2 x 4 at row 1, rows 0 and 3 padding.
+    image = np.arange(4 * 8 * 3, dtype=np.uint8).reshape(4, 8, 3)
+    predicted = np.full((4, 4), 3, dtype=np.uint8)  # sky in the padding rows (must be cut off)
+    predicted[1:3] = [[0, 0, 2, 2], [0, 0, 2, 2]]  # left half road, right half car
+    engine = StubEngine(predicted)
+    label = np.zeros((4, 8), np.uint8)
+    label[:, :4], label[:, 4:] = 2, 1  # Street left, Vehicle right
+    scores = evaluate_tasks(engine, ListDataset([(image, label)]), resolve_task_groups(MODEL_TABLE, DATA_TABLE))
+    assert all(s.iou == 1.0 for s in scores), [(s.task, s.iou) for s in scores]
+    # The engine saw exactly the node's preprocessing of the frame.
+    node_batch = Preprocessor((4, 4))(image)
+    np.testing.assert_array_equal(engine.batches[0], node_batch)
+    # Per-class evaluation (same class table) goes through the same path.
+    same = ListDataset([(image, np.where(label == 2, 0, 2).astype(np.uint8))], table=MODEL_TABLE)
+    cm = evaluate_engine(engine, same)
+    assert cm.global_accuracy() == 1.0
+
+
+def test_letterbox_helpers_match_the_node_preprocessor():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (360, 480, 3), dtype=np.uint8)
+    boxed, letterbox = letterbox_image(image, (352, 480))
+    np.testing.assert_array_equal(boxed, Preprocessor((352, 480))(image)[0])
+    assert letterbox == Letterbox.fit((360, 480), (352, 480)) and letterbox.padded
+    label = rng.integers(0, 11, (360, 480), dtype=np.uint8)
+    placed = letterbox_label(label, letterbox, fill=255)
+    top, left = letterbox.offset_yx
+    assert (placed[:, :left] == 255).all() and (letterbox.content(placed) < 11).all()
+    # Label and image share the pixel-centre grid: mapping the placed label back is exact enough
+    # that nearly every source pixel gets its own label (nearest twice loses only the seams).
+    assert (letterbox.to_source(placed) == label).mean() > 0.95
+
+
+def test_export_samples_and_training_validation_use_the_letterbox():
+    torch = pytest.importorskip("torch")
+    from export.verify import LABEL_PAD, resize_sample
+    from perception.training.augment import EvalSamples, normalise_bgr
+
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (360, 480, 3), dtype=np.uint8)
+    label = rng.integers(0, 11, (360, 480), dtype=np.uint8)
+    boxed, letterbox = letterbox_image(image, (352, 480))
+    sample_image, sample_label = resize_sample(image, label, (352, 480))
+    np.testing.assert_array_equal(sample_image, boxed)
+    np.testing.assert_array_equal(sample_label, letterbox_label(label, letterbox, fill=LABEL_PAD))
+    tensor, full_label, content = EvalSamples(ListDataset([(image, label)]), (352, 480))[0]
+    assert torch.equal(tensor, normalise_bgr(boxed))
+    assert full_label.shape == (360, 480)
+    assert content.tolist() == [*letterbox.offset_yx, *letterbox.content_hw]
