@@ -44,14 +44,20 @@ def parse_task_overrides(items: dict[str, list[str]] | None, table: ClassTable, 
     for task, names in (items or {}).items():
         if task not in TASKS:
             raise ConfigError(f"--task {task}=...: unknown task {task!r}; known: {', '.join(TASKS)}")
-        unknown = [n for n in names if n not in table.names]
-        if unknown or not names:
-            raise ConfigError(
-                f"--task {task}={','.join(names)}: model {model} has no class {unknown[0] if unknown else '(none)'!r}; "
-                f"its classes: {', '.join(table.names)}"
-            )
-        overrides[task] = list(names)
+        overrides[task] = check_group_classes(task, names, table, flag="--task", owner=f"model {model}")
     return overrides
+
+
+def check_group_classes(task: str, names: list[str], table: ClassTable, *, flag: str, owner: str) -> list[str]:
+    """``names`` (a task group given as ``FLAG TASK=CLASS,...``) when each is a class of ``table``;
+    ConfigError naming the first class ``owner`` lacks, and its classes, otherwise."""
+    unknown = [n for n in names if n not in table.names]
+    if unknown or not names:
+        raise ConfigError(
+            f"{flag} {task}={','.join(names)}: {owner} has no class {unknown[0] if unknown else '(none given)'!r}; "
+            f"its classes: {', '.join(table.names)}"
+        )
+    return list(names)
 
 
 class MaskBuilder:

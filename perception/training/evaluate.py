@@ -26,6 +26,7 @@ import numpy as np
 from perception.contracts import ClassTable
 from perception.datasets import Dataset
 from perception.errors import ConfigError, DataError, DependencyError
+from perception.masks import check_group_classes
 from perception.metrics import ConfusionMatrix
 from perception.preprocess import Preprocessor
 
@@ -146,13 +147,7 @@ def resolve_task_groups(
 def _groups(table: ClassTable, overrides: dict[str, list[str]], *, side: str, flag: str) -> dict[str, list[str]]:
     groups = {task: list(names) for task, names in table.task_groups.items()}
     for task, names in overrides.items():
-        unknown = [n for n in names if n not in table.names]
-        if unknown or not names:
-            raise ConfigError(
-                f"{flag} {task}={','.join(names)}: {side} has no class {unknown[0] if unknown else '(none given)'!r}; "
-                f"its classes: {', '.join(table.names)}"
-            )
-        groups[task] = list(names)
+        groups[task] = check_group_classes(task, names, table, flag=flag, owner=side)
     return groups
 
 
