@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import sys
+import sysconfig
 from importlib import metadata
 from pathlib import Path
 
@@ -36,7 +37,18 @@ def locked_versions(path: Path) -> dict[str, str]:
 
 
 def installed_versions() -> dict[str, str]:
-    return {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    """What pip installed into this environment's site-packages. Only there: once something imports
+    setuptools, its vendored copies (setuptools/_vendor: packaging, wheel, ...) are on sys.path too,
+    and they are not installed packages."""
+    paths = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    return {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions(path=paths)}
+
+
+def test_vendored_copies_are_not_counted_as_installed():
+    import setuptools  # noqa: F401  (puts setuptools/_vendor on sys.path, as torch's imports do)
+
+    installed = installed_versions()
+    assert "setuptools" in installed and "autocommand" not in installed
 
 
 def test_parser_reads_pins_and_markers(tmp_path):
