@@ -195,17 +195,3 @@ def _tensorrt_step(cfg: ExportConfig, metadata, calib_images, report) -> tuple[P
     verb = "built" if built else "loaded from cache"
     report(f"tensorrt: {cfg.trt_precision} engine {verb} ({key.gpu_name}, TensorRT {key.trt_version}); wrote {local}")
     return local, built
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"360x480"`` -> (360, 480); ConfigError otherwise."""
-    h, sep, w = text.lower().partition("x")
-    try:
-        if not sep:
-            raise ValueError
-        size = (int(h), int(w))
-    except ValueError:
-        raise ConfigError(f"--size {text!r}: expected HxW, e.g. 360x480") from None
-    if min(size) <= 0:
-        raise ConfigError(f"--size {text!r}: height and width must be positive")
-    return size

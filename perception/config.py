@@ -29,6 +29,22 @@ def bounds(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
     return {"bounds": (lo, hi)}
 
 
+def parse_hw(text: str, *, what: str = "--size", minimum: int = 1) -> tuple[int, int]:
+    """``"360x480"`` -> (360, 480): the one parser of HEIGHTxWIDTH sizes (CLI flags, dataset specs).
+
+    Raises:
+        ConfigError: not two integers around an ``x``, or a side below ``minimum``; it names
+            ``what`` and shows the expected form.
+    """
+    h, sep, w = str(text).strip().lower().partition("x")
+    if not sep or not h.strip().isdigit() or not w.strip().isdigit():
+        raise ConfigError(f"bad {what} {text!r}: expected HEIGHTxWIDTH, e.g. 360x480")
+    size = (int(h), int(w))
+    if min(size) < minimum:
+        raise ConfigError(f"bad {what} {text!r}: each side must be at least {minimum}")
+    return size
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; ConfigError naming the file when it is missing or malformed."""
     p = Path(path)

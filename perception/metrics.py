@@ -46,9 +46,6 @@ class ConfusionMatrix:
     def merge(self, other: ConfusionMatrix) -> None:
         self.matrix += other.matrix
 
-    def reset(self) -> None:
-        self.matrix[:] = 0
-
     # ---- figures ------------------------------------------------------------------------
 
     def iou(self) -> np.ndarray:

@@ -155,11 +155,6 @@ def _with_legend(image: np.ndarray, entries: list[tuple[str, tuple[int, int, int
     return canvas
 
 
-def colorize_class_map(class_map: np.ndarray, class_table: ClassTable) -> np.ndarray:
-    """A BGR picture of a class map alone (class colours on black), e.g. when no camera image is at hand."""
-    return render_overlay(np.zeros((*class_map.shape[:2], 3), np.uint8), class_map, class_table, alpha=1.0, legend=False)
-
-
 # --------------------------------------------------------------------------------------------
 # Where rendered frames go
 # --------------------------------------------------------------------------------------------

@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from export import ExportConfig, parse_size, run_export
+    from export import ExportConfig, run_export
+    from perception.config import parse_hw
 
     if args.fp16 and not args.tensorrt:
         from perception.errors import ConfigError
@@ -42,7 +43,7 @@ def main(args: argparse.Namespace) -> int:
     values = {
         "checkpoint": args.checkpoint,
         "out": args.out,
-        "input_hw": list(parse_size(args.size)) if args.size else None,
+        "input_hw": list(parse_hw(args.size)) if args.size else None,
         "confidence": args.confidence,
         "dynamic_batch": args.dynamic_batch,
         "verify_data": args.verify_data,

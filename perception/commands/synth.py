@@ -11,15 +11,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from perception.config import parse_hw
 from perception.errors import ConfigError
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"360x480"`` -> (360, 480); ConfigError otherwise."""
-    h, sep, w = text.lower().partition("x")
-    if not sep or not h.strip().isdigit() or not w.strip().isdigit():
-        raise ConfigError(f"bad --size {text!r}; use HEIGHTxWIDTH such as 360x480")
-    return int(h), int(w)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from perception.synthetic.dataset import parse_split, write_dataset
 
-    height, width = parse_size(args.size)
+    height, width = parse_hw(args.size)
     if not 1.0 <= args.fps <= 240.0:
         raise ConfigError(f"--fps {args.fps:g} is out of range; use 1 to 240")
     start = time.perf_counter()

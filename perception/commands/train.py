@@ -17,6 +17,7 @@ import logging
 import math
 from typing import Any
 
+from perception.config import parse_hw
 from perception.errors import ConfigError, DependencyError
 
 log = logging.getLogger(__name__)
@@ -66,11 +67,7 @@ def overrides_from_flags(args: argparse.Namespace) -> dict[str, Any]:
 
     values = {key: getattr(args, attr) for attr, key in _FLAG_KEYS.items() if getattr(args, attr) is not None}
     if args.size:
-        try:
-            height, width = (int(v) for v in args.size.lower().split("x"))
-        except ValueError:
-            raise ConfigError(f"--size {args.size!r} is not HxW, e.g. 360x480") from None
-        values["input_hw"] = [height, width]
+        values["input_hw"] = list(parse_hw(args.size))
     if args.pretrained is not None:
         values["pretrained"] = pretrained_value(args.pretrained)
     values.update(parse_overrides(args.set))

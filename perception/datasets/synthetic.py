@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from perception.config import parse_hw
 from perception.datasets.base import unknown_split
 from perception.errors import ConfigError
 
@@ -53,16 +54,6 @@ class SyntheticDataset(Sequence):
         return f"synthetic scene {self.first_index + index} of seed {self.seed}"
 
 
-def _parse_size(text: str, where: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ConfigError(f"{where}: size {text!r} is not HxW, e.g. 360x480") from None
-    if h < 8 or w < 8:
-        raise ConfigError(f"{where}: size {text!r} is too small (at least 8x8)")
-    return h, w
-
-
 def open_synthetic(argument: str, *, split: str, spec: str) -> SyntheticDataset:
     """``count`` scenes (train 500 / val 100 by default) of ``size`` starting at ``seed``.
 
@@ -87,5 +78,5 @@ def open_synthetic(argument: str, *, split: str, spec: str) -> SyntheticDataset:
         raise ConfigError(f"dataset {spec!r}: count={count} must be in 1..{SYNTHETIC_VAL_FIRST_INDEX - 1}")
     if seed < 0:
         raise ConfigError(f"dataset {spec!r}: seed={seed} must be >= 0")
-    height, width = _parse_size(options["size"], f"dataset {spec!r}")
+    height, width = parse_hw(options["size"], what=f"size in dataset {spec!r}", minimum=8)
     return SyntheticDataset(count=count, seed=seed, first_index=first_index, height=height, width=width, name=spec)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from perception.config import parse_hw
 from perception.errors import ConfigError
 from perception.models import build_model
 
@@ -28,10 +29,6 @@ class ModelComplexity:
     @property
     def params_m(self) -> float:
         return self.params / 1e6
-
-    @property
-    def mflops(self) -> float:
-        return self.flops / 1e6
 
 
 def measure_complexity(model: torch.nn.Module, input_hw: tuple[int, int]) -> ModelComplexity:
@@ -67,10 +64,9 @@ VARIANTS: tuple[tuple[str, str, dict], ...] = (
 
 def _parse_hw(text: str) -> tuple[int, int]:
     try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"input size {text!r} must look like 352x480") from None
-    return height, width
+        return parse_hw(text, what="--input-hw")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
