@@ -98,10 +98,24 @@ class RecordConfig:
     curve_server_key: str | None = None
     curve_key: str | None = None
     max_mask_pixels: int = field(default=contracts.MAX_MASK_PIXELS, metadata=bounds(1, None))
+    #: Start a new split file after this many seconds (rosbag2's --max-bag-duration).
+    split_duration: float | None = field(default=None, metadata=bounds(0.001, None))
+    #: Start a new split file once the open one holds this many MB (rosbag2's --max-bag-size).
+    split_size: float | None = field(default=None, metadata=bounds(0.001, None))
 
     def __post_init__(self) -> None:
         if bool(self.namespace) == bool(self.topic):
             raise ValueError("give --namespace NS (all its topics) or --topic T ... (exact topics), one of the two")
+
+    @property
+    def splits(self) -> bool:
+        return self.split_duration is not None or self.split_size is not None
+
+
+def split_path(out: Path, index: int) -> Path:
+    """The file of split ``index`` of a recording to ``out``: ``run.mcap`` -> ``run_0.mcap``, ``run_1.mcap``..."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_{index}{out.suffix or '.mcap'}")
 
 
 @dataclass
@@ -133,7 +147,9 @@ class McapMaskWriter:
     mid-run loses at most the chunk being filled. Raises ConfigError when ``path`` cannot be written.
     """
 
-    def __init__(self, path: Path, *, chunk_size: int = 1024 * 1024) -> None:
+    def __init__(
+        self, path: Path, *, chunk_size: int = 1024 * 1024, counts: dict[str, TopicCount] | None = None,
+    ) -> None:
         from mcap_ros2.writer import Writer
 
         self.path = Path(path)
@@ -145,8 +161,15 @@ class McapMaskWriter:
         self._writer = Writer(self._file, chunk_size=chunk_size)
         self._image = self._writer.register_msgdef(IMAGE_SCHEMA, IMAGE_MSGDEF)
         self._string = self._writer.register_msgdef(STRING_SCHEMA, STRING_MSGDEF)
-        self.counts: dict[str, TopicCount] = {}
+        #: Per-topic figures; a dict shared by the splits of one recording gives the totals.
+        self.counts: dict[str, TopicCount] = counts if counts is not None else {}
+        self.messages = 0
         self._closed = False
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes in the file so far (the chunk being filled is not counted until it is written)."""
+        return self._file.tell()
 
     def write(self, msg) -> None:
         """Write one message (mask or JSON) and its wire header."""
@@ -164,6 +187,7 @@ class McapMaskWriter:
         else:
             self._writer.write_message(channel, self._string, {"data": json.dumps(msg.data)}, **common)
         self.counts.setdefault(msg.topic, TopicCount()).add(int(header["seq"]))
+        self.messages += 1
 
     def close(self, metadata: dict[str, str] | None = None) -> None:
         """Write the metadata record and the summary, and close the file; idempotent."""
@@ -178,6 +202,53 @@ class McapMaskWriter:
             self._file.close()
 
 
+class SplitWriter:
+    """The recorder's output: one ``McapMaskWriter`` at ``config.out``, or, with ``split_duration``
+    / ``split_size``, a sequence of complete MCAP files ``<stem>_0.mcap``, ``<stem>_1.mcap``...
+
+    Each split is finished (summary, index, metadata record) before the next is opened, so a
+    recorder killed mid-run loses at most the open split, and ``perception recover`` rebuilds
+    that one. A split ends at the first message after its duration has passed, or once the file
+    has reached ``split_size`` MB; it can exceed the size by at most one chunk (``chunk_size``,
+    at most 1 MiB and an eighth of the size limit). ``metadata`` is called when a split is closed.
+    """
+
+    def __init__(self, config: RecordConfig, metadata) -> None:
+        self.config = config
+        self.counts: dict[str, TopicCount] = {}
+        self.paths: list[Path] = []
+        self._metadata = metadata
+        self._limit_bytes = None if config.split_size is None else int(config.split_size * 1e6)
+        self._chunk_size = 1024 * 1024
+        if self._limit_bytes is not None:
+            self._chunk_size = max(4096, min(self._chunk_size, self._limit_bytes // 8))
+        self._open()
+
+    def _open(self) -> None:
+        path = split_path(self.config.out, len(self.paths)) if self.config.splits else Path(self.config.out)
+        self._writer = McapMaskWriter(path, chunk_size=self._chunk_size, counts=self.counts)
+        self.paths.append(path)
+        self._opened = time.monotonic()
+
+    def _full(self) -> bool:
+        if self._writer.messages == 0:
+            return False
+        if self.config.split_duration is not None and time.monotonic() - self._opened >= self.config.split_duration:
+            return True
+        return self._limit_bytes is not None and self._writer.size_bytes >= self._limit_bytes
+
+    def write(self, msg) -> None:
+        """Write one message, first starting the next split when the open one is full."""
+        if self.config.splits and self._full():
+            self._writer.close(self._metadata(split=len(self.paths) - 1))
+            self._open()
+        self._writer.write(msg)
+
+    def close(self) -> None:
+        """Finish the open file; idempotent."""
+        self._writer.close(self._metadata(split=len(self.paths) - 1 if self.config.splits else None))
+
+
 @dataclass
 class RecordSummary:
     """What a recording run wrote, and what it received but skipped: ``skipped`` holds the
@@ -188,13 +259,17 @@ class RecordSummary:
     seconds: float
     counts: dict[str, TopicCount]
     skipped: dict[str, int] = field(default_factory=dict)
+    #: The files written: ``[path]``, or the splits in order.
+    files: list[Path] = field(default_factory=list)
 
     @property
     def messages(self) -> int:
         return sum(c.messages for c in self.counts.values())
 
     def format(self) -> str:
-        lines = [f"recorded {self.messages} messages in {self.seconds:.1f} s to {self.path}"]
+        files = self.files or [self.path]
+        where = str(files[0]) if len(files) == 1 else f"{len(files)} splits {files[0]} .. {files[-1]}"
+        lines = [f"recorded {self.messages} messages in {self.seconds:.1f} s to {where}"]
         for topic, c in sorted(self.counts.items()):
             extra = f", {c.missing} missing" if c.missing else ""
             extra += f", {c.restarts} restarts" if c.restarts else ""
@@ -217,7 +292,11 @@ class Recorder:
         from perception.subscribe import MaskSubscriber
 
         self.config = config
-        self._writer = McapMaskWriter(config.out)
+        self._started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.messages = 0
+        self.write_errors = 0
+        self._sub = None
+        self._writer = SplitWriter(config, self._metadata)
         try:
             self._sub = MaskSubscriber(
                 config.endpoint,
@@ -234,9 +313,6 @@ class Recorder:
         except BaseException:
             self._writer.close()
             raise
-        self.messages = 0
-        self.write_errors = 0
-        self._started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     def run(self, stop: threading.Event) -> RecordSummary:
         """Record until ``stop`` is set or ``duration`` has passed; then finish the file."""
@@ -252,9 +328,10 @@ class Recorder:
                     self._write(msg)
         finally:
             self._sub.close()
-            self._writer.close(self._metadata())
+            self._writer.close()
         return RecordSummary(
             path=self.config.out, seconds=time.monotonic() - t0, counts=self._writer.counts, skipped=self.skipped(),
+            files=list(self._writer.paths),
         )
 
     def _write(self, msg) -> None:
@@ -271,15 +348,18 @@ class Recorder:
 
     def skipped(self) -> dict[str, int]:
         """Messages received but not recorded: malformed, from another wire version, refused by the writer."""
+        counters = self._sub.counters if self._sub is not None else None
         return {
-            "malformed": self._sub.counters.malformed,
-            "version_mismatch": self._sub.counters.version_mismatch,
+            "malformed": counters.malformed if counters else 0,
+            "version_mismatch": counters.version_mismatch if counters else 0,
             "write_errors": self.write_errors,
         }
 
-    def _metadata(self) -> dict[str, str]:
+    def _metadata(self, split: int | None = None) -> dict[str, str]:
+        """The ``perception.recording`` record; counts are the recording's totals up to this file's end."""
         counts = {t: c.messages for t, c in self._writer.counts.items()}
-        return {
+        extra = {} if split is None else {"split_index": str(split)}
+        return extra | {
             "endpoint": self.config.endpoint,
             "subscription": self.config.namespace or " ".join(self.config.topic),
             "started_utc": self._started_utc,

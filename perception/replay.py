@@ -19,8 +19,10 @@ cut with a warning; a file that is not MCAP is a ``SourceError``.
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
+import re
 import struct
 import threading
 import time
@@ -62,27 +64,66 @@ class ReadCounters:
     last_error: str | None = None
 
 
+def recording_files(path: str | Path | list[str | Path] | tuple[str | Path, ...]) -> list[Path]:
+    """The files of a recording, in order: a file; several files; a folder (its ``*.mcap`` files,
+    splits ``<stem>_0.mcap``, ``<stem>_1.mcap``... in index order); or ``run.mcap`` when only the
+    splits ``run_0.mcap``, ``run_1.mcap``... of a ``--split-*`` recording exist.
+
+    Raises SourceError when a path is missing or a folder holds no ``.mcap`` file.
+    """
+    if isinstance(path, (list, tuple)):
+        return [f for p in path for f in recording_files(p)]
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.mcap"), key=_split_order)
+        if not files:
+            raise SourceError(f"recording folder {path} holds no .mcap file; pass a recording made by 'perception record'")
+        return files
+    if path.is_file():
+        return [path]
+    splits = sorted(path.parent.glob(f"{glob.escape(path.stem)}_*{glob.escape(path.suffix)}"), key=_split_order)
+    splits = [f for f in splits if re.fullmatch(re.escape(path.stem) + r"_\d+", f.stem)]
+    if splits:
+        return splits
+    raise SourceError(f"recording {path} not found; check the path")
+
+
+def _split_order(path: Path) -> tuple[str, int, str]:
+    """Sort key: ``run_2.mcap`` before ``run_10.mcap`` (split index as a number), other names by name."""
+    match = re.fullmatch(r"(.*)_(\d+)", path.stem)
+    return (match.group(1), int(match.group(2)), path.name) if match else (path.stem, -1, path.name)
+
+
 def read_recording(
-    path: str | Path, *, counters: ReadCounters | None = None, max_mask_pixels: int = contracts.MAX_MASK_PIXELS,
+    path: str | Path | list[str | Path], *, counters: ReadCounters | None = None,
+    max_mask_pixels: int = contracts.MAX_MASK_PIXELS,
 ) -> Iterator[RecordedMessage]:
     """Yield the messages of a recording in the order they were received.
 
-    Each recorded header is checked like a received one (``wire.parse_header``: bounded JSON,
-    every field against the schema in ``contracts``) and each image against it (size, length,
-    ``max_mask_pixels``) before use; a message that fails is skipped, counted in ``counters`` and
-    reported with a rate-limited warning. Raises SourceError when the file is missing, is not MCAP,
-    or holds no perception channels. A file cut short yields what precedes the cut and logs a warning.
+    ``path`` is anything ``recording_files`` takes (a file, files, a folder of splits), read in
+    order. Each recorded header is checked like a received one (``wire.parse_header``: bounded
+    JSON, every field against the schema in ``contracts``) and each image against it (size,
+    length, ``max_mask_pixels``) before use; a message that fails is skipped, counted in
+    ``counters`` and reported with a rate-limited warning. Raises SourceError when a file is
+    missing or is not MCAP, or when the recording holds no perception channels. A file cut short
+    (recorder killed) yields what precedes the cut and logs a warning.
     """
     counters = counters if counters is not None else ReadCounters()
+    seen = 0
+    for file in recording_files(path):
+        for message in _read_file(file, counters, max_mask_pixels, first=seen == 0):
+            seen += 1
+            yield message
+    if seen == 0:
+        raise SourceError(f"{path}: no perception topics in this recording; record one with 'perception record'")
+
+
+def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, first: bool) -> Iterator[RecordedMessage]:
+    """The messages of one MCAP file; ``first``: nothing was read before it (a cut at once is an error)."""
     from mcap.exceptions import McapError
     from mcap.reader import NonSeekingReader
     from mcap_ros2.decoder import DecoderFactory
 
-    path = Path(path)
-    if path.is_dir():
-        raise SourceError(f"recording {path} is a directory; pass the .mcap file written by 'perception record'")
-    if not path.is_file():
-        raise SourceError(f"recording {path} not found; check the path")
     with open(path, "rb") as stream:
         if stream.read(8) != b"\x89MCAP0\r\n":
             raise SourceError(f"{path} is not an MCAP file; record one with 'perception record'")
@@ -124,13 +165,12 @@ def read_recording(
                     seen += 1
                     yield got
         except (McapError, struct.error, EOFError, ValueError) as exc:
-            if seen == 0:
+            if seen == 0 and first:
                 raise SourceError(f"{path}: not a readable MCAP recording ({exc}); record it again") from None
             log.warning(
-                "%s is cut short after %d messages (%s); was the recorder killed?", path, seen, str(exc) or type(exc).__name__
+                "%s is cut short after %d messages (%s); was the recorder killed? 'perception recover' rebuilds it",
+                path, seen, str(exc) or type(exc).__name__,
             )
-        if seen == 0:
-            raise SourceError(f"{path}: no perception topics in this recording; record one with 'perception record'")
 
 
 def _skip(counters: ReadCounters, reason: str) -> None:
@@ -188,7 +228,8 @@ def _recorded(
 class ReplayConfig:
     """The flags of ``perception replay`` (and the parameters of a ``replay`` launch node)."""
 
-    file: Path
+    #: A recording: a file, a folder of splits, several files in order (see ``recording_files``).
+    file: Path | list[Path]
     rate: float = field(default=1.0, metadata=bounds(0.001, 1000.0))
     max_rate: bool = False
     endpoint: str = contracts.DEFAULT_ENDPOINT
@@ -205,7 +246,9 @@ class ReplaySummary:
     seconds: float
     skipped: int = 0
 
-    def format(self, path: Path) -> str:
+    def format(self, path: Path | list[Path]) -> str:
+        if isinstance(path, list):
+            path = path[0] if len(path) == 1 else f"{len(path)} files {path[0]} .. {path[-1]}"
         rate = self.messages / self.seconds if self.seconds > 0 else 0.0
         extra = f", {self.skipped} malformed skipped" if self.skipped else ""
         return f"replayed {self.messages} messages from {path} in {self.seconds:.1f} s ({rate:.0f} msg/s{extra})"

@@ -2,6 +2,7 @@
 
     perception record --namespace perception/front --out out/run.mcap --duration 60
     perception record --topic perception/front/lane perception/front/stats --out lanes.mcap
+    perception record --namespace perception/front --out out/run.mcap --split-duration 60   # run_0.mcap, run_1.mcap...
 
 Stops after ``--duration`` or on Ctrl-C / SIGTERM, finishing the file either way. The layout
 (sensor_msgs/msg/Image masks, std_msgs/msg/String JSON, wire headers in ``<topic>/meta``) is
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from perception import contracts
 from perception.launch import config_from_args
-from perception.record import RecordConfig, Recorder
+from perception.record import RecordConfig, Recorder, split_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--topic", nargs="+", action="extend", metavar="T", help="exact topics to record")
     parser.add_argument("--out", type=Path, required=True, help="output .mcap file")
     parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
+    parser.add_argument("--split-duration", type=float, metavar="S",
+                        help="write <out stem>_0.mcap, _1.mcap, ... starting a new file every S seconds")
+    parser.add_argument("--split-size", type=float, metavar="MB",
+                        help="write <out stem>_0.mcap, _1.mcap, ... starting a new file at MB megabytes")
     parser.add_argument("--max-mask-pixels", type=int, metavar="N",
                         help=f"skip masks declaring more than N pixels, before decoding (default {contracts.MAX_MASK_PIXELS})")
     parser.add_argument("--curve-server-key", metavar="FILE", help="the node's public .key file (CURVE)")
@@ -40,7 +45,8 @@ def main(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     what = config.namespace + "/*" if config.namespace else ", ".join(config.topic)
-    print(f"recording {what} from {config.endpoint} to {config.out}", flush=True)
+    where = f"{split_path(config.out, 0)}, {split_path(config.out, 1).name}, ..." if config.splits else config.out
+    print(f"recording {what} from {config.endpoint} to {where}", flush=True)
     summary = recorder.run(stop)
     print(summary.format(), flush=True)
     return 0
