@@ -168,7 +168,7 @@ def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, firs
             if seen == 0 and first:
                 raise SourceError(f"{path}: not a readable MCAP recording ({exc}); record it again") from None
             log.warning(
-                "%s is cut short after %d messages (%s); was the recorder killed? 'perception recover' rebuilds it",
+                "%s is cut short after %d messages (%s); was the recorder killed? 'perception record --recover FILE' rebuilds it",
                 path, seen, str(exc) or type(exc).__name__,
             )
 
