@@ -1,28 +1,32 @@
-"""Recording: subscribe to a node's topics and write them to an MCAP file that ROS 2 tools open.
+"""Recording: subscribe to a node's topics and write them to MCAP files that ROS 2 tools open.
 
 ``perception record --endpoint tcp://127.0.0.1:5556 --namespace perception/front --out run.mcap``
-(or ``--topic perception/front/lane ...``; ``--duration S``; Ctrl-C ends it and finishes the file).
+(or ``--topic perception/front/lane ...``; ``--duration S``; ``--split-duration S`` /
+``--split-size MB`` for ``run_0.mcap``, ``run_1.mcap``...; Ctrl-C ends it and finishes the file).
+``perception record --recover run.mcap`` rebuilds a file whose recorder was killed.
 
-Layout of the file (MCAP ``ros2`` profile, every channel CDR-encoded ROS 2 messages, written with
-``mcap_ros2.writer.Writer``):
+Layout of a file (MCAP ``ros2`` profile, every channel CDR-encoded ROS 2 messages, following
+rosbag2's conventions):
 
 =================================  ======================  =================================================
 channel                            schema                  content
 =================================  ======================  =================================================
 ``/<ns>/<mask>``                   sensor_msgs/msg/Image   stamp = capture time, frame_id, height, width,
-                                                           ``mono8``, is_bigendian 0, step, the decoded mask
+                                                           ``mono8`` (0/255 masks) or ``8UC1`` (the class
+                                                           map: class ids), step, the decoded mask
 ``/<ns>/stats``, ``/<ns>/obstacles``  std_msgs/msg/String  the JSON document as published
 ``/<topic>/meta``                  std_msgs/msg/String     the wire header JSON of each message above (seq,
-                                                           capture_ns, publish_ns, model_id, latency_ms,
+                                                           capture/publish times, model_id, latency_ms,
                                                            compression...), so ``perception replay`` is exact
 =================================  ======================  =================================================
 
-Each MCAP message's ``sequence`` is the wire ``seq``, ``log_time`` the receive time and
-``publish_time`` the node's publish time. A metadata record ``perception.recording`` holds the
-endpoint, the topics, the perception and wire versions and per-topic counts.
-
-Foxglove Studio and ``ros2 bag play`` show the masks as mono8 images (class maps look dark: their
-pixel values are class ids).
+Channel names are ROS 2 names (``ros2_topic_name``: absolute, illegal characters made ``_``).
+Every channel's metadata holds rosbag2's ``offered_qos_profiles`` (YAML), the wire topic
+(``perception.wire_topic``), ``perception.content`` (``data`` or ``wire_header``) and, for masks,
+``perception.values`` (``binary`` or ``class_ids``). Each MCAP message's ``sequence`` is the wire
+``seq``, ``log_time`` the receive time and ``publish_time`` the node's publish time. A metadata
+record ``perception.recording`` holds the endpoint, the topics, the perception and wire
+versions, per-topic counts and, in a split, its ``split_index``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import struct
 import threading
 import time
@@ -37,6 +42,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
+
+import yaml
 
 from perception import __version__, contracts
 from perception.config import bounds
@@ -78,13 +85,69 @@ IMAGE_MSGDEF = "\n".join(
 STRING_MSGDEF = "string data"
 
 
-def mcap_topic(topic: str) -> str:
-    """The MCAP channel name of a wire topic: ROS 2 topics are absolute (``/perception/front/lane``)."""
-    return "/" + topic.lstrip("/")
-
-
 def wire_topic(channel: str) -> str:
+    """The wire topic of a channel written without ``perception.wire_topic`` metadata (older recordings)."""
     return channel.lstrip("/")
+
+
+def ros2_topic_name(topic: str) -> str:
+    """The ROS 2 name of a wire topic: absolute, and within ROS 2's naming rules (tokens of letters,
+    digits and single underscores, none starting with a digit), so ``ros2 bag`` accepts it.
+
+    ``perception/front/lane`` -> ``/perception/front/lane``; ``perception/front-left.1/lane`` ->
+    ``/perception/front_left_1/lane``. The wire topic itself is kept in the channel metadata
+    (``perception.wire_topic``), so a replay is exact whatever the name became.
+    """
+    tokens = []
+    for token in topic.split("/"):
+        token = re.sub(r"_{2,}", "_", re.sub(r"[^A-Za-z0-9_]", "_", token))
+        if token:
+            tokens.append("_" + token if token[0].isdigit() else token)
+    return "/" + "/".join(tokens)
+
+
+#: Channel metadata keys (besides rosbag2's ``offered_qos_profiles``).
+WIRE_TOPIC_KEY = "perception.wire_topic"
+CONTENT_KEY = "perception.content"
+VALUES_KEY = "perception.values"
+#: ``perception.content``: the message itself, or the wire headers of a topic's messages.
+CONTENT_DATA = "data"
+CONTENT_HEADER = "wire_header"
+#: Wire topics the node sends latched (the last message goes to every new subscriber).
+LATCHED_SUFFIXES = ("/info",)
+
+
+def offered_qos_profiles(topic: str) -> str:
+    """rosbag2's ``offered_qos_profiles`` channel metadata: the YAML list rosbag2 (Humble) writes,
+    with enum values as numbers (which every rosbag2 release and rosbags read).
+
+    The node's ZeroMQ PUB socket keeps the latest messages and drops for a slow subscriber:
+    KEEP_LAST (1), BEST_EFFORT (2), VOLATILE (2). A latched topic (``<ns>/info``) is RELIABLE (1),
+    TRANSIENT_LOCAL (1), depth 1, as ROS 2 latches. Depth 0 and zero durations (the defaults) are
+    what rosbag2 records for a publisher's offered profile.
+    """
+    latched = topic.endswith(LATCHED_SUFFIXES)
+    zero = {"sec": 0, "nsec": 0}
+    profile = {
+        "history": 1, "depth": 1 if latched else 0, "reliability": 1 if latched else 2,
+        "durability": 1 if latched else 2, "deadline": zero, "lifespan": zero, "liveliness": 1,
+        "liveliness_lease_duration": zero, "avoid_ros_namespace_conventions": False,
+    }
+    return yaml.safe_dump([profile], sort_keys=False)
+
+
+def ros_image_encoding(header: dict) -> str:
+    """The ``sensor_msgs/Image`` encoding of a mask: ``8UC1`` (plain 8-bit values, not intensities)
+    for a class map, whose pixels are class ids; the header's own (``mono8``) for 0/255 masks."""
+    return "8UC1" if header.get("values") == contracts.VALUES_CLASS_IDS else header["encoding"]
+
+
+def channel_metadata(topic: str, content: str, header: dict) -> dict[str, str]:
+    """The metadata of a channel: rosbag2's QoS, the wire topic, and for a mask what its values mean."""
+    metadata = {"offered_qos_profiles": offered_qos_profiles(topic), WIRE_TOPIC_KEY: topic, CONTENT_KEY: content}
+    if content == CONTENT_DATA and header.get("kind") == contracts.KIND_MASK and header.get("values"):
+        metadata[VALUES_KEY] = str(header["values"])
+    return metadata
 
 
 @dataclass
@@ -146,12 +209,19 @@ class McapMaskWriter:
 
     ``chunk_size`` (bytes) is how much goes into one compressed MCAP chunk; a recorder killed
     mid-run loses at most the chunk being filled. Raises ConfigError when ``path`` cannot be written.
+
+    The file is written with ``mcap.writer.Writer`` (``ros2`` profile) and the ROS 2 CDR encoders
+    of ``mcap_ros2``: its own ``Writer`` cannot give a channel metadata, and rosbag2's convention
+    (and the ``ros2`` profile) want ``offered_qos_profiles`` on every channel.
     """
 
     def __init__(
         self, path: Path, *, chunk_size: int = 1024 * 1024, counts: dict[str, TopicCount] | None = None,
     ) -> None:
-        from mcap_ros2.writer import Writer
+        from mcap.well_known import MessageEncoding, SchemaEncoding
+        from mcap.writer import Writer
+        from mcap_ros2 import __version__ as mcap_ros2_version
+        from mcap_ros2._dynamic import serialize_dynamic  # the encoders mcap_ros2.writer.Writer uses
 
         self.path = Path(path)
         try:
@@ -160,8 +230,14 @@ class McapMaskWriter:
         except OSError as exc:
             raise ConfigError(f"cannot write {self.path}: {exc.strerror}; choose a writable --out") from None
         self._writer = Writer(self._file, chunk_size=chunk_size)
-        self._image = self._writer.register_msgdef(IMAGE_SCHEMA, IMAGE_MSGDEF)
-        self._string = self._writer.register_msgdef(STRING_SCHEMA, STRING_MSGDEF)
+        self._writer.start(profile="ros2", library=f"perception {__version__}; mcap-ros2-support {mcap_ros2_version}")
+        self._cdr = MessageEncoding.CDR
+        self._schemas: dict[str, int] = {}
+        self._encoders = {}
+        for name, msgdef in ((IMAGE_SCHEMA, IMAGE_MSGDEF), (STRING_SCHEMA, STRING_MSGDEF)):
+            self._schemas[name] = self._writer.register_schema(name, SchemaEncoding.ROS2, msgdef.encode())
+            self._encoders[name] = serialize_dynamic(name, msgdef)[name]
+        self._channels: dict[tuple[str, str], int] = {}
         #: Per-topic figures; a dict shared by the splits of one recording gives the totals.
         self.counts: dict[str, TopicCount] = counts if counts is not None else {}
         self.messages = 0
@@ -172,21 +248,35 @@ class McapMaskWriter:
         """Bytes in the file so far (the chunk being filled is not counted until it is written)."""
         return self._file.tell()
 
+    def _channel(self, topic: str, content: str, schema: str, header: dict) -> int:
+        """The channel of a wire topic's ``content`` (``data`` or ``wire_header``), registered on first use."""
+        key = (topic, content)
+        if key not in self._channels:
+            metadata = channel_metadata(topic, content, header)
+            name = ros2_topic_name(topic) + (META_SUFFIX if content == CONTENT_HEADER else "")
+            self._channels[key] = self._writer.register_channel(name, self._cdr, self._schemas[schema], metadata)
+        return self._channels[key]
+
     def write(self, msg) -> None:
         """Write one message (mask or JSON) and its wire header."""
         header = msg.header
-        channel = mcap_topic(msg.topic)
-        publish_ns = int(header["publish_ns"])
-        common = {"log_time": msg.receive_ns, "publish_time": publish_ns, "sequence": int(header["seq"])}
-        self._writer.write_message(channel + META_SUFFIX, self._string, {"data": json.dumps(header)}, **common)
+        common = {"log_time": msg.receive_ns, "publish_time": int(header["publish_ns"]), "sequence": int(header["seq"])}
+        meta = self._channel(msg.topic, CONTENT_HEADER, STRING_SCHEMA, header)
         if header["kind"] == contracts.KIND_MASK:
             from perception.wire import ros_image_fields
 
             image = ros_image_fields(header)
+            image["encoding"] = ros_image_encoding(header)
             image["data"] = msg.data.tobytes()
-            self._writer.write_message(channel, self._image, image, **common)
+            data = (self._channel(msg.topic, CONTENT_DATA, IMAGE_SCHEMA, header), IMAGE_SCHEMA, image)
         else:
-            self._writer.write_message(channel, self._string, {"data": json.dumps(msg.data)}, **common)
+            data = (self._channel(msg.topic, CONTENT_DATA, STRING_SCHEMA, header), STRING_SCHEMA,
+                    {"data": json.dumps(msg.data)})
+        # Encode both before writing either, so a message the encoder refuses leaves nothing behind.
+        records = [(meta, self._encoders[STRING_SCHEMA]({"data": json.dumps(header)})),
+                   (data[0], self._encoders[data[1]](data[2]))]
+        for channel, payload in records:
+            self._writer.add_message(channel, data=payload, **common)
         self.counts.setdefault(msg.topic, TopicCount()).add(int(header["seq"]))
         self.messages += 1
 
@@ -368,7 +458,9 @@ class Recorder:
             "wire_version": str(contracts.WIRE_VERSION),
             "message_counts": json.dumps(counts, sort_keys=True),
             "skipped_counts": json.dumps(self.skipped(), sort_keys=True),
-            "layout": f"masks: {IMAGE_SCHEMA}; JSON topics: {STRING_SCHEMA}; wire headers: <topic>{META_SUFFIX}",
+            "layout": (f"masks: {IMAGE_SCHEMA} (mono8: 0/255 masks; 8UC1: class ids, channel metadata "
+                       f"{VALUES_KEY}=class_ids); JSON topics: {STRING_SCHEMA}; wire headers: <topic>{META_SUFFIX}; "
+                       f"wire topic of each channel: channel metadata {WIRE_TOPIC_KEY}"),
         }
 
 

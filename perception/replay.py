@@ -37,7 +37,7 @@ import zmq
 from perception import contracts
 from perception.config import bounds
 from perception.errors import PublishError, SourceError
-from perception.record import META_SUFFIX, wire_topic
+from perception.record import CONTENT_HEADER, CONTENT_KEY, META_SUFFIX, WIRE_TOPIC_KEY, wire_topic
 from perception.wire import WireMessage
 
 log = logging.getLogger(__name__)
@@ -137,8 +137,8 @@ def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, firs
         seen = 0
         try:
             for _schema, channel, message, decoded in reader.iter_decoded_messages(log_time_order=False):
-                if channel.topic.endswith(META_SUFFIX):
-                    topic = wire_topic(channel.topic[: -len(META_SUFFIX)])
+                is_header, topic = _channel_role(channel)
+                if is_header:
                     key = (topic, message.sequence)
                     header = _recorded_header(decoded, channel.topic, counters)
                     if header is None:  # its data record, before or after, is dropped too
@@ -151,7 +151,6 @@ def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, firs
                         pending_meta[key] = header
                         continue
                 else:
-                    topic = wire_topic(channel.topic)
                     key = (topic, message.sequence)
                     payload = (decoded, message.log_time)
                     if key in rejected:
@@ -171,6 +170,17 @@ def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, firs
                 "%s is cut short after %d messages (%s); was the recorder killed? 'perception record --recover FILE' rebuilds it",
                 path, seen, str(exc) or type(exc).__name__,
             )
+
+
+def _channel_role(channel: Any) -> tuple[bool, str]:
+    """(whether the channel holds wire headers, its wire topic), from the channel metadata the
+    recorder writes, or from the channel name in recordings made before it wrote any."""
+    metadata = channel.metadata or {}
+    if WIRE_TOPIC_KEY in metadata and CONTENT_KEY in metadata:
+        return metadata[CONTENT_KEY] == CONTENT_HEADER, metadata[WIRE_TOPIC_KEY]
+    if channel.topic.endswith(META_SUFFIX):
+        return True, wire_topic(channel.topic[: -len(META_SUFFIX)])
+    return False, wire_topic(channel.topic)
 
 
 def _skip(counters: ReadCounters, reason: str) -> None:
@@ -306,10 +316,10 @@ class ReplayPublisher:
 
         header = msg.header
         if shift_ns:
-            header = dict(header, publish_ns=header["publish_ns"] + shift_ns)
+            header = dict(header, publish_ns=_shifted(header["publish_ns"], shift_ns))
             if "capture_ns" in header:
-                header["capture_ns"] += shift_ns
-                header["header"] = dict(header["header"], stamp=ros_stamp(header["capture_ns"]))
+                header["capture_ns"] = _shifted(header["capture_ns"], shift_ns)
+                header["header"] = dict(header["header"], stamp=ros_stamp(int(header["capture_ns"])))
         if header["kind"] == contracts.KIND_MASK:
             payload = codec_for_compression(header["compression"]).encode(msg.data)
         else:
@@ -364,6 +374,12 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
             # At the natural end, messages still queued belong to the replay: let them leave.
             publisher.close(flush_s=0.0 if stop.is_set() else FLUSH_S)
     return ReplaySummary(messages=sent, seconds=time.monotonic() - t_start, skipped=counters.malformed)
+
+
+def _shifted(value: int | str, shift_ns: int) -> int | str:
+    """A nanosecond header field moved by ``shift_ns``, in the form it came in (a number, or the
+    decimal string that JSON parsers without 64-bit integers read exactly)."""
+    return str(int(value) + shift_ns) if isinstance(value, str) else value + shift_ns
 
 
 def _chain(first: RecordedMessage, rest: Iterator[RecordedMessage]) -> Iterator[RecordedMessage]:

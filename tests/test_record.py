@@ -114,7 +114,8 @@ def test_recording_is_ros2_images_with_exact_masks_and_contiguous_seqs(recording
         assert [seq for seq, _ in got] == list(range(N_FRAMES))
         for seq, ros in got:
             expected = frame_masks(seq)[name]
-            assert (ros.height, ros.width, ros.step, ros.encoding, ros.is_bigendian) == (24, 32, 32, "mono8", 0)
+            encoding = "8UC1" if name == "class_map" else "mono8"  # class ids are values, not intensities
+            assert (ros.height, ros.width, ros.step, ros.encoding, ros.is_bigendian) == (24, 32, 32, encoding, 0)
             assert ros.header.frame_id == "rec"
             assert ros.header.stamp.sec * 10**9 + ros.header.stamp.nanosec == captures[seq]
             np.testing.assert_array_equal(np.frombuffer(ros.data, np.uint8).reshape(24, 32), expected)

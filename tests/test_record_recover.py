@@ -98,6 +98,8 @@ def test_recover_rebuilds_an_indexed_file_that_rosbags_reads(killed_recording, t
     seqs: dict[str, list[int]] = {}
     with rosbags.Reader(out) as bag:
         assert bag.message_count == summary.messages
+        # The channel metadata survives recovery: rosbag2's QoS profiles are still there.
+        assert all(c.ext.offered_qos_profiles for c in bag.connections)
         for connection, _, raw in bag.messages():
             if connection.msgtype != "sensor_msgs/msg/Image":
                 continue
@@ -111,7 +113,7 @@ def test_recover_rebuilds_an_indexed_file_that_rosbags_reads(killed_recording, t
     ours = [m for m in streamed if m.topic == f"{NS}/class_map"]
     assert len(images) == len(ours) > 10
     for image, msg in zip(images, ours, strict=True):
-        assert (image.height, image.width, image.encoding) == (H, W, "mono8")
+        assert (image.height, image.width, image.encoding) == (H, W, "8UC1")
         np.testing.assert_array_equal(image.data.reshape(H, W), masks_of(msg.seq)["class_map"])
     assert [m.seq for m in ours] == list(range(len(ours)))  # contiguous from the first frame
     assert len(ours) < published  # the chunk being filled at the kill is lost, nothing before it
