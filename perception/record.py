@@ -257,8 +257,9 @@ class McapMaskWriter:
             self._channels[key] = self._writer.register_channel(name, self._cdr, self._schemas[schema], metadata)
         return self._channels[key]
 
-    def write(self, msg) -> None:
-        """Write one message (mask or JSON) and its wire header."""
+    def write(self, msg, *, count: bool = True) -> None:
+        """Write one message (mask or JSON) and its wire header; ``count`` False for a latched
+        message repeated at the start of a split (not counted again)."""
         header = msg.header
         common = {"log_time": msg.receive_ns, "publish_time": int(header["publish_ns"]), "sequence": int(header["seq"])}
         meta = self._channel(msg.topic, CONTENT_HEADER, STRING_SCHEMA, header)
@@ -277,8 +278,9 @@ class McapMaskWriter:
                    (data[0], self._encoders[data[1]](data[2]))]
         for channel, payload in records:
             self._writer.add_message(channel, data=payload, **common)
-        self.counts.setdefault(msg.topic, TopicCount()).add(int(header["seq"]))
-        self.messages += 1
+        if count:
+            self.counts.setdefault(msg.topic, TopicCount()).add(int(header["seq"]))
+            self.messages += 1
 
     def close(self, metadata: dict[str, str] | None = None) -> None:
         """Write the metadata record and the summary, and close the file; idempotent."""
@@ -302,6 +304,9 @@ class SplitWriter:
     that one. A split ends at the first message after its duration has passed, or once the file
     has reached ``split_size`` MB; it can exceed the size by at most one chunk (``chunk_size``,
     at most 1 MiB and an eighth of the size limit). ``metadata`` is called when a split is closed.
+    The latest message of each latched topic (``<ns>/info``) is written again at the start of
+    every split, so each split alone holds the class table it needs (a replay of all the splits
+    sends it once).
     """
 
     def __init__(self, config: RecordConfig, metadata) -> None:
@@ -309,6 +314,7 @@ class SplitWriter:
         self.counts: dict[str, TopicCount] = {}
         self.paths: list[Path] = []
         self._metadata = metadata
+        self._latched: dict[str, object] = {}
         self._limit_bytes = None if config.split_size is None else int(config.split_size * 1e6)
         self._chunk_size = 1024 * 1024
         if self._limit_bytes is not None:
@@ -320,6 +326,8 @@ class SplitWriter:
         self._writer = McapMaskWriter(path, chunk_size=self._chunk_size, counts=self.counts)
         self.paths.append(path)
         self._opened = time.monotonic()
+        for msg in self._latched.values():
+            self._writer.write(msg, count=False)
 
     def _full(self) -> bool:
         if self._writer.messages == 0:
@@ -334,6 +342,8 @@ class SplitWriter:
             self._writer.close(self._metadata(split=len(self.paths) - 1))
             self._open()
         self._writer.write(msg)
+        if msg.topic.endswith(LATCHED_SUFFIXES):
+            self._latched[msg.topic] = msg
 
     def close(self) -> None:
         """Finish the open file; idempotent."""

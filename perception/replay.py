@@ -37,7 +37,14 @@ import zmq
 from perception import contracts
 from perception.config import bounds
 from perception.errors import PublishError, SourceError
-from perception.record import CONTENT_HEADER, CONTENT_KEY, META_SUFFIX, WIRE_TOPIC_KEY, wire_topic
+from perception.record import (
+    CONTENT_HEADER,
+    CONTENT_KEY,
+    LATCHED_SUFFIXES,
+    META_SUFFIX,
+    WIRE_TOPIC_KEY,
+    wire_topic,
+)
 from perception.wire import WireMessage
 
 log = logging.getLogger(__name__)
@@ -110,8 +117,13 @@ def read_recording(
     """
     counters = counters if counters is not None else ReadCounters()
     seen = 0
+    latched: dict[str, dict[str, Any]] = {}  # the last header of each latched topic
     for file in recording_files(path):
         for message in _read_file(file, counters, max_mask_pixels, first=seen == 0):
+            if message.topic.endswith(LATCHED_SUFFIXES):
+                if latched.get(message.topic) == message.header:
+                    continue  # repeated at the start of a split (see record.SplitWriter)
+                latched[message.topic] = message.header
             seen += 1
             yield message
     if seen == 0:

@@ -34,6 +34,7 @@ def record_frames(out, *, pace_s: float = 0.0, **split) -> tuple:
             assert time.monotonic() < deadline, "the recorder never received a ping"
             pub.publish_json("stats", {"ping": True})
             time.sleep(0.02)  # ping interval, not synchronisation: the loop waits on recorder.messages
+        pub.publish_json("info", {"classes": ["road", "car"]})  # latched: repeated at the start of each split
         for seq in range(N_FRAMES):
             pub.publish_masks(seq=seq, capture_ns=time.time_ns(), frame_id="rec", masks=frame_masks(seq),
                               latency_ms={"infer": 1.0}, model_id="tiny-test")
@@ -62,8 +63,11 @@ def check_splits(summary, out) -> None:
             assert summary_section is not None and summary_section.chunk_indexes
             meta = {m.name: m.metadata for m in reader.iter_metadata()}
             assert meta["perception.recording"]["split_index"] == str(index)
+            topics = {c.topic for c in summary_section.channels.values()}
+            assert f"/{NS}/info" in topics  # every split holds the latched info
             total += summary_section.statistics.message_count
-    assert total == sum(c.messages for c in summary.counts.values()) * 2  # each message + its /meta header
+    repeats = len(files) - 1  # the info message again at the start of each later split
+    assert total == (sum(c.messages for c in summary.counts.values()) + repeats) * 2  # each + its /meta header
     # Replay across the splits, from the folder, the files in order, or the recording's own name.
     for source in (out.parent, files, out):
         assert recording_files(source) == files
@@ -74,6 +78,7 @@ def check_splits(summary, out) -> None:
                 if msg.seq == N_FRAMES - 1 and msg.topic.endswith("class_map"):
                     np.testing.assert_array_equal(msg.data, frame_masks(msg.seq)["class_map"])
         assert len(seqs) == 4 and all(s == list(range(N_FRAMES)) for s in seqs.values()), seqs
+        assert [m.data for m in read_recording(source) if m.topic == f"{NS}/info"] == [{"classes": ["road", "car"]}]
 
 
 def test_split_by_size(tmp_path):
