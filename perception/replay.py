@@ -359,7 +359,8 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
     first = next(messages)  # reads the head now, so a bad file fails before the socket is bound
     own = publisher is None
     publisher = publisher or ReplayPublisher(config.endpoint)
-    log.info("replaying %s on %s", config.file, publisher.endpoint)
+    files = recording_files(config.file)
+    log.info("replaying %s on %s", ", ".join(str(f) for f in files), publisher.endpoint)
     sent = 0
     t_start = time.monotonic()
     try:

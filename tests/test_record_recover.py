@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mcap.reader import make_reader
-from test_record import ENCODINGS, REPO, free_endpoint
+from test_record import ENCODINGS, REPO, frame_masks, free_endpoint
 
 from perception.publish import MaskPublisher
 from perception.record import recording_is_intact, recover_recording
@@ -25,14 +25,7 @@ H, W = 120, 160
 
 def masks_of(seq: int) -> dict[str, np.ndarray]:
     """Large enough masks that the recorder finishes several 1 MiB chunks in a few hundred frames."""
-    rng = np.random.default_rng(seq)
-    class_map = rng.integers(0, 11, (H, W), dtype=np.uint8)
-    return {
-        "drivable": np.where(class_map < 3, 255, 0).astype(np.uint8),
-        "lane": np.where(class_map == 1, 255, 0).astype(np.uint8),
-        "obstacle": np.where(class_map >= 8, 255, 0).astype(np.uint8),
-        "class_map": class_map,
-    }
+    return frame_masks(seq, (H, W))
 
 
 @pytest.fixture(scope="module")

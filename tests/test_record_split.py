@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 from mcap.reader import make_reader
-from test_record import ENCODINGS, NS, frame_masks, free_endpoint, wait_until
+from test_record import ENCODINGS, NS, frame_masks, free_endpoint, wait_for_recorder, wait_until
 
 from perception.errors import SourceError
 from perception.publish import MaskPublisher
@@ -29,11 +29,7 @@ def record_frames(out, *, pace_s: float = 0.0, **split) -> tuple:
     thread.start()
     pub = MaskPublisher(endpoint=endpoint, namespace=NS, encodings=ENCODINGS, sndhwm=10000)
     try:
-        deadline = time.monotonic() + 20
-        while recorder.messages == 0:
-            assert time.monotonic() < deadline, "the recorder never received a ping"
-            pub.publish_json("stats", {"ping": True})
-            time.sleep(0.02)  # ping interval, not synchronisation: the loop waits on recorder.messages
+        wait_for_recorder(recorder, pub)
         pub.publish_json("info", {"classes": ["road", "car"]})  # latched: repeated at the start of each split
         for seq in range(N_FRAMES):
             pub.publish_masks(seq=seq, capture_ns=time.time_ns(), frame_id="rec", masks=frame_masks(seq),
