@@ -1,34 +1,40 @@
-"""Recording: subscribe to a node's topics and write them to an MCAP file that ROS 2 tools open.
+"""Recording: subscribe to a node's topics and write them to MCAP files that ROS 2 tools open.
 
 ``perception record --endpoint tcp://127.0.0.1:5556 --namespace perception/front --out run.mcap``
-(or ``--topic perception/front/lane ...``; ``--duration S``; Ctrl-C ends it and finishes the file).
+(or ``--topic perception/front/lane ...``; ``--duration S``; ``--split-duration S`` /
+``--split-size MB`` for ``run_0.mcap``, ``run_1.mcap``...; Ctrl-C ends it and finishes the file).
+``perception record --recover run.mcap`` rebuilds a file whose recorder was killed.
 
-Layout of the file (MCAP ``ros2`` profile, every channel CDR-encoded ROS 2 messages, written with
-``mcap_ros2.writer.Writer``):
+Layout of a file (MCAP ``ros2`` profile, every channel CDR-encoded ROS 2 messages, following
+rosbag2's conventions):
 
 =================================  ======================  =================================================
 channel                            schema                  content
 =================================  ======================  =================================================
 ``/<ns>/<mask>``                   sensor_msgs/msg/Image   stamp = capture time, frame_id, height, width,
-                                                           ``mono8``, is_bigendian 0, step, the decoded mask
+                                                           ``mono8`` (0/255 masks) or ``8UC1`` (the class
+                                                           map: class ids), step, the decoded mask
 ``/<ns>/stats``, ``/<ns>/obstacles``  std_msgs/msg/String  the JSON document as published
 ``/<topic>/meta``                  std_msgs/msg/String     the wire header JSON of each message above (seq,
-                                                           capture_ns, publish_ns, model_id, latency_ms,
+                                                           capture/publish times, model_id, latency_ms,
                                                            compression...), so ``perception replay`` is exact
 =================================  ======================  =================================================
 
-Each MCAP message's ``sequence`` is the wire ``seq``, ``log_time`` the receive time and
-``publish_time`` the node's publish time. A metadata record ``perception.recording`` holds the
-endpoint, the topics, the perception and wire versions and per-topic counts.
-
-Foxglove Studio and ``ros2 bag play`` show the masks as mono8 images (class maps look dark: their
-pixel values are class ids).
+Channel names are ROS 2 names (``ros2_topic_name``: absolute, illegal characters made ``_``).
+Every channel's metadata holds rosbag2's ``offered_qos_profiles`` (YAML), the wire topic
+(``perception.wire_topic``), ``perception.content`` (``data`` or ``wire_header``) and, for masks,
+``perception.values`` (``binary`` or ``class_ids``). Each MCAP message's ``sequence`` is the wire
+``seq``, ``log_time`` the receive time and ``publish_time`` the node's publish time. A metadata
+record ``perception.recording`` holds the endpoint, the topics, the perception and wire
+versions, per-topic counts and, in a split, its ``split_index``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import struct
 import threading
 import time
@@ -36,6 +42,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
+
+import yaml
 
 from perception import __version__, contracts
 from perception.config import bounds
@@ -77,13 +85,69 @@ IMAGE_MSGDEF = "\n".join(
 STRING_MSGDEF = "string data"
 
 
-def mcap_topic(topic: str) -> str:
-    """The MCAP channel name of a wire topic: ROS 2 topics are absolute (``/perception/front/lane``)."""
-    return "/" + topic.lstrip("/")
-
-
 def wire_topic(channel: str) -> str:
+    """The wire topic of a channel written without ``perception.wire_topic`` metadata (older recordings)."""
     return channel.lstrip("/")
+
+
+def ros2_topic_name(topic: str) -> str:
+    """The ROS 2 name of a wire topic: absolute, and within ROS 2's naming rules (tokens of letters,
+    digits and single underscores, none starting with a digit), so ``ros2 bag`` accepts it.
+
+    ``perception/front/lane`` -> ``/perception/front/lane``; ``perception/front-left.1/lane`` ->
+    ``/perception/front_left_1/lane``. The wire topic itself is kept in the channel metadata
+    (``perception.wire_topic``), so a replay is exact whatever the name became.
+    """
+    tokens = []
+    for token in topic.split("/"):
+        token = re.sub(r"_{2,}", "_", re.sub(r"[^A-Za-z0-9_]", "_", token))
+        if token:
+            tokens.append("_" + token if token[0].isdigit() else token)
+    return "/" + "/".join(tokens)
+
+
+#: Channel metadata keys (besides rosbag2's ``offered_qos_profiles``).
+WIRE_TOPIC_KEY = "perception.wire_topic"
+CONTENT_KEY = "perception.content"
+VALUES_KEY = "perception.values"
+#: ``perception.content``: the message itself, or the wire headers of a topic's messages.
+CONTENT_DATA = "data"
+CONTENT_HEADER = "wire_header"
+#: Wire topics the node sends latched (the last message goes to every new subscriber).
+LATCHED_SUFFIXES = ("/info",)
+
+
+def offered_qos_profiles(topic: str) -> str:
+    """rosbag2's ``offered_qos_profiles`` channel metadata: the YAML list rosbag2 (Humble) writes,
+    with enum values as numbers (which every rosbag2 release and rosbags read).
+
+    The node's ZeroMQ PUB socket keeps the latest messages and drops for a slow subscriber:
+    KEEP_LAST (1), BEST_EFFORT (2), VOLATILE (2). A latched topic (``<ns>/info``) is RELIABLE (1),
+    TRANSIENT_LOCAL (1), depth 1, as ROS 2 latches. Depth 0 and zero durations (the defaults) are
+    what rosbag2 records for a publisher's offered profile.
+    """
+    latched = topic.endswith(LATCHED_SUFFIXES)
+    zero = {"sec": 0, "nsec": 0}
+    profile = {
+        "history": 1, "depth": 1 if latched else 0, "reliability": 1 if latched else 2,
+        "durability": 1 if latched else 2, "deadline": zero, "lifespan": zero, "liveliness": 1,
+        "liveliness_lease_duration": zero, "avoid_ros_namespace_conventions": False,
+    }
+    return yaml.safe_dump([profile], sort_keys=False)
+
+
+def ros_image_encoding(header: dict) -> str:
+    """The ``sensor_msgs/Image`` encoding of a mask: ``8UC1`` (plain 8-bit values, not intensities)
+    for a class map, whose pixels are class ids; the header's own (``mono8``) for 0/255 masks."""
+    return "8UC1" if header.get("values") == contracts.VALUES_CLASS_IDS else header["encoding"]
+
+
+def channel_metadata(topic: str, content: str, header: dict) -> dict[str, str]:
+    """The metadata of a channel: rosbag2's QoS, the wire topic, and for a mask what its values mean."""
+    metadata = {"offered_qos_profiles": offered_qos_profiles(topic), WIRE_TOPIC_KEY: topic, CONTENT_KEY: content}
+    if content == CONTENT_DATA and header.get("kind") == contracts.KIND_MASK and header.get("values"):
+        metadata[VALUES_KEY] = str(header["values"])
+    return metadata
 
 
 @dataclass
@@ -98,10 +162,24 @@ class RecordConfig:
     curve_server_key: str | None = None
     curve_key: str | None = None
     max_mask_pixels: int = field(default=contracts.MAX_MASK_PIXELS, metadata=bounds(1, None))
+    #: Start a new split file after this many seconds (rosbag2's --max-bag-duration).
+    split_duration: float | None = field(default=None, metadata=bounds(0.001, None))
+    #: Start a new split file once the open one holds this many MB (rosbag2's --max-bag-size).
+    split_size: float | None = field(default=None, metadata=bounds(0.001, None))
 
     def __post_init__(self) -> None:
         if bool(self.namespace) == bool(self.topic):
             raise ValueError("give --namespace NS (all its topics) or --topic T ... (exact topics), one of the two")
+
+    @property
+    def splits(self) -> bool:
+        return self.split_duration is not None or self.split_size is not None
+
+
+def split_path(out: Path, index: int) -> Path:
+    """The file of split ``index`` of a recording to ``out``: ``run.mcap`` -> ``run_0.mcap``, ``run_1.mcap``..."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_{index}{out.suffix or '.mcap'}")
 
 
 @dataclass
@@ -131,10 +209,19 @@ class McapMaskWriter:
 
     ``chunk_size`` (bytes) is how much goes into one compressed MCAP chunk; a recorder killed
     mid-run loses at most the chunk being filled. Raises ConfigError when ``path`` cannot be written.
+
+    The file is written with ``mcap.writer.Writer`` (``ros2`` profile) and the ROS 2 CDR encoders
+    of ``mcap_ros2``: its own ``Writer`` cannot give a channel metadata, and rosbag2's convention
+    (and the ``ros2`` profile) want ``offered_qos_profiles`` on every channel.
     """
 
-    def __init__(self, path: Path, *, chunk_size: int = 1024 * 1024) -> None:
-        from mcap_ros2.writer import Writer
+    def __init__(
+        self, path: Path, *, chunk_size: int = 1024 * 1024, counts: dict[str, TopicCount] | None = None,
+    ) -> None:
+        from mcap.well_known import MessageEncoding, SchemaEncoding
+        from mcap.writer import Writer
+        from mcap_ros2 import __version__ as mcap_ros2_version
+        from mcap_ros2._dynamic import serialize_dynamic  # the encoders mcap_ros2.writer.Writer uses
 
         self.path = Path(path)
         try:
@@ -143,27 +230,57 @@ class McapMaskWriter:
         except OSError as exc:
             raise ConfigError(f"cannot write {self.path}: {exc.strerror}; choose a writable --out") from None
         self._writer = Writer(self._file, chunk_size=chunk_size)
-        self._image = self._writer.register_msgdef(IMAGE_SCHEMA, IMAGE_MSGDEF)
-        self._string = self._writer.register_msgdef(STRING_SCHEMA, STRING_MSGDEF)
-        self.counts: dict[str, TopicCount] = {}
+        self._writer.start(profile="ros2", library=f"perception {__version__}; mcap-ros2-support {mcap_ros2_version}")
+        self._cdr = MessageEncoding.CDR
+        self._schemas: dict[str, int] = {}
+        self._encoders = {}
+        for name, msgdef in ((IMAGE_SCHEMA, IMAGE_MSGDEF), (STRING_SCHEMA, STRING_MSGDEF)):
+            self._schemas[name] = self._writer.register_schema(name, SchemaEncoding.ROS2, msgdef.encode())
+            self._encoders[name] = serialize_dynamic(name, msgdef)[name]
+        self._channels: dict[tuple[str, str], int] = {}
+        #: Per-topic figures; a dict shared by the splits of one recording gives the totals.
+        self.counts: dict[str, TopicCount] = counts if counts is not None else {}
+        self.messages = 0
         self._closed = False
 
-    def write(self, msg) -> None:
-        """Write one message (mask or JSON) and its wire header."""
+    @property
+    def size_bytes(self) -> int:
+        """Bytes in the file so far (the chunk being filled is not counted until it is written)."""
+        return self._file.tell()
+
+    def _channel(self, topic: str, content: str, schema: str, header: dict) -> int:
+        """The channel of a wire topic's ``content`` (``data`` or ``wire_header``), registered on first use."""
+        key = (topic, content)
+        if key not in self._channels:
+            metadata = channel_metadata(topic, content, header)
+            name = ros2_topic_name(topic) + (META_SUFFIX if content == CONTENT_HEADER else "")
+            self._channels[key] = self._writer.register_channel(name, self._cdr, self._schemas[schema], metadata)
+        return self._channels[key]
+
+    def write(self, msg, *, count: bool = True) -> None:
+        """Write one message (mask or JSON) and its wire header; ``count`` False for a latched
+        message repeated at the start of a split (not counted again)."""
         header = msg.header
-        channel = mcap_topic(msg.topic)
-        publish_ns = int(header["publish_ns"])
-        common = {"log_time": msg.receive_ns, "publish_time": publish_ns, "sequence": int(header["seq"])}
-        self._writer.write_message(channel + META_SUFFIX, self._string, {"data": json.dumps(header)}, **common)
+        common = {"log_time": msg.receive_ns, "publish_time": int(header["publish_ns"]), "sequence": int(header["seq"])}
+        meta = self._channel(msg.topic, CONTENT_HEADER, STRING_SCHEMA, header)
         if header["kind"] == contracts.KIND_MASK:
             from perception.wire import ros_image_fields
 
             image = ros_image_fields(header)
+            image["encoding"] = ros_image_encoding(header)
             image["data"] = msg.data.tobytes()
-            self._writer.write_message(channel, self._image, image, **common)
+            data = (self._channel(msg.topic, CONTENT_DATA, IMAGE_SCHEMA, header), IMAGE_SCHEMA, image)
         else:
-            self._writer.write_message(channel, self._string, {"data": json.dumps(msg.data)}, **common)
-        self.counts.setdefault(msg.topic, TopicCount()).add(int(header["seq"]))
+            data = (self._channel(msg.topic, CONTENT_DATA, STRING_SCHEMA, header), STRING_SCHEMA,
+                    {"data": json.dumps(msg.data)})
+        # Encode both before writing either, so a message the encoder refuses leaves nothing behind.
+        records = [(meta, self._encoders[STRING_SCHEMA]({"data": json.dumps(header)})),
+                   (data[0], self._encoders[data[1]](data[2]))]
+        for channel, payload in records:
+            self._writer.add_message(channel, data=payload, **common)
+        if count:
+            self.counts.setdefault(msg.topic, TopicCount()).add(int(header["seq"]))
+            self.messages += 1
 
     def close(self, metadata: dict[str, str] | None = None) -> None:
         """Write the metadata record and the summary, and close the file; idempotent."""
@@ -178,6 +295,61 @@ class McapMaskWriter:
             self._file.close()
 
 
+class SplitWriter:
+    """The recorder's output: one ``McapMaskWriter`` at ``config.out``, or, with ``split_duration``
+    / ``split_size``, a sequence of complete MCAP files ``<stem>_0.mcap``, ``<stem>_1.mcap``...
+
+    Each split is finished (summary, index, metadata record) before the next is opened, so a
+    recorder killed mid-run loses at most the open split, and ``perception recover`` rebuilds
+    that one. A split ends at the first message after its duration has passed, or once the file
+    has reached ``split_size`` MB; it can exceed the size by at most one chunk (``chunk_size``,
+    at most 1 MiB and an eighth of the size limit). ``metadata`` is called when a split is closed.
+    The latest message of each latched topic (``<ns>/info``) is written again at the start of
+    every split, so each split alone holds the class table it needs (a replay of all the splits
+    sends it once).
+    """
+
+    def __init__(self, config: RecordConfig, metadata) -> None:
+        self.config = config
+        self.counts: dict[str, TopicCount] = {}
+        self.paths: list[Path] = []
+        self._metadata = metadata
+        self._latched: dict[str, object] = {}
+        self._limit_bytes = None if config.split_size is None else int(config.split_size * 1e6)
+        self._chunk_size = 1024 * 1024
+        if self._limit_bytes is not None:
+            self._chunk_size = max(4096, min(self._chunk_size, self._limit_bytes // 8))
+        self._open()
+
+    def _open(self) -> None:
+        path = split_path(self.config.out, len(self.paths)) if self.config.splits else Path(self.config.out)
+        self._writer = McapMaskWriter(path, chunk_size=self._chunk_size, counts=self.counts)
+        self.paths.append(path)
+        self._opened = time.monotonic()
+        for msg in self._latched.values():
+            self._writer.write(msg, count=False)
+
+    def _full(self) -> bool:
+        if self._writer.messages == 0:
+            return False
+        if self.config.split_duration is not None and time.monotonic() - self._opened >= self.config.split_duration:
+            return True
+        return self._limit_bytes is not None and self._writer.size_bytes >= self._limit_bytes
+
+    def write(self, msg) -> None:
+        """Write one message, first starting the next split when the open one is full."""
+        if self.config.splits and self._full():
+            self._writer.close(self._metadata(split=len(self.paths) - 1))
+            self._open()
+        self._writer.write(msg)
+        if msg.topic.endswith(LATCHED_SUFFIXES):
+            self._latched[msg.topic] = msg
+
+    def close(self) -> None:
+        """Finish the open file; idempotent."""
+        self._writer.close(self._metadata(split=len(self.paths) - 1 if self.config.splits else None))
+
+
 @dataclass
 class RecordSummary:
     """What a recording run wrote, and what it received but skipped: ``skipped`` holds the
@@ -188,13 +360,17 @@ class RecordSummary:
     seconds: float
     counts: dict[str, TopicCount]
     skipped: dict[str, int] = field(default_factory=dict)
+    #: The files written: ``[path]``, or the splits in order.
+    files: list[Path] = field(default_factory=list)
 
     @property
     def messages(self) -> int:
         return sum(c.messages for c in self.counts.values())
 
     def format(self) -> str:
-        lines = [f"recorded {self.messages} messages in {self.seconds:.1f} s to {self.path}"]
+        files = self.files or [self.path]
+        where = str(files[0]) if len(files) == 1 else f"{len(files)} splits {files[0]} .. {files[-1]}"
+        lines = [f"recorded {self.messages} messages in {self.seconds:.1f} s to {where}"]
         for topic, c in sorted(self.counts.items()):
             extra = f", {c.missing} missing" if c.missing else ""
             extra += f", {c.restarts} restarts" if c.restarts else ""
@@ -217,7 +393,11 @@ class Recorder:
         from perception.subscribe import MaskSubscriber
 
         self.config = config
-        self._writer = McapMaskWriter(config.out)
+        self._started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.messages = 0
+        self.write_errors = 0
+        self._sub = None
+        self._writer = SplitWriter(config, self._metadata)
         try:
             self._sub = MaskSubscriber(
                 config.endpoint,
@@ -234,9 +414,6 @@ class Recorder:
         except BaseException:
             self._writer.close()
             raise
-        self.messages = 0
-        self.write_errors = 0
-        self._started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     def run(self, stop: threading.Event) -> RecordSummary:
         """Record until ``stop`` is set or ``duration`` has passed; then finish the file."""
@@ -252,9 +429,10 @@ class Recorder:
                     self._write(msg)
         finally:
             self._sub.close()
-            self._writer.close(self._metadata())
+            self._writer.close()
         return RecordSummary(
             path=self.config.out, seconds=time.monotonic() - t0, counts=self._writer.counts, skipped=self.skipped(),
+            files=list(self._writer.paths),
         )
 
     def _write(self, msg) -> None:
@@ -271,15 +449,18 @@ class Recorder:
 
     def skipped(self) -> dict[str, int]:
         """Messages received but not recorded: malformed, from another wire version, refused by the writer."""
+        counters = self._sub.counters if self._sub is not None else None
         return {
-            "malformed": self._sub.counters.malformed,
-            "version_mismatch": self._sub.counters.version_mismatch,
+            "malformed": counters.malformed if counters else 0,
+            "version_mismatch": counters.version_mismatch if counters else 0,
             "write_errors": self.write_errors,
         }
 
-    def _metadata(self) -> dict[str, str]:
+    def _metadata(self, split: int | None = None) -> dict[str, str]:
+        """The ``perception.recording`` record; counts are the recording's totals up to this file's end."""
         counts = {t: c.messages for t, c in self._writer.counts.items()}
-        return {
+        extra = {} if split is None else {"split_index": str(split)}
+        return extra | {
             "endpoint": self.config.endpoint,
             "subscription": self.config.namespace or " ".join(self.config.topic),
             "started_utc": self._started_utc,
@@ -287,5 +468,143 @@ class Recorder:
             "wire_version": str(contracts.WIRE_VERSION),
             "message_counts": json.dumps(counts, sort_keys=True),
             "skipped_counts": json.dumps(self.skipped(), sort_keys=True),
-            "layout": f"masks: {IMAGE_SCHEMA}; JSON topics: {STRING_SCHEMA}; wire headers: <topic>{META_SUFFIX}",
+            "layout": (f"masks: {IMAGE_SCHEMA} (mono8: 0/255 masks; 8UC1: class ids, channel metadata "
+                       f"{VALUES_KEY}=class_ids); JSON topics: {STRING_SCHEMA}; wire headers: <topic>{META_SUFFIX}; "
+                       f"wire topic of each channel: channel metadata {WIRE_TOPIC_KEY}"),
         }
+
+
+@dataclass
+class RecoverSummary:
+    """What ``recover_recording`` saved: record counts, sizes, and where and why reading stopped
+    (``cut`` is None when the input ran to its end)."""
+
+    source: Path
+    out: Path
+    messages: int = 0
+    channels: int = 0
+    metadata: int = 0
+    attachments: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    seconds: float = 0.0
+    cut: str | None = None
+    kept: Path | None = None
+
+    def format(self) -> str:
+        text = (f"recovered {self.messages} messages on {self.channels} channels ({self.metadata} metadata records) "
+                f"from {self.source} ({self.bytes_in} bytes) into {self.out} ({self.bytes_out} bytes, indexed) "
+                f"in {self.seconds:.2f} s")
+        if self.cut:
+            text += f"\n  the input ends in a damaged or unfinished record: {self.cut}"
+        if self.kept:
+            text += f"\n  the original is kept as {self.kept}"
+        return text
+
+
+#: Largest MCAP record recovery reads: a damaged length field must not make it allocate gigabytes.
+RECOVER_RECORD_LIMIT = 256 * 1024 * 1024
+
+
+def recording_is_intact(path: Path) -> bool:
+    """True when ``path`` ends in a valid footer and summary, so indexed readers open it as it is."""
+    from mcap.exceptions import McapError
+    from mcap.reader import SeekingReader
+
+    try:
+        with open(path, "rb") as stream:
+            return SeekingReader(stream).get_summary() is not None
+    except (McapError, struct.error, EOFError, ValueError, OSError):
+        return False
+
+
+def recover_recording(path: str | Path, out: str | Path | None = None) -> RecoverSummary:
+    """Rebuild a recording whose recorder was killed into a finished MCAP file that indexed readers open.
+
+    Every record that can be read in order (header, schemas, channels with their metadata,
+    messages, metadata records, attachments) is written again through ``mcap.writer.Writer``,
+    which adds the message indexes, chunk indexes, statistics and summary; reading stops at the
+    first damaged or unfinished record (the chunk the recorder was filling when it died). This
+    is what the Go ``mcap recover`` command does; the Python ``mcap`` package has no recovery
+    function, so its stream reader and writer are used here.
+
+    ``out`` None rewrites ``path`` in place: the result replaces it atomically and the original
+    is kept beside it as ``<name>.damaged`` (not a ``.mcap`` name, so a folder replay skips it).
+    Raises SourceError when ``path`` is missing or is not MCAP, ConfigError when ``out`` cannot
+    be written.
+    """
+    from mcap.exceptions import McapError
+    from mcap.records import Attachment, Channel, DataEnd, Header, Message, Metadata, Schema
+    from mcap.stream_reader import StreamReader
+    from mcap.writer import Writer
+
+    from perception.errors import SourceError
+
+    source = Path(path)
+    if not source.is_file():
+        raise SourceError(f"recording {source} not found; check the path given to --recover")
+    in_place = out is None
+    target = Path(out) if out is not None else source
+    temp = target.with_name(target.name + ".recovering")
+    t0 = time.monotonic()
+    summary = RecoverSummary(source=source, out=target, bytes_in=source.stat().st_size)
+    with open(source, "rb") as stream:
+        if stream.read(8) != b"\x89MCAP0\r\n":
+            raise SourceError(f"{source} is not an MCAP file; --recover rebuilds recordings made by 'perception record'")
+        stream.seek(0)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            sink = open(temp, "wb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise ConfigError(f"cannot write {temp}: {exc.strerror}; choose a writable --out") from None
+        try:
+            writer: Writer | None = None
+            schema_ids: dict[int, int] = {}
+            channel_ids: dict[int, int] = {}
+            reader = StreamReader(stream, validate_crcs=True, record_size_limit=RECOVER_RECORD_LIMIT)
+            try:
+                for record in reader.records:
+                    if isinstance(record, Header):
+                        writer = Writer(sink)
+                        writer.start(profile=record.profile, library=record.library)
+                    elif writer is None:
+                        raise SourceError(f"{source} has no MCAP header record; it cannot be recovered")
+                    elif isinstance(record, Schema) and record.id not in schema_ids:
+                        schema_ids[record.id] = writer.register_schema(record.name, record.encoding, record.data)
+                    elif isinstance(record, Channel) and record.id not in channel_ids:
+                        channel_ids[record.id] = writer.register_channel(
+                            record.topic, record.message_encoding, schema_ids.get(record.schema_id, 0),
+                            dict(record.metadata),
+                        )
+                    elif isinstance(record, Message) and record.channel_id in channel_ids:
+                        writer.add_message(channel_ids[record.channel_id], record.log_time, record.data,
+                                           record.publish_time, record.sequence)
+                        summary.messages += 1
+                    elif isinstance(record, Metadata):
+                        writer.add_metadata(record.name, dict(record.metadata))
+                        summary.metadata += 1
+                    elif isinstance(record, Attachment):
+                        writer.add_attachment(record.create_time, record.log_time, record.name,
+                                              record.media_type, record.data)
+                        summary.attachments += 1
+                    elif isinstance(record, DataEnd):
+                        break  # the summary section that follows is rebuilt, not copied
+            except (McapError, struct.error, EOFError, ValueError) as exc:
+                summary.cut = f"at byte {stream.tell()} of {summary.bytes_in}: {str(exc) or type(exc).__name__}"
+            if writer is None:
+                raise SourceError(f"{source} ends before its MCAP header; nothing to recover")
+            writer.finish()
+            summary.channels = len(channel_ids)
+        except BaseException:
+            sink.close()
+            temp.unlink(missing_ok=True)
+            raise
+        sink.close()
+    if in_place:
+        kept = source.with_name(source.name + ".damaged")
+        os.replace(source, kept)
+        summary.kept = kept
+    os.replace(temp, target)
+    summary.bytes_out = target.stat().st_size
+    summary.seconds = time.monotonic() - t0
+    return summary

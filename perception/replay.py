@@ -19,8 +19,10 @@ cut with a warning; a file that is not MCAP is a ``SourceError``.
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
+import re
 import struct
 import threading
 import time
@@ -35,7 +37,14 @@ import zmq
 from perception import contracts
 from perception.config import bounds
 from perception.errors import PublishError, SourceError
-from perception.record import META_SUFFIX, wire_topic
+from perception.record import (
+    CONTENT_HEADER,
+    CONTENT_KEY,
+    LATCHED_SUFFIXES,
+    META_SUFFIX,
+    WIRE_TOPIC_KEY,
+    wire_topic,
+)
 from perception.wire import WireMessage
 
 log = logging.getLogger(__name__)
@@ -62,27 +71,71 @@ class ReadCounters:
     last_error: str | None = None
 
 
+def recording_files(path: str | Path | list[str | Path] | tuple[str | Path, ...]) -> list[Path]:
+    """The files of a recording, in order: a file; several files; a folder (its ``*.mcap`` files,
+    splits ``<stem>_0.mcap``, ``<stem>_1.mcap``... in index order); or ``run.mcap`` when only the
+    splits ``run_0.mcap``, ``run_1.mcap``... of a ``--split-*`` recording exist.
+
+    Raises SourceError when a path is missing or a folder holds no ``.mcap`` file.
+    """
+    if isinstance(path, (list, tuple)):
+        return [f for p in path for f in recording_files(p)]
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.mcap"), key=_split_order)
+        if not files:
+            raise SourceError(f"recording folder {path} holds no .mcap file; pass a recording made by 'perception record'")
+        return files
+    if path.is_file():
+        return [path]
+    splits = sorted(path.parent.glob(f"{glob.escape(path.stem)}_*{glob.escape(path.suffix)}"), key=_split_order)
+    splits = [f for f in splits if re.fullmatch(re.escape(path.stem) + r"_\d+", f.stem)]
+    if splits:
+        return splits
+    raise SourceError(f"recording {path} not found; check the path")
+
+
+def _split_order(path: Path) -> tuple[str, int, str]:
+    """Sort key: ``run_2.mcap`` before ``run_10.mcap`` (split index as a number), other names by name."""
+    match = re.fullmatch(r"(.*)_(\d+)", path.stem)
+    return (match.group(1), int(match.group(2)), path.name) if match else (path.stem, -1, path.name)
+
+
 def read_recording(
-    path: str | Path, *, counters: ReadCounters | None = None, max_mask_pixels: int = contracts.MAX_MASK_PIXELS,
+    path: str | Path | list[str | Path], *, counters: ReadCounters | None = None,
+    max_mask_pixels: int = contracts.MAX_MASK_PIXELS,
 ) -> Iterator[RecordedMessage]:
     """Yield the messages of a recording in the order they were received.
 
-    Each recorded header is checked like a received one (``wire.parse_header``: bounded JSON,
-    every field against the schema in ``contracts``) and each image against it (size, length,
-    ``max_mask_pixels``) before use; a message that fails is skipped, counted in ``counters`` and
-    reported with a rate-limited warning. Raises SourceError when the file is missing, is not MCAP,
-    or holds no perception channels. A file cut short yields what precedes the cut and logs a warning.
+    ``path`` is anything ``recording_files`` takes (a file, files, a folder of splits), read in
+    order. Each recorded header is checked like a received one (``wire.parse_header``: bounded
+    JSON, every field against the schema in ``contracts``) and each image against it (size,
+    length, ``max_mask_pixels``) before use; a message that fails is skipped, counted in
+    ``counters`` and reported with a rate-limited warning. Raises SourceError when a file is
+    missing or is not MCAP, or when the recording holds no perception channels. A file cut short
+    (recorder killed) yields what precedes the cut and logs a warning.
     """
     counters = counters if counters is not None else ReadCounters()
+    seen = 0
+    latched: dict[str, dict[str, Any]] = {}  # the last header of each latched topic
+    for file in recording_files(path):
+        for message in _read_file(file, counters, max_mask_pixels, first=seen == 0):
+            if message.topic.endswith(LATCHED_SUFFIXES):
+                if latched.get(message.topic) == message.header:
+                    continue  # repeated at the start of a split (see record.SplitWriter)
+                latched[message.topic] = message.header
+            seen += 1
+            yield message
+    if seen == 0:
+        raise SourceError(f"{path}: no perception topics in this recording; record one with 'perception record'")
+
+
+def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, first: bool) -> Iterator[RecordedMessage]:
+    """The messages of one MCAP file; ``first``: nothing was read before it (a cut at once is an error)."""
     from mcap.exceptions import McapError
     from mcap.reader import NonSeekingReader
     from mcap_ros2.decoder import DecoderFactory
 
-    path = Path(path)
-    if path.is_dir():
-        raise SourceError(f"recording {path} is a directory; pass the .mcap file written by 'perception record'")
-    if not path.is_file():
-        raise SourceError(f"recording {path} not found; check the path")
     with open(path, "rb") as stream:
         if stream.read(8) != b"\x89MCAP0\r\n":
             raise SourceError(f"{path} is not an MCAP file; record one with 'perception record'")
@@ -96,8 +149,8 @@ def read_recording(
         seen = 0
         try:
             for _schema, channel, message, decoded in reader.iter_decoded_messages(log_time_order=False):
-                if channel.topic.endswith(META_SUFFIX):
-                    topic = wire_topic(channel.topic[: -len(META_SUFFIX)])
+                is_header, topic = _channel_role(channel)
+                if is_header:
                     key = (topic, message.sequence)
                     header = _recorded_header(decoded, channel.topic, counters)
                     if header is None:  # its data record, before or after, is dropped too
@@ -110,7 +163,6 @@ def read_recording(
                         pending_meta[key] = header
                         continue
                 else:
-                    topic = wire_topic(channel.topic)
                     key = (topic, message.sequence)
                     payload = (decoded, message.log_time)
                     if key in rejected:
@@ -124,13 +176,23 @@ def read_recording(
                     seen += 1
                     yield got
         except (McapError, struct.error, EOFError, ValueError) as exc:
-            if seen == 0:
+            if seen == 0 and first:
                 raise SourceError(f"{path}: not a readable MCAP recording ({exc}); record it again") from None
             log.warning(
-                "%s is cut short after %d messages (%s); was the recorder killed?", path, seen, str(exc) or type(exc).__name__
+                "%s is cut short after %d messages (%s); was the recorder killed? 'perception record --recover FILE' rebuilds it",
+                path, seen, str(exc) or type(exc).__name__,
             )
-        if seen == 0:
-            raise SourceError(f"{path}: no perception topics in this recording; record one with 'perception record'")
+
+
+def _channel_role(channel: Any) -> tuple[bool, str]:
+    """(whether the channel holds wire headers, its wire topic), from the channel metadata the
+    recorder writes, or from the channel name in recordings made before it wrote any."""
+    metadata = channel.metadata or {}
+    if WIRE_TOPIC_KEY in metadata and CONTENT_KEY in metadata:
+        return metadata[CONTENT_KEY] == CONTENT_HEADER, metadata[WIRE_TOPIC_KEY]
+    if channel.topic.endswith(META_SUFFIX):
+        return True, wire_topic(channel.topic[: -len(META_SUFFIX)])
+    return False, wire_topic(channel.topic)
 
 
 def _skip(counters: ReadCounters, reason: str) -> None:
@@ -188,7 +250,8 @@ def _recorded(
 class ReplayConfig:
     """The flags of ``perception replay`` (and the parameters of a ``replay`` launch node)."""
 
-    file: Path
+    #: A recording: a file, a folder of splits, several files in order (see ``recording_files``).
+    file: Path | list[Path]
     rate: float = field(default=1.0, metadata=bounds(0.001, 1000.0))
     max_rate: bool = False
     endpoint: str = contracts.DEFAULT_ENDPOINT
@@ -205,7 +268,9 @@ class ReplaySummary:
     seconds: float
     skipped: int = 0
 
-    def format(self, path: Path) -> str:
+    def format(self, path: Path | list[Path]) -> str:
+        if isinstance(path, list):
+            path = path[0] if len(path) == 1 else f"{len(path)} files {path[0]} .. {path[-1]}"
         rate = self.messages / self.seconds if self.seconds > 0 else 0.0
         extra = f", {self.skipped} malformed skipped" if self.skipped else ""
         return f"replayed {self.messages} messages from {path} in {self.seconds:.1f} s ({rate:.0f} msg/s{extra})"
@@ -263,10 +328,10 @@ class ReplayPublisher:
 
         header = msg.header
         if shift_ns:
-            header = dict(header, publish_ns=header["publish_ns"] + shift_ns)
+            header = dict(header, publish_ns=_shifted(header["publish_ns"], shift_ns))
             if "capture_ns" in header:
-                header["capture_ns"] += shift_ns
-                header["header"] = dict(header["header"], stamp=ros_stamp(header["capture_ns"]))
+                header["capture_ns"] = _shifted(header["capture_ns"], shift_ns)
+                header["header"] = dict(header["header"], stamp=ros_stamp(int(header["capture_ns"])))
         if header["kind"] == contracts.KIND_MASK:
             payload = codec_for_compression(header["compression"]).encode(msg.data)
         else:
@@ -294,7 +359,8 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
     first = next(messages)  # reads the head now, so a bad file fails before the socket is bound
     own = publisher is None
     publisher = publisher or ReplayPublisher(config.endpoint)
-    log.info("replaying %s on %s", config.file, publisher.endpoint)
+    files = recording_files(config.file)
+    log.info("replaying %s on %s", ", ".join(str(f) for f in files), publisher.endpoint)
     sent = 0
     t_start = time.monotonic()
     try:
@@ -321,6 +387,12 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
             # At the natural end, messages still queued belong to the replay: let them leave.
             publisher.close(flush_s=0.0 if stop.is_set() else FLUSH_S)
     return ReplaySummary(messages=sent, seconds=time.monotonic() - t_start, skipped=counters.malformed)
+
+
+def _shifted(value: int | str, shift_ns: int) -> int | str:
+    """A nanosecond header field moved by ``shift_ns``, in the form it came in (a number, or the
+    decimal string that JSON parsers without 64-bit integers read exactly)."""
+    return str(int(value) + shift_ns) if isinstance(value, str) else value + shift_ns
 
 
 def _chain(first: RecordedMessage, rest: Iterator[RecordedMessage]) -> Iterator[RecordedMessage]:

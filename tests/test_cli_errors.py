@@ -30,7 +30,7 @@ CASES: dict[str, tuple[str, str]] = {
     "run config is a folder": ("run --model {fx}/tiny.onnx --config {fx}/folder", "is a directory"),
     "launch file is binary": ("launch {fx}/image.png --check", "not a text file"),
     "inspect a folder": ("inspect {fx}/folder", "is a directory"),
-    "replay a folder": ("replay {fx}/folder", "is a directory"),
+    "replay a folder without recordings": ("replay {fx}/folder", "holds no .mcap file"),
     "view unknown provider": (
         "view --source synthetic --model {fx}/tiny.onnx --max-frames 1 --out {fx}/v.png --provider gpu0",
         "unknown --provider 'gpu0'",

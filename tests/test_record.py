@@ -48,15 +48,24 @@ def wait_until(predicate, timeout_s: float = 20.0, what: str = "condition") -> N
         time.sleep(0.01)
 
 
-def frame_masks(seq: int) -> dict[str, np.ndarray]:
+def frame_masks(seq: int, shape: tuple[int, int] = (24, 32)) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seq)
-    class_map = rng.integers(0, 11, (24, 32), dtype=np.uint8)
+    class_map = rng.integers(0, 11, shape, dtype=np.uint8)
     return {
         "drivable": np.where(class_map < 2, 255, 0).astype(np.uint8),
         "lane": np.where(class_map == 1, 255, 0).astype(np.uint8),
         "obstacle": np.where(class_map >= 8, 255, 0).astype(np.uint8),
         "class_map": class_map,
     }
+
+
+def wait_for_recorder(recorder: Recorder, pub: MaskPublisher) -> None:
+    """The recorder is connected once it has received something: until then, stats pings."""
+    deadline = time.monotonic() + 20
+    while recorder.messages == 0:
+        assert time.monotonic() < deadline, "the recorder never received a ping"
+        pub.publish_json("stats", {"ping": True})
+        time.sleep(0.02)  # ping interval, not synchronisation: the loop waits on recorder.messages
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +81,7 @@ def recording(tmp_path_factory):
     pub = MaskPublisher(endpoint=endpoint, namespace=NS, encodings=ENCODINGS, sndhwm=1000)
     captures = {}
     try:
-        # The recorder is connected once it has received something: until then, stats pings.
-        deadline = time.monotonic() + 20
-        while recorder.messages == 0:
-            assert time.monotonic() < deadline, "the recorder never received a ping"
-            pub.publish_json("stats", {"ping": True})
-            time.sleep(0.02)  # ping interval, not synchronisation: the loop waits on recorder.messages
+        wait_for_recorder(recorder, pub)
         for seq in range(N_FRAMES):
             captures[seq] = time.time_ns()
             pub.publish_masks(seq=seq, capture_ns=captures[seq], frame_id="rec", masks=frame_masks(seq),
@@ -114,7 +118,8 @@ def test_recording_is_ros2_images_with_exact_masks_and_contiguous_seqs(recording
         assert [seq for seq, _ in got] == list(range(N_FRAMES))
         for seq, ros in got:
             expected = frame_masks(seq)[name]
-            assert (ros.height, ros.width, ros.step, ros.encoding, ros.is_bigendian) == (24, 32, 32, "mono8", 0)
+            encoding = "8UC1" if name == "class_map" else "mono8"  # class ids are values, not intensities
+            assert (ros.height, ros.width, ros.step, ros.encoding, ros.is_bigendian) == (24, 32, 32, encoding, 0)
             assert ros.header.frame_id == "rec"
             assert ros.header.stamp.sec * 10**9 + ros.header.stamp.nanosec == captures[seq]
             np.testing.assert_array_equal(np.frombuffer(ros.data, np.uint8).reshape(24, 32), expected)

@@ -3,6 +3,7 @@
     perception replay out/run.mcap                       # at the recorded rate
     perception replay out/run.mcap --rate 2 --endpoint tcp://127.0.0.1:5560
     perception replay out/run.mcap --max-rate --wait-subscriber 5
+    perception replay out/run_0.mcap out/run_1.mcap      # splits in order (or: out/run.mcap, or a folder)
 
 Stops at the end of the file (``--loop`` starts again) or on Ctrl-C / SIGTERM.
 """
@@ -20,7 +21,9 @@ from perception.replay import ReplayConfig, run_replay
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", type=Path, help="a recording made by 'perception record'")
+    parser.add_argument("file", type=Path, nargs="+", metavar="FILE",
+                        help="a recording made by 'perception record': a .mcap file, several in order, "
+                             "or a folder of splits (run_0.mcap, run_1.mcap, ...)")
     speed = parser.add_mutually_exclusive_group()
     speed.add_argument("--rate", type=float, help="speed factor over the recorded timing (default 1.0)")
     speed.add_argument("--max-rate", action="store_true", help="send as fast as subscribers take the messages")

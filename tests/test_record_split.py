@@ -1,0 +1,106 @@
+"""Split recordings (``perception record --split-duration / --split-size``): every split is a
+complete, indexed MCAP file, and a replay across the splits loses nothing."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from mcap.reader import make_reader
+from test_record import ENCODINGS, NS, frame_masks, free_endpoint, wait_for_recorder, wait_until
+
+from perception.errors import SourceError
+from perception.publish import MaskPublisher
+from perception.record import RecordConfig, Recorder, split_path
+from perception.replay import read_recording, recording_files
+
+N_FRAMES = 60
+
+
+def record_frames(out, *, pace_s: float = 0.0, **split) -> tuple:
+    """Record N_FRAMES frames of four masks (plus a stats document) with the given split options."""
+    endpoint = free_endpoint()
+    recorder = Recorder(RecordConfig(out=out, endpoint=endpoint, namespace=NS, **split))
+    stop = threading.Event()
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(summary=recorder.run(stop)))
+    thread.start()
+    pub = MaskPublisher(endpoint=endpoint, namespace=NS, encodings=ENCODINGS, sndhwm=10000)
+    try:
+        wait_for_recorder(recorder, pub)
+        pub.publish_json("info", {"classes": ["road", "car"]})  # latched: repeated at the start of each split
+        for seq in range(N_FRAMES):
+            pub.publish_masks(seq=seq, capture_ns=time.time_ns(), frame_id="rec", masks=frame_masks(seq),
+                              latency_ms={"infer": 1.0}, model_id="tiny-test")
+            if pace_s:
+                time.sleep(pace_s)  # spreads the frames over several split durations; nothing is timed
+        wait_until(lambda: recorder._writer.counts.get(f"{NS}/class_map") is not None
+                   and recorder._writer.counts[f"{NS}/class_map"].messages == N_FRAMES
+                   and recorder._writer.counts[f"{NS}/obstacle"].messages == N_FRAMES, what="all frames recorded")
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+        pub.close()
+    return result["summary"]
+
+
+def check_splits(summary, out) -> None:
+    files = summary.files
+    assert len(files) >= 2, files
+    assert files == [split_path(out, i) for i in range(len(files))]
+    assert not out.exists()  # only the splits are written
+    total = 0
+    for index, file in enumerate(files):
+        with open(file, "rb") as f:
+            reader = make_reader(f)
+            summary_section = reader.get_summary()  # read from the footer: the file is finished and indexed
+            assert summary_section is not None and summary_section.chunk_indexes
+            meta = {m.name: m.metadata for m in reader.iter_metadata()}
+            assert meta["perception.recording"]["split_index"] == str(index)
+            topics = {c.topic for c in summary_section.channels.values()}
+            assert f"/{NS}/info" in topics  # every split holds the latched info
+            total += summary_section.statistics.message_count
+    repeats = len(files) - 1  # the info message again at the start of each later split
+    assert total == (sum(c.messages for c in summary.counts.values()) + repeats) * 2  # each + its /meta header
+    # Replay across the splits, from the folder, the files in order, or the recording's own name.
+    for source in (out.parent, files, out):
+        assert recording_files(source) == files
+        seqs: dict[str, list[int]] = {}
+        for msg in read_recording(source):
+            if msg.kind == "mask":
+                seqs.setdefault(msg.topic, []).append(msg.seq)
+                if msg.seq == N_FRAMES - 1 and msg.topic.endswith("class_map"):
+                    np.testing.assert_array_equal(msg.data, frame_masks(msg.seq)["class_map"])
+        assert len(seqs) == 4 and all(s == list(range(N_FRAMES)) for s in seqs.values()), seqs
+        assert [m.data for m in read_recording(source) if m.topic == f"{NS}/info"] == [{"classes": ["road", "car"]}]
+
+
+def test_split_by_size(tmp_path):
+    out = tmp_path / "rec" / "run.mcap"
+    summary = record_frames(out, split_size=0.02)
+    check_splits(summary, out)
+    sizes = [f.stat().st_size for f in summary.files]
+    # A split ends once it reaches 20 kB; it can exceed that by one chunk (4 kB here) plus the summary.
+    assert all(s < 20_000 + 4096 + 8192 for s in sizes), sizes
+    assert "splits" in summary.format()
+
+
+def test_split_by_duration(tmp_path):
+    out = tmp_path / "rec" / "run.mcap"
+    summary = record_frames(out, pace_s=0.01, split_duration=0.15)
+    check_splits(summary, out)
+
+
+def test_recording_files_order_and_errors(tmp_path):
+    for i in (0, 1, 2, 10):
+        (tmp_path / f"run_{i}.mcap").write_bytes(b"")
+    (tmp_path / "run_x.mcap").write_bytes(b"")
+    assert [f.name for f in recording_files(tmp_path / "run.mcap")] == ["run_0.mcap", "run_1.mcap", "run_2.mcap",
+                                                                        "run_10.mcap"]
+    with pytest.raises(SourceError, match="not found"):
+        recording_files(tmp_path / "other.mcap")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match="holds no .mcap file"):
+        recording_files(tmp_path / "empty")
