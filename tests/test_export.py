@@ -338,7 +338,7 @@ def test_export_rejects_bad_size(trained_checkpoint, tmp_path, capsys):
     ckpt_path, _ = trained_checkpoint
     code = cli_main(["export", "--checkpoint", str(ckpt_path), "--out", str(tmp_path / "m.onnx"), "--size", "sixty"])
     assert code != 0
-    assert capsys.readouterr().err.startswith("perception: error: --size 'sixty'")
+    assert capsys.readouterr().err.startswith("perception: error: bad --size 'sixty': expected HEIGHTxWIDTH")
 
 
 # ---- TensorRT: the engine cache (no tensorrt needed) and the real build (GPU only) -------------
