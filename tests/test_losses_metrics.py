@@ -67,10 +67,10 @@ def test_ohem_keeps_at_least_its_minimum():
     valid = target != 255
     per_pixel = F.cross_entropy(logits, target, ignore_index=255, reduction="none")[valid]
     # Threshold 1.0 -> loss threshold -log(1) = 0: every pixel with any loss is "hard".
-    everything = OhemCrossEntropy(ignore_id=255, config=TrainConfig(ohem_threshold=1.0))
+    everything = OhemCrossEntropy(ignore_id=255, threshold=1.0)
     assert everything(logits, target).item() == pytest.approx(per_pixel.mean().item(), rel=1e-6)
     # Threshold ~0 -> nothing is hard: the hardest n_min = valid/4 pixels are kept.
-    hardest = OhemCrossEntropy(ignore_id=255, config=TrainConfig(ohem_threshold=1e-9, ohem_min_fraction=0.25))
+    hardest = OhemCrossEntropy(ignore_id=255, threshold=1e-9, min_fraction=0.25)
     n_min = int(valid.sum()) // 4
     expected = per_pixel.topk(n_min).values.mean()
     assert hardest(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
@@ -180,3 +180,26 @@ def test_updates_accumulate_and_table_prints_every_class():
     assert f"mIoU {100 * once.miou():.2f} %" in text
     with pytest.raises(ValueError, match="outside"):
         once.update(np.full((2, 2), 11), np.zeros((2, 2), int))
+
+
+def test_losses_take_checked_keywords_declared_once():
+    import dataclasses
+    import inspect
+
+    from perception.training.losses import LOSS_OPTIONS
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    for name, options in LOSS_OPTIONS.items():
+        params = inspect.signature(LOSSES.get(name)).parameters
+        assert set(options) <= set(params), name
+        assert set(options.values()) <= fields, name
+    for name in LOSSES.names():  # no loss swallows unknown keywords any more
+        kinds = {p.kind for p in inspect.signature(LOSSES.get(name)).parameters.values()}
+        assert inspect.Parameter.VAR_KEYWORD not in kinds, name
+
+
+def test_class_weights_for_a_loss_without_them_is_a_config_error():
+    weights = np.ones(TABLE.num_classes, np.float32)
+    with pytest.raises(ConfigError, match="loss 'dice' takes no class weights; set class_weighting: none"):
+        build_loss(TrainConfig(loss="dice"), class_table=TABLE, ignore_id=255, class_weights=weights)
+    assert build_loss(TrainConfig(loss="focal"), class_table=TABLE, ignore_id=255, class_weights=weights) is not None

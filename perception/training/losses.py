@@ -19,6 +19,8 @@ images where c occurs (Eigen & Fergus 2015, used by SegNet).
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -65,7 +67,7 @@ def median_frequency_weights(pixel_counts: np.ndarray, present_pixels: np.ndarra
 
 @LOSSES.register("ce")
 class CrossEntropy(nn.Module):
-    def __init__(self, *, ignore_id: int, class_weights: torch.Tensor | None = None, **_: object) -> None:
+    def __init__(self, *, ignore_id: int, class_weights: torch.Tensor | None = None) -> None:
         super().__init__()
         self.ignore_id = ignore_id
         self.register_buffer("class_weights", class_weights, persistent=False)
@@ -79,12 +81,13 @@ class OhemCrossEntropy(nn.Module):
     """Mean CE over pixels with p(true class) < threshold, at least ``min_fraction`` of valid pixels."""
 
     def __init__(
-        self, *, ignore_id: int, config: TrainConfig, class_weights: torch.Tensor | None = None, **_: object
+        self, *, ignore_id: int, class_weights: torch.Tensor | None = None, threshold: float = 0.7,
+        min_fraction: float = 1.0 / 16.0,
     ) -> None:
         super().__init__()
         self.ignore_id = ignore_id
-        self.loss_threshold = -float(np.log(config.ohem_threshold)) if config.ohem_threshold > 0 else float("inf")
-        self.min_fraction = config.ohem_min_fraction
+        self.loss_threshold = -float(np.log(threshold)) if threshold > 0 else float("inf")
+        self.min_fraction = min_fraction
         self.register_buffer("class_weights", class_weights, persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -103,7 +106,7 @@ class OhemCrossEntropy(nn.Module):
 
 @LOSSES.register("dice")
 class DiceLoss(nn.Module):
-    def __init__(self, *, ignore_id: int, smooth: float = 1.0, **_: object) -> None:
+    def __init__(self, *, ignore_id: int, smooth: float = 1.0) -> None:
         super().__init__()
         self.ignore_id = ignore_id
         self.smooth = smooth
@@ -123,12 +126,10 @@ class DiceLoss(nn.Module):
 
 @LOSSES.register("focal")
 class FocalLoss(nn.Module):
-    def __init__(
-        self, *, ignore_id: int, config: TrainConfig, class_weights: torch.Tensor | None = None, **_: object
-    ) -> None:
+    def __init__(self, *, ignore_id: int, class_weights: torch.Tensor | None = None, gamma: float = 2.0) -> None:
         super().__init__()
         self.ignore_id = ignore_id
-        self.gamma = config.focal_gamma
+        self.gamma = gamma
         self.register_buffer("class_weights", class_weights, persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -182,15 +183,14 @@ class ImportanceAwareLoss(nn.Module):
         self,
         *,
         ignore_id: int,
-        config: TrainConfig,
         class_table: ClassTable,
         class_weights: torch.Tensor | None = None,
-        **_: object,
+        level_weights: tuple[float, float, float, float] = (1.0, 1.5, 2.0, 3.0),
+        levels: dict[str, int] | None = None,
     ) -> None:
         super().__init__()
         self.ignore_id = ignore_id
-        levels = importance_levels(class_table, config.ial_levels)
-        weights = torch.tensor([config.ial_level_weights[lv] for lv in levels], dtype=torch.float32)
+        weights = torch.tensor([level_weights[lv] for lv in importance_levels(class_table, levels)], dtype=torch.float32)
         if class_weights is not None:
             weights = weights * class_weights
         self.register_buffer("pixel_weights", weights, persistent=False)
@@ -217,12 +217,38 @@ class SegmentationLoss(nn.Module):
         return total
 
 
+#: TrainConfig fields that configure each loss, by the loss's keyword: declared once, here.
+LOSS_OPTIONS: dict[str, dict[str, str]] = {
+    "ohem": {"threshold": "ohem_threshold", "min_fraction": "ohem_min_fraction"},
+    "focal": {"gamma": "focal_gamma"},
+    "ial": {"level_weights": "ial_level_weights", "levels": "ial_levels"},
+}
+
+
 def build_loss(
     config: TrainConfig, *, class_table: ClassTable, ignore_id: int, class_weights: np.ndarray | None = None
 ) -> SegmentationLoss:
-    """The configured loss with auxiliary-head weighting; ConfigError for an unknown loss name."""
-    weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
-    criterion = LOSSES.get(config.loss)(
-        ignore_id=ignore_id, config=config, class_table=class_table, class_weights=weights
-    )
-    return SegmentationLoss(criterion, aux_weight=config.aux_weight)
+    """The configured loss with auxiliary-head weighting.
+
+    Each loss takes explicit keywords, checked like a model's ``model_kwargs``: what the trainer
+    provides (ignore id, class table, class weights) goes to the losses that take it, and the
+    loss's own settings come from the TrainConfig fields in ``LOSS_OPTIONS``.
+
+    Raises:
+        ConfigError: an unknown loss name, or class weights for a loss that does not use them.
+    """
+    loss_class = LOSSES.get(config.loss)
+    accepted = set(inspect.signature(loss_class).parameters)
+    kwargs: dict[str, object] = {"ignore_id": ignore_id}
+    if "class_table" in accepted:
+        kwargs["class_table"] = class_table
+    if class_weights is not None:
+        if "class_weights" not in accepted:
+            raise ConfigError(
+                f"loss {config.loss!r} takes no class weights; set class_weighting: none, or use a loss that "
+                f"does ({', '.join(n for n in LOSSES.names() if 'class_weights' in inspect.signature(LOSSES.get(n)).parameters)})"
+            )
+        kwargs["class_weights"] = torch.as_tensor(class_weights, dtype=torch.float32)
+    for keyword, field_name in LOSS_OPTIONS.get(config.loss, {}).items():
+        kwargs[keyword] = getattr(config, field_name)
+    return SegmentationLoss(loss_class(**kwargs), aux_weight=config.aux_weight)
