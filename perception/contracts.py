@@ -219,8 +219,18 @@ class ModelMetadata:
 # Topics and the ZeroMQ wire format
 # --------------------------------------------------------------------------------------------
 
-#: Version of the message header below. Bump on any incompatible change.
-WIRE_VERSION = 1
+#: Version of the message header below. Bump on any incompatible change. Version 2 added the
+#: mask geometry (``source_height``/``source_width``, ``roi``, ``binning_x``/``binning_y``), the
+#: publication counter ``pub_seq``, and sends every nanosecond field as a decimal string.
+WIRE_VERSION = 2
+#: Older wire versions readers still accept (deprecation window): version 1 headers (nanoseconds
+#: as JSON integers, no geometry, no ``pub_seq``) are read with one warning per reader.
+WIRE_VERSIONS_READ = (1, 2)
+#: Header fields that hold nanoseconds since the UNIX epoch. From wire version 2 they travel as
+#: decimal strings (``"1764622800123456789"``): about 1.8e18 is beyond 2**53, the largest integer
+#: a JavaScript number or cJSON's double holds exactly. Readers in this package turn them back
+#: into Python ints after checking them.
+NS_FIELDS = ("capture_ns", "publish_ns")
 #: Default PUB endpoint: localhost only; other interfaces only when asked.
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 #: Namespace prefix; the full namespace defaults to ``perception/<camera name>``.
@@ -259,9 +269,14 @@ KIND_JSON = "json"
 #: Header field names (UTF-8 JSON, second frame of every message).
 HEADER_FIELDS_MASK = (
     "wire_version", "kind", "header", "height", "width", "encoding", "is_bigendian", "step",
-    "compression", "values", "seq", "capture_ns", "publish_ns", "model_id", "latency_ms",
+    "compression", "values", "seq", "pub_seq", "capture_ns", "publish_ns", "model_id", "latency_ms",
+    "source_height", "source_width", "roi", "binning_x", "binning_y",
 )
-HEADER_FIELDS_JSON = ("wire_version", "kind", "name", "seq", "publish_ns")
+HEADER_FIELDS_JSON = ("wire_version", "kind", "name", "seq", "pub_seq", "publish_ns")
+#: Mask size choices (``perception run --mask-size``). ``model``: the model's output with the
+#: letterbox padding cut off, i.e. the content region only (no invented pixels); ``source``: that
+#: region resized to the camera frame.
+MASK_SIZES = ("model", "source")
 #: RLE run layout: 1 byte value + 4 bytes little-endian run length (numpy dtype spec).
 RLE_RUN_DTYPE = [("value", "u1"), ("length", "<u4")]
 #: zlib level of ``png`` payloads: 1 is several times faster than the default 3 and the masks
@@ -312,8 +327,8 @@ MAX_MASK_PIXELS = 4096 * 4096
 
 @dataclass(frozen=True)
 class FieldRule:
-    """What one header field may hold: its JSON ``kind`` (``int``, ``number``, ``str`` or
-    ``object``), an inclusive range for numbers, a length bound for strings (characters) and
+    """What one header field may hold: its JSON ``kind`` (``int``, ``number``, ``str``, ``bool``,
+    ``object``, or ``ns``: a decimal string of an integer in ``low..high``, at most ``max_len`` digits), an inclusive range for numbers, a length bound for strings (characters) and
     objects (entries), the allowed ``choices``, and for objects either named ``fields`` or a rule
     for every value (``values``, under string keys of at most ``MAX_HEADER_STRING`` characters).
     Named fields must be present; other keys of a header are allowed (and bounded by
@@ -332,8 +347,11 @@ _INT = FieldRule("int", 0, WIRE_INT_MAX)
 _SIDE = FieldRule("int", 1, MAX_MASK_SIDE)
 _NAME = FieldRule("str", max_len=MAX_HEADER_STRING)
 
-#: Schema of a mask header (after ``wire_version`` and ``kind``, which are checked first).
-MASK_HEADER_SCHEMA: dict[str, FieldRule] = {
+#: A nanosecond stamp of wire version 2: a decimal string of at most 19 digits (int64, no sign).
+_NS = FieldRule("ns", 0, WIRE_INT_MAX, max_len=19)
+
+#: Schema of a wire version 1 mask header (after ``wire_version`` and ``kind``, checked first).
+MASK_HEADER_SCHEMA_V1: dict[str, FieldRule] = {
     "header": FieldRule("object", fields={
         "stamp": FieldRule("object", fields={
             "sec": FieldRule("int", 0, ROS_SEC_MAX),
@@ -356,5 +374,33 @@ MASK_HEADER_SCHEMA: dict[str, FieldRule] = {
         "object", max_len=MAX_LATENCY_ENTRIES, values=FieldRule("number", -1e12, 1e12),
     ),
 }
-#: Schema of a JSON-document header (stats, obstacles).
-JSON_HEADER_SCHEMA: dict[str, FieldRule] = {"name": _NAME, "seq": _INT, "publish_ns": _INT}
+#: Schema of a wire version 1 JSON-document header (stats, obstacles).
+JSON_HEADER_SCHEMA_V1: dict[str, FieldRule] = {"name": _NAME, "seq": _INT, "publish_ns": _INT}
+
+#: Schema of a wire version 2 mask header: nanoseconds as decimal strings, plus the publication
+#: counter and the geometry (``roi`` in source pixels, as sensor_msgs/RegionOfInterest;
+#: ``binning_*`` source pixels per mask pixel, as CameraInfo binning but not necessarily whole).
+MASK_HEADER_SCHEMA: dict[str, FieldRule] = {
+    **MASK_HEADER_SCHEMA_V1,
+    "capture_ns": _NS,
+    "publish_ns": _NS,
+    "pub_seq": _INT,
+    "source_height": _SIDE,
+    "source_width": _SIDE,
+    "roi": FieldRule("object", fields={
+        "x_offset": FieldRule("int", 0, MAX_MASK_SIDE),
+        "y_offset": FieldRule("int", 0, MAX_MASK_SIDE),
+        "width": _SIDE,
+        "height": _SIDE,
+        "do_rectify": FieldRule("bool"),
+    }),
+    "binning_x": FieldRule("number", 1e-6, 1e6),
+    "binning_y": FieldRule("number", 1e-6, 1e6),
+}
+#: Schema of a wire version 2 JSON-document header.
+JSON_HEADER_SCHEMA: dict[str, FieldRule] = {"name": _NAME, "seq": _INT, "pub_seq": _INT, "publish_ns": _NS}
+#: The schemas by wire version (mask, json).
+HEADER_SCHEMAS: dict[int, tuple[dict[str, FieldRule], dict[str, FieldRule]]] = {
+    1: (MASK_HEADER_SCHEMA_V1, JSON_HEADER_SCHEMA_V1),
+    2: (MASK_HEADER_SCHEMA, JSON_HEADER_SCHEMA),
+}

@@ -40,7 +40,7 @@ from perception import contracts
 from perception.encoding import Codec, get_codec
 from perception.errors import ConfigError, PublishError
 from perception.security import make_curve_server, start_authenticator
-from perception.wire import dump_header, json_header, mask_header, values_for_topic
+from perception.wire import MaskGeometry, dump_header, json_header, mask_header, values_for_topic
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +57,16 @@ _WAIT_SLICE_MS = 10
 
 @dataclass
 class PublishCounters:
-    """What the publisher did. ``dropped_by_transport`` counts sends ZeroMQ refused (zmq.Again).
+    """What the publisher did: messages and bytes handed to ZeroMQ, and sends that failed.
 
-    A PUB socket drops silently, per subscriber, when that subscriber's queue is full; those
-    drops are invisible here and show up at the subscriber as gaps in ``seq``.
+    There is deliberately no count of transport drops: a PUB/XPUB socket drops silently, per
+    subscriber, when that subscriber's queue is full, and the publisher cannot see it. Those losses
+    show up at the subscriber as gaps in ``pub_seq`` (``perception listen`` reports them as
+    ``lost``), apart from the node's own keep-latest drops (gaps in ``seq`` only).
     """
 
     messages_sent: int = 0
     bytes_sent: int = 0
-    dropped_by_transport: int = 0
     send_errors: int = 0
 
 
@@ -114,7 +115,8 @@ class MaskPublisher:
         curve_secret_key_file: the server's ``.key_secret``; turns on CURVE encryption.
         curve_allow_dir: directory of allowed client ``.key`` files (needs the secret key).
         sndhwm: messages queued per subscriber before ZeroMQ drops for that subscriber
-            (default 16, about two frames; see the comment in ``__init__``).
+            (default 16: about two and a half frames of the default 4 masks plus
+            obstacles and stats, fewer with per-class topics; see the comment in ``__init__``).
 
     Raises:
         ConfigError: unknown topic or encoding, ``bitpack`` for ``class_map``, bad ``sndhwm``.
@@ -147,6 +149,8 @@ class MaskPublisher:
         host = check_endpoint(endpoint)
         self.counters = PublishCounters()
         self._json_seq: dict[str, int] = {}
+        # pub_seq: per topic, the count of messages handed to the socket so far (contiguous).
+        self._pub_seq: Counter[bytes] = Counter()
         # Live subscriptions by topic prefix (one count per subscriber that holds it).
         self._subscriptions: Counter[bytes] = Counter()
         self._namespace_prefix = (self.namespace + "/").encode("utf-8")
@@ -249,6 +253,7 @@ class MaskPublisher:
         masks: dict[str, np.ndarray],
         latency_ms: dict[str, float],
         model_id: str,
+        geometry: MaskGeometry | None = None,
     ) -> None:
         """Encode and send one frame's masks, one message per mask topic; never blocks.
 
@@ -260,6 +265,11 @@ class MaskPublisher:
         ``masks`` keys are ``contracts.MASK_TOPICS`` or per-class obstacle masks ``obstacle/<class>``
         (sent in the ``obstacle`` encoding). Raises ValueError for another name or a mask that is not
         2-D uint8 (caller bugs). Transport trouble is counted in ``counters``, never raised.
+
+        ``geometry`` says how the masks map onto the camera frame (source size, region of
+        interest); None means they cover the whole frame at their own size. Each message's
+        ``pub_seq`` counts the messages of its topic, so gaps in it are transport losses while
+        gaps in ``seq`` alone are frames the node itself dropped.
         """
         start = time.perf_counter()
         for name, mask in masks.items():
@@ -276,13 +286,20 @@ class MaskPublisher:
                 compression=plan.codec.compression,
                 values=plan.values,
                 seq=seq,
+                pub_seq=self._next_pub_seq(plan.topic),
                 capture_ns=capture_ns,
                 publish_ns=time.time_ns(),
                 frame_id=frame_id,
                 model_id=model_id,
                 latency_ms=stages,
+                geometry=geometry,
             )
             self._send(plan.topic, dump_header(header), payload)
+
+    def _next_pub_seq(self, topic: bytes) -> int:
+        seq = self._pub_seq[topic]
+        self._pub_seq[topic] = seq + 1
+        return seq
 
     def publish_json(self, name: str, doc: dict) -> None:
         """Send a JSON document on ``<namespace>/<name>`` (e.g. ``stats``, ``obstacles``); never blocks.
@@ -309,15 +326,12 @@ class MaskPublisher:
                 # the hot path nothing when there are none.
                 if self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                     self._read_subscriptions()
-                # NOBLOCK everywhere: a PUB socket drops for a subscriber at its HWM instead of
-                # blocking, and zmq.Again (no room at all) is a drop, never a stall.
+                # NOBLOCK everywhere: an XPUB socket (without XPUB_NODROP) drops for a subscriber at
+                # its HWM instead of blocking; NOBLOCK makes sure a send can never stall the node.
                 self._socket.send(topic, zmq.SNDMORE | zmq.NOBLOCK)
                 self._socket.send(header, zmq.SNDMORE | zmq.NOBLOCK)
                 self._socket.send(payload, zmq.NOBLOCK, copy=len(payload) < _ZERO_COPY_MIN_BYTES)
-            except zmq.Again:
-                self.counters.dropped_by_transport += 1
-                return
-            except zmq.ZMQError as exc:
+            except zmq.ZMQError as exc:  # zmq.Again too: XPUB never blocks, so it would be a bug
                 self.counters.send_errors += 1
                 if self.counters.send_errors in (1, 10, 100) or self.counters.send_errors % 1000 == 0:
                     log.warning("send on %s failed (%s); %d failures so far", topic.decode(), exc, self.counters.send_errors)

@@ -29,8 +29,8 @@ class RunConfig:
     """Every ``perception run`` setting; field names are the flags (``--max-frames`` -> max_frames).
 
     ``queue``: ``auto`` is ``latest`` for live sources (cameras, streams, synthetic) and
-    ``lossless`` for files. ``mask_size``: ``model`` publishes masks at the model's input size,
-    ``source`` maps them back to the camera frame. ``encoding``: mask topic -> payload encoding.
+    ``lossless`` for files. ``mask_size``: ``model`` publishes masks at the model's scale with the
+    letterbox padding cut off (the content region only), ``source`` resizes them to the camera frame. ``encoding``: mask topic -> payload encoding.
     ``task``: task -> class names overriding the model's task groups. ``max_frames``/``duration_s``:
     0 runs until the input ends or the node is stopped. ``wait_subscribers``: hold the first frame
     until this many subscriptions to the node's namespace have reached the publisher (so a

@@ -291,8 +291,11 @@ class TopicStats:
 
     Latency is ``receive_ns - capture_ns`` for masks (``publish_ns`` for JSON documents), both on
     the wall clock, so across machines it is only as good as their clock sync. ``gaps`` counts
-    missing sequence numbers (dropped upstream or by the transport); a sequence number that goes
-    backwards counts as a publisher restart, not as gaps.
+    missing capture sequence numbers, split into ``lost`` (gaps in the publisher's per-topic
+    ``pub_seq``: messages sent but lost in the transport, e.g. at a full high-water mark) and
+    ``node_dropped`` (the rest: frames the node itself dropped, e.g. by its keep-latest queue, or
+    did not compute). Wire version 1 has no ``pub_seq``, so there every gap counts as lost. A
+    sequence number that goes backwards counts as a publisher restart, not as gaps.
 
     The run's latency percentiles come from a uniform sample of the whole run (reservoir sampling,
     at most ``_MAX_SAMPLES`` values, so a listener running for days stays bounded); the maximum is
@@ -305,8 +308,10 @@ class TopicStats:
         self.count = 0
         self.wire_bytes = 0
         self.gaps = 0
+        self.lost = 0
         self.restarts = 0
         self.last_seq: int | None = None
+        self.last_pub_seq: int | None = None
         self.first_s: float | None = None
         self.last_s: float | None = None
         self.latencies_ms: list[float] = []
@@ -326,12 +331,19 @@ class TopicStats:
         self._window_bytes += msg.wire_bytes
         self.first_s = now_s if self.first_s is None else self.first_s
         self.last_s = now_s
+        pub_seq = msg.pub_seq
         if self.last_seq is not None:
             if msg.seq > self.last_seq:
-                self.gaps += msg.seq - self.last_seq - 1
+                missing = msg.seq - self.last_seq - 1
+                self.gaps += missing
+                if pub_seq is None or self.last_pub_seq is None:
+                    self.lost += missing
+                elif pub_seq > self.last_pub_seq:
+                    self.lost += min(missing, pub_seq - self.last_pub_seq - 1)
             else:
                 self.restarts += 1
         self.last_seq = msg.seq
+        self.last_pub_seq = pub_seq
         stamp_ns = msg.capture_ns if msg.capture_ns is not None else msg.header.get("publish_ns")
         if isinstance(stamp_ns, int):
             latency_ms = (msg.receive_ns - stamp_ns) / 1e6
@@ -359,6 +371,8 @@ class TopicStats:
             "bytes_per_s": self._window_bytes / elapsed_s,
             "latency_ms": _percentiles(self._window_latencies_ms),
             "gaps": self.gaps,
+            "lost": self.lost,
+            "node_dropped": self.gaps - self.lost,
         }
         self._window_start_s, self._window_count, self._window_bytes = now_s, 0, 0
         self._window_latencies_ms = []
@@ -374,6 +388,8 @@ class TopicStats:
             "bytes_per_s": self.wire_bytes / duration_s if duration_s > 0 else 0.0,
             "latency_ms": _percentiles(self.latencies_ms, max_ms=self.latency_max_ms),
             "gaps": self.gaps,
+            "lost": self.lost,
+            "node_dropped": self.gaps - self.lost,
             "seq_restarts": self.restarts,
             "last_seq": self.last_seq,
         }

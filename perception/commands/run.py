@@ -70,7 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--endpoint", default=S, help=f"ZeroMQ PUB endpoint (default {contracts.DEFAULT_ENDPOINT})")
     g.add_argument("--camera-name", default=S, help="frame id and namespace suffix (default front)")
     g.add_argument("--namespace", default=S, help="topic prefix (default perception/<camera name>)")
-    g.add_argument("--mask-size", default=S, help="model (default) or source: masks at the camera frame size")
+    g.add_argument("--mask-size", default=S, help="model (default: the model's scale, letterbox padding cut off) or source: masks at the camera frame size")
     g.add_argument("--encoding", action="append", default=S, metavar="TOPIC=ENC",
                    help="payload encoding per mask topic, e.g. drivable=bitpack (mono8, bitpack, rle, png)")
     g.add_argument("--task", action="append", default=S, metavar="TASK=CLASS[,CLASS]",
