@@ -245,6 +245,15 @@ PER_CLASS_OBSTACLE_PREFIX = "obstacle/"
 STATS_TOPIC = "stats"
 #: Obstacle blobs topic (JSON payload: connected components with boxes and areas).
 OBSTACLES_TOPIC = "obstacles"
+#: Latched description of the node (JSON payload): class table, task groups, unknown id, model id
+#: and metadata digest, input and mask geometry, encodings per topic, wire version. Sent when a
+#: subscription to it arrives and whenever it changes.
+INFO_TOPIC = "info"
+#: Class id that never names a class (class tables hold at most 255 classes): reserved for pixels
+#: without a prediction. This node cuts the letterbox padding off instead, so it sends none.
+UNKNOWN_CLASS_ID = 255
+#: The JSON-document topics of a node.
+JSON_TOPICS = (STATS_TOPIC, OBSTACLES_TOPIC, INFO_TOPIC)
 
 #: Payload encodings. ``mono8``: H*W bytes, row-major. ``bitpack``: ceil(H*W/8) bytes, numpy
 #: ``packbits`` order (most significant bit first), a set bit is a mask pixel (binary masks only).

@@ -25,6 +25,7 @@ flag, also loaded from ``--config node.yaml`` and from launch files), ``percepti
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -113,6 +114,7 @@ class Pipeline:
         self.final_stats: dict[str, Any] | None = None
         self.first_publish_mono_ns: int | None = None
         self.rates = RateMeter()
+        self._info_source_hw: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -139,6 +141,7 @@ class Pipeline:
             self.config.warmup, (time.perf_counter() - t0) * 1e3, self.source.describe(),
             self.frames.policy, self.frames.capacity, ",".join(self.masks.topics),
         )
+        self._publish_info(None)
         if self.config.wait_subscribers:
             self.startup = "waiting for subscribers"
             try:
@@ -357,6 +360,8 @@ class Pipeline:
 
     def _publish_one(self, item: _Inferred) -> None:
         t0 = time.perf_counter()
+        if item.letterbox.src_hw != self._info_source_hw:  # the first frame, or the source size changed
+            self._publish_info(item.letterbox)
         class_map = self._content_map(item)
         # Only what someone receives is computed: masks of unsubscribed topics and the blobs
         # (the dearest step, ~2 ms at 288x384) are skipped while nobody subscribes to them.
@@ -391,6 +396,40 @@ class Pipeline:
         if self.first_publish_mono_ns is None:
             self.first_publish_mono_ns = time.monotonic_ns()
             log.info("first masks published (seq %d, %.1f ms after capture)", item.seq, latency["total"])
+
+    def info(self, letterbox: Letterbox | None) -> dict[str, Any]:
+        """The ``<namespace>/info`` document: what a consumer in any language needs to read the
+        masks (see the README's wire-format section). ``letterbox`` is the latest frame's
+        geometry (None before the first frame: the source size is not known yet)."""
+        metadata = self.engine.metadata
+        table = metadata.class_table
+        geometry = None
+        if letterbox is not None:
+            mask_hw = letterbox.src_hw if self.config.mask_size == "source" else letterbox.content_hw
+            geometry = {"source_hw": list(letterbox.src_hw), "mask_hw": list(mask_hw),
+                        **MaskGeometry.full(letterbox.src_hw).fields(*mask_hw)}
+        publisher_encodings = getattr(self.publisher, "topic_encodings", None)
+        return {
+            "wire_version": contracts.WIRE_VERSION,
+            "frame_id": self.config.camera_name,
+            "model_id": self.engine.model_id,
+            "metadata_sha256": hashlib.sha256(metadata.to_json().encode("utf-8")).hexdigest(),
+            "classes": [{"id": c.id, "name": c.name, "color_rgb": list(c.color)} for c in table.classes],
+            "ignore_id": table.ignore_id,
+            "unknown_id": contracts.UNKNOWN_CLASS_ID,
+            "task_groups": {task: list(names) for task, names in self.masks.task_classes.items()},
+            "input_hw": list(self.engine.input_hw),
+            "mask_size": self.config.mask_size,
+            "geometry": geometry,
+            "topics": publisher_encodings(self.masks.topics) if publisher_encodings is not None else {},
+        }
+
+    def _publish_info(self, letterbox: Letterbox | None) -> None:
+        """Latch the info document on the publisher (sent when it changes, and to late subscribers)."""
+        set_info = getattr(self.publisher, "set_info", None)
+        if set_info is not None:
+            set_info(self.info(letterbox))
+            self._info_source_hw = None if letterbox is None else letterbox.src_hw
 
     def _content_map(self, item: _Inferred) -> np.ndarray:
         """The class map without invented pixels: the letterbox padding is cut off (``model``: the

@@ -154,6 +154,10 @@ class MaskPublisher:
         # Live subscriptions by topic prefix (one count per subscriber that holds it).
         self._subscriptions: Counter[bytes] = Counter()
         self._namespace_prefix = (self.namespace + "/").encode("utf-8")
+        # The latched <namespace>/info document and whether a new subscription still needs it.
+        self._info_topic = contracts.topic_name(self.namespace, contracts.INFO_TOPIC).encode("utf-8")
+        self._info_payload: bytes | None = None
+        self._info_due = False
         self._lock = threading.Lock()  # sockets are not thread-safe; stats may come from another thread
         self._closed = False
         self._context = zmq.Context()
@@ -307,54 +311,102 @@ class MaskPublisher:
         The header carries a per-name ``seq`` counting from 0. Raises TypeError/ValueError when
         ``doc`` is not JSON-serialisable (a caller bug).
         """
+        payload = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        with self._lock:
+            self._send_json_locked(name, payload)
+
+    def _send_json_locked(self, name: str, payload: bytes) -> None:
         seq = self._json_seq.get(name, 0)
         self._json_seq[name] = seq + 1
-        payload = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")
         header = json_header(name=name, seq=seq, publish_ns=time.time_ns())
-        self._send(contracts.topic_name(self.namespace, name).encode("utf-8"), dump_header(header), payload)
+        self._send_locked(contracts.topic_name(self.namespace, name).encode("utf-8"), dump_header(header), payload)
+
+    def topic_encodings(self, names) -> dict[str, dict[str, str]]:
+        """``{topic: {"kind", "encoding", "compression", "values"}}`` for the mask ``names``
+        (including per-class ``obstacle/<class>``), as they will be sent, plus the JSON topics
+        (``{"kind": "json", "encoding": "json"}``)."""
+        out = {}
+        for name in names:
+            plan = self._plans.get(name) or self._plan_per_class(name)
+            out[plan.topic.decode("utf-8")] = {
+                "kind": contracts.KIND_MASK, "encoding": plan.codec.name, "compression": plan.codec.compression,
+                "values": plan.values,
+            }
+        for name in contracts.JSON_TOPICS:
+            out[contracts.topic_name(self.namespace, name)] = {"kind": contracts.KIND_JSON, "encoding": "json"}
+        return out
+
+    def set_info(self, doc: dict) -> None:
+        """Latch ``doc`` (the node's description: class table, geometry, encodings; see
+        ``Pipeline.info``) on ``<namespace>/info``.
+
+        It is sent now when it differs from the latched one, and again each time a subscription
+        that receives the info topic reaches the publisher (XPUB reports it), so a subscriber
+        that joins late still gets it first thing. Raises TypeError/ValueError for a document that
+        is not JSON-serialisable (a caller bug)."""
+        payload = json.dumps(doc, separators=(",", ":"), allow_nan=False, sort_keys=True).encode("utf-8")
+        with self._lock:
+            if payload == self._info_payload:
+                return
+            self._info_payload = payload
+            self._send_json_locked(contracts.INFO_TOPIC, payload)
+
+    @property
+    def info(self) -> dict | None:
+        """The latched info document (None before ``set_info``)."""
+        return None if self._info_payload is None else json.loads(self._info_payload)
 
     def _send(self, topic: bytes, header: bytes, payload: bytes) -> None:
         with self._lock:
-            if self._closed:
-                return
-            try:
-                # Reading EVENTS makes libzmq process its pending commands now, including the I/O
-                # thread's "subscriber has read N messages" acknowledgements; send() only does so
-                # about once a millisecond, so a fast loop would otherwise see full queues that
-                # are long empty and drop messages for subscribers that keep up. The same read
-                # says whether subscription messages are waiting (POLLIN), so taking them costs
-                # the hot path nothing when there are none.
-                if self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                    self._read_subscriptions()
-                # NOBLOCK everywhere: an XPUB socket (without XPUB_NODROP) drops for a subscriber at
-                # its HWM instead of blocking; NOBLOCK makes sure a send can never stall the node.
-                self._socket.send(topic, zmq.SNDMORE | zmq.NOBLOCK)
-                self._socket.send(header, zmq.SNDMORE | zmq.NOBLOCK)
-                self._socket.send(payload, zmq.NOBLOCK, copy=len(payload) < _ZERO_COPY_MIN_BYTES)
-            except zmq.ZMQError as exc:  # zmq.Again too: XPUB never blocks, so it would be a bug
-                self.counters.send_errors += 1
-                if self.counters.send_errors in (1, 10, 100) or self.counters.send_errors % 1000 == 0:
-                    log.warning("send on %s failed (%s); %d failures so far", topic.decode(), exc, self.counters.send_errors)
-                return
-            self.counters.messages_sent += 1
-            self.counters.bytes_sent += len(topic) + len(header) + len(payload)
+            self._send_locked(topic, header, payload)
+
+    def _send_locked(self, topic: bytes, header: bytes, payload: bytes) -> None:
+        if self._closed:
+            return
+        try:
+            # Reading EVENTS makes libzmq process its pending commands now, including the I/O
+            # thread's "subscriber has read N messages" acknowledgements; send() only does so
+            # about once a millisecond, so a fast loop would otherwise see full queues that
+            # are long empty and drop messages for subscribers that keep up. The same read
+            # says whether subscription messages are waiting (POLLIN), so taking them costs
+            # the hot path nothing when there are none.
+            if self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self._read_subscriptions()
+            # NOBLOCK everywhere: an XPUB socket (without XPUB_NODROP) drops for a subscriber at
+            # its HWM instead of blocking; NOBLOCK makes sure a send can never stall the node.
+            self._socket.send(topic, zmq.SNDMORE | zmq.NOBLOCK)
+            self._socket.send(header, zmq.SNDMORE | zmq.NOBLOCK)
+            self._socket.send(payload, zmq.NOBLOCK, copy=len(payload) < _ZERO_COPY_MIN_BYTES)
+        except zmq.ZMQError as exc:  # zmq.Again too: XPUB never blocks, so it would be a bug
+            self.counters.send_errors += 1
+            if self.counters.send_errors in (1, 10, 100) or self.counters.send_errors % 1000 == 0:
+                log.warning("send on %s failed (%s); %d failures so far", topic.decode(), exc, self.counters.send_errors)
+            return
+        self.counters.messages_sent += 1
+        self.counters.bytes_sent += len(topic) + len(header) + len(payload)
 
     def _read_subscriptions(self) -> None:
-        """Take every queued subscribe/unsubscribe off the socket (caller holds the lock)."""
+        """Take every queued subscribe/unsubscribe off the socket, then send the latched info
+        document when a new subscription receives it (caller holds the lock)."""
         while True:
             try:
                 message = self._socket.recv(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                break
             if not message:
                 continue
             prefix = message[1:]
             if message[0] == _SUBSCRIBE:
                 self._subscriptions[prefix] += 1
+                if self._info_topic.startswith(prefix):
+                    self._info_due = True
             elif message[0] == _UNSUBSCRIBE and self._subscriptions[prefix] > 0:
                 self._subscriptions[prefix] -= 1
                 if not self._subscriptions[prefix]:
                     del self._subscriptions[prefix]
+        if self._info_due and self._info_payload is not None:
+            self._info_due = False  # cleared first: the send below may read subscriptions again
+            self._send_json_locked(contracts.INFO_TOPIC, self._info_payload)
 
     def _namespace_subscriptions(self) -> int:
         """Live subscriptions that receive some of this namespace's topics: a namespace or topic

@@ -44,6 +44,9 @@ from perception.wire import WireError, WireMessage, WireVersionError, check_topi
 
 log = logging.getLogger(__name__)
 
+#: Most ``<namespace>/info`` documents kept by topic (one per node namespace subscribed to).
+_MAX_INFO_TOPICS = 64
+
 # Upper bound on messages taken off the socket in one keep-latest drain, so a publisher that is
 # faster than this reader cannot keep recv() from returning.
 _MAX_DRAIN = 10_000
@@ -124,6 +127,9 @@ class MaskSubscriber:
             publisher's allow-list.
         rcvhwm: messages queued before ZeroMQ drops new ones for this subscriber.
         reconnect_ivl_ms / reconnect_ivl_max_ms: ZeroMQ reconnect interval and its back-off cap.
+            The cap is 250 ms (ZeroMQ would back off further): a client started before its node
+            then misses at most about a quarter of a second of it, for one connect attempt per
+            250 ms while the node is away.
         max_mask_pixels: largest decoded mask accepted (height * width); bigger ones are skipped
             as malformed before anything is allocated. Frames larger than such a mask could be
             are refused by ZeroMQ itself (``ZMQ_MAXMSGSIZE``, the sender is disconnected).
@@ -145,7 +151,7 @@ class MaskSubscriber:
         curve_key_file: str | None = None,
         rcvhwm: int = 1000,
         reconnect_ivl_ms: int = 100,
-        reconnect_ivl_max_ms: int = 2000,
+        reconnect_ivl_max_ms: int = 250,
         max_mask_pixels: int = contracts.MAX_MASK_PIXELS,
     ) -> None:
         if topics and namespace:
@@ -157,12 +163,19 @@ class MaskSubscriber:
                 "CURVE needs both --curve-server-key (the node's .key) and --curve-key (this client's .key_secret)"
             )
         check_endpoint(endpoint)
+        #: The latest ``<namespace>/info`` document received (None until one arrives), and each
+        #: one by topic. With ``namespace`` the info topic is always subscribed, also when only some
+        #: ``masks`` are asked for (then info messages update these without being returned).
+        self.info: dict[str, Any] | None = None
+        self.infos: dict[str, dict[str, Any]] = {}
+        self._info_topics: set[str] = set()
         if topics:
             self.topics: list[str] | None = list(topics)
             prefixes = self.topics
         elif namespace and masks:
             self.topics = [contracts.topic_name(namespace, m) for m in masks]
-            prefixes = self.topics
+            self._info_topics = {contracts.topic_name(namespace, contracts.INFO_TOPIC)} - set(self.topics)
+            prefixes = self.topics + sorted(self._info_topics)
         else:
             self.topics = None  # prefix subscription: everything under the namespace (or everything)
             prefixes = [namespace.rstrip("/") + "/"] if namespace else [""]
@@ -212,8 +225,13 @@ class MaskSubscriber:
             frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
         except zmq.Again:
             return None
-        if self._exact is not None and bytes(frames[0].buffer).decode("utf-8", "replace") not in self._exact:
-            return []  # a longer topic that shares a subscribed prefix
+        if self._exact is not None:
+            topic = bytes(frames[0].buffer).decode("utf-8", "replace")
+            if topic in self._info_topics:
+                self._decode(frames)  # kept in self.info, not returned: not asked for
+                return []
+            if topic not in self._exact:
+                return []  # a longer topic that shares a subscribed prefix
         return frames
 
     def _take_next(self) -> Message | None:
@@ -259,6 +277,10 @@ class MaskSubscriber:
                          self.counters.malformed)
             return None
         self.counters.received += 1
+        if msg.kind == contracts.KIND_JSON and msg.topic.endswith("/" + contracts.INFO_TOPIC) and isinstance(msg.data, dict):
+            self.info = msg.data
+            if msg.topic in self.infos or len(self.infos) < _MAX_INFO_TOPICS:  # bounded: topics come from outside
+                self.infos[msg.topic] = msg.data
         return msg
 
     def _report(self, message: str, count: int) -> None:

@@ -230,6 +230,14 @@ def test_masks_hold_no_padding_and_say_how_they_map_to_the_frame(tmp_path, engin
             assert h["binning_x"] == pytest.approx(hw[1] / want_hw[1], abs=1e-9)
             assert h["binning_y"] == pytest.approx(hw[0] / want_hw[0], abs=1e-9)
         np.testing.assert_array_equal(got["class_map"][seq].data, expected[seq])
+    # The latched info document describes the same geometry, the class table and the encodings.
+    info = link.sub.info
+    assert info["geometry"]["source_hw"] == list(hw) and info["geometry"]["mask_hw"] == list(want_hw)
+    assert info["geometry"]["roi"] == got["lane"][0].header["roi"] and info["mask_size"] == mask_size
+    assert [c["name"] for c in info["classes"]] == T.names and info["unknown_id"] == contracts.UNKNOWN_CLASS_ID
+    assert info["model_id"] == engine.model_id and len(info["metadata_sha256"]) == 64
+    assert info["input_hw"] == list(MODEL_HW) and info["wire_version"] == contracts.WIRE_VERSION
+    assert info["topics"][f"{NS}/class_map"]["values"] == "class_ids" and set(info["task_groups"]) >= {"drivable"}
     for doc in (m.data for m in got.get("obstacles", {}).values()):
         assert doc["image_hw"] == list(want_hw)
         for blob in doc["blobs"]:

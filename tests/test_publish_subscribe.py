@@ -341,3 +341,41 @@ def test_per_class_obstacle_masks_use_the_obstacle_encoding_and_exact_topics_ski
         with pytest.raises(ValueError, match="unknown mask topic"):
             publisher.publish_masks(seq=2, capture_ns=0, frame_id="f", latency_ms={}, model_id="m",
                                     masks={bad: masks["lane"]})
+
+
+def _recv_until_info(pub: MaskPublisher, sub: MaskSubscriber, timeout_s: float = 10.0) -> list:
+    """Publish frames (as a running node does) until ``sub.info`` is set; the messages returned."""
+    got = []
+    deadline = time.monotonic() + timeout_s
+    seq = 0
+    while sub.info is None and time.monotonic() < deadline:
+        pub.publish_masks(seq=seq, capture_ns=time.time_ns(), frame_id="f", masks={"lane": _frame_masks(seq)["lane"]},
+                          latency_ms={}, model_id="m")
+        seq += 1
+        while (msg := sub.recv(timeout_s=0.02)) is not None:
+            got.append(msg)
+    return got
+
+
+def test_info_is_latched_for_late_subscribers_and_resent_when_it_changes(publisher):
+    info = {"wire_version": contracts.WIRE_VERSION, "classes": [{"id": 0, "name": "road", "color_rgb": [1, 2, 3]}]}
+    publisher.set_info(info)  # nobody listens yet: this copy is lost, as on a real PUB socket
+    assert publisher.info == info
+    # A late subscriber asking only for lane masks: the info still reaches it, without being returned.
+    with MaskSubscriber(publisher.endpoint, namespace=NS, masks=["lane"]) as late:
+        got = _recv_until_info(publisher, late)
+        assert late.info == info and late.infos == {f"{NS}/info": info}
+        assert all(m.topic == f"{NS}/lane" for m in got)
+        # A second, later one subscribing to the whole namespace receives it as a message too.
+        with MaskSubscriber(publisher.endpoint, namespace=NS) as everything:
+            got = _recv_until_info(publisher, everything)
+            infos = [m for m in got if m.topic == f"{NS}/info"]
+            assert infos and infos[0].kind == "json" and infos[0].data == info and everything.info == info
+            # A change is sent at once, to every subscriber.
+            changed = {**info, "geometry": {"source_hw": [61, 37]}}
+            publisher.set_info(changed)
+            deadline = time.monotonic() + 10
+            while (late.info != changed or everything.info != changed) and time.monotonic() < deadline:
+                late.recv(timeout_s=0.02)
+                everything.recv(timeout_s=0.02)
+            assert late.info == changed and everything.info == changed
