@@ -293,6 +293,43 @@ RLE_RUN_DTYPE = [("value", "u1"), ("length", "<u4")]
 PNG_COMPRESSION_LEVEL = 1
 
 
+_ROS_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+def ros_token_error(token: str) -> str | None:
+    """Which ROS 2 naming rule a name token (a camera name, one part of a namespace) breaks, or
+    None. The rules are those of ROS 2 topic names (design.ros2.org "Topic and Service name
+    mapping to DDS"): only letters, digits and underscores; not empty; not starting with a digit;
+    no repeated underscores."""
+    if not token:
+        return "it is empty"
+    bad = sorted({c for c in token if c not in _ROS_TOKEN_CHARS})
+    if bad:
+        return f"it holds {''.join(bad)!r}; only letters, digits and '_' are allowed"
+    if token[0].isdigit():
+        return "it starts with a digit"
+    if "__" in token:
+        return "it holds a repeated underscore '__'"
+    return None
+
+
+def ros_namespace_error(namespace: str) -> str | None:
+    """Which ROS 2 naming rule a namespace (``perception/front``, optionally starting with ``/``;
+    a trailing ``/`` is ignored) breaks, or None: no repeated ``/``, and every token passes
+    ``ros_token_error``."""
+    body = namespace[1:] if namespace.startswith("/") else namespace
+    body = body[:-1] if body.endswith("/") else body
+    if not body:
+        return "it is empty"
+    if "//" in namespace:
+        return "it holds a repeated '/'"
+    for token in body.split("/"):
+        problem = ros_token_error(token)
+        if problem is not None:
+            return f"part {token!r}: {problem}"
+    return None
+
+
 def default_namespace(camera_name: str) -> str:
     return f"{NAMESPACE_PREFIX}/{camera_name}"
 

@@ -87,8 +87,17 @@ class RunConfig:
                 raise ValueError(f"task: unknown task {task!r}; known: {', '.join(contracts.TASKS)}")
         if self.fourcc is not None and len(self.fourcc) != 4:
             raise ValueError(f"fourcc {self.fourcc!r} must be 4 characters, e.g. MJPG or YUYV")
-        if not self.camera_name or "/" in self.camera_name:
-            raise ValueError(f"camera_name {self.camera_name!r} must be a non-empty name without '/'")
+        # Topics, frame ids and recordings must stay legal ROS 2 names (checked at start, not in a bridge).
+        problem = contracts.ros_token_error(self.camera_name)
+        if problem is not None:
+            raise ValueError(
+                f"camera_name {self.camera_name!r} is not a ROS 2 name ({problem}); use e.g. front_left_1"
+            )
+        problem = None if self.namespace is None else contracts.ros_namespace_error(self.namespace)
+        if problem is not None:
+            raise ValueError(
+                f"namespace {self.namespace!r} is not a ROS 2 namespace ({problem}); use e.g. perception/front_left"
+            )
 
     @property
     def resolved_namespace(self) -> str:

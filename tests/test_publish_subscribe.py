@@ -379,3 +379,28 @@ def test_info_is_latched_for_late_subscribers_and_resent_when_it_changes(publish
                 late.recv(timeout_s=0.02)
                 everything.recv(timeout_s=0.02)
             assert late.info == changed and everything.info == changed
+
+
+def test_a_namespace_subscription_does_not_match_a_longer_namespace():
+    """perception/front must not receive perception/front2 (a raw ZeroMQ prefix would)."""
+    with (
+        MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace="perception/front2") as other,
+        MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace="perception/front") as mine,
+        MaskSubscriber(other.endpoint, namespace="perception/front") as sub,
+    ):
+        sub._socket.connect(mine.endpoint)  # one socket on both nodes
+        _connect(mine, sub)
+        deadline = time.monotonic() + 10
+        while not other._subscriptions and time.monotonic() < deadline:  # the subscription reached it
+            other.stats()
+            time.sleep(0.01)
+        assert set(other._subscriptions) == {b"perception/front/"}
+        for seq in range(5):
+            other.publish_json("stats", {"seq": seq})
+        mine.publish_json("stats", {"last": True})
+        topics = []
+        while (msg := sub.recv(timeout_s=0.5)) is not None:
+            topics.append(msg.topic)
+            if msg.topic == "perception/front/stats":
+                break
+        assert topics == ["perception/front/stats"]

@@ -121,3 +121,28 @@ def test_topic_stats_count_every_v1_gap_as_lost():
     for seq in (0, 3):
         stats.add(_msg(seq, None), 0.0)
     assert stats.summary(1.0)["lost"] == 2
+
+
+@pytest.mark.parametrize(("name", "rule"), [
+    ("front-left.1", "only letters, digits and '_'"),
+    ("1front", "starts with a digit"),
+    ("front__left", "repeated underscore"),
+    ("", "empty"),
+])
+def test_camera_names_follow_ros2_naming_rules(name, rule):
+    assert rule in contracts.ros_token_error(name)
+
+
+@pytest.mark.parametrize(("namespace", "rule"), [
+    ("perception//front", "repeated '/'"),
+    ("perception/front-left", "part 'front-left'"),
+    ("perception/2cam", "starts with a digit"),
+    ("/", "empty"),
+])
+def test_namespaces_follow_ros2_naming_rules(namespace, rule):
+    assert rule in contracts.ros_namespace_error(namespace)
+
+
+@pytest.mark.parametrize("namespace", ["perception/front", "/perception/front_left_1", "perception/front/"])
+def test_valid_ros2_namespaces_pass(namespace):
+    assert contracts.ros_namespace_error(namespace) is None and contracts.ros_token_error("front_left_1") is None
