@@ -135,6 +135,9 @@ class MaskPublisher:
     ) -> None:
         if not isinstance(namespace, str) or not namespace.strip("/"):
             raise ConfigError(f"namespace {namespace!r} is empty; use e.g. perception/front")
+        problem = contracts.ros_namespace_error(namespace)
+        if problem is not None:
+            raise ConfigError(f"namespace {namespace!r} is not a ROS 2 namespace ({problem}); use e.g. perception/front")
         if not isinstance(sndhwm, int) or sndhwm < 1:
             raise ConfigError(f"sndhwm={sndhwm!r} must be an integer >= 1")
         if sndhwm < 2 * _MESSAGES_PER_FRAME:
