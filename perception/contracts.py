@@ -252,6 +252,11 @@ INFO_TOPIC = "info"
 #: Class id that never names a class (class tables hold at most 255 classes): reserved for pixels
 #: without a prediction. This node cuts the letterbox padding off instead, so it sends none.
 UNKNOWN_CLASS_ID = 255
+#: Atomic frames (``perception run --atomic-frames``): every mask of a frame in one multipart
+#: message on ``<namespace>/frame``: ``[topic, frame header, mask header 1, payload 1, ...]``.
+FRAME_TOPIC = "frame"
+#: Most masks one atomic frame message may carry (a reader refuses more).
+MAX_FRAME_MASKS = 32
 #: The JSON-document topics of a node.
 JSON_TOPICS = (STATS_TOPIC, OBSTACLES_TOPIC, INFO_TOPIC)
 
@@ -275,6 +280,8 @@ VALUES_CLASS_IDS = "class_ids"
 #: Header ``kind``: a mask message (header + encoded image) or a JSON document (stats, obstacles).
 KIND_MASK = "mask"
 KIND_JSON = "json"
+#: Header ``kind`` of an atomic frame message (wire version 2, ``--atomic-frames``).
+KIND_FRAME = "frame"
 #: Header field names (UTF-8 JSON, second frame of every message).
 HEADER_FIELDS_MASK = (
     "wire_version", "kind", "header", "height", "width", "encoding", "is_bigendian", "step",
@@ -282,6 +289,7 @@ HEADER_FIELDS_MASK = (
     "source_height", "source_width", "roi", "binning_x", "binning_y",
 )
 HEADER_FIELDS_JSON = ("wire_version", "kind", "name", "seq", "pub_seq", "publish_ns")
+HEADER_FIELDS_FRAME = ("wire_version", "kind", "frame_id", "seq", "pub_seq", "capture_ns", "publish_ns", "masks")
 #: Mask size choices (``perception run --mask-size``). ``model``: the model's output with the
 #: letterbox padding cut off, i.e. the content region only (no invented pixels); ``source``: that
 #: region resized to the camera frame.
@@ -374,7 +382,8 @@ MAX_MASK_PIXELS = 4096 * 4096
 @dataclass(frozen=True)
 class FieldRule:
     """What one header field may hold: its JSON ``kind`` (``int``, ``number``, ``str``, ``bool``,
-    ``object``, or ``ns``: a decimal string of an integer in ``low..high``, at most ``max_len`` digits), an inclusive range for numbers, a length bound for strings (characters) and
+    ``object``, ``list`` (``low..high`` items, each by ``values``), or ``ns``: a decimal string of an
+    integer in ``low..high``, at most ``max_len`` digits), an inclusive range for numbers, a length bound for strings (characters) and
     objects (entries), the allowed ``choices``, and for objects either named ``fields`` or a rule
     for every value (``values``, under string keys of at most ``MAX_HEADER_STRING`` characters).
     Named fields must be present; other keys of a header are allowed (and bounded by
@@ -445,6 +454,12 @@ MASK_HEADER_SCHEMA: dict[str, FieldRule] = {
 }
 #: Schema of a wire version 2 JSON-document header.
 JSON_HEADER_SCHEMA: dict[str, FieldRule] = {"name": _NAME, "seq": _INT, "pub_seq": _INT, "publish_ns": _NS}
+#: Schema of an atomic frame's first header: the frame's numbers and the mask names, in the order
+#: of the (mask header, payload) pairs that follow.
+FRAME_HEADER_SCHEMA: dict[str, FieldRule] = {
+    "frame_id": _NAME, "seq": _INT, "pub_seq": _INT, "capture_ns": _NS, "publish_ns": _NS,
+    "masks": FieldRule("list", 1, MAX_FRAME_MASKS, values=_NAME),
+}
 #: The schemas by wire version (mask, json).
 HEADER_SCHEMAS: dict[int, tuple[dict[str, FieldRule], dict[str, FieldRule]]] = {
     1: (MASK_HEADER_SCHEMA_V1, JSON_HEADER_SCHEMA_V1),

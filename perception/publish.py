@@ -40,7 +40,14 @@ from perception import contracts
 from perception.encoding import Codec, get_codec
 from perception.errors import ConfigError, PublishError
 from perception.security import make_curve_server, start_authenticator
-from perception.wire import MaskGeometry, dump_header, json_header, mask_header, values_for_topic
+from perception.wire import (
+    MaskGeometry,
+    dump_header,
+    frame_header,
+    json_header,
+    mask_header,
+    values_for_topic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +121,9 @@ class MaskPublisher:
             topics not named use ``contracts.DEFAULT_ENCODINGS``.
         curve_secret_key_file: the server's ``.key_secret``; turns on CURVE encryption.
         curve_allow_dir: directory of allowed client ``.key`` files (needs the secret key).
+        atomic_frames: send all masks of a frame as one multipart message on
+            ``<namespace>/frame`` (a subscriber gets all of them or none) instead of one message
+            per mask topic.
         sndhwm: messages queued per subscriber before ZeroMQ drops for that subscriber
             (default 16: about two and a half frames of the default 4 masks plus
             obstacles and stats, fewer with per-class topics; see the comment in ``__init__``).
@@ -132,6 +142,7 @@ class MaskPublisher:
         curve_secret_key_file: str | None = None,
         curve_allow_dir: str | None = None,
         sndhwm: int = 16,
+        atomic_frames: bool = False,
     ) -> None:
         if not isinstance(namespace, str) or not namespace.strip("/"):
             raise ConfigError(f"namespace {namespace!r} is empty; use e.g. perception/front")
@@ -140,14 +151,18 @@ class MaskPublisher:
             raise ConfigError(f"namespace {namespace!r} is not a ROS 2 namespace ({problem}); use e.g. perception/front")
         if not isinstance(sndhwm, int) or sndhwm < 1:
             raise ConfigError(f"sndhwm={sndhwm!r} must be an integer >= 1")
-        if sndhwm < 2 * _MESSAGES_PER_FRAME:
+        # An atomic frame is one message (plus obstacles and stats), not one per mask topic.
+        per_frame = 3 if atomic_frames else _MESSAGES_PER_FRAME
+        if sndhwm < 2 * per_frame:
             log.warning(
                 "sndhwm=%d is below two frames (%d messages): subscribers will lose messages even when "
-                "they keep up; use %d or more", sndhwm, 2 * _MESSAGES_PER_FRAME, 2 * _MESSAGES_PER_FRAME,
+                "they keep up; use %d or more", sndhwm, 2 * per_frame, 2 * per_frame,
             )
         if curve_allow_dir is not None and curve_secret_key_file is None:
             raise ConfigError("--curve-allow needs --curve-secret-key (the server's .key_secret file)")
         self.namespace = namespace.rstrip("/")
+        self.atomic_frames = bool(atomic_frames)
+        self._frame_topic = contracts.topic_name(self.namespace, contracts.FRAME_TOPIC).encode("utf-8")
         self._plans = self._plan_topics(encodings or {})
         host = check_endpoint(endpoint)
         self.counters = PublishCounters()
@@ -279,6 +294,7 @@ class MaskPublisher:
         gaps in ``seq`` alone are frames the node itself dropped.
         """
         start = time.perf_counter()
+        parts: list[bytes] = []
         for name, mask in masks.items():
             plan = self._plans.get(name) or self._plan_per_class(name)
             t0 = time.perf_counter()
@@ -293,7 +309,7 @@ class MaskPublisher:
                 compression=plan.codec.compression,
                 values=plan.values,
                 seq=seq,
-                pub_seq=self._next_pub_seq(plan.topic),
+                pub_seq=self._pub_seq[self._frame_topic] if self.atomic_frames else self._next_pub_seq(plan.topic),
                 capture_ns=capture_ns,
                 publish_ns=time.time_ns(),
                 frame_id=frame_id,
@@ -301,7 +317,15 @@ class MaskPublisher:
                 latency_ms=stages,
                 geometry=geometry,
             )
-            self._send(plan.topic, dump_header(header), payload)
+            if self.atomic_frames:
+                parts += [dump_header(header), payload]
+            else:
+                self._send(plan.topic, dump_header(header), payload)
+        if self.atomic_frames and parts:
+            # One multipart message: ZeroMQ delivers all of its parts or none.
+            header = frame_header(seq=seq, pub_seq=self._next_pub_seq(self._frame_topic), capture_ns=capture_ns,
+                                  publish_ns=time.time_ns(), frame_id=frame_id, masks=list(masks))
+            self._send(self._frame_topic, dump_header(header), *parts)
 
     def _next_pub_seq(self, topic: bytes) -> int:
         seq = self._pub_seq[topic]
@@ -337,6 +361,8 @@ class MaskPublisher:
             }
         for name in contracts.JSON_TOPICS:
             out[contracts.topic_name(self.namespace, name)] = {"kind": contracts.KIND_JSON, "encoding": "json"}
+        if self.atomic_frames:  # the masks above travel inside this topic's messages, not on their own
+            out[self._frame_topic.decode("utf-8")] = {"kind": contracts.KIND_FRAME, "masks": list(names)}
         return out
 
     def set_info(self, doc: dict) -> None:
@@ -359,11 +385,12 @@ class MaskPublisher:
         """The latched info document (None before ``set_info``)."""
         return None if self._info_payload is None else json.loads(self._info_payload)
 
-    def _send(self, topic: bytes, header: bytes, payload: bytes) -> None:
+    def _send(self, topic: bytes, *frames: bytes) -> None:
         with self._lock:
-            self._send_locked(topic, header, payload)
+            self._send_locked(topic, *frames)
 
-    def _send_locked(self, topic: bytes, header: bytes, payload: bytes) -> None:
+    def _send_locked(self, topic: bytes, *frames: bytes) -> None:
+        """Send ``[topic, *frames]`` (a header and a payload, or an atomic frame's parts)."""
         if self._closed:
             return
         try:
@@ -378,15 +405,16 @@ class MaskPublisher:
             # NOBLOCK everywhere: an XPUB socket (without XPUB_NODROP) drops for a subscriber at
             # its HWM instead of blocking; NOBLOCK makes sure a send can never stall the node.
             self._socket.send(topic, zmq.SNDMORE | zmq.NOBLOCK)
-            self._socket.send(header, zmq.SNDMORE | zmq.NOBLOCK)
-            self._socket.send(payload, zmq.NOBLOCK, copy=len(payload) < _ZERO_COPY_MIN_BYTES)
+            for frame in frames[:-1]:
+                self._socket.send(frame, zmq.SNDMORE | zmq.NOBLOCK, copy=len(frame) < _ZERO_COPY_MIN_BYTES)
+            self._socket.send(frames[-1], zmq.NOBLOCK, copy=len(frames[-1]) < _ZERO_COPY_MIN_BYTES)
         except zmq.ZMQError as exc:  # zmq.Again too: XPUB never blocks, so it would be a bug
             self.counters.send_errors += 1
             if self.counters.send_errors in (1, 10, 100) or self.counters.send_errors % 1000 == 0:
                 log.warning("send on %s failed (%s); %d failures so far", topic.decode(), exc, self.counters.send_errors)
             return
         self.counters.messages_sent += 1
-        self.counters.bytes_sent += len(topic) + len(header) + len(payload)
+        self.counters.bytes_sent += len(topic) + sum(len(frame) for frame in frames)
 
     def _read_subscriptions(self) -> None:
         """Take every queued subscribe/unsubscribe off the socket, then send the latched info
@@ -450,7 +478,12 @@ class MaskPublisher:
                 return set()
             self._read_subscriptions()
             prefixes = list(self._subscriptions)
-        topics = {n: contracts.topic_name(self.namespace, n).encode("utf-8") for n in names}
+        # Atomic frames: every mask goes out in <namespace>/frame, so it is wanted when that is.
+        topics = {
+            n: self._frame_topic if self.atomic_frames and n not in contracts.JSON_TOPICS
+            else contracts.topic_name(self.namespace, n).encode("utf-8")
+            for n in names
+        }
         return {n for n, topic in topics.items() if any(topic.startswith(p) for p in prefixes)}
 
     def stats(self) -> dict[str, int]:

@@ -35,7 +35,8 @@ class RunConfig:
     0 runs until the input ends or the node is stopped. ``wait_subscribers``: hold the first frame
     until this many subscriptions to the node's namespace have reached the publisher (so a
     recorder started first loses nothing), failing after ``wait_timeout_s``. ``per_class_obstacles``:
-    also publish ``<namespace>/obstacle/<class>`` for each class of the obstacle task.
+    also publish ``<namespace>/obstacle/<class>`` for each class of the obstacle task. ``atomic_frames``:
+    all masks of a frame in one multipart message on ``<namespace>/frame``.
     """
 
     source: str = "synthetic"
@@ -56,6 +57,7 @@ class RunConfig:
     task: dict[str, list[str]] = field(default_factory=dict)
     obstacles: bool = True
     per_class_obstacles: bool = False
+    atomic_frames: bool = False
     max_frames: int = field(default=0, metadata=bounds(0, None))
     duration_s: float = field(default=0.0, metadata=bounds(0, None))
     realtime: bool = False

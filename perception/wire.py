@@ -143,6 +143,22 @@ def json_header(*, name: str, seq: int, publish_ns: int) -> dict[str, Any]:
     }
 
 
+def frame_header(*, seq: int, pub_seq: int, capture_ns: int, publish_ns: int, frame_id: str,
+                 masks: list[str]) -> dict[str, Any]:
+    """The first header of an atomic frame message (``contracts.HEADER_FIELDS_FRAME``): the frame's
+    numbers and the names of the masks whose (header, payload) pairs follow, in that order."""
+    return {
+        "wire_version": contracts.WIRE_VERSION,
+        "kind": contracts.KIND_FRAME,
+        "frame_id": frame_id,
+        "seq": int(seq),
+        "pub_seq": int(pub_seq),
+        "capture_ns": int(capture_ns),
+        "publish_ns": int(publish_ns),
+        "masks": list(masks),
+    }
+
+
 def dump_header(header: dict[str, Any]) -> bytes:
     """The header frame: compact UTF-8 JSON. From wire version 2 the nanosecond fields
     (``contracts.NS_FIELDS``) are written as decimal strings, exact in every JSON parser."""
@@ -214,8 +230,9 @@ def _json_depth(doc: Any) -> int:
 
 _KIND_TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,), "number": (int, float), "str": (str,), "object": (dict,), "bool": (bool,), "ns": (str, int),
+    "list": (list,),
 }
-_KIND_NAMES = {"int": "int", "number": "number", "str": "str", "object": "dict", "bool": "bool",
+_KIND_NAMES = {"int": "int", "number": "number", "str": "str", "object": "dict", "bool": "bool", "list": "list",
                "ns": "a decimal string of nanoseconds"}
 _DECIMAL = re.compile(r"[0-9]+")
 
@@ -241,6 +258,12 @@ def _check_value(value: Any, rule: contracts.FieldRule, where: str) -> None:
         return
     if rule.choices is not None and value not in rule.choices:
         raise WireError(f"{where} is {_short(value)}, expected one of {', '.join(map(repr, rule.choices))}")
+    if rule.kind == "list":
+        if not rule.low <= len(value) <= rule.high:
+            raise WireError(f"{where} has {len(value)} items, expected {_bound(rule.low)}..{_bound(rule.high)}")
+        for index, item in enumerate(value):
+            _check_value(item, rule.values, f"{where[:-1]}[{index}]'")
+        return
     if rule.kind in ("int", "number"):
         if isinstance(value, float) and not math.isfinite(value):
             raise WireError(f"{where} is {value!r}, expected a finite number")
@@ -296,8 +319,13 @@ def parse_header(frame: bytes | memoryview) -> dict[str, Any]:
     if kind == contracts.KIND_JSON:
         check_fields(header, json_schema, "json header")
         return _ns_to_int(header)
+    if kind == contracts.KIND_FRAME and version >= 2:
+        check_fields(header, contracts.FRAME_HEADER_SCHEMA, "frame header")
+        return _ns_to_int(header)
     if kind != contracts.KIND_MASK:
-        raise WireError(f"header kind {_short(kind)} is neither {contracts.KIND_MASK!r} nor {contracts.KIND_JSON!r}")
+        raise WireError(
+            f"header kind {_short(kind)} is not {contracts.KIND_MASK!r}, {contracts.KIND_JSON!r} or {contracts.KIND_FRAME!r}"
+        )
     check_fields(header, mask_schema, "mask header")
     _ns_to_int(header)
     if header["encoding"] != contracts.ROS_IMAGE_ENCODING or header["step"] != header["width"]:

@@ -245,6 +245,31 @@ def test_masks_hold_no_padding_and_say_how_they_map_to_the_frame(tmp_path, engin
             assert x + w <= want_hw[1] and y + h <= want_hw[0]
 
 
+def test_atomic_frames_through_the_pipeline(engine):
+    n = 5
+    with (
+        MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS, sndhwm=10_000, atomic_frames=True) as pub,
+        MaskSubscriber(pub.endpoint, namespace=NS, split_frames=False) as sub,
+    ):
+        config = RunConfig(source="synthetic", queue="lossless", max_frames=n, width=96, height=72, warmup=0,
+                           wait_subscribers=1, atomic_frames=True)
+        source = open_source("synthetic", **config.source_options())
+        source.pace(None)
+        final = Pipeline(config, source=source, engine=engine, publisher=pub).run()
+        frames = {}
+        deadline = time.monotonic() + 10
+        while len(frames) < n and time.monotonic() < deadline:
+            msg = sub.recv(timeout_s=0.2)
+            if msg is not None and msg.kind == "frame":
+                frames[msg.seq] = msg
+        assert sorted(frames) == list(range(n)) and final["frames_out"] == n
+        expected = expected_maps("synthetic", n, width=96, height=72, seed=0)
+        for seq, frame in frames.items():
+            assert set(frame.data) == set(contracts.MASK_TOPICS) and frame.pub_seq == seq
+            np.testing.assert_array_equal(frame.data["class_map"].data, expected[seq])
+        assert sub.info["topics"][f"{NS}/frame"]["kind"] == "frame"
+
+
 class SlowEngine(Engine):
     """The tiny model, made slower than the source, to force the latest queue to drop."""
 

@@ -404,3 +404,58 @@ def test_a_namespace_subscription_does_not_match_a_longer_namespace():
             if msg.topic == "perception/front/stats":
                 break
         assert topics == ["perception/front/stats"]
+
+
+def test_atomic_frames_deliver_all_masks_of_a_frame_or_none():
+    """--atomic-frames: one multipart message per frame. A subscriber that pauses loses whole frames,
+    never part of one; split or whole, the masks are exact and numbered by pub_seq per frame."""
+    with (
+        MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS, encodings=ENCODINGS, atomic_frames=True,
+                      sndhwm=3) as pub,
+        MaskSubscriber(pub.endpoint, namespace=NS, split_frames=False, rcvhwm=2) as whole,
+        MaskSubscriber(pub.endpoint, namespace=NS, masks=["lane", "class_map"]) as split,
+    ):
+        _connect(pub, whole)
+        # split asks for lane, class_map, info and frame: 4 subscriptions, plus whole's namespace one.
+        assert pub.wait_for_subscribers(5, timeout_s=10)
+        n = 60
+        for seq in range(n):  # nobody reads meanwhile: both queues overflow
+            pub.publish_masks(seq=seq, capture_ns=time.time_ns(), frame_id="f", masks=_frame_masks(seq),
+                              latency_ms={}, model_id="m")
+        frames = []
+        while (msg := whole.recv(timeout_s=0.5)) is not None:
+            if msg.kind == "frame":
+                frames.append(msg)
+        assert 0 < len(frames) < n  # losses happened, in whole frames
+        for frame in frames:
+            assert list(frame.data) == list(contracts.MASK_TOPICS)
+            expected = _frame_masks(frame.seq)
+            for name, part in frame.data.items():
+                assert part.topic == f"{NS}/{name}" and part.seq == frame.seq and part.pub_seq == frame.pub_seq
+                np.testing.assert_array_equal(part.data, expected[name])
+        assert [f.pub_seq for f in frames] == sorted(f.seq for f in frames)  # pub_seq numbers frames here
+        parts = []
+        while (msg := split.recv(timeout_s=0.5)) is not None:
+            if msg.kind == "mask":
+                parts.append(msg)
+        assert parts and len(parts) % 2 == 0
+        for lane, class_map in zip(parts[::2], parts[1::2], strict=True):
+            assert (lane.topic, class_map.topic) == (f"{NS}/lane", f"{NS}/class_map") and lane.seq == class_map.seq
+            np.testing.assert_array_equal(class_map.data, _frame_masks(lane.seq)["class_map"])
+    assert pub.topic_encodings(["lane"])[f"{NS}/frame"] == {"kind": "frame", "masks": ["lane"]}
+
+
+def test_a_frame_message_with_missing_parts_is_malformed():
+    from perception.subscribe import decode_message
+    from perception.wire import WireError, frame_header
+
+    header = dump_header(frame_header(seq=1, pub_seq=0, capture_ns=5, publish_ns=6, frame_id="f", masks=["lane", "obstacle"]))
+    lane = dump_header(mask_header(height=1, width=2, compression="none", values="binary", seq=1, capture_ns=5,
+                                   publish_ns=6, frame_id="f", model_id="m", latency_ms={}))
+    with pytest.raises(WireError, match="expected 6 for 2 masks"):
+        decode_message([f"{NS}/frame".encode(), header, lane, bytes(2)])
+    with pytest.raises(WireError, match="not a mask header of seq 1"):
+        other = lane.replace(b'"seq":1', b'"seq":2')
+        decode_message([f"{NS}/frame".encode(), header, lane, bytes(2), other, bytes(2)])
+    msg = decode_message([f"{NS}/frame".encode(), header, lane, bytes(2), lane, bytes([0, 255])])
+    assert msg.kind == "frame" and msg.data["obstacle"].data.tolist() == [[0, 255]]
