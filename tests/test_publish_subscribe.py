@@ -325,7 +325,8 @@ def test_per_class_obstacle_masks_use_the_obstacle_encoding_and_exact_topics_ski
     masks = _frame_masks(1)
     with MaskSubscriber(publisher.endpoint, namespace=NS, masks=["obstacle", "obstacle/car"]) as both, \
             MaskSubscriber(publisher.endpoint, namespace=NS, masks=["obstacle"]) as plain:
-        assert publisher.wait_for_subscribers(3, timeout_s=10)
+        # One subscription per topic: both's 2 masks, plain's 1, and <ns>/info and <ns>/frame for each.
+        assert publisher.wait_for_subscribers(7, timeout_s=10)
         publisher.publish_masks(seq=1, capture_ns=time.time_ns(), frame_id="f", latency_ms={}, model_id="m",
                                 masks={"obstacle": masks["obstacle"], "obstacle/car": masks["lane"]})
         got = {m.topic: m for m in (both.recv(timeout_s=5.0), both.recv(timeout_s=5.0)) if m is not None}
