@@ -146,3 +146,12 @@ def test_namespaces_follow_ros2_naming_rules(namespace, rule):
 @pytest.mark.parametrize("namespace", ["perception/front", "/perception/front_left_1", "perception/front/"])
 def test_valid_ros2_namespaces_pass(namespace):
     assert contracts.ros_namespace_error(namespace) is None and contracts.ros_token_error("front_left_1") is None
+
+
+def test_listen_prints_transport_loss_and_node_drops_apart():
+    from perception.commands.listen import _format_line
+
+    stats = TopicStats(0.0)
+    for seq, pub_seq in [(0, 0), (4, 1), (6, 3)]:  # 3 node drops, then 1 transport loss
+        stats.add(_msg(seq, pub_seq), 0.0)
+    assert "gaps 4     (lost 1, node 3)" in _format_line("t", stats.summary(1.0))
