@@ -427,7 +427,9 @@ def test_atomic_frames_deliver_all_masks_of_a_frame_or_none():
         while (msg := whole.recv(timeout_s=0.5)) is not None:
             if msg.kind == "frame":
                 frames.append(msg)
-        assert 0 < len(frames) < n  # losses happened, in whole frames
+        # Usually most frames are lost (queues of 3 and 2 messages), but how many the kernel's TCP
+        # buffers absorb depends on the machine's load; whatever arrived must be whole.
+        assert 0 < len(frames) <= n
         for frame in frames:
             assert list(frame.data) == list(contracts.MASK_TOPICS)
             expected = _frame_masks(frame.seq)
