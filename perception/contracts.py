@@ -219,8 +219,18 @@ class ModelMetadata:
 # Topics and the ZeroMQ wire format
 # --------------------------------------------------------------------------------------------
 
-#: Version of the message header below. Bump on any incompatible change.
-WIRE_VERSION = 1
+#: Version of the message header below. Bump on any incompatible change. Version 2 added the
+#: mask geometry (``source_height``/``source_width``, ``roi``, ``binning_x``/``binning_y``), the
+#: publication counter ``pub_seq``, and sends every nanosecond field as a decimal string.
+WIRE_VERSION = 2
+#: Older wire versions readers still accept (deprecation window): version 1 headers (nanoseconds
+#: as JSON integers, no geometry, no ``pub_seq``) are read with one warning per reader.
+WIRE_VERSIONS_READ = (1, 2)
+#: Header fields that hold nanoseconds since the UNIX epoch. From wire version 2 they travel as
+#: decimal strings (``"1764622800123456789"``): about 1.8e18 is beyond 2**53, the largest integer
+#: a JavaScript number or cJSON's double holds exactly. Readers in this package turn them back
+#: into Python ints after checking them.
+NS_FIELDS = ("capture_ns", "publish_ns")
 #: Default PUB endpoint: localhost only; other interfaces only when asked.
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 #: Namespace prefix; the full namespace defaults to ``perception/<camera name>``.
@@ -235,6 +245,20 @@ PER_CLASS_OBSTACLE_PREFIX = "obstacle/"
 STATS_TOPIC = "stats"
 #: Obstacle blobs topic (JSON payload: connected components with boxes and areas).
 OBSTACLES_TOPIC = "obstacles"
+#: Latched description of the node (JSON payload): class table, task groups, unknown id, model id
+#: and metadata digest, input and mask geometry, encodings per topic, wire version. Sent when a
+#: subscription to it arrives and whenever it changes.
+INFO_TOPIC = "info"
+#: Class id that never names a class (class tables hold at most 255 classes): reserved for pixels
+#: without a prediction. This node cuts the letterbox padding off instead, so it sends none.
+UNKNOWN_CLASS_ID = 255
+#: Atomic frames (``perception run --atomic-frames``): every mask of a frame in one multipart
+#: message on ``<namespace>/frame``: ``[topic, frame header, mask header 1, payload 1, ...]``.
+FRAME_TOPIC = "frame"
+#: Most masks one atomic frame message may carry (a reader refuses more).
+MAX_FRAME_MASKS = 32
+#: The JSON-document topics of a node.
+JSON_TOPICS = (STATS_TOPIC, OBSTACLES_TOPIC, INFO_TOPIC)
 
 #: Payload encodings. ``mono8``: H*W bytes, row-major. ``bitpack``: ceil(H*W/8) bytes, numpy
 #: ``packbits`` order (most significant bit first), a set bit is a mask pixel (binary masks only).
@@ -256,17 +280,62 @@ VALUES_CLASS_IDS = "class_ids"
 #: Header ``kind``: a mask message (header + encoded image) or a JSON document (stats, obstacles).
 KIND_MASK = "mask"
 KIND_JSON = "json"
+#: Header ``kind`` of an atomic frame message (wire version 2, ``--atomic-frames``).
+KIND_FRAME = "frame"
 #: Header field names (UTF-8 JSON, second frame of every message).
 HEADER_FIELDS_MASK = (
     "wire_version", "kind", "header", "height", "width", "encoding", "is_bigendian", "step",
-    "compression", "values", "seq", "capture_ns", "publish_ns", "model_id", "latency_ms",
+    "compression", "values", "seq", "pub_seq", "capture_ns", "publish_ns", "model_id", "latency_ms",
+    "source_height", "source_width", "roi", "binning_x", "binning_y",
 )
-HEADER_FIELDS_JSON = ("wire_version", "kind", "name", "seq", "publish_ns")
+HEADER_FIELDS_JSON = ("wire_version", "kind", "name", "seq", "pub_seq", "publish_ns")
+HEADER_FIELDS_FRAME = ("wire_version", "kind", "frame_id", "seq", "pub_seq", "capture_ns", "publish_ns", "masks")
+#: Mask size choices (``perception run --mask-size``). ``model``: the model's output with the
+#: letterbox padding cut off, i.e. the content region only (no invented pixels); ``source``: that
+#: region resized to the camera frame.
+MASK_SIZES = ("model", "source")
 #: RLE run layout: 1 byte value + 4 bytes little-endian run length (numpy dtype spec).
 RLE_RUN_DTYPE = [("value", "u1"), ("length", "<u4")]
 #: zlib level of ``png`` payloads: 1 is several times faster than the default 3 and the masks
 #: (large flat regions) compress nearly as well.
 PNG_COMPRESSION_LEVEL = 1
+
+
+_ROS_TOKEN_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
+
+def ros_token_error(token: str) -> str | None:
+    """Which ROS 2 naming rule a name token (a camera name, one part of a namespace) breaks, or
+    None. The rules are those of ROS 2 topic names (design.ros2.org "Topic and Service name
+    mapping to DDS"): only letters, digits and underscores; not empty; not starting with a digit;
+    no repeated underscores."""
+    if not token:
+        return "it is empty"
+    bad = sorted({c for c in token if c not in _ROS_TOKEN_CHARS})
+    if bad:
+        return f"it holds {''.join(bad)!r}; only letters, digits and '_' are allowed"
+    if token[0].isdigit():
+        return "it starts with a digit"
+    if "__" in token:
+        return "it holds a repeated underscore '__'"
+    return None
+
+
+def ros_namespace_error(namespace: str) -> str | None:
+    """Which ROS 2 naming rule a namespace (``perception/front``, optionally starting with ``/``;
+    a trailing ``/`` is ignored) breaks, or None: no repeated ``/``, and every token passes
+    ``ros_token_error``."""
+    body = namespace[1:] if namespace.startswith("/") else namespace
+    body = body[:-1] if body.endswith("/") else body
+    if not body:
+        return "it is empty"
+    if "//" in namespace:
+        return "it holds a repeated '/'"
+    for token in body.split("/"):
+        problem = ros_token_error(token)
+        if problem is not None:
+            return f"part {token!r}: {problem}"
+    return None
 
 
 def default_namespace(camera_name: str) -> str:
@@ -312,8 +381,9 @@ MAX_MASK_PIXELS = 4096 * 4096
 
 @dataclass(frozen=True)
 class FieldRule:
-    """What one header field may hold: its JSON ``kind`` (``int``, ``number``, ``str`` or
-    ``object``), an inclusive range for numbers, a length bound for strings (characters) and
+    """What one header field may hold: its JSON ``kind`` (``int``, ``number``, ``str``, ``bool``,
+    ``object``, ``list`` (``low..high`` items, each by ``values``), or ``ns``: a decimal string of an
+    integer in ``low..high``, at most ``max_len`` digits), an inclusive range for numbers, a length bound for strings (characters) and
     objects (entries), the allowed ``choices``, and for objects either named ``fields`` or a rule
     for every value (``values``, under string keys of at most ``MAX_HEADER_STRING`` characters).
     Named fields must be present; other keys of a header are allowed (and bounded by
@@ -332,8 +402,11 @@ _INT = FieldRule("int", 0, WIRE_INT_MAX)
 _SIDE = FieldRule("int", 1, MAX_MASK_SIDE)
 _NAME = FieldRule("str", max_len=MAX_HEADER_STRING)
 
-#: Schema of a mask header (after ``wire_version`` and ``kind``, which are checked first).
-MASK_HEADER_SCHEMA: dict[str, FieldRule] = {
+#: A nanosecond stamp of wire version 2: a decimal string of at most 19 digits (int64, no sign).
+_NS = FieldRule("ns", 0, WIRE_INT_MAX, max_len=19)
+
+#: Schema of a wire version 1 mask header (after ``wire_version`` and ``kind``, checked first).
+MASK_HEADER_SCHEMA_V1: dict[str, FieldRule] = {
     "header": FieldRule("object", fields={
         "stamp": FieldRule("object", fields={
             "sec": FieldRule("int", 0, ROS_SEC_MAX),
@@ -356,5 +429,39 @@ MASK_HEADER_SCHEMA: dict[str, FieldRule] = {
         "object", max_len=MAX_LATENCY_ENTRIES, values=FieldRule("number", -1e12, 1e12),
     ),
 }
-#: Schema of a JSON-document header (stats, obstacles).
-JSON_HEADER_SCHEMA: dict[str, FieldRule] = {"name": _NAME, "seq": _INT, "publish_ns": _INT}
+#: Schema of a wire version 1 JSON-document header (stats, obstacles).
+JSON_HEADER_SCHEMA_V1: dict[str, FieldRule] = {"name": _NAME, "seq": _INT, "publish_ns": _INT}
+
+#: Schema of a wire version 2 mask header: nanoseconds as decimal strings, plus the publication
+#: counter and the geometry (``roi`` in source pixels, as sensor_msgs/RegionOfInterest;
+#: ``binning_*`` source pixels per mask pixel, as CameraInfo binning but not necessarily whole).
+MASK_HEADER_SCHEMA: dict[str, FieldRule] = {
+    **MASK_HEADER_SCHEMA_V1,
+    "capture_ns": _NS,
+    "publish_ns": _NS,
+    "pub_seq": _INT,
+    "source_height": _SIDE,
+    "source_width": _SIDE,
+    "roi": FieldRule("object", fields={
+        "x_offset": FieldRule("int", 0, MAX_MASK_SIDE),
+        "y_offset": FieldRule("int", 0, MAX_MASK_SIDE),
+        "width": _SIDE,
+        "height": _SIDE,
+        "do_rectify": FieldRule("bool"),
+    }),
+    "binning_x": FieldRule("number", 1e-6, 1e6),
+    "binning_y": FieldRule("number", 1e-6, 1e6),
+}
+#: Schema of a wire version 2 JSON-document header.
+JSON_HEADER_SCHEMA: dict[str, FieldRule] = {"name": _NAME, "seq": _INT, "pub_seq": _INT, "publish_ns": _NS}
+#: Schema of an atomic frame's first header: the frame's numbers and the mask names, in the order
+#: of the (mask header, payload) pairs that follow.
+FRAME_HEADER_SCHEMA: dict[str, FieldRule] = {
+    "frame_id": _NAME, "seq": _INT, "pub_seq": _INT, "capture_ns": _NS, "publish_ns": _NS,
+    "masks": FieldRule("list", 1, MAX_FRAME_MASKS, values=_NAME),
+}
+#: The schemas by wire version (mask, json).
+HEADER_SCHEMAS: dict[int, tuple[dict[str, FieldRule], dict[str, FieldRule]]] = {
+    1: (MASK_HEADER_SCHEMA_V1, JSON_HEADER_SCHEMA_V1),
+    2: (MASK_HEADER_SCHEMA, JSON_HEADER_SCHEMA),
+}

@@ -3,7 +3,7 @@
 - capture: ``source.read()`` stamps each frame and puts it on the frame queue (``latest`` drops
   the oldest when inference falls behind; ``lossless`` makes capture wait);
 - inference: letterbox into the one preallocated batch, ``engine.infer``;
-- publish: map back to the source size if asked, build the masks (lookup tables), obstacle blobs,
+- publish: cut the letterbox padding off (or map back to the source size if asked), build the masks (lookup tables), obstacle blobs,
   ``publisher.publish_masks`` and, once per ``stats_interval_s``, the stats document.
 
 Inference and publishing overlap (ONNX Runtime and OpenCV release the GIL), so the node runs close
@@ -25,6 +25,7 @@ flag, also loaded from ``--config node.yaml`` and from launch files), ``percepti
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -42,6 +43,7 @@ from perception.preprocess import Letterbox, Preprocessor
 from perception.run_config import RunConfig
 from perception.sources.base import Frame, Source
 from perception.stats import LatencyWindow, RateLimitedLog, RateMeter
+from perception.wire import MaskGeometry
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,7 @@ class Pipeline:
         self.final_stats: dict[str, Any] | None = None
         self.first_publish_mono_ns: int | None = None
         self.rates = RateMeter()
+        self._info_source_hw: tuple[int, int] | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -138,6 +141,7 @@ class Pipeline:
             self.config.warmup, (time.perf_counter() - t0) * 1e3, self.source.describe(),
             self.frames.policy, self.frames.capacity, ",".join(self.masks.topics),
         )
+        self._publish_info(None)
         if self.config.wait_subscribers:
             self.startup = "waiting for subscribers"
             try:
@@ -356,12 +360,9 @@ class Pipeline:
 
     def _publish_one(self, item: _Inferred) -> None:
         t0 = time.perf_counter()
-        class_map = item.class_ids
-        if self.config.mask_size == "source":
-            sh, sw = item.letterbox.src_hw
-            if self._source_map is None or self._source_map.shape != (sh, sw):
-                self._source_map = np.empty((sh, sw), dtype=np.uint8)
-            class_map = item.letterbox.to_source(class_map, out=self._source_map)
+        if item.letterbox.src_hw != self._info_source_hw:  # the first frame, or the source size changed
+            self._publish_info(item.letterbox)
+        class_map = self._content_map(item)
         # Only what someone receives is computed: masks of unsubscribed topics and the blobs
         # (the dearest step, ~2 ms at 288x384) are skipped while nobody subscribes to them.
         wanted = self._subscribed()
@@ -380,6 +381,7 @@ class Pipeline:
             masks=masks,
             latency_ms=latency,
             model_id=self.engine.model_id,
+            geometry=MaskGeometry.full(item.letterbox.src_hw),
         )
         if blobs is not None:
             self.publisher.publish_json(
@@ -395,6 +397,60 @@ class Pipeline:
             self.first_publish_mono_ns = time.monotonic_ns()
             log.info("first masks published (seq %d, %.1f ms after capture)", item.seq, latency["total"])
 
+    def info(self, letterbox: Letterbox | None) -> dict[str, Any]:
+        """The ``<namespace>/info`` document: what a consumer in any language needs to read the
+        masks (see the README's wire-format section). ``letterbox`` is the latest frame's
+        geometry (None before the first frame: the source size is not known yet)."""
+        metadata = self.engine.metadata
+        table = metadata.class_table
+        geometry = None
+        if letterbox is not None:
+            mask_hw = letterbox.src_hw if self.config.mask_size == "source" else letterbox.content_hw
+            geometry = {"source_hw": list(letterbox.src_hw), "mask_hw": list(mask_hw),
+                        **MaskGeometry.full(letterbox.src_hw).fields(*mask_hw)}
+        publisher_encodings = getattr(self.publisher, "topic_encodings", None)
+        return {
+            "wire_version": contracts.WIRE_VERSION,
+            "frame_id": self.config.camera_name,
+            "model_id": self.engine.model_id,
+            "metadata_sha256": hashlib.sha256(metadata.to_json().encode("utf-8")).hexdigest(),
+            "classes": [{"id": c.id, "name": c.name, "color_rgb": list(c.color)} for c in table.classes],
+            "ignore_id": table.ignore_id,
+            "unknown_id": contracts.UNKNOWN_CLASS_ID,
+            "task_groups": {task: list(names) for task, names in self.masks.task_classes.items()},
+            "input_hw": list(self.engine.input_hw),
+            "mask_size": self.config.mask_size,
+            "geometry": geometry,
+            "topics": publisher_encodings(self.masks.topics) if publisher_encodings is not None else {},
+        }
+
+    def _publish_info(self, letterbox: Letterbox | None) -> None:
+        """Latch the info document on the publisher (sent when it changes, and to late subscribers)."""
+        set_info = getattr(self.publisher, "set_info", None)
+        if set_info is not None:
+            set_info(self.info(letterbox))
+            self._info_source_hw = None if letterbox is None else letterbox.src_hw
+
+    def _content_map(self, item: _Inferred) -> np.ndarray:
+        """The class map without invented pixels: the letterbox padding is cut off (``model``: the
+        content region at model scale) or the content resized to the camera frame (``source``).
+        Either way the masks and obstacle blobs cover the whole camera frame and nothing else
+        (``MaskGeometry.full``), and no mask pixel comes from padding."""
+        letterbox = item.letterbox
+        if self.config.mask_size == "source":
+            shape, fill = letterbox.src_hw, letterbox.to_source
+        else:
+            shape, fill = letterbox.content_hw, None
+            if not letterbox.padded:
+                return item.class_ids
+        if self._source_map is None or self._source_map.shape != shape:
+            self._source_map = np.empty(shape, dtype=np.uint8)
+        if fill is not None:
+            return fill(item.class_ids, out=self._source_map)
+        # A contiguous copy of the content view: codecs and cv2 want whole rows (~0.05 ms at 288x384).
+        np.copyto(self._source_map, letterbox.content(item.class_ids))
+        return self._source_map
+
     def _subscribed(self) -> set[str]:
         """The mask topics and the obstacles document that a subscriber receives now (every one
         with a publisher that cannot tell, e.g. a test double without ``subscribed``)."""
@@ -407,7 +463,7 @@ class Pipeline:
     def stats(self, *, final: bool = False) -> dict[str, Any]:
         """The stats document: rates over the last interval (over the whole run when ``final``),
         counters, per-stage p50/p90/p99 (ms), engine, provider, model, uptime, and the publisher's
-        counters under ``publisher`` (messages_sent, bytes_sent, dropped_by_transport,
+        counters under ``publisher`` (messages_sent, bytes_sent,
         send_errors, subscriptions).
 
         Frame counters: ``frames_in`` (every frame the source produced, readable or not),

@@ -40,7 +40,14 @@ from perception import contracts
 from perception.encoding import Codec, get_codec
 from perception.errors import ConfigError, PublishError
 from perception.security import make_curve_server, start_authenticator
-from perception.wire import dump_header, json_header, mask_header, values_for_topic
+from perception.wire import (
+    MaskGeometry,
+    dump_header,
+    frame_header,
+    json_header,
+    mask_header,
+    values_for_topic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +64,16 @@ _WAIT_SLICE_MS = 10
 
 @dataclass
 class PublishCounters:
-    """What the publisher did. ``dropped_by_transport`` counts sends ZeroMQ refused (zmq.Again).
+    """What the publisher did: messages and bytes handed to ZeroMQ, and sends that failed.
 
-    A PUB socket drops silently, per subscriber, when that subscriber's queue is full; those
-    drops are invisible here and show up at the subscriber as gaps in ``seq``.
+    There is deliberately no count of transport drops: a PUB/XPUB socket drops silently, per
+    subscriber, when that subscriber's queue is full, and the publisher cannot see it. Those losses
+    show up at the subscriber as gaps in ``pub_seq`` (``perception listen`` reports them as
+    ``lost``), apart from the node's own keep-latest drops (gaps in ``seq`` only).
     """
 
     messages_sent: int = 0
     bytes_sent: int = 0
-    dropped_by_transport: int = 0
     send_errors: int = 0
 
 
@@ -113,8 +121,12 @@ class MaskPublisher:
             topics not named use ``contracts.DEFAULT_ENCODINGS``.
         curve_secret_key_file: the server's ``.key_secret``; turns on CURVE encryption.
         curve_allow_dir: directory of allowed client ``.key`` files (needs the secret key).
+        atomic_frames: send all masks of a frame as one multipart message on
+            ``<namespace>/frame`` (a subscriber gets all of them or none) instead of one message
+            per mask topic.
         sndhwm: messages queued per subscriber before ZeroMQ drops for that subscriber
-            (default 16, about two frames; see the comment in ``__init__``).
+            (default 16: about two and a half frames of the default 4 masks plus
+            obstacles and stats, fewer with per-class topics; see the comment in ``__init__``).
 
     Raises:
         ConfigError: unknown topic or encoding, ``bitpack`` for ``class_map``, bad ``sndhwm``.
@@ -130,26 +142,40 @@ class MaskPublisher:
         curve_secret_key_file: str | None = None,
         curve_allow_dir: str | None = None,
         sndhwm: int = 16,
+        atomic_frames: bool = False,
     ) -> None:
         if not isinstance(namespace, str) or not namespace.strip("/"):
             raise ConfigError(f"namespace {namespace!r} is empty; use e.g. perception/front")
+        problem = contracts.ros_namespace_error(namespace)
+        if problem is not None:
+            raise ConfigError(f"namespace {namespace!r} is not a ROS 2 namespace ({problem}); use e.g. perception/front")
         if not isinstance(sndhwm, int) or sndhwm < 1:
             raise ConfigError(f"sndhwm={sndhwm!r} must be an integer >= 1")
-        if sndhwm < 2 * _MESSAGES_PER_FRAME:
+        # An atomic frame is one message (plus obstacles and stats), not one per mask topic.
+        per_frame = 3 if atomic_frames else _MESSAGES_PER_FRAME
+        if sndhwm < 2 * per_frame:
             log.warning(
                 "sndhwm=%d is below two frames (%d messages): subscribers will lose messages even when "
-                "they keep up; use %d or more", sndhwm, 2 * _MESSAGES_PER_FRAME, 2 * _MESSAGES_PER_FRAME,
+                "they keep up; use %d or more", sndhwm, 2 * per_frame, 2 * per_frame,
             )
         if curve_allow_dir is not None and curve_secret_key_file is None:
             raise ConfigError("--curve-allow needs --curve-secret-key (the server's .key_secret file)")
         self.namespace = namespace.rstrip("/")
+        self.atomic_frames = bool(atomic_frames)
+        self._frame_topic = contracts.topic_name(self.namespace, contracts.FRAME_TOPIC).encode("utf-8")
         self._plans = self._plan_topics(encodings or {})
         host = check_endpoint(endpoint)
         self.counters = PublishCounters()
         self._json_seq: dict[str, int] = {}
+        # pub_seq: per topic, the count of messages handed to the socket so far (contiguous).
+        self._pub_seq: Counter[bytes] = Counter()
         # Live subscriptions by topic prefix (one count per subscriber that holds it).
         self._subscriptions: Counter[bytes] = Counter()
         self._namespace_prefix = (self.namespace + "/").encode("utf-8")
+        # The latched <namespace>/info document and whether a new subscription still needs it.
+        self._info_topic = contracts.topic_name(self.namespace, contracts.INFO_TOPIC).encode("utf-8")
+        self._info_payload: bytes | None = None
+        self._info_due = False
         self._lock = threading.Lock()  # sockets are not thread-safe; stats may come from another thread
         self._closed = False
         self._context = zmq.Context()
@@ -249,6 +275,7 @@ class MaskPublisher:
         masks: dict[str, np.ndarray],
         latency_ms: dict[str, float],
         model_id: str,
+        geometry: MaskGeometry | None = None,
     ) -> None:
         """Encode and send one frame's masks, one message per mask topic; never blocks.
 
@@ -260,8 +287,14 @@ class MaskPublisher:
         ``masks`` keys are ``contracts.MASK_TOPICS`` or per-class obstacle masks ``obstacle/<class>``
         (sent in the ``obstacle`` encoding). Raises ValueError for another name or a mask that is not
         2-D uint8 (caller bugs). Transport trouble is counted in ``counters``, never raised.
+
+        ``geometry`` says how the masks map onto the camera frame (source size, region of
+        interest); None means they cover the whole frame at their own size. Each message's
+        ``pub_seq`` counts the messages of its topic, so gaps in it are transport losses while
+        gaps in ``seq`` alone are frames the node itself dropped.
         """
         start = time.perf_counter()
+        parts: list[bytes] = []
         for name, mask in masks.items():
             plan = self._plans.get(name) or self._plan_per_class(name)
             t0 = time.perf_counter()
@@ -276,13 +309,28 @@ class MaskPublisher:
                 compression=plan.codec.compression,
                 values=plan.values,
                 seq=seq,
+                pub_seq=self._pub_seq[self._frame_topic] if self.atomic_frames else self._next_pub_seq(plan.topic),
                 capture_ns=capture_ns,
                 publish_ns=time.time_ns(),
                 frame_id=frame_id,
                 model_id=model_id,
                 latency_ms=stages,
+                geometry=geometry,
             )
-            self._send(plan.topic, dump_header(header), payload)
+            if self.atomic_frames:
+                parts += [dump_header(header), payload]
+            else:
+                self._send(plan.topic, dump_header(header), payload)
+        if self.atomic_frames and parts:
+            # One multipart message: ZeroMQ delivers all of its parts or none.
+            header = frame_header(seq=seq, pub_seq=self._next_pub_seq(self._frame_topic), capture_ns=capture_ns,
+                                  publish_ns=time.time_ns(), frame_id=frame_id, masks=list(masks))
+            self._send(self._frame_topic, dump_header(header), *parts)
+
+    def _next_pub_seq(self, topic: bytes) -> int:
+        seq = self._pub_seq[topic]
+        self._pub_seq[topic] = seq + 1
+        return seq
 
     def publish_json(self, name: str, doc: dict) -> None:
         """Send a JSON document on ``<namespace>/<name>`` (e.g. ``stats``, ``obstacles``); never blocks.
@@ -290,57 +338,106 @@ class MaskPublisher:
         The header carries a per-name ``seq`` counting from 0. Raises TypeError/ValueError when
         ``doc`` is not JSON-serialisable (a caller bug).
         """
+        payload = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")
+        with self._lock:
+            self._send_json_locked(name, payload)
+
+    def _send_json_locked(self, name: str, payload: bytes) -> None:
         seq = self._json_seq.get(name, 0)
         self._json_seq[name] = seq + 1
-        payload = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")
         header = json_header(name=name, seq=seq, publish_ns=time.time_ns())
-        self._send(contracts.topic_name(self.namespace, name).encode("utf-8"), dump_header(header), payload)
+        self._send_locked(contracts.topic_name(self.namespace, name).encode("utf-8"), dump_header(header), payload)
 
-    def _send(self, topic: bytes, header: bytes, payload: bytes) -> None:
+    def topic_encodings(self, names) -> dict[str, dict[str, str]]:
+        """``{topic: {"kind", "encoding", "compression", "values"}}`` for the mask ``names``
+        (including per-class ``obstacle/<class>``), as they will be sent, plus the JSON topics
+        (``{"kind": "json", "encoding": "json"}``)."""
+        out = {}
+        for name in names:
+            plan = self._plans.get(name) or self._plan_per_class(name)
+            out[plan.topic.decode("utf-8")] = {
+                "kind": contracts.KIND_MASK, "encoding": plan.codec.name, "compression": plan.codec.compression,
+                "values": plan.values,
+            }
+        for name in contracts.JSON_TOPICS:
+            out[contracts.topic_name(self.namespace, name)] = {"kind": contracts.KIND_JSON, "encoding": "json"}
+        if self.atomic_frames:  # the masks above travel inside this topic's messages, not on their own
+            out[self._frame_topic.decode("utf-8")] = {"kind": contracts.KIND_FRAME, "masks": list(names)}
+        return out
+
+    def set_info(self, doc: dict) -> None:
+        """Latch ``doc`` (the node's description: class table, geometry, encodings; see
+        ``Pipeline.info``) on ``<namespace>/info``.
+
+        It is sent now when it differs from the latched one, and again each time a subscription
+        that receives the info topic reaches the publisher (XPUB reports it), so a subscriber
+        that joins late still gets it first thing. Raises TypeError/ValueError for a document that
+        is not JSON-serialisable (a caller bug)."""
+        payload = json.dumps(doc, separators=(",", ":"), allow_nan=False, sort_keys=True).encode("utf-8")
         with self._lock:
-            if self._closed:
+            if payload == self._info_payload:
                 return
-            try:
-                # Reading EVENTS makes libzmq process its pending commands now, including the I/O
-                # thread's "subscriber has read N messages" acknowledgements; send() only does so
-                # about once a millisecond, so a fast loop would otherwise see full queues that
-                # are long empty and drop messages for subscribers that keep up. The same read
-                # says whether subscription messages are waiting (POLLIN), so taking them costs
-                # the hot path nothing when there are none.
-                if self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                    self._read_subscriptions()
-                # NOBLOCK everywhere: a PUB socket drops for a subscriber at its HWM instead of
-                # blocking, and zmq.Again (no room at all) is a drop, never a stall.
-                self._socket.send(topic, zmq.SNDMORE | zmq.NOBLOCK)
-                self._socket.send(header, zmq.SNDMORE | zmq.NOBLOCK)
-                self._socket.send(payload, zmq.NOBLOCK, copy=len(payload) < _ZERO_COPY_MIN_BYTES)
-            except zmq.Again:
-                self.counters.dropped_by_transport += 1
-                return
-            except zmq.ZMQError as exc:
-                self.counters.send_errors += 1
-                if self.counters.send_errors in (1, 10, 100) or self.counters.send_errors % 1000 == 0:
-                    log.warning("send on %s failed (%s); %d failures so far", topic.decode(), exc, self.counters.send_errors)
-                return
-            self.counters.messages_sent += 1
-            self.counters.bytes_sent += len(topic) + len(header) + len(payload)
+            self._info_payload = payload
+            self._send_json_locked(contracts.INFO_TOPIC, payload)
+
+    @property
+    def info(self) -> dict | None:
+        """The latched info document (None before ``set_info``)."""
+        return None if self._info_payload is None else json.loads(self._info_payload)
+
+    def _send(self, topic: bytes, *frames: bytes) -> None:
+        with self._lock:
+            self._send_locked(topic, *frames)
+
+    def _send_locked(self, topic: bytes, *frames: bytes) -> None:
+        """Send ``[topic, *frames]`` (a header and a payload, or an atomic frame's parts)."""
+        if self._closed:
+            return
+        try:
+            # Reading EVENTS makes libzmq process its pending commands now, including the I/O
+            # thread's "subscriber has read N messages" acknowledgements; send() only does so
+            # about once a millisecond, so a fast loop would otherwise see full queues that
+            # are long empty and drop messages for subscribers that keep up. The same read
+            # says whether subscription messages are waiting (POLLIN), so taking them costs
+            # the hot path nothing when there are none.
+            if self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self._read_subscriptions()
+            # NOBLOCK everywhere: an XPUB socket (without XPUB_NODROP) drops for a subscriber at
+            # its HWM instead of blocking; NOBLOCK makes sure a send can never stall the node.
+            self._socket.send(topic, zmq.SNDMORE | zmq.NOBLOCK)
+            for frame in frames[:-1]:
+                self._socket.send(frame, zmq.SNDMORE | zmq.NOBLOCK, copy=len(frame) < _ZERO_COPY_MIN_BYTES)
+            self._socket.send(frames[-1], zmq.NOBLOCK, copy=len(frames[-1]) < _ZERO_COPY_MIN_BYTES)
+        except zmq.ZMQError as exc:  # zmq.Again too: XPUB never blocks, so it would be a bug
+            self.counters.send_errors += 1
+            if self.counters.send_errors in (1, 10, 100) or self.counters.send_errors % 1000 == 0:
+                log.warning("send on %s failed (%s); %d failures so far", topic.decode(), exc, self.counters.send_errors)
+            return
+        self.counters.messages_sent += 1
+        self.counters.bytes_sent += len(topic) + sum(len(frame) for frame in frames)
 
     def _read_subscriptions(self) -> None:
-        """Take every queued subscribe/unsubscribe off the socket (caller holds the lock)."""
+        """Take every queued subscribe/unsubscribe off the socket, then send the latched info
+        document when a new subscription receives it (caller holds the lock)."""
         while True:
             try:
                 message = self._socket.recv(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                break
             if not message:
                 continue
             prefix = message[1:]
             if message[0] == _SUBSCRIBE:
                 self._subscriptions[prefix] += 1
+                if self._info_topic.startswith(prefix):
+                    self._info_due = True
             elif message[0] == _UNSUBSCRIBE and self._subscriptions[prefix] > 0:
                 self._subscriptions[prefix] -= 1
                 if not self._subscriptions[prefix]:
                     del self._subscriptions[prefix]
+        if self._info_due and self._info_payload is not None:
+            self._info_due = False  # cleared first: the send below may read subscriptions again
+            self._send_json_locked(contracts.INFO_TOPIC, self._info_payload)
 
     def _namespace_subscriptions(self) -> int:
         """Live subscriptions that receive some of this namespace's topics: a namespace or topic
@@ -381,7 +478,12 @@ class MaskPublisher:
                 return set()
             self._read_subscriptions()
             prefixes = list(self._subscriptions)
-        topics = {n: contracts.topic_name(self.namespace, n).encode("utf-8") for n in names}
+        # Atomic frames: every mask goes out in <namespace>/frame, so it is wanted when that is.
+        topics = {
+            n: self._frame_topic if self.atomic_frames and n not in contracts.JSON_TOPICS
+            else contracts.topic_name(self.namespace, n).encode("utf-8")
+            for n in names
+        }
         return {n for n, topic in topics.items() if any(topic.startswith(p) for p in prefixes)}
 
     def stats(self) -> dict[str, int]:

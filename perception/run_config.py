@@ -29,13 +29,14 @@ class RunConfig:
     """Every ``perception run`` setting; field names are the flags (``--max-frames`` -> max_frames).
 
     ``queue``: ``auto`` is ``latest`` for live sources (cameras, streams, synthetic) and
-    ``lossless`` for files. ``mask_size``: ``model`` publishes masks at the model's input size,
-    ``source`` maps them back to the camera frame. ``encoding``: mask topic -> payload encoding.
+    ``lossless`` for files. ``mask_size``: ``model`` publishes masks at the model's scale with the
+    letterbox padding cut off (the content region only), ``source`` resizes them to the camera frame. ``encoding``: mask topic -> payload encoding.
     ``task``: task -> class names overriding the model's task groups. ``max_frames``/``duration_s``:
     0 runs until the input ends or the node is stopped. ``wait_subscribers``: hold the first frame
     until this many subscriptions to the node's namespace have reached the publisher (so a
     recorder started first loses nothing), failing after ``wait_timeout_s``. ``per_class_obstacles``:
-    also publish ``<namespace>/obstacle/<class>`` for each class of the obstacle task.
+    also publish ``<namespace>/obstacle/<class>`` for each class of the obstacle task. ``atomic_frames``:
+    all masks of a frame in one multipart message on ``<namespace>/frame``.
     """
 
     source: str = "synthetic"
@@ -56,6 +57,7 @@ class RunConfig:
     task: dict[str, list[str]] = field(default_factory=dict)
     obstacles: bool = True
     per_class_obstacles: bool = False
+    atomic_frames: bool = False
     max_frames: int = field(default=0, metadata=bounds(0, None))
     duration_s: float = field(default=0.0, metadata=bounds(0, None))
     realtime: bool = False
@@ -87,8 +89,17 @@ class RunConfig:
                 raise ValueError(f"task: unknown task {task!r}; known: {', '.join(contracts.TASKS)}")
         if self.fourcc is not None and len(self.fourcc) != 4:
             raise ValueError(f"fourcc {self.fourcc!r} must be 4 characters, e.g. MJPG or YUYV")
-        if not self.camera_name or "/" in self.camera_name:
-            raise ValueError(f"camera_name {self.camera_name!r} must be a non-empty name without '/'")
+        # Topics, frame ids and recordings must stay legal ROS 2 names (checked at start, not in a bridge).
+        problem = contracts.ros_token_error(self.camera_name)
+        if problem is not None:
+            raise ValueError(
+                f"camera_name {self.camera_name!r} is not a ROS 2 name ({problem}); use e.g. front_left_1"
+            )
+        problem = None if self.namespace is None else contracts.ros_namespace_error(self.namespace)
+        if problem is not None:
+            raise ValueError(
+                f"namespace {self.namespace!r} is not a ROS 2 namespace ({problem}); use e.g. perception/front_left"
+            )
 
     @property
     def resolved_namespace(self) -> str:

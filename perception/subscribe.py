@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -43,6 +44,12 @@ from perception.security import make_curve_client
 from perception.wire import WireError, WireMessage, WireVersionError, check_topic, load_json, parse_header
 
 log = logging.getLogger(__name__)
+
+#: Most ``<namespace>/info`` documents kept by topic (one per node namespace subscribed to).
+_MAX_INFO_TOPICS = 64
+#: An atomic frame may declare at most this many times ``max_mask_pixels`` in all its masks
+#: together (a frame of 4 masks plus per-class ones at the largest mask size fits).
+_FRAME_PIXEL_FACTOR = 4
 
 # Upper bound on messages taken off the socket in one keep-latest drain, so a publisher that is
 # faster than this reader cannot keep recv() from returning.
@@ -85,12 +92,17 @@ def decode_message(
     wire version, WireError or DecodeError for anything that does not follow the wire format;
     nothing else (the fuzz tests in ``tests/test_fuzz.py`` hold it to that).
     """
-    if len(frames) != 3:
+    if len(frames) < 3:
         raise WireError(f"message has {len(frames)} frames, expected 3 (topic, header, payload)")
     raw = [f.buffer if isinstance(f, zmq.Frame) else memoryview(f) for f in frames]
     topic = check_topic(raw[0])
     header = parse_header(raw[1])
-    if header["kind"] == contracts.KIND_JSON:
+    receive_ns = time.time_ns() if receive_ns is None else receive_ns
+    if header["kind"] == contracts.KIND_FRAME:
+        data = _decode_frame(topic, header, raw, receive_ns, max_mask_pixels)
+    elif len(frames) != 3:
+        raise WireError(f"message has {len(frames)} frames, expected 3 (topic, header, payload)")
+    elif header["kind"] == contracts.KIND_JSON:
         data = load_json(raw[2], max_bytes=contracts.MAX_JSON_PAYLOAD_BYTES, what=f"{topic}: JSON payload")
     else:
         codec = codec_for_compression(header["compression"])
@@ -100,8 +112,39 @@ def decode_message(
         header=header,
         data=data,
         wire_bytes=sum(r.nbytes for r in raw),
-        receive_ns=time.time_ns() if receive_ns is None else receive_ns,
+        receive_ns=receive_ns,
     )
+
+
+def _decode_frame(topic: str, header: dict[str, Any], raw: list[memoryview], receive_ns: int,
+                  max_mask_pixels: int) -> dict[str, Message]:
+    """The masks of an atomic frame message, by name: each a mask ``Message`` on its own topic
+    (``<namespace>/<name>``). Every part is checked like a mask message of its own, the frame
+    count and names first, and the frame's pixels in total against ``_FRAME_PIXEL_FACTOR`` masks."""
+    names = header["masks"]
+    if len(raw) != 2 + 2 * len(names):
+        raise WireError(f"frame message has {len(raw)} frames, expected {2 + 2 * len(names)} for {len(names)} masks")
+    if len(set(names)) != len(names) or any(not n or n.startswith("/") or n.endswith("/") for n in names):
+        raise WireError(f"frame message names its masks {names!r}; expected distinct relative names")
+    if not topic.endswith("/" + contracts.FRAME_TOPIC):
+        raise WireError(f"frame message on topic {topic!r}; expected <namespace>/{contracts.FRAME_TOPIC}")
+    namespace = topic[: -len(contracts.FRAME_TOPIC) - 1]
+    headers = [parse_header(raw[2 + 2 * i]) for i in range(len(names))]
+    total = 0
+    for name, part in zip(names, headers, strict=True):
+        if part["kind"] != contracts.KIND_MASK or part["seq"] != header["seq"]:
+            raise WireError(f"frame message: the header of {name!r} is not a mask header of seq {header['seq']}")
+        total += part["height"] * part["width"]
+    if total > _FRAME_PIXEL_FACTOR * max_mask_pixels:
+        raise WireError(f"frame message declares {total} pixels, more than {_FRAME_PIXEL_FACTOR} x {max_mask_pixels}")
+    masks = {}
+    for i, (name, part) in enumerate(zip(names, headers, strict=True)):
+        payload = raw[3 + 2 * i]
+        codec = codec_for_compression(part["compression"])
+        mask = codec.decode(payload, height=part["height"], width=part["width"], max_pixels=max_mask_pixels)
+        masks[name] = Message(topic=contracts.topic_name(namespace, name), header=part, data=mask,
+                              wire_bytes=raw[2 + 2 * i].nbytes + payload.nbytes, receive_ns=receive_ns)
+    return masks
 
 
 def max_frame_bytes(max_mask_pixels: int) -> int:
@@ -124,9 +167,18 @@ class MaskSubscriber:
             publisher's allow-list.
         rcvhwm: messages queued before ZeroMQ drops new ones for this subscriber.
         reconnect_ivl_ms / reconnect_ivl_max_ms: ZeroMQ reconnect interval and its back-off cap.
+            The cap is 250 ms (ZeroMQ would back off further): a client started before its node
+            then misses at most about a quarter of a second of it, for one connect attempt per
+            250 ms while the node is away.
         max_mask_pixels: largest decoded mask accepted (height * width); bigger ones are skipped
             as malformed before anything is allocated. Frames larger than such a mask could be
             are refused by ZeroMQ itself (``ZMQ_MAXMSGSIZE``, the sender is disconnected).
+        split_frames: an atomic frame message (``perception run --atomic-frames``) is returned
+            as its mask messages, one per ``recv``, each on its own topic (so consumers of
+            per-topic masks work unchanged; all masks of the frame arrived or none did). False
+            returns it whole: ``kind == "frame"``, ``data`` a dict of mask name -> ``Message``.
+            With ``namespace`` and ``masks``, ``<namespace>/frame`` is subscribed too, and only
+            the asked-for masks of a frame are returned.
 
     Raises:
         ConfigError: conflicting topic arguments or half a CURVE configuration.
@@ -145,8 +197,9 @@ class MaskSubscriber:
         curve_key_file: str | None = None,
         rcvhwm: int = 1000,
         reconnect_ivl_ms: int = 100,
-        reconnect_ivl_max_ms: int = 2000,
+        reconnect_ivl_max_ms: int = 250,
         max_mask_pixels: int = contracts.MAX_MASK_PIXELS,
+        split_frames: bool = True,
     ) -> None:
         if topics and namespace:
             raise ConfigError("give either topics or a namespace, not both")
@@ -157,12 +210,23 @@ class MaskSubscriber:
                 "CURVE needs both --curve-server-key (the node's .key) and --curve-key (this client's .key_secret)"
             )
         check_endpoint(endpoint)
+        #: The latest ``<namespace>/info`` document received (None until one arrives), and each
+        #: one by topic. With ``namespace`` the info topic is always subscribed, also when only some
+        #: ``masks`` are asked for (then info messages update these without being returned).
+        self.info: dict[str, Any] | None = None
+        self.infos: dict[str, dict[str, Any]] = {}
+        self._info_topics: set[str] = set()
+        self._frame_topics: set[str] = set()
+        self.split_frames = split_frames
+        self._split: deque[Message] = deque()  # the rest of a split atomic frame
         if topics:
             self.topics: list[str] | None = list(topics)
             prefixes = self.topics
         elif namespace and masks:
             self.topics = [contracts.topic_name(namespace, m) for m in masks]
-            prefixes = self.topics
+            self._info_topics = {contracts.topic_name(namespace, contracts.INFO_TOPIC)} - set(self.topics)
+            self._frame_topics = {contracts.topic_name(namespace, contracts.FRAME_TOPIC)} - set(self.topics)
+            prefixes = self.topics + sorted(self._info_topics) + sorted(self._frame_topics)
         else:
             self.topics = None  # prefix subscription: everything under the namespace (or everything)
             prefixes = [namespace.rstrip("/") + "/"] if namespace else [""]
@@ -199,6 +263,8 @@ class MaskSubscriber:
         """The next valid message, or None when none arrives within ``timeout_s`` seconds."""
         deadline = time.monotonic() + max(0.0, timeout_s)
         while True:
+            if self._split:
+                return self._split.popleft()
             msg = self._take_latest() if self.keep_latest else self._take_next()
             if msg is not None:
                 return msg
@@ -212,8 +278,13 @@ class MaskSubscriber:
             frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
         except zmq.Again:
             return None
-        if self._exact is not None and bytes(frames[0].buffer).decode("utf-8", "replace") not in self._exact:
-            return []  # a longer topic that shares a subscribed prefix
+        if self._exact is not None:
+            topic = bytes(frames[0].buffer).decode("utf-8", "replace")
+            if topic in self._info_topics:
+                self._decode(frames)  # kept in self.info, not returned: not asked for
+                return []
+            if topic not in self._exact and topic not in self._frame_topics:
+                return []  # a longer topic that shares a subscribed prefix
         return frames
 
     def _take_next(self) -> Message | None:
@@ -258,7 +329,18 @@ class MaskSubscriber:
             self._report(f"skipped a message that broke the decoder ({type(exc).__name__}: {str(exc)[:200]})",
                          self.counters.malformed)
             return None
+        if msg.kind == contracts.KIND_FRAME and self.split_frames:
+            parts = [m for m in msg.data.values() if self._exact is None or m.topic in self._exact]
+            self.counters.received += len(parts)
+            if not parts:
+                return None
+            self._split.extend(parts[1:])
+            return parts[0]
         self.counters.received += 1
+        if msg.kind == contracts.KIND_JSON and msg.topic.endswith("/" + contracts.INFO_TOPIC) and isinstance(msg.data, dict):
+            self.info = msg.data
+            if msg.topic in self.infos or len(self.infos) < _MAX_INFO_TOPICS:  # bounded: topics come from outside
+                self.infos[msg.topic] = msg.data
         return msg
 
     def _report(self, message: str, count: int) -> None:
@@ -291,8 +373,11 @@ class TopicStats:
 
     Latency is ``receive_ns - capture_ns`` for masks (``publish_ns`` for JSON documents), both on
     the wall clock, so across machines it is only as good as their clock sync. ``gaps`` counts
-    missing sequence numbers (dropped upstream or by the transport); a sequence number that goes
-    backwards counts as a publisher restart, not as gaps.
+    missing capture sequence numbers, split into ``lost`` (gaps in the publisher's per-topic
+    ``pub_seq``: messages sent but lost in the transport, e.g. at a full high-water mark) and
+    ``node_dropped`` (the rest: frames the node itself dropped, e.g. by its keep-latest queue, or
+    did not compute). Wire version 1 has no ``pub_seq``, so there every gap counts as lost. A
+    sequence number that goes backwards counts as a publisher restart, not as gaps.
 
     The run's latency percentiles come from a uniform sample of the whole run (reservoir sampling,
     at most ``_MAX_SAMPLES`` values, so a listener running for days stays bounded); the maximum is
@@ -305,8 +390,10 @@ class TopicStats:
         self.count = 0
         self.wire_bytes = 0
         self.gaps = 0
+        self.lost = 0
         self.restarts = 0
         self.last_seq: int | None = None
+        self.last_pub_seq: int | None = None
         self.first_s: float | None = None
         self.last_s: float | None = None
         self.latencies_ms: list[float] = []
@@ -326,12 +413,19 @@ class TopicStats:
         self._window_bytes += msg.wire_bytes
         self.first_s = now_s if self.first_s is None else self.first_s
         self.last_s = now_s
+        pub_seq = msg.pub_seq
         if self.last_seq is not None:
             if msg.seq > self.last_seq:
-                self.gaps += msg.seq - self.last_seq - 1
+                missing = msg.seq - self.last_seq - 1
+                self.gaps += missing
+                if pub_seq is None or self.last_pub_seq is None:
+                    self.lost += missing
+                elif pub_seq > self.last_pub_seq:
+                    self.lost += min(missing, pub_seq - self.last_pub_seq - 1)
             else:
                 self.restarts += 1
         self.last_seq = msg.seq
+        self.last_pub_seq = pub_seq
         stamp_ns = msg.capture_ns if msg.capture_ns is not None else msg.header.get("publish_ns")
         if isinstance(stamp_ns, int):
             latency_ms = (msg.receive_ns - stamp_ns) / 1e6
@@ -359,6 +453,8 @@ class TopicStats:
             "bytes_per_s": self._window_bytes / elapsed_s,
             "latency_ms": _percentiles(self._window_latencies_ms),
             "gaps": self.gaps,
+            "lost": self.lost,
+            "node_dropped": self.gaps - self.lost,
         }
         self._window_start_s, self._window_count, self._window_bytes = now_s, 0, 0
         self._window_latencies_ms = []
@@ -374,6 +470,8 @@ class TopicStats:
             "bytes_per_s": self.wire_bytes / duration_s if duration_s > 0 else 0.0,
             "latency_ms": _percentiles(self.latencies_ms, max_ms=self.latency_max_ms),
             "gaps": self.gaps,
+            "lost": self.lost,
+            "node_dropped": self.gaps - self.lost,
             "seq_restarts": self.restarts,
             "last_seq": self.last_seq,
         }

@@ -39,7 +39,6 @@ from perception import contracts
 from perception.config import bounds
 from perception.contracts import ClassTable
 from perception.errors import ConfigError, SourceError
-from perception.preprocess import Letterbox
 from perception.stats import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -70,8 +69,9 @@ def render_overlay(
 
     Args:
         image_bgr: uint8 H x W x 3 camera frame (not modified).
-        class_map: uint8 class ids (any size: a model-sized map is mapped back to the frame through
-            the same letterbox the node uses); ids outside the class table are left unpainted.
+        class_map: uint8 class ids covering the whole frame at any scale (as the node publishes
+            them: letterbox padding cut off), resized to the frame; ids outside the class table
+            are left unpainted.
             None to draw only ``task_masks``.
         class_table: colours and names for ``class_map`` and the legend (needed with a class map).
         task_masks: optional ``{"drivable"|"lane"|"obstacle": 0/255 mask}`` painted with
@@ -124,9 +124,12 @@ def render_overlay(
 
 
 def _to_frame(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """A mask resized to the frame. Masks cover the whole frame (wire v2: the letterbox padding is
+    cut and ``roi`` is the frame), so this is a plain nearest resize, sampled at pixel centres; a
+    crop of padding here would shift them by a pixel."""
     if mask.shape[:2] == hw:
         return mask
-    return Letterbox.fit(hw, mask.shape[:2]).to_source(mask)
+    return cv2.resize(mask, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 def _draw_caption(image: np.ndarray, text: str) -> None:

@@ -1,10 +1,15 @@
 """Message headers of the ZeroMQ wire format: built by the publisher, checked by every reader.
 
 A message is three frames: ``[topic, header, payload]``. The header is UTF-8 JSON; for mask
-messages its fields map one to one onto ROS 2 ``sensor_msgs/Image`` (``header.stamp``,
-``header.frame_id``, ``height``, ``width``, ``encoding``, ``is_bigendian``, ``step``) plus the
-payload ``compression`` and the node's own fields (``seq``, ``capture_ns``, ``publish_ns``,
-``model_id``, ``latency_ms``, ``values``). See the README's "Wire format" section.
+messages it is a superset of ROS 2 ``sensor_msgs/Image`` (``header.stamp``, ``header.frame_id``,
+``height``, ``width``, ``encoding``, ``is_bigendian``, ``step``): the payload ``compression``, the
+geometry (``source_height``/``source_width``, ``roi`` as ``sensor_msgs/RegionOfInterest``,
+``binning_x``/``binning_y`` as in ``CameraInfo``) and the node's own fields (``seq``, ``pub_seq``,
+``capture_ns``, ``publish_ns``, ``model_id``, ``latency_ms``, ``values``), which ROS lacks. See
+the README's "Wire format" section.
+
+Header dicts in Python hold nanoseconds as ints; ``dump_header`` writes them as decimal strings
+(wire version 2, ``contracts.NS_FIELDS``) and ``parse_header`` turns them back into ints.
 
 The publisher (``perception/publish.py``), the subscriber (``perception/subscribe.py``) and the
 recorder use these functions so that the layout lives in one place next to ``contracts.py``.
@@ -14,12 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from perception import contracts
+
+log = logging.getLogger(__name__)
 
 
 class WireError(ValueError):
@@ -30,8 +38,9 @@ class WireVersionError(WireError):
     """A message from a publisher speaking another wire version."""
 
     def __init__(self, version: object) -> None:
+        readable = " and ".join(str(v) for v in contracts.WIRE_VERSIONS_READ)
         super().__init__(
-            f"message has wire version {version!r}, this reader understands version {contracts.WIRE_VERSION}; "
+            f"message has wire version {_short(version)}, this reader understands versions {readable}; "
             "run the same perception version on both sides"
         )
         self.version = version
@@ -48,6 +57,37 @@ def ros_stamp(time_ns: int) -> dict[str, int]:
     return {"sec": sec, "nanosec": nanosec}
 
 
+@dataclass(frozen=True)
+class MaskGeometry:
+    """How a mask maps onto the camera frame.
+
+    ``source_hw``: the camera frame (height, width). ``roi_xywh``: the region of the camera frame
+    the mask covers, in source pixels (``sensor_msgs/RegionOfInterest`` x_offset, y_offset, width,
+    height). The mask is that region resized to the mask's size, so a mask pixel (u, v) covers
+    source pixels from ``x_offset + u * binning_x`` (``binning_x = roi width / mask width``), as
+    ``CameraInfo`` binning does (there a whole number; here any positive ratio).
+    """
+
+    source_hw: tuple[int, int]
+    roi_xywh: tuple[int, int, int, int]
+
+    @classmethod
+    def full(cls, source_hw: tuple[int, int]) -> MaskGeometry:
+        """The whole camera frame (the letterbox's content region always is)."""
+        return cls(source_hw=(int(source_hw[0]), int(source_hw[1])),
+                   roi_xywh=(0, 0, int(source_hw[1]), int(source_hw[0])))
+
+    def fields(self, height: int, width: int) -> dict[str, Any]:
+        x, y, w, h = self.roi_xywh
+        return {
+            "source_height": self.source_hw[0],
+            "source_width": self.source_hw[1],
+            "roi": {"x_offset": x, "y_offset": y, "width": w, "height": h, "do_rectify": False},
+            "binning_x": round(w / width, 9),
+            "binning_y": round(h / height, 9),
+        }
+
+
 def mask_header(
     *,
     height: int,
@@ -55,13 +95,20 @@ def mask_header(
     compression: str,
     values: str,
     seq: int,
+    pub_seq: int | None = None,
     capture_ns: int,
     publish_ns: int,
     frame_id: str,
     model_id: str,
     latency_ms: dict[str, float],
+    geometry: MaskGeometry | None = None,
 ) -> dict[str, Any]:
-    """The header dict of one mask message (``contracts.HEADER_FIELDS_MASK``, in that order)."""
+    """The header dict of one mask message (``contracts.HEADER_FIELDS_MASK``, in that order).
+
+    ``pub_seq`` defaults to ``seq`` (a writer that publishes every frame it numbers); ``geometry``
+    to a mask covering the whole frame at its own size (no scaling)."""
+    geometry = geometry or MaskGeometry.full((height, width))
+    pub_seq = seq if pub_seq is None else pub_seq
     return {
         "wire_version": contracts.WIRE_VERSION,
         "kind": contracts.KIND_MASK,
@@ -74,25 +121,49 @@ def mask_header(
         "compression": compression,
         "values": values,
         "seq": int(seq),
+        "pub_seq": int(pub_seq),
         "capture_ns": int(capture_ns),
         "publish_ns": int(publish_ns),
         "model_id": model_id,
         "latency_ms": {k: round(float(v), 3) for k, v in latency_ms.items()},
+        **geometry.fields(height, width),
     }
 
 
 def json_header(*, name: str, seq: int, publish_ns: int) -> dict[str, Any]:
-    """The header dict of a JSON-document message (stats, obstacles)."""
+    """The header dict of a JSON-document message (stats, obstacles). ``seq`` counts the
+    documents of ``name``; ``pub_seq`` is the same counter (kept for symmetry with masks)."""
     return {
         "wire_version": contracts.WIRE_VERSION,
         "kind": contracts.KIND_JSON,
         "name": name,
         "seq": int(seq),
+        "pub_seq": int(seq),
         "publish_ns": int(publish_ns),
     }
 
 
+def frame_header(*, seq: int, pub_seq: int, capture_ns: int, publish_ns: int, frame_id: str,
+                 masks: list[str]) -> dict[str, Any]:
+    """The first header of an atomic frame message (``contracts.HEADER_FIELDS_FRAME``): the frame's
+    numbers and the names of the masks whose (header, payload) pairs follow, in that order."""
+    return {
+        "wire_version": contracts.WIRE_VERSION,
+        "kind": contracts.KIND_FRAME,
+        "frame_id": frame_id,
+        "seq": int(seq),
+        "pub_seq": int(pub_seq),
+        "capture_ns": int(capture_ns),
+        "publish_ns": int(publish_ns),
+        "masks": list(masks),
+    }
+
+
 def dump_header(header: dict[str, Any]) -> bytes:
+    """The header frame: compact UTF-8 JSON. From wire version 2 the nanosecond fields
+    (``contracts.NS_FIELDS``) are written as decimal strings, exact in every JSON parser."""
+    if header.get("wire_version", contracts.WIRE_VERSION) >= 2:
+        header = {k: str(int(v)) if k in contracts.NS_FIELDS and isinstance(v, int) else v for k, v in header.items()}
     return json.dumps(header, separators=(",", ":")).encode("utf-8")
 
 
@@ -157,8 +228,13 @@ def _json_depth(doc: Any) -> int:
     return deepest
 
 
-_KIND_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "number": (int, float), "str": (str,), "object": (dict,)}
-_KIND_NAMES = {"int": "int", "number": "number", "str": "str", "object": "dict"}
+_KIND_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,), "number": (int, float), "str": (str,), "object": (dict,), "bool": (bool,), "ns": (str, int),
+    "list": (list,),
+}
+_KIND_NAMES = {"int": "int", "number": "number", "str": "str", "object": "dict", "bool": "bool", "list": "list",
+               "ns": "a decimal string of nanoseconds"}
+_DECIMAL = re.compile(r"[0-9]+")
 
 
 def check_fields(doc: dict[str, Any], schema: dict[str, contracts.FieldRule], what: str) -> None:
@@ -168,10 +244,26 @@ def check_fields(doc: dict[str, Any], schema: dict[str, contracts.FieldRule], wh
 
 
 def _check_value(value: Any, rule: contracts.FieldRule, where: str) -> None:
-    if not isinstance(value, _KIND_TYPES[rule.kind]) or isinstance(value, bool):
+    if not isinstance(value, _KIND_TYPES[rule.kind]) or (isinstance(value, bool) and rule.kind != "bool"):
         raise WireError(f"{where} is {_short(value)}, expected {_KIND_NAMES[rule.kind]}")
+    if rule.kind == "ns":
+        # Wire version 2 sends decimal strings; an integer is accepted too (a header dict written by
+        # a Python tool with plain json.dumps, e.g. a recording's /meta channel) and checked alike.
+        if isinstance(value, str):
+            if rule.max_len is not None and len(value) > rule.max_len or not _DECIMAL.fullmatch(value):
+                raise WireError(f"{where} is {_short(value)}, expected {_KIND_NAMES['ns']} of at most {rule.max_len} digits")
+            value = int(value)
+        if not rule.low <= value <= rule.high:
+            raise WireError(f"{where} is {_short(value)}, outside {_bound(rule.low)}..{_bound(rule.high)}")
+        return
     if rule.choices is not None and value not in rule.choices:
         raise WireError(f"{where} is {_short(value)}, expected one of {', '.join(map(repr, rule.choices))}")
+    if rule.kind == "list":
+        if not rule.low <= len(value) <= rule.high:
+            raise WireError(f"{where} has {len(value)} items, expected {_bound(rule.low)}..{_bound(rule.high)}")
+        for index, item in enumerate(value):
+            _check_value(item, rule.values, f"{where[:-1]}[{index}]'")
+        return
     if rule.kind in ("int", "number"):
         if isinstance(value, float) and not math.isfinite(value):
             raise WireError(f"{where} is {value!r}, expected a finite number")
@@ -218,15 +310,24 @@ def parse_header(frame: bytes | memoryview) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise WireError(f"header is a JSON {type(header).__name__}, expected an object")
     version = header.get("wire_version")
-    if version != contracts.WIRE_VERSION:
+    if type(version) is not int or version not in contracts.HEADER_SCHEMAS:
         raise WireVersionError(version)
+    if version < contracts.WIRE_VERSION:
+        _warn_deprecated(version)
+    mask_schema, json_schema = contracts.HEADER_SCHEMAS[version]
     kind = header.get("kind")
     if kind == contracts.KIND_JSON:
-        check_fields(header, contracts.JSON_HEADER_SCHEMA, "json header")
-        return header
+        check_fields(header, json_schema, "json header")
+        return _ns_to_int(header)
+    if kind == contracts.KIND_FRAME and version >= 2:
+        check_fields(header, contracts.FRAME_HEADER_SCHEMA, "frame header")
+        return _ns_to_int(header)
     if kind != contracts.KIND_MASK:
-        raise WireError(f"header kind {_short(kind)} is neither {contracts.KIND_MASK!r} nor {contracts.KIND_JSON!r}")
-    check_fields(header, contracts.MASK_HEADER_SCHEMA, "mask header")
+        raise WireError(
+            f"header kind {_short(kind)} is not {contracts.KIND_MASK!r}, {contracts.KIND_JSON!r} or {contracts.KIND_FRAME!r}"
+        )
+    check_fields(header, mask_schema, "mask header")
+    _ns_to_int(header)
     if header["encoding"] != contracts.ROS_IMAGE_ENCODING or header["step"] != header["width"]:
         raise WireError(
             f"mask header says encoding {_short(header['encoding'])} step {header['step']}, "
@@ -235,6 +336,26 @@ def parse_header(frame: bytes | memoryview) -> dict[str, Any]:
     if header["is_bigendian"] != 0:
         raise WireError("mask header says is_bigendian 1; mono8 masks are written with is_bigendian 0")
     return header
+
+
+def _ns_to_int(header: dict[str, Any]) -> dict[str, Any]:
+    """Turn the (checked) decimal-string nanosecond fields of ``header`` into ints, in place."""
+    for name in contracts.NS_FIELDS:
+        if isinstance(header.get(name), str):
+            header[name] = int(header[name])
+    return header
+
+
+_deprecation_warned: set[int] = set()
+
+
+def _warn_deprecated(version: int) -> None:
+    if version not in _deprecation_warned:
+        _deprecation_warned.add(version)
+        log.warning(
+            "reading wire version %d messages (deprecated; this reader speaks version %d and will drop "
+            "version %d): upgrade the publisher", version, contracts.WIRE_VERSION, version,
+        )
 
 
 def check_topic(raw: bytes | memoryview) -> str:
@@ -304,6 +425,11 @@ class WireMessage:
     @property
     def seq(self) -> int:
         return self.header["seq"]
+
+    @property
+    def pub_seq(self) -> int | None:
+        """The publisher's per-topic message counter (None in wire version 1)."""
+        return self.header.get("pub_seq")
 
     @property
     def capture_ns(self) -> int | None:

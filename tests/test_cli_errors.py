@@ -50,6 +50,8 @@ CASES: dict[str, tuple[str, str]] = {
     "bench huge threads": ("bench engine --model {fx}/tiny.onnx --threads 100000 --out {fx}/b", "0..256"),
     "bench huge batch": ("bench engine --model {fx}/tiny.onnx --batch 100000 --out {fx}/b", "1..1024"),
     "listen save-dir is a file": ("listen --save-dir {fx}/file.txt --duration 1", "--save-dir"),
+    "run camera name not ROS": ("run --model {fx}/tiny.onnx --camera-name front-left.1", "only letters, digits and '_'"),
+    "run namespace not ROS": ("run --model {fx}/tiny.onnx --namespace perception//2cam", "repeated '/'"),
     "train out is a file": (
         "train --model segnet_basic --data synthetic:count=2,size=64x96 --size 64x96 --steps 1 --batch-size 1 "
         "--workers 0 --out {fx}/file.txt",

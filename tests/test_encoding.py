@@ -142,7 +142,7 @@ def test_mask_header_maps_onto_ros_image():
 def test_header_from_another_wire_version_is_named():
     doc = _header()
     doc["wire_version"] = contracts.WIRE_VERSION + 1
-    with pytest.raises(WireVersionError, match=f"wire version {contracts.WIRE_VERSION + 1}, this reader understands version {contracts.WIRE_VERSION}"):
+    with pytest.raises(WireVersionError, match=f"wire version {contracts.WIRE_VERSION + 1}, this reader understands versions 1 and {contracts.WIRE_VERSION}"):
         parse_header(json.dumps(doc).encode())
 
 

@@ -92,7 +92,7 @@ def test_empty_or_cut_png_payload_is_a_decode_error(payload):
         decode_message([b"perception/front/lane", dump_header(doc), payload])
 
 
-@pytest.mark.parametrize(("field", "value"), [("publish_ns", None), ("publish_ns", "1"), ("name", None), ("name", 3)])
+@pytest.mark.parametrize(("field", "value"), [("publish_ns", None), ("publish_ns", "1e3"), ("publish_ns", 1.5), ("name", None), ("name", 3)])
 def test_json_header_missing_a_documented_field_is_malformed(field, value):
     doc = json_header(name="stats", seq=0, publish_ns=1)
     if value is None:

@@ -31,7 +31,7 @@ from perception.preprocess import Preprocessor
 from perception.publish import MaskPublisher
 from perception.run_config import RunConfig
 from perception.sources import open_source
-from perception.subscribe import MaskSubscriber
+from perception.subscribe import MaskSubscriber, TopicStats
 from perception.synthetic.classes import SYNTHETIC_CLASSES as T
 
 MODEL_HW = (48, 64)
@@ -113,7 +113,7 @@ def expected_maps(spec: str, n: int, *, source_size: bool = False, **options) ->
     for _ in range(n):
         frame = src.read()
         ids = expected_class_ids(pre(frame.image))[0]
-        maps.append(pre.letterbox.to_source(ids).copy() if source_size else ids)
+        maps.append(pre.letterbox.to_source(ids).copy() if source_size else pre.letterbox.content(ids).copy())
     src.close()
     return maps
 
@@ -144,7 +144,7 @@ def test_lossless_synthetic_every_frame_once_with_exact_masks(engine, link):
     assert got["obstacles"] and all("blobs" in m.data for m in got["obstacles"].values())
     publisher = final["publisher"]
     assert publisher["messages_sent"] >= 5 * n and publisher["bytes_sent"] > 0  # 4 masks + obstacles per frame
-    assert publisher["dropped_by_transport"] == publisher["send_errors"] == 0 and publisher["subscriptions"] == 1
+    assert publisher["send_errors"] == 0 and publisher["subscriptions"] == 1
     # The run's last stats document comes after its last masks: it ends the stream.
     stats = got.get("stats") or {}
     deadline = time.monotonic() + 10
@@ -197,6 +197,79 @@ def test_video_file_to_source_size_until_end_of_file(tmp_path, engine, link):
     assert final["end_reason"] == "end of input" and final["frames_in"] == final["frames_out"] == n
 
 
+@pytest.mark.parametrize(("hw", "mask_size"), [
+    ((61, 37), "model"),    # portrait, odd sides: padding left and right
+    ((45, 101), "model"),   # wider than 4:3, odd sides: padding top and bottom
+    ((61, 37), "source"),
+])
+def test_masks_hold_no_padding_and_say_how_they_map_to_the_frame(tmp_path, engine, link, hw, mask_size):
+    """Letterboxed frames: the published masks are the content region only (model scale) or the
+    frame size, never the padded model input; each header gives the source size, the region of
+    interest (the whole frame) and the binning; obstacle blobs lie inside the mask."""
+    n = 3
+    rng = np.random.default_rng(3)
+    for i in range(n):  # PNG frames: a video codec would round odd sides to even
+        cv2.imwrite(str(tmp_path / f"{i:03d}.png"), rng.integers(0, 256, (*hw, 3), dtype=np.uint8))
+    video = str(tmp_path / "*.png")
+    config = RunConfig(source=video, mask_size=mask_size, warmup=0)
+    Pipeline(config, source=open_source(video), engine=engine, publisher=link.pub).run()
+    got = link.collect(n)
+    pre = Preprocessor(MODEL_HW)
+    pre(np.zeros((*hw, 3), np.uint8))
+    content_hw = pre.letterbox.content_hw
+    assert pre.letterbox.padded and content_hw != MODEL_HW
+    want_hw = content_hw if mask_size == "model" else hw
+    expected = expected_maps(video, n, source_size=mask_size == "source")
+    for seq in range(n):
+        for topic in contracts.MASK_TOPICS:
+            msg = got[topic][seq]
+            h = msg.header
+            assert msg.data.shape == want_hw == (h["height"], h["width"])
+            assert (h["source_height"], h["source_width"]) == hw
+            assert h["roi"] == {"x_offset": 0, "y_offset": 0, "width": hw[1], "height": hw[0], "do_rectify": False}
+            assert h["binning_x"] == pytest.approx(hw[1] / want_hw[1], abs=1e-9)
+            assert h["binning_y"] == pytest.approx(hw[0] / want_hw[0], abs=1e-9)
+        np.testing.assert_array_equal(got["class_map"][seq].data, expected[seq])
+    # The latched info document describes the same geometry, the class table and the encodings.
+    info = link.sub.info
+    assert info["geometry"]["source_hw"] == list(hw) and info["geometry"]["mask_hw"] == list(want_hw)
+    assert info["geometry"]["roi"] == got["lane"][0].header["roi"] and info["mask_size"] == mask_size
+    assert [c["name"] for c in info["classes"]] == T.names and info["unknown_id"] == contracts.UNKNOWN_CLASS_ID
+    assert info["model_id"] == engine.model_id and len(info["metadata_sha256"]) == 64
+    assert info["input_hw"] == list(MODEL_HW) and info["wire_version"] == contracts.WIRE_VERSION
+    assert info["topics"][f"{NS}/class_map"]["values"] == "class_ids" and set(info["task_groups"]) >= {"drivable"}
+    for doc in (m.data for m in got.get("obstacles", {}).values()):
+        assert doc["image_hw"] == list(want_hw)
+        for blob in doc["blobs"]:
+            x, y, w, h = blob["box_xywh"]
+            assert x + w <= want_hw[1] and y + h <= want_hw[0]
+
+
+def test_atomic_frames_through_the_pipeline(engine):
+    n = 5
+    with (
+        MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS, sndhwm=10_000, atomic_frames=True) as pub,
+        MaskSubscriber(pub.endpoint, namespace=NS, split_frames=False) as sub,
+    ):
+        config = RunConfig(source="synthetic", queue="lossless", max_frames=n, width=96, height=72, warmup=0,
+                           wait_subscribers=1, atomic_frames=True)
+        source = open_source("synthetic", **config.source_options())
+        source.pace(None)
+        final = Pipeline(config, source=source, engine=engine, publisher=pub).run()
+        frames = {}
+        deadline = time.monotonic() + 10
+        while len(frames) < n and time.monotonic() < deadline:
+            msg = sub.recv(timeout_s=0.2)
+            if msg is not None and msg.kind == "frame":
+                frames[msg.seq] = msg
+        assert sorted(frames) == list(range(n)) and final["frames_out"] == n
+        expected = expected_maps("synthetic", n, width=96, height=72, seed=0)
+        for seq, frame in frames.items():
+            assert set(frame.data) == set(contracts.MASK_TOPICS) and frame.pub_seq == seq
+            np.testing.assert_array_equal(frame.data["class_map"].data, expected[seq])
+        assert sub.info["topics"][f"{NS}/frame"]["kind"] == "frame"
+
+
 class SlowEngine(Engine):
     """The tiny model, made slower than the source, to force the latest queue to drop."""
 
@@ -225,6 +298,16 @@ def test_latest_queue_drops_and_counts_under_slow_engine(tmp_path, engine, link)
     assert final["drops"] > 0
     assert final["frames_in"] == n and final["frames_out"] + final["drops"] == n  # every frame accounted for
     assert len(seqs) == final["frames_out"] and seqs[-1] == n - 1  # the newest frame always makes it
+    # pub_seq numbers the publications: contiguous where seq has the node's own drops as gaps, and
+    # a subscriber's accounting puts those gaps on the node, none on the transport.
+    msgs = [got["class_map"][s] for s in seqs]
+    assert [m.pub_seq for m in msgs] == list(range(len(msgs)))
+    assert seqs != list(range(len(seqs)))
+    stats = TopicStats(0.0)
+    for m in msgs:
+        stats.add(m, 0.0)
+    summary = stats.summary(1.0)
+    assert summary["lost"] == 0 and summary["node_dropped"] == summary["gaps"] == seqs[-1] - seqs[0] + 1 - len(seqs)
 
 
 def test_wait_subscribers_holds_the_first_frame_until_a_subscriber_joins(tmp_path, engine):

@@ -9,7 +9,9 @@ Like ``ros2 topic hz`` and ``ros2 topic echo`` together::
     perception listen --save-dir out/masks --every 30      # every 30th mask of each topic as PNG
 
 Every ``--interval`` seconds it prints one line per topic (rate over that interval,
-capture-to-receive latency p50/p90/p99, missing sequence numbers so far, bytes/s), and at the
+capture-to-receive latency p50/p90/p99, missing capture sequence numbers so far split into
+``lost`` in the transport (gaps in ``pub_seq``) and dropped by the ``node`` (gaps in ``seq`` alone),
+bytes/s), and at the
 end a summary over the whole run. It exits 0 when ``--duration`` or ``--count`` is reached or on
 Ctrl-C / SIGTERM.
 """
@@ -79,6 +81,7 @@ def _format_line(topic: str, figures: dict[str, Any]) -> str:
     lat_text = f"lat p50 {lat['p50']:7.1f} p90 {lat['p90']:7.1f} p99 {lat['p99']:7.1f} ms" if lat else "lat        -"
     return (
         f"{topic:<32} {figures['rate_hz']:6.1f} Hz  {lat_text}  gaps {figures['gaps']:<5d} "
+        f"(lost {figures['lost']}, node {figures['node_dropped']}) "
         f"{figures['bytes_per_s'] / 1e3:9.1f} kB/s  n={figures['count']}"
     )
 
@@ -89,7 +92,7 @@ def _echo(msg: Message, out) -> None:
         return
     h = msg.header
     print(
-        f"{msg.topic} seq={h['seq']} stamp={h['header']['stamp']['sec']}.{h['header']['stamp']['nanosec']:09d} "
+        f"{msg.topic} seq={h['seq']} pub_seq={h.get('pub_seq', '-')} stamp={h['header']['stamp']['sec']}.{h['header']['stamp']['nanosec']:09d} "
         f"frame_id={h['header']['frame_id']} {h['height']}x{h['width']} {h['encoding']} "
         f"compression={h['compression']} values={h['values']} model={h['model_id']} latency_ms={h['latency_ms']}",
         file=out,

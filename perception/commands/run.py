@@ -70,9 +70,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--endpoint", default=S, help=f"ZeroMQ PUB endpoint (default {contracts.DEFAULT_ENDPOINT})")
     g.add_argument("--camera-name", default=S, help="frame id and namespace suffix (default front)")
     g.add_argument("--namespace", default=S, help="topic prefix (default perception/<camera name>)")
-    g.add_argument("--mask-size", default=S, help="model (default) or source: masks at the camera frame size")
+    g.add_argument("--mask-size", default=S, help="model (default: the model's scale, letterbox padding cut off) or source: masks at the camera frame size")
     g.add_argument("--encoding", action="append", default=S, metavar="TOPIC=ENC",
-                   help="payload encoding per mask topic, e.g. drivable=bitpack (mono8, bitpack, rle, png)")
+                   help="payload encoding of one mask topic, e.g. drivable=bitpack (mono8 default, bitpack, rle, png); repeatable")
     g.add_argument("--task", action="append", default=S, metavar="TASK=CLASS[,CLASS]",
                    help="override a task's classes, e.g. lane=lane_marking or obstacle=car,pedestrian")
     g.add_argument("--no-obstacles", dest="obstacles", action="store_false", default=S,
@@ -81,7 +81,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also publish <namespace>/obstacle/<class>, a binary mask per obstacle class")
     g.add_argument("--stats-interval", dest="stats_interval_s", type=float, default=S,
                    help="seconds between stats documents (default 1)")
-    g.add_argument("--sndhwm", type=int, default=S, help="ZeroMQ messages queued per subscriber (default 16)")
+    g.add_argument("--sndhwm", type=int, default=S,
+                   help="ZeroMQ messages (not frames) queued per subscriber (default 16, about 2.5 frames)")
+    g.add_argument("--atomic-frames", action="store_true", default=S,
+                   help="send all masks of a frame in one multipart message on <namespace>/frame (all or none)")
     g.add_argument("--wait-subscribers", type=int, default=S, metavar="N",
                    help="hold the first frame until N subscribers have subscribed, e.g. a recorder of a "
                         "lossless file run (default 0: start at once)")
@@ -228,6 +231,7 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
             curve_secret_key_file=config.curve_secret_key,
             curve_allow_dir=config.curve_allow,
             sndhwm=config.sndhwm,
+            atomic_frames=config.atomic_frames,
         )
         signals.reached("opening the source")
         source = open_source(config.source, **config.source_options())
