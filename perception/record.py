@@ -114,7 +114,7 @@ VALUES_KEY = "perception.values"
 CONTENT_DATA = "data"
 CONTENT_HEADER = "wire_header"
 #: Wire topics the node sends latched (the last message goes to every new subscriber).
-LATCHED_SUFFIXES = ("/info",)
+LATCHED_SUFFIXES = ("/" + contracts.INFO_TOPIC,)
 
 
 def offered_qos_profiles(topic: str) -> str:
@@ -263,8 +263,9 @@ class McapMaskWriter:
         header = msg.header
         common = {"log_time": msg.receive_ns, "publish_time": int(header["publish_ns"]), "sequence": int(header["seq"])}
         meta = self._channel(msg.topic, CONTENT_HEADER, STRING_SCHEMA, header)
+        from perception.wire import dump_header, ros_image_fields
+
         if header["kind"] == contracts.KIND_MASK:
-            from perception.wire import ros_image_fields
 
             image = ros_image_fields(header)
             image["encoding"] = ros_image_encoding(header)
@@ -274,7 +275,8 @@ class McapMaskWriter:
             data = (self._channel(msg.topic, CONTENT_DATA, STRING_SCHEMA, header), STRING_SCHEMA,
                     {"data": json.dumps(msg.data)})
         # Encode both before writing either, so a message the encoder refuses leaves nothing behind.
-        records = [(meta, self._encoders[STRING_SCHEMA]({"data": json.dumps(header)})),
+        # The /meta channel holds the header exactly as the wire writes it (v2: nanoseconds as strings).
+        records = [(meta, self._encoders[STRING_SCHEMA]({"data": dump_header(header).decode("utf-8")})),
                    (data[0], self._encoders[data[1]](data[2]))]
         for channel, payload in records:
             self._writer.add_message(channel, data=payload, **common)
