@@ -4,7 +4,7 @@
    metadata, passed by ``onnx.checker``;
 2. ``export.verify``: ONNX Runtime vs PyTorch on real images within a stated tolerance;
 3. ``export.quantize`` (``--int8``): ONNX Runtime static INT8, gated on validation mIoU and timed;
-4. ``export.tensorrt`` (``--tensorrt``): a TensorRT engine through the engine cache.
+4. ``perception.engines.trt_build`` (``--tensorrt``): a TensorRT engine through the engine cache.
 
 Each step prints what it checked and the figure; a failed gate raises ``ExportGateError`` (the
 command exits non-zero) and removes the file that failed it.
@@ -109,7 +109,7 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
     from perception.training.checkpoint import build_model_from_checkpoint, load_checkpoint
 
     if cfg.tensorrt:  # fail before minutes of work, not after
-        from export.tensorrt import import_tensorrt
+        from perception.engines.trt_build import import_tensorrt
 
         import_tensorrt()
     ckpt = load_checkpoint(cfg.checkpoint)
@@ -180,9 +180,9 @@ def prepare_out(out: Path) -> None:
 
 def _tensorrt_step(cfg: ExportConfig, metadata, calib_images, report) -> tuple[Path, bool]:
     """Build (or find in the cache) the TensorRT engine; INT8 goes through a symmetric QDQ ONNX."""
-    from export.cache import EngineCache
     from export.quantize import quantize_int8
-    from export.tensorrt import engine_for
+    from perception.engines.cache import EngineCache
+    from perception.engines.trt_build import engine_for
 
     source = cfg.out
     if cfg.trt_precision == "int8":

@@ -15,7 +15,6 @@ import yaml
 torch = pytest.importorskip("torch")
 
 from export import ExportConfig, int8_path_for, run_export  # noqa: E402
-from export.cache import EngineCache, engine_key  # noqa: E402
 from export.onnx import ExportWrapper, export_onnx, prepare_model, with_logits_output  # noqa: E402
 from export.quantize import io_nodes_to_exclude  # noqa: E402
 from export.verify import verify_onnx  # noqa: E402
@@ -28,6 +27,7 @@ from perception.contracts import (  # noqa: E402
     ClassTable,
     ModelMetadata,
 )
+from perception.engines.cache import EngineCache, engine_key  # noqa: E402
 from perception.errors import DependencyError  # noqa: E402
 from perception.modelfile import read_model_metadata  # noqa: E402
 from perception.models import build_model, model_names  # noqa: E402
@@ -381,7 +381,7 @@ def test_engine_cache_reuses_unchanged_and_misses_changed(tmp_path):
 
 
 def test_missing_tensorrt_is_a_dependency_error(monkeypatch, tmp_path):
-    from export import tensorrt as trt_export
+    from perception.engines import trt_build as trt_export
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
     with pytest.raises(DependencyError, match=r"TensorRT is not installed; pip install 'perception\[gpu\]'"):
@@ -398,7 +398,7 @@ def test_cli_tensorrt_without_tensorrt_is_one_line(trained_checkpoint, tmp_path,
 
 
 def test_ort_provider_options_enable_engine_and_timing_caches(tmp_path):
-    from export.tensorrt import ort_providers
+    from perception.engines.cache import ort_providers
 
     providers = ort_providers(tmp_path, fp16=True)
     name, options = providers[0]
@@ -411,7 +411,7 @@ def test_ort_provider_options_enable_engine_and_timing_caches(tmp_path):
 @pytest.mark.tensorrt
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_tensorrt_engine_builds_then_loads_from_cache(precision, tmp_path):
-    from export.tensorrt import engine_for
+    from perception.engines.trt_build import engine_for
 
     model = _small_model("segnet_basic", 11)
     meta = ModelMetadata(model_name="segnet_basic", class_table=SYNTHETIC_CLASSES, input_hw=HW)

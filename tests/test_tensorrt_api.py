@@ -18,8 +18,8 @@ import pytest
 from onnx import TensorProto, helper
 from tiny_models import tiny_metadata, write_brightness_model
 
-from export.cache import EngineCache, engine_key, trt_major
 from perception.contracts import INPUT_NAME, OUTPUT_CLASS_IDS
+from perception.engines.cache import EngineCache, engine_key, trt_major
 from perception.errors import DependencyError, ModelError
 
 HW = (48, 64)
@@ -216,7 +216,7 @@ def _use(monkeypatch, version: str) -> FakeTensorRT:
 
 
 def test_build_plan_per_major_version():
-    from export.tensorrt import build_plan
+    from perception.engines.trt_build import build_plan
 
     assert build_plan(10, "fp32").builder_flags == () and not build_plan(10, "fp32").strongly_typed
     assert build_plan(10, "fp16").builder_flags == ("FP16",)
@@ -230,7 +230,7 @@ def test_build_plan_per_major_version():
 
 @pytest.mark.parametrize("version", ["9.3.0", "12.0.1", "dev"])
 def test_unsupported_tensorrt_is_a_dependency_error(monkeypatch, version, fp32_model_bytes):
-    from export.tensorrt import build_engine
+    from perception.engines.trt_build import build_engine
 
     _use(monkeypatch, version)
     with pytest.raises(DependencyError, match=r"TensorRT 10 or 11"):
@@ -238,7 +238,7 @@ def test_unsupported_tensorrt_is_a_dependency_error(monkeypatch, version, fp32_m
 
 
 def test_tensorrt_10_keeps_the_builder_flags(monkeypatch, fp32_model_bytes):
-    from export.tensorrt import build_engine
+    from perception.engines.trt_build import build_engine
 
     fake = _use(monkeypatch, "10.13.3")
     assert build_engine(fp32_model_bytes, precision="fp16") == b"serialized-plan"
@@ -254,7 +254,7 @@ def test_tensorrt_10_keeps_the_builder_flags(monkeypatch, fp32_model_bytes):
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_tensorrt_11_is_strongly_typed_and_touches_no_removed_api(monkeypatch, precision, fp32_model_bytes):
-    from export.tensorrt import build_engine
+    from perception.engines.trt_build import build_engine
 
     fake = _use(monkeypatch, "11.4.0")
     source = qdq_model_bytes() if precision == "int8" else fp32_model_bytes
@@ -274,7 +274,7 @@ def test_tensorrt_11_is_strongly_typed_and_touches_no_removed_api(monkeypatch, p
 
 @pytest.mark.parametrize("version", ["10.13.3", "11.4.0"])
 def test_int8_needs_the_qdq_model_on_both_versions(monkeypatch, version, fp32_model_bytes):
-    from export.tensorrt import build_engine
+    from perception.engines.trt_build import build_engine
 
     _use(monkeypatch, version)
     with pytest.raises(ModelError, match=r"explicitly quantised \(Q/DQ\).*--tensorrt --int8 --calib"):
@@ -282,7 +282,7 @@ def test_int8_needs_the_qdq_model_on_both_versions(monkeypatch, version, fp32_mo
 
 
 def test_engine_for_keys_the_cache_by_major_version(monkeypatch, tmp_path):
-    import export.tensorrt as trt_export
+    import perception.engines.trt_build as trt_export
 
     path = write_brightness_model(tmp_path / "m.onnx", HW)
     monkeypatch.setattr(trt_export, "gpu_name", lambda: "NVIDIA H200 sm90")
@@ -301,7 +301,7 @@ def test_engine_for_keys_the_cache_by_major_version(monkeypatch, tmp_path):
 
 
 def test_fp16_conversion_runs_on_onnx_runtime_cpu_and_agrees_with_fp32(tmp_path):
-    from export.fp16 import check_fp16, convert_fp16
+    from perception.engines.fp16 import check_fp16, convert_fp16
     from perception.synthetic import render_scene
 
     fp32 = onnx.load(str(write_brightness_model(tmp_path / "m.onnx", HW, metadata=tiny_metadata(HW))))
@@ -316,7 +316,7 @@ def test_fp16_conversion_of_the_default_model_keeps_class_ids():
     """The shipped BiSeNet V2 (convs, resizes, argmax): FP16 on ONNX Runtime CPU vs FP32."""
     from pathlib import Path
 
-    from export.fp16 import check_fp16, convert_fp16
+    from perception.engines.fp16 import check_fp16, convert_fp16
     from perception.synthetic import render_scene
 
     default = Path(__file__).resolve().parents[1] / "perception" / "assets" / "default.onnx"

@@ -63,7 +63,7 @@ def tensorrt_provider_options(metadata: ModelMetadata) -> dict[str, object]:
     """Options for ONNX Runtime's TensorRT provider: the exporter's (engine and timing caches on,
     shared with ``perception export``); ONNX Runtime's defaults if the export package is absent."""
     try:
-        from export.tensorrt import ort_providers
+        from perception.engines.cache import ort_providers
     except ImportError:
         log.warning("export package not installed: TensorRT provider runs without an engine cache")
         return {}

@@ -1,7 +1,7 @@
 """Native TensorRT engine: the fastest path on NVIDIA GPUs (Jetson and desktop), TensorRT 10 and 11.
 
 ``perception run --engine tensorrt --model model.onnx`` builds a TensorRT engine from the ONNX file
-once (``export.tensorrt.engine_for``: cached per ONNX file, precision, TensorRT version and GPU)
+once (``perception.engines.trt_build.engine_for``: cached per ONNX file, precision, TensorRT version and GPU)
 and runs it; ``--model model.engine`` runs a
 prebuilt engine whose metadata comes from ``model.onnx`` or ``model.json`` beside it.
 
@@ -15,7 +15,7 @@ An engine runs only on the TensorRT that built it, so an engine file from anothe
 with a message saying to rebuild it from the .onnx model.
 
 With ``--fp16`` (``EngineOptions.fp16``) an FP32 ONNX model gets an FP16 engine (TensorRT 10:
-``BuilderFlag.FP16``; 11: an FP16 graph, see ``export.tensorrt``). Needs the ``gpu`` extra
+``BuilderFlag.FP16``; 11: an FP16 graph, see ``perception.engines.trt_build``). Needs the ``gpu`` extra
 (tensorrt, cuda-python); imported only when chosen.
 """
 
@@ -41,7 +41,7 @@ def _import_backends() -> tuple[Any, Any]:
         import tensorrt as trt
     except ImportError:
         raise DependencyError("--engine tensorrt needs TensorRT 10 or 11: pip install '.[gpu]' (or use --engine ort)") from None
-    from export.cache import trt_major  # torch-free and TensorRT-free
+    from perception.engines.cache import trt_major  # torch-free and TensorRT-free
 
     version = str(getattr(trt, "__version__", "?"))
     if not version[:1].isdigit() or trt_major(version) not in (10, 11):
@@ -93,7 +93,7 @@ class TrtEngine(Engine):
         if path.suffix == ".onnx":
             self.metadata = read_model_metadata(path)
             # The exporter's engine cache: built once per ONNX file, precision, TensorRT and GPU.
-            from export.tensorrt import engine_for
+            from perception.engines.trt_build import engine_for
 
             precision = "fp16" if options.fp16 and self.metadata.precision == "fp32" else self.metadata.precision
             engine_path, _key, built = engine_for(path, precision=precision)

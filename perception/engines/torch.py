@@ -21,7 +21,7 @@ On the CPU it runs eagerly, exactly as before. On CUDA the whole step stays on t
 ``--compile tensorrt`` (CUDA only) compiles the model with Torch-TensorRT
 (``torch_tensorrt.compile(..., ir="dynamo")``) for users who deploy straight from a checkpoint.
 Its engines go to the ``torch_tensorrt`` folder of the TensorRT engine cache
-(``export.cache.torch_tensorrt_cache_dir``). The TensorRT 10/11 caveats of ``export.tensorrt``
+(``perception.engines.cache.torch_tensorrt_cache_dir``). The TensorRT 10/11 caveats of ``perception.engines.trt_build``
 apply: on TensorRT 10 FP16 comes from ``enabled_precisions`` (weak typing, the builder's FP16
 flag); TensorRT 11 builds strongly typed networks only, so the model itself is cast to half and
 compiled with ``use_explicit_typing=True`` (Torch-TensorRT's "Compile Mixed Precision models",
@@ -68,7 +68,7 @@ def compile_tensorrt(model: Any, example: Any, *, half: bool) -> tuple[Any, Any]
     """
     import torch
 
-    from export.cache import torch_tensorrt_cache_dir, trt_major
+    from perception.engines.cache import torch_tensorrt_cache_dir, trt_major
 
     torch_tensorrt = _import_torch_tensorrt()
     try:

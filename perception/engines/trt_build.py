@@ -1,7 +1,7 @@
 """Step 4 of the export chain: TensorRT engines (FP32 / FP16 / INT8) built from the verified ONNX.
 
 ``engine_for(onnx_path, precision=...)`` returns a serialized engine from the cache
-(``export.cache``, keyed by the TensorRT major version among other things) or builds one:
+(``perception.engines.cache``, keyed by the TensorRT major version among other things) or builds one:
 ``trt.OnnxParser`` into a network, a builder config with a workspace limit, a persistent timing
 cache, a progress monitor that logs each build phase (a long build is never silent), and
 ``build_serialized_network``.
@@ -12,7 +12,7 @@ TensorRT 10 and 11 are both supported; ``build_plan`` picks the route from ``trt
 precision  TensorRT 10 (weakly typed network)             TensorRT 11 (strongly typed, always)
 =========  =============================================  ==============================================
 fp32       no precision flag                              the FP32 graph as it is
-fp16       ``BuilderFlag.FP16``                           an FP16 graph from ``export.fp16`` (checked
+fp16       ``BuilderFlag.FP16``                           an FP16 graph from ``perception.engines.fp16`` (checked
                                                           against FP32 with ONNX Runtime first)
 int8       ``BuilderFlag.FP16`` + ``BuilderFlag.INT8``    the explicit Q/DQ graph as it is
            on the explicit Q/DQ graph
@@ -47,8 +47,8 @@ from typing import Any
 
 import onnx
 
-from export.cache import EngineCache, EngineKey, engine_key, gpu_name, trt_major
 from perception.contracts import INPUT_NAME
+from perception.engines.cache import EngineCache, EngineKey, engine_key, gpu_name, trt_major
 from perception.errors import DependencyError, ModelError
 
 log = logging.getLogger(__name__)
@@ -116,26 +116,6 @@ def has_qdq(proto: onnx.ModelProto) -> bool:
     return any(node.op_type in ("QuantizeLinear", "DequantizeLinear") for node in proto.graph.node)
 
 
-def ort_providers(
-    cache_dir: str | Path | None = None, *, fp16: bool = False, device_id: int = 0
-) -> list[tuple[str, dict[str, Any]] | str]:
-    """ONNX Runtime providers, best first, for onnxruntime-gpu: TensorRT EP, CUDA EP, CPU.
-
-    The TensorRT EP keeps its engines and timing cache under ``cache_dir`` (default: the engine
-    cache directory), so the second start of the node skips the engine build.
-    """
-    directory = str(Path(cache_dir) if cache_dir is not None else EngineCache().directory / "ort")
-    trt_options = {
-        "device_id": device_id,
-        "trt_engine_cache_enable": True,
-        "trt_engine_cache_path": directory,
-        "trt_timing_cache_enable": True,
-        "trt_timing_cache_path": directory,
-        "trt_fp16_enable": fp16,
-    }
-    return [("TensorrtExecutionProvider", trt_options), ("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
-
-
 def _progress_monitor(trt):
     """An IProgressMonitor that logs phase starts/ends and every ~10 % of each phase's steps."""
 
@@ -178,12 +158,12 @@ def fp16_graph(onnx_bytes: bytes, *, check_frames: int = 2) -> bytes:
     """The FP16 graph TensorRT 11 builds an FP16 engine from, checked against FP32 on the CPU.
 
     Raises:
-        ModelError: class ids agree on fewer than ``export.fp16.MIN_FP16_AGREEMENT`` of pixels.
+        ModelError: class ids agree on fewer than ``perception.engines.fp16.MIN_FP16_AGREEMENT`` of pixels.
         DependencyError: onnxconverter-common is missing.
     """
     import cv2
 
-    from export.fp16 import check_fp16, convert_fp16
+    from perception.engines.fp16 import check_fp16, convert_fp16
     from perception.synthetic import render_scene
 
     fp32 = onnx.load_from_string(onnx_bytes)

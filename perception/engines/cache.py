@@ -3,14 +3,17 @@
 A serialized TensorRT engine runs only on the TensorRT version and GPU model that built it, so
 the cache key is sha256 over the ONNX bytes, the TensorRT version and its major version (10 and
 11 build by different routes: weakly typed with builder flags, or strongly typed from an FP16
-graph; see ``export.tensorrt``), the GPU name and compute capability, the precision and the input
+graph; see ``perception.engines.trt_build``), the GPU name and compute capability, the precision and the input
 shapes. Torch-TensorRT's own engine cache lives in the ``torch_tensorrt`` folder of the same
 directory (``torch_tensorrt_cache_dir``). An unchanged model loads its engine; a changed
 ONNX file, TensorRT upgrade or different GPU gets a new key and is rebuilt. Default directory:
 ``~/.cache/perception/trt`` (``PERCEPTION_TRT_CACHE`` overrides it).
 
 Torch-free and TensorRT-free (the node's engine loader uses it too): the GPU is identified
-through ``nvidia-smi``, which ships with the driver.
+through ``nvidia-smi``, which ships with the driver. ``ort_providers`` (ONNX Runtime's GPU
+provider list, with the TensorRT EP's engine and timing caches in this directory) lives here for
+the same reason: the runtime and ``perception export`` both need it, and the runtime imports
+nothing from the top-level ``export`` package.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from perception.errors import DependencyError
 
@@ -140,3 +144,23 @@ class EngineCache:
         """Where the TensorRT timing cache for this TensorRT version and GPU lives (shared by models)."""
         tag = hashlib.sha256(f"{trt_version}|{gpu}".encode()).hexdigest()[:16]
         return self.directory / f"timing-{tag}.cache"
+
+
+def ort_providers(
+    cache_dir: str | Path | None = None, *, fp16: bool = False, device_id: int = 0
+) -> list[tuple[str, dict[str, Any]] | str]:
+    """ONNX Runtime providers, best first, for onnxruntime-gpu: TensorRT EP, CUDA EP, CPU.
+
+    The TensorRT EP keeps its engines and timing cache under ``cache_dir`` (default: the engine
+    cache directory), so the second start of the node skips the engine build.
+    """
+    directory = str(Path(cache_dir) if cache_dir is not None else EngineCache().directory / "ort")
+    trt_options = {
+        "device_id": device_id,
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": directory,
+        "trt_timing_cache_enable": True,
+        "trt_timing_cache_path": directory,
+        "trt_fp16_enable": fp16,
+    }
+    return [("TensorrtExecutionProvider", trt_options), ("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]

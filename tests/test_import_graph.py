@@ -1,0 +1,89 @@
+"""The runtime imports nothing from the build side, read from the import graph (not a hand list).
+
+Every module of the runtime (what `perception run`, `listen`, `record`, `replay`, `view`, `demo`,
+`launch`, `keys` and `inspect` can execute, and the CPU/GPU engines they load) is parsed, and its
+imports, at module level and inside functions alike, are followed through the package. None may
+reach torch, torchvision, the top-level `export` or `bench` packages, or perception.training /
+perception.models. The torch engine (an explicit `--engine torch` for development) and the
+training, export, eval and bench commands are the build side and are not followed.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNTIME_ROOTS = [
+    "perception.cli",
+    *(f"perception.commands.{c}" for c in ("run", "listen", "record", "replay", "view", "demo", "launch", "keys", "inspect")),
+    *(f"perception.engines.{e}" for e in ("ort", "openvino", "auto", "tensorrt")),
+]
+#: The build side: reachable only by an explicit choice (a training command, --engine torch).
+NOT_FOLLOWED = {
+    "perception.engines.torch",
+    *(f"perception.commands.{c}" for c in ("train", "eval", "export", "bench", "synth")),
+}
+FORBIDDEN = ("torch", "torchvision", "export", "bench", "perception.training", "perception.models")
+
+
+def module_file(name: str) -> Path | None:
+    base = ROOT.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imports_of(name: str, path: Path) -> set[str]:
+    """Every module ``path`` imports anywhere in its body (relative imports resolved)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parts, base]) if base else ".".join(parts)
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import module`
+    return found
+
+
+def runtime_graph() -> dict[str, set[str]]:
+    """{runtime module: its imports}, following perception modules from RUNTIME_ROOTS."""
+    graph: dict[str, set[str]] = {}
+    todo = list(RUNTIME_ROOTS)
+    while todo:
+        name = todo.pop()
+        if name in graph or name in NOT_FOLLOWED:
+            continue
+        path = module_file(name)
+        if path is None:
+            continue
+        graph[name] = imports_of(name, path)
+        todo.extend(i for i in graph[name] if i.startswith("perception") and module_file(i) is not None)
+    return graph
+
+
+def forbidden(module: str) -> bool:
+    return any(module == f or module.startswith(f + ".") for f in FORBIDDEN)
+
+
+def test_runtime_imports_nothing_from_the_build_side():
+    graph = runtime_graph()
+    assert len(graph) > 30, sorted(graph)  # the walk really covers the runtime
+    bad = sorted(f"{m} imports {i}" for m, imports in graph.items() for i in imports if forbidden(i))
+    assert not bad, "the runtime reaches the build side:\n" + "\n".join(bad)
+
+
+def test_the_check_sees_a_lazy_import(tmp_path, monkeypatch):
+    """A function-level import counts as much as a module-level one."""
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "mod.py").write_text("def f():\n    from export.onnx import x\n    import torch\n")
+    found = imports_of("pkg.mod", package / "mod.py")
+    assert {"export.onnx", "torch"} <= found
