@@ -88,3 +88,15 @@ def _register_fuzz_profiles() -> None:
 
 
 _register_fuzz_profiles()
+
+
+@pytest.fixture
+def torch_offline_one_thread(monkeypatch):
+    """Model tests: no weight downloads (PERCEPTION_NO_DOWNLOAD), one torch thread, seed 0."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setenv("PERCEPTION_NO_DOWNLOAD", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    yield
+    torch.set_num_threads(threads)

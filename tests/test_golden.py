@@ -43,13 +43,7 @@ RTOL = 1e-4
 POINTS = 32
 
 
-@pytest.fixture(autouse=True)
-def _quiet(monkeypatch):
-    monkeypatch.setenv("PERCEPTION_NO_DOWNLOAD", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_offline_one_thread")
 
 
 def fingerprint(name: str, tweak=None) -> dict:

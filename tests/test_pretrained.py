@@ -20,14 +20,7 @@ from perception.models.efficientnet_lite import EfficientNetLite0, load_lite0_we
 NUM_CLASSES = 4
 
 
-@pytest.fixture(autouse=True)
-def _quiet(monkeypatch):
-    monkeypatch.setenv("PERCEPTION_NO_DOWNLOAD", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_offline_one_thread")
 
 
 def upstream_state(seed: int = 0) -> dict[str, torch.Tensor]:
