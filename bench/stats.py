@@ -14,8 +14,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-#: The percentiles every latency summary reports.
-PERCENTILES = (50, 90, 99)
+from perception.stats import PERCENTILES, latency_percentiles
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
@@ -40,15 +39,13 @@ def summarize_ms(values_ms: Iterable[float]) -> dict[str, float | int | None]:
     keys = ["mean", "std", "min", *(f"p{p}" for p in PERCENTILES), "max"]
     if arr.size == 0:
         return {"count": 0, **{k: None for k in keys}}
-    pcts = np.percentile(arr, PERCENTILES, method="linear")
     out: dict[str, float | int | None] = {
         "count": int(arr.size),
         "mean": float(arr.mean()),
         "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0,
         "min": float(arr.min()),
     }
-    for p, v in zip(PERCENTILES, pcts, strict=True):
-        out[f"p{p}"] = float(v)
+    out.update(latency_percentiles(arr))
     out["max"] = float(arr.max())
     return out
 

@@ -23,6 +23,19 @@ import numpy as np
 STAGES = ("capture", "queue", "preprocess", "infer", "postprocess", "publish", "total")
 #: Frames kept for the rolling percentiles.
 LATENCY_WINDOW = 512
+#: The percentiles every latency summary reports: the node's stats, the subscriber's, the bench's.
+PERCENTILES = (50, 90, 99)
+
+
+def latency_percentiles(values_ms, *, nan_aware: bool = False) -> dict[str, float]:
+    """``{"p50", "p90", "p99"}`` of ``values_ms`` with numpy's linear interpolation (Hyndman & Fan
+    type 7), the one definition behind every latency summary; ``nan_aware`` skips NaN slots (the
+    rolling window's unfilled ones). Raises ValueError on no values."""
+    values = np.asarray(values_ms, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("percentiles of no samples")
+    pct = (np.nanpercentile if nan_aware else np.percentile)(values, PERCENTILES)
+    return {f"p{p}": float(v) for p, v in zip(PERCENTILES, pct, strict=True)}
 
 
 class LatencyWindow:
@@ -45,8 +58,7 @@ class LatencyWindow:
         for stage, i in self._index.items():
             if self._pos[i] == 0:
                 continue
-            p50, p90, p99 = np.nanpercentile(self._values[i], (50, 90, 99))
-            out[stage] = {"p50": round(float(p50), 3), "p90": round(float(p90), 3), "p99": round(float(p99), 3)}
+            out[stage] = {k: round(v, 3) for k, v in latency_percentiles(self._values[i], nan_aware=True).items()}
         return out
 
 

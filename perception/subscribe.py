@@ -33,7 +33,6 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import zmq
 
 from perception import contracts
@@ -41,6 +40,7 @@ from perception.encoding import DecodeError, codec_for_compression
 from perception.errors import ConfigError, PublishError
 from perception.publish import check_endpoint
 from perception.security import make_curve_client
+from perception.stats import latency_percentiles
 from perception.wire import WireError, WireMessage, WireVersionError, check_topic, load_json, parse_header
 
 log = logging.getLogger(__name__)
@@ -481,6 +481,5 @@ def _percentiles(values: list[float], *, max_ms: float | None = None) -> dict[st
     """p50/p90/p99 of ``values`` and their max (``max_ms`` when the values are only a sample)."""
     if not values:
         return None
-    p50, p90, p99 = np.percentile(np.asarray(values), [50, 90, 99])
     top = max(values) if max_ms is None else max_ms
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(top)}
+    return {**latency_percentiles(values), "max": float(top)}
