@@ -163,6 +163,7 @@ class MaskPublisher:
         self.namespace = namespace.rstrip("/")
         self.atomic_frames = bool(atomic_frames)
         self._frame_topic = contracts.topic_name(self.namespace, contracts.FRAME_TOPIC).encode("utf-8")
+        self._wire_topics: dict[str, bytes] = {}
         self._plans = self._plan_topics(encodings or {})
         host = check_endpoint(endpoint)
         self.counters = PublishCounters()
@@ -478,13 +479,17 @@ class MaskPublisher:
                 return set()
             self._read_subscriptions()
             prefixes = list(self._subscriptions)
-        # Atomic frames: every mask goes out in <namespace>/frame, so it is wanted when that is.
-        topics = {
-            n: self._frame_topic if self.atomic_frames and n not in contracts.JSON_TOPICS
-            else contracts.topic_name(self.namespace, n).encode("utf-8")
-            for n in names
-        }
-        return {n for n, topic in topics.items() if any(topic.startswith(p) for p in prefixes)}
+        return {n for n in names if any(self._wire_topic(n).startswith(p) for p in prefixes)}
+
+    def _wire_topic(self, name: str) -> bytes:
+        """The topic bytes ``name`` goes out on, built once per name (``subscribed`` asks every
+        frame). Atomic frames: every mask goes out in <namespace>/frame, so it is wanted when that is."""
+        topic = self._wire_topics.get(name)
+        if topic is None:
+            topic = (self._frame_topic if self.atomic_frames and name not in contracts.JSON_TOPICS
+                     else contracts.topic_name(self.namespace, name).encode("utf-8"))
+            self._wire_topics[name] = topic
+        return topic
 
     def stats(self) -> dict[str, int]:
         """The counters plus ``subscriptions`` (live subscriptions to this namespace) and
