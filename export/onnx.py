@@ -267,17 +267,13 @@ def save_model(proto: onnx.ModelProto, path: str | Path) -> int:
     return len(data)
 
 
-def with_logits_output(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of an exported graph that also outputs the model's float logits (``LOGITS_OUTPUT``).
-
-    The logits are the input of the ArgMax (or of the Softmax before it) that produces the class
-    ids, so the graph checked is the graph shipped, not a second export.
+def logits_tensor(proto: onnx.ModelProto) -> str:
+    """The name of the float N x C x H x W logits tensor whose ArgMax gives ``class_ids``.
 
     Raises:
         ModelError: the graph does not end in the exporter's ArgMax -> Cast pattern.
     """
-    graph = proto.graph
-    producer = {out: node for node in graph.node for out in node.output}
+    producer = {out: node for node in proto.graph.node for out in node.output}
     node = producer.get(OUTPUT_CLASS_IDS)
     # Walk back from class_ids over Cast to the ArgMax, then over Softmax to the logits.
     while node is not None and node.op_type == "Cast":
@@ -288,6 +284,19 @@ def with_logits_output(proto: onnx.ModelProto) -> onnx.ModelProto:
     source = producer.get(logits_name)
     if source is not None and source.op_type == "Softmax":
         logits_name = source.input[0]
+    return logits_name
+
+
+def with_logits_output(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of an exported graph that also outputs the model's float logits (``LOGITS_OUTPUT``).
+
+    The logits are the input of the ArgMax (or of the Softmax before it) that produces the class
+    ids, so the graph checked is the graph shipped, not a second export.
+
+    Raises:
+        ModelError: the graph does not end in the exporter's ArgMax -> Cast pattern.
+    """
+    logits_name = logits_tensor(proto)
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
     inferred = {vi.name: vi for vi in copy.graph.value_info}

@@ -33,6 +33,15 @@ OUTPUT_CLASS_IDS = "class_ids"
 #: softmax probability scaled to 0..255 (255 == 1.0).
 OUTPUT_CONFIDENCE = "confidence"
 
+
+def unknown_level(threshold: float) -> int:
+    """The uint8 confidence level below which a pixel is unknown, for a ``threshold`` on the top
+    softmax probability (0..1; ``ModelMetadata.unknown_threshold``, ``--unknown-threshold``):
+    a pixel is unknown when ``confidence < round(255 * threshold)``, so 0 marks nothing."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"unknown threshold {threshold!r} must be a probability in 0..1 (0: off)")
+    return int(round(255 * threshold))
+
 #: ONNX opset used by the exporter: the opset torch's dynamo exporter emits natively (lower
 #: opsets go through onnx's version converter, which lacks a Split 18->17 adapter). ONNX Runtime
 #: >= 1.14 and TensorRT 10 run it.
@@ -84,6 +93,8 @@ class ClassTable:
         names = [c.name for c in self.classes]
         if len(set(names)) != len(names):
             raise ValueError(f"class names must be unique, got {names}")
+        if len(ids) > UNKNOWN_CLASS_ID:
+            raise ValueError(f"at most {UNKNOWN_CLASS_ID} classes: id {UNKNOWN_CLASS_ID} is reserved for unknown pixels")
         if self.ignore_id is not None and self.ignore_id in ids:
             raise ValueError(f"ignore id {self.ignore_id} collides with a class id")
         for task, members in self.task_groups.items():
@@ -146,7 +157,10 @@ class ModelMetadata:
     ``input_hw`` is the fixed (height, width) of the graph input. ``mean`` / ``std`` are the RGB
     normalisation on 0..1 pixels that the graph applies internally (recorded for reference).
     ``val_metrics`` holds the training run's validation figures (``miou``, ``global_acc``,
-    ``class_acc`` and ``per_class_iou`` as fractions in 0..1).
+    ``class_acc`` and ``per_class_iou`` as fractions in 0..1). ``unknown_threshold`` (models with
+    the ``confidence`` output): pixels whose top softmax probability is below it are published as
+    ``UNKNOWN_CLASS_ID`` (see ``unknown_level``); 0 when none was chosen. ``unknown_rule`` says
+    how ``perception export`` chose it and on which data.
     """
 
     model_name: str
@@ -159,6 +173,8 @@ class ModelMetadata:
     precision: str = "fp32"
     dynamic_batch: bool = False
     has_confidence: bool = False
+    unknown_threshold: float = 0.0
+    unknown_rule: str = ""
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     tool_versions: dict[str, str] = field(default_factory=dict)
     created_utc: str = ""
@@ -206,6 +222,8 @@ class ModelMetadata:
                 precision=str(doc.get("precision", "fp32")),
                 dynamic_batch=bool(doc.get("dynamic_batch", False)),
                 has_confidence=bool(doc.get("has_confidence", False)),
+                unknown_threshold=_probability(doc.get("unknown_threshold", 0.0)),
+                unknown_rule=str(doc.get("unknown_rule", "")),
                 model_kwargs=dict(doc.get("model_kwargs") or {}),
                 tool_versions={str(k): str(v) for k, v in (doc.get("tool_versions") or {}).items()},
                 created_utc=str(doc.get("created_utc", "")),
@@ -213,6 +231,13 @@ class ModelMetadata:
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ModelError(f"{source}: metadata is incomplete or malformed ({exc}); re-export the model") from exc
+
+
+def _probability(value: Any) -> float:
+    """A metadata probability (0..1), else ValueError (from_json turns it into a ModelError)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"unknown_threshold {value!r} is not a probability in 0..1")
+    return float(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,8 +274,10 @@ OBSTACLES_TOPIC = "obstacles"
 #: and metadata digest, input and mask geometry, encodings per topic, wire version. Sent when a
 #: subscription to it arrives and whenever it changes.
 INFO_TOPIC = "info"
-#: Class id that never names a class (class tables hold at most 255 classes): reserved for pixels
-#: without a prediction. This node cuts the letterbox padding off instead, so it sends none.
+#: Class id that never names a class (class tables hold at most 255 classes): the class map's
+#: "unknown" pixels, whose confidence is below the model's ``unknown_threshold`` (models with a
+#: ``confidence`` output). No task mask (drivable, lane, obstacle) ever claims one. The letterbox
+#: padding is cut off, not marked unknown.
 UNKNOWN_CLASS_ID = 255
 #: Atomic frames (``perception run --atomic-frames``): every mask of a frame in one multipart
 #: message on ``<namespace>/frame``: ``[topic, frame header, mask header 1, payload 1, ...]``.

@@ -5,6 +5,11 @@ Each task is a set of classes from the model's ``task_groups`` (``--task lane=la
 advertised, with one warning. Each task mask is one 256-entry uint8 lookup table applied to the
 class map (0 or 255 per pixel) - no per-class loops on the hot path.
 
+Unknown pixels: with a model that has the ``confidence`` output, ``UnknownMarker`` sets every
+class-map pixel whose confidence is below the threshold (the model's ``unknown_threshold``, or
+``perception run --unknown-threshold``) to ``contracts.UNKNOWN_CLASS_ID`` before the masks are
+built; no task lookup table maps that id, so drivable, lane and obstacle never claim such a pixel.
+
 Extras: per-class obstacle masks (``per_class_obstacles``: ``obstacle/<class>`` for each class of
 the obstacle task, one more lookup each), and connected obstacle blobs (``obstacle_blobs``: class,
 box, pixel area, centroid) for the ``obstacles`` JSON topic.
@@ -18,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from perception.contracts import PER_CLASS_OBSTACLE_PREFIX, TASKS, ClassTable
+from perception.contracts import PER_CLASS_OBSTACLE_PREFIX, TASKS, UNKNOWN_CLASS_ID, ClassTable, unknown_level
 from perception.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -36,6 +41,74 @@ def task_lut(class_ids: list[int]) -> np.ndarray:
     lut = np.zeros(256, dtype=np.uint8)
     lut[class_ids] = MASK_ON
     return lut
+
+
+class UnknownMarker:
+    """Marks the pixels a model is unsure of as ``UNKNOWN_CLASS_ID``, in place.
+
+    Args:
+        threshold: top softmax probability (0..1] below which a pixel is unknown; the uint8
+            confidence is compared with ``contracts.unknown_level(threshold)``.
+        set_by: where the threshold came from (for logs and the stats document).
+    """
+
+    def __init__(self, threshold: float, *, set_by: str = "") -> None:
+        self.threshold = float(threshold)
+        self.level = unknown_level(self.threshold)
+        self.set_by = set_by
+        self._marks: np.ndarray | None = None
+
+    def apply(self, class_ids: np.ndarray, confidence: np.ndarray) -> np.ndarray:
+        """Set ``class_ids`` to UNKNOWN_CLASS_ID where ``confidence`` is below the level (both
+        H x W uint8, ``class_ids`` writable); returns the 0/255 marks (reused by the next call).
+
+        Three elementwise ufuncs into one preallocated buffer (compare, 0/1 -> 0/255, OR), no
+        allocation. ``np.copyto(class_ids, 255, where=confidence < level)`` computes the same but
+        measured 3-30x slower at 288x384 (0.07 ms on smooth confidence maps, 0.9 ms on noisy
+        ones: a masked store per pixel), against 0.03 ms for this.
+        """
+        marks = self._marks
+        if marks is None or marks.shape != confidence.shape:
+            marks = self._marks = np.empty(confidence.shape, dtype=np.uint8)
+        np.less(confidence, self.level, out=marks, casting="unsafe")  # 1 where unsure, else 0
+        np.negative(marks, out=marks)  # uint8: 1 -> 255, 0 -> 0
+        np.bitwise_or(class_ids, marks, out=class_ids)  # 255 | id == 255 == UNKNOWN_CLASS_ID
+        return marks
+
+
+def unknown_marker_for(has_confidence: bool, default_threshold: float, flag: float | None, *, model: str) -> UnknownMarker | None:
+    """The node's unknown marking for a model, decided once at start (and logged once), or None.
+
+    Args:
+        has_confidence: the engine returns the ``confidence`` output.
+        default_threshold: the model's ``unknown_threshold`` metadata (0: none chosen).
+        flag: ``--unknown-threshold`` (None: use the model's; 0: off).
+        model: the model id, for messages.
+
+    Raises:
+        ConfigError: a threshold above 0 was asked for a model without a confidence output.
+    """
+    if flag is not None and flag > 0 and not has_confidence:
+        raise ConfigError(
+            f"--unknown-threshold {flag:g}: model {model} has no confidence output; re-export it with "
+            "'perception export --confidence' or drop --unknown-threshold"
+        )
+    if flag == 0:
+        log.info("unknown marking off (--unknown-threshold 0): every pixel keeps its class")
+        return None
+    if not has_confidence:
+        log.info("unknown marking off: model %s has no confidence output (export it with --confidence to mark "
+                 "unsure pixels as id %d)", model, UNKNOWN_CLASS_ID)
+        return None
+    threshold, set_by = (flag, "--unknown-threshold") if flag is not None else (default_threshold, "model metadata")
+    if threshold <= 0:
+        log.info("unknown marking off: model %s has a confidence output but no unknown_threshold in its metadata; "
+                 "pass --unknown-threshold P (e.g. 0.5) to mark unsure pixels", model)
+        return None
+    marker = UnknownMarker(threshold, set_by=set_by)
+    log.info("unknown marking on: pixels with confidence below %.4g (uint8 level %d, from %s) are class id %d, "
+             "in no task mask", threshold, marker.level, set_by, UNKNOWN_CLASS_ID)
+    return marker
 
 
 def parse_task_overrides(items: dict[str, list[str]] | None, table: ClassTable, *, model: str) -> dict[str, list[str]]:

@@ -38,11 +38,11 @@ from perception import contracts
 from perception.engines.base import Engine
 from perception.errors import PerceptionError, PublishError
 from perception.frame_queue import FrameQueue, QueueClosed
-from perception.masks import MaskBuilder, obstacle_blobs
+from perception.masks import MaskBuilder, obstacle_blobs, unknown_marker_for
 from perception.preprocess import Letterbox, Preprocessor
 from perception.run_config import RunConfig
 from perception.sources.base import Frame, Source
-from perception.stats import LatencyWindow, RateLimitedLog, RateMeter
+from perception.stats import FractionMeter, LatencyWindow, RateLimitedLog, RateMeter
 from perception.wire import MaskGeometry
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ class _Inferred:
     class_ids: np.ndarray  # model-size H x W uint8
     letterbox: Letterbox
     latency_ms: dict[str, float]
+    confidence: np.ndarray | None = None  # model-size H x W uint8, when unknown marking is on
 
 
 class Pipeline:
@@ -94,6 +95,10 @@ class Pipeline:
             per_class_obstacles=config.per_class_obstacles,
         )
         self.preprocess = Preprocessor(engine.input_hw)
+        # Unknown marking (a model with a confidence output): decided and logged once, here.
+        self.unknown = unknown_marker_for(engine.has_confidence, engine.metadata.unknown_threshold,
+                                          config.unknown_threshold, model=engine.model_id)
+        self.unknown_fraction = FractionMeter()
         self.latency = LatencyWindow()
         self._limited = RateLimitedLog(log)
         self._stop = threading.Event()
@@ -316,6 +321,7 @@ class Pipeline:
                     capture_mono_ns=frame.capture_mono_ns,
                     class_ids=outputs[contracts.OUTPUT_CLASS_IDS][0],
                     letterbox=self.preprocess.letterbox,
+                    confidence=outputs[contracts.OUTPUT_CONFIDENCE][0] if self.unknown is not None else None,
                     latency_ms={
                         "capture": frame.capture_ms,
                         "queue": (dequeue_mono - frame.capture_mono_ns) / 1e6,
@@ -362,6 +368,8 @@ class Pipeline:
         t0 = time.perf_counter()
         if item.letterbox.src_hw != self._info_source_hw:  # the first frame, or the source size changed
             self._publish_info(item.letterbox)
+        if self.unknown is not None:
+            self._mark_unknown(item)
         class_map = self._content_map(item)
         # Only what someone receives is computed: masks of unsubscribed topics and the blobs
         # (the dearest step, ~2 ms at 288x384) are skipped while nobody subscribes to them.
@@ -397,6 +405,15 @@ class Pipeline:
             self.first_publish_mono_ns = time.monotonic_ns()
             log.info("first masks published (seq %d, %.1f ms after capture)", item.seq, latency["total"])
 
+    def _mark_unknown(self, item: _Inferred) -> None:
+        """Unsure pixels become ``UNKNOWN_CLASS_ID`` in the model-size class map, before any mask or
+        blob is built from it; the unknown share of the frame's content goes into the stats."""
+        if not item.class_ids.flags.writeable:
+            item.class_ids = item.class_ids.copy()
+        marks = self.unknown.apply(item.class_ids, item.confidence)
+        content = item.letterbox.content(marks)  # the padding is never published: not counted
+        self.unknown_fraction.add(np.count_nonzero(content) / max(content.size, 1))
+
     def info(self, letterbox: Letterbox | None) -> dict[str, Any]:
         """The ``<namespace>/info`` document: what a consumer in any language needs to read the
         masks (see the README's wire-format section). ``letterbox`` is the latest frame's
@@ -417,6 +434,7 @@ class Pipeline:
             "classes": [{"id": c.id, "name": c.name, "color_rgb": list(c.color)} for c in table.classes],
             "ignore_id": table.ignore_id,
             "unknown_id": contracts.UNKNOWN_CLASS_ID,
+            "unknown_threshold": self.unknown.threshold if self.unknown is not None else 0.0,
             "task_groups": {task: list(names) for task, names in self.masks.task_classes.items()},
             "input_hw": list(self.engine.input_hw),
             "mask_size": self.config.mask_size,
@@ -499,6 +517,7 @@ class Pipeline:
             "masks": self.masks.topics,
             "publisher": self.publisher.stats(),
         }
+        doc["unknown"] = self._unknown_stats(final)
         if self.engine.selection is not None:
             doc["engine_selection"] = self.engine.selection  # --engine auto: the choice and why
         skipped = getattr(self.source, "skipped", None)
@@ -509,3 +528,11 @@ class Pipeline:
             doc["startup"] = self.startup
             doc["balanced"] = frames_in == frames_out + drops + corrupt + self.in_flight_discarded
         return doc
+
+    def _unknown_stats(self, final: bool) -> dict[str, Any]:
+        """``unknown`` in the stats: the id, the threshold in effect (0: off) and where it came from,
+        and the share of unknown pixels per frame (mean and max over the interval, or the run)."""
+        if self.unknown is None:
+            return {"id": contracts.UNKNOWN_CLASS_ID, "threshold": 0.0, "enabled": False}
+        return {"id": contracts.UNKNOWN_CLASS_ID, "threshold": self.unknown.threshold, "enabled": True,
+                "set_by": self.unknown.set_by, **self.unknown_fraction.summary(final=final)}

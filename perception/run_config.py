@@ -36,7 +36,9 @@ class RunConfig:
     until this many subscriptions to the node's namespace have reached the publisher (so a
     recorder started first loses nothing), failing after ``wait_timeout_s``. ``per_class_obstacles``:
     also publish ``<namespace>/obstacle/<class>`` for each class of the obstacle task. ``atomic_frames``:
-    all masks of a frame in one multipart message on ``<namespace>/frame``.
+    all masks of a frame in one multipart message on ``<namespace>/frame``. ``unknown_threshold``:
+    pixels whose confidence (top softmax probability) is below it are published as the unknown id
+    (models with a confidence output); None: the model's own threshold, 0: off.
     """
 
     source: str = "synthetic"
@@ -58,6 +60,7 @@ class RunConfig:
     obstacles: bool = True
     per_class_obstacles: bool = False
     atomic_frames: bool = False
+    unknown_threshold: float | None = field(default=None, metadata=bounds(0, 1))
     max_frames: int = field(default=0, metadata=bounds(0, None))
     duration_s: float = field(default=0.0, metadata=bounds(0, None))
     realtime: bool = False

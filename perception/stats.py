@@ -94,6 +94,33 @@ class RateMeter:
         }
 
 
+class FractionMeter:
+    """A per-frame share (the unknown pixels of each frame): mean and max over the interval since
+    the previous stats document, or over the whole run for the final one; single writer."""
+
+    def __init__(self) -> None:
+        self._interval = [0.0, 0.0, 0]  # sum, max, frames
+        self._run = [0.0, 0.0, 0]
+
+    def add(self, fraction: float) -> None:
+        for acc in (self._interval, self._run):
+            acc[0] += fraction
+            acc[1] = max(acc[1], fraction)
+            acc[2] += 1
+
+    def summary(self, *, final: bool = False) -> dict[str, float | int | None]:
+        """``fraction`` (mean), ``fraction_max`` and ``frames``; a non-final call starts the next
+        interval. The fractions are None over no frames."""
+        total, peak, frames = self._run if final else self._interval
+        if not final:
+            self._interval = [0.0, 0.0, 0]
+        return {
+            "fraction": round(total / frames, 5) if frames else None,
+            "fraction_max": round(peak, 5) if frames else None,
+            "frames": frames,
+        }
+
+
 class RateLimitedLog:
     """Logs a repeated warning at most once per ``interval_s`` (per ``key``) with the count of the
     suppressed ones, so a stream of bad frames or messages names the problem without flooding."""

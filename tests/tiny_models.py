@@ -4,6 +4,9 @@
 ``image`` in, uint8 ``class_ids`` out, where a pixel's class is ``floor(max(B, G, R) * C / 256)``
 (C = 11 synthetic classes), and the perception metadata in ``metadata_props``.
 ``expected_class_ids(batch)`` computes the same in numpy, so tests can check outputs exactly.
+With ``with_confidence=True`` the graph also has the ``confidence`` output (uint8 N x H x W): the
+pixel's blue value, so a test paints exactly the area a model is unsure of
+(``expected_confidence(batch)``).
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ def expected_class_ids(batch: np.ndarray) -> np.ndarray:
     return np.floor(batch.max(axis=3).astype(np.float32) * np.float32(SCALE)).astype(np.uint8)
 
 
+def expected_confidence(batch: np.ndarray) -> np.ndarray:
+    """The ``confidence`` output of the brightness model with ``with_confidence``: the blue channel."""
+    return batch[..., 0].copy()
+
+
 def write_brightness_model(
     path: Path,
     input_hw: tuple[int, int],
@@ -42,6 +50,7 @@ def write_brightness_model(
     input_dtype: int = TensorProto.UINT8,
     nchw: bool = False,
     with_metadata: bool = True,
+    with_confidence: bool = False,
 ) -> Path:
     """Write the brightness model to ``path``; ``input_dtype``/``nchw`` make contract-breaking variants."""
     h, w = input_hw
@@ -54,18 +63,24 @@ def write_brightness_model(
         helper.make_node("Floor", ["scaled"], ["floored"]),
         helper.make_node("Cast", ["floored"], [contracts.OUTPUT_CLASS_IDS], to=TensorProto.UINT8),
     ]
+    outputs = [helper.make_tensor_value_info(contracts.OUTPUT_CLASS_IDS, TensorProto.UINT8, ["N", h, w])]
+    initializers = [helper.make_tensor("scale", TensorProto.FLOAT, [], [SCALE])]
+    if with_confidence:  # confidence = the blue channel (channel 0 of BGR), uint8 as the contract says
+        nodes.append(helper.make_node("Gather", ["image", "blue"], [contracts.OUTPUT_CONFIDENCE], axis=channel_axis))
+        outputs.append(helper.make_tensor_value_info(contracts.OUTPUT_CONFIDENCE, TensorProto.UINT8, ["N", h, w]))
+        initializers.append(helper.make_tensor("blue", TensorProto.INT64, [], [0]))
     graph = helper.make_graph(
         nodes,
         "brightness",
         [helper.make_tensor_value_info("image", input_dtype, in_shape)],
-        [helper.make_tensor_value_info(contracts.OUTPUT_CLASS_IDS, TensorProto.UINT8, ["N", h, w])],
-        initializer=[helper.make_tensor("scale", TensorProto.FLOAT, [], [SCALE])],
+        outputs,
+        initializer=initializers,
     )
     # Opset 17: ReduceMax still takes ``axes`` as an attribute there.
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="perception-tests")
     model.ir_version = 8
     if with_metadata:
-        meta = metadata or tiny_metadata(input_hw)
+        meta = metadata or tiny_metadata(input_hw, has_confidence=with_confidence)
         helper.set_model_props(model, {contracts.METADATA_KEY: meta.to_json()})
     onnx.checker.check_model(model)
     onnx.save(model, str(path))

@@ -12,6 +12,13 @@ importing torch. Images are letterboxed into the model input exactly as the node
 ``--tasks`` scores by task group instead of by class: each side's classes are mapped through its
 own task groups (``--task`` / ``--data-task NAME=CLASS,...`` add or replace a group), so any model
 can be checked on any labelled dataset. ``--json`` also writes the figures to a file.
+
+With a model that has the confidence output (``perception export --confidence``), ``--tasks``
+scores the masks the node publishes: pixels below the model's unknown threshold
+(``--unknown-threshold P`` overrides it, 0 turns it off) are unknown and in no task, and the same
+tasks are scored again with unknown marking off, with the share of labelled pixels left unknown::
+
+    perception eval --model m.onnx --data camvid:../shared/data/camvid --tasks drivable
 """
 
 from __future__ import annotations
@@ -49,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --tasks: the model classes of a task, e.g. obstacle=car,pedestrian,cyclist")
     parser.add_argument("--data-task", action="append", default=[], metavar="TASK=CLASS[,CLASS]",
                         help="with --tasks: the dataset classes of a task, e.g. obstacle=Car,Pedestrian,Bicyclist")
+    parser.add_argument("--unknown-threshold", type=float, metavar="P",
+                        help="with --tasks: pixels whose confidence is below P (0..1) are unknown, in no task "
+                             "(default: the model's threshold; 0: off); needs a model with a confidence output")
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -61,6 +71,11 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--threads {args.threads} must be in 0..256 (0: the default)")
     if (args.task or args.data_task) and args.tasks is None:
         raise ConfigError("--task / --data-task define task groups for --tasks; add --tasks")
+    if args.unknown_threshold is not None:
+        if args.tasks is None:
+            raise ConfigError("--unknown-threshold applies to the task masks; add --tasks")
+        if not 0 <= args.unknown_threshold <= 1:
+            raise ConfigError(f"--unknown-threshold {args.unknown_threshold:g} must be a probability in 0..1 (0: off)")
     if args.json:
         target = Path(args.json)
         if target.is_dir():
@@ -114,7 +129,13 @@ def main(args: argparse.Namespace) -> int:
 def _main_tasks(args: argparse.Namespace) -> int:
     """``--tasks``: binary IoU / precision / recall per task group, the node's preprocessing."""
     from perception.commands.run import _pairs
-    from perception.training.evaluate import evaluate_tasks, format_task_table, resolve_task_groups
+    from perception.masks import unknown_marker_for
+    from perception.training.evaluate import (
+        UnknownTally,
+        evaluate_tasks,
+        format_task_table,
+        resolve_task_groups,
+    )
 
     if args.model:
         engine = _onnx_engine(args)
@@ -136,10 +157,21 @@ def _main_tasks(args: argparse.Namespace) -> int:
         model_name=f"model {source}",
         data_name=f"dataset {spec}",
     )
+    marker = unknown_marker_for(engine.has_confidence, engine.metadata.unknown_threshold, args.unknown_threshold,
+                                model=engine.model_id)
+    unknown = UnknownTally(marker) if marker is not None else None
     log.info("evaluating %s on %s (%s, %d images) by task", engine.describe(), spec, args.split, len(dataset))
-    evaluate_tasks(engine, dataset, scores)
+    evaluate_tasks(engine, dataset, scores, unknown=unknown)
     print(f"{source} on {spec} ({args.split}, {len(dataset)} images), letterboxed to {engine.input_hw[0]}x{engine.input_hw[1]} as the node does")
-    print(format_task_table(scores))
+    if unknown is None:
+        print("unknown marking off" + ("" if engine.has_confidence else " (the model has no confidence output)"))
+        print(format_task_table(scores))
+    else:
+        print(f"unknown: confidence below {marker.threshold:.4g} ({marker.set_by}): {100 * unknown.fraction:.2f} % "
+              "of the labelled pixels, in no task")
+        print(format_task_table(scores))
+        print("with unknown marking off:")
+        print(format_task_table(unknown.off))
     if args.json:
         summary = {
             "source": str(source),
@@ -148,7 +180,10 @@ def _main_tasks(args: argparse.Namespace) -> int:
             "input_hw": list(engine.input_hw),
             "preprocess": "letterbox (perception.preprocess, as the node)",
             "tasks": {s.task: s.to_dict() for s in scores},
+            "unknown": unknown.to_dict() if unknown is not None else {"threshold": 0.0, "enabled": False},
         }
+        if unknown is not None:
+            summary["tasks_unknown_off"] = {s.task: s.to_dict() for s in unknown.off}
         _write_json(args.json, summary)
     return 0
 

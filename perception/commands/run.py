@@ -79,6 +79,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="do not publish obstacle blobs on the obstacles topic")
     g.add_argument("--per-class-obstacles", action="store_true", default=S,
                    help="also publish <namespace>/obstacle/<class>, a binary mask per obstacle class")
+    g.add_argument("--unknown-threshold", type=float, default=S, metavar="P",
+                   help="class map id 255 (unknown, in no task mask) where the model's confidence is below P "
+                        "(0..1; default: the threshold in the model's metadata; 0: off); needs a model "
+                        "exported with --confidence")
     g.add_argument("--stats-interval", dest="stats_interval_s", type=float, default=S,
                    help="seconds between stats documents (default 1)")
     g.add_argument("--sndhwm", type=int, default=S,

@@ -15,7 +15,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from perception.contracts import INPUT_DTYPE, ModelMetadata
+from perception.contracts import INPUT_DTYPE, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ModelMetadata
 from perception.errors import ConfigError, ModelError
 
 ProviderName = Literal["auto", "cpu", "cuda", "tensorrt"]
@@ -107,6 +107,9 @@ class Engine(ABC):
     precision: str = ""
     #: ``--engine auto``'s verdict (``engines.auto.Selection.to_dict()``), published in the stats.
     selection: dict | None = None
+    #: The outputs ``infer`` returns, in the contract's order: ``class_ids``, then ``confidence``
+    #: when the model has it (each backend sets it from the graph it loaded).
+    output_names: tuple[str, ...] = (OUTPUT_CLASS_IDS,)
 
     @abstractmethod
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -120,6 +123,11 @@ class Engine(ABC):
     @property
     def model_id(self) -> str:
         return self.metadata.model_id
+
+    @property
+    def has_confidence(self) -> bool:
+        """True when ``infer`` also returns the per-pixel ``confidence`` (what unknown marking needs)."""
+        return OUTPUT_CONFIDENCE in self.output_names
 
     def warmup(self, n: int = 3) -> None:
         """Run ``n`` dummy batches so that lazy allocation and kernel selection happen before real frames."""

@@ -129,6 +129,7 @@ class OpenVinoEngine(Engine):
         check_input_spec(self.input_spec, self.metadata, source=path.name)
         outputs = {name for out in self._compiled.outputs for name in out.get_names()}
         self._output_names = [OUTPUT_CLASS_IDS] + ([OUTPUT_CONFIDENCE] if OUTPUT_CONFIDENCE in outputs else [])
+        self.output_names = tuple(self._output_names)
         self._fixed_batch = self.input_spec.shape[0]
         self.precision = precision
         self.provider = f"CPU-{precision}"

@@ -132,6 +132,7 @@ class OrtEngine(Engine):
         check_input_spec(self.input_spec, self.metadata, source=path.name)
         outputs = {o.name for o in self.session.get_outputs()}
         self._output_names = [OUTPUT_CLASS_IDS] + ([OUTPUT_CONFIDENCE] if OUTPUT_CONFIDENCE in outputs else [])
+        self.output_names = tuple(self._output_names)
         self._fixed_batch = self.input_spec.shape[0]
         self.provider = self.session.get_providers()[0]
         self.precision = self.metadata.precision

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from perception.contracts import OUTPUT_CLASS_IDS, ModelMetadata
+from perception.contracts import OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ModelMetadata
 from perception.engines.base import Engine, EngineOptions, InputSpec, check_input_spec
 from perception.errors import DependencyError, ModelError
 from perception.modelfile import read_model_metadata
@@ -141,6 +141,15 @@ class TrtEngine(Engine):
                 self._outputs[name] = (shape, dtype)
         if OUTPUT_CLASS_IDS not in self._outputs:
             raise ModelError(f"{path.name}: output {OUTPUT_CLASS_IDS!r} is missing (found {', '.join(self._outputs)})")
+        # Outputs are matched by name, never by binding order (TensorRT orders I/O tensors as the
+        # parser met them). The confidence output, when the ONNX had one, feeds unknown marking.
+        for name in (OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE):
+            if name in self._outputs and self._outputs[name][1] != np.uint8:
+                raise ModelError(
+                    f"{path.name}: output {name!r} is {self._outputs[name][1]}, the node needs uint8; "
+                    "rebuild the engine from a model written by 'perception export'"
+                )
+        self.output_names = tuple(n for n in (OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE) if n in self._outputs)
         self.provider = f"tensorrt-{trt.__version__}-{self.metadata.precision}"
         log.info("TensorRT %s: %s (%s)", trt.__version__, self.metadata.model_id, path.name)
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from perception.contracts import INPUT_NAME, ModelMetadata
+from perception.contracts import INPUT_NAME, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ModelMetadata
 from perception.engines.base import Engine, EngineOptions, InputSpec
 from perception.errors import ConfigError, DependencyError, ModelError
 from perception.preprocess import PAD_VALUE, Letterbox
@@ -113,6 +113,8 @@ class TorchEngine(Engine):
     """A checkpoint's model in eval mode behind the Engine interface."""
 
     kind = "torch"
+    #: The model's softmax gives both on every device (``_forward``).
+    output_names = (OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE)
 
     def __init__(self, model_path: str | Path, options: EngineOptions | None = None) -> None:
         options = options or EngineOptions()

@@ -11,22 +11,24 @@ imports torch when called.
 
 ``evaluate_tasks`` scores any model on any dataset by task (drivable, lane, obstacle, or any named
 group): each side's classes are mapped through its own task groups to one binary mask per task,
-so a model trained on one class table can be checked on frames labelled with another.
+so a model trained on one class table can be checked on frames labelled with another. With an
+``UnknownTally`` (a model with a ``confidence`` output) it scores the masks the node publishes,
+where unsure pixels are unknown and in no task, and the same tasks with unknown marking off.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from perception.contracts import ClassTable
+from perception.contracts import OUTPUT_CONFIDENCE, ClassTable
 from perception.datasets import Dataset
 from perception.errors import ConfigError, DataError, DependencyError
-from perception.masks import check_group_classes
+from perception.masks import UnknownMarker, check_group_classes
 from perception.metrics import ConfusionMatrix
 from perception.preprocess import Preprocessor
 
@@ -45,27 +47,40 @@ def evaluate_engine(engine, dataset: Dataset, *, on_sample: Callable[[], None] |
     check_classes(engine.metadata.class_table, dataset, source=engine.model_path)
     table = dataset.class_table
     cm = ConfusionMatrix(table.num_classes, ignore_id=table.ignore_id)
-    for class_ids, label in predict_like_the_node(engine, dataset):
+    for class_ids, label, _ in predict_like_the_node(engine, dataset):
         cm.update(class_ids, label)
         if on_sample is not None:
             on_sample()
     return cm
 
 
-def predict_like_the_node(engine, dataset: Dataset) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``(class ids, label)`` at the label's size for every sample, preprocessed as the node does.
+def predict_like_the_node(
+    engine, dataset: Dataset, *, with_confidence: bool = False
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """``(class ids, label, confidence)`` at the label's size for every sample, preprocessed as the
+    node does; ``confidence`` is None unless ``with_confidence`` (the engine must have it).
 
     The node's ``Preprocessor`` letterboxes each frame into the engine input; its letterbox maps the
-    class ids back to the frame (``to_source``), and a label of another size gets a nearest resize.
+    outputs back to the frame (``to_source``, nearest), and a label of another size gets a nearest
+    resize. Both outputs take the same pixel mapping, so marking unknown pixels here equals marking
+    them at model scale as the node does and mapping the result.
     """
     preprocessor = Preprocessor(engine.input_hw)
     for index in range(len(dataset)):
         image, label = dataset[index]
         batch = preprocessor(image)
-        class_ids = preprocessor.letterbox.to_source(engine.infer(batch)["class_ids"][0])
-        if class_ids.shape != label.shape:
-            class_ids = cv2.resize(class_ids, (label.shape[1], label.shape[0]), interpolation=cv2.INTER_NEAREST_EXACT)
-        yield class_ids, label
+        outputs = engine.infer(batch)
+        mapped = [
+            _to_label(preprocessor.letterbox.to_source(outputs[name][0]), label.shape)
+            for name in ("class_ids", *((OUTPUT_CONFIDENCE,) if with_confidence else ()))
+        ]
+        yield mapped[0], label, mapped[1] if with_confidence else None
+
+
+def _to_label(values: np.ndarray, label_hw: tuple[int, ...]) -> np.ndarray:
+    if values.shape == label_hw:
+        return values
+    return cv2.resize(values, (label_hw[1], label_hw[0]), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
 @dataclass
@@ -104,6 +119,30 @@ class TaskScore:
             "true_positive": self.true_positive,
             "false_positive": self.false_positive,
             "false_negative": self.false_negative,
+        }
+
+
+@dataclass
+class UnknownTally:
+    """Unknown marking in a task evaluation: the marker (threshold), the same tasks scored with
+    marking off (``off``, filled by ``evaluate_tasks``), and how many labelled pixels were unknown."""
+
+    marker: UnknownMarker
+    off: list[TaskScore] = field(default_factory=list)
+    labelled_pixels: int = 0
+    unknown_pixels: int = 0
+
+    @property
+    def fraction(self) -> float:
+        return self.unknown_pixels / self.labelled_pixels if self.labelled_pixels else float("nan")
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "threshold": self.marker.threshold,
+            "set_by": self.marker.set_by,
+            "fraction": self.fraction,
+            "unknown_pixels": self.unknown_pixels,
+            "labelled_pixels": self.labelled_pixels,
         }
 
 
@@ -163,29 +202,46 @@ def evaluate_tasks(
     dataset: Dataset,
     scores: list[TaskScore],
     *,
+    unknown: UnknownTally | None = None,
     on_sample: Callable[[], None] | None = None,
 ) -> list[TaskScore]:
     """Fill ``scores`` (from ``resolve_task_groups``) over every sample, the node's way.
 
     Pixels the dataset leaves unlabelled (its ignore id, or any id outside its classes) count for
-    no task; every other pixel is a positive or a negative of each task on both sides.
+    no task; every other pixel is a positive or a negative of each task on both sides. With
+    ``unknown``, ``scores`` are those of the node's masks (an unknown pixel is in no task: a false
+    negative where the label has the task), ``unknown.off`` gets the same tasks without marking,
+    and ``unknown`` counts the labelled pixels that were unknown.
     """
     model_table = engine.metadata.class_table
     data_table = dataset.class_table
     luts = [(_lookup(model_table, s.model_classes), _lookup(data_table, s.data_classes)) for s in scores]
-    for class_ids, label in predict_like_the_node(engine, dataset):
+    if unknown is not None:
+        unknown.off = [TaskScore(s.task, s.model_classes, s.data_classes) for s in scores]
+    for class_ids, label, confidence in predict_like_the_node(engine, dataset, with_confidence=unknown is not None):
         label = label.astype(np.int64, copy=False)
         valid = (label >= 0) & (label < data_table.num_classes)
         label = np.where(valid, label, 0)
-        for score, (model_lut, data_lut) in zip(scores, luts, strict=True):
-            predicted = model_lut[class_ids] & valid
-            truth = data_lut[label] & valid
-            score.true_positive += int(np.count_nonzero(predicted & truth))
-            score.false_positive += int(np.count_nonzero(predicted & ~truth))
-            score.false_negative += int(np.count_nonzero(~predicted & truth))
+        truths = [data_lut[label] & valid for _, data_lut in luts]
+        if unknown is not None:
+            _count_tasks(unknown.off, luts, truths, class_ids, valid)
+            class_ids = class_ids.copy()  # the node marks its own buffer; here the unmarked ids were just scored
+            marks = unknown.marker.apply(class_ids, confidence)
+            unknown.labelled_pixels += int(np.count_nonzero(valid))
+            unknown.unknown_pixels += int(np.count_nonzero(valid & (marks != 0)))
+        _count_tasks(scores, luts, truths, class_ids, valid)
         if on_sample is not None:
             on_sample()
     return scores
+
+
+def _count_tasks(scores: list[TaskScore], luts, truths: list[np.ndarray], class_ids: np.ndarray, valid: np.ndarray) -> None:
+    """Add one sample's true/false positives and false negatives to each task's score."""
+    for score, (model_lut, _), truth in zip(scores, luts, truths, strict=True):
+        predicted = model_lut[class_ids] & valid  # the 256-entry table maps the unknown id to False
+        score.true_positive += int(np.count_nonzero(predicted & truth))
+        score.false_positive += int(np.count_nonzero(predicted & ~truth))
+        score.false_negative += int(np.count_nonzero(~predicted & truth))
 
 
 def format_task_table(scores: list[TaskScore]) -> str:

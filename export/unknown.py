@@ -1,0 +1,271 @@
+"""The unknown threshold a model ships with: step 2b of the export chain (``--confidence``).
+
+The node marks a pixel unknown (class id ``contracts.UNKNOWN_CLASS_ID``, in no task mask) when the
+model's confidence, its top softmax probability, is below ``unknown_threshold`` in the model's
+metadata. ``choose_threshold`` picks that threshold on the model's own validation data by one rule:
+
+    the lowest threshold at which the drivable pixels the model claims wrongly (predicted
+    drivable, labelled otherwise) fall to at most half (``FALSE_DRIVABLE_CUT``) of their number
+    without unknown marking, unless that marks more than 5 % (``UNKNOWN_BUDGET``) of the labelled
+    pixels unknown; then the highest threshold that marks at most 5 %.
+
+Why: drivable is the mask a planner trusts, and a false "drivable" is the costly error, so the
+marking must at least halve those errors where it is measured. The budget keeps the model from
+being unsure of the data it knows: in its own domain at most 5 % of the pixels are unknown, so a
+much larger share on the road (night, fog, a real road for a model trained on the synthetic world)
+is a signal, not the normal state. The rule never sees the data a model is judged on (CamVid for
+the shipped default model, which is trained on the synthetic world and chooses on its val split).
+A model without a drivable task group counts all its misclassified pixels instead.
+
+For an already exported model (no checkpoint)::
+
+    python -m export.unknown model.onnx --out model_conf.onnx [--data SPEC] [--count 50] [--threshold P]
+
+adds the confidence output when the model lacks it (softmax, max, x255, round, uint8 after the
+logits of its ArgMax: the graph ``perception export --confidence`` builds) and stores the threshold
+(chosen by the rule on ``--data``, default the model's own dataset, val split; or ``--threshold``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from perception.contracts import OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ModelMetadata, unknown_level
+from perception.errors import ConfigError, DataError, PerceptionError
+
+log = logging.getLogger(__name__)
+
+#: The rule's target: wrongly claimed drivable pixels at most this share of those without marking.
+FALSE_DRIVABLE_CUT = 0.5
+#: The rule's budget: at most this share of the labelled validation pixels may be unknown.
+UNKNOWN_BUDGET = 0.05
+#: Validation images the threshold is chosen on (spread evenly over the split).
+DEFAULT_COUNT = 50
+
+
+@dataclass
+class ConfidenceCurves:
+    """Labelled pixels by uint8 confidence level (``labelled``) and, of those, the wrongly claimed
+    ones (``wrong``: predicted drivable and labelled otherwise, or misclassified when ``errors`` says
+    so), over ``images`` images of ``data``."""
+
+    labelled: np.ndarray
+    wrong: np.ndarray
+    images: int
+    data: str
+    errors: str
+
+    def unknown_share(self) -> np.ndarray:
+        """Share of labelled pixels unknown at each level 0..255 (those with confidence < level)."""
+        below = np.concatenate(([0], np.cumsum(self.labelled)[:-1]))
+        return below / max(int(self.labelled.sum()), 1)
+
+    def wrong_left(self) -> np.ndarray:
+        """Wrongly claimed pixels still claimed at each level 0..255 (confidence >= level)."""
+        return np.cumsum(self.wrong[::-1])[::-1]
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """The threshold the rule chose and the figures that justify it."""
+
+    threshold: float
+    level: int
+    unknown_share: float
+    wrong_before: int
+    wrong_after: int
+    rule: str
+
+
+class _Spread:
+    """``count`` samples spread evenly over a dataset (the chooser does not need every image)."""
+
+    def __init__(self, dataset, count: int) -> None:
+        self.class_table, self.name = dataset.class_table, dataset.name
+        picks = np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int)
+        self._dataset, self._indices = dataset, list(dict.fromkeys(picks.tolist()))
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __getitem__(self, index: int):
+        return self._dataset[self._indices[index]]
+
+
+def measure_curves(engine, spec: str, *, count: int = DEFAULT_COUNT) -> ConfidenceCurves:
+    """Histograms of ``engine`` (with a confidence output) over ``count`` val images of ``spec``,
+    letterboxed as the node does.
+
+    Raises:
+        DataError/ConfigError: the dataset cannot be opened, is empty, or shares neither a drivable
+            group nor the class table with the model.
+    """
+    from perception.datasets import open_dataset
+    from perception.training.evaluate import predict_like_the_node, resolve_task_groups
+
+    dataset = open_dataset(spec, split="val")
+    if len(dataset) == 0:
+        raise DataError(f"dataset {spec!r} has no val images to choose the unknown threshold on; pass --unknown-data")
+    model_table, data_table = engine.metadata.class_table, dataset.class_table
+    try:
+        group = resolve_task_groups(model_table, data_table, tasks=["drivable"])[0]
+    except ConfigError:
+        if model_table.names != data_table.names:
+            raise ConfigError(
+                f"dataset {spec!r} shares neither a drivable task group nor the class table with the model; "
+                "choose the unknown threshold on the model's own data (--unknown-data) or give --unknown-threshold"
+            ) from None
+        group = None
+    model_lut, data_lut = np.zeros(256, bool), np.zeros(256, bool)
+    if group is not None:
+        model_lut[[model_table.id_of(n) for n in group.model_classes]] = True
+        data_lut[[data_table.id_of(n) for n in group.data_classes]] = True
+    labelled, wrong = np.zeros(256, np.int64), np.zeros(256, np.int64)
+    subset = _Spread(dataset, count)
+    for class_ids, label, confidence in predict_like_the_node(engine, subset, with_confidence=True):
+        valid = label < data_table.num_classes  # the ignore id and stray values count for nothing
+        conf, ids, lab = confidence[valid], class_ids[valid], label[valid]
+        mistaken = model_lut[ids] & ~data_lut[lab] if group is not None else ids != lab
+        labelled += np.bincount(conf, minlength=256)
+        wrong += np.bincount(conf[mistaken], minlength=256)
+    errors = (f"drivable ({','.join(group.model_classes)}) claimed where the label is not "
+              f"({','.join(group.data_classes)})") if group is not None else "misclassified (no drivable group)"
+    return ConfidenceCurves(labelled=labelled, wrong=wrong, images=len(subset), data=spec, errors=errors)
+
+
+def choose_threshold(
+    curves: ConfidenceCurves, *, cut: float = FALSE_DRIVABLE_CUT, budget: float = UNKNOWN_BUDGET
+) -> ThresholdChoice:
+    """The rule of the module docstring over ``curves``; threshold 0 when nothing is claimed wrongly."""
+    share, left = curves.unknown_share(), curves.wrong_left()
+    before = int(left[0])
+    cut_level = int(np.argmax(left <= cut * before))  # the first level at the target (left is non-increasing)
+    budget_level = int(np.flatnonzero(share <= budget)[-1])  # share[0] == 0, so never empty
+    level = min(cut_level, budget_level)
+    threshold = round(level / 255, 4)
+    assert unknown_level(threshold) == level  # 4 decimals of level/255 round back to the level
+    how = ("halves" if level == cut_level else f"is cut by {100 * (1 - left[level] / max(before, 1)):.0f} % at the "
+           f"{100 * budget:.0f} % budget (halving needs {100 * share[cut_level]:.1f} % unknown)")
+    rule = (
+        f"lowest confidence at which wrongly claimed pixels fall to {100 * cut:.0f} %, at most {100 * budget:.0f} % "
+        f"unknown (export.unknown); on {curves.images} val images of {curves.data}: {curves.errors}: "
+        f"{before} -> {int(left[level])} ({how}), {100 * share[level]:.2f} % of labelled pixels unknown"
+    )
+    if before == 0:
+        rule = f"no wrongly claimed pixels on {curves.images} val images of {curves.data}: no unknown threshold"
+    return ThresholdChoice(threshold=threshold, level=level, unknown_share=float(share[level]),
+                           wrong_before=before, wrong_after=int(left[level]), rule=rule)
+
+
+def add_confidence_output(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of an exported graph with the ``confidence`` output (unchanged when it has one):
+    round(255 x max softmax) as uint8 over the logits of the ArgMax that gives ``class_ids``, the
+    tail ``perception export --confidence`` builds (``export.onnx.ExportWrapper``).
+
+    Raises:
+        ModelError: the graph does not end in the exporter's ArgMax -> Cast pattern.
+    """
+    from export.onnx import logits_tensor
+
+    if any(out.name == OUTPUT_CONFIDENCE for out in proto.graph.output):
+        return proto
+    logits = logits_tensor(proto)
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    opset = next((o.version for o in copy.opset_import if o.domain in ("", "ai.onnx")), 18)
+    prefix = "perception_confidence"
+    reduce_inputs = [f"{prefix}_probs"]
+    reduce_attrs: dict[str, object] = {"keepdims": 0}
+    if opset >= 18:  # ReduceMax takes its axes as an input from opset 18
+        copy.graph.initializer.append(helper.make_tensor(f"{prefix}_axes", TensorProto.INT64, [1], [1]))
+        reduce_inputs.append(f"{prefix}_axes")
+    else:
+        reduce_attrs["axes"] = [1]
+    copy.graph.initializer.append(helper.make_tensor(f"{prefix}_scale", TensorProto.FLOAT, [], [255.0]))
+    copy.graph.node.extend([
+        helper.make_node("Softmax", [logits], [f"{prefix}_probs"], axis=1),  # N x C x H x W
+        helper.make_node("ReduceMax", reduce_inputs, [f"{prefix}_top"], **reduce_attrs),  # N x H x W
+        helper.make_node("Mul", [f"{prefix}_top", f"{prefix}_scale"], [f"{prefix}_scaled"]),
+        helper.make_node("Round", [f"{prefix}_scaled"], [f"{prefix}_rounded"]),  # half to even, as torch.round
+        helper.make_node("Cast", [f"{prefix}_rounded"], [OUTPUT_CONFIDENCE], to=TensorProto.UINT8),
+    ])
+    class_ids = next(out for out in copy.graph.output if out.name == OUTPUT_CLASS_IDS)
+    confidence = onnx.ValueInfoProto()
+    confidence.CopyFrom(class_ids)  # uint8 N x H x W, like the class ids
+    confidence.name = OUTPUT_CONFIDENCE
+    copy.graph.output.append(confidence)
+    return copy
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export.unknown", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", type=Path, help="an exported .onnx model")
+    parser.add_argument("--out", type=Path, help="where to write the model (default: rewrite MODEL in place)")
+    parser.add_argument("--data", metavar="SPEC", help="val data to choose on (default: the model's own dataset)")
+    parser.add_argument("--count", type=int, default=DEFAULT_COUNT, help=f"val images (default {DEFAULT_COUNT})")
+    parser.add_argument("--threshold", type=float, metavar="P", help="store this threshold (0..1) instead of choosing")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        print(add_unknown_threshold(args.model, args.out or args.model, data=args.data, count=args.count,
+                                    threshold=args.threshold))
+    except PerceptionError as exc:
+        print(f"python -m export.unknown: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+def add_unknown_threshold(
+    model: Path, out: Path, *, data: str | None = None, count: int = DEFAULT_COUNT, threshold: float | None = None
+) -> str:
+    """Write ``model`` to ``out`` with a confidence output and an unknown threshold (see the module
+    docstring); returns a one-line report."""
+    import tempfile
+
+    from export.onnx import finish_model, save_model
+    from perception.engines.ort import OrtEngine
+    from perception.modelfile import load_model_proto, read_model_metadata
+
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise ConfigError(f"--threshold {threshold:g} must be a probability in 0..1")
+    if count < 1:
+        raise ConfigError(f"--count {count} must be at least 1")
+    if out.suffix != ".onnx" or out.is_dir():
+        raise ConfigError(f"--out {out} must be an .onnx file name")
+    metadata = dataclasses.replace(read_model_metadata(model), has_confidence=True)
+    proto = finish_model(add_confidence_output(load_model_proto(model)), metadata)
+    if threshold is not None:
+        metadata = dataclasses.replace(metadata, unknown_threshold=float(threshold), unknown_rule="given")
+    else:
+        spec = data or metadata.dataset
+        if not spec:
+            raise ConfigError(f"{model.name} does not say which dataset it was trained on; pass --data")
+        with tempfile.TemporaryDirectory(prefix="perception-unknown-") as tmp:
+            staged = Path(tmp) / "model.onnx"
+            save_model(proto, staged)
+            engine = OrtEngine(staged)
+            try:
+                choice = choose_threshold(measure_curves(engine, spec, count=count))
+            finally:
+                engine.close()
+        metadata = dataclasses.replace(metadata, unknown_threshold=choice.threshold, unknown_rule=choice.rule)
+    save_model(finish_model(proto, metadata), out)
+    return f"unknown: threshold {metadata.unknown_threshold:.4g} ({metadata.unknown_rule}); wrote {out}"
+
+
+def stored(metadata: ModelMetadata) -> str:
+    """One line naming the stored threshold (for export reports)."""
+    return f"unknown: threshold {metadata.unknown_threshold:.4g} ({metadata.unknown_rule})"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
