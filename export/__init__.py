@@ -3,6 +3,8 @@
 1. ``export.onnx``: the model inside a uint8-NHWC-BGR-in / uint8-class-ids-out graph with its
    metadata, passed by ``onnx.checker``;
 2. ``export.verify``: ONNX Runtime vs PyTorch on real images within a stated tolerance;
+   with ``--confidence``, ``export.unknown`` then stores the unknown threshold (chosen by its rule
+   on the model's own validation data, or ``--unknown-threshold``) in the metadata;
 3. ``export.quantize`` (``--int8``): ONNX Runtime static INT8, gated on validation mIoU and timed;
 4. ``perception.engines.trt_build`` (``--tensorrt``): a TensorRT engine through the engine cache.
 
@@ -43,6 +45,9 @@ class ExportConfig:
     out: Path
     input_hw: tuple[int, int] | None = None
     confidence: bool = False
+    unknown_threshold: float | None = field(default=None, metadata=bounds(0, 1))
+    unknown_data: str | None = None
+    unknown_count: int = field(default=50, metadata=bounds(1, 10000))
     dynamic_batch: bool = False
     verify_data: str | None = None
     verify_count: int = field(default=8, metadata=bounds(1, 1000))
@@ -66,6 +71,8 @@ class ExportConfig:
             )
         if self.out.suffix != ".onnx":
             raise ValueError(f"--out {self.out} must end in .onnx")
+        if (self.unknown_threshold is not None or self.unknown_data) and not self.confidence:
+            raise ValueError("--unknown-threshold / --unknown-data set the threshold on the confidence output; add --confidence")
         if (self.int8 or self.trt_precision == "int8") and not self.calib:
             raise ValueError("INT8 needs calibration images: add --calib SPEC (e.g. camvid:/data/camvid)")
 
@@ -138,6 +145,8 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
         cfg.out.unlink(missing_ok=True)
         raise ExportGateError(f"{cfg.out.name} failed verification against PyTorch (see above); file removed")
     summary = ExportSummary(onnx_path=cfg.out, onnx_bytes=exported.size_bytes, export_s=exported.export_s, verify=verify)
+    if cfg.confidence:
+        metadata = _unknown_step(cfg, metadata, report)
 
     calib_images = None
     if cfg.int8 or cfg.trt_precision == "int8":
@@ -165,6 +174,34 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
     if cfg.tensorrt:
         summary.engine_path, summary.engine_built = _tensorrt_step(cfg, metadata, calib_images, report)
     return summary
+
+
+def _unknown_step(cfg: ExportConfig, metadata, report: Callable[[str], None]):
+    """Store the unknown threshold in the exported file's metadata: ``--unknown-threshold``, else
+    the ``export.unknown`` rule on ``--unknown-data`` (default: the checkpoint's dataset, val split).
+    Returns the new metadata, which the INT8 and TensorRT models inherit."""
+    import dataclasses
+
+    import onnx
+
+    from export.onnx import save_model, write_metadata
+    from export.unknown import choose_for_model
+
+    if cfg.unknown_threshold is not None:
+        threshold, rule = cfg.unknown_threshold, "given (perception export --unknown-threshold)"
+    else:
+        spec = cfg.unknown_data or metadata.dataset
+        if not spec:
+            raise ConfigError("the checkpoint does not say which dataset it was trained on; pass --unknown-data SPEC "
+                              "(the model's own validation data) or --unknown-threshold P")
+        choice = choose_for_model(cfg.out, spec, count=cfg.unknown_count)
+        threshold, rule = choice.threshold, choice.rule
+    metadata = dataclasses.replace(metadata, unknown_threshold=float(threshold), unknown_rule=rule)
+    proto = onnx.load(str(cfg.out))
+    write_metadata(proto, metadata)
+    save_model(proto, cfg.out)
+    report(f"unknown: pixels with confidence below {threshold:.4g} are unknown (id 255) in the node; {rule}")
+    return metadata
 
 
 def prepare_out(out: Path) -> None:

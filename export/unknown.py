@@ -39,7 +39,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from perception.contracts import OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ModelMetadata, unknown_level
+from perception.contracts import OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, unknown_level
 from perception.errors import ConfigError, DataError, PerceptionError
 
 log = logging.getLogger(__name__)
@@ -166,6 +166,18 @@ def choose_threshold(
                            wrong_before=before, wrong_after=int(left[level]), rule=rule)
 
 
+def choose_for_model(model: Path, spec: str, *, count: int = DEFAULT_COUNT) -> ThresholdChoice:
+    """The rule's threshold for the exported ``model`` (with a confidence output), run through ONNX
+    Runtime on ``count`` val images of ``spec``."""
+    from perception.engines.ort import OrtEngine
+
+    engine = OrtEngine(model)
+    try:
+        return choose_threshold(measure_curves(engine, spec, count=count))
+    finally:
+        engine.close()
+
+
 def add_confidence_output(proto: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of an exported graph with the ``confidence`` output (unchanged when it has one):
     round(255 x max softmax) as uint8 over the logits of the ArgMax that gives ``class_ids``, the
@@ -232,7 +244,6 @@ def add_unknown_threshold(
     import tempfile
 
     from export.onnx import finish_model, save_model
-    from perception.engines.ort import OrtEngine
     from perception.modelfile import load_model_proto, read_model_metadata
 
     if threshold is not None and not 0 <= threshold <= 1:
@@ -252,19 +263,10 @@ def add_unknown_threshold(
         with tempfile.TemporaryDirectory(prefix="perception-unknown-") as tmp:
             staged = Path(tmp) / "model.onnx"
             save_model(proto, staged)
-            engine = OrtEngine(staged)
-            try:
-                choice = choose_threshold(measure_curves(engine, spec, count=count))
-            finally:
-                engine.close()
+            choice = choose_for_model(staged, spec, count=count)
         metadata = dataclasses.replace(metadata, unknown_threshold=choice.threshold, unknown_rule=choice.rule)
     save_model(finish_model(proto, metadata), out)
     return f"unknown: threshold {metadata.unknown_threshold:.4g} ({metadata.unknown_rule}); wrote {out}"
-
-
-def stored(metadata: ModelMetadata) -> str:
-    """One line naming the stored threshold (for export reports)."""
-    return f"unknown: threshold {metadata.unknown_threshold:.4g} ({metadata.unknown_rule})"
 
 
 if __name__ == "__main__":

@@ -412,7 +412,7 @@ class Pipeline:
             item.class_ids = item.class_ids.copy()
         marks = self.unknown.apply(item.class_ids, item.confidence)
         content = item.letterbox.content(marks)  # the padding is never published: not counted
-        self.unknown_fraction.add(np.count_nonzero(content) / max(content.size, 1))
+        self.unknown_fraction.add(int(np.count_nonzero(content)) / max(content.size, 1))
 
     def info(self, letterbox: Letterbox | None) -> dict[str, Any]:
         """The ``<namespace>/info`` document: what a consumer in any language needs to read the

@@ -286,9 +286,24 @@ def test_cli_export_int8_and_inspect(trained_checkpoint, folder_dataset, tmp_pat
     assert meta.val_metrics["miou"] == pytest.approx(ckpt.metrics["miou"])
     assert set(meta.tool_versions) == {"torch", "onnx", "onnxruntime", "perception"}
 
+    # --confidence stores the unknown threshold the rule chose on the checkpoint's own val data.
+    assert 0 < meta.unknown_threshold <= 1 and f"val images of folder:{root}" in meta.unknown_rule
+    assert "unknown: pixels with confidence below" in printed
+
     int8 = int8_path_for(out)
     int8_meta = read_model_metadata(int8)
     assert int8_meta.precision == "int8" and int8_meta.class_table == table
+    # The INT8 model carries the confidence output and the threshold, in every CPU engine.
+    assert int8_meta.has_confidence and int8_meta.unknown_threshold == meta.unknown_threshold
+    from perception.engines import EngineOptions, load_engine
+
+    engines = [("ort", "int8")] + ([("openvino", "int8"), ("openvino", "fp32")] if _has_openvino() else [])
+    for kind, precision in engines:
+        engine = load_engine(kind, out, EngineOptions(precision=precision, threads=1))
+        outputs = engine.infer(np.zeros((1, *HW, 3), np.uint8))
+        assert engine.has_confidence and outputs[OUTPUT_CONFIDENCE].dtype == np.uint8, (kind, precision)
+        assert outputs[OUTPUT_CONFIDENCE].shape == outputs[OUTPUT_CLASS_IDS].shape == (1, *HW)
+        engine.close()
     ops = [n.op_type for n in onnx.load(str(int8)).graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
     # The uint8 input is never quantised: the graph still starts with the float cast.
@@ -303,6 +318,49 @@ def test_cli_export_int8_and_inspect(trained_checkpoint, folder_dataset, tmp_pat
     assert doc["metadata"]["precision"] == "int8"
     assert doc["inputs"] == [{"name": INPUT_NAME, "dtype": "uint8", "shape": [1, *HW, 3]}]
     assert doc["op_counts"]["QuantizeLinear"] > 0
+
+
+def _has_openvino() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_export_stores_a_given_unknown_threshold_and_grafts_confidence_like_the_exporter(
+    trained_checkpoint, folder_dataset, tmp_path, capsys
+):
+    from export.unknown import add_unknown_threshold
+    from perception.engines import EngineOptions, load_engine
+
+    ckpt_path, _ = trained_checkpoint
+    root, _ = folder_dataset
+    given = tmp_path / "given.onnx"
+    assert cli_main(["export", "--checkpoint", str(ckpt_path), "--out", str(given), "--confidence",
+                     "--unknown-threshold", "0.3", "--verify-count", "2"]) == 0
+    meta = read_model_metadata(given)
+    assert meta.unknown_threshold == 0.3 and meta.unknown_rule.startswith("given")
+    capsys.readouterr()
+    assert cli_main(["export", "--checkpoint", str(ckpt_path), "--out", str(tmp_path / "x.onnx"),
+                     "--unknown-threshold", "0.3"]) == 2
+    assert "add --confidence" in capsys.readouterr().err
+    # A model exported without --confidence gets the same confidence output from export.unknown.
+    plain = tmp_path / "plain.onnx"
+    assert cli_main(["export", "--checkpoint", str(ckpt_path), "--out", str(plain), "--verify-count", "2"]) == 0
+    grafted = tmp_path / "grafted.onnx"
+    line = add_unknown_threshold(plain, grafted, data=f"folder:{root}", count=6)
+    assert "unknown: threshold" in line and f"folder:{root}" in line
+    graft_meta = read_model_metadata(grafted)
+    assert graft_meta.has_confidence and 0 < graft_meta.unknown_threshold <= 1
+    reference = load_engine("ort", given, EngineOptions(provider="cpu", threads=1))
+    engine = load_engine("ort", grafted, EngineOptions(provider="cpu", threads=1))
+    batch = np.stack([cv2.imread(str(p)) for p in sorted((root / "val" / "images").glob("*.png"))[:4]])
+    want, got = reference.infer(batch), engine.infer(batch)
+    np.testing.assert_array_equal(got[OUTPUT_CLASS_IDS], want[OUTPUT_CLASS_IDS])
+    assert np.abs(got[OUTPUT_CONFIDENCE].astype(int) - want[OUTPUT_CONFIDENCE]).max() <= 1
+    reference.close()
+    engine.close()
 
 
 def test_int8_gate_fails_loudly(trained_checkpoint, folder_dataset, tmp_path, monkeypatch):

@@ -14,7 +14,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint .pt written by 'perception train'")
     parser.add_argument("--out", required=True, help="ONNX file to write, e.g. model.onnx")
     parser.add_argument("--size", help="input HxW (default: the checkpoint's training size)")
-    parser.add_argument("--confidence", action="store_true", help="add the uint8 per-pixel confidence output")
+    parser.add_argument("--confidence", action="store_true",
+                        help="add the uint8 per-pixel confidence output and store the unknown threshold in the metadata")
+    parser.add_argument("--unknown-threshold", type=float, metavar="P",
+                        help="with --confidence: pixels below this top-class probability (0..1) are unknown in the "
+                             "node (default: chosen by the rule of export/unknown.py on --unknown-data)")
+    parser.add_argument("--unknown-data", metavar="SPEC",
+                        help="with --confidence: val data the threshold is chosen on (default: the checkpoint's dataset)")
+    parser.add_argument("--unknown-count", type=int, default=50, help="val images the threshold is chosen on (default 50)")
     parser.add_argument("--dynamic-batch", action="store_true", help="dynamic batch dimension (default: batch 1)")
     parser.add_argument("--verify-data", metavar="SPEC", help="dataset for the ONNX-vs-PyTorch check (val split)")
     parser.add_argument("--verify-count", type=int, default=8, help="images for the check (default 8)")
@@ -45,6 +52,9 @@ def main(args: argparse.Namespace) -> int:
         "out": args.out,
         "input_hw": list(parse_hw(args.size)) if args.size else None,
         "confidence": args.confidence,
+        "unknown_threshold": args.unknown_threshold,
+        "unknown_data": args.unknown_data,
+        "unknown_count": args.unknown_count,
         "dynamic_batch": args.dynamic_batch,
         "verify_data": args.verify_data,
         "verify_count": args.verify_count,

@@ -140,6 +140,7 @@ class UnknownTally:
         return {
             "threshold": self.marker.threshold,
             "set_by": self.marker.set_by,
+            "enabled": True,
             "fraction": self.fraction,
             "unknown_pixels": self.unknown_pixels,
             "labelled_pixels": self.labelled_pixels,
