@@ -52,6 +52,10 @@ def format_description(d) -> list[str]:
             f"class acc {_pct(metrics.get('class_acc'))}"
         )
     per_class = metrics.get("per_class_iou") or {}
+    if m.unknown_threshold > 0:
+        lines.append(f"unknown    id 255 below confidence {m.unknown_threshold:.4g} ({m.unknown_rule or 'no rule recorded'})")
+    elif m.has_confidence:
+        lines.append("unknown    no threshold stored (perception run --unknown-threshold P marks unsure pixels)")
     lines.append(f"classes    {table.num_classes} (ignore id {table.ignore_id})")
     for c in table.classes:
         iou = f"  IoU {_pct(per_class[c.name])}" if c.name in per_class else ""
