@@ -482,7 +482,8 @@ class Pipeline:
         """The stats document: rates over the last interval (over the whole run when ``final``),
         counters, per-stage p50/p90/p99 (ms), engine, provider, model, uptime, and the publisher's
         counters under ``publisher`` (messages_sent, bytes_sent,
-        send_errors, subscriptions).
+        send_errors, subscriptions), and ``unknown`` (the unknown id, the threshold in effect and
+        the share of unknown pixels per frame: mean and max over the interval, or the run).
 
         Frame counters: ``frames_in`` (every frame the source produced, readable or not),
         ``published`` (= ``frames_out``), ``dropped`` (= ``drops``, by the ``latest`` queue),

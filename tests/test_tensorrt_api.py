@@ -18,7 +18,7 @@ import pytest
 from onnx import TensorProto, helper
 from tiny_models import tiny_metadata, write_brightness_model
 
-from perception.contracts import INPUT_NAME, OUTPUT_CLASS_IDS
+from perception.contracts import INPUT_NAME, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE
 from perception.engines.cache import EngineCache, engine_key, trt_major
 from perception.errors import DependencyError, ModelError
 
@@ -354,15 +354,16 @@ class FakeContext(Recorder):
 class FakeEngine(Recorder):
     owner = "ICudaEngine"
 
-    def __init__(self, log):
+    def __init__(self, log, outputs=(OUTPUT_CLASS_IDS,)):
         super().__init__(log)
         h, w = HW
-        shapes = {INPUT_NAME: (1, h, w, 3), OUTPUT_CLASS_IDS: (1, h, w)}
+        shapes = {INPUT_NAME: (1, h, w, 3), **{name: (1, h, w) for name in outputs}}
         object.__setattr__(self, "_shapes", shapes)
-        object.__setattr__(self, "num_io_tensors", 2)
+        object.__setattr__(self, "_names", [INPUT_NAME, *outputs])
+        object.__setattr__(self, "num_io_tensors", 1 + len(outputs))
 
     def get_tensor_name(self, index):
-        return [INPUT_NAME, OUTPUT_CLASS_IDS][index]
+        return self._names[index]
 
     def get_tensor_mode(self, name):
         return "INPUT" if name == INPUT_NAME else "OUTPUT"
@@ -393,8 +394,9 @@ class FakeCudart:
         return call
 
 
+@pytest.mark.parametrize("outputs", [(OUTPUT_CLASS_IDS,), (OUTPUT_CONFIDENCE, OUTPUT_CLASS_IDS)])
 @pytest.mark.parametrize("version", ["10.13.3", "11.4.0"])
-def test_runtime_engine_uses_the_tensor_api_of_both_versions(monkeypatch, tmp_path, version):
+def test_runtime_engine_uses_the_tensor_api_of_both_versions(monkeypatch, tmp_path, version, outputs):
     import perception.engines.tensorrt as trt_engine
 
     fake = _use(monkeypatch, version)
@@ -404,7 +406,7 @@ def test_runtime_engine_uses_the_tensor_api_of_both_versions(monkeypatch, tmp_pa
         owner = "IRuntime"
 
         def deserialize_cuda_engine(self, plan):
-            return FakeEngine(log)
+            return FakeEngine(log, outputs)
 
     object.__setattr__(fake, "Runtime", lambda logger: Runtime(log))
     object.__setattr__(fake, "TensorIOMode", type("TensorIOMode", (), {"INPUT": "INPUT", "OUTPUT": "OUTPUT"}))
@@ -417,10 +419,14 @@ def test_runtime_engine_uses_the_tensor_api_of_both_versions(monkeypatch, tmp_pa
     engine = trt_engine.TrtEngine(plan)
     out = engine.infer(np.zeros((1, *HW, 3), dtype=np.uint8))
     assert out[OUTPUT_CLASS_IDS].shape == (1, *HW) and out[OUTPUT_CLASS_IDS].dtype == np.uint8
+    # Outputs go by name, whatever order the engine lists them in; the confidence output, when the
+    # ONNX had one, comes back for unknown marking.
+    assert engine.output_names == tuple(n for n in (OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE) if n in outputs)
+    assert engine.has_confidence == (OUTPUT_CONFIDENCE in outputs) and set(out) == set(outputs)
     assert {"IExecutionContext.set_tensor_address", "IExecutionContext.execute_async_v3"} <= fake.touched
     assert not fake.touched & REMOVED_IN_11
     assert not {t for t in fake.touched if "binding" in t or t.endswith(("execute_async_v2", "execute_v2"))}
-    assert cudart.calls.count("cudaMemcpyAsync") == 2 and "cudaStreamSynchronize" in cudart.calls
+    assert cudart.calls.count("cudaMemcpyAsync") == 1 + len(outputs) and "cudaStreamSynchronize" in cudart.calls
     engine.close()
 
 

@@ -214,6 +214,10 @@ def test_flag_and_yaml_and_cli_errors(tmp_path, frames_dir, capsys):
     node_yaml.write_text("unknown_threshold: 1.5\n")
     with pytest.raises(ConfigError, match="unknown_threshold"):
         load_run_config(parser.parse_args(["--config", str(node_yaml)]))
+    # Launch files: a pipeline node's parameter becomes the flag, checked by the same parser.
+    from perception.launch.flags import parameters_to_argv
+
+    assert parameters_to_argv("run", {"unknown_threshold": 0.2}, "launch.yaml: node front") == ["--unknown-threshold", "0.2"]
     plain = write_brightness_model(tmp_path / "plain.onnx", MODEL_HW)
     code = cli_main(["run", "--model", str(plain), "--source", str(frames_dir), "--unknown-threshold", "0.5",
                      "--endpoint", "tcp://127.0.0.1:*"])
