@@ -319,9 +319,12 @@ def _open_source(config: ViewConfig, *, paced: bool):
 
 def _model_frames(config: ViewConfig, stop: threading.Event, ended: list[str]):
     from perception.engines import EngineOptions, load_engine
+    from perception.masks import unknown_marker_for
     from perception.preprocess import Preprocessor
 
     engine = load_engine("ort", config.model, EngineOptions(provider=config.provider))
+    # Drawn as the node publishes it: unsure pixels are unknown (unpainted), at the model's threshold.
+    unknown = unknown_marker_for(engine.has_confidence, engine.metadata.unknown_threshold, None, model=engine.model_id)
     source = _open_source(config, paced=config.out is None)
     prep = Preprocessor(engine.input_hw)
     table = engine.metadata.class_table
@@ -333,7 +336,10 @@ def _model_frames(config: ViewConfig, stop: threading.Event, ended: list[str]):
                 ended.append(f"{source.describe()} delivered no frames{corrupt}; check --source")
                 return
             t0 = time.perf_counter()
-            class_ids = engine.infer(prep(frame.image))[contracts.OUTPUT_CLASS_IDS][0]
+            outputs = engine.infer(prep(frame.image))
+            class_ids = outputs[contracts.OUTPUT_CLASS_IDS][0]
+            if unknown is not None:
+                unknown.apply(class_ids, outputs[contracts.OUTPUT_CONFIDENCE][0])
             infer_ms = (time.perf_counter() - t0) * 1e3
             mapped = prep.letterbox.to_source(class_ids)
             caption = f"seq {frame.seq}  infer {infer_ms:.1f} ms  {engine.model_id}"
