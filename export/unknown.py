@@ -266,7 +266,9 @@ def add_unknown_threshold(
             choice = choose_for_model(staged, spec, count=count)
         metadata = dataclasses.replace(metadata, unknown_threshold=choice.threshold, unknown_rule=choice.rule)
     save_model(finish_model(proto, metadata), out)
-    return f"unknown: threshold {metadata.unknown_threshold:.4g} ({metadata.unknown_rule}); wrote {out}"
+    sibling = out.with_name(out.name.removesuffix(".onnx") + ".int8.onnx")
+    stale = f"; {sibling.name} lacks them: python -m export.quantize {out}" if sibling.is_file() else ""
+    return f"unknown: threshold {metadata.unknown_threshold:.4g} ({metadata.unknown_rule}); wrote {out}{stale}"
 
 
 if __name__ == "__main__":

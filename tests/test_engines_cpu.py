@@ -102,6 +102,18 @@ def test_auto_rejects_a_candidate_that_disagrees_with_fp32(tmp_path):
         assert not by_label["openvino-int8"].eligible
 
 
+def test_auto_rejects_a_candidate_without_the_confidence_output(tmp_path):
+    """An INT8 sibling made before the model got its confidence output would silently turn unknown
+    marking off: the probe never chooses it."""
+    model = write_brightness_model(tmp_path / "tiny.onnx", HW, with_confidence=True)
+    plain = write_brightness_model(tmp_path / "plain.onnx", HW, metadata=tiny_metadata(HW, precision="int8"))
+    plain.rename(tmp_path / "tiny.int8.onnx")
+    selection = auto_mod.select_engine(model, EngineOptions(threads=1, precision="auto"), cache_dir=tmp_path / "probe")
+    by_label = {r.label: r for r in selection.results}
+    assert "lacks the confidence output of ort-fp32" in by_label["ort-int8"].error
+    assert not by_label["ort-int8"].eligible and selection.precision != "int8"
+
+
 def test_auto_fails_when_no_candidate_agrees(tmp_path):
     model = write_brightness_model(tmp_path / "tiny.onnx", HW)
     write_broken_int8(model)

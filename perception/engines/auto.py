@@ -233,6 +233,7 @@ def run_probe(
     reference = _load(Candidate(*REFERENCE), model_path, options)
     try:
         expected = [reference.infer(f)["class_ids"] for f in frames]
+        outputs = reference.output_names
     finally:
         reference.close()
     results: list[CandidateResult] = []
@@ -245,6 +246,11 @@ def run_probe(
             got = [engine.infer(f)["class_ids"] for f in frames]
         except (PerceptionError, RuntimeError) as exc:
             result.error = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            continue
+        if engine.output_names != outputs:  # e.g. an INT8 sibling quantised before --confidence
+            engine.close()
+            missing = ", ".join(sorted(set(outputs) - set(engine.output_names))) or "the same outputs"
+            result.error = f"lacks the {missing} output of {'-'.join(REFERENCE)} (re-quantise it)"
             continue
         result.agreement = float(np.mean([np.mean(g == e) for g, e in zip(got, expected, strict=True)]))
         result.eligible = result.agreement >= min_agreement
