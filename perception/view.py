@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -402,9 +401,3 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
         sub.close()
         if source is not None:
             source.close()
-
-
-def stop_on_signals(stop: threading.Event) -> None:
-    """Set ``stop`` on SIGINT/SIGTERM so loops end cleanly and files are finished."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
