@@ -19,8 +19,8 @@ import numpy as np
 
 from perception.errors import ConfigError
 from perception.masks import MaskBuilder
+from perception.overlay import TASK_TINTS_BGR, render_overlay
 from perception.preprocess import Preprocessor
-from perception.view import TASK_TINTS_BGR, render_overlay
 
 #: Width of one tile in pixels; frames are scaled to it (the sheet of 12 frames stays < 2 MB).
 TILE_WIDTH = 400
