@@ -92,7 +92,7 @@ default-model: $(STAMP_DEV)
 	$(BIN)/perception eval --model $(DEFAULT_MODEL) --data synthetic
 
 # Train, export (FP32 + INT8) and evaluate the real-time CamVid model: LiteFPN on the ImageNet
-# EfficientNet-Lite0 encoder (~90 min on 2 cores). The last checkpoint is exported, not the one that
+# EfficientNet-Lite0 encoder (~80 min on 2 busy cores). The last checkpoint is exported, not the one that
 # scored best on val: val picks nothing. CamVid's licence forbids shipping weights trained on it, so
 # everything stays under runs/ and out/.
 camvid-model: $(STAMP_DEV)
