@@ -136,7 +136,8 @@ def run_demo(config: DemoConfig, *, stop: threading.Event | None = None, out=pri
     from perception.publish import MaskPublisher
     from perception.run_config import DEFAULT_MODEL, RunConfig
     from perception.sinks import FrameSink
-    from perception.subscribe import MaskSubscriber, TopicStats
+    from perception.subscribe import MaskSubscriber
+    from perception.topic_stats import TopicStats
 
     stop = stop or threading.Event()
     model = config.model or DEFAULT_MODEL

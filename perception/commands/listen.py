@@ -31,7 +31,8 @@ import cv2
 from perception import contracts
 from perception.errors import ConfigError
 from perception.signals import install_signal_handlers
-from perception.subscribe import MaskSubscriber, Message, TopicStats
+from perception.subscribe import MaskSubscriber, Message
+from perception.topic_stats import TopicStats
 from perception.wire import topic_dir_name
 
 log = logging.getLogger(__name__)
