@@ -42,6 +42,8 @@
 #define MAX_HEADER_BYTES (16 * 1024)
 #define MAX_JSON_PAYLOAD_BYTES (1024 * 1024)
 #define MAX_HEADER_STRING 256
+#define MAX_JSON_DEPTH 32
+#define MAX_JSON_INT_CHARS 20
 #define MAX_MASK_SIDE 16384
 #define MAX_FRAME_MASKS 32
 #define FRAME_PIXEL_FACTOR 4
@@ -92,9 +94,20 @@ static int fail(const char *fmt, ...) {
     return -1;
 }
 
+/* Received text quoted in a reason (a kind, a compression) may hold anything: the stderr line stays
+ * one line of printable ASCII. */
+static void printable(char *s) {
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f) *s = '?';
+}
+
 static void skip(const char *topic) {
+    char where[81];
+    snprintf(where, sizeof where, "%s", topic ? topic : "?");
+    printable(where);
+    printable(why);
     n_skipped++;
-    fprintf(stderr, "perception_sub: skipped a message on %.80s: %s\n", topic ? topic : "?", why);
+    fprintf(stderr, "perception_sub: skipped a message on %s: %s\n", where, why);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -181,8 +194,38 @@ static int check_version(const cJSON *h) {
     return 0;
 }
 
+/* The README's bounds on received JSON that cJSON does not check itself: nesting at most 32 deep,
+ * integer literals (no fraction, no exponent) of at most 20 characters (cJSON would turn 5,000
+ * digits into infinity). A scan
+ * of the raw text, outside strings; cJSON then parses it (and refuses what is not JSON). */
+static int check_json_bounds(const char *p, size_t n, const char *what) {
+    int depth = 0, in_string = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (in_string) {
+            if (c == '\\') i++;
+            else if (c == '"') in_string = 0;
+        } else if (c == '"') {
+            in_string = 1;
+        } else if (c == '[' || c == '{') {
+            if (++depth > MAX_JSON_DEPTH) return fail("%s is nested deeper than %d", what, MAX_JSON_DEPTH);
+        } else if (c == ']' || c == '}') {
+            depth--;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t start = i;
+            while (i + 1 < n && (p[i + 1] == '-' || (p[i + 1] >= '0' && p[i + 1] <= '9'))) i++;
+            int is_float = i + 1 < n && (p[i + 1] == '.' || p[i + 1] == 'e' || p[i + 1] == 'E');
+            if (!is_float && i + 1 - start > MAX_JSON_INT_CHARS)
+                return fail("%s holds an integer of %zu characters (limit %d)", what, i + 1 - start, MAX_JSON_INT_CHARS);
+            while (i + 1 < n && p[i + 1] != '\0' && strchr(".eE+-0123456789", p[i + 1]) != NULL) i++; /* fraction, exponent */
+        }
+    }
+    return 0;
+}
+
 static cJSON *parse_json(const void *data, size_t n, size_t max_bytes, const char *what) {
     if (n > max_bytes) { fail("%s has %zu bytes, more than %zu", what, n, max_bytes); return NULL; }
+    if (check_json_bounds((const char *)data, n, what) < 0) return NULL;
     cJSON *doc = cJSON_ParseWithLength((const char *)data, n);
     if (doc == NULL) fail("%s is not JSON", what);
     return doc;

@@ -106,6 +106,13 @@ function parseJson(buf, maxBytes, what) {
   } catch {
     fail(`${what} is not UTF-8`);
   }
+  // Integer literals (no fraction, no exponent) of at most 20 characters, as the README bounds
+  // them (JSON.parse would turn 5,000 digits into Infinity); strings are matched whole and
+  // skipped, so digits inside them do not count.
+  const tokens = /"(?:[^"\\]|\\.)*"|(?<![\d.eE+-])-?\d{21,}(?![.\deE])/g;
+  for (const match of text.matchAll(tokens)) {
+    if (match[0][0] !== '"') fail(`${what} holds an integer of ${match[0].length} characters (limit 20)`);
+  }
   let doc;
   try {
     doc = JSON.parse(text);
@@ -408,7 +415,9 @@ class Subscriber {
     } catch (err) {
       if (!(err instanceof WireError)) throw err; // a bug here, not a bad message: let it show
       this.counts.skipped++;
-      process.stderr.write(`perception_sub.js: skipped a message on ${topic.slice(0, 80)}: ${err.message}\n`);
+      // Received text quoted in the reason stays on one line.
+      const line = `skipped a message on ${topic.slice(0, 80)}: ${err.message}`.replace(/[\u0000-\u001f\u007f]/g, "?");
+      process.stderr.write(`perception_sub.js: ${line}\n`);
     }
   }
 }
@@ -448,7 +457,7 @@ function parseArgs(argv) {
 
 async function main() {
   if (typeof zlib.crc32 !== "function") {
-    process.stderr.write(`perception_sub.js: error: Node.js ${process.version} lacks zlib.crc32; use Node.js >= 20.15\n`);
+    process.stderr.write(`perception_sub.js: error: Node.js ${process.version} lacks zlib.crc32; use Node.js >= 20.15 (package.json engines)\n`);
     process.exit(2);
   }
   const o = parseArgs(process.argv.slice(2));
