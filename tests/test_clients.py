@@ -13,6 +13,7 @@ libzmq/cJSON/libpng/zlib development files (pkg-config), Node.js with ``clients/
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import shutil
@@ -38,6 +39,7 @@ JS_DIR = REPO / "clients" / "js"
 C_PACKAGES = ("libzmq", "libcjson", "libpng", "zlib")
 
 
+@functools.cache
 def _c_client() -> tuple[list[str] | None, str]:
     """The built C subscriber's command, or None and why it cannot be built here."""
     if shutil.which("make") is None or shutil.which("cc") is None:
@@ -54,6 +56,7 @@ def _c_client() -> tuple[list[str] | None, str]:
     return [str(C_DIR / "perception_sub")], ""
 
 
+@functools.cache
 def _js_client() -> tuple[list[str] | None, str]:
     node = shutil.which("node")
     if node is None:
@@ -65,6 +68,19 @@ def _js_client() -> tuple[list[str] | None, str]:
     if probe.returncode != 0:
         return None, f"clients/js does not load here: {probe.stderr.strip().splitlines()[-1][:300]}"
     return [node, str(JS_DIR / "perception_sub.js")], ""
+
+
+@pytest.mark.parametrize("name", ["c", "js"])
+def test_reference_subscriber_builds_and_runs(name):
+    """Each client builds (or loads) and answers --help; skipped, naming what is missing, where its
+    toolchain is absent (the side-by-side test then runs with the other one)."""
+    cmd, reason = (_c_client if name == "c" else _js_client)()
+    if cmd is None:
+        pytest.skip(f"the {name} subscriber cannot run here: {reason}")
+    done = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "--namespace" in done.stdout, done.stderr
+    bad = subprocess.run([*cmd, "--count", "many"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--count takes a number" in bad.stderr
 
 
 @pytest.fixture(scope="module")
