@@ -370,3 +370,35 @@ def test_clients_survive_hostile_and_mutated_messages(client, free_tcp_port, tmp
         codec = next(get_codec(n) for n in contracts.ENCODINGS if get_codec(n).compression == header["compression"])
         expected = codec.decode(frames[2], height=header["height"], width=header["width"]).tobytes()
         assert dump[lines[i]["dump_offset"]: lines[i]["dump_offset"] + len(expected)] == expected
+
+
+def test_a_late_client_gets_the_latched_info_first(client, free_tcp_port, tmp_path):
+    """A client that connects after the node published frames receives <ns>/info (the class table)
+    before the next mask, and names the class map's classes with it."""
+    from perception.publish import MaskPublisher
+
+    endpoint = f"tcp://127.0.0.1:{free_tcp_port}"
+    classes = [{"id": c.id, "name": c.name, "color_rgb": list(c.color)} for c in SYNTHETIC_CLASSES.classes]
+    class_map = np.array([[0, 3, 3], [8, 8, 0]], np.uint8)
+
+    def frame(seq: int) -> None:
+        pub.publish_masks(seq=seq, capture_ns=time.time_ns(), frame_id="front", masks={"class_map": class_map},
+                          latency_ms={"infer": 1.0}, model_id="tiny")
+
+    with MaskPublisher(endpoint=endpoint, namespace=NS, encodings={"class_map": "png"}) as pub:
+        pub.set_info({"wire_version": 2, "frame_id": "front", "model_id": "tiny", "classes": classes, "ignore_id": None,
+                      "unknown_id": contracts.UNKNOWN_CLASS_ID, "task_groups": {}, "topics": {}})
+        frame(0)  # nobody listens yet
+        proc = _start(client, endpoint, tmp_path / "late.raw", "--namespace", NS, "--count", "1", "--duration", "60")
+        try:
+            assert pub.wait_for_subscribers(1, timeout_s=30), "the client never subscribed"
+            frame(1)
+            lines, err = _finish(proc, client[-1])
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert [line["topic"] for line in lines] == [f"{NS}/info", f"{NS}/class_map"], err
+    assert [c["name"] for c in lines[0]["classes"]] == SYNTHETIC_CLASSES.names
+    assert lines[1]["seq"] == 1 and lines[1]["pub_seq"] == 1  # the first frame was sent to nobody: no gap to it here
+    assert lines[1]["classes_present"] == [SYNTHETIC_CLASSES.names[i] for i in (0, 3, 8)]
