@@ -340,9 +340,9 @@ def test_clients_survive_hostile_and_mutated_messages(client, free_tcp_port, tmp
     pub.setsockopt(zmq.LINGER, 0)
     pub.setsockopt(zmq.SNDHWM, 0)  # queue everything: the client's pace must not drop a test message
     pub.bind(endpoint)
-    # The client ends 5 s after the last message; SNDHWM 0 queues the whole stream at once, so
-    # that pause comes only after it handled everything.
-    proc = _start(client, endpoint, tmp_path / "dump.raw", "--namespace", NS, "--duration", "150", "--idle", "5")
+    # The client ends once nothing has been waiting for 2 s after its last message; SNDHWM 0
+    # queues the whole stream at once, so that comes only after it handled everything.
+    proc = _start(client, endpoint, tmp_path / "dump.raw", "--namespace", NS, "--duration", "150", "--idle", "2")
     try:
         assert pub.poll(30_000), "the client never subscribed"
         assert pub.recv() == b"\x01" + f"{NS}/".encode()

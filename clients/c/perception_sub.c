@@ -701,7 +701,7 @@ static void usage(int code) {
             "  --topic T            subscribe to topic T exactly (repeatable; instead of --namespace)\n"
             "  --count N            stop after N masks\n"
             "  --duration S         stop after S seconds\n"
-            "  --idle S             stop S seconds after the last message (once one arrived)\n"
+            "  --idle S             stop once nothing has arrived for S seconds after a message\n"
             "  --dump FILE          write every decoded mask's bytes to FILE (lines give dump_offset)\n"
             "  --max-mask-pixels N  largest mask accepted (default 16777216 = 4096 x 4096)\n");
     exit(code);
@@ -772,10 +772,14 @@ int main(int argc, char **argv) {
     double start = now_s(), last = 0;
     while (!stop_requested) {
         double t = now_s();
-        if ((o.count && n_masks >= o.count) || (o.duration_s && t - start >= o.duration_s) || (o.idle_s && last && t - last >= o.idle_s))
-            break;
+        if ((o.count && n_masks >= o.count) || (o.duration_s && t - start >= o.duration_s)) break;
         zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&item, 1, 100) <= 0) continue;
+        if (zmq_poll(&item, 1, 100) <= 0) {
+            /* --idle counts only while nothing is waiting: a client that was descheduled does not
+             * stop with messages still queued. */
+            if (o.idle_s && last && now_s() - last >= o.idle_s) break;
+            continue;
+        }
         /* One multipart message; more parts than any valid message has are drained and dropped. */
         int n = 0, more = 1, too_many = 0;
         while (more) {

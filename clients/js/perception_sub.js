@@ -491,14 +491,16 @@ async function main() {
   let last = 0;
   while (!stop) {
     const now = Date.now();
-    if ((o.count && sub.counts.masks >= o.count) || (o.duration && now - start >= o.duration * 1000) ||
-        (o.idle && last && now - last >= o.idle * 1000)) break;
+    if ((o.count && sub.counts.masks >= o.count) || (o.duration && now - start >= o.duration * 1000)) break;
     let parts;
     try {
       parts = await sock.receive();
     } catch (err) {
-      if (err.code === "EAGAIN") continue; // receiveTimeout: look at the clock again
-      throw err;
+      if (err.code !== "EAGAIN") throw err;
+      // receiveTimeout: nothing is waiting. --idle counts only then, so a client that was
+      // descheduled does not stop with messages still queued.
+      if (o.idle && last && Date.now() - last >= o.idle * 1000) break;
+      continue;
     }
     last = Date.now();
     sub.handle(parts);
