@@ -52,7 +52,11 @@ def test_noise_and_blur_touch_only_the_image():
 
 
 def test_lane_paint_is_bright_and_only_on_the_road():
-    for seed in range(6):
+    # The first six scenes whose road has painted lines (some country lanes have none).
+    painted = [seed for seed in range(30) if any(
+        style != "none" for style, _ in scene_for_seed(seed, height=240, width=320)[0].road.boundary_styles)][:6]
+    assert len(painted) == 6
+    for seed in painted:
         scene, _ = scene_for_seed(seed, height=240, width=320)
         image, label = _render(scene, size=(240, 320))
         lane = label == LANE

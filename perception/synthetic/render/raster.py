@@ -83,6 +83,11 @@ class Palette:
         classes[SHADOW_BIT : SHADOW_BIT + GROUND_SLOTS] = classes[:GROUND_SLOTS]
         return colours, classes
 
+    def lamp_table(self) -> np.ndarray:
+        """Look-up table material -> 255 for light sources (emissive, except the sky), else 0."""
+        lamps = self.emissive & (self.class_id != CLASS_ID["sky"])
+        return (lamps * 255).astype(np.uint8)
+
 
 def fill(mat: np.ndarray, polys, mid: int) -> None:
     """Fill float pixel polygons (one (N,2) array, an (n,k,2) array or a list of (N,2) arrays) with ``mid``.

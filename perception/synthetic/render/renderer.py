@@ -17,7 +17,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from perception.synthetic.render.atmosphere import apply_atmosphere
 from perception.synthetic.render.ground import draw_ground, draw_shadows
+from perception.synthetic.render.lens import apply_lens, draw_hood
 from perception.synthetic.render.projection import NEAR_CLIP_M, View
 from perception.synthetic.render.raster import Palette
 from perception.synthetic.render.roadside import draw_building, draw_pole, draw_tree
@@ -41,8 +43,10 @@ class Renderer:
     def render(self, scene: Scene, rng: np.random.Generator, *, noise: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``scene``: (BGR uint8 H x W x 3 image, uint8 H x W class ids).
 
-        ``rng`` picks the sensor-noise window. ``noise=False`` returns the clean render (no
-        texture, sensor noise or blur): the colours that the labels describe.
+        ``rng`` picks the sensor-noise window and the rain. ``noise=False`` returns the clean render
+        (no lights and weather, texture, sensor noise or blur): the colours that the labels describe.
+        The camera's roll, lens distortion and hood change image and labels alike, so they apply
+        either way.
         """
         view = View(scene)
         pal = Palette()
@@ -54,6 +58,10 @@ class Renderer:
         colours, classes = pal.tables(scene)
         label = cv2.LUT(mat, classes)
         image = cv2.LUT(cv2.merge((mat, mat, mat)), colours)
+        if noise:
+            image = apply_atmosphere(image, label, cv2.LUT(mat, pal.lamp_table()), scene, view, rng)
+        image, label = apply_lens(image, label, scene)
+        draw_hood(image, label, scene)
         if noise:
             image = self._sensor.apply(image, scene.lighting, rng)
         return image, label
