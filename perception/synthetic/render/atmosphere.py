@@ -42,8 +42,8 @@ def _light_map(scene: Scene, view: View, height: int, width: int) -> np.ndarray:
         cols = (np.arange(w, dtype=np.float32) + 0.5) * LIGHT_SCALE - np.float32(view.cx)
         x = cols[None, :] * (d[:, None] / np.float32(view.f))  # metres sideways at that distance
         spread = 1.3 + 0.18 * d[:, None]
-        reach = np.minimum(1.0, (14.0 / np.maximum(d, 1.0)) ** 1.6)[:, None]
-        light += 2.2 * reach * np.exp(-((x / spread) ** 2))
+        reach = np.minimum(1.0, (10.0 / np.maximum(d, 1.0)) ** 1.8)[:, None]
+        light += 1.5 * reach * np.exp(-((x / spread) ** 2))
     for p in scene.poles:
         if p.kind != "lamp" or not 2.0 < p.d_m < 90.0 or light_cfg.time_of_day not in ("night", "dusk"):
             continue
@@ -52,7 +52,7 @@ def _light_map(scene: Scene, view: View, height: int, width: int) -> np.ndarray:
         ax = 5.5 * view.f / p.d_m / LIGHT_SCALE
         ay = max(1.0, 5.5 * view.f * view.h / (p.d_m * p.d_m) / LIGHT_SCALE)
         if -ax < u / LIGHT_SCALE < w + ax and v / LIGHT_SCALE < h + ay:
-            cv2.ellipse(light, (int(u / LIGHT_SCALE), int(v / LIGHT_SCALE)), (int(ax) + 1, int(ay) + 1), 0, 0, 360, 0.9, -1)
+            cv2.ellipse(light, (int(u / LIGHT_SCALE), int(v / LIGHT_SCALE)), (int(ax) + 1, int(ay) + 1), 0, 0, 360, 0.7, -1)
     if light.any():
         light = cv2.GaussianBlur(light, (0, 0), max(1.0, w / 60))
     return light
@@ -79,7 +79,7 @@ def apply_atmosphere(image: np.ndarray, label: np.ndarray, lamps: np.ndarray, sc
         # Glow: the bright lamps, blurred wide at a quarter of the size.
         source = cv2.resize(cv2.bitwise_and(image, image, mask=lamps), small, interpolation=cv2.INTER_AREA)
         glow = cv2.GaussianBlur(source, (0, 0), max(1.0, small[0] / 90))
-        glow = cv2.addWeighted(glow, 2.0 * light.bloom, glow, 0.0, 0.0)
+        glow = cv2.addWeighted(glow, 1.5 * light.bloom, glow, 0.0, 0.0)
         image = cv2.add(image, cv2.resize(glow, (width, height), interpolation=cv2.INTER_LINEAR))
     if light.wet > 0 and road.any():
         image = _wet_road(image, road, glow, scene, view)

@@ -159,7 +159,7 @@ def sample_lighting(rng: np.random.Generator) -> Lighting:
         zen, hor = (uniform(rng, 30, 50), uniform(rng, 15, 30), uniform(rng, 5, 20)), (70, 60, 55)
         if rng.random() < 0.4:  # city glow: orange-brown night sky
             hor = (uniform(rng, 40, 70), uniform(rng, 70, 100), uniform(rng, 100, 140))
-        ambient, shadow, noise = uniform(rng, 0.15, 0.4), 1.0, uniform(rng, 7, 14)
+        ambient, shadow, noise = uniform(rng, 0.12, 0.32), 1.0, uniform(rng, 6, 12)
         tint = (0.9, 1.0, 1.2) if rng.random() < 0.6 else (1.1, 1.0, 0.9)  # sodium or LED street light
     # Weather: rain or a wet road (any time but full sun), fog (by day or dusk).
     rain = uniform(rng, 0.2, 1.0) if (tod != "day" and rng.random() < 0.3) else 0.0
