@@ -271,19 +271,28 @@ def test_the_hood_rows_carry_the_hood_label_and_are_not_road():
     assert np.array_equal(label[:-rows], without[:-rows])
 
 
-def test_fog_washes_out_the_distance_more_than_the_foreground():
+def test_fog_washes_out_a_far_car_more_than_a_near_one():
     scene = _plain_scene(6, size=(240, 320))
-    scene.lighting = _lighting("overcast")
-    clear, label = Renderer(240, 320).render(scene, np.random.default_rng(0), noise=True)
+    scene.vehicles.clear()
+    scene.people.clear()
+    scene.road.parking_right_m = 2.4
+    scene.lighting = _lighting("overcast", noise_sigma=0.0, texture_strength=0.0, blur_sigma=0.0)
+
+    def car(lane, d):
+        return Vehicle(lane=lane, d_m=d, speed_mps=0.0, oncoming=False, width_m=1.8, height_m=1.5, length_m=4.5,
+                       kind="sedan", body_bgr=(30, 30, 180), parked=lane == scene.road.n_lanes)
+
+    scene.vehicles += [car(scene.road.ego_lane, 45.0), car(scene.road.n_lanes, 7.0)]
+    clear, label = Renderer(240, 320).render(scene, np.random.default_rng(0))
     scene.lighting.fog_density = 0.04
-    foggy, _ = Renderer(240, 320).render(scene, np.random.default_rng(0), noise=True)
-    horizon = int(scene.camera.horizon_v_px)
-    far = slice(horizon - 8, horizon + 8)
-    near = slice(220, 240)
-    far_drop = _grey(foggy)[far].std() / _grey(clear)[far].std()
-    near_drop = _grey(foggy)[near].std() / _grey(clear)[near].std()
-    assert far_drop < 0.5, f"far contrast kept {far_drop:.2f} of itself in fog"
-    assert near_drop > far_drop + 0.2, f"near {near_drop:.2f} vs far {far_drop:.2f}"
+    foggy, _ = Renderer(240, 320).render(scene, np.random.default_rng(0))
+    cars = cv2.connectedComponents((label == CAR).astype(np.uint8))[1]
+    sizes = np.bincount(cars.ravel())[1:]
+    assert len(sizes) == 2, "test setup: two separate cars"
+    far, near = (cars == 1 + int(np.argmin(sizes))), (cars == 1 + int(np.argmax(sizes)))
+    kept = {name: _grey(foggy)[px].std() / _grey(clear)[px].std() for name, px in (("far", far), ("near", near))}
+    assert kept["far"] < 0.35, f"the far car kept {kept['far']:.2f} of its contrast in fog"
+    assert kept["near"] > kept["far"] + 0.3, kept
 
 
 def test_rolled_distorted_labels_stay_on_the_objects_drawn():

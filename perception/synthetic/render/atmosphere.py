@@ -116,16 +116,29 @@ def _wet_road(image: np.ndarray, road: np.ndarray, glow: np.ndarray | None, scen
     return out
 
 
+def pixel_distance(label: np.ndarray, view: View) -> np.ndarray:
+    """Approximate distance (m) of every pixel: ground pixels (road, paint, sidewalk, and grass
+    below the horizon) lie at their row's ground distance; a pixel of anything standing on the
+    ground (a car, a house, a tree) takes the distance of the nearest ground pixel below it in its
+    column, which is where it stands. Sky and columns with no ground below are far away."""
+    height, width = label.shape
+    d_rows = ground_distance_rows(view, height)
+    rows = np.arange(height, dtype=np.int32)[:, None]
+    ground = (label <= CLASS_ID["sidewalk"]) | ((label == CLASS_ID["vegetation"]) & (rows > view.vh))
+    below = np.where(ground, rows, np.int32(height))
+    base = np.minimum.accumulate(below[::-1], axis=0)[::-1]  # nearest ground row at or below
+    d_table = np.append(d_rows, np.float32(400.0))
+    distance = d_table[base]
+    distance[label == CLASS_ID["sky"]] = 400.0
+    return distance
+
+
 def _fog(image: np.ndarray, label: np.ndarray, scene: Scene, view: View) -> np.ndarray:
-    """Blend towards the fog colour by distance (Beer-Lambert on the ground distance of each row)."""
+    """Blend towards the fog colour by distance (Beer-Lambert): t = 1 - exp(-density * distance)."""
     light = scene.lighting
-    height = label.shape[0]
-    d = ground_distance_rows(view, height)
-    t = (1.0 - np.exp(-light.fog_density * d)).astype(np.float32)
+    t = 1.0 - np.exp(-np.float32(light.fog_density) * pixel_distance(label, view))
     fog_bgr = np.clip(np.asarray(light.sky_horizon_bgr, np.float32) * light.gain, 0, 255)
-    weight = np.broadcast_to(t[:, None], label.shape).copy()
-    weight[label == CLASS_ID["sky"]] = 1.0 - 0.3 * (1.0 - float(t.max()))
-    out = image.astype(np.float32) * (1.0 - weight[..., None]) + fog_bgr * weight[..., None]
+    out = image.astype(np.float32) * (1.0 - t[..., None]) + fog_bgr * t[..., None]
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
