@@ -144,6 +144,9 @@ def sample_lighting(rng: np.random.Generator) -> Lighting:
     tod = pick(rng, TIMES_OF_DAY)
     if tod == "day":
         zen, hor = (uniform(rng, 190, 240), uniform(rng, 130, 170), uniform(rng, 60, 110)), (235, 215, 200)
+        if rng.random() < 0.35:  # hazy or over-exposed: a pale, nearly white sky, as dash cams often show
+            pale = uniform(rng, 205, 245)
+            zen, hor = (pale + uniform(rng, 0, 10), pale, pale - uniform(rng, 0, 25)), (min(255, pale + 10),) * 3
         ambient, shadow, noise = uniform(rng, 0.95, 1.15), uniform(rng, 0.35, 0.65), uniform(rng, 2, 6)
         tint = (1.0, 1.0, 1.0)
     elif tod == "overcast":
