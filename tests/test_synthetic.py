@@ -362,3 +362,27 @@ def test_synth_contact_sheet_command(tmp_path, capsys):
     rc = cli_main(["synth", "--contact-sheet", str(tmp_path / "sheet.nope"), "--count", "1", "--size", "64x96"])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("perception: error: ") and "contact sheet" in err
+
+
+def test_a_crowded_frame_keeps_exact_labels_when_the_palette_fills_up():
+    from perception.synthetic.render.raster import Palette
+
+    pal = Palette()
+    cars = [pal.object((i % 256, (7 * i) % 256, (13 * i) % 256), CAR) for i in range(400)]
+    cyclist = pal.object((1, 2, 3), SYNTHETIC_CLASSES.id_of("cyclist"))
+    assert (pal.class_id[cars] == CAR).all() and pal.class_id[cyclist] == SYNTHETIC_CLASSES.id_of("cyclist")
+    # A whole frame of it: parked rows on both sides and traffic nose to tail, every car its own colour.
+    scene = _plain_scene(12)
+    scene.road.parking_left_m = scene.road.parking_right_m = 2.4
+    colours = np.random.default_rng(0).integers(0, 255, size=(400, 3))
+    scene.vehicles = [Vehicle(lane=lane, d_m=4.0 + 5.0 * i, speed_mps=0.0, oncoming=False, width_m=1.8,
+                              height_m=1.5, length_m=4.5, kind="sedan", body_bgr=tuple(int(c) for c in colours[k]),
+                              parked=True)
+                      for k, (lane, i) in enumerate((lane, i) for lane in range(-1, scene.road.n_lanes + 1) for i in range(32))
+                      if not (lane == scene.road.ego_lane and i < 2)]
+    scene.people = [Person(s_m=scene.road.ego_s, d_m=6.0, vs_mps=0.0, vd_mps=0.0, height_m=1.8,
+                           shirt_bgr=(0, 200, 0), pants_bgr=(50, 50, 50), skin_bgr=(90, 120, 170), phase=0.0,
+                           cyclist=True)]
+    assert 3 * len(scene.vehicles) > 256
+    _, label = _render(scene)
+    assert (label == CAR).sum() > 100 and (label == SYNTHETIC_CLASSES.id_of("cyclist")).sum() > 10
