@@ -70,10 +70,11 @@ def apply_atmosphere(image: np.ndarray, label: np.ndarray, lamps: np.ndarray, sc
     if night:
         pool = _light_map(scene, view, height, width)
         if pool.any():
-            pool = cv2.resize(pool, (width, height), interpolation=cv2.INTER_LINEAR)
-            pool[label == CLASS_ID["sky"]] = 0.0
-            lit = image.astype(np.float32) * (1.0 + pool[..., None])
-            image = np.clip(lit, 0, 255).astype(np.uint8)
+            # Gain in 1/64 steps as uint8, so the full-size work is one saturating uint8 multiply.
+            gain = cv2.resize(np.clip((1.0 + pool) * 64.0, 0, 255).astype(np.uint8), (width, height),
+                              interpolation=cv2.INTER_LINEAR)
+            gain[label == CLASS_ID["sky"]] = 64
+            image = cv2.multiply(image, cv2.merge((gain, gain, gain)), scale=1.0 / 64.0)
     glow = None
     if night and light.bloom > 0 and lamps.any():
         # Glow: the bright lamps, blurred wide at a quarter of the size.

@@ -119,7 +119,7 @@ class Lighting:
     saturation: float = 1.0
     vignette: float = 0.0  # corner darkening 0..1
     motion_blur_px: float = 0.0  # length of the blur streak for a 640-pixel-wide sensor
-    motion_blur_angle: float = 0.0  # degrees, 0: horizontal
+    motion_blur_angle: float = 0.0  # degrees: under 45 a horizontal streak, else a vertical one
     jpeg_quality: int = 0  # 0: no compression artefacts
     bloom: float = 0.0  # glow around bright lamps
 
