@@ -5,8 +5,10 @@
 Stages, each its own module: ``sky`` (background), ``ground`` (road surface, paint, shadows),
 then every object in painter's order, furthest first (``roadside``: buildings, trees, poles,
 signs; ``traffic``: vehicles, pedestrians, cyclists), all into one material map (``raster``).
-The labels and the clean image are two look-ups of that map under the scene's lighting; the
-camera's texture, blur and noise (``sensor``) touch the image only, after the labels are final.
+The labels and the clean image are two look-ups of that map under the scene's lighting; lights and
+weather (``atmosphere``) then touch the image only, the camera's roll, lens distortion and hood
+(``lens``) change image and labels together, and texture, blur, colour and noise (``sensor``) touch
+the image only.
 
 Speed: the frame is a few dozen polygon fills into preallocated arrays plus a handful of whole-
 image OpenCV passes; noise and texture come from tables computed once per image size.
