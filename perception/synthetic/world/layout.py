@@ -169,7 +169,7 @@ def sample_lighting(rng: np.random.Generator) -> Lighting:
     wet = max(rain, uniform(rng, 0.3, 1.0) if (tod != "day" and rng.random() < 0.2) else 0.0)
     fog = uniform(rng, 0.006, 0.045) if (tod in ("overcast", "dusk", "day") and rng.random() < 0.15) else 0.0
     if fog or rain:
-        g = uniform(rng, 150, 210) if tod != "dusk" else uniform(rng, 110, 150)
+        g = {"night": uniform(rng, 30, 60), "dusk": uniform(rng, 110, 150)}.get(tod, uniform(rng, 150, 210))
         zen, hor = (g + 4, g + 2, g), (g + 12, g + 12, g + 10)
         shadow = 1.0
         ambient *= uniform(rng, 0.8, 1.0)
