@@ -329,7 +329,8 @@ def test_a_dataset_of_frames_spans_the_conditions():
     lights = [s.lighting for s in scenes]
     assert {light.time_of_day for light in lights} == {"day", "overcast", "dusk", "night"}
     for what, count in {
-        "fog": sum(light.fog_density > 0 for light in lights),
+        "fog": sum(light.fog_density >= 0.006 for light in lights),
+        "light haze": sum(0 < light.fog_density < 0.006 for light in lights),
         "rain": sum(light.rain > 0 for light in lights),
         "wet road": sum(light.wet > 0 for light in lights),
         "jpeg": sum(light.jpeg_quality > 0 for light in lights),

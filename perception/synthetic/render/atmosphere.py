@@ -121,7 +121,9 @@ def pixel_distance(label: np.ndarray, view: View) -> np.ndarray:
     """Approximate distance (m) of every pixel: ground pixels (road, paint, sidewalk, and grass
     below the horizon) lie at their row's ground distance; a pixel of anything standing on the
     ground (a car, a house, a tree) takes the distance of the nearest ground pixel below it in its
-    column, which is where it stands. Sky and columns with no ground below are far away."""
+    column, which is where it stands, but no further than its row's stand-in distance
+    (``ground_distance_rows``). Columns with no ground below are far away; the sky counts as
+    distance 0 (the scene's sky colours already are the fog's, and haze leaves the sky alone)."""
     height, width = label.shape
     d_rows = ground_distance_rows(view, height)
     rows = np.arange(height, dtype=np.int32)[:, None]
@@ -129,8 +131,10 @@ def pixel_distance(label: np.ndarray, view: View) -> np.ndarray:
     below = np.where(ground, rows, np.int32(height))
     base = np.minimum.accumulate(below[::-1], axis=0)[::-1]  # nearest ground row at or below
     d_table = np.append(d_rows, np.float32(400.0))
-    distance = d_table[base]
-    distance[label == CLASS_ID["sky"]] = 400.0
+    # Capped by the row's stand-in distance: what hangs over a gap of sky (a tree crown, a lamp arm)
+    # would otherwise take the distance of the far ground seen through the gap.
+    distance = np.minimum(d_table[base], d_rows[:, None])
+    distance[label == CLASS_ID["sky"]] = 0.0  # the sky is drawn in the fog's colours already
     return distance
 
 

@@ -168,6 +168,8 @@ def sample_lighting(rng: np.random.Generator) -> Lighting:
     rain = uniform(rng, 0.2, 1.0) if (tod != "day" and rng.random() < 0.3) else 0.0
     wet = max(rain, uniform(rng, 0.3, 1.0) if (tod != "day" and rng.random() < 0.2) else 0.0)
     fog = uniform(rng, 0.006, 0.045) if (tod in ("overcast", "dusk", "day") and rng.random() < 0.15) else 0.0
+    # Light haze (aerial perspective): distant things paler under a sky that stays as it is.
+    haze = uniform(rng, 0.002, 0.006) if (not fog and tod != "night" and rng.random() < 0.35) else 0.0
     if fog or rain:
         g = {"night": uniform(rng, 30, 60), "dusk": uniform(rng, 110, 150)}.get(tod, uniform(rng, 150, 210))
         zen, hor = (g + 4, g + 2, g), (g + 12, g + 12, g + 10)
@@ -193,7 +195,7 @@ def sample_lighting(rng: np.random.Generator) -> Lighting:
         texture_strength=uniform(rng, 0.3, 1.0),
         texture_offset=(uniform(rng, 0, 1), uniform(rng, 0, 1)),
         clouds=clouds,
-        fog_density=fog,
+        fog_density=fog or haze,
         wet=wet,
         rain=rain,
         headlights=tod == "night" or (tod == "dusk" and rng.random() < 0.5),
