@@ -141,10 +141,10 @@ def pixel_distance(label: np.ndarray, view: View) -> np.ndarray:
 def _fog(image: np.ndarray, label: np.ndarray, scene: Scene, view: View) -> np.ndarray:
     """Blend towards the fog colour by distance (Beer-Lambert): t = 1 - exp(-density * distance)."""
     light = scene.lighting
-    t = 1.0 - np.exp(-np.float32(light.fog_density) * pixel_distance(label, view))
-    fog_bgr = np.clip(np.asarray(light.sky_horizon_bgr, np.float32) * light.gain, 0, 255)
-    out = image.astype(np.float32) * (1.0 - t[..., None]) + fog_bgr * t[..., None]
-    return np.clip(out, 0, 255).astype(np.uint8)
+    clear = np.exp(-np.float32(light.fog_density) * pixel_distance(label, view))  # transmittance
+    fog_bgr = np.clip(np.asarray(light.sky_horizon_bgr, np.float32) * light.gain, 0, 255).astype(np.uint8)
+    # One weighted blend per pixel (cv2.blendLinear) instead of float copies of the whole image.
+    return cv2.blendLinear(image, np.full_like(image, fog_bgr), clear, np.float32(1.0) - clear)
 
 
 def _rain(image: np.ndarray, scene: Scene, rng: np.random.Generator) -> np.ndarray:
