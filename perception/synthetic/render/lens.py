@@ -2,9 +2,9 @@
 ego car's hood across the bottom of the frame.
 
 Both change the labels with the image: the remap samples the label map with nearest neighbour on
-the same grid as the image, and the hood is drawn into both. The hood carries ``HOOD_CLASS`` (the
-ego car is a car, never road), so a model trained on the world learns not to call its own hood
-drivable.
+the same grid as the image, and the hood is drawn into both. The hood carries ``HOOD_CLASS``
+(``ego_vehicle``, in no task group), so a model trained on the world learns to call its own hood
+neither drivable road nor an obstacle ahead.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import numpy as np
 from perception.synthetic.render.raster import CLASS_ID
 from perception.synthetic.world import Scene
 
-#: Label of the ego car's hood: it is a car (an obstacle, never drivable road).
-HOOD_CLASS = CLASS_ID["car"]
+#: Label of the ego car's hood: neither drivable road nor an obstacle (it is always there).
+HOOD_CLASS = CLASS_ID["ego_vehicle"]
 
 
 @functools.lru_cache(maxsize=4)
