@@ -180,12 +180,8 @@ def _unknown_step(cfg: ExportConfig, metadata, report: Callable[[str], None]):
     """Store the unknown threshold in the exported file's metadata: ``--unknown-threshold``, else
     the ``export.unknown`` rule on ``--unknown-data`` (default: the checkpoint's dataset, val split).
     Returns the new metadata, which the INT8 and TensorRT models inherit."""
-    import dataclasses
-
-    import onnx
-
-    from export.onnx import save_model, write_metadata
     from export.unknown import choose_for_model
+    from perception.modelfile import record_metadata
 
     if cfg.unknown_threshold is not None:
         threshold, rule = cfg.unknown_threshold, "given (perception export --unknown-threshold)"
@@ -196,10 +192,7 @@ def _unknown_step(cfg: ExportConfig, metadata, report: Callable[[str], None]):
                               "(the model's own validation data) or --unknown-threshold P")
         choice = choose_for_model(cfg.out, spec, count=cfg.unknown_count)
         threshold, rule = choice.threshold, choice.rule
-    metadata = dataclasses.replace(metadata, unknown_threshold=float(threshold), unknown_rule=rule)
-    proto = onnx.load(str(cfg.out))
-    write_metadata(proto, metadata)
-    save_model(proto, cfg.out)
+    metadata = record_metadata(cfg.out, unknown_threshold=float(threshold), unknown_rule=rule)
     report(f"unknown: pixels with confidence below {threshold:.4g} are unknown (id 255) in the node; {rule}")
     return metadata
 

@@ -243,8 +243,8 @@ def add_unknown_threshold(
     docstring); returns a one-line report."""
     import tempfile
 
-    from export.onnx import finish_model, save_model
-    from perception.modelfile import load_model_proto, read_model_metadata
+    from export.onnx import finish_model
+    from perception.modelfile import load_model_proto, read_model_metadata, save_model
 
     if threshold is not None and not 0 <= threshold <= 1:
         raise ConfigError(f"--threshold {threshold:g} must be a probability in 0..1")
