@@ -23,7 +23,7 @@ from perception.masks import MaskBuilder, unknown_marker_for
 from perception.overlay import TASK_TINTS_BGR, render_overlay
 from perception.preprocess import Preprocessor
 
-#: Width of one tile in pixels; frames are scaled to it (the sheet of 12 frames stays < 2 MB).
+#: Width of one tile in pixels; frames are scaled to it (a sheet of 12 CamVid frames is about 2 MB).
 TILE_WIDTH = 400
 COLUMNS = 3
 

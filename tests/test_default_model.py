@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from perception.datasets import open_dataset
 from perception.engines import EngineOptions, load_engine
 from perception.modelfile import read_model_metadata
@@ -29,7 +31,7 @@ def test_default_model_is_shipped_small_and_self_describing():
 def test_default_model_segments_unseen_synthetic_scenes():
     engine = load_engine("ort", DEFAULT_MODEL, EngineOptions(threads=1))
     # The val split never overlaps the scenes the model was trained on.
-    cm = evaluate_engine(engine, open_dataset("synthetic:count=6,size=288x384", split="val"))
+    cm = evaluate_engine(engine, open_dataset("synthetic:count=6,size=360x640", split="val"))
     iou = cm.iou()
     assert iou[SYNTHETIC_CLASSES.id_of("road")] > 0.85
     assert iou[SYNTHETIC_CLASSES.id_of("sky")] > 0.85
@@ -48,4 +50,34 @@ def test_run_without_model_uses_the_default(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     final = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert final["frames_out"] == 5 and final["model_id"] == "bisenetv2-synthetic-288x384-fp32"
+    assert final["frames_out"] == 5 and final["model_id"] == read_model_metadata(DEFAULT_MODEL).model_id
+
+
+@pytest.mark.camvid
+def test_default_model_real_road_check_is_what_it_scores_on_camvid(camvid_dir):
+    """The figures stored in the shipped model's metadata are a fresh evaluation's, not a claim:
+    the same frames (CamVid val, never trained on), the same task groups, the node's letterbox."""
+    from perception.masks import UnknownMarker
+    from perception.training.evaluate import UnknownTally, evaluate_tasks, resolve_task_groups
+
+    check = read_model_metadata(DEFAULT_MODEL).real_road_check
+    assert check, f"{DEFAULT_MODEL} has no real-road check; rebuild it with 'make default-model'"
+    assert check["data"].startswith("camvid:") and check["split"] == "val" and check["frames"] == 101
+    engine = load_engine("ort", DEFAULT_MODEL, EngineOptions(threads=1))
+    dataset = open_dataset(f"camvid:{camvid_dir}", split="val")
+    tasks = check["tasks"]
+    scores = resolve_task_groups(
+        engine.metadata.class_table,
+        dataset.class_table,
+        tasks=list(tasks),
+        model_overrides={t: v["model_classes"] for t, v in tasks.items()},
+        data_overrides={t: v["data_classes"] for t, v in tasks.items()},
+    )
+    # The recorded figures are the node's masks: unknown marking at the model's own threshold.
+    assert check["unknown"]["threshold"] == engine.metadata.unknown_threshold
+    unknown = UnknownTally(UnknownMarker(engine.metadata.unknown_threshold))
+    evaluate_tasks(engine, dataset, scores, unknown=unknown)
+    for score, off in zip(scores, unknown.off, strict=True):
+        assert score.iou == pytest.approx(tasks[score.task]["iou"], abs=1e-4), score.task
+        assert off.iou == pytest.approx(check["tasks_unknown_off"][off.task]["iou"], abs=1e-4), off.task
+    assert unknown.fraction == pytest.approx(check["unknown"]["fraction"], abs=1e-6)

@@ -216,15 +216,22 @@ def _main_tasks(args: argparse.Namespace) -> int:
             "frames": len(dataset),
             "input_hw": list(engine.input_hw),
             "preprocess": "letterbox, as the node",
-            "tasks": {s.task: {k: s.to_dict()[k] for k in ("iou", "precision", "recall", "model_classes", "data_classes")} for s in scores},
             # The figures are those of the masks the node publishes: with unknown marking at this threshold.
+            "tasks": _task_figures(scores),
             "unknown": unknown.to_dict() if unknown is not None else {"threshold": 0.0, "enabled": False},
         }
+        if unknown is not None:
+            check["tasks_unknown_off"] = _task_figures(unknown.off)
         record_metadata(args.model, real_road_check=check)
         print(f"recorded in {args.model}'s metadata as its real-road check (perception inspect {args.model})")
     if args.contact_sheet:
         _contact_sheet(args, engine, dataset, spec)
     return 0
+
+
+def _task_figures(scores) -> dict:
+    keys = ("iou", "precision", "recall", "model_classes", "data_classes")
+    return {s.task: {k: s.to_dict()[k] for k in keys} for s in scores}
 
 
 def _contact_sheet(args: argparse.Namespace, engine, dataset, spec: str) -> None:
