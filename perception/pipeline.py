@@ -251,6 +251,11 @@ class Pipeline:
     def end_reason(self) -> str:
         return self._end_reason
 
+    @property
+    def failed(self) -> bool:
+        """A stage failed (``finish`` raises it)."""
+        return self._error is not None
+
     # ------------------------------------------------------------------ stages
 
     def _guard(self, stage: str, target) -> None:
@@ -310,6 +315,9 @@ class Pipeline:
                     self._limited.warning("infer", "frame %d skipped: %s: %s", frame.seq, type(exc).__name__, exc)
                     continue
                 consecutive = 0
+                # Several cameras on one engine (perception/batching.py): the wait for the batch is
+                # its own stage, apart from the inference itself.
+                batch_ms = getattr(self.engine, "last_wait_ms", None)
                 item = _Inferred(
                     seq=frame.seq,
                     capture_ns=frame.capture_ns,
@@ -320,7 +328,8 @@ class Pipeline:
                         "capture": frame.capture_ms,
                         "queue": (dequeue_mono - frame.capture_mono_ns) / 1e6,
                         "preprocess": (t1 - t0) * 1e3,
-                        "infer": (t2 - t1) * 1e3,
+                        **({} if batch_ms is None else {"batch": batch_ms}),
+                        "infer": (t2 - t1) * 1e3 - (batch_ms or 0.0),
                     },
                 )
                 while not self._inferred.put(item, timeout=POLL_S):
@@ -501,6 +510,10 @@ class Pipeline:
         }
         if self.engine.selection is not None:
             doc["engine_selection"] = self.engine.selection  # --engine auto: the choice and why
+        batching = getattr(self.engine, "batching", None)
+        if batching is not None:
+            doc["camera"] = self.config.camera_name
+            doc["batching"] = batching  # one engine for several cameras: perception/batching.py
         skipped = getattr(self.source, "skipped", None)
         if skipped:
             doc["source_skipped"] = list(skipped)

@@ -21,7 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from perception.contracts import OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE
-from perception.engines.base import Engine, EngineOptions, InputSpec, check_input_spec, int8_model_path
+from perception.engines.base import (
+    Engine,
+    EngineOptions,
+    InputSpec,
+    check_input_spec,
+    infer_in_fixed_batches,
+    int8_model_path,
+)
 from perception.errors import ConfigError, DependencyError, ModelError
 from perception.modelfile import read_model_metadata
 
@@ -129,7 +136,6 @@ class OpenVinoEngine(Engine):
         check_input_spec(self.input_spec, self.metadata, source=path.name)
         outputs = {name for out in self._compiled.outputs for name in out.get_names()}
         self._output_names = [OUTPUT_CLASS_IDS] + ([OUTPUT_CONFIDENCE] if OUTPUT_CONFIDENCE in outputs else [])
-        self._fixed_batch = self.input_spec.shape[0]
         self.precision = precision
         self.provider = f"CPU-{precision}"
         threads = self._compiled.get_property("INFERENCE_NUM_THREADS")
@@ -146,10 +152,9 @@ class OpenVinoEngine(Engine):
         )
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        if self._fixed_batch is not None and batch.shape[0] != self._fixed_batch:
-            # A fixed-batch export: run the frames one at a time and stack the results.
-            parts = [self.infer(batch[i : i + 1]) for i in range(batch.shape[0])]
-            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return infer_in_fixed_batches(self._run, batch, self.fixed_batch)
+
+    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         self._request.infer({0: batch})
         # The request reuses its output buffers on the next call, while the publish thread may
         # still hold this frame's ids: hand out copies (one byte per pixel, tens of microseconds).

@@ -22,7 +22,14 @@ import numpy as np
 import onnxruntime as ort
 
 from perception.contracts import OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ModelMetadata
-from perception.engines.base import Engine, EngineOptions, InputSpec, check_input_spec, int8_model_path
+from perception.engines.base import (
+    Engine,
+    EngineOptions,
+    InputSpec,
+    check_input_spec,
+    infer_in_fixed_batches,
+    int8_model_path,
+)
 from perception.errors import ConfigError, DependencyError, ModelError
 from perception.modelfile import read_model_metadata
 
@@ -132,7 +139,6 @@ class OrtEngine(Engine):
         check_input_spec(self.input_spec, self.metadata, source=path.name)
         outputs = {o.name for o in self.session.get_outputs()}
         self._output_names = [OUTPUT_CLASS_IDS] + ([OUTPUT_CONFIDENCE] if OUTPUT_CONFIDENCE in outputs else [])
-        self._fixed_batch = self.input_spec.shape[0]
         self.provider = self.session.get_providers()[0]
         self.precision = self.metadata.precision
         log.info(
@@ -178,10 +184,9 @@ class OrtEngine(Engine):
         return session
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        if self._fixed_batch is not None and batch.shape[0] != self._fixed_batch:
-            # A fixed-batch export: run the frames one at a time and stack the results.
-            parts = [self.infer(batch[i : i + 1]) for i in range(batch.shape[0])]
-            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return infer_in_fixed_batches(self._run, batch, self.fixed_batch)
+
+    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         results = self.session.run(self._output_names, {self.input_spec.name: batch})
         return dict(zip(self._output_names, results, strict=True))
 
