@@ -9,7 +9,7 @@ letterboxed frame to the batcher and waits for the batch that holds it.
 Batching rule: a batch runs as soon as every active camera has handed in a frame, or
 ``timeout_ms`` after the batcher took the first frame of the batch, with the frames it holds then
 (a late or dead camera delays the others by at most the timeout). A camera is active until its
-pipeline's frame queue is closed and empty (``set_active``): a camera whose input ended is not
+pipeline's inference thread has ended (``set_active``): a camera whose input ended is not
 waited for. Each camera has at most one frame in the batcher (its inference thread waits), so
 nothing grows: a batch holds at most one frame per camera, and what a camera captures meanwhile
 waits in its own bounded queue (``latest``: the newest kept, drops counted per camera).

@@ -53,9 +53,9 @@ class MultiCameraNode:
             for i, (source, publisher) in enumerate(zip(sources, publishers, strict=True))
         ]
         for i, pipeline in enumerate(self.pipelines):
-            # A camera whose queue is closed and empty hands in nothing more: batches stop waiting for it.
-            frames = pipeline.frames
-            self.batcher.set_active(i, lambda frames=frames: not (frames.closed and len(frames) == 0))
+            # A camera whose inference thread has ended hands in nothing more: batches stop waiting
+            # for it. (Not "its queue is closed and empty": the thread may hold a last frame.)
+            self.batcher.set_active(i, lambda pipeline=pipeline: pipeline.inferring)
         self.final_stats: dict[str, Any] | None = None
 
     @property

@@ -256,6 +256,15 @@ class Pipeline:
         """A stage failed (``finish`` raises it)."""
         return self._error is not None
 
+    @property
+    def inferring(self) -> bool:
+        """The inference stage may still hand frames to the engine: it has not started yet (and
+        the pipeline was not stopped), or its thread is running."""
+        threads = [t for t in self._threads if t.name == "perception-inference"]
+        if not threads:
+            return not (self._done.is_set() or self._stop.is_set())
+        return threads[0].is_alive()
+
     # ------------------------------------------------------------------ stages
 
     def _guard(self, stage: str, target) -> None:

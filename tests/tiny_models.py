@@ -42,10 +42,12 @@ def write_brightness_model(
     input_dtype: int = TensorProto.UINT8,
     nchw: bool = False,
     with_metadata: bool = True,
+    batch: int | str = "N",
 ) -> Path:
-    """Write the brightness model to ``path``; ``input_dtype``/``nchw`` make contract-breaking variants."""
+    """Write the brightness model to ``path``; ``input_dtype``/``nchw`` make contract-breaking
+    variants; ``batch`` an int exports a fixed batch (default: dynamic)."""
     h, w = input_hw
-    in_shape = ["N", 3, h, w] if nchw else ["N", h, w, 3]
+    in_shape = [batch, 3, h, w] if nchw else [batch, h, w, 3]
     channel_axis = 1 if nchw else 3
     nodes = [
         helper.make_node("Cast", ["image"], ["pixels"], to=TensorProto.FLOAT),
@@ -58,7 +60,7 @@ def write_brightness_model(
         nodes,
         "brightness",
         [helper.make_tensor_value_info("image", input_dtype, in_shape)],
-        [helper.make_tensor_value_info(contracts.OUTPUT_CLASS_IDS, TensorProto.UINT8, ["N", h, w])],
+        [helper.make_tensor_value_info(contracts.OUTPUT_CLASS_IDS, TensorProto.UINT8, [batch, h, w])],
         initializer=[helper.make_tensor("scale", TensorProto.FLOAT, [], [SCALE])],
     )
     # Opset 17: ReduceMax still takes ``axes`` as an attribute there.
