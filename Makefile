@@ -87,7 +87,7 @@ test-latest:
 # Rebuild the shipped default model: train on the synthetic road world, export, verify (~30 min on 2 cores).
 default-model: $(STAMP_DEV)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/perception train --config configs/synthetic_default_cpu.yaml --out runs/synthetic_default
-	$(BIN)/perception export --checkpoint runs/synthetic_default/best.pt --out $(DEFAULT_MODEL) \
+	$(BIN)/perception export --checkpoint runs/synthetic_default/best.pt --out $(DEFAULT_MODEL) --dynamic-batch \
 		--verify-data synthetic:count=16
 	$(BIN)/perception eval --model $(DEFAULT_MODEL) --data synthetic
 

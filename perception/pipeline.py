@@ -98,6 +98,7 @@ class Pipeline:
         self._limited = RateLimitedLog(log)
         self._stop = threading.Event()
         self._done = threading.Event()
+        self._inference_ended = threading.Event()  # set when the inference stage will hand in nothing more
         self._error: tuple[str, BaseException] | None = None
         self._end_reason = ""
         self._threads: list[threading.Thread] = []
@@ -186,6 +187,8 @@ class Pipeline:
         if not self._end_reason:
             self._end_reason = reason
         self._stop.set()
+        if not self._threads:  # stopped before the threads started: none will
+            self._inference_ended.set()
         self.source.interrupt()
         self.frames.close()
         self._inferred.close()
@@ -260,10 +263,7 @@ class Pipeline:
     def inferring(self) -> bool:
         """The inference stage may still hand frames to the engine: it has not started yet (and
         the pipeline was not stopped), or its thread is running."""
-        threads = [t for t in self._threads if t.name == "perception-inference"]
-        if not threads:
-            return not (self._done.is_set() or self._stop.is_set())
-        return threads[0].is_alive()
+        return not self._inference_ended.is_set()
 
     # ------------------------------------------------------------------ stages
 
@@ -351,6 +351,7 @@ class Pipeline:
                     self.source.interrupt()
                     break
         finally:
+            self._inference_ended.set()
             self.frames.close()  # frees a capture thread waiting for room in a lossless queue
             self._inferred.close()
 

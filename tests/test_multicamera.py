@@ -410,3 +410,68 @@ def test_namespaces_on_one_socket_keep_their_own_info_seq_and_subscriptions():
     finally:
         pub.close()
     assert rear.stats()["messages_sent"] >= 3 and pub.stats()["messages_sent"] >= 2
+
+
+# ---- a dynamic batch for an exported batch-1 model (export/batch.py) ----------------------------
+
+def _resize_model(path, batch):
+    """A contract model with a Resize to constant sizes [batch, 3, H, W] (the exporter's batch-1 form)."""
+    import onnx
+    from onnx import TensorProto, helper
+    from tiny_models import tiny_metadata
+
+    h, w = MODEL_HW
+    nodes = [
+        helper.make_node("Cast", ["image"], ["pixels"], to=TensorProto.FLOAT),
+        helper.make_node("Transpose", ["pixels"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("AveragePool", ["nchw"], ["small"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Resize", ["small", "", "", "sizes"], ["big"], mode="nearest"),
+        helper.make_node("ReduceMax", ["big"], ["brightest"], axes=[1], keepdims=0),
+        helper.make_node("Mul", ["brightest", "scale"], ["scaled"]),
+        helper.make_node("Floor", ["scaled"], ["floored"]),
+        helper.make_node("Cast", ["floored"], ["class_ids"], to=TensorProto.UINT8),
+    ]
+    graph = helper.make_graph(
+        nodes, "resize", [helper.make_tensor_value_info("image", TensorProto.UINT8, [batch, h, w, 3])],
+        [helper.make_tensor_value_info("class_ids", TensorProto.UINT8, [batch, h, w])],
+        initializer=[helper.make_tensor("scale", TensorProto.FLOAT, [], [11 / 256]),
+                     helper.make_tensor("sizes", TensorProto.INT64, [4], [batch, 3, h, w])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {contracts.METADATA_KEY: tiny_metadata(MODEL_HW).to_json()})
+    onnx.save(model, str(path))
+    return path
+
+
+def test_export_batch_makes_a_batch_1_model_serve_any_batch_frame_for_frame(tmp_path):
+    from export.batch import convert
+    from perception.errors import ModelError
+    from perception.modelfile import read_model_metadata
+
+    src = _resize_model(tmp_path / "b1.onnx", 1)
+    before = load_engine("ort", src, EngineOptions(provider="cpu", threads=1))
+    assert before.fixed_batch == 1
+    frames = np.random.default_rng(1).integers(0, 256, (3, *MODEL_HW, 3), dtype=np.uint8)
+    want = before.infer(frames)[contracts.OUTPUT_CLASS_IDS]  # frame by frame
+    report = convert(src, tmp_path / "dyn.onnx")
+    assert report.resizes == 1 and report.class_ids_equal == 1.0
+    after = load_engine("ort", tmp_path / "dyn.onnx", EngineOptions(provider="cpu", threads=1))
+    assert after.fixed_batch is None and read_model_metadata(tmp_path / "dyn.onnx").dynamic_batch
+    np.testing.assert_array_equal(after.infer(frames)[contracts.OUTPUT_CLASS_IDS], want)  # one batch of 3
+    with pytest.raises(ModelError, match="already has a dynamic batch"):
+        convert(tmp_path / "dyn.onnx", tmp_path / "again.onnx")
+
+
+def test_the_shipped_default_model_batches():
+    from perception.run_config import DEFAULT_MODEL
+
+    engine = load_engine("ort", DEFAULT_MODEL, EngineOptions(provider="cpu", threads=1))
+    try:
+        assert engine.fixed_batch is None and engine.metadata.dynamic_batch
+        frames = np.random.default_rng(2).integers(0, 256, (2, *engine.input_hw, 3), dtype=np.uint8)
+        both = engine.infer(frames)[contracts.OUTPUT_CLASS_IDS]
+        for i in range(2):
+            np.testing.assert_array_equal(both[i : i + 1], engine.infer(frames[i : i + 1])[contracts.OUTPUT_CLASS_IDS])
+    finally:
+        engine.close()
