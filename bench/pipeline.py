@@ -95,6 +95,7 @@ class PipelineBenchConfig:
     engine_runs: int = field(default=100, metadata=bounds(0, 1_000_000))
     progress: bool = True
     cameras: int = field(default=1, metadata=bounds(1, 16))
+    rounds: int = field(default=1, metadata=bounds(1, 20))
     batch_timeout_ms: float | None = field(default=None, metadata=bounds(0, 10_000))
     loop: bool = False
 
@@ -497,22 +498,32 @@ def measure_nodes(cfg: PipelineBenchConfig, model: Path, groups: list[tuple[str,
 
 
 def measure_cameras(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, Any]:
-    """``--cameras N``: one node batching N cameras, then N separate nodes; the ``cameras`` block."""
+    """``--cameras N``: one node batching N cameras, then N separate nodes; the ``cameras`` block.
+
+    With ``rounds`` > 1 the two alternate (one, N, N, one, one, ...), so that a load that drifts
+    during the run weighs on both alike; ``one_node``/``separate_nodes`` are the first round's
+    details, ``rounds`` every round's totals, and the ratio is over the sums of all rounds."""
     names = tuple(f"{BENCH_CAMERA}{i}" for i in range(cfg.cameras))
-    one = measure_nodes(cfg, model, [names])
-    if tick is not None:
-        tick(1)
-    separate = measure_nodes(cfg, model, [(name,) for name in names])
-    if tick is not None:
-        tick(1)
+    runs: dict[str, list[dict[str, Any]]] = {"one_node": [], "separate_nodes": []}
+    for r in range(cfg.rounds):
+        order = ("one_node", "separate_nodes") if r % 2 == 0 else ("separate_nodes", "one_node")
+        for key in order:
+            groups = [names] if key == "one_node" else [(name,) for name in names]
+            runs[key].append(measure_nodes(cfg, model, groups))
+            if tick is not None:
+                tick(1)
+    total = {key: sum(run["images_per_s"] for run in runs[key]) for key in runs}
     return {
         "n": cfg.cameras,
         "source": cfg.source,
         "fps_requested": cfg.fps,
         "batch_timeout_ms": cfg.batch_timeout_ms,
-        "one_node": one,
-        "separate_nodes": separate,
-        "one_node_over_separate": ratio(one["images_per_s"], separate["images_per_s"]),
+        "one_node": runs["one_node"][0],
+        "separate_nodes": runs["separate_nodes"][0],
+        "rounds": [{"one_node_images_per_s": one["images_per_s"], "separate_images_per_s": sep["images_per_s"],
+                    "ratio": ratio(one["images_per_s"], sep["images_per_s"])}
+                   for one, sep in zip(runs["one_node"], runs["separate_nodes"], strict=True)],
+        "one_node_over_separate": ratio(total["one_node"], total["separate_nodes"]),
     }
 
 
@@ -536,7 +547,7 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
         if cfg.baseline or cfg.peak_rate:
             raise ConfigError("--cameras compares one node with separate nodes; run --baseline or --peak-rate "
                               "without --cameras")
-        with progress(desc=f"{cfg.cameras} cameras: one node, then {cfg.cameras} nodes", unit="run", total=2,
+        with progress(desc=f"{cfg.cameras} cameras: one node and {cfg.cameras} nodes", unit="run", total=2 * cfg.rounds,
                       disable=not cfg.progress, file=sys.stderr) as bar:
             results["cameras"] = measure_cameras(cfg, model, tick=bar.update)
         return results

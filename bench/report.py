@@ -215,6 +215,13 @@ def _cameras_section(c: dict[str, Any]) -> list[str]:
         f"{_fmt(c['separate_nodes']['images_per_s'])}: x{_fmt(c.get('one_node_over_separate'))}.**",
         "",
     ]
+    rounds = c.get("rounds") or []
+    if len(rounds) > 1:
+        lines += [f"{len(rounds)} rounds, alternating (the ratio above is over their sums; the tables show round 1):",
+                  ""]
+        lines += _table(["round", "one node images/s", f"{n} nodes images/s", "ratio"],
+                        [[i, r["one_node_images_per_s"], r["separate_images_per_s"], r["ratio"]]
+                         for i, r in enumerate(rounds, start=1)]) + [""]
     rows = []
     for label, key in (("one node", "one_node"), (f"{n} nodes", "separate_nodes")):
         run = c[key]

@@ -475,3 +475,30 @@ def test_the_shipped_default_model_batches():
             np.testing.assert_array_equal(both[i : i + 1], engine.infer(frames[i : i + 1])[contracts.OUTPUT_CLASS_IDS])
     finally:
         engine.close()
+
+
+# ---- the bench: one node with N cameras against N nodes ------------------------------------------
+
+def test_bench_cameras_compares_one_node_with_separate_nodes(tiny_model_path):
+    from bench.pipeline import PipelineBenchConfig, run_pipeline_bench
+    from bench.report import render_markdown, summary_text
+
+    cfg = PipelineBenchConfig(model=tiny_model_path, source="synthetic", width=96, height=72, fps=60,
+                              duration_s=1.0, threads=1, cameras=2, engine_runs=0, progress=False)
+    results = run_pipeline_bench(cfg, command="test")
+    c = results["cameras"]
+    assert c["n"] == 2 and "pipeline" not in results
+    for key, nodes in (("one_node", 1), ("separate_nodes", 2)):
+        run = c[key]
+        assert set(run["per_camera"]) == {"bench0", "bench1"} and len(run["nodes"]) == nodes
+        assert all(cam["output_fps"] > 0 and cam["capture_to_receive_ms"]["count"] > 0
+                   for cam in run["per_camera"].values())
+        assert run["images_per_s"] == pytest.approx(sum(cam["output_fps"] for cam in run["per_camera"].values()),
+                                                    abs=1e-3)
+        assert all(node["exit_code"] == 0 and node["final_stats"]["balanced"] for node in run["nodes"])
+    assert set(c["one_node"]["nodes"][0]["final_stats"]["cameras"]) == {"bench0", "bench1"}
+    assert "batch" in c["one_node"]["per_camera"]["bench0"]["stages_p50_ms"]
+    assert c["one_node_over_separate"] == pytest.approx(c["one_node"]["images_per_s"] / c["separate_nodes"]["images_per_s"])
+    md = render_markdown(results)
+    assert "## One engine for several cameras" in md and "| one node | bench1 |" in md
+    assert "one node / 2 nodes: x" in summary_text(results)

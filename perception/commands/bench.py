@@ -93,6 +93,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "nodes, in one run (default: 1, the single-node bench)")
     pipe.add_argument("--batch-timeout-ms", type=float, default=None, metavar="MS",
                       help="--cameras: the node's batch timeout (default: the node's own, 20)")
+    pipe.add_argument("--rounds", type=int, default=1,
+                      help="--cameras: alternate one node and N nodes this many times each (default: 1)")
     pipe.add_argument("--loop", action="store_true", help="restart a file source at its end")
     _add_common(pipe)
 
@@ -188,6 +190,7 @@ def _run_pipeline(args: argparse.Namespace, command: str) -> dict:
         "engine_runs": args.engine_runs,
         "progress": not args.no_progress,
         "cameras": args.cameras,
+        "rounds": args.rounds,
         "batch_timeout_ms": args.batch_timeout_ms,
         "loop": args.loop,
     }, source="perception bench pipeline")
