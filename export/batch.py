@@ -102,8 +102,14 @@ def make_batch_dynamic(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, in
                 node.input[1] = name
                 reshapes += 1
         new_nodes.append(node)
+    # The replaced batch-1 constants are used by nothing now: drop them (ONNX Runtime warns of each).
+    used = {name for node in new_nodes for name in node.input} | {out.name for out in graph.output}
+    kept = [n for n in new_nodes if n.op_type != "Constant" or n.output[0] in used]
     del graph.node[:]
-    graph.node.extend(new_nodes)
+    graph.node.extend(kept)
+    unused = [init for init in graph.initializer if init.name not in used]
+    for init in unused:
+        graph.initializer.remove(init)
     del graph.value_info[:]  # intermediate shapes recorded for batch 1
     for value in [*graph.input, *graph.output]:
         dims = value.type.tensor_type.shape.dim
