@@ -140,6 +140,11 @@ class Engine(ABC):
         export --dynamic-batch``). ``infer`` takes any N either way (see ``infer_in_fixed_batches``)."""
         return self.input_spec.shape[0]
 
+    def infer_any_batch(self, run, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """``run`` (the backend's one call) on any N frames, whatever ``fixed_batch`` is
+        (``infer_in_fixed_batches``); backends' ``infer`` is this over their own call."""
+        return infer_in_fixed_batches(run, batch, self.fixed_batch)
+
     @property
     def model_id(self) -> str:
         return self.metadata.model_id

@@ -21,14 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from perception.contracts import OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE
-from perception.engines.base import (
-    Engine,
-    EngineOptions,
-    InputSpec,
-    check_input_spec,
-    infer_in_fixed_batches,
-    int8_model_path,
-)
+from perception.engines.base import Engine, EngineOptions, InputSpec, check_input_spec, int8_model_path
 from perception.errors import ConfigError, DependencyError, ModelError
 from perception.modelfile import read_model_metadata
 
@@ -152,7 +145,7 @@ class OpenVinoEngine(Engine):
         )
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        return infer_in_fixed_batches(self._run, batch, self.fixed_batch)
+        return self.infer_any_batch(self._run, batch)
 
     def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         self._request.infer({0: batch})

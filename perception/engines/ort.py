@@ -22,14 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from perception.contracts import OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ModelMetadata
-from perception.engines.base import (
-    Engine,
-    EngineOptions,
-    InputSpec,
-    check_input_spec,
-    infer_in_fixed_batches,
-    int8_model_path,
-)
+from perception.engines.base import Engine, EngineOptions, InputSpec, check_input_spec, int8_model_path
 from perception.errors import ConfigError, DependencyError, ModelError
 from perception.modelfile import read_model_metadata
 
@@ -184,7 +177,7 @@ class OrtEngine(Engine):
         return session
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        return infer_in_fixed_batches(self._run, batch, self.fixed_batch)
+        return self.infer_any_batch(self._run, batch)
 
     def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         results = self.session.run(self._output_names, {self.input_spec.name: batch})
