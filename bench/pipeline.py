@@ -26,8 +26,9 @@ one run: first one node with N cameras (``--source bench0=SOURCE --source bench1
 batched inference), then N separate nodes at once (one camera each, as ``launch/two_cameras.yaml``
 runs them), each measured for ``duration_s`` from a subscriber per camera (each in its own thread).
 Both run the ``latest`` queue, as live cameras do. It reports per camera the FPS, drops and
-capture-to-receive latency percentiles, the total images/s, the CPU of the node(s), and
-``one_node_over_separate``: the total images/s of the one node over that of the N nodes. A camera
+capture-to-receive latency percentiles, the total images/s, the CPU of the node(s) and images per
+CPU-second, and ``one_node_over_separate``: the total images/s of the one node over that of the N
+nodes (``..._per_core``: the same for images per CPU-second, less swayed by other load). A camera
 starved by the others shows as a low ``min_camera_share`` (slowest camera's FPS / mean camera FPS).
 
 Run it with ``perception bench pipeline --model m.onnx --source synthetic --duration 10 --baseline``,
@@ -494,6 +495,9 @@ def measure_nodes(cfg: PipelineBenchConfig, model: Path, groups: list[tuple[str,
         "images_per_s": round(sum(fps), 3),
         "min_camera_share": ratio(min(fps), sum(fps) / len(fps)),
         "cpu_percent_mean": sum(c["mean_percent"] or 0.0 for c in cpu),
+        # Images per second of CPU time (100 % = one core): the efficiency figure, which other
+        # load on the machine distorts less than the rates (it takes CPU from either run alike).
+        "images_per_core_s": ratio(sum(fps), sum(c["mean_percent"] or 0.0 for c in cpu) / 100),
     }
 
 
@@ -513,6 +517,7 @@ def measure_cameras(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[st
             if tick is not None:
                 tick(1)
     total = {key: sum(run["images_per_s"] for run in runs[key]) for key in runs}
+    per_core = {key: [run["images_per_core_s"] for run in runs[key] if run["images_per_core_s"]] for key in runs}
     return {
         "n": cfg.cameras,
         "source": cfg.source,
@@ -524,6 +529,9 @@ def measure_cameras(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[st
                     "ratio": ratio(one["images_per_s"], sep["images_per_s"])}
                    for one, sep in zip(runs["one_node"], runs["separate_nodes"], strict=True)],
         "one_node_over_separate": ratio(total["one_node"], total["separate_nodes"]),
+        "one_node_over_separate_per_core": ratio(
+            sum(per_core["one_node"]) / len(per_core["one_node"]) if per_core["one_node"] else None,
+            sum(per_core["separate_nodes"]) / len(per_core["separate_nodes"]) if per_core["separate_nodes"] else None),
     }
 
 

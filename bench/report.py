@@ -232,9 +232,11 @@ def _cameras_section(c: dict[str, Any]) -> list[str]:
         rows.append([f"**{label}**", "total", None, run["images_per_s"], None, None, None, None, None])
     lines += _table(["run", "camera", "input FPS", "output FPS", "dropped", "e2e p50 ms", "p90 ms", "p99 ms",
                      "max ms"], rows) + [""]
-    lines += _table(["run", "CPU % (100 = one core)", "slowest camera / mean camera FPS"],
-                    [[label, c[key]["cpu_percent_mean"], c[key]["min_camera_share"]]
+    lines += _table(["run", "CPU % (100 = one core)", "images per CPU-second", "slowest camera / mean camera FPS"],
+                    [[label, c[key]["cpu_percent_mean"], c[key].get("images_per_core_s"), c[key]["min_camera_share"]]
                      for label, key in (("one node", "one_node"), (f"{n} nodes", "separate_nodes"))]) + [""]
+    lines += [f"Images per CPU-second, one node / {n} nodes: x{_fmt(c.get('one_node_over_separate_per_core'))} "
+              "(less swayed than the rates by other load on the machine).", ""]
     return lines
 
 
@@ -414,7 +416,8 @@ def summary_text(results: dict[str, Any]) -> str:
             cams = ", ".join(f"{name} {_fmt(cam['output_fps'], 1)} FPS p50 {_fmt((cam['capture_to_receive_ms'] or {}).get('p50'))} ms"
                              for name, cam in c[key]["per_camera"].items())
             lines.append(f"{label}: {_fmt(c[key]['images_per_s'], 1)} images/s ({cams})")
-        lines.append(f"one node / {c['n']} nodes: x{_fmt(c.get('one_node_over_separate'))}")
+        lines.append(f"one node / {c['n']} nodes: x{_fmt(c.get('one_node_over_separate'))} images/s, "
+                     f"x{_fmt(c.get('one_node_over_separate_per_core'))} images per CPU-second")
     p = results.get("pipeline")
     if p:
         e2e = p.get("capture_to_receive_ms") or {}

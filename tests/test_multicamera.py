@@ -501,4 +501,5 @@ def test_bench_cameras_compares_one_node_with_separate_nodes(tiny_model_path):
     assert c["one_node_over_separate"] == pytest.approx(c["one_node"]["images_per_s"] / c["separate_nodes"]["images_per_s"])
     md = render_markdown(results)
     assert "## One engine for several cameras" in md and "| one node | bench1 |" in md
-    assert "one node / 2 nodes: x" in summary_text(results)
+    assert "one node / 2 nodes: x" in summary_text(results) and "images per CPU-second" in md
+    assert c["one_node"]["images_per_core_s"] > 0 and c["one_node_over_separate_per_core"] > 0
