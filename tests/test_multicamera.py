@@ -484,7 +484,7 @@ def test_bench_cameras_compares_one_node_with_separate_nodes(tiny_model_path):
     from bench.report import render_markdown, summary_text
 
     cfg = PipelineBenchConfig(model=tiny_model_path, source="synthetic", width=96, height=72, fps=60,
-                              duration_s=1.0, threads=1, cameras=2, engine_runs=0, progress=False)
+                              duration_s=0.5, threads=1, cameras=2, engine_runs=0, progress=False)
     results = run_pipeline_bench(cfg, command="test")
     c = results["cameras"]
     assert c["n"] == 2 and "pipeline" not in results
@@ -503,3 +503,49 @@ def test_bench_cameras_compares_one_node_with_separate_nodes(tiny_model_path):
     assert "## One engine for several cameras" in md and "| one node | bench1 |" in md
     assert "one node / 2 nodes: x" in summary_text(results) and "images per CPU-second" in md
     assert c["one_node"]["images_per_core_s"] > 0 and c["one_node_over_separate_per_core"] > 0
+
+
+def test_a_failing_engine_stops_every_camera_with_balanced_stats(tiny_engine):
+    from perception.pipeline import StageError
+
+    class BrokenEngine:
+        """Fails on every frame (a fixed batch of 1: no batched warm-up either)."""
+
+        fixed_batch = 1
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def warmup(self, n=3):
+            pass
+
+        def infer(self, batch):
+            raise RuntimeError("device lost")
+
+    config = two_synthetic(queue="latest", wait_subscribers=0)
+    node = Node(config, BrokenEngine(tiny_engine))
+    try:
+        with pytest.raises(StageError, match="inference stage failed: RuntimeError: device lost"):
+            node.node.run()
+    finally:
+        node.close()
+    final = node.node.final_stats
+    assert final["error"] and final["published"] == 0 and final["bad_frames"] >= 25
+    assert final["balanced"] and all(final["cameras"][c]["balanced"] for c in CAMERAS)
+    assert all("failed" in final["cameras"][c]["end_reason"] for c in CAMERAS)
+
+
+def test_launch_check_names_the_camera_whose_file_is_missing(tmp_path):
+    from perception.errors import SourceError
+    from perception.launch.parse import check_node_files
+
+    launch = tmp_path / "cams.yaml"
+    launch.write_text(
+        "launch:\n  - node:\n      name: cams\n      kind: pipeline\n"
+        f"      parameters:\n        source: {{front: synthetic, rear: {tmp_path / 'missing.mp4'}}}\n"
+    )
+    with pytest.raises(SourceError, match="node 'cams': parameters: source rear: video file .*missing.mp4 not found"):
+        check_node_files(load_launch(launch))
