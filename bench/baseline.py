@@ -1,8 +1,10 @@
 """The naive serial baseline the node is compared with: one thread, one frame at a time.
 
 ``run_serial_baseline(...)`` does what a first prototype would: read a frame from the source,
-``cv2.resize`` it to the model input (stretching, no letterbox), run the engine (argmax is already
-in the graph), and send the raw class-id mask on a ZeroMQ PUB socket; then the next frame. No
+letterbox it into the model input with the node's own ``Preprocessor`` (so both do the same pixel
+work and produce the same masks), run the engine (argmax is already in the graph), and send the
+raw class-id mask of the content area (padding cut, as the node's wire v2) on a ZeroMQ PUB
+socket; then the next frame. No
 queue, no overlap of capture with inference, no per-topic encoding. It uses the same source, model
 and engine options as the node, in the same bench run, so ``node FPS / baseline FPS`` compares
 the designs and not two different moments of the machine.
@@ -20,13 +22,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import zmq
 
 from bench.engine import open_engine
 from bench.stats import summarize_ms
 from perception.contracts import OUTPUT_CLASS_IDS
+from perception.preprocess import Preprocessor
 
 
 def run_serial_baseline(
@@ -51,20 +53,19 @@ def run_serial_baseline(
     from perception.sources import open_source
 
     eng = open_engine(model, engine, provider, threads, precision=precision)
-    height, width = eng.metadata.input_hw
+    preprocessor = Preprocessor(eng.metadata.input_hw)
     src = open_source(source, **source_options)
     ctx = zmq.Context.instance()
     pub = ctx.socket(zmq.PUB)
     pub.setsockopt(zmq.LINGER, 0)
     try:
         pub.bind("tcp://127.0.0.1:*")
-        batch = np.empty((1, height, width, 3), np.uint8)
         topic = b"baseline/class_map"
         first = src.read()
         if first is None:
             return {"frames": 0, "fps": None, "latency_ms": summarize_ms([]), "samples_ms": [],
                     "note": "the source delivered no frames"}
-        batch[0] = cv2.resize(first.image, (width, height))
+        batch = preprocessor(first.image)
         for _ in range(warmup):  # untimed, like the node's own warm-up before its first frame
             eng.infer(batch)
         samples_ns = []
@@ -74,9 +75,9 @@ def run_serial_baseline(
             frame = src.read()
             if frame is None:
                 break
-            cv2.resize(frame.image, (width, height), dst=batch[0])
-            class_ids = eng.infer(batch)[OUTPUT_CLASS_IDS]
-            pub.send_multipart([topic, np.ascontiguousarray(class_ids[0]).tobytes()])
+            batch = preprocessor(frame.image)
+            class_ids = preprocessor.letterbox.content(eng.infer(batch)[OUTPUT_CLASS_IDS][0])
+            pub.send_multipart([topic, np.ascontiguousarray(class_ids).tobytes()])
             samples_ns.append(time.monotonic_ns() - frame.capture_mono_ns)
             if tick is not None:
                 tick(1)
@@ -86,7 +87,7 @@ def run_serial_baseline(
         src.close()
     samples_ms = [ns / 1e6 for ns in samples_ns]
     return {
-        "design": "one thread: read -> cv2.resize -> infer -> send raw mask on PUB",
+        "design": "one thread: read -> letterbox -> infer -> send raw mask (padding cut) on PUB",
         "timed": "capture stamp -> send returned",
         "frames": len(samples_ms),
         "elapsed_s": round(elapsed_s, 4),

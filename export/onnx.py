@@ -22,7 +22,6 @@ import contextlib
 import io
 import logging
 import math
-import os
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,13 +35,13 @@ from torch import nn
 from perception import __version__ as perception_version
 from perception.contracts import (
     INPUT_NAME,
-    METADATA_KEY,
     ONNX_OPSET,
     OUTPUT_CLASS_IDS,
     OUTPUT_CONFIDENCE,
     ModelMetadata,
 )
 from perception.errors import ModelError
+from perception.modelfile import save_model, write_metadata
 
 log = logging.getLogger(__name__)
 
@@ -247,24 +246,6 @@ def finish_model(proto: onnx.ModelProto, metadata: ModelMetadata) -> onnx.ModelP
     proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
     onnx.checker.check_model(proto, full_check=True)
     return proto
-
-
-def write_metadata(proto: onnx.ModelProto, metadata: ModelMetadata) -> None:
-    """Store ``metadata`` as JSON under METADATA_KEY, replacing an earlier value."""
-    props = {p.key: p.value for p in proto.metadata_props}
-    props[METADATA_KEY] = metadata.to_json()
-    onnx.helper.set_model_props(proto, props)
-
-
-def save_model(proto: onnx.ModelProto, path: str | Path) -> int:
-    """Write ``proto`` to ``path`` atomically (a reader never sees half a file); returns its size."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = proto.SerializeToString()
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return len(data)
 
 
 def with_logits_output(proto: onnx.ModelProto) -> onnx.ModelProto:

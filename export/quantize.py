@@ -147,7 +147,8 @@ def quantize_int8(
         ModelError: the quantiser fails; DataError: no calibration images, or one not at the
             model's input size.
     """
-    from export.onnx import finish_model, save_model, with_precision
+    from export.onnx import finish_model, with_precision
+    from perception.modelfile import save_model
 
     h, w = metadata.input_hw
     for i, image in enumerate(calib_images):

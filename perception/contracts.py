@@ -146,7 +146,10 @@ class ModelMetadata:
     ``input_hw`` is the fixed (height, width) of the graph input. ``mean`` / ``std`` are the RGB
     normalisation on 0..1 pixels that the graph applies internally (recorded for reference).
     ``val_metrics`` holds the training run's validation figures (``miou``, ``global_acc``,
-    ``class_acc`` and ``per_class_iou`` as fractions in 0..1).
+    ``class_acc`` and ``per_class_iou`` as fractions in 0..1). ``real_road_check`` holds the
+    model's task figures on real road frames it never trained on, as ``perception eval --tasks
+    --record`` measured them (``data``, ``split``, ``frames``, ``input_hw``, and per task
+    ``iou`` / ``precision`` / ``recall`` as fractions); empty when never measured.
     """
 
     model_name: str
@@ -156,6 +159,7 @@ class ModelMetadata:
     std: tuple[float, float, float] = IMAGENET_STD_RGB
     dataset: str = ""
     val_metrics: dict[str, Any] = field(default_factory=dict)
+    real_road_check: dict[str, Any] = field(default_factory=dict)
     precision: str = "fp32"
     dynamic_batch: bool = False
     has_confidence: bool = False
@@ -203,6 +207,7 @@ class ModelMetadata:
                 std=tuple(float(x) for x in doc.get("std", IMAGENET_STD_RGB)),
                 dataset=str(doc.get("dataset", "")),
                 val_metrics=dict(doc.get("val_metrics") or {}),
+                real_road_check=dict(doc.get("real_road_check") or {}),
                 precision=str(doc.get("precision", "fp32")),
                 dynamic_batch=bool(doc.get("dynamic_batch", False)),
                 has_confidence=bool(doc.get("has_confidence", False)),

@@ -131,11 +131,13 @@ def run_demo(config: DemoConfig, *, stop: threading.Event | None = None, out=pri
     endpoint cannot be bound, ConfigError for an unwritable output folder.
     """
     from perception.engines import EngineOptions, load_engine
+    from perception.overlay import render_overlay
     from perception.pipeline import Pipeline
     from perception.publish import MaskPublisher
     from perception.run_config import DEFAULT_MODEL, RunConfig
-    from perception.subscribe import MaskSubscriber, TopicStats
-    from perception.view import FrameSink, render_overlay
+    from perception.sinks import FrameSink
+    from perception.subscribe import MaskSubscriber
+    from perception.topic_stats import TopicStats
 
     stop = stop or threading.Event()
     model = config.model or DEFAULT_MODEL

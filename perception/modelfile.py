@@ -15,6 +15,8 @@ busy 2-core machine). A file the light reader cannot parse goes through ``onnx``
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +104,37 @@ def load_model_proto(path: str | Path, *, with_weights: bool = True):
     if not proto.graph.node or not proto.graph.input or not proto.graph.output:
         raise ModelError(f"{path.name} holds no complete ONNX graph; it may be truncated: copy it again or {_REEXPORT}")
     return proto
+
+
+def write_metadata(proto, metadata: ModelMetadata) -> None:
+    """Store ``metadata`` as JSON under METADATA_KEY of ``proto`` (an ``onnx.ModelProto``),
+    replacing an earlier value and keeping every other metadata prop."""
+    import onnx
+
+    props = {p.key: p.value for p in proto.metadata_props}
+    props[METADATA_KEY] = metadata.to_json()
+    onnx.helper.set_model_props(proto, props)
+
+
+def save_model(proto, path: str | Path) -> int:
+    """Write ``proto`` to ``path`` atomically (a reader never sees half a file); returns its size."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = proto.SerializeToString()
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return len(data)
+
+
+def record_metadata(path: str | Path, **fields) -> ModelMetadata:
+    """Rewrite the metadata of the model file ``path`` with ``fields`` replaced (e.g. its
+    ``real_road_check``), atomically; returns the new metadata. ModelError for a bad file."""
+    proto = load_model_proto(path)
+    metadata = dataclasses.replace(metadata_from_proto(proto, source=str(path)), **fields)
+    write_metadata(proto, metadata)
+    save_model(proto, path)
+    return metadata
 
 
 def metadata_from_proto(proto, *, source: str) -> ModelMetadata:

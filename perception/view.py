@@ -1,10 +1,7 @@
 """Viewing: camera images with the masks blended in, shown in a window or written to MP4 / PNG.
 
-``render_overlay(image_bgr, class_map, class_table)`` is the library piece (``perception demo``
-and the tests use it): class colours from the model's class table, optional drivable / lane /
-obstacle tints, and a colour legend beside the image.
-
-``perception view`` runs it in one of two ways:
+The drawing is ``perception.overlay.render_overlay`` and the outputs are ``perception.sinks``;
+``perception view`` runs them in one of two ways:
 
 - ``--source SPEC --model m.onnx``: reads the source and runs the model itself (no node needed);
 - ``--endpoint E --namespace NS [--source SPEC] [--model m.onnx]``: draws the masks a running node
@@ -25,217 +22,21 @@ Run: ``perception view --source synthetic --model m.onnx --out out/view.mp4 --ma
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from perception import contracts
 from perception.config import bounds
-from perception.contracts import ClassTable
-from perception.errors import ConfigError, SourceError
+from perception.errors import SourceError
+from perception.overlay import render_overlay
+from perception.sinks import DEFAULT_VIDEO_FPS, FrameSink, resolve_output
 from perception.stats import RateLimitedLog
 
 log = logging.getLogger(__name__)
-
-#: BGR tints of the task masks (used when no class map is at hand, e.g. a node publishing tasks only).
-TASK_TINTS_BGR: dict[str, tuple[int, int, int]] = {
-    "drivable": (80, 200, 60),  # green
-    "lane": (0, 230, 255),  # yellow
-    "obstacle": (40, 40, 230),  # red
-}
-#: Frame rate of written videos when --fps is not given.
-DEFAULT_VIDEO_FPS = 10.0
-VIDEO_SUFFIXES = {".mp4": "mp4v", ".avi": "MJPG"}
-_FONT = cv2.FONT_HERSHEY_SIMPLEX
-
-
-def render_overlay(
-    image_bgr: np.ndarray,
-    class_map: np.ndarray | None,
-    class_table: ClassTable | None,
-    *,
-    task_masks: dict[str, np.ndarray] | None = None,
-    alpha: float = 0.5,
-    legend: bool = True,
-    caption: str | None = None,
-) -> np.ndarray:
-    """Blend masks into a camera image and return a new BGR image.
-
-    Args:
-        image_bgr: uint8 H x W x 3 camera frame (not modified).
-        class_map: uint8 class ids covering the whole frame at any scale (as the node publishes
-            them: letterbox padding cut off), resized to the frame; ids outside the class table
-            are left unpainted.
-            None to draw only ``task_masks``.
-        class_table: colours and names for ``class_map`` and the legend (needed with a class map).
-        task_masks: optional ``{"drivable"|"lane"|"obstacle": 0/255 mask}`` painted with
-            ``TASK_TINTS_BGR`` over the class colours.
-        alpha: weight of the mask colours, 0..1.
-        legend: append a legend panel to the right of the image listing the class table's colours
-            and the tints used.
-        caption: one line of text drawn at the bottom of the image (e.g. FPS and latency).
-
-    Returns:
-        uint8 BGR image: H x W x 3, or wider (and at least tall enough for the legend) with ``legend``.
-
-    Raises:
-        ValueError: a non-BGR image, or a class map without a class table (caller bugs).
-    """
-    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 H x W x 3 BGR image, got {image_bgr.dtype} {image_bgr.shape}")
-    if class_map is not None and class_table is None:
-        raise ValueError("a class map needs its class table for colours")
-    hw = image_bgr.shape[:2]
-    colour = image_bgr.copy()
-    painted = np.zeros(hw, dtype=bool)
-    entries: list[tuple[str, tuple[int, int, int]]] = []
-    if class_map is not None:
-        ids = _to_frame(class_map, hw)
-        lut = np.zeros((256, 3), dtype=np.uint8)
-        known = np.zeros(256, dtype=bool)
-        for info in class_table.classes:
-            if info.id < 256:
-                lut[info.id] = info.color[::-1]  # table colours are RGB
-                known[info.id] = True
-        colour = np.where(known[ids][..., None], lut[ids], colour)
-        painted |= known[ids]
-        # Every class, not only those in view: the frame size then stays the same from frame to frame.
-        entries += [(c.name, tuple(int(v) for v in c.color[::-1])) for c in class_table.classes]
-    for task, mask in (task_masks or {}).items():
-        tint = TASK_TINTS_BGR.get(task)
-        if tint is None:
-            raise ValueError(f"unknown task {task!r}; known: {', '.join(TASK_TINTS_BGR)}")
-        on = _to_frame(mask, hw) > 0
-        colour[on] = tint
-        painted |= on
-        entries.append((task, tint))
-    out = image_bgr.copy()
-    blended = cv2.addWeighted(image_bgr, 1.0 - alpha, colour, alpha, 0.0)
-    out[painted] = blended[painted]
-    if caption:
-        _draw_caption(out, caption)
-    return _with_legend(out, entries) if legend else out
-
-
-def _to_frame(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """A mask resized to the frame. Masks cover the whole frame (wire v2: the letterbox padding is
-    cut and ``roi`` is the frame), so this is a plain nearest resize, sampled at pixel centres; a
-    crop of padding here would shift them by a pixel."""
-    if mask.shape[:2] == hw:
-        return mask
-    return cv2.resize(mask, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST_EXACT)
-
-
-def _draw_caption(image: np.ndarray, text: str) -> None:
-    scale = max(0.3, image.shape[0] / 900)
-    (tw, th), base = cv2.getTextSize(text, _FONT, scale, 1)
-    y = image.shape[0] - base - 3
-    cv2.rectangle(image, (0, y - th - 3), (min(image.shape[1], tw + 6), image.shape[0]), (0, 0, 0), -1)
-    cv2.putText(image, text, (3, y), _FONT, scale, (255, 255, 255), 1, cv2.LINE_AA)
-
-
-def _with_legend(image: np.ndarray, entries: list[tuple[str, tuple[int, int, int]]]) -> np.ndarray:
-    # A panel beside the image rather than on it: the legend never hides part of the scene.
-    h, w = image.shape[:2]
-    scale = 0.4
-    row_h = 16
-    labels = entries or [("(no mask)", (60, 60, 60))]
-    text_w = max(cv2.getTextSize(name, _FONT, scale, 1)[0][0] for name, _ in labels)
-    panel_w = 8 + 12 + 6 + text_w + 8
-    panel_h = max(h, 6 + row_h * len(labels))
-    canvas = np.full((panel_h, w + panel_w, 3), 24, dtype=np.uint8)
-    canvas[:h, :w] = image
-    for i, (name, bgr) in enumerate(labels):
-        y = 6 + i * row_h
-        cv2.rectangle(canvas, (w + 8, y), (w + 20, y + 12), bgr, -1)
-        cv2.putText(canvas, name, (w + 26, y + 10), _FONT, scale, (235, 235, 235), 1, cv2.LINE_AA)
-    return canvas
-
-
-# --------------------------------------------------------------------------------------------
-# Where rendered frames go
-# --------------------------------------------------------------------------------------------
-
-
-def has_display() -> bool:
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-class FrameSink:
-    """Receives rendered frames: a window, a video file, one PNG or a folder of PNGs.
-
-    ``write(frame)`` returns False once the user closed the window (q or Esc). ``close()``
-    finishes the file. Frames may change size; videos are fixed to the first frame's size.
-    """
-
-    def __init__(self, out: Path | None, *, fps: float) -> None:
-        self.out = out
-        self.fps = fps
-        self.frames = 0
-        self._writer: cv2.VideoWriter | None = None
-        self._size: tuple[int, int] | None = None
-        self._last: np.ndarray | None = None
-        if out is None:
-            self.mode = "window"
-        elif out.suffix.lower() in VIDEO_SUFFIXES:
-            self.mode = "video"
-        elif out.suffix.lower() == ".png":
-            self.mode = "png"
-        elif out.suffix:
-            raise ConfigError(f"--out {out}: unknown file type; use .mp4, .avi, .png or a folder for numbered PNGs")
-        else:
-            self.mode = "folder"
-        if out is not None:
-            target = out if self.mode == "folder" else out.parent
-            try:
-                target.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ConfigError(f"cannot create {target} for --out: {exc.strerror}; choose a writable path") from None
-
-    def write(self, frame: np.ndarray) -> bool:
-        self.frames += 1
-        self._last = frame
-        if self.mode == "window":
-            cv2.imshow("perception view", frame)
-            return cv2.waitKey(1) & 0xFF not in (ord("q"), 27)
-        if self.mode == "video":
-            if self._writer is None:
-                self._size = (frame.shape[1], frame.shape[0])
-                fourcc = cv2.VideoWriter_fourcc(*VIDEO_SUFFIXES[self.out.suffix.lower()])
-                self._writer = cv2.VideoWriter(str(self.out), fourcc, self.fps, self._size)
-                if not self._writer.isOpened():
-                    raise ConfigError(f"OpenCV cannot write video {self.out}; try --out with .avi or a PNG folder")
-            if (frame.shape[1], frame.shape[0]) != self._size:
-                frame = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
-            self._writer.write(frame)
-        elif self.mode == "folder":
-            self._imwrite(self.out / f"view_{self.frames:06d}.png", frame)
-        return True
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
-        if self.mode == "png" and self._last is not None:
-            self._imwrite(self.out, self._last)
-        if self.mode == "window":
-            cv2.destroyAllWindows()
-
-    @staticmethod
-    def _imwrite(path: Path, frame: np.ndarray) -> None:
-        if not cv2.imwrite(str(path), frame):
-            raise ConfigError(f"cannot write {path}; choose a writable --out")
-
-
-# --------------------------------------------------------------------------------------------
-# perception view
-# --------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -261,15 +62,6 @@ class ViewConfig:
             raise ValueError("give --source and --model (run the model here) or --endpoint and --namespace (draw a node's masks)")
         if self.endpoint is not None and not self.namespace:
             raise ValueError("--endpoint needs --namespace, e.g. perception/front")
-
-
-def resolve_output(out: Path | None) -> Path | None:
-    """``out`` as given; with none, a window if there is a display, else ``out/view.mp4``."""
-    if out is not None or has_display():
-        return out
-    default = Path("out/view.mp4")
-    log.info("no display ($DISPLAY / $WAYLAND_DISPLAY unset); writing %s", default)
-    return default
 
 
 def run_view(config: ViewConfig, *, stop: threading.Event | None = None) -> int:
@@ -402,9 +194,3 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
         sub.close()
         if source is not None:
             source.close()
-
-
-def stop_on_signals(stop: threading.Event) -> None:
-    """Set ``stop`` on SIGINT/SIGTERM so loops end cleanly and files are finished."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())

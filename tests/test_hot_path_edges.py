@@ -18,8 +18,9 @@ from perception.contracts import ModelMetadata
 from perception.encoding import DecodeError
 from perception.errors import ModelError
 from perception.preprocess import Letterbox, Preprocessor
-from perception.subscribe import Message, TopicStats, decode_message
+from perception.subscribe import Message, decode_message
 from perception.synthetic.classes import SYNTHETIC_CLASSES
+from perception.topic_stats import TopicStats
 from perception.wire import WireError, dump_header, json_header, mask_header, parse_header
 
 # --------------------------------------------------------------------------------------------

@@ -31,8 +31,9 @@ from perception.preprocess import Preprocessor
 from perception.publish import MaskPublisher
 from perception.run_config import RunConfig
 from perception.sources import open_source
-from perception.subscribe import MaskSubscriber, TopicStats
+from perception.subscribe import MaskSubscriber
 from perception.synthetic.classes import SYNTHETIC_CLASSES as T
+from perception.topic_stats import TopicStats
 
 MODEL_HW = (48, 64)
 NS = "perception/test"

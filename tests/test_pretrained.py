@@ -94,6 +94,20 @@ def test_litefpn_loads_a_local_lite0_file_into_its_encoder(lite0_file):
     assert not any(k.startswith(("encoder.head", "encoder.classifier")) for k in model.state_dict())
 
 
+def test_shortened_trunk_loads_strictly_then_drops_its_last_blocks(lite0_file):
+    path, state = lite0_file
+    model = build_model("litefpn", num_classes=NUM_CLASSES, channels=16, pretrained=str(path), encoder_blocks=14)
+    last = model.encoder.stages[-1]  # blocks 11-13: the 4th 192-channel block and the 320 one go
+    assert len(last) == 3 and model.encoder.channels == (24, 40, 112, 192)
+    assert torch.equal(last[2].project.conv.conv.weight, state["_blocks.13._project_conv.weight"])
+    model.eval()
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, NUM_CLASSES, 64, 64)
+    with pytest.raises(ConfigError, match="encoder_blocks=11 must be 12..16"):
+        build_model("litefpn", num_classes=NUM_CLASSES, channels=16, encoder_blocks=11)
+    with pytest.raises(ConfigError, match="efficientnet_lite0 only"):
+        build_model("litefpn", num_classes=NUM_CLASSES, encoder="mobilenet_v3_large", encoder_blocks=14)
+
+
 def test_missing_key_is_a_model_error_naming_it(lite0_file, tmp_path):
     _, state = lite0_file
     partial = {k: v for k, v in state.items() if k != "_blocks.7._bn1.running_var"}

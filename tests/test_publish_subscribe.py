@@ -22,7 +22,8 @@ import zmq
 from perception import contracts
 from perception.errors import ConfigError, PublishError
 from perception.publish import MaskPublisher
-from perception.subscribe import MaskSubscriber, TopicStats
+from perception.subscribe import MaskSubscriber
+from perception.topic_stats import TopicStats
 from perception.wire import dump_header, mask_header
 
 NS = "perception/test"

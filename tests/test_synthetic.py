@@ -52,7 +52,11 @@ def test_noise_and_blur_touch_only_the_image():
 
 
 def test_lane_paint_is_bright_and_only_on_the_road():
-    for seed in range(6):
+    # The first six scenes whose road has painted lines (some country lanes have none).
+    painted = [seed for seed in range(30) if any(
+        style != "none" for style, _ in scene_for_seed(seed, height=240, width=320)[0].road.boundary_styles)][:6]
+    assert len(painted) == 6
+    for seed in painted:
         scene, _ = scene_for_seed(seed, height=240, width=320)
         image, label = _render(scene, size=(240, 320))
         lane = label == LANE
@@ -193,3 +197,194 @@ def test_synth_command_unwritable_out_dir(tmp_path, capsys):
     rc = cli_main(["synth", "--out", str(blocker / "ds"), "--count", "1", "--size", "64x96"])
     err = capsys.readouterr().err
     assert rc == 2 and "cannot create output directory" in err
+
+
+# ---- the world's variety: light, weather, camera, traffic (what a user looking at frames notices)
+
+def _lighting(time_of_day: str, **changes):
+    """The first lighting draw of ``time_of_day`` (clear weather, no camera pipeline effects) with ``changes``."""
+    from dataclasses import replace
+
+    from perception.synthetic.world.layout import sample_lighting
+
+    for k in range(500):
+        light = sample_lighting(np.random.default_rng(k))
+        if light.time_of_day == time_of_day:
+            clear = dict(fog_density=0.0, rain=0.0, wet=0.0, gamma=1.0, saturation=1.0, vignette=0.0,
+                         motion_blur_px=0.0, jpeg_quality=0, white_balance_bgr=(1.0, 1.0, 1.0), gain=1.0)
+            return replace(light, **{**clear, **changes})
+    raise AssertionError(f"no {time_of_day} lighting in 500 draws")
+
+
+def _plain_scene(seed: int, size=(H, W)):
+    """A scene with a level camera, no lens distortion and no hood."""
+    scene, _ = scene_for_seed(seed, height=size[0], width=size[1])
+    scene.camera.roll_rad = scene.camera.distortion_k1 = scene.camera.hood_px = 0.0
+    return scene
+
+
+def _grey(image):
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float64)
+
+
+def test_a_night_scene_is_darker_than_the_same_scene_by_day_and_labels_do_not_change():
+    for seed in (1, 2, 3):
+        scene = _plain_scene(seed)
+        scene.lighting = _lighting("day")
+        day_img, day_lab = Renderer(H, W).render(scene, np.random.default_rng(0))
+        scene.lighting = _lighting("night")
+        night_img, night_lab = Renderer(H, W).render(scene, np.random.default_rng(0))
+        assert np.array_equal(day_lab, night_lab)
+        # Most of the frame is dark (lit windows, lamps and the headlit road are the exceptions).
+        assert np.median(_grey(night_img)) < 0.6 * np.median(_grey(day_img)), f"seed {seed}"
+
+
+def test_headlights_light_the_road_just_ahead_at_night():
+    scene = _plain_scene(4)
+    scene.vehicles.clear()
+    scene.lighting = _lighting("night", headlights=False)
+    dark, label = Renderer(H, W).render(scene, np.random.default_rng(0))
+    scene.lighting.headlights = True
+    lit, _ = Renderer(H, W).render(scene, np.random.default_rng(0))
+    near_road = np.zeros_like(label, bool)
+    near_road[int(0.85 * H):, W // 3: 2 * W // 3] = True
+    near_road &= label == ROAD
+    assert near_road.sum() > 20
+    assert _grey(lit)[near_road].mean() > 1.3 * _grey(dark)[near_road].mean()
+
+
+def test_the_hood_rows_carry_the_hood_label_and_are_not_road():
+    from perception.synthetic.render.lens import HOOD_CLASS, hood_mask
+
+    scene = _plain_scene(5)
+    _, without = _render(scene)
+    scene.camera.hood_px = 0.12 * H
+    scene.camera.hood_curve = 0.5
+    image, label = _render(scene)
+    mask = hood_mask(scene) > 0
+    rows = mask.shape[0]
+    assert rows == round(0.12 * H) and mask[-1].all()
+    assert (label[-rows:][mask] == HOOD_CLASS).all()
+    hood = SYNTHETIC_CLASSES.classes[HOOD_CLASS].name
+    assert hood == "ego_vehicle" and not any(hood in names for names in SYNTHETIC_CLASSES.task_groups.values())
+    # The hood covers what was road at the bottom centre and leaves the rest of the frame alone.
+    assert without[-1, W // 2] == ROAD and label[-1, W // 2] == HOOD_CLASS
+    assert np.array_equal(label[:-rows], without[:-rows])
+
+
+def test_fog_washes_out_a_far_car_more_than_a_near_one():
+    scene = _plain_scene(6, size=(240, 320))
+    scene.vehicles.clear()
+    scene.people.clear()
+    scene.road.parking_right_m = 2.4
+    scene.lighting = _lighting("overcast", noise_sigma=0.0, texture_strength=0.0, blur_sigma=0.0)
+
+    def car(lane, d):
+        return Vehicle(lane=lane, d_m=d, speed_mps=0.0, oncoming=False, width_m=1.8, height_m=1.5, length_m=4.5,
+                       kind="sedan", body_bgr=(30, 30, 180), parked=lane == scene.road.n_lanes)
+
+    scene.vehicles += [car(scene.road.ego_lane, 45.0), car(scene.road.n_lanes, 7.0)]
+    clear, label = Renderer(240, 320).render(scene, np.random.default_rng(0))
+    scene.lighting.fog_density = 0.04
+    foggy, _ = Renderer(240, 320).render(scene, np.random.default_rng(0))
+    cars = cv2.connectedComponents((label == CAR).astype(np.uint8))[1]
+    sizes = np.bincount(cars.ravel())[1:]
+    assert len(sizes) == 2, "test setup: two separate cars"
+    far, near = (cars == 1 + int(np.argmin(sizes))), (cars == 1 + int(np.argmax(sizes)))
+    kept = {name: _grey(foggy)[px].std() / _grey(clear)[px].std() for name, px in (("far", far), ("near", near))}
+    assert kept["far"] < 0.35, f"the far car kept {kept['far']:.2f} of its contrast in fog"
+    assert kept["near"] > kept["far"] + 0.3, kept
+
+
+def test_rolled_distorted_labels_stay_on_the_objects_drawn():
+    scene = _plain_scene(11)
+    scene.vehicles.clear()
+    scene.people.clear()
+    scene.road.asphalt_bgr = (100.0, 100.0, 100.0)
+    scene.road.patches, scene.road.cracks = [], []
+    scene.camera.roll_rad, scene.camera.distortion_k1 = 0.05, -0.2
+    empty_img, empty = _render(scene)
+    scene.vehicles.append(Vehicle(lane=scene.road.ego_lane, d_m=9.0, speed_mps=0.0, oncoming=False, width_m=1.8,
+                                  height_m=1.5, length_m=4.5, kind="sedan", body_bgr=(30, 30, 180)))
+    image, label = _render(scene)
+    car = cv2.erode((label == CAR).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    assert car.sum() > 100
+    # Where the label says car, the image shows the car (its colours), not the road it covers.
+    differs = np.abs(image.astype(np.int16) - empty_img).max(axis=2) > 12
+    assert differs[car].mean() > 0.95
+    assert (label[label != empty] == CAR).all()
+
+
+def test_heavy_weather_frames_are_deterministic():
+    scene, _ = scene_for_seed(7, height=H, width=W)
+    scene.lighting = _lighting("night", rain=0.8, wet=0.8, jpeg_quality=40, motion_blur_px=6.0, vignette=0.4)
+    a = Renderer(H, W).render(scene, np.random.default_rng(3))
+    b = Renderer(H, W).render(scene, np.random.default_rng(3))
+    assert a[0].tobytes() == b[0].tobytes() and a[1].tobytes() == b[1].tobytes()
+
+
+def test_a_dataset_of_frames_spans_the_conditions():
+    from perception.synthetic.dataset import scene_seed
+
+    scenes = [scene_for_seed(scene_seed(0, i), height=H, width=W)[0] for i in range(80)]
+    lights = [s.lighting for s in scenes]
+    assert {light.time_of_day for light in lights} == {"day", "overcast", "dusk", "night"}
+    for what, count in {
+        "fog": sum(light.fog_density >= 0.006 for light in lights),
+        "light haze": sum(0 < light.fog_density < 0.006 for light in lights),
+        "rain": sum(light.rain > 0 for light in lights),
+        "wet road": sum(light.wet > 0 for light in lights),
+        "jpeg": sum(light.jpeg_quality > 0 for light in lights),
+        "motion blur": sum(light.motion_blur_px > 0 for light in lights),
+        "hood": sum(s.camera.hood_px > 0 for s in scenes),
+        "roll": sum(s.camera.roll_rad != 0 for s in scenes),
+        "lens distortion": sum(s.camera.distortion_k1 != 0 for s in scenes),
+        "parked row": sum(any(v.parked for v in s.vehicles) for s in scenes),
+        "bus or truck": sum(any(v.kind in ("bus", "truck") for v in s.vehicles) for s in scenes),
+        "motorbike": sum(any(p.motorbike for p in s.people) for s in scenes),
+        "junction": sum(s.road.junction_d_m is not None for s in scenes),
+        "cracks": sum(bool(s.road.cracks) for s in scenes),
+    }.items():
+        assert count >= 2, f"only {count} of 80 frames with {what}"
+    fovs = [2 * np.degrees(np.arctan(W / 2 / s.camera.focal_px)) for s in scenes]
+    assert max(fovs) - min(fovs) > 30
+
+
+def test_synth_contact_sheet_command(tmp_path, capsys):
+    sheet = tmp_path / "sheet.png"
+    rc = cli_main(["synth", "--contact-sheet", str(sheet), "--count", "6", "--size", "64x96", "--seed", "2"])
+    assert rc == 0 and str(sheet) in capsys.readouterr().out
+    image = cv2.imread(str(sheet), cv2.IMREAD_COLOR)
+    assert image.shape == (2 * 2 * 64, 4 * 96, 3)  # 4 columns, 2 rows of (frame over labels)
+    from perception.synthetic.dataset import scene_seed
+
+    first, first_label = render_scene(scene_seed(2, 0), height=64, width=96)
+    assert np.array_equal(image[:64, :96], first)
+    assert np.array_equal(image[64:128, :96], colorize(first_label))
+    rc = cli_main(["synth", "--contact-sheet", str(tmp_path / "sheet.nope"), "--count", "1", "--size", "64x96"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("perception: error: ") and "contact sheet" in err
+
+
+def test_a_crowded_frame_keeps_exact_labels_when_the_palette_fills_up():
+    from perception.synthetic.render.raster import Palette
+
+    pal = Palette()
+    cars = [pal.object((i % 256, (7 * i) % 256, (13 * i) % 256), CAR) for i in range(400)]
+    cyclist = pal.object((1, 2, 3), SYNTHETIC_CLASSES.id_of("cyclist"))
+    assert (pal.class_id[cars] == CAR).all() and pal.class_id[cyclist] == SYNTHETIC_CLASSES.id_of("cyclist")
+    # A whole frame of it: parked rows on both sides and traffic nose to tail, every car its own colour.
+    scene = _plain_scene(12)
+    scene.road.parking_left_m = scene.road.parking_right_m = 2.4
+    colours = np.random.default_rng(0).integers(0, 255, size=(400, 3))
+    scene.vehicles = [Vehicle(lane=lane, d_m=4.0 + 5.0 * i, speed_mps=0.0, oncoming=False, width_m=1.8,
+                              height_m=1.5, length_m=4.5, kind="sedan", body_bgr=tuple(int(c) for c in colours[k]),
+                              parked=True)
+                      for k, (lane, i) in enumerate((lane, i) for lane in range(-1, scene.road.n_lanes + 1) for i in range(32))
+                      if not (lane == scene.road.ego_lane and i < 2)]
+    scene.people = [Person(s_m=scene.road.ego_s, d_m=6.0, vs_mps=0.0, vd_mps=0.0, height_m=1.8,
+                           shirt_bgr=(0, 200, 0), pants_bgr=(50, 50, 50), skin_bgr=(90, 120, 170), phase=0.0,
+                           cyclist=True)]
+    assert 3 * len(scene.vehicles) > 256
+    _, label = _render(scene)
+    assert (label == CAR).sum() > 100 and (label == SYNTHETIC_CLASSES.id_of("cyclist")).sum() > 10

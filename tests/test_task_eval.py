@@ -149,3 +149,60 @@ def test_export_samples_and_training_validation_use_the_letterbox():
     assert torch.equal(tensor, normalise_bgr(boxed))
     assert full_label.shape == (360, 480)
     assert content.tolist() == [*letterbox.offset_yx, *letterbox.content_hw]
+
+
+def test_eval_records_the_real_road_check_and_draws_a_contact_sheet(tmp_path, capsys):
+    """`perception eval --tasks --record --contact-sheet`: the task figures land in the model's
+    metadata (what `perception inspect` shows) equal to a direct evaluation, and the sheet holds
+    the frames spread over the dataset."""
+    import cv2
+    from tiny_models import write_brightness_model
+
+    from perception.cli import main as cli_main
+    from perception.datasets import open_dataset
+    from perception.engines import EngineOptions, load_engine
+    from perception.modelfile import describe_model, read_model_metadata
+
+    model = write_brightness_model(tmp_path / "m.onnx", (48, 64))
+    spec = "synthetic:count=5,seed=3,size=48x64"
+    sheet = tmp_path / "sheet.png"
+    argv = ["eval", "--model", str(model), "--data", spec, "--split", "train", "--tasks", "drivable,obstacle",
+            "--record", "--contact-sheet", str(sheet), "--sheet-count", "4"]
+    assert cli_main(argv) == 0
+    check = read_model_metadata(model).real_road_check
+    assert check["data"] == spec and check["frames"] == 5 and check["input_hw"] == [48, 64]
+    engine = load_engine("ort", model, EngineOptions(provider="cpu", threads=1))
+    dataset = open_dataset(spec, split="train")
+    scores = resolve_task_groups(engine.metadata.class_table, dataset.class_table, tasks=["drivable", "obstacle"])
+    evaluate_tasks(engine, dataset, scores)
+    for s in scores:
+        assert check["tasks"][s.task]["iou"] == pytest.approx(s.iou)
+    assert any(line.startswith("real road  drivable IoU") for line in _inspect_lines(describe_model(model)))
+    image = cv2.imread(str(sheet))
+    assert image is not None and image.shape[1] == 3 * 400  # 4 frames: a row of 3, then 1
+    capsys.readouterr()
+
+
+def _inspect_lines(description) -> list[str]:
+    from perception.commands.inspect import format_description
+
+    return format_description(description)
+
+
+def test_eval_record_and_sheet_flags_fail_before_any_work(tmp_path, tiny_model_path):
+    import argparse
+
+    from perception.commands.eval import _check_args
+    from perception.commands.eval import add_arguments as eval_arguments
+
+    parser = argparse.ArgumentParser()
+    eval_arguments(parser)
+    bad = {
+        ("--record",): "needs --tasks and --model",
+        ("--tasks", "--contact-sheet", str(tmp_path / "no" / "x.png")): "folder .* does not exist",
+        ("--contact-sheet", str(tmp_path / "x.jpg")): "give a .png file name",
+        ("--contact-sheet", str(tmp_path / "x.png"), "--sheet-count", "0"): "--sheet-count 0 must be >= 1",
+    }
+    for extra, message in bad.items():
+        with pytest.raises(ConfigError, match=message):
+            _check_args(parser.parse_args(["--model", str(tiny_model_path), *extra]))

@@ -15,10 +15,11 @@ import pytest
 from tiny_models import write_brightness_model
 
 from perception.contracts import ClassInfo, ClassTable
+from perception.overlay import TASK_TINTS_BGR, render_overlay
 from perception.publish import MaskPublisher
 from perception.sources import open_source
 from perception.synthetic.classes import SYNTHETIC_CLASSES
-from perception.view import TASK_TINTS_BGR, ViewConfig, render_overlay, run_view
+from perception.view import ViewConfig, run_view
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE = ClassTable(classes=(ClassInfo(0, "road", (128, 64, 128)), ClassInfo(1, "car", (0, 0, 142))))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from perception.demo import DemoConfig, run_demo
 from perception.launch import config_from_args
-from perception.view import stop_on_signals
+from perception.signals import install_signal_handlers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,8 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     config = config_from_args(DemoConfig, args, command="demo")
     stop = threading.Event()
-    stop_on_signals(stop)
-    result = run_demo(config, stop=stop, out=lambda line: print(line, flush=True))
+    with install_signal_handlers(stop):
+        result = run_demo(config, stop=stop, out=lambda line: print(line, flush=True))
     print(f"\noverlay video: {result.video}\nsnapshot:      {result.snapshot}\n")
     print(result.summary(), flush=True)
     return 0

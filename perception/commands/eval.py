@@ -7,11 +7,17 @@
     perception eval --model m.onnx --data folder:frames --tasks drivable,obstacle --task obstacle=car,pedestrian \
         --data-task obstacle=vehicle,person
 
+    perception eval --model perception/assets/default.onnx --data camvid:../shared/data/camvid --tasks \
+        --record --contact-sheet docs/real_road.png
+
 ``--model x.onnx`` runs the file through ONNX Runtime (uint8 BGR input, class ids out) without
 importing torch. Images are letterboxed into the model input exactly as the node does.
 ``--tasks`` scores by task group instead of by class: each side's classes are mapped through its
 own task groups (``--task`` / ``--data-task NAME=CLASS,...`` add or replace a group), so any model
 can be checked on any labelled dataset. ``--json`` also writes the figures to a file.
+``--record`` stores the task figures in the ONNX model's metadata as its real-road check
+(``perception inspect`` shows them). ``--contact-sheet x.png`` draws ``--sheet-count`` frames spread
+over the dataset with the model's drivable, lane and obstacle masks painted on.
 """
 
 from __future__ import annotations
@@ -49,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --tasks: the model classes of a task, e.g. obstacle=car,pedestrian,cyclist")
     parser.add_argument("--data-task", action="append", default=[], metavar="TASK=CLASS[,CLASS]",
                         help="with --tasks: the dataset classes of a task, e.g. obstacle=Car,Pedestrian,Bicyclist")
+    parser.add_argument("--record", action="store_true",
+                        help="with --tasks and --model: store the task figures in the model's metadata as its "
+                        "real-road check (use data the model never trained on)")
+    parser.add_argument("--contact-sheet", metavar="PNG",
+                        help="with --model: also draw frames spread over the dataset with the task masks painted on")
+    parser.add_argument("--sheet-count", type=int, default=12, help="frames on the contact sheet (default 12)")
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -61,6 +73,14 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--threads {args.threads} must be in 0..256 (0: the default)")
     if (args.task or args.data_task) and args.tasks is None:
         raise ConfigError("--task / --data-task define task groups for --tasks; add --tasks")
+    if args.record and (args.tasks is None or not args.model):
+        raise ConfigError("--record stores task figures in an ONNX model's metadata; it needs --tasks and --model")
+    if args.contact_sheet and not args.model:
+        raise ConfigError("--contact-sheet draws an exported model's masks; it needs --model")
+    if args.contact_sheet:
+        from perception.contact_sheet import check_sheet_target
+
+        check_sheet_target(args.contact_sheet, args.sheet_count)
     if args.json:
         target = Path(args.json)
         if target.is_dir():
@@ -108,6 +128,8 @@ def main(args: argparse.Namespace) -> int:
     print(cm.format_table(dataset.class_table))
     if args.json:
         _write_json(args.json, {"source": str(source), "data": spec, "split": args.split, **cm.summary(dataset.class_table)})
+    if args.contact_sheet:
+        _contact_sheet(args, engine, dataset, spec)
     return 0
 
 
@@ -150,7 +172,30 @@ def _main_tasks(args: argparse.Namespace) -> int:
             "tasks": {s.task: s.to_dict() for s in scores},
         }
         _write_json(args.json, summary)
+    if args.record:
+        from perception.modelfile import record_metadata
+
+        check = {
+            "data": spec,
+            "split": args.split,
+            "frames": len(dataset),
+            "input_hw": list(engine.input_hw),
+            "preprocess": "letterbox, as the node",
+            "tasks": {s.task: {k: s.to_dict()[k] for k in ("iou", "precision", "recall", "model_classes", "data_classes")} for s in scores},
+        }
+        record_metadata(args.model, real_road_check=check)
+        print(f"recorded in {args.model}'s metadata as its real-road check (perception inspect {args.model})")
+    if args.contact_sheet:
+        _contact_sheet(args, engine, dataset, spec)
     return 0
+
+
+def _contact_sheet(args: argparse.Namespace, engine, dataset, spec: str) -> None:
+    from perception.contact_sheet import build_contact_sheet, write_contact_sheet
+
+    caption = f"{engine.metadata.model_id} on {spec} ({args.split}), letterboxed as the node"
+    write_contact_sheet(args.contact_sheet, build_contact_sheet(engine, dataset, count=args.sheet_count, caption=caption))
+    print(f"wrote {args.contact_sheet} ({min(args.sheet_count, len(dataset))} frames)")
 
 
 def _onnx_engine(args: argparse.Namespace):

@@ -51,6 +51,12 @@ def format_description(d) -> list[str]:
             f"val        mIoU {_pct(metrics.get('miou'))}, global acc {_pct(metrics.get('global_acc'))}, "
             f"class acc {_pct(metrics.get('class_acc'))}"
         )
+    check = m.real_road_check
+    if check:
+        tasks = check.get("tasks") or {}
+        figures = ", ".join(f"{t} IoU {_pct((v or {}).get('iou'))}" for t, v in tasks.items())
+        lines.append(f"real road  {figures} on {check.get('data', '?')} ({check.get('split', '?')}, "
+                     f"{check.get('frames', '?')} frames, never trained on)")
     per_class = metrics.get("per_class_iou") or {}
     lines.append(f"classes    {table.num_classes} (ignore id {table.ignore_id})")
     for c in table.classes:

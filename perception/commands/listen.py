@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,9 @@ import cv2
 
 from perception import contracts
 from perception.errors import ConfigError
-from perception.subscribe import MaskSubscriber, Message, TopicStats
+from perception.signals import install_signal_handlers
+from perception.subscribe import MaskSubscriber, Message
+from perception.topic_stats import TopicStats
 from perception.wire import topic_dir_name
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def main(args: argparse.Namespace) -> int:
     def request_stop(signum, frame) -> None:
         stop["requested"] = True
 
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    handlers = install_signal_handlers(request_stop)
     sub = MaskSubscriber(
         args.endpoint,
         topics=args.topic,
@@ -166,8 +167,7 @@ def main(args: argparse.Namespace) -> int:
                 _report(stats, sub, now_s, live)
     finally:
         sub.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        handlers.restore()
     duration_s = time.monotonic() - start_s
     summary = {
         "endpoint": args.endpoint,

@@ -14,7 +14,6 @@ described in ``perception/record.py``.
 from __future__ import annotations
 
 import argparse
-import signal
 import threading
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from perception import contracts
 from perception.errors import ConfigError
 from perception.launch import config_from_args
 from perception.record import RecordConfig, Recorder, recording_is_intact, recover_recording, split_path
+from perception.signals import install_signal_handlers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,12 +51,11 @@ def main(args: argparse.Namespace) -> int:
     config = config_from_args(RecordConfig, args, command="record")
     recorder = Recorder(config)
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     what = config.namespace + "/*" if config.namespace else ", ".join(config.topic)
     where = f"{split_path(config.out, 0)}, {split_path(config.out, 1).name}, ..." if config.splits else config.out
     print(f"recording {what} from {config.endpoint} to {where}", flush=True)
-    summary = recorder.run(stop)
+    with install_signal_handlers(stop):
+        summary = recorder.run(stop)
     print(summary.format(), flush=True)
     return 0
 

@@ -11,13 +11,13 @@ Stops at the end of the file (``--loop`` starts again) or on Ctrl-C / SIGTERM.
 from __future__ import annotations
 
 import argparse
-import signal
 import threading
 from pathlib import Path
 
 from perception import contracts
 from perception.launch import config_from_args
 from perception.replay import ReplayConfig, run_replay
+from perception.signals import install_signal_handlers
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,8 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     config = config_from_args(ReplayConfig, args, command="replay")
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    summary = run_replay(config, stop)
+    with install_signal_handlers(stop):
+        summary = run_replay(config, stop)
     print(summary.format(config.file), flush=True)
     return 0

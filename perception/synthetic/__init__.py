@@ -6,8 +6,8 @@
 node's ``synthetic`` camera), ``write_dataset`` a labelled dataset and/or an MP4 (``perception synth``).
 Modules: ``world/`` (what a scene contains: ``scene``, ``objects``, ``layout``; how it moves:
 ``motion``), ``render/`` (scene -> image + labels: ``projection``, ``raster``, ``sky``, ``ground``,
-``roadside``, ``traffic``, ``sensor``, ``renderer``), ``drive`` (the entry points), ``dataset``
-(files on disk), ``classes`` (the class table).
+``roadside``, ``traffic``, ``atmosphere``, ``lens``, ``sensor``, ``renderer``), ``drive`` (the entry
+points), ``dataset`` (files on disk and the contact sheet), ``classes`` (the class table).
 """
 
 from perception.synthetic.classes import IGNORE_ID, SYNTHETIC_CLASSES

@@ -21,6 +21,9 @@ SYNTHETIC_CLASSES = ClassTable(
         ClassInfo(8, "car", (0, 0, 142)),
         ClassInfo(9, "pedestrian", (220, 20, 60)),
         ClassInfo(10, "cyclist", (119, 11, 32)),
+        # The ego car's own hood (Cityscapes' "ego vehicle"): in no task group, so a model that
+        # sees its hood calls it neither drivable nor an obstacle.
+        ClassInfo(11, "ego_vehicle", (81, 0, 81)),
     ),
     ignore_id=IGNORE_ID,
     task_groups={

@@ -148,3 +148,33 @@ def write_dataset(out_dir: str | Path, *, count: int, height: int, width: int, s
         summary["video"] = str(write_video(video, count=count, height=height, width=width, seed=seed, fps=fps,
                                            with_labels=video_labels))
     return summary
+
+
+def contact_sheet(*, count: int = 16, height: int = 180, width: int = 320, seed: int = 0, columns: int = 4) -> np.ndarray:
+    """A BGR grid of ``count`` dataset frames of ``seed`` (the frames ``perception synth --seed`` writes),
+    each with its colourised labels underneath, for a quick look at the world's variety."""
+    if not isinstance(count, int) or not 1 <= count <= 64:
+        raise ConfigError(f"contact sheet count {count!r} must be 1..64")
+    height, width = check_size(height, width)
+    tiles = []
+    for i in range(count):
+        image, label = render_scene(scene_seed(seed, i), height=height, width=width)
+        tiles.append(np.vstack([image, colorize(label)]))
+    blank = np.zeros_like(tiles[0])
+    tiles += [blank] * (-len(tiles) % columns)
+    rows = [np.hstack(tiles[r : r + columns]) for r in range(0, len(tiles), columns)]
+    return np.vstack(rows)
+
+
+def write_contact_sheet(path: str | Path, *, count: int = 16, height: int = 180, width: int = 320, seed: int = 0) -> Path:
+    """Write ``contact_sheet`` to a PNG (or any image format OpenCV writes); ConfigError if it cannot."""
+    path = Path(path)
+    _prepare_dir(path.parent if str(path.parent) else Path("."))
+    sheet = contact_sheet(count=count, height=height, width=width, seed=seed)
+    try:
+        ok = cv2.imwrite(str(path), sheet)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise ConfigError(f"could not write contact sheet {path}; use a .png or .jpg path in a writable directory")
+    return path

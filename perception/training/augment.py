@@ -6,6 +6,16 @@ is resampled with nearest neighbour: random scale, random crop to the training s
 image with 0 and the mask with the ignore id), horizontal flip, colour jitter, then float RGB
 normalised with the ImageNet mean/std (``contracts.IMAGENET_MEAN_RGB/STD``).
 
+Optional, off unless asked for (``TrainConfig.photometric``, ``style_prob``, ``letterbox_prob``):
+
+- photometric: brightness, contrast, saturation, hue, gamma, blur, JPEG artefacts and sensor
+  noise, so a model trained on clean renders copes with real cameras;
+- style: now and then a grey image or swapped colour channels, so it does not lean on exact hues;
+- letterbox: the sample is cut to another camera's aspect ratio (4:3, 16:9, ...) and padded back
+  into the input exactly as the node letterboxes (``perception.preprocess.Letterbox``, pad value
+  ``PAD_VALUE``; the padded labels are ignored), so a 16:9-trained model copes with 4:3 frames and
+  the other way round.
+
 Every sample's random draws come from a generator seeded with ``(seed, epoch, index)``, so the
 augmentation of a sample does not depend on worker count or on where a run was resumed.
 """
@@ -20,9 +30,76 @@ from torchvision.transforms import v2
 
 from perception.contracts import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
 from perception.datasets import Dataset as NumpyDataset
+from perception.preprocess import PAD_VALUE, Letterbox
 
 #: Fill value of padded label pixels when a class table has no ignore id of its own.
 DEFAULT_IGNORE_ID = 255
+#: Camera aspect ratios (width / height) that the letterbox augmentation imitates.
+CAMERA_ASPECTS = (4 / 3, 3 / 2, 16 / 10, 16 / 9, 2.0, 5 / 4)
+
+
+class RandomGamma(v2.Transform):
+    """Gamma curve ``x ** g`` with ``log g`` uniform in +-``log_range`` (images only, masks untouched)."""
+
+    def __init__(self, log_range: float) -> None:
+        super().__init__()
+        self.log_range = log_range
+
+    def make_params(self, flat_inputs: list) -> dict:
+        return {"gamma": float(torch.empty(()).uniform_(-self.log_range, self.log_range).exp())}
+
+    def transform(self, inpt, params: dict):
+        if isinstance(inpt, tv_tensors.Image):
+            return v2.functional.adjust_gamma(inpt, params["gamma"])
+        return inpt
+
+
+class RandomLetterbox(v2.Transform):
+    """With probability ``p``: cut the sample to a random camera aspect ratio of ``CAMERA_ASPECTS``
+    (a random window, at the same scale) and letterbox it back into its size exactly as the node's
+    ``Letterbox`` does: centred, image padding ``PAD_VALUE`` (1/255 of it for float images), label
+    padding ``ignore_id``. Aspects within 3 % of the sample's own are skipped (nothing to pad)."""
+
+    def __init__(self, p: float, *, ignore_id: int) -> None:
+        super().__init__()
+        self.p = p
+        self.ignore_id = ignore_id
+
+    def make_params(self, flat_inputs: list) -> dict:
+        height, width = next(x for x in flat_inputs if isinstance(x, tv_tensors.Image)).shape[-2:]
+        if not float(torch.rand(())) < self.p:
+            return {"box": None}
+        aspect = CAMERA_ASPECTS[int(torch.randint(len(CAMERA_ASPECTS), ()))]
+        own = width / height
+        if abs(aspect / own - 1.0) < 0.03:
+            return {"box": None}
+        if aspect > own:  # a wider camera: fewer rows, bars above and below
+            crop_h, crop_w = max(1, round(width / aspect)), width
+        else:  # a narrower camera: fewer columns, bars left and right
+            crop_h, crop_w = height, max(1, round(height * aspect))
+        top = int(torch.randint(height - crop_h + 1, ()))
+        left = int(torch.randint(width - crop_w + 1, ()))
+        return {"box": (top, left, crop_h, crop_w), "letterbox": Letterbox.fit((crop_h, crop_w), (height, width))}
+
+    def transform(self, inpt, params: dict):
+        box = params["box"]
+        if box is None or not isinstance(inpt, (tv_tensors.Image, tv_tensors.Mask)):
+            return inpt
+        top, left, crop_h, crop_w = box
+        letterbox: Letterbox = params["letterbox"]
+        crop = inpt[..., top : top + crop_h, left : left + crop_w]
+        if isinstance(inpt, tv_tensors.Mask):
+            pad = self.ignore_id
+        else:
+            pad = PAD_VALUE if not inpt.is_floating_point() else PAD_VALUE / 255.0
+        # The node's geometry (centring, content size) on channel-last numpy, as the node does it.
+        source = crop.as_subclass(torch.Tensor)
+        channels_last = source.ndim == 3
+        array = (source.permute(1, 2, 0) if channels_last else source).contiguous().numpy()
+        out = np.full((*letterbox.dst_hw, *array.shape[2:]), pad, dtype=array.dtype)
+        letterbox.apply(array, out)
+        result = torch.from_numpy(out)
+        return tv_tensors.wrap(result.permute(2, 0, 1) if channels_last else result, like=inpt)
 
 
 def ignore_id_of(dataset: NumpyDataset) -> int:
@@ -38,11 +115,18 @@ def build_train_transform(
     scale_range: tuple[float, float] = (0.5, 2.0),
     hflip: bool = True,
     color_jitter: float = 0.3,
+    photometric: float = 0.0,
+    style_prob: float = 0.0,
+    letterbox_prob: float = 0.0,
 ) -> v2.Compose:
     """The training pipeline on (tv_tensors.Image uint8 RGB, tv_tensors.Mask uint8).
 
     Images are scale-jittered relative to the model input ``input_hw`` (so objects keep the size
-    they have at inference), then cut to ``crop_hw`` (default: ``input_hw``).
+    they have at inference), then cut to ``crop_hw`` (default: ``input_hw``). ``photometric``
+    (0..1) is the strength and frequency of the camera-like colour, blur, JPEG and noise changes,
+    ``style_prob`` the chance of a grey image or of swapped colour channels, ``letterbox_prob`` the
+    chance of the letterbox/pillarbox padding of another camera's aspect ratio (see the module
+    docstring). All three at 0 give the pipeline of earlier versions, draw for draw.
     """
     height, width = input_hw
     crop_h, crop_w = crop_hw or input_hw
@@ -56,10 +140,22 @@ def build_train_transform(
         steps.append(v2.RandomHorizontalFlip())
     if color_jitter > 0:
         steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
-    steps += [
-        v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64}, scale=True),
-        v2.Normalize(mean=list(IMAGENET_MEAN_RGB), std=list(IMAGENET_STD_RGB)),
-    ]
+    s = photometric
+    if s > 0:
+        steps += [
+            v2.RandomApply([v2.ColorJitter(brightness=0.5 * s, contrast=0.5 * s, saturation=0.7 * s, hue=0.06 * s)], p=0.8),
+            v2.RandomApply([RandomGamma(0.45 * s)], p=0.5),
+            v2.RandomApply([v2.GaussianBlur(kernel_size=5, sigma=(0.1, 0.3 + 1.5 * s))], p=0.35 * s),
+            v2.RandomApply([v2.JPEG((max(5, int(round(90 - 65 * s))), 95))], p=0.35 * s),
+        ]
+    if style_prob > 0:
+        steps += [v2.RandomGrayscale(p=style_prob / 2), v2.RandomApply([v2.RandomChannelPermutation()], p=style_prob / 2)]
+    steps.append(v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64}, scale=True))
+    if s > 0:
+        steps.append(v2.RandomApply([v2.GaussianNoise(sigma=0.04 * s)], p=0.4 * s))
+    if letterbox_prob > 0:  # last, so nothing above touches the padding (it stays the node's pad value)
+        steps.append(RandomLetterbox(letterbox_prob, ignore_id=ignore_id))
+    steps.append(v2.Normalize(mean=list(IMAGENET_MEAN_RGB), std=list(IMAGENET_STD_RGB)))
     return v2.Compose(steps)
 
 

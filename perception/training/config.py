@@ -40,6 +40,14 @@ class TrainConfig:
     scale_range: tuple[float, float] = (0.5, 2.0)
     hflip: bool = True
     color_jitter: float = field(default=0.3, metadata=bounds(0.0, 1.0))
+    #: Camera-like photometric augmentation, strength 0..1 (brightness, contrast, saturation, hue,
+    #: gamma, blur, JPEG, noise); 0 keeps the plain colour jitter only.
+    photometric: float = field(default=0.0, metadata=bounds(0.0, 1.0))
+    #: Chance of a style change per sample: a grey image or swapped colour channels.
+    style_prob: float = field(default=0.0, metadata=bounds(0.0, 1.0))
+    #: Chance of cutting a sample to another camera's aspect ratio (4:3, 16:9, ...) and letterboxing
+    #: it back exactly as the node does (padded labels ignored).
+    letterbox_prob: float = field(default=0.0, metadata=bounds(0.0, 1.0))
     # ---- schedule (``steps`` > 0 wins over ``epochs``)
     epochs: int = field(default=100, metadata=bounds(1, None))
     steps: int = field(default=0, metadata=bounds(0, None))

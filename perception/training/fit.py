@@ -25,6 +25,7 @@ import yaml
 from perception.config import config_to_dict
 from perception.errors import ConfigError, ModelError
 from perception.progress import progress
+from perception.signals import install_signal_handlers
 from perception.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from perception.training.config import TrainConfig
 from perception.training.distributed import DistInfo, cleanup_distributed, pick_device, setup_distributed
@@ -184,13 +185,10 @@ def stop_after_step_on_sigint(stop: threading.Event, *, enabled: bool) -> Iterat
     def on_sigint(_signum, _frame) -> None:
         stop.set()
         log.warning("Ctrl-C: stopping after this step and saving last.pt (Ctrl-C again to abort at once)")
-        signal.signal(signal.SIGINT, previous)
+        handlers.restore()
 
-    previous = signal.signal(signal.SIGINT, on_sigint) or signal.default_int_handler
-    try:
+    with install_signal_handlers(on_sigint, (signal.SIGINT,)) as handlers:
         yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def make_run_dir(path: Path) -> Path:

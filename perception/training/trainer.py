@@ -130,6 +130,9 @@ def build_data(config: TrainConfig, info: DistInfo | None = None) -> Data:
         scale_range=config.scale_range,
         hflip=config.hflip,
         color_jitter=config.color_jitter,
+        photometric=config.photometric,
+        style_prob=config.style_prob,
+        letterbox_prob=config.letterbox_prob,
     )
     samples = TrainSamples(train_set, transform, seed=config.seed)
     sampler = ResumableSampler(samples, info, seed=config.seed, batch_size=config.batch_size)

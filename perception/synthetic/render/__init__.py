@@ -10,8 +10,10 @@ class of the thing whose colour is drawn there.
 
 Modules, in drawing order: ``projection`` (road coordinates -> pixels), ``raster`` (materials and
 fills), ``sky``, ``ground`` (road, paint, shadows), ``roadside`` (buildings, trees, poles, signs),
-``traffic`` (vehicles, pedestrians, cyclists), ``sensor`` (texture, blur, noise) and ``renderer``
-(the frame, putting the stages together).
+``traffic`` (vehicles, pedestrians, cyclists), ``atmosphere`` (night lights, glow, wet roads, fog,
+rain: image only), ``lens`` (roll and distortion of image and labels together, the ego hood),
+``sensor`` (texture, blur, white balance, gamma, vignetting, noise, JPEG: image only) and
+``renderer`` (the frame, putting the stages together).
 """
 
 from perception.synthetic.render.renderer import Renderer

@@ -27,14 +27,15 @@ def draw_ground(mat: np.ndarray, paint: np.ndarray, scene: Scene, view: View, pa
     # Asphalt and repair patches get adjacent ids: the paint mask below tests that id range.
     asphalt = pal.ground(road.asphalt_bgr, CLASS_ID["road"])
     patch = pal.ground(np.asarray(road.asphalt_bgr) * 0.8, CLASS_ID["road"])
-    fill(mat, view.strip(0.0, width, d), asphalt)
+    crack = pal.ground(np.asarray(road.asphalt_bgr) * 0.55, CLASS_ID["road"])
+    fill(mat, view.strip(road.kerb_left_s, road.kerb_right_s, d), asphalt)
     if road.patches:
         p = np.asarray(road.patches)
         p = p[p[:, 3] > view.d_near]
         fill(mat, view.ground_quads(p[:, 0], p[:, 1], p[:, 2], p[:, 3]), patch)
     kerb_w = 0.25
     for side, sidewalk in ((-1, road.sidewalk_left_m), (1, road.sidewalk_right_m)):
-        edge = 0.0 if side < 0 else width
+        edge = road.kerb_left_s if side < 0 else road.kerb_right_s
         if sidewalk > 0:
             far = edge + side * sidewalk
             fill(mat, view.strip(edge, far, d), pal.ground(road.sidewalk_bgr, CLASS_ID["sidewalk"]))
@@ -44,7 +45,24 @@ def draw_ground(mat: np.ndarray, paint: np.ndarray, scene: Scene, view: View, pa
             # The kerb's vertical face, seen from the road.
             face = pal.ground(np.asarray(road.sidewalk_bgr) * 0.7, CLASS_ID["sidewalk"])
             fill(mat, view.strip(edge, edge, d, 0.0, road.kerb_height_m), face)
-    draw_paint(mat, paint, scene, view, pal, road_ids=(asphalt, patch))
+    if road.junction_d_m is not None and road.junction_d_m + road.junction_width_m > view.d_near:
+        # A side road crossing: asphalt through both sidewalks and out to the sides.
+        j0, j1 = road.junction_d_m, road.junction_d_m + road.junction_width_m
+        fill(mat, view.ground_quads(np.array([-60.0]), np.array([width + 60.0]), np.array([j0]), np.array([j1])), asphalt)
+    if road.cracks:
+        c = np.asarray(road.cracks)
+        c = c[np.minimum(c[:, 1], c[:, 3]) > max(view.d_near, 1.5)]
+        if len(c):
+            a = np.stack(view.project(c[:, 0], c[:, 1]), 1)
+            b = np.stack(view.project(c[:, 2], c[:, 3]), 1)
+            lines = (np.stack([a, b], 1) * SCALE).astype(np.int32)
+            # Drawn through a mask of the asphalt, like the paint, so a crack never leaves the road.
+            paint.fill(255)
+            cv2.polylines(paint, list(lines), False, int(crack), 1, cv2.LINE_8, SHIFT)
+            on_road = cv2.inRange(mat, asphalt, patch)
+            cv2.bitwise_and(on_road, cv2.compare(paint, 255, cv2.CMP_NE), dst=on_road)
+            cv2.copyTo(paint, on_road, mat)
+    draw_paint(mat, paint, scene, view, pal, road_ids=(asphalt, crack))
 
 
 def draw_paint(
@@ -57,8 +75,10 @@ def draw_paint(
     """
     road = scene.road
     paint.fill(255)
-    white = pal.ground(np.full(3, 235.0) * road.paint_fade, CLASS_ID["lane_marking"])
-    yellow = pal.ground(np.asarray((40.0, 185.0, 225.0)) * road.paint_fade, CLASS_ID["lane_marking"])
+    # Worn paint fades towards the asphalt it lies on (never darker than it).
+    asphalt = np.asarray(road.asphalt_bgr, np.float64)
+    white = pal.ground(asphalt + (235.0 - asphalt) * road.paint_fade, CLASS_ID["lane_marking"])
+    yellow = pal.ground(asphalt + (np.asarray((40.0, 185.0, 225.0)) - asphalt) * road.paint_fade, CLASS_ID["lane_marking"])
     half = road.paint_width_m / 2
     paint_d = view.ground_d[view.ground_d <= 200.0]
     dashes: dict[int, list[np.ndarray]] = {white: [], yellow: []}
@@ -110,14 +130,19 @@ def draw_shadows(mat: np.ndarray, shade: np.ndarray, scene: Scene, view: View) -
     """Mark shadowed ground: contact shadows always, sun shadows when the light is hard."""
     road, light = scene.road, scene.lighting
     rects: list[tuple[float, float, float, float]] = []  # s0, s1, d0, d1 on the ground
+    sun_shadows = light.shadow_factor < 0.95
     for v in scene.vehicles:
         if NEAR_CLIP_M < v.d_m < 150:
             s = road.lane_centre(v.lane) + v.lateral_m
-            rects.append((s - v.width_m / 2 - 0.1, s + v.width_m / 2 + 0.1, v.d_m - 0.25, v.d_m + v.length_m))
+            s0, s1 = s - v.width_m / 2 - 0.1, s + v.width_m / 2 + 0.1
+            if sun_shadows:  # the body's shadow reaches out sideways, away from the sun
+                reach = light.sun_side * min(v.height_m * light.shadow_length, 6.0)
+                s0, s1 = min(s0, s0 + reach), max(s1, s1 + reach)
+            rects.append((s0, s1, v.d_m - 0.25, v.d_m + v.length_m))
     for p in scene.people:
         if NEAR_CLIP_M < p.d_m < 80:
             rects.append((p.s_m - 0.3, p.s_m + 0.3, p.d_m - 0.2, p.d_m + 0.3))
-    if light.shadow_factor < 0.95:
+    if sun_shadows:
         sun, k = light.sun_side, light.shadow_length
         for b in scene.buildings:
             if b.side == -sun and b.d0_m + b.length_m > view.d_near and b.d0_m < 150:

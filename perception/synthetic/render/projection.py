@@ -81,8 +81,8 @@ class View:
 
 
 def roadside_s(scene: Scene, side: int, offset: float) -> float:
-    """Lateral position ``offset`` metres outwards from the road edge on ``side``."""
-    return -offset if side < 0 else scene.road.width_m + offset
+    """Lateral position ``offset`` metres outwards from the kerb on ``side``."""
+    return scene.road.kerb_left_s - offset if side < 0 else scene.road.kerb_right_s + offset
 
 
 def facade_s(scene: Scene, b: Building) -> float:

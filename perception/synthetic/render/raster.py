@@ -24,6 +24,9 @@ SHADOW_BIT = 32
 #: Ids 64..255 are everything else (sky, buildings, vehicles, people, ...).
 OBJECT_BASE = 64
 
+#: Object slots kept for the first material of each class, so a crowded frame never runs out.
+RESERVED_SLOTS = SYNTHETIC_CLASSES.num_classes
+
 #: Sub-pixel precision of the polygon fills (coordinates in 1/4 pixel).
 SHIFT = 2
 SCALE = float(1 << SHIFT)
@@ -57,9 +60,12 @@ class Palette:
                 raise RuntimeError("synthetic renderer: more than 32 ground materials in one frame")
             mid = self._n_ground
             self._n_ground += 1
-        elif self._n_object >= 256:
-            # Palette full: reuse a material of the same class (colour is approximate, label exact).
-            return self._first_of_class[class_id]
+        elif self._n_object >= 256 - RESERVED_SLOTS and class_id in self._first_of_class:
+            # Palette (nearly) full: reuse the closest colour of the same class (label exact, colour
+            # approximate). The last slots stay reserved for the first material of each class.
+            same = np.flatnonzero(self.class_id[OBJECT_BASE : self._n_object] == class_id) + OBJECT_BASE
+            error = np.abs(self.bgr[same] - np.asarray(key[:3], np.float32)).sum(axis=1)
+            return int(same[int(np.argmin(error))])
         else:
             mid = self._n_object
             self._n_object += 1
@@ -82,6 +88,11 @@ class Palette:
         classes = self.class_id.copy()
         classes[SHADOW_BIT : SHADOW_BIT + GROUND_SLOTS] = classes[:GROUND_SLOTS]
         return colours, classes
+
+    def lamp_table(self) -> np.ndarray:
+        """Look-up table material -> 255 for light sources (emissive, except the sky), else 0."""
+        lamps = self.emissive & (self.class_id != CLASS_ID["sky"])
+        return (lamps * 255).astype(np.uint8)
 
 
 def fill(mat: np.ndarray, polys, mid: int) -> None:

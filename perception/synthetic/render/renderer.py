@@ -5,8 +5,10 @@
 Stages, each its own module: ``sky`` (background), ``ground`` (road surface, paint, shadows),
 then every object in painter's order, furthest first (``roadside``: buildings, trees, poles,
 signs; ``traffic``: vehicles, pedestrians, cyclists), all into one material map (``raster``).
-The labels and the clean image are two look-ups of that map under the scene's lighting; the
-camera's texture, blur and noise (``sensor``) touch the image only, after the labels are final.
+The labels and the clean image are two look-ups of that map under the scene's lighting; lights and
+weather (``atmosphere``) then touch the image only, the camera's roll, lens distortion and hood
+(``lens``) change image and labels together, and texture, blur, colour and noise (``sensor``) touch
+the image only.
 
 Speed: the frame is a few dozen polygon fills into preallocated arrays plus a handful of whole-
 image OpenCV passes; noise and texture come from tables computed once per image size.
@@ -17,7 +19,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from perception.synthetic.render.atmosphere import apply_atmosphere
 from perception.synthetic.render.ground import draw_ground, draw_shadows
+from perception.synthetic.render.lens import apply_lens, draw_hood
 from perception.synthetic.render.projection import NEAR_CLIP_M, View
 from perception.synthetic.render.raster import Palette
 from perception.synthetic.render.roadside import draw_building, draw_pole, draw_tree
@@ -41,8 +45,10 @@ class Renderer:
     def render(self, scene: Scene, rng: np.random.Generator, *, noise: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``scene``: (BGR uint8 H x W x 3 image, uint8 H x W class ids).
 
-        ``rng`` picks the sensor-noise window. ``noise=False`` returns the clean render (no
-        texture, sensor noise or blur): the colours that the labels describe.
+        ``rng`` picks the sensor-noise window and the rain. ``noise=False`` returns the clean render
+        (no lights and weather, texture, sensor noise or blur): the colours that the labels describe.
+        The camera's roll, lens distortion and hood change image and labels alike, so they apply
+        either way.
         """
         view = View(scene)
         pal = Palette()
@@ -54,6 +60,10 @@ class Renderer:
         colours, classes = pal.tables(scene)
         label = cv2.LUT(mat, classes)
         image = cv2.LUT(cv2.merge((mat, mat, mat)), colours)
+        if noise:
+            image = apply_atmosphere(image, label, cv2.LUT(mat, pal.lamp_table()), scene, view, rng)
+        image, label = apply_lens(image, label, scene)
+        draw_hood(image, label, scene)
         if noise:
             image = self._sensor.apply(image, scene.lighting, rng)
         return image, label

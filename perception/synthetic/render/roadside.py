@@ -41,6 +41,23 @@ def draw_building(mat: np.ndarray, scene: Scene, view: View, pal: Palette, b: Bu
     poly[:n, 1] = v_f
     poly[n:, 1] = v_top[::-1]
     fill(mat, poly, pal.object(facade_bgr, cls))
+    if not b.hedge and b.height_m > 7.0 and (b.window_spacing_m * 7.0) % 1.0 < 0.45:
+        # A shop front: the ground floor in another colour with a dark display window (a stable
+        # per-building choice, so no extra draw changes the seeded scenes).
+        shop_y = min(b.floor_m, b.height_m)
+        k_f = view.f / d
+        shop = np.empty((2 * n, 2))
+        shop[:n, 0] = u_f
+        shop[n:, 0] = u_f[::-1]
+        shop[:n, 1] = v_f
+        shop[n:, 1] = (v_f - shop_y * k_f)[::-1]
+        fill(mat, shop, pal.object(np.asarray(b.window_bgr, np.float32) * 0.5 + facade_bgr * 0.3, cls))
+        glass = np.empty((2 * n, 2))
+        glass[:n, 0] = u_f
+        glass[n:, 0] = u_f[::-1]
+        glass[:n, 1] = v_f - 0.5 * k_f
+        glass[n:, 1] = (v_f - 0.8 * shop_y * k_f)[::-1]
+        fill(mat, glass, pal.object((50, 45, 40), cls))
     # Windows, unless too small to see: one fill for all (they never overlap).
     if b.hedge or b.window_spacing_m * view.f / max(b.d0_m, NEAR_CLIP_M) < 3.0:
         return

@@ -1,4 +1,5 @@
-"""What the camera adds after the labels are final: surface texture, lens blur and sensor noise.
+"""What the camera adds after the labels are final: surface texture, lens and motion blur, white
+balance, exposure curve (gamma), saturation, vignetting, sensor noise and JPEG compression.
 
 These touch the image only, never the labels. Texture and noise come from tables computed once
 per image size (a random window into them per scene or per frame), so a frame costs a couple of
@@ -39,6 +40,22 @@ def texture_table(height: int, width: int) -> np.ndarray:
     return cv2.merge((grey, grey, grey))
 
 
+@functools.lru_cache(maxsize=4)
+def vignette_table(height: int, width: int) -> np.ndarray:
+    """Squared distance from the image centre in half-diagonals (0 centre .. 1 corners), H x W float32."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    r2 = ((xs - (width - 1) / 2) ** 2 + (ys - (height - 1) / 2) ** 2) / ((width / 2) ** 2 + (height / 2) ** 2)
+    return r2.astype(np.float32)
+
+
+def tone_table(light: Lighting) -> np.ndarray:
+    """1 x 256 x 3 look-up table: white balance gains per channel, then the gamma curve."""
+    x = np.arange(256, dtype=np.float32)[:, None] / 255.0
+    gains = np.asarray(light.white_balance_bgr, np.float32)[None, :]
+    y = np.clip(x * gains, 0.0, 1.0) ** np.float32(1.0 / light.gamma)
+    return np.clip(y * 255.0 + 0.5, 0, 255).astype(np.uint8).reshape(1, 256, 3)
+
+
 class SensorEffects:
     """Texture, blur and noise for images of one size; the tables are shared between instances."""
 
@@ -60,6 +77,26 @@ class SensorEffects:
         blur_px = light.blur_sigma * w / 640.0
         if blur_px > 0.3:
             image = cv2.GaussianBlur(image, (0, 0), blur_px)
+        streak_px = light.motion_blur_px * w / 640.0
+        if streak_px > 1.0:
+            # A box streak along the nearer image axis: a separable box filter costs the same at any
+            # length, where a slanted line kernel (filter2D) cost 100 ms a frame at 720p.
+            length = max(2, int(round(streak_px)))
+            along_rows = abs(light.motion_blur_angle) < 45.0
+            image = cv2.blur(image, (length, 1) if along_rows else (1, length))
+        if light.white_balance_bgr != (1.0, 1.0, 1.0) or light.gamma != 1.0:
+            image = cv2.LUT(image, tone_table(light))
+        if light.saturation != 1.0:
+            grey = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+            image = cv2.addWeighted(image, light.saturation, grey, 1.0 - light.saturation, 0.0)
+        if light.vignette > 0:
+            falloff = 1.0 - light.vignette * vignette_table(h, w)
+            image = cv2.multiply(image, cv2.merge((falloff, falloff, falloff)), dtype=cv2.CV_8U)
         oy, ox = int(rng.integers(h)), int(rng.integers(w))
         beta = light.noise_sigma / TABLE_SIGMA
-        return cv2.addWeighted(image, 1.0, self._noise[oy : oy + h, ox : ox + w], beta, -128.0 * beta)
+        image = cv2.addWeighted(image, 1.0, self._noise[oy : oy + h, ox : ox + w], beta, -128.0 * beta)
+        if light.jpeg_quality > 0:
+            ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(light.jpeg_quality)])
+            if ok:
+                image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        return image

@@ -31,8 +31,9 @@ def draw_vehicle(mat: np.ndarray, scene: Scene, view: View, pal: Palette, v: Veh
     glass = pal.object((45, 40, 38), car)
     trim = pal.object((35, 35, 38), car)
     tyre = pal.object((22, 22, 24), car)
-    truck = v.kind == "truck"
-    belt = v.height_m * (0.58 if v.kind in ("sedan", "suv") else 0.5)
+    truck = v.kind in ("truck", "bus")  # box bodies: the side face runs the full height
+    bus = v.kind == "bus"
+    belt = v.height_m * (0.58 if v.kind in ("sedan", "suv", "hatchback", "pickup") else 0.5)
     # Visible side face (from the face towards us back to the far end of the vehicle).
     x_c = view.lateral(s_c, v.d_m)
     if abs(x_c) > half:
@@ -40,7 +41,9 @@ def draw_vehicle(mat: np.ndarray, scene: Scene, view: View, pal: Palette, v: Veh
         far = v.d_m + v.length_m
         top = v.height_m if truck else belt
         fill(mat, view.strip(s_side, s_side, np.array([v.d_m, far]), 0.3, top), side_body)
-        if not truck:
+        if bus:  # a band of passenger windows
+            fill(mat, view.strip(s_side, s_side, np.array([v.d_m + 0.4, far - 0.4]), 1.25, v.height_m - 0.3), glass)
+        elif not truck:
             cab = np.array([v.d_m + 0.3 * v.length_m, v.d_m + 0.8 * v.length_m])
             fill(mat, view.strip(s_side, s_side, cab, belt, v.height_m * 0.93), glass)
         for dw in (v.d_m + 0.9, far - 0.9):
@@ -51,7 +54,11 @@ def draw_vehicle(mat: np.ndarray, scene: Scene, view: View, pal: Palette, v: Veh
     fill(mat, rects(u, vg, k, wheels), tyre)
     fill(mat, rects(u, vg, k, np.array([[-half, half, 0.28, 0.5]])), trim)
     fill(mat, rects(u, vg, k, np.array([[-half, half, 0.48, v.height_m if truck else belt]])), body)
-    if truck:
+    if bus:  # windscreen (front) or rear window
+        low = 1.0 if v.oncoming else 1.9
+        fill(mat, rects(u, vg, k, np.array([[-half + 0.12, half - 0.12, low, v.height_m - 0.25]])), glass)
+        fill(mat, rects(u, vg, k, np.array([[-half + 0.3, half - 0.3, v.height_m - 0.22, v.height_m - 0.05]])), trim)
+    elif truck:
         fill(mat, rects(u, vg, k, np.array([[-0.02, 0.02, 0.5, v.height_m - 0.05]])), trim)
     else:
         inset = 0.12 if v.kind != "van" else 0.05
@@ -63,7 +70,10 @@ def draw_vehicle(mat: np.ndarray, scene: Scene, view: View, pal: Palette, v: Veh
         win = np.array([[u + (-half + 0.15) * k, vg - wy0 * k], [u + (half - 0.15) * k, vg - wy0 * k],
                         [u + (half - 0.1 - 2 * inset) * k, vg - wy1 * k], [u + (-half + 0.1 + 2 * inset) * k, vg - wy1 * k]])
         fill(mat, win, glass)
-    night = scene.lighting.time_of_day in ("night", "dusk")
+        # Roof edge catching the sky light: a lighter strip, so a car's outline reads against trees.
+        roof = pal.object(np.minimum(body_bgr * 1.2 + 25, 255), car)
+        fill(mat, np.array([win[3], win[2], cabin[2], cabin[3]]), roof)
+    night = scene.lighting.time_of_day in ("night", "dusk") and not v.parked
     if v.oncoming:
         lamp = pal.object((225, 245, 255) if night else (200, 210, 215), car, emissive=night)
     else:
@@ -76,11 +86,11 @@ def draw_vehicle(mat: np.ndarray, scene: Scene, view: View, pal: Palette, v: Veh
 
 
 def draw_pedestrian(mat: np.ndarray, view: View, pal: Palette, p: Person) -> None:
-    """A pedestrian facing the camera, legs swinging with the walking phase."""
+    """A pedestrian facing the camera, legs swinging with the walking phase; build, coat and bag vary."""
     u, vg, k = view.anchor(p.s_m, p.d_m)
     h = p.height_m
     ped = CLASS_ID["pedestrian"]
-    w = h / 1.75
+    w = h / 1.75 * p.build
     swing = math.sin(p.phase) * (0.22 if p.crossing else 0.05) * w
     pants = pal.object(p.pants_bgr, ped)
     shirt = pal.object(p.shirt_bgr, ped)
@@ -91,9 +101,21 @@ def draw_pedestrian(mat: np.ndarray, view: View, pal: Palette, p: Person) -> Non
         leg = np.array([[u + (side * 0.03 - 0.065) * w * k, vg - hip * k], [u + (side * 0.03 + 0.075) * w * k, vg - hip * k],
                         [u + (side * 0.08 + sw + 0.06) * w * k, vg], [u + (side * 0.08 + sw - 0.06) * w * k, vg]])
         fill(mat, leg, pants)
-    fill(mat, rects(u, vg, k, np.array([[-0.19 * w, 0.19 * w, hip - 0.03 * h, 0.82 * h]])), shirt)
-    arms = np.array([[-0.26 * w, -0.19 * w, 0.47 * h, 0.8 * h], [0.19 * w, 0.26 * w, 0.47 * h, 0.8 * h]])
-    fill(mat, rects(u, vg, k, arms), shirt)
+    if p.bag:  # a backpack or shoulder bag sticking out at one side
+        bag = pal.object(np.asarray(p.pants_bgr, np.float32) * 0.6 + 20, ped)
+        fill(mat, rects(u, vg, k, np.array([[0.12 * w, 0.33 * w, 0.5 * h, 0.72 * h]])), bag)
+    low = 0.28 * h if p.coat else hip - 0.03 * h
+    torso = np.array([[u - 0.19 * w * k, vg - 0.82 * h * k], [u + 0.19 * w * k, vg - 0.82 * h * k],
+                      [u + (0.26 if p.coat else 0.19) * w * k, vg - low * k], [u - (0.26 if p.coat else 0.19) * w * k, vg - low * k]])
+    fill(mat, torso, shirt)
+    arm_swing = 0.6 * swing
+    for side in (-1, 1):
+        x0 = side * 0.19 * w
+        x1 = side * 0.27 * w
+        arm = np.array([[u + x0 * k, vg - 0.8 * h * k], [u + x1 * k, vg - 0.8 * h * k],
+                        [u + (x1 + side * arm_swing * 0.3) * k, vg - 0.47 * h * k],
+                        [u + (x0 + side * arm_swing * 0.3) * k, vg - 0.47 * h * k]])
+        fill(mat, arm, shirt)
     fill(mat, rects(u, vg, k, np.array([[-0.03 * w, 0.03 * w, 0.8 * h, 0.86 * h]])), skin)
     centre = (int(u * SCALE), int((vg - 0.915 * h * k) * SCALE))
     radius = max(1, int(0.068 * h * k * SCALE))
@@ -132,6 +154,19 @@ def draw_cyclist(mat: np.ndarray, view: View, pal: Palette, p: Person) -> None:
         leg = np.array([[-0.15 * direction, 0.98], [0.0, 0.95], [pedal + 0.04, 0.3], [pedal - 0.04, 0.3]])
         fill(mat, np.stack([u + leg[:, 0] * k, vg - leg[:, 1] * k], 1), pants)
         head = (int((u + 0.38 * direction * k) * SCALE), int((vg - 1.62 * k) * SCALE))
+    elif p.motorbike:
+        # A motorcycle from behind: fat tyre, body and tail light, the rider sitting upright.
+        body = pal.object(np.asarray(p.pants_bgr, np.float32) * 0.5 + 15, cyc)
+        fill(mat, rects(u, vg, k, np.array([[-0.08, 0.08, 0.0, 0.65]])), tyre)
+        fill(mat, rects(u, vg, k, np.array([[-0.28, 0.28, 0.45, 0.95]])), body)
+        fill(mat, rects(u, vg, k, np.array([[-0.06, 0.06, 0.7, 0.78]])), pal.object((30, 30, 200), cyc))
+        fill(mat, rects(u, vg, k, np.array([[-0.32, -0.16, 0.45, 1.0], [0.16, 0.32, 0.45, 1.0]])), pants)
+        fill(mat, rects(u, vg, k, np.array([[-0.22, 0.22, 0.95, 1.5]])), shirt)
+        fill(mat, rects(u, vg, k, np.array([[-0.36, -0.22, 1.1, 1.4], [0.22, 0.36, 1.1, 1.4]])), shirt)
+        head = (int(u * SCALE), int((vg - 1.62 * k) * SCALE))
+        radius = max(1, int(0.15 * k * SCALE))
+        cv2.circle(mat, head, radius, pal.object(np.asarray(p.shirt_bgr, np.float32) * 0.4 + 20, cyc), -1, cv2.LINE_8, SHIFT)
+        return
     else:
         # Seen from behind: the rear wheel edge-on, legs pedalling, back and helmet.
         fill(mat, rects(u, vg, k, np.array([[-0.025, 0.025, 0.0, 0.7]])), tyre)

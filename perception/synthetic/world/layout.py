@@ -36,19 +36,31 @@ from perception.synthetic.world.scene import (
 
 #: Objects further ahead than this are not sampled (they would be a pixel or two).
 FAR_OBJECTS_M = 160.0
-TIMES_OF_DAY = ("day", "day", "day", "overcast", "dusk", "night")
+TIMES_OF_DAY = ("day", "day", "day", "overcast", "overcast", "dusk", "night", "night")
+
+
+HOOD_COLORS = ((235, 235, 235), (25, 25, 28), (170, 170, 168), (95, 95, 98), (30, 30, 150), (120, 60, 25), (45, 70, 40))
 
 
 def sample_camera(rng: np.random.Generator, height: int, width: int) -> Camera:
-    hfov = math.radians(uniform(rng, 55.0, 78.0))
+    """Dash cams and roof cameras: field of view, mount height, pitch, roll, lens distortion and,
+    in about a third of the scenes, the ego car's hood across the bottom of the frame."""
+    hfov = math.radians(uniform(rng, 48.0, 100.0))
     focal = (width / 2) / math.tan(hfov / 2)
+    hood = rng.random() < 0.35
     return Camera(
         height_px=height,
         width_px=width,
         focal_px=focal,
         cx_px=width / 2 + uniform(rng, -0.03, 0.03) * width,
-        horizon_v_px=height * uniform(rng, 0.40, 0.52),
-        mount_height_m=uniform(rng, 1.2, 1.7),
+        horizon_v_px=height * uniform(rng, 0.36, 0.56),
+        mount_height_m=uniform(rng, 1.1, 2.3),
+        roll_rad=math.radians(uniform(rng, -3.5, 3.5)) if rng.random() < 0.6 else 0.0,
+        # Wider lenses bend more; the draw keeps mild pincushion rare.
+        distortion_k1=-uniform(rng, 0.0, 0.25) * (hfov / math.radians(100.0)) if rng.random() < 0.6 else 0.0,
+        hood_px=height * uniform(rng, 0.05, 0.17) if hood else 0.0,
+        hood_curve=uniform(rng, 0.2, 0.9),
+        hood_bgr=jitter(rng, pick(rng, HOOD_COLORS), 10),
     )
 
 
@@ -74,7 +86,8 @@ def sample_road(rng: np.random.Generator, environment: str) -> Road:
     has_sidewalks = environment != "rural" or rng.random() < 0.2
     sw_l = uniform(rng, 1.5, 4.0) if has_sidewalks and rng.random() < 0.9 else 0.0
     sw_r = uniform(rng, 1.5, 4.0) if has_sidewalks else 0.0
-    grey = uniform(rng, 60, 115)
+    grey = uniform(rng, 60, 115) if rng.random() < 0.85 else uniform(rng, 115, 150)  # asphalt or concrete
+    warm = uniform(rng, -8, 8)  # brownish or bluish asphalt
     patches = []
     for _ in range(int(rng.integers(0, 4))):
         s0 = uniform(rng, 0, n_lanes * lane_w - 1.0)
@@ -94,24 +107,47 @@ def sample_road(rng: np.random.Generator, environment: str) -> Road:
         sidewalk_left_m=sw_l,
         sidewalk_right_m=sw_r,
         kerb_height_m=uniform(rng, 0.08, 0.18),
-        asphalt_bgr=(grey + uniform(rng, -4, 6), grey + uniform(rng, -3, 3), grey + uniform(rng, -4, 4)),
+        asphalt_bgr=(grey - warm + uniform(rng, -4, 6), grey + uniform(rng, -3, 3), grey + warm + uniform(rng, -4, 4)),
         sidewalk_bgr=jitter(rng, pick(rng, ((165, 170, 175), (140, 150, 160), (185, 185, 180), (120, 135, 150))), 12),
         grass_bgr=jitter(rng, pick(rng, ((50, 125, 80), (45, 105, 90), (60, 140, 120), (40, 95, 70))), 12),
-        paint_fade=uniform(rng, 0.75, 1.0),
+        paint_fade=uniform(rng, 0.75, 1.0) if rng.random() < 0.6 else uniform(rng, 0.4, 0.75),
         patches=patches,
         crosswalk_d_m=uniform(rng, 10.0, 45.0) if (environment == "urban" and rng.random() < 0.35) else None,
         heading=uniform(rng, -0.02, 0.02),
         curvature=float(rng.choice([0.0, uniform(rng, -1 / 120, 1 / 120), uniform(rng, -1 / 400, 1 / 400)])),
         curvature_rate=uniform(rng, -2e-5, 2e-5),
         grade_curvature=uniform(rng, -2.5e-5, 1.5e-4) if rng.random() < 0.5 else 0.0,
+        parking_left_m=uniform(rng, 2.0, 2.6) if (sw_l > 0 and environment != "rural" and rng.random() < 0.3) else 0.0,
+        parking_right_m=uniform(rng, 2.0, 2.6) if (sw_r > 0 and environment != "rural" and rng.random() < 0.5) else 0.0,
+        cracks=_sample_cracks(rng, n_lanes * lane_w),
+        junction_d_m=uniform(rng, 12.0, 70.0) if (environment != "rural" and rng.random() < 0.3) else None,
+        junction_width_m=uniform(rng, 6.0, 12.0),
     )
 
 
+def _sample_cracks(rng: np.random.Generator, road_width: float) -> list[tuple[float, float, float, float]]:
+    """Short crack segments (s0, d0, s1, d1) on worn roads: some chains along the road, some across."""
+    cracks: list[tuple[float, float, float, float]] = []
+    if rng.random() < 0.45:
+        for _ in range(int(rng.integers(2, 7))):
+            s, d = uniform(rng, 0.2, road_width - 0.2), uniform(rng, 3.0, 40.0)
+            along = rng.random() < 0.6
+            for _ in range(int(rng.integers(3, 9))):
+                ds, dd = (uniform(rng, -0.3, 0.3), uniform(rng, 0.5, 2.0)) if along else (uniform(rng, 0.3, 0.8), uniform(rng, -0.3, 0.3))
+                cracks.append((s, d, s + ds, d + dd))
+                s, d = s + ds, d + dd
+    return cracks
+
+
 def sample_lighting(rng: np.random.Generator) -> Lighting:
+    """Time of day, weather (overcast, rain, wet roads, fog) and the camera's image pipeline."""
     tod = pick(rng, TIMES_OF_DAY)
     if tod == "day":
         zen, hor = (uniform(rng, 190, 240), uniform(rng, 130, 170), uniform(rng, 60, 110)), (235, 215, 200)
-        ambient, shadow, noise = uniform(rng, 0.95, 1.15), uniform(rng, 0.45, 0.65), uniform(rng, 2, 6)
+        if rng.random() < 0.35:  # hazy or over-exposed: a pale, nearly white sky, as dash cams often show
+            pale = uniform(rng, 205, 245)
+            zen, hor = (pale + uniform(rng, 0, 10), pale, pale - uniform(rng, 0, 25)), (min(255, pale + 10),) * 3
+        ambient, shadow, noise = uniform(rng, 0.95, 1.15), uniform(rng, 0.35, 0.65), uniform(rng, 2, 6)
         tint = (1.0, 1.0, 1.0)
     elif tod == "overcast":
         g = uniform(rng, 175, 215)
@@ -120,31 +156,57 @@ def sample_lighting(rng: np.random.Generator) -> Lighting:
         tint = (1.02, 1.0, 0.97)
     elif tod == "dusk":
         zen, hor = (uniform(rng, 110, 150), uniform(rng, 70, 100), uniform(rng, 60, 90)), (120, 170, 245)
-        ambient, shadow, noise = uniform(rng, 0.55, 0.75), uniform(rng, 0.6, 0.8), uniform(rng, 5, 9)
+        ambient, shadow, noise = uniform(rng, 0.45, 0.75), uniform(rng, 0.6, 0.8), uniform(rng, 5, 9)
         tint = (0.85, 0.95, 1.15)
     else:
         zen, hor = (uniform(rng, 30, 50), uniform(rng, 15, 30), uniform(rng, 5, 20)), (70, 60, 55)
-        ambient, shadow, noise = uniform(rng, 0.28, 0.42), 1.0, uniform(rng, 7, 12)
-        tint = (1.0, 1.0, 1.1)
+        if rng.random() < 0.4:  # city glow: orange-brown night sky
+            hor = (uniform(rng, 40, 70), uniform(rng, 70, 100), uniform(rng, 100, 140))
+        ambient, shadow, noise = uniform(rng, 0.12, 0.32), 1.0, uniform(rng, 6, 12)
+        tint = (0.9, 1.0, 1.2) if rng.random() < 0.6 else (1.1, 1.0, 0.9)  # sodium or LED street light
+    # Weather: rain or a wet road (any time but full sun), fog (by day or dusk).
+    rain = uniform(rng, 0.2, 1.0) if (tod != "day" and rng.random() < 0.3) else 0.0
+    wet = max(rain, uniform(rng, 0.3, 1.0) if (tod != "day" and rng.random() < 0.2) else 0.0)
+    fog = uniform(rng, 0.006, 0.045) if (tod in ("overcast", "dusk", "day") and rng.random() < 0.15) else 0.0
+    # Light haze (aerial perspective): distant things paler under a sky that stays as it is.
+    haze = uniform(rng, 0.002, 0.006) if (not fog and tod != "night" and rng.random() < 0.35) else 0.0
+    if fog or rain:
+        g = {"night": uniform(rng, 30, 60), "dusk": uniform(rng, 110, 150)}.get(tod, uniform(rng, 150, 210))
+        zen, hor = (g + 4, g + 2, g), (g + 12, g + 12, g + 10)
+        shadow = 1.0
+        ambient *= uniform(rng, 0.8, 1.0)
     clouds = []
-    if tod in ("day", "dusk"):
+    if tod in ("day", "dusk") and not (fog or rain):
         for _ in range(int(rng.integers(0, 6))):
             clouds.append((uniform(rng, 0, 1), uniform(rng, 0.05, 0.7), uniform(rng, 0.04, 0.15), uniform(rng, 0.02, 0.06)))
+    wb = (uniform(rng, 0.85, 1.15), 1.0, uniform(rng, 0.85, 1.15)) if rng.random() < 0.7 else (1.0, 1.0, 1.0)
     return Lighting(
         time_of_day=tod,
         ambient=ambient,
-        gain=uniform(rng, 0.85, 1.15),
+        gain=uniform(rng, 0.85, 1.15) if rng.random() < 0.6 else uniform(rng, 0.6, 1.5),
         tint_bgr=tint,
         sky_zenith_bgr=zen,
         sky_horizon_bgr=hor,
         shadow_factor=shadow,
         sun_side=1.0 if rng.random() < 0.5 else -1.0,
-        shadow_length=uniform(rng, 0.4, 1.6),
-        noise_sigma=noise,
+        shadow_length=uniform(rng, 0.4, 2.2),
+        noise_sigma=noise * (uniform(rng, 0.5, 2.0) if rng.random() < 0.5 else 1.0),
         blur_sigma=uniform(rng, 0.0, 1.1),
         texture_strength=uniform(rng, 0.3, 1.0),
         texture_offset=(uniform(rng, 0, 1), uniform(rng, 0, 1)),
         clouds=clouds,
+        fog_density=fog or haze,
+        wet=wet,
+        rain=rain,
+        headlights=tod == "night" or (tod == "dusk" and rng.random() < 0.5),
+        white_balance_bgr=wb,
+        gamma=uniform(rng, 0.75, 1.3) if rng.random() < 0.5 else 1.0,
+        saturation=uniform(rng, 0.5, 1.35) if rng.random() < 0.5 else 1.0,
+        vignette=uniform(rng, 0.1, 0.5) if rng.random() < 0.4 else 0.0,
+        motion_blur_px=uniform(rng, 2.0, 9.0) if rng.random() < 0.25 else 0.0,
+        motion_blur_angle=uniform(rng, -20.0, 20.0) if rng.random() < 0.7 else uniform(rng, 60, 120),
+        jpeg_quality=int(rng.integers(25, 90)) if rng.random() < 0.45 else 0,
+        bloom=uniform(rng, 0.4, 1.0),
     )
 
 def _sample_side_objects(rng, scene_env: str, road: Road, side: int, d_from: float, d_to: float):
@@ -188,6 +250,10 @@ def sample_scene(rng: np.random.Generator, *, height: int, width: int) -> Scene:
         buildings += b
         trees += t
         poles += p
+    if road.junction_d_m is not None:  # the side road runs through a gap in the houses
+        j0, j1 = road.junction_d_m - 2.0, road.junction_d_m + road.junction_width_m + 2.0
+        buildings = [b for b in buildings if b.d0_m + b.length_m < j0 or b.d0_m > j1]
+        trees = [t for t in trees if not j0 < t.d_m < j1]
     vehicles: list[Vehicle] = []
     for lane in range(road.n_lanes):
         d = uniform(rng, 6.0, 30.0)
@@ -197,6 +263,17 @@ def sample_scene(rng: np.random.Generator, *, height: int, width: int) -> Scene:
                 vehicles.append(v)
                 d += v.length_m
             d += uniform(rng, 8.0, 40.0)
+    for lane, width in ((-1, road.parking_left_m), (road.n_lanes, road.parking_right_m)):
+        if width <= 0:
+            continue
+        d = uniform(rng, 2.0, 15.0)
+        while d < FAR_OBJECTS_M * 0.6:
+            if rng.random() < 0.8:  # a row with the odd gap
+                v = make_vehicle(rng, road, lane, d, ego_speed, parked=True)
+                vehicles.append(v)
+                d += v.length_m + uniform(rng, 0.6, 2.5)
+            else:
+                d += uniform(rng, 3.0, 12.0)
     people: list[Person] = []
     n_ped = int(rng.integers(0, 7)) if environment != "rural" else int(rng.integers(0, 3))
     for _ in range(n_ped):

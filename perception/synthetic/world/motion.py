@@ -42,6 +42,12 @@ def advance_scene(scene: Scene, dt_s: float, rng: np.random.Generator) -> None:
         s0 = uniform(rng, 0, road.width_m - 1.0)
         d0 = uniform(rng, 60, 90)
         road.patches = road.patches[1:] + [(s0, s0 + uniform(rng, 0.8, 3.0), d0, d0 + uniform(rng, 2.0, 12.0))]
+    # Cracks and the side road pass by once (the houses were laid out around the junction).
+    road.cracks = [(s0, d0 - step, s1, d1 - step) for s0, d0, s1, d1 in road.cracks if max(d0, d1) - step > 0]
+    if road.junction_d_m is not None:
+        road.junction_d_m -= step
+        if road.junction_d_m + road.junction_width_m < -5:
+            road.junction_d_m = None
     if road.crosswalk_d_m is not None:
         road.crosswalk_d_m -= step
         if road.crosswalk_d_m < -5:
@@ -68,7 +74,11 @@ def advance_scene(scene: Scene, dt_s: float, rng: np.random.Generator) -> None:
     # Traffic.
     for v in scene.vehicles:
         v.d_m += (-v.speed_mps - scene.ego_speed_mps if v.oncoming else v.speed_mps - scene.ego_speed_mps) * dt_s
-        if v.d_m < BEHIND_M or v.d_m > FAR_OBJECTS_M + 20:
+        if v.parked and v.d_m < BEHIND_M:  # the parked row goes on: a new car beyond the furthest
+            far = max((o.d_m + o.length_m for o in scene.vehicles if o.parked and o.lane == v.lane), default=0.0)
+            v.__dict__.update(make_vehicle(rng, road, v.lane, far + uniform(rng, 0.6, 6.0), scene.ego_speed_mps,
+                                           parked=True).__dict__)
+        elif v.d_m < BEHIND_M or v.d_m > FAR_OBJECTS_M + 20:
             lane = int(rng.integers(road.n_lanes))
             new = make_vehicle(rng, road, lane, uniform(rng, FAR_OBJECTS_M - 30, FAR_OBJECTS_M), scene.ego_speed_mps)
             if not new.oncoming:
@@ -78,7 +88,9 @@ def advance_scene(scene: Scene, dt_s: float, rng: np.random.Generator) -> None:
     by_lane: dict[int, list[Vehicle]] = {}
     for v in scene.vehicles:
         by_lane.setdefault(v.lane, []).append(v)
-    for lane_vehicles in by_lane.values():
+    for lane, lane_vehicles in by_lane.items():
+        if not 0 <= lane < road.n_lanes:
+            continue  # parked rows stand still, bumper to bumper
         lane_vehicles.sort(key=lambda v: v.d_m)
         for near, far in zip(lane_vehicles, lane_vehicles[1:], strict=False):
             if far.d_m - (near.d_m + near.length_m) >= 6.0:

@@ -24,6 +24,11 @@ class Camera:
     cx_px: float
     horizon_v_px: float
     mount_height_m: float
+    roll_rad: float = 0.0  # rotation of the image about the optical axis
+    distortion_k1: float = 0.0  # radial lens distortion (negative: barrel, as on wide dash cams)
+    hood_px: float = 0.0  # rows of the ego car's hood visible at the bottom (0: none)
+    hood_curve: float = 0.0  # how much the hood edge bows up in the middle (fraction of hood_px)
+    hood_bgr: tuple[int, int, int] = (40, 40, 40)
 
 
 @dataclass
@@ -54,6 +59,11 @@ class Road:
     curvature_rate: float = 0.0
     grade_curvature: float = 0.0  # road height y(d) = grade_curvature * d^2 / 2
     ego_offset_m: float = 0.0  # wobble of the ego camera around its lane centre
+    parking_left_m: float = 0.0  # parking strip between the road and the left kerb (asphalt, road class)
+    parking_right_m: float = 0.0
+    cracks: list[tuple[float, float, float, float]] = field(default_factory=list)  # s0, d0, s1, d1 polylines
+    junction_d_m: float | None = None  # a side road crossing at this distance
+    junction_width_m: float = 8.0
 
     @property
     def width_m(self) -> float:
@@ -63,7 +73,21 @@ class Road:
     def ego_s(self) -> float:
         return (self.ego_lane + 0.5) * self.lane_width_m + self.ego_offset_m
 
+    @property
+    def kerb_left_s(self) -> float:
+        """Lateral position of the left kerb (the road edge plus any parking strip)."""
+        return -self.parking_left_m
+
+    @property
+    def kerb_right_s(self) -> float:
+        return self.width_m + self.parking_right_m
+
     def lane_centre(self, lane: int) -> float:
+        """Centre of a lane; lane -1 is the left parking strip and lane ``n_lanes`` the right one."""
+        if lane < 0:
+            return -self.parking_left_m / 2
+        if lane >= self.n_lanes:
+            return self.width_m + self.parking_right_m / 2
         return (lane + 0.5) * self.lane_width_m
 
 
@@ -85,6 +109,19 @@ class Lighting:
     texture_strength: float
     texture_offset: tuple[float, float]  # window into the texture table (fractions), fixed for a drive
     clouds: list[tuple[float, float, float, float]]  # u, v (fractions of the sky area), rx, ry (fractions)
+    # Weather and the camera's image pipeline (image only; labels never change).
+    fog_density: float = 0.0  # extinction per metre (0: clear air)
+    wet: float = 0.0  # 0 dry .. 1 soaked: dark, mirror-like asphalt
+    rain: float = 0.0  # 0 .. 1: streak density
+    headlights: bool = False  # the ego car's low beams light the road ahead
+    white_balance_bgr: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    gamma: float = 1.0
+    saturation: float = 1.0
+    vignette: float = 0.0  # corner darkening 0..1
+    motion_blur_px: float = 0.0  # length of the blur streak for a 640-pixel-wide sensor
+    motion_blur_angle: float = 0.0  # degrees: under 45 a horizontal streak, else a vertical one
+    jpeg_quality: int = 0  # 0: no compression artefacts
+    bloom: float = 0.0  # glow around bright lamps
 
 
 @dataclass
@@ -146,9 +183,10 @@ class Vehicle:
     width_m: float
     height_m: float
     length_m: float
-    kind: str  # sedan | suv | van | truck
+    kind: str  # sedan | hatchback | suv | van | pickup | truck | bus
     body_bgr: tuple[int, int, int]
     lateral_m: float = 0.0  # offset from the lane centre
+    parked: bool = False
 
     @property
     def d_near(self) -> float:
@@ -170,6 +208,10 @@ class Person:
     phase: float
     cyclist: bool = False
     crossing: bool = False
+    motorbike: bool = False  # a motorcyclist (drawn bulkier, labelled cyclist)
+    build: float = 1.0  # width relative to the height (0.8 slim .. 1.3 broad)
+    coat: bool = False  # a long coat or dress down to the knees
+    bag: bool = False  # a backpack or shoulder bag
 
     @property
     def d_near(self) -> float:

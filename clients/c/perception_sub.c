@@ -1,0 +1,818 @@
+/*
+ * perception_sub: a reference subscriber for the perception node, in C.
+ *
+ * Written from the README's "Subscribing: the wire format" section (wire version 2) to show a
+ * consumer outside Python what it takes: libzmq for the SUB socket, cJSON for the headers and
+ * JSON documents, libpng for `png` payloads, zlib for a CRC-32 of every decoded mask.
+ *
+ * It subscribes to a namespace (or to topics), checks every message the way the README's
+ * "Robustness" table says (sizes before allocation, every header field with its type and range,
+ * the geometry), decodes every payload encoding (none, bitpack, rle, png), splits atomic frames,
+ * keeps the latched <ns>/info class table, and prints one JSON line per message on stdout.
+ * A message that fails a check is skipped with one line on stderr; nothing from the network can
+ * crash it or make it allocate more than one mask of --max-mask-pixels.
+ *
+ *   make -C clients/c
+ *   clients/c/perception_sub --endpoint tcp://127.0.0.1:5556 --namespace perception/front
+ *   clients/c/perception_sub --topic perception/front/lane --count 100 --dump lane.raw
+ *
+ * Output lines (JSON): {"kind":"mask","topic",...,"crc32","dump_offset"} per mask (the decoded
+ * bytes go to --dump FILE at dump_offset), {"kind":"json",...} per JSON document, with the
+ * parsed class table for <ns>/info. At the end one summary line goes to stderr.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <png.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zlib.h>
+#include <zmq.h>
+
+/* Limits of the README's robustness table. */
+#define MAX_TOPIC_BYTES 256
+#define MAX_HEADER_BYTES (16 * 1024)
+#define MAX_JSON_PAYLOAD_BYTES (1024 * 1024)
+#define MAX_HEADER_STRING 256
+#define MAX_JSON_DEPTH 32
+#define MAX_JSON_INT_CHARS 20
+#define MAX_MASK_SIDE 16384
+#define MAX_FRAME_MASKS 32
+#define FRAME_PIXEL_FACTOR 4
+#define MAX_PARTS (2 + 2 * MAX_FRAME_MASKS)
+#define WIRE_VERSION 2
+/* seq and pub_seq are JSON numbers; a double holds them exactly up to 2^53. */
+#define EXACT_DOUBLE_INT 9007199254740992.0
+#define MAX_INFOS 64
+
+static volatile sig_atomic_t stop_requested = 0;
+static void on_signal(int sig) { (void)sig; stop_requested = 1; }
+
+typedef struct {
+    const char *endpoint;
+    const char *namespace_;
+    const char *topics[64];
+    int n_topics;
+    long count;          /* stop after this many masks (0: no limit) */
+    double duration_s;   /* stop after this many seconds (0: no limit) */
+    double idle_s;       /* stop after this long without a message, once one arrived (0: never) */
+    uint64_t max_pixels;
+    FILE *dump;
+} options_t;
+
+typedef struct {
+    char topic[MAX_TOPIC_BYTES + 1];  /* <ns>/info */
+    int n_classes;
+    char *names[256];                  /* by class id; NULL where the table has none */
+    int unknown_id;
+} info_t;
+
+static info_t infos[MAX_INFOS];
+static int n_infos = 0;
+static long n_masks = 0, n_json = 0, n_skipped = 0;
+static uint64_t dump_offset = 0;
+
+/* ------------------------------------------------------------------------------------------ */
+/* Errors: a check fails by writing its reason here and returning -1.                          */
+/* ------------------------------------------------------------------------------------------ */
+
+static char why[512];
+
+static int fail(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* Received text quoted in a reason (a kind, a compression) may hold anything: the stderr line stays
+ * one line of printable ASCII. */
+static void printable(char *s) {
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s >= 0x7f) *s = '?';
+}
+
+static void skip(const char *topic) {
+    char where[81];
+    snprintf(where, sizeof where, "%s", topic ? topic : "?");
+    printable(where);
+    printable(why);
+    n_skipped++;
+    fprintf(stderr, "perception_sub: skipped a message on %s: %s\n", where, why);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Topic: UTF-8, at most 256 bytes, no control characters.                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+static int check_topic(const unsigned char *p, size_t n, char *out) {
+    if (n == 0 || n > MAX_TOPIC_BYTES) return fail("topic has %zu bytes, expected 1..%d", n, MAX_TOPIC_BYTES);
+    for (size_t i = 0; i < n;) {
+        unsigned c = p[i];
+        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        if (len == 0 || i + len > n) return fail("topic is not UTF-8");
+        uint32_t cp = len == 1 ? c : c & (0x7f >> len);
+        for (size_t k = 1; k < len; k++) {
+            if ((p[i + k] & 0xc0) != 0x80) return fail("topic is not UTF-8");
+            cp = (cp << 6) | (p[i + k] & 0x3f);
+        }
+        static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+        if (cp < min_cp[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return fail("topic is not UTF-8");
+        if (cp < 0x20 || (cp >= 0x7f && cp < 0xa0)) return fail("topic holds control characters");
+        i += len;
+    }
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return 0;
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* JSON fields, each checked for presence, type and range.                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+static int get_int(const cJSON *obj, const char *name, double lo, double hi, int64_t *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+    if (!cJSON_IsNumber(v)) return fail("field '%s' is missing or not a number", name);
+    double d = v->valuedouble;
+    if (!isfinite(d) || d != floor(d)) return fail("field '%s' is not an integer", name);
+    if (d < lo || d > hi) return fail("field '%s' is %.17g, outside %.0f..%.0f", name, d, lo, hi);
+    *out = (int64_t)d;
+    return 0;
+}
+
+static int get_number(const cJSON *obj, const char *name, double lo, double hi, double *out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) return fail("field '%s' is missing or not a finite number", name);
+    if (v->valuedouble < lo || v->valuedouble > hi) return fail("field '%s' is %g, outside %g..%g", name, v->valuedouble, lo, hi);
+    *out = v->valuedouble;
+    return 0;
+}
+
+static int get_string(const cJSON *obj, const char *name, const char **out) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
+    if (!cJSON_IsString(v) || v->valuestring == NULL) return fail("field '%s' is missing or not a string", name);
+    if (strlen(v->valuestring) > MAX_HEADER_STRING) return fail("field '%s' is longer than %d bytes", name, MAX_HEADER_STRING);
+    *out = v->valuestring;
+    return 0;
+}
+
+/* A wire version 2 nanosecond field: a decimal string of 1..19 digits, at most 2^63-1. JSON numbers
+ * are doubles in cJSON (exact only to 2^53), hence the strings. */
+static int get_ns(const cJSON *obj, const char *name, int64_t *out) {
+    const char *s;
+    if (get_string(obj, name, &s) < 0) return fail("field '%s' is missing or not a decimal string", name);
+    size_t n = strlen(s);
+    if (n == 0 || n > 19) return fail("field '%s' is not a decimal string of 1..19 digits", name);
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return fail("field '%s' is not a decimal string", name);
+        v = v * 10 + (uint64_t)(s[i] - '0');  /* 19 digits < 10^19 < 2^64: no overflow */
+    }
+    if (v > (uint64_t)INT64_MAX) return fail("field '%s' is beyond 2^63-1", name);
+    *out = (int64_t)v;
+    return 0;
+}
+
+static int check_version(const cJSON *h) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(h, "wire_version");
+    if (!cJSON_IsNumber(v) || v->valuedouble != WIRE_VERSION)
+        return fail("wire version %g, this reader speaks version %d", cJSON_IsNumber(v) ? v->valuedouble : -1.0, WIRE_VERSION);
+    return 0;
+}
+
+/* The README's bounds on received JSON that cJSON does not check itself: nesting at most 32 deep,
+ * integer literals (no fraction, no exponent) of at most 20 characters (cJSON would turn 5,000
+ * digits into infinity). A scan
+ * of the raw text, outside strings; cJSON then parses it (and refuses what is not JSON). */
+static int check_json_bounds(const char *p, size_t n, const char *what) {
+    int depth = 0, in_string = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (in_string) {
+            if (c == '\\') i++;
+            else if (c == '"') in_string = 0;
+        } else if (c == '"') {
+            in_string = 1;
+        } else if (c == '[' || c == '{') {
+            if (++depth > MAX_JSON_DEPTH) return fail("%s is nested deeper than %d", what, MAX_JSON_DEPTH);
+        } else if (c == ']' || c == '}') {
+            depth--;
+        } else if (c == '-' || (c >= '0' && c <= '9')) {
+            size_t start = i;
+            while (i + 1 < n && (p[i + 1] == '-' || (p[i + 1] >= '0' && p[i + 1] <= '9'))) i++;
+            int is_float = i + 1 < n && (p[i + 1] == '.' || p[i + 1] == 'e' || p[i + 1] == 'E');
+            if (!is_float && i + 1 - start > MAX_JSON_INT_CHARS)
+                return fail("%s holds an integer of %zu characters (limit %d)", what, i + 1 - start, MAX_JSON_INT_CHARS);
+            while (i + 1 < n && p[i + 1] != '\0' && strchr(".eE+-0123456789", p[i + 1]) != NULL) i++; /* fraction, exponent */
+        }
+    }
+    return 0;
+}
+
+static cJSON *parse_json(const void *data, size_t n, size_t max_bytes, const char *what) {
+    if (n > max_bytes) { fail("%s has %zu bytes, more than %zu", what, n, max_bytes); return NULL; }
+    if (check_json_bounds((const char *)data, n, what) < 0) return NULL;
+    cJSON *doc = cJSON_ParseWithLength((const char *)data, n);
+    if (doc == NULL) fail("%s is not JSON", what);
+    return doc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Mask headers.                                                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    int64_t height, width, seq, pub_seq, capture_ns, publish_ns, sec, nanosec;
+    int64_t source_height, source_width, roi_x, roi_y, roi_w, roi_h;
+    double binning_x, binning_y;
+    const char *compression, *values, *frame_id, *model_id;
+} mask_header_t;
+
+static int parse_mask_header(const cJSON *h, mask_header_t *m) {
+    const char *kind, *encoding;
+    int64_t step, bigendian;
+    if (check_version(h) < 0 || get_string(h, "kind", &kind) < 0) return -1;
+    if (strcmp(kind, "mask") != 0) return fail("header kind '%.40s' is not 'mask'", kind);
+    const cJSON *hdr = cJSON_GetObjectItemCaseSensitive(h, "header");
+    const cJSON *stamp = cJSON_GetObjectItemCaseSensitive(hdr, "stamp");
+    if (!cJSON_IsObject(hdr) || !cJSON_IsObject(stamp)) return fail("field 'header.stamp' is missing");
+    if (get_int(stamp, "sec", 0, 2147483647.0, &m->sec) < 0 || get_int(stamp, "nanosec", 0, 999999999.0, &m->nanosec) < 0 ||
+        get_string(hdr, "frame_id", &m->frame_id) < 0)
+        return -1;
+    if (get_int(h, "height", 1, MAX_MASK_SIDE, &m->height) < 0 || get_int(h, "width", 1, MAX_MASK_SIDE, &m->width) < 0 ||
+        get_string(h, "encoding", &encoding) < 0 || get_int(h, "is_bigendian", 0, 1, &bigendian) < 0 ||
+        get_int(h, "step", 0, EXACT_DOUBLE_INT, &step) < 0 || get_string(h, "compression", &m->compression) < 0 ||
+        get_string(h, "values", &m->values) < 0 || get_int(h, "seq", 0, EXACT_DOUBLE_INT, &m->seq) < 0 ||
+        get_int(h, "pub_seq", 0, EXACT_DOUBLE_INT, &m->pub_seq) < 0 || get_ns(h, "capture_ns", &m->capture_ns) < 0 ||
+        get_ns(h, "publish_ns", &m->publish_ns) < 0 || get_string(h, "model_id", &m->model_id) < 0)
+        return -1;
+    if (strcmp(encoding, "mono8") != 0 || step != m->width || bigendian != 0)
+        return fail("encoding '%.20s' step %" PRId64 " is_bigendian %" PRId64 ", expected mono8, step == width, 0", encoding,
+                    step, bigendian);
+    if (strcmp(m->values, "binary") != 0 && strcmp(m->values, "class_ids") != 0)
+        return fail("field 'values' is '%.40s', expected binary or class_ids", m->values);
+    if (m->sec != m->capture_ns / 1000000000 || m->nanosec != m->capture_ns % 1000000000)
+        return fail("header.stamp %" PRId64 ".%09" PRId64 " is not capture_ns %" PRId64, m->sec, m->nanosec, m->capture_ns);
+    const cJSON *latency = cJSON_GetObjectItemCaseSensitive(h, "latency_ms");
+    if (!cJSON_IsObject(latency)) return fail("field 'latency_ms' is missing or not an object");
+    /* Geometry: the region of the camera frame the mask covers, and frame pixels per mask pixel. */
+    const cJSON *roi = cJSON_GetObjectItemCaseSensitive(h, "roi");
+    if (!cJSON_IsObject(roi)) return fail("field 'roi' is missing or not an object");
+    if (!cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(roi, "do_rectify"))) return fail("field 'roi.do_rectify' is not a boolean");
+    if (get_int(h, "source_height", 1, MAX_MASK_SIDE, &m->source_height) < 0 ||
+        get_int(h, "source_width", 1, MAX_MASK_SIDE, &m->source_width) < 0 ||
+        get_int(roi, "x_offset", 0, MAX_MASK_SIDE, &m->roi_x) < 0 || get_int(roi, "y_offset", 0, MAX_MASK_SIDE, &m->roi_y) < 0 ||
+        get_int(roi, "width", 1, MAX_MASK_SIDE, &m->roi_w) < 0 || get_int(roi, "height", 1, MAX_MASK_SIDE, &m->roi_h) < 0 ||
+        get_number(h, "binning_x", 1e-6, 1e6, &m->binning_x) < 0 || get_number(h, "binning_y", 1e-6, 1e6, &m->binning_y) < 0)
+        return -1;
+    if (m->roi_x + m->roi_w > m->source_width || m->roi_y + m->roi_h > m->source_height)
+        return fail("roi %" PRId64 "x%" PRId64 "+%" PRId64 "+%" PRId64 " reaches outside the %" PRId64 "x%" PRId64 " frame",
+                    m->roi_w, m->roi_h, m->roi_x, m->roi_y, m->source_width, m->source_height);
+    /* binning = roi size / mask size; the publisher rounds it to 9 decimals. */
+    if (fabs(m->binning_x * (double)m->width - (double)m->roi_w) > 1e-6 * (double)m->roi_w + 1e-6 ||
+        fabs(m->binning_y * (double)m->height - (double)m->roi_h) > 1e-6 * (double)m->roi_h + 1e-6)
+        return fail("binning %g x %g does not map the %" PRId64 "x%" PRId64 " mask onto the %" PRId64 "x%" PRId64 " roi",
+                    m->binning_x, m->binning_y, m->width, m->height, m->roi_w, m->roi_h);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Payload decoders: the declared size is checked before anything is allocated.               */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct {
+    const unsigned char *data;
+    size_t size, pos;
+} png_source_t;
+
+static void png_read_memory(png_structp png, png_bytep out, png_size_t n) {
+    png_source_t *src = (png_source_t *)png_get_io_ptr(png);
+    if (n > src->size - src->pos) png_error(png, "truncated");
+    memcpy(out, src->data + src->pos, n);
+    src->pos += n;
+}
+
+static void png_quiet_warning(png_structp png, png_const_charp msg) { (void)png; (void)msg; }
+
+static void png_fail(png_structp png, png_const_charp msg) {
+    fail("png payload is not a readable PNG (%.120s)", msg);
+    png_longjmp(png, 1);
+}
+
+static uint32_t be32(const unsigned char *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
+
+static int decode_png(const unsigned char *p, size_t n, uint32_t height, uint32_t width, unsigned char *out) {
+    static const unsigned char signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+    /* The IHDR first (26 bytes): an 8-bit greyscale image of the header's size, nothing larger. */
+    if (n < 26 || memcmp(p, signature, 8) != 0 || be32(p + 8) != 13 || memcmp(p + 12, "IHDR", 4) != 0)
+        return fail("png payload is not a PNG (no signature and IHDR chunk)");
+    if (be32(p + 16) != width || be32(p + 20) != height || p[24] != 8 || p[25] != 0)
+        return fail("png payload is a %ux%u image of depth %u, colour type %u; header says 8-bit greyscale %ux%u", be32(p + 16),
+                    be32(p + 20), p[24], p[25], width, height);
+    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, NULL, png_fail, png_quiet_warning);
+    if (png == NULL) return fail("libpng could not start");
+    png_infop info = png_create_info_struct(png);
+    png_bytep *volatile rows = NULL; /* volatile: set after setjmp, freed after a longjmp */
+    png_source_t src = {p, n, 0};
+    if (info == NULL || setjmp(png_jmpbuf(png))) {
+        free(rows);
+        png_destroy_read_struct(&png, info ? &info : NULL, NULL);
+        if (info == NULL) fail("libpng could not start");
+        return -1;
+    }
+    png_set_user_limits(png, width, height);
+    png_set_chunk_malloc_max(png, 64 * 1024); /* ancillary chunks (text, ICC) cannot balloon */
+    png_set_read_fn(png, &src, png_read_memory);
+    png_read_info(png, info);
+    if (png_get_bit_depth(png, info) != 8 || png_get_color_type(png, info) != PNG_COLOR_TYPE_GRAY)
+        png_error(png, "not 8-bit greyscale");
+    png_set_interlace_handling(png);
+    png_read_update_info(png, info);
+    if (png_get_rowbytes(png, info) != width) png_error(png, "unexpected row size");
+    rows = malloc(sizeof *rows * height);
+    if (rows == NULL) png_error(png, "out of memory");
+    for (uint32_t r = 0; r < height; r++) rows[r] = out + (size_t)r * width;
+    png_read_image(png, rows);
+    free(rows);
+    png_destroy_read_struct(&png, &info, NULL);
+    return 0;
+}
+
+static int decode_payload(const char *compression, const unsigned char *p, size_t n, uint64_t height, uint64_t width,
+                          unsigned char *out) {
+    uint64_t pixels = height * width;
+    if (strcmp(compression, "none") == 0) {
+        if (n != pixels) return fail("none payload has %zu bytes, %" PRIu64 "x%" PRIu64 " needs %" PRIu64, n, height, width, pixels);
+        memcpy(out, p, n);
+        return 0;
+    }
+    if (strcmp(compression, "bitpack") == 0) {
+        if (n != (pixels + 7) / 8) return fail("bitpack payload has %zu bytes, needs %" PRIu64, n, (pixels + 7) / 8);
+        for (uint64_t i = 0; i < pixels; i++) out[i] = (p[i >> 3] >> (7 - (i & 7))) & 1 ? 255 : 0;
+        return 0;
+    }
+    if (strcmp(compression, "rle") == 0) {
+        if (n % 5 != 0) return fail("rle payload has %zu bytes, not a multiple of 5", n);
+        if (n / 5 > pixels) return fail("rle payload has more runs than the mask has pixels");
+        uint64_t i = 0;
+        for (size_t k = 0; k < n; k += 5) {
+            uint32_t len = (uint32_t)p[k + 1] | (uint32_t)p[k + 2] << 8 | (uint32_t)p[k + 3] << 16 | (uint32_t)p[k + 4] << 24;
+            if (len == 0) return fail("rle payload holds a zero-length run");
+            if (len > pixels - i) return fail("rle runs cover more than %" PRIu64 " pixels", pixels);
+            memset(out + i, p[k], len);
+            i += len;
+        }
+        if (i != pixels) return fail("rle runs cover %" PRIu64 " pixels, needs %" PRIu64, i, pixels);
+        return 0;
+    }
+    if (strcmp(compression, "png") == 0) return decode_png(p, n, (uint32_t)height, (uint32_t)width, out);
+    return fail("unknown compression '%.40s'", compression);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* <ns>/info: the class table, kept per info topic.                                            */
+/* ------------------------------------------------------------------------------------------ */
+
+static info_t *find_info(const char *topic) {
+    for (int i = 0; i < n_infos; i++)
+        if (strcmp(infos[i].topic, topic) == 0) return &infos[i];
+    return NULL;
+}
+
+/* The info of the namespace a topic belongs to (the longest <ns>/info whose <ns>/ prefixes it). */
+static const info_t *info_for(const char *topic) {
+    const info_t *best = NULL;
+    size_t best_len = 0;
+    for (int i = 0; i < n_infos; i++) {
+        size_t ns_len = strlen(infos[i].topic) - strlen("info");
+        if (strncmp(infos[i].topic, topic, ns_len) == 0 && ns_len > best_len) best = &infos[i], best_len = ns_len;
+    }
+    return best;
+}
+
+static int read_info(const char *topic, const cJSON *doc, cJSON *line) {
+    int64_t version, unknown_id, id;
+    const char *model_id, *name;
+    if (!cJSON_IsObject(doc)) return fail("info payload is not a JSON object");
+    if (get_int(doc, "wire_version", 0, 1e6, &version) < 0 || get_string(doc, "model_id", &model_id) < 0 ||
+        get_int(doc, "unknown_id", 0, 255, &unknown_id) < 0)
+        return -1;
+    const cJSON *classes = cJSON_GetObjectItemCaseSensitive(doc, "classes");
+    if (!cJSON_IsArray(classes) || cJSON_GetArraySize(classes) > 255) return fail("info 'classes' is not an array of at most 255");
+    char *names[256] = {0};
+    int n = 0;
+    const cJSON *c;
+    cJSON *out_classes = cJSON_AddArrayToObject(line, "classes");
+    cJSON_ArrayForEach(c, classes) {
+        const cJSON *rgb = cJSON_GetObjectItemCaseSensitive(c, "color_rgb");
+        if (get_int(c, "id", 0, 254, &id) < 0 || get_string(c, "name", &name) < 0 || names[id] != NULL || id == unknown_id ||
+            !cJSON_IsArray(rgb) || cJSON_GetArraySize(rgb) != 3) {
+            for (int k = 0; k < 256; k++) free(names[k]);
+            return fail("info class %d is not {id (unique, 0..254, not unknown_id), name, color_rgb [r, g, b]}", n);
+        }
+        names[id] = strdup(name);
+        cJSON *entry = cJSON_CreateObject();
+        cJSON_AddNumberToObject(entry, "id", (double)id);
+        cJSON_AddStringToObject(entry, "name", name);
+        cJSON_AddItemToArray(out_classes, entry);
+        n++;
+    }
+    info_t *info = find_info(topic);
+    if (info == NULL) {
+        if (n_infos == MAX_INFOS) {
+            for (int k = 0; k < 256; k++) free(names[k]);
+            return fail("more than %d info topics", MAX_INFOS);
+        }
+        info = &infos[n_infos++];
+        snprintf(info->topic, sizeof info->topic, "%s", topic);
+    } else {
+        for (int k = 0; k < 256; k++) free(info->names[k]);
+    }
+    memcpy(info->names, names, sizeof names);
+    info->n_classes = n;
+    info->unknown_id = (int)unknown_id;
+    cJSON_AddNumberToObject(line, "info_wire_version", (double)version);
+    cJSON_AddStringToObject(line, "model_id", model_id);
+    cJSON_AddNumberToObject(line, "unknown_id", (double)unknown_id);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Output                                                                                       */
+/* ------------------------------------------------------------------------------------------ */
+
+static void print_line(cJSON *line) {
+    char *text = cJSON_PrintUnformatted(line);
+    if (text != NULL) {
+        fputs(text, stdout);
+        fputc('\n', stdout);
+        free(text);
+    }
+    cJSON_Delete(line);
+}
+
+static void add_ns(cJSON *line, const char *name, int64_t v) {
+    char text[24];
+    snprintf(text, sizeof text, "%" PRId64, v);
+    cJSON_AddStringToObject(line, name, text);
+}
+
+static cJSON *mask_line(const char *topic, const mask_header_t *m, const unsigned char *mask, int64_t frame_pub_seq) {
+    uint64_t pixels = (uint64_t)m->height * (uint64_t)m->width;
+    cJSON *line = cJSON_CreateObject();
+    cJSON_AddStringToObject(line, "kind", "mask");
+    cJSON_AddStringToObject(line, "topic", topic);
+    cJSON_AddNumberToObject(line, "seq", (double)m->seq);
+    cJSON_AddNumberToObject(line, "pub_seq", (double)m->pub_seq);
+    if (frame_pub_seq >= 0) cJSON_AddNumberToObject(line, "frame_pub_seq", (double)frame_pub_seq);
+    add_ns(line, "capture_ns", m->capture_ns);
+    add_ns(line, "publish_ns", m->publish_ns);
+    cJSON_AddNumberToObject(line, "stamp_sec", (double)m->sec);
+    cJSON_AddNumberToObject(line, "stamp_nanosec", (double)m->nanosec);
+    cJSON_AddStringToObject(line, "frame_id", m->frame_id);
+    cJSON_AddStringToObject(line, "model_id", m->model_id);
+    cJSON_AddNumberToObject(line, "height", (double)m->height);
+    cJSON_AddNumberToObject(line, "width", (double)m->width);
+    cJSON_AddStringToObject(line, "compression", m->compression);
+    cJSON_AddStringToObject(line, "values", m->values);
+    cJSON_AddNumberToObject(line, "source_height", (double)m->source_height);
+    cJSON_AddNumberToObject(line, "source_width", (double)m->source_width);
+    double roi[4] = {(double)m->roi_x, (double)m->roi_y, (double)m->roi_w, (double)m->roi_h};
+    cJSON_AddItemToObject(line, "roi_xywh", cJSON_CreateDoubleArray(roi, 4));
+    cJSON_AddNumberToObject(line, "binning_x", m->binning_x);
+    cJSON_AddNumberToObject(line, "binning_y", m->binning_y);
+    char crc[9];
+    snprintf(crc, sizeof crc, "%08lx", crc32(crc32(0L, Z_NULL, 0), mask, (uInt)pixels));
+    cJSON_AddStringToObject(line, "crc32", crc);
+    /* Which classes the mask holds, by the name <ns>/info gives them (class maps only). */
+    if (strcmp(m->values, "class_ids") == 0) {
+        uint64_t hist[256] = {0};
+        for (uint64_t i = 0; i < pixels; i++) hist[mask[i]]++;
+        const info_t *info = info_for(topic);
+        cJSON *present = cJSON_AddArrayToObject(line, "classes_present");
+        for (int id = 0; id < 256; id++) {
+            if (!hist[id]) continue;
+            char fallback[16];
+            snprintf(fallback, sizeof fallback, "id%d", id);
+            const char *name = info == NULL ? fallback : id == info->unknown_id ? "unknown" : info->names[id] ? info->names[id] : fallback;
+            cJSON_AddItemToArray(present, cJSON_CreateString(name));
+        }
+    }
+    if (dump_offset != UINT64_MAX) cJSON_AddNumberToObject(line, "dump_offset", (double)dump_offset);
+    return line;
+}
+
+static void emit_mask(cJSON *line, const unsigned char *mask, uint64_t pixels, FILE *dump) {
+    if (dump != NULL) {
+        if (fwrite(mask, 1, pixels, dump) != pixels) {
+            fprintf(stderr, "perception_sub: error: cannot write the dump file (%s)\n", strerror(errno));
+            exit(1);
+        }
+        dump_offset += pixels;
+    }
+    print_line(line);
+    n_masks++;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Messages                                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+static int handle_mask(const char *topic, const cJSON *h, zmq_msg_t *payload, const options_t *o) {
+    mask_header_t m;
+    if (parse_mask_header(h, &m) < 0) return -1;
+    uint64_t pixels = (uint64_t)m.height * (uint64_t)m.width;
+    if (pixels > o->max_pixels)
+        return fail("mask of %" PRId64 "x%" PRId64 " pixels is over the limit of %" PRIu64 " (--max-mask-pixels)", m.height, m.width,
+                    o->max_pixels);
+    unsigned char *mask = malloc(pixels);
+    if (mask == NULL) return fail("out of memory for a %" PRIu64 "-pixel mask", pixels);
+    if (decode_payload(m.compression, zmq_msg_data(payload), zmq_msg_size(payload), (uint64_t)m.height, (uint64_t)m.width, mask) < 0) {
+        free(mask);
+        return -1;
+    }
+    emit_mask(mask_line(topic, &m, mask, -1), mask, pixels, o->dump);
+    free(mask);
+    return 0;
+}
+
+/* An atomic frame: [topic, frame header, mask header 1, payload 1, ...]. Every part is checked and
+ * decoded before any is printed: a frame is all or nothing, as on the wire. */
+static int handle_frame(const char *topic, const cJSON *h, zmq_msg_t *parts, int n_parts, const options_t *o) {
+    int64_t seq, pub_seq, capture_ns, publish_ns;
+    const char *frame_id;
+    if (get_int(h, "seq", 0, EXACT_DOUBLE_INT, &seq) < 0 || get_int(h, "pub_seq", 0, EXACT_DOUBLE_INT, &pub_seq) < 0 ||
+        get_ns(h, "capture_ns", &capture_ns) < 0 || get_ns(h, "publish_ns", &publish_ns) < 0 || get_string(h, "frame_id", &frame_id) < 0)
+        return -1;
+    const cJSON *names = cJSON_GetObjectItemCaseSensitive(h, "masks");
+    int n = cJSON_IsArray(names) ? cJSON_GetArraySize(names) : -1;
+    if (n < 1 || n > MAX_FRAME_MASKS) return fail("frame 'masks' is not a list of 1..%d names", MAX_FRAME_MASKS);
+    if (n_parts != 2 + 2 * n) return fail("frame message has %d parts, expected %d for %d masks", n_parts, 2 + 2 * n, n);
+    if (!ends_with(topic, "/frame")) return fail("frame message on a topic not ending in /frame");
+    size_t ns_len = strlen(topic) - strlen("frame");
+    mask_header_t heads[MAX_FRAME_MASKS];
+    cJSON *docs[MAX_FRAME_MASKS] = {0};
+    char topics[MAX_FRAME_MASKS][2 * MAX_TOPIC_BYTES + 2];
+    unsigned char *masks[MAX_FRAME_MASKS] = {0};
+    uint64_t total = 0;
+    int rc = -1, i;
+    for (i = 0; i < n; i++) {
+        const cJSON *name = cJSON_GetArrayItem(names, i);
+        if (!cJSON_IsString(name) || name->valuestring[0] == '\0' || name->valuestring[0] == '/' || ends_with(name->valuestring, "/") ||
+            strlen(name->valuestring) > MAX_HEADER_STRING) {
+            fail("frame mask name %d is not a relative name", i);
+            goto done;
+        }
+        for (int k = 0; k < i; k++)
+            if (strcmp(cJSON_GetArrayItem(names, k)->valuestring, name->valuestring) == 0) {
+                fail("frame names mask '%.40s' twice", name->valuestring);
+                goto done;
+            }
+        snprintf(topics[i], sizeof topics[i], "%.*s%s", (int)ns_len, topic, name->valuestring);
+        docs[i] = parse_json(zmq_msg_data(&parts[2 + 2 * i]), zmq_msg_size(&parts[2 + 2 * i]), MAX_HEADER_BYTES, "frame mask header");
+        if (docs[i] == NULL || parse_mask_header(docs[i], &heads[i]) < 0) goto done;
+        if (heads[i].seq != seq) {
+            fail("frame mask '%.40s' has seq %" PRId64 ", the frame %" PRId64, name->valuestring, heads[i].seq, seq);
+            goto done;
+        }
+        total += (uint64_t)heads[i].height * (uint64_t)heads[i].width;
+    }
+    if (total > FRAME_PIXEL_FACTOR * o->max_pixels) {
+        fail("frame declares %" PRIu64 " pixels, more than %d x --max-mask-pixels", total, FRAME_PIXEL_FACTOR);
+        goto done;
+    }
+    for (i = 0; i < n; i++) {
+        uint64_t pixels = (uint64_t)heads[i].height * (uint64_t)heads[i].width;
+        if (pixels > o->max_pixels) {
+            fail("frame mask of %" PRIu64 " pixels is over the limit (--max-mask-pixels)", pixels);
+            goto done;
+        }
+        masks[i] = malloc(pixels);
+        if (masks[i] == NULL) {
+            fail("out of memory");
+            goto done;
+        }
+        zmq_msg_t *payload = &parts[3 + 2 * i];
+        if (decode_payload(heads[i].compression, zmq_msg_data(payload), zmq_msg_size(payload), (uint64_t)heads[i].height,
+                           (uint64_t)heads[i].width, masks[i]) < 0)
+            goto done;
+    }
+    for (i = 0; i < n; i++)
+        emit_mask(mask_line(topics[i], &heads[i], masks[i], pub_seq), masks[i], (uint64_t)heads[i].height * (uint64_t)heads[i].width,
+                  o->dump);
+    rc = 0;
+done:
+    for (i = 0; i < n; i++) {
+        cJSON_Delete(docs[i]);
+        free(masks[i]);
+    }
+    return rc;
+}
+
+static int handle_json(const char *topic, const cJSON *h, zmq_msg_t *payload) {
+    int64_t seq, pub_seq, publish_ns;
+    const char *name;
+    if (get_string(h, "name", &name) < 0 || get_int(h, "seq", 0, EXACT_DOUBLE_INT, &seq) < 0 ||
+        get_int(h, "pub_seq", 0, EXACT_DOUBLE_INT, &pub_seq) < 0 || get_ns(h, "publish_ns", &publish_ns) < 0)
+        return -1;
+    cJSON *doc = parse_json(zmq_msg_data(payload), zmq_msg_size(payload), MAX_JSON_PAYLOAD_BYTES, "JSON payload");
+    if (doc == NULL) return -1;
+    cJSON *line = cJSON_CreateObject();
+    cJSON_AddStringToObject(line, "kind", "json");
+    cJSON_AddStringToObject(line, "topic", topic);
+    cJSON_AddStringToObject(line, "name", name);
+    cJSON_AddNumberToObject(line, "seq", (double)seq);
+    cJSON_AddNumberToObject(line, "pub_seq", (double)pub_seq);
+    add_ns(line, "publish_ns", publish_ns);
+    cJSON_AddNumberToObject(line, "payload_bytes", (double)zmq_msg_size(payload));
+    if (ends_with(topic, "/info") && read_info(topic, doc, line) < 0) {
+        cJSON_Delete(line);
+        cJSON_Delete(doc);
+        return -1;
+    }
+    cJSON_Delete(doc);
+    print_line(line);
+    n_json++;
+    return 0;
+}
+
+static void handle_message(zmq_msg_t *parts, int n_parts, const options_t *o) {
+    char topic[MAX_TOPIC_BYTES + 1] = "?";
+    if (n_parts < 3) {
+        fail("message has %d parts, expected 3 (topic, header, payload)", n_parts);
+        skip(NULL);
+        return;
+    }
+    if (check_topic(zmq_msg_data(&parts[0]), zmq_msg_size(&parts[0]), topic) < 0) {
+        skip(NULL);
+        return;
+    }
+    cJSON *h = parse_json(zmq_msg_data(&parts[1]), zmq_msg_size(&parts[1]), MAX_HEADER_BYTES, "header");
+    const char *kind = NULL;
+    int rc = -1;
+    if (h == NULL) {
+        /* why says it */
+    } else if (!cJSON_IsObject(h)) {
+        fail("header is not a JSON object");
+    } else if (check_version(h) == 0 && get_string(h, "kind", &kind) == 0) {
+        if (strcmp(kind, "frame") == 0) {
+            rc = handle_frame(topic, h, parts, n_parts, o);
+        } else if (n_parts != 3) {
+            fail("message has %d parts, expected 3 (topic, header, payload)", n_parts);
+        } else if (strcmp(kind, "mask") == 0) {
+            rc = handle_mask(topic, h, &parts[2], o);
+        } else if (strcmp(kind, "json") == 0) {
+            rc = handle_json(topic, h, &parts[2]);
+        } else {
+            fail("header kind '%.40s' is not mask, json or frame", kind);
+        }
+    }
+    if (rc < 0) skip(topic);
+    cJSON_Delete(h);
+    fflush(stdout);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void usage(int code) {
+    fprintf(code ? stderr : stdout,
+            "usage: perception_sub [--endpoint E] [--namespace NS | --topic T ...] [--count N] [--duration S]\n"
+            "                      [--idle S] [--dump FILE] [--max-mask-pixels N]\n"
+            "  --endpoint E         node endpoint (default tcp://127.0.0.1:5556)\n"
+            "  --namespace NS       subscribe to NS/ (default perception/front)\n"
+            "  --topic T            subscribe to topic T exactly (repeatable; instead of --namespace)\n"
+            "  --count N            stop after N masks\n"
+            "  --duration S         stop after S seconds\n"
+            "  --idle S             stop once nothing has arrived for S seconds after a message\n"
+            "  --dump FILE          write every decoded mask's bytes to FILE (lines give dump_offset)\n"
+            "  --max-mask-pixels N  largest mask accepted (default 16777216 = 4096 x 4096)\n");
+    exit(code);
+}
+
+static double number_arg(const char *flag, const char *text, double lo) {
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno || *end || !isfinite(v) || v < lo) {
+        fprintf(stderr, "perception_sub: error: %s takes a number >= %g, got '%s'\n", flag, lo, text);
+        exit(2);
+    }
+    return v;
+}
+
+int main(int argc, char **argv) {
+    options_t o = {"tcp://127.0.0.1:5556", NULL, {0}, 0, 0, 0, 0, 4096ull * 4096ull, NULL};
+    const char *dump_path = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) usage(0);
+        if (i + 1 >= argc) usage(2);
+        const char *v = argv[++i];
+        if (!strcmp(a, "--endpoint")) o.endpoint = v;
+        else if (!strcmp(a, "--namespace")) o.namespace_ = v;
+        else if (!strcmp(a, "--topic") && o.n_topics < 64) o.topics[o.n_topics++] = v;
+        else if (!strcmp(a, "--count")) o.count = (long)number_arg(a, v, 0);
+        else if (!strcmp(a, "--duration")) o.duration_s = number_arg(a, v, 0);
+        else if (!strcmp(a, "--idle")) o.idle_s = number_arg(a, v, 0);
+        else if (!strcmp(a, "--dump")) dump_path = v;
+        else if (!strcmp(a, "--max-mask-pixels")) o.max_pixels = (uint64_t)number_arg(a, v, 1);
+        else usage(2);
+    }
+    if (dump_path != NULL && (o.dump = fopen(dump_path, "wb")) == NULL) {
+        fprintf(stderr, "perception_sub: error: cannot open %s for writing (%s)\n", dump_path, strerror(errno));
+        return 2;
+    }
+    if (o.dump == NULL) dump_offset = UINT64_MAX;
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+
+    void *ctx = zmq_ctx_new();
+    void *sock = zmq_socket(ctx, ZMQ_SUB);
+    int linger = 0, ivl = 100, ivl_max = 250;
+    /* The largest frame ZeroMQ takes off the wire: a mask of --max-mask-pixels (a PNG may be a
+     * little larger than its pixels) or a JSON document; the sender of a larger one is dropped. */
+    int64_t max_msg = (int64_t)(o.max_pixels + o.max_pixels / 64 + 64 * 1024);
+    if (max_msg < MAX_JSON_PAYLOAD_BYTES) max_msg = MAX_JSON_PAYLOAD_BYTES;
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
+    zmq_setsockopt(sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
+    zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &max_msg, sizeof max_msg);
+    if (o.n_topics == 0) {
+        /* Subscriptions match byte prefixes: the trailing / keeps perception/front2 out. */
+        char prefix[MAX_TOPIC_BYTES + 2];
+        const char *ns = o.namespace_ ? o.namespace_ : "perception/front";
+        snprintf(prefix, sizeof prefix, "%s%s", ns, ends_with(ns, "/") ? "" : "/");
+        zmq_setsockopt(sock, ZMQ_SUBSCRIBE, prefix, strlen(prefix));
+    }
+    for (int i = 0; i < o.n_topics; i++) zmq_setsockopt(sock, ZMQ_SUBSCRIBE, o.topics[i], strlen(o.topics[i]));
+    if (zmq_connect(sock, o.endpoint) != 0) {
+        fprintf(stderr, "perception_sub: error: cannot connect to %s (%s)\n", o.endpoint, zmq_strerror(zmq_errno()));
+        return 2;
+    }
+
+    zmq_msg_t parts[MAX_PARTS];
+    double start = now_s(), last = 0;
+    while (!stop_requested) {
+        double t = now_s();
+        if ((o.count && n_masks >= o.count) || (o.duration_s && t - start >= o.duration_s)) break;
+        zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, 1, 100) <= 0) {
+            /* --idle counts only while nothing is waiting: a client that was descheduled does not
+             * stop with messages still queued. */
+            if (o.idle_s && last && now_s() - last >= o.idle_s) break;
+            continue;
+        }
+        /* One multipart message; more parts than any valid message has are drained and dropped. */
+        int n = 0, more = 1, too_many = 0;
+        while (more) {
+            if (n < MAX_PARTS) {
+                zmq_msg_init(&parts[n]);
+                if (zmq_msg_recv(&parts[n], sock, 0) < 0) {
+                    zmq_msg_close(&parts[n]);
+                    break;
+                }
+                more = zmq_msg_more(&parts[n]);
+                n++;
+            } else {
+                zmq_msg_t extra;
+                zmq_msg_init(&extra);
+                more = zmq_msg_recv(&extra, sock, 0) >= 0 && zmq_msg_more(&extra);
+                zmq_msg_close(&extra);
+                too_many = 1;
+            }
+        }
+        last = now_s();
+        if (too_many) {
+            fail("message has more than %d parts", MAX_PARTS);
+            skip(NULL);
+        } else if (n > 0) {
+            handle_message(parts, n, &o);
+        }
+        for (int i = 0; i < n; i++) zmq_msg_close(&parts[i]);
+    }
+    fprintf(stderr, "perception_sub: %ld masks, %ld JSON documents, %ld skipped\n", n_masks, n_json, n_skipped);
+    if (o.dump) fclose(o.dump);
+    for (int i = 0; i < n_infos; i++)
+        for (int k = 0; k < 256; k++) free(infos[i].names[k]);
+    zmq_close(sock);
+    zmq_ctx_term(ctx);
+    return 0;
+}

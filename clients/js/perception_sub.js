@@ -1,0 +1,521 @@
+#!/usr/bin/env node
+/*
+ * perception_sub.js: a reference subscriber for the perception node, in JavaScript (Node.js).
+ *
+ * Written from the README's "Subscribing: the wire format" section (wire version 2): zeromq.js
+ * (v6) for the SUB socket, JSON.parse for headers and documents, pngjs for `png` payloads. It
+ * checks every message as the README's "Robustness" table says (sizes before allocation, every
+ * header field with its type and range, the geometry), decodes every payload encoding (none,
+ * bitpack, rle, png), splits atomic frames, keeps the latched <ns>/info class table, and prints
+ * one JSON line per message on stdout. A message that fails a check is skipped with one line on
+ * stderr.
+ *
+ * Nanosecond fields are decimal strings on the wire: JSON.parse would round a number of ~1.8e18
+ * (beyond Number.MAX_SAFE_INTEGER = 2^53 - 1). They are read with BigInt, exactly.
+ *
+ *   cd clients/js && npm ci
+ *   node clients/js/perception_sub.js --endpoint tcp://127.0.0.1:5556 --namespace perception/front
+ *   node clients/js/perception_sub.js --topic perception/front/lane --count 100 --dump lane.raw
+ */
+"use strict";
+
+const fs = require("fs");
+const zlib = require("zlib");
+const zmq = require("zeromq");
+const { PNG } = require("pngjs");
+
+// Limits of the README's robustness table.
+const MAX_TOPIC_BYTES = 256;
+const MAX_HEADER_BYTES = 16 * 1024;
+const MAX_JSON_PAYLOAD_BYTES = 1024 * 1024;
+const MAX_HEADER_STRING = 256;
+const MAX_MASK_SIDE = 16384;
+const MAX_FRAME_MASKS = 32;
+const FRAME_PIXEL_FACTOR = 4;
+const MAX_JSON_DEPTH = 32;
+const WIRE_VERSION = 2;
+const INT64_MAX = (1n << 63n) - 1n;
+const NS_PER_S = 1000000000n;
+
+class WireError extends Error {}
+
+function fail(message) {
+  throw new WireError(message);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fields, each checked for presence, type and range.
+// ---------------------------------------------------------------------------------------------
+
+function getInt(obj, name, lo, hi) {
+  const v = obj[name];
+  // seq and pub_seq are JSON numbers: exact in a double up to 2^53, which JSON.parse holds.
+  if (typeof v !== "number" || !Number.isSafeInteger(v)) fail(`field '${name}' is missing or not an integer`);
+  if (v < lo || v > hi) fail(`field '${name}' is ${v}, outside ${lo}..${hi}`);
+  return v;
+}
+
+function getNumber(obj, name, lo, hi) {
+  const v = obj[name];
+  if (typeof v !== "number" || !Number.isFinite(v)) fail(`field '${name}' is missing or not a finite number`);
+  if (v < lo || v > hi) fail(`field '${name}' is ${v}, outside ${lo}..${hi}`);
+  return v;
+}
+
+function getString(obj, name) {
+  const v = obj[name];
+  if (typeof v !== "string") fail(`field '${name}' is missing or not a string`);
+  if (v.length > MAX_HEADER_STRING) fail(`field '${name}' is longer than ${MAX_HEADER_STRING} characters`);
+  return v;
+}
+
+function getObject(obj, name) {
+  const v = obj[name];
+  if (v === null || typeof v !== "object" || Array.isArray(v)) fail(`field '${name}' is missing or not an object`);
+  return v;
+}
+
+// A nanosecond field: a decimal string of 1..19 digits, at most 2^63 - 1, read exactly as a BigInt.
+function getNs(obj, name) {
+  const v = obj[name];
+  if (typeof v !== "string" || !/^[0-9]{1,19}$/.test(v)) fail(`field '${name}' is not a decimal string of 1..19 digits`);
+  const ns = BigInt(v);
+  if (ns > INT64_MAX) fail(`field '${name}' is beyond 2^63-1`);
+  return ns;
+}
+
+function depth(doc) {
+  // Iterative: a hostile document must not exhaust the stack here either.
+  let deepest = 0;
+  const stack = [[doc, 1]];
+  while (stack.length) {
+    const [node, d] = stack.pop();
+    if (node === null || typeof node !== "object") continue;
+    deepest = Math.max(deepest, d);
+    if (deepest > MAX_JSON_DEPTH) return deepest;
+    for (const child of Object.values(node)) if (child !== null && typeof child === "object") stack.push([child, d + 1]);
+  }
+  return deepest;
+}
+
+function parseJson(buf, maxBytes, what) {
+  if (buf.length > maxBytes) fail(`${what} has ${buf.length} bytes, more than ${maxBytes}`);
+  let text;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(buf);
+  } catch {
+    fail(`${what} is not UTF-8`);
+  }
+  // Integer literals (no fraction, no exponent) of at most 20 characters, as the README bounds
+  // them (JSON.parse would turn 5,000 digits into Infinity); strings are matched whole and
+  // skipped, so digits inside them do not count.
+  const tokens = /"(?:[^"\\]|\\.)*"|(?<![\d.eE+-])-?\d{21,}(?![.\deE])/g;
+  for (const match of text.matchAll(tokens)) {
+    if (match[0][0] !== '"') fail(`${what} holds an integer of ${match[0].length} characters (limit 20)`);
+  }
+  let doc;
+  try {
+    doc = JSON.parse(text);
+  } catch (err) {
+    fail(`${what} is not JSON (${String(err.message).slice(0, 80)})`); // RangeError too: nested too deeply
+  }
+  if (depth(doc) > MAX_JSON_DEPTH) fail(`${what} is nested deeper than ${MAX_JSON_DEPTH}`);
+  return doc;
+}
+
+function checkVersion(h) {
+  if (h.wire_version !== WIRE_VERSION) {
+    fail(`wire version ${String(h.wire_version).slice(0, 20)}, this reader speaks version ${WIRE_VERSION}`);
+  }
+}
+
+function checkTopic(buf) {
+  if (buf.length === 0 || buf.length > MAX_TOPIC_BYTES) fail(`topic has ${buf.length} bytes, expected 1..${MAX_TOPIC_BYTES}`);
+  let topic;
+  try {
+    topic = new TextDecoder("utf-8", { fatal: true }).decode(buf);
+  } catch {
+    fail("topic is not UTF-8");
+  }
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(topic)) fail("topic holds control characters");
+  return topic;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mask headers.
+// ---------------------------------------------------------------------------------------------
+
+function parseMaskHeader(h) {
+  checkVersion(h);
+  if (getString(h, "kind") !== "mask") fail(`header kind is not 'mask'`);
+  const hdr = getObject(h, "header");
+  const stamp = getObject(hdr, "stamp");
+  const m = {
+    sec: getInt(stamp, "sec", 0, 2 ** 31 - 1),
+    nanosec: getInt(stamp, "nanosec", 0, 999999999),
+    frame_id: getString(hdr, "frame_id"),
+    height: getInt(h, "height", 1, MAX_MASK_SIDE),
+    width: getInt(h, "width", 1, MAX_MASK_SIDE),
+    compression: getString(h, "compression"),
+    values: getString(h, "values"),
+    seq: getInt(h, "seq", 0, Number.MAX_SAFE_INTEGER),
+    pub_seq: getInt(h, "pub_seq", 0, Number.MAX_SAFE_INTEGER),
+    capture_ns: getNs(h, "capture_ns"),
+    publish_ns: getNs(h, "publish_ns"),
+    model_id: getString(h, "model_id"),
+    source_height: getInt(h, "source_height", 1, MAX_MASK_SIDE),
+    source_width: getInt(h, "source_width", 1, MAX_MASK_SIDE),
+    binning_x: getNumber(h, "binning_x", 1e-6, 1e6),
+    binning_y: getNumber(h, "binning_y", 1e-6, 1e6),
+  };
+  const encoding = getString(h, "encoding");
+  const step = getInt(h, "step", 0, Number.MAX_SAFE_INTEGER);
+  const bigendian = getInt(h, "is_bigendian", 0, 1);
+  if (encoding !== "mono8" || step !== m.width || bigendian !== 0) {
+    fail(`encoding '${encoding.slice(0, 20)}' step ${step} is_bigendian ${bigendian}, expected mono8, step == width, 0`);
+  }
+  if (m.values !== "binary" && m.values !== "class_ids") fail(`field 'values' is '${m.values.slice(0, 40)}'`);
+  // header.stamp is the same instant as capture_ns (builtin_interfaces/Time).
+  if (BigInt(m.sec) !== m.capture_ns / NS_PER_S || BigInt(m.nanosec) !== m.capture_ns % NS_PER_S) {
+    fail(`header.stamp ${m.sec}.${m.nanosec} is not capture_ns ${m.capture_ns}`);
+  }
+  getObject(h, "latency_ms");
+  // Geometry: the region of the camera frame the mask covers, and frame pixels per mask pixel.
+  const roi = getObject(h, "roi");
+  if (typeof roi.do_rectify !== "boolean") fail("field 'roi.do_rectify' is not a boolean");
+  m.roi = [getInt(roi, "x_offset", 0, MAX_MASK_SIDE), getInt(roi, "y_offset", 0, MAX_MASK_SIDE),
+    getInt(roi, "width", 1, MAX_MASK_SIDE), getInt(roi, "height", 1, MAX_MASK_SIDE)];
+  const [x, y, w, hh] = m.roi;
+  if (x + w > m.source_width || y + hh > m.source_height) {
+    fail(`roi ${w}x${hh}+${x}+${y} reaches outside the ${m.source_width}x${m.source_height} frame`);
+  }
+  // binning = roi size / mask size; the publisher rounds it to 9 decimals.
+  if (Math.abs(m.binning_x * m.width - w) > 1e-6 * w + 1e-6 || Math.abs(m.binning_y * m.height - hh) > 1e-6 * hh + 1e-6) {
+    fail(`binning ${m.binning_x} x ${m.binning_y} does not map the ${m.width}x${m.height} mask onto the ${w}x${hh} roi`);
+  }
+  return m;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Payload decoders: the declared size is checked before anything is allocated.
+// ---------------------------------------------------------------------------------------------
+
+const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+
+function decodePng(p, height, width) {
+  // The IHDR first (29 bytes): a non-interlaced 8-bit greyscale image of the header's size. pngjs
+  // bounds its inflate by the IHDR size only for non-interlaced images, hence the refusal.
+  if (p.length < 29 || !p.subarray(0, 8).equals(PNG_SIGNATURE) || p.readUInt32BE(8) !== 13 ||
+      p.toString("latin1", 12, 16) !== "IHDR") {
+    fail("png payload is not a PNG (no signature and IHDR chunk)");
+  }
+  const [w, h, bitDepth, colour, interlace] = [p.readUInt32BE(16), p.readUInt32BE(20), p[24], p[25], p[28]];
+  if (w !== width || h !== height || bitDepth !== 8 || colour !== 0) {
+    fail(`png payload is a ${w}x${h} image of depth ${bitDepth}, colour type ${colour}; header says 8-bit greyscale ${width}x${height}`);
+  }
+  if (interlace !== 0) fail("png payload is interlaced; masks are sent non-interlaced");
+  let png;
+  try {
+    png = PNG.sync.read(p, { checkCRC: true });
+  } catch (err) {
+    fail(`png payload is not a readable PNG (${String(err.message).slice(0, 120)})`);
+  }
+  // pngjs hands back RGBA and would zero pixels of a tRNS colour: refuse transparency.
+  if (png.alpha || png.transColor) fail("png payload has transparency; masks are plain greyscale");
+  const out = Buffer.allocUnsafe(height * width);
+  for (let i = 0; i < out.length; i++) out[i] = png.data[4 * i];
+  return out;
+}
+
+function decodePayload(compression, p, height, width) {
+  const pixels = height * width;
+  switch (compression) {
+    case "none":
+      if (p.length !== pixels) fail(`none payload has ${p.length} bytes, ${height}x${width} needs ${pixels}`);
+      return Buffer.from(p);
+    case "bitpack": {
+      if (p.length !== Math.ceil(pixels / 8)) fail(`bitpack payload has ${p.length} bytes, needs ${Math.ceil(pixels / 8)}`);
+      const out = Buffer.allocUnsafe(pixels);
+      for (let i = 0; i < pixels; i++) out[i] = (p[i >> 3] >> (7 - (i & 7))) & 1 ? 255 : 0;
+      return out;
+    }
+    case "rle": {
+      if (p.length % 5 !== 0) fail(`rle payload has ${p.length} bytes, not a multiple of 5`);
+      if (p.length / 5 > pixels) fail("rle payload has more runs than the mask has pixels");
+      const out = Buffer.allocUnsafe(pixels);
+      let i = 0;
+      for (let k = 0; k < p.length; k += 5) {
+        const len = p.readUInt32LE(k + 1);
+        if (len === 0) fail("rle payload holds a zero-length run");
+        if (len > pixels - i) fail(`rle runs cover more than ${pixels} pixels`);
+        out.fill(p[k], i, i + len);
+        i += len;
+      }
+      if (i !== pixels) fail(`rle runs cover ${i} pixels, needs ${pixels}`);
+      return out;
+    }
+    case "png":
+      return decodePng(p, height, width);
+    default:
+      fail(`unknown compression '${compression.slice(0, 40)}'`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The subscriber
+// ---------------------------------------------------------------------------------------------
+
+class Subscriber {
+  constructor(options) {
+    this.options = options;
+    this.infos = new Map(); // <ns>/info topic -> {names: Map id -> name, unknownId}
+    this.dumpOffset = 0;
+    this.counts = { masks: 0, json: 0, skipped: 0 };
+  }
+
+  infoFor(topic) {
+    let best = null;
+    let bestLen = 0;
+    for (const [infoTopic, info] of this.infos) {
+      const ns = infoTopic.slice(0, -"info".length);
+      if (topic.startsWith(ns) && ns.length > bestLen) [best, bestLen] = [info, ns.length];
+    }
+    return best;
+  }
+
+  readInfo(topic, doc, line) {
+    if (doc === null || typeof doc !== "object" || Array.isArray(doc)) fail("info payload is not a JSON object");
+    const version = getInt(doc, "wire_version", 0, 1e6);
+    const modelId = getString(doc, "model_id");
+    const unknownId = getInt(doc, "unknown_id", 0, 255);
+    if (!Array.isArray(doc.classes) || doc.classes.length > 255) fail("info 'classes' is not an array of at most 255");
+    const names = new Map();
+    line.classes = doc.classes.map((c, n) => {
+      if (c === null || typeof c !== "object") fail(`info class ${n} is not an object`);
+      const id = getInt(c, "id", 0, 254);
+      const name = getString(c, "name");
+      if (names.has(id) || id === unknownId || !Array.isArray(c.color_rgb) || c.color_rgb.length !== 3) {
+        fail(`info class ${n} is not {id (unique, 0..254, not unknown_id), name, color_rgb [r, g, b]}`);
+      }
+      names.set(id, name);
+      return { id, name };
+    });
+    if (!this.infos.has(topic) && this.infos.size >= 64) fail("more than 64 info topics");
+    this.infos.set(topic, { names, unknownId });
+    Object.assign(line, { info_wire_version: version, model_id: modelId, unknown_id: unknownId });
+  }
+
+  maskLine(topic, m, mask, framePubSeq) {
+    const line = {
+      kind: "mask", topic, seq: m.seq, pub_seq: m.pub_seq,
+      ...(framePubSeq === null ? {} : { frame_pub_seq: framePubSeq }),
+      capture_ns: m.capture_ns.toString(), publish_ns: m.publish_ns.toString(),
+      stamp_sec: m.sec, stamp_nanosec: m.nanosec, frame_id: m.frame_id, model_id: m.model_id,
+      height: m.height, width: m.width, compression: m.compression, values: m.values,
+      source_height: m.source_height, source_width: m.source_width, roi_xywh: m.roi,
+      binning_x: m.binning_x, binning_y: m.binning_y,
+      crc32: zlib.crc32(mask).toString(16).padStart(8, "0"),
+    };
+    if (m.values === "class_ids") {
+      // Which classes the mask holds, by the names <ns>/info gives them.
+      const seen = new Uint8Array(256);
+      for (let i = 0; i < mask.length; i++) seen[mask[i]] = 1;
+      const info = this.infoFor(topic);
+      line.classes_present = [];
+      for (let id = 0; id < 256; id++) {
+        if (!seen[id]) continue;
+        const name = info === null ? undefined : id === info.unknownId ? "unknown" : info.names.get(id);
+        line.classes_present.push(name === undefined ? `id${id}` : name);
+      }
+    }
+    if (this.options.dump !== null) line.dump_offset = this.dumpOffset;
+    return line;
+  }
+
+  emitMask(line, mask) {
+    if (this.options.dump !== null) {
+      fs.writeSync(this.options.dump, mask);
+      this.dumpOffset += mask.length;
+    }
+    process.stdout.write(JSON.stringify(line) + "\n");
+    this.counts.masks++;
+  }
+
+  handleMask(topic, h, payload) {
+    const m = parseMaskHeader(h);
+    if (m.height * m.width > this.options.maxPixels) {
+      fail(`mask of ${m.height}x${m.width} pixels is over the limit of ${this.options.maxPixels} (--max-mask-pixels)`);
+    }
+    const mask = decodePayload(m.compression, payload, m.height, m.width);
+    this.emitMask(this.maskLine(topic, m, mask, null), mask);
+  }
+
+  // An atomic frame: every part is checked and decoded before any is printed (all or nothing).
+  handleFrame(topic, h, parts) {
+    const seq = getInt(h, "seq", 0, Number.MAX_SAFE_INTEGER);
+    const pubSeq = getInt(h, "pub_seq", 0, Number.MAX_SAFE_INTEGER);
+    getNs(h, "capture_ns");
+    getNs(h, "publish_ns");
+    getString(h, "frame_id");
+    const names = h.masks;
+    if (!Array.isArray(names) || names.length < 1 || names.length > MAX_FRAME_MASKS) {
+      fail(`frame 'masks' is not a list of 1..${MAX_FRAME_MASKS} names`);
+    }
+    if (parts.length !== 2 + 2 * names.length) {
+      fail(`frame message has ${parts.length} parts, expected ${2 + 2 * names.length} for ${names.length} masks`);
+    }
+    if (!topic.endsWith("/frame")) fail("frame message on a topic not ending in /frame");
+    if (names.some((n) => typeof n !== "string" || !n || n.startsWith("/") || n.endsWith("/") || n.length > MAX_HEADER_STRING) ||
+        new Set(names).size !== names.length) {
+      fail("frame names its masks with other than distinct relative names");
+    }
+    const ns = topic.slice(0, -"frame".length);
+    const heads = names.map((name, i) => {
+      const m = parseMaskHeader(parseJson(parts[2 + 2 * i], MAX_HEADER_BYTES, "frame mask header"));
+      if (m.seq !== seq) fail(`frame mask '${name.slice(0, 40)}' has seq ${m.seq}, the frame ${seq}`);
+      return m;
+    });
+    const total = heads.reduce((sum, m) => sum + m.height * m.width, 0);
+    if (total > FRAME_PIXEL_FACTOR * this.options.maxPixels) {
+      fail(`frame declares ${total} pixels, more than ${FRAME_PIXEL_FACTOR} x --max-mask-pixels`);
+    }
+    const masks = heads.map((m, i) => {
+      if (m.height * m.width > this.options.maxPixels) fail("frame mask over the limit (--max-mask-pixels)");
+      return decodePayload(m.compression, parts[3 + 2 * i], m.height, m.width);
+    });
+    heads.forEach((m, i) => this.emitMask(this.maskLine(ns + names[i], m, masks[i], pubSeq), masks[i]));
+  }
+
+  handleJson(topic, h, payload) {
+    const line = {
+      kind: "json", topic, name: getString(h, "name"), seq: getInt(h, "seq", 0, Number.MAX_SAFE_INTEGER),
+      pub_seq: getInt(h, "pub_seq", 0, Number.MAX_SAFE_INTEGER), publish_ns: getNs(h, "publish_ns").toString(),
+      payload_bytes: payload.length,
+    };
+    const doc = parseJson(payload, MAX_JSON_PAYLOAD_BYTES, "JSON payload");
+    if (topic.endsWith("/info")) this.readInfo(topic, doc, line);
+    process.stdout.write(JSON.stringify(line) + "\n");
+    this.counts.json++;
+  }
+
+  handle(parts) {
+    let topic = "?";
+    try {
+      if (parts.length < 3) fail(`message has ${parts.length} parts, expected 3 (topic, header, payload)`);
+      topic = checkTopic(parts[0]);
+      const h = parseJson(parts[1], MAX_HEADER_BYTES, "header");
+      if (h === null || typeof h !== "object" || Array.isArray(h)) fail("header is not a JSON object");
+      checkVersion(h);
+      const kind = getString(h, "kind");
+      if (kind === "frame") return this.handleFrame(topic, h, parts);
+      if (parts.length !== 3) fail(`message has ${parts.length} parts, expected 3 (topic, header, payload)`);
+      if (kind === "mask") return this.handleMask(topic, h, parts[2]);
+      if (kind === "json") return this.handleJson(topic, h, parts[2]);
+      fail(`header kind '${kind.slice(0, 40)}' is not mask, json or frame`);
+    } catch (err) {
+      if (!(err instanceof WireError)) throw err; // a bug here, not a bad message: let it show
+      this.counts.skipped++;
+      // Received text quoted in the reason stays on one line.
+      const line = `skipped a message on ${topic.slice(0, 80)}: ${err.message}`.replace(/[\u0000-\u001f\u007f]/g, "?");
+      process.stderr.write(`perception_sub.js: ${line}\n`);
+    }
+  }
+}
+
+function usage(code) {
+  (code ? process.stderr : process.stdout).write(
+    "usage: perception_sub.js [--endpoint E] [--namespace NS | --topic T ...] [--count N] [--duration S]\n" +
+    "                         [--idle S] [--dump FILE] [--max-mask-pixels N]\n" +
+    "  (the same options as the C subscriber, clients/c/perception_sub)\n");
+  process.exit(code);
+}
+
+function parseArgs(argv) {
+  const o = { endpoint: "tcp://127.0.0.1:5556", namespace: "perception/front", topics: [], count: 0, duration: 0,
+    idle: 0, dump: null, maxPixels: 4096 * 4096 };
+  const numeric = { "--count": "count", "--duration": "duration", "--idle": "idle", "--max-mask-pixels": "maxPixels" };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "-h" || a === "--help") usage(0);
+    if (i + 1 >= argv.length) usage(2);
+    const v = argv[++i];
+    if (a === "--endpoint") o.endpoint = v;
+    else if (a === "--namespace") o.namespace = v;
+    else if (a === "--topic") o.topics.push(v);
+    else if (a === "--dump") o.dump = v;
+    else if (a in numeric) {
+      const n = Number(v);
+      if (!Number.isFinite(n) || n < 0) {
+        process.stderr.write(`perception_sub.js: error: ${a} takes a number >= 0, got '${v}'\n`);
+        process.exit(2);
+      }
+      o[numeric[a]] = n;
+    } else usage(2);
+  }
+  return o;
+}
+
+async function main() {
+  if (typeof zlib.crc32 !== "function") {
+    process.stderr.write(`perception_sub.js: error: Node.js ${process.version} lacks zlib.crc32; use Node.js >= 20.15 (package.json engines)\n`);
+    process.exit(2);
+  }
+  const o = parseArgs(process.argv.slice(2));
+  if (o.dump !== null) {
+    try {
+      o.dump = fs.openSync(o.dump, "w");
+    } catch (err) {
+      process.stderr.write(`perception_sub.js: error: cannot open ${o.dump} for writing (${err.code})\n`);
+      process.exit(2);
+    }
+  }
+  const sub = new Subscriber(o);
+  // The largest frame ZeroMQ takes off the wire: a mask of --max-mask-pixels (a PNG may be a little
+  // larger than its pixels) or a JSON document; the sender of a larger one is dropped.
+  const maxMessageSize = Math.max(o.maxPixels + Math.floor(o.maxPixels / 64) + 64 * 1024, MAX_JSON_PAYLOAD_BYTES);
+  const sock = new zmq.Subscriber({ linger: 0, reconnectInterval: 100, reconnectMaxInterval: 250, maxMessageSize,
+    receiveTimeout: 100 });
+  if (o.topics.length) sock.subscribe(...o.topics);
+  // Subscriptions match byte prefixes: the trailing / keeps perception/front2 out.
+  else sock.subscribe(o.namespace.endsWith("/") ? o.namespace : o.namespace + "/");
+  try {
+    sock.connect(o.endpoint);
+  } catch (err) {
+    process.stderr.write(`perception_sub.js: error: cannot connect to ${o.endpoint} (${err.message})\n`);
+    process.exit(2);
+  }
+  let stop = false;
+  process.on("SIGINT", () => { stop = true; });
+  process.on("SIGTERM", () => { stop = true; });
+  const start = Date.now();
+  let last = 0;
+  while (!stop) {
+    const now = Date.now();
+    if ((o.count && sub.counts.masks >= o.count) || (o.duration && now - start >= o.duration * 1000)) break;
+    let parts;
+    try {
+      parts = await sock.receive();
+    } catch (err) {
+      if (err.code !== "EAGAIN") throw err;
+      // receiveTimeout: nothing is waiting. --idle counts only then, so a client that was
+      // descheduled does not stop with messages still queued.
+      if (o.idle && last && Date.now() - last >= o.idle * 1000) break;
+      continue;
+    }
+    last = Date.now();
+    sub.handle(parts);
+  }
+  const { masks, json, skipped } = sub.counts;
+  process.stderr.write(`perception_sub.js: ${masks} masks, ${json} JSON documents, ${skipped} skipped\n`);
+  if (o.dump !== null) fs.closeSync(o.dump);
+  sock.close();
+}
+
+if (require.main === module) {
+  main().catch((err) => {
+    process.stderr.write(`perception_sub.js: error: ${err.stack || err}\n`);
+    process.exit(1);
+  });
+}
+
+module.exports = { Subscriber, decodePayload, parseMaskHeader, WireError };

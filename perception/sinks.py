@@ -1,0 +1,107 @@
+"""Where rendered frames go: a window, a video file, one PNG or a folder of numbered PNGs.
+
+``FrameSink(out, fps=...)`` takes frames from ``perception view`` and ``perception demo``;
+``resolve_output(out)`` picks a window when a display exists and ``out/view.mp4`` otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from perception.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: Frame rate of written videos when --fps is not given.
+DEFAULT_VIDEO_FPS = 10.0
+VIDEO_SUFFIXES = {".mp4": "mp4v", ".avi": "MJPG"}
+
+
+def has_display() -> bool:
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+class FrameSink:
+    """Receives rendered frames: a window, a video file, one PNG or a folder of PNGs.
+
+    ``write(frame)`` returns False once the user closed the window (q or Esc). ``close()``
+    finishes the file. Frames may change size; videos are fixed to the first frame's size.
+    """
+
+    def __init__(self, out: Path | None, *, fps: float) -> None:
+        self.out = out
+        self.fps = fps
+        self.frames = 0
+        self._writer: cv2.VideoWriter | None = None
+        self._size: tuple[int, int] | None = None
+        self._last: np.ndarray | None = None
+        if out is None:
+            self.mode = "window"
+        elif out.suffix.lower() in VIDEO_SUFFIXES:
+            self.mode = "video"
+        elif out.suffix.lower() == ".png":
+            self.mode = "png"
+        elif out.suffix:
+            raise ConfigError(
+                f"--out {out}: unknown file type; use .mp4, .avi, .png or a folder for numbered PNGs"
+            )
+        else:
+            self.mode = "folder"
+        if out is not None:
+            target = out if self.mode == "folder" else out.parent
+            try:
+                target.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot create {target} for --out: {exc.strerror}; choose a writable path"
+                ) from None
+
+    def write(self, frame: np.ndarray) -> bool:
+        self.frames += 1
+        self._last = frame
+        if self.mode == "window":
+            cv2.imshow("perception view", frame)
+            return cv2.waitKey(1) & 0xFF not in (ord("q"), 27)
+        if self.mode == "video":
+            if self._writer is None:
+                self._size = (frame.shape[1], frame.shape[0])
+                fourcc = cv2.VideoWriter_fourcc(*VIDEO_SUFFIXES[self.out.suffix.lower()])
+                self._writer = cv2.VideoWriter(str(self.out), fourcc, self.fps, self._size)
+                if not self._writer.isOpened():
+                    raise ConfigError(
+                        f"OpenCV cannot write video {self.out}; try --out with .avi or a PNG folder"
+                    )
+            if (frame.shape[1], frame.shape[0]) != self._size:
+                frame = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
+            self._writer.write(frame)
+        elif self.mode == "folder":
+            self._imwrite(self.out / f"view_{self.frames:06d}.png", frame)
+        return True
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+        if self.mode == "png" and self._last is not None:
+            self._imwrite(self.out, self._last)
+        if self.mode == "window":
+            cv2.destroyAllWindows()
+
+    @staticmethod
+    def _imwrite(path: Path, frame: np.ndarray) -> None:
+        if not cv2.imwrite(str(path), frame):
+            raise ConfigError(f"cannot write {path}; choose a writable --out")
+
+
+def resolve_output(out: Path | None) -> Path | None:
+    """``out`` as given; with none, a window if there is a display, else ``out/view.mp4``."""
+    if out is not None or has_display():
+        return out
+    default = Path("out/view.mp4")
+    log.info("no display ($DISPLAY / $WAYLAND_DISPLAY unset); writing %s", default)
+    return default

@@ -1,0 +1,131 @@
+"""A subscriber's running figures per topic (what ``perception listen`` and ``perception demo``
+report): rate, latency percentiles, bytes, and sequence gaps split into transport losses and the
+node's own drops. The client that receives the messages is ``perception.subscribe``.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any
+
+from perception.stats import latency_percentiles
+
+if TYPE_CHECKING:
+    from perception.subscribe import Message
+
+
+class TopicStats:
+    """Running figures for one topic, like ``ros2 topic hz``: rate, latency, sequence gaps, bytes.
+
+    Latency is ``receive_ns - capture_ns`` for masks (``publish_ns`` for JSON documents), both on
+    the wall clock, so across machines it is only as good as their clock sync. ``gaps`` counts
+    missing capture sequence numbers, split into ``lost`` (gaps in the publisher's per-topic
+    ``pub_seq``: messages sent but lost in the transport, e.g. at a full high-water mark) and
+    ``node_dropped`` (the rest: frames the node itself dropped, e.g. by its keep-latest queue, or
+    did not compute). Wire version 1 has no ``pub_seq``, so there every gap counts as lost. A
+    sequence number that goes backwards counts as a publisher restart, not as gaps.
+
+    The run's latency percentiles come from a uniform sample of the whole run (reservoir sampling,
+    at most ``_MAX_SAMPLES`` values, so a listener running for days stays bounded); the maximum is
+    exact.
+    """
+
+    _MAX_SAMPLES = 100_000  # latency samples kept for the final percentiles (about an hour at 30 Hz)
+
+    def __init__(self, now_s: float) -> None:
+        self.count = 0
+        self.wire_bytes = 0
+        self.gaps = 0
+        self.lost = 0
+        self.restarts = 0
+        self.last_seq: int | None = None
+        self.last_pub_seq: int | None = None
+        self.first_s: float | None = None
+        self.last_s: float | None = None
+        self.latencies_ms: list[float] = []
+        self.latency_max_ms: float | None = None
+        self._latency_count = 0
+        self._reservoir_rng = random.Random(0)  # seeded: the same messages give the same summary
+        self._window_start_s = now_s
+        self._window_count = 0
+        self._window_bytes = 0
+        self._window_latencies_ms: list[float] = []
+
+    def add(self, msg: Message, now_s: float) -> None:
+        """Account one message received at monotonic time ``now_s``."""
+        self.count += 1
+        self.wire_bytes += msg.wire_bytes
+        self._window_count += 1
+        self._window_bytes += msg.wire_bytes
+        self.first_s = now_s if self.first_s is None else self.first_s
+        self.last_s = now_s
+        pub_seq = msg.pub_seq
+        if self.last_seq is not None:
+            if msg.seq > self.last_seq:
+                missing = msg.seq - self.last_seq - 1
+                self.gaps += missing
+                if pub_seq is None or self.last_pub_seq is None:
+                    self.lost += missing
+                elif pub_seq > self.last_pub_seq:
+                    self.lost += min(missing, pub_seq - self.last_pub_seq - 1)
+            else:
+                self.restarts += 1
+        self.last_seq = msg.seq
+        self.last_pub_seq = pub_seq
+        stamp_ns = msg.capture_ns if msg.capture_ns is not None else msg.header.get("publish_ns")
+        if isinstance(stamp_ns, int):
+            latency_ms = (msg.receive_ns - stamp_ns) / 1e6
+            self._window_latencies_ms.append(latency_ms)
+            self._sample_latency(latency_ms)
+
+    def _sample_latency(self, latency_ms: float) -> None:
+        """Keep ``latency_ms`` in the run's bounded uniform sample (Algorithm R) and track the max."""
+        self._latency_count += 1
+        if self.latency_max_ms is None or latency_ms > self.latency_max_ms:
+            self.latency_max_ms = latency_ms
+        if len(self.latencies_ms) < self._MAX_SAMPLES:
+            self.latencies_ms.append(latency_ms)
+            return
+        slot = self._reservoir_rng.randrange(self._latency_count)
+        if slot < self._MAX_SAMPLES:
+            self.latencies_ms[slot] = latency_ms
+
+    def window(self, now_s: float) -> dict[str, Any]:
+        """Figures since the previous call (rate, latency, bytes/s), then start a new window."""
+        elapsed_s = max(now_s - self._window_start_s, 1e-9)
+        out = {
+            "count": self._window_count,
+            "rate_hz": self._window_count / elapsed_s,
+            "bytes_per_s": self._window_bytes / elapsed_s,
+            "latency_ms": _percentiles(self._window_latencies_ms),
+            "gaps": self.gaps,
+            "lost": self.lost,
+            "node_dropped": self.gaps - self.lost,
+        }
+        self._window_start_s, self._window_count, self._window_bytes = now_s, 0, 0
+        self._window_latencies_ms = []
+        return out
+
+    def summary(self, duration_s: float) -> dict[str, Any]:
+        """Figures over the whole run; the rate is over first-to-last message."""
+        span_s = (self.last_s - self.first_s) if self.count >= 2 else 0.0
+        return {
+            "count": self.count,
+            "rate_hz": (self.count - 1) / span_s if span_s > 0 else 0.0,
+            "bytes": self.wire_bytes,
+            "bytes_per_s": self.wire_bytes / duration_s if duration_s > 0 else 0.0,
+            "latency_ms": _percentiles(self.latencies_ms, max_ms=self.latency_max_ms),
+            "gaps": self.gaps,
+            "lost": self.lost,
+            "node_dropped": self.gaps - self.lost,
+            "seq_restarts": self.restarts,
+            "last_seq": self.last_seq,
+        }
+
+
+def _percentiles(values: list[float], *, max_ms: float | None = None) -> dict[str, float] | None:
+    """p50/p90/p99 of ``values`` and their max (``max_ms`` when the values are only a sample)."""
+    if not values:
+        return None
+    top = max(values) if max_ms is None else max_ms
+    return {**latency_percentiles(values), "max": float(top)}

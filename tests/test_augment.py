@@ -1,0 +1,92 @@
+"""Training augmentation: photometric and style changes touch only the image, the letterbox
+augmentation pads exactly like the node, every draw is reproducible, and the config keys are checked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torchvision import tv_tensors
+
+from perception.contracts import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
+from perception.errors import ConfigError
+from perception.preprocess import PAD_VALUE, Letterbox
+from perception.training.augment import CAMERA_ASPECTS, build_train_transform
+from perception.training.config import TrainConfig, load_train_config
+
+HW = (36, 64)  # 16:9, as the node's default camera
+IGNORE = 255
+
+
+def _sample(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    image = tv_tensors.Image(torch.randint(30, 220, (3, *HW), dtype=torch.uint8, generator=g))
+    mask = tv_tensors.Mask(torch.randint(0, 5, HW, dtype=torch.uint8, generator=g))
+    return image, mask
+
+
+def _run(transform, seed: int):
+    image, mask = _sample()
+    torch.manual_seed(seed)
+    out_image, out_mask = transform(image, mask)
+    return out_image.as_subclass(torch.Tensor), out_mask.as_subclass(torch.Tensor)
+
+
+def _plain(**kwargs):
+    # No geometry (scale 1, no flip), so only what is under test changes the sample.
+    return build_train_transform(HW, ignore_id=IGNORE, scale_range=(1.0, 1.0), hflip=False, color_jitter=0.0, **kwargs)
+
+
+def test_photometric_and_style_change_the_image_never_the_labels():
+    plain = _plain()
+    heavy = _plain(photometric=1.0, style_prob=1.0)
+    _, mask = _sample()
+    changed = 0
+    for seed in range(12):
+        base_image, base_mask = _run(plain, seed)
+        image, out_mask = _run(heavy, seed)
+        assert torch.equal(out_mask, mask.long()) and torch.equal(base_mask, out_mask)
+        assert torch.isfinite(image).all() and image.shape == base_image.shape
+        changed += int((image - base_image).abs().mean() > 0.05)
+    assert changed >= 10, f"only {changed} of 12 samples were changed by the photometric augmentation"
+
+
+def test_letterbox_pads_like_the_node_and_ignores_the_padded_labels():
+    transform = _plain(letterbox_prob=1.0)
+    pad_rgb = (PAD_VALUE / 255.0 - torch.tensor(IMAGENET_MEAN_RGB)) / torch.tensor(IMAGENET_STD_RGB)
+    bars = {"rows": 0, "columns": 0}
+    for seed in range(24):
+        image, mask = _run(transform, seed)
+        content_rows = np.flatnonzero((mask != IGNORE).any(1).numpy())
+        content_cols = np.flatnonzero((mask != IGNORE).any(0).numpy())
+        ch, cw = len(content_rows), len(content_cols)
+        if (ch, cw) == HW:
+            continue  # the aspect drawn was the sample's own
+        bars["rows" if ch < HW[0] else "columns"] += 1
+        # The geometry is the node's Letterbox of a frame with that aspect, centred.
+        expected = Letterbox.fit((ch, cw), HW)
+        assert (content_rows[0], content_cols[0]) == expected.offset_yx
+        padded = mask == IGNORE
+        assert padded.sum() == HW[0] * HW[1] - ch * cw
+        assert torch.allclose(image[:, padded], pad_rgb[:, None].expand(3, int(padded.sum())), atol=1e-5)
+        # The aspect is one of the camera aspects.
+        assert min(abs(cw / ch - a) for a in CAMERA_ASPECTS) < 0.06
+    assert bars["rows"] >= 2 and bars["columns"] >= 2, bars
+
+
+def test_augmented_samples_are_reproducible():
+    transform = _plain(photometric=0.8, style_prob=0.3, letterbox_prob=0.5)
+    for seed in range(4):
+        a = _run(transform, seed)
+        b = _run(transform, seed)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_config_keys_default_off_and_are_range_checked():
+    config = TrainConfig()
+    assert (config.photometric, config.style_prob, config.letterbox_prob) == (0.0, 0.0, 0.0)
+    loaded = load_train_config(None, {"photometric": 0.7, "style_prob": 0.1, "letterbox_prob": 0.3})
+    assert (loaded.photometric, loaded.style_prob, loaded.letterbox_prob) == (0.7, 0.1, 0.3)
+    for key in ("photometric", "style_prob", "letterbox_prob"):
+        with pytest.raises(ConfigError, match=key):
+            load_train_config(None, {key: 1.5})
