@@ -10,7 +10,8 @@ import subprocess
 import pytest
 
 from perception import contracts
-from perception.subscribe import Message, TopicStats
+from perception.subscribe import Message
+from perception.topic_stats import TopicStats
 from perception.wire import MaskGeometry, WireError, dump_header, json_header, mask_header, parse_header
 
 CAPTURE_NS = 1_764_622_800_123_456_789  # about 1.8e18: beyond 2**53
