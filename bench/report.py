@@ -87,6 +87,8 @@ def render_markdown(results: dict[str, Any], plots: dict[str, str] | None = None
         lines += _engine_section(results["engine"], plots)
     if "pipeline" in results:
         lines += _pipeline_section(results, plots)
+    if "cameras" in results:
+        lines += _cameras_section(results["cameras"])
     lines += _environment_section(results.get("environment", {}))
     return "\n".join(lines) + "\n"
 
@@ -195,6 +197,46 @@ def _pipeline_section(results: dict[str, Any], plots: dict[str, str]) -> list[st
                        ("pipeline_fps", "FPS")):
         if key in plots:
             lines += [f"![{title}]({plots[key]})", ""]
+    return lines
+
+
+def _cameras_section(c: dict[str, Any]) -> list[str]:
+    """``--cameras N``: one node batching N cameras against N separate nodes, per camera and in total."""
+    n = c["n"]
+    timeout = "the node's default" if c.get("batch_timeout_ms") is None else f"{_fmt(c['batch_timeout_ms'])} ms"
+    lines = ["## One engine for several cameras", ""]
+    lines += [
+        f"{n} cameras, each reading `{c.get('source')}` at {_fmt(c.get('fps_requested'))} FPS requested "
+        f"(queue latest): one node batching them (batch timeout {timeout}), then {n} separate nodes "
+        f"at once. Every camera measured for "
+        f"{_fmt(c['one_node']['window_s'])} s from its own subscriber.",
+        "",
+        f"**Total images/s: one node {_fmt(c['one_node']['images_per_s'])}, {n} nodes "
+        f"{_fmt(c['separate_nodes']['images_per_s'])}: x{_fmt(c.get('one_node_over_separate'))}.**",
+        "",
+    ]
+    rounds = c.get("rounds") or []
+    if len(rounds) > 1:
+        lines += [f"{len(rounds)} rounds, alternating (the ratio above is over their sums; the tables show round 1):",
+                  ""]
+        lines += _table(["round", "one node images/s", f"{n} nodes images/s", "ratio"],
+                        [[i, r["one_node_images_per_s"], r["separate_images_per_s"], r["ratio"]]
+                         for i, r in enumerate(rounds, start=1)]) + [""]
+    rows = []
+    for label, key in (("one node", "one_node"), (f"{n} nodes", "separate_nodes")):
+        run = c[key]
+        for name, cam in run["per_camera"].items():
+            e2e = cam.get("capture_to_receive_ms") or {}
+            rows.append([label, name, cam.get("input_fps"), cam.get("output_fps"), cam.get("frames_dropped"),
+                         e2e.get("p50"), e2e.get("p90"), e2e.get("p99"), e2e.get("max")])
+        rows.append([f"**{label}**", "total", None, run["images_per_s"], None, None, None, None, None])
+    lines += _table(["run", "camera", "input FPS", "output FPS", "dropped", "e2e p50 ms", "p90 ms", "p99 ms",
+                     "max ms"], rows) + [""]
+    lines += _table(["run", "CPU % (100 = one core)", "images per CPU-second", "slowest camera / mean camera FPS"],
+                    [[label, c[key]["cpu_percent_mean"], c[key].get("images_per_core_s"), c[key]["min_camera_share"]]
+                     for label, key in (("one node", "one_node"), (f"{n} nodes", "separate_nodes"))]) + [""]
+    lines += [f"Images per CPU-second, one node / {n} nodes: x{_fmt(c.get('one_node_over_separate_per_core'))} "
+              "(less swayed than the rates by other load on the machine).", ""]
     return lines
 
 
@@ -368,6 +410,14 @@ def summary_text(results: dict[str, Any]) -> str:
             f"peak RSS {r['memory']['rss_peak_mb']:.0f} MB"
             + ("" if r.get("agreement") is None else f"  agree {100 * r['agreement']:.2f} %")
         )
+    c = results.get("cameras")
+    if c:
+        for label, key in (("one node", "one_node"), (f"{c['n']} nodes", "separate_nodes")):
+            cams = ", ".join(f"{name} {_fmt(cam['output_fps'], 1)} FPS p50 {_fmt((cam['capture_to_receive_ms'] or {}).get('p50'))} ms"
+                             for name, cam in c[key]["per_camera"].items())
+            lines.append(f"{label}: {_fmt(c[key]['images_per_s'], 1)} images/s ({cams})")
+        lines.append(f"one node / {c['n']} nodes: x{_fmt(c.get('one_node_over_separate'))} images/s, "
+                     f"x{_fmt(c.get('one_node_over_separate_per_core'))} images per CPU-second")
     p = results.get("pipeline")
     if p:
         e2e = p.get("capture_to_receive_ms") or {}

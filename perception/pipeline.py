@@ -103,6 +103,7 @@ class Pipeline:
         self._limited = RateLimitedLog(log)
         self._stop = threading.Event()
         self._done = threading.Event()
+        self._inference_ended = threading.Event()  # set when the inference stage will hand in nothing more
         self._error: tuple[str, BaseException] | None = None
         self._end_reason = ""
         self._threads: list[threading.Thread] = []
@@ -191,6 +192,8 @@ class Pipeline:
         if not self._end_reason:
             self._end_reason = reason
         self._stop.set()
+        if not self._threads:  # stopped before the threads started: none will
+            self._inference_ended.set()
         self.source.interrupt()
         self.frames.close()
         self._inferred.close()
@@ -256,6 +259,17 @@ class Pipeline:
     def end_reason(self) -> str:
         return self._end_reason
 
+    @property
+    def failed(self) -> bool:
+        """A stage failed (``finish`` raises it)."""
+        return self._error is not None
+
+    @property
+    def inferring(self) -> bool:
+        """The inference stage may still hand frames to the engine: it has not started yet (and
+        the pipeline was not stopped), or its thread is running."""
+        return not self._inference_ended.is_set()
+
     # ------------------------------------------------------------------ stages
 
     def _guard(self, stage: str, target) -> None:
@@ -315,6 +329,9 @@ class Pipeline:
                     self._limited.warning("infer", "frame %d skipped: %s: %s", frame.seq, type(exc).__name__, exc)
                     continue
                 consecutive = 0
+                # Several cameras on one engine (perception/batching.py): the wait for the batch is
+                # its own stage, apart from the inference itself.
+                batch_ms = getattr(self.engine, "last_wait_ms", None)
                 item = _Inferred(
                     seq=frame.seq,
                     capture_ns=frame.capture_ns,
@@ -326,7 +343,8 @@ class Pipeline:
                         "capture": frame.capture_ms,
                         "queue": (dequeue_mono - frame.capture_mono_ns) / 1e6,
                         "preprocess": (t1 - t0) * 1e3,
-                        "infer": (t2 - t1) * 1e3,
+                        **({} if batch_ms is None else {"batch": batch_ms}),
+                        "infer": (t2 - t1) * 1e3 - (batch_ms or 0.0),
                     },
                 )
                 while not self._inferred.put(item, timeout=POLL_S):
@@ -339,6 +357,7 @@ class Pipeline:
                     self.source.interrupt()
                     break
         finally:
+            self._inference_ended.set()
             self.frames.close()  # frees a capture thread waiting for room in a lossless queue
             self._inferred.close()
 
@@ -521,6 +540,10 @@ class Pipeline:
         doc["unknown"] = self._unknown_stats(final)
         if self.engine.selection is not None:
             doc["engine_selection"] = self.engine.selection  # --engine auto: the choice and why
+        batching = getattr(self.engine, "batching", None)
+        if batching is not None:
+            doc["camera"] = self.config.camera_name
+            doc["batching"] = batching  # one engine for several cameras: perception/batching.py
         skipped = getattr(self.source, "skipped", None)
         if skipped:
             doc["source_skipped"] = list(skipped)

@@ -77,6 +77,14 @@ class PublishCounters:
     send_errors: int = 0
 
 
+@dataclass
+class _SharedSocket:
+    """What the publishers of one socket share (``MaskPublisher.add_namespace``)."""
+
+    publishers: list[MaskPublisher]
+    closed: bool = False
+
+
 @dataclass(frozen=True)
 class _TopicPlan:
     topic: bytes
@@ -160,25 +168,12 @@ class MaskPublisher:
             )
         if curve_allow_dir is not None and curve_secret_key_file is None:
             raise ConfigError("--curve-allow needs --curve-secret-key (the server's .key_secret file)")
-        self.namespace = namespace.rstrip("/")
-        self.atomic_frames = bool(atomic_frames)
-        self._frame_topic = contracts.topic_name(self.namespace, contracts.FRAME_TOPIC).encode("utf-8")
-        self._wire_topics: dict[str, bytes] = {}
-        self._plans = self._plan_topics(encodings or {})
+        self._init_namespace(namespace, encodings or {}, atomic_frames)
         host = check_endpoint(endpoint)
-        self.counters = PublishCounters()
-        self._json_seq: dict[str, int] = {}
-        # pub_seq: per topic, the count of messages handed to the socket so far (contiguous).
-        self._pub_seq: Counter[bytes] = Counter()
         # Live subscriptions by topic prefix (one count per subscriber that holds it).
         self._subscriptions: Counter[bytes] = Counter()
-        self._namespace_prefix = (self.namespace + "/").encode("utf-8")
-        # The latched <namespace>/info document and whether a new subscription still needs it.
-        self._info_topic = contracts.topic_name(self.namespace, contracts.INFO_TOPIC).encode("utf-8")
-        self._info_payload: bytes | None = None
-        self._info_due = False
         self._lock = threading.Lock()  # sockets are not thread-safe; stats may come from another thread
-        self._closed = False
+        self._shared = _SharedSocket(publishers=[self])
         self._context = zmq.Context()
         self._auth = None
         self._socket = self._context.socket(zmq.XPUB)
@@ -218,6 +213,52 @@ class MaskPublisher:
                 "" if curve_secret_key_file else " unencrypted; see `perception keys` for CURVE encryption",
             )
         log.info("publishing %s/{%s} on %s", self.namespace, ",".join(self._plans), self.endpoint)
+
+    def _init_namespace(self, namespace: str, encodings: dict[str, str], atomic_frames: bool) -> None:
+        """The per-namespace state: topics and their encodings, pub_seq and JSON seq counters, the
+        latched info document."""
+        self.namespace = namespace.rstrip("/")
+        self.atomic_frames = bool(atomic_frames)
+        self._encodings = dict(encodings)
+        self._frame_topic = contracts.topic_name(self.namespace, contracts.FRAME_TOPIC).encode("utf-8")
+        self._wire_topics: dict[str, bytes] = {}
+        self._plans = self._plan_topics(self._encodings)
+        self.counters = PublishCounters()
+        self._json_seq: dict[str, int] = {}
+        # pub_seq: per topic, the count of messages handed to the socket so far (contiguous).
+        self._pub_seq: Counter[bytes] = Counter()
+        self._namespace_prefix = (self.namespace + "/").encode("utf-8")
+        # The latched <namespace>/info document and whether a new subscription still needs it.
+        self._info_topic = contracts.topic_name(self.namespace, contracts.INFO_TOPIC).encode("utf-8")
+        self._info_payload: bytes | None = None
+        self._info_due = False
+
+    def add_namespace(self, namespace: str) -> MaskPublisher:
+        """A publisher for another camera on this one's socket (same endpoint, CURVE, HWM,
+        encodings and atomic-frames setting): its own ``namespace`` with its own topics, pub_seq,
+        JSON seq, latched info, counters and subscription count. Closing any of them closes the
+        socket of all.
+
+        Raises:
+            ConfigError: ``namespace`` is not a ROS 2 namespace or already published here.
+        """
+        problem = contracts.ros_namespace_error(namespace) if isinstance(namespace, str) else "it is not a string"
+        if problem is not None:
+            raise ConfigError(f"namespace {namespace!r} is not a ROS 2 namespace ({problem}); use e.g. perception/rear")
+        if any(p.namespace == namespace.rstrip("/") for p in self._shared.publishers):
+            raise ConfigError(f"namespace {namespace!r} is already published on {self.endpoint}; give each camera its own")
+        sibling = object.__new__(MaskPublisher)
+        sibling._init_namespace(namespace, self._encodings, self.atomic_frames)
+        for name in ("_subscriptions", "_lock", "_shared", "_context", "_auth", "_socket", "endpoint"):
+            setattr(sibling, name, getattr(self, name))
+        with self._lock:
+            self._shared.publishers.append(sibling)
+        log.info("publishing %s/{%s} on %s", sibling.namespace, ",".join(sibling._plans), self.endpoint)
+        return sibling
+
+    @property
+    def _closed(self) -> bool:
+        return self._shared.closed
 
     def _plan_topics(self, encodings: dict[str, str]) -> dict[str, _TopicPlan]:
         unknown = [name for name in encodings if name not in contracts.MASK_TOPICS]
@@ -430,15 +471,17 @@ class MaskPublisher:
             prefix = message[1:]
             if message[0] == _SUBSCRIBE:
                 self._subscriptions[prefix] += 1
-                if self._info_topic.startswith(prefix):
-                    self._info_due = True
+                for publisher in self._shared.publishers:  # every namespace on this socket
+                    if publisher._info_topic.startswith(prefix):
+                        publisher._info_due = True
             elif message[0] == _UNSUBSCRIBE and self._subscriptions[prefix] > 0:
                 self._subscriptions[prefix] -= 1
                 if not self._subscriptions[prefix]:
                     del self._subscriptions[prefix]
-        if self._info_due and self._info_payload is not None:
-            self._info_due = False  # cleared first: the send below may read subscriptions again
-            self._send_json_locked(contracts.INFO_TOPIC, self._info_payload)
+        for publisher in self._shared.publishers:
+            if publisher._info_due and publisher._info_payload is not None:
+                publisher._info_due = False  # cleared first: the send below may read subscriptions again
+                publisher._send_json_locked(contracts.INFO_TOPIC, publisher._info_payload)
 
     def _namespace_subscriptions(self) -> int:
         """Live subscriptions that receive some of this namespace's topics: a namespace or topic
@@ -511,7 +554,7 @@ class MaskPublisher:
         with self._lock:
             if self._closed:
                 return
-            self._closed = True
+            self._shared.closed = True
         self._teardown(flush_s)
 
     def _teardown(self, flush_s: float = 0.0) -> None:

@@ -13,6 +13,8 @@ This module is imported to validate launch files: it must stay light (no engines
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,13 +25,37 @@ from perception.config import bounds
 #: The shipped default model (``make default-model`` writes it).
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default.onnx"
 
+# ``NAME=SOURCE``: a camera name in front of a source. The name part holds only ROS 2 name
+# characters, so GStreamer pipelines (``v4l2src device=...``: a space before the '=') and URLs with
+# query strings (``rtsp://host/s?a=1``) are never taken for one; a file really called
+# ``front=x.mp4`` is passed as ``./front=x.mp4``.
+_CAMERA_PREFIX = re.compile(r"^([A-Za-z0-9_]+)=(.*)$", re.DOTALL)
+
+
+def split_camera_source(text: str) -> tuple[str | None, str]:
+    """``"rear=clip.mp4"`` -> ("rear", "clip.mp4"); a source without a camera name -> (None, text)."""
+    match = _CAMERA_PREFIX.match(text)
+    return (None, text) if match is None else (match.group(1), match.group(2))
+
+
+@dataclass(frozen=True)
+class CameraSource:
+    """One camera of a node: its name (frame id, namespace suffix) and its source spec."""
+
+    name: str
+    source: str
+
 
 @dataclass
 class RunConfig:
     """Every ``perception run`` setting; field names are the flags (``--max-frames`` -> max_frames).
 
     ``queue``: ``auto`` is ``latest`` for live sources (cameras, streams, synthetic) and
-    ``lossless`` for files. ``mask_size``: ``model`` publishes masks at the model's scale with the
+    ``lossless`` for files. ``source``: one source (``clip.mp4``; camera ``camera_name``), or several
+    cameras of one node, each named (``front=/dev/video0``; a list of such strings, or a mapping
+    camera name -> source): their frames are batched into one inference (``batch_timeout_ms``: how
+    long a batch waits for late cameras) and each camera publishes under ``<namespace>/<camera>``
+    (``namespace`` defaults to ``perception``), see ``cameras``. ``mask_size``: ``model`` publishes masks at the model's scale with the
     letterbox padding cut off (the content region only), ``source`` resizes them to the camera frame. ``encoding``: mask topic -> payload encoding.
     ``task``: task -> class names overriding the model's task groups. ``max_frames``/``duration_s``:
     0 runs until the input ends or the node is stopped. ``wait_subscribers``: hold the first frame
@@ -41,7 +67,7 @@ class RunConfig:
     (models with a confidence output); None: the model's own threshold, 0: off.
     """
 
-    source: str = "synthetic"
+    source: str | list[str] | dict[str, str] = "synthetic"
     model: str | None = None
     engine: Literal["ort", "openvino", "auto", "tensorrt", "torch"] = "ort"
     provider: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
@@ -78,10 +104,10 @@ class RunConfig:
     sndhwm: int = field(default=16, metadata=bounds(1, 100000))
     wait_subscribers: int = field(default=0, metadata=bounds(0, 1000))
     wait_timeout_s: float = field(default=10.0, metadata=bounds(0.1, 3600))
+    batch_timeout_ms: float = field(default=20.0, metadata=bounds(0, 10_000))
 
     def __post_init__(self) -> None:
-        if not self.source.strip():
-            raise ValueError("source is empty; pass e.g. --source /dev/video0, a video file or synthetic")
+        self.cameras  # noqa: B018 - validates the sources and camera names (ValueError naming them)
         for topic, enc in self.encoding.items():
             if topic not in contracts.MASK_TOPICS:
                 raise ValueError(f"encoding: unknown mask topic {topic!r}; known: {', '.join(contracts.MASK_TOPICS)}")
@@ -103,6 +129,59 @@ class RunConfig:
             raise ValueError(
                 f"namespace {self.namespace!r} is not a ROS 2 namespace ({problem}); use e.g. perception/front_left"
             )
+
+    @property
+    def cameras(self) -> tuple[CameraSource, ...]:
+        """The node's cameras, in the order given. One unnamed source is camera ``camera_name``.
+
+        Raises:
+            ValueError: an empty source, an unnamed one among several, a camera name that is not a
+                ROS 2 name or used twice, or ``camera_name`` set beside named sources.
+        """
+        if isinstance(self.source, str):
+            items: list[tuple[str | None, str, str]] = [(*split_camera_source(self.source), self.source)]
+        elif isinstance(self.source, dict):
+            items = [(str(name), str(spec), f"{name}={spec}") for name, spec in self.source.items()]
+        else:
+            items = [(*split_camera_source(text), text) for text in self.source]
+        if not items:
+            raise ValueError("source is empty; pass e.g. --source /dev/video0, a video file or synthetic")
+        cameras: list[CameraSource] = []
+        for name, spec, text in items:
+            if not spec.strip():
+                raise ValueError(f"source {text!r} is empty; pass e.g. --source /dev/video0, a video file or synthetic")
+            if name is None:
+                if len(items) > 1:
+                    raise ValueError(
+                        f"source {text!r} has no camera name; with several sources name each one, "
+                        f"e.g. --source front=/dev/video0 --source rear={text}"
+                    )
+                name = self.camera_name
+            elif self.camera_name not in ("front", name):
+                raise ValueError(
+                    f"camera_name {self.camera_name!r} and the named source {text!r}: name the camera once"
+                )
+            problem = contracts.ros_token_error(name)
+            if problem is not None:
+                raise ValueError(f"camera name {name!r} of source {text!r} is not a ROS 2 name ({problem}); use e.g. front_left_1")
+            if any(c.name == name for c in cameras):
+                raise ValueError(f"camera name {name!r} is used by two sources; give each camera its own name")
+            cameras.append(CameraSource(name=name, source=spec.strip()))
+        return tuple(cameras)
+
+    def camera_config(self, index: int) -> RunConfig:
+        """The config of camera ``index`` alone: its source and name (``cameras``); with several
+        cameras also its namespace ``<namespace or perception>/<camera>`` and synthetic seed
+        ``seed + index`` (two synthetic cameras then show different scenes)."""
+        cameras = self.cameras
+        camera = cameras[index]
+        source = f"{camera.name}={camera.source}"  # named again: a spec holding '=' stays whole
+        if len(cameras) == 1:
+            return dataclasses.replace(self, source=source, camera_name=camera.name)
+        prefix = (self.namespace or contracts.NAMESPACE_PREFIX).rstrip("/")
+        return dataclasses.replace(
+            self, source=source, camera_name=camera.name, namespace=f"{prefix}/{camera.name}", seed=self.seed + index,
+        )
 
     @property
     def resolved_namespace(self) -> str:

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 #: Per-frame stages the node times itself; the publisher adds ``encode`` and ``publish``.
-STAGES = ("capture", "queue", "preprocess", "infer", "postprocess", "publish", "total")
+#: ``batch``: with several cameras, the wait for the other cameras' frames (``perception/batching.py``).
+STAGES = ("capture", "queue", "preprocess", "batch", "infer", "postprocess", "publish", "total")
 #: Frames kept for the rolling percentiles.
 LATENCY_WINDOW = 512
 #: The percentiles every latency summary reports: the node's stats, the subscriber's, the bench's.

@@ -51,10 +51,12 @@ def write_brightness_model(
     nchw: bool = False,
     with_metadata: bool = True,
     with_confidence: bool = False,
+    batch: int | str = "N",
 ) -> Path:
-    """Write the brightness model to ``path``; ``input_dtype``/``nchw`` make contract-breaking variants."""
+    """Write the brightness model to ``path``; ``input_dtype``/``nchw`` make contract-breaking
+    variants; ``batch`` an int exports a fixed batch (default: dynamic)."""
     h, w = input_hw
-    in_shape = ["N", 3, h, w] if nchw else ["N", h, w, 3]
+    in_shape = [batch, 3, h, w] if nchw else [batch, h, w, 3]
     channel_axis = 1 if nchw else 3
     nodes = [
         helper.make_node("Cast", ["image"], ["pixels"], to=TensorProto.FLOAT),
@@ -63,11 +65,11 @@ def write_brightness_model(
         helper.make_node("Floor", ["scaled"], ["floored"]),
         helper.make_node("Cast", ["floored"], [contracts.OUTPUT_CLASS_IDS], to=TensorProto.UINT8),
     ]
-    outputs = [helper.make_tensor_value_info(contracts.OUTPUT_CLASS_IDS, TensorProto.UINT8, ["N", h, w])]
+    outputs = [helper.make_tensor_value_info(contracts.OUTPUT_CLASS_IDS, TensorProto.UINT8, [batch, h, w])]
     initializers = [helper.make_tensor("scale", TensorProto.FLOAT, [], [SCALE])]
     if with_confidence:  # confidence = the blue channel (channel 0 of BGR), uint8 as the contract says
         nodes.append(helper.make_node("Gather", ["image", "blue"], [contracts.OUTPUT_CONFIDENCE], axis=channel_axis))
-        outputs.append(helper.make_tensor_value_info(contracts.OUTPUT_CONFIDENCE, TensorProto.UINT8, ["N", h, w]))
+        outputs.append(helper.make_tensor_value_info(contracts.OUTPUT_CONFIDENCE, TensorProto.UINT8, [batch, h, w]))
         initializers.append(helper.make_tensor("blue", TensorProto.INT64, [], [0]))
     graph = helper.make_graph(
         nodes,

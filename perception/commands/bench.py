@@ -3,6 +3,7 @@
     perception bench engine --model a.onnx [--model b.onnx] [--engine ort,torch] [--provider ...]
                             [--threads 1,2] [--batch 1,4] [--runs 200 --warmup 20] [--out out/bench]
     perception bench pipeline --model m.onnx --source synthetic --duration 10 [--baseline] [--out ...]
+    perception bench pipeline --cameras 2 --source clip.mp4 --loop --fps 30   # one node vs 2 nodes
     perception bench report out/bench/bench.json
 
 Each writes ``bench.json`` (every figure and the environment), ``bench.md`` (tables made from the
@@ -87,6 +88,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="also time a naive one-thread serial loop on the same model and source")
     pipe.add_argument("--engine-runs", type=int, default=100,
                       help="engine-only runs for the pipeline/engine FPS ratio (0 to skip; default: 100)")
+    pipe.add_argument("--cameras", type=int, default=1, metavar="N",
+                      help="compare one node batching N cameras (each reading --source) with N separate "
+                           "nodes, in one run (default: 1, the single-node bench)")
+    pipe.add_argument("--batch-timeout-ms", type=float, default=None, metavar="MS",
+                      help="--cameras: the node's batch timeout (default: the node's own, 20)")
+    pipe.add_argument("--rounds", type=int, default=1,
+                      help="--cameras: alternate one node and N nodes this many times each (default: 1)")
+    pipe.add_argument("--loop", action="store_true", help="restart a file source at its end")
     _add_common(pipe)
 
     rep = sub.add_parser("report", help="regenerate bench.md and the plots from a bench.json")
@@ -180,6 +189,10 @@ def _run_pipeline(args: argparse.Namespace, command: str) -> dict:
         "peak_rate": args.peak_rate,
         "engine_runs": args.engine_runs,
         "progress": not args.no_progress,
+        "cameras": args.cameras,
+        "rounds": args.rounds,
+        "batch_timeout_ms": args.batch_timeout_ms,
+        "loop": args.loop,
     }, source="perception bench pipeline")
     return run_pipeline_bench(cfg, command=command)
 

@@ -4,6 +4,7 @@
     perception run --source drive.mp4 --max-frames 300
     perception run --config node.yaml --endpoint tcp://127.0.0.1:5557   # flags override the file
     perception run --source drive.mp4 --wait-subscribers 1              # after `perception record ...`
+    perception run --source front=/dev/video0 --source rear=/dev/video2  # one engine, two cameras
 
 Prints the final stats as one JSON line on stdout when it ends (end of input, --max-frames,
 --duration, SIGINT/SIGTERM). User mistakes end with one ``perception: error: ...`` line.
@@ -38,9 +39,11 @@ S = argparse.SUPPRESS  # only flags actually given reach the config, so --config
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=S, help="YAML file with RunConfig keys; flags override it")
     g = p.add_argument_group("source")
-    g.add_argument("--source", default=S,
+    g.add_argument("--source", action="append", default=S, metavar="[CAMERA=]SOURCE",
                    help="/dev/videoN or N (V4L2 camera), a video file, an image folder or quoted glob, "
-                        "rtsp://|http:// URL, a GStreamer pipeline, or 'synthetic' (default: synthetic)")
+                        "rtsp://|http:// URL, a GStreamer pipeline, or 'synthetic' (default: synthetic); "
+                        "repeat with a camera name each (front=/dev/video0) to batch several cameras "
+                        "into one engine")
     g.add_argument("--width", type=int, default=S, help="camera/synthetic frame width to request")
     g.add_argument("--height", type=int, default=S, help="camera/synthetic frame height to request")
     g.add_argument("--fps", type=float, default=S, help="camera rate to request; synthetic/file pacing rate")
@@ -65,12 +68,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--queue", default=S,
                    help="latest (keep newest, count drops; default for live sources) or lossless (default for files)")
     g.add_argument("--queue-capacity", type=int, default=S, help="frames held between capture and inference (default 2)")
-    g.add_argument("--max-frames", type=int, default=S, help="stop after this many frames (0: no limit)")
+    g.add_argument("--max-frames", type=int, default=S,
+                   help="stop after this many frames, per camera (0: no limit)")
+    g.add_argument("--batch-timeout-ms", dest="batch_timeout_ms", type=float, default=S, metavar="MS",
+                   help="several cameras: how long a batch waits for late cameras before it runs with the "
+                        "frames it has (default 20)")
     g.add_argument("--duration", dest="duration_s", type=float, default=S, help="stop after this many seconds")
     g = p.add_argument_group("masks and publishing")
     g.add_argument("--endpoint", default=S, help=f"ZeroMQ PUB endpoint (default {contracts.DEFAULT_ENDPOINT})")
-    g.add_argument("--camera-name", default=S, help="frame id and namespace suffix (default front)")
-    g.add_argument("--namespace", default=S, help="topic prefix (default perception/<camera name>)")
+    g.add_argument("--camera-name", default=S,
+                   help="frame id and namespace suffix of an unnamed --source (default front)")
+    g.add_argument("--namespace", default=S,
+                   help="topic prefix (default perception/<camera name>); with several cameras the prefix "
+                        "of each camera's <namespace>/<camera> (default perception)")
     g.add_argument("--mask-size", default=S, help="model (default: the model's scale, letterbox padding cut off) or source: masks at the camera frame size")
     g.add_argument("--encoding", action="append", default=S, metavar="TOPIC=ENC",
                    help="payload encoding of one mask topic, e.g. drivable=bitpack (mono8 default, bitpack, rle, png); repeatable")
@@ -115,6 +125,8 @@ def load_run_config(args: argparse.Namespace) -> RunConfig:
 
     Raises ConfigError naming the file or flag."""
     flags = {k: v for k, v in vars(args).items() if k in RunConfig.__dataclass_fields__}
+    if isinstance(flags.get("source"), list) and len(flags["source"]) == 1:
+        flags["source"] = flags["source"][0]  # the single-source form, exactly as before
     if "encoding" in flags:
         flags["encoding"] = _pairs(flags["encoding"], "--encoding", listed=False)
     if "task" in flags:
@@ -190,6 +202,33 @@ def startup_stats(step: str, reason: str) -> dict[str, Any]:
     }
 
 
+def open_camera_sources(cameras: list[RunConfig]) -> list[Any]:
+    """Open each camera's source (``RunConfig.camera_config``); a failure closes the ones already
+    open and names the camera when there are several.
+
+    Raises:
+        SourceError (or ConfigError): the source cannot be opened; the message names the fix.
+    """
+    from perception.errors import PerceptionError
+    from perception.sources import open_source
+
+    sources: list[Any] = []
+    try:
+        for camera in cameras:
+            spec = camera.cameras[0].source
+            try:
+                sources.append(open_source(spec, **camera.source_options()))
+            except PerceptionError as exc:
+                if len(cameras) == 1:
+                    raise
+                raise type(exc)(f"camera {camera.camera_name!r} (--source {camera.camera_name}={spec}): {exc}") from None
+    except BaseException:
+        for source in sources:
+            source.close()
+        raise
+    return sources
+
+
 def main(args: argparse.Namespace) -> int:
     signals = _SIGNALS
     if not signals.installed:  # a caller that skipped perception.cli
@@ -208,7 +247,6 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
         from perception.engines import EngineOptions, load_engine
         from perception.pipeline import Pipeline
         from perception.publish import MaskPublisher
-        from perception.sources import open_source
 
         config = load_run_config(args)
         if config.compile != "none" and config.engine != "torch":
@@ -224,20 +262,28 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
             EngineOptions(provider=config.provider, threads=config.threads, fp16=config.fp16, compile=config.compile,
                           precision=config.precision),
         )
+        cameras = [config.camera_config(i) for i in range(len(config.cameras))]
         signals.reached("opening the publisher")
         publisher = MaskPublisher(
             endpoint=config.endpoint,
-            namespace=config.resolved_namespace,
+            namespace=cameras[0].resolved_namespace,
             encodings=config.encoding,
             curve_secret_key_file=config.curve_secret_key,
             curve_allow_dir=config.curve_allow,
             sndhwm=config.sndhwm,
             atomic_frames=config.atomic_frames,
         )
+        publishers = [publisher] + [publisher.add_namespace(c.resolved_namespace) for c in cameras[1:]]
         signals.reached("opening the source")
-        source = open_source(config.source, **config.source_options())
+        sources = open_camera_sources(cameras)
+        source = sources[0] if len(sources) == 1 else sources
         signals.reached("starting the pipeline")
-        pipeline = Pipeline(config, source=source, engine=engine, publisher=publisher)
+        if len(cameras) == 1:
+            pipeline = Pipeline(cameras[0], source=sources[0], engine=engine, publisher=publisher)
+        else:
+            from perception.cameras import MultiCameraNode
+
+            pipeline = MultiCameraNode(config, sources=sources, engine=engine, publishers=publishers)
         signals.pipeline = pipeline
         if signals.signal is not None:  # arrived between the check above and the line before
             pipeline.stop(f"signal {signals.signal}")
@@ -256,7 +302,8 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
     finally:
         signals.pipeline = None
         if source is not None and pipeline is None:
-            source.close()  # once the pipeline exists, its capture thread owns the source
+            for each in source if isinstance(source, list) else [source]:
+                each.close()  # once the pipeline exists, its capture thread owns the source
         if publisher is not None:
             stopped_by_signal = signals.signal is not None
             ended = final is not None

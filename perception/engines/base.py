@@ -95,6 +95,23 @@ def check_input_spec(spec: InputSpec, metadata: ModelMetadata, *, source: str) -
         )
 
 
+def infer_in_fixed_batches(run, batch: np.ndarray, fixed: int | None) -> dict[str, np.ndarray]:
+    """``run(batch)`` for a model whose batch is ``fixed`` (None: dynamic, one call), on any N frames:
+    chunks of ``fixed`` frames one after the other in this thread, the last chunk padded with
+    blank frames whose outputs are dropped, the results stacked in frame order."""
+    n = batch.shape[0]
+    if fixed is None or n == fixed:
+        return run(batch)
+    parts = []
+    for start in range(0, n, fixed):
+        chunk = batch[start : start + fixed]
+        real = chunk.shape[0]
+        if real < fixed:
+            chunk = np.concatenate([chunk, np.zeros((fixed - real, *chunk.shape[1:]), dtype=chunk.dtype)])
+        parts.append({name: out[:real] for name, out in run(chunk).items()})
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+
+
 class Engine(ABC):
     """A loaded model ready to run. Subclasses set ``metadata``, ``input_spec``, ``provider``."""
 
@@ -119,6 +136,17 @@ class Engine(ABC):
     @property
     def input_hw(self) -> tuple[int, int]:
         return self.metadata.input_hw
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the model was exported with, or None for a dynamic batch (``perception
+        export --dynamic-batch``). ``infer`` takes any N either way (see ``infer_in_fixed_batches``)."""
+        return self.input_spec.shape[0]
+
+    def infer_any_batch(self, run, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """``run`` (the backend's one call) on any N frames, whatever ``fixed_batch`` is
+        (``infer_in_fixed_batches``); backends' ``infer`` is this over their own call."""
+        return infer_in_fixed_batches(run, batch, self.fixed_batch)
 
     @property
     def model_id(self) -> str:

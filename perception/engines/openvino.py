@@ -130,7 +130,6 @@ class OpenVinoEngine(Engine):
         outputs = {name for out in self._compiled.outputs for name in out.get_names()}
         self._output_names = [OUTPUT_CLASS_IDS] + ([OUTPUT_CONFIDENCE] if OUTPUT_CONFIDENCE in outputs else [])
         self.output_names = tuple(self._output_names)
-        self._fixed_batch = self.input_spec.shape[0]
         self.precision = precision
         self.provider = f"CPU-{precision}"
         threads = self._compiled.get_property("INFERENCE_NUM_THREADS")
@@ -147,10 +146,9 @@ class OpenVinoEngine(Engine):
         )
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        if self._fixed_batch is not None and batch.shape[0] != self._fixed_batch:
-            # A fixed-batch export: run the frames one at a time and stack the results.
-            parts = [self.infer(batch[i : i + 1]) for i in range(batch.shape[0])]
-            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return self.infer_any_batch(self._run, batch)
+
+    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         self._request.infer({0: batch})
         # The request reuses its output buffers on the next call, while the publish thread may
         # still hold this frame's ids: hand out copies (one byte per pixel, tens of microseconds).

@@ -133,7 +133,6 @@ class OrtEngine(Engine):
         outputs = {o.name for o in self.session.get_outputs()}
         self._output_names = [OUTPUT_CLASS_IDS] + ([OUTPUT_CONFIDENCE] if OUTPUT_CONFIDENCE in outputs else [])
         self.output_names = tuple(self._output_names)
-        self._fixed_batch = self.input_spec.shape[0]
         self.provider = self.session.get_providers()[0]
         self.precision = self.metadata.precision
         log.info(
@@ -179,10 +178,9 @@ class OrtEngine(Engine):
         return session
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        if self._fixed_batch is not None and batch.shape[0] != self._fixed_batch:
-            # A fixed-batch export: run the frames one at a time and stack the results.
-            parts = [self.infer(batch[i : i + 1]) for i in range(batch.shape[0])]
-            return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return self.infer_any_batch(self._run, batch)
+
+    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         results = self.session.run(self._output_names, {self.input_spec.name: batch})
         return dict(zip(self._output_names, results, strict=True))
 

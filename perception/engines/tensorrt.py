@@ -153,6 +153,12 @@ class TrtEngine(Engine):
         self.provider = f"tensorrt-{trt.__version__}-{self.metadata.precision}"
         log.info("TensorRT %s: %s (%s)", trt.__version__, self.metadata.model_id, path.name)
 
+    @property
+    def fixed_batch(self) -> int | None:
+        """1: the device buffers are allocated for one frame; larger batches run frame by frame
+        (so a multi-camera node logs that it does)."""
+        return 1
+
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         if batch.shape[0] != 1:
             parts = [self.infer(batch[i : i + 1]) for i in range(batch.shape[0])]

@@ -202,6 +202,12 @@ class TorchEngine(Engine):
         """``_forward`` packed into one uint8 2 x N x H x W tensor, for a single copy back."""
         return self._torch.stack(self._forward(x))
 
+    @property
+    def fixed_batch(self) -> int | None:
+        """1 for a Torch-TensorRT module (built for batch 1; larger batches run frame by frame),
+        else None: the eager module takes any batch."""
+        return 1 if self._compiled else None
+
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         torch = self._torch
         with torch.inference_mode():

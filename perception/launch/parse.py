@@ -214,9 +214,11 @@ def check_node_files(plan: LaunchPlan) -> None:
                 raise ModelError(f"model file {config.model_path} not found; check the path")
         except PerceptionError as exc:
             raise type(exc)(f"{where}: model: {exc}") from None
-        kind = source_kind(config.source)
-        if kind == "video" or (kind == "images" and not GLOB_CHARS & set(config.source)):
-            try:
-                open_source(config.source, kind=kind).close()
-            except PerceptionError as exc:
-                raise type(exc)(f"{where}: source: {exc}") from None
+        for camera in config.cameras:  # one source, or several cameras of one node
+            kind = source_kind(camera.source)
+            if kind == "video" or (kind == "images" and not GLOB_CHARS & set(camera.source)):
+                try:
+                    open_source(camera.source, kind=kind).close()
+                except PerceptionError as exc:
+                    label = "source" if len(config.cameras) == 1 else f"source {camera.name}"
+                    raise type(exc)(f"{where}: {label}: {exc}") from None

@@ -1,0 +1,198 @@
+"""A dynamic batch for an already exported model, checked frame for frame.
+
+``perception export --dynamic-batch`` makes a dynamic-batch model from a checkpoint. This step is
+for an ``.onnx`` file exported with batch 1 whose checkpoint is not at hand (the shipped default
+model and its INT8 sibling were made so): the batch dimension of the input and outputs becomes
+symbolic (``N``), each ``Resize`` that was given constant ``sizes`` ([1, C, H, W]) takes its
+batch and channels from its input's shape instead, a ``Reshape`` to a constant shape starting
+with batch 1 copies the input's batch (``0``), and the stale intermediate shapes are dropped.
+
+The gate (the converted file is written only when it passes): ONNX's checker, then ONNX Runtime
+on ``VERIFY_FRAMES`` random frames run as one batch must give the class ids (and confidence within
+1e-6) the original gives frame by frame, at every batch size from 1 to ``VERIFY_FRAMES``: all of
+them for a float model, at least ``MIN_INT8_EQUAL`` for an INT8 one (ONNX Runtime's batched INT8
+kernels round a few near-tie pixels differently: 99.98 % on the shipped INT8 model). A graph with
+another batch-1 constant fails that check and is left alone.
+
+    python -m export.batch perception/assets/default.onnx            # in place
+    python -m export.batch model.onnx --out model.dyn.onnx
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper, numpy_helper
+
+from perception.contracts import INPUT_NAME, METADATA_KEY, OUTPUT_CLASS_IDS
+from perception.errors import ModelError
+from perception.modelfile import read_model_metadata
+
+#: Frames of the equivalence check (every batch size from 1 to this is run).
+VERIFY_FRAMES = 4
+#: Least share of equal class ids an INT8 model must keep (a float model must keep all).
+MIN_INT8_EQUAL = 0.999
+BATCH_DIM = "N"
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """What the conversion changed and what the check found."""
+
+    resizes: int
+    reshapes: int
+    frames_checked: int
+    class_ids_equal: float  # share of equal class ids over every batch size checked
+
+    def lines(self) -> list[str]:
+        return [f"dynamic batch: {self.resizes} Resize and {self.reshapes} Reshape made batch-independent; "
+                f"batches 1..{self.frames_checked} of ONNX Runtime vs the batch-1 original frame by frame: "
+                f"{100 * self.class_ids_equal:.2f} % equal class ids"]
+
+
+def _constant(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
+    for init in graph.initializer:
+        if init.name == name:
+            return numpy_helper.to_array(init)
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output[0] == name and node.attribute[0].name == "value":
+            return numpy_helper.to_array(node.attribute[0].t)
+    return None
+
+
+def make_batch_dynamic(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, int]:
+    """A copy of ``model`` with a symbolic batch (see the module docstring); with the counts of
+    Resize and Reshape nodes rewritten."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    new_nodes: list[onnx.NodeProto] = []
+    resizes = reshapes = 0
+    for node in graph.node:
+        if node.op_type == "Resize" and len(node.input) == 4 and node.input[3]:
+            sizes = _constant(graph, node.input[3])
+            if sizes is not None and sizes.shape == (4,) and sizes[0] == 1:
+                # sizes = concat(shape(x)[0:2], [H, W]): batch and channels follow the input.
+                base = f"{node.name or node.output[0]}_dynamic_batch"
+                graph.initializer.extend([
+                    numpy_helper.from_array(np.array([0], np.int64), f"{base}_start"),
+                    numpy_helper.from_array(np.array([2], np.int64), f"{base}_end"),
+                    numpy_helper.from_array(sizes[2:].astype(np.int64), f"{base}_hw"),
+                ])
+                new_nodes += [
+                    helper.make_node("Shape", [node.input[0]], [f"{base}_shape"]),
+                    helper.make_node("Slice", [f"{base}_shape", f"{base}_start", f"{base}_end"], [f"{base}_nc"]),
+                    helper.make_node("Concat", [f"{base}_nc", f"{base}_hw"], [f"{base}_sizes"], axis=0),
+                ]
+                node.input[3] = f"{base}_sizes"
+                resizes += 1
+        elif node.op_type == "Reshape":
+            shape = _constant(graph, node.input[1])
+            allowzero = any(a.name == "allowzero" and a.i for a in node.attribute)
+            if shape is not None and shape.ndim == 1 and shape.size and shape[0] == 1 and not allowzero:
+                fixed = shape.copy()
+                fixed[0] = 0  # 0: copy the input's dimension (the batch)
+                name = f"{node.name or node.output[0]}_dynamic_batch_shape"
+                graph.initializer.append(numpy_helper.from_array(fixed.astype(np.int64), name))
+                node.input[1] = name
+                reshapes += 1
+        new_nodes.append(node)
+    # The replaced batch-1 constants are used by nothing now: drop them (ONNX Runtime warns of each).
+    used = {name for node in new_nodes for name in node.input} | {out.name for out in graph.output}
+    kept = [n for n in new_nodes if n.op_type != "Constant" or n.output[0] in used]
+    del graph.node[:]
+    graph.node.extend(kept)
+    unused = [init for init in graph.initializer if init.name not in used]
+    for init in unused:
+        graph.initializer.remove(init)
+    del graph.value_info[:]  # intermediate shapes recorded for batch 1
+    for value in [*graph.input, *graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if dims:
+            dims[0].Clear()
+            dims[0].dim_param = BATCH_DIM
+    return model, resizes, reshapes
+
+
+def verify_batches(original: Path, converted: Path, *, frames: int = VERIFY_FRAMES, seed: int = 0) -> float:
+    """Share of equal class ids between ``converted`` run on batches 1..``frames`` and ``original``
+    run frame by frame (ONNX Runtime CPU); raises ModelError when confidence differs."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    a = ort.InferenceSession(str(original), options, providers=["CPUExecutionProvider"])
+    b = ort.InferenceSession(str(converted), options, providers=["CPUExecutionProvider"])
+    shape = [d if isinstance(d, int) else 1 for d in a.get_inputs()[0].shape]
+    x = np.random.default_rng(seed).integers(0, 256, (frames, *shape[1:]), dtype=np.uint8)
+    names = [o.name for o in a.get_outputs()]
+    reference = [dict(zip(names, a.run(None, {INPUT_NAME: x[i : i + 1]}), strict=True)) for i in range(frames)]
+    equal = total = 0
+    for n in range(1, frames + 1):
+        got = dict(zip(names, b.run(None, {INPUT_NAME: x[:n]}), strict=True))
+        for name in names:
+            want = np.concatenate([r[name] for r in reference[:n]])
+            if name == OUTPUT_CLASS_IDS:
+                equal += int((got[name] == want).sum())
+                total += want.size
+            elif not np.allclose(got[name], want, atol=1e-6):
+                raise ModelError(f"{converted.name}: output {name!r} at batch {n} differs from the batch-1 original")
+    return equal / total
+
+
+def convert(src: Path, dst: Path) -> BatchReport:
+    """Write the dynamic-batch version of ``src`` to ``dst`` (may be ``src``) once it passes the gate.
+
+    Raises:
+        ModelError: ``src`` is not a perception model, is already dynamic, or the converted graph
+            does not give the original's class ids at every batch size.
+    """
+    metadata = read_model_metadata(src)
+    model = onnx.load(str(src))
+    if not model.graph.input[0].type.tensor_type.shape.dim[0].HasField("dim_value"):
+        raise ModelError(f"{src.name} already has a dynamic batch")
+    converted, resizes, reshapes = make_batch_dynamic(model)
+    props = {p.key: p.value for p in converted.metadata_props}
+    props[METADATA_KEY] = replace(metadata, dynamic_batch=True).to_json()
+    del converted.metadata_props[:]
+    helper.set_model_props(converted, props)
+    onnx.checker.check_model(converted)
+    with tempfile.TemporaryDirectory(prefix="dynamic-batch-") as tmp:
+        candidate = Path(tmp) / dst.name
+        onnx.save(converted, str(candidate))
+        equal = verify_batches(src, candidate)
+        required = MIN_INT8_EQUAL if metadata.precision == "int8" else 1.0
+        if equal < required:
+            raise ModelError(
+                f"{src.name}: the dynamic-batch graph gives {100 * equal:.2f} % of the original's class ids, "
+                f"under {100 * required:g} %; re-export it from its checkpoint with 'perception export --dynamic-batch'"
+            )
+        assert read_model_metadata(candidate).dynamic_batch  # the metadata reads back
+        dst.write_bytes(candidate.read_bytes())
+    return BatchReport(resizes=resizes, reshapes=reshapes, frames_checked=VERIFY_FRAMES, class_ids_equal=equal)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Give an exported batch-1 model a dynamic batch, checked frame for frame (see the module docstring)."""
+    from perception.errors import PerceptionError
+
+    parser = argparse.ArgumentParser(prog="python -m export.batch", description=main.__doc__)
+    parser.add_argument("model", type=Path, help="exported batch-1 .onnx")
+    parser.add_argument("--out", type=Path, help="where to write it (default: in place)")
+    args = parser.parse_args(argv)
+    try:
+        report = convert(args.model, args.out or args.model)
+    except PerceptionError as exc:
+        print(f"export.batch: error: {exc}")
+        return 2
+    for line in report.lines():
+        print(line)
+    print(f"wrote {args.out or args.model}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""One node, several cameras: a pipeline per camera, one engine for all of them.
+
+``perception run --source front=/dev/video0 --source rear=clip.mp4`` builds a ``MultiCameraNode``:
+each camera keeps everything a single-camera node has (its ``Pipeline``: source, bounded
+keep-latest queue, seq, ``<namespace>/<camera>`` topics with their own pub_seq and info, latency
+fields, stats document with FPS, drops and latency percentiles), all on one ZeroMQ endpoint
+(``MaskPublisher.add_namespace``), and their frames meet in a ``FrameBatcher``
+(``perception/batching.py``) that runs the one engine on a batch of every camera's latest frame.
+
+The node ends when every camera has ended (end of input, ``max_frames`` per camera), on
+``duration_s``, or on ``stop()``; a stage that fails in one camera stops them all. The final
+document sums the counters of the cameras (``balanced`` when every camera balances) and holds
+each camera's own final stats under ``cameras``::
+
+    node = MultiCameraNode(config, sources=[front, rear], engine=engine, publishers=[pub, pub_rear])
+    final = node.run()
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from perception.batching import FrameBatcher
+from perception.engines.base import Engine
+from perception.errors import PerceptionError
+from perception.pipeline import POLL_S, Pipeline
+from perception.run_config import RunConfig
+from perception.sources.base import Source
+
+log = logging.getLogger(__name__)
+
+#: Counters of the per-camera stats documents that the node's final document sums.
+SUMMED = ("frames_in", "frames_out", "published", "dropped", "corrupt", "in_flight_discarded", "drops",
+          "source_corrupt", "bad_frames", "reconnects", "input_fps", "output_fps")
+
+
+class MultiCameraNode:
+    """The cameras of ``config.cameras`` on one engine (see the module docstring). ``sources`` and
+    ``publishers`` are per camera, in the same order; the caller owns the engine and the
+    publishers (the first one's ``close`` closes the shared socket); each pipeline closes its source."""
+
+    def __init__(self, config: RunConfig, *, sources: list[Source], engine: Engine, publishers: list[Any]) -> None:
+        cameras = config.cameras
+        if not len(cameras) == len(sources) == len(publishers):
+            raise ValueError(f"{len(cameras)} cameras, {len(sources)} sources and {len(publishers)} publishers")
+        self.config = config
+        self.engine = engine
+        self.batcher = FrameBatcher(engine, [c.name for c in cameras], timeout_ms=config.batch_timeout_ms)
+        self.pipelines = [
+            Pipeline(config.camera_config(i), source=source, engine=self.batcher.camera_engine(i), publisher=publisher)
+            for i, (source, publisher) in enumerate(zip(sources, publishers, strict=True))
+        ]
+        for i, pipeline in enumerate(self.pipelines):
+            # A camera whose inference thread has ended hands in nothing more: batches stop waiting
+            # for it. (Not "its queue is closed and empty": the thread may hold a last frame.)
+            self.batcher.set_active(i, lambda pipeline=pipeline: pipeline.inferring)
+        self.final_stats: dict[str, Any] | None = None
+
+    @property
+    def first_publish_mono_ns(self) -> int | None:
+        """When the first mask of any camera went out (None before)."""
+        stamps = [p.first_publish_mono_ns for p in self.pipelines if p.first_publish_mono_ns is not None]
+        return min(stamps) if stamps else None
+
+    def start(self) -> None:
+        """Warm the engine up once (batch 1 and the full batch), then start the batcher and every
+        camera's pipeline. A camera that fails to start stops the ones already running."""
+        t0 = time.perf_counter()
+        try:
+            self.batcher.warmup(self.config.warmup)
+        except BaseException:
+            for pipeline in self.pipelines:
+                pipeline.source.close()
+            raise
+        log.info("engine warm-up for %d cameras (batch %s): %.0f ms; batch timeout %g ms",
+                 len(self.pipelines), "dynamic" if self.engine.fixed_batch is None else self.engine.fixed_batch,
+                 (time.perf_counter() - t0) * 1e3, self.config.batch_timeout_ms)
+        self.batcher.start()
+        for index, pipeline in enumerate(self.pipelines):
+            try:
+                pipeline.start()
+            except BaseException:
+                for later in self.pipelines[index + 1:]:
+                    later.source.close()
+                self.stop("start-up failed")
+                self._finish_all()
+                raise
+
+    def stop(self, reason: str = "stopped") -> None:
+        """Stop every camera (thread- and signal-safe)."""
+        for pipeline in self.pipelines:
+            pipeline.stop(reason)
+
+    def run(self) -> dict[str, Any]:
+        """Start, run until every camera has ended, ``duration_s`` or ``stop()``; the final stats.
+
+        Raises:
+            the first failed camera's error (after every camera's final stats went out).
+        """
+        self.start()
+        deadline = time.monotonic() + self.config.duration_s if self.config.duration_s else None
+        while not all(p.wait(0) for p in self.pipelines):
+            failed = next((p for p in self.pipelines if p.failed), None)
+            if failed is not None:
+                self.stop(f"camera {failed.config.camera_name} failed")
+            elif deadline is not None and time.monotonic() >= deadline:
+                self.stop("duration reached")
+            time.sleep(POLL_S)
+        return self.finish()
+
+    def _finish_all(self) -> tuple[list[dict[str, Any]], PerceptionError | BaseException | None]:
+        """Every pipeline's final stats (each published on its camera's stats topic), then the
+        batcher closed; the first failure, if any."""
+        docs: list[dict[str, Any]] = []
+        failure: BaseException | None = None
+        for pipeline in self.pipelines:
+            try:
+                docs.append(pipeline.finish())
+            except BaseException as exc:  # noqa: PERF203 - every camera is finished, the first failure raised
+                failure = failure or exc
+                docs.append(pipeline.final_stats or {})
+        self.batcher.close()
+        return docs, failure
+
+    def finish(self) -> dict[str, Any]:
+        """Join every camera, publish their final stats, and return the node's summary (also kept
+        in ``final_stats``); raises the first camera's failure after that."""
+        docs, failure = self._finish_all()
+        self.final_stats = self.summary(docs)
+        if failure is not None:
+            self.final_stats["error"] = str(failure)
+            raise failure
+        return self.final_stats
+
+    def summary(self, docs: list[dict[str, Any]]) -> dict[str, Any]:
+        """The node's final document: the cameras' counters summed, ``balanced`` when every camera
+        balances, the end reason (one, or each camera's), the engine and the batching figures, and
+        every camera's own final stats under ``cameras``."""
+        names = [p.config.camera_name for p in self.pipelines]
+        final: dict[str, Any] = {key: sum(doc.get(key, 0) or 0 for doc in docs) for key in SUMMED}
+        for key in ("input_fps", "output_fps"):
+            final[key] = round(final[key], 2)
+        reasons = [doc.get("end_reason", "stopped") for doc in docs]
+        final["end_reason"] = (
+            reasons[0] if len(set(reasons)) == 1 else "; ".join(f"{n}: {r}" for n, r in zip(names, reasons, strict=True))
+        )
+        final["startup"] = next((d["startup"] for d in docs if d.get("startup") != "complete"), "complete")
+        final["balanced"] = all(doc.get("balanced", False) for doc in docs)
+        final.update({
+            "engine": self.engine.kind,
+            "provider": self.engine.provider,
+            "precision": self.engine.precision or self.engine.metadata.precision,
+            "model_id": self.engine.model_id,
+            "batching": self.batcher.stats(),
+            "cameras": dict(zip(names, docs, strict=True)),
+        })
+        return final
