@@ -86,7 +86,13 @@ class ExportWrapper(nn.Module):
         logits = self.logits(image)
         if not self.with_confidence:
             return logits.argmax(dim=1).to(torch.uint8)  # N x H x W
-        prob, class_ids = torch.softmax(logits, dim=1).max(dim=1)  # N x H x W each
+        class_ids = logits.argmax(dim=1)  # N x H x W
+        # The top softmax probability without the softmax: 1 / sum(exp(logits - max)). Equal in
+        # exact arithmetic; ONNX Runtime's Softmax over the channel axis (not the last one) cost
+        # 55 ms per 288x480 frame of the default model, against ~1 ms for these element-wise ops
+        # and two reductions (measured: 85.3 vs 29.5 ms per frame, the model itself ~28 ms).
+        top = logits.amax(dim=1, keepdim=True)  # N x 1 x H x W
+        prob = torch.reciprocal(torch.exp(logits - top).sum(dim=1))  # N x H x W
         confidence = torch.round(prob * 255.0).to(torch.uint8)
         return class_ids.to(torch.uint8), confidence
 

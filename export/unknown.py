@@ -180,7 +180,8 @@ def choose_for_model(model: Path, spec: str, *, count: int = DEFAULT_COUNT) -> T
 
 def add_confidence_output(proto: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of an exported graph with the ``confidence`` output (unchanged when it has one):
-    round(255 x max softmax) as uint8 over the logits of the ArgMax that gives ``class_ids``, the
+    round(255 x max softmax) as uint8 over the logits of the ArgMax that gives ``class_ids`` (as
+    1 / sum(exp(logits - max)), without a Softmax node), the
     tail ``perception export --confidence`` builds (``export.onnx.ExportWrapper``).
 
     Raises:
@@ -195,18 +196,32 @@ def add_confidence_output(proto: onnx.ModelProto) -> onnx.ModelProto:
     copy.CopyFrom(proto)
     opset = next((o.version for o in copy.opset_import if o.domain in ("", "ai.onnx")), 18)
     prefix = "perception_confidence"
-    reduce_inputs = [f"{prefix}_probs"]
-    reduce_attrs: dict[str, object] = {"keepdims": 0}
-    if opset >= 18:  # ReduceMax takes its axes as an input from opset 18
+    # The exporter's tail (export.onnx.ExportWrapper): the top softmax probability as
+    # 1 / sum(exp(logits - max)), without a Softmax over the channel axis (slow in ONNX Runtime).
+    axes_attr: dict[str, object] = {"keepdims": 1}
+    sum_inputs = [f"{prefix}_exp"]
+    max_inputs = [logits]
+    if opset >= 18:  # ReduceMax/ReduceSum take their axes as an input from opset 18 (ReduceSum from 13)
         copy.graph.initializer.append(helper.make_tensor(f"{prefix}_axes", TensorProto.INT64, [1], [1]))
-        reduce_inputs.append(f"{prefix}_axes")
+        max_inputs.append(f"{prefix}_axes")
+        sum_inputs.append(f"{prefix}_axes")
     else:
-        reduce_attrs["axes"] = [1]
+        axes_attr["axes"] = [1]
+    sum_attrs = {"keepdims": 0}
+    if opset < 18:
+        if opset >= 13:
+            copy.graph.initializer.append(helper.make_tensor(f"{prefix}_axes", TensorProto.INT64, [1], [1]))
+            sum_inputs.append(f"{prefix}_axes")
+        else:
+            sum_attrs["axes"] = [1]
     copy.graph.initializer.append(helper.make_tensor(f"{prefix}_scale", TensorProto.FLOAT, [], [255.0]))
     copy.graph.node.extend([
-        helper.make_node("Softmax", [logits], [f"{prefix}_probs"], axis=1),  # N x C x H x W
-        helper.make_node("ReduceMax", reduce_inputs, [f"{prefix}_top"], **reduce_attrs),  # N x H x W
-        helper.make_node("Mul", [f"{prefix}_top", f"{prefix}_scale"], [f"{prefix}_scaled"]),
+        helper.make_node("ReduceMax", max_inputs, [f"{prefix}_top"], **axes_attr),  # N x 1 x H x W
+        helper.make_node("Sub", [logits, f"{prefix}_top"], [f"{prefix}_shifted"]),
+        helper.make_node("Exp", [f"{prefix}_shifted"], [f"{prefix}_exp"]),
+        helper.make_node("ReduceSum", sum_inputs, [f"{prefix}_sum"], **sum_attrs),  # N x H x W
+        helper.make_node("Reciprocal", [f"{prefix}_sum"], [f"{prefix}_prob"]),
+        helper.make_node("Mul", [f"{prefix}_prob", f"{prefix}_scale"], [f"{prefix}_scaled"]),
         helper.make_node("Round", [f"{prefix}_scaled"], [f"{prefix}_rounded"]),  # half to even, as torch.round
         helper.make_node("Cast", [f"{prefix}_rounded"], [OUTPUT_CONFIDENCE], to=TensorProto.UINT8),
     ])
