@@ -198,28 +198,21 @@ def add_confidence_output(proto: onnx.ModelProto) -> onnx.ModelProto:
     prefix = "perception_confidence"
     # The exporter's tail (export.onnx.ExportWrapper): the top softmax probability as
     # 1 / sum(exp(logits - max)), without a Softmax over the channel axis (slow in ONNX Runtime).
-    axes_attr: dict[str, object] = {"keepdims": 1}
-    sum_inputs = [f"{prefix}_exp"]
-    max_inputs = [logits]
-    if opset >= 18:  # ReduceMax/ReduceSum take their axes as an input from opset 18 (ReduceSum from 13)
+    if opset >= 13:  # some reduction takes its axes as an input
         copy.graph.initializer.append(helper.make_tensor(f"{prefix}_axes", TensorProto.INT64, [1], [1]))
-        max_inputs.append(f"{prefix}_axes")
-        sum_inputs.append(f"{prefix}_axes")
-    else:
-        axes_attr["axes"] = [1]
-    sum_attrs = {"keepdims": 0}
-    if opset < 18:
-        if opset >= 13:
-            copy.graph.initializer.append(helper.make_tensor(f"{prefix}_axes", TensorProto.INT64, [1], [1]))
-            sum_inputs.append(f"{prefix}_axes")
-        else:
-            sum_attrs["axes"] = [1]
+
+    def reduce(op: str, source: str, out: str, keepdims: int, axes_as_input_from: int):
+        # Over the class axis 1; the axes became an input at opset 18 (ReduceSum: 13).
+        if opset >= axes_as_input_from:
+            return helper.make_node(op, [source, f"{prefix}_axes"], [out], keepdims=keepdims)
+        return helper.make_node(op, [source], [out], keepdims=keepdims, axes=[1])
+
     copy.graph.initializer.append(helper.make_tensor(f"{prefix}_scale", TensorProto.FLOAT, [], [255.0]))
     copy.graph.node.extend([
-        helper.make_node("ReduceMax", max_inputs, [f"{prefix}_top"], **axes_attr),  # N x 1 x H x W
+        reduce("ReduceMax", logits, f"{prefix}_top", 1, 18),  # N x 1 x H x W
         helper.make_node("Sub", [logits, f"{prefix}_top"], [f"{prefix}_shifted"]),
         helper.make_node("Exp", [f"{prefix}_shifted"], [f"{prefix}_exp"]),
-        helper.make_node("ReduceSum", sum_inputs, [f"{prefix}_sum"], **sum_attrs),  # N x H x W
+        reduce("ReduceSum", f"{prefix}_exp", f"{prefix}_sum", 0, 13),  # N x H x W
         helper.make_node("Reciprocal", [f"{prefix}_sum"], [f"{prefix}_prob"]),
         helper.make_node("Mul", [f"{prefix}_prob", f"{prefix}_scale"], [f"{prefix}_scaled"]),
         helper.make_node("Round", [f"{prefix}_scaled"], [f"{prefix}_rounded"]),  # half to even, as torch.round
