@@ -131,8 +131,13 @@ def test_two_cameras_one_engine_each_on_its_own_topics_with_its_own_seq(tiny_eng
 
 
 def test_counts_balance_per_camera_when_the_engine_falls_behind(tiny_engine):
+    config = two_synthetic(queue="latest", queue_capacity=1, max_frames=8, batch_timeout_ms=5)
+    sources = open_cameras(config)
+
     class SlowEngine:
-        """The shared engine made slower than the cameras, so that the keep-latest queues drop."""
+        """The shared engine slower than the cameras: each inference lasts until every camera has
+        captured two more frames, so that its keep-latest queue (capacity 1) must drop one. Waiting
+        on the cameras' counters, not on a sleep, keeps the drops certain on a loaded machine."""
 
         def __init__(self, inner):
             self.inner = inner
@@ -141,11 +146,23 @@ def test_counts_balance_per_camera_when_the_engine_falls_behind(tiny_engine):
             return getattr(self.inner, name)
 
         def infer(self, batch):
-            time.sleep(0.02)  # simulated compute time, not synchronisation
+            start = [s.frames_read for s in sources]
+            if not any(start):
+                return self.inner.infer(batch)  # the warm-up, before the cameras start
+            # Until each camera has captured two more frames, or stopped capturing (its last
+            # frames, once it has published its eight).
+            last, idle_since = list(start), [time.monotonic()] * len(sources)
+            while True:
+                now = time.monotonic()
+                for i, source in enumerate(sources):
+                    if source.frames_read != last[i]:
+                        last[i], idle_since[i] = source.frames_read, now
+                if all(n >= s + 2 or now - t > 0.5 for n, s, t in zip(last, start, idle_since)):
+                    break
+                time.sleep(0.001)
             return self.inner.infer(batch)
 
-    config = two_synthetic(queue="latest", queue_capacity=1, max_frames=8, batch_timeout_ms=5)
-    node = Node(config, SlowEngine(tiny_engine))
+    node = Node(config, SlowEngine(tiny_engine), sources=sources)
     try:
         final = node.node.run()
     finally:
@@ -154,8 +171,8 @@ def test_counts_balance_per_camera_when_the_engine_falls_behind(tiny_engine):
         doc = final["cameras"][camera]
         assert doc["published"] == 8
         assert doc["frames_in"] == doc["published"] + doc["dropped"] + doc["corrupt"] + doc["in_flight_discarded"]
-        assert doc["balanced"]
-    assert sum(final["cameras"][c]["dropped"] for c in CAMERAS) == final["dropped"] > 0
+        assert doc["balanced"] and doc["dropped"] > 0, doc
+    assert sum(final["cameras"][c]["dropped"] for c in CAMERAS) == final["dropped"]
     assert final["balanced"]
 
 

@@ -276,13 +276,22 @@ class SlowEngine(Engine):
 
     kind = "slow"
 
-    def __init__(self, inner: Engine, delay_s: float) -> None:
-        self.inner, self.delay_s = inner, delay_s
+    def __init__(self, inner: Engine, delay_s: float, outpaced_by=None) -> None:
+        self.inner, self.delay_s, self.outpaced_by = inner, delay_s, outpaced_by
         self.metadata, self.input_spec, self.provider = inner.metadata, inner.input_spec, inner.provider
         self.model_path = inner.model_path
 
     def infer(self, batch):
         time.sleep(self.delay_s)  # simulated compute time, not synchronisation
+        source = self.outpaced_by
+        if source is not None:
+            # Certain drops on a loaded machine too: the inference lasts until the source has read
+            # two more frames (a capacity-1 queue must drop one), or has stopped reading.
+            start, last, idle_since = source.frames_read, source.frames_read, time.monotonic()
+            while source.frames_read < start + 2 and time.monotonic() - idle_since < 0.5:
+                if source.frames_read != last:
+                    last, idle_since = source.frames_read, time.monotonic()
+                time.sleep(0.001)
         return self.inner.infer(batch)
 
     def close(self):
@@ -293,7 +302,8 @@ def test_latest_queue_drops_and_counts_under_slow_engine(tmp_path, engine, link)
     n = 40
     video = str(write_video(tmp_path / "clip.avi", n))
     config = RunConfig(source=video, queue="latest", queue_capacity=1, warmup=0)
-    final = Pipeline(config, source=open_source(video), engine=SlowEngine(engine, 0.01), publisher=link.pub).run()
+    source = open_source(video)
+    final = Pipeline(config, source=source, engine=SlowEngine(engine, 0, outpaced_by=source), publisher=link.pub).run()
     got = link.collect(final["frames_out"], timeout_s=5)
     seqs = sorted(got["class_map"])
     assert final["drops"] > 0
