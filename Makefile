@@ -99,7 +99,7 @@ default-model: $(STAMP_DEV)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/perception train --config configs/synthetic_default_cpu.yaml --out runs/synthetic_default
 	$(BIN)/perception export --checkpoint runs/synthetic_default/best.pt --out $(DEFAULT_MODEL) --size 288x480 \
 		--confidence --dynamic-batch --verify-data $(SYNTH_VAL)
-	$(BIN)/python -m export.quantize $(DEFAULT_MODEL) --calib $(SYNTH_640) --val-data $(SYNTH_VAL) --val-count 100 \
+	$(BIN)/python -m perception.export.quantize $(DEFAULT_MODEL) --calib $(SYNTH_640) --val-data $(SYNTH_VAL) --val-count 100 \
 		|| echo "default-model: the INT8 file missed its mIoU gate; the FP32 model ships alone"
 	$(BIN)/perception eval --model $(DEFAULT_MODEL) --data $(SYNTH_VAL)
 	if [ -f $(CAMVID)/val.txt ]; then $(BIN)/perception eval --model $(DEFAULT_MODEL) --data camvid:$(CAMVID) \
@@ -127,4 +127,4 @@ clean:
 # TensorRT) are recorded as skipped with the reason; it fails only when a step that ran failed.
 .PHONY: gpu-check
 gpu-check: $(STAMP_DEV)
-	$(BIN)/python -m bench.gpu_check --out out/gpu-check
+	$(BIN)/python -m perception.bench.gpu_check --out out/gpu-check

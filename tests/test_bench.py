@@ -13,9 +13,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from bench.engine import EngineBenchConfig, run_engine_bench
-from bench.report import load_results, new_results, render_markdown, write_report, write_results
-from bench.stats import percentile, sequence_gaps, summarize_ms
+from perception.bench.engine import EngineBenchConfig, run_engine_bench
+from perception.bench.report import load_results, new_results, render_markdown, write_report, write_results
+from perception.bench.stats import percentile, sequence_gaps, summarize_ms
 from perception.contracts import INPUT_NAME, METADATA_KEY, ONNX_OPSET, OUTPUT_CLASS_IDS, ModelMetadata
 from perception.errors import ConfigError, ModelError
 from perception.synthetic import SYNTHETIC_CLASSES
@@ -182,7 +182,7 @@ def test_cli_with_every_configuration_skipped_fails_saying_why(tmp_path):
     assert errors[0].startswith("perception: error: all 2 configurations were skipped, nothing was measured: ")
     assert "model fixed.onnx has a fixed batch of 1 (export it with a dynamic batch)" in errors[0]
     assert "b2" in errors[0] and "b4" in errors[0]
-    assert not (tmp_path / "out" / "bench.json").exists()
+    assert not (tmp_path / "out" / "perception.bench.json").exists()
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,7 +191,7 @@ def test_cli_with_every_configuration_skipped_fails_saying_why(tmp_path):
 
 
 def test_pipeline_bench_reports_fps_drops_and_latency(tiny_model, tmp_path):
-    from bench.pipeline import PipelineBenchConfig, run_pipeline_bench
+    from perception.bench.pipeline import PipelineBenchConfig, run_pipeline_bench
 
     cfg = PipelineBenchConfig(model=tiny_model, source="synthetic", duration_s=2.0, fps=30, width=96, height=64,
                               threads=1, baseline=True, engine_runs=10, progress=False)
@@ -223,7 +223,7 @@ def test_pipeline_bench_reports_fps_drops_and_latency(tiny_model, tmp_path):
 
 
 def test_pipeline_bench_node_failure_is_one_line(tmp_path):
-    from bench.pipeline import NodeFailed, PipelineBenchConfig, run_pipeline_bench
+    from perception.bench.pipeline import NodeFailed, PipelineBenchConfig, run_pipeline_bench
 
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not onnx")
@@ -234,8 +234,8 @@ def test_pipeline_bench_node_failure_is_one_line(tmp_path):
 
 def test_bench_does_not_import_torch_unless_asked():
     code = (
-        "import sys; import bench.engine, bench.pipeline, bench.baseline, bench.report, bench.env;"
-        "import perception.commands.bench; from bench.env import collect_environment;"
+        "import sys; import perception.bench.engine, perception.bench.pipeline, perception.bench.baseline, perception.bench.report, perception.bench.env;"
+        "import perception.commands.bench; from perception.bench.env import collect_environment;"
         "env = collect_environment(); assert env['libraries']['numpy'] != 'absent';"
         "print('torch' in sys.modules)"
     )
@@ -245,7 +245,7 @@ def test_bench_does_not_import_torch_unless_asked():
 
 def test_engine_bench_precision_grid_skips_what_an_engine_lacks_and_reports_agreement(tiny_model, tmp_path):
     pytest.importorskip("openvino")
-    from bench.report import render_markdown
+    from perception.bench.report import render_markdown
 
     cfg = EngineBenchConfig(models=[tiny_model], engines=["ort", "openvino"], precisions=["fp32", "bf16", "int8"],
                             threads=[1], runs=4, warmup=1, blocks=2, progress=False)
@@ -263,7 +263,7 @@ def test_engine_bench_precision_grid_skips_what_an_engine_lacks_and_reports_agre
 
 def test_peak_rate_bisects_to_the_highest_held_rate(tiny_model, monkeypatch):
     """The search with a node that holds exactly 40 FPS (measure_node replaced by that model)."""
-    import bench.pipeline as bp
+    import perception.bench.pipeline as bp
 
     def fake_node(cfg, model, tick=None):
         fps = cfg.fps

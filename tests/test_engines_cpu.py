@@ -76,7 +76,7 @@ def test_precision_flags_fail_with_the_fix(tmp_path):
     model = write_brightness_model(tmp_path / "tiny.onnx", HW)
     with pytest.raises(ConfigError, match="--engine openvino"):
         load_engine("ort", model, EngineOptions(precision="bf16"))
-    with pytest.raises(ModelError, match=r"no tiny\.int8\.onnx beside it; write one with 'python -m export\.quantize"):
+    with pytest.raises(ModelError, match=r"no tiny\.int8\.onnx beside it; write one with 'python -m perception.export\.quantize"):
         load_engine("ort", model, EngineOptions(precision="int8"))
     with pytest.raises(ConfigError, match="unknown --precision 'int4'"):
         EngineOptions(precision="int4")

@@ -1,4 +1,4 @@
-"""``make gpu-check`` (bench/gpu_check.py): on a machine without a GPU every step is skipped with
+"""``make gpu-check`` (perception/bench/gpu_check.py): on a machine without a GPU every step is skipped with
 its reason, the JSON is written and the exit status is 0; a step that runs and fails makes it 1."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from bench import gpu_check
+from perception.bench import gpu_check
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_makefile_target_runs_the_script():
     text = (REPO / "Makefile").read_text()
-    assert "\ngpu-check:" in text and "-m bench.gpu_check --out out/gpu-check" in text
+    assert "\ngpu-check:" in text and "-m perception.bench.gpu_check --out out/gpu-check" in text
 
 
 def test_without_a_gpu_every_step_is_skipped_with_its_reason(tmp_path):
@@ -26,7 +26,7 @@ def test_without_a_gpu_every_step_is_skipped_with_its_reason(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the steps would run (make gpu-check does that)")
-    proc = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--out", str(tmp_path)], cwd=REPO,
+    proc = subprocess.run([sys.executable, "-m", "perception.bench.gpu_check", "--out", str(tmp_path)], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((tmp_path / "gpu_check.json").read_text())
@@ -64,7 +64,7 @@ def test_the_ddp_step_worker_runs_under_torchrun_with_gloo_on_the_cpu(tmp_path):
     result = tmp_path / "ddp.json"
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m",
-         "bench.gpu_check", "--ddp-worker", str(result), "--ddp-device", "cpu", "--ddp-steps", "2", "--ddp-batch", "2",
+         "perception.bench.gpu_check", "--ddp-worker", str(result), "--ddp-device", "cpu", "--ddp-steps", "2", "--ddp-batch", "2",
          "--ddp-size", "96", "128"],
         cwd=REPO, capture_output=True, text=True, timeout=240,
     )

@@ -192,7 +192,7 @@ def test_exported_metrics_are_strict_json():
     pytest.importorskip("torch")
     import json
 
-    from export.onnx import json_safe_metrics
+    from perception.export.onnx import json_safe_metrics
 
     metrics = {"miou": np.float64("nan"), "per_class_iou": {"road": 0.9, "bus": float("nan")}, "x": [float("inf")]}
     safe = json_safe_metrics(metrics)
@@ -209,8 +209,8 @@ def test_int8_calibration_images_of_another_size_are_a_data_error(tmp_path):
     pytest.importorskip("torch")
     from tiny_models import tiny_metadata, write_brightness_model
 
-    from export.quantize import quantize_int8
     from perception.errors import DataError
+    from perception.export.quantize import quantize_int8
 
     model = write_brightness_model(tmp_path / "tiny.onnx", (24, 32))
     with pytest.raises(DataError, match=r"calibration image 1 is 10x10, the model input is 24x32"):
@@ -225,7 +225,7 @@ def test_int8_quantiser_failing_inside_onnx_runtime_is_a_model_error(tmp_path, m
     from onnxruntime.capi.onnxruntime_pybind11_state import InvalidGraph
     from tiny_models import tiny_metadata, write_brightness_model
 
-    import export.quantize as quantize
+    import perception.export.quantize as quantize
 
     def fail(*args, **kwargs):
         raise InvalidGraph("[ONNXRuntimeError] : 10 : INVALID_GRAPH : node Foo has no kernel\nmore detail")

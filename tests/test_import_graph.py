@@ -84,6 +84,6 @@ def test_the_check_sees_a_lazy_import(tmp_path, monkeypatch):
     package = tmp_path / "pkg"
     package.mkdir()
     (package / "__init__.py").write_text("")
-    (package / "mod.py").write_text("def f():\n    from export.onnx import x\n    import torch\n")
+    (package / "mod.py").write_text("def f():\n    from perception.export.onnx import x\n    import torch\n")
     found = imports_of("pkg.mod", package / "mod.py")
-    assert {"export.onnx", "torch"} <= found
+    assert {"perception.export.onnx", "torch"} <= found

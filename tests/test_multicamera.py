@@ -157,7 +157,7 @@ def test_counts_balance_per_camera_when_the_engine_falls_behind(tiny_engine):
                 for i, source in enumerate(sources):
                     if source.frames_read != last[i]:
                         last[i], idle_since[i] = source.frames_read, now
-                if all(n >= s + 2 or now - t > 0.5 for n, s, t in zip(last, start, idle_since)):
+                if all(n >= s + 2 or now - t > 0.5 for n, s, t in zip(last, start, idle_since, strict=True)):
                     break
                 time.sleep(0.001)
             return self.inner.infer(batch)
@@ -429,7 +429,7 @@ def test_namespaces_on_one_socket_keep_their_own_info_seq_and_subscriptions():
     assert rear.stats()["messages_sent"] >= 3 and pub.stats()["messages_sent"] >= 2
 
 
-# ---- a dynamic batch for an exported batch-1 model (export/batch.py) ----------------------------
+# ---- a dynamic batch for an exported batch-1 model (perception/export/batch.py) ----------------------------
 
 def _resize_model(path, batch):
     """A contract model with a Resize to constant sizes [batch, 3, H, W] (the exporter's batch-1 form)."""
@@ -462,8 +462,8 @@ def _resize_model(path, batch):
 
 
 def test_export_batch_makes_a_batch_1_model_serve_any_batch_frame_for_frame(tmp_path):
-    from export.batch import convert
     from perception.errors import ModelError
+    from perception.export.batch import convert
     from perception.modelfile import read_model_metadata
 
     src = _resize_model(tmp_path / "b1.onnx", 1)
@@ -497,8 +497,8 @@ def test_the_shipped_default_model_batches():
 # ---- the bench: one node with N cameras against N nodes ------------------------------------------
 
 def test_bench_cameras_compares_one_node_with_separate_nodes(tiny_model_path):
-    from bench.pipeline import PipelineBenchConfig, run_pipeline_bench
-    from bench.report import render_markdown, summary_text
+    from perception.bench.pipeline import PipelineBenchConfig, run_pipeline_bench
+    from perception.bench.report import render_markdown, summary_text
 
     cfg = PipelineBenchConfig(model=tiny_model_path, source="synthetic", width=96, height=72, fps=60,
                               duration_s=0.5, threads=1, cameras=2, engine_runs=0, progress=False)

@@ -135,7 +135,7 @@ def test_letterbox_helpers_match_the_node_preprocessor():
 
 def test_export_samples_and_training_validation_use_the_letterbox():
     torch = pytest.importorskip("torch")
-    from export.verify import LABEL_PAD, resize_sample
+    from perception.export.verify import LABEL_PAD, resize_sample
     from perception.training.augment import EvalSamples, normalise_bgr
 
     rng = np.random.default_rng(1)

@@ -12,9 +12,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from export.onnx import build_metadata, export_onnx  # noqa: E402
 from perception.contracts import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB  # noqa: E402
 from perception.engines import EngineOptions, load_engine  # noqa: E402
+from perception.export.onnx import build_metadata, export_onnx  # noqa: E402
 from perception.models import build_model  # noqa: E402
 from perception.preprocess import letterbox_image  # noqa: E402
 from perception.synthetic import SYNTHETIC_CLASSES, SyntheticDrive  # noqa: E402

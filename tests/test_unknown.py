@@ -253,7 +253,7 @@ def test_metadata_threshold_round_trip_and_limits():
 
 
 def curves(labelled: dict[int, int], wrong: dict[int, int]):
-    from export.unknown import ConfidenceCurves
+    from perception.export.unknown import ConfidenceCurves
 
     hist = [np.zeros(256, np.int64), np.zeros(256, np.int64)]
     for h, counts in zip(hist, (labelled, wrong), strict=True):
@@ -263,7 +263,7 @@ def curves(labelled: dict[int, int], wrong: dict[int, int]):
 
 
 def test_rule_takes_the_lowest_threshold_that_halves_wrong_drivable_within_the_budget():
-    from export.unknown import choose_threshold
+    from perception.export.unknown import choose_threshold
 
     # 1000 labelled pixels: 10 wrong drivable claims at confidence 100, 10 at 200, the rest sure.
     base = {100: 10, 150: 10, 200: 10, 255: 970}

@@ -8,7 +8,7 @@
 
 Each writes ``bench.json`` (every figure and the environment), ``bench.md`` (tables made from the
 JSON) and PNG plots into ``--out``. The library code lives in the ``bench`` package; see
-bench/README.md for what each figure means.
+perception/bench/README.md for what each figure means.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from bench import report
+    from perception.bench import report
 
     if args.bench_mode == "report":
         results = report.load_results(args.results)
@@ -117,7 +117,7 @@ def main(args: argparse.Namespace) -> int:
         _print_written(written)
         return 0
     argv = sys.argv[1:]
-    # Under 'python -m bench' the argv lacks the 'bench' word; under 'perception' it has it.
+    # Under 'python -m perception.bench' the argv lacks the 'bench' word; under 'perception' it has it.
     rest = argv[argv.index("bench") + 1:] if "bench" in argv else argv
     command = "perception bench " + " ".join(shlex.quote(a) for a in rest)
     _prepare_out(args.out)
@@ -144,8 +144,8 @@ def _prepare_out(out: Path) -> Path:
 
 
 def _run_engine(args: argparse.Namespace, command: str) -> dict:
-    from bench.engine import EngineBenchConfig, run_engine_bench
-    from bench.report import new_results
+    from perception.bench.engine import EngineBenchConfig, run_engine_bench
+    from perception.bench.report import new_results
     from perception.config import load_config
 
     cfg = load_config(EngineBenchConfig, {
@@ -169,7 +169,7 @@ def _run_engine(args: argparse.Namespace, command: str) -> dict:
 
 
 def _run_pipeline(args: argparse.Namespace, command: str) -> dict:
-    from bench.pipeline import PipelineBenchConfig, run_pipeline_bench
+    from perception.bench.pipeline import PipelineBenchConfig, run_pipeline_bench
     from perception.config import load_config
 
     if args.duration <= 0:

@@ -70,7 +70,7 @@ def int8_model_path(path: Path) -> Path:
     if not sibling.is_file():
         raise ModelError(
             f"--precision int8: {path.name} is {read_model_metadata(path).precision} and there is no {sibling.name} "
-            f"beside it; write one with 'python -m export.quantize {path}' or 'perception export --int8'"
+            f"beside it; write one with 'python -m perception.export.quantize {path}' or 'perception export --int8'"
         )
     return sibling
 

@@ -25,7 +25,7 @@ networks are strongly typed ("Migrating from Weak Typing to Strong Typing",
 https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-10x-to-11x-python-api-patterns.html).
 ``NetworkDefinitionCreationFlag.STRONGLY_TYPED`` exists in 10.x and is passed on the 11 branch
 (https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/Builder.html).
-INT8 comes only from our explicit Q/DQ model (``export.quantize.quantize_int8(...,
+INT8 comes only from our explicit Q/DQ model (``perception.export.quantize.quantize_int8(...,
 symmetric_activations=True)``) on both versions: the implicit ``IInt8EntropyCalibrator2`` route,
 deprecated since 10.1 and gone in 11, is not used. APIs common to both (OnnxParser,
 ``create_builder_config``, ``set_memory_pool_limit``, ``IProgressMonitor``, timing caches,

@@ -19,7 +19,7 @@ A model without a drivable task group counts all its misclassified pixels instea
 
 For an already exported model (no checkpoint)::
 
-    python -m export.unknown model.onnx --out model_conf.onnx [--data SPEC] [--count 50] [--threshold P]
+    python -m perception.export.unknown model.onnx --out model_conf.onnx [--data SPEC] [--count 50] [--threshold P]
 
 adds the confidence output when the model lacks it (softmax, max, x255, round, uint8 after the
 logits of its ArgMax: the graph ``perception export --confidence`` builds) and stores the threshold
@@ -187,7 +187,7 @@ def add_confidence_output(proto: onnx.ModelProto) -> onnx.ModelProto:
     Raises:
         ModelError: the graph does not end in the exporter's ArgMax -> Cast pattern.
     """
-    from export.onnx import logits_tensor
+    from perception.export.onnx import logits_tensor
 
     if any(out.name == OUTPUT_CONFIDENCE for out in proto.graph.output):
         return proto
@@ -227,7 +227,7 @@ def add_confidence_output(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export.unknown", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m perception.export.unknown", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", type=Path, help="an exported .onnx model")
     parser.add_argument("--out", type=Path, help="where to write the model (default: rewrite MODEL in place)")
     parser.add_argument("--data", metavar="SPEC", help="val data to choose on (default: the model's own dataset)")
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         print(add_unknown_threshold(args.model, args.out or args.model, data=args.data, count=args.count,
                                     threshold=args.threshold))
     except PerceptionError as exc:
-        print(f"python -m export.unknown: error: {exc}", file=sys.stderr)
+        print(f"python -m perception.export.unknown: error: {exc}", file=sys.stderr)
         return exc.exit_code
     return 0
 
@@ -251,7 +251,7 @@ def add_unknown_threshold(
     docstring); returns a one-line report."""
     import tempfile
 
-    from export.onnx import finish_model
+    from perception.export.onnx import finish_model
     from perception.modelfile import load_model_proto, read_model_metadata, save_model
 
     if threshold is not None and not 0 <= threshold <= 1:
@@ -275,7 +275,7 @@ def add_unknown_threshold(
         metadata = dataclasses.replace(metadata, unknown_threshold=choice.threshold, unknown_rule=choice.rule)
     save_model(finish_model(proto, metadata), out)
     sibling = out.with_name(out.name.removesuffix(".onnx") + ".int8.onnx")
-    stale = f"; {sibling.name} lacks them: python -m export.quantize {out}" if sibling.is_file() else ""
+    stale = f"; {sibling.name} lacks them: python -m perception.export.quantize {out}" if sibling.is_file() else ""
     return f"unknown: threshold {metadata.unknown_threshold:.4g} ({metadata.unknown_rule}); wrote {out}{stale}"
 
 

@@ -20,7 +20,7 @@ speed-up is measured (median latency of ONNX Runtime FP32 vs INT8).
 
 Run through ``perception export --int8 --calib SPEC``, or for an already exported model::
 
-    python -m export.quantize model.onnx --calib synthetic --val-data synthetic   # writes model.int8.onnx
+    python -m perception.export.quantize model.onnx --calib synthetic --val-data synthetic   # writes model.int8.onnx
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def quantize_int8(
         ModelError: the quantiser fails; DataError: no calibration images, or one not at the
             model's input size.
     """
-    from export.onnx import finish_model, with_precision
+    from perception.export.onnx import finish_model, with_precision
     from perception.modelfile import save_model
 
     h, w = metadata.input_hw
@@ -234,7 +234,7 @@ def _quantize_nncf(fp32_path: Path, calib_images: list[np.ndarray]) -> onnx.Mode
 
 def cpu_latency_ms(model_path: str | Path, image: np.ndarray, *, runs: int = 20, warmup: int = 3) -> list[float]:
     """ONNX Runtime CPU latencies (ms) of ``runs`` single-image inferences after ``warmup`` runs."""
-    from export.verify import ort_session
+    from perception.export.verify import ort_session
 
     session = ort_session(model_path)
     feed = {INPUT_NAME: image[None]}
@@ -297,7 +297,7 @@ def gate_int8(
     Returns an Int8Report (``passed`` tells the verdict; callers fail the export on it unless
     ``allow_drop``).
     """
-    from export.verify import evaluate_onnx
+    from perception.export.verify import evaluate_onnx
 
     fp32 = evaluate_onnx(fp32_path, val_samples, metadata.class_table)
     int8 = evaluate_onnx(int8_path, val_samples, metadata.class_table)
@@ -317,7 +317,7 @@ def gate_int8(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m export.quantize MODEL.onnx``: write and gate ``MODEL.int8.onnx`` from an exported
+    """``python -m perception.export.quantize MODEL.onnx``: write and gate ``MODEL.int8.onnx`` from an exported
     FP32 model (no checkpoint or torch needed). Exit 0 when the gate passes, 1 when it fails, 2 on
     a bad input."""
     import argparse
@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     from perception.errors import PerceptionError
     from perception.modelfile import read_model_metadata
 
-    parser = argparse.ArgumentParser(prog="python -m export.quantize", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m perception.export.quantize", description=main.__doc__)
     parser.add_argument("model", type=Path, help="exported FP32 .onnx")
     parser.add_argument("--out", type=Path, help=f"INT8 file (default: MODEL{INT8_SUFFIX} beside the model)")
     parser.add_argument("--calib", default="synthetic", help="calibration dataset spec, train split (default synthetic)")
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quantizer", choices=QUANTIZERS, default="auto", help="auto (nncf when installed), nncf, ort")
     parser.add_argument("--allow-int8-drop", action="store_true", help="keep the file even if it misses the mIoU budget")
     args = parser.parse_args(argv)
-    from export.verify import load_samples
+    from perception.export.verify import load_samples
 
     try:
         metadata = read_model_metadata(args.model)

@@ -1,4 +1,4 @@
-"""``python -m bench ...`` is ``perception bench ...``."""
+"""``python -m perception.bench ...`` is ``perception bench ...``."""
 
 import sys
 

@@ -160,7 +160,7 @@ def verify_onnx(wrapper, proto: onnx.ModelProto, samples: list[Sample], *, sourc
     """
     import torch
 
-    from export.onnx import LOGITS_OUTPUT, with_logits_output
+    from perception.export.onnx import LOGITS_OUTPUT, with_logits_output
 
     if not samples:
         raise DataError("no images to verify the export on")

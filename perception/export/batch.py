@@ -14,8 +14,8 @@ them for a float model, at least ``MIN_INT8_EQUAL`` for an INT8 one (ONNX Runtim
 kernels round a few near-tie pixels differently: 99.98 % on the shipped INT8 model). A graph with
 another batch-1 constant fails that check and is left alone.
 
-    python -m export.batch perception/assets/default.onnx            # in place
-    python -m export.batch model.onnx --out model.dyn.onnx
+    python -m perception.export.batch perception/assets/default.onnx            # in place
+    python -m perception.export.batch model.onnx --out model.dyn.onnx
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     """Give an exported batch-1 model a dynamic batch, checked frame for frame (see the module docstring)."""
     from perception.errors import PerceptionError
 
-    parser = argparse.ArgumentParser(prog="python -m export.batch", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m perception.export.batch", description=main.__doc__)
     parser.add_argument("model", type=Path, help="exported batch-1 .onnx")
     parser.add_argument("--out", type=Path, help="where to write it (default: in place)")
     args = parser.parse_args(argv)

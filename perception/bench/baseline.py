@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import zmq
 
-from bench.engine import open_engine
-from bench.stats import summarize_ms
+from perception.bench.engine import open_engine
+from perception.bench.stats import summarize_ms
 from perception.contracts import OUTPUT_CLASS_IDS
 from perception.preprocess import Preprocessor
 

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import psutil
 
-from bench.env import gpu_memory_mb
-from bench.stats import ratio, summarize_ms
+from perception.bench.env import gpu_memory_mb
+from perception.bench.stats import ratio, summarize_ms
 from perception.config import bounds, load_config
 from perception.errors import ConfigError, ModelError, PerceptionError
 

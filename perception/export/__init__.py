@@ -111,8 +111,8 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
     except ImportError:
         raise DependencyError("perception export needs torch to read the checkpoint: pip install -e '.[train]'") from None
 
-    from export.onnx import ExportWrapper, build_metadata, export_onnx, prepare_model
-    from export.verify import load_samples, reference_samples, verify_onnx
+    from perception.export.onnx import ExportWrapper, build_metadata, export_onnx, prepare_model
+    from perception.export.verify import load_samples, reference_samples, verify_onnx
     from perception.training.checkpoint import build_model_from_checkpoint, load_checkpoint
 
     if cfg.tensorrt:  # fail before minutes of work, not after
@@ -153,7 +153,7 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
         calib, _ = load_samples(cfg.calib, split="train", count=cfg.calib_count, input_hw=input_hw)
         calib_images = [image for image, _ in calib]
     if cfg.int8:
-        from export.quantize import gate_int8, quantize_int8
+        from perception.export.quantize import gate_int8, quantize_int8
 
         int8_path = int8_path_for(cfg.out)
         quantize_int8(cfg.out, int8_path, calib_images, metadata=metadata)
@@ -180,7 +180,7 @@ def _unknown_step(cfg: ExportConfig, metadata, report: Callable[[str], None]):
     """Store the unknown threshold in the exported file's metadata: ``--unknown-threshold``, else
     the ``export.unknown`` rule on ``--unknown-data`` (default: the checkpoint's dataset, val split).
     Returns the new metadata, which the INT8 and TensorRT models inherit."""
-    from export.unknown import choose_for_model
+    from perception.export.unknown import choose_for_model
     from perception.modelfile import record_metadata
 
     if cfg.unknown_threshold is not None:
@@ -210,9 +210,9 @@ def prepare_out(out: Path) -> None:
 
 def _tensorrt_step(cfg: ExportConfig, metadata, calib_images, report) -> tuple[Path, bool]:
     """Build (or find in the cache) the TensorRT engine; INT8 goes through a symmetric QDQ ONNX."""
-    from export.quantize import quantize_int8
     from perception.engines.cache import EngineCache
     from perception.engines.trt_build import engine_for
+    from perception.export.quantize import quantize_int8
 
     source = cfg.out
     if cfg.trt_precision == "int8":

@@ -1,4 +1,4 @@
-"""``python -m export ...`` is ``perception export ...``."""
+"""``python -m perception.export ...`` is ``perception export ...``."""
 
 import sys
 

@@ -21,7 +21,7 @@ Torch-TensorRT, ONNX Runtime providers) and, per step, ``status`` (``passed``, `
 (no GPU, no TensorRT) is skipped with the reason and the check goes on; the exit status is 1 only
 when a step that ran failed.
 
-Run: ``python -m bench.gpu_check [--out out/gpu-check]``.
+Run: ``python -m perception.bench.gpu_check [--out out/gpu-check]``.
 """
 
 from __future__ import annotations
@@ -124,13 +124,13 @@ def make_models(out: Path, *, onnx: bool, int8: bool) -> dict[str, Path]:
         model_name=MODEL["name"], model_kwargs=dict(MODEL["kwargs"]), class_table=SYNTHETIC_CLASSES,
         input_hw=(h, w), state_dict=model.state_dict(), dataset="synthetic"))}
     if onnx:
-        from export.onnx import export_onnx
+        from perception.export.onnx import export_onnx
 
         meta = ModelMetadata(model_name=MODEL["name"], class_table=SYNTHETIC_CLASSES, input_hw=(h, w),
                              model_kwargs=dict(MODEL["kwargs"]))
         paths["onnx"] = export_onnx(model, out / "model.onnx", meta).path
         if int8:
-            from export.quantize import quantize_int8
+            from perception.export.quantize import quantize_int8
             from perception.synthetic import render_scene
 
             calib = [render_scene(seed, height=h, width=w)[0] for seed in range(16)]
@@ -143,7 +143,7 @@ def _bench(args: list[str], out: Path, name: str, limit_s: float) -> list[dict[s
     folder = out / name
     _run([sys.executable, "-m", "perception", "bench", "engine", *args, "--runs", BENCH_RUNS, "--warmup", "20",
           "--blocks", "4", "--no-progress", "--out", str(folder)], limit_s=limit_s, log_path=out / f"{name}.log")
-    rows = json.loads((folder / "bench.json").read_text())["engine"]["results"]
+    rows = json.loads((folder / "perception.bench.json").read_text())["engine"]["results"]
     keep = ("label", "provider", "precision", "fps", "latency_ms", "skipped", "load_s")
     return [{k: row.get(k) for k in keep if k in row} for row in rows]
 
@@ -225,7 +225,7 @@ def step_ddp_nccl(env: dict[str, Any], out: Path) -> dict[str, Any]:
         raise Skip("this PyTorch build has no nccl backend")
     result_path = out / "ddp_nccl.json"
     _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1",
-          "-m", "bench.gpu_check", "--ddp-worker", str(result_path)],
+          "-m", "perception.bench.gpu_check", "--ddp-worker", str(result_path)],
          limit_s=STEP_LIMITS_S["ddp_nccl"], log_path=out / "ddp_nccl.log")
     return json.loads(result_path.read_text())
 
@@ -310,7 +310,7 @@ def run_gpu_check(out: Path, steps: list[str] | None = None) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m perception.bench.gpu_check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("out/gpu-check"), help="folder for the JSON and logs")
     parser.add_argument("--step", action="append", choices=list(STEPS), help="run only these steps (repeatable)")
     parser.add_argument("--ddp-worker", type=Path, help=argparse.SUPPRESS)  # one torchrun rank of ddp_nccl

@@ -52,8 +52,8 @@ from typing import Any
 
 import psutil
 
-from bench.stats import ratio, sequence_gaps, summarize_ms
 from perception import contracts
+from perception.bench.stats import ratio, sequence_gaps, summarize_ms
 from perception.config import bounds
 from perception.errors import PerceptionError
 
@@ -553,9 +553,9 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
     Raises ModelError for a missing model, NodeFailed when the node fails, SourceError/ConfigError
     for a bad source (from the baseline).
     """
-    from bench.baseline import run_serial_baseline
-    from bench.engine import EngineBenchConfig, resolve_models, run_engine_bench
-    from bench.report import new_results
+    from perception.bench.baseline import run_serial_baseline
+    from perception.bench.engine import EngineBenchConfig, resolve_models, run_engine_bench
+    from perception.bench.report import new_results
     from perception.progress import progress
 
     model = resolve_models([cfg.model] if cfg.model else [])[0]

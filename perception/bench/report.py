@@ -38,7 +38,7 @@ def write_results(results: dict[str, Any], out_dir: str | Path) -> Path:
     """Write ``results`` as ``bench.json`` in ``out_dir`` (created when absent); returns the path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "bench.json"
+    path = out / "perception.bench.json"
     path.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n", encoding="utf-8")
     return path
 
@@ -51,7 +51,7 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> dict[str, Path
     written.update(_plot_engine(results, out))
     written.update(_plot_pipeline(results, out))
     md = render_markdown(results, plots={k: v.name for k, v in written.items()})
-    path = out / "bench.md"
+    path = out / "perception.bench.md"
     path.write_text(md, encoding="utf-8")
     written["markdown"] = path
     return written
@@ -384,7 +384,7 @@ def new_results(kind: str, command: str) -> dict[str, Any]:
     """The common head of a bench JSON: schema, kind, UTC time, the command line and the environment."""
     from datetime import datetime, timezone
 
-    from bench.env import collect_environment
+    from perception.bench.env import collect_environment
 
     return {
         "schema": RESULTS_SCHEMA,
