@@ -69,21 +69,48 @@ def make_building(rng: np.random.Generator, side: int, d0: float, environment: s
     )
 
 
-def make_tree(rng: np.random.Generator, side: int, d: float, offset: float) -> Tree:
+def make_tree(rng: np.random.Generator, side: int, d: float, offset: float, *, bare_p: float = 0.1) -> Tree:
+    """A leafy broadleaf or conifer, or (with probability ``bare_p``) a bare winter tree."""
     conifer = rng.random() < 0.25
     n = int(rng.integers(3, 6))
     blobs = [(uniform(rng, -0.5, 0.5), uniform(rng, -0.4, 0.4), uniform(rng, 0.5, 0.8)) for _ in range(n)]
-    return Tree(
+    tree = Tree(
         side=side, d_m=d, offset_m=offset, trunk_height_m=uniform(rng, 1.5, 3.5), crown_radius_m=uniform(rng, 1.2, 3.2),
         conifer=conifer, crown_bgr=jitter(rng, pick(rng, ((40, 100, 50), (30, 80, 45), (50, 120, 70), (35, 90, 80))), 12),
         blobs=blobs,
     )
+    if rng.random() < bare_p:
+        tree.bare, tree.conifer = True, False
+        tree.crown_radius_m = uniform(rng, 2.0, 4.5)  # bare street trees: tall, wide crowns
+        tree.crown_bgr = jitter(rng, pick(rng, ((55, 62, 70), (45, 50, 58), (70, 78, 85), (38, 45, 55))), 8)
+        tree.branches = _bare_branches(rng)
+    return tree
 
 
-def make_pole(rng: np.random.Generator, side: int, d: float, offset: float) -> Pole:
-    kind = pick(rng, ("plain", "lamp", "lamp", "sign", "sign"))
+def _bare_branches(rng: np.random.Generator) -> list[tuple[float, float, float, float, float]]:
+    """Limbs forking from the trunk top (crown units, y up, centre 0,0) out to the crown outline."""
+    out: list[tuple[float, float, float, float, float]] = []
+    # (x, y, angle from vertical, length, width m, depth)
+    stack = [(0.0, -0.9, uniform(rng, -0.9, 0.9) * (i - 1.5) / 1.5 + uniform(rng, -0.2, 0.2), uniform(rng, 0.7, 1.0),
+              0.09, 0) for i in range(int(rng.integers(3, 6)))]
+    while stack:
+        x, y, ang, length, width, depth = stack.pop()
+        x1, y1 = x + length * np.sin(ang), y + length * np.cos(ang)
+        scale = max(1.0, np.hypot(x1, y1 / 1.1))  # keep tips inside the crown outline
+        x1, y1 = x1 / scale, y1 / scale
+        out.append((x, y, float(x1), float(y1), width))
+        if depth < 3:
+            for _ in range(int(rng.integers(2, 4))):
+                stack.append((float(x1), float(y1), ang + uniform(rng, -0.8, 0.8), length * uniform(rng, 0.45, 0.7),
+                              width * 0.55, depth + 1))
+    return out
+
+
+def make_pole(rng: np.random.Generator, side: int, d: float, offset: float, *, kind: str | None = None) -> Pole:
+    kind = kind or pick(rng, ("plain", "lamp", "lamp", "sign", "sign"))
+    height = {"sign": (2.4, 3.2), "bollard": (0.8, 1.1)}.get(kind, (6.0, 9.0))
     return Pole(
-        side=side, d_m=d, offset_m=offset, height_m=uniform(rng, 6.0, 9.0) if kind != "sign" else uniform(rng, 2.4, 3.2),
+        side=side, d_m=d, offset_m=offset, height_m=uniform(rng, *height),
         kind=kind, sign_kind=pick(rng, SIGN_KINDS), sign_height_m=uniform(rng, 2.0, 2.6),
     )
 
