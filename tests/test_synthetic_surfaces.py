@@ -10,7 +10,7 @@ from perception.synthetic import SYNTHETIC_CLASSES
 from perception.synthetic.drive import scene_for_seed
 from perception.synthetic.render import Renderer
 from perception.synthetic.render.raster import CLASS_ID, Palette
-from perception.synthetic.world.objects import make_tree
+from perception.synthetic.world.objects import bare_branches, make_tree
 
 H, W = 120, 160
 ROAD, SIDEWALK, VEG, SKY = (SYNTHETIC_CLASSES.id_of(n) for n in ("road", "sidewalk", "vegetation", "sky"))
@@ -91,7 +91,7 @@ def test_a_bare_tree_crown_is_vegetation_with_sky_seen_through_it():
     scene = _plain_scene(5, size=(240, 320))
     scene.lighting.time_of_day = "day"
     tree = make_tree(np.random.default_rng(1), 1, 12.0, 1.0, bare_p=1.0)
-    assert tree.bare and len(tree.branches) > 20
+    assert tree.bare and len(bare_branches(tree.branch_seed)) > 20
     scene.trees = [tree]
     image, label = _render(scene, size=(240, 320))
     _, no_tree = _render(_plain_scene(5, size=(240, 320)), size=(240, 320))

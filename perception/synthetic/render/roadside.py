@@ -12,6 +12,7 @@ import numpy as np
 from perception.synthetic.render.projection import NEAR_CLIP_M, View, facade_s, roadside_s
 from perception.synthetic.render.raster import CLASS_ID, SCALE, SHIFT, Palette, fill, rects
 from perception.synthetic.world import Building, Pole, Scene, Tree
+from perception.synthetic.world.objects import bare_branches
 
 
 def draw_building(mat: np.ndarray, scene: Scene, view: View, pal: Palette, b: Building) -> None:
@@ -134,13 +135,16 @@ def draw_bare_crown(mat: np.ndarray, view: View, pal: Palette, t: Tree, u: float
         centre = (int((cu - x0) * SCALE), int((cv_ - y0) * SCALE))
         cv2.ellipse(crown, centre, (max(1, int(ax * SCALE)), max(1, int(ay * SCALE))), 0, 0, 360, 255, -1, cv2.LINE_8, SHIFT)
         lut = np.arange(256, dtype=np.uint8)
-        for mid in np.unique(sub[crown > 0]):
+        for mid in np.flatnonzero(np.bincount(sub[crown > 0], minlength=256)):
             twin = pal.relabelled(int(mid), veg)
             lut[mid] = twig if twin is None else twin
         cv2.copyTo(cv2.LUT(sub, lut), crown, sub)
-    # Branches, thickest first; a stroke is never thinner than one pixel.
+    # Branches, thickest first; a stroke is never thinner than one pixel, and twigs far thinner
+    # than a pixel are left out (their haze is the crown colour seen through).
     ox, oy = cu, cv_
-    for x_a, y_a, x_b, y_b, w in sorted(t.branches, key=lambda b: -b[4]):
+    for x_a, y_a, x_b, y_b, w in bare_branches(t.branch_seed):
+        if 2 * w * k < 0.25:
+            break
         a = (int((ox + x_a * r * k) * SCALE), int((oy - y_a * r * k) * SCALE))
         b = (int((ox + x_b * r * k) * SCALE), int((oy - y_b * r * k) * SCALE))
         cv2.line(mat, a, b, twig, max(1, int(round(2 * w * k))), cv2.LINE_8, SHIFT)

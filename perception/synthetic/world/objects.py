@@ -8,7 +8,9 @@ seeded scene (the synthetic datasets and the tests rely on it staying put).
 
 from __future__ import annotations
 
+import functools
 import math
+import random
 
 import numpy as np
 
@@ -83,27 +85,36 @@ def make_tree(rng: np.random.Generator, side: int, d: float, offset: float, *, b
         tree.bare, tree.conifer = True, False
         tree.crown_radius_m = uniform(rng, 2.0, 4.5)  # bare street trees: tall, wide crowns
         tree.crown_bgr = jitter(rng, pick(rng, ((55, 62, 70), (45, 50, 58), (70, 78, 85), (38, 45, 55))), 8)
-        tree.branches = _bare_branches(rng)
+        tree.branch_seed = int(rng.integers(1 << 31))
     return tree
 
 
-def _bare_branches(rng: np.random.Generator) -> list[tuple[float, float, float, float, float]]:
-    """Limbs forking from the trunk top (crown units, y up, centre 0,0) out to the crown outline."""
+@functools.lru_cache(maxsize=1024)
+def bare_branches(seed: int) -> tuple[tuple[float, float, float, float, float], ...]:
+    """A bare tree's limbs, forking from the trunk top out to the crown outline, thickest first.
+
+    Each: x0, y0, x1, y1 (fractions of the crown radius from the crown centre, y up) and the width
+    in metres. A pure function of ``seed`` (cached: a drive draws the same trees frame after frame).
+    """
+    # The standard library's generator: a few hundred scalar draws cost microseconds there, where
+    # each numpy Generator call has a fixed overhead that made this the slowest part of a frame.
+    rng = random.Random(seed)
+    uni = rng.uniform
     out: list[tuple[float, float, float, float, float]] = []
     # (x, y, angle from vertical, length, width m, depth)
-    stack = [(0.0, -0.9, uniform(rng, -0.9, 0.9) * (i - 1.5) / 1.5 + uniform(rng, -0.2, 0.2), uniform(rng, 0.7, 1.0),
-              0.09, 0) for i in range(int(rng.integers(3, 6)))]
+    n_limbs = rng.randint(3, 5)
+    stack = [(0.0, -0.9, uni(-0.9, 0.9) * (i - 1.5) / 1.5 + uni(-0.2, 0.2), uni(0.7, 1.0), 0.09, 0)
+             for i in range(n_limbs)]
     while stack:
         x, y, ang, length, width, depth = stack.pop()
-        x1, y1 = x + length * np.sin(ang), y + length * np.cos(ang)
-        scale = max(1.0, np.hypot(x1, y1 / 1.1))  # keep tips inside the crown outline
+        x1, y1 = x + length * math.sin(ang), y + length * math.cos(ang)
+        scale = max(1.0, math.hypot(x1, y1 / 1.1))  # keep tips inside the crown outline
         x1, y1 = x1 / scale, y1 / scale
-        out.append((x, y, float(x1), float(y1), width))
+        out.append((x, y, x1, y1, width))
         if depth < 3:
-            for _ in range(int(rng.integers(2, 4))):
-                stack.append((float(x1), float(y1), ang + uniform(rng, -0.8, 0.8), length * uniform(rng, 0.45, 0.7),
-                              width * 0.55, depth + 1))
-    return out
+            for _ in range(rng.randint(2, 3)):
+                stack.append((x1, y1, ang + uni(-0.8, 0.8), length * uni(0.45, 0.7), width * 0.55, depth + 1))
+    return tuple(sorted(out, key=lambda b: -b[4]))
 
 
 def make_pole(rng: np.random.Generator, side: int, d: float, offset: float, *, kind: str | None = None) -> Pole:

@@ -161,10 +161,10 @@ class Tree:
     crown_bgr: tuple[int, int, int]
     blobs: list[tuple[float, float, float]]  # crown blobs: dx, dy, radius (fractions of crown radius)
     # A bare (winter) tree: branches as thin strokes, sky seen through the crown, which is still
-    # labelled vegetation inside its outline, as an annotator draws it. Each branch: x0, y0, x1, y1
-    # (fractions of the crown radius from the crown centre, y up) and its width in metres.
+    # labelled vegetation inside its outline, as an annotator draws it. The branches grow from
+    # ``branch_seed`` when the tree is drawn (``objects.bare_branches``), not for every tree sampled.
     bare: bool = False
-    branches: list[tuple[float, float, float, float, float]] = field(default_factory=list)
+    branch_seed: int = 0
 
     @property
     def d_near(self) -> float:
