@@ -208,7 +208,7 @@ def test_address_in_use_is_one_line_naming_the_fix(free_tcp_port):
 
 
 def test_non_loopback_bind_warns_once(caplog):
-    with caplog.at_level("WARNING", logger="perception.publish"), \
+    with caplog.at_level("WARNING", logger="perception.xpub"), \
             MaskPublisher(endpoint="tcp://0.0.0.0:*", namespace=NS) as pub:
         pub.publish_json("stats", {})
     warnings = [r.getMessage() for r in caplog.records if "leave this machine" in r.getMessage()]
@@ -393,10 +393,10 @@ def test_a_namespace_subscription_does_not_match_a_longer_namespace():
         sub._socket.connect(mine.endpoint)  # one socket on both nodes
         _connect(mine, sub)
         deadline = time.monotonic() + 10
-        while not other._subscriptions and time.monotonic() < deadline:  # the subscription reached it
+        while not other._core.prefixes and time.monotonic() < deadline:  # the subscription reached it
             other.stats()
             time.sleep(0.01)
-        assert set(other._subscriptions) == {b"perception/front/"}
+        assert other._core.prefixes == {b"perception/front/"}
         for seq in range(5):
             other.publish_json("stats", {"seq": seq})
         mine.publish_json("stats", {"last": True})
