@@ -112,13 +112,13 @@ class DemoResult:
         )
         # Seq gaps also count the frames the node's keep-latest queue dropped on purpose, so the
         # subscriber's losses are what the node published minus what arrived.
-        missed = max(0, s["frames_out"] - class_map.get("count", 0))
+        missed = max(0, s["published"] - class_map.get("count", 0))
         infer = (s.get("latency_ms") or {}).get("infer") or {}
         infer_text = f" (inference p50 {infer['p50']:.1f} ms)" if infer else ""
         return (
             f"The node ran {s['model_id']} on {s['provider']} over {s['uptime_s']:.1f} s of the synthetic drive: "
-            f"{s['frames_in']} frames captured, {s['frames_out']} published at {s['output_fps']:.1f} FPS"
-            f"{infer_text}; {lat_text}; {s['drops']} frames dropped by the node's keep-latest queue and "
+            f"{s['frames_in']} frames captured, {s['published']} published at {s['output_fps']:.1f} FPS"
+            f"{infer_text}; {lat_text}; {s['dropped']} frames dropped by the node's keep-latest queue and "
             f"{missed} published frames missed by the subscriber. Masks went out on {self.endpoint}; "
             f"{self.frames_rendered} overlay frames were written."
         )

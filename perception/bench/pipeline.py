@@ -350,7 +350,7 @@ def summarize_received(rx: _Received, *, window_s: float, cpu: dict, subscriber:
     captured = gaps["last"] - gaps["first"] + 1 if seqs else 0
     stats_first = rx.stats_docs[0]["doc"] if rx.stats_docs else {}
     stats_last = rx.stats_docs[-1]["doc"] if rx.stats_docs else {}
-    dropped = _counter_delta(stats_first, stats_last, ("frames_dropped", "dropped", "drops"))
+    dropped = _counter_delta(stats_first, stats_last, "dropped")
     return {
         **extra,
         "model_id": rx.model_id,
@@ -377,23 +377,16 @@ def summarize_received(rx: _Received, *, window_s: float, cpu: dict, subscriber:
     }
 
 
-def _counter_delta(first: dict, last: dict, names: tuple[str, ...]) -> int | None:
-    """``last[name] - first[name]`` for the first counter name present in the node's stats (nested ok)."""
-    def find(doc: Any) -> int | None:
-        if isinstance(doc, dict):
-            for k, v in doc.items():
-                if k in names and isinstance(v, int) and not isinstance(v, bool):
-                    return v
-            for v in doc.values():
-                got = find(v)
-                if got is not None:
-                    return got
+def _counter_delta(first: dict, last: dict, name: str) -> int | None:
+    """``last[name] - first[name]`` for a counter of the node's stats document (a key of
+    ``contracts.CAMERA_STATS``); None when the last document lacks it (no stats arrived)."""
+    if name not in {key.name for key in contracts.CAMERA_STATS}:
+        raise KeyError(f"{name!r} is not a key of the node's stats document")
+    b = last.get(name)
+    if not isinstance(b, int) or isinstance(b, bool):
         return None
-
-    a, b = find(first), find(last)
-    if b is None:
-        return None
-    return b - (a or 0)
+    a = first.get(name)
+    return b - (a if isinstance(a, int) and not isinstance(a, bool) else 0)
 
 
 class _CameraReceiver(threading.Thread):

@@ -1,0 +1,127 @@
+"""The stats document's keys are declared once (``perception/stats_schema.py``, re-exported by
+``contracts``): real documents of the node must match the declaration exactly (every declared key
+present with its type, no undeclared key), so the producers, the readers and the README cannot
+drift apart again."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+
+from perception import contracts
+from perception.cli import main as cli_main
+from perception.pipeline import Pipeline
+from perception.publish import MaskPublisher, PublishCounters
+from perception.run_config import RunConfig
+from perception.sources import open_source
+from perception.stats_schema import (
+    CAMERA_STATS,
+    FRAME_COUNTERS,
+    NODE_STATS,
+    STARTUP_STATS,
+    STATS_ALIASES,
+    SUMMED,
+    check_stats,
+    startup_document,
+    stats_table_markdown,
+)
+from perception.subscribe import MaskSubscriber
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+NS = "perception/schema"
+
+
+def test_a_camera_node_publishes_documents_that_match_the_declaration(tiny_engine):
+    """Every interval document on the stats topic and the final one, as a subscriber receives them."""
+    publisher = MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS, sndhwm=10_000)
+    config = RunConfig(source="synthetic", width=96, height=72, fps=120, max_frames=40, queue="lossless",
+                       stats_interval_s=0.05, wait_subscribers=1, wait_timeout_s=60, warmup=0)
+    pipeline = Pipeline(config, source=open_source("synthetic", width=96, height=72, fps=120),
+                        engine=tiny_engine, publisher=publisher)
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(final=pipeline.run()))
+    docs: list[dict] = []
+    try:
+        with MaskSubscriber(publisher.endpoint, namespace=NS) as sub:
+            thread.start()
+            while not docs or "end_reason" not in docs[-1]:
+                msg = sub.recv(timeout_s=30)
+                assert msg is not None, f"the node's final stats never came ({len(docs)} documents)"
+                if msg.topic == contracts.topic_name(NS, contracts.STATS_TOPIC):
+                    docs.append(msg.data)
+        thread.join(timeout=30)
+    finally:
+        pipeline.stop()
+        thread.join(timeout=10)
+        publisher.close()
+    *interval, final = docs
+    assert interval, "no interval document before the final one"
+    for doc in interval:
+        assert check_stats(doc, final=False) == [], doc
+    assert check_stats(final, final=True) == [], final
+    assert final == json.loads(json.dumps(result["final"]))  # the document the run returned (and prints)
+    assert final["balanced"] and final["published"] == final["frames_out"] == 40
+    # The publisher block is the declared one: the counters' fields plus the two live figures.
+    assert set(final["publisher"]) == {*asdict(PublishCounters()), "subscriptions", "curve_rejections"}
+
+
+def test_a_node_with_several_cameras_prints_a_document_that_matches_the_declaration(tiny_model_path, free_tcp_port,
+                                                                                  capsys):
+    code = cli_main(["-q", "run", "--model", str(tiny_model_path), "--source", "front=synthetic",
+                     "--source", "rear=synthetic", "--width", "96", "--height", "72", "--fps", "240",
+                     "--queue", "lossless", "--max-frames", "3", "--threads", "1",
+                     "--endpoint", f"tcp://127.0.0.1:{free_tcp_port}"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0
+    final = json.loads(out[-1])
+    assert check_stats(final, NODE_STATS, final=True, where="node") == [], final
+    for name, doc in final["cameras"].items():  # with several cameras: `camera` and `batching` are there
+        assert doc["camera"] == name and "batching" in doc
+    assert all(final[key] == sum(doc[key] for doc in final["cameras"].values())
+               for key in SUMMED if key not in ("input_fps", "output_fps"))
+
+
+def test_a_run_stopped_during_start_up_prints_the_declared_document():
+    doc = startup_document("loading the engine", "signal SIGTERM")
+    assert check_stats(doc, STARTUP_STATS, final=True, where="startup") == []
+    assert doc["balanced"] and all(doc[name] == 0 for name in FRAME_COUNTERS)
+
+
+def test_the_check_names_every_kind_of_drift():
+    doc = startup_document("loading the engine", "signal SIGTERM")
+    assert {"stats.end_reason is only in a final document", "stats.balanced is only in a final document"} <= set(
+        check_stats(doc, CAMERA_STATS, final=False))
+    drifted = {**doc, "frames_dropped": 3, "dropped": "3", "drops": 3}
+    del drifted["corrupt"]
+    assert sorted(check_stats(drifted, STARTUP_STATS, final=True)) == [
+        "stats.corrupt is missing",
+        "stats.dropped is str '3', expected int",
+        "stats.drops differs from 'dropped', of which it is the old name",
+        "stats: undeclared key 'frames_dropped'",
+    ]
+    assert check_stats([], STARTUP_STATS) == ["stats is list, expected an object"]
+    nested = {"publisher": {"messages_sent": True}}
+    problems = check_stats(nested, CAMERA_STATS, final=False)
+    assert "stats.publisher.messages_sent is bool True, expected int" in problems
+    assert "stats.publisher.bytes_sent is missing" in problems
+
+
+def test_each_key_is_declared_once_and_aliases_name_canonical_keys():
+    for keys in (CAMERA_STATS, NODE_STATS, STARTUP_STATS):
+        names = [key.name for key in keys]
+        assert len(names) == len(set(names)), names
+    canonical = {key.name for key in CAMERA_STATS if key.alias_of is None}
+    assert STATS_ALIASES == {"frames_out": "published", "drops": "dropped"}
+    assert set(STATS_ALIASES.values()) <= canonical
+    assert contracts.CAMERA_STATS is CAMERA_STATS and contracts.check_stats is check_stats
+
+
+@pytest.mark.parametrize(("keys", "collapse"), [(CAMERA_STATS, False), (NODE_STATS, True)], ids=["camera", "node"])
+def test_the_readme_holds_the_declared_table(keys, collapse):
+    assert stats_table_markdown(keys, collapse_summed=collapse, blocks=not collapse) in README.read_text(), (
+        "README's stats tables differ from perception/stats_schema.py; paste stats_table_markdown() output"
+    )
