@@ -499,19 +499,11 @@ class Pipeline:
     # ------------------------------------------------------------------ stats
 
     def stats(self, *, final: bool = False) -> dict[str, Any]:
-        """The stats document (its keys declared in ``contracts.CAMERA_STATS``): rates over the last
-        interval (over the whole run when ``final``),
-        counters, per-stage p50/p90/p99 (ms), engine, provider, model, uptime, and the publisher's
-        counters under ``publisher`` (messages_sent, bytes_sent,
-        send_errors, subscriptions), and ``unknown`` (the unknown id, the threshold in effect and
-        the share of unknown pixels per frame: mean and max over the interval, or the run).
-
-        Frame counters: ``frames_in`` (every frame the source produced, readable or not),
-        ``published`` (= ``frames_out``), ``dropped`` (= ``drops``, by the ``latest`` queue),
-        ``corrupt`` (unreadable at the source, ``source_corrupt``, plus frames a stage failed on,
-        ``bad_frames``) and ``in_flight_discarded`` (queued or mid-stage when the run ended). The
-        final document also has ``end_reason``, ``startup`` (the start-up step reached) and
-        ``balanced``: ``frames_in == published + dropped + corrupt + in_flight_discarded``.
+        """The stats document: rates over the last interval (over the whole run when ``final``),
+        counters, per-stage p50/p90/p99, engine, model, the publisher's counters and ``unknown``.
+        Every key (name, type, meaning, whether only the final document has it) is declared in
+        ``contracts.CAMERA_STATS`` (``perception/stats_schema.py``); the final document balances:
+        ``frames_in == published + dropped + corrupt + in_flight_discarded``.
         """
         source_corrupt = self.source.corrupt
         frames_in, frames_out = self.source.frames_read + source_corrupt, self.frames_published
