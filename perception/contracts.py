@@ -21,6 +21,7 @@ from perception.errors import ModelError
 from perception.stats_schema import CAMERA_STATS as CAMERA_STATS
 from perception.stats_schema import NODE_STATS as NODE_STATS
 from perception.stats_schema import PUBLISHER_STATS as PUBLISHER_STATS
+from perception.stats_schema import SEQUENCE_FIGURES as SEQUENCE_FIGURES
 from perception.stats_schema import STARTUP_STATS as STARTUP_STATS
 from perception.stats_schema import STATS_ALIASES as STATS_ALIASES
 from perception.stats_schema import StatsKey as StatsKey

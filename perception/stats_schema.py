@@ -179,6 +179,19 @@ STARTUP_STATS = (
 )
 
 
+#: What a reader of the wire counts from sequence numbers, one name per figure everywhere
+#: (``perception listen`` and ``demo``: ``perception.topic_stats``; ``perception bench pipeline``:
+#: ``perception.bench.stats.sequence_gaps``). Where the node's ``seq`` skips 5 -> 8 -> 9 -> 13,
+#: ``missing`` is 5 and ``gaps`` is 2.
+SEQUENCE_FIGURES = {
+    "missing": "sequence numbers absent between the first and the last received",
+    "gaps": "places where at least one number was skipped (a run of missing numbers is one gap)",
+    "max_gap": "the longest run of missing numbers",
+    "lost": "of `missing`, those the transport lost (a gap in the publisher's per-topic `pub_seq`)",
+    "node_dropped": "of `missing`, those the node itself did not publish (a gap in `seq` alone)",
+}
+
+
 def with_aliases(doc: dict[str, Any]) -> dict[str, Any]:
     """``doc`` with every old key (``STATS_ALIASES``) set to its canonical key's value, in place."""
     for alias, canonical in STATS_ALIASES.items():

@@ -149,8 +149,8 @@ def test_stuck_subscriber_does_not_block_the_publisher(publisher):
             received += 1
     assert 0 < received < 2000
     # The loss is visible to the subscriber: holes in the seq numbers, or a tail that never came.
-    assert stats.gaps > 0 or stats.last_seq < 1999
-    assert stats.gaps + received <= 2000
+    assert stats.missing > 0 or stats.last_seq < 1999
+    assert stats.missing + received <= 2000
 
 
 def test_messages_from_another_wire_version_are_counted_and_skipped():
@@ -244,7 +244,7 @@ def test_listen_reports_rates_and_exits_zero(publisher, tmp_path):
     assert set(summary["topics"]) == {f"{NS}/{name}" for name in (*contracts.MASK_TOPICS, "obstacle/car")}
     for figures in summary["topics"].values():
         assert figures["count"] > 5 and figures["rate_hz"] > 5
-        assert figures["gaps"] == 0 and figures["latency_ms"]["p50"] >= 0
+        assert figures["missing"] == 0 and figures["latency_ms"]["p50"] >= 0
     assert " Hz " in result.stderr and "--- summary" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         f"perception_test_{n}" for n in (*contracts.MASK_TOPICS, "obstacle_car"))

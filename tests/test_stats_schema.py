@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from perception import contracts
+from perception.bench.stats import sequence_gaps
 from perception.cli import main as cli_main
 from perception.pipeline import Pipeline
 from perception.publish import MaskPublisher, PublishCounters
@@ -29,7 +30,8 @@ from perception.stats_schema import (
     startup_document,
     stats_table_markdown,
 )
-from perception.subscribe import MaskSubscriber
+from perception.subscribe import MaskSubscriber, Message
+from perception.topic_stats import TopicStats
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 NS = "perception/schema"
@@ -125,3 +127,21 @@ def test_the_readme_holds_the_declared_table(keys, collapse):
     assert stats_table_markdown(keys, collapse_summed=collapse, blocks=not collapse) in README.read_text(), (
         "README's stats tables differ from perception/stats_schema.py; paste stats_table_markdown() output"
     )
+
+
+def test_missing_and_gaps_mean_one_thing_for_the_listener_and_the_bench():
+    """``missing``: numbers absent; ``gaps``: places with at least one absent (contracts.SEQUENCE_FIGURES)."""
+    seqs = [5, 8, 9, 13]  # 6, 7 and 10, 11, 12 absent: 5 missing numbers in 2 gaps, the longest 3
+    bench = sequence_gaps(seqs)
+    listener = TopicStats(0.0)
+    for seq in seqs:
+        listener.add(Message(topic="t", header={"kind": "mask", "seq": seq, "pub_seq": seq, "capture_ns": 1},
+                             data=None, wire_bytes=1, receive_ns=2), 0.0)
+    summary = listener.summary(1.0)
+    assert bench["missing"] == summary["missing"] == 5 and bench["gaps"] == 2 and bench["max_gap"] == 3
+    assert summary["lost"] + summary["node_dropped"] == summary["missing"]
+    sequence_keys = {"missing", "gaps", "max_gap", "lost", "node_dropped"}
+    assert set(contracts.SEQUENCE_FIGURES) == sequence_keys
+    # Each side reports only figures of that vocabulary, under those names (no second meaning of "gaps").
+    assert {k for k in summary if k in sequence_keys or "gap" in k} <= set(contracts.SEQUENCE_FIGURES)
+    assert {k for k in bench if k in sequence_keys or "gap" in k} <= set(contracts.SEQUENCE_FIGURES)
