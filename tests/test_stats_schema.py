@@ -145,3 +145,19 @@ def test_missing_and_gaps_mean_one_thing_for_the_listener_and_the_bench():
     # Each side reports only figures of that vocabulary, under those names (no second meaning of "gaps").
     assert {k for k in summary if k in sequence_keys or "gap" in k} <= set(contracts.SEQUENCE_FIGURES)
     assert {k for k in bench if k in sequence_keys or "gap" in k} <= set(contracts.SEQUENCE_FIGURES)
+
+
+def test_the_bench_reads_the_node_drops_under_the_declared_name():
+    """bench pipeline used to guess among frames_dropped, dropped and drops, at any depth."""
+    from perception.bench.node import Received, summarize_received
+
+    rx = Received()
+    rx.order, rx.frames = [0, 1, 4], {s: {"capture_ns": 0, "publish_ns": 1, "receive_ns": 2, "latency_ms": {}}
+                                      for s in (0, 1, 4)}
+    first = startup_document("complete", "x")
+    last = {**first, "dropped": 2, "drops": 2, "publisher": {"dropped": 99}}
+    rx.stats_docs = [{"receive_ns": 0, "doc": first}, {"receive_ns": 1, "doc": last}]
+    run = summarize_received(rx, window_s=1.0, cpu={}, subscriber={}, extra={})
+    assert run["frames_dropped"] == 2 and run["sequence"]["missing"] == 2 and run["lost_after_node"] == 0
+    rx.stats_docs = [{"receive_ns": 1, "doc": {"frames_dropped": 2}}]  # not a key of the node's document
+    assert summarize_received(rx, window_s=1.0, cpu={}, subscriber={}, extra={})["frames_dropped"] is None
