@@ -274,3 +274,9 @@ def _row(key: StatsKey) -> str:
     if key.fields is not None:
         meaning += ": " + ", ".join(f"`{f.name}`" for f in key.fields)
     return f"| `{key.name}` | {kind} | {key.unit} | {key.when} | {meaning} |"
+
+
+def sequence_figures_markdown() -> str:
+    """The README's table of ``SEQUENCE_FIGURES`` (checked by ``tests/test_stats_schema.py``)."""
+    return "\n".join(["| name | meaning |", "|---|---|",
+                      *(f"| `{name}` | {meaning} |" for name, meaning in SEQUENCE_FIGURES.items())])

@@ -27,6 +27,7 @@ from perception.stats_schema import (
     STATS_ALIASES,
     SUMMED,
     check_stats,
+    sequence_figures_markdown,
     startup_document,
     stats_table_markdown,
 )
@@ -127,6 +128,10 @@ def test_the_readme_holds_the_declared_table(keys, collapse):
     assert stats_table_markdown(keys, collapse_summed=collapse, blocks=not collapse) in README.read_text(), (
         "README's stats tables differ from perception/stats_schema.py; paste stats_table_markdown() output"
     )
+
+
+def test_the_readme_holds_the_declared_sequence_figures():
+    assert sequence_figures_markdown() in README.read_text()
 
 
 def test_missing_and_gaps_mean_one_thing_for_the_listener_and_the_bench():
