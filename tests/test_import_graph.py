@@ -3,7 +3,7 @@
 Every module of the runtime (what `perception run`, `listen`, `record`, `replay`, `view`, `demo`,
 `launch`, `keys` and `inspect` can execute, and the CPU/GPU engines they load) is parsed, and its
 imports, at module level and inside functions alike, are followed through the package. None may
-reach torch, torchvision, the top-level `export` or `bench` packages, or perception.training /
+reach torch, torchvision, perception.export or perception.bench (the build side), perception.training or
 perception.models. The torch engine (an explicit `--engine torch` for development) and the
 training, export, eval and bench commands are the build side and are not followed.
 """
@@ -24,7 +24,7 @@ NOT_FOLLOWED = {
     "perception.engines.torch",
     *(f"perception.commands.{c}" for c in ("train", "eval", "export", "bench", "synth")),
 }
-FORBIDDEN = ("torch", "torchvision", "export", "bench", "perception.training", "perception.models")
+FORBIDDEN = ("torch", "torchvision", "perception.export", "perception.bench", "perception.training", "perception.models")
 
 
 def module_file(name: str) -> Path | None:
