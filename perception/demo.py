@@ -110,15 +110,15 @@ class DemoResult:
         lat_text = f"capture-to-subscriber latency p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms" if lat else (
             "no masks reached the subscriber"
         )
-        # Seq gaps also count the frames the node's keep-latest queue dropped on purpose, so the
+        # Missing seq numbers also count the frames the node's keep-latest queue dropped on purpose, so the
         # subscriber's losses are what the node published minus what arrived.
-        missed = max(0, s["frames_out"] - class_map.get("count", 0))
+        missed = max(0, s["published"] - class_map.get("count", 0))
         infer = (s.get("latency_ms") or {}).get("infer") or {}
         infer_text = f" (inference p50 {infer['p50']:.1f} ms)" if infer else ""
         return (
             f"The node ran {s['model_id']} on {s['provider']} over {s['uptime_s']:.1f} s of the synthetic drive: "
-            f"{s['frames_in']} frames captured, {s['frames_out']} published at {s['output_fps']:.1f} FPS"
-            f"{infer_text}; {lat_text}; {s['drops']} frames dropped by the node's keep-latest queue and "
+            f"{s['frames_in']} frames captured, {s['published']} published at {s['output_fps']:.1f} FPS"
+            f"{infer_text}; {lat_text}; {s['dropped']} frames dropped by the node's keep-latest queue and "
             f"{missed} published frames missed by the subscriber. Masks went out on {self.endpoint}; "
             f"{self.frames_rendered} overlay frames were written."
         )
@@ -217,7 +217,7 @@ def _report(stats: dict, now_s: float, elapsed_s: float, out) -> str:
         w = s.window(now_s)
         lat = w["latency_ms"]
         lat_text = f"latency p50 {lat['p50']:6.1f} p99 {lat['p99']:6.1f} ms" if lat else "latency      -"
-        out(f"  {topic:<30} {w['rate_hz']:5.1f} Hz  {lat_text}  gaps {w['gaps']}")
+        out(f"  {topic:<30} {w['rate_hz']:5.1f} Hz  {lat_text}  missing {w['missing']}")
         if topic.endswith("/class_map") and lat:
             caption = f"{w['rate_hz']:.1f} Hz  latency p50 {lat['p50']:.0f} ms"
     return caption

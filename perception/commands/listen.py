@@ -1,4 +1,4 @@
-"""``perception listen``: subscribe to a node's topics and report rate, latency, gaps and bytes/s.
+"""``perception listen``: subscribe to a node's topics and report rate, latency, missing numbers and bytes/s.
 
 Like ``ros2 topic hz`` and ``ros2 topic echo`` together::
 
@@ -81,7 +81,7 @@ def _format_line(topic: str, figures: dict[str, Any]) -> str:
     lat = figures["latency_ms"]
     lat_text = f"lat p50 {lat['p50']:7.1f} p90 {lat['p90']:7.1f} p99 {lat['p99']:7.1f} ms" if lat else "lat        -"
     return (
-        f"{topic:<32} {figures['rate_hz']:6.1f} Hz  {lat_text}  gaps {figures['gaps']:<5d} "
+        f"{topic:<32} {figures['rate_hz']:6.1f} Hz  {lat_text}  missing {figures['missing']:<5d} "
         f"(lost {figures['lost']}, node {figures['node_dropped']}) "
         f"{figures['bytes_per_s'] / 1e3:9.1f} kB/s  n={figures['count']}"
     )

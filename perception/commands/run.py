@@ -195,11 +195,11 @@ def install_startup_signals() -> None:
 
 
 def startup_stats(step: str, reason: str) -> dict[str, Any]:
-    """The final stats document of a run stopped during start-up: nothing read, all balanced."""
-    return {
-        "frames_in": 0, "frames_out": 0, "published": 0, "dropped": 0, "corrupt": 0, "in_flight_discarded": 0,
-        "end_reason": reason, "startup": step, "balanced": True,
-    }
+    """The final stats document of a run stopped during start-up (``contracts.STARTUP_STATS``):
+    nothing read, all balanced."""
+    from perception.stats_schema import startup_document
+
+    return startup_document(step, reason)
 
 
 def open_camera_sources(cameras: list[RunConfig]) -> list[Any]:
