@@ -27,8 +27,15 @@ NOT_FOLLOWED = {
 FORBIDDEN = ("torch", "torchvision", "perception.export", "perception.bench", "perception.training", "perception.models")
 
 
+#: Packages installed from folders outside perception/ (pyproject's package-dir).
+PACKAGE_DIRS = {"perception.export": ROOT / "export", "perception.bench": ROOT / "bench"}
+
+
 def module_file(name: str) -> Path | None:
     base = ROOT.joinpath(*name.split("."))
+    for package, folder in PACKAGE_DIRS.items():
+        if name == package or name.startswith(package + "."):
+            base = folder.joinpath(*name[len(package) + 1:].split(".")) if name != package else folder
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
             return candidate

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add the uint8 per-pixel confidence output and store the unknown threshold in the metadata")
     parser.add_argument("--unknown-threshold", type=float, metavar="P",
                         help="with --confidence: pixels below this top-class probability (0..1) are unknown in the "
-                             "node (default: chosen by the rule of perception/export/unknown.py on --unknown-data)")
+                             "node (default: chosen by the rule of export/unknown.py on --unknown-data)")
     parser.add_argument("--unknown-data", metavar="SPEC",
                         help="with --confidence: val data the threshold is chosen on (default: the checkpoint's dataset)")
     parser.add_argument("--unknown-count", type=int, default=50, help="val images the threshold is chosen on (default 50)")

@@ -1,7 +1,7 @@
 """One node under the bench: start ``perception run`` as its own process on a free loopback port,
 receive its messages in a ``MaskSubscriber``, sample its CPU, stop it, and summarise what arrived
 (rates, missing sequence numbers, per-stage and end-to-end latency, the node's own counters from
-its stats documents). ``perception bench pipeline`` (``perception/bench/pipeline.py``) runs it once,
+its stats documents). ``perception bench pipeline`` (``bench/pipeline.py``) runs it once,
 ``--peak-rate`` (``peak_rate.py``) at several rates, ``--cameras`` (``multicamera.py``) several nodes at once.
 """
 
