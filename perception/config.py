@@ -5,15 +5,38 @@ hint, checks each value against the field's type (int, float, str, bool, Path, L
 lists, dicts, Optional, nested dataclasses) and its declared range, and raises ``ConfigError``
 naming the source and the key. Ranges are declared with ``field(metadata=bounds(lo, hi))``.
 
+A setting that users give (a flag, a YAML key, a launch-node parameter) is declared once, as a
+dataclass field made by ``setting``: its type (the annotation), default, range, help, unit (in the
+name: ``_s``, ``_ms``) and, where it differs from the field name, its flag. From that one declaration
+``add_flags`` generates a command's argparse flags, ``config_from_flags`` turns the parsed flags
+into the config (through ``load_config``, so a flag, a YAML key and a launch parameter are checked
+by the same code and fail with the same message) and ``flags_for`` turns launch-node parameters
+back into the command line. ``same_setting`` reuses a declaration in another config (the frame
+width of ``run``, ``demo`` and ``view`` is one declaration, with one range)::
+
+    @dataclass
+    class ViewConfig:
+        alpha: float = setting(0.5, lo=0.0, hi=1.0, help="mask opacity")
+        width: int | None = same_setting(SourceOptions, "width")
+
+argparse generation is hand-written (about 150 lines) rather than a library: the libraries that
+derive flags from dataclasses (simple-parsing, tyro, pydantic-settings) are not in the runtime's
+dependencies, and none keeps this project's flag spellings (``--no-obstacles``, ``--source`` repeated
+with ``NAME=SPEC``, ``--encoding TOPIC=ENC``) and its one-line ConfigErrors without as much glue.
+
 Nothing here parses at import time or evaluates strings.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
+import logging
 import types
 import typing
+from collections.abc import Callable
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
@@ -23,10 +46,58 @@ from perception.errors import ConfigError
 
 C = TypeVar("C")
 
+log = logging.getLogger(__name__)
+
 
 def bounds(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
     """Field metadata declaring an inclusive numeric range."""
     return {"bounds": (lo, hi)}
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,  # noqa: A002 - argparse's name for it
+    lo: float | None = None,
+    hi: float | None = None,
+    flag: str | None = None,
+    metavar: str | None = None,
+    group: str | None = None,
+    exclusive: str | None = None,
+    positional: bool = False,
+    from_text: Callable[[Any], Any] | None = None,
+    to_text: Callable[[Any], str] | None = None,
+    old_names: tuple[str, ...] = (),
+    old_flags: tuple[str, ...] = (),
+    cli: bool = True,
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
+    """A dataclass field that is a user setting: the one declaration of its default, range and help.
+
+    ``lo``/``hi``: the inclusive range (checked by ``load_config`` for flags, YAML and launch files
+    alike). ``flag``: the option when it is not ``--`` + the name with dashes (``--duration`` for
+    ``duration_s``); a bool that defaults to True becomes ``--no-NAME``. ``group``: the ``--help``
+    section; ``exclusive``: settings sharing this name are mutually exclusive flags. ``positional``:
+    a positional argument. ``from_text``/``to_text``: the flag's text <-> the value when it is not a
+    plain scalar (``--size 360x480`` -> ``(360, 480)``); ``from_text`` may raise ConfigError.
+    ``old_names``/``old_flags``: earlier spellings, still accepted for one release with a
+    deprecation warning. ``cli=False``: a YAML/launch key without a flag.
+    """
+    metadata = {
+        "help": help, "bounds": (lo, hi), "flag": flag, "metavar": metavar, "group": group,
+        "exclusive": exclusive, "positional": positional, "from_text": from_text, "to_text": to_text,
+        "old_names": tuple(old_names), "old_flags": tuple(old_flags), "cli": cli,
+    }
+    return field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def same_setting(cls: type, name: str, **changes: Any) -> Any:
+    """A field declared like ``cls``'s setting ``name`` (default, range, help, flag), for another
+    config that offers the same setting; ``changes`` override single items (``default=640``)."""
+    found = {f.name: f for f in dataclasses.fields(cls)}[name]
+    factory = found.default_factory if "default" not in changes else dataclasses.MISSING
+    default = changes.pop("default", found.default)
+    return field(default=default, default_factory=factory, metadata={**found.metadata, **changes})
 
 
 def parse_hw(text: str, *, what: str = "--size", minimum: int = 1) -> tuple[int, int]:
@@ -73,6 +144,7 @@ def load_config(cls: type[C], data: dict[str, Any], *, source: str) -> C:
         raise ConfigError(f"{source}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    data = rename_old_keys(cls, data, source=source)
     unknown = [k for k in data if k not in fields]
     if unknown:
         key = unknown[0]
@@ -100,6 +172,20 @@ def load_config(cls: type[C], data: dict[str, Any], *, source: str) -> C:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:  # __post_init__ validation
         raise ConfigError(f"{source}: {exc}") from None
+
+
+def rename_old_keys(cls: type, data: dict[str, Any], *, source: str) -> dict[str, Any]:
+    """``data`` with the deprecated keys of ``cls``'s settings (``old_names``) renamed, each with a warning."""
+    out = dict(data)
+    for f in dataclasses.fields(cls):
+        for old in f.metadata.get("old_names", ()):
+            if old not in out:
+                continue
+            if f.name in out:
+                raise ConfigError(f"{source}: {old!r} is the deprecated name of {f.name!r}; give only {f.name!r}")
+            log.warning("%s: key %r is deprecated and will be removed in the next release; use %r", source, old, f.name)
+            out[f.name] = out.pop(old)
+    return out
 
 
 def config_to_dict(obj: Any) -> Any:
@@ -181,3 +267,244 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return Path(value)
         raise ConfigError(f"{where}: expected a path, got {value!r}")
     return value
+
+
+# --- Command-line flags, generated from the settings -------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """The command-line form of one setting (see ``setting``).
+
+    ``shape``: ``switch`` (a bool: ``--x`` or ``--no-x``), ``value`` (``--x V``), ``repeat``
+    (``--x A --x B``: one of several values, e.g. ``--source``), ``list`` (``--x A B``), ``pairs``
+    (``--x NAME=VALUE``, repeatable, into a mapping) or ``positional``.
+    """
+
+    name: str
+    option: str | None
+    shape: str
+    scalar: Callable[[str], Any]
+    field: dataclasses.Field
+    hint: Any
+
+    @property
+    def listed_pairs(self) -> bool:
+        """A ``pairs`` setting whose values are lists (``--task obstacle=car,pedestrian``)."""
+        value_type = typing.get_args(_strip_none(self.hint))[1]
+        return typing.get_origin(value_type) in (list, tuple)
+
+
+def _strip_none(tp: Any) -> Any:
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _scalar(tp: Any) -> Callable[[str], Any]:
+    if typing.get_origin(tp) is Literal:
+        return type(typing.get_args(tp)[0])
+    return tp if tp in (int, float, Path) else str
+
+
+def flags(cls: type) -> list[Flag]:
+    """The flags of ``cls``'s settings (fields declared with ``setting``, ``cli`` not False), in order."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if "help" not in f.metadata or not f.metadata.get("cli", True):
+            continue
+        tp = _strip_none(hints[f.name])
+        origin = typing.get_origin(tp)
+        scalar: Callable[[str], Any] = str
+        if f.metadata.get("positional"):
+            shape = "positional"
+            scalar = _scalar(typing.get_args(tp)[0] if origin in (Union, types.UnionType) else tp)
+        elif tp is bool:
+            shape = "switch"
+        elif origin in (Union, types.UnionType):
+            shape = "repeat"  # str | list[str] | ...: one value per flag, several by repeating it
+        elif origin is list:
+            shape, scalar = "list", _scalar(typing.get_args(tp)[0])
+        elif origin is dict:
+            shape = "pairs"
+        else:
+            shape, scalar = "value", _scalar(tp)
+        option = f.metadata.get("flag")
+        if option is None and shape != "positional":
+            dashed = f.name.replace("_", "-")
+            option = f"--no-{dashed}" if shape == "switch" and f.default is True else f"--{dashed}"
+        out.append(Flag(f.name, option, shape, scalar, f, hints[f.name]))
+    return out
+
+
+def _help(flag: Flag) -> str:
+    text = flag.field.metadata["help"]
+    default = flag.field.default
+    notes = []
+    if default not in (None, dataclasses.MISSING, "") and flag.shape != "switch":
+        notes.append(f"default {default:g}" if isinstance(default, float) else f"default {default}")
+    lo, hi = flag.field.metadata.get("bounds", (None, None))
+    if lo is not None or hi is not None:
+        notes.append(f"{lo:g}..{hi:g}" if lo is not None and hi is not None else f">= {lo:g}" if lo is not None else f"<= {hi:g}")
+    if notes:
+        text += f" ({', '.join(notes)})"
+    return text.replace("%", "%%")
+
+
+def _metavar(flag: Flag) -> str | None:
+    metavar = flag.field.metadata.get("metavar")
+    if metavar is not None:
+        return metavar
+    tp = _strip_none(flag.hint)
+    if typing.get_origin(tp) is Literal:
+        return "{" + ",".join(str(a) for a in typing.get_args(tp)) + "}"
+    if flag.shape == "pairs":
+        return "NAME=VALUE"
+    return None
+
+
+class _DeprecatedFlag(argparse.Action):
+    """An old spelling of a flag: sets the same value and warns once per use."""
+
+    def __init__(self, option_strings: list[str], dest: str, current: str = "", **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.current = current
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001 - argparse hook
+        log.warning("%s is deprecated and will be removed in the next release; use %s", option_string, self.current)
+        setattr(namespace, self.dest, values)
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add the flags of ``cls``'s settings to ``parser``.
+
+    Only flags given on the command line reach the namespace (``default=SUPPRESS``), so a config
+    file's values survive and the dataclass defaults apply otherwise (``config_from_flags``).
+    """
+    groups: dict[str, Any] = {}
+    for flag in flags(cls):
+        meta = flag.field.metadata
+        target: Any = parser
+        if meta.get("group"):
+            if ("group", meta["group"]) not in groups:
+                groups["group", meta["group"]] = parser.add_argument_group(meta["group"])
+            target = groups["group", meta["group"]]
+        if meta.get("exclusive"):
+            if ("exclusive", meta["exclusive"]) not in groups:
+                groups["exclusive", meta["exclusive"]] = target.add_mutually_exclusive_group()
+            target = groups["exclusive", meta["exclusive"]]
+        kwargs: dict[str, Any] = {"help": _help(flag)}
+        if flag.shape == "switch":
+            kwargs["action"] = "store_false" if flag.option.startswith("--no-") else "store_true"
+        else:
+            kwargs.update(type=flag.scalar, metavar=_metavar(flag))
+            if flag.shape in ("repeat", "pairs"):
+                kwargs["action"] = "append"
+            elif flag.shape == "list":
+                kwargs.update(nargs="+", action="extend")
+        if flag.shape == "positional":
+            nargs = "+" if typing.get_origin(_strip_none(flag.hint)) in (Union, types.UnionType, list) else None
+            target.add_argument(flag.name, nargs=nargs, **kwargs)
+            continue
+        target.add_argument(flag.option, dest=flag.name, default=argparse.SUPPRESS, **kwargs)
+        for old in meta.get("old_flags", ()):
+            target.add_argument(old, dest=flag.name, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+                                type=kwargs.get("type"), action=_DeprecatedFlag, current=flag.option)
+
+
+def parse_pairs(items: list[str], option: str, *, listed: bool) -> dict[str, Any]:
+    """``["lane=rle", "drivable=png"]`` -> ``{"lane": "rle", ...}`` (``listed``: comma-separated lists); ConfigError naming ``option``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            example = "obstacle=car,pedestrian" if listed else "drivable=bitpack"
+            raise ConfigError(f"{option} {item!r}: expected NAME=VALUE, e.g. {option} {example}")
+        out[key.strip()] = [v.strip() for v in value.split(",") if v.strip()] if listed else value.strip()
+    return out
+
+
+def flag_values(cls: type, args: argparse.Namespace) -> dict[str, Any]:
+    """The settings of ``cls`` given as flags, as config values (not yet checked: see ``load_config``).
+
+    Raises ConfigError for a flag whose text does not parse (``--size 360``, ``--task lane``).
+    """
+    given = vars(args)
+    out: dict[str, Any] = {}
+    for flag in flags(cls):
+        if flag.name not in given:
+            continue
+        value = given[flag.name]
+        convert = flag.field.metadata.get("from_text")
+        if convert is not None:
+            value = convert(value)
+        elif flag.shape == "pairs":
+            value = parse_pairs(value, flag.option, listed=flag.listed_pairs)
+        elif flag.shape == "repeat" and len(value) == 1:
+            value = value[0]  # the single-value form: --source clip.mp4 is "clip.mp4", not a list
+        out[flag.name] = value
+    return out
+
+
+def config_from_flags(cls: type[C], args: argparse.Namespace, *, source: str, config_file: str | Path | None = None) -> C:
+    """``cls`` from the flags given, over ``config_file``'s keys when one is given.
+
+    A ``pairs`` flag adds to the file's mapping (``--encoding lane=rle`` keeps the file's other
+    topics). Raises ConfigError naming the file or ``source`` and the key.
+    """
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        data = rename_old_keys(cls, read_yaml(config_file), source=str(config_file))
+        source = f"{config_file} + {source}"
+    for name, value in flag_values(cls, args).items():
+        if isinstance(value, dict) and isinstance(data.get(name), dict):
+            value = {**data[name], **value}
+        data[name] = value
+    return load_config(cls, data, source=source)
+
+
+def flags_for(cls: type, parameters: dict[str, Any], *, where: str) -> list[str]:
+    """The command line that gives ``parameters`` (already checked with ``load_config``) as flags.
+
+    What a launch node runs: ``{"duration_s": 5, "obstacles": False}`` -> ``["--duration", "5",
+    "--no-obstacles"]``. A deprecated key is given under its current flag.
+    """
+    by_name: dict[str, Flag] = {}
+    for flag in flags(cls):
+        by_name[flag.name] = flag
+        for old in flag.field.metadata.get("old_names", ()):
+            by_name[old] = flag
+    argv: list[str] = []
+    positional: list[str] = []
+    for name, value in parameters.items():
+        flag = by_name.get(name)
+        if flag is None:
+            raise ConfigError(f"{where}: {name!r} is not a setting of this node kind")
+        if value is None:
+            continue
+        to_text = flag.field.metadata.get("to_text") or as_text
+        if flag.shape == "switch":
+            if bool(value) == (not flag.option.startswith("--no-")):
+                argv.append(flag.option)  # otherwise the flag left out gives the value
+        elif flag.shape == "positional":
+            positional += [to_text(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                text = ",".join(as_text(x) for x in item) if isinstance(item, (list, tuple)) else as_text(item)
+                argv += [flag.option, f"{key}={text}"]
+        elif isinstance(value, (list, tuple)) and flag.shape in ("repeat", "list"):
+            words = [as_text(v) for v in value]
+            argv += [flag.option, *words] if flag.shape == "list" else [w for v in words for w in (flag.option, v)]
+        else:
+            argv += [flag.option, to_text(value)]
+    return argv + (["--", *positional] if positional else [])
+
+
+def as_text(value: Any) -> str:
+    """A parameter value as a command-line word (YAML's spelling of booleans)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -150,7 +150,7 @@ def main(args: argparse.Namespace) -> int:
 
 def _main_tasks(args: argparse.Namespace) -> int:
     """``--tasks``: binary IoU / precision / recall per task group, the node's preprocessing."""
-    from perception.commands.run import _pairs
+    from perception.config import parse_pairs
     from perception.masks import unknown_marker_for
     from perception.training.evaluate import (
         UnknownTally,
@@ -174,8 +174,8 @@ def _main_tasks(args: argparse.Namespace) -> int:
         engine.metadata.class_table,
         dataset.class_table,
         tasks=tasks,
-        model_overrides=_pairs(args.task, "--task", listed=True),
-        data_overrides=_pairs(args.data_task, "--data-task", listed=True),
+        model_overrides=parse_pairs(args.task, "--task", listed=True),
+        data_overrides=parse_pairs(args.data_task, "--data-task", listed=True),
         model_name=f"model {source}",
         data_name=f"dataset {spec}",
     )
