@@ -116,6 +116,16 @@ def parse_hw(text: str, *, what: str = "--size", minimum: int = 1) -> tuple[int,
     return size
 
 
+def hw_from_text(text: str) -> list[int]:
+    """``--size 360x480`` -> ``[360, 480]``, the value of an ``input_hw`` setting (``from_text``)."""
+    return list(parse_hw(text))
+
+
+def hw_to_text(hw: tuple[int, int] | list[int]) -> str:
+    """``(360, 480)`` -> ``"360x480"``: an ``input_hw`` setting as its flag's text (``to_text``)."""
+    return f"{hw[0]}x{hw[1]}"
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; ConfigError naming the file when it is missing or malformed."""
     p = Path(path)
@@ -344,8 +354,10 @@ def _help(flag: Flag) -> str:
     text = flag.field.metadata["help"]
     default = flag.field.default
     notes = []
-    if default not in (None, dataclasses.MISSING, "") and flag.shape != "switch":
-        notes.append(f"default {default:g}" if isinstance(default, float) else f"default {default}")
+    to_text = flag.field.metadata.get("to_text")
+    if default not in (None, dataclasses.MISSING, "") and not isinstance(default, bool):
+        text_default = to_text(default) if to_text else f"{default:g}" if isinstance(default, float) else default
+        notes.append(f"default {text_default}")
     lo, hi = flag.field.metadata.get("bounds", (None, None))
     if lo is not None or hi is not None:
         notes.append(f"{lo:g}..{hi:g}" if lo is not None and hi is not None else f">= {lo:g}" if lo is not None else f"<= {hi:g}")
@@ -463,6 +475,10 @@ def config_from_flags(cls: type[C], args: argparse.Namespace, *, source: str, co
         if isinstance(value, dict) and isinstance(data.get(name), dict):
             value = {**data[name], **value}
         data[name] = value
+    for flag in flags(cls):
+        required = flag.field.default is dataclasses.MISSING and flag.field.default_factory is dataclasses.MISSING
+        if required and flag.name not in data and flag.option:
+            raise ConfigError(f"{source}: {flag.option} is required ({flag.field.metadata['help']})")
     return load_config(cls, data, source=source)
 
 
