@@ -335,7 +335,9 @@ def flags(cls: type) -> list[Flag]:
         elif tp is bool:
             shape = "switch"
         elif origin in (Union, types.UnionType):
-            shape = "repeat"  # str | list[str] | ...: one value per flag, several by repeating it
+            # str | list[str] | ...: one value per flag, several by repeating it; else one value as text
+            listed = any(typing.get_origin(a) is list for a in typing.get_args(tp))
+            shape = "repeat" if listed else "value"
         elif origin is list:
             shape, scalar = "list", _scalar(typing.get_args(tp)[0])
         elif origin is dict:
@@ -439,6 +441,11 @@ def parse_pairs(items: list[str], option: str, *, listed: bool) -> dict[str, Any
     return out
 
 
+def _one_or_many(tp: Any) -> bool:
+    """A ``X | list[X]`` setting: one value, or several."""
+    return typing.get_origin(tp) in (Union, types.UnionType) and any(typing.get_origin(a) is not list for a in typing.get_args(tp))
+
+
 def flag_values(cls: type, args: argparse.Namespace) -> dict[str, Any]:
     """The settings of ``cls`` given as flags, as config values (not yet checked: see ``load_config``).
 
@@ -455,7 +462,7 @@ def flag_values(cls: type, args: argparse.Namespace) -> dict[str, Any]:
             value = convert(value)
         elif flag.shape == "pairs":
             value = parse_pairs(value, flag.option, listed=flag.listed_pairs)
-        elif flag.shape == "repeat" and len(value) == 1:
+        elif flag.shape in ("repeat", "positional") and _one_or_many(flag.hint) and len(value) == 1:
             value = value[0]  # the single-value form: --source clip.mp4 is "clip.mp4", not a list
         out[flag.name] = value
     return out
