@@ -257,3 +257,26 @@ def test_no_module_reads_argparse_internals():
     """Launch flags are written from the declarations, not from ``parser._actions``."""
     offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "perception").rglob("*.py") if "._actions" in p.read_text()]
     assert offenders == []
+
+
+def _readme_command_lines() -> list[tuple[int, str, list[str]]]:
+    """(line number, command, flags) of each ``perception <command> ...`` line in the README's code blocks."""
+    out, in_code = [], False
+    for number, line in enumerate((ROOT / "README.md").read_text().splitlines(), start=1):
+        if line.startswith("```"):
+            in_code = not in_code
+            continue
+        words = line.split("#")[0].split()
+        if in_code and len(words) >= 2 and words[0] == "perception" and words[1] in SAMPLES:
+            out.append((number, words[1], [w.split("=")[0] for w in words[2:] if w.startswith("--")]))
+    return out
+
+
+def test_readme_examples_use_only_declared_flags():
+    """The README's command lines name flags the commands (generated from the declarations) accept."""
+    helps = {command: _parser(command).format_help() for command in SAMPLES}
+    lines = _readme_command_lines()
+    assert len(lines) > 20
+    unknown = [(number, command, flag) for number, command, words in lines for flag in words
+               if not re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", helps[command])]
+    assert unknown == []
