@@ -20,8 +20,9 @@ import pytest
 import yaml
 
 from perception.cli import OneLineParser
-from perception.config import config_from_flags, flag_values, flags, flags_for, load_config
+from perception.config import load_config
 from perception.errors import ConfigError
+from perception.flags import config_from_flags, flag_values, flags, flags_for
 from perception.launch import load_launch
 from perception.options import MAX_FRAME_SIDE, MIN_FRAME_SIDE, EngineOptions, SourceOptions
 
@@ -199,7 +200,7 @@ def test_old_duration_key_is_accepted_with_a_deprecation_warning(command, tmp_pa
     path = tmp_path / "old.launch.yaml"
     path.write_text(yaml.safe_dump({"launch": [{"node": {"name": "n", "kind": command,
                                                           "parameters": {"duration": 3, **extra}}}]}))
-    with caplog.at_level(logging.WARNING, logger="perception.config"):
+    with caplog.at_level(logging.WARNING, logger="perception"):
         plan = load_launch(path)
     assert "--duration" in plan.nodes[0].argv and "3" in plan.nodes[0].argv
     assert "'duration' is deprecated" in caplog.text and "use 'duration_s'" in caplog.text
@@ -213,7 +214,7 @@ def test_replay_waits_seconds_under_an_honest_name(caplog, tmp_path):
     assert replay.wait_first_subscriber_s == 5.0
     run = _from_flags("run", ["--wait-subscribers", "2"])
     assert run.wait_subscribers == 2
-    with caplog.at_level(logging.WARNING, logger="perception.config"):
+    with caplog.at_level(logging.WARNING, logger="perception"):
         old = _from_flags("replay", ["a.mcap", "--wait-subscriber", "4"])
     assert old.wait_first_subscriber_s == 4.0
     assert "--wait-subscriber is deprecated" in caplog.text and "--wait-first-subscriber" in caplog.text
@@ -221,7 +222,7 @@ def test_replay_waits_seconds_under_an_honest_name(caplog, tmp_path):
     path = tmp_path / "replay.launch.yaml"
     path.write_text(yaml.safe_dump({"launch": [{"node": {"name": "r", "kind": "replay",
                                                           "parameters": {"file": "a.mcap", "wait_subscriber": 2}}}]}))
-    with caplog.at_level(logging.WARNING, logger="perception.config"):
+    with caplog.at_level(logging.WARNING, logger="perception"):
         plan = load_launch(path)
     assert list(plan.nodes[0].argv) == ["--wait-first-subscriber", "2", "--", "a.mcap"]
     assert "'wait_subscriber' is deprecated" in caplog.text

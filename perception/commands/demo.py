@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import threading
 
-from perception.config import add_flags, config_from_flags
 from perception.demo import DemoConfig, run_demo
+from perception.flags import add_flags, config_from_flags
 from perception.signals import install_signal_handlers
 
 

@@ -150,7 +150,7 @@ def main(args: argparse.Namespace) -> int:
 
 def _main_tasks(args: argparse.Namespace) -> int:
     """``--tasks``: binary IoU / precision / recall per task group, the node's preprocessing."""
-    from perception.config import parse_pairs
+    from perception.flags import parse_pairs
     from perception.masks import unknown_marker_for
     from perception.training.evaluate import (
         UnknownTally,

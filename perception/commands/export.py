@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from perception.config import add_flags, config_from_flags
+from perception.flags import add_flags, config_from_flags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

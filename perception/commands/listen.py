@@ -30,8 +30,9 @@ from typing import Any
 import cv2
 
 from perception import contracts
-from perception.config import add_flags, config_from_flags, setting
+from perception.config import setting
 from perception.errors import ConfigError
+from perception.flags import add_flags, config_from_flags
 from perception.signals import install_signal_handlers
 from perception.subscribe import MaskSubscriber, Message
 from perception.topic_stats import TopicStats

@@ -17,8 +17,8 @@ import argparse
 import threading
 from pathlib import Path
 
-from perception.config import add_flags, config_from_flags, flag_values, flags
 from perception.errors import ConfigError
+from perception.flags import add_flags, config_from_flags, flag_values, flags
 from perception.record import RecordConfig, Recorder, recording_is_intact, recover_recording, split_path
 from perception.signals import install_signal_handlers
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import threading
 
-from perception.config import add_flags, config_from_flags
+from perception.flags import add_flags, config_from_flags
 from perception.replay import ReplayConfig, run_replay
 from perception.signals import install_signal_handlers
 

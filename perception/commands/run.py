@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from perception import contracts
-from perception.config import add_flags, config_from_flags
 from perception.errors import ConfigError, ModelError
+from perception.flags import add_flags, config_from_flags
 from perception.run_config import DEFAULT_MODEL, RunConfig
 from perception.signals import SignalHandlers
 

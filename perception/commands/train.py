@@ -17,8 +17,8 @@ import logging
 import math
 from typing import Any
 
-from perception.config import add_flags, flag_values
 from perception.errors import DependencyError
+from perception.flags import add_flags, flag_values
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import threading
 
-from perception.config import add_flags, config_from_flags
+from perception.flags import add_flags, config_from_flags
 from perception.signals import install_signal_handlers
 from perception.view import ViewConfig, run_view
 

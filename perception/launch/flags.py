@@ -13,8 +13,9 @@ import argparse
 import importlib
 from typing import Any
 
-from perception.config import flags_for, load_config
+from perception.config import load_config
 from perception.errors import ConfigError
+from perception.flags import flags_for
 
 
 class _CheckingParser(argparse.ArgumentParser):

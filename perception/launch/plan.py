@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from perception.config import as_text
+from perception.flags import as_text
 from perception.registry import Registry
 
 

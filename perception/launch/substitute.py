@@ -12,8 +12,8 @@ import re
 from collections.abc import Container
 from typing import Any
 
-from perception.config import as_text
 from perception.errors import ConfigError
+from perception.flags import as_text
 
 SUBSTITUTION_RE = re.compile(r"\$\((\w+)((?:\s+[^()\s]+)*)\s*\)")
 
