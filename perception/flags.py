@@ -172,7 +172,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
             target = groups["exclusive", meta["exclusive"]]
         kwargs: dict[str, Any] = {"help": _help(flag)}
         if flag.shape == "switch":
-            kwargs["action"] = "store_false" if flag.option.startswith("--no-") else "store_true"
+            kwargs["action"] = "store_false" if flag.field.default is True else "store_true"
         else:
             kwargs.update(type=flag.scalar, metavar=_metavar(flag))
             if flag.shape in ("repeat", "pairs"):
@@ -272,7 +272,7 @@ def flags_for(cls: type, parameters: dict[str, Any], *, where: str) -> list[str]
             continue
         to_text = flag.field.metadata.get("to_text") or as_text
         if flag.shape == "switch":
-            if bool(value) == (not flag.option.startswith("--no-")):
+            if bool(value) != (flag.field.default is True):
                 argv.append(flag.option)  # otherwise the flag left out gives the value
         elif flag.shape == "positional":
             positional += [to_text(v) for v in (value if isinstance(value, (list, tuple)) else [value])]

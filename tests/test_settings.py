@@ -39,6 +39,7 @@ def _config_class(command: str) -> type:
         "listen": ("perception.commands.listen", "ListenConfig"),
         "export": ("perception.export", "ExportConfig"),
         "train": ("perception.training.config", "TrainConfig"),
+        "synth": ("perception.commands.synth", "SynthConfig"),
     }[command]
     return getattr(importlib.import_module(where[0]), where[1])
 
@@ -101,6 +102,8 @@ SAMPLES = {
     "train": {"model": "segnet_basic", "data": "synthetic", "val_data": "synthetic", "input_hw": [64, 96],
               "epochs": 2, "steps": 5, "batch_size": 2, "lr": 0.01, "loss": "dice", "out": "runs/x", "device": "cpu",
               "workers": 0, "pretrained": False},
+    "synth": {"out": "o", "count": 4, "input_hw": [48, 64], "seed": 1, "split": "val=0.2", "video": "d.mp4",
+              "video_labels": True, "fps": 10.0, "images": False, "contact_sheet": "s.png"},
 }
 
 
