@@ -61,6 +61,7 @@ def setting(
     positional: bool = False,
     from_text: Callable[[Any], Any] | None = None,
     to_text: Callable[[Any], str] | None = None,
+    const: Any = None,
     old_names: tuple[str, ...] = (),
     old_flags: tuple[str, ...] = (),
     cli: bool = True,
@@ -72,14 +73,15 @@ def setting(
     alike). ``flag``: the option when it is not ``--`` + the name with dashes (``--duration`` for
     ``duration_s``); a bool that defaults to True becomes ``--no-NAME``. ``group``: the ``--help``
     section; ``exclusive``: settings sharing this name are mutually exclusive flags. ``positional``:
-    a positional argument. ``from_text``/``to_text``: the flag's text <-> the value when it is not a
+    a positional argument. ``const``: the value of the flag given without one (``--tasks`` alone).
+    ``from_text``/``to_text``: the flag's text <-> the value when it is not a
     plain scalar (``--size 360x480`` -> ``(360, 480)``); ``from_text`` may raise ConfigError.
     ``old_names``/``old_flags``: earlier spellings, still accepted for one release with a
     deprecation warning. ``cli=False``: a YAML/launch key without a flag.
     """
     metadata = {
         "help": help, "bounds": (lo, hi), "flag": flag, "metavar": metavar, "group": group,
-        "exclusive": exclusive, "positional": positional, "from_text": from_text, "to_text": to_text,
+        "exclusive": exclusive, "positional": positional, "from_text": from_text, "to_text": to_text, "const": const,
         "old_names": tuple(old_names), "old_flags": tuple(old_flags), "cli": cli,
     }
     return field(default=default, default_factory=default_factory, metadata=metadata)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -179,6 +180,8 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
                 kwargs["action"] = "append"
             elif flag.shape == "list":
                 kwargs.update(nargs="+", action="extend")
+            elif meta.get("const") is not None:
+                kwargs.update(nargs="?", const=meta["const"])
         if flag.shape == "positional":
             nargs = "+" if typing.get_origin(_strip_none(flag.hint)) in (Union, types.UnionType, list) else None
             target.add_argument(flag.name, nargs=nargs, **kwargs)
@@ -240,7 +243,8 @@ def config_from_flags(cls: type[C], args: argparse.Namespace, *, source: str, co
     if config_file is not None:
         data = rename_old_keys(cls, read_yaml(config_file), source=str(config_file))
         source = f"{config_file} + {source}"
-    for name, value in flag_values(cls, args).items():
+    given = flag_values(cls, args)
+    for name, value in given.items():
         if isinstance(value, dict) and isinstance(data.get(name), dict):
             value = {**data[name], **value}
         data[name] = value
@@ -248,7 +252,17 @@ def config_from_flags(cls: type[C], args: argparse.Namespace, *, source: str, co
         required = flag.field.default is dataclasses.MISSING and flag.field.default_factory is dataclasses.MISSING
         if required and flag.name not in data and flag.option:
             raise ConfigError(f"{source}: {flag.option} is required ({flag.field.metadata['help']})")
-    return load_config(cls, data, source=source)
+    try:
+        return load_config(cls, data, source=source)
+    except ConfigError as exc:
+        # The message names the setting as YAML and launch files do; add how it was typed here.
+        named = [f for f in flags(cls) if f.name in given and f.shape in ("value", "switch")
+                 and re.search(rf"\b{f.name}[=:]", str(exc))]
+        if not named:
+            raise
+        flag = named[0]
+        typed = flag.option if flag.shape == "switch" else f"{flag.option} {as_text(vars(args)[flag.name])}"
+        raise ConfigError(f"{exc} ({typed})") from None
 
 
 def flags_for(cls: type, parameters: dict[str, Any], *, where: str) -> list[str]:
@@ -283,6 +297,8 @@ def flags_for(cls: type, parameters: dict[str, Any], *, where: str) -> list[str]
         elif isinstance(value, (list, tuple)) and flag.shape in ("repeat", "list"):
             words = [as_text(v) for v in value]
             argv += [flag.option, *words] if flag.shape == "list" else [w for v in words for w in (flag.option, v)]
+        elif value == flag.field.metadata.get("const"):
+            argv.append(flag.option)  # the flag alone gives its const
         else:
             argv += [flag.option, to_text(value)]
     return argv + (["--", *positional] if positional else [])

@@ -40,6 +40,7 @@ def _config_class(command: str) -> type:
         "export": ("perception.export", "ExportConfig"),
         "train": ("perception.training.config", "TrainConfig"),
         "synth": ("perception.commands.synth", "SynthConfig"),
+        "eval": ("perception.commands.eval", "EvalConfig"),
     }[command]
     return getattr(importlib.import_module(where[0]), where[1])
 
@@ -104,6 +105,10 @@ SAMPLES = {
               "workers": 0, "pretrained": False},
     "synth": {"out": "o", "count": 4, "input_hw": [48, 64], "seed": 1, "split": "val=0.2", "video": "d.mp4",
               "video_labels": True, "fps": 10.0, "images": False, "contact_sheet": "s.png"},
+    "eval": {"model": "m.onnx", "data": "synthetic", "split": "train", "device": "cpu", "batch_size": 2, "workers": 0,
+             "threads": 1, "json": "e.json", "tasks": "drivable,lane", "task": {"obstacle": ["car"]},
+             "data_task": {"obstacle": ["Car", "Truck"]}, "unknown_threshold": 0.4, "record": True,
+             "contact_sheet": "c.png", "sheet_count": 4},
 }
 
 
@@ -115,6 +120,7 @@ ALTERNATES = {
     "replay": [{"file": "a.mcap", "rate": 2.0}],
     "listen": [{"topic": ["perception/front/lane", "perception/front/stats"]}],
     "train": [{"pretrained": True}],
+    "eval": [{"checkpoint": "c.pt", "tasks": ""}],
 }
 
 
@@ -167,7 +173,7 @@ def test_run_yaml_file_and_flags_give_the_same_message(tmp_path):
     launch = _launch_error(tmp_path, "pipeline", {"queue_capacity": 0})
     core = "queue_capacity=0 is out of range [1, 1024]"
     assert str(by_file.value) == f"{node_yaml} + command line: {core}"
-    assert str(by_flag.value) == f"command line: {core}"
+    assert str(by_flag.value) == f"command line: {core} (--queue-capacity 0)"  # and how it was typed
     assert launch.endswith(f"parameters: {core}")
 
 
