@@ -42,7 +42,6 @@ C = TypeVar("C")
 log = logging.getLogger(__name__)
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Flag:
     """The command-line form of one setting (see ``setting``).
