@@ -1,6 +1,6 @@
 """Replay: republish the masks of an MCAP recording on their original topics, byte-for-byte the same wire format.
 
-``perception replay run.mcap [--rate 1.0 | --max-rate] [--endpoint E] [--wait-subscriber S]``
+``perception replay run.mcap [--rate 1.0 | --max-rate] [--endpoint E] [--wait-first-subscriber S]``
 
 Each message goes out as it was received: the recorded wire header (seq, stamps, model_id,
 latency_ms, compression) and the mask re-encoded with the recorded compression through
@@ -10,7 +10,7 @@ clock (``--restamp`` shifts the capture and publish times to now, for latency re
 Timing: messages keep their recorded spacing divided by ``--rate``; ``--max-rate`` sends as fast
 as the subscribers take them. The socket is an XPUB with ``XPUB_NODROP``: a slow subscriber slows
 the replay down instead of losing messages (unlike the live node, a replay has no deadline).
-``--wait-subscriber S`` waits up to S seconds for a first subscriber before sending.
+``--wait-first-subscriber S`` waits up to S seconds for a first subscriber before sending.
 
 Reading is also a library call: ``read_recording(path)`` yields ``RecordedMessage`` (topic, header,
 decoded mask or JSON document, log time). A recording cut short (recorder killed) is read up to the
@@ -27,7 +27,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ import numpy as np
 import zmq
 
 from perception import contracts
-from perception.config import bounds
+from perception.config import setting
 from perception.errors import SourceError
 from perception.record import (
     CONTENT_HEADER,
@@ -252,13 +252,19 @@ class ReplayConfig:
     """The flags of ``perception replay`` (and the parameters of a ``replay`` launch node)."""
 
     #: A recording: a file, a folder of splits, several files in order (see ``recording_files``).
-    file: Path | list[Path]
-    rate: float = field(default=1.0, metadata=bounds(0.001, 1000.0))
-    max_rate: bool = False
-    endpoint: str = contracts.DEFAULT_ENDPOINT
-    wait_subscriber: float = field(default=0.0, metadata=bounds(0.0, 3600.0))
-    restamp: bool = False
-    loop: bool = False
+    file: Path | list[Path] = setting(positional=True, metavar="FILE",
+                                      help="a recording made by 'perception record': a .mcap file, several in order, "
+                                           "or a folder of splits (run_0.mcap, run_1.mcap, ...)")
+    rate: float = setting(1.0, lo=0.001, hi=1000.0, exclusive="speed", help="speed factor over the recorded timing")
+    max_rate: bool = setting(False, exclusive="speed", help="send as fast as subscribers take the messages")
+    endpoint: str = setting(contracts.DEFAULT_ENDPOINT, help="where to publish")
+    #: Seconds, not a count (``perception run --wait-subscribers N`` counts subscriptions).
+    wait_first_subscriber_s: float = setting(
+        0.0, lo=0.0, hi=3600.0, flag="--wait-first-subscriber", metavar="S",
+        old_names=("wait_subscriber",), old_flags=("--wait-subscriber",),
+        help="wait up to S seconds for a first subscriber, then replay anyway (0: start at once)")
+    restamp: bool = setting(False, help="shift capture/publish times to now (live latency figures)")
+    loop: bool = setting(False, help="start again at the end of the file")
 
 
 @dataclass
@@ -341,8 +347,8 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
     sent = 0
     t_start = time.monotonic()
     try:
-        if config.wait_subscriber > 0 and not publisher.wait_for_subscriber(config.wait_subscriber, stop):
-            log.warning("no subscriber after %.1f s; replaying anyway", config.wait_subscriber)
+        if config.wait_first_subscriber_s > 0 and not publisher.wait_for_subscriber(config.wait_first_subscriber_s, stop):
+            log.warning("no subscriber after %.1f s; replaying anyway", config.wait_first_subscriber_s)
         while not stop.is_set():
             base_log_ns = first.log_time_ns
             t0 = time.monotonic()

@@ -181,7 +181,7 @@ def test_synth_command_writes_a_dataset_and_a_video(tmp_path, capsys):
     [
         (["--size", "10x10"], "out of range"),
         (["--size", "big"], "bad --size"),
-        (["--count", "0"], "must be a positive integer"),
+        (["--count", "0"], "count=0 is out of range [1, inf]"),
         (["--split", "val=2"], "bad split"),
         (["--no-images"], "nothing to write"),
     ],
