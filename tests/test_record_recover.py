@@ -16,7 +16,7 @@ from mcap.reader import make_reader
 from test_record import ENCODINGS, REPO, frame_masks, free_endpoint
 
 from perception.publish import MaskPublisher
-from perception.record import recording_is_intact, recover_recording
+from perception.recover import recording_is_intact, recover_recording
 from perception.replay import read_recording
 
 NS = "perception/crash"

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from perception.errors import ConfigError
 from perception.flags import add_flags, config_from_flags, flag_values, flags
-from perception.record import RecordConfig, Recorder, recording_is_intact, recover_recording, split_path
+from perception.record import RecordConfig, Recorder, split_path
+from perception.recover import recording_is_intact, recover_recording
 from perception.signals import install_signal_handlers
 
 
@@ -46,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def recover(args: argparse.Namespace) -> int:
-    """``--recover FILE [--out OUT]``: rebuild a killed recording (``perception.record.recover_recording``)."""
+    """``--recover FILE [--out OUT]``: rebuild a killed recording (``perception.recover.recover_recording``)."""
     recording = flag_values(RecordConfig, args)
     recording_flags = [f.option for f in flags(RecordConfig) if f.name in recording and f.name not in ("out", "endpoint")]
     if recording_flags:
