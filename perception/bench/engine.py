@@ -36,8 +36,8 @@ from perception.errors import ConfigError, ModelError, PerceptionError
 
 log = logging.getLogger(__name__)
 
-#: Where the shipped default model lives (used when no --model is given).
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "perception" / "assets" / "default.onnx"
+#: Where the shipped default model lives (used when no --model is given): the node's own default.
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "default.onnx"
 
 #: Model files each engine reads; other pairings of the grid are left out, so that
 #: ``--model a.onnx --model a.pt --engine ort,torch`` compares ORT on the ONNX file with torch on the
