@@ -42,6 +42,29 @@ def test_overrides_and_per_class_masks():
     assert "obstacle/car" not in MaskBuilder(T).topics  # off by default
 
 
+def test_one_lookup_pass_gives_the_per_mask_lookups():
+    """The bit-per-mask table equals one 256-entry lookup per mask, for every byte value (ids the
+    model lacks and the unknown id 255 included), beyond eight masks and for a subset."""
+    names = [f"c{i}" for i in range(12)]
+    table = ClassTable(
+        classes=tuple(ClassInfo(i, n, (i, i, i)) for i, n in enumerate(names)),
+        task_groups={"drivable": ("c0", "c1"), "lane": ("c2",), "obstacle": tuple(names[3:])},
+    )
+    builder = MaskBuilder(table, per_class_obstacles=True)
+    assert len(builder.luts) == 12  # 3 tasks + 9 per-class masks: two lookup groups
+    every_byte = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    for cm in (every_byte, np.random.default_rng(3).integers(0, 256, (37, 53), dtype=np.uint8)):
+        masks = builder.build(cm)
+        assert set(masks) == {*builder.luts, "class_map"}
+        for name, lut in builder.luts.items():
+            np.testing.assert_array_equal(masks[name], lut[cm], err_msg=name)
+        subset = builder.build(cm, only={"lane", "obstacle/c11"})
+        assert set(subset) == {"lane", "obstacle/c11", "class_map"}
+        np.testing.assert_array_equal(subset["obstacle/c11"], np.where(cm == 11, 255, 0))
+    assert set(builder.build(every_byte, only=set())) == {"class_map"}
+    np.testing.assert_array_equal(builder.build(np.full((2, 3), 2, np.uint8))["lane"], np.full((2, 3), 255))  # new size
+
+
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [({"lane": ["zebra"]}, "has no class 'zebra'.*its classes: road"), ({"sky": ["sky"]}, "unknown task 'sky'")],
