@@ -131,6 +131,28 @@ def test_auto_engine_publishes_its_choice(tmp_path):
     np.testing.assert_array_equal(engine.infer(batch)["class_ids"], expected_class_ids(batch))
 
 
+def test_the_node_probes_in_a_child_process(tmp_path, monkeypatch):
+    """--engine auto (load_auto) probes in a child, so that the candidates' memory never stays in
+    the node; the child's verdict is cached for the next start, and its errors come back as such."""
+    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
+    monkeypatch.setenv("PERCEPTION_PROBE_CACHE", str(tmp_path / "probe"))
+
+    def no_probe_here(*args, **kwargs):
+        raise AssertionError("probed in the node's own process")
+
+    monkeypatch.setattr(auto_mod, "run_probe", no_probe_here)
+    engine = load_engine("auto", model, EngineOptions(threads=1))
+    assert engine.selection is not None and not engine.selection["from_cache"]
+    assert "fastest verified" in engine.selection["reason"]
+    assert len(list((tmp_path / "probe").glob("*.json"))) == 1
+    again = load_engine("auto", model, EngineOptions(threads=1))
+    assert again.selection["from_cache"] and again.selection["reason"] == engine.selection["reason"]
+
+    write_broken_int8(model)
+    with pytest.raises(ModelError, match=r"--engine auto: no engine ran tiny\.onnx correctly \(ort-int8: agreement"):
+        load_engine("auto", model, EngineOptions(precision="int8"))
+
+
 def test_probe_cache_is_keyed_and_invalidated(tmp_path, monkeypatch):
     model = write_brightness_model(tmp_path / "tiny.onnx", HW)
     cache = tmp_path / "probe"
