@@ -28,12 +28,10 @@ from perception.errors import PerceptionError
 from perception.pipeline import POLL_S, Pipeline
 from perception.run_config import RunConfig
 from perception.sources.base import Source
+from perception.stats_schema import STATS_ALIASES, SUMMED, with_aliases
 
 log = logging.getLogger(__name__)
 
-#: Counters of the per-camera stats documents that the node's final document sums.
-SUMMED = ("frames_in", "frames_out", "published", "dropped", "corrupt", "in_flight_discarded", "drops",
-          "source_corrupt", "bad_frames", "reconnects", "input_fps", "output_fps")
 
 
 class MultiCameraNode:
@@ -135,11 +133,11 @@ class MultiCameraNode:
         return self.final_stats
 
     def summary(self, docs: list[dict[str, Any]]) -> dict[str, Any]:
-        """The node's final document: the cameras' counters summed, ``balanced`` when every camera
+        """The node's final document (``contracts.NODE_STATS``): the cameras' counters summed, ``balanced`` when every camera
         balances, the end reason (one, or each camera's), the engine and the batching figures, and
         every camera's own final stats under ``cameras``."""
         names = [p.config.camera_name for p in self.pipelines]
-        final: dict[str, Any] = {key: sum(doc.get(key, 0) or 0 for doc in docs) for key in SUMMED}
+        final: dict[str, Any] = {key: sum(doc.get(key, 0) or 0 for doc in docs) for key in SUMMED if key not in STATS_ALIASES}
         for key in ("input_fps", "output_fps"):
             final[key] = round(final[key], 2)
         reasons = [doc.get("end_reason", "stopped") for doc in docs]
@@ -156,4 +154,4 @@ class MultiCameraNode:
             "batching": self.batcher.stats(),
             "cameras": dict(zip(names, docs, strict=True)),
         })
-        return final
+        return with_aliases(final)

@@ -5,6 +5,20 @@ hint, checks each value against the field's type (int, float, str, bool, Path, L
 lists, dicts, Optional, nested dataclasses) and its declared range, and raises ``ConfigError``
 naming the source and the key. Ranges are declared with ``field(metadata=bounds(lo, hi))``.
 
+A setting that users give (a flag, a YAML key, a launch-node parameter) is declared once, as a
+dataclass field made by ``setting``: its type (the annotation), default, range, help, unit (in the
+name: ``_s``, ``_ms``) and, where it differs from the field name, its flag. From that one declaration
+``perception.flags`` generates a command's argparse flags and turns the parsed flags (and a launch
+node's parameters) into the config through ``load_config``, so a flag, a YAML key and a launch
+parameter are checked by the same code and fail with the same message. ``same_setting`` reuses a
+declaration in another config (the frame width of ``run``, ``demo`` and ``view`` is one
+declaration, with one range)::
+
+    @dataclass
+    class ViewConfig:
+        alpha: float = setting(0.5, lo=0.0, hi=1.0, help="mask opacity")
+        width: int | None = same_setting(SourceOptions, "width")
+
 Nothing here parses at import time or evaluates strings.
 """
 
@@ -12,8 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import types
 import typing
+from collections.abc import Callable
+from dataclasses import field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
@@ -23,10 +40,60 @@ from perception.errors import ConfigError
 
 C = TypeVar("C")
 
+log = logging.getLogger(__name__)
+
 
 def bounds(lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
     """Field metadata declaring an inclusive numeric range."""
     return {"bounds": (lo, hi)}
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,  # noqa: A002 - argparse's name for it
+    lo: float | None = None,
+    hi: float | None = None,
+    flag: str | None = None,
+    metavar: str | None = None,
+    group: str | None = None,
+    exclusive: str | None = None,
+    positional: bool = False,
+    from_text: Callable[[Any], Any] | None = None,
+    to_text: Callable[[Any], str] | None = None,
+    const: Any = None,
+    old_names: tuple[str, ...] = (),
+    old_flags: tuple[str, ...] = (),
+    cli: bool = True,
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
+    """A dataclass field that is a user setting: the one declaration of its default, range and help.
+
+    ``lo``/``hi``: the inclusive range (checked by ``load_config`` for flags, YAML and launch files
+    alike). ``flag``: the option when it is not ``--`` + the name with dashes (``--duration`` for
+    ``duration_s``); a bool that defaults to True becomes ``--no-NAME``. ``group``: the ``--help``
+    section; ``exclusive``: settings sharing this name are mutually exclusive flags. ``positional``:
+    a positional argument. ``const``: the value of the flag given without one (``--tasks`` alone).
+    ``from_text``/``to_text``: the flag's text <-> the value when it is not a
+    plain scalar (``--size 360x480`` -> ``(360, 480)``); ``from_text`` may raise ConfigError.
+    ``old_names``/``old_flags``: earlier spellings, still accepted for one release with a
+    deprecation warning. ``cli=False``: a YAML/launch key without a flag.
+    """
+    metadata = {
+        "help": help, "bounds": (lo, hi), "flag": flag, "metavar": metavar, "group": group,
+        "exclusive": exclusive, "positional": positional, "from_text": from_text, "to_text": to_text, "const": const,
+        "old_names": tuple(old_names), "old_flags": tuple(old_flags), "cli": cli,
+    }
+    return field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def same_setting(cls: type, name: str, **changes: Any) -> Any:
+    """A field declared like ``cls``'s setting ``name`` (default, range, help, flag), for another
+    config that offers the same setting; ``changes`` override single items (``default=640``)."""
+    found = {f.name: f for f in dataclasses.fields(cls)}[name]
+    factory = found.default_factory if "default" not in changes else dataclasses.MISSING
+    default = changes.pop("default", found.default)
+    return field(default=default, default_factory=factory, metadata={**found.metadata, **changes})
 
 
 def parse_hw(text: str, *, what: str = "--size", minimum: int = 1) -> tuple[int, int]:
@@ -43,6 +110,16 @@ def parse_hw(text: str, *, what: str = "--size", minimum: int = 1) -> tuple[int,
     if min(size) < minimum:
         raise ConfigError(f"bad {what} {text!r}: each side must be at least {minimum}")
     return size
+
+
+def hw_from_text(text: str) -> list[int]:
+    """``--size 360x480`` -> ``[360, 480]``, the value of an ``input_hw`` setting (``from_text``)."""
+    return list(parse_hw(text))
+
+
+def hw_to_text(hw: tuple[int, int] | list[int]) -> str:
+    """``(360, 480)`` -> ``"360x480"``: an ``input_hw`` setting as its flag's text (``to_text``)."""
+    return f"{hw[0]}x{hw[1]}"
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -73,6 +150,7 @@ def load_config(cls: type[C], data: dict[str, Any], *, source: str) -> C:
         raise ConfigError(f"{source}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    data = rename_old_keys(cls, data, source=source)
     unknown = [k for k in data if k not in fields]
     if unknown:
         key = unknown[0]
@@ -100,6 +178,20 @@ def load_config(cls: type[C], data: dict[str, Any], *, source: str) -> C:
         return cls(**kwargs)
     except (ValueError, TypeError) as exc:  # __post_init__ validation
         raise ConfigError(f"{source}: {exc}") from None
+
+
+def rename_old_keys(cls: type, data: dict[str, Any], *, source: str) -> dict[str, Any]:
+    """``data`` with the deprecated keys of ``cls``'s settings (``old_names``) renamed, each with a warning."""
+    out = dict(data)
+    for f in dataclasses.fields(cls):
+        for old in f.metadata.get("old_names", ()):
+            if old not in out:
+                continue
+            if f.name in out:
+                raise ConfigError(f"{source}: {old!r} is the deprecated name of {f.name!r}; give only {f.name!r}")
+            log.warning("%s: key %r is deprecated and will be removed in the next release; use %r", source, old, f.name)
+            out[f.name] = out.pop(old)
+    return out
 
 
 def config_to_dict(obj: Any) -> Any:

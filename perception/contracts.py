@@ -1,7 +1,8 @@
 """The one place where the sides of the system agree.
 
 Tensor names, dtypes and layouts of exported models, the model-metadata schema stored in an
-ONNX file, the class table, topic names and the ZeroMQ wire format all live here. The exporter,
+ONNX file, the class table, topic names and the ZeroMQ wire format all live here, and the keys of
+the node's stats document (declared in ``perception/stats_schema.py``, re-exported here). The exporter,
 the engines, the publisher, the subscriber and the tests import these names; a change to the
 wire format or the metadata is one diff that every side sees.
 
@@ -15,6 +16,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from perception.errors import ModelError
+
+# The keys of the node's stats document are part of the contract; declared in their own module.
+from perception.stats_schema import CAMERA_STATS as CAMERA_STATS
+from perception.stats_schema import NODE_STATS as NODE_STATS
+from perception.stats_schema import PUBLISHER_STATS as PUBLISHER_STATS
+from perception.stats_schema import SEQUENCE_FIGURES as SEQUENCE_FIGURES
+from perception.stats_schema import STARTUP_STATS as STARTUP_STATS
+from perception.stats_schema import STATS_ALIASES as STATS_ALIASES
+from perception.stats_schema import StatsKey as StatsKey
+from perception.stats_schema import check_stats as check_stats
 
 # --------------------------------------------------------------------------------------------
 # Exported model I/O

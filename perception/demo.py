@@ -17,16 +17,16 @@ import socket
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from perception import contracts
-from perception.config import bounds
+from perception.config import same_setting, setting
 from perception.errors import ModelError
-from perception.sources import SourceOptions
+from perception.options import EngineOptions, ProviderName, SourceOptions
 from perception.sources.synthetic import SyntheticSource
 
 log = logging.getLogger(__name__)
@@ -42,16 +42,17 @@ DEFAULT_PORT = 5556
 class DemoConfig:
     """The flags of ``perception demo``."""
 
-    model: Path | None = None
-    duration: float = field(default=10.0, metadata=bounds(0.5, 3600.0))
-    endpoint: str | None = None
-    out_dir: Path = Path("out")
-    width: int | None = field(default=None, metadata=bounds(16, 8192))
-    height: int | None = field(default=None, metadata=bounds(16, 8192))
-    fps: float | None = field(default=None, metadata=bounds(0.1, 1000.0))
-    seed: int = 0
-    provider: str = "auto"
-    threads: int = field(default=0, metadata=bounds(0, 256))
+    model: Path | None = setting(None, help="exported .onnx model (default: perception/assets/default.onnx)")
+    duration_s: float = setting(10.0, lo=0.5, hi=3600.0, flag="--duration", metavar="S", old_names=("duration",),
+                                help="seconds to run")
+    endpoint: str | None = setting(None, help="where to publish (default tcp://127.0.0.1:5556, or a free port)")
+    out_dir: Path = setting(Path("out"), help="folder for demo.mp4 and demo.png")
+    width: int | None = same_setting(SourceOptions, "width", group=None)
+    height: int | None = same_setting(SourceOptions, "height", group=None)
+    fps: float | None = same_setting(SourceOptions, "fps", group=None)
+    seed: int = same_setting(SourceOptions, "seed", group=None)
+    provider: ProviderName = same_setting(EngineOptions, "provider", group=None)
+    threads: int = same_setting(EngineOptions, "threads", group=None)
 
 
 class KeepingSyntheticSource(SyntheticSource):
@@ -110,27 +111,27 @@ class DemoResult:
         lat_text = f"capture-to-subscriber latency p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms" if lat else (
             "no masks reached the subscriber"
         )
-        # Seq gaps also count the frames the node's keep-latest queue dropped on purpose, so the
+        # Missing seq numbers also count the frames the node's keep-latest queue dropped on purpose, so the
         # subscriber's losses are what the node published minus what arrived.
-        missed = max(0, s["frames_out"] - class_map.get("count", 0))
+        missed = max(0, s["published"] - class_map.get("count", 0))
         infer = (s.get("latency_ms") or {}).get("infer") or {}
         infer_text = f" (inference p50 {infer['p50']:.1f} ms)" if infer else ""
         return (
             f"The node ran {s['model_id']} on {s['provider']} over {s['uptime_s']:.1f} s of the synthetic drive: "
-            f"{s['frames_in']} frames captured, {s['frames_out']} published at {s['output_fps']:.1f} FPS"
-            f"{infer_text}; {lat_text}; {s['drops']} frames dropped by the node's keep-latest queue and "
+            f"{s['frames_in']} frames captured, {s['published']} published at {s['output_fps']:.1f} FPS"
+            f"{infer_text}; {lat_text}; {s['dropped']} frames dropped by the node's keep-latest queue and "
             f"{missed} published frames missed by the subscriber. Masks went out on {self.endpoint}; "
             f"{self.frames_rendered} overlay frames were written."
         )
 
 
 def run_demo(config: DemoConfig, *, stop: threading.Event | None = None, out=print) -> DemoResult:
-    """Run the demo for ``config.duration`` seconds (or until ``stop``); returns what it made.
+    """Run the demo for ``config.duration_s`` seconds (or until ``stop``); returns what it made.
 
     Raises ModelError when the model (or the shipped default) is missing, PublishError when the
     endpoint cannot be bound, ConfigError for an unwritable output folder.
     """
-    from perception.engines import EngineOptions, load_engine
+    from perception.engines import load_engine
     from perception.overlay import render_overlay
     from perception.pipeline import Pipeline
     from perception.publish import MaskPublisher
@@ -153,7 +154,7 @@ def run_demo(config: DemoConfig, *, stop: threading.Event | None = None, out=pri
     video_path, snapshot_path = config.out_dir / "demo.mp4", config.out_dir / "demo.png"
     sink = FrameSink(video_path, fps=VIDEO_FPS)
     snapshot = FrameSink(snapshot_path, fps=VIDEO_FPS)
-    engine = load_engine("ort", model, EngineOptions(provider=config.provider, threads=config.threads))
+    engine = load_engine("ort", model, run_config.engine_options())
     publisher = source = subscriber = pipeline = None
     try:
         publisher = MaskPublisher(endpoint=endpoint, namespace=run_config.resolved_namespace, sndhwm=run_config.sndhwm)
@@ -167,7 +168,7 @@ def run_demo(config: DemoConfig, *, stop: threading.Event | None = None, out=pri
         stats: dict[str, TopicStats] = {}
         next_report_s = start_s + 1.0
         next_render_s = start_s
-        end_s = start_s + config.duration
+        end_s = start_s + config.duration_s
         last_caption = ""
         while not stop.is_set() and time.monotonic() < end_s and not pipeline.wait(0):
             msg = subscriber.recv(timeout_s=0.05)
@@ -217,7 +218,7 @@ def _report(stats: dict, now_s: float, elapsed_s: float, out) -> str:
         w = s.window(now_s)
         lat = w["latency_ms"]
         lat_text = f"latency p50 {lat['p50']:6.1f} p99 {lat['p99']:6.1f} ms" if lat else "latency      -"
-        out(f"  {topic:<30} {w['rate_hz']:5.1f} Hz  {lat_text}  gaps {w['gaps']}")
+        out(f"  {topic:<30} {w['rate_hz']:5.1f} Hz  {lat_text}  missing {w['missing']}")
         if topic.endswith("/class_map") and lat:
             caption = f"{w['rate_hz']:.1f} Hz  latency p50 {lat['p50']:.0f} ms"
     return caption

@@ -43,6 +43,7 @@ from perception.preprocess import Letterbox, Preprocessor
 from perception.run_config import RunConfig
 from perception.sources.base import Frame, Source
 from perception.stats import FractionMeter, LatencyWindow, RateLimitedLog, RateMeter
+from perception.stats_schema import with_aliases
 from perception.wire import MaskGeometry
 
 log = logging.getLogger(__name__)
@@ -499,17 +500,10 @@ class Pipeline:
 
     def stats(self, *, final: bool = False) -> dict[str, Any]:
         """The stats document: rates over the last interval (over the whole run when ``final``),
-        counters, per-stage p50/p90/p99 (ms), engine, provider, model, uptime, and the publisher's
-        counters under ``publisher`` (messages_sent, bytes_sent,
-        send_errors, subscriptions), and ``unknown`` (the unknown id, the threshold in effect and
-        the share of unknown pixels per frame: mean and max over the interval, or the run).
-
-        Frame counters: ``frames_in`` (every frame the source produced, readable or not),
-        ``published`` (= ``frames_out``), ``dropped`` (= ``drops``, by the ``latest`` queue),
-        ``corrupt`` (unreadable at the source, ``source_corrupt``, plus frames a stage failed on,
-        ``bad_frames``) and ``in_flight_discarded`` (queued or mid-stage when the run ended). The
-        final document also has ``end_reason``, ``startup`` (the start-up step reached) and
-        ``balanced``: ``frames_in == published + dropped + corrupt + in_flight_discarded``.
+        counters, per-stage p50/p90/p99, engine, model, the publisher's counters and ``unknown``.
+        Every key (name, type, meaning, whether only the final document has it) is declared in
+        ``contracts.CAMERA_STATS`` (``perception/stats_schema.py``); the final document balances:
+        ``frames_in == published + dropped + corrupt + in_flight_discarded``.
         """
         source_corrupt = self.source.corrupt
         frames_in, frames_out = self.source.frames_read + source_corrupt, self.frames_published
@@ -518,12 +512,10 @@ class Pipeline:
         doc: dict[str, Any] = {
             **self.rates.rates(frames_in, frames_out, final=final),
             "frames_in": frames_in,
-            "frames_out": frames_out,
             "published": frames_out,
             "dropped": drops,
             "corrupt": corrupt,
             "in_flight_discarded": self.in_flight_discarded,
-            "drops": drops,
             "source_corrupt": source_corrupt,
             "bad_frames": self.bad_frames,
             "reconnects": self.source.reconnects,
@@ -551,7 +543,7 @@ class Pipeline:
             doc["end_reason"] = self._end_reason or "stopped"
             doc["startup"] = self.startup
             doc["balanced"] = frames_in == frames_out + drops + corrupt + self.in_flight_discarded
-        return doc
+        return with_aliases(doc)
 
     def _unknown_stats(self, final: bool) -> dict[str, Any]:
         """``unknown`` in the stats: the id, the threshold in effect (0: off) and where it came from,

@@ -15,7 +15,10 @@ Usage::
 The socket is an XPUB: for subscribers exactly a PUB (same topics, same drop-at-HWM behaviour),
 but it also hands the publisher each subscribe/unsubscribe, so it can count the subscriptions to
 its namespace (``stats()["subscriptions"]``) and hold the first frame until a recorder has
-subscribed (``wait_for_subscribers``; ``perception run --wait-subscribers N``).
+subscribed (``wait_for_subscribers``; ``perception run --wait-subscribers N``). The socket itself
+(setup, bind errors, subscription counting, the latched info, close) is the XPUB core in
+``perception/xpub.py``, which the replay's publisher shares; this module adds what the live node
+sends: topic plans and encodings, ``pub_seq``, headers, atomic frames and the info document.
 
 Binding is localhost-only by default; another interface only when asked (a warning says the
 data leaves the machine). ``curve_secret_key_file`` + ``curve_allow_dir`` turn on CURVE
@@ -24,11 +27,8 @@ encryption with a client allow-list (``perception/security.py``).
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
-import re
-import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -38,8 +38,7 @@ import zmq
 
 from perception import contracts
 from perception.encoding import Codec, get_codec
-from perception.errors import ConfigError, PublishError
-from perception.security import make_curve_server, start_authenticator
+from perception.errors import ConfigError
 from perception.wire import (
     MaskGeometry,
     dump_header,
@@ -48,18 +47,14 @@ from perception.wire import (
     mask_header,
     values_for_topic,
 )
+from perception.xpub import XpubCore, check_endpoint, is_loopback
+
+__all__ = ["MaskPublisher", "PublishCounters", "check_endpoint", "is_loopback"]
 
 log = logging.getLogger(__name__)
 
-_ENDPOINT_RE = re.compile(r"^(?:tcp://(?P<host>\[[0-9a-fA-F:.]+\]|[^:/\[\]]+):(?P<port>\d+|\*)|ipc://.+|inproc://.+)$")
-# pyzmq recommends zero-copy sends only for large buffers; below this copying is cheaper.
-_ZERO_COPY_MIN_BYTES = 64 * 1024
 # One frame's burst: every mask topic plus the obstacles and stats documents.
 _MESSAGES_PER_FRAME = len(contracts.MASK_TOPICS) + 2
-# XPUB subscription messages: one byte (1 subscribe, 0 unsubscribe), then the topic prefix.
-_SUBSCRIBE, _UNSUBSCRIBE = 1, 0
-# wait_for_subscribers holds the socket lock for at most this long at a time.
-_WAIT_SLICE_MS = 10
 
 
 @dataclass
@@ -77,46 +72,11 @@ class PublishCounters:
     send_errors: int = 0
 
 
-@dataclass
-class _SharedSocket:
-    """What the publishers of one socket share (``MaskPublisher.add_namespace``)."""
-
-    publishers: list[MaskPublisher]
-    closed: bool = False
-
-
 @dataclass(frozen=True)
 class _TopicPlan:
     topic: bytes
     codec: Codec
     values: str
-
-
-def check_endpoint(endpoint: str) -> str | None:
-    """Validate an endpoint string; return its TCP host (None for ipc/inproc).
-
-    Raises PublishError naming the endpoint and the expected form.
-    """
-    match = _ENDPOINT_RE.match(endpoint) if isinstance(endpoint, str) else None
-    if match is None:
-        raise PublishError(
-            f"bad endpoint {endpoint!r}; expected tcp://HOST:PORT, e.g. {contracts.DEFAULT_ENDPOINT}"
-        )
-    port = match.group("port")
-    if port not in (None, "*") and not 0 < int(port) < 65536:
-        raise PublishError(f"bad endpoint {endpoint!r}: port {port} is out of range 1-65535")
-    host = match.group("host")
-    return host.strip("[]") if host is not None else None
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost, 127.0.0.0/8 and ::1."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # an interface name such as eth0, or '*'
-        return False
 
 
 class MaskPublisher:
@@ -168,50 +128,24 @@ class MaskPublisher:
             )
         if curve_allow_dir is not None and curve_secret_key_file is None:
             raise ConfigError("--curve-allow needs --curve-secret-key (the server's .key_secret file)")
+        # Checked before the socket is made: a bad topic or encoding binds nothing.
         self._init_namespace(namespace, encodings or {}, atomic_frames)
-        host = check_endpoint(endpoint)
-        # Live subscriptions by topic prefix (one count per subscriber that holds it).
-        self._subscriptions: Counter[bytes] = Counter()
-        self._lock = threading.Lock()  # sockets are not thread-safe; stats may come from another thread
-        self._shared = _SharedSocket(publishers=[self])
-        self._context = zmq.Context()
-        self._auth = None
-        self._socket = self._context.socket(zmq.XPUB)
-        try:
-            self._socket.linger = 0
-            # VERBOSER: every subscribe and every unsubscribe reaches us, including the ones libzmq
-            # makes for a subscriber that disconnects and duplicates of a prefix another subscriber
-            # already holds (plain XPUB reports only the first and last of each prefix), so the
-            # counts below are per subscriber.
-            self._socket.setsockopt(zmq.XPUB_VERBOSER, 1)
-            # Why a small HWM (messages queued per subscriber): ZMQ_CONFLATE would keep only the
-            # newest message but does not support multipart messages, so freshness comes from a
-            # small high-water mark: a subscriber that falls behind loses whole old messages (it
-            # sees gaps in seq) instead of an ever-growing backlog, and the node never waits.
-            # Why 16 and not 4: a frame is a burst of up to _MESSAGES_PER_FRAME messages, and
-            # libzmq updates the writer's view of the queue lazily (the I/O thread acknowledges
-            # every ~hwm/2 messages and send() processes acknowledgements at most about once a
-            # millisecond), so an HWM below one burst drops the tail of every frame even for a
-            # fast subscriber (measured: HWM 4 delivered 199 of 300 messages, 16 all 300). 16 holds
-            # two to three frames, i.e. under 0.1 s of stale data at 30 FPS, plus kernel TCP buffers.
-            self._socket.sndhwm = sndhwm
-            if curve_secret_key_file is not None:
-                if curve_allow_dir is not None:
-                    self._auth = start_authenticator(self._context, curve_allow_dir)
-                else:
-                    log.warning("CURVE without --curve-allow: traffic is encrypted but any client key is accepted")
-                make_curve_server(self._socket, curve_secret_key_file)
-            self._bind(endpoint)
-        except BaseException:
-            self._teardown()
-            raise
-        self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        if host is not None and not is_loopback(host):
-            log.warning(
-                "publishing on %s: masks leave this machine%s",
-                self.endpoint,
-                "" if curve_secret_key_file else " unencrypted; see `perception keys` for CURVE encryption",
-            )
+        # Why a small HWM (messages queued per subscriber): ZMQ_CONFLATE would keep only the newest
+        # message but does not support multipart messages, so freshness comes from a small
+        # high-water mark: a subscriber that falls behind loses whole old messages (it sees gaps in
+        # seq) instead of an ever-growing backlog, and the node never waits. Why 16 and not 4: a
+        # frame is a burst of up to _MESSAGES_PER_FRAME messages, and libzmq updates the writer's
+        # view of the queue lazily (the I/O thread acknowledges every ~hwm/2 messages and send()
+        # processes acknowledgements at most about once a millisecond), so an HWM below one burst
+        # drops the tail of every frame even for a fast subscriber (measured: HWM 4 delivered 199 of
+        # 300 messages, 16 all 300). 16 holds two to three frames, i.e. under 0.1 s of stale data at
+        # 30 FPS, plus kernel TCP buffers.
+        self._core = XpubCore(endpoint, sndhwm=sndhwm, curve_secret_key_file=curve_secret_key_file,
+                              curve_allow_dir=curve_allow_dir)
+        self.endpoint = self._core.endpoint
+        #: Every namespace published on this socket (``add_namespace``), this one first.
+        self._namespaces: list[MaskPublisher] = [self]
+        self._core.latch(self._info_topic, self._resend_info_locked)
         log.info("publishing %s/{%s} on %s", self.namespace, ",".join(self._plans), self.endpoint)
 
     def _init_namespace(self, namespace: str, encodings: dict[str, str], atomic_frames: bool) -> None:
@@ -228,10 +162,9 @@ class MaskPublisher:
         # pub_seq: per topic, the count of messages handed to the socket so far (contiguous).
         self._pub_seq: Counter[bytes] = Counter()
         self._namespace_prefix = (self.namespace + "/").encode("utf-8")
-        # The latched <namespace>/info document and whether a new subscription still needs it.
+        # The latched <namespace>/info document (sent again to each new subscription, see set_info).
         self._info_topic = contracts.topic_name(self.namespace, contracts.INFO_TOPIC).encode("utf-8")
         self._info_payload: bytes | None = None
-        self._info_due = False
 
     def add_namespace(self, namespace: str) -> MaskPublisher:
         """A publisher for another camera on this one's socket (same endpoint, CURVE, HWM,
@@ -245,20 +178,16 @@ class MaskPublisher:
         problem = contracts.ros_namespace_error(namespace) if isinstance(namespace, str) else "it is not a string"
         if problem is not None:
             raise ConfigError(f"namespace {namespace!r} is not a ROS 2 namespace ({problem}); use e.g. perception/rear")
-        if any(p.namespace == namespace.rstrip("/") for p in self._shared.publishers):
+        if any(p.namespace == namespace.rstrip("/") for p in self._namespaces):
             raise ConfigError(f"namespace {namespace!r} is already published on {self.endpoint}; give each camera its own")
         sibling = object.__new__(MaskPublisher)
         sibling._init_namespace(namespace, self._encodings, self.atomic_frames)
-        for name in ("_subscriptions", "_lock", "_shared", "_context", "_auth", "_socket", "endpoint"):
-            setattr(sibling, name, getattr(self, name))
-        with self._lock:
-            self._shared.publishers.append(sibling)
+        sibling._core, sibling.endpoint, sibling._namespaces = self._core, self.endpoint, self._namespaces
+        with self._core.lock:
+            self._namespaces.append(sibling)
+            self._core.latch(sibling._info_topic, sibling._resend_info_locked)
         log.info("publishing %s/{%s} on %s", sibling.namespace, ",".join(sibling._plans), self.endpoint)
         return sibling
-
-    @property
-    def _closed(self) -> bool:
-        return self._shared.closed
 
     def _plan_topics(self, encodings: dict[str, str]) -> dict[str, _TopicPlan]:
         unknown = [name for name in encodings if name not in contracts.MASK_TOPICS]
@@ -293,20 +222,6 @@ class MaskPublisher:
         )
         self._plans[name] = plan
         return plan
-
-    def _bind(self, endpoint: str) -> None:
-        try:
-            self._socket.bind(endpoint)
-        except zmq.ZMQError as exc:
-            if exc.errno == zmq.EADDRINUSE:
-                raise PublishError(
-                    f"cannot bind {endpoint}: address already in use; use --endpoint tcp://127.0.0.1:5557 "
-                    "or stop the other node"
-                ) from None
-            raise PublishError(
-                f"cannot bind {endpoint}: {exc.strerror}; use an address of this machine, "
-                f"e.g. {contracts.DEFAULT_ENDPOINT}"
-            ) from None
 
     def publish_masks(
         self,
@@ -381,7 +296,7 @@ class MaskPublisher:
         ``doc`` is not JSON-serialisable (a caller bug).
         """
         payload = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")
-        with self._lock:
+        with self._core.lock:
             self._send_json_locked(name, payload)
 
     def _send_json_locked(self, name: str, payload: bytes) -> None:
@@ -416,7 +331,7 @@ class MaskPublisher:
         that joins late still gets it first thing. Raises TypeError/ValueError for a document that
         is not JSON-serialisable (a caller bug)."""
         payload = json.dumps(doc, separators=(",", ":"), allow_nan=False, sort_keys=True).encode("utf-8")
-        with self._lock:
+        with self._core.lock:
             if payload == self._info_payload:
                 return
             self._info_payload = payload
@@ -427,29 +342,21 @@ class MaskPublisher:
         """The latched info document (None before ``set_info``)."""
         return None if self._info_payload is None else json.loads(self._info_payload)
 
+    def _resend_info_locked(self) -> None:
+        """The latched info again, for a subscription that just arrived (the core holds the lock)."""
+        if self._info_payload is not None:
+            self._send_json_locked(contracts.INFO_TOPIC, self._info_payload)
+
     def _send(self, topic: bytes, *frames: bytes) -> None:
-        with self._lock:
+        with self._core.lock:
             self._send_locked(topic, *frames)
 
     def _send_locked(self, topic: bytes, *frames: bytes) -> None:
-        """Send ``[topic, *frames]`` (a header and a payload, or an atomic frame's parts)."""
-        if self._closed:
-            return
+        """Send ``[topic, *frames]`` (a header and a payload, or an atomic frame's parts); never
+        blocks: the core's socket drops for a subscriber at its HWM instead of waiting."""
         try:
-            # Reading EVENTS makes libzmq process its pending commands now, including the I/O
-            # thread's "subscriber has read N messages" acknowledgements; send() only does so
-            # about once a millisecond, so a fast loop would otherwise see full queues that
-            # are long empty and drop messages for subscribers that keep up. The same read
-            # says whether subscription messages are waiting (POLLIN), so taking them costs
-            # the hot path nothing when there are none.
-            if self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                self._read_subscriptions()
-            # NOBLOCK everywhere: an XPUB socket (without XPUB_NODROP) drops for a subscriber at
-            # its HWM instead of blocking; NOBLOCK makes sure a send can never stall the node.
-            self._socket.send(topic, zmq.SNDMORE | zmq.NOBLOCK)
-            for frame in frames[:-1]:
-                self._socket.send(frame, zmq.SNDMORE | zmq.NOBLOCK, copy=len(frame) < _ZERO_COPY_MIN_BYTES)
-            self._socket.send(frames[-1], zmq.NOBLOCK, copy=len(frames[-1]) < _ZERO_COPY_MIN_BYTES)
+            if not self._core.send_locked(topic, *frames):
+                return  # closed
         except zmq.ZMQError as exc:  # zmq.Again too: XPUB never blocks, so it would be a bug
             self.counters.send_errors += 1
             if self.counters.send_errors in (1, 10, 100) or self.counters.send_errors % 1000 == 0:
@@ -457,37 +364,6 @@ class MaskPublisher:
             return
         self.counters.messages_sent += 1
         self.counters.bytes_sent += len(topic) + sum(len(frame) for frame in frames)
-
-    def _read_subscriptions(self) -> None:
-        """Take every queued subscribe/unsubscribe off the socket, then send the latched info
-        document when a new subscription receives it (caller holds the lock)."""
-        while True:
-            try:
-                message = self._socket.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            if not message:
-                continue
-            prefix = message[1:]
-            if message[0] == _SUBSCRIBE:
-                self._subscriptions[prefix] += 1
-                for publisher in self._shared.publishers:  # every namespace on this socket
-                    if publisher._info_topic.startswith(prefix):
-                        publisher._info_due = True
-            elif message[0] == _UNSUBSCRIBE and self._subscriptions[prefix] > 0:
-                self._subscriptions[prefix] -= 1
-                if not self._subscriptions[prefix]:
-                    del self._subscriptions[prefix]
-        for publisher in self._shared.publishers:
-            if publisher._info_due and publisher._info_payload is not None:
-                publisher._info_due = False  # cleared first: the send below may read subscriptions again
-                publisher._send_json_locked(contracts.INFO_TOPIC, publisher._info_payload)
-
-    def _namespace_subscriptions(self) -> int:
-        """Live subscriptions that receive some of this namespace's topics: a namespace or topic
-        subscription counts, one to another camera's namespace does not (caller holds the lock)."""
-        ns = self._namespace_prefix
-        return sum(n for prefix, n in self._subscriptions.items() if ns.startswith(prefix) or prefix.startswith(ns))
 
     def wait_for_subscribers(self, count: int, *, timeout_s: float) -> bool:
         """Wait until ``count`` subscriptions to this namespace are live, at most ``timeout_s``.
@@ -499,29 +375,18 @@ class MaskPublisher:
 
         Returns True when enough subscriptions are live, False on the timeout or once closed.
         """
-        deadline = time.monotonic() + max(0.0, timeout_s)
-        while True:
-            with self._lock:
-                if self._closed:
-                    return False
-                self._read_subscriptions()
-                if self._namespace_subscriptions() >= count:
-                    return True
-                remaining_ms = (deadline - time.monotonic()) * 1e3
-                if remaining_ms <= 0:
-                    return False
-                self._socket.poll(max(1, min(_WAIT_SLICE_MS, int(remaining_ms))), zmq.POLLIN)
+        return self._core.wait_for_subscriptions(count, timeout_s=timeout_s, prefix=self._namespace_prefix)
 
     def subscribed(self, names) -> set[str]:
         """Which of ``names`` (mask topics such as ``lane``, ``obstacle/car``, or JSON names such as
         ``obstacles``) a live subscription receives. Pending subscribe/unsubscribe messages are read
         first, so the answer is ZeroMQ's own delivery filter at this moment: a name not in the set
         would be sent to nobody, and the node can skip computing it."""
-        with self._lock:
-            if self._closed:
+        with self._core.lock:
+            if self._core.closed:
                 return set()
-            self._read_subscriptions()
-            prefixes = list(self._subscriptions)
+            self._core.read_subscriptions_locked()
+            prefixes = self._core.prefixes
         return {n for n in names if any(self._wire_topic(n).startswith(p) for p in prefixes)}
 
     def _wire_topic(self, name: str) -> bytes:
@@ -535,33 +400,20 @@ class MaskPublisher:
         return topic
 
     def stats(self) -> dict[str, int]:
-        """The counters plus ``subscriptions`` (live subscriptions to this namespace) and
-        ``curve_rejections`` (handshakes the allow-list refused), e.g. for the stats document."""
-        with self._lock:
-            if not self._closed:
-                self._read_subscriptions()
-            rejections = self._auth.rejections if self._auth is not None else 0
-            return {**asdict(self.counters), "subscriptions": self._namespace_subscriptions(),
-                    "curve_rejections": rejections}
+        """The ``publisher`` block of the stats document (``contracts.PUBLISHER_STATS``): the
+        counters plus ``subscriptions`` (live subscriptions to this namespace) and
+        ``curve_rejections`` (handshakes the allow-list refused)."""
+        return {**asdict(self.counters), "subscriptions": self._core.subscriptions(self._namespace_prefix),
+                "curve_rejections": self._core.curve_rejections}
 
     def close(self, *, flush_s: float = 0.0) -> None:
-        """Close the socket; idempotent.
+        """Close the socket (of every namespace on it); idempotent.
 
         ``flush_s`` bounds how long messages still queued may take to go out (ZeroMQ's linger):
         returns as soon as they are sent, or after ``flush_s`` with the rest dropped (a dead
         subscriber cannot hold the node). 0 drops them at once (stopping on a signal).
         """
-        with self._lock:
-            if self._closed:
-                return
-            self._shared.closed = True
-        self._teardown(flush_s)
-
-    def _teardown(self, flush_s: float = 0.0) -> None:
-        self._socket.close(linger=int(flush_s * 1000))
-        if self._auth is not None:
-            self._auth.stop()
-        self._context.term()
+        self._core.close(flush_s=flush_s)
 
     def __enter__(self) -> MaskPublisher:
         return self

@@ -46,7 +46,7 @@ from typing import IO
 import yaml
 
 from perception import __version__, contracts
-from perception.config import bounds
+from perception.config import setting
 from perception.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -154,18 +154,23 @@ def channel_metadata(topic: str, content: str, header: dict) -> dict[str, str]:
 class RecordConfig:
     """The flags of ``perception record`` (and the parameters of a ``record`` launch node)."""
 
-    out: Path
-    endpoint: str = contracts.DEFAULT_ENDPOINT
-    namespace: str | None = None
-    topic: list[str] = field(default_factory=list)
-    duration: float | None = field(default=None, metadata=bounds(0.001, None))
-    curve_server_key: str | None = None
-    curve_key: str | None = None
-    max_mask_pixels: int = field(default=contracts.MAX_MASK_PIXELS, metadata=bounds(1, None))
+    out: Path = setting(help="output .mcap file (with --recover: where the rebuilt file goes)")
+    endpoint: str = setting(contracts.DEFAULT_ENDPOINT, help="publisher endpoint")
+    # One of the two is required when recording; __post_init__ says so (not argparse, so --recover needs neither).
+    namespace: str | None = setting(None, exclusive="what", help="every topic under this namespace, e.g. perception/front")
+    topic: list[str] = setting(default_factory=list, exclusive="what", metavar="T", help="exact topics to record")
+    duration_s: float | None = setting(None, lo=0.001, flag="--duration", metavar="S", old_names=("duration",),
+                                       help="stop after S seconds (default: until Ctrl-C)")
+    curve_server_key: str | None = setting(None, metavar="FILE", help="the node's public .key file (CURVE)")
+    curve_key: str | None = setting(None, metavar="FILE", help="this client's .key_secret file (CURVE)")
+    max_mask_pixels: int = setting(contracts.MAX_MASK_PIXELS, lo=1, metavar="N",
+                                   help="skip masks declaring more than N pixels, before decoding")
     #: Start a new split file after this many seconds (rosbag2's --max-bag-duration).
-    split_duration: float | None = field(default=None, metadata=bounds(0.001, None))
+    split_duration: float | None = setting(None, lo=0.001, metavar="S",
+                                           help="write <out stem>_0.mcap, _1.mcap, ... starting a new file every S seconds")
     #: Start a new split file once the open one holds this many MB (rosbag2's --max-bag-size).
-    split_size: float | None = field(default=None, metadata=bounds(0.001, None))
+    split_size: float | None = setting(None, lo=0.001, metavar="MB",
+                                       help="write <out stem>_0.mcap, _1.mcap, ... starting a new file at MB megabytes")
 
     def __post_init__(self) -> None:
         if bool(self.namespace) == bool(self.topic):
@@ -420,7 +425,7 @@ class Recorder:
     def run(self, stop: threading.Event) -> RecordSummary:
         """Record until ``stop`` is set or ``duration`` has passed; then finish the file."""
         t0 = time.monotonic()
-        deadline = None if self.config.duration is None else t0 + self.config.duration
+        deadline = None if self.config.duration_s is None else t0 + self.config.duration_s
         try:
             while not stop.is_set():
                 timeout = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())

@@ -1,6 +1,6 @@
 """Replay: republish the masks of an MCAP recording on their original topics, byte-for-byte the same wire format.
 
-``perception replay run.mcap [--rate 1.0 | --max-rate] [--endpoint E] [--wait-subscriber S]``
+``perception replay run.mcap [--rate 1.0 | --max-rate] [--endpoint E] [--wait-first-subscriber S]``
 
 Each message goes out as it was received: the recorded wire header (seq, stamps, model_id,
 latency_ms, compression) and the mask re-encoded with the recorded compression through
@@ -10,7 +10,7 @@ clock (``--restamp`` shifts the capture and publish times to now, for latency re
 Timing: messages keep their recorded spacing divided by ``--rate``; ``--max-rate`` sends as fast
 as the subscribers take them. The socket is an XPUB with ``XPUB_NODROP``: a slow subscriber slows
 the replay down instead of losing messages (unlike the live node, a replay has no deadline).
-``--wait-subscriber S`` waits up to S seconds for a first subscriber before sending.
+``--wait-first-subscriber S`` waits up to S seconds for a first subscriber before sending.
 
 Reading is also a library call: ``read_recording(path)`` yields ``RecordedMessage`` (topic, header,
 decoded mask or JSON document, log time). A recording cut short (recorder killed) is read up to the
@@ -27,7 +27,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,8 @@ import numpy as np
 import zmq
 
 from perception import contracts
-from perception.config import bounds
-from perception.errors import PublishError, SourceError
+from perception.config import setting
+from perception.errors import SourceError
 from perception.record import (
     CONTENT_HEADER,
     CONTENT_KEY,
@@ -46,6 +46,7 @@ from perception.record import (
     wire_topic,
 )
 from perception.wire import WireMessage
+from perception.xpub import XpubCore
 
 log = logging.getLogger(__name__)
 
@@ -251,13 +252,19 @@ class ReplayConfig:
     """The flags of ``perception replay`` (and the parameters of a ``replay`` launch node)."""
 
     #: A recording: a file, a folder of splits, several files in order (see ``recording_files``).
-    file: Path | list[Path]
-    rate: float = field(default=1.0, metadata=bounds(0.001, 1000.0))
-    max_rate: bool = False
-    endpoint: str = contracts.DEFAULT_ENDPOINT
-    wait_subscriber: float = field(default=0.0, metadata=bounds(0.0, 3600.0))
-    restamp: bool = False
-    loop: bool = False
+    file: Path | list[Path] = setting(positional=True, metavar="FILE",
+                                      help="a recording made by 'perception record': a .mcap file, several in order, "
+                                           "or a folder of splits (run_0.mcap, run_1.mcap, ...)")
+    rate: float = setting(1.0, lo=0.001, hi=1000.0, exclusive="speed", help="speed factor over the recorded timing")
+    max_rate: bool = setting(False, exclusive="speed", help="send as fast as subscribers take the messages")
+    endpoint: str = setting(contracts.DEFAULT_ENDPOINT, help="where to publish")
+    #: Seconds, not a count (``perception run --wait-subscribers N`` counts subscriptions).
+    wait_first_subscriber_s: float = setting(
+        0.0, lo=0.0, hi=3600.0, flag="--wait-first-subscriber", metavar="S",
+        old_names=("wait_subscriber",), old_flags=("--wait-subscriber",),
+        help="wait up to S seconds for a first subscriber, then replay anyway (0: start at once)")
+    restamp: bool = setting(False, help="shift capture/publish times to now (live latency figures)")
+    loop: bool = setting(False, help="start again at the end of the file")
 
 
 @dataclass
@@ -277,49 +284,26 @@ class ReplaySummary:
 
 
 class ReplayPublisher:
-    """An XPUB socket that sends recorded messages in the wire format (see the module docstring).
+    """Sends recorded messages in the wire format (see the module docstring) on the XPUB core the
+    live node uses (``perception/xpub.py``), with ``XPUB_NODROP``: a full subscriber makes the
+    replay wait instead of losing messages.
 
     Raises PublishError for a bad endpoint or an address in use.
     """
 
     def __init__(self, endpoint: str) -> None:
-        from perception.publish import check_endpoint
+        # A send waits at most 100 ms at a time, so a stalled subscriber still lets stop requests through.
+        self._core = XpubCore(endpoint, sndhwm=REPLAY_SNDHWM, send_timeout_ms=100, what="recorded masks")
+        self.endpoint = self._core.endpoint
 
-        check_endpoint(endpoint)
-        self._context = zmq.Context()
-        self._socket = self._context.socket(zmq.XPUB)
-        self._socket.linger = 0
-        self._socket.sndhwm = REPLAY_SNDHWM
-        self._socket.setsockopt(zmq.XPUB_NODROP, 1)
-        self._socket.sndtimeo = 100  # so a stalled subscriber still lets stop requests through
-        try:
-            self._socket.bind(endpoint)
-        except zmq.ZMQError as exc:
-            self.close()
-            fix = "use another --endpoint port or stop the other publisher" if exc.errno == zmq.EADDRINUSE else "check --endpoint"
-            raise PublishError(f"cannot bind {endpoint}: {exc.strerror}; {fix}") from None
-        self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.subscriptions = 0
+    @property
+    def subscriptions(self) -> int:
+        """Live subscriptions (each subscriber once per topic prefix it asked for)."""
+        return self._core.subscriptions()
 
     def wait_for_subscriber(self, timeout_s: float, stop: threading.Event) -> bool:
-        """Wait until a subscriber has subscribed (or ``timeout_s`` passes); True if one did."""
-        deadline = time.monotonic() + timeout_s
-        while self.subscriptions == 0 and not stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            if self._socket.poll(int(min(remaining, 0.1) * 1000), zmq.POLLIN):
-                self._drain_subscriptions()
-        return self.subscriptions > 0
-
-    def _drain_subscriptions(self) -> None:
-        while True:
-            try:
-                event = self._socket.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if event[:1] == b"\x01":
-                self.subscriptions += 1
+        """Wait until a subscriber has subscribed (or ``timeout_s`` passes, or ``stop``); True if one did."""
+        return self._core.wait_for_subscriptions(1, timeout_s=timeout_s, stop=stop)
 
     def send(self, msg: RecordedMessage, stop: threading.Event, *, shift_ns: int = 0) -> bool:
         """Send one message; waits while subscribers are full. False when stopped first."""
@@ -336,20 +320,19 @@ class ReplayPublisher:
             payload = codec_for_compression(header["compression"]).encode(msg.data)
         else:
             payload = json.dumps(msg.data, separators=(",", ":")).encode("utf-8")
-        frames = [msg.topic.encode("utf-8"), dump_header(header), payload]
+        topic = msg.topic.encode("utf-8")
+        header_frame = dump_header(header)
         while not stop.is_set():
-            self._drain_subscriptions()
             try:
-                self._socket.send_multipart(frames)
-                return True
+                with self._core.lock:
+                    return self._core.send_locked(topic, header_frame, payload)
             except zmq.Again:
                 continue  # every subscriber's queue is full (XPUB_NODROP): wait for room
         return False
 
     def close(self, *, flush_s: float = 0.0) -> None:
         """Close the socket; ``flush_s`` > 0 first lets queued messages go out for up to that long."""
-        self._socket.close(linger=int(flush_s * 1000))
-        self._context.term()
+        self._core.close(flush_s=flush_s)
 
 
 def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: ReplayPublisher | None = None) -> ReplaySummary:
@@ -364,8 +347,8 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
     sent = 0
     t_start = time.monotonic()
     try:
-        if config.wait_subscriber > 0 and not publisher.wait_for_subscriber(config.wait_subscriber, stop):
-            log.warning("no subscriber after %.1f s; replaying anyway", config.wait_subscriber)
+        if config.wait_first_subscriber_s > 0 and not publisher.wait_for_subscriber(config.wait_first_subscriber_s, stop):
+            log.warning("no subscriber after %.1f s; replaying anyway", config.wait_first_subscriber_s)
         while not stop.is_set():
             base_log_ns = first.log_time_ns
             t0 = time.monotonic()

@@ -1,9 +1,11 @@
 """``RunConfig``: every setting of the node (``perception run`` flags, ``--config node.yaml``, launch files).
 
 The one typed description of a node, validated once at the edge with ``perception.config.load_config``
-(unknown keys rejected with a "did you mean", ranges from ``bounds``, the checks in
-``__post_init__``). Launch files validate their ``pipeline`` nodes' parameters against it, so a new
-flag is a new field here plus its argparse flag in ``perception/commands/run.py``::
+(unknown keys rejected with a "did you mean", ranges from ``setting``, the checks in
+``__post_init__``). Each field is the one declaration of its setting: ``perception run``'s flags are
+generated from it (``perception.config.add_flags``), YAML files and launch files' ``pipeline`` nodes
+are checked against it. A new flag is a new field here. The source and engine settings are
+``perception.options``' declarations, reused (``same_setting``)::
 
     from perception.config import load_config
     config = load_config(RunConfig, {"source": "drive.mp4", "queue": "lossless"}, source="node.yaml")
@@ -15,12 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from perception import contracts
-from perception.config import bounds
+from perception.config import same_setting, setting
+from perception.options import CompileName, EngineOptions, PrecisionName, ProviderName, SourceOptions
 
 #: The shipped default model (``make default-model`` writes it).
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default.onnx"
@@ -67,44 +70,77 @@ class RunConfig:
     (models with a confidence output); None: the model's own threshold, 0: off.
     """
 
-    source: str | list[str] | dict[str, str] = "synthetic"
-    model: str | None = None
-    engine: Literal["ort", "openvino", "auto", "tensorrt", "torch"] = "ort"
-    provider: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
-    threads: int = field(default=0, metadata=bounds(0, 256))
-    fp16: bool = False
-    compile: Literal["none", "tensorrt"] = "none"
-    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = "auto"
-    queue: Literal["auto", "latest", "lossless"] = "auto"
-    queue_capacity: int = field(default=2, metadata=bounds(1, 1024))
-    endpoint: str = contracts.DEFAULT_ENDPOINT
-    namespace: str | None = None
-    camera_name: str = "front"
-    mask_size: Literal["model", "source"] = "model"
-    encoding: dict[str, str] = field(default_factory=dict)
-    task: dict[str, list[str]] = field(default_factory=dict)
-    obstacles: bool = True
-    per_class_obstacles: bool = False
-    atomic_frames: bool = False
-    unknown_threshold: float | None = field(default=None, metadata=bounds(0, 1))
-    max_frames: int = field(default=0, metadata=bounds(0, None))
-    duration_s: float = field(default=0.0, metadata=bounds(0, None))
-    realtime: bool = False
-    loop: bool = False
-    width: int | None = field(default=None, metadata=bounds(1, 16384))
-    height: int | None = field(default=None, metadata=bounds(1, 16384))
-    fps: float | None = field(default=None, metadata=bounds(0.1, 1000))
-    fourcc: str | None = None
-    read_timeout_s: float = field(default=5.0, metadata=bounds(0.1, 600))
-    seed: int = 0
-    warmup: int = field(default=3, metadata=bounds(0, 1000))
-    stats_interval_s: float = field(default=1.0, metadata=bounds(0.05, 3600))
-    curve_secret_key: str | None = None
-    curve_allow: str | None = None
-    sndhwm: int = field(default=16, metadata=bounds(1, 100000))
-    wait_subscribers: int = field(default=0, metadata=bounds(0, 1000))
-    wait_timeout_s: float = field(default=10.0, metadata=bounds(0.1, 3600))
-    batch_timeout_ms: float = field(default=20.0, metadata=bounds(0, 10_000))
+    source: str | list[str] | dict[str, str] = setting(
+        "synthetic", group="source", metavar="[CAMERA=]SOURCE",
+        help="/dev/videoN or N (V4L2 camera), a video file, an image folder or quoted glob, rtsp://|http:// URL, "
+             "a GStreamer pipeline, or 'synthetic'; repeat with a camera name each (front=/dev/video0) to batch "
+             "several cameras into one engine",
+    )
+    width: int | None = same_setting(SourceOptions, "width")
+    height: int | None = same_setting(SourceOptions, "height")
+    fps: float | None = same_setting(SourceOptions, "fps")
+    fourcc: str | None = same_setting(SourceOptions, "fourcc")
+    realtime: bool = same_setting(SourceOptions, "realtime")
+    loop: bool = same_setting(SourceOptions, "loop")
+    read_timeout_s: float = same_setting(SourceOptions, "read_timeout_s")
+    seed: int = same_setting(SourceOptions, "seed")
+    model: str | None = setting(None, group="engine",
+                                help=f"exported .onnx (or .engine / .pt); default: the shipped {DEFAULT_MODEL.name}")
+    engine: Literal["ort", "openvino", "auto", "tensorrt", "torch"] = setting(
+        "ort", group="engine", help="inference backend (auto: probe once, run the fastest verified)")
+    provider: ProviderName = same_setting(EngineOptions, "provider")
+    threads: int = same_setting(EngineOptions, "threads")
+    fp16: bool = same_setting(EngineOptions, "fp16")
+    compile: CompileName = same_setting(EngineOptions, "compile")
+    precision: PrecisionName = same_setting(EngineOptions, "precision")
+    warmup: int = setting(3, lo=0, hi=1000, group="engine", help="warm-up runs before the first frame")
+    queue: Literal["auto", "latest", "lossless"] = setting(
+        "auto", group="pipeline",
+        help="latest: keep the newest frame, count drops (auto for live sources); lossless: every frame (auto for files)")
+    queue_capacity: int = setting(2, lo=1, hi=1024, group="pipeline", help="frames held between capture and inference")
+    max_frames: int = setting(0, lo=0, group="pipeline", help="stop after this many frames, per camera (0: no limit)")
+    duration_s: float = setting(0.0, lo=0, flag="--duration", metavar="S", group="pipeline",
+                                help="stop after this many seconds (0: no limit)")
+    batch_timeout_ms: float = setting(20.0, lo=0, hi=10_000, metavar="MS", group="pipeline",
+                                      help="several cameras: how long a batch waits for late cameras before it runs "
+                                           "with the frames it has")
+    endpoint: str = setting(contracts.DEFAULT_ENDPOINT, group="masks and publishing", help="ZeroMQ PUB endpoint")
+    camera_name: str = setting("front", group="masks and publishing",
+                               help="frame id and namespace suffix of an unnamed --source")
+    namespace: str | None = setting(None, group="masks and publishing",
+                                    help="topic prefix (default perception/<camera name>); with several cameras the "
+                                         "prefix of each camera's <namespace>/<camera> (default perception)")
+    mask_size: Literal["model", "source"] = setting(
+        "model", group="masks and publishing",
+        help="model: the model's scale, letterbox padding cut off; source: masks at the camera frame size")
+    encoding: dict[str, str] = setting(
+        default_factory=dict, group="masks and publishing", metavar="TOPIC=ENC",
+        help="payload encoding of one mask topic, e.g. drivable=bitpack (mono8 default, bitpack, rle, png); repeatable")
+    task: dict[str, list[str]] = setting(
+        default_factory=dict, group="masks and publishing", metavar="TASK=CLASS[,CLASS]",
+        help="override a task's classes, e.g. lane=lane_marking or obstacle=car,pedestrian")
+    obstacles: bool = setting(True, group="masks and publishing", help="do not publish obstacle blobs on the obstacles topic")
+    per_class_obstacles: bool = setting(False, group="masks and publishing",
+                                        help="also publish <namespace>/obstacle/<class>, a binary mask per obstacle class")
+    atomic_frames: bool = setting(False, group="masks and publishing",
+                                  help="send all masks of a frame in one multipart message on <namespace>/frame (all or none)")
+    unknown_threshold: float | None = setting(
+        None, lo=0, hi=1, metavar="P", group="masks and publishing",
+        help="class map id 255 (unknown, in no task mask) where the model's confidence is below P (default: the "
+             "threshold in the model's metadata; 0: off); needs a model exported with --confidence")
+    stats_interval_s: float = setting(1.0, lo=0.05, hi=3600, flag="--stats-interval", metavar="S",
+                                      group="masks and publishing", help="seconds between stats documents")
+    sndhwm: int = setting(16, lo=1, hi=100000, group="masks and publishing",
+                          help="ZeroMQ messages (not frames) queued per subscriber (16: about 2.5 frames)")
+    wait_subscribers: int = setting(0, lo=0, hi=1000, metavar="N", group="masks and publishing",
+                                    help="hold the first frame until N subscribers have subscribed, e.g. a recorder of "
+                                         "a lossless file run (0: start at once)")
+    wait_timeout_s: float = setting(10.0, lo=0.1, hi=3600, flag="--wait-timeout", metavar="S",
+                                    group="masks and publishing",
+                                    help="seconds --wait-subscribers waits before the node fails")
+    curve_secret_key: str | None = setting(None, group="masks and publishing",
+                                           help="server .key_secret file: encrypt with CURVE")
+    curve_allow: str | None = setting(None, group="masks and publishing", help="folder of allowed client .key files")
 
     def __post_init__(self) -> None:
         self.cameras  # noqa: B018 - validates the sources and camera names (ValueError naming them)
@@ -192,14 +228,9 @@ class RunConfig:
         return Path(self.model) if self.model else DEFAULT_MODEL
 
     def source_options(self) -> dict[str, Any]:
-        """Keyword options for ``perception.sources.open_source``."""
-        return {
-            "width": self.width,
-            "height": self.height,
-            "fps": self.fps,
-            "fourcc": self.fourcc,
-            "realtime": self.realtime,
-            "loop": self.loop,
-            "read_timeout_s": self.read_timeout_s,
-            "seed": self.seed,
-        }
+        """Keyword options for ``perception.sources.open_source``: this config's ``SourceOptions`` fields."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(SourceOptions)}
+
+    def engine_options(self) -> EngineOptions:
+        """The ``EngineOptions`` for ``perception.engines.load_engine``: this config's fields of that name."""
+        return EngineOptions(**{f.name: getattr(self, f.name) for f in dataclasses.fields(EngineOptions)})

@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from perception.stats_schema import PERCENTILES
+
 #: Per-frame stages the node times itself; the publisher adds ``encode`` and ``publish``.
 #: ``batch``: with several cameras, the wait for the other cameras' frames (``perception/batching.py``).
 STAGES = ("capture", "queue", "preprocess", "batch", "infer", "postprocess", "publish", "total")
 #: Frames kept for the rolling percentiles.
 LATENCY_WINDOW = 512
-#: The percentiles every latency summary reports: the node's stats, the subscriber's, the bench's.
-PERCENTILES = (50, 90, 99)
 
 
 def latency_percentiles(values_ms, *, nan_aware: bool = False) -> dict[str, float]:

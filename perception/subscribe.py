@@ -37,9 +37,9 @@ import zmq
 from perception import contracts
 from perception.encoding import DecodeError, codec_for_compression
 from perception.errors import ConfigError, PublishError
-from perception.publish import check_endpoint
 from perception.security import make_curve_client
 from perception.wire import WireError, WireMessage, WireVersionError, check_topic, load_json, parse_header
+from perception.xpub import check_endpoint
 
 log = logging.getLogger(__name__)
 

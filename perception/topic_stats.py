@@ -1,6 +1,6 @@
 """A subscriber's running figures per topic (what ``perception listen`` and ``perception demo``
-report): rate, latency percentiles, bytes, and sequence gaps split into transport losses and the
-node's own drops. The client that receives the messages is ``perception.subscribe``.
+report): rate, latency percentiles, bytes, and missing sequence numbers split into transport
+losses and the node's own drops (the names as ``contracts.SEQUENCE_FIGURES`` defines them). The client that receives the messages is ``perception.subscribe``.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ if TYPE_CHECKING:
 
 
 class TopicStats:
-    """Running figures for one topic, like ``ros2 topic hz``: rate, latency, sequence gaps, bytes.
+    """Running figures for one topic, like ``ros2 topic hz``: rate, latency, missing numbers, bytes.
 
     Latency is ``receive_ns - capture_ns`` for masks (``publish_ns`` for JSON documents), both on
-    the wall clock, so across machines it is only as good as their clock sync. ``gaps`` counts
+    the wall clock, so across machines it is only as good as their clock sync. ``missing`` counts
     missing capture sequence numbers, split into ``lost`` (gaps in the publisher's per-topic
     ``pub_seq``: messages sent but lost in the transport, e.g. at a full high-water mark) and
     ``node_dropped`` (the rest: frames the node itself dropped, e.g. by its keep-latest queue, or
@@ -35,7 +35,7 @@ class TopicStats:
     def __init__(self, now_s: float) -> None:
         self.count = 0
         self.wire_bytes = 0
-        self.gaps = 0
+        self.missing = 0
         self.lost = 0
         self.restarts = 0
         self.last_seq: int | None = None
@@ -63,7 +63,7 @@ class TopicStats:
         if self.last_seq is not None:
             if msg.seq > self.last_seq:
                 missing = msg.seq - self.last_seq - 1
-                self.gaps += missing
+                self.missing += missing
                 if pub_seq is None or self.last_pub_seq is None:
                     self.lost += missing
                 elif pub_seq > self.last_pub_seq:
@@ -98,9 +98,9 @@ class TopicStats:
             "rate_hz": self._window_count / elapsed_s,
             "bytes_per_s": self._window_bytes / elapsed_s,
             "latency_ms": _percentiles(self._window_latencies_ms),
-            "gaps": self.gaps,
+            "missing": self.missing,
             "lost": self.lost,
-            "node_dropped": self.gaps - self.lost,
+            "node_dropped": self.missing - self.lost,
         }
         self._window_start_s, self._window_count, self._window_bytes = now_s, 0, 0
         self._window_latencies_ms = []
@@ -115,9 +115,9 @@ class TopicStats:
             "bytes": self.wire_bytes,
             "bytes_per_s": self.wire_bytes / duration_s if duration_s > 0 else 0.0,
             "latency_ms": _percentiles(self.latencies_ms, max_ms=self.latency_max_ms),
-            "gaps": self.gaps,
+            "missing": self.missing,
             "lost": self.lost,
-            "node_dropped": self.gaps - self.lost,
+            "node_dropped": self.missing - self.lost,
             "seq_restarts": self.restarts,
             "last_seq": self.last_seq,
         }

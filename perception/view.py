@@ -24,14 +24,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from perception import contracts
-from perception.config import bounds
+from perception.config import same_setting, setting
 from perception.errors import SourceError
+from perception.options import EngineOptions, ProviderName, SourceOptions
 from perception.overlay import render_overlay
 from perception.sinks import DEFAULT_VIDEO_FPS, FrameSink, resolve_output
 from perception.stats import RateLimitedLog
@@ -43,19 +44,22 @@ log = logging.getLogger(__name__)
 class ViewConfig:
     """The flags of ``perception view`` (and the parameters of a ``view`` launch node)."""
 
-    source: str | None = None
-    model: Path | None = None
-    endpoint: str | None = None
-    namespace: str | None = None
-    seed: int = 0
-    width: int | None = field(default=None, metadata=bounds(16, 8192))
-    height: int | None = field(default=None, metadata=bounds(16, 8192))
-    fps: float | None = field(default=None, metadata=bounds(0.1, 1000.0))
-    out: Path | None = None
-    max_frames: int | None = field(default=None, metadata=bounds(1, None))
-    duration: float | None = field(default=None, metadata=bounds(0.1, None))
-    alpha: float = field(default=0.5, metadata=bounds(0.0, 1.0))
-    provider: str = "auto"
+    source: str | None = setting(None, help="camera/video/images/synthetic (as for 'perception run')")
+    model: Path | None = setting(None, help="ONNX model: run it here, or (with --endpoint) its class colours")
+    endpoint: str | None = setting(None, help="draw the masks a node publishes here instead of running a model")
+    namespace: str | None = setting(None, help="with --endpoint: the node's namespace, e.g. perception/front")
+    seed: int = same_setting(SourceOptions, "seed", group=None, help="seed of the synthetic source (match the node's)")
+    width: int | None = same_setting(SourceOptions, "width", group=None)
+    height: int | None = same_setting(SourceOptions, "height", group=None)
+    fps: float | None = same_setting(
+        SourceOptions, "fps", group=None,
+        help="source rate (match the node's for synthetic) and video frame rate (default: the source's / 10)")
+    out: Path | None = setting(None, help="*.mp4/*.avi video, *.png last frame, or a folder of PNGs")
+    max_frames: int | None = setting(None, lo=1, metavar="N", help="stop after N frames")
+    duration_s: float | None = setting(None, lo=0.1, flag="--duration", metavar="S", old_names=("duration",),
+                                       help="stop after S seconds")
+    alpha: float = setting(0.5, lo=0.0, hi=1.0, help="mask opacity")
+    provider: ProviderName = same_setting(EngineOptions, "provider", group=None)
 
     def __post_init__(self) -> None:
         if self.endpoint is None and (self.source is None or self.model is None):
@@ -73,7 +77,7 @@ def run_view(config: ViewConfig, *, stop: threading.Event | None = None) -> int:
     """
     stop = stop or threading.Event()
     sink = FrameSink(resolve_output(config.out), fps=config.fps or DEFAULT_VIDEO_FPS)
-    deadline = None if config.duration is None else time.monotonic() + config.duration
+    deadline = None if config.duration_s is None else time.monotonic() + config.duration_s
     ended: list[str] = []  # why the frames ran out, as the frame generator knows it
     if config.endpoint is None:
         frames = _model_frames(config, stop, ended)
@@ -110,7 +114,7 @@ def _open_source(config: ViewConfig, *, paced: bool):
 
 
 def _model_frames(config: ViewConfig, stop: threading.Event, ended: list[str]):
-    from perception.engines import EngineOptions, load_engine
+    from perception.engines import load_engine
     from perception.masks import unknown_marker_for
     from perception.preprocess import Preprocessor
 
@@ -193,7 +197,7 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
             pending = {}
         if not received and not stop.is_set():
             ended.append(
-                f"no masks received from {config.endpoint} under {config.namespace} in {config.duration:g} s; "
+                f"no masks received from {config.endpoint} under {config.namespace} in {config.duration_s:g} s; "
                 "is the node running? check --endpoint / --namespace"
             )
     finally:

@@ -263,7 +263,8 @@ def test_engine_bench_precision_grid_skips_what_an_engine_lacks_and_reports_agre
 
 def test_peak_rate_bisects_to_the_highest_held_rate(tiny_model, monkeypatch):
     """The search with a node that holds exactly 40 FPS (measure_node replaced by that model)."""
-    import perception.bench.pipeline as bp
+    import perception.bench.peak_rate as bp
+    from perception.bench.pipeline import PipelineBenchConfig
 
     def fake_node(cfg, model, tick=None):
         fps = cfg.fps
@@ -274,11 +275,11 @@ def test_peak_rate_bisects_to_the_highest_held_rate(tiny_model, monkeypatch):
                 "sequence": {"missing": dropped}, "cpu": {"mean_percent": 100.0}}
 
     monkeypatch.setattr(bp, "measure_node", fake_node)
-    peak = bp.find_peak_rate(bp.PipelineBenchConfig(model=tiny_model, peak_rate=True, peak_steps=8), tiny_model)
+    peak = bp.find_peak_rate(PipelineBenchConfig(model=tiny_model, peak_rate=True, peak_steps=8), tiny_model)
     assert not peak["trials"][0]["held"] and peak["trials"][0]["fps_requested"] == bp.PEAK_START_FPS
     # Held: at most 1 % of the captured frames lost, so up to 40 / 0.99 = 40.4 FPS requested.
     assert 36.0 <= peak["fps_held"] <= 40.5 and 40.0 < peak["lowest_dropping_fps"] <= 44.5
     assert all(t["fps_requested"] <= 40.5 for t in peak["trials"] if t["held"])
     assert all(t["fps_requested"] > 40.0 for t in peak["trials"] if not t["held"])
     with pytest.raises(ConfigError, match="--peak-rate paces the synthetic camera"):
-        bp.find_peak_rate(bp.PipelineBenchConfig(source="drive.mp4", peak_rate=True), tiny_model)
+        bp.find_peak_rate(PipelineBenchConfig(source="drive.mp4", peak_rate=True), tiny_model)

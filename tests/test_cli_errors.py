@@ -33,7 +33,7 @@ CASES: dict[str, tuple[str, str]] = {
     "replay a folder without recordings": ("replay {fx}/folder", "holds no .mcap file"),
     "view unknown provider": (
         "view --source synthetic --model {fx}/tiny.onnx --max-frames 1 --out {fx}/v.png --provider gpu0",
-        "unknown --provider 'gpu0'",
+        "provider: 'gpu0' is not one of 'auto', 'cpu', 'cuda', 'tensorrt'",
     ),
     "eval negative threads": ("eval --model {fx}/tiny.onnx --data synthetic --threads -1", "--threads -1"),
     "eval zero batch": ("eval --checkpoint {fx}/missing.pt --data synthetic --batch-size 0", "--batch-size 0"),

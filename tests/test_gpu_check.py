@@ -1,4 +1,4 @@
-"""``make gpu-check`` (perception/bench/gpu_check.py): on a machine without a GPU every step is skipped with
+"""``make gpu-check`` (bench/gpu_check.py): on a machine without a GPU every step is skipped with
 its reason, the JSON is written and the exit status is 0; a step that runs and fails makes it 1."""
 
 from __future__ import annotations

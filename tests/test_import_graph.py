@@ -3,7 +3,7 @@
 Every module of the runtime (what `perception run`, `listen`, `record`, `replay`, `view`, `demo`,
 `launch`, `keys` and `inspect` can execute, and the CPU/GPU engines they load) is parsed, and its
 imports, at module level and inside functions alike, are followed through the package. None may
-reach torch, torchvision, the top-level `export` or `bench` packages, or perception.training /
+reach torch, torchvision, perception.export or perception.bench (the build side), perception.training or
 perception.models. The torch engine (an explicit `--engine torch` for development) and the
 training, export, eval and bench commands are the build side and are not followed.
 """
@@ -24,11 +24,18 @@ NOT_FOLLOWED = {
     "perception.engines.torch",
     *(f"perception.commands.{c}" for c in ("train", "eval", "export", "bench", "synth")),
 }
-FORBIDDEN = ("torch", "torchvision", "export", "bench", "perception.training", "perception.models")
+FORBIDDEN = ("torch", "torchvision", "perception.export", "perception.bench", "perception.training", "perception.models")
+
+
+#: Packages installed from folders outside perception/ (pyproject's package-dir).
+PACKAGE_DIRS = {"perception.export": ROOT / "export", "perception.bench": ROOT / "bench"}
 
 
 def module_file(name: str) -> Path | None:
     base = ROOT.joinpath(*name.split("."))
+    for package, folder in PACKAGE_DIRS.items():
+        if name == package or name.startswith(package + "."):
+            base = folder.joinpath(*name[len(package) + 1:].split(".")) if name != package else folder
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
             return candidate

@@ -429,7 +429,7 @@ def test_namespaces_on_one_socket_keep_their_own_info_seq_and_subscriptions():
     assert rear.stats()["messages_sent"] >= 3 and pub.stats()["messages_sent"] >= 2
 
 
-# ---- a dynamic batch for an exported batch-1 model (perception/export/batch.py) ----------------------------
+# ---- a dynamic batch for an exported batch-1 model (export/batch.py) ----------------------------
 
 def _resize_model(path, batch):
     """A contract model with a Resize to constant sizes [batch, 3, H, W] (the exporter's batch-1 form)."""

@@ -318,7 +318,7 @@ def test_latest_queue_drops_and_counts_under_slow_engine(tmp_path, engine, link)
     for m in msgs:
         stats.add(m, 0.0)
     summary = stats.summary(1.0)
-    assert summary["lost"] == 0 and summary["node_dropped"] == summary["gaps"] == seqs[-1] - seqs[0] + 1 - len(seqs)
+    assert summary["lost"] == 0 and summary["node_dropped"] == summary["missing"] == seqs[-1] - seqs[0] + 1 - len(seqs)
 
 
 def test_wait_subscribers_holds_the_first_frame_until_a_subscriber_joins(tmp_path, engine):

@@ -137,7 +137,7 @@ def test_replay_republishes_identical_messages(recording, tmp_path):
     endpoint = free_endpoint()
     sub = MaskSubscriber(endpoint, namespace=NS, masks=["drivable", "lane", "obstacle", "class_map"])
     proc = subprocess.Popen([sys.executable, "-m", "perception", "replay", str(path), "--max-rate",
-                             "--endpoint", endpoint, "--wait-subscriber", "30"],
+                             "--endpoint", endpoint, "--wait-first-subscriber", "30"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     got = {}
     try:
@@ -197,7 +197,7 @@ def test_record_cli_with_a_lossless_node_keeps_every_frame(tmp_path):
     ("argv", "message"),
     [
         (["record", "--namespace", "perception/x", "--out", "/proc/no/such/run.mcap"], "cannot write /proc/no/such/run.mcap"),
-        (["record", "--namespace", "perception/x", "--out", "x.mcap", "--duration", "-1"], "duration=-1.0 is out of range"),
+        (["record", "--namespace", "perception/x", "--out", "x.mcap", "--duration", "-1"], "duration_s=-1.0 is out of range"),
         (["replay", "missing.mcap"], "recording missing.mcap not found"),
         (["replay", "{garbage}"], "is not an MCAP file"),
         (["replay", "{truncated}"], "not a readable MCAP recording"),

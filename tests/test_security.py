@@ -117,7 +117,7 @@ def test_refused_handshakes_are_logged_with_key_and_address_rate_limited_and_cou
         finally:
             for sub in strangers:
                 sub.close()
-        auth = pub._auth
+        auth = pub._core._auth
         assert auth.last_rejection["public_key"] == stranger_key
         assert auth.last_rejection["address"] == "127.0.0.1"
     assert rejections >= 3

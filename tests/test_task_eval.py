@@ -192,8 +192,9 @@ def _inspect_lines(description) -> list[str]:
 def test_eval_record_and_sheet_flags_fail_before_any_work(tmp_path, tiny_model_path):
     import argparse
 
-    from perception.commands.eval import _check_args
+    from perception.commands.eval import EvalConfig, _check_config
     from perception.commands.eval import add_arguments as eval_arguments
+    from perception.flags import config_from_flags
 
     parser = argparse.ArgumentParser()
     eval_arguments(parser)
@@ -205,4 +206,5 @@ def test_eval_record_and_sheet_flags_fail_before_any_work(tmp_path, tiny_model_p
     }
     for extra, message in bad.items():
         with pytest.raises(ConfigError, match=message):
-            _check_args(parser.parse_args(["--model", str(tiny_model_path), *extra]))
+            args = parser.parse_args(["--model", str(tiny_model_path), *extra])
+            _check_config(config_from_flags(EvalConfig, args, source="perception eval"))

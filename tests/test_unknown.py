@@ -217,7 +217,7 @@ def test_flag_and_yaml_and_cli_errors(tmp_path, frames_dir, capsys):
     # Launch files: a pipeline node's parameter becomes the flag, checked by the same parser.
     from perception.launch.flags import parameters_to_argv
 
-    assert parameters_to_argv("run", {"unknown_threshold": 0.2}, "launch.yaml: node front") == ["--unknown-threshold", "0.2"]
+    assert parameters_to_argv("run", RunConfig, {"unknown_threshold": 0.2}, "launch.yaml: node front") == ["--unknown-threshold", "0.2"]
     plain = write_brightness_model(tmp_path / "plain.onnx", MODEL_HW)
     code = cli_main(["run", "--model", str(plain), "--source", str(frames_dir), "--unknown-threshold", "0.5",
                      "--endpoint", "tcp://127.0.0.1:*"])

@@ -145,7 +145,7 @@ def test_view_of_a_silent_node_to_a_file_fails_naming_the_endpoint(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
-    config = ViewConfig(endpoint=endpoint, namespace="perception/quiet", out=tmp_path / "frames", duration=0.3)
+    config = ViewConfig(endpoint=endpoint, namespace="perception/quiet", out=tmp_path / "frames", duration_s=0.3)
     with pytest.raises(SourceError, match=rf"nothing rendered, so nothing written to .*frames: no masks received from "
                                           rf"{endpoint} under perception/quiet in 0.3 s; is the node running"):
         run_view(config)

@@ -114,7 +114,7 @@ def test_topic_stats_tell_transport_loss_from_node_drops():
     for seq, pub_seq in [(0, 0), (1, 1), (4, 2), (6, 4), (9, 6)]:
         stats.add(_msg(seq, pub_seq), 0.0)
     summary = stats.summary(1.0)
-    assert summary["gaps"] == 5 and summary["lost"] == 2 and summary["node_dropped"] == 3
+    assert summary["missing"] == 5 and summary["lost"] == 2 and summary["node_dropped"] == 3
 
 
 def test_topic_stats_count_every_v1_gap_as_lost():
@@ -155,4 +155,4 @@ def test_listen_prints_transport_loss_and_node_drops_apart():
     stats = TopicStats(0.0)
     for seq, pub_seq in [(0, 0), (4, 1), (6, 3)]:  # 3 node drops, then 1 transport loss
         stats.add(_msg(seq, pub_seq), 0.0)
-    assert "gaps 4     (lost 1, node 3)" in _format_line("t", stats.summary(1.0))
+    assert "missing 4     (lost 1, node 3)" in _format_line("t", stats.summary(1.0))

@@ -8,7 +8,7 @@
 
 Each writes ``bench.json`` (every figure and the environment), ``bench.md`` (tables made from the
 JSON) and PNG plots into ``--out``. The library code lives in the ``bench`` package; see
-perception/bench/README.md for what each figure means.
+bench/README.md for what each figure means.
 """
 
 from __future__ import annotations

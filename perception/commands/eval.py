@@ -32,72 +32,77 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
+from perception.config import same_setting, setting
 from perception.errors import ConfigError, PerceptionError
+from perception.flags import add_flags, config_from_flags
+from perception.options import EngineOptions
 
 log = logging.getLogger(__name__)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--checkpoint", help="a .pt checkpoint written by 'perception train'")
-    what.add_argument("--model", help="an exported .onnx model (evaluated with ONNX Runtime, no torch)")
-    parser.add_argument("--data", help="dataset spec (default: the checkpoint's training data)")
-    parser.add_argument("--split", default="val", help="dataset split (default: val)")
-    parser.add_argument("--device", default="auto", help="checkpoint: auto, cpu or cuda; ONNX: auto, cpu, cuda")
-    parser.add_argument("--batch-size", type=int, default=4, help="checkpoint evaluation batch size")
-    parser.add_argument("--workers", type=int, default=2, help="checkpoint evaluation DataLoader workers")
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads, torch or ONNX Runtime (0: default)")
-    parser.add_argument("--json", help="also write the figures to this JSON file")
-    parser.add_argument(
-        "--tasks",
-        nargs="?",
-        const="",
-        metavar="TASK[,TASK]",
+@dataclass
+class EvalConfig:
+    """The flags of ``perception eval``."""
+
+    checkpoint: str | None = setting(None, exclusive="what", help="a .pt checkpoint written by 'perception train'")
+    model: str | None = setting(None, exclusive="what",
+                                help="an exported .onnx model (evaluated with ONNX Runtime, no torch)")
+    data: str | None = setting(None, help="dataset spec (default: the checkpoint's training data)")
+    split: str = setting("val", help="dataset split")
+    device: str = setting("auto", help="checkpoint: auto, cpu or cuda; ONNX: auto, cpu, cuda")
+    batch_size: int = setting(4, lo=1, help="checkpoint evaluation batch size")
+    workers: int = setting(2, lo=0, hi=64, help="checkpoint evaluation DataLoader workers (0: the main process)")
+    threads: int = same_setting(EngineOptions, "threads", group=None, help="CPU threads, torch or ONNX Runtime (0: default)")
+    json: str | None = setting(None, help="also write the figures to this JSON file")
+    tasks: str | None = setting(
+        None, const="", metavar="TASK[,TASK]",
         help="score by task group (drivable, lane, obstacle, or any group defined with --task/--data-task); "
-        "no value: every task both the model and the dataset define",
-    )
-    parser.add_argument("--task", action="append", default=[], metavar="TASK=CLASS[,CLASS]",
-                        help="with --tasks: the model classes of a task, e.g. obstacle=car,pedestrian,cyclist")
-    parser.add_argument("--data-task", action="append", default=[], metavar="TASK=CLASS[,CLASS]",
-                        help="with --tasks: the dataset classes of a task, e.g. obstacle=Car,Pedestrian,Bicyclist")
-    parser.add_argument("--unknown-threshold", type=float, metavar="P",
-                        help="with --tasks: pixels whose confidence is below P (0..1) are unknown, in no task "
-                             "(default: the model's threshold; 0: off); needs a model with a confidence output")
-    parser.add_argument("--record", action="store_true",
-                        help="with --tasks and --model: store the task figures in the model's metadata as its "
-                        "real-road check (use data the model never trained on)")
-    parser.add_argument("--contact-sheet", metavar="PNG",
-                        help="with --model: also draw frames spread over the dataset with the task masks painted on")
-    parser.add_argument("--sheet-count", type=int, default=12, help="frames on the contact sheet (default 12)")
+             "no value: every task both the model and the dataset define")
+    task: dict[str, list[str]] = setting(
+        default_factory=dict, metavar="TASK=CLASS[,CLASS]",
+        help="with --tasks: the model classes of a task, e.g. obstacle=car,pedestrian,cyclist")
+    data_task: dict[str, list[str]] = setting(
+        default_factory=dict, metavar="TASK=CLASS[,CLASS]",
+        help="with --tasks: the dataset classes of a task, e.g. obstacle=Car,Pedestrian,Bicyclist")
+    unknown_threshold: float | None = setting(
+        None, lo=0, hi=1, metavar="P",
+        help="with --tasks: pixels whose confidence is below P are unknown, in no task (default: the model's "
+             "threshold; 0: off); needs a model with a confidence output")
+    record: bool = setting(False, help="with --tasks and --model: store the task figures in the model's metadata as "
+                                       "its real-road check (use data the model never trained on)")
+    contact_sheet: str | None = setting(
+        None, metavar="PNG", help="with --model: also draw frames spread over the dataset with the task masks painted on")
+    sheet_count: int = setting(12, help="frames on the contact sheet")
+
+    def __post_init__(self) -> None:
+        if (self.checkpoint is None) == (self.model is None):
+            raise ValueError("give --checkpoint CKPT.pt or --model MODEL.onnx, one of the two")
 
 
-def _check_args(args: argparse.Namespace) -> None:
-    """Flag values and the --json target, checked before minutes of evaluation could be lost to them."""
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size {args.batch_size} must be >= 1")
-    if args.workers < 0:
-        raise ConfigError(f"--workers {args.workers} must be >= 0 (0: load in the main process)")
-    if not 0 <= args.threads <= 256:
-        raise ConfigError(f"--threads {args.threads} must be in 0..256 (0: the default)")
-    if (args.task or args.data_task) and args.tasks is None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_flags(parser, EvalConfig)
+
+
+def _check_config(config: EvalConfig) -> None:
+    """What depends on several flags, and the --json target, checked before minutes of evaluation
+    could be lost to them (single values are checked by their declarations)."""
+    if (config.task or config.data_task) and config.tasks is None:
         raise ConfigError("--task / --data-task define task groups for --tasks; add --tasks")
-    if args.unknown_threshold is not None:
-        if args.tasks is None:
-            raise ConfigError("--unknown-threshold applies to the task masks; add --tasks")
-        if not 0 <= args.unknown_threshold <= 1:
-            raise ConfigError(f"--unknown-threshold {args.unknown_threshold:g} must be a probability in 0..1 (0: off)")
-    if args.record and (args.tasks is None or not args.model):
+    if config.unknown_threshold is not None and config.tasks is None:
+        raise ConfigError("--unknown-threshold applies to the task masks; add --tasks")
+    if config.record and (config.tasks is None or not config.model):
         raise ConfigError("--record stores task figures in an ONNX model's metadata; it needs --tasks and --model")
-    if args.contact_sheet and not args.model:
+    if config.contact_sheet and not config.model:
         raise ConfigError("--contact-sheet draws an exported model's masks; it needs --model")
-    if args.contact_sheet:
+    if config.contact_sheet:
         from perception.contact_sheet import check_sheet_target
 
-        check_sheet_target(args.contact_sheet, args.sheet_count)
-    if args.json:
-        target = Path(args.json)
+        check_sheet_target(config.contact_sheet, config.sheet_count)
+    if config.json:
+        target = Path(config.json)
         if target.is_dir():
             raise ConfigError(f"--json {target} is a directory; give a file name such as {target / 'eval.json'}")
         if not target.parent.is_dir():
@@ -116,41 +121,41 @@ def _open_recorded_dataset(spec: str, split: str, recorded_in: str):
 
 
 def main(args: argparse.Namespace) -> int:
-    _check_args(args)
-    if args.tasks is not None:
-        return _main_tasks(args)
+    config = config_from_flags(EvalConfig, args, source="perception eval")
+    _check_config(config)
+    if config.tasks is not None:
+        return _main_tasks(config)
     from perception.training.evaluate import evaluate_checkpoint, evaluate_engine
 
-    if args.model:
-        engine = _onnx_engine(args)
-        spec, dataset = _dataset_for(args, engine.metadata.dataset, args.model)
-        log.info("evaluating %s on %s (%s, %d images)", engine.describe(), spec, args.split, len(dataset))
+    if config.model:
+        engine = _onnx_engine(config)
+        spec, dataset = _dataset_for(config, engine.metadata.dataset, config.model)
+        log.info("evaluating %s on %s (%s, %d images)", engine.describe(), spec, config.split, len(dataset))
         cm = evaluate_engine(engine, dataset)
-        source = args.model
+        source = config.model
     else:
-        spec, dataset = _dataset_for(args, None, args.checkpoint)
-        log.info("evaluating %s on %s (%s, %d images)", args.checkpoint, spec, args.split, len(dataset))
+        spec, dataset = _dataset_for(config, None, config.checkpoint)
+        log.info("evaluating %s on %s (%s, %d images)", config.checkpoint, spec, config.split, len(dataset))
         cm = evaluate_checkpoint(
-            args.checkpoint,
+            config.checkpoint,
             dataset,
-            device=args.device,
-            batch_size=args.batch_size,
-            workers=args.workers,
-            threads=args.threads,
+            device=config.device,
+            batch_size=config.batch_size,
+            workers=config.workers,
+            threads=config.threads,
         )
-        source = args.checkpoint
-    print(f"{source} on {spec} ({args.split}, {len(dataset)} images)")
+        source = config.checkpoint
+    print(f"{source} on {spec} ({config.split}, {len(dataset)} images)")
     print(cm.format_table(dataset.class_table))
-    if args.json:
-        _write_json(args.json, {"source": str(source), "data": spec, "split": args.split, **cm.summary(dataset.class_table)})
-    if args.contact_sheet:
-        _contact_sheet(args, engine, dataset, spec)
+    if config.json:
+        _write_json(config.json, {"source": str(source), "data": spec, "split": config.split, **cm.summary(dataset.class_table)})
+    if config.contact_sheet:
+        _contact_sheet(config, engine, dataset, spec)
     return 0
 
 
-def _main_tasks(args: argparse.Namespace) -> int:
+def _main_tasks(config: EvalConfig) -> int:
     """``--tasks``: binary IoU / precision / recall per task group, the node's preprocessing."""
-    from perception.commands.run import _pairs
     from perception.masks import unknown_marker_for
     from perception.training.evaluate import (
         UnknownTally,
@@ -159,32 +164,32 @@ def _main_tasks(args: argparse.Namespace) -> int:
         resolve_task_groups,
     )
 
-    if args.model:
-        engine = _onnx_engine(args)
-        source = args.model
+    if config.model:
+        engine = _onnx_engine(config)
+        source = config.model
     else:
         from perception.engines import EngineOptions, load_engine
 
-        provider = {"auto": "cpu"}.get(args.device, args.device)
-        engine = load_engine("torch", args.checkpoint, EngineOptions(provider=provider, threads=args.threads))
-        source = args.checkpoint
-    spec, dataset = _dataset_for(args, engine.metadata.dataset, source)
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] or None
+        provider = {"auto": "cpu"}.get(config.device, config.device)
+        engine = load_engine("torch", config.checkpoint, EngineOptions(provider=provider, threads=config.threads))
+        source = config.checkpoint
+    spec, dataset = _dataset_for(config, engine.metadata.dataset, source)
+    tasks = [t.strip() for t in config.tasks.split(",") if t.strip()] or None
     scores = resolve_task_groups(
         engine.metadata.class_table,
         dataset.class_table,
         tasks=tasks,
-        model_overrides=_pairs(args.task, "--task", listed=True),
-        data_overrides=_pairs(args.data_task, "--data-task", listed=True),
+        model_overrides=config.task,
+        data_overrides=config.data_task,
         model_name=f"model {source}",
         data_name=f"dataset {spec}",
     )
-    marker = unknown_marker_for(engine.has_confidence, engine.metadata.unknown_threshold, args.unknown_threshold,
+    marker = unknown_marker_for(engine.has_confidence, engine.metadata.unknown_threshold, config.unknown_threshold,
                                 model=engine.model_id)
     unknown = UnknownTally(marker) if marker is not None else None
-    log.info("evaluating %s on %s (%s, %d images) by task", engine.describe(), spec, args.split, len(dataset))
+    log.info("evaluating %s on %s (%s, %d images) by task", engine.describe(), spec, config.split, len(dataset))
     evaluate_tasks(engine, dataset, scores, unknown=unknown)
-    print(f"{source} on {spec} ({args.split}, {len(dataset)} images), letterboxed to {engine.input_hw[0]}x{engine.input_hw[1]} as the node does")
+    print(f"{source} on {spec} ({config.split}, {len(dataset)} images), letterboxed to {engine.input_hw[0]}x{engine.input_hw[1]} as the node does")
     if unknown is None:
         print("unknown marking off" + ("" if engine.has_confidence else " (the model has no confidence output)"))
         print(format_task_table(scores))
@@ -194,11 +199,11 @@ def _main_tasks(args: argparse.Namespace) -> int:
         print(format_task_table(scores))
         print("with unknown marking off:")
         print(format_task_table(unknown.off))
-    if args.json:
+    if config.json:
         summary = {
             "source": str(source),
             "data": spec,
-            "split": args.split,
+            "split": config.split,
             "input_hw": list(engine.input_hw),
             "preprocess": "letterbox (perception.preprocess, as the node)",
             "tasks": {s.task: s.to_dict() for s in scores},
@@ -206,13 +211,13 @@ def _main_tasks(args: argparse.Namespace) -> int:
         }
         if unknown is not None:
             summary["tasks_unknown_off"] = {s.task: s.to_dict() for s in unknown.off}
-        _write_json(args.json, summary)
-    if args.record:
+        _write_json(config.json, summary)
+    if config.record:
         from perception.modelfile import record_metadata
 
         check = {
             "data": spec,
-            "split": args.split,
+            "split": config.split,
             "frames": len(dataset),
             "input_hw": list(engine.input_hw),
             "preprocess": "letterbox, as the node",
@@ -222,10 +227,10 @@ def _main_tasks(args: argparse.Namespace) -> int:
         }
         if unknown is not None:
             check["tasks_unknown_off"] = _task_figures(unknown.off)
-        record_metadata(args.model, real_road_check=check)
-        print(f"recorded in {args.model}'s metadata as its real-road check (perception inspect {args.model})")
-    if args.contact_sheet:
-        _contact_sheet(args, engine, dataset, spec)
+        record_metadata(config.model, real_road_check=check)
+        print(f"recorded in {config.model}'s metadata as its real-road check (perception inspect {config.model})")
+    if config.contact_sheet:
+        _contact_sheet(config, engine, dataset, spec)
     return 0
 
 
@@ -234,34 +239,34 @@ def _task_figures(scores) -> dict:
     return {s.task: {k: s.to_dict()[k] for k in keys} for s in scores}
 
 
-def _contact_sheet(args: argparse.Namespace, engine, dataset, spec: str) -> None:
+def _contact_sheet(config: EvalConfig, engine, dataset, spec: str) -> None:
     from perception.contact_sheet import build_contact_sheet, write_contact_sheet
 
-    caption = f"{engine.metadata.model_id} on {spec} ({args.split}), letterboxed as the node"
-    sheet = build_contact_sheet(engine, dataset, count=args.sheet_count, caption=caption,
-                                unknown_threshold=getattr(args, "unknown_threshold", None))
-    write_contact_sheet(args.contact_sheet, sheet)
-    print(f"wrote {args.contact_sheet} ({min(args.sheet_count, len(dataset))} frames)")
+    caption = f"{engine.metadata.model_id} on {spec} ({config.split}), letterboxed as the node"
+    sheet = build_contact_sheet(engine, dataset, count=config.sheet_count, caption=caption,
+                                unknown_threshold=config.unknown_threshold)
+    write_contact_sheet(config.contact_sheet, sheet)
+    print(f"wrote {config.contact_sheet} ({min(config.sheet_count, len(dataset))} frames)")
 
 
-def _onnx_engine(args: argparse.Namespace):
+def _onnx_engine(config: EvalConfig):
     from perception.engines import EngineOptions, load_engine
 
-    if args.device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"--device {args.device!r} for an ONNX model must be auto, cpu or cuda")
-    return load_engine("ort", args.model, EngineOptions(provider=args.device, threads=args.threads))
+    if config.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"--device {config.device!r} for an ONNX model must be auto, cpu or cuda")
+    return load_engine("ort", config.model, EngineOptions(provider=config.device, threads=config.threads))
 
 
-def _dataset_for(args: argparse.Namespace, recorded: str | None, source: str):
+def _dataset_for(config: EvalConfig, recorded: str | None, source: str):
     """``(spec, dataset)``: ``--data``, else the dataset the model or checkpoint records."""
     from perception.datasets import open_dataset
 
-    if args.data:
-        return args.data, open_dataset(args.data, split=args.split)
+    if config.data:
+        return config.data, open_dataset(config.data, split=config.split)
     spec = recorded if recorded is not None else _checkpoint_dataset(source)
     if not spec:
         raise ConfigError(f"{source} does not say which dataset it was trained on; pass --data")
-    return spec, _open_recorded_dataset(spec, args.split, source)
+    return spec, _open_recorded_dataset(spec, config.split, source)
 
 
 def _write_json(path: str, summary: dict) -> None:

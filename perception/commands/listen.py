@@ -1,4 +1,4 @@
-"""``perception listen``: subscribe to a node's topics and report rate, latency, gaps and bytes/s.
+"""``perception listen``: subscribe to a node's topics and report rate, latency, missing numbers and bytes/s.
 
 Like ``ros2 topic hz`` and ``ros2 topic echo`` together::
 
@@ -23,13 +23,16 @@ import json
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cv2
 
 from perception import contracts
+from perception.config import setting
 from perception.errors import ConfigError
+from perception.flags import add_flags, config_from_flags
 from perception.signals import install_signal_handlers
 from perception.subscribe import MaskSubscriber, Message
 from perception.topic_stats import TopicStats
@@ -38,50 +41,44 @@ from perception.wire import topic_dir_name
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class ListenConfig:
+    """The flags of ``perception listen`` (and the parameters of a ``listen`` launch node)."""
+
+    endpoint: str = setting(contracts.DEFAULT_ENDPOINT, help="publisher endpoint")
+    namespace: str | None = setting(None, exclusive="what", help="all topics under this namespace, e.g. perception/front")
+    topic: list[str] = setting(default_factory=list, exclusive="what", metavar="T", help="exact topics (repeatable)")
+    duration_s: float | None = setting(None, lo=0.001, flag="--duration", metavar="S",
+                                       help="stop after S seconds (default: until Ctrl-C)")
+    count: int | None = setting(None, lo=1, metavar="N", help="stop after N messages in total")
+    interval_s: float = setting(1.0, lo=0.001, hi=3600, flag="--interval", metavar="S", help="seconds between report lines")
+    echo: bool = setting(False, help="print every message's header (and JSON documents)")
+    save_dir: Path | None = setting(None, metavar="DIR", help="save received masks as PNG: DIR/<topic with / as _>/<seq>.png")
+    every: int = setting(1, lo=1, metavar="N", help="with --save-dir: every Nth mask per topic")
+    keep_latest: bool = setting(False, help="drain the socket, keep the newest message per topic")
+    json: bool = setting(False, help="final summary as JSON on stdout (live lines go to stderr)")
+    max_mask_pixels: int = setting(contracts.MAX_MASK_PIXELS, lo=1, metavar="N",
+                                   help="skip masks declaring more than N pixels, before decoding")
+    curve_server_key: str | None = setting(None, metavar="FILE", help="the node's public .key file (CURVE)")
+    curve_key: str | None = setting(None, metavar="FILE", help="this client's .key_secret file (CURVE)")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--endpoint", default=contracts.DEFAULT_ENDPOINT, help="publisher endpoint (default %(default)s)")
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument("--namespace", help="all topics under this namespace, e.g. perception/front")
-    which.add_argument("--topic", action="append", metavar="T", help="an exact topic (repeatable)")
-    parser.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
-    parser.add_argument("--count", type=int, metavar="N", help="stop after N messages in total")
-    parser.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between report lines (default 1)")
-    parser.add_argument("--echo", action="store_true", help="print every message's header (and JSON documents)")
-    parser.add_argument("--save-dir", type=Path, metavar="DIR",
-                        help="save received masks as PNG: DIR/<topic with / as _>/<seq>.png")
-    parser.add_argument("--every", type=int, default=1, metavar="N", help="with --save-dir: every Nth mask per topic")
-    parser.add_argument("--keep-latest", action="store_true", help="drain the socket, keep the newest message per topic")
-    parser.add_argument("--json", action="store_true", help="final summary as JSON on stdout (live lines go to stderr)")
-    parser.add_argument("--max-mask-pixels", type=int, default=contracts.MAX_MASK_PIXELS, metavar="N",
-                        help="skip masks declaring more than N pixels, before decoding (default %(default)s)")
-    parser.add_argument("--curve-server-key", metavar="FILE", help="the node's public .key file (CURVE)")
-    parser.add_argument("--curve-key", metavar="FILE", help="this client's .key_secret file (CURVE)")
+    add_flags(parser, ListenConfig)
 
 
-def _check_args(args: argparse.Namespace) -> None:
-    if args.duration is not None and args.duration <= 0:
-        raise ConfigError(f"--duration {args.duration} must be > 0 seconds")
-    if args.count is not None and args.count < 1:
-        raise ConfigError(f"--count {args.count} must be >= 1")
-    if args.every < 1:
-        raise ConfigError(f"--every {args.every} must be >= 1")
-    if args.max_mask_pixels < 1:
-        raise ConfigError(f"--max-mask-pixels {args.max_mask_pixels} must be >= 1")
-    if args.interval <= 0:
-        raise ConfigError(f"--interval {args.interval} must be > 0 seconds")
-    if args.save_dir is not None:
-        # Now, not at the first mask: a bad --save-dir must not surface mid-run.
-        try:
-            args.save_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create --save-dir {args.save_dir} ({exc.strerror}); choose a writable folder") from None
+def _make_save_dir(save_dir: Path) -> None:
+    try:
+        save_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create --save-dir {save_dir} ({exc.strerror}); choose a writable folder") from None
 
 
 def _format_line(topic: str, figures: dict[str, Any]) -> str:
     lat = figures["latency_ms"]
     lat_text = f"lat p50 {lat['p50']:7.1f} p90 {lat['p90']:7.1f} p99 {lat['p99']:7.1f} ms" if lat else "lat        -"
     return (
-        f"{topic:<32} {figures['rate_hz']:6.1f} Hz  {lat_text}  gaps {figures['gaps']:<5d} "
+        f"{topic:<32} {figures['rate_hz']:6.1f} Hz  {lat_text}  missing {figures['missing']:<5d} "
         f"(lost {figures['lost']}, node {figures['node_dropped']}) "
         f"{figures['bytes_per_s'] / 1e3:9.1f} kB/s  n={figures['count']}"
     )
@@ -115,8 +112,10 @@ def _save(msg: Message, save_dir: Path) -> str | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    _check_args(args)
-    live = sys.stderr if args.json else sys.stdout
+    config = config_from_flags(ListenConfig, args, source="perception listen")
+    if config.save_dir is not None:
+        _make_save_dir(config.save_dir)  # now, not at the first mask: a bad --save-dir must not surface mid-run
+    live = sys.stderr if config.json else sys.stdout
     stop = {"requested": False}
 
     def request_stop(signum, frame) -> None:
@@ -124,28 +123,28 @@ def main(args: argparse.Namespace) -> int:
 
     handlers = install_signal_handlers(request_stop)
     sub = MaskSubscriber(
-        args.endpoint,
-        topics=args.topic,
-        namespace=args.namespace,
-        keep_latest=args.keep_latest,
-        curve_server_key=args.curve_server_key,
-        curve_key_file=args.curve_key,
-        max_mask_pixels=args.max_mask_pixels,
+        config.endpoint,
+        topics=config.topic or None,
+        namespace=config.namespace,
+        keep_latest=config.keep_latest,
+        curve_server_key=config.curve_server_key,
+        curve_key_file=config.curve_key,
+        max_mask_pixels=config.max_mask_pixels,
     )
-    what = ", ".join(args.topic) if args.topic else (f"{args.namespace}/*" if args.namespace else "all topics")
-    print(f"listening on {args.endpoint} to {what}", file=live, flush=True)
+    what = ", ".join(config.topic) if config.topic else (f"{config.namespace}/*" if config.namespace else "all topics")
+    print(f"listening on {config.endpoint} to {what}", file=live, flush=True)
     stats: dict[str, TopicStats] = {}
     saved: dict[str, int] = {}
     start_s = time.monotonic()
-    next_report_s = start_s + args.interval
-    end_s = start_s + args.duration if args.duration is not None else None
+    next_report_s = start_s + config.interval_s
+    end_s = start_s + config.duration_s if config.duration_s is not None else None
     total = save_errors = 0
     try:
         while not stop["requested"]:
             now_s = time.monotonic()
             if end_s is not None and now_s >= end_s:
                 break
-            if args.count is not None and total >= args.count:
+            if config.count is not None and total >= config.count:
                 break
             wait_s = min(0.1, next_report_s - now_s, (end_s - now_s) if end_s is not None else 0.1)
             msg = sub.recv(timeout_s=max(0.0, wait_s))
@@ -153,24 +152,24 @@ def main(args: argparse.Namespace) -> int:
             if msg is not None:
                 total += 1
                 stats.setdefault(msg.topic, TopicStats(start_s)).add(msg, now_s)
-                if args.echo:
+                if config.echo:
                     _echo(msg, live)
-                if args.save_dir is not None and msg.kind == contracts.KIND_MASK:
+                if config.save_dir is not None and msg.kind == contracts.KIND_MASK:
                     n = saved.get(msg.topic, 0)
-                    if n % args.every == 0 and (problem := _save(msg, args.save_dir)) is not None:
+                    if n % config.every == 0 and (problem := _save(msg, config.save_dir)) is not None:
                         save_errors += 1
                         if save_errors in (1, 10, 100) or save_errors % 1000 == 0:  # rate-limited
                             log.warning("%s (%d mask(s) not saved so far)", problem, save_errors)
                     saved[msg.topic] = n + 1
             if now_s >= next_report_s:
-                next_report_s = now_s + args.interval
+                next_report_s = now_s + config.interval_s
                 _report(stats, sub, now_s, live)
     finally:
         sub.close()
         handlers.restore()
     duration_s = time.monotonic() - start_s
     summary = {
-        "endpoint": args.endpoint,
+        "endpoint": config.endpoint,
         "duration_s": round(duration_s, 3),
         "messages": total,
         "topics": {topic: s.summary(duration_s) for topic, s in sorted(stats.items())},
@@ -180,7 +179,7 @@ def main(args: argparse.Namespace) -> int:
         "last_error": sub.last_error,
     }
     _print_summary(summary, live)
-    if args.json:
+    if config.json:
         print(json.dumps(summary, indent=2))
     return 0
 

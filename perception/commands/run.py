@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from perception import contracts
-from perception.config import load_config, read_yaml
 from perception.errors import ConfigError, ModelError
+from perception.flags import add_flags, config_from_flags
 from perception.run_config import DEFAULT_MODEL, RunConfig
 from perception.signals import SignalHandlers
 
@@ -33,112 +33,16 @@ log = logging.getLogger(__name__)
 #: go out before the publisher closes anyway. On a signal the node closes at once instead.
 FLUSH_S = 1.0
 
-S = argparse.SUPPRESS  # only flags actually given reach the config, so --config values survive
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, default=S, help="YAML file with RunConfig keys; flags override it")
-    g = p.add_argument_group("source")
-    g.add_argument("--source", action="append", default=S, metavar="[CAMERA=]SOURCE",
-                   help="/dev/videoN or N (V4L2 camera), a video file, an image folder or quoted glob, "
-                        "rtsp://|http:// URL, a GStreamer pipeline, or 'synthetic' (default: synthetic); "
-                        "repeat with a camera name each (front=/dev/video0) to batch several cameras "
-                        "into one engine")
-    g.add_argument("--width", type=int, default=S, help="camera/synthetic frame width to request")
-    g.add_argument("--height", type=int, default=S, help="camera/synthetic frame height to request")
-    g.add_argument("--fps", type=float, default=S, help="camera rate to request; synthetic/file pacing rate")
-    g.add_argument("--fourcc", default=S, help="camera pixel format, e.g. MJPG or YUYV")
-    g.add_argument("--realtime", action="store_true", default=S, help="play files at their native rate")
-    g.add_argument("--loop", action="store_true", default=S, help="restart files and image folders at the end")
-    g.add_argument("--read-timeout", dest="read_timeout_s", type=float, default=S,
-                   help="seconds a live source may stall before it is reopened (default 5)")
-    g.add_argument("--seed", type=int, default=S, help="synthetic world seed (default 0)")
-    g = p.add_argument_group("engine")
-    g.add_argument("--model", default=S, help=f"exported .onnx (or .engine / .pt); default {DEFAULT_MODEL.name}")
-    g.add_argument("--engine", default=S,
-                   help="ort (default), openvino, auto (probe once, run the fastest verified), tensorrt or torch")
-    g.add_argument("--provider", default=S, help="auto (default), cpu, cuda or tensorrt")
-    g.add_argument("--threads", type=int, default=S, help="CPU inference threads (0: backend default)")
-    g.add_argument("--fp16", action="store_true", default=S, help="half precision (torch engine on CUDA)")
-    g.add_argument("--compile", default=S, help="none (default) or tensorrt: Torch-TensorRT for --engine torch on CUDA")
-    g.add_argument("--precision", default=S,
-                   help="auto (default: the model's own), fp32, bf16 (openvino), int8 (the MODEL.int8.onnx sibling)")
-    g.add_argument("--warmup", type=int, default=S, help="warm-up runs before the first frame (default 3)")
-    g = p.add_argument_group("pipeline")
-    g.add_argument("--queue", default=S,
-                   help="latest (keep newest, count drops; default for live sources) or lossless (default for files)")
-    g.add_argument("--queue-capacity", type=int, default=S, help="frames held between capture and inference (default 2)")
-    g.add_argument("--max-frames", type=int, default=S,
-                   help="stop after this many frames, per camera (0: no limit)")
-    g.add_argument("--batch-timeout-ms", dest="batch_timeout_ms", type=float, default=S, metavar="MS",
-                   help="several cameras: how long a batch waits for late cameras before it runs with the "
-                        "frames it has (default 20)")
-    g.add_argument("--duration", dest="duration_s", type=float, default=S, help="stop after this many seconds")
-    g = p.add_argument_group("masks and publishing")
-    g.add_argument("--endpoint", default=S, help=f"ZeroMQ PUB endpoint (default {contracts.DEFAULT_ENDPOINT})")
-    g.add_argument("--camera-name", default=S,
-                   help="frame id and namespace suffix of an unnamed --source (default front)")
-    g.add_argument("--namespace", default=S,
-                   help="topic prefix (default perception/<camera name>); with several cameras the prefix "
-                        "of each camera's <namespace>/<camera> (default perception)")
-    g.add_argument("--mask-size", default=S, help="model (default: the model's scale, letterbox padding cut off) or source: masks at the camera frame size")
-    g.add_argument("--encoding", action="append", default=S, metavar="TOPIC=ENC",
-                   help="payload encoding of one mask topic, e.g. drivable=bitpack (mono8 default, bitpack, rle, png); repeatable")
-    g.add_argument("--task", action="append", default=S, metavar="TASK=CLASS[,CLASS]",
-                   help="override a task's classes, e.g. lane=lane_marking or obstacle=car,pedestrian")
-    g.add_argument("--no-obstacles", dest="obstacles", action="store_false", default=S,
-                   help="do not publish obstacle blobs on the obstacles topic")
-    g.add_argument("--per-class-obstacles", action="store_true", default=S,
-                   help="also publish <namespace>/obstacle/<class>, a binary mask per obstacle class")
-    g.add_argument("--unknown-threshold", type=float, default=S, metavar="P",
-                   help="class map id 255 (unknown, in no task mask) where the model's confidence is below P "
-                        "(0..1; default: the threshold in the model's metadata; 0: off); needs a model "
-                        "exported with --confidence")
-    g.add_argument("--stats-interval", dest="stats_interval_s", type=float, default=S,
-                   help="seconds between stats documents (default 1)")
-    g.add_argument("--sndhwm", type=int, default=S,
-                   help="ZeroMQ messages (not frames) queued per subscriber (default 16, about 2.5 frames)")
-    g.add_argument("--atomic-frames", action="store_true", default=S,
-                   help="send all masks of a frame in one multipart message on <namespace>/frame (all or none)")
-    g.add_argument("--wait-subscribers", type=int, default=S, metavar="N",
-                   help="hold the first frame until N subscribers have subscribed, e.g. a recorder of a "
-                        "lossless file run (default 0: start at once)")
-    g.add_argument("--wait-timeout", dest="wait_timeout_s", type=float, default=S, metavar="S",
-                   help="seconds --wait-subscribers waits before the node fails (default 10)")
-    g.add_argument("--curve-secret-key", default=S, help="server .key_secret file: encrypt with CURVE")
-    g.add_argument("--curve-allow", default=S, help="folder of allowed client .key files")
-
-
-def _pairs(items: list[str], flag: str, *, listed: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key or not value:
-            example = "obstacle=car,pedestrian" if listed else "drivable=bitpack"
-            raise ConfigError(f"{flag} {item!r}: expected NAME=VALUE, e.g. {flag} {example}")
-        out[key.strip()] = [v.strip() for v in value.split(",") if v.strip()] if listed else value.strip()
-    return out
+    p.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="YAML file with RunConfig keys; flags override it")
+    add_flags(p, RunConfig)  # every other flag: generated from RunConfig's declarations
 
 
 def load_run_config(args: argparse.Namespace) -> RunConfig:
     """The RunConfig from ``--config`` (if given) overridden by the flags given on the command line.
 
     Raises ConfigError naming the file or flag."""
-    flags = {k: v for k, v in vars(args).items() if k in RunConfig.__dataclass_fields__}
-    if isinstance(flags.get("source"), list) and len(flags["source"]) == 1:
-        flags["source"] = flags["source"][0]  # the single-source form, exactly as before
-    if "encoding" in flags:
-        flags["encoding"] = _pairs(flags["encoding"], "--encoding", listed=False)
-    if "task" in flags:
-        flags["task"] = _pairs(flags["task"], "--task", listed=True)
-    config_file = getattr(args, "config", None)
-    data: dict[str, Any] = read_yaml(config_file) if config_file else {}
-    for key in ("encoding", "task"):
-        if key in flags and isinstance(data.get(key), dict):
-            flags[key] = {**data[key], **flags[key]}
-    data.update(flags)
-    source = f"{config_file} + command line" if config_file else "command line"
-    return load_config(RunConfig, data, source=source)
+    return config_from_flags(RunConfig, args, source="command line", config_file=getattr(args, "config", None))
 
 
 class StartupSignals:
@@ -195,11 +99,11 @@ def install_startup_signals() -> None:
 
 
 def startup_stats(step: str, reason: str) -> dict[str, Any]:
-    """The final stats document of a run stopped during start-up: nothing read, all balanced."""
-    return {
-        "frames_in": 0, "frames_out": 0, "published": 0, "dropped": 0, "corrupt": 0, "in_flight_discarded": 0,
-        "end_reason": reason, "startup": step, "balanced": True,
-    }
+    """The final stats document of a run stopped during start-up (``contracts.STARTUP_STATS``):
+    nothing read, all balanced."""
+    from perception.stats_schema import startup_document
+
+    return startup_document(step, reason)
 
 
 def open_camera_sources(cameras: list[RunConfig]) -> list[Any]:
@@ -244,7 +148,7 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
     publisher = source = pipeline = engine = final = None
     try:
         signals.reached("loading the configuration")
-        from perception.engines import EngineOptions, load_engine
+        from perception.engines import load_engine
         from perception.pipeline import Pipeline
         from perception.publish import MaskPublisher
 
@@ -259,8 +163,7 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
         signals.reached("loading the engine")
         engine = load_engine(
             config.engine, config.model_path,
-            EngineOptions(provider=config.provider, threads=config.threads, fp16=config.fp16, compile=config.compile,
-                          precision=config.precision),
+            config.engine_options(),
         )
         cameras = [config.camera_config(i) for i in range(len(config.cameras))]
         signals.reached("opening the publisher")

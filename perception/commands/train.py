@@ -17,76 +17,25 @@ import logging
 import math
 from typing import Any
 
-from perception.config import parse_hw
-from perception.errors import ConfigError, DependencyError
+from perception.errors import DependencyError
+from perception.flags import add_flags, flag_values
 
 log = logging.getLogger(__name__)
 
-#: flag attribute -> config key (values copied when the flag is given)
-_FLAG_KEYS = {
-    "model": "model",
-    "data": "data",
-    "val_data": "val_data",
-    "epochs": "epochs",
-    "steps": "steps",
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "out": "out",
-    "workers": "workers",
-    "device": "device",
-    "loss": "loss",
-}
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from perception.training.config import TrainConfig  # torch-free: a bad flag fails before torch loads
+
     parser.add_argument("--config", help="YAML file of TrainConfig keys (see configs/)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set any config key (repeatable)")
-    parser.add_argument("--model", help="model name, e.g. bisenetv2")
-    parser.add_argument("--data", help="training data spec, e.g. camvid:/data/camvid or synthetic")
-    parser.add_argument("--val-data", help="validation data spec (default: the val split of --data)")
-    parser.add_argument("--size", help="training/model input size HxW, e.g. 360x480")
-    parser.add_argument("--epochs", type=int, help="epochs (ignored when --steps is given)")
-    parser.add_argument("--steps", type=int, help="total optimiser steps")
-    parser.add_argument("--batch-size", type=int, help="batch size per process")
-    parser.add_argument("--lr", type=float, help="peak learning rate")
-    parser.add_argument("--loss", help="loss name: ce, ohem, dice, focal, ial")
-    parser.add_argument("--workers", type=int, help="DataLoader worker processes")
-    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--out", help="run directory for checkpoints, logs and curves")
-    parser.add_argument(
-        "--pretrained",
-        metavar="PATH|imagenet|none",
-        help="encoder weights: a local .pth file, 'imagenet' (the model's ImageNet weights: installed "
-        "package or torch hub cache, downloaded there once if missing) or 'none' (random init)",
-    )
+    add_flags(parser, TrainConfig)  # the common keys as flags, generated from TrainConfig's declarations
     parser.add_argument("--resume", help="last.pt of an earlier run to continue from")
 
 
 def overrides_from_flags(args: argparse.Namespace) -> dict[str, Any]:
-    from perception.training.config import parse_overrides
+    """The TrainConfig keys given as flags, then ``--set`` (the later wins)."""
+    from perception.training.config import TrainConfig, parse_overrides
 
-    values = {key: getattr(args, attr) for attr, key in _FLAG_KEYS.items() if getattr(args, attr) is not None}
-    if args.size:
-        values["input_hw"] = list(parse_hw(args.size))
-    if args.pretrained is not None:
-        values["pretrained"] = pretrained_value(args.pretrained)
-    values.update(parse_overrides(args.set))
-    return values
-
-
-def pretrained_value(text: str) -> bool | str:
-    """``--pretrained`` as the config value: True for 'imagenet', False for 'none', else a file path."""
-    from pathlib import Path
-
-    word = text.strip().lower()
-    if word in ("imagenet", "true"):
-        return True
-    if word in ("none", "false", ""):
-        return False
-    path = Path(text).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"--pretrained {text}: no such file; give a .pth state dict, 'imagenet' or 'none'")
-    return str(path)
+    return {**flag_values(TrainConfig, args), **parse_overrides(args.set)}
 
 
 def main(args: argparse.Namespace) -> int:

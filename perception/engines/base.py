@@ -11,48 +11,23 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import numpy as np
 
 from perception.contracts import INPUT_DTYPE, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ModelMetadata
-from perception.errors import ConfigError, ModelError
+from perception.errors import ModelError
+from perception.options import (  # noqa: F401 - declared there (light, shared with the configs), used from here
+    COMPILE_CHOICES,
+    PRECISION_CHOICES,
+    PROVIDER_CHOICES,
+    EngineOptions,
+    PrecisionName,
+    ProviderName,
+)
 
-ProviderName = Literal["auto", "cpu", "cuda", "tensorrt"]
-PROVIDER_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda", "tensorrt")
-COMPILE_CHOICES: tuple[str, ...] = ("none", "tensorrt")
-PrecisionName = Literal["auto", "fp32", "bf16", "fp16", "int8"]
-#: ``auto``: the model file's own precision (the ``auto`` engine probes the others).
-PRECISION_CHOICES: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16", "int8")
 #: Suffix of the INT8 sibling that ``perception export --int8`` writes next to ``model.onnx``.
 INT8_SUFFIX = ".int8.onnx"
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    """Backend choices. ``provider``: where to run (``auto`` picks the fastest available);
-    ``threads``: CPU intra-op threads (0: the backend's default); ``fp16``: half precision (torch);
-    ``compile``: ``tensorrt`` compiles the torch engine's model with Torch-TensorRT;
-    ``precision``: the arithmetic to run in (``bf16``: OpenVINO on CPUs with AVX-512 BF16/AMX;
-    ``int8``: the model's INT8 sibling, see ``int8_model_path``)."""
-
-    provider: ProviderName = "auto"
-    threads: int = 0
-    fp16: bool = False
-    compile: str = "none"
-    precision: PrecisionName = "auto"
-
-    def __post_init__(self) -> None:
-        # Every command builds its options here, so an unknown provider fails the same way for
-        # run, view, demo, eval and bench, instead of as a KeyError deep in a backend.
-        if self.provider not in PROVIDER_CHOICES:
-            raise ConfigError(f"unknown --provider {self.provider!r}; known: {', '.join(PROVIDER_CHOICES)}")
-        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or not 0 <= self.threads <= 256:
-            raise ConfigError(f"--threads {self.threads!r} must be an integer in 0..256 (0: the backend's default)")
-        if self.compile not in COMPILE_CHOICES:
-            raise ConfigError(f"unknown --compile {self.compile!r}; known: {', '.join(COMPILE_CHOICES)}")
-        if self.precision not in PRECISION_CHOICES:
-            raise ConfigError(f"unknown --precision {self.precision!r}; known: {', '.join(PRECISION_CHOICES)}")
 
 
 def int8_model_path(path: Path) -> Path:

@@ -24,21 +24,21 @@ substitution keeps the argument's type (``fps: $(var fps)`` stays a number); ins
 it is spliced in as text.
 
 Everything is checked before any process starts: unknown keys, unknown node kinds, missing
-arguments, bad parameter values (``pipeline`` parameters against ``RunConfig`` through
-``perception.config.load_config``, the other kinds against their own config dataclasses, and every
-kind against its command's own argument parser), missing include files. Each error names the file,
+arguments, bad parameter values (each kind's parameters against the config dataclass its
+command's flags are generated from: ``pipeline`` against ``RunConfig``, ``record`` against
+``RecordConfig``, ...; through ``perception.config.load_config``, so a bad value fails with the
+message the flag or a YAML file would give), missing include files. Each error names the file,
 the node and the key. ``--check`` also opens the files ``pipeline`` nodes name (``model``, and a
 ``source`` that is a video, an image or an image folder; ``parse.check_node_files``).
 
 Modules, in the order a launch goes through them: ``parse`` (file, arguments, includes, validation
--> plan), ``substitute`` (``$(var)``/``$(env)``), ``flags`` (node parameters <-> command flags),
+-> plan), ``substitute`` (``$(var)``/``$(env)``), ``flags`` (node parameters -> command flags),
 ``plan`` (node kinds, the resolved plan and its printout), ``supervisor`` (processes, prefixed
 output, respawn, signals).
 
 Run: ``perception launch launch/demo.yaml model:=m.onnx`` (``--check`` checks files, prints the plan and exits).
 """
 
-from perception.launch.flags import config_from_args
 from perception.launch.parse import check_node_files, load_launch, parse_launch_arguments
 from perception.launch.plan import NODE_KINDS, LaunchPlan, NodePlan, format_plan
 from perception.launch.supervisor import LaunchSupervisor
@@ -49,7 +49,6 @@ __all__ = [
     "LaunchSupervisor",
     "NodePlan",
     "check_node_files",
-    "config_from_args",
     "format_plan",
     "load_launch",
     "parse_launch_arguments",

@@ -161,9 +161,7 @@ def _resolve_node(entry: NodeEntry, path: Path) -> NodePlan:
     if entry.kind not in NODE_KINDS:
         raise ConfigError(f"{where}: kind: {NODE_KINDS.unknown_message(entry.kind)}")
     kind = NODE_KINDS.get(entry.kind)
-    if kind.config_class is not None:
-        load_config(kind.config_class(), entry.parameters, source=f"{where}: parameters")
-    argv = tuple(parameters_to_argv(kind.command, entry.parameters, where))
+    argv = tuple(parameters_to_argv(kind.command, kind.config_class(), entry.parameters, where))
     return NodePlan(
         name=entry.name,
         kind=entry.kind,

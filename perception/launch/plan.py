@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from perception.launch.substitute import as_text
+from perception.flags import as_text
 from perception.registry import Registry
 
 
@@ -22,12 +22,12 @@ from perception.registry import Registry
 class NodeKind:
     """A kind of node: the ``perception`` subcommand it runs and the dataclass its parameters fill.
 
-    ``config_class`` returns the dataclass (imported lazily, so validating a ``view`` node never
-    imports the pipeline); None means the command's argument parser is the only check.
+    ``config_class`` returns the dataclass whose settings are the node's parameters and the
+    command's flags (imported lazily, so validating a ``view`` node never imports the pipeline).
     """
 
     command: str
-    config_class: Callable[[], type] | None
+    config_class: Callable[[], type]
 
 
 def _attr(module: str, name: str) -> Callable[[], type]:
@@ -39,7 +39,7 @@ NODE_KINDS.register("pipeline")(NodeKind("run", _attr("perception.run_config", "
 NODE_KINDS.register("record")(NodeKind("record", _attr("perception.record", "RecordConfig")))
 NODE_KINDS.register("replay")(NodeKind("replay", _attr("perception.replay", "ReplayConfig")))
 NODE_KINDS.register("view")(NodeKind("view", _attr("perception.view", "ViewConfig")))
-NODE_KINDS.register("listen")(NodeKind("listen", None))
+NODE_KINDS.register("listen")(NodeKind("listen", _attr("perception.commands.listen", "ListenConfig")))
 
 
 @dataclass(frozen=True)

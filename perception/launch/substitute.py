@@ -13,6 +13,7 @@ from collections.abc import Container
 from typing import Any
 
 from perception.errors import ConfigError
+from perception.flags import as_text
 
 SUBSTITUTION_RE = re.compile(r"\$\((\w+)((?:\s+[^()\s]+)*)\s*\)")
 
@@ -70,8 +71,3 @@ def substitute(value: Any, values: dict[str, Any], declared: Container[str], whe
     return text
 
 
-def as_text(value: Any) -> str:
-    """A parameter value as a command-line word."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)

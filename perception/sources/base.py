@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from perception.errors import SourceError
+from perception.options import SourceOptions  # noqa: F401 - declared there (light, shared with the configs)
 from perception.stats import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -50,26 +51,6 @@ def quiet_video_backends() -> None:
 
 
 quiet_video_backends()
-
-
-@dataclass(frozen=True)
-class SourceOptions:
-    """Options a source may use; each source reads those that apply to it.
-
-    ``width``/``height``/``fps``/``fourcc`` are requested from cameras and set the synthetic
-    world's size and rate; ``realtime`` paces files at their native rate (``fps`` overrides it);
-    ``loop`` restarts finite inputs; ``read_timeout_s`` is how long a live read may stall before the
-    source is reopened; ``seed`` seeds the synthetic world.
-    """
-
-    width: int | None = None
-    height: int | None = None
-    fps: float | None = None
-    fourcc: str | None = None
-    realtime: bool = False
-    loop: bool = False
-    read_timeout_s: float = 5.0
-    seed: int = 0
 
 
 @dataclass

@@ -14,24 +14,43 @@ from typing import Any, Literal
 
 import yaml
 
-from perception.config import bounds, load_config, read_yaml
+from perception.config import bounds, hw_from_text, hw_to_text, load_config, read_yaml, setting
 from perception.errors import ConfigError
+
+
+def pretrained_from_text(text: str) -> bool | str:
+    """``--pretrained`` as the config value: True for 'imagenet', False for 'none', else a file path.
+
+    Raises ConfigError for a path that is not a file."""
+    word = text.strip().lower()
+    if word in ("imagenet", "true"):
+        return True
+    if word in ("none", "false", ""):
+        return False
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"--pretrained {text}: no such file; give a .pth state dict, 'imagenet' or 'none'")
+    return str(path)
 
 
 @dataclass
 class TrainConfig:
     # ---- model and data
-    model: str = "bisenetv2"
+    model: str = setting("bisenetv2", help="model name, e.g. bisenetv2")
     #: Extra builder arguments, e.g. {aux: true}; ``pretrained`` is passed separately.
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     #: False (random init), True (torchvision ImageNet weights, from the local cache) or a .pth path.
-    pretrained: bool | str = False
-    data: str = "synthetic"
+    pretrained: bool | str = setting(
+        False, metavar="PATH|imagenet|none", from_text=pretrained_from_text,
+        help="encoder weights: a local .pth file, 'imagenet' (the model's ImageNet weights: installed package or "
+             "torch hub cache, downloaded there once if missing) or 'none' (random init)")
+    data: str = setting("synthetic", help="training data spec, e.g. camvid:/data/camvid or synthetic")
     #: Validation dataset spec; empty means the ``val`` split of ``data``.
-    val_data: str = ""
+    val_data: str = setting("", help="validation data spec (default: the val split of --data)")
     val_split: str = "val"
     #: Training crop and model input size (height, width); validation images are resized to it.
-    input_hw: tuple[int, int] = (360, 480)
+    input_hw: tuple[int, int] = setting((360, 480), flag="--size", metavar="HxW", from_text=hw_from_text,
+                                        to_text=hw_to_text, help="training/model input size")
     #: Training crop (height, width), cut after scale jitter relative to ``input_hw``; empty means
     #: ``input_hw``. Smaller crops train several times faster on a CPU and the fully convolutional
     #: model still runs at ``input_hw``.
@@ -49,15 +68,15 @@ class TrainConfig:
     #: it back exactly as the node does (padded labels ignored).
     letterbox_prob: float = field(default=0.0, metadata=bounds(0.0, 1.0))
     # ---- schedule (``steps`` > 0 wins over ``epochs``)
-    epochs: int = field(default=100, metadata=bounds(1, None))
-    steps: int = field(default=0, metadata=bounds(0, None))
-    batch_size: int = field(default=8, metadata=bounds(1, None))
+    epochs: int = setting(100, lo=1, help="epochs (ignored when --steps is given)")
+    steps: int = setting(0, lo=0, help="total optimiser steps (0: --epochs decides)")
+    batch_size: int = setting(8, lo=1, help="batch size per process")
     val_batch_size: int = field(default=4, metadata=bounds(1, None))
     #: Validate every this many optimiser steps (0: at the end of every epoch).
     val_every: int = field(default=0, metadata=bounds(0, None))
     # ---- optimiser
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = field(default=1e-3, metadata=bounds(0.0, 10.0))
+    lr: float = setting(1e-3, lo=0.0, hi=10.0, help="peak learning rate")
     weight_decay: float = field(default=1e-4, metadata=bounds(0.0, 1.0))
     momentum: float = field(default=0.9, metadata=bounds(0.0, 1.0))
     poly_power: float = field(default=0.9, metadata=bounds(0.0, 10.0))
@@ -67,7 +86,7 @@ class TrainConfig:
     #: Under DDP on CUDA, synchronise BatchNorm statistics across GPUs.
     sync_bn: bool = True
     # ---- loss
-    loss: str = "ce"
+    loss: str = setting("ce", help="loss name: ce, ohem, dice, focal, ial")
     class_weighting: Literal["none", "enet", "median_freq"] = "none"
     aux_weight: float = field(default=0.4, metadata=bounds(0.0, 10.0))
     ohem_threshold: float = field(default=0.7, metadata=bounds(0.0, 1.0))
@@ -78,10 +97,10 @@ class TrainConfig:
     #: Class name -> level 0..3, overriding the built-in keyword grouping.
     ial_levels: dict[str, int] = field(default_factory=dict)
     # ---- run
-    out: Path = Path("runs/train")
+    out: Path = setting(Path("runs/train"), help="run directory for checkpoints, logs and curves")
     seed: int = 0
-    device: str = "auto"
-    workers: int = field(default=2, metadata=bounds(0, 64))
+    device: str = setting("auto", help="auto, cpu, cuda or cuda:N")
+    workers: int = setting(2, lo=0, hi=64, help="DataLoader worker processes")
     torch_threads: int = field(default=0, metadata=bounds(0, 256))
     log_every: int = field(default=10, metadata=bounds(1, None))
     progress: bool = True

@@ -33,18 +33,9 @@ def draw_ground(mat: np.ndarray, paint: np.ndarray, scene: Scene, view: View, pa
         p = np.asarray(road.patches)
         p = p[p[:, 3] > view.d_near]
         fill(mat, view.ground_quads(p[:, 0], p[:, 1], p[:, 2], p[:, 3]), patch)
-    kerb_w = 0.25
     for side, sidewalk in ((-1, road.sidewalk_left_m), (1, road.sidewalk_right_m)):
-        edge = road.kerb_left_s if side < 0 else road.kerb_right_s
         if sidewalk > 0:
-            far = edge + side * sidewalk
-            fill(mat, view.strip(edge, far, d), pal.ground(road.sidewalk_bgr, CLASS_ID["sidewalk"]))
-            kerb_bgr = np.minimum(np.asarray(road.sidewalk_bgr) * 1.15 + 10, 255)
-            kerb = pal.ground(kerb_bgr, CLASS_ID["sidewalk"])
-            fill(mat, view.strip(edge, edge + side * kerb_w, d), kerb)
-            # The kerb's vertical face, seen from the road.
-            face = pal.ground(np.asarray(road.sidewalk_bgr) * 0.7, CLASS_ID["sidewalk"])
-            fill(mat, view.strip(edge, edge, d, 0.0, road.kerb_height_m), face)
+            draw_sidewalk(mat, paint, scene, view, pal, side, sidewalk)
     if road.junction_d_m is not None and road.junction_d_m + road.junction_width_m > view.d_near:
         # A side road crossing: asphalt through both sidewalks and out to the sides.
         j0, j1 = road.junction_d_m, road.junction_d_m + road.junction_width_m
@@ -63,6 +54,79 @@ def draw_ground(mat: np.ndarray, paint: np.ndarray, scene: Scene, view: View, pa
             cv2.bitwise_and(on_road, cv2.compare(paint, 255, cv2.CMP_NE), dst=on_road)
             cv2.copyTo(paint, on_road, mat)
     draw_paint(mat, paint, scene, view, pal, road_ids=(asphalt, crack))
+
+
+def draw_sidewalk(
+    mat: np.ndarray, paint: np.ndarray, scene: Scene, view: View, pal: Palette, side: int, width_m: float
+) -> None:
+    """One sidewalk: its surface (joints of slabs or bricks, a few slabs a shade off), the kerbstone's
+    top band and its vertical face (lit or shaded by the sun), all labelled sidewalk."""
+    road, d = scene.road, view.ground_d
+    sw_class = CLASS_ID["sidewalk"]
+    edge = road.kerb_left_s if side < 0 else road.kerb_right_s
+    far = edge + side * width_m
+    inner = edge + side * road.kerb_width_m
+    base_bgr = np.asarray(road.sidewalk_bgr, np.float64)
+    surface = pal.ground(base_bgr, sw_class)
+    fill(mat, view.strip(edge, far, d), surface)
+    along, across = road.slab_m
+    if along > 0:
+        draw_joints(mat, paint, scene, view, pal, surface, (min(inner, far), max(inner, far)), along, across)
+    kerb_bgr = np.asarray(road.kerb_bgr if road.kerb_bgr is not None else np.minimum(base_bgr * 1.15 + 10, 255))
+    fill(mat, view.strip(edge, inner, d), pal.ground(kerb_bgr, sw_class))
+    # The kerb's vertical face, seen from the road: lit when it faces the sun, else in shade.
+    light = scene.lighting
+    lit = light.shadow_factor < 0.95 and side * light.sun_side > 0
+    face = pal.ground(np.minimum(kerb_bgr * (1.05 if lit else 0.6), 255), sw_class)
+    fill(mat, view.strip(edge, edge, d, 0.0, road.kerb_height_m), face)
+
+
+def draw_joints(
+    mat: np.ndarray, paint: np.ndarray, scene: Scene, view: View, pal: Palette, surface: int,
+    span: tuple[float, float], along: float, across: float,
+) -> None:
+    """Joints of a paved surface (``along``/``across`` metres apart; ``across`` 0: none along the
+    road) and one slab in a few a shade lighter or darker, drawn only over the ``surface`` material."""
+    road = scene.road
+    s_lo, s_hi = span
+    base_bgr = np.asarray(road.sidewalk_bgr, np.float64)
+    joint = pal.ground(base_bgr * 0.72, CLASS_ID["sidewalk"])
+    # Only as far as joints stay a few pixels apart (beyond, they would alias into noise).
+    rise = view.f * scene.camera.mount_height_m * along
+    d_max = min(60.0, float(np.sqrt(rise / 2.0)))
+    if d_max <= view.d_near:
+        return
+    phase = -scene.travelled_m % along  # the grid is fixed to the ground, so a drive rolls over it
+    rows = phase + along * np.arange(int(np.ceil((d_max - phase) / along)))
+    rows = rows[rows > view.d_near]
+    paint.fill(255)
+    if across > 0:
+        cols = s_lo + across * np.arange(1, int((s_hi - s_lo) / across) + 1)
+        n_r, n_c = len(rows) - 1, len(cols) + 1
+        if n_r > 0:
+            # A few slabs a shade off (a fixed hash of the slab's grid position, so drives are stable).
+            i, j = np.meshgrid(np.arange(n_r), np.arange(n_c), indexing="ij")
+            key = ((i + np.round(scene.travelled_m / along).astype(int)) * 73 + j * 37) % 11
+            edges = np.concatenate([[s_lo], cols[cols < s_hi], [s_hi]])
+            for tone, factor in ((0, 0.9), (5, 1.1)):
+                pick = key == tone
+                if pick.any():
+                    r, c = np.nonzero(pick)
+                    c = np.minimum(c, len(edges) - 2)
+                    quads = view.ground_quads(edges[c], edges[c + 1], rows[r], rows[r + 1])
+                    fill(paint, quads, pal.ground(base_bgr * factor, CLASS_ID["sidewalk"]))
+        d_l = np.linspace(max(view.d_near, 0.5), min(60.0, d_max * 2.0), 16)
+        lines = [np.stack(view.project(s, d_l), 1) for s in cols if s < s_hi]
+    else:
+        lines = []
+    a = np.stack(view.project(s_lo, rows), 1)
+    b = np.stack(view.project(s_hi, rows), 1)
+    lines += list(np.stack([a, b], 1))
+    if lines:
+        cv2.polylines(paint, [(p * SCALE).astype(np.int32) for p in lines], False, int(joint), 1, cv2.LINE_8, SHIFT)
+    on_surface = cv2.compare(mat, surface, cv2.CMP_EQ)
+    cv2.bitwise_and(on_surface, cv2.compare(paint, 255, cv2.CMP_NE), dst=on_surface)
+    cv2.copyTo(paint, on_surface, mat)
 
 
 def draw_paint(

@@ -39,6 +39,7 @@ class Palette:
         self.bgr = np.zeros((256, 3), np.float32)
         self.class_id = np.zeros(256, np.uint8)
         self.emissive = np.zeros(256, bool)
+        self.lamp = np.zeros(256, bool)  # a light source (emissive, and not sky seen through something)
         self._n_ground = 0
         self._n_object = OBJECT_BASE
         self._ids: dict[tuple, int] = {}
@@ -50,8 +51,18 @@ class Palette:
     def object(self, bgr, class_id: int, emissive: bool = False) -> int:
         return self._add(bgr, class_id, emissive, ground=False)
 
-    def _add(self, bgr, class_id: int, emissive: bool, *, ground: bool) -> int:
-        key = (int(bgr[0]), int(bgr[1]), int(bgr[2]), class_id, emissive, ground)
+    def relabelled(self, mid: int, class_id: int) -> int | None:
+        """An object material that looks exactly like ``mid`` but has ``class_id``: e.g. the sky
+        seen through a bare tree's crown, labelled as the tree. None for shadowed ground (its colour
+        is only made in ``tables``)."""
+        if GROUND_SLOTS <= mid < 2 * GROUND_SLOTS:
+            return None
+        return self._add(self.bgr[mid], class_id, bool(self.emissive[mid]), ground=False, lamp=bool(self.lamp[mid]))
+
+    def _add(self, bgr, class_id: int, emissive: bool, *, ground: bool, lamp: bool | None = None) -> int:
+        if lamp is None:
+            lamp = emissive and class_id != CLASS_ID["sky"]
+        key = (int(bgr[0]), int(bgr[1]), int(bgr[2]), class_id, emissive, ground, lamp)
         mid = self._ids.get(key)
         if mid is not None:
             return mid
@@ -72,6 +83,7 @@ class Palette:
         self.bgr[mid] = key[:3]
         self.class_id[mid] = class_id
         self.emissive[mid] = emissive
+        self.lamp[mid] = lamp
         self._ids[key] = mid
         self._first_of_class.setdefault(class_id, mid)
         return mid
@@ -91,8 +103,7 @@ class Palette:
 
     def lamp_table(self) -> np.ndarray:
         """Look-up table material -> 255 for light sources (emissive, except the sky), else 0."""
-        lamps = self.emissive & (self.class_id != CLASS_ID["sky"])
-        return (lamps * 255).astype(np.uint8)
+        return (self.lamp * 255).astype(np.uint8)
 
 
 def fill(mat: np.ndarray, polys, mid: int) -> None:

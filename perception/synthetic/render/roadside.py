@@ -12,6 +12,7 @@ import numpy as np
 from perception.synthetic.render.projection import NEAR_CLIP_M, View, facade_s, roadside_s
 from perception.synthetic.render.raster import CLASS_ID, SCALE, SHIFT, Palette, fill, rects
 from perception.synthetic.world import Building, Pole, Scene, Tree
+from perception.synthetic.world.objects import bare_branches
 
 
 def draw_building(mat: np.ndarray, scene: Scene, view: View, pal: Palette, b: Building) -> None:
@@ -90,11 +91,14 @@ def draw_building(mat: np.ndarray, scene: Scene, view: View, pal: Palette, b: Bu
 
 
 def draw_tree(mat: np.ndarray, scene: Scene, view: View, pal: Palette, t: Tree) -> None:
-    """A trunk and a crown of blobs (broadleaf) or stacked triangles (conifer)."""
+    """A trunk and a crown of blobs (broadleaf), stacked triangles (conifer) or bare branches."""
     u, vg, k = view.anchor(roadside_s(scene, t.side, t.offset_m), t.d_m)
     r = t.crown_radius_m
     trunk = pal.object((40, 62, 85), CLASS_ID["vegetation"])
     fill(mat, rects(u, vg, k, np.array([[-0.15, 0.15, 0.0, t.trunk_height_m + 0.5 * r]])), trunk)
+    if t.bare:
+        draw_bare_crown(mat, view, pal, t, u, vg, k)
+        return
     dark = pal.object(t.crown_bgr, CLASS_ID["vegetation"])
     light_bgr = np.minimum(np.asarray(t.crown_bgr, np.float32) * 1.2 + 8, 255)
     light = pal.object(light_bgr, CLASS_ID["vegetation"])
@@ -114,12 +118,45 @@ def draw_tree(mat: np.ndarray, scene: Scene, view: View, pal: Palette, t: Tree) 
         cv2.circle(mat, (int(cu * SCALE), int(cv * SCALE)), radius, dark if i % 2 else light, -1, cv2.LINE_8, SHIFT)
 
 
+def draw_bare_crown(mat: np.ndarray, view: View, pal: Palette, t: Tree, u: float, vg: float, k: float) -> None:
+    """A winter tree's crown: whatever lies behind shows through (mostly sky), relabelled as the
+    tree inside the crown outline, as an annotator draws it; then the branches as thin strokes."""
+    height, width = mat.shape
+    veg = CLASS_ID["vegetation"]
+    r = t.crown_radius_m
+    cu, cv_ = u, vg - (t.trunk_height_m + r) * k
+    ax, ay = r * k, 1.1 * r * k
+    x0, x1 = max(0, int(cu - ax) - 1), min(width, int(cu + ax) + 2)
+    y0, y1 = max(0, int(cv_ - ay) - 1), min(height, int(cv_ + ay) + 2)
+    twig = pal.object(t.crown_bgr, veg)
+    if x1 > x0 and y1 > y0:
+        sub = mat[y0:y1, x0:x1]
+        crown = np.zeros(sub.shape, np.uint8)
+        centre = (int((cu - x0) * SCALE), int((cv_ - y0) * SCALE))
+        cv2.ellipse(crown, centre, (max(1, int(ax * SCALE)), max(1, int(ay * SCALE))), 0, 0, 360, 255, -1, cv2.LINE_8, SHIFT)
+        lut = np.arange(256, dtype=np.uint8)
+        for mid in np.flatnonzero(np.bincount(sub[crown > 0], minlength=256)):
+            twin = pal.relabelled(int(mid), veg)
+            lut[mid] = twig if twin is None else twin
+        cv2.copyTo(cv2.LUT(sub, lut), crown, sub)
+    # Branches, thickest first; a stroke is never thinner than one pixel, and twigs far thinner
+    # than a pixel are left out (their haze is the crown colour seen through).
+    ox, oy = cu, cv_
+    for x_a, y_a, x_b, y_b, w in bare_branches(t.branch_seed):
+        if 2 * w * k < 0.25:
+            break
+        a = (int((ox + x_a * r * k) * SCALE), int((oy - y_a * r * k) * SCALE))
+        b = (int((ox + x_b * r * k) * SCALE), int((oy - y_b * r * k) * SCALE))
+        cv2.line(mat, a, b, twig, max(1, int(round(2 * w * k))), cv2.LINE_8, SHIFT)
+
+
 def draw_pole(mat: np.ndarray, scene: Scene, view: View, pal: Palette, p: Pole) -> None:
     """A plain pole, a street lamp with its arm over the road, or a sign post with its sign."""
     s = roadside_s(scene, p.side, p.offset_m)
     u, vg, k = view.anchor(s, p.d_m)
-    pole = pal.object((115, 118, 120) if p.kind != "plain" else (60, 75, 70), CLASS_ID["pole"])
-    half = 0.06 if p.kind == "sign" else 0.1
+    colour = {"plain": (60, 75, 70), "bollard": (45, 45, 50)}.get(p.kind, (115, 118, 120))
+    pole = pal.object(colour, CLASS_ID["pole"])
+    half = {"sign": 0.06, "bollard": 0.08}.get(p.kind, 0.1)
     fill(mat, rects(u, vg, k, np.array([[-half, half, 0.0, p.height_m]])), pole)
     if p.kind == "lamp":
         reach = -p.side * 1.8  # the arm leans over the road

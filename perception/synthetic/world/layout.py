@@ -84,8 +84,9 @@ def sample_road(rng: np.random.Generator, environment: str) -> Road:
         else:
             styles.append(("dashed", "white") if rng.random() < 0.9 else ("solid", "white"))
     has_sidewalks = environment != "rural" or rng.random() < 0.2
-    sw_l = uniform(rng, 1.5, 4.0) if has_sidewalks and rng.random() < 0.9 else 0.0
-    sw_r = uniform(rng, 1.5, 4.0) if has_sidewalks else 0.0
+    widest = 6.0 if environment == "urban" else 4.0  # town pavements reach 5-6 m
+    sw_l = uniform(rng, 1.5, widest) if has_sidewalks and rng.random() < 0.9 else 0.0
+    sw_r = uniform(rng, 1.5, widest) if has_sidewalks else 0.0
     grey = uniform(rng, 60, 115) if rng.random() < 0.85 else uniform(rng, 115, 150)  # asphalt or concrete
     warm = uniform(rng, -8, 8)  # brownish or bluish asphalt
     patches = []
@@ -94,6 +95,8 @@ def sample_road(rng: np.random.Generator, environment: str) -> Road:
         d0 = uniform(rng, 3, 60)
         patches.append((s0, s0 + uniform(rng, 0.8, 3.0), d0, d0 + uniform(rng, 2.0, 12.0)))
     dash_len = uniform(rng, 2.0, 4.5)
+    asphalt = (grey - warm + uniform(rng, -4, 6), grey + uniform(rng, -3, 3), grey + warm + uniform(rng, -4, 4))
+    surface = _sample_sidewalk_surface(rng, asphalt)
     return Road(
         n_lanes=n_lanes,
         lane_width_m=lane_w,
@@ -107,8 +110,7 @@ def sample_road(rng: np.random.Generator, environment: str) -> Road:
         sidewalk_left_m=sw_l,
         sidewalk_right_m=sw_r,
         kerb_height_m=uniform(rng, 0.08, 0.18),
-        asphalt_bgr=(grey - warm + uniform(rng, -4, 6), grey + uniform(rng, -3, 3), grey + warm + uniform(rng, -4, 4)),
-        sidewalk_bgr=jitter(rng, pick(rng, ((165, 170, 175), (140, 150, 160), (185, 185, 180), (120, 135, 150))), 12),
+        asphalt_bgr=asphalt,
         grass_bgr=jitter(rng, pick(rng, ((50, 125, 80), (45, 105, 90), (60, 140, 120), (40, 95, 70))), 12),
         paint_fade=uniform(rng, 0.75, 1.0) if rng.random() < 0.6 else uniform(rng, 0.4, 0.75),
         patches=patches,
@@ -122,7 +124,47 @@ def sample_road(rng: np.random.Generator, environment: str) -> Road:
         cracks=_sample_cracks(rng, n_lanes * lane_w),
         junction_d_m=uniform(rng, 12.0, 70.0) if (environment != "rural" and rng.random() < 0.3) else None,
         junction_width_m=uniform(rng, 6.0, 12.0),
+        **surface,
     )
+
+
+#: Sidewalk colours (BGR): pale and darker concrete, and red, ochre and grey bricks.
+SIDEWALK_COLORS = ((165, 170, 175), (140, 150, 160), (185, 185, 180), (120, 135, 150))
+BRICK_COLORS = ((80, 95, 150), (95, 120, 165), (70, 80, 120), (120, 125, 130))
+
+
+def _sample_sidewalk_surface(rng: np.random.Generator, asphalt: tuple[float, float, float]) -> dict:
+    """The sidewalk's style, colour, joint spacing and kerbstone (``Road`` keyword arguments).
+
+    A good share of sidewalks are deliberately close to the road's grey (asphalt pavements, grey
+    slabs), so a model must tell them apart by the kerb, the joints and the geometry.
+    """
+    style = pick(rng, ("plain", "slabs", "slabs", "slabs", "bricks", "asphalt", "asphalt"))
+    road_like = np.asarray(asphalt) * uniform(rng, 0.95, 1.15) + uniform(rng, -4.0, 12.0)
+    if style == "asphalt":
+        colour = road_like
+    elif style == "bricks":
+        colour = pick(rng, BRICK_COLORS)
+    elif style == "slabs" and rng.random() < 0.5:
+        colour = road_like + uniform(rng, 5.0, 25.0)  # grey slabs a shade off the asphalt
+    else:
+        colour = pick(rng, SIDEWALK_COLORS)
+    slab_m = {
+        "plain": (uniform(rng, 1.2, 3.0), 0.0),
+        "slabs": (uniform(rng, 0.4, 1.0), uniform(rng, 0.4, 1.0)),
+        "bricks": (uniform(rng, 0.2, 0.3), uniform(rng, 0.1, 0.2)),
+        "asphalt": (0.0, 0.0),
+    }[style]
+    kerb = pick(rng, ("light", "granite", "dark"))
+    base = np.asarray(colour, np.float64)
+    kerb_bgr = {"light": base * 1.15 + 18, "granite": np.full(3, uniform(rng, 110, 175)), "dark": base * 0.75}[kerb]
+    return {
+        "sidewalk_style": style,
+        "sidewalk_bgr": jitter(rng, colour, 8 if style == "asphalt" else 12),
+        "slab_m": slab_m,
+        "kerb_bgr": jitter(rng, np.minimum(kerb_bgr, 255.0), 8),
+        "kerb_width_m": uniform(rng, 0.12, 0.35),
+    }
 
 
 def _sample_cracks(rng: np.random.Generator, road_width: float) -> list[tuple[float, float, float, float]]:
@@ -209,7 +251,7 @@ def sample_lighting(rng: np.random.Generator) -> Lighting:
         bloom=uniform(rng, 0.4, 1.0),
     )
 
-def _sample_side_objects(rng, scene_env: str, road: Road, side: int, d_from: float, d_to: float):
+def _sample_side_objects(rng, scene_env: str, road: Road, side: int, d_from: float, d_to: float, bare_p: float = 0.1):
     buildings: list[Building] = []
     density = {"urban": 0.9, "suburban": 0.45, "rural": 0.12}[scene_env]
     d = d_from
@@ -227,13 +269,21 @@ def _sample_side_objects(rng, scene_env: str, road: Road, side: int, d_from: flo
     while d < d_to:
         if rng.random() < tree_density:
             offset = uniform(rng, 0.6, max(0.8, sidewalk - 0.4)) if sidewalk > 0 else uniform(rng, 1.5, 6.0)
-            trees.append(make_tree(rng, side, d, offset))
+            trees.append(make_tree(rng, side, d, offset, bare_p=bare_p))
         d += uniform(rng, 7.0, 20.0)
     poles: list[Pole] = []
     d = d_from + uniform(rng, 0, 15)
     while d < d_to:
         poles.append(make_pole(rng, side, d, uniform(rng, 0.3, 0.6)))
         d += uniform(rng, 15.0, 40.0)
+    if sidewalk > 0 and scene_env != "rural" and rng.random() < 0.35:
+        # A row of bollards along the kerb.
+        d = d_from + uniform(rng, 10, 40)
+        end = d + uniform(rng, 8.0, 40.0)
+        step = uniform(rng, 1.2, 3.0)
+        while d < min(end, d_to):
+            poles.append(make_pole(rng, side, d, uniform(rng, 0.3, 0.5), kind="bollard"))
+            d += step
     return buildings, trees, poles
 
 
@@ -245,8 +295,9 @@ def sample_scene(rng: np.random.Generator, *, height: int, width: int) -> Scene:
     lighting = sample_lighting(rng)
     ego_speed = uniform(rng, 7.0, 14.0) if environment == "urban" else uniform(rng, 12.0, 25.0)
     buildings, trees, poles = [], [], []
+    bare_p = 0.85 if rng.random() < 0.3 else 0.05  # a winter scene: (nearly) all trees bare
     for side in (-1, 1):
-        b, t, p = _sample_side_objects(rng, environment, road, side, -30.0, FAR_OBJECTS_M + 40.0)
+        b, t, p = _sample_side_objects(rng, environment, road, side, -30.0, FAR_OBJECTS_M + 40.0, bare_p)
         buildings += b
         trees += t
         poles += p

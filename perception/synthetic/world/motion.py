@@ -70,7 +70,8 @@ def advance_scene(scene: Scene, dt_s: float, rng: np.random.Generator) -> None:
                 far = max(o.d_m for o in group if o.side == obj.side)
                 obj.d_m = far + uniform(rng, 7.0, 30.0)
                 if isinstance(obj, Pole):
-                    obj.__dict__.update(make_pole(rng, obj.side, obj.d_m, obj.offset_m).__dict__)
+                    obj.__dict__.update(make_pole(rng, obj.side, obj.d_m, obj.offset_m,
+                                                     kind="bollard" if obj.kind == "bollard" else None).__dict__)
     # Traffic.
     for v in scene.vehicles:
         v.d_m += (-v.speed_mps - scene.ego_speed_mps if v.oncoming else v.speed_mps - scene.ego_speed_mps) * dt_s

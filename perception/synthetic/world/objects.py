@@ -8,7 +8,9 @@ seeded scene (the synthetic datasets and the tests rely on it staying put).
 
 from __future__ import annotations
 
+import functools
 import math
+import random
 
 import numpy as np
 
@@ -69,21 +71,57 @@ def make_building(rng: np.random.Generator, side: int, d0: float, environment: s
     )
 
 
-def make_tree(rng: np.random.Generator, side: int, d: float, offset: float) -> Tree:
+def make_tree(rng: np.random.Generator, side: int, d: float, offset: float, *, bare_p: float = 0.1) -> Tree:
+    """A leafy broadleaf or conifer, or (with probability ``bare_p``) a bare winter tree."""
     conifer = rng.random() < 0.25
     n = int(rng.integers(3, 6))
     blobs = [(uniform(rng, -0.5, 0.5), uniform(rng, -0.4, 0.4), uniform(rng, 0.5, 0.8)) for _ in range(n)]
-    return Tree(
+    tree = Tree(
         side=side, d_m=d, offset_m=offset, trunk_height_m=uniform(rng, 1.5, 3.5), crown_radius_m=uniform(rng, 1.2, 3.2),
         conifer=conifer, crown_bgr=jitter(rng, pick(rng, ((40, 100, 50), (30, 80, 45), (50, 120, 70), (35, 90, 80))), 12),
         blobs=blobs,
     )
+    if rng.random() < bare_p:
+        tree.bare, tree.conifer = True, False
+        tree.crown_radius_m = uniform(rng, 2.0, 4.5)  # bare street trees: tall, wide crowns
+        tree.crown_bgr = jitter(rng, pick(rng, ((55, 62, 70), (45, 50, 58), (70, 78, 85), (38, 45, 55))), 8)
+        tree.branch_seed = int(rng.integers(1 << 31))
+    return tree
 
 
-def make_pole(rng: np.random.Generator, side: int, d: float, offset: float) -> Pole:
-    kind = pick(rng, ("plain", "lamp", "lamp", "sign", "sign"))
+@functools.lru_cache(maxsize=1024)
+def bare_branches(seed: int) -> tuple[tuple[float, float, float, float, float], ...]:
+    """A bare tree's limbs, forking from the trunk top out to the crown outline, thickest first.
+
+    Each: x0, y0, x1, y1 (fractions of the crown radius from the crown centre, y up) and the width
+    in metres. A pure function of ``seed`` (cached: a drive draws the same trees frame after frame).
+    """
+    # The standard library's generator: a few hundred scalar draws cost microseconds there, where
+    # each numpy Generator call has a fixed overhead that made this the slowest part of a frame.
+    rng = random.Random(seed)
+    uni = rng.uniform
+    out: list[tuple[float, float, float, float, float]] = []
+    # (x, y, angle from vertical, length, width m, depth)
+    n_limbs = rng.randint(3, 5)
+    stack = [(0.0, -0.9, uni(-0.9, 0.9) * (i - 1.5) / 1.5 + uni(-0.2, 0.2), uni(0.7, 1.0), 0.09, 0)
+             for i in range(n_limbs)]
+    while stack:
+        x, y, ang, length, width, depth = stack.pop()
+        x1, y1 = x + length * math.sin(ang), y + length * math.cos(ang)
+        scale = max(1.0, math.hypot(x1, y1 / 1.1))  # keep tips inside the crown outline
+        x1, y1 = x1 / scale, y1 / scale
+        out.append((x, y, x1, y1, width))
+        if depth < 3:
+            for _ in range(rng.randint(2, 3)):
+                stack.append((x1, y1, ang + uni(-0.8, 0.8), length * uni(0.45, 0.7), width * 0.55, depth + 1))
+    return tuple(sorted(out, key=lambda b: -b[4]))
+
+
+def make_pole(rng: np.random.Generator, side: int, d: float, offset: float, *, kind: str | None = None) -> Pole:
+    kind = kind or pick(rng, ("plain", "lamp", "lamp", "sign", "sign"))
+    height = {"sign": (2.4, 3.2), "bollard": (0.8, 1.1)}.get(kind, (6.0, 9.0))
     return Pole(
-        side=side, d_m=d, offset_m=offset, height_m=uniform(rng, 6.0, 9.0) if kind != "sign" else uniform(rng, 2.4, 3.2),
+        side=side, d_m=d, offset_m=offset, height_m=uniform(rng, *height),
         kind=kind, sign_kind=pick(rng, SIGN_KINDS), sign_height_m=uniform(rng, 2.0, 2.6),
     )
 

@@ -64,6 +64,13 @@ class Road:
     cracks: list[tuple[float, float, float, float]] = field(default_factory=list)  # s0, d0, s1, d1 polylines
     junction_d_m: float | None = None  # a side road crossing at this distance
     junction_width_m: float = 8.0
+    # The sidewalk's surface: plain concrete panels, a grid of paving slabs, small bricks or
+    # asphalt (often close to the road's own colour, so only the kerb and the geometry tell them
+    # apart); joints every slab_m = (along the road, across it).
+    sidewalk_style: str = "plain"  # plain | slabs | bricks | asphalt
+    slab_m: tuple[float, float] = (2.0, 0.0)
+    kerb_bgr: tuple[float, float, float] | None = None  # None: a stone a little lighter than the sidewalk
+    kerb_width_m: float = 0.25
 
     @property
     def width_m(self) -> float:
@@ -153,6 +160,11 @@ class Tree:
     conifer: bool
     crown_bgr: tuple[int, int, int]
     blobs: list[tuple[float, float, float]]  # crown blobs: dx, dy, radius (fractions of crown radius)
+    # A bare (winter) tree: branches as thin strokes, sky seen through the crown, which is still
+    # labelled vegetation inside its outline, as an annotator draws it. The branches grow from
+    # ``branch_seed`` when the tree is drawn (``objects.bare_branches``), not for every tree sampled.
+    bare: bool = False
+    branch_seed: int = 0
 
     @property
     def d_near(self) -> float:
@@ -165,7 +177,7 @@ class Pole:
     d_m: float
     offset_m: float
     height_m: float
-    kind: str  # plain | lamp | sign
+    kind: str  # plain | lamp | sign | bollard (a knee-high post at the kerb)
     sign_kind: str = "round"
     sign_height_m: float = 2.3
 

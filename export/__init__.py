@@ -19,11 +19,11 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from perception.config import bounds
+from perception.config import hw_from_text, hw_to_text, setting
 from perception.errors import ConfigError, DependencyError, ModelError
 
 log = logging.getLogger(__name__)
@@ -41,26 +41,40 @@ MAX_INPUT_SIDE = 4096
 class ExportConfig:
     """What ``perception export`` does; validated by ``perception.config.load_config``."""
 
-    checkpoint: Path
-    out: Path
-    input_hw: tuple[int, int] | None = None
-    confidence: bool = False
-    unknown_threshold: float | None = field(default=None, metadata=bounds(0, 1))
-    unknown_data: str | None = None
-    unknown_count: int = field(default=50, metadata=bounds(1, 10000))
-    dynamic_batch: bool = False
-    verify_data: str | None = None
-    verify_count: int = field(default=8, metadata=bounds(1, 1000))
-    int8: bool = False
-    calib: str | None = None
-    calib_count: int = field(default=64, metadata=bounds(1, 10000))
-    val_data: str | None = None
-    val_count: int = field(default=50, metadata=bounds(1, 10000))
-    allow_int8_drop: bool = False
-    latency_runs: int = field(default=20, metadata=bounds(1, 10000))
-    tensorrt: bool = False
-    trt_precision: Literal["fp32", "fp16", "int8"] = "fp32"
-    trt_cache_dir: Path | None = None
+    checkpoint: Path = setting(help="checkpoint .pt written by 'perception train'")
+    out: Path = setting(help="ONNX file to write, e.g. model.onnx")
+    input_hw: tuple[int, int] | None = setting(None, flag="--size", metavar="HxW", from_text=hw_from_text,
+                                               to_text=hw_to_text, help="input size (default: the checkpoint's training size)")
+    confidence: bool = setting(False, help="add the uint8 per-pixel confidence output and store the unknown threshold in "
+                                           "the metadata")
+    unknown_threshold: float | None = setting(
+        None, lo=0, hi=1, metavar="P",
+        help="with --confidence: pixels below this top-class probability are unknown in the node (default: chosen by "
+             "the rule of export/unknown.py on --unknown-data)")
+    unknown_data: str | None = setting(None, metavar="SPEC", help="with --confidence: val data the threshold is chosen "
+                                                                  "on (default: the checkpoint's dataset)")
+    unknown_count: int = setting(50, lo=1, hi=10000, help="val images the threshold is chosen on")
+    dynamic_batch: bool = setting(False, help="dynamic batch dimension (default: batch 1)")
+    verify_data: str | None = setting(None, metavar="SPEC", help="dataset for the ONNX-vs-PyTorch check (val split)")
+    verify_count: int = setting(8, lo=1, hi=1000, help="images for the check")
+    int8: bool = setting(False, help="also write a gated INT8 model (model.int8.onnx); with --tensorrt: an INT8 engine")
+    calib: str | None = setting(None, metavar="SPEC", help="calibration dataset (train split), e.g. camvid:/data/camvid")
+    calib_count: int = setting(64, lo=1, hi=10000, help="calibration images")
+    val_data: str | None = setting(None, metavar="SPEC", help="dataset for the INT8 mIoU gate (default: --calib, val split)")
+    val_count: int = setting(50, lo=1, hi=10000, help="validation images for the INT8 gate")
+    allow_int8_drop: bool = setting(False, help="keep the INT8 model even if it misses the mIoU budget")
+    latency_runs: int = setting(20, lo=1, hi=10000, help="runs per CPU latency median")
+    tensorrt: bool = setting(False, help="build a TensorRT engine (needs an NVIDIA GPU)")
+    fp16: bool = setting(False, help="TensorRT engine in FP16")
+    trt_cache_dir: Path | None = setting(None, flag="--trt-cache", metavar="DIR",
+                                         help="engine cache (default ~/.cache/perception/trt)")
+
+    @property
+    def trt_precision(self) -> Literal["fp32", "fp16", "int8"]:
+        """The TensorRT engine's precision: int8 with ``--int8``, fp16 with ``--fp16``, else fp32."""
+        if not self.tensorrt:
+            return "fp32"
+        return "int8" if self.int8 else "fp16" if self.fp16 else "fp32"
 
     def __post_init__(self) -> None:
         if self.input_hw is not None and min(self.input_hw) <= 0:
@@ -73,7 +87,9 @@ class ExportConfig:
             raise ValueError(f"--out {self.out} must end in .onnx")
         if (self.unknown_threshold is not None or self.unknown_data) and not self.confidence:
             raise ValueError("--unknown-threshold / --unknown-data set the threshold on the confidence output; add --confidence")
-        if (self.int8 or self.trt_precision == "int8") and not self.calib:
+        if self.fp16 and not self.tensorrt:
+            raise ValueError("--fp16 applies to TensorRT engines; add --tensorrt")
+        if self.int8 and not self.calib:
             raise ValueError("INT8 needs calibration images: add --calib SPEC (e.g. camvid:/data/camvid)")
 
 
@@ -149,7 +165,7 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
         metadata = _unknown_step(cfg, metadata, report)
 
     calib_images = None
-    if cfg.int8 or cfg.trt_precision == "int8":
+    if cfg.int8:
         calib, _ = load_samples(cfg.calib, split="train", count=cfg.calib_count, input_hw=input_hw)
         calib_images = [image for image, _ in calib]
     if cfg.int8:

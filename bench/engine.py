@@ -33,11 +33,10 @@ from perception.bench.env import gpu_memory_mb
 from perception.bench.stats import ratio, summarize_ms
 from perception.config import bounds, load_config
 from perception.errors import ConfigError, ModelError, PerceptionError
+from perception.run_config import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
-#: Where the shipped default model lives (used when no --model is given): the node's own default.
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "default.onnx"
 
 #: Model files each engine reads; other pairings of the grid are left out, so that
 #: ``--model a.onnx --model a.pt --engine ort,torch`` compares ORT on the ONNX file with torch on the

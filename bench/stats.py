@@ -53,9 +53,10 @@ def summarize_ms(values_ms: Iterable[float]) -> dict[str, float | int | None]:
 def sequence_gaps(seqs: Sequence[int]) -> dict[str, int]:
     """Missing, repeated and out-of-order sequence numbers in the order they were received.
 
-    ``missing`` counts numbers absent between the first and the last received (a subscriber that
-    joins late does not count the frames before its first message); ``gaps`` counts the places
-    where at least one number was skipped; ``max_gap`` is the longest run of missing numbers.
+    ``missing``, ``gaps`` and ``max_gap`` as ``contracts.SEQUENCE_FIGURES`` defines them: numbers
+    absent between the first and the last received (a subscriber that joins late does not count the
+    frames before its first message), the places where at least one number was skipped, and the
+    longest run of missing numbers.
     """
     if len(seqs) == 0:
         return {"received": 0, "first": -1, "last": -1, "missing": 0, "gaps": 0, "max_gap": 0,

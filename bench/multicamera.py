@@ -1,0 +1,188 @@
+"""``perception bench pipeline --cameras N``: one engine for N cameras against a node per camera.
+
+One node with N cameras (``--source bench0=SOURCE --source bench1=SOURCE ...``, batched inference),
+then N separate nodes at once, each camera measured from its own subscriber thread (see the
+pipeline bench's module docstring for the figures).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from perception import contracts
+from perception.bench.node import (
+    BENCH_CAMERA,
+    STARTUP_TIMEOUT_S,
+    CpuSampler,
+    NodeFailed,
+    Received,
+    free_tcp_port,
+    last_line,
+    node_command,
+    read_final_stats,
+    record_message,
+    stop_node,
+    summarize_received,
+)
+from perception.bench.stats import ratio
+
+if TYPE_CHECKING:
+    from perception.bench.pipeline import PipelineBenchConfig
+
+class _CameraReceiver(threading.Thread):
+    """One camera namespace's subscriber in its own thread (a ZeroMQ socket stays in the thread
+    that made it): records what arrives while ``measuring`` is set."""
+
+    def __init__(self, endpoint: str, namespace: str) -> None:
+        super().__init__(name=f"bench-receive-{namespace}", daemon=True)
+        self.endpoint, self.namespace = endpoint, namespace
+        self.ready, self.first_mask, self.measuring, self.done = (threading.Event() for _ in range(4))
+        self.rx = Received()
+        self.counters: dict[str, int] = {}
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from perception.subscribe import MaskSubscriber
+
+        try:
+            with MaskSubscriber(self.endpoint, namespace=self.namespace, rcvhwm=100_000) as sub:
+                self.ready.set()
+                while not self.done.is_set():
+                    msg = sub.recv(timeout_s=0.1)
+                    if msg is None:
+                        continue
+                    if msg.kind != contracts.KIND_JSON:
+                        self.first_mask.set()
+                    if self.measuring.is_set():
+                        record_message(self.rx, msg)
+                self.counters = dict(sub.counters.__dict__)
+        except BaseException as exc:  # reported by the measuring thread
+            self.error = exc
+            self.ready.set()
+
+
+def measure_nodes(cfg: PipelineBenchConfig, model: Path, groups: list[tuple[str, ...]]) -> dict[str, Any]:
+    """Run one node per group of camera names at the same time (a group of several: one node
+    batching them), measure every camera for ``cfg.duration_s`` once each has published, stop them.
+
+    Returns per camera FPS, drops and latency, the total images/s, each node's CPU and final stats.
+    Raises NodeFailed when a node exits early or a camera publishes nothing within STARTUP_TIMEOUT_S.
+    """
+    endpoints = [f"tcp://127.0.0.1:{free_tcp_port()}" for _ in groups]
+    receivers = {name: _CameraReceiver(endpoint, contracts.default_namespace(name))
+                 for endpoint, group in zip(endpoints, groups, strict=True) for name in group}
+    for receiver in receivers.values():
+        receiver.start()
+    for receiver in receivers.values():
+        receiver.ready.wait(10)
+    procs: list[tuple[subprocess.Popen, Path, Path, list[str]]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-nodes-") as tmp:
+        try:
+            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            for i, (endpoint, group) in enumerate(zip(endpoints, groups, strict=True)):
+                cmd = node_command(cfg, model, endpoint, group)
+                log_path, out_path = Path(tmp) / f"stderr{i}.log", Path(tmp) / f"stdout{i}.jsonl"
+                with open(log_path, "w") as err, open(out_path, "w") as out:
+                    procs.append((subprocess.Popen(cmd, stdout=out, stderr=err, env=env), log_path, out_path, cmd))
+
+            def check_alive(when: str) -> None:
+                for proc, log_path, _, _ in procs:
+                    if proc.poll() is not None:
+                        raise NodeFailed(f"a node exited with status {proc.returncode} {when}: {last_line(log_path)}")
+
+            t_start = time.monotonic()
+            while not all(r.first_mask.is_set() for r in receivers.values()):
+                check_alive("before publishing")
+                broken = next((r for r in receivers.values() if r.error is not None), None)
+                if broken is not None:
+                    raise NodeFailed(f"the subscriber of {broken.namespace} failed: {broken.error}")
+                if time.monotonic() - t_start > STARTUP_TIMEOUT_S:
+                    silent = [n for n, r in receivers.items() if not r.first_mask.is_set()]
+                    raise NodeFailed(f"camera(s) {', '.join(silent)} published nothing within {STARTUP_TIMEOUT_S:.0f} s: "
+                                     f"{last_line(procs[0][1])}")
+                time.sleep(0.05)
+            startup_s = time.monotonic() - t_start
+            samplers = [CpuSampler(proc.pid) for proc, _, _, _ in procs]
+            for receiver in receivers.values():
+                receiver.measuring.set()
+            t_window = time.monotonic()
+            while time.monotonic() < t_window + cfg.duration_s:
+                check_alive("during the run")
+                for sampler in samplers:
+                    sampler.maybe_sample()
+                time.sleep(0.05)
+            for receiver in receivers.values():
+                receiver.measuring.clear()
+            window_s = time.monotonic() - t_window
+            cpu = [sampler.summary() for sampler in samplers]
+        finally:
+            for receiver in receivers.values():
+                receiver.done.set()
+            exit_codes = [stop_node(proc) for proc, _, _, _ in procs]
+            for receiver in receivers.values():
+                receiver.join(5)
+        final_stats = [read_final_stats(out_path) for _, _, out_path, _ in procs]
+    per_camera = {}
+    for name, receiver in receivers.items():
+        run = summarize_received(receiver.rx, window_s=window_s, cpu={}, subscriber=receiver.counters, extra={})
+        per_camera[name] = {key: run[key] for key in (
+            "output_fps", "input_fps", "frames_received", "frames_captured", "frames_dropped", "lost_after_node",
+            "capture_to_receive_ms")}
+        per_camera[name]["stages_p50_ms"] = {stage: s["p50"] for stage, s in run["stages_ms"].items()}
+    fps = [c["output_fps"] or 0.0 for c in per_camera.values()]
+    return {
+        "nodes": [{"cameras": list(group), "command": " ".join(cmd[1:]), "exit_code": code, "cpu": c,
+                   "final_stats": final}
+                  for group, (_, _, _, cmd), code, c, final in zip(groups, procs, exit_codes, cpu, final_stats, strict=True)],
+        "window_s": round(window_s, 3),
+        "startup_to_first_masks_s": round(startup_s, 3),
+        "per_camera": per_camera,
+        "images_per_s": round(sum(fps), 3),
+        "min_camera_share": ratio(min(fps), sum(fps) / len(fps)),
+        "cpu_percent_mean": sum(c["window_percent"] or 0.0 for c in cpu),
+        # Images per second of CPU time (100 % = one core): the efficiency figure, which other
+        # load on the machine distorts less than the rates (it takes CPU from either run alike).
+        "images_per_core_s": ratio(sum(fps), sum(c["window_percent"] or 0.0 for c in cpu) / 100),
+    }
+
+
+def measure_cameras(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, Any]:
+    """``--cameras N``: one node batching N cameras, then N separate nodes; the ``cameras`` block.
+
+    With ``rounds`` > 1 the two alternate (one, N, N, one, one, ...), so that a load that drifts
+    during the run weighs on both alike; ``one_node``/``separate_nodes`` are the first round's
+    details, ``rounds`` every round's totals, and the ratio is over the sums of all rounds."""
+    names = tuple(f"{BENCH_CAMERA}{i}" for i in range(cfg.cameras))
+    runs: dict[str, list[dict[str, Any]]] = {"one_node": [], "separate_nodes": []}
+    for r in range(cfg.rounds):
+        order = ("one_node", "separate_nodes") if r % 2 == 0 else ("separate_nodes", "one_node")
+        for key in order:
+            groups = [names] if key == "one_node" else [(name,) for name in names]
+            runs[key].append(measure_nodes(cfg, model, groups))
+            if tick is not None:
+                tick(1)
+    total = {key: sum(run["images_per_s"] for run in runs[key]) for key in runs}
+    per_core = {key: [run["images_per_core_s"] for run in runs[key] if run["images_per_core_s"]] for key in runs}
+    return {
+        "n": cfg.cameras,
+        "source": cfg.source,
+        "fps_requested": cfg.fps,
+        "batch_timeout_ms": cfg.batch_timeout_ms,
+        "one_node": runs["one_node"][0],
+        "separate_nodes": runs["separate_nodes"][0],
+        "rounds": [{"one_node_images_per_s": one["images_per_s"], "separate_images_per_s": sep["images_per_s"],
+                    "ratio": ratio(one["images_per_s"], sep["images_per_s"])}
+                   for one, sep in zip(runs["one_node"], runs["separate_nodes"], strict=True)],
+        "one_node_over_separate": ratio(total["one_node"], total["separate_nodes"]),
+        "one_node_over_separate_per_core": ratio(
+            sum(per_core["one_node"]) / len(per_core["one_node"]) if per_core["one_node"] else None,
+            sum(per_core["separate_nodes"]) / len(per_core["separate_nodes"]) if per_core["separate_nodes"] else None),
+    }
+
+

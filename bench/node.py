@@ -1,0 +1,330 @@
+"""One node under the bench: start ``perception run`` as its own process on a free loopback port,
+receive its messages in a ``MaskSubscriber``, sample its CPU, stop it, and summarise what arrived
+(rates, missing sequence numbers, per-stage and end-to-end latency, the node's own counters from
+its stats documents). ``perception bench pipeline`` (``bench/pipeline.py``) runs it once,
+``--peak-rate`` (``peak_rate.py``) at several rates, ``--cameras`` (``multicamera.py``) several nodes at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from perception import contracts
+from perception.bench.stats import sequence_gaps, summarize_ms
+from perception.errors import PerceptionError
+
+if TYPE_CHECKING:
+    from perception.bench.pipeline import PipelineBenchConfig
+
+#: How long the node may take to load its model and publish its first mask.
+STARTUP_TIMEOUT_S = 60.0
+#: How long the node gets to exit after SIGINT before it is terminated.
+SHUTDOWN_TIMEOUT_S = 10.0
+#: Camera name (namespace ``perception/<name>``) the benchmarked node publishes under.
+BENCH_CAMERA = "bench"
+
+
+class NodeFailed(PerceptionError):
+    """The node under test exited or never published; the message carries its last error line."""
+
+
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def node_command(cfg: PipelineBenchConfig, model: Path, endpoint: str, cameras: tuple[str, ...] = ()) -> list[str]:
+    """The ``perception run`` command line of the node under test: one camera (``BENCH_CAMERA``),
+    or ``cameras`` batched in one node, each reading ``cfg.source``."""
+    sources = ["--source", cfg.source, "--camera-name", BENCH_CAMERA] if not cameras else [
+        word for name in cameras for word in ("--source", f"{name}={cfg.source}")]
+    cmd = [sys.executable, "-m", "perception", "-q", "run", "--model", str(model), *sources,
+           "--endpoint", endpoint, "--engine", cfg.engine]
+    if cfg.provider:
+        cmd += ["--provider", cfg.provider]
+    if cfg.threads:
+        cmd += ["--threads", str(cfg.threads)]
+    if cfg.precision:
+        cmd += ["--precision", cfg.precision]
+    if cfg.peak_rate or cameras:
+        cmd += ["--queue", "latest"]
+    if cfg.loop:
+        cmd += ["--loop"]
+    if cfg.batch_timeout_ms is not None and len(cameras) > 1:
+        cmd += ["--batch-timeout-ms", str(cfg.batch_timeout_ms)]
+    if cfg.fps is not None:
+        cmd += ["--fps", str(cfg.fps)]
+    if cfg.width:
+        cmd += ["--width", str(cfg.width)]
+    if cfg.height:
+        cmd += ["--height", str(cfg.height)]
+    return cmd
+
+
+@dataclass
+class Received:
+    """What the subscriber saw, per frame (first mask message of each seq) and from stats."""
+
+    frames: dict[int, dict[str, Any]] = field(default_factory=dict)
+    order: list[int] = field(default_factory=list)
+    messages: int = 0
+    wire_bytes: int = 0
+    stats_docs: list[dict[str, Any]] = field(default_factory=list)
+    model_id: str | None = None
+    first_receive_ns: int | None = None
+    last_receive_ns: int | None = None
+
+
+def record_message(rx: Received, msg) -> None:
+    rx.messages += 1
+    rx.wire_bytes += msg.wire_bytes
+    if msg.kind == contracts.KIND_JSON:
+        if msg.topic.endswith("/" + contracts.STATS_TOPIC) and isinstance(msg.data, dict):
+            rx.stats_docs.append({"receive_ns": msg.receive_ns, "doc": msg.data})
+        return
+    seq = msg.seq
+    rx.last_receive_ns = msg.receive_ns
+    if rx.first_receive_ns is None:
+        rx.first_receive_ns = msg.receive_ns
+        rx.model_id = msg.header.get("model_id")
+    if seq in rx.frames:  # another mask topic of a frame already counted
+        return
+    h = msg.header
+    rx.order.append(seq)
+    rx.frames[seq] = {
+        "capture_ns": h["capture_ns"],
+        "publish_ns": h["publish_ns"],
+        "receive_ns": msg.receive_ns,
+        "latency_ms": dict(h.get("latency_ms") or {}),
+    }
+
+
+class CpuSampler:
+    """The node's CPU use (psutil ``cpu_percent``: 100 = one core) once a second, and its peak RSS."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.samples: list[float] = []
+        self.rss_peak = 0
+        self._next_s = time.monotonic() + 1.0
+        self.proc.cpu_percent(None)  # primes the counter; the first real sample covers the next second
+        self._threads_start = self._thread_times()
+        self._cpu_start = self._cpu_seconds()
+        self._t_start = time.monotonic()
+
+    def _cpu_seconds(self) -> float | None:
+        try:
+            times = self.proc.cpu_times()
+        except psutil.Error:
+            return None
+        return times.user + times.system
+
+    def _thread_times(self) -> dict[int, float]:
+        try:
+            return {t.id: t.user_time + t.system_time for t in self.proc.threads()}
+        except psutil.Error:
+            return {}
+
+    def maybe_sample(self) -> None:
+        now = time.monotonic()
+        if now < self._next_s:
+            return
+        self._next_s = now + 1.0
+        try:
+            self.samples.append(self.proc.cpu_percent(None))
+            self.rss_peak = max(self.rss_peak, self.proc.memory_info().rss)
+        except psutil.Error:
+            pass
+
+    def summary(self) -> dict[str, Any]:
+        end = self._thread_times()
+        wall = max(time.monotonic() - self._t_start, 1e-9)
+        per_thread = sorted(
+            ((tid, 100.0 * (t - self._threads_start.get(tid, 0.0)) / wall) for tid, t in end.items()),
+            key=lambda x: -x[1],
+        )
+        cpu_end = self._cpu_seconds()
+        return {
+            # The whole window's CPU time over its wall time (100 = one core busy throughout).
+            "window_percent": (None if cpu_end is None or self._cpu_start is None
+                               else round(100.0 * (cpu_end - self._cpu_start) / wall, 1)),
+            "samples_percent": [round(s, 1) for s in self.samples],
+            "mean_percent": sum(self.samples) / len(self.samples) if self.samples else None,
+            "max_percent": max(self.samples) if self.samples else None,
+            "cores": psutil.cpu_count(logical=True),
+            "threads": [{"tid": tid, "percent": round(p, 1)} for tid, p in per_thread if p >= 0.5],
+            "rss_peak_mb": round(self.rss_peak / 2**20, 1) if self.rss_peak else None,
+        }
+
+
+def stop_node(proc: subprocess.Popen) -> int | None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)  # the node's own clean shutdown (closes sockets, logs totals)
+        try:
+            proc.wait(SHUTDOWN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return proc.returncode
+
+
+def last_line(log_path: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no output"
+    return lines[-1] if lines else "no output"
+
+
+def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, Any]:
+    """Start the node, measure it for ``cfg.duration_s`` seconds, stop it; the ``pipeline`` block.
+
+    Raises NodeFailed when the node exits early or publishes nothing within STARTUP_TIMEOUT_S.
+    """
+    from perception.subscribe import MaskSubscriber
+
+    endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
+    namespace = contracts.default_namespace(BENCH_CAMERA)
+    rx = Received()
+    # The subscriber connects first, so that no message after the node's first is missed.
+    with MaskSubscriber(endpoint, namespace=namespace, rcvhwm=100_000) as sub, tempfile.TemporaryDirectory(
+        prefix="bench-node-"
+    ) as tmp:
+        log_path, out_path = Path(tmp) / "stderr.log", Path(tmp) / "stdout.jsonl"
+        cmd = node_command(cfg, model, endpoint)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(log_path, "w") as err, open(out_path, "w") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        try:
+            t_start = time.monotonic()
+            while rx.first_receive_ns is None:
+                if proc.poll() is not None:
+                    raise NodeFailed(f"the node exited with status {proc.returncode} before publishing: "
+                                     f"{last_line(log_path)}")
+                if time.monotonic() - t_start > STARTUP_TIMEOUT_S:
+                    raise NodeFailed(f"the node published nothing within {STARTUP_TIMEOUT_S:.0f} s: "
+                                     f"{last_line(log_path)}")
+                msg = sub.recv(timeout_s=0.2)
+                if msg is not None:
+                    record_message(rx, msg)
+            startup_s = time.monotonic() - t_start
+            cpu = CpuSampler(proc.pid)
+            t_window = time.monotonic()
+            deadline = t_window + cfg.duration_s
+            while (now := time.monotonic()) < deadline:
+                if proc.poll() is not None:
+                    raise NodeFailed(f"the node exited with status {proc.returncode} during the run: "
+                                     f"{last_line(log_path)}")
+                msg = sub.recv(timeout_s=min(0.2, deadline - now))
+                if msg is not None:
+                    before = len(rx.order)
+                    record_message(rx, msg)
+                    if tick is not None and len(rx.order) > before:
+                        tick(1)
+                cpu.maybe_sample()
+            window_s = time.monotonic() - t_window
+            cpu_summary = cpu.summary()
+            counters = dict(sub.counters.__dict__)
+        finally:
+            exit_code = stop_node(proc)
+        final_stats = read_final_stats(out_path)
+    return summarize_received(rx, window_s=window_s, cpu=cpu_summary, subscriber=counters, extra={
+        "source": cfg.source,
+        "duration_s": round(window_s, 3),
+        "startup_to_first_mask_s": round(startup_s, 3),
+        "node_command": " ".join(cmd[1:]),
+        "node_exit_code": exit_code,
+        "node_final_stats": final_stats,
+    })
+
+
+def read_final_stats(out_path: Path) -> dict[str, Any] | None:
+    """The JSON line ``perception run`` prints on stdout when it stops (its whole-run totals)."""
+    try:
+        lines = [ln for ln in out_path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(doc, dict):
+            return doc
+    return None
+
+
+def summarize_received(rx: Received, *, window_s: float, cpu: dict, subscriber: dict, extra: dict) -> dict:
+    """Rates, gaps, per-stage and end-to-end latency from what the subscriber received."""
+    seqs = rx.order
+    frames = [rx.frames[s] for s in seqs]
+    gaps = sequence_gaps(seqs)
+    stage_names: list[str] = []
+    for f in frames:
+        for name in f["latency_ms"]:
+            if name not in stage_names:
+                stage_names.append(name)
+    stages = {name: summarize_ms([f["latency_ms"][name] for f in frames if name in f["latency_ms"]])
+              for name in stage_names}
+    e2e = [(f["receive_ns"] - f["capture_ns"]) / 1e6 for f in frames]
+    to_publish = [(f["publish_ns"] - f["capture_ns"]) / 1e6 for f in frames]
+    # Frames the node captured over the window: the span of sequence numbers seen (seq is given at capture).
+    captured = gaps["last"] - gaps["first"] + 1 if seqs else 0
+    stats_first = rx.stats_docs[0]["doc"] if rx.stats_docs else {}
+    stats_last = rx.stats_docs[-1]["doc"] if rx.stats_docs else {}
+    dropped = _counter_delta(stats_first, stats_last, "dropped")
+    return {
+        **extra,
+        "model_id": rx.model_id,
+        "window_s": round(window_s, 4),
+        "frames_received": len(seqs),
+        "frames_captured": captured,
+        "input_fps": captured / window_s if window_s > 0 else None,
+        "output_fps": len(seqs) / window_s if window_s > 0 else None,
+        "frames_dropped": dropped,
+        # Missing at the subscriber but not counted by the node's queue: lost between the node's
+        # publisher and this subscriber (ZeroMQ's per-subscriber send queue, --sndhwm, overflowed).
+        # Approximate: the node's counter is read from 1 Hz stats, the gaps from every message.
+        "lost_after_node": None if dropped is None else max(0, gaps["missing"] - dropped),
+        "sequence": gaps,
+        "messages_received": rx.messages,
+        "wire_mb": round(rx.wire_bytes / 2**20, 3),
+        "stages_ms": stages,
+        "capture_to_publish_ms": summarize_ms(to_publish),
+        "capture_to_receive_ms": summarize_ms(e2e),
+        "capture_to_receive_samples_ms": [round(v, 3) for v in e2e],
+        "cpu": cpu,
+        "subscriber": subscriber,
+        "node_stats_last": stats_last,
+    }
+
+
+def _counter_delta(first: dict, last: dict, name: str) -> int | None:
+    """``last[name] - first[name]`` for a counter of the node's stats document (a key of
+    ``contracts.CAMERA_STATS``); None when the last document lacks it (no stats arrived)."""
+    if name not in {key.name for key in contracts.CAMERA_STATS}:
+        raise KeyError(f"{name!r} is not a key of the node's stats document")
+    b = last.get(name)
+    if not isinstance(b, int) or isinstance(b, bool):
+        return None
+    a = first.get(name)
+    return b - (a if isinstance(a, int) and not isinstance(a, bool) else 0)
+
+

@@ -1,0 +1,149 @@
+"""Pipeline mode: run the real node on a source and measure it from a subscriber.
+
+``run_pipeline_bench(config)`` starts ``perception run`` as its own process (as it runs on a car:
+its CPU use is then its own, not the bench's), publishing on a free loopback port. A
+``MaskSubscriber`` in the bench process receives every message for ``duration_s`` seconds after
+the first mask arrives (model loading and warm-up are left out). From the per-frame headers it
+takes the stage latencies the node measured (capture, preprocess, infer, postprocess, encode,
+publish: whatever the node reports under ``latency_ms``), and from the clocks the end-to-end
+figure: ``receive_ns - capture_ns``, both ``time.time_ns()`` on the same machine. The node's CPU
+use is sampled once a second with ``psutil`` (100 % = one core busy), per thread at the end.
+
+The unhappy path is reported, not averaged away: frames the node dropped (from its stats topic),
+sequence numbers missing at the subscriber, the longest gap, and the worst latencies.
+
+With ``baseline=True`` the naive serial loop (``bench/baseline.py``) runs on the same model and
+source afterwards, and a short engine-only run gives ``node FPS / engine FPS``.
+
+With ``peak_rate=True`` the node is run several times on the paced synthetic camera (queue
+``latest``), each for ``duration_s``, to find the highest source rate it holds: at most
+``PEAK_MAX_DROP`` of the captured frames dropped or missing at the subscriber. The first trial
+runs at ``PEAK_START_FPS``; the output rate it reaches brackets a bisection of ``peak_steps``
+trials. This is how Isaac ROS reports node throughput.
+
+With ``cameras=N`` (N > 1) it compares one engine for N cameras against a node per camera, in
+one run: first one node with N cameras (``--source bench0=SOURCE --source bench1=SOURCE ...``,
+batched inference), then N separate nodes at once (one camera each, as ``launch/two_cameras.yaml``
+runs them), each measured for ``duration_s`` from a subscriber per camera (each in its own thread).
+Both run the ``latest`` queue, as live cameras do. It reports per camera the FPS, drops and
+capture-to-receive latency percentiles, the total images/s, the CPU of the node(s) and images per
+CPU-second, and ``one_node_over_separate``: the total images/s of the one node over that of the N
+nodes (``..._per_core``: the same for images per CPU-second, less swayed by other load). A camera
+starved by the others shows as a low ``min_camera_share`` (slowest camera's FPS / mean camera FPS).
+
+The modules: ``node.py`` runs and measures one node, ``peak_rate.py`` the ``--peak-rate`` search,
+``multicamera.py`` the ``--cameras`` comparison; this one holds the configuration and runs them.
+
+Run it with ``perception bench pipeline --model m.onnx --source synthetic --duration 10 --baseline``,
+or ``perception bench pipeline --cameras 2 --source clip.mp4 --loop --fps 30 --duration 20``.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from perception.bench.multicamera import measure_cameras
+from perception.bench.node import NodeFailed, measure_node
+from perception.bench.peak_rate import find_peak_rate
+from perception.bench.stats import ratio
+from perception.config import bounds
+
+__all__ = ["NodeFailed", "PipelineBenchConfig", "run_pipeline_bench", "source_options"]
+
+
+@dataclass
+class PipelineBenchConfig:
+    """What to run. ``fps``: the source rate passed to the node (None: the source's default, 30 for
+    the synthetic camera; files are read as fast as the node takes them)."""
+
+    model: Path | None = None
+    source: str = "synthetic"
+    duration_s: float = field(default=10.0, metadata=bounds(0.1, 86_400))
+    fps: float | None = field(default=None, metadata=bounds(0.1, 1000))
+    width: int | None = field(default=None, metadata=bounds(16, 16_384))
+    height: int | None = field(default=None, metadata=bounds(16, 16_384))
+    engine: str = "ort"
+    provider: str | None = None
+    threads: int | None = field(default=None, metadata=bounds(0, 1024))
+    precision: str | None = None
+    baseline: bool = False
+    peak_rate: bool = False
+    peak_steps: int = field(default=4, metadata=bounds(1, 20))
+    engine_runs: int = field(default=100, metadata=bounds(0, 1_000_000))
+    progress: bool = True
+    cameras: int = field(default=1, metadata=bounds(1, 16))
+    rounds: int = field(default=1, metadata=bounds(1, 20))
+    batch_timeout_ms: float | None = field(default=None, metadata=bounds(0, 10_000))
+    loop: bool = False
+
+
+def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[str, Any]:
+    """The whole pipeline bench (node, then baseline and engine-only when asked); a full bench JSON.
+
+    Raises ModelError for a missing model, NodeFailed when the node fails, SourceError/ConfigError
+    for a bad source (from the baseline).
+    """
+    from perception.bench.baseline import run_serial_baseline
+    from perception.bench.engine import EngineBenchConfig, resolve_models, run_engine_bench
+    from perception.bench.report import new_results
+    from perception.progress import progress
+
+    model = resolve_models([cfg.model] if cfg.model else [])[0]
+    results = new_results("pipeline", command)
+    results["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.__dict__.items()}
+    if cfg.cameras > 1:
+        from perception.errors import ConfigError
+
+        if cfg.baseline or cfg.peak_rate:
+            raise ConfigError("--cameras compares one node with separate nodes; run --baseline or --peak-rate "
+                              "without --cameras")
+        with progress(desc=f"{cfg.cameras} cameras: one node and {cfg.cameras} nodes", unit="run", total=2 * cfg.rounds,
+                      disable=not cfg.progress, file=sys.stderr) as bar:
+            results["cameras"] = measure_cameras(cfg, model, tick=bar.update)
+        return results
+    with progress(desc="pipeline bench", unit="frame", disable=not cfg.progress, file=sys.stderr) as bar:
+        bar.set_postfix_str("node")
+        results["pipeline"] = measure_node(cfg, model, tick=bar.update)
+        if cfg.baseline:
+            bar.set_postfix_str("serial baseline")
+            results["baseline"] = run_serial_baseline(
+                model=model, source=cfg.source, source_options=source_options(cfg), duration_s=cfg.duration_s,
+                engine=cfg.engine, provider=cfg.provider, threads=cfg.threads, precision=cfg.precision or "auto",
+                tick=bar.update,
+            )
+    if cfg.peak_rate:
+        results["peak_rate"] = find_peak_rate(cfg, model)
+    ratios: dict[str, Any] = {}
+    node_fps = results["pipeline"]["output_fps"]
+    if cfg.baseline:
+        ratios["node_over_baseline_fps"] = ratio(node_fps, results["baseline"]["fps"])
+    if cfg.engine_runs:
+        engine = run_engine_bench(EngineBenchConfig(
+            models=[model], engines=[cfg.engine], providers=[cfg.provider] if cfg.provider else [],
+            precisions=[cfg.precision or "auto"],
+            threads=[cfg.threads] if cfg.threads else [], runs=cfg.engine_runs, warmup=10,
+            blocks=min(5, cfg.engine_runs), progress=cfg.progress,
+        ))
+        row = engine["results"][0]
+        results["engine"] = engine
+        ratios["engine_only_fps"] = row["fps"]
+        ratios["node_over_engine_fps"] = ratio(node_fps, row["fps"])
+    results["ratios"] = ratios
+    return results
+
+
+def source_options(cfg: PipelineBenchConfig) -> dict[str, Any]:
+    """The ``open_source`` options the node gets from the same flags (for the baseline)."""
+    options: dict[str, Any] = {}
+    if cfg.width:
+        options["width"] = cfg.width
+    if cfg.height:
+        options["height"] = cfg.height
+    if cfg.fps:
+        options["fps"] = cfg.fps
+    return options
+
+

@@ -1,0 +1,310 @@
+"""Command-line flags generated from settings: one declaration, the same flags for every command.
+
+A command's config dataclass declares its settings with ``perception.config.setting``; this module
+derives everything the command line needs from those declarations::
+
+    def add_arguments(parser):             # perception/commands/view.py
+        add_flags(parser, ViewConfig)
+
+    def main(args):
+        config = config_from_flags(ViewConfig, args, source="perception view")
+
+``add_flags`` writes the argparse flags (type, help with the default and range, ``--no-X`` for a
+bool that defaults to True, ``NAME=VALUE`` pairs for mappings, mutually exclusive groups);
+``flag_values`` / ``config_from_flags`` turn the parsed flags into the config through
+``perception.config.load_config`` (so a flag, a YAML key and a launch parameter are checked by the
+same code and fail with the same message); ``flags_for`` writes the command line of a launch node
+from its parameters.
+
+Hand-written rather than a library: the libraries that derive flags from dataclasses
+(simple-parsing, tyro, pydantic-settings) are not runtime dependencies, and none keeps this
+project's flag spellings (``--no-obstacles``, ``--source`` repeated with ``NAME=SPEC``,
+``--encoding TOPIC=ENC``) and its one-line ConfigErrors without as much glue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import re
+import types
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+from perception.config import load_config, read_yaml, rename_old_keys
+from perception.errors import ConfigError
+
+C = TypeVar("C")
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """The command-line form of one setting (see ``setting``).
+
+    ``shape``: ``switch`` (a bool: ``--x`` or ``--no-x``), ``value`` (``--x V``), ``repeat``
+    (``--x A --x B``: one of several values, e.g. ``--source``), ``list`` (``--x A B``), ``pairs``
+    (``--x NAME=VALUE``, repeatable, into a mapping) or ``positional``.
+    """
+
+    name: str
+    option: str | None
+    shape: str
+    scalar: Callable[[str], Any]
+    field: dataclasses.Field
+    hint: Any
+
+    @property
+    def listed_pairs(self) -> bool:
+        """A ``pairs`` setting whose values are lists (``--task obstacle=car,pedestrian``)."""
+        value_type = typing.get_args(_strip_none(self.hint))[1]
+        return typing.get_origin(value_type) in (list, tuple)
+
+
+def _strip_none(tp: Any) -> Any:
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _scalar(tp: Any) -> Callable[[str], Any]:
+    if typing.get_origin(tp) is Literal:
+        return type(typing.get_args(tp)[0])
+    return tp if tp in (int, float, Path) else str
+
+
+def flags(cls: type) -> list[Flag]:
+    """The flags of ``cls``'s settings (fields declared with ``setting``, ``cli`` not False), in order."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if "help" not in f.metadata or not f.metadata.get("cli", True):
+            continue
+        tp = _strip_none(hints[f.name])
+        origin = typing.get_origin(tp)
+        scalar: Callable[[str], Any] = str
+        if f.metadata.get("positional"):
+            shape = "positional"
+            scalar = _scalar(typing.get_args(tp)[0] if origin in (Union, types.UnionType) else tp)
+        elif tp is bool:
+            shape = "switch"
+        elif origin in (Union, types.UnionType):
+            # str | list[str] | ...: one value per flag, several by repeating it; else one value as text
+            listed = any(typing.get_origin(a) is list for a in typing.get_args(tp))
+            shape = "repeat" if listed else "value"
+        elif origin is list:
+            shape, scalar = "list", _scalar(typing.get_args(tp)[0])
+        elif origin is dict:
+            shape = "pairs"
+        else:
+            shape, scalar = "value", _scalar(tp)
+        option = f.metadata.get("flag")
+        if option is None and shape != "positional":
+            dashed = f.name.replace("_", "-")
+            option = f"--no-{dashed}" if shape == "switch" and f.default is True else f"--{dashed}"
+        out.append(Flag(f.name, option, shape, scalar, f, hints[f.name]))
+    return out
+
+
+def _help(flag: Flag) -> str:
+    text = flag.field.metadata["help"]
+    default = flag.field.default
+    notes = []
+    to_text = flag.field.metadata.get("to_text")
+    if default not in (None, dataclasses.MISSING, "") and not isinstance(default, bool):
+        text_default = to_text(default) if to_text else f"{default:g}" if isinstance(default, float) else default
+        notes.append(f"default {text_default}")
+    lo, hi = flag.field.metadata.get("bounds", (None, None))
+    if lo is not None or hi is not None:
+        notes.append(f"{lo:g}..{hi:g}" if lo is not None and hi is not None else f">= {lo:g}" if lo is not None else f"<= {hi:g}")
+    if notes:
+        text += f" ({', '.join(notes)})"
+    return text.replace("%", "%%")
+
+
+def _metavar(flag: Flag) -> str | None:
+    metavar = flag.field.metadata.get("metavar")
+    if metavar is not None:
+        return metavar
+    tp = _strip_none(flag.hint)
+    if typing.get_origin(tp) is Literal:
+        return "{" + ",".join(str(a) for a in typing.get_args(tp)) + "}"
+    if flag.shape == "pairs":
+        return "NAME=VALUE"
+    return None
+
+
+class _DeprecatedFlag(argparse.Action):
+    """An old spelling of a flag: sets the same value and warns once per use."""
+
+    def __init__(self, option_strings: list[str], dest: str, current: str = "", **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.current = current
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001 - argparse hook
+        log.warning("%s is deprecated and will be removed in the next release; use %s", option_string, self.current)
+        setattr(namespace, self.dest, values)
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add the flags of ``cls``'s settings to ``parser``.
+
+    Only flags given on the command line reach the namespace (``default=SUPPRESS``), so a config
+    file's values survive and the dataclass defaults apply otherwise (``config_from_flags``).
+    """
+    groups: dict[str, Any] = {}
+    for flag in flags(cls):
+        meta = flag.field.metadata
+        target: Any = parser
+        if meta.get("group"):
+            if ("group", meta["group"]) not in groups:
+                groups["group", meta["group"]] = parser.add_argument_group(meta["group"])
+            target = groups["group", meta["group"]]
+        if meta.get("exclusive"):
+            if ("exclusive", meta["exclusive"]) not in groups:
+                groups["exclusive", meta["exclusive"]] = target.add_mutually_exclusive_group()
+            target = groups["exclusive", meta["exclusive"]]
+        kwargs: dict[str, Any] = {"help": _help(flag)}
+        if flag.shape == "switch":
+            kwargs["action"] = "store_false" if flag.field.default is True else "store_true"
+        else:
+            kwargs.update(type=flag.scalar, metavar=_metavar(flag))
+            if flag.shape in ("repeat", "pairs"):
+                kwargs["action"] = "append"
+            elif flag.shape == "list":
+                kwargs.update(nargs="+", action="extend")
+            elif meta.get("const") is not None:
+                kwargs.update(nargs="?", const=meta["const"])
+        if flag.shape == "positional":
+            nargs = "+" if typing.get_origin(_strip_none(flag.hint)) in (Union, types.UnionType, list) else None
+            target.add_argument(flag.name, nargs=nargs, **kwargs)
+            continue
+        target.add_argument(flag.option, dest=flag.name, default=argparse.SUPPRESS, **kwargs)
+        if meta.get("old_flags") and flag.shape != "value":
+            raise TypeError(f"{cls.__name__}.{flag.name}: old_flags are supported for flags that take one value")
+        for old in meta.get("old_flags", ()):
+            target.add_argument(old, dest=flag.name, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+                                type=kwargs.get("type"), action=_DeprecatedFlag, current=flag.option)
+
+
+def parse_pairs(items: list[str], option: str, *, listed: bool) -> dict[str, Any]:
+    """``["lane=rle", "drivable=png"]`` -> ``{"lane": "rle", ...}`` (``listed``: comma-separated lists); ConfigError naming ``option``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            example = "obstacle=car,pedestrian" if listed else "drivable=bitpack"
+            raise ConfigError(f"{option} {item!r}: expected NAME=VALUE, e.g. {option} {example}")
+        out[key.strip()] = [v.strip() for v in value.split(",") if v.strip()] if listed else value.strip()
+    return out
+
+
+def _one_or_many(tp: Any) -> bool:
+    """A ``X | list[X]`` setting: one value, or several."""
+    return typing.get_origin(tp) in (Union, types.UnionType) and any(typing.get_origin(a) is not list for a in typing.get_args(tp))
+
+
+def flag_values(cls: type, args: argparse.Namespace) -> dict[str, Any]:
+    """The settings of ``cls`` given as flags, as config values (not yet checked: see ``load_config``).
+
+    Raises ConfigError for a flag whose text does not parse (``--size 360``, ``--task lane``).
+    """
+    given = vars(args)
+    out: dict[str, Any] = {}
+    for flag in flags(cls):
+        if flag.name not in given:
+            continue
+        value = given[flag.name]
+        convert = flag.field.metadata.get("from_text")
+        if convert is not None:
+            value = convert(value)
+        elif flag.shape == "pairs":
+            value = parse_pairs(value, flag.option, listed=flag.listed_pairs)
+        elif flag.shape in ("repeat", "positional") and _one_or_many(flag.hint) and len(value) == 1:
+            value = value[0]  # the single-value form: --source clip.mp4 is "clip.mp4", not a list
+        out[flag.name] = value
+    return out
+
+
+def config_from_flags(cls: type[C], args: argparse.Namespace, *, source: str, config_file: str | Path | None = None) -> C:
+    """``cls`` from the flags given, over ``config_file``'s keys when one is given.
+
+    A ``pairs`` flag adds to the file's mapping (``--encoding lane=rle`` keeps the file's other
+    topics). Raises ConfigError naming the file or ``source`` and the key.
+    """
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        data = rename_old_keys(cls, read_yaml(config_file), source=str(config_file))
+        source = f"{config_file} + {source}"
+    given = flag_values(cls, args)
+    for name, value in given.items():
+        if isinstance(value, dict) and isinstance(data.get(name), dict):
+            value = {**data[name], **value}
+        data[name] = value
+    for flag in flags(cls):
+        required = flag.field.default is dataclasses.MISSING and flag.field.default_factory is dataclasses.MISSING
+        if required and flag.name not in data and flag.option:
+            raise ConfigError(f"{source}: {flag.option} is required ({flag.field.metadata['help']})")
+    try:
+        return load_config(cls, data, source=source)
+    except ConfigError as exc:
+        # The message names the setting as YAML and launch files do; add how it was typed here.
+        named = [f for f in flags(cls) if f.name in given and f.shape in ("value", "switch")
+                 and re.search(rf"\b{f.name}[=:]", str(exc))]
+        if not named:
+            raise
+        flag = named[0]
+        typed = flag.option if flag.shape == "switch" else f"{flag.option} {as_text(vars(args)[flag.name])}"
+        raise ConfigError(f"{exc} ({typed})") from None
+
+
+def flags_for(cls: type, parameters: dict[str, Any], *, where: str) -> list[str]:
+    """The command line that gives ``parameters`` (already checked with ``load_config``) as flags.
+
+    What a launch node runs: ``{"duration_s": 5, "obstacles": False}`` -> ``["--duration", "5",
+    "--no-obstacles"]``. A deprecated key is given under its current flag.
+    """
+    by_name: dict[str, Flag] = {}
+    for flag in flags(cls):
+        by_name[flag.name] = flag
+        for old in flag.field.metadata.get("old_names", ()):
+            by_name[old] = flag
+    argv: list[str] = []
+    positional: list[str] = []
+    for name, value in parameters.items():
+        flag = by_name.get(name)
+        if flag is None:
+            raise ConfigError(f"{where}: {name!r} is not a setting of this node kind")
+        if value is None:
+            continue
+        to_text = flag.field.metadata.get("to_text") or as_text
+        if flag.shape == "switch":
+            if bool(value) != (flag.field.default is True):
+                argv.append(flag.option)  # otherwise the flag left out gives the value
+        elif flag.shape == "positional":
+            positional += [to_text(v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                text = ",".join(as_text(x) for x in item) if isinstance(item, (list, tuple)) else as_text(item)
+                argv += [flag.option, f"{key}={text}"]
+        elif isinstance(value, (list, tuple)) and flag.shape in ("repeat", "list"):
+            words = [as_text(v) for v in value]
+            argv += [flag.option, *words] if flag.shape == "list" else [w for v in words for w in (flag.option, v)]
+        elif value == flag.field.metadata.get("const"):
+            argv.append(flag.option)  # the flag alone gives its const
+        else:
+            argv += [flag.option, to_text(value)]
+    return argv + (["--", *positional] if positional else [])
+
+
+def as_text(value: Any) -> str:
+    """A parameter value as a command-line word (YAML's spelling of booleans)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -1,0 +1,279 @@
+"""The XPUB socket core under every publisher of the wire format: the live node's ``MaskPublisher``
+(``perception/publish.py``, one socket for every camera's namespace) and ``ReplayPublisher``
+(``perception/replay.py``).
+
+It owns what both need and must do alike: endpoint checks, socket setup (linger, high-water mark,
+CURVE), binding with one-line errors naming the endpoint and the fix, the subscriptions that XPUB
+reports (counted per subscriber, per topic prefix), latched topics that are sent again when a
+subscription that receives them arrives, sending, and closing. What the messages hold (headers,
+encodings, pub_seq) stays with the publishers.
+
+    core = XpubCore("tcp://127.0.0.1:5556", sndhwm=16)
+    with core.lock:
+        core.send_locked(b"perception/front/stats", header, payload)
+    core.subscriptions(b"perception/front/")      # live subscriptions that receive that namespace
+    core.close()
+
+Two send modes: ``send_timeout_ms=None`` (the live node) never waits: a subscriber whose queue is
+full loses the message, as with PUB. A number (replay) sets ``XPUB_NODROP``: a send waits up to that
+long for room and raises ``zmq.Again`` when there is none, so the caller can retry or stop.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import zmq
+
+from perception import contracts
+from perception.errors import PublishError
+from perception.security import make_curve_server, start_authenticator
+
+log = logging.getLogger(__name__)
+
+_ENDPOINT_RE = re.compile(r"^(?:tcp://(?P<host>\[[0-9a-fA-F:.]+\]|[^:/\[\]]+):(?P<port>\d+|\*)|ipc://.+|inproc://.+)$")
+# pyzmq recommends zero-copy sends only for large buffers; below this copying is cheaper.
+_ZERO_COPY_MIN_BYTES = 64 * 1024
+# XPUB subscription messages: one byte (1 subscribe, 0 unsubscribe), then the topic prefix.
+_SUBSCRIBE, _UNSUBSCRIBE = 1, 0
+# wait_for_subscriptions holds the socket lock for at most this long at a time.
+_WAIT_SLICE_MS = 10
+#: The fix an "address already in use" error names (the test of the CLI pins this wording).
+ADDRESS_IN_USE_FIX = "use --endpoint tcp://127.0.0.1:5557 or stop the other node"
+
+
+def check_endpoint(endpoint: str) -> str | None:
+    """Validate an endpoint string; return its TCP host (None for ipc/inproc).
+
+    Raises PublishError naming the endpoint and the expected form.
+    """
+    match = _ENDPOINT_RE.match(endpoint) if isinstance(endpoint, str) else None
+    if match is None:
+        raise PublishError(
+            f"bad endpoint {endpoint!r}; expected tcp://HOST:PORT, e.g. {contracts.DEFAULT_ENDPOINT}"
+        )
+    port = match.group("port")
+    if port not in (None, "*") and not 0 < int(port) < 65536:
+        raise PublishError(f"bad endpoint {endpoint!r}: port {port} is out of range 1-65535")
+    host = match.group("host")
+    return host.strip("[]") if host is not None else None
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # an interface name such as eth0, or '*'
+        return False
+
+
+class XpubCore:
+    """One bound XPUB socket (see the module docstring); thread-safe through ``lock``.
+
+    Args:
+        endpoint: where to bind (``tcp://HOST:PORT``, ``ipc://``, ``inproc://``).
+        sndhwm: messages queued per subscriber (drop or wait beyond it, see ``send_timeout_ms``).
+        send_timeout_ms: None: never wait (drop at the HWM); a number: ``XPUB_NODROP``, a send waits
+            up to that long for room, then raises ``zmq.Again``.
+        curve_secret_key_file: the server's ``.key_secret``; turns on CURVE encryption.
+        curve_allow_dir: directory of allowed client ``.key`` files (needs the secret key).
+        what: what leaves the machine, for the warning on a non-loopback endpoint.
+
+    Raises:
+        PublishError: bad endpoint, address in use or not of this machine, bad key files.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        sndhwm: int,
+        send_timeout_ms: int | None = None,
+        curve_secret_key_file: str | None = None,
+        curve_allow_dir: str | None = None,
+        what: str = "masks",
+    ) -> None:
+        host = check_endpoint(endpoint)
+        #: Sockets are not thread-safe: every use of the socket holds this lock (``*_locked`` methods
+        #: expect the caller to hold it; the publish thread sends, another may ask for stats).
+        self.lock = threading.Lock()
+        self.closed = False
+        # Live subscriptions by topic prefix (one count per subscriber that holds it).
+        self._prefixes: Counter[bytes] = Counter()
+        # Latched topics: topic -> the callback that sends it again (caller holds the lock).
+        self._latched: dict[bytes, Callable[[], None]] = {}
+        self._due: set[bytes] = set()
+        self._flags = zmq.NOBLOCK if send_timeout_ms is None else 0
+        self._context = zmq.Context()
+        self._auth = None
+        self._socket = self._context.socket(zmq.XPUB)
+        try:
+            self._socket.linger = 0
+            # VERBOSER: every subscribe and every unsubscribe reaches us, including the ones libzmq
+            # makes for a subscriber that disconnects and duplicates of a prefix another subscriber
+            # already holds (plain XPUB reports only the first and last of each prefix), so the
+            # counts are per subscriber.
+            self._socket.setsockopt(zmq.XPUB_VERBOSER, 1)
+            self._socket.sndhwm = sndhwm
+            if send_timeout_ms is not None:
+                # A full subscriber makes the send wait instead of losing the message; the timeout
+                # lets a stalled subscriber still let stop requests through.
+                self._socket.setsockopt(zmq.XPUB_NODROP, 1)
+                self._socket.sndtimeo = send_timeout_ms
+            if curve_secret_key_file is not None:
+                if curve_allow_dir is not None:
+                    self._auth = start_authenticator(self._context, curve_allow_dir)
+                else:
+                    log.warning("CURVE without --curve-allow: traffic is encrypted but any client key is accepted")
+                make_curve_server(self._socket, curve_secret_key_file)
+            self._bind(endpoint)
+        except BaseException:
+            self._teardown()
+            raise
+        #: The bound endpoint (the real port when ``endpoint`` asked for ``*``).
+        self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        if host is not None and not is_loopback(host):
+            log.warning(
+                "publishing on %s: %s leave this machine%s", self.endpoint, what,
+                "" if curve_secret_key_file else " unencrypted; see `perception keys` for CURVE encryption",
+            )
+
+    def _bind(self, endpoint: str) -> None:
+        try:
+            self._socket.bind(endpoint)
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EADDRINUSE:
+                raise PublishError(f"cannot bind {endpoint}: address already in use; {ADDRESS_IN_USE_FIX}") from None
+            raise PublishError(
+                f"cannot bind {endpoint}: {exc.strerror}; use an address of this machine, "
+                f"e.g. {contracts.DEFAULT_ENDPOINT}"
+            ) from None
+
+    @property
+    def curve_rejections(self) -> int:
+        """CURVE handshakes the allow-list refused (0 without one)."""
+        return self._auth.rejections if self._auth is not None else 0
+
+    # ------------------------------------------------------------------ subscriptions
+
+    def latch(self, topic: bytes, resend: Callable[[], None]) -> None:
+        """Call ``resend`` (with the lock held) each time a subscription that receives ``topic``
+        arrives, so a subscriber that joins late still gets it first thing."""
+        self._latched[topic] = resend
+
+    def read_subscriptions_locked(self) -> None:
+        """Take every queued subscribe/unsubscribe off the socket, then resend the latched topics
+        a new subscription receives (caller holds the lock)."""
+        while True:
+            try:
+                message = self._socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if not message:
+                continue
+            prefix = message[1:]
+            if message[0] == _SUBSCRIBE:
+                self._prefixes[prefix] += 1
+                self._due.update(topic for topic in self._latched if topic.startswith(prefix))
+            elif message[0] == _UNSUBSCRIBE and self._prefixes[prefix] > 0:
+                self._prefixes[prefix] -= 1
+                if not self._prefixes[prefix]:
+                    del self._prefixes[prefix]
+        while self._due:
+            # Taken off first: the resend below may read subscriptions again.
+            self._latched[self._due.pop()]()
+
+    @property
+    def prefixes(self) -> set[bytes]:
+        """The topic prefixes with a live subscription, as last read."""
+        return set(self._prefixes)
+
+    def subscriptions(self, prefix: bytes = b"") -> int:
+        """Live subscriptions that receive some topic under ``prefix`` (a namespace ``b"ns/"``):
+        one to the namespace, to one of its topics or to everything counts; one to another
+        namespace does not. Reads pending subscription messages first."""
+        with self.lock:
+            if not self.closed:
+                self.read_subscriptions_locked()
+            return self._count(prefix)
+
+    def _count(self, prefix: bytes) -> int:
+        return sum(n for p, n in self._prefixes.items() if prefix.startswith(p) or p.startswith(prefix))
+
+    def wait_for_subscriptions(self, count: int, *, timeout_s: float, prefix: bytes = b"",
+                               stop: threading.Event | None = None) -> bool:
+        """Wait until ``count`` subscriptions under ``prefix`` are live (see ``subscriptions``), at
+        most ``timeout_s`` or until ``stop`` is set. Holds the lock for at most 10 ms at a time.
+
+        Returns True when enough subscriptions are live, False on the timeout, on ``stop`` or once
+        closed.
+        """
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        while stop is None or not stop.is_set():
+            with self.lock:
+                if self.closed:
+                    return False
+                self.read_subscriptions_locked()
+                if self._count(prefix) >= count:
+                    return True
+                remaining_ms = (deadline - time.monotonic()) * 1e3
+                if remaining_ms <= 0:
+                    return False
+                self._socket.poll(max(1, min(_WAIT_SLICE_MS, int(remaining_ms))), zmq.POLLIN)
+        return False
+
+    # ------------------------------------------------------------------ sending
+
+    def send_locked(self, topic: bytes, *frames: bytes) -> bool:
+        """Send ``[topic, *frames]`` as one multipart message (caller holds the lock); False once
+        closed.
+
+        Raises zmq.Again when NODROP found no room within the send timeout, zmq.ZMQError for
+        other transport trouble (the caller counts or retries; nothing is half-sent).
+        """
+        if self.closed:
+            return False
+        # Reading EVENTS makes libzmq process its pending commands now, including the I/O thread's
+        # "subscriber has read N messages" acknowledgements; send() only does so about once a
+        # millisecond, so a fast loop would otherwise see full queues that are long empty and drop
+        # messages for subscribers that keep up. The same read says whether subscription messages
+        # are waiting (POLLIN), so taking them costs the hot path nothing when there are none.
+        if self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            self.read_subscriptions_locked()
+        flags = self._flags
+        # The first part decides: once it is queued, the rest of the message always is (ZeroMQ
+        # delivers all parts or none).
+        self._socket.send(topic, zmq.SNDMORE | flags)
+        for frame in frames[:-1]:
+            self._socket.send(frame, zmq.SNDMORE | flags, copy=len(frame) < _ZERO_COPY_MIN_BYTES)
+        self._socket.send(frames[-1], flags, copy=len(frames[-1]) < _ZERO_COPY_MIN_BYTES)
+        return True
+
+    # ------------------------------------------------------------------ closing
+
+    def close(self, *, flush_s: float = 0.0) -> None:
+        """Close the socket; idempotent.
+
+        ``flush_s`` bounds how long messages still queued may take to go out (ZeroMQ's linger):
+        returns as soon as they are sent, or after ``flush_s`` with the rest dropped (a dead
+        subscriber cannot hold the publisher). 0 drops them at once (stopping on a signal).
+        """
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+        self._teardown(flush_s)
+
+    def _teardown(self, flush_s: float = 0.0) -> None:
+        self._socket.close(linger=int(flush_s * 1000))
+        if self._auth is not None:
+            self._auth.stop()
+        self._context.term()

@@ -1,0 +1,292 @@
+"""One declaration per setting: flags, YAML keys and launch parameters come from it and agree.
+
+Each command's config dataclass declares its settings with ``perception.config.setting``; these
+tests show that the flag, the YAML file and the launch node are checked by the same code (the same
+message for the same mistake), that every command's flags round-trip to the config, and that the
+drifts the declarations replaced are gone (one frame-size range, ``duration_s`` everywhere, replay's
+seconds no longer named like the node's subscriber count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import logging
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from perception.cli import OneLineParser
+from perception.config import load_config
+from perception.errors import ConfigError
+from perception.flags import config_from_flags, flag_values, flags, flags_for
+from perception.launch import load_launch
+from perception.options import MAX_FRAME_SIDE, MIN_FRAME_SIDE, EngineOptions, SourceOptions
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _config_class(command: str) -> type:
+    where = {
+        "run": ("perception.run_config", "RunConfig"),
+        "demo": ("perception.demo", "DemoConfig"),
+        "view": ("perception.view", "ViewConfig"),
+        "record": ("perception.record", "RecordConfig"),
+        "replay": ("perception.replay", "ReplayConfig"),
+        "listen": ("perception.commands.listen", "ListenConfig"),
+        "export": ("perception.export", "ExportConfig"),
+        "train": ("perception.training.config", "TrainConfig"),
+        "synth": ("perception.commands.synth", "SynthConfig"),
+        "eval": ("perception.commands.eval", "EvalConfig"),
+    }[command]
+    return getattr(importlib.import_module(where[0]), where[1])
+
+
+def _parser(command: str) -> argparse.ArgumentParser:
+    class Raising(OneLineParser):
+        def error(self, message: str):
+            raise ConfigError(message)
+
+    parser = Raising(prog=f"perception {command}")
+    importlib.import_module(f"perception.commands.{command}").add_arguments(parser)
+    return parser
+
+
+def _from_flags(command: str, argv: list[str]):
+    return config_from_flags(_config_class(command), _parser(command).parse_args(argv), source=f"perception {command}")
+
+
+def _core(message: str) -> str:
+    """The part of an error after the 'where' prefix (file, command line or launch node)."""
+    return re.search(r"\b\w+=\S+ is out of range \[[^\]]*\]", message).group(0)
+
+
+def _launch_error(tmp_path: Path, kind: str, parameters: dict) -> str:
+    path = tmp_path / "bad.launch.yaml"
+    path.write_text(yaml.safe_dump({"launch": [{"node": {"name": "n", "kind": kind, "parameters": parameters}}]}))
+    with pytest.raises(ConfigError) as caught:
+        load_launch(path)
+    return str(caught.value)
+
+
+# Sample values per command: every flag of the command, in the form a launch file would give it.
+SAMPLES = {
+    "run": {"source": ["front=synthetic", "rear=clip.mp4"], "width": 640, "height": 480, "fps": 15.0, "fourcc": "MJPG",
+            "realtime": True, "loop": True, "read_timeout_s": 2.5, "seed": 4, "model": "m.onnx", "engine": "torch",
+            "provider": "cpu", "threads": 2, "fp16": True, "compile": "tensorrt", "precision": "fp16", "warmup": 1,
+            "queue": "lossless", "queue_capacity": 4, "max_frames": 7, "duration_s": 1.5, "batch_timeout_ms": 5.0,
+            "endpoint": "tcp://127.0.0.1:5599", "namespace": "perception", "mask_size": "source",
+            "encoding": {"lane": "rle", "drivable": "png"}, "task": {"obstacle": ["car", "pedestrian"]},
+            "obstacles": False, "per_class_obstacles": True, "atomic_frames": True, "unknown_threshold": 0.25,
+            "stats_interval_s": 0.5, "sndhwm": 32, "wait_subscribers": 2, "wait_timeout_s": 3.0,
+            "curve_secret_key": "server.key_secret", "curve_allow": "keys"},
+    "demo": {"model": "m.onnx", "duration_s": 2.0, "endpoint": "tcp://127.0.0.1:5598", "out_dir": "o", "width": 320,
+             "height": 240, "fps": 12.0, "seed": 3, "provider": "cpu", "threads": 1},
+    "view": {"source": "synthetic", "model": "m.onnx", "seed": 2, "width": 320, "height": 240, "fps": 5.0,
+             "out": "v.mp4", "max_frames": 3, "duration_s": 4.0, "alpha": 0.3, "provider": "cpu"},
+    "record": {"out": "r.mcap", "endpoint": "tcp://127.0.0.1:5597", "topic": ["perception/front/lane", "a/b"],
+               "duration_s": 6.0, "curve_server_key": "s.key", "curve_key": "c.key_secret", "max_mask_pixels": 100,
+               "split_duration": 2.0, "split_size": 1.5},
+    "replay": {"file": ["a.mcap", "b.mcap"], "max_rate": True, "endpoint": "tcp://127.0.0.1:5596",
+               "wait_first_subscriber_s": 2.0, "restamp": True, "loop": True},
+    "listen": {"endpoint": "tcp://127.0.0.1:5595", "namespace": "perception/front", "duration_s": 2.0, "count": 9,
+               "interval_s": 0.5, "echo": True, "save_dir": "masks", "every": 3, "keep_latest": True, "json": True,
+               "max_mask_pixels": 1000, "curve_server_key": "s.key", "curve_key": "c.key_secret"},
+    "export": {"checkpoint": "c.pt", "out": "m.onnx", "input_hw": [64, 96], "confidence": True,
+               "unknown_threshold": 0.5, "unknown_data": "synthetic", "unknown_count": 5, "dynamic_batch": True,
+               "verify_data": "synthetic", "verify_count": 2, "int8": True, "calib": "synthetic", "calib_count": 3,
+               "val_data": "synthetic", "val_count": 4, "allow_int8_drop": True, "latency_runs": 2, "tensorrt": True,
+               "fp16": True, "trt_cache_dir": "cache"},
+    "train": {"model": "segnet_basic", "data": "synthetic", "val_data": "synthetic", "input_hw": [64, 96],
+              "epochs": 2, "steps": 5, "batch_size": 2, "lr": 0.01, "loss": "dice", "out": "runs/x", "device": "cpu",
+              "workers": 0, "pretrained": False},
+    "synth": {"out": "o", "count": 4, "input_hw": [48, 64], "seed": 1, "split": "val=0.2", "video": "d.mp4",
+              "video_labels": True, "fps": 10.0, "images": False, "contact_sheet": "s.png"},
+    "eval": {"model": "m.onnx", "data": "synthetic", "split": "train", "device": "cpu", "batch_size": 2, "workers": 0,
+             "threads": 1, "json": "e.json", "tasks": "drivable,lane", "task": {"obstacle": ["car"]},
+             "data_task": {"obstacle": ["Car", "Truck"]}, "unknown_threshold": 0.4, "record": True,
+             "contact_sheet": "c.png", "sheet_count": 4},
+}
+
+
+# Settings that exclude the ones above (mutually exclusive flags, a camera name beside a named source).
+ALTERNATES = {
+    "run": [{"source": "synthetic", "camera_name": "rear_1"}],
+    "view": [{"endpoint": "tcp://127.0.0.1:5594", "namespace": "perception/front"}],
+    "record": [{"out": "r.mcap", "namespace": "perception/front"}],
+    "replay": [{"file": "a.mcap", "rate": 2.0}],
+    "listen": [{"topic": ["perception/front/lane", "perception/front/stats"]}],
+    "train": [{"pretrained": True}],
+    "eval": [{"checkpoint": "c.pt", "tasks": ""}],
+}
+
+
+@pytest.mark.parametrize("command", list(SAMPLES))
+def test_every_flag_round_trips_through_the_declaration(command):
+    """Launch parameters -> flags (written from the declarations) -> the command's own parser -> the
+    same config as the parameters loaded directly; and every declared flag is exercised."""
+    cls = _config_class(command)
+    samples = [SAMPLES[command], *ALTERNATES.get(command, [])]
+    declared = {f.name for f in flags(cls)}
+    covered = set().union(*samples)
+    assert declared <= covered, f"untested flags: {declared - covered}"
+    for parameters in samples:
+        argv = flags_for(cls, parameters, where="test")
+        via_flags = config_from_flags(cls, _parser(command).parse_args(argv), source="test")
+        assert via_flags == load_config(cls, parameters, source="test"), argv
+
+
+@pytest.mark.parametrize("command", ["run", "demo", "view"])
+def test_a_frame_size_has_one_range_for_flags_yaml_and_launch(command, tmp_path):
+    """Width was 1..16384 in the node and 16..8192 in demo and view: now one declaration, one message."""
+    too_small = MIN_FRAME_SIDE - 1
+    with pytest.raises(ConfigError) as by_flag:
+        base = ["--source", "synthetic", "--model", "m.onnx"] if command == "view" else []
+        _from_flags(command, [*base, "--width", str(too_small)])
+    with pytest.raises(ConfigError) as by_yaml:
+        data = {"width": too_small, **({"source": "synthetic", "model": "m.onnx"} if command == "view" else {})}
+        load_config(_config_class(command), data, source="node.yaml")
+    expected = f"width={too_small} is out of range [{MIN_FRAME_SIDE}, {MAX_FRAME_SIDE}]"
+    assert _core(str(by_flag.value)) == _core(str(by_yaml.value)) == expected
+    assert str(by_yaml.value) == f"node.yaml: {expected}"
+    if command in ("run", "view"):  # the node kinds of launch files
+        kind = {"run": "pipeline", "view": "view"}[command]
+        message = _launch_error(tmp_path, kind, {"width": too_small, "source": "synthetic", "model": "m.onnx"})
+        assert message.endswith(f"node 'n': parameters: {expected}")
+    big = _from_flags(command, [*(["--source", "synthetic", "--model", "m"] if command == "view" else []),
+                                "--width", str(MAX_FRAME_SIDE)])
+    assert big.width == MAX_FRAME_SIDE
+
+
+def test_run_yaml_file_and_flags_give_the_same_message(tmp_path):
+    from perception.commands.run import load_run_config
+
+    node_yaml = tmp_path / "node.yaml"
+    node_yaml.write_text("queue_capacity: 0\n")
+    with pytest.raises(ConfigError) as by_file:
+        load_run_config(_parser("run").parse_args(["--config", str(node_yaml)]))
+    with pytest.raises(ConfigError) as by_flag:
+        load_run_config(_parser("run").parse_args(["--queue-capacity", "0"]))
+    launch = _launch_error(tmp_path, "pipeline", {"queue_capacity": 0})
+    core = "queue_capacity=0 is out of range [1, 1024]"
+    assert str(by_file.value) == f"{node_yaml} + command line: {core}"
+    assert str(by_flag.value) == f"command line: {core} (--queue-capacity 0)"  # and how it was typed
+    assert launch.endswith(f"parameters: {core}")
+
+
+def test_shared_settings_are_the_same_declaration():
+    """RunConfig, DemoConfig and ViewConfig reuse SourceOptions/EngineOptions' fields, not copies."""
+    source = {f.name: f for f in dataclasses.fields(SourceOptions)}
+    engine = {f.name: f for f in dataclasses.fields(EngineOptions)}
+    for command in ("run", "demo", "view"):
+        for f in dataclasses.fields(_config_class(command)):
+            origin = source.get(f.name) or engine.get(f.name)
+            if origin is None:
+                continue
+            assert f.default == origin.default, (command, f.name)
+            assert f.metadata["bounds"] == origin.metadata["bounds"], (command, f.name)
+    run = _config_class("run")(source="synthetic", width=640, fps=5.0, threads=2, precision="fp32")
+    assert run.source_options()["width"] == 640 and run.source_options()["fps"] == 5.0
+    assert run.engine_options() == EngineOptions(threads=2, precision="fp32")
+
+
+@pytest.mark.parametrize("command", ["run", "demo", "view", "record", "listen"])
+def test_duration_is_duration_s_everywhere_and_flag_stays_duration(command):
+    cls = _config_class(command)
+    assert "duration_s" in {f.name for f in dataclasses.fields(cls)}
+    assert "duration" not in {f.name for f in dataclasses.fields(cls)}
+    (flag,) = [f for f in flags(cls) if f.name == "duration_s"]
+    assert flag.option == "--duration"
+
+
+@pytest.mark.parametrize("command", ["view", "record"])
+def test_old_duration_key_is_accepted_with_a_deprecation_warning(command, tmp_path, caplog):
+    """``duration`` was the key of view and record launch nodes: it still works for one release."""
+    extra = {"view": {"source": "synthetic", "model": "m.onnx"}, "record": {"out": "r.mcap", "namespace": "p/f"}}[command]
+    path = tmp_path / "old.launch.yaml"
+    path.write_text(yaml.safe_dump({"launch": [{"node": {"name": "n", "kind": command,
+                                                          "parameters": {"duration": 3, **extra}}}]}))
+    with caplog.at_level(logging.WARNING, logger="perception"):
+        plan = load_launch(path)
+    assert "--duration" in plan.nodes[0].argv and "3" in plan.nodes[0].argv
+    assert "'duration' is deprecated" in caplog.text and "use 'duration_s'" in caplog.text
+    with pytest.raises(ConfigError, match="'duration' is the deprecated name of 'duration_s'; give only 'duration_s'"):
+        load_config(_config_class(command), {"duration": 1, "duration_s": 2, **extra}, source="x.yaml")
+
+
+def test_replay_waits_seconds_under_an_honest_name(caplog, tmp_path):
+    """replay's ``wait_subscriber`` (seconds) read like run's ``wait_subscribers`` (a count)."""
+    replay = _from_flags("replay", ["a.mcap", "--wait-first-subscriber", "5"])
+    assert replay.wait_first_subscriber_s == 5.0
+    run = _from_flags("run", ["--wait-subscribers", "2"])
+    assert run.wait_subscribers == 2
+    with caplog.at_level(logging.WARNING, logger="perception"):
+        old = _from_flags("replay", ["a.mcap", "--wait-subscriber", "4"])
+    assert old.wait_first_subscriber_s == 4.0
+    assert "--wait-subscriber is deprecated" in caplog.text and "--wait-first-subscriber" in caplog.text
+    caplog.clear()
+    path = tmp_path / "replay.launch.yaml"
+    path.write_text(yaml.safe_dump({"launch": [{"node": {"name": "r", "kind": "replay",
+                                                          "parameters": {"file": "a.mcap", "wait_subscriber": 2}}}]}))
+    with caplog.at_level(logging.WARNING, logger="perception"):
+        plan = load_launch(path)
+    assert list(plan.nodes[0].argv) == ["--wait-first-subscriber", "2", "--", "a.mcap"]
+    assert "'wait_subscriber' is deprecated" in caplog.text
+    with pytest.raises(ConfigError, match="unknown key 'wait_subscribers'"):
+        load_config(_config_class("replay"), {"file": "a.mcap", "wait_subscribers": 1}, source="x")
+
+
+def test_help_shows_the_declared_default_and_range():
+    text = _parser("run").format_help()
+    assert re.search(r"--read-timeout S\s+seconds a live source may stall before it is reopened\s+\(default 5,\s+0.1..600\)",
+                     text)
+    assert re.search(r"--width WIDTH\s+frame width to request .*\(16..16384\)", text, re.DOTALL)
+    assert "{ort,openvino,auto,tensorrt,torch}" in text
+
+
+def test_flag_text_that_does_not_parse_is_one_config_error():
+    with pytest.raises(ConfigError, match=r"--encoding 'lane': expected NAME=VALUE, e\.g\. --encoding drivable=bitpack"):
+        _from_flags("run", ["--encoding", "lane"])
+    with pytest.raises(ConfigError, match=r"bad --size '360': expected HEIGHTxWIDTH"):
+        flag_values(_config_class("export"), _parser("export").parse_args(["--size", "360"]))
+    with pytest.raises(ConfigError, match=r"perception record: --out is required"):
+        _from_flags("record", ["--namespace", "perception/front"])
+
+
+def test_listen_launch_node_is_checked_like_its_flags(tmp_path):
+    launch = _launch_error(tmp_path, "listen", {"every": 0})
+    with pytest.raises(ConfigError) as by_flag:
+        _from_flags("listen", ["--every", "0"])
+    assert _core(launch) == _core(str(by_flag.value)) == "every=0 is out of range [1, inf]"
+
+
+def test_no_module_reads_argparse_internals():
+    """Launch flags are written from the declarations, not from ``parser._actions``."""
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "perception").rglob("*.py") if "._actions" in p.read_text()]
+    assert offenders == []
+
+
+def _readme_command_lines() -> list[tuple[int, str, list[str]]]:
+    """(line number, command, flags) of each ``perception <command> ...`` line in the README's code blocks."""
+    out, in_code = [], False
+    for number, line in enumerate((ROOT / "README.md").read_text().splitlines(), start=1):
+        if line.startswith("```"):
+            in_code = not in_code
+            continue
+        words = line.split("#")[0].split()
+        if in_code and len(words) >= 2 and words[0] == "perception" and words[1] in SAMPLES:
+            out.append((number, words[1], [w.split("=")[0] for w in words[2:] if w.startswith("--")]))
+    return out
+
+
+def test_readme_examples_use_only_declared_flags():
+    """The README's command lines name flags the commands (generated from the declarations) accept."""
+    helps = {command: _parser(command).format_help() for command in SAMPLES}
+    lines = _readme_command_lines()
+    assert len(lines) > 20
+    unknown = [(number, command, flag) for number, command, words in lines for flag in words
+               if not re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", helps[command])]
+    assert unknown == []

@@ -1,0 +1,116 @@
+"""The synthetic world's sidewalks (surfaces, kerbstones) and bare winter trees: labels stay exact."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from perception.synthetic import SYNTHETIC_CLASSES
+from perception.synthetic.drive import scene_for_seed
+from perception.synthetic.render import Renderer
+from perception.synthetic.render.raster import CLASS_ID, Palette
+from perception.synthetic.world.objects import bare_branches, make_tree
+
+H, W = 120, 160
+ROAD, SIDEWALK, VEG, SKY = (SYNTHETIC_CLASSES.id_of(n) for n in ("road", "sidewalk", "vegetation", "sky"))
+
+
+def _plain_scene(seed: int, size=(H, W)):
+    """A scene with nothing standing on the ground, in flat neutral light (clean colours = materials)."""
+    scene, _ = scene_for_seed(seed, height=size[0], width=size[1])
+    scene.buildings, scene.trees, scene.poles, scene.vehicles, scene.people = [], [], [], [], []
+    light = scene.lighting
+    light.ambient, light.gain, light.tint_bgr, light.shadow_factor = 1.0, 1.0, (1.0, 1.0, 1.0), 1.0
+    road = scene.road
+    road.junction_d_m = road.crosswalk_d_m = None
+    road.curvature = road.curvature_rate = road.heading = road.grade_curvature = 0.0
+    scene.camera.roll_rad = scene.camera.distortion_k1 = scene.camera.hood_px = 0.0
+    return scene
+
+
+def _render(scene, size=(H, W)):
+    return Renderer(*size).render(scene, np.random.default_rng(0), noise=False)
+
+
+def test_scenes_span_sidewalk_surfaces_winter_trees_and_bollards():
+    scenes = [scene_for_seed(seed, height=H, width=W)[0] for seed in range(80)]
+    styles = Counter(s.road.sidewalk_style for s in scenes if s.road.sidewalk_right_m > 0)
+    assert set(styles) == {"plain", "slabs", "bricks", "asphalt"}, styles
+    assert any(max(s.road.sidewalk_left_m, s.road.sidewalk_right_m) > 5.0 for s in scenes)  # wide town pavements
+    bare = [sum(t.bare for t in s.trees) / max(1, len(s.trees)) for s in scenes]
+    assert sum(b > 0.6 for b in bare) >= 5  # winter scenes
+    assert sum(0 < b < 0.6 for b in bare) >= 1  # the odd bare tree among leafy ones
+    assert any(p.kind == "bollard" for s in scenes for p in s.poles)
+
+
+def test_road_grey_sidewalks_are_labelled_sidewalk_not_road():
+    seeds = [seed for seed in range(60) if scene_for_seed(seed, height=H, width=W)[0].road.sidewalk_style == "asphalt"]
+    assert seeds
+    checked = 0
+    for seed in seeds:
+        scene = _plain_scene(seed)
+        if scene.road.sidewalk_right_m <= 0:
+            continue
+        image, label = _render(scene)
+        road_px, side_px = image[label == ROAD], image[label == SIDEWALK]
+        assert len(road_px) > 200 and len(side_px) > 100, f"seed {seed}"
+        # The surface colour is close to the asphalt's: only the kerb and the geometry tell them apart.
+        gap = np.abs(np.median(side_px, 0).astype(int) - np.median(road_px, 0).astype(int)).max()
+        assert gap <= 40, f"seed {seed}: sidewalk {np.median(side_px, 0)} vs road {np.median(road_px, 0)}"
+        checked += 1
+    assert checked
+
+
+def test_a_kerb_band_lies_between_road_and_sidewalk_labels():
+    checked = 0
+    for seed in range(40):
+        scene = _plain_scene(seed, size=(240, 320))
+        road = scene.road
+        if road.sidewalk_right_m <= 0:
+            continue
+        road.kerb_bgr, road.kerb_width_m = (0, 0, 250), 0.3  # a red kerbstone, easy to find
+        image, label = _render(scene, size=(240, 320))
+        red = (image[..., 0] < 5) & (image[..., 1] < 5) & (image[..., 2] > 100)
+        assert (label[red] == SIDEWALK).all(), f"seed {seed}: kerb not labelled sidewalk"
+        # In rows near the camera, the first sidewalk pixel right of the road is the kerb.
+        rows = hits = 0
+        for row in range(170, 230):
+            cols = np.flatnonzero(label[row] == ROAD)
+            if len(cols) and cols[-1] + 1 < 320 and label[row, cols[-1] + 1] == SIDEWALK:
+                rows += 1
+                hits += bool(red[row, cols[-1] + 1])
+        assert rows and hits >= 0.9 * rows, f"seed {seed}: {hits}/{rows} rows with a kerb at the road edge"
+        checked += 1
+        if checked == 3:
+            break
+    assert checked == 3
+
+
+def test_a_bare_tree_crown_is_vegetation_with_sky_seen_through_it():
+    scene = _plain_scene(5, size=(240, 320))
+    scene.lighting.time_of_day = "day"
+    tree = make_tree(np.random.default_rng(1), 1, 12.0, 1.0, bare_p=1.0)
+    assert tree.bare and len(bare_branches(tree.branch_seed)) > 20
+    scene.trees = [tree]
+    image, label = _render(scene, size=(240, 320))
+    _, no_tree = _render(_plain_scene(5, size=(240, 320)), size=(240, 320))
+    crown = (label == VEG) & (no_tree == SKY)
+    assert crown.sum() > 300
+    # Through the crown, most pixels keep the colour of the sky behind them; the branches are drawn.
+    sky_colours = {tuple(c) for c in image[label == SKY]}
+    crown_px = [tuple(c) for c in image[crown]]
+    through = sum(c in sky_colours for c in crown_px) / len(crown_px)
+    assert 0.3 < through < 0.95, through
+    assert tuple(tree.crown_bgr) in set(crown_px)
+
+
+def test_sky_seen_through_a_crown_is_no_lamp():
+    pal = Palette()
+    sky = pal.object((230, 200, 180), CLASS_ID["sky"], emissive=True)
+    lamp = pal.object((200, 235, 255), CLASS_ID["pole"], emissive=True)
+    through = pal.relabelled(sky, CLASS_ID["vegetation"])
+    assert pal.class_id[through] == VEG and (pal.bgr[through] == pal.bgr[sky]).all()
+    assert pal.emissive[through]  # lit like the sky, so it keeps the sky's colour exactly
+    table = pal.lamp_table()
+    assert table[through] == 0 and table[sky] == 0 and table[lamp] == 255
