@@ -131,6 +131,28 @@ def test_auto_engine_publishes_its_choice(tmp_path):
     np.testing.assert_array_equal(engine.infer(batch)["class_ids"], expected_class_ids(batch))
 
 
+def test_the_node_probes_in_a_child_process(tmp_path, monkeypatch):
+    """--engine auto (load_auto) probes in a child, so that the candidates' memory never stays in
+    the node; the child's verdict is cached for the next start, and its errors come back as such."""
+    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
+    monkeypatch.setenv("PERCEPTION_PROBE_CACHE", str(tmp_path / "probe"))
+
+    def no_probe_here(*args, **kwargs):
+        raise AssertionError("probed in the node's own process")
+
+    monkeypatch.setattr(auto_mod, "run_probe", no_probe_here)
+    engine = load_engine("auto", model, EngineOptions(threads=1))
+    assert engine.selection is not None and not engine.selection["from_cache"]
+    assert "fastest verified" in engine.selection["reason"]
+    assert len(list((tmp_path / "probe").glob("*.json"))) == 1
+    again = load_engine("auto", model, EngineOptions(threads=1))
+    assert again.selection["from_cache"] and again.selection["reason"] == engine.selection["reason"]
+
+    write_broken_int8(model)
+    with pytest.raises(ModelError, match=r"--engine auto: no engine ran tiny\.onnx correctly \(ort-int8: agreement"):
+        load_engine("auto", model, EngineOptions(precision="int8"))
+
+
 def test_probe_cache_is_keyed_and_invalidated(tmp_path, monkeypatch):
     model = write_brightness_model(tmp_path / "tiny.onnx", HW)
     cache = tmp_path / "probe"
@@ -173,7 +195,8 @@ def test_probe_cache_is_keyed_and_invalidated(tmp_path, monkeypatch):
 
 
 def test_cpu_engines_import_neither_torch_nor_onnx(tmp_path):
-    """The node's start-up path: onnx (through ml_dtypes) cost more than the rest of start-up."""
+    """The node's start-up path: onnx (through ml_dtypes) cost more than the rest of start-up, and
+    OpenVINO's Model Conversion API more than the rest of ``import openvino``."""
     import subprocess
     import sys
 
@@ -183,8 +206,10 @@ def test_cpu_engines_import_neither_torch_nor_onnx(tmp_path):
         "import sys\n"
         "from perception.engines import load_engine\n"
         + "".join(f"load_engine({e!r}, {str(model)!r})\n" for e in engines)
-        + "bad = [m for m in ('torch', 'onnx', 'nncf') if m in sys.modules]\n"
-        "sys.exit(f'imported {bad}' if bad else 0)"
+        + "bad = [m for m in ('torch', 'onnx', 'nncf', 'openvino.tools.ovc') if m in sys.modules]\n"
+        # Left out of the start-up, the Model Conversion API still imports when asked for.
+        + ("import openvino.tools.ovc\n" if "openvino" in engines else "")
+        + "sys.exit(f'imported {bad}' if bad else 0)"
     )
     done = subprocess.run([sys.executable, "-c", code], timeout=120, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 
+import cv2
 import numpy as np
 import pytest
 
 from perception.contracts import ClassInfo, ClassTable
 from perception.errors import ConfigError
-from perception.masks import MaskBuilder, obstacle_blobs
+from perception.masks import MaskBuilder, label_type, obstacle_blobs
 from perception.preprocess import Letterbox, Preprocessor
 from perception.synthetic.classes import SYNTHETIC_CLASSES as T
 
@@ -39,6 +40,29 @@ def test_overrides_and_per_class_masks():
     np.testing.assert_array_equal(masks["obstacle/pedestrian"] > 0, cm == T.id_of("pedestrian"))
     assert set(np.unique(masks["obstacle/car"])) <= {0, 255}
     assert "obstacle/car" not in MaskBuilder(T).topics  # off by default
+
+
+def test_one_lookup_pass_gives_the_per_mask_lookups():
+    """The bit-per-mask table equals one 256-entry lookup per mask, for every byte value (ids the
+    model lacks and the unknown id 255 included), beyond eight masks and for a subset."""
+    names = [f"c{i}" for i in range(12)]
+    table = ClassTable(
+        classes=tuple(ClassInfo(i, n, (i, i, i)) for i, n in enumerate(names)),
+        task_groups={"drivable": ("c0", "c1"), "lane": ("c2",), "obstacle": tuple(names[3:])},
+    )
+    builder = MaskBuilder(table, per_class_obstacles=True)
+    assert len(builder.luts) == 12  # 3 tasks + 9 per-class masks: two lookup groups
+    every_byte = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    for cm in (every_byte, np.random.default_rng(3).integers(0, 256, (37, 53), dtype=np.uint8)):
+        masks = builder.build(cm)
+        assert set(masks) == {*builder.luts, "class_map"}
+        for name, lut in builder.luts.items():
+            np.testing.assert_array_equal(masks[name], lut[cm], err_msg=name)
+        subset = builder.build(cm, only={"lane", "obstacle/c11"})
+        assert set(subset) == {"lane", "obstacle/c11", "class_map"}
+        np.testing.assert_array_equal(subset["obstacle/c11"], np.where(cm == 11, 255, 0))
+    assert set(builder.build(every_byte, only=set())) == {"class_map"}
+    np.testing.assert_array_equal(builder.build(np.full((2, 3), 2, np.uint8))["lane"], np.full((2, 3), 255))  # new size
 
 
 @pytest.mark.parametrize(
@@ -76,6 +100,32 @@ def test_obstacle_blobs_class_box_area_centroid():
     assert blobs[0]["centroid_xy"] == [7.5, 4.5]
     assert blobs[1]["box_xywh"] == [30, 20, 4, 8] and blobs[1]["area_px"] == 32
     assert obstacle_blobs(np.zeros((5, 5), np.uint8), np.zeros((5, 5), np.uint8), T) == []
+
+
+def test_label_type_fits_the_most_components_a_mask_can_have():
+    """16-bit labels only where even a checkerboard of isolated pixels cannot overflow them."""
+    assert label_type((270, 480)) == cv2.CV_16U
+    assert label_type((509, 509)) == cv2.CV_16U  # 255 * 255 components + the background fit in 16 bits
+    assert label_type((511, 511)) == cv2.CV_32S  # 256 * 256 + 1 do not
+    assert label_type((720, 1280)) == cv2.CV_32S
+    worst = np.zeros((9, 11), np.uint8)
+    worst[::2, ::2] = 255  # isolated pixels: the most 8-connected components there can be
+    count = cv2.connectedComponents(worst, connectivity=8)[0] - 1
+    assert count == 5 * 6 == -(-9 // 2) * -(-11 // 2)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_obstacle_blobs_with_16_bit_labels_equal_32_bit_ones(seed, monkeypatch):
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, T.num_classes, (30, 50), dtype=np.uint8)
+    cm = np.kron(coarse, np.ones((9, 10), np.uint8))  # 270 x 500 with blocky objects
+    cm[rng.random(cm.shape) < 0.02] = T.id_of("car")  # and speckle
+    obstacle = MaskBuilder(T).build(cm)["obstacle"]
+    assert label_type(obstacle.shape) == cv2.CV_16U
+    fast = obstacle_blobs(obstacle, cm, T, min_area_px=1, max_blobs=10_000)
+    monkeypatch.setattr("perception.masks.label_type", lambda hw: cv2.CV_32S)
+    assert obstacle_blobs(obstacle, cm, T, min_area_px=1, max_blobs=10_000) == fast
+    assert len(fast) > 10
 
 
 def test_letterbox_geometry():
