@@ -30,8 +30,9 @@ def test_default_model_is_shipped_small_and_self_describing():
 
 def test_default_model_segments_unseen_synthetic_scenes():
     engine = load_engine("ort", DEFAULT_MODEL, EngineOptions(threads=1))
-    # The val split never overlaps the scenes the model was trained on.
-    cm = evaluate_engine(engine, open_dataset("synthetic:count=6,size=360x640", split="val"))
+    # The val split never overlaps the scenes the model was trained on. 40 scenes (2-3 s): with 6,
+    # one winter scene (sky seen through bare crowns is labelled vegetation) moved sky IoU by 0.07.
+    cm = evaluate_engine(engine, open_dataset("synthetic:count=40,size=360x640", split="val"))
     iou = cm.iou()
     assert iou[SYNTHETIC_CLASSES.id_of("road")] > 0.85
     assert iou[SYNTHETIC_CLASSES.id_of("sky")] > 0.85
