@@ -308,3 +308,30 @@ def as_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def settings_markdown(cls: type) -> str:
+    """The README's table of ``cls``'s settings (flag, YAML key, default, range, meaning), generated
+    from the declarations so that it cannot drift from ``--help`` (tests/test_settings.py checks the
+    README holds exactly this text)."""
+    rows = ["| flag | YAML / launch key | default | range | meaning |", "|---|---|---|---|---|"]
+    for flag in flags(cls):
+        f = flag.field
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        to_text = f.metadata.get("to_text")
+        if default is None or default in ("", {}, []):
+            shown = "-"
+        elif isinstance(default, bool):
+            shown = "on" if default else "off"
+        else:
+            shown = to_text(default) if to_text else f"{default:g}" if isinstance(default, float) else str(default)
+        lo, hi = f.metadata.get("bounds", (None, None))
+        span = "-" if lo is None and hi is None else (
+            f"{lo:g}..{hi:g}" if lo is not None and hi is not None else f">= {lo:g}" if lo is not None else f"<= {hi:g}")
+        option = flag.option or f.name.upper()
+        if flag.shape == "pairs":
+            option += " NAME=VALUE"
+        meaning = f.metadata["help"].replace("|", "\\|")
+        rows.append(f"| `{option}` | `{f.name}` | {shown.replace('|', chr(92) + '|')} | {span} | {meaning} |")
+    return "\n".join(rows) + "\n"

@@ -25,6 +25,7 @@ from perception.errors import ConfigError
 from perception.flags import config_from_flags, flag_values, flags, flags_for
 from perception.launch import load_launch
 from perception.options import MAX_FRAME_SIDE, MIN_FRAME_SIDE, EngineOptions, SourceOptions
+from perception.run_config import RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -290,3 +291,13 @@ def test_readme_examples_use_only_declared_flags():
     unknown = [(number, command, flag) for number, command, words in lines for flag in words
                if not re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", helps[command])]
     assert unknown == []
+
+
+def test_the_readme_holds_the_generated_table_of_run_settings():
+    from perception.flags import settings_markdown
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = settings_markdown(RunConfig)
+    assert table in readme, "README's run settings table differs from the declarations; paste settings_markdown(RunConfig)"
+    # one row per flag: the table covers every declared run setting, and a new one appears in it
+    assert table.count("\n| `--") == len(flags(RunConfig))
