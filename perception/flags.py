@@ -112,17 +112,31 @@ def flags(cls: type) -> list[Flag]:
     return out
 
 
+def _default_text(f: dataclasses.Field) -> str | None:
+    """A setting's default as a flag would spell it; None when it has no shown default (None,
+    empty, a bool, a factory)."""
+    default = f.default
+    if default in (None, dataclasses.MISSING, "") or isinstance(default, bool):
+        return None
+    to_text = f.metadata.get("to_text")
+    return to_text(default) if to_text else f"{default:g}" if isinstance(default, float) else str(default)
+
+
+def _range_text(f: dataclasses.Field) -> str | None:
+    """A setting's declared range (``lo..hi``, ``>= lo`` or ``<= hi``); None when unbounded."""
+    lo, hi = f.metadata.get("bounds", (None, None))
+    if lo is None and hi is None:
+        return None
+    return f"{lo:g}..{hi:g}" if lo is not None and hi is not None else f">= {lo:g}" if lo is not None else f"<= {hi:g}"
+
+
 def _help(flag: Flag) -> str:
     text = flag.field.metadata["help"]
-    default = flag.field.default
     notes = []
-    to_text = flag.field.metadata.get("to_text")
-    if default not in (None, dataclasses.MISSING, "") and not isinstance(default, bool):
-        text_default = to_text(default) if to_text else f"{default:g}" if isinstance(default, float) else default
-        notes.append(f"default {text_default}")
-    lo, hi = flag.field.metadata.get("bounds", (None, None))
-    if lo is not None or hi is not None:
-        notes.append(f"{lo:g}..{hi:g}" if lo is not None and hi is not None else f">= {lo:g}" if lo is not None else f"<= {hi:g}")
+    if (default := _default_text(flag.field)) is not None:
+        notes.append(f"default {default}")
+    if (span := _range_text(flag.field)) is not None:
+        notes.append(span)
     if notes:
         text += f" ({', '.join(notes)})"
     return text.replace("%", "%%")
@@ -317,18 +331,11 @@ def settings_markdown(cls: type) -> str:
     rows = ["| flag | YAML / launch key | default | range | meaning |", "|---|---|---|---|---|"]
     for flag in flags(cls):
         f = flag.field
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        to_text = f.metadata.get("to_text")
-        if default is None or default in ("", {}, []):
-            shown = "-"
-        elif isinstance(default, bool):
-            shown = "on" if default else "off"
+        if isinstance(f.default, bool):
+            shown = "on" if f.default else "off"
         else:
-            shown = to_text(default) if to_text else f"{default:g}" if isinstance(default, float) else str(default)
-        lo, hi = f.metadata.get("bounds", (None, None))
-        span = "-" if lo is None and hi is None else (
-            f"{lo:g}..{hi:g}" if lo is not None and hi is not None else f">= {lo:g}" if lo is not None else f"<= {hi:g}")
+            shown = _default_text(f) or "-"
+        span = _range_text(f) or "-"
         option = flag.option or f.name.upper()
         if flag.shape == "pairs":
             option += " NAME=VALUE"

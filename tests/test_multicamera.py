@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import pytest
+from outpace import wait_for_more_frames
 from tiny_models import expected_class_ids, write_brightness_model
 
 from perception import contracts
@@ -146,20 +147,9 @@ def test_counts_balance_per_camera_when_the_engine_falls_behind(tiny_engine):
             return getattr(self.inner, name)
 
         def infer(self, batch):
-            start = [s.frames_read for s in sources]
-            if not any(start):
+            if not any(s.frames_read for s in sources):
                 return self.inner.infer(batch)  # the warm-up, before the cameras start
-            # Until each camera has captured two more frames, or stopped capturing (its last
-            # frames, once it has published its eight).
-            last, idle_since = list(start), [time.monotonic()] * len(sources)
-            while True:
-                now = time.monotonic()
-                for i, source in enumerate(sources):
-                    if source.frames_read != last[i]:
-                        last[i], idle_since[i] = source.frames_read, now
-                if all(n >= s + 2 or now - t > 0.5 for n, s, t in zip(last, start, idle_since, strict=True)):
-                    break
-                time.sleep(0.001)
+            wait_for_more_frames(sources)  # each camera's capacity-1 queue drops one
             return self.inner.infer(batch)
 
     node = Node(config, SlowEngine(tiny_engine), sources=sources)

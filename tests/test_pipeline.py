@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import pytest
 import zmq
+from outpace import wait_for_more_frames
 from tiny_models import expected_class_ids, write_brightness_model
 
 from perception import contracts
@@ -283,15 +284,8 @@ class SlowEngine(Engine):
 
     def infer(self, batch):
         time.sleep(self.delay_s)  # simulated compute time, not synchronisation
-        source = self.outpaced_by
-        if source is not None:
-            # Certain drops on a loaded machine too: the inference lasts until the source has read
-            # two more frames (a capacity-1 queue must drop one), or has stopped reading.
-            start, last, idle_since = source.frames_read, source.frames_read, time.monotonic()
-            while source.frames_read < start + 2 and time.monotonic() - idle_since < 0.5:
-                if source.frames_read != last:
-                    last, idle_since = source.frames_read, time.monotonic()
-                time.sleep(0.001)
+        if self.outpaced_by is not None:
+            wait_for_more_frames([self.outpaced_by])  # certain drops on a loaded machine too
         return self.inner.infer(batch)
 
     def close(self):
