@@ -86,13 +86,15 @@ test-latest:
 
 # Rebuild the shipped default model (~60 min on 2 cores): train on the synthetic road world only,
 # export with the confidence output (its unknown threshold chosen on synthetic val), quantise to
-# INT8 (NNCF, gated on synthetic val), score it on synthetic val; then, when CamVid is present,
+# INT8 (NNCF with accuracy control on 100 seed-1 synthetic val scenes, which neither training nor the
+# gate sees: layers that cost mIoU there stay float; then gated on synthetic val), score it on synthetic val; then, when CamVid is present,
 # its real-road check on CamVid val (never trained on) goes into its metadata and the contact
 # sheet into docs/. The file is exported at 288x480, not the 288x512 it validated at: the model is
 # fully convolutional, and ONNX Runtime runs this model 3.7x slower at a 512-wide input than at 480
 # (measured: 88.5 vs 23.8 ms; a power-of-two row stride), while a 16:9 frame still fills 270x480.
 SYNTH_640 := synthetic:count=8000,seed=0,size=360x640
 SYNTH_VAL := synthetic:count=100,seed=0,size=360x640
+SYNTH_AC  := synthetic:count=100,seed=1,size=360x640
 REAL_ROAD_TASKS := --tasks drivable,obstacle,sky --task sky=sky --data-task sky=Sky \
 	--task obstacle=car,pedestrian,cyclist --data-task obstacle=Car,Pedestrian,Bicyclist
 default-model: $(STAMP_DEV)
@@ -100,7 +102,7 @@ default-model: $(STAMP_DEV)
 	$(BIN)/perception export --checkpoint runs/synthetic_default/best.pt --out $(DEFAULT_MODEL) --size 288x480 \
 		--confidence --dynamic-batch --verify-data $(SYNTH_VAL)
 	$(BIN)/python -m perception.export.quantize $(DEFAULT_MODEL) --calib $(SYNTH_640) --val-data $(SYNTH_VAL) --val-count 100 \
-		|| echo "default-model: the INT8 file missed its mIoU gate; the FP32 model ships alone"
+		--accuracy-control $(SYNTH_AC) || echo "default-model: the INT8 file missed its mIoU gate; the FP32 model ships alone"
 	$(BIN)/perception eval --model $(DEFAULT_MODEL) --data $(SYNTH_VAL)
 	if [ -f $(CAMVID)/val.txt ]; then $(BIN)/perception eval --model $(DEFAULT_MODEL) --data camvid:$(CAMVID) \
 		$(REAL_ROAD_TASKS) --record --contact-sheet docs/real_road.png; fi

@@ -18,9 +18,18 @@ in float in both: quantising them gains nothing and the argmax over quantised lo
 The gate: validation mIoU may drop at most ``MAX_MIOU_DROP_POINTS`` below FP32, and the CPU
 speed-up is measured (median latency of ONNX Runtime FP32 vs INT8).
 
+**Accuracy control** (``nncf`` only, ``AccuracyControl``): when plain post-training quantisation
+loses too much, ``nncf.quantize_with_accuracy_control`` quantises the same way, scores FP32 and INT8
+on a labelled *accuracy-control set* with the gate's metric (mIoU), ranks the quantised layers by
+how much each costs and returns them to float one at a time until the drop is at most
+``max_drop_points``. The accuracy-control set must not be the gate's validation set (the CLI
+refuses the same spec), so the gate still judges the file on images the search never saw.
+
 Run through ``perception export --int8 --calib SPEC``, or for an already exported model::
 
     python -m perception.export.quantize model.onnx --calib synthetic --val-data synthetic   # writes model.int8.onnx
+    python -m perception.export.quantize model.onnx --calib synthetic --val-data synthetic \
+        --accuracy-control synthetic:seed=1          # layers that cost mIoU on seed-1 scenes stay float
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from perception.contracts import INPUT_NAME, ModelMetadata
-from perception.errors import DataError, ModelError
+from perception.errors import ConfigError, DataError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +132,46 @@ def name_all_nodes(proto: onnx.ModelProto) -> None:
             taken.add(name)
 
 
+@dataclass(frozen=True)
+class AccuracyControl:
+    """Labelled images and the mIoU budget of ``nncf.quantize_with_accuracy_control`` (module docstring).
+
+    Attributes:
+        samples: (uint8 BGR image, label) pairs at the model's input size, not the gate's images.
+        max_drop_points: the largest mIoU loss (points, 0..100) the search accepts on ``samples``.
+        ranking_count: images NNCF ranks the quantised layers on (the first ones of ``samples``).
+    """
+
+    samples: list
+    max_drop_points: float = 0.4
+    ranking_count: int = 50
+
+
+def miou_validation_fn(class_table):
+    """NNCF's ``validation_fn`` for ONNX models: ``(model, items) -> (mIoU, per-image mIoU)``.
+
+    The per-image values let NNCF rank layers by the metric itself, with one session per call
+    (NNCF calls it once per candidate model on the whole set, or the ranking subset).
+    """
+    from perception.contracts import OUTPUT_CLASS_IDS
+    from perception.export.verify import ort_session
+    from perception.metrics import ConfusionMatrix
+
+    def validate(model: onnx.ModelProto, items) -> tuple[float, list[float]]:
+        session = ort_session(model)
+        total = ConfusionMatrix(class_table.num_classes, ignore_id=class_table.ignore_id)
+        per_image = []
+        for image, label in items:
+            class_ids = session.run([OUTPUT_CLASS_IDS], {INPUT_NAME: image[None]})[0][0]
+            one = ConfusionMatrix(class_table.num_classes, ignore_id=class_table.ignore_id)
+            one.update(class_ids, label)
+            total.merge(one)
+            per_image.append(one.miou())
+        return total.miou(), per_image
+
+    return validate
+
+
 def quantize_int8(
     fp32_path: str | Path,
     out_path: str | Path,
@@ -132,6 +181,7 @@ def quantize_int8(
     symmetric_activations: bool = False,
     method: str = "minmax",
     quantizer: str = "auto",
+    accuracy_control: AccuracyControl | None = None,
 ) -> Path:
     """Quantise the FP32 ONNX at ``fp32_path`` to a QDQ INT8 model at ``out_path``.
 
@@ -142,10 +192,13 @@ def quantize_int8(
         method: calibration method of the ort quantiser, ``minmax``, ``entropy`` or ``percentile``.
         quantizer: ``nncf``, ``ort`` or ``auto`` (nncf when installed and the activations need not
             be symmetric, else ort).
+        accuracy_control: run NNCF's accuracy-controlled quantisation on these labelled images
+            (nncf only; see ``AccuracyControl``).
 
     Raises:
-        ModelError: the quantiser fails; DataError: no calibration images, or one not at the
-            model's input size.
+        ModelError: the quantiser fails; DataError: no calibration images, one not at the model's
+            input size, or unlabelled accuracy-control images; ConfigError: accuracy control asked
+            of the ort quantiser or without nncf.
     """
     from perception.export.onnx import finish_model, with_precision
     from perception.modelfile import save_model
@@ -162,9 +215,16 @@ def quantize_int8(
     if quantizer not in QUANTIZERS:
         raise ValueError(f"unknown quantizer {quantizer!r}; known: {', '.join(QUANTIZERS)}")
     if quantizer == "auto":
-        quantizer = "ort" if symmetric_activations or not nncf_available() else "nncf"
+        quantizer = "ort" if (symmetric_activations or not nncf_available()) and accuracy_control is None else "nncf"
+    if accuracy_control is not None:
+        if quantizer != "nncf" or symmetric_activations:
+            raise ConfigError("INT8 accuracy control needs the nncf quantiser (unsigned activations); "
+                              "drop --quantizer ort or the accuracy-control set")
+        if not nncf_available():
+            raise ConfigError("INT8 accuracy control needs NNCF: pip install 'perception[openvino]'")
+        _check_samples(accuracy_control.samples, (h, w), what="accuracy-control")
     if quantizer == "nncf":
-        result = _quantize_nncf(Path(fp32_path), calib_images)
+        result = _quantize_nncf(Path(fp32_path), calib_images, metadata, accuracy_control)
         result = finish_model(result, with_precision(metadata, "int8"))
         save_model(result, out_path)
         return Path(out_path)
@@ -206,26 +266,61 @@ def quantize_int8(
     return out_path
 
 
+def float_weighted_layers(proto: onnx.ModelProto) -> tuple[int, int]:
+    """(weighted layers whose weights are not quantised, all weighted layers) of a QDQ model: what
+    accuracy control handed back to float."""
+    dequantized = {out for n in proto.graph.node if n.op_type == "DequantizeLinear" for out in n.output}
+    weighted = [n for n in proto.graph.node if n.op_type in WEIGHTED_OPS]
+    return sum(1 for n in weighted if len(n.input) < 2 or n.input[1] not in dequantized), len(weighted)
+
+
+def _check_samples(samples: list, input_hw: tuple[int, int], *, what: str) -> None:
+    """DataError unless ``samples`` are labelled (image, label) pairs at ``input_hw``."""
+    if not samples:
+        raise DataError(f"the INT8 {what} set is empty; check its dataset spec and count")
+    for i, (image, label) in enumerate(samples):
+        if label is None:
+            raise DataError(f"INT8 {what} image {i} has no label; pass a labelled dataset")
+        if image.shape[:2] != tuple(input_hw) or label.shape != tuple(input_hw):
+            raise DataError(f"INT8 {what} image {i} is not at the model input size {input_hw[0]}x{input_hw[1]}")
+
+
 def nncf_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("nncf") is not None
 
 
-def _quantize_nncf(fp32_path: Path, calib_images: list[np.ndarray]) -> onnx.ModelProto:
-    """NNCF post-training quantisation of the ONNX graph at ``fp32_path`` (see module docstring)."""
+def _quantize_nncf(
+    fp32_path: Path, calib_images: list[np.ndarray], metadata: ModelMetadata, accuracy_control: AccuracyControl | None,
+) -> onnx.ModelProto:
+    """NNCF post-training quantisation of the ONNX graph at ``fp32_path``, with accuracy control
+    when asked (see module docstring)."""
     import nncf
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     proto = onnx.load(str(fp32_path))
     name_all_nodes(proto)
     dataset = nncf.Dataset(calib_images, lambda image: {INPUT_NAME: image[None]})
+    common = {
+        "subset_size": len(calib_images),
+        "preset": nncf.QuantizationPreset.PERFORMANCE,  # symmetric weights and activations where it can
+        "ignored_scope": nncf.IgnoredScope(names=io_nodes_to_exclude(proto), validate=False),
+    }
     try:
-        return nncf.quantize(
+        if accuracy_control is None:
+            return nncf.quantize(proto, dataset, **common)
+        return nncf.quantize_with_accuracy_control(
             proto,
             dataset,
-            subset_size=len(calib_images),
-            preset=nncf.QuantizationPreset.PERFORMANCE,  # symmetric weights and activations where it can
-            ignored_scope=nncf.IgnoredScope(names=io_nodes_to_exclude(proto), validate=False),
+            nncf.Dataset(accuracy_control.samples, lambda sample: {INPUT_NAME: sample[0][None]}),
+            miou_validation_fn(metadata.class_table),
+            max_drop=accuracy_control.max_drop_points / 100.0,  # mIoU is a 0..1 fraction here
+            drop_type=nncf.DropType.ABSOLUTE,
+            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+                ranking_subset_size=min(accuracy_control.ranking_count, len(accuracy_control.samples)),
+            ),
+            **common,
         )
     except (RuntimeError, ValueError, nncf.InternalError, nncf.ValidationError, nncf.UnsupportedModelError,
             *_ORT_ERRORS) as exc:
@@ -335,18 +430,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-count", type=int, default=100, help="validation images (default 100)")
     parser.add_argument("--quantizer", choices=QUANTIZERS, default="auto", help="auto (nncf when installed), nncf, ort")
     parser.add_argument("--allow-int8-drop", action="store_true", help="keep the file even if it misses the mIoU budget")
+    parser.add_argument("--accuracy-control", metavar="SPEC",
+                        help="labelled dataset spec (val split) for NNCF's accuracy-controlled quantisation: layers "
+                             "that cost mIoU there stay float; must differ from --val-data (nncf only)")
+    parser.add_argument("--ac-count", type=int, default=100, help="accuracy-control images (default 100)")
+    parser.add_argument("--ac-max-drop", type=float, default=0.4,
+                        help="mIoU points the accuracy control may lose on its own images (default 0.4, under the "
+                             f"gate's {MAX_MIOU_DROP_POINTS} on --val-data)")
     args = parser.parse_args(argv)
     from perception.export.verify import load_samples
 
     try:
         metadata = read_model_metadata(args.model)
         out = args.out or args.model.with_name(args.model.name.removesuffix(".onnx") + INT8_SUFFIX)
+        val_spec = args.val_data or args.calib
+        control = None
+        if args.accuracy_control:
+            if args.accuracy_control.strip() == val_spec.strip():
+                raise ConfigError(f"--accuracy-control {args.accuracy_control!r} is the gate's --val-data: the "
+                                  "gate must judge images the search never saw; give another seed or dataset")
+            if not 0 <= args.ac_max_drop <= MAX_MIOU_DROP_POINTS:
+                raise ConfigError(f"--ac-max-drop {args.ac_max_drop} must be within 0..{MAX_MIOU_DROP_POINTS} (the gate's budget)")
+            samples, _ = load_samples(args.accuracy_control, split="val", count=args.ac_count, input_hw=metadata.input_hw)
+            control = AccuracyControl(samples, max_drop_points=args.ac_max_drop)
         calib, _ = load_samples(args.calib, split="train", count=args.calib_count, input_hw=metadata.input_hw)
         start = time.perf_counter()
-        quantize_int8(args.model, out, [image for image, _ in calib], metadata=metadata, quantizer=args.quantizer)
-        print(f"int8: {args.quantizer} quantiser, {len(calib)} calibration images of {args.calib}, "
+        quantize_int8(args.model, out, [image for image, _ in calib], metadata=metadata, quantizer=args.quantizer,
+                      accuracy_control=control)
+        how = ""
+        if control:
+            kept, total = float_weighted_layers(onnx.load(str(out)))
+            how = (f", accuracy control on {len(control.samples)} images of {args.accuracy_control} "
+                   f"(budget {control.max_drop_points:g} points; {kept} of {total} weighted layers float)")
+        print(f"int8: {args.quantizer} quantiser, {len(calib)} calibration images of {args.calib}{how}, "
               f"{time.perf_counter() - start:.1f} s; wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
-        val, source = load_samples(args.val_data or args.calib, split="val", count=args.val_count, input_hw=metadata.input_hw)
+        val, source = load_samples(val_spec, split="val", count=args.val_count, input_hw=metadata.input_hw)
         report = gate_int8(args.model, out, val, metadata, allow_drop=args.allow_int8_drop)
     except PerceptionError as exc:
         print(f"export.quantize: error: {exc}")

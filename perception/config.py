@@ -34,8 +34,6 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
-import yaml
-
 from perception.errors import ConfigError
 
 C = TypeVar("C")
@@ -124,6 +122,8 @@ def hw_to_text(hw: tuple[int, int] | list[int]) -> str:
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; ConfigError naming the file when it is missing or malformed."""
+    import yaml  # here, not at the top: a node started without --config never pays its import
+
     p = Path(path)
     if p.is_dir():
         raise ConfigError(f"config file {p} is a directory; pass a .yaml file")

@@ -37,7 +37,6 @@ import zmq
 from perception import contracts
 from perception.encoding import DecodeError, codec_for_compression
 from perception.errors import ConfigError, PublishError
-from perception.security import make_curve_client
 from perception.wire import WireError, WireMessage, WireVersionError, check_topic, load_json, parse_header
 from perception.xpub import check_endpoint
 
@@ -246,6 +245,9 @@ class MaskSubscriber:
             self._socket.reconnect_ivl_max = reconnect_ivl_max_ms
             self._socket.maxmsgsize = max_frame_bytes(max_mask_pixels)
             if curve_server_key is not None:
+                # Imported here: pyzmq's authenticator behind it pulls in asyncio, only CURVE needs it.
+                from perception.security import make_curve_client
+
                 make_curve_client(self._socket, server_key_file=curve_server_key, client_secret_file=curve_key_file)
             for prefix in prefixes:
                 self._socket.setsockopt(zmq.SUBSCRIBE, prefix.encode("utf-8"))

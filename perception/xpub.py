@@ -33,7 +33,6 @@ import zmq
 
 from perception import contracts
 from perception.errors import PublishError
-from perception.security import make_curve_server, start_authenticator
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +128,10 @@ class XpubCore:
                 self._socket.setsockopt(zmq.XPUB_NODROP, 1)
                 self._socket.sndtimeo = send_timeout_ms
             if curve_secret_key_file is not None:
+                # Imported here: pyzmq's authenticator pulls in asyncio (about 40 ms of a start-up
+                # that only a CURVE node pays).
+                from perception.security import make_curve_server, start_authenticator
+
                 if curve_allow_dir is not None:
                     self._auth = start_authenticator(self._context, curve_allow_dir)
                 else:

@@ -3,6 +3,7 @@ mIoU budget, metadata survives the file, and the TensorRT engine cache keys on w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
@@ -480,3 +481,61 @@ def test_tensorrt_engine_builds_then_loads_from_cache(precision, tmp_path):
     assert built and engine.stat().st_size > 0
     again, key2, built2 = engine_for(path, precision=precision, cache=cache)
     assert not built2 and again == engine and key2 == key
+
+
+@pytest.fixture(scope="module")
+def exported_fp32(trained_checkpoint, tmp_path_factory):
+    _, ckpt = trained_checkpoint
+    from perception.training.checkpoint import build_model_from_checkpoint
+
+    meta = ModelMetadata(model_name="segnet_basic", class_table=ckpt.class_table, input_hw=HW)
+    path = tmp_path_factory.mktemp("fp32") / "m.onnx"
+    return export_onnx(build_model_from_checkpoint(ckpt), path, meta).path, meta
+
+
+@pytest.mark.skipif(not _has_openvino(), reason="NNCF comes with the openvino extra")
+def test_accuracy_control_keeps_the_drop_within_its_budget(exported_fp32, folder_dataset, tmp_path):
+    """NNCF's accuracy-controlled quantisation runs on a tiny model, and with a zero budget the INT8
+    file scores at least FP32's mIoU on the accuracy-control images (layers go back to float until
+    it does)."""
+    from perception.export.quantize import AccuracyControl, miou_validation_fn, quantize_int8
+    from perception.export.verify import load_samples
+
+    model, meta = exported_fp32
+    root, _ = folder_dataset
+    calib, _ = load_samples(f"folder:{root}", split="train", count=8, input_hw=HW)
+    control, _ = load_samples(f"folder:{root}/train", split="val", count=10, input_hw=HW)
+    out = quantize_int8(model, tmp_path / "m.int8.onnx", [i for i, _ in calib], metadata=meta,
+                        accuracy_control=AccuracyControl(control, max_drop_points=0.0, ranking_count=4))
+    assert read_model_metadata(out).precision == "int8"
+    validate = miou_validation_fn(meta.class_table)
+    fp32_miou, per_image = validate(onnx.load(str(model)), control)
+    int8_miou, _ = validate(onnx.load(str(out)), control)
+    assert len(per_image) == len(control) and 0 < fp32_miou <= 1
+    assert int8_miou >= fp32_miou - 1e-9
+
+
+@pytest.mark.skipif(not _has_openvino(), reason="NNCF comes with the openvino extra")
+def test_quantize_cli_accuracy_control_still_gated(exported_fp32, folder_dataset, tmp_path, monkeypatch, capsys):
+    """The CLI's accuracy-control path ends at the same gate: a budget no model meets fails it and
+    removes the file; the gate's own images are refused as the accuracy-control set."""
+    import perception.export.quantize as quantize
+
+    model, _ = exported_fp32
+    root, _ = folder_dataset
+    out = tmp_path / "q.int8.onnx"
+    common = [str(model), "--out", str(out), "--calib", f"folder:{root}", "--calib-count", "6",
+              "--val-data", f"folder:{root}", "--val-count", "4"]
+    assert quantize.main([*common, "--accuracy-control", f"folder:{root}"]) == 2
+    assert "is the gate's --val-data" in capsys.readouterr().out and not out.exists()
+    assert quantize.main([*common, "--accuracy-control", f"folder:{root}/train", "--ac-max-drop", "3"]) == 2
+    assert "--ac-max-drop 3.0 must be within 0..0.5" in capsys.readouterr().out
+    real_gate = quantize.gate_int8  # the real scores, judged against a budget no model meets
+    monkeypatch.setattr(quantize, "gate_int8", lambda *a, **k: dataclasses.replace(real_gate(*a, **k), max_drop_points=-100.0))
+    code = quantize.main([*common, "--accuracy-control", f"folder:{root}/train", "--ac-count", "6", "--ac-max-drop", "0"])
+    printed = capsys.readouterr().out
+    assert code == 1, printed
+    assert "accuracy control on 6 images" in printed and "int8 FAIL" in printed and not out.exists()
+    with pytest.raises(quantize.ConfigError, match="needs the nncf quantiser"):
+        quantize.quantize_int8(model, out, [np.zeros((*HW, 3), np.uint8)], metadata=read_model_metadata(model),
+                               quantizer="ort", accuracy_control=quantize.AccuracyControl([]))
