@@ -94,3 +94,18 @@ def test_the_check_sees_a_lazy_import(tmp_path, monkeypatch):
     (package / "mod.py").write_text("def f():\n    from perception.export.onnx import x\n    import torch\n")
     found = imports_of("pkg.mod", package / "mod.py")
     assert {"perception.export.onnx", "torch"} <= found
+
+
+def test_node_start_up_leaves_out_yaml_and_asyncio():
+    """What `perception run` imports before its first mask (without --config and CURVE) holds
+    neither PyYAML nor asyncio (pyzmq's authenticator): each cost tens of ms of start-up."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import perception.cli, perception.commands.run, perception.pipeline, perception.publish, "
+        "perception.subscribe, perception.engines.ort, perception.engines.auto, perception.sources; "
+        "print(','.join(m for m in ('yaml', 'asyncio', 'zmq.auth.thread') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "", done.stdout
