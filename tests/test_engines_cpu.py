@@ -213,3 +213,145 @@ def test_cpu_engines_import_neither_torch_nor_onnx(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], timeout=120, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def write_good_int8(fp32: Path) -> Path:
+    """An INT8-labelled sibling that computes the same classes (a candidate the probe may choose)."""
+    return write_brightness_model(fp32.with_name(fp32.stem + ".int8.onnx"), HW, metadata=tiny_metadata(HW, precision="int8"))
+
+
+def fake_probe(monkeypatch, tmp_path, *, verdict: dict | None, exit_code: int = 0, stderr: str = "") -> Path:
+    """Replace the background probe child with one that waits for a flag file, then prints
+    ``verdict`` (or ``stderr``) and exits ``exit_code``: the test decides when the verdict arrives."""
+    import json
+    import sys
+
+    flag = tmp_path / "probe-may-finish"
+    script = (
+        "import sys, time, pathlib\n"
+        f"while not pathlib.Path({str(flag)!r}).exists(): time.sleep(0.01)\n"
+        f"print({json.dumps(json.dumps(verdict)) if verdict else repr('')}); sys.stderr.write({stderr!r}); sys.exit({exit_code})\n"
+    )
+    monkeypatch.setattr(auto_mod, "probe_command", lambda *a, **k: ([sys.executable, "-c", script], None))
+    return flag
+
+
+def run_until(engine, done, batch, limit_s: float = 60.0) -> None:
+    """Feed ``engine`` frames until ``done()`` (the verdict arrives on another thread)."""
+    import time
+
+    deadline = time.monotonic() + limit_s
+    while not done() and time.monotonic() < deadline:
+        engine.infer(batch)
+        time.sleep(0.005)
+
+
+INT8_VERDICT = {"engine": "ort", "precision": "int8", "reason": "test verdict: ort-int8 fastest verified"}
+
+
+def test_first_start_runs_fp32_at_once_and_switches_between_frames(tmp_path, monkeypatch, caplog):
+    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
+    sibling = write_good_int8(model)
+    flag = fake_probe(monkeypatch, tmp_path, verdict=INT8_VERDICT)
+    engine = auto_mod.load_auto(model, EngineOptions(threads=1), background=True)
+    batch = np.full((1, *HW, 3), 200, np.uint8)
+    try:
+        assert isinstance(engine, auto_mod.SwitchingEngine)
+        for _ in range(3):  # the verdict cannot have arrived: FP32 runs the first frames
+            np.testing.assert_array_equal(engine.infer(batch)["class_ids"], expected_class_ids(batch))
+        assert (engine.kind, engine.precision, engine.selection["state"]) == ("ort", "fp32", "probing")
+        flag.touch()
+        with caplog.at_level("INFO", logger="perception.engines.auto"):
+            run_until(engine, lambda: engine.precision == "int8", batch)
+        assert engine.precision == "int8" and engine.model_path == str(sibling)
+        assert engine.selection["reason"] == INT8_VERDICT["reason"] and engine.selection["state"] == "chosen"
+        assert engine.selection["switched_after_runs"] == engine.switched_at_call >= 3
+        assert sum("switched from ort-fp32 to ort-int8" in r.getMessage() for r in caplog.records) == 1
+        np.testing.assert_array_equal(engine.infer(batch)["class_ids"], expected_class_ids(batch))
+    finally:
+        engine.close()
+
+
+def test_a_failing_background_probe_leaves_fp32_running_and_says_why(tmp_path, monkeypatch, caplog):
+    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
+    write_good_int8(model)
+    flag = fake_probe(monkeypatch, tmp_path, verdict=None, exit_code=3, stderr="probe exploded: out of memory\n")
+    engine = auto_mod.load_auto(model, EngineOptions(threads=1), background=True)
+    batch = np.full((1, *HW, 3), 90, np.uint8)
+    try:
+        flag.touch()
+        with caplog.at_level("WARNING", logger="perception.engines.auto"):
+            run_until(engine, lambda: engine.selection["state"] != "probing", batch)
+        assert (engine.kind, engine.precision, engine.selection["state"]) == ("ort", "fp32", "failed")
+        assert "status 3 (probe exploded: out of memory)" in engine.selection["reason"]
+        assert any("ONNX Runtime FP32 keeps running" in r.getMessage() for r in caplog.records)
+        np.testing.assert_array_equal(engine.infer(batch)["class_ids"], expected_class_ids(batch))
+    finally:
+        engine.close()
+    assert not list((tmp_path / "probe-cache").glob("*.json"))  # nothing cached: the next start probes again
+
+
+def test_a_cached_verdict_starts_on_the_winner_and_close_stops_a_running_probe(tmp_path, monkeypatch):
+    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
+    write_good_int8(model)
+    fake_probe(monkeypatch, tmp_path, verdict=INT8_VERDICT)  # never let finish
+    engine = auto_mod.load_auto(model, EngineOptions(threads=1), background=True)
+    child = engine._proc
+    engine.close()
+    assert child.poll() is not None  # the probe child was stopped with the node
+    options = EngineOptions(threads=1)
+    key = auto_mod.probe_key(model, options, auto_mod.cpu_candidates(model, options))
+    auto_mod.write_cached(auto_mod.Selection(engine="ort", precision="int8", reason="cached verdict", key=key),
+                          auto_mod.probe_cache_dir())
+    engine = auto_mod.load_auto(model, options, background=True)
+    assert not isinstance(engine, auto_mod.SwitchingEngine) and engine.precision == "int8"
+    assert engine.selection["from_cache"] and engine.selection["reason"] == "cached verdict"
+    engine.close()
+
+
+def test_the_node_switches_engines_mid_run_and_its_counts_balance(tmp_path, monkeypatch, capsys, free_tcp_port):
+    """A first start with --engine auto publishes from the first frames on FP32, switches when the
+    verdict arrives, and its final stats balance and name the engine it ended on."""
+    import json
+    import threading
+
+    from perception.cli import main as cli_main
+
+    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
+    write_good_int8(model)
+    flag = fake_probe(monkeypatch, tmp_path, verdict=INT8_VERDICT)
+    made: list = []
+    real_init = auto_mod.SwitchingEngine.__init__
+
+    def recording_init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(auto_mod.SwitchingEngine, "__init__", recording_init)
+
+    def release_then_stop():  # the verdict arrives after 5 runs; the node stops 20 runs after the switch
+        import os
+        import signal
+        import time
+
+        deadline = time.monotonic() + 60
+        while not (made and made[0].calls >= 5) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        flag.touch()
+        while not (made and made[0].switched_at_call is not None) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        switched = made[0].switched_at_call or 0
+        while made[0].calls < switched + 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)  # the node's own clean stop
+
+    threading.Thread(target=release_then_stop, daemon=True).start()
+    code = cli_main(["run", "--engine", "auto", "--model", str(model), "--source", "synthetic", "--width", "64",
+                     "--height", "48", "--fps", "100", "--queue", "lossless", "--threads", "1",
+                     "--endpoint", f"tcp://127.0.0.1:{free_tcp_port}"])
+    assert code == 0
+    final = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert final["end_reason"] == "signal SIGINT" and final["balanced"], final
+    assert final["published"] > 20 and final["dropped"] == 0  # lossless; balanced counts the frames in flight
+    assert (final["engine"], final["precision"]) == ("ort", "int8"), final["engine_selection"]
+    assert final["engine_selection"]["switched_after_runs"] >= 5

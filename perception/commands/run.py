@@ -161,10 +161,12 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
                 "pass --model model.onnx or run 'make default-model'"
             )
         signals.reached("loading the engine")
-        engine = load_engine(
-            config.engine, config.model_path,
-            config.engine_options(),
-        )
+        if config.engine == "auto":  # the node starts at once, the probe (if any) runs beside it
+            from perception.engines.auto import load_auto
+
+            engine = load_auto(Path(config.model_path), config.engine_options(), background=True)
+        else:
+            engine = load_engine(config.engine, config.model_path, config.engine_options())
         cameras = [config.camera_config(i) for i in range(len(config.cameras))]
         signals.reached("opening the publisher")
         publisher = MaskPublisher(
