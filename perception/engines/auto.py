@@ -184,22 +184,38 @@ def write_cached(selection: Selection, cache_dir: Path) -> None:
         log.warning("cannot write the engine probe cache %s (%s); the next start probes again", path, exc.strerror)
 
 
-def cpu_candidates(model_path: Path, options: EngineOptions) -> list[Candidate]:
-    """The candidates worth probing here, limited to ``options.precision`` unless ``auto``."""
-    found = [Candidate("ort", "fp32")]
+def openvino_offers() -> tuple[bool, bool]:
+    """(OpenVINO is installed, it can run bf16 here), read without importing it where the CPU's
+    flags tell: ``import openvino`` and its ``Core`` cost about 0.3 s of a node start that may run
+    ONNX Runtime only. Its CPU plugin offers BF16 on AVX-512 BF16 or AMX-BF16; where /proc/cpuinfo
+    is not available, OpenVINO is asked."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        return False, False
+    isa = cpu_isa()
+    if isa:
+        return True, bool({"AVX-512 BF16", "AMX-BF16"} & set(isa))
     try:
         from perception.engines.openvino import cpu_capabilities
 
         capabilities = cpu_capabilities()
     except ImportError:
-        capabilities = []
-    if capabilities:
+        return False, False
+    return bool(capabilities), "BF16" in capabilities
+
+
+def cpu_candidates(model_path: Path, options: EngineOptions) -> list[Candidate]:
+    """The candidates worth probing here, limited to ``options.precision`` unless ``auto``."""
+    found = [Candidate("ort", "fp32")]
+    openvino, bf16 = openvino_offers()
+    if openvino:
         found.append(Candidate("openvino", "fp32"))
-        if "BF16" in capabilities:
+        if bf16:
             found.append(Candidate("openvino", "bf16"))
     if int8_sibling(model_path) is not None:
         found.append(Candidate("ort", "int8"))
-        if capabilities:
+        if openvino:
             found.append(Candidate("openvino", "int8"))
     if options.precision != "auto":
         found = [c for c in found if c.precision == options.precision]
