@@ -355,3 +355,15 @@ def test_the_node_switches_engines_mid_run_and_its_counts_balance(tmp_path, monk
     assert final["published"] > 20 and final["dropped"] == 0  # lossless; balanced counts the frames in flight
     assert (final["engine"], final["precision"]) == ("ort", "int8"), final["engine_selection"]
     assert final["engine_selection"]["switched_after_runs"] >= 5
+
+
+def test_probe_key_versions_equal_importlib_metadata():
+    """The probe key reads versions from dist-info folder names (no importlib.metadata at start-up)."""
+    import importlib.metadata
+
+    for dist in ("onnxruntime", "numpy", "perception", "pyzmq", "opencv-python", "no-such-dist-xyz"):
+        try:
+            want = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            want = "absent"
+        assert auto_mod._version(dist) == want, dist
