@@ -380,6 +380,8 @@ class Int8Report:
     runs: int
     max_drop_points: float
     allowed_drop: bool
+    #: Share of val pixels whose INT8 class id equals FP32's (ONNX Runtime, both files).
+    agreement: float = float("nan")
 
     @property
     def drop_points(self) -> float:
@@ -397,7 +399,8 @@ class Int8Report:
         verdict = "PASS" if self.passed else ("FAIL (allowed by --allow-int8-drop)" if self.allowed_drop else "FAIL")
         return [
             f"int8 {verdict}: val mIoU FP32 {100 * self.fp32_miou:.2f} -> INT8 {100 * self.int8_miou:.2f} "
-            f"(drop {self.drop_points:.2f} points, budget {self.max_drop_points:.1f}) on {self.val_images} images",
+            f"(drop {self.drop_points:.2f} points, budget {self.max_drop_points:.1f}) on {self.val_images} images; "
+            f"class ids agree {100 * self.agreement:.2f} % with FP32",
             f"  ORT CPU latency p50 FP32 {self.fp32_p50_ms:.2f} ms, INT8 {self.int8_p50_ms:.2f} ms "
             f"(x{self.speedup:.2f}, median of {self.runs} runs)",
         ]
@@ -415,25 +418,48 @@ def gate_int8(
     """Score FP32 and INT8 on labelled ``val_samples`` and time both on one image.
 
     Returns an Int8Report (``passed`` tells the verdict; callers fail the export on it unless
-    ``allow_drop``).
+    ``allow_drop``). The figures are also stored in the INT8 file's metadata
+    (``val_metrics["int8_gate"]``): ``--engine auto`` holds an INT8 candidate to the class-id
+    agreement the gate measured (``engines.auto``), not to the agreement a float engine must reach.
     """
-    from perception.export.verify import evaluate_onnx
+    from perception.contracts import OUTPUT_CLASS_IDS
+    from perception.export.verify import ort_session
+    from perception.metrics import ConfusionMatrix
+    from perception.modelfile import read_model_metadata, record_metadata
 
-    fp32 = evaluate_onnx(fp32_path, val_samples, metadata.class_table)
-    int8 = evaluate_onnx(int8_path, val_samples, metadata.class_table)
+    table = metadata.class_table
+    matrices = {"fp32": ConfusionMatrix(table.num_classes, ignore_id=table.ignore_id),
+                "int8": ConfusionMatrix(table.num_classes, ignore_id=table.ignore_id)}
+    sessions = {"fp32": ort_session(fp32_path), "int8": ort_session(int8_path)}
+    agree = []
+    for image, label in val_samples:
+        if label is None:
+            raise DataError("evaluation needs labelled images; pass a dataset with labels")
+        ids = {k: sess.run([OUTPUT_CLASS_IDS], {INPUT_NAME: image[None]})[0][0] for k, sess in sessions.items()}
+        for k, matrix in matrices.items():
+            matrix.update(ids[k], label)
+        agree.append(float(np.mean(ids["fp32"] == ids["int8"])))
     image = val_samples[0][0]
     fp32_ms = statistics.median(cpu_latency_ms(fp32_path, image, runs=runs))
     int8_ms = statistics.median(cpu_latency_ms(int8_path, image, runs=runs))
-    return Int8Report(
-        fp32_miou=fp32.miou(),
-        int8_miou=int8.miou(),
+    report = Int8Report(
+        fp32_miou=matrices["fp32"].miou(),
+        int8_miou=matrices["int8"].miou(),
         val_images=len(val_samples),
         fp32_p50_ms=fp32_ms,
         int8_p50_ms=int8_ms,
         runs=runs,
         max_drop_points=MAX_MIOU_DROP_POINTS,
         allowed_drop=allow_drop,
+        agreement=float(np.mean(agree)),
     )
+    gate = {
+        "passed": report.passed, "fp32_miou": round(report.fp32_miou, 6), "int8_miou": round(report.int8_miou, 6),
+        "drop_points": round(report.drop_points, 4), "budget_points": MAX_MIOU_DROP_POINTS,
+        "agreement_with_fp32": round(report.agreement, 6), "images": len(val_samples),
+    }
+    record_metadata(int8_path, val_metrics={**read_model_metadata(int8_path).val_metrics, "int8_gate": gate})
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -455,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-count", type=int, default=100, help="validation images (default 100)")
     parser.add_argument("--quantizer", choices=QUANTIZERS, default="auto", help="auto (nncf when installed), nncf, ort")
     parser.add_argument("--allow-int8-drop", action="store_true", help="keep the file even if it misses the mIoU budget")
+    parser.add_argument("--gate-only", action="store_true",
+                        help="gate (and record the gate in) an existing INT8 file instead of quantising again")
     parser.add_argument("--accuracy-control", metavar="SPEC",
                         help="labelled dataset spec (val split) for NNCF's accuracy-controlled quantisation: layers "
                              "that cost mIoU there stay float; must differ from --val-data (nncf only)")
@@ -478,17 +506,21 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--ac-max-drop {args.ac_max_drop} must be within 0..{MAX_MIOU_DROP_POINTS} (the gate's budget)")
             samples, _ = load_samples(args.accuracy_control, split="val", count=args.ac_count, input_hw=metadata.input_hw)
             control = AccuracyControl(samples, max_drop_points=args.ac_max_drop)
-        calib, _ = load_samples(args.calib, split="train", count=args.calib_count, input_hw=metadata.input_hw)
-        start = time.perf_counter()
-        quantize_int8(args.model, out, [image for image, _ in calib], metadata=metadata, quantizer=args.quantizer,
-                      accuracy_control=control)
-        how = ""
-        if control:
-            kept, total = float_weighted_layers(onnx.load(str(out)))
-            how = (f", accuracy control on {len(control.samples)} images of {args.accuracy_control} "
-                   f"(budget {control.max_drop_points:g} points; {kept} of {total} weighted layers float)")
-        print(f"int8: {args.quantizer} quantiser, {len(calib)} calibration images of {args.calib}{how}, "
-              f"{time.perf_counter() - start:.1f} s; wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
+        if args.gate_only:  # re-gate an existing INT8 file (and record the gate in it)
+            if not out.is_file() or read_model_metadata(out).precision != "int8":
+                raise ConfigError(f"--gate-only: {out} is not an INT8 model; quantise it first (drop --gate-only)")
+        else:
+            calib, _ = load_samples(args.calib, split="train", count=args.calib_count, input_hw=metadata.input_hw)
+            start = time.perf_counter()
+            quantize_int8(args.model, out, [image for image, _ in calib], metadata=metadata, quantizer=args.quantizer,
+                          accuracy_control=control)
+            how = ""
+            if control:
+                kept, total = float_weighted_layers(onnx.load(str(out)))
+                how = (f", accuracy control on {len(control.samples)} images of {args.accuracy_control} "
+                       f"(budget {control.max_drop_points:g} points; {kept} of {total} weighted layers float)")
+            print(f"int8: {args.quantizer} quantiser, {len(calib)} calibration images of {args.calib}{how}, "
+                  f"{time.perf_counter() - start:.1f} s; wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
         val, source = load_samples(val_spec, split="val", count=args.val_count, input_hw=metadata.input_hw)
         report = gate_int8(args.model, out, val, metadata, allow_drop=args.allow_int8_drop)
     except PerceptionError as exc:

@@ -367,3 +367,30 @@ def test_probe_key_versions_equal_importlib_metadata():
         except importlib.metadata.PackageNotFoundError:
             want = "absent"
         assert auto_mod._version(dist) == want, dist
+
+
+def test_an_int8_file_is_held_to_the_agreement_its_gate_measured(tmp_path):
+    """An INT8 sibling that records a passed mIoU gate is held to the class-id agreement that gate
+    measured (less INT8_AGREEMENT_MARGIN), not to MIN_AGREEMENT; a broken file still fails, and a
+    failed or missing gate changes nothing."""
+    from perception.modelfile import record_metadata
+
+    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
+    sibling = write_broken_int8(model)
+    int8 = auto_mod.Candidate("ort", "int8")
+    assert auto_mod.candidate_min_agreement(int8, model, 0.995) == 0.995  # no gate recorded
+    record_metadata(sibling, val_metrics={"int8_gate": {"passed": True, "agreement_with_fp32": 0.99}})
+    assert auto_mod.candidate_min_agreement(int8, model, 0.995) == pytest.approx(0.99 - auto_mod.INT8_AGREEMENT_MARGIN)
+    assert auto_mod.candidate_min_agreement(auto_mod.Candidate("ort", "fp32"), model, 0.995) == 0.995
+    selection = auto_mod.select_engine(model, EngineOptions(threads=1, precision="auto"), cache_dir=tmp_path / "probe")
+    by_label = {r.label: r for r in selection.results}
+    assert not by_label["ort-int8"].eligible and by_label["ort-int8"].min_agreement == pytest.approx(0.985)
+    record_metadata(sibling, val_metrics={"int8_gate": {"passed": False, "agreement_with_fp32": 0.2}})
+    assert auto_mod.candidate_min_agreement(int8, model, 0.995) == 0.995  # a failed gate sets nothing
+    # A correct INT8 file is held to its own gate and chosen under it (said in the reason).
+    write_good_int8(model)
+    record_metadata(sibling, val_metrics={"int8_gate": {"passed": True, "agreement_with_fp32": 0.9}})
+    selection = auto_mod.select_engine(model, EngineOptions(threads=1, precision="int8"), cache_dir=tmp_path / "probe")
+    result = {r.label: r for r in selection.results}["ort-int8"]
+    assert result.eligible and result.min_agreement == pytest.approx(0.895)
+    assert "from its INT8 gate" in selection.reason

@@ -296,6 +296,10 @@ def test_cli_export_int8_and_inspect(trained_checkpoint, folder_dataset, tmp_pat
     assert int8_meta.precision == "int8" and int8_meta.class_table == table
     # The INT8 model carries the confidence output and the threshold, in every CPU engine.
     assert int8_meta.has_confidence and int8_meta.unknown_threshold == meta.unknown_threshold
+    # The gate's figures travel in the INT8 file (--engine auto holds it to the agreement measured).
+    gate = int8_meta.val_metrics["int8_gate"]
+    assert gate["passed"] is True and 0.5 < gate["agreement_with_fp32"] <= 1 and gate["images"] == 12
+    assert gate["drop_points"] <= 0.5 and "class ids agree" in printed
     from perception.engines import EngineOptions, load_engine
 
     engines = [("ort", "int8")] + ([("openvino", "int8"), ("openvino", "fp32")] if _has_openvino() else [])

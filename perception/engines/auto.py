@@ -43,9 +43,14 @@ from perception.modelfile import read_model_metadata
 log = logging.getLogger(__name__)
 
 #: Bump when the key recipe or the cached document changes, so old entries are never reused.
-PROBE_KEY_VERSION = 1
+PROBE_KEY_VERSION = 2
 #: Smallest share of pixels whose class id must equal the FP32 reference for a candidate to run.
 MIN_AGREEMENT = 0.995
+#: An INT8 candidate whose file records a passed mIoU gate (``val_metrics["int8_gate"]``, written by
+#: ``perception.export.quantize``) must agree at least this much less than the gate measured
+#: between the INT8 and FP32 files, instead of ``MIN_AGREEMENT``: quantisation moves some boundary
+#: pixels by design (the mIoU gate judged that), a broken kernel or file moves far more.
+INT8_AGREEMENT_MARGIN = 0.005
 #: Rendered road scenes the candidates are compared and timed on.
 PROBE_FRAMES = 4
 #: Timed runs per candidate (after 2 warm-up runs), interleaved across candidates.
@@ -76,6 +81,8 @@ class CandidateResult:
     agreement: float | None = None
     eligible: bool = False
     error: str = ""
+    #: The agreement it had to reach (``MIN_AGREEMENT``, or its INT8 file's stored gate).
+    min_agreement: float | None = None
 
     @property
     def label(self) -> str:
@@ -231,6 +238,22 @@ def cpu_candidates(model_path: Path, options: EngineOptions) -> list[Candidate]:
     return found
 
 
+def candidate_min_agreement(candidate: Candidate, model_path: Path, min_agreement: float) -> float:
+    """``min_agreement``, or for an INT8 candidate whose file records a passed gate, the agreement
+    that gate measured less ``INT8_AGREEMENT_MARGIN`` (whichever is lower)."""
+    sibling = int8_sibling(model_path) if candidate.precision == "int8" else None
+    if sibling is None:
+        return min_agreement
+    try:
+        gate = read_model_metadata(sibling).val_metrics.get("int8_gate") or {}
+    except PerceptionError:
+        return min_agreement
+    stored = gate.get("agreement_with_fp32") if isinstance(gate, dict) and gate.get("passed") is True else None
+    if not isinstance(stored, (int, float)) or not 0 < stored <= 1:
+        return min_agreement
+    return min(min_agreement, float(stored) - INT8_AGREEMENT_MARGIN)
+
+
 def probe_frames(input_hw: tuple[int, int], count: int = PROBE_FRAMES) -> list[np.ndarray]:
     """``count`` rendered road scenes (with texture and sensor noise) at the model's input size:
     real structure, unlike noise, so class boundaries and confident regions are both exercised."""
@@ -286,7 +309,8 @@ def run_probe(
             result.error = f"lacks the {missing} output of {'-'.join(REFERENCE)} (re-quantise it)"
             continue
         result.agreement = float(np.mean([np.mean(g == e) for g, e in zip(got, expected, strict=True)]))
-        result.eligible = result.agreement >= min_agreement
+        result.min_agreement = candidate_min_agreement(cand, model_path, min_agreement)
+        result.eligible = result.agreement >= result.min_agreement
         if result.eligible:
             loaded[cand.label] = engine
         else:
@@ -325,9 +349,11 @@ def explain(best: CandidateResult, results: list[CandidateResult], min_agreement
     """One line: the winner's figures, its speed-up over the reference, and every loser's reason."""
     ref = next((r for r in results if (r.engine, r.precision) == REFERENCE and r.p50_ms), None)
     speedup = f", {ref.p50_ms / best.p50_ms:.2f}x {ref.label}" if ref and best.p50_ms and ref is not best else ""
+    gate = best.min_agreement if best.min_agreement is not None else min_agreement
+    stored = " from its INT8 gate" if gate < min_agreement else ""
     parts = [
         f"{best.label}: fastest verified, {best.p50_ms:.2f} ms p50{speedup}, class ids agree "
-        f"{100 * (best.agreement or 0):.2f} % with ort-fp32 on {frames} probe frames (gate {100 * min_agreement:.1f} %)"
+        f"{100 * (best.agreement or 0):.2f} % with ort-fp32 on {frames} probe frames (gate {100 * gate:.1f} %{stored})"
     ]
     others = []
     for r in results:
@@ -336,7 +362,8 @@ def explain(best: CandidateResult, results: list[CandidateResult], min_agreement
         if r.error:
             others.append(f"{r.label} unavailable ({r.error})")
         elif not r.eligible:
-            others.append(f"{r.label} rejected (agree {100 * (r.agreement or 0):.2f} %)")
+            others.append(f"{r.label} rejected (agree {100 * (r.agreement or 0):.2f} %, "
+                          f"gate {100 * (r.min_agreement or min_agreement):.2f} %)")
         else:
             others.append(f"{r.label} {r.p50_ms:.2f} ms")
     if others:
