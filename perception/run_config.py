@@ -93,7 +93,7 @@ class RunConfig:
     fp16: bool = same_setting(EngineOptions, "fp16")
     compile: CompileName = same_setting(EngineOptions, "compile")
     precision: PrecisionName = same_setting(EngineOptions, "precision")
-    warmup: int = setting(3, lo=0, hi=1000, group="engine", help="warm-up runs before the first frame")
+    warmup: int = setting(1, lo=0, hi=1000, group="engine", help="warm-up runs before the first frame")
     queue: Literal["auto", "latest", "lossless"] = setting(
         "auto", group="pipeline",
         help="latest: keep the newest frame, count drops (auto for live sources); lossless: every frame (auto for files)")

@@ -446,13 +446,16 @@ def probe_in_child(model_path: Path, options: EngineOptions, cache_dir: Path, ke
     return child_verdict(done.returncode, done.stdout, done.stderr, key)
 
 
-#: ``nice`` increment of the background probe child: the node's own threads come first.
-BACKGROUND_PROBE_NICE = 10
+#: ``nice`` increment of the background probe child. 0 (the node's own priority), measured: at
+#: nice 10 on the 2-core Xeon the probe beside a busy node took 21 s instead of 13, and its
+#: starved, preempted timings ranked ONNX Runtime FP32 first (then cached that verdict), while
+#: at 0 it ranked OpenVINO INT8 first, as a quiet probe does.
+BACKGROUND_PROBE_NICE = 0
 
 
 class SwitchingEngine(Engine):
     """``--engine auto`` at a first start (no cached verdict): ONNX Runtime FP32 runs at once while
-    the probe runs in a lower-priority child; the verified winner takes over between two frames.
+    the probe runs in a child process; the verified winner takes over between two frames.
 
     The probe child is the same as ``probe_in_child``'s (it writes the cache, so the next start
     loads the winner directly). When its verdict arrives, a watcher thread loads the winner and
