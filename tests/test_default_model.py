@@ -28,6 +28,19 @@ def test_default_model_is_shipped_small_and_self_describing():
     assert meta.val_metrics["miou"] > 0.5
 
 
+def test_default_int8_model_is_small_gated_and_matches_the_fp32_file():
+    """The shipped INT8 sibling (what --engine auto may choose) passed its mIoU gate, records it,
+    and describes the same model as the FP32 file."""
+    int8 = DEFAULT_MODEL.with_name("default.int8.onnx")
+    assert int8.is_file() and int8.stat().st_size <= 5 * 1024 * 1024
+    meta, fp32 = read_model_metadata(int8), read_model_metadata(DEFAULT_MODEL)
+    assert meta.precision == "int8" and meta.class_table == fp32.class_table and meta.input_hw == fp32.input_hw
+    assert meta.has_confidence and meta.unknown_threshold == fp32.unknown_threshold
+    gate = meta.val_metrics["int8_gate"]
+    assert gate["passed"] is True and gate["drop_points"] <= 0.5 and gate["images"] >= 100
+    assert 0.98 < gate["agreement_with_fp32"] <= 1
+
+
 def test_default_model_segments_unseen_synthetic_scenes():
     engine = load_engine("ort", DEFAULT_MODEL, EngineOptions(threads=1))
     # The val split never overlaps the scenes the model was trained on. 40 scenes (2-3 s): with 6,
