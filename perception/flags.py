@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
-from perception.config import load_config, read_yaml, rename_old_keys
+from perception.config import declared, load_config, read_yaml, rename_old_keys
 from perception.errors import ConfigError
 
 C = TypeVar("C")
@@ -81,12 +81,12 @@ def _scalar(tp: Any) -> Callable[[str], Any]:
 
 def flags(cls: type) -> list[Flag]:
     """The flags of ``cls``'s settings (fields declared with ``setting``, ``cli`` not False), in order."""
-    hints = typing.get_type_hints(cls)
     out = []
-    for f in dataclasses.fields(cls):
+    for d in declared(cls):  # a composed group's settings (SourceOptions' --width) in its place
+        f, hint = d.field, d.hint
         if "help" not in f.metadata or not f.metadata.get("cli", True):
             continue
-        tp = _strip_none(hints[f.name])
+        tp = _strip_none(hint)
         origin = typing.get_origin(tp)
         scalar: Callable[[str], Any] = str
         if f.metadata.get("positional"):
@@ -108,7 +108,7 @@ def flags(cls: type) -> list[Flag]:
         if option is None and shape != "positional":
             dashed = f.name.replace("_", "-")
             option = f"--no-{dashed}" if shape == "switch" and f.default is True else f"--{dashed}"
-        out.append(Flag(f.name, option, shape, scalar, f, hints[f.name]))
+        out.append(Flag(f.name, option, shape, scalar, f, hint))
     return out
 
 
