@@ -69,6 +69,7 @@ def setting(
     old_names: tuple[str, ...] = (),
     old_flags: tuple[str, ...] = (),
     cli: bool = True,
+    listed: str | None = None,
     default_factory: Any = dataclasses.MISSING,
 ) -> Any:
     """A dataclass field that is a user setting: the one declaration of its default, range and help.
@@ -81,12 +82,16 @@ def setting(
     ``from_text``/``to_text``: the flag's text <-> the value when it is not a
     plain scalar (``--size 360x480`` -> ``(360, 480)``); ``from_text`` may raise ConfigError.
     ``old_names``/``old_flags``: earlier spellings, still accepted for one release with a
-    deprecation warning. ``cli=False``: a YAML/launch key without a flag.
+    deprecation warning. ``cli=False``: a YAML/launch key without a flag. ``listed``: a list of
+    values of the setting of this name (the field's type ``list[X]``), one flag with commas
+    (``--threads 1,2``) or repeated; each value is checked against ``lo``/``hi`` and ``X``'s
+    choices and named like that setting (``threads=300 is out of range [0, 256]``), see
+    ``listed_setting``.
     """
     metadata = {
         "help": help, "bounds": (lo, hi), "flag": flag, "metavar": metavar, "group": group,
         "exclusive": exclusive, "positional": positional, "from_text": from_text, "to_text": to_text, "const": const,
-        "old_names": tuple(old_names), "old_flags": tuple(old_flags), "cli": cli,
+        "old_names": tuple(old_names), "old_flags": tuple(old_flags), "cli": cli, "listed": listed,
     }
     return field(default=default, default_factory=default_factory, metadata=metadata)
 
@@ -98,6 +103,16 @@ def same_setting(cls: type, name: str, **changes: Any) -> Any:
     factory = found.default_factory if "default" not in changes else dataclasses.MISSING
     default = changes.pop("default", found.default)
     return field(default=default, default_factory=factory, metadata={**found.metadata, **changes})
+
+
+def listed_setting(cls: type, name: str, *, default: tuple[Any, ...] = (), **changes: Any) -> Any:
+    """A list of values of ``cls``'s setting ``name`` (its range, choices, help and flag), for a
+    command that compares several (``perception bench engine --threads 1,2``); the holder's
+    annotation is ``list[X]`` with ``X`` the setting's type. ``changes`` override single items."""
+    found = {f.name: f for f in dataclasses.fields(cls)}[name]
+    flag = found.metadata.get("flag") or "--" + name.replace("_", "-")
+    metadata = {**found.metadata, "listed": name, "flag": flag, "old_names": (), "old_flags": (), **changes}
+    return field(default_factory=lambda: list(default), metadata=metadata)
 
 
 def composed(cls: type, *, only: tuple[str, ...] | None = None, group: Any = dataclasses.MISSING,
@@ -224,13 +239,22 @@ def load_config(cls: type[C], data: dict[str, Any], *, source: str) -> C:
         if d.owner is not None:
             groups.setdefault(d.owner, {})[name] = value
             continue
-        kwargs[name] = _coerce(value, d.hint, f"{source}: {name}")
+        listed = d.field.metadata.get("listed")
+        if listed:  # each value checked, and named, like one value of that setting
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{source}: {name}: expected a list, got {value!r}")
+            item = (typing.get_args(d.hint) or (Any,))[0]
+            kwargs[name] = [_coerce(v, item, f"{source}: {listed}") for v in value]
+            checked = kwargs[name]
+        else:
+            kwargs[name] = _coerce(value, d.hint, f"{source}: {name}")
+            checked = [kwargs[name]]
         lo, hi = d.field.metadata.get("bounds", (None, None))
-        v = kwargs[name]
-        is_number = isinstance(v, (int, float)) and not isinstance(v, bool)
-        if is_number and ((lo is not None and v < lo) or (hi is not None and v > hi)):
-            rng = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
-            raise ConfigError(f"{source}: {name}={v} is out of range {rng}")
+        for v in checked:
+            is_number = isinstance(v, (int, float)) and not isinstance(v, bool)
+            if is_number and ((lo is not None and v < lo) or (hi is not None and v > hi)):
+                rng = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+                raise ConfigError(f"{source}: {listed or name}={v} is out of range {rng}")
     holder = {f.name: f for f in dataclasses.fields(cls)}
     for owner, values in groups.items():
         kwargs[owner] = load_config(holder[owner].metadata["composed"][0], values, source=source)

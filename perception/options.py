@@ -23,6 +23,8 @@ from perception.errors import ConfigError
 #: The frame sizes a source may be asked for: from a thumbnail to a 16K panorama.
 MIN_FRAME_SIDE, MAX_FRAME_SIDE = 16, 16384
 
+#: The inference backends ``perception run --engine`` takes (``perception.engines.ENGINES``).
+EngineName = Literal["ort", "openvino", "auto", "tensorrt", "torch"]
 ProviderName = Literal["auto", "cpu", "cuda", "tensorrt"]
 PROVIDER_CHOICES: tuple[str, ...] = get_args(ProviderName)
 CompileName = Literal["none", "tensorrt"]

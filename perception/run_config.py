@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from perception import contracts
 from perception.config import composed, load_config, setting
-from perception.options import EngineOptions, PublishOptions, SourceOptions
+from perception.options import EngineName, EngineOptions, PublishOptions, SourceOptions
 
 #: The shipped default model (``make default-model`` writes it).
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default.onnx"
@@ -76,7 +76,7 @@ class RunConfig:
     source_options: SourceOptions = composed(SourceOptions)
     model: str | None = setting(None, group="engine",
                                 help=f"exported .onnx (or .engine / .pt); default: the shipped {DEFAULT_MODEL.name}")
-    engine: Literal["ort", "openvino", "auto", "tensorrt", "torch"] = setting(
+    engine: EngineName = setting(
         "ort", group="engine", help="inference backend (auto: probe once, run the fastest verified)")
     engine_options: EngineOptions = composed(EngineOptions)
     warmup: int = setting(3, lo=0, hi=1000, group="engine", help="warm-up runs before the first frame")

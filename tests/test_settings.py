@@ -348,3 +348,61 @@ def test_the_readme_holds_the_generated_table_of_run_settings():
     assert table in readme, "README's run settings table differs from the declarations; paste settings_markdown(RunConfig)"
     # one row per flag: the table covers every declared run setting, and a new one appears in it
     assert table.count("\n| `--") == len(flags(RunConfig))
+
+
+def _bench(argv: list[str]):
+    """The bench config that ``perception bench MODE ...`` builds from its flags."""
+    from perception.bench.engine import EngineBenchConfig
+    from perception.bench.pipeline import PipelineBenchConfig
+
+    args = _parser("bench").parse_args(argv)
+    cls = {"engine": EngineBenchConfig, "pipeline": PipelineBenchConfig}[args.bench_mode]
+    return config_from_flags(cls, args, source=f"perception bench {args.bench_mode}")
+
+
+def test_bench_flags_are_runs_declarations_with_comma_lists():
+    """The bench's --engine/--precision/--provider/--threads/--warmup (and the pipeline bench's
+    source and engine flags) are run's declarations: the same choices, range and message."""
+    cfg = _bench(["engine", "--engine", "ort,openvino", "--precision", "fp32,bf16,int8", "--threads", "1,2",
+                  "--threads", "4", "--batch", "1,4", "--fp16", "both", "--warmup", "15"])
+    assert cfg.engines == ["ort", "openvino"] and cfg.precisions == ["fp32", "bf16", "int8"]
+    assert cfg.threads == [1, 2, 4] and cfg.batches == [1, 4] and cfg.fp16 == (False, True) and cfg.warmup == 15
+    run = {f.name: f for f in flags(RunConfig)}
+    from perception.bench.engine import EngineBenchConfig
+    from perception.bench.pipeline import PipelineBenchConfig
+
+    engine_bench = {f.field.metadata.get("listed") or f.name: f for f in flags(EngineBenchConfig)}
+    pipeline_bench = {f.name: f for f in flags(PipelineBenchConfig)}
+    for name in ("engine", "precision", "provider", "threads", "warmup"):
+        assert engine_bench[name].option == run[name].option
+        assert engine_bench[name].field.metadata["bounds"] == run[name].field.metadata["bounds"]
+        if name != "warmup":  # warm-up runs per configuration, not before a node's first frame
+            assert engine_bench[name].field.metadata["help"] == run[name].field.metadata["help"]
+    for name in ("engine", "precision", "provider", "threads", "fps", "width", "height", "loop", "batch_timeout_ms"):
+        assert pipeline_bench[name].option == run[name].option
+        assert pipeline_bench[name].field.metadata["bounds"] == run[name].field.metadata["bounds"]
+        assert pipeline_bench[name].field.metadata["help"] == run[name].field.metadata["help"]
+
+
+@pytest.mark.parametrize(("bench", "run"), [
+    (["engine", "--threads", "1,300"], ["--threads", "300"]),
+    (["pipeline", "--threads", "300"], ["--threads", "300"]),
+    (["engine", "--engine", "ort,onnx"], ["--engine", "onnx"]),
+    (["engine", "--precision", "int4"], ["--precision", "int4"]),
+    (["pipeline", "--width", "8"], ["--width", "8"]),
+])
+def test_a_bad_bench_value_fails_like_the_same_run_flag(bench, run):
+    with pytest.raises(ConfigError) as by_bench:
+        _bench(bench)
+    with pytest.raises(ConfigError) as by_run:
+        _from_flags("run", run)
+    core = re.compile(r"\w+(=\S+ is out of range \[[^\]]*\]|: '\w+' is not one of)")
+    assert core.search(str(by_bench.value)).group(0) == core.search(str(by_run.value)).group(0)
+    assert str(by_bench.value).endswith(f"({' '.join(bench[1:])})")  # and how it was typed
+
+
+def test_a_comma_list_item_that_is_not_a_number_names_the_flag():
+    with pytest.raises(ConfigError, match=r"argument --threads: invalid int value: 'x'"):
+        _bench(["engine", "--threads", "1,x"])
+    with pytest.raises(ConfigError, match=r"--threads ',': expected at least one value"):
+        _bench(["engine", "--threads", ","])
