@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from perception.cli import OneLineParser
-from perception.config import load_config
+from perception.config import config_to_dict, load_config
 from perception.errors import ConfigError
 from perception.flags import config_from_flags, flag_values, flags, flags_for
 from perception.launch import load_launch
@@ -221,6 +221,9 @@ def test_a_yaml_file_a_launch_node_and_flags_give_one_composed_config(tmp_path):
         publish_options=PublishOptions(endpoint="tcp://127.0.0.1:5591", encoding={"lane": "rle"}, obstacles=False),
     )
     assert from_file == from_flags == from_launch == expected
+    flat = config_to_dict(expected)  # a composed config written back is flat keys again (reports, plans)
+    assert {"width", "threads", "endpoint"} <= set(flat) and "source_options" not in flat
+    assert load_config(RunConfig, flat, source="again") == expected
     with pytest.raises(ConfigError, match="unknown key 'source_options'"):  # a group is not a key: its settings are
         load_config(RunConfig, {"source_options": {"width": 320}}, source="node.yaml")
 
