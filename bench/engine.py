@@ -24,16 +24,17 @@ import time
 from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import psutil
 
 from perception.bench.env import gpu_memory_mb
 from perception.bench.stats import ratio, summarize_ms
-from perception.config import bounds, load_config
+from perception.config import listed_setting, load_config, same_setting, setting
 from perception.errors import ConfigError, ModelError, PerceptionError
-from perception.run_config import DEFAULT_MODEL
+from perception.options import EngineName, EngineOptions, PrecisionName, ProviderName
+from perception.run_config import DEFAULT_MODEL, RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,24 @@ ENGINE_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"torch-tensorrt": ("to
 FRAME_POOL = 8
 
 
+#: ``--engine`` of the engine bench: the node's engines and the bench-only variants (``ENGINE_VARIANTS``).
+BenchEngineName = Literal[EngineName, "torch-tensorrt"]
+
+
+#: ``--fp16``'s words -> the half-precision settings measured.
+FP16_CHOICES: dict[str, tuple[bool, ...]] = {"no": (False,), "yes": (True,), "both": (False, True)}
+
+
+def _fp16_from_text(text: str) -> tuple[bool, ...]:
+    if text not in FP16_CHOICES:
+        raise ConfigError(f"--fp16 {text!r}: expected no, yes or both")
+    return FP16_CHOICES[text]
+
+
+def _fp16_to_text(value: tuple[bool, ...]) -> str:
+    return next(word for word, choice in FP16_CHOICES.items() if choice == tuple(value))
+
+
 @dataclass
 class EngineBenchConfig:
     """What to measure. Every list is one axis of the combination grid.
@@ -67,25 +86,31 @@ class EngineBenchConfig:
     instead of ``runs / blocks`` runs.
     """
 
-    models: list[Path] = field(default_factory=list)
-    engines: list[str] = field(default_factory=lambda: ["ort"])
-    providers: list[str] = field(default_factory=list)
-    threads: list[int] = field(default_factory=list)
-    batches: list[int] = field(default_factory=lambda: [1])
-    fp16: list[bool] = field(default_factory=lambda: [False])
-    precisions: list[str] = field(default_factory=lambda: ["auto"])
-    runs: int = field(default=200, metadata=bounds(1, 10_000_000))
-    warmup: int = field(default=20, metadata=bounds(0, 1_000_000))
-    duration_s: float | None = field(default=None, metadata=bounds(0.01, 86_400))
-    blocks: int = field(default=5, metadata=bounds(1, 10_000))
-    seed: int = 0
-    progress: bool = True
+    models: list[Path] = setting(default_factory=list, flag="--model", metavar="MODEL",
+                                 help="ONNX model (or checkpoint for --engine torch); repeat for side by side "
+                                      "(default: the shipped perception/assets/default.onnx)")
+    engines: list[BenchEngineName] = listed_setting(RunConfig, "engine", default=("ort",), group=None)
+    precisions: list[PrecisionName] = listed_setting(EngineOptions, "precision", default=("auto",), group=None)
+    providers: list[ProviderName] = listed_setting(EngineOptions, "provider", group=None)
+    threads: list[int] = listed_setting(EngineOptions, "threads", group=None)
+    batches: list[int] = setting(default_factory=lambda: [1], lo=1, hi=1024, flag="--batch", listed="batch",
+                                 help="batch size")
+    fp16: tuple[bool, ...] = setting((False,), metavar="{no,yes,both}", from_text=_fp16_from_text,
+                                     to_text=_fp16_to_text,
+                                     help="half precision (torch engine on CUDA): no, yes, or both side by side")
+    runs: int = setting(200, lo=1, hi=10_000_000, help="timed runs per configuration")
+    warmup: int = same_setting(RunConfig, "warmup", default=20, group=None,
+                               help="untimed warm-up runs per configuration")
+    duration_s: float | None = setting(None, lo=0.01, hi=86_400, flag="--duration", metavar="S",
+                                       help="seconds of timed runs per configuration instead of --runs")
+    blocks: int = setting(5, lo=1, hi=10_000,
+                          help="round-robin blocks the runs are split into, so drift hits every configuration alike")
+    seed: int = setting(0, help="seed of the synthetic input frames")
+    progress: bool = setting(True, help="no progress bar")
 
     def __post_init__(self) -> None:
-        if any(not 1 <= b <= 1024 for b in self.batches):
-            raise ValueError(f"batch sizes must be in 1..1024, got {self.batches}")
-        if any(not 0 <= t <= 256 for t in self.threads):
-            raise ValueError(f"thread counts must be in 0..256 (0 = engine default), got {self.threads}")
+        # Ranges and choices are declared above (checked by load_config for the flags); this is
+        # the one check that joins two settings.
         if self.duration_s is None and self.runs < self.blocks:
             raise ValueError(f"runs={self.runs} is fewer than blocks={self.blocks}; give more runs or fewer blocks")
 

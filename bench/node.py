@@ -48,30 +48,24 @@ def free_tcp_port() -> int:
 
 def node_command(cfg: PipelineBenchConfig, model: Path, endpoint: str, cameras: tuple[str, ...] = ()) -> list[str]:
     """The ``perception run`` command line of the node under test: one camera (``BENCH_CAMERA``),
-    or ``cameras`` batched in one node, each reading ``cfg.source``."""
-    sources = ["--source", cfg.source, "--camera-name", BENCH_CAMERA] if not cameras else [
-        word for name in cameras for word in ("--source", f"{name}={cfg.source}")]
-    cmd = [sys.executable, "-m", "perception", "-q", "run", "--model", str(model), *sources,
-           "--endpoint", endpoint, "--engine", cfg.engine]
-    if cfg.provider:
-        cmd += ["--provider", cfg.provider]
-    if cfg.threads:
-        cmd += ["--threads", str(cfg.threads)]
-    if cfg.precision:
-        cmd += ["--precision", cfg.precision]
+    or ``cameras`` batched in one node, each reading ``cfg.source``. Written from run's
+    declarations (``perception.flags.flags_for``), the settings the bench shares with run."""
+    from perception.flags import flags_for
+    from perception.run_config import RunConfig
+
+    settings: dict[str, Any] = {"model": str(model), "endpoint": endpoint}
+    if cameras:
+        settings["source"] = [f"{name}={cfg.source}" for name in cameras]
+    else:
+        settings.update(source=cfg.source, camera_name=BENCH_CAMERA)
+    # None (not given): the node's own default
+    settings.update(engine=cfg.engine, provider=cfg.provider, threads=cfg.threads, precision=cfg.precision,
+                    loop=cfg.loop, fps=cfg.fps, width=cfg.width, height=cfg.height)
     if cfg.peak_rate or cameras:
-        cmd += ["--queue", "latest"]
-    if cfg.loop:
-        cmd += ["--loop"]
-    if cfg.batch_timeout_ms is not None and len(cameras) > 1:
-        cmd += ["--batch-timeout-ms", str(cfg.batch_timeout_ms)]
-    if cfg.fps is not None:
-        cmd += ["--fps", str(cfg.fps)]
-    if cfg.width:
-        cmd += ["--width", str(cfg.width)]
-    if cfg.height:
-        cmd += ["--height", str(cfg.height)]
-    return cmd
+        settings["queue"] = "latest"
+    if len(cameras) > 1:
+        settings["batch_timeout_ms"] = cfg.batch_timeout_ms
+    return [sys.executable, "-m", "perception", "-q", "run", *flags_for(RunConfig, settings, where="perception bench")]
 
 
 @dataclass

@@ -49,7 +49,9 @@ from perception.bench.multicamera import measure_cameras
 from perception.bench.node import NodeFailed, measure_node
 from perception.bench.peak_rate import find_peak_rate
 from perception.bench.stats import ratio
-from perception.config import bounds
+from perception.config import bounds, same_setting, setting
+from perception.options import EngineName, EngineOptions, PrecisionName, ProviderName, SourceOptions
+from perception.run_config import RunConfig
 
 __all__ = ["NodeFailed", "PipelineBenchConfig", "run_pipeline_bench", "source_options"]
 
@@ -59,25 +61,30 @@ class PipelineBenchConfig:
     """What to run. ``fps``: the source rate passed to the node (None: the source's default, 30 for
     the synthetic camera; files are read as fast as the node takes them)."""
 
-    model: Path | None = None
-    source: str = "synthetic"
-    duration_s: float = field(default=10.0, metadata=bounds(0.1, 86_400))
-    fps: float | None = field(default=None, metadata=bounds(0.1, 1000))
-    width: int | None = field(default=None, metadata=bounds(16, 16_384))
-    height: int | None = field(default=None, metadata=bounds(16, 16_384))
-    engine: str = "ort"
-    provider: str | None = None
-    threads: int | None = field(default=None, metadata=bounds(0, 1024))
-    precision: str | None = None
-    baseline: bool = False
-    peak_rate: bool = False
+    model: Path | None = setting(None, help="ONNX model (default: the shipped perception/assets/default.onnx)")
+    source: str = setting("synthetic", help="frame source: synthetic or a video file")
+    duration_s: float = setting(10.0, lo=0.1, hi=86_400, flag="--duration", metavar="S", help="seconds to measure")
+    fps: float | None = same_setting(SourceOptions, "fps", group=None)
+    width: int | None = same_setting(SourceOptions, "width", group=None)
+    height: int | None = same_setting(SourceOptions, "height", group=None)
+    engine: EngineName = same_setting(RunConfig, "engine", group=None)
+    # None: not given, the node's own default (the declaration's) applies
+    precision: PrecisionName | None = same_setting(EngineOptions, "precision", default=None, group=None)
+    peak_rate: bool = setting(False, help="also find the highest synthetic-camera rate the node holds with < 1 % drops "
+                                          "(several node runs of --duration each)")
+    provider: ProviderName | None = same_setting(EngineOptions, "provider", default=None, group=None)
+    threads: int | None = same_setting(EngineOptions, "threads", default=None, group=None)
+    baseline: bool = setting(False, help="also time a naive one-thread serial loop on the same model and source")
+    engine_runs: int = setting(100, lo=0, hi=1_000_000,
+                               help="engine-only runs for the pipeline/engine FPS ratio (0 to skip)")
+    cameras: int = setting(1, lo=1, hi=16, metavar="N",
+                           help="compare one node batching N cameras (each reading --source) with N separate nodes, "
+                                "in one run (1: the single-node bench)")
+    batch_timeout_ms: float | None = same_setting(RunConfig, "batch_timeout_ms", default=None, group=None)
+    rounds: int = setting(1, lo=1, hi=20, help="--cameras: alternate one node and N nodes this many times each")
+    loop: bool = same_setting(SourceOptions, "loop", group=None)
+    progress: bool = setting(True, help="no progress bar")
     peak_steps: int = field(default=4, metadata=bounds(1, 20))
-    engine_runs: int = field(default=100, metadata=bounds(0, 1_000_000))
-    progress: bool = True
-    cameras: int = field(default=1, metadata=bounds(1, 16))
-    rounds: int = field(default=1, metadata=bounds(1, 20))
-    batch_timeout_ms: float | None = field(default=None, metadata=bounds(0, 10_000))
-    loop: bool = False
 
 
 def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[str, Any]:

@@ -290,25 +290,38 @@ def _log_x_if_wide(ax, samples_ms: list[float]) -> None:
         ax.set_xscale("log")
 
 
+def _latency_cdf(plt, curves: list[tuple[list[float], str]], *, xlabel: str, ylabel: str, title: str,
+                 legend_size: int):
+    """A figure of latency CDFs (one per ``(samples_ms, label)``), with the p99 line marked."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for samples_ms, label in curves:
+        _cdf(ax, samples_ms, label)
+    _log_x_if_wide(ax, [s for samples_ms, _ in curves for s in samples_ms])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.axhline(0.99, color="grey", lw=0.5, ls="--")
+    ax.legend(fontsize=legend_size)
+    return fig
+
+
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _plot_engine(results: dict[str, Any], out: Path) -> dict[str, Path]:
     rows = [r for r in results.get("engine", {}).get("results", []) if not r.get("skipped")]
     if not rows:
         return {}
     plt = _pyplot()
     written = {}
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for i, r in enumerate(rows, start=1):
-        _cdf(ax, r["samples_ms"], f"#{i} {r['label']}")
-    _log_x_if_wide(ax, [s for r in rows for s in r["samples_ms"]])
-    ax.set_xlabel("latency per infer call (ms)")
-    ax.set_ylabel("fraction of calls <= x")
-    ax.set_title("Engine latency CDF")
-    ax.axhline(0.99, color="grey", lw=0.5, ls="--")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    written["engine_cdf"] = out / "engine_latency_cdf.png"
-    fig.savefig(written["engine_cdf"], dpi=110)
-    plt.close(fig)
+    fig = _latency_cdf(plt, [(r["samples_ms"], f"#{i} {r['label']}") for i, r in enumerate(rows, start=1)],
+                       xlabel="latency per infer call (ms)", ylabel="fraction of calls <= x",
+                       title="Engine latency CDF", legend_size=7)
+    written["engine_cdf"] = _save(plt, fig, out / "engine_latency_cdf.png")
 
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.5))
     labels = [f"#{i} {r['label']}" for i, r in enumerate(rows, start=1)]
@@ -317,10 +330,7 @@ def _plot_engine(results: dict[str, Any], out: Path) -> dict[str, Path]:
     ax.set_xlabel("images / s")
     ax.set_title("Engine throughput")
     ax.tick_params(axis="y", labelsize=7)
-    fig.tight_layout()
-    written["engine_fps"] = out / "engine_fps.png"
-    fig.savefig(written["engine_fps"], dpi=110)
-    plt.close(fig)
+    written["engine_fps"] = _save(plt, fig, out / "engine_fps.png")
     return written
 
 
@@ -332,20 +342,12 @@ def _plot_pipeline(results: dict[str, Any], out: Path) -> dict[str, Path]:
     written = {}
     base = results.get("baseline")
     if p.get("capture_to_receive_samples_ms"):
-        fig, ax = plt.subplots(figsize=(7, 4))
-        _cdf(ax, p["capture_to_receive_samples_ms"], "node: capture -> receive")
+        curves = [(p["capture_to_receive_samples_ms"], "node: capture -> receive")]
         if base and base.get("samples_ms"):
-            _cdf(ax, base["samples_ms"], "serial baseline: capture -> publish")
-        _log_x_if_wide(ax, p["capture_to_receive_samples_ms"] + (base or {}).get("samples_ms", []))
-        ax.set_xlabel("latency (ms)")
-        ax.set_ylabel("fraction of frames <= x")
-        ax.set_title("End-to-end latency CDF")
-        ax.axhline(0.99, color="grey", lw=0.5, ls="--")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        written["pipeline_cdf"] = out / "pipeline_latency_cdf.png"
-        fig.savefig(written["pipeline_cdf"], dpi=110)
-        plt.close(fig)
+            curves.append((base["samples_ms"], "serial baseline: capture -> publish"))
+        fig = _latency_cdf(plt, curves, xlabel="latency (ms)", ylabel="fraction of frames <= x",
+                           title="End-to-end latency CDF", legend_size=8)
+        written["pipeline_cdf"] = _save(plt, fig, out / "pipeline_latency_cdf.png")
     stages = {k: v for k, v in (p.get("stages_ms") or {}).items() if v.get("count")}
     if stages:
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -357,10 +359,7 @@ def _plot_pipeline(results: dict[str, Any], out: Path) -> dict[str, Path]:
         ax.set_ylabel("ms")
         ax.set_title("Stage latency (from message headers)")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        written["pipeline_stages"] = out / "pipeline_stages.png"
-        fig.savefig(written["pipeline_stages"], dpi=110)
-        plt.close(fig)
+        written["pipeline_stages"] = _save(plt, fig, out / "pipeline_stages.png")
     bars = {"node input": p.get("input_fps"), "node output": p.get("output_fps")}
     if base:
         bars["serial baseline"] = base.get("fps")
@@ -373,10 +372,7 @@ def _plot_pipeline(results: dict[str, Any], out: Path) -> dict[str, Path]:
         ax.bar(list(bars), list(bars.values()))
         ax.set_ylabel("frames / s")
         ax.set_title("Pipeline FPS")
-        fig.tight_layout()
-        written["pipeline_fps"] = out / "pipeline_fps.png"
-        fig.savefig(written["pipeline_fps"], dpi=110)
-        plt.close(fig)
+        written["pipeline_fps"] = _save(plt, fig, out / "pipeline_fps.png")
     return written
 
 

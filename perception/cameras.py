@@ -102,7 +102,7 @@ class MultiCameraNode:
         while not all(p.wait(0) for p in self.pipelines):
             failed = next((p for p in self.pipelines if p.failed), None)
             if failed is not None:
-                self.stop(f"camera {failed.config.camera_name} failed")
+                self.stop(f"camera {failed.config.publish_options.camera_name} failed")
             elif deadline is not None and time.monotonic() >= deadline:
                 self.stop("duration reached")
             time.sleep(POLL_S)
@@ -136,7 +136,7 @@ class MultiCameraNode:
         """The node's final document (``contracts.NODE_STATS``): the cameras' counters summed, ``balanced`` when every camera
         balances, the end reason (one, or each camera's), the engine and the batching figures, and
         every camera's own final stats under ``cameras``."""
-        names = [p.config.camera_name for p in self.pipelines]
+        names = [p.config.publish_options.camera_name for p in self.pipelines]
         final: dict[str, Any] = {key: sum(doc.get(key, 0) or 0 for doc in docs) for key in SUMMED if key not in STATS_ALIASES}
         for key in ("input_fps", "output_fps"):
             final[key] = round(final[key], 2)

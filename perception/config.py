@@ -10,14 +10,18 @@ dataclass field made by ``setting``: its type (the annotation), default, range, 
 name: ``_s``, ``_ms``) and, where it differs from the field name, its flag. From that one declaration
 ``perception.flags`` generates a command's argparse flags and turns the parsed flags (and a launch
 node's parameters) into the config through ``load_config``, so a flag, a YAML key and a launch
-parameter are checked by the same code and fail with the same message. ``same_setting`` reuses a
-declaration in another config (the frame width of ``run``, ``demo`` and ``view`` is one
-declaration, with one range)::
+parameter are checked by the same code and fail with the same message. A group of settings that
+several commands share (``perception.options.SourceOptions``) is held whole by each, with
+``composed``; its settings stay flat keys and flags of the holder (the frame width of ``run``,
+``demo`` and ``view`` is one declaration, with one range, read as ``config.source_options.width``)::
 
     @dataclass
     class ViewConfig:
         alpha: float = setting(0.5, lo=0.0, hi=1.0, help="mask opacity")
-        width: int | None = same_setting(SourceOptions, "width")
+        source_options: SourceOptions = composed(SourceOptions, only=("width", "height"))
+
+``same_setting`` copies one declaration into a config that offers it under its own meaning (eval's
+``threads`` also sizes torch's pool).
 
 Nothing here parses at import time or evaluates strings.
 """
@@ -63,6 +67,7 @@ def setting(
     old_names: tuple[str, ...] = (),
     old_flags: tuple[str, ...] = (),
     cli: bool = True,
+    listed: str | None = None,
     default_factory: Any = dataclasses.MISSING,
 ) -> Any:
     """A dataclass field that is a user setting: the one declaration of its default, range and help.
@@ -75,12 +80,16 @@ def setting(
     ``from_text``/``to_text``: the flag's text <-> the value when it is not a
     plain scalar (``--size 360x480`` -> ``(360, 480)``); ``from_text`` may raise ConfigError.
     ``old_names``/``old_flags``: earlier spellings, still accepted for one release with a
-    deprecation warning. ``cli=False``: a YAML/launch key without a flag.
+    deprecation warning. ``cli=False``: a YAML/launch key without a flag. ``listed``: a list of
+    values of the setting of this name (the field's type ``list[X]``), one flag with commas
+    (``--threads 1,2``) or repeated; each value is checked against ``lo``/``hi`` and ``X``'s
+    choices and named like that setting (``threads=300 is out of range [0, 256]``), see
+    ``listed_setting``.
     """
     metadata = {
         "help": help, "bounds": (lo, hi), "flag": flag, "metavar": metavar, "group": group,
         "exclusive": exclusive, "positional": positional, "from_text": from_text, "to_text": to_text, "const": const,
-        "old_names": tuple(old_names), "old_flags": tuple(old_flags), "cli": cli,
+        "old_names": tuple(old_names), "old_flags": tuple(old_flags), "cli": cli, "listed": listed,
     }
     return field(default=default, default_factory=default_factory, metadata=metadata)
 
@@ -92,6 +101,69 @@ def same_setting(cls: type, name: str, **changes: Any) -> Any:
     factory = found.default_factory if "default" not in changes else dataclasses.MISSING
     default = changes.pop("default", found.default)
     return field(default=default, default_factory=factory, metadata={**found.metadata, **changes})
+
+
+def listed_setting(cls: type, name: str, *, default: tuple[Any, ...] = (), **changes: Any) -> Any:
+    """A list of values of ``cls``'s setting ``name`` (its range, choices, help and flag), for a
+    command that compares several (``perception bench engine --threads 1,2``); the holder's
+    annotation is ``list[X]`` with ``X`` the setting's type. ``changes`` override single items."""
+    found = {f.name: f for f in dataclasses.fields(cls)}[name]
+    flag = found.metadata.get("flag") or "--" + name.replace("_", "-")
+    metadata = {**found.metadata, "listed": name, "flag": flag, "old_names": (), "old_flags": (), **changes}
+    return field(default_factory=lambda: list(default), metadata=metadata)
+
+
+def composed(cls: type, *, only: tuple[str, ...] | None = None, group: Any = dataclasses.MISSING,
+             help: dict[str, str] | None = None) -> Any:  # noqa: A002 - the settings' help
+    """A field holding a group of settings (``SourceOptions``), whose settings stay flat in the holder.
+
+    The holder's YAML keys, launch parameters and flags are the group's own (``width``, ``--width``;
+    not ``source_options.width``): ``load_config`` builds the group from them with its own
+    declarations (the same range, the same message), ``perception.flags`` writes their flags in the
+    field's place. ``only``: the group's settings this holder offers, in this order (the others keep
+    their defaults and are unknown keys here); ``group``: their ``--help`` section here (None: the
+    holder's main list); ``help``: setting name -> its help text here. Ranges and defaults are the
+    group's, never changed here.
+    """
+    names = tuple(f.name for f in dataclasses.fields(cls) if f.init) if only is None else tuple(only)
+    unknown = [n for n in names if n not in {f.name for f in dataclasses.fields(cls)}]
+    if unknown:
+        raise TypeError(f"composed({cls.__name__}): no setting {unknown[0]!r}")
+    changes = {} if group is dataclasses.MISSING else {"group": group}
+    return field(default_factory=cls, metadata={"composed": (cls, names, changes, dict(help or {}))})
+
+
+@dataclasses.dataclass(frozen=True)
+class Declared:
+    """One setting as a holder offers it: its field (with the holder's ``composed`` changes), type
+    hint, and ``owner``, the holder's field holding it (a ``composed`` group; None: the holder's own)."""
+
+    field: dataclasses.Field
+    hint: Any
+    owner: str | None = None
+
+
+def declared(cls: type) -> list[Declared]:
+    """The settings ``cls`` takes as keys and flags, in order: its own fields and, in place of each
+    ``composed`` field, the group's settings it offers."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        if "composed" not in f.metadata:
+            out.append(Declared(f, hints[f.name]))
+            continue
+        group_cls, names, changes, helps = f.metadata["composed"]
+        inner = {g.name: g for g in dataclasses.fields(group_cls)}
+        inner_hints = typing.get_type_hints(group_cls)
+        for name in names:
+            g = inner[name]
+            metadata = {**g.metadata, **changes, **({"help": helps[name]} if name in helps else {})}
+            shown = field(default=g.default, default_factory=g.default_factory, metadata=metadata)
+            shown.name, shown.type = g.name, g.type
+            out.append(Declared(shown, inner_hints[name], f.name))
+    return out
 
 
 def parse_hw(text: str, *, what: str = "--size", minimum: int = 1) -> tuple[int, int]:
@@ -145,32 +217,52 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(cls: type[C], data: dict[str, Any], *, source: str) -> C:
-    """Build dataclass ``cls`` from ``data``; every error names ``source`` and the key."""
+    """Build dataclass ``cls`` from ``data``; every error names ``source`` and the key.
+
+    The settings of a ``composed`` group are flat keys of ``data``; they build the group (with the
+    group's own checks, under the same ``source``).
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    settings = {d.field.name: d for d in declared(cls)}
     data = rename_old_keys(cls, data, source=source)
-    unknown = [k for k in data if k not in fields]
+    unknown = [k for k in data if k not in settings]
     if unknown:
         key = unknown[0]
-        close = difflib.get_close_matches(str(key), list(fields), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(fields)}"
+        close = difflib.get_close_matches(str(key), list(settings), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(settings)}"
         raise ConfigError(f"{source}: unknown key {key!r}{hint}")
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
+    groups: dict[str, dict[str, Any]] = {}
     for name, value in data.items():
-        f = fields[name]
-        kwargs[name] = _coerce(value, hints[name], f"{source}: {name}")
-        lo, hi = f.metadata.get("bounds", (None, None))
-        v = kwargs[name]
-        is_number = isinstance(v, (int, float)) and not isinstance(v, bool)
-        if is_number and ((lo is not None and v < lo) or (hi is not None and v > hi)):
-            rng = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
-            raise ConfigError(f"{source}: {name}={v} is out of range {rng}")
+        d = settings[name]
+        if d.owner is not None:
+            groups.setdefault(d.owner, {})[name] = value
+            continue
+        listed = d.field.metadata.get("listed")
+        if listed:  # each value checked, and named, like one value of that setting
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"{source}: {name}: expected a list, got {value!r}")
+            item = (typing.get_args(d.hint) or (Any,))[0]
+            kwargs[name] = [_coerce(v, item, f"{source}: {listed}") for v in value]
+            checked = kwargs[name]
+        else:
+            kwargs[name] = _coerce(value, d.hint, f"{source}: {name}")
+            checked = [kwargs[name]]
+        lo, hi = d.field.metadata.get("bounds", (None, None))
+        for v in checked:
+            is_number = isinstance(v, (int, float)) and not isinstance(v, bool)
+            if is_number and ((lo is not None and v < lo) or (hi is not None and v > hi)):
+                rng = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+                raise ConfigError(f"{source}: {listed or name}={v} is out of range {rng}")
+    holder = {f.name: f for f in dataclasses.fields(cls)}
+    for owner, values in groups.items():
+        kwargs[owner] = load_config(holder[owner].metadata["composed"][0], values, source=source)
     missing = [
-        n
-        for n, f in fields.items()
-        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        name
+        for name, d in settings.items()
+        if d.owner is None and name not in kwargs
+        and d.field.default is dataclasses.MISSING and d.field.default_factory is dataclasses.MISSING
     ]
     if missing:
         raise ConfigError(f"{source}: missing required key {missing[0]!r}")
@@ -183,7 +275,8 @@ def load_config(cls: type[C], data: dict[str, Any], *, source: str) -> C:
 def rename_old_keys(cls: type, data: dict[str, Any], *, source: str) -> dict[str, Any]:
     """``data`` with the deprecated keys of ``cls``'s settings (``old_names``) renamed, each with a warning."""
     out = dict(data)
-    for f in dataclasses.fields(cls):
+    for d in declared(cls):
+        f = d.field
         for old in f.metadata.get("old_names", ()):
             if old not in out:
                 continue
@@ -197,7 +290,14 @@ def rename_old_keys(cls: type, data: dict[str, Any], *, source: str) -> dict[str
 def config_to_dict(obj: Any) -> Any:
     """A plain, YAML/JSON-serialisable view of a config dataclass (for checkpoints and reports)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: config_to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        out = {}
+        for f in dataclasses.fields(obj):
+            value = config_to_dict(getattr(obj, f.name))
+            if "composed" in f.metadata:  # a group's settings are flat keys of the holder
+                out.update({name: value[name] for name in f.metadata["composed"][1]})
+            else:
+                out[f.name] = value
+        return out
     if isinstance(obj, (list, tuple)):
         return [config_to_dict(v) for v in obj]
     if isinstance(obj, dict):

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 
 from perception import contracts
-from perception.config import same_setting, setting
+from perception.config import composed, setting
 from perception.errors import ModelError
-from perception.options import EngineOptions, ProviderName, SourceOptions
+from perception.options import EngineOptions, PublishOptions, SourceOptions
 from perception.sources.synthetic import SyntheticSource
 
 log = logging.getLogger(__name__)
@@ -47,12 +47,8 @@ class DemoConfig:
                                 help="seconds to run")
     endpoint: str | None = setting(None, help="where to publish (default tcp://127.0.0.1:5556, or a free port)")
     out_dir: Path = setting(Path("out"), help="folder for demo.mp4 and demo.png")
-    width: int | None = same_setting(SourceOptions, "width", group=None)
-    height: int | None = same_setting(SourceOptions, "height", group=None)
-    fps: float | None = same_setting(SourceOptions, "fps", group=None)
-    seed: int = same_setting(SourceOptions, "seed", group=None)
-    provider: ProviderName = same_setting(EngineOptions, "provider", group=None)
-    threads: int = same_setting(EngineOptions, "threads", group=None)
+    source_options: SourceOptions = composed(SourceOptions, only=("width", "height", "fps", "seed"), group=None)
+    engine_options: EngineOptions = composed(EngineOptions, only=("provider", "threads"), group=None)
 
 
 class KeepingSyntheticSource(SyntheticSource):
@@ -147,22 +143,22 @@ def run_demo(config: DemoConfig, *, stop: threading.Event | None = None, out=pri
         raise ModelError(f"{what} {model} is missing; pass --model model.onnx or run 'make default-model'")
     endpoint = pick_endpoint(config.endpoint)
     run_config = RunConfig(
-        source="synthetic", model=str(model), endpoint=endpoint, camera_name="front", queue="latest",
-        width=config.width, height=config.height, fps=config.fps, seed=config.seed,
-        provider=config.provider, threads=config.threads,
+        source="synthetic", model=str(model), queue="latest", source_options=config.source_options,
+        engine_options=config.engine_options, publish_options=PublishOptions(endpoint=endpoint, camera_name="front"),
     )
+    namespace = run_config.publish_options.resolved_namespace
     video_path, snapshot_path = config.out_dir / "demo.mp4", config.out_dir / "demo.png"
     sink = FrameSink(video_path, fps=VIDEO_FPS)
     snapshot = FrameSink(snapshot_path, fps=VIDEO_FPS)
-    engine = load_engine("ort", model, run_config.engine_options())
+    engine = load_engine("ort", model, config.engine_options)
     publisher = source = subscriber = pipeline = None
     try:
-        publisher = MaskPublisher(endpoint=endpoint, namespace=run_config.resolved_namespace, sndhwm=run_config.sndhwm)
-        subscriber = MaskSubscriber(endpoint, namespace=run_config.resolved_namespace)
-        source = KeepingSyntheticSource(SourceOptions(**run_config.source_options()))
+        publisher = MaskPublisher(endpoint=endpoint, namespace=namespace, sndhwm=run_config.publish_options.sndhwm)
+        subscriber = MaskSubscriber(endpoint, namespace=namespace)
+        source = KeepingSyntheticSource(config.source_options)
         pipeline = Pipeline(run_config, source=source, engine=engine, publisher=publisher)
         table = engine.metadata.class_table
-        out(f"demo: {source.describe()} -> {engine.describe()} -> {endpoint} ({run_config.resolved_namespace}/*)")
+        out(f"demo: {source.describe()} -> {engine.describe()} -> {endpoint} ({namespace}/*)")
         pipeline.start()
         start_s = time.monotonic()
         stats: dict[str, TopicStats] = {}

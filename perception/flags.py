@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
-from perception.config import load_config, read_yaml, rename_old_keys
+from perception.config import declared, load_config, read_yaml, rename_old_keys
 from perception.errors import ConfigError
 
 C = TypeVar("C")
@@ -47,8 +47,9 @@ class Flag:
     """The command-line form of one setting (see ``setting``).
 
     ``shape``: ``switch`` (a bool: ``--x`` or ``--no-x``), ``value`` (``--x V``), ``repeat``
-    (``--x A --x B``: one of several values, e.g. ``--source``), ``list`` (``--x A B``), ``pairs``
-    (``--x NAME=VALUE``, repeatable, into a mapping) or ``positional``.
+    (``--x A --x B``: one of several values, e.g. ``--source``), ``list`` (``--x A B``), ``commas``
+    (``--x A,B`` or ``--x A --x B``: a ``listed`` setting), ``pairs`` (``--x NAME=VALUE``,
+    repeatable, into a mapping) or ``positional``.
     """
 
     name: str
@@ -81,17 +82,19 @@ def _scalar(tp: Any) -> Callable[[str], Any]:
 
 def flags(cls: type) -> list[Flag]:
     """The flags of ``cls``'s settings (fields declared with ``setting``, ``cli`` not False), in order."""
-    hints = typing.get_type_hints(cls)
     out = []
-    for f in dataclasses.fields(cls):
+    for d in declared(cls):  # a composed group's settings (SourceOptions' --width) in its place
+        f, hint = d.field, d.hint
         if "help" not in f.metadata or not f.metadata.get("cli", True):
             continue
-        tp = _strip_none(hints[f.name])
+        tp = _strip_none(hint)
         origin = typing.get_origin(tp)
         scalar: Callable[[str], Any] = str
         if f.metadata.get("positional"):
             shape = "positional"
             scalar = _scalar(typing.get_args(tp)[0] if origin in (Union, types.UnionType) else tp)
+        elif f.metadata.get("listed"):
+            shape, scalar = "commas", _scalar(typing.get_args(tp)[0])
         elif tp is bool:
             shape = "switch"
         elif origin in (Union, types.UnionType):
@@ -108,7 +111,7 @@ def flags(cls: type) -> list[Flag]:
         if option is None and shape != "positional":
             dashed = f.name.replace("_", "-")
             option = f"--no-{dashed}" if shape == "switch" and f.default is True else f"--{dashed}"
-        out.append(Flag(f.name, option, shape, scalar, f, hints[f.name]))
+        out.append(Flag(f.name, option, shape, scalar, f, hint))
     return out
 
 
@@ -116,6 +119,8 @@ def _default_text(f: dataclasses.Field) -> str | None:
     """A setting's default as a flag would spell it; None when it has no shown default (None,
     empty, a bool, a factory)."""
     default = f.default
+    if f.metadata.get("listed") and f.default_factory is not dataclasses.MISSING:
+        return ",".join(str(v) for v in f.default_factory()) or None  # a comma list's default, as typed
     if default in (None, dataclasses.MISSING, "") or isinstance(default, bool):
         return None
     to_text = f.metadata.get("to_text")
@@ -137,6 +142,8 @@ def _help(flag: Flag) -> str:
         notes.append(f"default {default}")
     if (span := _range_text(flag.field)) is not None:
         notes.append(span)
+    if flag.shape == "commas":
+        text += "; several, comma-separated or repeated, are compared"
     if notes:
         text += f" ({', '.join(notes)})"
     return text.replace("%", "%%")
@@ -147,6 +154,11 @@ def _metavar(flag: Flag) -> str | None:
     if metavar is not None:
         return metavar
     tp = _strip_none(flag.hint)
+    if flag.shape == "commas":
+        item = typing.get_args(tp)[0]
+        one = ("{" + ",".join(str(a) for a in typing.get_args(item)) + "}" if typing.get_origin(item) is Literal
+               else flag.field.metadata["listed"].upper())
+        return f"{one}[,...]"
     if typing.get_origin(tp) is Literal:
         return "{" + ",".join(str(a) for a in typing.get_args(tp)) + "}"
     if flag.shape == "pairs":
@@ -188,8 +200,9 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         if flag.shape == "switch":
             kwargs["action"] = "store_false" if flag.field.default is True else "store_true"
         else:
-            kwargs.update(type=flag.scalar, metavar=_metavar(flag))
-            if flag.shape in ("repeat", "pairs"):
+            # a comma list is split and converted by flag_values (one ConfigError per bad item)
+            kwargs.update(type=str if flag.shape == "commas" else flag.scalar, metavar=_metavar(flag))
+            if flag.shape in ("repeat", "pairs", "commas"):
                 kwargs["action"] = "append"
             elif flag.shape == "list":
                 kwargs.update(nargs="+", action="extend")
@@ -219,6 +232,21 @@ def parse_pairs(items: list[str], option: str, *, listed: bool) -> dict[str, Any
     return out
 
 
+def split_commas(texts: list[str], flag: Flag) -> list[Any]:
+    """``["1,2", "4"]`` (a ``commas`` flag, given twice) -> ``[1, 2, 4]``, each item converted like
+    the one-value flag; ConfigError naming the flag for an item that does not convert or no item."""
+    items = [item.strip() for text in texts for item in text.split(",") if item.strip()]
+    if not items:
+        raise ConfigError(f"{flag.option} {','.join(texts)!r}: expected at least one value, e.g. {flag.option} 1,2")
+    values = []
+    for item in items:
+        try:
+            values.append(flag.scalar(item))
+        except ValueError:  # noqa: PERF203 - the first bad item is the message
+            raise ConfigError(f"argument {flag.option}: invalid {flag.scalar.__name__} value: {item!r}") from None
+    return values
+
+
 def _one_or_many(tp: Any) -> bool:
     """A ``X | list[X]`` setting: one value, or several."""
     return typing.get_origin(tp) in (Union, types.UnionType) and any(typing.get_origin(a) is not list for a in typing.get_args(tp))
@@ -240,6 +268,8 @@ def flag_values(cls: type, args: argparse.Namespace) -> dict[str, Any]:
             value = convert(value)
         elif flag.shape == "pairs":
             value = parse_pairs(value, flag.option, listed=flag.listed_pairs)
+        elif flag.shape == "commas":
+            value = split_commas(value, flag)
         elif flag.shape in ("repeat", "positional") and _one_or_many(flag.hint) and len(value) == 1:
             value = value[0]  # the single-value form: --source clip.mp4 is "clip.mp4", not a list
         out[flag.name] = value
@@ -269,12 +299,18 @@ def config_from_flags(cls: type[C], args: argparse.Namespace, *, source: str, co
         return load_config(cls, data, source=source)
     except ConfigError as exc:
         # The message names the setting as YAML and launch files do; add how it was typed here.
-        named = [f for f in flags(cls) if f.name in given and f.shape in ("value", "switch")
-                 and re.search(rf"\b{f.name}[=:]", str(exc))]
+        named = [f for f in flags(cls) if f.name in given and f.shape in ("value", "switch", "commas")
+                 and re.search(rf"\b{f.field.metadata.get('listed') or f.name}[=:]", str(exc))]
         if not named:
             raise
         flag = named[0]
-        typed = flag.option if flag.shape == "switch" else f"{flag.option} {as_text(vars(args)[flag.name])}"
+        typed_value = vars(args).get(flag.name)
+        if flag.shape == "switch":
+            typed = flag.option
+        elif flag.shape == "commas":
+            typed = " ".join(f"{flag.option} {text}" for text in typed_value)
+        else:
+            typed = f"{flag.option} {as_text(typed_value)}"
         raise ConfigError(f"{exc} ({typed})") from None
 
 
@@ -307,6 +343,8 @@ def flags_for(cls: type, parameters: dict[str, Any], *, where: str) -> list[str]
             for key, item in value.items():
                 text = ",".join(as_text(x) for x in item) if isinstance(item, (list, tuple)) else as_text(item)
                 argv += [flag.option, f"{key}={text}"]
+        elif isinstance(value, (list, tuple)) and flag.shape == "commas":
+            argv += [flag.option, ",".join(as_text(v) for v in value)]
         elif isinstance(value, (list, tuple)) and flag.shape in ("repeat", "list"):
             words = [as_text(v) for v in value]
             argv += [flag.option, *words] if flag.shape == "list" else [w for v in words for w in (flag.option, v)]

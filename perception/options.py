@@ -1,11 +1,12 @@
-"""The options of a source and of an engine: declared once, used by every command that has them.
+"""The option groups of a node: declared once, held by every command that has them.
 
-``SourceOptions`` (what a source is asked for: size, rate, pixel format, pacing) and
-``EngineOptions`` (which backend choices an engine makes) are the settings ``perception run``,
-``demo``, ``view`` and the bench share. ``RunConfig``, ``DemoConfig`` and ``ViewConfig`` reuse these
-declarations with ``perception.config.same_setting``, so a frame width has one range and one help
-text wherever it is a flag, a YAML key or a launch parameter. ``perception.sources`` and
-``perception.engines`` re-export the two classes.
+``SourceOptions`` (what a source is asked for: size, rate, pixel format, pacing), ``EngineOptions``
+(which backend choices an engine makes) and ``PublishOptions`` (the masks a node makes and how it
+publishes them: endpoint, names, encodings, security) are held by ``RunConfig`` (and ``DemoConfig``
+and ``ViewConfig`` hold the source and engine settings they offer) through
+``perception.config.composed``: their settings stay flat YAML keys, launch parameters and flags
+(``width``, ``--width``), so a frame width has one range and one help text wherever it is given.
+``perception.sources`` and ``perception.engines`` re-export the first two.
 
 Light on purpose (no OpenCV, no NumPy): launch-file validation imports it.
 """
@@ -15,12 +16,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from perception import contracts
 from perception.config import setting
 from perception.errors import ConfigError
 
 #: The frame sizes a source may be asked for: from a thumbnail to a 16K panorama.
 MIN_FRAME_SIDE, MAX_FRAME_SIDE = 16, 16384
 
+#: The inference backends ``perception run --engine`` takes (``perception.engines.ENGINES``).
+EngineName = Literal["ort", "openvino", "auto", "tensorrt", "torch"]
 ProviderName = Literal["auto", "cpu", "cuda", "tensorrt"]
 PROVIDER_CHOICES: tuple[str, ...] = get_args(ProviderName)
 CompileName = Literal["none", "tensorrt"]
@@ -54,6 +58,10 @@ class SourceOptions:
                                     help="seconds a live source may stall before it is reopened")
     seed: int = setting(0, group="source", help="synthetic world seed")
 
+    def __post_init__(self) -> None:
+        if self.fourcc is not None and len(self.fourcc) != 4:
+            raise ValueError(f"fourcc {self.fourcc!r} must be 4 characters, e.g. MJPG or YUYV")
+
 
 @dataclass(frozen=True)
 class EngineOptions:
@@ -84,3 +92,89 @@ class EngineOptions:
             raise ConfigError(f"unknown --compile {self.compile!r}; known: {', '.join(COMPILE_CHOICES)}")
         if self.precision not in PRECISION_CHOICES:
             raise ConfigError(f"unknown --precision {self.precision!r}; known: {', '.join(PRECISION_CHOICES)}")
+
+
+@dataclass(frozen=True)
+class PublishOptions:
+    """The masks a node makes and how it publishes them.
+
+    ``endpoint``: the ZeroMQ PUB endpoint. ``camera_name``: the frame id and namespace suffix of an
+    unnamed source. ``namespace``: the topic prefix (None: ``perception/<camera_name>``, see
+    ``resolved_namespace``). ``mask_size``: ``model`` publishes masks at the model's scale with the
+    letterbox padding cut off (the content region only), ``source`` resizes them to the camera
+    frame. ``encoding``: mask topic -> payload encoding. ``task``: task -> class names overriding
+    the model's task groups. ``obstacles``: publish obstacle blobs. ``per_class_obstacles``: also
+    publish ``<namespace>/obstacle/<class>`` for each class of the obstacle task.
+    ``atomic_frames``: all masks of a frame in one multipart message on ``<namespace>/frame``.
+    ``unknown_threshold``: pixels whose confidence (top softmax probability) is below it are
+    published as the unknown id (models with a confidence output); None: the model's own
+    threshold, 0: off. ``stats_interval_s``: seconds between stats documents. ``sndhwm``: messages
+    queued per subscriber. ``wait_subscribers``: hold the first frame until this many
+    subscriptions to the node's namespace have reached the publisher (so a recorder started first
+    loses nothing), failing after ``wait_timeout_s``. ``curve_secret_key``/``curve_allow``: CURVE
+    encryption and the allowed clients' keys.
+    """
+
+    endpoint: str = setting(contracts.DEFAULT_ENDPOINT, group="masks and publishing", help="ZeroMQ PUB endpoint")
+    camera_name: str = setting("front", group="masks and publishing",
+                               help="frame id and namespace suffix of an unnamed --source")
+    namespace: str | None = setting(None, group="masks and publishing",
+                                    help="topic prefix (default perception/<camera name>); with several cameras the "
+                                         "prefix of each camera's <namespace>/<camera> (default perception)")
+    mask_size: Literal["model", "source"] = setting(
+        "model", group="masks and publishing",
+        help="model: the model's scale, letterbox padding cut off; source: masks at the camera frame size")
+    encoding: dict[str, str] = setting(
+        default_factory=dict, group="masks and publishing", metavar="TOPIC=ENC",
+        help="payload encoding of one mask topic, e.g. drivable=bitpack (mono8 default, bitpack, rle, png); repeatable")
+    task: dict[str, list[str]] = setting(
+        default_factory=dict, group="masks and publishing", metavar="TASK=CLASS[,CLASS]",
+        help="override a task's classes, e.g. lane=lane_marking or obstacle=car,pedestrian")
+    obstacles: bool = setting(True, group="masks and publishing", help="do not publish obstacle blobs on the obstacles topic")
+    per_class_obstacles: bool = setting(False, group="masks and publishing",
+                                        help="also publish <namespace>/obstacle/<class>, a binary mask per obstacle class")
+    atomic_frames: bool = setting(False, group="masks and publishing",
+                                  help="send all masks of a frame in one multipart message on <namespace>/frame (all or none)")
+    unknown_threshold: float | None = setting(
+        None, lo=0, hi=1, metavar="P", group="masks and publishing",
+        help="class map id 255 (unknown, in no task mask) where the model's confidence is below P (default: the "
+             "threshold in the model's metadata; 0: off); needs a model exported with --confidence")
+    stats_interval_s: float = setting(1.0, lo=0.05, hi=3600, flag="--stats-interval", metavar="S",
+                                      group="masks and publishing", help="seconds between stats documents")
+    sndhwm: int = setting(16, lo=1, hi=100000, group="masks and publishing",
+                          help="ZeroMQ messages (not frames) queued per subscriber (16: about 2.5 frames)")
+    wait_subscribers: int = setting(0, lo=0, hi=1000, metavar="N", group="masks and publishing",
+                                    help="hold the first frame until N subscribers have subscribed, e.g. a recorder of "
+                                         "a lossless file run (0: start at once)")
+    wait_timeout_s: float = setting(10.0, lo=0.1, hi=3600, flag="--wait-timeout", metavar="S",
+                                    group="masks and publishing",
+                                    help="seconds --wait-subscribers waits before the node fails")
+    curve_secret_key: str | None = setting(None, group="masks and publishing",
+                                           help="server .key_secret file: encrypt with CURVE")
+    curve_allow: str | None = setting(None, group="masks and publishing", help="folder of allowed client .key files")
+
+    def __post_init__(self) -> None:
+        for topic, enc in self.encoding.items():
+            if topic not in contracts.MASK_TOPICS:
+                raise ValueError(f"encoding: unknown mask topic {topic!r}; known: {', '.join(contracts.MASK_TOPICS)}")
+            if enc not in contracts.ENCODINGS:
+                raise ValueError(f"encoding {topic}={enc}: unknown encoding; known: {', '.join(contracts.ENCODINGS)}")
+        for task in self.task:
+            if task not in contracts.TASKS:
+                raise ValueError(f"task: unknown task {task!r}; known: {', '.join(contracts.TASKS)}")
+        # Topics, frame ids and recordings must stay legal ROS 2 names (checked at start, not in a bridge).
+        problem = contracts.ros_token_error(self.camera_name)
+        if problem is not None:
+            raise ValueError(
+                f"camera_name {self.camera_name!r} is not a ROS 2 name ({problem}); use e.g. front_left_1"
+            )
+        problem = None if self.namespace is None else contracts.ros_namespace_error(self.namespace)
+        if problem is not None:
+            raise ValueError(
+                f"namespace {self.namespace!r} is not a ROS 2 namespace ({problem}); use e.g. perception/front_left"
+            )
+
+    @property
+    def resolved_namespace(self) -> str:
+        """The topic prefix: ``namespace``, or ``perception/<camera_name>``."""
+        return self.namespace or contracts.default_namespace(self.camera_name)

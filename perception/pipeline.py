@@ -91,14 +91,15 @@ class Pipeline:
         self.frames: FrameQueue[Frame] = FrameQueue(config.queue_capacity, policy)
         # Lossless between inference and publishing: a frame that was inferred is always published.
         self._inferred: FrameQueue[_Inferred] = FrameQueue(2, "lossless")
+        publish = config.publish_options
         self.masks = MaskBuilder(
-            engine.metadata.class_table, model=engine.model_id, overrides={k: list(v) for k, v in config.task.items()},
-            per_class_obstacles=config.per_class_obstacles,
+            engine.metadata.class_table, model=engine.model_id, overrides={k: list(v) for k, v in publish.task.items()},
+            per_class_obstacles=publish.per_class_obstacles,
         )
         self.preprocess = Preprocessor(engine.input_hw)
         # Unknown marking (a model with a confidence output): decided and logged once, here.
         self.unknown = unknown_marker_for(engine.has_confidence, engine.metadata.unknown_threshold,
-                                          config.unknown_threshold, model=engine.model_id)
+                                          publish.unknown_threshold, model=engine.model_id)
         self.unknown_fraction = FractionMeter()
         self.latency = LatencyWindow()
         self._limited = RateLimitedLog(log)
@@ -149,7 +150,7 @@ class Pipeline:
             self.frames.policy, self.frames.capacity, ",".join(self.masks.topics),
         )
         self._publish_info(None)
-        if self.config.wait_subscribers:
+        if self.config.publish_options.wait_subscribers:
             self.startup = "waiting for subscribers"
             try:
                 subscribed = self._wait_for_subscribers()
@@ -172,7 +173,8 @@ class Pipeline:
         """Hold the first frame until ``wait_subscribers`` subscriptions have reached the publisher
         (a PUB socket sends nothing to a subscriber that has not joined yet, so a lossless run with
         a recorder would lose its first frames). False when stopped meanwhile."""
-        want, timeout_s = self.config.wait_subscribers, self.config.wait_timeout_s
+        publish = self.config.publish_options
+        want, timeout_s = publish.wait_subscribers, publish.wait_timeout_s
         log.info("waiting up to %g s for %d subscriber(s) on %s", timeout_s, want, self.publisher.endpoint)
         deadline = time.monotonic() + timeout_s
         while not self.publisher.wait_for_subscribers(want, timeout_s=POLL_S):
@@ -381,7 +383,7 @@ class Pipeline:
                     if consecutive >= MAX_CONSECUTIVE_FAILURES or not isinstance(exc, (ValueError, TypeError, ArithmeticError)):
                         raise
                     self._limited.warning("publish", "frame %d skipped: %s: %s", item.seq, type(exc).__name__, exc)
-            if self.rates.due(self.config.stats_interval_s):
+            if self.rates.due(self.config.publish_options.stats_interval_s):
                 self.publisher.publish_json(contracts.STATS_TOPIC, self.stats())
 
     def _publish_one(self, item: _Inferred) -> None:
@@ -394,7 +396,7 @@ class Pipeline:
         # Only what someone receives is computed: masks of unsubscribed topics and the blobs
         # (the dearest step, ~2 ms at 288x384) are skipped while nobody subscribes to them.
         wanted = self._subscribed()
-        want_blobs = self.config.obstacles and "obstacle" in self.masks.luts and contracts.OBSTACLES_TOPIC in wanted
+        want_blobs = self.config.publish_options.obstacles and "obstacle" in self.masks.luts and contracts.OBSTACLES_TOPIC in wanted
         built = self.masks.build(class_map, only=wanted | ({"obstacle"} if want_blobs else set()))
         masks = {name: mask for name, mask in built.items() if name in wanted}
         blobs = obstacle_blobs(built["obstacle"], class_map, self.engine.metadata.class_table) if want_blobs else None
@@ -405,7 +407,7 @@ class Pipeline:
         self.publisher.publish_masks(
             seq=item.seq,
             capture_ns=item.capture_ns,
-            frame_id=self.config.camera_name,
+            frame_id=self.config.publish_options.camera_name,
             masks=masks,
             latency_ms=latency,
             model_id=self.engine.model_id,
@@ -414,7 +416,7 @@ class Pipeline:
         if blobs is not None:
             self.publisher.publish_json(
                 contracts.OBSTACLES_TOPIC,
-                {"seq": item.seq, "capture_ns": item.capture_ns, "frame_id": self.config.camera_name,
+                {"seq": item.seq, "capture_ns": item.capture_ns, "frame_id": self.config.publish_options.camera_name,
                  "image_hw": list(class_map.shape[:2]), "blobs": blobs},
             )
         latency["publish"] = (time.perf_counter() - t1) * 1e3
@@ -442,13 +444,13 @@ class Pipeline:
         table = metadata.class_table
         geometry = None
         if letterbox is not None:
-            mask_hw = letterbox.src_hw if self.config.mask_size == "source" else letterbox.content_hw
+            mask_hw = letterbox.src_hw if self.config.publish_options.mask_size == "source" else letterbox.content_hw
             geometry = {"source_hw": list(letterbox.src_hw), "mask_hw": list(mask_hw),
                         **MaskGeometry.full(letterbox.src_hw).fields(*mask_hw)}
         publisher_encodings = getattr(self.publisher, "topic_encodings", None)
         return {
             "wire_version": contracts.WIRE_VERSION,
-            "frame_id": self.config.camera_name,
+            "frame_id": self.config.publish_options.camera_name,
             "model_id": self.engine.model_id,
             "metadata_sha256": hashlib.sha256(metadata.to_json().encode("utf-8")).hexdigest(),
             "classes": [{"id": c.id, "name": c.name, "color_rgb": list(c.color)} for c in table.classes],
@@ -457,7 +459,7 @@ class Pipeline:
             "unknown_threshold": self.unknown.threshold if self.unknown is not None else 0.0,
             "task_groups": {task: list(names) for task, names in self.masks.task_classes.items()},
             "input_hw": list(self.engine.input_hw),
-            "mask_size": self.config.mask_size,
+            "mask_size": self.config.publish_options.mask_size,
             "geometry": geometry,
             "topics": publisher_encodings(self.masks.topics) if publisher_encodings is not None else {},
         }
@@ -475,7 +477,7 @@ class Pipeline:
         Either way the masks and obstacle blobs cover the whole camera frame and nothing else
         (``MaskGeometry.full``), and no mask pixel comes from padding."""
         letterbox = item.letterbox
-        if self.config.mask_size == "source":
+        if self.config.publish_options.mask_size == "source":
             shape, fill = letterbox.src_hw, letterbox.to_source
         else:
             shape, fill = letterbox.content_hw, None
@@ -534,7 +536,7 @@ class Pipeline:
             doc["engine_selection"] = self.engine.selection  # --engine auto: the choice and why
         batching = getattr(self.engine, "batching", None)
         if batching is not None:
-            doc["camera"] = self.config.camera_name
+            doc["camera"] = self.config.publish_options.camera_name
             doc["batching"] = batching  # one engine for several cameras: perception/batching.py
         skipped = getattr(self.source, "skipped", None)
         if skipped:

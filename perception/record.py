@@ -170,6 +170,11 @@ class RecordConfig:
     #: Start a new split file once the open one holds this many MB (rosbag2's --max-bag-size).
     split_size: float | None = setting(None, lo=0.001, metavar="MB",
                                        help="write <out stem>_0.mcap, _1.mcap, ... starting a new file at MB megabytes")
+    #: Compressed MCAP chunk size: the recorder holds the chunk it is filling in memory, so a recorder
+    #: killed outright (SIGKILL, power loss) loses at most this much; smaller chunks index more often.
+    chunk_size_kb: int = setting(1024, lo=4, hi=65536, flag="--chunk-size", metavar="KB",
+                                 help="MCAP chunk size in KiB: a recorder killed outright loses at most the chunk it "
+                                      "is filling")
 
     def __post_init__(self) -> None:
         if bool(self.namespace) == bool(self.topic):
@@ -309,7 +314,7 @@ class SplitWriter:
     recorder killed mid-run loses at most the open split, and ``perception recover`` rebuilds
     that one. A split ends at the first message after its duration has passed, or once the file
     has reached ``split_size`` MB; it can exceed the size by at most one chunk (``chunk_size``,
-    at most 1 MiB and an eighth of the size limit). ``metadata`` is called when a split is closed.
+    at most ``chunk_size_kb`` and an eighth of the size limit). ``metadata`` is called when a split is closed.
     The latest message of each latched topic (``<ns>/info``) is written again at the start of
     every split, so each split alone holds the class table it needs (a replay of all the splits
     sends it once).
@@ -322,7 +327,7 @@ class SplitWriter:
         self._metadata = metadata
         self._latched: dict[str, object] = {}
         self._limit_bytes = None if config.split_size is None else int(config.split_size * 1e6)
-        self._chunk_size = 1024 * 1024
+        self._chunk_size = config.chunk_size_kb * 1024
         if self._limit_bytes is not None:
             self._chunk_size = max(4096, min(self._chunk_size, self._limit_bytes // 8))
         self._open()

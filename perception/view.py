@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from perception import contracts
-from perception.config import same_setting, setting
+from perception.config import composed, setting
 from perception.errors import SourceError
-from perception.options import EngineOptions, ProviderName, SourceOptions
+from perception.options import EngineOptions, SourceOptions
 from perception.overlay import render_overlay
 from perception.sinks import DEFAULT_VIDEO_FPS, FrameSink, resolve_output
 from perception.stats import RateLimitedLog
@@ -48,18 +48,16 @@ class ViewConfig:
     model: Path | None = setting(None, help="ONNX model: run it here, or (with --endpoint) its class colours")
     endpoint: str | None = setting(None, help="draw the masks a node publishes here instead of running a model")
     namespace: str | None = setting(None, help="with --endpoint: the node's namespace, e.g. perception/front")
-    seed: int = same_setting(SourceOptions, "seed", group=None, help="seed of the synthetic source (match the node's)")
-    width: int | None = same_setting(SourceOptions, "width", group=None)
-    height: int | None = same_setting(SourceOptions, "height", group=None)
-    fps: float | None = same_setting(
-        SourceOptions, "fps", group=None,
-        help="source rate (match the node's for synthetic) and video frame rate (default: the source's / 10)")
+    source_options: SourceOptions = composed(
+        SourceOptions, only=("seed", "width", "height", "fps"), group=None,
+        help={"seed": "seed of the synthetic source (match the node's)",
+              "fps": "source rate (match the node's for synthetic) and video frame rate (default: the source's / 10)"})
     out: Path | None = setting(None, help="*.mp4/*.avi video, *.png last frame, or a folder of PNGs")
     max_frames: int | None = setting(None, lo=1, metavar="N", help="stop after N frames")
     duration_s: float | None = setting(None, lo=0.1, flag="--duration", metavar="S", old_names=("duration",),
                                        help="stop after S seconds")
     alpha: float = setting(0.5, lo=0.0, hi=1.0, help="mask opacity")
-    provider: ProviderName = same_setting(EngineOptions, "provider", group=None)
+    engine_options: EngineOptions = composed(EngineOptions, only=("provider",), group=None)
 
     def __post_init__(self) -> None:
         if self.endpoint is None and (self.source is None or self.model is None):
@@ -76,7 +74,7 @@ def run_view(config: ViewConfig, *, stop: threading.Event | None = None) -> int:
     and SourceError saying why when a file output got no frame at all.
     """
     stop = stop or threading.Event()
-    sink = FrameSink(resolve_output(config.out), fps=config.fps or DEFAULT_VIDEO_FPS)
+    sink = FrameSink(resolve_output(config.out), fps=config.source_options.fps or DEFAULT_VIDEO_FPS)
     deadline = None if config.duration_s is None else time.monotonic() + config.duration_s
     ended: list[str] = []  # why the frames ran out, as the frame generator knows it
     if config.endpoint is None:
@@ -107,7 +105,7 @@ def run_view(config: ViewConfig, *, stop: threading.Event | None = None) -> int:
 def _open_source(config: ViewConfig, *, paced: bool):
     from perception.sources import open_source
 
-    source = open_source(config.source, width=config.width, height=config.height, fps=config.fps, seed=config.seed)
+    source = open_source(config.source, config.source_options)
     if not paced:
         source.pace(None)  # pairing with a node's seq: read as fast as needed to catch up
     return source
@@ -118,7 +116,7 @@ def _model_frames(config: ViewConfig, stop: threading.Event, ended: list[str]):
     from perception.masks import unknown_marker_for
     from perception.preprocess import Preprocessor
 
-    engine = load_engine("ort", config.model, EngineOptions(provider=config.provider))
+    engine = load_engine("ort", config.model, config.engine_options)
     # Drawn as the node publishes it: unsure pixels are unknown (unpainted), at the model's threshold.
     unknown = unknown_marker_for(engine.has_confidence, engine.metadata.unknown_threshold, None, model=engine.model_id)
     source = _open_source(config, paced=config.out is None)

@@ -174,7 +174,7 @@ def test_engine_warmup_failure_closes_the_source(tmp_path):
         def publish_json(self, name, doc):
             raise AssertionError("nothing may be published when the start fails")
 
-    pipeline = Pipeline(RunConfig(warmup=1), source=source, engine=engine, publisher=NoPublisher())
+    pipeline = Pipeline(RunConfig.from_settings(warmup=1), source=source, engine=engine, publisher=NoPublisher())
     with pytest.raises(ModelError, match="provider cannot run"):
         pipeline.run()
     assert closed, "the source was left open"

@@ -49,7 +49,7 @@ def open_cameras(config: RunConfig) -> list[Source]:
     sources = []
     for i in range(len(config.cameras)):
         camera = config.camera_config(i)
-        source = open_source(camera.cameras[0].source, **camera.source_options())
+        source = open_source(camera.cameras[0].source, camera.source_options)
         source.pace(None)
         sources.append(source)
     return sources
@@ -59,7 +59,7 @@ class Node:
     """A MultiCameraNode on a random loopback port, with one joined subscriber per camera namespace."""
 
     def __init__(self, config: RunConfig, engine, sources: list[Source] | None = None) -> None:
-        names = [config.camera_config(i).resolved_namespace for i in range(len(config.cameras))]
+        names = [config.camera_config(i).publish_options.resolved_namespace for i in range(len(config.cameras))]
         self.pub = MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=names[0], sndhwm=10_000)
         publishers = [self.pub] + [self.pub.add_namespace(ns) for ns in names[1:]]
         self.subs = {ns: MaskSubscriber(self.pub.endpoint, namespace=ns) for ns in names}
@@ -85,7 +85,7 @@ class Node:
 def expected_maps(config: RunConfig, index: int, n: int) -> list[np.ndarray]:
     """The tiny model's class maps for the first ``n`` frames of camera ``index``, read independently."""
     camera = config.camera_config(index)
-    source = open_source(camera.cameras[0].source, **camera.source_options())
+    source = open_source(camera.cameras[0].source, camera.source_options)
     source.pace(None)
     pre = Preprocessor(MODEL_HW)
     maps = []
@@ -291,14 +291,14 @@ def test_source_forms(source, cameras):
     assert [(c.name, c.source) for c in config.cameras] == cameras
     for i, (name, _spec) in enumerate(cameras):
         camera = config.camera_config(i)
-        assert camera.camera_name == name and camera.cameras == config.cameras[i : i + 1]
-        assert camera.resolved_namespace == f"perception/{name}"
-        assert camera.seed == (i if len(cameras) > 1 else 0)
+        assert camera.publish_options.camera_name == name and camera.cameras == config.cameras[i : i + 1]
+        assert camera.publish_options.resolved_namespace == f"perception/{name}"
+        assert camera.source_options.seed == (i if len(cameras) > 1 else 0)
 
 
 def test_several_cameras_take_the_namespace_as_their_prefix():
     config = load_config(RunConfig, {"source": ["a=synthetic", "b=synthetic"], "namespace": "car1/vision"}, source="t")
-    assert [config.camera_config(i).resolved_namespace for i in range(2)] == ["car1/vision/a", "car1/vision/b"]
+    assert [config.camera_config(i).publish_options.resolved_namespace for i in range(2)] == ["car1/vision/a", "car1/vision/b"]
 
 
 @pytest.mark.parametrize(

@@ -122,9 +122,9 @@ def expected_maps(spec: str, n: int, *, source_size: bool = False, **options) ->
 
 def test_lossless_synthetic_every_frame_once_with_exact_masks(engine, link):
     n = 10
-    config = RunConfig(source="synthetic", queue="lossless", max_frames=n, width=96, height=72, fps=240,
+    config = RunConfig.from_settings(source="synthetic", queue="lossless", max_frames=n, width=96, height=72, fps=240,
                        seed=5, warmup=1, stats_interval_s=0.05)
-    source = open_source("synthetic", **config.source_options())
+    source = open_source("synthetic", config.source_options)
     source.pace(None)
     final = Pipeline(config, source=source, engine=engine, publisher=link.pub).run()
     got = link.collect(n)
@@ -161,9 +161,9 @@ def test_lossless_synthetic_every_frame_once_with_exact_masks(engine, link):
 
 def test_per_class_obstacle_masks_on_their_own_topics(engine, link):
     n = 4
-    config = RunConfig(source="synthetic", queue="lossless", max_frames=n, width=96, height=72, fps=240, seed=3,
+    config = RunConfig.from_settings(source="synthetic", queue="lossless", max_frames=n, width=96, height=72, fps=240, seed=3,
                        warmup=0, per_class_obstacles=True, task={"obstacle": ["car", "pedestrian"]})
-    source = open_source("synthetic", **config.source_options())
+    source = open_source("synthetic", config.source_options)
     source.pace(None)
     final = Pipeline(config, source=source, engine=engine, publisher=link.pub).run()
     per_class = {f"{NS}/obstacle/car": "car", f"{NS}/obstacle/pedestrian": "pedestrian"}
@@ -184,7 +184,7 @@ def test_per_class_obstacle_masks_on_their_own_topics(engine, link):
 def test_video_file_to_source_size_until_end_of_file(tmp_path, engine, link):
     n = 12
     video = str(write_video(tmp_path / "clip.avi", n, hw=(60, 100)))  # 5:3 into 4:3: letterboxed
-    config = RunConfig(source=video, mask_size="source", warmup=1, encoding={"drivable": "bitpack", "class_map": "rle"})
+    config = RunConfig.from_settings(source=video, mask_size="source", warmup=1, encoding={"drivable": "bitpack", "class_map": "rle"})
     source = open_source(video)
     pipeline = Pipeline(config, source=source, engine=engine, publisher=link.pub)
     assert pipeline.frames.policy == "lossless"  # the default for files
@@ -213,7 +213,7 @@ def test_masks_hold_no_padding_and_say_how_they_map_to_the_frame(tmp_path, engin
     for i in range(n):  # PNG frames: a video codec would round odd sides to even
         cv2.imwrite(str(tmp_path / f"{i:03d}.png"), rng.integers(0, 256, (*hw, 3), dtype=np.uint8))
     video = str(tmp_path / "*.png")
-    config = RunConfig(source=video, mask_size=mask_size, warmup=0)
+    config = RunConfig.from_settings(source=video, mask_size=mask_size, warmup=0)
     Pipeline(config, source=open_source(video), engine=engine, publisher=link.pub).run()
     got = link.collect(n)
     pre = Preprocessor(MODEL_HW)
@@ -253,9 +253,9 @@ def test_atomic_frames_through_the_pipeline(engine):
         MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS, sndhwm=10_000, atomic_frames=True) as pub,
         MaskSubscriber(pub.endpoint, namespace=NS, split_frames=False) as sub,
     ):
-        config = RunConfig(source="synthetic", queue="lossless", max_frames=n, width=96, height=72, warmup=0,
+        config = RunConfig.from_settings(source="synthetic", queue="lossless", max_frames=n, width=96, height=72, warmup=0,
                            wait_subscribers=1, atomic_frames=True)
-        source = open_source("synthetic", **config.source_options())
+        source = open_source("synthetic", config.source_options)
         source.pace(None)
         final = Pipeline(config, source=source, engine=engine, publisher=pub).run()
         frames = {}
@@ -295,7 +295,7 @@ class SlowEngine(Engine):
 def test_latest_queue_drops_and_counts_under_slow_engine(tmp_path, engine, link):
     n = 40
     video = str(write_video(tmp_path / "clip.avi", n))
-    config = RunConfig(source=video, queue="latest", queue_capacity=1, warmup=0)
+    config = RunConfig.from_settings(source=video, queue="latest", queue_capacity=1, warmup=0)
     source = open_source(video)
     final = Pipeline(config, source=source, engine=SlowEngine(engine, 0, outpaced_by=source), publisher=link.pub).run()
     got = link.collect(final["frames_out"], timeout_s=5)
@@ -330,7 +330,7 @@ def test_wait_subscribers_holds_the_first_frame_until_a_subscriber_joins(tmp_pat
 
     pub.wait_for_subscribers = spy
     source = open_source(video)
-    pipeline = Pipeline(RunConfig(source=video, wait_subscribers=1, wait_timeout_s=60, warmup=0),
+    pipeline = Pipeline(RunConfig.from_settings(source=video, wait_subscribers=1, wait_timeout_s=60, warmup=0),
                         source=source, engine=engine, publisher=pub)
     result = {}
     thread = threading.Thread(target=lambda: result.update(final=pipeline.run()))
@@ -359,8 +359,8 @@ def test_failing_engine_stops_with_stage_error(engine, link):
         def infer(self, batch):
             raise RuntimeError("device lost")
 
-    config = RunConfig(source="synthetic", width=64, height=48, fps=240, warmup=0, queue="lossless")
-    src = open_source("synthetic", **config.source_options())
+    config = RunConfig.from_settings(source="synthetic", width=64, height=48, fps=240, warmup=0, queue="lossless")
+    src = open_source("synthetic", config.source_options)
     src.pace(None)
     with pytest.raises(StageError, match="inference stage failed: RuntimeError: device lost"):
         Pipeline(config, source=src, engine=Broken(engine, 0), publisher=link.pub).run()
@@ -530,9 +530,9 @@ def test_config_file_and_flags(tmp_path, model_path):
                               "--task", "obstacle=car,pedestrian", "--duration", "2.5"])
     config = load_run_config(args)
     assert config.queue == "latest" and config.model == str(model_path)
-    assert config.encoding == {"lane": "bitpack", "class_map": "rle"}
-    assert config.task == {"obstacle": ["car", "pedestrian"]} and config.duration_s == 2.5
-    assert config.resolved_namespace == contracts.default_namespace("front")
+    assert config.publish_options.encoding == {"lane": "bitpack", "class_map": "rle"}
+    assert config.publish_options.task == {"obstacle": ["car", "pedestrian"]} and config.duration_s == 2.5
+    assert config.publish_options.resolved_namespace == contracts.default_namespace("front")
     cfg.write_text("sourc: synthetic\n")
     with pytest.raises(Exception, match="unknown key 'sourc'; did you mean 'source'"):
         load_run_config(parser.parse_args(["--config", str(cfg)]))
@@ -560,9 +560,9 @@ def test_only_subscribed_masks_and_blobs_are_computed(engine, monkeypatch):
         assert pub.wait_for_subscribers(1, timeout_s=10)
         assert pub.subscribed(["lane", "obstacle", "obstacles", "class_map"]) == {"lane"}
         n = 5
-        config = RunConfig(source="synthetic", queue="lossless", max_frames=n, width=96, height=72, fps=240,
+        config = RunConfig.from_settings(source="synthetic", queue="lossless", max_frames=n, width=96, height=72, fps=240,
                            seed=5, warmup=0, per_class_obstacles=True)
-        source = open_source("synthetic", **config.source_options())
+        source = open_source("synthetic", config.source_options)
         source.pace(None)
         final = Pipeline(config, source=source, engine=engine, publisher=pub).run()
         got = {}

@@ -104,3 +104,30 @@ def test_recording_files_order_and_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SourceError, match="holds no .mcap file"):
         recording_files(tmp_path / "empty")
+
+
+def chunk_sizes(path) -> list[int]:
+    with open(path, "rb") as f:
+        return [c.uncompressed_size for c in make_reader(f).get_summary().chunk_indexes]
+
+
+def test_chunk_size_bounds_what_a_killed_recorder_holds_in_memory(tmp_path):
+    # --chunk-size KB: the chunk being filled (what an outright kill loses) stays near KB; the default
+    # 1 MiB chunk holds the whole of this small recording in one chunk.
+    small = record_frames(tmp_path / "small.mcap", chunk_size_kb=4)
+    default = record_frames(tmp_path / "default.mcap")
+    small_chunks, default_chunks = chunk_sizes(small.files[0]), chunk_sizes(default.files[0])
+    assert len(default_chunks) == 1
+    largest_message = max(m.data.nbytes for m in read_recording(small.files[0]) if m.kind == "mask")
+    assert len(small_chunks) > 10
+    assert max(small_chunks) <= 4096 + 2 * largest_message + 1024  # one message can overshoot, plus record headers
+    assert [m.seq for m in read_recording(small.files[0]) if m.topic.endswith("class_map")] == list(range(N_FRAMES))
+
+
+def test_chunk_size_out_of_range_names_the_flag(tmp_path, capsys):
+    from perception.cli import main
+
+    assert main(["record", "--out", str(tmp_path / "x.mcap"), "--namespace", NS, "--chunk-size", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--chunk-size 2" in err and "[4, 65536]" in err, err
+    assert not (tmp_path / "x.mcap").exists()

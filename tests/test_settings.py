@@ -20,11 +20,11 @@ import pytest
 import yaml
 
 from perception.cli import OneLineParser
-from perception.config import load_config
+from perception.config import config_to_dict, load_config
 from perception.errors import ConfigError
 from perception.flags import config_from_flags, flag_values, flags, flags_for
 from perception.launch import load_launch
-from perception.options import MAX_FRAME_SIDE, MIN_FRAME_SIDE, EngineOptions, SourceOptions
+from perception.options import MAX_FRAME_SIDE, MIN_FRAME_SIDE, EngineOptions, PublishOptions, SourceOptions
 from perception.run_config import RunConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +90,7 @@ SAMPLES = {
              "out": "v.mp4", "max_frames": 3, "duration_s": 4.0, "alpha": 0.3, "provider": "cpu"},
     "record": {"out": "r.mcap", "endpoint": "tcp://127.0.0.1:5597", "topic": ["perception/front/lane", "a/b"],
                "duration_s": 6.0, "curve_server_key": "s.key", "curve_key": "c.key_secret", "max_mask_pixels": 100,
-               "split_duration": 2.0, "split_size": 1.5},
+               "split_duration": 2.0, "split_size": 1.5, "chunk_size_kb": 64},
     "replay": {"file": ["a.mcap", "b.mcap"], "max_rate": True, "endpoint": "tcp://127.0.0.1:5596",
                "wait_first_subscriber_s": 2.0, "restamp": True, "loop": True},
     "listen": {"endpoint": "tcp://127.0.0.1:5595", "namespace": "perception/front", "duration_s": 2.0, "count": 9,
@@ -159,7 +159,7 @@ def test_a_frame_size_has_one_range_for_flags_yaml_and_launch(command, tmp_path)
         assert message.endswith(f"node 'n': parameters: {expected}")
     big = _from_flags(command, [*(["--source", "synthetic", "--model", "m"] if command == "view" else []),
                                 "--width", str(MAX_FRAME_SIDE)])
-    assert big.width == MAX_FRAME_SIDE
+    assert big.source_options.width == MAX_FRAME_SIDE
 
 
 def test_run_yaml_file_and_flags_give_the_same_message(tmp_path):
@@ -178,20 +178,70 @@ def test_run_yaml_file_and_flags_give_the_same_message(tmp_path):
     assert launch.endswith(f"parameters: {core}")
 
 
-def test_shared_settings_are_the_same_declaration():
-    """RunConfig, DemoConfig and ViewConfig reuse SourceOptions/EngineOptions' fields, not copies."""
-    source = {f.name: f for f in dataclasses.fields(SourceOptions)}
-    engine = {f.name: f for f in dataclasses.fields(EngineOptions)}
+def test_run_demo_and_view_hold_the_option_groups_not_copies():
+    """RunConfig, DemoConfig and ViewConfig hold SourceOptions/EngineOptions (and RunConfig
+    PublishOptions): no field of theirs repeats a group's setting."""
     for command in ("run", "demo", "view"):
-        for f in dataclasses.fields(_config_class(command)):
-            origin = source.get(f.name) or engine.get(f.name)
-            if origin is None:
-                continue
-            assert f.default == origin.default, (command, f.name)
-            assert f.metadata["bounds"] == origin.metadata["bounds"], (command, f.name)
-    run = _config_class("run")(source="synthetic", width=640, fps=5.0, threads=2, precision="fp32")
-    assert run.source_options()["width"] == 640 and run.source_options()["fps"] == 5.0
-    assert run.engine_options() == EngineOptions(threads=2, precision="fp32")
+        # demo's endpoint (a free port by default) and view's (a node to draw) are their own settings
+        groups = (SourceOptions, EngineOptions, PublishOptions) if command == "run" else (SourceOptions, EngineOptions)
+        grouped = {f.name for g in groups for f in dataclasses.fields(g)}
+        cls = _config_class(command)
+        fields = dataclasses.fields(cls)
+        assert {f.name for f in fields} & grouped == set(), command
+        assert {f.default_factory for f in fields if "composed" in f.metadata} == set(groups), command
+        for flag in flags(cls):  # a group's setting keeps its declared default and range where it is offered
+            origin = next((f for g in groups for f in dataclasses.fields(g) if f.name == flag.name), None)
+            if origin is not None:
+                assert (flag.field.default, flag.field.metadata["bounds"]) == (origin.default, origin.metadata["bounds"])
+    run = RunConfig.from_settings(source="synthetic", width=640, fps=5.0, threads=2, precision="fp32", sndhwm=8)
+    assert run.source_options == SourceOptions(width=640, fps=5.0)
+    assert run.engine_options == EngineOptions(threads=2, precision="fp32")
+    assert run.publish_options == PublishOptions(sndhwm=8)
+
+
+def test_a_yaml_file_a_launch_node_and_flags_give_one_composed_config(tmp_path):
+    """The flat keys of a run config (YAML file, launch node) and the flags build the same groups."""
+    from perception.commands.run import load_run_config
+
+    settings = {"source": "synthetic", "width": 320, "fps": 12.5, "realtime": True, "threads": 2, "precision": "fp32",
+                "queue": "lossless", "endpoint": "tcp://127.0.0.1:5591", "encoding": {"lane": "rle"}, "obstacles": False}
+    node_yaml = tmp_path / "node.yaml"
+    node_yaml.write_text(yaml.safe_dump(settings))
+    from_file = load_run_config(_parser("run").parse_args(["--config", str(node_yaml)]))
+    from_flags = _from_flags("run", ["--source", "synthetic", "--width", "320", "--fps", "12.5", "--realtime",
+                                     "--threads", "2", "--precision", "fp32", "--queue", "lossless",
+                                     "--endpoint", "tcp://127.0.0.1:5591", "--encoding", "lane=rle", "--no-obstacles"])
+    launch = tmp_path / "node.launch.yaml"
+    launch.write_text(yaml.safe_dump({"launch": [{"node": {"name": "n", "kind": "pipeline", "parameters": settings}}]}))
+    from_launch = _from_flags("run", list(load_launch(launch).nodes[0].argv))
+    expected = RunConfig(
+        source="synthetic", queue="lossless",
+        source_options=SourceOptions(width=320, fps=12.5, realtime=True),
+        engine_options=EngineOptions(threads=2, precision="fp32"),
+        publish_options=PublishOptions(endpoint="tcp://127.0.0.1:5591", encoding={"lane": "rle"}, obstacles=False),
+    )
+    assert from_file == from_flags == from_launch == expected
+    flat = config_to_dict(expected)  # a composed config written back is flat keys again (reports, plans)
+    assert {"width", "threads", "endpoint"} <= set(flat) and "source_options" not in flat
+    assert load_config(RunConfig, flat, source="again") == expected
+    with pytest.raises(ConfigError, match="unknown key 'source_options'"):  # a group is not a key: its settings are
+        load_config(RunConfig, {"source_options": {"width": 320}}, source="node.yaml")
+
+
+@pytest.mark.parametrize(("key", "typed", "core"), [
+    ("threads", ["--threads", "300"], "threads=300 is out of range [0, 256]"),
+    ("read_timeout_s", ["--read-timeout", "0.01"], "read_timeout_s=0.01 is out of range [0.1, 600]"),
+    ("sndhwm", ["--sndhwm", "0"], "sndhwm=0 is out of range [1, 100000]"),
+])
+def test_a_range_error_in_an_option_group_names_the_flag_and_the_key(key, typed, core, tmp_path):
+    with pytest.raises(ConfigError) as by_flag:
+        _from_flags("run", typed)
+    assert str(by_flag.value) == f"perception run: {core} ({' '.join(typed)})"
+    value = yaml.safe_load(typed[1])
+    with pytest.raises(ConfigError) as by_yaml:
+        load_config(RunConfig, {key: value}, source="node.yaml")
+    assert str(by_yaml.value) == f"node.yaml: {core}"
+    assert _launch_error(tmp_path, "pipeline", {key: value}).endswith(f"node 'n': parameters: {core}")
 
 
 @pytest.mark.parametrize("command", ["run", "demo", "view", "record", "listen"])
@@ -223,7 +273,7 @@ def test_replay_waits_seconds_under_an_honest_name(caplog, tmp_path):
     replay = _from_flags("replay", ["a.mcap", "--wait-first-subscriber", "5"])
     assert replay.wait_first_subscriber_s == 5.0
     run = _from_flags("run", ["--wait-subscribers", "2"])
-    assert run.wait_subscribers == 2
+    assert run.publish_options.wait_subscribers == 2
     with caplog.at_level(logging.WARNING, logger="perception"):
         old = _from_flags("replay", ["a.mcap", "--wait-subscriber", "4"])
     assert old.wait_first_subscriber_s == 4.0
@@ -301,3 +351,61 @@ def test_the_readme_holds_the_generated_table_of_run_settings():
     assert table in readme, "README's run settings table differs from the declarations; paste settings_markdown(RunConfig)"
     # one row per flag: the table covers every declared run setting, and a new one appears in it
     assert table.count("\n| `--") == len(flags(RunConfig))
+
+
+def _bench(argv: list[str]):
+    """The bench config that ``perception bench MODE ...`` builds from its flags."""
+    from perception.bench.engine import EngineBenchConfig
+    from perception.bench.pipeline import PipelineBenchConfig
+
+    args = _parser("bench").parse_args(argv)
+    cls = {"engine": EngineBenchConfig, "pipeline": PipelineBenchConfig}[args.bench_mode]
+    return config_from_flags(cls, args, source=f"perception bench {args.bench_mode}")
+
+
+def test_bench_flags_are_runs_declarations_with_comma_lists():
+    """The bench's --engine/--precision/--provider/--threads/--warmup (and the pipeline bench's
+    source and engine flags) are run's declarations: the same choices, range and message."""
+    cfg = _bench(["engine", "--engine", "ort,openvino", "--precision", "fp32,bf16,int8", "--threads", "1,2",
+                  "--threads", "4", "--batch", "1,4", "--fp16", "both", "--warmup", "15"])
+    assert cfg.engines == ["ort", "openvino"] and cfg.precisions == ["fp32", "bf16", "int8"]
+    assert cfg.threads == [1, 2, 4] and cfg.batches == [1, 4] and cfg.fp16 == (False, True) and cfg.warmup == 15
+    run = {f.name: f for f in flags(RunConfig)}
+    from perception.bench.engine import EngineBenchConfig
+    from perception.bench.pipeline import PipelineBenchConfig
+
+    engine_bench = {f.field.metadata.get("listed") or f.name: f for f in flags(EngineBenchConfig)}
+    pipeline_bench = {f.name: f for f in flags(PipelineBenchConfig)}
+    for name in ("engine", "precision", "provider", "threads", "warmup"):
+        assert engine_bench[name].option == run[name].option
+        assert engine_bench[name].field.metadata["bounds"] == run[name].field.metadata["bounds"]
+        if name != "warmup":  # warm-up runs per configuration, not before a node's first frame
+            assert engine_bench[name].field.metadata["help"] == run[name].field.metadata["help"]
+    for name in ("engine", "precision", "provider", "threads", "fps", "width", "height", "loop", "batch_timeout_ms"):
+        assert pipeline_bench[name].option == run[name].option
+        assert pipeline_bench[name].field.metadata["bounds"] == run[name].field.metadata["bounds"]
+        assert pipeline_bench[name].field.metadata["help"] == run[name].field.metadata["help"]
+
+
+@pytest.mark.parametrize(("bench", "run"), [
+    (["engine", "--threads", "1,300"], ["--threads", "300"]),
+    (["pipeline", "--threads", "300"], ["--threads", "300"]),
+    (["engine", "--engine", "ort,onnx"], ["--engine", "onnx"]),
+    (["engine", "--precision", "int4"], ["--precision", "int4"]),
+    (["pipeline", "--width", "8"], ["--width", "8"]),
+])
+def test_a_bad_bench_value_fails_like_the_same_run_flag(bench, run):
+    with pytest.raises(ConfigError) as by_bench:
+        _bench(bench)
+    with pytest.raises(ConfigError) as by_run:
+        _from_flags("run", run)
+    core = re.compile(r"\w+(=\S+ is out of range \[[^\]]*\]|: '\w+' is not one of)")
+    assert core.search(str(by_bench.value)).group(0) == core.search(str(by_run.value)).group(0)
+    assert str(by_bench.value).endswith(f"({' '.join(bench[1:])})")  # and how it was typed
+
+
+def test_a_comma_list_item_that_is_not_a_number_names_the_flag():
+    with pytest.raises(ConfigError, match=r"argument --threads: invalid int value: 'x'"):
+        _bench(["engine", "--threads", "1,x"])
+    with pytest.raises(ConfigError, match=r"--threads ',': expected at least one value"):
+        _bench(["engine", "--threads", ","])

@@ -91,7 +91,7 @@ def test_end_of_input_balances_with_a_corrupt_image(tmp_path, engine, publisher)
     for i in range(6):
         cv2.imwrite(str(folder / f"{i:02d}.png"), np.full((30, 40, 3), i * 30, np.uint8))
     (folder / "03.png").write_bytes(b"not a png")
-    config = RunConfig(source=str(folder), warmup=0)
+    config = RunConfig.from_settings(source=str(folder), warmup=0)
     final = Pipeline(config, source=open_source(str(folder)), engine=engine, publisher=publisher).run()
     assert final["end_reason"] == "end of input"
     assert final["frames_in"] == 6 and final["published"] == 5 and final["corrupt"] == 1
@@ -100,8 +100,8 @@ def test_end_of_input_balances_with_a_corrupt_image(tmp_path, engine, publisher)
 
 def test_max_frames_reads_no_more_than_it_publishes_and_balances(engine, publisher):
     """Finding 5: '--max-frames 5' reported 8 in, 5 out, 0 drops."""
-    config = RunConfig(source="synthetic", width=64, height=48, fps=240, max_frames=5, warmup=0, queue="lossless")
-    source = open_source("synthetic", **config.source_options())
+    config = RunConfig.from_settings(source="synthetic", width=64, height=48, fps=240, max_frames=5, warmup=0, queue="lossless")
+    source = open_source("synthetic", config.source_options)
     source.pace(None)
     final = Pipeline(config, source=source, engine=engine, publisher=publisher).run()
     assert final["end_reason"] == "max frames reached"
@@ -110,9 +110,9 @@ def test_max_frames_reads_no_more_than_it_publishes_and_balances(engine, publish
 
 
 def test_max_frames_with_the_latest_queue_balances(engine, publisher):
-    config = RunConfig(source="synthetic", width=64, height=48, fps=240, max_frames=5, warmup=0, queue="latest",
+    config = RunConfig.from_settings(source="synthetic", width=64, height=48, fps=240, max_frames=5, warmup=0, queue="latest",
                        queue_capacity=1)
-    source = open_source("synthetic", **config.source_options())
+    source = open_source("synthetic", config.source_options)
     source.pace(None)
     final = Pipeline(config, source=source, engine=SlowEngine(engine, 0.02), publisher=publisher).run()
     assert final["end_reason"] == "max frames reached" and final["published"] == 5
@@ -120,17 +120,17 @@ def test_max_frames_with_the_latest_queue_balances(engine, publisher):
 
 
 def test_duration_balances_with_frames_in_flight(engine, publisher):
-    config = RunConfig(source="synthetic", width=64, height=48, fps=240, duration_s=0.5, warmup=0,
+    config = RunConfig.from_settings(source="synthetic", width=64, height=48, fps=240, duration_s=0.5, warmup=0,
                        queue="lossless", queue_capacity=4)
-    source = open_source("synthetic", **config.source_options())
+    source = open_source("synthetic", config.source_options)
     final = Pipeline(config, source=source, engine=SlowEngine(engine, 0.03), publisher=publisher).run()
     assert final["end_reason"] == "duration reached"
     assert_balanced(final)
 
 
 def test_stage_failure_still_gives_balanced_final_stats(engine, publisher):
-    config = RunConfig(source="synthetic", width=64, height=48, fps=240, warmup=0, queue="lossless")
-    source = open_source("synthetic", **config.source_options())
+    config = RunConfig.from_settings(source="synthetic", width=64, height=48, fps=240, warmup=0, queue="lossless")
+    source = open_source("synthetic", config.source_options)
     pipeline = Pipeline(config, source=source, engine=SlowEngine(engine, 0.0, fail_after=3), publisher=publisher)
     with pytest.raises(StageError, match="device lost"):
         pipeline.run()
@@ -151,8 +151,8 @@ def test_publish_failure_counts_the_frame_it_lost(engine, publisher):
         return real(**kwargs)
 
     publisher.publish_masks = flaky
-    config = RunConfig(source="synthetic", width=64, height=48, fps=240, warmup=0, queue="lossless")
-    source = open_source("synthetic", **config.source_options())
+    config = RunConfig.from_settings(source="synthetic", width=64, height=48, fps=240, warmup=0, queue="lossless")
+    source = open_source("synthetic", config.source_options)
     pipeline = Pipeline(config, source=source, engine=engine, publisher=publisher)
     with pytest.raises(PublishError, match="socket gone"):
         pipeline.run()

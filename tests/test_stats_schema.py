@@ -41,7 +41,7 @@ NS = "perception/schema"
 def test_a_camera_node_publishes_documents_that_match_the_declaration(tiny_engine):
     """Every interval document on the stats topic and the final one, as a subscriber receives them."""
     publisher = MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS, sndhwm=10_000)
-    config = RunConfig(source="synthetic", width=96, height=72, fps=120, max_frames=40, queue="lossless",
+    config = RunConfig.from_settings(source="synthetic", width=96, height=72, fps=120, max_frames=40, queue="lossless",
                        stats_interval_s=0.05, wait_subscribers=1, wait_timeout_s=60, warmup=0)
     pipeline = Pipeline(config, source=open_source("synthetic", width=96, height=72, fps=120),
                         engine=tiny_engine, publisher=publisher)

@@ -104,7 +104,7 @@ def run_recorded(model: Path, frames: Path, **config) -> tuple[RecordingPublishe
     engine = load(model)
     try:
         publisher = RecordingPublisher()
-        run = RunConfig(source=str(frames), warmup=0, **config)
+        run = RunConfig.from_settings(source=str(frames), warmup=0, **config)
         final = Pipeline(run, source=open_source(str(frames)), engine=engine, publisher=publisher).run()
     finally:
         engine.close()
@@ -118,7 +118,7 @@ def test_unsure_pixels_reach_the_subscriber_as_unknown_and_in_no_task_mask(confi
         MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS, sndhwm=10_000) as pub,
         MaskSubscriber(pub.endpoint, namespace=NS) as sub,
     ):
-        config = RunConfig(source=str(frames_dir), warmup=0, wait_subscribers=1)
+        config = RunConfig.from_settings(source=str(frames_dir), warmup=0, wait_subscribers=1)
         final = Pipeline(config, source=open_source(str(frames_dir)), engine=engine, publisher=pub).run()
         got: dict[str, dict[int, object]] = {}
         deadline = time.monotonic() + 10
@@ -208,9 +208,9 @@ def test_flag_and_yaml_and_cli_errors(tmp_path, frames_dir, capsys):
     add_arguments(parser)
     node_yaml = tmp_path / "node.yaml"
     node_yaml.write_text("unknown_threshold: 0.2\n")
-    assert load_run_config(parser.parse_args(["--config", str(node_yaml)])).unknown_threshold == 0.2
+    assert load_run_config(parser.parse_args(["--config", str(node_yaml)])).publish_options.unknown_threshold == 0.2
     args = parser.parse_args(["--config", str(node_yaml), "--unknown-threshold", "0"])
-    assert load_run_config(args).unknown_threshold == 0.0  # the flag overrides the file
+    assert load_run_config(args).publish_options.unknown_threshold == 0.0  # the flag overrides the file
     node_yaml.write_text("unknown_threshold: 1.5\n")
     with pytest.raises(ConfigError, match="unknown_threshold"):
         load_run_config(parser.parse_args(["--config", str(node_yaml)]))

@@ -17,7 +17,7 @@ from tiny_models import write_brightness_model
 from perception.contracts import ClassInfo, ClassTable
 from perception.overlay import TASK_TINTS_BGR, render_overlay
 from perception.publish import MaskPublisher
-from perception.sources import open_source
+from perception.sources import SourceOptions, open_source
 from perception.synthetic.classes import SYNTHETIC_CLASSES
 from perception.view import ViewConfig, run_view
 
@@ -82,8 +82,9 @@ def test_view_of_a_node_pairs_masks_with_frames_by_seq(tmp_path):
         s.bind(("127.0.0.1", 0))
         endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
     model = write_brightness_model(tmp_path / "tiny.onnx", (32, 48))
-    config = ViewConfig(endpoint=endpoint, namespace="perception/v", source="synthetic", model=model, seed=3,
-                        width=96, height=64, out=tmp_path / "frames", max_frames=3, alpha=0.5)
+    config = ViewConfig(endpoint=endpoint, namespace="perception/v", source="synthetic", model=model,
+                        source_options=SourceOptions(seed=3, width=96, height=64), out=tmp_path / "frames",
+                        max_frames=3, alpha=0.5)
     source = open_source("synthetic", width=96, height=64, seed=3)
     source.pace(None)
     frames = [source.read().image for _ in range(40)]

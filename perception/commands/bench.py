@@ -21,91 +21,32 @@ from pathlib import Path
 from perception.errors import ConfigError
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,4, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError("expected at least one integer")
-    return values
-
-
-def _str_list(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
-
-
-def _flatten(groups: list[list] | None) -> list:
-    return [v for group in groups or [] for v in group]
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # The engine and pipeline flags are generated from the bench configs' declarations; the
+    # settings they share with 'perception run' (--engine, --precision, --provider, --threads,
+    # --warmup, --fps, --width, --height, --loop, --batch-timeout-ms) are run's declarations, with
+    # run's ranges, help and messages (the engine bench's as comma lists: --threads 1,2).
+    from perception.bench.engine import EngineBenchConfig
+    from perception.bench.pipeline import PipelineBenchConfig
+    from perception.flags import add_flags
+
     sub = parser.add_subparsers(dest="bench_mode", metavar="MODE", required=True)
 
     eng = sub.add_parser("engine", help="time Engine.infer per model x engine x provider x threads x batch")
-    eng.add_argument("--model", action="append", type=Path, default=[],
-                     help="ONNX model (or checkpoint for --engine torch); repeat for side by side "
-                          "(default: the shipped perception/assets/default.onnx)")
-    eng.add_argument("--engine", action="append", type=_str_list, default=None,
-                     help="engine(s), comma-separated or repeated: ort, openvino, auto, torch, tensorrt (default: ort)")
-    eng.add_argument("--precision", action="append", type=_str_list, default=None,
-                     help="precision(s) of each engine: fp32, bf16 (openvino), int8 (the MODEL.int8.onnx sibling); "
-                          "pairings an engine lacks are reported as skipped (default: the model file's own)")
-    eng.add_argument("--provider", action="append", type=_str_list, default=None,
-                     help="ONNX Runtime provider(s), e.g. cpu,cuda (default: the engine's choice)")
-    eng.add_argument("--threads", type=_int_list, default=None,
-                     help="intra-op thread counts to compare, e.g. 1,2 (default: the engine's choice)")
-    eng.add_argument("--batch", type=_int_list, default=[1], help="batch sizes, e.g. 1,4 (default: 1)")
-    eng.add_argument("--fp16", choices=("no", "yes", "both"), default="no",
-                     help="half precision (torch engine on CUDA): no, yes, or both side by side (default: no)")
-    eng.add_argument("--runs", type=int, default=200, help="timed runs per configuration (default: 200)")
-    eng.add_argument("--warmup", type=int, default=20, help="untimed warm-up runs per configuration (default: 20)")
-    eng.add_argument("--duration", type=float, default=None,
-                     help="seconds of timed runs per configuration instead of --runs")
-    eng.add_argument("--blocks", type=int, default=5,
-                     help="round-robin blocks the runs are split into, so drift hits every configuration alike")
-    eng.add_argument("--seed", type=int, default=0, help="seed of the synthetic input frames")
-    _add_common(eng)
+    add_flags(eng, EngineBenchConfig)
+    _add_out(eng)
 
     pipe = sub.add_parser("pipeline", help="run the node on a source and measure it from a subscriber")
-    pipe.add_argument("--model", type=Path, default=None,
-                      help="ONNX model (default: the shipped perception/assets/default.onnx)")
-    pipe.add_argument("--source", default="synthetic", help="frame source: synthetic or a video file")
-    pipe.add_argument("--duration", type=float, default=10.0, help="seconds to measure (default: 10)")
-    pipe.add_argument("--fps", type=float, default=None,
-                      help="source rate in frames/s, 0.1-1000 (default: the source's own, 30 for synthetic; "
-                           "files are not paced)")
-    pipe.add_argument("--width", type=int, default=None, help="synthetic source width")
-    pipe.add_argument("--height", type=int, default=None, help="synthetic source height")
-    pipe.add_argument("--engine", default="ort", help="engine: ort, openvino, auto, torch, tensorrt (default: ort)")
-    pipe.add_argument("--precision", default=None, help="engine precision: fp32, bf16, int8 (default: the model's own)")
-    pipe.add_argument("--peak-rate", action="store_true",
-                      help="also find the highest synthetic-camera rate the node holds with < 1 %% drops "
-                           "(several node runs of --duration each)")
-    pipe.add_argument("--provider", default=None, help="ONNX Runtime provider (default: the engine's choice)")
-    pipe.add_argument("--threads", type=int, default=None, help="engine intra-op threads")
-    pipe.add_argument("--baseline", action="store_true",
-                      help="also time a naive one-thread serial loop on the same model and source")
-    pipe.add_argument("--engine-runs", type=int, default=100,
-                      help="engine-only runs for the pipeline/engine FPS ratio (0 to skip; default: 100)")
-    pipe.add_argument("--cameras", type=int, default=1, metavar="N",
-                      help="compare one node batching N cameras (each reading --source) with N separate "
-                           "nodes, in one run (default: 1, the single-node bench)")
-    pipe.add_argument("--batch-timeout-ms", type=float, default=None, metavar="MS",
-                      help="--cameras: the node's batch timeout (default: the node's own, 20)")
-    pipe.add_argument("--rounds", type=int, default=1,
-                      help="--cameras: alternate one node and N nodes this many times each (default: 1)")
-    pipe.add_argument("--loop", action="store_true", help="restart a file source at its end")
-    _add_common(pipe)
+    add_flags(pipe, PipelineBenchConfig)
+    _add_out(pipe)
 
     rep = sub.add_parser("report", help="regenerate bench.md and the plots from a bench.json")
     rep.add_argument("results", type=Path, help="bench.json written by 'perception bench engine|pipeline'")
     rep.add_argument("--out", type=Path, default=None, help="output folder (default: next to the JSON)")
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
+def _add_out(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("out/bench"), help="output folder (default: out/bench)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -146,23 +87,9 @@ def _prepare_out(out: Path) -> Path:
 def _run_engine(args: argparse.Namespace, command: str) -> dict:
     from perception.bench.engine import EngineBenchConfig, run_engine_bench
     from perception.bench.report import new_results
-    from perception.config import load_config
+    from perception.flags import config_from_flags
 
-    cfg = load_config(EngineBenchConfig, {
-        "models": [str(m) for m in args.model],
-        "engines": _flatten(args.engine) or ["ort"],
-        "providers": _flatten(args.provider),
-        "threads": args.threads or [],
-        "batches": args.batch,
-        "fp16": {"no": [False], "yes": [True], "both": [False, True]}[args.fp16],
-        "precisions": _flatten(args.precision) or ["auto"],
-        "runs": args.runs,
-        "warmup": args.warmup,
-        "duration_s": args.duration,
-        "blocks": args.blocks,
-        "seed": args.seed,
-        "progress": not args.no_progress,
-    }, source="perception bench engine")
+    cfg = config_from_flags(EngineBenchConfig, args, source="perception bench engine")
     results = new_results("engine", command)
     results["engine"] = run_engine_bench(cfg)
     return results
@@ -170,30 +97,9 @@ def _run_engine(args: argparse.Namespace, command: str) -> dict:
 
 def _run_pipeline(args: argparse.Namespace, command: str) -> dict:
     from perception.bench.pipeline import PipelineBenchConfig, run_pipeline_bench
-    from perception.config import load_config
+    from perception.flags import config_from_flags
 
-    if args.duration <= 0:
-        raise ConfigError(f"--duration {args.duration} must be > 0 seconds")
-    cfg = load_config(PipelineBenchConfig, {
-        "model": None if args.model is None else str(args.model),
-        "source": args.source,
-        "duration_s": args.duration,
-        "fps": args.fps,
-        "width": args.width,
-        "height": args.height,
-        "engine": args.engine,
-        "provider": args.provider,
-        "threads": args.threads,
-        "precision": args.precision,
-        "baseline": args.baseline,
-        "peak_rate": args.peak_rate,
-        "engine_runs": args.engine_runs,
-        "progress": not args.no_progress,
-        "cameras": args.cameras,
-        "rounds": args.rounds,
-        "batch_timeout_ms": args.batch_timeout_ms,
-        "loop": args.loop,
-    }, source="perception bench pipeline")
+    cfg = config_from_flags(PipelineBenchConfig, args, source="perception bench pipeline")
     return run_pipeline_bench(cfg, command=command)
 
 

@@ -121,11 +121,12 @@ def open_camera_sources(cameras: list[RunConfig]) -> list[Any]:
         for camera in cameras:
             spec = camera.cameras[0].source
             try:
-                sources.append(open_source(spec, **camera.source_options()))
+                sources.append(open_source(spec, camera.source_options))
             except PerceptionError as exc:
                 if len(cameras) == 1:
                     raise
-                raise type(exc)(f"camera {camera.camera_name!r} (--source {camera.camera_name}={spec}): {exc}") from None
+                name = camera.publish_options.camera_name
+                raise type(exc)(f"camera {name!r} (--source {name}={spec}): {exc}") from None
     except BaseException:
         for source in sources:
             source.close()
@@ -153,8 +154,9 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
         from perception.publish import MaskPublisher
 
         config = load_run_config(args)
-        if config.compile != "none" and config.engine != "torch":
-            raise ConfigError(f"--compile {config.compile} applies to --engine torch (a .pt checkpoint), not --engine {config.engine}")
+        compile_with = config.engine_options.compile
+        if compile_with != "none" and config.engine != "torch":
+            raise ConfigError(f"--compile {compile_with} applies to --engine torch (a .pt checkpoint), not --engine {config.engine}")
         if config.model is None and not DEFAULT_MODEL.is_file():
             raise ModelError(
                 f"no --model given and the shipped default model {DEFAULT_MODEL} is missing; "
@@ -164,21 +166,22 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
         if config.engine == "auto":  # the node starts at once, the probe (if any) runs beside it
             from perception.engines.auto import load_auto
 
-            engine = load_auto(Path(config.model_path), config.engine_options(), background=True)
+            engine = load_auto(Path(config.model_path), config.engine_options, background=True)
         else:
-            engine = load_engine(config.engine, config.model_path, config.engine_options())
+            engine = load_engine(config.engine, config.model_path, config.engine_options)
         cameras = [config.camera_config(i) for i in range(len(config.cameras))]
         signals.reached("opening the publisher")
+        publish = config.publish_options
         publisher = MaskPublisher(
-            endpoint=config.endpoint,
-            namespace=cameras[0].resolved_namespace,
-            encodings=config.encoding,
-            curve_secret_key_file=config.curve_secret_key,
-            curve_allow_dir=config.curve_allow,
-            sndhwm=config.sndhwm,
-            atomic_frames=config.atomic_frames,
+            endpoint=publish.endpoint,
+            namespace=cameras[0].publish_options.resolved_namespace,
+            encodings=publish.encoding,
+            curve_secret_key_file=publish.curve_secret_key,
+            curve_allow_dir=publish.curve_allow,
+            sndhwm=publish.sndhwm,
+            atomic_frames=publish.atomic_frames,
         )
-        publishers = [publisher] + [publisher.add_namespace(c.resolved_namespace) for c in cameras[1:]]
+        publishers = [publisher] + [publisher.add_namespace(c.publish_options.resolved_namespace) for c in cameras[1:]]
         signals.reached("opening the source")
         sources = open_camera_sources(cameras)
         source = sources[0] if len(sources) == 1 else sources

@@ -17,6 +17,7 @@ raises ``SourceError`` with the fix when it cannot be opened.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from perception.registry import Registry
@@ -48,15 +49,16 @@ def source_kind(spec: str) -> str:
     return "video"
 
 
-def open_source(spec: str, *, kind: str | None = None, **options: Any) -> Source:
-    """Open the source ``spec`` (kind detected unless given) with ``SourceOptions(**options)``.
+def open_source(spec: str, options: SourceOptions | None = None, *, kind: str | None = None, **changes: Any) -> Source:
+    """Open the source ``spec`` (kind detected unless given) with ``options`` (default
+    ``SourceOptions()``), ``changes`` replacing single fields (``open_source("synthetic", width=96)``).
 
     Raises:
         SourceError: the device, file or URL cannot be opened (the message names the fix).
         ConfigError: an unknown ``kind``.
     """
     cls = SOURCES.get(kind or source_kind(spec))
-    return cls(spec.strip(), SourceOptions(**options))
+    return cls(spec.strip(), dataclasses.replace(options or SourceOptions(), **changes))
 
 
 __all__ = ["SOURCES", "CorruptFrame", "Frame", "Source", "SourceOptions", "open_source", "source_kind"]
