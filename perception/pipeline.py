@@ -123,6 +123,7 @@ class Pipeline:
         self.first_publish_mono_ns: int | None = None
         self.rates = RateMeter()
         self._info_source_hw: tuple[int, int] | None = None
+        self._info_model_id: str | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -388,7 +389,8 @@ class Pipeline:
 
     def _publish_one(self, item: _Inferred) -> None:
         t0 = time.perf_counter()
-        if item.letterbox.src_hw != self._info_source_hw:  # the first frame, or the source size changed
+        # The first frame, a new source size, or a new model (--engine auto switched engines).
+        if item.letterbox.src_hw != self._info_source_hw or self.engine.model_id != self._info_model_id:
             self._publish_info(item.letterbox)
         if self.unknown is not None:
             self._mark_unknown(item)
@@ -470,6 +472,7 @@ class Pipeline:
         if set_info is not None:
             set_info(self.info(letterbox))
             self._info_source_hw = None if letterbox is None else letterbox.src_hw
+            self._info_model_id = self.engine.model_id
 
     def _content_map(self, item: _Inferred) -> np.ndarray:
         """The class map without invented pixels: the letterbox padding is cut off (``model``: the

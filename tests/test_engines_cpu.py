@@ -328,6 +328,11 @@ def test_the_node_switches_engines_mid_run_and_its_counts_balance(tmp_path, monk
         made.append(self)
 
     monkeypatch.setattr(auto_mod.SwitchingEngine, "__init__", recording_init)
+    from perception.publish import MaskPublisher
+
+    infos: list[dict] = []
+    real_set_info = MaskPublisher.set_info
+    monkeypatch.setattr(MaskPublisher, "set_info", lambda self, doc: (infos.append(doc), real_set_info(self, doc))[1])
 
     def release_then_stop():  # the verdict arrives after 5 runs; the node stops 20 runs after the switch
         import os
@@ -355,6 +360,9 @@ def test_the_node_switches_engines_mid_run_and_its_counts_balance(tmp_path, monk
     assert final["published"] > 20 and final["dropped"] == 0  # lossless; balanced counts the frames in flight
     assert (final["engine"], final["precision"]) == ("ort", "int8"), final["engine_selection"]
     assert final["engine_selection"]["switched_after_runs"] >= 5
+    # The latched <ns>/info follows the engine: a late subscriber reads the model that makes the masks.
+    ids = [doc["model_id"] for doc in infos]
+    assert ids[0] != ids[-1] and ids[-1] == final["model_id"], ids
 
 
 def test_probe_key_versions_equal_importlib_metadata():
