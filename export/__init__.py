@@ -183,7 +183,9 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
             int8_path.unlink(missing_ok=True)
             raise ExportGateError(
                 f"INT8 mIoU drop {int8.drop_points:.2f} points exceeds {int8.max_drop_points:.1f}; "
-                "file removed (use more --calib-count, or --allow-int8-drop to keep it)"
+                "file removed (keep the costly layers float with `python -m perception.export.quantize "
+                f"{cfg.out} --calib ... --val-data ... --accuracy-control SPEC`, labelled images other than "
+                "the gate's; or --allow-int8-drop to keep it)"
             )
         summary.int8_path, summary.int8 = int8_path, int8
 

@@ -531,7 +531,9 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     if not report.passed and not args.allow_int8_drop:
         out.unlink(missing_ok=True)
-        print(f"export.quantize: error: mIoU drop over budget; {out.name} removed")
+        hint = ("" if args.accuracy_control else
+                "; --accuracy-control SPEC (labelled images other than --val-data) keeps the layers that cost mIoU float")
+        print(f"export.quantize: error: mIoU drop over budget; {out.name} removed{hint}")
         return 1
     return 0
 
