@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -524,7 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         val, source = load_samples(val_spec, split="val", count=args.val_count, input_hw=metadata.input_hw)
         report = gate_int8(args.model, out, val, metadata, allow_drop=args.allow_int8_drop)
     except PerceptionError as exc:
-        print(f"export.quantize: error: {exc}")
+        print(f"export.quantize: error: {exc}", file=sys.stderr)
         return 2
     print(f"validated on {source}")
     for line in report.lines():
@@ -533,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         out.unlink(missing_ok=True)
         hint = ("" if args.accuracy_control else
                 "; --accuracy-control SPEC (labelled images other than --val-data) keeps the layers that cost mIoU float")
-        print(f"export.quantize: error: mIoU drop over budget; {out.name} removed{hint}")
+        print(f"export.quantize: error: mIoU drop over budget; {out.name} removed{hint}", file=sys.stderr)
         return 1
     return 0
 

@@ -531,15 +531,16 @@ def test_quantize_cli_accuracy_control_still_gated(exported_fp32, folder_dataset
     common = [str(model), "--out", str(out), "--calib", f"folder:{root}", "--calib-count", "6",
               "--val-data", f"folder:{root}", "--val-count", "4"]
     assert quantize.main([*common, "--accuracy-control", f"folder:{root}"]) == 2
-    assert "is the gate's --val-data" in capsys.readouterr().out and not out.exists()
+    assert "is the gate's --val-data" in capsys.readouterr().err and not out.exists()
     assert quantize.main([*common, "--accuracy-control", f"folder:{root}/train", "--ac-max-drop", "3"]) == 2
-    assert "--ac-max-drop 3.0 must be within 0..0.5" in capsys.readouterr().out
+    assert "--ac-max-drop 3.0 must be within 0..0.5" in capsys.readouterr().err
     real_gate = quantize.gate_int8  # the real scores, judged against a budget no model meets
     monkeypatch.setattr(quantize, "gate_int8", lambda *a, **k: dataclasses.replace(real_gate(*a, **k), max_drop_points=-100.0))
     code = quantize.main([*common, "--accuracy-control", f"folder:{root}/train", "--ac-count", "6", "--ac-max-drop", "0"])
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr()
     assert code == 1, printed
-    assert "accuracy control on 6 images" in printed and "int8 FAIL" in printed and not out.exists()
+    assert "accuracy control on 6 images" in printed.out and "int8 FAIL" in printed.out and not out.exists()
+    assert printed.err.splitlines()[-1].startswith("export.quantize: error: mIoU drop over budget"), printed.err
     with pytest.raises(quantize.ConfigError, match="needs the nncf quantiser"):
         quantize.quantize_int8(model, out, [np.zeros((*HW, 3), np.uint8)], metadata=read_model_metadata(model),
                                quantizer="ort", accuracy_control=quantize.AccuracyControl([]))
