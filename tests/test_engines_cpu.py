@@ -18,6 +18,7 @@ from tiny_models import expected_class_ids, tiny_metadata, write_brightness_mode
 from perception import contracts
 from perception.engines import EngineOptions, load_engine
 from perception.engines import auto as auto_mod
+from perception.engines.switching import SwitchingEngine
 from perception.errors import ConfigError, ModelError
 
 HW = (48, 64)
@@ -256,7 +257,7 @@ def test_first_start_runs_fp32_at_once_and_switches_between_frames(tmp_path, mon
     engine = auto_mod.load_auto(model, EngineOptions(threads=1), background=True)
     batch = np.full((1, *HW, 3), 200, np.uint8)
     try:
-        assert isinstance(engine, auto_mod.SwitchingEngine)
+        assert isinstance(engine, SwitchingEngine)
         for _ in range(3):  # the verdict cannot have arrived: FP32 runs the first frames
             np.testing.assert_array_equal(engine.infer(batch)["class_ids"], expected_class_ids(batch))
         assert (engine.kind, engine.precision, engine.selection["state"]) == ("ort", "fp32", "probing")
@@ -304,7 +305,7 @@ def test_a_cached_verdict_starts_on_the_winner_and_close_stops_a_running_probe(t
     auto_mod.write_cached(auto_mod.Selection(engine="ort", precision="int8", reason="cached verdict", key=key),
                           auto_mod.probe_cache_dir())
     engine = auto_mod.load_auto(model, options, background=True)
-    assert not isinstance(engine, auto_mod.SwitchingEngine) and engine.precision == "int8"
+    assert not isinstance(engine, SwitchingEngine) and engine.precision == "int8"
     assert engine.selection["from_cache"] and engine.selection["reason"] == "cached verdict"
     engine.close()
 
@@ -321,13 +322,13 @@ def test_the_node_switches_engines_mid_run_and_its_counts_balance(tmp_path, monk
     write_good_int8(model)
     flag = fake_probe(monkeypatch, tmp_path, verdict=INT8_VERDICT)
     made: list = []
-    real_init = auto_mod.SwitchingEngine.__init__
+    real_init = SwitchingEngine.__init__
 
     def recording_init(self, *args, **kwargs):
         real_init(self, *args, **kwargs)
         made.append(self)
 
-    monkeypatch.setattr(auto_mod.SwitchingEngine, "__init__", recording_init)
+    monkeypatch.setattr(SwitchingEngine, "__init__", recording_init)
     from perception.publish import MaskPublisher
 
     infos: list[dict] = []

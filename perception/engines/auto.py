@@ -33,7 +33,6 @@ import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -451,142 +450,6 @@ def probe_in_child(model_path: Path, options: EngineOptions, cache_dir: Path, ke
     return child_verdict(done.returncode, done.stdout, done.stderr, key)
 
 
-#: ``nice`` increment of the background probe child. 0 (the node's own priority), measured: at
-#: nice 10 on the 2-core Xeon the probe beside a busy node took 21 s instead of 13, and its
-#: starved, preempted timings ranked ONNX Runtime FP32 first (then cached that verdict), while
-#: at 0 it ranked OpenVINO INT8 first, as a quiet probe does.
-BACKGROUND_PROBE_NICE = 0
-
-
-class SwitchingEngine(Engine):
-    """``--engine auto`` at a first start (no cached verdict): ONNX Runtime FP32 runs at once while
-    the probe runs in a child process; the verified winner takes over between two frames.
-
-    The probe child is the same as ``probe_in_child``'s (it writes the cache, so the next start
-    loads the winner directly). When its verdict arrives, a watcher thread loads the winner and
-    runs it once (from the compiled-model caches the child filled); the next ``infer`` call swaps
-    it in and closes ONNX Runtime, so no frame is lost or run twice. The switch is logged once and
-    the stats document's ``engine``, ``precision`` and ``engine_selection`` follow it. A probe that
-    fails, or a winner that cannot be loaded, leaves ONNX Runtime FP32 running; the reason is logged
-    and published (``engine_selection.state`` ``failed``). ``close`` stops a probe still running
-    (the next start probes again).
-    """
-
-    def __init__(self, model_path: Path, options: EngineOptions, *, cache_dir: Path, key: dict) -> None:
-        from perception.engines.ort import OrtEngine
-
-        self._model_path, self._options, self._key = model_path, options, key
-        self._current: Engine = OrtEngine(model_path, EngineOptions(provider="cpu", threads=options.threads, precision="fp32"))
-        self._pending: Engine | None = None
-        self._lock = threading.Lock()
-        self._closed = False
-        self._started = time.monotonic()
-        #: ``infer`` calls so far (warm-up runs included), and how many ran before the winner took over.
-        self.calls = 0
-        self.switched_at_call: int | None = None
-        self._selection: dict = {
-            "engine": REFERENCE[0], "precision": REFERENCE[1], "state": "probing", "from_cache": False,
-            "reason": "first start for this model and machine: probing the engines in the background; "
-                      "ONNX Runtime FP32 runs meanwhile",
-        }
-        cmd, env = probe_command(model_path, options, cache_dir, nice=BACKGROUND_PROBE_NICE)
-        try:
-            self._proc: subprocess.Popen | None = subprocess.Popen(
-                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env)
-        except OSError as exc:
-            self._proc = None
-            self._fail(f"the probe process could not start ({exc.strerror})")
-            return
-        self._watcher = threading.Thread(target=self._watch, name="perception-probe", daemon=True)
-        self._watcher.start()
-        log.info("--engine auto: first start for %s here; running ONNX Runtime FP32 while the engines are probed "
-                 "in the background (pid %d)", model_path.name, self._proc.pid)
-
-    # Everything the node reads follows the engine running now.
-    kind = property(lambda self: self._current.kind)  # type: ignore[assignment]
-    metadata = property(lambda self: self._current.metadata)  # type: ignore[assignment]
-    input_spec = property(lambda self: self._current.input_spec)  # type: ignore[assignment]
-    provider = property(lambda self: self._current.provider)  # type: ignore[assignment]
-    precision = property(lambda self: self._current.precision)  # type: ignore[assignment]
-    model_path = property(lambda self: self._current.model_path)  # type: ignore[assignment]
-    output_names = property(lambda self: self._current.output_names)  # type: ignore[assignment]
-    selection = property(lambda self: self._selection)  # type: ignore[assignment]
-
-    def _fail(self, why: str) -> None:
-        log.warning("--engine auto: %s; ONNX Runtime FP32 keeps running (the next start probes again)", why)
-        self._selection = {**self._selection, "state": "failed", "reason": f"{why}; ONNX Runtime FP32 kept"}
-
-    def _watch(self) -> None:
-        assert self._proc is not None
-        stdout, stderr = self._proc.communicate()
-        if self._closed:
-            return
-        try:
-            selection = child_verdict(self._proc.returncode, stdout, stderr, self._key)
-        except PerceptionError as exc:
-            self._fail(f"the background probe failed: {str(exc).splitlines()[0][:300]}")
-            return
-        doc = {**selection.to_dict(), "state": "chosen", "probe_wall_s": round(time.monotonic() - self._started, 3)}
-        if (selection.engine, selection.precision) == REFERENCE:
-            self._selection = doc
-            log.info("--engine auto: the background probe kept ort-fp32 (%s)", selection.reason)
-            return
-        try:
-            engine = _load(Candidate(selection.engine, selection.precision), self._model_path, self._options)
-            engine.warmup(1)  # its first run (allocations, kernel choice) here, not on a frame
-        except (PerceptionError, RuntimeError) as exc:
-            self._fail(f"the probe chose {selection.engine}-{selection.precision} but it did not load here "
-                       f"({str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__})")
-            return
-        if engine.output_names != self._current.output_names:  # the probe checks this; never trade outputs
-            engine.close()
-            self._fail(f"{selection.engine}-{selection.precision} lacks outputs of ort-fp32")
-            return
-        engine.selection = doc
-        with self._lock:
-            if self._closed:
-                engine.close()
-                return
-            self._pending = engine
-
-    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        if self._pending is not None:  # read without the lock: only this thread clears it
-            self._switch()
-        self.calls += 1
-        return self._current.infer(batch)
-
-    def _switch(self) -> None:
-        with self._lock:
-            new, self._pending = self._pending, None
-        if new is None:
-            return
-        old, self._current = self._current, new
-        old.close()
-        self.switched_at_call = self.calls
-        self._selection = {**(new.selection or {}), "switched_after_runs": self.calls,
-                           "switched_after_s": round(time.monotonic() - self._started, 3)}
-        log.info("--engine auto: switched from ort-fp32 to %s-%s after %d runs, %.1f s after start (%s)",
-                 new.kind, new.precision, self.calls, time.monotonic() - self._started,
-                 self._selection.get("reason", ""))
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            pending, self._pending = self._pending, None
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()  # our own child; the next start probes again
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        if self._proc is not None:
-            self._watcher.join(10)
-        if pending is not None:
-            pending.close()
-        self._current.close()
-
-
 def load_auto(model_path: Path, options: EngineOptions, *, background: bool = False) -> Engine:
     """``--engine auto``: probe (or read the cached probe), load the winner, log why once.
 
@@ -608,6 +471,8 @@ def load_auto(model_path: Path, options: EngineOptions, *, background: bool = Fa
         selection = read_cached(key, cache_dir)
         if selection is None and len(candidates) > 1:
             read_model_metadata(model_path)  # a clear ModelError before anything starts
+            from perception.engines.switching import SwitchingEngine  # imports this module
+
             return SwitchingEngine(model_path, options, cache_dir=cache_dir, key=key)
     if selection is None:
         selection = select_engine(model_path, options, isolated=True)
