@@ -33,6 +33,8 @@ PrecisionName = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 #: ``auto``: the model file's own precision (the ``auto`` engine probes the others).
 PRECISION_CHOICES: tuple[str, ...] = get_args(PrecisionName)
 MAX_THREADS = 256
+#: The most frames ``--streams`` may keep in the inference stage at once.
+MAX_STREAMS = 8
 
 
 @dataclass(frozen=True)
@@ -66,13 +68,21 @@ class SourceOptions:
 @dataclass(frozen=True)
 class EngineOptions:
     """Backend choices. ``provider``: where to run (``auto`` picks the fastest available);
-    ``threads``: CPU intra-op threads (0: the backend's default); ``fp16``: half precision (torch);
+    ``threads``: CPU inference threads in all (0: the backend's default), shared by the ``streams``
+    frames in flight (each runs on ``threads // streams``); ``streams``: frames the inference stage
+    runs at once (``perception.engines.base.Engine.worker``), each with its own request or context:
+    more frames per second when one inference does not fill the cores, a little more latency per
+    frame; ``fp16``: half precision (torch);
     ``compile``: ``tensorrt`` compiles the torch engine's model with Torch-TensorRT;
     ``precision``: the arithmetic to run in (``bf16``: OpenVINO on CPUs with AVX-512 BF16/AMX;
     ``int8``: the model's INT8 sibling, see ``perception.engines.base.int8_model_path``)."""
 
     provider: ProviderName = setting("auto", group="engine", help="where to run the model (auto: the fastest available)")
-    threads: int = setting(0, lo=0, hi=MAX_THREADS, group="engine", help="CPU inference threads (0: the backend's default)")
+    threads: int = setting(0, lo=0, hi=MAX_THREADS, group="engine",
+                           help="CPU inference threads in all, shared by the --streams (0: the backend's default)")
+    streams: int = setting(1, lo=1, hi=MAX_STREAMS, group="engine", metavar="N",
+                           help="frames in flight in the inference stage (ort, openvino, auto): more throughput, "
+                                "a little more latency per frame")
     fp16: bool = setting(False, group="engine", help="half precision (torch engine on CUDA)")
     compile: CompileName = setting("none", group="engine",
                                    help="tensorrt: Torch-TensorRT for --engine torch on CUDA")
@@ -88,6 +98,11 @@ class EngineOptions:
             raise ConfigError(f"unknown --provider {self.provider!r}; known: {', '.join(PROVIDER_CHOICES)}")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or not 0 <= self.threads <= MAX_THREADS:
             raise ConfigError(f"--threads {self.threads!r} must be an integer in 0..{MAX_THREADS} (0: the backend's default)")
+        if isinstance(self.streams, bool) or not isinstance(self.streams, int) or not 1 <= self.streams <= MAX_STREAMS:
+            raise ConfigError(f"--streams {self.streams!r} must be an integer in 1..{MAX_STREAMS} (frames in flight)")
+        if self.threads and self.threads < self.streams:
+            raise ConfigError(f"--threads {self.threads} is fewer than --streams {self.streams}: each frame in flight needs "
+                              f"a thread (--threads is the total); give --threads {self.streams} or more, or 0")
         if self.compile not in COMPILE_CHOICES:
             raise ConfigError(f"unknown --compile {self.compile!r}; known: {', '.join(COMPILE_CHOICES)}")
         if self.precision not in PRECISION_CHOICES:

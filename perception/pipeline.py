@@ -1,8 +1,10 @@
-"""The node's loop: capture thread -> FrameQueue -> inference thread -> publish thread.
+"""The node's loop: capture thread -> FrameQueue -> inference thread(s) -> publish thread.
 
 - capture: ``source.read()`` stamps each frame and puts it on the frame queue (``latest`` drops
   the oldest when inference falls behind; ``lossless`` makes capture wait);
-- inference: letterbox into the one preallocated batch, ``engine.infer``;
+- inference: letterbox into the one preallocated batch, ``engine.infer``; with ``streams`` N > 1
+  (``--streams``), N workers, each with its own batch and engine worker, run N frames at once and
+  the publish thread puts them back in capture order (``perception/inflight.py``);
 - publish: cut the letterbox padding off (or map back to the source size if asked), build the masks (lookup tables), obstacle blobs,
   ``publisher.publish_masks`` and, once per ``stats_interval_s``, the stats document.
 
@@ -38,6 +40,7 @@ from perception import contracts
 from perception.engines.base import Engine
 from perception.errors import PerceptionError, PublishError
 from perception.frame_queue import FrameQueue, QueueClosed
+from perception.inflight import InFlight
 from perception.masks import MaskBuilder, obstacle_blobs, unknown_marker_for
 from perception.preprocess import Letterbox, Preprocessor
 from perception.run_config import RunConfig
@@ -89,8 +92,18 @@ class Pipeline:
         self.publisher = publisher
         policy = config.queue if config.queue != "auto" else ("latest" if source.live else "lossless")
         self.frames: FrameQueue[Frame] = FrameQueue(config.queue_capacity, policy)
+        #: Frames the inference stage runs at once (``--streams``).
+        self.streams = config.engine_options.streams
         # Lossless between inference and publishing: a frame that was inferred is always published.
-        self._inferred: FrameQueue[_Inferred] = FrameQueue(2, "lossless")
+        # With several workers it carries (ticket, frame or None) for the reorder step.
+        self._inferred: FrameQueue[Any] = FrameQueue(2 if self.streams == 1 else 2 * self.streams, "lossless")
+        self._inflight: InFlight[Frame, _Inferred] | None = None
+        self._workers: list[Any] = []
+        if self.streams > 1:
+            self._inflight = InFlight(self.frames, window=2 * self.streams, limit=config.max_frames)
+            self._workers = [engine.worker() for _ in range(self.streams)]  # ConfigError: it cannot
+        self._workers_running = 0
+        self._count_lock = threading.Lock()
         publish = config.publish_options
         self.masks = MaskBuilder(
             engine.metadata.class_table, model=engine.model_id, overrides={k: list(v) for k, v in publish.task.items()},
@@ -137,7 +150,10 @@ class Pipeline:
         t0 = time.perf_counter()
         self.startup = "warming up the engine"
         try:
-            self.engine.warmup(self.config.warmup)
+            if self._workers:
+                self.engine.warm_workers(self._workers, self.config.warmup)
+            else:
+                self.engine.warmup(self.config.warmup)
         except BaseException:
             self.source.close()  # no capture thread will own it: a camera must not stay open
             raise
@@ -146,9 +162,10 @@ class Pipeline:
             self._done.set()
             return
         log.info(
-            "engine warm-up: %d runs in %.0f ms; source %s, queue %s(%d), masks %s",
-            self.config.warmup, (time.perf_counter() - t0) * 1e3, self.source.describe(),
-            self.frames.policy, self.frames.capacity, ",".join(self.masks.topics),
+            "engine warm-up: %d runs%s in %.0f ms; source %s, queue %s(%d), masks %s%s",
+            self.config.warmup, f" on each of {self.streams} workers" if self._workers else "",
+            (time.perf_counter() - t0) * 1e3, self.source.describe(), self.frames.policy, self.frames.capacity,
+            ",".join(self.masks.topics), f"; {self.streams} frames in flight" if self._workers else "",
         )
         self._publish_info(None)
         if self.config.publish_options.wait_subscribers:
@@ -164,9 +181,15 @@ class Pipeline:
                 return
         self.startup = "complete"
         self.rates.restart()
-        for name, target in (("capture", self._capture_loop), ("inference", self._inference_loop),
-                             ("publish", self._publish_loop)):
-            t = threading.Thread(target=self._guard, args=(name, target), name=f"perception-{name}", daemon=True)
+        stages: list[tuple[str, str, Any]] = [("capture", "capture", self._capture_loop)]
+        if self._workers:
+            self._workers_running = len(self._workers)
+            stages += [("inference", f"inference-{i}", lambda i=i: self._worker_loop(i)) for i in range(len(self._workers))]
+        else:
+            stages.append(("inference", "inference", self._inference_loop))
+        stages.append(("publish", "publish", self._publish_loop))
+        for stage, name, target in stages:
+            t = threading.Thread(target=self._guard, args=(stage, target), name=f"perception-{name}", daemon=True)
             self._threads.append(t)
             t.start()
 
@@ -230,8 +253,8 @@ class Pipeline:
         """
         for t in self._threads:
             t.join(timeout=0.5 if t.name == "perception-capture" else JOIN_S)
-        # Whatever is still queued between the stages will not be published.
-        self._discard(len(self.frames) + len(self._inferred))
+        # Whatever is still queued between the stages (or waiting for its turn) will not be published.
+        self._discard(len(self.frames) + self._unpublished_inferred())
         final = self.stats(final=True)
         failure: PerceptionError | None = None
         if self._error is not None:
@@ -254,6 +277,23 @@ class Pipeline:
                 raise failure
             raise failure from self._error[1]
         return final
+
+    def _unpublished_inferred(self) -> int:
+        """Inferred frames left between the stages at the end (the threads have been joined)."""
+        if self._inflight is None:
+            return len(self._inferred)
+        left = self._inflight.held
+        self._inferred.close()
+        while True:  # a closed queue hands out what it holds, then raises
+            try:
+                entry = self._inferred.get(timeout=0)
+            except QueueClosed:
+                return left
+            left += entry is not None and entry[1] is not None
+
+    def _count_bad(self) -> None:
+        with self._count_lock:  # inference workers and the publish thread all count
+            self.bad_frames += 1
 
     def _discard(self, count: int) -> None:
         with self._discard_lock:  # capture and inference both count at the end of a run
@@ -309,6 +349,7 @@ class Pipeline:
             self.source.close()
 
     def _inference_loop(self) -> None:
+        """The one inference thread (``streams`` 1)."""
         consecutive = 0
         try:
             while not self._stop.is_set():
@@ -318,72 +359,138 @@ class Pipeline:
                     break
                 if frame is None:
                     continue
-                dequeue_mono = time.monotonic_ns()
                 try:
-                    t0 = time.perf_counter()
-                    batch = self.preprocess(frame.image)
-                    t1 = time.perf_counter()
-                    outputs = self.engine.infer(batch)
-                    t2 = time.perf_counter()
+                    item = self._infer_one(frame, self.preprocess, self.engine)
                 except BaseException as exc:
-                    consecutive += 1
-                    self.bad_frames += 1
-                    if consecutive >= MAX_CONSECUTIVE_FAILURES or not isinstance(exc, Exception):
-                        raise
-                    self._limited.warning("infer", "frame %d skipped: %s: %s", frame.seq, type(exc).__name__, exc)
+                    consecutive = self._infer_failed(frame, exc, consecutive)
                     continue
                 consecutive = 0
-                # Several cameras on one engine (perception/batching.py): the wait for the batch is
-                # its own stage, apart from the inference itself.
-                batch_ms = getattr(self.engine, "last_wait_ms", None)
-                item = _Inferred(
-                    seq=frame.seq,
-                    capture_ns=frame.capture_ns,
-                    capture_mono_ns=frame.capture_mono_ns,
-                    class_ids=outputs[contracts.OUTPUT_CLASS_IDS][0],
-                    letterbox=self.preprocess.letterbox,
-                    confidence=outputs[contracts.OUTPUT_CONFIDENCE][0] if self.unknown is not None else None,
-                    latency_ms={
-                        "capture": frame.capture_ms,
-                        "queue": (dequeue_mono - frame.capture_mono_ns) / 1e6,
-                        "preprocess": (t1 - t0) * 1e3,
-                        **({} if batch_ms is None else {"batch": batch_ms}),
-                        "infer": (t2 - t1) * 1e3 - (batch_ms or 0.0),
-                    },
-                )
-                while not self._inferred.put(item, timeout=POLL_S):
-                    if self._inferred.closed:
-                        self._discard(1)  # inferred, but publishing has ended
-                        return
+                if not self._hand_on(item, counted=True):
+                    return
                 self.frames_inferred += 1
                 if self.config.max_frames and self.frames_inferred >= self.config.max_frames:
-                    self._end_reason = self._end_reason or "max frames reached"
-                    self.source.interrupt()
+                    self._max_frames_reached()
                     break
         finally:
             self._inference_ended.set()
             self.frames.close()  # frees a capture thread waiting for room in a lossless queue
             self._inferred.close()
 
+    def _worker_loop(self, index: int) -> None:
+        """Inference worker ``index`` of ``streams`` (see ``perception/inflight.py``): its own
+        letterbox batch and engine worker; each frame goes on with its ticket, a failed one as None."""
+        inflight = self._inflight
+        assert inflight is not None  # set with the workers
+        preprocess = self.preprocess if index == 0 else Preprocessor(self.engine.input_hw)
+        worker = self._workers[index]
+        consecutive = 0
+        try:
+            while not self._stop.is_set() and not inflight.exhausted:
+                try:
+                    taken = inflight.take(POLL_S)
+                except QueueClosed:
+                    break
+                if taken is None:
+                    continue
+                ticket, frame = taken
+                try:
+                    item = self._infer_one(frame, preprocess, worker)
+                except BaseException as exc:
+                    inflight.done(ok=False)
+                    self._hand_on((ticket, None), counted=False)  # lets later frames go out
+                    consecutive = self._infer_failed(frame, exc, consecutive)
+                    continue
+                consecutive = 0
+                handed = self._hand_on((ticket, item), counted=True)
+                if handed:
+                    with self._count_lock:
+                        self.frames_inferred += 1
+                if inflight.done(ok=handed):
+                    self._max_frames_reached()
+                if not handed:
+                    return
+        finally:
+            with self._count_lock:
+                self._workers_running -= 1
+                last = self._workers_running == 0
+            self.frames.close()  # frees a capture thread waiting for room in a lossless queue
+            if last:  # the others may still hand frames on until they end
+                self._inference_ended.set()
+                self._inferred.close()
+
+    def _infer_one(self, frame: Frame, preprocess: Preprocessor, engine: Any) -> _Inferred:
+        """Letterbox ``frame`` into ``preprocess``'s batch and run ``engine`` (or an engine worker)
+        on it; raises what they raise."""
+        dequeue_mono = time.monotonic_ns()
+        t0 = time.perf_counter()
+        batch = preprocess(frame.image)
+        t1 = time.perf_counter()
+        outputs = engine.infer(batch)
+        t2 = time.perf_counter()
+        # Several cameras on one engine (perception/batching.py): the wait for the batch is
+        # its own stage, apart from the inference itself.
+        batch_ms = getattr(engine, "last_wait_ms", None)
+        return _Inferred(
+            seq=frame.seq,
+            capture_ns=frame.capture_ns,
+            capture_mono_ns=frame.capture_mono_ns,
+            class_ids=outputs[contracts.OUTPUT_CLASS_IDS][0],
+            letterbox=preprocess.letterbox,
+            confidence=outputs[contracts.OUTPUT_CONFIDENCE][0] if self.unknown is not None else None,
+            latency_ms={
+                "capture": frame.capture_ms,
+                "queue": (dequeue_mono - frame.capture_mono_ns) / 1e6,
+                "preprocess": (t1 - t0) * 1e3,
+                **({} if batch_ms is None else {"batch": batch_ms}),
+                "infer": (t2 - t1) * 1e3 - (batch_ms or 0.0),
+            },
+        )
+
+    def _infer_failed(self, frame: Frame, exc: BaseException, consecutive: int) -> int:
+        """Count a frame inference failed on; raise when the stage fails for good, else the new
+        count of failures in a row."""
+        consecutive += 1
+        self._count_bad()
+        if consecutive >= MAX_CONSECUTIVE_FAILURES or not isinstance(exc, Exception):
+            raise exc
+        self._limited.warning("infer", "frame %d skipped: %s: %s", frame.seq, type(exc).__name__, exc)
+        return consecutive
+
+    def _hand_on(self, entry: Any, *, counted: bool) -> bool:
+        """Put ``entry`` on the queue to publishing; False when publishing has ended (an inferred
+        frame, ``counted``, is then discarded)."""
+        while not self._inferred.put(entry, timeout=POLL_S):
+            if self._inferred.closed:
+                if counted:
+                    self._discard(1)  # inferred, but publishing has ended
+                return False
+        return True
+
+    def _max_frames_reached(self) -> None:
+        self._end_reason = self._end_reason or "max frames reached"
+        self.source.interrupt()
+
     def _publish_loop(self) -> None:
         consecutive = 0
         while not self._stop.is_set():
             try:
-                item = self._inferred.get(timeout=POLL_S)
+                entry = self._inferred.get(timeout=POLL_S)
             except QueueClosed:
                 break
-            if item is not None:
-                try:
-                    self._publish_one(item)
-                    consecutive = 0
-                except BaseException as exc:
-                    consecutive += 1
-                    self.bad_frames += 1  # counted whether skipped or fatal: the equation must balance
-                    # Only a frame the post-processing cannot use is skipped; anything else (a broken
-                    # socket, a bug) stops the node at once.
-                    if consecutive >= MAX_CONSECUTIVE_FAILURES or not isinstance(exc, (ValueError, TypeError, ArithmeticError)):
-                        raise
-                    self._limited.warning("publish", "frame %d skipped: %s: %s", item.seq, type(exc).__name__, exc)
+            if entry is not None:
+                # Several workers: (ticket, frame or None), held until its turn.
+                for item in [entry] if self._inflight is None else self._inflight.in_order(*entry):
+                    try:
+                        self._publish_one(item)
+                        consecutive = 0
+                    except BaseException as exc:
+                        consecutive += 1
+                        self._count_bad()  # counted whether skipped or fatal: the equation must balance
+                        # Only a frame the post-processing cannot use is skipped; anything else (a broken
+                        # socket, a bug) stops the node at once.
+                        if consecutive >= MAX_CONSECUTIVE_FAILURES or not isinstance(exc, (ValueError, TypeError, ArithmeticError)):
+                            raise
+                        self._limited.warning("publish", "frame %d skipped: %s: %s", item.seq, type(exc).__name__, exc)
             if self.rates.due(self.config.publish_options.stats_interval_s):
                 self.publisher.publish_json(contracts.STATS_TOPIC, self.stats())
 
@@ -530,6 +637,7 @@ class Pipeline:
             "engine": self.engine.kind,
             "provider": self.engine.provider,
             "precision": self.engine.precision or self.engine.metadata.precision,
+            "streams": self.streams,
             "model_id": self.engine.model_id,
             "masks": self.masks.topics,
             "publisher": self.publisher.stats(),

@@ -99,7 +99,12 @@ class RunConfig:
         return load_config(cls, settings, source="RunConfig")
 
     def __post_init__(self) -> None:
-        self.cameras  # noqa: B018 - validates the sources and camera names (ValueError naming them)
+        cameras = self.cameras  # validates the sources and camera names (ValueError naming them)
+        if len(cameras) > 1 and self.engine_options.streams > 1:
+            raise ValueError(
+                f"streams {self.engine_options.streams} with {len(cameras)} cameras: the cameras' frames already share "
+                "each inference (one batch in flight); drop --streams, or run a node per camera with --streams"
+            )
 
     @property
     def cameras(self) -> tuple[CameraSource, ...]:

@@ -127,6 +127,7 @@ CAMERA_STATS = (
     StatsKey("engine", "str", "the engine's registry name (`ort`, `tensorrt`, `openvino`, `torch`)"),
     StatsKey("provider", "str", "where it runs (e.g. `CPUExecutionProvider`)"),
     StatsKey("precision", "str", "`fp32`, `fp16` or `int8`"),
+    StatsKey("streams", "int", "frames in flight in the inference stage (`--streams`)"),
     StatsKey("model_id", "str", "the model's id, as in every mask header"),
     StatsKey("masks", "list", "the mask topics published", items="str"),
     StatsKey("publisher", "object", "the publisher's counters", fields=PUBLISHER_STATS),

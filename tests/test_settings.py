@@ -115,7 +115,7 @@ SAMPLES = {
 
 # Settings that exclude the ones above (mutually exclusive flags, a camera name beside a named source).
 ALTERNATES = {
-    "run": [{"source": "synthetic", "camera_name": "rear_1"}],
+    "run": [{"source": "synthetic", "camera_name": "rear_1", "streams": 2}],  # streams: one camera only
     "view": [{"endpoint": "tcp://127.0.0.1:5594", "namespace": "perception/front"}],
     "record": [{"out": "r.mcap", "namespace": "perception/front"}],
     "replay": [{"file": "a.mcap", "rate": 2.0}],
@@ -230,6 +230,8 @@ def test_a_yaml_file_a_launch_node_and_flags_give_one_composed_config(tmp_path):
 
 @pytest.mark.parametrize(("key", "typed", "core"), [
     ("threads", ["--threads", "300"], "threads=300 is out of range [0, 256]"),
+    ("streams", ["--streams", "0"], "streams=0 is out of range [1, 8]"),
+    ("streams", ["--streams", "9"], "streams=9 is out of range [1, 8]"),
     ("read_timeout_s", ["--read-timeout", "0.01"], "read_timeout_s=0.01 is out of range [0.1, 600]"),
     ("sndhwm", ["--sndhwm", "0"], "sndhwm=0 is out of range [1, 100000]"),
 ])

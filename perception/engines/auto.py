@@ -21,11 +21,13 @@ At a first start the node does not wait for the child (``load_auto(..., backgrou
 ``SwitchingEngine``): it runs ONNX Runtime FP32 from the first frame and switches to the verified
 winner between two frames when the verdict arrives (first mask 0.65 s instead of 3.61 s there).
 An INT8 candidate whose file records a passed mIoU gate is held to the class-id agreement that gate
-measured (``INT8_AGREEMENT_MARGIN``), the issue's "or the model's stored gate".
+measured (``INT8_AGREEMENT_MARGIN``), the issue's "or the model's stored gate". The probe times
+candidates one frame at a time; the winner is loaded with the node's ``--streams``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -270,9 +272,8 @@ def probe_frames(input_hw: tuple[int, int], count: int = PROBE_FRAMES) -> list[n
 def _load(candidate: Candidate, model_path: Path, options: EngineOptions) -> Engine:
     from perception.engines import load_engine
 
-    return load_engine(
-        candidate.engine, model_path, EngineOptions(provider="cpu", threads=options.threads, precision=candidate.precision)
-    )
+    return load_engine(candidate.engine, model_path, EngineOptions(
+        provider="cpu", threads=options.threads, precision=candidate.precision, streams=options.streams))
 
 
 def run_probe(
@@ -290,6 +291,8 @@ def run_probe(
         ModelError: no candidate is eligible (not even the reference loads).
     """
     start = time.perf_counter()
+    # Candidates are timed one frame at a time; the winner then runs with the node's --streams.
+    options = dataclasses.replace(options, streams=1)
     reference = _load(Candidate(*REFERENCE), model_path, options)
     try:
         expected = [reference.infer(f)["class_ids"] for f in frames]
@@ -479,8 +482,9 @@ def load_auto(model_path: Path, options: EngineOptions, *, background: bool = Fa
     engine = _load(Candidate(selection.engine, selection.precision), model_path, options)
     engine.selection = selection.to_dict()
     log.info(
-        "--engine auto chose %s-%s (%s%s)",
-        selection.engine, selection.precision, selection.reason,
+        "--engine auto chose %s-%s%s (%s%s)",
+        selection.engine, selection.precision, f", {options.streams} frames in flight" if options.streams > 1 else "",
+        selection.reason,
         "; cached probe" if selection.from_cache else f"; probed in {selection.probe_s:.1f} s",
     )
     return engine

@@ -2,6 +2,8 @@
 
 ``engine.infer(batch)`` takes uint8 N x H x W x 3 BGR frames (already fitted to ``input_spec``) and
 returns ``{"class_ids": uint8 N x H x W}`` plus ``"confidence"`` when the model has it.
+``engine.worker()`` hands out one more frame in flight (``--streams``): an object with the same
+``infer`` that may run at the same time as the other workers' (each its own request or context).
 ``engine.metadata`` is the model's ``contracts.ModelMetadata``; ``engine.provider`` says what
 actually runs it (e.g. ``CPUExecutionProvider``, ``tensorrt``, ``torch-cuda-fp16``).
 """
@@ -11,12 +13,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 import numpy as np
 
 from perception.contracts import INPUT_DTYPE, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ModelMetadata
-from perception.errors import ModelError
+from perception.errors import ConfigError, ModelError
 from perception.options import (  # noqa: F401 - declared there (light, shared with the configs), used from here
     COMPILE_CHOICES,
     PRECISION_CHOICES,
@@ -87,6 +89,20 @@ def infer_in_fixed_batches(run, batch: np.ndarray, fixed: int | None) -> dict[st
     return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
+class InferWorker(Protocol):
+    """One frame in flight (``Engine.worker``): ``infer`` as the engine's, on its own context."""
+
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+def refuse_streams(options: EngineOptions, kind: str, why: str) -> None:
+    """ConfigError when ``options.streams`` asks engine ``kind`` for more than one frame in flight
+    (``why``: what it runs frames on)."""
+    if options.streams > 1:
+        raise ConfigError(f"--engine {kind} runs one frame at a time ({why}); drop --streams {options.streams} "
+                          "or use --engine openvino, ort or auto")
+
+
 class Engine(ABC):
     """A loaded model ready to run. Subclasses set ``metadata``, ``input_spec``, ``provider``."""
 
@@ -102,6 +118,8 @@ class Engine(ABC):
     #: The outputs ``infer`` returns, in the contract's order: ``class_ids``, then ``confidence``
     #: when the model has it (each backend sets it from the graph it loaded).
     output_names: tuple[str, ...] = (OUTPUT_CLASS_IDS,)
+    #: Frames it was built to run at once (``--streams``; the node takes that many ``worker()``s).
+    streams: int = 1
 
     @abstractmethod
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -138,6 +156,24 @@ class Engine(ABC):
         batch = np.zeros((1, h, w, 3), dtype=np.uint8)
         for _ in range(n):
             self.infer(batch)
+
+    def worker(self) -> InferWorker:
+        """One more frame in flight: an object whose ``infer`` may run while other workers' (and
+        this engine's) run, each on its own request or context; the node takes ``streams`` of them.
+        Its outputs stay valid after its next call (the publish stage still reads them).
+
+        Raises:
+            ConfigError: the engine runs one frame at a time (the base class's answer).
+        """
+        raise ConfigError(f"--engine {self.kind} runs one frame at a time; use --streams 1")
+
+    def warm_workers(self, workers: list[InferWorker], n: int) -> None:
+        """``n`` dummy runs on each worker (its own request allocates and picks kernels on its first run)."""
+        h, w = self.input_hw
+        batch = np.zeros((1, h, w, 3), dtype=np.uint8)
+        for worker in workers:
+            for _ in range(n):
+                worker.infer(batch)
 
     @abstractmethod
     def close(self) -> None:

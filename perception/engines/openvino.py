@@ -8,7 +8,9 @@ sibling on VNNI/AMX. ``fp32`` (also what ``auto`` means here) keeps full precisi
 
 Compiled models are cached (OpenVINO's ``CACHE_DIR``, default ``~/.cache/perception/openvino``,
 ``PERCEPTION_OPENVINO_CACHE`` overrides it), so a second start skips graph compilation. The chosen
-precision, threads and device are logged once. Install with ``pip install 'perception[openvino]'``.
+precision, threads, streams and device are logged once. ``--streams N`` compiles N CPU streams
+(``NUM_STREAMS``; ``--threads`` is the total, shared by them) and gives each frame in flight its
+own infer request (``worker``). Install with ``pip install 'perception[openvino]'``.
 """
 
 from __future__ import annotations
@@ -126,6 +128,12 @@ class OpenVinoEngine(Engine):
             "PERFORMANCE_HINT": "LATENCY",
             "CACHE_DIR": str(openvino_cache_dir()),
         }
+        if options.streams > 1:
+            # --streams N: N CPU streams, each running one infer request on its share of the
+            # INFERENCE_NUM_THREADS (the total across streams; OpenVINO gives each stream at least
+            # one thread, so it runs fewer streams than asked when threads are short). An explicit
+            # NUM_STREAMS is kept under either hint; THROUGHPUT is the hint that names the intent.
+            config.update(PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=options.streams)
         if options.threads:
             config["INFERENCE_NUM_THREADS"] = options.threads
         try:
@@ -152,8 +160,14 @@ class OpenVinoEngine(Engine):
         self.precision = precision
         self.provider = f"CPU-{precision}"
         threads = self._compiled.get_property("INFERENCE_NUM_THREADS")
+        self.streams = options.streams
+        #: CPU streams OpenVINO runs (fewer than ``streams`` when it had fewer threads than that).
+        self.cpu_streams = int(self._compiled.get_property("NUM_STREAMS"))
+        if self.cpu_streams < self.streams:
+            log.warning("OpenVINO runs %d CPU streams for --streams %d (one thread each at least, %s threads): "
+                        "the other frames in flight wait for a free stream", self.cpu_streams, self.streams, threads)
         log.info(
-            "OpenVINO %s: %s on %s, precision %s (inference hint %s; CPU offers %s), %s threads, cache %s",
+            "OpenVINO %s: %s on %s, precision %s (inference hint %s; CPU offers %s), %s threads, %d stream%s, cache %s",
             ov.__version__ if hasattr(ov, "__version__") else ov.get_version(),
             self.metadata.model_id,
             core.get_property("CPU", "FULL_DEVICE_NAME"),
@@ -161,6 +175,8 @@ class OpenVinoEngine(Engine):
             hint,
             ", ".join(capabilities),
             threads,
+            self.cpu_streams,
+            "" if self.cpu_streams == 1 else "s",
             config["CACHE_DIR"],
         )
 
@@ -168,11 +184,34 @@ class OpenVinoEngine(Engine):
         return self.infer_any_batch(self._run, batch)
 
     def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        self._request.infer({0: batch})
-        # The request reuses its output buffers on the next call, while the publish thread may
-        # still hold this frame's ids: hand out copies (one byte per pixel, tens of microseconds).
-        return {name: self._request.get_tensor(name).data.copy() for name in self._output_names}
+        return run_request(self._request, batch, self._output_names)
+
+    def worker(self) -> OpenVinoWorker:
+        """Its own infer request on the shared compiled model (requests are not thread-safe, the
+        compiled model is): one frame in flight on one of the ``streams`` CPU streams."""
+        return OpenVinoWorker(self, self._compiled.create_infer_request())
 
     def close(self) -> None:
         self._request = None
         self._compiled = None
+
+
+def run_request(request, batch: np.ndarray, output_names: list[str]) -> dict[str, np.ndarray]:
+    """``request.infer`` on ``batch``, its outputs copied out."""
+    request.infer({0: batch})
+    # The request reuses its output buffers on the next call, while the publish thread may
+    # still hold this frame's ids: hand out copies (one byte per pixel, tens of microseconds).
+    return {name: request.get_tensor(name).data.copy() for name in output_names}
+
+
+class OpenVinoWorker:
+    """One frame in flight of an ``OpenVinoEngine`` (``engine.worker()``): its own infer request."""
+
+    def __init__(self, engine: OpenVinoEngine, request) -> None:
+        self._engine, self._request = engine, request
+
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        return self._engine.infer_any_batch(self._run, batch)
+
+    def _run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        return run_request(self._request, batch, self._engine._output_names)

@@ -48,8 +48,14 @@ class SwitchingEngine(Engine):
         from perception.engines.ort import OrtEngine
 
         self._model_path, self._options, self._key = model_path, options, key
-        self._current: Engine = OrtEngine(model_path, EngineOptions(provider="cpu", threads=options.threads, precision="fp32"))
+        self._current: Engine = OrtEngine(model_path, EngineOptions(
+            provider="cpu", threads=options.threads, precision="fp32", streams=options.streams))
+        self.streams = options.streams
         self._pending: Engine | None = None
+        #: Calls running now on each engine (by id), and the engine switched away from while some
+        #: still ran on it: the last of them closes it (``_leave``).
+        self._running: dict[int, int] = {}
+        self._retired: Engine | None = None
         self._lock = threading.Lock()
         self._closed = False
         self._started = time.monotonic()
@@ -122,18 +128,46 @@ class SwitchingEngine(Engine):
             self._pending = engine
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        if self._pending is not None:  # read without the lock: only this thread clears it
-            self._switch()
-        self.calls += 1
-        return self._current.infer(batch)
+        engine = self._enter()
+        try:
+            return engine.infer(batch)
+        finally:
+            self._leave(engine)
+
+    def worker(self) -> _SwitchingWorker:
+        """One frame in flight (``--streams``) that follows the switch: a worker of the engine
+        running now, replaced by one of the winner at its first call after the switch."""
+        return _SwitchingWorker(self)
+
+    def _enter(self) -> Engine:
+        """The engine a call runs on (swapping the winner in first when it is ready), counted as
+        running on it until ``_leave``."""
+        with self._lock:
+            if self._pending is not None:
+                self._switch()
+            self.calls += 1
+            engine = self._current
+            self._running[id(engine)] = self._running.get(id(engine), 0) + 1
+            return engine
+
+    def _leave(self, engine: Engine) -> None:
+        with self._lock:
+            left = self._running[id(engine)] = self._running[id(engine)] - 1
+            close = engine is self._retired and left == 0
+            if close:
+                self._retired = None
+        if close:
+            engine.close()
 
     def _switch(self) -> None:
-        with self._lock:
-            new, self._pending = self._pending, None
-        if new is None:
-            return
+        """Swap the winner in (caller holds the lock). The old engine closes now, or when the last
+        call still running on it (another frame in flight) returns."""
+        new, self._pending = self._pending, None
         old, self._current = self._current, new
-        old.close()
+        if self._running.get(id(old), 0):
+            self._retired = old
+        else:
+            old.close()
         self.switched_at_call = self.calls
         self._selection = {**(new.selection or {}), "switched_after_runs": self.calls,
                            "switched_after_s": round(time.monotonic() - self._started, 3)}
@@ -145,6 +179,9 @@ class SwitchingEngine(Engine):
         with self._lock:
             self._closed = True
             pending, self._pending = self._pending, None
+            retired, self._retired = self._retired, None
+        if retired is not None:
+            retired.close()
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()  # our own child; the next start probes again
             try:
@@ -157,3 +194,21 @@ class SwitchingEngine(Engine):
         if pending is not None:
             pending.close()
         self._current.close()
+
+
+class _SwitchingWorker:
+    """One frame in flight of a ``SwitchingEngine``: a worker of whichever engine runs now."""
+
+    def __init__(self, parent: SwitchingEngine) -> None:
+        self._parent = parent
+        self._engine: Engine | None = None
+        self._worker = None
+
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        engine = self._parent._enter()
+        try:
+            if engine is not self._engine:  # the first call, or the first after the switch
+                self._engine, self._worker = engine, engine.worker()
+            return self._worker.infer(batch)
+        finally:
+            self._parent._leave(engine)

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from perception.contracts import OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ModelMetadata
-from perception.engines.base import Engine, EngineOptions, InputSpec, check_input_spec
+from perception.engines.base import Engine, EngineOptions, InputSpec, check_input_spec, refuse_streams
 from perception.errors import DependencyError, ModelError
 from perception.modelfile import read_model_metadata
 
@@ -84,6 +84,7 @@ class TrtEngine(Engine):
 
     def __init__(self, model_path: str | Path, options: EngineOptions | None = None) -> None:
         options = options or EngineOptions()
+        refuse_streams(options, "tensorrt", "one execution context with its device buffers")
         if options.provider not in ("auto", "tensorrt"):
             raise DependencyError(f"--engine tensorrt runs on the GPU only; drop --provider {options.provider}")
         path = Path(model_path)

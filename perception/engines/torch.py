@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from perception.contracts import INPUT_NAME, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ModelMetadata
-from perception.engines.base import Engine, EngineOptions, InputSpec
+from perception.engines.base import Engine, EngineOptions, InputSpec, refuse_streams
 from perception.errors import ConfigError, DependencyError, ModelError
 from perception.preprocess import PAD_VALUE, Letterbox
 
@@ -118,6 +118,7 @@ class TorchEngine(Engine):
 
     def __init__(self, model_path: str | Path, options: EngineOptions | None = None) -> None:
         options = options or EngineOptions()
+        refuse_streams(options, "torch", "one module on one device; a development engine")
         try:
             import torch
         except ImportError:

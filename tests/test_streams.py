@@ -1,0 +1,277 @@
+"""``--streams N``: several frames in flight in the inference stage, published in order.
+
+A node with streams 2 must publish every frame of a lossless file once and in capture order (also
+when a later frame finishes first), balance its counters, stop its workers on ``stop()`` and turn a
+failing engine into a StageError; OpenVINO's per-worker requests give the same class ids as one
+request and as ONNX Runtime; a bad value is a one-line error naming the flag; a first start of
+``--engine auto`` keeps the engine it switched away from open until the last frame on it returns.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_engines_cpu import INT8_VERDICT, fake_probe, run_until, write_good_int8
+from test_pipeline import MODEL_HW, Link, expected_maps, run_cli, write_video
+from tiny_models import expected_class_ids, write_brightness_model
+
+from perception import contracts
+from perception.engines import EngineOptions, load_engine
+from perception.engines import auto as auto_mod
+from perception.engines.base import Engine
+from perception.engines.switching import SwitchingEngine
+from perception.errors import ConfigError
+from perception.frame_queue import FrameQueue
+from perception.inflight import InFlight
+from perception.pipeline import Pipeline, StageError
+from perception.preprocess import Preprocessor
+from perception.run_config import RunConfig
+from perception.sources import open_source
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    return write_brightness_model(tmp_path_factory.mktemp("model") / "tiny.onnx", MODEL_HW)
+
+
+@pytest.fixture
+def link():
+    lk = Link()
+    yield lk
+    lk.close()
+
+
+@pytest.fixture(autouse=True)
+def _private_caches(tmp_path, monkeypatch):
+    monkeypatch.setenv("PERCEPTION_OPENVINO_CACHE", str(tmp_path / "ov-cache"))
+    monkeypatch.setenv("PERCEPTION_PROBE_CACHE", str(tmp_path / "probe-cache"))
+
+
+class FirstFrameLast(Engine):
+    """ONNX Runtime's tiny model, whose workers hold the node's first frame (``first_batch``, as
+    letterboxed) until another frame has finished on another worker: the publish step must put
+    the first frame back in front."""
+
+    kind = "first-frame-last"
+
+    def __init__(self, inner: Engine, first_batch: np.ndarray) -> None:
+        self.inner, self.first_batch = inner, first_batch
+        self.metadata, self.input_spec, self.provider = inner.metadata, inner.input_spec, inner.provider
+        self.model_path = inner.model_path
+        self.later_done = threading.Event()
+        self.first_held = threading.Event()
+
+    def infer(self, batch):
+        return self.inner.infer(batch)
+
+    def worker(self):
+        return _Worker(self)
+
+    def warm_workers(self, workers, n) -> None:
+        pass
+
+    def close(self):
+        pass
+
+
+class _Worker:
+    def __init__(self, engine: FirstFrameLast) -> None:
+        self.engine = engine
+
+    def infer(self, batch):
+        engine = self.engine
+        first = not engine.first_held.is_set() and np.array_equal(batch, engine.first_batch)
+        if first:
+            engine.first_held.set()
+            assert engine.later_done.wait(30), "no later frame finished while the first was held"
+        out = engine.inner.infer(batch)
+        if not first:
+            engine.later_done.set()
+        return out
+
+
+def _arrival_order(link: Link, n: int, topic: str = "class_map", timeout_s: float = 20.0) -> list:
+    """The ``topic`` messages in the order they arrived, until ``n`` of them (or the timeout)."""
+    got = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < n and time.monotonic() < deadline:
+        msg = link.sub.recv(timeout_s=0.2)
+        if msg is not None and msg.kind == "mask" and msg.topic.endswith("/" + topic):
+            got.append(msg)
+    return got
+
+
+def test_two_streams_publish_every_frame_once_in_order_with_balanced_counts(tmp_path, model_path, link):
+    n = 24
+    video = str(write_video(tmp_path / "clip.avi", n))
+    engine = load_engine("ort", model_path, EngineOptions(provider="cpu", threads=2, streams=2))
+    first = open_source(video)
+    wrapped = FirstFrameLast(engine, Preprocessor(MODEL_HW)(first.read().image).copy())
+    first.close()
+    config = RunConfig.from_settings(source=video, queue="lossless", warmup=1, streams=2, threads=2)
+    pipeline = Pipeline(config, source=open_source(video), engine=wrapped, publisher=link.pub)
+    final = pipeline.run()
+    engine.close()
+    msgs = _arrival_order(link, n)
+    assert wrapped.first_held.is_set() and wrapped.later_done.is_set()  # frame 0 really finished after another
+    assert [m.seq for m in msgs] == list(range(n))  # once each, in capture order
+    assert [m.pub_seq for m in msgs] == list(range(n))
+    expected = expected_maps(video, n)
+    for msg in msgs:
+        np.testing.assert_array_equal(msg.data, expected[msg.seq])
+        assert {"queue", "preprocess", "infer", "postprocess", "total"} <= set(msg.header["latency_ms"])
+    assert final["published"] == n and final["frames_in"] == n and final["dropped"] == 0
+    assert final["corrupt"] == 0 and final["in_flight_discarded"] == 0 and final["balanced"]
+    assert final["streams"] == 2 and final["end_reason"] == "end of input"
+    assert not any(t.is_alive() for t in pipeline._threads)
+    assert sum(t.name.startswith("perception-inference-") for t in pipeline._threads) == 2
+
+
+def test_max_frames_with_streams_stops_at_exactly_that_many(model_path, link):
+    n = 7
+    engine = load_engine("ort", model_path, EngineOptions(provider="cpu", threads=3, streams=3))
+    config = RunConfig.from_settings(source="synthetic", queue="latest", max_frames=n, width=96, height=72, fps=240,
+                                     seed=5, warmup=0, streams=3)
+    source = open_source("synthetic", config.source_options)
+    source.pace(None)
+    final = Pipeline(config, source=source, engine=engine, publisher=link.pub).run()
+    engine.close()
+    seqs = [m.seq for m in _arrival_order(link, n)]
+    assert final["published"] == n == len(seqs) and seqs == sorted(seqs) and final["balanced"]
+    assert final["end_reason"] == "max frames reached"
+
+
+def test_stop_mid_run_joins_every_worker_and_balances(model_path, link):
+    engine = load_engine("ort", model_path, EngineOptions(provider="cpu", threads=3, streams=3))
+    config = RunConfig.from_settings(source="synthetic", width=96, height=72, fps=240, warmup=0, streams=3)
+    source = open_source("synthetic", config.source_options)
+    pipeline = Pipeline(config, source=source, engine=engine, publisher=link.pub)
+    result: dict = {}
+    thread = threading.Thread(target=lambda: result.update(final=pipeline.run()))
+    thread.start()
+    try:
+        assert _arrival_order(link, 3), "nothing was published"
+    finally:
+        pipeline.stop()
+        thread.join(timeout=30)
+    engine.close()
+    final = result["final"]
+    assert not thread.is_alive() and not any(t.is_alive() for t in pipeline._threads)
+    assert sum(t.name.startswith("perception-inference-") for t in pipeline._threads) == 3
+    assert final["end_reason"] == "stopped" and final["balanced"] and final["published"] >= 3
+
+
+def test_a_failing_engine_with_streams_stops_the_node_with_stage_error(model_path, link):
+    engine = load_engine("ort", model_path, EngineOptions(provider="cpu", threads=2, streams=2))
+
+    class Broken:
+        def infer(self, batch):
+            raise RuntimeError("device lost")
+
+    engine.worker = lambda: Broken()  # type: ignore[method-assign]
+    config = RunConfig.from_settings(source="synthetic", width=64, height=48, fps=240, warmup=0, queue="lossless",
+                                     streams=2)
+    src = open_source("synthetic", config.source_options)
+    src.pace(None)
+    pipeline = Pipeline(config, source=src, engine=engine, publisher=link.pub)
+    with pytest.raises(StageError, match="inference stage failed: RuntimeError: device lost"):
+        pipeline.run()
+    engine.close()
+    assert pipeline.final_stats["balanced"] and not any(t.is_alive() for t in pipeline._threads)
+
+
+def test_in_flight_hands_frames_on_in_ticket_order_and_lets_failed_ones_go():
+    frames: FrameQueue[str] = FrameQueue(8, "lossless")
+    for name in "abcd":
+        frames.put(name)
+    inflight: InFlight[str, str] = InFlight(frames, window=3)
+    taken = [inflight.take(0.01) for _ in range(4)]
+    assert taken[:3] == [(0, "a"), (1, "b"), (2, "c")] and taken[3] is None  # the window is full
+    assert inflight.in_order(2, "C") == [] and inflight.in_order(1, None) == [] and inflight.held == 1
+    assert inflight.in_order(0, "A") == ["A", "C"]  # 1 failed: nothing for it, 2 follows at once
+    assert inflight.take(0.01) == (3, "d")
+
+
+def test_openvino_streams_give_the_same_class_ids_as_one_request_and_as_ort(tmp_path):
+    pytest.importorskip("openvino")
+    model = write_brightness_model(tmp_path / "tiny.onnx", MODEL_HW)
+    rng = np.random.default_rng(3)
+    batches = [rng.integers(0, 256, (1, *MODEL_HW, 3), dtype=np.uint8) for _ in range(8)]
+    one = load_engine("openvino", model, EngineOptions(precision="fp32", threads=1))
+    two = load_engine("openvino", model, EngineOptions(precision="fp32", threads=2, streams=2))
+    ort = load_engine("ort", model, EngineOptions(provider="cpu", threads=2, streams=2))
+    assert two.streams == 2 and two.cpu_streams == 2 and one.cpu_streams == 1
+    workers = [two.worker(), two.worker()]
+    got: dict[int, np.ndarray] = {}
+
+    def run(worker, indices):
+        for i in indices:
+            got[i] = worker.infer(batches[i])["class_ids"]
+
+    threads = [threading.Thread(target=run, args=(w, range(k, len(batches), 2))) for k, w in enumerate(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for i, batch in enumerate(batches):
+        np.testing.assert_array_equal(got[i], one.infer(batch)["class_ids"])
+        np.testing.assert_array_equal(got[i], ort.worker().infer(batch)["class_ids"])
+        np.testing.assert_array_equal(got[i], expected_class_ids(batch))
+    for engine in (one, two, ort):
+        engine.close()
+
+
+@pytest.mark.parametrize(("argv", "match"), [
+    (["--streams", "0"], "streams=0 is out of range [1, 8] (--streams 0)"),
+    (["--streams", "9"], "streams=9 is out of range [1, 8] (--streams 9)"),
+    (["--streams", "two"], "--streams"),
+    (["--streams", "2", "--threads", "1"], "--threads 1 is fewer than --streams 2"),
+    (["--streams", "2", "--source", "front=synthetic", "--source", "rear=synthetic"],
+     "streams 2 with 2 cameras"),
+    (["--streams", "2", "--engine", "torch", "--model", "m.pt"], "--engine torch runs one frame at a time"),
+])
+def test_bad_streams_are_one_line_errors_naming_the_flag(argv, match, model_path, capsys, free_tcp_port):
+    defaults = {"--model": str(model_path), "--source": "synthetic", "--endpoint": f"tcp://127.0.0.1:{free_tcp_port}"}
+    for flag, value in defaults.items():
+        if flag not in argv:
+            argv = argv + [flag, value]
+    try:
+        code, lines = run_cli(argv + ["--max-frames", "1"], capsys)
+    except SystemExit as exc:  # argparse's own errors (not an integer) exit from the parser
+        code, lines = exc.code, capsys.readouterr().err.strip().splitlines()
+    assert code != 0
+    assert len(lines) == 1 and lines[0].startswith("perception: error: "), lines
+    assert match in lines[0]
+
+
+def test_the_first_start_switch_waits_for_the_frames_in_flight_on_the_old_engine(tmp_path, monkeypatch):
+    model = write_brightness_model(tmp_path / "tiny.onnx", MODEL_HW)
+    write_good_int8(model)
+    flag = fake_probe(monkeypatch, tmp_path, verdict=INT8_VERDICT)
+    engine = auto_mod.load_auto(model, EngineOptions(threads=2, streams=2), background=True)
+    batch = np.full((1, *MODEL_HW, 3), 120, np.uint8)
+    try:
+        assert isinstance(engine, SwitchingEngine) and engine.streams == 2
+        first, second = engine.worker(), engine.worker()
+        np.testing.assert_array_equal(first.infer(batch)["class_ids"], expected_class_ids(batch))
+        old = engine._current
+        in_flight = engine._enter()  # a frame still running on ONNX Runtime FP32 when the verdict lands
+        flag.touch()
+        run_until(second, lambda: engine.precision == "int8", batch)
+        assert engine.precision == "int8" and old.session is not None  # not closed under the running frame
+        engine._leave(in_flight)
+        assert old.session is None  # the last frame on it returned: closed
+        np.testing.assert_array_equal(first.infer(batch)["class_ids"], expected_class_ids(batch))
+        assert first._engine is engine._current
+    finally:
+        engine.close()
+
+
+def test_stats_declare_streams():
+    assert "streams" in {key.name for key in contracts.CAMERA_STATS}
+    with pytest.raises(ConfigError, match="--threads 2 is fewer than --streams 3"):
+        EngineOptions(threads=2, streams=3)
