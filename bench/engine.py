@@ -1,4 +1,4 @@
-"""Engine mode: how fast one ``Engine.infer`` call is, per model x engine x provider x threads x batch.
+"""Engine mode: how fast one ``Engine.infer`` call is, per model x engine x provider x threads x streams x batch.
 
 ``run_engine_bench(config)`` loads every engine configuration, warms each up (warm-up runs are
 never timed), then times ``Engine.infer`` in round-robin blocks: block 1 of every configuration,
@@ -11,6 +11,12 @@ the outputs on the host. ONNX Runtime's ``run`` is synchronous; the torch and Te
 synchronise the GPU before returning, so GPU work is inside the figure. Inputs are synthetic road
 scenes from the synthetic source (never zeros, which some kernels shortcut).
 
+With ``--streams N`` (N > 1) a configuration runs N threads, each calling its own engine worker
+(``Engine.worker``: the frames in flight of ``perception run --streams N``) at once; its FPS is
+the frames finished over the blocks' wall time (not over the summed call times, which overlap),
+and its latency figures are per call, each call sharing the cores with N - 1 others. This is the
+engine-only figure a node with ``--streams N`` is compared with.
+
 Run it with ``perception bench engine --model m.onnx``; see bench/README.md for every figure.
 """
 
@@ -20,6 +26,7 @@ import dataclasses
 import logging
 import resource
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from itertools import product
@@ -93,6 +100,7 @@ class EngineBenchConfig:
     precisions: list[PrecisionName] = listed_setting(EngineOptions, "precision", default=("auto",), group=None)
     providers: list[ProviderName] = listed_setting(EngineOptions, "provider", group=None)
     threads: list[int] = listed_setting(EngineOptions, "threads", group=None)
+    streams: list[int] = listed_setting(EngineOptions, "streams", group=None)
     batches: list[int] = setting(default_factory=lambda: [1], lo=1, hi=1024, flag="--batch", listed="batch",
                                  help="batch size")
     fp16: tuple[bool, ...] = setting((False,), metavar="{no,yes,both}", from_text=_fp16_from_text,
@@ -162,7 +170,10 @@ class _Case:
     batch: int
     fp16: bool = False
     precision: str = "auto"
+    streams: int | None = None
     engine: Any = None
+    workers: list[Any] = field(default_factory=list)
+    wall_ns: int = 0
     agreement: float | None = None
     batches: list[np.ndarray] = field(default_factory=list)
     samples_ns: list[int] = field(default_factory=list)
@@ -181,6 +192,8 @@ class _Case:
             parts.append(self.provider)
         if self.threads:
             parts.append(f"t{self.threads}")
+        if self.streams:
+            parts.append(f"s{self.streams}")
         if self.fp16:
             parts.append("fp16")
         if self.precision != "auto":
@@ -195,9 +208,9 @@ def _rss() -> int:
 
 def open_engine(
     model: Path, engine: str, provider: str | None = None, threads: int | None = None, fp16: bool = False,
-    precision: str = "auto",
+    precision: str = "auto", streams: int | None = None,
 ):
-    """Load ``model`` with the named engine; None for provider/threads leaves the engine's default.
+    """Load ``model`` with the named engine; None for provider/threads/streams leaves the engine's default.
 
     Raises whatever the engine loader raises for a bad name, file or provider (ConfigError,
     ModelError, DependencyError): all are one-line user errors.
@@ -211,14 +224,22 @@ def open_engine(
         options["provider"] = provider
     if threads:
         options["threads"] = threads
+    if streams:
+        options["streams"] = streams
     return load_engine(engine, model, load_config(EngineOptions, options, source="perception bench"))
 
 
 def _load(case: _Case) -> None:
+    if case.threads and case.streams and case.threads < case.streams:
+        case.skipped = f"--threads {case.threads} is fewer than --streams {case.streams} (threads are the total)"
+        return
     case.rss_before_load = _rss()
     t0 = time.perf_counter()
     try:
-        case.engine = open_engine(case.model, case.engine_name, case.provider, case.threads, case.fp16, case.precision)
+        case.engine = open_engine(case.model, case.engine_name, case.provider, case.threads, case.fp16, case.precision,
+                                  case.streams)
+        if (case.streams or 1) > 1:
+            case.workers = [case.engine.worker() for _ in range(case.streams)]
     except PerceptionError as exc:
         if case.precision == "auto":
             raise
@@ -247,6 +268,9 @@ def _prepare_batches(case: _Case, frames_by_hw: dict[tuple[int, int], list[np.nd
 
 
 def _time_block(case: _Case, runs: int | None, seconds: float | None, tick) -> None:
+    if case.workers:
+        _time_block_in_flight(case, runs, seconds, tick)
+        return
     infer = case.engine.infer
     n = len(case.batches)
     i = len(case.samples_ns)
@@ -265,6 +289,40 @@ def _time_block(case: _Case, runs: int | None, seconds: float | None, tick) -> N
         tick(1)
 
 
+def _time_block_in_flight(case: _Case, runs: int | None, seconds: float | None, tick) -> None:
+    """One block with ``len(case.workers)`` calls in flight: a thread per worker takes the next run
+    until ``runs`` are taken (or ``seconds`` pass); the block's wall time goes to ``case.wall_ns``."""
+    lock = threading.Lock()
+    n = len(case.batches)
+    taken = [0, len(case.samples_ns)]  # runs taken in this block, index of the next input batch
+    deadline = None if seconds is None else time.perf_counter() + seconds
+
+    def loop(worker) -> None:
+        while True:
+            with lock:
+                if (runs is not None and taken[0] >= runs) or (deadline is not None and time.perf_counter() >= deadline):
+                    return
+                taken[0] += 1
+                batch = case.batches[taken[1] % n]
+                taken[1] += 1
+            t0 = time.perf_counter_ns()
+            worker.infer(batch)
+            t1 = time.perf_counter_ns()
+            rss = _rss()
+            with lock:
+                case.samples_ns.append(t1 - t0)
+                case.rss_samples.append(rss)
+                tick(1)
+
+    threads = [threading.Thread(target=loop, args=(w,), name=f"bench-stream-{i}") for i, w in enumerate(case.workers)]
+    start = time.perf_counter_ns()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    case.wall_ns += time.perf_counter_ns() - start
+
+
 def _result(case: _Case, cfg: EngineBenchConfig) -> dict[str, Any]:
     base = {
         "label": case.label(),
@@ -273,6 +331,7 @@ def _result(case: _Case, cfg: EngineBenchConfig) -> dict[str, Any]:
         "engine": case.engine_name,
         "provider_requested": case.provider,
         "threads_requested": case.threads,
+        "streams_requested": case.streams,
         "fp16_requested": case.fp16,
         "precision_requested": case.precision,
         "batch": case.batch,
@@ -299,7 +358,8 @@ def _result(case: _Case, cfg: EngineBenchConfig) -> dict[str, Any]:
         return base
     samples_ms = [ns / 1e6 for ns in case.samples_ns]
     lat = summarize_ms(samples_ms)
-    total_s = sum(case.samples_ns) / 1e9
+    # Calls in flight overlap: their rate is over the wall time, not over the summed call times.
+    total_s = (case.wall_ns if case.workers else sum(case.samples_ns)) / 1e9
     fps = len(samples_ms) / total_s if total_s > 0 else None
     base.update({
         "warmup_runs": cfg.warmup,
@@ -329,9 +389,11 @@ def build_cases(cfg: EngineBenchConfig, models: list[Path]) -> list[_Case]:
     """The grid, in the order it is reported (the first is the reference of every ratio)."""
     providers: list[str | None] = list(cfg.providers) or [None]
     threads: list[int | None] = list(cfg.threads) or [None]
+    streams: list[int | None] = list(cfg.streams) or [None]
     return [
-        _Case(model=m, engine_name=e, provider=p, threads=t, batch=b, fp16=h, precision=q)
-        for m, e, q, p, t, h, b in product(models, cfg.engines, cfg.precisions, providers, threads, cfg.fp16, cfg.batches)
+        _Case(model=m, engine_name=e, provider=p, threads=t, batch=b, fp16=h, precision=q, streams=s)
+        for m, e, q, p, t, s, h, b in product(models, cfg.engines, cfg.precisions, providers, threads, streams, cfg.fp16,
+                                              cfg.batches)
     ]
 
 
@@ -358,10 +420,11 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
     loaded: dict[tuple, _Case] = {}
     try:
         for case in cases:
-            key = (case.model, case.engine_name, case.provider, case.threads, case.fp16, case.precision)
+            key = (case.model, case.engine_name, case.provider, case.threads, case.fp16, case.precision, case.streams)
             if key in loaded:  # one loaded engine serves every batch size of its configuration
                 first = loaded[key]
                 case.engine, case.load_s, case.skipped = first.engine, first.load_s, first.skipped
+                case.workers = first.workers
                 case.rss_before_load, case.rss_after_load = first.rss_before_load, first.rss_after_load
             else:
                 _load(case)
@@ -383,7 +446,9 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
             for case in active:
                 bar.set_postfix_str(f"warm-up {case.label()}")
                 for i in range(cfg.warmup):
-                    case.engine.infer(case.batches[i % len(case.batches)])
+                    # with streams, the runs go round the workers (each request's first run allocates)
+                    infer = case.workers[i % len(case.workers)].infer if case.workers else case.engine.infer
+                    infer(case.batches[i % len(case.batches)])
                     bar.update(1)
             for block in range(cfg.blocks):
                 for case in active:

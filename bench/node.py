@@ -59,8 +59,8 @@ def node_command(cfg: PipelineBenchConfig, model: Path, endpoint: str, cameras: 
     else:
         settings.update(source=cfg.source, camera_name=BENCH_CAMERA)
     # None (not given): the node's own default
-    settings.update(engine=cfg.engine, provider=cfg.provider, threads=cfg.threads, precision=cfg.precision,
-                    loop=cfg.loop, fps=cfg.fps, width=cfg.width, height=cfg.height)
+    settings.update(engine=cfg.engine, provider=cfg.provider, threads=cfg.threads, streams=cfg.streams,
+                    precision=cfg.precision, loop=cfg.loop, fps=cfg.fps, width=cfg.width, height=cfg.height)
     if cfg.peak_rate or cameras:
         settings["queue"] = "latest"
     if len(cameras) > 1:

@@ -13,7 +13,9 @@ The unhappy path is reported, not averaged away: frames the node dropped (from i
 sequence numbers missing at the subscriber, the longest gap, and the worst latencies.
 
 With ``baseline=True`` the naive serial loop (``bench/baseline.py``) runs on the same model and
-source afterwards, and a short engine-only run gives ``node FPS / engine FPS``.
+source afterwards, and a short engine-only run gives ``node FPS / engine FPS``. With ``streams``
+the node runs that many frames in flight and the engine-only run keeps as many calls in flight
+(``bench/engine.py``), so the ratio compares like with like; the naive loop runs one at a time.
 
 With ``peak_rate=True`` the node is run several times on the paced synthetic camera (queue
 ``latest``), each for ``duration_s``, to find the highest source rate it holds: at most
@@ -74,6 +76,7 @@ class PipelineBenchConfig:
                                           "(several node runs of --duration each)")
     provider: ProviderName | None = same_setting(EngineOptions, "provider", default=None, group=None)
     threads: int | None = same_setting(EngineOptions, "threads", default=None, group=None)
+    streams: int | None = same_setting(EngineOptions, "streams", default=None, group=None)
     baseline: bool = setting(False, help="also time a naive one-thread serial loop on the same model and source")
     engine_runs: int = setting(100, lo=0, hi=1_000_000,
                                help="engine-only runs for the pipeline/engine FPS ratio (0 to skip)")
@@ -107,6 +110,9 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
         if cfg.baseline or cfg.peak_rate:
             raise ConfigError("--cameras compares one node with separate nodes; run --baseline or --peak-rate "
                               "without --cameras")
+        if (cfg.streams or 1) > 1:
+            raise ConfigError(f"--cameras {cfg.cameras}: a node with several cameras runs one batch at a time; "
+                              f"drop --streams {cfg.streams}")
         with progress(desc=f"{cfg.cameras} cameras: one node and {cfg.cameras} nodes", unit="run", total=2 * cfg.rounds,
                       disable=not cfg.progress, file=sys.stderr) as bar:
             results["cameras"] = measure_cameras(cfg, model, tick=bar.update)
@@ -131,7 +137,8 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
         engine = run_engine_bench(EngineBenchConfig(
             models=[model], engines=[cfg.engine], providers=[cfg.provider] if cfg.provider else [],
             precisions=[cfg.precision or "auto"],
-            threads=[cfg.threads] if cfg.threads else [], runs=cfg.engine_runs, warmup=10,
+            threads=[cfg.threads] if cfg.threads else [], streams=[cfg.streams] if cfg.streams else [],
+            runs=cfg.engine_runs, warmup=10,
             blocks=min(5, cfg.engine_runs), progress=cfg.progress,
         ))
         row = engine["results"][0]

@@ -3,6 +3,7 @@ Markdown report made from its JSON, the pipeline bench on the synthetic source, 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -283,3 +284,35 @@ def test_peak_rate_bisects_to_the_highest_held_rate(tiny_model, monkeypatch):
     assert all(t["fps_requested"] > 40.0 for t in peak["trials"] if not t["held"])
     with pytest.raises(ConfigError, match="--peak-rate paces the synthetic camera"):
         bp.find_peak_rate(PipelineBenchConfig(source="drive.mp4", peak_rate=True), tiny_model)
+
+
+def test_engine_bench_streams_keep_calls_in_flight_and_rate_them_over_wall_time(tiny_model):
+    engines = ["ort", "openvino"] if importlib.util.find_spec("openvino") else ["ort"]
+    cfg = EngineBenchConfig(models=[tiny_model], engines=engines, threads=[1, 2], streams=[1, 2], runs=12, warmup=2,
+                            blocks=3, progress=False)
+    rows = run_engine_bench(cfg)["results"]
+    by = {(r["engine"], r["threads_requested"], r["streams_requested"]): r for r in rows}
+    assert len(rows) == 4 * len(engines)
+    for engine in engines:
+        assert "fewer than --streams 2" in by[(engine, 1, 2)]["skipped"]
+        two = by[(engine, 2, 2)]
+        assert two["label"].endswith(" t2 s2 b1") and two["timed_runs"] == 12 == len(two["samples_ms"])
+        # Calls overlap: the rate is over the blocks' wall time, never above what the calls' sum allows twice over.
+        assert two["fps"] == pytest.approx(two["timed_runs"] / two["timed_s"], rel=2e-2)  # timed_s is rounded
+        assert two["fps"] <= 2 * 1000 / two["latency_ms"]["min"]
+        assert two["agreement"] == 1.0
+        one = by[(engine, 2, 1)]
+        assert one["fps"] == pytest.approx(1000 / one["latency_ms"]["mean"], rel=1e-2)
+
+
+def test_pipeline_bench_passes_streams_to_the_node_and_the_engine_only_run(tiny_model):
+    from perception.bench.pipeline import PipelineBenchConfig, run_pipeline_bench
+
+    cfg = PipelineBenchConfig(model=tiny_model, source="synthetic", duration_s=1.0, fps=60, width=96, height=64,
+                              threads=2, streams=2, engine_runs=8, progress=False)
+    results = run_pipeline_bench(cfg, command="pytest")
+    p = results["pipeline"]
+    assert "--streams 2" in p["node_command"] and p["node_final_stats"]["streams"] == 2
+    assert p["frames_received"] > 0 and p["sequence"]["out_of_order"] == 0 == p["sequence"]["duplicates"]
+    assert results["engine"]["results"][0]["streams_requested"] == 2
+    assert results["ratios"]["node_over_engine_fps"] > 0

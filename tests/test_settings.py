@@ -378,12 +378,13 @@ def test_bench_flags_are_runs_declarations_with_comma_lists():
 
     engine_bench = {f.field.metadata.get("listed") or f.name: f for f in flags(EngineBenchConfig)}
     pipeline_bench = {f.name: f for f in flags(PipelineBenchConfig)}
-    for name in ("engine", "precision", "provider", "threads", "warmup"):
+    for name in ("engine", "precision", "provider", "threads", "streams", "warmup"):
         assert engine_bench[name].option == run[name].option
         assert engine_bench[name].field.metadata["bounds"] == run[name].field.metadata["bounds"]
         if name != "warmup":  # warm-up runs per configuration, not before a node's first frame
             assert engine_bench[name].field.metadata["help"] == run[name].field.metadata["help"]
-    for name in ("engine", "precision", "provider", "threads", "fps", "width", "height", "loop", "batch_timeout_ms"):
+    for name in ("engine", "precision", "provider", "threads", "streams", "fps", "width", "height", "loop",
+                 "batch_timeout_ms"):
         assert pipeline_bench[name].option == run[name].option
         assert pipeline_bench[name].field.metadata["bounds"] == run[name].field.metadata["bounds"]
         assert pipeline_bench[name].field.metadata["help"] == run[name].field.metadata["help"]
@@ -392,6 +393,8 @@ def test_bench_flags_are_runs_declarations_with_comma_lists():
 @pytest.mark.parametrize(("bench", "run"), [
     (["engine", "--threads", "1,300"], ["--threads", "300"]),
     (["pipeline", "--threads", "300"], ["--threads", "300"]),
+    (["engine", "--streams", "1,9"], ["--streams", "9"]),
+    (["pipeline", "--streams", "0"], ["--streams", "0"]),
     (["engine", "--engine", "ort,onnx"], ["--engine", "onnx"]),
     (["engine", "--precision", "int4"], ["--precision", "int4"]),
     (["pipeline", "--width", "8"], ["--width", "8"]),
