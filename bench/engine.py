@@ -100,7 +100,8 @@ class EngineBenchConfig:
     precisions: list[PrecisionName] = listed_setting(EngineOptions, "precision", default=("auto",), group=None)
     providers: list[ProviderName] = listed_setting(EngineOptions, "provider", group=None)
     threads: list[int] = listed_setting(EngineOptions, "threads", group=None)
-    streams: list[int] = listed_setting(EngineOptions, "streams", group=None, metavar="N[,...]")
+    streams: list[int] = listed_setting(EngineOptions, "streams", group=None, metavar="N[,...]", from_text=None,
+                                        to_text=None)
     batches: list[int] = setting(default_factory=lambda: [1], lo=1, hi=1024, flag="--batch", listed="batch",
                                  help="batch size")
     fp16: tuple[bool, ...] = setting((False,), metavar="{no,yes,both}", from_text=_fp16_from_text,

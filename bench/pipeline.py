@@ -52,7 +52,14 @@ from perception.bench.node import NodeFailed, measure_node
 from perception.bench.peak_rate import find_peak_rate
 from perception.bench.stats import ratio
 from perception.config import bounds, same_setting, setting
-from perception.options import EngineName, EngineOptions, PrecisionName, ProviderName, SourceOptions
+from perception.options import (
+    EngineName,
+    EngineOptions,
+    PrecisionName,
+    ProviderName,
+    SourceOptions,
+    StreamsValue,
+)
 from perception.run_config import RunConfig
 
 __all__ = ["NodeFailed", "PipelineBenchConfig", "run_pipeline_bench", "source_options"]
@@ -76,7 +83,7 @@ class PipelineBenchConfig:
                                           "(several node runs of --duration each)")
     provider: ProviderName | None = same_setting(EngineOptions, "provider", default=None, group=None)
     threads: int | None = same_setting(EngineOptions, "threads", default=None, group=None)
-    streams: int | None = same_setting(EngineOptions, "streams", default=None, group=None)
+    streams: StreamsValue | None = same_setting(EngineOptions, "streams", default=None, group=None)
     baseline: bool = setting(False, help="also time a naive one-thread serial loop on the same model and source")
     engine_runs: int = setting(100, lo=0, hi=1_000_000,
                                help="engine-only runs for the pipeline/engine FPS ratio (0 to skip)")
@@ -110,7 +117,7 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
         if cfg.baseline or cfg.peak_rate:
             raise ConfigError("--cameras compares one node with separate nodes; run --baseline or --peak-rate "
                               "without --cameras")
-        if (cfg.streams or 1) > 1:
+        if cfg.streams not in (None, 1):
             raise ConfigError(f"--cameras {cfg.cameras}: a node with several cameras runs one batch at a time; "
                               f"drop --streams {cfg.streams}")
         with progress(desc=f"{cfg.cameras} cameras: one node and {cfg.cameras} nodes", unit="run", total=2 * cfg.rounds,
@@ -134,10 +141,12 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
     if cfg.baseline:
         ratios["node_over_baseline_fps"] = ratio(node_fps, results["baseline"]["fps"])
     if cfg.engine_runs:
+        # --streams auto: the engine-only run keeps as many frames in flight as the node ran
+        streams = (results["pipeline"].get("node_final_stats") or {}).get("streams") if cfg.streams == "auto" else cfg.streams
         engine = run_engine_bench(EngineBenchConfig(
             models=[model], engines=[cfg.engine], providers=[cfg.provider] if cfg.provider else [],
             precisions=[cfg.precision or "auto"],
-            threads=[cfg.threads] if cfg.threads else [], streams=[cfg.streams] if cfg.streams else [],
+            threads=[cfg.threads] if cfg.threads else [], streams=[streams] if streams else [],
             runs=cfg.engine_runs, warmup=10,
             blocks=min(5, cfg.engine_runs), progress=cfg.progress,
         ))

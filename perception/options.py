@@ -35,6 +35,18 @@ PRECISION_CHOICES: tuple[str, ...] = get_args(PrecisionName)
 MAX_THREADS = 256
 #: The most frames ``--streams`` may keep in the inference stage at once.
 MAX_STREAMS = 8
+#: ``--streams``: a number of frames in flight, or ``auto`` (``--engine auto`` measures 1 and 2).
+StreamsValue = int | Literal["auto"]
+
+
+def streams_from_text(text: str) -> StreamsValue:
+    """``--streams 2`` -> 2, ``--streams auto`` -> ``"auto"``; ConfigError naming the flag otherwise."""
+    text = str(text).strip().lower()
+    if text == "auto":
+        return "auto"
+    if not text.isdigit():
+        raise ConfigError(f"--streams {text!r}: expected a number of frames in flight (1..{MAX_STREAMS}) or auto")
+    return int(text)
 
 
 @dataclass(frozen=True)
@@ -72,7 +84,8 @@ class EngineOptions:
     frames in flight (each runs on ``threads // streams``); ``streams``: frames the inference stage
     runs at once (``perception.engines.base.Engine.worker``), each with its own request or context:
     more frames per second when one inference does not fill the cores, a little more latency per
-    frame; ``fp16``: half precision (torch);
+    frame; ``auto``: ``--engine auto``'s probe measures 1 and 2 for its winner (an error with the
+    other engines); ``fp16``: half precision (torch);
     ``compile``: ``tensorrt`` compiles the torch engine's model with Torch-TensorRT;
     ``precision``: the arithmetic to run in (``bf16``: OpenVINO on CPUs with AVX-512 BF16/AMX;
     ``int8``: the model's INT8 sibling, see ``perception.engines.base.int8_model_path``)."""
@@ -80,9 +93,10 @@ class EngineOptions:
     provider: ProviderName = setting("auto", group="engine", help="where to run the model (auto: the fastest available)")
     threads: int = setting(0, lo=0, hi=MAX_THREADS, group="engine",
                            help="CPU inference threads in all, shared by the --streams (0: the backend's default)")
-    streams: int = setting(1, lo=1, hi=MAX_STREAMS, group="engine", metavar="N",
-                           help="frames in flight in the inference stage (ort, openvino, auto): more throughput, "
-                                "a little more latency per frame")
+    streams: StreamsValue = setting(
+        1, lo=1, hi=MAX_STREAMS, group="engine", metavar="N|auto", from_text=streams_from_text, to_text=str,
+        help="frames in flight in the inference stage (ort, openvino, auto): more throughput, a little more latency "
+             "per frame; auto: --engine auto measures 1 and 2")
     fp16: bool = setting(False, group="engine", help="half precision (torch engine on CUDA)")
     compile: CompileName = setting("none", group="engine",
                                    help="tensorrt: Torch-TensorRT for --engine torch on CUDA")
@@ -98,9 +112,10 @@ class EngineOptions:
             raise ConfigError(f"unknown --provider {self.provider!r}; known: {', '.join(PROVIDER_CHOICES)}")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or not 0 <= self.threads <= MAX_THREADS:
             raise ConfigError(f"--threads {self.threads!r} must be an integer in 0..{MAX_THREADS} (0: the backend's default)")
-        if isinstance(self.streams, bool) or not isinstance(self.streams, int) or not 1 <= self.streams <= MAX_STREAMS:
-            raise ConfigError(f"--streams {self.streams!r} must be an integer in 1..{MAX_STREAMS} (frames in flight)")
-        if self.threads and self.threads < self.streams:
+        if self.streams != "auto" and (isinstance(self.streams, bool) or not isinstance(self.streams, int)
+                                       or not 1 <= self.streams <= MAX_STREAMS):
+            raise ConfigError(f"--streams {self.streams!r} must be an integer in 1..{MAX_STREAMS} (frames in flight) or auto")
+        if self.streams != "auto" and self.threads and self.threads < self.streams:
             raise ConfigError(f"--threads {self.threads} is fewer than --streams {self.streams}: each frame in flight needs "
                               f"a thread (--threads is the total); give --threads {self.streams} or more, or 0")
         if self.compile not in COMPILE_CHOICES:

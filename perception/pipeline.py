@@ -92,8 +92,9 @@ class Pipeline:
         self.publisher = publisher
         policy = config.queue if config.queue != "auto" else ("latest" if source.live else "lossless")
         self.frames: FrameQueue[Frame] = FrameQueue(config.queue_capacity, policy)
-        #: Frames the inference stage runs at once (``--streams``).
-        self.streams = config.engine_options.streams
+        #: Frames the inference stage runs at once: what the engine was built for (``--streams``;
+        #: ``--streams auto`` is resolved by ``--engine auto``).
+        self.streams = engine.streams
         # Lossless between inference and publishing: a frame that was inferred is always published.
         # With several workers it carries (ticket, frame or None) for the reorder step.
         self._inferred: FrameQueue[Any] = FrameQueue(2 if self.streams == 1 else 2 * self.streams, "lossless")

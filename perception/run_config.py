@@ -100,7 +100,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         cameras = self.cameras  # validates the sources and camera names (ValueError naming them)
-        if len(cameras) > 1 and self.engine_options.streams > 1:
+        if len(cameras) > 1 and self.engine_options.streams != 1:
             raise ValueError(
                 f"streams {self.engine_options.streams} with {len(cameras)} cameras: the cameras' frames already share "
                 "each inference (one batch in flight); drop --streams, or run a node per camera with --streams"

@@ -61,7 +61,7 @@ class FirstFrameLast(Engine):
     def __init__(self, inner: Engine, first_batch: np.ndarray) -> None:
         self.inner, self.first_batch = inner, first_batch
         self.metadata, self.input_spec, self.provider = inner.metadata, inner.input_spec, inner.provider
-        self.model_path = inner.model_path
+        self.model_path, self.streams = inner.model_path, inner.streams
         self.later_done = threading.Event()
         self.first_held = threading.Event()
 
@@ -275,3 +275,70 @@ def test_stats_declare_streams():
     assert "streams" in {key.name for key in contracts.CAMERA_STATS}
     with pytest.raises(ConfigError, match="--threads 2 is fewer than --streams 3"):
         EngineOptions(threads=2, streams=3)
+
+
+# --------------------------------------------------------------------------------------------
+# --streams auto: --engine auto's probe measures 1 and 2 frames in flight for its winner
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("wall_1", "wall_2", "want"), [(1.0, 0.5, 2), (1.0, 0.9, 1), (1.0, 1.0 / 1.15, 2)])
+def test_streams_auto_takes_two_only_when_measurably_faster(tmp_path, monkeypatch, wall_1, wall_2, want):
+    model = write_brightness_model(tmp_path / "tiny.onnx", MODEL_HW)
+    frames = [np.full((1, *MODEL_HW, 3), 77, np.uint8)]
+    seen: list[int] = []
+
+    def fake_wall(workers, frames, runs):  # the measured seconds, by how many frames were in flight
+        seen.append(len(workers))
+        for worker in workers:
+            np.testing.assert_array_equal(worker.infer(frames[0])["class_ids"], expected_class_ids(frames[0]))
+        return wall_1 if len(workers) == 1 else wall_2
+
+    monkeypatch.setattr(auto_mod, "_frames_in_flight", fake_wall)
+    streams, fps = auto_mod.choose_streams(auto_mod.Candidate("ort", "fp32"), model, EngineOptions(threads=2), frames)
+    assert seen == [1, 2, 1, 2]  # alternating blocks
+    assert streams == want and fps["2"] / fps["1"] == pytest.approx(wall_1 / wall_2, rel=1e-3)
+    assert auto_mod.choose_streams(auto_mod.Candidate("ort", "fp32"), model, EngineOptions(threads=1), frames) == (1, {})
+
+
+def test_the_probe_records_the_streams_and_streams_auto_runs_them(tmp_path, monkeypatch):
+    model = write_brightness_model(tmp_path / "tiny.onnx", MODEL_HW)
+    options = EngineOptions(threads=2, streams="auto")
+    selection = auto_mod.select_engine(model, options)  # a real probe, in process
+    assert selection.streams in (1, 2) and set(selection.streams_fps) == {"1", "2"}
+    assert "--streams auto:" in selection.reason
+    assert auto_mod.read_cached(selection.key, auto_mod.probe_cache_dir()).streams == selection.streams
+    for cached_streams in (2, 1):
+        selection.streams = cached_streams
+        auto_mod.write_cached(selection, auto_mod.probe_cache_dir())
+        engine = auto_mod.load_auto(model, options, background=True)
+        assert not isinstance(engine, SwitchingEngine) and engine.streams == cached_streams
+        assert engine.selection["streams"] == cached_streams
+        engine.close()
+    fixed = auto_mod.load_auto(model, EngineOptions(threads=2, streams=1), background=True)
+    assert fixed.streams == 1  # a number is taken as given
+    fixed.close()
+
+
+def test_streams_auto_at_a_first_start_runs_one_frame_until_the_verdict(tmp_path, monkeypatch):
+    model = write_brightness_model(tmp_path / "tiny.onnx", MODEL_HW)
+    write_good_int8(model)
+    fake_probe(monkeypatch, tmp_path, verdict={**INT8_VERDICT, "streams": 2})
+    engine = auto_mod.load_auto(model, EngineOptions(threads=2, streams="auto"), background=True)
+    try:
+        assert isinstance(engine, SwitchingEngine) and engine.streams == 1
+    finally:
+        engine.close()
+
+
+def test_streams_auto_is_a_value_of_the_flag_and_the_key(model_path, capsys, free_tcp_port):
+    from perception.config import load_config
+
+    assert load_config(RunConfig, {"streams": "auto", "engine": "auto"}, source="node.yaml").engine_options.streams == "auto"
+    with pytest.raises(ConfigError, match="streams: 'two' does not fit"):
+        load_config(RunConfig, {"streams": "two"}, source="node.yaml")
+    code, lines = run_cli(["--model", str(model_path), "--source", "synthetic", "--streams", "auto", "--max-frames", "1",
+                           "--endpoint", f"tcp://127.0.0.1:{free_tcp_port}"], capsys)
+    assert code != 0 and len(lines) == 1
+    assert lines[0] == ("perception: error: --streams auto is measured by --engine auto's probe; give --engine ort a "
+                        "number of frames in flight, e.g. --streams 2 (or 1)")

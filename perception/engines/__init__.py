@@ -28,6 +28,7 @@ from perception.engines.base import (
     InputSpec,
     check_input_spec,
 )
+from perception.errors import ConfigError
 from perception.registry import Registry
 
 EngineLoader = Callable[[Path, EngineOptions], Engine]
@@ -58,11 +59,15 @@ def load_engine(kind: str, model_path: str | Path, options: EngineOptions | None
     """Load ``model_path`` with the engine ``kind``.
 
     Raises:
-        ConfigError: unknown ``kind``.
+        ConfigError: unknown ``kind``, or ``--streams auto`` for an engine other than ``auto``.
         ModelError: missing/corrupt model, no metadata, or an input not matching the contract.
         DependencyError: the backend (or the requested provider) is not installed.
     """
-    return ENGINES.get(kind)(Path(model_path), options or EngineOptions())
+    options = options or EngineOptions()
+    if options.streams == "auto" and kind != "auto":
+        raise ConfigError(f"--streams auto is measured by --engine auto's probe; give --engine {kind} a number of "
+                          "frames in flight, e.g. --streams 2 (or 1)")
+    return ENGINES.get(kind)(Path(model_path), options)
 
 
 __all__ = ["ENGINES", "PRECISION_CHOICES", "PROVIDER_CHOICES", "Engine", "EngineOptions", "InputSpec", "check_input_spec", "load_engine"]

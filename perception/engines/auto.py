@@ -49,7 +49,8 @@ from perception.modelfile import read_model_metadata
 log = logging.getLogger(__name__)
 
 #: Bump when the key recipe or the cached document changes, so old entries are never reused.
-PROBE_KEY_VERSION = 2
+#: 3: the verdict holds the winner's frames in flight (``streams``, for ``--streams auto``).
+PROBE_KEY_VERSION = 3
 #: Smallest share of pixels whose class id must equal the FP32 reference for a candidate to run.
 MIN_AGREEMENT = 0.995
 #: An INT8 candidate whose file records a passed mIoU gate (``val_metrics["int8_gate"]``, written by
@@ -63,6 +64,11 @@ PROBE_FRAMES = 4
 PROBE_RUNS = 10
 #: The reference every candidate is compared with.
 REFERENCE = ("ort", "fp32")
+#: ``--streams auto`` runs the winner with 2 frames in flight only when the probe measured them at
+#: least this much faster than 1 (less is within a busy machine's noise, and costs latency).
+STREAMS_MIN_GAIN = 1.15
+#: Frames per block of that measurement (two blocks of each, alternating).
+STREAMS_RUNS = 12
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,9 @@ class Selection:
     probed_utc: str = ""
     probe_s: float = 0.0
     from_cache: bool = False
+    #: Frames in flight for ``--streams auto`` (1 or 2) and the winner's FPS with each ("1", "2").
+    streams: int = 1
+    streams_fps: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -114,7 +123,8 @@ class Selection:
     @classmethod
     def from_dict(cls, doc: dict) -> Selection:
         results = [CandidateResult(**r) for r in doc.get("results", [])]
-        fields = {k: doc[k] for k in ("engine", "precision", "reason", "key", "probed_utc", "probe_s") if k in doc}
+        fields = {k: doc[k] for k in ("engine", "precision", "reason", "key", "probed_utc", "probe_s", "streams",
+                                      "streams_fps") if k in doc}
         return cls(results=results, **fields)
 
 
@@ -342,14 +352,78 @@ def run_probe(
         failed = "; ".join(f"{r.label}: {r.error or f'agreement {100 * (r.agreement or 0):.2f} %'}" for r in results)
         raise ModelError(f"--engine auto: no engine ran {model_path.name} correctly ({failed}); try --engine ort")
     best = eligible[0]
+    streams, streams_fps = choose_streams(Candidate(best.engine, best.precision), model_path, options, frames)
+    reason = explain(best, results, min_agreement, len(frames))
+    if streams_fps:
+        reason += (f"; --streams auto: {streams} ({streams_fps['2']:.1f} FPS with 2 frames in flight, "
+                   f"{streams_fps['1']:.1f} with 1, 2 taken from {STREAMS_MIN_GAIN:.2f}x)")
     return Selection(
         engine=best.engine,
         precision=best.precision,
-        reason=explain(best, results, min_agreement, len(frames)),
+        reason=reason,
         results=results,
         probed_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         probe_s=round(time.perf_counter() - start, 3),
+        streams=streams,
+        streams_fps=streams_fps,
     )
+
+
+def choose_streams(candidate: Candidate, model_path: Path, options: EngineOptions, frames: list[np.ndarray],
+                   runs: int = STREAMS_RUNS) -> tuple[int, dict[str, float]]:
+    """Frames in flight for ``--streams auto``: 2 when the winner, loaded for 2 streams with a
+    worker per frame, finishes frames at least ``STREAMS_MIN_GAIN`` times as fast as loaded for 1
+    (alternating blocks of ``runs`` frames, each rate over the blocks' wall time); else 1. Also
+    the two rates, keyed "1" and "2" (empty when not measured: fewer than 2 threads, or the
+    2-stream load failed)."""
+    threads = options.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    if threads < 2:
+        return 1, {}
+    engines: dict[int, Engine] = {}
+    try:
+        for n in (1, 2):
+            engines[n] = _load(candidate, model_path, dataclasses.replace(options, streams=n))
+        workers = {1: [engines[1]], 2: [engines[2].worker(), engines[2].worker()]}
+        for worker in workers[2]:
+            worker.infer(frames[0])  # each request's first run allocates: not timed
+        wall = {1: 0.0, 2: 0.0}
+        for _ in range(2):
+            for n in (1, 2):
+                wall[n] += _frames_in_flight(workers[n], frames, runs)
+    except (PerceptionError, RuntimeError) as exc:
+        log.warning("--engine auto: could not measure 2 frames in flight for %s (%s); --streams auto is 1",
+                    candidate.label, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+        return 1, {}
+    finally:
+        for engine in engines.values():
+            engine.close()
+    fps = {str(n): round(2 * runs / wall[n], 2) for n in (1, 2)}
+    return (2 if fps["2"] >= STREAMS_MIN_GAIN * fps["1"] else 1), fps
+
+
+def _frames_in_flight(workers: list, frames: list[np.ndarray], runs: int) -> float:
+    """Seconds ``workers`` (a thread each) take to finish ``runs`` frames between them."""
+    import threading
+
+    left = iter(range(runs))
+    lock = threading.Lock()
+
+    def work(worker) -> None:
+        while True:
+            with lock:
+                i = next(left, None)
+            if i is None:
+                return
+            worker.infer(frames[i % len(frames)])
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in workers[1:]]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    work(workers[0])  # this thread is the first worker
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
 
 
 def explain(best: CandidateResult, results: list[CandidateResult], min_agreement: float, frames: int) -> str:
@@ -460,12 +534,13 @@ def load_auto(model_path: Path, options: EngineOptions, *, background: bool = Fa
     switch when the probe's verdict arrives (``SwitchingEngine``), rather than wait for it. Only
     when FP32 is a candidate: a forced ``--precision bf16``/``int8`` waits for its verdict.
     """
+    auto_streams = options.streams == "auto"
     if options.provider not in ("auto", "cpu"):
         from perception.engines.ort import OrtEngine
 
         log.info("--engine auto with --provider %s: ONNX Runtime on that provider (the probe is for CPUs)",
                  options.provider)
-        return OrtEngine(model_path, options)
+        return OrtEngine(model_path, dataclasses.replace(options, streams=1) if auto_streams else options)
     selection = None
     if background and options.precision in ("auto", "fp32"):
         candidates = cpu_candidates(model_path, options)
@@ -476,14 +551,22 @@ def load_auto(model_path: Path, options: EngineOptions, *, background: bool = Fa
             read_model_metadata(model_path)  # a clear ModelError before anything starts
             from perception.engines.switching import SwitchingEngine  # imports this module
 
+            if auto_streams:  # the node's workers are set at its start, before the verdict
+                log.info("--engine auto --streams auto: one frame in flight until the probe's verdict; "
+                         "the next start runs the streams it measured")
+                options = dataclasses.replace(options, streams=1)
             return SwitchingEngine(model_path, options, cache_dir=cache_dir, key=key)
     if selection is None:
         selection = select_engine(model_path, options, isolated=True)
+    if auto_streams:
+        options = dataclasses.replace(options, streams=selection.streams)
     engine = _load(Candidate(selection.engine, selection.precision), model_path, options)
     engine.selection = selection.to_dict()
     log.info(
         "--engine auto chose %s-%s%s (%s%s)",
-        selection.engine, selection.precision, f", {options.streams} frames in flight" if options.streams > 1 else "",
+        selection.engine, selection.precision,
+        f", {options.streams} frame{'s' if options.streams > 1 else ''} in flight{' (--streams auto)' if auto_streams else ''}"
+        if auto_streams or options.streams > 1 else "",
         selection.reason,
         "; cached probe" if selection.from_cache else f"; probed in {selection.probe_s:.1f} s",
     )
