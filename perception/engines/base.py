@@ -168,12 +168,30 @@ class Engine(ABC):
         raise ConfigError(f"--engine {self.kind} runs one frame at a time; use --streams 1")
 
     def warm_workers(self, workers: list[InferWorker], n: int) -> None:
-        """``n`` dummy runs on each worker (its own request allocates and picks kernels on its first run)."""
+        """``n`` dummy runs on each worker (its own request allocates and picks kernels on its first
+        run), the workers at once as the node runs them. OpenVINO INT8, 2 streams, default model,
+        2-core Xeon, 3 alternating starts each: 163-226 ms at once, 199-294 ms one after the other."""
+        import threading
+
         h, w = self.input_hw
         batch = np.zeros((1, h, w, 3), dtype=np.uint8)
-        for worker in workers:
-            for _ in range(n):
-                worker.infer(batch)
+        errors: list[BaseException] = []
+
+        def warm(worker: InferWorker) -> None:
+            try:
+                for _ in range(n):
+                    worker.infer(batch)
+            except BaseException as exc:  # raised below, in the caller's thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=warm, args=(wk,), name="perception-warmup") for wk in workers[1:]]
+        for t in threads:
+            t.start()
+        warm(workers[0])
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
 
     @abstractmethod
     def close(self) -> None:
