@@ -67,8 +67,10 @@ REFERENCE = ("ort", "fp32")
 #: ``--streams auto`` runs the winner with 2 frames in flight only when the probe measured them at
 #: least this much faster than 1 (less is within a busy machine's noise, and costs latency).
 STREAMS_MIN_GAIN = 1.15
-#: Frames per block of that measurement (two blocks of each, alternating).
-STREAMS_RUNS = 12
+#: Frames per block of that measurement (two blocks of each, alternating; about 2.5 s for the
+#: default model on the 2-core Xeon). With 12 the gain it measured for OpenVINO INT8 on a quiet
+#: machine ranged 1.09-1.24x, with 30 1.14-1.27x (the engine bench: 1.27-1.35x).
+STREAMS_RUNS = 30
 
 
 @dataclass(frozen=True)
@@ -384,7 +386,7 @@ def choose_streams(candidate: Candidate, model_path: Path, options: EngineOption
         for n in (1, 2):
             engines[n] = _load(candidate, model_path, dataclasses.replace(options, streams=n))
         workers = {1: [engines[1]], 2: [engines[2].worker(), engines[2].worker()]}
-        for worker in workers[2]:
+        for worker in workers[1] + workers[2]:
             worker.infer(frames[0])  # each request's first run allocates: not timed
         wall = {1: 0.0, 2: 0.0}
         for _ in range(2):
