@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from perception import contracts
 from perception.bench.node import (
     BENCH_CAMERA,
+    FAST_RECONNECT,
     STARTUP_TIMEOUT_S,
     CpuSampler,
     NodeFailed,
@@ -51,7 +52,7 @@ class _CameraReceiver(threading.Thread):
         from perception.subscribe import MaskSubscriber
 
         try:
-            with MaskSubscriber(self.endpoint, namespace=self.namespace, rcvhwm=100_000) as sub:
+            with MaskSubscriber(self.endpoint, namespace=self.namespace, rcvhwm=100_000, **FAST_RECONNECT) as sub:
                 self.ready.set()
                 while not self.done.is_set():
                     msg = sub.recv(timeout_s=0.1)

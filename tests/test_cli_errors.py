@@ -50,6 +50,14 @@ CASES: dict[str, tuple[str, str]] = {
     "bench huge threads": ("bench engine --model {fx}/tiny.onnx --threads 100000 --out {fx}/b", "threads=100000 is out of range [0, 256] (--threads 100000)"),
     "bench huge batch": ("bench engine --model {fx}/tiny.onnx --batch 100000 --out {fx}/b", "batch=100000 is out of range [1, 1024]"),
     "listen save-dir is a file": ("listen --save-dir {fx}/file.txt --duration 1", "--save-dir"),
+    # A bad model and a bad source: the model is named first, whether the engine loads in line
+    # (ONNX Runtime) or in a thread beside the publisher's and the source's opening (OpenVINO,
+    # auto; each its own endpoint, since the cases run two at a time).
+    "run bad model and source, ort": ("run --engine ort --model {fx}/file.txt --source {fx}/nope.mp4", "file.txt is not a readable ONNX"),
+    "run bad model and source, openvino": (
+        "run --engine openvino --model {fx}/file.txt --source {fx}/nope.mp4 --endpoint ipc://{fx}/e1.sock", "file.txt is not a readable ONNX"),
+    "run bad model and source, auto": ("run --engine auto --model {fx}/file.txt --source {fx}/nope.mp4 --endpoint ipc://{fx}/e2.sock", "file.txt is not a readable ONNX"),
+    "run good model, bad source, openvino": ("run --engine openvino --model {fx}/tiny.onnx --source {fx}/nope.mp4 --endpoint ipc://{fx}/e3.sock", "not found"),
     "run camera name not ROS": ("run --model {fx}/tiny.onnx --camera-name front-left.1", "only letters, digits and '_'"),
     "run namespace not ROS": ("run --model {fx}/tiny.onnx --namespace perception//2cam", "repeated '/'"),
     "train out is a file": (

@@ -66,6 +66,7 @@ def test_lane_paint_is_bright_and_only_on_the_road():
         # The same scene without paint: every lane pixel must have been road, nothing else changes.
         scene.road.boundary_styles = [("none", "white")] * len(scene.road.boundary_styles)
         scene.road.crosswalk_d_m = None
+        scene.road.kerb_lines = ("none", "none")
         _, unpainted = _render(scene, size=(240, 320))
         assert (unpainted[lane] == ROAD).all(), f"seed {seed}: lane_marking outside the road"
         assert np.array_equal(unpainted[~lane], label[~lane])
@@ -346,6 +347,10 @@ def test_a_dataset_of_frames_spans_the_conditions():
         "motorbike": sum(any(p.motorbike for p in s.people) for s in scenes),
         "junction": sum(s.road.junction_d_m is not None for s in scenes),
         "cracks": sum(bool(s.road.cracks) for s in scenes),
+        "kerbside lines": sum(any(k != "none" for k in s.road.kerb_lines) for s in scenes),
+        "dropped kerbs": sum(bool(s.road.dropped_kerbs) for s in scenes),
+        "forecourt": sum(any(f > 0 for f in s.road.forecourt_m) for s in scenes),
+        "asphalt pavement": sum(s.road.sidewalk_style == "asphalt" for s in scenes),
     }.items():
         assert count >= 2, f"only {count} of 80 frames with {what}"
     fovs = [2 * np.degrees(np.arctan(W / 2 / s.camera.focal_px)) for s in scenes]

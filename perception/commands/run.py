@@ -17,6 +17,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,66 @@ def startup_stats(step: str, reason: str) -> dict[str, Any]:
     return startup_document(step, reason)
 
 
+#: Engines whose loading runs mostly outside the GIL (OpenVINO's import and its compiled-model
+#: cache), so it overlaps with the rest of start-up. ONNX Runtime's session creation from its
+#: optimised-model cache takes 20-40 ms and holds the GIL enough that a thread made it slower
+#: (measured on the 2-core Xeon), so it loads in line.
+_LOAD_BESIDE = ("auto", "openvino")
+
+
+class EngineLoader:
+    """Loads the run's engine, in a thread for ``_LOAD_BESIDE`` engines while the caller imports
+    the pipeline and opens the publisher and the sources (``result`` joins it).
+
+    Errors are kept and raised by ``result`` (or ``settle``) in the caller's thread, so they read
+    as they did when the engine loaded first: a bad model is reported before a bad source.
+    """
+
+    def __init__(self, config: RunConfig) -> None:
+        self._config = config
+        self._engine: Any = None
+        self._error: BaseException | None = None
+        self._thread = None
+        if config.engine in _LOAD_BESIDE:
+            self._thread = threading.Thread(target=self._load, name="perception-engine-load", daemon=True)
+            self._thread.start()
+        else:
+            self._load()
+            if self._error is not None:
+                raise self._error
+
+    def _load(self) -> None:
+        config = self._config
+        try:
+            if config.engine == "auto":  # the node starts at once, the probe (if any) runs beside it
+                from perception.engines.auto import load_auto
+
+                self._engine = load_auto(Path(config.model_path), config.engine_options, background=True)
+            else:
+                from perception.engines import load_engine
+
+                self._engine = load_engine(config.engine, config.model_path, config.engine_options)
+        except BaseException as exc:  # raised in the caller's thread
+            self._error = exc
+
+    def result(self) -> Any:
+        """The loaded engine; raises the loading error."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._engine
+
+    def settle(self, *, quiet: bool = False) -> Any:
+        """After another step failed: wait for the load; raise its error (unless ``quiet``), else
+        return the engine so that the caller closes it."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None and not quiet:
+            raise self._error from None
+        return self._engine
+
+
 def open_camera_sources(cameras: list[RunConfig]) -> list[Any]:
     """Open each camera's source (``RunConfig.camera_config``); a failure closes the ones already
     open and names the camera when there are several.
@@ -146,13 +207,9 @@ def main(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
     t_start = time.monotonic()
-    publisher = source = pipeline = engine = final = None
+    publisher = source = pipeline = engine = final = loader = None
     try:
         signals.reached("loading the configuration")
-        from perception.engines import load_engine
-        from perception.pipeline import Pipeline
-        from perception.publish import MaskPublisher
-
         config = load_run_config(args)
         compile_with = config.engine_options.compile
         if compile_with != "none" and config.engine != "torch":
@@ -163,12 +220,10 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
                 "pass --model model.onnx or run 'make default-model'"
             )
         signals.reached("loading the engine")
-        if config.engine == "auto":  # the node starts at once, the probe (if any) runs beside it
-            from perception.engines.auto import load_auto
+        loader = EngineLoader(config)
+        from perception.pipeline import Pipeline
+        from perception.publish import MaskPublisher
 
-            engine = load_auto(Path(config.model_path), config.engine_options, background=True)
-        else:
-            engine = load_engine(config.engine, config.model_path, config.engine_options)
         cameras = [config.camera_config(i) for i in range(len(config.cameras))]
         signals.reached("opening the publisher")
         publish = config.publish_options
@@ -185,6 +240,8 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
         signals.reached("opening the source")
         sources = open_camera_sources(cameras)
         source = sources[0] if len(sources) == 1 else sources
+        signals.reached("loading the engine")
+        engine = loader.result()
         signals.reached("starting the pipeline")
         if len(cameras) == 1:
             pipeline = Pipeline(cameras[0], source=sources[0], engine=engine, publisher=publisher)
@@ -207,7 +264,13 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
         final = startup_stats(signals.step, f"signal {signals.signal}")
         if publisher is not None:
             publisher.publish_json(contracts.STATS_TOPIC, final)
+    except BaseException:
+        if loader is not None and engine is None:
+            engine = loader.settle()  # the engine's own error first, as when it loaded alone
+        raise
     finally:
+        if loader is not None and engine is None:
+            engine = loader.settle(quiet=True)
         signals.pipeline = None
         if source is not None and pipeline is None:
             for each in source if isinstance(source, list) else [source]:

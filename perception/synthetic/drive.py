@@ -15,7 +15,7 @@ import numpy as np
 
 from perception.errors import ConfigError
 from perception.synthetic.render import Renderer
-from perception.synthetic.world import Scene, advance_scene, sample_scene
+from perception.synthetic.world import Scene, advance_scene, sample_scene, wobble
 
 #: Supported image sizes (inclusive). Below the minimum the scene geometry degenerates to a few
 #: pixels per object; the maximum keeps the generator real-time.
@@ -89,6 +89,7 @@ class SyntheticDrive:
         self.frame_index = 0
         self._rng = np.random.default_rng(seed)
         self.scene = sample_scene(self._rng, height=self.height, width=self.width)
+        wobble(self.scene)
         self._renderer = Renderer(self.height, self.width)
 
     def next_frame(self) -> tuple[np.ndarray, np.ndarray]:

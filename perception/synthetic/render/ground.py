@@ -59,14 +59,18 @@ def draw_ground(mat: np.ndarray, paint: np.ndarray, scene: Scene, view: View, pa
 def draw_sidewalk(
     mat: np.ndarray, paint: np.ndarray, scene: Scene, view: View, pal: Palette, side: int, width_m: float
 ) -> None:
-    """One sidewalk: its surface (joints of slabs or bricks, a few slabs a shade off), the kerbstone's
-    top band and its vertical face (lit or shaded by the sun), all labelled sidewalk."""
+    """One sidewalk: its surface (joints of slabs or bricks, a few slabs a shade off), any forecourt
+    beyond it, the kerbstone's top band and its vertical face (lit or shaded by the sun; none where
+    the kerb is dropped), all labelled sidewalk."""
     road, d = scene.road, view.ground_d
     sw_class = CLASS_ID["sidewalk"]
     edge = road.kerb_left_s if side < 0 else road.kerb_right_s
     far = edge + side * width_m
     inner = edge + side * road.kerb_width_m
     base_bgr = np.asarray(road.sidewalk_bgr, np.float64)
+    forecourt = road.forecourt_m[0 if side < 0 else 1]
+    if forecourt > 0:  # paved a shade off the pavement, out past the building line
+        fill(mat, view.strip(far, far + side * forecourt, d), pal.ground(base_bgr * 0.92 + 4.0, sw_class))
     surface = pal.ground(base_bgr, sw_class)
     fill(mat, view.strip(edge, far, d), surface)
     along, across = road.slab_m
@@ -78,7 +82,31 @@ def draw_sidewalk(
     light = scene.lighting
     lit = light.shadow_factor < 0.95 and side * light.sun_side > 0
     face = pal.ground(np.minimum(kerb_bgr * (1.05 if lit else 0.6), 255), sw_class)
-    fill(mat, view.strip(edge, edge, d, 0.0, road.kerb_height_m), face)
+    for run in _raised_runs(d, [(d0, d1) for s_, d0, d1 in road.dropped_kerbs if s_ == side]):
+        fill(mat, view.strip(edge, edge, run, 0.0, road.kerb_height_m), face)
+
+
+def _raised_runs(d: np.ndarray, dropped: list[tuple[float, float]]) -> list[np.ndarray]:
+    """The stretches of the distance samples ``d`` where the kerb stands (outside every dropped
+    (d0, d1) stretch), each with its ends on the dropped stretches' edges."""
+    if not dropped:
+        return [d]
+    cuts = sorted(x for d0, d1 in dropped for x in (d0, d1) if d[0] < x < d[-1])
+    points = np.unique(np.concatenate([d, cuts]))
+    mid = (points[:-1] + points[1:]) / 2
+    up = np.ones(len(mid), bool)
+    for d0, d1 in dropped:
+        up &= ~((mid > d0) & (mid < d1))
+    runs, start = [], None
+    for i, raised in enumerate(up):
+        if raised and start is None:
+            start = i
+        if not raised and start is not None:
+            runs.append(points[start : i + 1])
+            start = None
+    if start is not None:
+        runs.append(points[start:])
+    return runs
 
 
 def draw_joints(
@@ -175,6 +203,16 @@ def draw_paint(
     for mid, quads in dashes.items():
         if quads:
             fill(paint, np.concatenate(quads), mid)
+    # Kerbside lines a hand's width from each kerb (waiting restrictions, edge lines).
+    line_w = max(0.08, 0.7 * road.paint_width_m)
+    for side, kind in zip((-1, 1), road.kerb_lines, strict=True):
+        if kind == "none":
+            continue
+        colour = yellow if "yellow" in kind else white
+        near = (road.kerb_left_s if side < 0 else road.kerb_right_s) - side * 0.2
+        centres = (near, near - side * 2.2 * line_w) if kind.startswith("double") else (near,)
+        for s in centres:
+            fill(paint, view.strip(s - line_w / 2, s + line_w / 2, paint_d), colour)
     if road.crosswalk_d_m is not None and road.crosswalk_d_m + 4.0 > view.d_near:
         d0 = road.crosswalk_d_m
         s0 = np.arange(0.4, road.width_m - 0.5, 1.0)

@@ -10,7 +10,7 @@ people), ``objects`` (random draws of single objects), ``layout`` (a whole new s
 """
 
 from perception.synthetic.world.layout import sample_scene
-from perception.synthetic.world.motion import advance_scene
+from perception.synthetic.world.motion import advance_scene, wobble
 from perception.synthetic.world.scene import (
     Building,
     Camera,
@@ -34,5 +34,6 @@ __all__ = [
     "Tree",
     "Vehicle",
     "advance_scene",
+    "wobble",
     "sample_scene",
 ]

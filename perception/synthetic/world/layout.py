@@ -97,6 +97,7 @@ def sample_road(rng: np.random.Generator, environment: str) -> Road:
     dash_len = uniform(rng, 2.0, 4.5)
     asphalt = (grey - warm + uniform(rng, -4, 6), grey + uniform(rng, -3, 3), grey + warm + uniform(rng, -4, 4))
     surface = _sample_sidewalk_surface(rng, asphalt)
+    kerbside = _sample_kerbside(rng, environment, sw_l, sw_r)
     return Road(
         n_lanes=n_lanes,
         lane_width_m=lane_w,
@@ -109,7 +110,7 @@ def sample_road(rng: np.random.Generator, environment: str) -> Road:
         dash_phase_m=uniform(rng, 0.0, 12.0),
         sidewalk_left_m=sw_l,
         sidewalk_right_m=sw_r,
-        kerb_height_m=uniform(rng, 0.08, 0.18),
+        kerb_height_m=uniform(rng, 0.05, 0.18),
         asphalt_bgr=asphalt,
         grass_bgr=jitter(rng, pick(rng, ((50, 125, 80), (45, 105, 90), (60, 140, 120), (40, 95, 70))), 12),
         paint_fade=uniform(rng, 0.75, 1.0) if rng.random() < 0.6 else uniform(rng, 0.4, 0.75),
@@ -125,6 +126,7 @@ def sample_road(rng: np.random.Generator, environment: str) -> Road:
         junction_d_m=uniform(rng, 12.0, 70.0) if (environment != "rural" and rng.random() < 0.3) else None,
         junction_width_m=uniform(rng, 6.0, 12.0),
         **surface,
+        **kerbside,
     )
 
 
@@ -139,8 +141,9 @@ def _sample_sidewalk_surface(rng: np.random.Generator, asphalt: tuple[float, flo
     A good share of sidewalks are deliberately close to the road's grey (asphalt pavements, grey
     slabs), so a model must tell them apart by the kerb, the joints and the geometry.
     """
-    style = pick(rng, ("plain", "slabs", "slabs", "slabs", "bricks", "asphalt", "asphalt"))
-    road_like = np.asarray(asphalt) * uniform(rng, 0.95, 1.15) + uniform(rng, -4.0, 12.0)
+    style = pick(rng, ("plain", "slabs", "slabs", "slabs", "bricks", "asphalt", "asphalt", "asphalt"))
+    # Tarmac footways are often as dark as the road or darker (older, dirtier surfaces).
+    road_like = np.asarray(asphalt) * uniform(rng, 0.85, 1.15) + uniform(rng, -8.0, 12.0)
     if style == "asphalt":
         colour = road_like
     elif style == "bricks":
@@ -155,9 +158,14 @@ def _sample_sidewalk_surface(rng: np.random.Generator, asphalt: tuple[float, flo
         "bricks": (uniform(rng, 0.2, 0.3), uniform(rng, 0.1, 0.2)),
         "asphalt": (0.0, 0.0),
     }[style]
-    kerb = pick(rng, ("light", "granite", "dark"))
+    kerb = pick(rng, ("light", "granite", "dark", "worn"))
     base = np.asarray(colour, np.float64)
-    kerb_bgr = {"light": base * 1.15 + 18, "granite": np.full(3, uniform(rng, 110, 175)), "dark": base * 0.75}[kerb]
+    kerb_bgr = {
+        "light": base * 1.15 + 18,
+        "granite": np.full(3, uniform(rng, 110, 175)),
+        "dark": base * 0.75,
+        "worn": base * uniform(rng, 0.95, 1.08),  # a kerbstone worn to the pavement's own grey
+    }[kerb]
     return {
         "sidewalk_style": style,
         "sidewalk_bgr": jitter(rng, colour, 8 if style == "asphalt" else 12),
@@ -165,6 +173,33 @@ def _sample_sidewalk_surface(rng: np.random.Generator, asphalt: tuple[float, flo
         "kerb_bgr": jitter(rng, np.minimum(kerb_bgr, 255.0), 8),
         "kerb_width_m": uniform(rng, 0.12, 0.35),
     }
+
+
+def _sample_kerbside(rng: np.random.Generator, environment: str, sw_l: float, sw_r: float) -> dict:
+    """Kerbside lines, dropped kerbs and forecourts (``Road`` keyword arguments).
+
+    Streets where the pavement's surface looks like the road's, and what still tells them apart:
+    waiting-restriction or edge lines along the kerb, kerbs dropped flush at driveways and
+    crossings, and frontages paved like the pavement out to the buildings.
+    """
+    town = environment != "rural"
+    lines = []
+    for sidewalk in (sw_l, sw_r):
+        if sidewalk > 0 and town and rng.random() < 0.45:
+            lines.append(pick(rng, ("double_yellow", "double_yellow", "yellow", "white")))
+        else:
+            lines.append("none")
+    dropped: list[tuple[int, float, float]] = []
+    forecourt = []
+    for side, sidewalk in ((-1, sw_l), (1, sw_r)):
+        if sidewalk > 0 and town and rng.random() < 0.5:
+            d = uniform(rng, 3.0, 30.0)
+            while d < 120.0:
+                length = uniform(rng, 2.5, 8.0)
+                dropped.append((side, d, d + length))
+                d += length + uniform(rng, 10.0, 45.0)
+        forecourt.append(uniform(rng, 1.5, 10.0) if sidewalk > 0 and town and rng.random() < 0.3 else 0.0)
+    return {"kerb_lines": tuple(lines), "dropped_kerbs": dropped, "forecourt_m": tuple(forecourt)}
 
 
 def _sample_cracks(rng: np.random.Generator, road_width: float) -> list[tuple[float, float, float, float]]:

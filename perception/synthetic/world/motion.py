@@ -18,6 +18,13 @@ from perception.synthetic.world.scene import Pole, Scene, Vehicle
 BEHIND_M = -8.0
 
 
+def wobble(scene: Scene) -> None:
+    """The ego camera's slow weave in its lane at the scene's time (offset and heading). A drive
+    starts with it too, so its first frame does not jump from the sampled scene's random heading."""
+    scene.road.ego_offset_m = 0.25 * math.sin(0.35 * scene.time_s + scene.wobble_phase)
+    scene.road.heading = 0.012 * math.cos(0.35 * scene.time_s + scene.wobble_phase)
+
+
 def advance_scene(scene: Scene, dt_s: float, rng: np.random.Generator) -> None:
     """Move ``scene`` on by ``dt_s`` seconds of driving, in place; ``rng`` draws the new arrivals."""
     road = scene.road
@@ -34,8 +41,7 @@ def advance_scene(scene: Scene, dt_s: float, rng: np.random.Generator) -> None:
     road.curvature_rate = (scene.curvature_target - road.curvature) / max(scene.ego_speed_mps * 2.5, 1.0)
     road.curvature += (scene.curvature_target - road.curvature) * ease
     road.grade_curvature += (scene.grade_target - road.grade_curvature) * ease
-    road.ego_offset_m = 0.25 * math.sin(0.35 * scene.time_s + scene.wobble_phase)
-    road.heading = 0.012 * math.cos(0.35 * scene.time_s + scene.wobble_phase)
+    wobble(scene)
     road.dash_phase_m = (road.dash_phase_m - step) % road.dash_period_m
     road.patches = [(s0, s1, d0 - step, d1 - step) for s0, s1, d0, d1 in road.patches]
     if road.patches and road.patches[0][3] < 0:
@@ -44,6 +50,7 @@ def advance_scene(scene: Scene, dt_s: float, rng: np.random.Generator) -> None:
         road.patches = road.patches[1:] + [(s0, s0 + uniform(rng, 0.8, 3.0), d0, d0 + uniform(rng, 2.0, 12.0))]
     # Cracks and the side road pass by once (the houses were laid out around the junction).
     road.cracks = [(s0, d0 - step, s1, d1 - step) for s0, d0, s1, d1 in road.cracks if max(d0, d1) - step > 0]
+    road.dropped_kerbs = [(side, d0 - step, d1 - step) for side, d0, d1 in road.dropped_kerbs if d1 - step > -5]
     if road.junction_d_m is not None:
         road.junction_d_m -= step
         if road.junction_d_m + road.junction_width_m < -5:

@@ -71,6 +71,16 @@ class Road:
     slab_m: tuple[float, float] = (2.0, 0.0)
     kerb_bgr: tuple[float, float, float] | None = None  # None: a stone a little lighter than the sidewalk
     kerb_width_m: float = 0.25
+    # Kerbside lines, per side (left, right): none | yellow | double_yellow | white. Waiting
+    # restrictions in the UK and much of Europe, edge lines elsewhere: paint a hand's width from
+    # the kerb, on the road, so the surface beyond the line is pavement however alike the two look.
+    kerb_lines: tuple[str, str] = ("none", "none")
+    # Dropped kerbs (driveway and pedestrian crossings): (side, d0, d1) stretches where the kerb is
+    # flush with the road, so only the surface and the geometry tell the pavement from the road.
+    dropped_kerbs: list[tuple[int, float, float]] = field(default_factory=list)
+    # Forecourts, per side: metres of ground beyond the pavement paved like it (shop fronts,
+    # station forecourts, private frontages), labelled sidewalk; 0: a verge or the building line.
+    forecourt_m: tuple[float, float] = (0.0, 0.0)
 
     @property
     def width_m(self) -> float:
