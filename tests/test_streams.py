@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_engines_cpu import INT8_VERDICT, fake_probe, run_until, write_good_int8
-from test_pipeline import MODEL_HW, Link, expected_maps, run_cli, write_video
+from test_pipeline import MODEL_HW, Link, SlowEngine, expected_maps, run_cli, write_video
 from tiny_models import expected_class_ids, write_brightness_model
 
 from perception import contracts
@@ -129,6 +129,27 @@ def test_two_streams_publish_every_frame_once_in_order_with_balanced_counts(tmp_
     assert final["streams"] == 2 and final["end_reason"] == "end of input"
     assert not any(t.is_alive() for t in pipeline._threads)
     assert sum(t.name.startswith("perception-inference-") for t in pipeline._threads) == 2
+
+
+def test_latest_queue_with_streams_drops_counts_and_keeps_the_order(tmp_path, model_path, link):
+    n = 40
+    video = str(write_video(tmp_path / "clip.avi", n))
+    engine = load_engine("ort", model_path, EngineOptions(provider="cpu", threads=2, streams=2))
+    source = open_source(video)
+
+    class SlowWorkers(SlowEngine):  # each worker waits for capture to read further: certain drops
+        streams = 2
+
+        def worker(self):
+            return self
+
+    config = RunConfig.from_settings(source=video, queue="latest", queue_capacity=1, warmup=0, streams=2, threads=2)
+    final = Pipeline(config, source=source, engine=SlowWorkers(engine, 0, outpaced_by=source), publisher=link.pub).run()
+    engine.close()
+    seqs = [m.seq for m in _arrival_order(link, final["published"])]
+    assert final["dropped"] > 0 and final["frames_in"] == n and final["published"] + final["dropped"] == n
+    assert final["balanced"] and len(seqs) == final["published"]
+    assert seqs == sorted(set(seqs)) and seqs[-1] == n - 1  # in order, once each; the newest frame makes it
 
 
 def test_max_frames_with_streams_stops_at_exactly_that_many(model_path, link):
