@@ -36,6 +36,8 @@ VIDEO_FPS = 10.0
 #: Camera frames kept for pairing with class maps that arrive later (a few frames of latency).
 KEPT_FRAMES = 64
 DEFAULT_PORT = 5556
+#: After the node stops, how long the subscriber waits for messages still in flight.
+DRAIN_S = 0.2
 
 
 @dataclass
@@ -144,7 +146,10 @@ def run_demo(config: DemoConfig, *, stop: threading.Event | None = None, out=pri
     endpoint = pick_endpoint(config.endpoint)
     run_config = RunConfig(
         source="synthetic", model=str(model), queue="latest", source_options=config.source_options,
-        engine_options=config.engine_options, publish_options=PublishOptions(endpoint=endpoint, camera_name="front"),
+        engine_options=config.engine_options,
+        # The demo's own subscriber must have joined before the first frame goes out, or a fast
+        # start publishes frames nobody receives and the summary counts them as missed.
+        publish_options=PublishOptions(endpoint=endpoint, camera_name="front", wait_subscribers=1),
     )
     namespace = run_config.publish_options.resolved_namespace
     video_path, snapshot_path = config.out_dir / "demo.mp4", config.out_dir / "demo.png"
@@ -183,6 +188,9 @@ def run_demo(config: DemoConfig, *, stop: threading.Event | None = None, out=pri
                 last_caption = _report(stats, now_s, now_s - start_s, out)
         pipeline.stop("demo finished")
         final = pipeline.finish()
+        # Frames published while the node stopped are still on their way: count them too.
+        while (msg := subscriber.recv(timeout_s=DRAIN_S)) is not None:
+            stats.setdefault(msg.topic, TopicStats(start_s)).add(msg, time.monotonic())
     finally:
         if pipeline is None and source is not None:
             source.close()
