@@ -2,7 +2,7 @@
 
 - capture: ``source.read()`` stamps each frame and puts it on the frame queue (``latest`` drops
   the oldest when inference falls behind; ``lossless`` makes capture wait);
-- inference: letterbox into the one preallocated batch, ``engine.infer``; with ``streams`` N > 1
+- inference: letterbox into the worker's preallocated batch, ``engine.infer``; with ``streams`` N > 1
   (``--streams``), N workers, each with its own batch and engine worker, run N frames at once and
   the publish thread puts them back in capture order (``perception/inflight.py``);
 - publish: cut the letterbox padding off (or map back to the source size if asked), build the masks (lookup tables), obstacle blobs,
@@ -96,13 +96,12 @@ class Pipeline:
         #: ``--streams auto`` is resolved by ``--engine auto``).
         self.streams = engine.streams
         # Lossless between inference and publishing: a frame that was inferred is always published.
-        # With several workers it carries (ticket, frame or None) for the reorder step.
-        self._inferred: FrameQueue[Any] = FrameQueue(2 if self.streams == 1 else 2 * self.streams, "lossless")
-        self._inflight: InFlight[Frame, _Inferred] | None = None
-        self._workers: list[Any] = []
-        if self.streams > 1:
-            self._inflight = InFlight(self.frames, window=2 * self.streams, limit=config.max_frames)
-            self._workers = [engine.worker() for _ in range(self.streams)]  # ConfigError: it cannot
+        # It carries (ticket, frame or None) for the reorder step (perception/inflight.py), which
+        # with one worker only passes frames on.
+        self._inferred: FrameQueue[tuple[int, _Inferred | None]] = FrameQueue(2 * self.streams, "lossless")
+        self._inflight: InFlight[Frame, _Inferred] = InFlight(self.frames, window=2 * self.streams, limit=config.max_frames)
+        # One frame at a time runs on the engine itself (any engine can); several on its workers.
+        self._workers: list[Any] = [engine.worker() for _ in range(self.streams)] if self.streams > 1 else [engine]
         self._workers_running = 0
         self._count_lock = threading.Lock()
         publish = config.publish_options
@@ -151,7 +150,7 @@ class Pipeline:
         t0 = time.perf_counter()
         self.startup = "warming up the engine"
         try:
-            if self._workers:
+            if self.streams > 1:
                 self.engine.warm_workers(self._workers, self.config.warmup)
             else:
                 self.engine.warmup(self.config.warmup)
@@ -164,9 +163,9 @@ class Pipeline:
             return
         log.info(
             "engine warm-up: %d runs%s in %.0f ms; source %s, queue %s(%d), masks %s%s",
-            self.config.warmup, f" on each of {self.streams} workers" if self._workers else "",
+            self.config.warmup, f" on each of {self.streams} workers" if self.streams > 1 else "",
             (time.perf_counter() - t0) * 1e3, self.source.describe(), self.frames.policy, self.frames.capacity,
-            ",".join(self.masks.topics), f"; {self.streams} frames in flight" if self._workers else "",
+            ",".join(self.masks.topics), f"; {self.streams} frames in flight" if self.streams > 1 else "",
         )
         self._publish_info(None)
         if self.config.publish_options.wait_subscribers:
@@ -183,11 +182,9 @@ class Pipeline:
         self.startup = "complete"
         self.rates.restart()
         stages: list[tuple[str, str, Any]] = [("capture", "capture", self._capture_loop)]
-        if self._workers:
-            self._workers_running = len(self._workers)
-            stages += [("inference", f"inference-{i}", lambda i=i: self._worker_loop(i)) for i in range(len(self._workers))]
-        else:
-            stages.append(("inference", "inference", self._inference_loop))
+        self._workers_running = len(self._workers)
+        stages += [("inference", "inference" if self.streams == 1 else f"inference-{i}", lambda i=i: self._worker_loop(i))
+                   for i in range(len(self._workers))]
         stages.append(("publish", "publish", self._publish_loop))
         for stage, name, target in stages:
             t = threading.Thread(target=self._guard, args=(stage, target), name=f"perception-{name}", daemon=True)
@@ -281,8 +278,6 @@ class Pipeline:
 
     def _unpublished_inferred(self) -> int:
         """Inferred frames left between the stages at the end (the threads have been joined)."""
-        if self._inflight is None:
-            return len(self._inferred)
         left = self._inflight.held
         self._inferred.close()
         while True:  # a closed queue hands out what it holds, then raises
@@ -349,39 +344,11 @@ class Pipeline:
             self.frames.close()
             self.source.close()
 
-    def _inference_loop(self) -> None:
-        """The one inference thread (``streams`` 1)."""
-        consecutive = 0
-        try:
-            while not self._stop.is_set():
-                try:
-                    frame = self.frames.get(timeout=POLL_S)
-                except QueueClosed:
-                    break
-                if frame is None:
-                    continue
-                try:
-                    item = self._infer_one(frame, self.preprocess, self.engine)
-                except BaseException as exc:
-                    consecutive = self._infer_failed(frame, exc, consecutive)
-                    continue
-                consecutive = 0
-                if not self._hand_on(item, counted=True):
-                    return
-                self.frames_inferred += 1
-                if self.config.max_frames and self.frames_inferred >= self.config.max_frames:
-                    self._max_frames_reached()
-                    break
-        finally:
-            self._inference_ended.set()
-            self.frames.close()  # frees a capture thread waiting for room in a lossless queue
-            self._inferred.close()
-
     def _worker_loop(self, index: int) -> None:
         """Inference worker ``index`` of ``streams`` (see ``perception/inflight.py``): its own
-        letterbox batch and engine worker; each frame goes on with its ticket, a failed one as None."""
+        letterbox batch and engine worker; each frame goes on with its ticket, a failed one as None.
+        With ``streams`` 1 the one worker is the engine itself."""
         inflight = self._inflight
-        assert inflight is not None  # set with the workers
         preprocess = self.preprocess if index == 0 else Preprocessor(self.engine.input_hw)
         worker = self._workers[index]
         consecutive = 0
@@ -479,8 +446,8 @@ class Pipeline:
             except QueueClosed:
                 break
             if entry is not None:
-                # Several workers: (ticket, frame or None), held until its turn.
-                for item in [entry] if self._inflight is None else self._inflight.in_order(*entry):
+                # (ticket, frame or None), held until every earlier ticket has come back.
+                for item in self._inflight.in_order(*entry):
                     try:
                         self._publish_one(item)
                         consecutive = 0
