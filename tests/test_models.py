@@ -36,6 +36,17 @@ VARIANTS = {
     "litefpn": ({"channels": 16}, ("aux",)),
 }
 AUX_MODELS = [name for name, (_, aux) in VARIANTS.items() if aux]
+#: Further variants of a registered model that change its graph: (model, kwargs, aux outputs).
+EXTRA_VARIANTS = {
+    "litefpn-output-stride-2": ("litefpn", {"channels": 16, "output_stride": 2}, ("aux",)),
+}
+ALL_VARIANTS = [*VARIANTS, *EXTRA_VARIANTS]
+
+
+def _spec(variant: str) -> tuple[str, dict, tuple[str, ...]]:
+    if variant in EXTRA_VARIANTS:
+        return EXTRA_VARIANTS[variant]
+    return (variant, *VARIANTS[variant])
 
 
 @pytest.fixture(autouse=True)
@@ -52,9 +63,10 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def _build(name: str, **overrides):
-    kwargs = dict(VARIANTS[name][0])
-    if VARIANTS[name][1]:
+def _build(variant: str, **overrides):
+    name, kwargs, aux = _spec(variant)
+    kwargs = dict(kwargs)
+    if aux:
         kwargs["aux"] = True
     kwargs.update(overrides)
     return build_model(name, num_classes=NUM_CLASSES, **kwargs)
@@ -74,7 +86,7 @@ def test_unknown_model_lists_known_names():
         assert name in message
 
 
-@pytest.mark.parametrize("name", list(VARIANTS))
+@pytest.mark.parametrize("name", ALL_VARIANTS)
 def test_eval_returns_logits_at_input_resolution(name):
     model = _build(name).eval()
     model.check_input_size(*INPUT_HW)
@@ -85,11 +97,11 @@ def test_eval_returns_logits_at_input_resolution(name):
     assert torch.isfinite(logits).all()
 
 
-@pytest.mark.parametrize("name", list(VARIANTS))
+@pytest.mark.parametrize("name", ALL_VARIANTS)
 def test_train_returns_named_outputs_and_every_parameter_learns(name):
     model = _build(name).train()
     outputs = model(torch.randn(2, 3, *INPUT_HW))
-    assert set(outputs) == {"out", *VARIANTS[name][1]}
+    assert set(outputs) == {"out", *_spec(name)[2]}
     for key, logits in outputs.items():
         assert logits.shape == (2, NUM_CLASSES, *INPUT_HW), key
     target = torch.randint(0, NUM_CLASSES, (2, *INPUT_HW))
@@ -188,11 +200,28 @@ def test_models_without_pretrained_backbone_refuse_pretrained(name):
         ("segnet", {"unpool": "bilinear"}, "unpool='bilinear'"),
         ("segnet", {"width": 0.5, "pretrained": True}, "width=1.0"),
         ("pspnet", {"backbone": "resnet34"}, "unknown backbone 'resnet34'"),
+        ("litefpn", {"output_stride": 8}, "output_stride=8 must be 4"),
+        ("litefpn", {"encoder": "mobilenet_v3_large", "output_stride": 2}, "needs encoder efficientnet_lite0"),
     ],
 )
 def test_bad_builder_arguments_raise_config_error(name, kwargs, message):
     with pytest.raises(ConfigError, match=message):
         build_model(name, num_classes=NUM_CLASSES, **kwargs)
+
+
+def test_litefpn_output_stride_2_classifies_at_half_resolution_on_the_stride_2_feature():
+    coarse = _build("litefpn").eval()
+    fine = _build("litefpn-output-stride-2").eval()
+    seen = {}
+    fine.fine.classify.register_forward_hook(lambda m, args, out: seen.update(shape=tuple(out.shape)))
+    with torch.no_grad():
+        fine(torch.randn(1, 3, *INPUT_HW))
+    assert seen["shape"] == (1, NUM_CLASSES, INPUT_HW[0] // 2, INPUT_HW[1] // 2)
+    assert fine.fine.lateral[0].in_channels == fine.encoder.stride2_channels == 16
+    # The 1/4 levels keep their names: only the classifier moves (head.1 -> fine.classify).
+    coarse_keys, fine_keys = set(coarse.state_dict()), set(fine.state_dict())
+    assert coarse_keys - fine_keys == {"head.1.weight", "head.1.bias"}
+    assert all(key.startswith("fine.") for key in fine_keys - coarse_keys)
 
 
 def test_pspnet_resnet50_builds_dilated_to_output_stride_8():
@@ -259,7 +288,7 @@ def test_complexity_counts_params_and_flops():
         measure_complexity(_build("bisenetv2"), (60, 96))
 
 
-@pytest.mark.parametrize("name", list(VARIANTS))
+@pytest.mark.parametrize("name", ALL_VARIANTS)
 def test_onnx_export_runs_in_onnxruntime(name):
     model = _build(name).prepare_for_export()
     x = torch.randn(1, 3, *INPUT_HW)

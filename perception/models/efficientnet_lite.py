@@ -217,12 +217,18 @@ class EfficientNetLite0Features(nn.Module):
             start = end + 1
         self.channels = (*FEATURE_CHANNELS[:-1], self.stages[-1][-1].project.bn.num_features)
 
+    #: Channels of :meth:`forward_with_stride2`'s extra stride-2 feature (the first block's output).
+    stride2_channels = LITE0_STAGES[0][3]
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        y = self.stem(self.rescale(x))
-        features = []
-        for stage in self.stages:
-            y = stage(y)
-            features.append(y)
+        return self.forward_with_stride2(x)[1:]
+
+    def forward_with_stride2(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(c1, c2, c3, c4, c5)``: the stride-2 output of the first block, then :meth:`forward`'s."""
+        c1 = self.stages[0][0](self.stem(self.rescale(x)))
+        features = [c1, self.stages[0][1:](c1)]
+        for stage in self.stages[1:]:
+            features.append(stage(features[-1]))
         return tuple(features)
 
 
