@@ -90,6 +90,35 @@ def test_int8_precision_runs_the_sibling(tmp_path):
     assert engine.model_path == str(sibling) and engine.precision == "int8"
 
 
+@pytest.mark.parametrize(
+    ("flags", "warned"),
+    [
+        ({"avx2", "fma"}, True),  # AVX2 only (an EPYC before Zen 4): u8 x s8 dot products saturate
+        ({"avx2", "fma", "avx512f"}, True),  # AVX-512 without VNNI (Skylake-SP)
+        ({"avx2", "fma", "avx512f", "avx512_vnni"}, False),
+        ({"avx2", "fma", "avx_vnni"}, False),
+        ({"asimd"}, False),  # not x86: not judged
+    ],
+)
+def test_int8_on_a_cpu_without_vnni_warns_once_with_the_cpu_named(tmp_path, monkeypatch, caplog, flags, warned):
+    from perception.engines import base, cpu
+
+    monkeypatch.setattr(cpu, "_cpuinfo", lambda: ("Test CPU 9000", frozenset(flags)))
+    monkeypatch.setattr(base, "_warned_int8_saturation", False)
+    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
+    write_broken_int8(model)
+    caplog.set_level("WARNING")
+    for _ in range(2):
+        load_engine("ort", model, EngineOptions(provider="cpu", precision="int8"))
+    load_engine("ort", model, EngineOptions(provider="cpu"))  # FP32: never
+    messages = [r.getMessage() for r in caplog.records if "without VNNI" in r.getMessage()]
+    if warned:
+        assert len(messages) == 1
+        assert "Test CPU 9000" in messages[0] and "--engine auto" in messages[0]
+    else:
+        assert messages == []
+
+
 def test_auto_rejects_a_candidate_that_disagrees_with_fp32(tmp_path):
     model = write_brightness_model(tmp_path / "tiny.onnx", HW)
     write_broken_int8(model)

@@ -10,6 +10,7 @@ actually runs it (e.g. ``CPUExecutionProvider``, ``tensorrt``, ``torch-cuda-fp16
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,19 @@ from perception.options import (  # noqa: F401 - declared there (light, shared w
 
 #: Suffix of the INT8 sibling that ``perception export --int8`` writes next to ``model.onnx``.
 INT8_SUFFIX = ".int8.onnx"
+
+
+_warned_int8_saturation = False
+
+
+def warn_int8_saturation(log: logging.Logger) -> None:
+    """Log once per process why INT8 class ids may drift from FP32 on this CPU (no VNNI), if so."""
+    global _warned_int8_saturation
+    from perception.engines.cpu import int8_saturation_warning
+
+    if not _warned_int8_saturation and (message := int8_saturation_warning()):
+        _warned_int8_saturation = True
+        log.warning(message)
 
 
 def int8_model_path(path: Path) -> Path:

@@ -24,7 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from perception.contracts import OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE
-from perception.engines.base import Engine, EngineOptions, InputSpec, check_input_spec, int8_model_path
+from perception.engines.base import (
+    Engine,
+    EngineOptions,
+    InputSpec,
+    check_input_spec,
+    int8_model_path,
+    warn_int8_saturation,
+)
 from perception.errors import ConfigError, DependencyError, ModelError
 from perception.modelfile import read_model_metadata
 
@@ -179,6 +186,8 @@ class OpenVinoEngine(Engine):
             "" if self.cpu_streams == 1 else "s",
             config["CACHE_DIR"],
         )
+        if precision == "int8":
+            warn_int8_saturation(log)
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         return self.infer_any_batch(self._run, batch)

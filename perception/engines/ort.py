@@ -22,7 +22,14 @@ import numpy as np
 import onnxruntime as ort
 
 from perception.contracts import OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ModelMetadata
-from perception.engines.base import Engine, EngineOptions, InputSpec, check_input_spec, int8_model_path
+from perception.engines.base import (
+    Engine,
+    EngineOptions,
+    InputSpec,
+    check_input_spec,
+    int8_model_path,
+    warn_int8_saturation,
+)
 from perception.errors import ConfigError, DependencyError, ModelError
 from perception.modelfile import read_model_metadata
 
@@ -159,6 +166,8 @@ class OrtEngine(Engine):
             self.intra_op_threads or "default",
             f" per frame, {self.streams} frames in flight on one session" if self.streams > 1 else "",
         )
+        if self.precision == "int8" and self.provider == "CPUExecutionProvider":
+            warn_int8_saturation(log)
 
     @staticmethod
     def _cached_session(path: Path, session_options, provider_list: list, providers: list[str]):
