@@ -85,8 +85,12 @@ class Pipeline:
     ``endpoint``); the caller owns and closes source, engine and publisher, except that the
     pipeline closes the source when it finishes (or fails to start)."""
 
-    def __init__(self, config: RunConfig, *, source: Source, engine: Engine, publisher: Any) -> None:
+    def __init__(self, config: RunConfig, *, source: Source, engine: Engine, publisher: Any,
+                 warmed_ms: float | None = None) -> None:
         self.config = config
+        #: The engine's warm-up already ran, in this many ms (``perception run`` warms it up while
+        #: it opens the source); None: ``start`` runs it.
+        self.warmed_ms = warmed_ms
         self.source = source
         self.engine = engine
         self.publisher = publisher
@@ -150,9 +154,9 @@ class Pipeline:
         t0 = time.perf_counter()
         self.startup = "warming up the engine"
         try:
-            if self.streams > 1:
+            if self.warmed_ms is None and self.streams > 1:
                 self.engine.warm_workers(self._workers, self.config.warmup)
-            else:
+            elif self.warmed_ms is None:
                 self.engine.warmup(self.config.warmup)
         except BaseException:
             self.source.close()  # no capture thread will own it: a camera must not stay open
@@ -161,10 +165,12 @@ class Pipeline:
             self.source.close()
             self._done.set()
             return
+        warm_ms = (time.perf_counter() - t0) * 1e3 if self.warmed_ms is None else self.warmed_ms
         log.info(
-            "engine warm-up: %d runs%s in %.0f ms; source %s, queue %s(%d), masks %s%s",
+            "engine warm-up: %d runs%s in %.0f ms%s; source %s, queue %s(%d), masks %s%s",
             self.config.warmup, f" on each of {self.streams} workers" if self.streams > 1 else "",
-            (time.perf_counter() - t0) * 1e3, self.source.describe(), self.frames.policy, self.frames.capacity,
+            warm_ms, " (beside the source's opening)" if self.warmed_ms is not None else "",
+            self.source.describe(), self.frames.policy, self.frames.capacity,
             ",".join(self.masks.topics), f"; {self.streams} frames in flight" if self.streams > 1 else "",
         )
         self._publish_info(None)

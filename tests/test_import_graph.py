@@ -109,3 +109,39 @@ def test_node_start_up_leaves_out_yaml_and_asyncio():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "", done.stdout
+
+
+def test_an_ort_node_run_imports_no_other_engine(tiny_model_path, tmp_path, free_tcp_port):
+    """A real `perception run` to its first mask, with ``--engine ort`` and with ``--engine auto``
+    whose cached verdict is ONNX Runtime (loaded in line, warmed up beside the source), imports
+    neither OpenVINO nor torch nor onnx, nor asyncio (PyYAML is left out: the synthetic camera's
+    module imports it)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from perception.engines.auto import Selection, cpu_candidates, probe_key, write_cached
+    from perception.engines.base import EngineOptions
+
+    options = EngineOptions(threads=1)
+    key = probe_key(tiny_model_path, options, cpu_candidates(tiny_model_path, options))
+    write_cached(Selection(engine="ort", precision="fp32", reason="test", key=key), tmp_path)
+    env = {**os.environ, "PERCEPTION_PROBE_CACHE": str(tmp_path)}
+    unwanted = ("openvino", "torch", "onnx", "asyncio")
+    for engine in ("ort", "auto"):
+        code = (
+            "import sys\nfrom perception.cli import main\n"
+            f"main(['-q', 'run', '--engine', {engine!r}, '--model', {str(tiny_model_path)!r}, '--threads', '1', "
+            f"'--source', 'synthetic', '--width', '64', '--height', '48', '--max-frames', '1', "
+            f"'--endpoint', 'tcp://127.0.0.1:{free_tcp_port}'])\n"
+            f"print('imported:' + ','.join(m for m in {unwanted!r} if m in sys.modules))"
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        lines = done.stdout.strip().splitlines()
+        final = json.loads(lines[-2])
+        assert final["published"] == 1, (engine, final)
+        if engine == "auto":
+            assert final["engine_selection"]["engine"] == "ort", final["engine_selection"]
+        assert lines[-1] == "imported:", f"--engine {engine}: {lines[-1]}"

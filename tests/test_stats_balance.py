@@ -192,19 +192,27 @@ def _signal_self(sig: int = signal.SIGTERM) -> None:
     os.kill(os.getpid(), sig)
 
 
+#: The steps the main thread may be in while the engine warms up beside it (``perception run``'s
+#: EngineLoader), waiting for the load included: the signal stops it at the next step it reaches.
+BESIDE_THE_WARM_UP = ("opening the publisher", "opening the source", "loading the engine", "warming up the engine")
+
+
 @pytest.mark.parametrize(
-    ("target", "step"),
+    ("target", "steps", "extra"),
     [
-        ("perception.commands.run.load_run_config", "loading the configuration"),
-        ("perception.engines.load_engine", "loading the engine"),
-        ("perception.publish.MaskPublisher", "opening the publisher"),
-        ("perception.sources.open_source", "opening the source"),
-        ("perception.engines.ort.OrtEngine.warmup", "warming up the engine"),
+        ("perception.commands.run.load_run_config", ("loading the configuration",), ()),
+        ("perception.engines.load_engine", ("loading the engine",), ()),
+        ("perception.publish.MaskPublisher", ("opening the publisher",), ()),
+        ("perception.sources.open_source", ("opening the source",), ()),
+        # One frame in flight: the warm-up runs in the engine's loading thread.
+        ("perception.engines.ort.OrtEngine.warmup", BESIDE_THE_WARM_UP, ()),
+        # Two: each worker warms up in the pipeline, which the main thread waits for.
+        ("perception.engines.ort.OrtEngine.warm_workers", ("warming up the engine",), ("--streams", "2", "--threads", "2")),
     ],
 )
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_at_any_start_up_step_exits_0_with_final_stats(monkeypatch, capsys, model_path, free_tcp_port,
-                                                                  target, step, sig):
+                                                                  target, steps, extra, sig):
     module_name, attr = target.rsplit(".", 1)
     import importlib
 
@@ -216,21 +224,44 @@ def test_a_signal_at_any_start_up_step_exits_0_with_final_stats(monkeypatch, cap
     real = getattr(owner, attr)
 
     def interrupted(*args, **kwargs):
-        _signal_self(sig)  # delivered to the main thread: the handler runs at once
+        _signal_self(sig)  # handled in the main thread: at once, or as it next runs Python code
         return real(*args, **kwargs)
 
     monkeypatch.setattr(owner, attr, interrupted)
     code = cli_main(["-q", "run", "--model", str(model_path), "--source", "synthetic", "--width", "64",
-                     "--height", "48", "--threads", "1", "--warmup", "1",
+                     "--height", "48", "--threads", "1", "--warmup", "1", *extra,
                      "--endpoint", f"tcp://127.0.0.1:{free_tcp_port}"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     final = json.loads(captured.out.strip().splitlines()[-1])
-    assert final["end_reason"] == f"signal {signal.Signals(sig).name}" and final["startup"] == step
+    assert final["end_reason"] == f"signal {signal.Signals(sig).name}" and final["startup"] in steps
     assert final["published"] == 0
     assert_balanced(final)
     # The handlers are given back once the command has returned.
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_the_warm_up_runs_once_beside_the_source(monkeypatch, capsys, model_path, free_tcp_port):
+    """One frame in flight: ``perception run`` warms the engine up in its loading thread while it
+    opens the publisher and the source, and the pipeline does not warm it up again."""
+    from perception.engines.ort import OrtEngine
+
+    calls: list[tuple[str, int]] = []
+    real = OrtEngine.warmup
+
+    def counted(self, n: int = 3) -> None:
+        calls.append((threading.current_thread().name, n))
+        real(self, n)
+
+    monkeypatch.setattr(OrtEngine, "warmup", counted)
+    code = cli_main(["-q", "run", "--model", str(model_path), "--source", "synthetic", "--width", "64",
+                     "--height", "48", "--threads", "1", "--warmup", "2", "--max-frames", "2",
+                     "--endpoint", f"tcp://127.0.0.1:{free_tcp_port}"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    final = json.loads(captured.out.strip().splitlines()[-1])
+    assert final["published"] == 2 and final["startup"] == "complete"
+    assert calls == [("perception-engine-load", 2)]
 
 
 def test_sigint_in_the_first_moments_of_a_real_process_is_clean(model_path, free_tcp_port):

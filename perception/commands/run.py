@@ -110,30 +110,67 @@ def startup_stats(step: str, reason: str) -> dict[str, Any]:
 #: Engines whose loading runs mostly outside the GIL (OpenVINO's import and its compiled-model
 #: cache), so it overlaps with the rest of start-up. ONNX Runtime's session creation from its
 #: optimised-model cache takes 20-40 ms and holds the GIL enough that a thread made it slower
-#: (measured on the 2-core Xeon), so it loads in line.
+#: (measured on the 2-core Xeon), so it loads in line, also when it is ``--engine auto``'s cached
+#: verdict: in a thread, its imports took turns with the node's own and its warm-up started last.
 _LOAD_BESIDE = ("auto", "openvino")
+#: Engines whose warm-up runs in a thread (the loading one, or one of its own after an in-line
+#: load) while the node imports the pipeline and opens the publisher and the sources: the warm-up
+#: is native code outside the GIL, and the first frame waited for it. On the 2-core EPYC (MP4
+#: source, 5 alternating `bench pipeline` launches each) the node's start -> first publish went
+#: 519 -> 460 ms median with --engine ort and 556 -> 489 ms with --engine auto (ORT verdict).
+#: TensorRT and torch (GPU, development) warm up in the pipeline, as before.
+_WARM_BESIDE = ("auto", "openvino", "ort")
 
 
 class EngineLoader:
     """Loads the run's engine, in a thread for ``_LOAD_BESIDE`` engines while the caller imports
-    the pipeline and opens the publisher and the sources (``result`` joins it).
+    the pipeline and opens the publisher and the sources (``result`` joins it). With ``warmup``
+    (one camera) a ``_WARM_BESIDE`` engine running one frame at a time also has its warm-up runs
+    in that thread (after an in-line load, in a thread of their own); ``warmup_ms`` then says how
+    long they took, and is None when the pipeline is to warm the engine up itself.
 
     Errors are kept and raised by ``result`` (or ``settle``) in the caller's thread, so they read
     as they did when the engine loaded first: a bad model is reported before a bad source.
     """
 
-    def __init__(self, config: RunConfig) -> None:
+    def __init__(self, config: RunConfig, *, warmup: bool = False) -> None:
         self._config = config
+        self._warmup = warmup and config.warmup > 0 and config.engine in _WARM_BESIDE
         self._engine: Any = None
         self._error: BaseException | None = None
         self._thread = None
-        if config.engine in _LOAD_BESIDE:
-            self._thread = threading.Thread(target=self._load, name="perception-engine-load", daemon=True)
-            self._thread.start()
+        self._loaded = threading.Event()
+        self.warmup_ms: float | None = None
+        self._cached = None  # --engine auto: the probe's cached verdict
+        beside = config.engine in _LOAD_BESIDE
+        if config.engine == "auto":
+            from perception.engines.auto import cached_selection
+
+            self._cached = cached_selection(Path(config.model_path), config.engine_options)
+            beside = self._cached is None or self._cached.engine != "ort"
+        if beside:
+            self._start(self._load_and_warm)
         else:
             self._load()
             if self._error is not None:
                 raise self._error
+            if self._warmup:
+                self._start(self._warm)
+
+    def _start(self, target) -> None:
+        self._thread = threading.Thread(target=target, name="perception-engine-load", daemon=True)
+        self._thread.start()
+
+    def _load_and_warm(self) -> None:
+        self._load()
+        if self._error is None and self._warmup:
+            self._warm()
+
+    def wait_for_load(self) -> bool:
+        """Wait until the engine has loaded (or failed to); True when its warm-up runs (or ran)
+        beside, which ``result`` then also waits for."""
+        self._loaded.wait()
+        return self._warmup and self._error is None and self._engine.streams == 1
 
     def _load(self) -> None:
         config = self._config
@@ -141,11 +178,26 @@ class EngineLoader:
             if config.engine == "auto":  # the node starts at once, the probe (if any) runs beside it
                 from perception.engines.auto import load_auto
 
-                self._engine = load_auto(Path(config.model_path), config.engine_options, background=True)
+                self._engine = load_auto(Path(config.model_path), config.engine_options, background=True,
+                                         cached=self._cached)
             else:
                 from perception.engines import load_engine
 
                 self._engine = load_engine(config.engine, config.model_path, config.engine_options)
+        except BaseException as exc:  # raised in the caller's thread
+            self._error = exc
+        finally:
+            self._loaded.set()
+
+    def _warm(self) -> None:
+        # One frame in flight runs on the engine itself, so its warm-up is the pipeline's; several
+        # in flight warm their workers in the pipeline (at once). A signal skips it: the node stops.
+        if self._engine.streams != 1 or _SIGNALS.signal is not None:
+            return
+        try:
+            t0 = time.perf_counter()
+            self._engine.warmup(self._config.warmup)
+            self.warmup_ms = (time.perf_counter() - t0) * 1e3
         except BaseException as exc:  # raised in the caller's thread
             self._error = exc
 
@@ -220,7 +272,7 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
                 "pass --model model.onnx or run 'make default-model'"
             )
         signals.reached("loading the engine")
-        loader = EngineLoader(config)
+        loader = EngineLoader(config, warmup=len(config.cameras) == 1)
         from perception.pipeline import Pipeline
         from perception.publish import MaskPublisher
 
@@ -241,10 +293,13 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
         sources = open_camera_sources(cameras)
         source = sources[0] if len(sources) == 1 else sources
         signals.reached("loading the engine")
+        if loader.wait_for_load():
+            signals.reached("warming up the engine")
         engine = loader.result()
         signals.reached("starting the pipeline")
         if len(cameras) == 1:
-            pipeline = Pipeline(cameras[0], source=sources[0], engine=engine, publisher=publisher)
+            pipeline = Pipeline(cameras[0], source=sources[0], engine=engine, publisher=publisher,
+                                warmed_ms=loader.warmup_ms)
         else:
             from perception.cameras import MultiCameraNode
 

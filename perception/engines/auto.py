@@ -534,12 +534,27 @@ def probe_in_child(model_path: Path, options: EngineOptions, cache_dir: Path, ke
     return child_verdict(done.returncode, done.stdout, done.stderr, key)
 
 
-def load_auto(model_path: Path, options: EngineOptions, *, background: bool = False) -> Engine:
+def cached_selection(model_path: Path, options: EngineOptions) -> Selection | None:
+    """The cached verdict ``load_auto(..., background=True)`` would load without probing; None
+    when it would probe, start switching, or take no verdict (a GPU provider, a forced precision,
+    an unreadable model: ``load_auto`` reports those)."""
+    if options.provider not in ("auto", "cpu") or options.precision not in ("auto", "fp32"):
+        return None
+    try:
+        candidates = cpu_candidates(model_path, options)
+        return read_cached(probe_key(model_path, options, candidates), probe_cache_dir())
+    except (OSError, PerceptionError):
+        return None
+
+
+def load_auto(model_path: Path, options: EngineOptions, *, background: bool = False,
+              cached: Selection | None = None) -> Engine:
     """``--engine auto``: probe (or read the cached probe), load the winner, log why once.
 
     ``background`` (the node): without a cached verdict, start at once on ONNX Runtime FP32 and
     switch when the probe's verdict arrives (``SwitchingEngine``), rather than wait for it. Only
     when FP32 is a candidate: a forced ``--precision bf16``/``int8`` waits for its verdict.
+    ``cached``: the verdict ``cached_selection`` read for these arguments (not read again).
     """
     auto_streams = options.streams == "auto"
     if options.provider not in ("auto", "cpu"):
@@ -548,8 +563,8 @@ def load_auto(model_path: Path, options: EngineOptions, *, background: bool = Fa
         log.info("--engine auto with --provider %s: ONNX Runtime on that provider (the probe is for CPUs)",
                  options.provider)
         return OrtEngine(model_path, dataclasses.replace(options, streams=1) if auto_streams else options)
-    selection = None
-    if background and options.precision in ("auto", "fp32"):
+    selection = cached
+    if selection is None and background and options.precision in ("auto", "fp32"):
         candidates = cpu_candidates(model_path, options)
         cache_dir = probe_cache_dir()
         key = probe_key(model_path, options, candidates)
