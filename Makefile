@@ -114,14 +114,16 @@ default-model: $(STAMP_DEV)
 
 # Train, export (FP32 + INT8) and evaluate the real-time CamVid model: LiteFPN on the ImageNet
 # EfficientNet-Lite0 encoder (~80 min on 2 busy cores). The last checkpoint is exported, not the one that
-# scored best on val: val picks nothing. CamVid's licence forbids shipping weights trained on it, so
+# scored best on val: val picks nothing. The INT8 file is gated on this CPU; on one without VNNI (an
+# AVX2-only EPYC) its 8-bit kernels saturate, the gate removes it and the FP32 model stands alone. CamVid's licence forbids shipping weights trained on it, so
 # everything stays under runs/ and out/.
 camvid-model: $(STAMP_DEV)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/perception train --config configs/camvid_litefpn_cpu.yaml --set data=camvid:$(CAMVID) --out runs/camvid_litefpn
-	$(BIN)/perception export --checkpoint runs/camvid_litefpn/last.pt --out out/camvid/litefpn.onnx \
-		--verify-data camvid:$(CAMVID) --int8 --calib camvid:$(CAMVID) --val-data camvid:$(CAMVID) --val-count 101
+	$(BIN)/perception export --checkpoint runs/camvid_litefpn/last.pt --out out/camvid/litefpn.onnx --verify-data camvid:$(CAMVID)
+	$(BIN)/python -m perception.export.quantize out/camvid/litefpn.onnx --calib camvid:$(CAMVID) --val-data camvid:$(CAMVID) \
+		--val-count 101 || echo "camvid-model: the INT8 file missed its mIoU gate on this CPU; the FP32 model stands alone"
 	$(BIN)/perception eval --model out/camvid/litefpn.onnx --data camvid:$(CAMVID)
-	$(BIN)/perception eval --model out/camvid/litefpn.int8.onnx --data camvid:$(CAMVID)
+	if [ -f out/camvid/litefpn.int8.onnx ]; then $(BIN)/perception eval --model out/camvid/litefpn.int8.onnx --data camvid:$(CAMVID); fi
 	$(BIN)/perception eval --model out/camvid/litefpn.onnx --data camvid:$(CAMVID) --tasks drivable,obstacle,sky \
 		--task sky=Sky --data-task sky=Sky --task obstacle=Car,Pedestrian,Bicyclist --data-task obstacle=Car,Pedestrian,Bicyclist
 

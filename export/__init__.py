@@ -180,12 +180,14 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
         for line in int8.lines():
             report(line)
         if not int8.passed and not cfg.allow_int8_drop:
+            from perception.engines.cpu import int8_gate_hint
+
             int8_path.unlink(missing_ok=True)
             raise ExportGateError(
                 f"INT8 mIoU drop {int8.drop_points:.2f} points exceeds {int8.max_drop_points:.1f}; "
                 "file removed (keep the costly layers float with `python -m perception.export.quantize "
                 f"{cfg.out} --calib ... --val-data ... --accuracy-control SPEC`, labelled images other than "
-                "the gate's; or --allow-int8-drop to keep it)"
+                f"the gate's; or --allow-int8-drop to keep it){int8_gate_hint()}"
             )
         summary.int8_path, summary.int8 = int8_path, int8
 

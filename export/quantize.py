@@ -534,7 +534,10 @@ def main(argv: list[str] | None = None) -> int:
         out.unlink(missing_ok=True)
         hint = ("" if args.accuracy_control else
                 "; --accuracy-control SPEC (labelled images other than --val-data) keeps the layers that cost mIoU float")
-        print(f"export.quantize: error: mIoU drop over budget; {out.name} removed{hint}", file=sys.stderr)
+        from perception.engines.cpu import int8_gate_hint
+
+        print(f"export.quantize: error: mIoU drop over budget; {out.name} removed{hint}{int8_gate_hint()}",
+              file=sys.stderr)
         return 1
     return 0
 

@@ -115,8 +115,11 @@ def test_int8_on_a_cpu_without_vnni_warns_once_with_the_cpu_named(tmp_path, monk
     if warned:
         assert len(messages) == 1
         assert "Test CPU 9000" in messages[0] and "--engine auto" in messages[0]
+        # A failed INT8 gate on such a CPU says why and where to gate instead.
+        assert "Test CPU 9000) has no VNNI" in cpu.int8_gate_hint() and "VNNI or AMX" in cpu.int8_gate_hint()
     else:
         assert messages == []
+        assert cpu.int8_gate_hint() == ""
 
 
 def test_auto_rejects_a_candidate_that_disagrees_with_fp32(tmp_path):

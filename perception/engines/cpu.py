@@ -80,3 +80,12 @@ def int8_saturation_warning() -> str:
         "model's gate; --engine auto measures that agreement and runs only a candidate that passes it"
     )
 
+
+def int8_gate_hint() -> str:
+    """What an INT8 gate that failed on this CPU should add, or ``""``: on a CPU without VNNI the
+    gate measured kernels that saturate, not the file's accuracy on the CPUs INT8 is for."""
+    if not int8_saturation_warning():
+        return ""
+    return (f"; this CPU ({cpu_model()}) has no VNNI, so its 8-bit kernels saturate and FP32 is the model to "
+            "run here; quantise and gate INT8 on a CPU with VNNI or AMX, where it pays")
+
