@@ -79,7 +79,15 @@ def test_tasks_map_each_side_through_its_own_groups():
     obstacle = by_task["obstacle"]  # car vs Vehicle
     assert (obstacle.true_positive, obstacle.false_positive, obstacle.false_negative) == (2, 1, 0)
     assert obstacle.precision == pytest.approx(2 / 3) and obstacle.recall == 1.0
-    assert "road,lane_marking -> Street" in format_task_table(scores)
+    # Where the errors fell: the model's car on a Street pixel is obstacle's false positive and
+    # drivable's false negative.
+    assert obstacle.claimed_where == {"Street": 1} and obstacle.missed_as == {}
+    assert drivable.missed_as == {"car": 1} and drivable.claimed_where == {}
+    assert obstacle.to_dict()["false_positive_by_label"] == {"Street": 1}
+    table = format_task_table(scores)
+    assert "road,lane_marking -> Street" in table
+    assert "false positives where the label is: Street 100.0 %" in table
+    assert "false negatives where the model said: car 100.0 %" in table
 
 
 def test_task_overrides_define_new_groups_on_both_sides():

@@ -308,6 +308,7 @@ def test_eval_scores_tasks_with_unknown_on_and_off(confident_model, painted_data
     drivable, off = doc["tasks"]["drivable"], doc["tasks_unknown_off"]["drivable"]
     # The unsure road (rows 16-31) is unknown: no longer claimed, so a false negative.
     assert (drivable["true_positive"], drivable["false_positive"], drivable["false_negative"]) == (2 * 1024, 0, 2 * 1024)
+    assert drivable["false_negative_by_prediction"] == {"unknown": 2 * 1024}  # named as such, not as a class
     assert (off["true_positive"], off["false_positive"], off["false_negative"]) == (2 * 2048, 0, 0)
     assert drivable["precision"] == 1.0 and drivable["recall"] == 0.5 and off["recall"] == 1.0
     assert doc["tasks"]["obstacle"]["true_positive"] == 2 * 512 and doc["tasks_unknown_off"]["obstacle"]["recall"] == 1.0

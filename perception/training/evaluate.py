@@ -93,6 +93,10 @@ class TaskScore:
     true_positive: int = 0
     false_positive: int = 0
     false_negative: int = 0
+    #: Where the errors are: false positives by the dataset's label there, false negatives by what
+    #: the model said there ("unknown" for a marked pixel); class name -> pixels.
+    claimed_where: dict[str, int] = field(default_factory=dict)
+    missed_as: dict[str, int] = field(default_factory=dict)
 
     @property
     def iou(self) -> float:
@@ -119,7 +123,15 @@ class TaskScore:
             "true_positive": self.true_positive,
             "false_positive": self.false_positive,
             "false_negative": self.false_negative,
+            "false_positive_by_label": dict(self.claimed_where),
+            "false_negative_by_prediction": dict(self.missed_as),
         }
+
+    def add_errors(self, where: dict[str, int], counts: np.ndarray, names: list[str]) -> None:
+        """Add a bincount over class ids (``names[i]`` names id i; the rest are ``unknown``) to ``where``."""
+        for class_id in np.flatnonzero(counts):
+            name = names[class_id] if class_id < len(names) else "unknown"
+            where[name] = where.get(name, 0) + int(counts[class_id])
 
 
 @dataclass
@@ -217,6 +229,7 @@ def evaluate_tasks(
     model_table = engine.metadata.class_table
     data_table = dataset.class_table
     luts = [(_lookup(model_table, s.model_classes), _lookup(data_table, s.data_classes)) for s in scores]
+    names = (_names_by_id(model_table), _names_by_id(data_table))
     if unknown is not None:
         unknown.off = [TaskScore(s.task, s.model_classes, s.data_classes) for s in scores]
     for class_ids, label, confidence in predict_like_the_node(engine, dataset, with_confidence=unknown is not None):
@@ -225,24 +238,44 @@ def evaluate_tasks(
         label = np.where(valid, label, 0)
         truths = [data_lut[label] & valid for _, data_lut in luts]
         if unknown is not None:
-            _count_tasks(unknown.off, luts, truths, class_ids, valid)
+            _count_tasks(unknown.off, luts, truths, class_ids, valid, label=label, names=names)
             class_ids = class_ids.copy()  # the node marks its own buffer; here the unmarked ids were just scored
             marks = unknown.marker.apply(class_ids, confidence)
             unknown.labelled_pixels += int(np.count_nonzero(valid))
             unknown.unknown_pixels += int(np.count_nonzero(valid & (marks != 0)))
-        _count_tasks(scores, luts, truths, class_ids, valid)
+        _count_tasks(scores, luts, truths, class_ids, valid, label=label, names=names)
         if on_sample is not None:
             on_sample()
     return scores
 
 
-def _count_tasks(scores: list[TaskScore], luts, truths: list[np.ndarray], class_ids: np.ndarray, valid: np.ndarray) -> None:
-    """Add one sample's true/false positives and false negatives to each task's score."""
+def _count_tasks(scores: list[TaskScore], luts, truths: list[np.ndarray], class_ids: np.ndarray, valid: np.ndarray,
+                 *, label: np.ndarray, names: tuple[list[str], list[str]]) -> None:
+    """Add one sample's true/false positives and false negatives to each task's score, and where
+    the errors fell (false positives by label, false negatives by prediction)."""
+    model_names, data_names = names
     for score, (model_lut, _), truth in zip(scores, luts, truths, strict=True):
         predicted = model_lut[class_ids] & valid  # the 256-entry table maps the unknown id to False
+        claimed, missed = predicted & ~truth, ~predicted & truth
         score.true_positive += int(np.count_nonzero(predicted & truth))
-        score.false_positive += int(np.count_nonzero(predicted & ~truth))
-        score.false_negative += int(np.count_nonzero(~predicted & truth))
+        score.false_positive += int(np.count_nonzero(claimed))
+        score.false_negative += int(np.count_nonzero(missed))
+        score.add_errors(score.claimed_where, np.bincount(label[claimed], minlength=1), data_names)
+        score.add_errors(score.missed_as, np.bincount(class_ids[missed], minlength=1), model_names)
+
+
+def _names_by_id(table: ClassTable) -> list[str]:
+    """Class names indexed by id (ids without a class get ``#id``)."""
+    names = [f"#{i}" for i in range(max(c.id for c in table.classes) + 1)]
+    for c in table.classes:
+        names[c.id] = c.name
+    return names
+
+
+def _shares(where: dict[str, int], total: int, top: int = 4) -> str:
+    ranked = sorted(where.items(), key=lambda kv: -kv[1])
+    text = ", ".join(f"{name} {100 * n / total:.1f} %" for name, n in ranked[:top])
+    return text + (f", {len(ranked) - top} more" if len(ranked) > top else "")
 
 
 def format_task_table(scores: list[TaskScore]) -> str:
@@ -251,6 +284,10 @@ def format_task_table(scores: list[TaskScore]) -> str:
     for s in scores:
         figures = " ".join(f"{100 * v:6.1f}" if v == v else f"{'-':>6}" for v in (s.iou, s.precision, s.recall))
         lines.append(f"{s.task:<10} {figures}  {','.join(s.model_classes)} -> {','.join(s.data_classes)}")
+        if s.false_positive:
+            lines.append(f"{'':<10} false positives where the label is: {_shares(s.claimed_where, s.false_positive)}")
+        if s.false_negative:
+            lines.append(f"{'':<10} false negatives where the model said: {_shares(s.missed_as, s.false_negative)}")
     return "\n".join(lines)
 
 
