@@ -115,7 +115,8 @@ default-model: $(STAMP_DEV)
 # Train, export (FP32 + INT8) and evaluate the real-time CamVid model: LiteFPN on the ImageNet
 # EfficientNet-Lite0 encoder (~80 min on 2 busy cores). The last checkpoint is exported, not the one that
 # scored best on val: val picks nothing. The INT8 file is gated on this CPU; on one without VNNI (an
-# AVX2-only EPYC) its 8-bit kernels saturate, the gate removes it and the FP32 model stands alone. CamVid's licence forbids shipping weights trained on it, so
+# AVX2-only EPYC) 8-bit kernels can saturate: if the gate fails there, it removes the INT8 file and
+# the FP32 model and its evaluations stand alone. CamVid's licence forbids shipping weights trained on it, so
 # everything stays under runs/ and out/.
 camvid-model: $(STAMP_DEV)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/perception train --config configs/camvid_litefpn_cpu.yaml --set data=camvid:$(CAMVID) --out runs/camvid_litefpn
