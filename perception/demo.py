@@ -222,7 +222,10 @@ def _report(stats: dict, now_s: float, elapsed_s: float, out) -> str:
         w = s.window(now_s)
         lat = w["latency_ms"]
         lat_text = f"latency p50 {lat['p50']:6.1f} p99 {lat['p99']:6.1f} ms" if lat else "latency      -"
-        out(f"  {topic:<30} {w['rate_hz']:5.1f} Hz  {lat_text}  missing {w['missing']}")
+        # Missing capture numbers, split as `listen` does: lost in transport, or dropped by the node's
+        # keep-latest queue (which the summary counts apart from what the subscriber missed).
+        out(f"  {topic:<30} {w['rate_hz']:5.1f} Hz  {lat_text}  missing {w['missing']} "
+            f"(lost {w['lost']}, node {w['node_dropped']})")
         if topic.endswith("/class_map") and lat:
             caption = f"{w['rate_hz']:.1f} Hz  latency p50 {lat['p50']:.0f} ms"
     return caption

@@ -29,6 +29,9 @@ def test_demo_runs_and_writes_its_files(tmp_path):
     assert "FPS" in done.stdout and "latency p50" in done.stdout and "dropped" in done.stdout
     # Its own subscriber joins before the first frame and drains what the stop left in flight.
     assert "and 0 published frames missed by the subscriber" in done.stdout, done.stdout
+    # Per topic, the missing numbers are split as `listen` splits them: no mask was lost in transport.
+    class_map_lines = [ln for ln in done.stdout.splitlines() if "perception/front/class_map" in ln and "missing" in ln]
+    assert class_map_lines and all("(lost 0, node " in ln for ln in class_map_lines), done.stdout
     cap = cv2.VideoCapture(str(tmp_path / "out" / "demo.mp4"))
     ok, frame = cap.read()
     assert ok and frame.shape[0] >= 96 and frame.shape[1] > 128
