@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Any
 
+from perception.contracts import INFO_TOPIC
 from perception.stats import latency_percentiles
 
 if TYPE_CHECKING:
@@ -23,7 +24,9 @@ class TopicStats:
     ``pub_seq``: messages sent but lost in the transport, e.g. at a full high-water mark) and
     ``node_dropped`` (the rest: frames the node itself dropped, e.g. by its keep-latest queue, or
     did not compute). Wire version 1 has no ``pub_seq``, so there every gap counts as lost. A
-    sequence number that goes backwards counts as a publisher restart, not as gaps.
+    sequence number that goes backwards counts as a publisher restart, not as gaps. The latched
+    ``<namespace>/info`` topic counts no gaps: the publisher sends its latest document again to each
+    new subscription, so its numbers skip by design and the newest document is all a reader needs.
 
     The run's latency percentiles come from a uniform sample of the whole run (reservoir sampling,
     at most ``_MAX_SAMPLES`` values, so a listener running for days stays bounded); the maximum is
@@ -60,7 +63,7 @@ class TopicStats:
         self.first_s = now_s if self.first_s is None else self.first_s
         self.last_s = now_s
         pub_seq = msg.pub_seq
-        if self.last_seq is not None:
+        if self.last_seq is not None and msg.topic.rpartition("/")[2] != INFO_TOPIC:
             if msg.seq > self.last_seq:
                 missing = msg.seq - self.last_seq - 1
                 self.missing += missing

@@ -117,6 +117,16 @@ def test_topic_stats_tell_transport_loss_from_node_drops():
     assert summary["missing"] == 5 and summary["lost"] == 2 and summary["node_dropped"] == 3
 
 
+def test_topic_stats_count_no_gaps_on_the_latched_info_topic():
+    info, masks = TopicStats(0.0), TopicStats(0.0)
+    for seq, pub_seq in [(0, 0), (2, 2), (5, 5)]:  # re-sent to later subscriptions: numbers skip
+        info.add(Message(topic="perception/front/info", header={"kind": "json", "seq": seq, "pub_seq": pub_seq},
+                         data={}, wire_bytes=1, receive_ns=CAPTURE_NS), 0.0)
+        masks.add(_msg(seq, pub_seq), 0.0)
+    assert info.summary(1.0)["missing"] == 0 and info.summary(1.0)["lost"] == 0
+    assert masks.summary(1.0)["missing"] == 3 and masks.summary(1.0)["lost"] == 3
+
+
 def test_topic_stats_count_every_v1_gap_as_lost():
     stats = TopicStats(0.0)
     for seq in (0, 3):
