@@ -61,6 +61,12 @@ def cpu_isa() -> list[str]:
 _VNNI_FLAGS = frozenset({"avx_vnni", "avx512_vnni", "amx_int8"})
 
 
+def _lacks_vnni() -> bool:
+    """An x86 CPU with AVX2 but none of the VNNI/AMX-INT8 instructions."""
+    flags = _cpuinfo()[1]
+    return "avx2" in flags and not flags & _VNNI_FLAGS
+
+
 def int8_saturation_warning() -> str:
     """Why INT8 class ids may drift from FP32 on this CPU, or ``""`` where they should not.
 
@@ -71,8 +77,7 @@ def int8_saturation_warning() -> str:
     with FP32 on 97.3 % of pixels (its gate: 98.65 %) and lost 1.15 mIoU on synthetic val, where a
     Xeon with VNNI loses 0.14. ARM and other CPUs are not judged here.
     """
-    flags = _cpuinfo()[1]
-    if "avx2" not in flags or flags & _VNNI_FLAGS:
+    if not _lacks_vnni():
         return ""
     return (
         f"INT8 on a CPU without VNNI ({cpu_model()}: {', '.join(cpu_isa())}): its 8-bit dot products can "
@@ -84,8 +89,7 @@ def int8_saturation_warning() -> str:
 def int8_gate_hint() -> str:
     """What an INT8 gate that failed on this CPU should add, or ``""``: on a CPU without VNNI the
     gate measured kernels that saturate, not the file's accuracy on the CPUs INT8 is for."""
-    if not int8_saturation_warning():
+    if not _lacks_vnni():
         return ""
     return (f"; this CPU ({cpu_model()}) has no VNNI, so its 8-bit kernels saturate and FP32 is the model to "
             "run here; quantise and gate INT8 on a CPU with VNNI or AMX, where it pays")
-

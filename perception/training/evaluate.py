@@ -229,7 +229,7 @@ def evaluate_tasks(
     model_table = engine.metadata.class_table
     data_table = dataset.class_table
     luts = [(_lookup(model_table, s.model_classes), _lookup(data_table, s.data_classes)) for s in scores]
-    names = (_names_by_id(model_table), _names_by_id(data_table))
+    names = (model_table.names, data_table.names)  # ids are 0..n-1 in order (ClassTable checks it)
     if unknown is not None:
         unknown.off = [TaskScore(s.task, s.model_classes, s.data_classes) for s in scores]
     for class_ids, label, confidence in predict_like_the_node(engine, dataset, with_confidence=unknown is not None):
@@ -262,14 +262,6 @@ def _count_tasks(scores: list[TaskScore], luts, truths: list[np.ndarray], class_
         score.false_negative += int(np.count_nonzero(missed))
         score.add_errors(score.claimed_where, np.bincount(label[claimed], minlength=1), data_names)
         score.add_errors(score.missed_as, np.bincount(class_ids[missed], minlength=1), model_names)
-
-
-def _names_by_id(table: ClassTable) -> list[str]:
-    """Class names indexed by id (ids without a class get ``#id``)."""
-    names = [f"#{i}" for i in range(max(c.id for c in table.classes) + 1)]
-    for c in table.classes:
-        names[c.id] = c.name
-    return names
 
 
 def _shares(where: dict[str, int], total: int, top: int = 4) -> str:
