@@ -114,8 +114,8 @@ default-model: $(STAMP_DEV)
 
 # Train, export (FP32 + INT8) and evaluate the real-time CamVid model: LiteFPN on the ImageNet
 # EfficientNet-Lite0 encoder (~80 min on 2 busy cores). The last checkpoint is exported, not the one that
-# scored best on val: val picks nothing. The INT8 file is gated on this CPU; on one without VNNI (an
-# AVX2-only EPYC) 8-bit kernels can saturate: if the gate fails there, it removes the INT8 file and
+# scored best on val: val picks nothing. The INT8 file (7-bit weights: the same results with and without
+# VNNI) is gated on this CPU: if the gate fails, it removes the INT8 file and
 # the FP32 model and its evaluations stand alone. CamVid's licence forbids shipping weights trained on it, so
 # everything stays under runs/ and out/.
 camvid-model: $(STAMP_DEV)

@@ -187,7 +187,7 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
                 f"INT8 mIoU drop {int8.drop_points:.2f} points exceeds {int8.max_drop_points:.1f}; "
                 "file removed (keep the costly layers float with `python -m perception.export.quantize "
                 f"{cfg.out} --calib ... --val-data ... --accuracy-control SPEC`, labelled images other than "
-                f"the gate's; or --allow-int8-drop to keep it){int8_gate_hint()}"
+                f"the gate's; or --allow-int8-drop to keep it){int8_gate_hint(int8.saturation_safe)}"
             )
         summary.int8_path, summary.int8 = int8_path, int8
 

@@ -39,6 +39,8 @@ def test_default_int8_model_is_small_gated_and_matches_the_fp32_file():
     gate = meta.val_metrics["int8_gate"]
     assert gate["passed"] is True and gate["drop_points"] <= 0.5 and gate["images"] >= 100
     assert 0.98 < gate["agreement_with_fp32"] <= 1
+    # 7-bit weights: the gate holds on CPUs without VNNI too (an AVX2 EPYC loses 0.11 with it, 1.15 without).
+    assert gate["saturation_safe"] is True
 
 
 def test_default_model_segments_unseen_synthetic_scenes():

@@ -106,7 +106,7 @@ def test_int8_on_a_cpu_without_vnni_warns_once_with_the_cpu_named(tmp_path, monk
     monkeypatch.setattr(cpu, "_cpuinfo", lambda: ("Test CPU 9000", frozenset(flags)))
     monkeypatch.setattr(base, "_warned_int8_saturation", False)
     model = write_brightness_model(tmp_path / "tiny.onnx", HW)
-    write_broken_int8(model)
+    int8 = write_broken_int8(model)
     caplog.set_level("WARNING")
     for _ in range(2):
         load_engine("ort", model, EngineOptions(provider="cpu", precision="int8"))
@@ -116,7 +116,16 @@ def test_int8_on_a_cpu_without_vnni_warns_once_with_the_cpu_named(tmp_path, monk
         assert len(messages) == 1
         assert "Test CPU 9000" in messages[0] and "--engine auto" in messages[0]
         # A failed INT8 gate on such a CPU says why and where to gate instead.
-        assert "Test CPU 9000) has no VNNI" in cpu.int8_gate_hint() and "VNNI or AMX" in cpu.int8_gate_hint()
+        assert "Test CPU 9000) has no VNNI" in cpu.int8_gate_hint() and "--overflow-fix enable" in cpu.int8_gate_hint()
+        # A file whose gate found its weights within 7 bits computes the same here: no warning, no hint.
+        assert cpu.int8_gate_hint(saturation_safe=True) == ""
+        from perception.modelfile import record_metadata
+
+        caplog.clear()
+        monkeypatch.setattr(base, "_warned_int8_saturation", False)
+        record_metadata(int8, val_metrics={"int8_gate": {"passed": True, "saturation_safe": True}})
+        load_engine("ort", model, EngineOptions(provider="cpu", precision="int8"))
+        assert not [r for r in caplog.records if "without VNNI" in r.getMessage()]
     else:
         assert messages == []
         assert cpu.int8_gate_hint() == ""

@@ -300,6 +300,8 @@ def test_cli_export_int8_and_inspect(trained_checkpoint, folder_dataset, tmp_pat
     gate = int8_meta.val_metrics["int8_gate"]
     assert gate["passed"] is True and 0.5 < gate["agreement_with_fp32"] <= 1 and gate["images"] == 12
     assert gate["drop_points"] <= 0.5 and "class ids agree" in printed
+    # 7-bit weights by default: the gate's verdict holds on CPUs with and without VNNI.
+    assert gate["saturation_safe"] is True and "within 7 bits" in printed
     from perception.engines import EngineOptions, load_engine
 
     engines = [("ort", "int8")] + ([("openvino", "int8"), ("openvino", "fp32")] if _has_openvino() else [])
@@ -318,6 +320,8 @@ def test_cli_export_int8_and_inspect(trained_checkpoint, folder_dataset, tmp_pat
     text = capsys.readouterr().out
     for needle in ("segnet_basic", "lane_marking", "drivable", "class_ids", "confidence", "uint8", "Conv", "fp32"):
         assert needle in text, needle
+    assert cli_main(["inspect", str(int8)]) == 0
+    assert "int8 gate  PASS" in capsys.readouterr().out
     assert cli_main(["inspect", str(int8), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["metadata"]["precision"] == "int8"
@@ -517,6 +521,35 @@ def test_accuracy_control_keeps_the_drop_within_its_budget(exported_fp32, folder
     int8_miou, _ = validate(onnx.load(str(out)), control)
     assert len(per_image) == len(control) and 0 < fp32_miou <= 1
     assert int8_miou >= fp32_miou - 1e-9
+
+
+def test_int8_weights_stay_within_7_bits_unless_asked(exported_fp32, folder_dataset, tmp_path):
+    """By default the INT8 file's dense weights fit 7 bits, so a CPU without VNNI (whose 16-bit
+    pair sums saturate past 64) computes what a CPU with VNNI does; ``disable`` uses the full
+    8-bit range, and ``first_layer`` (an NNCF setting) is refused by the ort quantiser."""
+    from onnx import numpy_helper
+
+    from perception.export.quantize import ConfigError, quantize_int8, saturation_safe
+    from perception.export.verify import load_samples
+
+    model, meta = exported_fp32
+    root, _ = folder_dataset
+    calib = [image for image, _ in load_samples(f"folder:{root}", split="train", count=6, input_hw=HW)[0]]
+
+    def widest_weight(path) -> int:
+        proto = onnx.load(str(path))
+        return max(int(np.abs(numpy_helper.to_array(t).astype(np.int16)).max())
+                   for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4)
+
+    portable = quantize_int8(model, tmp_path / "p.int8.onnx", calib, metadata=meta, quantizer="ort")
+    full = quantize_int8(model, tmp_path / "f.int8.onnx", calib, metadata=meta, quantizer="ort", overflow_fix="disable")
+    assert widest_weight(portable) <= 64 < widest_weight(full) <= 127
+    assert saturation_safe(onnx.load(str(portable))) and not saturation_safe(onnx.load(str(full)))
+    # TensorRT's symmetric INT8 has no 16-bit pair sum: its weights keep the full range.
+    trt = quantize_int8(model, tmp_path / "t.int8.onnx", calib, metadata=meta, symmetric_activations=True)
+    assert widest_weight(trt) > 64
+    with pytest.raises(ConfigError, match="first_layer needs the nncf quantiser"):
+        quantize_int8(model, tmp_path / "x.int8.onnx", calib, metadata=meta, quantizer="ort", overflow_fix="first_layer")
 
 
 @pytest.mark.skipif(not _has_openvino(), reason="NNCF comes with the openvino extra")

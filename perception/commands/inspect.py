@@ -51,6 +51,14 @@ def format_description(d) -> list[str]:
             f"val        mIoU {_pct(metrics.get('miou'))}, global acc {_pct(metrics.get('global_acc'))}, "
             f"class acc {_pct(metrics.get('class_acc'))}"
         )
+    gate = metrics.get("int8_gate") if m.precision == "int8" else None
+    if isinstance(gate, dict):
+        weights = {True: "dense weights within 7 bits (the same on CPUs with and without VNNI)",
+                   False: "full-range 8-bit weights (CPUs without VNNI may saturate)"}.get(gate.get("saturation_safe"),
+                                                                                          "weight range not recorded")
+        lines.append(f"int8 gate  {'PASS' if gate.get('passed') else 'FAIL'}: mIoU {_pct(gate.get('fp32_miou'))} FP32 -> "
+                     f"{_pct(gate.get('int8_miou'))} INT8 on {gate.get('images', '?')} images, class ids agree "
+                     f"{_pct(gate.get('agreement_with_fp32'))}; {weights}")
     check = m.real_road_check
     if check:
         tasks = check.get("tasks") or {}

@@ -36,12 +36,14 @@ INT8_SUFFIX = ".int8.onnx"
 _warned_int8_saturation = False
 
 
-def warn_int8_saturation(log: logging.Logger) -> None:
-    """Log once per process why INT8 class ids may drift from FP32 on this CPU (no VNNI), if so."""
+def warn_int8_saturation(log: logging.Logger, metadata: ModelMetadata) -> None:
+    """Log once per process why INT8 class ids may drift from FP32 on this CPU (no VNNI), if so:
+    not for a file whose gate found it saturation-safe (``val_metrics["int8_gate"]``)."""
     global _warned_int8_saturation
     from perception.engines.cpu import int8_saturation_warning
 
-    if not _warned_int8_saturation and (message := int8_saturation_warning()):
+    safe = bool((metadata.val_metrics.get("int8_gate") or {}).get("saturation_safe"))
+    if not _warned_int8_saturation and (message := int8_saturation_warning(safe)):
         _warned_int8_saturation = True
         log.warning(message)
 

@@ -67,8 +67,10 @@ def _lacks_vnni() -> bool:
     return "avx2" in flags and not flags & _VNNI_FLAGS
 
 
-def int8_saturation_warning() -> str:
-    """Why INT8 class ids may drift from FP32 on this CPU, or ``""`` where they should not.
+def int8_saturation_warning(saturation_safe: bool = False) -> str:
+    """Why INT8 class ids may drift from FP32 on this CPU, or ``""`` where they should not
+    (a CPU with VNNI, or ``saturation_safe``: a file whose gate found its dense weights within
+    7 bits, which ``perception.export.quantize`` writes by default).
 
     x86 CPUs without VNNI (AVX2 or AVX-512 only: older Xeons, AMD EPYC before Zen 4) multiply
     u8 x s8 with VPMADDUBSW, whose 16-bit intermediate sum saturates: OpenVINO documents it as the
@@ -77,19 +79,23 @@ def int8_saturation_warning() -> str:
     with FP32 on 97.3 % of pixels (its gate: 98.65 %) and lost 1.15 mIoU on synthetic val, where a
     Xeon with VNNI loses 0.14. ARM and other CPUs are not judged here.
     """
-    if not _lacks_vnni():
+    if saturation_safe or not _lacks_vnni():
         return ""
     return (
         f"INT8 on a CPU without VNNI ({cpu_model()}: {', '.join(cpu_isa())}): its 8-bit dot products can "
         "saturate (OpenVINO's 'saturation issue'), so class ids may differ from FP32 by more than the "
-        "model's gate; --engine auto measures that agreement and runs only a candidate that passes it"
+        "model's gate; --engine auto measures that agreement and runs only a candidate that passes it, and "
+        "a file quantised with 7-bit weights (python -m perception.export.quantize --overflow-fix enable, "
+        "the default) computes the same here as on a CPU with VNNI"
     )
 
 
-def int8_gate_hint() -> str:
-    """What an INT8 gate that failed on this CPU should add, or ``""``: on a CPU without VNNI the
-    gate measured kernels that saturate, not the file's accuracy on the CPUs INT8 is for."""
-    if not _lacks_vnni():
+def int8_gate_hint(saturation_safe: bool = False) -> str:
+    """What an INT8 gate that failed on this CPU should add, or ``""``: on a CPU without VNNI a file
+    with full-range 8-bit weights saturates, so the gate measured the kernels, not the file. A
+    ``saturation_safe`` file computes the same on every x86 CPU: its failure is its own."""
+    if saturation_safe or not _lacks_vnni():
         return ""
-    return (f"; this CPU ({cpu_model()}) has no VNNI, so its 8-bit kernels saturate and FP32 is the model to "
-            "run here; quantise and gate INT8 on a CPU with VNNI or AMX, where it pays")
+    return (f"; this CPU ({cpu_model()}) has no VNNI and the file's 8-bit weights use the full range, so its "
+            "kernels saturate: quantise with --overflow-fix enable (7-bit weights, the same results with and "
+            "without VNNI), or gate this file on a CPU with VNNI or AMX")

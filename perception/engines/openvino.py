@@ -187,7 +187,7 @@ class OpenVinoEngine(Engine):
             config["CACHE_DIR"],
         )
         if precision == "int8":
-            warn_int8_saturation(log)
+            warn_int8_saturation(log, self.metadata)
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         return self.infer_any_batch(self._run, batch)

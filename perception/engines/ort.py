@@ -167,7 +167,7 @@ class OrtEngine(Engine):
             f" per frame, {self.streams} frames in flight on one session" if self.streams > 1 else "",
         )
         if self.precision == "int8" and self.provider == "CPUExecutionProvider":
-            warn_int8_saturation(log)
+            warn_int8_saturation(log, self.metadata)
 
     @staticmethod
     def _cached_session(path: Path, session_options, provider_list: list, providers: list[str]):
