@@ -75,9 +75,10 @@ def int8_saturation_warning(saturation_safe: bool = False) -> str:
     x86 CPUs without VNNI (AVX2 or AVX-512 only: older Xeons, AMD EPYC before Zen 4) multiply
     u8 x s8 with VPMADDUBSW, whose 16-bit intermediate sum saturates: OpenVINO documents it as the
     "saturation (overflow) issue" and ONNX Runtime's quantisation guide as U8S8 saturation on
-    non-VNNI machines. Measured on a 2-core AMD EPYC (AVX2): the default model's INT8 file agreed
-    with FP32 on 97.3 % of pixels (its gate: 98.65 %) and lost 1.15 mIoU on synthetic val, where a
-    Xeon with VNNI loses 0.14. ARM and other CPUs are not judged here.
+    non-VNNI machines. Measured on a 2-core AMD EPYC (AVX2): the default model's INT8 file with
+    full-range weights agreed with FP32 on 97.3 % of pixels (its gate: 98.65 %) and lost 1.15 mIoU on
+    synthetic val, where a Xeon with VNNI loses 0.14; quantised with 7-bit weights it lost 0.11
+    there. ARM and other CPUs are not judged here.
     """
     if saturation_safe or not _lacks_vnni():
         return ""
