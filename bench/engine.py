@@ -9,7 +9,8 @@ What is timed: the wall time (``time.perf_counter_ns``) of one ``engine.infer(ba
 uint8 N x H x W x 3 BGR batch already at the model's input size, from the call to its return with
 the outputs on the host. ONNX Runtime's ``run`` is synchronous; the torch and TensorRT engines
 synchronise the GPU before returning, so GPU work is inside the figure. Inputs are synthetic road
-scenes from the synthetic source (never zeros, which some kernels shortcut).
+scenes from the synthetic source (never zeros, which some kernels shortcut), or with ``--frames SPEC``
+a dataset's val images, letterboxed as the node does.
 
 With ``--streams N`` (N > 1) a configuration runs N threads, each calling its own engine worker
 (``Engine.worker``: the frames in flight of ``perception run --streams N``) at once; its FPS is
@@ -57,6 +58,8 @@ ENGINE_SUFFIXES = {"ort": (".onnx",), "openvino": (".onnx",), "auto": (".onnx",)
 #: (``--engine torch-tensorrt``: the torch engine with ``--compile tensorrt``, beside ``tensorrt``).
 ENGINE_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"torch-tensorrt": ("torch", {"compile": "tensorrt"})}
 
+#: ``--frames`` from a video or image folder: every this-many-th frame (neighbours are near copies).
+SOURCE_FRAME_STRIDE = 10
 #: Distinct frames cycled through the timed runs (a few, so caches see varied data).
 FRAME_POOL = 8
 
@@ -115,6 +118,11 @@ class EngineBenchConfig:
     blocks: int = setting(5, lo=1, hi=10_000,
                           help="round-robin blocks the runs are split into, so drift hits every configuration alike")
     seed: int = setting(0, help="seed of the synthetic input frames")
+    frames: str = setting("", metavar="SPEC",
+                          help="the input and agreement frames, letterboxed as the node does: a dataset spec (its val "
+                               "images, e.g. camvid:PATH) or a --source (a video file or image folder; every "
+                               f"{SOURCE_FRAME_STRIDE}th frame); default: synthetic road scenes. A model trained on other "
+                               "roads is unsure on synthetic ones, so its agreement reads low there")
     progress: bool = setting(True, help="no progress bar")
 
     def __post_init__(self) -> None:
@@ -139,9 +147,46 @@ def resolve_models(models: list[Path]) -> list[Path]:
     return [Path(m) for m in models]
 
 
-def bench_frames(input_hw: tuple[int, int], count: int, seed: int) -> list[np.ndarray]:
-    """``count`` synthetic road scenes, uint8 H x W x 3 BGR, at ``input_hw``."""
+def _frames_from(spec: str, input_hw: tuple[int, int], count: int) -> list[np.ndarray]:
+    """``--frames``: a dataset's val images, or every SOURCE_FRAME_STRIDE-th frame of a source."""
+    from perception.datasets import dataset_kinds
+    from perception.preprocess import letterbox_image
     from perception.sources import open_source
+
+    if spec.partition(":")[0] in dataset_kinds():
+        from perception.export.verify import load_samples
+
+        samples, _ = load_samples(spec, split="val", count=count, input_hw=input_hw)
+        return [image for image, _ in samples]
+    frames: list[np.ndarray] = []
+    try:
+        source = open_source(spec)
+        source.pace(None)
+        try:
+            for index in range(count * SOURCE_FRAME_STRIDE):
+                frame = source.read()
+                if frame is None:
+                    break
+                if index % SOURCE_FRAME_STRIDE == 0:
+                    frames.append(letterbox_image(frame.image, input_hw)[0])
+        finally:
+            source.close()
+    except PerceptionError as exc:
+        raise type(exc)(f"--frames {spec}: {exc}") from None
+    if not frames:
+        raise ConfigError(f"--frames {spec}: the source delivered no frames; give a video file, an image folder "
+                          "or a dataset spec such as camvid:PATH")
+    return frames
+
+
+def bench_frames(input_hw: tuple[int, int], count: int, seed: int, spec: str = "") -> list[np.ndarray]:
+    """``count`` synthetic road scenes, uint8 H x W x 3 BGR, at ``input_hw``; with ``spec``, that
+    dataset's val images spread over it, letterboxed as the node does (ConfigError/DataError when
+    the dataset cannot be read or has none)."""
+    from perception.sources import open_source
+
+    if spec:
+        return _frames_from(spec, input_hw, count)
 
     height, width = input_hw
     source = open_source("synthetic", width=width, height=height, seed=seed)
@@ -252,14 +297,15 @@ def _load(case: _Case) -> None:
     case.rss_after_load = _rss()
 
 
-def _prepare_batches(case: _Case, frames_by_hw: dict[tuple[int, int], list[np.ndarray]], seed: int) -> None:
+def _prepare_batches(case: _Case, frames_by_hw: dict[tuple[int, int], list[np.ndarray]], seed: int,
+                     spec: str = "") -> None:
     meta = case.engine.metadata
     if case.batch > 1 and not meta.dynamic_batch:
         case.skipped = f"model {case.model.name} has a fixed batch of 1 (export it with a dynamic batch)"
         return
     hw = (int(meta.input_hw[0]), int(meta.input_hw[1]))
     if hw not in frames_by_hw:
-        frames_by_hw[hw] = bench_frames(hw, FRAME_POOL, seed)
+        frames_by_hw[hw] = bench_frames(hw, FRAME_POOL, seed, spec)
     pool = frames_by_hw[hw]
     # Pre-stacked batches: building a batch is not part of inference, so it stays out of the timing.
     case.batches = [
@@ -432,7 +478,7 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
                 loaded[key] = case
             if case.skipped:
                 continue
-            _prepare_batches(case, frames_by_hw, cfg.seed)
+            _prepare_batches(case, frames_by_hw, cfg.seed, cfg.frames)
             if not case.skipped:
                 log.info("%s: engine %s, provider %s, input %s", case.label(), case.engine_name,
                          case.engine.provider, case.engine.metadata.input_hw)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 import pytest
@@ -167,6 +168,40 @@ def test_cli_bad_model_path_is_one_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"perception: error: model file {tmp_path / 'nope.onnx'} not found; check the --model path"
     ]
+
+
+def test_engine_bench_frames_come_from_the_users_footage_or_dataset(tiny_model, tmp_path):
+    """--frames: every 10th frame of an image folder (or video), or a dataset's val images,
+    letterboxed as the node does, are the timed and agreement inputs; a source that gives nothing
+    is a one-line error naming the flag."""
+    from perception.bench.engine import SOURCE_FRAME_STRIDE, bench_frames
+    from perception.bench.report import render_markdown
+
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for i in range(25):  # 4:3 frames of one grey level each, into the 48x64 (4:3) input
+        cv2.imwrite(str(folder / f"{i:03d}.png"), np.full((96, 128, 3), 4 * i, np.uint8))
+    frames = bench_frames(INPUT_HW, 8, 0, str(folder))
+    assert [int(f[24, 32, 0]) for f in frames] == [4 * i for i in range(0, 25, SOURCE_FRAME_STRIDE)]
+    assert all(f.shape == (*INPUT_HW, 3) and f.dtype == np.uint8 for f in frames)
+    data = bench_frames(INPUT_HW, 8, 0, "synthetic:count=3,size=96x128")  # a dataset: its val images
+    assert len(data) == 3 and data[0].shape == (*INPUT_HW, 3)
+
+    cfg = EngineBenchConfig(models=[tiny_model], threads=[1], runs=4, warmup=1, blocks=2, progress=False,
+                            frames=str(folder))
+    engine = run_engine_bench(cfg)
+    assert engine["settings"]["frames"] == str(folder) and engine["results"][0]["agreement"] == 1.0
+    assert f"on val images of {folder}" in render_markdown({"kind": "engine", "engine": engine})
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    proc = subprocess.run(
+        [sys.executable, "-m", "perception", "bench", "engine", "--model", str(tiny_model), "--frames", str(empty),
+         "--runs", "2", "--blocks", "1", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120,
+    )
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and last.startswith(f"perception: error: --frames {empty}: "), proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_cli_with_every_configuration_skipped_fails_saying_why(tmp_path):
