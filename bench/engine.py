@@ -147,19 +147,34 @@ def resolve_models(models: list[Path]) -> list[Path]:
     return [Path(m) for m in models]
 
 
+def _is_dataset_spec(spec: str) -> bool:
+    """``--frames SPEC`` names a dataset (``camvid:PATH``), not a file or folder of that name."""
+    from perception.datasets import dataset_kinds
+
+    return not Path(spec).exists() and spec.partition(":")[0].strip() in dataset_kinds()
+
+
+def frames_description(spec: str, seed: int) -> str:
+    """Where the bench frames came from, for the report."""
+    if not spec:
+        return f"synthetic road scenes (seed {seed})"
+    if _is_dataset_spec(spec):
+        return f"val images of {spec}"
+    return f"every {SOURCE_FRAME_STRIDE}th frame of {spec}"
+
+
 def _frames_from(spec: str, input_hw: tuple[int, int], count: int) -> list[np.ndarray]:
     """``--frames``: a dataset's val images, or every SOURCE_FRAME_STRIDE-th frame of a source."""
-    from perception.datasets import dataset_kinds
     from perception.preprocess import letterbox_image
     from perception.sources import open_source
 
-    if spec.partition(":")[0] in dataset_kinds():
-        from perception.export.verify import load_samples
-
-        samples, _ = load_samples(spec, split="val", count=count, input_hw=input_hw)
-        return [image for image, _ in samples]
     frames: list[np.ndarray] = []
     try:
+        if _is_dataset_spec(spec):
+            from perception.export.verify import load_samples
+
+            samples, _ = load_samples(spec, split="val", count=count, input_hw=input_hw)
+            return [image for image, _ in samples]
         source = open_source(spec)
         source.pace(None)
         try:
@@ -527,6 +542,7 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
             "runs_per_block": runs_per_block,
             "block_s": block_s,
             "interleaved": len(active) > 1,
+            "frames_from": frames_description(cfg.frames, cfg.seed),
         },
         "process_peak_rss_mb": round(_max_rss_bytes() / 2**20, 1),
         "results": results,

@@ -99,7 +99,7 @@ def _engine_section(engine: dict[str, Any], plots: dict[str, str]) -> list[str]:
     lines += [
         f"Warm-up {s.get('warmup')} runs per configuration (not timed); then {s.get('blocks')} round-robin "
         f"blocks of {s.get('runs_per_block') or 'duration ' + _fmt(s.get('block_s')) + ' s'} timed runs "
-        f"per configuration, on {'val images of ' + s['frames'] if s.get('frames') else 'synthetic road scenes (seed ' + str(s.get('seed')) + ')'}. "
+        f"per configuration, on {s.get('frames_from') or 'synthetic road scenes'}. "
         "Latency is one `Engine.infer` call on a batch; FPS = 1000 / mean latency; "
         "img/s = FPS x batch; ratios are to configuration #1 (x img/s > 1: more images per second; "
         "x p99 < 1: a shorter tail). Agreement: share of pixels whose class id equals ONNX Runtime on the "

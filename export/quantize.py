@@ -17,8 +17,9 @@ Two quantisers write the same kind of file (a QDQ ONNX with the perception metad
 AVX-512 only: older Xeons, AMD EPYC before Zen 4) multiply u8 x s8 with VPMADDUBSW, whose 16-bit
 sum of two products saturates once a weight passes 64 in magnitude (OpenVINO's "saturation issue",
 NNCF's ``OverflowFix``). With every dense convolution and matmul weight in -64..64 (ONNX Runtime's
-``reduce_range``), the sums fit, so the file computes the same integers with and without VNNI and
-a gate passed on one CPU holds on the other. Measured on a 2-core AMD EPYC (AVX2) with the default
+``reduce_range``; NNCF leaves grouped non-depthwise convolutions out, ``saturation_safe`` tells),
+the sums fit, so the 8-bit products sum the same with and without VNNI and a gate passed on one CPU
+should hold on the other. Measured on a 2-core AMD EPYC (AVX2) with the default
 model and the same accuracy control: NNCF's own default (``first_layer``) lost 1.15 mIoU there
 (class ids 96.44 % equal to FP32), ``enable`` lost 0.11 (99.13 %); on a Xeon with VNNI the first
 lost 0.14. TensorRT's INT8 (``symmetric_activations``) has no such sum and keeps 8-bit weights.
@@ -73,12 +74,16 @@ log = logging.getLogger(__name__)
 #: Largest validation mIoU loss of INT8 vs FP32 that passes the gate, in points (0..100 scale).
 MAX_MIOU_DROP_POINTS = 0.5
 #: NNCF's overflow fixes (``nncf.OverflowFix``): which weights keep half the 8-bit range (see the
-#: module docstring). ``enable``: every dense convolution and matmul; ``first_layer``: the first
-#: convolution only (NNCF's default); ``disable``: none. The ort quantiser has ``enable`` and ``disable``.
+#: module docstring). ``enable``: every convolution, transposed convolution and matmul, except
+#: grouped convolutions that are not depthwise, which NNCF leaves at the full range (ONNX Runtime's
+#: ``reduce_range`` covers them: ``--quantizer ort``); ``first_layer``: the first convolution only
+#: (NNCF's default); ``disable``: none. The ort quantiser has ``enable`` and ``disable``.
 OVERFLOW_FIXES = ("enable", "first_layer", "disable")
 #: Largest 8-bit weight magnitude whose products, two at a time, fit VPMADDUBSW's signed 16-bit sum
 #: (2 x 255 x 64 = 32640 <= 32767).
 SATURATION_SAFE_WEIGHT = 64
+#: ONNX's QOperator-format integer ops, whose weights ``saturation_safe`` does not read.
+_QOPERATOR_OPS = frozenset({"QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger"})
 #: Quantisers ``quantize_int8`` knows (``auto``: nncf when installed, else ort).
 QUANTIZERS = ("auto", "nncf", "ort")
 #: Ops that carry weights: the quantised body of the network lies between the first and the last.
@@ -142,29 +147,38 @@ def saturation_safe(proto: onnx.ModelProto) -> bool:
     """True when every 8-bit weight of a dense convolution, matmul or gemm fits in
     -SATURATION_SAFE_WEIGHT..SATURATION_SAFE_WEIGHT, so CPUs without VNNI compute what CPUs with it do.
 
-    Read from the file itself (a QDQ graph: DequantizeLinear of an int8 initializer feeds the weight
-    input), so it holds for any quantiser. Depthwise convolutions (one input channel per output)
-    are skipped: their 8-bit kernels widen to 32 bits and never pair products (NNCF exempts them too).
+    Read from the file itself, for the QDQ files both quantisers write: a DequantizeLinear of an
+    int8 initializer feeds the weight input. Depthwise convolutions (one input channel per output)
+    are skipped: their 8-bit kernels widen to 32 bits and never pair products (NNCF exempts them
+    too); weights left in float cannot saturate. False whenever the file does not show it: no
+    8-bit weight found, weights quantised in the graph (QuantizeLinear of a float initializer), or
+    QOperator nodes (QLinearConv, ConvInteger, ...) this check does not read.
     """
     from onnx import numpy_helper
 
     inits = {t.name: t for t in proto.graph.initializer}
     producer = {out: n for n in proto.graph.node for out in n.output}
+    checked = 0
     for node in proto.graph.node:
+        if node.op_type in _QOPERATOR_OPS:
+            return False
         if node.op_type not in WEIGHTED_OPS or len(node.input) < 2:
             continue
         dq = producer.get(node.input[1])
-        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits:
-            continue
+        if dq is None:
+            continue  # a float weight initializer (a layer kept float)
+        if dq.op_type != "DequantizeLinear" or dq.input[0] not in inits:
+            return False  # quantised at run time or by an op this check does not read
         weight = numpy_helper.to_array(inits[dq.input[0]])
         if weight.dtype != np.int8:
-            continue
+            return False
         group = next((a.i for a in node.attribute if a.name == "group"), 1)
         if node.op_type == "Conv" and group > 1 and weight.ndim > 1 and weight.shape[1] == 1:
             continue  # depthwise
+        checked += 1
         if weight.size and int(np.abs(weight.astype(np.int16)).max()) > SATURATION_SAFE_WEIGHT:
             return False
-    return True
+    return checked > 0
 
 
 def name_all_nodes(proto: onnx.ModelProto) -> None:
@@ -295,6 +309,8 @@ def quantize_int8(
         overflow_fix = "disable" if symmetric_activations else "enable"
     if overflow_fix not in OVERFLOW_FIXES:
         raise ValueError(f"unknown overflow fix {overflow_fix!r}; known: {', '.join(OVERFLOW_FIXES)}")
+    if quantizer == "nncf" and not nncf_available():
+        raise ConfigError("the nncf quantiser needs NNCF: pip install 'perception[openvino]', or pass --quantizer ort")
     if overflow_fix == "first_layer" and quantizer == "ort":
         raise ConfigError("--overflow-fix first_layer needs the nncf quantiser; the ort quantiser has enable "
                           "(7-bit weights everywhere) and disable")
@@ -395,7 +411,8 @@ def _quantize_nncf(
         "preset": nncf.QuantizationPreset.PERFORMANCE,  # symmetric weights and activations where it can
         "ignored_scope": nncf.IgnoredScope(names=io_nodes_to_exclude(proto), validate=False),
     }
-    advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix(overflow_fix))
+    fixes = {"enable": OverflowFix.ENABLE, "first_layer": OverflowFix.FIRST_LAYER, "disable": OverflowFix.DISABLE}
+    advanced = AdvancedQuantizationParameters(overflow_fix=fixes[overflow_fix])
     try:
         if accuracy_control is None:
             return nncf.quantize(proto, dataset, advanced_parameters=advanced, **common)
@@ -472,7 +489,8 @@ class Int8Report:
             f"(x{self.speedup:.2f}, median of {self.runs} runs)",
             "  weights: " + ("dense 8-bit weights within 7 bits: the same class ids on CPUs with and without VNNI"
                              if self.saturation_safe else
-                             "full 8-bit range: CPUs without VNNI may saturate (--overflow-fix enable avoids it)"),
+                             "some dense 8-bit weights use the full range: CPUs without VNNI may saturate "
+                             "(--overflow-fix enable; NNCF leaves grouped convolutions out, --quantizer ort does not)"),
         ]
 
 

@@ -191,7 +191,7 @@ def test_engine_bench_frames_come_from_the_users_footage_or_dataset(tiny_model, 
                             frames=str(folder))
     engine = run_engine_bench(cfg)
     assert engine["settings"]["frames"] == str(folder) and engine["results"][0]["agreement"] == 1.0
-    assert f"on val images of {folder}" in render_markdown({"kind": "engine", "engine": engine})
+    assert f"on every {SOURCE_FRAME_STRIDE}th frame of {folder}" in render_markdown({"kind": "engine", "engine": engine})
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
     proc = subprocess.run(

@@ -550,6 +550,16 @@ def test_int8_weights_stay_within_7_bits_unless_asked(exported_fp32, folder_data
     assert widest_weight(trt) > 64
     with pytest.raises(ConfigError, match="first_layer needs the nncf quantiser"):
         quantize_int8(model, tmp_path / "x.int8.onnx", calib, metadata=meta, quantizer="ort", overflow_fix="first_layer")
+    assert not saturation_safe(onnx.load(str(model)))  # no 8-bit weight to judge: not shown safe
+    if _has_openvino():  # NNCF: enable halves every dense layer, first_layer only the first convolution
+        nncf_enable = quantize_int8(model, tmp_path / "ne.int8.onnx", calib, metadata=meta, quantizer="nncf")
+        first = quantize_int8(model, tmp_path / "n1.int8.onnx", calib, metadata=meta, quantizer="nncf",
+                              overflow_fix="first_layer")
+        assert widest_weight(nncf_enable) <= 64 < widest_weight(first)
+        assert saturation_safe(onnx.load(str(nncf_enable))) and not saturation_safe(onnx.load(str(first)))
+    else:
+        with pytest.raises(ConfigError, match="the nncf quantiser needs NNCF"):
+            quantize_int8(model, tmp_path / "x.int8.onnx", calib, metadata=meta, quantizer="nncf")
 
 
 @pytest.mark.skipif(not _has_openvino(), reason="NNCF comes with the openvino extra")

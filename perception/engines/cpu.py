@@ -97,6 +97,6 @@ def int8_gate_hint(saturation_safe: bool = False) -> str:
     ``saturation_safe`` file computes the same on every x86 CPU: its failure is its own."""
     if saturation_safe or not _lacks_vnni():
         return ""
-    return (f"; this CPU ({cpu_model()}) has no VNNI and the file's 8-bit weights use the full range, so its "
-            "kernels saturate: quantise with --overflow-fix enable (7-bit weights, the same results with and "
-            "without VNNI), or gate this file on a CPU with VNNI or AMX")
+    return (f"; this CPU ({cpu_model()}) has no VNNI and some of the file's 8-bit weights use the full range, so "
+            "its kernels saturate: quantise with --overflow-fix enable (7-bit weights; NNCF leaves grouped "
+            "convolutions out, --quantizer ort does not), or gate this file on a CPU with VNNI or AMX")
