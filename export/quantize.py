@@ -68,6 +68,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from perception.contracts import INPUT_NAME, ModelMetadata
 from perception.errors import ConfigError, DataError, DependencyError, ModelError
+from perception.modelfile import SATURATION_SAFE_WEIGHT, WEIGHTED_OPS, saturation_safe  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +80,8 @@ MAX_MIOU_DROP_POINTS = 0.5
 #: ``reduce_range`` covers them: ``--quantizer ort``); ``first_layer``: the first convolution only
 #: (NNCF's default); ``disable``: none. The ort quantiser has ``enable`` and ``disable``.
 OVERFLOW_FIXES = ("enable", "first_layer", "disable")
-#: Largest 8-bit weight magnitude whose products, two at a time, fit VPMADDUBSW's signed 16-bit sum
-#: (2 x 255 x 64 = 32640 <= 32767).
-SATURATION_SAFE_WEIGHT = 64
-#: ONNX's QOperator-format integer ops, whose weights ``saturation_safe`` does not read.
-_QOPERATOR_OPS = frozenset({"QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger"})
 #: Quantisers ``quantize_int8`` knows (``auto``: nncf when installed, else ort).
 QUANTIZERS = ("auto", "nncf", "ort")
-#: Ops that carry weights: the quantised body of the network lies between the first and the last.
-WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
 #: ONNX Runtime's own exception types (Fail, InvalidGraph, ...), raised by the calibration
 #: sessions; they derive from Exception only, so they are listed here to become a ModelError.
 _ORT_ERRORS: tuple[type[Exception], ...] = tuple(
@@ -141,44 +135,6 @@ def io_nodes_to_exclude(proto: onnx.ModelProto) -> list[str]:
         for i, n in enumerate(nodes)
         if n.op_type not in WEIGHTED_OPS and (not weighted_above[i] or not weighted_below[i])
     ]
-
-
-def saturation_safe(proto: onnx.ModelProto) -> bool:
-    """True when every 8-bit weight of a dense convolution, matmul or gemm fits in
-    -SATURATION_SAFE_WEIGHT..SATURATION_SAFE_WEIGHT, so CPUs without VNNI compute what CPUs with it do.
-
-    Read from the file itself, for the QDQ files both quantisers write: a DequantizeLinear of an
-    int8 initializer feeds the weight input. Depthwise convolutions (one input channel per output)
-    are skipped: their 8-bit kernels widen to 32 bits and never pair products (NNCF exempts them
-    too); weights left in float cannot saturate. False whenever the file does not show it: no
-    8-bit weight found, weights quantised in the graph (QuantizeLinear of a float initializer), or
-    QOperator nodes (QLinearConv, ConvInteger, ...) this check does not read.
-    """
-    from onnx import numpy_helper
-
-    inits = {t.name: t for t in proto.graph.initializer}
-    producer = {out: n for n in proto.graph.node for out in n.output}
-    checked = 0
-    for node in proto.graph.node:
-        if node.op_type in _QOPERATOR_OPS:
-            return False
-        if node.op_type not in WEIGHTED_OPS or len(node.input) < 2:
-            continue
-        dq = producer.get(node.input[1])
-        if dq is None:
-            continue  # a float weight initializer (a layer kept float)
-        if dq.op_type != "DequantizeLinear" or dq.input[0] not in inits:
-            return False  # quantised at run time or by an op this check does not read
-        weight = numpy_helper.to_array(inits[dq.input[0]])
-        if weight.dtype != np.int8:
-            return False
-        group = next((a.i for a in node.attribute if a.name == "group"), 1)
-        if node.op_type == "Conv" and group > 1 and weight.ndim > 1 and weight.shape[1] == 1:
-            continue  # depthwise
-        checked += 1
-        if weight.size and int(np.abs(weight.astype(np.int16)).max()) > SATURATION_SAFE_WEIGHT:
-            return False
-    return checked > 0
 
 
 def name_all_nodes(proto: onnx.ModelProto) -> None:

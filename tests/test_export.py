@@ -321,12 +321,14 @@ def test_cli_export_int8_and_inspect(trained_checkpoint, folder_dataset, tmp_pat
     for needle in ("segnet_basic", "lane_marking", "drivable", "class_ids", "confidence", "uint8", "Conv", "fp32"):
         assert needle in text, needle
     assert cli_main(["inspect", str(int8)]) == 0
-    assert "int8 gate  PASS" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "int8 gate  PASS" in text and "every dense 8-bit weight within 7 bits" in text
     assert cli_main(["inspect", str(int8), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["metadata"]["precision"] == "int8"
     assert doc["inputs"] == [{"name": INPUT_NAME, "dtype": "uint8", "shape": [1, *HW, 3]}]
     assert doc["op_counts"]["QuantizeLinear"] > 0
+    assert doc["saturation_safe"] is True  # read from the weights, not from the gate's record
 
 
 def _has_openvino() -> bool:
