@@ -38,6 +38,7 @@ import numpy as np
 import psutil
 
 from perception.bench.env import gpu_memory_mb
+from perception.bench.frames import SOURCE_FRAME_STRIDE, bench_frames, frames_description
 from perception.bench.stats import ratio, summarize_ms
 from perception.config import listed_setting, load_config, same_setting, setting
 from perception.errors import ConfigError, ModelError, PerceptionError
@@ -58,8 +59,6 @@ ENGINE_SUFFIXES = {"ort": (".onnx",), "openvino": (".onnx",), "auto": (".onnx",)
 #: (``--engine torch-tensorrt``: the torch engine with ``--compile tensorrt``, beside ``tensorrt``).
 ENGINE_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"torch-tensorrt": ("torch", {"compile": "tensorrt"})}
 
-#: ``--frames`` from a video or image folder: every this-many-th frame (neighbours are near copies).
-SOURCE_FRAME_STRIDE = 10
 #: Distinct frames cycled through the timed runs (a few, so caches see varied data).
 FRAME_POOL = 8
 
@@ -145,79 +144,6 @@ def resolve_models(models: list[Path]) -> list[Path]:
         if not Path(m).is_file():
             raise ModelError(f"model file {m} not found; check the --model path")
     return [Path(m) for m in models]
-
-
-def _is_dataset_spec(spec: str) -> bool:
-    """``--frames SPEC`` names a dataset (``camvid:PATH``), not a file or folder of that name."""
-    from perception.datasets import dataset_kinds
-
-    return not Path(spec).exists() and spec.partition(":")[0].strip() in dataset_kinds()
-
-
-def frames_description(spec: str, seed: int) -> str:
-    """Where the bench frames came from, for the report."""
-    if not spec:
-        return f"synthetic road scenes (seed {seed})"
-    if _is_dataset_spec(spec):
-        return f"val images of {spec}"
-    return f"every {SOURCE_FRAME_STRIDE}th frame of {spec}"
-
-
-def _frames_from(spec: str, input_hw: tuple[int, int], count: int) -> list[np.ndarray]:
-    """``--frames``: a dataset's val images, or every SOURCE_FRAME_STRIDE-th frame of a source."""
-    from perception.preprocess import letterbox_image
-    from perception.sources import open_source
-
-    frames: list[np.ndarray] = []
-    try:
-        if _is_dataset_spec(spec):
-            from perception.export.verify import load_samples
-
-            samples, _ = load_samples(spec, split="val", count=count, input_hw=input_hw)
-            return [image for image, _ in samples]
-        source = open_source(spec)
-        source.pace(None)
-        try:
-            for index in range(count * SOURCE_FRAME_STRIDE):
-                frame = source.read()
-                if frame is None:
-                    break
-                if index % SOURCE_FRAME_STRIDE == 0:
-                    frames.append(letterbox_image(frame.image, input_hw)[0])
-        finally:
-            source.close()
-    except PerceptionError as exc:
-        raise type(exc)(f"--frames {spec}: {exc}") from None
-    if not frames:
-        raise ConfigError(f"--frames {spec}: the source delivered no frames; give a video file, an image folder "
-                          "or a dataset spec such as camvid:PATH")
-    return frames
-
-
-def bench_frames(input_hw: tuple[int, int], count: int, seed: int, spec: str = "") -> list[np.ndarray]:
-    """``count`` synthetic road scenes, uint8 H x W x 3 BGR, at ``input_hw``; with ``spec``, that
-    dataset's val images spread over it, letterboxed as the node does (ConfigError/DataError when
-    the dataset cannot be read or has none)."""
-    from perception.sources import open_source
-
-    if spec:
-        return _frames_from(spec, input_hw, count)
-
-    height, width = input_hw
-    source = open_source("synthetic", width=width, height=height, seed=seed)
-    source.pace(None)  # the synthetic camera paces itself to its fps; bench inputs need no pacing
-    try:
-        frames = []
-        for _ in range(count):
-            frame = source.read()
-            if frame is None:
-                break
-            frames.append(np.ascontiguousarray(frame.image))
-    finally:
-        source.close()
-    if not frames:
-        raise ConfigError("the synthetic source delivered no frames; cannot build bench inputs")
-    return frames
 
 
 @dataclass

@@ -1,0 +1,72 @@
+"""The frames ``perception bench engine`` times its engines on and judges their agreement with:
+synthetic road scenes, or with ``--frames SPEC`` a dataset's val images or a video file or image
+folder, each letterboxed into the model input as the node does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from perception.errors import ConfigError, PerceptionError
+
+#: ``--frames`` from a video or image folder: every this-many-th frame (neighbours are near copies).
+SOURCE_FRAME_STRIDE = 10
+
+
+def _is_dataset_spec(spec: str) -> bool:
+    """``--frames SPEC`` names a dataset (``camvid:PATH``), not a file or folder of that name."""
+    from perception.datasets import dataset_kinds
+
+    return not Path(spec).exists() and spec.partition(":")[0].strip() in dataset_kinds()
+
+
+def frames_description(spec: str, seed: int) -> str:
+    """Where the bench frames came from, for the report."""
+    if not spec:
+        return f"synthetic road scenes (seed {seed})"
+    if _is_dataset_spec(spec):
+        return f"val images of {spec}"
+    return f"every {SOURCE_FRAME_STRIDE}th frame of {spec}"
+
+
+def bench_frames(input_hw: tuple[int, int], count: int, seed: int, spec: str = "") -> list[np.ndarray]:
+    """Up to ``count`` uint8 H x W x 3 BGR frames at ``input_hw``: synthetic road scenes (``seed``),
+    or with ``spec`` a dataset's val images spread over it, or every SOURCE_FRAME_STRIDE-th frame of
+    a source, letterboxed as the node does.
+
+    Raises:
+        ConfigError, DataError, SourceError: the frames cannot be read or there are none; the
+            message names ``--frames``.
+    """
+    from perception.preprocess import letterbox_image
+    from perception.sources import open_source
+
+    what = f"--frames {spec}" if spec else "the synthetic source"
+    frames: list[np.ndarray] = []
+    try:
+        if spec and _is_dataset_spec(spec):
+            from perception.export.verify import load_samples
+
+            samples, _ = load_samples(spec, split="val", count=count, input_hw=input_hw)
+            return [image for image, _ in samples]
+        if spec:
+            source, stride = open_source(spec), SOURCE_FRAME_STRIDE
+        else:  # rendered at the input size: the letterbox leaves it as it is
+            source, stride = open_source("synthetic", width=input_hw[1], height=input_hw[0], seed=seed), 1
+        source.pace(None)  # bench inputs need no pacing
+        try:
+            for index in range(count * stride):
+                frame = source.read()
+                if frame is None:
+                    break
+                if index % stride == 0:
+                    frames.append(letterbox_image(frame.image, input_hw)[0])
+        finally:
+            source.close()
+    except PerceptionError as exc:
+        raise type(exc)(f"{what}: {exc}") from None
+    if not frames:
+        raise ConfigError(f"{what} delivered no frames; give a video file, an image folder or a dataset spec such "
+                          "as camvid:PATH")
+    return frames
