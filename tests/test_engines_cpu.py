@@ -144,6 +144,37 @@ def test_auto_rejects_a_candidate_that_disagrees_with_fp32(tmp_path):
         assert not by_label["openvino-int8"].eligible
 
 
+def test_auto_judges_agreement_on_the_frames_it_is_given(tmp_path, capsys):
+    """The broken INT8 file (scale doubled) still maps black to class 0: on black frames it agrees,
+    on rendered scenes not. --frames probes again whatever is cached, caches that verdict and says
+    which frames it judged on; a wrong frames file is a one-line error."""
+    import json
+
+    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
+    write_broken_int8(model)
+    cache, options = tmp_path / "probe", EngineOptions(threads=1)
+    black = tmp_path / "black.npy"
+    np.save(black, np.zeros((3, *HW, 3), np.uint8))
+    rendered = auto_mod.select_engine(model, options, cache_dir=cache)
+    assert not {r.label: r for r in rendered.results}["ort-int8"].eligible
+    on_black = auto_mod.select_engine(model, options, cache_dir=cache, frames=str(black))
+    assert not on_black.from_cache
+    int8 = {r.label: r for r in on_black.results}["ort-int8"]
+    assert int8.eligible and int8.agreement == 1.0
+    assert "on 3 probe frames (the node's frames; gate" in on_black.reason
+    assert auto_mod.select_engine(model, options, cache_dir=cache).reason == on_black.reason  # now cached
+
+    np.save(tmp_path / "small.npy", np.zeros((2, 8, 8, 3), np.uint8))
+    (tmp_path / "junk.npy").write_text("not an array")
+    with pytest.raises(ConfigError, match=r"junk\.npy: not a readable \.npy file"):
+        auto_mod.frames_from(str(tmp_path / "junk.npy"), HW)
+    with pytest.raises(ConfigError, match=r"small\.npy: uint8 \(2, 8, 8, 3\), expected uint8 N x 48 x 64 x 3"):
+        auto_mod.frames_from(str(tmp_path / "small.npy"), HW)
+    assert auto_mod.main([str(model), "--frames", str(tmp_path / "small.npy"), "--cache-dir", str(cache)]) == 2
+    error = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert error["error_type"] == "ConfigError" and "expected uint8 N x 48 x 64 x 3" in error["error"]
+
+
 def test_auto_rejects_a_candidate_without_the_confidence_output(tmp_path):
     """An INT8 sibling made before the model got its confidence output would silently turn unknown
     marking off: the probe never chooses it."""
@@ -262,9 +293,11 @@ def write_good_int8(fp32: Path) -> Path:
     return write_brightness_model(fp32.with_name(fp32.stem + ".int8.onnx"), HW, metadata=tiny_metadata(HW, precision="int8"))
 
 
-def fake_probe(monkeypatch, tmp_path, *, verdict: dict | None, exit_code: int = 0, stderr: str = "") -> Path:
+def fake_probe(monkeypatch, tmp_path, *, verdict: dict | None, exit_code: int = 0, stderr: str = "",
+               frames_seen: list | None = None) -> Path:
     """Replace the background probe child with one that waits for a flag file, then prints
-    ``verdict`` (or ``stderr``) and exits ``exit_code``: the test decides when the verdict arrives."""
+    ``verdict`` (or ``stderr``) and exits ``exit_code``: the test decides when the verdict arrives.
+    ``frames_seen`` receives, per start, the frames file it was given and its frames (or None)."""
     import json
     import sys
 
@@ -274,7 +307,13 @@ def fake_probe(monkeypatch, tmp_path, *, verdict: dict | None, exit_code: int = 
         f"while not pathlib.Path({str(flag)!r}).exists(): time.sleep(0.01)\n"
         f"print({json.dumps(json.dumps(verdict)) if verdict else repr('')}); sys.stderr.write({stderr!r}); sys.exit({exit_code})\n"
     )
-    monkeypatch.setattr(auto_mod, "probe_command", lambda *a, **k: ([sys.executable, "-c", script], None))
+
+    def command(*args, frames=None, **kwargs):
+        if frames_seen is not None:
+            frames_seen.append((frames, None if frames is None else np.load(frames)))
+        return [sys.executable, "-c", script], None
+
+    monkeypatch.setattr(auto_mod, "probe_command", command)
     return flag
 
 
@@ -338,6 +377,10 @@ def test_a_cached_verdict_starts_on_the_winner_and_close_stops_a_running_probe(t
     write_good_int8(model)
     fake_probe(monkeypatch, tmp_path, verdict=INT8_VERDICT)  # never let finish
     engine = auto_mod.load_auto(model, EngineOptions(threads=1), background=True)
+    engine.close()  # stopped before its first frame: no probe child was ever started
+    assert engine._proc is None and not engine._watcher.is_alive()
+    engine = auto_mod.load_auto(model, EngineOptions(threads=1), background=True)
+    run_until(engine, lambda: engine._proc is not None, np.full((1, *HW, 3), 200, np.uint8))
     child = engine._proc
     engine.close()
     assert child.poll() is not None  # the probe child was stopped with the node
@@ -349,6 +392,70 @@ def test_a_cached_verdict_starts_on_the_winner_and_close_stops_a_running_probe(t
     assert not isinstance(engine, SwitchingEngine) and engine.precision == "int8"
     assert engine.selection["from_cache"] and engine.selection["reason"] == "cached verdict"
     engine.close()
+
+
+def test_the_background_probe_judges_on_the_nodes_own_frames(tmp_path, monkeypatch):
+    """The child gets every 10th non-blank model input of the node's first frames (16 of them) in a
+    temporary .npy, removed when it ends: a real-road model is judged on the road it sees."""
+    import time
+
+    from perception.engines.switching import PROBE_FRAME_STRIDE as stride
+
+    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
+    write_good_int8(model)
+    seen: list = []
+    flag = fake_probe(monkeypatch, tmp_path, verdict=INT8_VERDICT, frames_seen=seen)
+    engine = auto_mod.load_auto(model, EngineOptions(threads=1), background=True)
+    try:
+        engine.infer(np.zeros((1, *HW, 3), np.uint8))  # a warm-up's blank frame is not the road
+        for value in range(1, stride * auto_mod.PROBE_FRAMES + 10):
+            engine.infer(np.full((1, *HW, 3), value, np.uint8))
+        deadline = time.monotonic() + 30
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        path, frames = seen[0]
+        assert frames.dtype == np.uint8 and frames.shape == (auto_mod.PROBE_FRAMES, *HW, 3)
+        assert [int(f.max()) for f in frames] == list(range(1, stride * auto_mod.PROBE_FRAMES, stride))
+        assert path.exists()
+        flag.touch()
+        run_until(engine, lambda: engine.precision == "int8", np.full((1, *HW, 3), 200, np.uint8))
+        assert engine.precision == "int8"
+        engine._watcher.join(10)
+        assert not path.exists()  # the frames file goes with the child
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("frames_given", [2, 0])
+def test_a_slow_camera_probes_on_the_frames_it_gave_or_on_rendered_scenes(tmp_path, monkeypatch, frames_given):
+    """Short of 16 frames after PROBE_FRAMES_WAIT_S, the probe starts on what came; with none, on
+    rendered road scenes (no frames file)."""
+    import time
+
+    from perception.engines import switching
+
+    monkeypatch.setattr(switching, "PROBE_FRAMES_WAIT_S", 0.2)
+    monkeypatch.setattr(switching, "PROBE_FRAME_STRIDE", 3)
+    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
+    write_good_int8(model)
+    seen: list = []
+    fake_probe(monkeypatch, tmp_path, verdict=INT8_VERDICT, frames_seen=seen)
+    engine = auto_mod.load_auto(model, EngineOptions(threads=1), background=True)
+    try:
+        for value in (10, 20, 30, 40)[: 2 * frames_given]:
+            engine.infer(np.full((1, *HW, 3), value, np.uint8))
+        deadline = time.monotonic() + 30
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        path, frames = seen[0]
+        if frames_given:
+            assert [int(f.max()) for f in frames] == [10, 40]
+        else:
+            assert path is None and frames is None
+        engine.infer(np.full((1, *HW, 3), 50, np.uint8))  # collecting has stopped: nothing more is kept
+        assert engine._probe_frames == [] and len(seen) == 1
+    finally:
+        engine.close()
 
 
 def test_the_node_switches_engines_mid_run_and_its_counts_balance(tmp_path, monkeypatch, capsys, free_tcp_port):

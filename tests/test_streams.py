@@ -280,7 +280,7 @@ def test_the_first_start_switch_waits_for_the_frames_in_flight_on_the_old_engine
         first, second = engine.worker(), engine.worker()
         np.testing.assert_array_equal(first.infer(batch)["class_ids"], expected_class_ids(batch))
         old = engine._current
-        in_flight = engine._enter()  # a frame still running on ONNX Runtime FP32 when the verdict lands
+        in_flight = engine._enter(batch)  # a frame still running on ONNX Runtime FP32 when the verdict lands
         flag.touch()
         run_until(second, lambda: engine.precision == "int8", batch)
         assert engine.precision == "int8" and old.session is not None  # not closed under the running frame

@@ -2,9 +2,13 @@
 
 At the first start of a model on a machine a short probe loads each candidate (ONNX Runtime FP32,
 OpenVINO FP32 / bf16 where the CPU has it, and ONNX Runtime / OpenVINO INT8 when the model has an
-INT8 sibling), runs it on ``PROBE_FRAMES`` rendered road scenes, and keeps only candidates whose
+INT8 sibling), runs it on ``PROBE_FRAMES`` frames, and keeps only candidates whose
 class ids equal the FP32 reference on at least ``MIN_AGREEMENT`` of the pixels. The fastest of those
 (median latency, candidates timed in turn so that a busy machine slows them alike) runs the node.
+The frames are the node's own first inputs when the node probes (``SwitchingEngine``), the
+user's with ``python -m perception.engines.auto MODEL --frames SPEC``, else rendered road scenes:
+a model trained on real roads is unsure on rendered ones, where its INT8 and bf16 answers flip
+more, so agreement there would reject candidates that are right on the road the node sees.
 
 The result is cached as JSON in ``~/.cache/perception/probe`` (``PERCEPTION_PROBE_CACHE``
 overrides it) under a key of the model file's (and its INT8 sibling's) SHA-256, the CPU model and
@@ -43,7 +47,7 @@ import numpy as np
 
 from perception.engines.base import INT8_SUFFIX, Engine, EngineOptions
 from perception.engines.cpu import cpu_isa, cpu_model
-from perception.errors import DependencyError, ModelError, PerceptionError
+from perception.errors import ConfigError, DependencyError, ModelError, PerceptionError
 from perception.modelfile import read_model_metadata
 
 log = logging.getLogger(__name__)
@@ -286,6 +290,31 @@ def probe_frames(input_hw: tuple[int, int], count: int = PROBE_FRAMES) -> list[n
     return [render_scene(7_000_000 + i, height=h, width=w)[0][None] for i in range(count)]
 
 
+def frames_from(spec: str, input_hw: tuple[int, int]) -> tuple[list[np.ndarray], str]:
+    """The probe's frames for ``--frames SPEC`` and where they came from: a ``.npy`` of uint8
+    N x H x W x 3 model inputs (what the node hands its probe child), else what ``perception bench
+    engine --frames`` reads (a dataset spec's val images, every 10th frame of a video or folder),
+    letterboxed as the node does; at most ``PROBE_FRAMES``.
+
+    Raises:
+        ConfigError, DataError, SourceError: unreadable or wrong frames (the message names them).
+    """
+    if spec.endswith(".npy"):
+        try:
+            array = np.load(spec, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--frames {spec}: not a readable .npy file ({exc})") from None
+        h, w = input_hw
+        if array.dtype != np.uint8 or array.ndim != 4 or array.shape[1:] != (h, w, 3) or not len(array):
+            raise ConfigError(f"--frames {spec}: {array.dtype} {tuple(array.shape)}, expected uint8 N x {h} x {w} x 3 "
+                              "model inputs")
+        return [frame[None] for frame in array[:PROBE_FRAMES]], "the node's frames"
+    from perception.bench.frames import bench_frames, frames_description
+
+    frames = bench_frames(input_hw, PROBE_FRAMES, 0, spec)
+    return [frame[None] for frame in frames], frames_description(spec, 0)
+
+
 def _load(candidate: Candidate, model_path: Path, options: EngineOptions) -> Engine:
     from perception.engines import load_engine
 
@@ -301,6 +330,7 @@ def run_probe(
     *,
     runs: int = PROBE_RUNS,
     min_agreement: float = MIN_AGREEMENT,
+    frames_label: str = "rendered road scenes",
 ) -> Selection:
     """Load, check and time every candidate; the fastest eligible one wins (see module docstring).
 
@@ -360,7 +390,7 @@ def run_probe(
         raise ModelError(f"--engine auto: no engine ran {model_path.name} correctly ({failed}); try --engine ort")
     best = eligible[0]
     streams, streams_fps = choose_streams(Candidate(best.engine, best.precision), model_path, options, frames)
-    reason = explain(best, results, min_agreement, len(frames))
+    reason = explain(best, results, min_agreement, len(frames), frames_label)
     if streams_fps:
         reason += (f"; --streams auto: {streams} ({streams_fps['2']:.1f} FPS with 2 frames in flight, "
                    f"{streams_fps['1']:.1f} with 1, 2 taken from {STREAMS_MIN_GAIN:.2f}x)")
@@ -433,7 +463,8 @@ def _frames_in_flight(workers: list, frames: list[np.ndarray], runs: int) -> flo
     return time.perf_counter() - t0
 
 
-def explain(best: CandidateResult, results: list[CandidateResult], min_agreement: float, frames: int) -> str:
+def explain(best: CandidateResult, results: list[CandidateResult], min_agreement: float, frames: int,
+            frames_label: str = "rendered road scenes") -> str:
     """One line: the winner's figures, its speed-up over the reference, and every loser's reason."""
     ref = next((r for r in results if (r.engine, r.precision) == REFERENCE and r.p50_ms), None)
     speedup = f", {ref.p50_ms / best.p50_ms:.2f}x {ref.label}" if ref and best.p50_ms and ref is not best else ""
@@ -441,7 +472,8 @@ def explain(best: CandidateResult, results: list[CandidateResult], min_agreement
     stored = " from its INT8 gate" if gate < min_agreement else ""
     parts = [
         f"{best.label}: fastest verified, {best.p50_ms:.2f} ms p50{speedup}, class ids agree "
-        f"{100 * (best.agreement or 0):.2f} % with ort-fp32 on {frames} probe frames (gate {100 * gate:.1f} %{stored})"
+        f"{100 * (best.agreement or 0):.2f} % with ort-fp32 on {frames} probe frames ({frames_label}; "
+        f"gate {100 * gate:.1f} %{stored})"
     ]
     others = []
     for r in results:
@@ -461,9 +493,11 @@ def explain(best: CandidateResult, results: list[CandidateResult], min_agreement
 
 def select_engine(
     model_path: Path, options: EngineOptions, *, cache_dir: Path | None = None, isolated: bool = False,
+    frames: str = "",
 ) -> Selection:
     """The cached selection for this model and machine, else a fresh probe (then cached);
-    ``isolated`` probes in a child process (``probe_in_child``), as the node does."""
+    ``isolated`` probes in a child process (``probe_in_child``), as the node does. ``frames``
+    (``frames_from``'s SPEC) probes on those frames whatever is cached, and caches that verdict."""
     candidates = cpu_candidates(model_path, options)
     if not candidates:
         raise DependencyError(
@@ -472,20 +506,26 @@ def select_engine(
         )
     cache_dir = cache_dir or probe_cache_dir()
     key = probe_key(model_path, options, candidates)
-    cached = read_cached(key, cache_dir)
+    cached = None if frames else read_cached(key, cache_dir)
     if cached is not None:
         return cached
     metadata = read_model_metadata(model_path)  # a clear ModelError before any engine is tried
     if isolated:
         return probe_in_child(model_path, options, cache_dir, key)
-    selection = run_probe(model_path, options, candidates, probe_frames(metadata.input_hw))
+    if frames:
+        images, described = frames_from(frames, metadata.input_hw)
+        selection = run_probe(model_path, options, candidates, images, frames_label=described)
+    else:
+        selection = run_probe(model_path, options, candidates, probe_frames(metadata.input_hw))
     selection.key = key
     write_cached(selection, cache_dir)
     return selection
 
 
-def probe_command(model_path: Path, options: EngineOptions, cache_dir: Path, *, nice: int = 0) -> tuple[list[str], dict]:
-    """The command line and environment of the probe child (``python -m perception.engines.auto``)."""
+def probe_command(model_path: Path, options: EngineOptions, cache_dir: Path, *, nice: int = 0,
+                  frames: Path | None = None) -> tuple[list[str], dict]:
+    """The command line and environment of the probe child (``python -m perception.engines.auto``);
+    ``frames``: a .npy of the node's inputs to judge the candidates on."""
     import perception
 
     env = dict(os.environ)
@@ -496,6 +536,8 @@ def probe_command(model_path: Path, options: EngineOptions, cache_dir: Path, *, 
            "--precision", options.precision, "--cache-dir", str(cache_dir)]
     if nice:
         cmd += ["--nice", str(nice)]
+    if frames is not None:
+        cmd += ["--frames", str(frames)]
     return cmd, env
 
 
@@ -605,12 +647,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--nice", type=int, default=0, help="lower this process's priority by N first")
+    parser.add_argument("--frames", default="", metavar="SPEC",
+                        help="judge agreement on these frames and probe again whatever is cached: a dataset spec "
+                             "(camvid:PATH, its val images), a video file or image folder (every 10th frame), or a "
+                             ".npy of uint8 N x H x W x 3 model inputs; default: rendered road scenes")
     args = parser.parse_args(argv)
     if args.nice:
         os.nice(args.nice)
     try:
         options = EngineOptions(provider="cpu", threads=args.threads, precision=args.precision)
-        selection = select_engine(args.model, options, cache_dir=args.cache_dir)
+        selection = select_engine(args.model, options, cache_dir=args.cache_dir, frames=args.frames)
     except PerceptionError as exc:
         print(json.dumps({"error_type": type(exc).__name__, "error": str(exc)}))
         return 2
