@@ -203,3 +203,44 @@ def test_class_weights_for_a_loss_without_them_is_a_config_error():
     with pytest.raises(ConfigError, match="loss 'dice' takes no class weights; set class_weighting: none"):
         build_loss(TrainConfig(loss="dice"), class_table=TABLE, ignore_id=255, class_weights=weights)
     assert build_loss(TrainConfig(loss="focal"), class_table=TABLE, ignore_id=255, class_weights=weights) is not None
+
+
+def test_lovasz_softmax_equals_the_jaccard_loss_on_hard_predictions():
+    """On 0/1 probabilities the Lovász extension is exact: the mean over the classes present of
+    1 - IoU, ignored pixels left out; it falls as the prediction improves and carries a gradient."""
+    from perception.training.losses import lovasz_softmax
+
+    rng = np.random.default_rng(0)
+    target = torch.as_tensor(rng.integers(0, 4, (2, 16, 16)))
+    target[0, :2] = 255
+    predicted = target.clone()
+    flip = torch.as_tensor(rng.random((2, 16, 16)) < 0.3)
+    predicted[flip] = torch.as_tensor(rng.integers(0, 4, int(flip.sum())))
+    predicted[target == 255] = 0
+    logits = torch.nn.functional.one_hot(predicted, 4).permute(0, 3, 1, 2).float() * 100.0
+    valid = target != 255
+    ious = []
+    for c in range(4):
+        inter = ((predicted == c) & (target == c) & valid).sum().item()
+        union = (((predicted == c) | (target == c)) & valid).sum().item()
+        ious.append(inter / union)
+    expected = 1.0 - float(np.mean(ious))
+    got = lovasz_softmax(logits, target, ignore_id=255)
+    assert abs(got.item() - expected) < 1e-4
+    perfect = torch.nn.functional.one_hot(target.clamp(max=3), 4).permute(0, 3, 1, 2).float() * 100.0
+    assert lovasz_softmax(perfect, target, ignore_id=255).item() < 1e-4 < got.item()
+    soft = logits.clone().requires_grad_(True)
+    (lovasz_softmax(soft / 100.0, target, ignore_id=255)).backward()
+    assert soft.grad is not None and soft.grad.abs().sum() > 0
+
+
+def test_lovasz_weight_adds_the_term_to_the_configured_loss():
+    from perception.training.losses import lovasz_softmax
+
+    table = TABLE
+    logits = torch.randn(2, 3, 8, 8)
+    target = torch.randint(0, 3, (2, 8, 8))
+    plain = build_loss(TrainConfig(loss="ce", aux_weight=0.0), class_table=table, ignore_id=255)
+    with_lovasz = build_loss(TrainConfig(loss="ce", aux_weight=0.0, lovasz_weight=0.5), class_table=table, ignore_id=255)
+    want = plain(logits, target) + 0.5 * lovasz_softmax(logits[..., ::2, ::2], target[..., ::2, ::2], ignore_id=255)
+    assert torch.allclose(with_lovasz({"out": logits}, target), want)

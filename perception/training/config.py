@@ -95,6 +95,9 @@ class TrainConfig:
     ohem_threshold: float = field(default=0.7, metadata=bounds(0.0, 1.0))
     ohem_min_fraction: float = field(default=1.0 / 16.0, metadata=bounds(0.0, 1.0))
     focal_gamma: float = field(default=2.0, metadata=bounds(0.0, 10.0))
+    #: Adds ``lovasz_weight`` x the Lovász-softmax loss (a surrogate of mean IoU) of the main output
+    #: to the configured loss (0: off).
+    lovasz_weight: float = field(default=0.0, metadata=bounds(0.0, 10.0))
     #: Importance-aware loss: weight per importance level (sky, background, road, vehicles/people).
     ial_level_weights: tuple[float, float, float, float] = (1.0, 1.5, 2.0, 3.0)
     #: Class name -> level 0..3, overriding the built-in keyword grouping.
