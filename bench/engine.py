@@ -38,10 +38,10 @@ import numpy as np
 import psutil
 
 from perception.bench.env import gpu_memory_mb
-from perception.bench.frames import SOURCE_FRAME_STRIDE, bench_frames, frames_description
 from perception.bench.stats import ratio, summarize_ms
 from perception.config import listed_setting, load_config, same_setting, setting
 from perception.errors import ConfigError, ModelError, PerceptionError
+from perception.frames import SOURCE_FRAME_STRIDE, bench_frames, frames_description
 from perception.options import EngineName, EngineOptions, PrecisionName, ProviderName
 from perception.run_config import DEFAULT_MODEL, RunConfig
 

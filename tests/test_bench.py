@@ -174,8 +174,8 @@ def test_engine_bench_frames_come_from_the_users_footage_or_dataset(tiny_model, 
     """--frames: every 10th frame of an image folder (or video), or a dataset's val images,
     letterboxed as the node does, are the timed and agreement inputs; a source that gives nothing
     is a one-line error naming the flag."""
-    from perception.bench.frames import SOURCE_FRAME_STRIDE, bench_frames
     from perception.bench.report import render_markdown
+    from perception.frames import SOURCE_FRAME_STRIDE, bench_frames
 
     folder = tmp_path / "clip"
     folder.mkdir()

@@ -18,6 +18,7 @@ from tiny_models import expected_class_ids, tiny_metadata, write_brightness_mode
 from perception import contracts
 from perception.engines import EngineOptions, load_engine
 from perception.engines import auto as auto_mod
+from perception.engines import probe as probe_mod
 from perception.engines.switching import SwitchingEngine
 from perception.errors import ConfigError, ModelError
 
@@ -164,6 +165,8 @@ def test_auto_judges_agreement_on_the_frames_it_is_given(tmp_path, capsys):
     assert "on 3 probe frames (the node's frames; gate" in on_black.reason
     assert auto_mod.select_engine(model, options, cache_dir=cache).reason == on_black.reason  # now cached
 
+    frames, described = auto_mod.frames_from("synthetic:count=3,size=48x64", HW)  # a dataset: its val images
+    assert len(frames) == 3 and frames[0].shape == (1, *HW, 3) and described == "val images of synthetic:count=3,size=48x64"
     np.save(tmp_path / "small.npy", np.zeros((2, 8, 8, 3), np.uint8))
     (tmp_path / "junk.npy").write_text("not an array")
     with pytest.raises(ConfigError, match=r"junk\.npy: not a readable \.npy file"):
@@ -408,14 +411,14 @@ def test_the_background_probe_judges_on_the_nodes_own_frames(tmp_path, monkeypat
     engine = auto_mod.load_auto(model, EngineOptions(threads=1), background=True)
     try:
         engine.infer(np.zeros((1, *HW, 3), np.uint8))  # a warm-up's blank frame is not the road
-        for value in range(1, stride * auto_mod.PROBE_FRAMES + 10):
+        for value in range(1, stride * probe_mod.PROBE_FRAMES + 10):
             engine.infer(np.full((1, *HW, 3), value, np.uint8))
         deadline = time.monotonic() + 30
         while not seen and time.monotonic() < deadline:
             time.sleep(0.01)
         path, frames = seen[0]
-        assert frames.dtype == np.uint8 and frames.shape == (auto_mod.PROBE_FRAMES, *HW, 3)
-        assert [int(f.max()) for f in frames] == list(range(1, stride * auto_mod.PROBE_FRAMES, stride))
+        assert frames.dtype == np.uint8 and frames.shape == (probe_mod.PROBE_FRAMES, *HW, 3)
+        assert [int(f.max()) for f in frames] == list(range(1, stride * probe_mod.PROBE_FRAMES, stride))
         assert path.exists()
         flag.touch()
         run_until(engine, lambda: engine.precision == "int8", np.full((1, *HW, 3), 200, np.uint8))
@@ -535,15 +538,15 @@ def test_an_int8_file_is_held_to_the_agreement_its_gate_measured(tmp_path):
     model = write_brightness_model(tmp_path / "tiny.onnx", HW)
     sibling = write_broken_int8(model)
     int8 = auto_mod.Candidate("ort", "int8")
-    assert auto_mod.candidate_min_agreement(int8, model, 0.995) == 0.995  # no gate recorded
+    assert probe_mod.candidate_min_agreement(int8, model, 0.995) == 0.995  # no gate recorded
     record_metadata(sibling, val_metrics={"int8_gate": {"passed": True, "agreement_with_fp32": 0.99}})
-    assert auto_mod.candidate_min_agreement(int8, model, 0.995) == pytest.approx(0.99 - auto_mod.INT8_AGREEMENT_MARGIN)
-    assert auto_mod.candidate_min_agreement(auto_mod.Candidate("ort", "fp32"), model, 0.995) == 0.995
+    assert probe_mod.candidate_min_agreement(int8, model, 0.995) == pytest.approx(0.99 - probe_mod.INT8_AGREEMENT_MARGIN)
+    assert probe_mod.candidate_min_agreement(auto_mod.Candidate("ort", "fp32"), model, 0.995) == 0.995
     selection = auto_mod.select_engine(model, EngineOptions(threads=1, precision="auto"), cache_dir=tmp_path / "probe")
     by_label = {r.label: r for r in selection.results}
     assert not by_label["ort-int8"].eligible and by_label["ort-int8"].min_agreement == pytest.approx(0.985)
     record_metadata(sibling, val_metrics={"int8_gate": {"passed": False, "agreement_with_fp32": 0.2}})
-    assert auto_mod.candidate_min_agreement(int8, model, 0.995) == 0.995  # a failed gate sets nothing
+    assert probe_mod.candidate_min_agreement(int8, model, 0.995) == 0.995  # a failed gate sets nothing
     # A correct INT8 file is held to its own gate and chosen under it (said in the reason).
     write_good_int8(model)
     record_metadata(sibling, val_metrics={"int8_gate": {"passed": True, "agreement_with_fp32": 0.9}})

@@ -22,6 +22,7 @@ from tiny_models import expected_class_ids, write_brightness_model
 from perception import contracts
 from perception.engines import EngineOptions, load_engine
 from perception.engines import auto as auto_mod
+from perception.engines import probe as probe_mod
 from perception.engines.base import Engine
 from perception.engines.switching import SwitchingEngine
 from perception.errors import ConfigError
@@ -315,11 +316,11 @@ def test_streams_auto_takes_two_only_when_measurably_faster(tmp_path, monkeypatc
             np.testing.assert_array_equal(worker.infer(frames[0])["class_ids"], expected_class_ids(frames[0]))
         return wall_1 if len(workers) == 1 else wall_2
 
-    monkeypatch.setattr(auto_mod, "_frames_in_flight", fake_wall)
-    streams, fps = auto_mod.choose_streams(auto_mod.Candidate("ort", "fp32"), model, EngineOptions(threads=2), frames)
+    monkeypatch.setattr(probe_mod, "_frames_in_flight", fake_wall)
+    streams, fps = probe_mod.choose_streams(auto_mod.Candidate("ort", "fp32"), model, EngineOptions(threads=2), frames)
     assert seen == [1, 2, 1, 2]  # alternating blocks
     assert streams == want and fps["2"] / fps["1"] == pytest.approx(wall_1 / wall_2, rel=1e-3)
-    assert auto_mod.choose_streams(auto_mod.Candidate("ort", "fp32"), model, EngineOptions(threads=1), frames) == (1, {})
+    assert probe_mod.choose_streams(auto_mod.Candidate("ort", "fp32"), model, EngineOptions(threads=1), frames) == (1, {})
 
 
 def test_the_probe_records_the_streams_and_streams_auto_runs_them(tmp_path, monkeypatch):

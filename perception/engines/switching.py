@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from perception.engines import auto
+from perception.engines import auto, probe
 from perception.engines.base import Engine, EngineOptions
 from perception.errors import PerceptionError
 
@@ -40,7 +40,7 @@ BACKGROUND_PROBE_NICE = 0
 #: right on the road the node sees. It takes every ``PROBE_FRAME_STRIDE``-th model input (the
 #: warm-up's blank frames skipped; neighbours at 30 FPS are near copies, and agreement depends on
 #: the scene: the same INT8 file agrees 97.4 % on CamVid's dusk sequence, 98.6 % over all of it)
-#: until it has ``auto.PROBE_FRAMES`` (5 s of a 30 FPS camera), or what it has after
+#: until it has ``probe.PROBE_FRAMES`` (5 s of a 30 FPS camera), or what it has after
 #: ``PROBE_FRAMES_WAIT_S`` (a slow camera); with none, the rendered scenes.
 PROBE_FRAME_STRIDE = 10
 PROBE_FRAMES_WAIT_S = 8.0
@@ -91,7 +91,7 @@ class SwitchingEngine(Engine):
         self.calls = 0
         self.switched_at_call: int | None = None
         self._selection: dict = {
-            "engine": auto.REFERENCE[0], "precision": auto.REFERENCE[1], "state": "probing", "from_cache": False,
+            "engine": probe.REFERENCE[0], "precision": probe.REFERENCE[1], "state": "probing", "from_cache": False,
             "reason": "first start for this model and machine: probing the engines in the background; "
                       "ONNX Runtime FP32 runs meanwhile",
         }
@@ -128,7 +128,7 @@ class SwitchingEngine(Engine):
                 continue
             if self._seen % PROBE_FRAME_STRIDE == 0:
                 self._probe_frames.append(image[None].copy())
-                if len(self._probe_frames) >= auto.PROBE_FRAMES:
+                if len(self._probe_frames) >= probe.PROBE_FRAMES:
                     self._frames_ready.set()
                     return
             self._seen += 1
@@ -180,13 +180,13 @@ class SwitchingEngine(Engine):
             self._fail(f"the background probe failed: {str(exc).splitlines()[0][:300]}")
             return
         doc = {**selection.to_dict(), "state": "chosen", "probe_wall_s": round(time.monotonic() - self._started, 3)}
-        if (selection.engine, selection.precision) == auto.REFERENCE:
+        if (selection.engine, selection.precision) == probe.REFERENCE:
             self._selection = doc
             log.info("--engine auto: the background probe kept ort-fp32 (%s)", selection.reason)
             return
         release_free_heap()  # both engines are in memory for a moment: start that moment lower
         try:
-            engine = auto._load(auto.Candidate(selection.engine, selection.precision), self._model_path, self._options)
+            engine = probe.load_candidate(probe.Candidate(selection.engine, selection.precision), self._model_path, self._options)
             engine.warmup(1)  # its first run (allocations, kernel choice) here, not on a frame
         except (PerceptionError, RuntimeError) as exc:
             self._fail(f"the probe chose {selection.engine}-{selection.precision} but it did not load here "

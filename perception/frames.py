@@ -1,6 +1,8 @@
-"""The frames ``perception bench engine`` times its engines on and judges their agreement with:
+"""Sample frames for judging engines: what ``perception bench engine`` times its engines on and
+``--engine auto``'s probe judges agreement with (``python -m perception.engines.auto --frames``):
 synthetic road scenes, or with ``--frames SPEC`` a dataset's val images or a video file or image
-folder, each letterboxed into the model input as the node does."""
+folder, each letterboxed into the model input as the node does. Runtime code (the probe child
+reads it), so it imports nothing from the build side."""
 
 from __future__ import annotations
 
@@ -45,25 +47,27 @@ def bench_frames(input_hw: tuple[int, int], count: int, seed: int, spec: str = "
     what = f"--frames {spec}" if spec else "the synthetic source"
     frames: list[np.ndarray] = []
     try:
-        if spec and _is_dataset_spec(spec):
-            from perception.export.verify import load_samples
+        if spec and _is_dataset_spec(spec):  # spread over the split, as the export gates pick theirs
+            from perception.datasets import open_dataset
 
-            samples, _ = load_samples(spec, split="val", count=count, input_hw=input_hw)
-            return [image for image, _ in samples]
-        if spec:
-            source, stride = open_source(spec), SOURCE_FRAME_STRIDE
-        else:  # rendered at the input size: the letterbox leaves it as it is
-            source, stride = open_source("synthetic", width=input_hw[1], height=input_hw[0], seed=seed), 1
-        source.pace(None)  # bench inputs need no pacing
-        try:
-            for index in range(count * stride):
-                frame = source.read()
-                if frame is None:
-                    break
-                if index % stride == 0:
-                    frames.append(letterbox_image(frame.image, input_hw)[0])
-        finally:
-            source.close()
+            dataset = open_dataset(spec, split="val")
+            indices = np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int)
+            frames = [letterbox_image(dataset[int(i)][0], input_hw)[0] for i in dict.fromkeys(indices.tolist())]
+        else:
+            if spec:
+                source, stride = open_source(spec), SOURCE_FRAME_STRIDE
+            else:  # rendered at the input size: the letterbox leaves it as it is
+                source, stride = open_source("synthetic", width=input_hw[1], height=input_hw[0], seed=seed), 1
+            source.pace(None)  # bench inputs need no pacing
+            try:
+                for index in range(count * stride):
+                    frame = source.read()
+                    if frame is None:
+                        break
+                    if index % stride == 0:
+                        frames.append(letterbox_image(frame.image, input_hw)[0])
+            finally:
+                source.close()
     except PerceptionError as exc:
         raise type(exc)(f"{what}: {exc}") from None
     if not frames:

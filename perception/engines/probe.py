@@ -1,0 +1,344 @@
+"""The engine probe's measurement: load each candidate, compare its class ids with ONNX Runtime
+FP32 on the probe's frames, time the eligible ones, and explain the winner in one line.
+
+``perception.engines.auto`` decides what to probe, caches the verdict and runs the probe in a child
+process; this module is what that child measures (``run_probe``), and the types the verdict is
+made of (``Candidate``, ``CandidateResult``, ``Selection``).
+
+The frames: the node's own first inputs (a ``.npy`` the node writes, ``frames_from``), the
+frames a user names with ``--frames SPEC``, else rendered road scenes (``probe_frames``). A model
+trained on real roads is unsure on rendered scenes, where its INT8 and bf16 answers flip more,
+so agreement there would reject candidates that are right on the road the node sees.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from perception.engines.base import INT8_SUFFIX, Engine, EngineOptions
+from perception.errors import ConfigError, ModelError, PerceptionError
+from perception.modelfile import read_model_metadata
+
+log = logging.getLogger("perception.engines.auto")  # one logger name for all of --engine auto
+
+#: Smallest share of pixels whose class id must equal the FP32 reference for a candidate to run.
+MIN_AGREEMENT = 0.995
+#: An INT8 candidate whose file records a passed mIoU gate (``val_metrics["int8_gate"]``, written by
+#: ``perception.export.quantize``) must agree at least this much less than the gate measured
+#: between the INT8 and FP32 files, instead of ``MIN_AGREEMENT``: quantisation moves some boundary
+#: pixels by design (the mIoU gate judged that), a broken kernel or file moves far more.
+INT8_AGREEMENT_MARGIN = 0.005
+#: Rendered road scenes the candidates are compared and timed on. The agreement is a mean over
+#: frames, and one hard scene moves a small sample: with 4 frames the shipped INT8 model measured
+#: 98.69 % (one scene at 97.16 %), with 16 frames 99.21 %, against 99.15 % on its gate's 100
+#: validation scenes, so 4 frames put a model that passed its gate 0.04 point from rejection.
+#: 16 frames cost the probe about 2 s more on 2 cores.
+PROBE_FRAMES = 16
+#: Timed runs per candidate (after 2 warm-up runs), interleaved across candidates.
+PROBE_RUNS = 10
+#: The reference every candidate is compared with.
+REFERENCE = ("ort", "fp32")
+#: ``--streams auto`` runs the winner with 2 frames in flight only when the probe measured them at
+#: least this much faster than 1 (less is within a busy machine's noise, and costs latency).
+STREAMS_MIN_GAIN = 1.15
+#: Frames per block of that measurement (two blocks of each, alternating; about 2.5 s for the
+#: default model on the 2-core Xeon). With 12 the gain it measured for OpenVINO INT8 on a quiet
+#: machine ranged 1.09-1.24x, with 30 1.14-1.27x (the engine bench: 1.27-1.35x).
+STREAMS_RUNS = 30
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One engine + precision the probe may choose."""
+
+    engine: str
+    precision: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine}-{self.precision}"
+
+
+@dataclass
+class CandidateResult:
+    """What the probe measured for one candidate (``error`` when it could not load or run)."""
+
+    engine: str
+    precision: str
+    p50_ms: float | None = None
+    agreement: float | None = None
+    eligible: bool = False
+    error: str = ""
+    #: The agreement it had to reach (``MIN_AGREEMENT``, or its INT8 file's stored gate).
+    min_agreement: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine}-{self.precision}"
+
+
+@dataclass
+class Selection:
+    """The probe's verdict, as cached and as published in the stats document."""
+
+    engine: str
+    precision: str
+    reason: str
+    results: list[CandidateResult] = field(default_factory=list)
+    key: dict = field(default_factory=dict)
+    probed_utc: str = ""
+    probe_s: float = 0.0
+    from_cache: bool = False
+    #: Frames in flight for ``--streams auto`` (1 or 2) and the winner's FPS with each ("1", "2").
+    streams: int = 1
+    streams_fps: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict) -> Selection:
+        results = [CandidateResult(**r) for r in doc.get("results", [])]
+        fields = {k: doc[k] for k in ("engine", "precision", "reason", "key", "probed_utc", "probe_s", "streams",
+                                      "streams_fps") if k in doc}
+        return cls(results=results, **fields)
+
+
+def int8_sibling(model_path: Path) -> Path | None:
+    """``<stem>.int8.onnx`` beside ``model_path`` when it exists."""
+    sibling = model_path.with_name(model_path.name.removesuffix(".onnx") + INT8_SUFFIX)
+    return sibling if sibling.is_file() and sibling != model_path else None
+
+
+def candidate_min_agreement(candidate: Candidate, model_path: Path, min_agreement: float) -> float:
+    """``min_agreement``, or for an INT8 candidate whose file records a passed gate, the agreement
+    that gate measured less ``INT8_AGREEMENT_MARGIN`` (whichever is lower)."""
+    sibling = int8_sibling(model_path) if candidate.precision == "int8" else None
+    if sibling is None:
+        return min_agreement
+    try:
+        gate = read_model_metadata(sibling).val_metrics.get("int8_gate") or {}
+    except PerceptionError:
+        return min_agreement
+    stored = gate.get("agreement_with_fp32") if isinstance(gate, dict) and gate.get("passed") is True else None
+    if not isinstance(stored, (int, float)) or not 0 < stored <= 1:
+        return min_agreement
+    return min(min_agreement, float(stored) - INT8_AGREEMENT_MARGIN)
+
+
+def probe_frames(input_hw: tuple[int, int], count: int = PROBE_FRAMES) -> list[np.ndarray]:
+    """``count`` rendered road scenes (with texture and sensor noise) at the model's input size:
+    real structure, unlike noise, so class boundaries and confident regions are both exercised."""
+    from perception.synthetic import render_scene
+
+    h, w = input_hw
+    return [render_scene(7_000_000 + i, height=h, width=w)[0][None] for i in range(count)]
+
+
+def frames_from(spec: str, input_hw: tuple[int, int]) -> tuple[list[np.ndarray], str]:
+    """The probe's frames for ``--frames SPEC`` and where they came from: a ``.npy`` of uint8
+    N x H x W x 3 model inputs (what the node hands its probe child), else what ``perception bench
+    engine --frames`` reads (a dataset spec's val images, every 10th frame of a video or folder),
+    letterboxed as the node does; at most ``PROBE_FRAMES``.
+
+    Raises:
+        ConfigError, DataError, SourceError: unreadable or wrong frames (the message names them).
+    """
+    if spec.endswith(".npy"):
+        try:
+            array = np.load(spec, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--frames {spec}: not a readable .npy file ({exc})") from None
+        h, w = input_hw
+        if array.dtype != np.uint8 or array.ndim != 4 or array.shape[1:] != (h, w, 3) or not len(array):
+            raise ConfigError(f"--frames {spec}: {array.dtype} {tuple(array.shape)}, expected uint8 N x {h} x {w} x 3 "
+                              "model inputs")
+        return [frame[None] for frame in array[:PROBE_FRAMES]], "the node's frames"
+    from perception.frames import bench_frames, frames_description
+
+    frames = bench_frames(input_hw, PROBE_FRAMES, 0, spec)
+    return [frame[None] for frame in frames], frames_description(spec, 0)
+
+
+def load_candidate(candidate: Candidate, model_path: Path, options: EngineOptions) -> Engine:
+    from perception.engines import load_engine
+
+    return load_engine(candidate.engine, model_path, EngineOptions(
+        provider="cpu", threads=options.threads, precision=candidate.precision, streams=options.streams))
+
+
+def run_probe(
+    model_path: Path,
+    options: EngineOptions,
+    candidates: list[Candidate],
+    frames: list[np.ndarray],
+    *,
+    runs: int = PROBE_RUNS,
+    min_agreement: float = MIN_AGREEMENT,
+    frames_label: str = "rendered road scenes",
+) -> Selection:
+    """Load, check and time every candidate; the fastest eligible one wins (see module docstring).
+
+    Raises:
+        ModelError: no candidate is eligible (not even the reference loads).
+    """
+    start = time.perf_counter()
+    # Candidates are timed one frame at a time; the winner then runs with the node's --streams.
+    options = dataclasses.replace(options, streams=1)
+    reference = load_candidate(Candidate(*REFERENCE), model_path, options)
+    try:
+        expected = [reference.infer(f)["class_ids"] for f in frames]
+        outputs = reference.output_names
+    finally:
+        reference.close()
+    results: list[CandidateResult] = []
+    loaded: dict[str, Engine] = {}
+    for cand in candidates:
+        result = CandidateResult(cand.engine, cand.precision)
+        results.append(result)
+        try:
+            engine = load_candidate(cand, model_path, options)
+            got = [engine.infer(f)["class_ids"] for f in frames]
+        except (PerceptionError, RuntimeError) as exc:
+            result.error = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            continue
+        if engine.output_names != outputs:  # e.g. an INT8 sibling quantised before --confidence
+            engine.close()
+            missing = ", ".join(sorted(set(outputs) - set(engine.output_names))) or "the same outputs"
+            result.error = f"lacks the {missing} output of {'-'.join(REFERENCE)} (re-quantise it)"
+            continue
+        result.agreement = float(np.mean([np.mean(g == e) for g, e in zip(got, expected, strict=True)]))
+        result.min_agreement = candidate_min_agreement(cand, model_path, min_agreement)
+        result.eligible = result.agreement >= result.min_agreement
+        if result.eligible:
+            loaded[cand.label] = engine
+        else:
+            engine.close()
+    times: dict[str, list[float]] = {label: [] for label in loaded}
+    try:
+        for i in range(runs + 2):
+            for label, engine in loaded.items():  # in turn: a load spike slows every candidate alike
+                frame = frames[i % len(frames)]
+                t0 = time.perf_counter()
+                engine.infer(frame)
+                if i >= 2:
+                    times[label].append((time.perf_counter() - t0) * 1e3)
+    finally:
+        for engine in loaded.values():
+            engine.close()
+    for result in results:
+        if result.label in times:
+            result.p50_ms = round(statistics.median(times[result.label]), 3)
+    eligible = sorted((r for r in results if r.eligible), key=lambda r: r.p50_ms or float("inf"))
+    if not eligible:
+        failed = "; ".join(f"{r.label}: {r.error or f'agreement {100 * (r.agreement or 0):.2f} %'}" for r in results)
+        raise ModelError(f"--engine auto: no engine ran {model_path.name} correctly ({failed}); try --engine ort")
+    best = eligible[0]
+    streams, streams_fps = choose_streams(Candidate(best.engine, best.precision), model_path, options, frames)
+    reason = explain(best, results, min_agreement, len(frames), frames_label)
+    if streams_fps:
+        reason += (f"; --streams auto: {streams} ({streams_fps['2']:.1f} FPS with 2 frames in flight, "
+                   f"{streams_fps['1']:.1f} with 1, 2 taken from {STREAMS_MIN_GAIN:.2f}x)")
+    return Selection(
+        engine=best.engine,
+        precision=best.precision,
+        reason=reason,
+        results=results,
+        probed_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        probe_s=round(time.perf_counter() - start, 3),
+        streams=streams,
+        streams_fps=streams_fps,
+    )
+
+
+def choose_streams(candidate: Candidate, model_path: Path, options: EngineOptions, frames: list[np.ndarray],
+                   runs: int = STREAMS_RUNS) -> tuple[int, dict[str, float]]:
+    """Frames in flight for ``--streams auto``: 2 when the winner, loaded for 2 streams with a
+    worker per frame, finishes frames at least ``STREAMS_MIN_GAIN`` times as fast as loaded for 1
+    (alternating blocks of ``runs`` frames, each rate over the blocks' wall time); else 1. Also
+    the two rates, keyed "1" and "2" (empty when not measured: fewer than 2 threads, or the
+    2-stream load failed)."""
+    threads = options.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    if threads < 2:
+        return 1, {}
+    engines: dict[int, Engine] = {}
+    try:
+        for n in (1, 2):
+            engines[n] = load_candidate(candidate, model_path, dataclasses.replace(options, streams=n))
+        workers = {1: [engines[1]], 2: [engines[2].worker(), engines[2].worker()]}
+        for worker in workers[1] + workers[2]:
+            worker.infer(frames[0])  # each request's first run allocates: not timed
+        wall = {1: 0.0, 2: 0.0}
+        for _ in range(2):
+            for n in (1, 2):
+                wall[n] += _frames_in_flight(workers[n], frames, runs)
+    except (PerceptionError, RuntimeError) as exc:
+        log.warning("--engine auto: could not measure 2 frames in flight for %s (%s); --streams auto is 1",
+                    candidate.label, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+        return 1, {}
+    finally:
+        for engine in engines.values():
+            engine.close()
+    fps = {str(n): round(2 * runs / wall[n], 2) for n in (1, 2)}
+    return (2 if fps["2"] >= STREAMS_MIN_GAIN * fps["1"] else 1), fps
+
+
+def _frames_in_flight(workers: list, frames: list[np.ndarray], runs: int) -> float:
+    """Seconds ``workers`` (a thread each) take to finish ``runs`` frames between them."""
+    import threading
+
+    left = iter(range(runs))
+    lock = threading.Lock()
+
+    def work(worker) -> None:
+        while True:
+            with lock:
+                i = next(left, None)
+            if i is None:
+                return
+            worker.infer(frames[i % len(frames)])
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in workers[1:]]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    work(workers[0])  # this thread is the first worker
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
+
+
+def explain(best: CandidateResult, results: list[CandidateResult], min_agreement: float, frames: int,
+            frames_label: str = "rendered road scenes") -> str:
+    """One line: the winner's figures, its speed-up over the reference, and every loser's reason."""
+    ref = next((r for r in results if (r.engine, r.precision) == REFERENCE and r.p50_ms), None)
+    speedup = f", {ref.p50_ms / best.p50_ms:.2f}x {ref.label}" if ref and best.p50_ms and ref is not best else ""
+    gate = best.min_agreement if best.min_agreement is not None else min_agreement
+    stored = " from its INT8 gate" if gate < min_agreement else ""
+    parts = [
+        f"{best.label}: fastest verified, {best.p50_ms:.2f} ms p50{speedup}, class ids agree "
+        f"{100 * (best.agreement or 0):.2f} % with ort-fp32 on {frames} probe frames ({frames_label}; "
+        f"gate {100 * gate:.1f} %{stored})"
+    ]
+    others = []
+    for r in results:
+        if r is best:
+            continue
+        if r.error:
+            others.append(f"{r.label} unavailable ({r.error})")
+        elif not r.eligible:
+            others.append(f"{r.label} rejected (agree {100 * (r.agreement or 0):.2f} %, "
+                          f"gate {100 * (r.min_agreement or min_agreement):.2f} %)")
+        else:
+            others.append(f"{r.label} {r.p50_ms:.2f} ms")
+    if others:
+        parts.append("others: " + "; ".join(others))
+    return "; ".join(parts)
