@@ -429,6 +429,35 @@ def test_the_background_probe_judges_on_the_nodes_own_frames(tmp_path, monkeypat
         engine.close()
 
 
+def test_an_unwritable_temporary_folder_probes_on_rendered_scenes(tmp_path, monkeypatch, caplog):
+    """The node's frames cannot be handed over: the probe still runs (on rendered scenes), with a
+    warning naming the folder, and the node never stalls on it."""
+    import tempfile
+    import time
+
+    from perception.engines import switching
+
+    monkeypatch.setattr(switching, "PROBE_FRAME_STRIDE", 1)
+    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
+    write_good_int8(model)
+    seen: list = []
+    fake_probe(monkeypatch, tmp_path, verdict=INT8_VERDICT, frames_seen=seen)
+    missing = tmp_path / "no-such-folder"
+    monkeypatch.setattr(tempfile, "tempdir", str(missing))
+    engine = auto_mod.load_auto(model, EngineOptions(threads=1), background=True)
+    try:
+        with caplog.at_level("WARNING", logger="perception.engines.auto"):
+            for value in range(1, probe_mod.PROBE_FRAMES + 1):
+                engine.infer(np.full((1, *HW, 3), value, np.uint8))
+            deadline = time.monotonic() + 30
+            while not seen and time.monotonic() < deadline:
+                time.sleep(0.01)
+        assert seen == [(None, None)]
+        assert any(f"cannot write the probe's frames to {missing}" in r.getMessage() for r in caplog.records)
+    finally:
+        engine.close()
+
+
 @pytest.mark.parametrize("frames_given", [2, 0])
 def test_a_slow_camera_probes_on_the_frames_it_gave_or_on_rendered_scenes(tmp_path, monkeypatch, frames_given):
     """Short of 16 frames after PROBE_FRAMES_WAIT_S, the probe starts on what came; with none, on

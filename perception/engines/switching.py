@@ -143,10 +143,18 @@ class SwitchingEngine(Engine):
             frames, self._probe_frames = self._probe_frames, []
             self._frames_ready.set()  # collect no more
         if frames:  # written outside the lock: the node's frames go on meanwhile
-            fd, name = tempfile.mkstemp(prefix="perception-probe-", suffix=".npy")
-            self._frames_file = Path(name)
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, np.concatenate(frames), allow_pickle=False)
+            try:
+                fd, name = tempfile.mkstemp(prefix="perception-probe-", suffix=".npy")
+                self._frames_file = Path(name)
+                with os.fdopen(fd, "wb") as f:
+                    np.save(f, np.concatenate(frames), allow_pickle=False)
+            except OSError as exc:  # a full or read-only temporary folder: judge on rendered scenes
+                log.warning("--engine auto: cannot write the probe's frames to %s (%s); the probe judges on rendered "
+                            "road scenes", tempfile.gettempdir(), exc.strerror or exc)
+                if self._frames_file is not None:
+                    with contextlib.suppress(OSError):
+                        self._frames_file.unlink()
+                self._frames_file, frames = None, []
         cmd, env = auto.probe_command(self._model_path, self._options, self._cache_dir, nice=BACKGROUND_PROBE_NICE,
                                       frames=self._frames_file)
         with self._lock:  # close() stops a child started before it, and none starts after it
