@@ -154,7 +154,7 @@ def test_auto_judges_agreement_on_the_frames_it_is_given(tmp_path, capsys):
     model = write_brightness_model(tmp_path / "tiny.onnx", HW)
     write_broken_int8(model)
     cache, options = tmp_path / "probe", EngineOptions(threads=1)
-    black = tmp_path / "black.npy"
+    black = tmp_path / "perception-probe-black.npy"  # named as the node names its frames file
     np.save(black, np.zeros((3, *HW, 3), np.uint8))
     rendered = auto_mod.select_engine(model, options, cache_dir=cache)
     assert not {r.label: r for r in rendered.results}["ort-int8"].eligible
@@ -165,6 +165,10 @@ def test_auto_judges_agreement_on_the_frames_it_is_given(tmp_path, capsys):
     assert "on 3 probe frames (the node's frames; gate" in on_black.reason
     assert auto_mod.select_engine(model, options, cache_dir=cache).reason == on_black.reason  # now cached
 
+    np.save(tmp_path / "mine.npy", np.zeros((40, *HW, 3), np.uint8))
+    frames, described = auto_mod.frames_from(str(tmp_path / "mine.npy"), HW)
+    assert len(frames) == probe_mod.PROBE_FRAMES and type(frames[0]) is np.ndarray
+    assert described == f"the frames in {tmp_path / 'mine.npy'}"
     frames, described = auto_mod.frames_from("synthetic:count=3,size=48x64", HW)  # a dataset: its val images
     assert len(frames) == 3 and frames[0].shape == (1, *HW, 3) and described == "val images of synthetic:count=3,size=48x64"
     np.save(tmp_path / "small.npy", np.zeros((2, 8, 8, 3), np.uint8))

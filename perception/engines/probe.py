@@ -53,6 +53,8 @@ STREAMS_MIN_GAIN = 1.15
 #: default model on the 2-core Xeon). With 12 the gain it measured for OpenVINO INT8 on a quiet
 #: machine ranged 1.09-1.24x, with 30 1.14-1.27x (the engine bench: 1.27-1.35x).
 STREAMS_RUNS = 30
+#: The name of the temporary .npy a node hands its probe child (``SwitchingEngine``) starts so.
+NODE_FRAMES_PREFIX = "perception-probe-"
 
 
 @dataclass(frozen=True)
@@ -154,14 +156,15 @@ def frames_from(spec: str, input_hw: tuple[int, int]) -> tuple[list[np.ndarray],
     """
     if spec.endswith(".npy"):
         try:
-            array = np.load(spec, allow_pickle=False)
+            array = np.load(spec, allow_pickle=False, mmap_mode="r")  # 16 frames read, whatever its size
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--frames {spec}: not a readable .npy file ({exc})") from None
         h, w = input_hw
         if array.dtype != np.uint8 or array.ndim != 4 or array.shape[1:] != (h, w, 3) or not len(array):
             raise ConfigError(f"--frames {spec}: {array.dtype} {tuple(array.shape)}, expected uint8 N x {h} x {w} x 3 "
                               "model inputs")
-        return [frame[None] for frame in array[:PROBE_FRAMES]], "the node's frames"
+        label = "the node's frames" if Path(spec).name.startswith(NODE_FRAMES_PREFIX) else f"the frames in {spec}"
+        return [np.array(frame[None]) for frame in array[:PROBE_FRAMES]], label
     from perception.frames import bench_frames, frames_description
 
     frames = bench_frames(input_hw, PROBE_FRAMES, 0, spec)

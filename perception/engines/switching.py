@@ -144,7 +144,7 @@ class SwitchingEngine(Engine):
             self._frames_ready.set()  # collect no more
         if frames:  # written outside the lock: the node's frames go on meanwhile
             try:
-                fd, name = tempfile.mkstemp(prefix="perception-probe-", suffix=".npy")
+                fd, name = tempfile.mkstemp(prefix=probe.NODE_FRAMES_PREFIX, suffix=".npy")
                 self._frames_file = Path(name)
                 with os.fdopen(fd, "wb") as f:
                     np.save(f, np.concatenate(frames), allow_pickle=False)
