@@ -182,6 +182,32 @@ def test_auto_judges_agreement_on_the_frames_it_is_given(tmp_path, capsys):
     assert error["error_type"] == "ConfigError" and "expected uint8 N x 48 x 64 x 3" in error["error"]
 
 
+def test_bench_probe_reports_and_caches_the_verdict_on_the_users_frames(tmp_path, capsys):
+    """``perception bench probe MODEL --frames SPEC``: every candidate's figures, the verdict cached
+    where the node reads it; wrong frames are a one-line error."""
+    from perception.cli import main as cli_main
+
+    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
+    write_broken_int8(model)
+    cache = tmp_path / "probe"
+    black = tmp_path / "black.npy"
+    np.save(black, np.zeros((4, *HW, 3), np.uint8))
+    assert cli_main(["bench", "probe", str(model), "--threads", "1", "--frames", str(black),
+                     "--cache-dir", str(cache)]) == 0
+    out = capsys.readouterr().out
+    assert "--engine auto for tiny.onnx" in out and f"on 4 probe frames (the frames in {black}" in out
+    int8_line = next(line for line in out.splitlines() if line.split()[:1] == ["ort-int8"])
+    assert "100.00" in int8_line and int8_line.endswith("eligible")
+    assert f"--threads 1' in {cache}" in out
+    options = EngineOptions(threads=1)
+    cached = auto_mod.read_cached(auto_mod.probe_key(model, options, auto_mod.cpu_candidates(model, options)), cache)
+    assert cached is not None and "the frames in" in cached.reason
+
+    code = cli_main(["bench", "probe", str(model), "--frames", str(tmp_path / "none.npy"), "--cache-dir", str(cache)])
+    err = capsys.readouterr().err
+    assert code != 0 and "none.npy: not a readable .npy file" in err and "Traceback" not in err
+
+
 def test_auto_rejects_a_candidate_without_the_confidence_output(tmp_path):
     """An INT8 sibling made before the model got its confidence output would silently turn unknown
     marking off: the probe never chooses it."""

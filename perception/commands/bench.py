@@ -4,6 +4,7 @@
                             [--threads 1,2] [--batch 1,4] [--runs 200 --warmup 20] [--out out/bench]
     perception bench pipeline --model m.onnx --source synthetic --duration 10 [--baseline] [--out ...]
     perception bench pipeline --cameras 2 --source clip.mp4 --loop --fps 30   # one node vs 2 nodes
+    perception bench probe [MODEL] --threads 2 --frames camvid:/data/camvid   # --engine auto's verdict, now
     perception bench report out/bench/bench.json
 
 Each writes ``bench.json`` (every figure and the environment), ``bench.md`` (tables made from the
@@ -40,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flags(pipe, PipelineBenchConfig)
     _add_out(pipe)
 
+    probe = sub.add_parser("probe", help="run --engine auto's probe now, on your frames, and cache its verdict "
+                                         "for the node")
+    from perception.engines.auto import add_probe_arguments
+
+    add_probe_arguments(probe)
+
     rep = sub.add_parser("report", help="regenerate bench.md and the plots from a bench.json")
     rep.add_argument("results", type=Path, help="bench.json written by 'perception bench engine|pipeline'")
     rep.add_argument("--out", type=Path, default=None, help="output folder (default: next to the JSON)")
@@ -52,6 +59,13 @@ def _add_out(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from perception.bench import report
 
+    if args.bench_mode == "probe":
+        from perception.engines.auto import describe, probe_now
+
+        selection = probe_now(args.model, threads=args.threads, precision=args.precision, frames=args.frames,
+                              cache_dir=args.cache_dir)
+        print(describe(selection, args.model, args.threads, args.cache_dir))
+        return 0
     if args.bench_mode == "report":
         results = report.load_results(args.results)
         written = report.write_report(results, _prepare_out(args.out or args.results.parent))

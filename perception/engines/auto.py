@@ -54,7 +54,7 @@ from perception.engines.probe import (
     probe_frames,
     run_probe,
 )
-from perception.errors import DependencyError, ModelError, PerceptionError
+from perception.errors import ConfigError, DependencyError, ModelError, PerceptionError
 from perception.modelfile import read_model_metadata
 
 log = logging.getLogger(__name__)
@@ -330,26 +330,67 @@ def load_auto(model_path: Path, options: EngineOptions, *, background: bool = Fa
     return engine
 
 
+def add_probe_arguments(parser) -> None:
+    """The probe's flags, declared once: for its child (``main``) and ``perception bench probe``."""
+    from perception.run_config import DEFAULT_MODEL
+
+    parser.add_argument("model", type=Path, nargs="?", default=DEFAULT_MODEL,
+                        help="ONNX model (default: the shipped default model)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="inference threads in all: the node's --threads, since the verdict is cached per "
+                             "thread count (0: the backend's default)")
+    parser.add_argument("--precision", default="auto", metavar="auto|fp32|bf16|int8",
+                        help="limit the candidates to this precision (auto: all)")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="verdict cache folder (default: ~/.cache/perception/probe or PERCEPTION_PROBE_CACHE)")
+    parser.add_argument("--frames", default="", metavar="SPEC",
+                        help="judge agreement on these frames and probe again whatever is cached: a dataset spec "
+                             "(camvid:PATH, its val images), a video file or image folder (every 10th frame), or a "
+                             ".npy of uint8 N x H x W x 3 model inputs; default: the cached verdict, else rendered "
+                             "road scenes")
+
+
+def probe_now(model: Path, *, threads: int, precision: str, frames: str, cache_dir: Path | None) -> Selection:
+    """Probe (or read the cache) for ``perception bench probe`` and the child.
+
+    Raises:
+        PerceptionError: an unreadable model or frames, no engine that agrees (the message says).
+    """
+    if threads < 0:
+        raise ConfigError(f"--threads {threads}: give 0 (the backend's default) or a positive count")
+    options = EngineOptions(provider="cpu", threads=threads, precision=precision)
+    return select_engine(model, options, cache_dir=cache_dir, frames=frames)
+
+
+def describe(selection: Selection, model: Path, threads: int, cache_dir: Path | None = None) -> str:
+    """``perception bench probe``'s report: the verdict, every candidate's figures, the cache."""
+    lines = [f"--engine auto for {model.name} ({selection.key.get('cpu', '?')}, --threads {threads}): "
+             f"{selection.engine}-{selection.precision}"
+             f"{', cached verdict' if selection.from_cache else f', probed in {selection.probe_s:.1f} s'}",
+             f"  {selection.reason}",
+             f"  {'candidate':16s} {'p50 ms':>8s} {'agree %':>8s} {'gate %':>7s}  verdict"]
+    for r in selection.results:
+        verdict = "error: " + r.error if r.error else ("eligible" if r.eligible else "rejected")
+        lines.append(f"  {r.label:16s} {r.p50_ms if r.p50_ms is not None else float('nan'):8.2f} "
+                     f"{100 * (r.agreement or 0):8.2f} {100 * (r.min_agreement or 0):7.2f}  {verdict}")
+    lines.append(f"  cached for 'perception run --engine auto --model {model} --threads {threads}' in "
+                 f"{cache_dir or probe_cache_dir()}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The child of ``probe_in_child``: probe (or read the cache), print the verdict as one JSON line."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m perception.engines.auto", description=main.__doc__)
-    parser.add_argument("model", type=Path)
-    parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--precision", default="auto")
-    parser.add_argument("--cache-dir", type=Path, default=None)
+    add_probe_arguments(parser)
     parser.add_argument("--nice", type=int, default=0, help="lower this process's priority by N first")
-    parser.add_argument("--frames", default="", metavar="SPEC",
-                        help="judge agreement on these frames and probe again whatever is cached: a dataset spec "
-                             "(camvid:PATH, its val images), a video file or image folder (every 10th frame), or a "
-                             ".npy of uint8 N x H x W x 3 model inputs; default: rendered road scenes")
     args = parser.parse_args(argv)
     if args.nice:
         os.nice(args.nice)
     try:
-        options = EngineOptions(provider="cpu", threads=args.threads, precision=args.precision)
-        selection = select_engine(args.model, options, cache_dir=args.cache_dir, frames=args.frames)
+        selection = probe_now(args.model, threads=args.threads, precision=args.precision, frames=args.frames,
+                              cache_dir=args.cache_dir)
     except PerceptionError as exc:
         print(json.dumps({"error_type": type(exc).__name__, "error": str(exc)}))
         return 2
