@@ -127,11 +127,12 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
     with progress(desc="pipeline bench", unit="frame", disable=not cfg.progress, file=sys.stderr) as bar:
         bar.set_postfix_str("node")
         results["pipeline"] = measure_node(cfg, model, tick=bar.update)
+        engine, precision = ran_by_node(cfg, results["pipeline"])
         if cfg.baseline:
             bar.set_postfix_str("serial baseline")
             results["baseline"] = run_serial_baseline(
                 model=model, source=cfg.source, source_options=source_options(cfg), duration_s=cfg.duration_s,
-                engine=cfg.engine, provider=cfg.provider, threads=cfg.threads, precision=cfg.precision or "auto",
+                engine=engine, provider=cfg.provider, threads=cfg.threads, precision=precision,
                 tick=bar.update,
             )
     if cfg.peak_rate:
@@ -144,8 +145,8 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
         # --streams auto: the engine-only run keeps as many frames in flight as the node ran
         streams = (results["pipeline"].get("node_final_stats") or {}).get("streams") if cfg.streams == "auto" else cfg.streams
         engine = run_engine_bench(EngineBenchConfig(
-            models=[model], engines=[cfg.engine], providers=[cfg.provider] if cfg.provider else [],
-            precisions=[cfg.precision or "auto"],
+            models=[model], engines=[engine], providers=[cfg.provider] if cfg.provider else [],
+            precisions=[precision],
             threads=[cfg.threads] if cfg.threads else [], streams=[streams] if streams else [],
             runs=cfg.engine_runs, warmup=10,
             blocks=min(5, cfg.engine_runs), progress=cfg.progress,
@@ -156,6 +157,17 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
         ratios["node_over_engine_fps"] = ratio(node_fps, row["fps"])
     results["ratios"] = ratios
     return results
+
+
+def ran_by_node(cfg: PipelineBenchConfig, pipeline: dict) -> tuple[str, str]:
+    """The engine and precision the baseline and engine-only runs use: with ``--engine auto``, what
+    the node ended on (its stats document), so that the ratios compare like with like and never
+    start a second probe, which, without the node's frames, would judge on rendered scenes and
+    cache that verdict; otherwise the flags."""
+    final = pipeline.get("node_final_stats") or {}
+    if cfg.engine == "auto" and final.get("engine") and final.get("precision"):
+        return str(final["engine"]), str(final["precision"])
+    return cfg.engine, cfg.precision or "auto"
 
 
 def source_options(cfg: PipelineBenchConfig) -> dict[str, Any]:

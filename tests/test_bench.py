@@ -351,3 +351,15 @@ def test_pipeline_bench_passes_streams_to_the_node_and_the_engine_only_run(tiny_
     assert p["frames_received"] > 0 and p["sequence"]["out_of_order"] == 0 == p["sequence"]["duplicates"]
     assert results["engine"]["results"][0]["streams_requested"] == 2
     assert results["ratios"]["node_over_engine_fps"] > 0
+
+
+def test_auto_bench_baseline_and_engine_only_run_what_the_node_ran():
+    """With --engine auto the ratios compare the node with the engine it ended on, and never start a
+    second probe (which, without the node's frames, would judge rendered scenes and cache that)."""
+    from perception.bench.pipeline import PipelineBenchConfig, ran_by_node
+
+    auto = PipelineBenchConfig(engine="auto")
+    assert ran_by_node(auto, {"node_final_stats": {"engine": "openvino", "precision": "int8"}}) == ("openvino", "int8")
+    assert ran_by_node(auto, {"node_final_stats": {}}) == ("auto", "auto")
+    forced = PipelineBenchConfig(engine="ort", precision="int8")
+    assert ran_by_node(forced, {"node_final_stats": {"engine": "ort", "precision": "int8"}}) == ("ort", "int8")

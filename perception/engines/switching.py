@@ -40,10 +40,12 @@ BACKGROUND_PROBE_NICE = 0
 #: right on the road the node sees. It takes every ``PROBE_FRAME_STRIDE``-th model input (the
 #: warm-up's blank frames skipped; neighbours at 30 FPS are near copies, and agreement depends on
 #: the scene: the same INT8 file agrees 97.4 % on CamVid's dusk sequence, 98.6 % over all of it)
-#: until it has ``probe.PROBE_FRAMES`` (5 s of a 30 FPS camera), or what it has after
-#: ``PROBE_FRAMES_WAIT_S`` (a slow camera); with none, the rendered scenes.
-PROBE_FRAME_STRIDE = 10
-PROBE_FRAMES_WAIT_S = 8.0
+#: until it has ``probe.PROBE_FRAMES`` (80 inputs: 3-4 s of a first start on FP32), or what it has
+#: after ``PROBE_FRAMES_WAIT_S``; with none, the rendered scenes. The wait delays the switch: with
+#: every 10th input and 8 s, the default model's first start had not switched after 30 s (its probe
+#: takes about 20 s beside the node).
+PROBE_FRAME_STRIDE = 5
+PROBE_FRAMES_WAIT_S = 4.0
 
 
 def release_free_heap() -> None:
