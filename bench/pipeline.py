@@ -127,12 +127,12 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
     with progress(desc="pipeline bench", unit="frame", disable=not cfg.progress, file=sys.stderr) as bar:
         bar.set_postfix_str("node")
         results["pipeline"] = measure_node(cfg, model, tick=bar.update)
-        engine, precision = ran_by_node(cfg, results["pipeline"])
+        node_engine, node_precision = ran_by_node(cfg, results["pipeline"])
         if cfg.baseline:
             bar.set_postfix_str("serial baseline")
             results["baseline"] = run_serial_baseline(
                 model=model, source=cfg.source, source_options=source_options(cfg), duration_s=cfg.duration_s,
-                engine=engine, provider=cfg.provider, threads=cfg.threads, precision=precision,
+                engine=node_engine, provider=cfg.provider, threads=cfg.threads, precision=node_precision,
                 tick=bar.update,
             )
     if cfg.peak_rate:
@@ -145,8 +145,8 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
         # --streams auto: the engine-only run keeps as many frames in flight as the node ran
         streams = (results["pipeline"].get("node_final_stats") or {}).get("streams") if cfg.streams == "auto" else cfg.streams
         engine = run_engine_bench(EngineBenchConfig(
-            models=[model], engines=[engine], providers=[cfg.provider] if cfg.provider else [],
-            precisions=[precision],
+            models=[model], engines=[node_engine], providers=[cfg.provider] if cfg.provider else [],
+            precisions=[node_precision],
             threads=[cfg.threads] if cfg.threads else [], streams=[streams] if streams else [],
             runs=cfg.engine_runs, warmup=10,
             blocks=min(5, cfg.engine_runs), progress=cfg.progress,

@@ -60,11 +60,12 @@ def main(args: argparse.Namespace) -> int:
     from perception.bench import report
 
     if args.bench_mode == "probe":
-        from perception.engines.auto import describe, probe_now
+        from perception.engines.auto import probe_cache_dir, probe_now
+        from perception.engines.probe import describe
 
         selection = probe_now(args.model, threads=args.threads, precision=args.precision, frames=args.frames,
                               cache_dir=args.cache_dir)
-        print(describe(selection, args.model, args.threads, args.cache_dir))
+        print(describe(selection, args.model, args.threads, args.cache_dir or probe_cache_dir()))
         return 0
     if args.bench_mode == "report":
         results = report.load_results(args.results)

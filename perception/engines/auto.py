@@ -362,22 +362,6 @@ def probe_now(model: Path, *, threads: int, precision: str, frames: str, cache_d
     return select_engine(model, options, cache_dir=cache_dir, frames=frames)
 
 
-def describe(selection: Selection, model: Path, threads: int, cache_dir: Path | None = None) -> str:
-    """``perception bench probe``'s report: the verdict, every candidate's figures, the cache."""
-    lines = [f"--engine auto for {model.name} ({selection.key.get('cpu', '?')}, --threads {threads}): "
-             f"{selection.engine}-{selection.precision}"
-             f"{', cached verdict' if selection.from_cache else f', probed in {selection.probe_s:.1f} s'}",
-             f"  {selection.reason}",
-             f"  {'candidate':16s} {'p50 ms':>8s} {'agree %':>8s} {'gate %':>7s}  verdict"]
-    for r in selection.results:
-        verdict = "error: " + r.error if r.error else ("eligible" if r.eligible else "rejected")
-        lines.append(f"  {r.label:16s} {r.p50_ms if r.p50_ms is not None else float('nan'):8.2f} "
-                     f"{100 * (r.agreement or 0):8.2f} {100 * (r.min_agreement or 0):7.2f}  {verdict}")
-    lines.append(f"  cached for 'perception run --engine auto --model {model} --threads {threads}' in "
-                 f"{cache_dir or probe_cache_dir()}")
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     """The child of ``probe_in_child``: probe (or read the cache), print the verdict as one JSON line."""
     import argparse
