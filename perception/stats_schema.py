@@ -134,7 +134,8 @@ CAMERA_STATS = (
     StatsKey("unknown", "object", "pixels below the confidence threshold", fields=UNKNOWN_STATS),
     StatsKey("engine_selection", "object", "with `--engine auto`: the choice, the reason and the probe's "
              "figures; at a first start `state` is `probing` (ONNX Runtime FP32 runs) until the verdict: "
-             "`chosen` (`switched_after_runs` when the engine changed) or `failed`", when=OPTIONAL),
+             "`chosen` (`switched_after_runs`, `switched_after_s` and `switch_pause_ms` when the engine "
+             "changed) or `failed`", when=OPTIONAL),
     StatsKey("camera", "str", "the camera's name (nodes with several cameras)", when=OPTIONAL),
     StatsKey("batching", "object", "the shared engine's batching (nodes with several cameras)", when=OPTIONAL,
              fields=BATCHING_STATS),

@@ -374,16 +374,63 @@ def test_first_start_runs_fp32_at_once_and_switches_between_frames(tmp_path, mon
         for _ in range(3):  # the verdict cannot have arrived: FP32 runs the first frames
             np.testing.assert_array_equal(engine.infer(batch)["class_ids"], expected_class_ids(batch))
         assert (engine.kind, engine.precision, engine.selection["state"]) == ("ort", "fp32", "probing")
+        # It makes way for the winner: no memory arena, whose pages outlive the session.
+        assert engine._current.session.get_session_options().enable_cpu_mem_arena is False
         flag.touch()
         with caplog.at_level("INFO", logger="perception.engines.auto"):
             run_until(engine, lambda: engine.precision == "int8", batch)
         assert engine.precision == "int8" and engine.model_path == str(sibling)
         assert engine.selection["reason"] == INT8_VERDICT["reason"] and engine.selection["state"] == "chosen"
         assert engine.selection["switched_after_runs"] == engine.switched_at_call >= 3
+        assert engine.selection["switch_pause_ms"] >= 0 and engine.selection["switched_after_s"] > 0
         assert sum("switched from ort-fp32 to ort-int8" in r.getMessage() for r in caplog.records) == 1
         np.testing.assert_array_equal(engine.infer(batch)["class_ids"], expected_class_ids(batch))
     finally:
         engine.close()
+
+
+def test_the_winner_runs_first_after_fp32_closed_and_fp32_returns_if_that_run_fails(tmp_path, monkeypatch, caplog):
+    """The two engines' working memory is never held at once; a winner whose first run fails is
+    dropped and ONNX Runtime FP32 is loaded again, with the reason published."""
+    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
+    write_good_int8(model)
+    flag = fake_probe(monkeypatch, tmp_path, verdict=INT8_VERDICT)
+    loaded, fp32_open_at_first_run = [], []
+    real_load = probe_mod.load_candidate
+
+    def load_failing(candidate, path, options):
+        winner = real_load(candidate, path, options)
+        loaded.append(winner)
+
+        def first_run(batch):
+            fp32_open_at_first_run.append(first_engine.session is not None)
+            raise RuntimeError("out of memory in the first run")
+
+        winner.infer = first_run
+        return winner
+
+    monkeypatch.setattr(probe_mod, "load_candidate", load_failing)
+    engine = auto_mod.load_auto(model, EngineOptions(threads=1), background=True)
+    first_engine = engine._current
+    cached = tmp_path / "probe-cache" / f"{auto_mod.key_digest(engine._key)}.json"
+    cached.parent.mkdir(exist_ok=True)
+    cached.write_text("{}")  # where the real probe child caches its verdict
+    batch = np.full((1, *HW, 3), 200, np.uint8)
+    try:
+        flag.touch()
+        with caplog.at_level("WARNING", logger="perception.engines.auto"):
+            run_until(engine, lambda: engine.selection["state"] != "probing", batch)
+        assert fp32_open_at_first_run == [False]  # FP32 had closed before the winner's first run
+        assert loaded[0].session is None  # the failed winner was closed
+        assert (engine.kind, engine.precision, engine.selection["state"]) == ("ort", "fp32", "failed")
+        assert "the probe chose ort-int8 but it failed to load or run here (out of memory in the first run)" in (
+            engine.selection["reason"])
+        assert any("ONNX Runtime FP32 keeps running" in r.getMessage() for r in caplog.records)
+        assert engine._current is not first_engine  # loaded again
+        np.testing.assert_array_equal(engine.infer(batch)["class_ids"], expected_class_ids(batch))
+    finally:
+        engine.close()
+    assert not cached.exists()  # its verdict forgotten: the next start probes again
 
 
 def test_a_failing_background_probe_leaves_fp32_running_and_says_why(tmp_path, monkeypatch, caplog):

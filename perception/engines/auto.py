@@ -33,6 +33,7 @@ candidates one frame at a time; the winner is loaded with the node's ``--streams
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -144,6 +145,13 @@ def write_cached(selection: Selection, cache_dir: Path) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         log.warning("cannot write the engine probe cache %s (%s); the next start probes again", path, exc.strerror)
+
+
+def forget_cached(key: dict, cache_dir: Path) -> None:
+    """Remove the cached selection for ``key`` (a verdict the node could not use), so that the next
+    start probes again; a cache folder that cannot be written is left as it is."""
+    with contextlib.suppress(OSError):
+        (cache_dir / f"{key_digest(key)}.json").unlink(missing_ok=True)
 
 
 def openvino_offers() -> tuple[bool, bool]:

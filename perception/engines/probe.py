@@ -171,6 +171,22 @@ def frames_from(spec: str, input_hw: tuple[int, int]) -> tuple[list[np.ndarray],
     return [frame[None] for frame in frames], frames_description(spec, 0)
 
 
+def prepare_candidate(candidate: Candidate) -> None:
+    """Import what loading ``candidate`` needs (its engine module and library; OpenVINO's ``Core``,
+    which discovers the device plugins), so that ``load_candidate`` later pays for the model alone.
+
+    Raises:
+        DependencyError: the engine's package is not installed.
+    """
+    import importlib
+
+    importlib.import_module(f"perception.engines.{candidate.engine}")
+    if candidate.engine == "openvino":
+        from perception.engines.openvino import shared_core
+
+        shared_core()
+
+
 def load_candidate(candidate: Candidate, model_path: Path, options: EngineOptions) -> Engine:
     from perception.engines import load_engine
 
