@@ -20,7 +20,8 @@ from perception.contracts import ClassInfo, ClassTable
 from perception.training.checkpoint import load_checkpoint
 from perception.training.config import TrainConfig, load_train_config, parse_overrides
 from perception.training.fit import resume_run, save_run_checkpoint, train_steps
-from perception.training.trainer import build_data, build_run, evaluate, poly_lr_factor, step
+from perception.training.runlog import RunLog
+from perception.training.trainer import build_data, build_run, ema_decay_at, evaluate, poly_lr_factor, step
 
 TABLE = ClassTable(
     classes=(ClassInfo(0, "road", (128, 64, 128)), ClassInfo(1, "car", (0, 0, 142)), ClassInfo(2, "sky", (70, 130, 180))),
@@ -154,6 +155,57 @@ def test_resume_gives_the_same_next_steps(data_spec, tmp_path):
     assert [r["lr"] for r in resumed_records] == [r["lr"] for r in straight_records[3:]]
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_weight_average_decay_warms_up_then_holds():
+    assert ema_decay_at(0.995, 0) == pytest.approx(0.1)  # the first average is mostly the new weights
+    assert ema_decay_at(0.995, 90) == pytest.approx(0.91)
+    assert ema_decay_at(0.995, 5000) == 0.995
+
+
+def test_a_weight_average_is_validated_checkpointed_and_resumed_exactly(data_spec, tmp_path):
+    config = make_config(data_spec, tmp_path / "a", steps=6, val_every=3, warmup_steps=2, ema_decay=0.9)
+    data = build_data(config)
+    straight = build_run(config, data, model=TinySegModel(3))
+    train_steps(straight, data, until_step=6)
+
+    config_b = make_config(data_spec, tmp_path / "b", steps=6, val_every=3, warmup_steps=2, ema_decay=0.9)
+    data_b = build_data(config_b)
+    first_half = build_run(config_b, data_b, model=TinySegModel(3))
+    (tmp_path / "b").mkdir()
+    train_steps(first_half, data_b, until_step=3, run_dir=tmp_path / "b", runlog=RunLog(tmp_path / "b"))
+    ckpt = load_checkpoint(tmp_path / "b" / "last.pt")
+    # The checkpoint's weights (what eval and export read) are the average, not the trained weights.
+    averaged, trained = first_half.ema.module.state_dict(), first_half.bare_model.state_dict()
+    assert all(torch.equal(ckpt.state_dict[k], averaged[k]) for k in averaged)
+    assert not torch.equal(ckpt.state_dict["head.weight"], trained["head.weight"])
+    assert torch.equal(ckpt.train_state["trained_weights"]["head.weight"], trained["head.weight"])
+    assert ckpt.train_state["ema_updates"] == 3
+    # Validation scores both, and the log and the curves carry both.
+    assert 0 <= ckpt.metrics["trained_miou"] <= 1 and ckpt.metrics["miou"] == evaluate(first_half, data_b).miou()
+    (record,) = [r for r in RunLog(tmp_path / "b").records() if r["kind"] == "val"]
+    assert record["trained_miou"] == ckpt.metrics["trained_miou"]
+
+    data_c = build_data(config_b)
+    resumed = build_run(config_b, data_c, model=TinySegModel(3))
+    resume_run(resumed, tmp_path / "b" / "last.pt")
+    train_steps(resumed, data_c, until_step=6)
+    for ours, theirs in ((straight.bare_model, resumed.bare_model), (straight.ema.module, resumed.ema.module)):
+        for (name, a), b in zip(ours.state_dict().items(), theirs.state_dict().values(), strict=True):
+            assert torch.equal(a, b), name
+
+
+def test_resuming_a_run_without_an_average_with_one_names_the_fix(data_spec, tmp_path):
+    from perception.errors import ModelError
+
+    config = make_config(data_spec, tmp_path / "a", steps=2)
+    data = build_data(config)
+    run = build_run(config, data, model=TinySegModel(3))
+    train_steps(run, data, until_step=2)
+    save_run_checkpoint(run, data, tmp_path / "a" / "last.pt")
+    averaged = build_run(make_config(data_spec, tmp_path / "b", steps=2, ema_decay=0.99), data, model=TinySegModel(3))
+    with pytest.raises(ModelError, match=r"without a weight average; resume it with ema_decay 0 \(--set ema_decay=0\)"):
+        resume_run(averaged, tmp_path / "a" / "last.pt")
 
 
 def test_checkpoint_carries_what_eval_and_export_need(data_spec, tmp_path):

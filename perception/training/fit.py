@@ -40,10 +40,17 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------------------
 
 
+def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
 def save_run_checkpoint(run: Run, data: Data, path: Path) -> Path:
-    """Weights, config, class table and metrics, plus the optimiser / scheduler / scaler / RNG state."""
+    """Weights, config, class table and metrics, plus the optimiser / scheduler / scaler / RNG state.
+
+    With a weight average the checkpoint's weights are the average (what eval and export read), and
+    the trained weights and the number of averaged updates go under ``train_state`` for resume."""
     config = run.config
-    state_dict = {k: v.detach().cpu() for k, v in run.bare_model.state_dict().items()}
+    state_dict = _cpu_state(run.kept_model)
     rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if run.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(run.device)
@@ -68,6 +75,9 @@ def save_run_checkpoint(run: Run, data: Data, path: Path) -> Path:
             "total_steps": run.total_steps,
         },
     )
+    if run.ema is not None:
+        ckpt.train_state["trained_weights"] = _cpu_state(run.bare_model)
+        ckpt.train_state["ema_updates"] = int(run.ema.n_averaged)
     return save_checkpoint(path, ckpt)
 
 
@@ -78,12 +88,22 @@ def resume_run(run: Run, path: str | Path) -> Checkpoint:
         raise ModelError(f"checkpoint {path} holds no training state; resume from a last.pt of 'perception train'")
     if ckpt.model_name != run.config.model:
         raise ModelError(f"checkpoint {path} is a {ckpt.model_name!r} model, the config trains {run.config.model!r}")
+    state = ckpt.train_state
+    trained = state.get("trained_weights")
+    if run.ema is not None and trained is None:
+        raise ModelError(
+            f"checkpoint {path} was trained without a weight average; resume it with ema_decay 0 "
+            f"(--set ema_decay=0), or start a new run with ema_decay {run.config.ema_decay}"
+        )
     try:
-        run.bare_model.load_state_dict(ckpt.state_dict)
+        # A checkpoint with an average holds the trained weights apart; the run goes on from those.
+        run.bare_model.load_state_dict(trained if trained is not None else ckpt.state_dict)
+        if run.ema is not None:
+            run.ema.module.load_state_dict(ckpt.state_dict)
+            run.ema.n_averaged.fill_(int(state["ema_updates"]))
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise ModelError(f"checkpoint {path} weights do not fit the configured model: {first}") from None
-    state = ckpt.train_state
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
     run.scaler.load_state_dict(state["scaler"])
@@ -108,17 +128,23 @@ def validate_and_checkpoint(run: Run, data: Data, run_dir: Path | None, runlog: 
     """Evaluate; on rank 0 log, write last.pt and (when mIoU improved) best.pt."""
     cm = evaluate(run, data)
     run.last_metrics = {**cm.summary(data.class_table), "step": run.step}
+    if run.ema is not None:
+        # The trained weights too, so one run shows what the average bought (same data, same seed).
+        run.last_metrics["trained_miou"] = float(evaluate(run, data, raw=True).miou())
     improved = run.last_metrics["miou"] > run.best_miou
     if improved:
         run.best_miou = run.last_metrics["miou"]
     if run.info.is_main:
         log.info(
-            "step %d: val mIoU %.2f %%  G %.2f %%  C %.2f %%",
+            "step %d: val mIoU %.2f %%  G %.2f %%  C %.2f %%%s",
             run.step, 100 * run.last_metrics["miou"], 100 * run.last_metrics["global_acc"],
             100 * run.last_metrics["class_acc"],
+            f" (weight average; the trained weights: {100 * run.last_metrics['trained_miou']:.2f} %)"
+            if run.ema is not None else "",
         )
         if runlog is not None:
-            runlog.write({"kind": "val", "step": run.step, **{k: run.last_metrics[k] for k in ("miou", "global_acc", "class_acc")}})
+            keys = ("miou", "global_acc", "class_acc", "trained_miou")
+            runlog.write({"kind": "val", "step": run.step, **{k: run.last_metrics[k] for k in keys if k in run.last_metrics}})
             runlog.plot()
         if run_dir is not None:
             save_run_checkpoint(run, data, run_dir / "last.pt")

@@ -2,7 +2,8 @@
 
 ``metrics.jsonl`` holds one JSON object per line: ``{"kind": "train", "step", "epoch", "loss",
 "lr", "images_per_s"}`` every ``log_every`` steps and ``{"kind": "val", "step", "miou",
-"global_acc", "class_acc"}`` after each validation. ``curves.png`` (training loss and validation
+"global_acc", "class_acc"}`` after each validation (plus ``"trained_miou"``, the trained weights'
+mIoU, when the run keeps a weight average and ``miou`` is the average's). ``curves.png`` (training loss and validation
 mIoU against the step) is redrawn from that log after each validation.
 """
 
@@ -44,7 +45,14 @@ class RunLog:
         fig, (ax_loss, ax_miou) = plt.subplots(1, 2, figsize=(10, 4))
         ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train])
         ax_loss.set(xlabel="step", ylabel="training loss", title="loss")
-        ax_miou.plot([r["step"] for r in val], [100 * r["miou"] for r in val], marker="o")
+        averaged = any("trained_miou" in r for r in val)
+        ax_miou.plot([r["step"] for r in val], [100 * r["miou"] for r in val], marker="o",
+                     label="weight average" if averaged else None)
+        if averaged:
+            trained = [r for r in val if "trained_miou" in r]
+            ax_miou.plot([r["step"] for r in trained], [100 * r["trained_miou"] for r in trained], marker=".",
+                         label="trained weights")
+            ax_miou.legend()
         ax_miou.set(xlabel="step", ylabel="val mIoU %", title="validation mIoU")
         for ax in (ax_loss, ax_miou):
             ax.grid(alpha=0.3)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Subset
 
 from perception.datasets import Dataset, class_pixel_stats, open_dataset
@@ -81,6 +82,7 @@ class Run:
     scaler: torch.amp.GradScaler
     loss_fn: nn.Module
     total_steps: int
+    ema: AveragedModel | None = None  # the weight average, when config.ema_decay > 0
     step: int = 0
     best_miou: float = -1.0
     last_metrics: dict[str, Any] = field(default_factory=dict)
@@ -88,6 +90,11 @@ class Run:
     @property
     def bare_model(self) -> nn.Module:
         return self.model.module if isinstance(self.model, nn.parallel.DistributedDataParallel) else self.model
+
+    @property
+    def kept_model(self) -> nn.Module:
+        """The weights a run validates, checkpoints and so exports: the average when there is one."""
+        return self.ema.module if self.ema is not None else self.bare_model
 
     @property
     def use_amp(self) -> bool:
@@ -221,7 +228,27 @@ def build_run(config: TrainConfig, data: Data, *, info: DistInfo | None = None, 
     weights = class_weights_for(config, data)
     loss_fn = build_loss(config, class_table=data.class_table, ignore_id=data.ignore_id, class_weights=weights).to(device)
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
-    return Run(config, info, device, model, optimizer, scheduler, scaler, loss_fn, total_steps)
+    run = Run(config, info, device, model, optimizer, scheduler, scaler, loss_fn, total_steps)
+    if config.ema_decay > 0:
+        run.ema = weight_average(run.bare_model, config.ema_decay)
+    return run
+
+
+def ema_decay_at(decay: float, updates: int) -> float:
+    """The decay of the ``updates + 1``-th update: ``min(decay, (1 + n) / (10 + n))``, the warm-up of
+    TensorFlow's ``ExponentialMovingAverage(num_updates=...)``, so that the first weights of a short
+    run do not linger in the average."""
+    return min(decay, (1 + updates) / (10 + updates))
+
+
+def weight_average(model: nn.Module, decay: float) -> AveragedModel:
+    """torch's ``AveragedModel`` over the parameters and the BatchNorm buffers (so no BN re-estimation
+    pass is needed), with EMA updates whose decay warms up as in ``ema_decay_at``."""
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
+        get_ema_multi_avg_fn(ema_decay_at(decay, int(updates)))(averaged, current, updates)
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
 
 
 def _seed_everything(seed: int) -> None:
@@ -256,6 +283,8 @@ def step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> dict[str, floa
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.scheduler.step()
+    if run.ema is not None:
+        run.ema.update_parameters(run.bare_model)
     run.step += 1
     return {"loss": float(loss.detach()), "lr": lr}
 
@@ -285,10 +314,11 @@ def score_loader(
     return cm
 
 
-def evaluate(run: Run, data: Data) -> ConfusionMatrix:
-    """Confusion matrix over the whole validation set (shards summed across ranks)."""
+def evaluate(run: Run, data: Data, *, raw: bool = False) -> ConfusionMatrix:
+    """Confusion matrix over the whole validation set (shards summed across ranks) of the kept
+    weights (the average when the run keeps one), or of the trained weights themselves with ``raw``."""
     cm = score_loader(
-        run.bare_model,
+        run.bare_model if raw else run.kept_model,
         data.val_loader,
         device=run.device,
         num_classes=data.class_table.num_classes,
