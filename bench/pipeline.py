@@ -17,6 +17,12 @@ source afterwards, and a short engine-only run gives ``node FPS / engine FPS``. 
 the node runs that many frames in flight and the engine-only run keeps as many calls in flight
 (``bench/engine.py``), so the ratio compares like with like; the naive loop runs one at a time.
 
+With ``rounds`` > 1 (one camera) the node, the naive loop and the engine-only run alternate that
+many times (node, loop, engine, node, loop, engine, ...): this VM's speed drifts by a third between
+minutes, and a ratio between runs a minute apart measured that drift as much as the node (the
+same node measured 0.72x and 1.02x its engine-only run in two rounds). ``rounds`` holds each
+round's FPS and ratios; the headline ratios are over the rounds' sums; the tables show round 1.
+
 With ``peak_rate=True`` the node is run several times on the paced synthetic camera (queue
 ``latest``), each for ``duration_s``, to find the highest source rate it holds: at most
 ``PEAK_MAX_DROP`` of the captured frames dropped or missing at the subscriber. The first trial
@@ -91,7 +97,9 @@ class PipelineBenchConfig:
                            help="compare one node batching N cameras (each reading --source) with N separate nodes, "
                                 "in one run (1: the single-node bench)")
     batch_timeout_ms: float | None = same_setting(RunConfig, "batch_timeout_ms", default=None, group=None)
-    rounds: int = setting(1, lo=1, hi=20, help="--cameras: alternate one node and N nodes this many times each")
+    rounds: int = setting(1, lo=1, hi=20, help="alternate the runs this many times each, the ratios over their sums "
+                                               "(one camera: the node, --baseline and the engine-only run; "
+                                               "--cameras: one node and N nodes)")
     loop: bool = same_setting(SourceOptions, "loop", group=None)
     progress: bool = setting(True, help="no progress bar")
     peak_steps: int = field(default=4, metadata=bounds(1, 20))
@@ -124,39 +132,64 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
                       disable=not cfg.progress, file=sys.stderr) as bar:
             results["cameras"] = measure_cameras(cfg, model, tick=bar.update)
         return results
-    with progress(desc="pipeline bench", unit="frame", disable=not cfg.progress, file=sys.stderr) as bar:
-        bar.set_postfix_str("node")
-        results["pipeline"] = measure_node(cfg, model, tick=bar.update)
-        node_engine, node_precision = ran_by_node(cfg, results["pipeline"])
-        if cfg.baseline:
-            bar.set_postfix_str("serial baseline")
-            results["baseline"] = run_serial_baseline(
-                model=model, source=cfg.source, source_options=source_options(cfg), duration_s=cfg.duration_s,
-                engine=node_engine, provider=cfg.provider, threads=cfg.threads, precision=node_precision,
-                tick=bar.update,
-            )
+    rounds: list[dict[str, Any]] = []
+    for r in range(cfg.rounds):
+        of = f" (round {r + 1} of {cfg.rounds})" if cfg.rounds > 1 else ""
+        with progress(desc=f"pipeline bench{of}", unit="frame", disable=not cfg.progress, file=sys.stderr) as bar:
+            bar.set_postfix_str("node")
+            node = measure_node(cfg, model, tick=bar.update)
+            node_engine, node_precision = ran_by_node(cfg, node)
+            one: dict[str, Any] = {"node_fps": node["output_fps"], "engine": node_engine, "precision": node_precision}
+            if r == 0:
+                results["pipeline"] = node
+            if cfg.baseline:
+                bar.set_postfix_str("serial baseline")
+                baseline = run_serial_baseline(
+                    model=model, source=cfg.source, source_options=source_options(cfg), duration_s=cfg.duration_s,
+                    engine=node_engine, provider=cfg.provider, threads=cfg.threads, precision=node_precision,
+                    tick=bar.update,
+                )
+                one["baseline_fps"] = baseline["fps"]
+                if r == 0:
+                    results["baseline"] = baseline
+        if cfg.engine_runs:
+            # --streams auto: the engine-only run keeps as many frames in flight as the node ran
+            streams = (node.get("node_final_stats") or {}).get("streams") if cfg.streams == "auto" else cfg.streams
+            engine = run_engine_bench(EngineBenchConfig(
+                models=[model], engines=[node_engine], providers=[cfg.provider] if cfg.provider else [],
+                precisions=[node_precision],
+                threads=[cfg.threads] if cfg.threads else [], streams=[streams] if streams else [],
+                runs=cfg.engine_runs, warmup=10,
+                blocks=min(5, cfg.engine_runs), progress=cfg.progress,
+            ))
+            one["engine_only_fps"] = engine["results"][0]["fps"]
+            if r == 0:
+                results["engine"] = engine
+        one["node_over_baseline_fps"] = ratio(one["node_fps"], one.get("baseline_fps"))
+        one["node_over_engine_fps"] = ratio(one["node_fps"], one.get("engine_only_fps"))
+        rounds.append(one)
     if cfg.peak_rate:
         results["peak_rate"] = find_peak_rate(cfg, model)
-    ratios: dict[str, Any] = {}
-    node_fps = results["pipeline"]["output_fps"]
-    if cfg.baseline:
-        ratios["node_over_baseline_fps"] = ratio(node_fps, results["baseline"]["fps"])
-    if cfg.engine_runs:
-        # --streams auto: the engine-only run keeps as many frames in flight as the node ran
-        streams = (results["pipeline"].get("node_final_stats") or {}).get("streams") if cfg.streams == "auto" else cfg.streams
-        engine = run_engine_bench(EngineBenchConfig(
-            models=[model], engines=[node_engine], providers=[cfg.provider] if cfg.provider else [],
-            precisions=[node_precision],
-            threads=[cfg.threads] if cfg.threads else [], streams=[streams] if streams else [],
-            runs=cfg.engine_runs, warmup=10,
-            blocks=min(5, cfg.engine_runs), progress=cfg.progress,
-        ))
-        row = engine["results"][0]
-        results["engine"] = engine
-        ratios["engine_only_fps"] = row["fps"]
-        ratios["node_over_engine_fps"] = ratio(node_fps, row["fps"])
-    results["ratios"] = ratios
+    results["ratios"] = pooled_ratios(rounds)
+    if cfg.rounds > 1:
+        results["rounds"] = rounds
     return results
+
+
+def pooled_ratios(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The headline ratios over the rounds' sums of FPS (one round: that round's), and round 1's
+    engine-only FPS (the tables show round 1)."""
+    def total(key: str) -> float | None:
+        values = [r.get(key) for r in rounds]
+        return None if any(v is None for v in values) else float(sum(values))
+
+    ratios: dict[str, Any] = {}
+    if rounds[0].get("baseline_fps") is not None:
+        ratios["node_over_baseline_fps"] = ratio(total("node_fps"), total("baseline_fps"))
+    if rounds[0].get("engine_only_fps") is not None:
+        ratios["engine_only_fps"] = rounds[0]["engine_only_fps"]
+        ratios["node_over_engine_fps"] = ratio(total("node_fps"), total("engine_only_fps"))
+    return ratios
 
 
 def ran_by_node(cfg: PipelineBenchConfig, pipeline: dict) -> tuple[str, str]:

@@ -172,6 +172,15 @@ def _pipeline_section(results: dict[str, Any], plots: dict[str, str]) -> list[st
         ]
     rows.append(["start-up: node launch -> first mask at the subscriber, s", p.get("startup_to_first_mask_s")])
     lines += _table(["figure", "value"], rows) + [""]
+    rounds = results.get("rounds") or []
+    if len(rounds) > 1:
+        lines += [f"{len(rounds)} rounds, alternating node, serial baseline and engine-only runs (the ratios above "
+                  "are over the rounds' sums of FPS; the other figures are round 1's):", ""]
+        lines += _table(["round", "engine", "node FPS", "baseline FPS", "engine-only FPS", "node / baseline",
+                         "node / engine-only"],
+                        [[i, f"{r['engine']}-{r['precision']}", r["node_fps"], r.get("baseline_fps"),
+                          r.get("engine_only_fps"), r.get("node_over_baseline_fps"), r.get("node_over_engine_fps")]
+                         for i, r in enumerate(rounds, start=1)]) + [""]
     peak = results.get("peak_rate")
     if peak:
         lines += [f"**Peak rate** (synthetic camera, queue latest, held = at most {100 * peak['max_drop']:.0f} % "
@@ -433,4 +442,14 @@ def summary_text(results: dict[str, Any]) -> str:
         if ratios.get("engine_only_fps"):
             lines.append(f"engine only: {_fmt(ratios['engine_only_fps'], 1)} FPS; node/engine "
                          f"x{_fmt(ratios.get('node_over_engine_fps'))}")
+        rounds = results.get("rounds") or []
+        for i, r in enumerate(rounds, start=1):
+            lines.append(f"round {i}: node {_fmt(r['node_fps'], 1)} FPS ({r['engine']}-{r['precision']})"
+                         + (f", baseline {_fmt(r['baseline_fps'], 1)}" if r.get("baseline_fps") is not None else "")
+                         + (f", engine only {_fmt(r['engine_only_fps'], 1)}" if r.get("engine_only_fps") is not None else "")
+                         + f"; node/baseline x{_fmt(r.get('node_over_baseline_fps'))}, "
+                           f"node/engine x{_fmt(r.get('node_over_engine_fps'))}")
+        if len(rounds) > 1:
+            lines.append(f"over the {len(rounds)} rounds' sums: node/baseline x{_fmt(ratios.get('node_over_baseline_fps'))}, "
+                         f"node/engine x{_fmt(ratios.get('node_over_engine_fps'))}")
     return "\n".join(lines)

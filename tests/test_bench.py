@@ -16,7 +16,14 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from perception.bench.engine import EngineBenchConfig, run_engine_bench
-from perception.bench.report import load_results, new_results, render_markdown, write_report, write_results
+from perception.bench.report import (
+    load_results,
+    new_results,
+    render_markdown,
+    summary_text,
+    write_report,
+    write_results,
+)
 from perception.bench.stats import percentile, sequence_gaps, summarize_ms
 from perception.contracts import INPUT_NAME, METADATA_KEY, ONNX_OPSET, OUTPUT_CLASS_IDS, ModelMetadata
 from perception.errors import ConfigError, ModelError
@@ -351,6 +358,38 @@ def test_pipeline_bench_passes_streams_to_the_node_and_the_engine_only_run(tiny_
     assert p["frames_received"] > 0 and p["sequence"]["out_of_order"] == 0 == p["sequence"]["duplicates"]
     assert results["engine"]["results"][0]["streams_requested"] == 2
     assert results["ratios"]["node_over_engine_fps"] > 0
+
+
+def test_pipeline_bench_rounds_alternate_the_runs_and_pool_the_ratios(tiny_model, tmp_path):
+    """--rounds 2: node, loop and engine-only twice over, each round's figures kept, the headline
+    ratios over the sums (a drifting machine moves every run of a round alike)."""
+    from perception.bench.pipeline import PipelineBenchConfig, run_pipeline_bench
+
+    cfg = PipelineBenchConfig(model=tiny_model, source="synthetic", duration_s=1.0, fps=30, width=96, height=64,
+                              threads=1, baseline=True, engine_runs=6, rounds=2, progress=False)
+    results = run_pipeline_bench(cfg, command="pytest")
+    rounds = results["rounds"]
+    assert len(rounds) == 2 and all(r["node_fps"] > 0 and r["baseline_fps"] > 0 and r["engine_only_fps"] > 0 for r in rounds)
+    assert rounds[0]["node_fps"] == results["pipeline"]["output_fps"]  # the tables show round 1
+    assert all(r["node_over_engine_fps"] == pytest.approx(r["node_fps"] / r["engine_only_fps"]) for r in rounds)
+    ratios = results["ratios"]
+    assert ratios["node_over_engine_fps"] == pytest.approx(
+        sum(r["node_fps"] for r in rounds) / sum(r["engine_only_fps"] for r in rounds))
+    assert ratios["node_over_baseline_fps"] == pytest.approx(
+        sum(r["node_fps"] for r in rounds) / sum(r["baseline_fps"] for r in rounds))
+    md = write_report(results, tmp_path)["markdown"].read_text()
+    assert "2 rounds, alternating node, serial baseline and engine-only runs" in md
+    assert "round 2: node" in summary_text(results) and "over the 2 rounds' sums" in summary_text(results)
+
+
+def test_pooled_ratios_are_over_the_sums_and_leave_out_what_did_not_run():
+    from perception.bench.pipeline import pooled_ratios
+
+    rounds = [{"node_fps": 10.0, "baseline_fps": 20.0, "engine_only_fps": 10.0},
+              {"node_fps": 30.0, "baseline_fps": 20.0, "engine_only_fps": 50.0}]
+    assert pooled_ratios(rounds) == {"node_over_baseline_fps": 1.0, "engine_only_fps": 10.0,
+                                     "node_over_engine_fps": pytest.approx(40 / 60)}
+    assert pooled_ratios([{"node_fps": 10.0}]) == {}
 
 
 def test_auto_bench_baseline_and_engine_only_run_what_the_node_ran():
