@@ -5,8 +5,10 @@
 - inference: letterbox into the worker's preallocated batch, ``engine.infer``; with ``streams`` N > 1
   (``--streams``), N workers, each with its own batch and engine worker, run N frames at once and
   the publish thread puts them back in capture order (``perception/inflight.py``);
-- publish: cut the letterbox padding off (or map back to the source size if asked), build the masks (lookup tables), obstacle blobs,
-  ``publisher.publish_masks`` and, once per ``stats_interval_s``, the stats document.
+- publish: in capture order, ``MaskStage.publish`` (``perception/mask_stage.py``: cut the letterbox
+  padding off, or map back to the source size if asked, build the masks and obstacle blobs that
+  someone subscribes to, ``publisher.publish_masks``) and, once per ``stats_interval_s``, the stats
+  document.
 
 Inference and publishing overlap (ONNX Runtime and OpenCV release the GIL), so the node runs close
 to the engine's own rate. Every frame's stage latencies go into its message header
@@ -18,8 +20,8 @@ then loses nothing); ``wait_timeout_s`` later the node fails with a one-line ``P
 
 Neighbouring modules by stage: ``perception/run_config.py`` (``RunConfig``, every ``perception run``
 flag, also loaded from ``--config node.yaml`` and from launch files), ``perception/stats.py``
-(rolling latency percentiles and rates of the stats document), ``perception/masks.py`` and
-``perception/publish.py``. Library use::
+(rolling latency percentiles and rates of the stats document), ``perception/mask_stage.py`` (the
+publish thread's per-frame work), ``perception/masks.py`` and ``perception/publish.py``. Library use::
 
     pipeline = Pipeline(config, source=source, engine=engine, publisher=publisher)
     final_stats = pipeline.run()          # until the input ends, max_frames, duration_s or stop()
@@ -27,27 +29,22 @@ flag, also loaded from ``--config node.yaml`` and from launch files), ``percepti
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from perception import contracts
 from perception.engines.base import Engine
 from perception.errors import PerceptionError, PublishError
 from perception.frame_queue import FrameQueue, QueueClosed
 from perception.inflight import InFlight
-from perception.masks import MaskBuilder, obstacle_blobs, unknown_marker_for
-from perception.preprocess import Letterbox, Preprocessor
+from perception.mask_stage import Inferred, MaskStage
+from perception.preprocess import Preprocessor
 from perception.run_config import RunConfig
 from perception.sources.base import Frame, Source
-from perception.stats import FractionMeter, LatencyWindow, RateLimitedLog, RateMeter
+from perception.stats import LatencyWindow, RateLimitedLog, RateMeter
 from perception.stats_schema import with_aliases
-from perception.wire import MaskGeometry
 
 log = logging.getLogger(__name__)
 
@@ -64,19 +61,6 @@ class StageError(PerceptionError):
     """A pipeline stage failed for good (the message names the stage and the cause)."""
 
     exit_code = 1
-
-
-@dataclass
-class _Inferred:
-    """What the inference thread hands to the publish thread for one frame."""
-
-    seq: int
-    capture_ns: int
-    capture_mono_ns: int
-    class_ids: np.ndarray  # model-size H x W uint8
-    letterbox: Letterbox
-    latency_ms: dict[str, float]
-    confidence: np.ndarray | None = None  # model-size H x W uint8, when unknown marking is on
 
 
 class Pipeline:
@@ -102,22 +86,15 @@ class Pipeline:
         # Lossless between inference and publishing: a frame that was inferred is always published.
         # It carries (ticket, frame or None) for the reorder step (perception/inflight.py), which
         # with one worker only passes frames on.
-        self._inferred: FrameQueue[tuple[int, _Inferred | None]] = FrameQueue(2 * self.streams, "lossless")
-        self._inflight: InFlight[Frame, _Inferred] = InFlight(self.frames, window=2 * self.streams, limit=config.max_frames)
+        self._inferred: FrameQueue[tuple[int, Inferred | None]] = FrameQueue(2 * self.streams, "lossless")
+        self._inflight: InFlight[Frame, Inferred] = InFlight(self.frames, window=2 * self.streams, limit=config.max_frames)
         # One frame at a time runs on the engine itself (any engine can); several on its workers.
         self._workers: list[Any] = [engine.worker() for _ in range(self.streams)] if self.streams > 1 else [engine]
         self._workers_running = 0
         self._count_lock = threading.Lock()
-        publish = config.publish_options
-        self.masks = MaskBuilder(
-            engine.metadata.class_table, model=engine.model_id, overrides={k: list(v) for k, v in publish.task.items()},
-            per_class_obstacles=publish.per_class_obstacles,
-        )
         self.preprocess = Preprocessor(engine.input_hw)
-        # Unknown marking (a model with a confidence output): decided and logged once, here.
-        self.unknown = unknown_marker_for(engine.has_confidence, engine.metadata.unknown_threshold,
-                                          publish.unknown_threshold, model=engine.model_id)
-        self.unknown_fraction = FractionMeter()
+        #: Class map -> masks, blobs and the info document (perception/mask_stage.py).
+        self.stage = MaskStage(config, engine=engine, publisher=publisher)
         self.latency = LatencyWindow()
         self._limited = RateLimitedLog(log)
         self._stop = threading.Event()
@@ -126,7 +103,6 @@ class Pipeline:
         self._error: tuple[str, BaseException] | None = None
         self._end_reason = ""
         self._threads: list[threading.Thread] = []
-        self._source_map: np.ndarray | None = None
         self.frames_inferred = 0
         self.frames_published = 0
         self.bad_frames = 0
@@ -139,8 +115,6 @@ class Pipeline:
         self.final_stats: dict[str, Any] | None = None
         self.first_publish_mono_ns: int | None = None
         self.rates = RateMeter()
-        self._info_source_hw: tuple[int, int] | None = None
-        self._info_model_id: str | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -171,9 +145,9 @@ class Pipeline:
             self.config.warmup, f" on each of {self.streams} workers" if self.streams > 1 else "",
             warm_ms, " (beside the source's opening)" if self.warmed_ms is not None else "",
             self.source.describe(), self.frames.policy, self.frames.capacity,
-            ",".join(self.masks.topics), f"; {self.streams} frames in flight" if self.streams > 1 else "",
+            ",".join(self.stage.masks.topics), f"; {self.streams} frames in flight" if self.streams > 1 else "",
         )
-        self._publish_info(None)
+        self.stage.publish_info(None)
         if self.config.publish_options.wait_subscribers:
             self.startup = "waiting for subscribers"
             try:
@@ -392,7 +366,7 @@ class Pipeline:
                 self._inference_ended.set()
                 self._inferred.close()
 
-    def _infer_one(self, frame: Frame, preprocess: Preprocessor, engine: Any) -> _Inferred:
+    def _infer_one(self, frame: Frame, preprocess: Preprocessor, engine: Any) -> Inferred:
         """Letterbox ``frame`` into ``preprocess``'s batch and run ``engine`` (or an engine worker)
         on it; raises what they raise."""
         dequeue_mono = time.monotonic_ns()
@@ -404,13 +378,13 @@ class Pipeline:
         # Several cameras on one engine (perception/batching.py): the wait for the batch is
         # its own stage, apart from the inference itself.
         batch_ms = getattr(engine, "last_wait_ms", None)
-        return _Inferred(
+        return Inferred(
             seq=frame.seq,
             capture_ns=frame.capture_ns,
             capture_mono_ns=frame.capture_mono_ns,
             class_ids=outputs[contracts.OUTPUT_CLASS_IDS][0],
             letterbox=preprocess.letterbox,
-            confidence=outputs[contracts.OUTPUT_CONFIDENCE][0] if self.unknown is not None else None,
+            confidence=outputs[contracts.OUTPUT_CONFIDENCE][0] if self.stage.unknown is not None else None,
             latency_ms={
                 "capture": frame.capture_ms,
                 "queue": (dequeue_mono - frame.capture_mono_ns) / 1e6,
@@ -468,119 +442,14 @@ class Pipeline:
             if self.rates.due(self.config.publish_options.stats_interval_s):
                 self.publisher.publish_json(contracts.STATS_TOPIC, self.stats())
 
-    def _publish_one(self, item: _Inferred) -> None:
-        t0 = time.perf_counter()
-        # The first frame, a new source size, or a new model (--engine auto switched engines).
-        if item.letterbox.src_hw != self._info_source_hw or self.engine.model_id != self._info_model_id:
-            self._publish_info(item.letterbox)
-        if self.unknown is not None:
-            self._mark_unknown(item)
-        class_map = self._content_map(item)
-        # Only what someone receives is computed: masks of unsubscribed topics and the blobs
-        # (the dearest step, ~2 ms at 288x384) are skipped while nobody subscribes to them.
-        wanted = self._subscribed()
-        want_blobs = self.config.publish_options.obstacles and "obstacle" in self.masks.luts and contracts.OBSTACLES_TOPIC in wanted
-        built = self.masks.build(class_map, only=wanted | ({"obstacle"} if want_blobs else set()))
-        masks = {name: mask for name, mask in built.items() if name in wanted}
-        blobs = obstacle_blobs(built["obstacle"], class_map, self.engine.metadata.class_table) if want_blobs else None
-        t1 = time.perf_counter()
-        latency = item.latency_ms
-        latency["postprocess"] = (t1 - t0) * 1e3
-        latency["total"] = (time.monotonic_ns() - item.capture_mono_ns) / 1e6
-        self.publisher.publish_masks(
-            seq=item.seq,
-            capture_ns=item.capture_ns,
-            frame_id=self.config.publish_options.camera_name,
-            masks=masks,
-            latency_ms=latency,
-            model_id=self.engine.model_id,
-            geometry=MaskGeometry.full(item.letterbox.src_hw),
-        )
-        if blobs is not None:
-            self.publisher.publish_json(
-                contracts.OBSTACLES_TOPIC,
-                {"seq": item.seq, "capture_ns": item.capture_ns, "frame_id": self.config.publish_options.camera_name,
-                 "image_hw": list(class_map.shape[:2]), "blobs": blobs},
-            )
-        latency["publish"] = (time.perf_counter() - t1) * 1e3
+    def _publish_one(self, item: Inferred) -> None:
+        latency = self.stage.publish(item)
         for stage, value in latency.items():
             self.latency.add(stage, value)
         self.frames_published += 1
         if self.first_publish_mono_ns is None:
             self.first_publish_mono_ns = time.monotonic_ns()
             log.info("first masks published (seq %d, %.1f ms after capture)", item.seq, latency["total"])
-
-    def _mark_unknown(self, item: _Inferred) -> None:
-        """Unsure pixels become ``UNKNOWN_CLASS_ID`` in the model-size class map, before any mask or
-        blob is built from it; the unknown share of the frame's content goes into the stats."""
-        if not item.class_ids.flags.writeable:
-            item.class_ids = item.class_ids.copy()
-        marks = self.unknown.apply(item.class_ids, item.confidence)
-        content = item.letterbox.content(marks)  # the padding is never published: not counted
-        self.unknown_fraction.add(int(np.count_nonzero(content)) / max(content.size, 1))
-
-    def info(self, letterbox: Letterbox | None) -> dict[str, Any]:
-        """The ``<namespace>/info`` document: what a consumer in any language needs to read the
-        masks (see the README's wire-format section). ``letterbox`` is the latest frame's
-        geometry (None before the first frame: the source size is not known yet)."""
-        metadata = self.engine.metadata
-        table = metadata.class_table
-        geometry = None
-        if letterbox is not None:
-            mask_hw = letterbox.src_hw if self.config.publish_options.mask_size == "source" else letterbox.content_hw
-            geometry = {"source_hw": list(letterbox.src_hw), "mask_hw": list(mask_hw),
-                        **MaskGeometry.full(letterbox.src_hw).fields(*mask_hw)}
-        publisher_encodings = getattr(self.publisher, "topic_encodings", None)
-        return {
-            "wire_version": contracts.WIRE_VERSION,
-            "frame_id": self.config.publish_options.camera_name,
-            "model_id": self.engine.model_id,
-            "metadata_sha256": hashlib.sha256(metadata.to_json().encode("utf-8")).hexdigest(),
-            "classes": [{"id": c.id, "name": c.name, "color_rgb": list(c.color)} for c in table.classes],
-            "ignore_id": table.ignore_id,
-            "unknown_id": contracts.UNKNOWN_CLASS_ID,
-            "unknown_threshold": self.unknown.threshold if self.unknown is not None else 0.0,
-            "task_groups": {task: list(names) for task, names in self.masks.task_classes.items()},
-            "input_hw": list(self.engine.input_hw),
-            "mask_size": self.config.publish_options.mask_size,
-            "geometry": geometry,
-            "topics": publisher_encodings(self.masks.topics) if publisher_encodings is not None else {},
-        }
-
-    def _publish_info(self, letterbox: Letterbox | None) -> None:
-        """Latch the info document on the publisher (sent when it changes, and to late subscribers)."""
-        set_info = getattr(self.publisher, "set_info", None)
-        if set_info is not None:
-            set_info(self.info(letterbox))
-            self._info_source_hw = None if letterbox is None else letterbox.src_hw
-            self._info_model_id = self.engine.model_id
-
-    def _content_map(self, item: _Inferred) -> np.ndarray:
-        """The class map without invented pixels: the letterbox padding is cut off (``model``: the
-        content region at model scale) or the content resized to the camera frame (``source``).
-        Either way the masks and obstacle blobs cover the whole camera frame and nothing else
-        (``MaskGeometry.full``), and no mask pixel comes from padding."""
-        letterbox = item.letterbox
-        if self.config.publish_options.mask_size == "source":
-            shape, fill = letterbox.src_hw, letterbox.to_source
-        else:
-            shape, fill = letterbox.content_hw, None
-            if not letterbox.padded:
-                return item.class_ids
-        if self._source_map is None or self._source_map.shape != shape:
-            self._source_map = np.empty(shape, dtype=np.uint8)
-        if fill is not None:
-            return fill(item.class_ids, out=self._source_map)
-        # A contiguous copy of the content view: codecs and cv2 want whole rows (~0.05 ms at 288x384).
-        np.copyto(self._source_map, letterbox.content(item.class_ids))
-        return self._source_map
-
-    def _subscribed(self) -> set[str]:
-        """The mask topics and the obstacles document that a subscriber receives now (every one
-        with a publisher that cannot tell, e.g. a test double without ``subscribed``)."""
-        names = [*self.masks.topics, contracts.OBSTACLES_TOPIC]
-        subscribed = getattr(self.publisher, "subscribed", None)
-        return set(names) if subscribed is None else subscribed(names)
 
     # ------------------------------------------------------------------ stats
 
@@ -613,10 +482,10 @@ class Pipeline:
             "precision": self.engine.precision or self.engine.metadata.precision,
             "streams": self.streams,
             "model_id": self.engine.model_id,
-            "masks": self.masks.topics,
+            "masks": self.stage.masks.topics,
             "publisher": self.publisher.stats(),
         }
-        doc["unknown"] = self._unknown_stats(final)
+        doc["unknown"] = self.stage.unknown_stats(final)
         if self.engine.selection is not None:
             doc["engine_selection"] = self.engine.selection  # --engine auto: the choice and why
         batching = getattr(self.engine, "batching", None)
@@ -631,11 +500,3 @@ class Pipeline:
             doc["startup"] = self.startup
             doc["balanced"] = frames_in == frames_out + drops + corrupt + self.in_flight_discarded
         return with_aliases(doc)
-
-    def _unknown_stats(self, final: bool) -> dict[str, Any]:
-        """``unknown`` in the stats: the id, the threshold in effect (0: off) and where it came from,
-        and the share of unknown pixels per frame (mean and max over the interval, or the run)."""
-        if self.unknown is None:
-            return {"id": contracts.UNKNOWN_CLASS_ID, "threshold": 0.0, "enabled": False}
-        return {"id": contracts.UNKNOWN_CLASS_ID, "threshold": self.unknown.threshold, "enabled": True,
-                "set_by": self.unknown.set_by, **self.unknown_fraction.summary(final=final)}

@@ -541,7 +541,7 @@ def test_config_file_and_flags(tmp_path, model_path):
 def test_only_subscribed_masks_and_blobs_are_computed(engine, monkeypatch):
     """A subscriber to the lane topic alone gets every lane mask; the node builds no other mask and
     no obstacle blobs (XPUB tells it what is subscribed), and says which topics it computed."""
-    import perception.pipeline as pipeline_mod
+    import perception.mask_stage as pipeline_mod  # where the publish thread builds them
 
     built: list[set[str]] = []
     blob_calls = []
