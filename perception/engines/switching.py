@@ -261,8 +261,8 @@ class SwitchingEngine(Engine):
         it and run after it closed, 265 MB loaded and run after it closed, 225-228 MB the same with
         ONNX Runtime's memory arena off (``_reference``), against 225 MB once switched. The load and
         the first run are the switch's one pause (270-290 ms there; 100 ms when loaded beside it,
-        which peaked at 293 MB with the arena off), logged and published as ``switch_pause_ms``. A winner that fails to load or run is dropped and ONNX Runtime FP32 is
-        back."""
+        which peaked at 293 MB with the arena off), logged and published as ``switch_pause_ms``.
+        A winner that fails to load or run is dropped and ONNX Runtime FP32 is back."""
         (candidate, doc), self._pending = self._pending, None
         old = self._current
         if self._running.get(id(old), 0):
@@ -280,7 +280,7 @@ class SwitchingEngine(Engine):
             except BaseException:
                 new.close()
                 raise
-        except (PerceptionError, RuntimeError) as exc:
+        except Exception as exc:  # whatever it is (OpenVINO raises RuntimeError), FP32 must come back
             if self._retired is old:  # still running another frame: keep it
                 self._retired = None
             else:
