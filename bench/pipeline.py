@@ -139,7 +139,9 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
             bar.set_postfix_str("node")
             node = measure_node(cfg, model, tick=bar.update)
             node_engine, node_precision = ran_by_node(cfg, node)
-            one: dict[str, Any] = {"node_fps": node["output_fps"], "engine": node_engine, "precision": node_precision}
+            final = node.get("node_final_stats") or {}
+            one: dict[str, Any] = {"node_fps": node["output_fps"], "engine": final.get("engine") or node_engine,
+                                   "precision": final.get("precision") or node_precision}
             if r == 0:
                 results["pipeline"] = node
             if cfg.baseline:

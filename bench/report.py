@@ -160,15 +160,16 @@ def _pipeline_section(results: dict[str, Any], plots: dict[str, str]) -> list[st
     ]
     base = results.get("baseline")
     ratios = results.get("ratios", {})
+    pooled = " (over the rounds' sums)" if len(results.get("rounds") or []) > 1 else ""
     if base:
         rows += [
             ["serial baseline FPS", base.get("fps")],
-            ["node FPS / baseline FPS", ratios.get("node_over_baseline_fps")],
+            [f"node FPS / baseline FPS{pooled}", ratios.get("node_over_baseline_fps")],
         ]
     if "engine_only_fps" in ratios:
         rows += [
             ["engine-only FPS (batch 1)", ratios.get("engine_only_fps")],
-            ["node FPS / engine-only FPS", ratios.get("node_over_engine_fps")],
+            [f"node FPS / engine-only FPS{pooled}", ratios.get("node_over_engine_fps")],
         ]
     rows.append(["start-up: node launch -> first mask at the subscriber, s", p.get("startup_to_first_mask_s")])
     lines += _table(["figure", "value"], rows) + [""]
@@ -436,13 +437,13 @@ def summary_text(results: dict[str, Any]) -> str:
         )
         base = results.get("baseline")
         ratios = results.get("ratios", {})
-        if base:
+        rounds = results.get("rounds") or []  # with rounds, their lines and the pooled ratios below
+        if base and not rounds:
             lines.append(f"serial baseline: {_fmt(base.get('fps'), 1)} FPS; node/baseline "
                          f"x{_fmt(ratios.get('node_over_baseline_fps'))}")
-        if ratios.get("engine_only_fps"):
+        if not rounds and ratios.get("engine_only_fps"):
             lines.append(f"engine only: {_fmt(ratios['engine_only_fps'], 1)} FPS; node/engine "
                          f"x{_fmt(ratios.get('node_over_engine_fps'))}")
-        rounds = results.get("rounds") or []
         for i, r in enumerate(rounds, start=1):
             lines.append(f"round {i}: node {_fmt(r['node_fps'], 1)} FPS ({r['engine']}-{r['precision']})"
                          + (f", baseline {_fmt(r['baseline_fps'], 1)}" if r.get("baseline_fps") is not None else "")
