@@ -156,7 +156,7 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
                     results["baseline"] = baseline
         if cfg.engine_runs:
             # --streams auto: the engine-only run keeps as many frames in flight as the node ran
-            streams = (node.get("node_final_stats") or {}).get("streams") if cfg.streams == "auto" else cfg.streams
+            streams = final.get("streams") if cfg.streams == "auto" else cfg.streams
             engine = run_engine_bench(EngineBenchConfig(
                 models=[model], engines=[node_engine], providers=[cfg.provider] if cfg.provider else [],
                 precisions=[node_precision],

@@ -94,7 +94,7 @@ class TrainConfig:
     aux_weight: float = field(default=0.4, metadata=bounds(0.0, 10.0))
     #: Exponential moving average of the weights (0: off). When on, validation, ``best.pt``,
     #: ``last.pt`` and so export use the averaged weights; its decay after n updates is
-    #: min(ema_decay, (1 + n) / (10 + n)), so early weights do not linger (see ``trainer.WeightAverage``).
+    #: min(ema_decay, (1 + n) / (10 + n)), so early weights do not linger (see ``trainer.weight_average``).
     ema_decay: float = field(default=0.0, metadata=bounds(0.0, 0.9999))
     ohem_threshold: float = field(default=0.7, metadata=bounds(0.0, 1.0))
     ohem_min_fraction: float = field(default=1.0 / 16.0, metadata=bounds(0.0, 1.0))
