@@ -161,6 +161,7 @@ class _Case:
     engine: Any = None
     workers: list[Any] = field(default_factory=list)
     wall_ns: int = 0
+    cpu_ns: int = 0  # this process's CPU time over the timed blocks (all its threads)
     agreement: float | None = None
     batches: list[np.ndarray] = field(default_factory=list)
     samples_ns: list[int] = field(default_factory=list)
@@ -256,9 +257,17 @@ def _prepare_batches(case: _Case, frames_by_hw: dict[tuple[int, int], list[np.nd
 
 
 def _time_block(case: _Case, runs: int | None, seconds: float | None, tick) -> None:
-    if case.workers:
-        _time_block_in_flight(case, runs, seconds, tick)
-        return
+    cpu_start = time.process_time_ns()
+    try:
+        if case.workers:
+            _time_block_in_flight(case, runs, seconds, tick)
+        else:
+            _time_block_serial(case, runs, seconds, tick)
+    finally:
+        case.cpu_ns += time.process_time_ns() - cpu_start
+
+
+def _time_block_serial(case: _Case, runs: int | None, seconds: float | None, tick) -> None:
     infer = case.engine.infer
     n = len(case.batches)
     i = len(case.samples_ns)
@@ -356,6 +365,10 @@ def _result(case: _Case, cfg: EngineBenchConfig) -> dict[str, Any]:
         "latency_ms": lat,
         "fps": fps,
         "throughput_ips": None if fps is None else fps * case.batch,
+        # CPU time of the whole bench process over the timed runs, per run (100 % of a core for
+        # 10 ms = 10 ms): what one inference costs the machine, which ``bench pipeline`` sets
+        # against the node's CPU per frame.
+        "cpu_ms_per_run": round(case.cpu_ns / 1e6 / len(samples_ms), 3) if samples_ms else None,
         "memory": {
             "rss_before_load_mb": round(case.rss_before_load / 2**20, 1),
             "rss_after_load_mb": round(case.rss_after_load / 2**20, 1),

@@ -29,6 +29,7 @@ from perception.bench.node import (
     read_final_stats,
     record_message,
     stop_node,
+    subscribed_masks,
     summarize_received,
 )
 from perception.bench.stats import ratio
@@ -40,9 +41,9 @@ class _CameraReceiver(threading.Thread):
     """One camera namespace's subscriber in its own thread (a ZeroMQ socket stays in the thread
     that made it): records what arrives while ``measuring`` is set."""
 
-    def __init__(self, endpoint: str, namespace: str) -> None:
+    def __init__(self, endpoint: str, namespace: str, masks: list[str] | None = None) -> None:
         super().__init__(name=f"bench-receive-{namespace}", daemon=True)
-        self.endpoint, self.namespace = endpoint, namespace
+        self.endpoint, self.namespace, self.masks = endpoint, namespace, masks
         self.ready, self.first_mask, self.measuring, self.done = (threading.Event() for _ in range(4))
         self.rx = Received()
         self.counters: dict[str, int] = {}
@@ -52,7 +53,8 @@ class _CameraReceiver(threading.Thread):
         from perception.subscribe import MaskSubscriber
 
         try:
-            with MaskSubscriber(self.endpoint, namespace=self.namespace, rcvhwm=100_000, **FAST_RECONNECT) as sub:
+            with MaskSubscriber(self.endpoint, namespace=self.namespace, masks=self.masks, rcvhwm=100_000,
+                                **FAST_RECONNECT) as sub:
                 self.ready.set()
                 while not self.done.is_set():
                     msg = sub.recv(timeout_s=0.1)
@@ -76,7 +78,7 @@ def measure_nodes(cfg: PipelineBenchConfig, model: Path, groups: list[tuple[str,
     Raises NodeFailed when a node exits early or a camera publishes nothing within STARTUP_TIMEOUT_S.
     """
     endpoints = [f"tcp://127.0.0.1:{free_tcp_port()}" for _ in groups]
-    receivers = {name: _CameraReceiver(endpoint, contracts.default_namespace(name))
+    receivers = {name: _CameraReceiver(endpoint, contracts.default_namespace(name), subscribed_masks(cfg))
                  for endpoint, group in zip(endpoints, groups, strict=True) for name in group}
     for receiver in receivers.values():
         receiver.start()

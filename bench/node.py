@@ -38,6 +38,12 @@ SHUTDOWN_TIMEOUT_S = 10.0
 BENCH_CAMERA = "bench"
 
 
+def subscribed_masks(cfg: PipelineBenchConfig) -> list[str] | None:
+    """What the bench's subscriber asks the node for: ``--topics`` and the stats document (its
+    drop counter), or None for every topic of the camera's namespace."""
+    return [*cfg.topics, contracts.STATS_TOPIC] if cfg.topics else None
+
+
 class NodeFailed(PerceptionError):
     """The node under test exited or never published; the message carries its last error line."""
 
@@ -202,7 +208,8 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
     # The subscriber connects first, so that no message after the node's first is missed. It
     # retries its connection every 10 ms without back-off (the default backs off to 250 ms while
     # the node is still starting), so the start-up figure is the node's, not the retry timer's.
-    with MaskSubscriber(endpoint, namespace=namespace, rcvhwm=100_000, **FAST_RECONNECT) as sub, tempfile.TemporaryDirectory(
+    with MaskSubscriber(endpoint, namespace=namespace, masks=subscribed_masks(cfg), rcvhwm=100_000,
+                        **FAST_RECONNECT) as sub, tempfile.TemporaryDirectory(
         prefix="bench-node-"
     ) as tmp:
         log_path, out_path = Path(tmp) / "stderr.log", Path(tmp) / "stdout.jsonl"
@@ -224,6 +231,7 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
                     record_message(rx, msg)
             startup_s = time.monotonic() - t_start
             cpu = CpuSampler(proc.pid)
+            own_cpu_start = time.process_time()  # this process: the subscriber's decoding and ZeroMQ
             t_window = time.monotonic()
             deadline = t_window + cfg.duration_s
             while (now := time.monotonic()) < deadline:
@@ -238,6 +246,7 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
                         tick(1)
                 cpu.maybe_sample()
             window_s = time.monotonic() - t_window
+            subscriber_cpu_s = time.process_time() - own_cpu_start
             cpu_summary = cpu.summary()
             counters = dict(sub.counters.__dict__)
         finally:
@@ -250,6 +259,8 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
         "node_command": " ".join(cmd[1:]),
         "node_exit_code": exit_code,
         "node_final_stats": final_stats,
+        "topics": list(cfg.topics) or "all",
+        "subscriber_cpu_s": round(subscriber_cpu_s, 4),
     })
 
 
@@ -288,6 +299,8 @@ def summarize_received(rx: Received, *, window_s: float, cpu: dict, subscriber: 
     stats_first = rx.stats_docs[0]["doc"] if rx.stats_docs else {}
     stats_last = rx.stats_docs[-1]["doc"] if rx.stats_docs else {}
     dropped = _counter_delta(stats_first, stats_last, "dropped")
+    node_cpu = cpu.get("window_percent")
+    sub_cpu = extra.get("subscriber_cpu_s")
     return {
         **extra,
         "model_id": rx.model_id,
@@ -309,6 +322,13 @@ def summarize_received(rx: Received, *, window_s: float, cpu: dict, subscriber: 
         "capture_to_receive_ms": summarize_ms(e2e),
         "capture_to_receive_samples_ms": [round(v, 3) for v in e2e],
         "cpu": cpu,
+        # CPU per frame received (ms of one core): the node's process, and the bench's subscriber
+        # on the same cores. Beside the engine-only run's CPU per inference they show where a
+        # node that is slower than its engine spends the difference.
+        "cpu_ms_per_frame": {
+            "node": None if node_cpu is None or not seqs else round(node_cpu / 100 * window_s * 1e3 / len(seqs), 3),
+            "subscriber": None if sub_cpu is None or not seqs else round(sub_cpu * 1e3 / len(seqs), 3),
+        },
         "subscriber": subscriber,
         "node_stats_last": stats_last,
     }

@@ -17,6 +17,11 @@ source afterwards, and a short engine-only run gives ``node FPS / engine FPS``. 
 the node runs that many frames in flight and the engine-only run keeps as many calls in flight
 (``bench/engine.py``), so the ratio compares like with like; the naive loop runs one at a time.
 
+``topics`` (``--topics``) limits the subscriber to those mask topics (and the stats); the node
+builds only what is subscribed, so this measures it for that consumer. With an engine-only run,
+``ratios.cpu_per_frame`` (``cpu_budget``) sets the node's and the subscriber's CPU per frame
+against the engine's CPU per inference.
+
 With ``rounds`` > 1 (one camera) the node, the naive loop and the engine-only run alternate that
 many times (node, loop, engine, node, loop, engine, ...): this VM's speed drifts by a third between
 minutes, and a ratio between runs a minute apart measured that drift as much as the node (the
@@ -53,11 +58,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from perception import contracts
 from perception.bench.multicamera import measure_cameras
 from perception.bench.node import NodeFailed, measure_node
 from perception.bench.peak_rate import find_peak_rate
 from perception.bench.stats import ratio
 from perception.config import bounds, same_setting, setting
+from perception.errors import ConfigError
 from perception.options import (
     EngineName,
     EngineOptions,
@@ -68,7 +75,22 @@ from perception.options import (
 )
 from perception.run_config import RunConfig
 
-__all__ = ["NodeFailed", "PipelineBenchConfig", "run_pipeline_bench", "source_options"]
+__all__ = ["NodeFailed", "PipelineBenchConfig", "run_pipeline_bench", "source_options", "topics_from_text"]
+
+#: What ``--topics`` may name: the node's mask topics and its obstacles document.
+BENCH_TOPICS = (*contracts.MASK_TOPICS, contracts.OBSTACLES_TOPIC)
+
+
+def topics_from_text(text: str) -> tuple[str, ...]:
+    """``--topics drivable,lane`` -> ``("drivable", "lane")``; ConfigError naming the bad name."""
+    names = tuple(dict.fromkeys(n.strip() for n in str(text).split(",") if n.strip()))
+    unknown = [n for n in names if n not in BENCH_TOPICS]
+    if unknown:
+        raise ConfigError(f"--topics {unknown[0]!r} is not a topic of the node; choose from {', '.join(BENCH_TOPICS)}")
+    if not any(n in contracts.MASK_TOPICS for n in names):
+        raise ConfigError(f"--topics {text!r} names no mask topic; the bench counts frames by their masks, so give at "
+                          f"least one of {', '.join(contracts.MASK_TOPICS)}")
+    return names
 
 
 @dataclass
@@ -101,6 +123,11 @@ class PipelineBenchConfig:
                                                "(one camera: the node, --baseline and the engine-only run; "
                                                "--cameras: one node and N nodes)")
     loop: bool = same_setting(SourceOptions, "loop", group=None)
+    topics: tuple[str, ...] = setting(
+        (), metavar="NAME[,...]", from_text=topics_from_text, to_text=",".join,
+        help="the topics the bench's subscriber receives (default: all of them). The node builds only what someone "
+             "subscribes to, so this measures it for a consumer of these topics, e.g. drivable,lane,obstacle "
+             "without the class map and the obstacles document")
     progress: bool = setting(True, help="no progress bar")
     peak_steps: int = field(default=4, metadata=bounds(1, 20))
 
@@ -120,8 +147,6 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
     results = new_results("pipeline", command)
     results["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.__dict__.items()}
     if cfg.cameras > 1:
-        from perception.errors import ConfigError
-
         if cfg.baseline or cfg.peak_rate:
             raise ConfigError("--cameras compares one node with separate nodes; run --baseline or --peak-rate "
                               "without --cameras")
@@ -141,7 +166,9 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
             node_engine, node_precision = ran_by_node(cfg, node)
             final = node.get("node_final_stats") or {}
             one: dict[str, Any] = {"node_fps": node["output_fps"], "engine": final.get("engine") or node_engine,
-                                   "precision": final.get("precision") or node_precision}
+                                   "precision": final.get("precision") or node_precision,
+                                   "node_cpu_ms_per_frame": node["cpu_ms_per_frame"]["node"],
+                                   "subscriber_cpu_ms_per_frame": node["cpu_ms_per_frame"]["subscriber"]}
             if r == 0:
                 results["pipeline"] = node
             if cfg.baseline:
@@ -165,6 +192,7 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
                 blocks=min(5, cfg.engine_runs), progress=cfg.progress,
             ))
             one["engine_only_fps"] = engine["results"][0]["fps"]
+            one["engine_cpu_ms_per_run"] = engine["results"][0].get("cpu_ms_per_run")
             if r == 0:
                 results["engine"] = engine
         one["node_over_baseline_fps"] = ratio(one["node_fps"], one.get("baseline_fps"))
@@ -191,7 +219,29 @@ def pooled_ratios(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     if rounds[0].get("engine_only_fps") is not None:
         ratios["engine_only_fps"] = rounds[0]["engine_only_fps"]
         ratios["node_over_engine_fps"] = ratio(total("node_fps"), total("engine_only_fps"))
+    cpu = cpu_budget(rounds)
+    if cpu:
+        ratios["cpu_per_frame"] = cpu
     return ratios
+
+
+def cpu_budget(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Where the cores go per frame, in ms of one core, averaged over the rounds: the node's
+    process, the bench's subscriber, and one engine-only inference; the node's CPU beyond its
+    engine (``node_beyond_engine_ms``: decode, letterbox, masks, sends, its threads' hand-offs);
+    and ``cpu_bound_node_over_engine``, the node/engine-only ratio that CPU alone allows when the
+    node, its subscriber and the engine-only run all keep the same cores busy (engine CPU over
+    node plus subscriber CPU per frame). None without an engine-only run or CPU figures."""
+    def mean(key: str) -> float | None:
+        values = [r.get(key) for r in rounds]
+        return None if any(v is None for v in values) else sum(values) / len(values)
+
+    node, sub, engine = mean("node_cpu_ms_per_frame"), mean("subscriber_cpu_ms_per_frame"), mean("engine_cpu_ms_per_run")
+    if node is None or sub is None or engine is None:
+        return None
+    return {"node_ms": round(node, 3), "subscriber_ms": round(sub, 3), "engine_only_ms": round(engine, 3),
+            "node_beyond_engine_ms": round(node - engine, 3),
+            "cpu_bound_node_over_engine": ratio(engine, node + sub)}
 
 
 def ran_by_node(cfg: PipelineBenchConfig, pipeline: dict) -> tuple[str, str]:

@@ -171,6 +171,17 @@ def _pipeline_section(results: dict[str, Any], plots: dict[str, str]) -> list[st
             ["engine-only FPS (batch 1)", ratios.get("engine_only_fps")],
             [f"node FPS / engine-only FPS{pooled}", ratios.get("node_over_engine_fps")],
         ]
+    cpu = ratios.get("cpu_per_frame")
+    if cpu:
+        rows += [
+            [f"CPU per frame, ms of one core: the node{pooled}", cpu["node_ms"]],
+            ["  the bench's subscriber (decodes every mask it receives)", cpu["subscriber_ms"]],
+            ["  engine-only, per inference", cpu["engine_only_ms"]],
+            ["  the node beyond its engine (decode, letterbox, masks, sends)", cpu["node_beyond_engine_ms"]],
+            ["node / engine-only that CPU alone allows (engine / (node + subscriber))",
+             cpu["cpu_bound_node_over_engine"]],
+        ]
+    rows.append(["subscribed topics", ", ".join(p["topics"]) if isinstance(p.get("topics"), list) else "all"])
     rows.append(["start-up: node launch -> first mask at the subscriber, s", p.get("startup_to_first_mask_s")])
     lines += _table(["figure", "value"], rows) + [""]
     rounds = results.get("rounds") or []
@@ -453,4 +464,10 @@ def summary_text(results: dict[str, Any]) -> str:
         if len(rounds) > 1:
             lines.append(f"over the {len(rounds)} rounds' sums: node/baseline x{_fmt(ratios.get('node_over_baseline_fps'))}, "
                          f"node/engine x{_fmt(ratios.get('node_over_engine_fps'))}")
+        cpu = ratios.get("cpu_per_frame")
+        if cpu:
+            lines.append(f"CPU per frame (ms of one core): node {_fmt(cpu['node_ms'])}, subscriber "
+                         f"{_fmt(cpu['subscriber_ms'])}, engine-only {_fmt(cpu['engine_only_ms'])}; the node beyond "
+                         f"its engine {_fmt(cpu['node_beyond_engine_ms'])}; node/engine that CPU allows "
+                         f"x{_fmt(cpu['cpu_bound_node_over_engine'])}")
     return "\n".join(lines)

@@ -124,7 +124,8 @@ def _default_text(f: dataclasses.Field) -> str | None:
     if default in (None, dataclasses.MISSING, "") or isinstance(default, bool):
         return None
     to_text = f.metadata.get("to_text")
-    return to_text(default) if to_text else f"{default:g}" if isinstance(default, float) else str(default)
+    text = to_text(default) if to_text else f"{default:g}" if isinstance(default, float) else str(default)
+    return text or None  # an empty default (``()`` for "all") is said in the help, not as "(default )"
 
 
 def _range_text(f: dataclasses.Field) -> str | None:

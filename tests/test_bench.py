@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -132,6 +133,8 @@ def test_engine_bench_json_has_every_field_and_report_renders(tiny_model, tmp_pa
         assert lat["p50"] == pytest.approx(percentile(r["samples_ms"], 50), rel=1e-3)
         assert r["fps"] == pytest.approx(1000 / lat["mean"], rel=1e-2)
         assert r["throughput_ips"] == pytest.approx(r["fps"] * r["batch"])
+        assert r["cpu_ms_per_run"] > 0  # one thread busy through the runs: about their wall time
+        assert r["cpu_ms_per_run"] < 4 * lat["max"]
         assert r["input_hw"] == list(INPUT_HW) and r["precision"] == "fp32"
         assert r["model_file_mb"] > 0 and r["memory"]["rss_peak_mb"] >= r["memory"]["rss_after_load_mb"] > 0
         assert set(r["ratio_to_first"]) == {"fps", "throughput_ips", "p50_ms", "p99_ms"}
@@ -390,6 +393,53 @@ def test_pooled_ratios_are_over_the_sums_and_leave_out_what_did_not_run():
     assert pooled_ratios(rounds) == {"node_over_baseline_fps": 1.0, "engine_only_fps": 10.0,
                                      "node_over_engine_fps": pytest.approx(40 / 60)}
     assert pooled_ratios([{"node_fps": 10.0}]) == {}
+
+
+def test_cpu_budget_sets_the_engine_against_the_node_and_its_subscriber():
+    from perception.bench.pipeline import cpu_budget
+
+    rounds = [{"node_cpu_ms_per_frame": 50.0, "subscriber_cpu_ms_per_frame": 2.0, "engine_cpu_ms_per_run": 44.0},
+              {"node_cpu_ms_per_frame": 54.0, "subscriber_cpu_ms_per_frame": 4.0, "engine_cpu_ms_per_run": 46.0}]
+    assert cpu_budget(rounds) == {"node_ms": 52.0, "subscriber_ms": 3.0, "engine_only_ms": 45.0,
+                                  "node_beyond_engine_ms": 7.0, "cpu_bound_node_over_engine": pytest.approx(45 / 55)}
+    # a round without an engine-only run (or CPU figures): no budget rather than a half one
+    assert cpu_budget([rounds[0], {**rounds[1], "engine_cpu_ms_per_run": None}]) is None
+
+
+def test_pipeline_bench_topics_measure_the_node_for_a_consumer_of_those_topics(tiny_model, tmp_path):
+    """--topics drivable: the subscriber asks for that mask (and the stats), so the node builds
+    and sends one mask per frame, and the CPU per frame of node, subscriber and engine is reported."""
+    from perception.bench.pipeline import PipelineBenchConfig, run_pipeline_bench
+
+    cfg = PipelineBenchConfig(model=tiny_model, source="synthetic", duration_s=2.0, fps=30, width=96, height=64,
+                              threads=1, engine_runs=10, topics=("drivable",), progress=False)
+    results = run_pipeline_bench(cfg, command="pytest")
+    p = results["pipeline"]
+    assert p["topics"] == ["drivable"] and p["frames_received"] > 5
+    # one mask message per frame and a stats document a second, nothing else (all topics: 5 a frame)
+    assert p["messages_received"] <= p["frames_received"] + 4
+    assert "--topics" not in p["node_command"]  # the node learns what is wanted from the subscriptions
+    cpu = results["ratios"]["cpu_per_frame"]
+    assert cpu["node_ms"] > 0 and cpu["subscriber_ms"] > 0 and cpu["engine_only_ms"] > 0
+    assert cpu["node_beyond_engine_ms"] == pytest.approx(cpu["node_ms"] - cpu["engine_only_ms"], abs=2e-3)
+    assert cpu["cpu_bound_node_over_engine"] == pytest.approx(
+        cpu["engine_only_ms"] / (cpu["node_ms"] + cpu["subscriber_ms"]), rel=1e-3)
+    md = write_report(results, tmp_path)["markdown"].read_text()
+    assert "| subscribed topics | drivable |" in md and "the node beyond its engine" in md
+    assert "CPU per frame (ms of one core): node" in summary_text(results)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("drivable,sky", "--topics 'sky' is not a topic of the node; choose from drivable, lane, obstacle, class_map, obstacles"),
+    ("obstacles", "--topics 'obstacles' names no mask topic"),
+])
+def test_pipeline_bench_topics_are_checked(text, message):
+    from perception.bench.pipeline import topics_from_text
+    from perception.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        topics_from_text(text)
+    assert topics_from_text(" lane, drivable,lane ") == ("lane", "drivable")
 
 
 def test_auto_bench_baseline_and_engine_only_run_what_the_node_ran():
