@@ -5,7 +5,8 @@
 2. ``export.verify``: ONNX Runtime vs PyTorch on real images within a stated tolerance;
    with ``--confidence``, ``export.unknown`` then stores the unknown threshold (chosen by its rule
    on the model's own validation data, or ``--unknown-threshold``) in the metadata;
-3. ``export.quantize`` (``--int8``): ONNX Runtime static INT8, gated on validation mIoU and timed;
+3. ``export.quantize`` (``--int8``): INT8 (NNCF or ONNX Runtime), gated on validation mIoU and
+   timed by ``export.int8_gate``;
 4. ``perception.engines.trt_build`` (``--tensorrt``): a TensorRT engine through the engine cache.
 
 Each step prints what it checked and the figure; a failed gate raises ``ExportGateError`` (the
@@ -169,7 +170,8 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
         calib, _ = load_samples(cfg.calib, split="train", count=cfg.calib_count, input_hw=input_hw)
         calib_images = [image for image, _ in calib]
     if cfg.int8:
-        from perception.export.quantize import gate_int8, quantize_int8
+        from perception.export.int8_gate import gate_int8
+        from perception.export.quantize import quantize_int8
 
         int8_path = int8_path_for(cfg.out)
         quantize_int8(cfg.out, int8_path, calib_images, metadata=metadata)

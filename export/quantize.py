@@ -26,8 +26,8 @@ lost 0.14. TensorRT's INT8 (``symmetric_activations``) has no such sum and keeps
 
 The uint8 pre-processing (cast, channel swap, normalisation) and the argmax/confidence tail stay
 in float in both: quantising them gains nothing and the argmax over quantised logits would tie.
-The gate: validation mIoU may drop at most ``MAX_MIOU_DROP_POINTS`` below FP32, and the CPU
-speed-up is measured (median latency of ONNX Runtime FP32 vs INT8).
+The gate (``int8_gate.py``): validation mIoU may drop at most ``MAX_MIOU_DROP_POINTS`` below
+FP32, and the CPU speed-up is measured (median latency of ONNX Runtime FP32 vs INT8).
 
 **Accuracy control** (``nncf`` only, ``AccuracyControl``): when plain post-training quantisation
 loses too much, ``nncf.quantize_with_accuracy_control`` quantises the same way, scores FP32 and INT8
@@ -46,7 +46,6 @@ Run through ``perception export --int8 --calib SPEC``, or for an already exporte
 from __future__ import annotations
 
 import logging
-import statistics
 import sys
 import tempfile
 import time
@@ -68,12 +67,11 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from perception.contracts import INPUT_NAME, ModelMetadata
 from perception.errors import ConfigError, DataError, DependencyError, ModelError
+from perception.export.int8_gate import MAX_MIOU_DROP_POINTS, Int8Report, gate_int8  # noqa: F401 (re-exported)
 from perception.modelfile import SATURATION_SAFE_WEIGHT, WEIGHTED_OPS, saturation_safe  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
-#: Largest validation mIoU loss of INT8 vs FP32 that passes the gate, in points (0..100 scale).
-MAX_MIOU_DROP_POINTS = 0.5
 #: NNCF's overflow fixes (``nncf.OverflowFix``): which weights keep half the 8-bit range (see the
 #: module docstring). ``enable``: every convolution, transposed convolution and matmul, except
 #: grouped convolutions that are not depthwise, which NNCF leaves at the full range (ONNX Runtime's
@@ -388,124 +386,6 @@ def _quantize_nncf(
     except (RuntimeError, ValueError, nncf.InternalError, nncf.ValidationError, nncf.UnsupportedModelError,
             *_ORT_ERRORS) as exc:
         raise ModelError(f"INT8 quantisation (nncf) failed: {str(exc).splitlines()[0][:300]}") from exc
-
-
-def cpu_latency_ms(model_path: str | Path, image: np.ndarray, *, runs: int = 20, warmup: int = 3) -> list[float]:
-    """ONNX Runtime CPU latencies (ms) of ``runs`` single-image inferences after ``warmup`` runs."""
-    from perception.export.verify import ort_session
-
-    session = ort_session(model_path)
-    feed = {INPUT_NAME: image[None]}
-    for _ in range(warmup):
-        session.run(None, feed)
-    latencies = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, feed)
-        latencies.append((time.perf_counter() - start) * 1e3)
-    return latencies
-
-
-@dataclass(frozen=True)
-class Int8Report:
-    """Figures of the INT8 gate."""
-
-    fp32_miou: float
-    int8_miou: float
-    val_images: int
-    fp32_p50_ms: float
-    int8_p50_ms: float
-    runs: int
-    max_drop_points: float
-    allowed_drop: bool
-    #: Share of val pixels whose INT8 class id equals FP32's (ONNX Runtime, both files).
-    agreement: float = float("nan")
-    #: Every dense 8-bit weight fits 7 bits (``saturation_safe``): CPUs without VNNI compute the same.
-    saturation_safe: bool = False
-
-    @property
-    def drop_points(self) -> float:
-        return 100.0 * (self.fp32_miou - self.int8_miou)
-
-    @property
-    def passed(self) -> bool:
-        return self.drop_points <= self.max_drop_points
-
-    @property
-    def speedup(self) -> float:
-        return self.fp32_p50_ms / self.int8_p50_ms if self.int8_p50_ms > 0 else float("nan")
-
-    def lines(self) -> list[str]:
-        verdict = "PASS" if self.passed else ("FAIL (allowed by --allow-int8-drop)" if self.allowed_drop else "FAIL")
-        return [
-            f"int8 {verdict}: val mIoU FP32 {100 * self.fp32_miou:.2f} -> INT8 {100 * self.int8_miou:.2f} "
-            f"(drop {self.drop_points:.2f} points, budget {self.max_drop_points:.1f}) on {self.val_images} images; "
-            f"class ids agree {100 * self.agreement:.2f} % with FP32",
-            f"  ORT CPU latency p50 FP32 {self.fp32_p50_ms:.2f} ms, INT8 {self.int8_p50_ms:.2f} ms "
-            f"(x{self.speedup:.2f}, median of {self.runs} runs)",
-            "  weights: " + ("dense 8-bit weights within 7 bits: the same class ids on CPUs with and without VNNI"
-                             if self.saturation_safe else
-                             "some dense 8-bit weights use the full range: CPUs without VNNI may saturate "
-                             "(--overflow-fix enable; NNCF leaves grouped convolutions out, --quantizer ort does not)"),
-        ]
-
-
-def gate_int8(
-    fp32_path: str | Path,
-    int8_path: str | Path,
-    val_samples,
-    metadata: ModelMetadata,
-    *,
-    runs: int = 20,
-    allow_drop: bool = False,
-) -> Int8Report:
-    """Score FP32 and INT8 on labelled ``val_samples`` and time both on one image.
-
-    Returns an Int8Report (``passed`` tells the verdict; callers fail the export on it unless
-    ``allow_drop``). The figures are also stored in the INT8 file's metadata
-    (``val_metrics["int8_gate"]``): ``--engine auto`` holds an INT8 candidate to the class-id
-    agreement the gate measured (``engines.auto``), not to the agreement a float engine must reach.
-    """
-    from perception.contracts import OUTPUT_CLASS_IDS
-    from perception.export.verify import ort_session
-    from perception.metrics import ConfusionMatrix
-    from perception.modelfile import read_model_metadata, record_metadata
-
-    table = metadata.class_table
-    matrices = {"fp32": ConfusionMatrix(table.num_classes, ignore_id=table.ignore_id),
-                "int8": ConfusionMatrix(table.num_classes, ignore_id=table.ignore_id)}
-    sessions = {"fp32": ort_session(fp32_path), "int8": ort_session(int8_path)}
-    agree = []
-    for image, label in val_samples:
-        if label is None:
-            raise DataError("evaluation needs labelled images; pass a dataset with labels")
-        ids = {k: sess.run([OUTPUT_CLASS_IDS], {INPUT_NAME: image[None]})[0][0] for k, sess in sessions.items()}
-        for k, matrix in matrices.items():
-            matrix.update(ids[k], label)
-        agree.append(float(np.mean(ids["fp32"] == ids["int8"])))
-    image = val_samples[0][0]
-    fp32_ms = statistics.median(cpu_latency_ms(fp32_path, image, runs=runs))
-    int8_ms = statistics.median(cpu_latency_ms(int8_path, image, runs=runs))
-    report = Int8Report(
-        fp32_miou=matrices["fp32"].miou(),
-        int8_miou=matrices["int8"].miou(),
-        val_images=len(val_samples),
-        fp32_p50_ms=fp32_ms,
-        int8_p50_ms=int8_ms,
-        runs=runs,
-        max_drop_points=MAX_MIOU_DROP_POINTS,
-        allowed_drop=allow_drop,
-        agreement=float(np.mean(agree)),
-        saturation_safe=saturation_safe(onnx.load(str(int8_path))),
-    )
-    gate = {
-        "passed": report.passed, "fp32_miou": round(report.fp32_miou, 6), "int8_miou": round(report.int8_miou, 6),
-        "drop_points": round(report.drop_points, 4), "budget_points": MAX_MIOU_DROP_POINTS,
-        "agreement_with_fp32": round(report.agreement, 6), "images": len(val_samples),
-        "saturation_safe": report.saturation_safe,
-    }
-    record_metadata(int8_path, val_metrics={**read_model_metadata(int8_path).val_metrics, "int8_gate": gate})
-    return report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -377,11 +377,11 @@ def test_export_stores_a_given_unknown_threshold_and_grafts_confidence_like_the_
 def test_int8_gate_fails_loudly(trained_checkpoint, folder_dataset, tmp_path, monkeypatch):
     """A budget no INT8 model can meet fails the export and removes the INT8 file."""
     import perception.export as export
-    import perception.export.quantize  # noqa: F401  (the submodule the gate lives in)
+    import perception.export.int8_gate  # noqa: F401  (the submodule the gate lives in)
 
     ckpt_path, _ = trained_checkpoint
     root, _ = folder_dataset
-    monkeypatch.setattr(export.quantize, "MAX_MIOU_DROP_POINTS", -100.0)
+    monkeypatch.setattr(export.int8_gate, "MAX_MIOU_DROP_POINTS", -100.0)
     out = tmp_path / "m.onnx"
     cfg = ExportConfig(
         checkpoint=ckpt_path, out=out, verify_data=f"folder:{root}", verify_count=2,
