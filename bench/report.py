@@ -181,6 +181,10 @@ def _pipeline_section(results: dict[str, Any], plots: dict[str, str]) -> list[st
             ["node / engine-only that CPU alone allows (engine / (node + subscriber))",
              cpu["cpu_bound_node_over_engine"]],
         ]
+    probe = p.get("probe_wait") or {}
+    if probe.get("was_probing"):
+        rows.append(["--engine auto: first start, the window began after the probe's verdict, s",
+                     f"{_fmt(probe.get('waited_s'))} ({probe.get('state')})"])
     rows.append(["subscribed topics", ", ".join(p["topics"]) if isinstance(p.get("topics"), list) else "all"])
     rows.append(["start-up: node launch -> first mask at the subscriber, s", p.get("startup_to_first_mask_s")])
     lines += _table(["figure", "value"], rows) + [""]

@@ -452,3 +452,52 @@ def test_auto_bench_baseline_and_engine_only_run_what_the_node_ran():
     assert ran_by_node(auto, {"node_final_stats": {}}) == ("auto", "auto")
     forced = PipelineBenchConfig(engine="ort", precision="int8")
     assert ran_by_node(forced, {"node_final_stats": {"engine": "ort", "precision": "int8"}}) == ("ort", "int8")
+
+
+class _FakeSub:
+    """Hands out queued messages (None: nothing arrived within the timeout)."""
+
+    def __init__(self, messages):
+        self.messages = list(messages)
+
+    def recv(self, timeout_s=0.2):
+        return self.messages.pop(0) if self.messages else None
+
+
+class _FakeProc:
+    def __init__(self, code=None):
+        self.returncode = code
+
+    def poll(self):
+        return self.returncode
+
+
+def _stats(state):
+    from types import SimpleNamespace
+
+    doc = {"frames_out": 1} if state is None else {"engine_selection": {"state": state}}
+    return SimpleNamespace(kind="json", topic="perception/bench/stats", data=doc)
+
+
+def test_an_auto_node_is_measured_once_its_probe_has_chosen(tmp_path, capsys):
+    """--engine auto at a first start: the bench waits (discarding) while the node's stats say
+    `probing`, so the window measures the chosen engine, not ONNX Runtime beside the probe child."""
+    from types import SimpleNamespace
+
+    from perception.bench.node import NodeFailed, wait_for_probe
+
+    mask = SimpleNamespace(kind="mask", topic="perception/bench/drivable", data=None)
+    sub = _FakeSub([mask, _stats("probing"), mask, None, _stats("probing"), mask, _stats("chosen"), mask])
+    got = wait_for_probe(sub, _FakeProc(), tmp_path / "log", timeout_s=30)
+    assert got["state"] == "chosen" and got["was_probing"] and got["waited_s"] >= 0 and not got["timed_out"]
+    assert sub.messages == [mask]  # it stops at the verdict; the window takes the rest
+    # a cached verdict: the first stats document already says chosen, nothing to wait for
+    got = wait_for_probe(_FakeSub([_stats("chosen")]), _FakeProc(), tmp_path / "log", 30)
+    assert not got["was_probing"] and got["waited_s"] == 0.0
+    # still probing when the time is up: measured anyway, and said
+    got = wait_for_probe(_FakeSub([_stats("probing")] * 3), _FakeProc(), tmp_path / "log", timeout_s=0.05)
+    assert got["timed_out"] and got["state"] == "probing"
+    assert "still probing engines after 0 s" in capsys.readouterr().err
+    (tmp_path / "log").write_text("perception: error: the model file is gone\n")
+    with pytest.raises(NodeFailed, match="exited with status 2 while probing engines: perception: error: the model"):
+        wait_for_probe(_FakeSub([_stats("probing")]), _FakeProc(2), tmp_path / "log", 30)
