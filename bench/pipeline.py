@@ -126,8 +126,8 @@ class PipelineBenchConfig:
     topics: tuple[str, ...] = setting(
         (), metavar="NAME[,...]", from_text=topics_from_text, to_text=",".join,
         help="the topics the bench's subscriber receives (default: all of them). The node builds only what someone "
-             "subscribes to, so this measures it for a consumer of these topics, e.g. drivable,lane,obstacle "
-             "without the class map and the obstacles document")
+             "subscribes to, so this measures it for a consumer of these topics, e.g. drivable,lane without the "
+             "class map and the obstacle mask and blobs (subscriptions match by prefix: obstacle covers obstacles)")
     progress: bool = setting(True, help="no progress bar")
     peak_steps: int = field(default=4, metadata=bounds(1, 20))
 
@@ -229,9 +229,8 @@ def cpu_budget(rounds: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Where the cores go per frame, in ms of one core, averaged over the rounds: the node's
     process, the bench's subscriber, and one engine-only inference; the node's CPU beyond its
     engine (``node_beyond_engine_ms``: decode, letterbox, masks, sends, its threads' hand-offs);
-    and ``cpu_bound_node_over_engine``, the node/engine-only ratio that CPU alone allows when the
-    node, its subscriber and the engine-only run all keep the same cores busy (engine CPU over
-    node plus subscriber CPU per frame). None without an engine-only run or CPU figures."""
+    and ``cpu_bound_node_over_engine``, the node/engine-only ratio if CPU time per frame were the
+    only limit (engine CPU over node plus subscriber CPU per frame; an estimate, not a bound). None without an engine-only run or CPU figures."""
     def mean(key: str) -> float | None:
         values = [r.get(key) for r in rounds]
         return None if any(v is None for v in values) else sum(values) / len(values)

@@ -175,10 +175,10 @@ def _pipeline_section(results: dict[str, Any], plots: dict[str, str]) -> list[st
     if cpu:
         rows += [
             [f"CPU per frame, ms of one core: the node{pooled}", cpu["node_ms"]],
-            ["  the bench's subscriber (decodes every mask it receives)", cpu["subscriber_ms"]],
+            ["  the bench process (its subscriber decodes every mask it receives)", cpu["subscriber_ms"]],
             ["  engine-only, per inference", cpu["engine_only_ms"]],
             ["  the node beyond its engine (decode, letterbox, masks, sends)", cpu["node_beyond_engine_ms"]],
-            ["node / engine-only that CPU alone allows (engine / (node + subscriber))",
+            ["node / engine-only if CPU per frame were the only limit (engine / (node + subscriber))",
              cpu["cpu_bound_node_over_engine"]],
         ]
     probe = p.get("probe_wait") or {}
@@ -472,6 +472,6 @@ def summary_text(results: dict[str, Any]) -> str:
         if cpu:
             lines.append(f"CPU per frame (ms of one core): node {_fmt(cpu['node_ms'])}, subscriber "
                          f"{_fmt(cpu['subscriber_ms'])}, engine-only {_fmt(cpu['engine_only_ms'])}; the node beyond "
-                         f"its engine {_fmt(cpu['node_beyond_engine_ms'])}; node/engine that CPU allows "
+                         f"its engine {_fmt(cpu['node_beyond_engine_ms'])}; node/engine if CPU were the only limit "
                          f"x{_fmt(cpu['cpu_bound_node_over_engine'])}")
     return "\n".join(lines)

@@ -133,8 +133,7 @@ def test_engine_bench_json_has_every_field_and_report_renders(tiny_model, tmp_pa
         assert lat["p50"] == pytest.approx(percentile(r["samples_ms"], 50), rel=1e-3)
         assert r["fps"] == pytest.approx(1000 / lat["mean"], rel=1e-2)
         assert r["throughput_ips"] == pytest.approx(r["fps"] * r["batch"])
-        assert r["cpu_ms_per_run"] > 0  # one thread busy through the runs: about their wall time
-        assert r["cpu_ms_per_run"] < 4 * lat["max"]
+        assert r["cpu_ms_per_run"] > 0  # measured: the process's CPU time over the timed runs
         assert r["input_hw"] == list(INPUT_HW) and r["precision"] == "fp32"
         assert r["model_file_mb"] > 0 and r["memory"]["rss_peak_mb"] >= r["memory"]["rss_after_load_mb"] > 0
         assert set(r["ratio_to_first"]) == {"fps", "throughput_ips", "p50_ms", "p99_ms"}
@@ -489,7 +488,7 @@ def test_an_auto_node_is_measured_once_its_probe_has_chosen(tmp_path, capsys):
     mask = SimpleNamespace(kind="mask", topic="perception/bench/drivable", data=None)
     sub = _FakeSub([mask, _stats("probing"), mask, None, _stats("probing"), mask, _stats("chosen"), mask])
     got = wait_for_probe(sub, _FakeProc(), tmp_path / "log", timeout_s=30)
-    assert got["state"] == "chosen" and got["was_probing"] and got["waited_s"] >= 0 and not got["timed_out"]
+    assert got["state"] == "chosen" and got["was_probing"] and not got["timed_out"]
     assert sub.messages == [mask]  # it stops at the verdict; the window takes the rest
     # a cached verdict: the first stats document already says chosen, nothing to wait for
     got = wait_for_probe(_FakeSub([_stats("chosen")]), _FakeProc(), tmp_path / "log", 30)
@@ -498,6 +497,10 @@ def test_an_auto_node_is_measured_once_its_probe_has_chosen(tmp_path, capsys):
     got = wait_for_probe(_FakeSub([_stats("probing")] * 3), _FakeProc(), tmp_path / "log", timeout_s=0.05)
     assert got["timed_out"] and got["state"] == "probing"
     assert "still probing engines after 0 s" in capsys.readouterr().err
+    # no stats document at all within the time: said too, not taken for a verdict
+    got = wait_for_probe(_FakeSub([None] * 3), _FakeProc(), tmp_path / "log", timeout_s=0.05)
+    assert got["timed_out"] and got["state"] is None
+    assert "no verdict" in capsys.readouterr().err
     (tmp_path / "log").write_text("perception: error: the model file is gone\n")
     with pytest.raises(NodeFailed, match="exited with status 2 while probing engines: perception: error: the model"):
         wait_for_probe(_FakeSub([_stats("probing")]), _FakeProc(2), tmp_path / "log", 30)
