@@ -93,12 +93,19 @@ class Received:
     last_receive_ns: int | None = None
 
 
+def stats_document(msg) -> dict[str, Any] | None:
+    """The node's stats document when ``msg`` is one (``<namespace>/stats``), else None."""
+    if msg.kind == contracts.KIND_JSON and msg.topic.endswith("/" + contracts.STATS_TOPIC) and isinstance(msg.data, dict):
+        return msg.data
+    return None
+
+
 def record_message(rx: Received, msg) -> None:
     rx.messages += 1
     rx.wire_bytes += msg.wire_bytes
     if msg.kind == contracts.KIND_JSON:
-        if msg.topic.endswith("/" + contracts.STATS_TOPIC) and isinstance(msg.data, dict):
-            rx.stats_docs.append({"receive_ns": msg.receive_ns, "doc": msg.data})
+        if (doc := stats_document(msg)) is not None:
+            rx.stats_docs.append({"receive_ns": msg.receive_ns, "doc": doc})
         return
     seq = msg.seq
     rx.last_receive_ns = msg.receive_ns
@@ -286,9 +293,10 @@ def wait_for_probe(sub, proc: subprocess.Popen, log_path: Path, timeout_s: float
             raise NodeFailed(f"the node exited with status {proc.returncode} while probing engines: "
                              f"{last_line(log_path)}")
         msg = sub.recv(timeout_s=0.2)
-        if msg is None or msg.kind != contracts.KIND_JSON or not msg.topic.endswith("/" + contracts.STATS_TOPIC):
+        doc = None if msg is None else stats_document(msg)
+        if doc is None:
             continue
-        selection = msg.data.get("engine_selection") if isinstance(msg.data, dict) else None
+        selection = doc.get("engine_selection")
         state = selection.get("state") if isinstance(selection, dict) else None
         if state != "probing":
             decided = True
