@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from perception.bench.engine import open_engine
+from perception.bench.cases import open_engine
 from perception.bench.stats import summarize_ms
 from perception.contracts import OUTPUT_CLASS_IDS
 from perception.preprocess import Preprocessor

@@ -19,6 +19,9 @@ and its latency figures are per call, each call sharing the cores with N - 1 oth
 engine-only figure a node with ``--streams N`` is compared with.
 
 Run it with ``perception bench engine --model m.onnx``; see bench/README.md for every figure.
+
+This module builds the grid and reports it; ``cases.py`` loads each configuration, its input batches
+and its agreement, ``timing.py`` times its blocks.
 """
 
 from __future__ import annotations
@@ -27,21 +30,27 @@ import dataclasses
 import logging
 import resource
 import sys
-import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import psutil
 
+from perception.bench.cases import (
+    ENGINE_VARIANTS,
+    Case,
+    file_precision,
+    load_case,
+    measure_agreement,
+    prepare_batches,
+)
 from perception.bench.env import gpu_memory_mb
 from perception.bench.stats import ratio, summarize_ms
-from perception.config import listed_setting, load_config, same_setting, setting
-from perception.errors import ConfigError, ModelError, PerceptionError
-from perception.frames import SOURCE_FRAME_STRIDE, bench_frames, frames_description
+from perception.bench.timing import time_block
+from perception.config import listed_setting, same_setting, setting
+from perception.errors import ConfigError, ModelError
+from perception.frames import SOURCE_FRAME_STRIDE, frames_description
 from perception.options import EngineName, EngineOptions, PrecisionName, ProviderName
 from perception.run_config import DEFAULT_MODEL, RunConfig
 
@@ -54,14 +63,6 @@ log = logging.getLogger(__name__)
 ENGINE_SUFFIXES = {"ort": (".onnx",), "openvino": (".onnx",), "auto": (".onnx",),
                    "tensorrt": (".onnx", ".engine", ".plan"), "torch": (".pt", ".pth"),
                    "torch-tensorrt": (".pt", ".pth")}
-
-#: Bench-only engine names: a registered engine with fixed options, measured as a row of its own
-#: (``--engine torch-tensorrt``: the torch engine with ``--compile tensorrt``, beside ``tensorrt``).
-ENGINE_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"torch-tensorrt": ("torch", {"compile": "tensorrt"})}
-
-#: Distinct frames cycled through the timed runs (a few, so caches see varied data).
-FRAME_POOL = 8
-
 
 #: ``--engine`` of the engine bench: the node's engines and the bench-only variants (``ENGINE_VARIANTS``).
 BenchEngineName = Literal[EngineName, "torch-tensorrt"]
@@ -146,181 +147,7 @@ def resolve_models(models: list[Path]) -> list[Path]:
     return [Path(m) for m in models]
 
 
-@dataclass
-class _Case:
-    """One configuration of the grid and what was measured for it."""
-
-    model: Path
-    engine_name: str
-    provider: str | None
-    threads: int | None
-    batch: int
-    fp16: bool = False
-    precision: str = "auto"
-    streams: int | None = None
-    engine: Any = None
-    workers: list[Any] = field(default_factory=list)
-    wall_ns: int = 0
-    cpu_ns: int = 0  # this process's CPU time over the timed blocks (all its threads)
-    agreement: float | None = None
-    batches: list[np.ndarray] = field(default_factory=list)
-    samples_ns: list[int] = field(default_factory=list)
-    rss_samples: list[int] = field(default_factory=list)
-    rss_before_load: int = 0
-    rss_after_load: int = 0
-    gpu_peak_mb: float | None = None
-    load_s: float = 0.0
-    skipped: str | None = None
-
-    def label(self) -> str:
-        parts = [self.model.stem, self.engine_name]
-        if self.engine is not None:
-            parts.append(str(self.engine.provider))
-        elif self.provider:
-            parts.append(self.provider)
-        if self.threads:
-            parts.append(f"t{self.threads}")
-        if self.streams:
-            parts.append(f"s{self.streams}")
-        if self.fp16:
-            parts.append("fp16")
-        if self.precision != "auto":
-            parts.append(self.precision)
-        parts.append(f"b{self.batch}")
-        return " ".join(parts)
-
-
-def _rss() -> int:
-    return psutil.Process().memory_info().rss
-
-
-def open_engine(
-    model: Path, engine: str, provider: str | None = None, threads: int | None = None, fp16: bool = False,
-    precision: str = "auto", streams: int | None = None,
-):
-    """Load ``model`` with the named engine; None for provider/threads/streams leaves the engine's default.
-
-    Raises whatever the engine loader raises for a bad name, file or provider (ConfigError,
-    ModelError, DependencyError): all are one-line user errors.
-    """
-    from perception.engines import EngineOptions, load_engine
-
-    options: dict[str, Any] = {"fp16": fp16, "precision": precision}
-    engine, variant_options = ENGINE_VARIANTS.get(engine, (engine, {}))
-    options.update(variant_options)
-    if provider:
-        options["provider"] = provider
-    if threads:
-        options["threads"] = threads
-    if streams:
-        options["streams"] = streams
-    return load_engine(engine, model, load_config(EngineOptions, options, source="perception bench"))
-
-
-def _load(case: _Case) -> None:
-    if case.threads and case.streams and case.threads < case.streams:
-        case.skipped = f"--threads {case.threads} is fewer than --streams {case.streams} (threads are the total)"
-        return
-    case.rss_before_load = _rss()
-    t0 = time.perf_counter()
-    try:
-        case.engine = open_engine(case.model, case.engine_name, case.provider, case.threads, case.fp16, case.precision,
-                                  case.streams)
-        if (case.streams or 1) > 1:
-            case.workers = [case.engine.worker() for _ in range(case.streams)]
-    except PerceptionError as exc:
-        if case.precision == "auto":
-            raise
-        # A precision grid crosses engines with precisions some of them lack (ort + bf16, a CPU
-        # without BF16, no INT8 sibling): report the pairing as skipped, measure the rest.
-        case.skipped = str(exc)
-        return
-    case.load_s = time.perf_counter() - t0
-    case.rss_after_load = _rss()
-
-
-def _prepare_batches(case: _Case, frames_by_hw: dict[tuple[int, int], list[np.ndarray]], seed: int,
-                     spec: str = "") -> None:
-    meta = case.engine.metadata
-    if case.batch > 1 and not meta.dynamic_batch:
-        case.skipped = f"model {case.model.name} has a fixed batch of 1 (export it with a dynamic batch)"
-        return
-    hw = (int(meta.input_hw[0]), int(meta.input_hw[1]))
-    if hw not in frames_by_hw:
-        frames_by_hw[hw] = bench_frames(hw, FRAME_POOL, seed, spec)
-    pool = frames_by_hw[hw]
-    # Pre-stacked batches: building a batch is not part of inference, so it stays out of the timing.
-    case.batches = [
-        np.ascontiguousarray(np.stack([pool[(i + j) % len(pool)] for j in range(case.batch)]))
-        for i in range(len(pool))
-    ]
-
-
-def _time_block(case: _Case, runs: int | None, seconds: float | None, tick) -> None:
-    cpu_start = time.process_time_ns()
-    try:
-        if case.workers:
-            _time_block_in_flight(case, runs, seconds, tick)
-        else:
-            _time_block_serial(case, runs, seconds, tick)
-    finally:
-        case.cpu_ns += time.process_time_ns() - cpu_start
-
-
-def _time_block_serial(case: _Case, runs: int | None, seconds: float | None, tick) -> None:
-    infer = case.engine.infer
-    n = len(case.batches)
-    i = len(case.samples_ns)
-    deadline = None if seconds is None else time.perf_counter() + seconds
-    done = 0
-    while (runs is not None and done < runs) or (deadline is not None and time.perf_counter() < deadline):
-        batch = case.batches[i % n]
-        t0 = time.perf_counter_ns()
-        infer(batch)
-        t1 = time.perf_counter_ns()
-        case.samples_ns.append(t1 - t0)
-        # Outside the timed window: RSS after each run gives the peak at run granularity.
-        case.rss_samples.append(_rss())
-        i += 1
-        done += 1
-        tick(1)
-
-
-def _time_block_in_flight(case: _Case, runs: int | None, seconds: float | None, tick) -> None:
-    """One block with ``len(case.workers)`` calls in flight: a thread per worker takes the next run
-    until ``runs`` are taken (or ``seconds`` pass); the block's wall time goes to ``case.wall_ns``."""
-    lock = threading.Lock()
-    n = len(case.batches)
-    taken = [0, len(case.samples_ns)]  # runs taken in this block, index of the next input batch
-    deadline = None if seconds is None else time.perf_counter() + seconds
-
-    def loop(worker) -> None:
-        while True:
-            with lock:
-                if (runs is not None and taken[0] >= runs) or (deadline is not None and time.perf_counter() >= deadline):
-                    return
-                taken[0] += 1
-                batch = case.batches[taken[1] % n]
-                taken[1] += 1
-            t0 = time.perf_counter_ns()
-            worker.infer(batch)
-            t1 = time.perf_counter_ns()
-            rss = _rss()
-            with lock:
-                case.samples_ns.append(t1 - t0)
-                case.rss_samples.append(rss)
-                tick(1)
-
-    threads = [threading.Thread(target=loop, args=(w,), name=f"bench-stream-{i}") for i, w in enumerate(case.workers)]
-    start = time.perf_counter_ns()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    case.wall_ns += time.perf_counter_ns() - start
-
-
-def _result(case: _Case, cfg: EngineBenchConfig) -> dict[str, Any]:
+def _result(case: Case, cfg: EngineBenchConfig) -> dict[str, Any]:
     base = {
         "label": case.label(),
         "model": str(case.model),
@@ -347,7 +174,7 @@ def _result(case: _Case, cfg: EngineBenchConfig) -> dict[str, Any]:
             "agreement": None if case.agreement is None else round(case.agreement, 5),
             # The reference is ORT on the --model file itself: FP32 for an FP32 file (whose INT8
             # sibling --precision int8 runs), the file's own precision for an INT8 file passed directly.
-            "agreement_reference": None if case.agreement is None else f"ort-{_file_precision(case.model)}",
+            "agreement_reference": None if case.agreement is None else f"ort-{file_precision(case.model)}",
             "input_hw": list(meta.input_hw),
             "load_s": round(case.load_s, 4),
         })
@@ -386,13 +213,13 @@ def _engine_reads(engine: str, model: Path) -> bool:
     return suffixes is None or model.suffix.lower() in suffixes
 
 
-def build_cases(cfg: EngineBenchConfig, models: list[Path]) -> list[_Case]:
+def build_cases(cfg: EngineBenchConfig, models: list[Path]) -> list[Case]:
     """The grid, in the order it is reported (the first is the reference of every ratio)."""
     providers: list[str | None] = list(cfg.providers) or [None]
     threads: list[int | None] = list(cfg.threads) or [None]
     streams: list[int | None] = list(cfg.streams) or [None]
     return [
-        _Case(model=m, engine_name=e, provider=p, threads=t, batch=b, fp16=h, precision=q, streams=s)
+        Case(model=m, engine_name=e, provider=p, threads=t, batch=b, fp16=h, precision=q, streams=s)
         for m, e, q, p, t, s, h, b in product(models, cfg.engines, cfg.precisions, providers, threads, streams, cfg.fp16,
                                               cfg.batches)
     ]
@@ -418,7 +245,7 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
             raise ConfigError(f"no chosen engine ({', '.join(cfg.engines)}) reads {m.name}; "
                               "pass --engine torch for .pt checkpoints, ort or tensorrt for .onnx")
     frames_by_hw: dict[tuple[int, int], list[np.ndarray]] = {}
-    loaded: dict[tuple, _Case] = {}
+    loaded: dict[tuple, Case] = {}
     try:
         for case in cases:
             key = (case.model, case.engine_name, case.provider, case.threads, case.fp16, case.precision, case.streams)
@@ -428,18 +255,18 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
                 case.workers = first.workers
                 case.rss_before_load, case.rss_after_load = first.rss_before_load, first.rss_after_load
             else:
-                _load(case)
+                load_case(case)
                 loaded[key] = case
             if case.skipped:
                 continue
-            _prepare_batches(case, frames_by_hw, cfg.seed, cfg.frames)
+            prepare_batches(case, frames_by_hw, cfg.seed, cfg.frames)
             if not case.skipped:
                 log.info("%s: engine %s, provider %s, input %s", case.label(), case.engine_name,
                          case.engine.provider, case.engine.metadata.input_hw)
         active = [c for c in cases if not c.skipped]
         if not active:
             raise ConfigError(_all_skipped_message(cases))
-        _measure_agreement(active)
+        measure_agreement(active)
         runs_per_block = None if cfg.duration_s else cfg.runs // cfg.blocks
         block_s = cfg.duration_s / cfg.blocks if cfg.duration_s else None
         total = len(active) * (cfg.warmup + cfg.runs) if runs_per_block else None
@@ -457,7 +284,7 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
                     runs = runs_per_block
                     if runs is not None and block == cfg.blocks - 1:
                         runs = cfg.runs - len(case.samples_ns)  # the last block takes the remainder
-                    _time_block(case, runs, block_s, bar.update)
+                    time_block(case, runs, block_s, bar.update)
                     case.gpu_peak_mb = _max_or_none(case.gpu_peak_mb, gpu_memory_mb())
     finally:
         for case in loaded.values():
@@ -488,37 +315,7 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
     }
 
 
-def _file_precision(model: Path) -> str:
-    from perception.modelfile import read_model_metadata
-
-    return read_model_metadata(model).precision
-
-
-def _measure_agreement(cases: list[_Case]) -> None:
-    """Each case's class-id agreement with ONNX Runtime FP32 on its own frames (outside the timing).
-
-    The reference is loaded once per model file (ONNX files only; a checkpoint or serialized
-    engine has no ORT reference and gets None).
-    """
-    references: dict[Path, Any] = {}
-    expected: dict[tuple[Path, int], list[np.ndarray]] = {}
-    try:
-        for case in cases:
-            if case.model.suffix.lower() != ".onnx":
-                continue
-            if case.model not in references:
-                references[case.model] = open_engine(case.model, "ort", "cpu", case.threads)
-            key = (case.model, case.batch)
-            if key not in expected:
-                expected[key] = [references[case.model].infer(b)["class_ids"] for b in case.batches]
-            got = [case.engine.infer(b)["class_ids"] for b in case.batches]
-            case.agreement = float(np.mean([np.mean(g == e) for g, e in zip(got, expected[key], strict=True)]))
-    finally:
-        for ref in references.values():
-            ref.close()
-
-
-def _all_skipped_message(cases: list[_Case]) -> str:
+def _all_skipped_message(cases: list[Case]) -> str:
     """One line: each reason for skipping, with the configurations it hit."""
     by_reason: dict[str, list[str]] = {}
     for case in cases:

@@ -80,7 +80,8 @@ def test_compile_is_checked_before_anything_runs(checkpoint, capsys):
 
 
 def test_bench_has_a_torch_tensorrt_row_that_fails_in_one_line_here(checkpoint, monkeypatch):
-    from perception.bench.engine import ENGINE_SUFFIXES, open_engine
+    from perception.bench.cases import open_engine
+    from perception.bench.engine import ENGINE_SUFFIXES
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert ENGINE_SUFFIXES["torch-tensorrt"] == ENGINE_SUFFIXES["torch"]

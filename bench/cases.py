@@ -1,0 +1,166 @@
+"""One configuration of the engine bench: its grid point, its loaded engine and input batches,
+and its class-id agreement with ONNX Runtime FP32 (measured outside the timing).
+
+``bench/engine.py`` builds the grid of cases and reports them; ``bench/timing.py`` times them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from perception.config import load_config
+from perception.errors import PerceptionError
+from perception.frames import bench_frames
+
+#: Bench-only engine names: a registered engine with fixed options, measured as a row of its own
+#: (``--engine torch-tensorrt``: the torch engine with ``--compile tensorrt``, beside ``tensorrt``).
+ENGINE_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"torch-tensorrt": ("torch", {"compile": "tensorrt"})}
+
+#: Distinct frames cycled through the timed runs (a few, so caches see varied data).
+FRAME_POOL = 8
+
+
+@dataclass
+class Case:
+    """One configuration of the grid and what was measured for it."""
+
+    model: Path
+    engine_name: str
+    provider: str | None
+    threads: int | None
+    batch: int
+    fp16: bool = False
+    precision: str = "auto"
+    streams: int | None = None
+    engine: Any = None
+    workers: list[Any] = field(default_factory=list)
+    wall_ns: int = 0
+    cpu_ns: int = 0  # this process's CPU time over the timed blocks (all its threads)
+    agreement: float | None = None
+    batches: list[np.ndarray] = field(default_factory=list)
+    samples_ns: list[int] = field(default_factory=list)
+    rss_samples: list[int] = field(default_factory=list)
+    rss_before_load: int = 0
+    rss_after_load: int = 0
+    gpu_peak_mb: float | None = None
+    load_s: float = 0.0
+    skipped: str | None = None
+
+    def label(self) -> str:
+        parts = [self.model.stem, self.engine_name]
+        if self.engine is not None:
+            parts.append(str(self.engine.provider))
+        elif self.provider:
+            parts.append(self.provider)
+        if self.threads:
+            parts.append(f"t{self.threads}")
+        if self.streams:
+            parts.append(f"s{self.streams}")
+        if self.fp16:
+            parts.append("fp16")
+        if self.precision != "auto":
+            parts.append(self.precision)
+        parts.append(f"b{self.batch}")
+        return " ".join(parts)
+
+
+def rss() -> int:
+    return psutil.Process().memory_info().rss
+
+
+def open_engine(
+    model: Path, engine: str, provider: str | None = None, threads: int | None = None, fp16: bool = False,
+    precision: str = "auto", streams: int | None = None,
+):
+    """Load ``model`` with the named engine; None for provider/threads/streams leaves the engine's default.
+
+    Raises whatever the engine loader raises for a bad name, file or provider (ConfigError,
+    ModelError, DependencyError): all are one-line user errors.
+    """
+    from perception.engines import EngineOptions, load_engine
+
+    options: dict[str, Any] = {"fp16": fp16, "precision": precision}
+    engine, variant_options = ENGINE_VARIANTS.get(engine, (engine, {}))
+    options.update(variant_options)
+    if provider:
+        options["provider"] = provider
+    if threads:
+        options["threads"] = threads
+    if streams:
+        options["streams"] = streams
+    return load_engine(engine, model, load_config(EngineOptions, options, source="perception bench"))
+
+
+def load_case(case: Case) -> None:
+    if case.threads and case.streams and case.threads < case.streams:
+        case.skipped = f"--threads {case.threads} is fewer than --streams {case.streams} (threads are the total)"
+        return
+    case.rss_before_load = rss()
+    t0 = time.perf_counter()
+    try:
+        case.engine = open_engine(case.model, case.engine_name, case.provider, case.threads, case.fp16, case.precision,
+                                  case.streams)
+        if (case.streams or 1) > 1:
+            case.workers = [case.engine.worker() for _ in range(case.streams)]
+    except PerceptionError as exc:
+        if case.precision == "auto":
+            raise
+        # A precision grid crosses engines with precisions some of them lack (ort + bf16, a CPU
+        # without BF16, no INT8 sibling): report the pairing as skipped, measure the rest.
+        case.skipped = str(exc)
+        return
+    case.load_s = time.perf_counter() - t0
+    case.rss_after_load = rss()
+
+
+def prepare_batches(case: Case, frames_by_hw: dict[tuple[int, int], list[np.ndarray]], seed: int,
+                     spec: str = "") -> None:
+    meta = case.engine.metadata
+    if case.batch > 1 and not meta.dynamic_batch:
+        case.skipped = f"model {case.model.name} has a fixed batch of 1 (export it with a dynamic batch)"
+        return
+    hw = (int(meta.input_hw[0]), int(meta.input_hw[1]))
+    if hw not in frames_by_hw:
+        frames_by_hw[hw] = bench_frames(hw, FRAME_POOL, seed, spec)
+    pool = frames_by_hw[hw]
+    # Pre-stacked batches: building a batch is not part of inference, so it stays out of the timing.
+    case.batches = [
+        np.ascontiguousarray(np.stack([pool[(i + j) % len(pool)] for j in range(case.batch)]))
+        for i in range(len(pool))
+    ]
+
+
+def file_precision(model: Path) -> str:
+    from perception.modelfile import read_model_metadata
+
+    return read_model_metadata(model).precision
+
+
+def measure_agreement(cases: list[Case]) -> None:
+    """Each case's class-id agreement with ONNX Runtime FP32 on its own frames (outside the timing).
+
+    The reference is loaded once per model file (ONNX files only; a checkpoint or serialized
+    engine has no ORT reference and gets None).
+    """
+    references: dict[Path, Any] = {}
+    expected: dict[tuple[Path, int], list[np.ndarray]] = {}
+    try:
+        for case in cases:
+            if case.model.suffix.lower() != ".onnx":
+                continue
+            if case.model not in references:
+                references[case.model] = open_engine(case.model, "ort", "cpu", case.threads)
+            key = (case.model, case.batch)
+            if key not in expected:
+                expected[key] = [references[case.model].infer(b)["class_ids"] for b in case.batches]
+            got = [case.engine.infer(b)["class_ids"] for b in case.batches]
+            case.agreement = float(np.mean([np.mean(g == e) for g, e in zip(got, expected[key], strict=True)]))
+    finally:
+        for ref in references.values():
+            ref.close()
