@@ -171,3 +171,34 @@ def test_kerbside_lines_are_lane_paint_beside_the_kerb():
     # Two parallel lines: rows near the camera cross two separate runs of paint.
     runs = [np.count_nonzero(np.diff(np.concatenate([[0], r.astype(int)])) == 1) for r in lane[120:] if r.any()]
     assert runs.count(2) >= 5, runs
+
+
+def test_a_car_is_labelled_down_to_the_road_and_its_lower_panels_mirror_the_road():
+    """The rear of a car ahead: car pixels run from the roof to the ground (the dark gap under the
+    body is part of the car, as annotated datasets draw it), and the lower body panel sits between
+    the paint and the asphalt in colour (gloss reflecting the road), the upper panel is the paint."""
+    from perception.synthetic.render.projection import View
+    from perception.synthetic.world import Vehicle
+
+    size = (240, 320)
+    scene = _plain_scene(5, size)
+    road = scene.road
+    paint = np.array([30.0, 30.0, 180.0])
+    scene.vehicles.append(Vehicle(lane=road.ego_lane, d_m=6.0, speed_mps=0.0, oncoming=False, width_m=1.8,
+                                  height_m=1.5, length_m=4.5, kind="sedan", body_bgr=tuple(paint)))
+    image, label = _render(scene, size)
+    u, v_ground, k = View(scene).anchor(road.lane_centre(road.ego_lane), 6.0)
+    col = int(round(u - 0.45 * k))  # left of the plate, right of the left lamp and wheel
+
+    def at(height_m):
+        return int(round(v_ground - height_m * k)), col
+
+    car_rows = np.flatnonzero(label[:, col] == CLASS_ID["car"])
+    assert len(car_rows) > 30 and car_rows[-1] - car_rows[0] + 1 == len(car_rows), "one unbroken run of car pixels"
+    assert abs(car_rows[-1] - v_ground) <= 2, "the car's label reaches the ground"
+    assert image[at(0.12)].max() < 40, "the gap under the body is near black"
+    asphalt = np.asarray(road.asphalt_bgr, np.float32)
+    upper, lower = image[at(0.8)].astype(np.float32), image[at(0.53)].astype(np.float32)
+    assert np.abs(upper - paint).max() <= 2
+    assert np.linalg.norm(lower - asphalt) < np.linalg.norm(upper - asphalt)
+    assert lower[2] < upper[2] and label[at(0.53)] == CLASS_ID["car"]

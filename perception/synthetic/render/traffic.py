@@ -1,4 +1,4 @@
-"""Road users: cars, vans and trucks (side face, rear or front, lamps, plate), pedestrians and cyclists.
+"""Road users: cars, vans and trucks (side face, rear or front, lamps, plate, rims, underbody), pedestrians and cyclists.
 
 Each ``draw_*`` paints one road user into the material map; the renderer calls them in painter's
 order (furthest first).
@@ -31,6 +31,16 @@ def draw_vehicle(mat: np.ndarray, scene: Scene, view: View, pal: Palette, v: Veh
     glass = pal.object((45, 40, 38), car)
     trim = pal.object((35, 35, 38), car)
     tyre = pal.object((22, 22, 24), car)
+    # Real paint is glossy: the lower panels mirror the road and sit in the body's own shade, the
+    # gap under the body is near black, and wheels show rims (silver or dark; from the body colour,
+    # so the world's random stream is unchanged). Annotated datasets draw a vehicle's outline down
+    # to the ground, so the gap between the wheels is labelled car too.
+    road_bgr = np.asarray(scene.road.asphalt_bgr, np.float32)
+    low_bgr = (0.6 * body_bgr + 0.4 * road_bgr) * 0.8
+    body_low = pal.object(low_bgr, car)
+    side_low = pal.object(low_bgr * 0.78, car)
+    underbody = pal.object((14, 14, 16), car)
+    rim = pal.object((150, 152, 156) if int(body_bgr.sum()) % 3 else (60, 60, 64), car)
     truck = v.kind in ("truck", "bus")  # box bodies: the side face runs the full height
     bus = v.kind == "bus"
     belt = v.height_m * (0.58 if v.kind in ("sedan", "suv", "hatchback", "pickup") else 0.5)
@@ -40,7 +50,13 @@ def draw_vehicle(mat: np.ndarray, scene: Scene, view: View, pal: Palette, v: Veh
         s_side = s_c - half if x_c > 0 else s_c + half
         far = v.d_m + v.length_m
         top = v.height_m if truck else belt
-        fill(mat, view.strip(s_side, s_side, np.array([v.d_m, far]), 0.3, top), side_body)
+        span = np.array([v.d_m, far])
+        # Sill and the shadowed gap under it, then the door panels: the lower part reflects the road.
+        fill(mat, view.strip(s_side, s_side, span, 0.0, 0.3), underbody)
+        fill(mat, view.strip(s_side, s_side, span, 0.18, 0.32), trim)
+        low = 0.3 + 0.4 * (top - 0.3)
+        fill(mat, view.strip(s_side, s_side, span, 0.3, low), side_low)
+        fill(mat, view.strip(s_side, s_side, span, low, top), side_body)
         if bus:  # a band of passenger windows
             fill(mat, view.strip(s_side, s_side, np.array([v.d_m + 0.4, far - 0.4]), 1.25, v.height_m - 0.3), glass)
         elif not truck:
@@ -48,12 +64,17 @@ def draw_vehicle(mat: np.ndarray, scene: Scene, view: View, pal: Palette, v: Veh
             fill(mat, view.strip(s_side, s_side, cab, belt, v.height_m * 0.93), glass)
         for dw in (v.d_m + 0.9, far - 0.9):
             fill(mat, view.strip(s_side, s_side, np.array([dw - 0.35, dw + 0.35]), 0.0, 0.6), tyre)
+            fill(mat, view.strip(s_side, s_side, np.array([dw - 0.2, dw + 0.2]), 0.12, 0.48), rim)
     # The face towards the camera: rear of same-direction traffic, front of oncoming traffic.
     wheel_w = 0.24
     wheels = np.array([[-half + 0.05, -half + 0.05 + wheel_w, 0.0, 0.5], [half - 0.05 - wheel_w, half - 0.05, 0.0, 0.5]])
+    fill(mat, rects(u, vg, k, np.array([[-half + 0.05, half - 0.05, 0.0, 0.3]])), underbody)
     fill(mat, rects(u, vg, k, wheels), tyre)
     fill(mat, rects(u, vg, k, np.array([[-half, half, 0.28, 0.5]])), trim)
-    fill(mat, rects(u, vg, k, np.array([[-half, half, 0.48, v.height_m if truck else belt]])), body)
+    face_top = v.height_m if truck else belt
+    low = 0.48 + 0.35 * (face_top - 0.48)
+    fill(mat, rects(u, vg, k, np.array([[-half, half, 0.48, low]])), body_low)
+    fill(mat, rects(u, vg, k, np.array([[-half, half, low, face_top]])), body)
     if bus:  # windscreen (front) or rear window
         low = 1.0 if v.oncoming else 1.9
         fill(mat, rects(u, vg, k, np.array([[-half + 0.12, half - 0.12, low, v.height_m - 0.25]])), glass)
