@@ -202,3 +202,45 @@ def test_a_car_is_labelled_down_to_the_road_and_its_lower_panels_mirror_the_road
     assert np.abs(upper - paint).max() <= 2
     assert np.linalg.norm(lower - asphalt) < np.linalg.norm(upper - asphalt)
     assert lower[2] < upper[2] and label[at(0.53)] == CLASS_ID["car"]
+
+
+def test_a_parked_car_side_is_car_down_to_the_ground_between_its_tyres_and_road_beyond_its_ends():
+    """The side of a car in the next lane: at ground level the dark gap between the tyres is car,
+    and the road stays visible beyond the car's far end (an outline drawn bumper to tyre)."""
+    from perception.synthetic.render.projection import View
+    from perception.synthetic.world import Vehicle
+
+    size = (240, 320)
+    scene = _plain_scene(5, size)
+    road = scene.road
+    lane = road.ego_lane + 1 if road.ego_lane + 1 < road.n_lanes else road.ego_lane - 1
+    d, length = 8.0, 4.5
+    scene.vehicles.append(Vehicle(lane=lane, d_m=d, speed_mps=0.0, oncoming=False, width_m=1.8, height_m=1.5,
+                                  length_m=length, kind="sedan", body_bgr=(30, 30, 180)))
+    image, label = _render(scene, size)
+    view = View(scene)
+    s_c = road.lane_centre(lane)
+    s_side = s_c - 0.9 if view.lateral(s_c, d) > 0 else s_c + 0.9
+
+    def px(d_m, height_m):
+        u, v = view.project(s_side, d_m, height_m)
+        return int(round(float(v))), int(round(float(u)))
+
+    gap = px(d + length / 2, 0.1)  # mid-car, under the sill
+    assert label[gap] == CLASS_ID["car"] and image[gap].max() < 40
+    for where in (d + length - 0.25, d + length + 0.4):  # under the far overhang, and past the far end
+        assert label[px(where, 0.03)] in (ROAD, SYNTHETIC_CLASSES.id_of("lane_marking")), where
+
+
+def test_a_full_palette_never_gives_a_painted_panel_a_lamps_glow():
+    car = CLASS_ID["car"]
+    pal = Palette()
+    lamp = pal.object((40, 40, 255), car, emissive=True)
+    paint = pal.object((30, 30, 150), car)
+    i = 0
+    while pal._n_object < 256 - SYNTHETIC_CLASSES.num_classes:  # fill the palette with other colours
+        pal.object((i % 200, 100 + i // 200, 0), CLASS_ID["building"])
+        i += 1
+    # Closest in colour to the lamp, but not a light: it gets the painted material.
+    assert pal.object((40, 40, 250), car) == paint
+    assert pal.object((30, 30, 160), car, emissive=True) == lamp

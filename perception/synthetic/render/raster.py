@@ -73,8 +73,12 @@ class Palette:
             self._n_ground += 1
         elif self._n_object >= 256 - RESERVED_SLOTS and class_id in self._first_of_class:
             # Palette (nearly) full: reuse the closest colour of the same class (label exact, colour
-            # approximate). The last slots stay reserved for the first material of each class.
-            same = np.flatnonzero(self.class_id[OBJECT_BASE : self._n_object] == class_id) + OBJECT_BASE
+            # approximate), and of the same kind of light where there is one (a painted panel must not
+            # glow like a lamp). The last slots stay reserved for the first material of each class.
+            used = slice(OBJECT_BASE, self._n_object)
+            same_class = self.class_id[used] == class_id
+            same_light = same_class & (self.emissive[used] == emissive) & (self.lamp[used] == lamp)
+            same = np.flatnonzero(same_light if same_light.any() else same_class) + OBJECT_BASE
             error = np.abs(self.bgr[same] - np.asarray(key[:3], np.float32)).sum(axis=1)
             return int(same[int(np.argmin(error))])
         else:

@@ -15,6 +15,11 @@ from perception.synthetic.render.projection import NEAR_CLIP_M, View
 from perception.synthetic.render.raster import CLASS_ID, SCALE, SHIFT, Palette, fill, rects
 from perception.synthetic.world import Person, Scene, Vehicle
 
+#: Vehicles nearer than this get the road-tinted lower panels (further ones are a few pixels tall).
+LOW_PANEL_MAX_M = 30.0
+#: The road-tinted band ends at most this high (a box truck's side is not all lower panel).
+LOW_PANEL_TOP_M = 0.75
+
 
 def draw_vehicle(mat: np.ndarray, scene: Scene, view: View, pal: Palette, v: Vehicle) -> None:
     """A vehicle: its visible side, then the face towards the camera (rear or front) with lamps and plate."""
@@ -33,12 +38,15 @@ def draw_vehicle(mat: np.ndarray, scene: Scene, view: View, pal: Palette, v: Veh
     tyre = pal.object((22, 22, 24), car)
     # Real paint is glossy: the lower panels mirror the road and sit in the body's own shade, the
     # gap under the body is near black, and wheels show rims (silver or dark; from the body colour,
-    # so the world's random stream is unchanged). Annotated datasets draw a vehicle's outline down
-    # to the ground, so the gap between the wheels is labelled car too.
-    road_bgr = np.asarray(scene.road.asphalt_bgr, np.float32)
-    low_bgr = (0.6 * body_bgr + 0.4 * road_bgr) * 0.8
-    body_low = pal.object(low_bgr, car)
-    side_low = pal.object(low_bgr * 0.78, car)
+    # so the world's random stream is unchanged). Annotated datasets draw a vehicle's outline from
+    # the bumpers down to the tyres, so the gap between the wheels is labelled car too. The panel
+    # tint takes two palette slots per vehicle, so only vehicles near enough to show it get it (a
+    # full palette would draw the nearest objects, painted last, in stand-in colours).
+    if v.d_m < LOW_PANEL_MAX_M:
+        low_bgr = (0.6 * body_bgr + 0.4 * np.asarray(road.asphalt_bgr, np.float32)) * 0.8
+        body_low, side_low = pal.object(low_bgr, car), pal.object(low_bgr * 0.78, car)
+    else:
+        body_low, side_low = body, side_body
     underbody = pal.object((14, 14, 16), car)
     rim = pal.object((150, 152, 156) if int(body_bgr.sum()) % 3 else (60, 60, 64), car)
     truck = v.kind in ("truck", "bus")  # box bodies: the side face runs the full height
@@ -51,10 +59,12 @@ def draw_vehicle(mat: np.ndarray, scene: Scene, view: View, pal: Palette, v: Veh
         far = v.d_m + v.length_m
         top = v.height_m if truck else belt
         span = np.array([v.d_m, far])
-        # Sill and the shadowed gap under it, then the door panels: the lower part reflects the road.
-        fill(mat, view.strip(s_side, s_side, span, 0.0, 0.3), underbody)
-        fill(mat, view.strip(s_side, s_side, span, 0.18, 0.32), trim)
-        low = 0.3 + 0.4 * (top - 0.3)
+        # The shadowed gap and the sill between the tyres' outer edges (the road shows under the
+        # overhangs), then the door panels: the lower part reflects the road.
+        between_tyres = np.array([v.d_m + 0.55, far - 0.55])
+        fill(mat, view.strip(s_side, s_side, between_tyres, 0.0, 0.3), underbody)
+        fill(mat, view.strip(s_side, s_side, between_tyres, 0.18, 0.32), trim)
+        low = min(0.3 + 0.4 * (top - 0.3), LOW_PANEL_TOP_M)
         fill(mat, view.strip(s_side, s_side, span, 0.3, low), side_low)
         fill(mat, view.strip(s_side, s_side, span, low, top), side_body)
         if bus:  # a band of passenger windows
@@ -72,9 +82,9 @@ def draw_vehicle(mat: np.ndarray, scene: Scene, view: View, pal: Palette, v: Veh
     fill(mat, rects(u, vg, k, wheels), tyre)
     fill(mat, rects(u, vg, k, np.array([[-half, half, 0.28, 0.5]])), trim)
     face_top = v.height_m if truck else belt
-    low = 0.48 + 0.35 * (face_top - 0.48)
-    fill(mat, rects(u, vg, k, np.array([[-half, half, 0.48, low]])), body_low)
-    fill(mat, rects(u, vg, k, np.array([[-half, half, low, face_top]])), body)
+    panel = min(0.48 + 0.35 * (face_top - 0.48), LOW_PANEL_TOP_M)
+    fill(mat, rects(u, vg, k, np.array([[-half, half, 0.48, panel]])), body_low)
+    fill(mat, rects(u, vg, k, np.array([[-half, half, panel, face_top]])), body)
     if bus:  # windscreen (front) or rear window
         low = 1.0 if v.oncoming else 1.9
         fill(mat, rects(u, vg, k, np.array([[-half + 0.12, half - 0.12, low, v.height_m - 0.25]])), glass)
