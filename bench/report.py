@@ -1,6 +1,6 @@
 """Markdown tables and PNG plots made from a bench JSON file.
 
-``write_report(results, out_dir)`` writes ``bench.md`` and the plots next to it; every figure in
+``write_report(results, out_dir)`` writes ``bench.md`` and the plots (``plots.py``) next to it; every figure in
 them is read from the JSON, so ``perception bench report out/bench/bench.json`` regenerates the
 same report later (or on another machine) without measuring again. Plots use matplotlib's Agg
 backend: no display is needed.
@@ -12,8 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from perception.bench.plots import plot_engine, plot_pipeline
 from perception.errors import ConfigError
 
 #: Schema id of bench JSON files; bump on an incompatible change.
@@ -48,8 +47,8 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> dict[str, Path
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    written.update(_plot_engine(results, out))
-    written.update(_plot_pipeline(results, out))
+    written.update(plot_engine(results, out))
+    written.update(plot_pipeline(results, out))
     md = render_markdown(results, plots={k: v.name for k, v in written.items()})
     path = out / "perception.bench.md"
     path.write_text(md, encoding="utf-8")
@@ -287,119 +286,6 @@ def _environment_section(env: dict[str, Any]) -> list[str]:
         ["GPU", gpus or "none"],
     ]
     return ["## Environment", ""] + _table(["", ""], rows)
-
-
-# --------------------------------------------------------------------------------------------
-# Plots
-# --------------------------------------------------------------------------------------------
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display on a car computer or in CI
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _cdf(ax, samples_ms: list[float], label: str) -> None:
-    x = np.sort(np.asarray(samples_ms, dtype=np.float64))
-    y = np.arange(1, x.size + 1) / x.size
-    ax.step(x, y, where="post", label=label)
-
-
-def _log_x_if_wide(ax, samples_ms: list[float]) -> None:
-    # Configurations 100x apart would squash the fast ones against the axis on a linear scale.
-    positive = [s for s in samples_ms if s > 0]
-    if positive and max(positive) / min(positive) > 20:
-        ax.set_xscale("log")
-
-
-def _latency_cdf(plt, curves: list[tuple[list[float], str]], *, xlabel: str, ylabel: str, title: str,
-                 legend_size: int):
-    """A figure of latency CDFs (one per ``(samples_ms, label)``), with the p99 line marked."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for samples_ms, label in curves:
-        _cdf(ax, samples_ms, label)
-    _log_x_if_wide(ax, [s for samples_ms, _ in curves for s in samples_ms])
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.axhline(0.99, color="grey", lw=0.5, ls="--")
-    ax.legend(fontsize=legend_size)
-    return fig
-
-
-def _save(plt, fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _plot_engine(results: dict[str, Any], out: Path) -> dict[str, Path]:
-    rows = [r for r in results.get("engine", {}).get("results", []) if not r.get("skipped")]
-    if not rows:
-        return {}
-    plt = _pyplot()
-    written = {}
-    fig = _latency_cdf(plt, [(r["samples_ms"], f"#{i} {r['label']}") for i, r in enumerate(rows, start=1)],
-                       xlabel="latency per infer call (ms)", ylabel="fraction of calls <= x",
-                       title="Engine latency CDF", legend_size=7)
-    written["engine_cdf"] = _save(plt, fig, out / "engine_latency_cdf.png")
-
-    fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.5))
-    labels = [f"#{i} {r['label']}" for i, r in enumerate(rows, start=1)]
-    ax.barh(labels, [r["throughput_ips"] for r in rows])
-    ax.invert_yaxis()
-    ax.set_xlabel("images / s")
-    ax.set_title("Engine throughput")
-    ax.tick_params(axis="y", labelsize=7)
-    written["engine_fps"] = _save(plt, fig, out / "engine_fps.png")
-    return written
-
-
-def _plot_pipeline(results: dict[str, Any], out: Path) -> dict[str, Path]:
-    p = results.get("pipeline")
-    if not p:
-        return {}
-    plt = _pyplot()
-    written = {}
-    base = results.get("baseline")
-    if p.get("capture_to_receive_samples_ms"):
-        curves = [(p["capture_to_receive_samples_ms"], "node: capture -> receive")]
-        if base and base.get("samples_ms"):
-            curves.append((base["samples_ms"], "serial baseline: capture -> publish"))
-        fig = _latency_cdf(plt, curves, xlabel="latency (ms)", ylabel="fraction of frames <= x",
-                           title="End-to-end latency CDF", legend_size=8)
-        written["pipeline_cdf"] = _save(plt, fig, out / "pipeline_latency_cdf.png")
-    stages = {k: v for k, v in (p.get("stages_ms") or {}).items() if v.get("count")}
-    if stages:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        names = list(stages)
-        x = np.arange(len(names))
-        for j, pct in enumerate(("p50", "p90", "p99")):
-            ax.bar(x + (j - 1) * 0.27, [stages[n][pct] for n in names], width=0.27, label=pct)
-        ax.set_xticks(x, names, rotation=20, fontsize=8)
-        ax.set_ylabel("ms")
-        ax.set_title("Stage latency (from message headers)")
-        ax.legend(fontsize=8)
-        written["pipeline_stages"] = _save(plt, fig, out / "pipeline_stages.png")
-    bars = {"node input": p.get("input_fps"), "node output": p.get("output_fps")}
-    if base:
-        bars["serial baseline"] = base.get("fps")
-    engine_fps = results.get("ratios", {}).get("engine_only_fps")
-    if engine_fps:
-        bars["engine only"] = engine_fps
-    bars = {k: v for k, v in bars.items() if v is not None}
-    if bars:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        ax.bar(list(bars), list(bars.values()))
-        ax.set_ylabel("frames / s")
-        ax.set_title("Pipeline FPS")
-        written["pipeline_fps"] = _save(plt, fig, out / "pipeline_fps.png")
-    return written
 
 
 def new_results(kind: str, command: str) -> dict[str, Any]:
