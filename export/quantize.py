@@ -27,7 +27,9 @@ lost 0.14. TensorRT's INT8 (``symmetric_activations``) has no such sum and keeps
 The uint8 pre-processing (cast, channel swap, normalisation) and the argmax/confidence tail stay
 in float in both: quantising them gains nothing and the argmax over quantised logits would tie.
 The gate (``int8_gate.py``): validation mIoU may drop at most ``MAX_MIOU_DROP_POINTS`` below
-FP32, and the CPU speed-up is measured (median latency of ONNX Runtime FP32 vs INT8).
+FP32, and the CPU speed-up is measured (median latency of ONNX Runtime FP32 vs INT8). The NNCF
+quantiser and its accuracy control live in ``nncf_quant.py``, the graph helpers both quantisers
+share in ``qdq.py``; this module holds the ONNX Runtime quantiser, ``quantize_int8`` and the CLI.
 
 **Accuracy control** (``nncf`` only, ``AccuracyControl``): when plain post-training quantisation
 loses too much, ``nncf.quantize_with_accuracy_control`` quantises the same way, scores FP32 and INT8
@@ -50,12 +52,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
-from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -66,8 +66,15 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from perception.contracts import INPUT_NAME, ModelMetadata
-from perception.errors import ConfigError, DataError, DependencyError, ModelError
+from perception.errors import ConfigError, DataError, ModelError
 from perception.export.int8_gate import MAX_MIOU_DROP_POINTS, Int8Report, gate_int8  # noqa: F401 (re-exported)
+from perception.export.nncf_quant import (  # noqa: F401 (re-exported)
+    AccuracyControl,
+    miou_validation_fn,
+    nncf_available,
+    quantize_nncf,
+)
+from perception.export.qdq import ORT_ERRORS, float_weighted_layers, io_nodes_to_exclude, name_all_nodes
 from perception.modelfile import SATURATION_SAFE_WEIGHT, WEIGHTED_OPS, saturation_safe  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
@@ -80,11 +87,6 @@ log = logging.getLogger(__name__)
 OVERFLOW_FIXES = ("enable", "first_layer", "disable")
 #: Quantisers ``quantize_int8`` knows (``auto``: nncf when installed, else ort).
 QUANTIZERS = ("auto", "nncf", "ort")
-#: ONNX Runtime's own exception types (Fail, InvalidGraph, ...), raised by the calibration
-#: sessions; they derive from Exception only, so they are listed here to become a ModelError.
-_ORT_ERRORS: tuple[type[Exception], ...] = tuple(
-    value for value in vars(_ort_state).values() if isinstance(value, type) and issubclass(value, Exception)
-)
 
 
 class CalibrationImages(CalibrationDataReader):
@@ -102,114 +104,6 @@ class CalibrationImages(CalibrationDataReader):
 
     def rewind(self) -> None:
         self._iter = iter(self._images)
-
-
-def io_nodes_to_exclude(proto: onnx.ModelProto) -> list[str]:
-    """Names of the pre-processing and output-tail nodes to keep in float.
-
-    Pre-processing: nodes with no weighted op (WEIGHTED_OPS) upstream. Tail: non-weighted nodes
-    with no weighted op downstream (final upsampling, softmax, argmax, casts). Found from the
-    graph rather than by name because the exporter's node names are not stable across versions.
-    """
-    nodes = list(proto.graph.node)
-    producer = {out: i for i, n in enumerate(nodes) for out in n.output}
-    consumers: dict[str, list[int]] = {}
-    for i, n in enumerate(nodes):
-        for name in n.input:
-            consumers.setdefault(name, []).append(i)
-    # Nodes are topologically sorted in a valid ONNX graph: one forward and one backward sweep.
-    weighted_above = [False] * len(nodes)
-    for i, n in enumerate(nodes):
-        weighted_above[i] = any(
-            nodes[producer[x]].op_type in WEIGHTED_OPS or weighted_above[producer[x]] for x in n.input if x in producer
-        )
-    weighted_below = [False] * len(nodes)
-    for i in range(len(nodes) - 1, -1, -1):
-        weighted_below[i] = any(
-            nodes[j].op_type in WEIGHTED_OPS or weighted_below[j] for out in nodes[i].output for j in consumers.get(out, [])
-        )
-    return [
-        n.name
-        for i, n in enumerate(nodes)
-        if n.op_type not in WEIGHTED_OPS and (not weighted_above[i] or not weighted_below[i])
-    ]
-
-
-def name_all_nodes(proto: onnx.ModelProto) -> None:
-    """Give unnamed nodes unique names (the quantiser selects nodes by name)."""
-    taken = {n.name for n in proto.graph.node if n.name}
-    for i, node in enumerate(proto.graph.node):
-        if not node.name:
-            name = f"{node.op_type}_{i}"
-            while name in taken:
-                name += "_"
-            node.name = name
-            taken.add(name)
-
-
-@dataclass(frozen=True)
-class AccuracyControl:
-    """Labelled images and the mIoU budget of ``nncf.quantize_with_accuracy_control`` (module docstring).
-
-    Attributes:
-        samples: (uint8 BGR image, label) pairs at the model's input size, not the gate's images.
-        max_drop_points: the largest mIoU loss (points, 0..100) the search accepts on ``samples``.
-        ranking_count: images NNCF ranks the quantised layers on (the first ones of ``samples``).
-    """
-
-    samples: list
-    max_drop_points: float = 0.4
-    ranking_count: int = 30
-
-
-def class_id_runner(model: onnx.ModelProto):
-    """``image -> class ids`` for an in-memory model: OpenVINO at f32 when installed (its VNNI/AMX
-    INT8 kernels ran the default model's QDQ graph about 6x faster than ONNX Runtime's on the
-    2-core Xeon, and accuracy control scores dozens of candidate models), else ONNX Runtime."""
-    from perception.contracts import OUTPUT_CLASS_IDS
-
-    try:
-        from perception.engines.openvino import shared_core
-        core = shared_core()
-    except (ImportError, DependencyError):
-        from perception.export.verify import ort_session
-
-        session = ort_session(model)
-        return lambda image: session.run([OUTPUT_CLASS_IDS], {INPUT_NAME: image[None]})[0][0]
-    with tempfile.TemporaryDirectory(prefix="perception-ac-") as tmp:
-        path = Path(tmp) / "candidate.onnx"
-        onnx.save(model, str(path))
-        compiled = core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    request = compiled.create_infer_request()
-
-    def run(image: np.ndarray) -> np.ndarray:
-        request.infer({0: image[None]})
-        return request.get_tensor(OUTPUT_CLASS_IDS).data[0].copy()
-
-    return run
-
-
-def miou_validation_fn(class_table):
-    """NNCF's ``validation_fn`` for ONNX models: ``(model, items) -> (mIoU, per-image mIoU)``.
-
-    The per-image values let NNCF rank layers by the metric itself, with one compiled model per
-    call (NNCF calls it once per candidate model on the whole set, or the ranking subset).
-    """
-    from perception.metrics import ConfusionMatrix
-
-    def validate(model: onnx.ModelProto, items) -> tuple[float, list[float]]:
-        run = class_id_runner(model)
-        total = ConfusionMatrix(class_table.num_classes, ignore_id=class_table.ignore_id)
-        per_image = []
-        for image, label in items:
-            class_ids = run(image)
-            one = ConfusionMatrix(class_table.num_classes, ignore_id=class_table.ignore_id)
-            one.update(class_ids, label)
-            total.merge(one)
-            per_image.append(one.miou())
-        return total.miou(), per_image
-
-    return validate
 
 
 def quantize_int8(
@@ -276,7 +170,7 @@ def quantize_int8(
             raise ConfigError("INT8 accuracy control needs NNCF: pip install 'perception[openvino]'")
         _check_samples(accuracy_control.samples, (h, w), what="accuracy-control")
     if quantizer == "nncf":
-        result = _quantize_nncf(Path(fp32_path), calib_images, metadata, accuracy_control, overflow_fix)
+        result = quantize_nncf(Path(fp32_path), calib_images, metadata, accuracy_control, overflow_fix)
         result = finish_model(result, with_precision(metadata, "int8"))
         save_model(result, out_path)
         return Path(out_path)
@@ -312,19 +206,11 @@ def quantize_int8(
                 extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True},
             )
             result = onnx.load(str(quantized))
-        except (RuntimeError, ValueError, onnx.checker.ValidationError, *_ORT_ERRORS) as exc:
+        except (RuntimeError, ValueError, onnx.checker.ValidationError, *ORT_ERRORS) as exc:
             raise ModelError(f"INT8 quantisation failed: {str(exc).splitlines()[0][:300]}") from exc
     result = finish_model(result, with_precision(metadata, "int8"))
     save_model(result, out_path)
     return out_path
-
-
-def float_weighted_layers(proto: onnx.ModelProto) -> tuple[int, int]:
-    """(weighted layers whose weights are not quantised, all weighted layers) of a QDQ model: what
-    accuracy control handed back to float."""
-    dequantized = {out for n in proto.graph.node if n.op_type == "DequantizeLinear" for out in n.output}
-    weighted = [n for n in proto.graph.node if n.op_type in WEIGHTED_OPS]
-    return sum(1 for n in weighted if len(n.input) < 2 or n.input[1] not in dequantized), len(weighted)
 
 
 def _check_samples(samples: list, input_hw: tuple[int, int], *, what: str) -> None:
@@ -336,56 +222,6 @@ def _check_samples(samples: list, input_hw: tuple[int, int], *, what: str) -> No
             raise DataError(f"INT8 {what} image {i} has no label; pass a labelled dataset")
         if image.shape[:2] != tuple(input_hw) or label.shape != tuple(input_hw):
             raise DataError(f"INT8 {what} image {i} is not at the model input size {input_hw[0]}x{input_hw[1]}")
-
-
-def nncf_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("nncf") is not None
-
-
-def _quantize_nncf(
-    fp32_path: Path, calib_images: list[np.ndarray], metadata: ModelMetadata, accuracy_control: AccuracyControl | None,
-    overflow_fix: str,
-) -> onnx.ModelProto:
-    """NNCF post-training quantisation of the ONNX graph at ``fp32_path``, with accuracy control
-    when asked (see module docstring)."""
-    import nncf
-    from nncf.quantization.advanced_parameters import (
-        AdvancedAccuracyRestorerParameters,
-        AdvancedQuantizationParameters,
-        OverflowFix,
-    )
-
-    proto = onnx.load(str(fp32_path))
-    name_all_nodes(proto)
-    dataset = nncf.Dataset(calib_images, lambda image: {INPUT_NAME: image[None]})
-    common = {
-        "subset_size": len(calib_images),
-        "preset": nncf.QuantizationPreset.PERFORMANCE,  # symmetric weights and activations where it can
-        "ignored_scope": nncf.IgnoredScope(names=io_nodes_to_exclude(proto), validate=False),
-    }
-    fixes = {"enable": OverflowFix.ENABLE, "first_layer": OverflowFix.FIRST_LAYER, "disable": OverflowFix.DISABLE}
-    advanced = AdvancedQuantizationParameters(overflow_fix=fixes[overflow_fix])
-    try:
-        if accuracy_control is None:
-            return nncf.quantize(proto, dataset, advanced_parameters=advanced, **common)
-        return nncf.quantize_with_accuracy_control(
-            proto,
-            dataset,
-            nncf.Dataset(accuracy_control.samples, lambda sample: {INPUT_NAME: sample[0][None]}),
-            miou_validation_fn(metadata.class_table),
-            max_drop=accuracy_control.max_drop_points / 100.0,  # mIoU is a 0..1 fraction here
-            drop_type=nncf.DropType.ABSOLUTE,
-            advanced_quantization_parameters=advanced,
-            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
-                ranking_subset_size=min(accuracy_control.ranking_count, len(accuracy_control.samples)),
-            ),
-            **common,
-        )
-    except (RuntimeError, ValueError, nncf.InternalError, nncf.ValidationError, nncf.UnsupportedModelError,
-            *_ORT_ERRORS) as exc:
-        raise ModelError(f"INT8 quantisation (nncf) failed: {str(exc).splitlines()[0][:300]}") from exc
 
 
 def main(argv: list[str] | None = None) -> int:
