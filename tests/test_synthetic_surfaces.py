@@ -9,7 +9,9 @@ import numpy as np
 from perception.synthetic import SYNTHETIC_CLASSES
 from perception.synthetic.drive import scene_for_seed
 from perception.synthetic.render import Renderer
+from perception.synthetic.render.projection import View
 from perception.synthetic.render.raster import CLASS_ID, Palette
+from perception.synthetic.world import Vehicle
 from perception.synthetic.world.objects import bare_branches, make_tree
 
 H, W = 120, 160
@@ -173,20 +175,29 @@ def test_kerbside_lines_are_lane_paint_beside_the_kerb():
     assert runs.count(2) >= 5, runs
 
 
+SEDAN_PAINT = (30, 30, 180)
+SEDAN_LENGTH_M = 4.5
+
+
+def _sedan_at(d_m: float, *, next_lane: bool = False, size=(240, 320)):
+    """(scene, image, label): a plain scene with one red sedan ``d_m`` ahead, in the ego lane or the next."""
+    scene = _plain_scene(5, size)
+    lane = scene.road.ego_lane
+    if next_lane:
+        lane = lane + 1 if lane + 1 < scene.road.n_lanes else lane - 1
+    scene.vehicles.append(Vehicle(lane=lane, d_m=d_m, speed_mps=0.0, oncoming=False, width_m=1.8,
+                                  height_m=1.5, length_m=SEDAN_LENGTH_M, kind="sedan", body_bgr=SEDAN_PAINT))
+    image, label = _render(scene, size)
+    return scene, image, label
+
+
 def test_a_car_is_labelled_down_to_the_road_and_its_lower_panels_mirror_the_road():
     """The rear of a car ahead: car pixels run from the roof to the ground (the dark gap under the
     body is part of the car, as annotated datasets draw it), and the lower body panel sits between
     the paint and the asphalt in colour (gloss reflecting the road), the upper panel is the paint."""
-    from perception.synthetic.render.projection import View
-    from perception.synthetic.world import Vehicle
-
-    size = (240, 320)
-    scene = _plain_scene(5, size)
+    paint = np.array(SEDAN_PAINT, np.float32)
+    scene, image, label = _sedan_at(6.0)
     road = scene.road
-    paint = np.array([30.0, 30.0, 180.0])
-    scene.vehicles.append(Vehicle(lane=road.ego_lane, d_m=6.0, speed_mps=0.0, oncoming=False, width_m=1.8,
-                                  height_m=1.5, length_m=4.5, kind="sedan", body_bgr=tuple(paint)))
-    image, label = _render(scene, size)
     u, v_ground, k = View(scene).anchor(road.lane_centre(road.ego_lane), 6.0)
     col = int(round(u - 0.45 * k))  # left of the plate, right of the left lamp and wheel
 
@@ -207,19 +218,10 @@ def test_a_car_is_labelled_down_to_the_road_and_its_lower_panels_mirror_the_road
 def test_a_parked_car_side_is_car_down_to_the_ground_between_its_tyres_and_road_beyond_its_ends():
     """The side of a car in the next lane: at ground level the dark gap between the tyres is car,
     and the road stays visible beyond the car's far end (an outline drawn bumper to tyre)."""
-    from perception.synthetic.render.projection import View
-    from perception.synthetic.world import Vehicle
-
-    size = (240, 320)
-    scene = _plain_scene(5, size)
-    road = scene.road
-    lane = road.ego_lane + 1 if road.ego_lane + 1 < road.n_lanes else road.ego_lane - 1
-    d, length = 8.0, 4.5
-    scene.vehicles.append(Vehicle(lane=lane, d_m=d, speed_mps=0.0, oncoming=False, width_m=1.8, height_m=1.5,
-                                  length_m=length, kind="sedan", body_bgr=(30, 30, 180)))
-    image, label = _render(scene, size)
+    d, length = 8.0, SEDAN_LENGTH_M
+    scene, image, label = _sedan_at(d, next_lane=True)
     view = View(scene)
-    s_c = road.lane_centre(lane)
+    s_c = scene.road.lane_centre(scene.vehicles[0].lane)
     s_side = s_c - 0.9 if view.lateral(s_c, d) > 0 else s_c + 0.9
 
     def px(d_m, height_m):
