@@ -241,7 +241,7 @@ def test_a_full_palette_never_gives_a_painted_panel_a_lamps_glow():
     paint = pal.object((30, 30, 150), car)
     i = 0
     while pal._n_object < 256 - SYNTHETIC_CLASSES.num_classes:  # fill the palette with other colours
-        pal.object((i % 200, 100 + i // 200, 0), CLASS_ID["building"])
+        pal.object(((i % 8) * 30, (i // 8 % 8) * 30, (i // 64) * 30), CLASS_ID["building"])  # no two near twins
         i += 1
     # Closest in colour to the lamp, but not a light: it gets the painted material.
     assert pal.object((40, 40, 250), car) == paint

@@ -27,6 +27,12 @@ OBJECT_BASE = 64
 #: Object slots kept for the first material of each class, so a crowded frame never runs out.
 RESERVED_SLOTS = SYNTHETIC_CLASSES.num_classes
 
+#: Once this many object slots are taken, a colour within ``NEAR_COLOUR`` (summed over B, G, R) of
+#: one of the same class and light reuses its slot: far things are drawn first, so this keeps slots
+#: free for the near ones, which would otherwise get the stand-in colours of a full palette.
+CROWDED = OBJECT_BASE + 144
+NEAR_COLOUR = 24.0
+
 #: Sub-pixel precision of the polygon fills (coordinates in 1/4 pixel).
 SHIFT = 2
 SCALE = float(1 << SHIFT)
@@ -71,16 +77,21 @@ class Palette:
                 raise RuntimeError("synthetic renderer: more than 32 ground materials in one frame")
             mid = self._n_ground
             self._n_ground += 1
-        elif self._n_object >= 256 - RESERVED_SLOTS and class_id in self._first_of_class:
-            # Palette (nearly) full: reuse the closest colour of the same class (label exact, colour
+        elif self._n_object >= CROWDED and class_id in self._first_of_class:
+            # Palette crowded: reuse the closest colour of the same class (label exact, colour
             # approximate), and of the same kind of light where there is one (a painted panel must not
-            # glow like a lamp). The last slots stay reserved for the first material of each class.
+            # glow like a lamp): a near twin from now on, any colour once full. The last slots stay
+            # reserved for the first material of each class.
             used = slice(OBJECT_BASE, self._n_object)
             same_class = self.class_id[used] == class_id
             same_light = same_class & (self.emissive[used] == emissive) & (self.lamp[used] == lamp)
             same = np.flatnonzero(same_light if same_light.any() else same_class) + OBJECT_BASE
             error = np.abs(self.bgr[same] - np.asarray(key[:3], np.float32)).sum(axis=1)
-            return int(same[int(np.argmin(error))])
+            best = int(np.argmin(error))
+            if self._n_object >= 256 - RESERVED_SLOTS or (error[best] <= NEAR_COLOUR and same_light.any()):
+                return int(same[best])
+            mid = self._n_object
+            self._n_object += 1
         else:
             mid = self._n_object
             self._n_object += 1

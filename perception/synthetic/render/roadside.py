@@ -9,6 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from perception.synthetic.render.facade import draw_shop_front, draw_windows
 from perception.synthetic.render.projection import NEAR_CLIP_M, View, facade_s, roadside_s
 from perception.synthetic.render.raster import CLASS_ID, SCALE, SHIFT, Palette, fill, rects
 from perception.synthetic.world import Building, Pole, Scene, Tree
@@ -42,52 +43,13 @@ def draw_building(mat: np.ndarray, scene: Scene, view: View, pal: Palette, b: Bu
     poly[:n, 1] = v_f
     poly[n:, 1] = v_top[::-1]
     fill(mat, poly, pal.object(facade_bgr, cls))
-    if not b.hedge and b.height_m > 7.0 and (b.window_spacing_m * 7.0) % 1.0 < 0.45:
-        # A shop front: the ground floor in another colour with a dark display window (a stable
-        # per-building choice, so no extra draw changes the seeded scenes).
-        shop_y = min(b.floor_m, b.height_m)
-        k_f = view.f / d
-        shop = np.empty((2 * n, 2))
-        shop[:n, 0] = u_f
-        shop[n:, 0] = u_f[::-1]
-        shop[:n, 1] = v_f
-        shop[n:, 1] = (v_f - shop_y * k_f)[::-1]
-        fill(mat, shop, pal.object(np.asarray(b.window_bgr, np.float32) * 0.5 + facade_bgr * 0.3, cls))
-        glass = np.empty((2 * n, 2))
-        glass[:n, 0] = u_f
-        glass[n:, 0] = u_f[::-1]
-        glass[:n, 1] = v_f - 0.5 * k_f
-        glass[n:, 1] = (v_f - 0.8 * shop_y * k_f)[::-1]
-        fill(mat, glass, pal.object((50, 45, 40), cls))
-    # Windows, unless too small to see: one fill for all (they never overlap).
-    if b.hedge or b.window_spacing_m * view.f / max(b.d0_m, NEAR_CLIP_M) < 3.0:
+    if b.hedge:
         return
-    n_floors = int((b.height_m - 1.5) / b.floor_m)
-    n_cols = int(b.length_m / b.window_spacing_m)
-    if n_floors < 1 or n_cols < 1:
-        return
-    w0 = b.d0_m + 0.6 + np.arange(n_cols) * b.window_spacing_m
-    w1 = w0 + 0.55 * b.window_spacing_m
-    keep = (w0 > NEAR_CLIP_M) & (w1 < d1 - 0.3)
-    if not keep.any():
-        return
-    w0, w1 = w0[keep], w1[keep]
-    y0 = 1.0 + (np.arange(n_floors) + 0.3) * b.floor_m  # window sills, one per floor
-    y1 = y0 + 0.5 * b.floor_m
-    ua, va = view.project(s_f, w0)
-    ub, vb = view.project(s_f, w1)
-    ka, kb = view.f / w0, view.f / w1
-    quads = np.empty((n_floors, len(w0), 4, 2))
-    quads[:, :, 0, 0] = quads[:, :, 3, 0] = ua
-    quads[:, :, 1, 0] = quads[:, :, 2, 0] = ub
-    quads[:, :, 0, 1] = va - y0[:, None] * ka
-    quads[:, :, 1, 1] = vb - y0[:, None] * kb
-    quads[:, :, 2, 1] = vb - y1[:, None] * kb
-    quads[:, :, 3, 1] = va - y1[:, None] * ka
-    # About half the houses have their lights on at night (floor height is a stable per-building draw).
-    lit = scene.lighting.time_of_day == "night" and (b.floor_m * 10) % 1 < 0.5
-    window_bgr = (80, 190, 250) if lit else b.window_bgr
-    fill(mat, quads.reshape(-1, 4, 2), pal.object(window_bgr, CLASS_ID["building"], emissive=lit))
+    night = scene.lighting.time_of_day == "night"
+    above = 0.0
+    if b.height_m > 5.5 and (b.window_spacing_m * 7.0) % 1.0 < 0.6:  # a stable per-building choice
+        above = draw_shop_front(mat, view, pal, b, s_f, night=night)
+    draw_windows(mat, view, pal, b, s_f, above_m=above, night=night)
 
 
 def draw_tree(mat: np.ndarray, scene: Scene, view: View, pal: Palette, t: Tree) -> None:
