@@ -106,8 +106,11 @@ default-model: $(STAMP_DEV)
 	OMP_WAIT_POLICY=PASSIVE $(BIN)/perception train --config configs/synthetic_default_cpu.yaml --out runs/synthetic_default
 	$(BIN)/perception export --checkpoint runs/synthetic_default/best.pt --out $(DEFAULT_MODEL) --size 288x480 \
 		--confidence --dynamic-batch --verify-data $(SYNTH_VAL)
+	@# --ac-max-drop 0.1: at the default 0.4 the accuracy control kept every layer 8-bit and the file
+	@# lost only 0.23 mIoU, but its class ids agreed with FP32 on 97.4 % of the node's frames, under
+	@# the agreement --engine auto requires; 0.1 returns the first layer to float (99.2 %, -0.03 mIoU).
 	$(BIN)/python -m perception.export.quantize $(DEFAULT_MODEL) --calib $(SYNTH_640) --val-data $(SYNTH_VAL) --val-count 100 \
-		--accuracy-control $(SYNTH_AC) || echo "default-model: the INT8 file missed its mIoU gate; the FP32 model ships alone"
+		--accuracy-control $(SYNTH_AC) --ac-max-drop 0.1 || echo "default-model: the INT8 file missed its mIoU gate; the FP32 model ships alone"
 	$(BIN)/perception eval --model $(DEFAULT_MODEL) --data $(SYNTH_VAL)
 	if [ -f $(CAMVID)/val.txt ]; then $(BIN)/perception eval --model $(DEFAULT_MODEL) --data camvid:$(CAMVID) \
 		$(REAL_ROAD_TASKS) --record --contact-sheet docs/real_road.png; fi
