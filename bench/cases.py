@@ -51,9 +51,10 @@ class Case:
     gpu_peak_mb: float | None = None
     load_s: float = 0.0
     skipped: str | None = None
+    name: str = ""  # the model's short name in labels (``model_names``); the file's stem when empty
 
     def label(self) -> str:
-        parts = [self.model.stem, self.engine_name]
+        parts = [self.name or self.model.stem, self.engine_name]
         if self.engine is not None:
             parts.append(str(self.engine.provider))
         elif self.provider:
@@ -68,6 +69,19 @@ class Case:
             parts.append(self.precision)
         parts.append(f"b{self.batch}")
         return " ".join(parts)
+
+
+def model_names(models: list[Path]) -> dict[Path, str]:
+    """A short name per model file for labels: its stem, or, when two files share a stem (a new and an
+    old ``default.onnx``), as many trailing parts of their paths as it takes to tell them apart
+    (``assets/default``, ``old/default``)."""
+    unique = list(dict.fromkeys(models))
+    for suffix in (False, True):  # m.onnx and m.pt side by side keep their suffixes
+        for depth in range(1, max((len(m.parts) for m in unique), default=1) + 1):
+            names = {m: "/".join((m if suffix else m.with_suffix("")).parts[-depth:]) for m in unique}
+            if len(set(names.values())) == len(unique):
+                return names
+    return {m: str(m) for m in unique}
 
 
 def rss() -> int:

@@ -43,6 +43,7 @@ from perception.bench.cases import (
     file_precision,
     load_case,
     measure_agreement,
+    model_names,
     prepare_batches,
 )
 from perception.bench.env import gpu_memory_mb
@@ -151,6 +152,7 @@ def _result(case: Case, cfg: EngineBenchConfig) -> dict[str, Any]:
     base = {
         "label": case.label(),
         "model": str(case.model),
+        "model_tag": case.name or case.model.stem,
         "model_file_mb": round(case.model.stat().st_size / 2**20, 3),
         "engine": case.engine_name,
         "provider_requested": case.provider,
@@ -218,8 +220,9 @@ def build_cases(cfg: EngineBenchConfig, models: list[Path]) -> list[Case]:
     providers: list[str | None] = list(cfg.providers) or [None]
     threads: list[int | None] = list(cfg.threads) or [None]
     streams: list[int | None] = list(cfg.streams) or [None]
+    names = model_names(models)
     return [
-        Case(model=m, engine_name=e, provider=p, threads=t, batch=b, fp16=h, precision=q, streams=s)
+        Case(model=m, engine_name=e, provider=p, threads=t, batch=b, fp16=h, precision=q, streams=s, name=names[m])
         for m, e, q, p, t, s, h, b in product(models, cfg.engines, cfg.precisions, providers, threads, streams, cfg.fp16,
                                               cfg.batches)
     ]

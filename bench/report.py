@@ -109,6 +109,10 @@ def _engine_section(engine: dict[str, Any], plots: dict[str, str]) -> list[str]:
               "p99 ms", "max ms", "FPS", "img/s", "x img/s #1", "x p99 #1", "load +RSS MB", "peak RSS MB", "GPU MB", "file MB"]
     rows = []
     skipped = []
+    # Files of one architecture share a model name: then the short file name tells them apart.
+    files_of: dict[str, set[str]] = {}
+    for r in engine.get("results", []):
+        files_of.setdefault(r.get("model_name", ""), set()).add(r.get("model", ""))
     for i, r in enumerate(engine.get("results", []), start=1):
         if r.get("skipped"):
             skipped.append(f"- #{i} {r['label']}: skipped, {r['skipped']}")
@@ -118,7 +122,8 @@ def _engine_section(engine: dict[str, Any], plots: dict[str, str]) -> list[str]:
         mem = r.get("memory", {})
         h, w = r["input_hw"]
         rows.append([
-            i, r["model_name"], r["engine"], r["provider"], r["precision"],
+            i, f"{r['model_name']} ({r.get('model_tag', '')})" if len(files_of[r["model_name"]]) > 1 else r["model_name"],
+            r["engine"], r["provider"], r["precision"],
             None if r.get("agreement") is None else round(100 * r["agreement"], 2), f"{h}x{w}", r["batch"], lat["count"],
             lat["p50"], lat["p90"], lat["p99"], lat["max"], r["fps"], r["throughput_ips"],
             ratios.get("throughput_ips"), ratios.get("p99_ms"), mem.get("rss_load_delta_mb"), mem.get("rss_peak_mb"), mem.get("gpu_peak_mb"),

@@ -504,3 +504,21 @@ def test_an_auto_node_is_measured_once_its_probe_has_chosen(tmp_path, capsys):
     (tmp_path / "log").write_text("perception: error: the model file is gone\n")
     with pytest.raises(NodeFailed, match="exited with status 2 while probing engines: perception: error: the model"):
         wait_for_probe(_FakeSub([_stats("probing")]), _FakeProc(2), tmp_path / "log", 30)
+
+
+def test_two_model_files_of_one_name_are_told_apart_in_labels_and_the_report(tiny_model, tmp_path):
+    """``bench engine --model new/default.onnx old/default.onnx``: each row names its file."""
+    from perception.bench.cases import model_names
+
+    (tmp_path / "old").mkdir()
+    old = build_tiny_model(tmp_path / "old" / tiny_model.name, name="tiny")
+    assert model_names([Path("x/m.onnx"), Path("x/m.pt")]) == {Path("x/m.onnx"): "m.onnx", Path("x/m.pt"): "m.pt"}
+    assert model_names([Path("a/tiny.onnx"), Path("b/fixed.onnx")]) == {Path("a/tiny.onnx"): "tiny", Path("b/fixed.onnx"): "fixed"}
+    cfg = EngineBenchConfig(models=[tiny_model, old], threads=[1], batches=[1], runs=4, warmup=1, blocks=2, progress=False)
+    results = new_results("engine", "pytest")
+    results["engine"] = run_engine_bench(cfg)
+    rows = results["engine"]["results"]
+    first, second = (r["label"].split(" ")[0] for r in rows)
+    assert first != second and second == f"old/{tiny_model.stem}"
+    assert [r["model_tag"] for r in rows] == [first, second]
+    assert f"(old/{tiny_model.stem})" in render_markdown(results)
