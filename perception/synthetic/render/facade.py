@@ -177,8 +177,8 @@ def draw_windows(mat: np.ndarray, view: View, pal: Palette, b: Building, s_f: fl
     wz, wt = wa + 0.55 * b.window_spacing_m, wb + 0.5 * b.floor_m
     big = b.window_spacing_m * view.f / wa >= 10.0  # frames and bars only where they are a pixel or more
     if framed and big.any():
-        q = big
-        fill(mat, facade_quads(view, s_f, wa[q] - rim, wz[q] + rim, wb[q] - rim, wt[q] + rim), pal.object(frame_bgr, BUILDING))
+        fill(mat, facade_quads(view, s_f, wa[big] - rim, wz[big] + rim, wb[big] - rim, wt[big] + rim),
+             pal.object(frame_bgr, BUILDING))
     lit = night and (b.floor_m * 10) % 1 < 0.5  # floor height: a stable per-building draw
     if lit:
         mirrored[:] = False

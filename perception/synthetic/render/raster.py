@@ -77,22 +77,11 @@ class Palette:
                 raise RuntimeError("synthetic renderer: more than 32 ground materials in one frame")
             mid = self._n_ground
             self._n_ground += 1
-        elif self._n_object >= CROWDED and class_id in self._first_of_class:
-            # Palette crowded: reuse the closest colour of the same class (label exact, colour
-            # approximate), and of the same kind of light where there is one (a painted panel must not
-            # glow like a lamp): a near twin from now on, any colour once full. The last slots stay
-            # reserved for the first material of each class.
-            used = slice(OBJECT_BASE, self._n_object)
-            same_class = self.class_id[used] == class_id
-            same_light = same_class & (self.emissive[used] == emissive) & (self.lamp[used] == lamp)
-            same = np.flatnonzero(same_light if same_light.any() else same_class) + OBJECT_BASE
-            error = np.abs(self.bgr[same] - np.asarray(key[:3], np.float32)).sum(axis=1)
-            best = int(np.argmin(error))
-            if self._n_object >= 256 - RESERVED_SLOTS or (error[best] <= NEAR_COLOUR and same_light.any()):
-                return int(same[best])
-            mid = self._n_object
-            self._n_object += 1
         else:
+            if self._n_object >= CROWDED and class_id in self._first_of_class:
+                twin = self._stand_in(key[:3], class_id, emissive, lamp, full=self._n_object >= 256 - RESERVED_SLOTS)
+                if twin is not None:
+                    return twin
             mid = self._n_object
             self._n_object += 1
         self.bgr[mid] = key[:3]
@@ -102,6 +91,21 @@ class Palette:
         self._ids[key] = mid
         self._first_of_class.setdefault(class_id, mid)
         return mid
+
+    def _stand_in(self, bgr, class_id: int, emissive: bool, lamp: bool, *, full: bool) -> int | None:
+        """A crowded palette's existing material for a new colour: the closest of the same class
+        (label exact, colour approximate) and of the same kind of light where there is one (a painted
+        panel must not glow like a lamp). Once full, any such colour; before, only a near twin (None
+        otherwise). The last slots stay reserved for the first material of each class."""
+        used = slice(OBJECT_BASE, self._n_object)
+        same_class = self.class_id[used] == class_id
+        same_light = same_class & (self.emissive[used] == emissive) & (self.lamp[used] == lamp)
+        same = np.flatnonzero(same_light if same_light.any() else same_class) + OBJECT_BASE
+        error = np.abs(self.bgr[same] - np.asarray(bgr, np.float32)).sum(axis=1)
+        best = int(np.argmin(error))
+        if full or (error[best] <= NEAR_COLOUR and same_light.any()):
+            return int(same[best])
+        return None
 
     def tables(self, scene: Scene) -> tuple[np.ndarray, np.ndarray]:
         """(colour LUT 1x256x3 uint8, class LUT 256 uint8) under the scene's lighting."""
