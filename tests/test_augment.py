@@ -1,5 +1,6 @@
-"""Training augmentation: photometric and style changes touch only the image, the letterbox
-augmentation pads exactly like the node, every draw is reproducible, and the config keys are checked."""
+"""Training augmentation: photometric, style and spectrum changes touch only the image, the
+letterbox augmentation pads exactly like the node, every draw is reproducible, and the config keys
+are checked."""
 
 from __future__ import annotations
 
@@ -51,6 +52,52 @@ def test_photometric_and_style_change_the_image_never_the_labels():
     assert changed >= 10, f"only {changed} of 12 samples were changed by the photometric augmentation"
 
 
+def _unnormalise(image: torch.Tensor) -> torch.Tensor:
+    return image * torch.tensor(IMAGENET_STD_RGB).view(3, 1, 1) + torch.tensor(IMAGENET_MEAN_RGB).view(3, 1, 1)
+
+
+def test_pasta_perturbs_fine_detail_more_than_the_layout_and_never_the_labels():
+    plain = _plain()
+    pasta = _plain(pasta=1.0)
+    _, mask = _sample()
+    radius = torch.hypot(torch.fft.fftfreq(HW[0])[:, None], torch.fft.fftfreq(HW[1])[None, :])
+    radius = radius / radius.max()
+    low, high = (radius > 0) & (radius < 0.2), radius > 0.7
+    # A low-contrast texture, so the clamp to 0..1 does not hide what the spectrum did.
+    g = torch.Generator().manual_seed(0)
+    texture = tv_tensors.Image(torch.randint(100, 156, (3, *HW), dtype=torch.uint8, generator=g))
+    low_change, high_change = [], []
+    for seed in range(8):
+        torch.manual_seed(seed)
+        base, base_mask = (x.as_subclass(torch.Tensor) for x in plain(texture, mask))
+        torch.manual_seed(seed)
+        image, out_mask = (x.as_subclass(torch.Tensor) for x in pasta(texture, mask))
+        assert torch.equal(out_mask, mask.long()) and torch.equal(base_mask, out_mask)
+        rgb = _unnormalise(image)
+        assert rgb.min() >= -1e-5 and rgb.max() <= 1 + 1e-5, "PASTA leaves an image in 0..1"
+        ratio = (torch.fft.fft2(rgb).abs() + 1e-6) / (torch.fft.fft2(_unnormalise(base)).abs() + 1e-6)
+        change = ratio.log().abs()
+        low_change.append(float(change[:, low].median()))
+        high_change.append(float(change[:, high].median()))
+    # The coarse layout moves a little (sigma 0.25 .. 0.61 there), the finest detail a lot (up to 9.25).
+    assert max(low_change) < 0.35 and min(high_change) > 3 * max(low_change), (low_change, high_change)
+
+
+def test_pasta_keeps_where_things_are():
+    # A bright square on a dark ground: its phase is kept, so after PASTA the square's pixels
+    # are still, on average, the brighter ones.
+    image = torch.full((3, *HW), 40, dtype=torch.uint8)
+    image[:, 10:26, 20:44] = 200
+    mask = torch.zeros(HW, dtype=torch.uint8)
+    for seed in range(8):
+        torch.manual_seed(seed)
+        out, _ = _plain(pasta=1.0)(tv_tensors.Image(image), tv_tensors.Mask(mask))
+        rgb = _unnormalise(out.as_subclass(torch.Tensor)).mean(0)
+        inside = rgb[10:26, 20:44].mean()
+        outside = torch.cat([rgb[:10].flatten(), rgb[26:].flatten()]).mean()
+        assert inside > outside + 0.2, (seed, float(inside), float(outside))
+
+
 def test_letterbox_pads_like_the_node_and_ignores_the_padded_labels():
     transform = _plain(letterbox_prob=1.0)
     pad_rgb = (PAD_VALUE / 255.0 - torch.tensor(IMAGENET_MEAN_RGB)) / torch.tensor(IMAGENET_STD_RGB)
@@ -75,7 +122,7 @@ def test_letterbox_pads_like_the_node_and_ignores_the_padded_labels():
 
 
 def test_augmented_samples_are_reproducible():
-    transform = _plain(photometric=0.8, style_prob=0.3, letterbox_prob=0.5)
+    transform = _plain(photometric=0.8, style_prob=0.3, pasta=0.5, letterbox_prob=0.5)
     for seed in range(4):
         a = _run(transform, seed)
         b = _run(transform, seed)
@@ -84,9 +131,9 @@ def test_augmented_samples_are_reproducible():
 
 def test_config_keys_default_off_and_are_range_checked():
     config = TrainConfig()
-    assert (config.photometric, config.style_prob, config.letterbox_prob) == (0.0, 0.0, 0.0)
-    loaded = load_train_config(None, {"photometric": 0.7, "style_prob": 0.1, "letterbox_prob": 0.3})
-    assert (loaded.photometric, loaded.style_prob, loaded.letterbox_prob) == (0.7, 0.1, 0.3)
-    for key in ("photometric", "style_prob", "letterbox_prob"):
+    assert (config.photometric, config.style_prob, config.pasta, config.letterbox_prob) == (0.0, 0.0, 0.0, 0.0)
+    loaded = load_train_config(None, {"photometric": 0.7, "style_prob": 0.1, "pasta": 0.5, "letterbox_prob": 0.3})
+    assert (loaded.photometric, loaded.style_prob, loaded.pasta, loaded.letterbox_prob) == (0.7, 0.1, 0.5, 0.3)
+    for key in ("photometric", "style_prob", "pasta", "letterbox_prob"):
         with pytest.raises(ConfigError, match=key):
             load_train_config(None, {key: 1.5})

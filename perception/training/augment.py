@@ -6,11 +6,15 @@ is resampled with nearest neighbour: random scale, random crop to the training s
 image with 0 and the mask with the ignore id), horizontal flip, colour jitter, then float RGB
 normalised with the ImageNet mean/std (``contracts.IMAGENET_MEAN_RGB/STD``).
 
-Optional, off unless asked for (``TrainConfig.photometric``, ``style_prob``, ``letterbox_prob``):
+Optional, off unless asked for (``TrainConfig.photometric``, ``style_prob``, ``pasta``,
+``letterbox_prob``):
 
 - photometric: brightness, contrast, saturation, hue, gamma, blur, JPEG artefacts and sensor
   noise, so a model trained on clean renders copes with real cameras;
 - style: now and then a grey image or swapped colour channels, so it does not lean on exact hues;
+- pasta: the image's Fourier amplitude spectrum scaled by random factors whose spread grows with
+  the spatial frequency (PASTA, Chattopadhyay et al. 2023): rendered scenes are poorer than real
+  ones in fine detail, so a model trained on them learns to leave textures alone;
 - letterbox: the sample is cut to another camera's aspect ratio (4:3, 16:9, ...) and padded back
   into the input exactly as the node letterboxes (``perception.preprocess.Letterbox``, pad value
   ``PAD_VALUE``; the padded labels are ignored), so a 16:9-trained model copes with 4:3 frames and
@@ -102,6 +106,44 @@ class RandomLetterbox(v2.Transform):
         return tv_tensors.wrap(result.permute(2, 0, 1) if channels_last else result, like=inpt)
 
 
+class RandomAmplitudeSpectrum(v2.Transform):
+    """PASTA (Chattopadhyay et al., "PASTA: Proportional Amplitude Spectrum Training Augmentation
+    for Syn-to-Real Domain Generalization", ICCV 2023), on float images in 0..1 (masks untouched).
+
+    Each channel's 2-D Fourier amplitude at frequency radius ``r`` (0 at the mean, 1 at the highest
+    frequency present) is multiplied by a draw from N(1, sigma(r)), sigma(r) = (alpha * r) ** k +
+    beta; the phase is kept, so edges and layout stay where they are while fine texture, contrast
+    and colour balance change, the fine ones most. The defaults are the paper's for semantic
+    segmentation (alpha 3, k 2, beta 0.25). Written here because torchvision has no spectral
+    augmentation; the draws come from torch's generator like every other v2 transform's.
+    """
+
+    def __init__(self, alpha: float = 3.0, k: float = 2.0, beta: float = 0.25) -> None:
+        super().__init__()
+        self.alpha, self.k, self.beta = alpha, k, beta
+
+    def sigma(self, height: int, width: int) -> torch.Tensor:
+        """The perturbation's standard deviation per frequency, in ``torch.fft.fft2``'s layout."""
+        radius = torch.hypot(torch.fft.fftfreq(height)[:, None], torch.fft.fftfreq(width)[None, :])
+        return (self.alpha * radius / radius.max()) ** self.k + self.beta
+
+    def make_params(self, flat_inputs: list) -> dict:
+        image = next(x for x in flat_inputs if isinstance(x, tv_tensors.Image))
+        sigma = self.sigma(*image.shape[-2:])
+        return {"factor": 1.0 + sigma * torch.randn((image.shape[-3], *sigma.shape))}
+
+    def transform(self, inpt, params: dict):
+        if not isinstance(inpt, tv_tensors.Image):
+            return inpt
+        if not inpt.is_floating_point():
+            raise TypeError("RandomAmplitudeSpectrum works on float images in 0..1 (put it after ToDtype)")
+        spectrum = torch.fft.fft2(inpt.as_subclass(torch.Tensor))
+        # Scaling the complex coefficients scales the amplitude and keeps the phase (a negative
+        # factor turns the phase by pi, as a negative amplitude does in the paper's formulation).
+        out = torch.fft.ifft2(spectrum * params["factor"]).real.clamp_(0.0, 1.0)
+        return tv_tensors.wrap(out.to(inpt.dtype), like=inpt)
+
+
 def ignore_id_of(dataset: NumpyDataset) -> int:
     table = dataset.class_table
     return DEFAULT_IGNORE_ID if table.ignore_id is None else table.ignore_id
@@ -117,6 +159,7 @@ def build_train_transform(
     color_jitter: float = 0.3,
     photometric: float = 0.0,
     style_prob: float = 0.0,
+    pasta: float = 0.0,
     letterbox_prob: float = 0.0,
 ) -> v2.Compose:
     """The training pipeline on (tv_tensors.Image uint8 RGB, tv_tensors.Mask uint8).
@@ -124,9 +167,10 @@ def build_train_transform(
     Images are scale-jittered relative to the model input ``input_hw`` (so objects keep the size
     they have at inference), then cut to ``crop_hw`` (default: ``input_hw``). ``photometric``
     (0..1) is the strength and frequency of the camera-like colour, blur, JPEG and noise changes,
-    ``style_prob`` the chance of a grey image or of swapped colour channels, ``letterbox_prob`` the
+    ``style_prob`` the chance of a grey image or of swapped colour channels, ``pasta`` the chance of
+    the amplitude-spectrum perturbation (``RandomAmplitudeSpectrum``), ``letterbox_prob`` the
     chance of the letterbox/pillarbox padding of another camera's aspect ratio (see the module
-    docstring). All three at 0 give the pipeline of earlier versions, draw for draw.
+    docstring). All four at 0 give the pipeline of earlier versions, draw for draw.
     """
     height, width = input_hw
     crop_h, crop_w = crop_hw or input_hw
@@ -151,6 +195,8 @@ def build_train_transform(
     if style_prob > 0:
         steps += [v2.RandomGrayscale(p=style_prob / 2), v2.RandomApply([v2.RandomChannelPermutation()], p=style_prob / 2)]
     steps.append(v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64}, scale=True))
+    if pasta > 0:
+        steps.append(v2.RandomApply([RandomAmplitudeSpectrum()], p=pasta))
     if s > 0:
         steps.append(v2.RandomApply([v2.GaussianNoise(sigma=0.04 * s)], p=0.4 * s))
     if letterbox_prob > 0:  # last, so nothing above touches the padding (it stays the node's pad value)

@@ -67,6 +67,9 @@ class TrainConfig:
     photometric: float = field(default=0.0, metadata=bounds(0.0, 1.0))
     #: Chance of a style change per sample: a grey image or swapped colour channels.
     style_prob: float = field(default=0.0, metadata=bounds(0.0, 1.0))
+    #: Chance of PASTA per sample: the Fourier amplitude spectrum perturbed, fine detail the most
+    #: (``augment.RandomAmplitudeSpectrum``), for models trained on rendered scenes.
+    pasta: float = field(default=0.0, metadata=bounds(0.0, 1.0))
     #: Chance of cutting a sample to another camera's aspect ratio (4:3, 16:9, ...) and letterboxing
     #: it back exactly as the node does (padded labels ignored).
     letterbox_prob: float = field(default=0.0, metadata=bounds(0.0, 1.0))

@@ -139,6 +139,7 @@ def build_data(config: TrainConfig, info: DistInfo | None = None) -> Data:
         color_jitter=config.color_jitter,
         photometric=config.photometric,
         style_prob=config.style_prob,
+        pasta=config.pasta,
         letterbox_prob=config.letterbox_prob,
     )
     samples = TrainSamples(train_set, transform, seed=config.seed)
