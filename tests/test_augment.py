@@ -81,6 +81,12 @@ def test_pasta_perturbs_fine_detail_more_than_the_layout_and_never_the_labels():
         high_change.append(float(change[:, high].median()))
     # The coarse layout moves a little (sigma 0.25 .. 0.61 there), the finest detail a lot (up to 9.25).
     assert max(low_change) < 0.35 and min(high_change) > 3 * max(low_change), (low_change, high_change)
+    # A smaller alpha (for smaller images) perturbs the finest detail less.
+    milder = _plain(pasta=1.0, pasta_alpha=1.0)
+    torch.manual_seed(0)
+    image, _ = (x.as_subclass(torch.Tensor) for x in milder(texture, mask))
+    ratio = (torch.fft.fft2(_unnormalise(image)).abs() + 1e-6) / (torch.fft.fft2(_unnormalise(base)).abs() + 1e-6)
+    assert float(ratio.log().abs()[:, high].median()) < 0.7 * min(high_change)
 
 
 def test_pasta_keeps_where_things_are():
@@ -137,3 +143,6 @@ def test_config_keys_default_off_and_are_range_checked():
     for key in ("photometric", "style_prob", "pasta", "letterbox_prob"):
         with pytest.raises(ConfigError, match=key):
             load_train_config(None, {key: 1.5})
+    assert load_train_config(None, {"pasta_alpha": 1.0}).pasta_alpha == 1.0
+    with pytest.raises(ConfigError, match="pasta_alpha"):
+        load_train_config(None, {"pasta_alpha": -1.0})

@@ -160,6 +160,7 @@ def build_train_transform(
     photometric: float = 0.0,
     style_prob: float = 0.0,
     pasta: float = 0.0,
+    pasta_alpha: float = 3.0,
     letterbox_prob: float = 0.0,
 ) -> v2.Compose:
     """The training pipeline on (tv_tensors.Image uint8 RGB, tv_tensors.Mask uint8).
@@ -168,7 +169,7 @@ def build_train_transform(
     they have at inference), then cut to ``crop_hw`` (default: ``input_hw``). ``photometric``
     (0..1) is the strength and frequency of the camera-like colour, blur, JPEG and noise changes,
     ``style_prob`` the chance of a grey image or of swapped colour channels, ``pasta`` the chance of
-    the amplitude-spectrum perturbation (``RandomAmplitudeSpectrum``), ``letterbox_prob`` the
+    the amplitude-spectrum perturbation (``RandomAmplitudeSpectrum`` with ``pasta_alpha``), ``letterbox_prob`` the
     chance of the letterbox/pillarbox padding of another camera's aspect ratio (see the module
     docstring). All four at 0 give the pipeline of earlier versions, draw for draw.
     """
@@ -196,7 +197,7 @@ def build_train_transform(
         steps += [v2.RandomGrayscale(p=style_prob / 2), v2.RandomApply([v2.RandomChannelPermutation()], p=style_prob / 2)]
     steps.append(v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64}, scale=True))
     if pasta > 0:
-        steps.append(v2.RandomApply([RandomAmplitudeSpectrum()], p=pasta))
+        steps.append(v2.RandomApply([RandomAmplitudeSpectrum(alpha=pasta_alpha)], p=pasta))
     if s > 0:
         steps.append(v2.RandomApply([v2.GaussianNoise(sigma=0.04 * s)], p=0.4 * s))
     if letterbox_prob > 0:  # last, so nothing above touches the padding (it stays the node's pad value)

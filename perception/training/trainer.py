@@ -140,6 +140,7 @@ def build_data(config: TrainConfig, info: DistInfo | None = None) -> Data:
         photometric=config.photometric,
         style_prob=config.style_prob,
         pasta=config.pasta,
+        pasta_alpha=config.pasta_alpha,
         letterbox_prob=config.letterbox_prob,
     )
     samples = TrainSamples(train_set, transform, seed=config.seed)
