@@ -145,6 +145,17 @@ class RunConfig:
             cameras.append(CameraSource(name=name, source=spec.strip()))
         return tuple(cameras)
 
+    @property
+    def reads_flat_out(self) -> bool:
+        """One camera whose source is a video file or image folder read as fast as the node can
+        (no ``--fps``, no ``--realtime``): throughput is what counts (``--streams auto`` reads it)."""
+        from perception.sources import source_kind  # the sources' imports only when asked
+
+        cameras = self.cameras
+        options = self.source_options
+        return (len(cameras) == 1 and source_kind(cameras[0].source) in ("video", "images")
+                and not options.fps and not options.realtime)
+
     def camera_config(self, index: int) -> RunConfig:
         """The config of camera ``index`` alone: its source and name (``cameras``); with several
         cameras also its namespace ``<namespace or perception>/<camera>`` and synthetic seed

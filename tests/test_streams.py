@@ -342,6 +342,76 @@ def test_the_probe_records_the_streams_and_streams_auto_runs_them(tmp_path, monk
     fixed.close()
 
 
+def _cached_verdict(model: Path, options: EngineOptions, streams: int, fps_1: float, fps_2: float) -> None:
+    """A cached ONNX Runtime FP32 verdict for ``model`` whose probe chose ``streams`` and measured these rates."""
+    key = auto_mod.probe_key(model, options, auto_mod.cpu_candidates(model, options))
+    auto_mod.write_cached(probe_mod.Selection(engine="ort", precision="fp32", reason="test verdict", key=key,
+                                              streams=streams, streams_fps={"1": fps_1, "2": fps_2}),
+                          auto_mod.probe_cache_dir())
+
+
+@pytest.mark.parametrize(("fps_2", "flat_out", "want"), [(104.0, True, 2), (104.0, False, 1), (95.0, True, 1)])
+def test_streams_auto_for_a_file_read_flat_out_takes_two_unless_the_probe_measured_it_slower(tmp_path, fps_2, flat_out,
+                                                                                           want):
+    # The probe kept 1 (2 measured 1.04x, under its 1.15x); a node reading a file flat out runs 2
+    # unless 2 measured slower, and its stats say what runs, what the probe chose, and why.
+    model = write_brightness_model(tmp_path / "tiny.onnx", MODEL_HW)
+    options = EngineOptions(threads=2, streams="auto")
+    _cached_verdict(model, options, 1, 100.0, fps_2)
+    engine = auto_mod.load_auto(model, options, background=True, flat_out=flat_out)
+    try:
+        assert not isinstance(engine, SwitchingEngine) and engine.streams == want
+        assert engine.selection["streams"] == want
+        if want == 2:
+            assert engine.selection["probe_streams"] == 1
+            assert engine.selection["streams_reason"].startswith("2 frames in flight: the node reads a file flat out "
+                                                                 "and the probe measured 2 at 1.04x 1")
+        else:
+            assert "streams_reason" not in engine.selection
+    finally:
+        engine.close()
+
+
+def test_a_probe_that_chose_two_keeps_two_whatever_the_source(tmp_path):
+    model = write_brightness_model(tmp_path / "tiny.onnx", MODEL_HW)
+    options = EngineOptions(threads=2, streams="auto")
+    _cached_verdict(model, options, 2, 100.0, 130.0)
+    for flat_out in (True, False):
+        engine = auto_mod.load_auto(model, options, background=True, flat_out=flat_out)
+        assert engine.streams == 2 and "streams_reason" not in engine.selection
+        engine.close()
+
+
+@pytest.mark.parametrize(("settings", "flat_out"), [
+    ({"source": "clip.mp4"}, True),
+    ({"source": "frames/*.png"}, True),
+    ({"source": "clip.mp4", "fps": 30}, False),
+    ({"source": "clip.mp4", "realtime": True}, False),
+    ({"source": "synthetic"}, False),
+    ({"source": "/dev/video0"}, False),
+    ({"source": "rtsp://cam.local/stream"}, False),
+    ({"source": ["front=a.mp4", "rear=b.mp4"]}, False),
+])
+def test_which_nodes_read_flat_out(settings, flat_out):
+    assert RunConfig.from_settings(**settings).reads_flat_out is flat_out
+
+
+def test_the_run_command_gives_streams_auto_the_source_it_reads(tmp_path, model_path):
+    from perception.commands.run import EngineLoader
+
+    options = EngineOptions(threads=2, streams="auto")
+    _cached_verdict(model_path, options, 1, 100.0, 104.0)
+    video = write_video(tmp_path / "clip.avi", 2)
+    for extra, want in (({}, 2), ({"fps": 30}, 1)):
+        config = RunConfig.from_settings(source=str(video), model=str(model_path), engine="auto", streams="auto",
+                                         threads=2, **extra)
+        engine = EngineLoader(config).result()
+        try:
+            assert engine.streams == want, extra
+        finally:
+            engine.close()
+
+
 def test_streams_auto_at_a_first_start_runs_one_frame_until_the_verdict(tmp_path, monkeypatch):
     model = write_brightness_model(tmp_path / "tiny.onnx", MODEL_HW)
     write_good_int8(model)

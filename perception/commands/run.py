@@ -178,8 +178,9 @@ class EngineLoader:
             if config.engine == "auto":  # the node starts at once, the probe (if any) runs beside it
                 from perception.engines.auto import load_auto
 
+                flat_out = config.engine_options.streams == "auto" and config.reads_flat_out
                 self._engine = load_auto(Path(config.model_path), config.engine_options, background=True,
-                                         cached=self._cached)
+                                         cached=self._cached, flat_out=flat_out)
             else:
                 from perception.engines import load_engine
 
