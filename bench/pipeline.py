@@ -13,7 +13,8 @@ The unhappy path is reported, not averaged away: frames the node dropped (from i
 sequence numbers missing at the subscriber, the longest gap, and the worst latencies.
 
 With ``baseline=True`` the naive serial loop (``bench/baseline.py``) runs on the same model and
-source afterwards, and a short engine-only run gives ``node FPS / engine FPS``. With ``streams``
+source afterwards, and a short engine-only run (on the source's frames when it is a file) gives
+``node FPS / engine FPS``. With ``streams``
 the node runs that many frames in flight and the engine-only run keeps as many calls in flight
 (``bench/engine.py``), so the ratio compares like with like; the naive loop runs one at a time.
 
@@ -188,6 +189,7 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
                 models=[model], engines=[node_engine], providers=[cfg.provider] if cfg.provider else [],
                 precisions=[node_precision],
                 threads=[cfg.threads] if cfg.threads else [], streams=[streams] if streams else [],
+                frames=engine_frames(cfg.source),
                 runs=cfg.engine_runs, warmup=10,
                 blocks=min(5, cfg.engine_runs), progress=cfg.progress,
             ))
@@ -252,6 +254,15 @@ def ran_by_node(cfg: PipelineBenchConfig, pipeline: dict) -> tuple[str, str]:
     if cfg.engine == "auto" and final.get("engine") and final.get("precision"):
         return str(final["engine"]), str(final["precision"])
     return cfg.engine, cfg.precision or "auto"
+
+
+def engine_frames(source: str) -> str:
+    """The engine-only run's frames: the node's own file (every 10th frame, letterboxed as the node
+    does), so its agreement column is the node's model on the node's input; rendered road scenes for
+    the synthetic camera (a real-road model's INT8 answers flip more on those)."""
+    from perception.sources import source_kind
+
+    return source if source_kind(source) in ("video", "images") else ""
 
 
 def source_options(cfg: PipelineBenchConfig) -> dict[str, Any]:

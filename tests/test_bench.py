@@ -362,6 +362,24 @@ def test_pipeline_bench_passes_streams_to_the_node_and_the_engine_only_run(tiny_
     assert results["ratios"]["node_over_engine_fps"] > 0
 
 
+def test_the_engine_only_run_reads_the_nodes_own_file(tiny_model, tmp_path):
+    """On a video file the engine-only run times (and checks agreement on) the node's own frames."""
+    from perception.bench.pipeline import PipelineBenchConfig, engine_frames, run_pipeline_bench
+
+    assert engine_frames("frames/*.png") == "frames/*.png"
+    assert engine_frames("synthetic") == "" and engine_frames("/dev/video0") == ""
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30, (96, 64))
+    for i in range(30):
+        writer.write(np.full((64, 96, 3), 8 * i, np.uint8))
+    writer.release()
+    cfg = PipelineBenchConfig(model=tiny_model, source=str(video), loop=True, duration_s=1.0, threads=1, engine_runs=4,
+                              progress=False)
+    results = run_pipeline_bench(cfg, command="pytest")
+    assert results["engine"]["settings"]["frames_from"] == f"every 10th frame of {video}"
+    assert results["engine"]["results"][0]["agreement"] == 1.0  # ORT FP32 against itself, on those frames
+
+
 def test_pipeline_bench_rounds_alternate_the_runs_and_pool_the_ratios(tiny_model, tmp_path):
     """--rounds 2: node, loop and engine-only twice over, each round's figures kept, the headline
     ratios over the sums (a drifting machine moves every run of a round alike)."""
