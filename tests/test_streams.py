@@ -372,6 +372,16 @@ def test_streams_auto_for_a_file_read_flat_out_takes_two_unless_the_probe_measur
         engine.close()
 
 
+def test_bench_probe_says_what_a_file_reading_node_runs(tmp_path):
+    selection = probe_mod.Selection(engine="openvino", precision="int8", reason="test verdict", key={"cpu": "Test CPU"},
+                                    streams=1, streams_fps={"1": 91.2, "2": 101.5})
+    text = probe_mod.describe(selection, tmp_path / "m.onnx", 2, tmp_path)
+    assert ("  --streams auto: 1 for a camera or a paced source, 2 for a node reading a file flat out "
+            "(2 measured 1.11x 1, from 1.00x)") in text.splitlines()
+    selection.streams_fps = {"1": 91.2, "2": 80.0}  # 2 measured slower: one everywhere, nothing to add
+    assert "flat out" not in probe_mod.describe(selection, tmp_path / "m.onnx", 2, tmp_path)
+
+
 def test_a_probe_that_chose_two_keeps_two_whatever_the_source(tmp_path):
     model = write_brightness_model(tmp_path / "tiny.onnx", MODEL_HW)
     options = EngineOptions(threads=2, streams="auto")

@@ -47,7 +47,6 @@ from perception.engines.base import Engine, EngineOptions
 from perception.engines.cpu import cpu_isa, cpu_model
 from perception.engines.probe import (
     MIN_AGREEMENT,
-    STREAMS_MIN_GAIN,
     Candidate,
     Selection,
     frames_from,
@@ -55,6 +54,7 @@ from perception.engines.probe import (
     load_candidate,
     probe_frames,
     run_probe,
+    streams_for_node,
 )
 from perception.errors import ConfigError, DependencyError, ModelError, PerceptionError
 from perception.modelfile import read_model_metadata
@@ -276,32 +276,6 @@ def probe_in_child(model_path: Path, options: EngineOptions, cache_dir: Path, ke
              model_path.name)
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     return child_verdict(done.returncode, done.stdout, done.stderr, key)
-
-
-#: ``--streams auto`` for a node that reads a file or image folder flat out
-#: (``RunConfig.reads_flat_out``): throughput is all that counts there, and besides inference the
-#: node decodes, letterboxes, builds masks and publishes on the same cores, work that a second frame
-#: in flight overlaps and the probe's engine-only measurement does not see. So such a node takes 2
-#: whenever the probe measured 2 at least as fast as 1. On the 2-core AMD EPYC with AVX-512
-#: (2026-12-04) the CamVid model's probe put 2 in flight at 1.04x and 1.11x (under the 1.15x of
-#: ``STREAMS_MIN_GAIN``), while the node on a clip ran 1.10-1.25x faster with 2 than with 1. A paced
-#: source (camera, stream, synthetic, ``--fps``, ``--realtime``) keeps the probe's choice, which
-#: spends latency only for a clear gain.
-FLAT_OUT_MIN_GAIN = 1.0
-
-
-def streams_for_node(selection: Selection, *, flat_out: bool) -> tuple[int, str]:
-    """``--streams auto``'s frames in flight for a node, and why when that is not the probe's own
-    choice (``selection.streams``): 2 for a node reading ``flat_out`` when the probe measured 2 at
-    least ``FLAT_OUT_MIN_GAIN`` times as fast as 1 (empty reason: the probe's choice stands)."""
-    fps = selection.streams_fps
-    if not flat_out or selection.streams != 1 or not fps or not fps.get("1") or not fps.get("2"):
-        return selection.streams, ""
-    gain = fps["2"] / fps["1"]
-    if gain < FLAT_OUT_MIN_GAIN:
-        return 1, ""
-    return 2, (f"2 frames in flight: the node reads a file flat out and the probe measured 2 at {gain:.2f}x 1 "
-               f"(a paced source takes 2 from {STREAMS_MIN_GAIN:.2f}x)")
 
 
 def cached_selection(model_path: Path, options: EngineOptions) -> Selection | None:
