@@ -150,6 +150,12 @@ class CpuSampler:
         except psutil.Error:
             return {}
 
+    def _thread_name(self, tid: int) -> str | None:
+        try:
+            return Path(f"/proc/{self.proc.pid}/task/{tid}/comm").read_text().strip() or None
+        except OSError:  # the thread ended, or not Linux
+            return None
+
     def maybe_sample(self) -> None:
         now = time.monotonic()
         if now < self._next_s:
@@ -177,7 +183,9 @@ class CpuSampler:
             "mean_percent": sum(self.samples) / len(self.samples) if self.samples else None,
             "max_percent": max(self.samples) if self.samples else None,
             "cores": psutil.cpu_count(logical=True),
-            "threads": [{"tid": tid, "percent": round(p, 1)} for tid, p in per_thread if p >= 0.5],
+            # Named by the OS (the node names its stages: capture, inference[-N], publish).
+            "threads": [{"tid": tid, "name": self._thread_name(tid), "percent": round(p, 1)}
+                        for tid, p in per_thread if p >= 0.5],
             "rss_peak_mb": round(self.rss_peak / 2**20, 1) if self.rss_peak else None,
         }
 

@@ -161,6 +161,8 @@ def _pipeline_section(results: dict[str, Any], plots: dict[str, str]) -> list[st
         ["node CPU % (100 = one core), mean", (p.get("cpu") or {}).get("mean_percent")],
         ["node CPU % max (1 s samples)", (p.get("cpu") or {}).get("max_percent")],
         ["node peak RSS MB", (p.get("cpu") or {}).get("rss_peak_mb")],
+        ["node CPU % by thread (>= 0.5 %)", ", ".join(f"{t.get('name') or t['tid']} {t['percent']}"
+                                                      for t in (p.get("cpu") or {}).get("threads", [])) or None],
     ]
     base = results.get("baseline")
     ratios = results.get("ratios", {})

@@ -45,6 +45,7 @@ from perception.run_config import RunConfig
 from perception.sources.base import Frame, Source
 from perception.stats import LatencyWindow, RateLimitedLog, RateMeter
 from perception.stats_schema import with_aliases
+from perception.threadname import set_os_thread_name
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +294,8 @@ class Pipeline:
     # ------------------------------------------------------------------ stages
 
     def _guard(self, stage: str, target) -> None:
+        # The OS name without the prefix: 15 bytes hold "inference-1", not "perception-inference-1".
+        set_os_thread_name(threading.current_thread().name.removeprefix("perception-"))
         try:
             target()
         except BaseException as exc:  # any failure stops the whole node, named by stage

@@ -380,6 +380,31 @@ def test_the_engine_only_run_reads_the_nodes_own_file(tiny_model, tmp_path):
     assert results["engine"]["results"][0]["agreement"] == 1.0  # ORT FP32 against itself, on those frames
 
 
+@pytest.mark.skipif(not Path("/proc/thread-self/comm").exists(), reason="OS thread names are read from Linux's /proc")
+def test_the_cpu_sampler_names_each_busy_thread():
+    import os
+    import threading
+    import time
+
+    from perception.bench.node import CpuSampler
+    from perception.threadname import set_os_thread_name
+
+    def busy() -> None:
+        assert set_os_thread_name("perception-busy-worker")  # 15 bytes kept: "perception-busy"
+        end = time.perf_counter() + 0.3
+        while time.perf_counter() < end:
+            pass
+
+    sampler = CpuSampler(os.getpid())
+    worker = threading.Thread(target=busy)
+    worker.start()
+    time.sleep(0.1)
+    summary = sampler.summary()  # while the thread still runs, so its name can still be read
+    worker.join()
+    busy_rows = [t for t in summary["threads"] if t["name"] == "perception-busy"]
+    assert len(busy_rows) == 1 and busy_rows[0]["percent"] > 10
+
+
 def test_pipeline_bench_rounds_alternate_the_runs_and_pool_the_ratios(tiny_model, tmp_path):
     """--rounds 2: node, loop and engine-only twice over, each round's figures kept, the headline
     ratios over the sums (a drifting machine moves every run of a round alike)."""
