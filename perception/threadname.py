@@ -7,7 +7,6 @@ directly (``prctl(PR_SET_NAME)``, at most 15 bytes); elsewhere it does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 _PR_SET_NAME = 15  # linux/prctl.h
@@ -21,7 +20,9 @@ def set_os_thread_name(name: str) -> bool:
         return False
     try:
         if _LIBC is None:
-            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            # The process's own symbols hold libc's prctl; no library search (find_library runs
+            # ldconfig in a subprocess, which a node's start-up should not wait for).
+            _LIBC = ctypes.CDLL(None, use_errno=True)
         return _LIBC.prctl(_PR_SET_NAME, name.encode("utf-8", "replace")[:15], 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
