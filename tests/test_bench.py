@@ -389,20 +389,24 @@ def test_the_cpu_sampler_names_each_busy_thread():
     from perception.bench.node import CpuSampler
     from perception.threadname import set_os_thread_name
 
+    spun, stop = threading.Event(), threading.Event()
+
     def busy() -> None:
         assert set_os_thread_name("perception-busy-worker")  # 15 bytes kept: "perception-busy"
-        end = time.perf_counter() + 0.3
-        while time.perf_counter() < end:
+        while time.thread_time() < 0.2:  # this thread's own CPU time
             pass
+        spun.set()
+        stop.wait(10)  # alive (and so named) until the summary is taken
 
     sampler = CpuSampler(os.getpid())
     worker = threading.Thread(target=busy)
     worker.start()
-    time.sleep(0.1)
-    summary = sampler.summary()  # while the thread still runs, so its name can still be read
+    assert spun.wait(30)
+    summary = sampler.summary()
+    stop.set()
     worker.join()
     busy_rows = [t for t in summary["threads"] if t["name"] == "perception-busy"]
-    assert len(busy_rows) == 1 and busy_rows[0]["percent"] > 10
+    assert len(busy_rows) == 1 and busy_rows[0]["percent"] > 1  # 0.2 s of CPU in the window
 
 
 def test_pipeline_bench_rounds_alternate_the_runs_and_pool_the_ratios(tiny_model, tmp_path):
