@@ -320,6 +320,24 @@ def test_the_node_names_its_threads_for_the_os(engine, link):
     assert {"capture", "inference", "publish"} <= spy.alive
 
 
+@pytest.mark.skipif(not Path("/proc/thread-self/comm").exists(), reason="OS thread names are read from Linux's /proc")
+def test_an_engine_loaded_beside_the_source_loads_on_a_thread_named_engine(model_path, monkeypatch):
+    # The threads an engine starts while it loads (OpenVINO's streams) inherit that name.
+    from perception.commands.run import EngineLoader
+    from perception.engines import auto as auto_mod
+
+    seen = []
+
+    def fake_load_auto(path, options, **kwargs):
+        seen.append(Path("/proc/thread-self/comm").read_text().strip())
+        return "the engine"
+
+    monkeypatch.setattr(auto_mod, "cached_selection", lambda *a, **k: None)  # no verdict: loads beside
+    monkeypatch.setattr(auto_mod, "load_auto", fake_load_auto)
+    loader = EngineLoader(RunConfig.from_settings(source="synthetic", model=str(model_path), engine="auto"))
+    assert loader.result() == "the engine" and seen == ["engine"]
+
+
 def test_latest_queue_drops_and_counts_under_slow_engine(tmp_path, engine, link):
     n = 40
     video = str(write_video(tmp_path / "clip.avi", n))

@@ -27,6 +27,7 @@ from perception.errors import ConfigError, ModelError
 from perception.flags import add_flags, config_from_flags
 from perception.run_config import DEFAULT_MODEL, RunConfig
 from perception.signals import SignalHandlers
+from perception.threadname import set_os_thread_name
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,13 @@ class EngineLoader:
                 self._start(self._warm)
 
     def _start(self, target) -> None:
-        self._thread = threading.Thread(target=target, name="perception-engine-load", daemon=True)
+        def named() -> None:
+            # Threads an engine starts while it loads (OpenVINO's streams, ONNX Runtime's pool) take
+            # this thread's OS name: "engine" in top -H and bench pipeline's per-thread CPU.
+            set_os_thread_name("engine")
+            target()
+
+        self._thread = threading.Thread(target=named, name="perception-engine-load", daemon=True)
         self._thread.start()
 
     def _load_and_warm(self) -> None:
