@@ -304,8 +304,15 @@ def test_stats_declare_streams():
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("wall_1", "wall_2", "want"), [(1.0, 0.5, 2), (1.0, 0.9, 1), (1.0, 1.0 / 1.15, 2)])
-def test_streams_auto_takes_two_only_when_measurably_faster(tmp_path, monkeypatch, wall_1, wall_2, want):
+@pytest.mark.parametrize(("wall_1", "wall_2", "want", "blocks"), [
+    (1.0, 0.5, 2, 2),  # 2x: clear after two blocks of each
+    (1.0, 0.8, 2, 2),  # 1.25x: just outside 8 % of 1.15x
+    (1.0, 0.9, 1, 4),  # 1.11x: close to 1.15x, measured again
+    (1.0, 1.0 / 1.15, 2, 4),  # at the threshold
+    (1.0, 1.03, 1, 4),  # 0.97x: close to the 1.0x of a node that reads a file
+    (1.0, 1.25, 1, 2),  # 0.8x: clearly slower
+])
+def test_streams_auto_takes_two_only_when_measurably_faster(tmp_path, monkeypatch, wall_1, wall_2, want, blocks):
     model = write_brightness_model(tmp_path / "tiny.onnx", MODEL_HW)
     frames = [np.full((1, *MODEL_HW, 3), 77, np.uint8)]
     seen: list[int] = []
@@ -318,7 +325,7 @@ def test_streams_auto_takes_two_only_when_measurably_faster(tmp_path, monkeypatc
 
     monkeypatch.setattr(probe_mod, "_frames_in_flight", fake_wall)
     streams, fps = probe_mod.choose_streams(auto_mod.Candidate("ort", "fp32"), model, EngineOptions(threads=2), frames)
-    assert seen == [1, 2, 1, 2]  # alternating blocks
+    assert seen == [1, 2] * blocks  # alternating blocks, two more of each when the gain is close
     assert streams == want and fps["2"] / fps["1"] == pytest.approx(wall_1 / wall_2, rel=1e-3)
     assert probe_mod.choose_streams(auto_mod.Candidate("ort", "fp32"), model, EngineOptions(threads=1), frames) == (1, {})
 
