@@ -23,6 +23,7 @@ def set_os_thread_name(name: str) -> bool:
             # The process's own symbols hold libc's prctl; no library search (find_library runs
             # ldconfig in a subprocess, which a node's start-up should not wait for).
             _LIBC = ctypes.CDLL(None, use_errno=True)
-        return _LIBC.prctl(_PR_SET_NAME, name.encode("utf-8", "replace")[:15], 0, 0, 0) == 0
+        zero = ctypes.c_ulong(0)  # prctl's unused arguments are unsigned longs
+        return _LIBC.prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode("utf-8", "replace")[:15]), zero, zero, zero) == 0
     except (OSError, AttributeError):
         return False

@@ -306,10 +306,11 @@ def test_stats_declare_streams():
 
 @pytest.mark.parametrize(("wall_1", "wall_2", "want", "blocks"), [
     (1.0, 0.5, 2, 2),  # 2x: clear after two blocks of each
-    (1.0, 0.8, 2, 2),  # 1.25x: just outside 8 % of 1.15x
+    (1.0, 0.8, 2, 2),  # 1.25x: outside 5 % of 1.15x
     (1.0, 0.9, 1, 4),  # 1.11x: close to 1.15x, measured again
     (1.0, 1.0 / 1.15, 2, 4),  # at the threshold
     (1.0, 1.03, 1, 4),  # 0.97x: close to the 1.0x of a node that reads a file
+    (1.0, 1 / 1.07, 1, 2),  # 1.07x: between the two bands
     (1.0, 1.25, 1, 2),  # 0.8x: clearly slower
 ])
 def test_streams_auto_takes_two_only_when_measurably_faster(tmp_path, monkeypatch, wall_1, wall_2, want, blocks):
@@ -328,6 +329,13 @@ def test_streams_auto_takes_two_only_when_measurably_faster(tmp_path, monkeypatc
     assert seen == [1, 2] * blocks  # alternating blocks, two more of each when the gain is close
     assert streams == want and fps["2"] / fps["1"] == pytest.approx(wall_1 / wall_2, rel=1e-3)
     assert probe_mod.choose_streams(auto_mod.Candidate("ort", "fp32"), model, EngineOptions(threads=1), frames) == (1, {})
+
+
+def test_streams_auto_keeps_one_when_nothing_was_measured(tmp_path, monkeypatch):
+    model = write_brightness_model(tmp_path / "tiny.onnx", MODEL_HW)
+    monkeypatch.setattr(probe_mod, "_frames_in_flight", lambda workers, frames, runs: 0.0)  # a clock that stood still
+    frames = [np.full((1, *MODEL_HW, 3), 77, np.uint8)]
+    assert probe_mod.choose_streams(auto_mod.Candidate("ort", "fp32"), model, EngineOptions(threads=2), frames) == (1, {})
 
 
 def test_the_probe_records_the_streams_and_streams_auto_runs_them(tmp_path, monkeypatch):
@@ -371,8 +379,8 @@ def test_streams_auto_for_a_file_read_flat_out_takes_two_unless_the_probe_measur
         assert engine.selection["streams"] == want
         if want == 2:
             assert engine.selection["probe_streams"] == 1
-            assert engine.selection["streams_reason"].startswith("2 frames in flight: the node reads a file flat out "
-                                                                 "and the probe measured 2 at 1.04x 1")
+            assert engine.selection["streams_reason"].startswith(
+                "this node runs 2 frames in flight: it reads a file flat out and the probe measured 2 at 1.04x 1")
         else:
             assert "streams_reason" not in engine.selection
     finally:

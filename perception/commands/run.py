@@ -160,8 +160,9 @@ class EngineLoader:
 
     def _start(self, target) -> None:
         def named() -> None:
-            # Threads an engine starts while it loads (OpenVINO's streams, ONNX Runtime's pool) take
-            # this thread's OS name: "engine" in top -H and bench pipeline's per-thread CPU.
+            # Threads an engine starts while it loads here (OpenVINO's streams; ONNX Runtime's pool
+            # when auto loads it here) take this thread's OS name: "engine" in top -H and bench
+            # pipeline's per-thread CPU. An engine loaded on the main thread takes its name.
             set_os_thread_name("engine")
             target()
 
