@@ -39,6 +39,7 @@ import numpy as np
 from perception.engines.base import Engine
 from perception.errors import PerceptionError
 from perception.stats import LatencyWindow
+from perception.threadname import set_os_thread_name
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,7 @@ class FrameBatcher:
     # ------------------------------------------------------------------ the batcher's thread
 
     def _loop(self) -> None:
+        set_os_thread_name("batcher")  # the cameras' shared inference, in top -H and bench's per-thread CPU
         while True:
             with self._cond:
                 if not self._cond.wait_for(lambda: self._closed or self._pending, timeout=POLL_S):

@@ -24,6 +24,7 @@ import numpy as np
 from perception.engines import auto, probe
 from perception.engines.base import Engine, EngineOptions
 from perception.errors import PerceptionError
+from perception.threadname import set_os_thread_name
 
 log = logging.getLogger("perception.engines.auto")  # one logger name for all of --engine auto
 
@@ -184,6 +185,7 @@ class SwitchingEngine(Engine):
         return True
 
     def _watch(self) -> None:
+        set_os_thread_name("probe")  # waits on the probe child; started from the loader thread ("engine")
         try:
             if not self._start_probe():
                 return
