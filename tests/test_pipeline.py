@@ -7,7 +7,6 @@ must stop on SIGTERM with exit 0 and final stats, and turn each user mistake int
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -293,31 +292,30 @@ class SlowEngine(Engine):
         pass
 
 
-class ThreadNameSpy(SlowEngine):
-    """The tiny model, noting the OS names of the node's threads while a frame is inferred."""
-
-    def __init__(self, inner: Engine) -> None:
-        super().__init__(inner, 0.0)
-        self.caller: set[str] = set()
-        self.alive: set[str] = set()
-
-    def infer(self, batch):
-        self.caller.add(Path("/proc/thread-self/comm").read_text().strip())
-        for comm in Path("/proc/self/task").glob("*/comm"):
-            with contextlib.suppress(OSError):  # a thread that ended meanwhile
-                self.alive.add(comm.read_text().strip())
-        return super().infer(batch)
+def _os_thread_name() -> str:
+    return Path("/proc/thread-self/comm").read_text().strip()
 
 
 @pytest.mark.skipif(not Path("/proc/thread-self/comm").exists(), reason="OS thread names are read from Linux's /proc")
-def test_the_node_names_its_threads_for_the_os(engine, link):
+def test_the_node_names_its_threads_for_the_os(engine, link, monkeypatch):
     # top -H and bench pipeline's per-thread CPU then name the stages instead of showing "python".
+    # Each stage notes its own thread's OS name when it calls out: reading, inferring, sending.
     config = RunConfig.from_settings(source="synthetic", queue="lossless", max_frames=3, width=96, height=72, fps=240,
                                      warmup=0)
-    spy = ThreadNameSpy(engine)
-    Pipeline(config, source=open_source("synthetic", config.source_options), engine=spy, publisher=link.pub).run()
-    assert spy.caller == {"inference"}
-    assert {"capture", "inference", "publish"} <= spy.alive
+    source = open_source("synthetic", config.source_options)
+    names: dict[str, set[str]] = {"read": set(), "infer": set(), "send": set()}
+
+    def noting(kind, call):
+        def wrapped(*args, **kwargs):
+            names[kind].add(_os_thread_name())
+            return call(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(source, "read", noting("read", source.read))
+    monkeypatch.setattr(engine, "infer", noting("infer", engine.infer))
+    monkeypatch.setattr(link.pub, "publish_masks", noting("send", link.pub.publish_masks))
+    Pipeline(config, source=source, engine=engine, publisher=link.pub).run()
+    assert names == {"read": {"capture"}, "infer": {"inference"}, "send": {"publish"}}
 
 
 @pytest.mark.skipif(not Path("/proc/thread-self/comm").exists(), reason="OS thread names are read from Linux's /proc")
