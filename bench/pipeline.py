@@ -260,9 +260,9 @@ def engine_frames(source: str) -> str:
     """The engine-only run's frames: the node's own file (every 10th frame, letterboxed as the node
     does), so its agreement column is the node's model on the node's input; rendered road scenes for
     the synthetic camera (a real-road model's INT8 answers flip more on those)."""
-    from perception.sources import source_kind
+    from perception.sources import source_is_live
 
-    return source if source_kind(source) in ("video", "images") else ""
+    return "" if source_is_live(source) else source
 
 
 def source_options(cfg: PipelineBenchConfig) -> dict[str, Any]:

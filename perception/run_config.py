@@ -149,12 +149,11 @@ class RunConfig:
     def reads_flat_out(self) -> bool:
         """One camera whose source is a video file or image folder read as fast as the node can
         (no ``--fps``, no ``--realtime``): throughput is what counts (``--streams auto`` reads it)."""
-        from perception.sources import source_kind  # the sources' imports only when asked
+        from perception.sources import source_is_live  # the sources' imports only when asked
 
         cameras = self.cameras
         options = self.source_options
-        return (len(cameras) == 1 and source_kind(cameras[0].source) in ("video", "images")
-                and not options.fps and not options.realtime)
+        return len(cameras) == 1 and not source_is_live(cameras[0].source) and not options.fps and not options.realtime
 
     def camera_config(self, index: int) -> RunConfig:
         """The config of camera ``index`` alone: its source and name (``cameras``); with several

@@ -64,8 +64,8 @@ STREAMS_RUNS = 30
 #: spends latency only for a clear gain.
 FLAT_OUT_MIN_GAIN = 1.0
 #: A gain within this share of either threshold (1.09-1.21x, 0.95-1.05x) is measured again (two
-#: more blocks of each, all four pooled) before it decides: the default model's gain read 1.08x in one probe and over 1.15x
-#: in another on the same EPYC, and the CamVid model's 1.04x, 1.07x and 1.11x.
+#: more blocks of each, all four pooled) before it decides: the default model's gain read 1.08x in
+#: one probe and over 1.15x in another on the same EPYC, and the CamVid model's 1.04x, 1.07x, 1.11x.
 STREAMS_CLOSE = 0.05
 #: The name of the temporary .npy a node hands its probe child (``SwitchingEngine``) starts so.
 NODE_FRAMES_PREFIX = "perception-probe-"
@@ -311,14 +311,17 @@ def choose_streams(candidate: Candidate, model_path: Path, options: EngineOption
         for worker in workers[1] + workers[2]:
             worker.infer(frames[0])  # each request's first run allocates: not timed
         wall = {1: 0.0, 2: 0.0}
-        blocks = 0
-        for extra in (False, True):
-            if extra and not (wall[2] > 0 and _close_to_a_threshold(wall[1] / wall[2])):
-                break
+
+        def two_blocks_each() -> None:
             for _ in range(2):
                 for n in (1, 2):
                     wall[n] += _frames_in_flight(workers[n], frames, runs)
-                blocks += 1
+
+        two_blocks_each()
+        blocks = 2
+        if wall[2] > 0 and _close_to_a_threshold(wall[1] / wall[2]):
+            two_blocks_each()
+            blocks = 4
     except (PerceptionError, RuntimeError) as exc:
         log.warning("--engine auto: could not measure 2 frames in flight for %s (%s); --streams auto is 1",
                     candidate.label, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
@@ -335,7 +338,6 @@ def choose_streams(candidate: Candidate, model_path: Path, options: EngineOption
 def _close_to_a_threshold(gain: float) -> bool:
     """``gain`` (2 in flight over 1) within ``STREAMS_CLOSE`` of a threshold that decides on it."""
     return any(abs(gain / threshold - 1.0) < STREAMS_CLOSE for threshold in (STREAMS_MIN_GAIN, FLAT_OUT_MIN_GAIN))
-
 
 
 def streams_for_node(selection: Selection, *, flat_out: bool) -> tuple[int, str]:

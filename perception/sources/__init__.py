@@ -49,6 +49,13 @@ def source_kind(spec: str) -> str:
     return "video"
 
 
+def source_is_live(spec: str) -> bool:
+    """Whether the source ``spec`` describes delivers frames at its own rate (cameras, streams,
+    GStreamer pipelines, the synthetic camera: ``Source.live``) rather than as fast as they are read
+    (video files, image folders)."""
+    return SOURCES.get(source_kind(spec)).live
+
+
 def open_source(spec: str, options: SourceOptions | None = None, *, kind: str | None = None, **changes: Any) -> Source:
     """Open the source ``spec`` (kind detected unless given) with ``options`` (default
     ``SourceOptions()``), ``changes`` replacing single fields (``open_source("synthetic", width=96)``).
@@ -61,4 +68,4 @@ def open_source(spec: str, options: SourceOptions | None = None, *, kind: str | 
     return cls(spec.strip(), dataclasses.replace(options or SourceOptions(), **changes))
 
 
-__all__ = ["SOURCES", "CorruptFrame", "Frame", "Source", "SourceOptions", "open_source", "source_kind"]
+__all__ = ["SOURCES", "CorruptFrame", "Frame", "Source", "SourceOptions", "open_source", "source_is_live", "source_kind"]
