@@ -364,3 +364,56 @@ def test_training_crops_are_cut_after_scale_jitter_relative_to_the_model_input()
     assert set(out_label.unique().tolist()) == {1}  # a crop inside the image: no padding
     with pytest.raises(Exception, match="crop_hw"):
         load_train_config(None, {"crop_hw": [4, 4]})
+
+
+# ---- a second dataset mixed in (the synthetic world into real frames), labels mapped by name
+
+SYNTH_TO_TABLE = {"road": "road", "lane_marking": "road", "car": "car", "sky": "sky"}
+
+
+def test_mixed_in_data_supplies_its_share_with_labels_mapped_by_name(data_spec, tmp_path):
+    from perception.datasets import open_dataset
+    from perception.synthetic import SYNTHETIC_CLASSES
+
+    mix_spec = "synthetic:count=40,seed=2,size=48x64"
+    config = make_config(data_spec, tmp_path / "run", mix_data=mix_spec, mix_share=0.5, mix_classes=SYNTH_TO_TABLE)
+    data = build_data(config)
+    mixed = data.samples.dataset
+    assert len(data.train_set) == 8 and len(mixed) == 16  # half of every epoch's samples are rendered
+    assert data.class_table.names == TABLE.names  # the run keeps the real data's classes
+
+    pool = open_dataset(mix_spec, split="train")
+    expected = {SYNTHETIC_CLASSES.names.index(k): TABLE.names.index(v) for k, v in SYNTH_TO_TABLE.items()}
+    for epoch in (0, 1):
+        data.samples.set_epoch(epoch)  # what fit does before each epoch: the pool is walked, not repeated
+        image, label = mixed[8]
+        raw_image, raw = pool[epoch * 8]
+        assert np.array_equal(image, raw_image)
+        want = np.full_like(raw, 255)
+        for synthetic_id, table_id in expected.items():
+            want[raw == synthetic_id] = table_id
+        assert np.array_equal(label, want)
+        assert set(np.unique(label)) <= {0, 1, 2, 255}
+        building = raw == SYNTHETIC_CLASSES.names.index("building")  # not in the mapping: ignored
+        assert building.any() and (label[building] == 255).all()
+    assert np.array_equal(mixed[3][1], data.train_set[3][1])  # the real samples pass through unchanged
+
+    run = build_run(config, data, model=TinySegModel(3))
+    records = train_steps(run, data, until_step=config.steps)
+    assert len(records) == config.steps and all(np.isfinite(r["loss"]) for r in records)
+
+
+def test_mixed_in_data_names_a_class_neither_table_has(data_spec, tmp_path):
+    from perception.errors import ConfigError, DataError
+
+    mix = "synthetic:count=4,size=48x64"
+    with pytest.raises(DataError, match=r"'tarmac' is not a class of the mixed-in data; its classes: road, "):
+        build_data(make_config(data_spec, tmp_path / "a", mix_data=mix, mix_share=0.3, mix_classes={"tarmac": "road"}))
+    with pytest.raises(DataError, match=r"'road' -> 'Road', which is not a class of the training data; its classes: road, car, sky"):
+        build_data(make_config(data_spec, tmp_path / "b", mix_data=mix, mix_share=0.3, mix_classes={"road": "Road"}))
+    with pytest.raises(ConfigError, match="mix_share=0.3 needs mix_data"):
+        make_config(data_spec, tmp_path / "c", mix_share=0.3)
+    with pytest.raises(ConfigError, match="needs mix_classes"):
+        make_config(data_spec, tmp_path / "d", mix_data=mix, mix_share=0.3)
+    with pytest.raises(ConfigError, match="needs mix_share > 0"):
+        make_config(data_spec, tmp_path / "e", mix_data=mix, mix_classes=SYNTH_TO_TABLE)

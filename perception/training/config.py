@@ -51,6 +51,13 @@ class TrainConfig:
     #: ``LIST:-SEQ+SEQ`` to keep or drop sequences (a held-out sequence: train:-0006R0 / train:0006R0).
     train_split: str = "train"
     val_split: str = "val"
+    #: A second training dataset mixed into ``data`` (e.g. the synthetic world into CamVid), its
+    #: labels mapped into ``data``'s classes by ``mix_classes``; empty: none.
+    mix_data: str = setting("", help="second training data spec mixed into --data (default: none)")
+    #: The share of training samples drawn from ``mix_data`` (0: none; the rest come from ``data``).
+    mix_share: float = field(default=0.0, metadata=bounds(0.0, 0.9))
+    #: ``mix_data`` class name -> ``data`` class name; classes left out are ignored in the loss.
+    mix_classes: dict[str, str] = field(default_factory=dict)
     #: Training crop and model input size (height, width); validation images are resized to it.
     input_hw: tuple[int, int] = setting((360, 480), flag="--size", metavar="HxW", from_text=hw_from_text,
                                         to_text=hw_to_text, help="training/model input size")
@@ -130,6 +137,12 @@ class TrainConfig:
         lo, hi = self.scale_range
         if not 0 < lo <= hi:
             raise ValueError(f"scale_range={list(self.scale_range)} must satisfy 0 < low <= high")
+        if self.mix_share > 0 and not self.mix_data:
+            raise ValueError(f"mix_share={self.mix_share} needs mix_data, the dataset to mix in")
+        if self.mix_data and self.mix_share == 0:
+            raise ValueError(f"mix_data={self.mix_data!r} needs mix_share > 0, the share of samples it supplies")
+        if self.mix_data and not self.mix_classes:
+            raise ValueError("mix_data needs mix_classes, e.g. {road: Road, car: Car}: which of its classes are which")
         if any(w < 0 for w in self.ial_level_weights):
             raise ValueError("ial_level_weights must be non-negative")
         bad = {k: v for k, v in self.ial_levels.items() if v not in (0, 1, 2, 3)}

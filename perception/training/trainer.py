@@ -48,6 +48,7 @@ from perception.training.distributed import (
     pick_device,
 )
 from perception.training.losses import build_loss, enet_weights, median_frequency_weights
+from perception.training.mix import MixedDataset, mix_label_lut
 
 log = logging.getLogger(__name__)
 
@@ -123,13 +124,14 @@ def build_data(config: TrainConfig, info: DistInfo | None = None) -> Data:
             f"validation data {val_set.name!r} has classes {val_set.class_table.names}, "
             f"training data {train_set.name!r} has {train_set.class_table.names}; they must match"
         )
-    per_epoch = len(train_set) // (info.world_size * config.batch_size)
+    ignore_id = ignore_id_of(train_set)
+    sample_set = mixed_in(config, train_set, ignore_id) if config.mix_data else train_set
+    per_epoch = len(sample_set) // (info.world_size * config.batch_size)
     if per_epoch == 0:
         raise DataError(
-            f"training data {train_set.name!r} has {len(train_set)} samples, fewer than one batch of "
+            f"training data {sample_set.name!r} has {len(sample_set)} samples, fewer than one batch of "
             f"{config.batch_size} per process; lower --batch-size"
         )
-    ignore_id = ignore_id_of(train_set)
     transform = build_train_transform(
         config.input_hw,
         ignore_id=ignore_id,
@@ -143,7 +145,7 @@ def build_data(config: TrainConfig, info: DistInfo | None = None) -> Data:
         pasta_alpha=config.pasta_alpha,
         letterbox_prob=config.letterbox_prob,
     )
-    samples = TrainSamples(train_set, transform, seed=config.seed)
+    samples = TrainSamples(sample_set, transform, seed=config.seed)
     sampler = ResumableSampler(samples, info, seed=config.seed, batch_size=config.batch_size)
     loader = DataLoader(
         samples,
@@ -167,6 +169,18 @@ def build_data(config: TrainConfig, info: DistInfo | None = None) -> Data:
         worker_init_fn=leave_sigint_to_main,
     )
     return Data(train_set, val_set, samples, sampler, loader, val_loader, ignore_id)
+
+
+def mixed_in(config: TrainConfig, train_set: Dataset, ignore_id: int) -> MixedDataset:
+    """``train_set`` with ``config.mix_data`` mixed in at ``config.mix_share``, labels mapped by
+    ``config.mix_classes``. Class weights and the run's class table stay those of ``train_set``."""
+    mix_set = open_dataset(config.mix_data, split="train")
+    lut = mix_label_lut(mix_set.class_table, train_set.class_table, config.mix_classes, ignore_id=ignore_id,
+                        mix_ignore_id=mix_set.class_table.ignore_id)
+    mixed = MixedDataset.with_share(train_set, mix_set, share=config.mix_share, lut=lut)
+    log.info("training on %d samples an epoch: %d of %s and %d of %s (%.0f %%)", len(mixed), len(train_set),
+             train_set.name, mixed.extra, mix_set.name, 100 * mixed.extra / len(mixed))
+    return mixed
 
 
 # --------------------------------------------------------------------------------------------
