@@ -244,7 +244,7 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, A
             print(f"resolved config ({run_dir / 'config.yaml'}):\n{resolved}", flush=True)
             log.info(
                 "training %s on %s: %d samples, %d steps (%d per epoch), device %s, world size %d",
-                config.model, config.data, len(data.train_set), run.total_steps, data.steps_per_epoch,
+                config.model, data.samples.dataset.name, len(data.samples), run.total_steps, data.steps_per_epoch,
                 run.device, info.world_size,
             )
         if resume is not None:
