@@ -53,7 +53,7 @@ class TrainConfig:
     val_split: str = "val"
     #: A second training dataset mixed into ``data`` (e.g. the synthetic world into CamVid), its
     #: labels mapped into ``data``'s classes by ``mix_classes``; empty: none.
-    mix_data: str = setting("", help="second training data spec mixed into --data; set mix_share and mix_classes too (default: none)")
+    mix_data: str = ""
     #: The share of training samples drawn from ``mix_data`` (0: none; the rest come from ``data``).
     mix_share: float = field(default=0.0, metadata=bounds(0.0, 0.9))
     #: ``mix_data`` class name -> ``data`` class name; classes left out are ignored in the loss.
