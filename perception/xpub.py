@@ -250,14 +250,14 @@ class XpubCore:
         if self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
             self.read_subscriptions_locked()
         flags = self._flags
-        # The first part decides: once it is queued, the rest of the message always is (ZeroMQ
-        # delivers all parts or none).
         # Every part is copied into ZeroMQ's own message, masks of 150-600 kB included. A zero-copy
         # send hands the buffer to pyzmq's garbage-collector thread, which takes the GIL to release
         # each one once the I/O thread is done with it (2.4 % of a core in a CamVid node at 85 FPS).
         # Measured side by side on 2 EPYC cores, auto engine, 2 in flight: the CamVid node 86.5 ->
         # 88.1 FPS (four 155 kB masks a frame), the default model's 84.4 -> 83.8 (five 230 kB masks):
         # a wash in speed, and one thread fewer contending for the GIL.
+        # The first part decides: once it is queued, the rest of the message always is (ZeroMQ
+        # delivers all parts or none).
         self._socket.send(topic, zmq.SNDMORE | flags)
         for frame in frames[:-1]:
             self._socket.send(frame, zmq.SNDMORE | flags)

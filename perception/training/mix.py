@@ -79,17 +79,19 @@ class MixedDataset(Sequence):
     def __len__(self) -> int:
         return len(self.primary) + self.extra
 
+    def _mix_index(self, index: int) -> int:
+        """The pool index of mixed sample ``index`` (>= len(primary)) in this epoch."""
+        return (index - len(self.primary) + self.epoch * self.extra) % len(self.mix)
+
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= index < len(self):
             raise IndexError(index)
-        n = len(self.primary)
-        if index < n:
+        if index < len(self.primary):
             return self.primary[index]
-        image, label = self.mix[(index - n + self.epoch * self.extra) % len(self.mix)]
+        image, label = self.mix[self._mix_index(index)]
         return image, self.lut[label]
 
     def describe(self, index: int) -> str:
-        n = len(self.primary)
-        if index < n:
+        if index < len(self.primary):
             return self.primary.describe(index)
-        return self.mix.describe((index - n + self.epoch * self.extra) % len(self.mix))
+        return self.mix.describe(self._mix_index(index))
