@@ -403,6 +403,19 @@ def test_mixed_in_data_supplies_its_share_with_labels_mapped_by_name(data_spec, 
     assert len(records) == config.steps and all(np.isfinite(r["loss"]) for r in records)
 
 
+def test_a_later_config_file_changes_a_recipe_without_copying_it(tmp_path):
+    from perception.errors import ConfigError
+
+    recipe, mix = tmp_path / "recipe.yaml", tmp_path / "mix.yaml"
+    recipe.write_text("model: tiny\nsteps: 40\nlr: 0.02\nout: runs/recipe\n")
+    mix.write_text("mix_data: synthetic\nmix_share: 0.25\nmix_classes: {road: road}\nout: runs/mixed\n")
+    config = load_train_config([recipe, mix], {"lr": 0.05})
+    assert (config.steps, config.mix_share, config.out, config.lr) == (40, 0.25, Path("runs/mixed"), 0.05)
+    mix.write_text("mix_share: 2\n")
+    with pytest.raises(ConfigError, match=rf"{recipe} \+ {mix}: mix_share=2"):
+        load_train_config([recipe, mix])
+
+
 def test_mixed_in_data_names_a_class_neither_table_has(data_spec, tmp_path):
     from perception.errors import ConfigError, DataError
 

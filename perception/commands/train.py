@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from perception.training.config import TrainConfig  # torch-free: a bad flag fails before torch loads
 
-    parser.add_argument("--config", help="YAML file of TrainConfig keys (see configs/)")
+    parser.add_argument("--config", action="append", metavar="YAML",
+                        help="YAML file of TrainConfig keys (see configs/); repeatable, a later file's keys win")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set any config key (repeatable)")
     add_flags(parser, TrainConfig)  # the common keys as flags, generated from TrainConfig's declarations
     parser.add_argument("--resume", help="last.pt of an earlier run to continue from")

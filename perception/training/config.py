@@ -164,9 +164,15 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def load_train_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """The config of ``path`` (if any) with ``overrides`` applied; ConfigError naming the key."""
-    data = read_yaml(path) if path else {}
+def load_train_config(
+    path: str | Path | list[str | Path] | None, overrides: dict[str, Any] | None = None,
+) -> TrainConfig:
+    """The config of ``path`` (if any; a list: each file's keys over the one before, so a small file
+    can change a recipe without copying it) with ``overrides`` applied; ConfigError naming the key."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path or [])
+    data: dict[str, Any] = {}
+    for each in paths:
+        data.update(read_yaml(each))
     data.update(overrides or {})
-    source = f"{path}" if path else "train config"
+    source = " + ".join(str(p) for p in paths) or "train config"
     return load_config(TrainConfig, data, source=source)
