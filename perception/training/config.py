@@ -123,6 +123,10 @@ class TrainConfig:
     # ---- run
     out: Path = setting(Path("runs/train"), help="run directory for checkpoints, logs and curves")
     seed: int = 0
+    #: Seed of the model's initial weights (default: ``seed``). Runs that share it and differ in
+    #: ``seed`` start from the same weights and see other data orders and augmentations: the
+    #: ingredients of a model soup (``perception soup``).
+    init_seed: int | None = None
     device: str = setting("auto", help="auto, cpu, cuda or cuda:N")
     workers: int = setting(2, lo=0, hi=64, help="DataLoader worker processes")
     torch_threads: int = field(default=0, metadata=bounds(0, 256))

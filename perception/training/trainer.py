@@ -223,6 +223,9 @@ def build_run(config: TrainConfig, data: Data, *, info: DistInfo | None = None, 
     device = pick_device(config.device, info)
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
+    if config.init_seed is not None and model is None:
+        _seed_everything(config.init_seed)  # the same initial weights on every rank and for every seed
+        model = build_model_for(config, data.class_table.num_classes)
     _seed_everything(config.seed + info.rank)
     model = (model or build_model_for(config, data.class_table.num_classes)).to(device)
     if info.enabled:
