@@ -27,7 +27,6 @@ COMMANDS: dict[str, str] = {
     "synth": "write synthetic road-world frames as a dataset and/or a video",
     "train": "train a segmentation model (needs the 'train' extra)",
     "eval": "evaluate a checkpoint or an ONNX model on a dataset",
-    "soup": "average the weights of training runs that started from the same weights (a model soup)",
     "export": "export a checkpoint to a verified ONNX model (FP32/INT8) and TensorRT engines",
     "inspect": "show an exported model's metadata, inputs, outputs and operators",
     "bench": "measure engine and pipeline FPS and latency and write a report",

@@ -22,7 +22,7 @@ RUNTIME_ROOTS = [
 #: The build side: reachable only by an explicit choice (a training command, --engine torch).
 NOT_FOLLOWED = {
     "perception.engines.torch",
-    *(f"perception.commands.{c}" for c in ("train", "eval", "soup", "export", "bench", "synth")),
+    *(f"perception.commands.{c}" for c in ("train", "eval", "export", "bench", "synth")),
 }
 FORBIDDEN = ("torch", "torchvision", "perception.export", "perception.bench", "perception.training", "perception.models")
 

@@ -42,7 +42,6 @@ def _config_class(command: str) -> type:
         "train": ("perception.training.config", "TrainConfig"),
         "synth": ("perception.commands.synth", "SynthConfig"),
         "eval": ("perception.commands.eval", "EvalConfig"),
-        "soup": ("perception.commands.soup", "SoupConfig"),
     }[command]
     return getattr(importlib.import_module(where[0]), where[1])
 
@@ -111,8 +110,6 @@ SAMPLES = {
              "threads": 1, "json": "e.json", "tasks": "drivable,lane", "task": {"obstacle": ["car"]},
              "data_task": {"obstacle": ["Car", "Truck"]}, "unknown_threshold": 0.4, "record": True,
              "contact_sheet": "c.png", "sheet_count": 4},
-    "soup": {"checkpoints": ["runs/a/best.pt", "runs/b/best.pt"], "out": "runs/soup/best.pt", "no_val": True,
-             "threads": 2},
 }
 
 

@@ -208,6 +208,24 @@ def test_resuming_a_run_without_an_average_with_one_names_the_fix(data_spec, tmp
         resume_run(averaged, tmp_path / "a" / "last.pt")
 
 
+def test_init_seed_fixes_the_start_while_seed_changes_the_data(data_spec, tmp_path):
+    def start_and_losses(**overrides):
+        config = make_config(data_spec, tmp_path / "r", model="segnet_basic", steps=2, **overrides)
+        data = build_data(config)
+        run = build_run(config, data)  # the registry's model, initialised under the run's seeds
+        start = {k: v.clone() for k, v in run.model.state_dict().items()}
+        return start, [r["loss"] for r in train_steps(run, data, until_step=2)]
+
+    plain, plain_losses = start_and_losses(seed=0)
+    same, same_losses = start_and_losses(seed=0, init_seed=0)
+    other_data, other_losses = start_and_losses(seed=1, init_seed=0)
+    other_start, _ = start_and_losses(seed=1)
+    # Without init_seed nothing changes: the start is the seed's, and so is every step after it.
+    assert all(torch.equal(plain[k], same[k]) for k in plain) and plain_losses == same_losses
+    assert all(torch.equal(plain[k], other_data[k]) for k in plain) and other_losses != plain_losses
+    assert not all(torch.equal(plain[k], other_start[k]) for k in plain)
+
+
 def test_checkpoint_carries_what_eval_and_export_need(data_spec, tmp_path):
     config = make_config(data_spec, tmp_path / "run", steps=1)
     data = build_data(config)

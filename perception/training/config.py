@@ -124,8 +124,8 @@ class TrainConfig:
     out: Path = setting(Path("runs/train"), help="run directory for checkpoints, logs and curves")
     seed: int = 0
     #: Seed of the model's initial weights (default: ``seed``). Runs that share it and differ in
-    #: ``seed`` start from the same weights and see other data orders and augmentations: the
-    #: ingredients of a model soup (``perception soup``).
+    #: ``seed`` start from the same weights and see other data orders and augmentations, which
+    #: tells the two sources of run-to-run spread apart.
     init_seed: int | None = None
     device: str = setting("auto", help="auto, cpu, cuda or cuda:N")
     workers: int = setting(2, lo=0, hi=64, help="DataLoader worker processes")
