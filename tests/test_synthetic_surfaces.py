@@ -25,7 +25,8 @@ def _plain_scene(seed: int, size=(H, W)):
     light = scene.lighting
     light.ambient, light.gain, light.tint_bgr, light.shadow_factor = 1.0, 1.0, (1.0, 1.0, 1.0), 1.0
     road = scene.road
-    road.junction_d_m = road.crosswalk_d_m = None
+    road.junction_d_m = road.crosswalk_d_m = road.road_end_d_m = None
+    scene.frontage = []
     road.curvature = road.curvature_rate = road.heading = road.grade_curvature = 0.0
     scene.camera.roll_rad = scene.camera.distortion_k1 = scene.camera.hood_px = 0.0
     return scene

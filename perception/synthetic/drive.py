@@ -88,7 +88,7 @@ class SyntheticDrive:
         self.noise = noise
         self.frame_index = 0
         self._rng = np.random.default_rng(seed)
-        self.scene = sample_scene(self._rng, height=self.height, width=self.width)
+        self.scene = sample_scene(self._rng, height=self.height, width=self.width, road_end=False)
         wobble(self.scene)
         self._renderer = Renderer(self.height, self.width)
 

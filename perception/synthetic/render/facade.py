@@ -61,24 +61,72 @@ def facade_quads(view: View, s_f: float, d0, d1, y0, y1) -> np.ndarray:
     return out
 
 
-def draw_shop_front(mat: np.ndarray, view: View, pal: Palette, b: Building, s_f: float, *, night: bool) -> float:
+class RoadsidePlane:
+    """The plane of a facade along the road, at lateral position ``s_f``: a point on it is (a, y),
+    ``a`` the distance along the road, ``y`` the height. Shop fronts and windows draw through a
+    plane, so the same code dresses a facade along the road and one across its end."""
+
+    a_min = NEAR_CLIP_M  # nearer than this is behind the near clip
+
+    def __init__(self, view: View, s_f: float) -> None:
+        self.view, self.s_f = view, s_f
+
+    def quads(self, a0, a1, y0, y1) -> np.ndarray:
+        return facade_quads(self.view, self.s_f, a0, a1, y0, y1)
+
+    def points(self, a, y) -> tuple[np.ndarray, np.ndarray]:
+        return self.view.project(self.s_f, np.maximum(a, NEAR_CLIP_M), y)
+
+    def scale(self, a):
+        """Pixels per metre at ``a``."""
+        return self.view.f / np.maximum(a, NEAR_CLIP_M)
+
+
+class CrossPlane:
+    """The plane of a facade across the end of the road, ``d`` metres ahead and facing the camera:
+    a point on it is (a, y), ``a`` the lateral position ``s``, ``y`` the height."""
+
+    a_min = -np.inf
+
+    def __init__(self, view: View, d: float) -> None:
+        self.view, self.d = view, d
+
+    def quads(self, a0, a1, y0, y1) -> np.ndarray:
+        a0, a1, y0, y1 = np.broadcast_arrays(*(np.atleast_1d(np.asarray(a, np.float64)) for a in (a0, a1, y0, y1)))
+        ua, va = self.view.project(a0, self.d, y0)
+        ub, vb = self.view.project(a1, self.d, y1)
+        out = np.empty((len(a0), 4, 2))
+        out[:, 0, 0] = out[:, 3, 0] = ua
+        out[:, 1, 0] = out[:, 2, 0] = ub
+        out[:, 0, 1] = out[:, 1, 1] = va
+        out[:, 2, 1] = out[:, 3, 1] = vb
+        return out
+
+    def points(self, a, y) -> tuple[np.ndarray, np.ndarray]:
+        return self.view.project(np.asarray(a, np.float64), self.d, y)
+
+    def scale(self, a):
+        return np.full(np.shape(a), self.view.f / self.d) if np.ndim(a) else self.view.f / self.d
+
+
+def draw_shop_front(mat: np.ndarray, plane: RoadsidePlane | CrossPlane, pal: Palette, b: Building, *, night: bool) -> float:
     """The ground floor as shops: fascia and lettering, panes with displays, reflections, mullions
     and a door. Returns the height (m) up to which upper-floor windows must not be drawn."""
     rng = np.random.default_rng(building_seed(b))
     top = min(b.floor_m + 0.4, b.height_m - 0.5)
     d0, d1 = b.d0_m, b.d0_m + b.length_m
     base_bgr = np.asarray(b.window_bgr, np.float32) * 0.5 + np.asarray(b.facade_bgr, np.float32) * 0.3
-    fill(mat, facade_quads(view, s_f, d0, d1, 0.0, top), pal.object(base_bgr, BUILDING))  # pillars and risers
+    fill(mat, plane.quads(d0, d1, 0.0, top), pal.object(base_bgr, BUILDING))  # pillars and risers
     fascia_y0 = top - uniform(rng, 0.45, 0.8)
     fascia_bgr = FASCIA_COLORS[int(rng.integers(len(FASCIA_COLORS)))]
-    fill(mat, facade_quads(view, s_f, d0 + 0.15, d1 - 0.15, fascia_y0, top - 0.08), pal.object(fascia_bgr, BUILDING))
+    fill(mat, plane.quads(d0 + 0.15, d1 - 0.15, fascia_y0, top - 0.08), pal.object(fascia_bgr, BUILDING))
     glass_y0, glass_y1 = uniform(rng, 0.3, 0.7), fascia_y0 - uniform(rng, 0.05, 0.3)
     bay_m = uniform(rng, 1.4, 3.6)
     n_bays = max(1, int((b.length_m - 0.6) / bay_m))
     edges = d0 + 0.3 + np.arange(n_bays + 1) * ((b.length_m - 0.6) / n_bays)
-    near = max(d0, NEAR_CLIP_M)
-    if (edges[1] - edges[0]) * view.f / near < 6.0 or top * view.f / near < 8.0:  # too far for details: one dark pane
-        fill(mat, facade_quads(view, s_f, d0, d1, glass_y0, glass_y1), pal.object((50, 45, 40), BUILDING))
+    k = plane.scale(d0)
+    if (edges[1] - edges[0]) * k < 6.0 or top * k < 8.0:  # too far for details: one dark pane
+        fill(mat, plane.quads(d0, d1, glass_y0, glass_y1), pal.object((50, 45, 40), BUILDING))
         return top
     # Lettering on the fascia: light on a dark board, dark on a light one.
     letters = (30, 30, 32) if sum(fascia_bgr) > 400 else ((225, 225, 220), (90, 190, 225))[int(rng.integers(2))]
@@ -86,13 +134,13 @@ def draw_shop_front(mat: np.ndarray, view: View, pal: Palette, b: Building, s_f:
     x0 = start + np.cumsum(rng.uniform(0.25, 0.45, int(rng.integers(5, 14))))
     x0 = x0[x0 < d1 - 0.5]
     fh = top - 0.08 - fascia_y0
-    fill(mat, facade_quads(view, s_f, x0, x0 + 0.18, fascia_y0 + 0.3 * fh, fascia_y0 + 0.75 * fh), pal.object(letters, BUILDING))
+    fill(mat, plane.quads(x0, x0 + 0.18, fascia_y0 + 0.3 * fh, fascia_y0 + 0.75 * fh), pal.object(letters, BUILDING))
     # Panes: an interior colour each, goods and posters in front of it.
     inner = rng.integers(len(INTERIOR_COLORS), size=n_bays)
     a, z = edges[:-1], edges[1:]
     for k in np.unique(inner):
         lit = bool(INTERIOR_LIT[k]) and night
-        fill(mat, facade_quads(view, s_f, a[inner == k], z[inner == k], glass_y0, glass_y1),
+        fill(mat, plane.quads(a[inner == k], z[inner == k], glass_y0, glass_y1),
              pal.object(INTERIOR_COLORS[k], BUILDING, emissive=lit))
     n_items = int(rng.integers(2, 6)) * n_bays
     bay = rng.integers(n_bays, size=n_items)
@@ -105,53 +153,55 @@ def draw_shop_front(mat: np.ndarray, view: View, pal: Palette, b: Building, s_f:
     colour = rng.integers(len(DISPLAY_COLORS), size=n_items)
     for c in np.unique(colour):
         m = colour == c
-        fill(mat, facade_quads(view, s_f, gx0[m], gx1[m], gy0[m], gy1[m]), pal.object(DISPLAY_COLORS[c], BUILDING))
+        fill(mat, plane.quads(gx0[m], gx1[m], gy0[m], gy1[m]), pal.object(DISPLAY_COLORS[c], BUILDING))
     if rng.random() < 0.7:
         # The sky mirrored in the upper part of the panes, with the street's trees in it.
         ry0 = glass_y1 - uniform(rng, 0.2, 0.55) * gh
-        fill(mat, facade_quads(view, s_f, a, z, ry0, glass_y1), pal.object(REFLECTED_SKY, BUILDING))
+        fill(mat, plane.quads(a, z, ry0, glass_y1), pal.object(REFLECTED_SKY, BUILDING))
         n_trees = int(rng.integers(1, 5))
         tx = rng.uniform(d0, d1, n_trees)
         tw = rng.uniform(0.8, 2.5, n_trees)
         for x, half in zip(tx, tw / 2, strict=True):
-            poly = _crown(view, s_f, x, half, (edges[0], edges[-1]), (ry0 - 0.2, glass_y1), rng)
+            poly = _crown(plane, x, half, (edges[0], edges[-1]), (ry0 - 0.2, glass_y1), rng)
             if poly is not None:
                 fill(mat, poly, pal.object(REFLECTED_TREES, BUILDING))
     # Mullions at the bay edges, a transom bar, and a door in one bay.
     frame = pal.object(FRAME_COLORS[int(rng.integers(len(FRAME_COLORS)))], BUILDING)
     bar = uniform(rng, 0.05, 0.12)
-    quads = [facade_quads(view, s_f, edges - bar, edges + bar, glass_y0, glass_y1),
-             facade_quads(view, s_f, edges[0], edges[-1], glass_y1 - 2 * bar, glass_y1)]
+    quads = [plane.quads(edges - bar, edges + bar, glass_y0, glass_y1),
+             plane.quads(edges[0], edges[-1], glass_y1 - 2 * bar, glass_y1)]
     if rng.random() < 0.5:  # a low transom too
         y = glass_y0 + uniform(rng, 0.25, 0.45) * gh
-        quads.append(facade_quads(view, s_f, edges[0], edges[-1], y - bar, y + bar))
+        quads.append(plane.quads(edges[0], edges[-1], y - bar, y + bar))
     fill(mat, np.concatenate(quads), frame)
     door_bay = int(rng.integers(n_bays))
     dx = a[door_bay] + uniform(rng, 0.1, 0.4) * (z[door_bay] - a[door_bay])
     door = (35, 35, 40) if rng.random() < 0.5 else INTERIOR_COLORS[int(inner[door_bay])]
-    fill(mat, facade_quads(view, s_f, dx, min(dx + uniform(rng, 0.85, 1.1), z[door_bay]), 0.0, min(2.1, glass_y1)),
+    fill(mat, plane.quads(dx, min(dx + uniform(rng, 0.85, 1.1), z[door_bay]), 0.0, min(2.1, glass_y1)),
          pal.object(door, BUILDING))
     return top
 
 
-def _crown(view: View, s_f: float, x: float, half: float, span, heights, rng: np.random.Generator):
+def _crown(plane: RoadsidePlane | CrossPlane, x: float, half: float, span, heights, rng: np.random.Generator):
     """A tree crown's reflection: an irregular blob in the facade plane, clipped to the panes'
     ``span`` (d0, d1) and ``heights`` (y0, y1)."""
     ang = np.linspace(0.0, 2.0 * np.pi, 10, endpoint=False)
     r = rng.uniform(0.7, 1.0, len(ang))
     d = np.clip(x + half * r * np.cos(ang), *span)
     y0, y1 = heights
-    if d.max() <= NEAR_CLIP_M:
+    if d.max() <= plane.a_min:
         return None
     y = np.clip(y1 + 0.6 * half * r * np.sin(ang), y0, y1)
-    u, v = view.project(s_f, np.maximum(d, NEAR_CLIP_M), y)
+    u, v = plane.points(d, y)
     return np.stack([u, v], 1)
 
 
-def draw_windows(mat: np.ndarray, view: View, pal: Palette, b: Building, s_f: float, *, above_m: float, night: bool) -> None:
+def draw_windows(
+    mat: np.ndarray, plane: RoadsidePlane | CrossPlane, pal: Palette, b: Building, *, above_m: float, night: bool
+) -> None:
     """Upper-floor windows (from ``above_m`` up): frames and glazing bars on most buildings, some
     panes mirroring the sky; about half the houses have their lights on at night."""
-    if b.window_spacing_m * view.f / max(b.d0_m, NEAR_CLIP_M) < 3.0:
+    if b.window_spacing_m * plane.scale(b.d0_m) < 3.0:
         return  # too small to see
     n_floors = int((b.height_m - 1.5) / b.floor_m)
     n_cols = int(b.length_m / b.window_spacing_m)
@@ -170,29 +220,29 @@ def draw_windows(mat: np.ndarray, view: View, pal: Palette, b: Building, s_f: fl
     w0 = b.d0_m + 0.6 + np.arange(n_cols) * b.window_spacing_m
     y0 = 1.0 + (np.arange(n_floors) + 0.3) * b.floor_m  # window sills, one per floor
     wa, wb = np.meshgrid(w0, y0)
-    keep = (wa > NEAR_CLIP_M) & (wa + 0.55 * b.window_spacing_m < d1 - 0.3) & (wb >= above_m)
+    keep = (wa > plane.a_min) & (wa + 0.55 * b.window_spacing_m < d1 - 0.3) & (wb >= above_m)
     if not keep.any():
         return
     wa, wb, mirrored = wa[keep], wb[keep], mirrored[keep]
     wz, wt = wa + 0.55 * b.window_spacing_m, wb + 0.5 * b.floor_m
-    big = b.window_spacing_m * view.f / wa >= 10.0  # frames and bars only where they are a pixel or more
+    big = b.window_spacing_m * plane.scale(wa) >= 10.0  # frames and bars only where they are a pixel or more
     if framed and big.any():
-        fill(mat, facade_quads(view, s_f, wa[big] - rim, wz[big] + rim, wb[big] - rim, wt[big] + rim),
+        fill(mat, plane.quads(wa[big] - rim, wz[big] + rim, wb[big] - rim, wt[big] + rim),
              pal.object(frame_bgr, BUILDING))
     lit = night and (b.floor_m * 10) % 1 < 0.5  # floor height: a stable per-building draw
     if lit:
         mirrored[:] = False
     glass_bgr = (80, 190, 250) if lit else b.window_bgr
-    fill(mat, facade_quads(view, s_f, wa[~mirrored], wz[~mirrored], wb[~mirrored], wt[~mirrored]),
+    fill(mat, plane.quads(wa[~mirrored], wz[~mirrored], wb[~mirrored], wt[~mirrored]),
          pal.object(glass_bgr, BUILDING, emissive=lit))
     if mirrored.any():
-        fill(mat, facade_quads(view, s_f, wa[mirrored], wz[mirrored], wb[mirrored], wt[mirrored]), pal.object(sky_bgr, BUILDING))
+        fill(mat, plane.quads(wa[mirrored], wz[mirrored], wb[mirrored], wt[mirrored]), pal.object(sky_bgr, BUILDING))
     if bars and big.any():
         half = 0.03
         a, z, lo, hi = wa[big], wz[big], wb[big], wt[big]
         mid_d, mid_y = (a + z) / 2, (lo + hi) / 2
-        fill(mat, np.concatenate([facade_quads(view, s_f, mid_d - half, mid_d + half, lo, hi),
-                                  facade_quads(view, s_f, a, z, mid_y - half, mid_y + half)]), pal.object(frame_bgr, BUILDING))
+        fill(mat, np.concatenate([plane.quads(mid_d - half, mid_d + half, lo, hi),
+                                  plane.quads(a, z, mid_y - half, mid_y + half)]), pal.object(frame_bgr, BUILDING))
 
 
-__all__ = ["building_seed", "draw_shop_front", "draw_windows", "facade_quads"]
+__all__ = ["CrossPlane", "RoadsidePlane", "building_seed", "draw_shop_front", "draw_windows", "facade_quads"]

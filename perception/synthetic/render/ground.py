@@ -54,6 +54,36 @@ def draw_ground(mat: np.ndarray, paint: np.ndarray, scene: Scene, view: View, pa
             cv2.bitwise_and(on_road, cv2.compare(paint, 255, cv2.CMP_NE), dst=on_road)
             cv2.copyTo(paint, on_road, mat)
     draw_paint(mat, paint, scene, view, pal, road_ids=(asphalt, crack))
+    if road.road_end_d_m is not None:
+        draw_road_end(mat, scene, view, pal, asphalt)
+
+
+def draw_road_end(mat: np.ndarray, scene: Scene, view: View, pal: Palette, asphalt: int) -> None:
+    """A T-junction ahead: the pavements round the corners on this side, the crossing road, and
+    beyond it the far kerb (its face towards the camera) and pavement up to
+    the frontage. Drawn over the main road's ground, which ends here."""
+    road = scene.road
+    end, far = road.road_end_d_m, road.frontage_d_m
+    if far <= view.d_near:
+        return
+    lo, hi = -150.0, road.width_m + 150.0
+    sw_class = CLASS_ID["sidewalk"]
+    base_bgr = np.asarray(road.sidewalk_bgr, np.float64)
+    surface = pal.ground(base_bgr, sw_class)
+    kerb_bgr = np.asarray(road.kerb_bgr if road.kerb_bgr is not None else np.minimum(base_bgr * 1.15 + 10, 255))
+    corner = end - road.road_end_corner_m
+    fill(mat, view.ground_quads(np.array([lo, road.kerb_right_s]), np.array([road.kerb_left_s, hi]),
+                                np.full(2, corner), np.full(2, end)), surface)
+    fill(mat, view.ground_quads(np.array([lo]), np.array([hi]), np.array([end]), np.array([end + road.road_end_width_m])), asphalt)
+    kerb_d = end + road.road_end_width_m
+    fill(mat, view.ground_quads(np.array([lo]), np.array([hi]), np.array([kerb_d]), np.array([far])), surface)
+    kerb = pal.ground(kerb_bgr, sw_class)
+    fill(mat, view.ground_quads(np.array([lo]), np.array([hi]), np.array([kerb_d]), np.array([kerb_d + road.kerb_width_m])), kerb)
+    # The far kerb's face, towards the camera: a band from the road up to the kerb's height.
+    u0, v0 = view.project(np.array([lo, hi]), kerb_d)
+    u1, v1 = view.project(np.array([hi, lo]), kerb_d, road.kerb_height_m)
+    face = np.stack([np.concatenate([u0, u1]), np.concatenate([np.broadcast_to(v0, 2), np.broadcast_to(v1, 2)])], 1)
+    fill(mat, face, pal.ground(np.minimum(kerb_bgr * 0.8, 255), sw_class))
 
 
 def draw_sidewalk(
@@ -160,7 +190,8 @@ def draw_joints(
 def draw_paint(
     mat: np.ndarray, paint: np.ndarray, scene: Scene, view: View, pal: Palette, *, road_ids: tuple[int, int]
 ) -> None:
-    """Lane lines, dashes and crosswalks, applied only where asphalt is visible.
+    """Lane lines, dashes, crosswalks and the stop line before a T-junction, applied only where
+    asphalt is visible.
 
     OpenCV fills include the polygon outline, so a fill reaches up to a pixel past its edge;
     painting through a mask of the asphalt pixels keeps every lane_marking label on the road.
@@ -223,6 +254,17 @@ def draw_paint(
             np.array([stop_from]), np.array([road.width_m - 0.2]), np.array([d0 - 2.0]), np.array([d0 - 1.5])
         )
         fill(paint, np.concatenate([bars, stop]), white)
+    if road.road_end_d_m is not None and any(style != "none" for style, _ in road.boundary_styles):
+        # A T-junction ahead: a stop (solid) or give-way (dashed) line across the lanes towards it.
+        end = road.road_end_d_m
+        s0, s1 = road.oncoming_lanes * road.lane_width_m + 0.2, road.width_m - 0.2
+        if road.dash_length_m > 3.2:  # a stable per-road choice
+            starts = np.arange(s0, s1 - 0.3, 1.2)
+            ends = np.minimum(starts + 0.6, s1)
+        else:
+            starts, ends = np.array([s0]), np.array([s1])
+        n = len(starts)
+        fill(paint, view.ground_quads(starts, ends, np.full(n, end - 0.6), np.full(n, end - 0.3)), white)
     on_road = cv2.inRange(mat, road_ids[0], road_ids[1])
     cv2.bitwise_and(on_road, cv2.compare(paint, 255, cv2.CMP_NE), dst=on_road)
     cv2.copyTo(paint, on_road, mat)

@@ -24,7 +24,7 @@ from perception.synthetic.render.ground import draw_ground, draw_shadows
 from perception.synthetic.render.lens import apply_lens, draw_hood
 from perception.synthetic.render.projection import NEAR_CLIP_M, View
 from perception.synthetic.render.raster import Palette
-from perception.synthetic.render.roadside import draw_building, draw_pole, draw_tree
+from perception.synthetic.render.roadside import draw_building, draw_frontage, draw_pole, draw_tree
 from perception.synthetic.render.sensor import SensorEffects
 from perception.synthetic.render.sky import draw_sky
 from perception.synthetic.render.traffic import draw_cyclist, draw_pedestrian, draw_vehicle
@@ -80,9 +80,13 @@ def draw_objects(mat: np.ndarray, scene: Scene, view: View, pal: Palette) -> Non
     ]
     for group in (scene.trees, scene.poles, scene.vehicles, scene.people):
         items += [(o.d_near, o) for o in group if NEAR_CLIP_M < o.d_near < 170]
+    if scene.frontage:  # across the end of the road: behind everything else in the scene
+        items += [(scene.road.frontage_d_m, b) for b in scene.frontage]
     items.sort(key=lambda item: -item[0])
     for _, obj in items:
-        if isinstance(obj, Building):
+        if isinstance(obj, Building) and obj.side == 0:
+            draw_frontage(mat, scene, view, pal, obj)
+        elif isinstance(obj, Building):
             draw_building(mat, scene, view, pal, obj)
         elif isinstance(obj, Vehicle):
             draw_vehicle(mat, scene, view, pal, obj)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from perception.synthetic.render.facade import draw_shop_front, draw_windows
+from perception.synthetic.render.facade import CrossPlane, RoadsidePlane, draw_shop_front, draw_windows
 from perception.synthetic.render.projection import NEAR_CLIP_M, View, facade_s, roadside_s
 from perception.synthetic.render.raster import CLASS_ID, SCALE, SHIFT, Palette, fill, rects
 from perception.synthetic.world import Building, Pole, Scene, Tree
@@ -48,8 +48,27 @@ def draw_building(mat: np.ndarray, scene: Scene, view: View, pal: Palette, b: Bu
     night = scene.lighting.time_of_day == "night"
     above = 0.0
     if b.height_m > 5.5 and (b.window_spacing_m * 7.0) % 1.0 < 0.6:  # a stable per-building choice
-        above = draw_shop_front(mat, view, pal, b, s_f, night=night)
-    draw_windows(mat, view, pal, b, s_f, above_m=above, night=night)
+        above = draw_shop_front(mat, RoadsidePlane(view, s_f), pal, b, night=night)
+    draw_windows(mat, RoadsidePlane(view, s_f), pal, b, above_m=above, night=night)
+
+
+def draw_frontage(mat: np.ndarray, scene: Scene, view: View, pal: Palette, b: Building) -> None:
+    """A building across the end of the road (``Scene.frontage``), its face towards the camera,
+    dressed like a facade along the road: shop fronts on some, windows on all."""
+    d = scene.road.frontage_d_m
+    if d is None or d <= NEAR_CLIP_M:
+        return
+    plane = CrossPlane(view, d)
+    face = plane.quads(b.d0_m, b.d0_m + b.length_m, 0.0, b.height_m)
+    u = face[0, :, 0]
+    if u.max() < 0 or u.min() >= mat.shape[1]:
+        return
+    fill(mat, face, pal.object(np.asarray(b.facade_bgr, np.float32), CLASS_ID["building"]))
+    night = scene.lighting.time_of_day == "night"
+    above = 0.0
+    if b.height_m > 5.5 and (b.window_spacing_m * 7.0) % 1.0 < 0.6:  # the roadside rule: a stable draw
+        above = draw_shop_front(mat, plane, pal, b, night=night)
+    draw_windows(mat, plane, pal, b, above_m=above, night=night)
 
 
 def draw_tree(mat: np.ndarray, scene: Scene, view: View, pal: Palette, t: Tree) -> None:

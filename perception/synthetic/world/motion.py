@@ -55,6 +55,10 @@ def advance_scene(scene: Scene, dt_s: float, rng: np.random.Generator) -> None:
         road.junction_d_m -= step
         if road.junction_d_m + road.junction_width_m < -5:
             road.junction_d_m = None
+    if road.road_end_d_m is not None:  # drives never meet one (``sample_scene(road_end=False)``);
+        road.road_end_d_m -= step  # an edited scene's T-junction comes nearer, and goes at the stop line
+        if road.road_end_d_m < 1.0:
+            road.road_end_d_m, scene.frontage = None, []
     if road.crosswalk_d_m is not None:
         road.crosswalk_d_m -= step
         if road.crosswalk_d_m < -5:

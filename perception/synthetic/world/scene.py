@@ -81,10 +81,25 @@ class Road:
     # Forecourts, per side: metres of ground beyond the pavement paved like it (shop fronts,
     # station forecourts, private frontages), labelled sidewalk; 0: a verge or the building line.
     forecourt_m: tuple[float, float] = (0.0, 0.0)
+    # A T-junction ahead (town scenes only): the road ends at ``road_end_d_m`` in a crossing road
+    # ``road_end_width_m`` wide; beyond it a pavement ``road_end_pavement_m`` deep and a row of
+    # buildings facing the camera (``Scene.frontage``). The pavements on this side of the crossing
+    # road run round the corners, ``road_end_corner_m`` deep. None: the road goes on.
+    road_end_d_m: float | None = None
+    road_end_width_m: float = 9.0
+    road_end_pavement_m: float = 3.0
+    road_end_corner_m: float = 3.0
 
     @property
     def width_m(self) -> float:
         return self.n_lanes * self.lane_width_m
+
+    @property
+    def frontage_d_m(self) -> float | None:
+        """Distance of the facades across the end of the road (None: no T-junction ahead)."""
+        if self.road_end_d_m is None:
+            return None
+        return self.road_end_d_m + self.road_end_width_m + self.road_end_pavement_m
 
     @property
     def ego_s(self) -> float:
@@ -143,8 +158,13 @@ class Lighting:
 
 @dataclass
 class Building:
-    side: int  # -1 left, +1 right
-    d0_m: float
+    """A house, shop or hedge along the road (``side`` -1 left, +1 right), or across the end of the
+    road at a T-junction (``side`` 0, in ``Scene.frontage``): its face then looks at the camera,
+    ``d0_m`` and ``length_m`` run across the road (lateral ``s``) and ``setback_m`` and ``depth_m``
+    are unused."""
+
+    side: int  # -1 left, +1 right, 0 across the end of the road
+    d0_m: float  # where the face starts: along the road (sides), across it (frontage)
     length_m: float
     setback_m: float  # from the outer edge of the sidewalk
     height_m: float
@@ -262,4 +282,5 @@ class Scene:
     grade_target: float = 0.0
     next_curve_change_s: float = 0.0
     wobble_phase: float = 0.0
+    frontage: list[Building] = field(default_factory=list)  # across the end of the road (side 0)
     extra: dict = field(default_factory=dict)
