@@ -60,8 +60,8 @@ def draw_ground(mat: np.ndarray, paint: np.ndarray, scene: Scene, view: View, pa
 
 def draw_road_end(mat: np.ndarray, scene: Scene, view: View, pal: Palette, asphalt: int) -> None:
     """A T-junction ahead: the pavements round the corners on this side, the crossing road, and
-    beyond it the far kerb (its face towards the camera) and pavement up to
-    the frontage. Drawn over the main road's ground, which ends here."""
+    beyond it the far kerb (its face towards the camera) and pavement up to the frontage. Drawn
+    over the main road's ground, which ends here."""
     road = scene.road
     end, far = road.road_end_d_m, road.frontage_d_m
     if far <= view.d_near:

@@ -434,8 +434,7 @@ def add_road_end(scene: Scene) -> None:
         while b.hedge:  # a frontage of houses: nothing low enough to show the road beyond it
             b = make_building(rng, 0, s, scene.environment)
         b.length_m = min(b.length_m, uniform(rng, 6.0, 22.0))
-        if not b.hedge:
-            b.height_m = min(b.height_m, uniform(rng, 5.0, 16.0))
+        b.height_m = min(b.height_m, uniform(rng, 5.0, 16.0))
         scene.frontage.append(b)
         s += b.length_m
 
