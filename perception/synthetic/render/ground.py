@@ -58,6 +58,13 @@ def draw_ground(mat: np.ndarray, paint: np.ndarray, scene: Scene, view: View, pa
         draw_road_end(mat, scene, view, pal, asphalt)
 
 
+def kerbstone_bgr(road) -> np.ndarray:
+    """The kerbstone's colour: the road's own, or a stone a little lighter than the sidewalk."""
+    if road.kerb_bgr is not None:
+        return np.asarray(road.kerb_bgr, np.float64)
+    return np.minimum(np.asarray(road.sidewalk_bgr, np.float64) * 1.15 + 10, 255)
+
+
 def draw_road_end(mat: np.ndarray, scene: Scene, view: View, pal: Palette, asphalt: int) -> None:
     """A T-junction ahead: the pavements round the corners on this side, the crossing road, and
     beyond it the far kerb (its face towards the camera) and pavement up to the frontage. Drawn
@@ -70,7 +77,7 @@ def draw_road_end(mat: np.ndarray, scene: Scene, view: View, pal: Palette, aspha
     sw_class = CLASS_ID["sidewalk"]
     base_bgr = np.asarray(road.sidewalk_bgr, np.float64)
     surface = pal.ground(base_bgr, sw_class)
-    kerb_bgr = np.asarray(road.kerb_bgr if road.kerb_bgr is not None else np.minimum(base_bgr * 1.15 + 10, 255))
+    kerb_bgr = kerbstone_bgr(road)
     corner = end - road.road_end_corner_m
     fill(mat, view.ground_quads(np.array([lo, road.kerb_right_s]), np.array([road.kerb_left_s, hi]),
                                 np.full(2, corner), np.full(2, end)), surface)
@@ -106,7 +113,7 @@ def draw_sidewalk(
     along, across = road.slab_m
     if along > 0:
         draw_joints(mat, paint, scene, view, pal, surface, (min(inner, far), max(inner, far)), along, across)
-    kerb_bgr = np.asarray(road.kerb_bgr if road.kerb_bgr is not None else np.minimum(base_bgr * 1.15 + 10, 255))
+    kerb_bgr = kerbstone_bgr(road)
     fill(mat, view.strip(edge, inner, d), pal.ground(kerb_bgr, sw_class))
     # The kerb's vertical face, seen from the road: lit when it faces the sun, else in shade.
     light = scene.lighting

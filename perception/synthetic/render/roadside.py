@@ -45,11 +45,15 @@ def draw_building(mat: np.ndarray, scene: Scene, view: View, pal: Palette, b: Bu
     fill(mat, poly, pal.object(facade_bgr, cls))
     if b.hedge:
         return
-    night = scene.lighting.time_of_day == "night"
+    dress_facade(mat, RoadsidePlane(view, s_f), pal, b, night=scene.lighting.time_of_day == "night")
+
+
+def dress_facade(mat: np.ndarray, plane: RoadsidePlane | CrossPlane, pal: Palette, b: Building, *, night: bool) -> None:
+    """A shop front on most tall buildings (a stable per-building choice), then the windows above it."""
     above = 0.0
-    if b.height_m > 5.5 and (b.window_spacing_m * 7.0) % 1.0 < 0.6:  # a stable per-building choice
-        above = draw_shop_front(mat, RoadsidePlane(view, s_f), pal, b, night=night)
-    draw_windows(mat, RoadsidePlane(view, s_f), pal, b, above_m=above, night=night)
+    if b.height_m > 5.5 and (b.window_spacing_m * 7.0) % 1.0 < 0.6:
+        above = draw_shop_front(mat, plane, pal, b, night=night)
+    draw_windows(mat, plane, pal, b, above_m=above, night=night)
 
 
 def draw_frontage(mat: np.ndarray, scene: Scene, view: View, pal: Palette, b: Building) -> None:
@@ -64,11 +68,7 @@ def draw_frontage(mat: np.ndarray, scene: Scene, view: View, pal: Palette, b: Bu
     if u.max() < 0 or u.min() >= mat.shape[1]:
         return
     fill(mat, face, pal.object(np.asarray(b.facade_bgr, np.float32), CLASS_ID["building"]))
-    night = scene.lighting.time_of_day == "night"
-    above = 0.0
-    if b.height_m > 5.5 and (b.window_spacing_m * 7.0) % 1.0 < 0.6:  # the roadside rule: a stable draw
-        above = draw_shop_front(mat, plane, pal, b, night=night)
-    draw_windows(mat, plane, pal, b, above_m=above, night=night)
+    dress_facade(mat, plane, pal, b, night=scene.lighting.time_of_day == "night")
 
 
 def draw_tree(mat: np.ndarray, scene: Scene, view: View, pal: Palette, t: Tree) -> None:
