@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from perception.contracts import OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE
+from perception.contracts import DEFAULT_DRIVABLE_REACH, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE
 from perception.errors import ConfigError
 from perception.masks import MaskBuilder, unknown_marker_for
 from perception.overlay import TASK_TINTS_BGR, render_overlay
@@ -38,18 +38,20 @@ def spread_indices(total: int, count: int) -> list[int]:
 
 
 def build_contact_sheet(
-    engine, dataset, *, count: int = 12, caption: str = "", unknown_threshold: float | None = None
+    engine, dataset, *, count: int = 12, caption: str = "", unknown_threshold: float | None = None,
+    drivable_reach: str = DEFAULT_DRIVABLE_REACH,
 ) -> np.ndarray:
     """A BGR grid of ``count`` frames of ``dataset`` with ``engine``'s task masks painted on.
 
     Each tile is captioned with its dataset index; a legend strip of the task tints and
     ``caption`` run along the bottom. The masks are the node's: pixels below the model's unknown
-    threshold (``unknown_threshold`` overrides it, 0: off) are in no task.
+    threshold (``unknown_threshold`` overrides it, 0: off) are in no task, and ``drivable_reach``
+    ``ego`` keeps only the drivable area joined to the car.
     """
     if count < 1:
         raise ConfigError(f"--sheet-count {count} must be >= 1")
     table = engine.metadata.class_table
-    builder = MaskBuilder(table, model=engine.metadata.model_id)
+    builder = MaskBuilder(table, model=engine.metadata.model_id, drivable_reach=drivable_reach)
     tasks = [t for t in ("drivable", "lane", "obstacle") if t in builder.luts]
     preprocessor = Preprocessor(engine.input_hw)
     unknown = unknown_marker_for(engine.has_confidence, engine.metadata.unknown_threshold, unknown_threshold,

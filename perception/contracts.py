@@ -73,6 +73,14 @@ IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
 
 #: The task groups the node publishes as binary masks.
 TASKS = ("drivable", "lane", "obstacle")
+#: How much of the drivable classes the ``drivable`` mask keeps (``--drivable-reach``): ``ego``, the
+#: area joined to the bottom of the frame where the car stands (``perception.masks.EgoReach``);
+#: ``all``, every pixel of the drivable classes.
+DRIVABLE_REACH_CHOICES = ("ego", "all")
+DEFAULT_DRIVABLE_REACH = "ego"
+#: Classes that join the drivable area to the car without being drivable themselves: its own hood
+#: at the bottom of the frame (the synthetic world's ``ego_vehicle``, Cityscapes' ``ego vehicle``).
+EGO_CLASS_NAMES = ("ego_vehicle", "ego vehicle")
 
 
 @dataclass(frozen=True)

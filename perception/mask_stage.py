@@ -53,7 +53,7 @@ class MaskStage:
         publish = config.publish_options
         self.masks = MaskBuilder(
             engine.metadata.class_table, model=engine.model_id, overrides={k: list(v) for k, v in publish.task.items()},
-            per_class_obstacles=publish.per_class_obstacles,
+            per_class_obstacles=publish.per_class_obstacles, drivable_reach=publish.drivable_reach,
         )
         # Unknown marking (a model with a confidence output): decided and logged once, here.
         self.unknown = unknown_marker_for(engine.has_confidence, engine.metadata.unknown_threshold,
@@ -132,6 +132,7 @@ class MaskStage:
             "ignore_id": table.ignore_id,
             "unknown_id": contracts.UNKNOWN_CLASS_ID,
             "unknown_threshold": self.unknown.threshold if self.unknown is not None else 0.0,
+            "drivable_reach": self.masks.drivable_reach,
             "task_groups": {task: list(names) for task, names in self.masks.task_classes.items()},
             "input_hw": list(self.engine.input_hw),
             "mask_size": self.config.publish_options.mask_size,

@@ -11,6 +11,9 @@ class-map pixel whose confidence is below the threshold (the model's ``unknown_t
 ``perception run --unknown-threshold``) to ``contracts.UNKNOWN_CLASS_ID`` before the masks are
 built; no task lookup table maps that id, so drivable, lane and obstacle never claim such a pixel.
 
+Reach: with ``drivable_reach="ego"`` (the default, ``perception run --drivable-reach``), ``EgoReach``
+keeps only the drivable pixels joined to the bottom of the frame, where the car stands.
+
 Extras: per-class obstacle masks (``per_class_obstacles``: ``obstacle/<class>`` for each class of
 the obstacle task, one more lookup each), and connected obstacle blobs (``obstacle_blobs``: class,
 box, pixel area, centroid) for the ``obstacles`` JSON topic.
@@ -24,7 +27,16 @@ from typing import Any
 import cv2
 import numpy as np
 
-from perception.contracts import PER_CLASS_OBSTACLE_PREFIX, TASKS, UNKNOWN_CLASS_ID, ClassTable, unknown_level
+from perception.contracts import (
+    DEFAULT_DRIVABLE_REACH,
+    DRIVABLE_REACH_CHOICES,
+    EGO_CLASS_NAMES,
+    PER_CLASS_OBSTACLE_PREFIX,
+    TASKS,
+    UNKNOWN_CLASS_ID,
+    ClassTable,
+    unknown_level,
+)
 from perception.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -113,6 +125,57 @@ def unknown_marker_for(has_confidence: bool, default_threshold: float, flag: flo
     return marker
 
 
+#: The bottom share of the frame's rows where the car stands (``EgoReach``).
+EGO_BAND = 0.1
+
+
+class EgoReach:
+    """The part of the drivable area the car can reach: the drivable pixels 8-connected, through
+    drivable pixels or the car's own hood (``EGO_CLASS_NAMES``), to the bottom tenth of the frame.
+
+    A patch of pavement or a car park that the model calls road but that no drivable path joins to
+    the car, or a road seen beyond a wall, is not drivable for the car. Unknown pixels join nothing:
+    the car cannot count on them. Measured on CamVid val (real roads, never trained on; README "The
+    default model"): the default model's drivable IoU 87.3 -> 87.9, precision 90.8 -> 91.5, recall
+    95.8 unchanged to 0.02; +0.6 to +2.3 IoU over nine runs of its recipe.
+
+    Args:
+        table: the model's class table.
+        drivable_classes: the class names of the drivable task.
+    """
+
+    def __init__(self, table: ClassTable, drivable_classes: list[str] | tuple[str, ...]) -> None:
+        joining = [*drivable_classes, *(n for n in EGO_CLASS_NAMES if n in table.names)]
+        self.join_lut = np.zeros(256, dtype=np.uint8)
+        self.join_lut[[table.id_of(n) for n in joining]] = 1
+        self._join: np.ndarray | None = None
+
+    def reachable(self, class_map: np.ndarray) -> np.ndarray | None:
+        """0/255 over an H x W uint8 class map (the frame, no letterbox padding): 255 on the
+        joining pixels whose component reaches the bottom band; None when every component does
+        (nothing to cut, the common case)."""
+        class_map = np.ascontiguousarray(class_map)
+        join = self._join
+        if join is None or join.shape != class_map.shape:
+            join = self._join = np.empty_like(class_map)
+        cv2.LUT(class_map, self.join_lut, dst=join)
+        count, labels = cv2.connectedComponents(join, connectivity=8, ltype=label_type(join.shape))
+        keep = np.zeros(count, dtype=np.uint8)
+        keep[np.unique(labels[-max(1, round(join.shape[0] * EGO_BAND)):])] = MASK_ON
+        keep[0] = 0  # the background
+        if keep[1:].all():
+            return None
+        return keep[labels]
+
+    def apply(self, drivable: np.ndarray, class_map: np.ndarray) -> np.ndarray:
+        """Clear the pixels of ``drivable`` (0/255, built from ``class_map``) the car cannot reach,
+        in place; returns it."""
+        reachable = self.reachable(class_map)
+        if reachable is not None:
+            np.bitwise_and(drivable, reachable, out=drivable)
+        return drivable
+
+
 def parse_task_overrides(items: dict[str, list[str]] | None, table: ClassTable, *, model: str) -> dict[str, list[str]]:
     """Validate ``{"lane": ["lane_marking"]}`` against the model's classes; ConfigError naming the fix."""
     overrides = {}
@@ -144,6 +207,8 @@ class MaskBuilder:
         overrides: task -> class names, replacing the model's task groups for those tasks.
         per_class_obstacles: every class of the obstacle task also gets its own mask
             (key ``obstacle/<class>``).
+        drivable_reach: ``ego`` keeps only the drivable area joined to the car (``EgoReach``),
+            ``all`` every pixel of the drivable classes.
 
     Raises:
         ConfigError: an override names an unknown task or class.
@@ -156,8 +221,12 @@ class MaskBuilder:
         model: str = "model",
         overrides: dict[str, list[str]] | None = None,
         per_class_obstacles: bool = False,
+        drivable_reach: str = DEFAULT_DRIVABLE_REACH,
     ) -> None:
+        if drivable_reach not in DRIVABLE_REACH_CHOICES:
+            raise ConfigError(f"--drivable-reach {drivable_reach!r}: choose one of {', '.join(DRIVABLE_REACH_CHOICES)}")
         self.table = table
+        self.drivable_reach = drivable_reach
         checked = parse_task_overrides(overrides, table, model=model)
         self.luts: dict[str, np.ndarray] = {}
         self.task_classes: dict[str, list[str]] = {}
@@ -187,6 +256,8 @@ class MaskBuilder:
             self._bits[name] = (group, 1 << bit)
         self._bit_planes: list[np.ndarray] = []
         self._buffers: dict[str, np.ndarray] = {}
+        self.reach = (EgoReach(table, self.task_classes["drivable"])
+                      if drivable_reach == "ego" and "drivable" in self.task_classes else None)
 
     @property
     def topics(self) -> list[str]:
@@ -221,6 +292,8 @@ class MaskBuilder:
             np.bitwise_and(self._bit_planes[group], np.uint8(bit), out=buf)
             cv2.compare(buf, 0, cv2.CMP_NE, dst=buf)  # 255 where the bit is set, else 0
             masks[name] = buf
+        if self.reach is not None and "drivable" in masks:
+            self.reach.apply(masks["drivable"], class_map)
         return masks
 
 

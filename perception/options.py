@@ -136,6 +136,8 @@ class PublishOptions:
     the model's task groups. ``obstacles``: publish obstacle blobs. ``per_class_obstacles``: also
     publish ``<namespace>/obstacle/<class>`` for each class of the obstacle task.
     ``atomic_frames``: all masks of a frame in one multipart message on ``<namespace>/frame``.
+    ``drivable_reach``: ``ego`` keeps only the drivable area joined to the car
+    (``perception.masks.EgoReach``), ``all`` every pixel of the drivable classes.
     ``unknown_threshold``: pixels whose confidence (top softmax probability) is below it are
     published as the unknown id (models with a confidence output); None: the model's own
     threshold, 0: off. ``stats_interval_s``: seconds between stats documents. ``sndhwm``: messages
@@ -165,6 +167,10 @@ class PublishOptions:
                                         help="also publish <namespace>/obstacle/<class>, a binary mask per obstacle class")
     atomic_frames: bool = setting(False, group="masks and publishing",
                                   help="send all masks of a frame in one multipart message on <namespace>/frame (all or none)")
+    drivable_reach: Literal[contracts.DRIVABLE_REACH_CHOICES] = setting(
+        contracts.DEFAULT_DRIVABLE_REACH, group="masks and publishing",
+        help="ego: the drivable mask keeps only the area joined to the bottom of the frame, where the car stands "
+             "(through drivable pixels or its own hood); all: every pixel of the drivable classes")
     unknown_threshold: float | None = setting(
         None, lo=0, hi=1, metavar="P", group="masks and publishing",
         help="class map id 255 (unknown, in no task mask) where the model's confidence is below P (default: the "

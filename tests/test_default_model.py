@@ -92,10 +92,12 @@ def test_default_model_real_road_check_is_what_it_scores_on_camvid(camvid_dir):
         model_overrides={t: v["model_classes"] for t, v in tasks.items()},
         data_overrides={t: v["data_classes"] for t, v in tasks.items()},
     )
-    # The recorded figures are the node's masks: unknown marking at the model's own threshold.
+    # The recorded figures are the node's masks: unknown marking at the model's own threshold, and
+    # the drivable area the node publishes by default (joined to the car).
+    assert check["drivable_reach"] == "ego"
     assert check["unknown"]["threshold"] == engine.metadata.unknown_threshold
     unknown = UnknownTally(UnknownMarker(engine.metadata.unknown_threshold))
-    evaluate_tasks(engine, dataset, scores, unknown=unknown)
+    evaluate_tasks(engine, dataset, scores, unknown=unknown, drivable_reach=check["drivable_reach"])
     for score, off in zip(scores, unknown.off, strict=True):
         assert score.iou == pytest.approx(tasks[score.task]["iou"], abs=1e-4), score.task
         assert off.iou == pytest.approx(check["tasks_unknown_off"][off.task]["iou"], abs=1e-4), off.task

@@ -21,7 +21,7 @@ def class_map(seed=0, hw=(40, 60)):
 
 def test_task_masks_match_the_class_groups():
     cm = class_map()
-    masks = MaskBuilder(T).build(cm)
+    masks = MaskBuilder(T, drivable_reach="all").build(cm)  # every drivable pixel (the ego reach: test_drivable_reach)
     assert set(masks) == {"drivable", "lane", "obstacle", "class_map"}
     for task in ("drivable", "lane", "obstacle"):
         ids = T.task_ids(task)
@@ -50,7 +50,7 @@ def test_one_lookup_pass_gives_the_per_mask_lookups():
         classes=tuple(ClassInfo(i, n, (i, i, i)) for i, n in enumerate(names)),
         task_groups={"drivable": ("c0", "c1"), "lane": ("c2",), "obstacle": tuple(names[3:])},
     )
-    builder = MaskBuilder(table, per_class_obstacles=True)
+    builder = MaskBuilder(table, per_class_obstacles=True, drivable_reach="all")
     assert len(builder.luts) == 12  # 3 tasks + 9 per-class masks: two lookup groups
     every_byte = np.arange(256, dtype=np.uint8).reshape(16, 16)
     for cm in (every_byte, np.random.default_rng(3).integers(0, 256, (37, 53), dtype=np.uint8)):

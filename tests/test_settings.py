@@ -81,7 +81,7 @@ SAMPLES = {
             "queue": "lossless", "queue_capacity": 4, "max_frames": 7, "duration_s": 1.5, "batch_timeout_ms": 5.0,
             "endpoint": "tcp://127.0.0.1:5599", "namespace": "perception", "mask_size": "source",
             "encoding": {"lane": "rle", "drivable": "png"}, "task": {"obstacle": ["car", "pedestrian"]},
-            "obstacles": False, "per_class_obstacles": True, "atomic_frames": True, "unknown_threshold": 0.25,
+            "obstacles": False, "per_class_obstacles": True, "atomic_frames": True, "unknown_threshold": 0.25, "drivable_reach": "all",
             "stats_interval_s": 0.5, "sndhwm": 32, "wait_subscribers": 2, "wait_timeout_s": 3.0,
             "curve_secret_key": "server.key_secret", "curve_allow": "keys"},
     "demo": {"model": "m.onnx", "duration_s": 2.0, "endpoint": "tcp://127.0.0.1:5598", "out_dir": "o", "width": 320,
@@ -108,7 +108,7 @@ SAMPLES = {
               "video_labels": True, "fps": 10.0, "images": False, "contact_sheet": "s.png"},
     "eval": {"model": "m.onnx", "data": "synthetic", "split": "train", "device": "cpu", "batch_size": 2, "workers": 0,
              "threads": 1, "json": "e.json", "tasks": "drivable,lane", "task": {"obstacle": ["car"]},
-             "data_task": {"obstacle": ["Car", "Truck"]}, "unknown_threshold": 0.4, "record": True,
+             "data_task": {"obstacle": ["Car", "Truck"]}, "unknown_threshold": 0.4, "drivable_reach": "all", "record": True,
              "contact_sheet": "c.png", "sheet_count": 4},
 }
 

@@ -2,7 +2,9 @@
 
 The tiny model's class is its brightness (``tiny_models``) and its confidence the blue value, so a
 frame painted here has a known unsure area: rows 0-15 road at confidence 20, rows 16-31 road at
-confidence 2, rows 32-47 car at confidence 3 (left half) and 200 (right half).
+confidence 2, rows 32-47 car at confidence 3 (left half) and 200 (right half). The painted road
+does not reach the bottom of the frame (the car is there), so these tests publish and score every
+road pixel (``drivable_reach="all"``); ``tests/test_drivable_reach.py`` covers the ego reach.
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ def run_recorded(model: Path, frames: Path, **config) -> tuple[RecordingPublishe
     engine = load(model)
     try:
         publisher = RecordingPublisher()
-        run = RunConfig.from_settings(source=str(frames), warmup=0, **config)
+        run = RunConfig.from_settings(source=str(frames), warmup=0, **{"drivable_reach": "all", **config})
         final = Pipeline(run, source=open_source(str(frames)), engine=engine, publisher=publisher).run()
     finally:
         engine.close()
@@ -118,7 +120,7 @@ def test_unsure_pixels_reach_the_subscriber_as_unknown_and_in_no_task_mask(confi
         MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS, sndhwm=10_000) as pub,
         MaskSubscriber(pub.endpoint, namespace=NS) as sub,
     ):
-        config = RunConfig.from_settings(source=str(frames_dir), warmup=0, wait_subscribers=1)
+        config = RunConfig.from_settings(source=str(frames_dir), warmup=0, wait_subscribers=1, drivable_reach="all")
         final = Pipeline(config, source=open_source(str(frames_dir)), engine=engine, publisher=pub).run()
         got: dict[str, dict[int, object]] = {}
         deadline = time.monotonic() + 10
@@ -298,7 +300,7 @@ def painted_dataset(tmp_path_factory) -> Path:
 def test_eval_scores_tasks_with_unknown_on_and_off(confident_model, painted_dataset, tmp_path, capsys):
     out = tmp_path / "eval.json"
     args = ["eval", "--model", str(confident_model), "--data", f"folder:{painted_dataset}", "--tasks", "drivable,obstacle",
-            "--json", str(out)]
+            "--drivable-reach", "all", "--json", str(out)]
     assert cli_main(args) == 0
     printed = capsys.readouterr().out
     assert "unknown: confidence below 0.03 (model metadata): 50.00 % of the labelled pixels" in printed

@@ -34,11 +34,13 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
+from perception import contracts
 from perception.config import same_setting, setting
 from perception.errors import ConfigError, PerceptionError
 from perception.flags import add_flags, config_from_flags
-from perception.options import EngineOptions
+from perception.options import EngineOptions, PublishOptions
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,10 @@ class EvalConfig:
         None, lo=0, hi=1, metavar="P",
         help="with --tasks: pixels whose confidence is below P are unknown, in no task (default: the model's "
              "threshold; 0: off); needs a model with a confidence output")
+    drivable_reach: Literal[contracts.DRIVABLE_REACH_CHOICES] = same_setting(
+        PublishOptions, "drivable_reach", group=None,
+        help="with --tasks or --contact-sheet: ego scores the drivable mask as the node publishes it, only the area "
+             "joined to the car; all: every pixel of the drivable classes (the model's own figure)")
     record: bool = setting(False, help="with --tasks and --model: store the task figures in the model's metadata as "
                                        "its real-road check (use data the model never trained on)")
     contact_sheet: str | None = setting(
@@ -188,8 +194,10 @@ def _main_tasks(config: EvalConfig) -> int:
                                 model=engine.model_id)
     unknown = UnknownTally(marker) if marker is not None else None
     log.info("evaluating %s on %s (%s, %d images) by task", engine.describe(), spec, config.split, len(dataset))
-    evaluate_tasks(engine, dataset, scores, unknown=unknown)
+    evaluate_tasks(engine, dataset, scores, unknown=unknown, drivable_reach=config.drivable_reach)
     print(f"{source} on {spec} ({config.split}, {len(dataset)} images), letterboxed to {engine.input_hw[0]}x{engine.input_hw[1]} as the node does")
+    if config.drivable_reach == "ego" and any(s.task == "drivable" for s in scores):
+        print("drivable: the area joined to the car, as the node publishes it (--drivable-reach all: every pixel of its classes)")
     if unknown is None:
         print("unknown marking off" + ("" if engine.has_confidence else " (the model has no confidence output)"))
         print(format_task_table(scores))
@@ -206,6 +214,7 @@ def _main_tasks(config: EvalConfig) -> int:
             "split": config.split,
             "input_hw": list(engine.input_hw),
             "preprocess": "letterbox (perception.preprocess, as the node)",
+            "drivable_reach": config.drivable_reach,
             "tasks": {s.task: s.to_dict() for s in scores},
             "unknown": unknown.to_dict() if unknown is not None else {"threshold": 0.0, "enabled": False},
         }
@@ -221,6 +230,7 @@ def _main_tasks(config: EvalConfig) -> int:
             "frames": len(dataset),
             "input_hw": list(engine.input_hw),
             "preprocess": "letterbox, as the node",
+            "drivable_reach": config.drivable_reach,
             # The figures are those of the masks the node publishes: with unknown marking at this threshold.
             "tasks": _task_figures(scores),
             "unknown": unknown.to_dict() if unknown is not None else {"threshold": 0.0, "enabled": False},
@@ -244,7 +254,7 @@ def _contact_sheet(config: EvalConfig, engine, dataset, spec: str) -> None:
 
     caption = f"{engine.metadata.model_id} on {spec} ({config.split}), letterboxed as the node"
     sheet = build_contact_sheet(engine, dataset, count=config.sheet_count, caption=caption,
-                                unknown_threshold=config.unknown_threshold)
+                                unknown_threshold=config.unknown_threshold, drivable_reach=config.drivable_reach)
     write_contact_sheet(config.contact_sheet, sheet)
     print(f"wrote {config.contact_sheet} ({min(config.sheet_count, len(dataset))} frames)")
 

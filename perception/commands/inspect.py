@@ -67,11 +67,15 @@ def format_description(d) -> list[str]:
         figures = ", ".join(f"{t} IoU {_pct((v or {}).get('iou'))}" for t, v in tasks.items())
         lines.append(f"real road  {figures} on {check.get('data', '?')} ({check.get('split', '?')}, "
                      f"{check.get('frames', '?')} frames, never trained on)")
+        reach = {"ego": "drivable only where joined to the car", "all": "drivable every pixel of its classes"}.get(
+            check.get("drivable_reach", "all"), "")
         off = check.get("tasks_unknown_off") or {}
         if off:
             threshold = (check.get("unknown") or {}).get("threshold")
-            lines.append(f"           (the node's masks: unknown below {threshold}; with marking off: "
+            lines.append(f"           (the node's masks: unknown below {threshold}, {reach}; with marking off: "
                          + ", ".join(f"{t} IoU {_pct((v or {}).get('iou'))}" for t, v in off.items()) + ")")
+        elif "drivable" in tasks:
+            lines.append(f"           ({reach})")
     per_class = metrics.get("per_class_iou") or {}
     if m.unknown_threshold > 0:
         lines.append(f"unknown    id 255 below confidence {m.unknown_threshold:.4g} ({m.unknown_rule or 'no rule recorded'})")

@@ -25,10 +25,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from perception.contracts import OUTPUT_CONFIDENCE, ClassTable
+from perception.contracts import DEFAULT_DRIVABLE_REACH, OUTPUT_CONFIDENCE, ClassTable
 from perception.datasets import Dataset
 from perception.errors import ConfigError, DataError, DependencyError
-from perception.masks import UnknownMarker, check_group_classes
+from perception.masks import EgoReach, UnknownMarker, check_group_classes
 from perception.metrics import ConfusionMatrix
 from perception.preprocess import Preprocessor
 
@@ -217,6 +217,7 @@ def evaluate_tasks(
     *,
     unknown: UnknownTally | None = None,
     on_sample: Callable[[], None] | None = None,
+    drivable_reach: str = DEFAULT_DRIVABLE_REACH,
 ) -> list[TaskScore]:
     """Fill ``scores`` (from ``resolve_task_groups``) over every sample, the node's way.
 
@@ -224,11 +225,16 @@ def evaluate_tasks(
     no task; every other pixel is a positive or a negative of each task on both sides. With
     ``unknown``, ``scores`` are those of the node's masks (an unknown pixel is in no task: a false
     negative where the label has the task), ``unknown.off`` gets the same tasks without marking,
-    and ``unknown`` counts the labelled pixels that were unknown.
+    and ``unknown`` counts the labelled pixels that were unknown. ``drivable_reach`` ``ego``
+    scores the ``drivable`` task as the node publishes it, only the area joined to the car
+    (``EgoReach``; a cut pixel the label calls drivable is missed as ``unreachable``); ``all``
+    scores every pixel of its classes.
     """
     model_table = engine.metadata.class_table
     data_table = dataset.class_table
     luts = [(_lookup(model_table, s.model_classes), _lookup(data_table, s.data_classes)) for s in scores]
+    reaches = [EgoReach(model_table, s.model_classes) if s.task == "drivable" and drivable_reach == "ego" else None
+               for s in scores]
     names = (model_table.names, data_table.names)  # ids are 0..n-1 in order (ClassTable checks it)
     if unknown is not None:
         unknown.off = [TaskScore(s.task, s.model_classes, s.data_classes) for s in scores]
@@ -238,29 +244,40 @@ def evaluate_tasks(
         label = np.where(valid, label, 0)
         truths = [data_lut[label] & valid for _, data_lut in luts]
         if unknown is not None:
-            _count_tasks(unknown.off, luts, truths, class_ids, valid, label=label, names=names)
+            _count_tasks(unknown.off, luts, reaches, truths, class_ids, valid, label=label, names=names)
             class_ids = class_ids.copy()  # the node marks its own buffer; here the unmarked ids were just scored
             marks = unknown.marker.apply(class_ids, confidence)
             unknown.labelled_pixels += int(np.count_nonzero(valid))
             unknown.unknown_pixels += int(np.count_nonzero(valid & (marks != 0)))
-        _count_tasks(scores, luts, truths, class_ids, valid, label=label, names=names)
+        _count_tasks(scores, luts, reaches, truths, class_ids, valid, label=label, names=names)
         if on_sample is not None:
             on_sample()
     return scores
 
 
-def _count_tasks(scores: list[TaskScore], luts, truths: list[np.ndarray], class_ids: np.ndarray, valid: np.ndarray,
-                 *, label: np.ndarray, names: tuple[list[str], list[str]]) -> None:
+def _count_tasks(scores: list[TaskScore], luts, reaches: list[EgoReach | None], truths: list[np.ndarray],
+                 class_ids: np.ndarray, valid: np.ndarray, *, label: np.ndarray,
+                 names: tuple[list[str], list[str]]) -> None:
     """Add one sample's true/false positives and false negatives to each task's score, and where
     the errors fell (false positives by label, false negatives by prediction)."""
     model_names, data_names = names
-    for score, (model_lut, _), truth in zip(scores, luts, truths, strict=True):
+    for score, (model_lut, _), reach, truth in zip(scores, luts, reaches, truths, strict=True):
         predicted = model_lut[class_ids] & valid  # the 256-entry table maps the unknown id to False
+        reachable = reach.reachable(class_ids) if reach is not None else None
+        cut = None
+        if reachable is not None:
+            cut = predicted & (reachable == 0)
+            predicted &= ~cut
         claimed, missed = predicted & ~truth, ~predicted & truth
         score.true_positive += int(np.count_nonzero(predicted & truth))
         score.false_positive += int(np.count_nonzero(claimed))
         score.false_negative += int(np.count_nonzero(missed))
         score.add_errors(score.claimed_where, np.bincount(label[claimed], minlength=1), data_names)
+        if cut is not None:
+            unreachable = int(np.count_nonzero(missed & cut))
+            if unreachable:
+                score.missed_as["unreachable"] = score.missed_as.get("unreachable", 0) + unreachable
+            missed &= ~cut
         score.add_errors(score.missed_as, np.bincount(class_ids[missed], minlength=1), model_names)
 
 
