@@ -13,6 +13,7 @@ latches the ``<namespace>/info`` document, again whenever the source size or the
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,14 @@ from perception.preprocess import Letterbox
 from perception.run_config import RunConfig
 from perception.stats import FractionMeter
 from perception.wire import MaskGeometry
+
+log = logging.getLogger(__name__)
+
+
+#: The ego reach warns once when it empties the drivable mask of this many frames in a row, each
+#: with at least this share of the frame in the drivable classes.
+EMPTIED_FRAMES_WARNING = 30
+EMPTIED_SHARE = 0.1
 
 
 @dataclass
@@ -59,6 +68,10 @@ class MaskStage:
         self.unknown = unknown_marker_for(engine.has_confidence, engine.metadata.unknown_threshold,
                                           publish.unknown_threshold, model=engine.model_id)
         self.unknown_fraction = FractionMeter()
+        # The ego reach: the share of the drivable classes' pixels cut per frame, and frames it emptied.
+        self.reach_cut = FractionMeter()
+        self.reach_emptied = FractionMeter()
+        self._emptied_run = 0
         self._source_map: np.ndarray | None = None
         self._info_source_hw: tuple[int, int] | None = None
         self._info_model_id: str | None = None
@@ -78,6 +91,8 @@ class MaskStage:
         wanted = self._subscribed()
         want_blobs = self.config.publish_options.obstacles and "obstacle" in self.masks.luts and contracts.OBSTACLES_TOPIC in wanted
         built = self.masks.build(class_map, only=wanted | ({"obstacle"} if want_blobs else set()))
+        if self.masks.reach is not None and "drivable" in built:
+            self._count_reach(*self.masks.last_reach, class_map.size)
         masks = {name: mask for name, mask in built.items() if name in wanted}
         blobs = obstacle_blobs(built["obstacle"], class_map, self.engine.metadata.class_table) if want_blobs else None
         t1 = time.perf_counter()
@@ -110,6 +125,32 @@ class MaskStage:
         marks = self.unknown.apply(item.class_ids, item.confidence)
         content = item.letterbox.content(marks)  # the padding is never published: not counted
         self.unknown_fraction.add(int(np.count_nonzero(content)) / max(content.size, 1))
+
+    def _count_reach(self, before: int, kept: int, pixels: int) -> None:
+        """Stats of the ego reach, and one warning when it keeps emptying the drivable mask: a
+        camera that sees the car's hood with a model that has no hood class (``ego_vehicle``)
+        leaves the road joined to nothing."""
+        self.reach_cut.add((before - kept) / before if before else 0.0)
+        emptied = kept == 0 and before >= EMPTIED_SHARE * pixels
+        self.reach_emptied.add(float(emptied))
+        self._emptied_run = self._emptied_run + 1 if emptied else 0
+        if self._emptied_run == EMPTIED_FRAMES_WARNING:
+            log.warning(
+                "drivable: for %d frames in a row the model saw road (>= %d %% of the frame) but none of it joined "
+                "the bottom tenth of the frame, so the drivable mask was empty; if the camera sees the car's hood "
+                "and model %s has no ego_vehicle class, run with --drivable-reach all",
+                EMPTIED_FRAMES_WARNING, round(100 * EMPTIED_SHARE), self.engine.model_id,
+            )
+
+    def reach_stats(self, final: bool) -> dict[str, Any]:
+        """``drivable`` in the stats: the reach in effect and, for ``ego``, the share of the
+        drivable classes' pixels it cut and the share of frames it emptied (interval or run)."""
+        if self.masks.reach is None:
+            return {"reach": self.masks.drivable_reach}
+        cut = self.reach_cut.summary(final=final)
+        emptied = self.reach_emptied.summary(final=final)
+        return {"reach": "ego", "cut": cut["fraction"], "cut_max": cut["fraction_max"],
+                "emptied": emptied["fraction"], "frames": cut["frames"]}
 
     def info(self, letterbox: Letterbox | None) -> dict[str, Any]:
         """The ``<namespace>/info`` document: what a consumer in any language needs to read the

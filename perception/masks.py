@@ -135,7 +135,9 @@ class EgoReach:
 
     A patch of pavement or a car park that the model calls road but that no drivable path joins to
     the car, or a road seen beyond a wall, is not drivable for the car. Unknown pixels join nothing:
-    the car cannot count on them. Measured on CamVid val (real roads, never trained on; README "The
+    the car cannot count on them. It costs 0.25 ms a frame at 270x480 on 2 cores (median, the
+    default model's maps: one lookup, one connected-components pass, one gather when it cuts).
+    Measured on CamVid val (real roads, never trained on; README "The
     default model"): the default model's drivable IoU 87.3 -> 87.9, precision 90.8 -> 91.5, recall
     95.8 unchanged to 0.02; +0.6 to +2.3 IoU over nine runs of its recipe.
 
@@ -167,13 +169,15 @@ class EgoReach:
             return None
         return keep[labels]
 
-    def apply(self, drivable: np.ndarray, class_map: np.ndarray) -> np.ndarray:
+    def apply(self, drivable: np.ndarray, class_map: np.ndarray) -> tuple[int, int]:
         """Clear the pixels of ``drivable`` (0/255, built from ``class_map``) the car cannot reach,
-        in place; returns it."""
-        reachable = self.reachable(class_map)
-        if reachable is not None:
-            np.bitwise_and(drivable, reachable, out=drivable)
-        return drivable
+        in place; returns (its pixels before, its pixels kept)."""
+        before = cv2.countNonZero(drivable)
+        reachable = self.reachable(class_map) if before else None
+        if reachable is None:
+            return before, before
+        np.bitwise_and(drivable, reachable, out=drivable)
+        return before, cv2.countNonZero(drivable)
 
 
 def parse_task_overrides(items: dict[str, list[str]] | None, table: ClassTable, *, model: str) -> dict[str, list[str]]:
@@ -258,6 +262,8 @@ class MaskBuilder:
         self._buffers: dict[str, np.ndarray] = {}
         self.reach = (EgoReach(table, self.task_classes["drivable"])
                       if drivable_reach == "ego" and "drivable" in self.task_classes else None)
+        #: (pixels of the drivable classes, pixels kept) of the last drivable mask built with the reach.
+        self.last_reach: tuple[int, int] | None = None
 
     @property
     def topics(self) -> list[str]:
@@ -293,7 +299,7 @@ class MaskBuilder:
             cv2.compare(buf, 0, cv2.CMP_NE, dst=buf)  # 255 where the bit is set, else 0
             masks[name] = buf
         if self.reach is not None and "drivable" in masks:
-            self.reach.apply(masks["drivable"], class_map)
+            self.last_reach = self.reach.apply(masks["drivable"], class_map)
         return masks
 
 

@@ -489,6 +489,7 @@ class Pipeline:
             "publisher": self.publisher.stats(),
         }
         doc["unknown"] = self.stage.unknown_stats(final)
+        doc["drivable"] = self.stage.reach_stats(final)
         if self.engine.selection is not None:
             doc["engine_selection"] = self.engine.selection  # --engine auto: the choice and why
         batching = getattr(self.engine, "batching", None)

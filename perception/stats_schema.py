@@ -85,6 +85,19 @@ UNKNOWN_STATS = (
     StatsKey("frames", "int", "frames behind the two shares (when enabled)", when=OPTIONAL),
 )
 
+#: The ``drivable`` block: what the ego reach (``--drivable-reach``) left out of the drivable mask.
+DRIVABLE_STATS = (
+    StatsKey("reach", "str", "`ego` (only the area joined to the car) or `all` (`--drivable-reach`)"),
+    StatsKey("cut", "number", "mean share of the drivable classes' pixels left out as unreachable, per frame, "
+             "over the interval or the run (ego; null over no frames)", when=OPTIONAL, nullable=True),
+    StatsKey("cut_max", "number", "the largest share of one frame (ego; null over no frames)", when=OPTIONAL,
+             nullable=True),
+    StatsKey("emptied", "number", "share of frames with >= 10 % of their pixels in the drivable classes whose drivable "
+             "mask the reach emptied (ego; a hood the model does not know as `ego_vehicle`; null over no frames)",
+             when=OPTIONAL, nullable=True),
+    StatsKey("frames", "int", "frames behind the shares: those whose drivable mask was built (ego)", when=OPTIONAL),
+)
+
 #: The ``batching`` block of a camera of a node with several cameras (``FrameBatcher.stats``).
 BATCHING_STATS = (
     StatsKey("cameras", "list", "the cameras sharing the engine, in batch order", items="str"),
@@ -132,6 +145,7 @@ CAMERA_STATS = (
     StatsKey("masks", "list", "the mask topics published", items="str"),
     StatsKey("publisher", "object", "the publisher's counters", fields=PUBLISHER_STATS),
     StatsKey("unknown", "object", "pixels below the confidence threshold", fields=UNKNOWN_STATS),
+    StatsKey("drivable", "object", "the drivable area the car can reach", fields=DRIVABLE_STATS),
     StatsKey("engine_selection", "object", "with `--engine auto`: the choice, the reason and the probe's "
              "figures; at a first start `state` is `probing` (ONNX Runtime FP32 runs) until the verdict: "
              "`chosen` (`switched_after_runs`, `switched_after_s` and `switch_pause_ms` when the engine "

@@ -8,6 +8,7 @@ The tiny model's class is its brightness (``tiny_models``): brightness 10 is roa
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import cv2
@@ -128,7 +129,7 @@ def test_the_node_publishes_the_reachable_drivable_area_and_says_so(tiny_model, 
     settings = {} if reach is None else {"drivable_reach": reach}
     config = RunConfig.from_settings(source=str(frames_dir), warmup=0, **settings)
     try:
-        Pipeline(config, source=open_source(str(frames_dir)), engine=engine, publisher=publisher).run()
+        final = Pipeline(config, source=open_source(str(frames_dir)), engine=engine, publisher=publisher).run()
     finally:
         engine.close()
     want_map = expected_class_ids(painted_frame()[None])[0]
@@ -142,6 +143,32 @@ def test_the_node_publishes_the_reachable_drivable_area_and_says_so(tiny_model, 
         np.testing.assert_array_equal(masks["class_map"], want_map)  # the classes are untouched
         np.testing.assert_array_equal(masks["drivable"] > 0, reachable)
     assert publisher.info["drivable_reach"] == (reach or "ego")
+    # The stats say what the reach left out: half the road pixels of each frame, no frame emptied.
+    if reach == "all":
+        assert final["drivable"] == {"reach": "all"}
+    else:
+        assert final["drivable"] == {"reach": "ego", "cut": 0.5, "cut_max": 0.5, "emptied": 0.0, "frames": 3}
+
+
+def test_a_road_that_never_reaches_the_car_is_counted_and_named_once(tiny_model, tmp_path, caplog):
+    """A camera that sees the car's hood, with a model that does not know it as ego_vehicle: the
+    road joins nothing, the drivable mask stays empty, and the node says why and what to do."""
+    image = painted_frame()
+    image[36:48] = 200  # the hood, as a model without an ego class might call it (pedestrian here)
+    for i in range(32):
+        cv2.imwrite(str(tmp_path / f"{i:03d}.png"), image)
+    engine = load_engine("ort", tiny_model, EngineOptions(provider="cpu", threads=1))
+    publisher = RecordingPublisher()
+    try:
+        with caplog.at_level(logging.WARNING, logger="perception.mask_stage"):
+            final = Pipeline(RunConfig.from_settings(source=str(tmp_path), warmup=0), source=open_source(str(tmp_path)),
+                             engine=engine, publisher=publisher).run()
+    finally:
+        engine.close()
+    assert not any(m["drivable"].any() for m in publisher.masks)
+    assert final["drivable"] == {"reach": "ego", "cut": 1.0, "cut_max": 1.0, "emptied": 1.0, "frames": 32}
+    warnings = [r.getMessage() for r in caplog.records if "drivable" in r.getMessage()]
+    assert len(warnings) == 1 and "30 frames in a row" in warnings[0] and "--drivable-reach all" in warnings[0]
 
 
 @pytest.fixture(scope="module")
