@@ -89,7 +89,7 @@ test-latest:
 	$(LATEST)/bin/ruff check .
 	$(LATEST)/bin/python -m pytest -q -p no:cacheprovider
 
-# Rebuild the shipped default model (~60 min on 2 cores): train on the synthetic road world only,
+# Rebuild the shipped default model (~55 min on 2 cores: 41 of training): train on the synthetic road world only,
 # export with the confidence output (its unknown threshold chosen on synthetic val), quantise to
 # INT8 (NNCF with accuracy control on 100 seed-1 synthetic val scenes, which neither training nor the
 # gate sees: layers that cost mIoU there stay float; then gated on synthetic val), score it on synthetic val; then, when CamVid is present,
