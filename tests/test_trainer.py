@@ -357,10 +357,11 @@ def test_train_and_eval_cli_end_to_end(data_spec, tmp_path):
                      ((predicted != 0) & (label == 0)).sum()]
     assert yaml.safe_load(figures.read_text())["miou"] == pytest.approx(expected.miou())
 
-    # --tasks: by task group, still without torch.
+    # --tasks: by task group, still without torch (every drivable pixel, as counted above; the ego
+    # reach has its own tests in test_drivable_reach.py).
     result = subprocess.run(
         [sys.executable, "-c", code, "eval", "--model", str(onnx_path), "--data", data_spec, "--tasks",
-         "--json", str(figures)],
+         "--drivable-reach", "all", "--json", str(figures)],
         capture_output=True, text=True, timeout=120, check=False,
     )
     assert result.returncode == 0, result.stderr
