@@ -14,15 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from recording import run_recorded
 from tiny_models import expected_class_ids, tiny_metadata, write_brightness_model
 
 from perception.cli import main as cli_main
 from perception.contracts import UNKNOWN_CLASS_ID
-from perception.engines import EngineOptions, load_engine
 from perception.masks import EgoReach, MaskBuilder
-from perception.pipeline import Pipeline
-from perception.run_config import RunConfig
-from perception.sources import open_source
 from perception.synthetic.classes import SYNTHETIC_CLASSES as T
 
 ROAD, BUILDING, SIDEWALK, HOOD = (T.id_of(n) for n in ("road", "building", "sidewalk", "ego_vehicle"))
@@ -99,39 +96,9 @@ def frames_dir(tmp_path_factory) -> Path:
     return root
 
 
-class RecordingPublisher:
-    endpoint = "inproc://recording"
-
-    def __init__(self) -> None:
-        self.masks: list[dict[str, np.ndarray]] = []
-        self.info: dict | None = None
-
-    def publish_masks(self, *, masks, **_):
-        self.masks.append({name: mask.copy() for name, mask in masks.items()})
-
-    def publish_json(self, topic, doc):
-        pass
-
-    def set_info(self, doc):
-        self.info = doc
-
-    def stats(self):
-        return {}
-
-    def wait_for_subscribers(self, count, *, timeout_s):
-        return True
-
-
 @pytest.mark.parametrize("reach", ["ego", "all", None])
 def test_the_node_publishes_the_reachable_drivable_area_and_says_so(tiny_model, frames_dir, reach):
-    engine = load_engine("ort", tiny_model, EngineOptions(provider="cpu", threads=1))
-    publisher = RecordingPublisher()
-    settings = {} if reach is None else {"drivable_reach": reach}
-    config = RunConfig.from_settings(source=str(frames_dir), warmup=0, **settings)
-    try:
-        final = Pipeline(config, source=open_source(str(frames_dir)), engine=engine, publisher=publisher).run()
-    finally:
-        engine.close()
+    publisher, final = run_recorded(tiny_model, frames_dir, **({} if reach is None else {"drivable_reach": reach}))
     want_map = expected_class_ids(painted_frame()[None])[0]
     road = want_map == ROAD
     assert road[0:12].all() and road[36:].all() and road.sum() == 24 * 64
@@ -157,14 +124,8 @@ def test_a_road_that_never_reaches_the_car_is_counted_and_named_once(tiny_model,
     image[36:48] = 200  # the hood, as a model without an ego class might call it (pedestrian here)
     for i in range(32):
         cv2.imwrite(str(tmp_path / f"{i:03d}.png"), image)
-    engine = load_engine("ort", tiny_model, EngineOptions(provider="cpu", threads=1))
-    publisher = RecordingPublisher()
-    try:
-        with caplog.at_level(logging.WARNING, logger="perception.mask_stage"):
-            final = Pipeline(RunConfig.from_settings(source=str(tmp_path), warmup=0), source=open_source(str(tmp_path)),
-                             engine=engine, publisher=publisher).run()
-    finally:
-        engine.close()
+    with caplog.at_level(logging.WARNING, logger="perception.mask_stage"):
+        publisher, final = run_recorded(tiny_model, tmp_path)
     assert not any(m["drivable"].any() for m in publisher.masks)
     assert final["drivable"] == {"reach": "ego", "cut": 1.0, "cut_max": 1.0, "emptied": 1.0, "frames": 32}
     warnings = [r.getMessage() for r in caplog.records if "drivable" in r.getMessage()]

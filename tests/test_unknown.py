@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import recording
 from tiny_models import expected_class_ids, expected_confidence, tiny_metadata, write_brightness_model
 
 from perception import contracts
@@ -76,41 +77,9 @@ def load(path: Path):
     return load_engine("ort", path, EngineOptions(provider="cpu", threads=1))
 
 
-class RecordingPublisher:
-    """Keeps copies of every mask and JSON document the pipeline publishes (no sockets)."""
-
-    endpoint = "inproc://recording"
-
-    def __init__(self) -> None:
-        self.masks: list[dict[str, np.ndarray]] = []
-        self.json: list[tuple[str, dict]] = []
-        self.info: dict | None = None
-
-    def publish_masks(self, *, masks, **_):
-        self.masks.append({name: mask.copy() for name, mask in masks.items()})
-
-    def publish_json(self, topic, doc):
-        self.json.append((topic, doc))
-
-    def set_info(self, doc):
-        self.info = doc
-
-    def stats(self):
-        return {}
-
-    def wait_for_subscribers(self, count, *, timeout_s):
-        return True
-
-
-def run_recorded(model: Path, frames: Path, **config) -> tuple[RecordingPublisher, dict]:
-    engine = load(model)
-    try:
-        publisher = RecordingPublisher()
-        run = RunConfig.from_settings(source=str(frames), warmup=0, **{"drivable_reach": "all", **config})
-        final = Pipeline(run, source=open_source(str(frames)), engine=engine, publisher=publisher).run()
-    finally:
-        engine.close()
-    return publisher, final
+def run_recorded(model: Path, frames: Path, **config):
+    """``recording.run_recorded``, every road pixel published unless ``config`` says otherwise."""
+    return recording.run_recorded(model, frames, **{"drivable_reach": "all", **config})
 
 
 def test_unsure_pixels_reach_the_subscriber_as_unknown_and_in_no_task_mask(confident_model, frames_dir):
