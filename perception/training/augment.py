@@ -215,13 +215,27 @@ def normalise_bgr(image_bgr: np.ndarray) -> torch.Tensor:
 
 
 class TrainSamples(Dataset):
-    """Augmented training samples: ``(image float 3xHxW, label int64 HxW)``."""
+    """Augmented training samples: ``(image float 3xHxW, label int64 HxW)``.
 
-    def __init__(self, dataset: NumpyDataset, transform: v2.Compose, *, seed: int) -> None:
+    With ``copy_paste`` > 0, that share of samples get the pixels of the classes ``paste_ids`` of
+    another augmented sample pasted over them, image and label: rare-class copy-paste (the
+    "simple copy-paste" of Ghiasi et al. 2021 and ClassMix of Olsson et al. 2021, with the pasted
+    classes fixed to the rare ones). Poles, signs and people then appear in front of buildings,
+    trees and roads they never stood before, and a few hundred frames of one town show them in
+    more contexts. Written here because torchvision has no label-aware paste; both samples are
+    augmented (and cropped to the same size) first, so the pasted pixels keep their scale. Nothing
+    is pasted onto ``ignore_id`` pixels (the padding around a scaled-down frame).
+    """
+
+    def __init__(self, dataset: NumpyDataset, transform: v2.Compose, *, seed: int, copy_paste: float = 0.0,
+                 paste_ids: tuple[int, ...] = (), ignore_id: int = DEFAULT_IGNORE_ID) -> None:
         self.dataset = dataset
         self.transform = transform
         self.seed = seed
         self.epoch = 0
+        self.copy_paste = copy_paste
+        self.paste_ids = torch.tensor(sorted(paste_ids), dtype=torch.int64)
+        self.ignore_id = ignore_id
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -232,13 +246,26 @@ class TrainSamples(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self._augmented(index, (self.seed, self.epoch, index))
+        if self.copy_paste > 0:
+            draws = np.random.default_rng([self.seed, self.epoch, index, 1])
+            if draws.random() < self.copy_paste and len(self.dataset) > 1:
+                other = int(draws.integers(len(self.dataset) - 1))
+                other += other >= index  # never the sample itself
+                donor_image, donor_mask = self._augmented(other, (self.seed, self.epoch, index, 2))
+                pasted = torch.isin(donor_mask, self.paste_ids) & (mask != self.ignore_id)
+                image = torch.where(pasted, donor_image, image)
+                mask = torch.where(pasted, donor_mask, mask)
+        return image, mask
+
+    def _augmented(self, index: int, seed: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         image_bgr, label = self.dataset[index]
         image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image_bgr[..., ::-1])).permute(2, 0, 1))
         mask = tv_tensors.Mask(torch.from_numpy(label))
         # v2 transforms draw from torch's global generator: seed it per sample inside fork_rng so
         # the draws are reproducible and the caller's RNG stream is left untouched.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0]))
+            torch.manual_seed(int(np.random.SeedSequence(list(seed)).generate_state(1)[0]))
             image, mask = self.transform(image, mask)
         return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
 

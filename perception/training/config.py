@@ -84,6 +84,11 @@ class TrainConfig:
     #: Chance of cutting a sample to another camera's aspect ratio (4:3, 16:9, ...) and letterboxing
     #: it back exactly as the node does (padded labels ignored).
     letterbox_prob: float = field(default=0.0, metadata=bounds(0.0, 1.0))
+    #: Chance of rare-class copy-paste per sample: the pixels of ``copy_paste_classes`` in another
+    #: augmented training sample are pasted over this one, image and label (``augment.CopyPaste``).
+    copy_paste: float = field(default=0.0, metadata=bounds(0.0, 1.0))
+    #: The classes (names of the training data's class table) whose pixels ``copy_paste`` carries.
+    copy_paste_classes: list[str] = field(default_factory=list)
     # ---- schedule (``steps`` > 0 wins over ``epochs``)
     epochs: int = setting(100, lo=1, help="epochs (ignored when --steps is given)")
     steps: int = setting(0, lo=0, help="total optimiser steps (0: --epochs decides)")
@@ -145,6 +150,9 @@ class TrainConfig:
             raise ValueError(f"mix_share={self.mix_share} needs mix_data, the dataset to mix in")
         if self.mix_data and self.mix_share == 0:
             raise ValueError(f"mix_data={self.mix_data!r} needs mix_share > 0, the share of samples it supplies")
+        if self.copy_paste > 0 and not self.copy_paste_classes:
+            raise ValueError(f"copy_paste={self.copy_paste} needs copy_paste_classes, e.g. [Pole, Pedestrian]: "
+                             "which classes to paste")
         if self.mix_data and not self.mix_classes:
             raise ValueError("mix_data needs mix_classes, e.g. {road: Road, car: Car}: which of its classes are which")
         if any(w < 0 for w in self.ial_level_weights):

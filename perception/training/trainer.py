@@ -30,6 +30,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Subset
 
+from perception.contracts import ClassTable
 from perception.datasets import Dataset, class_pixel_stats, open_dataset
 from perception.errors import ConfigError, DataError
 from perception.metrics import ConfusionMatrix
@@ -145,7 +146,9 @@ def build_data(config: TrainConfig, info: DistInfo | None = None) -> Data:
         pasta_alpha=config.pasta_alpha,
         letterbox_prob=config.letterbox_prob,
     )
-    samples = TrainSamples(sample_set, transform, seed=config.seed)
+    samples = TrainSamples(sample_set, transform, seed=config.seed, copy_paste=config.copy_paste,
+                           paste_ids=class_ids(train_set.class_table, config.copy_paste_classes, "copy_paste_classes"),
+                           ignore_id=ignore_id)
     sampler = ResumableSampler(samples, info, seed=config.seed, batch_size=config.batch_size)
     loader = DataLoader(
         samples,
@@ -169,6 +172,14 @@ def build_data(config: TrainConfig, info: DistInfo | None = None) -> Data:
         worker_init_fn=leave_sigint_to_main,
     )
     return Data(train_set, val_set, samples, sampler, loader, val_loader, ignore_id)
+
+
+def class_ids(table: ClassTable, names: list[str], key: str) -> tuple[int, ...]:
+    """The ids of ``names`` in ``table``; DataError naming the first unknown one and the table's classes."""
+    for name in names:
+        if name not in table.names:
+            raise DataError(f"{key}: {name!r} is not a class of the training data; its classes: {', '.join(table.names)}")
+    return tuple(table.names.index(name) for name in names)
 
 
 def mixed_in(config: TrainConfig, train_set: Dataset, ignore_id: int) -> MixedDataset:
