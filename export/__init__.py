@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -36,6 +36,20 @@ class ExportGateError(ModelError):
 
 #: Largest model input side: 4K camera frames fit; beyond it tracing only exhausts memory.
 MAX_INPUT_SIDE = 4096
+
+
+def logit_adjust_from_text(text: str) -> float | str:
+    """``--logit-adjust``: ``auto`` or a number in 0..1."""
+    word = str(text).strip().lower()
+    if word == "auto":
+        return "auto"
+    try:
+        tau = float(word)
+    except ValueError:
+        raise ConfigError(f"--logit-adjust {text}: give a number in 0..1 or 'auto'") from None
+    if not 0.0 <= tau <= 1.0:
+        raise ConfigError(f"--logit-adjust {text}: tau must be in 0..1 (0: off, 1: the class weights fully undone)")
+    return tau
 
 
 @dataclass
@@ -55,6 +69,11 @@ class ExportConfig:
     unknown_data: str | None = setting(None, metavar="SPEC", help="with --confidence: val data the threshold is chosen "
                                                                   "on (default: the checkpoint's dataset)")
     unknown_count: int = setting(50, lo=1, hi=10000, help="val images the threshold is chosen on")
+    logit_adjust: float | str = setting(
+        0.0, metavar="TAU|auto", from_text=logit_adjust_from_text,
+        help="subtract TAU x log(class weight) from the logits before the argmax, undoing that much of the training's "
+             "class weighting at the decision (0: off; auto: the TAU of 0..1 that scores best on the checkpoint's "
+             "training frames); needs the training data")
     dynamic_batch: bool = setting(False, help="dynamic batch dimension (default: batch 1)")
     verify_data: str | None = setting(None, metavar="SPEC", help="dataset for the ONNX-vs-PyTorch check (val split)")
     verify_count: int = setting(8, lo=1, hi=1000, help="images for the check")
@@ -140,6 +159,14 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
     model = build_model_from_checkpoint(ckpt)
     input_hw = tuple(cfg.input_hw or ckpt.input_hw)
     metadata = build_metadata(ckpt, input_hw=input_hw, dynamic_batch=cfg.dynamic_batch, with_confidence=cfg.confidence)
+    if cfg.logit_adjust != 0.0:
+        from perception.export.logit_adjust import choose
+
+        adjust = choose(ckpt, model.eval(), cfg.logit_adjust, input_hw=input_hw, source=str(cfg.checkpoint),
+                        report=report)
+        metadata = replace(metadata, logit_adjust=adjust.to_metadata())
+        report(f"logit adjustment: tau {adjust.tau:g}, bias " + ", ".join(
+            f"{name} {b:+.2f}" for name, b in zip(metadata.class_table.names, adjust.bias, strict=True)) + f"; {adjust.rule}")
 
     exported = export_onnx(model, cfg.out, metadata)
     report(
@@ -152,7 +179,8 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
         cfg.verify_data, checkpoint_dataset=ckpt.dataset, count=cfg.verify_count, input_hw=input_hw
     )
     wrapper = ExportWrapper(
-        prepare_model(model), mean_rgb=metadata.mean, std_rgb=metadata.std, with_confidence=cfg.confidence
+        prepare_model(model), mean_rgb=metadata.mean, std_rgb=metadata.std, with_confidence=cfg.confidence,
+        logit_bias=metadata.logit_adjust.get("bias"),
     ).eval()
     with torch.no_grad():
         verify = verify_onnx(wrapper, onnx.load(str(cfg.out)), samples, source=source)

@@ -63,10 +63,14 @@ class ExportWrapper(nn.Module):
         mean_rgb: tuple[float, float, float],
         std_rgb: tuple[float, float, float],
         with_confidence: bool = False,
+        logit_bias: tuple[float, ...] | list[float] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.with_confidence = with_confidence
+        # ``perception export --logit-adjust``: a per-class constant added to the logits (export/logit_adjust.py).
+        bias = None if logit_bias is None else torch.tensor(list(logit_bias), dtype=torch.float32).view(1, -1, 1, 1)
+        self.register_buffer("logit_bias", bias, persistent=False)
         mean = torch.tensor(mean_rgb, dtype=torch.float32)
         std = torch.tensor(std_rgb, dtype=torch.float32)
         # (x / 255 - mean) / std == x * scale + bias, applied per channel in the input's BGR order
@@ -80,7 +84,8 @@ class ExportWrapper(nn.Module):
         return x.flip(-1).permute(0, 3, 1, 2)  # N x 3 x H x W (RGB)
 
     def logits(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model(self.normalise(image))  # N x C x H x W
+        logits = self.model(self.normalise(image))  # N x C x H x W
+        return logits if self.logit_bias is None else logits + self.logit_bias
 
     def forward(self, image: torch.Tensor):
         logits = self.logits(image)
@@ -197,7 +202,8 @@ def export_onnx(
         check(h, w)  # ConfigError with the nearest valid sizes
     model = prepare_model(model)
     wrapper = ExportWrapper(
-        model, mean_rgb=metadata.mean, std_rgb=metadata.std, with_confidence=metadata.has_confidence
+        model, mean_rgb=metadata.mean, std_rgb=metadata.std, with_confidence=metadata.has_confidence,
+        logit_bias=metadata.logit_adjust.get("bias"),
     ).eval()
     # A dynamic batch is traced with batch 2: torch.export specialises a dimension seen as 1.
     example = torch.zeros((2 if metadata.dynamic_batch else 1, h, w, 3), dtype=torch.uint8)

@@ -183,6 +183,9 @@ class ModelMetadata:
     ``unknown_threshold`` (models with the ``confidence`` output): pixels whose top softmax
     probability is below it are published as ``UNKNOWN_CLASS_ID`` (see ``unknown_level``); 0 when
     none was chosen. ``unknown_rule`` says how ``perception export`` chose it and on which data.
+    ``logit_adjust`` (``perception export --logit-adjust``): the per-class ``bias`` the graph adds
+    to the logits before its argmax, its ``tau``, the class ``weighting`` it undoes and the
+    ``rule`` that chose it; empty when none (the graph is the model as trained).
     """
 
     model_name: str
@@ -198,6 +201,7 @@ class ModelMetadata:
     has_confidence: bool = False
     unknown_threshold: float = 0.0
     unknown_rule: str = ""
+    logit_adjust: dict[str, Any] = field(default_factory=dict)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     tool_versions: dict[str, str] = field(default_factory=dict)
     created_utc: str = ""
@@ -248,6 +252,7 @@ class ModelMetadata:
                 has_confidence=bool(doc.get("has_confidence", False)),
                 unknown_threshold=_probability(doc.get("unknown_threshold", 0.0)),
                 unknown_rule=str(doc.get("unknown_rule", "")),
+                logit_adjust=dict(doc.get("logit_adjust") or {}),
                 model_kwargs=dict(doc.get("model_kwargs") or {}),
                 tool_versions={str(k): str(v) for k, v in (doc.get("tool_versions") or {}).items()},
                 created_utc=str(doc.get("created_utc", "")),

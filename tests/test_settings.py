@@ -100,7 +100,7 @@ SAMPLES = {
                "unknown_threshold": 0.5, "unknown_data": "synthetic", "unknown_count": 5, "dynamic_batch": True,
                "verify_data": "synthetic", "verify_count": 2, "int8": True, "calib": "synthetic", "calib_count": 3,
                "val_data": "synthetic", "val_count": 4, "allow_int8_drop": True, "latency_runs": 2, "tensorrt": True,
-               "fp16": True, "trt_cache_dir": "cache"},
+               "fp16": True, "trt_cache_dir": "cache", "logit_adjust": 0.5},
     "train": {"model": "segnet_basic", "data": "synthetic", "val_data": "synthetic", "input_hw": [64, 96],
               "epochs": 2, "steps": 5, "batch_size": 2, "lr": 0.01, "loss": "dice", "out": "runs/x", "device": "cpu",
               "workers": 0, "pretrained": False},
@@ -122,6 +122,7 @@ ALTERNATES = {
     "listen": [{"topic": ["perception/front/lane", "perception/front/stats"]}],
     "train": [{"pretrained": True}],
     "eval": [{"checkpoint": "c.pt", "tasks": ""}],
+    "export": [{"checkpoint": "c.pt", "out": "m.onnx", "logit_adjust": "auto"}],
 }
 
 

@@ -81,6 +81,10 @@ def format_description(d) -> list[str]:
         lines.append(f"unknown    id 255 below confidence {m.unknown_threshold:.4g} ({m.unknown_rule or 'no rule recorded'})")
     elif m.has_confidence:
         lines.append("unknown    no threshold stored (perception run --unknown-threshold P marks unsure pixels)")
+    adjust = m.logit_adjust
+    if adjust:
+        lines.append(f"logits     adjusted: tau {adjust.get('tau')} of the {adjust.get('weighting')} class weights undone at the "
+                     f"argmax ({adjust.get('rule', 'no rule recorded')}); the per-class val IoUs below are the model's before it")
     lines.append(f"classes    {table.num_classes} (ignore id {table.ignore_id})")
     for c in table.classes:
         iou = f"  IoU {_pct(per_class[c.name])}" if c.name in per_class else ""

@@ -200,10 +200,16 @@ def mixed_in(config: TrainConfig, train_set: Dataset, ignore_id: int) -> MixedDa
 
 
 def class_weights_for(config: TrainConfig, data: Data) -> np.ndarray | None:
-    if config.class_weighting == "none":
+    return class_weights_of(config.class_weighting, data.train_set)
+
+
+def class_weights_of(weighting: str, train_set: Dataset) -> np.ndarray | None:
+    """The loss's class weights (``class_weighting``: none, enet or median_freq) from ``train_set``'s
+    pixel counts; None for none. ``perception export --logit-adjust`` recomputes them this way."""
+    if weighting == "none":
         return None
-    counts, present = class_pixel_stats(data.train_set)
-    if config.class_weighting == "enet":
+    counts, present = class_pixel_stats(train_set)
+    if weighting == "enet":
         return enet_weights(counts)
     return median_frequency_weights(counts, present)
 
@@ -319,7 +325,6 @@ def step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> dict[str, floa
     return {"loss": float(loss.detach()), "lr": lr}
 
 
-@torch.no_grad()
 def score_loader(
     model: nn.Module, loader: DataLoader, *, device: torch.device, num_classes: int, ignore_id: int, use_amp: bool
 ) -> ConfusionMatrix:
@@ -328,8 +333,19 @@ def score_loader(
     Logits are cropped to the letterboxed image area and resized bilinearly to each label's size
     before the argmax, so scores are always at the dataset's resolution whatever the input size.
     """
+    return score_loader_biased(model, loader, [None], device=device, num_classes=num_classes, ignore_id=ignore_id,
+                               use_amp=use_amp)[0]
+
+
+@torch.no_grad()
+def score_loader_biased(
+    model: nn.Module, loader: DataLoader, biases: list[torch.Tensor | None], *, device: torch.device, num_classes: int,
+    ignore_id: int, use_amp: bool,
+) -> list[ConfusionMatrix]:
+    """``score_loader`` once per entry of ``biases`` (a length-C vector added to the logits before
+    the argmax, or None), from one pass of the model: a confusion matrix each."""
     model.eval()
-    cm = ConfusionMatrix(num_classes, ignore_id=ignore_id)
+    cms = [ConfusionMatrix(num_classes, ignore_id=ignore_id) for _ in biases]
     for images, labels, contents in loader:
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
             logits = model(images.to(device))
@@ -340,8 +356,10 @@ def score_loader(
             sample_logits = sample_logits[:, top : top + height, left : left + width]
             if sample_logits.shape[-2:] != label.shape:
                 sample_logits = F.interpolate(sample_logits[None].float(), size=label.shape, mode="bilinear")[0]
-            cm.update(sample_logits.argmax(0).cpu().numpy(), label.numpy())
-    return cm
+            for cm, bias in zip(cms, biases, strict=True):
+                adjusted = sample_logits if bias is None else sample_logits + bias.to(sample_logits)[:, None, None]
+                cm.update(adjusted.argmax(0).cpu().numpy(), label.numpy())
+    return cms
 
 
 def evaluate(run: Run, data: Data, *, raw: bool = False) -> ConfusionMatrix:
