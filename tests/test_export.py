@@ -670,6 +670,14 @@ def test_logit_adjust_errors_are_one_line(trained_checkpoint, weighted_checkpoin
         assert cli_main(["export", "--checkpoint", str(weighted_checkpoint), "--out", out, "--logit-adjust", value]) == 2
         err = capsys.readouterr().err
         assert needle in err and len(err.strip().splitlines()) == 1, err
+    from perception.config import load_config
+    from perception.errors import ConfigError
+
+    for value, needle in (("lots", "give a number in 0..1 or 'auto'"), (2.0, "must be in 0..1 or 'auto'")):
+        with pytest.raises(ConfigError, match=f"export.yaml: .*{needle}"):
+            load_config(ExportConfig, {"checkpoint": "c.pt", "out": "m.onnx", "logit_adjust": value}, source="export.yaml")
+    assert load_config(ExportConfig, {"checkpoint": "c.pt", "out": "m.onnx", "logit_adjust": "0.4"},
+                       source="export.yaml").logit_adjust == 0.4
     moved = tmp_path / "moved.pt"
     ckpt = torch.load(weighted_checkpoint, weights_only=False)
     ckpt["config"]["data"] = f"folder:{tmp_path / 'gone'}"
