@@ -46,6 +46,24 @@ def tiny_model_path(tmp_path_factory) -> Path:
     return write_brightness_model(tmp_path_factory.mktemp("tiny_model") / "tiny.onnx", (48, 64))
 
 
+@pytest.fixture(scope="session")
+def folder_dataset(tmp_path_factory):
+    """The blocks dataset (tests/blocks.py): a labelled folder of coloured rectangles, written once."""
+    import blocks
+
+    return blocks.write_dataset(tmp_path_factory.mktemp("blocks"))
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(folder_dataset, tmp_path_factory):
+    """``(path, Checkpoint)`` of a segnet_basic trained on ``folder_dataset`` (~10 s, once a session)."""
+    pytest.importorskip("torch")
+    import blocks
+
+    root, table = folder_dataset
+    return blocks.train_checkpoint(root, table, tmp_path_factory.mktemp("ckpt") / "best.pt")
+
+
 @pytest.fixture
 def tiny_engine(tiny_model_path):
     """An ONNX Runtime engine of ``tiny_model_path`` on one CPU thread."""

@@ -11,9 +11,10 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-import yaml
 
 torch = pytest.importorskip("torch")
+
+import blocks  # noqa: E402
 
 from perception.cli import main as cli_main  # noqa: E402
 from perception.contracts import (  # noqa: E402
@@ -21,7 +22,6 @@ from perception.contracts import (  # noqa: E402
     ONNX_OPSET,
     OUTPUT_CLASS_IDS,
     OUTPUT_CONFIDENCE,
-    ClassTable,
     ModelMetadata,
 )
 from perception.engines.cache import EngineCache, engine_key  # noqa: E402
@@ -33,9 +33,8 @@ from perception.export.verify import verify_onnx  # noqa: E402
 from perception.modelfile import read_model_metadata  # noqa: E402
 from perception.models import build_model, model_names  # noqa: E402
 from perception.synthetic import SYNTHETIC_CLASSES  # noqa: E402
-from perception.training.checkpoint import Checkpoint, save_checkpoint  # noqa: E402
 
-HW = (64, 96)
+HW = blocks.HW  # the blocks dataset's size (conftest fixtures folder_dataset, trained_checkpoint), for every model here
 #: The smallest configuration of each registered model (unknown future models: defaults).
 SMALLEST = {
     "bisenetv2": {"width": 0.25},
@@ -179,92 +178,8 @@ def test_dynamic_batch_export(tmp_path):
 
 # ---- a tiny model trained on a labelled folder dataset: INT8 and the CLI end to end ----------
 
-COLOURS_BGR = {0: (40, 40, 40), 1: (200, 60, 60), 2: (60, 200, 60), 3: (60, 60, 220)}
-
-
-def _scene(rng) -> tuple[np.ndarray, np.ndarray]:
-    """Random coloured rectangles on a dark background, with texture noise; label = colour's class."""
-    label = np.zeros(HW, np.uint8)
-    for _ in range(int(rng.integers(2, 5))):
-        cls = int(rng.integers(1, 4))
-        y0, x0 = int(rng.integers(0, HW[0] - 16)), int(rng.integers(0, HW[1] - 16))
-        label[y0 : y0 + int(rng.integers(12, 40)), x0 : x0 + int(rng.integers(12, 50))] = cls
-    lut = np.array([COLOURS_BGR[c] for c in range(4)], np.int16)
-    image = lut[label] + rng.normal(0, 12, (*HW, 3))
-    return np.clip(image, 0, 255).astype(np.uint8), label
-
-
-@pytest.fixture(scope="module")
-def folder_dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("blocks")
-    table = {
-        "classes": [
-            {"id": 0, "name": "background", "color": [40, 40, 40]},
-            {"id": 1, "name": "road", "color": [60, 60, 200]},
-            {"id": 2, "name": "lane_marking", "color": [60, 200, 60]},
-            {"id": 3, "name": "car", "color": [220, 60, 60]},
-        ],
-        "ignore_id": 255,
-        "task_groups": {"drivable": ["road", "lane_marking"], "lane": ["lane_marking"], "obstacle": ["car"]},
-    }
-    rng = np.random.default_rng(7)
-    for split, count in (("train", 48), ("val", 12)):
-        (root / split / "images").mkdir(parents=True)
-        (root / split / "labels").mkdir()
-        (root / split / "classes.yaml").write_text(yaml.safe_dump(table))
-        for i in range(count):
-            image, label = _scene(rng)
-            cv2.imwrite(str(root / split / "images" / f"{i:03d}.png"), image)
-            cv2.imwrite(str(root / split / "labels" / f"{i:03d}.png"), label)
-    return root, ClassTable.from_dict(table)
-
-
-@pytest.fixture(scope="module")
-def trained_checkpoint(folder_dataset, tmp_path_factory):
-    """segnet_basic (narrowest) trained 200 steps (~10 s) to segment the rectangles."""
-    from perception.datasets import open_dataset
-    from perception.metrics import ConfusionMatrix
-
-    root, table = folder_dataset
-    torch.manual_seed(0)
-    model = build_model("segnet_basic", num_classes=table.num_classes, width=0.125)
-    train = open_dataset(f"folder:{root}", split="train")
-    mean, std = np.array((0.485, 0.456, 0.406), np.float32), np.array((0.229, 0.224, 0.225), np.float32)
-
-    def tensor(images):
-        rgb = np.stack(images)[..., ::-1].astype(np.float32) / 255.0
-        return torch.from_numpy(np.ascontiguousarray(((rgb - mean) / std).transpose(0, 3, 1, 2)))
-
-    data = [train[i] for i in range(len(train))]
-    x_all, y_all = tensor([d[0] for d in data]), torch.from_numpy(np.stack([d[1] for d in data])).long()
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-2)
-    model.train()
-    for step in range(200):
-        idx = torch.randint(0, len(data), (4,), generator=torch.Generator().manual_seed(step))
-        out = model(x_all[idx])
-        logits = out["out"] if isinstance(out, dict) else out
-        loss = torch.nn.functional.cross_entropy(logits, y_all[idx])
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    model.eval()
-    val = open_dataset(f"folder:{root}", split="val")
-    matrix = ConfusionMatrix(table.num_classes, ignore_id=table.ignore_id)
-    with torch.no_grad():
-        for image, label in (val[i] for i in range(len(val))):
-            matrix.update(model(tensor([image])).argmax(1)[0].numpy(), label)
-    ckpt = Checkpoint(
-        model_name="segnet_basic",
-        model_kwargs={"width": 0.125},
-        class_table=table,
-        input_hw=HW,
-        state_dict=model.state_dict(),
-        dataset=f"folder:{root}",
-        metrics=matrix.summary(table),
-    )
-    path = save_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.pt", ckpt)
-    assert matrix.miou() > 0.6, f"the test model did not learn (val mIoU {matrix.miou():.2f})"
-    return path, ckpt
+# The blocks dataset and its trained segnet_basic (fixtures folder_dataset, trained_checkpoint) are
+# in conftest.py (tests/blocks.py), shared with test_logit_adjust.py.
 
 
 def test_cli_export_int8_and_inspect(trained_checkpoint, folder_dataset, tmp_path, capsys):
@@ -590,98 +505,3 @@ def test_quantize_cli_accuracy_control_still_gated(exported_fp32, folder_dataset
         quantize.quantize_int8(model, out, [np.zeros((*HW, 3), np.uint8)], metadata=read_model_metadata(model),
                                quantizer="ort", accuracy_control=quantize.AccuracyControl([]))
 
-
-@pytest.fixture(scope="module")
-def weighted_checkpoint(trained_checkpoint, folder_dataset, tmp_path_factory):
-    """The trained checkpoint as if trained with ENet class weights on the folder's train split."""
-    _, ckpt = trained_checkpoint
-    root, _ = folder_dataset
-    config = {"class_weighting": "enet", "data": f"folder:{root}", "train_split": "train"}
-    return save_checkpoint(tmp_path_factory.mktemp("weighted") / "last.pt", dataclasses.replace(ckpt, config=config))
-
-
-def _ort_logits(path, images: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(with_logits_output(onnx.load(str(path))).SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
-    return np.concatenate([session.run(["logits"], {INPUT_NAME: image[None]})[0] for image in images])
-
-
-def test_logit_adjust_adds_the_centred_class_weight_bias_inside_the_graph(weighted_checkpoint, folder_dataset, tmp_path,
-                                                                           capsys):
-    from perception.datasets import class_pixel_stats, open_dataset
-    from perception.training.losses import enet_weights
-
-    root, table = folder_dataset
-    plain, adjusted = tmp_path / "plain.onnx", tmp_path / "adjusted.onnx"
-    assert cli_main(["export", "--checkpoint", str(weighted_checkpoint), "--out", str(plain), "--verify-count", "2"]) == 0
-    assert cli_main(["export", "--checkpoint", str(weighted_checkpoint), "--out", str(adjusted), "--logit-adjust", "0.7",
-                     "--confidence", "--unknown-threshold", "0.3", "--verify-count", "2"]) == 0
-    printed = capsys.readouterr().out
-    assert "logit adjustment: tau 0.7" in printed and "verify PASS" in printed, printed
-    counts, _ = class_pixel_stats(open_dataset(f"folder:{root}", split="train"))
-    log_w = np.log(enet_weights(counts))
-    want = -0.7 * (log_w - log_w.mean())
-    meta = read_model_metadata(adjusted)
-    assert meta.logit_adjust["tau"] == 0.7 and meta.logit_adjust["weighting"] == "enet"
-    np.testing.assert_allclose(meta.logit_adjust["bias"], want, rtol=1e-5, atol=1e-6)
-    assert meta.logit_adjust["rule"].startswith("given") and not read_model_metadata(plain).logit_adjust
-    # The graph adds exactly that bias to the model's logits, and its class ids are their argmax.
-    images = np.stack([cv2.imread(str(p)) for p in sorted((root / "val" / "images").glob("*.png"))[:3]])
-    base, shifted = _ort_logits(plain, images), _ort_logits(adjusted, images)
-    np.testing.assert_allclose(shifted - base, np.broadcast_to(want[None, :, None, None], base.shape), atol=1e-4)
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(adjusted), providers=["CPUExecutionProvider"])
-    class_ids = np.concatenate([session.run([OUTPUT_CLASS_IDS], {INPUT_NAME: image[None]})[0] for image in images])
-    assert (class_ids == shifted.argmax(1)).mean() > 0.999
-    assert cli_main(["inspect", str(adjusted)]) == 0
-    assert "logits     adjusted: tau 0.7 of the enet class weights" in capsys.readouterr().out
-
-
-def test_logit_adjust_auto_chooses_tau_on_the_training_frames(weighted_checkpoint, folder_dataset, tmp_path, capsys):
-    from perception.datasets import open_dataset
-    from perception.export.logit_adjust import AUTO_TAUS
-    from perception.training.evaluate import evaluate_checkpoint
-
-    root, _ = folder_dataset
-    out = tmp_path / "auto.onnx"
-    assert cli_main(["export", "--checkpoint", str(weighted_checkpoint), "--out", str(out), "--logit-adjust", "auto",
-                     "--verify-count", "2"]) == 0
-    printed = capsys.readouterr().out
-    adjust = read_model_metadata(out).logit_adjust
-    sweep = adjust["sweep_miou"]
-    assert list(sweep) == [f"{t:g}" for t in AUTO_TAUS] and adjust["tau"] in AUTO_TAUS
-    assert sweep[f"{adjust['tau']:g}"] == max(sweep.values())
-    assert "training frames of folder:" in adjust["rule"] and "training-frame mIoU by tau" in printed
-    # tau 0 is the model as trained, scored as `perception eval --checkpoint` scores it on those frames.
-    as_trained = evaluate_checkpoint(weighted_checkpoint, open_dataset(f"folder:{root}", split="train"), workers=0)
-    assert sweep["0"] == pytest.approx(as_trained.miou(), abs=1e-6)
-
-
-def test_logit_adjust_errors_are_one_line(trained_checkpoint, weighted_checkpoint, tmp_path, capsys):
-    unweighted, _ = trained_checkpoint
-    out = str(tmp_path / "x.onnx")
-    assert cli_main(["export", "--checkpoint", str(unweighted), "--out", out, "--logit-adjust", "0.5"]) == 2
-    err = capsys.readouterr().err
-    assert "was trained without class weights (class_weighting: none)" in err and "Traceback" not in err
-    for value, needle in (("1.5", "tau must be in 0..1"), ("lots", "give a number in 0..1 or 'auto'")):
-        assert cli_main(["export", "--checkpoint", str(weighted_checkpoint), "--out", out, "--logit-adjust", value]) == 2
-        err = capsys.readouterr().err
-        assert needle in err and len(err.strip().splitlines()) == 1, err
-    from perception.config import load_config
-    from perception.errors import ConfigError
-
-    for value, needle in (("lots", "give a number in 0..1 or 'auto'"), (2.0, "must be in 0..1 or 'auto'")):
-        with pytest.raises(ConfigError, match=f"export.yaml: .*{needle}"):
-            load_config(ExportConfig, {"checkpoint": "c.pt", "out": "m.onnx", "logit_adjust": value}, source="export.yaml")
-    assert load_config(ExportConfig, {"checkpoint": "c.pt", "out": "m.onnx", "logit_adjust": "0.4"},
-                       source="export.yaml").logit_adjust == 0.4
-    moved = tmp_path / "moved.pt"
-    ckpt = torch.load(weighted_checkpoint, weights_only=False)
-    ckpt["config"]["data"] = f"folder:{tmp_path / 'gone'}"
-    torch.save(ckpt, moved)
-    assert cli_main(["export", "--checkpoint", str(moved), "--out", out, "--logit-adjust", "0.5"]) != 0
-    err = capsys.readouterr().err
-    assert "gone" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
