@@ -105,6 +105,10 @@ class TrainConfig:
     warmup_steps: int = field(default=0, metadata=bounds(0, None))
     grad_clip: float = field(default=0.0, metadata=bounds(0.0, None))
     amp: bool = True
+    #: Train in PyTorch's channels-last memory format (NHWC), which oneDNN's CPU convolutions and
+    #: CUDA tensor cores run faster (1.2x a LiteFPN step on a 2-core EPYC); the same arithmetic up
+    #: to float rounding. Checkpoints and exports do not depend on it.
+    channels_last: bool = True
     #: Under DDP on CUDA, synchronise BatchNorm statistics across GPUs.
     sync_bn: bool = True
     # ---- loss

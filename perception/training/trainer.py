@@ -245,6 +245,8 @@ def build_run(config: TrainConfig, data: Data, *, info: DistInfo | None = None, 
         model = build_model_for(config, data.class_table.num_classes)
     _seed_everything(config.seed + info.rank)
     model = (model or build_model_for(config, data.class_table.num_classes)).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     if info.enabled:
         if device.type == "cuda" and config.sync_bn:
             # Small per-GPU batches give noisy BatchNorm statistics; SyncBatchNorm is CUDA-only.
@@ -302,6 +304,8 @@ def step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> dict[str, floa
     """One optimiser step on a batch; returns the loss and the learning rate it used."""
     run.model.train()
     images = images.to(run.device, non_blocking=True)
+    if run.config.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
     labels = labels.to(run.device, non_blocking=True)
     lr = run.optimizer.param_groups[0]["lr"]
     with torch.autocast(device_type=run.device.type, dtype=torch.float16, enabled=run.use_amp):
