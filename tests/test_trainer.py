@@ -178,6 +178,23 @@ def test_channels_last_trains_the_same_steps_and_checkpoints_plain_weights(data_
         torch.testing.assert_close(plain.eval()(images), run.model(images), rtol=1e-4, atol=1e-5)
 
 
+def test_a_run_saved_in_one_layout_resumes_in_the_other(data_spec, tmp_path):
+    # Runs from before channels_last existed saved plain-layout weights and optimiser state.
+    losses = []
+    for saved, resumed in ((False, True), (True, False)):
+        out = tmp_path / f"{saved}"
+        config = make_config(data_spec, out, steps=4, val_every=2, channels_last=saved)
+        data = build_data(config)
+        train_steps(build_run(config, data, model=TinySegModel(3)), data, until_step=2, run_dir=out)
+        config = make_config(data_spec, out, steps=4, val_every=2, channels_last=resumed)
+        data = build_data(config)
+        run = build_run(config, data, model=TinySegModel(3))
+        resume_run(run, out / "last.pt")
+        losses.append([r["loss"] for r in train_steps(run, data, until_step=4)])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)
+    assert len(losses[0]) == 2 and all(np.isfinite(losses[0]))
+
+
 def test_weight_average_decay_warms_up_then_holds():
     assert ema_decay_at(0.995, 0) == pytest.approx(0.1)  # the first average is mostly the new weights
     assert ema_decay_at(0.995, 90) == pytest.approx(0.91)
