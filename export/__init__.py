@@ -48,7 +48,7 @@ def logit_adjust_from_text(text: str) -> float | str:
     except ValueError:
         raise ConfigError(f"--logit-adjust {text}: give a number in 0..1 or 'auto'") from None
     if not 0.0 <= tau <= 1.0:
-        raise ConfigError(f"--logit-adjust {text}: tau must be in 0..1 (0: off, 1: the class weights fully undone)")
+        raise ConfigError(f"--logit-adjust {text}: tau must be in 0..1 or 'auto' (0: off, 1: the class weights fully undone)")
     return tau
 
 
@@ -107,13 +107,10 @@ class ExportConfig:
             raise ValueError(f"--out {self.out} must end in .onnx")
         if (self.unknown_threshold is not None or self.unknown_data) and not self.confidence:
             raise ValueError("--unknown-threshold / --unknown-data set the threshold on the confidence output; add --confidence")
-        if isinstance(self.logit_adjust, str):  # from YAML or a launch file: 'auto' or a number as text
-            try:
-                self.logit_adjust = logit_adjust_from_text(self.logit_adjust)
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from None
-        elif not 0.0 <= self.logit_adjust <= 1.0:
-            raise ValueError(f"logit_adjust {self.logit_adjust} must be in 0..1 or 'auto'")
+        try:  # a number or 'auto' (as text from YAML or a launch file): the flag's own check
+            self.logit_adjust = logit_adjust_from_text(str(self.logit_adjust))
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
         if self.fp16 and not self.tensorrt:
             raise ValueError("--fp16 applies to TensorRT engines; add --tensorrt")
         if self.int8 and not self.calib:
