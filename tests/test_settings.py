@@ -323,16 +323,19 @@ def test_no_module_reads_argparse_internals():
     assert offenders == []
 
 
-def _readme_command_lines() -> list[tuple[int, str, list[str]]]:
-    """(line number, command, flags) of each ``perception <command> ...`` line in the README's code blocks."""
-    out, in_code = [], False
-    for number, line in enumerate((ROOT / "README.md").read_text().splitlines(), start=1):
-        if line.startswith("```"):
-            in_code = not in_code
-            continue
-        words = line.split("#")[0].split()
-        if in_code and len(words) >= 2 and words[0] == "perception" and words[1] in SAMPLES:
-            out.append((number, words[1], [w.split("=")[0] for w in words[2:] if w.startswith("--")]))
+def _readme_command_lines() -> list[tuple[str, str, list[str]]]:
+    """(file:line, command, flags) of each ``perception <command> ...`` line in the code blocks of the
+    README and of the pages under docs/ it links to."""
+    out = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        in_code = False
+        for number, line in enumerate(page.read_text().splitlines(), start=1):
+            if line.startswith("```"):
+                in_code = not in_code
+                continue
+            words = line.split("#")[0].split()
+            if in_code and len(words) >= 2 and words[0] == "perception" and words[1] in SAMPLES:
+                out.append((f"{page.name}:{number}", words[1], [w.split("=")[0] for w in words[2:] if w.startswith("--")]))
     return out
 
 
@@ -344,6 +347,17 @@ def test_readme_examples_use_only_declared_flags():
     unknown = [(number, command, flag) for number, command, words in lines for flag in words
                if not re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", helps[command])]
     assert unknown == []
+
+
+def test_the_readme_links_only_to_files_in_the_repository():
+    """Every relative link of the README (and of the docs/ pages) names a file the repository has."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    links = [(page.name, link) for page in pages
+             for link in re.findall(r"\]\((?!https?://|#)([^)#\s]+)", page.read_text())]
+    assert any(link.startswith("docs/") for _, link in links)
+    missing = [(name, link) for name, link in links
+               if not ((ROOT if name == "README.md" else ROOT / "docs") / link).exists()]
+    assert missing == []
 
 
 def test_the_readme_holds_the_generated_table_of_run_settings():
