@@ -323,11 +323,16 @@ def test_no_module_reads_argparse_internals():
     assert offenders == []
 
 
+def _doc_pages() -> list[Path]:
+    """The README and the pages under docs/ it links to."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
 def _readme_command_lines() -> list[tuple[str, str, list[str]]]:
-    """(file:line, command, flags) of each ``perception <command> ...`` line in the code blocks of the
-    README and of the pages under docs/ it links to."""
+    """(file:line, command, flags) of each ``perception <command> ...`` line in the code blocks of
+    ``_doc_pages()``."""
     out = []
-    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+    for page in _doc_pages():
         in_code = False
         for number, line in enumerate(page.read_text().splitlines(), start=1):
             if line.startswith("```"):
@@ -351,12 +356,10 @@ def test_readme_examples_use_only_declared_flags():
 
 def test_the_readme_links_only_to_files_in_the_repository():
     """Every relative link of the README (and of the docs/ pages) names a file the repository has."""
-    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-    links = [(page.name, link) for page in pages
+    links = [(page, link) for page in _doc_pages()
              for link in re.findall(r"\]\((?!https?://|#)([^)#\s]+)", page.read_text())]
     assert any(link.startswith("docs/") for _, link in links)
-    missing = [(name, link) for name, link in links
-               if not ((ROOT if name == "README.md" else ROOT / "docs") / link).exists()]
+    missing = [(page.name, link) for page, link in links if not (page.parent / link).exists()]
     assert missing == []
 
 
