@@ -184,7 +184,7 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
     )
     wrapper = ExportWrapper(
         prepare_model(model), mean_rgb=metadata.mean, std_rgb=metadata.std, with_confidence=cfg.confidence,
-        logit_bias=metadata.logit_adjust.get("bias"),
+        confidence_pool=metadata.confidence_pool_flags(), logit_bias=metadata.logit_adjust.get("bias"),
     ).eval()
     with torch.no_grad():
         verify = verify_onnx(wrapper, onnx.load(str(cfg.out)), samples, source=source)

@@ -3,7 +3,8 @@
 The graph takes exactly what the node has (``contracts.INPUT_NAME``: uint8, NHWC, BGR, fixed
 H x W) and does the cast, the channel swap and the mean/std normalisation inside; it ends with
 the argmax fused, giving uint8 class ids (``contracts.OUTPUT_CLASS_IDS``), and optionally the
-uint8 confidence of the winning class (``contracts.OUTPUT_CONFIDENCE``). The model metadata
+uint8 confidence of the winning class, pooled over the obstacle classes
+(``contracts.OUTPUT_CONFIDENCE``, ``contracts.confidence_pool``). The model metadata
 (``contracts.ModelMetadata``) is stored as JSON under ``contracts.METADATA_KEY`` in the ONNX
 ``metadata_props`` so the node can run the file with nothing else.
 
@@ -39,6 +40,7 @@ from perception.contracts import (
     OUTPUT_CLASS_IDS,
     OUTPUT_CONFIDENCE,
     ModelMetadata,
+    confidence_pool,
 )
 from perception.errors import ModelError
 from perception.modelfile import save_model, write_metadata
@@ -63,11 +65,16 @@ class ExportWrapper(nn.Module):
         mean_rgb: tuple[float, float, float],
         std_rgb: tuple[float, float, float],
         with_confidence: bool = False,
+        confidence_pool: list[bool] | None = None,
         logit_bias: tuple[float, ...] | list[float] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.with_confidence = with_confidence
+        # ``contracts.confidence_pool``: per class, whether its probability joins the pool (None: no pool).
+        pool = None if not confidence_pool or not any(confidence_pool) else torch.tensor(confidence_pool)
+        self.register_buffer("pool_lut", pool, persistent=False)
+        self.register_buffer("pool_index", None if pool is None else pool.nonzero().flatten(), persistent=False)
         # ``perception export --logit-adjust``: a per-class constant added to the logits (export/logit_adjust.py).
         bias = None if logit_bias is None else torch.tensor(list(logit_bias), dtype=torch.float32).view(1, -1, 1, 1)
         self.register_buffer("logit_bias", bias, persistent=False)
@@ -97,7 +104,12 @@ class ExportWrapper(nn.Module):
         # 55 ms per 288x480 frame of the default model, against ~1 ms for these element-wise ops
         # and two reductions (measured: 85.3 vs 29.5 ms per frame, the model itself ~28 ms).
         top = logits.amax(dim=1, keepdim=True)  # N x 1 x H x W
-        prob = torch.reciprocal(torch.exp(logits - top).sum(dim=1))  # N x H x W
+        exp = torch.exp(logits - top)  # the winner's is exactly 1
+        if self.pool_lut is None:
+            prob = torch.reciprocal(exp.sum(dim=1))  # N x H x W
+        else:  # a pooled winner counts the whole pool (contracts.confidence_pool); 1 / sum as above otherwise
+            pooled = exp.index_select(1, self.pool_index).sum(dim=1)
+            prob = torch.where(self.pool_lut[class_ids], pooled, torch.ones_like(pooled)) / exp.sum(dim=1)
         confidence = torch.round(prob * 255.0).to(torch.uint8)
         return class_ids.to(torch.uint8), confidence
 
@@ -161,6 +173,7 @@ def build_metadata(ckpt, *, input_hw: tuple[int, int], dynamic_batch: bool, with
         precision="fp32",
         dynamic_batch=dynamic_batch,
         has_confidence=with_confidence,
+        confidence_pool=confidence_pool(ckpt.class_table) if with_confidence else (),
         model_kwargs=json_safe_metrics(ckpt.model_kwargs),
         tool_versions=tool_versions(),
         created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -203,7 +216,7 @@ def export_onnx(
     model = prepare_model(model)
     wrapper = ExportWrapper(
         model, mean_rgb=metadata.mean, std_rgb=metadata.std, with_confidence=metadata.has_confidence,
-        logit_bias=metadata.logit_adjust.get("bias"),
+        confidence_pool=metadata.confidence_pool_flags(), logit_bias=metadata.logit_adjust.get("bias"),
     ).eval()
     # A dynamic batch is traced with batch 2: torch.export specialises a dimension seen as 1.
     example = torch.zeros((2 if metadata.dynamic_batch else 1, h, w, 3), dtype=torch.uint8)
@@ -260,6 +273,21 @@ def finish_model(proto: onnx.ModelProto, metadata: ModelMetadata) -> onnx.ModelP
     return proto
 
 
+def class_argmax(proto: onnx.ModelProto) -> onnx.NodeProto:
+    """The ArgMax node whose output, cast, is ``class_ids``.
+
+    Raises:
+        ModelError: the graph does not end in the exporter's ArgMax -> Cast pattern.
+    """
+    producer = {out: node for node in proto.graph.node for out in node.output}
+    node = producer.get(OUTPUT_CLASS_IDS)
+    while node is not None and node.op_type == "Cast":  # walk back from class_ids over the Cast
+        node = producer.get(node.input[0])
+    if node is None or node.op_type != "ArgMax":
+        raise ModelError(f"graph output {OUTPUT_CLASS_IDS!r} is not produced by an ArgMax; re-export the model")
+    return node
+
+
 def logits_tensor(proto: onnx.ModelProto) -> str:
     """The name of the float N x C x H x W logits tensor whose ArgMax gives ``class_ids``.
 
@@ -267,13 +295,7 @@ def logits_tensor(proto: onnx.ModelProto) -> str:
         ModelError: the graph does not end in the exporter's ArgMax -> Cast pattern.
     """
     producer = {out: node for node in proto.graph.node for out in node.output}
-    node = producer.get(OUTPUT_CLASS_IDS)
-    # Walk back from class_ids over Cast to the ArgMax, then over Softmax to the logits.
-    while node is not None and node.op_type == "Cast":
-        node = producer.get(node.input[0])
-    if node is None or node.op_type != "ArgMax":
-        raise ModelError(f"graph output {OUTPUT_CLASS_IDS!r} is not produced by an ArgMax; re-export the model")
-    logits_name = node.input[0]
+    logits_name = class_argmax(proto).input[0]  # over a Softmax before the ArgMax, to the logits
     source = producer.get(logits_name)
     if source is not None and source.op_type == "Softmax":
         logits_name = source.input[0]

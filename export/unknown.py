@@ -1,7 +1,8 @@
 """The unknown threshold a model ships with: step 2b of the export chain (``--confidence``).
 
 The node marks a pixel unknown (class id ``contracts.UNKNOWN_CLASS_ID``, in no task mask) when the
-model's confidence, its top softmax probability, is below ``unknown_threshold`` in the model's
+model's confidence (its top softmax probability, or the summed probability of the obstacle classes
+where one of them wins: ``contracts.confidence_pool``) is below ``unknown_threshold`` in the model's
 metadata. ``choose_threshold`` picks that threshold on the model's own validation data by one rule:
 
     the lowest threshold at which the drivable pixels the model claims wrongly (predicted
@@ -21,8 +22,9 @@ For an already exported model (no checkpoint)::
 
     python -m perception.export.unknown model.onnx --out model_conf.onnx [--data SPEC] [--count 50] [--threshold P]
 
-adds the confidence output when the model lacks it (softmax, max, x255, round, uint8 after the
-logits of its ArgMax: the graph ``perception export --confidence`` builds) and stores the threshold
+adds the confidence output (softmax, max or the obstacle pool, x255, round, uint8 after the logits
+of its ArgMax: the graph ``perception export --confidence`` builds; one the model has is replaced, so
+a file exported before the pool gets it) and stores the threshold
 (chosen by the rule on ``--data``, default the model's own dataset, val split; or ``--threshold``).
 """
 
@@ -39,7 +41,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from perception.contracts import OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, unknown_level
+from perception.contracts import OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, confidence_pool, unknown_level
 from perception.errors import ConfigError, DataError, PerceptionError
 
 log = logging.getLogger(__name__)
@@ -178,51 +180,101 @@ def choose_for_model(model: Path, spec: str, *, count: int = DEFAULT_COUNT) -> T
         engine.close()
 
 
-def add_confidence_output(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of an exported graph with the ``confidence`` output (unchanged when it has one):
-    round(255 x max softmax) as uint8 over the logits of the ArgMax that gives ``class_ids`` (as
-    1 / sum(exp(logits - max)), without a Softmax node), the
-    tail ``perception export --confidence`` builds (``export.onnx.ExportWrapper``).
+def add_confidence_output(proto: onnx.ModelProto, pool: list[bool] | None = None) -> onnx.ModelProto:
+    """A copy of an exported graph whose ``confidence`` output is the one ``perception export
+    --confidence`` builds (``export.onnx.ExportWrapper``) for ``pool``; an existing confidence output
+    is replaced. round(255 x p) as uint8, p the top softmax probability over the logits of the
+    ArgMax that gives ``class_ids`` (as 1 / sum(exp(logits - max)), without a Softmax node), or the
+    pool's summed probability where a ``pool`` class wins (``pool``: per class, whether it is in
+    ``contracts.confidence_pool``; None: no pool).
 
     Raises:
         ModelError: the graph does not end in the exporter's ArgMax -> Cast pattern.
     """
-    from perception.export.onnx import logits_tensor
+    from perception.export.onnx import class_argmax, logits_tensor
 
-    if any(out.name == OUTPUT_CONFIDENCE for out in proto.graph.output):
-        return proto
-    logits = logits_tensor(proto)
-    copy = onnx.ModelProto()
-    copy.CopyFrom(proto)
+    logits, argmax = logits_tensor(proto), class_argmax(proto)
+    copy = _without_output(proto, OUTPUT_CONFIDENCE)
     opset = next((o.version for o in copy.opset_import if o.domain in ("", "ai.onnx")), 18)
     prefix = "perception_confidence"
-    # The exporter's tail (export.onnx.ExportWrapper): the top softmax probability as
-    # 1 / sum(exp(logits - max)), without a Softmax over the channel axis (slow in ONNX Runtime).
-    if opset >= 13:  # some reduction takes its axes as an input
-        copy.graph.initializer.append(helper.make_tensor(f"{prefix}_axes", TensorProto.INT64, [1], [1]))
+    nodes: list[onnx.NodeProto] = []
 
-    def reduce(op: str, source: str, out: str, keepdims: int, axes_as_input_from: int):
+    def node(op: str, inputs: list[str], output: str, **attrs) -> str:
+        nodes.append(helper.make_node(op, inputs, [output], name=f"{prefix}_{len(nodes)}_{op}", **attrs))
+        return output
+
+    def const(name: str, dtype: int, dims: list[int], values) -> str:
+        copy.graph.initializer.append(helper.make_tensor(f"{prefix}_{name}", dtype, dims, values))
+        return f"{prefix}_{name}"
+
+    axes = const("axes", TensorProto.INT64, [1], [1]) if opset >= 13 else ""
+
+    def reduce(op: str, source: str, out: str, keepdims: int, axes_as_input_from: int) -> str:
         # Over the class axis 1; the axes became an input at opset 18 (ReduceSum: 13).
         if opset >= axes_as_input_from:
-            return helper.make_node(op, [source, f"{prefix}_axes"], [out], keepdims=keepdims)
-        return helper.make_node(op, [source], [out], keepdims=keepdims, axes=[1])
+            return node(op, [source, axes], out, keepdims=keepdims)
+        return node(op, [source], out, keepdims=keepdims, axes=[1])
 
-    copy.graph.initializer.append(helper.make_tensor(f"{prefix}_scale", TensorProto.FLOAT, [], [255.0]))
-    copy.graph.node.extend([
-        reduce("ReduceMax", logits, f"{prefix}_top", 1, 18),  # N x 1 x H x W
-        helper.make_node("Sub", [logits, f"{prefix}_top"], [f"{prefix}_shifted"]),
-        helper.make_node("Exp", [f"{prefix}_shifted"], [f"{prefix}_exp"]),
-        reduce("ReduceSum", f"{prefix}_exp", f"{prefix}_sum", 0, 13),  # N x H x W
-        helper.make_node("Reciprocal", [f"{prefix}_sum"], [f"{prefix}_prob"]),
-        helper.make_node("Mul", [f"{prefix}_prob", f"{prefix}_scale"], [f"{prefix}_scaled"]),
-        helper.make_node("Round", [f"{prefix}_scaled"], [f"{prefix}_rounded"]),  # half to even, as torch.round
-        helper.make_node("Cast", [f"{prefix}_rounded"], [OUTPUT_CONFIDENCE], to=TensorProto.UINT8),
-    ])
+    # The exporter's tail: the top softmax probability as 1 / sum(exp(logits - max)), without a
+    # Softmax over the channel axis (slow in ONNX Runtime).
+    top = reduce("ReduceMax", logits, f"{prefix}_top", 1, 18)  # N x 1 x H x W
+    exp = node("Exp", [node("Sub", [logits, top], f"{prefix}_shifted")], f"{prefix}_exp")  # the winner's is 1
+    total = reduce("ReduceSum", exp, f"{prefix}_sum", 0, 13)  # N x H x W
+    if pool is None or not any(pool):
+        prob = node("Reciprocal", [total], f"{prefix}_prob")
+    else:  # a pooled winner counts the whole pool; 1 / sum otherwise
+        members = [i for i, p in enumerate(pool) if p]
+        index = const("pool_index", TensorProto.INT64, [len(members)], members)
+        lut = const("pool_lut", TensorProto.BOOL, [len(pool)], [bool(p) for p in pool])
+        # The pool's channels only (a Gather: 1 ms less than a mask over every channel, 288x480, 2 cores).
+        pooled = reduce("ReduceSum", node("Gather", [exp, index], f"{prefix}_pool_exp", axis=1),
+                        f"{prefix}_pooled", 0, 13)
+        wins = node("Gather", [lut, argmax.output[0]], f"{prefix}_wins", axis=0)
+        if next((a.i for a in argmax.attribute if a.name == "keepdims"), 1):  # ids N x 1 x H x W
+            wins = node("Squeeze", [wins, axes] if opset >= 13 else [wins], f"{prefix}_wins_hw",
+                        **({} if opset >= 13 else {"axes": [1]}))
+        one = const("one", TensorProto.FLOAT, [], [1.0])
+        prob = node("Div", [node("Where", [wins, pooled, one], f"{prefix}_pool_top"), total], f"{prefix}_prob")
+    scaled = node("Mul", [prob, const("scale", TensorProto.FLOAT, [], [255.0])], f"{prefix}_scaled")
+    rounded = node("Round", [scaled], f"{prefix}_rounded")  # half to even, as torch.round
+    node("Cast", [rounded], OUTPUT_CONFIDENCE, to=TensorProto.UINT8)
+    copy.graph.node.extend(nodes)
     class_ids = next(out for out in copy.graph.output if out.name == OUTPUT_CLASS_IDS)
     confidence = onnx.ValueInfoProto()
     confidence.CopyFrom(class_ids)  # uint8 N x H x W, like the class ids
     confidence.name = OUTPUT_CONFIDENCE
     copy.graph.output.append(confidence)
+    return copy
+
+
+def _without_output(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    """A copy of ``proto`` without graph output ``name`` and the nodes, initializers and value infos
+    that only it used (a plain dead-node sweep: onnx has no pruning helper for graph outputs)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    graph = copy.graph
+    kept_outputs = [o for o in graph.output if o.name != name]
+    if len(kept_outputs) == len(graph.output):
+        return copy
+    del graph.output[:]
+    graph.output.extend(kept_outputs)
+    nodes = list(graph.node)
+    while True:  # drop nodes none of whose outputs is used, until none is left to drop
+        used = {x for n in nodes for x in n.input} | {o.name for o in graph.output}
+        live = [n for n in nodes if any(out in used for out in n.output)]
+        if len(live) == len(nodes):
+            break
+        nodes = live
+    del graph.node[:]
+    graph.node.extend(nodes)
+    used = {x for n in nodes for x in n.input}
+    produced = {x for n in nodes for x in n.output}
+    initializers = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    infos = [v for v in graph.value_info if v.name in produced]
+    del graph.value_info[:]
+    graph.value_info.extend(infos)
     return copy
 
 
@@ -260,8 +312,9 @@ def add_unknown_threshold(
         raise ConfigError(f"--count {count} must be at least 1")
     if out.suffix != ".onnx" or out.is_dir():
         raise ConfigError(f"--out {out} must be an .onnx file name")
-    metadata = dataclasses.replace(read_model_metadata(model), has_confidence=True)
-    proto = finish_model(add_confidence_output(load_model_proto(model)), metadata)
+    metadata = read_model_metadata(model)
+    metadata = dataclasses.replace(metadata, has_confidence=True, confidence_pool=confidence_pool(metadata.class_table))
+    proto = finish_model(add_confidence_output(load_model_proto(model), metadata.confidence_pool_flags()), metadata)
     if threshold is not None:
         metadata = dataclasses.replace(metadata, unknown_threshold=float(threshold), unknown_rule="given")
     else:

@@ -183,6 +183,7 @@ def verify_onnx(wrapper, proto: onnx.ModelProto, samples: list[Sample], *, sourc
     logits_ok = logits_ok_fp32 = logits_total = 0
     conf_close = conf_total = 0
     conf_diff: int | None = None
+    pool = None if getattr(wrapper, "pool_lut", None) is None else wrapper.pool_lut.numpy()
     for batch, outputs, ref_logits in runs:
         ort_logits = outputs[LOGITS_OUTPUT]
         diff = np.abs(ort_logits - ref_logits)
@@ -208,11 +209,11 @@ def verify_onnx(wrapper, proto: onnx.ModelProto, samples: list[Sample], *, sourc
         total += same.size
         if OUTPUT_CONFIDENCE in outputs:
             conf = outputs[OUTPUT_CONFIDENCE].astype(np.int64)
-            conf_abs = np.abs(conf - _confidence(ref_logits))
+            conf_abs = np.abs(conf - _confidence(ref_logits, pool))
             conf_diff = max(conf_diff or 0, int(conf_abs.max()))
             conf_ok = conf_abs <= 1
             if ref64 is not None:
-                conf_ok |= np.abs(conf - _confidence(ref64)) <= 1
+                conf_ok |= np.abs(conf - _confidence(ref64, pool)) <= 1
             conf_close += int(conf_ok.sum())
             conf_total += conf_ok.size
     decisive_total = total - ties
@@ -253,12 +254,14 @@ def _float64_copy(wrapper):
         return None
 
 
-def _confidence(logits: np.ndarray) -> np.ndarray:
-    """uint8 confidence as the graph computes it: round(255 * max softmax), as int64."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    prob = np.exp(shifted)
-    prob = prob.max(axis=1) / prob.sum(axis=1)
-    return np.round(prob * 255.0).astype(np.int64)
+def _confidence(logits: np.ndarray, pool: np.ndarray | None = None) -> np.ndarray:
+    """uint8 confidence as the graph computes it, as int64: round(255 * max softmax), or of the
+    pool's summed softmax where a ``pool`` class (bool per class) wins (contracts.confidence_pool)."""
+    prob = np.exp(logits - logits.max(axis=1, keepdims=True))
+    top = prob.max(axis=1)
+    if pool is not None:
+        top = np.where(pool[logits.argmax(axis=1)], prob[:, pool].sum(axis=1), top)
+    return np.round(top / prob.sum(axis=1) * 255.0).astype(np.int64)
 
 
 def evaluate_onnx(model: str | Path | onnx.ModelProto, samples: list[Sample], class_table: ClassTable) -> ConfusionMatrix:

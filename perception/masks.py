@@ -60,7 +60,7 @@ class UnknownMarker:
     """Marks the pixels a model is unsure of as ``UNKNOWN_CLASS_ID``, in place.
 
     Args:
-        threshold: top softmax probability (0..1] below which a pixel is unknown; the uint8
+        threshold: confidence (0..1], ``contracts.OUTPUT_CONFIDENCE``, below which a pixel is unknown; the uint8
             confidence is compared with ``contracts.unknown_level(threshold)``.
         set_by: where the threshold came from (for logs and the stats document).
     """

@@ -138,7 +138,7 @@ class PublishOptions:
     ``atomic_frames``: all masks of a frame in one multipart message on ``<namespace>/frame``.
     ``drivable_reach``: ``ego`` keeps only the drivable area joined to the car
     (``perception.masks.EgoReach``), ``all`` every pixel of the drivable classes.
-    ``unknown_threshold``: pixels whose confidence (top softmax probability) is below it are
+    ``unknown_threshold``: pixels whose confidence (``contracts.OUTPUT_CONFIDENCE``) is below it are
     published as the unknown id (models with a confidence output); None: the model's own
     threshold, 0: off. ``stats_interval_s``: seconds between stats documents. ``sndhwm``: messages
     queued per subscriber. ``wait_subscribers``: hold the first frame until this many

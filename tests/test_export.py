@@ -23,6 +23,7 @@ from perception.contracts import (  # noqa: E402
     OUTPUT_CLASS_IDS,
     OUTPUT_CONFIDENCE,
     ModelMetadata,
+    confidence_pool,
 )
 from perception.engines.cache import EngineCache, engine_key  # noqa: E402
 from perception.errors import DependencyError  # noqa: E402
@@ -78,7 +79,8 @@ def _small_model(name: str, num_classes: int):
 @pytest.mark.parametrize("name", model_names())
 def test_every_model_exports_and_passes_gate(name, tmp_path):
     model = _small_model(name, SYNTHETIC_CLASSES.num_classes)
-    meta = ModelMetadata(model_name=name, class_table=SYNTHETIC_CLASSES, input_hw=HW, has_confidence=True)
+    meta = ModelMetadata(model_name=name, class_table=SYNTHETIC_CLASSES, input_hw=HW, has_confidence=True,
+                         confidence_pool=confidence_pool(SYNTHETIC_CLASSES))
     result = export_onnx(model, tmp_path / f"{name}.onnx", meta)
     proto = onnx.load(str(result.path))
     onnx.checker.check_model(proto, full_check=True)
@@ -91,7 +93,8 @@ def test_every_model_exports_and_passes_gate(name, tmp_path):
         assert [d.dim_value for d in io[out].shape.dim] == [1, *HW]
     ops = {n.op_type for n in proto.graph.node}
     assert not ops & {"MaxUnpool", "If", "Loop"}, ops
-    wrapper = ExportWrapper(prepare_model(model), mean_rgb=meta.mean, std_rgb=meta.std, with_confidence=True)
+    wrapper = ExportWrapper(prepare_model(model), mean_rgb=meta.mean, std_rgb=meta.std, with_confidence=True,
+                            confidence_pool=meta.confidence_pool_flags())
     report = verify_onnx(wrapper, proto, _random_images(2), source="blobs")
     assert report.passed, report.lines()
     assert report.logits_within_tol >= 0.999

@@ -1,5 +1,6 @@
-"""The torch engine and ONNX Runtime on the exported file give the same class ids on road images,
-letterboxed as the node does. The torch engine normalises with its own code (x - mean) / std while
+"""The torch engine and ONNX Runtime on the exported file give the same class ids and confidence
+(pooled over the obstacle group, ``contracts.confidence_pool``) on road images, letterboxed as the
+node does. The torch engine normalises with its own code (x - mean) / std while
 the exported graph does x * scale + bias, so this is what keeps the two from drifting apart."""
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def engines(tmp_path_factory):
     folder = tmp_path_factory.mktemp("torch_vs_ort")
     checkpoint = save_checkpoint(folder / "best.pt", ckpt)
     onnx_path = export_onnx(model, folder / "model.onnx",
-                            build_metadata(ckpt, input_hw=HW, dynamic_batch=False, with_confidence=False)).path
+                            build_metadata(ckpt, input_hw=HW, dynamic_batch=False, with_confidence=True)).path
     torch_engine = load_engine("torch", checkpoint, EngineOptions(provider="cpu", threads=1))
     ort_engine = load_engine("ort", onnx_path, EngineOptions(provider="cpu", threads=1))
     yield torch_engine, ort_engine
@@ -91,3 +92,19 @@ def test_torch_engine_and_onnx_runtime_agree_on_class_ids(engines):
     swapped = ort_engine.infer(np.ascontiguousarray(batch[..., ::-1]))["class_ids"]
     assert (swapped != ids_ort).mean() > 0.01
     assert agree / total >= MIN_AGREEMENT, f"class ids agree on {100 * agree / total:.3f} % of pixels"
+
+
+def test_torch_engine_and_onnx_runtime_agree_on_the_pooled_confidence(engines):
+    torch_engine, ort_engine = engines
+    pool = SYNTHETIC_CLASSES.task_groups["obstacle"]
+    assert torch_engine.metadata.confidence_pool == ort_engine.metadata.confidence_pool == pool
+    close = total = pooled_wins = 0
+    for image in _road_images():
+        batch = letterbox_image(image, HW)[0][None]
+        got_torch, got_ort = torch_engine.infer(batch), ort_engine.infer(batch)
+        diff = np.abs(got_torch["confidence"].astype(int) - got_ort["confidence"])
+        close += int((diff <= 1).sum())
+        total += diff.size
+        pooled_wins += int(np.isin(got_ort["class_ids"], [SYNTHETIC_CLASSES.id_of(n) for n in pool]).sum())
+    assert pooled_wins > 0  # the pooled branch of both graphs ran
+    assert close / total >= MIN_AGREEMENT, f"confidence within 1 on {100 * close / total:.3f} % of pixels"

@@ -79,6 +79,9 @@ def format_description(d) -> list[str]:
     per_class = metrics.get("per_class_iou") or {}
     if m.unknown_threshold > 0:
         lines.append(f"unknown    id 255 below confidence {m.unknown_threshold:.4g} ({m.unknown_rule or 'no rule recorded'})")
+    if m.has_confidence:
+        pool = ", ".join(m.confidence_pool) or "none: the top class probability alone"
+        lines.append(f"confidence the top class probability; summed over the pool when a pool class wins ({pool})")
     elif m.has_confidence:
         lines.append("unknown    no threshold stored (perception run --unknown-threshold P marks unsure pixels)")
     adjust = m.logit_adjust

@@ -37,7 +37,13 @@ from typing import Any
 
 import numpy as np
 
-from perception.contracts import INPUT_NAME, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ModelMetadata
+from perception.contracts import (
+    INPUT_NAME,
+    OUTPUT_CLASS_IDS,
+    OUTPUT_CONFIDENCE,
+    ModelMetadata,
+    confidence_pool,
+)
 from perception.engines.base import Engine, EngineOptions, InputSpec, refuse_streams
 from perception.errors import ConfigError, DependencyError, ModelError
 from perception.preprocess import PAD_VALUE, Letterbox
@@ -171,8 +177,11 @@ class TorchEngine(Engine):
             val_metrics=dict(ckpt.metrics),
             precision="fp16" if self._half else "fp32",
             has_confidence=True,
+            confidence_pool=confidence_pool(ckpt.class_table),
             model_kwargs=dict(ckpt.model_kwargs),
         )
+        pool = self.metadata.confidence_pool_flags()
+        self._pool = None if pool is None else torch.tensor(pool, device=self._device)
         self.input_spec = InputSpec(name=INPUT_NAME, shape=(None, h, w, 3), dtype="uint8")
         self.provider = f"torch-{device}-{'fp16' if self._half else 'fp32'}" + ("-tensorrt" if compiled else "")
         # CUDA state: a pinned upload buffer and, for batch 1, the device step as a CUDA graph.
@@ -197,6 +206,8 @@ class TorchEngine(Engine):
         logits = self._model(x)  # N x C x H x W
         probs = logits.float().softmax(dim=1)
         confidence, class_ids = probs.max(dim=1)  # N x H x W each
+        if self._pool is not None:  # a pooled winner counts the whole pool, as the exported graph
+            confidence = torch.where(self._pool[class_ids], probs[:, self._pool].sum(dim=1), confidence)
         return class_ids.to(torch.uint8), (confidence * 255.0).round().to(torch.uint8)
 
     def _device_step(self, x: Any) -> Any:
