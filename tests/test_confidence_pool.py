@@ -143,3 +143,20 @@ def test_grafting_replaces_an_existing_confidence_output(tmp_path):
     session = ort.InferenceSession(str(new), providers=["CPUExecutionProvider"])
     confidence = session.run([contracts.OUTPUT_CONFIDENCE], {"image": painted()[None]})[0][0]
     assert np.abs(confidence.astype(int) - reference(weights, painted(), flags)).max() <= 1
+
+
+def test_inspect_says_what_the_confidence_is(tmp_path, capsys):
+    from perception.cli import main as cli_main
+
+    proto, _ = logits_graph()
+    old = tmp_path / "old.onnx"
+    save_model(finish_model(add_confidence_output(proto), tiny_metadata(HW, class_table=T, has_confidence=True)), old)
+    assert cli_main(["inspect", str(old)]) == 0
+    text = capsys.readouterr().out
+    assert "unknown    no threshold stored" in text and "confidence the top class probability (no pool" in text
+    new = tmp_path / "new.onnx"
+    add_unknown_threshold(old, new, threshold=0.5)
+    assert cli_main(["inspect", str(new)]) == 0
+    text = capsys.readouterr().out
+    assert "unknown    id 255 below confidence 0.5 (given)" in text
+    assert "summed probability of car, pedestrian, cyclist, pole where one of them wins" in text

@@ -79,11 +79,14 @@ def format_description(d) -> list[str]:
     per_class = metrics.get("per_class_iou") or {}
     if m.unknown_threshold > 0:
         lines.append(f"unknown    id 255 below confidence {m.unknown_threshold:.4g} ({m.unknown_rule or 'no rule recorded'})")
-    if m.has_confidence:
-        pool = ", ".join(m.confidence_pool) or "none: the top class probability alone"
-        lines.append(f"confidence the top class probability; summed over the pool when a pool class wins ({pool})")
     elif m.has_confidence:
         lines.append("unknown    no threshold stored (perception run --unknown-threshold P marks unsure pixels)")
+    if m.has_confidence and m.confidence_pool:
+        lines.append(f"confidence the top class probability, or the summed probability of {', '.join(m.confidence_pool)} "
+                     "where one of them wins")
+    elif m.has_confidence:
+        lines.append("confidence the top class probability (no pool: python -m perception.export.unknown pools the "
+                     "obstacle classes)")
     adjust = m.logit_adjust
     if adjust:
         lines.append(f"logits     adjusted: tau {adjust.get('tau')} of the {adjust.get('weighting')} class weights undone at the "
