@@ -182,6 +182,8 @@ class TorchEngine(Engine):
         )
         pool = self.metadata.confidence_pool_flags()
         self._pool = None if pool is None else torch.tensor(pool, device=self._device)
+        # Fixed indices, not a boolean mask: a mask index syncs with the host, which a CUDA graph forbids.
+        self._pool_index = None if pool is None else self._pool.nonzero().flatten()
         self.input_spec = InputSpec(name=INPUT_NAME, shape=(None, h, w, 3), dtype="uint8")
         self.provider = f"torch-{device}-{'fp16' if self._half else 'fp32'}" + ("-tensorrt" if compiled else "")
         # CUDA state: a pinned upload buffer and, for batch 1, the device step as a CUDA graph.
@@ -207,7 +209,8 @@ class TorchEngine(Engine):
         probs = logits.float().softmax(dim=1)
         confidence, class_ids = probs.max(dim=1)  # N x H x W each
         if self._pool is not None:  # a pooled winner counts the whole pool, as the exported graph
-            confidence = torch.where(self._pool[class_ids], probs[:, self._pool].sum(dim=1), confidence)
+            pooled = probs.index_select(1, self._pool_index).sum(dim=1)
+            confidence = torch.where(self._pool[class_ids], pooled, confidence)
         return class_ids.to(torch.uint8), (confidence * 255.0).round().to(torch.uint8)
 
     def _device_step(self, x: Any) -> Any:
