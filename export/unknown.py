@@ -260,14 +260,14 @@ def _without_output(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
     graph.output.extend(kept_outputs)
     nodes = list(graph.node)
     while True:  # drop nodes none of whose outputs is used, until none is left to drop
-        used = {x for n in nodes for x in n.input} | {o.name for o in graph.output}
+        used = _inputs_of(nodes) | {o.name for o in graph.output}
         live = [n for n in nodes if any(out in used for out in n.output)]
         if len(live) == len(nodes):
             break
         nodes = live
     del graph.node[:]
     graph.node.extend(nodes)
-    used = {x for n in nodes for x in n.input}
+    used = _inputs_of(nodes) | {i.name for i in graph.input}  # an initializer that is an input stays with it
     produced = {x for n in nodes for x in n.output}
     initializers = [t for t in graph.initializer if t.name in used]
     del graph.initializer[:]
@@ -276,6 +276,17 @@ def _without_output(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
     del graph.value_info[:]
     graph.value_info.extend(infos)
     return copy
+
+
+def _inputs_of(nodes) -> set[str]:
+    """The tensor names ``nodes`` read, those their If/Loop/Scan subgraphs read included."""
+    names: set[str] = set()
+    for n in nodes:
+        names.update(n.input)
+        for attribute in n.attribute:
+            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                names |= _inputs_of(sub.node)
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:

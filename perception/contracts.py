@@ -254,8 +254,9 @@ class ModelMetadata:
         """Parse metadata; raise ModelError naming ``source`` when it is missing or malformed."""
         try:
             doc = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ModelError(f"{source}: metadata is not valid JSON ({exc.msg}); re-export the model") from exc
+        except (ValueError, RecursionError) as exc:  # bad JSON, a number past int's digit limit, nesting too deep
+            why = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
+            raise ModelError(f"{source}: metadata is not valid JSON ({why}); re-export the model") from exc
         if not isinstance(doc, dict):
             raise ModelError(f"{source}: metadata is not a JSON object (a {type(doc).__name__}); re-export the model")
         version = doc.get("schema_version")
@@ -279,7 +280,7 @@ class ModelMetadata:
                 has_confidence=bool(doc.get("has_confidence", False)),
                 unknown_threshold=_probability(doc.get("unknown_threshold", 0.0)),
                 unknown_rule=str(doc.get("unknown_rule", "")),
-                confidence_pool=tuple(str(n) for n in doc.get("confidence_pool") or ()),
+                confidence_pool=_class_names(doc.get("confidence_pool"), "confidence_pool"),
                 logit_adjust=dict(doc.get("logit_adjust") or {}),
                 model_kwargs=dict(doc.get("model_kwargs") or {}),
                 tool_versions={str(k): str(v) for k, v in (doc.get("tool_versions") or {}).items()},
@@ -291,6 +292,15 @@ class ModelMetadata:
             return metadata
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ModelError(f"{source}: metadata is incomplete or malformed ({exc}); re-export the model") from exc
+
+
+def _class_names(value: Any, key: str) -> tuple[str, ...]:
+    """A metadata list of distinct class names (null or absent: none), else ValueError."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(n, str) for n in value) or len(set(value)) != len(value):
+        raise ValueError(f"{key} {value!r:.80} is not a list of distinct class names")
+    return tuple(value)
 
 
 def _probability(value: Any) -> float:

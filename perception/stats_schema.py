@@ -75,8 +75,8 @@ PUBLISHER_STATS = (
 #: The ``unknown`` block: pixels the model is unsure of (``--unknown-threshold``).
 UNKNOWN_STATS = (
     StatsKey("id", "int", "the class id of unknown pixels (255)"),
-    StatsKey("threshold", "number", "confidence (top class probability, pooled over the obstacle "
-             "classes) below which a pixel is unknown; 0 when off"),
+    StatsKey("threshold", "number", "the model's confidence (top class probability, or its "
+             "`confidence_pool` summed) below which a pixel is unknown; 0 when off"),
     StatsKey("enabled", "bool", "whether pixels are marked unknown"),
     StatsKey("set_by", "str", "`model metadata` or `--unknown-threshold` (when enabled)", when=OPTIONAL),
     StatsKey("fraction", "number", "mean share of unknown pixels per frame, over the interval or the run "

@@ -160,3 +160,49 @@ def test_inspect_says_what_the_confidence_is(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "unknown    id 255 below confidence 0.5 (given)" in text
     assert "summed probability of car, pedestrian, cyclist, pole where one of them wins" in text
+
+
+def test_replacing_the_tail_keeps_what_subgraphs_and_graph_inputs_need():
+    proto, weights = logits_graph()
+    graph = proto.graph
+    # An initializer that is also a graph input (an override), read only by the part being replaced.
+    graph.initializer.append(helper.make_tensor("k", TensorProto.FLOAT, [], [2.0]))
+    graph.input.append(helper.make_tensor_value_info("k", TensorProto.FLOAT, []))
+    # The ArgMax reads the logits through an If whose branches use a value produced outside them.
+    graph.node.insert(0, helper.make_node("Constant", [], ["zero"], value=helper.make_tensor("z", TensorProto.FLOAT, [], [0.0])))
+    graph.initializer.append(helper.make_tensor("yes", TensorProto.BOOL, [], [True]))
+    branch = helper.make_graph([helper.make_node("Add", ["logits", "zero"], ["branch_out"])], "b", [],
+                               [helper.make_tensor_value_info("branch_out", TensorProto.FLOAT, None)])
+    argmax = next(n for n in graph.node if n.op_type == "ArgMax")
+    graph.node.insert(list(graph.node).index(argmax), helper.make_node(
+        "If", ["yes"], ["routed"], then_branch=branch, else_branch=branch))
+    argmax.input[0] = "routed"
+    old = add_confidence_output(proto)
+    # The old confidence also reads "zero" and "k"; after it goes, "zero" is read only inside the If.
+    old.graph.node.extend([helper.make_node("Mul", ["zero", "k"], ["zk"])])
+    conf = next(n for n in old.graph.node if n.output[0] == contracts.OUTPUT_CONFIDENCE)
+    conf.input[0] = "mixed"
+    old.graph.node.extend([helper.make_node("Add", [conf.input[0].replace("mixed", "perception_confidence_rounded"), "zk"],
+                                            ["mixed"])])
+    old.graph.node.remove(conf)
+    old.graph.node.append(conf)  # topological order: the Cast after its new input
+    run(old, painted())  # the graph before the swap runs
+    new = add_confidence_output(old, [n in confidence_pool(T) for n in T.names])
+    assert {"zero", "routed"} <= {o for n in new.graph.node for o in n.output}
+    assert "k" in {t.name for t in new.graph.initializer} and "k" in {i.name for i in new.graph.input}
+    got = run(new, painted())[contracts.OUTPUT_CONFIDENCE][0].astype(int)
+    assert np.abs(got - reference(weights, painted(), [n in confidence_pool(T) for n in T.names])).max() <= 1
+
+
+@pytest.mark.parametrize("bad", ["car", {"car": 1}, 0, ["car", 3], ["car", "car"], [["car"]]])
+def test_a_malformed_pool_in_the_metadata_is_one_model_error(bad):
+    doc = json.loads(tiny_metadata(HW, has_confidence=True).to_json())
+    doc["confidence_pool"] = bad
+    with pytest.raises(ModelError, match="m.onnx: metadata is incomplete or malformed.*confidence_pool"):
+        ModelMetadata.from_json(json.dumps(doc), source="m.onnx")
+
+
+def test_metadata_json_too_deep_or_too_long_is_one_model_error():
+    for text in ("[" * 50_000 + "]" * 50_000, '{"n": ' + "9" * 5000 + "}"):
+        with pytest.raises(ModelError, match="m.onnx: metadata is not valid JSON"):
+            ModelMetadata.from_json(text, source="m.onnx")

@@ -108,3 +108,20 @@ def test_torch_engine_and_onnx_runtime_agree_on_the_pooled_confidence(engines):
         pooled_wins += int(np.isin(got_ort["class_ids"], [SYNTHETIC_CLASSES.id_of(n) for n in pool]).sum())
     assert pooled_wins > 0  # the pooled branch of both graphs ran
     assert close / total >= MIN_AGREEMENT, f"confidence within 1 on {100 * close / total:.3f} % of pixels"
+
+
+def test_the_torch_engine_pools_a_split_obstacle(engines):
+    torch_engine, _ = engines
+    ped, cyc, road, lane = (SYNTHETIC_CLASSES.id_of(n) for n in ("pedestrian", "cyclist", "road", "lane_marking"))
+    logits = torch.zeros((1, SYNTHETIC_CLASSES.num_classes, *HW))
+    logits[0, [ped, cyc], : HW[0] // 2] = 10.0  # top half: pedestrian = cyclist, both obstacles
+    logits[0, [road, lane], HW[0] // 2 :] = 10.0  # bottom half: road = lane_marking, both drivable
+    model = torch_engine._model
+    torch_engine._model = lambda x: logits
+    try:
+        class_ids, confidence = torch_engine._forward(torch.zeros((1, *HW, 3), dtype=torch.uint8))
+    finally:
+        torch_engine._model = model
+    assert int(class_ids[0, 0, 0]) == ped and int(class_ids[0, -1, 0]) == road
+    assert int(confidence[0, 0, 0]) == 255  # the pool: sure it is an obstacle
+    assert int(confidence[0, -1, 0]) == 127  # drivable is never pooled: half each

@@ -33,6 +33,7 @@ def _pct(value) -> str:
 
 def format_description(d) -> list[str]:
     """Human-readable lines for a perception.modelfile.ModelDescription."""
+    from perception.contracts import confidence_pool
     m = d.metadata
     table = m.class_table
     h, w = m.input_hw
@@ -85,8 +86,9 @@ def format_description(d) -> list[str]:
         lines.append(f"confidence the top class probability, or the summed probability of {', '.join(m.confidence_pool)} "
                      "where one of them wins")
     elif m.has_confidence:
-        lines.append("confidence the top class probability (no pool: python -m perception.export.unknown pools the "
-                     "obstacle classes)")
+        fix = ("python -m perception.export.unknown pools the obstacle classes" if confidence_pool(table)
+               else "no obstacle group of two or more classes to pool")
+        lines.append(f"confidence the top class probability (no pool: {fix})")
     adjust = m.logit_adjust
     if adjust:
         lines.append(f"logits     adjusted: tau {adjust.get('tau')} of the {adjust.get('weighting')} class weights undone at the "
