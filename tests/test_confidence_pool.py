@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -206,3 +207,58 @@ def test_metadata_json_too_deep_or_too_long_is_one_model_error():
     for text in ("[" * 50_000 + "]" * 50_000, '{"n": ' + "9" * 5000 + "}"):
         with pytest.raises(ModelError, match="m.onnx: metadata is not valid JSON"):
             ModelMetadata.from_json(text, source="m.onnx")
+
+
+def test_the_export_chain_carries_the_pool_to_int8_and_the_cpu_engines(trained_checkpoint, folder_dataset, tmp_path,
+                                                                        capsys):
+    """``perception export --confidence --int8`` on a checkpoint whose obstacle group has two classes:
+    the verify gate checks the pooled confidence, the INT8 file keeps the float tail, and OpenVINO
+    runs it."""
+    pytest.importorskip("torch")
+    import dataclasses
+
+    from perception.cli import main as cli_main
+    from perception.engines import EngineOptions, load_engine
+    from perception.export import int8_path_for
+    from perception.export.onnx import LOGITS_OUTPUT, with_logits_output
+    from perception.export.verify import _confidence
+    from perception.training.checkpoint import save_checkpoint
+
+    _, ckpt = trained_checkpoint
+    root, _ = folder_dataset
+    groups = {**ckpt.class_table.task_groups, "obstacle": ("background", "car")}
+    pooled = save_checkpoint(tmp_path / "pooled.pt", dataclasses.replace(
+        ckpt, class_table=dataclasses.replace(ckpt.class_table, task_groups=groups)))
+    out = tmp_path / "m.onnx"
+    code = cli_main(["export", "--checkpoint", str(pooled), "--out", str(out), "--confidence",
+                     "--verify-data", f"folder:{root}", "--verify-count", "4", "--int8", "--calib", f"folder:{root}",
+                     "--calib-count", "16", "--val-count", "12", "--latency-runs", "3"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "verify PASS" in printed and "int8 PASS" in printed, printed
+    images = np.stack([cv2.imread(str(p)) for p in sorted((root / "val" / "images").glob("*.png"))[:3]])
+    flags = np.array([n in ("background", "car") for n in ckpt.class_table.names])
+    for path in (out, int8_path_for(out)):
+        assert read_model_metadata(path).confidence_pool == ("background", "car")
+        session = ort.InferenceSession(with_logits_output(onnx.load(str(path))).SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        runs = [dict(zip(names, session.run(None, {"image": image[None]}), strict=True)) for image in images]
+        close = [np.abs(r[contracts.OUTPUT_CONFIDENCE].astype(int) - _confidence(r[LOGITS_OUTPUT], flags)) <= 1
+                 for r in runs]
+        assert np.mean(close) >= 0.999, path.name
+        assert any(flags[r[contracts.OUTPUT_CLASS_IDS]].any() for r in runs)  # pooled winners were there to check
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return
+    reference = load_engine("ort", out, EngineOptions(provider="cpu", threads=1))
+    want = [reference.infer(image[None]) for image in images]
+    reference.close()
+    for precision in ("fp32", "int8"):
+        engine = load_engine("openvino", out, EngineOptions(precision=precision, threads=1))
+        got = [engine.infer(image[None]) for image in images]
+        engine.close()
+        for g, w in zip(got, want, strict=True):
+            assert g["confidence"].shape == w["confidence"].shape
+            if precision == "fp32":
+                assert np.mean(np.abs(g["confidence"].astype(int) - w["confidence"]) <= 1) >= 0.999
