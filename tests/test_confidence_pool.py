@@ -170,7 +170,8 @@ def test_replacing_the_tail_keeps_what_subgraphs_and_graph_inputs_need():
     graph.initializer.append(helper.make_tensor("k", TensorProto.FLOAT, [], [2.0]))
     graph.input.append(helper.make_tensor_value_info("k", TensorProto.FLOAT, []))
     # The ArgMax reads the logits through an If whose branches use a value produced outside them.
-    graph.node.insert(0, helper.make_node("Constant", [], ["zero"], value=helper.make_tensor("z", TensorProto.FLOAT, [], [0.0])))
+    zero = helper.make_tensor("z", TensorProto.FLOAT, [], [0.0])
+    graph.node.insert(0, helper.make_node("Constant", [], ["zero"], value=zero))
     graph.initializer.append(helper.make_tensor("yes", TensorProto.BOOL, [], [True]))
     branch = helper.make_graph([helper.make_node("Add", ["logits", "zero"], ["branch_out"])], "b", [],
                                [helper.make_tensor_value_info("branch_out", TensorProto.FLOAT, None)])
@@ -179,14 +180,15 @@ def test_replacing_the_tail_keeps_what_subgraphs_and_graph_inputs_need():
         "If", ["yes"], ["routed"], then_branch=branch, else_branch=branch))
     argmax.input[0] = "routed"
     old = add_confidence_output(proto)
-    # The old confidence also reads "zero" and "k"; after it goes, "zero" is read only inside the If.
-    old.graph.node.extend([helper.make_node("Mul", ["zero", "k"], ["zk"])])
-    conf = next(n for n in old.graph.node if n.output[0] == contracts.OUTPUT_CONFIDENCE)
-    conf.input[0] = "mixed"
-    old.graph.node.extend([helper.make_node("Add", [conf.input[0].replace("mixed", "perception_confidence_rounded"), "zk"],
-                                            ["mixed"])])
-    old.graph.node.remove(conf)
-    old.graph.node.append(conf)  # topological order: the Cast after its new input
+    # The old confidence also reads "zero" and "k" (rounded + zero * k, then the Cast); once it goes,
+    # "zero" is read only inside the If's branches and "k" by nothing but the graph input.
+    cast = next(n for n in old.graph.node if n.output[0] == contracts.OUTPUT_CONFIDENCE)
+    old.graph.node.remove(cast)
+    old.graph.node.extend([
+        helper.make_node("Mul", ["zero", "k"], ["zk"]),
+        helper.make_node("Add", ["perception_confidence_rounded", "zk"], ["mixed"]),
+        helper.make_node("Cast", ["mixed"], [contracts.OUTPUT_CONFIDENCE], to=TensorProto.UINT8),
+    ])
     run(old, painted())  # the graph before the swap runs
     new = add_confidence_output(old, [n in confidence_pool(T) for n in T.names])
     assert {"zero", "routed"} <= {o for n in new.graph.node for o in n.output}
