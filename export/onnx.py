@@ -71,10 +71,7 @@ class ExportWrapper(nn.Module):
         super().__init__()
         self.model = model
         self.with_confidence = with_confidence
-        # ``contracts.confidence_pool``: per class, whether its probability joins the pool (None: no pool).
-        pool = None if not confidence_pool or not any(confidence_pool) else torch.tensor(confidence_pool)
-        self.register_buffer("pool_lut", pool, persistent=False)
-        self.register_buffer("pool_index", None if pool is None else pool.nonzero().flatten(), persistent=False)
+        self.confidence = Confidence(confidence_pool)
         # ``perception export --logit-adjust``: a per-class constant added to the logits (export/logit_adjust.py).
         bias = None if logit_bias is None else torch.tensor(list(logit_bias), dtype=torch.float32).view(1, -1, 1, 1)
         self.register_buffer("logit_bias", bias, persistent=False)
@@ -99,6 +96,25 @@ class ExportWrapper(nn.Module):
         if not self.with_confidence:
             return logits.argmax(dim=1).to(torch.uint8)  # N x H x W
         class_ids = logits.argmax(dim=1)  # N x H x W
+        return class_ids.to(torch.uint8), self.confidence(logits, class_ids)
+
+
+class Confidence(nn.Module):
+    """The ``confidence`` output (``contracts.OUTPUT_CONFIDENCE``) from float N x C x H x W logits
+    and their argmax: uint8 round(255 x p), p the winner's softmax probability, or the pool's summed
+    probability where a pool class wins. ``pool``: per class, whether it is in
+    ``contracts.confidence_pool`` (None or no True: no pool). The exported graph and the torch
+    engine both run this module, so the two cannot drift apart.
+    """
+
+    def __init__(self, pool: list[bool] | None = None) -> None:
+        super().__init__()
+        lut = torch.tensor(pool) if pool and any(pool) else None
+        self.register_buffer("pool_lut", lut, persistent=False)
+        # Fixed indices, not the boolean mask: a mask index syncs with the host, which CUDA graphs forbid.
+        self.register_buffer("pool_index", None if lut is None else lut.nonzero().flatten(), persistent=False)
+
+    def forward(self, logits: torch.Tensor, class_ids: torch.Tensor) -> torch.Tensor:
         # The top softmax probability without the softmax: 1 / sum(exp(logits - max)). Equal in
         # exact arithmetic; ONNX Runtime's Softmax over the channel axis (not the last one) cost
         # 55 ms per 288x480 frame of the default model, against ~1 ms for these element-wise ops
@@ -107,11 +123,10 @@ class ExportWrapper(nn.Module):
         exp = torch.exp(logits - top)  # the winner's is exactly 1
         if self.pool_lut is None:
             prob = torch.reciprocal(exp.sum(dim=1))  # N x H x W
-        else:  # a pooled winner counts the whole pool (contracts.confidence_pool); 1 / sum as above otherwise
+        else:  # a pooled winner counts the whole pool; 1 / sum as above otherwise
             pooled = exp.index_select(1, self.pool_index).sum(dim=1)
             prob = torch.where(self.pool_lut[class_ids], pooled, torch.ones_like(pooled)) / exp.sum(dim=1)
-        confidence = torch.round(prob * 255.0).to(torch.uint8)
-        return class_ids.to(torch.uint8), confidence
+        return torch.round(prob * 255.0).to(torch.uint8)
 
 
 @dataclass(frozen=True)

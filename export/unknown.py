@@ -249,7 +249,8 @@ def add_confidence_output(proto: onnx.ModelProto, pool: list[bool] | None = None
 
 def _without_output(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
     """A copy of ``proto`` without graph output ``name`` and the nodes, initializers and value infos
-    that only it used (a plain dead-node sweep: onnx has no pruning helper for graph outputs)."""
+    that only it used. A dead-node sweep by hand: ``onnx.utils.Extractor`` misses values read inside
+    If/Loop bodies and rebuilds the model without its metadata."""
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
     graph = copy.graph

@@ -183,7 +183,8 @@ def verify_onnx(wrapper, proto: onnx.ModelProto, samples: list[Sample], *, sourc
     logits_ok = logits_ok_fp32 = logits_total = 0
     conf_close = conf_total = 0
     conf_diff: int | None = None
-    pool = None if getattr(wrapper, "pool_lut", None) is None else wrapper.pool_lut.numpy()
+    lut = wrapper.confidence.pool_lut
+    pool = None if lut is None else lut.numpy()
     for batch, outputs, ref_logits in runs:
         ort_logits = outputs[LOGITS_OUTPUT]
         diff = np.abs(ort_logits - ref_logits)

@@ -3,7 +3,8 @@
 ``perception run --engine torch --model runs/bisenetv2/best.pt [--provider cuda] [--fp16]
 [--compile tensorrt]``. Needs the ``train`` extra; torch is imported only when this engine is
 chosen. It applies the same in-graph steps the exporter bakes into ONNX (BGR->RGB, ImageNet
-normalisation, argmax, softmax confidence) so its class ids match the exported model's.
+normalisation, argmax, and the confidence through the exporter's own ``Confidence`` module) so its
+class ids and confidence match the exported model's.
 
 On the CPU it runs eagerly, exactly as before. On CUDA the whole step stays on the GPU:
 
@@ -129,6 +130,7 @@ class TorchEngine(Engine):
             import torch
         except ImportError:
             raise DependencyError("--engine torch needs PyTorch: pip install '.[train]'") from None
+        from perception.export.onnx import Confidence
         from perception.training.checkpoint import build_model_from_checkpoint, load_checkpoint
 
         path = Path(model_path)
@@ -180,10 +182,8 @@ class TorchEngine(Engine):
             confidence_pool=confidence_pool(ckpt.class_table),
             model_kwargs=dict(ckpt.model_kwargs),
         )
-        pool = self.metadata.confidence_pool_flags()
-        self._pool = None if pool is None else torch.tensor(pool, device=self._device)
-        # Fixed indices, not a boolean mask: a mask index syncs with the host, which a CUDA graph forbids.
-        self._pool_index = None if pool is None else self._pool.nonzero().flatten()
+        # The exported graph's confidence module (the pool, the rounding), so the two agree.
+        self._confidence = Confidence(self.metadata.confidence_pool_flags()).to(self._device)
         self.input_spec = InputSpec(name=INPUT_NAME, shape=(None, h, w, 3), dtype="uint8")
         self.provider = f"torch-{device}-{'fp16' if self._half else 'fp32'}" + ("-tensorrt" if compiled else "")
         # CUDA state: a pinned upload buffer and, for batch 1, the device step as a CUDA graph.
@@ -205,13 +205,9 @@ class TorchEngine(Engine):
             return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         x = x.permute(0, 3, 1, 2).flip(1)  # -> N x 3 x H x W, RGB
         x = (x.to(self._mean.dtype) - self._mean) / self._std
-        logits = self._model(x)  # N x C x H x W
-        probs = logits.float().softmax(dim=1)
-        confidence, class_ids = probs.max(dim=1)  # N x H x W each
-        if self._pool is not None:  # a pooled winner counts the whole pool, as the exported graph
-            pooled = probs.index_select(1, self._pool_index).sum(dim=1)
-            confidence = torch.where(self._pool[class_ids], pooled, confidence)
-        return class_ids.to(torch.uint8), (confidence * 255.0).round().to(torch.uint8)
+        logits = self._model(x).float()  # N x C x H x W
+        class_ids = logits.argmax(dim=1)  # N x H x W
+        return class_ids.to(torch.uint8), self._confidence(logits, class_ids)
 
     def _device_step(self, x: Any) -> Any:
         """``_forward`` packed into one uint8 2 x N x H x W tensor, for a single copy back."""
