@@ -43,6 +43,7 @@ from onnx import TensorProto, helper
 
 from perception.contracts import OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, confidence_pool, unknown_level
 from perception.errors import ConfigError, DataError, PerceptionError
+from perception.export.graph import sweep
 
 log = logging.getLogger(__name__)
 
@@ -249,45 +250,16 @@ def add_confidence_output(proto: onnx.ModelProto, pool: list[bool] | None = None
 
 def _without_output(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
     """A copy of ``proto`` without graph output ``name`` and the nodes, initializers and value infos
-    that only it used. A dead-node sweep by hand: ``onnx.utils.Extractor`` misses values read inside
-    If/Loop bodies and rebuilds the model without its metadata."""
+    that only it used (``export.graph.sweep``)."""
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
-    graph = copy.graph
-    kept_outputs = [o for o in graph.output if o.name != name]
-    if len(kept_outputs) == len(graph.output):
+    kept_outputs = [o for o in copy.graph.output if o.name != name]
+    if len(kept_outputs) == len(copy.graph.output):
         return copy
-    del graph.output[:]
-    graph.output.extend(kept_outputs)
-    nodes = list(graph.node)
-    while True:  # drop nodes none of whose outputs is used, until none is left to drop
-        used = _inputs_of(nodes) | {o.name for o in graph.output}
-        live = [n for n in nodes if any(out in used for out in n.output)]
-        if len(live) == len(nodes):
-            break
-        nodes = live
-    del graph.node[:]
-    graph.node.extend(nodes)
-    used = _inputs_of(nodes) | {i.name for i in graph.input}  # an initializer that is an input stays with it
-    produced = {x for n in nodes for x in n.output}
-    initializers = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(initializers)
-    infos = [v for v in graph.value_info if v.name in produced]
-    del graph.value_info[:]
-    graph.value_info.extend(infos)
+    del copy.graph.output[:]
+    copy.graph.output.extend(kept_outputs)
+    sweep(copy.graph)
     return copy
-
-
-def _inputs_of(nodes) -> set[str]:
-    """The tensor names ``nodes`` read, those their If/Loop/Scan subgraphs read included."""
-    names: set[str] = set()
-    for n in nodes:
-        names.update(n.input)
-        for attribute in n.attribute:
-            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
-                names |= _inputs_of(sub.node)
-    return names
 
 
 def main(argv: list[str] | None = None) -> int:

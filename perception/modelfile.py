@@ -60,6 +60,9 @@ class ModelDescription:
     producer: str = ""
     #: INT8 files: every dense 8-bit weight within 7 bits (``saturation_safe``); None otherwise.
     saturation_safe: bool | None = None
+    #: The input normalisation runs on N x H x W x 3, as files exported before 2026-12-06 do
+    #: (``python -m perception.export.upgrade`` rewrites it, same outputs).
+    older_normalisation: bool = False
 
     def to_dict(self) -> dict:
         meta = json_metadata(self.metadata)
@@ -72,6 +75,7 @@ class ModelDescription:
             "outputs": [t.to_dict() for t in self.outputs],
             "op_counts": self.op_counts,
             "saturation_safe": self.saturation_safe,
+            "older_normalisation": self.older_normalisation,
             "metadata": meta,
         }
 
@@ -393,6 +397,8 @@ def describe_model(path: str | Path) -> ModelDescription:
     Raises:
         ModelError: as ``read_model_metadata``.
     """
+    from perception.export.upgrade import nhwc_normalisation
+
     path = Path(path)
     proto = load_model_proto(path, with_weights=False)
     metadata = metadata_from_proto(proto, source=path.name)
@@ -409,4 +415,5 @@ def describe_model(path: str | Path) -> ModelDescription:
         op_counts=dict(counts.most_common()),
         producer=f"{proto.producer_name} {proto.producer_version}".strip(),
         saturation_safe=saturation_safe(proto) if metadata.precision == "int8" else None,
+        older_normalisation=nhwc_normalisation(proto) is not None,
     )

@@ -148,7 +148,7 @@ class _Float32TieFlip(ExportWrapper):
 
     def logits(self, image):
         out = super().logits(image)
-        if self.scale_bgr.dtype == torch.float32:
+        if self.scale.dtype == torch.float32:
             out = out.clone()
             out[:, :, :16, :16] += 0.2  # 4.2 % of the values
         return out
