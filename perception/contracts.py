@@ -289,9 +289,15 @@ class ModelMetadata:
             )
             for name in metadata.confidence_pool:
                 metadata.class_table.id_of(name)  # KeyError: a pool class the table lacks
-            return metadata
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ModelError(f"{source}: metadata is incomplete or malformed ({exc}); re-export the model") from exc
+        h, w = metadata.input_hw
+        if not (0 < h <= MAX_MASK_SIDE and 0 < w <= MAX_MASK_SIDE and h * w <= MAX_MASK_PIXELS):
+            # Checked before an engine allocates anything for it: the masks of a larger input are
+            # past what a subscriber reads by default (a 30000x30000 input asked ONNX Runtime for 10.8 GB).
+            raise ModelError(f"{source}: input {h}x{w} is outside 1..{MAX_MASK_PIXELS} pixels (4096x4096, the largest "
+                             "mask a subscriber reads by default); re-export it at a smaller --size")
+        return metadata
 
 
 def _class_names(value: Any, key: str) -> tuple[str, ...]:

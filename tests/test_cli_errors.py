@@ -19,6 +19,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import onnx
 import pytest
 from tiny_models import write_brightness_model
 
@@ -58,6 +59,10 @@ CASES: dict[str, tuple[str, str]] = {
         "run --engine openvino --model {fx}/file.txt --source {fx}/nope.mp4 --endpoint ipc://{fx}/e1.sock", "file.txt is not a readable ONNX"),
     "run bad model and source, auto": ("run --engine auto --model {fx}/file.txt --source {fx}/nope.mp4 --endpoint ipc://{fx}/e2.sock", "file.txt is not a readable ONNX"),
     "run good model, bad source, openvino": ("run --engine openvino --model {fx}/tiny.onnx --source {fx}/nope.mp4 --endpoint ipc://{fx}/e3.sock", "not found"),
+    "run model input too large": ("run --model {fx}/huge.onnx", "input 5000x5000 is outside"),
+    "inspect model input too large": ("inspect {fx}/huge.onnx", "re-export it at a smaller --size"),
+    # Valid to every check before it runs: its confidence gathers channel 5 of 3 (ORT fails at run time).
+    "run model fails its first inference": ("run --model {fx}/fails.onnx --duration 2", "the first inference on ort failed"),
     "run camera name not ROS": ("run --model {fx}/tiny.onnx --camera-name front-left.1", "only letters, digits and '_'"),
     "run namespace not ROS": ("run --model {fx}/tiny.onnx --namespace perception//2cam", "repeated '/'"),
     "train out is a file": (
@@ -84,6 +89,11 @@ def fx(tmp_path_factory) -> Path:
     """A folder of wrong inputs: a folder, a plain file, a PNG, and a tiny valid ONNX model."""
     root = tmp_path_factory.mktemp("fx")
     write_brightness_model(root / "tiny.onnx", (64, 96))
+    write_brightness_model(root / "huge.onnx", (5000, 5000))
+    fails = onnx.load(str(write_brightness_model(root / "fails.onnx", (64, 96), with_confidence=True)))
+    blue = next(t for t in fails.graph.initializer if t.name == "blue")
+    blue.CopyFrom(onnx.helper.make_tensor("blue", onnx.TensorProto.INT64, [], [5]))
+    onnx.save(fails, str(root / "fails.onnx"))
     (root / "folder").mkdir()
     (root / "folder.onnx").mkdir()
     (root / "file.txt").write_text("not a folder\n")

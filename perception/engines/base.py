@@ -19,7 +19,7 @@ from typing import ClassVar, Protocol
 import numpy as np
 
 from perception.contracts import INPUT_DTYPE, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ModelMetadata
-from perception.errors import ConfigError, ModelError
+from perception.errors import ConfigError, ModelError, PerceptionError
 from perception.options import (  # noqa: F401 - declared there (light, shared with the configs), used from here
     COMPILE_CHOICES,
     PRECISION_CHOICES,
@@ -170,8 +170,15 @@ class Engine(ABC):
         """Run ``n`` dummy batches so that lazy allocation and kernel selection happen before real frames."""
         h, w = self.input_hw
         batch = np.zeros((1, h, w, 3), dtype=np.uint8)
-        for _ in range(n):
-            self.infer(batch)
+        try:
+            for _ in range(n):
+                self.infer(batch)
+        except PerceptionError:
+            raise
+        except Exception as exc:  # each backend raises its own types (ORT's Fail, OpenVINO's RuntimeError, ...)
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
+            raise ModelError(f"{self.model_path}: the first inference on {self.kind} failed ({type(exc).__name__}: "
+                             f"{first}); check the file with perception inspect, or try another --engine") from exc
 
     def worker(self) -> InferWorker:
         """One more frame in flight: an object whose ``infer`` may run while other workers' (and
