@@ -269,7 +269,7 @@ class ModelMetadata:
             metadata = cls(
                 model_name=str(doc["model_name"]),
                 class_table=ClassTable.from_dict(doc["class_table"]),
-                input_hw=(int(doc["input_hw"][0]), int(doc["input_hw"][1])),
+                input_hw=_input_hw(doc["input_hw"]),
                 mean=tuple(float(x) for x in doc.get("mean", IMAGENET_MEAN_RGB)),
                 std=tuple(float(x) for x in doc.get("std", IMAGENET_STD_RGB)),
                 dataset=str(doc.get("dataset", "")),
@@ -289,14 +289,16 @@ class ModelMetadata:
             )
             for name in metadata.confidence_pool:
                 metadata.class_table.id_of(name)  # KeyError: a pool class the table lacks
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+        except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
             raise ModelError(f"{source}: metadata is incomplete or malformed ({exc}); re-export the model") from exc
+        # Checked before an engine allocates anything for it: the masks of a larger input are past
+        # what a subscriber reads by default (a 30000x30000 input asked ONNX Runtime for 10.8 GB).
         h, w = metadata.input_hw
-        if not (0 < h <= MAX_MASK_SIDE and 0 < w <= MAX_MASK_SIDE and h * w <= MAX_MASK_PIXELS):
-            # Checked before an engine allocates anything for it: the masks of a larger input are
-            # past what a subscriber reads by default (a 30000x30000 input asked ONNX Runtime for 10.8 GB).
-            raise ModelError(f"{source}: input {h}x{w} is outside 1..{MAX_MASK_PIXELS} pixels (4096x4096, the largest "
-                             "mask a subscriber reads by default); re-export it at a smaller --size")
+        if not (0 < h <= MAX_MASK_SIDE and 0 < w <= MAX_MASK_SIDE):
+            raise ModelError(f"{source}: input {h}x{w}: each side must be 1..{MAX_MASK_SIDE}; re-export the model")
+        if h * w > MAX_MASK_PIXELS:
+            raise ModelError(f"{source}: input {h}x{w} has {h * w} pixels, more than {MAX_MASK_PIXELS} (4096x4096, the "
+                             "largest mask a subscriber reads by default); re-export it at a smaller --size")
         return metadata
 
 
@@ -307,6 +309,13 @@ def _class_names(value: Any, key: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(n, str) for n in value) or len(set(value)) != len(value):
         raise ValueError(f"{key} {value!r:.80} is not a list of distinct class names")
     return tuple(value)
+
+
+def _input_hw(value: Any) -> tuple[int, int]:
+    """A metadata input size: two whole numbers (not booleans, not floats), else ValueError."""
+    if not isinstance(value, list) or len(value) != 2 or not all(type(v) is int for v in value):
+        raise ValueError(f"input_hw {value!r:.80} is not [height, width] in whole pixels")
+    return value[0], value[1]
 
 
 def _probability(value: Any) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -145,3 +146,22 @@ def test_inspect_json(tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["metadata"]["model_name"] == "segnet" and doc["op_counts"]["ArgMax"] == 1
     assert doc["outputs"] == [{"name": OUTPUT_CLASS_IDS, "dtype": "uint8", "shape": [1, *HW]}]
+
+
+@pytest.mark.parametrize("input_hw, message", [
+    ("[Infinity, 1]", "is not [height, width] in whole pixels"),
+    ("[1e400, 1]", "is not [height, width] in whole pixels"),
+    ("[true, true]", "is not [height, width] in whole pixels"),
+    ("[352.9, 480]", "is not [height, width] in whole pixels"),
+    ('"12"', "is not [height, width] in whole pixels"),
+    ("[352, 480, 3]", "is not [height, width] in whole pixels"),
+    ("[0, 480]", "each side must be 1..16384"),
+    ("[16385, 1]", "each side must be 1..16384"),
+    ("[4097, 4096]", "more than 16777216"),
+])
+def test_a_hostile_input_size_is_one_model_error(input_hw, message):
+    text = _meta().to_json().replace('"input_hw": [4, 6]', f'"input_hw": {input_hw}')
+    assert input_hw in text
+    with pytest.raises(ModelError, match=re.escape(message)) as info:
+        ModelMetadata.from_json(text, source="m.onnx")
+    assert str(info.value).startswith("m.onnx: ") and "\n" not in str(info.value)
