@@ -59,7 +59,7 @@ CASES: dict[str, tuple[str, str]] = {
         "run --engine openvino --model {fx}/file.txt --source {fx}/nope.mp4 --endpoint ipc://{fx}/e1.sock", "file.txt is not a readable ONNX"),
     "run bad model and source, auto": ("run --engine auto --model {fx}/file.txt --source {fx}/nope.mp4 --endpoint ipc://{fx}/e2.sock", "file.txt is not a readable ONNX"),
     "run good model, bad source, openvino": ("run --engine openvino --model {fx}/tiny.onnx --source {fx}/nope.mp4 --endpoint ipc://{fx}/e3.sock", "not found"),
-    "run model input too large": ("run --model {fx}/huge.onnx", "input 5000x5000 is outside"),
+    "run model input too large": ("run --model {fx}/huge.onnx", "input 5000x5000 has 25000000 pixels"),
     "inspect model input too large": ("inspect {fx}/huge.onnx", "re-export it at a smaller --size"),
     # Valid to every check before it runs: its confidence gathers channel 5 of 3 (ORT fails at run time).
     "run model fails its first inference": ("run --model {fx}/fails.onnx --duration 2", "the first inference on ort failed"),

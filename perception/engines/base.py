@@ -68,6 +68,17 @@ def int8_model_path(path: Path) -> Path:
     return sibling
 
 
+class WarmupError(ModelError):
+    """A model that passed every check but whose first inference failed in its backend: one line
+    naming the file, with the backend's error (``reason``: its lines joined, the first 300
+    characters; OpenVINO's first line only says where in its sources it raised) inside."""
+
+    def __init__(self, model_path: str, kind: str, exc: BaseException) -> None:
+        self.reason = (" ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__)[:300]
+        super().__init__(f"{model_path}: the first inference on {kind} failed ({type(exc).__name__}: {self.reason}); "
+                         "check the file with perception inspect, or try another --engine")
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """The engine's input tensor: name, shape (None for a dynamic dimension) and numpy dtype name."""
@@ -173,12 +184,10 @@ class Engine(ABC):
         try:
             for _ in range(n):
                 self.infer(batch)
-        except PerceptionError:
-            raise
+        except (PerceptionError, AssertionError, AttributeError, NameError, TypeError):
+            raise  # ours, or a bug in this code, whose traceback is the report (errors.py)
         except Exception as exc:  # each backend raises its own types (ORT's Fail, OpenVINO's RuntimeError, ...)
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1][:300]
-            raise ModelError(f"{self.model_path}: the first inference on {self.kind} failed ({type(exc).__name__}: "
-                             f"{first}); check the file with perception inspect, or try another --engine") from exc
+            raise WarmupError(self.model_path, self.kind, exc) from exc
 
     def worker(self) -> InferWorker:
         """One more frame in flight: an object whose ``infer`` may run while other workers' (and

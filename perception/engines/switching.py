@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from perception.engines import auto, probe
-from perception.engines.base import Engine, EngineOptions
-from perception.errors import ModelError, PerceptionError
+from perception.engines.base import Engine, EngineOptions, WarmupError
+from perception.errors import PerceptionError
 from perception.threadname import set_os_thread_name
 
 log = logging.getLogger("perception.engines.auto")  # one logger name for all of --engine auto
@@ -288,10 +288,10 @@ class SwitchingEngine(Engine):
             else:
                 self._current = self._reference()
             auto.forget_cached(self._key, self._cache_dir)  # the child cached it; the next start probes again
-            # warmup names the file around the backend's error; the candidate's label says it here
-            reason = exc.__cause__ if isinstance(exc, ModelError) and exc.__cause__ is not None else exc
-            self._fail(f"the probe chose {candidate.label} but it failed to load or run here "
-                       f"({str(reason).splitlines()[0][:200] if str(reason) else type(reason).__name__})")
+            # the warm-up names the file around the backend's error; the candidate's label says it here
+            reason = exc.reason if isinstance(exc, WarmupError) else (str(exc).splitlines()[0][:200] if str(exc)
+                                                                       else type(exc).__name__)
+            self._fail(f"the probe chose {candidate.label} but it failed to load or run here ({reason})")
             return
         self._current = new
         pause_ms = round(1000 * (time.monotonic() - started), 1)
