@@ -43,7 +43,7 @@ from onnx import TensorProto, helper
 
 from perception.contracts import OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, confidence_pool, unknown_level
 from perception.errors import ConfigError, DataError, PerceptionError
-from perception.export.graph import sweep
+from perception.onnxgraph import sweep
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ def add_confidence_output(proto: onnx.ModelProto, pool: list[bool] | None = None
 
 def _without_output(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
     """A copy of ``proto`` without graph output ``name`` and the nodes, initializers and value infos
-    that only it used (``export.graph.sweep``)."""
+    that only it used (``perception.onnxgraph.sweep``)."""
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
     kept_outputs = [o for o in copy.graph.output if o.name != name]

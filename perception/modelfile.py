@@ -61,7 +61,7 @@ class ModelDescription:
     #: INT8 files: every dense 8-bit weight within 7 bits (``saturation_safe``); None otherwise.
     saturation_safe: bool | None = None
     #: The input normalisation runs on N x H x W x 3, as files exported before 2026-12-06 do
-    #: (``python -m perception.export.upgrade`` rewrites it, same outputs).
+    #: (``python -m perception.export.upgrade`` rewrites it; ONNX Runtime's outputs stay bit for bit).
     older_normalisation: bool = False
 
     def to_dict(self) -> dict:
@@ -397,7 +397,7 @@ def describe_model(path: str | Path) -> ModelDescription:
     Raises:
         ModelError: as ``read_model_metadata``.
     """
-    from perception.export.upgrade import nhwc_normalisation
+    from perception.onnxgraph import nhwc_normalisation
 
     path = Path(path)
     proto = load_model_proto(path, with_weights=False)

@@ -20,32 +20,37 @@ from perception import contracts
 from perception.cli import main as cli_main
 from perception.errors import ModelError
 from perception.export import upgrade
-from perception.export.upgrade import nhwc_normalisation, upgrade_file
+from perception.export.upgrade import upgrade_file
 from perception.modelfile import describe_model, read_model_metadata, save_model, write_metadata
+from perception.onnxgraph import nhwc_normalisation
 from perception.synthetic.classes import SYNTHETIC_CLASSES as T
 
 HW = (6, 8)
-MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-#: Normalisation of the older graph, per channel in the input's BGR order.
-SCALE_BGR = (1 / (255 * STD))[::-1].astype(np.float32)
-BIAS_BGR = (-MEAN / STD)[::-1].astype(np.float32)
+MEAN, STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+#: Normalisation of the older graph, per channel in the input's BGR order (float32 arithmetic, as the exporter's).
+SCALE_BGR = (np.float32(1) / (np.float32(255) * STD))[::-1].copy()
+BIAS_BGR = (-MEAN / STD)[::-1].copy()
 
 
-def older_export(*, mul_read_twice: bool = False) -> onnx.ModelProto:
+def older_export(*, mul_read_twice: bool = False, read_in_branch: str = "", scale_on_left: bool = False,
+                 weight_name: str = "w", fails_at_run: bool = False, input_type: int = TensorProto.UINT8) -> onnx.ModelProto:
+    """The older graph; ``read_in_branch``: the logits pass through an If whose branches read that
+    tensor from the outer graph; ``weight_name``: the Conv weight's name (to collide with the upgrade's);
+    ``fails_at_run``: a confidence output gathering channel 5 of 3 (ONNX Runtime fails when it runs)."""
     rng = np.random.default_rng(3)
     inits = [
         numpy_helper.from_array(SCALE_BGR, "scale_bgr"), numpy_helper.from_array(BIAS_BGR, "bias_bgr"),
         numpy_helper.from_array(np.array([-1], np.int64), "val_0"),  # starts, axes and steps at once
         numpy_helper.from_array(np.array([np.iinfo(np.int64).min], np.int64), "val_1"),
-        numpy_helper.from_array(rng.normal(size=(T.num_classes, 3, 3, 3)).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.normal(size=(T.num_classes, 3, 3, 3)).astype(np.float32), weight_name),
     ]
     nodes = [
         helper.make_node("Cast", ["image"], ["to_copy"], to=TensorProto.FLOAT),
-        helper.make_node("Mul", ["to_copy", "scale_bgr"], ["mul_2"]),
+        helper.make_node("Mul", ["scale_bgr", "to_copy"] if scale_on_left else ["to_copy", "scale_bgr"], ["mul_2"]),
         helper.make_node("Add", ["mul_2", "bias_bgr"], ["add_10"]),
         helper.make_node("Slice", ["add_10", "val_0", "val_1", "val_0", "val_0"], ["flip"]),
         helper.make_node("Transpose", ["flip"], ["permute"], perm=[0, 3, 1, 2]),
-        helper.make_node("Conv", ["permute", "w"], ["logits"], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["permute", weight_name], ["logits"], pads=[1, 1, 1, 1]),
         helper.make_node("ArgMax", ["logits"], ["ids64"], axis=1, keepdims=0),
         helper.make_node("Cast", ["ids64"], [contracts.OUTPUT_CLASS_IDS], to=TensorProto.UINT8),
     ]
@@ -53,15 +58,32 @@ def older_export(*, mul_read_twice: bool = False) -> onnx.ModelProto:
         nodes[5] = helper.make_node("Conv", ["permute", "w"], ["conv"], pads=[1, 1, 1, 1])
         nodes.insert(6, helper.make_node("ReduceMean", ["mul_2"], ["level"], keepdims=1))
         nodes.insert(7, helper.make_node("Add", ["conv", "level"], ["logits"]))
+    if read_in_branch:
+        nodes[5] = helper.make_node("Conv", ["permute", weight_name], ["conv"], pads=[1, 1, 1, 1])
+
+        def branch(name: str) -> onnx.GraphProto:  # logits = conv + 0 x mean(read_in_branch)
+            return helper.make_graph(
+                [helper.make_node("ReduceMean", [read_in_branch], [f"{name}_m"], keepdims=0),
+                 helper.make_node("Mul", [f"{name}_m", "zero"], [f"{name}_z"]),
+                 helper.make_node("Add", ["conv", f"{name}_z"], [f"{name}_out"])],
+                name, [], [helper.make_tensor_value_info(f"{name}_out", TensorProto.FLOAT, None)])
+
+        nodes.insert(6, helper.make_node("If", ["cond"], ["logits"], then_branch=branch("then"), else_branch=branch("else")))
+        inits += [numpy_helper.from_array(np.array(True), "cond"), numpy_helper.from_array(np.float32(0), "zero")]
+    outputs = [helper.make_tensor_value_info(contracts.OUTPUT_CLASS_IDS, TensorProto.UINT8, ["batch", *HW])]
+    if fails_at_run:
+        nodes.append(helper.make_node("Gather", ["permute", "five"], ["channel_5"], axis=1))
+        nodes.append(helper.make_node("Cast", ["channel_5"], [contracts.OUTPUT_CONFIDENCE], to=TensorProto.UINT8))
+        inits.append(numpy_helper.from_array(np.array(5, np.int64), "five"))
+        outputs.append(helper.make_tensor_value_info(contracts.OUTPUT_CONFIDENCE, TensorProto.UINT8, ["batch", *HW]))
     graph = helper.make_graph(
-        nodes, "older", [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", *HW, 3])],
-        [helper.make_tensor_value_info(contracts.OUTPUT_CLASS_IDS, TensorProto.UINT8, ["batch", *HW])],
+        nodes, "older", [helper.make_tensor_value_info("image", input_type, ["batch", *HW, 3])], outputs,
         initializer=inits,
         value_info=[helper.make_tensor_value_info("mul_2", TensorProto.FLOAT, ["batch", *HW, 3])],
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", contracts.ONNX_OPSET)])
     proto.ir_version = 9
-    write_metadata(proto, tiny_metadata(HW, class_table=T, dynamic_batch=True))
+    write_metadata(proto, tiny_metadata(HW, class_table=T, dynamic_batch=True, has_confidence=fails_at_run))
     return proto
 
 
@@ -70,14 +92,16 @@ def outputs(path, images: np.ndarray) -> np.ndarray:
     return session.run(None, {"image": images})[0]
 
 
+IMAGES = np.random.default_rng(0).integers(0, 256, (4, *HW, 3), dtype=np.uint8)
+IMAGES[0] = 0  # the padded border of a dark image: where padding before or after the shift differs
+
+
 def test_upgrade_gives_the_same_class_ids_and_the_exporters_graph(tmp_path):
     old, new = tmp_path / "old.onnx", tmp_path / "new.onnx"
     save_model(older_export(), old)
     report = upgrade_file(old, new)
     assert "bit-identical" in report and str(new) in report
-    images = np.random.default_rng(0).integers(0, 256, (4, *HW, 3), dtype=np.uint8)
-    images[0] = 0  # the padded border of a dark image: where padding before or after the shift differs
-    before, after = outputs(old, images), outputs(new, images)
+    before, after = outputs(old, IMAGES), outputs(new, IMAGES)
     assert np.array_equal(before, after)
     assert len(np.unique(before)) > 3  # the ids vary, so equal ids are a real check
     proto = onnx.load(str(new))
@@ -140,12 +164,14 @@ def test_outputs_that_would_change_are_refused_and_nothing_is_written(tmp_path, 
 
 @pytest.mark.parametrize("argv, message", [
     (["{m}", "{m}", "--out", "{d}/x.onnx"], "with one MODEL"),
+    (["{d}/float.onnx"], "expected uint8"),  # what the node would refuse, the tool refuses
     (["{m}", "--out", "{d}/x.txt"], "one .onnx file name"),
     (["{d}/missing.onnx"], "missing.onnx"),
 ])
 def test_upgrade_errors_are_one_line(tmp_path, capsys, argv, message):
     model = tmp_path / "m.onnx"
     save_model(older_export(), model)
+    save_model(older_export(input_type=TensorProto.FLOAT), tmp_path / "float.onnx")
     code = upgrade.main([a.format(m=model, d=tmp_path) for a in argv])
     err = capsys.readouterr().err
     assert code != 0 and message in err and err.count("\n") == 1 and "Traceback" not in err
@@ -165,10 +191,65 @@ def test_the_exporter_writes_what_the_upgrade_does(tmp_path):
     upgrade.upgrade_normalisation(upgraded)
     assert nhwc_normalisation(exported) is None
 
-    def head(proto):  # op types, the flip's axes and steps and the constants' shapes of the first five nodes
+    def head(proto):  # the first five nodes: op types, the Transpose's perm, the flip's axes and steps, the constants
         inits = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
         nodes = list(proto.graph.node)[:5]
         flip = [inits[x].tolist() for x in nodes[2].input[3:]]
-        return [n.op_type for n in nodes], flip, [inits[n.input[1]].shape for n in nodes[3:5]]
+        return ([n.op_type for n in nodes], onnx.helper.get_attribute_value(nodes[1].attribute[0]), flip,
+                [(inits[n.input[1]].shape, inits[n.input[1]].ravel().tolist()) for n in nodes[3:5]])
 
     assert head(exported) == head(upgraded)
+
+
+@pytest.mark.parametrize("variant", [
+    {"scale_on_left": True},
+    {"read_in_branch": "conv"},  # an If elsewhere, its branches reading the network's tensor
+    {"weight_name": "perception_input_scale"},  # a name the upgrade would give its constant
+])
+def test_variants_the_exporter_could_write_are_upgraded_with_the_same_outputs(tmp_path, variant):
+    old, new = tmp_path / "old.onnx", tmp_path / "new.onnx"
+    save_model(older_export(**variant), old)
+    assert "bit-identical" in upgrade_file(old, new)
+    assert np.array_equal(outputs(old, IMAGES), outputs(new, IMAGES))
+    assert describe_model(new).older_normalisation is False
+
+
+def test_a_graph_reading_the_half_normalised_image_in_a_branch_is_left_alone(tmp_path, capsys):
+    model = tmp_path / "m.onnx"
+    onnx.save(older_export(read_in_branch="mul_2"), str(model))
+    data = model.read_bytes()
+    assert upgrade.main([str(model)]) == 0
+    assert "nothing to do" in capsys.readouterr().out and model.read_bytes() == data
+    assert nhwc_normalisation(older_export(input_type=TensorProto.FLOAT)) is None  # not the node's uint8 input
+
+
+def test_inspect_reads_constants_stored_outside_the_file_from_anywhere(tmp_path, monkeypatch, capsys):
+    (tmp_path / "ext").mkdir()
+    onnx.save_model(older_export(), str(tmp_path / "ext" / "m.onnx"), save_as_external_data=True, location="m.data",
+                    size_threshold=0)
+    monkeypatch.chdir(tmp_path)  # not the model's folder
+    assert cli_main(["inspect", "ext/m.onnx"]) == 0
+    assert "classes" in capsys.readouterr().out
+
+
+def test_in_place_keeps_a_link_and_the_files_permissions(tmp_path):
+    target, link = tmp_path / "target.onnx", tmp_path / "link.onnx"
+    save_model(older_export(), target)
+    target.chmod(0o640)
+    link.symlink_to(target)
+    upgrade_file(link, link)
+    assert link.is_symlink() and nhwc_normalisation(onnx.load(str(target))) is None
+    assert target.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_graph_onnx_runtime_cannot_run_and_an_unwritable_out_are_one_line(tmp_path, capsys):
+    model = tmp_path / "m.onnx"
+    save_model(older_export(fails_at_run=True), model)
+    assert upgrade.main([str(model)]) == 2
+    err = capsys.readouterr().err
+    assert "ONNX Runtime cannot run it" in err and err.count("\n") == 1 and "Traceback" not in err
+    save_model(older_export(), model)
+    (tmp_path / "file.txt").write_text("x")
+    assert upgrade.main([str(model), "--out", str(tmp_path / "file.txt" / "new.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write" in err and err.count("\n") == 1 and "Traceback" not in err

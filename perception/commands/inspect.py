@@ -47,8 +47,8 @@ def format_description(d) -> list[str]:
         f"dataset    {m.dataset or '-'}",
     ]
     if d.older_normalisation:
-        lines.insert(-1, "           normalised on N x H x W x 3, as older exports are (about 6 ms more per 352x480 frame in "
-                         f"ONNX Runtime on 2 cores): python -m perception.export.upgrade {d.path} rewrites it, same outputs")
+        lines.insert(-1, "           normalised on N x H x W x 3, as older exports are (slower in ONNX Runtime): "
+                         f"python -m perception.export.upgrade {d.path} rewrites it, ONNX Runtime's outputs unchanged")
     metrics = m.val_metrics
     if metrics:
         lines.append(
