@@ -169,16 +169,39 @@ class ClassTable:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClassTable:
+        """A table from its dict form (model metadata, checkpoints, a folder dataset's classes.yaml);
+        ValueError naming the first malformed entry."""
         try:
             classes = tuple(
-                ClassInfo(id=int(c["id"]), name=str(c["name"]), color=tuple(int(x) for x in c["color"]))
+                ClassInfo(id=int(c["id"]), name=_class_name(c["name"]), color=_colour(c["color"], c["name"]))
                 for c in data["classes"]
             )
-            groups = {str(k): tuple(str(n) for n in v) for k, v in (data.get("task_groups") or {}).items()}
+            raw_groups = data.get("task_groups") or {}
+            if not isinstance(raw_groups, dict) or not all(isinstance(v, (list, tuple)) for v in raw_groups.values()):
+                raise ValueError(f"task_groups {raw_groups!r:.80} is not a mapping of task to class names")
+            groups = {str(k): tuple(_class_name(n) for n in v) for k, v in raw_groups.items()}
             ignore = data.get("ignore_id")
-            return cls(classes=classes, ignore_id=None if ignore is None else int(ignore), task_groups=groups)
-        except (KeyError, TypeError) as exc:
+            if ignore is not None and (type(ignore) is not int or not 0 <= ignore <= UNKNOWN_CLASS_ID):
+                raise ValueError(f"ignore_id {ignore!r:.40} is not a class id 0..{UNKNOWN_CLASS_ID}")
+            return cls(classes=classes, ignore_id=ignore, task_groups=groups)
+        except (KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"malformed class table: {exc!r}") from exc
+
+
+#: Longest class name: names travel in the ``info`` message and per-class topic names.
+MAX_CLASS_NAME = 64
+
+
+def _class_name(value: Any) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_CLASS_NAME:
+        raise ValueError(f"class name {value!r:.40} is not 1..{MAX_CLASS_NAME} characters")
+    return value
+
+
+def _colour(value: Any, name: Any) -> tuple[int, int, int]:
+    if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(type(x) is int and 0 <= x <= 255 for x in value):
+        raise ValueError(f"class {name!r:.40} colour {value!r:.40} is not three values 0..255")
+    return tuple(value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,8 +312,11 @@ class ModelMetadata:
             )
             for name in metadata.confidence_pool:
                 metadata.class_table.id_of(name)  # KeyError: a pool class the table lacks
-        except (KeyError, TypeError, ValueError, IndexError, OverflowError) as exc:
-            raise ModelError(f"{source}: metadata is incomplete or malformed ({exc}); re-export the model") from exc
+        except (KeyError, TypeError, ValueError, IndexError, OverflowError, AttributeError) as exc:
+            raise ModelError(f"{source}: metadata is incomplete or malformed ({str(exc)[:300]}); re-export the model") from exc
+        if len(metadata.model_id) > MAX_HEADER_STRING:  # every message carries it; readers refuse longer ones
+            raise ModelError(f"{source}: its model id ({metadata.model_name!r:.40}... from model_name, dataset and size) is "
+                             f"{len(metadata.model_id)} characters, messages carry at most {MAX_HEADER_STRING}; re-export the model")
         # Checked before an engine allocates anything for it: the masks of a larger input are past
         # what a subscriber reads by default (a 30000x30000 input asked ONNX Runtime for 10.8 GB).
         h, w = metadata.input_hw

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -165,3 +166,24 @@ def test_a_hostile_input_size_is_one_model_error(input_hw, message):
     with pytest.raises(ModelError, match=re.escape(message)) as info:
         ModelMetadata.from_json(text, source="m.onnx")
     assert str(info.value).startswith("m.onnx: ") and "\n" not in str(info.value)
+
+
+def _mutated(change) -> str:
+    doc = json.loads(_meta(model_name="segnet", class_table=SYNTHETIC_CLASSES).to_json())
+    change(doc)
+    return json.dumps(doc)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["class_table"].update(task_groups=["drivable"]), "is not a mapping of task to class names"),
+    (lambda d: d["class_table"]["classes"][0].update(color=[999, -1, 0]), "is not three values 0..255"),
+    (lambda d: d["class_table"]["classes"][0].update(color="red"), "is not three values 0..255"),
+    (lambda d: d["class_table"]["classes"][0].update(name=""), "is not 1..64 characters"),
+    (lambda d: d["class_table"]["classes"][0].update(name="x" * 5_000_000), "is not 1..64 characters"),
+    (lambda d: d["class_table"].update(ignore_id=999), "ignore_id 999 is not a class id"),
+    (lambda d: d.update(model_name="m" * 300), "messages carry at most 256"),  # subscribers would refuse every message
+])
+def test_hostile_metadata_is_one_short_model_error(change, message):
+    with pytest.raises(ModelError, match=re.escape(message)) as info:
+        ModelMetadata.from_json(_mutated(change), source="m.onnx")
+    assert len(str(info.value)) < 600 and "\n" not in str(info.value)
