@@ -63,6 +63,8 @@ CASES: dict[str, tuple[str, str]] = {
     "inspect model input too large": ("inspect {fx}/huge.onnx", "re-export it at a smaller --size"),
     # Valid to every check before it runs: its confidence gathers channel 5 of 3 (ORT fails at run time).
     "run model fails its first inference": ("run --model {fx}/fails.onnx --duration 2", "the first inference on ort failed"),
+    # Declares uint8 [N, 64, 96] class ids and computes every other row and column (ORT only warns).
+    "run model output smaller than declared": ("run --model {fx}/half.onnx --duration 2", "is uint8 (1, 32, 48) when it runs"),
     "run camera name not ROS": ("run --model {fx}/tiny.onnx --camera-name front-left.1", "only letters, digits and '_'"),
     "run namespace not ROS": ("run --model {fx}/tiny.onnx --namespace perception//2cam", "repeated '/'"),
     "train out is a file": (
@@ -94,6 +96,13 @@ def fx(tmp_path_factory) -> Path:
     blue = next(t for t in fails.graph.initializer if t.name == "blue")
     blue.CopyFrom(onnx.helper.make_tensor("blue", onnx.TensorProto.INT64, [], [5]))
     onnx.save(fails, str(root / "fails.onnx"))
+    half = onnx.load(str(write_brightness_model(root / "half.onnx", (64, 96))))
+    ids = next(n for n in half.graph.node if n.output[0] == "class_ids")
+    ids.output[0] = "full"
+    half.graph.node.append(onnx.helper.make_node("Slice", ["full", "starts", "ends", "axes", "steps"], ["class_ids"]))
+    half.graph.initializer.extend(onnx.helper.make_tensor(name, onnx.TensorProto.INT64, [2], values) for name, values in
+                                  (("starts", [0, 0]), ("ends", [64, 96]), ("axes", [1, 2]), ("steps", [2, 2])))
+    onnx.save(half, str(root / "half.onnx"))
     (root / "folder").mkdir()
     (root / "folder.onnx").mkdir()
     (root / "file.txt").write_text("not a folder\n")

@@ -183,11 +183,22 @@ class Engine(ABC):
         batch = np.zeros((1, h, w, 3), dtype=np.uint8)
         try:
             for _ in range(n):
-                self.infer(batch)
+                self.check_outputs(self.infer(batch))
         except (PerceptionError, AssertionError, AttributeError, NameError, TypeError):
             raise  # ours, or a bug in this code, whose traceback is the report (errors.py)
         except Exception as exc:  # each backend raises its own types (ORT's Fail, OpenVINO's RuntimeError, ...)
             raise WarmupError(self.model_path, self.kind, exc) from exc
+
+    def check_outputs(self, outputs: dict[str, np.ndarray]) -> None:
+        """ModelError unless the outputs of one frame are what the contract says: uint8 1 x H x W.
+        A graph may declare that and compute another shape; the mask stage would fail on every frame."""
+        h, w = self.input_hw
+        for name in self.output_names:
+            out = outputs.get(name)
+            if out is None or out.dtype != np.uint8 or out.shape != (1, h, w):
+                got = "missing" if out is None else f"{out.dtype} {tuple(out.shape)}"
+                raise ModelError(f"{self.model_path}: output {name!r} is {got} when it runs, the node needs uint8 "
+                                 f"(1, {h}, {w}) as its graph declares; re-export the model")
 
     def worker(self) -> InferWorker:
         """One more frame in flight: an object whose ``infer`` may run while other workers' (and
@@ -212,7 +223,7 @@ class Engine(ABC):
         def warm(worker: InferWorker) -> None:
             try:
                 for _ in range(n):
-                    worker.infer(batch)
+                    self.check_outputs(worker.infer(batch))
             except BaseException as exc:  # raised below, in the caller's thread
                 errors.append(exc)
 
