@@ -73,6 +73,8 @@ class MaskStage:
         self.reach_emptied = FractionMeter()
         self._emptied_run = 0
         self._source_map: np.ndarray | None = None
+        self._num_classes = engine.metadata.class_table.num_classes
+        self._outside_ids_frames = 0
         self._info_source_hw: tuple[int, int] | None = None
         self._info_model_id: str | None = None
 
@@ -83,6 +85,8 @@ class MaskStage:
         # The first frame, a new source size, or a new model (--engine auto switched engines).
         if item.letterbox.src_hw != self._info_source_hw or self.engine.model_id != self._info_model_id:
             self.publish_info(item.letterbox)
+        if int(item.class_ids.max(initial=0)) >= self._num_classes:
+            self._unknown_ids(item)
         if self.unknown is not None:
             self._mark_unknown(item)
         class_map = self._content_map(item)
@@ -116,6 +120,21 @@ class MaskStage:
             )
         latency["publish"] = (time.perf_counter() - t1) * 1e3
         return latency
+
+    def _unknown_ids(self, item: Inferred) -> None:
+        """A class id the model's table lacks (a broken or mismatched model) is published as
+        ``UNKNOWN_CLASS_ID``, never as an id a subscriber would look up in the class table; said
+        once, then every 1000th frame, with the count."""
+        if not item.class_ids.flags.writeable:
+            item.class_ids = item.class_ids.copy()
+        outside = item.class_ids >= self._num_classes
+        top = int(item.class_ids.max())
+        item.class_ids[outside] = contracts.UNKNOWN_CLASS_ID
+        self._outside_ids_frames += 1
+        if self._outside_ids_frames % 1000 == 1:
+            log.warning("model %s output class ids up to %d, outside its class table (%d classes), in %d frame(s) so "
+                        "far; those pixels are published as unknown (%d); check the model's metadata (perception "
+                        "inspect)", self.engine.model_id, top, self._num_classes, self._outside_ids_frames, contracts.UNKNOWN_CLASS_ID)
 
     def _mark_unknown(self, item: Inferred) -> None:
         """Unsure pixels become ``UNKNOWN_CLASS_ID`` in the model-size class map, before any mask or

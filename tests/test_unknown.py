@@ -294,3 +294,22 @@ def test_eval_scores_tasks_with_unknown_on_and_off(confident_model, painted_data
     assert cli_main(["eval", "--model", str(confident_model), "--data", f"folder:{painted_dataset}",
                      "--unknown-threshold", "0.2"]) == 2
     assert "--unknown-threshold applies to the task masks; add --tasks" in capsys.readouterr().err
+
+
+def test_class_ids_outside_the_models_table_are_published_as_unknown(tmp_path, frames_dir, caplog):
+    """A model whose ids outrun its class table (here: the brightness model, 12 ids, with a table
+    of 4) must not hand subscribers ids they would look up in that table."""
+    table = ClassTable(classes=tuple(ClassInfo(i, n, (i, i, i)) for i, n in enumerate(["road", "lane_marking", "sidewalk", "car"])),
+                       task_groups={"drivable": ("road",), "obstacle": ("car",)})
+    model = write_brightness_model(tmp_path / "short_table.onnx", MODEL_HW, metadata=tiny_metadata(MODEL_HW, class_table=table))
+    with caplog.at_level(logging.WARNING, logger="perception.mask_stage"):
+        publisher, final = run_recorded(model, frames_dir)
+    raw = expected_class_ids(painted_frame()[None])[0]
+    assert raw.max() >= 4  # the painted car's brightness is an id past the table
+    assert len(publisher.masks) == 3
+    for masks in publisher.masks:
+        np.testing.assert_array_equal(masks["class_map"], np.where(raw >= 4, contracts.UNKNOWN_CLASS_ID, raw))
+        assert not masks["obstacle"].any()  # the table's car (id 3) is never painted; the ids past it are no car
+    assert final["published"] == 3
+    warnings = [r.getMessage() for r in caplog.records if "outside its class table" in r.getMessage()]
+    assert len(warnings) == 1 and f"up to {raw.max()}," in warnings[0] and "(4 classes)" in warnings[0]
