@@ -63,6 +63,8 @@ CASES: dict[str, tuple[str, str]] = {
     "inspect model input too large": ("inspect {fx}/huge.onnx", "re-export it at a smaller --size"),
     # Valid to every check before it runs: its confidence gathers channel 5 of 3 (ORT fails at run time).
     "run model fails its first inference": ("run --model {fx}/fails.onnx --duration 2", "the first inference on ort failed"),
+    # Its class ids are the blue channel, 0..255, against a 12-class table.
+    "eval model predicts ids past its table": ("eval --model {fx}/blue.onnx --data synthetic:count=2,size=64x96", "outside its class table"),
     # Declares uint8 [N, 64, 96] class ids and computes every other row and column (ORT only warns).
     "run model output smaller than declared": ("run --model {fx}/half.onnx --duration 2", "is uint8 (1, 32, 48) when it runs"),
     "run camera name not ROS": ("run --model {fx}/tiny.onnx --camera-name front-left.1", "only letters, digits and '_'"),
@@ -96,6 +98,11 @@ def fx(tmp_path_factory) -> Path:
     blue = next(t for t in fails.graph.initializer if t.name == "blue")
     blue.CopyFrom(onnx.helper.make_tensor("blue", onnx.TensorProto.INT64, [], [5]))
     onnx.save(fails, str(root / "fails.onnx"))
+    blue = onnx.load(str(write_brightness_model(root / "blue.onnx", (64, 96))))
+    ids = next(n for n in blue.graph.node if n.output[0] == "class_ids")
+    ids.CopyFrom(onnx.helper.make_node("Gather", ["image", "channel_0"], ["class_ids"], axis=3))
+    blue.graph.initializer.append(onnx.helper.make_tensor("channel_0", onnx.TensorProto.INT64, [], [0]))
+    onnx.save(blue, str(root / "blue.onnx"))
     half = onnx.load(str(write_brightness_model(root / "half.onnx", (64, 96))))
     ids = next(n for n in half.graph.node if n.output[0] == "class_ids")
     ids.output[0] = "full"

@@ -27,7 +27,7 @@ import numpy as np
 
 from perception.contracts import DEFAULT_DRIVABLE_REACH, OUTPUT_CONFIDENCE, ClassTable
 from perception.datasets import Dataset
-from perception.errors import ConfigError, DataError, DependencyError
+from perception.errors import ConfigError, DataError, DependencyError, ModelError
 from perception.masks import EgoReach, UnknownMarker, check_group_classes
 from perception.metrics import ConfusionMatrix
 from perception.preprocess import Preprocessor
@@ -48,6 +48,9 @@ def evaluate_engine(engine, dataset: Dataset, *, on_sample: Callable[[], None] |
     table = dataset.class_table
     cm = ConfusionMatrix(table.num_classes, ignore_id=table.ignore_id)
     for class_ids, label, _ in predict_like_the_node(engine, dataset):
+        if class_ids.size and int(class_ids.max()) >= table.num_classes:  # the node publishes these as unknown
+            raise ModelError(f"{engine.model_path}: predicts class id {int(class_ids.max())}, outside its class table "
+                             f"(0..{table.num_classes - 1}): its metadata does not match its weights; re-export the model")
         cm.update(class_ids, label)
         if on_sample is not None:
             on_sample()
