@@ -32,8 +32,6 @@ from perception.contracts import INPUT_NAME
 from perception.errors import ConfigError, ModelError, PerceptionError
 from perception.onnxgraph import names_in, nhwc_normalisation, sweep
 
-log = logging.getLogger(__name__)
-
 _PREFIX = "perception_input"
 
 
@@ -108,9 +106,9 @@ def upgrade_file(model: Path, out: Path) -> str:
     place, a symbolic link's target is rewritten and the file keeps its permissions.
 
     Raises:
-        ModelError: the file cannot be read or written, the node would refuse it (``read_model_metadata``),
-            ONNX Runtime cannot run it, or the rewritten
-            graph's outputs differ from the original's (nothing is written then).
+        ModelError: the file cannot be read or written, the node would refuse it
+            (``read_model_metadata``), ONNX Runtime cannot run it, or the rewritten graph's outputs
+            differ from the original's (nothing is written then).
     """
     from perception.modelfile import load_model_proto, read_model_metadata, save_model
 

@@ -56,7 +56,6 @@ def sweep(graph: onnx.GraphProto) -> None:
     graph.value_info.extend(infos)
 
 
-
 def names_in(graph: onnx.GraphProto) -> set[str]:
     """Every tensor and node name ``graph`` uses (its subgraphs' included): a new one must avoid them."""
     names = {t.name for t in graph.initializer} | {v.name for v in (*graph.input, *graph.output, *graph.value_info)}
