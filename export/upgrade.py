@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import stat
 import sys
 from pathlib import Path
 
@@ -103,7 +101,7 @@ def _outputs(model: bytes, images: list[np.ndarray], which: str, source: Path) -
 
 def upgrade_file(model: Path, out: Path) -> str:
     """Upgrade ``model`` into ``out`` (module docstring); returns a one-line report. Written in
-    place, a symbolic link's target is rewritten and the file keeps its permissions.
+    place, a symbolic link's target is rewritten and the file keeps its permissions (``save_model``).
 
     Raises:
         ModelError: the file cannot be read or written, the node would refuse it
@@ -126,17 +124,12 @@ def upgrade_file(model: Path, out: Path) -> str:
     if any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True)):
         raise ModelError(f"{model}: the rewritten graph's outputs differ from the original's; nothing written "
                          "(re-export the model from its checkpoint instead)")
-    in_place = out.resolve() == model.resolve()
-    target = model.resolve() if in_place else out  # a link's target, not a new file in the link's place
     try:
-        mode = target.stat().st_mode if in_place else None
-        save_model(proto, target)
-        if mode is not None:
-            os.chmod(target, stat.S_IMODE(mode))
+        save_model(proto, out)  # in place: a link's target, the file's permissions kept
     except OSError as exc:
         raise ModelError(f"cannot write {out} ({exc.strerror or exc}); nothing written") from exc
     return (f"upgrade: {model}: input normalisation now on N x 3 x H x W (faster in ONNX Runtime), "
-            f"outputs bit-identical in ONNX Runtime on 3 images; wrote {target}")
+            f"outputs bit-identical in ONNX Runtime on 3 images; wrote {out}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,12 +125,19 @@ def write_metadata(proto, metadata: ModelMetadata) -> None:
 
 
 def save_model(proto, path: str | Path) -> int:
-    """Write ``proto`` to ``path`` atomically (a reader never sees half a file); returns its size."""
+    """Write ``proto`` to ``path`` atomically (a reader never sees half a file); returns its size.
+    Over an existing file, as an in-place edit: through a symbolic link to its target (the link
+    stays a link) and with the file's permissions kept."""
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
+    mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else None
     path.parent.mkdir(parents=True, exist_ok=True)
     data = proto.SerializeToString()
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
+    if mode is not None:
+        os.chmod(tmp, mode)
     os.replace(tmp, path)
     return len(data)
 

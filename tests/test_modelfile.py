@@ -187,3 +187,15 @@ def test_hostile_metadata_is_one_short_model_error(change, message):
     with pytest.raises(ModelError, match=re.escape(message)) as info:
         ModelMetadata.from_json(_mutated(change), source="m.onnx")
     assert len(str(info.value)) < 600 and "\n" not in str(info.value)
+
+
+def test_saving_over_a_model_writes_through_its_link_and_keeps_its_permissions(tmp_path):
+    from perception.modelfile import save_model
+
+    target, link = tmp_path / "real.onnx", tmp_path / "link.onnx"
+    save_model(_graph_model(metadata=_meta()), target)
+    target.chmod(0o640)
+    link.symlink_to(target)
+    save_model(_graph_model(metadata=_meta(dataset="camvid")), link)  # e.g. python -m perception.export.unknown link.onnx
+    assert link.is_symlink() and read_model_metadata(target).dataset == "camvid"
+    assert target.stat().st_mode & 0o777 == 0o640 and not list(tmp_path.glob("*.tmp"))
