@@ -124,10 +124,7 @@ def upgrade_file(model: Path, out: Path) -> str:
     if any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True)):
         raise ModelError(f"{model}: the rewritten graph's outputs differ from the original's; nothing written "
                          "(re-export the model from its checkpoint instead)")
-    try:
-        save_model(proto, out)  # in place: a link's target, the file's permissions kept
-    except OSError as exc:
-        raise ModelError(f"cannot write {out} ({exc.strerror or exc}); nothing written") from exc
+    save_model(proto, out)  # in place: a link's target, the file's permissions kept; ConfigError if it cannot
     return (f"upgrade: {model}: input normalisation now on N x 3 x H x W (faster in ONNX Runtime), "
             f"outputs bit-identical in ONNX Runtime on 3 images; wrote {out}")
 

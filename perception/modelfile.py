@@ -15,6 +15,7 @@ busy 2-core machine). A file the light reader cannot parse goes through ``onnx``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import stat
@@ -30,7 +31,7 @@ from perception.contracts import (
     OUTPUT_CONFIDENCE,
     ModelMetadata,
 )
-from perception.errors import ModelError
+from perception.errors import ConfigError, ModelError
 
 _REEXPORT = "export it with 'perception export'"
 
@@ -131,14 +132,19 @@ def save_model(proto, path: str | Path) -> int:
     path = Path(path)
     if path.is_symlink():
         path = path.resolve()
-    mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else None
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = proto.SerializeToString()
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    if mode is not None:
-        os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {path} ({exc.strerror or exc}); choose a writable --out") from None
     return len(data)
 
 

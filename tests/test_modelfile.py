@@ -199,3 +199,12 @@ def test_saving_over_a_model_writes_through_its_link_and_keeps_its_permissions(t
     save_model(_graph_model(metadata=_meta(dataset="camvid")), link)  # e.g. python -m perception.export.unknown link.onnx
     assert link.is_symlink() and read_model_metadata(target).dataset == "camvid"
     assert target.stat().st_mode & 0o777 == 0o640 and not list(tmp_path.glob("*.tmp"))
+
+
+def test_saving_where_nothing_can_be_written_is_one_config_error(tmp_path):
+    from perception.errors import ConfigError
+    from perception.modelfile import save_model
+
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(ConfigError, match=r"cannot write .*file.txt/m.onnx \(.*\); choose a writable --out"):
+        save_model(_graph_model(metadata=_meta()), tmp_path / "file.txt" / "m.onnx")  # every export tool's --out
