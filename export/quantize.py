@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from perception.engines.base import INT8_SUFFIX
     from perception.errors import PerceptionError
-    from perception.modelfile import read_model_metadata
+    from perception.modelfile import check_writable, read_model_metadata
 
     parser = argparse.ArgumentParser(prog="python -m perception.export.quantize", description=main.__doc__)
     parser.add_argument("model", type=Path, help="exported FP32 .onnx")
@@ -275,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
             if not out.is_file() or read_model_metadata(out).precision != "int8":
                 raise ConfigError(f"--gate-only: {out} is not an INT8 model; quantise it first (drop --gate-only)")
         else:
+            check_writable(out)  # before minutes of calibration, not after
             calib, _ = load_samples(args.calib, split="train", count=args.calib_count, input_hw=metadata.input_hw)
             start = time.perf_counter()
             quantize_int8(args.model, out, [image for image, _ in calib], metadata=metadata, quantizer=args.quantizer,

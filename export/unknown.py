@@ -288,7 +288,7 @@ def add_unknown_threshold(
     import tempfile
 
     from perception.export.onnx import finish_model
-    from perception.modelfile import load_model_proto, read_model_metadata, save_model
+    from perception.modelfile import check_writable, load_model_proto, read_model_metadata, save_model
 
     if threshold is not None and not 0 <= threshold <= 1:
         raise ConfigError(f"--threshold {threshold:g} must be a probability in 0..1")
@@ -297,6 +297,7 @@ def add_unknown_threshold(
     if out.suffix != ".onnx" or out.is_dir():
         raise ConfigError(f"--out {out} must be an .onnx file name")
     metadata = read_model_metadata(model)
+    check_writable(out)  # before the threshold search, not after
     metadata = dataclasses.replace(metadata, has_confidence=True, confidence_pool=confidence_pool(metadata.class_table))
     proto = finish_model(add_confidence_output(load_model_proto(model), metadata.confidence_pool_flags()), metadata)
     if threshold is not None:

@@ -125,6 +125,23 @@ def write_metadata(proto, metadata: ModelMetadata) -> None:
     onnx.helper.set_model_props(proto, props)
 
 
+def check_writable(path: str | Path) -> None:
+    """ConfigError, as ``save_model`` would raise it, unless a model can be written to ``path``:
+    for the tools that work for minutes (calibration, a threshold search) before they write."""
+    path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
+    probe = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise IsADirectoryError(21, "Is a directory")
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path} ({exc.strerror or exc}); choose a writable --out") from None
+
+
 def save_model(proto, path: str | Path) -> int:
     """Write ``proto`` to ``path`` atomically (a reader never sees half a file); returns its size.
     Over an existing file, as an in-place edit: through a symbolic link to its target (the link

@@ -208,3 +208,16 @@ def test_saving_where_nothing_can_be_written_is_one_config_error(tmp_path):
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(ConfigError, match=r"cannot write .*file.txt/m.onnx \(.*\); choose a writable --out"):
         save_model(_graph_model(metadata=_meta()), tmp_path / "file.txt" / "m.onnx")  # every export tool's --out
+
+
+def test_check_writable_fails_as_save_model_would_and_leaves_nothing(tmp_path):
+    from perception.errors import ConfigError
+    from perception.modelfile import check_writable
+
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "folder.onnx").mkdir()
+    for bad, why in ((tmp_path / "file.txt" / "m.onnx", "File exists|Not a directory"), (tmp_path / "folder.onnx", "Is a directory")):
+        with pytest.raises(ConfigError, match=rf"cannot write .* \(({why})\); choose a writable --out"):
+            check_writable(bad)
+    check_writable(tmp_path / "new" / "m.onnx")  # creatable: fine, and no probe file left behind
+    assert list((tmp_path / "new").iterdir()) == []
