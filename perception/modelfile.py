@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import stat
 from collections import Counter
@@ -128,33 +129,33 @@ def write_metadata(proto, metadata: ModelMetadata) -> None:
 def check_writable(path: str | Path) -> None:
     """ConfigError, as ``save_model`` would raise it, unless a model can be written to ``path``:
     for the tools that work for minutes (calibration, a threshold search) before they write."""
-    path = Path(path)
-    if path.is_symlink():
-        path = path.resolve()
-    probe = path.with_name(path.name + ".tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_dir():
-            raise IsADirectoryError(21, "Is a directory")
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path} ({exc.strerror or exc}); choose a writable --out") from None
+    _write(Path(path), None)
 
 
 def save_model(proto, path: str | Path) -> int:
     """Write ``proto`` to ``path`` atomically (a reader never sees half a file); returns its size.
     Over an existing file, as an in-place edit: through a symbolic link to its target (the link
     stays a link) and with the file's permissions kept."""
-    path = Path(path)
+    data = proto.SerializeToString()
+    _write(Path(path), data)
+    return len(data)
+
+
+def _write(path: Path, data: bytes | None) -> None:
+    """``data`` to ``path`` by a temporary file beside it and a rename; None: only try (the
+    temporary file is written and removed). ConfigError naming the path when it cannot be."""
     if path.is_symlink():
         path = path.resolve()
-    data = proto.SerializeToString()
     tmp = path.with_name(path.name + ".tmp")
     try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "Is a directory")
         mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else None
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
+        tmp.write_bytes(data or b"")
+        if data is None:
+            tmp.unlink()
+            return
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, path)
@@ -162,7 +163,6 @@ def save_model(proto, path: str | Path) -> int:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise ConfigError(f"cannot write {path} ({exc.strerror or exc}); choose a writable --out") from None
-    return len(data)
 
 
 def record_metadata(path: str | Path, **fields) -> ModelMetadata:
