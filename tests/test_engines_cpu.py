@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
-from tiny_models import expected_class_ids, tiny_metadata, write_brightness_model
+from tiny_models import expected_class_ids, tiny_metadata, write_brightness_model, write_upsampling_model
 
 from perception import contracts
 from perception.engines import EngineOptions, load_engine
@@ -63,7 +63,37 @@ def test_openvino_gives_the_same_class_ids_as_ort(tmp_path):
     two = np.concatenate([batch, 255 - batch])
     np.testing.assert_array_equal(ov.infer(two)["class_ids"], expected_class_ids(two))
     assert ov.precision == "fp32" and ov.metadata.model_name == "tiny" and "openvino" in ov.describe()
+    assert ov.planar_tails == 0  # no upsample before its argmax: compiled as written
     ov.close()
+    ort.close()
+
+
+@pytest.mark.parametrize("logit_bias", [False, True], ids=["plain", "logit-adjusted"])
+def test_openvino_runs_the_upsampled_class_tail_planar_with_the_same_outputs(tmp_path, logit_bias):
+    """The engine folds the classes into the batch around the last upsample (planar_class_tail);
+    the class ids are those of the graph compiled as written, the confidence within a level."""
+    pytest.importorskip("openvino")
+    from perception.engines.openvino import shared_core
+
+    model = write_upsampling_model(tmp_path / "up.onnx", HW, logit_bias=logit_bias, with_confidence=True)
+    engine = load_engine("openvino", model, EngineOptions(precision="fp32", threads=1))
+    assert engine.planar_tails == 1
+    # What the rewrite is for: the argmax runs on the planar layout (OpenVINO's runtime-model info).
+    ops = engine._compiled.get_runtime_model().get_ordered_ops()
+    layouts = {str(op.get_rt_info()["outputLayouts"].astype(str)) for op in ops
+               if op.get_rt_info()["layerType"].astype(str) == "TopK"}
+    assert layouts == {"abcd"}
+    as_written = shared_core().compile_model(str(model), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    rng = np.random.default_rng(1)
+    small = rng.integers(0, 256, (3, HW[0] // 8, HW[1] // 8, 3), dtype=np.uint8)
+    batch = np.ascontiguousarray(small.repeat(8, axis=1).repeat(8, axis=2))  # blocks: class edges inside
+    got, want = engine.infer(batch), as_written({0: batch})
+    np.testing.assert_array_equal(got["class_ids"], want["class_ids"])
+    assert len(np.unique(got["class_ids"])) > 2  # a map with edges, not one class everywhere
+    assert np.abs(got["confidence"].astype(int) - want["confidence"]).max() <= 1
+    ort = load_engine("ort", model, EngineOptions(provider="cpu", threads=1))
+    assert (ort.infer(batch)["class_ids"] == got["class_ids"]).mean() > 0.999
+    engine.close()
     ort.close()
 
 

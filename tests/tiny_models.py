@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from perception import contracts
 from perception.contracts import ModelMetadata
@@ -85,5 +85,71 @@ def write_brightness_model(
         meta = metadata or tiny_metadata(input_hw, has_confidence=with_confidence)
         helper.set_model_props(model, {contracts.METADATA_KEY: meta.to_json()})
     onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def write_upsampling_model(
+    path: Path, input_hw: tuple[int, int], *, logit_bias: bool = False, with_confidence: bool = False
+) -> Path:
+    """Write a model with the exporter's tail: logits at 1/4 of the input, a bilinear Resize to the
+    input size (its sizes from the logits' shape, as torch exports them), an optional per-class
+    Add (the logit adjustment), an ArgMax over the classes, and with ``with_confidence`` the top
+    class's probability as uint8. The logits are a fixed random 1x1 convolution of the pooled
+    image, so a test compares engines on the same graph rather than against a closed form."""
+    h, w = input_hw
+    classes = NUM_CLASSES
+    rng = np.random.default_rng(0)
+
+    def const(name, array):
+        return numpy_helper.from_array(np.asarray(array), name)
+
+    initializers = [
+        const("weight", rng.standard_normal((classes, 3, 1, 1)).astype(np.float32) / 64),
+        const("bias", rng.standard_normal(classes).astype(np.float32)),
+        const("out_hw", np.array([h, w], np.int64)),
+        const("class_axis", np.array([1], np.int64)),
+        const("adjust", rng.standard_normal((1, classes, 1, 1)).astype(np.float32)),
+        const("levels", np.array(255.0, np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Cast", ["image"], ["pixels"], to=TensorProto.FLOAT),
+        helper.make_node("Transpose", ["pixels"], ["planar"], perm=[0, 3, 1, 2]),
+        helper.make_node("AveragePool", ["planar"], ["pooled"], kernel_shape=[4, 4], strides=[4, 4]),
+        helper.make_node("Conv", ["pooled", "weight", "bias"], ["coarse"]),
+        helper.make_node("Shape", ["coarse"], ["batch_classes"], start=0, end=2),
+        helper.make_node("Concat", ["batch_classes", "out_hw"], ["sizes"], axis=0),
+        helper.make_node("Resize", ["coarse", "", "", "sizes"], ["upsampled"], mode="linear",
+                         coordinate_transformation_mode="half_pixel"),
+    ]
+    logits = "upsampled"
+    if logit_bias:
+        nodes.append(helper.make_node("Add", ["upsampled", "adjust"], ["adjusted"]))
+        logits = "adjusted"
+    nodes += [
+        helper.make_node("ArgMax", [logits], ["argmax"], axis=1, keepdims=0),
+        helper.make_node("Cast", ["argmax"], [contracts.OUTPUT_CLASS_IDS], to=TensorProto.UINT8),
+    ]
+    outputs = [helper.make_tensor_value_info(contracts.OUTPUT_CLASS_IDS, TensorProto.UINT8, ["N", h, w])]
+    if with_confidence:  # 255 / sum(exp(logits - max)), rounded
+        nodes += [
+            helper.make_node("ReduceMax", [logits, "class_axis"], ["top"], keepdims=1),
+            helper.make_node("Sub", [logits, "top"], ["shifted"]),
+            helper.make_node("Exp", ["shifted"], ["exp"]),
+            helper.make_node("ReduceSum", ["exp", "class_axis"], ["total"], keepdims=0),
+            helper.make_node("Div", ["levels", "total"], ["scaled"]),
+            helper.make_node("Round", ["scaled"], ["rounded"]),
+            helper.make_node("Cast", ["rounded"], [contracts.OUTPUT_CONFIDENCE], to=TensorProto.UINT8),
+        ]
+        outputs.append(helper.make_tensor_value_info(contracts.OUTPUT_CONFIDENCE, TensorProto.UINT8, ["N", h, w]))
+    graph = helper.make_graph(
+        nodes, "upsampling", [helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", h, w, 3])], outputs,
+        initializer=initializers,
+    )
+    # Opset 18: ReduceMax and ReduceSum take their axes as an input, as in exported files.
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], producer_name="perception-tests")
+    model.ir_version = 8
+    helper.set_model_props(model, {contracts.METADATA_KEY: tiny_metadata(input_hw, has_confidence=with_confidence).to_json()})
+    onnx.checker.check_model(model, full_check=True)
     onnx.save(model, str(path))
     return path

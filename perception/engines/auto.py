@@ -65,7 +65,9 @@ log = logging.getLogger(__name__)
 #: 3: the verdict holds the winner's frames in flight (``streams``, for ``--streams auto``).
 #: 4: 16 probe frames instead of 4.
 #: 5: judged on the node's own frames (a verdict on rendered scenes is probed again).
-PROBE_KEY_VERSION = 5
+#: 6: OpenVINO runs the class tail planar (``planar_class_tail``, about 1.2x on an AVX2 EPYC), so a
+#:    verdict that timed the slower OpenVINO is probed again.
+PROBE_KEY_VERSION = 6
 def probe_cache_dir() -> Path:
     env = os.environ.get("PERCEPTION_PROBE_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "perception" / "probe"
