@@ -95,6 +95,13 @@ def test_openvino_runs_the_upsampled_class_tail_planar_with_the_same_outputs(tmp
     assert (ort.infer(batch)["class_ids"] == got["class_ids"]).mean() > 0.999
     engine.close()
     ort.close()
+    # An upsample by scales follows the given scale, not output/input size: compiled as written.
+    by_scales = write_upsampling_model(tmp_path / "scales.onnx", HW, by_scales=True)
+    engine = load_engine("openvino", by_scales, EngineOptions(precision="fp32", threads=1))
+    assert engine.planar_tails == 0
+    as_written = shared_core().compile_model(str(by_scales), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    np.testing.assert_array_equal(engine.infer(batch)["class_ids"], as_written({0: batch})["class_ids"])
+    engine.close()
 
 
 def test_openvino_compiled_model_cache_is_written(tmp_path):

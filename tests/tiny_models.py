@@ -90,10 +90,12 @@ def write_brightness_model(
 
 
 def write_upsampling_model(
-    path: Path, input_hw: tuple[int, int], *, logit_bias: bool = False, with_confidence: bool = False
+    path: Path, input_hw: tuple[int, int], *, logit_bias: bool = False, with_confidence: bool = False,
+    by_scales: bool = False,
 ) -> Path:
     """Write a model with the exporter's tail: logits at 1/4 of the input, a bilinear Resize to the
-    input size (its sizes from the logits' shape, as torch exports them), an optional per-class
+    input size (its sizes from the logits' shape, as torch exports them; ``by_scales``: a scale of 4
+    instead), an optional per-class
     Add (the logit adjustment), an ArgMax over the classes, and with ``with_confidence`` the top
     class's probability as uint8. The logits are a fixed random 1x1 convolution of the pooled
     image, so a test compares engines on the same graph rather than against a closed form."""
@@ -111,6 +113,7 @@ def write_upsampling_model(
         const("class_axis", np.array([1], np.int64)),
         const("adjust", rng.standard_normal((1, classes, 1, 1)).astype(np.float32)),
         const("levels", np.array(255.0, np.float32)),
+        const("scales", np.array([1, 1, 4, 4], np.float32)),
     ]
     nodes = [
         helper.make_node("Cast", ["image"], ["pixels"], to=TensorProto.FLOAT),
@@ -119,8 +122,8 @@ def write_upsampling_model(
         helper.make_node("Conv", ["pooled", "weight", "bias"], ["coarse"]),
         helper.make_node("Shape", ["coarse"], ["batch_classes"], start=0, end=2),
         helper.make_node("Concat", ["batch_classes", "out_hw"], ["sizes"], axis=0),
-        helper.make_node("Resize", ["coarse", "", "", "sizes"], ["upsampled"], mode="linear",
-                         coordinate_transformation_mode="half_pixel"),
+        helper.make_node("Resize", ["coarse", "", "scales", ""] if by_scales else ["coarse", "", "", "sizes"],
+                         ["upsampled"], mode="linear", coordinate_transformation_mode="half_pixel"),
     ]
     logits = "upsampled"
     if logit_bias:

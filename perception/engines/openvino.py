@@ -242,8 +242,11 @@ def planar_class_tail(model) -> int:
         classes, height, width = (out_shape[i].get_length() for i in (1, 2, 3))
         attrs = upsample.get_attributes()
         if (classes < 2 or in_shape[1].get_length() != classes or attrs.get("antialias")
+                or attrs.get("shape_calculation_mode") != "sizes"
                 or any(attrs.get("pads_begin", [])) or any(attrs.get("pads_end", []))):
-            continue  # an upsample across the classes, or one this rewrite does not reproduce
+            # An upsample across the classes, or one this rewrite would not reproduce exactly: with
+            # scales the coordinates follow the given scale, not output/input size.
+            continue
         source = upsample.input(0).get_source_output()
         # [N, C, h, w] -> [N*C, 1, h, w]: a 0 copies that axis of the input (special_zero).
         folded = opset11.reshape(source, opset11.constant(np.array([-1, 1, 0, 0], np.int64)), special_zero=True)
