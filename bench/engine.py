@@ -118,7 +118,7 @@ class EngineBenchConfig:
                                        help="seconds of timed runs per configuration instead of --runs")
     blocks: int = setting(5, lo=1, hi=10_000,
                           help="round-robin blocks the runs are split into, so drift hits every configuration alike")
-    seed: int = setting(0, help="seed of the synthetic input frames")
+    seed: int = setting(0, lo=0, help="seed of the synthetic input frames")
     frames: str = setting("", metavar="SPEC",
                           help="the input and agreement frames, letterboxed as the node does: a dataset spec (its val "
                                "images, e.g. camvid:PATH) or a --source (a video file or image folder; every "

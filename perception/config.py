@@ -28,9 +28,11 @@ Nothing here parses at import time or evaluates strings.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import logging
+import math
 import types
 import typing
 from collections.abc import Callable
@@ -359,8 +361,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+        number = value
+        if isinstance(value, str):
+            # YAML 1.1 reads ``5e1`` (no dot) as a string; the flag --fps 5e1 is a number.
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if isinstance(number, (int, float)) and not isinstance(number, bool) and not math.isnan(number):
+            # NaN compares false with every bound, so it would pass any range check.
+            return float(number)
         raise ConfigError(f"{where}: expected a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):

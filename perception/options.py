@@ -70,7 +70,7 @@ class SourceOptions:
     loop: bool = setting(False, group="source", help="restart files and image folders at the end")
     read_timeout_s: float = setting(5.0, lo=0.1, hi=600, flag="--read-timeout", metavar="S", group="source",
                                     help="seconds a live source may stall before it is reopened")
-    seed: int = setting(0, group="source", help="synthetic world seed")
+    seed: int = setting(0, lo=0, group="source", help="synthetic world seed")
 
     def __post_init__(self) -> None:
         if self.fourcc is not None and len(self.fourcc) != 4:

@@ -67,6 +67,11 @@ CASES: dict[str, tuple[str, str]] = {
     "eval model predicts ids past its table": ("eval --model {fx}/blue.onnx --data synthetic:count=2,size=64x96", "outside its class table"),
     # Declares uint8 [N, 64, 96] class ids and computes every other row and column (ORT only warns).
     "run model output smaller than declared": ("run --model {fx}/half.onnx --duration 2", "is uint8 (1, 32, 48) when it runs"),
+    # NaN compares false with every bound; a negative seed reached numpy's generator.
+    "run unknown threshold nan": ("run --model {fx}/tiny.onnx --unknown-threshold nan", "expected a number, got nan"),
+    "replay rate nan": ("replay {fx}/folder --rate nan", "expected a number, got nan"),
+    "synth negative seed": ("synth --out {fx}/syn --count 1 --size 48x64 --seed -1", "seed=-1 is out of range"),
+    "run negative seed": ("run --model {fx}/tiny.onnx --seed -1", "seed=-1 is out of range"),
     "run camera name not ROS": ("run --model {fx}/tiny.onnx --camera-name front-left.1", "only letters, digits and '_'"),
     "run namespace not ROS": ("run --model {fx}/tiny.onnx --namespace perception//2cam", "repeated '/'"),
     "train out is a file": (

@@ -432,3 +432,11 @@ def test_a_comma_list_item_that_is_not_a_number_names_the_flag():
         _bench(["engine", "--threads", "1,x"])
     with pytest.raises(ConfigError, match=r"--threads ',': expected at least one value"):
         _bench(["engine", "--threads", ","])
+
+
+def test_a_number_setting_takes_exponents_from_yaml_and_refuses_nan():
+    """YAML 1.1 reads ``1e1`` (no dot) as a string, and NaN passes every range check unless refused."""
+    assert load_config(SourceOptions, yaml.safe_load("fps: 1e1"), source="node.yaml").fps == 10.0
+    for text in ("fps: .nan", "fps: nan", "fps: ten"):
+        with pytest.raises(ConfigError, match=r"node.yaml: fps: expected a number"):
+            load_config(SourceOptions, yaml.safe_load(text), source="node.yaml")

@@ -28,7 +28,7 @@ class SynthConfig:
     input_hw: tuple[int, int] | None = setting(
         None, flag="--size", metavar="HxW", from_text=hw_from_text, to_text=hw_to_text,
         help="frame size, 48x64 .. 1080x1920 (default: 360x480; 180x320 tiles with --contact-sheet)")
-    seed: int = setting(0, help="random seed; same seed, same bytes")
+    seed: int = setting(0, lo=0, help="random seed; same seed, same bytes")
     split: str = setting("val=0.1", help="held-out lists as NAME=FRACTION[,NAME=FRACTION]; the rest is train")
     video: Path | None = setting(None, help="also write an MP4 of a --count frame drive to this path")
     video_labels: bool = setting(False, help="put the colourised labels beside the video frames")

@@ -133,11 +133,11 @@ class TrainConfig:
     ial_levels: dict[str, int] = field(default_factory=dict)
     # ---- run
     out: Path = setting(Path("runs/train"), help="run directory for checkpoints, logs and curves")
-    seed: int = 0
+    seed: int = field(default=0, metadata=bounds(0, None))
     #: Seed of the model's initial weights (default: ``seed``). Runs that share it and differ in
     #: ``seed`` start from the same weights and see other data orders and augmentations, which
     #: tells the two sources of run-to-run spread apart.
-    init_seed: int | None = None
+    init_seed: int | None = field(default=None, metadata=bounds(0, None))
     device: str = setting("auto", help="auto, cpu, cuda or cuda:N")
     workers: int = setting(2, lo=0, hi=64, help="DataLoader worker processes")
     torch_threads: int = field(default=0, metadata=bounds(0, 256))
