@@ -22,13 +22,11 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 import torch
 from torch import nn
@@ -43,6 +41,7 @@ from perception.contracts import (
     confidence_pool,
 )
 from perception.errors import ModelError
+from perception.metrics import strict_json
 from perception.modelfile import save_model, write_metadata
 
 log = logging.getLogger(__name__)
@@ -156,30 +155,6 @@ def tool_versions() -> dict[str, str]:
     }
 
 
-def json_safe_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint's metrics reduced to what strict JSON can hold (numbers, lists, strings, null).
-
-    NaN and infinities (the IoU of a class absent from labels and predictions) become None:
-    ``json.dumps`` would write them as ``NaN``, which JSON parsers other than Python's reject."""
-
-    def convert(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {str(k): convert(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [convert(v) for v in value]
-        if isinstance(value, torch.Tensor):
-            return convert(value.tolist())
-        if isinstance(value, np.generic | np.ndarray):
-            return convert(value.tolist())
-        if isinstance(value, float):
-            return value if math.isfinite(value) else None
-        if isinstance(value, (bool, int, str)) or value is None:
-            return value
-        return str(value)
-
-    return convert(dict(metrics))
-
-
 def build_metadata(ckpt, *, input_hw: tuple[int, int], dynamic_batch: bool, with_confidence: bool) -> ModelMetadata:
     """ModelMetadata for an FP32 export of checkpoint ``ckpt`` (a training.checkpoint.Checkpoint)."""
     return ModelMetadata(
@@ -189,12 +164,12 @@ def build_metadata(ckpt, *, input_hw: tuple[int, int], dynamic_batch: bool, with
         mean=tuple(float(x) for x in ckpt.mean),
         std=tuple(float(x) for x in ckpt.std),
         dataset=ckpt.dataset,
-        val_metrics=json_safe_metrics(ckpt.metrics),
+        val_metrics=strict_json(dict(ckpt.metrics)),
         precision="fp32",
         dynamic_batch=dynamic_batch,
         has_confidence=with_confidence,
         confidence_pool=confidence_pool(ckpt.class_table) if with_confidence else (),
-        model_kwargs=json_safe_metrics(ckpt.model_kwargs),
+        model_kwargs=strict_json(dict(ckpt.model_kwargs)),
         tool_versions=tool_versions(),
         created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )

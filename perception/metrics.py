@@ -107,3 +107,23 @@ def _nanmean(values: np.ndarray) -> float:
 
 def _pct(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{100.0 * value:.2f}"
+
+
+def strict_json(value: Any) -> Any:
+    """``value`` reduced to what strict JSON holds (numbers, lists, strings, null), for reports and
+    metadata that other tools parse.
+
+    NaN and infinities (the IoU of a class absent from labels and predictions) become None:
+    ``json.dumps`` would write them as ``NaN``, which JSON parsers other than Python's reject.
+    Arrays and tensors (anything with ``tolist``) become lists; other objects their ``str``."""
+    if isinstance(value, dict):
+        return {str(k): strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (bool, int, float, str)):
+        return strict_json(value.tolist())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (bool, int, str)) or value is None:
+        return value
+    return str(value)

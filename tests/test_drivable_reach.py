@@ -170,6 +170,26 @@ def test_eval_scores_the_drivable_area_the_node_publishes(tiny_model, labelled_d
     assert every["false_positive_by_label"] == {"sidewalk": patch}
 
 
+def test_eval_json_is_strict_and_keeps_names_that_spell_nan(tiny_model, labelled_dir, tmp_path):
+    """Classes absent from labels and predictions score NaN; the JSON holds null there, and a path
+    that happens to contain "NaN" stays as it is."""
+    import shutil
+
+    model = tmp_path / "NaNo.onnx"
+    shutil.copy(tiny_model, model)
+    data = tmp_path / "NaN data"
+    shutil.copytree(labelled_dir, data)
+    out = tmp_path / "eval.json"
+    assert cli_main(["eval", "--model", str(model), "--data", f"folder:{data}", "--json", str(out)]) == 0
+
+    def reject(constant):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    doc = json.loads(out.read_text(), parse_constant=reject)
+    assert doc["source"] == str(model) and doc["data"] == f"folder:{data}"
+    assert None in doc["per_class_iou"].values()
+
+
 def test_a_wrong_reach_is_one_line_naming_the_choices(capsys):
     assert cli_main(["run", "--drivable-reach", "bogus", "--max-frames", "1"]) == 2
     err = capsys.readouterr().err

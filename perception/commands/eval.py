@@ -280,7 +280,9 @@ def _dataset_for(config: EvalConfig, recorded: str | None, source: str):
 
 
 def _write_json(path: str, summary: dict) -> None:
-    text = json.dumps(summary, indent=2, default=str).replace("NaN", "null")  # strict JSON: no NaN
+    from perception.metrics import strict_json
+
+    text = json.dumps(strict_json(summary), indent=2, allow_nan=False)
     try:
         Path(path).write_text(text + "\n", encoding="utf-8")
     except OSError as exc:
