@@ -161,6 +161,13 @@ def test_folder_binary_masks_and_synth_layout(tmp_path):
     assert int(open_dataset(f"folder:{root}", split="val")[0][1][0, 0]) == 2
     with pytest.raises(DataError, match=r"unknown split 'test' for folder .*\(no test.txt there\); known: train, val$"):
         open_dataset(f"folder:{root}", split="test")
+    # As Windows editors save it: UTF-16 with its mark, or UTF-8 with one; other bytes are one error.
+    for encoding in ("utf-16", "utf-8-sig"):
+        (root / "val.txt").write_text("images/000001.jpg labels/000001.png\n", encoding=encoding)
+        assert int(open_dataset(f"folder:{root}", split="val")[0][1][0, 0]) == 2
+    (root / "val.txt").write_bytes(b"images/\xe9t\xe9.jpg labels/000001.png\n")
+    with pytest.raises(DataError, match=r"list file .*val.txt is not UTF-8 text \(byte 7\); save it as UTF-8"):
+        open_dataset(f"folder:{root}", split="val")
 
 
 def test_folder_errors(tmp_path):

@@ -103,10 +103,21 @@ def require_dir(path: Path, what: str) -> Path:
     return path
 
 
+def _list_text(list_file: Path) -> str:
+    """The text of a list file: UTF-8 (a byte-order mark allowed), or UTF-16 with its mark, as
+    Windows editors save "Unicode" text."""
+    data = list_file.read_bytes()
+    encoding = "utf-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        raise DataError(f"list file {list_file} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+
+
 def read_list_file(list_file: Path, root: Path) -> list[tuple[Path, Path]]:
     """``image_path label_path`` per line, relative to ``root`` (the CamVid and synth layout)."""
     pairs = []
-    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
+    for number, line in enumerate(_list_text(list_file).splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split()
