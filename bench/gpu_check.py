@@ -144,10 +144,12 @@ def make_models(out: Path, *, onnx: bool, int8: bool) -> dict[str, Path]:
 
 
 def _bench(args: list[str], out: Path, name: str, limit_s: float) -> list[dict[str, Any]]:
+    from perception.bench.report import RESULTS_FILE
+
     folder = out / name
     _run([sys.executable, "-m", "perception", "bench", "engine", *args, "--runs", BENCH_RUNS, "--warmup", "20",
           "--blocks", "4", "--no-progress", "--out", str(folder)], limit_s=limit_s, log_path=out / f"{name}.log")
-    rows = json.loads((folder / "perception.bench.json").read_text())["engine"]["results"]
+    rows = json.loads((folder / RESULTS_FILE).read_text())["engine"]["results"]
     keep = ("label", "provider", "precision", "fps", "latency_ms", "skipped", "load_s")
     return [{k: row.get(k) for k in keep if k in row} for row in rows]
 

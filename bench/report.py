@@ -1,7 +1,7 @@
 """Markdown tables and PNG plots made from a bench JSON file.
 
-``write_report(results, out_dir)`` writes ``bench.md`` and the plots (``plots.py``) next to it; every figure in
-them is read from the JSON, so ``perception bench report out/bench/bench.json`` regenerates the
+``write_report(results, out_dir)`` writes ``perception.bench.md`` and the plots (``plots.py``) next to it; every figure in
+them is read from the JSON, so ``perception bench report out/bench/perception.bench.json`` regenerates the
 same report later (or on another machine) without measuring again. Plots use matplotlib's Agg
 backend: no display is needed.
 """
@@ -19,38 +19,46 @@ from perception.errors import ConfigError
 RESULTS_SCHEMA = "perception.bench/1"
 
 
+#: The files a bench run writes into its --out folder.
+RESULTS_FILE = "perception.bench.json"
+REPORT_FILE = "perception.bench.md"
+
+
 def load_results(path: str | Path) -> dict[str, Any]:
-    """Read a bench JSON file; ConfigError naming the file when it is missing or not a bench result."""
+    """Read a bench JSON file (or the one in the folder ``path``); ConfigError naming the file when
+    it is missing or not a bench result."""
     p = Path(path)
+    if p.is_dir():
+        p = p / RESULTS_FILE
     if not p.is_file():
         raise ConfigError(f"bench results {p} not found; run 'perception bench engine' or 'pipeline' first")
     try:
         doc = json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p} is not valid JSON ({exc}); pass the bench.json that bench wrote") from None
+        raise ConfigError(f"{p} is not valid JSON ({exc}); pass the perception.bench.json that bench wrote") from None
     if not isinstance(doc, dict) or doc.get("schema") != RESULTS_SCHEMA:
-        raise ConfigError(f"{p} is not a bench result (schema {RESULTS_SCHEMA!r}); pass the bench.json that bench wrote")
+        raise ConfigError(f"{p} is not a bench result (schema {RESULTS_SCHEMA!r}); pass the perception.bench.json that bench wrote")
     return doc
 
 
 def write_results(results: dict[str, Any], out_dir: str | Path) -> Path:
-    """Write ``results`` as ``bench.json`` in ``out_dir`` (created when absent); returns the path."""
+    """Write ``results`` as ``perception.bench.json`` in ``out_dir`` (created when absent); returns the path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "perception.bench.json"
+    path = out / RESULTS_FILE
     path.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n", encoding="utf-8")
     return path
 
 
 def write_report(results: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
-    """Write ``bench.md`` and the PNG plots for ``results`` into ``out_dir``; returns name -> path."""
+    """Write ``perception.bench.md`` and the PNG plots for ``results`` into ``out_dir``; returns name -> path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     written.update(plot_engine(results, out))
     written.update(plot_pipeline(results, out))
     md = render_markdown(results, plots={k: v.name for k, v in written.items()})
-    path = out / "perception.bench.md"
+    path = out / REPORT_FILE
     path.write_text(md, encoding="utf-8")
     written["markdown"] = path
     return written

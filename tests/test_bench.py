@@ -147,6 +147,14 @@ def test_engine_bench_json_has_every_field_and_report_renders(tiny_model, tmp_pa
     for name in ("engine_cdf", "engine_fps"):
         assert written[name].stat().st_size > 1000 and written[name].read_bytes()[:4] == b"\x89PNG"
     assert render_markdown(doc) == render_markdown(json.loads(json.dumps(doc)))
+    # `perception bench report` takes the JSON the run wrote, by its name or by its folder.
+    from perception.cli import main as cli_main
+
+    written["markdown"].unlink()
+    assert path.name == "perception.bench.json" and cli_main(["bench", "report", str(path.parent)]) == 0
+    assert written["markdown"].is_file()
+    assert cli_main(["bench", "report", str(path), "--out", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "perception.bench.md").read_text() == md
 
 
 def test_engine_bench_duration_mode(tiny_model):

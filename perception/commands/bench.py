@@ -5,9 +5,9 @@
     perception bench pipeline --model m.onnx --source synthetic --duration 10 [--baseline] [--out ...]
     perception bench pipeline --cameras 2 --source clip.mp4 --loop --fps 30   # one node vs 2 nodes
     perception bench probe [MODEL] --threads 2 --frames camvid:/data/camvid   # --engine auto's verdict, now
-    perception bench report out/bench/bench.json
+    perception bench report out/bench/perception.bench.json
 
-Each writes ``bench.json`` (every figure and the environment), ``bench.md`` (tables made from the
+Each writes ``perception.bench.json`` (every figure and the environment), ``perception.bench.md`` (tables made from the
 JSON) and PNG plots into ``--out``. The library code lives in the ``bench`` package; see
 bench/README.md for what each figure means.
 """
@@ -47,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_probe_arguments(probe)
 
-    rep = sub.add_parser("report", help="regenerate bench.md and the plots from a bench.json")
-    rep.add_argument("results", type=Path, help="bench.json written by 'perception bench engine|pipeline'")
+    rep = sub.add_parser("report", help="regenerate perception.bench.md and the plots from a perception.bench.json")
+    rep.add_argument("results", type=Path, help="perception.bench.json written by 'perception bench engine|pipeline', or its folder")
     rep.add_argument("--out", type=Path, default=None, help="output folder (default: next to the JSON)")
 
 
@@ -69,7 +69,8 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if args.bench_mode == "report":
         results = report.load_results(args.results)
-        written = report.write_report(results, _prepare_out(args.out or args.results.parent))
+        folder = args.results if args.results.is_dir() else args.results.parent
+        written = report.write_report(results, _prepare_out(args.out or folder))
         _print_written(written)
         return 0
     argv = sys.argv[1:]
@@ -91,7 +92,7 @@ def main(args: argparse.Namespace) -> int:
 def _prepare_out(out: Path) -> Path:
     """Create the --out folder before measuring, so a typo costs seconds, not a whole benchmark."""
     if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a folder for bench.json, bench.md and the plots")
+        raise ConfigError(f"--out {out} is a file; give a folder for perception.bench.json, perception.bench.md and the plots")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
