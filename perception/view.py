@@ -31,7 +31,7 @@ import numpy as np
 
 from perception import contracts
 from perception.config import composed, setting
-from perception.errors import SourceError
+from perception.errors import ConfigError, SourceError
 from perception.options import EngineOptions, SourceOptions
 from perception.overlay import render_overlay
 from perception.sinks import DEFAULT_VIDEO_FPS, FrameSink, resolve_output
@@ -74,7 +74,9 @@ def run_view(config: ViewConfig, *, stop: threading.Event | None = None) -> int:
     and SourceError saying why when a file output got no frame at all.
     """
     stop = stop or threading.Event()
-    sink = FrameSink(resolve_output(config.out), fps=config.source_options.fps or DEFAULT_VIDEO_FPS)
+    out = resolve_output(config.out)
+    _check_out_spares_source(out, config.source)
+    sink = FrameSink(out, fps=config.source_options.fps or DEFAULT_VIDEO_FPS)
     deadline = None if config.duration_s is None else time.monotonic() + config.duration_s
     ended: list[str] = []  # why the frames ran out, as the frame generator knows it
     if config.endpoint is None:
@@ -100,6 +102,16 @@ def run_view(config: ViewConfig, *, stop: threading.Event | None = None) -> int:
     elif sink.out is not None:
         log.info("wrote %d frame(s) to %s", sink.frames, sink.out)
     return sink.frames
+
+
+def _check_out_spares_source(out: Path | None, source: str | None) -> None:
+    """ConfigError when writing ``out`` would overwrite the ``--source`` file or folder being read
+    (``--out in.mp4`` for ``--source in.mp4``, PNGs into the image folder being read)."""
+    if out is None or source is None or not Path(source).exists():
+        return  # a camera, the synthetic world or a URL
+    src, dst = Path(source).resolve(), out.resolve()
+    if dst == src or src in dst.parents:
+        raise ConfigError(f"--out {out} would overwrite the --source {source} it reads; choose another --out")
 
 
 def _open_source(config: ViewConfig, *, paced: bool):

@@ -72,6 +72,8 @@ CASES: dict[str, tuple[str, str]] = {
     "replay rate nan": ("replay {fx}/folder --rate nan", "expected a number, got nan"),
     "synth negative seed": ("synth --out {fx}/syn --count 1 --size 48x64 --seed -1", "seed=-1 is out of range"),
     "run negative seed": ("run --model {fx}/tiny.onnx --seed -1", "seed=-1 is out of range"),
+    "view out is its source": ("view --source {fx}/image.png --model {fx}/tiny.onnx --out {fx}/image.png", "would overwrite the --source"),
+    "view out inside its source folder": ("view --source {fx}/folder --model {fx}/tiny.onnx --out {fx}/folder/000000.png", "would overwrite the --source"),
     "run camera name not ROS": ("run --model {fx}/tiny.onnx --camera-name front-left.1", "only letters, digits and '_'"),
     "run namespace not ROS": ("run --model {fx}/tiny.onnx --namespace perception//2cam", "repeated '/'"),
     "train out is a file": (
