@@ -104,6 +104,11 @@ def load_model_proto(path: str | Path, *, with_weights: bool = True):
         raise ModelError(f"model file {path} is a directory; pass the .onnx file inside it")
     if not path.is_file():
         raise ModelError(f"model file {path} not found; check the path or {_REEXPORT}")
+    if _is_torch_checkpoint(path):
+        raise ModelError(
+            f"{path.name} is a PyTorch checkpoint, not an ONNX model: export it (perception export --checkpoint "
+            f"{path} --out model.onnx), or run it with --engine torch, or score it with eval --checkpoint"
+        )
     try:
         proto = onnx.load(str(path), load_external_data=with_weights)
     except (DecodeError, RuntimeError, ValueError, OSError) as exc:
@@ -114,6 +119,17 @@ def load_model_proto(path: str | Path, *, with_weights: bool = True):
     if not proto.graph.node or not proto.graph.input or not proto.graph.output:
         raise ModelError(f"{path.name} holds no complete ONNX graph; it may be truncated: copy it again or {_REEXPORT}")
     return proto
+
+
+def _is_torch_checkpoint(path: Path) -> bool:
+    """Whether ``path`` starts like a ``torch.save`` file: a zip archive (the default since torch 1.6)
+    or a pickle (protocol 2 and up). An ONNX file starts with a protobuf field tag, never these."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False  # onnx.load names the problem
+    return head == b"PK\x03\x04" or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
 def write_metadata(proto, metadata: ModelMetadata) -> None:

@@ -72,6 +72,9 @@ CASES: dict[str, tuple[str, str]] = {
     "replay rate nan": ("replay {fx}/folder --rate nan", "expected a number, got nan"),
     "synth negative seed": ("synth --out {fx}/syn --count 1 --size 48x64 --seed -1", "seed=-1 is out of range"),
     "run negative seed": ("run --model {fx}/tiny.onnx --seed -1", "seed=-1 is out of range"),
+    # torch.save's zip archive, and an older pickle, given where an .onnx file belongs.
+    "run model is a checkpoint": ("run --model {fx}/zip.pt", "zip.pt is a PyTorch checkpoint, not an ONNX model: export it"),
+    "inspect a pickled checkpoint": ("inspect {fx}/pickle.pt", "pickle.pt is a PyTorch checkpoint"),
     "view out is its source": ("view --source {fx}/image.png --model {fx}/tiny.onnx --out {fx}/image.png", "would overwrite the --source"),
     "view out inside its source folder": ("view --source {fx}/folder --model {fx}/tiny.onnx --out {fx}/folder/000000.png", "would overwrite the --source"),
     "run camera name not ROS": ("run --model {fx}/tiny.onnx --camera-name front-left.1", "only letters, digits and '_'"),
@@ -120,6 +123,8 @@ def fx(tmp_path_factory) -> Path:
     (root / "folder").mkdir()
     (root / "folder.onnx").mkdir()
     (root / "file.txt").write_text("not a folder\n")
+    (root / "zip.pt").write_bytes(b"PK\x03\x04" + bytes(60))
+    (root / "pickle.pt").write_bytes(b"\x80\x02" + bytes(60))
     (root / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
     return root
 
