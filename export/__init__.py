@@ -173,6 +173,13 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
             f"{name} {b:+.2f}" for name, b in zip(metadata.class_table.names, adjust.bias, strict=True)) + f"; {adjust.rule}")
 
     exported = export_onnx(model, cfg.out, metadata)
+    stale_int8 = int8_path_for(cfg.out)
+    if stale_int8.is_file():
+        # The INT8 sibling was made from the model just replaced; the engines pair them by name
+        # (--precision int8, --engine auto), so it must not outlive it.
+        stale_int8.unlink()
+        report(f"removed {stale_int8.name}: it was quantised from the model {cfg.out.name} replaced"
+               + ("; --int8 writes a new one" if cfg.int8 else "; add --int8 (or run python -m perception.export.quantize) for a new one"))
     report(
         f"export: {ckpt.model_name} {input_hw[0]}x{input_hw[1]} -> {cfg.out} "
         f"({exported.size_bytes / 1e6:.2f} MB, opset {onnx.load(str(cfg.out), load_external_data=False).opset_import[0].version}, "
@@ -206,9 +213,13 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
         from perception.export.quantize import quantize_int8
 
         int8_path = int8_path_for(cfg.out)
-        quantize_int8(cfg.out, int8_path, calib_images, metadata=metadata)
         val, val_source = load_samples(cfg.val_data or cfg.calib, split="val", count=cfg.val_count, input_hw=input_hw)
-        int8 = gate_int8(cfg.out, int8_path, val, metadata, runs=cfg.latency_runs, allow_drop=cfg.allow_int8_drop)
+        try:
+            quantize_int8(cfg.out, int8_path, calib_images, metadata=metadata)
+            int8 = gate_int8(cfg.out, int8_path, val, metadata, runs=cfg.latency_runs, allow_drop=cfg.allow_int8_drop)
+        except BaseException:  # a failure or Ctrl-C before the gate's verdict: no ungated INT8 model stays
+            int8_path.unlink(missing_ok=True)
+            raise
         report(f"int8: calibrated on {len(calib_images)} images of {cfg.calib}; wrote {int8_path} "
                f"({int8_path.stat().st_size / 1e6:.2f} MB); validated on {val_source}")
         for line in int8.lines():

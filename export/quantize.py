@@ -258,8 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from perception.export.verify import load_samples
 
+    written = None
     try:
         metadata = read_model_metadata(args.model)
+        if metadata.precision == "int8" and not args.gate_only:
+            raise ConfigError(f"{args.model.name} is already INT8; quantise its FP32 model (the .onnx without .int8)")
         out = args.out or args.model.with_name(args.model.name.removesuffix(".onnx") + INT8_SUFFIX)
         val_spec = args.val_data or args.calib
         control = None
@@ -271,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--ac-max-drop {args.ac_max_drop} must be within 0..{MAX_MIOU_DROP_POINTS} (the gate's budget)")
             samples, _ = load_samples(args.accuracy_control, split="val", count=args.ac_count, input_hw=metadata.input_hw)
             control = AccuracyControl(samples, max_drop_points=args.ac_max_drop)
+        # The gate's images before minutes of calibration: a bad --val-data fails first.
+        val, source = load_samples(val_spec, split="val", count=args.val_count, input_hw=metadata.input_hw)
         if args.gate_only:  # re-gate an existing INT8 file (and record the gate in it)
             if not out.is_file() or read_model_metadata(out).precision != "int8":
                 raise ConfigError(f"--gate-only: {out} is not an INT8 model; quantise it first (drop --gate-only)")
@@ -280,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             quantize_int8(args.model, out, [image for image, _ in calib], metadata=metadata, quantizer=args.quantizer,
                           accuracy_control=control, overflow_fix=args.overflow_fix)
+            written = out
             how = ""
             if control:
                 kept, total = float_weighted_layers(onnx.load(str(out)))
@@ -287,9 +293,12 @@ def main(argv: list[str] | None = None) -> int:
                        f"(budget {control.max_drop_points:g} points; {kept} of {total} weighted layers float)")
             print(f"int8: {args.quantizer} quantiser, overflow fix {args.overflow_fix}, {len(calib)} calibration images of {args.calib}{how}, "
                   f"{time.perf_counter() - start:.1f} s; wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
-        val, source = load_samples(val_spec, split="val", count=args.val_count, input_hw=metadata.input_hw)
         report = gate_int8(args.model, out, val, metadata, allow_drop=args.allow_int8_drop)
-    except PerceptionError as exc:
+    except BaseException as exc:
+        if written is not None:  # a failure or Ctrl-C before the gate's verdict: no ungated INT8 model stays
+            written.unlink(missing_ok=True)
+        if not isinstance(exc, PerceptionError):
+            raise
         print(f"export.quantize: error: {exc}", file=sys.stderr)
         return 2
     print(f"validated on {source}")

@@ -310,6 +310,34 @@ def test_int8_gate_fails_loudly(trained_checkpoint, folder_dataset, tmp_path, mo
     assert out.is_file() and not int8_path_for(out).exists()
 
 
+def test_no_ungated_or_stale_int8_model_is_left_beside_the_fp32_one(trained_checkpoint, folder_dataset, tmp_path, monkeypatch):
+    """The engines pair model.onnx with model.int8.onnx by name (--precision int8, --engine auto):
+    an INT8 file interrupted before its gate's verdict, or made from the model a new export
+    replaced, must not stay."""
+    import perception.export as export
+    import perception.export.int8_gate  # noqa: F401  (the submodule the gate lives in)
+
+    ckpt_path, _ = trained_checkpoint
+    root, _ = folder_dataset
+    out = tmp_path / "m.onnx"
+    int8_path_for(out).write_bytes(b"an INT8 model of earlier weights")
+    lines = []
+    run_export(ExportConfig(checkpoint=ckpt_path, out=out, verify_data=f"folder:{root}", verify_count=2), report=lines.append)
+    assert out.is_file() and not int8_path_for(out).exists()
+    assert any(line.startswith("removed m.int8.onnx: it was quantised from the model m.onnx replaced") for line in lines)
+
+    def interrupted(*args, **kwargs):
+        assert int8_path_for(out).is_file()  # quantised, not yet gated
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export.int8_gate, "gate_int8", interrupted)
+    cfg = ExportConfig(checkpoint=ckpt_path, out=out, verify_data=f"folder:{root}", verify_count=2,
+                       int8=True, calib=f"folder:{root}", calib_count=4, val_count=4, latency_runs=1)
+    with pytest.raises(KeyboardInterrupt):
+        run_export(cfg, report=lambda line: None)
+    assert out.is_file() and not int8_path_for(out).exists()
+
+
 def test_quantiser_leaves_preprocessing_and_argmax_in_float(trained_checkpoint, tmp_path):
     _, ckpt = trained_checkpoint
     from perception.training.checkpoint import build_model_from_checkpoint
@@ -507,4 +535,13 @@ def test_quantize_cli_accuracy_control_still_gated(exported_fp32, folder_dataset
     with pytest.raises(quantize.ConfigError, match="needs the nncf quantiser"):
         quantize.quantize_int8(model, out, [np.zeros((*HW, 3), np.uint8)], metadata=read_model_metadata(model),
                                quantizer="ort", accuracy_control=quantize.AccuracyControl([]))
+    # A gate that cannot run (val images that are not there) stops before calibration, and an INT8
+    # file given as the model is named, not quantised again into q.int8.int8.onnx.
+    assert quantize.main([str(model), "--out", str(out), "--calib", f"folder:{root}", "--val-data", f"folder:{tmp_path}/none"]) == 2
+    assert f"{tmp_path}/none" in capsys.readouterr().err and not out.exists()
+    assert quantize.main([*common, "--allow-int8-drop"]) == 0 and out.is_file()
+    capsys.readouterr()
+    assert quantize.main([str(out), "--calib", f"folder:{root}"]) == 2
+    assert "q.int8.onnx is already INT8; quantise its FP32 model" in capsys.readouterr().err
+    assert not (tmp_path / "q.int8.int8.onnx").exists()
 
