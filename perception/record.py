@@ -2,7 +2,8 @@
 
 ``perception record --endpoint tcp://127.0.0.1:5556 --namespace perception/front --out run.mcap``
 (or ``--topic perception/front/lane ...``; ``--duration S``; ``--split-duration S`` /
-``--split-size MB`` for ``run_0.mcap``, ``run_1.mcap``...; Ctrl-C ends it and finishes the file).
+``--split-size MB`` for ``run_0.mcap``, ``run_1.mcap``...; Ctrl-C ends it and finishes the file;
+it refuses an ``--out`` where an earlier recording is, unless ``--overwrite``).
 ``perception record --recover run.mcap`` rebuilds a file whose recorder was killed.
 
 Layout of a file (MCAP ``ros2`` profile, every channel CDR-encoded ROS 2 messages, following
@@ -31,6 +32,7 @@ versions, per-topic counts and, in a split, its ``split_index``.
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import re
@@ -175,6 +177,8 @@ class RecordConfig:
     chunk_size_kb: int = setting(1024, lo=4, hi=65536, flag="--chunk-size", metavar="KB",
                                  help="MCAP chunk size in KiB: a recorder killed outright loses at most the chunk it "
                                       "is filling")
+    overwrite: bool = setting(False, help="replace an existing --out (and, with splits, remove every old <stem>_N.mcap) "
+                                          "instead of refusing to start")
 
     def __post_init__(self) -> None:
         if bool(self.namespace) == bool(self.topic):
@@ -189,6 +193,35 @@ def split_path(out: Path, index: int) -> Path:
     """The file of split ``index`` of a recording to ``out``: ``run.mcap`` -> ``run_0.mcap``, ``run_1.mcap``..."""
     out = Path(out)
     return out.with_name(f"{out.stem}_{index}{out.suffix or '.mcap'}")
+
+
+def split_files(out: Path) -> list[Path]:
+    """The split files of a recording to ``out`` that exist now (``run_0.mcap``, ``run_1.mcap``...), in index order."""
+    out = Path(out)
+    suffix = out.suffix or ".mcap"
+    found = [f for f in out.parent.glob(f"{glob.escape(out.stem)}_*{glob.escape(suffix)}")
+             if re.fullmatch(re.escape(out.stem) + r"_\d+", f.stem)]
+    return sorted(found, key=lambda f: int(f.stem.rpartition("_")[2]))
+
+
+def existing_outputs(config: RecordConfig) -> list[Path]:
+    """Files a recording per ``config`` would replace or be mixed with: ``out`` and, for a split
+    recording, every existing split of that name (a replay of ``out`` would play old splits after
+    the new ones, or the old ``out`` instead of them)."""
+    out = Path(config.out)
+    # A folder is left to open() to refuse ("cannot write"); a dangling link counts, as "xb" would fail on it.
+    found = [out] if (out.exists() and not out.is_dir()) or out.is_symlink() else []
+    return found + split_files(out) if config.splits else found
+
+
+def refuse_existing(config: RecordConfig) -> None:
+    """Raise ConfigError naming the files a recording to ``config.out`` would overwrite."""
+    found = existing_outputs(config)
+    if found:
+        names = ", ".join(str(f) for f in found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        one = len(found) == 1
+        raise ConfigError(f"{names} already exist{'s' if one else ''} (an earlier recording); choose another --out, "
+                          f"remove {'it' if one else 'them'}, or pass --overwrite to replace {'it' if one else 'them'}")
 
 
 @dataclass
@@ -217,7 +250,8 @@ class McapMaskWriter:
     """Writes received ``perception.subscribe.Message`` objects into an MCAP file (layout above).
 
     ``chunk_size`` (bytes) is how much goes into one compressed MCAP chunk; a recorder killed
-    mid-run loses at most the chunk being filled. Raises ConfigError when ``path`` cannot be written.
+    mid-run loses at most the chunk being filled. Raises ConfigError when ``path`` cannot be written,
+    or, with ``exclusive``, already exists.
 
     The file is written with ``mcap.writer.Writer`` (``ros2`` profile) and the ROS 2 CDR encoders
     of ``mcap_ros2``: its own ``Writer`` cannot give a channel metadata, and rosbag2's convention
@@ -226,6 +260,7 @@ class McapMaskWriter:
 
     def __init__(
         self, path: Path, *, chunk_size: int = 1024 * 1024, counts: dict[str, TopicCount] | None = None,
+        exclusive: bool = False,
     ) -> None:
         from mcap.well_known import MessageEncoding, SchemaEncoding
         from mcap.writer import Writer
@@ -235,7 +270,10 @@ class McapMaskWriter:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file: IO[bytes] = open(self.path, "wb")  # noqa: SIM115 - closed in close()
+            # exclusive: a file that appeared since the recorder checked (another recorder) is not clobbered.
+            self._file: IO[bytes] = open(self.path, "xb" if exclusive else "wb")  # noqa: SIM115 - closed in close()
+        except FileExistsError:
+            raise ConfigError(f"{self.path} already exists; choose another --out, or pass --overwrite") from None
         except OSError as exc:
             raise ConfigError(f"cannot write {self.path}: {exc.strerror}; choose a writable --out") from None
         self._writer = Writer(self._file, chunk_size=chunk_size)
@@ -318,9 +356,21 @@ class SplitWriter:
     The latest message of each latched topic (``<ns>/info``) is written again at the start of
     every split, so each split alone holds the class table it needs (a replay of all the splits
     sends it once).
+
+    Files of an earlier recording to the same ``out`` (``existing_outputs``) make it raise
+    ConfigError before anything is written; with ``overwrite`` they are all removed first, so no
+    old split is left to be replayed after the new ones.
     """
 
-    def __init__(self, config: RecordConfig, metadata) -> None:
+    def __init__(self, config: RecordConfig, metadata, *, overwrite: bool = False) -> None:
+        if not overwrite:
+            refuse_existing(config)
+        for old in existing_outputs(config) if overwrite else []:
+            try:
+                old.unlink()
+            except OSError as exc:
+                raise ConfigError(f"cannot remove {old} for --overwrite: {exc.strerror}; remove it yourself") from None
+        self._exclusive = not overwrite
         self.config = config
         self.counts: dict[str, TopicCount] = {}
         self.paths: list[Path] = []
@@ -334,7 +384,7 @@ class SplitWriter:
 
     def _open(self) -> None:
         path = split_path(self.config.out, len(self.paths)) if self.config.splits else Path(self.config.out)
-        self._writer = McapMaskWriter(path, chunk_size=self._chunk_size, counts=self.counts)
+        self._writer = McapMaskWriter(path, chunk_size=self._chunk_size, counts=self.counts, exclusive=self._exclusive)
         self.paths.append(path)
         self._opened = time.monotonic()
         for msg in self._latched.values():
@@ -373,6 +423,9 @@ class RecordSummary:
     skipped: dict[str, int] = field(default_factory=dict)
     #: The files written: ``[path]``, or the splits in order.
     files: list[Path] = field(default_factory=list)
+    #: Where it subscribed, and the flag that chose the topics (for the hint when nothing came).
+    endpoint: str = ""
+    what_flag: str = "--namespace"
 
     @property
     def messages(self) -> int:
@@ -389,6 +442,10 @@ class RecordSummary:
         bad = {k: v for k, v in self.skipped.items() if v}
         if bad:
             lines.append("  skipped: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in bad.items()))
+        elif self.messages == 0:
+            # Nothing arrived at all (not even a bad message): the hint 'perception listen' gives.
+            lines.append(f"no messages received from {self.endpoint or 'the endpoint'}; is the node running? "
+                         f"check --endpoint / {self.what_flag}")
         return "\n".join(lines)
 
 
@@ -396,7 +453,9 @@ class Recorder:
     """Subscribes per ``RecordConfig`` and writes everything it receives until stopped.
 
     Opening the output and the socket happens in ``__init__`` so that mistakes fail before
-    anything runs (ConfigError for the output, PublishError for the endpoint or keys).
+    anything runs (ConfigError for the output, or for files of an earlier recording there unless
+    ``overwrite``; PublishError for the endpoint or keys). The socket is opened first, so a bad
+    endpoint leaves no empty file behind to be refused next time.
     ``messages`` counts what has been written so far (readable from another thread).
     """
 
@@ -407,23 +466,22 @@ class Recorder:
         self._started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.messages = 0
         self.write_errors = 0
-        self._sub = None
-        self._writer = SplitWriter(config, self._metadata)
+        self._sub = MaskSubscriber(
+            config.endpoint,
+            topics=list(config.topic) or None,
+            namespace=config.namespace,
+            curve_server_key=config.curve_server_key,
+            curve_key_file=config.curve_key,
+            # Retry often: a node started after the recorder publishes as soon as it has bound,
+            # and everything sent before this socket has connected is lost (PUB/SUB slow joiner).
+            reconnect_ivl_ms=RECONNECT_MS,
+            reconnect_ivl_max_ms=RECONNECT_MS,
+            max_mask_pixels=config.max_mask_pixels,
+        )
         try:
-            self._sub = MaskSubscriber(
-                config.endpoint,
-                topics=list(config.topic) or None,
-                namespace=config.namespace,
-                curve_server_key=config.curve_server_key,
-                curve_key_file=config.curve_key,
-                # Retry often: a node started after the recorder publishes as soon as it has bound,
-                # and everything sent before this socket has connected is lost (PUB/SUB slow joiner).
-                reconnect_ivl_ms=RECONNECT_MS,
-                reconnect_ivl_max_ms=RECONNECT_MS,
-                max_mask_pixels=config.max_mask_pixels,
-            )
+            self._writer = SplitWriter(config, self._metadata, overwrite=config.overwrite)
         except BaseException:
-            self._writer.close()
+            self._sub.close()
             raise
 
     def run(self, stop: threading.Event) -> RecordSummary:
@@ -443,7 +501,8 @@ class Recorder:
             self._writer.close()
         return RecordSummary(
             path=self.config.out, seconds=time.monotonic() - t0, counts=self._writer.counts, skipped=self.skipped(),
-            files=list(self._writer.paths),
+            files=list(self._writer.paths), endpoint=self.config.endpoint,
+            what_flag="--namespace" if self.config.namespace else "--topic",
         )
 
     def _write(self, msg) -> None:

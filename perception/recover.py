@@ -62,7 +62,15 @@ def recording_is_intact(path: Path) -> bool:
         return False
 
 
-def recover_recording(path: str | Path, out: str | Path | None = None) -> RecoverSummary:
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """True when ``a`` and ``b`` both exist and are the same file (same path, a link, ``./x`` and ``x``)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def recover_recording(path: str | Path, out: str | Path | None = None, *, overwrite: bool = False) -> RecoverSummary:
     """Rebuild a recording whose recorder was killed into a finished MCAP file that indexed readers open.
 
     Every record that can be read in order (header, schemas, channels with their metadata,
@@ -72,10 +80,12 @@ def recover_recording(path: str | Path, out: str | Path | None = None) -> Recove
     is what the Go ``mcap recover`` command does; the Python ``mcap`` package has no recovery
     function, so its stream reader and writer are used here.
 
-    ``out`` None rewrites ``path`` in place: the result replaces it atomically and the original
-    is kept beside it as ``<name>.damaged`` (not a ``.mcap`` name, so a folder replay skips it).
+    ``out`` None (or ``path`` itself) rewrites ``path`` in place: the result replaces it
+    atomically and the original is kept beside it as ``<name>.damaged`` (not a ``.mcap`` name, so
+    a folder replay skips it); an existing ``<name>.damaged`` (the original of an earlier
+    recovery) is never replaced. Another existing ``out`` is replaced only with ``overwrite``.
     Raises SourceError when ``path`` is missing or is not MCAP, ConfigError when ``out`` cannot
-    be written.
+    be written or would replace a file it must not.
     """
     from mcap.exceptions import McapError
     from mcap.records import Attachment, Channel, DataEnd, Header, Message, Metadata, Schema
@@ -87,8 +97,16 @@ def recover_recording(path: str | Path, out: str | Path | None = None) -> Recove
     source = Path(path)
     if not source.is_file():
         raise SourceError(f"recording {source} not found; check the path given to --recover")
-    in_place = out is None
-    target = Path(out) if out is not None else source
+    in_place = out is None or same_file(out, source)  # --out FILE itself: the original bytes are kept too
+    target = source if in_place else Path(out)
+    kept = source.with_name(source.name + ".damaged")
+    # Checked before anything is written: neither the original of an earlier recovery nor a file
+    # the user did not name for replacing is lost.
+    if in_place and (kept.exists() or kept.is_symlink()):
+        raise ConfigError(f"{kept} already exists (the original of an earlier recovery); move it away first, "
+                          "or pass --out OTHER.mcap")
+    if not in_place and not overwrite and (target.exists() or target.is_symlink()):
+        raise ConfigError(f"{target} already exists; choose another --out, or pass --overwrite to replace it")
     temp = target.with_name(target.name + ".recovering")
     t0 = time.monotonic()
     summary = RecoverSummary(source=source, out=target, bytes_in=source.stat().st_size)
@@ -145,7 +163,6 @@ def recover_recording(path: str | Path, out: str | Path | None = None) -> Recove
             raise
         sink.close()
     if in_place:
-        kept = source.with_name(source.name + ".damaged")
         os.replace(source, kept)
         summary.kept = kept
     os.replace(temp, target)

@@ -7,19 +7,20 @@ latency_ms, compression) and the mask re-encoded with the recorded compression t
 ``perception.encoding``, so a subscriber cannot tell a replay from the live node except by the
 clock (``--restamp`` shifts the capture and publish times to now, for latency read-outs).
 
-Timing: messages keep their recorded spacing divided by ``--rate``; ``--max-rate`` sends as fast
-as the subscribers take them. The socket is an XPUB with ``XPUB_NODROP``: a slow subscriber slows
+Timing: messages keep their recorded spacing divided by ``--rate`` (a gap longer than
+``MAX_GAP_S`` is shortened to it, with one warning); ``--max-rate`` sends as fast as the
+subscribers take them. The socket is an XPUB with ``XPUB_NODROP``: a slow subscriber slows
 the replay down instead of losing messages (unlike the live node, a replay has no deadline).
 ``--wait-first-subscriber S`` waits up to S seconds for a first subscriber before sending.
 
 Reading is also a library call: ``read_recording(path)`` yields ``RecordedMessage`` (topic, header,
 decoded mask or JSON document, log time). A recording cut short (recorder killed) is read up to the
-cut with a warning; a file that is not MCAP is a ``SourceError``.
+cut with a warning; a message that does not decode, or breaks the wire contract, is skipped and
+counted; a file that is not MCAP is a ``SourceError``.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import re
@@ -43,6 +44,7 @@ from perception.record import (
     LATCHED_SUFFIXES,
     META_SUFFIX,
     WIRE_TOPIC_KEY,
+    split_files,
     wire_topic,
 )
 from perception.wire import WireMessage
@@ -54,6 +56,8 @@ log = logging.getLogger(__name__)
 REPLAY_SNDHWM = 256
 #: At the end of a file, how long queued messages may take to reach slow subscribers before the socket closes.
 FLUSH_S = 5.0
+#: Longest gap between recorded log times that a replay waits out (before ``--rate``); longer ones are shortened to it.
+MAX_GAP_S = 10.0
 
 
 @dataclass
@@ -89,8 +93,7 @@ def recording_files(path: str | Path | list[str | Path] | tuple[str | Path, ...]
         return files
     if path.is_file():
         return [path]
-    splits = sorted(path.parent.glob(f"{glob.escape(path.stem)}_*{glob.escape(path.suffix)}"), key=_split_order)
-    splits = [f for f in splits if re.fullmatch(re.escape(path.stem) + r"_\d+", f.stem)]
+    splits = split_files(path)
     if splits:
         return splits
     raise SourceError(f"recording {path} not found; check the path")
@@ -111,7 +114,7 @@ def read_recording(
     ``path`` is anything ``recording_files`` takes (a file, files, a folder of splits), read in
     order. Each recorded header is checked like a received one (``wire.parse_header``: bounded
     JSON, every field against the schema in ``contracts``) and each image against it (size,
-    length, ``max_mask_pixels``) before use; a message that fails is skipped, counted in
+    length, ``max_mask_pixels``) before use; a message that fails, or does not decode, is skipped, counted in
     ``counters`` and reported with a rate-limited warning. Raises SourceError when a file is
     missing or is not MCAP, or when the recording holds no perception channels. A file cut short
     (recorder killed) yields what precedes the cut and logs a warning.
@@ -143,32 +146,38 @@ def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, firs
         stream.seek(0)
         # The streaming reader needs no summary section, so a recording whose recorder was
         # killed still replays up to the point where it stops.
-        reader = NonSeekingReader(stream, decoder_factories=[DecoderFactory()])
+        reader = NonSeekingReader(stream)
+        # Messages are decoded one at a time (not by iter_decoded_messages), so that one record
+        # that does not decode (invalid UTF-8, a payload cut short) is skipped and counted like a
+        # bad header, instead of ending the file as if it were cut short.
+        factory = DecoderFactory()
         pending_meta: dict[tuple[str, int], dict[str, Any]] = {}
         pending_data: dict[tuple[str, int], tuple[Any, int]] = {}
-        rejected: set[tuple[str, int]] = set()  # messages whose header was malformed
+        rejected: set[tuple[str, int]] = set()  # messages whose header or data was skipped
         seen = 0
         try:
-            for _schema, channel, message, decoded in reader.iter_decoded_messages(log_time_order=False):
+            for schema, channel, message in reader.iter_messages(log_time_order=False):
                 is_header, topic = _channel_role(channel)
+                key = (topic, message.sequence)
+                decoded = _decoded(factory, schema, channel, message, counters)
+                header = _recorded_header(decoded, channel.topic, counters) if is_header and decoded is not None else None
+                if decoded is None or (is_header and header is None):
+                    # Its other half (data or header), read before or after, is dropped too.
+                    if key in rejected:
+                        rejected.discard(key)  # both halves were bad
+                    elif (pending_data if is_header else pending_meta).pop(key, None) is None:
+                        rejected.add(key)
+                    continue
+                if key in rejected:
+                    rejected.discard(key)
+                    continue
                 if is_header:
-                    key = (topic, message.sequence)
-                    header = _recorded_header(decoded, channel.topic, counters)
-                    if header is None:  # its data record, before or after, is dropped too
-                        if pending_data.pop(key, None) is None:
-                            rejected.add(key)
-                        continue
-                    if key in pending_data:
-                        got = _recorded(topic, header, *pending_data.pop(key), counters, max_mask_pixels)
-                    else:
+                    if key not in pending_data:
                         pending_meta[key] = header
                         continue
+                    got = _recorded(topic, header, *pending_data.pop(key), counters, max_mask_pixels)
                 else:
-                    key = (topic, message.sequence)
                     payload = (decoded, message.log_time)
-                    if key in rejected:
-                        rejected.discard(key)
-                        continue
                     if key not in pending_meta:
                         pending_data[key] = payload
                         continue
@@ -194,6 +203,21 @@ def _channel_role(channel: Any) -> tuple[bool, str]:
     if channel.topic.endswith(META_SUFFIX):
         return True, wire_topic(channel.topic[: -len(META_SUFFIX)])
     return False, wire_topic(channel.topic)
+
+
+def _decoded(factory: Any, schema: Any, channel: Any, message: Any, counters: ReadCounters) -> Any:
+    """The ROS 2 message a record holds; None (counted) when it does not decode. The record itself
+    was read whole, so this is a bad message (invalid UTF-8, a payload cut short), not a cut file."""
+    from mcap.exceptions import McapError
+
+    try:
+        decoder = factory.decoder_for(channel.message_encoding, schema)  # cached per schema by the factory
+        if decoder is None:
+            raise McapError(f"no ROS 2 decoder for message encoding {channel.message_encoding!r}")
+        return decoder(message.data)
+    except (McapError, struct.error, ValueError, RuntimeError, IndexError) as exc:  # ValueError: UnicodeDecodeError
+        _skip(counters, f"{channel.topic} seq {message.sequence}: the recorded message does not decode ({exc})")
+        return None
 
 
 def _skip(counters: ReadCounters, reason: str) -> None:
@@ -349,14 +373,28 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
     try:
         if config.wait_first_subscriber_s > 0 and not publisher.wait_for_subscriber(config.wait_first_subscriber_s, stop):
             log.warning("no subscriber after %.1f s; replaying anyway", config.wait_first_subscriber_s)
+        gap_warned = False
         while not stop.is_set():
-            base_log_ns = first.log_time_ns
             t0 = time.monotonic()
-            shift_ns = time.time_ns() - base_log_ns if config.restamp else 0
+            shift_ns = time.time_ns() - first.log_time_ns if config.restamp else 0
+            # Recorded time replayed so far, and the latest log time sent: a message logged earlier
+            # than one already sent goes at once, and a gap longer than MAX_GAP_S (a paused
+            # recorder, files from different days, a damaged log time) is shortened to it, so
+            # that the replay goes on instead of sleeping for days (or overflowing the wait).
+            elapsed_ns, latest_ns = 0, first.log_time_ns
             for msg in _chain(first, messages):
                 if not config.max_rate:
-                    due = t0 + (msg.log_time_ns - base_log_ns) / 1e9 / config.rate
-                    if stop.wait(max(0.0, due - time.monotonic())):
+                    gap_ns = msg.log_time_ns - latest_ns
+                    if gap_ns > MAX_GAP_S * 1e9:
+                        if not gap_warned:
+                            gap_warned = True
+                            log.warning("a %.0f s gap in the recorded times (before %s seq %s) is replayed as %g s; "
+                                        "so is every gap longer than that", gap_ns / 1e9, msg.topic, msg.seq, MAX_GAP_S)
+                        gap_ns = int(MAX_GAP_S * 1e9)
+                    if gap_ns > 0:
+                        elapsed_ns += gap_ns
+                        latest_ns = msg.log_time_ns
+                    if stop.wait(max(0.0, t0 + elapsed_ns / 1e9 / config.rate - time.monotonic())):
                         break
                 if not publisher.send(msg, stop, shift_ns=shift_ns):
                     break

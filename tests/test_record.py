@@ -235,3 +235,135 @@ def test_truncated_recording_replays_up_to_the_cut(tmp_path, caplog):
     assert [m.seq for m in messages] == list(range(len(messages)))
     np.testing.assert_array_equal(messages[-1].data, frame_masks(len(messages) - 1)["class_map"])
     assert "cut short" in caplog.text
+
+
+def write_small_recording(path, n_frames: int = 5, *, log_times=None) -> int:
+    """A complete recording of ``n_frames`` class maps and stats documents; the number of messages.
+    ``log_times`` gives each frame's receive time (ns)."""
+    from perception.record import McapMaskWriter
+    from perception.subscribe import Message
+    from perception.wire import json_header, mask_header
+
+    writer = McapMaskWriter(path)
+    for seq in range(n_frames):
+        received = log_times[seq] if log_times else 1000 + seq
+        header = mask_header(height=24, width=32, compression="none", values="class_ids", seq=seq,
+                             capture_ns=seq, publish_ns=seq, frame_id="rec", model_id="m", latency_ms={})
+        writer.write(Message(f"{NS}/class_map", header, frame_masks(seq)["class_map"], wire_bytes=1,
+                             receive_ns=received))
+        writer.write(Message(f"{NS}/stats", json_header(name="stats", seq=seq, publish_ns=seq), {"seq": seq},
+                             wire_bytes=1, receive_ns=received))
+    writer.close()
+    return 2 * n_frames
+
+
+def rewrite_messages(src, dst, change) -> None:
+    """Copy the MCAP file ``src`` to ``dst`` record by record (mcap's stream reader and writer),
+    each message's data passed through ``change(channel topic, sequence, data)``."""
+    from mcap.records import Channel, DataEnd, Header, Message, Metadata, Schema
+    from mcap.stream_reader import StreamReader
+    from mcap.writer import Writer
+
+    with open(src, "rb") as f, open(dst, "wb") as out:
+        writer, schemas, channels = Writer(out), {}, {}
+        for record in StreamReader(f).records:
+            if isinstance(record, Header):
+                writer.start(record.profile, record.library)
+            elif isinstance(record, Schema) and record.id not in schemas:
+                schemas[record.id] = writer.register_schema(record.name, record.encoding, record.data)
+            elif isinstance(record, Channel) and record.id not in channels:
+                channels[record.id] = (writer.register_channel(record.topic, record.message_encoding,
+                                                               schemas[record.schema_id], dict(record.metadata)),
+                                       record.topic)
+            elif isinstance(record, Message):
+                channel, topic = channels[record.channel_id]
+                writer.add_message(channel, record.log_time, change(topic, record.sequence, record.data),
+                                   record.publish_time, record.sequence)
+            elif isinstance(record, Metadata):
+                writer.add_metadata(record.name, dict(record.metadata))
+            elif isinstance(record, DataEnd):
+                break
+        writer.finish()
+
+
+def _damage(channel: str, seq: int, how: str):
+    """A ``change`` for rewrite_messages that damages the message of ``channel`` with sequence ``seq``."""
+    def change(topic, sequence, data):
+        if topic != channel or sequence != seq:
+            return data
+        # CDR: 4-byte encapsulation header, then a string's uint32 length and its bytes.
+        return data[:8] + b"\xff\xfe" + data[10:] if how == "utf8" else data[:20]
+    return change
+
+
+@pytest.mark.parametrize(
+    ("channel", "how"),
+    [(f"/{NS}/stats", "utf8"), (f"/{NS}/stats/meta", "utf8"), (f"/{NS}/class_map", "cut")],
+    ids=["stats-invalid-utf8", "header-invalid-utf8", "image-cut-short"],
+)
+def test_a_message_that_does_not_decode_is_skipped_counted_and_named(tmp_path, caplog, channel, how):
+    """A complete file with one bad message: the rest replays, the bad one is named, and the file is
+    not called cut short (--recover would say it is complete)."""
+    from perception.recover import recording_is_intact
+    from perception.replay import ReadCounters
+
+    good, bad = tmp_path / "good.mcap", tmp_path / "bad.mcap"
+    total = write_small_recording(good)
+    rewrite_messages(good, bad, _damage(channel, 2, how))
+    assert recording_is_intact(bad)
+    counters = ReadCounters()
+    got = [(m.topic.rpartition("/")[2], m.seq) for m in read_recording(bad, counters=counters)]
+    lost = "class_map" if "class_map" in channel else "stats"
+    assert len(got) == total - 1 and (lost, 2) not in got and got[-1][1] == 4
+    assert counters.malformed == 1 and f"{channel} seq 2" in counters.last_error
+    assert "cut short" not in caplog.text and "skipped a recorded message" in caplog.text
+
+
+def test_replay_cli_skips_an_undecodable_message_and_exits_0(tmp_path):
+    good, bad = tmp_path / "good.mcap", tmp_path / "bad.mcap"
+    total = write_small_recording(good)
+    rewrite_messages(good, bad, _damage(f"/{NS}/stats", 3, "utf8"))
+    done = subprocess.run([sys.executable, "-m", "perception", "replay", str(bad), "--max-rate",
+                           "--endpoint", free_endpoint()], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"replayed {total - 1} messages" in done.stdout and "1 malformed skipped" in done.stdout
+    assert f"/{NS}/stats seq 3" in done.stderr and "cut short" not in done.stderr
+
+
+def test_record_that_receives_nothing_says_where_it_listened(tmp_path, capsys):
+    from perception.cli import main
+
+    endpoint = free_endpoint()  # nothing publishes there
+    for what, flag in ((["--namespace", NS], "--namespace"), (["--topic", f"{NS}/lane"], "--topic")):
+        out = tmp_path / f"empty{flag}.mcap"
+        assert main(["record", *what, "--endpoint", endpoint, "--out", str(out), "--duration", "0.2"]) == 0
+        printed = capsys.readouterr().out
+        assert "recorded 0 messages" in printed
+        assert f"no messages received from {endpoint}; is the node running? check --endpoint / {flag}" in printed
+
+
+def test_replay_shortens_a_huge_gap_between_recorded_times(tmp_path, caplog):
+    """A 10^18 ns jump in log times (a damaged clock) must not make the replay wait for years."""
+    from perception.replay import MAX_GAP_S, ReplayConfig, run_replay
+
+    path = tmp_path / "gap.mcap"
+    total = write_small_recording(path, log_times=[0, 10**6, 10**18, 2 * 10**18, 2 * 10**18 + 10**6])
+
+    class Sink:
+        endpoint = "inproc://sink"
+        sent: list = []
+
+        def send(self, msg, stop, *, shift_ns=0):
+            self.sent.append(msg.seq)
+            return True
+
+    stop, result = threading.Event(), {}
+    # At --rate 100 each shortened gap takes MAX_GAP_S / 100 s.
+    worker = threading.Thread(target=lambda: result.update(
+        summary=run_replay(ReplayConfig(file=path, rate=100.0), stop, publisher=Sink())))
+    worker.start()
+    worker.join(timeout=2 * MAX_GAP_S / 100 + 10)
+    stop.set()
+    worker.join(timeout=10)
+    assert result["summary"].messages == total, Sink.sent
+    assert caplog.text.count("is replayed as") == 1, caplog.text  # said once, for every shortened gap

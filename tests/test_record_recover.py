@@ -15,6 +15,7 @@ import pytest
 from mcap.reader import make_reader
 from test_record import ENCODINGS, REPO, frame_masks, free_endpoint
 
+from perception.errors import ConfigError
 from perception.publish import MaskPublisher
 from perception.recover import recording_is_intact, recover_recording
 from perception.replay import read_recording
@@ -126,6 +127,37 @@ def test_recover_cli_in_place_then_replay(killed_recording, tmp_path):
     again = subprocess.run([sys.executable, "-m", "perception", "record", "--recover", str(work)],
                            cwd=REPO, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "nothing to recover" in again.stdout
+
+
+@pytest.mark.parametrize("out", ["run.mcap", "./run.mcap", "{abs}"])
+def test_recover_with_out_equal_to_the_input_keeps_the_original(killed_recording, tmp_path, out):
+    """--recover F --out F is in place too: the original bytes are kept as F.damaged, not lost."""
+    damaged, _ = killed_recording
+    work = tmp_path / "run.mcap"
+    work.write_bytes(damaged.read_bytes())
+    done = subprocess.run([sys.executable, "-m", "perception", "record", "--recover", "run.mcap",
+                           "--out", out.format(abs=work)], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "run.mcap.damaged" in done.stdout
+    assert (tmp_path / "run.mcap.damaged").read_bytes() == damaged.read_bytes()
+    assert recording_is_intact(work)
+
+
+def test_recover_never_replaces_an_earlier_original_or_an_unnamed_file(killed_recording, tmp_path):
+    damaged, _ = killed_recording
+    work, kept, other = tmp_path / "run.mcap", tmp_path / "run.mcap.damaged", tmp_path / "other.mcap"
+    work.write_bytes(damaged.read_bytes())
+    kept.write_bytes(b"the original of an earlier recovery")
+    with pytest.raises(ConfigError, match=r"run\.mcap\.damaged already exists.*--out"):
+        recover_recording(work)
+    assert kept.read_bytes() == b"the original of an earlier recovery"
+    assert work.read_bytes() == damaged.read_bytes()
+    other.write_bytes(b"another file")
+    with pytest.raises(ConfigError, match=r"other\.mcap already exists.*--overwrite"):
+        recover_recording(work, other)
+    assert other.read_bytes() == b"another file" and not (tmp_path / "other.mcap.recovering").exists()
+    assert recover_recording(work, other, overwrite=True).messages > 0
+    assert recording_is_intact(other) and work.read_bytes() == damaged.read_bytes()
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import pytest
 from mcap.reader import make_reader
 from test_record import ENCODINGS, NS, frame_masks, free_endpoint, wait_for_recorder, wait_until
 
-from perception.errors import SourceError
+from perception.errors import ConfigError, SourceError
 from perception.publish import MaskPublisher
 from perception.record import RecordConfig, Recorder, split_path
 from perception.replay import read_recording, recording_files
@@ -19,10 +19,10 @@ from perception.replay import read_recording, recording_files
 N_FRAMES = 60
 
 
-def record_frames(out, *, pace_s: float = 0.0, **split) -> tuple:
+def record_frames(out, *, pace_s: float = 0.0, overwrite: bool = False, **split) -> tuple:
     """Record N_FRAMES frames of four masks (plus a stats document) with the given split options."""
     endpoint = free_endpoint()
-    recorder = Recorder(RecordConfig(out=out, endpoint=endpoint, namespace=NS, **split))
+    recorder = Recorder(RecordConfig(out=out, endpoint=endpoint, namespace=NS, overwrite=overwrite, **split))
     stop = threading.Event()
     result = {}
     thread = threading.Thread(target=lambda: result.update(summary=recorder.run(stop)))
@@ -131,3 +131,39 @@ def test_chunk_size_out_of_range_names_the_flag(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--chunk-size 2" in err and "[4, 65536]" in err, err
     assert not (tmp_path / "x.mcap").exists()
+
+
+def test_a_second_recording_to_the_same_out_is_refused_unless_overwrite(tmp_path):
+    """A shorter second recording to the same --out used to replace run_0 and leave the old run_1,
+    run_2..., so that a replay of run.mcap mixed the two sessions (time and seq going backwards)."""
+    out = tmp_path / "rec" / "run.mcap"
+    first = record_frames(out, pace_s=0.01, split_duration=0.15)
+    assert len(first.files) >= 3, first.files
+    before = {f: f.read_bytes() for f in first.files}
+    with pytest.raises(ConfigError, match=r"run_0\.mcap, .*run_1\.mcap, .*already exist.*--overwrite"):
+        Recorder(RecordConfig(out=out, endpoint=free_endpoint(), namespace=NS, split_duration=60))
+    assert {f: f.read_bytes() for f in first.files} == before  # refused before anything was written
+    # --overwrite removes every old split, so the new recording is all that replays.
+    second = record_frames(out, overwrite=True, split_duration=60)
+    assert second.files == [split_path(out, 0)]
+    assert recording_files(out) == second.files and sorted(out.parent.iterdir()) == second.files
+    seqs = [m.seq for m in read_recording(out) if m.topic == f"{NS}/lane"]
+    assert seqs == list(range(N_FRAMES))
+
+
+@pytest.mark.parametrize("split", [[], ["--split-duration", "1"]])
+def test_record_cli_refuses_an_existing_out_in_one_line(tmp_path, capsys, split):
+    from perception.cli import main
+
+    out = tmp_path / "run.mcap"
+    old = out if not split else split_path(out, 2)
+    old.write_bytes(b"an earlier recording")
+    argv = ["record", "--namespace", NS, "--endpoint", free_endpoint(), "--out", str(out), *split, "--duration", "0.1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{old} already exists" in err and "--overwrite" in err, err
+    assert old.read_bytes() == b"an earlier recording" and len(list(tmp_path.iterdir())) == 1
+    assert main([*argv, "--overwrite"]) == 0
+    capsys.readouterr()
+    assert not old.exists() or old.read_bytes() != b"an earlier recording"
+    assert recording_files(out) == [split_path(out, 0) if split else out]

@@ -90,7 +90,7 @@ SAMPLES = {
              "out": "v.mp4", "max_frames": 3, "duration_s": 4.0, "alpha": 0.3, "provider": "cpu"},
     "record": {"out": "r.mcap", "endpoint": "tcp://127.0.0.1:5597", "topic": ["perception/front/lane", "a/b"],
                "duration_s": 6.0, "curve_server_key": "s.key", "curve_key": "c.key_secret", "max_mask_pixels": 100,
-               "split_duration": 2.0, "split_size": 1.5, "chunk_size_kb": 64},
+               "split_duration": 2.0, "split_size": 1.5, "chunk_size_kb": 64, "overwrite": True},
     "replay": {"file": ["a.mcap", "b.mcap"], "max_rate": True, "endpoint": "tcp://127.0.0.1:5596",
                "wait_first_subscriber_s": 2.0, "restamp": True, "loop": True},
     "listen": {"endpoint": "tcp://127.0.0.1:5595", "namespace": "perception/front", "duration_s": 2.0, "count": 9,

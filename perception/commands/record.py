@@ -6,6 +6,8 @@
 
     perception record --recover out/run.mcap          # rebuild a file whose recorder was killed
 
+Refuses to start when ``--out`` (or, with splits, any ``<stem>_N.mcap``) already exists, unless
+``--overwrite`` (which first removes them all, so no old split is replayed with the new ones).
 Stops after ``--duration`` or on Ctrl-C / SIGTERM, finishing the file either way. The layout
 (sensor_msgs/msg/Image masks, std_msgs/msg/String JSON, wire headers in ``<topic>/meta``) is
 described in ``perception/record.py``.
@@ -20,7 +22,7 @@ from pathlib import Path
 from perception.errors import ConfigError
 from perception.flags import add_flags, config_from_flags, flag_values, flags
 from perception.record import RecordConfig, Recorder, split_path
-from perception.recover import recording_is_intact, recover_recording
+from perception.recover import recording_is_intact, recover_recording, same_file
 from perception.signals import install_signal_handlers
 
 
@@ -49,12 +51,14 @@ def main(args: argparse.Namespace) -> int:
 def recover(args: argparse.Namespace) -> int:
     """``--recover FILE [--out OUT]``: rebuild a killed recording (``perception.recover.recover_recording``)."""
     recording = flag_values(RecordConfig, args)
-    recording_flags = [f.option for f in flags(RecordConfig) if f.name in recording and f.name not in ("out", "endpoint")]
+    recording_flags = [f.option for f in flags(RecordConfig) if f.name in recording and f.name not in ("out", "endpoint", "overwrite")]
     if recording_flags:
         raise ConfigError(f"--recover rebuilds a file and records nothing; leave out {', '.join(recording_flags)}")
     out = recording.get("out")
+    if out is not None and same_file(out, args.recover):
+        out = None  # --out FILE is in place: the original is kept as FILE.damaged all the same
     if recording_is_intact(args.recover) and out is None:
         print(f"{args.recover} is complete (footer, summary and index present); nothing to recover", flush=True)
         return 0
-    print(recover_recording(args.recover, out).format(), flush=True)
+    print(recover_recording(args.recover, out, overwrite=bool(recording.get("overwrite"))).format(), flush=True)
     return 0
