@@ -75,6 +75,8 @@ CASES: dict[str, tuple[str, str]] = {
     # torch.save's zip archive, and an older pickle, given where an .onnx file belongs.
     "run model is a checkpoint": ("run --model {fx}/zip.pt", "zip.pt is a PyTorch checkpoint, not an ONNX model: export it"),
     "inspect a pickled checkpoint": ("inspect {fx}/pickle.pt", "pickle.pt is a PyTorch checkpoint"),
+    "run source without one readable frame": ("run --model {fx}/tiny.onnx --source {fx}/image.png --endpoint ipc://{fx}/e6.sock",
+                                              "image.png (1 files) ended without one readable frame (1 unreadable)"),
     "view out is its source": ("view --source {fx}/image.png --model {fx}/tiny.onnx --out {fx}/image.png", "would overwrite the --source"),
     "view out inside its source folder": ("view --source {fx}/folder --model {fx}/tiny.onnx --out {fx}/folder/000000.png", "would overwrite the --source"),
     "run camera name not ROS": ("run --model {fx}/tiny.onnx --camera-name front-left.1", "only letters, digits and '_'"),

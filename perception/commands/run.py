@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from perception import contracts
-from perception.errors import ConfigError, ModelError
+from perception.errors import ConfigError, ModelError, SourceError
 from perception.flags import add_flags, config_from_flags
 from perception.run_config import DEFAULT_MODEL, RunConfig
 from perception.signals import SignalHandlers
@@ -355,4 +355,8 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
     else:
         log.info("stopped (%s) during start-up while %s", final["end_reason"], final["startup"])
     print(json.dumps(final), file=sys.stdout, flush=True)
+    if final.get("end_reason") == "end of input" and final.get("published") == 0 and final.get("frames_in") == final.get("corrupt"):
+        # A file, folder or clip that ended without one readable frame: a user mistake, not a run.
+        raise SourceError(f"{final.get('source', 'the source')} ended without one readable frame "
+                          f"({final.get('corrupt', 0)} unreadable); check --source")
     return 0
