@@ -258,10 +258,18 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
             own_cpu_start = time.process_time()  # this process: the subscriber's decoding and ZeroMQ
             t_window = time.monotonic()
             deadline = t_window + cfg.duration_s
+            input_ended_s = None
             while (now := time.monotonic()) < deadline:
                 if proc.poll() is not None:
-                    raise NodeFailed(f"the node exited with status {proc.returncode} during the run: "
-                                     f"{last_line(log_path)}")
+                    if proc.returncode != 0:
+                        raise NodeFailed(f"the node exited with status {proc.returncode} during the run: "
+                                         f"{last_line(log_path)}")
+                    # Exit 0 inside the window: its file input ended (no --loop). The window is what
+                    # it ran; the messages it flushed on the way out still count.
+                    input_ended_s = now - t_window
+                    while (msg := sub.recv(timeout_s=0.3)) is not None:
+                        record_message(rx, msg)
+                    break
                 msg = sub.recv(timeout_s=min(0.2, deadline - now))
                 if msg is not None:
                     before = len(rx.order)
@@ -269,7 +277,7 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
                     if tick is not None and len(rx.order) > before:
                         tick(1)
                 cpu.maybe_sample()
-            window_s = time.monotonic() - t_window
+            window_s = input_ended_s if input_ended_s is not None else time.monotonic() - t_window
             subscriber_cpu_s = time.process_time() - own_cpu_start
             cpu_summary = cpu.summary()
             counters = dict(sub.counters.__dict__)
@@ -286,6 +294,7 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
         "topics": list(cfg.topics) or "all",
         "subscriber_cpu_s": round(subscriber_cpu_s, 4),
         "probe_wait": probe,
+        "input_ended_s": None if input_ended_s is None else round(input_ended_s, 3),
     })
 
 

@@ -152,7 +152,9 @@ def _pipeline_section(results: dict[str, Any], plots: dict[str, str]) -> list[st
     lines += [
         f"The node ran {_fmt(p.get('duration_s'))} s on source `{p.get('source')}` with model "
         f"`{p.get('model_id')}`; a subscriber in the bench process received its messages. "
-        "Rates are counted over the measurement window (after the first message).",
+        "Rates are counted over the measurement window (after the first message)."
+        + (f" The node's input ended {_fmt(p['input_ended_s'], 1)} s into the window, which ends there (add "
+           "`--loop` for the full window)." if p.get("input_ended_s") is not None else ""),
         "",
     ]
     seq = p.get("sequence", {})
@@ -351,6 +353,9 @@ def summary_text(results: dict[str, Any]) -> str:
             f"capture->receive p50 {_fmt(e2e.get('p50'))} ms p99 {_fmt(e2e.get('p99'))} ms, "
             f"CPU {_fmt((p.get('cpu') or {}).get('mean_percent'), 0)} %"
         )
+        if p.get("input_ended_s") is not None:
+            lines.append(f"the node's input ended after {_fmt(p['input_ended_s'], 1)} s of the window: the figures "
+                         "cover that; add --loop (or a shorter --duration) for the full window")
         base = results.get("baseline")
         ratios = results.get("ratios", {})
         rounds = results.get("rounds") or []  # with rounds, their lines and the pooled ratios below

@@ -275,6 +275,28 @@ def test_pipeline_bench_reports_fps_drops_and_latency(tiny_model, tmp_path):
     assert {"pipeline_cdf", "pipeline_stages", "pipeline_fps"} <= set(written)
 
 
+def test_pipeline_bench_on_a_clip_shorter_than_the_window_reports_what_ran(tiny_model, tmp_path):
+    """The node exits 0 when its video ends (no --loop): the window ends there, every frame counts,
+    and the report says why the window is short."""
+    import cv2
+
+    from perception.bench.pipeline import PipelineBenchConfig, run_pipeline_bench
+
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 64))
+    for i in range(12):
+        writer.write(np.full((64, 96, 3), 20 * i, np.uint8))
+    writer.release()
+    cfg = PipelineBenchConfig(model=tiny_model, source=str(clip), duration_s=30.0, threads=1, engine_runs=0,
+                              progress=False)
+    results = run_pipeline_bench(cfg, command="pytest")
+    p = results["pipeline"]
+    assert p["node_exit_code"] == 0 and p["input_ended_s"] is not None and p["duration_s"] < 30
+    assert p["frames_received"] == p["node_final_stats"]["published"] > 0
+    md = write_report(results, tmp_path)["markdown"].read_text()
+    assert "input ended" in md and "--loop" in md
+
+
 def test_pipeline_bench_node_failure_is_one_line(tmp_path):
     from perception.bench.pipeline import NodeFailed, PipelineBenchConfig, run_pipeline_bench
 
