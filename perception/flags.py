@@ -202,7 +202,9 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
             kwargs["action"] = "store_false" if flag.field.default is True else "store_true"
         else:
             # a comma list is split and converted by flag_values (one ConfigError per bad item)
-            kwargs.update(type=str if flag.shape == "commas" else flag.scalar, metavar=_metavar(flag))
+            scalar = str if flag.shape == "commas" else flag.scalar
+            # argparse converts a str const too (``--tasks`` alone is ""): that one stays allowed.
+            kwargs.update(type=scalar if meta.get("const") == "" else _not_empty(scalar), metavar=_metavar(flag))
             if flag.shape in ("repeat", "pairs", "commas"):
                 kwargs["action"] = "append"
             elif flag.shape == "list":
@@ -219,6 +221,19 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
         for old in meta.get("old_flags", ()):
             target.add_argument(old, dest=flag.name, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
                                 type=kwargs.get("type"), action=_DeprecatedFlag, current=flag.option)
+
+
+def _not_empty(scalar: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``scalar`` for argparse, refusing an empty value: ``--model "$MODEL"`` with MODEL unset
+    would otherwise mean the default model, ``.`` or the synthetic world without a word."""
+
+    def convert(text: str) -> Any:
+        if text == "":
+            raise argparse.ArgumentTypeError("an empty value (an unset shell variable?); give one or leave the flag out")
+        return scalar(text)
+
+    convert.__name__ = getattr(scalar, "__name__", "value")  # argparse's "invalid int value: 'x'"
+    return convert
 
 
 def parse_pairs(items: list[str], option: str, *, listed: bool) -> dict[str, Any]:

@@ -77,6 +77,10 @@ CASES: dict[str, tuple[str, str]] = {
     "inspect a pickled checkpoint": ("inspect {fx}/pickle.pt", "pickle.pt is a PyTorch checkpoint"),
     "run source without one readable frame": ("run --model {fx}/tiny.onnx --source {fx}/image.png --endpoint ipc://{fx}/e6.sock",
                                               "image.png (1 files) ended without one readable frame (1 unreadable)"),
+    # "$MODEL" with MODEL unset: the default model, "." or the synthetic world would run without a word.
+    "run empty model": ("run --model ''", "argument --model: an empty value (an unset shell variable?)"),
+    "eval empty data": ("eval --model {fx}/tiny.onnx --data ''", "argument --data: an empty value"),
+    "replay empty file": ("replay ''", "argument FILE: an empty value"),
     "view out is its source": ("view --source {fx}/image.png --model {fx}/tiny.onnx --out {fx}/image.png", "would overwrite the --source"),
     "view out inside its source folder": ("view --source {fx}/folder --model {fx}/tiny.onnx --out {fx}/folder/000000.png", "would overwrite the --source"),
     "run camera name not ROS": ("run --model {fx}/tiny.onnx --camera-name front-left.1", "only letters, digits and '_'"),
