@@ -164,7 +164,7 @@ class RecordConfig:
                                        help="stop after S seconds (default: until Ctrl-C)")
     curve_server_key: str | None = setting(None, metavar="FILE", help="the node's public .key file (CURVE)")
     curve_key: str | None = setting(None, metavar="FILE", help="this client's .key_secret file (CURVE)")
-    max_mask_pixels: int = setting(contracts.MAX_MASK_PIXELS, lo=1, metavar="N",
+    max_mask_pixels: int = setting(contracts.MAX_MASK_PIXELS, lo=1, hi=contracts.MAX_MASK_SIDE ** 2, metavar="N",
                                    help="skip masks declaring more than N pixels, before decoding")
     #: Start a new split file after this many seconds (rosbag2's --max-bag-duration).
     split_duration: float | None = setting(None, lo=0.001, metavar="S",

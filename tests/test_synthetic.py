@@ -184,6 +184,9 @@ def test_synth_command_writes_a_dataset_and_a_video(tmp_path, capsys):
         (["--size", "big"], "bad --size"),
         (["--count", "0"], "count=0 is out of range [1, inf]"),
         (["--split", "val=2"], "bad split"),
+        (["--split", "../escaped=0.5"], "bad split name '../escaped'"),
+        (["--split", "a/b=0.5"], "letters, digits, '_' and '-' only"),
+        (["--split", "val=0.2,val=0.1"], "split 'val' is given twice"),
         (["--no-images"], "nothing to write"),
     ],
 )

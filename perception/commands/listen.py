@@ -57,7 +57,7 @@ class ListenConfig:
     every: int = setting(1, lo=1, metavar="N", help="with --save-dir: every Nth mask per topic")
     keep_latest: bool = setting(False, help="drain the socket, keep the newest message per topic")
     json: bool = setting(False, help="final summary as JSON on stdout (live lines go to stderr)")
-    max_mask_pixels: int = setting(contracts.MAX_MASK_PIXELS, lo=1, metavar="N",
+    max_mask_pixels: int = setting(contracts.MAX_MASK_PIXELS, lo=1, hi=contracts.MAX_MASK_SIDE ** 2, metavar="N",
                                    help="skip masks declaring more than N pixels, before decoding")
     curve_server_key: str | None = setting(None, metavar="FILE", help="the node's public .key file (CURVE)")
     curve_key: str | None = setting(None, metavar="FILE", help="this client's .key_secret file (CURVE)")

@@ -15,6 +15,7 @@ Dataset frames are independent scenes (``render_scene``) for variety; the video 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,9 +52,15 @@ def parse_split(text: str) -> dict[str, float]:
             fraction = float(value)
         except ValueError:
             fraction = -1.0
-        if not sep or not name.strip() or name.strip() == "train" or not 0.0 <= fraction < 1.0:
+        name = name.strip()
+        if not sep or not name or name == "train" or not 0.0 <= fraction < 1.0:
             raise ConfigError(f"bad split {part!r}; use NAME=FRACTION pairs such as val=0.1,test=0.1")
-        split[name.strip()] = fraction
+        # The name becomes the list file NAME.txt inside --out: a plain word, named once.
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            raise ConfigError(f"bad split name {name!r}: letters, digits, '_' and '-' only (it names {name}.txt in --out)")
+        if name in split:
+            raise ConfigError(f"split {name!r} is given twice in {text!r}; name each split once")
+        split[name] = fraction
     if sum(split.values()) >= 1.0:
         raise ConfigError(f"split fractions {text!r} add up to 1 or more; leave some frames for train")
     return split
