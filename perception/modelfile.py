@@ -142,10 +142,11 @@ def write_metadata(proto, metadata: ModelMetadata) -> None:
     onnx.helper.set_model_props(proto, props)
 
 
-def check_writable(path: str | Path) -> None:
-    """ConfigError, as ``save_model`` would raise it, unless a model can be written to ``path``:
-    for the tools that work for minutes (calibration, a threshold search) before they write."""
-    _write(Path(path), None)
+def check_writable(path: str | Path, *, fix: str = "choose a writable --out") -> None:
+    """ConfigError, as ``save_model`` would raise it (ending in ``fix``), unless a file can be
+    written to ``path``: for the tools that work for minutes (calibration, a threshold search, an
+    evaluation) before they write."""
+    _write(Path(path), None, fix=fix)
 
 
 def save_model(proto, path: str | Path) -> int:
@@ -157,7 +158,7 @@ def save_model(proto, path: str | Path) -> int:
     return len(data)
 
 
-def _write(path: Path, data: bytes | None) -> None:
+def _write(path: Path, data: bytes | None, *, fix: str = "choose a writable --out") -> None:
     """``data`` to ``path`` by a temporary file beside it and a rename; None: only try (the
     temporary file is written and removed). ConfigError naming the path when it cannot be."""
     if path.is_symlink():
@@ -178,7 +179,7 @@ def _write(path: Path, data: bytes | None) -> None:
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        raise ConfigError(f"cannot write {path} ({exc.strerror or exc}); choose a writable --out") from None
+        raise ConfigError(f"cannot write {path} ({exc.strerror or exc}); {fix}") from None
 
 
 def record_metadata(path: str | Path, **fields) -> ModelMetadata:

@@ -73,6 +73,9 @@ class FrameSink:
                 fourcc = cv2.VideoWriter_fourcc(*VIDEO_SUFFIXES[self.out.suffix.lower()])
                 self._writer = cv2.VideoWriter(str(self.out), fourcc, self.fps, self._size)
                 if not self._writer.isOpened():
+                    from perception.modelfile import check_writable
+
+                    check_writable(self.out)  # a folder it cannot write to is named as such, not as a format
                     raise ConfigError(
                         f"OpenCV cannot write video {self.out}; try --out with .avi or a PNG folder"
                     )

@@ -81,6 +81,9 @@ CASES: dict[str, tuple[str, str]] = {
     "run empty model": ("run --model ''", "argument --model: an empty value (an unset shell variable?)"),
     "eval empty data": ("eval --model {fx}/tiny.onnx --data ''", "argument --data: an empty value"),
     "replay empty file": ("replay ''", "argument FILE: an empty value"),
+    # Its write probe (blocked by a folder where the temporary file goes) fails before the evaluation.
+    "eval json cannot be written": ("eval --model {fx}/tiny.onnx --data synthetic --json {fx}/blocked.json",
+                                    "blocked.json (Is a directory); choose a writable --json path"),
     "view out is its source": ("view --source {fx}/image.png --model {fx}/tiny.onnx --out {fx}/image.png", "would overwrite the --source"),
     "view out inside its source folder": ("view --source {fx}/folder --model {fx}/tiny.onnx --out {fx}/folder/000000.png", "would overwrite the --source"),
     "run camera name not ROS": ("run --model {fx}/tiny.onnx --camera-name front-left.1", "only letters, digits and '_'"),
@@ -129,6 +132,7 @@ def fx(tmp_path_factory) -> Path:
     (root / "folder").mkdir()
     (root / "folder.onnx").mkdir()
     (root / "file.txt").write_text("not a folder\n")
+    (root / "blocked.json.tmp").mkdir()
     (root / "zip.pt").write_bytes(b"PK\x03\x04" + bytes(60))
     (root / "pickle.pt").write_bytes(b"\x80\x02" + bytes(60))
     (root / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))

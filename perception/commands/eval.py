@@ -113,6 +113,12 @@ def _check_config(config: EvalConfig) -> None:
             raise ConfigError(f"--json {target} is a directory; give a file name such as {target / 'eval.json'}")
         if not target.parent.is_dir():
             raise ConfigError(f"--json {target}: folder {target.parent} does not exist; create it or choose another path")
+    from perception.modelfile import check_writable
+
+    if config.json:
+        check_writable(config.json, fix="choose a writable --json path")
+    if config.record:
+        check_writable(config.model, fix="--record rewrites --model in place: make it writable, or evaluate a copy")
 
 
 def _open_recorded_dataset(spec: str, split: str, recorded_in: str):
