@@ -338,6 +338,18 @@ def test_no_ungated_or_stale_int8_model_is_left_beside_the_fp32_one(trained_chec
     assert out.is_file() and not int8_path_for(out).exists()
 
 
+def test_a_checkpoint_whose_class_table_no_longer_fits_its_weights_is_one_model_error(trained_checkpoint):
+    from perception.contracts import ClassTable
+    from perception.errors import ModelError
+    from perception.training.checkpoint import build_model_from_checkpoint
+
+    _, ckpt = trained_checkpoint
+    edited = dataclasses.replace(ckpt, class_table=ClassTable(classes=ckpt.class_table.classes[:2]))
+    with pytest.raises(ModelError, match=r"do not fit model 'segnet_basic' with its 2 classes: size mismatch for .*"
+                                         r"class table or model_kwargs changed after training"):
+        build_model_from_checkpoint(edited)
+
+
 def test_quantiser_leaves_preprocessing_and_argmax_in_float(trained_checkpoint, tmp_path):
     _, ckpt = trained_checkpoint
     from perception.training.checkpoint import build_model_from_checkpoint

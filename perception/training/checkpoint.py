@@ -116,7 +116,14 @@ def build_model_from_checkpoint(ckpt: Checkpoint, *, device: str | torch.device 
     kwargs = {k: v for k, v in ckpt.model_kwargs.items() if k != "num_classes"}
     kwargs["pretrained"] = False  # the weights come from the checkpoint, never from a download
     model = build_model(ckpt.model_name, num_classes=ckpt.num_classes, **kwargs)
-    missing, unexpected = model.load_state_dict(ckpt.state_dict, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(ckpt.state_dict, strict=False)
+    except RuntimeError as exc:  # shapes: e.g. a class table edited after training (torch lists each tensor)
+        first = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc).splitlines()[0])
+        raise ModelError(
+            f"checkpoint weights do not fit model {ckpt.model_name!r} with its {ckpt.num_classes} classes: {first[:300]}; "
+            "was the checkpoint's class table or model_kwargs changed after training?"
+        ) from None
     # Auxiliary heads may be dropped for deployment; anything else missing is a real mismatch.
     missing = [k for k in missing if ".aux" not in k and not k.startswith("aux")]
     if missing:
