@@ -5,6 +5,7 @@ genuine. Nothing here downloads: weight files are written to tmp_path from rando
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -136,6 +137,10 @@ def test_wrong_shape_and_unreadable_files_are_model_errors(lite0_file, tmp_path)
         build_model("litefpn", num_classes=NUM_CLASSES, pretrained=str(tmp_path / "junk.pth"))
     with pytest.raises(ConfigError, match="not found"):
         build_model("litefpn", num_classes=NUM_CLASSES, pretrained=str(tmp_path / "absent.pth"))
+    # A training checkpoint holds more than tensors (its config, class table): named, with the fix.
+    torch.save({"state_dict": state, "config": argparse.Namespace(lr=0.001)}, tmp_path / "run.pt")
+    with pytest.raises(ModelError, match=r"cannot be read as a state dict \(UnpicklingError\); .*--resume FILE"):
+        build_model("litefpn", num_classes=NUM_CLASSES, pretrained=str(tmp_path / "run.pt"))
 
 
 def test_pretrained_true_without_the_weights_wheel_names_the_package(monkeypatch):

@@ -79,8 +79,11 @@ def read_state_dict(path: Path, *, model_name: str) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a truncated or foreign file
+        # weights_only refuses a pickle of other objects, which is what a training checkpoint is.
+        other = "; it holds more than tensors: a 'perception train' checkpoint continues with --resume FILE" \
+            if type(exc).__name__ == "UnpicklingError" else ""
         raise ModelError(
-            f"{model_name}: pretrained weights {path} cannot be read ({type(exc).__name__})"
+            f"{model_name}: pretrained weights {path} cannot be read as a state dict ({type(exc).__name__}){other}"
         ) from None
     if not isinstance(state, dict):
         raise ModelError(
