@@ -84,6 +84,7 @@ CASES: dict[str, tuple[str, str]] = {
     # Its write probe (blocked by a folder where the temporary file goes) fails before the evaluation.
     "eval json cannot be written": ("eval --model {fx}/tiny.onnx --data synthetic --json {fx}/blocked.json",
                                     "blocked.json (Is a directory); choose a writable --json path"),
+    "run fp16 on onnx runtime": ("run --model {fx}/tiny.onnx --fp16", "--fp16 applies to --engine torch and tensorrt"),
     "view out is its source": ("view --source {fx}/image.png --model {fx}/tiny.onnx --out {fx}/image.png", "would overwrite the --source"),
     "view out inside its source folder": ("view --source {fx}/folder --model {fx}/tiny.onnx --out {fx}/folder/000000.png", "would overwrite the --source"),
     "run camera name not ROS": ("run --model {fx}/tiny.onnx --camera-name front-left.1", "only letters, digits and '_'"),

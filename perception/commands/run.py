@@ -275,6 +275,9 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
         compile_with = config.engine_options.compile
         if compile_with != "none" and config.engine != "torch":
             raise ConfigError(f"--compile {compile_with} applies to --engine torch (a .pt checkpoint), not --engine {config.engine}")
+        if config.engine_options.fp16 and config.engine not in ("torch", "tensorrt"):
+            raise ConfigError(f"--fp16 applies to --engine torch and tensorrt (CUDA), not --engine {config.engine}; "
+                              "on a CPU, --precision bf16 (OpenVINO) or int8 is the faster arithmetic")
         if config.model is None and not DEFAULT_MODEL.is_file():
             raise ModelError(
                 f"no --model given and the shipped default model {DEFAULT_MODEL} is missing; "
