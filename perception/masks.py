@@ -284,7 +284,7 @@ class MaskBuilder:
         if len(self._bit_planes) != len(self._bit_luts) or self._bit_planes[0].shape != class_map.shape:
             self._bit_planes = [np.empty_like(class_map) for _ in self._bit_luts]
         # One lookup pass per eight masks (class id -> one bit per mask), then per mask one AND
-        # and one compare (SIMD passes, far cheaper than a lookup). Measured at 270x480 on the
+        # and one threshold (SIMD passes, far cheaper than a lookup). Measured at 270x480 on the
         # 2-core Xeon (shared, best of 7): 3 masks 0.11-0.17 ms against 0.19-0.23 ms for one
         # cv2.LUT per mask, 7 masks (per-class obstacles) 0.18-0.25 against 0.37-0.52 ms; a
         # gather of a 256 x K table (np.take) took 2.6-5.5 ms, as each mask must be its own plane.
@@ -296,7 +296,9 @@ class MaskBuilder:
             if buf is None or buf.shape != class_map.shape:
                 buf = self._buffers[name] = np.empty_like(class_map)
             np.bitwise_and(self._bit_planes[group], np.uint8(bit), out=buf)
-            cv2.compare(buf, 0, cv2.CMP_NE, dst=buf)  # 255 where the bit is set, else 0
+            # 255 where the bit is set, else 0. (cv2.compare(buf, 0) took a 1 x 1 map for the scalar
+            # and failed; the threshold has no such case and measured twice as fast at 270x480.)
+            cv2.threshold(buf, 0, 255, cv2.THRESH_BINARY, dst=buf)
             masks[name] = buf
         if self.reach is not None and "drivable" in masks:
             self.last_reach = self.reach.apply(masks["drivable"], class_map)

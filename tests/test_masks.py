@@ -63,6 +63,11 @@ def test_one_lookup_pass_gives_the_per_mask_lookups():
         np.testing.assert_array_equal(subset["obstacle/c11"], np.where(cm == 11, 255, 0))
     assert set(builder.build(every_byte, only=set())) == {"class_map"}
     np.testing.assert_array_equal(builder.build(np.full((2, 3), 2, np.uint8))["lane"], np.full((2, 3), 255))  # new size
+    # A one-pixel map (a 1 x 1 source with --mask-size source): OpenCV takes a 1 x 1 array for a
+    # scalar in some calls, which stopped the node's publish stage.
+    for value, lane in ((2, 255), (3, 0)):
+        masks = builder.build(np.full((1, 1), value, np.uint8))
+        assert masks["lane"].shape == (1, 1) and masks["lane"][0, 0] == lane
 
 
 @pytest.mark.parametrize(
