@@ -301,7 +301,14 @@ class Pipeline:
         except BaseException as exc:  # any failure stops the whole node, named by stage
             if self._error is None:
                 self._error = (stage, exc)
-            self.stop(f"{stage} failed")
+            if stage == "capture" and isinstance(exc, PerceptionError):
+                # The source failed for good (200 unreadable frames in a row, a camera gone): the
+                # frames it read before are still inferred and published (its queue is closed, so
+                # the other stages end once it is empty); then the run ends with that error.
+                self._end_reason = self._end_reason or f"{stage} failed"
+                self.frames.close()
+            else:
+                self.stop(f"{stage} failed")
         finally:
             if stage == "publish":
                 self._done.set()
