@@ -85,6 +85,9 @@ CASES: dict[str, tuple[str, str]] = {
     "eval json cannot be written": ("eval --model {fx}/tiny.onnx --data synthetic --json {fx}/blocked.json",
                                     "blocked.json (Is a directory); choose a writable --json path"),
     "run fp16 on onnx runtime": ("run --model {fx}/tiny.onnx --fp16", "--fp16 applies to --engine torch and tensorrt"),
+    # 9000 x 8000 in a 78 KB PNG: refused by OpenCV's decoder limit before it allocates 216 MB.
+    "run image over the pixel limit": ("run --model {fx}/tiny.onnx --source {fx}/huge.png --endpoint ipc://{fx}/e7.sock",
+                                       "huge.png (1 files) ended without one readable frame"),
     "view out is its source": ("view --source {fx}/image.png --model {fx}/tiny.onnx --out {fx}/image.png", "would overwrite the --source"),
     "view out inside its source folder": ("view --source {fx}/folder --model {fx}/tiny.onnx --out {fx}/folder/000000.png", "would overwrite the --source"),
     "run camera name not ROS": ("run --model {fx}/tiny.onnx --camera-name front-left.1", "only letters, digits and '_'"),
@@ -134,6 +137,10 @@ def fx(tmp_path_factory) -> Path:
     (root / "folder.onnx").mkdir()
     (root / "file.txt").write_text("not a folder\n")
     (root / "blocked.json.tmp").mkdir()
+    import cv2
+    import numpy as np
+
+    cv2.imwrite(str(root / "huge.png"), np.zeros((9000, 8000), np.uint8))
     (root / "zip.pt").write_bytes(b"PK\x03\x04" + bytes(60))
     (root / "pickle.pt").write_bytes(b"\x80\x02" + bytes(60))
     (root / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
@@ -160,6 +167,10 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, word: str) -> None:
 @pytest.mark.parametrize("name", list(CASES))
 def test_user_mistake_is_one_line(name, results):
     assert_one_line_error(results[name], CASES[name][1])
+
+
+def test_an_image_over_the_pixel_limit_is_named_as_such(results):
+    assert "huge.png has more than 67108864 pixels (8192 x 8192); resize it" in results["run image over the pixel limit"].stderr
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from perception import MAX_SOURCE_PIXELS
 from perception.contracts import ClassTable
 from perception.errors import DataError
 
@@ -63,7 +64,10 @@ class SegmentationDataset(Sequence):
 
 
 def read_image(path: Path, flags: int) -> np.ndarray:
-    image = cv2.imread(str(path), flags)
+    try:
+        image = cv2.imread(str(path), flags)
+    except cv2.error:  # OpenCV's OPENCV_IO_MAX_IMAGE_PIXELS (perception.MAX_SOURCE_PIXELS), checked before decoding
+        raise DataError(f"image {path} has more than {MAX_SOURCE_PIXELS} pixels (8192 x 8192); resize it") from None
     if image is None:
         raise DataError(f"cannot read image {path}; is it a valid PNG/JPEG file?")
     return image

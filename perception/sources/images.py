@@ -12,6 +12,7 @@ from pathlib import Path
 
 import cv2
 
+from perception import MAX_SOURCE_PIXELS
 from perception.errors import SourceError
 from perception.sources.base import CorruptFrame, Source, SourceOptions, as_bgr, stamp
 
@@ -66,7 +67,11 @@ class ImageSource(Source):
             self._index = 0
         path = self.files[self._index]
         self._index += 1
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        try:
+            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        except cv2.error:  # OpenCV's OPENCV_IO_MAX_IMAGE_PIXELS (perception.MAX_SOURCE_PIXELS), checked before decoding
+            raise CorruptFrame(f"{path} has more than {MAX_SOURCE_PIXELS} pixels (8192 x 8192); "
+                               "resize it for the node") from None
         capture_ns, capture_mono_ns = stamp()
         if image is None:
             raise CorruptFrame(f"{path} cannot be decoded")

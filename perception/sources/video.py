@@ -19,6 +19,7 @@ from pathlib import Path
 
 import cv2
 
+from perception import MAX_SOURCE_PIXELS
 from perception.errors import SourceError
 from perception.sources.base import CorruptFrame, Source, SourceOptions, grab_and_retrieve
 
@@ -39,6 +40,11 @@ class VideoFileSource(Source):
         if not self.path.is_file():
             raise SourceError(f"video file {spec} not found; check the path")
         self._cap = self._open()
+        width, height = (self._cap.get(prop) for prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
+        if width * height > MAX_SOURCE_PIXELS:  # checked before the first frame is decoded
+            self._cap.release()
+            raise SourceError(f"video file {spec} is {width:.0f}x{height:.0f}, more than {MAX_SOURCE_PIXELS} pixels "
+                              "(8192 x 8192) a frame; scale it down for the node (ffmpeg -vf scale=1920:-2)")
         self._frames_this_pass = 0
         self._attempts_this_pass = 0  # frames read or found unreadable in this pass
         count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
