@@ -7,6 +7,9 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import stat
+from pathlib import Path
+
 
 class PerceptionError(Exception):
     """Base class: a problem with something from outside (a file, a flag, a camera, a model)."""
@@ -46,3 +49,20 @@ class DependencyError(PerceptionError):
     """An optional dependency (torch, tensorrt, a GPU) that the requested feature needs is absent."""
 
     exit_code = 3
+
+
+def why_not_a_file(path: str | Path) -> str:
+    """Why ``path`` is not a regular file, in a few words for an error line ("not found", "is a
+    directory", ...), so that a folder or a FIFO given for a file is not reported as missing."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "is a symbolic link to nothing" if path.is_symlink() else "not found"
+    except OSError as exc:  # ELOOP, EACCES, ENOTDIR (a file where a folder should be) ...
+        return f"cannot be reached ({exc.strerror})"
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file (a device, pipe or socket)"
+    return "is a file"

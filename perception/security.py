@@ -31,7 +31,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
-from perception.errors import ConfigError, PublishError
+from perception.errors import ConfigError, PublishError, why_not_a_file
 from perception.stats import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ def load_public_key(public_file: str | Path, *, role: str) -> bytes:
 
 def _load_certificate(path: Path, *, role: str) -> tuple[bytes, bytes | None]:
     if not path.is_file():
-        raise PublishError(f"{role} key file {path} not found; create one with `perception keys --out DIR --name NAME`")
+        raise PublishError(f"{role} key file {path} {why_not_a_file(path)}; create one with `perception keys --out DIR --name NAME`")
     try:
         public, secret = zmq.auth.load_certificate(path)
     except (OSError, ValueError, UnicodeDecodeError) as exc:

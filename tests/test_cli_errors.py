@@ -88,6 +88,9 @@ CASES: dict[str, tuple[str, str]] = {
     # 9000 x 8000 in a 78 KB PNG: refused by OpenCV's decoder limit before it allocates 216 MB.
     "run image over the pixel limit": ("run --model {fx}/tiny.onnx --source {fx}/huge.png --endpoint ipc://{fx}/e7.sock",
                                        "huge.png (1 files) ended without one readable frame"),
+    # Things that exist but are not files are named for what they are, not "not found".
+    "run video is a pipe": ("run --model {fx}/tiny.onnx --source {fx}/pipe.mp4", "pipe.mp4 is not a regular file"),
+    "run key file is a folder": ("run --model {fx}/tiny.onnx --curve-secret-key {fx}/folder", "folder is a directory"),
     "view out is its source": ("view --source {fx}/image.png --model {fx}/tiny.onnx --out {fx}/image.png", "would overwrite the --source"),
     "view out inside its source folder": ("view --source {fx}/folder --model {fx}/tiny.onnx --out {fx}/folder/000000.png", "would overwrite the --source"),
     "run camera name not ROS": ("run --model {fx}/tiny.onnx --camera-name front-left.1", "only letters, digits and '_'"),
@@ -137,6 +140,7 @@ def fx(tmp_path_factory) -> Path:
     (root / "folder.onnx").mkdir()
     (root / "file.txt").write_text("not a folder\n")
     (root / "blocked.json.tmp").mkdir()
+    os.mkfifo(root / "pipe.mp4")
     import cv2
     import numpy as np
 

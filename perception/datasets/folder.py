@@ -23,7 +23,7 @@ from perception.datasets.base import (
     require_dir,
     unknown_split,
 )
-from perception.errors import ConfigError, DataError
+from perception.errors import ConfigError, DataError, why_not_a_file
 
 #: The splits a folder without split lists or split sub-folders serves, each the whole folder.
 FLAT_FOLDER_SPLITS = ("train", "val", "test")
@@ -82,7 +82,7 @@ def _pairs_by_stem(image_dir: Path, label_dir: Path) -> list[tuple[Path, Path]]:
 
 def _read_class_table(path: Path) -> ClassTable:
     if not path.is_file():
-        raise DataError(f"class table {path} not found; write one (classes, ignore_id, task_groups) next to images/")
+        raise DataError(f"class table {path} {why_not_a_file(path)}; write one (classes, ignore_id, task_groups) next to images/")
     try:
         return ClassTable.from_dict(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
     except (yaml.YAMLError, ValueError, AttributeError) as exc:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from perception.config import bounds, load_config, read_yaml
-from perception.errors import ConfigError, ModelError, PerceptionError
+from perception.errors import ConfigError, ModelError, PerceptionError, why_not_a_file
 from perception.launch.flags import parameters_to_argv
 from perception.launch.plan import NODE_KINDS, LaunchPlan, NodePlan
 from perception.launch.substitute import parse_scalar, substitute
@@ -76,7 +76,7 @@ def load_launch(path: str | Path, arguments: dict[str, Any] | None = None) -> La
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"launch file {path} not found; check the path (shipped ones are in launch/)")
+        raise ConfigError(f"launch file {path} {why_not_a_file(path)}; check the path (shipped ones are in launch/)")
     nodes: list[NodePlan] = []
     resolved = _load_file(path, dict(arguments or {}), nodes, chain=())
     seen: dict[str, Path] = {}
@@ -147,7 +147,7 @@ def _load_file(path: Path, given: dict[str, Any], nodes: list[NodePlan], chain: 
             if not target.is_absolute():
                 target = path.parent / target
             if not target.is_file():
-                raise ConfigError(f"{where}: file {inc.file!r} not found (looked at {target}); check the path")
+                raise ConfigError(f"{where}: file {inc.file!r} {why_not_a_file(target)} (looked at {target}); check the path")
             _load_file(target, dict(inc.args), nodes, chain=(*chain, real))
         else:
             nodes.append(_resolve_node(load_config(NodeEntry, body, source=where), path))

@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 
 from perception import MAX_SOURCE_PIXELS
-from perception.errors import SourceError
+from perception.errors import SourceError, why_not_a_file
 from perception.sources.base import CorruptFrame, Source, SourceOptions, as_bgr, stamp
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
@@ -41,7 +41,7 @@ def list_images(spec: str) -> list[Path]:
             raise SourceError(f"no files match {spec!r}; check the pattern (quote it so the shell keeps it)")
         return files
     if not p.is_file():
-        raise SourceError(f"image file {spec} not found; check the path")
+        raise SourceError(f"image file {spec} {why_not_a_file(p)}; check the path")
     return [p]
 
 

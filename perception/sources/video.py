@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 
 from perception import MAX_SOURCE_PIXELS
-from perception.errors import SourceError
+from perception.errors import SourceError, why_not_a_file
 from perception.sources.base import CorruptFrame, Source, SourceOptions, grab_and_retrieve
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class VideoFileSource(Source):
         super().__init__(spec, options)
         self.path = Path(spec)
         if not self.path.is_file():
-            raise SourceError(f"video file {spec} not found; check the path")
+            raise SourceError(f"video file {spec} {why_not_a_file(self.path)}; check the path")
         self._cap = self._open()
         width, height = (self._cap.get(prop) for prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
         if width * height > MAX_SOURCE_PIXELS:  # checked before the first frame is decoded
