@@ -267,7 +267,7 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
                     # Exit 0 inside the window: its file input ended (no --loop). The window is what
                     # it ran; the messages it flushed on the way out still count.
                     input_ended_s = now - t_window
-                    while (msg := sub.recv(timeout_s=0.3)) is not None:
+                    while (msg := sub.recv(timeout_s=1.0)) is not None:  # until a second passes without one
                         record_message(rx, msg)
                     break
                 msg = sub.recv(timeout_s=min(0.2, deadline - now))

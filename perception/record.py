@@ -358,19 +358,20 @@ class SplitWriter:
     sends it once).
 
     Files of an earlier recording to the same ``out`` (``existing_outputs``) make it raise
-    ConfigError before anything is written; with ``overwrite`` they are all removed first, so no
-    old split is left to be replayed after the new ones.
+    ConfigError before anything is written; with ``config.overwrite`` they are all removed first,
+    so no old split is left to be replayed after the new ones.
     """
 
-    def __init__(self, config: RecordConfig, metadata, *, overwrite: bool = False) -> None:
-        if not overwrite:
+    def __init__(self, config: RecordConfig, metadata) -> None:
+        if not config.overwrite:
             refuse_existing(config)
-        for old in existing_outputs(config) if overwrite else []:
-            try:
-                old.unlink()
-            except OSError as exc:
-                raise ConfigError(f"cannot remove {old} for --overwrite: {exc.strerror}; remove it yourself") from None
-        self._exclusive = not overwrite
+        else:
+            for old in existing_outputs(config):
+                try:
+                    old.unlink()
+                except OSError as exc:
+                    raise ConfigError(f"cannot remove {old} for --overwrite: {exc.strerror}; remove it yourself") from None
+        self._exclusive = not config.overwrite
         self.config = config
         self.counts: dict[str, TopicCount] = {}
         self.paths: list[Path] = []
@@ -454,7 +455,7 @@ class Recorder:
 
     Opening the output and the socket happens in ``__init__`` so that mistakes fail before
     anything runs (ConfigError for the output, or for files of an earlier recording there unless
-    ``overwrite``; PublishError for the endpoint or keys). The socket is opened first, so a bad
+    ``config.overwrite``; PublishError for the endpoint or keys). The socket is opened first, so a bad
     endpoint leaves no empty file behind to be refused next time.
     ``messages`` counts what has been written so far (readable from another thread).
     """
@@ -479,7 +480,7 @@ class Recorder:
             max_mask_pixels=config.max_mask_pixels,
         )
         try:
-            self._writer = SplitWriter(config, self._metadata, overwrite=config.overwrite)
+            self._writer = SplitWriter(config, self._metadata)
         except BaseException:
             self._sub.close()
             raise
