@@ -315,7 +315,7 @@ def test_no_ungated_or_stale_int8_model_is_left_beside_the_fp32_one(trained_chec
     an INT8 file interrupted before its gate's verdict, or made from the model a new export
     replaced, must not stay."""
     import perception.export as export
-    import perception.export.int8_gate  # noqa: F401  (the submodule the gate lives in)
+    import perception.export.quantize  # noqa: F401  (the submodule the quantiser lives in)
 
     ckpt_path, _ = trained_checkpoint
     root, _ = folder_dataset
@@ -326,11 +326,11 @@ def test_no_ungated_or_stale_int8_model_is_left_beside_the_fp32_one(trained_chec
     assert out.is_file() and not int8_path_for(out).exists()
     assert any(line.startswith("removed m.int8.onnx: it was quantised from the model m.onnx replaced") for line in lines)
 
-    def interrupted(*args, **kwargs):
-        assert int8_path_for(out).is_file()  # quantised, not yet gated
+    def interrupted(fp32, int8, *args, **kwargs):  # Ctrl-C half way through writing the INT8 file
+        int8.write_bytes(b"half an INT8 model")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(export.int8_gate, "gate_int8", interrupted)
+    monkeypatch.setattr(export.quantize, "quantize_int8", interrupted)
     cfg = ExportConfig(checkpoint=ckpt_path, out=out, verify_data=f"folder:{root}", verify_count=2,
                        int8=True, calib=f"folder:{root}", calib_count=4, val_count=4, latency_runs=1)
     with pytest.raises(KeyboardInterrupt):
