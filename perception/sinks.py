@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from perception.errors import ConfigError
+from perception.errors import ConfigError, file_in_the_way
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,9 @@ class FrameSink:
             try:
                 target.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise ConfigError(
-                    f"cannot create {target} for --out: {exc.strerror}; choose a writable path"
-                ) from None
+                blocker = file_in_the_way(target)
+                why = f"{blocker} is a file, not a folder" if blocker else exc.strerror
+                raise ConfigError(f"cannot create {target} for --out: {why}; choose a writable path") from None
 
     def write(self, frame: np.ndarray) -> bool:
         self.frames += 1

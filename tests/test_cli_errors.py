@@ -91,6 +91,8 @@ CASES: dict[str, tuple[str, str]] = {
     # Things that exist but are not files are named for what they are, not "not found".
     "run video is a pipe": ("run --model {fx}/tiny.onnx --source {fx}/pipe.mp4", "pipe.mp4 is not a regular file"),
     "run key file is a folder": ("run --model {fx}/tiny.onnx --curve-secret-key {fx}/folder", "folder is a directory"),
+    "eval json under a file": ("eval --model {fx}/tiny.onnx --data synthetic --json {fx}/file.txt/e.json", "file.txt is a file, not a folder"),
+    "view out under a file": ("view --source {fx}/image.png --model {fx}/tiny.onnx --out {fx}/file.txt/v.png", "file.txt is a file, not a folder"),
     "view out is its source": ("view --source {fx}/image.png --model {fx}/tiny.onnx --out {fx}/image.png", "would overwrite the --source"),
     "view out inside its source folder": ("view --source {fx}/folder --model {fx}/tiny.onnx --out {fx}/folder/000000.png", "would overwrite the --source"),
     "run camera name not ROS": ("run --model {fx}/tiny.onnx --camera-name front-left.1", "only letters, digits and '_'"),

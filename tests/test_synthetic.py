@@ -202,7 +202,7 @@ def test_synth_command_unwritable_out_dir(tmp_path, capsys):
     blocker.write_text("x")
     rc = cli_main(["synth", "--out", str(blocker / "ds"), "--count", "1", "--size", "64x96"])
     err = capsys.readouterr().err
-    assert rc == 2 and "cannot create output directory" in err
+    assert rc == 2 and f"cannot create output directory {blocker / 'ds'} ({blocker} is a file, not a folder)" in err
 
 
 # ---- the world's variety: light, weather, camera, traffic (what a user looking at frames notices)

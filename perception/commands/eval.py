@@ -38,7 +38,7 @@ from typing import Literal
 
 from perception import contracts
 from perception.config import same_setting, setting
-from perception.errors import ConfigError, PerceptionError
+from perception.errors import ConfigError, PerceptionError, file_in_the_way
 from perception.flags import add_flags, config_from_flags
 from perception.options import EngineOptions, PublishOptions
 
@@ -112,7 +112,9 @@ def _check_config(config: EvalConfig) -> None:
         if target.is_dir():
             raise ConfigError(f"--json {target} is a directory; give a file name such as {target / 'eval.json'}")
         if not target.parent.is_dir():
-            raise ConfigError(f"--json {target}: folder {target.parent} does not exist; create it or choose another path")
+            blocker = file_in_the_way(target.parent)
+            why = f"{blocker} is a file, not a folder" if blocker else f"folder {target.parent} does not exist"
+            raise ConfigError(f"--json {target}: {why}; create it or choose another path")
     from perception.modelfile import check_writable
 
     if config.json:

@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 
 from perception.contracts import ClassTable
-from perception.errors import ConfigError
+from perception.errors import ConfigError, file_in_the_way
 from perception.synthetic.classes import SYNTHETIC_CLASSES
 from perception.synthetic.drive import SyntheticDrive, check_size, render_scene
 
@@ -82,7 +82,9 @@ def _prepare_dir(path: Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"cannot create output directory {path} ({exc.strerror}); choose a writable path") from None
+        blocker = file_in_the_way(path)
+        why = f"{blocker} is a file, not a folder" if blocker else exc.strerror
+        raise ConfigError(f"cannot create output directory {path} ({why}); choose a writable path") from None
     if not os.access(path, os.W_OK):
         raise ConfigError(f"output directory {path} is not writable; choose a writable path")
     return path
