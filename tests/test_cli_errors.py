@@ -69,18 +69,13 @@ CASES: dict[str, tuple[str, str]] = {
     "run model output smaller than declared": ("run --model {fx}/half.onnx --duration 2", "is uint8 (1, 32, 48) when it runs"),
     # NaN compares false with every bound; a negative seed reached numpy's generator.
     "run unknown threshold nan": ("run --model {fx}/tiny.onnx --unknown-threshold nan", "expected a number, got nan"),
-    "replay rate nan": ("replay {fx}/folder --rate nan", "expected a number, got nan"),
-    "synth negative seed": ("synth --out {fx}/syn --count 1 --size 48x64 --seed -1", "seed=-1 is out of range"),
     "run negative seed": ("run --model {fx}/tiny.onnx --seed -1", "seed=-1 is out of range"),
-    # torch.save's zip archive, and an older pickle, given where an .onnx file belongs.
+    # torch.save's zip archive given where an .onnx file belongs (the pickle form: test_modelfile).
     "run model is a checkpoint": ("run --model {fx}/zip.pt", "zip.pt is a PyTorch checkpoint, not an ONNX model: export it"),
-    "inspect a pickled checkpoint": ("inspect {fx}/pickle.pt", "pickle.pt is a PyTorch checkpoint"),
     "run source without one readable frame": ("run --model {fx}/tiny.onnx --source {fx}/image.png --endpoint ipc://{fx}/e6.sock",
                                               "image.png (1 files) ended without one readable frame (1 unreadable)"),
     # "$MODEL" with MODEL unset: the default model, "." or the synthetic world would run without a word.
     "run empty model": ("run --model ''", "argument --model: an empty value (an unset shell variable?)"),
-    "eval empty data": ("eval --model {fx}/tiny.onnx --data ''", "argument --data: an empty value"),
-    "replay empty file": ("replay ''", "argument FILE: an empty value"),
     # Its write probe (blocked by a folder where the temporary file goes) fails before the evaluation.
     "eval json cannot be written": ("eval --model {fx}/tiny.onnx --data synthetic --json {fx}/blocked.json",
                                     "blocked.json (Is a directory); choose a writable --json path"),
@@ -89,12 +84,9 @@ CASES: dict[str, tuple[str, str]] = {
     "run image over the pixel limit": ("run --model {fx}/tiny.onnx --source {fx}/huge.png --endpoint ipc://{fx}/e7.sock",
                                        "huge.png (1 files) ended without one readable frame"),
     # Things that exist but are not files are named for what they are, not "not found".
-    "run video is a pipe": ("run --model {fx}/tiny.onnx --source {fx}/pipe.mp4", "pipe.mp4 is not a regular file"),
     "run key file is a folder": ("run --model {fx}/tiny.onnx --curve-secret-key {fx}/folder", "folder is a directory"),
     "eval json under a file": ("eval --model {fx}/tiny.onnx --data synthetic --json {fx}/file.txt/e.json", "file.txt is a file, not a folder"),
-    "view out under a file": ("view --source {fx}/image.png --model {fx}/tiny.onnx --out {fx}/file.txt/v.png", "file.txt is a file, not a folder"),
     "view out is its source": ("view --source {fx}/image.png --model {fx}/tiny.onnx --out {fx}/image.png", "would overwrite the --source"),
-    "view out inside its source folder": ("view --source {fx}/folder --model {fx}/tiny.onnx --out {fx}/folder/000000.png", "would overwrite the --source"),
     "run camera name not ROS": ("run --model {fx}/tiny.onnx --camera-name front-left.1", "only letters, digits and '_'"),
     "run namespace not ROS": ("run --model {fx}/tiny.onnx --namespace perception//2cam", "repeated '/'"),
     "train out is a file": (
@@ -142,13 +134,11 @@ def fx(tmp_path_factory) -> Path:
     (root / "folder.onnx").mkdir()
     (root / "file.txt").write_text("not a folder\n")
     (root / "blocked.json.tmp").mkdir()
-    os.mkfifo(root / "pipe.mp4")
     import cv2
     import numpy as np
 
     cv2.imwrite(str(root / "huge.png"), np.zeros((9000, 8000), np.uint8))
     (root / "zip.pt").write_bytes(b"PK\x03\x04" + bytes(60))
-    (root / "pickle.pt").write_bytes(b"\x80\x02" + bytes(60))
     (root / "image.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
     return root
 

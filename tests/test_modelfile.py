@@ -221,3 +221,22 @@ def test_check_writable_fails_as_save_model_would_and_leaves_nothing(tmp_path):
             check_writable(bad)
     check_writable(tmp_path / "new" / "m.onnx")  # creatable: fine, and no probe file left behind
     assert list((tmp_path / "new").iterdir()) == []
+
+
+def test_a_pickled_checkpoint_and_paths_that_are_not_files_are_named(tmp_path):
+    import os
+
+    from perception.errors import why_not_a_file
+    from perception.modelfile import load_model_proto
+
+    (tmp_path / "old.pt").write_bytes(b"\x80\x02" + bytes(60))  # torch.save before the zip format
+    with pytest.raises(ModelError, match=r"old.pt is a PyTorch checkpoint, not an ONNX model: export it"):
+        load_model_proto(tmp_path / "old.pt")
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    assert why_not_a_file(tmp_path / "pipe") == "is not a regular file (a device, pipe or socket)"
+    assert why_not_a_file(tmp_path) == "is a directory"
+    assert why_not_a_file(tmp_path / "nowhere") == "not found"
+    assert why_not_a_file(tmp_path / "dangling") == "is a symbolic link to nothing"
+    assert why_not_a_file(tmp_path / "file" / "x").startswith("cannot be reached (Not a directory")

@@ -440,3 +440,26 @@ def test_a_number_setting_takes_exponents_from_yaml_and_refuses_nan():
     for text in ("fps: .nan", "fps: nan", "fps: ten"):
         with pytest.raises(ConfigError, match=r"node.yaml: fps: expected a number"):
             load_config(SourceOptions, yaml.safe_load(text), source="node.yaml")
+
+
+@pytest.mark.parametrize(
+    ("argv", "word"),
+    [
+        (["replay", ""], "argument FILE: an empty value (an unset shell variable?)"),
+        (["eval", "--model", "m.onnx", "--data", ""], "argument --data: an empty value"),
+        (["replay", "x.mcap", "--rate", "nan"], "rate: expected a number, got nan"),
+        (["synth", "--seed", "-1"], "seed=-1 is out of range"),
+    ],
+)
+def test_empty_nan_and_negative_seed_values_are_one_line_before_anything_runs(argv, word, tmp_path, monkeypatch, capsys):
+    from perception.cli import main as cli_main
+
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = cli_main(argv)
+    except SystemExit as exc:  # argparse's own errors exit from inside the parser
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert word in err and err.count("\n") == 1, err
+    assert not any(tmp_path.iterdir())  # nothing written
