@@ -22,7 +22,7 @@ import pytest
 
 from perception.cli import main as cli_main
 from perception.engines.base import Engine
-from perception.errors import PublishError
+from perception.errors import PublishError, SourceError
 from perception.pipeline import Pipeline, StageError
 from perception.publish import MaskPublisher
 from perception.run_config import RunConfig
@@ -125,6 +125,39 @@ def test_duration_balances_with_frames_in_flight(engine, publisher):
     source = open_source("synthetic", config.source_options)
     final = Pipeline(config, source=source, engine=SlowEngine(engine, 0.03), publisher=publisher).run()
     assert final["end_reason"] == "duration reached"
+    assert_balanced(final)
+
+
+class FailsAtTheEnd:
+    """A source whose input, once read, fails for good (a camera unplugged, 200 unreadable frames)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def read(self):
+        frame = self.inner.read()
+        if frame is None:
+            raise SourceError("camera gone for good")
+        return frame
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_a_source_that_fails_for_good_still_publishes_the_frames_it_read(tmp_path, engine, publisher):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(folder / f"{i:02d}.png"), np.full((30, 40, 3), i * 60, np.uint8))
+    config = RunConfig.from_settings(source=str(folder), warmup=0, queue="lossless", queue_capacity=4)
+    # The four frames are queued at once and the source fails; inference takes 50 ms a frame.
+    pipeline = Pipeline(config, source=FailsAtTheEnd(open_source(str(folder))), engine=SlowEngine(engine, 0.05),
+                        publisher=publisher)
+    with pytest.raises(SourceError, match="gone for good"):
+        pipeline.run()
+    final = pipeline.final_stats
+    assert final["end_reason"] == "capture failed" and "gone for good" in final["error"]
+    assert final["published"] == 4 and final["in_flight_discarded"] == 0
     assert_balanced(final)
 
 
