@@ -68,11 +68,11 @@ def why_not_a_file(path: str | Path) -> str:
     return "is a file"
 
 
-def file_in_the_way(folder: str | Path) -> Path | None:
-    """The file (or other non-folder) at ``folder`` or at one of its parents, which keeps ``folder``
-    from being created; None when there is none. ``mkdir`` says only "File exists" or "Not a
-    directory", naming neither."""
+def file_in_the_way(folder: str | Path) -> str | None:
+    """"<path> is a file, not a folder" for the file (or other non-folder) at ``folder`` or at one of
+    its parents that keeps ``folder`` from being created; None when there is none. ``mkdir`` says
+    only "File exists" or "Not a directory", naming neither."""
     for candidate in (Path(folder), *Path(folder).parents):
         if candidate.exists() or candidate.is_symlink():
-            return None if candidate.is_dir() else candidate
+            return None if candidate.is_dir() else f"{candidate} is a file, not a folder"
     return None

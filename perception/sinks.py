@@ -57,8 +57,7 @@ class FrameSink:
             try:
                 target.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                blocker = file_in_the_way(target)
-                why = f"{blocker} is a file, not a folder" if blocker else exc.strerror
+                why = file_in_the_way(target) or exc.strerror
                 raise ConfigError(f"cannot create {target} for --out: {why}; choose a writable path") from None
 
     def write(self, frame: np.ndarray) -> bool:

@@ -112,8 +112,7 @@ def _check_config(config: EvalConfig) -> None:
         if target.is_dir():
             raise ConfigError(f"--json {target} is a directory; give a file name such as {target / 'eval.json'}")
         if not target.parent.is_dir():
-            blocker = file_in_the_way(target.parent)
-            why = f"{blocker} is a file, not a folder" if blocker else f"folder {target.parent} does not exist"
+            why = file_in_the_way(target.parent) or f"folder {target.parent} does not exist"
             raise ConfigError(f"--json {target}: {why}; create it or choose another path")
     from perception.modelfile import check_writable
 

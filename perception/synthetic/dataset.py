@@ -82,8 +82,7 @@ def _prepare_dir(path: Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        blocker = file_in_the_way(path)
-        why = f"{blocker} is a file, not a folder" if blocker else exc.strerror
+        why = file_in_the_way(path) or exc.strerror
         raise ConfigError(f"cannot create output directory {path} ({why}); choose a writable path") from None
     if not os.access(path, os.W_OK):
         raise ConfigError(f"output directory {path} is not writable; choose a writable path")
