@@ -3,7 +3,7 @@
 A recorder that dies (SIGKILL, power loss) leaves an MCAP file without its summary section:
 stream readers read it, indexed readers (rosbags, ``mcap.reader.SeekingReader``) refuse it.
 ``recover_recording`` rewrites every record that can still be read into a finished, indexed
-file. Kept apart from ``perception/record.py``, which writes recordings: this module only reads
+file. Kept apart from ``perception/mcap_writer.py``, which writes recordings: this module only reads
 damaged ones.
 """
 

@@ -38,7 +38,7 @@ import zmq
 from perception import contracts
 from perception.config import setting
 from perception.errors import SourceError
-from perception.record import (
+from perception.mcap_layout import (
     CONTENT_HEADER,
     CONTENT_KEY,
     LATCHED_SUFFIXES,
@@ -126,7 +126,7 @@ def read_recording(
         for message in _read_file(file, counters, max_mask_pixels, first=seen == 0):
             if message.topic.endswith(LATCHED_SUFFIXES):
                 if latched.get(message.topic) == message.header:
-                    continue  # repeated at the start of a split (see record.SplitWriter)
+                    continue  # repeated at the start of a split (see mcap_writer.SplitWriter)
                 latched[message.topic] = message.header
             seen += 1
             yield message

@@ -199,7 +199,7 @@ def test_recorder_survives_hostile_messages_and_keeps_the_good_ones(tmp_path):
 
 
 def test_replay_reader_skips_and_counts_a_recorded_header_that_breaks_the_contract(tmp_path, caplog):
-    from perception.record import McapMaskWriter
+    from perception.mcap_writer import McapMaskWriter
     from perception.replay import ReadCounters, read_recording
     from perception.subscribe import Message
 

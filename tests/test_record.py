@@ -215,7 +215,7 @@ def test_record_and_replay_errors_are_one_line(tmp_path, recording, argv, messag
 
 
 def test_truncated_recording_replays_up_to_the_cut(tmp_path, caplog):
-    from perception.record import McapMaskWriter
+    from perception.mcap_writer import McapMaskWriter
     from perception.subscribe import Message
     from perception.wire import mask_header
 
@@ -240,7 +240,7 @@ def test_truncated_recording_replays_up_to_the_cut(tmp_path, caplog):
 def write_small_recording(path, n_frames: int = 5, *, log_times=None) -> int:
     """A complete recording of ``n_frames`` class maps and stats documents; the number of messages.
     ``log_times`` gives each frame's receive time (ns)."""
-    from perception.record import McapMaskWriter
+    from perception.mcap_writer import McapMaskWriter
     from perception.subscribe import Message
     from perception.wire import json_header, mask_header
 

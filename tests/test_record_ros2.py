@@ -10,15 +10,15 @@ from mcap.reader import make_reader
 from test_record import frame_masks
 
 from perception import contracts
-from perception.record import (
+from perception.mcap_layout import (
     CONTENT_HEADER,
     CONTENT_KEY,
     VALUES_KEY,
     WIRE_TOPIC_KEY,
-    McapMaskWriter,
     offered_qos_profiles,
     ros2_topic_name,
 )
+from perception.mcap_writer import McapMaskWriter
 from perception.replay import read_recording
 from perception.subscribe import Message
 from perception.wire import mask_header

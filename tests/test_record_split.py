@@ -12,8 +12,9 @@ from mcap.reader import make_reader
 from test_record import ENCODINGS, NS, frame_masks, free_endpoint, wait_for_recorder, wait_until
 
 from perception.errors import ConfigError, SourceError
+from perception.mcap_layout import split_path
 from perception.publish import MaskPublisher
-from perception.record import RecordConfig, Recorder, split_path
+from perception.record import RecordConfig, Recorder
 from perception.replay import read_recording, recording_files
 
 N_FRAMES = 60

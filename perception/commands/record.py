@@ -10,7 +10,7 @@ Refuses to start when ``--out`` (or, with splits, any ``<stem>_N.mcap``) already
 ``--overwrite`` (which first removes them all, so no old split is replayed with the new ones).
 Stops after ``--duration`` or on Ctrl-C / SIGTERM, finishing the file either way. The layout
 (sensor_msgs/msg/Image masks, std_msgs/msg/String JSON, wire headers in ``<topic>/meta``) is
-described in ``perception/record.py``.
+described in ``perception/mcap_layout.py``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from pathlib import Path
 
 from perception.errors import ConfigError
 from perception.flags import add_flags, config_from_flags, flag_values, flags
-from perception.record import RecordConfig, Recorder, split_path
+from perception.mcap_layout import split_path
+from perception.record import RecordConfig, Recorder
 from perception.recover import recording_is_intact, recover_recording, same_file
 from perception.signals import install_signal_handlers
 

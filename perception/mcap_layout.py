@@ -1,0 +1,149 @@
+"""The layout of a perception recording: the MCAP file that ``perception record`` writes and
+``perception replay`` reads, declared once for both (and for anyone writing a reader of their own).
+
+Layout of a file (MCAP ``ros2`` profile, every channel CDR-encoded ROS 2 messages, following
+rosbag2's conventions):
+
+=================================  ======================  =================================================
+channel                            schema                  content
+=================================  ======================  =================================================
+``/<ns>/<mask>``                   sensor_msgs/msg/Image   stamp = capture time, frame_id, height, width,
+                                                           ``mono8`` (0/255 masks) or ``8UC1`` (the class
+                                                           map: class ids), step, the decoded mask
+``/<ns>/stats``, ``/<ns>/obstacles``  std_msgs/msg/String  the JSON document as published
+``/<topic>/meta``                  std_msgs/msg/String     the wire header JSON of each message above (seq,
+                                                           capture/publish times, model_id, latency_ms,
+                                                           compression...), so ``perception replay`` is exact
+=================================  ======================  =================================================
+
+Channel names are ROS 2 names (``ros2_topic_name``: absolute, illegal characters made ``_``).
+Every channel's metadata holds rosbag2's ``offered_qos_profiles`` (YAML), the wire topic
+(``perception.wire_topic``), ``perception.content`` (``data`` or ``wire_header``) and, for masks,
+``perception.values`` (``binary`` or ``class_ids``). Each MCAP message's ``sequence`` is the wire
+``seq``, ``log_time`` the receive time and ``publish_time`` the node's publish time. A metadata
+record ``perception.recording`` holds the endpoint, the topics, the perception and wire
+versions, per-topic counts and, in a split, its ``split_index``.
+
+A split recording to ``run.mcap`` is ``run_0.mcap``, ``run_1.mcap``... (``split_path``, ``split_files``).
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+from pathlib import Path
+
+import yaml
+
+from perception import contracts
+
+IMAGE_SCHEMA = "sensor_msgs/msg/Image"
+STRING_SCHEMA = "std_msgs/msg/String"
+#: Suffix of the channel that carries each topic's wire headers.
+META_SUFFIX = "/meta"
+#: Name of the MCAP metadata record written by the recorder.
+METADATA_NAME = "perception.recording"
+
+# ROS 2 message definitions in the concatenated form rosbag2 writes (dependencies after a line
+# of '=' and "MSG: <type>"), which mcap_ros2 and Foxglove parse.
+_SEPARATOR = "=" * 80
+IMAGE_MSGDEF = "\n".join(
+    [
+        "std_msgs/Header header",
+        "uint32 height",
+        "uint32 width",
+        "string encoding",
+        "uint8 is_bigendian",
+        "uint32 step",
+        "uint8[] data",
+        _SEPARATOR,
+        "MSG: std_msgs/Header",
+        "builtin_interfaces/Time stamp",
+        "string frame_id",
+        _SEPARATOR,
+        "MSG: builtin_interfaces/Time",
+        "int32 sec",
+        "uint32 nanosec",
+    ]
+)
+STRING_MSGDEF = "string data"
+
+
+def wire_topic(channel: str) -> str:
+    """The wire topic of a channel written without ``perception.wire_topic`` metadata (older recordings)."""
+    return channel.lstrip("/")
+
+
+def ros2_topic_name(topic: str) -> str:
+    """The ROS 2 name of a wire topic: absolute, and within ROS 2's naming rules (tokens of letters,
+    digits and single underscores, none starting with a digit), so ``ros2 bag`` accepts it.
+
+    ``perception/front/lane`` -> ``/perception/front/lane``; ``perception/front-left.1/lane`` ->
+    ``/perception/front_left_1/lane``. The wire topic itself is kept in the channel metadata
+    (``perception.wire_topic``), so a replay is exact whatever the name became.
+    """
+    tokens = []
+    for token in topic.split("/"):
+        token = re.sub(r"_{2,}", "_", re.sub(r"[^A-Za-z0-9_]", "_", token))
+        if token:
+            tokens.append("_" + token if token[0].isdigit() else token)
+    return "/" + "/".join(tokens)
+
+
+#: Channel metadata keys (besides rosbag2's ``offered_qos_profiles``).
+WIRE_TOPIC_KEY = "perception.wire_topic"
+CONTENT_KEY = "perception.content"
+VALUES_KEY = "perception.values"
+#: ``perception.content``: the message itself, or the wire headers of a topic's messages.
+CONTENT_DATA = "data"
+CONTENT_HEADER = "wire_header"
+#: Wire topics the node sends latched (the last message goes to every new subscriber).
+LATCHED_SUFFIXES = ("/" + contracts.INFO_TOPIC,)
+
+
+def offered_qos_profiles(topic: str) -> str:
+    """rosbag2's ``offered_qos_profiles`` channel metadata: the YAML list rosbag2 (Humble) writes,
+    with enum values as numbers (which every rosbag2 release and rosbags read).
+
+    The node's ZeroMQ PUB socket keeps the latest messages and drops for a slow subscriber:
+    KEEP_LAST (1), BEST_EFFORT (2), VOLATILE (2). A latched topic (``<ns>/info``) is RELIABLE (1),
+    TRANSIENT_LOCAL (1), depth 1, as ROS 2 latches. Depth 0 and zero durations (the defaults) are
+    what rosbag2 records for a publisher's offered profile.
+    """
+    latched = topic.endswith(LATCHED_SUFFIXES)
+    zero = {"sec": 0, "nsec": 0}
+    profile = {
+        "history": 1, "depth": 1 if latched else 0, "reliability": 1 if latched else 2,
+        "durability": 1 if latched else 2, "deadline": zero, "lifespan": zero, "liveliness": 1,
+        "liveliness_lease_duration": zero, "avoid_ros_namespace_conventions": False,
+    }
+    return yaml.safe_dump([profile], sort_keys=False)
+
+
+def ros_image_encoding(header: dict) -> str:
+    """The ``sensor_msgs/Image`` encoding of a mask: ``8UC1`` (plain 8-bit values, not intensities)
+    for a class map, whose pixels are class ids; the header's own (``mono8``) for 0/255 masks."""
+    return "8UC1" if header.get("values") == contracts.VALUES_CLASS_IDS else header["encoding"]
+
+
+def channel_metadata(topic: str, content: str, header: dict) -> dict[str, str]:
+    """The metadata of a channel: rosbag2's QoS, the wire topic, and for a mask what its values mean."""
+    metadata = {"offered_qos_profiles": offered_qos_profiles(topic), WIRE_TOPIC_KEY: topic, CONTENT_KEY: content}
+    if content == CONTENT_DATA and header.get("kind") == contracts.KIND_MASK and header.get("values"):
+        metadata[VALUES_KEY] = str(header["values"])
+    return metadata
+
+
+def split_path(out: Path, index: int) -> Path:
+    """The file of split ``index`` of a recording to ``out``: ``run.mcap`` -> ``run_0.mcap``, ``run_1.mcap``..."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}_{index}{out.suffix or '.mcap'}")
+
+
+def split_files(out: Path) -> list[Path]:
+    """The split files of a recording to ``out`` that exist now (``run_0.mcap``, ``run_1.mcap``...), in index order."""
+    out = Path(out)
+    suffix = out.suffix or ".mcap"
+    found = [f for f in out.parent.glob(f"{glob.escape(out.stem)}_*{glob.escape(suffix)}")
+             if re.fullmatch(re.escape(out.stem) + r"_\d+", f.stem)]
+    return sorted(found, key=lambda f: int(f.stem.rpartition("_")[2]))

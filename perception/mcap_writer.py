@@ -1,0 +1,244 @@
+"""Writing recordings: received messages into MCAP files laid out as ``perception/mcap_layout.py``
+says, one file or a sequence of splits, with per-topic counts.
+
+``perception.record.Recorder`` feeds it from a subscriber; ``McapMaskWriter`` alone writes any
+``perception.subscribe.Message`` objects (the tests build files with it).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from perception import __version__, contracts
+from perception.errors import ConfigError
+from perception.mcap_layout import (
+    CONTENT_DATA,
+    CONTENT_HEADER,
+    IMAGE_MSGDEF,
+    IMAGE_SCHEMA,
+    LATCHED_SUFFIXES,
+    META_SUFFIX,
+    METADATA_NAME,
+    STRING_MSGDEF,
+    STRING_SCHEMA,
+    channel_metadata,
+    ros2_topic_name,
+    ros_image_encoding,
+    split_files,
+    split_path,
+)
+
+if TYPE_CHECKING:
+    from perception.record import RecordConfig
+
+
+def existing_outputs(config: RecordConfig) -> list[Path]:
+    """Files a recording per ``config`` would replace or be mixed with: ``out`` and, for a split
+    recording, every existing split of that name (a replay of ``out`` would play old splits after
+    the new ones, or the old ``out`` instead of them)."""
+    out = Path(config.out)
+    # A folder is left to open() to refuse ("cannot write"); a dangling link counts, as "xb" would fail on it.
+    found = [out] if (out.exists() and not out.is_dir()) or out.is_symlink() else []
+    return found + split_files(out) if config.splits else found
+
+
+def refuse_existing(config: RecordConfig) -> None:
+    """Raise ConfigError naming the files a recording to ``config.out`` would overwrite."""
+    found = existing_outputs(config)
+    if found:
+        names = ", ".join(str(f) for f in found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+        one = len(found) == 1
+        raise ConfigError(f"{names} already exist{'s' if one else ''} (an earlier recording); choose another --out, "
+                          f"remove {'it' if one else 'them'}, or pass --overwrite to replace {'it' if one else 'them'}")
+
+
+@dataclass
+class TopicCount:
+    """Per-topic figures: messages, first/last seq, seqs missing between them, seq restarts."""
+
+    messages: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    missing: int = 0
+    restarts: int = 0
+
+    def add(self, seq: int) -> None:
+        if self.last_seq is not None:
+            if seq > self.last_seq + 1:
+                self.missing += seq - self.last_seq - 1
+            elif seq <= self.last_seq:
+                self.restarts += 1  # the node restarted (its seq starts again)
+        if self.first_seq is None:
+            self.first_seq = seq
+        self.last_seq = seq
+        self.messages += 1
+
+
+class McapMaskWriter:
+    """Writes received ``perception.subscribe.Message`` objects into an MCAP file (layout above).
+
+    ``chunk_size`` (bytes) is how much goes into one compressed MCAP chunk; a recorder killed
+    mid-run loses at most the chunk being filled. Raises ConfigError when ``path`` cannot be written,
+    or, with ``exclusive``, already exists.
+
+    The file is written with ``mcap.writer.Writer`` (``ros2`` profile) and the ROS 2 CDR encoders
+    of ``mcap_ros2``: its own ``Writer`` cannot give a channel metadata, and rosbag2's convention
+    (and the ``ros2`` profile) want ``offered_qos_profiles`` on every channel.
+    """
+
+    def __init__(
+        self, path: Path, *, chunk_size: int = 1024 * 1024, counts: dict[str, TopicCount] | None = None,
+        exclusive: bool = False,
+    ) -> None:
+        from mcap.well_known import MessageEncoding, SchemaEncoding
+        from mcap.writer import Writer
+        from mcap_ros2 import __version__ as mcap_ros2_version
+        from mcap_ros2._dynamic import serialize_dynamic  # the encoders mcap_ros2.writer.Writer uses
+
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # exclusive: a file that appeared since the recorder checked (another recorder) is not clobbered.
+            self._file: IO[bytes] = open(self.path, "xb" if exclusive else "wb")  # noqa: SIM115 - closed in close()
+        except FileExistsError:
+            raise ConfigError(f"{self.path} already exists; choose another --out, or pass --overwrite") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot write {self.path}: {exc.strerror}; choose a writable --out") from None
+        self._writer = Writer(self._file, chunk_size=chunk_size)
+        self._writer.start(profile="ros2", library=f"perception {__version__}; mcap-ros2-support {mcap_ros2_version}")
+        self._cdr = MessageEncoding.CDR
+        self._schemas: dict[str, int] = {}
+        self._encoders = {}
+        for name, msgdef in ((IMAGE_SCHEMA, IMAGE_MSGDEF), (STRING_SCHEMA, STRING_MSGDEF)):
+            self._schemas[name] = self._writer.register_schema(name, SchemaEncoding.ROS2, msgdef.encode())
+            self._encoders[name] = serialize_dynamic(name, msgdef)[name]
+        self._channels: dict[tuple[str, str], int] = {}
+        #: Per-topic figures; a dict shared by the splits of one recording gives the totals.
+        self.counts: dict[str, TopicCount] = counts if counts is not None else {}
+        self.messages = 0
+        self._closed = False
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes in the file so far (the chunk being filled is not counted until it is written)."""
+        return self._file.tell()
+
+    def _channel(self, topic: str, content: str, schema: str, header: dict) -> int:
+        """The channel of a wire topic's ``content`` (``data`` or ``wire_header``), registered on first use."""
+        key = (topic, content)
+        if key not in self._channels:
+            metadata = channel_metadata(topic, content, header)
+            name = ros2_topic_name(topic) + (META_SUFFIX if content == CONTENT_HEADER else "")
+            self._channels[key] = self._writer.register_channel(name, self._cdr, self._schemas[schema], metadata)
+        return self._channels[key]
+
+    def write(self, msg, *, count: bool = True) -> None:
+        """Write one message (mask or JSON) and its wire header; ``count`` False for a latched
+        message repeated at the start of a split (not counted again)."""
+        header = msg.header
+        common = {"log_time": msg.receive_ns, "publish_time": int(header["publish_ns"]), "sequence": int(header["seq"])}
+        meta = self._channel(msg.topic, CONTENT_HEADER, STRING_SCHEMA, header)
+        from perception.wire import dump_header, ros_image_fields
+
+        if header["kind"] == contracts.KIND_MASK:
+
+            image = ros_image_fields(header)
+            image["encoding"] = ros_image_encoding(header)
+            image["data"] = msg.data.tobytes()
+            data = (self._channel(msg.topic, CONTENT_DATA, IMAGE_SCHEMA, header), IMAGE_SCHEMA, image)
+        else:
+            data = (self._channel(msg.topic, CONTENT_DATA, STRING_SCHEMA, header), STRING_SCHEMA,
+                    {"data": json.dumps(msg.data)})
+        # Encode both before writing either, so a message the encoder refuses leaves nothing behind.
+        # The /meta channel holds the header exactly as the wire writes it (v2: nanoseconds as strings).
+        records = [(meta, self._encoders[STRING_SCHEMA]({"data": dump_header(header).decode("utf-8")})),
+                   (data[0], self._encoders[data[1]](data[2]))]
+        for channel, payload in records:
+            self._writer.add_message(channel, data=payload, **common)
+        if count:
+            self.counts.setdefault(msg.topic, TopicCount()).add(int(header["seq"]))
+            self.messages += 1
+
+    def close(self, metadata: dict[str, str] | None = None) -> None:
+        """Write the metadata record and the summary, and close the file; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if metadata is not None:
+                self._writer.add_metadata(METADATA_NAME, metadata)
+            self._writer.finish()
+        finally:
+            self._file.close()
+
+
+class SplitWriter:
+    """The recorder's output: one ``McapMaskWriter`` at ``config.out``, or, with ``split_duration``
+    / ``split_size``, a sequence of complete MCAP files ``<stem>_0.mcap``, ``<stem>_1.mcap``...
+
+    Each split is finished (summary, index, metadata record) before the next is opened, so a
+    recorder killed mid-run loses at most the open split, and ``perception recover`` rebuilds
+    that one. A split ends at the first message after its duration has passed, or once the file
+    has reached ``split_size`` MB; it can exceed the size by at most one chunk (``chunk_size``,
+    at most ``chunk_size_kb`` and an eighth of the size limit). ``metadata`` is called when a split is closed.
+    The latest message of each latched topic (``<ns>/info``) is written again at the start of
+    every split, so each split alone holds the class table it needs (a replay of all the splits
+    sends it once).
+
+    Files of an earlier recording to the same ``out`` (``existing_outputs``) make it raise
+    ConfigError before anything is written; with ``config.overwrite`` they are all removed first,
+    so no old split is left to be replayed after the new ones.
+    """
+
+    def __init__(self, config: RecordConfig, metadata) -> None:
+        if not config.overwrite:
+            refuse_existing(config)
+        else:
+            for old in existing_outputs(config):
+                try:
+                    old.unlink()
+                except OSError as exc:
+                    raise ConfigError(f"cannot remove {old} for --overwrite: {exc.strerror}; remove it yourself") from None
+        self._exclusive = not config.overwrite
+        self.config = config
+        self.counts: dict[str, TopicCount] = {}
+        self.paths: list[Path] = []
+        self._metadata = metadata
+        self._latched: dict[str, object] = {}
+        self._limit_bytes = None if config.split_size is None else int(config.split_size * 1e6)
+        self._chunk_size = config.chunk_size_kb * 1024
+        if self._limit_bytes is not None:
+            self._chunk_size = max(4096, min(self._chunk_size, self._limit_bytes // 8))
+        self._open()
+
+    def _open(self) -> None:
+        path = split_path(self.config.out, len(self.paths)) if self.config.splits else Path(self.config.out)
+        self._writer = McapMaskWriter(path, chunk_size=self._chunk_size, counts=self.counts, exclusive=self._exclusive)
+        self.paths.append(path)
+        self._opened = time.monotonic()
+        for msg in self._latched.values():
+            self._writer.write(msg, count=False)
+
+    def _full(self) -> bool:
+        if self._writer.messages == 0:
+            return False
+        if self.config.split_duration is not None and time.monotonic() - self._opened >= self.config.split_duration:
+            return True
+        return self._limit_bytes is not None and self._writer.size_bytes >= self._limit_bytes
+
+    def write(self, msg) -> None:
+        """Write one message, first starting the next split when the open one is full."""
+        if self.config.splits and self._full():
+            self._writer.close(self._metadata(split=len(self.paths) - 1))
+            self._open()
+        self._writer.write(msg)
+        if msg.topic.endswith(LATCHED_SUFFIXES):
+            self._latched[msg.topic] = msg
+
+    def close(self) -> None:
+        """Finish the open file; idempotent."""
+        self._writer.close(self._metadata(split=len(self.paths) - 1 if self.config.splits else None))
