@@ -397,6 +397,9 @@ FRAME_TOPIC = "frame"
 MAX_FRAME_MASKS = 32
 #: The JSON-document topics of a node.
 JSON_TOPICS = (STATS_TOPIC, OBSTACLES_TOPIC, INFO_TOPIC)
+#: Last topic segments that never name a mask: a reader refuses a mask on them, and an atomic frame
+#: whose masks use them (a recording keeps one schema a topic). JSON on a mask topic is refused too.
+RESERVED_TOPIC_NAMES = (*JSON_TOPICS, FRAME_TOPIC)
 
 #: Payload encodings. ``mono8``: H*W bytes, row-major. ``bitpack``: ceil(H*W/8) bytes, numpy
 #: ``packbits`` order (most significant bit first), a set bit is a mask pixel (binary masks only).

@@ -116,7 +116,7 @@ class McapMaskWriter:
         for name, msgdef in ((IMAGE_SCHEMA, IMAGE_MSGDEF), (STRING_SCHEMA, STRING_MSGDEF)):
             self._schemas[name] = self._writer.register_schema(name, SchemaEncoding.ROS2, msgdef.encode())
             self._encoders[name] = serialize_dynamic(name, msgdef)[name]
-        self._channels: dict[tuple[str, str], int] = {}
+        self._channels: dict[tuple[str, str], tuple[int, str]] = {}
         #: Per-topic figures; a dict shared by the splits of one recording gives the totals.
         self.counts: dict[str, TopicCount] = counts if counts is not None else {}
         self.messages = 0
@@ -133,8 +133,12 @@ class McapMaskWriter:
         if key not in self._channels:
             metadata = channel_metadata(topic, content, header)
             name = ros2_topic_name(topic) + (META_SUFFIX if content == CONTENT_HEADER else "")
-            self._channels[key] = self._writer.register_channel(name, self._cdr, self._schemas[schema], metadata)
-        return self._channels[key]
+            self._channels[key] = (self._writer.register_channel(name, self._cdr, self._schemas[schema], metadata), schema)
+        channel, registered = self._channels[key]
+        if registered != schema:
+            # One schema a channel: readers decode every message of it with the first one's.
+            raise ValueError(f"{topic} is recorded as {registered}; a {schema} message on it is refused")
+        return channel
 
     def write(self, msg, *, count: bool = True) -> None:
         """Write one message (mask or JSON) and its wire header; ``count`` False for a latched

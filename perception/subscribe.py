@@ -37,7 +37,15 @@ import zmq
 from perception import contracts
 from perception.encoding import DecodeError, codec_for_compression
 from perception.errors import ConfigError, PublishError
-from perception.wire import WireError, WireMessage, WireVersionError, check_topic, load_json, parse_header
+from perception.wire import (
+    WireError,
+    WireMessage,
+    WireVersionError,
+    check_topic,
+    load_json,
+    parse_header,
+    short_repr,
+)
 from perception.xpub import check_endpoint
 
 log = logging.getLogger(__name__)
@@ -94,6 +102,7 @@ def decode_message(
     raw = [f.buffer if isinstance(f, zmq.Frame) else memoryview(f) for f in frames]
     topic = check_topic(raw[0])
     header = parse_header(raw[1])
+    _check_kind_fits_topic(topic, header["kind"])
     receive_ns = time.time_ns() if receive_ns is None else receive_ns
     if header["kind"] == contracts.KIND_FRAME:
         data = _decode_frame(topic, header, raw, receive_ns, max_mask_pixels)
@@ -113,6 +122,48 @@ def decode_message(
     )
 
 
+def _frame_topics_of(topic: str) -> set[str]:
+    """Where an ``--atomic-frames`` node sends mask topic ``<ns>/<mask>``: ``<ns>/frame``; for a
+    per-class ``<ns>/obstacle/<class>`` the namespace is one level up, so both are given. Empty
+    for a JSON or frame topic."""
+    namespace, _, name = topic.rpartition("/")
+    if not namespace or name in contracts.RESERVED_TOPIC_NAMES:
+        return set()
+    found = {contracts.topic_name(namespace, contracts.FRAME_TOPIC)}
+    parent, _, group = namespace.rpartition("/")
+    if parent and group + "/" == contracts.PER_CLASS_OBSTACLE_PREFIX:
+        found.add(contracts.topic_name(parent, contracts.FRAME_TOPIC))
+    return found
+
+
+def _check_kind_fits_topic(topic: str, kind: str) -> None:
+    """WireError when the topic's name belongs to another kind of message: ``stats``, ``obstacles``
+    and ``info`` carry JSON documents only, ``frame`` atomic frames only (``_decode_frame``), and a
+    node's mask topics (``drivable``, ``lane``, ``obstacle``, ``class_map``, ``obstacle/<class>``)
+    no JSON. A recording keeps one schema a topic, so one message of the wrong kind would spoil
+    the rest of that topic. JSON on other names stays open (``MaskPublisher.publish_json``)."""
+    parent, _, name = topic.rpartition("/")
+    if kind == contracts.KIND_MASK and name in contracts.RESERVED_TOPIC_NAMES:
+        raise WireError(f"mask on topic {topic!r}, whose name {name!r} is reserved for "
+                        f"{'atomic frames' if name == contracts.FRAME_TOPIC else 'a JSON document'}")
+    if kind == contracts.KIND_JSON and (
+        name in contracts.MASK_TOPICS or name == contracts.FRAME_TOPIC
+        or parent.rpartition("/")[2] + "/" == contracts.PER_CLASS_OBSTACLE_PREFIX
+    ):
+        raise WireError(f"JSON document on topic {topic!r}, a {'frame' if name == contracts.FRAME_TOPIC else 'mask'} topic")
+
+
+def _mask_name_error(name: str) -> str | None:
+    """Why an atomic frame's mask name cannot make a topic, or None: it is relative, each of its
+    ``/`` parts is a plain name (not empty, ``.`` or ``..``) and the last is not reserved."""
+    parts = name.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return "an empty, '.' or '..' part"
+    if parts[-1] in contracts.RESERVED_TOPIC_NAMES:
+        return f"the reserved name {parts[-1]!r}"
+    return None
+
+
 def _decode_frame(topic: str, header: dict[str, Any], raw: list[memoryview], receive_ns: int,
                   max_mask_pixels: int) -> dict[str, Message]:
     """The masks of an atomic frame message, by name: each a mask ``Message`` on its own topic
@@ -121,11 +172,17 @@ def _decode_frame(topic: str, header: dict[str, Any], raw: list[memoryview], rec
     names = header["masks"]
     if len(raw) != 2 + 2 * len(names):
         raise WireError(f"frame message has {len(raw)} frames, expected {2 + 2 * len(names)} for {len(names)} masks")
-    if len(set(names)) != len(names) or any(not n or n.startswith("/") or n.endswith("/") for n in names):
-        raise WireError(f"frame message names its masks {names!r}; expected distinct relative names")
+    if len(set(names)) != len(names):
+        raise WireError(f"frame message names a mask twice: {short_repr(names)}")
     if not topic.endswith("/" + contracts.FRAME_TOPIC):
         raise WireError(f"frame message on topic {topic!r}; expected <namespace>/{contracts.FRAME_TOPIC}")
     namespace = topic[: -len(contracts.FRAME_TOPIC) - 1]
+    for name in names:
+        problem = _mask_name_error(name)
+        if problem is not None:
+            raise WireError(f"frame message names a mask {short_repr(name)} with {problem}")
+        # The mask's own topic, as readers print, record and replay it, under the same rules.
+        check_topic(contracts.topic_name(namespace, name).encode("utf-8"))
     headers = [parse_header(raw[2 + 2 * i]) for i in range(len(names))]
     total = 0
     for name, part in zip(names, headers, strict=True):
@@ -174,8 +231,8 @@ class MaskSubscriber:
             as its mask messages, one per ``recv``, each on its own topic (so consumers of
             per-topic masks work unchanged; all masks of the frame arrived or none did). False
             returns it whole: ``kind == "frame"``, ``data`` a dict of mask name -> ``Message``.
-            With ``namespace`` and ``masks``, ``<namespace>/frame`` is subscribed too, and only
-            the asked-for masks of a frame are returned.
+            With ``namespace`` and ``masks``, or exact mask ``topics``, ``<namespace>/frame`` is
+            subscribed too, and only the asked-for masks of a frame are returned.
 
     Raises:
         ConfigError: conflicting topic arguments or half a CURVE configuration.
@@ -218,7 +275,10 @@ class MaskSubscriber:
         self._split: deque[Message] = deque()  # the rest of a split atomic frame
         if topics:
             self.topics: list[str] | None = list(topics)
-            prefixes = self.topics
+            # A node with --atomic-frames sends mask <ns>/X inside <ns>/frame: subscribe to that
+            # too, and keep only the asked-for masks of each frame.
+            self._frame_topics = set().union(*map(_frame_topics_of, self.topics)) - set(self.topics)
+            prefixes = self.topics + sorted(self._frame_topics)
         elif namespace and masks:
             self.topics = [contracts.topic_name(namespace, m) for m in masks]
             self._info_topics = {contracts.topic_name(namespace, contracts.INFO_TOPIC)} - set(self.topics)
@@ -330,7 +390,8 @@ class MaskSubscriber:
                          self.counters.malformed)
             return None
         if msg.kind == contracts.KIND_FRAME and self.split_frames:
-            parts = [m for m in msg.data.values() if self._exact is None or m.topic in self._exact]
+            whole = self._exact is None or msg.topic in self._exact  # the frame topic itself was asked for
+            parts = [m for m in msg.data.values() if whole or m.topic in self._exact]
             self.counters.received += len(parts)
             if not parts:
                 return None

@@ -40,7 +40,7 @@ class WireVersionError(WireError):
     def __init__(self, version: object) -> None:
         readable = " and ".join(str(v) for v in contracts.WIRE_VERSIONS_READ)
         super().__init__(
-            f"message has wire version {_short(version)}, this reader understands versions {readable}; "
+            f"message has wire version {short_repr(version)}, this reader understands versions {readable}; "
             "run the same perception version on both sides"
         )
         self.version = version
@@ -181,8 +181,10 @@ def load_json(data: bytes | memoryview, *, max_bytes: int, what: str) -> Any:
     if size > max_bytes:
         raise WireError(f"{what} has {size} bytes, more than the limit of {max_bytes}")
     try:
+        text = bytes(data).decode("utf-8")
         doc = json.loads(
-            bytes(data).decode("utf-8"), parse_int=_bounded_int, parse_constant=_no_constant,
+            text, parse_int=_bounded_int, parse_float=_finite_float, parse_constant=_no_constant,
+            object_pairs_hook=_unique_keys,
         )
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WireError(f"{what} is not UTF-8 JSON ({exc})") from None
@@ -192,6 +194,10 @@ def load_json(data: bytes | memoryview, *, max_bytes: int, what: str) -> Any:
         raise WireError(f"{what} is nested too deeply (limit {contracts.MAX_JSON_DEPTH})") from None
     if _json_depth(doc) > contracts.MAX_JSON_DEPTH:
         raise WireError(f"{what} is nested too deeply (limit {contracts.MAX_JSON_DEPTH})")
+    # UTF-8 cannot carry a lone surrogate, but a \ud800 escape can: Python keeps it in the str,
+    # and printing or re-encoding it later raises (the C and JS readers refuse it too).
+    if _SURROGATE_ESCAPE.search(text) and not _well_formed(doc):
+        raise WireError(f"{what} holds a lone UTF-16 surrogate escape (\\ud800-\\udfff without its pair)")
     return doc
 
 
@@ -207,6 +213,46 @@ def _bounded_int(text: str) -> int:
 
 def _no_constant(name: str) -> float:
     raise _JsonLimit(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    """A number with a fraction or exponent; one that overflows (``1e400``) is refused, as NaN is."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise _JsonLimit(f"number {text[:40]} overflows to infinity")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys are each given once: readers differ on which of two equal keys wins
+    (cJSON the first, Python and JSON.parse the last), so a message with both is refused."""
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        seen: set[str] = set()
+        twice = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise _JsonLimit(f"key {short_repr(twice)} is given twice in one object")
+    return doc
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _well_formed(doc: Any) -> bool:
+    """True when no string (key or value) of a parsed document holds a lone surrogate."""
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(node, dict):
+            stack.extend(node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return True
 
 
 def _json_depth(doc: Any) -> int:
@@ -229,46 +275,56 @@ def _json_depth(doc: Any) -> int:
 
 
 _KIND_TYPES: dict[str, tuple[type, ...]] = {
-    "int": (int,), "number": (int, float), "str": (str,), "object": (dict,), "bool": (bool,), "ns": (str, int),
+    "int": (int, float), "number": (int, float), "str": (str,), "object": (dict,), "bool": (bool,), "ns": (str, int),
     "list": (list,),
 }
 _KIND_NAMES = {"int": "int", "number": "number", "str": "str", "object": "dict", "bool": "bool", "list": "list",
                "ns": "a decimal string of nanoseconds"}
 _DECIMAL = re.compile(r"[0-9]+")
+_BITPACK = contracts.COMPRESSION_OF_ENCODING["bitpack"]
 
 
 def check_fields(doc: dict[str, Any], schema: dict[str, contracts.FieldRule], what: str) -> None:
-    """WireError naming the first field of ``schema`` that ``doc`` lacks or holds outside its rule."""
+    """WireError naming the first field of ``schema`` that ``doc`` lacks or holds outside its rule.
+
+    An ``int`` field takes any JSON number of integral value (``2``, ``2.0``, ``2e0``: JSON does not
+    tell them apart, nor does JavaScript), and ``doc`` then holds it as an int.
+    """
     for name, rule in schema.items():
-        _check_value(doc.get(name), rule, f"{what} field {name!r}")
+        doc[name] = _check_value(doc.get(name), rule, f"{what} field {name!r}")
 
 
-def _check_value(value: Any, rule: contracts.FieldRule, where: str) -> None:
+def _check_value(value: Any, rule: contracts.FieldRule, where: str) -> Any:
+    """``value`` checked against ``rule`` (an integral float of an ``int`` field made an int)."""
     if not isinstance(value, _KIND_TYPES[rule.kind]) or (isinstance(value, bool) and rule.kind != "bool"):
-        raise WireError(f"{where} is {_short(value)}, expected {_KIND_NAMES[rule.kind]}")
+        raise WireError(f"{where} is {short_repr(value)}, expected {_KIND_NAMES[rule.kind]}")
+    if rule.kind == "int" and isinstance(value, float):
+        if not value.is_integer():
+            raise WireError(f"{where} is {short_repr(value)}, expected int")
+        value = int(value)
     if rule.kind == "ns":
         # Wire version 2 sends decimal strings; an integer is accepted too (a header dict written by
         # a Python tool with plain json.dumps, e.g. a recording's /meta channel) and checked alike.
         if isinstance(value, str):
             if rule.max_len is not None and len(value) > rule.max_len or not _DECIMAL.fullmatch(value):
-                raise WireError(f"{where} is {_short(value)}, expected {_KIND_NAMES['ns']} of at most {rule.max_len} digits")
+                raise WireError(f"{where} is {short_repr(value)}, expected {_KIND_NAMES['ns']} of at most {rule.max_len} digits")
             value = int(value)
         if not rule.low <= value <= rule.high:
-            raise WireError(f"{where} is {_short(value)}, outside {_bound(rule.low)}..{_bound(rule.high)}")
-        return
+            raise WireError(f"{where} is {short_repr(value)}, outside {_bound(rule.low)}..{_bound(rule.high)}")
+        return value
     if rule.choices is not None and value not in rule.choices:
-        raise WireError(f"{where} is {_short(value)}, expected one of {', '.join(map(repr, rule.choices))}")
+        raise WireError(f"{where} is {short_repr(value)}, expected one of {', '.join(map(repr, rule.choices))}")
     if rule.kind == "list":
         if not rule.low <= len(value) <= rule.high:
             raise WireError(f"{where} has {len(value)} items, expected {_bound(rule.low)}..{_bound(rule.high)}")
         for index, item in enumerate(value):
-            _check_value(item, rule.values, f"{where[:-1]}[{index}]'")
-        return
+            value[index] = _check_value(item, rule.values, f"{where[:-1]}[{index}]'")
+        return value
     if rule.kind in ("int", "number"):
         if isinstance(value, float) and not math.isfinite(value):
             raise WireError(f"{where} is {value!r}, expected a finite number")
         if (rule.low is not None and value < rule.low) or (rule.high is not None and value > rule.high):
-            raise WireError(f"{where} is {_short(value)}, outside {_bound(rule.low)}..{_bound(rule.high)}")
+            raise WireError(f"{where} is {short_repr(value)}, outside {_bound(rule.low)}..{_bound(rule.high)}")
     elif rule.kind == "str":
         if rule.max_len is not None and len(value) > rule.max_len:
             raise WireError(f"{where} has {len(value)} characters, more than {rule.max_len}")
@@ -277,19 +333,20 @@ def _check_value(value: Any, rule: contracts.FieldRule, where: str) -> None:
             raise WireError(f"{where} has {len(value)} entries, more than {rule.max_len}")
         if rule.fields is not None:
             for name, sub in rule.fields.items():
-                _check_value(value.get(name), sub, f"{where[:-1]}.{name}'")
+                value[name] = _check_value(value.get(name), sub, f"{where[:-1]}.{name}'")
         if rule.values is not None:
             for key, item in value.items():
                 if len(key) > contracts.MAX_HEADER_STRING:
                     raise WireError(f"{where} has a key of {len(key)} characters, more than {contracts.MAX_HEADER_STRING}")
-                _check_value(item, rule.values, f"{where[:-1]}.{key[:40]}'")
+                value[key] = _check_value(item, rule.values, f"{where[:-1]}.{key[:40]}'")
+    return value
 
 
 def _bound(limit: float | None) -> str:
     return "" if limit is None else str(int(limit)) if float(limit).is_integer() else f"{limit:g}"
 
 
-def _short(value: Any) -> str:
+def short_repr(value: Any) -> str:
     """repr() of a received value, cut short: a hostile field must not flood the log."""
     if isinstance(value, int) and abs(value) >= 10**30:  # str() of a huge int is slow, or refused past 4300 digits
         return f"an integer of {value.bit_length()} bits"
@@ -310,7 +367,11 @@ def parse_header(frame: bytes | memoryview) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise WireError(f"header is a JSON {type(header).__name__}, expected an object")
     version = header.get("wire_version")
-    if type(version) is not int or version not in contracts.HEADER_SCHEMAS:
+    if isinstance(version, float) and version.is_integer():
+        version = header["wire_version"] = int(version)  # an int field, as every other (check_fields)
+    if type(version) is not int:
+        raise WireError(f"header field 'wire_version' is {short_repr(version)}, expected int")
+    if version not in contracts.HEADER_SCHEMAS:
         raise WireVersionError(version)
     if version < contracts.WIRE_VERSION:
         _warn_deprecated(version)
@@ -324,17 +385,19 @@ def parse_header(frame: bytes | memoryview) -> dict[str, Any]:
         return _ns_to_int(header)
     if kind != contracts.KIND_MASK:
         raise WireError(
-            f"header kind {_short(kind)} is not {contracts.KIND_MASK!r}, {contracts.KIND_JSON!r} or {contracts.KIND_FRAME!r}"
+            f"header kind {short_repr(kind)} is not {contracts.KIND_MASK!r}, {contracts.KIND_JSON!r} or {contracts.KIND_FRAME!r}"
         )
     check_fields(header, mask_schema, "mask header")
     _ns_to_int(header)
     if header["encoding"] != contracts.ROS_IMAGE_ENCODING or header["step"] != header["width"]:
         raise WireError(
-            f"mask header says encoding {_short(header['encoding'])} step {header['step']}, "
+            f"mask header says encoding {short_repr(header['encoding'])} step {header['step']}, "
             f"expected {contracts.ROS_IMAGE_ENCODING!r} with step == width"
         )
     if header["is_bigendian"] != 0:
         raise WireError("mask header says is_bigendian 1; mono8 masks are written with is_bigendian 0")
+    if header.get("values") == contracts.VALUES_CLASS_IDS and header["compression"] == _BITPACK:
+        raise WireError("mask header says bitpack for class ids; bitpack carries binary masks only")
     return header
 
 
@@ -369,7 +432,7 @@ def check_topic(raw: bytes | memoryview) -> str:
     except UnicodeDecodeError:
         raise WireError("topic frame is not UTF-8") from None
     if not topic or not topic.isprintable():
-        raise WireError(f"topic {_short(topic)} is empty or holds control characters")
+        raise WireError(f"topic {short_repr(topic)} is empty or holds control characters")
     return topic
 
 

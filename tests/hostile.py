@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 
 from perception import contracts
-from perception.wire import dump_header, json_header, mask_header
+from perception.wire import dump_header, frame_header, json_header, mask_header
 
 NS = "perception/front"
 TOPIC = f"{NS}/lane"
@@ -77,7 +77,43 @@ def hostile_messages(*, with_png_bomb: bool = True) -> list[tuple[str, list[byte
         ("JSON payload with a 5,000-digit integer",
          [f"{NS}/stats".encode(), dump_header(json_header(name="stats", seq=0, publish_ns=1)), b"9" * 5000]),
     ]
+    out += reader_rule_messages()
     if with_png_bomb:
         out.append(("png 20000x20000 under a 10x10 header",
                     [TOPIC.encode(), dump_header(good_header(height=10, width=10, compression="png")), png_bomb(20000)]))
     return out
+
+
+def frame_message(names: list[str], *, seq: int = 1, topic: str = f"{NS}/frame") -> list[bytes]:
+    """An atomic frame of 2x3 zero masks named ``names``."""
+    head = frame_header(seq=seq, pub_seq=seq, capture_ns=1_700_000_000_000_000_000,
+                        publish_ns=1_700_000_000_000_000_001, frame_id="front", masks=list(names))
+    parts = [p for _ in names for p in (dump_header(good_header(seq=seq)), bytes(6))]
+    return [topic.encode(), dump_header(head), *parts]
+
+
+def reader_rule_messages() -> list[tuple[str, list[bytes]]]:
+    """Messages on which the Python, C and JavaScript readers once disagreed, or which each took
+    while the wire format says no (the s28 hunt): every reader must refuse all of them."""
+    good = dump_header(good_header())
+    stats = f"{NS}/stats".encode()
+    json_head = dump_header(json_header(name="stats", seq=0, publish_ns=1))
+    return [
+        # cJSON takes the first of two equal keys, Python and JSON.parse the last: refused everywhere.
+        ("duplicate key in the header", [TOPIC.encode(), good.replace(b"{", b'{"seq":5,', 1), bytes(6)]),
+        ("height 2.5 (not an integer)", [TOPIC.encode(), good.replace(b'"height":2', b'"height":2.5'), bytes(6)]),
+        ("wire_version as a string", [TOPIC.encode(), good.replace(b'"wire_version":2', b'"wire_version":"2"'), bytes(6)]),
+        ("lone surrogate in the header", [TOPIC.encode(), good.replace(b'"frame_id":"front"', b'"frame_id":"\\ud800"'),
+                                          bytes(6)]),
+        ("bitpack class map", [TOPIC.encode(), dump_header(good_header(values="class_ids", compression="bitpack")),
+                               b"\0"]),
+        ("mask on the stats topic", [stats, good, bytes(6)]),
+        ("JSON document on a mask topic", [TOPIC.encode(), json_head, b"{}"]),
+        ("duplicate key in a JSON payload", [stats, json_head, b'{"a":1,"a":2}']),
+        ("JSON payload number overflowing to infinity", [stats, json_head, b'{"a":1e400}']),
+        ("lone surrogate in a JSON payload", [stats, json_head, b'{"a":"\\udc00"}']),
+        ("frame naming a mask 'stats'", frame_message(["stats"])),
+        ("frame naming a mask '../../x'", frame_message(["../../x"])),
+        ("frame naming a mask with a newline", frame_message(["a\nFAKE LINE"])),
+        ("frame naming a mask of 250 characters (a topic over 256 bytes)", frame_message(["m" * 250])),
+    ]

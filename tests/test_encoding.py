@@ -139,6 +139,20 @@ def test_mask_header_maps_onto_ros_image():
     assert header["wire_version"] == contracts.WIRE_VERSION and header["kind"] == "mask"
 
 
+def test_int_fields_take_integral_numbers_as_every_reader_does():
+    """JSON (and JavaScript) cannot tell 2 from 2.0: an int field takes both, held as an int;
+    2.5 and a wire_version that is not a number are malformed, not another wire version."""
+    raw = dump_header(mask_header(height=2, width=3, compression="none", values="binary", seq=1, capture_ns=1,
+                                  publish_ns=2, frame_id="f", model_id="m", latency_ms={}))
+    header = parse_header(raw.replace(b'"height":2', b'"height":2.0').replace(b'"seq":1', b'"seq":1e0'))
+    assert (header["height"], header["seq"]) == (2, 1) and type(header["height"]) is int and type(header["seq"]) is int
+    with pytest.raises(WireError, match="'height' is 2.5, expected int"):
+        parse_header(raw.replace(b'"height":2', b'"height":2.5'))
+    with pytest.raises(WireError, match="'wire_version' is '2', expected int") as caught:
+        parse_header(raw.replace(b'"wire_version":2', b'"wire_version":"2"'))
+    assert not isinstance(caught.value, WireVersionError)
+
+
 def test_header_from_another_wire_version_is_named():
     doc = _header()
     doc["wire_version"] = contracts.WIRE_VERSION + 1

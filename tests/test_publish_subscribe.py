@@ -304,10 +304,11 @@ def test_subscriptions_are_counted_per_subscriber_and_namespace(publisher):
     first = MaskSubscriber(publisher.endpoint, namespace=NS)
     same = MaskSubscriber(publisher.endpoint, namespace=NS)  # the same prefix: counted again
     other = MaskSubscriber(publisher.endpoint, namespace="perception/other")  # not this node's topics
+    # Exact mask topics subscribe to <ns>/frame too (where an --atomic-frames node sends them): 3.
     topics = MaskSubscriber(publisher.endpoint, topics=[f"{NS}/lane", f"{NS}/drivable"])
     try:
         assert publisher.wait_for_subscribers(4, timeout_s=10)
-        _wait_subscriptions(publisher, 4)
+        _wait_subscriptions(publisher, 5)
         same.close()
         topics.close()
         _wait_subscriptions(publisher, 1)
@@ -457,6 +458,39 @@ def test_atomic_frames_deliver_all_masks_of_a_frame_or_none():
             assert (lane.topic, class_map.topic) == (f"{NS}/lane", f"{NS}/class_map") and lane.seq == class_map.seq
             np.testing.assert_array_equal(class_map.data, _frame_masks(lane.seq)["class_map"])
     assert pub.topic_encodings(["lane"])[f"{NS}/frame"] == {"kind": "frame", "masks": ["lane"]}
+
+
+def test_exact_mask_topics_are_received_from_an_atomic_frames_node():
+    """`listen --topic <ns>/lane` on an --atomic-frames node: the mask travels inside <ns>/frame,
+    so asking for the exact topic subscribes to the frame too and returns only that mask (it got
+    nothing before); asking for <ns>/frame itself returns every mask of each frame."""
+    with (
+        MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS, encodings=ENCODINGS, atomic_frames=True) as pub,
+        MaskSubscriber(pub.endpoint, topics=[f"{NS}/lane", f"{NS}/stats"]) as lane,
+        MaskSubscriber(pub.endpoint, topics=[f"{NS}/frame"]) as frame,
+    ):
+        assert pub.wait_for_subscribers(4, timeout_s=10)  # lane, frame (for lane), stats; frame
+        for seq in range(3):
+            pub.publish_masks(seq=seq, capture_ns=time.time_ns(), frame_id="f", masks=_frame_masks(seq),
+                              latency_ms={}, model_id="m")
+        got = [m for _ in range(3) if (m := lane.recv(timeout_s=5)) is not None]
+        assert [(m.topic, m.seq) for m in got] == [(f"{NS}/lane", s) for s in range(3)]
+        for m in got:
+            np.testing.assert_array_equal(m.data, _frame_masks(m.seq)["lane"])
+        whole = [m for _ in range(4 * 3) if (m := frame.recv(timeout_s=5)) is not None]
+        assert [m.topic for m in whole[:4]] == [f"{NS}/{name}" for name in contracts.MASK_TOPICS]
+        assert len(whole) == 12
+
+
+def test_listen_hint_names_the_flag_used_and_the_curve_keys(free_tcp_port, tmp_path):
+    from perception.security import create_key_pair
+
+    server_public, _ = create_key_pair(tmp_path, "server")
+    _, client_secret = create_key_pair(tmp_path, "client")
+    result = _run_cli("listen", "--endpoint", f"tcp://127.0.0.1:{free_tcp_port}", "--topic", f"{NS}/lane",
+                      "--duration", "0.3", "--curve-server-key", str(server_public), "--curve-key", str(client_secret))
+    assert result.returncode == 0, result.stderr
+    assert "is the node running? check --endpoint / --topic and the CURVE keys" in result.stdout
 
 
 def test_a_frame_message_with_missing_parts_is_malformed():

@@ -237,6 +237,28 @@ def test_truncated_recording_replays_up_to_the_cut(tmp_path, caplog):
     assert "cut short" in caplog.text
 
 
+def test_a_topic_keeps_one_schema_in_a_recording(tmp_path):
+    """A mask arriving on a topic already recorded as JSON (or the reverse) is refused by the writer,
+    so the topic's real messages stay readable; before, the first message chose the channel's
+    schema and every later real document failed to decode on replay."""
+    from perception.mcap_writer import McapMaskWriter
+    from perception.subscribe import Message
+    from perception.wire import json_header, mask_header
+
+    path = tmp_path / "one_schema.mcap"
+    writer = McapMaskWriter(path)
+    stats = [Message(f"{NS}/odd", json_header(name="odd", seq=s, publish_ns=s), {"seq": s}, 1, 1000 + s) for s in range(3)]
+    mask = mask_header(height=24, width=32, compression="none", values="class_ids", seq=9, capture_ns=9,
+                       publish_ns=9, frame_id="rec", model_id="m", latency_ms={})
+    writer.write(stats[0])
+    with pytest.raises(ValueError, match="recorded as std_msgs/msg/String; a sensor_msgs/msg/Image message"):
+        writer.write(Message(f"{NS}/odd", mask, frame_masks(9)["class_map"], 1, 1001))
+    writer.write(stats[1])
+    writer.write(stats[2])
+    writer.close()
+    assert [(m.topic, m.data) for m in read_recording(path)] == [(f"{NS}/odd", {"seq": s}) for s in range(3)]
+
+
 def write_small_recording(path, n_frames: int = 5, *, log_times=None) -> int:
     """A complete recording of ``n_frames`` class maps and stats documents; the number of messages.
     ``log_times`` gives each frame's receive time (ns)."""

@@ -115,6 +115,11 @@ def main(args: argparse.Namespace) -> int:
     config = config_from_flags(ListenConfig, args, source="perception listen")
     if config.save_dir is not None:
         _make_save_dir(config.save_dir)  # now, not at the first mask: a bad --save-dir must not surface mid-run
+    # Received text is checked (wire.load_json refuses lone surrogates), but an echo line must never
+    # be what stops a listener: whatever cannot be encoded is printed escaped.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     live = sys.stderr if config.json else sys.stdout
     stop = {"requested": False}
 
@@ -163,7 +168,7 @@ def main(args: argparse.Namespace) -> int:
                     saved[msg.topic] = n + 1
             if now_s >= next_report_s:
                 next_report_s = now_s + config.interval_s
-                _report(stats, sub, now_s, live)
+                _report(stats, sub, now_s, live, _nothing_hint(config))
     finally:
         sub.close()
         handlers.restore()
@@ -178,15 +183,25 @@ def main(args: argparse.Namespace) -> int:
         "save_errors": save_errors,
         "last_error": sub.last_error,
     }
-    _print_summary(summary, live)
+    _print_summary(summary, live, _nothing_hint(config))
     if config.json:
         print(json.dumps(summary, indent=2))
     return 0
 
 
-def _report(stats: dict[str, TopicStats], sub: MaskSubscriber, now_s: float, out) -> None:
+def _nothing_hint(config: ListenConfig) -> str:
+    """What to check when nothing arrives: the endpoint, the subscription and, with CURVE, the keys
+    (a handshake the node refuses looks the same from here as a node that is not there)."""
+    hint = f"is the node running? check --endpoint / {'--topic' if config.topic else '--namespace'}"
+    if config.curve_server_key:
+        hint += (" and the CURVE keys (--curve-server-key must be that node's public .key, and its "
+                 "--curve-allow folder must hold this client's public key)")
+    return hint
+
+
+def _report(stats: dict[str, TopicStats], sub: MaskSubscriber, now_s: float, out, hint: str) -> None:
     if not stats:
-        print(f"no messages yet from {sub.endpoint}; is the node running? check --endpoint / --namespace", file=out, flush=True)
+        print(f"no messages yet from {sub.endpoint}; {hint}", file=out, flush=True)
     for topic, s in sorted(stats.items()):
         print(_format_line(topic, s.window(now_s)), file=out)
     skipped = sub.counters.malformed + sub.counters.version_mismatch
@@ -195,12 +210,12 @@ def _report(stats: dict[str, TopicStats], sub: MaskSubscriber, now_s: float, out
     out.flush()
 
 
-def _print_summary(summary: dict[str, Any], out) -> None:
+def _print_summary(summary: dict[str, Any], out, hint: str) -> None:
     print(f"--- summary: {summary['messages']} messages in {summary['duration_s']:.1f} s", file=out)
     for topic, figures in summary["topics"].items():
         print(_format_line(topic, figures) + f"  restarts {figures['seq_restarts']}", file=out)
     if not summary["topics"]:
-        print(f"no messages received from {summary['endpoint']}; is the node running? check --endpoint / --namespace", file=out)
+        print(f"no messages received from {summary['endpoint']}; {hint}", file=out)
     skipped = summary["skipped"]
     if skipped["malformed"] or skipped["version_mismatch"]:
         print(f"skipped: {skipped['malformed']} malformed, {skipped['version_mismatch']} from another wire version "
