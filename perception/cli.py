@@ -88,7 +88,21 @@ def _chosen_command(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """The ``perception`` program (``argv`` None: the process's own arguments, and the process ends
+    soon after) or a command run in process (``argv`` given: tests, embedding programs)."""
+    if argv is None:
+        try:
+            return _main(sys.argv[1:])
+        finally:
+            # A command stopped by SIGINT/SIGTERM has returned: the interpreter's exit must not
+            # hang on a thread that will not join (a node killed with its launcher would linger).
+            from perception.signals import exit_if_stuck
+
+            exit_if_stuck()
+    return _main(list(argv))
+
+
+def _main(argv: list[str]) -> int:
     command = _chosen_command(argv)
     if command == "run":
         # Signals from the first instruction: the node exits cleanly, with its stats, whenever

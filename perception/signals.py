@@ -10,6 +10,7 @@ is a logged no-op, and the caller's stop event must then be set another way.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -23,6 +24,30 @@ STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
 
 Handler = Callable[[int, FrameType | None], Any]
 
+#: How long a command may take to finish once a stop signal came before the process exits anyway
+#: (``SignalHandlers(grace_s=...)``, ``exit_if_stuck``): a node whose launcher was killed gets one
+#: SIGTERM from the kernel and must never hang on after it, holding its port.
+STOP_GRACE_S = 20.0
+
+_first_stop: int | None = None  # the first stop signal these handlers caught in this process
+
+
+def force_exit(signum: int, why: str) -> None:
+    """End the process now, from any thread, with one line and the status of death by ``signum``."""
+    os.write(2, f"perception: error: {why}; exiting now without finishing\n".encode())
+    os._exit(128 + signum)
+
+
+def exit_if_stuck(grace_s: float = STOP_GRACE_S) -> None:
+    """After a command stopped by a signal has returned, make sure the process ends: whatever
+    still holds it (a thread that will not join) gets ``grace_s`` seconds, then ``force_exit``.
+    For the program's own exit path only (``perception.cli`` run as a program), never a library call."""
+    if _first_stop is not None:
+        name = signal.Signals(_first_stop).name
+        timer = threading.Timer(grace_s, force_exit, (_first_stop, f"still exiting {grace_s:g} s after {name}"))
+        timer.daemon = True
+        timer.start()
+
 
 class SignalHandlers:
     """``handler`` on ``signals`` between ``install()`` and ``restore()`` (or as a ``with`` block).
@@ -30,12 +55,18 @@ class SignalHandlers:
     ``install`` may be called again (e.g. a new attempt) without losing the handlers found the
     first time; ``restore`` puts those back and may be called from the handler itself (a second
     Ctrl-C then reaches the previous handler).
+
+    With ``grace_s``, a stop must finish in time: the first signal starts a ``grace_s`` deadline
+    and a second signal ends the process at once (``force_exit``); ``restore`` cancels the deadline.
     """
 
-    def __init__(self, handler: Handler, signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> None:
+    def __init__(self, handler: Handler, signals: tuple[signal.Signals, ...] = STOP_SIGNALS, *,
+                 grace_s: float | None = None) -> None:
         self.handler = handler
         self.signals = signals
+        self.grace_s = grace_s
         self._previous: dict[signal.Signals, Any] = {}
+        self._deadline: threading.Timer | None = None
 
     @property
     def installed(self) -> bool:
@@ -46,15 +77,31 @@ class SignalHandlers:
             log.debug("signal handlers not installed: not the main thread")
             return self
         for sig in self.signals:
-            previous = signal.signal(sig, self.handler)
+            previous = signal.signal(sig, self._on_signal)
             # None: a handler not set from Python; the closest restorable one is the default.
             self._previous.setdefault(sig, signal.SIG_DFL if previous is None else previous)
         return self
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        global _first_stop
+        _first_stop = _first_stop or signum
+        if self.grace_s is not None:
+            name = signal.Signals(signum).name
+            if self._deadline is not None:
+                force_exit(signum, f"a second stop signal ({name}) while stopping")
+            self._deadline = threading.Timer(self.grace_s, force_exit,
+                                             (signum, f"still stopping {self.grace_s:g} s after {name}"))
+            self._deadline.daemon = True
+            self._deadline.start()
+        self.handler(signum, frame)
 
     def restore(self) -> None:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous.clear()
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
 
     def __enter__(self) -> SignalHandlers:
         return self.install()

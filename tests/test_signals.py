@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 from perception.signals import install_signal_handlers
 
@@ -53,3 +54,42 @@ def test_off_the_main_thread_it_installs_nothing():
     thread.start()
     thread.join()
     assert result == {"installed": False}
+
+
+_STUCK = """
+import os, signal, sys, threading, time
+from perception.signals import SignalHandlers
+handlers = SignalHandlers(lambda *_: None, grace_s=float(sys.argv[1])).install()
+print("ready", flush=True)
+time.sleep(30)  # a stop that never finishes
+"""
+
+
+def _stuck(grace_s: float):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _STUCK, str(grace_s)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_a_stop_that_does_not_finish_in_its_grace_time_ends_the_process():
+    """A node whose launcher was killed outright gets one SIGTERM (pdeathsig); if its stop hangs,
+    it must not linger holding its port: after the grace time it exits, status 143, one line."""
+    proc = _stuck(grace_s=0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert err.strip() == "perception: error: still stopping 0.5 s after SIGTERM; exiting now without finishing"
+
+
+def test_a_second_signal_while_stopping_ends_the_process_at_once():
+    proc = _stuck(grace_s=60)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 128 + signal.SIGINT
+    assert "a second stop signal (SIGINT) while stopping" in err

@@ -26,7 +26,7 @@ from perception import contracts
 from perception.errors import ConfigError, ModelError, SourceError
 from perception.flags import add_flags, config_from_flags
 from perception.run_config import DEFAULT_MODEL, RunConfig
-from perception.signals import SignalHandlers
+from perception.signals import STOP_GRACE_S, SignalHandlers
 from perception.threadname import set_os_thread_name
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class StartupSignals:
         self.signal: str | None = None
         self.step = "starting"
         self.pipeline: Any = None
-        self._handlers = SignalHandlers(self._on_signal)
+        self._handlers = SignalHandlers(self._on_signal, grace_s=STOP_GRACE_S)
 
     @property
     def installed(self) -> bool:
