@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -176,8 +177,51 @@ def _check_png_header(payload: memoryview, height: int, width: int) -> None:
         )
 
 
+_PNG_CHUNK_HEAD = struct.Struct(">I4s")
+_PNG_IHDR_INTERLACE = len(_PNG_SIGNATURE) + 8 + 12  # offset of IHDR's interlace byte
+
+
+def _check_png_chunks(payload: memoryview, height: int, width: int) -> None:
+    """DecodeError unless the PNG's chunks are whole (each within the payload, its CRC right, IEND
+    reached) and its image data inflates to exactly the rows the header declares.
+
+    libpng prints a line to stderr for each PNG it finds cut short, with a bad CRC, or with more
+    image data than its IHDR (one per hostile message, past the subscriber's rate-limited warnings),
+    so a PNG reaches OpenCV only once nothing is left for libpng to complain about. The inflation
+    stops one byte past the declared size, so it allocates no more than the mask itself.
+    """
+    data = bytes(payload)
+    offset, idat = len(_PNG_SIGNATURE), []
+    while True:
+        if offset + _PNG_CHUNK_HEAD.size + 4 > len(data):
+            raise DecodeError("png payload is cut short (no IEND chunk)")
+        length, kind = _PNG_CHUNK_HEAD.unpack_from(data, offset)
+        end = offset + _PNG_CHUNK_HEAD.size + length
+        if end + 4 > len(data):
+            raise DecodeError(f"png payload is cut short (its {kind!r} chunk runs past the end)")
+        if zlib.crc32(data[offset + 4:end]) != int.from_bytes(data[end:end + 4], "big"):
+            raise DecodeError(f"png payload's {kind!r} chunk has a bad CRC")
+        if kind == b"IDAT":
+            idat.append(data[offset + _PNG_CHUNK_HEAD.size:end])
+        offset = end + 4
+        if kind == b"IEND":
+            break
+    if data[_PNG_IHDR_INTERLACE] != 0:
+        return  # Adam7: the rows are stored in passes of other sizes; OpenCV checks those
+    rows = height * (width + 1)  # 8-bit greyscale: a filter byte and the pixels, each row
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(b"".join(idat), rows + 1)
+    except zlib.error as exc:
+        raise DecodeError(f"png payload's image data does not inflate ({exc})") from None
+    if len(raw) != rows:
+        raise DecodeError(f"png payload's image data holds {'more' if len(raw) > rows else 'less'} than the "
+                          f"{height} rows of {width} pixels its header declares")
+
+
 def _decode_png(payload: memoryview, height: int, width: int) -> np.ndarray:
     _check_png_header(payload, height, width)
+    _check_png_chunks(payload, height, width)
     try:
         image = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:

@@ -71,6 +71,8 @@ def hostile_messages(*, with_png_bomb: bool = True) -> list[tuple[str, list[byte
           rle_run(0, 2**32 - 1) * 4]),
         ("rle zero-length run", [TOPIC.encode(), dump_header(good_header(compression="rle")), rle_run(0, 0) + rle_run(0, 6)]),
         ("mono8 short payload", [TOPIC.encode(), dump_header(good_header()), bytes(5)]),
+        ("png cut short in its image data", [TOPIC.encode(), dump_header(good_header(height=3, compression="png")),
+                                             png_bomb(3)[:40]]),
         ("huge JSON header", [TOPIC.encode(), b'{"x":"' + b"a" * (contracts.MAX_HEADER_BYTES + 1) + b'"}', bytes(6)]),
         ("JSON payload nested", [f"{NS}/stats".encode(), dump_header(json_header(name="stats", seq=0, publish_ns=1)),
                                  b"[" * 100_000]),

@@ -108,6 +108,38 @@ def test_png_of_other_size_is_rejected():
         get_codec("png").decode(payload, height=2, width=3)
 
 
+def _png(ihdr_hw: tuple[int, int], rows: bytes, *, cut: int = 0, bad_crc: bool = False) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(kind + body) ^ (1 if bad_crc and kind == b"IDAT" else 0)
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", ihdr_hw[1], ihdr_hw[0], 8, 0, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return png[: len(png) - cut]
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (_png((2, 3), bytes(8), cut=1), "cut short"),
+        (_png((2, 3), bytes(8), cut=20), "cut short"),
+        (_png((2, 3), bytes(8), bad_crc=True), "chunk has a bad CRC"),
+        (_png((2, 3), bytes(4 * 200_000)), "holds more than the 2 rows of 3 pixels"),
+        (_png((2, 3), bytes(4)), "holds less than the 2 rows"),
+    ],
+)
+def test_png_faults_are_refused_before_libpng_sees_them(payload, message, capfd):
+    """Each of these made libpng print a line to stderr per message (a hostile stream flooded the
+    log past the subscriber's rate-limited warnings); now the decoder names it and prints nothing."""
+    assert get_codec("png").decode(_png((2, 3), bytes(8)), height=2, width=3).shape == (2, 3)
+    with pytest.raises(DecodeError, match=message):
+        get_codec("png").decode(payload, height=2, width=3)
+    assert capfd.readouterr().err == ""
+
+
 def test_encode_rejects_non_mask_arrays():
     with pytest.raises(ValueError, match="2-D uint8"):
         get_codec("mono8").encode(np.zeros((2, 3, 3), np.uint8))
