@@ -601,6 +601,18 @@ FRAME_HEADER_SCHEMA: dict[str, FieldRule] = {
     "frame_id": _NAME, "seq": _INT, "pub_seq": _INT, "capture_ns": _NS, "publish_ns": _NS,
     "masks": FieldRule("list", 1, MAX_FRAME_MASKS, values=_NAME),
 }
+#: What a reader needs of an ``<namespace>/info`` document (other keys are allowed, as in headers):
+#: the class table, each id once, none of them ``unknown_id`` (checked by ``wire.check_info``).
+INFO_SCHEMA: dict[str, FieldRule] = {
+    "wire_version": FieldRule("int", 0, 1e6),
+    "model_id": _NAME,
+    "unknown_id": FieldRule("int", 0, 255),
+    "classes": FieldRule("list", 0, 255, values=FieldRule("object", fields={
+        "id": FieldRule("int", 0, 254),
+        "name": _NAME,
+        "color_rgb": FieldRule("list", 3, 3, values=FieldRule("int", 0, 255)),
+    })),
+}
 #: The schemas by wire version (mask, json).
 HEADER_SCHEMAS: dict[int, tuple[dict[str, FieldRule], dict[str, FieldRule]]] = {
     1: (MASK_HEADER_SCHEMA_V1, JSON_HEADER_SCHEMA_V1),

@@ -211,12 +211,17 @@ def _check_png_chunks(payload: memoryview, height: int, width: int) -> None:
     rows = height * (width + 1)  # 8-bit greyscale: a filter byte and the pixels, each row
     inflater = zlib.decompressobj()
     try:
-        raw = inflater.decompress(b"".join(idat), rows + 1)
+        size = len(inflater.decompress(b"".join(idat), rows + 1))
+        if size == rows and not inflater.eof:  # the stream's end (and checksum) may still follow
+            size += len(inflater.decompress(inflater.unconsumed_tail, 1))
     except zlib.error as exc:
         raise DecodeError(f"png payload's image data does not inflate ({exc})") from None
-    if len(raw) != rows:
-        raise DecodeError(f"png payload's image data holds {'more' if len(raw) > rows else 'less'} than the "
+    if size != rows:
+        raise DecodeError(f"png payload's image data holds {'more' if size > rows else 'less'} than the "
                           f"{height} rows of {width} pixels its header declares")
+    if not inflater.eof or inflater.unused_data:
+        raise DecodeError("png payload's image data is not one whole zlib stream "
+                          f"({'bytes follow its end' if inflater.eof else 'its end is missing'})")
 
 
 def _decode_png(payload: memoryview, height: int, width: int) -> np.ndarray:

@@ -41,6 +41,7 @@ from perception.wire import (
     WireError,
     WireMessage,
     WireVersionError,
+    check_info,
     check_topic,
     load_json,
     parse_header,
@@ -110,6 +111,8 @@ def decode_message(
         raise WireError(f"message has {len(frames)} frames, expected 3 (topic, header, payload)")
     elif header["kind"] == contracts.KIND_JSON:
         data = load_json(raw[2], max_bytes=contracts.MAX_JSON_PAYLOAD_BYTES, what=f"{topic}: JSON payload")
+        if topic.rpartition("/")[2] == contracts.INFO_TOPIC:
+            check_info(data)
     else:
         codec = codec_for_compression(header["compression"])
         data = codec.decode(raw[2], height=header["height"], width=header["width"], max_pixels=max_mask_pixels)

@@ -195,9 +195,10 @@ def load_json(data: bytes | memoryview, *, max_bytes: int, what: str) -> Any:
     if _json_depth(doc) > contracts.MAX_JSON_DEPTH:
         raise WireError(f"{what} is nested too deeply (limit {contracts.MAX_JSON_DEPTH})")
     # UTF-8 cannot carry a lone surrogate, but a \ud800 escape can: Python keeps it in the str,
-    # and printing or re-encoding it later raises (the C and JS readers refuse it too).
-    if _SURROGATE_ESCAPE.search(text) and not _well_formed(doc):
-        raise WireError(f"{what} holds a lone UTF-16 surrogate escape (\\ud800-\\udfff without its pair)")
+    # and printing or re-encoding it later raises. A \u0000 escape ends a C string early (cJSON
+    # cuts the string there). The C and JS readers refuse both too.
+    if _ODD_ESCAPE.search(text) and (problem := _string_problem(doc)) is not None:
+        raise WireError(f"{what} holds {problem}")
     return doc
 
 
@@ -234,25 +235,27 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return doc
 
 
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_ODD_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F]|0000)")
 
 
-def _well_formed(doc: Any) -> bool:
-    """True when no string (key or value) of a parsed document holds a lone surrogate."""
+def _string_problem(doc: Any) -> str | None:
+    """What is wrong with a string (key or value) of a parsed document: a lone surrogate or a NUL."""
     stack = [doc]
     while stack:
         node = stack.pop()
         if isinstance(node, str):
+            if "\x00" in node:
+                return "a \\u0000 (NUL) escape in a string"
             try:
                 node.encode("utf-8")
             except UnicodeEncodeError:
-                return False
+                return "a lone UTF-16 surrogate escape (\\ud800-\\udfff without its pair)"
         elif isinstance(node, dict):
             stack.extend(node)
             stack.extend(node.values())
         elif isinstance(node, list):
             stack.extend(node)
-    return True
+    return None
 
 
 def _json_depth(doc: Any) -> int:
@@ -398,7 +401,38 @@ def parse_header(frame: bytes | memoryview) -> dict[str, Any]:
         raise WireError("mask header says is_bigendian 1; mono8 masks are written with is_bigendian 0")
     if header.get("values") == contracts.VALUES_CLASS_IDS and header["compression"] == _BITPACK:
         raise WireError("mask header says bitpack for class ids; bitpack carries binary masks only")
+    if version >= 2:
+        _check_geometry(header)
     return header
+
+
+def check_info(doc: Any) -> dict[str, Any]:
+    """WireError unless ``doc`` is an ``info`` document a reader can use (``contracts.INFO_SCHEMA``:
+    the class table, each id once and none of them ``unknown_id``); returns it."""
+    if not isinstance(doc, dict):
+        raise WireError(f"info payload is a JSON {type(doc).__name__}, expected an object")
+    check_fields(doc, contracts.INFO_SCHEMA, "info")
+    ids = [c["id"] for c in doc["classes"]]
+    if len(set(ids)) != len(ids) or doc["unknown_id"] in ids:
+        raise WireError(f"info class ids {short_repr(ids)} repeat an id or use unknown_id {doc['unknown_id']}")
+    return doc
+
+
+def _check_geometry(header: dict[str, Any]) -> None:
+    """WireError unless the (schema-checked) v2 mask header is consistent: ``header.stamp`` is
+    ``capture_ns``, the roi lies in the source frame, and the binning maps the mask onto the roi
+    (the publisher rounds it to 9 decimals)."""
+    stamp = header["header"]["stamp"]
+    if (stamp["sec"], stamp["nanosec"]) != divmod(header["capture_ns"], 1_000_000_000):
+        raise WireError(f"mask header.stamp {stamp['sec']}.{stamp['nanosec']:09d} is not capture_ns {header['capture_ns']}")
+    roi = header["roi"]
+    if roi["x_offset"] + roi["width"] > header["source_width"] or roi["y_offset"] + roi["height"] > header["source_height"]:
+        raise WireError(f"mask roi {roi['width']}x{roi['height']}+{roi['x_offset']}+{roi['y_offset']} reaches outside "
+                        f"the {header['source_width']}x{header['source_height']} frame")
+    for binning, mask_side, roi_side in (("binning_x", "width", "width"), ("binning_y", "height", "height")):
+        if abs(header[binning] * header[mask_side] - roi[roi_side]) > 1e-6 * roi[roi_side] + 1e-6:
+            raise WireError(f"mask {binning} {header[binning]:g} does not map the {header[mask_side]}-pixel mask "
+                            f"{mask_side} onto the {roi[roi_side]}-pixel roi")
 
 
 def _ns_to_int(header: dict[str, Any]) -> dict[str, Any]:
@@ -431,9 +465,15 @@ def check_topic(raw: bytes | memoryview) -> str:
         topic = bytes(raw).decode("utf-8")
     except UnicodeDecodeError:
         raise WireError("topic frame is not UTF-8") from None
-    if not topic or not topic.isprintable():
+    if not topic or _CONTROL.search(topic):
         raise WireError(f"topic {short_repr(topic)} is empty or holds control characters")
     return topic
+
+
+#: What every reader (Python, C, JS) calls a control character in a topic: C0, DEL, C1, and the
+#: Unicode line and paragraph separators. One explicit set, not a Unicode category table, so that
+#: readers in other languages (and Unicode versions) agree.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 _UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9._-]+")

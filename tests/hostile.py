@@ -107,6 +107,9 @@ def reader_rule_messages() -> list[tuple[str, list[bytes]]]:
         ("wire_version as a string", [TOPIC.encode(), good.replace(b'"wire_version":2', b'"wire_version":"2"'), bytes(6)]),
         ("lone surrogate in the header", [TOPIC.encode(), good.replace(b'"frame_id":"front"', b'"frame_id":"\\ud800"'),
                                           bytes(6)]),
+        ("NUL escape in the header", [TOPIC.encode(), good.replace(b'"frame_id":"front"', b'"frame_id":"fr\\u0000ont"'),
+                                      bytes(6)]),
+        ("topic with a Unicode line separator", [f"{NS}/la\u2028ne".encode(), good, bytes(6)]),
         ("bitpack class map", [TOPIC.encode(), dump_header(good_header(values="class_ids", compression="bitpack")),
                                b"\0"]),
         ("mask on the stats topic", [stats, good, bytes(6)]),
@@ -114,6 +117,13 @@ def reader_rule_messages() -> list[tuple[str, list[bytes]]]:
         ("duplicate key in a JSON payload", [stats, json_head, b'{"a":1,"a":2}']),
         ("JSON payload number overflowing to infinity", [stats, json_head, b'{"a":1e400}']),
         ("lone surrogate in a JSON payload", [stats, json_head, b'{"a":"\\udc00"}']),
+        ("info without classes", [f"{NS}/info".encode(), dump_header(json_header(name="info", seq=0, publish_ns=1)),
+                                  b'{"wire_version":2,"model_id":"m","unknown_id":255}']),
+        ("info naming a class id twice", [f"{NS}/info".encode(), dump_header(json_header(name="info", seq=0, publish_ns=1)),
+                                          b'{"wire_version":2,"model_id":"m","unknown_id":255,"classes":['
+                                          b'{"id":0,"name":"a","color_rgb":[1,2,3]},{"id":0,"name":"b","color_rgb":[1,2,3]}]}']),
+        ("mask header.stamp not its capture_ns", [TOPIC.encode(), dump_header(good_header()).replace(
+            b'"sec":1700000000', b'"sec":1700000001'), bytes(6)]),
         ("frame naming a mask 'stats'", frame_message(["stats"])),
         ("frame naming a mask '../../x'", frame_message(["../../x"])),
         ("frame naming a mask with a newline", frame_message(["a\nFAKE LINE"])),

@@ -108,7 +108,8 @@ def test_png_of_other_size_is_rejected():
         get_codec("png").decode(payload, height=2, width=3)
 
 
-def _png(ihdr_hw: tuple[int, int], rows: bytes, *, cut: int = 0, bad_crc: bool = False) -> bytes:
+def _png(ihdr_hw: tuple[int, int], rows: bytes, *, cut: int = 0, bad_crc: bool = False, idat_tail: bytes = b"",
+         idat_cut: int = 0) -> bytes:
     import struct
     import zlib
 
@@ -117,7 +118,7 @@ def _png(ihdr_hw: tuple[int, int], rows: bytes, *, cut: int = 0, bad_crc: bool =
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
 
     ihdr = struct.pack(">IIBBBBB", ihdr_hw[1], ihdr_hw[0], 8, 0, 0, 0, 0)
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)[: len(zlib.compress(rows)) - idat_cut] + idat_tail) + chunk(b"IEND", b"")
     return png[: len(png) - cut]
 
 
@@ -129,6 +130,8 @@ def _png(ihdr_hw: tuple[int, int], rows: bytes, *, cut: int = 0, bad_crc: bool =
         (_png((2, 3), bytes(8), bad_crc=True), "chunk has a bad CRC"),
         (_png((2, 3), bytes(4 * 200_000)), "holds more than the 2 rows of 3 pixels"),
         (_png((2, 3), bytes(4)), "holds less than the 2 rows"),
+        (_png((2, 3), bytes(8), idat_tail=b"\x00\x01"), "not one whole zlib stream \\(bytes follow its end"),
+        (_png((2, 3), bytes(8), idat_cut=4), "not one whole zlib stream \\(its end is missing"),
     ],
 )
 def test_png_faults_are_refused_before_libpng_sees_them(payload, message, capfd):

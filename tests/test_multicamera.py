@@ -397,8 +397,9 @@ def test_namespaces_on_one_socket_keep_their_own_info_seq_and_subscriptions():
             pub.add_namespace("perception/rear")
         with pytest.raises(ConfigError, match="not a ROS 2 namespace"):
             pub.add_namespace("perception/rear cam")
-        pub.set_info({"frame_id": "front"})
-        rear.set_info({"frame_id": "rear"})
+        info = {"wire_version": 2, "model_id": "m", "unknown_id": 255, "classes": []}
+        pub.set_info({**info, "frame_id": "front"})
+        rear.set_info({**info, "frame_id": "rear"})
         # A late subscriber to the rear namespace gets the rear info (latched), and counts for rear only.
         with MaskSubscriber(pub.endpoint, namespace="perception/rear") as sub:
             assert rear.wait_for_subscribers(1, timeout_s=10)
@@ -406,7 +407,7 @@ def test_namespaces_on_one_socket_keep_their_own_info_seq_and_subscriptions():
             deadline = time.monotonic() + 10
             while sub.info is None and time.monotonic() < deadline:
                 sub.recv(timeout_s=0.1)
-            assert sub.info == {"frame_id": "rear"}
+            assert sub.info == {**info, "frame_id": "rear"}
             mask = np.zeros((4, 4), np.uint8)
             for publisher in (pub, rear, rear):
                 publisher.publish_masks(seq=0, capture_ns=1, frame_id="x", masks={"lane": mask}, latency_ms={},

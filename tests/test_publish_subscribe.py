@@ -371,7 +371,8 @@ def _recv_until_info(pub: MaskPublisher, sub: MaskSubscriber, timeout_s: float =
 
 
 def test_info_is_latched_for_late_subscribers_and_resent_when_it_changes(publisher):
-    info = {"wire_version": contracts.WIRE_VERSION, "classes": [{"id": 0, "name": "road", "color_rgb": [1, 2, 3]}]}
+    info = {"wire_version": contracts.WIRE_VERSION, "model_id": "m", "unknown_id": 255,
+            "classes": [{"id": 0, "name": "road", "color_rgb": [1, 2, 3]}]}
     publisher.set_info(info)  # nobody listens yet: this copy is lost, as on a real PUB socket
     assert publisher.info == info
     # A late subscriber asking only for lane masks: the info still reaches it, without being returned.

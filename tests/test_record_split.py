@@ -18,6 +18,8 @@ from perception.record import RecordConfig, Recorder
 from perception.replay import read_recording, recording_files
 
 N_FRAMES = 60
+INFO = {"wire_version": 2, "model_id": "m", "unknown_id": 255,
+        "classes": [{"id": 0, "name": "road", "color_rgb": [1, 2, 3]}, {"id": 1, "name": "car", "color_rgb": [4, 5, 6]}]}
 
 
 def record_frames(out, *, pace_s: float = 0.0, overwrite: bool = False, **split) -> tuple:
@@ -31,7 +33,7 @@ def record_frames(out, *, pace_s: float = 0.0, overwrite: bool = False, **split)
     pub = MaskPublisher(endpoint=endpoint, namespace=NS, encodings=ENCODINGS, sndhwm=10000)
     try:
         wait_for_recorder(recorder, pub)
-        pub.publish_json("info", {"classes": ["road", "car"]})  # latched: repeated at the start of each split
+        pub.publish_json("info", INFO)  # latched: repeated at the start of each split
         for seq in range(N_FRAMES):
             pub.publish_masks(seq=seq, capture_ns=time.time_ns(), frame_id="rec", masks=frame_masks(seq),
                               latency_ms={"infer": 1.0}, model_id="tiny-test")
@@ -75,7 +77,7 @@ def check_splits(summary, out) -> None:
                 if msg.seq == N_FRAMES - 1 and msg.topic.endswith("class_map"):
                     np.testing.assert_array_equal(msg.data, frame_masks(msg.seq)["class_map"])
         assert len(seqs) == 4 and all(s == list(range(N_FRAMES)) for s in seqs.values()), seqs
-        assert [m.data for m in read_recording(source) if m.topic == f"{NS}/info"] == [{"classes": ["road", "car"]}]
+        assert [m.data for m in read_recording(source) if m.topic == f"{NS}/info"] == [INFO]
 
 
 def test_split_by_size(tmp_path):
