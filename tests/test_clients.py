@@ -14,18 +14,22 @@ libzmq/cJSON/libpng/zlib development files (pkg-config), Node.js with ``clients/
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import random
+import re
 import shutil
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 import zmq
-from hostile import NS, good_header, hostile_messages, png_bomb, rle_run
+from hostile import NS, frame_message, good_header, hostile_messages, png_bomb, png_chunk, rle_run
 
 from perception import contracts
 from perception.encoding import get_codec
@@ -80,7 +84,30 @@ def test_reference_subscriber_builds_and_runs(name):
     done = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "--namespace" in done.stdout, done.stderr
     bad = subprocess.run([*cmd, "--count", "many"], capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and "--count takes a number" in bad.stderr
+    assert bad.returncode == 2 and "--count takes a whole number" in bad.stderr
+
+
+# Flag values both clients refuse with one stderr line and exit status 2: --max-mask-pixels is a
+# whole number in 1..16384^2 (the largest mask side squared), names are not empty.
+BAD_FLAGS = [
+    ("--max-mask-pixels", "0"), ("--max-mask-pixels", "1e20"), ("--max-mask-pixels", "268435457"),
+    ("--max-mask-pixels", "2.5"), ("--max-mask-pixels", ""), ("--count", "-1"), ("--count", "1e20"),
+    ("--namespace", ""), ("--topic", ""),
+]
+
+
+@pytest.mark.parametrize("name", ["c", "js"])
+def test_reference_subscribers_refuse_bad_flag_values(name):
+    cmd, reason = (_c_client if name == "c" else _js_client)()
+    if cmd is None:
+        pytest.skip(f"the {name} subscriber cannot run here: {reason}")
+    for flag, value in BAD_FLAGS:
+        done = subprocess.run([*cmd, flag, value], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and flag in done.stderr, (flag, value, done.stderr)
+    # The largest value runs (nothing listens on the endpoint: it stops after its --duration).
+    done = subprocess.run([*cmd, "--endpoint", "tcp://127.0.0.1:9", "--max-mask-pixels", "268435456", "--duration", "0.1"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
 
 
 @pytest.fixture(scope="module")
@@ -240,6 +267,159 @@ def _frame_message(seq: int) -> list[bytes]:
     return [f"{NS}/frame".encode(), dump_header(head), parts[0][1], parts[0][2], parts[1][1], parts[1][2]]
 
 
+def _integral_floats(raw: bytes) -> bytes:
+    """A compact JSON header with every integer literal written as an integral float, by turns
+    ``5.0`` and ``5e0`` (JSON Schema's "integer": a reader takes either as 5)."""
+    forms = itertools.cycle((b".0", b"e0"))
+    return re.sub(rb"(?<=[:\[,])(-?\d+)(?=[,}\]])", lambda m: m[1] + next(forms), raw)
+
+
+def _png(rows: int, *, declared: int = 2, width: int = 3, split: bool = False, split_at: int = 5,
+         end: bytes = png_chunk(b"IEND", b""), extra: bytes = b"", cut: int = 0, after: bytes = b"",
+         next_idat: bytes | None = None) -> bytes:
+    """An 8-bit greyscale PNG declaring ``declared`` rows whose image data holds ``rows`` (its IDAT
+    split in two at ``split_at`` where ``split``, its zlib stream short of its last ``cut`` bytes
+    and followed by ``after`` in the same IDAT, then one more IDAT of ``next_idat`` where given),
+    ``extra`` chunks before the IDAT, ending with ``end``."""
+    data = zlib.compress(b"".join(b"\0" + bytes([10 * (r + 1)]) * width for r in range(rows)))
+    data = data[: len(data) - cut] + after
+    idat = (png_chunk(b"IDAT", data[:split_at]) + png_chunk(b"IDAT", data[split_at:]) if split
+            else png_chunk(b"IDAT", data))
+    if next_idat is not None:
+        idat += png_chunk(b"IDAT", next_idat)
+    ihdr = png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, declared, 8, 0, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + ihdr + extra + idat + end
+
+
+def _reader_rule_extras() -> list[tuple[str, list[bytes]]]:
+    """More cases of the reader rules than hostile.reader_rule_messages() lists, and JSON that
+    cJSON alone takes while Python's json and JSON.parse refuse it (each refused by every reader)."""
+    topic, stats = f"{NS}/lane".encode(), f"{NS}/stats".encode()
+    good = dump_header(good_header())
+    json_head = dump_header(json_header(name="stats", seq=0, publish_ns=1))
+    no_version = {k: v for k, v in json.loads(good).items() if k != "wire_version"}
+
+    def header(old: bytes, new: bytes) -> list[bytes]:
+        assert old in good
+        return [topic, good.replace(old, new, 1), bytes(6)]
+
+    def frame_id(raw: bytes) -> list[bytes]:
+        return header(b'"frame_id":"front"', b'"frame_id":"' + raw + b'"')
+
+    frame = frame_message(["lane"])
+    png_head = dump_header(good_header(compression="png"))
+    info_topic = f"{NS}/info".encode()
+    info_head = dump_header(json_header(name="info", seq=0, publish_ns=1))
+
+    def info(classes: str = '[{"id":0,"name":"road","color_rgb":[1,2,3]}]', **fields: str) -> list[bytes]:
+        doc = {"wire_version": "2", "model_id": '"m"', "unknown_id": "255", "classes": classes, **fields}
+        return [info_topic, info_head, ("{" + ",".join(f'"{k}":{v}' for k, v in doc.items()) + "}").encode()]
+
+    def rgb(value: str) -> list[bytes]:
+        return info(f'[{{"id":0,"name":"road","color_rgb":{value}}}]')
+
+    def json_on(name: str) -> list[bytes]:
+        return [f"{NS}/{name}".encode(), dump_header(json_header(name=name, seq=0, publish_ns=1)), b"{}"]
+
+    return [
+        # png: chunks whole with their CRCs right up to IEND, image data of exactly the declared rows
+        ("png with image data of 3 rows under an IHDR of 2", [topic, png_head, _png(3)]),
+        ("png with image data of 1 row under an IHDR of 2", [topic, png_head, _png(1)]),
+        ("png without IEND", [topic, png_head, _png(2, end=b"")]),
+        ("png whose zlib stream is cut short (no Adler-32)", [topic, png_head, _png(2, cut=4)]),
+        ("png with a bad CRC in an ancillary chunk", [topic, png_head, _png(2, extra=png_chunk(b"tEXt", b"a\0b")[:-1] + b"\0")]),
+        # png: one whole zlib stream, nothing after it in the IDAT data (bytes after IEND stay allowed)
+        ("png with a second zlib stream after its own", [topic, png_head, _png(2, after=zlib.compress(bytes(4)))]),
+        ("png with a stray byte after its zlib stream", [topic, png_head, _png(2, after=b"\0")]),
+        ("png with an IDAT of data after its zlib stream ended", [topic, png_head, _png(2, next_idat=b"\x03\x00")]),
+        ("png whose zlib stream lacks its last block's end and checksum", [topic, png_head, _png(2, cut=5)]),
+        # 1: duplicate keys anywhere, compared after unescaping
+        ("duplicate key in a nested object", header(b'"do_rectify":false', b'"do_rectify":false,"do_rectify":false')),
+        ("duplicate key spelled with an escape", header(b'"seq":1', b'"seq":1,"s\\u0065q":1')),
+        ("duplicate key in a frame's mask header",
+         [*frame[:2], frame[2].replace(b'"seq":1', b'"seq":1,"seq":1'), frame[3]]),
+        ("duplicate key in a JSON payload's nested object", [stats, json_head, b'{"a":{"b":1,"b":1}}']),
+        # 2: integer fields take integral values only
+        ("seq 0.5 in a JSON header", [stats, json_head.replace(b'"seq":0', b'"seq":0.5'), b"{}"]),
+        ("header.stamp.sec 1700000000.5", header(b'"sec":1700000000', b'"sec":1700000000.5')),
+        ("roi.x_offset 1e-1", header(b'"x_offset":0', b'"x_offset":1e-1')),
+        # 3: lone surrogates, in keys too, and as raw UTF-8 bytes
+        ("lone surrogate in a JSON payload's key", [stats, json_head, b'{"\\ud800":1}']),
+        ("high surrogate before a non-surrogate escape", frame_id(b"\\ud800\\u0041")),
+        ("surrogate pair in the wrong order", frame_id(b"\\udc00\\ud800")),
+        ("high surrogate ending a string", frame_id(b"ab\\udbff")),
+        ("surrogate as raw UTF-8 bytes", frame_id(b"\xed\xa0\x80")),
+        ("overlong UTF-8 in a string", frame_id(b"\xc0\xaf")),
+        # 4: numbers overflowing to infinity
+        ("-1e400 in the header's latency_ms", header(b'"infer":1.0', b'"infer":-1e400')),
+        ("1E+400 deep in a JSON payload", [stats, json_head, b'{"a":[1,[2,1E+400]]}']),
+        # 6: wire_version not an integer
+        ("wire_version missing", [topic, json.dumps(no_version).encode(), bytes(6)]),
+        ("wire_version 2.5", header(b'"wire_version":2', b'"wire_version":2.5')),
+        ("wire_version null", header(b'"wire_version":2', b'"wire_version":null')),
+        # \u0000 in any string, keys included (the C reader cannot keep it; every reader refuses it)
+        ("\\u0000 in the header's frame_id", frame_id(b"a\\u0000b")),
+        ("\\u0000 in a header key", header(b'"seq":1', b'"seq":1,"x\\u0000":1')),
+        ("\\u0000 in a JSON header's name", [stats, json_head.replace(b'"name":"stats"', b'"name":"st\\u0000ats"'), b"{}"]),
+        ("\\u0000 in a JSON payload", [stats, json_head, b'{"a":["\\u0000"]}']),
+        ("\\u0000 in a JSON payload's key", [stats, json_head, b'{"a":{"\\u0000":1}}']),
+        ("\\u0000 in a frame's mask header", [*frame[:2], frame[2].replace(b'"frame_id":"front"', b'"frame_id":"\\u0000"'),
+                                           frame[3]]),
+        # control characters in topics and frame mask names: C0, DEL, C1, U+2028 and U+2029
+        ("topic with U+2028", [f"{NS}/a\u2028b".encode(), good, bytes(6)]),
+        ("topic with U+2029", [f"{NS}/a\u2029b".encode(), good, bytes(6)]),
+        ("topic with U+009F", [f"{NS}/a\u009fb".encode(), good, bytes(6)]),
+        ("frame naming a mask with U+2028", frame_message(["a\u2028b"])),
+        ("frame naming a mask with U+2029", frame_message(["obstacle/a\u2029b"])),
+        # 7: topic and kind agree (JSON anywhere but on a mask or frame topic)
+        ("JSON document on the frame topic", [f"{NS}/frame".encode(), json_head, b"{}"]),
+        *[(f"JSON document on <ns>/{name}", json_on(name))
+          for name in ("drivable", "obstacle", "class_map", "obstacle/car", "obstacle/stats", "x/lane")],
+        ("mask on the info topic", [f"{NS}/info".encode(), good, bytes(6)]),
+        ("mask on the obstacles topic", [f"{NS}/obstacles".encode(), good, bytes(6)]),
+        ("mask on the frame topic", [f"{NS}/frame".encode(), good, bytes(6)]),
+        ("frame on a mask topic", frame_message(["lane"], topic=f"{NS}/lane")),
+        # 8: atomic frame mask names
+        *[(f"frame naming a mask {name!r}", frame_message([name]))
+          for name in ("", "/lane", "lane/", "obstacle//car", "./lane", "obstacle/..", "obstacle/info", "obstacle/frame",
+                       "a\x7fb", "a\x85b", "é" * 120)],
+        ("frame naming a mask with a number", [frame[0], frame[1].replace(b'"masks":["lane"]', b'"masks":[7]'), *frame[2:]]),
+        # the header table's latency_ms: at most 32 finite numbers (Python's reader checked it alone)
+        ("latency_ms holding a string", header(b'"infer":1.0', b'"infer":"slow"')),
+        ("latency_ms of 33 entries", header(b'"infer":1.0', b",".join(b'"s%d":1' % i for i in range(33)))),
+        ("latency_ms 1e13", header(b'"infer":1.0', b'"infer":1e13')),
+        # <ns>/info: contracts.INFO_SCHEMA, ids unique and not unknown_id
+        *[(f"info color_rgb {value}", rgb(value))
+          for value in ("[256,0,0]", "[0,-1,0]", "[0,0,1.5]", '["1",2,3]', "[true,0,0]", "[null,0,0]", "[1,2]", "[1,2,3,4]",
+                        "{}", '"red"')],
+        ("info class without color_rgb", info('[{"id":0,"name":"road"}]')),
+        ("info class that is a list", info('[[0,"road",[1,2,3]]]')),
+        ("info class id 255", info('[{"id":255,"name":"x","color_rgb":[1,2,3]}]', unknown_id="0")),
+        ("info class id equal to unknown_id", info('[{"id":7,"name":"x","color_rgb":[1,2,3]}]', unknown_id="7")),
+        ("info class name of 257 characters", info(f'[{{"id":0,"name":"{"é" * 257}","color_rgb":[1,2,3]}}]')),
+        ("info class name a number", info('[{"id":0,"name":7,"color_rgb":[1,2,3]}]')),
+        ("info of 256 classes", info("[" + ",".join(f'{{"id":{i % 255},"name":"c","color_rgb":[1,2,3]}}'
+                                                    for i in range(256)) + "]")),
+        ("info wire_version 1000001", info(wire_version="1000001")),
+        ("info wire_version 2.5", info(wire_version="2.5")),
+        ("info unknown_id 256", info(unknown_id="256")),
+        ("info model_id of 257 characters", info(model_id='"' + "m" * 257 + '"')),
+        ("info model_id null", info(model_id="null")),
+        ("info classes an object", info(classes="{}")),
+        ("info that is a list", [info_topic, info_head, b"[]"]),
+        # strings of at most 256 characters (not bytes, not UTF-16 units)
+        ("frame_id of 257 characters", frame_id("é".encode() * 257)),
+        # JSON that cJSON takes and Python's json and JSON.parse refuse
+        ("a leading zero", header(b'"seq":1', b'"seq":01')),
+        ("bytes after the header", [topic, good + b"x", bytes(6)]),
+        ("a form feed as whitespace", [topic, b"\x0c" + good, bytes(6)]),
+        ("a raw tab inside a string", frame_id(b"a\tb")),
+        ("a UTF-8 byte order mark before the header", [topic, b"\xef\xbb\xbf" + good, bytes(6)]),
+        ("1. (a fraction without digits)", header(b'"infer":1.0', b'"infer":1.')),
+        ("21-character integer with its sign in a JSON payload", [stats, json_head, b'{"a":-' + b"9" * 20 + b"}"]),
+    ]
+
+
 def _known_bad() -> list[tuple[str, list[bytes]]]:
     """Messages every reader must refuse: issue 15's hostile set (those a namespace subscription
     receives: a topic outside it never reaches the client) plus wrong sizes, geometry and frames."""
@@ -298,6 +478,7 @@ def _known_bad() -> list[tuple[str, list[bytes]]]:
                                   b'{"wire_version":2,"model_id":"m","unknown_id":255}']),
         ("JSON payload not JSON", [f"{NS}/stats".encode(), dump_header(json_header(name="stats", seq=0, publish_ns=1)),
                                    b"{oops"]),
+        *_reader_rule_extras(),
     ]
     return bad
 
@@ -330,15 +511,115 @@ def _mutations(count: int, seed: int) -> list[list[bytes]]:
     return out
 
 
+# What the stderr line of some known-bad messages must say (the reader rules' messages).
+REASONS = {
+    "duplicate key in the header": "twice in one object",
+    "height 2.5 (not an integer)": "'height' is",
+    "wire_version as a string": "field 'wire_version' is missing or not an integer",
+    "wire_version missing": "field 'wire_version' is missing or not an integer",
+    "lone surrogate in the header": "lone UTF-16 surrogate",
+    "lone surrogate in a JSON payload's key": "lone UTF-16 surrogate",
+    "bitpack class map": "bitpack carries binary masks only",
+    "mask on the stats topic": "a name reserved for a JSON document",
+    "mask on the frame topic": "a name reserved for atomic frames",
+    "JSON document on a mask topic": "JSON document on a topic named 'lane', a mask topic",
+    "JSON document on the frame topic": "JSON document on a topic named 'frame', a frame topic",
+    "JSON document on <ns>/obstacle/car": "JSON document on a topic named 'car', a mask topic",
+    "JSON document on <ns>/x/lane": "a mask topic",
+    "\\u0000 in the header's frame_id": "\\u0000 escape",
+    "\\u0000 in a header key": "\\u0000 escape",
+    "\\u0000 in a JSON payload's key": "\\u0000 escape",
+    "\\u0000 in a frame's mask header": "\\u0000 escape",
+    "topic with U+2028": "control characters",
+    "topic with U+2029": "control characters",
+    "frame naming a mask with U+2028": "control characters",
+    "frame naming a mask with U+2029": "control characters",
+    "png whose zlib stream is cut short (no Adler-32)": "zlib stream is cut short",
+    "png with a second zlib stream after its own": "bytes after the end of its zlib stream",
+    "png with a stray byte after its zlib stream": "bytes after the end of its zlib stream",
+    "png with an IDAT of data after its zlib stream ended": "bytes after the end of its zlib stream",
+    "info color_rgb [256,0,0]": "color_rgb [r, g, b] in 0..255",
+    "info color_rgb [0,0,1.5]": "color_rgb [r, g, b] in 0..255",
+    "info class id equal to unknown_id": "not unknown_id",
+    "info of 256 classes": "at most 255",
+    "info wire_version 1000001": "outside 0..1000000",
+    "info model_id of 257 characters": "longer than 256 characters",
+    "duplicate key in a JSON payload": "twice in one object",
+    "duplicate key spelled with an escape": "twice in one object",
+    "JSON payload number overflowing to infinity": "overflows to infinity",
+    "-1e400 in the header's latency_ms": "overflows to infinity",
+    "frame naming a mask 'stats'": "reserved",
+    "frame naming a mask '../../x'": "'..' part",
+    "frame naming a mask with a newline": "control characters",
+    "frame naming a mask of 250 characters (a topic over 256 bytes)": "bytes",
+    "wire version 3": "wire version 3, this reader speaks version 2",
+    "png with image data of 3 rows under an IHDR of 2": "holds more than the 2 rows",
+    "png with image data of 1 row under an IHDR of 2": "holds less than the 2 rows",
+}
+
+
+def _accepted_extras(seq: int) -> list[list[bytes]]:
+    """Good mask messages that only some readers once took: every integer field written as an
+    integral float (2.0, 2e0); strings of 200 and 256 characters that are longer in bytes (frame_id
+    as raw UTF-8) and in UTF-16 units (model_id, 4-byte characters as escaped pairs); a png whose
+    image data is split in two IDAT chunks, with bytes after its IEND; one whose zlib stream's
+    checksum is an IDAT of its own, and one with an empty IDAT after its stream; a frame_id holding
+    the text \\u0000 (an escaped backslash, not a NUL) and characters that are not control
+    characters (U+00A0, U+200B, U+2027)."""
+    floats = _mask_message(seq, "rle", topic="good")
+    long_strings = _mask_message(seq + 1, "none", topic="good")
+    header = json.loads(long_strings[1])
+    header["header"]["frame_id"] = "é😀" * 100
+    header["model_id"] = "😀" * 256
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    png_head = dump_header(good_header(compression="png", seq=seq + 2))
+    escaped = _mask_message(seq + 3, "none", topic="good")
+    return [[floats[0], _integral_floats(floats[1]), floats[2]],
+            [long_strings[0], raw.replace("😀".encode() * 256, b"\\ud83d\\ude00" * 256), long_strings[2]],
+            [floats[0], png_head, _png(2, split=True, end=png_chunk(b"IEND", b"") + b"after IEND")],
+            [floats[0], png_head, _png(2, split=True, split_at=-4)],
+            [floats[0], png_head, _png(2, next_idat=b"")],
+            [escaped[0], escaped[1].replace(b'"frame_id":"front"', '"frame_id":"a\\\\u0000\u00a0\u200b\u2027"'.encode()),
+             escaped[2]]]
+
+
+def _accepted_json() -> list[list[bytes]]:
+    """Good JSON documents: keys repeated only across objects, a surrogate pair, integral floats in
+    the header, the text \\u0000 (an escaped backslash); JSON on any topic but a mask or frame one
+    (``publish_json`` takes any name), also under a mask topic or with a non-control U+00A0/U+200B
+    in its name; <ns>/info documents within contracts.INFO_SCHEMA (integral floats in color_rgb,
+    other keys, no classes)."""
+    json_head = dump_header(json_header(name="stats", seq=0, publish_ns=1))
+    stats = f"{NS}/stats".encode()
+
+    def on(name: str, payload: bytes = b'{"a":1}') -> list[bytes]:
+        return [f"{NS}/{name}".encode(), dump_header(json_header(name=name, seq=0, publish_ns=1)), payload]
+
+    info = ('{"wire_version":2e0,"model_id":"m","unknown_id":0,"extra":{"k":[1]},"classes":['
+            '{"id":1,"name":"road","color_rgb":[0,255.0,2e0],"note":"x"},{"id":254,"name":"car","color_rgb":[255,0,0]}]}')
+    return [
+        [stats, json_head, b'{"a":{"x":1},"b":{"x":1},"c":"\\ud83d\\ude00","d":[{"x":1},{"x":2}]}'],
+        [stats, _integral_floats(json_head), b'{"seq":1e0,"wire_version":-0.0}'],
+        [stats, json_head, b'{"a":"\\\\u0000","\\\\u0000":1}'],
+        *[on(name) for name in ("sync", "custom", "lane/meta", "obstacle/car/meta", "obstacles/car", "lanes",
+                                "sync\u00a0\u200bx")],
+        on("info", info.encode()),
+        on("info", b'{"wire_version":0,"model_id":"","unknown_id":255,"classes":[]}'),
+    ]
+
+
 def test_clients_survive_hostile_and_mutated_messages(client, free_tcp_port, tmp_path):
     """Every known-bad message is skipped with one stderr line; randomly damaged messages are each
-    decoded or skipped, never crash the client; the good masks between them all arrive intact."""
+    decoded or skipped, never crash the client; the good masks between them all arrive intact, as
+    do good JSON documents (``_accepted_json``)."""
     endpoint = f"tcp://127.0.0.1:{free_tcp_port}"
     bad = _known_bad()
     goods = [_mask_message(1000 + i, c, v, topic="good") for i, (c, v) in enumerate(
         [("none", "binary"), ("bitpack", "binary"), ("rle", "class_ids"), ("png", "class_ids")] * 3)]
+    goods += _accepted_extras(2000)
+    docs = _accepted_json()
     mutated = _mutations(300, seed=14)
-    stream = goods[:4] + [b for _, b in bad] + goods[4:8] + mutated + goods[8:]
+    stream = goods[:4] + [b for _, b in bad] + goods[4:8] + mutated + goods[8:] + docs
     ctx = zmq.Context()
     pub = ctx.socket(zmq.XPUB)
     pub.setsockopt(zmq.LINGER, 0)
@@ -363,7 +644,14 @@ def test_clients_survive_hostile_and_mutated_messages(client, free_tcp_port, tmp
     good_topic = f"{NS}/good"
     at = [i for i, line in enumerate(lines) if line.get("topic") == good_topic]
     assert len(at) == len(goods), f"{len(at)} of {len(goods)} good masks decoded: {err[-1500:]}"
-    assert at[4] == at[3] + 1, f"a known-bad message was decoded: {lines[at[3] + 1]}"
+    assert at[4] == at[3] + 1, f"known-bad messages were decoded: {lines[at[3] + 1: at[4]]}"
+    # One line each, in order: the first len(bad) skips are the known-bad messages'.
+    assert REASONS.keys() <= {name for name, _ in bad}
+    for (name, _), line in zip(bad, skipped, strict=False):
+        assert REASONS.get(name, "") in line, f"{name}: {line}"
+    json_lines = [line for line in lines if line["kind"] == "json"]
+    assert [line["topic"] for line in json_lines] == [d[0].decode() for d in docs], err[-1500:]
+    assert [c["name"] for c in json_lines[-2]["classes"]] == ["road", "car"] and json_lines[-1]["classes"] == []
     # Every message is either decoded (a frame into its 2 masks) or skipped with one stderr line.
     messages = sum(1 if "frame_pub_seq" not in line else 0.5 for line in lines)
     assert messages + len(skipped) == len(stream), err[-1500:]
@@ -372,8 +660,11 @@ def test_clients_survive_hostile_and_mutated_messages(client, free_tcp_port, tmp
     for i, frames in zip(at, goods, strict=True):
         header = json.loads(frames[1])
         codec = next(get_codec(n) for n in contracts.ENCODINGS if get_codec(n).compression == header["compression"])
-        expected = codec.decode(frames[2], height=header["height"], width=header["width"]).tobytes()
+        expected = codec.decode(frames[2], height=int(header["height"]), width=int(header["width"])).tobytes()
         assert dump[lines[i]["dump_offset"]: lines[i]["dump_offset"] + len(expected)] == expected
+        got = {k: lines[i][k] for k in ("height", "width", "seq", "frame_id", "model_id")}
+        assert got == {"height": header["height"], "width": header["width"], "seq": header["seq"],
+                       "frame_id": header["header"]["frame_id"], "model_id": header["model_id"]}, got
 
 
 def test_a_late_client_gets_the_latched_info_first(client, free_tcp_port, tmp_path):

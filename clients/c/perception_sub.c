@@ -12,9 +12,30 @@
  * A message that fails a check is skipped with one line on stderr; nothing from the network can
  * crash it or make it allocate more than one mask of --max-mask-pixels.
  *
+ * The rules every reader (Python, C, JavaScript) follows alike, so that one message is taken or
+ * refused by all three: JSON is strict RFC 8259 UTF-8 (cJSON alone would take 01, bytes after the
+ * value, control characters), with no key twice in one object, no lone UTF-16 surrogate escape, no
+ * number overflowing to infinity (1e400), nesting at most 32 deep and integer literals of at most 20
+ * characters; an integer field takes any number of integral value (2, 2.0, 2e0), and a wire_version
+ * that is not one is malformed (an integer this reader does not speak is a version mismatch);
+ * strings are bounded in characters, not bytes, and hold no \u0000 escape (keys included); a topic
+ * (and the topic an atomic frame's mask name makes) holds no control character (U+0000-001F,
+ * U+007F-009F, U+2028, U+2029); bitpack carries binary masks only; a topic agrees with its message
+ * (no JSON document on a mask topic, one whose last part is drivable, lane, obstacle or class_map or
+ * whose part before the last is obstacle, nor on frame; atomic frames only on <ns>/frame; masks not
+ * on stats, obstacles, info or frame); an <ns>/info document has the README's schema (wire_version,
+ * model_id, unknown_id, classes of unique ids with name and color_rgb [r, g, b] in 0..255); an atomic
+ * frame's mask names are relative, without empty, '.' or '..' parts, not ending in a reserved name,
+ * and make valid topics; a png's chunks are whole with their CRCs right up to IEND, and its image
+ * data is one whole zlib stream (checksum included, nothing after it) that inflates to exactly the
+ * declared rows.
+ *
  *   make -C clients/c
  *   clients/c/perception_sub --endpoint tcp://127.0.0.1:5556 --namespace perception/front
  *   clients/c/perception_sub --topic perception/front/lane --count 100 --dump lane.raw
+ *
+ * Flags: --max-mask-pixels is a whole number in 1..268435456 (16384 x 16384), --count a whole
+ * number, --namespace and --topic not empty; any other value is refused with one line, exit 2.
  *
  * Output lines (JSON): {"kind":"mask","topic",...,"crc32","dump_offset"} per mask (the decoded
  * bytes go to --dump FILE at dump_offset), {"kind":"json",...} per JSON document, with the
@@ -42,9 +63,12 @@
 #define MAX_HEADER_BYTES (16 * 1024)
 #define MAX_JSON_PAYLOAD_BYTES (1024 * 1024)
 #define MAX_HEADER_STRING 256
+#define MAX_LATENCY_ENTRIES 32
+#define MAX_LATENCY_MS 1e12
 #define MAX_JSON_DEPTH 32
 #define MAX_JSON_INT_CHARS 20
 #define MAX_MASK_SIDE 16384
+#define MAX_MASK_PIXELS_FLAG ((double)MAX_MASK_SIDE * MAX_MASK_SIDE)
 #define MAX_FRAME_MASKS 32
 #define FRAME_PIXEL_FACTOR 4
 #define MAX_PARTS (2 + 2 * MAX_FRAME_MASKS)
@@ -61,7 +85,7 @@ typedef struct {
     const char *namespace_;
     const char *topics[64];
     int n_topics;
-    long count;          /* stop after this many masks (0: no limit) */
+    int64_t count;       /* stop after this many masks (0: no limit) */
     double duration_s;   /* stop after this many seconds (0: no limit) */
     double idle_s;       /* stop after this long without a message, once one arrived (0: never) */
     uint64_t max_pixels;
@@ -111,28 +135,80 @@ static void skip(const char *topic) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Topic: UTF-8, at most 256 bytes, no control characters.                                     */
+/* Topic: UTF-8, at most 256 bytes, no control characters (C0, DEL, C1, U+2028, U+2029).        */
 /* ------------------------------------------------------------------------------------------ */
+
+/* The length of the UTF-8 character at p (n bytes left), its code point in *cp; 0 where it is not
+ * UTF-8 (a stray or missing continuation byte, an overlong form, a surrogate, beyond U+10FFFF). */
+static size_t utf8_char(const unsigned char *p, size_t n, uint32_t *cp) {
+    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+    unsigned c = p[0];
+    size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (len == 0 || len > n) return 0;
+    uint32_t v = len == 1 ? c : c & (0x7f >> len);
+    for (size_t k = 1; k < len; k++) {
+        if ((p[k] & 0xc0) != 0x80) return 0;
+        v = (v << 6) | (p[k] & 0x3f);
+    }
+    if (v < min_cp[len] || v > 0x10ffff || (v >= 0xd800 && v <= 0xdfff)) return 0;
+    *cp = v;
+    return len;
+}
+
+/* Characters (code points) of a UTF-8 string: the README bounds strings in characters, as Python's
+ * len() and the JavaScript reader count them, not in bytes. */
+static size_t utf8_length(const char *s) {
+    size_t n = 0;
+    for (; *s; s++) n += ((unsigned char)*s & 0xc0) != 0x80;
+    return n;
+}
 
 static int check_topic(const unsigned char *p, size_t n, char *out) {
     if (n == 0 || n > MAX_TOPIC_BYTES) return fail("topic has %zu bytes, expected 1..%d", n, MAX_TOPIC_BYTES);
     for (size_t i = 0; i < n;) {
-        unsigned c = p[i];
-        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        if (len == 0 || i + len > n) return fail("topic is not UTF-8");
-        uint32_t cp = len == 1 ? c : c & (0x7f >> len);
-        for (size_t k = 1; k < len; k++) {
-            if ((p[i + k] & 0xc0) != 0x80) return fail("topic is not UTF-8");
-            cp = (cp << 6) | (p[i + k] & 0x3f);
-        }
-        static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
-        if (cp < min_cp[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return fail("topic is not UTF-8");
-        if (cp < 0x20 || (cp >= 0x7f && cp < 0xa0)) return fail("topic holds control characters");
+        uint32_t cp;
+        size_t len = utf8_char(p + i, n - i, &cp);
+        if (len == 0) return fail("topic is not UTF-8");
+        if (cp < 0x20 || (cp >= 0x7f && cp < 0xa0) || cp == 0x2028 || cp == 0x2029) return fail("topic holds control characters");
         i += len;
     }
     memcpy(out, p, n);
     out[n] = '\0';
     return 0;
+}
+
+/* The last /-separated part of a topic (the whole topic where it has no /). */
+static const char *topic_name(const char *topic) {
+    const char *slash = strrchr(topic, '/');
+    return slash ? slash + 1 : topic;
+}
+
+/* Topic names that never name a mask: the JSON documents' (the first three) and atomic frames'. */
+static const char *const reserved_names[] = {"stats", "obstacles", "info", "frame"};
+#define N_JSON_NAMES 3
+
+/* Topic names that never carry a JSON document: the node's masks' and atomic frames'. */
+static const char *const no_json_names[] = {"drivable", "lane", "obstacle", "class_map", "frame"};
+
+static int is_reserved(const char *name, int n_names) {
+    for (int k = 0; k < n_names; k++)
+        if (strcmp(name, reserved_names[k]) == 0) return 1;
+    return 0;
+}
+
+/* Whether a JSON document may go on the topic: not on a mask topic (its last part drivable, lane,
+ * obstacle or class_map, or a per-class <ns>/obstacle/<class>) nor on frame; any other name is open
+ * (the publisher's publish_json takes any). */
+static int json_fits_topic(const char *topic) {
+    const char *name = topic_name(topic);
+    for (size_t k = 0; k < sizeof no_json_names / sizeof *no_json_names; k++)
+        if (strcmp(name, no_json_names[k]) == 0) return 0;
+    if (name == topic) return 1;
+    size_t parent_len = (size_t)(name - 1 - topic); /* the part before the last ends at name - 1 */
+    const char *parent = topic;
+    for (size_t i = 0; i < parent_len; i++)
+        if (topic[i] == '/') parent = topic + i + 1;
+    return !((size_t)(topic + parent_len - parent) == strlen("obstacle") && strncmp(parent, "obstacle", strlen("obstacle")) == 0);
 }
 
 static int ends_with(const char *s, const char *suffix) {
@@ -165,7 +241,8 @@ static int get_number(const cJSON *obj, const char *name, double lo, double hi, 
 static int get_string(const cJSON *obj, const char *name, const char **out) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
     if (!cJSON_IsString(v) || v->valuestring == NULL) return fail("field '%s' is missing or not a string", name);
-    if (strlen(v->valuestring) > MAX_HEADER_STRING) return fail("field '%s' is longer than %d bytes", name, MAX_HEADER_STRING);
+    if (utf8_length(v->valuestring) > MAX_HEADER_STRING)
+        return fail("field '%s' is longer than %d characters", name, MAX_HEADER_STRING);
     *out = v->valuestring;
     return 0;
 }
@@ -189,45 +266,180 @@ static int get_ns(const cJSON *obj, const char *name, int64_t *out) {
 
 static int check_version(const cJSON *h) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(h, "wire_version");
-    if (!cJSON_IsNumber(v) || v->valuedouble != WIRE_VERSION)
-        return fail("wire version %g, this reader speaks version %d", cJSON_IsNumber(v) ? v->valuedouble : -1.0, WIRE_VERSION);
+    /* An integer like any other (2.0 is 2); a version that is not one is malformed, not another version. */
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble != floor(v->valuedouble))
+        return fail("field 'wire_version' is missing or not an integer");
+    if (v->valuedouble != WIRE_VERSION) return fail("wire version %.17g, this reader speaks version %d", v->valuedouble, WIRE_VERSION);
     return 0;
 }
 
-/* The README's bounds on received JSON that cJSON does not check itself: nesting at most 32 deep,
- * integer literals (no fraction, no exponent) of at most 20 characters (cJSON would turn 5,000
- * digits into infinity). A scan
- * of the raw text, outside strings; cJSON then parses it (and refuses what is not JSON). */
-static int check_json_bounds(const char *p, size_t n, const char *what) {
-    int depth = 0, in_string = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = p[i];
-        if (in_string) {
-            if (c == '\\') i++;
-            else if (c == '"') in_string = 0;
-        } else if (c == '"') {
-            in_string = 1;
-        } else if (c == '[' || c == '{') {
-            if (++depth > MAX_JSON_DEPTH) return fail("%s is nested deeper than %d", what, MAX_JSON_DEPTH);
-        } else if (c == ']' || c == '}') {
-            depth--;
-        } else if (c == '-' || (c >= '0' && c <= '9')) {
-            size_t start = i;
-            while (i + 1 < n && (p[i + 1] == '-' || (p[i + 1] >= '0' && p[i + 1] <= '9'))) i++;
-            int is_float = i + 1 < n && (p[i + 1] == '.' || p[i + 1] == 'e' || p[i + 1] == 'E');
-            if (!is_float && i + 1 - start > MAX_JSON_INT_CHARS)
-                return fail("%s holds an integer of %zu characters (limit %d)", what, i + 1 - start, MAX_JSON_INT_CHARS);
-            while (i + 1 < n && p[i + 1] != '\0' && strchr(".eE+-0123456789", p[i + 1]) != NULL) i++; /* fraction, exponent */
+static int not_json(const char *what, size_t at) { return fail("%s is not JSON (at byte %zu)", what, at); }
+
+static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
+
+/* The 4 hex digits at p[i..i+4) as a number, -1 where there are not 4. */
+static long hex4(const unsigned char *p, size_t n, size_t i) {
+    long v = 0;
+    if (i + 4 > n) return -1;
+    for (size_t k = i; k < i + 4; k++) {
+        unsigned char c = p[k];
+        int d = is_digit(c) ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* A JSON string at p[*pos] (the opening quote); *pos moves past its closing quote. */
+static int scan_string(const unsigned char *p, size_t n, size_t *pos, const char *what) {
+    size_t i = *pos + 1;
+    for (;;) {
+        if (i >= n) return not_json(what, *pos);
+        unsigned char c = p[i];
+        if (c == '"') break;
+        if (c < 0x20) return fail("%s is not JSON (a control character inside a string, at byte %zu)", what, i);
+        if (c == '\\') {
+            unsigned char e = i + 1 < n ? p[i + 1] : 0;
+            if (e != 'u') {
+                if (e == 0 || strchr("\"\\/bfnrt", e) == NULL) return not_json(what, i);
+                i += 2;
+                continue;
+            }
+            long cp = hex4(p, n, i + 2), low = -1;
+            if (cp < 0) return not_json(what, i);
+            if (cp == 0) return fail("%s holds a \\u0000 escape (a NUL character, refused by every reader)", what);
+            if (cp >= 0xd800 && cp <= 0xdbff && i + 7 < n && p[i + 6] == '\\' && p[i + 7] == 'u') low = hex4(p, n, i + 8);
+            if (cp >= 0xd800 && cp <= 0xdfff && (cp >= 0xdc00 || low < 0xdc00 || low > 0xdfff))
+                return fail("%s holds a lone UTF-16 surrogate escape (\\ud800-\\udfff without its pair, at byte %zu)", what, i);
+            i += cp >= 0xd800 && cp <= 0xdfff ? 12 : 6;
+        } else {
+            uint32_t cp;
+            size_t len = utf8_char(p + i, n - i, &cp);
+            if (len == 0) return fail("%s is not UTF-8 (at byte %zu)", what, i);
+            i += len;
         }
     }
+    *pos = i + 1;
     return 0;
+}
+
+/* A JSON number at p[*pos]: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?; an integer literal (no
+ * fraction, no exponent) of at most 20 characters. */
+static int scan_number(const unsigned char *p, size_t n, size_t *pos, const char *what) {
+    size_t i = *pos, start = i;
+    int integer = 1;
+    if (p[i] == '-') i++;
+    if (i < n && p[i] == '0') i++;
+    else if (i < n && is_digit(p[i])) while (i < n && is_digit(p[i])) i++;
+    else return not_json(what, start);
+    if (i < n && p[i] == '.') {
+        integer = 0;
+        if (++i >= n || !is_digit(p[i])) return not_json(what, i);
+        while (i < n && is_digit(p[i])) i++;
+    }
+    if (i < n && (p[i] == 'e' || p[i] == 'E')) {
+        integer = 0;
+        if (++i < n && (p[i] == '+' || p[i] == '-')) i++;
+        if (i >= n || !is_digit(p[i])) return not_json(what, i);
+        while (i < n && is_digit(p[i])) i++;
+    }
+    if (integer && i - start > MAX_JSON_INT_CHARS)
+        return fail("%s holds an integer of %zu characters (limit %d)", what, i - start, MAX_JSON_INT_CHARS);
+    *pos = i;
+    return 0;
+}
+
+/* Strict JSON (RFC 8259) within the README's bounds, checked on the raw text before cJSON parses it.
+ * cJSON alone takes what Python's json and JSON.parse refuse (01, bytes after the value, control
+ * characters as whitespace or inside strings, text that is not UTF-8), so the three readers would
+ * not refuse the same messages; and it bounds neither nesting nor integer literals (it would turn
+ * 5,000 digits into infinity). Refused too: a lone UTF-16 surrogate escape (\ud800 without its
+ * pair; cJSON refuses it without saying why) and \u0000 (every reader refuses it; a C string ends there). One pass, no
+ * recursion: nesting is at most MAX_JSON_DEPTH. */
+static int check_json_text(const unsigned char *p, size_t n, const char *what) {
+    enum { VALUE, FIRST_VALUE, KEY, FIRST_KEY, COLON, AFTER } state = VALUE;
+    unsigned char open[MAX_JSON_DEPTH];
+    int depth = 0;
+    size_t i = 0;
+    for (;;) {
+        while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r')) i++;
+        if (i == n) break;
+        unsigned char c = p[i];
+        if (state == AFTER) {
+            if (depth == 0) return fail("%s is not JSON (more after the value, at byte %zu)", what, i);
+            if (c == ',') state = open[depth - 1] == '{' ? KEY : VALUE;
+            else if (c == (open[depth - 1] == '{' ? '}' : ']')) depth--;
+            else return not_json(what, i);
+            i++;
+        } else if (state == COLON) {
+            if (c != ':') return not_json(what, i);
+            state = VALUE;
+            i++;
+        } else if ((state == FIRST_KEY && c == '}') || (state == FIRST_VALUE && c == ']')) {
+            depth--;
+            state = AFTER;
+            i++;
+        } else if (state == KEY || state == FIRST_KEY) {
+            if (c != '"') return not_json(what, i);
+            if (scan_string(p, n, &i, what) < 0) return -1;
+            state = COLON;
+        } else if (c == '{' || c == '[') {
+            if (depth == MAX_JSON_DEPTH) return fail("%s is nested deeper than %d", what, MAX_JSON_DEPTH);
+            open[depth++] = c;
+            state = c == '{' ? FIRST_KEY : FIRST_VALUE;
+            i++;
+        } else {
+            if (c == '"') {
+                if (scan_string(p, n, &i, what) < 0) return -1;
+            } else if (c == '-' || is_digit(c)) {
+                if (scan_number(p, n, &i, what) < 0) return -1;
+            } else if (n - i >= 4 && (memcmp(p + i, "true", 4) == 0 || memcmp(p + i, "null", 4) == 0)) {
+                i += 4;
+            } else if (n - i >= 5 && memcmp(p + i, "false", 5) == 0) {
+                i += 5;
+            } else {
+                return not_json(what, i);
+            }
+            state = AFTER;
+        }
+    }
+    if (state != AFTER || depth != 0) return fail("%s is not JSON (it ends early)", what);
+    return 0;
+}
+
+static int compare_names(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+/* What the parsed document may still hold that a reader must refuse: a key given twice in one
+ * object (cJSON finds the first, Python's json and JSON.parse keep the last: all three refuse it)
+ * and a number that overflows to infinity (1e400). Recursion: at most MAX_JSON_DEPTH deep. */
+static int check_json_tree(const cJSON *node, const char *what) {
+    if (cJSON_IsNumber(node) && !isfinite(node->valuedouble)) return fail("%s holds a number that overflows to infinity", what);
+    size_t n = 0;
+    for (const cJSON *c = node->child; c != NULL; c = c->next, n++)
+        if (check_json_tree(c, what) < 0) return -1;
+    if (!cJSON_IsObject(node) || n < 2) return 0;
+    const char **names = malloc(n * sizeof *names);
+    if (names == NULL) return fail("out of memory for the keys of a %s", what);
+    n = 0;
+    for (const cJSON *c = node->child; c != NULL; c = c->next) names[n++] = c->string;
+    qsort(names, n, sizeof *names, compare_names);
+    int rc = 0;
+    for (size_t k = 1; k < n && rc == 0; k++)
+        if (strcmp(names[k - 1], names[k]) == 0) rc = fail("%s gives key '%.40s' twice in one object", what, names[k]);
+    free(names);
+    return rc;
 }
 
 static cJSON *parse_json(const void *data, size_t n, size_t max_bytes, const char *what) {
     if (n > max_bytes) { fail("%s has %zu bytes, more than %zu", what, n, max_bytes); return NULL; }
-    if (check_json_bounds((const char *)data, n, what) < 0) return NULL;
+    if (check_json_text((const unsigned char *)data, n, what) < 0) return NULL;
     cJSON *doc = cJSON_ParseWithLength((const char *)data, n);
-    if (doc == NULL) fail("%s is not JSON", what);
+    if (doc == NULL) {
+        fail("%s is not JSON", what);
+    } else if (check_json_tree(doc, what) < 0) {
+        cJSON_Delete(doc);
+        doc = NULL;
+    }
     return doc;
 }
 
@@ -265,10 +477,19 @@ static int parse_mask_header(const cJSON *h, mask_header_t *m) {
                     step, bigendian);
     if (strcmp(m->values, "binary") != 0 && strcmp(m->values, "class_ids") != 0)
         return fail("field 'values' is '%.40s', expected binary or class_ids", m->values);
+    if (strcmp(m->compression, "bitpack") == 0 && strcmp(m->values, "class_ids") == 0)
+        return fail("bitpack for class ids; bitpack carries binary masks only");
     if (m->sec != m->capture_ns / 1000000000 || m->nanosec != m->capture_ns % 1000000000)
         return fail("header.stamp %" PRId64 ".%09" PRId64 " is not capture_ns %" PRId64, m->sec, m->nanosec, m->capture_ns);
     const cJSON *latency = cJSON_GetObjectItemCaseSensitive(h, "latency_ms");
-    if (!cJSON_IsObject(latency)) return fail("field 'latency_ms' is missing or not an object");
+    if (!cJSON_IsObject(latency) || cJSON_GetArraySize(latency) > MAX_LATENCY_ENTRIES)
+        return fail("field 'latency_ms' is missing or not an object of at most %d entries", MAX_LATENCY_ENTRIES);
+    const cJSON *stage;
+    cJSON_ArrayForEach(stage, latency) {
+        if (!cJSON_IsNumber(stage) || !(fabs(stage->valuedouble) <= MAX_LATENCY_MS) || utf8_length(stage->string) > MAX_HEADER_STRING)
+            return fail("field 'latency_ms' holds other than numbers in -1e12..1e12 under names of at most %d characters",
+                        MAX_HEADER_STRING);
+    }
     /* Geometry: the region of the camera frame the mask covers, and frame pixels per mask pixel. */
     const cJSON *roi = cJSON_GetObjectItemCaseSensitive(h, "roi");
     if (!cJSON_IsObject(roi)) return fail("field 'roi' is missing or not an object");
@@ -315,6 +536,65 @@ static void png_fail(png_structp png, png_const_charp msg) {
 
 static uint32_t be32(const unsigned char *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
 
+/* The PNG's chunks whole (each within the payload, its CRC right, IEND reached) and, when it is not
+ * interlaced, its image data one whole zlib stream (its end and Adler-32 there, no byte after it in
+ * the IDAT data) inflating to exactly the declared rows (a filter byte and the pixels each), as every
+ * reader checks: libpng alone would take more rows than the IHDR says (it warns and drops them), a
+ * stream without its checksum, or data after the stream. The inflation counts into a small buffer
+ * and stops one byte past the declared size. */
+static int check_png_chunks(const unsigned char *p, size_t n, uint32_t height, uint32_t width) {
+    size_t offset = 8;
+    for (;;) {
+        if (n - offset < 12) return fail("png payload is cut short (no IEND chunk)");
+        uint32_t length = be32(p + offset);
+        if (length > n - offset - 12) return fail("png payload is cut short (its '%.4s' chunk runs past the end)", p + offset + 4);
+        if (crc32(crc32(0L, Z_NULL, 0), p + offset + 4, length + 4) != be32(p + offset + 8 + length))
+            return fail("png payload's '%.4s' chunk has a bad CRC", p + offset + 4);
+        int iend = memcmp(p + offset + 4, "IEND", 4) == 0;
+        offset += 12 + (size_t)length;
+        if (iend) break;
+    }
+    if (p[28] != 0) return 0; /* Adam7: rows in passes of other sizes; libpng checks those */
+    uint64_t rows = (uint64_t)height * ((uint64_t)width + 1);
+    unsigned char scratch[16384];
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit(&z) != Z_OK) return fail("zlib could not start");
+    int rc = Z_OK, after_end = 0; /* after_end: IDAT bytes left once the stream ended */
+    for (offset = 8; z.total_out <= rows;) {
+        uint32_t length = be32(p + offset);
+        const unsigned char *kind = p + offset + 4;
+        if (memcmp(kind, "IEND", 4) == 0) break;
+        offset += 12 + (size_t)length;
+        if (memcmp(kind, "IDAT", 4) != 0) continue;
+        if (rc == Z_STREAM_END) {
+            after_end |= length > 0;
+            continue;
+        }
+        z.next_in = (unsigned char *)(kind + 4);
+        z.avail_in = length;
+        while (z.avail_in > 0 && z.total_out <= rows) {
+            z.next_out = scratch;
+            z.avail_out = sizeof scratch;
+            rc = inflate(&z, Z_NO_FLUSH);
+            if (rc == Z_STREAM_END || rc == Z_BUF_ERROR || z.total_out > rows) break; /* BUF_ERROR: no progress */
+            if (rc != Z_OK) {
+                inflateEnd(&z);
+                return fail("png payload's image data does not inflate (%.80s)", z.msg ? z.msg : "zlib error");
+            }
+        }
+        if (rc == Z_STREAM_END) after_end |= z.avail_in > 0;
+    }
+    uint64_t got = z.total_out;
+    inflateEnd(&z);
+    if (got != rows)
+        return fail("png payload's image data holds %s than the %u rows of %u pixels its header declares", got > rows ? "more" : "less",
+                    height, width);
+    if (rc != Z_STREAM_END) return fail("png payload's zlib stream is cut short (no end of stream and Adler-32 checksum)");
+    if (after_end) return fail("png payload's image data has bytes after the end of its zlib stream");
+    return 0;
+}
+
 static int decode_png(const unsigned char *p, size_t n, uint32_t height, uint32_t width, unsigned char *out) {
     static const unsigned char signature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     /* The IHDR first (26 bytes): an 8-bit greyscale image of the header's size, nothing larger. */
@@ -323,15 +603,17 @@ static int decode_png(const unsigned char *p, size_t n, uint32_t height, uint32_
     if (be32(p + 16) != width || be32(p + 20) != height || p[24] != 8 || p[25] != 0)
         return fail("png payload is a %ux%u image of depth %u, colour type %u; header says 8-bit greyscale %ux%u", be32(p + 16),
                     be32(p + 20), p[24], p[25], width, height);
+    if (check_png_chunks(p, n, height, width) < 0) return -1;
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, NULL, png_fail, png_quiet_warning);
     if (png == NULL) return fail("libpng could not start");
     png_infop info = png_create_info_struct(png);
     png_bytep *volatile rows = NULL; /* volatile: set after setjmp, freed after a longjmp */
     png_source_t src = {p, n, 0};
     if (info == NULL || setjmp(png_jmpbuf(png))) {
+        int started = info != NULL; /* png_destroy_read_struct sets info to NULL */
         free(rows);
-        png_destroy_read_struct(&png, info ? &info : NULL, NULL);
-        if (info == NULL) fail("libpng could not start");
+        png_destroy_read_struct(&png, started ? &info : NULL, NULL);
+        if (!started) fail("libpng could not start");
         return -1;
     }
     png_set_user_limits(png, width, height);
@@ -419,10 +701,13 @@ static int read_info(const char *topic, const cJSON *doc, cJSON *line) {
     cJSON *out_classes = cJSON_AddArrayToObject(line, "classes");
     cJSON_ArrayForEach(c, classes) {
         const cJSON *rgb = cJSON_GetObjectItemCaseSensitive(c, "color_rgb");
-        if (get_int(c, "id", 0, 254, &id) < 0 || get_string(c, "name", &name) < 0 || names[id] != NULL || id == unknown_id ||
-            !cJSON_IsArray(rgb) || cJSON_GetArraySize(rgb) != 3) {
+        int rgb_ok = cJSON_IsArray(rgb) && cJSON_GetArraySize(rgb) == 3;
+        for (const cJSON *v = rgb_ok ? rgb->child : NULL; v != NULL; v = v->next)
+            rgb_ok &= cJSON_IsNumber(v) && v->valuedouble == floor(v->valuedouble) && v->valuedouble >= 0 && v->valuedouble <= 255;
+        if (!cJSON_IsObject(c) || get_int(c, "id", 0, 254, &id) < 0 || get_string(c, "name", &name) < 0 || names[id] != NULL ||
+            id == unknown_id || !rgb_ok) {
             for (int k = 0; k < 256; k++) free(names[k]);
-            return fail("info class %d is not {id (unique, 0..254, not unknown_id), name, color_rgb [r, g, b]}", n);
+            return fail("info class %d is not {id (unique, 0..254, not unknown_id), name, color_rgb [r, g, b] in 0..255}", n);
         }
         names[id] = strdup(name);
         cJSON *entry = cJSON_CreateObject();
@@ -550,6 +835,19 @@ static int handle_mask(const char *topic, const cJSON *h, zmq_msg_t *payload, co
     return 0;
 }
 
+/* An atomic frame's mask name, which makes the topic <ns>/<name>: relative, made of /-separated parts
+ * none of which is empty, '.' or '..' (a per-class mask is obstacle/<class>), the last not a name
+ * reserved for JSON documents or frames. */
+static const char *mask_name_problem(const char *name) {
+    for (const char *part = name;;) {
+        size_t len = strcspn(part, "/");
+        if (len == 0 || (len == 1 && part[0] == '.') || (len == 2 && part[0] == '.' && part[1] == '.'))
+            return "has an empty, '.' or '..' part";
+        if (part[len] == '\0') return is_reserved(part, 4) ? "ends in a name reserved for JSON documents or frames" : NULL;
+        part += len + 1;
+    }
+}
+
 /* An atomic frame: [topic, frame header, mask header 1, payload 1, ...]. Every part is checked and
  * decoded before any is printed: a frame is all or nothing, as on the wire. */
 static int handle_frame(const char *topic, const cJSON *h, zmq_msg_t *parts, int n_parts, const options_t *o) {
@@ -572,9 +870,13 @@ static int handle_frame(const char *topic, const cJSON *h, zmq_msg_t *parts, int
     int rc = -1, i;
     for (i = 0; i < n; i++) {
         const cJSON *name = cJSON_GetArrayItem(names, i);
-        if (!cJSON_IsString(name) || name->valuestring[0] == '\0' || name->valuestring[0] == '/' || ends_with(name->valuestring, "/") ||
-            strlen(name->valuestring) > MAX_HEADER_STRING) {
-            fail("frame mask name %d is not a relative name", i);
+        if (!cJSON_IsString(name) || utf8_length(name->valuestring) > MAX_HEADER_STRING) {
+            fail("frame mask name %d is not a string of at most %d characters", i, MAX_HEADER_STRING);
+            goto done;
+        }
+        const char *problem = mask_name_problem(name->valuestring);
+        if (problem != NULL) {
+            fail("frame mask name %d %s", i, problem);
             goto done;
         }
         for (int k = 0; k < i; k++)
@@ -582,7 +884,15 @@ static int handle_frame(const char *topic, const cJSON *h, zmq_msg_t *parts, int
                 fail("frame names mask '%.40s' twice", name->valuestring);
                 goto done;
             }
+        /* The mask's own topic, as this reader prints it, under the rules of a received topic. */
         snprintf(topics[i], sizeof topics[i], "%.*s%s", (int)ns_len, topic, name->valuestring);
+        char checked[MAX_TOPIC_BYTES + 1];
+        if (check_topic((const unsigned char *)topics[i], strlen(topics[i]), checked) < 0) {
+            char reason[sizeof why];
+            snprintf(reason, sizeof reason, "%s", why);
+            fail("frame mask name %d makes a bad topic: %s", i, reason);
+            goto done;
+        }
         docs[i] = parse_json(zmq_msg_data(&parts[2 + 2 * i]), zmq_msg_size(&parts[2 + 2 * i]), MAX_HEADER_BYTES, "frame mask header");
         if (docs[i] == NULL || parse_mask_header(docs[i], &heads[i]) < 0) goto done;
         if (heads[i].seq != seq) {
@@ -639,7 +949,7 @@ static int handle_json(const char *topic, const cJSON *h, zmq_msg_t *payload) {
     cJSON_AddNumberToObject(line, "pub_seq", (double)pub_seq);
     add_ns(line, "publish_ns", publish_ns);
     cJSON_AddNumberToObject(line, "payload_bytes", (double)zmq_msg_size(payload));
-    if (ends_with(topic, "/info") && read_info(topic, doc, line) < 0) {
+    if (strcmp(topic_name(topic), "info") == 0 && read_info(topic, doc, line) < 0) {
         cJSON_Delete(line);
         cJSON_Delete(doc);
         return -1;
@@ -674,9 +984,17 @@ static void handle_message(zmq_msg_t *parts, int n_parts, const options_t *o) {
         } else if (n_parts != 3) {
             fail("message has %d parts, expected 3 (topic, header, payload)", n_parts);
         } else if (strcmp(kind, "mask") == 0) {
-            rc = handle_mask(topic, h, &parts[2], o);
+            if (is_reserved(topic_name(topic), 4))
+                fail("mask on a topic named '%s', a name reserved for %s", topic_name(topic),
+                     is_reserved(topic_name(topic), N_JSON_NAMES) ? "a JSON document" : "atomic frames");
+            else
+                rc = handle_mask(topic, h, &parts[2], o);
         } else if (strcmp(kind, "json") == 0) {
-            rc = handle_json(topic, h, &parts[2]);
+            if (!json_fits_topic(topic))
+                fail("JSON document on a topic named '%.40s', a %s topic", topic_name(topic),
+                     strcmp(topic_name(topic), "frame") == 0 ? "frame" : "mask");
+            else
+                rc = handle_json(topic, h, &parts[2]);
         } else {
             fail("header kind '%.40s' is not mask, json or frame", kind);
         }
@@ -703,7 +1021,7 @@ static void usage(int code) {
             "  --duration S         stop after S seconds\n"
             "  --idle S             stop once nothing has arrived for S seconds after a message\n"
             "  --dump FILE          write every decoded mask's bytes to FILE (lines give dump_offset)\n"
-            "  --max-mask-pixels N  largest mask accepted (default 16777216 = 4096 x 4096)\n");
+            "  --max-mask-pixels N  largest mask accepted, 1..268435456 (default 16777216 = 4096 x 4096)\n");
     exit(code);
 }
 
@@ -718,6 +1036,26 @@ static double number_arg(const char *flag, const char *text, double lo) {
     return v;
 }
 
+/* A whole number in lo..hi (hi at most 2^53, so the double is exact and the cast defined). */
+static double whole_arg(const char *flag, const char *text, double lo, double hi) {
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno || *end || !(v >= lo && v <= hi) || v != floor(v)) {
+        fprintf(stderr, "perception_sub: error: %s takes a whole number in %.0f..%.0f, got '%s'\n", flag, lo, hi, text);
+        exit(2);
+    }
+    return v;
+}
+
+static const char *name_arg(const char *flag, const char *text) {
+    if (text[0] == '\0') {
+        fprintf(stderr, "perception_sub: error: %s takes a non-empty name\n", flag);
+        exit(2);
+    }
+    return text;
+}
+
 int main(int argc, char **argv) {
     options_t o = {"tcp://127.0.0.1:5556", NULL, {0}, 0, 0, 0, 0, 4096ull * 4096ull, NULL};
     const char *dump_path = NULL;
@@ -727,13 +1065,13 @@ int main(int argc, char **argv) {
         if (i + 1 >= argc) usage(2);
         const char *v = argv[++i];
         if (!strcmp(a, "--endpoint")) o.endpoint = v;
-        else if (!strcmp(a, "--namespace")) o.namespace_ = v;
-        else if (!strcmp(a, "--topic") && o.n_topics < 64) o.topics[o.n_topics++] = v;
-        else if (!strcmp(a, "--count")) o.count = (long)number_arg(a, v, 0);
+        else if (!strcmp(a, "--namespace")) o.namespace_ = name_arg(a, v);
+        else if (!strcmp(a, "--topic") && o.n_topics < 64) o.topics[o.n_topics++] = name_arg(a, v);
+        else if (!strcmp(a, "--count")) o.count = (int64_t)whole_arg(a, v, 0, EXACT_DOUBLE_INT);
         else if (!strcmp(a, "--duration")) o.duration_s = number_arg(a, v, 0);
         else if (!strcmp(a, "--idle")) o.idle_s = number_arg(a, v, 0);
         else if (!strcmp(a, "--dump")) dump_path = v;
-        else if (!strcmp(a, "--max-mask-pixels")) o.max_pixels = (uint64_t)number_arg(a, v, 1);
+        else if (!strcmp(a, "--max-mask-pixels")) o.max_pixels = (uint64_t)whole_arg(a, v, 1, MAX_MASK_PIXELS_FLAG);
         else usage(2);
     }
     if (dump_path != NULL && (o.dump = fopen(dump_path, "wb")) == NULL) {

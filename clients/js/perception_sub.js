@@ -10,12 +10,34 @@
  * one JSON line per message on stdout. A message that fails a check is skipped with one line on
  * stderr.
  *
+ * The rules every reader (Python, C, JavaScript) follows alike, so that one message is taken or
+ * refused by all three: JSON with no key twice in one object (JSON.parse keeps the last silently:
+ * a scan of the text finds them), no lone UTF-16 surrogate escape, no \u0000 in a string or key, no
+ * number overflowing to infinity (1e400), nesting at most 32 deep and integer literals of at most 20
+ * characters, no byte order mark; an integer field takes any number of integral value (2, 2.0, 2e0),
+ * and a wire_version that is not one is malformed (an integer this reader does not speak is a version
+ * mismatch); strings are bounded in characters (code points, not UTF-16 units); a topic (and the
+ * topic an atomic frame's mask name makes) holds no control character (U+0000-001F, U+007F-009F,
+ * U+2028, U+2029); bitpack carries binary masks only; a topic agrees with its message (no JSON
+ * document on a mask topic, one whose last part is drivable, lane, obstacle or class_map or whose
+ * part before the last is obstacle, nor on frame; atomic frames only on <ns>/frame; masks not on
+ * stats, obstacles, info or frame); an <ns>/info document has the README's schema (wire_version,
+ * model_id, unknown_id, classes of unique ids with name and color_rgb [r, g, b] in 0..255); an atomic
+ * frame's mask names are relative, without empty, '.' or '..' parts, not ending in a reserved name,
+ * and make valid topics; a png's chunks are whole with their CRCs right up to IEND, and its image
+ * data is one whole zlib stream (checksum included, nothing after it) that inflates to exactly the
+ * declared rows. This reader refuses interlaced PNGs (pngjs bounds its inflate by the IHDR only for
+ * non-interlaced ones); the node never sends them.
+ *
  * Nanosecond fields are decimal strings on the wire: JSON.parse would round a number of ~1.8e18
  * (beyond Number.MAX_SAFE_INTEGER = 2^53 - 1). They are read with BigInt, exactly.
  *
  *   cd clients/js && npm ci
  *   node clients/js/perception_sub.js --endpoint tcp://127.0.0.1:5556 --namespace perception/front
  *   node clients/js/perception_sub.js --topic perception/front/lane --count 100 --dump lane.raw
+ *
+ * Flags: --max-mask-pixels is a whole number in 1..268435456 (16384 x 16384), --count a whole
+ * number, --namespace and --topic not empty; any other value is refused with one line, exit 2.
  */
 "use strict";
 
@@ -29,13 +51,23 @@ const MAX_TOPIC_BYTES = 256;
 const MAX_HEADER_BYTES = 16 * 1024;
 const MAX_JSON_PAYLOAD_BYTES = 1024 * 1024;
 const MAX_HEADER_STRING = 256;
+const MAX_LATENCY_ENTRIES = 32;
+const MAX_LATENCY_MS = 1e12;
 const MAX_MASK_SIDE = 16384;
+const MAX_MASK_PIXELS_FLAG = MAX_MASK_SIDE * MAX_MASK_SIDE;
 const MAX_FRAME_MASKS = 32;
 const FRAME_PIXEL_FACTOR = 4;
 const MAX_JSON_DEPTH = 32;
 const WIRE_VERSION = 2;
 const INT64_MAX = (1n << 63n) - 1n;
 const NS_PER_S = 1000000000n;
+// Topic names that never name a mask: the JSON documents' (the first three) and atomic frames'.
+const JSON_NAMES = ["stats", "obstacles", "info"];
+const RESERVED_NAMES = [...JSON_NAMES, "frame"];
+// Topic names that never carry a JSON document: the node's masks' and atomic frames'.
+const NO_JSON_NAMES = ["drivable", "lane", "obstacle", "class_map", "frame"];
+// Control characters, which no topic (nor the topic a frame's mask name makes) may hold.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 
 class WireError extends Error {}
 
@@ -62,10 +94,16 @@ function getNumber(obj, name, lo, hi) {
   return v;
 }
 
+// Characters (code points), as the README bounds strings and Python's len() counts them: .length
+// counts UTF-16 units, two for a character beyond U+FFFF.
+function tooLong(s) {
+  return s.length > MAX_HEADER_STRING && [...s].length > MAX_HEADER_STRING;
+}
+
 function getString(obj, name) {
   const v = obj[name];
   if (typeof v !== "string") fail(`field '${name}' is missing or not a string`);
-  if (v.length > MAX_HEADER_STRING) fail(`field '${name}' is longer than ${MAX_HEADER_STRING} characters`);
+  if (tooLong(v)) fail(`field '${name}' is longer than ${MAX_HEADER_STRING} characters`);
   return v;
 }
 
@@ -84,32 +122,82 @@ function getNs(obj, name) {
   return ns;
 }
 
-function depth(doc) {
-  // Iterative: a hostile document must not exhaust the stack here either.
-  let deepest = 0;
+// What JSON.parse lets through that a reader must refuse, in one walk of the parsed value (iterative:
+// a hostile document must not exhaust the stack here either): nesting deeper than MAX_JSON_DEPTH, a
+// number that overflowed to Infinity (1e400), a string or key holding a lone UTF-16 surrogate
+// (a \ud800 escape without its pair, which UTF-8 cannot carry) or a \u0000 escape (a NUL, which
+// every reader refuses: the C one cannot keep it). The reason, or null.
+const NUL_PROBLEM = "holds a \\u0000 escape (a NUL character, refused by every reader)";
+
+function walkProblem(doc) {
   const stack = [[doc, 1]];
   while (stack.length) {
     const [node, d] = stack.pop();
+    if (typeof node === "number" && !Number.isFinite(node)) return "holds a number that overflows to infinity";
+    if (typeof node === "string" && !node.isWellFormed()) return "holds a lone UTF-16 surrogate escape (\\ud800-\\udfff without its pair)";
+    if (typeof node === "string" && node.includes("\0")) return NUL_PROBLEM;
     if (node === null || typeof node !== "object") continue;
-    deepest = Math.max(deepest, d);
-    if (deepest > MAX_JSON_DEPTH) return deepest;
-    for (const child of Object.values(node)) if (child !== null && typeof child === "object") stack.push([child, d + 1]);
+    if (d > MAX_JSON_DEPTH) return `is nested deeper than ${MAX_JSON_DEPTH}`;
+    if (!Array.isArray(node)) {
+      for (const key of Object.keys(node)) {
+        if (!key.isWellFormed()) return "holds a lone UTF-16 surrogate escape in a key";
+        if (key.includes("\0")) return NUL_PROBLEM;
+      }
+    }
+    for (const child of Object.values(node)) stack.push([child, d + 1]);
   }
-  return deepest;
+  return null;
+}
+
+// The first key given twice in one object of a JSON text, or null. Hand-written because JSON.parse
+// cannot report duplicates: it keeps the last of two equal keys silently (cJSON finds the first,
+// Python's reader refuses them), so every reader refuses them. The text is valid JSON here
+// (JSON.parse took it): one linear pass, a Set of the decoded keys of each open object.
+function repeatedKey(text) {
+  const open = []; // per open container: the Set of its keys (an object) or null (an array)
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) { // a string: find its closing quote, stepping over escapes
+      let j = i + 1;
+      while (text.charCodeAt(j) !== 0x22) j += text.charCodeAt(j) === 0x5c ? 2 : 1;
+      if (expectKey) {
+        const raw = text.slice(i, j + 1);
+        const key = raw.includes("\\") ? JSON.parse(raw) : raw.slice(1, -1);
+        const keys = open[open.length - 1];
+        if (keys.has(key)) return key;
+        keys.add(key);
+        expectKey = false;
+      }
+      i = j;
+    } else if (c === 0x7b) { // {
+      open.push(new Set());
+      expectKey = true;
+    } else if (c === 0x5b) { // [
+      open.push(null);
+    } else if (c === 0x7d || c === 0x5d) { // } ]
+      open.pop();
+      expectKey = false;
+    } else if (c === 0x2c) { // ,
+      expectKey = open[open.length - 1] !== null;
+    }
+  }
+  return null;
 }
 
 function parseJson(buf, maxBytes, what) {
   if (buf.length > maxBytes) fail(`${what} has ${buf.length} bytes, more than ${maxBytes}`);
   let text;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(buf);
+    // ignoreBOM: a leading U+FEFF stays in the text (and JSON.parse refuses it, as Python's json does).
+    text = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(buf);
   } catch {
     fail(`${what} is not UTF-8`);
   }
-  // Integer literals (no fraction, no exponent) of at most 20 characters, as the README bounds
-  // them (JSON.parse would turn 5,000 digits into Infinity); strings are matched whole and
-  // skipped, so digits inside them do not count.
-  const tokens = /"(?:[^"\\]|\\.)*"|(?<![\d.eE+-])-?\d{21,}(?![.\deE])/g;
+  // Integer literals (no fraction, no exponent) of at most 20 characters, sign included, as the
+  // README bounds them (JSON.parse would turn 5,000 digits into Infinity); strings are matched
+  // whole and skipped, so digits inside them do not count.
+  const tokens = /"(?:[^"\\]|\\.)*"|(?<![\d.eE+-])(?:-\d{20,}|\d{21,})(?![.\deE])/g;
   for (const match of text.matchAll(tokens)) {
     if (match[0][0] !== '"') fail(`${what} holds an integer of ${match[0].length} characters (limit 20)`);
   }
@@ -119,26 +207,54 @@ function parseJson(buf, maxBytes, what) {
   } catch (err) {
     fail(`${what} is not JSON (${String(err.message).slice(0, 80)})`); // RangeError too: nested too deeply
   }
-  if (depth(doc) > MAX_JSON_DEPTH) fail(`${what} is nested deeper than ${MAX_JSON_DEPTH}`);
+  const problem = walkProblem(doc);
+  if (problem !== null) fail(`${what} ${problem}`);
+  const twice = repeatedKey(text);
+  if (twice !== null) fail(`${what} gives key '${twice.slice(0, 40)}' twice in one object`);
   return doc;
 }
 
 function checkVersion(h) {
-  if (h.wire_version !== WIRE_VERSION) {
-    fail(`wire version ${String(h.wire_version).slice(0, 20)}, this reader speaks version ${WIRE_VERSION}`);
-  }
+  // An integer like any other (2.0 is 2); a version that is not one is malformed, not another version.
+  const v = h.wire_version;
+  if (typeof v !== "number" || !Number.isInteger(v)) fail("field 'wire_version' is missing or not an integer");
+  if (v !== WIRE_VERSION) fail(`wire version ${v}, this reader speaks version ${WIRE_VERSION}`);
 }
 
 function checkTopic(buf) {
   if (buf.length === 0 || buf.length > MAX_TOPIC_BYTES) fail(`topic has ${buf.length} bytes, expected 1..${MAX_TOPIC_BYTES}`);
   let topic;
   try {
-    topic = new TextDecoder("utf-8", { fatal: true }).decode(buf);
+    topic = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(buf);
   } catch {
     fail("topic is not UTF-8");
   }
-  if (/[\u0000-\u001f\u007f-\u009f]/.test(topic)) fail("topic holds control characters");
+  if (CONTROL.test(topic)) fail("topic holds control characters");
   return topic;
+}
+
+// The last /-separated part of a topic (the whole topic where it has no /).
+function topicName(topic) {
+  return topic.slice(topic.lastIndexOf("/") + 1);
+}
+
+// Whether a JSON document may go on the topic: not on a mask topic (its last part drivable, lane,
+// obstacle or class_map, or a per-class <ns>/obstacle/<class>) nor on frame; any other name is open
+// (the publisher's publish_json takes any).
+function jsonFitsTopic(topic) {
+  const parts = topic.split("/");
+  return !NO_JSON_NAMES.includes(parts[parts.length - 1]) && !(parts.length > 1 && parts[parts.length - 2] === "obstacle");
+}
+
+// Why an atomic frame's mask name cannot make the topic <ns>/<name>, or null: it is relative, made
+// of /-separated parts none of which is empty, '.' or '..' (a per-class mask is obstacle/<class>),
+// the last not a name reserved for JSON documents or frames.
+function maskNameProblem(name) {
+  if (typeof name !== "string" || !name || tooLong(name)) return `is not a string of 1..${MAX_HEADER_STRING} characters`;
+  const parts = name.split("/");
+  if (parts.some((p) => p === "" || p === "." || p === "..")) return "has an empty, '.' or '..' part";
+  if (RESERVED_NAMES.includes(parts[parts.length - 1])) return "ends in a name reserved for JSON documents or frames";
+  return null;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -175,11 +291,17 @@ function parseMaskHeader(h) {
     fail(`encoding '${encoding.slice(0, 20)}' step ${step} is_bigendian ${bigendian}, expected mono8, step == width, 0`);
   }
   if (m.values !== "binary" && m.values !== "class_ids") fail(`field 'values' is '${m.values.slice(0, 40)}'`);
+  if (m.compression === "bitpack" && m.values === "class_ids") fail("bitpack for class ids; bitpack carries binary masks only");
   // header.stamp is the same instant as capture_ns (builtin_interfaces/Time).
   if (BigInt(m.sec) !== m.capture_ns / NS_PER_S || BigInt(m.nanosec) !== m.capture_ns % NS_PER_S) {
     fail(`header.stamp ${m.sec}.${m.nanosec} is not capture_ns ${m.capture_ns}`);
   }
-  getObject(h, "latency_ms");
+  const latency = getObject(h, "latency_ms");
+  const stages = Object.entries(latency);
+  if (stages.length > MAX_LATENCY_ENTRIES ||
+      stages.some(([k, v]) => typeof v !== "number" || !(Math.abs(v) <= MAX_LATENCY_MS) || tooLong(k))) {
+    fail(`field 'latency_ms' is not at most ${MAX_LATENCY_ENTRIES} numbers in -1e12..1e12 under names of at most ${MAX_HEADER_STRING} characters`);
+  }
   // Geometry: the region of the camera frame the mask covers, and frame pixels per mask pixel.
   const roi = getObject(h, "roi");
   if (typeof roi.do_rectify !== "boolean") fail("field 'roi.do_rectify' is not a boolean");
@@ -202,6 +324,46 @@ function parseMaskHeader(h) {
 
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
+// The PNG's chunks whole (each within the payload, its CRC right, IEND reached) and its image data
+// one whole zlib stream (its end and Adler-32 there, no byte after it in the IDAT data) inflating to
+// exactly the declared rows (a filter byte and the pixels each), as every reader checks. pngjs alone
+// would take a few rows more than the IHDR says, or fill rows missing from the image data with
+// whatever its buffer held. The inflation stops one byte past the declared size. Returns the PNG up
+// to its IEND (bytes after it are ignored, as libpng does; pngjs refuses them).
+function checkPngChunks(p, height, width) {
+  const idat = [];
+  let offset = 8;
+  for (;;) {
+    if (p.length - offset < 12) fail("png payload is cut short (no IEND chunk)");
+    const length = p.readUInt32BE(offset);
+    const kind = p.toString("latin1", offset + 4, offset + 8);
+    if (length > p.length - offset - 12) fail(`png payload is cut short (its '${kind}' chunk runs past the end)`);
+    if (zlib.crc32(p.subarray(offset + 4, offset + 8 + length)) !== p.readUInt32BE(offset + 8 + length)) {
+      fail(`png payload's '${kind}' chunk has a bad CRC`);
+    }
+    if (kind === "IDAT") idat.push(p.subarray(offset + 8, offset + 8 + length));
+    offset += 12 + length;
+    if (kind === "IEND") break;
+  }
+  const rows = height * (width + 1);
+  const data = Buffer.concat(idat);
+  let raw, used;
+  try {
+    // info: the engine's bytesWritten is the input the stream took up to its end.
+    const { buffer, engine } = zlib.inflateSync(data, { maxOutputLength: rows + 1, info: true });
+    [raw, used] = [buffer, engine.bytesWritten];
+  } catch (err) {
+    if (err.code === "ERR_BUFFER_TOO_LARGE") raw = { length: rows + 1 };
+    else if (err.code === "Z_BUF_ERROR") fail("png payload's zlib stream is cut short (no end of stream and Adler-32 checksum)");
+    else fail(`png payload's image data does not inflate (${String(err.message).slice(0, 80)})`);
+  }
+  if (raw.length !== rows) {
+    fail(`png payload's image data holds ${raw.length > rows ? "more" : "less"} than the ${height} rows of ${width} pixels its header declares`);
+  }
+  if (used !== data.length) fail("png payload's image data has bytes after the end of its zlib stream");
+  return p.subarray(0, offset);
+}
+
 function decodePng(p, height, width) {
   // The IHDR first (29 bytes): a non-interlaced 8-bit greyscale image of the header's size. pngjs
   // bounds its inflate by the IHDR size only for non-interlaced images, hence the refusal.
@@ -214,9 +376,10 @@ function decodePng(p, height, width) {
     fail(`png payload is a ${w}x${h} image of depth ${bitDepth}, colour type ${colour}; header says 8-bit greyscale ${width}x${height}`);
   }
   if (interlace !== 0) fail("png payload is interlaced; masks are sent non-interlaced");
+  const whole = checkPngChunks(p, height, width);
   let png;
   try {
-    png = PNG.sync.read(p, { checkCRC: true });
+    png = PNG.sync.read(whole, { checkCRC: true });
   } catch (err) {
     fail(`png payload is not a readable PNG (${String(err.message).slice(0, 120)})`);
   }
@@ -291,11 +454,13 @@ class Subscriber {
     if (!Array.isArray(doc.classes) || doc.classes.length > 255) fail("info 'classes' is not an array of at most 255");
     const names = new Map();
     line.classes = doc.classes.map((c, n) => {
-      if (c === null || typeof c !== "object") fail(`info class ${n} is not an object`);
+      if (c === null || typeof c !== "object" || Array.isArray(c)) fail(`info class ${n} is not an object`);
       const id = getInt(c, "id", 0, 254);
       const name = getString(c, "name");
-      if (names.has(id) || id === unknownId || !Array.isArray(c.color_rgb) || c.color_rgb.length !== 3) {
-        fail(`info class ${n} is not {id (unique, 0..254, not unknown_id), name, color_rgb [r, g, b]}`);
+      const rgb = c.color_rgb;
+      if (names.has(id) || id === unknownId || !Array.isArray(rgb) || rgb.length !== 3 ||
+          !rgb.every((v) => Number.isInteger(v) && v >= 0 && v <= 255)) {
+        fail(`info class ${n} is not {id (unique, 0..254, not unknown_id), name, color_rgb [r, g, b] in 0..255}`);
       }
       names.set(id, name);
       return { id, name };
@@ -365,11 +530,19 @@ class Subscriber {
       fail(`frame message has ${parts.length} parts, expected ${2 + 2 * names.length} for ${names.length} masks`);
     }
     if (!topic.endsWith("/frame")) fail("frame message on a topic not ending in /frame");
-    if (names.some((n) => typeof n !== "string" || !n || n.startsWith("/") || n.endsWith("/") || n.length > MAX_HEADER_STRING) ||
-        new Set(names).size !== names.length) {
-      fail("frame names its masks with other than distinct relative names");
-    }
     const ns = topic.slice(0, -"frame".length);
+    names.forEach((name, i) => {
+      const problem = maskNameProblem(name);
+      if (problem !== null) fail(`frame mask name ${i} ${problem}`);
+      // The mask's own topic, as this reader prints it, under the rules of a received topic.
+      try {
+        checkTopic(Buffer.from(ns + name, "utf8"));
+      } catch (err) {
+        if (!(err instanceof WireError)) throw err;
+        fail(`frame mask name ${i} makes a bad topic: ${err.message}`);
+      }
+    });
+    if (new Set(names).size !== names.length) fail("frame names a mask twice");
     const heads = names.map((name, i) => {
       const m = parseMaskHeader(parseJson(parts[2 + 2 * i], MAX_HEADER_BYTES, "frame mask header"));
       if (m.seq !== seq) fail(`frame mask '${name.slice(0, 40)}' has seq ${m.seq}, the frame ${seq}`);
@@ -393,7 +566,7 @@ class Subscriber {
       payload_bytes: payload.length,
     };
     const doc = parseJson(payload, MAX_JSON_PAYLOAD_BYTES, "JSON payload");
-    if (topic.endsWith("/info")) this.readInfo(topic, doc, line);
+    if (topicName(topic) === "info") this.readInfo(topic, doc, line);
     process.stdout.write(JSON.stringify(line) + "\n");
     this.counts.json++;
   }
@@ -409,14 +582,25 @@ class Subscriber {
       const kind = getString(h, "kind");
       if (kind === "frame") return this.handleFrame(topic, h, parts);
       if (parts.length !== 3) fail(`message has ${parts.length} parts, expected 3 (topic, header, payload)`);
-      if (kind === "mask") return this.handleMask(topic, h, parts[2]);
-      if (kind === "json") return this.handleJson(topic, h, parts[2]);
+      const name = topicName(topic);
+      if (kind === "mask") {
+        if (RESERVED_NAMES.includes(name)) {
+          fail(`mask on a topic named '${name}', a name reserved for ${name === "frame" ? "atomic frames" : "a JSON document"}`);
+        }
+        return this.handleMask(topic, h, parts[2]);
+      }
+      if (kind === "json") {
+        if (!jsonFitsTopic(topic)) {
+          fail(`JSON document on a topic named '${name.slice(0, 40)}', a ${name === "frame" ? "frame" : "mask"} topic`);
+        }
+        return this.handleJson(topic, h, parts[2]);
+      }
       fail(`header kind '${kind.slice(0, 40)}' is not mask, json or frame`);
     } catch (err) {
       if (!(err instanceof WireError)) throw err; // a bug here, not a bad message: let it show
       this.counts.skipped++;
       // Received text quoted in the reason stays on one line.
-      const line = `skipped a message on ${topic.slice(0, 80)}: ${err.message}`.replace(/[\u0000-\u001f\u007f]/g, "?");
+      const line = `skipped a message on ${topic.slice(0, 80)}: ${err.message}`.replace(new RegExp(CONTROL.source, "g"), "?");
       process.stderr.write(`perception_sub.js: ${line}\n`);
     }
   }
@@ -426,24 +610,38 @@ function usage(code) {
   (code ? process.stderr : process.stdout).write(
     "usage: perception_sub.js [--endpoint E] [--namespace NS | --topic T ...] [--count N] [--duration S]\n" +
     "                         [--idle S] [--dump FILE] [--max-mask-pixels N]\n" +
-    "  (the same options as the C subscriber, clients/c/perception_sub)\n");
+    "  (the same options as the C subscriber, clients/c/perception_sub; --max-mask-pixels 1..268435456)\n");
   process.exit(code);
 }
 
 function parseArgs(argv) {
   const o = { endpoint: "tcp://127.0.0.1:5556", namespace: "perception/front", topics: [], count: 0, duration: 0,
     idle: 0, dump: null, maxPixels: 4096 * 4096 };
-  const numeric = { "--count": "count", "--duration": "duration", "--idle": "idle", "--max-mask-pixels": "maxPixels" };
+  const numeric = { "--duration": "duration", "--idle": "idle" };
+  // Whole numbers: [option, lo, hi] (hi at most 2^53, exact in a double).
+  const whole = { "--count": ["count", 0, Number.MAX_SAFE_INTEGER + 1], "--max-mask-pixels": ["maxPixels", 1, MAX_MASK_PIXELS_FLAG] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === "-h" || a === "--help") usage(0);
     if (i + 1 >= argv.length) usage(2);
     const v = argv[++i];
+    if ((a === "--namespace" || a === "--topic") && v === "") {
+      process.stderr.write(`perception_sub.js: error: ${a} takes a non-empty name\n`);
+      process.exit(2);
+    }
     if (a === "--endpoint") o.endpoint = v;
     else if (a === "--namespace") o.namespace = v;
     else if (a === "--topic") o.topics.push(v);
     else if (a === "--dump") o.dump = v;
-    else if (a in numeric) {
+    else if (a in whole) {
+      const [key, lo, hi] = whole[a];
+      const n = v.trim() === "" ? NaN : Number(v);
+      if (!Number.isInteger(n) || n < lo || n > hi) {
+        process.stderr.write(`perception_sub.js: error: ${a} takes a whole number in ${lo}..${hi}, got '${v}'\n`);
+        process.exit(2);
+      }
+      o[key] = n;
+    } else if (a in numeric) {
       const n = Number(v);
       if (!Number.isFinite(n) || n < 0) {
         process.stderr.write(`perception_sub.js: error: ${a} takes a number >= 0, got '${v}'\n`);
