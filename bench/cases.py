@@ -15,7 +15,7 @@ import numpy as np
 import psutil
 
 from perception.config import load_config
-from perception.errors import PerceptionError
+from perception.errors import ConfigError, PerceptionError
 from perception.frames import bench_frames
 
 #: Bench-only engine names: a registered engine with fixed options, measured as a row of its own
@@ -24,6 +24,12 @@ ENGINE_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"torch-tensorrt": ("to
 
 #: Distinct frames cycled through the timed runs (a few, so caches see varied data).
 FRAME_POOL = 8
+#: Images the ONNX Runtime reference of the agreement runs at once, whatever the batch measured
+#: (its class ids are the same; its memory then does not grow with the batch).
+REFERENCE_CHUNK = 8
+#: The share of the available memory a bench may plan to use: the estimate is not exact, and the
+#: machine goes on with other work.
+MEMORY_SHARE = 0.85
 
 
 @dataclass
@@ -172,9 +178,126 @@ def measure_agreement(cases: list[Case]) -> None:
                 references[case.model] = open_engine(case.model, "ort", "cpu", case.threads)
             key = (case.model, case.batch)
             if key not in expected:
-                expected[key] = [references[case.model].infer(b)["class_ids"] for b in case.batches]
+                reference = references[case.model]
+                expected[key] = [np.concatenate([reference.infer(b[i:i + REFERENCE_CHUNK])["class_ids"]
+                                                 for i in range(0, len(b), REFERENCE_CHUNK)]) for b in case.batches]
             got = [case.engine.infer(b)["class_ids"] for b in case.batches]
             case.agreement = float(np.mean([np.mean(g == e) for g, e in zip(got, expected[key], strict=True)]))
     finally:
         for ref in references.values():
             ref.close()
+
+
+# ---- memory: a batch that does not fit is refused before it is allocated --------------------------
+
+
+def available_memory_bytes() -> int:
+    """Memory this process may still take: the kernel's MemAvailable, or less under a cgroup limit."""
+    available = psutil.virtual_memory().available
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        current = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit.isdigit():
+            available = min(available, max(0, int(limit) - current))
+    except (OSError, ValueError):
+        pass
+    return available
+
+
+#: The process's peak RSS before ``_peak_rss_reset`` last cleared it (``peak_rss_before_resets``).
+_peak_before_resets = 0
+
+
+def _peak_rss_reset() -> bool:
+    """Reset the process's peak RSS (Linux ``clear_refs`` 5), keeping the peak so far for
+    ``peak_rss_before_resets``; False where that is not possible."""
+    global _peak_before_resets
+    peak = _peak_rss()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    _peak_before_resets = max(_peak_before_resets, peak)
+    return True
+
+
+def peak_rss_before_resets() -> int:
+    """The peak RSS the resets of the memory probe cleared (0: none), for the process's own peak figure."""
+    return _peak_before_resets
+
+
+def _peak_rss() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return rss()
+
+
+def engine_bytes_per_image(case: Case, frame: np.ndarray, *, runs: int = 4) -> int:
+    """The host memory ``case``'s engine holds per image in flight, from batch-1 runs on ``frame``:
+    its peak RSS growth once the runs stop growing it (an allocator arena sizes itself over the
+    first two). The memory for a batch of N is about N times this: activations and outputs grow
+    with the batch, so a batch-1 run measures the slope (seconds, not the minutes and gigabytes of
+    trying the batch). GPU memory is not counted."""
+    infer = case.workers[0].infer if case.workers else case.engine.infer
+    one = np.ascontiguousarray(frame[None])
+    before = rss()
+    grown = 0
+    for run in range(runs):
+        exact = _peak_rss_reset()
+        infer(one)
+        now = (_peak_rss() if exact else rss()) - before  # the growth since the first run
+        settled = run > 0 and now - grown < 2**20
+        grown = max(grown, now)
+        if settled:
+            break
+    return max(grown, one.nbytes)
+
+
+def batch_memory_bytes(cases: list[Case], per_image: dict[tuple, int], cap: int) -> int:
+    """The memory ``cases`` will take beyond what is held now, each batch capped at ``cap``: each
+    loaded engine's per-image memory times its largest batch (times its streams), each case's
+    ``FRAME_POOL`` input batches, and the agreement's class ids (expected and got)."""
+    engines: dict[tuple, int] = {}
+    total = 0
+    for case in cases:
+        batch = min(case.batch, cap)
+        h, w = (int(s) for s in case.engine.metadata.input_hw)
+        total += FRAME_POOL * batch * h * w * (3 + 2)  # BGR inputs, then the expected and got class ids
+        key = case_key(case)
+        engines[key] = max(engines.get(key, 0), per_image[key] * batch * max(1, len(case.workers)))
+        if case.model.suffix.lower() == ".onnx":  # its ORT reference, in chunks
+            engines[("reference", case.model)] = per_image[key] * min(batch, REFERENCE_CHUNK)
+    return total + sum(engines.values())
+
+
+def case_key(case: Case) -> tuple:
+    """The loaded engine a case runs on (one serves every batch size of its configuration)."""
+    return (case.model, case.engine_name, case.provider, case.threads, case.fp16, case.precision, case.streams)
+
+
+def check_batch_memory(cases: list[Case], per_image: dict[tuple, int], available: int) -> None:
+    """ConfigError naming the largest batch that fits when ``cases`` would take more than
+    ``MEMORY_SHARE`` of ``available`` bytes (an OOM kill, minutes in, is the alternative)."""
+    largest = max(case.batch for case in cases)
+    budget = int(available * MEMORY_SHARE)
+    need = batch_memory_bytes(cases, per_image, largest)
+    if need <= budget:
+        return
+    low, high = 0, largest  # the largest cap that fits: batch_memory_bytes grows with the cap
+    while low < high:
+        mid = (low + high + 1) // 2
+        if batch_memory_bytes(cases, per_image, mid) <= budget:
+            low = mid
+        else:
+            high = mid - 1
+    per = need / largest
+    fix = (f"use --batch {low} or less" if low >= 1
+           else "not even a batch of 1 fits; close other programs or measure fewer configurations at once")
+    raise ConfigError(
+        f"--batch {largest} needs about {need / 2**30:.1f} GiB of memory (about {per / 2**20:.0f} MiB per image, "
+        f"measured on a batch of 1) and {available / 2**30:.1f} GiB is available; {fix}"
+    )

@@ -39,11 +39,17 @@ import numpy as np
 
 from perception.bench.cases import (
     ENGINE_VARIANTS,
+    FRAME_POOL,
     Case,
+    available_memory_bytes,
+    case_key,
+    check_batch_memory,
+    engine_bytes_per_image,
     file_precision,
     load_case,
     measure_agreement,
     model_names,
+    peak_rss_before_resets,
     prepare_batches,
 )
 from perception.bench.env import gpu_memory_mb
@@ -51,7 +57,7 @@ from perception.bench.stats import ratio, summarize_ms
 from perception.bench.timing import time_block
 from perception.config import listed_setting, same_setting, setting
 from perception.errors import ConfigError, ModelError
-from perception.frames import SOURCE_FRAME_STRIDE, frames_description
+from perception.frames import SOURCE_FRAME_STRIDE, bench_frames, frames_description
 from perception.options import EngineName, EngineOptions, PrecisionName, ProviderName
 from perception.run_config import DEFAULT_MODEL, RunConfig
 
@@ -251,7 +257,7 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
     loaded: dict[tuple, Case] = {}
     try:
         for case in cases:
-            key = (case.model, case.engine_name, case.provider, case.threads, case.fp16, case.precision, case.streams)
+            key = case_key(case)
             if key in loaded:  # one loaded engine serves every batch size of its configuration
                 first = loaded[key]
                 case.engine, case.load_s, case.skipped = first.engine, first.load_s, first.skipped
@@ -260,6 +266,8 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
             else:
                 load_case(case)
                 loaded[key] = case
+        _check_memory(cases, frames_by_hw, cfg)
+        for case in cases:
             if case.skipped:
                 continue
             prepare_batches(case, frames_by_hw, cfg.seed, cfg.frames)
@@ -318,6 +326,25 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
     }
 
 
+def _check_memory(cases: list[Case], frames_by_hw: dict[tuple[int, int], list[np.ndarray]],
+                  cfg: EngineBenchConfig) -> None:
+    """Refuse (ConfigError naming the largest batch that fits) a grid whose batches would take more
+    memory than there is, before any batch is allocated: ``--batch 1024`` is in range and would
+    otherwise be OOM-killed minutes in. Each engine's memory per image is measured on a batch of 1."""
+    batched = [c for c in cases if not c.skipped and c.batch > 1 and c.engine.metadata.dynamic_batch]
+    if not batched:
+        return
+    per_image: dict[tuple, int] = {}
+    for case in batched:
+        key = case_key(case)
+        if key not in per_image:
+            hw = (int(case.engine.metadata.input_hw[0]), int(case.engine.metadata.input_hw[1]))
+            if hw not in frames_by_hw:
+                frames_by_hw[hw] = bench_frames(hw, FRAME_POOL, cfg.seed, cfg.frames)
+            per_image[key] = engine_bytes_per_image(case, frames_by_hw[hw][0])
+    check_batch_memory(batched, per_image, available_memory_bytes())
+
+
 def _all_skipped_message(cases: list[Case]) -> str:
     """One line: each reason for skipping, with the configurations it hit."""
     by_reason: dict[str, list[str]] = {}
@@ -336,4 +363,5 @@ def _max_or_none(a: float | None, b: float | None) -> float | None:
 def _max_rss_bytes() -> int:
     # ru_maxrss is the process's lifetime peak; KiB on Linux, bytes on macOS.
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
+    peak = peak if sys.platform == "darwin" else peak * 1024
+    return max(peak, peak_rss_before_resets())  # the memory probe's resets lower ru_maxrss on Linux

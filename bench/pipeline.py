@@ -73,6 +73,7 @@ from perception.options import (
     ProviderName,
     SourceOptions,
     StreamsValue,
+    synthetic_size_error,
 )
 from perception.run_config import RunConfig
 
@@ -131,6 +132,12 @@ class PipelineBenchConfig:
              "class map and the obstacle mask and blobs (subscriptions match by prefix: obstacle covers obstacles)")
     progress: bool = setting(True, help="no progress bar")
     peak_steps: int = field(default=4, metadata=bounds(1, 20))
+
+    def __post_init__(self) -> None:
+        if self.source.strip() == "synthetic":  # said now, not by the node after the model has loaded
+            problem = synthetic_size_error(self.width, self.height)
+            if problem:
+                raise ValueError(problem)
 
 
 def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[str, Any]:

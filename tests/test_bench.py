@@ -163,6 +163,22 @@ def test_engine_bench_duration_mode(tiny_model):
     assert row["timed_runs"] >= 2 and row["timed_s"] <= 0.3
 
 
+def test_a_batch_that_does_not_fit_in_memory_is_refused_naming_one_that_does(tiny_model, monkeypatch):
+    # --batch 1024 is in range, and was OOM-killed minutes in on a 23 GB machine. The tiny model's
+    # 64 images need some MB (8 input batches alone are 5.9 MB); pretend 2 MB are free.
+    import perception.bench.engine as engine_bench
+
+    prepared = []
+    monkeypatch.setattr(engine_bench, "available_memory_bytes", lambda: 2 * 2**20)
+    monkeypatch.setattr(engine_bench, "prepare_batches", lambda *a, **k: prepared.append(a))
+    cfg = EngineBenchConfig(models=[tiny_model], batches=[1, 64], runs=1, warmup=0, blocks=1, progress=False)
+    with pytest.raises(ConfigError, match=r"^--batch 64 needs about .* GiB of memory .* is available; "
+                                          r"use --batch (\d+) or less$") as info:
+        run_engine_bench(cfg)
+    fits = int(re.search(r"use --batch (\d+)", str(info.value)).group(1))
+    assert 1 <= fits < 64 and not prepared  # refused before any input batch was made
+
+
 def test_missing_model_bad_engine_and_bad_results_are_user_errors(tiny_model, tmp_path):
     with pytest.raises(ModelError, match="model file .*nope.onnx not found; check the --model path"):
         run_engine_bench(EngineBenchConfig(models=[tmp_path / "nope.onnx"], progress=False))
