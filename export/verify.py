@@ -88,7 +88,11 @@ def reference_samples(
     except ImportError:
         render_scene = None
     if render_scene is not None:
-        h, w = input_hw
+        from perception.options import synthetic_hw_near
+
+        # Drawn at the model's size where the synthetic world can draw it, else at the nearest size it
+        # can, and letterboxed like any frame: a model input of 32x64 is verified too.
+        h, w = synthetic_hw_near(input_hw)
         samples = [render_scene(1_000_000 + i, height=h, width=w) for i in range(count)]
         return [resize_sample(img, lab, input_hw) for img, lab in samples], "synthetic scenes"
     if checkpoint_dataset:

@@ -177,10 +177,10 @@ def parse_hw(text: str, *, what: str = "--size", minimum: int = 1) -> tuple[int,
     """
     h, sep, w = str(text).strip().lower().partition("x")
     if not sep or not h.strip().isdigit() or not w.strip().isdigit():
-        raise ConfigError(f"bad {what} {text!r}: expected HEIGHTxWIDTH, e.g. 360x480")
+        raise ConfigError(f"bad {what} {short(text)}: expected HEIGHTxWIDTH, e.g. 360x480")
     size = (int(h), int(w))
     if min(size) < minimum:
-        raise ConfigError(f"bad {what} {text!r}: each side must be at least {minimum}")
+        raise ConfigError(f"bad {what} {short(text)}: each side must be at least {minimum}")
     return size
 
 
@@ -194,23 +194,147 @@ def hw_to_text(hw: tuple[int, int] | list[int]) -> str:
     return f"{hw[0]}x{hw[1]}"
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; ConfigError naming the file when it is missing or malformed."""
+#: The most values a YAML settings file may hold once its aliases are expanded: far above any real
+#: config or launch file, far below what a few hundred bytes of nested aliases ("billion laughs")
+#: expand to, which would otherwise cost gigabytes and minutes in the checks and error messages.
+MAX_YAML_VALUES = 100_000
+
+
+def short(value: Any, limit: int = 70) -> str:
+    """``repr(value)`` cut to about ``limit`` characters with "...": the way an error message quotes
+    a value it refuses, so a long list or string does not become a line of megabytes. Walks only as
+    much of a container as it shows (a list of a million items costs what its first few do)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        return f"an integer of {value.bit_length()} bits"  # str() of a huge int is slow, or refused
+    text = _bounded_repr(value, limit + 1)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def cut(text: str, limit: int = 70) -> str:
+    """``text`` (a name, a key, a flag's words) cut to ``limit`` characters with "..." when longer."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _bounded_repr(value: Any, budget: int) -> str:
+    """About the first ``budget`` characters of ``repr(value)`` (more only when shorter is impossible)."""
+    if isinstance(value, (list, tuple, dict, set, frozenset)):
+        opening, closing = ("[", "]") if isinstance(value, list) else ("(", ")") if isinstance(value, tuple) else ("{", "}")
+        parts: list[str] = []
+        used = 1
+        items = value.items() if isinstance(value, dict) else value
+        for item in items:
+            if used > budget:
+                parts.append("...")
+                break
+            if isinstance(value, dict):
+                text = f"{_bounded_repr(item[0], budget - used)}: {_bounded_repr(item[1], budget - used)}"
+            else:
+                text = _bounded_repr(item, budget - used)
+            parts.append(text)
+            used += len(text) + 2
+        return opening + ", ".join(parts) + closing
+    if isinstance(value, (str, bytes, bytearray)) and len(value) > budget:
+        return repr(value[:budget])
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        return f"<an integer of {value.bit_length()} bits>"
+    return repr(value)
+
+
+def parse_yaml(text: str, *, source: str) -> Any:
+    """The project's one YAML reader for settings (``--config``, launch files, class tables).
+
+    ``yaml.safe_load``, and also refusing, with a ConfigError naming ``source``:
+
+    - a key given twice in one mapping (YAML would keep the last one without a word); merge keys
+      (``<<: *defaults``) and the keys that override them stay allowed;
+    - a document whose aliases expand to more than ``MAX_YAML_VALUES`` values, counted on the
+      parsed nodes before anything is built (each node once, so counting costs what the file's
+      own size does), or that refers to itself;
+    - nesting too deep for the parser.
+    """
     import yaml  # here, not at the top: a node started without --config never pays its import
 
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)  # libyaml's parser when there
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_tree(node, source)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', None) or short(str(exc))}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested too deeply to read; flatten the file") from None
+    finally:
+        loader.dispose()
+
+
+def _check_tree(root: Any, source: str) -> None:
+    """ConfigError when the parsed YAML node tree ``root`` has a mapping with a key given twice,
+    holds itself, or, its aliases expanded, holds more than ``MAX_YAML_VALUES`` values. Each node is
+    visited once (memoised by id), so the check costs what the file's size does whatever the
+    expansion; it runs before anything is built (and before merge keys copy their mappings)."""
+    import yaml
+
+    merge_tag = "tag:yaml.org,2002:merge"
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+
+    def children(node: Any) -> list[Any]:
+        if isinstance(node, yaml.MappingNode):
+            return [n for pair in node.value for n in pair]
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        return []
+
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in children(node))
+            # More values than nodes seen so far: aliases repeat some (a long plain list costs what it is)
+            if sizes[key] > MAX_YAML_VALUES and sizes[key] > len(sizes):
+                raise ConfigError(
+                    f"{source}: its aliases (*name) expand to more than {MAX_YAML_VALUES:,} values; "
+                    "write the values out or nest fewer aliases"
+                )
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise ConfigError(f"{source}: the value at line {node.start_mark.line + 1} holds itself through an alias; "
+                              "remove the loop")
+        open_nodes.add(key)
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[str, str], int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == merge_tag or not isinstance(key_node, yaml.ScalarNode):
+                    continue  # merged keys may be overridden by the mapping's own; complex keys are PyYAML's
+                ident, line = (key_node.tag, key_node.value), key_node.start_mark.line + 1
+                if ident in seen:
+                    lines = f"line {line}" if seen[ident] == line else f"lines {seen[ident]} and {line}"
+                    raise ConfigError(f"{source}: key {short(key_node.value, 60)} is given twice ({lines}); keep one")
+                seen[ident] = line
+        stack.append((node, True))
+        stack.extend((c, False) for c in children(node) if id(c) not in sizes)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with ``parse_yaml``; ConfigError naming the file when it is missing or malformed."""
     p = Path(path)
     if p.is_dir():
         raise ConfigError(f"config file {p} is a directory; pass a .yaml file")
     if not p.is_file():
         raise ConfigError(f"config file {p} not found; check the path")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{p} is not a text file (not UTF-8); pass a YAML file") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    data = parse_yaml(text, source=str(p))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -233,7 +357,7 @@ def load_config(cls: type[C], data: dict[str, Any], *, source: str) -> C:
         key = unknown[0]
         close = difflib.get_close_matches(str(key), list(settings), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(settings)}"
-        raise ConfigError(f"{source}: unknown key {key!r}{hint}")
+        raise ConfigError(f"{source}: unknown key {short(key)}{hint}")
     kwargs: dict[str, Any] = {}
     groups: dict[str, dict[str, Any]] = {}
     for name, value in data.items():
@@ -244,7 +368,7 @@ def load_config(cls: type[C], data: dict[str, Any], *, source: str) -> C:
         listed = d.field.metadata.get("listed")
         if listed:  # each value checked, and named, like one value of that setting
             if not isinstance(value, (list, tuple)):
-                raise ConfigError(f"{source}: {name}: expected a list, got {value!r}")
+                raise ConfigError(f"{source}: {name}: expected a list, got {short(value)}")
             item = (typing.get_args(d.hint) or (Any,))[0]
             kwargs[name] = [_coerce(v, item, f"{source}: {listed}") for v in value]
             checked = kwargs[name]
@@ -256,7 +380,7 @@ def load_config(cls: type[C], data: dict[str, Any], *, source: str) -> C:
             is_number = isinstance(v, (int, float)) and not isinstance(v, bool)
             if is_number and ((lo is not None and v < lo) or (hi is not None and v > hi)):
                 rng = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
-                raise ConfigError(f"{source}: {listed or name}={v} is out of range {rng}")
+                raise ConfigError(f"{source}: {listed or name}={_number(v)} is out of range {rng}")
     holder = {f.name: f for f in dataclasses.fields(cls)}
     for owner, values in groups.items():
         kwargs[owner] = load_config(holder[owner].metadata["composed"][0], values, source=source)
@@ -309,6 +433,16 @@ def config_to_dict(obj: Any) -> Any:
     return obj
 
 
+def _number(value: float) -> str:
+    """A number for a message: as written, or its size when printing it would flood the line."""
+    return str(value) if isinstance(value, float) or abs(value) < 10**30 else short(value)
+
+
+def _key(key: Any) -> str:
+    """A mapping key inside a message's "where" (``source: encoding.lane``), cut short when long."""
+    return cut(str(key), 60)
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
@@ -329,17 +463,17 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} does not fit {_type_name(tp)}")
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {short(value)} does not fit {_type_name(tp)}")
     if origin is Literal:
         if value in args:
             return value
         choices = ", ".join(repr(a) for a in args)
-        raise ConfigError(f"{where}: {value!r} is not one of {choices}")
+        raise ConfigError(f"{where}: {short(value)} is not one of {choices}")
     if dataclasses.is_dataclass(tp):
         return load_config(tp, value, source=where)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {short(value)}")
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
@@ -349,17 +483,17 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return tuple(out) if origin is tuple else out
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {short(value)}")
         kt, vt = args if args else (Any, Any)
-        return {_coerce(k, kt, where): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
+        return {_coerce(k, kt, where): _coerce(v, vt, f"{where}.{_key(k)}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        raise ConfigError(f"{where}: expected true or false, got {short(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        raise ConfigError(f"{where}: expected an integer, got {short(value)}")
     if tp is float:
         number = value
         if isinstance(value, str):
@@ -369,15 +503,15 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(number, (int, float)) and not isinstance(number, bool) and not math.isnan(number):
             # NaN compares false with every bound, so it would pass any range check.
             return float(number)
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        raise ConfigError(f"{where}: expected a number, got {short(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"{where}: expected a string, got {value!r}")
+        raise ConfigError(f"{where}: expected a string, got {short(value)}")
     if tp is Path:
         if isinstance(value, (str, Path)):
             return Path(value)
-        raise ConfigError(f"{where}: expected a path, got {value!r}")
+        raise ConfigError(f"{where}: expected a path, got {short(value)}")
     return value

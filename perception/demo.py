@@ -26,7 +26,7 @@ import numpy as np
 from perception import contracts
 from perception.config import composed, setting
 from perception.errors import ModelError
-from perception.options import EngineOptions, PublishOptions, SourceOptions
+from perception.options import EngineOptions, PublishOptions, SourceOptions, synthetic_size_error
 from perception.sources.synthetic import SyntheticSource
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,11 @@ class DemoConfig:
     out_dir: Path = setting(Path("out"), help="folder for demo.mp4 and demo.png")
     source_options: SourceOptions = composed(SourceOptions, only=("width", "height", "fps", "seed"), group=None)
     engine_options: EngineOptions = composed(EngineOptions, only=("provider", "threads"), group=None)
+
+    def __post_init__(self) -> None:
+        problem = synthetic_size_error(self.source_options.width, self.source_options.height)
+        if problem:  # the demo's camera is the synthetic one: say so before the model loads
+            raise ValueError(problem)
 
 
 class KeepingSyntheticSource(SyntheticSource):

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
-from perception.config import declared, load_config, read_yaml, rename_old_keys
+from perception.config import cut, declared, load_config, read_yaml, rename_old_keys, short
 from perception.errors import ConfigError
 
 C = TypeVar("C")
@@ -239,12 +239,20 @@ def _not_empty(scalar: Callable[[str], Any]) -> Callable[[str], Any]:
 def parse_pairs(items: list[str], option: str, *, listed: bool) -> dict[str, Any]:
     """``["lane=rle", "drivable=png"]`` -> ``{"lane": "rle", ...}`` (``listed``: comma-separated lists); ConfigError naming ``option``."""
     out: dict[str, Any] = {}
+    seen: dict[str, str] = {}  # name -> its value as typed
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
             example = "obstacle=car,pedestrian" if listed else "drivable=bitpack"
-            raise ConfigError(f"{option} {item!r}: expected NAME=VALUE, e.g. {option} {example}")
-        out[key.strip()] = [v.strip() for v in value.split(",") if v.strip()] if listed else value.strip()
+            raise ConfigError(f"{option} {short(item)}: expected NAME=VALUE, e.g. {option} {example}")
+        key = key.strip()
+        if key in out:  # the later one would silently replace the earlier
+            given = [cut(f"{option} {key}={text}") for text in (seen[key], value)]
+            fix = (f"give its classes once, e.g. {option} {cut(f'{key}={seen[key]},{value}')}" if listed
+                   else "keep one")
+            raise ConfigError(f"{option}: {cut(key, 60)} is given twice ({given[0]}, {given[1]}); {fix}")
+        seen[key] = value
+        out[key] = [v.strip() for v in value.split(",") if v.strip()] if listed else value.strip()
     return out
 
 
@@ -253,13 +261,13 @@ def split_commas(texts: list[str], flag: Flag) -> list[Any]:
     the one-value flag; ConfigError naming the flag for an item that does not convert or no item."""
     items = [item.strip() for text in texts for item in text.split(",") if item.strip()]
     if not items:
-        raise ConfigError(f"{flag.option} {','.join(texts)!r}: expected at least one value, e.g. {flag.option} 1,2")
+        raise ConfigError(f"{flag.option} {short(','.join(texts))}: expected at least one value, e.g. {flag.option} 1,2")
     values = []
     for item in items:
         try:
             values.append(flag.scalar(item))
         except ValueError:  # noqa: PERF203 - the first bad item is the message
-            raise ConfigError(f"argument {flag.option}: invalid {flag.scalar.__name__} value: {item!r}") from None
+            raise ConfigError(f"argument {flag.option}: invalid {flag.scalar.__name__} value: {short(item)}") from None
     return values
 
 
@@ -324,9 +332,9 @@ def config_from_flags(cls: type[C], args: argparse.Namespace, *, source: str, co
         if flag.shape == "switch":
             typed = flag.option
         elif flag.shape == "commas":
-            typed = " ".join(f"{flag.option} {text}" for text in typed_value)
+            typed = cut(" ".join(f"{flag.option} {text}" for text in typed_value))
         else:
-            typed = f"{flag.option} {as_text(typed_value)}"
+            typed = cut(f"{flag.option} {as_text(typed_value)}")
         raise ConfigError(f"{exc} ({typed})") from None
 
 
@@ -346,7 +354,7 @@ def flags_for(cls: type, parameters: dict[str, Any], *, where: str) -> list[str]
     for name, value in parameters.items():
         flag = by_name.get(name)
         if flag is None:
-            raise ConfigError(f"{where}: {name!r} is not a setting of this node kind")
+            raise ConfigError(f"{where}: {short(name)} is not a setting of this node kind")
         if value is None:
             continue
         to_text = flag.field.metadata.get("to_text") or as_text

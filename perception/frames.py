@@ -41,6 +41,7 @@ def bench_frames(input_hw: tuple[int, int], count: int, seed: int, spec: str = "
         ConfigError, DataError, SourceError: the frames cannot be read or there are none; the
             message names ``--frames``.
     """
+    from perception.options import synthetic_hw_near
     from perception.preprocess import letterbox_image
     from perception.sources import open_source
 
@@ -56,8 +57,9 @@ def bench_frames(input_hw: tuple[int, int], count: int, seed: int, spec: str = "
         else:
             if spec:
                 source, stride = open_source(spec), SOURCE_FRAME_STRIDE
-            else:  # rendered at the input size: the letterbox leaves it as it is
-                source, stride = open_source("synthetic", width=input_hw[1], height=input_hw[0], seed=seed), 1
+            else:  # rendered at the input size (where the synthetic camera draws it): no letterbox then
+                h, w = synthetic_hw_near(input_hw)
+                source, stride = open_source("synthetic", width=w, height=h, seed=seed), 1
             source.pace(None)  # bench inputs need no pacing
             try:
                 for index in range(count * stride):

@@ -17,11 +17,35 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from perception import contracts
-from perception.config import setting
+from perception.config import setting, short
 from perception.errors import ConfigError
 
 #: The frame sizes a source may be asked for: from a thumbnail to a 16K panorama.
 MIN_FRAME_SIDE, MAX_FRAME_SIDE = 16, 16384
+#: The (height, width) sizes the synthetic camera draws, inclusive (``perception.synthetic.MIN_HW``
+#: / ``MAX_HW``: below, the scene degenerates to a few pixels per object; above, it is not real-time),
+#: and what it draws when not asked.
+SYNTHETIC_MIN_HW, SYNTHETIC_MAX_HW = (48, 64), (1080, 1920)
+SYNTHETIC_DEFAULT_HW = (360, 640)
+
+
+def synthetic_size_error(width: int | None, height: int | None) -> str | None:
+    """Why the synthetic camera cannot draw ``width`` x ``height`` (None: its default), naming the
+    settings and the range; None when it can. Checked with the other settings, before any work."""
+    h = SYNTHETIC_DEFAULT_HW[0] if height is None else height
+    w = SYNTHETIC_DEFAULT_HW[1] if width is None else width
+    (low_h, low_w), (high_h, high_w) = SYNTHETIC_MIN_HW, SYNTHETIC_MAX_HW
+    if low_w <= w <= high_w and low_h <= h <= high_h:
+        return None
+    return (f"width={w} height={h} is outside the synthetic camera's range (width {low_w}..{high_w}, "
+            f"height {low_h}..{high_h}); use e.g. width {SYNTHETIC_DEFAULT_HW[1]} height {SYNTHETIC_DEFAULT_HW[0]}")
+
+
+def synthetic_hw_near(hw: tuple[int, int]) -> tuple[int, int]:
+    """The size nearest ``hw`` (height, width) that the synthetic camera draws: frames for a model
+    input outside its range (a 32x64 model) are drawn there and letterboxed."""
+    return (min(max(hw[0], SYNTHETIC_MIN_HW[0]), SYNTHETIC_MAX_HW[0]),
+            min(max(hw[1], SYNTHETIC_MIN_HW[1]), SYNTHETIC_MAX_HW[1]))
 
 #: The inference backends ``perception run --engine`` takes (``perception.engines.ENGINES``).
 EngineName = Literal["ort", "openvino", "auto", "tensorrt", "torch"]
@@ -45,7 +69,7 @@ def streams_from_text(text: str) -> StreamsValue:
     if text == "auto":
         return "auto"
     if not text.isdigit():
-        raise ConfigError(f"--streams {text!r}: expected a number of frames in flight (1..{MAX_STREAMS}) or auto")
+        raise ConfigError(f"--streams {short(text)}: expected a number of frames in flight (1..{MAX_STREAMS}) or auto")
     return int(text)
 
 
@@ -59,10 +83,14 @@ class SourceOptions:
     source is reopened; ``seed`` seeds the synthetic world.
     """
 
-    width: int | None = setting(None, lo=MIN_FRAME_SIDE, hi=MAX_FRAME_SIDE, group="source",
-                                help="frame width to request from a camera; the synthetic world's width")
-    height: int | None = setting(None, lo=MIN_FRAME_SIDE, hi=MAX_FRAME_SIDE, group="source",
-                                 help="frame height to request from a camera; the synthetic world's height")
+    width: int | None = setting(
+        None, lo=MIN_FRAME_SIDE, hi=MAX_FRAME_SIDE, group="source",
+        help=f"frame width to request from a camera; the synthetic camera takes "
+             f"{SYNTHETIC_MIN_HW[1]}..{SYNTHETIC_MAX_HW[1]} (its default {SYNTHETIC_DEFAULT_HW[1]})")
+    height: int | None = setting(
+        None, lo=MIN_FRAME_SIDE, hi=MAX_FRAME_SIDE, group="source",
+        help=f"frame height to request from a camera; the synthetic camera takes "
+             f"{SYNTHETIC_MIN_HW[0]}..{SYNTHETIC_MAX_HW[0]} (its default {SYNTHETIC_DEFAULT_HW[0]})")
     fps: float | None = setting(None, lo=0.1, hi=1000, group="source",
                                 help="frame rate to request from a camera; synthetic/file pacing rate")
     fourcc: str | None = setting(None, group="source", help="camera pixel format, e.g. MJPG or YUYV")
@@ -74,7 +102,7 @@ class SourceOptions:
 
     def __post_init__(self) -> None:
         if self.fourcc is not None and len(self.fourcc) != 4:
-            raise ValueError(f"fourcc {self.fourcc!r} must be 4 characters, e.g. MJPG or YUYV")
+            raise ValueError(f"fourcc {short(self.fourcc)} must be 4 characters, e.g. MJPG or YUYV")
 
 
 @dataclass(frozen=True)
@@ -109,19 +137,19 @@ class EngineOptions:
         # Every command builds its options here, so an unknown provider fails the same way for
         # run, view, demo, eval and bench, instead of as a KeyError deep in a backend.
         if self.provider not in PROVIDER_CHOICES:
-            raise ConfigError(f"unknown --provider {self.provider!r}; known: {', '.join(PROVIDER_CHOICES)}")
+            raise ConfigError(f"unknown --provider {short(self.provider)}; known: {', '.join(PROVIDER_CHOICES)}")
         if isinstance(self.threads, bool) or not isinstance(self.threads, int) or not 0 <= self.threads <= MAX_THREADS:
-            raise ConfigError(f"--threads {self.threads!r} must be an integer in 0..{MAX_THREADS} (0: the backend's default)")
+            raise ConfigError(f"--threads {short(self.threads)} must be an integer in 0..{MAX_THREADS} (0: the backend's default)")
         if self.streams != "auto" and (isinstance(self.streams, bool) or not isinstance(self.streams, int)
                                        or not 1 <= self.streams <= MAX_STREAMS):
-            raise ConfigError(f"--streams {self.streams!r} must be an integer in 1..{MAX_STREAMS} (frames in flight) or auto")
+            raise ConfigError(f"--streams {short(self.streams)} must be an integer in 1..{MAX_STREAMS} (frames in flight) or auto")
         if self.streams != "auto" and self.threads and self.threads < self.streams:
             raise ConfigError(f"--threads {self.threads} is fewer than --streams {self.streams}: each frame in flight needs "
                               f"a thread (--threads is the total); give --threads {self.streams} or more, or 0")
         if self.compile not in COMPILE_CHOICES:
-            raise ConfigError(f"unknown --compile {self.compile!r}; known: {', '.join(COMPILE_CHOICES)}")
+            raise ConfigError(f"unknown --compile {short(self.compile)}; known: {', '.join(COMPILE_CHOICES)}")
         if self.precision not in PRECISION_CHOICES:
-            raise ConfigError(f"unknown --precision {self.precision!r}; known: {', '.join(PRECISION_CHOICES)}")
+            raise ConfigError(f"unknown --precision {short(self.precision)}; known: {', '.join(PRECISION_CHOICES)}")
 
 
 @dataclass(frozen=True)
@@ -192,22 +220,22 @@ class PublishOptions:
     def __post_init__(self) -> None:
         for topic, enc in self.encoding.items():
             if topic not in contracts.MASK_TOPICS:
-                raise ValueError(f"encoding: unknown mask topic {topic!r}; known: {', '.join(contracts.MASK_TOPICS)}")
+                raise ValueError(f"encoding: unknown mask topic {short(topic)}; known: {', '.join(contracts.MASK_TOPICS)}")
             if enc not in contracts.ENCODINGS:
                 raise ValueError(f"encoding {topic}={enc}: unknown encoding; known: {', '.join(contracts.ENCODINGS)}")
         for task in self.task:
             if task not in contracts.TASKS:
-                raise ValueError(f"task: unknown task {task!r}; known: {', '.join(contracts.TASKS)}")
+                raise ValueError(f"task: unknown task {short(task)}; known: {', '.join(contracts.TASKS)}")
         # Topics, frame ids and recordings must stay legal ROS 2 names (checked at start, not in a bridge).
         problem = contracts.ros_token_error(self.camera_name)
         if problem is not None:
             raise ValueError(
-                f"camera_name {self.camera_name!r} is not a ROS 2 name ({problem}); use e.g. front_left_1"
+                f"camera_name {short(self.camera_name)} is not a ROS 2 name ({problem}); use e.g. front_left_1"
             )
         problem = None if self.namespace is None else contracts.ros_namespace_error(self.namespace)
         if problem is not None:
             raise ValueError(
-                f"namespace {self.namespace!r} is not a ROS 2 namespace ({problem}); use e.g. perception/front_left"
+                f"namespace {short(self.namespace)} is not a ROS 2 namespace ({problem}); use e.g. perception/front_left"
             )
 
     @property

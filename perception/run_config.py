@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from perception import contracts
-from perception.config import composed, load_config, setting
-from perception.options import EngineName, EngineOptions, PublishOptions, SourceOptions
+from perception.config import composed, cut, load_config, setting, short
+from perception.options import EngineName, EngineOptions, PublishOptions, SourceOptions, synthetic_size_error
 
 #: The shipped default model (``make default-model`` writes it).
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default.onnx"
@@ -100,6 +100,10 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         cameras = self.cameras  # validates the sources and camera names (ValueError naming them)
+        if any(camera.source == "synthetic" for camera in cameras):  # before the model loads, not after
+            problem = synthetic_size_error(self.source_options.width, self.source_options.height)
+            if problem:
+                raise ValueError(problem)
         if len(cameras) > 1 and self.engine_options.streams != 1:
             raise ValueError(
                 f"streams {self.engine_options.streams} with {len(cameras)} cameras: the cameras' frames already share "
@@ -125,23 +129,23 @@ class RunConfig:
         cameras: list[CameraSource] = []
         for name, spec, text in items:
             if not spec.strip():
-                raise ValueError(f"source {text!r} is empty; pass e.g. --source /dev/video0, a video file or synthetic")
+                raise ValueError(f"source {short(text)} is empty; pass e.g. --source /dev/video0, a video file or synthetic")
             if name is None:
                 if len(items) > 1:
                     raise ValueError(
-                        f"source {text!r} has no camera name; with several sources name each one, "
-                        f"e.g. --source front=/dev/video0 --source rear={text}"
+                        f"source {short(text)} has no camera name; with several sources name each one, "
+                        f"e.g. --source front=/dev/video0 --source rear={cut(text)}"
                     )
                 name = self.publish_options.camera_name
             elif self.publish_options.camera_name not in ("front", name):
                 raise ValueError(
-                    f"camera_name {self.publish_options.camera_name!r} and the named source {text!r}: name the camera once"
+                    f"camera_name {short(self.publish_options.camera_name)} and the named source {short(text)}: name the camera once"
                 )
             problem = contracts.ros_token_error(name)
             if problem is not None:
-                raise ValueError(f"camera name {name!r} of source {text!r} is not a ROS 2 name ({problem}); use e.g. front_left_1")
+                raise ValueError(f"camera name {short(name)} of source {short(text)} is not a ROS 2 name ({problem}); use e.g. front_left_1")
             if any(c.name == name for c in cameras):
-                raise ValueError(f"camera name {name!r} is used by two sources; give each camera its own name")
+                raise ValueError(f"camera name {short(name)} is used by two sources; give each camera its own name")
             cameras.append(CameraSource(name=name, source=spec.strip()))
         return tuple(cameras)
 

@@ -153,6 +153,12 @@ def start_authenticator(context: zmq.Context, allow_dir: str | Path) -> Auditing
     """
     location = Path(allow_dir)
     if not location.is_dir():
+        why = why_not_a_file(location)
+        if why == "is a file":  # e.g. one subscriber's .key given for the folder of them
+            raise PublishError(f"CURVE allow-list directory {location} is a file, not a folder; give the folder that "
+                               f"holds the subscribers' public .key files (e.g. {location.parent})")
+        if why != "not found":
+            raise PublishError(f"CURVE allow-list directory {location} {why}; give a folder of client .key files")
         raise PublishError(f"CURVE allow-list directory {location} not found; create it and copy client .key files into it")
     allowed = sorted(location.glob("*.key"))
     if not allowed:

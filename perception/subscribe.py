@@ -35,6 +35,7 @@ from typing import Any
 import zmq
 
 from perception import contracts
+from perception.config import short
 from perception.encoding import DecodeError, codec_for_compression
 from perception.errors import ConfigError, PublishError
 from perception.wire import (
@@ -45,7 +46,6 @@ from perception.wire import (
     check_topic,
     load_json,
     parse_header,
-    short_repr,
 )
 from perception.xpub import check_endpoint
 
@@ -176,14 +176,14 @@ def _decode_frame(topic: str, header: dict[str, Any], raw: list[memoryview], rec
     if len(raw) != 2 + 2 * len(names):
         raise WireError(f"frame message has {len(raw)} frames, expected {2 + 2 * len(names)} for {len(names)} masks")
     if len(set(names)) != len(names):
-        raise WireError(f"frame message names a mask twice: {short_repr(names)}")
+        raise WireError(f"frame message names a mask twice: {short(names)}")
     if not topic.endswith("/" + contracts.FRAME_TOPIC):
         raise WireError(f"frame message on topic {topic!r}; expected <namespace>/{contracts.FRAME_TOPIC}")
     namespace = topic[: -len(contracts.FRAME_TOPIC) - 1]
     for name in names:
         problem = _mask_name_error(name)
         if problem is not None:
-            raise WireError(f"frame message names a mask {short_repr(name)} with {problem}")
+            raise WireError(f"frame message names a mask {short(name)} with {problem}")
         # The mask's own topic, as readers print, record and replay it, under the same rules.
         check_topic(contracts.topic_name(namespace, name).encode("utf-8"))
     headers = [parse_header(raw[2 + 2 * i]) for i in range(len(names))]

@@ -32,7 +32,7 @@ import numpy as np
 from perception import contracts
 from perception.config import composed, setting
 from perception.errors import ConfigError, SourceError
-from perception.options import EngineOptions, SourceOptions
+from perception.options import EngineOptions, SourceOptions, synthetic_size_error
 from perception.overlay import render_overlay
 from perception.sinks import DEFAULT_VIDEO_FPS, FrameSink, resolve_output
 from perception.stats import RateLimitedLog
@@ -64,6 +64,10 @@ class ViewConfig:
             raise ValueError("give --source and --model (run the model here) or --endpoint and --namespace (draw a node's masks)")
         if self.endpoint is not None and not self.namespace:
             raise ValueError("--endpoint needs --namespace, e.g. perception/front")
+        if self.endpoint is None and self.source is not None and self.source.strip() == "synthetic":
+            problem = synthetic_size_error(self.source_options.width, self.source_options.height)
+            if problem:
+                raise ValueError(problem)
 
 
 def run_view(config: ViewConfig, *, stop: threading.Event | None = None) -> int:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from perception import contracts
+from perception.config import short
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class WireVersionError(WireError):
     def __init__(self, version: object) -> None:
         readable = " and ".join(str(v) for v in contracts.WIRE_VERSIONS_READ)
         super().__init__(
-            f"message has wire version {short_repr(version)}, this reader understands versions {readable}; "
+            f"message has wire version {short(version)}, this reader understands versions {readable}; "
             "run the same perception version on both sides"
         )
         self.version = version
@@ -231,7 +232,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     if len(doc) != len(pairs):
         seen: set[str] = set()
         twice = next(k for k, _ in pairs if k in seen or seen.add(k))
-        raise _JsonLimit(f"key {short_repr(twice)} is given twice in one object")
+        raise _JsonLimit(f"key {short(twice)} is given twice in one object")
     return doc
 
 
@@ -300,23 +301,23 @@ def check_fields(doc: dict[str, Any], schema: dict[str, contracts.FieldRule], wh
 def _check_value(value: Any, rule: contracts.FieldRule, where: str) -> Any:
     """``value`` checked against ``rule`` (an integral float of an ``int`` field made an int)."""
     if not isinstance(value, _KIND_TYPES[rule.kind]) or (isinstance(value, bool) and rule.kind != "bool"):
-        raise WireError(f"{where} is {short_repr(value)}, expected {_KIND_NAMES[rule.kind]}")
+        raise WireError(f"{where} is {short(value)}, expected {_KIND_NAMES[rule.kind]}")
     if rule.kind == "int" and isinstance(value, float):
         if not value.is_integer():
-            raise WireError(f"{where} is {short_repr(value)}, expected int")
+            raise WireError(f"{where} is {short(value)}, expected int")
         value = int(value)
     if rule.kind == "ns":
         # Wire version 2 sends decimal strings; an integer is accepted too (a header dict written by
         # a Python tool with plain json.dumps, e.g. a recording's /meta channel) and checked alike.
         if isinstance(value, str):
             if rule.max_len is not None and len(value) > rule.max_len or not _DECIMAL.fullmatch(value):
-                raise WireError(f"{where} is {short_repr(value)}, expected {_KIND_NAMES['ns']} of at most {rule.max_len} digits")
+                raise WireError(f"{where} is {short(value)}, expected {_KIND_NAMES['ns']} of at most {rule.max_len} digits")
             value = int(value)
         if not rule.low <= value <= rule.high:
-            raise WireError(f"{where} is {short_repr(value)}, outside {_bound(rule.low)}..{_bound(rule.high)}")
+            raise WireError(f"{where} is {short(value)}, outside {_bound(rule.low)}..{_bound(rule.high)}")
         return value
     if rule.choices is not None and value not in rule.choices:
-        raise WireError(f"{where} is {short_repr(value)}, expected one of {', '.join(map(repr, rule.choices))}")
+        raise WireError(f"{where} is {short(value)}, expected one of {', '.join(map(repr, rule.choices))}")
     if rule.kind == "list":
         if not rule.low <= len(value) <= rule.high:
             raise WireError(f"{where} has {len(value)} items, expected {_bound(rule.low)}..{_bound(rule.high)}")
@@ -327,7 +328,7 @@ def _check_value(value: Any, rule: contracts.FieldRule, where: str) -> Any:
         if isinstance(value, float) and not math.isfinite(value):
             raise WireError(f"{where} is {value!r}, expected a finite number")
         if (rule.low is not None and value < rule.low) or (rule.high is not None and value > rule.high):
-            raise WireError(f"{where} is {short_repr(value)}, outside {_bound(rule.low)}..{_bound(rule.high)}")
+            raise WireError(f"{where} is {short(value)}, outside {_bound(rule.low)}..{_bound(rule.high)}")
     elif rule.kind == "str":
         if rule.max_len is not None and len(value) > rule.max_len:
             raise WireError(f"{where} has {len(value)} characters, more than {rule.max_len}")
@@ -349,14 +350,6 @@ def _bound(limit: float | None) -> str:
     return "" if limit is None else str(int(limit)) if float(limit).is_integer() else f"{limit:g}"
 
 
-def short_repr(value: Any) -> str:
-    """repr() of a received value, cut short: a hostile field must not flood the log."""
-    if isinstance(value, int) and abs(value) >= 10**30:  # str() of a huge int is slow, or refused past 4300 digits
-        return f"an integer of {value.bit_length()} bits"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
 def parse_header(frame: bytes | memoryview) -> dict[str, Any]:
     """Parse and check a header frame against ``contracts.MASK_HEADER_SCHEMA`` /
     ``contracts.JSON_HEADER_SCHEMA`` (types, ranges, lengths, allowed values) with the bounded
@@ -373,7 +366,7 @@ def parse_header(frame: bytes | memoryview) -> dict[str, Any]:
     if isinstance(version, float) and version.is_integer():
         version = header["wire_version"] = int(version)  # an int field, as every other (check_fields)
     if type(version) is not int:
-        raise WireError(f"header field 'wire_version' is {short_repr(version)}, expected int")
+        raise WireError(f"header field 'wire_version' is {short(version)}, expected int")
     if version not in contracts.HEADER_SCHEMAS:
         raise WireVersionError(version)
     if version < contracts.WIRE_VERSION:
@@ -388,13 +381,13 @@ def parse_header(frame: bytes | memoryview) -> dict[str, Any]:
         return _ns_to_int(header)
     if kind != contracts.KIND_MASK:
         raise WireError(
-            f"header kind {short_repr(kind)} is not {contracts.KIND_MASK!r}, {contracts.KIND_JSON!r} or {contracts.KIND_FRAME!r}"
+            f"header kind {short(kind)} is not {contracts.KIND_MASK!r}, {contracts.KIND_JSON!r} or {contracts.KIND_FRAME!r}"
         )
     check_fields(header, mask_schema, "mask header")
     _ns_to_int(header)
     if header["encoding"] != contracts.ROS_IMAGE_ENCODING or header["step"] != header["width"]:
         raise WireError(
-            f"mask header says encoding {short_repr(header['encoding'])} step {header['step']}, "
+            f"mask header says encoding {short(header['encoding'])} step {header['step']}, "
             f"expected {contracts.ROS_IMAGE_ENCODING!r} with step == width"
         )
     if header["is_bigendian"] != 0:
@@ -414,7 +407,7 @@ def check_info(doc: Any) -> dict[str, Any]:
     check_fields(doc, contracts.INFO_SCHEMA, "info")
     ids = [c["id"] for c in doc["classes"]]
     if len(set(ids)) != len(ids) or doc["unknown_id"] in ids:
-        raise WireError(f"info class ids {short_repr(ids)} repeat an id or use unknown_id {doc['unknown_id']}")
+        raise WireError(f"info class ids {short(ids)} repeat an id or use unknown_id {doc['unknown_id']}")
     return doc
 
 
@@ -466,7 +459,7 @@ def check_topic(raw: bytes | memoryview) -> str:
     except UnicodeDecodeError:
         raise WireError("topic frame is not UTF-8") from None
     if not topic or _CONTROL.search(topic):
-        raise WireError(f"topic {short_repr(topic)} is empty or holds control characters")
+        raise WireError(f"topic {short(topic)} is empty or holds control characters")
     return topic
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 
 import cv2
@@ -368,6 +369,21 @@ def test_export_rejects_bad_size(trained_checkpoint, tmp_path, capsys):
     code = cli_main(["export", "--checkpoint", str(ckpt_path), "--out", str(tmp_path / "m.onnx"), "--size", "sixty"])
     assert code != 0
     assert capsys.readouterr().err.startswith("perception: error: bad --size 'sixty': expected HEIGHTxWIDTH")
+
+
+def test_a_size_export_suggests_is_one_it_exports(trained_checkpoint, tmp_path, capsys):
+    # Sizes below the synthetic world's 48x64: the verification scenes are drawn at a size it can
+    # draw and letterboxed, so the suggestion is not refused next over the verification frames.
+    ckpt_path, _ = trained_checkpoint
+    out = tmp_path / "m.onnx"
+    assert cli_main(["export", "--checkpoint", str(ckpt_path), "--out", str(out), "--size", "17x35"]) == 2
+    err = capsys.readouterr().err
+    suggested = re.search(r"; use (\d+x\d+) or (\d+x\d+)$", err.strip())
+    assert suggested, err
+    for size in suggested.groups():
+        assert cli_main(["export", "--checkpoint", str(ckpt_path), "--out", str(out), "--size", size]) == 0
+        assert read_model_metadata(out).input_hw == tuple(int(s) for s in size.split("x"))
+    assert "synthetic image size" not in capsys.readouterr().err
 
 
 # ---- TensorRT: the engine cache (no tensorrt needed) and the real build (GPU only) -------------

@@ -70,6 +70,9 @@ def test_key_file_problems_are_one_line_publish_errors(keys, tmp_path):
          "allow-list directory .*missing not found"),
         ({"curve_secret_key_file": str(server_secret), "curve_allow_dir": str(tmp_path / "keys" / "..")},
          "holds no .key files"),
+        # one subscriber's key given for the folder of them: it is there, it is the wrong kind
+        ({"curve_secret_key_file": str(server_secret), "curve_allow_dir": str(next(allow_dir.glob("*.key")))},
+         r"allow-list directory .*\.key is a file, not a folder; give the folder that holds"),
     ]
     for kwargs, message in cases:
         with pytest.raises(PublishError, match=message) as info:

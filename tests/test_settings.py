@@ -158,7 +158,11 @@ def test_a_frame_size_has_one_range_for_flags_yaml_and_launch(command, tmp_path)
         kind = {"run": "pipeline", "view": "view"}[command]
         message = _launch_error(tmp_path, kind, {"width": too_small, "source": "synthetic", "model": "m.onnx"})
         assert message.endswith(f"node 'n': parameters: {expected}")
-    big = _from_flags(command, [*(["--source", "synthetic", "--model", "m"] if command == "view" else []),
+    if command == "demo":  # the demo's camera is the synthetic one, which draws at most 1920 wide
+        with pytest.raises(ConfigError, match="is outside the synthetic camera's range"):
+            _from_flags(command, ["--width", str(MAX_FRAME_SIDE)])
+        return
+    big = _from_flags(command, ["--source", "/dev/video0", *(["--model", "m"] if command == "view" else []),
                                 "--width", str(MAX_FRAME_SIDE)])
     assert big.source_options.width == MAX_FRAME_SIDE
 
@@ -463,3 +467,158 @@ def test_empty_nan_and_negative_seed_values_are_one_line_before_anything_runs(ar
     err = capsys.readouterr().err
     assert word in err and err.count("\n") == 1, err
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+# ---- YAML settings files: one reader (perception.config.parse_yaml) for --config, launch files and
+# ---- class tables; error lines quote values cut short --------------------------------------------
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str]:
+    from perception.cli import main as cli_main
+
+    try:
+        code = cli_main(argv)
+    except SystemExit as exc:  # argparse's own errors exit from inside the parser
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+def _nested_aliases(levels: int) -> str:
+    """A flow list whose aliases expand to 10**(levels + 1) values in a few hundred bytes."""
+    items = ["&a0 [x,x,x,x,x,x,x,x,x,x]"] + [f"&a{i} [" + ",".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, levels)]
+    return "[" + ", ".join(items) + "]"
+
+
+@pytest.mark.parametrize("where", ["launch", "config"])
+def test_aliases_that_expand_to_millions_of_values_are_refused_at_once(where, tmp_path, capsys):
+    # Six levels of ten: a million values from 300 bytes (eight levels took 1.77 GB and 25 s, and
+    # printed a 580 MB error line).
+    file = tmp_path / "laughs.yaml"
+    if where == "launch":
+        file.write_text(f"launch:\n  - arg: {{name: q, default: {_nested_aliases(6)}}}\n"
+                        "  - node: {name: x, kind: listen, parameters: {endpoint: $(var q)}}\n")
+        argv = ["launch", str(file), "--check"]
+    else:
+        file.write_text(f"source: {_nested_aliases(6)}\n")
+        argv = ["run", "--config", str(file), "--model", str(tmp_path / "nope.onnx")]
+    code, err = _cli(argv, capsys)
+    assert code == 2 and err.count("\n") == 1, err[:300]
+    assert err == (f"perception: error: {file}: its aliases (*name) expand to more than 100,000 values; "
+                   "write the values out or nest fewer aliases\n")
+
+
+def test_anchors_aliases_and_merge_keys_in_small_files_keep_working(tmp_path):
+    file = tmp_path / "two.yaml"
+    file.write_text(
+        "launch:\n"
+        "  - node: {name: a, kind: pipeline, parameters: &common {source: synthetic, fps: 5, width: 96, height: 64}}\n"
+        "  - node:\n"
+        "      name: b\n"
+        "      kind: pipeline\n"
+        "      parameters:\n"
+        "        <<: *common\n"
+        "        width: 128\n"  # overrides the merged key: not a key given twice
+        "  - node: {name: c, kind: pipeline, parameters: *common}\n"
+    )
+    a, b, c = load_launch(file).nodes
+    assert a.parameters == c.parameters == {"source": "synthetic", "fps": 5, "width": 96, "height": 64}
+    assert b.parameters == {"source": "synthetic", "fps": 5, "width": 128, "height": 64}
+
+
+@pytest.mark.parametrize("where", ["launch", "config"])
+def test_a_key_given_twice_is_refused_naming_the_file_key_and_lines(where, tmp_path, capsys):
+    file = tmp_path / "twice.yaml"
+    if where == "launch":
+        file.write_text("launch:\n  - node:\n      name: a\n      kind: pipeline\n      parameters:\n"
+                        "        width: 640\n        height: 360\n        width: 320\n")
+        argv, lines = ["launch", str(file), "--check"], "lines 6 and 8"
+    else:
+        file.write_text("width: 640\nheight: 360\nwidth: 320\n")
+        argv, lines = ["run", "--config", str(file), "--model", str(tmp_path / "nope.onnx")], "lines 1 and 3"
+    code, err = _cli(argv, capsys)
+    assert code == 2
+    assert err == f"perception: error: {file}: key 'width' is given twice ({lines}); keep one\n"
+
+
+def test_a_class_table_with_a_key_given_twice_is_refused(tmp_path):
+    from perception.datasets.folder import _read_class_table
+    from perception.errors import DataError
+
+    table = tmp_path / "classes.yaml"
+    table.write_text("ignore_id: 255\nignore_id: 0\nclasses: []\n")
+    with pytest.raises(DataError, match=r"^class table .*classes.yaml: key 'ignore_id' is given twice \(lines 1 and 2\)"):
+        _read_class_table(table)
+
+
+@pytest.mark.parametrize(
+    ("text", "quoted"),
+    [
+        ("width: [" + ",".join(["1"] * 20_000) + "]", "width: expected an integer, got [1, 1, 1,"),
+        ("camera_name: " + "x" * 200_000 + "!", "camera_name 'xxxx"),
+        ("source: [" + "v" * 100_000 + ", b=x]", "source 'vvvv"),
+        ("encoding: {" + "y" * 1000 + ": rle}", "unknown mask topic 'yyyy"),
+    ],
+)
+def test_an_error_quotes_a_long_value_cut_short(text, quoted, tmp_path, capsys):
+    file = tmp_path / "long.yaml"
+    file.write_text(text + "\n")
+    code, err = _cli(["run", "--config", str(file), "--model", str(tmp_path / "nope.onnx")], capsys)
+    assert code == 2 and quoted in err and "..." in err
+    assert err.count("\n") == 1 and len(err) < 400, err[:400]
+
+
+def test_a_launch_error_quotes_a_long_value_cut_short(tmp_path, capsys):
+    file = tmp_path / "long.yaml"
+    file.write_text("launch:\n  - node: {name: x, kind: listen, parameters: {endpoint: [" + ",".join(["9"] * 20_000) + "]}}\n")
+    code, err = _cli(["launch", str(file), "--check"], capsys)
+    assert code == 2 and "endpoint: expected a string, got [9, 9, 9," in err
+    assert err.count("\n") == 1 and len(err) < 400, err[:400]
+
+
+# ---- the synthetic camera's size, checked with the other settings -----------------------------
+
+
+def test_the_synthetic_cameras_size_range_is_in_the_help_and_checked_before_any_work(tmp_path, capsys):
+    from perception.cli import main as cli_main
+
+    with pytest.raises(SystemExit):
+        cli_main(["run", "--help"])
+    helptext = " ".join(capsys.readouterr().out.split())
+    assert "the synthetic camera takes 64..1920" in helptext and "the synthetic camera takes 48..1080" in helptext
+    missing = str(tmp_path / "nope.onnx")  # checked after the settings: its error would come first otherwise
+    for argv in (["run", "--width", "37", "--height", "53", "--model", missing],
+                 ["run", "--width", "16", "--height", "16384", "--model", missing],
+                 ["bench", "pipeline", "--width", "16", "--height", "16", "--model", missing, "--out", str(tmp_path / "b")],
+                 ["demo", "--width", "2000", "--model", missing, "--out-dir", str(tmp_path / "d")]):
+        code, err = _cli(argv, capsys)
+        assert code == 2 and err.count("\n") == 1, err
+        assert "is outside the synthetic camera's range (width 64..1920, height 48..1080)" in err, err
+    # a camera may be asked for sizes the synthetic world does not draw
+    assert load_config(RunConfig, {"source": "/dev/video0", "width": 37, "height": 53}, source="x").source_options.width == 37
+    file = tmp_path / "node.yaml"
+    file.write_text("launch:\n  - node: {name: a, kind: pipeline, parameters: {source: synthetic, width: 32}}\n")
+    with pytest.raises(ConfigError, match=r"node 'a': parameters: width=32 height=360 is outside the synthetic"):
+        load_launch(file)
+
+
+# ---- flags given twice -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["eval", "--tasks", "drivable", "--task", "drivable=road", "--task", "drivable=sky"],
+         "--task: drivable is given twice (--task drivable=road, --task drivable=sky); "
+         "give its classes once, e.g. --task drivable=road,sky"),
+        (["eval", "--tasks", ",,,"], "--tasks ',,,' holds an empty task name; list names with single commas, "
+                                     "e.g. --tasks drivable,lane, or give --tasks alone for every task"),
+        (["eval", "--tasks", "drivable,,lane"], "--tasks 'drivable,,lane' holds an empty task name"),
+        (["run", "--encoding", "lane=rle", "--encoding", "lane=png"],
+         "--encoding: lane is given twice (--encoding lane=rle, --encoding lane=png); keep one"),
+    ],
+)
+def test_a_task_or_encoding_given_twice_or_an_empty_task_name_is_refused(argv, message, tmp_path, capsys):
+    missing = str(tmp_path / "nope.onnx")  # refused before the model is opened
+    code, err = _cli([*argv, "--model", missing], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"perception: error: {message}"), err

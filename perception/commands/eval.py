@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Literal
 
 from perception import contracts
-from perception.config import same_setting, setting
+from perception.config import same_setting, setting, short
 from perception.errors import ConfigError, PerceptionError, file_in_the_way
 from perception.flags import add_flags, config_from_flags
 from perception.options import EngineOptions, PublishOptions
@@ -97,6 +97,10 @@ def _check_config(config: EvalConfig) -> None:
     could be lost to them (single values are checked by their declarations)."""
     if (config.task or config.data_task) and config.tasks is None:
         raise ConfigError("--task / --data-task define task groups for --tasks; add --tasks")
+    if config.tasks and any(not name.strip() for name in config.tasks.split(",")):
+        # ",,," would otherwise mean "every task", like --tasks given alone
+        raise ConfigError(f"--tasks {short(config.tasks)} holds an empty task name; list names with single commas, "
+                          "e.g. --tasks drivable,lane, or give --tasks alone for every task")
     if config.unknown_threshold is not None and config.tasks is None:
         raise ConfigError("--unknown-threshold applies to the task masks; add --tasks")
     if config.record and (config.tasks is None or not config.model):

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import yaml
 
+from perception.config import parse_yaml
 from perception.contracts import ClassTable
 from perception.datasets.base import (
     IMAGE_SUFFIXES,
@@ -84,8 +84,12 @@ def _read_class_table(path: Path) -> ClassTable:
     if not path.is_file():
         raise DataError(f"class table {path} {why_not_a_file(path)}; write one (classes, ignore_id, task_groups) next to images/")
     try:
-        return ClassTable.from_dict(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
-    except (yaml.YAMLError, ValueError, AttributeError) as exc:
+        data = parse_yaml(path.read_text(encoding="utf-8", errors="replace"), source=f"class table {path}")
+    except ConfigError as exc:  # not YAML, a key given twice, aliases expanding too far
+        raise DataError(str(exc)) from None
+    try:
+        return ClassTable.from_dict(data or {})
+    except (ValueError, AttributeError) as exc:
         raise DataError(f"class table {path} is malformed: {exc}") from None
 
 

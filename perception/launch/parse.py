@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perception.config import bounds, load_config, read_yaml
+from perception.config import bounds, load_config, read_yaml, short
 from perception.errors import ConfigError, ModelError, PerceptionError, why_not_a_file
 from perception.launch.flags import parameters_to_argv
 from perception.launch.plan import NODE_KINDS, LaunchPlan, NodePlan
@@ -63,7 +63,7 @@ def parse_launch_arguments(items: list[str]) -> dict[str, Any]:
     for item in items:
         name, sep, value = item.partition(":=")
         if not sep or not _NAME_RE.match(name):
-            raise ConfigError(f"launch argument {item!r} is not NAME:=VALUE (e.g. camera:=2)")
+            raise ConfigError(f"launch argument {short(item)} is not NAME:=VALUE (e.g. camera:=2)")
         out[name] = parse_scalar(value)
     return out
 
@@ -100,7 +100,7 @@ def _load_file(path: Path, given: dict[str, Any], nodes: list[NodePlan], chain: 
     doc = read_yaml(path)
     unknown = [k for k in doc if k != "launch"]
     if unknown:
-        raise ConfigError(f"{path}: unknown top-level key {unknown[0]!r}; a launch file has one key, 'launch'")
+        raise ConfigError(f"{path}: unknown top-level key {short(unknown[0])}; a launch file has one key, 'launch'")
     entries = doc.get("launch")
     if not isinstance(entries, list):
         raise ConfigError(f"{path}: 'launch' must be a list of arg, include and node entries")
@@ -116,19 +116,19 @@ def _load_file(path: Path, given: dict[str, Any], nodes: list[NodePlan], chain: 
         if key not in _ENTRY_TYPES:
             close = difflib.get_close_matches(str(key), list(_ENTRY_TYPES), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{where}: unknown entry {key!r}{hint}; known: arg, include, node")
+            raise ConfigError(f"{where}: unknown entry {short(key)}{hint}; known: arg, include, node")
         if key == "arg":
             # Arguments are declared before anything uses them, as in ROS 2 launch files.
             arg = load_config(ArgEntry, body, source=f"{where} (arg)")
             if not _NAME_RE.match(arg.name):
-                raise ConfigError(f"{where} (arg): name {arg.name!r} may hold letters, digits, '_', '-', '.'")
+                raise ConfigError(f"{where} (arg): name {short(arg.name)} may hold letters, digits, '_', '-', '.'")
             declared[arg.name] = arg
             if arg.name in given:
                 values[arg.name] = given[arg.name]
             elif isinstance(body, dict) and "default" in body:
                 values[arg.name] = arg.default
         else:
-            label = f"node {body.get('name')!r}" if key == "node" and isinstance(body, dict) else key
+            label = f"node {short(body.get('name'))}" if key == "node" and isinstance(body, dict) else key
             # Substitute now so a later 'arg' cannot change what an earlier entry saw.
             where = f"{path}: {label}"
             parsed.append((key, substitute(body, values, declared, where), where))
@@ -138,7 +138,7 @@ def _load_file(path: Path, given: dict[str, Any], nodes: list[NodePlan], chain: 
         close = difflib.get_close_matches(extra[0], list(declared), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         known = ", ".join(declared) or "(none)"
-        raise ConfigError(f"{path}: unknown launch argument {extra[0]!r}{hint}; declared: {known}")
+        raise ConfigError(f"{path}: unknown launch argument {short(extra[0])}{hint}; declared: {known}")
 
     for key, body, where in parsed:
         if key == "include":
@@ -147,7 +147,7 @@ def _load_file(path: Path, given: dict[str, Any], nodes: list[NodePlan], chain: 
             if not target.is_absolute():
                 target = path.parent / target
             if not target.is_file():
-                raise ConfigError(f"{where}: file {inc.file!r} {why_not_a_file(target)} (looked at {target}); check the path")
+                raise ConfigError(f"{where}: file {short(inc.file)} {why_not_a_file(target)} (looked at {target}); check the path")
             _load_file(target, dict(inc.args), nodes, chain=(*chain, real))
         else:
             nodes.append(_resolve_node(load_config(NodeEntry, body, source=where), path))
@@ -155,7 +155,7 @@ def _load_file(path: Path, given: dict[str, Any], nodes: list[NodePlan], chain: 
 
 
 def _resolve_node(entry: NodeEntry, path: Path) -> NodePlan:
-    where = f"{path}: node {entry.name!r}"
+    where = f"{path}: node {short(entry.name)}"
     if not _NAME_RE.match(entry.name):
         raise ConfigError(f"{where}: name may hold letters, digits, '_', '-', '.'")
     if entry.kind not in NODE_KINDS:

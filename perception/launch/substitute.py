@@ -12,6 +12,7 @@ import re
 from collections.abc import Container
 from typing import Any
 
+from perception.config import cut, short
 from perception.errors import ConfigError
 from perception.flags import as_text
 
@@ -39,7 +40,7 @@ def substitute(value: Any, values: dict[str, Any], declared: Container[str], whe
     Raises ConfigError naming ``where`` for a missing argument, an unset variable or bad syntax.
     """
     if isinstance(value, dict):
-        return {k: substitute(v, values, declared, f"{where}: {k}") for k, v in value.items()}
+        return {k: substitute(v, values, declared, f"{where}: {cut(str(k), 60)}") for k, v in value.items()}
     if isinstance(value, list):
         return [substitute(v, values, declared, f"{where}[{i}]") for i, v in enumerate(value)]
     if not isinstance(value, str) or "$(" not in value:
@@ -52,22 +53,22 @@ def substitute(value: Any, values: dict[str, Any], declared: Container[str], whe
             if name in values:
                 return values[name]
             if name in declared:
-                raise ConfigError(f"{where}: missing launch argument {name!r}; pass {name}:=VALUE or give it a default")
-            raise ConfigError(f"{where}: $(var {name}) names no declared argument; add an 'arg' entry for it above")
+                raise ConfigError(f"{where}: missing launch argument {short(name)}; pass {name}:=VALUE or give it a default")
+            raise ConfigError(f"{where}: $(var {cut(name)}) names no declared argument; add an 'arg' entry for it above")
         if kind == "env" and len(words) in (1, 2):
             if words[0] in os.environ:
                 return os.environ[words[0]]
             if len(words) == 2:
                 return parse_scalar(words[1])
-            raise ConfigError(f"{where}: environment variable {words[0]!r} is not set; set it or add a default")
-        raise ConfigError(f"{where}: bad substitution {match.group(0)!r}; known: $(var NAME), $(env NAME [DEFAULT])")
+            raise ConfigError(f"{where}: environment variable {short(words[0])} is not set; set it or add a default")
+        raise ConfigError(f"{where}: bad substitution {short(match.group(0))}; known: $(var NAME), $(env NAME [DEFAULT])")
 
     whole = SUBSTITUTION_RE.fullmatch(value.strip())
     if whole:
         return lookup(whole)
     text = SUBSTITUTION_RE.sub(lambda m: as_text(lookup(m)), value)
     if "$(" in text:
-        raise ConfigError(f"{where}: unfinished substitution in {value!r}; write $(var NAME)")
+        raise ConfigError(f"{where}: unfinished substitution in {short(value)}; write $(var NAME)")
     return text
 
 

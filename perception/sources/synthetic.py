@@ -7,9 +7,10 @@ are paced to the requested rate like a real camera, so the node can be tried wit
 from __future__ import annotations
 
 from perception.errors import SourceError
+from perception.options import SYNTHETIC_DEFAULT_HW
 from perception.sources.base import Source, SourceOptions, as_bgr, stamp
 
-DEFAULT_HW = (360, 640)
+DEFAULT_HW = SYNTHETIC_DEFAULT_HW
 DEFAULT_FPS = 30.0
 
 

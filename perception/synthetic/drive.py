@@ -14,13 +14,14 @@ from collections.abc import Iterator
 import numpy as np
 
 from perception.errors import ConfigError
+from perception.options import SYNTHETIC_MAX_HW, SYNTHETIC_MIN_HW
 from perception.synthetic.render import Renderer
 from perception.synthetic.world import Scene, advance_scene, sample_scene, wobble
 
 #: Supported image sizes (inclusive). Below the minimum the scene geometry degenerates to a few
 #: pixels per object; the maximum keeps the generator real-time.
-MIN_HW = (48, 64)
-MAX_HW = (1080, 1920)
+MIN_HW = SYNTHETIC_MIN_HW
+MAX_HW = SYNTHETIC_MAX_HW
 
 
 def check_size(height: int, width: int) -> tuple[int, int]:

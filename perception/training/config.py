@@ -12,9 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from perception.config import bounds, hw_from_text, hw_to_text, load_config, read_yaml, setting
+from perception.config import (
+    bounds,
+    cut,
+    hw_from_text,
+    hw_to_text,
+    load_config,
+    parse_yaml,
+    read_yaml,
+    setting,
+    short,
+)
 from perception.errors import ConfigError
 
 
@@ -174,11 +182,9 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set lr=0.01")
-        try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML") from None
+            raise ConfigError(f"--set {short(item)}: expected key=value, e.g. --set lr=0.01")
+        # the settings files' reader: a few bytes of nested aliases must not expand to gigabytes
+        out[key.strip()] = parse_yaml(value, source=f"--set {cut(item)}") if value.strip() else ""
     return out
 
 
