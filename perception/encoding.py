@@ -206,8 +206,8 @@ def _check_png_chunks(payload: memoryview, height: int, width: int) -> None:
         offset = end + 4
         if kind == b"IEND":
             break
-    if data[_PNG_IHDR_INTERLACE] != 0:
-        return  # Adam7: the rows are stored in passes of other sizes; OpenCV checks those
+    if data[_PNG_IHDR_INTERLACE] != 0:  # Adam7 stores the rows in passes of other sizes; no node sends it
+        raise DecodeError("png payload is interlaced; masks are sent non-interlaced")
     rows = height * (width + 1)  # 8-bit greyscale: a filter byte and the pixels, each row
     inflater = zlib.decompressobj()
     try:

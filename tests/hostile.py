@@ -86,6 +86,18 @@ def hostile_messages(*, with_png_bomb: bool = True) -> list[tuple[str, list[byte
     return out
 
 
+def interlaced_png(height: int, width: int) -> bytes:
+    """A well-formed Adam7-interlaced 8-bit greyscale PNG of zeros (every pass's rows, each with its filter byte)."""
+    passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+    raw = b""
+    for x0, y0, dx, dy in passes:
+        cols, rows = len(range(x0, width, dx)), len(range(y0, height, dy))
+        if cols and rows:
+            raw += bytes(rows * (cols + 1))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 1)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b"")
+
+
 def frame_message(names: list[str], *, seq: int = 1, topic: str = f"{NS}/frame") -> list[bytes]:
     """An atomic frame of 2x3 zero masks named ``names``."""
     head = frame_header(seq=seq, pub_seq=seq, capture_ns=1_700_000_000_000_000_000,
@@ -112,6 +124,7 @@ def reader_rule_messages() -> list[tuple[str, list[bytes]]]:
         ("topic with a Unicode line separator", [f"{NS}/la\u2028ne".encode(), good, bytes(6)]),
         ("bitpack class map", [TOPIC.encode(), dump_header(good_header(values="class_ids", compression="bitpack")),
                                b"\0"]),
+        ("interlaced png (Adam7)", [TOPIC.encode(), dump_header(good_header(compression="png")), interlaced_png(2, 3)]),
         ("mask on the stats topic", [stats, good, bytes(6)]),
         ("JSON document on a mask topic", [TOPIC.encode(), json_head, b"{}"]),
         ("duplicate key in a JSON payload", [stats, json_head, b'{"a":1,"a":2}']),

@@ -536,8 +536,8 @@ static void png_fail(png_structp png, png_const_charp msg) {
 
 static uint32_t be32(const unsigned char *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
 
-/* The PNG's chunks whole (each within the payload, its CRC right, IEND reached) and, when it is not
- * interlaced, its image data one whole zlib stream (its end and Adler-32 there, no byte after it in
+/* The PNG's chunks whole (each within the payload, its CRC right, IEND reached), the image not
+ * interlaced (Adam7 rows come in passes of other sizes; no node sends them), and its image data one whole zlib stream (its end and Adler-32 there, no byte after it in
  * the IDAT data) inflating to exactly the declared rows (a filter byte and the pixels each), as every
  * reader checks: libpng alone would take more rows than the IHDR says (it warns and drops them), a
  * stream without its checksum, or data after the stream. The inflation counts into a small buffer
@@ -554,7 +554,7 @@ static int check_png_chunks(const unsigned char *p, size_t n, uint32_t height, u
         offset += 12 + (size_t)length;
         if (iend) break;
     }
-    if (p[28] != 0) return 0; /* Adam7: rows in passes of other sizes; libpng checks those */
+    if (p[28] != 0) return fail("png payload is interlaced; masks are sent non-interlaced"); /* as every reader */
     uint64_t rows = (uint64_t)height * ((uint64_t)width + 1);
     unsigned char scratch[16384];
     z_stream z;

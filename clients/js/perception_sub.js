@@ -26,8 +26,8 @@
  * frame's mask names are relative, without empty, '.' or '..' parts, not ending in a reserved name,
  * and make valid topics; a png's chunks are whole with their CRCs right up to IEND, and its image
  * data is one whole zlib stream (checksum included, nothing after it) that inflates to exactly the
- * declared rows. This reader refuses interlaced PNGs (pngjs bounds its inflate by the IHDR only for
- * non-interlaced ones); the node never sends them.
+ * declared rows. Interlaced PNGs are refused, by every reader (pngjs bounds its inflate by the IHDR
+ * only for non-interlaced ones); the node never sends them.
  *
  * Nanosecond fields are decimal strings on the wire: JSON.parse would round a number of ~1.8e18
  * (beyond Number.MAX_SAFE_INTEGER = 2^53 - 1). They are read with BigInt, exactly.
