@@ -464,12 +464,15 @@ def ros_token_error(token: str) -> str | None:
 
 def ros_namespace_error(namespace: str) -> str | None:
     """Which ROS 2 naming rule a namespace (``perception/front``, optionally starting with ``/``;
-    a trailing ``/`` is ignored) breaks, or None: no repeated ``/``, and every token passes
-    ``ros_token_error``."""
+    a trailing ``/`` is ignored) breaks, or None: no repeated ``/``, every token passes
+    ``ros_token_error``, and its longest topic (``<ns>/obstacle/<class>``) fits a reader's topic limit."""
     body = namespace[1:] if namespace.startswith("/") else namespace
     body = body[:-1] if body.endswith("/") else body
     if not body:
         return "it is empty"
+    if len(body) > MAX_NAMESPACE_CHARS:
+        return (f"it has {len(body)} characters, more than {MAX_NAMESPACE_CHARS}: its longest topic, "
+                f"<namespace>/{PER_CLASS_OBSTACLE_PREFIX}<class name>, must fit the readers' {MAX_TOPIC_BYTES}-byte topic limit")
     if "//" in namespace:
         return "it holds a repeated '/'"
     for token in body.split("/"):
@@ -499,6 +502,9 @@ ROS_SEC_MAX = 2**31 - 1
 ROS_NANOSEC_MAX = 999_999_999
 #: Longest topic a reader accepts (UTF-8 bytes); longer topics are malformed messages.
 MAX_TOPIC_BYTES = 256
+#: Longest namespace (or ``perception/<camera name>``) a node publishes under: its longest topic,
+#: ``<namespace>/obstacle/<class name>``, then fits ``MAX_TOPIC_BYTES`` (namespaces are ASCII).
+MAX_NAMESPACE_CHARS = MAX_TOPIC_BYTES - len("/" + PER_CLASS_OBSTACLE_PREFIX) - MAX_CLASS_NAME
 #: Largest header frame (bytes) a reader parses; real headers are about 400 bytes.
 MAX_HEADER_BYTES = 16 * 1024
 #: Largest JSON payload (stats, obstacles) a reader parses; real documents are a few kB.

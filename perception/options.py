@@ -232,10 +232,13 @@ class PublishOptions:
             raise ValueError(
                 f"camera_name {short(self.camera_name)} is not a ROS 2 name ({problem}); use e.g. front_left_1"
             )
-        problem = None if self.namespace is None else contracts.ros_namespace_error(self.namespace)
+        # The namespace the topics go under, also when it comes from the camera name (a 300-character
+        # camera name made every topic longer than any reader takes).
+        problem = contracts.ros_namespace_error(self.resolved_namespace)
         if problem is not None:
             raise ValueError(
-                f"namespace {short(self.namespace)} is not a ROS 2 namespace ({problem}); use e.g. perception/front_left"
+                f"namespace {short(self.resolved_namespace)} is not a ROS 2 namespace ({problem}); use e.g. perception/front_left"
+                + ("" if self.namespace else " (it comes from camera_name: give a shorter camera_name)")
             )
 
     @property

@@ -154,6 +154,23 @@ def test_namespaces_follow_ros2_naming_rules(namespace, rule):
     assert rule in contracts.ros_namespace_error(namespace)
 
 
+def test_a_namespace_whose_topics_no_reader_takes_is_refused_before_the_node_starts(capsys):
+    """A 240-character namespace (or a 300-character camera name) made topics over the readers'
+    256 bytes: every mask of an atomic frame with a per-class obstacle topic was lost. The longest
+    namespace leaves room for <ns>/obstacle/<the longest class name>."""
+    from perception.cli import main as cli_main
+
+    longest = "n" * contracts.MAX_NAMESPACE_CHARS
+    assert contracts.ros_namespace_error(longest) is None
+    topic = contracts.topic_name(longest, contracts.PER_CLASS_OBSTACLE_PREFIX + "c" * contracts.MAX_CLASS_NAME)
+    assert len(topic.encode()) == contracts.MAX_TOPIC_BYTES
+    assert "more than 182" in contracts.ros_namespace_error(longest + "n")
+    for flags in (["--namespace", "n" * 240], ["--camera-name", "c" * 300]):
+        assert cli_main(["run", *flags, "--max-frames", "1"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "must fit the readers' 256-byte topic limit" in err[0], err
+
+
 @pytest.mark.parametrize("namespace", ["perception/front", "/perception/front_left_1", "perception/front/"])
 def test_valid_ros2_namespaces_pass(namespace):
     assert contracts.ros_namespace_error(namespace) is None and contracts.ros_token_error("front_left_1") is None
