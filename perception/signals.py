@@ -57,7 +57,8 @@ class SignalHandlers:
     Ctrl-C then reaches the previous handler).
 
     With ``grace_s``, a stop must finish in time: the first signal starts a ``grace_s`` deadline
-    and a second signal ends the process at once (``force_exit``); ``restore`` cancels the deadline.
+    and a second signal ends the process at once (``force_exit``), also while the main thread is
+    blocked in a C call (``_StopWatch``); ``restore`` cancels the deadline.
     """
 
     def __init__(self, handler: Handler, signals: tuple[signal.Signals, ...] = STOP_SIGNALS, *,
@@ -66,7 +67,7 @@ class SignalHandlers:
         self.signals = signals
         self.grace_s = grace_s
         self._previous: dict[signal.Signals, Any] = {}
-        self._deadline: threading.Timer | None = None
+        self._watch: _StopWatch | None = None
 
     @property
     def installed(self) -> bool:
@@ -80,34 +81,71 @@ class SignalHandlers:
             previous = signal.signal(sig, self._on_signal)
             # None: a handler not set from Python; the closest restorable one is the default.
             self._previous.setdefault(sig, signal.SIG_DFL if previous is None else previous)
+        if self.grace_s is not None and self._watch is None:
+            self._watch = _StopWatch(self.grace_s, self.signals)
         return self
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         global _first_stop
         _first_stop = _first_stop or signum
-        if self.grace_s is not None:
-            name = signal.Signals(signum).name
-            if self._deadline is not None:
-                force_exit(signum, f"a second stop signal ({name}) while stopping")
-            self._deadline = threading.Timer(self.grace_s, force_exit,
-                                             (signum, f"still stopping {self.grace_s:g} s after {name}"))
-            self._deadline.daemon = True
-            self._deadline.start()
         self.handler(signum, frame)
 
     def restore(self) -> None:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous.clear()
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        if self._watch is not None:
+            self._watch.stop()
+            self._watch = None
 
     def __enter__(self) -> SignalHandlers:
         return self.install()
 
     def __exit__(self, *_exc: object) -> None:
         self.restore()
+
+
+class _StopWatch:
+    """The stop deadline, kept below Python's signal handlers: CPython runs a Python handler only
+    when the main thread is back in bytecode, so a main thread blocked in a C call (OpenCV opening
+    a stream that never answers, for up to --read-timeout) would hold the first signal's deadline
+    and a second signal's forced exit until the call returned. ``signal.set_wakeup_fd`` has the C
+    handler write each signal's number to a pipe at once; this thread reads it, starts the
+    ``grace_s`` deadline at the first stop signal and ends the process at the second."""
+
+    def __init__(self, grace_s: float, signals: tuple[signal.Signals, ...]) -> None:
+        self.grace_s = grace_s
+        self.signals = {int(s) for s in signals}
+        self._deadline: threading.Timer | None = None
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)  # the C handler must never block on a full pipe
+        self._previous_fd = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        self._thread = threading.Thread(target=self._watch, name="stop-watch", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        stops = 0
+        while data := os.read(self._read, 64):  # b"" once stop() closed the write end
+            for signum in data:
+                if signum not in self.signals:
+                    continue
+                stops += 1
+                name = signal.Signals(signum).name
+                if stops > 1:
+                    force_exit(signum, f"a second stop signal ({name}) while stopping")
+                self._deadline = threading.Timer(self.grace_s, force_exit,
+                                                 (signum, f"still stopping {self.grace_s:g} s after {name}"))
+                self._deadline.daemon = True
+                self._deadline.start()
+
+    def stop(self) -> None:
+        """Hand the wakeup fd back, end the thread and cancel the deadline (main thread only)."""
+        signal.set_wakeup_fd(self._previous_fd)
+        os.close(self._write)
+        self._thread.join(timeout=1.0)
+        os.close(self._read)
+        if self._deadline is not None:
+            self._deadline.cancel()
 
 
 def install_signal_handlers(
