@@ -11,6 +11,7 @@ Errors from outside (``PerceptionError``) are caught here, once, and printed as 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -127,6 +128,16 @@ def _main(argv: list[str]) -> int:
         # filter, stop quietly; point stdout at /dev/null so the interpreter's final flush is quiet too.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        # The OS refuses the name before any file is touched: one line for every path a user can
+        # type (--source, --model, --config, --out, a launch file's parameters...), not a traceback.
+        from perception.config import short
+
+        print(f"perception: error: path {short(str(exc.filename or ''))} is too long for the file system "
+              "(a name part over 255 bytes, or over 4096 in all); check the path", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ CASES: dict[str, tuple[str, str]] = {
     "run config is a folder": ("run --model {fx}/tiny.onnx --config {fx}/folder", "is a directory"),
     "launch file is binary": ("launch {fx}/image.png --check", "not a text file"),
     "inspect a folder": ("inspect {fx}/folder", "is a directory"),
+    # ENAMETOOLONG was a traceback (exit 1) for every path flag: run, replay, inspect, eval, launch...
+    "a path part over 255 bytes": ("inspect {fx}/" + "x" * 300 + ".onnx", "is too long for the file system"),
+    "a launch file name over 255 bytes": ("launch {fx}/" + "y" * 300 + ".yaml --check", "is too long for the file system"),
     "replay a folder without recordings": ("replay {fx}/folder", "holds no .mcap file"),
     "view unknown provider": (
         "view --source synthetic --model {fx}/tiny.onnx --max-frames 1 --out {fx}/v.png --provider gpu0",
