@@ -697,3 +697,68 @@ def test_a_late_client_gets_the_latched_info_first(client, free_tcp_port, tmp_pa
     assert [c["name"] for c in lines[0]["classes"]] == SYNTHETIC_CLASSES.names
     assert lines[1]["seq"] == 1 and lines[1]["pub_seq"] == 1  # the first frame was sent to nobody: no gap to it here
     assert lines[1]["classes_present"] == [SYNTHETIC_CLASSES.names[i] for i in (0, 3, 8)]
+
+
+# --------------------------------------------------------------------------------------------
+# --topic against an atomic-frames node
+# --------------------------------------------------------------------------------------------
+
+def test_an_exact_mask_topic_is_taken_out_of_atomic_frames(client, free_tcp_port, tmp_path):
+    """An ``--atomic-frames`` node sends ``<ns>/lane`` only inside ``<ns>/frame``: ``--topic
+    <ns>/lane`` also subscribes to that and prints the lane masks alone (a per-class
+    ``<ns>/obstacle/car`` likewise, through ``<ns>/frame``), byte for byte as the Python client
+    decodes them; ``--topic <ns>/frame`` prints every mask of each frame, once. Topics are exact: a
+    camera at ``<ns>/lane2`` shares the prefix of ``<ns>/lane`` and is not printed."""
+    from perception.publish import MaskPublisher
+
+    endpoint = f"tcp://127.0.0.1:{free_tcp_port}"
+    frames = 12
+    rng = np.random.default_rng(7)
+    names = ("drivable", "lane", "obstacle", "class_map", "obstacle/car")
+    asked = {"lane": [f"{NS}/lane"], "car": [f"{NS}/obstacle/car"], "whole": [f"{NS}/frame", f"{NS}/lane"]}
+    expect = {"lane": {f"{NS}/lane"}, "car": {f"{NS}/obstacle/car"}, "whole": {f"{NS}/{n}" for n in names}}
+    # Subscriptions each makes (the publisher counts them per prefix): its topics and the frame
+    # topics they add (<ns>/frame; for obstacle/car also <ns>/obstacle/frame), plus the Python one.
+    subscriptions = 2 + 3 + 2 + 1
+    procs: dict[str, subprocess.Popen] = {}
+    python_masks = []
+    try:
+        with MaskPublisher(endpoint=endpoint, namespace=NS, atomic_frames=True, sndhwm=10_000,
+                           encodings={"drivable": "bitpack", "lane": "rle", "obstacle": "png", "class_map": "png"}) as pub, \
+                MaskSubscriber(endpoint, namespace=NS) as sub:
+            other = pub.add_namespace(f"{NS}/lane2")
+            procs = {run: _start(client, endpoint, tmp_path / f"{run}.raw", *itertools.chain(*(("--topic", t) for t in topics)),
+                                 "--count", str(frames * len(expect[run])), "--duration", "60")
+                     for run, topics in asked.items()}
+            assert pub.wait_for_subscribers(subscriptions, timeout_s=30), (
+                f"{pub.stats()['subscriptions']} of {subscriptions} subscriptions: does each --topic also "
+                "subscribe to its frame topics?")
+            for seq in range(frames):
+                masks = {n: (rng.integers(0, 2, (6, 9)) * 255).astype(np.uint8) for n in names}
+                masks["class_map"] = rng.integers(0, 11, (6, 9)).astype(np.uint8)
+                other.publish_masks(seq=seq, capture_ns=time.time_ns(), frame_id="lane2", masks={"lane": masks["lane"]},
+                                    latency_ms={}, model_id="tiny")
+                other.publish_json("stats", {"seq": seq})
+                pub.publish_masks(seq=seq, capture_ns=time.time_ns(), frame_id="front", masks=masks, latency_ms={},
+                                  model_id="tiny")
+            deadline = time.monotonic() + 30
+            while len(python_masks) < frames * len(names) and time.monotonic() < deadline:
+                msg = sub.recv(timeout_s=0.5)
+                if msg is not None and msg.kind == "mask" and not msg.topic.startswith(f"{NS}/lane2/"):
+                    python_masks.append(msg)
+            results = {run: _finish(proc, f"{client[-1]} --topic {' '.join(asked[run])}") for run, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert len(python_masks) == frames * len(names)
+    class_names = {i: f"id{i}" for i in range(256)}  # no <ns>/info: classes are named by id
+    for run, (lines, err) in results.items():
+        assert "skipped a message" not in err, f"{run}: {err[-1500:]}"
+        assert all(line["kind"] == "mask" for line in lines), f"{run}: {[line['topic'] for line in lines]}"
+        wanted = [m for m in python_masks if m.topic in expect[run]]
+        assert [line["topic"] for line in lines] == [m.topic for m in wanted], run
+        dump = (tmp_path / f"{run}.raw").read_bytes()
+        for line, msg in zip(lines, wanted, strict=True):
+            _assert_same_mask(line, msg, dump, class_names, where=f"{run}: {msg.topic} seq {msg.seq}")

@@ -36,6 +36,10 @@
  *
  * Flags: --max-mask-pixels is a whole number in 1..268435456 (16384 x 16384), --count a whole
  * number, --namespace and --topic not empty; any other value is refused with one line, exit 2.
+ * --topic takes exact topics (a longer one sharing the prefix is dropped); a mask topic <ns>/<mask>
+ * also subscribes to <ns>/frame (a per-class <ns>/obstacle/<class> also to the frame topic one
+ * level up), where an --atomic-frames node sends it, and keeps only the asked-for masks of each
+ * frame; --topic <ns>/frame gives every mask of the frame.
  *
  * Output lines (JSON): {"kind":"mask","topic",...,"crc32","dump_offset"} per mask (the decoded
  * bytes go to --dump FILE at dump_offset), {"kind":"json",...} per JSON document, with the
@@ -85,6 +89,10 @@ typedef struct {
     const char *namespace_;
     const char *topics[64];
     int n_topics;
+    /* With --topic: where an --atomic-frames node sends the asked-for mask topics (frame_topics_of),
+     * subscribed to as well; at most 2 a topic. */
+    char *frame_topics[128];
+    int n_frame_topics;
     int64_t count;       /* stop after this many masks (0: no limit) */
     double duration_s;   /* stop after this many seconds (0: no limit) */
     double idle_s;       /* stop after this long without a message, once one arrived (0: never) */
@@ -214,6 +222,31 @@ static int json_fits_topic(const char *topic) {
 static int ends_with(const char *s, const char *suffix) {
     size_t a = strlen(s), b = strlen(suffix);
     return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* Whether the n bytes at p are exactly one of the n_list topics. */
+static int topic_in(const char *const *list, int n_list, const void *p, size_t n) {
+    for (int k = 0; k < n_list; k++)
+        if (strlen(list[k]) == n && memcmp(list[k], p, n) == 0) return 1;
+    return 0;
+}
+
+/* Where an --atomic-frames node sends mask topic <ns>/<mask>: inside <ns>/frame. For a per-class
+ * <ns>/obstacle/<class> the namespace is one level up, so both <ns>/obstacle/frame and <ns>/frame.
+ * None for a JSON or frame topic (last part stats, obstacles, info or frame) or one without a '/'.
+ * As perception/subscribe.py's _frame_topics_of. Writes up to 2 into out; returns how many. */
+static int frame_topics_of(const char *topic, char out[2][MAX_TOPIC_BYTES + 8]) {
+    const char *name = topic_name(topic);
+    if (name == topic || name - 1 == topic || is_reserved(name, 4)) return 0;
+    size_t ns_len = (size_t)(name - 1 - topic);
+    int n = 0;
+    if (ns_len <= MAX_TOPIC_BYTES) snprintf(out[n++], MAX_TOPIC_BYTES + 8, "%.*s/frame", (int)ns_len, topic);
+    size_t group = ns_len; /* the namespace's last part: topic[group..ns_len) */
+    while (group > 0 && topic[group - 1] != '/') group--;
+    if (group > 1 && group - 1 <= MAX_TOPIC_BYTES && ns_len - group == strlen("obstacle") &&
+        strncmp(topic + group, "obstacle", strlen("obstacle")) == 0)
+        snprintf(out[n++], MAX_TOPIC_BYTES + 8, "%.*s/frame", (int)(group - 1), topic);
+    return n;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -921,9 +954,13 @@ static int handle_frame(const char *topic, const cJSON *h, zmq_msg_t *parts, int
                            (uint64_t)heads[i].width, masks[i]) < 0)
             goto done;
     }
+    /* With --topic, the frame topic itself asked for gives every mask; a frame subscribed to for
+     * asked-for mask topics (frame_topics_of) gives only those. */
+    int whole = o->n_topics == 0 || topic_in(o->topics, o->n_topics, topic, strlen(topic));
     for (i = 0; i < n; i++)
-        emit_mask(mask_line(topics[i], &heads[i], masks[i], pub_seq), masks[i], (uint64_t)heads[i].height * (uint64_t)heads[i].width,
-                  o->dump);
+        if (whole || topic_in(o->topics, o->n_topics, topics[i], strlen(topics[i])))
+            emit_mask(mask_line(topics[i], &heads[i], masks[i], pub_seq), masks[i],
+                      (uint64_t)heads[i].height * (uint64_t)heads[i].width, o->dump);
     rc = 0;
 done:
     for (i = 0; i < n; i++) {
@@ -1016,7 +1053,8 @@ static void usage(int code) {
             "                      [--idle S] [--dump FILE] [--max-mask-pixels N]\n"
             "  --endpoint E         node endpoint (default tcp://127.0.0.1:5556)\n"
             "  --namespace NS       subscribe to NS/ (default perception/front)\n"
-            "  --topic T            subscribe to topic T exactly (repeatable; instead of --namespace)\n"
+            "  --topic T            subscribe to topic T exactly (repeatable; instead of --namespace); a mask\n"
+            "                       topic NS/M is also taken out of atomic frames on NS/frame\n"
             "  --count N            stop after N masks\n"
             "  --duration S         stop after S seconds\n"
             "  --idle S             stop once nothing has arrived for S seconds after a message\n"
@@ -1057,7 +1095,7 @@ static const char *name_arg(const char *flag, const char *text) {
 }
 
 int main(int argc, char **argv) {
-    options_t o = {"tcp://127.0.0.1:5556", NULL, {0}, 0, 0, 0, 0, 4096ull * 4096ull, NULL};
+    options_t o = {"tcp://127.0.0.1:5556", NULL, {0}, 0, {0}, 0, 0, 0, 0, 4096ull * 4096ull, NULL};
     const char *dump_path = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -1100,7 +1138,23 @@ int main(int argc, char **argv) {
         snprintf(prefix, sizeof prefix, "%s%s", ns, ends_with(ns, "/") ? "" : "/");
         zmq_setsockopt(sock, ZMQ_SUBSCRIBE, prefix, strlen(prefix));
     }
-    for (int i = 0; i < o.n_topics; i++) zmq_setsockopt(sock, ZMQ_SUBSCRIBE, o.topics[i], strlen(o.topics[i]));
+    for (int i = 0; i < o.n_topics; i++) {
+        zmq_setsockopt(sock, ZMQ_SUBSCRIBE, o.topics[i], strlen(o.topics[i]));
+        /* An --atomic-frames node sends mask topic <ns>/<mask> only inside <ns>/frame: subscribe to
+         * that too (handle_frame keeps the asked-for masks of each frame). */
+        char found[2][MAX_TOPIC_BYTES + 8];
+        for (int k = 0, n_found = frame_topics_of(o.topics[i], found); k < n_found; k++) {
+            if (topic_in(o.topics, o.n_topics, found[k], strlen(found[k])) ||
+                topic_in((const char *const *)o.frame_topics, o.n_frame_topics, found[k], strlen(found[k])))
+                continue;
+            if ((o.frame_topics[o.n_frame_topics] = strdup(found[k])) == NULL) {
+                fprintf(stderr, "perception_sub: error: out of memory\n");
+                return 2;
+            }
+            zmq_setsockopt(sock, ZMQ_SUBSCRIBE, found[k], strlen(found[k]));
+            o.n_frame_topics++;
+        }
+    }
     if (zmq_connect(sock, o.endpoint) != 0) {
         fprintf(stderr, "perception_sub: error: cannot connect to %s (%s)\n", o.endpoint, zmq_strerror(zmq_errno()));
         return 2;
@@ -1138,7 +1192,15 @@ int main(int argc, char **argv) {
             }
         }
         last = now_s();
-        if (too_many) {
+        /* Subscriptions match byte prefixes: with --topic, a longer topic that starts with an
+         * asked-for one (perception/front/lane2 for perception/front/lane) is dropped unread. */
+        int asked = n == 0 || o.n_topics == 0 ||
+                    topic_in(o.topics, o.n_topics, zmq_msg_data(&parts[0]), zmq_msg_size(&parts[0])) ||
+                    topic_in((const char *const *)o.frame_topics, o.n_frame_topics, zmq_msg_data(&parts[0]),
+                             zmq_msg_size(&parts[0]));
+        if (!asked) {
+            /* not asked for */
+        } else if (too_many) {
             fail("message has more than %d parts", MAX_PARTS);
             skip(NULL);
         } else if (n > 0) {
@@ -1148,6 +1210,7 @@ int main(int argc, char **argv) {
     }
     fprintf(stderr, "perception_sub: %ld masks, %ld JSON documents, %ld skipped\n", n_masks, n_json, n_skipped);
     if (o.dump) fclose(o.dump);
+    for (int i = 0; i < o.n_frame_topics; i++) free(o.frame_topics[i]);
     for (int i = 0; i < n_infos; i++)
         for (int k = 0; k < 256; k++) free(infos[i].names[k]);
     zmq_close(sock);

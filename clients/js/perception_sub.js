@@ -38,6 +38,10 @@
  *
  * Flags: --max-mask-pixels is a whole number in 1..268435456 (16384 x 16384), --count a whole
  * number, --namespace and --topic not empty; any other value is refused with one line, exit 2.
+ * --topic takes exact topics (a longer one sharing the prefix is dropped); a mask topic <ns>/<mask>
+ * also subscribes to <ns>/frame (a per-class <ns>/obstacle/<class> also to the frame topic one
+ * level up), where an --atomic-frames node sends it, and keeps only the asked-for masks of each
+ * frame; --topic <ns>/frame gives every mask of the frame.
  */
 "use strict";
 
@@ -238,6 +242,20 @@ function topicName(topic) {
   return topic.slice(topic.lastIndexOf("/") + 1);
 }
 
+// Where an --atomic-frames node sends mask topic <ns>/<mask>: inside <ns>/frame. For a per-class
+// <ns>/obstacle/<class> the namespace is one level up, so both <ns>/obstacle/frame and <ns>/frame.
+// None for a JSON or frame topic (last part stats, obstacles, info or frame) or one without a '/'.
+// As perception/subscribe.py's _frame_topics_of.
+function frameTopicsOf(topic) {
+  const cut = topic.lastIndexOf("/");
+  const ns = topic.slice(0, Math.max(cut, 0));
+  if (ns === "" || RESERVED_NAMES.includes(topic.slice(cut + 1))) return [];
+  const found = [`${ns}/frame`];
+  const up = ns.lastIndexOf("/");
+  if (up > 0 && ns.slice(up + 1) === "obstacle") found.push(`${ns.slice(0, up)}/frame`);
+  return found;
+}
+
 // Whether a JSON document may go on the topic: not on a mask topic (its last part drivable, lane,
 // obstacle or class_map, or a per-class <ns>/obstacle/<class>) nor on frame; any other name is open
 // (the publisher's publish_json takes any).
@@ -432,6 +450,12 @@ class Subscriber {
   constructor(options) {
     this.options = options;
     this.infos = new Map(); // <ns>/info topic -> {names: Map id -> name, unknownId}
+    // With --topic: the asked-for topics, and where an --atomic-frames node sends the asked-for mask
+    // topics (frameTopicsOf), subscribed to as well.
+    this.topics = new Set(options.topics || []);
+    this.frameTopics = new Set([...this.topics].flatMap(frameTopicsOf).filter((t) => !this.topics.has(t)));
+    // Both as keys of the topic's exact bytes (latin1 maps each byte to one character).
+    this.asked = new Set([...this.topics, ...this.frameTopics].map((t) => Buffer.from(t, "utf8").toString("latin1")));
     this.dumpOffset = 0;
     this.counts = { masks: 0, json: 0, skipped: 0 };
   }
@@ -556,7 +580,12 @@ class Subscriber {
       if (m.height * m.width > this.options.maxPixels) fail("frame mask over the limit (--max-mask-pixels)");
       return decodePayload(m.compression, parts[3 + 2 * i], m.height, m.width);
     });
-    heads.forEach((m, i) => this.emitMask(this.maskLine(ns + names[i], m, masks[i], pubSeq), masks[i]));
+    // With --topic, the frame topic itself asked for gives every mask; a frame subscribed to for
+    // asked-for mask topics (frameTopicsOf) gives only those.
+    const whole = this.topics.size === 0 || this.topics.has(topic);
+    heads.forEach((m, i) => {
+      if (whole || this.topics.has(ns + names[i])) this.emitMask(this.maskLine(ns + names[i], m, masks[i], pubSeq), masks[i]);
+    });
   }
 
   handleJson(topic, h, payload) {
@@ -569,6 +598,13 @@ class Subscriber {
     if (topicName(topic) === "info") this.readInfo(topic, doc, line);
     process.stdout.write(JSON.stringify(line) + "\n");
     this.counts.json++;
+  }
+
+  // Whether a received message is on a topic asked for: subscriptions match byte prefixes, so with
+  // --topic a longer topic that starts with an asked-for one (perception/front/lane2 for
+  // perception/front/lane) is dropped unread.
+  isAsked(parts) {
+    return this.asked.size === 0 || parts.length === 0 || this.asked.has(parts[0].toString("latin1"));
   }
 
   handle(parts) {
@@ -610,7 +646,8 @@ function usage(code) {
   (code ? process.stderr : process.stdout).write(
     "usage: perception_sub.js [--endpoint E] [--namespace NS | --topic T ...] [--count N] [--duration S]\n" +
     "                         [--idle S] [--dump FILE] [--max-mask-pixels N]\n" +
-    "  (the same options as the C subscriber, clients/c/perception_sub; --max-mask-pixels 1..268435456)\n");
+    "  (the same options as the C subscriber, clients/c/perception_sub; --max-mask-pixels 1..268435456;\n" +
+    "  --topic T is exact, and a mask topic NS/M is also taken out of atomic frames on NS/frame)\n");
   process.exit(code);
 }
 
@@ -673,7 +710,9 @@ async function main() {
   const maxMessageSize = Math.max(o.maxPixels + Math.floor(o.maxPixels / 64) + 64 * 1024, MAX_JSON_PAYLOAD_BYTES);
   const sock = new zmq.Subscriber({ linger: 0, reconnectInterval: 100, reconnectMaxInterval: 250, maxMessageSize,
     receiveTimeout: 100 });
-  if (o.topics.length) sock.subscribe(...o.topics);
+  // An --atomic-frames node sends mask topic <ns>/<mask> only inside <ns>/frame: subscribe to that
+  // too (handleFrame keeps the asked-for masks of each frame).
+  if (o.topics.length) sock.subscribe(...o.topics, ...sub.frameTopics);
   // Subscriptions match byte prefixes: the trailing / keeps perception/front2 out.
   else sock.subscribe(o.namespace.endsWith("/") ? o.namespace : o.namespace + "/");
   try {
@@ -701,7 +740,7 @@ async function main() {
       continue;
     }
     last = Date.now();
-    sub.handle(parts);
+    if (sub.isAsked(parts)) sub.handle(parts);
   }
   const { masks, json, skipped } = sub.counts;
   process.stderr.write(`perception_sub.js: ${masks} masks, ${json} JSON documents, ${skipped} skipped\n`);
