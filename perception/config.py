@@ -198,6 +198,9 @@ def hw_to_text(hw: tuple[int, int] | list[int]) -> str:
 #: config or launch file, far below what a few hundred bytes of nested aliases ("billion laughs")
 #: expand to, which would otherwise cost gigabytes and minutes in the checks and error messages.
 MAX_YAML_VALUES = 100_000
+#: The most text (characters of scalars) a YAML settings file may expand to through aliases: 5,000
+#: references to one 100 kB string printed a 500 MB launch plan.
+MAX_YAML_TEXT = 10_000_000
 
 
 def short(value: Any, limit: int = 70) -> str:
@@ -273,13 +276,16 @@ def parse_yaml(text: str, *, source: str) -> Any:
 
 def _check_tree(root: Any, source: str) -> None:
     """ConfigError when the parsed YAML node tree ``root`` has a mapping with a key given twice,
-    holds itself, or, its aliases expanded, holds more than ``MAX_YAML_VALUES`` values. Each node is
+    holds itself, or, its aliases expanded, holds more than ``MAX_YAML_VALUES`` values or
+    ``MAX_YAML_TEXT`` characters. Each node is
     visited once (memoised by id), so the check costs what the file's size does whatever the
     expansion; it runs before anything is built (and before merge keys copy their mappings)."""
     import yaml
 
     merge_tag = "tag:yaml.org,2002:merge"
     sizes: dict[int, int] = {}
+    text: dict[int, int] = {}  # characters of scalars, aliases expanded
+    text_read = 0
     open_nodes: set[int] = set()
     stack: list[tuple[Any, bool]] = [(root, False)]
 
@@ -296,15 +302,21 @@ def _check_tree(root: Any, source: str) -> None:
         if done:
             open_nodes.discard(key)
             sizes[key] = 1 + sum(sizes[id(c)] for c in children(node))
-            # More values than nodes seen so far: aliases repeat some (a long plain list costs what it is)
-            if sizes[key] > MAX_YAML_VALUES and sizes[key] > len(sizes):
+            text[key] = len(node.value) if isinstance(node, yaml.ScalarNode) else sum(text[id(c)] for c in children(node))
+            # More values than nodes seen so far, or more text than the file holds: aliases repeat
+            # some (a long plain list, or a long string used once, costs what it is).
+            if (sizes[key] > MAX_YAML_VALUES and sizes[key] > len(sizes)) or (
+                text[key] > MAX_YAML_TEXT and text[key] > text_read
+            ):
                 raise ConfigError(
-                    f"{source}: its aliases (*name) expand to more than {MAX_YAML_VALUES:,} values; "
-                    "write the values out or nest fewer aliases"
+                    f"{source}: its aliases (*name) expand to more than {MAX_YAML_VALUES:,} values or "
+                    f"{MAX_YAML_TEXT // 10**6} MB of text; write the values out or nest fewer aliases"
                 )
             continue
         if key in sizes:
             continue
+        if isinstance(node, yaml.ScalarNode):
+            text_read += len(node.value)  # each node once: the text the file itself holds
         if key in open_nodes:
             raise ConfigError(f"{source}: the value at line {node.start_mark.line + 1} holds itself through an alias; "
                               "remove the loop")

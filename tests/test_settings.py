@@ -503,8 +503,23 @@ def test_aliases_that_expand_to_millions_of_values_are_refused_at_once(where, tm
         argv = ["run", "--config", str(file), "--model", str(tmp_path / "nope.onnx")]
     code, err = _cli(argv, capsys)
     assert code == 2 and err.count("\n") == 1, err[:300]
-    assert err == (f"perception: error: {file}: its aliases (*name) expand to more than 100,000 values; "
-                   "write the values out or nest fewer aliases\n")
+    assert err == (f"perception: error: {file}: its aliases (*name) expand to more than 100,000 values or 10 MB "
+                   "of text; write the values out or nest fewer aliases\n")
+
+
+def test_aliases_of_one_long_string_are_bounded_by_text_and_long_values_by_the_command_line(tmp_path, capsys):
+    """5,000 references to one 100 kB string printed a 500 MB launch plan (1.5 GB, exit 0); one
+    200 kB parameter passed --check and then failed at start with an E2BIG traceback."""
+    long = "rtsp://127.0.0.1:1/" + "x" * 100_000
+    many = tmp_path / "many.yaml"
+    many.write_text("launch:\n  - node: {name: x, kind: pipeline, parameters: {source: {c0: &s \"" + long + "\", "
+                    + ", ".join(f"c{i}: *s" for i in range(1, 5000)) + "}}}\n")
+    code, err = _cli(["launch", str(many), "--check"], capsys)
+    assert code == 2 and "expand to more than 100,000 values or 10 MB of text" in err and len(err) < 300, err[:300]
+    one = tmp_path / "one.yaml"
+    one.write_text("launch:\n  - node: {name: x, kind: pipeline, parameters: {source: \"" + long + "x" * 100_000 + "\"}}\n")
+    code, err = _cli(["launch", str(one), "--check"], capsys)
+    assert code == 2 and "its parameters make a command line the system refuses" in err and len(err) < 400, err[:400]
 
 
 def test_anchors_aliases_and_merge_keys_in_small_files_keep_working(tmp_path):

@@ -154,6 +154,12 @@ def _load_file(path: Path, given: dict[str, Any], nodes: list[NodePlan], chain: 
     return values
 
 
+#: Linux's limit on one command-line argument (MAX_ARG_STRLEN, 32 pages of 4 KiB), and a share of
+#: its limit on all of them (ARG_MAX, 2 MiB by default, which the environment shares).
+MAX_ARG_BYTES = 128 * 1024
+MAX_ARGV_BYTES = 1024 * 1024
+
+
 def _resolve_node(entry: NodeEntry, path: Path) -> NodePlan:
     where = f"{path}: node {short(entry.name)}"
     if not _NAME_RE.match(entry.name):
@@ -162,6 +168,14 @@ def _resolve_node(entry: NodeEntry, path: Path) -> NodePlan:
         raise ConfigError(f"{where}: kind: {NODE_KINDS.unknown_message(entry.kind)}")
     kind = NODE_KINDS.get(entry.kind)
     argv = tuple(parameters_to_argv(kind.command, kind.config_class(), entry.parameters, where))
+    # Each node runs as its own process with these arguments: Linux refuses (E2BIG, at start, as a
+    # traceback) one argument over 128 KiB or all of them over its total limit.
+    longest = max((len(a.encode("utf-8", "surrogatepass")) for a in argv), default=0)
+    total = sum(len(a.encode("utf-8", "surrogatepass")) + 1 for a in argv)
+    if longest >= MAX_ARG_BYTES or total > MAX_ARGV_BYTES:
+        raise ConfigError(f"{where}: its parameters make a command line the system refuses (an argument of "
+                          f"{longest:,} bytes, {total:,} in all; at most {MAX_ARG_BYTES - 1:,} and {MAX_ARGV_BYTES:,}); "
+                          "shorten the values")
     return NodePlan(
         name=entry.name,
         kind=entry.kind,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from perception.config import cut
 from perception.flags import as_text
 from perception.registry import Registry
 
@@ -82,7 +83,8 @@ def format_plan(plan: LaunchPlan) -> str:
         required = ", required" if node.required else ""
         delay = f", starts after {node.delay_s:g} s" if node.delay_s else ""
         lines.append(f"  [{node.name}] {node.kind}: {policy}{required}{delay}")
-        lines.append(f"      perception {node.command} {' '.join(_quote(a) for a in node.argv)}".rstrip())
+        # Values are cut short in the printout (a 100 kB value would fill the terminal); the node gets them whole.
+        lines.append(f"      perception {node.command} {' '.join(_quote(cut(a, 200)) for a in node.argv)}".rstrip())
     return "\n".join(lines)
 
 
