@@ -299,5 +299,6 @@ def check_batch_memory(cases: list[Case], per_image: dict[tuple, int], available
            else "not even a batch of 1 fits; close other programs or measure fewer configurations at once")
     raise ConfigError(
         f"--batch {largest} needs about {need / 2**30:.1f} GiB of memory (about {per / 2**20:.0f} MiB per image, "
-        f"measured on a batch of 1) and {available / 2**30:.1f} GiB is available; {fix}"
+        f"measured on a batch of 1), more than the {MEMORY_SHARE:.0%} of the {available / 2**30:.1f} GiB available "
+        f"that a bench plans to use; {fix}"
     )

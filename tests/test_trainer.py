@@ -117,6 +117,8 @@ def test_config_rejects_unknown_keys_and_parses_overrides():
         "lr": 0.1,
         "loss": "ohem",
     }
+    with pytest.raises(ConfigError, match="--set steps is given twice; keep one"):
+        parse_overrides(["steps=1", "lr=0.1", "steps=2"])  # the last one silently won
 
 
 def test_few_steps_lower_the_loss(data_spec, tmp_path):

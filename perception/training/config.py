@@ -183,6 +183,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {short(item)}: expected key=value, e.g. --set lr=0.01")
+        if key.strip() in out:  # as a key given twice in a YAML file, or a --task given twice
+            raise ConfigError(f"--set {cut(key.strip())} is given twice; keep one")
         # the settings files' reader: a few bytes of nested aliases must not expand to gigabytes
         out[key.strip()] = parse_yaml(value, source=f"--set {cut(item)}") if value.strip() else ""
     return out
