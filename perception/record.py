@@ -85,6 +85,8 @@ class RecordSummary:
     #: Where it subscribed, and the flag that chose the topics (for the hint when nothing came).
     endpoint: str = ""
     what_flag: str = "--namespace"
+    #: Whether it subscribed with CURVE keys (the hint names them otherwise).
+    curve: bool = False
 
     @property
     def messages(self) -> int:
@@ -104,7 +106,8 @@ class RecordSummary:
         elif self.messages == 0:
             # Nothing arrived at all (not even a bad message): the hint 'perception listen' gives.
             lines.append(f"no messages received from {self.endpoint or 'the endpoint'}; is the node running? "
-                         f"check --endpoint / {self.what_flag}")
+                         f"check --endpoint / {self.what_flag}"
+                         + ("" if self.curve else " (a node with --curve-secret-key needs --curve-server-key and --curve-key)"))
         return "\n".join(lines)
 
 
@@ -161,7 +164,7 @@ class Recorder:
         return RecordSummary(
             path=self.config.out, seconds=time.monotonic() - t0, counts=self._writer.counts, skipped=self.skipped(),
             files=list(self._writer.paths), endpoint=self.config.endpoint,
-            what_flag="--namespace" if self.config.namespace else "--topic",
+            what_flag="--namespace" if self.config.namespace else "--topic", curve=bool(self.config.curve_server_key),
         )
 
     def _write(self, msg) -> None:

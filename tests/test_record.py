@@ -361,7 +361,8 @@ def test_record_that_receives_nothing_says_where_it_listened(tmp_path, capsys):
         assert main(["record", *what, "--endpoint", endpoint, "--out", str(out), "--duration", "0.2"]) == 0
         printed = capsys.readouterr().out
         assert "recorded 0 messages" in printed
-        assert f"no messages received from {endpoint}; is the node running? check --endpoint / {flag}" in printed
+        assert (f"no messages received from {endpoint}; is the node running? check --endpoint / {flag} "
+                "(a node with --curve-secret-key needs --curve-server-key and --curve-key)") in printed
 
 
 def test_replay_shortens_a_huge_gap_between_recorded_times(tmp_path, caplog):

@@ -196,6 +196,8 @@ def _nothing_hint(config: ListenConfig) -> str:
     if config.curve_server_key:
         hint += (" and the CURVE keys (--curve-server-key must be that node's public .key, and its "
                  "--curve-allow folder must hold this client's public key)")
+    else:  # a CURVE node refuses a plain client without a word to it
+        hint += " (a node with --curve-secret-key needs --curve-server-key and --curve-key)"
     return hint
 
 
