@@ -327,15 +327,18 @@ def config_from_flags(cls: type[C], args: argparse.Namespace, *, source: str, co
                  and re.search(rf"\b{f.field.metadata.get('listed') or f.name}[=:]", str(exc))]
         if not named:
             raise
-        flag = named[0]
-        typed_value = vars(args).get(flag.name)
-        if flag.shape == "switch":
-            typed = flag.option
-        elif flag.shape == "commas":
-            typed = cut(" ".join(f"{flag.option} {text}" for text in typed_value))
-        else:
-            typed = cut(f"{flag.option} {as_text(typed_value)}")
+        # Every flag the message names (width=16 height=16384 ...: both), each as it was typed.
+        typed = ", ".join(_as_typed(flag, vars(args).get(flag.name)) for flag in named)
         raise ConfigError(f"{exc} ({typed})") from None
+
+
+def _as_typed(flag: Any, typed_value: Any) -> str:
+    """A flag and its value as the user typed it, cut short."""
+    if flag.shape == "switch":
+        return flag.option
+    if flag.shape == "commas":
+        return cut(" ".join(f"{flag.option} {text}" for text in typed_value))
+    return cut(f"{flag.option} {as_text(typed_value)}")
 
 
 def flags_for(cls: type, parameters: dict[str, Any], *, where: str) -> list[str]:

@@ -608,6 +608,8 @@ def test_the_synthetic_cameras_size_range_is_in_the_help_and_checked_before_any_
         code, err = _cli(argv, capsys)
         assert code == 2 and err.count("\n") == 1, err
         assert "is outside the synthetic camera's range (width 64..1920, height 48..1080)" in err, err
+        if "16384" in argv:
+            assert err.rstrip().endswith("(--width 16, --height 16384)"), err  # every flag the message names
     # a camera may be asked for sizes the synthetic world does not draw
     assert load_config(RunConfig, {"source": "/dev/video0", "width": 37, "height": 53}, source="x").source_options.width == 37
     file = tmp_path / "node.yaml"
