@@ -31,6 +31,8 @@ from perception.options import EngineName, EngineOptions, PublishOptions, Source
 
 #: The shipped default model (``make default-model`` writes it).
 DEFAULT_MODEL = Path(__file__).resolve().parent / "assets" / "default.onnx"
+#: Most cameras one node batches into its engine (a source list of 5,000 started and hung).
+MAX_CAMERAS = 16
 
 # ``NAME=SOURCE``: a camera name in front of a source. The name part holds only ROS 2 name
 # characters, so GStreamer pipelines (``v4l2src device=...``: a space before the '=') and URLs with
@@ -126,6 +128,9 @@ class RunConfig:
             items = [(*split_camera_source(text), text) for text in self.source]
         if not items:
             raise ValueError("source is empty; pass e.g. --source /dev/video0, a video file or synthetic")
+        if len(items) > MAX_CAMERAS:  # each camera is a capture thread and a share of every batch
+            raise ValueError(f"source names {len(items)} cameras; one node batches at most {MAX_CAMERAS}: "
+                             "run several nodes (a launch file), each with some of them")
         cameras: list[CameraSource] = []
         for name, spec, text in items:
             if not spec.strip():

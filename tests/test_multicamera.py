@@ -326,6 +326,14 @@ def test_camera_name_beside_a_named_source_is_an_error():
         load_config(RunConfig, {"source": "rear=clip.mp4", "camera_name": "left"}, source="test")
 
 
+def test_more_cameras_than_a_node_batches_are_refused_at_start():
+    """A --config listing 5,000 sources started that many capture threads and hung."""
+    sources = {f"c{i}": "synthetic" for i in range(17)}
+    with pytest.raises(ConfigError, match="source names 17 cameras; one node batches at most 16: run several nodes"):
+        load_config(RunConfig, {"source": sources}, source="test")
+    assert len(load_config(RunConfig, {"source": dict(list(sources.items())[:16])}, source="test").cameras) == 16
+
+
 def test_a_launch_node_with_several_cameras(tmp_path):
     launch = tmp_path / "cams.yaml"
     launch.write_text(
