@@ -72,23 +72,36 @@ time.sleep(30)  # a stop that never finishes
 """
 
 
-def _stuck(grace_s: float, where: str = "python"):
+@pytest.fixture
+def stuck():
+    """Start a process whose stop never finishes; killed at the end whatever the test found (a
+    process left spinning in its C call would slow every later test)."""
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-c", _STUCK, str(grace_s), where], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"
-    return proc
+    started = []
+
+    def start(grace_s: float, where: str = "python") -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", _STUCK, str(grace_s), where], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        started.append(proc)
+        assert proc.stdout.readline().strip() == "ready"
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
 
 
 @pytest.mark.parametrize("where", ["python", "c-call"])
-def test_a_stop_that_does_not_finish_in_its_grace_time_ends_the_process(where):
+def test_a_stop_that_does_not_finish_in_its_grace_time_ends_the_process(where, stuck):
     """A node whose launcher was killed outright gets one SIGTERM (pdeathsig); if its stop hangs,
     it must not linger holding its port: after the grace time it exits, status 143, one line. Also
     while the main thread is inside one long C call (a stream that never answers), where no Python
     handler can run."""
-    proc = _stuck(grace_s=0.5, where=where)
+    proc = stuck(grace_s=0.5, where=where)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 128 + signal.SIGTERM
@@ -96,8 +109,8 @@ def test_a_stop_that_does_not_finish_in_its_grace_time_ends_the_process(where):
 
 
 @pytest.mark.parametrize("where", ["python", "c-call"])
-def test_a_second_signal_while_stopping_ends_the_process_at_once(where):
-    proc = _stuck(grace_s=60, where=where)
+def test_a_second_signal_while_stopping_ends_the_process_at_once(where, stuck):
+    proc = stuck(grace_s=60, where=where)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
