@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from perception.config import hw_from_text, hw_to_text, setting
+from perception.contracts import MAX_MODEL_INPUT_SIDE
 from perception.errors import ConfigError, DependencyError, ModelError
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,6 @@ log = logging.getLogger(__name__)
 
 class ExportGateError(ModelError):
     """An exported model failed a verification gate."""
-
-
-#: Largest model input side: 4K camera frames fit; beyond it tracing only exhausts memory.
-MAX_INPUT_SIDE = 4096
 
 
 def logit_adjust_from_text(text: str) -> float | str:
@@ -99,9 +96,9 @@ class ExportConfig:
     def __post_init__(self) -> None:
         if self.input_hw is not None and min(self.input_hw) <= 0:
             raise ValueError(f"input size {self.input_hw} must be positive")
-        if self.input_hw is not None and max(self.input_hw) > MAX_INPUT_SIDE:
+        if self.input_hw is not None and max(self.input_hw) > MAX_MODEL_INPUT_SIDE:
             raise ValueError(
-                f"input size {self.input_hw[0]}x{self.input_hw[1]} is too large; at most {MAX_INPUT_SIDE} per side"
+                f"input size {self.input_hw[0]}x{self.input_hw[1]} is too large; at most {MAX_MODEL_INPUT_SIDE} per side"
             )
         if self.out.suffix != ".onnx":
             raise ValueError(f"--out {self.out} must end in .onnx")

@@ -524,6 +524,10 @@ MAX_MASK_SIDE = 16384
 #: allocated: 4096 x 4096 covers 4K UHD masks twice over and caps one decoded mask at 16 MiB.
 #: Readers take a ``max_mask_pixels`` argument (``perception listen --max-mask-pixels``) to change it.
 MAX_MASK_PIXELS = 4096 * 4096
+#: A model's input side (training ``--size``/``crop_hw``, ``export --size``): 4K camera frames fit
+#: above, and beyond it training and tracing only exhaust memory; the node takes models of at most
+#: MAX_MASK_PIXELS input pixels.
+MIN_MODEL_INPUT_SIDE, MAX_MODEL_INPUT_SIDE = 16, 4096
 
 
 @dataclass(frozen=True)

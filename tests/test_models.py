@@ -288,6 +288,15 @@ def test_complexity_counts_params_and_flops():
         measure_complexity(_build("bisenetv2"), (60, 96))
 
 
+def test_the_complexity_table_lists_every_registered_model():
+    # The README says `python -m perception.models.complexity` prints every variant; a new model
+    # registered without a row would be missing from it (litefpn was, until a README audit).
+    from perception.models import model_names
+    from perception.models.complexity import VARIANTS
+
+    assert set(model_names()) <= {name for _label, name, _kwargs in VARIANTS}
+
+
 # The registered models themselves go through the exporter, with its ORT-vs-PyTorch logit gate, in
 # test_export.py (test_every_model_exports_and_passes_gate); exporting them here too cost 40 s of
 # the suite for nothing that test does not check.

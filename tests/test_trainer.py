@@ -324,6 +324,42 @@ def test_train_cli_rejects_a_bad_config_in_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith(f"perception: error: {bad}: unknown key 'learning_rate'")
 
 
+def test_running_out_of_memory_ends_training_in_one_line_naming_the_settings(data_spec, tmp_path, monkeypatch, capsys):
+    import perception.training.fit as fit_module
+    from perception import cli
+
+    real_step = fit_module.step
+
+    def step_until_memory_runs_out(run, images, labels):
+        if run.step == 2:  # torch's CPU allocator, word for word
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+                               "memory: you tried to allocate 2147483648 bytes. Error code 12 (Cannot allocate memory)")
+        return real_step(run, images, labels)
+
+    monkeypatch.setattr(fit_module, "step", step_until_memory_runs_out)
+    out = tmp_path / "run"
+    code = cli.main(["train", "--model", "segnet_basic", "--data", data_spec, "--size", "32x48", "--batch-size", "2",
+                     "--steps", "4", "--workers", "0", "--device", "cpu", "--out", str(out),
+                     "--set", "val_every=1", "--set", "progress=false", "--set", "torch_threads=1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1] == (
+        "perception: error: training ran out of memory at step 2 (--size 32x48, --batch-size 2, --workers 0, "
+        f"device cpu); lower --batch-size or --size, or train on crops (--set crop_hw=[H,W]); {out / 'last.pt'} "
+        "holds step 2: continue from it with --resume and smaller settings"
+    )
+    assert load_checkpoint(out / "last.pt").step == 2  # what was trained is kept
+
+    def other_failure(run, images, labels):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")  # a bug, not memory: not hidden
+
+    monkeypatch.setattr(fit_module, "step", other_failure)
+    with pytest.raises(RuntimeError, match="shapes"):
+        cli.main(["train", "--model", "segnet_basic", "--data", data_spec, "--size", "32x48", "--batch-size", "2",
+                  "--steps", "1", "--workers", "0", "--device", "cpu", "--out", str(tmp_path / "bug"),
+                  "--set", "progress=false"])
+
+
 def _argmax_onnx(path: Path, input_hw: tuple[int, int]) -> None:
     """An exported-model stand-in: class id = argmax over the B, G, R channels, with real metadata."""
     import onnx

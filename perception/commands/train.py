@@ -1,7 +1,7 @@
 """``perception train``: train a segmentation model from a YAML config and/or flags.
 
     perception train --config configs/camvid_bisenetv2.yaml --out runs/camvid_bisenetv2
-    perception train --model bisenetv2 --data synthetic --size 360x480 --steps 2000 --out runs/syn
+    perception train --model bisenetv2 --data synthetic --size 352x480 --steps 2000 --out runs/syn
     perception train --config configs/camvid_litefpn_cpu.yaml --pretrained ~/weights/lite0.pth
     perception train --resume runs/syn/last.pt            # continue exactly where it stopped
     torchrun --nproc_per_node 2 -m perception train --config ...   # DDP

@@ -57,8 +57,12 @@ VARIANTS: tuple[tuple[str, str, dict], ...] = (
     ("bisenetv1", "bisenetv1", {}),
     ("bisenetv2", "bisenetv2", {"width": 1.0}),
     ("bisenetv2 w0.5", "bisenetv2", {"width": 0.5}),
+    ("bisenetv2 light", "bisenetv2", {"width": 0.5, "head_channels": 128}),
     ("pspnet r18", "pspnet", {"backbone": "resnet18"}),
     ("pspnet r50", "pspnet", {"backbone": "resnet50"}),
+    ("litefpn lite0", "litefpn", {"encoder": "efficientnet_lite0"}),
+    ("litefpn lite0 os2", "litefpn", {"encoder": "efficientnet_lite0", "output_stride": 2}),
+    ("litefpn mnv3", "litefpn", {"encoder": "mobilenet_v3_large"}),
 )
 
 
@@ -74,15 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-hw", type=_parse_hw, default=(352, 480), help="H x W, default 352x480")
     parser.add_argument("--num-classes", type=int, default=11)
     args = parser.parse_args(argv)
-    print(f"{'model':<16}{'params (M)':>12}{'GFLOPs':>10}  input {args.input_hw[0]}x{args.input_hw[1]}")
+    print(f"{'model':<18}{'params (M)':>12}{'GFLOPs':>10}  input {args.input_hw[0]}x{args.input_hw[1]}")
     for label, name, kwargs in VARIANTS:
         model = build_model(name, num_classes=args.num_classes, aux=False, **kwargs)
         try:
             cost = measure_complexity(model, args.input_hw)
         except ConfigError as exc:
-            print(f"{label:<16}  skipped: {exc}")
+            print(f"{label:<18}  skipped: {exc}")
             continue
-        print(f"{label:<16}{cost.params_m:>12.2f}{cost.flops / 1e9:>10.2f}")
+        print(f"{label:<18}{cost.params_m:>12.2f}{cost.flops / 1e9:>10.2f}")
     return 0
 
 

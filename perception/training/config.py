@@ -23,6 +23,7 @@ from perception.config import (
     setting,
     short,
 )
+from perception.contracts import MAX_MODEL_INPUT_SIDE, MIN_MODEL_INPUT_SIDE
 from perception.errors import ConfigError
 
 
@@ -67,8 +68,10 @@ class TrainConfig:
     #: ``mix_data`` class name -> ``data`` class name; classes left out are ignored in the loss.
     mix_classes: dict[str, str] = field(default_factory=dict)
     #: Training crop and model input size (height, width); validation images are resized to it.
-    input_hw: tuple[int, int] = setting((360, 480), flag="--size", metavar="HxW", from_text=hw_from_text,
-                                        to_text=hw_to_text, help="training/model input size")
+    input_hw: tuple[int, int] = setting((352, 480), flag="--size", metavar="HxW", from_text=hw_from_text,
+                                        to_text=hw_to_text,
+                                        help="training/model input size, 16..4096 a side and a multiple of the "
+                                             "model's stride (32: bisenetv2, litefpn)")
     #: Training crop (height, width), cut after scale jitter relative to ``input_hw``; empty means
     #: ``input_hw``. Smaller crops train several times faster on a CPU and the fully convolutional
     #: model still runs at ``input_hw``.
@@ -153,10 +156,11 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if min(self.input_hw) < 8:
-            raise ValueError(f"input_hw={list(self.input_hw)} is too small (at least 8x8)")
-        if self.crop_hw is not None and min(self.crop_hw) < 8:
-            raise ValueError(f"crop_hw={list(self.crop_hw)} is too small (at least 8x8)")
+        for key, hw in (("input_hw", self.input_hw), ("crop_hw", self.crop_hw)):
+            if hw is not None and not (min(hw) >= MIN_MODEL_INPUT_SIDE and max(hw) <= MAX_MODEL_INPUT_SIDE):
+                flag = " (--size)" if key == "input_hw" else ""
+                raise ValueError(f"{key}={list(hw)}{flag} is out of range: each side "
+                                 f"{MIN_MODEL_INPUT_SIDE}..{MAX_MODEL_INPUT_SIDE}")
         lo, hi = self.scale_range
         if not 0 < lo <= hi:
             raise ValueError(f"scale_range={list(self.scale_range)} must satisfy 0 < low <= high")

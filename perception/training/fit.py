@@ -217,6 +217,33 @@ def stop_after_step_on_sigint(stop: threading.Event, *, enabled: bool) -> Iterat
         yield
 
 
+@contextlib.contextmanager
+def out_of_memory_as_error(run: Run, run_dir: Path) -> Iterator[None]:
+    """Turn running out of memory in training or validation into one line that names the settings
+    to lower (torch raises a RuntimeError with the allocator's message, or CUDA's OutOfMemoryError;
+    a DataLoader worker the kernel killed for memory surfaces as a RuntimeError in the main process)."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as exc:
+        text = str(exc)
+        if isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower():
+            what = "ran out of memory"
+        elif "DataLoader worker" in text and ("exited unexpectedly" in text or "killed by signal: Killed" in text):
+            what = "lost a data-loading worker (the kernel kills one that runs out of memory)"
+        else:
+            raise
+        config = run.config
+        crop = f", crop {config.crop_hw[0]}x{config.crop_hw[1]}" if config.crop_hw else ""
+        saved = run.last_metrics.get("step")
+        kept = (f"; {run_dir / 'last.pt'} holds step {saved}: continue from it with --resume and smaller settings"
+                if saved else "")
+        raise ConfigError(
+            f"training {what} at step {run.step} (--size {config.input_hw[0]}x{config.input_hw[1]}{crop}, "
+            f"--batch-size {config.batch_size}, --workers {config.workers}, device {run.device}); "
+            f"lower --batch-size or --size, or train on crops (--set crop_hw=[H,W]){kept}"
+        ) from None
+
+
 def make_run_dir(path: Path) -> Path:
     """Create the run directory before any data or model is built; ConfigError when it cannot be."""
     try:
@@ -253,7 +280,7 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, A
                 runlog.truncate_after(run.step)
             log.info("resumed from %s at step %d", resume, run.step)
         stop = threading.Event()
-        with stop_after_step_on_sigint(stop, enabled=info.world_size == 1):
+        with stop_after_step_on_sigint(stop, enabled=info.world_size == 1), out_of_memory_as_error(run, run_dir):
             train_steps(run, data, until_step=run.total_steps, run_dir=run_dir, runlog=runlog, stop=stop)
         if stop.is_set() and run.step < run.total_steps:
             last = save_run_checkpoint(run, data, run_dir / "last.pt")
@@ -263,7 +290,8 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, A
             )
             raise KeyboardInterrupt
         if run.last_metrics.get("step") != run.step:
-            validate_and_checkpoint(run, data, run_dir, runlog)
+            with out_of_memory_as_error(run, run_dir):
+                validate_and_checkpoint(run, data, run_dir, runlog)
         return {**run.last_metrics, "run_dir": str(run_dir)}
     finally:
         cleanup_distributed(info)
