@@ -288,6 +288,15 @@ def test_complexity_counts_params_and_flops():
         measure_complexity(_build("bisenetv2"), (60, 96))
 
 
+def test_the_default_training_size_fits_every_model():
+    # `perception train` with no --size used 360x480, which the default model (a multiple of 32) refused.
+    from perception.training.config import TrainConfig
+
+    default = TrainConfig()
+    for variant in VARIANTS:
+        _build(variant).check_input_size(*default.input_hw)
+
+
 def test_the_complexity_table_lists_every_registered_model():
     # The README says `python -m perception.models.complexity` prints every variant; a new model
     # registered without a row would be missing from it (litefpn was, until a README audit).
