@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from perception.config import hw_from_text, hw_to_text, setting
-from perception.contracts import MAX_MODEL_INPUT_SIDE
+from perception.contracts import MAX_MODEL_INPUT_SIDE, MIN_MODEL_INPUT_SIDE
 from perception.errors import ConfigError, DependencyError, ModelError
 
 log = logging.getLogger(__name__)
@@ -94,12 +94,11 @@ class ExportConfig:
         return "int8" if self.int8 else "fp16" if self.fp16 else "fp32"
 
     def __post_init__(self) -> None:
-        if self.input_hw is not None and min(self.input_hw) <= 0:
-            raise ValueError(f"input size {self.input_hw} must be positive")
-        if self.input_hw is not None and max(self.input_hw) > MAX_MODEL_INPUT_SIDE:
-            raise ValueError(
-                f"input size {self.input_hw[0]}x{self.input_hw[1]} is too large; at most {MAX_MODEL_INPUT_SIDE} per side"
-            )
+        if self.input_hw is not None and not (
+            min(self.input_hw) >= MIN_MODEL_INPUT_SIDE and max(self.input_hw) <= MAX_MODEL_INPUT_SIDE
+        ):
+            raise ValueError(f"input size {self.input_hw[0]}x{self.input_hw[1]} is out of range: each side "
+                             f"{MIN_MODEL_INPUT_SIDE}..{MAX_MODEL_INPUT_SIDE}")
         if self.out.suffix != ".onnx":
             raise ValueError(f"--out {self.out} must end in .onnx")
         if (self.unknown_threshold is not None or self.unknown_data) and not self.confidence:
