@@ -103,7 +103,7 @@ SYNTH_AC  := synthetic:count=100,seed=1,size=360x640
 REAL_ROAD_TASKS := --tasks drivable,obstacle,sky --task sky=sky --data-task sky=Sky \
 	--task obstacle=car,pedestrian,cyclist --data-task obstacle=Car,Pedestrian,Bicyclist
 default-model: $(STAMP_DEV)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/perception train --config configs/synthetic_default_cpu.yaml --out runs/synthetic_default
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/perception train --config configs/synthetic_default_cpu.yaml --out runs/synthetic_default --overwrite
 	$(BIN)/perception export --checkpoint runs/synthetic_default/best.pt --out $(DEFAULT_MODEL) --size 288x480 \
 		--confidence --dynamic-batch --verify-data $(SYNTH_VAL)
 	@# --ac-max-drop 0.1: at the default 0.4 the accuracy control kept every layer 8-bit and the file
@@ -123,7 +123,7 @@ default-model: $(STAMP_DEV)
 # the FP32 model and its evaluations stand alone. CamVid's licence forbids shipping weights trained on it, so
 # everything stays under runs/ and out/.
 camvid-model: $(STAMP_DEV)
-	OMP_WAIT_POLICY=PASSIVE $(BIN)/perception train --config configs/camvid_litefpn_cpu.yaml --set data=camvid:$(CAMVID) --out runs/camvid_litefpn
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/perception train --config configs/camvid_litefpn_cpu.yaml --set data=camvid:$(CAMVID) --out runs/camvid_litefpn --overwrite
 	$(BIN)/perception export --checkpoint runs/camvid_litefpn/last.pt --out out/camvid/litefpn.onnx --logit-adjust auto \
 		--verify-data camvid:$(CAMVID)
 	$(BIN)/python -m perception.export.quantize out/camvid/litefpn.onnx --calib camvid:$(CAMVID) --val-data camvid:$(CAMVID) \

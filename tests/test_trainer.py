@@ -525,3 +525,109 @@ def test_mixed_in_data_names_a_class_neither_table_has(data_spec, tmp_path):
         make_config(data_spec, tmp_path / "d", mix_data=mix, mix_share=0.3)
     with pytest.raises(ConfigError, match="needs mix_share > 0"):
         make_config(data_spec, tmp_path / "e", mix_data=mix, mix_classes=SYNTH_TO_TABLE)
+
+
+def _train(data_spec: str, out: Path, *extra: str) -> int:
+    from perception import cli
+
+    return cli.main(["train", "--model", "segnet_basic", "--data", data_spec, "--size", "32x48", "--batch-size", "2",
+                     "--workers", "0", "--device", "cpu", "--out", str(out), "--set", "progress=false",
+                     "--set", "torch_threads=1", *extra])
+
+
+class _RunsCode:
+    """A pickle that would create a file when unpickled: what a hostile .pt does with os.system."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(tmp_path):
+    from perception.errors import ModelError
+
+    marker = tmp_path / "ran"
+    hostile = tmp_path / "hostile.pt"
+    torch.save({"format": 1, "model_name": _RunsCode(marker)}, hostile)
+    with pytest.raises(ModelError, match=r"holds a Python object \(io.open\) .* it was not loaded"):
+        load_checkpoint(hostile)
+    assert not marker.exists()
+
+
+def test_a_new_run_does_not_replace_another_in_its_out(data_spec, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(data_spec, out, "--steps", "2") == 0
+    first = (out / "best.pt").read_bytes()
+    assert _train(data_spec, out, "--steps", "1") == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"perception: error: {out} already holds a run (last.pt, best.pt, metrics.jsonl); continue it with "
+        f"--resume {out / 'last.pt'}, choose another --out, or replace it with --overwrite"
+    )
+    assert (out / "best.pt").read_bytes() == first
+    assert _train(data_spec, out, "--steps", "3", "--resume", str(out / "last.pt")) == 0  # continuing it is fine
+    assert load_checkpoint(out / "last.pt").step == 3
+    assert _train(data_spec, out, "--steps", "1", "--overwrite") == 0
+    assert load_checkpoint(out / "last.pt").step == 1
+    steps = [json_line["step"] for json_line in RunLog(out).records()]
+    assert steps and max(steps) == 1  # the replaced run's log went with it
+
+
+def test_resume_refusals_name_the_fix(data_spec, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(data_spec, out, "--steps", "2") == 0
+    last = out / "last.pt"
+    cases = {
+        ("--steps", "2"): f"checkpoint {last} is at step 2, already at this run's 2 steps; raise --steps",
+        ("--steps", "4", "--set", "optimizer=sgd"): "was trained with optimizer 'adamw', this run uses 'sgd'; "
+                                                     "resume with --set optimizer=adamw",
+    }
+    for extra, message in cases.items():
+        before = (out / "config.yaml").read_text()
+        assert _train(data_spec, out, "--resume", str(last), *extra) == 2
+        assert message in capsys.readouterr().err
+        assert (out / "config.yaml").read_text() == before  # a refused resume writes nothing into the run
+    doc = torch.load(last, weights_only=True)
+    doc["train_state"]["rng"] = {"python": 1, "numpy": 2, "torch": 3}
+    torch.save(doc, tmp_path / "damaged.pt")
+    assert _train(data_spec, tmp_path / "other", "--steps", "4", "--resume", str(tmp_path / "damaged.pt")) == 2
+    assert "holds a damaged training state (TypeError" in capsys.readouterr().err
+    doc = torch.load(last, weights_only=True)
+    doc["mean"] = [0.5, 0.5]
+    torch.save(doc, tmp_path / "mean.pt")
+    with pytest.raises(Exception, match=r"mean \[0.5, 0.5\] is not three finite numbers"):
+        load_checkpoint(tmp_path / "mean.pt")
+
+
+def test_labels_that_are_all_void_are_named_as_the_cause(tmp_path, capsys):
+    root = write_scenes(tmp_path / "void" / "train", 4)
+    write_scenes(tmp_path / "void" / "val", 2, seed=1)
+    good = f"folder:{tmp_path / 'void'}"
+    for label in sorted((root / "labels").glob("*.png")):
+        cv2.imwrite(str(label), np.full((48, 64), 255, np.uint8))
+    assert _train(good, tmp_path / "a", "--steps", "1") == 2
+    assert "every label pixel of the batch at step 0 is the ignore id 255: nothing to learn" in capsys.readouterr().err
+    for label in sorted((tmp_path / "void" / "val" / "labels").glob("*.png")):
+        cv2.imwrite(str(label), np.full((48, 64), 255, np.uint8))
+    write_scenes(tmp_path / "fine" / "train", 4)
+    assert _train(f"folder:{tmp_path / 'fine'}", tmp_path / "b", "--steps", "1",
+                  "--set", f"val_data=folder:{tmp_path / 'void'}") == 2
+    assert "has no labelled pixel: every label is the ignore id 255" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_the_last_validation_keeps_every_step(data_spec, tmp_path, monkeypatch):
+    import signal
+
+    import perception.training.fit as fit_module
+
+    real_evaluate = fit_module.evaluate
+
+    def interrupted_evaluate(run, data, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the last validation runs
+        return real_evaluate(run, data, **kwargs)
+
+    monkeypatch.setattr(fit_module, "evaluate", interrupted_evaluate)
+    out = tmp_path / "run"
+    assert _train(data_spec, out, "--steps", "3") == 0  # the validation finishes and the run completes
+    assert load_checkpoint(out / "last.pt").step == 3

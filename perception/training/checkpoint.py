@@ -7,7 +7,10 @@ the optimiser / scheduler / scaler / RNG state under ``train_state``.
 
 from __future__ import annotations
 
+import math
 import os
+import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,9 +79,21 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     if not path.is_file():
         raise ModelError(f"checkpoint {path} not found; pass the .pt file written by 'perception train'")
     try:
-        # weights_only=False: the file holds plain dicts, lists and tensors plus RNG state (numpy
-        # arrays), which the safe unpickler refuses. Only load checkpoints you trust.
-        doc = torch.load(path, map_location=map_location, weights_only=False)
+        # weights_only=True: torch's restricted unpickler builds tensors, containers and numbers and
+        # refuses any other object, so a hostile .pt cannot run code while it is read. Checkpoints of
+        # earlier releases hold numpy's RNG state as an array: the few numpy globals that rebuild one
+        # are allowed by name (numpy 1.x pickles say numpy.core, 2.x numpy._core).
+        with torch.serialization.safe_globals(_numpy_array_globals()):
+            doc = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = _refused_global(str(exc))
+        if refused is None:
+            raise ModelError(f"checkpoint {path} cannot be read ({_first_line(exc)}); it is truncated or not a .pt "
+                             "file written by 'perception train'") from None
+        raise ModelError(
+            f"checkpoint {path} holds a Python object ({refused}) that no checkpoint of 'perception train' "
+            "holds; it was not loaded, since unpickling it could run code: use a checkpoint you trained"
+        ) from None
     except Exception as exc:  # torch raises many types for a truncated or foreign file
         raise ModelError(
             f"checkpoint {path} cannot be read ({type(exc).__name__}); it is truncated or not a .pt file "
@@ -90,7 +105,7 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
             "pass a file written by 'perception train'"
         )
     try:
-        return Checkpoint(
+        ckpt = Checkpoint(
             model_name=doc["model_name"],
             model_kwargs=dict(doc["model_kwargs"]),
             class_table=ClassTable.from_dict(doc["class_table"]),
@@ -105,8 +120,61 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
             epoch=int(doc.get("epoch", 0)),
             train_state=doc.get("train_state"),
         )
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
         raise ModelError(f"checkpoint {path} is incomplete ({exc}); it cannot be used") from None
+    problem = _checkpoint_problem(ckpt)
+    if problem:
+        raise ModelError(f"checkpoint {path} is damaged: {problem}; it cannot be used")
+    return ckpt
+
+
+def _checkpoint_problem(ckpt: Checkpoint) -> str | None:
+    """What is wrong with the numbers of a readable checkpoint, or None."""
+    if ckpt.step < 0 or ckpt.epoch < 0:
+        return f"step {ckpt.step} / epoch {ckpt.epoch} is negative"
+    if min(ckpt.input_hw) <= 0:
+        return f"input_hw {list(ckpt.input_hw)} is not a size"
+    for name, values in (("mean", ckpt.mean), ("std", ckpt.std)):
+        if len(values) != 3 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            return f"{name} {list(values)[:4]} is not three finite numbers (R, G, B)"
+    if min(ckpt.std) <= 0:
+        return f"std {list(ckpt.std)} is not positive"
+    if not isinstance(ckpt.state_dict, dict):
+        return "its weights (state_dict) are not a mapping of tensors"
+    if ckpt.train_state is not None and not isinstance(ckpt.train_state, dict):
+        return "its training state is not a mapping"
+    return None
+
+
+def _numpy_array_globals() -> list[Any]:
+    """What rebuilds a numpy array in a pickle (for the RNG state of older checkpoints), under the
+    names numpy 2.x and 1.x write."""
+    import numpy as np
+    from numpy._core.multiarray import _reconstruct
+
+    allowed: list[Any] = [np.ndarray, np.dtype, _reconstruct, (_reconstruct, "numpy.core.multiarray._reconstruct")]
+    allowed += [type(np.dtype(t)) for t in (np.uint32, np.int64, np.float64)]
+    return allowed
+
+
+_REFUSED = re.compile(r"(?:unsupported GLOBAL|Unsupported global: GLOBAL) ([\w.]+)")
+
+
+def _refused_global(message: str) -> str | None:
+    """The global torch's safe unpickler refused (e.g. ``posix.system``), or None for another error."""
+    found = _REFUSED.search(message)
+    return found.group(1) if found else None
+
+
+def state_dict_mismatch(exc: RuntimeError) -> str:
+    """The telling line of torch's ``load_state_dict`` error (it lists every tensor): the first size
+    mismatch, else its first line, cut short."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+    return next((ln for ln in lines if "size mismatch" in ln), lines[0])[:300]
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def build_model_from_checkpoint(ckpt: Checkpoint, *, device: str | torch.device = "cpu"):
@@ -119,10 +187,9 @@ def build_model_from_checkpoint(ckpt: Checkpoint, *, device: str | torch.device 
     try:
         missing, unexpected = model.load_state_dict(ckpt.state_dict, strict=False)
     except RuntimeError as exc:  # shapes: e.g. a class table edited after training (torch lists each tensor)
-        first = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc).splitlines()[0])
         raise ModelError(
-            f"checkpoint weights do not fit model {ckpt.model_name!r} with its {ckpt.num_classes} classes: {first[:300]}; "
-            "was the checkpoint's class table or model_kwargs changed after training?"
+            f"checkpoint weights do not fit model {ckpt.model_name!r} with its {ckpt.num_classes} classes: "
+            f"{state_dict_mismatch(exc)}; was the checkpoint's class table or model_kwargs changed after training?"
         ) from None
     # Auxiliary heads may be dropped for deployment; anything else missing is a real mismatch.
     missing = [k for k in missing if ".aux" not in k and not k.startswith("aux")]

@@ -8,6 +8,7 @@ checkpoint.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +41,13 @@ def pretrained_from_text(text: str) -> bool | str:
     if not path.is_file():
         raise ConfigError(f"--pretrained {text}: no such file; give a .pth state dict, 'imagenet' or 'none'")
     return str(path)
+
+
+#: numpy's and torch's seeds are 32-bit: a larger one failed deep in the data loader.
+MAX_SEED = 2**32 - 1
+#: The largest scale jitter: 10x a side is already 100x the pixels of the model input.
+MAX_SCALE = 10.0
+_DEVICE = re.compile(r"auto|cpu|cuda(?::[0-9]{1,3})?")
 
 
 @dataclass
@@ -144,11 +152,13 @@ class TrainConfig:
     ial_levels: dict[str, int] = field(default_factory=dict)
     # ---- run
     out: Path = setting(Path("runs/train"), help="run directory for checkpoints, logs and curves")
-    seed: int = field(default=0, metadata=bounds(0, None))
+    #: Replace a run already in ``out`` (its checkpoints, log, curves and config) instead of refusing.
+    overwrite: bool = setting(False, help="replace a run already in --out (refused otherwise; --resume continues one)")
+    seed: int = field(default=0, metadata=bounds(0, MAX_SEED))
     #: Seed of the model's initial weights (default: ``seed``). Runs that share it and differ in
     #: ``seed`` start from the same weights and see other data orders and augmentations, which
     #: tells the two sources of run-to-run spread apart.
-    init_seed: int | None = field(default=None, metadata=bounds(0, None))
+    init_seed: int | None = field(default=None, metadata=bounds(0, MAX_SEED))
     device: str = setting("auto", help="auto, cpu, cuda or cuda:N")
     workers: int = setting(2, lo=0, hi=64, help="DataLoader worker processes")
     torch_threads: int = field(default=0, metadata=bounds(0, 256))
@@ -162,8 +172,13 @@ class TrainConfig:
                 raise ValueError(f"{key}={list(hw)}{flag} is out of range: each side "
                                  f"{MIN_MODEL_INPUT_SIDE}..{MAX_MODEL_INPUT_SIDE}")
         lo, hi = self.scale_range
-        if not 0 < lo <= hi:
-            raise ValueError(f"scale_range={list(self.scale_range)} must satisfy 0 < low <= high")
+        if not 0 < lo <= hi <= MAX_SCALE:
+            raise ValueError(f"scale_range={list(self.scale_range)} must satisfy 0 < low <= high <= {MAX_SCALE:g}")
+        if not _DEVICE.fullmatch(self.device):
+            raise ValueError(f"device={short(self.device)} is not one of auto, cpu, cuda, cuda:N")
+        if str(self.out) in ("", "."):
+            raise ValueError(f"out={short(str(self.out))} (--out) would put a run's files among others; "
+                             "name a run directory, e.g. --out runs/syn")
         if self.mix_share > 0 and not self.mix_data:
             raise ValueError(f"mix_share={self.mix_share} needs mix_data, the dataset to mix in")
         if self.mix_data and self.mix_share == 0:
@@ -171,6 +186,8 @@ class TrainConfig:
         if self.copy_paste > 0 and not self.copy_paste_classes:
             raise ValueError(f"copy_paste={self.copy_paste} needs copy_paste_classes, e.g. [Pole, Pedestrian]: "
                              "which classes to paste")
+        if self.mix_classes and not self.mix_data:
+            raise ValueError("mix_classes is set but mix_data is empty: name the dataset to mix in, or drop mix_classes")
         if self.mix_data and not self.mix_classes:
             raise ValueError("mix_data needs mix_classes, e.g. {road: Road, car: Car}: which of its classes are which")
         if any(w < 0 for w in self.ial_level_weights):

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 import yaml
 
-from perception.config import config_to_dict
-from perception.errors import ConfigError, ModelError
+from perception.config import config_to_dict, short
+from perception.errors import ConfigError, DataError, ModelError
 from perception.progress import progress
 from perception.signals import install_signal_handlers
-from perception.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from perception.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, state_dict_mismatch
 from perception.training.config import TrainConfig
 from perception.training.distributed import DistInfo, cleanup_distributed, pick_device, setup_distributed
 from perception.training.runlog import RunLog
@@ -51,7 +51,7 @@ def save_run_checkpoint(run: Run, data: Data, path: Path) -> Path:
     the trained weights and the number of averaged updates go under ``train_state`` for resume."""
     config = run.config
     state_dict = _cpu_state(run.kept_model)
-    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    rng = {"python": random.getstate(), "numpy": _numpy_rng_state(), "torch": torch.get_rng_state()}
     if run.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(run.device)
     steps_per_epoch = data.steps_per_epoch
@@ -81,6 +81,22 @@ def save_run_checkpoint(run: Run, data: Data, path: Path) -> Path:
     return save_checkpoint(path, ckpt)
 
 
+def _numpy_rng_state() -> dict[str, Any]:
+    """numpy's global RNG state as tensors and numbers, which torch's safe loader reads (an array
+    would need numpy globals allowed in the unpickler)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "gauss": float(gauss)}
+
+
+def _set_numpy_rng_state(state: Any) -> None:
+    """Restore what ``_numpy_rng_state`` saved, or the tuple of earlier checkpoints."""
+    if isinstance(state, dict):
+        keys = np.asarray(state["keys"].numpy() if isinstance(state["keys"], torch.Tensor) else state["keys"])
+        state = (state["kind"], keys.astype(np.uint32), state["pos"], state["has_gauss"], state["gauss"])
+    np.random.set_state(state)
+
+
 def resume_run(run: Run, path: str | Path) -> Checkpoint:
     """Load model, optimiser, scheduler, scaler, RNG state and step from a ``last.pt``."""
     ckpt = load_checkpoint(path)
@@ -102,19 +118,44 @@ def resume_run(run: Run, path: str | Path) -> Checkpoint:
             run.ema.module.load_state_dict(ckpt.state_dict)
             run.ema.n_averaged.fill_(int(state["ema_updates"]))
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise ModelError(f"checkpoint {path} weights do not fit the configured model: {first}") from None
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
-    run.scaler.load_state_dict(state["scaler"])
-    rng = state["rng"]
-    random.setstate(rng["python"])
-    np.random.set_state(rng["numpy"])
-    torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and run.device.type == "cuda":
-        torch.cuda.set_rng_state(rng["cuda"], run.device)
+        raise ModelError(
+            f"checkpoint {path} weights do not fit the configured model: {state_dict_mismatch(exc)}; resume with "
+            "the data (class table) and model_kwargs it was trained with"
+        ) from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelError(
+            f"checkpoint {path} holds a damaged training state ({type(exc).__name__}: {short(str(exc))}); "
+            "resume from another last.pt, or start a new run"
+        ) from None
+    trained_with = ckpt.config.get("optimizer")
+    if trained_with is not None and trained_with != run.config.optimizer:
+        raise ModelError(
+            f"checkpoint {path} was trained with optimizer {trained_with!r}, this run uses {run.config.optimizer!r}; "
+            f"resume with --set optimizer={trained_with}, or start a new run"
+        )
+    if ckpt.step >= run.total_steps:
+        raise ConfigError(
+            f"checkpoint {path} is at step {ckpt.step}, already at this run's {run.total_steps} steps; "
+            "raise --steps (or --epochs) to train on"
+        )
+    try:
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+        run.scaler.load_state_dict(state["scaler"])
+        rng = state["rng"]
+        random.setstate(rng["python"])
+        _set_numpy_rng_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and run.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], run.device)
+        best = float(state["best_miou"])
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
+        raise ModelError(
+            f"checkpoint {path} holds a damaged training state ({type(exc).__name__}: {short(str(exc))}); "
+            "resume from another last.pt, or start a new run"
+        ) from None
     run.step = ckpt.step
-    run.best_miou = float(state["best_miou"])
+    run.best_miou = best
     run.last_metrics = ckpt.metrics
     return ckpt
 
@@ -127,6 +168,11 @@ def resume_run(run: Run, path: str | Path) -> Checkpoint:
 def validate_and_checkpoint(run: Run, data: Data, run_dir: Path | None, runlog: RunLog | None) -> dict[str, Any]:
     """Evaluate; on rank 0 log, write last.pt and (when mIoU improved) best.pt."""
     cm = evaluate(run, data)
+    if int(cm.matrix.sum()) == 0:
+        raise DataError(
+            f"the validation data ({run.config.val_data or run.config.data}, split {run.config.val_split}) has no "
+            f"labelled pixel: every label is the ignore id {data.ignore_id}; check its labels and class table"
+        )
     run.last_metrics = {**cm.summary(data.class_table), "step": run.step}
     if run.ema is not None:
         # The trained weights too, so one run shows what the average bought (same data, same seed).
@@ -244,6 +290,31 @@ def out_of_memory_as_error(run: Run, run_dir: Path) -> Iterator[None]:
         ) from None
 
 
+#: What a run writes into its directory: a directory holding any of them holds a run.
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "curves.png", "config.yaml")
+
+
+def check_run_dir_free(path: Path, *, resume: str | Path | None, overwrite: bool) -> None:
+    """A new run must not silently replace another's checkpoints and mix its log into theirs: a
+    directory that holds a run is refused unless the run resumes from it or ``overwrite`` is set."""
+    held = [name for name in RUN_FILES[:3] if (path / name).is_file()]
+    if not held or overwrite:
+        return
+    if resume is not None and Path(resume).resolve().parent == path.resolve():
+        return
+    raise ConfigError(
+        f"{path} already holds a run ({', '.join(held)}); continue it with --resume {path / 'last.pt'}, "
+        "choose another --out, or replace it with --overwrite"
+    )
+
+
+def remove_run_files(path: Path) -> None:
+    """``--overwrite``: the earlier run's files go before the new run writes its own."""
+    for name in RUN_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            (path / name).unlink()
+
+
 def make_run_dir(path: Path) -> Path:
     """Create the run directory before any data or model is built; ConfigError when it cannot be."""
     try:
@@ -261,11 +332,19 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, A
     """
     info = setup_distributed(pick_device(config.device, DistInfo()))
     try:
-        run_dir = make_run_dir(Path(config.out)) if info.is_main else Path(config.out)
+        run_dir = Path(config.out)
+        if info.is_main:
+            check_run_dir_free(run_dir, resume=resume, overwrite=config.overwrite)
+            make_run_dir(run_dir)
         data = build_data(config, info)
         run = build_run(config, data, info=info)
+        if resume is not None:  # checked before anything in the run directory is written
+            resume_run(run, resume)
+            log.info("resumed from %s at step %d", resume, run.step)
         runlog = RunLog(run_dir) if info.is_main else None
         if info.is_main:
+            if resume is None and config.overwrite:
+                remove_run_files(run_dir)
             resolved = yaml.safe_dump(config_to_dict(config), sort_keys=False)
             (run_dir / "config.yaml").write_text(resolved, encoding="utf-8")
             print(f"resolved config ({run_dir / 'config.yaml'}):\n{resolved}", flush=True)
@@ -274,14 +353,15 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, A
                 config.model, data.samples.dataset.name, len(data.samples), run.total_steps, data.steps_per_epoch,
                 run.device, info.world_size,
             )
-        if resume is not None:
-            resume_run(run, resume)
-            if runlog is not None:
-                runlog.truncate_after(run.step)
-            log.info("resumed from %s at step %d", resume, run.step)
+        if resume is not None and runlog is not None:
+            runlog.truncate_after(run.step)
         stop = threading.Event()
         with stop_after_step_on_sigint(stop, enabled=info.world_size == 1), out_of_memory_as_error(run, run_dir):
             train_steps(run, data, until_step=run.total_steps, run_dir=run_dir, runlog=runlog, stop=stop)
+            if not stop.is_set() and run.last_metrics.get("step") != run.step:
+                # The last validation runs under the same Ctrl-C handling: a first Ctrl-C lets it
+                # finish and write last.pt (it holds every step), a second aborts.
+                validate_and_checkpoint(run, data, run_dir, runlog)
         if stop.is_set() and run.step < run.total_steps:
             last = save_run_checkpoint(run, data, run_dir / "last.pt")
             log.warning(
@@ -289,9 +369,11 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, A
                 run.step, run.total_steps, last, last,
             )
             raise KeyboardInterrupt
-        if run.last_metrics.get("step") != run.step:
-            with out_of_memory_as_error(run, run_dir):
-                validate_and_checkpoint(run, data, run_dir, runlog)
+        if run.last_metrics.get("step") != run.step:  # Ctrl-C came after the last step, before its validation
+            last = save_run_checkpoint(run, data, run_dir / "last.pt")
+            log.warning("interrupted before the last validation; saved %s (all %d steps); score it with: "
+                        "perception eval --checkpoint %s", last, run.step, last)
+            raise KeyboardInterrupt
         return {**run.last_metrics, "run_dir": str(run_dir)}
     finally:
         cleanup_distributed(info)

@@ -88,6 +88,7 @@ class Run:
     step: int = 0
     best_miou: float = -1.0
     last_metrics: dict[str, Any] = field(default_factory=dict)
+    ignore_id: int = 255  # the label id the loss ignores (the training data's)
 
     @property
     def bare_model(self) -> nn.Module:
@@ -266,7 +267,7 @@ def build_run(config: TrainConfig, data: Data, *, info: DistInfo | None = None, 
     weights = class_weights_for(config, data)
     loss_fn = build_loss(config, class_table=data.class_table, ignore_id=data.ignore_id, class_weights=weights).to(device)
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
-    run = Run(config, info, device, model, optimizer, scheduler, scaler, loss_fn, total_steps)
+    run = Run(config, info, device, model, optimizer, scheduler, scaler, loss_fn, total_steps, ignore_id=data.ignore_id)
     if config.ema_decay > 0:
         run.ema = weight_average(run.bare_model, config.ema_decay)
     return run
@@ -312,6 +313,11 @@ def step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> dict[str, floa
         outputs = run.model(images)
         loss = run.loss_fn(outputs, labels)
     if not torch.isfinite(loss):
+        if not bool((labels != run.ignore_id).any()):
+            raise DataError(
+                f"every label pixel of the batch at step {run.step} is the ignore id {run.ignore_id}: nothing to learn "
+                "from; check that the labels hold the class table's ids (not colours, not all void)"
+            )
         raise ConfigError(
             f"loss is {loss.item()} at step {run.step}: training diverged; lower lr or set grad_clip (e.g. 5.0)"
         )
