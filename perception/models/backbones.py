@@ -39,7 +39,8 @@ def check_no_pretrained(pretrained: bool | str, *, model_name: str) -> None:
     """ConfigError when a model without an ImageNet backbone is asked for pretrained weights."""
     if pretrained:
         raise ConfigError(
-            f"{model_name} has no ImageNet-pretrained backbone; pass pretrained=False (train from scratch)"
+            f"{model_name} has no ImageNet-pretrained backbone; drop --pretrained (or --pretrained none) to train "
+            "from scratch"
         )
 
 
@@ -118,8 +119,16 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], *, source: str)
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first_line = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
-        raise ModelError(f"pretrained weights {source} do not fit the backbone: {first_line}") from None
+        # torch lists every key and tensor (kilobytes for a ResNet): name the first and count the rest.
+        expected, given = set(module.state_dict()), set(state)
+        missing, unexpected = sorted(expected - given), sorted(given - expected)
+        if missing or unexpected:
+            first = f"missing key {missing[0]!r}" if missing else f"unexpected key {unexpected[0]!r}"
+            what = f"{first} ({len(missing)} missing, {len(unexpected)} unexpected)"
+        else:
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            what = next((ln for ln in lines if "size mismatch" in ln), lines[0] if lines else "RuntimeError")[:300]
+        raise ModelError(f"pretrained weights {source} do not fit the backbone: {what}") from None
 
 
 class ResNetFeatures(nn.Module):
