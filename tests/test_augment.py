@@ -146,3 +146,27 @@ def test_config_keys_default_off_and_are_range_checked():
     assert load_train_config(None, {"pasta_alpha": 1.0}).pasta_alpha == 1.0
     with pytest.raises(ConfigError, match="pasta_alpha"):
         load_train_config(None, {"pasta_alpha": -1.0})
+
+
+@pytest.mark.parametrize("image_hw", [(2000, 20), (20, 2000), (1, 1)])
+def test_extreme_aspect_ratios_are_scaled_to_at_least_one_pixel(image_hw):
+    # A 2000x20 frame at a 48x64 input is scaled by about 0.024: torchvision's ScaleJitter made its
+    # width 0 and the resize raised ("Input and output sizes should be greater than 0") inside the
+    # DataLoader. Now the thin side keeps 1 pixel and the crop pads the rest with the ignore id.
+    from perception.training.augment import TrainSamples
+
+    class Frames:
+        class_table = None
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            return np.full((*image_hw, 3), 100, np.uint8), np.full(image_hw, index % 3, np.uint8)
+
+    transform = build_train_transform((48, 64), ignore_id=IGNORE, scale_range=(0.5, 2.0))
+    samples = TrainSamples(Frames(), transform, seed=0)
+    for index in range(len(samples)):
+        image, mask = samples[index]
+        assert image.shape == (3, 48, 64) and mask.shape == (48, 64)
+        assert set(mask.unique().tolist()) <= {index % 3, IGNORE}

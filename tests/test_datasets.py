@@ -190,6 +190,32 @@ def test_folder_errors(tmp_path):
         open_dataset(f"folder:{empty}")
 
 
+def test_list_files_stay_inside_the_dataset_folder_and_name_each_frame_once(tmp_path):
+    ids = np.ones((H, W), np.uint8)
+    root = _folder(tmp_path / "ds", SYNTHETIC_CLASSES, {"000000": ids, "000001": ids * 2}, label_dir="labels")
+    (root / "train.txt").write_text("images/000000.jpg labels/000000.png\n")
+    # A pair one level above the dataset folder: "../x" after keeping the last two parts.
+    _write(tmp_path / "x.jpg", _image(9))
+    _write(tmp_path / "y.png", ids)
+    for line, shown in (("images/../../x.jpg labels/000000.png", "images/../../x.jpg"),
+                        ("images/000000.jpg labels/../../y.png", "labels/../../y.png"),
+                        ("/x.jpg labels/000000.png", "/x.jpg")):
+        (root / "val.txt").write_text(f"images/000001.jpg labels/000001.png\n{line}\n")
+        with pytest.raises(DataError, match=rf"val.txt:2: {shown} points outside the dataset folder {root}; list paths"):
+            open_dataset(f"folder:{root}", split="val")
+    # A frame listed twice would count twice in every score: refused, naming both lines.
+    (root / "val.txt").write_text("images/000001.jpg labels/000001.png\n\nimages/000001.jpg labels/000001.png\n")
+    with pytest.raises(DataError, match=r"val.txt:3: images/000001.jpg is listed again \(first on line 1\); list each"):
+        open_dataset(f"folder:{root}", split="val")
+    # Absolute paths of another machine keep working (the last two parts), and so do symbolic links
+    # inside the folder, as before.
+    (root / "images" / "linked.jpg").symlink_to(root / "images" / "000001.jpg")
+    (root / "val.txt").write_text("/elsewhere/images/000001.jpg /elsewhere/labels/000001.png\n"
+                                  "images/linked.jpg labels/000000.png\n")
+    ds = open_dataset(f"folder:{root}", split="val")
+    assert len(ds) == 2 and int(ds[0][1][0, 0]) == 2 and int(ds[1][1][0, 0]) == 1
+
+
 def test_synthetic_spec_and_disjoint_splits():
     train = open_dataset("synthetic:count=2,seed=4,size=48x64", split="train")
     val = open_dataset("synthetic:count=2,seed=4,size=48x64", split="val")

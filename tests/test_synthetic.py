@@ -197,10 +197,92 @@ def test_synth_command_bad_flags_are_one_line_errors(tmp_path, capsys, flags, me
     assert err.startswith("perception: error: ") and message in err and err.count("\n") == 1
 
 
+def _lists(out) -> dict[str, int]:
+    return {p.stem: len(p.read_text().splitlines()) for p in sorted(out.glob("*.txt"))}
+
+
+def test_synth_gives_every_split_a_frame_or_refuses(tmp_path, capsys):
+    # Under 10 frames, val=0.1 rounded to an empty val.txt, which train and eval then refused.
+    assert cli_main(["synth", "--out", str(tmp_path / "five"), "--count", "5", "--size", "48x64"]) == 0
+    assert _lists(tmp_path / "five") == {"train": 4, "val": 1}
+    assert cli_main(["synth", "--out", str(tmp_path / "two"), "--count", "2", "--size", "48x64"]) == 0
+    assert _lists(tmp_path / "two") == {"train": 1, "val": 1}
+    assert cli_main(["synth", "--out", str(tmp_path / "one"), "--count", "1", "--size", "48x64", "--split", "none"]) == 0
+    assert _lists(tmp_path / "one") == {"train": 1}
+    capsys.readouterr()
+    refused = {
+        ("--count", "1"): "--count 1 is too few frames for train plus val 1 (each split gets at least one); "
+                          "use --count 2 or more, or --split none",
+        ("--count", "2", "--split", "val=0.1,test=0.1"): "use --count 3 or more",
+        ("--count", "5", "--split", "val=0"): "split 'val=0' would write an empty val.txt; give it a share such as "
+                                              "val=0.1, or leave val out of --split (--split none",
+    }
+    for flags, message in refused.items():
+        out = tmp_path / "refused"
+        assert cli_main(["synth", "--out", str(out), "--size", "48x64", *flags]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("perception: error: ") and message in err and err.count("\n") == 1
+        assert not out.exists()  # refused before anything is written
+
+
+def test_synth_replaces_its_own_earlier_output_and_refuses_other_datasets(tmp_path, capsys):
+    out = tmp_path / "ds"
+    argv = ["synth", "--out", str(out), "--size", "48x64"]
+    assert cli_main([*argv, "--count", "12", "--split", "val=0.2,test=0.1"]) == 0
+    assert _lists(out) == {"test": 1, "train": 9, "val": 2}
+    # A smaller set into the same folder: the old frames and test.txt are gone, not left as orphans.
+    assert cli_main([*argv, "--count", "3", "--seed", "4"]) == 0
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["000000.png", "000001.png", "000002.png"]
+    assert sorted(p.name for p in (out / "labels").iterdir()) == ["000000.png", "000001.png", "000002.png"]
+    assert _lists(out) == {"train": 2, "val": 1}
+    assert yaml.safe_load((out / "synth.yaml").read_text())["seed"] == 4
+    capsys.readouterr()
+    # A file synth did not write inside its folders: refused, nothing touched.
+    (out / "images" / "mine.jpg").write_bytes(b"x")
+    assert cli_main([*argv, "--count", "2"]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out} is an earlier perception synth output, but {out / 'images' / 'mine.jpg'} is not one of its" in err
+    assert len(list((out / "images").iterdir())) == 4 and _lists(out) == {"train": 2, "val": 1}
+    # Someone's own dataset with frames named like synth's: never overwritten.
+    own = tmp_path / "own"
+    (own / "images").mkdir(parents=True)
+    (own / "images" / "000000.png").write_bytes(b"their frame")
+    (own / "train.txt").write_text("images/000000.png labels/000000.png\n")
+    assert cli_main(["synth", "--out", str(own), "--count", "2", "--size", "48x64"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"perception: error: --out {own} already holds a dataset (images/, train.txt) that perception synth "
+                   "did not write (no synth.yaml of its own); choose a new or empty folder\n")
+    assert (own / "images" / "000000.png").read_bytes() == b"their frame"
+    # A folder with other things in it (no dataset) is fine: synth writes beside them.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.md").write_text("mine")
+    assert cli_main(["synth", "--out", str(other), "--count", "2", "--size", "48x64"]) == 0
+    assert (other / "notes.md").read_text() == "mine" and _lists(other) == {"train": 1, "val": 1}
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--contact-sheet", "S", "--video", "V"], "--contact-sheet writes only the grid image, so --video would be"),
+        (["--contact-sheet", "S", "--no-images"], "so --no-images would be ignored"),
+        (["--contact-sheet", "S", "--out", "O", "--split", "val=0.5"], "so --out, --split would be ignored"),
+        (["--video-labels"], "--video-labels puts the labels beside the frames of --video; add --video PATH.mp4"),
+        (["--video", "V.avi"], "video file V.avi must end in .mp4"),  # checked before the dataset is written
+    ],
+)
+def test_synth_flags_that_would_be_ignored_are_refused(tmp_path, monkeypatch, capsys, flags, message):
+    monkeypatch.chdir(tmp_path)
+    rc = cli_main(["synth", "--count", "2", "--size", "48x64", *flags])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("perception: error: ") and message in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []  # refused before anything is written
+
+
 def test_synth_command_unwritable_out_dir(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    rc = cli_main(["synth", "--out", str(blocker / "ds"), "--count", "1", "--size", "64x96"])
+    rc = cli_main(["synth", "--out", str(blocker / "ds"), "--count", "2", "--size", "64x96"])
     err = capsys.readouterr().err
     assert rc == 2 and f"cannot create output directory {blocker / 'ds'} ({blocker} is a file, not a folder)" in err
 

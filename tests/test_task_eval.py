@@ -216,3 +216,63 @@ def test_eval_record_and_sheet_flags_fail_before_any_work(tmp_path, tiny_model_p
         with pytest.raises(ConfigError, match=message):
             args = parser.parse_args(["--model", str(tiny_model_path), *extra])
             _check_config(config_from_flags(EvalConfig, args, source="perception eval"))
+
+
+def _synth_folder(root, count: int = 3, *, label=None):
+    """A tiny `perception synth` folder (48x64); ``label`` (a class id or 255) overwrites every label."""
+    import cv2
+
+    from perception.synthetic.dataset import write_dataset
+
+    write_dataset(root, count=count, height=48, width=64, seed=5, split={"val": 0.3})
+    if label is not None:
+        for path in (root / "labels").iterdir():
+            assert cv2.imwrite(str(path), np.full((48, 64), label, np.uint8))
+    return f"folder:{root}"
+
+
+@pytest.mark.parametrize("extra", [(), ("--tasks",), ("--tasks", "drivable,obstacle")])
+def test_eval_on_labels_that_are_all_ignore_is_one_error_naming_the_dataset(tmp_path, tiny_model_path, capsys, extra):
+    """Every label pixel void: plain and --tasks eval printed n/a / "-" figures and exited 0, --json
+    wrote nulls. Now one line naming the dataset and its ignore id, exit 2, no --json written."""
+    from perception.cli import main as cli_main
+
+    spec = _synth_folder(tmp_path / "void", label=255)
+    report = tmp_path / "eval.json"
+    rc = cli_main(["eval", "--model", str(tiny_model_path), "--data", spec, "--json", str(report), *extra])
+    captured = capsys.readouterr()
+    assert rc == 2 and captured.out == ""
+    assert captured.err == (f"perception: error: every label pixel of {spec} (val, 1 images) is the ignore id 255: there "
+                            "are no labelled pixels to score; check the labels (they should hold class ids 0..11) and "
+                            "the class table's classes and ignore_id\n")
+    assert not report.exists()
+
+
+def test_eval_tasks_say_why_a_figure_is_missing(tmp_path, tiny_model_path, capsys):
+    """A task the dataset has no pixel of (every label sky here) keeps its "-" but gets one line
+    saying why, in the table and in --json; the other tasks are scored as usual."""
+    import json
+
+    from perception.cli import main as cli_main
+    from perception.synthetic import SYNTHETIC_CLASSES
+
+    spec = _synth_folder(tmp_path / "sky", label=SYNTHETIC_CLASSES.id_of("sky"))
+    report = tmp_path / "eval.json"
+    rc = cli_main(["eval", "--model", str(tiny_model_path), "--data", spec, "--tasks", "drivable,lane,obstacle",
+                   "--json", str(report)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    data = json.loads(report.read_text())
+    assert data["labelled_pixels"] == 48 * 64
+    notes = [line for line in out.splitlines() if line.startswith("note: ")]
+    assert [n.removeprefix("note: ") for n in notes] == data["notes"]
+    assert len(notes) == 3  # one per task: the dataset labels none of them
+    for task in ("drivable", "lane", "obstacle"):
+        figures = data["tasks"][task]
+        assert figures["recall"] is None
+        (note,) = (n for n in notes if n.startswith(f"note: {task}: "))
+        classes = ",".join(figures["data_classes"])
+        if figures["iou"] is None:
+            assert f"IoU, precision and recall -: {spec} labels no pixel of {classes} and the model predicted none" in note
+        else:
+            assert f"recall -: {spec} labels no pixel of {classes} (IoU 0 from the model's" in note

@@ -38,7 +38,7 @@ from typing import Literal
 
 from perception import contracts
 from perception.config import same_setting, setting, short
-from perception.errors import ConfigError, PerceptionError, file_in_the_way
+from perception.errors import ConfigError, DataError, PerceptionError, file_in_the_way
 from perception.flags import add_flags, config_from_flags
 from perception.options import EngineOptions, PublishOptions
 
@@ -162,6 +162,8 @@ def main(args: argparse.Namespace) -> int:
             threads=config.threads,
         )
         source = config.checkpoint
+    if not cm.matrix.sum():
+        raise DataError(_no_labelled_pixels(spec, config.split, dataset))
     print(f"{source} on {spec} ({config.split}, {len(dataset)} images)")
     print(cm.format_table(dataset.class_table))
     if config.json:
@@ -205,19 +207,28 @@ def _main_tasks(config: EvalConfig) -> int:
                                 model=engine.model_id)
     unknown = UnknownTally(marker) if marker is not None else None
     log.info("evaluating %s on %s (%s, %d images) by task", engine.describe(), spec, config.split, len(dataset))
-    evaluate_tasks(engine, dataset, scores, unknown=unknown, drivable_reach=config.drivable_reach)
+    counted = _CountLabelled(dataset)
+    evaluate_tasks(engine, counted, scores, unknown=unknown, drivable_reach=config.drivable_reach)
+    if not counted.labelled:
+        raise DataError(_no_labelled_pixels(spec, config.split, dataset))
+    notes = _undefined_figures(scores, spec)
     print(f"{source} on {spec} ({config.split}, {len(dataset)} images), letterboxed to {engine.input_hw[0]}x{engine.input_hw[1]} as the node does")
     if config.drivable_reach == "ego" and any(s.task == "drivable" for s in scores):
         print("drivable: the area joined to the car, as the node publishes it (--drivable-reach all: every pixel of its classes)")
     if unknown is None:
         print("unknown marking off" + ("" if engine.has_confidence else " (the model has no confidence output)"))
         print(format_task_table(scores))
+        _print_notes(notes)
     else:
         print(f"unknown: confidence below {marker.threshold:.4g} ({marker.set_by}): {100 * unknown.fraction:.2f} % "
               "of the labelled pixels, in no task")
         print(format_task_table(scores))
+        _print_notes(notes)
         print("with unknown marking off:")
         print(format_task_table(unknown.off))
+        off_notes = [n for n in _undefined_figures(unknown.off, spec) if n not in notes]
+        _print_notes(off_notes)
+        notes += off_notes
     if config.json:
         summary = {
             "source": str(source),
@@ -228,6 +239,8 @@ def _main_tasks(config: EvalConfig) -> int:
             "drivable_reach": config.drivable_reach,
             "tasks": {s.task: s.to_dict() for s in scores},
             "unknown": unknown.to_dict() if unknown is not None else {"threshold": 0.0, "enabled": False},
+            "labelled_pixels": counted.labelled,
+            "notes": notes,
         }
         if unknown is not None:
             summary["tasks_unknown_off"] = {s.task: s.to_dict() for s in unknown.off}
@@ -253,6 +266,59 @@ def _main_tasks(config: EvalConfig) -> int:
     if config.contact_sheet:
         _contact_sheet(config, engine, dataset, spec)
     return 0
+
+
+class _CountLabelled:
+    """``dataset`` as the task evaluation reads it (length, class table, samples in order), counting
+    the label pixels that hold a class id: the pixels every task is scored on."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+        self.class_table = dataset.class_table
+        self.labelled = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        import numpy as np
+
+        image, label = self.dataset[index]
+        self.labelled += int(np.count_nonzero(label < self.class_table.num_classes))
+        return image, label
+
+
+def _no_labelled_pixels(spec: str, split: str, dataset) -> str:
+    """The one line for a dataset whose labels hold no class id at all: nothing can be scored."""
+    table = dataset.class_table
+    ids = f"class ids 0..{table.num_classes - 1}"
+    where = f"{spec} ({split}, {len(dataset)} images)"
+    if table.ignore_id is None:
+        return f"no label pixel of {where} holds one of its {ids}: nothing to score; check the labels and the class table"
+    return (f"every label pixel of {where} is the ignore id {table.ignore_id}: there are no labelled pixels to score; "
+            f"check the labels (they should hold {ids}) and the class table's classes and ignore_id")
+
+
+def _undefined_figures(scores, spec: str) -> list[str]:
+    """One line per task with a figure printed as "-" (a zero denominator), saying why."""
+    notes = []
+    for s in scores:
+        present, claimed = s.true_positive + s.false_negative, s.true_positive + s.false_positive
+        data_classes, model_classes = ",".join(s.data_classes), ",".join(s.model_classes)
+        if not present and not claimed:
+            notes.append(f"{s.task}: IoU, precision and recall -: {spec} labels no pixel of {data_classes} "
+                         f"and the model predicted none of {model_classes} on the labelled pixels")
+        elif not present:
+            notes.append(f"{s.task}: recall -: {spec} labels no pixel of {data_classes} "
+                         f"(IoU 0 from the model's {s.false_positive} pixels of {model_classes})")
+        elif not claimed:
+            notes.append(f"{s.task}: precision -: the model predicted none of {model_classes} on the labelled pixels")
+    return notes
+
+
+def _print_notes(notes: list[str]) -> None:
+    for note in notes:
+        print(f"note: {note}")
 
 
 def _task_figures(scores) -> dict:

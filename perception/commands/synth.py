@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from perception.config import hw_from_text, hw_to_text, setting
-from perception.flags import add_flags, config_from_flags
+from perception.errors import ConfigError
+from perception.flags import add_flags, config_from_flags, flag_values, flags
 
 
 @dataclass
@@ -29,7 +30,8 @@ class SynthConfig:
         None, flag="--size", metavar="HxW", from_text=hw_from_text, to_text=hw_to_text,
         help="frame size, 48x64 .. 1080x1920 (default: 360x480; 180x320 tiles with --contact-sheet)")
     seed: int = setting(0, lo=0, help="random seed; same seed, same bytes")
-    split: str = setting("val=0.1", help="held-out lists as NAME=FRACTION[,NAME=FRACTION]; the rest is train")
+    split: str = setting("val=0.1", help="held-out lists as NAME=FRACTION[,NAME=FRACTION], each given at least one "
+                                           "frame, or none; the rest is train")
     video: Path | None = setting(None, help="also write an MP4 of a --count frame drive to this path")
     video_labels: bool = setting(False, help="put the colourised labels beside the video frames")
     fps: float = setting(30.0, lo=1.0, hi=240.0, help="frame rate of the drive and the video")
@@ -44,10 +46,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flags(parser, SynthConfig)
 
 
+#: What ``--contact-sheet`` takes: it draws the frames of --count, --size and --seed, nothing else.
+SHEET_FLAGS = ("contact_sheet", "count", "input_hw", "seed")
+
+
+def _check_flags(config: SynthConfig, given: dict) -> None:
+    """Flags that would be silently ignored together are refused, one line naming them."""
+    if config.contact_sheet is not None:
+        ignored = [f.option for f in flags(SynthConfig) if f.name in given and f.name not in SHEET_FLAGS]
+        if ignored:
+            raise ConfigError(f"--contact-sheet writes only the grid image, so {', '.join(ignored)} would be ignored; "
+                              "drop them, or run perception synth once more without --contact-sheet for the dataset "
+                              "or video")
+    if config.video_labels and config.video is None:
+        raise ConfigError("--video-labels puts the labels beside the frames of --video; add --video PATH.mp4 "
+                          "or drop --video-labels")
+
+
 def main(args: argparse.Namespace) -> int:
     from perception.synthetic.dataset import parse_split, write_contact_sheet, write_dataset
 
     config = config_from_flags(SynthConfig, args, source="perception synth")
+    _check_flags(config, flag_values(SynthConfig, args))
     if config.contact_sheet is not None:
         height, width = config.input_hw or (180, 320)
         count = 16 if config.count is None else config.count

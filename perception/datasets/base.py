@@ -121,6 +121,7 @@ def _list_text(list_file: Path) -> str:
 def read_list_file(list_file: Path, root: Path) -> list[tuple[Path, Path]]:
     """``image_path label_path`` per line, relative to ``root`` (the CamVid and synth layout)."""
     pairs = []
+    first_line: dict[Path, int] = {}
     for number, line in enumerate(_list_text(list_file).splitlines(), start=1):
         if not line.strip():
             continue
@@ -128,10 +129,22 @@ def read_list_file(list_file: Path, root: Path) -> list[tuple[Path, Path]]:
         if len(parts) != 2:
             raise DataError(f"{list_file}:{number}: expected 'image_path label_path', got {line.strip()!r}")
         # SegNet's CamVid lists hold absolute paths of the authors' machine; keep the last two parts.
-        image, label = (root / Path(*Path(p).parts[-2:]) for p in parts)
+        kept = [Path(*Path(p).parts[-2:]) for p in parts]
+        for text, relative in zip(parts, kept, strict=True):
+            # Only "folder/file" under root: ".." (or a root "/") would reach outside the dataset folder.
+            # Checked on the text, not the resolved path, so symbolic links inside the folder still work.
+            if relative.is_absolute() or ".." in relative.parts:
+                raise DataError(f"{list_file}:{number}: {text} points outside the dataset folder {root}; "
+                                "list paths inside it, such as images/000000.png")
+        image, label = (root / relative for relative in kept)
         for path in (image, label):
             if not path.is_file():
                 raise DataError(f"{list_file}:{number}: {path} not found; is the dataset folder complete?")
+        if image in first_line:
+            # A repeated frame would count twice in every score (and be drawn twice as often in training).
+            raise DataError(f"{list_file}:{number}: {kept[0]} is listed again (first on line {first_line[image]}); "
+                            "list each frame once")
+        first_line[image] = number
         pairs.append((image, label))
     if not pairs:
         raise DataError(f"list file {list_file} is empty")

@@ -44,8 +44,11 @@ def scene_seed(seed: int, index: int) -> int:
 
 
 def parse_split(text: str) -> dict[str, float]:
-    """``"val=0.1,test=0.05"`` -> {"val": 0.1, "test": 0.05}; the rest is ``train``. ConfigError if bad."""
+    """``"val=0.1,test=0.05"`` -> {"val": 0.1, "test": 0.05}; the rest is ``train``; ``"none"`` -> {}
+    (train.txt only). ConfigError if bad, or for a fraction of 0 (an empty list file)."""
     split: dict[str, float] = {}
+    if text.strip().lower() == "none":
+        return split
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
         try:
@@ -60,6 +63,9 @@ def parse_split(text: str) -> dict[str, float]:
             raise ConfigError(f"bad split name {name!r}: letters, digits, '_' and '-' only (it names {name}.txt in --out)")
         if name in split:
             raise ConfigError(f"split {name!r} is given twice in {text!r}; name each split once")
+        if fraction == 0.0:  # an empty NAME.txt, which train and eval refuse
+            raise ConfigError(f"split {part!r} would write an empty {name}.txt; give it a share such as {name}=0.1, "
+                              f"or leave {name} out of --split (--split none writes train.txt only)")
         split[name] = fraction
     if sum(split.values()) >= 1.0:
         raise ConfigError(f"split fractions {text!r} add up to 1 or more; leave some frames for train")
@@ -67,15 +73,83 @@ def parse_split(text: str) -> dict[str, float]:
 
 
 def _assign_splits(count: int, split: dict[str, float]) -> dict[str, list[int]]:
-    # The named splits take the last frames, in order; train keeps the first ones.
+    """Frame indices per list: each named split takes its share of the last frames, in order, and at
+    least one frame (an empty list file is refused by train and eval); train keeps the first ones.
+    ConfigError when ``count`` leaves train no frame."""
+    sizes = {name: max(1, int(round(count * fraction))) for name, fraction in split.items()}
+    if count - sum(sizes.values()) < 1:
+        shares = ", ".join(f"{name} {n}" for name, n in sizes.items())
+        raise ConfigError(f"--count {count} is too few frames for train plus {shares} (each split gets at least one); "
+                          f"use --count {len(split) + 1} or more, or --split none for train.txt only")
     out: dict[str, list[int]] = {}
     end = count
-    for name, fraction in split.items():
-        n = int(round(count * fraction))
+    for name, n in sizes.items():
         out[name] = list(range(end - n, end))
         end -= n
-    out = {"train": list(range(end)), **{k: sorted(v) for k, v in out.items()}}
-    return out
+    return {"train": list(range(end)), **out}
+
+
+#: The file names of the frames ``write_dataset`` writes in images/ and labels/.
+FRAME_NAME = re.compile(r"[0-9]{6}\.png")
+#: What ``write_dataset`` writes in --out besides the list files.
+DATASET_ENTRIES = ("images", "labels", "classes.yaml", "synth.yaml")
+#: ``synth.yaml``'s ``generator``: marks a folder as written by ``write_dataset``.
+GENERATOR = "perception.synthetic"
+
+
+def _earlier_synth_lists(root: Path) -> list[str] | None:
+    """The list names (train, val, ...) of the earlier ``write_dataset`` output in ``root``; None
+    when ``root`` holds no synth.yaml of ours. Names that are not plain words are skipped (the
+    file is only a hint of what to remove; nothing outside ``root`` is ever named by it)."""
+    meta_path = root / "synth.yaml"
+    if not meta_path.is_file() or meta_path.is_symlink():
+        return None
+    try:
+        meta = yaml.safe_load(meta_path.read_text(encoding="utf-8", errors="replace"))
+    except yaml.YAMLError:
+        return None
+    if not isinstance(meta, dict) or meta.get("generator") != GENERATOR:
+        return None
+    lists = meta.get("split") if isinstance(meta.get("split"), dict) else {}
+    return ["train", *(str(n) for n in lists if re.fullmatch(r"[A-Za-z0-9_-]+", str(n)) and n != "train")]
+
+
+def _claim_out_dir(root: Path, lists: list[str]) -> list[Path]:
+    """The files of an earlier ``perception synth`` output in ``root`` to remove before writing a new
+    one (so no frame or list of the old set is left behind); ConfigError when ``root`` holds
+    anything of a dataset that synth did not write, which must never be overwritten."""
+    if not root.is_dir():
+        return []
+    ours = [*DATASET_ENTRIES, *(f"{name}.txt" for name in lists)]
+    earlier = _earlier_synth_lists(root)
+    if earlier is None:
+        clash = [name + ("/" if (root / name).is_dir() else "") for name in (*ours, "masks")
+                 if (root / name).exists() or (root / name).is_symlink()]
+        if clash:
+            raise ConfigError(f"--out {root} already holds a dataset ({', '.join(clash)}) that perception synth did not "
+                              "write (no synth.yaml of its own); choose a new or empty folder")
+        return []
+    stale = []
+    for sub in ("images", "labels"):
+        folder = root / sub
+        if not (folder.exists() or folder.is_symlink()):
+            continue
+        if folder.is_symlink() or not folder.is_dir():
+            raise ConfigError(f"--out {root} is an earlier perception synth output, but {folder} is not its folder "
+                              "(a link or a file); move it away or choose another --out")
+        for path in sorted(folder.iterdir()):
+            if not FRAME_NAME.fullmatch(path.name) or path.is_symlink() or not path.is_file():
+                raise ConfigError(f"--out {root} is an earlier perception synth output, but {path} is not one of its "
+                                  "frames; move it away or choose another --out")
+            stale.append(path)
+    for name in (*(f"{name}.txt" for name in earlier), "classes.yaml", "synth.yaml"):
+        path = root / name
+        if path.is_symlink() or path.is_file():
+            stale.append(path)
+        elif path.exists():
+            raise ConfigError(f"--out {root} is an earlier perception synth output, but {path} is not a file; "
+                              "move it away or choose another --out")
+    return stale
 
 
 def _prepare_dir(path: Path) -> Path:
@@ -89,15 +163,20 @@ def _prepare_dir(path: Path) -> Path:
     return path
 
 
+def _check_video_path(path: str | Path) -> Path:
+    path = Path(path)
+    if path.suffix.lower() != ".mp4":
+        raise ConfigError(f"video file {path} must end in .mp4")
+    return path
+
+
 def write_video(path: str | Path, *, count: int, height: int, width: int, seed: int = 0, fps: float = 30.0,
                 with_labels: bool = False, progress: Callable[[int], None] | None = None) -> Path:
     """Write ``count`` frames of ``SyntheticDrive(seed)`` to an MP4 (mp4v); with ``with_labels`` the
     colourised label is placed to the right of each frame. Returns the path. ConfigError if the file
     cannot be written."""
     height, width = check_size(height, width)
-    path = Path(path)
-    if path.suffix.lower() != ".mp4":
-        raise ConfigError(f"video file {path} must end in .mp4")
+    path = _check_video_path(path)
     _prepare_dir(path.parent if str(path.parent) else Path("."))
     drive = SyntheticDrive(seed, height=height, width=width, fps=fps)
     frame_wh = (width * (2 if with_labels else 1), height)
@@ -131,8 +210,19 @@ def write_dataset(out_dir: str | Path, *, count: int, height: int, width: int, s
         raise ConfigError("nothing to write: images are off and no video path was given")
     split = dict(split or {})
     summary: dict[str, object] = {"count": count, "size": f"{height}x{width}", "seed": seed}
+    if video is not None:
+        _check_video_path(video)
     if write_images:
+        assigned = _assign_splits(count, split)
+        stale = _claim_out_dir(Path(out_dir), list(assigned))
         root = _prepare_dir(Path(out_dir))
+        for path in stale:  # an earlier synth output: replaced whole, no old frame or list left behind
+            path.unlink()
+        lists = {name: len(indices) for name, indices in assigned.items()}
+        # synth.yaml first: a run cut short still marks the folder as synth's, so the next run replaces it.
+        meta = {"generator": GENERATOR, "seed": seed, "count": count, "height": height,
+                "width": width, "split": lists}
+        (root / "synth.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
         (root / "images").mkdir(exist_ok=True)
         (root / "labels").mkdir(exist_ok=True)
         for i in range(count):
@@ -142,15 +232,9 @@ def write_dataset(out_dir: str | Path, *, count: int, height: int, width: int, s
                 raise ConfigError(f"could not write {root / 'images' / name}; check free space and permissions")
             if progress is not None:
                 progress(i)
-        lists = {}
-        for name, indices in _assign_splits(count, split).items():
-            list_path = root / f"{name}.txt"
-            list_path.write_text("".join(f"images/{i:06d}.png labels/{i:06d}.png\n" for i in indices))
-            lists[name] = len(indices)
+        for name, indices in assigned.items():
+            (root / f"{name}.txt").write_text("".join(f"images/{i:06d}.png labels/{i:06d}.png\n" for i in indices))
         (root / "classes.yaml").write_text(yaml.safe_dump(SYNTHETIC_CLASSES.to_dict(), sort_keys=False))
-        meta = {"generator": "perception.synthetic", "seed": seed, "count": count, "height": height,
-                "width": width, "split": lists}
-        (root / "synth.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
         summary.update(out_dir=str(root), lists=lists)
     if video is not None:
         summary["video"] = str(write_video(video, count=count, height=height, width=width, seed=seed, fps=fps,

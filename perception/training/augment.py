@@ -58,6 +58,18 @@ class RandomGamma(v2.Transform):
         return inpt
 
 
+class ScaleJitter(v2.ScaleJitter):
+    """torchvision's ``ScaleJitter`` (same draws, same sizes) with each side kept at 1 pixel or more.
+
+    torchvision truncates ``side * ratio`` to an int, so an image of extreme aspect ratio (say
+    2000x20 at a 48x64 input: ratio 0.024, width 20 * 0.024 -> 0) would be resized to zero pixels
+    and the resize raise; here that side becomes 1 and the crop that follows pads the rest."""
+
+    def make_params(self, flat_inputs: list) -> dict:
+        new_height, new_width = super().make_params(flat_inputs)["size"]
+        return {"size": (max(1, new_height), max(1, new_width))}
+
+
 class RandomLetterbox(v2.Transform):
     """With probability ``p``: cut the sample to a random camera aspect ratio of ``CAMERA_ASPECTS``
     (a random window, at the same scale) and letterbox it back into its size exactly as the node's
@@ -177,8 +189,9 @@ def build_train_transform(
     crop_h, crop_w = crop_hw or input_hw
     steps: list[v2.Transform] = [
         # ScaleJitter scales relative to the image fitted into target_size, which it takes as
-        # (width, height): a 360x480 image at a 360x480 input is scaled by 0.5..2.0 of itself.
-        v2.ScaleJitter(target_size=(width, height), scale_range=scale_range),
+        # (width, height): a 360x480 image at a 360x480 input is scaled by 0.5..2.0 of itself
+        # (never to less than 1 pixel a side: see ScaleJitter above).
+        ScaleJitter(target_size=(width, height), scale_range=scale_range),
         v2.RandomCrop((crop_h, crop_w), pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: ignore_id}),
     ]
     if hflip:
