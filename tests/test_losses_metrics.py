@@ -244,3 +244,14 @@ def test_lovasz_weight_adds_the_term_to_the_configured_loss():
     with_lovasz = build_loss(TrainConfig(loss="ce", aux_weight=0.0, lovasz_weight=0.5), class_table=table, ignore_id=255)
     want = plain(logits, target) + 0.5 * lovasz_softmax(logits[..., ::2, ::2], target[..., ::2, ::2], ignore_id=255)
     assert torch.allclose(with_lovasz({"out": logits}, target), want)
+
+
+def test_settings_of_another_loss_are_named_not_silently_ignored(caplog):
+    with caplog.at_level("WARNING", logger="perception.training.losses"):
+        build_loss(TrainConfig(loss="ce", ial_levels={"car": 3}, focal_gamma=1.0), class_table=TABLE, ignore_id=255)
+    assert "ial_levels configures the 'ial' loss and changes nothing with loss 'ce'" in caplog.text
+    assert "focal_gamma configures the 'focal' loss" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="perception.training.losses"):
+        build_loss(TrainConfig(loss="ohem"), class_table=TABLE, ignore_id=255)
+    assert caplog.text == ""  # defaults say nothing

@@ -22,7 +22,9 @@ images where c occurs (Eigen & Fergus 2015, used by SegNet).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
+import logging
 
 import numpy as np
 import torch
@@ -38,6 +40,8 @@ LOSSES: Registry[type[nn.Module]] = Registry("loss")
 ENET_C = 1.02
 #: ``lovasz_weight``: the Lovász term sees every LOVASZ_STRIDE-th pixel in each direction.
 LOVASZ_STRIDE = 2
+
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------
@@ -295,5 +299,23 @@ def build_loss(
         kwargs["class_weights"] = torch.as_tensor(class_weights, dtype=torch.float32)
     for keyword, field_name in LOSS_OPTIONS.get(config.loss, {}).items():
         kwargs[keyword] = getattr(config, field_name)
+    _warn_unused_options(config)
     return SegmentationLoss(loss_class(**kwargs), aux_weight=config.aux_weight, lovasz_weight=config.lovasz_weight,
                             ignore_id=ignore_id)
+
+
+def _warn_unused_options(config: TrainConfig) -> None:
+    """Settings of another loss than the configured one (``ial_levels`` with ``loss: ohem``) change
+    nothing: say so once rather than ignore them silently. A warning, not an error, so that a
+    recipe's file can switch its loss with ``--set loss=...`` and keep its other keys."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING}
+    defaults.update({f.name: f.default_factory() for f in dataclasses.fields(config)
+                     if f.default_factory is not dataclasses.MISSING})
+    for loss_name, options in LOSS_OPTIONS.items():
+        if loss_name == config.loss:
+            continue
+        unused = [name for name in options.values() if name in defaults and getattr(config, name) != defaults[name]]
+        if unused:
+            verb = ("configure", "change") if len(unused) > 1 else ("configures", "changes")
+            log.warning("%s %s the %r loss and %s nothing with loss %r", ", ".join(unused), verb[0], loss_name,
+                        verb[1], config.loss)
