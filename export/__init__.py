@@ -10,15 +10,20 @@
 4. ``perception.engines.trt_build`` (``--tensorrt``): a TensorRT engine through the engine cache.
 
 Each step prints what it checked and the figure; a failed gate raises ``ExportGateError`` (the
-command exits non-zero) and removes the file that failed it.
+command exits non-zero). Every input is read before anything is written, and each file is written
+under a temporary name beside its place and renamed there only once its gate passed, so a failed
+export leaves the files it would have replaced as they were (``run_export``).
 
 Run: ``perception export --checkpoint runs/x/best.pt --out model.onnx [--int8 --calib SPEC]``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import shutil
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,7 +31,7 @@ from typing import Literal
 
 from perception.config import hw_from_text, hw_to_text, setting
 from perception.contracts import MAX_MODEL_INPUT_SIDE, MIN_MODEL_INPUT_SIDE
-from perception.errors import ConfigError, DependencyError, ModelError
+from perception.errors import ConfigError, DependencyError, ModelError, file_in_the_way
 
 log = logging.getLogger(__name__)
 
@@ -135,11 +140,19 @@ def int8_path_for(out: Path) -> Path:
 def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> ExportSummary:
     """Run the export chain for ``cfg``; ``report`` receives one line per step.
 
+    Every input (the checkpoint, ``--verify-data``, ``--calib``, ``--val-data``, the unknown
+    threshold's data) is read before anything is written. The model is written to a temporary file
+    beside ``--out`` (``temp_beside``), verified there, and only then renamed onto ``--out``; the
+    INT8 sibling of the model replaced goes only then, and a new one is renamed into place only
+    after its gate. A failure or Ctrl-C before the FP32 model passed leaves ``--out`` and its INT8
+    sibling as they were and removes the folders the export created.
+
     Raises:
         ModelError: unreadable checkpoint or export failure. ExportGateError: a gate failed.
-        DataError/ConfigError: bad dataset specs. DependencyError: --tensorrt without TensorRT.
+        DataError/ConfigError: bad dataset specs, or an ``--out`` that is a folder, cannot be
+        written or is the checkpoint. DependencyError: --tensorrt without TensorRT.
     """
-    prepare_out(cfg.out)  # a bad --out costs a second, not the export's minutes
+    check_out(cfg.out, checkpoint=cfg.checkpoint)  # a bad --out costs a second, not the export's minutes
     import onnx
 
     try:
@@ -159,6 +172,19 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
     model = build_model_from_checkpoint(ckpt)
     input_hw = tuple(cfg.input_hw or ckpt.input_hw)
     metadata = build_metadata(ckpt, input_hw=input_hw, dynamic_batch=cfg.dynamic_batch, with_confidence=cfg.confidence)
+
+    # Every image the gates need, before anything is written: a typo in a spec costs seconds and
+    # leaves the model on disk alone.
+    samples, source = reference_samples(
+        cfg.verify_data, checkpoint_dataset=ckpt.dataset, count=cfg.verify_count, input_hw=input_hw
+    )
+    calib_images = val = val_source = None
+    if cfg.int8:
+        calib, _ = load_samples(cfg.calib, split="train", count=cfg.calib_count, input_hw=input_hw)
+        calib_images = [image for image, _ in calib]
+        val, val_source = load_samples(cfg.val_data or cfg.calib, split="val", count=cfg.val_count, input_hw=input_hw)
+    unknown_spec = _unknown_data(cfg, metadata) if cfg.confidence else None
+
     if cfg.logit_adjust != 0.0:
         from perception.export.logit_adjust import choose
 
@@ -168,105 +194,204 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
         report(f"logit adjustment: tau {adjust.tau:g}, bias " + ", ".join(
             f"{name} {b:+.2f}" for name, b in zip(metadata.class_table.names, adjust.bias, strict=True)) + f"; {adjust.rule}")
 
-    exported = export_onnx(model, cfg.out, metadata)
-    stale_int8 = int8_path_for(cfg.out)
-    if stale_int8.is_file():
-        # The INT8 sibling was made from the model just replaced; the engines pair them by name
-        # (--precision int8, --engine auto), so it must not outlive it.
-        stale_int8.unlink()
-        report(f"removed {stale_int8.name}: it was quantised from the model {cfg.out.name} replaced"
-               + ("; --int8 writes a new one" if cfg.int8 else "; add --int8 (or run python -m perception.export.quantize) for a new one"))
-    report(
-        f"export: {ckpt.model_name} {input_hw[0]}x{input_hw[1]} -> {cfg.out} "
-        f"({exported.size_bytes / 1e6:.2f} MB, opset {onnx.load(str(cfg.out), load_external_data=False).opset_import[0].version}, "
-        f"{exported.export_s:.1f} s), onnx.checker passed"
-    )
-
-    samples, source = reference_samples(
-        cfg.verify_data, checkpoint_dataset=ckpt.dataset, count=cfg.verify_count, input_hw=input_hw
-    )
-    wrapper = ExportWrapper(
-        prepare_model(model), mean_rgb=metadata.mean, std_rgb=metadata.std, with_confidence=cfg.confidence,
-        confidence_pool=metadata.confidence_pool_flags(), logit_bias=metadata.logit_adjust.get("bias"),
-    ).eval()
-    with torch.no_grad():
-        verify = verify_onnx(wrapper, onnx.load(str(cfg.out)), samples, source=source)
-    for line in verify.lines():
-        report(line)
-    if not verify.passed:
-        cfg.out.unlink(missing_ok=True)
-        raise ExportGateError(f"{cfg.out.name} failed verification against PyTorch (see above); file removed")
-    summary = ExportSummary(onnx_path=cfg.out, onnx_bytes=exported.size_bytes, export_s=exported.export_s, verify=verify)
-    if cfg.confidence:
-        metadata = _unknown_step(cfg, metadata, report)
-
-    calib_images = None
-    if cfg.int8:
-        calib, _ = load_samples(cfg.calib, split="train", count=cfg.calib_count, input_hw=input_hw)
-        calib_images = [image for image, _ in calib]
-    if cfg.int8:
-        from perception.export.int8_gate import gate_int8
-        from perception.export.quantize import quantize_int8
-
-        int8_path = int8_path_for(cfg.out)
-        val, val_source = load_samples(cfg.val_data or cfg.calib, split="val", count=cfg.val_count, input_hw=input_hw)
-        try:
-            quantize_int8(cfg.out, int8_path, calib_images, metadata=metadata)
-            int8 = gate_int8(cfg.out, int8_path, val, metadata, runs=cfg.latency_runs, allow_drop=cfg.allow_int8_drop)
-        except BaseException:  # a failure or Ctrl-C before the gate's verdict: no ungated INT8 model stays
-            int8_path.unlink(missing_ok=True)
-            raise
-        report(f"int8: calibrated on {len(calib_images)} images of {cfg.calib}; wrote {int8_path} "
-               f"({int8_path.stat().st_size / 1e6:.2f} MB); validated on {val_source}")
-        for line in int8.lines():
+    out, int8_path = cfg.out, int8_path_for(cfg.out)
+    kept = f"; {out} left as it was" if out.exists() or out.is_symlink() else ""
+    created = make_folder(out.parent)
+    staged = temp_beside(out)
+    staged_int8: Path | None = None
+    placed = False
+    try:
+        exported = export_onnx(model, staged, metadata)
+        report(
+            f"export: {ckpt.model_name} {input_hw[0]}x{input_hw[1]} -> {out} "
+            f"({exported.size_bytes / 1e6:.2f} MB, opset {onnx.load(str(staged), load_external_data=False).opset_import[0].version}, "
+            f"{exported.export_s:.1f} s), onnx.checker passed"
+        )
+        wrapper = ExportWrapper(
+            prepare_model(model), mean_rgb=metadata.mean, std_rgb=metadata.std, with_confidence=cfg.confidence,
+            confidence_pool=metadata.confidence_pool_flags(), logit_bias=metadata.logit_adjust.get("bias"),
+        ).eval()
+        with torch.no_grad():
+            verify = verify_onnx(wrapper, onnx.load(str(staged)), samples, source=source)
+        for line in verify.lines():
             report(line)
-        if not int8.passed and not cfg.allow_int8_drop:
-            from perception.engines.cpu import int8_gate_hint
+        if not verify.passed:
+            raise ExportGateError(f"the exported model failed verification against PyTorch (see above); not written{kept}")
+        if cfg.confidence:
+            metadata = _unknown_step(cfg, staged, unknown_spec, report)
+        _place_fp32(staged, out, int8_path, report, cfg.int8)
+        placed = True
+        summary = ExportSummary(onnx_path=out, onnx_bytes=out.stat().st_size, export_s=exported.export_s, verify=verify)
 
-            int8_path.unlink(missing_ok=True)
-            raise ExportGateError(
-                f"INT8 mIoU drop {int8.drop_points:.2f} points exceeds {int8.max_drop_points:.1f}; "
-                "file removed (keep the costly layers float with `python -m perception.export.quantize "
-                f"{cfg.out} --calib ... --val-data ... --accuracy-control SPEC`, labelled images other than "
-                f"the gate's; or --allow-int8-drop to keep it){int8_gate_hint(int8.saturation_safe)}"
-            )
-        summary.int8_path, summary.int8 = int8_path, int8
+        if cfg.int8:
+            from perception.export.int8_gate import gate_int8
+            from perception.export.quantize import quantize_int8
+
+            staged_int8 = temp_beside(int8_path)  # renamed into place only with its gate's verdict
+            quantize_int8(out, staged_int8, calib_images, metadata=metadata)
+            int8 = gate_int8(out, staged_int8, val, metadata, runs=cfg.latency_runs, allow_drop=cfg.allow_int8_drop)
+            size = staged_int8.stat().st_size / 1e6
+            keep = int8.passed or cfg.allow_int8_drop
+            if keep:
+                move_into_place(staged_int8, int8_path)
+            report(f"int8: calibrated on {len(calib_images)} images of {cfg.calib}; "
+                   + (f"wrote {int8_path}" if keep else f"{int8_path.name} not written")
+                   + f" ({size:.2f} MB); validated on {val_source}")
+            for line in int8.lines():
+                report(line)
+            if not keep:
+                from perception.engines.cpu import int8_gate_hint
+
+                raise ExportGateError(
+                    f"INT8 mIoU drop {int8.drop_points:.2f} points exceeds {int8.max_drop_points:.1f}; "
+                    f"{int8_path.name} not written ({out} is the verified FP32 model; keep the costly layers float "
+                    f"with `python -m perception.export.quantize {out} --calib ... --val-data ... --accuracy-control "
+                    "SPEC`, labelled images other than the gate's; or --allow-int8-drop to keep it)"
+                    f"{int8_gate_hint(int8.saturation_safe)}"
+                )
+            summary.int8_path, summary.int8 = int8_path, int8
+    except BaseException:  # a failure or Ctrl-C: no half-written or ungated file stays
+        for path in (staged, staged_int8):
+            if path is not None:
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+        if not placed:
+            remove_folders(created)
+        raise
 
     if cfg.tensorrt:
         summary.engine_path, summary.engine_built = _tensorrt_step(cfg, metadata, calib_images, report)
     return summary
 
 
-def _unknown_step(cfg: ExportConfig, metadata, report: Callable[[str], None]):
-    """Store the unknown threshold in the exported file's metadata: ``--unknown-threshold``, else
-    the ``export.unknown`` rule on ``--unknown-data`` (default: the checkpoint's dataset, val split).
-    Returns the new metadata, which the INT8 and TensorRT models inherit."""
+def _place_fp32(staged: Path, out: Path, int8_path: Path, report: Callable[[str], None], int8: bool) -> None:
+    """Rename the verified ``staged`` model onto ``out``; the INT8 sibling of the model it replaces
+    goes with it (the engines pair the two by name: --precision int8, --engine auto), so neither an
+    INT8 file of other weights stays beside the new model nor, should the rename fail, the old
+    model loses its INT8 file."""
+    stale = int8_path.is_file() or int8_path.is_symlink()
+    aside = temp_beside(int8_path, tag="old") if stale else None
+    if aside is not None:
+        os.replace(int8_path, aside)
+    try:
+        move_into_place(staged, out)
+    except BaseException:
+        if aside is not None:
+            os.replace(aside, int8_path)
+        raise
+    if aside is not None:
+        with contextlib.suppress(OSError):
+            aside.unlink()
+        report(f"removed {int8_path.name}: it was quantised from the model {out.name} replaced"
+               + ("; --int8 writes a new one" if int8 else "; add --int8 (or run python -m perception.export.quantize) for a new one"))
+
+
+def _unknown_data(cfg: ExportConfig, metadata) -> str | None:
+    """The dataset the unknown threshold will be chosen on (None with --unknown-threshold), opened
+    now so that a bad spec fails before anything is written."""
+    if cfg.unknown_threshold is not None:
+        return None
+    spec = cfg.unknown_data or metadata.dataset
+    if not spec:
+        raise ConfigError("the checkpoint does not say which dataset it was trained on; pass --unknown-data SPEC "
+                          "(the model's own validation data) or --unknown-threshold P")
+    from perception.datasets import open_dataset
+    from perception.errors import DataError
+
+    if len(open_dataset(spec, split="val")) == 0:
+        raise DataError(f"dataset {spec!r} has no val images to choose the unknown threshold on; pass --unknown-data")
+    return spec
+
+
+def _unknown_step(cfg: ExportConfig, model: Path, spec: str | None, report: Callable[[str], None]):
+    """Store the unknown threshold in the metadata of the exported file ``model`` (not yet renamed
+    onto ``--out``): ``--unknown-threshold``, else the ``export.unknown`` rule on ``spec`` (see
+    ``_unknown_data``). Returns the new metadata, which the INT8 and TensorRT models inherit."""
     from perception.export.unknown import choose_for_model
     from perception.modelfile import record_metadata
 
     if cfg.unknown_threshold is not None:
         threshold, rule = cfg.unknown_threshold, "given (perception export --unknown-threshold)"
     else:
-        spec = cfg.unknown_data or metadata.dataset
-        if not spec:
-            raise ConfigError("the checkpoint does not say which dataset it was trained on; pass --unknown-data SPEC "
-                              "(the model's own validation data) or --unknown-threshold P")
-        choice = choose_for_model(cfg.out, spec, count=cfg.unknown_count)
+        choice = choose_for_model(model, spec, count=cfg.unknown_count)
         threshold, rule = choice.threshold, choice.rule
-    metadata = record_metadata(cfg.out, unknown_threshold=float(threshold), unknown_rule=rule)
+    metadata = record_metadata(model, unknown_threshold=float(threshold), unknown_rule=rule)
     report(f"unknown: pixels with confidence below {threshold:.4g} are unknown (id 255) in the node; {rule}")
     return metadata
 
 
-def prepare_out(out: Path) -> None:
-    """Create the folder of ``--out``; ConfigError when ``out`` is a folder or cannot be written,
-    found before the export's minutes of work rather than after."""
-    if out.is_dir():
-        raise ConfigError(f"--out {out} is a directory; give a file name such as {out / 'model.onnx'}")
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether ``a`` and ``b`` are one file (through links, hard links included); False when either is missing."""
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def temp_beside(dest: Path, *, tag: str = "tmp") -> Path:
+    """``.<stem>.<tag>-<pid><suffix>`` beside ``dest``: a new file for ``dest`` is written and
+    checked there, then ``move_into_place`` renames it onto ``dest`` (a rename in one folder:
+    atomic, and it replaces a link at ``dest`` rather than writing through it)."""
+    return dest.with_name(f".{dest.stem}.{tag}-{os.getpid()}{dest.suffix}")
+
+
+def move_into_place(staged: Path, dest: Path, *, fix: str = "choose a writable --out") -> None:
+    """``os.replace(staged, dest)``, ``dest``'s permissions kept when it is a regular file;
+    ConfigError naming ``dest`` when the rename fails (``staged`` then stays for the caller to remove)."""
+    with contextlib.suppress(OSError):
+        if dest.is_file() and not dest.is_symlink():
+            os.chmod(staged, stat.S_IMODE(dest.stat().st_mode))
+    try:
+        os.replace(staged, dest)
     except OSError as exc:
-        raise ConfigError(f"cannot create folder {out.parent} for --out ({exc.strerror}); choose a writable path") from None
+        raise ConfigError(f"cannot write {dest} ({exc.strerror or exc}); {fix}") from None
+
+
+def make_folder(folder: Path, *, flag: str = "--out") -> list[Path]:
+    """Create ``folder`` and its missing parents; returns the folders created, outermost first, for
+    ``remove_folders`` after a failure. ConfigError naming the folder when it cannot be created."""
+    missing = []
+    for candidate in (folder, *folder.parents):
+        if candidate.exists() or candidate.is_symlink():
+            break
+        missing.append(candidate)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        remove_folders(missing[::-1])
+        why = file_in_the_way(folder) or exc.strerror or str(exc)
+        raise ConfigError(f"cannot create folder {folder} for {flag} ({why}); choose a writable path") from None
+    return missing[::-1]
+
+
+def remove_folders(created: list[Path]) -> None:
+    """Remove the folders ``make_folder`` created (innermost first), each only while empty."""
+    for folder in reversed(created):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def check_out(out: Path, *, checkpoint: Path | None = None, flag: str = "--out") -> None:
+    """ConfigError, before any work, when ``out`` is a folder, cannot be created (a file where a
+    folder of its path should be, a folder that cannot be written), or is the ``checkpoint`` itself
+    or its INT8 sibling is (also through a link): writing there would destroy the checkpoint."""
+    if out.is_dir():
+        raise ConfigError(f"{flag} {out} is a directory; give a file name such as {out / 'model.onnx'}")
+    if checkpoint is not None:
+        for path in (out, int8_path_for(out)):
+            if same_file(path, checkpoint):
+                link = " (through a link)" if path.is_symlink() or Path(checkpoint).is_symlink() else ""
+                if path == out:
+                    raise ConfigError(f"{flag} {out} is the checkpoint {checkpoint} itself{link}: the export would "
+                                      "overwrite it; choose another --out")
+                raise ConfigError(f"{path}, the INT8 file beside {flag} {out}, is the checkpoint {checkpoint} itself{link}: "
+                                  "the export would remove it; choose another --out")
+    why = file_in_the_way(out.parent)
+    if why:
+        raise ConfigError(f"cannot write {flag} {out} ({why}); choose a writable {flag}")
+    existing = next(p for p in (out.parent, *out.parent.parents) if p.exists() or p == Path(p.anchor))
+    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write {flag} {out} (no write permission in {existing}); choose a writable {flag}")
 
 
 def _tensorrt_step(cfg: ExportConfig, metadata, calib_images, report) -> tuple[Path, bool]:

@@ -87,6 +87,8 @@ log = logging.getLogger(__name__)
 OVERFLOW_FIXES = ("enable", "first_layer", "disable")
 #: Quantisers ``quantize_int8`` knows (``auto``: nncf when installed, else ort).
 QUANTIZERS = ("auto", "nncf", "ort")
+#: Most images ``--calib-count``, ``--val-count`` and ``--ac-count`` take (``perception export``'s bound).
+MAX_COUNT = 10000
 
 
 class CalibrationImages(CalibrationDataReader):
@@ -232,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from perception.engines.base import INT8_SUFFIX
     from perception.errors import PerceptionError
-    from perception.modelfile import check_writable, read_model_metadata
+    from perception.modelfile import read_model_metadata
 
     parser = argparse.ArgumentParser(prog="python -m perception.export.quantize", description=main.__doc__)
     parser.add_argument("model", type=Path, help="exported FP32 .onnx")
@@ -255,15 +257,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overflow-fix", choices=OVERFLOW_FIXES, default="enable",
                         help="8-bit weights kept within 7 bits: enable (every dense layer; the default: the same "
                              "results on CPUs with and without VNNI), first_layer (NNCF's default), disable")
+    parser.error = _one_line_usage_error  # type: ignore[method-assign]
     args = parser.parse_args(argv)
+    from perception.export import (
+        check_out,
+        make_folder,
+        move_into_place,
+        remove_folders,
+        same_file,
+        temp_beside,
+    )
     from perception.export.verify import load_samples
 
-    written = None
+    staged, created = None, []
     try:
+        for flag, value in (("--calib-count", args.calib_count), ("--val-count", args.val_count),
+                            ("--ac-count", args.ac_count)):
+            if not 1 <= value <= MAX_COUNT:
+                raise ConfigError(f"{flag} {value} is out of range [1, {MAX_COUNT}]")
+        out = args.out or args.model.with_name(args.model.name.removesuffix(".onnx") + INT8_SUFFIX)
+        if out.suffix != ".onnx":
+            raise ConfigError(f"--out {out} must end in .onnx (e.g. {out.with_suffix('').name}{INT8_SUFFIX})")
+        if same_file(out, args.model):
+            link = " (through a link)" if out.is_symlink() or args.model.is_symlink() else ""
+            raise ConfigError(f"--out {out} is the model {args.model} itself{link}: the INT8 file would overwrite its FP32 "
+                              f"model; choose another --out (default: {args.model.name.removesuffix('.onnx')}{INT8_SUFFIX})")
         metadata = read_model_metadata(args.model)
         if metadata.precision == "int8" and not args.gate_only:
             raise ConfigError(f"{args.model.name} is already INT8; quantise its FP32 model (the .onnx without .int8)")
-        out = args.out or args.model.with_name(args.model.name.removesuffix(".onnx") + INT8_SUFFIX)
+        if not args.gate_only:
+            check_out(out)  # before minutes of calibration, not after
         val_spec = args.val_data or args.calib
         control = None
         if args.accuracy_control:
@@ -279,42 +302,61 @@ def main(argv: list[str] | None = None) -> int:
         if args.gate_only:  # re-gate an existing INT8 file (and record the gate in it)
             if not out.is_file() or read_model_metadata(out).precision != "int8":
                 raise ConfigError(f"--gate-only: {out} is not an INT8 model; quantise it first (drop --gate-only)")
+            judged = out
         else:
-            check_writable(out)  # before minutes of calibration, not after
             calib, _ = load_samples(args.calib, split="train", count=args.calib_count, input_hw=metadata.input_hw)
+            created = make_folder(out.parent)
+            staged = judged = temp_beside(out)  # renamed onto --out only with the gate's verdict
             start = time.perf_counter()
-            quantize_int8(args.model, out, [image for image, _ in calib], metadata=metadata, quantizer=args.quantizer,
+            quantize_int8(args.model, staged, [image for image, _ in calib], metadata=metadata, quantizer=args.quantizer,
                           accuracy_control=control, overflow_fix=args.overflow_fix)
-            written = out
             how = ""
             if control:
-                kept, total = float_weighted_layers(onnx.load(str(out)))
+                kept, total = float_weighted_layers(onnx.load(str(staged)))
                 how = (f", accuracy control on {len(control.samples)} images of {args.accuracy_control} "
                        f"(budget {control.max_drop_points:g} points; {kept} of {total} weighted layers float)")
             print(f"int8: {args.quantizer} quantiser, overflow fix {args.overflow_fix}, {len(calib)} calibration images of {args.calib}{how}, "
-                  f"{time.perf_counter() - start:.1f} s; wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
-        report = gate_int8(args.model, out, val, metadata, allow_drop=args.allow_int8_drop)
+                  f"{time.perf_counter() - start:.1f} s ({staged.stat().st_size / 1e6:.2f} MB)")
+        report = gate_int8(args.model, judged, val, metadata, allow_drop=args.allow_int8_drop)
+        keep = report.passed or args.allow_int8_drop
+        if staged is not None and keep:
+            move_into_place(staged, out)
+            staged = None
     except BaseException as exc:
-        if written is not None:  # a failure or Ctrl-C before the gate's verdict: no ungated INT8 model stays
-            written.unlink(missing_ok=True)
+        if staged is not None:  # a failure or Ctrl-C before the gate's verdict: no ungated INT8 model stays
+            staged.unlink(missing_ok=True)
+            remove_folders(created)
         if not isinstance(exc, PerceptionError):
             raise
         print(f"export.quantize: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     print(f"validated on {source}")
     for line in report.lines():
         print(line)
-    if not report.passed and not args.allow_int8_drop:
-        out.unlink(missing_ok=True)
+    if not keep:
+        if staged is not None:
+            staged.unlink(missing_ok=True)
+            remove_folders(created)
         hint = ("" if args.accuracy_control else
                 "; --accuracy-control SPEC (labelled images other than --val-data) keeps the layers that cost mIoU float")
         from perception.engines.cpu import int8_gate_hint
 
-        print(f"export.quantize: error: mIoU drop over budget; {out.name} removed{hint}"
-              f"{int8_gate_hint(report.saturation_safe)}",
+        what = (f"{out.name} removed" if args.gate_only else f"{out} not written"
+                + ("; the file there before is left as it was" if out.exists() else ""))
+        if args.gate_only:
+            out.unlink(missing_ok=True)
+        print(f"export.quantize: error: mIoU drop over budget; {what}{hint}{int8_gate_hint(report.saturation_safe)}",
               file=sys.stderr)
         return 1
+    if not args.gate_only:
+        print(f"wrote {out}")
     return 0
+
+
+def _one_line_usage_error(message: str) -> None:
+    """argparse's error as one line, as every other error of the command (exit 2)."""
+    print(f"export.quantize: error: {message}; see 'python -m perception.export.quantize --help'", file=sys.stderr)
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ normalisation is the same float ops.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -100,21 +102,29 @@ def _outputs(model: bytes, images: list[np.ndarray], which: str, source: Path) -
 
 
 def upgrade_file(model: Path, out: Path) -> str:
-    """Upgrade ``model`` into ``out`` (module docstring); returns a one-line report. Written in
-    place, a symbolic link's target is rewritten and the file keeps its permissions (``save_model``).
+    """Upgrade ``model`` into ``out`` (module docstring); returns a one-line report. ``out`` the same
+    file as ``model`` (also through a link): rewritten in place, a symbolic link's target and with
+    the file's permissions kept (``save_model``). Another ``out``: written under a temporary name
+    beside it and renamed onto it (a link there is replaced, not written through); a model with
+    nothing to upgrade is copied there as it is, so ``out`` always holds the current form.
 
     Raises:
-        ModelError: the file cannot be read or written, the node would refuse it
-            (``read_model_metadata``), ONNX Runtime cannot run it, or the rewritten graph's outputs
-            differ from the original's (nothing is written then).
+        ModelError: the file cannot be read, the node would refuse it (``read_model_metadata``),
+            ONNX Runtime cannot run it, or the rewritten graph's outputs differ from the
+            original's (nothing is written then). ConfigError: ``out`` cannot be written.
     """
     from perception.modelfile import load_model_proto, read_model_metadata, save_model
 
     read_model_metadata(model)  # the node's checks first: its metadata, I/O contract and input size bound
+    in_place = Path(out) == Path(model) or _same_file(out, model)
     proto = load_model_proto(model)
     original = proto.SerializeToString()
     if not upgrade_normalisation(proto):
-        return f"upgrade: {model}: nothing to do (its input normalisation is not the older N x H x W x 3 form)"
+        nothing = f"upgrade: {model}: nothing to do (its input normalisation is not the older N x H x W x 3 form)"
+        if in_place:
+            return nothing + ("" if Path(out) == Path(model) else f"; --out {out} is that file, left as it is")
+        _write_beside(out, lambda staged: shutil.copyfile(model, staged))
+        return f"{nothing}; copied it to {out}"
     spec = next(i for i in proto.graph.input if i.name == INPUT_NAME).type.tensor_type.shape.dim
     shape = [d.dim_value if d.HasField("dim_value") else 1 for d in spec]
     rng = np.random.default_rng(0)
@@ -124,9 +134,40 @@ def upgrade_file(model: Path, out: Path) -> str:
     if any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True)):
         raise ModelError(f"{model}: the rewritten graph's outputs differ from the original's; nothing written "
                          "(re-export the model from its checkpoint instead)")
-    save_model(proto, out)  # in place: a link's target, the file's permissions kept; ConfigError if it cannot
+    if in_place:
+        save_model(proto, model)  # in place: a link's target, the file's permissions kept; ConfigError if it cannot
+    else:
+        _write_beside(out, lambda staged: save_model(proto, staged))
     return (f"upgrade: {model}: input normalisation now on N x 3 x H x W (faster in ONNX Runtime), "
             f"outputs bit-identical in ONNX Runtime on 3 images; wrote {out}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    from perception.export import same_file
+
+    return same_file(a, b)
+
+
+def _write_beside(out: Path, write) -> None:
+    """``write(staged)`` a temporary file beside ``out``, then rename it onto ``out``; on any
+    failure (or Ctrl-C) the temporary file and the folders made for it go. ConfigError naming
+    ``out`` when it cannot be written."""
+    from perception.export import check_out, make_folder, move_into_place, remove_folders, temp_beside
+
+    check_out(out)
+    created = make_folder(out.parent)
+    staged = temp_beside(out)
+    try:
+        try:
+            write(staged)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {out} ({exc.strerror or exc}); choose a writable --out") from None
+        move_into_place(staged, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            staged.unlink(missing_ok=True)
+        remove_folders(created)
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@ mIoU budget, metadata survives the file, and the TensorRT engine cache keys on w
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
@@ -340,6 +341,98 @@ def test_no_ungated_or_stale_int8_model_is_left_beside_the_fp32_one(trained_chec
     assert out.is_file() and not int8_path_for(out).exists()  # ... and the interrupted one went too
 
 
+def _previous_pair(folder):
+    """A model and its INT8 sibling an earlier export wrote (their bytes stand in for them)."""
+    out = folder / "m.onnx"
+    out.write_bytes(b"the previous model")
+    int8_path_for(out).write_bytes(b"the previous model's INT8 file")
+    return out
+
+
+def _files(folder) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def test_a_failed_export_leaves_the_previous_model_and_its_int8_sibling_as_they_were(
+    trained_checkpoint, folder_dataset, tmp_path, monkeypatch, capsys
+):
+    """Every input is read before anything is written, and the new model is verified under a
+    temporary name: a bad --verify-data/--calib/--val-data, a failed verification or Ctrl-C during
+    it leaves the working pair byte for byte, no temporary file, and no folder the export made."""
+    import perception.export.verify as verify
+
+    ckpt_path, _ = trained_checkpoint
+    root, _ = folder_dataset
+    out = _previous_pair(tmp_path)
+    before = _files(tmp_path)
+    base = ["export", "--checkpoint", str(ckpt_path), "--out", str(out), "--verify-count", "1"]
+    for extra, message in (
+        (["--verify-data", f"folder:{tmp_path}/typo"], "typo"),
+        (["--int8", "--calib", f"folder:{tmp_path}/typo"], "typo"),
+        (["--int8", "--calib", f"folder:{root}", "--val-data", f"folder:{tmp_path}/typo2"], "typo2"),
+        (["--confidence", "--unknown-data", f"folder:{tmp_path}/typo3"], "typo3"),
+    ):
+        assert cli_main([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+        assert _files(tmp_path) == before, extra
+
+    real = verify.verify_onnx
+    monkeypatch.setattr(verify, "verify_onnx", lambda *a, **k: dataclasses.replace(real(*a, **k), passed=False))
+    assert cli_main(base) == 2
+    assert "failed verification against PyTorch (see above); not written; " f"{out} left as it was" in capsys.readouterr().err
+    assert _files(tmp_path) == before
+    assert cli_main([*base[:4], str(tmp_path / "new" / "deeper" / "m.onnx"), "--verify-count", "1"]) == 2
+    assert _files(tmp_path) == before  # the folders it made went with the failure
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(verify, "verify_onnx", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_export(ExportConfig(checkpoint=ckpt_path, out=tmp_path / "new" / "m.onnx", verify_count=1), report=lambda _: None)
+    with pytest.raises(KeyboardInterrupt):
+        run_export(ExportConfig(checkpoint=ckpt_path, out=out, verify_count=1), report=lambda _: None)
+    assert _files(tmp_path) == before
+
+
+def test_out_that_is_the_checkpoint_is_refused_and_a_link_at_out_is_replaced(trained_checkpoint, tmp_path, capsys):
+    """--out the checkpoint itself (its path, a link to it, or a checkpoint named .onnx) would
+    destroy the only copy of the weights: one line, exit 2, the checkpoint intact. A link at --out
+    to anything else is replaced by the new model, never written through."""
+    import shutil
+
+    ckpt_path, _ = trained_checkpoint
+    ckpt = tmp_path / "ck.pt"
+    shutil.copy(ckpt_path, ckpt)
+    data = ckpt.read_bytes()
+    link = tmp_path / "link.onnx"
+    link.symlink_to(ckpt)
+    named = tmp_path / "ckp.onnx"
+    shutil.copy(ckpt_path, named)
+    for checkpoint, out, message in (
+        (ckpt, link, f"--out {link} is the checkpoint {ckpt} itself (through a link): the export would overwrite it"),
+        (named, named, f"--out {named} is the checkpoint {named} itself: the export would overwrite it"),
+        (tmp_path / "ckp.int8.onnx", named, "the INT8 file beside --out"),
+    ):
+        if not checkpoint.exists():
+            shutil.copy(ckpt_path, checkpoint)
+        assert cli_main(["export", "--checkpoint", str(checkpoint), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("perception: error: ") and message in err and err.count("\n") == 1, err
+    assert ckpt.read_bytes() == data and link.is_symlink() and named.read_bytes() == data
+    assert (tmp_path / "ckp.int8.onnx").read_bytes() == data
+
+    other = tmp_path / "other.onnx"
+    other.write_bytes(b"another file")
+    elsewhere = tmp_path / "elsewhere.onnx"
+    elsewhere.symlink_to(other)
+    assert cli_main(["export", "--checkpoint", str(ckpt), "--out", str(elsewhere), "--verify-count", "1"]) == 0
+    assert not elsewhere.is_symlink() and read_model_metadata(elsewhere).model_name == "segnet_basic"
+    assert other.read_bytes() == b"another file" and ckpt.read_bytes() == data
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
 def test_a_checkpoint_whose_class_table_no_longer_fits_its_weights_is_one_model_error(trained_checkpoint):
     from perception.contracts import ClassTable
     from perception.errors import ModelError
@@ -578,3 +671,76 @@ def test_quantize_cli_accuracy_control_still_gated(exported_fp32, folder_dataset
     assert "q.int8.onnx is already INT8; quantise its FP32 model" in capsys.readouterr().err
     assert not (tmp_path / "q.int8.int8.onnx").exists()
 
+
+
+def test_quantize_refuses_an_out_that_is_the_model_or_not_onnx_and_bad_counts(exported_fp32, tmp_path, capsys):
+    """Each is refused in one line (exit 2) before any calibration, and the FP32 model is intact."""
+    import shutil
+
+    import perception.export.quantize as quantize
+
+    source, _ = exported_fp32
+    model = tmp_path / "fp.onnx"
+    shutil.copy(source, model)
+    data = model.read_bytes()
+    link = tmp_path / "link.onnx"
+    link.symlink_to(model)
+    checkpoint = tmp_path / "ck.pt"
+    checkpoint.write_bytes(b"PK\x03\x04 a checkpoint")
+    for argv, message in (
+        ([str(model), "--out", str(model)], f"--out {model} is the model {model} itself: the INT8 file would overwrite"),
+        ([str(model), "--out", str(link)], "itself (through a link)"),
+        ([str(link), "--out", str(model)], "itself (through a link)"),
+        ([str(model), "--out", str(checkpoint)], f"--out {checkpoint} must end in .onnx"),
+        ([str(model), "--calib-count", "-5"], "--calib-count -5 is out of range [1, 10000]"),
+        ([str(model), "--calib-count", "0"], "--calib-count 0 is out of range [1, 10000]"),
+        ([str(model), "--val-count", "0"], "--val-count 0 is out of range"),
+        ([str(model), "--val-count", "-1"], "--val-count -1 is out of range"),
+        ([str(model), "--ac-count", "-3"], "--ac-count -3 is out of range"),
+        ([str(model), "--calib-count", "many"], "argument --calib-count: invalid int value: 'many'"),
+    ):
+        with contextlib.suppress(SystemExit):  # argparse's own errors exit
+            assert quantize.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("export.quantize: error: ") and message in err and err.count("\n") == 1, (argv, err)
+    assert model.read_bytes() == data and link.is_symlink() and checkpoint.read_bytes() == b"PK\x03\x04 a checkpoint"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.pt", "fp.onnx", "link.onnx"]
+
+
+def test_quantize_writes_out_only_after_the_gate(exported_fp32, folder_dataset, tmp_path, monkeypatch, capsys):
+    """The INT8 file is written under a temporary name and renamed onto --out only with a passed
+    gate: a failed gate leaves the file --out held (and no folder it made); a passed one replaces
+    a link at --out instead of writing through it."""
+    import perception.export.quantize as quantize
+
+    model, _ = exported_fp32
+    root, _ = folder_dataset
+    out = tmp_path / "q.int8.onnx"
+    out.write_bytes(b"an earlier INT8 file")
+    common = ["--calib", f"folder:{root}", "--calib-count", "2", "--val-data", f"folder:{root}", "--val-count", "1",
+              "--quantizer", "ort"]
+    real_gate = quantize.gate_int8
+    seen = []
+
+    def failing_gate(fp32, int8, *a, **k):
+        seen.append(out.read_bytes())  # --out while the gate runs
+        return dataclasses.replace(real_gate(fp32, int8, *a, **k), max_drop_points=-100.0)
+
+    monkeypatch.setattr(quantize, "gate_int8", failing_gate)
+    assert quantize.main([str(model), "--out", str(out), *common]) == 1
+    err = capsys.readouterr().err
+    assert f"{out} not written; the file there before is left as it was" in err
+    assert seen == [b"an earlier INT8 file"] and out.read_bytes() == b"an earlier INT8 file"
+    assert quantize.main([str(model), "--out", str(tmp_path / "new" / "q.int8.onnx"), *common]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.int8.onnx"]
+
+    monkeypatch.setattr(quantize, "gate_int8", real_gate)
+    target = tmp_path / "target.onnx"
+    target.write_bytes(b"a file a link points at")
+    link = tmp_path / "link.int8.onnx"
+    link.symlink_to(target)
+    assert quantize.main([str(model), "--out", str(link), *common, "--allow-int8-drop"]) == 0
+    assert f"wrote {link}" in capsys.readouterr().out
+    assert not link.is_symlink() and read_model_metadata(link).precision == "int8"
+    assert target.read_bytes() == b"a file a link points at"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -253,3 +253,58 @@ def test_a_graph_onnx_runtime_cannot_run_and_an_unwritable_out_are_one_line(tmp_
     assert upgrade.main([str(model), "--out", str(tmp_path / "file.txt" / "new.onnx")]) == 2
     err = capsys.readouterr().err
     assert "cannot write" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_out_gets_a_copy_when_there_is_nothing_to_do_and_a_link_there_is_replaced_not_written_through(tmp_path, capsys):
+    """A script reading ``--out`` after the tool finds it there whether or not the model needed
+    the rewrite; ``--out`` a link to another file: the link is replaced, its target untouched."""
+    current, other = tmp_path / "current.onnx", tmp_path / "other.onnx"
+    save_model(older_export(), current)
+    upgrade_file(current, current)
+    save_model(older_export(), other)
+    other_bytes = other.read_bytes()
+    out = tmp_path / "new" / "dir" / "x.onnx"
+    assert upgrade.main([str(current), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "nothing to do" in printed and f"copied it to {out}" in printed
+    assert out.read_bytes() == current.read_bytes()
+    link = tmp_path / "link.onnx"
+    link.symlink_to(other)
+    assert upgrade.main([str(current), "--out", str(link)]) == 0
+    assert not link.is_symlink() and link.read_bytes() == current.read_bytes()
+    assert other.read_bytes() == other_bytes
+    old = tmp_path / "old.onnx"
+    save_model(older_export(), old)
+    link.unlink()
+    link.symlink_to(other)
+    assert upgrade.main([str(old), "--out", str(link)]) == 0  # an upgrade too: the link replaced
+    assert not link.is_symlink() and not describe_model(link).older_normalisation and other.read_bytes() == other_bytes
+    assert not [p.name for p in tmp_path.rglob(".*")]  # no temporary file left
+
+
+def test_out_the_same_file_as_the_model_through_a_link_is_in_place(tmp_path, capsys):
+    model, link = tmp_path / "m.onnx", tmp_path / "l.onnx"
+    save_model(older_export(), model)
+    link.symlink_to(model)
+    assert upgrade.main([str(model), "--out", str(link)]) == 0
+    assert link.is_symlink() and not describe_model(model).older_normalisation
+    capsys.readouterr()
+    assert upgrade.main([str(model), "--out", str(link)]) == 0
+    assert "is that file, left as it is" in capsys.readouterr().out and link.is_symlink()
+
+
+def test_a_failed_write_to_out_leaves_no_folder_or_temporary_file(tmp_path, monkeypatch, capsys):
+    import errno
+    import pathlib
+
+    model = tmp_path / "m.onnx"
+    save_model(older_export(), model)
+
+    def full_disk(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full_disk)
+    assert upgrade.main([str(model), "--out", str(tmp_path / "new" / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "No space left" in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
