@@ -245,17 +245,41 @@ class CameraEngine(Engine):
     as the ``batch`` stage, apart from ``infer``)."""
 
     def __init__(self, batcher: FrameBatcher, index: int) -> None:
-        engine = batcher.engine
         self.batcher = batcher
         self.index = index
-        self.kind = engine.kind  # type: ignore[misc]  # the shared engine's registry name
-        self.metadata = engine.metadata
-        self.input_spec = engine.input_spec
-        self.provider = engine.provider
-        self.model_path = engine.model_path
-        self.precision = engine.precision
-        self.selection = engine.selection
+        self.kind = batcher.engine.kind  # type: ignore[misc]  # the shared engine's registry name
         self.last_wait_ms: float | None = None
+
+    # The shared engine's description, read through (not copied at start): its outputs decide the
+    # unknown marking (a copy without output_names turned it off in every camera), and an
+    # ``--engine auto`` engine changes precision and selection when it switches.
+    @property
+    def metadata(self):  # type: ignore[override]
+        return self.batcher.engine.metadata
+
+    @property
+    def input_spec(self):  # type: ignore[override]
+        return self.batcher.engine.input_spec
+
+    @property
+    def output_names(self) -> tuple[str, ...]:  # type: ignore[override]
+        return self.batcher.engine.output_names
+
+    @property
+    def provider(self):  # type: ignore[override]
+        return self.batcher.engine.provider
+
+    @property
+    def model_path(self):  # type: ignore[override]
+        return self.batcher.engine.model_path
+
+    @property
+    def precision(self):  # type: ignore[override]
+        return self.batcher.engine.precision
+
+    @property
+    def selection(self):  # type: ignore[override]
+        return self.batcher.engine.selection
 
     @property
     def fixed_batch(self) -> int | None:

@@ -99,11 +99,7 @@ def load_model_proto(path: str | Path, *, with_weights: bool = True):
     import onnx
     from google.protobuf.message import DecodeError
 
-    path = Path(path)
-    if path.is_dir():
-        raise ModelError(f"model file {path} is a directory; pass the .onnx file inside it")
-    if not path.is_file():
-        raise ModelError(f"model file {path} not found; check the path or {_REEXPORT}")
+    path = check_model_path(path)
     if _is_torch_checkpoint(path):
         raise ModelError(
             f"{path.name} is a PyTorch checkpoint, not an ONNX model: export it (perception export --checkpoint "
@@ -247,6 +243,17 @@ def check_io_contract(
             raise ModelError(
                 f"{source}: output {name!r} is {out.dtype} {list(out.shape)}, expected uint8 [N, {h}, {w}]; {_REEXPORT}"
             )
+
+
+def check_model_path(path: str | Path) -> Path:
+    """``path`` as a Path when it names a file; ModelError (one line, the fix) when it is missing or
+    a folder. What every reader of a model file checks first."""
+    path = Path(path)
+    if path.is_dir():
+        raise ModelError(f"model file {path} is a directory; pass the .onnx file inside it")
+    if not path.is_file():
+        raise ModelError(f"model file {path} not found; check the path or {_REEXPORT}")
+    return path
 
 
 def read_model_metadata(path: str | Path) -> ModelMetadata:

@@ -51,7 +51,7 @@ CASES: dict[str, tuple[str, str]] = {
     "export tiny size": ("export --checkpoint {fx}/missing.pt --out {fx}/m.onnx --size 8x8", "each side 16..4096"),
     "train huge size": ("train --size 20000x20000 --out {fx}/run", "input_hw=[20000, 20000] (--size) is out of range: each side 16..4096"),
     "export out is a folder": ("export --checkpoint {fx}/missing.pt --out {fx}/folder.onnx", "is a directory"),
-    "export out under a file": ("export --checkpoint {fx}/missing.pt --out {fx}/file.txt/m.onnx", "cannot create"),
+    "export out under a file": ("export --checkpoint {fx}/missing.pt --out {fx}/file.txt/m.onnx", "file.txt is a file, not a folder"),
     "bench out is a file": ("bench engine --model {fx}/tiny.onnx --out {fx}/file.txt", "is a file"),
     "bench out under a file": ("bench engine --model {fx}/tiny.onnx --out {fx}/file.txt/b", "cannot create"),
     "bench huge threads": ("bench engine --model {fx}/tiny.onnx --threads 100000 --out {fx}/b", "threads=100000 is out of range [0, 256] (--threads 100000)"),
@@ -64,6 +64,14 @@ CASES: dict[str, tuple[str, str]] = {
     "run bad model and source, openvino": (
         "run --engine openvino --model {fx}/file.txt --source {fx}/nope.mp4 --endpoint ipc://{fx}/e1.sock", "file.txt is not a readable ONNX"),
     "run bad model and source, auto": ("run --engine auto --model {fx}/file.txt --source {fx}/nope.mp4 --endpoint ipc://{fx}/e2.sock", "file.txt is not a readable ONNX"),
+    # auto hashes the file for its probe cache: a missing one was an OSError traceback there.
+    "run auto missing model": ("run --engine auto --model {fx}/nowhere.onnx --endpoint ipc://{fx}/e8.sock",
+                               "nowhere.onnx not found; check the path"),
+    "bench probe model is a folder": ("bench probe {fx}/folder", "folder is a directory; pass the .onnx file"),
+    "run auto fp16 on a cpu": ("run --engine auto --precision fp16 --model {fx}/tiny.onnx --endpoint ipc://{fx}/e9.sock",
+                               "fp16 runs on a GPU"),
+    "run auto int8 without its file": ("run --engine auto --precision int8 --model {fx}/tiny.onnx --endpoint ipc://{fx}/e10.sock",
+                                       "tiny.int8.onnx beside the model, and it is not there"),
     "run good model, bad source, openvino": ("run --engine openvino --model {fx}/tiny.onnx --source {fx}/nope.mp4 --endpoint ipc://{fx}/e3.sock", "not found"),
     "run model input too large": ("run --model {fx}/huge.onnx", "input 5000x5000 has 25000000 pixels"),
     "inspect model input too large": ("inspect {fx}/huge.onnx", "re-export it at a smaller --size"),

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from outpace import wait_for_more_frames
-from tiny_models import expected_class_ids, write_brightness_model
+from tiny_models import expected_class_ids, tiny_metadata, write_brightness_model
 
 from perception import contracts
 from perception.batching import FrameBatcher
@@ -376,6 +376,24 @@ def test_cli_two_cameras_final_document_per_camera(tiny_model_path, free_tcp_por
     final = json.loads(out[-1])
     assert set(final["cameras"]) == set(CAMERAS) and final["published"] == 6 and final["balanced"]
     assert final["batching"]["timeout_ms"] == 50 and final["cameras"]["rear"]["source"].endswith("(seed 1)")
+
+
+def test_every_camera_marks_unknown_pixels_as_a_one_camera_node_does(tmp_path, free_tcp_port, capsys):
+    # Each camera's engine view once copied the shared engine's description without its outputs, so
+    # a model with a confidence output ran every camera with unknown marking off (and refused
+    # --unknown-threshold, saying the model had no confidence output).
+    meta = tiny_metadata((64, 96), has_confidence=True, unknown_threshold=0.5, unknown_rule="test")
+    model = write_brightness_model(tmp_path / "conf.onnx", (64, 96), metadata=meta, with_confidence=True)
+    for extra, threshold in (([], 0.5), (["--unknown-threshold", "0.25"], 0.25)):
+        code, out, err = run_cli(
+            ["--model", str(model), "--source", "front=synthetic", "--source", "rear=synthetic",
+             "--width", "96", "--height", "72", "--fps", "240", "--queue", "lossless", "--max-frames", "2",
+             "--threads", "1", "--endpoint", f"tcp://127.0.0.1:{free_tcp_port}", *extra], capsys)
+        assert code == 0, err
+        final = json.loads(out[-1])
+        for camera in CAMERAS:
+            unknown = final["cameras"][camera]["unknown"]
+            assert unknown["enabled"] and unknown["threshold"] == threshold, (camera, unknown)
 
 
 def test_cli_bad_second_source_is_one_line_naming_the_camera(tiny_model_path, free_tcp_port, capsys):

@@ -43,7 +43,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from perception.engines.base import Engine, EngineOptions
+from perception.engines.base import INT8_SUFFIX, Engine, EngineOptions
 from perception.engines.cpu import cpu_isa, cpu_model
 from perception.engines.probe import (
     MIN_AGREEMENT,
@@ -57,7 +57,7 @@ from perception.engines.probe import (
     streams_for_node,
 )
 from perception.errors import ConfigError, DependencyError, ModelError, PerceptionError
-from perception.modelfile import read_model_metadata
+from perception.modelfile import check_model_path, read_model_metadata
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ def _version(dist: str) -> str:
 
 def probe_key(model_path: Path, options: EngineOptions, candidates: list[Candidate]) -> dict:
     """Everything the probe's verdict depends on (see the module docstring)."""
+    check_model_path(model_path)  # hashed below: a missing file is the user's one-line error, not an OSError
     sibling = int8_sibling(model_path)
     return {
         "version": PROBE_KEY_VERSION,
@@ -195,6 +196,20 @@ def cpu_candidates(model_path: Path, options: EngineOptions) -> list[Candidate]:
     return found
 
 
+def _no_candidate(model_path: Path, precision: str) -> PerceptionError:
+    """Why no CPU engine runs ``precision`` for this model, and the fix."""
+    what = f"--engine auto --precision {precision}"
+    if precision == "int8":
+        sibling = model_path.with_name(model_path.name.removesuffix(".onnx") + INT8_SUFFIX)
+        return ModelError(f"{what} needs the INT8 file {sibling} beside the model, and it is not there; make it with "
+                          f"python -m perception.export.quantize {model_path} --calib SPEC, or drop --precision")
+    if precision == "bf16":
+        return DependencyError(f"{what}: bf16 needs OpenVINO and a CPU with AVX-512 BF16 or AMX; this CPU has "
+                               f"{', '.join(cpu_isa()) or 'neither'}: use --precision auto, fp32 or int8")
+    return ConfigError(f"{what}: on a CPU auto chooses among fp32, bf16 and int8 ({precision} runs on a GPU: "
+                       "--provider cuda or tensorrt); use --precision auto, fp32, bf16 or int8")
+
+
 def select_engine(
     model_path: Path, options: EngineOptions, *, cache_dir: Path | None = None, isolated: bool = False,
     frames: str = "",
@@ -204,10 +219,7 @@ def select_engine(
     (``frames_from``'s SPEC) probes on those frames whatever is cached, and caches that verdict."""
     candidates = cpu_candidates(model_path, options)
     if not candidates:
-        raise DependencyError(
-            f"--engine auto --precision {options.precision}: no installed engine runs that precision here "
-            "(bf16 needs OpenVINO and a CPU with AVX-512 BF16/AMX; int8 needs a MODEL.int8.onnx)"
-        )
+        raise _no_candidate(model_path, options.precision)
     cache_dir = cache_dir or probe_cache_dir()
     key = probe_key(model_path, options, candidates)
     cached = None if frames else read_cached(key, cache_dir)
