@@ -137,6 +137,16 @@ class EngineBenchConfig:
         # the one check that joins two settings.
         if self.duration_s is None and self.runs < self.blocks:
             raise ValueError(f"runs={self.runs} is fewer than blocks={self.blocks}; give more runs or fewer blocks")
+        in_flight = max(self.streams, default=1)
+        if self.duration_s is None and self.runs // self.blocks < in_flight:
+            # A block of fewer runs than --streams never has that many calls in flight, yet each
+            # worker still runs on --threads / N: the row would measure fewer streams than it says.
+            per_block = self.runs // self.blocks
+            fewer_blocks = f", or --blocks {self.runs // in_flight} or fewer" if self.runs >= in_flight else ""
+            raise ValueError(
+                f"runs={self.runs} in blocks={self.blocks} is {per_block} run{'s' if per_block > 1 else ''} a block, "
+                f"fewer than the streams={in_flight} calls kept in flight; give --runs {self.blocks * in_flight} "
+                f"or more{fewer_blocks}")
 
 
 def resolve_models(models: list[Path]) -> list[Path]:

@@ -30,6 +30,16 @@ def _held(trial: dict[str, Any]) -> bool:
     return captured > 0 and lost <= PEAK_MAX_DROP * captured
 
 
+def peak_rate_source_error(source: str) -> str | None:
+    """Why ``--peak-rate`` cannot run on ``source`` (None for the synthetic camera, which it paces)."""
+    from perception.config import cut
+
+    if source.strip().startswith("synthetic"):
+        return None
+    return (f"--peak-rate paces the synthetic camera, not --source {cut(source, 200)} (a file is read unpaced, a camera "
+            "runs at its own rate); use --source synthetic")
+
+
 def find_peak_rate(cfg: PipelineBenchConfig, model: Path) -> dict[str, Any]:
     """The highest synthetic-camera rate the node holds (see the module docstring); the
     ``peak_rate`` block: ``fps_held`` (None when even the lowest tried rate dropped) and every trial.
@@ -40,8 +50,9 @@ def find_peak_rate(cfg: PipelineBenchConfig, model: Path) -> dict[str, Any]:
 
     from perception.errors import ConfigError
 
-    if not cfg.source.startswith("synthetic"):
-        raise ConfigError("--peak-rate paces the synthetic camera; use --source synthetic (files are read unpaced)")
+    problem = peak_rate_source_error(cfg.source)
+    if problem:
+        raise ConfigError(problem)
     trials: list[dict[str, Any]] = []
 
     def trial(fps: float) -> bool:

@@ -62,7 +62,7 @@ from typing import Any
 from perception import contracts
 from perception.bench.multicamera import measure_cameras
 from perception.bench.node import NodeFailed, measure_node
-from perception.bench.peak_rate import find_peak_rate
+from perception.bench.peak_rate import find_peak_rate, peak_rate_source_error
 from perception.bench.stats import ratio
 from perception.config import bounds, same_setting, setting
 from perception.errors import ConfigError
@@ -101,7 +101,7 @@ class PipelineBenchConfig:
     the synthetic camera; files are read as fast as the node takes them)."""
 
     model: Path | None = setting(None, help="ONNX model (default: the shipped perception/assets/default.onnx)")
-    source: str = setting("synthetic", help="frame source: synthetic or a video file")
+    source: str = setting("synthetic", help="frame source: a video file, an image folder, or synthetic")
     duration_s: float = setting(10.0, lo=0.1, hi=86_400, flag="--duration", metavar="S", help="seconds to measure")
     fps: float | None = same_setting(SourceOptions, "fps", group=None)
     width: int | None = same_setting(SourceOptions, "width", group=None)
@@ -151,16 +151,11 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
     from perception.bench.report import new_results
     from perception.progress import progress
 
+    check_conflicts(cfg)
     model = resolve_models([cfg.model] if cfg.model else [])[0]
     results = new_results("pipeline", command)
     results["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.__dict__.items()}
     if cfg.cameras > 1:
-        if cfg.baseline or cfg.peak_rate:
-            raise ConfigError("--cameras compares one node with separate nodes; run --baseline or --peak-rate "
-                              "without --cameras")
-        if cfg.streams not in (None, 1):
-            raise ConfigError(f"--cameras {cfg.cameras}: a node with several cameras runs one batch at a time; "
-                              f"drop --streams {cfg.streams}")
         with progress(desc=f"{cfg.cameras} cameras: one node and {cfg.cameras} nodes", unit="run", total=2 * cfg.rounds,
                       disable=not cfg.progress, file=sys.stderr) as bar:
             results["cameras"] = measure_cameras(cfg, model, tick=bar.update)
@@ -198,7 +193,7 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
                 threads=[cfg.threads] if cfg.threads else [], streams=[streams] if streams else [],
                 frames=engine_frames(cfg.source),
                 runs=cfg.engine_runs, warmup=10,
-                blocks=min(5, cfg.engine_runs), progress=cfg.progress,
+                blocks=engine_blocks(cfg.engine_runs, streams or 1), progress=cfg.progress,
             ))
             one["engine_only_fps"] = engine["results"][0]["fps"]
             one["engine_cpu_ms_per_run"] = engine["results"][0].get("cpu_ms_per_run")
@@ -213,6 +208,37 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
     if cfg.rounds > 1:
         results["rounds"] = rounds
     return results
+
+
+def check_conflicts(cfg: PipelineBenchConfig) -> None:
+    """ConfigError for flags that cannot go together, before any node starts (each is one line)."""
+    if cfg.cameras > 1:
+        if cfg.baseline or cfg.peak_rate:
+            raise ConfigError("--cameras compares one node with separate nodes; run --baseline or --peak-rate "
+                              "without --cameras")
+        if cfg.streams not in (None, 1):
+            raise ConfigError(f"--cameras {cfg.cameras}: a node with several cameras runs one batch at a time; "
+                              f"drop --streams {cfg.streams}")
+        return
+    if cfg.peak_rate and peak_rate_source_error(cfg.source):
+        # said now: find_peak_rate runs after every round of node, baseline and engine-only
+        raise ConfigError(peak_rate_source_error(cfg.source))
+    in_flight = AUTO_MAX_STREAMS if cfg.streams == "auto" else (cfg.streams or 1)
+    if 0 < cfg.engine_runs < in_flight:
+        up_to = "up to " if cfg.streams == "auto" else ""
+        raise ConfigError(f"--engine-runs {cfg.engine_runs} is fewer than the {up_to}{in_flight} calls --streams "
+                          f"{cfg.streams} keeps in flight, so the engine-only run would measure fewer; give "
+                          f"--engine-runs {in_flight} or more (or 0 to skip it)")
+
+
+#: ``--streams auto``: the most frames in flight the node may choose (``streams_for_node``).
+AUTO_MAX_STREAMS = 2
+
+
+def engine_blocks(runs: int, in_flight: int) -> int:
+    """The engine-only run's round-robin blocks: up to 5, each of at least ``in_flight`` runs, so that
+    ``--streams N`` keeps N calls in flight in every block (``check_conflicts`` refuses fewer runs)."""
+    return max(1, min(5, runs // max(1, in_flight)))
 
 
 def pooled_ratios(rounds: list[dict[str, Any]]) -> dict[str, Any]:

@@ -190,7 +190,7 @@ def _pipeline_section(results: dict[str, Any], plots: dict[str, str]) -> list[st
     cpu = ratios.get("cpu_per_frame")
     if cpu:
         rows += [
-            [f"CPU per frame, ms of one core: the node{pooled}", cpu["node_ms"]],
+            [f"CPU per frame, ms of one core: the node{' (mean over the rounds)' if pooled else ''}", cpu["node_ms"]],
             ["  the bench process (its subscriber decodes every mask it receives)", cpu["subscriber_ms"]],
             ["  engine-only, per inference", cpu["engine_only_ms"]],
             ["  the node beyond its engine (decode, letterbox, masks, sends)", cpu["node_beyond_engine_ms"]],
@@ -347,8 +347,12 @@ def summary_text(results: dict[str, Any]) -> str:
     if p:
         e2e = p.get("capture_to_receive_ms") or {}
         seq = p.get("sequence", {})
+        rounds = results.get("rounds") or []  # with rounds, their lines and the pooled ratios below
+        final = p.get("node_final_stats") or {}
+        ran = (f" ({final['engine']}-{final['precision']})" if not rounds and final.get("engine")
+               and final.get("precision") else "")  # with rounds, each round's line names it
         lines.append(
-            f"node: in {_fmt(p.get('input_fps'), 1)} FPS, out {_fmt(p.get('output_fps'), 1)} FPS, "
+            f"node{ran}: in {_fmt(p.get('input_fps'), 1)} FPS, out {_fmt(p.get('output_fps'), 1)} FPS, "
             f"dropped {_fmt(p.get('frames_dropped'))}, missing at subscriber {_fmt(seq.get('missing'))}, "
             f"capture->receive p50 {_fmt(e2e.get('p50'))} ms p99 {_fmt(e2e.get('p99'))} ms, "
             f"CPU {_fmt((p.get('cpu') or {}).get('mean_percent'), 0)} %"
@@ -356,9 +360,13 @@ def summary_text(results: dict[str, Any]) -> str:
         if p.get("input_ended_s") is not None:
             lines.append(f"the node's input ended after {_fmt(p['input_ended_s'], 1)} s of the window: the figures "
                          "cover that; add --loop (or a shorter --duration) for the full window")
+        probe = p.get("probe_wait") or {}
+        if probe.get("was_probing"):
+            lines.append(f"--engine auto, first start: waited {_fmt(probe.get('waited_s'), 1)} s for the probe's "
+                         + ("verdict, which had not come; measured the node as it ran" if probe.get("timed_out")
+                            else f"verdict ({probe.get('state')}) before measuring"))
         base = results.get("baseline")
         ratios = results.get("ratios", {})
-        rounds = results.get("rounds") or []  # with rounds, their lines and the pooled ratios below
         if base and not rounds:
             lines.append(f"serial baseline: {_fmt(base.get('fps'), 1)} FPS; node/baseline "
                          f"x{_fmt(ratios.get('node_over_baseline_fps'))}")
@@ -376,8 +384,26 @@ def summary_text(results: dict[str, Any]) -> str:
                          f"node/engine x{_fmt(ratios.get('node_over_engine_fps'))}")
         cpu = ratios.get("cpu_per_frame")
         if cpu:
-            lines.append(f"CPU per frame (ms of one core): node {_fmt(cpu['node_ms'])}, subscriber "
+            over = f", mean over the {len(rounds)} rounds" if len(rounds) > 1 else ""
+            lines.append(f"CPU per frame (ms of one core{over}): node {_fmt(cpu['node_ms'])}, subscriber "
                          f"{_fmt(cpu['subscriber_ms'])}, engine-only {_fmt(cpu['engine_only_ms'])}; the node beyond "
                          f"its engine {_fmt(cpu['node_beyond_engine_ms'])}; node/engine if CPU were the only limit "
                          f"x{_fmt(cpu['cpu_bound_node_over_engine'])}")
+        peak = results.get("peak_rate")
+        if peak:
+            lines.append(_peak_rate_line(peak))
     return "\n".join(lines)
+
+
+def _peak_rate_line(peak: dict[str, Any]) -> str:
+    """The ``--peak-rate`` answer for the terminal: the rate held, and what bounds it."""
+    rule = f"at most {100 * peak['max_drop']:.0f} % of captured frames dropped or missing"
+    n = len(peak.get("trials") or [])
+    trials = f"{n} trial{'' if n == 1 else 's'}"
+    if peak.get("fps_held") is None:
+        return (f"peak rate: no rate held ({rule}): even {_fmt(peak.get('lowest_dropping_fps'))} FPS requested "
+                f"dropped more; {trials}")
+    if peak.get("lowest_dropping_fps") is None:  # held the fastest rate tried: the source is the limit
+        return f"peak rate: {_fmt(peak['fps_held'])} FPS held ({rule}), the fastest tried; {trials}"
+    return (f"peak rate: {_fmt(peak['fps_held'])} FPS held ({rule}); {_fmt(peak['lowest_dropping_fps'])} FPS "
+            f"requested dropped more; {trials}")

@@ -409,6 +409,8 @@ def test_pipeline_bench_passes_streams_to_the_node_and_the_engine_only_run(tiny_
     assert "--streams 2" in p["node_command"] and p["node_final_stats"]["streams"] == 2
     assert p["frames_received"] > 0 and p["sequence"]["out_of_order"] == 0 == p["sequence"]["duplicates"]
     assert results["engine"]["results"][0]["streams_requested"] == 2
+    # 8 engine-only runs in blocks of at least 2, so that each block has both calls in flight
+    assert results["engine"]["settings"]["runs_per_block"] >= 2
     assert results["ratios"]["node_over_engine_fps"] > 0
 
 
@@ -619,3 +621,129 @@ def test_two_model_files_of_one_name_are_told_apart_in_labels_and_the_report(tin
     assert first != second and second == f"old/{tiny_model.stem}"
     assert [r["model_tag"] for r in rows] == [first, second]
     assert f"(old/{tiny_model.stem})" in render_markdown(results)
+
+
+# --------------------------------------------------------------------------------------------
+# refused before any work, and said on the terminal (audit 2: findings 4-7, 9-11)
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_block_of_fewer_runs_than_streams_is_refused_naming_the_runs_that_work(tiny_model):
+    """--streams 2 --runs 5 in 5 blocks: one run a block, so never two calls in flight, while each
+    worker runs on half the threads; refused, naming --runs 10 (and at most 2 blocks)."""
+    with pytest.raises(ValueError, match=r"runs=5 in blocks=5 is 1 run a block, fewer than the streams=2 calls kept "
+                                         r"in flight; give --runs 10 or more, or --blocks 2 or fewer$"):
+        EngineBenchConfig(models=[tiny_model], threads=[2], streams=[1, 2], runs=5, blocks=5)
+    with pytest.raises(ValueError, match=r"give --runs 2 or more$"):  # no --blocks can help 1 run
+        EngineBenchConfig(models=[tiny_model], streams=[2], runs=1, blocks=1)
+    EngineBenchConfig(models=[tiny_model], streams=[2], runs=10, blocks=5)  # 2 a block: fine
+    EngineBenchConfig(models=[tiny_model], streams=[2], runs=1, blocks=2, duration_s=0.1)  # timed blocks: fine
+
+
+def test_pipeline_mistakes_are_refused_before_any_node_starts(tiny_model, monkeypatch):
+    """--peak-rate with a file source was refused only after every round of node, baseline and
+    engine-only; --engine-runs below --streams would measure fewer calls in flight."""
+    import perception.bench.pipeline as bp
+
+    def no_node(*a, **k):
+        raise AssertionError("a node was started")
+
+    monkeypatch.setattr(bp, "measure_node", no_node)
+    monkeypatch.setattr(bp, "measure_cameras", no_node)
+    with pytest.raises(ConfigError, match=r"^--peak-rate paces the synthetic camera, not --source drive.mp4 .*; "
+                                          r"use --source synthetic$"):
+        bp.run_pipeline_bench(bp.PipelineBenchConfig(model=tiny_model, source="drive.mp4", peak_rate=True,
+                                                     baseline=True, rounds=3, progress=False))
+    with pytest.raises(ConfigError, match=r"^--engine-runs 1 is fewer than the 2 calls --streams 2 keeps in flight.*"
+                                          r"give --engine-runs 2 or more \(or 0 to skip it\)$"):
+        bp.run_pipeline_bench(bp.PipelineBenchConfig(model=tiny_model, streams=2, engine_runs=1, progress=False))
+    with pytest.raises(ConfigError, match=r"fewer than the up to 2 calls --streams auto keeps in flight"):
+        bp.check_conflicts(bp.PipelineBenchConfig(engine="auto", streams="auto", engine_runs=1))
+    bp.check_conflicts(bp.PipelineBenchConfig(streams=2, engine_runs=0))  # no engine-only run: nothing to refuse
+    # the engine-only run's blocks: up to 5, each of at least --streams runs
+    assert [bp.engine_blocks(runs, 2) for runs in (2, 5, 8, 10, 100)] == [1, 2, 4, 5, 5]
+    assert bp.engine_blocks(3, 1) == 3 and bp.engine_blocks(100, 1) == 5
+
+
+def test_the_terminal_summary_gives_the_peak_rate_the_probe_wait_and_the_engine():
+    """The person who asked for --peak-rate gets the answer on the terminal, not only in the .md;
+    so is an --engine auto first start's wait and (one round) the engine the node ran."""
+    results = {"pipeline": {"input_fps": 7.0, "output_fps": 6.5, "frames_dropped": 0, "sequence": {"missing": 0},
+                            "node_final_stats": {"engine": "openvino", "precision": "fp32"},
+                            "probe_wait": {"was_probing": True, "waited_s": 57.5, "state": "chosen",
+                                           "timed_out": False}},
+               "peak_rate": {"fps_held": 6.56, "lowest_dropping_fps": 7.2, "max_drop": 0.01, "trials": [{}] * 5},
+               "ratios": {}}
+    lines = summary_text(results).splitlines()
+    assert lines[0].startswith("node (openvino-fp32): in 7.0 FPS, out 6.5 FPS")
+    assert "--engine auto, first start: waited 57.5 s for the probe's verdict (chosen) before measuring" in lines
+    assert lines[-1] == ("peak rate: 6.56 FPS held (at most 1 % of captured frames dropped or missing); "
+                         "7.20 FPS requested dropped more; 5 trials")
+    results["peak_rate"] = {"fps_held": None, "lowest_dropping_fps": 3.0, "max_drop": 0.01, "trials": [{}] * 4}
+    assert summary_text(results).splitlines()[-1].startswith("peak rate: no rate held")
+    # with rounds, each round's line names the engine; the node line does not repeat round 1's
+    results["rounds"] = [{"node_fps": 6.5, "engine": "openvino", "precision": "fp32"}] * 2
+    assert summary_text(results).startswith("node: in 7.0 FPS")
+
+
+def test_the_cpu_per_frame_over_rounds_is_labelled_a_mean():
+    cpu = {"node_ms": 98.91, "subscriber_ms": 2.0, "engine_only_ms": 80.0, "node_beyond_engine_ms": 18.91,
+           "cpu_bound_node_over_engine": 0.8}
+    results = {"kind": "pipeline", "pipeline": {"source": "drive.mp4"}, "ratios": {"cpu_per_frame": cpu},
+               "rounds": [{"node_fps": 10.0, "engine": "ort", "precision": "fp32"}] * 3}
+    md = render_markdown(results)
+    assert "| CPU per frame, ms of one core: the node (mean over the rounds) | 98.91 |" in md
+    assert "CPU per frame (ms of one core, mean over the 3 rounds): node 98.91" in summary_text(results)
+    del results["rounds"]
+    assert "| CPU per frame, ms of one core: the node | 98.91 |" in render_markdown(results)
+
+
+def test_pipeline_help_names_every_source_kind():
+    import dataclasses
+
+    from perception.bench.pipeline import PipelineBenchConfig
+
+    help_text = next(f for f in dataclasses.fields(PipelineBenchConfig) if f.name == "source").metadata["help"]
+    assert "video file" in help_text and "image folder" in help_text and "synthetic" in help_text
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ("bench pipeline --peak-rate --source {fx}/drive.mp4 --duration 2 --baseline --no-progress --out {fx}/o",
+     "--peak-rate paces the synthetic camera, not --source {fx}/drive.mp4"),
+    ("bench engine --model {fx}/tiny.onnx --threads 2 --streams 2 --runs 5 --out {fx}/o", "give --runs 10 or more"),
+    ("bench probe {fx}/tiny.onnx --cache-dir {fx}/file.txt/probe",
+     "cannot use --cache-dir {fx}/file.txt/probe: {fx}/file.txt is a file, not a folder"),
+    ("bench probe {fx}/tiny.onnx --threads 300 --cache-dir {fx}/c",
+     "perception bench probe: threads=300 is out of range [0, 256] (--threads 300)"),
+])
+def test_bench_cli_mistakes_are_one_line_before_any_work(args, message, tiny_model, tmp_path):
+    import shutil
+
+    shutil.copy(tiny_model, tmp_path / "tiny.onnx")
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "drive.mp4").write_bytes(b"")
+    proc = subprocess.run([sys.executable, "-m", "perception", *args.format(fx=tmp_path).split()],
+                          capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("perception: error: ") and message.format(fx=tmp_path) in lines[0], proc.stderr
+    assert not (tmp_path / "c").exists()  # the probe never ran
+
+
+def test_bench_probe_says_cached_only_when_it_wrote_the_verdict(tiny_model, tmp_path, monkeypatch, capsys):
+    """A verdict the cache did not take is printed without "cached for", and said (exit 2)."""
+    import argparse
+
+    import perception.engines.auto as auto
+    from perception.commands import bench as bench_command
+
+    args = argparse.Namespace(bench_mode="probe", model=tiny_model, threads=1, precision="fp32", frames="",
+                              cache_dir=tmp_path / "cache")
+    monkeypatch.setattr(auto, "write_cached", lambda selection, cache_dir: None)  # a full disk, say
+    with pytest.raises(ConfigError, match=r"^the verdict was not cached: cannot write .*cache/\w+\.json; "):
+        bench_command.main(args)
+    out = capsys.readouterr().out
+    assert "--engine auto for tiny.onnx" in out and "cached for" not in out
+    monkeypatch.undo()
+    assert bench_command.main(args) == 0
+    assert "  cached for 'perception run --engine auto" in capsys.readouterr().out

@@ -60,13 +60,7 @@ def main(args: argparse.Namespace) -> int:
     from perception.bench import report
 
     if args.bench_mode == "probe":
-        from perception.engines.auto import probe_cache_dir, probe_now
-        from perception.engines.probe import describe
-
-        selection = probe_now(args.model, threads=args.threads, precision=args.precision, frames=args.frames,
-                              cache_dir=args.cache_dir)
-        print(describe(selection, args.model, args.threads, args.cache_dir or probe_cache_dir()))
-        return 0
+        return _probe(args)
     if args.bench_mode == "report":
         results = report.load_results(args.results)
         folder = args.results if args.results.is_dir() else args.results.parent
@@ -87,6 +81,51 @@ def main(args: argparse.Namespace) -> int:
     print(report.summary_text(results))
     _print_written({"json": path, **written})
     return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    """``bench probe``: the verdict, cached for the node. The cache folder is checked first (its
+    whole point is that cache; a probe takes seconds to minutes), and "cached" is said only when
+    the verdict's file is there."""
+    from perception.engines.auto import key_digest, probe_cache_dir, probe_now
+    from perception.engines.probe import describe
+    from perception.options import MAX_THREADS
+
+    if not 0 <= args.threads <= MAX_THREADS:  # worded as run's (and the bench's other flags') range errors
+        raise ConfigError(f"perception bench probe: threads={args.threads} is out of range [0, {MAX_THREADS}] "
+                          f"(--threads {args.threads})")
+    cache_dir = args.cache_dir or probe_cache_dir()
+    _check_cache_dir(cache_dir, named=args.cache_dir is not None)
+    selection = probe_now(args.model, threads=args.threads, precision=args.precision, frames=args.frames,
+                          cache_dir=cache_dir)
+    text = describe(selection, args.model, args.threads, cache_dir)
+    cached = cache_dir / f"{key_digest(selection.key)}.json"
+    if not cached.is_file():  # written after the check above, so this is rare: a full disk, a folder removed
+        print("\n".join(line for line in text.splitlines() if not line.lstrip().startswith("cached for ")))
+        raise ConfigError(f"the verdict was not cached: cannot write {cached}; 'perception run --engine auto' will "
+                          "probe again at its next start")
+    print(text)
+    return 0
+
+
+def _check_cache_dir(cache_dir: Path, *, named: bool) -> None:
+    """ConfigError (one line) when the probe cache folder cannot be created or written."""
+    import os
+    import tempfile
+
+    from perception.errors import file_in_the_way
+
+    what = f"--cache-dir {cache_dir}" if named else (
+        f"the probe cache folder {cache_dir}" + (" (PERCEPTION_PROBE_CACHE)" if os.environ.get("PERCEPTION_PROBE_CACHE") else ""))
+    blocker = file_in_the_way(cache_dir)
+    if blocker:
+        raise ConfigError(f"cannot use {what}: {blocker}; give --cache-dir a writable folder")
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=cache_dir):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot write {what} ({exc.strerror}); give --cache-dir a writable folder") from None
 
 
 def _prepare_out(out: Path) -> Path:
