@@ -338,6 +338,8 @@ def _as_typed(flag: Any, typed_value: Any) -> str:
         return flag.option
     if flag.shape == "commas":
         return cut(" ".join(f"{flag.option} {text}" for text in typed_value))
+    if isinstance(typed_value, float) and typed_value.is_integer() and abs(typed_value) < 1e15:
+        typed_value = int(typed_value)  # argparse made "--duration 0" a float: echo 0, as typed, not 0.0
     return cut(f"{flag.option} {as_text(typed_value)}")
 
 

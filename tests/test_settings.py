@@ -103,7 +103,7 @@ SAMPLES = {
                "fp16": True, "trt_cache_dir": "cache", "logit_adjust": 0.5},
     "train": {"model": "segnet_basic", "data": "synthetic", "val_data": "synthetic", "input_hw": [64, 96],
               "epochs": 2, "steps": 5, "batch_size": 2, "lr": 0.01, "loss": "dice", "out": "runs/x", "device": "cpu",
-              "workers": 0, "pretrained": False},
+              "workers": 0, "pretrained": False, "overwrite": True},
     "synth": {"out": "o", "count": 4, "input_hw": [48, 64], "seed": 1, "split": "val=0.2", "video": "d.mp4",
               "video_labels": True, "fps": 10.0, "images": False, "contact_sheet": "s.png"},
     "eval": {"model": "m.onnx", "data": "synthetic", "split": "train", "device": "cpu", "batch_size": 2, "workers": 0,
