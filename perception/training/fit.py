@@ -333,14 +333,21 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, A
     info = setup_distributed(pick_device(config.device, DistInfo()))
     try:
         run_dir = Path(config.out)
+        created = info.is_main and not run_dir.exists()
         if info.is_main:
             check_run_dir_free(run_dir, resume=resume, overwrite=config.overwrite)
             make_run_dir(run_dir)
-        data = build_data(config, info)
-        run = build_run(config, data, info=info)
-        if resume is not None:  # checked before anything in the run directory is written
-            resume_run(run, resume)
-            log.info("resumed from %s at step %d", resume, run.step)
+        try:
+            data = build_data(config, info)
+            run = build_run(config, data, info=info)
+            if resume is not None:  # checked before anything in the run directory is written
+                resume_run(run, resume)
+                log.info("resumed from %s at step %d", resume, run.step)
+        except BaseException:  # a refused dataset or resume leaves no empty run directory behind
+            if created:
+                with contextlib.suppress(OSError):
+                    run_dir.rmdir()  # only when empty
+            raise
         runlog = RunLog(run_dir) if info.is_main else None
         if info.is_main:
             if resume is None and config.overwrite:
