@@ -106,6 +106,9 @@ class ExportConfig:
                              f"{MIN_MODEL_INPUT_SIDE}..{MAX_MODEL_INPUT_SIDE}")
         if self.out.suffix != ".onnx":
             raise ValueError(f"--out {self.out} must end in .onnx")
+        if self.out.name.endswith(".int8.onnx"):  # engines.base.INT8_SUFFIX: the name the engines read as INT8
+            raise ValueError(f"--out {self.out} is an INT8 file's name, and the export writes the FP32 model there "
+                             "(its INT8 file goes beside it as NAME.int8.onnx); choose a name without .int8")
         if (self.unknown_threshold is not None or self.unknown_data) and not self.confidence:
             raise ValueError("--unknown-threshold / --unknown-data set the threshold on the confidence output; add --confidence")
         try:  # a number or 'auto' (as text from YAML or a launch file): the flag's own check

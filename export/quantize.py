@@ -276,8 +276,9 @@ def main(argv: list[str] | None = None) -> int:
             if not 1 <= value <= MAX_COUNT:
                 raise ConfigError(f"{flag} {value} is out of range [1, {MAX_COUNT}]")
         out = args.out or args.model.with_name(args.model.name.removesuffix(".onnx") + INT8_SUFFIX)
-        if out.suffix != ".onnx":
-            raise ConfigError(f"--out {out} must end in .onnx (e.g. {out.with_suffix('').name}{INT8_SUFFIX})")
+        if out.suffix != ".onnx" or not out.name:
+            raise ConfigError(f"--out {str(out) or repr('')} must name an .onnx file (e.g. "
+                              f"{args.model.name.removesuffix('.onnx')}{INT8_SUFFIX})")
         if same_file(out, args.model):
             link = " (through a link)" if out.is_symlink() or args.model.is_symlink() else ""
             raise ConfigError(f"--out {out} is the model {args.model} itself{link}: the INT8 file would overwrite its FP32 "
@@ -326,6 +327,10 @@ def main(argv: list[str] | None = None) -> int:
         if staged is not None:  # a failure or Ctrl-C before the gate's verdict: no ungated INT8 model stays
             staged.unlink(missing_ok=True)
             remove_folders(created)
+        if isinstance(exc, KeyboardInterrupt):
+            print("export.quantize: interrupted; no INT8 file written, the files there before are left as they were",
+                  file=sys.stderr)
+            return 130
         if not isinstance(exc, PerceptionError):
             raise
         print(f"export.quantize: error: {exc}", file=sys.stderr)

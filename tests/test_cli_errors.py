@@ -48,6 +48,8 @@ CASES: dict[str, tuple[str, str]] = {
     "eval checkpoint is onnx": ("eval --checkpoint {fx}/tiny.onnx --data synthetic", "not a .pt file"),
     "export huge size": ("export --checkpoint {fx}/missing.pt --out {fx}/m.onnx --size 100000x100000",
                          "input size 100000x100000 is out of range: each side 16..4096"),
+    "export out is an int8 name": ("export --checkpoint {fx}/missing.pt --out {fx}/m.int8.onnx",
+                                   "is an INT8 file's name, and the export writes the FP32 model there"),
     "export tiny size": ("export --checkpoint {fx}/missing.pt --out {fx}/m.onnx --size 8x8", "each side 16..4096"),
     "train huge size": ("train --size 20000x20000 --out {fx}/run", "input_hw=[20000, 20000] (--size) is out of range: each side 16..4096"),
     "export out is a folder": ("export --checkpoint {fx}/missing.pt --out {fx}/folder.onnx", "is a directory"),

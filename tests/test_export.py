@@ -691,7 +691,8 @@ def test_quantize_refuses_an_out_that_is_the_model_or_not_onnx_and_bad_counts(ex
         ([str(model), "--out", str(model)], f"--out {model} is the model {model} itself: the INT8 file would overwrite"),
         ([str(model), "--out", str(link)], "itself (through a link)"),
         ([str(link), "--out", str(model)], "itself (through a link)"),
-        ([str(model), "--out", str(checkpoint)], f"--out {checkpoint} must end in .onnx"),
+        ([str(model), "--out", str(checkpoint)], f"--out {checkpoint} must name an .onnx file"),
+        ([str(model), "--out", ""], "--out . must name an .onnx file (e.g. fp.int8.onnx)"),  # an unset $VAR
         ([str(model), "--calib-count", "-5"], "--calib-count -5 is out of range [1, 10000]"),
         ([str(model), "--calib-count", "0"], "--calib-count 0 is out of range [1, 10000]"),
         ([str(model), "--val-count", "0"], "--val-count 0 is out of range"),

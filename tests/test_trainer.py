@@ -570,6 +570,9 @@ def test_a_new_run_does_not_replace_another_in_its_out(data_spec, tmp_path, caps
     assert load_checkpoint(out / "last.pt").step == 3
     assert _train(data_spec, out, "--steps", "1", "--overwrite") == 0
     assert load_checkpoint(out / "last.pt").step == 1
+    # --overwrite acts on this start only: a later --resume or --config of this run must not carry it.
+    assert load_checkpoint(out / "last.pt").config["overwrite"] is False
+    assert yaml.safe_load((out / "config.yaml").read_text())["overwrite"] is False
     steps = [json_line["step"] for json_line in RunLog(out).records()]
     assert steps and max(steps) == 1  # the replaced run's log went with it
 
@@ -604,16 +607,23 @@ def test_labels_that_are_all_void_are_named_as_the_cause(tmp_path, capsys):
     root = write_scenes(tmp_path / "void" / "train", 4)
     write_scenes(tmp_path / "void" / "val", 2, seed=1)
     good = f"folder:{tmp_path / 'void'}"
-    for label in sorted((root / "labels").glob("*.png")):
+    labels = sorted((root / "labels").glob("*.png"))
+    cv2.imwrite(str(labels[0]), np.full((48, 64), 255, np.uint8))
+    # One void frame in good data (here a whole batch of one) teaches nothing and stops nothing.
+    assert _train(good, tmp_path / "one", "--steps", "4", "--batch-size", "1") == 0
+    for label in labels:
         cv2.imwrite(str(label), np.full((48, 64), 255, np.uint8))
-    assert _train(good, tmp_path / "a", "--steps", "1") == 2
-    assert "every label pixel of the batch at step 0 is the ignore id 255: nothing to learn" in capsys.readouterr().err
+    assert _train(good, tmp_path / "a", "--steps", "25") == 2
+    assert ("the last 20 training batches (to step 19) had no labelled pixel: every label pixel was the ignore id 255"
+            in capsys.readouterr().err)
     for label in sorted((tmp_path / "void" / "val" / "labels").glob("*.png")):
         cv2.imwrite(str(label), np.full((48, 64), 255, np.uint8))
     write_scenes(tmp_path / "fine" / "train", 4)
     assert _train(f"folder:{tmp_path / 'fine'}", tmp_path / "b", "--steps", "1",
                   "--set", f"val_data=folder:{tmp_path / 'void'}") == 2
-    assert "has no labelled pixel: every label is the ignore id 255" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "has no labelled pixel: every label is the ignore id 255" in err
+    assert f"the 1 steps trained are in {tmp_path / 'b' / 'last.pt'}" in err and load_checkpoint(tmp_path / "b" / "last.pt")
 
 
 def test_ctrl_c_during_the_last_validation_keeps_every_step(data_spec, tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 from perception.errors import DependencyError
@@ -61,8 +62,11 @@ def main(args: argparse.Namespace) -> int:
         config = load_config(TrainConfig, {**base, **overrides}, source=f"config of {args.resume}")
     metrics = fit(config, resume=args.resume)
     if not math.isnan(metrics["miou"]):
+        # best.pt only where this run beat the best score it started from (a resume into a new --out
+        # carries the old run's best, so it may write none there).
+        written = [name for name in ("best.pt", "last.pt") if (Path(metrics["run_dir"]) / name).is_file()]
         print(
             f"done: step {metrics['step']}, val mIoU {100 * metrics['miou']:.2f} %, G {100 * metrics['global_acc']:.2f} %, "
-            f"C {100 * metrics['class_acc']:.2f} %; checkpoints in {metrics['run_dir']} (best.pt, last.pt)"
+            f"C {100 * metrics['class_acc']:.2f} %; checkpoints in {metrics['run_dir']} ({', '.join(written)})"
         )
     return 0

@@ -88,8 +88,8 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     except pickle.UnpicklingError as exc:
         refused = _refused_global(str(exc))
         if refused is None:
-            raise ModelError(f"checkpoint {path} cannot be read ({_first_line(exc)}); it is truncated or not a .pt "
-                             "file written by 'perception train'") from None
+            raise ModelError(f"checkpoint {path} cannot be read ({_unpickler_reason(exc)}); it is damaged or not a "
+                             ".pt file written by 'perception train'") from None
         raise ModelError(
             f"checkpoint {path} holds a Python object ({refused}) that no checkpoint of 'perception train' "
             "holds; it was not loaded, since unpickling it could run code: use a checkpoint you trained"
@@ -143,7 +143,30 @@ def _checkpoint_problem(ckpt: Checkpoint) -> str | None:
         return "its weights (state_dict) are not a mapping of tensors"
     if ckpt.train_state is not None and not isinstance(ckpt.train_state, dict):
         return "its training state is not a mapping"
+    for name, doc in (("config", ckpt.config), ("metrics", ckpt.metrics)):
+        if _nesting(doc) > MAX_NESTING:
+            return f"its {name} is nested more than {MAX_NESTING} deep"
     return None
+
+
+#: A checkpoint's config and metrics are a few levels deep; a crafted one 100,000 deep made the
+#: export's metadata writer recurse until Python gave up.
+MAX_NESTING = 32
+
+
+def _nesting(doc: Any) -> int:
+    """The deepest nesting of dicts and lists in ``doc``, without recursion (stops past MAX_NESTING)."""
+    deepest, stack = 0, [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, (list, tuple)) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_NESTING:
+            break
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _numpy_array_globals() -> list[Any]:
@@ -173,8 +196,13 @@ def state_dict_mismatch(exc: RuntimeError) -> str:
     return next((ln for ln in lines if "size mismatch" in ln), lines[0])[:300]
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+def _unpickler_reason(exc: BaseException) -> str:
+    """torch's own reason in a refused load (its message opens with advice to load unsafely, which
+    is not this tool's advice): the ``WeightsUnpickler error:`` line, else the first line."""
+    text = str(exc)
+    _, found, after = text.partition("WeightsUnpickler error:")
+    reason = after.split("Check the documentation")[0] if found else (text.strip().splitlines() or [""])[0]
+    return " ".join(reason.split())[:200] or type(exc).__name__
 
 
 def build_model_from_checkpoint(ckpt: Checkpoint, *, device: str | torch.device = "cpu"):

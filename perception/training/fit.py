@@ -9,6 +9,7 @@ The run directory (``config.out``) gets ``config.yaml`` (the resolved config), `
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import random
 import signal
@@ -81,6 +82,10 @@ def save_run_checkpoint(run: Run, data: Data, path: Path) -> Path:
     return save_checkpoint(path, ckpt)
 
 
+#: The number of 32-bit keys in numpy's MT19937 state (checked before a crafted state is copied).
+MT19937_KEYS = 624
+
+
 def _numpy_rng_state() -> dict[str, Any]:
     """numpy's global RNG state as tensors and numbers, which torch's safe loader reads (an array
     would need numpy globals allowed in the unpickler)."""
@@ -92,8 +97,12 @@ def _numpy_rng_state() -> dict[str, Any]:
 def _set_numpy_rng_state(state: Any) -> None:
     """Restore what ``_numpy_rng_state`` saved, or the tuple of earlier checkpoints."""
     if isinstance(state, dict):
-        keys = np.asarray(state["keys"].numpy() if isinstance(state["keys"], torch.Tensor) else state["keys"])
-        state = (state["kind"], keys.astype(np.uint32), state["pos"], state["has_gauss"], state["gauss"])
+        keys = state["keys"]
+        if not isinstance(keys, torch.Tensor) or keys.shape != (MT19937_KEYS,):
+            raise ValueError(f"numpy RNG keys are not {MT19937_KEYS} numbers")
+        state = (state["kind"], keys.numpy().astype(np.uint32), state["pos"], state["has_gauss"], state["gauss"])
+    elif not isinstance(state, tuple) or len(state) != 5 or np.shape(state[1]) != (MT19937_KEYS,):
+        raise ValueError(f"numpy RNG state is not MT19937's ({MT19937_KEYS} keys)")
     np.random.set_state(state)
 
 
@@ -169,9 +178,12 @@ def validate_and_checkpoint(run: Run, data: Data, run_dir: Path | None, runlog: 
     """Evaluate; on rank 0 log, write last.pt and (when mIoU improved) best.pt."""
     cm = evaluate(run, data)
     if int(cm.matrix.sum()) == 0:
+        kept = ""
+        if run_dir is not None and run.info.is_main:  # the steps trained so far are kept
+            kept = f"; the {run.step} steps trained are in {save_run_checkpoint(run, data, run_dir / 'last.pt')}"
         raise DataError(
             f"the validation data ({run.config.val_data or run.config.data}, split {run.config.val_split}) has no "
-            f"labelled pixel: every label is the ignore id {data.ignore_id}; check its labels and class table"
+            f"labelled pixel: every label is the ignore id {data.ignore_id}; check its labels and class table{kept}"
         )
     run.last_metrics = {**cm.summary(data.class_table), "step": run.step}
     if run.ema is not None:
@@ -300,12 +312,17 @@ def check_run_dir_free(path: Path, *, resume: str | Path | None, overwrite: bool
     held = [name for name in RUN_FILES[:3] if (path / name).is_file()]
     if not held or overwrite:
         return
-    if resume is not None and Path(resume).resolve().parent == path.resolve():
+    if _resumes_from(resume, path):
         return
     raise ConfigError(
         f"{path} already holds a run ({', '.join(held)}); continue it with --resume {path / 'last.pt'}, "
         "choose another --out, or replace it with --overwrite"
     )
+
+
+def _resumes_from(resume: str | Path | None, run_dir: Path) -> bool:
+    """The run continues one of ``run_dir``'s own checkpoints."""
+    return resume is not None and Path(resume).resolve().parent == run_dir.resolve()
 
 
 def remove_run_files(path: Path) -> None:
@@ -330,12 +347,15 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, A
     Raises:
         KeyboardInterrupt: after Ctrl-C, once ``last.pt`` holds the step reached.
     """
+    # --overwrite is what this start does to --out, not a setting of the run: it is not saved into the
+    # run's config.yaml and checkpoints, whose config a later --resume or --config would carry on.
+    overwrite, config = config.overwrite, dataclasses.replace(config, overwrite=False)
     info = setup_distributed(pick_device(config.device, DistInfo()))
     try:
         run_dir = Path(config.out)
         created = info.is_main and not run_dir.exists()
         if info.is_main:
-            check_run_dir_free(run_dir, resume=resume, overwrite=config.overwrite)
+            check_run_dir_free(run_dir, resume=resume, overwrite=overwrite)
             make_run_dir(run_dir)
         try:
             data = build_data(config, info)
@@ -350,7 +370,7 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, A
             raise
         runlog = RunLog(run_dir) if info.is_main else None
         if info.is_main:
-            if resume is None and config.overwrite:
+            if overwrite and not _resumes_from(resume, run_dir):
                 remove_run_files(run_dir)
             resolved = yaml.safe_dump(config_to_dict(config), sort_keys=False)
             (run_dir / "config.yaml").write_text(resolved, encoding="utf-8")

@@ -73,6 +73,11 @@ class Data:
         return len(self.sampler.dataset) // (self.sampler.num_replicas * self.loader.batch_size)
 
 
+#: Training batches in a row without one labelled pixel that stop a run: one such batch can come
+#: from a mostly void frame; this many in a row means the labels are wrong.
+MAX_VOID_BATCHES = 20
+
+
 @dataclass
 class Run:
     config: TrainConfig
@@ -89,6 +94,7 @@ class Run:
     best_miou: float = -1.0
     last_metrics: dict[str, Any] = field(default_factory=dict)
     ignore_id: int = 255  # the label id the loss ignores (the training data's)
+    void_batches: int = 0  # batches in a row without a labelled pixel
 
     @property
     def bare_model(self) -> nn.Module:
@@ -309,15 +315,28 @@ def step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> dict[str, floa
         images = images.contiguous(memory_format=torch.channels_last)
     labels = labels.to(run.device, non_blocking=True)
     lr = run.optimizer.param_groups[0]["lr"]
+    labelled = bool((labels != run.ignore_id).any())
+    run.void_batches = 0 if labelled else run.void_batches + 1
+    if run.void_batches >= MAX_VOID_BATCHES:
+        raise DataError(
+            f"the last {run.void_batches} training batches (to step {run.step}) had no labelled pixel: every label "
+            f"pixel was the ignore id {run.ignore_id}; check that the labels hold the class table's ids (not colours, "
+            "not all void)"
+        )
     with torch.autocast(device_type=run.device.type, dtype=torch.float16, enabled=run.use_amp):
         outputs = run.model(images)
-        loss = run.loss_fn(outputs, labels)
+        if labelled:
+            loss = run.loss_fn(outputs, labels)
+        else:
+            # A batch of void crops (rare: a mostly void frame, small crops) has nothing to learn from,
+            # and the losses' mean over no pixel is NaN. Zero, with the outputs in the graph, so that
+            # DDP's gradient exchange still happens on every rank.
+            main = outputs["out"] if isinstance(outputs, dict) else outputs
+            loss = main.sum() * 0.0
+            if run.void_batches == 1:
+                log.warning("the batch at step %d has no labelled pixel (every label is the ignore id %d); it "
+                            "teaches nothing", run.step, run.ignore_id)
     if not torch.isfinite(loss):
-        if not bool((labels != run.ignore_id).any()):
-            raise DataError(
-                f"every label pixel of the batch at step {run.step} is the ignore id {run.ignore_id}: nothing to learn "
-                "from; check that the labels hold the class table's ids (not colours, not all void)"
-            )
         raise ConfigError(
             f"loss is {loss.item()} at step {run.step}: training diverged; lower lr or set grad_clip (e.g. 5.0)"
         )
