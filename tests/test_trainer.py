@@ -577,6 +577,12 @@ def test_a_new_run_does_not_replace_another_in_its_out(data_spec, tmp_path, caps
     assert steps and max(steps) == 1  # the replaced run's log went with it
 
 
+def test_a_run_directory_inside_the_dataset_folder_is_refused(data_spec, tmp_path, capsys):
+    inside = tmp_path / "data" / "train" / "images" / "run"
+    assert _train(data_spec, inside, "--steps", "1") == 2
+    assert "is inside the dataset folder" in capsys.readouterr().err and not inside.exists()
+
+
 def test_resume_refusals_name_the_fix(data_spec, tmp_path, capsys):
     out = tmp_path / "run"
     assert _train(data_spec, out, "--steps", "2") == 0

@@ -320,6 +320,25 @@ def check_run_dir_free(path: Path, *, resume: str | Path | None, overwrite: bool
     )
 
 
+#: Dataset kinds whose spec argument is a folder of the user's files.
+_FOLDER_KINDS = ("folder", "camvid", "cityscapes")
+
+
+def check_run_dir_outside_data(run_dir: Path, config: TrainConfig) -> None:
+    """A run directory inside a dataset folder puts checkpoints and ``curves.png`` among its frames
+    (a flat folder dataset then takes the plot for an unlabelled image): refused."""
+    out = run_dir.resolve()
+    for key in ("data", "val_data", "mix_data"):
+        kind, _, argument = getattr(config, key).partition(":")
+        if kind.strip() not in _FOLDER_KINDS or not argument.strip():
+            continue
+        root = Path(argument.strip()).expanduser().resolve()
+        if out == root or root in out.parents:
+            flag = {"data": "--data", "val_data": "--val-data", "mix_data": "mix_data"}[key]
+            raise ConfigError(f"--out {run_dir} is inside the dataset folder {argument.strip()} ({flag}): the run's "
+                              "checkpoints and curves.png would mix with its frames; choose an --out outside it")
+
+
 def _resumes_from(resume: str | Path | None, run_dir: Path) -> bool:
     """The run continues one of ``run_dir``'s own checkpoints."""
     return resume is not None and Path(resume).resolve().parent == run_dir.resolve()
@@ -356,6 +375,7 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, A
         created = info.is_main and not run_dir.exists()
         if info.is_main:
             check_run_dir_free(run_dir, resume=resume, overwrite=overwrite)
+            check_run_dir_outside_data(run_dir, config)
             make_run_dir(run_dir)
         try:
             data = build_data(config, info)
