@@ -609,7 +609,10 @@ def test_resume_refusals_name_the_fix(data_spec, tmp_path, capsys):
         load_checkpoint(tmp_path / "mean.pt")
 
 
-def test_labels_that_are_all_void_are_named_as_the_cause(tmp_path, capsys):
+def test_labels_that_are_all_void_are_named_as_the_cause(tmp_path, capsys, monkeypatch):
+    import perception.training.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "MAX_VOID_BATCHES", 3)  # 20 in the product; 3 keeps the test short
     root = write_scenes(tmp_path / "void" / "train", 4)
     write_scenes(tmp_path / "void" / "val", 2, seed=1)
     good = f"folder:{tmp_path / 'void'}"
@@ -619,8 +622,8 @@ def test_labels_that_are_all_void_are_named_as_the_cause(tmp_path, capsys):
     assert _train(good, tmp_path / "one", "--steps", "4", "--batch-size", "1") == 0
     for label in labels:
         cv2.imwrite(str(label), np.full((48, 64), 255, np.uint8))
-    assert _train(good, tmp_path / "a", "--steps", "25") == 2
-    assert ("the last 20 training batches (to step 19) had no labelled pixel: every label pixel was the ignore id 255"
+    assert _train(good, tmp_path / "a", "--steps", "6") == 2
+    assert ("the last 3 training batches (to step 2) had no labelled pixel: every label pixel was the ignore id 255"
             in capsys.readouterr().err)
     for label in sorted((tmp_path / "void" / "val" / "labels").glob("*.png")):
         cv2.imwrite(str(label), np.full((48, 64), 255, np.uint8))
