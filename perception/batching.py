@@ -239,6 +239,11 @@ class FrameBatcher:
         }
 
 
+def _shared(name: str) -> property:
+    """A ``CameraEngine`` attribute read from the batcher's shared engine at each use."""
+    return property(lambda self: getattr(self.batcher.engine, name), doc=f"the shared engine's {name}")
+
+
 class CameraEngine(Engine):
     """The engine one camera's pipeline sees: the shared engine's description, ``infer`` through
     the batcher. ``last_wait_ms`` is the latest frame's wait for its batch (the pipeline reports it
@@ -253,37 +258,14 @@ class CameraEngine(Engine):
     # The shared engine's description, read through (not copied at start): its outputs decide the
     # unknown marking (a copy without output_names turned it off in every camera), and an
     # ``--engine auto`` engine changes precision and selection when it switches.
-    @property
-    def metadata(self):  # type: ignore[override]
-        return self.batcher.engine.metadata
-
-    @property
-    def input_spec(self):  # type: ignore[override]
-        return self.batcher.engine.input_spec
-
-    @property
-    def output_names(self) -> tuple[str, ...]:  # type: ignore[override]
-        return self.batcher.engine.output_names
-
-    @property
-    def provider(self):  # type: ignore[override]
-        return self.batcher.engine.provider
-
-    @property
-    def model_path(self):  # type: ignore[override]
-        return self.batcher.engine.model_path
-
-    @property
-    def precision(self):  # type: ignore[override]
-        return self.batcher.engine.precision
-
-    @property
-    def selection(self):  # type: ignore[override]
-        return self.batcher.engine.selection
-
-    @property
-    def fixed_batch(self) -> int | None:
-        return self.batcher.engine.fixed_batch
+    metadata = _shared("metadata")
+    input_spec = _shared("input_spec")
+    output_names = _shared("output_names")
+    provider = _shared("provider")
+    model_path = _shared("model_path")
+    precision = _shared("precision")
+    selection = _shared("selection")
+    fixed_batch = _shared("fixed_batch")
 
     @property
     def batching(self) -> dict:
