@@ -47,7 +47,7 @@ def load_json(data: bytes | memoryview, *, max_bytes: int, what: str) -> Any:
         raise WireError(f"{what}: {exc}") from None
     except RecursionError:
         raise WireError(f"{what} is nested too deeply (limit {contracts.MAX_JSON_DEPTH})") from None
-    if _json_depth(doc) > contracts.MAX_JSON_DEPTH:
+    if nesting_depth(doc) > contracts.MAX_JSON_DEPTH:
         raise WireError(f"{what} is nested too deeply (limit {contracts.MAX_JSON_DEPTH})")
     # UTF-8 cannot carry a lone surrogate, but a \ud800 escape can: Python keeps it in the str,
     # and printing or re-encoding it later raises. A \u0000 escape ends a C string early (cJSON
@@ -113,20 +113,21 @@ def _string_problem(doc: Any) -> str | None:
     return None
 
 
-def _json_depth(doc: Any) -> int:
-    """Deepest nesting of lists/dicts in a parsed document, without recursion."""
+def nesting_depth(doc: Any, limit: int = contracts.MAX_JSON_DEPTH) -> int:
+    """Deepest nesting of dicts and lists (tuples too) in a parsed document, without recursion;
+    stops counting once past ``limit``. Also bounds a checkpoint's config and metrics."""
     deepest = 0
     stack = [(doc, 1)]
     while stack:
         node, depth = stack.pop()
         if isinstance(node, dict):
             children = node.values()
-        elif isinstance(node, list):
+        elif isinstance(node, (list, tuple)):
             children = node
         else:
             continue
         deepest = max(deepest, depth)
-        if deepest > contracts.MAX_JSON_DEPTH:
+        if deepest > limit:
             return deepest
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list, tuple)))
     return deepest

@@ -19,6 +19,8 @@ import torch
 
 from perception.contracts import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, ClassTable
 from perception.errors import ModelError
+from perception.models.common import state_dict_mismatch
+from perception.wire_json import nesting_depth
 
 #: Bump when the layout below changes incompatibly.
 CHECKPOINT_FORMAT = 1
@@ -144,7 +146,7 @@ def _checkpoint_problem(ckpt: Checkpoint) -> str | None:
     if ckpt.train_state is not None and not isinstance(ckpt.train_state, dict):
         return "its training state is not a mapping"
     for name, doc in (("config", ckpt.config), ("metrics", ckpt.metrics)):
-        if _nesting(doc) > MAX_NESTING:
+        if nesting_depth(doc, MAX_NESTING) > MAX_NESTING:
             return f"its {name} is nested more than {MAX_NESTING} deep"
     return None
 
@@ -152,21 +154,6 @@ def _checkpoint_problem(ckpt: Checkpoint) -> str | None:
 #: A checkpoint's config and metrics are a few levels deep; a crafted one 100,000 deep made the
 #: export's metadata writer recurse until Python gave up.
 MAX_NESTING = 32
-
-
-def _nesting(doc: Any) -> int:
-    """The deepest nesting of dicts and lists in ``doc``, without recursion (stops past MAX_NESTING)."""
-    deepest, stack = 0, [(doc, 1)]
-    while stack:
-        node, depth = stack.pop()
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, (list, tuple)) else None
-        if children is None:
-            continue
-        deepest = max(deepest, depth)
-        if deepest > MAX_NESTING:
-            break
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
 
 
 def _numpy_array_globals() -> list[Any]:
@@ -187,13 +174,6 @@ def _refused_global(message: str) -> str | None:
     """The global torch's safe unpickler refused (e.g. ``posix.system``), or None for another error."""
     found = _REFUSED.search(message)
     return found.group(1) if found else None
-
-
-def state_dict_mismatch(exc: RuntimeError) -> str:
-    """The telling line of torch's ``load_state_dict`` error (it lists every tensor): the first size
-    mismatch, else its first line, cut short."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
-    return next((ln for ln in lines if "size mismatch" in ln), lines[0])[:300]
 
 
 def _unpickler_reason(exc: BaseException) -> str:
