@@ -21,6 +21,7 @@ from torch import nn
 from torchvision.models import MobileNet_V3_Large_Weights, ResNet18_Weights, ResNet50_Weights, WeightsEnum
 
 from perception.errors import ConfigError, ModelError
+from perception.models.common import state_dict_mismatch
 
 #: torchvision weights used for ``pretrained=True``, by backbone name.
 RESNET_WEIGHTS: dict[str, WeightsEnum] = {
@@ -126,8 +127,7 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], *, source: str)
             first = f"missing key {missing[0]!r}" if missing else f"unexpected key {unexpected[0]!r}"
             what = f"{first} ({len(missing)} missing, {len(unexpected)} unexpected)"
         else:
-            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-            what = next((ln for ln in lines if "size mismatch" in ln), lines[0] if lines else "RuntimeError")[:300]
+            what = state_dict_mismatch(exc)
         raise ModelError(f"pretrained weights {source} do not fit the backbone: {what}") from None
 
 

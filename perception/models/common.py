@@ -16,6 +16,13 @@ from torch import nn
 from perception.errors import ConfigError
 
 
+def state_dict_mismatch(exc: RuntimeError) -> str:
+    """The telling line of torch's ``load_state_dict`` error (it lists every tensor): the first size
+    mismatch, else its first line, cut short."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+    return next((ln for ln in lines if "size mismatch" in ln), lines[0])[:300]
+
+
 def scaled_channels(channels: int, width: float, *, divisor: int = 8) -> int:
     """``channels * width`` rounded to a multiple of ``divisor`` (at least ``divisor``).
 

@@ -25,9 +25,10 @@ import yaml
 
 from perception.config import config_to_dict, short
 from perception.errors import ConfigError, DataError, ModelError
+from perception.models.common import state_dict_mismatch
 from perception.progress import progress
 from perception.signals import install_signal_handlers
-from perception.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint, state_dict_mismatch
+from perception.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from perception.training.config import TrainConfig
 from perception.training.distributed import DistInfo, cleanup_distributed, pick_device, setup_distributed
 from perception.training.runlog import RunLog
@@ -120,22 +121,6 @@ def resume_run(run: Run, path: str | Path) -> Checkpoint:
             f"checkpoint {path} was trained without a weight average; resume it with ema_decay 0 "
             f"(--set ema_decay=0), or start a new run with ema_decay {run.config.ema_decay}"
         )
-    try:
-        # A checkpoint with an average holds the trained weights apart; the run goes on from those.
-        run.bare_model.load_state_dict(trained if trained is not None else ckpt.state_dict)
-        if run.ema is not None:
-            run.ema.module.load_state_dict(ckpt.state_dict)
-            run.ema.n_averaged.fill_(int(state["ema_updates"]))
-    except RuntimeError as exc:
-        raise ModelError(
-            f"checkpoint {path} weights do not fit the configured model: {state_dict_mismatch(exc)}; resume with "
-            "the data (class table) and model_kwargs it was trained with"
-        ) from None
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ModelError(
-            f"checkpoint {path} holds a damaged training state ({type(exc).__name__}: {short(str(exc))}); "
-            "resume from another last.pt, or start a new run"
-        ) from None
     trained_with = ckpt.config.get("optimizer")
     if trained_with is not None and trained_with != run.config.optimizer:
         raise ModelError(
@@ -148,6 +133,18 @@ def resume_run(run: Run, path: str | Path) -> Checkpoint:
             "raise --steps (or --epochs) to train on"
         )
     try:
+        # A checkpoint with an average holds the trained weights apart; the run goes on from those.
+        run.bare_model.load_state_dict(trained if trained is not None else ckpt.state_dict)
+        if run.ema is not None:
+            run.ema.module.load_state_dict(ckpt.state_dict)
+    except RuntimeError as exc:
+        raise ModelError(
+            f"checkpoint {path} weights do not fit the configured model: {state_dict_mismatch(exc)}; resume with "
+            "the data (class table) and model_kwargs it was trained with"
+        ) from None
+    try:
+        if run.ema is not None:
+            run.ema.n_averaged.fill_(int(state["ema_updates"]))
         run.optimizer.load_state_dict(state["optimizer"])
         run.scheduler.load_state_dict(state["scheduler"])
         run.scaler.load_state_dict(state["scaler"])
