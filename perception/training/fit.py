@@ -31,6 +31,13 @@ from perception.signals import install_signal_handlers
 from perception.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from perception.training.config import TrainConfig
 from perception.training.distributed import DistInfo, cleanup_distributed, pick_device, setup_distributed
+from perception.training.run_dir import (
+    check_run_dir_free,
+    check_run_dir_outside_data,
+    make_run_dir,
+    remove_run_files,
+    resumes_from,
+)
 from perception.training.runlog import RunLog
 from perception.training.trainer import Data, Run, build_data, build_run, evaluate, step
 
@@ -299,64 +306,6 @@ def out_of_memory_as_error(run: Run, run_dir: Path) -> Iterator[None]:
         ) from None
 
 
-#: What a run writes into its directory: a directory holding any of them holds a run.
-RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "curves.png", "config.yaml")
-
-
-def check_run_dir_free(path: Path, *, resume: str | Path | None, overwrite: bool) -> None:
-    """A new run must not silently replace another's checkpoints and mix its log into theirs: a
-    directory that holds a run is refused unless the run resumes from it or ``overwrite`` is set."""
-    held = [name for name in RUN_FILES[:3] if (path / name).is_file()]
-    if not held or overwrite:
-        return
-    if _resumes_from(resume, path):
-        return
-    raise ConfigError(
-        f"{path} already holds a run ({', '.join(held)}); continue it with --resume {path / 'last.pt'}, "
-        "choose another --out, or replace it with --overwrite"
-    )
-
-
-#: Dataset kinds whose spec argument is a folder of the user's files.
-_FOLDER_KINDS = ("folder", "camvid", "cityscapes")
-
-
-def check_run_dir_outside_data(run_dir: Path, config: TrainConfig) -> None:
-    """A run directory inside a dataset folder puts checkpoints and ``curves.png`` among its frames
-    (a flat folder dataset then takes the plot for an unlabelled image): refused."""
-    out = run_dir.resolve()
-    for key in ("data", "val_data", "mix_data"):
-        kind, _, argument = getattr(config, key).partition(":")
-        if kind.strip() not in _FOLDER_KINDS or not argument.strip():
-            continue
-        root = Path(argument.strip()).expanduser().resolve()
-        if out == root or root in out.parents:
-            flag = {"data": "--data", "val_data": "--val-data", "mix_data": "mix_data"}[key]
-            raise ConfigError(f"--out {run_dir} is inside the dataset folder {argument.strip()} ({flag}): the run's "
-                              "checkpoints and curves.png would mix with its frames; choose an --out outside it")
-
-
-def _resumes_from(resume: str | Path | None, run_dir: Path) -> bool:
-    """The run continues one of ``run_dir``'s own checkpoints."""
-    return resume is not None and Path(resume).resolve().parent == run_dir.resolve()
-
-
-def remove_run_files(path: Path) -> None:
-    """``--overwrite``: the earlier run's files go before the new run writes its own."""
-    for name in RUN_FILES:
-        with contextlib.suppress(FileNotFoundError):
-            (path / name).unlink()
-
-
-def make_run_dir(path: Path) -> Path:
-    """Create the run directory before any data or model is built; ConfigError when it cannot be."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"cannot create run directory {path} ({exc.strerror}); choose a writable --out") from None
-    return path
-
-
 def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, Any]:
     """Train ``config`` to the end (from ``resume`` when given); returns the final validation metrics.
 
@@ -387,7 +336,7 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, A
             raise
         runlog = RunLog(run_dir) if info.is_main else None
         if info.is_main:
-            if overwrite and not _resumes_from(resume, run_dir):
+            if overwrite and not resumes_from(resume, run_dir):
                 remove_run_files(run_dir)
             resolved = yaml.safe_dump(config_to_dict(config), sort_keys=False)
             (run_dir / "config.yaml").write_text(resolved, encoding="utf-8")
