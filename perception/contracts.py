@@ -172,10 +172,10 @@ class ClassTable:
         """A table from its dict form (model metadata, checkpoints, a folder dataset's classes.yaml);
         ValueError naming the first malformed entry."""
         try:
-            classes = tuple(
-                ClassInfo(id=int(c["id"]), name=_class_name(c["name"]), color=_colour(c["color"], c["name"]))
-                for c in data["classes"]
-            )
+            entries = data["classes"]
+            if not isinstance(entries, (list, tuple)) or not entries:
+                raise ValueError(f"'classes' is {entries!r:.60}, not a list of {{id, name, color}} entries")
+            classes = tuple(_class_info(n, c) for n, c in enumerate(entries))
             raw_groups = data.get("task_groups") or {}
             if not isinstance(raw_groups, dict) or not all(isinstance(v, (list, tuple)) for v in raw_groups.values()):
                 raise ValueError(f"task_groups {raw_groups!r:.80} is not a mapping of task to class names")
@@ -184,8 +184,24 @@ class ClassTable:
             if ignore is not None and (type(ignore) is not int or not 0 <= ignore <= UNKNOWN_CLASS_ID):
                 raise ValueError(f"ignore_id {ignore!r:.40} is not a class id 0..{UNKNOWN_CLASS_ID}")
             return cls(classes=classes, ignore_id=ignore, task_groups=groups)
-        except (KeyError, TypeError, AttributeError) as exc:
+        except KeyError as exc:
+            raise ValueError(f"it has no {exc.args[0]!r} key: the table is 'classes' (a list of {{id, name, color}}), "
+                             "'ignore_id' and 'task_groups'") from None
+        except (TypeError, AttributeError) as exc:
             raise ValueError(f"malformed class table: {exc!r}") from exc
+
+
+def _class_info(position: int, entry: Any) -> ClassInfo:
+    """One ``classes`` entry; ValueError naming the entry and the key it lacks."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"class entry {position} is {entry!r:.60}, not a mapping {{id: N, name: NAME, color: [R, G, B]}}")
+    missing = [k for k in ("id", "name", "color") if k not in entry]
+    if missing:
+        raise ValueError(f"class entry {position} ({entry!r:.60}) has no {', '.join(missing)}: every class needs "
+                         "id, name and color (RGB 0..255, the colour of its pixels in RGB-palette labels and overlays)")
+    if type(entry["id"]) is not int:
+        raise ValueError(f"class entry {position} id {entry['id']!r:.40} is not a whole number")
+    return ClassInfo(id=entry["id"], name=_class_name(entry["name"]), color=_colour(entry["color"], entry["name"]))
 
 
 #: Longest class name: names travel in the ``info`` message and per-class topic names.

@@ -190,6 +190,21 @@ def test_folder_errors(tmp_path):
         open_dataset(f"folder:{empty}")
 
 
+@pytest.mark.parametrize(("text", "message"), [
+    ("classes:\n- {id: 0, name: background}\n", r"class entry 0 \(.*\) has no color: every class needs id, name and color"),
+    ("classes:\n- {name: road, color: [0, 0, 0]}\n", r"class entry 0 \(.*\) has no id:"),
+    ("labels: [road]\n", r"it has no 'classes' key: the table is 'classes' \(a list of \{id, name, color\}\)"),
+    ("classes: []\n", r"'classes' is \[\], not a list of \{id, name, color\} entries"),
+    ("classes: [road, car]\n", r"class entry 0 is 'road', not a mapping"),
+    ("classes:\n- {id: 0.5, name: a, color: [0, 0, 0]}\n", r"class entry 0 id 0.5 is not a whole number"),
+])
+def test_a_malformed_class_table_names_the_entry_and_what_it_lacks(tmp_path, text, message):
+    root = _folder(tmp_path / "f", SYNTHETIC_CLASSES, {"a": np.zeros((H, W), np.uint8)})
+    (root / "classes.yaml").write_text(text)
+    with pytest.raises(DataError, match=r"class table .*classes.yaml is malformed: " + message):
+        open_dataset(f"folder:{root}")
+
+
 def test_list_files_stay_inside_the_dataset_folder_and_name_each_frame_once(tmp_path):
     ids = np.ones((H, W), np.uint8)
     root = _folder(tmp_path / "ds", SYNTHETIC_CLASSES, {"000000": ids, "000001": ids * 2}, label_dir="labels")

@@ -276,3 +276,15 @@ def test_eval_tasks_say_why_a_figure_is_missing(tmp_path, tiny_model_path, capsy
             assert f"IoU, precision and recall -: {spec} labels no pixel of {classes} and the model predicted none" in note
         else:
             assert f"recall -: {spec} labels no pixel of {classes} (IoU 0 from the model's" in note
+
+
+def test_plain_evaluation_across_two_class_tables_points_to_task_evaluation():
+    """A model scored on data labelled with another class table: the error names both tables and
+    the way to compare them anyway (by task group)."""
+    from perception.errors import DataError
+
+    engine = StubEngine(np.zeros((4, 6), np.uint8))
+    data = ListDataset([(np.zeros((4, 6, 3), np.uint8), np.zeros((4, 6), np.uint8), "a")])
+    with pytest.raises(DataError, match=r"stub.onnx predicts classes \['road', .*\], but dataset 'list' labels "
+                                        r"\['Sky', 'Vehicle', 'Street'\]; .* with 'perception eval --tasks'$"):
+        evaluate_engine(engine, data)

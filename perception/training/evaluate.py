@@ -38,7 +38,8 @@ def check_classes(model_table: ClassTable, dataset: Dataset, *, source: str) -> 
     if model_table.names != dataset.class_table.names:
         raise DataError(
             f"{source} predicts classes {model_table.names}, but dataset {dataset.name!r} labels "
-            f"{dataset.class_table.names}; evaluate on the dataset it was trained for"
+            f"{dataset.class_table.names}; evaluate on the dataset it was trained for, or score it by task "
+            "group across the two class tables with 'perception eval --tasks'"
         )
 
 
