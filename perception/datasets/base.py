@@ -90,8 +90,20 @@ def map_label(raw: np.ndarray, lut: np.ndarray, path: Path) -> np.ndarray:
     bad = mapped == INVALID_LABEL
     if bad.any():
         value = int(raw[bad][0])
-        raise DataError(f"label {path} holds value {value}, which is not a class id of this dataset; check the labels")
+        raise DataError(f"label {path} holds value {value}, which is not a class id of this dataset; "
+                        f"{lossy_label_hint(path) or 'check the labels'}")
     return mapped.astype(np.uint8)
+
+
+#: Label files whose compression changes pixel values: a class id or a palette colour does not survive.
+LOSSY_LABEL_SUFFIXES = (".jpg", ".jpeg")
+
+
+def lossy_label_hint(path: Path) -> str:
+    """The fix for a label saved in a lossy format (JPEG blurs ids and colours at every edge), else ''."""
+    if path.suffix.lower() in LOSSY_LABEL_SUFFIXES:
+        return f"{path.suffix} compression changes label values at every edge: save labels as PNG"
+    return ""
 
 
 def unknown_split(split: str, kind: str, known: Iterable[str], where: str = "") -> DataError:

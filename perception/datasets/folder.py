@@ -18,6 +18,7 @@ from perception.datasets.base import (
     IMAGE_SUFFIXES,
     SegmentationDataset,
     identity_lut,
+    lossy_label_hint,
     map_label,
     read_list_file,
     require_dir,
@@ -110,7 +111,9 @@ def _folder_label_decoder(table: ClassTable) -> Callable[[np.ndarray, Path], np.
         found = keys[order][pos] == packed
         if not found.all():
             r, g, b = rgb[~found][0]
-            raise DataError(f"label {path} has colour RGB({r},{g},{b}), which is not in the class table")
+            hint = lossy_label_hint(path)
+            raise DataError(f"label {path} has colour RGB({r},{g},{b}), which is not in the class table"
+                            + (f"; {hint}" if hint else ""))
         return order[pos].astype(np.uint8)
 
     return decode
