@@ -154,6 +154,37 @@ def test_folder_palette_masks_map_through_the_table(tmp_path):
         open_dataset(f"folder:{root}")[0]
 
 
+def test_folder_indexed_png_labels_read_by_colour_else_by_index(tmp_path):
+    """An indexed PNG is read by its colours when they are the table's (what an optimiser such as
+    optipng makes of an RGB label), else by its index (Pascal VOC: index = class id, 255 void)."""
+    from PIL import Image
+
+    table = ClassTable(classes=(ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "road", (128, 64, 128)),
+                                ClassInfo(2, "car", (0, 0, 142))), ignore_id=255)
+    ids = np.random.default_rng(0).integers(0, 3, (H, W)).astype(np.uint8)
+    ids[0] = 255
+    root = _folder(tmp_path / "voc", table, {"a": ids, "b": ids})
+    voc = [0] * 768
+    voc[3:9] = [200, 10, 10, 10, 200, 10]  # VOC-style display colours, not the table's
+    shuffled = [0] * 768
+    shuffled[0:9] = [0, 0, 142, 0, 0, 0, 128, 64, 128]  # the table's colours in another order
+    for stem, palette, values in (("a", voc, ids), ("b", shuffled, np.array([1, 2, 0], np.uint8)[np.minimum(ids, 2)])):
+        image = Image.fromarray(values, mode="P")
+        image.putpalette(palette)
+        image.save(root / "masks" / f"{stem}.png")
+    ds = open_dataset(f"folder:{root}")
+    assert np.array_equal(ds[0][1], ids)
+    assert np.array_equal(ds[1][1][1:], ids[1:])  # by colour: the shuffled indices do not matter
+    bad = ids.copy()
+    bad[5, 5] = 9
+    image = Image.fromarray(bad, mode="P")
+    image.putpalette(voc)
+    image.save(root / "masks" / "a.png")
+    with pytest.raises(DataError, match=r"a.png is an indexed PNG that fits neither reading: its colour "
+                                        r"RGB\(200,10,10\) is not in the class table, and its index 9 is not a class id"):
+        ds[0]
+
+
 def test_folder_binary_masks_and_synth_layout(tmp_path):
     table = ClassTable(classes=(ClassInfo(0, "background", (0, 0, 0)), ClassInfo(1, "road", (255, 255, 255))))
     mask = np.zeros((H, W), np.uint8)

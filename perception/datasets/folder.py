@@ -2,7 +2,8 @@
 
     open_dataset("folder:/data/mine", split="train")   # also what ``perception synth`` writes
 
-Labels may be class-id images, RGB colour-palette images or 0/255 binary masks.
+Labels may be class-id images, RGB colour-palette images, indexed PNGs whose index is the class id
+(Pascal VOC's layout) or 0/255 binary masks.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from perception.config import parse_yaml
 from perception.contracts import ClassTable
 from perception.datasets.base import (
     IMAGE_SUFFIXES,
+    INVALID_LABEL,
     SegmentationDataset,
     identity_lut,
     lossy_label_hint,
@@ -110,10 +112,37 @@ def _folder_label_decoder(table: ClassTable) -> Callable[[np.ndarray, Path], np.
         pos = np.clip(np.searchsorted(keys[order], packed), 0, len(keys) - 1)
         found = keys[order][pos] == packed
         if not found.all():
+            indices = _palette_indices(path)
             r, g, b = rgb[~found][0]
+            if indices is not None:  # an indexed PNG whose palette is not the table's: VOC's convention
+                mapped = lut[indices]
+                if (mapped != INVALID_LABEL).all():
+                    return mapped.astype(np.uint8)
+                index = int(indices[mapped == INVALID_LABEL][0])
+                raise DataError(f"label {path} is an indexed PNG that fits neither reading: its colour RGB({r},{g},{b}) "
+                                f"is not in the class table, and its index {index} is not a class id; check the labels")
             hint = lossy_label_hint(path)
             raise DataError(f"label {path} has colour RGB({r},{g},{b}), which is not in the class table"
                             + (f"; {hint}" if hint else ""))
         return order[pos].astype(np.uint8)
 
     return decode
+
+
+def _palette_indices(path: Path) -> np.ndarray | None:
+    """The palette indices of an indexed (palette) PNG label, else None.
+
+    OpenCV expands an indexed PNG to its palette's colours, which is right when those are the class
+    table's colours (an optimiser such as optipng turns an RGB label into an indexed one). Pascal VOC
+    and the tools that export its layout store the class id as the index and keep the palette for
+    display; only Pillow reads the index, so this is asked only when the colours are not the table's.
+    """
+    if path.suffix.lower() != ".png":
+        return None
+    from PIL import Image  # Pillow: the one reader of PNG palette indices; only on this path
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image, dtype=np.uint8) if image.mode == "P" else None
+    except (OSError, ValueError):  # OpenCV read it; a file Pillow cannot is reported by colour
+        return None
