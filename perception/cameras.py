@@ -101,8 +101,11 @@ class MultiCameraNode:
         deadline = time.monotonic() + self.config.duration_s if self.config.duration_s else None
         while not all(p.wait(0) for p in self.pipelines):
             failed = next((p for p in self.pipelines if p.failed), None)
+            empty = next((p for p in self.pipelines if p.wait(0) and p.ended_without_a_frame), None)
             if failed is not None:
                 self.stop(f"camera {failed.config.publish_options.camera_name} failed")
+            elif empty is not None:  # a file or folder with no readable frame: the caller's error
+                self.stop(f"camera {empty.config.publish_options.camera_name} gave no frame")
             elif deadline is not None and time.monotonic() >= deadline:
                 self.stop("duration reached")
             time.sleep(POLL_S)

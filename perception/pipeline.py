@@ -103,6 +103,9 @@ class Pipeline:
         self._inference_ended = threading.Event()  # set when the inference stage will hand in nothing more
         self._error: tuple[str, BaseException] | None = None
         self._end_reason = ""
+        #: The source reached its end (not an interrupt): the run's end reason unless it was stopped
+        #: (a signal, ``duration_s``) before every frame read had gone through.
+        self._input_ended = False
         self._threads: list[threading.Thread] = []
         self.frames_inferred = 0
         self.frames_published = 0
@@ -194,8 +197,12 @@ class Pipeline:
         return True
 
     def stop(self, reason: str = "stopped") -> None:
-        """Ask every stage to finish now (thread- and signal-safe); ``wait`` returns soon after."""
-        if not self._end_reason:
+        """Ask every stage to finish now (thread- and signal-safe); ``wait`` returns soon after.
+
+        ``reason`` becomes the end reason unless one is set or the publish stage has already
+        finished: a stop after the source's end but before its queued frames were published is
+        what ended the run (those frames are counted in ``in_flight_discarded``)."""
+        if not self._end_reason and not self._done.is_set():
             self._end_reason = reason
         self._stop.set()
         if not self._threads:  # stopped before the threads started: none will
@@ -278,7 +285,12 @@ class Pipeline:
 
     @property
     def end_reason(self) -> str:
-        return self._end_reason
+        return self._end_reason or ("end of input" if self._input_ended else "")
+
+    @property
+    def ended_without_a_frame(self) -> bool:
+        """The source ended (a file, a folder) without one readable frame."""
+        return self._input_ended and self.source.frames_read == 0
 
     @property
     def failed(self) -> bool:
@@ -323,8 +335,7 @@ class Pipeline:
                     break  # inference ends the run with "max frames reached" once it has them all
                 frame = self.source.read()
                 if frame is None:
-                    if not self._stop.is_set():
-                        self._end_reason = self._end_reason or "end of input"
+                    self._input_ended = not self._stop.is_set()
                     break
                 while not self.frames.put(frame, timeout=POLL_S):
                     if self.frames.closed or self._stop.is_set():
@@ -507,7 +518,7 @@ class Pipeline:
         if skipped:
             doc["source_skipped"] = list(skipped)
         if final:
-            doc["end_reason"] = self._end_reason or "stopped"
+            doc["end_reason"] = self.end_reason or "stopped"
             doc["startup"] = self.startup
             doc["balanced"] = frames_in == frames_out + drops + corrupt + self.in_flight_discarded
         return with_aliases(doc)

@@ -405,6 +405,26 @@ def test_cli_bad_second_source_is_one_line_naming_the_camera(tiny_model_path, fr
     assert "video file nowhere.mp4 not found" in err[0]
 
 
+def test_a_camera_whose_file_holds_no_readable_frame_stops_the_node_with_one_line(tmp_path, tiny_model_path,
+                                                                                  free_tcp_port, capsys):
+    """Hunt 4a finding 3: one source alone exits 2 'ended without one readable frame'; the same file
+    as one camera among several exited 0 without a word (and beside a live camera, never)."""
+    import cv2
+
+    empty = tmp_path / "empty.avi"
+    cv2.VideoWriter(str(empty), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48)).release()
+    code, out, err = run_cli(
+        ["--model", str(tiny_model_path), "--source", "front=synthetic", "--source", f"rear={empty}",
+         "--width", "96", "--height", "72", "--duration", "60", "--threads", "1",
+         "--endpoint", f"tcp://127.0.0.1:{free_tcp_port}"], capsys)
+    assert code == 2
+    assert err == [f"perception: error: camera 'rear': video file {empty} ended without one readable frame "
+                   "(0 unreadable); check --source"]
+    final = json.loads(out[-1])
+    assert final["cameras"]["rear"]["end_reason"] == "end of input"
+    assert final["cameras"]["front"]["end_reason"] == "camera rear gave no frame" and final["balanced"]
+
+
 def test_cli_unnamed_source_among_several_is_one_line(tiny_model_path, free_tcp_port, capsys):
     code, _, err = run_cli(
         ["--model", str(tiny_model_path), "--source", "synthetic", "--source", "rear=synthetic",

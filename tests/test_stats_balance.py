@@ -128,6 +128,25 @@ def test_duration_balances_with_frames_in_flight(engine, publisher):
     assert_balanced(final)
 
 
+def test_a_stop_after_the_whole_file_was_read_names_the_stop_not_the_end_of_input(tmp_path, engine, publisher):
+    """Hunt 4a finding 1: once the last frame of a file was queued, a later --duration (or signal)
+    was reported as 'end of input' although most frames were never published. The end of input
+    is the reason only when every frame read went through."""
+    clip = write_video(tmp_path / "clip.avi", 40)
+    config = RunConfig.from_settings(source=clip, duration_s=0.4, warmup=0, queue="lossless", queue_capacity=64)
+    pipeline = Pipeline(config, source=open_source(clip), engine=SlowEngine(engine, 0.05), publisher=publisher)
+    final = pipeline.run()
+    assert final["frames_in"] == 40 and final["in_flight_discarded"] > 0  # read to the end, not all published
+    assert final["end_reason"] == "duration reached" == pipeline.end_reason
+    assert_balanced(final)
+    # Once everything went through, a late stop does not rewrite how the run ended.
+    config = RunConfig.from_settings(source=clip, warmup=0)
+    pipeline = Pipeline(config, source=open_source(clip), engine=engine, publisher=publisher)
+    final = pipeline.run()
+    pipeline.stop("signal SIGINT")
+    assert final["end_reason"] == pipeline.end_reason == "end of input" and final["published"] == 40
+
+
 class FailsAtTheEnd:
     """A source whose input, once read, fails for good (a camera unplugged, 200 unreadable frames)."""
 

@@ -358,8 +358,10 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
     else:
         log.info("stopped (%s) during start-up while %s", final["end_reason"], final["startup"])
     print(json.dumps(final), file=sys.stdout, flush=True)
-    if final.get("end_reason") == "end of input" and final.get("published") == 0 and final.get("frames_in") == final.get("corrupt"):
-        # A file, folder or clip that ended without one readable frame: a user mistake, not a run.
-        raise SourceError(f"{final.get('source', 'the source')} ended without one readable frame "
-                          f"({final.get('corrupt', 0)} unreadable); check --source")
+    for camera, doc in (final.get("cameras") or {"": final}).items():
+        if doc.get("end_reason") == "end of input" and doc.get("published") == 0 and doc.get("frames_in") == doc.get("corrupt"):
+            # A file, folder or clip that ended without one readable frame: a user mistake, not a
+            # run (with several cameras it stopped the others: see MultiCameraNode.run).
+            raise SourceError(f"{f'camera {camera!r}: ' if camera else ''}{doc.get('source', 'the source')} ended "
+                              f"without one readable frame ({doc.get('corrupt', 0)} unreadable); check --source")
     return 0
