@@ -7,6 +7,7 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import re
 import stat
 from pathlib import Path
 
@@ -49,6 +50,18 @@ class DependencyError(PerceptionError):
     """An optional dependency (torch, tensorrt, a GPU) that the requested feature needs is absent."""
 
     exit_code = 3
+
+
+#: ``user:password@`` in a URL, and the value of a query key that names a secret (``?token=...``).
+_URL_CREDENTIALS = re.compile(r"//[^/@\s]*@")
+_SECRET_QUERY = re.compile(r"(?i)([?&;][^=&;#\s]*(?:token|pass|pwd|secret|key|auth|sig)[^=&;#\s]*=)[^&;#\s,'\")\]>]*")
+
+
+def hide_credentials(text: str) -> str:
+    """``text`` (a source spec, a command line, an error) with URL credentials and secret query
+    values as ``***``: ``rtsp://admin:pw@cam/x?token=t`` -> ``rtsp://***@cam/x?token=***``. Every
+    line that can reach a log or a terminal goes through it (journals outlive the car's keys)."""
+    return _SECRET_QUERY.sub(r"\1***", _URL_CREDENTIALS.sub("//***@", text))
 
 
 def why_not_a_file(path: str | Path) -> str:

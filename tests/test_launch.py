@@ -248,6 +248,19 @@ def test_substitution_include_and_plan(tmp_path, model_path):
     assert "[front] pipeline: respawn after 1 s (max 3)" in text and "perception run --source synthetic" in text
 
 
+def test_the_printed_plan_hides_stream_credentials():
+    """Hunt 4a finding 2: the plan (printed before every start, so in every journal) showed a
+    camera URL's password and token; the node gets them whole."""
+    secret = "rtsp://admin:hunter2@10.0.0.5/cam?api_key=k3y&channel=1"
+    plan = load_launch(REPO / "launch" / "front_camera.yaml", parse_launch_arguments([f"device:={secret}"]))
+    (node,) = plan.nodes
+    assert node.argv[node.argv.index("--source") + 1] == secret
+    text = format_plan(plan)
+    assert "hunter2" not in text and "k3y" not in text and "admin" not in text
+    assert "device=rtsp://***@10.0.0.5/cam?api_key=***&channel=1, model=" in text
+    assert "--source 'rtsp://***@10.0.0.5/cam?api_key=***&channel=1' --camera-name front" in text
+
+
 @pytest.mark.parametrize("name", ["front_camera.yaml", "two_cameras.yaml", "replay.yaml", "demo.yaml"])
 def test_shipped_launch_files_validate(name):
     args = ["video:=drive.mp4"] if name == "replay.yaml" else []

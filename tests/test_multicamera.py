@@ -425,6 +425,30 @@ def test_a_camera_whose_file_holds_no_readable_frame_stops_the_node_with_one_lin
     assert final["cameras"]["front"]["end_reason"] == "camera rear gave no frame" and final["balanced"]
 
 
+@pytest.mark.parametrize(("text", "shown"), [
+    ("rtsp://admin:hunter2@10.0.0.5:554/cam", "rtsp://***@10.0.0.5:554/cam"),
+    ("http://cam/x.mjpg?user=me&password=pw&fps=5", "http://cam/x.mjpg?user=me&password=***&fps=5"),
+    ("https://h/s?Token=abc;sig=d%20e#frag", "https://h/s?Token=***;sig=***#frag"),
+    ("--source 'rtsp://u:p@h/x?access_key=zz' --fps 5", "--source 'rtsp://***@h/x?access_key=***' --fps 5"),
+    ("clip.mp4 /dev/video0 synthetic user@host", "clip.mp4 /dev/video0 synthetic user@host"),
+])
+def test_credentials_are_hidden_from_every_line(text, shown):
+    from perception.errors import hide_credentials
+
+    assert hide_credentials(text) == shown
+
+
+def test_cli_a_camera_stream_that_fails_to_open_hides_its_password(tiny_model_path, free_tcp_port, capsys):
+    """Hunt 4a finding 2: the several-camera error repeated the --source value, password and all."""
+    code, _, err = run_cli(
+        ["--model", str(tiny_model_path), "--source", "front=synthetic", "--source",
+         "rear=rtsp://admin:hunter2@127.0.0.1:1/cam?token=s3cret", "--read-timeout", "2",
+         "--endpoint", f"tcp://127.0.0.1:{free_tcp_port}"], capsys)
+    assert code == 4 and len(err) == 1
+    assert "hunter2" not in err[0] and "s3cret" not in err[0]
+    assert err[0].startswith("perception: error: camera 'rear' (--source rear=rtsp://***@127.0.0.1:1/cam?token=***): ")
+
+
 def test_cli_unnamed_source_among_several_is_one_line(tiny_model_path, free_tcp_port, capsys):
     code, _, err = run_cli(
         ["--model", str(tiny_model_path), "--source", "synthetic", "--source", "rear=synthetic",

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from perception import contracts
-from perception.errors import ConfigError, ModelError, SourceError
+from perception.errors import ConfigError, ModelError, SourceError, hide_credentials
 from perception.flags import add_flags, config_from_flags
 from perception.run_config import DEFAULT_MODEL, RunConfig
 from perception.signals import STOP_GRACE_S, SignalHandlers
@@ -248,7 +248,7 @@ def open_camera_sources(cameras: list[RunConfig]) -> list[Any]:
                 if len(cameras) == 1:
                     raise
                 name = camera.publish_options.camera_name
-                raise type(exc)(f"camera {name!r} (--source {name}={spec}): {exc}") from None
+                raise type(exc)(hide_credentials(f"camera {name!r} (--source {name}={spec}): {exc}")) from None
     except BaseException:
         for source in sources:
             source.close()

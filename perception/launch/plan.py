@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from perception.config import cut
+from perception.errors import hide_credentials
 from perception.flags import as_text
 from perception.registry import Registry
 
@@ -85,7 +86,7 @@ def format_plan(plan: LaunchPlan) -> str:
         lines.append(f"  [{node.name}] {node.kind}: {policy}{required}{delay}")
         # Values are cut short in the printout (a 100 kB value would fill the terminal); the node gets them whole.
         lines.append(f"      perception {node.command} {' '.join(_quote(cut(a, 200)) for a in node.argv)}".rstrip())
-    return "\n".join(lines)
+    return hide_credentials("\n".join(lines))
 
 
 def _quote(word: str) -> str:
