@@ -53,7 +53,7 @@ class DemoConfig:
     engine_options: EngineOptions = composed(EngineOptions, only=("provider", "threads"), group=None)
 
     def __post_init__(self) -> None:
-        problem = synthetic_size_error(self.source_options.width, self.source_options.height)
+        problem = synthetic_size_error(self.source_options.width, self.source_options.height, self.source_options.fps)
         if problem:  # the demo's camera is the synthetic one: say so before the model loads
             raise ValueError(problem)
 

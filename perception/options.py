@@ -27,11 +27,17 @@ MIN_FRAME_SIDE, MAX_FRAME_SIDE = 16, 16384
 #: and what it draws when not asked.
 SYNTHETIC_MIN_HW, SYNTHETIC_MAX_HW = (48, 64), (1080, 1920)
 SYNTHETIC_DEFAULT_HW = (360, 640)
+#: The synthetic drive's frame rates (it moves the camera 1/fps seconds of driving per frame).
+SYNTHETIC_FPS_RANGE = (1.0, 240.0)
 
 
-def synthetic_size_error(width: int | None, height: int | None) -> str | None:
-    """Why the synthetic camera cannot draw ``width`` x ``height`` (None: its default), naming the
-    settings and the range; None when it can. Checked with the other settings, before any work."""
+def synthetic_size_error(width: int | None, height: int | None, fps: float | None = None) -> str | None:
+    """Why the synthetic camera cannot draw ``width`` x ``height`` (None: its default) at ``fps``
+    (None: its default), naming the settings and the range; None when it can. Checked with the
+    other settings, before any work."""
+    low_fps, high_fps = SYNTHETIC_FPS_RANGE
+    if fps is not None and not low_fps <= fps <= high_fps:
+        return f"fps={fps:g} is outside the synthetic camera's range ({low_fps:g}..{high_fps:g} frames per second); use e.g. fps 30"
     h = SYNTHETIC_DEFAULT_HW[0] if height is None else height
     w = SYNTHETIC_DEFAULT_HW[1] if width is None else width
     (low_h, low_w), (high_h, high_w) = SYNTHETIC_MIN_HW, SYNTHETIC_MAX_HW

@@ -103,7 +103,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         cameras = self.cameras  # validates the sources and camera names (ValueError naming them)
         if any(camera.source == "synthetic" for camera in cameras):  # before the model loads, not after
-            problem = synthetic_size_error(self.source_options.width, self.source_options.height)
+            problem = synthetic_size_error(self.source_options.width, self.source_options.height, self.source_options.fps)
             if problem:
                 raise ValueError(problem)
         if len(cameras) > 1 and self.engine_options.streams != 1:
@@ -139,7 +139,7 @@ class RunConfig:
                 if len(items) > 1:
                     raise ValueError(
                         f"source {short(text)} has no camera name; with several sources name each one, "
-                        f"e.g. --source front=/dev/video0 --source rear={cut(text)}"
+                        f"e.g. --source front=/dev/video0 --source rear={cut(text.removeprefix('='))}"
                     )
                 name = self.publish_options.camera_name
             elif self.publish_options.camera_name not in ("front", name):

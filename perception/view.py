@@ -30,10 +30,11 @@ from pathlib import Path
 import numpy as np
 
 from perception import contracts
-from perception.config import composed, setting
+from perception.config import composed, setting, short
 from perception.errors import ConfigError, SourceError
 from perception.options import EngineOptions, SourceOptions, synthetic_size_error
 from perception.overlay import render_overlay
+from perception.run_config import split_camera_source
 from perception.sinks import DEFAULT_VIDEO_FPS, FrameSink, resolve_output
 from perception.stats import RateLimitedLog
 
@@ -44,7 +45,9 @@ log = logging.getLogger(__name__)
 class ViewConfig:
     """The flags of ``perception view`` (and the parameters of a ``view`` launch node)."""
 
-    source: str | None = setting(None, help="camera/video/images/synthetic (as for 'perception run')")
+    source: str | list[str] | None = setting(
+        None, metavar="[CAMERA=]SOURCE",
+        help="camera/video/images/synthetic (as for 'perception run'; one source, a camera name in front is allowed)")
     model: Path | None = setting(None, help="ONNX model: run it here, or (with --endpoint) its class colours")
     endpoint: str | None = setting(None, help="draw the masks a node publishes here instead of running a model")
     namespace: str | None = setting(None, help="with --endpoint: the node's namespace, e.g. perception/front")
@@ -60,12 +63,20 @@ class ViewConfig:
     engine_options: EngineOptions = composed(EngineOptions, only=("provider",), group=None)
 
     def __post_init__(self) -> None:
+        if isinstance(self.source, list):
+            if len(self.source) != 1:
+                raise ValueError(f"--source given {len(self.source)} times ({', '.join(short(s) for s in self.source[:3])}): "
+                                 "a view draws one source; run one view per camera")
+            self.source = self.source[0]
+        if self.source is not None:
+            # ``front=clip.mp4``, as ``perception run`` and launch files name a camera's source.
+            self.source = split_camera_source(self.source)[1]
         if self.endpoint is None and (self.source is None or self.model is None):
             raise ValueError("give --source and --model (run the model here) or --endpoint and --namespace (draw a node's masks)")
         if self.endpoint is not None and not self.namespace:
             raise ValueError("--endpoint needs --namespace, e.g. perception/front")
         if self.endpoint is None and self.source is not None and self.source.strip() == "synthetic":
-            problem = synthetic_size_error(self.source_options.width, self.source_options.height)
+            problem = synthetic_size_error(self.source_options.width, self.source_options.height, self.source_options.fps)
             if problem:
                 raise ValueError(problem)
 

@@ -86,6 +86,14 @@ CASES: dict[str, tuple[str, str]] = {
     # NaN compares false with every bound; a negative seed reached numpy's generator.
     "run unknown threshold nan": ("run --model {fx}/tiny.onnx --unknown-threshold nan", "expected a number, got nan"),
     "run negative seed": ("run --model {fx}/tiny.onnx --seed -1", "seed=-1 is out of range"),
+    # The synthetic world failed after the model had loaded, naming no flag.
+    "run synthetic fps below its range": ("run --model {fx}/tiny.onnx --fps 0.1",
+                                          "fps=0.1 is outside the synthetic camera's range (1..240 frames per second)"),
+    # The suggested fix was 'rear==clip.mp4', which fails again.
+    "run source with an empty camera name": ("run --model {fx}/tiny.onnx --source a=synthetic --source =clip.mp4",
+                                             "e.g. --source front=/dev/video0 --source rear=clip.mp4"),
+    "view two sources": ("view --source a=synthetic --source b=synthetic --model {fx}/tiny.onnx --out {fx}/v2.png",
+                         "a view draws one source; run one view per camera"),
     # torch.save's zip archive given where an .onnx file belongs (the pickle form: test_modelfile).
     "run model is a checkpoint": ("run --model {fx}/zip.pt", "zip.pt is a PyTorch checkpoint, not an ONNX model: export it"),
     "run source without one readable frame": ("run --model {fx}/tiny.onnx --source {fx}/image.png --endpoint ipc://{fx}/e6.sock",

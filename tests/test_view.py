@@ -161,3 +161,19 @@ def test_view_config_errors():
         load_config(ViewConfig, {"source": "synthetic"}, source="perception view")
     with pytest.raises(ConfigError, match="--endpoint needs --namespace"):
         load_config(ViewConfig, {"endpoint": "tcp://127.0.0.1:5556"}, source="perception view")
+
+
+def test_view_takes_one_source_with_or_without_a_camera_name():
+    """Hunt 4a finding 9: 'view --source front=v.mp4' (the form of run and launch files) was "not
+    found", and a second --source silently replaced the first."""
+    from perception.config import load_config
+    from perception.errors import ConfigError
+
+    config = load_config(ViewConfig, {"source": "front=clip.mp4", "model": "m.onnx"}, source="perception view")
+    assert config.source == "clip.mp4"
+    config = load_config(ViewConfig, {"source": ["rear=synthetic"], "model": "m.onnx"}, source="perception view")
+    assert config.source == "synthetic"
+    with pytest.raises(ConfigError, match=r"--source given 2 times \('a=x.mp4', 'b=y.mp4'\): a view draws one source"):
+        load_config(ViewConfig, {"source": ["a=x.mp4", "b=y.mp4"], "model": "m.onnx"}, source="perception view")
+    with pytest.raises(ConfigError, match=r"fps=0.5 is outside the synthetic camera's range \(1..240"):
+        load_config(ViewConfig, {"source": "synthetic", "model": "m.onnx", "fps": 0.5}, source="perception view")

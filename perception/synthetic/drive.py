@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from perception.errors import ConfigError
-from perception.options import SYNTHETIC_MAX_HW, SYNTHETIC_MIN_HW
+from perception.options import SYNTHETIC_FPS_RANGE, SYNTHETIC_MAX_HW, SYNTHETIC_MIN_HW
 from perception.synthetic.render import Renderer
 from perception.synthetic.world import Scene, advance_scene, sample_scene, wobble
 
@@ -83,8 +83,8 @@ class SyntheticDrive:
     def __init__(self, seed: int = 0, *, height: int = 360, width: int = 480, fps: float = 30.0,
                  noise: bool = True) -> None:
         self.height, self.width = check_size(height, width)
-        if not (isinstance(fps, (int, float)) and 1.0 <= fps <= 240.0):
-            raise ConfigError(f"synthetic drive fps {fps!r} is out of range; use 1 to 240")
+        if not (isinstance(fps, (int, float)) and SYNTHETIC_FPS_RANGE[0] <= fps <= SYNTHETIC_FPS_RANGE[1]):
+            raise ConfigError(f"synthetic drive fps {fps!r} is out of range; use {SYNTHETIC_FPS_RANGE[0]:g} to {SYNTHETIC_FPS_RANGE[1]:g}")
         self.fps = float(fps)
         self.noise = noise
         self.frame_index = 0
