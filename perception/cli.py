@@ -108,7 +108,11 @@ def _main(argv: list[str]) -> int:
     if command == "run":
         # Signals from the first instruction: the node exits cleanly, with its stats, whenever
         # SIGINT/SIGTERM arrives (see perception/commands/run.py).
-        load_command(command).install_startup_signals()
+        from perception.signals import (
+            install_startup_signals,  # standard library only: before the command's imports
+        )
+
+        install_startup_signals()
     parser = build_parser(command)
     args = parser.parse_args(argv)
     if args.command is None:

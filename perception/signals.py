@@ -161,3 +161,59 @@ def install_signal_handlers(
         event = handler
         handler = lambda *_: event.set()  # noqa: E731 - a one-line adapter
     return SignalHandlers(handler, signals).install()
+
+
+class StartupSignals:
+    """SIGINT/SIGTERM handling from the first instruction of ``perception run`` to its last.
+
+    Installed before anything heavy is imported: ``perception.cli`` calls ``install()`` before it
+    imports the command (this module needs only the standard library), so only Python's own
+    start-up and the dispatcher's imports (about 50 ms) come before it.
+    Until the pipeline runs, a signal is only recorded and start-up stops at the next step
+    (``reached``), so the node still exits 0 with a final stats document that says how far start-up
+    got; once the pipeline exists, a signal stops it like any other end.
+    """
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        self.step = "starting"
+        self.pipeline: Any = None
+        self._handlers = SignalHandlers(self._on_signal, grace_s=STOP_GRACE_S)
+
+    @property
+    def installed(self) -> bool:
+        return self._handlers.installed
+
+    def install(self) -> None:
+        """Catch the signals from now on, with a fresh state."""
+        self.signal, self.step, self.pipeline = None, "starting", None
+        self._handlers.install()
+
+    def uninstall(self) -> None:
+        """Give the signals back to the handlers found at ``install``."""
+        self._handlers.restore()
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        self.signal = self.signal or name
+        if self.pipeline is not None:
+            self.pipeline.stop(f"signal {name}")
+
+    def reached(self, step: str) -> None:
+        """Start-up is at ``step``; raises StartupInterrupted when a signal came before."""
+        if self.signal is not None:
+            raise StartupInterrupted
+        self.step = step
+
+
+class StartupInterrupted(Exception):
+    """A signal arrived during start-up (before the pipeline ran)."""
+
+
+#: The one ``perception run`` start-up state of this process (``perception.cli`` installs it first).
+STARTUP_SIGNALS = StartupSignals()
+
+
+def install_startup_signals() -> None:
+    """Catch SIGINT/SIGTERM from now on (``perception.cli`` calls this first for ``run``)."""
+    STARTUP_SIGNALS.install()

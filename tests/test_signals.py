@@ -117,3 +117,28 @@ def test_a_second_signal_while_stopping_ends_the_process_at_once(where, stuck):
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 128 + signal.SIGINT
     assert "a second stop signal (SIGINT) while stopping" in err
+
+
+def test_run_catches_stop_signals_before_it_imports_its_command_module():
+    """Hunt 4b finding 2: the handlers came after 'perception.commands.run' and its imports (about
+    75 ms), so a SIGTERM in that window killed the node silently. The start-up state lives in this
+    standard-library module and the dispatcher installs it before loading the command."""
+    import subprocess
+    import sys
+
+    code = (
+        "import signal, sys\n"
+        "import perception.cli as cli\n"
+        "from perception.signals import STARTUP_SIGNALS\n"
+        "real = cli.load_command\n"
+        "def spy(name):\n"
+        "    if 'perception.commands.run' not in sys.modules:  # the first load: the handlers are in\n"
+        "        assert STARTUP_SIGNALS.installed and signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL\n"
+        "        print('installed first', flush=True)\n"
+        "    return real(name)\n"
+        "cli.load_command = spy\n"
+        "sys.exit(cli._main(['run', '--fps', '-5']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.startswith("installed first"), done.stderr
+    assert done.returncode == 2 and "--fps" in done.stderr

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 import threading
 import time
@@ -26,7 +25,9 @@ from perception import contracts
 from perception.errors import ConfigError, ModelError, SourceError, hide_credentials
 from perception.flags import add_flags, config_from_flags
 from perception.run_config import DEFAULT_MODEL, RunConfig
-from perception.signals import STOP_GRACE_S, SignalHandlers
+from perception.signals import STARTUP_SIGNALS as _SIGNALS
+from perception.signals import StartupInterrupted as _StartupInterrupted
+from perception.signals import StartupSignals
 from perception.threadname import set_os_thread_name
 
 log = logging.getLogger(__name__)
@@ -47,57 +48,6 @@ def load_run_config(args: argparse.Namespace) -> RunConfig:
     return config_from_flags(RunConfig, args, source="command line", config_file=getattr(args, "config", None))
 
 
-class StartupSignals:
-    """SIGINT/SIGTERM handling from the first instruction of ``perception run`` to its last.
-
-    Installed before anything heavy is imported (``perception.cli`` calls ``install()`` first).
-    Until the pipeline runs, a signal is only recorded and start-up stops at the next step
-    (``reached``), so the node still exits 0 with a final stats document that says how far start-up
-    got; once the pipeline exists, a signal stops it like any other end.
-    """
-
-    def __init__(self) -> None:
-        self.signal: str | None = None
-        self.step = "starting"
-        self.pipeline: Any = None
-        self._handlers = SignalHandlers(self._on_signal, grace_s=STOP_GRACE_S)
-
-    @property
-    def installed(self) -> bool:
-        return self._handlers.installed
-
-    def install(self) -> None:
-        """Catch the signals from now on, with a fresh state."""
-        self.signal, self.step, self.pipeline = None, "starting", None
-        self._handlers.install()
-
-    def uninstall(self) -> None:
-        """Give the signals back to the handlers found at ``install``."""
-        self._handlers.restore()
-
-    def _on_signal(self, signum: int, _frame: object) -> None:
-        name = signal.Signals(signum).name
-        self.signal = self.signal or name
-        if self.pipeline is not None:
-            self.pipeline.stop(f"signal {name}")
-
-    def reached(self, step: str) -> None:
-        """Start-up is at ``step``; raises _StartupInterrupted when a signal came before."""
-        if self.signal is not None:
-            raise _StartupInterrupted
-        self.step = step
-
-
-class _StartupInterrupted(Exception):
-    """A signal arrived during start-up (before the pipeline ran)."""
-
-
-_SIGNALS = StartupSignals()
-
-
-def install_startup_signals() -> None:
-    """Catch SIGINT/SIGTERM from now on (``perception.cli`` calls this first for ``run``)."""
-    _SIGNALS.install()
 
 
 def startup_stats(step: str, reason: str) -> dict[str, Any]:
