@@ -9,9 +9,11 @@ is a logged no-op, and the caller's stop event must then be set another way.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
@@ -30,6 +32,24 @@ Handler = Callable[[int, FrameType | None], Any]
 STOP_GRACE_S = 20.0
 
 _first_stop: int | None = None  # the first stop signal these handlers caught in this process
+
+
+#: prctl option: the signal a process gets when its parent dies (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> Callable[[], Any] | None:
+    """The ``preexec_fn`` for a child process that must not outlive this one: Linux sends it SIGTERM
+    when the thread that started it (and so its parent) dies, also by SIGKILL or a crash, so it never
+    runs on as an orphan (a launcher's nodes; ``--engine auto``'s probe, which would keep two cores
+    busy and then write a verdict timed beside whatever ran next). Start the child from a thread
+    that outlives it. subprocess has no option for this (PR_SET_PDEATHSIG), hence ctypes; libc is
+    loaded here, in the parent, so the child runs no dynamic loading between fork and exec (other
+    threads may hold the loader's lock). None (no ``preexec_fn``) off Linux."""
+    if sys.platform != "linux":
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return lambda: prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def force_exit(signum: int, why: str) -> None:

@@ -58,6 +58,7 @@ from perception.engines.probe import (
 )
 from perception.errors import ConfigError, DependencyError, ModelError, PerceptionError
 from perception.modelfile import check_model_path, read_model_metadata
+from perception.signals import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +289,7 @@ def probe_in_child(model_path: Path, options: EngineOptions, cache_dir: Path, ke
     cmd, env = probe_command(model_path, options, cache_dir)
     log.info("--engine auto: probing the engines for %s in a child process (once per model and machine)",
              model_path.name)
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, preexec_fn=die_with_parent())
     return child_verdict(done.returncode, done.stdout, done.stderr, key)
 
 

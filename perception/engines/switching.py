@@ -24,6 +24,7 @@ import numpy as np
 from perception.engines import auto, probe
 from perception.engines.base import Engine, EngineOptions, WarmupError
 from perception.errors import PerceptionError
+from perception.signals import die_with_parent
 from perception.threadname import set_os_thread_name
 
 log = logging.getLogger("perception.engines.auto")  # one logger name for all of --engine auto
@@ -175,8 +176,9 @@ class SwitchingEngine(Engine):
             if self._closed:
                 return False
             try:
-                self._proc = subprocess.Popen(
-                    cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env)
+                self._proc = subprocess.Popen(  # started by the watcher thread, which outlives it
+                    cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env,
+                    preexec_fn=die_with_parent())
             except OSError as exc:
                 self._fail(f"the probe process could not start ({exc.strerror})")
                 return False

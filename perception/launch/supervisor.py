@@ -13,7 +13,6 @@ and returns that code (2 or 3), otherwise the other nodes keep running.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import os
 import signal
@@ -26,7 +25,7 @@ from typing import IO
 
 from perception.errors import DependencyError, PerceptionError
 from perception.launch.plan import LaunchPlan, NodePlan
-from perception.signals import install_signal_handlers
+from perception.signals import die_with_parent, install_signal_handlers
 
 #: A node restarted this many times in a row without staying up this long has its delay doubled.
 STABLE_RUN_S = 10.0
@@ -34,25 +33,10 @@ STABLE_RUN_S = 10.0
 MAX_BACKOFF_S = 30.0
 #: How long stopping waits for children after SIGTERM before it sends SIGKILL.
 STOP_GRACE_S = 5.0
-#: prctl option: the signal a process gets when its parent dies (linux/prctl.h).
-PR_SET_PDEATHSIG = 1
 #: Exit codes of a ``perception`` command that a restart cannot fix (perception/errors.py), with what
 #: they mean. A failing stage (StageError, exit code 1), a live source that is not there yet
 #: (SourceUnavailableError, exit code 4: a camera after boot) or a signal may be respawned.
 NO_RESPAWN_EXIT_CODES = {PerceptionError.exit_code: "a bad input", DependencyError.exit_code: "a missing dependency"}
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: ask Linux to SIGTERM it when the launcher dies.
-
-    The children run in their own sessions, so nothing else would stop them if the launcher were
-    killed with SIGKILL (or crashed): they would keep publishing as orphans. subprocess has no
-    option for this (PR_SET_PDEATHSIG), hence ctypes; elsewhere it is a no-op.
-    """
-    if sys.platform != "linux":
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -133,7 +117,7 @@ class LaunchSupervisor:
             stdin=subprocess.DEVNULL,
             env=env,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent(),
         )
         node.started_at = time.monotonic()
         node.last_error_line = ""
