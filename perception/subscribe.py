@@ -47,7 +47,7 @@ from perception.wire import (
     load_json,
     parse_header,
 )
-from perception.xpub import check_endpoint
+from perception.xpub import check_endpoint, is_ipv6_literal
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ class MaskSubscriber:
             raise ConfigError(
                 "CURVE needs both --curve-server-key (the node's .key) and --curve-key (this client's .key_secret)"
             )
-        check_endpoint(endpoint)
+        host = check_endpoint(endpoint)
         #: The latest ``<namespace>/info`` document received (None until one arrives), and each
         #: one by topic. With ``namespace`` the info topic is always subscribed, also when only some
         #: ``masks`` are asked for (then info messages update these without being returned).
@@ -307,6 +307,8 @@ class MaskSubscriber:
             self._socket.reconnect_ivl = reconnect_ivl_ms
             self._socket.reconnect_ivl_max = reconnect_ivl_max_ms
             self._socket.maxmsgsize = max_frame_bytes(max_mask_pixels)
+            if is_ipv6_literal(host):
+                self._socket.ipv6 = True
             if curve_server_key is not None:
                 # Imported here: pyzmq's authenticator behind it pulls in asyncio, only CURVE needs it.
                 from perception.security import make_curve_client

@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import re
+import socket
+import stat
 import threading
 import time
 from collections import Counter
@@ -36,20 +39,34 @@ from perception.errors import PublishError
 
 log = logging.getLogger(__name__)
 
-_ENDPOINT_RE = re.compile(r"^(?:tcp://(?P<host>\[[0-9a-fA-F:.]+\]|[^:/\[\]]+):(?P<port>\d+|\*)|ipc://.+|inproc://.+)$")
+_ENDPOINT_RE = re.compile(r"^(?:tcp://(?P<host>\[[0-9a-fA-F:.]+\]|[^:/\[\]]+):(?P<port>\d+|\*)|ipc://(?P<path>.+))$")
 # XPUB subscription messages: one byte (1 subscribe, 0 unsubscribe), then the topic prefix.
 _SUBSCRIBE, _UNSUBSCRIBE = 1, 0
 # wait_for_subscriptions holds the socket lock for at most this long at a time.
 _WAIT_SLICE_MS = 10
-#: The fix an "address already in use" error names (the test of the CLI pins this wording).
-ADDRESS_IN_USE_FIX = "use --endpoint tcp://127.0.0.1:5557 or stop the other node"
+
+
+def address_in_use_fix(endpoint: str) -> str:
+    """The fix an "address already in use" error names: another port (the next one, or ``*`` for
+    any free one, which the node logs) or another ipc path, or stopping the other node."""
+    match = _ENDPOINT_RE.match(endpoint)
+    if match is not None and match.group("port") not in (None, "*"):
+        stem = endpoint[: match.start("port")]
+        return f"use another port (e.g. --endpoint {stem}{int(match.group('port')) % 65535 + 1}, or {stem}* for " \
+               "any free one, logged at start) or stop the other node"
+    return "use another --endpoint (another ipc:// path, or tcp://127.0.0.1:*) or stop the other node"
 
 
 def check_endpoint(endpoint: str) -> str | None:
-    """Validate an endpoint string; return its TCP host (None for ipc/inproc).
+    """Validate an endpoint string; return its TCP host (None for ipc).
 
     Raises PublishError naming the endpoint and the expected form.
     """
+    if isinstance(endpoint, str) and endpoint.startswith("inproc://"):
+        # Each publisher and subscriber has its own ZeroMQ context: nothing could ever connect.
+        raise PublishError(f"endpoint {endpoint!r}: inproc:// reaches only sockets of one ZeroMQ context in one "
+                           f"process, and no other can join it; use tcp://HOST:PORT (e.g. {contracts.DEFAULT_ENDPOINT}) "
+                           "or ipc://PATH")
     match = _ENDPOINT_RE.match(endpoint) if isinstance(endpoint, str) else None
     if match is None:
         raise PublishError(
@@ -60,6 +77,27 @@ def check_endpoint(endpoint: str) -> str | None:
         raise PublishError(f"bad endpoint {endpoint!r}: port {port} is out of range 1-65535")
     host = match.group("host")
     return host.strip("[]") if host is not None else None
+
+
+def ipc_socket_is_live(path: str) -> bool:
+    """True when a process is listening on the Unix socket at ``path`` (a stale file, left by a
+    node that was killed, refuses the connection and may be bound over)."""
+    if not os.path.exists(path):
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except OSError:  # refused (stale), not a socket, too long a path: bind reports the rest
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def is_ipv6_literal(host: str | None) -> bool:
+    """An IPv6 address (``::1`` of ``tcp://[::1]:5556``): its sockets need ZeroMQ's IPV6 option."""
+    return host is not None and ":" in host
 
 
 def is_loopback(host: str) -> bool:
@@ -76,7 +114,7 @@ class XpubCore:
     """One bound XPUB socket (see the module docstring); thread-safe through ``lock``.
 
     Args:
-        endpoint: where to bind (``tcp://HOST:PORT``, ``ipc://``, ``inproc://``).
+        endpoint: where to bind (``tcp://HOST:PORT``, ``tcp://[IPv6]:PORT``, ``ipc://PATH``).
         sndhwm: messages queued per subscriber (drop or wait beyond it, see ``send_timeout_ms``).
         send_timeout_ms: None: never wait (drop at the HWM); a number: ``XPUB_NODROP``, a send waits
             up to that long for room, then raises ``zmq.Again``.
@@ -119,6 +157,8 @@ class XpubCore:
             # already holds (plain XPUB reports only the first and last of each prefix), so the
             # counts are per subscriber.
             self._socket.setsockopt(zmq.XPUB_VERBOSER, 1)
+            if is_ipv6_literal(host):
+                self._socket.ipv6 = True
             self._socket.sndhwm = sndhwm
             if send_timeout_ms is not None:
                 # A full subscriber makes the send wait instead of losing the message; the timeout
@@ -148,11 +188,20 @@ class XpubCore:
             )
 
     def _bind(self, endpoint: str) -> None:
+        in_use = f"cannot bind {endpoint}: address already in use; {address_in_use_fix(endpoint)}"
+        path = endpoint.removeprefix("ipc://") if endpoint.startswith("ipc://") else None
+        if path is not None and os.path.lexists(path) and not stat.S_ISSOCK(os.lstat(path).st_mode):
+            # libzmq unlinks whatever is at the path before it binds there.
+            raise PublishError(f"cannot bind {endpoint}: {path} is not a socket, and binding there would delete "
+                               "it; choose another ipc:// path")
+        if path is not None and ipc_socket_is_live(path):
+            # libzmq unlinks the path and binds anew: the node already there would publish to nobody.
+            raise PublishError(in_use)
         try:
             self._socket.bind(endpoint)
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EADDRINUSE:
-                raise PublishError(f"cannot bind {endpoint}: address already in use; {ADDRESS_IN_USE_FIX}") from None
+                raise PublishError(in_use) from None
             raise PublishError(
                 f"cannot bind {endpoint}: {exc.strerror}; use an address of this machine, "
                 f"e.g. {contracts.DEFAULT_ENDPOINT}"

@@ -548,7 +548,8 @@ def test_cli_address_in_use_is_one_line_naming_the_endpoint_and_the_fix(model_pa
         blocker.close()
     assert done.returncode != 0 and "Traceback" not in done.stderr and done.stdout == ""
     assert done.stderr.strip().splitlines() == [f"perception: error: cannot bind {endpoint}: address already in use; "
-                      "use --endpoint tcp://127.0.0.1:5557 or stop the other node"], done.stderr
+                      f"use another port (e.g. --endpoint tcp://127.0.0.1:{port + 1}, or tcp://127.0.0.1:* for any "
+                      "free one, logged at start) or stop the other node"], done.stderr
 
 
 def test_cli_wait_subscribers_timeout_is_one_line(model_path, capsys, free_tcp_port):

@@ -13,7 +13,7 @@ import zmq
 from perception.errors import PublishError
 from perception.publish import MaskPublisher
 from perception.replay import ReplayPublisher
-from perception.xpub import ADDRESS_IN_USE_FIX, XpubCore
+from perception.xpub import XpubCore
 
 PUBLISHERS = {
     "node": lambda endpoint: MaskPublisher(endpoint=endpoint, namespace="perception/front"),
@@ -29,7 +29,9 @@ def test_both_publishers_name_the_endpoint_and_the_fix_on_bind_errors(kind, free
     try:
         with pytest.raises(PublishError) as info:
             make(endpoint)
-        assert str(info.value) == f"cannot bind {endpoint}: address already in use; {ADDRESS_IN_USE_FIX}"
+        assert str(info.value) == (f"cannot bind {endpoint}: address already in use; use another port (e.g. --endpoint "
+                                   f"tcp://127.0.0.1:{free_tcp_port + 1}, or tcp://127.0.0.1:* for any free one, logged "
+                                   "at start) or stop the other node")
     finally:
         first.close()
     with pytest.raises(PublishError, match=r"bad endpoint '127\.0\.0\.1:5556'; expected tcp://HOST:PORT"):
@@ -113,3 +115,62 @@ def test_a_latched_topic_goes_again_to_each_subscription_that_receives_it():
     core.close()  # idempotent
     with core.lock:
         assert core.send_locked(b"ns/info", b"{}", b"{}") is False  # closed: nothing sent, nothing raised
+
+
+@pytest.mark.parametrize("kind", sorted(PUBLISHERS))
+def test_a_second_publisher_on_a_live_ipc_path_is_refused_and_a_stale_one_is_reused(kind, tmp_path):
+    """Hunt 4b finding 4: libzmq unlinks an ipc path and binds anew, so a second node took over the
+    first one's path without a word, and the first published to nobody from then on."""
+    import socket
+
+    make = PUBLISHERS[kind]
+    endpoint = f"ipc://{tmp_path}/node.sock"
+    first = make(endpoint)
+    try:
+        with pytest.raises(PublishError, match=r"address already in use; use another --endpoint \(another ipc:// path"):
+            make(endpoint)
+    finally:
+        first.close()
+    stale = socket.socket(socket.AF_UNIX)  # a socket file whose process is gone (killed node)
+    stale.bind(f"{tmp_path}/stale.sock")
+    stale.close()
+    make(f"ipc://{tmp_path}/stale.sock").close()
+    keep = tmp_path / "notes.txt"
+    keep.write_text("mine")
+    with pytest.raises(PublishError, match=r"notes.txt is not a socket, and binding there would delete it"):
+        make(f"ipc://{keep}")
+    assert keep.read_text() == "mine"
+
+
+def test_inproc_endpoints_are_refused_naming_the_ones_that_work():
+    from perception.xpub import check_endpoint
+
+    with pytest.raises(PublishError, match=r"endpoint 'inproc://x': inproc:// reaches only .* use tcp://HOST:PORT"):
+        check_endpoint("inproc://x")
+
+
+def test_ipv6_endpoints_publish_and_subscribe(free_tcp_port):
+    """Hunt 4b finding 5: 'tcp://[::1]:PORT' passed the check, then failed to bind ("No such
+    device"), since ZeroMQ sockets take IPv6 addresses only with their IPV6 option."""
+    import socket
+    import time
+
+    from perception.subscribe import MaskSubscriber
+
+    try:
+        probe = socket.socket(socket.AF_INET6)
+        probe.bind(("::1", 0))
+        probe.close()
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    endpoint = f"tcp://[::1]:{free_tcp_port}"
+    core = XpubCore(endpoint, sndhwm=16)
+    subscriber = MaskSubscriber(endpoint, topics=["perception/front/stats"])
+    try:
+        deadline = time.monotonic() + 10
+        while not core.subscriptions(b"perception/") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert core.subscriptions(b"perception/") == 1
+    finally:
+        subscriber.close()
+        core.close()
