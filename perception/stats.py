@@ -14,6 +14,7 @@ Both classes have a single writer (the publish thread) and allocate nothing per 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -123,20 +124,29 @@ class FractionMeter:
 
 
 class RateLimitedLog:
-    """Logs a repeated warning at most once per ``interval_s`` (per ``key``) with the count of the
-    suppressed ones, so a stream of bad frames or messages names the problem without flooding."""
+    """Logs a repeated line at most once per ``interval_s`` (per ``key``) with the count of the
+    suppressed ones, so a stream of bad frames or messages, or a stream that keeps dropping out,
+    names the problem without flooding the journal. Thread-safe."""
 
     def __init__(self, logger: logging.Logger, interval_s: float = 5.0) -> None:
         self._log = logger
         self.interval_s = interval_s
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     def warning(self, key: str, msg: str, *args: Any) -> None:
+        self._emit(logging.WARNING, key, msg, args)
+
+    def info(self, key: str, msg: str, *args: Any) -> None:
+        self._emit(logging.INFO, key, msg, args)
+
+    def _emit(self, level: int, key: str, msg: str, args: tuple) -> None:
         now = time.monotonic()
-        if now - self._last.get(key, -1e9) < self.interval_s:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return
-        extra = self._suppressed.pop(key, 0)
-        self._last[key] = now
-        self._log.warning(msg + (f" ({extra} more since the last report)" if extra else ""), *args)
+        with self._lock:
+            if now - self._last.get(key, -1e9) < self.interval_s:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return
+            extra = self._suppressed.pop(key, 0)
+            self._last[key] = now
+        self._log.log(level, msg + (f" ({extra} more since the last report)" if extra else ""), *args)

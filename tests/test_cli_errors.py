@@ -190,7 +190,7 @@ def test_user_mistake_is_one_line(name, results):
 
 
 def test_an_image_over_the_pixel_limit_is_named_as_such(results):
-    assert "huge.png has more than 67108864 pixels (8192 x 8192); resize it" in results["run image over the pixel limit"].stderr
+    assert "huge.png' has more than 67108864 pixels (8192 x 8192); resize it" in results["run image over the pixel limit"].stderr
 
 
 @pytest.mark.parametrize(

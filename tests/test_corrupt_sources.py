@@ -120,7 +120,7 @@ def test_corrupt_images_in_a_folder_are_named_at_the_default_log_level(tmp_path,
     (tmp_path / "002.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     done = _run(model_path, str(tmp_path), free_tcp_port)
     assert done.returncode == 0, done.stderr
-    assert f"{tmp_path / '002.png'} cannot be decoded" in done.stderr
+    assert f"{str(tmp_path / '002.png')!r} cannot be decoded" in done.stderr  # quoted, as names in log lines are
     final = json.loads(done.stdout.strip().splitlines()[-1])
     assert final["corrupt"] == 1 and final["published"] == 3 and final["balanced"]
 
@@ -132,3 +132,91 @@ def test_an_unreachable_stream_says_one_line_without_opencv_noise(model_path, fr
     # Our own log lines ("12:00:00 I perception.x: ...") and one error line; nothing from OpenCV/FFmpeg.
     foreign = [line for line in done.stderr.splitlines() if line.strip() and not re.match(r"\d\d:\d\d:\d\d [DIWE] perception", line)]
     assert len(foreign) == 1 and foreign[0].startswith("perception: error: cannot open stream"), done.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Hunt 4a, finding 10: frames a video states but does not hold are counted, not pinned on the
+# last frames (which were published); finding 4: a clip behind an http URL ends like a file.
+# --------------------------------------------------------------------------------------------
+
+
+def write_numbered_avi(path: Path, n: int) -> tuple[bytes, list[int]]:
+    """An MJPG AVI of ``n`` frames (grey 6 * i); its bytes and the offsets of the frames' chunks."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (W, H))
+    for i in range(n):
+        writer.write(np.full((H, W, 3), 6 * i, np.uint8))
+    writer.release()
+    data = path.read_bytes()
+    chunks, at = [], data.find(b"movi")
+    while len(chunks) < n:
+        at = data.find(b"00dc", at)
+        chunks.append(at)
+        at += 8 + int.from_bytes(data[at + 4: at + 8], "little")
+    return data, chunks
+
+
+def read_through(source) -> list:
+    frames = []
+    while (frame := source.read()) is not None:
+        frames.append(frame)
+    source.close()
+    return frames
+
+
+def test_a_cut_off_video_counts_its_missing_frames_in_one_note(tmp_path, caplog):
+    data, chunks = write_numbered_avi(tmp_path / "whole.avi", 40)
+    (tmp_path / "cut.avi").write_bytes(data[: chunks[30]])  # the header still states 40 frames
+    source = open_source(str(tmp_path / "cut.avi"))
+    frames = read_through(source)
+    assert [round(float(f.image.mean()) / 6) for f in frames] == list(range(30))
+    assert source.corrupt == 10 and source.skipped == [
+        "frames 30-39 of 40 missing: the file ends after 30 of the 40 frames its container states (cut off, or "
+        "frames lost to damage earlier in the file)"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "skipped 10 unreadable frames: frames 30-39 of 40 missing" in warnings[0]
+
+
+def test_frames_a_demuxer_drops_while_it_resyncs_are_not_named_as_the_last_ones(tmp_path):
+    """The report's file: FFmpeg loses frames 0-4 without a failed grab; the node named frames
+    35-39, which it had published."""
+    data, _ = write_numbered_avi(tmp_path / "idx.avi", 40)
+    damaged = bytearray(data)
+    damaged[len(data) // 3: len(data) // 3 + 1500] = bytes(1500)
+    (tmp_path / "idxdmg.avi").write_bytes(bytes(damaged))
+    source = open_source(str(tmp_path / "idxdmg.avi"))
+    frames = read_through(source)
+    assert 0 < len(frames) < 40 and source.corrupt == 40 - len(frames)
+    assert source.skipped == [f"frames {len(frames)}-39 of 40 missing: the file ends after {len(frames)} of the 40 "
+                              "frames its container states (cut off, or frames lost to damage earlier in the file)"]
+
+
+def test_the_node_reads_a_clip_behind_an_http_url_to_its_end_once(tmp_path, model_path, free_tcp_port):
+    """Finding 4: the clip looped for ever (64 reconnects in 8 s, 390 frames in for a 6-frame clip)."""
+    import functools
+    import http.server
+    import threading
+
+    writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (W, H))
+    for i in range(6):
+        writer.write(np.full((H, W, 3), 30 * i, np.uint8))
+    writer.release()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/clip.avi"
+        done = _run(model_path, url, free_tcp_port, "--duration", "60")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    assert done.returncode == 0, done.stderr
+    final = json.loads(done.stdout.strip().splitlines()[-1])
+    assert final["end_reason"] == "end of input" and final["reconnects"] == 0
+    assert final["frames_in"] == 6 and final["published"] == 6 and final["dropped"] == 0 and final["balanced"]
+    assert "reconnect" not in done.stderr.replace("0 reconnects", "")

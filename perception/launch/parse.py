@@ -207,7 +207,7 @@ def check_node_files(plan: LaunchPlan) -> None:
     from perception import run_config
     from perception.modelfile import read_model_metadata
     from perception.sources import open_source, source_kind
-    from perception.sources.images import GLOB_CHARS
+    from perception.sources.images import is_glob_spec
 
     for node in plan.nodes:
         if node.kind != "pipeline":
@@ -228,7 +228,7 @@ def check_node_files(plan: LaunchPlan) -> None:
             raise type(exc)(f"{where}: model: {exc}") from None
         for camera in config.cameras:  # one source, or several cameras of one node
             kind = source_kind(camera.source)
-            if kind == "video" or (kind == "images" and not GLOB_CHARS & set(camera.source)):
+            if kind == "video" or (kind == "images" and not is_glob_spec(camera.source)):
                 try:
                     open_source(camera.source, kind=kind).close()
                 except PerceptionError as exc:

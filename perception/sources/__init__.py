@@ -11,6 +11,10 @@
 ``synthetic``                     synthetic  ``perception/sources/synthetic.py``
 ================================  =========  ==========================================
 
+A ``file://`` URL is read as its path (``file:///data/drive.mp4`` is ``/data/drive.mp4``). A spec
+that names an existing file or folder is that file or folder, even when its name holds ``* ? [``;
+one that ends in ``/`` is a folder.
+
 Every source yields ``Frame`` records (seq from 0, capture_ns, capture_mono_ns, BGR image) and
 raises ``SourceError`` with the fix when it cannot be opened.
 """
@@ -20,8 +24,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from perception.errors import SourceError
 from perception.registry import Registry
-from perception.sources.base import CorruptFrame, Frame, Source, SourceOptions
+from perception.sources.base import CorruptFrame, Frame, Source, SourceOptions, local_path
 from perception.sources.camera import CAMERA_PATTERN, CameraSource
 from perception.sources.images import ImageSource, is_image_spec
 from perception.sources.stream import URL_PATTERN, GStreamerSource, StreamSource, is_gstreamer_pipeline
@@ -36,6 +41,10 @@ for _cls in (CameraSource, VideoFileSource, ImageSource, StreamSource, GStreamer
 def source_kind(spec: str) -> str:
     """The registry name of the source ``spec`` describes (see the table above)."""
     spec = spec.strip()
+    try:
+        spec = local_path(spec)
+    except SourceError:  # a file:// URL of another machine: open_source says why
+        return "video"
     if spec == "synthetic":
         return "synthetic"
     if CAMERA_PATTERN.match(spec):
@@ -64,8 +73,9 @@ def open_source(spec: str, options: SourceOptions | None = None, *, kind: str | 
         SourceError: the device, file or URL cannot be opened (the message names the fix).
         ConfigError: an unknown ``kind``.
     """
+    spec = local_path(spec.strip())
     cls = SOURCES.get(kind or source_kind(spec))
-    return cls(spec.strip(), dataclasses.replace(options or SourceOptions(), **changes))
+    return cls(spec, dataclasses.replace(options or SourceOptions(), **changes))
 
 
 __all__ = ["SOURCES", "CorruptFrame", "Frame", "Source", "SourceOptions", "open_source", "source_is_live", "source_kind"]

@@ -5,7 +5,10 @@ A source's ``read()`` returns the next ``Frame`` (seq contiguous from 0, stamped
 are counted in ``corrupt``, named in ``skipped`` (the first ``MAX_NAMED_SKIPS``) and in a
 rate-limited warning, and skipped; ``MAX_CONSECUTIVE_CORRUPT`` in a row end the run with a
 ``SourceError`` (an error exit, not success). Live sources that drop out are reopened with
-exponential backoff and counted in ``reconnects``. Opening problems raise ``SourceError`` with the fix.
+exponential backoff and counted in ``reconnects`` (the backoff starts again from its minimum only
+after a connection stayed up ``Reconnector.stable_s``; the lines about it are rate-limited).
+Opening problems raise ``SourceError`` with the fix. Names from outside (file names, specs) are
+shown through ``shown``/``quoted``, so a newline or an escape sequence in one cannot fake a log line.
 
 OpenCV's and FFmpeg's own console lines (``[ WARN:0@0.03] global cap.cpp...``, ``[mjpeg @ 0x...]
 No JPEG data found``) are silenced here, at import: every problem they describe reaches the user
@@ -18,6 +21,7 @@ import logging
 import os
 import threading
 import time
+import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +30,7 @@ from typing import Any, ClassVar
 import cv2
 import numpy as np
 
+from perception import MAX_SOURCE_PIXELS
 from perception.errors import SourceError
 from perception.options import SourceOptions  # noqa: F401 - declared there (light, shared with the configs)
 from perception.stats import RateLimitedLog
@@ -37,6 +42,44 @@ log = logging.getLogger(__name__)
 MAX_CONSECUTIVE_CORRUPT = 200
 #: How many skipped frames a source names in ``skipped`` (the stats' ``source_skipped``).
 MAX_NAMED_SKIPS = 20
+#: Longest quoted name (a file path) in a log line or skip note; longer ones are cut in the middle.
+MAX_QUOTED = 120
+
+
+def quoted(text: object, limit: int = MAX_QUOTED) -> str:
+    """``repr(str(text))``: an outside name (a file name) as a log line quotes it, every control
+    character escaped, so that a newline in a file name cannot fake a log line; cut in the middle
+    to about ``limit`` characters (the end, a file's own name, is kept)."""
+    text = str(text)
+    out = repr(text)
+    keep = len(text)
+    while len(out) > limit and keep > 8:
+        keep = min(keep - 1, keep * limit // len(out))
+        head = keep // 3
+        out = repr(text[:head] + "..." + text[len(text) - (keep - head):])
+    return out
+
+
+def shown(text: object) -> str:
+    """``text`` as it is when every character is printable, else quoted as ``quoted`` does: for a
+    spec in a description or error, which stays as typed in the ordinary case."""
+    text = str(text)
+    return text if text.isprintable() else quoted(text)
+
+
+def local_path(spec: str) -> str:
+    """The path of a ``file://`` URL (``file:///data/drive.mp4`` -> ``/data/drive.mp4``, percent
+    escapes decoded); any other spec as it is. SourceError for a URL of another machine's file."""
+    if spec[:7].lower() != "file://":
+        return spec
+    url = urllib.parse.urlsplit(spec)
+    if url.netloc not in ("", "localhost") or url.query or url.fragment:
+        raise SourceError(f"cannot read {shown(spec)}: a file:// URL must name a local file (file:///path/to/file, "
+                          "no host, query or fragment); give the path instead")
+    path = urllib.parse.unquote(url.path)
+    if not path:
+        raise SourceError(f"{shown(spec)} names no file; give the path, e.g. --source /data/drive.mp4")
+    return path
 
 
 def quiet_video_backends() -> None:
@@ -65,7 +108,14 @@ class Frame:
 
 
 class CorruptFrame(Exception):
-    """Raised by a source's ``_next_image`` for an undecodable frame; counted and skipped."""
+    """Raised by a source's ``_next_image`` for an undecodable frame; counted and skipped.
+
+    ``frames``: how many frames the one note stands for (a video that ends before the count its
+    container states: ``frames 35-39 of 40 ...``)."""
+
+    def __init__(self, message: str, frames: int = 1) -> None:
+        super().__init__(message)
+        self.frames = frames
 
 
 class Source(ABC):
@@ -110,8 +160,8 @@ class Source(ABC):
             try:
                 got = self._next_image()
             except CorruptFrame as exc:
-                self.corrupt += 1
-                self._consecutive_corrupt += 1
+                self.corrupt += exc.frames
+                self._consecutive_corrupt += exc.frames
                 if len(self.skipped) < MAX_NAMED_SKIPS:
                     self.skipped.append(str(exc))
                 if self._consecutive_corrupt >= MAX_CONSECUTIVE_CORRUPT:
@@ -119,8 +169,9 @@ class Source(ABC):
                         f"{self.describe()}: {self._consecutive_corrupt} unreadable frames in a row ({exc}); "
                         "the input is damaged or not what it claims to be"
                     ) from None
-                self._limited.warning("corrupt", "%s: skipped an unreadable frame: %s (%d skipped so far)",
-                                      self.describe(), exc, self.corrupt)
+                what = "an unreadable frame" if exc.frames == 1 else f"{exc.frames} unreadable frames"
+                self._limited.warning("corrupt", "%s: skipped %s: %s (%d skipped so far)",
+                                      self.describe(), what, exc, self.corrupt)
                 continue
             if got is None:
                 return None
@@ -174,10 +225,17 @@ def as_bgr(image: Any) -> np.ndarray:
     raise CorruptFrame(f"unsupported image shape {image.shape}")
 
 
+def frame_too_big(width: float, height: float) -> bool:
+    """Whether a frame of ``width`` x ``height`` is over ``MAX_SOURCE_PIXELS``."""
+    return width * height > MAX_SOURCE_PIXELS
+
+
 def grab_and_retrieve(cap: cv2.VideoCapture) -> tuple[np.ndarray, int, int] | None:
     """Read one frame from an OpenCV capture, stamped at grab time (before decoding).
 
     Returns None when the capture has no more frames (end of file, or a live source that stopped).
+    A frame over ``MAX_SOURCE_PIXELS`` is a CorruptFrame (OpenCV scales a frame whose size changed
+    to the size the capture had when it opened, which the sources check, so this is a last guard).
     """
     if not cap.grab():
         return None
@@ -185,6 +243,9 @@ def grab_and_retrieve(cap: cv2.VideoCapture) -> tuple[np.ndarray, int, int] | No
     ok, image = cap.retrieve()
     if not ok or image is None:
         raise CorruptFrame("decoder returned no image")
+    if isinstance(image, np.ndarray) and image.ndim >= 2 and frame_too_big(image.shape[1], image.shape[0]):
+        raise CorruptFrame(f"a frame of {image.shape[1]}x{image.shape[0]}, more than {MAX_SOURCE_PIXELS} pixels "
+                           "(8192 x 8192)")
     return as_bgr(image), capture_ns, capture_mono_ns
 
 
@@ -192,8 +253,12 @@ class Reconnector:
     """Reopens a live capture with exponential backoff after it drops out or stalls.
 
     ``open_capture()`` returns an opened object with ``grab``/``retrieve``/``release`` (an OpenCV
-    ``VideoCapture``) or raises SourceError. Backoff doubles from ``initial_s`` up to ``max_s`` and
-    resets after a good frame. Waits end early when ``interrupted`` is set.
+    ``VideoCapture``) or raises SourceError. Backoff doubles from ``initial_s`` up to ``max_s`` with
+    every reopen, and starts again from ``initial_s`` only when a connection that drops had stayed up
+    ``stable_s``: a server that ends every connection after a frame or two (a clip or a snapshot
+    behind a URL) is asked again ever more rarely, not ten times a second. The warning and info lines
+    are rate-limited (one per key per 5 s, with the count of the others). Waits end early when
+    ``interrupted`` is set. ``clock`` is the monotonic clock (tests pass their own).
     """
 
     def __init__(
@@ -204,44 +269,82 @@ class Reconnector:
         interrupted: threading.Event,
         initial_s: float = 0.1,
         max_s: float = 5.0,
+        stable_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._open = open_capture
         self._describe = describe
         self._interrupted = interrupted
         self.initial_s = initial_s
         self.max_s = max_s
+        self.stable_s = stable_s
+        self._clock = clock
         self.reconnects = 0
+        self._limited = RateLimitedLog(log)
         self._cap = open_capture()  # the first open fails loudly: a wrong device is a user mistake
+        self._opened_s = clock()
         self._backoff_s = initial_s
+
+    @property
+    def capture(self) -> Any | None:
+        """The open capture, or None between a drop and the reopen."""
+        return self._cap
+
+    @property
+    def backoff_s(self) -> float:
+        """The wait before the next reopen."""
+        return self._backoff_s
 
     def next_image(self) -> tuple[np.ndarray, int, int] | None:
         """The next frame; reconnects as often as needed. None only once interrupted."""
         while not self._interrupted.is_set():
-            if self._cap is None:
-                self._cap = self._try_reopen()
-                if self._cap is None:
-                    continue
+            if self._cap is None and not self.reopen():
+                continue
             got = grab_and_retrieve(self._cap)
             if got is not None:
-                self._backoff_s = self.initial_s
                 return got
-            log.warning("%s stopped delivering frames; reconnecting", self._describe)
-            self._release()
+            self.dropped()
         return None
 
-    def _try_reopen(self) -> Any | None:
+    def dropped(self) -> None:
+        """The capture ended or stalled: release it. The next ``reopen`` waits ``backoff_s``, back at
+        ``initial_s`` only when this connection had stayed up ``stable_s``."""
+        if self._clock() - self._opened_s >= self.stable_s:
+            self._backoff_s = self.initial_s
+        self._limited.warning("dropped", "%s stopped delivering frames; reconnecting in %.1f s", self._describe,
+                              self._backoff_s)
+        self._release()
+
+    def reopen(self) -> bool:
+        """Wait the backoff, then open again (a reconnect, counted); False when that failed or the
+        wait was interrupted."""
         self._interrupted.wait(self._backoff_s)
         if self._interrupted.is_set():
-            return None
+            return False
         self.reconnects += 1
+        self._backoff_s = min(self._backoff_s * 2, self.max_s)  # back at initial_s only after a stable connection
         try:
             cap = self._open()
         except SourceError as exc:
-            log.warning("reconnect %d failed (%s); next try in %.1f s", self.reconnects, exc, self._backoff_s)
-            self._backoff_s = min(self._backoff_s * 2, self.max_s)
-            return None
-        log.info("%s reconnected (reconnect %d)", self._describe, self.reconnects)
-        return cap
+            self._limited.warning("failed", "%s: reconnect %d failed (%s); next try in %.1f s", self._describe,
+                                  self.reconnects, exc, self._backoff_s)
+            return False
+        self._cap, self._opened_s = cap, self._clock()
+        self._limited.info("reconnected", "%s reconnected (reconnect %d)", self._describe, self.reconnects)
+        return True
+
+    def restart(self) -> bool:
+        """Open again at once, without waiting and not counted as a reconnect (a finite stream's
+        ``--loop``); False when that failed (then ``reopen`` as after a drop)."""
+        self._release()
+        try:
+            self._cap = self._open()
+        except SourceError as exc:
+            self._limited.warning("failed", "%s: reopening it for --loop failed (%s); next try in %.1f s",
+                                  self._describe, exc, self._backoff_s)
+            return False
+        self._opened_s = self._clock()
+        return True
 
     def _release(self) -> None:
         if self._cap is not None:
@@ -273,21 +376,25 @@ class LiveCaptureSource(Source):
     """A camera or stream read through ``cv2.VideoCapture``, reopened with backoff when it drops out.
 
     Subclasses implement ``_open()`` (a new, opened capture, or SourceError) and ``describe()``.
+    ``reconnect_options`` are passed to the ``Reconnector`` (tests shorten the waits).
     """
 
     live = True
+    reconnect_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, spec: str, options: SourceOptions) -> None:
         super().__init__(spec, options)
-        self._reconnector = Reconnector(self._open, describe=self.describe(), interrupted=self._interrupted)
+        self._reconnector = Reconnector(self._open, describe=self.describe(), interrupted=self._interrupted,
+                                        **self.reconnect_options)
 
     def _open(self) -> cv2.VideoCapture:
         raise NotImplementedError
 
     def _next_image(self):
-        got = self._reconnector.next_image()
-        self.reconnects = self._reconnector.reconnects
-        return got
+        try:
+            return self._reconnector.next_image()
+        finally:
+            self.reconnects = self._reconnector.reconnects
 
     def close(self) -> None:
         super().close()

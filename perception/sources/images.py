@@ -1,52 +1,132 @@
-"""Image folders, glob patterns and single image files, read in sorted order.
+"""Image folders, glob patterns and single image files, read in natural order.
 
-``perception run --source frames/`` or ``--source 'frames/*.png'``. An unreadable image is counted
-as corrupt and skipped; ``loop`` restarts at the first image; ``realtime``/``fps`` pace delivery
-(30 FPS when only ``realtime`` is given).
+``perception run --source frames/`` or ``--source 'frames/*.png'``. A spec that names an existing
+file or folder is that file or folder, whatever characters its name holds (``drive[1].png``); only
+a spec that is no path is a glob pattern. Files are read in natural order: the numbers in names
+compare as numbers (``frame_2.png`` before ``frame_10.png``; zero-padded names keep their order).
+A folder lists its files with an image suffix; a pattern keeps those and any other file OpenCV
+recognises as an image by its content (``'*.mp4'`` matches no image). An unreadable image is
+counted as corrupt and skipped; ``loop`` restarts at the first image; ``realtime``/``fps`` pace
+delivery (30 FPS when only ``realtime`` is given).
+
+Images are read as ``cv2.imread`` reads them for display (JPEG EXIF orientation applied, grey,
+palette, CMYK and alpha images made BGR) but at their own bit depth: 16-bit images are brought
+to 8 bits by a fixed factor (65535 -> 255), the same for every frame of a sequence.
 """
 
 from __future__ import annotations
 
 import glob
+import os
+import re
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from perception import MAX_SOURCE_PIXELS
 from perception.errors import SourceError, why_not_a_file
-from perception.sources.base import CorruptFrame, Source, SourceOptions, as_bgr, stamp
+from perception.sources.base import CorruptFrame, Source, SourceOptions, as_bgr, quoted, shown, stamp
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 GLOB_CHARS = frozenset("*?[")
 #: Rate used for --realtime on image sequences when --fps is not given.
 DEFAULT_IMAGE_FPS = 30.0
+#: How images are decoded: as IMREAD_COLOR (EXIF orientation applied, always 3 channels), but at
+#: the file's own depth (IMREAD_UNCHANGED would skip the EXIF orientation).
+IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
+#: OpenCV's own limit on one side of an image (CV_IO_MAX_IMAGE_WIDTH / _HEIGHT), 2^20 unless set.
+DEFAULT_MAX_SIDE = 1 << 20
+
+
+def is_folder_spec(spec: str) -> bool:
+    """A spec that ends in a slash names a folder, whether or not it exists."""
+    return spec.endswith("/") or (os.sep != "/" and spec.endswith(os.sep))
+
+
+def is_glob_spec(spec: str) -> bool:
+    """True for a glob pattern: a spec with ``* ? [`` that names no existing file or folder."""
+    if not GLOB_CHARS & set(spec):
+        return False
+    path = Path(spec)
+    return not (path.exists() or path.is_symlink())
 
 
 def is_image_spec(spec: str) -> bool:
-    """True for a folder, a glob pattern or an image file name."""
-    return Path(spec).is_dir() or bool(GLOB_CHARS & set(spec)) or Path(spec).suffix.lower() in IMAGE_SUFFIXES
+    """True for a folder (existing, or a spec ending in ``/``), a glob pattern or an image file name."""
+    return (is_folder_spec(spec) or Path(spec).is_dir() or is_glob_spec(spec)
+            or Path(spec).suffix.lower() in IMAGE_SUFFIXES)
+
+
+def natural_key(path: Path) -> tuple:
+    """Sort key of a path in natural order: runs of digits compare as numbers (``frame_2`` before
+    ``frame_10``); names equal as numbers (``1`` and ``01``) keep their string order."""
+    text = str(path)
+    parts = re.split(r"([0-9]+)", text)
+    return tuple(int(part) if i % 2 else part for i, part in enumerate(parts)), text
 
 
 def list_images(spec: str) -> list[Path]:
-    """The image files ``spec`` names, sorted; SourceError when there are none."""
+    """The image files ``spec`` names, in natural order; SourceError when there are none."""
     p = Path(spec)
     if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        files = sorted((f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()), key=natural_key)
         if not files:
-            raise SourceError(f"image folder {spec} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise SourceError(f"image folder {shown(spec)} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         return files
-    if GLOB_CHARS & set(spec):
-        files = sorted(Path(f) for f in glob.glob(spec) if Path(f).is_file())
+    if is_folder_spec(spec):
+        why = why_not_a_file(p)
+        if why == "is a file":
+            raise SourceError(f"image folder {shown(spec)} is a file, not a folder; drop the trailing '/'")
+        raise SourceError(f"image folder {shown(spec)} {why}; check the path")
+    if is_glob_spec(spec):
+        matched = [Path(f) for f in glob.glob(spec) if Path(f).is_file()]
+        if not matched:
+            raise SourceError(f"no files match {quoted(spec)}; check the path or pattern (quote a pattern so the "
+                              "shell keeps it)")
+        files = sorted((f for f in matched if f.suffix.lower() in IMAGE_SUFFIXES or cv2.haveImageReader(str(f))),
+                       key=natural_key)
         if not files:
-            raise SourceError(f"no files match {spec!r}; check the pattern (quote it so the shell keeps it)")
+            raise SourceError(f"{len(matched)} file{'s' if len(matched) != 1 else ''} match {quoted(spec)} but none "
+                              f"is an image ({', '.join(sorted(IMAGE_SUFFIXES))}); give a video as its own --source")
         return files
     if not p.is_file():
-        raise SourceError(f"image file {spec} {why_not_a_file(p)}; check the path")
+        raise SourceError(f"image file {shown(spec)} {why_not_a_file(p)}; check the path")
     return [p]
 
 
+def to_8bit(image: np.ndarray) -> np.ndarray:
+    """An 8-bit copy of a deeper image, by a fixed factor (the same for every frame, so a sequence
+    does not flicker): 16-bit 65535 -> 255; floating point 0..1 -> 0..255 (values over 1: taken as
+    0..255)."""
+    if image.dtype == np.uint8:
+        return image
+    if np.issubdtype(image.dtype, np.integer):
+        return cv2.convertScaleAbs(image, alpha=255.0 / np.iinfo(image.dtype).max)
+    if np.issubdtype(image.dtype, np.floating):
+        image = np.nan_to_num(image.astype(np.float32, copy=False))
+        return cv2.convertScaleAbs(image, alpha=255.0 if float(image.max(initial=0.0)) <= 1.0 else 1.0)
+    raise CorruptFrame(f"unsupported pixel type {image.dtype}")
+
+
+def too_big(path: Path, exc: cv2.error) -> str:
+    """Why OpenCV refused to decode ``path`` before allocating it: which of its limits it is over."""
+    err = str(getattr(exc, "err", "") or exc)
+    for side, word in (("WIDTH", "wider"), ("HEIGHT", "taller")):
+        if f"CV_IO_MAX_IMAGE_{side}" in err:
+            limit = os.environ.get(f"OPENCV_IO_MAX_IMAGE_{side}", str(DEFAULT_MAX_SIDE))
+            return (f"{quoted(path)} is {word} than {limit} pixels, OpenCV's limit for one side of an image "
+                    f"(OPENCV_IO_MAX_IMAGE_{side}); resize it for the node")
+    if "CV_IO_MAX_IMAGE_PIXELS" in err:
+        limit = os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_SOURCE_PIXELS))
+        square = " (8192 x 8192)" if limit == str(MAX_SOURCE_PIXELS) else ""
+        return f"{quoted(path)} has more than {limit} pixels{square}; resize it for the node"
+    first = err.strip().splitlines()[0] if err.strip() else type(exc).__name__
+    return f"{quoted(path)} cannot be decoded (OpenCV: {shown(first[:200])})"
+
+
 class ImageSource(Source):
-    """A sorted list of image files."""
+    """A naturally sorted list of image files."""
 
     kind = "images"
 
@@ -58,7 +138,7 @@ class ImageSource(Source):
             self.pace(options.fps or DEFAULT_IMAGE_FPS)
 
     def describe(self) -> str:
-        return f"images {self.spec} ({len(self.files)} files)"
+        return f"images {shown(self.spec)} ({len(self.files)} files)"
 
     def _next_image(self):
         if self._index >= len(self.files):
@@ -68,13 +148,15 @@ class ImageSource(Source):
         path = self.files[self._index]
         self._index += 1
         try:
-            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        except cv2.error:  # OpenCV's OPENCV_IO_MAX_IMAGE_PIXELS (perception.MAX_SOURCE_PIXELS), checked before decoding
-            raise CorruptFrame(f"{path} has more than {MAX_SOURCE_PIXELS} pixels (8192 x 8192); "
-                               "resize it for the node") from None
+            image = cv2.imread(str(path), IMREAD_FLAGS)
+        except cv2.error as exc:  # a size limit, checked before decoding (perception.MAX_SOURCE_PIXELS)
+            raise CorruptFrame(too_big(path, exc)) from None
         capture_ns, capture_mono_ns = stamp()
         if image is None:
-            raise CorruptFrame(f"{path} cannot be decoded")
-        if image.dtype != "uint8":  # 16-bit PNG/TIFF: scale to 8 bits
-            image = cv2.convertScaleAbs(image, alpha=255.0 / max(1, int(image.max())))
-        return as_bgr(image), capture_ns, capture_mono_ns
+            if not path.is_file():
+                why = why_not_a_file(path)
+                if why == "not found":
+                    raise CorruptFrame(f"{quoted(path)} is gone (deleted or moved after the source listed it)")
+                raise CorruptFrame(f"{quoted(path)} {why}")
+            raise CorruptFrame(f"{quoted(path)} cannot be decoded")
+        return as_bgr(to_8bit(image)), capture_ns, capture_mono_ns

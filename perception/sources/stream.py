@@ -1,19 +1,47 @@
 """Network streams (RTSP/HTTP/RTMP/UDP URLs through FFmpeg) and GStreamer pipeline strings.
 
 ``perception run --source rtsp://10.0.0.5:8554/front`` or
-``--source 'v4l2src ! videoconvert ! appsink'`` (needs an OpenCV built with GStreamer). A stream
-that drops out or stalls for ``read_timeout_s`` is reopened with backoff, counted in ``reconnects``.
+``--source 'v4l2src ! videoconvert ! appsink'`` (needs an OpenCV built with GStreamer). A live
+stream that drops out or stalls for ``read_timeout_s`` is reopened with backoff, counted in
+``reconnects``; the backoff keeps growing while connections keep ending within
+``Reconnector.stable_s`` (a server that closes every connection after a frame or two).
+
+A URL whose resource states its frame count (``CAP_PROP_FRAME_COUNT`` > 0: a clip served over
+HTTP) is finite and read like a video file: not ``live`` (every frame once, in order, by default),
+paced only with ``realtime``/``fps``, and its end ends the input (``loop`` opens it again). A
+connection lost before the stated count is reopened with backoff and resumes at the next frame;
+when the reopened resource has no frame there, that is its end. Live streams (MJPEG cameras, RTSP,
+a ``snapshot.jpg``) state no count.
+
+Frames over ``MAX_SOURCE_PIXELS`` are refused when the stream opens (or reopens), from the size
+FFmpeg reports; OpenCV scales a frame whose size changes later to that size.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+import math
 import re
 
 import cv2
 
-from perception.errors import SourceError, SourceUnavailableError
-from perception.sources.base import LiveCaptureSource, SourceOptions
+from perception import MAX_SOURCE_PIXELS
+from perception.errors import SourceError, SourceUnavailableError, hide_credentials
+from perception.sources.base import (
+    CorruptFrame,
+    LiveCaptureSource,
+    SourceOptions,
+    frame_too_big,
+    grab_and_retrieve,
+    quoted,
+    shown,
+)
+
+log = logging.getLogger(__name__)
+
+#: Rate used for --realtime on a finite stream that states none.
+FALLBACK_FPS = 30.0
 
 URL_PATTERN = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp|srt)://", re.IGNORECASE)
 
@@ -32,22 +60,104 @@ def opencv_has_gstreamer() -> bool:
 
 
 class StreamSource(LiveCaptureSource):
-    """An RTSP/HTTP/... URL read with FFmpeg, with open and read timeouts."""
+    """An RTSP/HTTP/... URL read with FFmpeg, with open and read timeouts. Live unless the resource
+    states its frame count (a clip behind a URL, ``frame_count``): then read like a video file."""
 
     kind = "stream"
 
+    def __init__(self, spec: str, options: SourceOptions) -> None:
+        #: Frames the resource states it holds (None: a live stream, which states none).
+        self.frame_count: int | None = None
+        self.native_fps: float | None = None
+        self._pos = 0  # frames of a finite resource read (or found unreadable) in this pass
+        self._good_this_pass = 0
+        self._resuming = False  # reopened after a drop: the first grab decides whether frames are left
+        self._pass_over = False  # this pass of a finite resource has ended
+        super().__init__(spec, options)  # opens the stream through the reconnector
+        cap = self._reconnector.capture
+        count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        if count and math.isfinite(count) and count > 0:
+            self.frame_count = int(count)
+            self.live = False  # a clip: every frame once by default (the lossless queue), like a file
+            fps = cap.get(cv2.CAP_PROP_FPS)
+            self.native_fps = fps if fps and math.isfinite(fps) and fps > 0 else None
+            if options.realtime or options.fps:
+                self.pace(options.fps or self.native_fps or FALLBACK_FPS)
+
     def describe(self) -> str:
-        # Never log credentials embedded in the URL.
-        return f"stream {re.sub(r'//[^/@]*@', '//***@', self.spec)}"
+        return f"stream {shown(hide_credentials(self.spec))}"  # never log credentials
 
     def _open(self) -> cv2.VideoCapture:
         timeout_ms = int(self.options.read_timeout_s * 1000)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
-        cap = cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG, params)
+        cap = self._capture(params)
         if not cap.isOpened():
             cap.release()
             raise SourceUnavailableError(f"cannot open {self.describe()}; check the address, credentials and network")
+        width, height = (cap.get(prop) for prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
+        if frame_too_big(width, height):  # before the node decodes a frame of it
+            cap.release()
+            raise SourceError(f"{self.describe()} sends {width:.0f}x{height:.0f} frames, more than {MAX_SOURCE_PIXELS} "
+                              "pixels (8192 x 8192) a frame; have the camera or server send smaller ones (e.g. 1920x1080)")
         return cap
+
+    def _capture(self, params: list[int]) -> cv2.VideoCapture:
+        """A new ``cv2.VideoCapture`` of the URL (tests stand in a fake)."""
+        return cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG, params)
+
+    def _next_image(self):
+        if self.frame_count is None:
+            return super()._next_image()
+        try:
+            return self._next_finite()
+        finally:
+            self.reconnects = self._reconnector.reconnects
+
+    def _next_finite(self):
+        """The next frame of a resource that states its count: end of input at its end (unless
+        ``loop``), a reconnect resuming at the next frame when the connection ends before it."""
+        connection, count = self._reconnector, self.frame_count or 0
+        while not self._interrupted.is_set():
+            if not self._pass_over:
+                if connection.capture is None:
+                    if not connection.reopen():
+                        continue
+                    self._resume(connection.capture)
+                index = self._pos
+                try:
+                    got = grab_and_retrieve(connection.capture)
+                except CorruptFrame as exc:
+                    self._pos += 1
+                    self._resuming = False
+                    raise CorruptFrame(f"frame {index} of {count}: {exc}") from None
+                if got is not None:
+                    self._pos += 1
+                    self._good_this_pass += 1
+                    self._resuming = False
+                    return got
+                if index < count and not self._resuming:  # the connection ended early: reopen, resume here
+                    connection.dropped()
+                    continue
+                self._pass_over = True
+                if index < count:  # reopened, and still no frame there: the resource holds no more
+                    missing = count - index
+                    which = f"frame {index}" if missing == 1 else f"frames {index}-{count - 1}"
+                    raise CorruptFrame(f"{which} of {count} missing: the stream ended after {index} of the {count} "
+                                       "frames it states, also when reopened", frames=missing)
+            if not self.options.loop or self._good_this_pass == 0:
+                return None
+            self._pos = self._good_this_pass = 0
+            self._pass_over = self._resuming = False
+            connection.restart()  # when that fails, the next turn reopens it with backoff
+        return None
+
+    def _resume(self, cap: cv2.VideoCapture) -> None:
+        """After a reopen, go to the frame after the last one read (the resource starts again at 0)."""
+        self._resuming = True
+        if self._pos and not cap.set(cv2.CAP_PROP_POS_FRAMES, self._pos):
+            for _ in range(self._pos):  # it cannot seek: read past the frames already delivered
+                if not cap.grab():
+                    break
 
 
 class GStreamerSource(LiveCaptureSource):
@@ -64,7 +174,7 @@ class GStreamerSource(LiveCaptureSource):
         super().__init__(spec, options)
 
     def describe(self) -> str:
-        return f"gstreamer pipeline '{self.spec}'"
+        return f"gstreamer pipeline {quoted(self.spec, 400)}"
 
     def _open(self) -> cv2.VideoCapture:
         cap = cv2.VideoCapture(self.spec, cv2.CAP_GSTREAMER)

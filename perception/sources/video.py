@@ -9,6 +9,15 @@ A damaged stretch is not the end: when a grab fails before the frame count the c
 consumed the damaged packet, so the next grab reads the frame after it). The run ends at the
 stated count or, for a container that states none, at the first failed grab; ``MAX_CONSECUTIVE_CORRUPT``
 unreadable frames in a row end it with an error instead.
+
+Which frames a failed grab stands for is known only when a good frame follows it: then the grabs
+failed in place and name their frames (``frame 30 of 120 cannot be read``). When the grabs fail
+from some point to the stated count, the file simply holds fewer frames than it states (cut off,
+or its demuxer dropped damaged frames somewhere while it resynchronised, which it does not say):
+those frames are counted as one note, ``frames 35-39 of 40 missing: ...``, not named one by one
+as if the last frames, which were published, were the damaged ones. A damaged frame that FFmpeg's
+demuxer drops without a failed grab in a container that states no count (raw MJPEG) cannot be seen
+through OpenCV and is not counted.
 """
 
 from __future__ import annotations
@@ -21,7 +30,16 @@ import cv2
 
 from perception import MAX_SOURCE_PIXELS
 from perception.errors import SourceError, why_not_a_file
-from perception.sources.base import CorruptFrame, Source, SourceOptions, grab_and_retrieve
+from perception.sources import base
+from perception.sources.base import (
+    CorruptFrame,
+    Source,
+    SourceOptions,
+    frame_too_big,
+    grab_and_retrieve,
+    shown,
+    stamp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +56,17 @@ class VideoFileSource(Source):
         super().__init__(spec, options)
         self.path = Path(spec)
         if not self.path.is_file():
-            raise SourceError(f"video file {spec} {why_not_a_file(self.path)}; check the path")
+            raise SourceError(f"video file {shown(spec)} {why_not_a_file(self.path)}; check the path")
         self._cap = self._open()
         width, height = (self._cap.get(prop) for prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
-        if width * height > MAX_SOURCE_PIXELS:  # checked before the first frame is decoded
+        if frame_too_big(width, height):  # checked before the first frame is decoded
             self._cap.release()
-            raise SourceError(f"video file {spec} is {width:.0f}x{height:.0f}, more than {MAX_SOURCE_PIXELS} pixels "
-                              "(8192 x 8192) a frame; scale it down for the node (ffmpeg -vf scale=1920:-2)")
+            raise SourceError(f"video file {shown(spec)} is {width:.0f}x{height:.0f}, more than {MAX_SOURCE_PIXELS} "
+                              "pixels (8192 x 8192) a frame; scale it down for the node (ffmpeg -vf scale=1920:-2)")
         self._frames_this_pass = 0
         self._attempts_this_pass = 0  # frames read or found unreadable in this pass
+        #: What a look past a failed grab found: notes of unreadable frames, then the good frame.
+        self._pending: list[CorruptFrame | tuple] = []
         count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
         #: Frames the container says it holds (None when it does not say).
         self.frame_count = int(count) if count and math.isfinite(count) and count > 0 else None
@@ -56,18 +76,20 @@ class VideoFileSource(Source):
             self.pace(options.fps or self.native_fps or FALLBACK_FPS)
 
     def describe(self) -> str:
-        return f"video file {self.spec}"
+        return f"video file {shown(self.spec)}"
 
     def _open(self) -> cv2.VideoCapture:
         cap = cv2.VideoCapture(str(self.path))
         if not cap.isOpened():
             cap.release()
             raise SourceError(
-                f"video file {self.spec} cannot be read; is it a video FFmpeg can decode (mp4, avi, mkv, gif)?"
+                f"video file {shown(self.spec)} cannot be read; is it a video FFmpeg can decode (mp4, avi, mkv, gif)?"
             )
         return cap
 
-    def _next_image(self):
+    def _grab(self) -> tuple | None:
+        """The next frame of this pass (None: a failed grab); CorruptFrame naming a frame that was
+        grabbed but not decoded."""
         index = self._attempts_this_pass
         self._attempts_this_pass += 1
         try:
@@ -76,16 +98,57 @@ class VideoFileSource(Source):
             raise CorruptFrame(f"frame {index}: {exc}") from None
         if got is not None:
             self._frames_this_pass += 1
+        return got
+
+    def _next_image(self):
+        if self._pending:
+            item = self._pending.pop(0)
+            if isinstance(item, CorruptFrame):
+                raise item
+            return (item[0], *stamp())  # stamped when it is delivered, not when the look-ahead grabbed it
+        index = self._attempts_this_pass
+        got = self._grab()
+        if got is not None:
             return got
         if self.frame_count is not None and index < self.frame_count:
-            raise CorruptFrame(f"frame {index} of {self.frame_count} cannot be read")
+            raise self._look_past_failed_grab(index)
         if not self.options.loop or self._frames_this_pass == 0:
             return None
         # Reopening is more reliable than seeking to frame 0 across containers (gif, mkv).
         self._cap.release()
         self._cap = self._open()
         self._frames_this_pass = self._attempts_this_pass = 0
+        self._pending = []
         return self._next_image()
+
+    def _look_past_failed_grab(self, index: int) -> CorruptFrame:
+        """What the failed grab of frame ``index`` (before the stated count) stands for, found by
+        grabbing on: a good frame within ``MAX_CONSECUTIVE_CORRUPT`` grabs means the failed ones
+        were damaged frames in place (each named; the good frame is kept for the next read); the
+        stated count reached without one means the file ends early (one note for them all)."""
+        count = self.frame_count or 0
+        failed = [index]
+        while len(failed) < base.MAX_CONSECUTIVE_CORRUPT and self._attempts_this_pass < count:
+            at = self._attempts_this_pass
+            try:
+                got = self._grab()
+            except CorruptFrame as exc:  # grabbed, so the frames before it failed in place too
+                self._pending = [CorruptFrame(f"frame {i} of {count} cannot be read") for i in failed[1:]] + [exc]
+                return CorruptFrame(f"frame {index} of {count} cannot be read")
+            if got is not None:
+                self._pending = [CorruptFrame(f"frame {i} of {count} cannot be read") for i in failed[1:]] + [got]
+                return CorruptFrame(f"frame {index} of {count} cannot be read")
+            failed.append(at)
+        if self._attempts_this_pass >= count:  # no good frame up to the stated count: the file ends early
+            missing = count - index
+            which = f"frame {index}" if missing == 1 else f"frames {index}-{count - 1}"
+            return CorruptFrame(f"{which} of {count} missing: the file ends after {index} of the {count} frames its "
+                                "container states (cut off, or frames lost to damage earlier in the file)",
+                                frames=missing)
+        # MAX_CONSECUTIVE_CORRUPT failed grabs in a row and more frames stated: named one by one
+        # (the source then ends the run with its error).
+        self._pending = [CorruptFrame(f"frame {i} of {count} cannot be read") for i in failed[1:]]
+        return CorruptFrame(f"frame {index} of {count} cannot be read")
 
     def close(self) -> None:
         super().close()
