@@ -21,8 +21,10 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-#: What "stop" means for a long-running command: Ctrl-C and the default ``kill``.
-STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGTERM)
+#: What "stop" means for a long-running command: Ctrl-C, the default ``kill``, and the hangup of
+#: the terminal or ssh session it runs in (unless started under ``nohup``, which ignores it).
+STOP_SIGNALS: tuple[signal.Signals, ...] = (
+    signal.SIGINT, signal.SIGTERM, *((signal.SIGHUP,) if hasattr(signal, "SIGHUP") else ()))
 
 Handler = Callable[[int, FrameType | None], Any]
 
@@ -98,6 +100,9 @@ class SignalHandlers:
             log.debug("signal handlers not installed: not the main thread")
             return self
         for sig in self.signals:
+            if sig is getattr(signal, "SIGHUP", None) and sig not in self._previous \
+                    and signal.getsignal(sig) is signal.SIG_IGN:
+                continue  # nohup (or a supervisor) asked for hangups to be ignored: they stay so
             previous = signal.signal(sig, self._on_signal)
             # None: a handler not set from Python; the closest restorable one is the default.
             self._previous.setdefault(sig, signal.SIG_DFL if previous is None else previous)

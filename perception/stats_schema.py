@@ -157,7 +157,7 @@ CAMERA_STATS = (
     StatsKey("source_skipped", "list", "the first 20 unreadable frames, named (when there were any)",
              when=OPTIONAL, items="str"),
     StatsKey("end_reason", "str", "`end of input` (every frame read went through), `max frames reached`, "
-             "`duration reached`, `signal SIGINT` / `signal SIGTERM` (also after the input's end, while frames "
+             "`duration reached`, `signal SIGINT` / `signal SIGTERM` / `signal SIGHUP` (also after the input's end, while frames "
              "were still in flight), `<stage> failed`, `camera <name> gave no frame` (several cameras) or `stopped`",
              when=FINAL),
     StatsKey("startup", "str", "the start-up step reached; `complete` once frames flowed", when=FINAL),

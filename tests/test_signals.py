@@ -176,3 +176,26 @@ def test_a_child_started_with_die_with_parent_ends_when_its_parent_is_killed(tmp
         time.sleep(0.05)
     os.kill(child, signal.SIGKILL)
     pytest.fail("the child outlived its killed parent")
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
+def test_a_hangup_stops_like_sigterm_unless_nohup_ignores_it():
+    """Hunt 4b: closing the ssh session of a foreground node killed it (129) without its final
+    stats, and a recording without its file finished. A hangup is a stop signal now; a process
+    started under nohup (SIGHUP ignored) keeps ignoring it."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    try:
+        stop = threading.Event()
+        with install_signal_handlers(stop):
+            os.kill(os.getpid(), signal.SIGHUP)
+            assert stop.wait(5)
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as nohup starts it
+        stop = threading.Event()
+        with install_signal_handlers(stop):
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGHUP)
+            assert not stop.wait(0.2)
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
