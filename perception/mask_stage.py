@@ -75,6 +75,8 @@ class MaskStage:
         self._source_map: np.ndarray | None = None
         self._num_classes = engine.metadata.class_table.num_classes
         self._outside_ids_frames = 0
+        #: Frames published while no mask or obstacles topic had a subscriber (nothing built or sent).
+        self.frames_unheard = 0
         self._info_source_hw: tuple[int, int] | None = None
         self._info_model_id: str | None = None
 
@@ -119,6 +121,8 @@ class MaskStage:
                  "image_hw": list(class_map.shape[:2]), "blobs": blobs},
             )
         latency["publish"] = (time.perf_counter() - t1) * 1e3
+        if not masks and blobs is None:
+            self.frames_unheard += 1
         return latency
 
     def _unknown_ids(self, item: Inferred) -> None:

@@ -489,6 +489,7 @@ class Pipeline:
             **self.rates.rates(frames_in, frames_out, final=final),
             "frames_in": frames_in,
             "published": frames_out,
+            "unheard": self.stage.frames_unheard,
             "dropped": drops,
             "corrupt": corrupt,
             "in_flight_discarded": self.in_flight_discarded,

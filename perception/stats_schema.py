@@ -125,7 +125,10 @@ CAMERA_STATS = (
     StatsKey("output_fps", "number", "frames published per second, over the interval (the run when final)",
              "1/s", summed=True),
     StatsKey("frames_in", "int", "every frame the source produced, readable or not", summed=True),
-    StatsKey("published", "int", "frames whose masks went out", summed=True),
+    StatsKey("published", "int", "frames that went through every stage: their masks went to each subscriber "
+             "there was (`unheard` of them to none)", summed=True),
+    StatsKey("unheard", "int", "of `published`: frames no mask or obstacles topic had a subscriber for, so "
+             "nothing was built or sent (`output_fps` counts them: a health check reads this too)", summed=True),
     StatsKey("frames_out", "int", "old name of `published` (the canonical key)", alias_of="published", summed=True),
     StatsKey("dropped", "int", "frames replaced by a newer one in the `latest` queue", summed=True),
     StatsKey("drops", "int", "old name of `dropped` (the canonical key)", alias_of="dropped", summed=True),

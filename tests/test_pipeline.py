@@ -622,10 +622,27 @@ def test_only_subscribed_masks_and_blobs_are_computed(engine, monkeypatch):
             assert msg.topic == f"{NS}/lane"
             got[msg.seq] = msg
         assert sorted(got) == list(range(n)) and final["frames_out"] == n
+        assert final["unheard"] == 0  # every published frame reached the lane subscriber
         assert built and all(b <= {"lane", "class_map"} for b in built), built
         assert not blob_calls
     finally:
         sub.close()
+        pub.close()
+
+
+def test_frames_published_to_no_subscriber_are_counted_as_unheard(engine):
+    """Hunt 4b finding 7: with nobody subscribed, every frame counted as published (output_fps 3.3)
+    while not one mask was built or sent; a health check could not tell. They are now 'unheard'."""
+    pub = MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS, sndhwm=10_000)
+    try:
+        config = RunConfig.from_settings(source="synthetic", queue="lossless", max_frames=4, width=96, height=72,
+                                         fps=240, warmup=0)
+        source = open_source("synthetic", config.source_options)
+        source.pace(None)
+        final = Pipeline(config, source=source, engine=engine, publisher=pub).run()
+        assert final["published"] == final["unheard"] == 4
+        assert final["publisher"]["subscriptions"] == 0
+    finally:
         pub.close()
 
 
