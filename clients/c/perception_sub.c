@@ -1131,6 +1131,10 @@ int main(int argc, char **argv) {
     zmq_setsockopt(sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
     zmq_setsockopt(sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);
     zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &max_msg, sizeof max_msg);
+    if (strstr(o.endpoint, "://[") != NULL) { /* tcp://[::1]:5556: IPv6 needs ZeroMQ's option */
+        int ipv6 = 1;
+        zmq_setsockopt(sock, ZMQ_IPV6, &ipv6, sizeof ipv6);
+    }
     if (o.n_topics == 0) {
         /* Subscriptions match byte prefixes: the trailing / keeps perception/front2 out. */
         char prefix[MAX_TOPIC_BYTES + 2];

@@ -708,8 +708,9 @@ async function main() {
   // The largest frame ZeroMQ takes off the wire: a mask of --max-mask-pixels (a PNG may be a little
   // larger than its pixels) or a JSON document; the sender of a larger one is dropped.
   const maxMessageSize = Math.max(o.maxPixels + Math.floor(o.maxPixels / 64) + 64 * 1024, MAX_JSON_PAYLOAD_BYTES);
+  // tcp://[::1]:5556: IPv6 needs ZeroMQ's option.
   const sock = new zmq.Subscriber({ linger: 0, reconnectInterval: 100, reconnectMaxInterval: 250, maxMessageSize,
-    receiveTimeout: 100 });
+    receiveTimeout: 100, ipv6: o.endpoint.includes('://[') });
   // An --atomic-frames node sends mask topic <ns>/<mask> only inside <ns>/frame: subscribe to that
   // too (handleFrame keeps the asked-for masks of each frame).
   if (o.topics.length) sock.subscribe(...o.topics, ...sub.frameTopics);
