@@ -85,7 +85,9 @@ class RunConfig:
     queue: Literal["auto", "latest", "lossless"] = setting(
         "auto", group="pipeline",
         help="latest: keep the newest frame, count drops (auto for live sources); lossless: every frame (auto for files)")
-    queue_capacity: int = setting(2, lo=1, hi=1024, group="pipeline", help="frames held between capture and inference")
+    queue_capacity: int = setting(2, lo=1, hi=1024, group="pipeline",
+                                  help="frames held between capture and inference (each a whole source image: "
+                                       "2.8 MB at 1280x720, 25 MB at 3840x2160)")
     max_frames: int = setting(0, lo=0, group="pipeline", help="stop after this many frames, per camera (0: no limit)")
     duration_s: float = setting(0.0, lo=0, flag="--duration", metavar="S", group="pipeline",
                                 help="stop after this many seconds (0: no limit)")
