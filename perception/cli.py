@@ -11,11 +11,13 @@ Errors from outside (``PerceptionError``) are caught here, once, and printed as 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import logging
 import os
 import sys
+from typing import TextIO
 
 from perception import __version__
 from perception.errors import PerceptionError
@@ -39,6 +41,34 @@ COMMANDS: dict[str, str] = {
 }
 
 log = logging.getLogger("perception")
+#: What a write to a terminal or pipe that is gone raises: the terminal or ssh session closed (EIO,
+#: ENXIO), the reader of a pipe exited (EPIPE).
+GONE_ERRNOS = (errno.EIO, errno.ENXIO, errno.EPIPE)
+
+
+def emit(text: str, file: TextIO | None = None) -> bool:
+    """Print ``text`` (a command's result line) and flush; False when the terminal or pipe is gone.
+
+    A command that a closed ssh session stopped (SIGHUP) has done its work and finished its files;
+    only the line reporting it cannot be shown. The stream is then pointed at /dev/null (so later
+    writes and the interpreter's final flush are quiet) and the command ends with its own status,
+    not a traceback and exit 1."""
+    stream = sys.stdout if file is None else file
+    try:
+        print(text, file=stream, flush=True)
+    except OSError as exc:
+        if exc.errno not in GONE_ERRNOS:
+            raise
+        _to_devnull(stream)
+        return False
+    return True
+
+
+def _to_devnull(stream: TextIO) -> None:
+    with contextlib.suppress(OSError, ValueError):  # ValueError: no file descriptor (a test's capture)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+
+
 #: Third-party loggers that are quiet unless -vv is given.
 NOISY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "torch._dynamo", "torch.export")
 
@@ -130,9 +160,15 @@ def _main(argv: list[str]) -> int:
     except BrokenPipeError:
         # The reader of stdout went away (`perception inspect m.onnx | head`): as for any Unix
         # filter, stop quietly; point stdout at /dev/null so the interpreter's final flush is quiet too.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _to_devnull(sys.stdout)
         return 141
     except OSError as exc:
+        if exc.errno in (errno.EIO, errno.ENXIO):
+            # The terminal is gone (a closed ssh session) while the command was writing to it:
+            # nothing can be shown any more; end quietly with the status of a hangup.
+            _to_devnull(sys.stdout)
+            _to_devnull(sys.stderr)
+            return 129
         if exc.errno != errno.ENAMETOOLONG:
             raise
         # The OS refuses the name before any file is touched: one line for every path a user can

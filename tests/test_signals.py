@@ -199,3 +199,33 @@ def test_a_hangup_stops_like_sigterm_unless_nohup_ignores_it():
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a pty hangup as Linux delivers it")
+def test_a_closed_terminal_stops_record_cleanly_with_its_file_finished(tmp_path, free_tcp_port):
+    """verify4 N1: closing the ssh session (the pty) stopped 'record' by SIGHUP, then the summary
+    line to the dead terminal raised EIO: a traceback and exit 1. Now exit 0, the file finished."""
+    import pty
+    import select
+
+    out = tmp_path / "r.mcap"
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a session whose controlling terminal is the pty
+        os.execv(sys.executable, [sys.executable, "-m", "perception", "record", "--endpoint",
+                                  f"tcp://127.0.0.1:{free_tcp_port}", "--namespace", "perception/front", "--out", str(out)])
+    seen = b""
+    deadline = time.monotonic() + 60
+    while b"recording" not in seen and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.2)[0]:
+            try:
+                seen += os.read(fd, 65536)
+            except OSError:
+                break
+    os.close(fd)  # hang up, as a closed ssh session does
+    _, status = os.waitpid(pid, 0)
+    assert b"recording" in seen, seen
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    from mcap.reader import make_reader
+
+    with out.open("rb") as f:
+        assert make_reader(f).get_summary() is not None  # footer, summary and index written

@@ -19,6 +19,7 @@ import argparse
 import threading
 from pathlib import Path
 
+from perception.cli import emit
 from perception.errors import ConfigError
 from perception.flags import add_flags, config_from_flags, flag_values, flags
 from perception.mcap_layout import split_path
@@ -42,10 +43,10 @@ def main(args: argparse.Namespace) -> int:
     stop = threading.Event()
     what = config.namespace + "/*" if config.namespace else ", ".join(config.topic)
     where = f"{split_path(config.out, 0)}, {split_path(config.out, 1).name}, ..." if config.splits else config.out
-    print(f"recording {what} from {config.endpoint} to {where}", flush=True)
-    with install_signal_handlers(stop):
+    with install_signal_handlers(stop):  # before the first line: a stop from then on finishes the file
+        emit(f"recording {what} from {config.endpoint} to {where}")
         summary = recorder.run(stop)
-    print(summary.format(), flush=True)
+    emit(summary.format())  # also when a closed ssh session (SIGHUP) stopped it: the file is finished
     return 0
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import threading
 
+from perception.cli import emit
 from perception.flags import add_flags, config_from_flags
 from perception.replay import ReplayConfig, run_replay
 from perception.signals import install_signal_handlers
@@ -27,5 +28,5 @@ def main(args: argparse.Namespace) -> int:
     stop = threading.Event()
     with install_signal_handlers(stop):
         summary = run_replay(config, stop)
-    print(summary.format(config.file), flush=True)
+    emit(summary.format(config.file))
     return 0

@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from perception import contracts
+from perception.cli import emit
 from perception.errors import ConfigError, ModelError, SourceError, hide_credentials
 from perception.flags import add_flags, config_from_flags
 from perception.run_config import DEFAULT_MODEL, RunConfig
@@ -273,7 +273,7 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
             final = pipeline.run()
         except BaseException:
             if pipeline.final_stats is not None:  # a stage failed: its stats still go out
-                print(json.dumps(pipeline.final_stats), file=sys.stdout, flush=True)
+                emit(json.dumps(pipeline.final_stats))
             raise
         if pipeline.first_publish_mono_ns is not None:
             final["startup_to_first_mask_ms"] = round((pipeline.first_publish_mono_ns / 1e9 - t_start) * 1e3, 1)
@@ -307,7 +307,7 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
         )
     else:
         log.info("stopped (%s) during start-up while %s", final["end_reason"], final["startup"])
-    print(json.dumps(final), file=sys.stdout, flush=True)
+    emit(json.dumps(final))
     for camera, doc in (final.get("cameras") or {"": final}).items():
         if doc.get("end_reason") == "end of input" and doc.get("published") == 0 and doc.get("frames_in") == doc.get("corrupt"):
             # A file, folder or clip that ended without one readable frame: a user mistake, not a

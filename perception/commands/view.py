@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import threading
 
+from perception.cli import emit
 from perception.flags import add_flags, config_from_flags
 from perception.signals import install_signal_handlers
 from perception.view import ViewConfig, run_view
@@ -28,5 +29,5 @@ def main(args: argparse.Namespace) -> int:
     with install_signal_handlers(stop):
         frames = run_view(config, stop=stop)  # a file output that got nothing raises, saying why
     if frames:
-        print(f"rendered {frames} frame(s)" + (f" to {config.out}" if config.out else ""), flush=True)
+        emit(f"rendered {frames} frame(s)" + (f" to {config.out}" if config.out else ""))
     return 0
