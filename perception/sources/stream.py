@@ -152,12 +152,14 @@ class StreamSource(LiveCaptureSource):
         return None
 
     def _resume(self, cap: cv2.VideoCapture) -> None:
-        """After a reopen, go to the frame after the last one read (the resource starts again at 0)."""
+        """After a reopen, go to the frame after the last one read (the resource starts again at 0)
+        by reading past the frames already delivered (grabbed, not decoded). Not by seeking: over
+        HTTP from a server without Range requests (``python -m http.server``) FFmpeg's seek says it
+        succeeded and lands some frames further on, which would skip frames without a word."""
         self._resuming = True
-        if self._pos and not cap.set(cv2.CAP_PROP_POS_FRAMES, self._pos):
-            for _ in range(self._pos):  # it cannot seek: read past the frames already delivered
-                if not cap.grab():
-                    break
+        for _ in range(self._pos):
+            if not cap.grab():
+                break
 
 
 class GStreamerSource(LiveCaptureSource):
