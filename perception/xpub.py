@@ -219,9 +219,11 @@ class XpubCore:
         arrives, so a subscriber that joins late still gets it first thing."""
         self._latched[topic] = resend
 
-    def read_subscriptions_locked(self) -> None:
+    def read_subscriptions_locked(self, sending: bytes | None = None) -> None:
         """Take every queued subscribe/unsubscribe off the socket, then resend the latched topics
-        a new subscription receives (caller holds the lock)."""
+        a new subscription receives (caller holds the lock). ``sending``: the topic about to be sent,
+        which reaches the new subscriber anyway; resending it first would put two copies on the
+        wire in reverse ``pub_seq`` order (its header is already numbered)."""
         while True:
             try:
                 message = self._socket.recv(zmq.NOBLOCK)
@@ -237,6 +239,7 @@ class XpubCore:
                 self._prefixes[prefix] -= 1
                 if not self._prefixes[prefix]:
                     del self._prefixes[prefix]
+        self._due.discard(sending)
         while self._due:
             # Taken off first: the resend below may read subscriptions again.
             self._latched[self._due.pop()]()
@@ -297,7 +300,7 @@ class XpubCore:
         # messages for subscribers that keep up. The same read says whether subscription messages
         # are waiting (POLLIN), so taking them costs the hot path nothing when there are none.
         if self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            self.read_subscriptions_locked()
+            self.read_subscriptions_locked(sending=topic)
         flags = self._flags
         # Every part is copied into ZeroMQ's own message, masks of 150-600 kB included. A zero-copy
         # send hands the buffer to pyzmq's garbage-collector thread, which takes the GIL to release

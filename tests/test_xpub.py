@@ -117,6 +117,32 @@ def test_a_latched_topic_goes_again_to_each_subscription_that_receives_it():
         assert core.send_locked(b"ns/info", b"{}", b"{}") is False  # closed: nothing sent, nothing raised
 
 
+def test_a_latched_topic_being_sent_as_a_subscription_arrives_goes_once_in_order():
+    """hunt4c: a subscriber that joined while the node sent its info got info pub_seq 1 (the
+    resend for the new subscription) before pub_seq 0 (the message being sent, numbered first)."""
+    core = XpubCore("tcp://127.0.0.1:*", sndhwm=16)
+    resent: list[bytes] = []
+
+    def resend() -> None:
+        resent.append(b"info")
+        core.send_locked(b"ns/info", b"resent")
+
+    core.latch(b"ns/info", resend)
+    sub = _subscriber(core.endpoint, b"ns/")
+    try:
+        assert core._socket.poll(10_000)  # the subscription is waiting on the socket, not yet read
+        with core.lock:
+            core.send_locked(b"ns/info", b"first")
+        assert sub.poll(10_000) and sub.recv_multipart() == [b"ns/info", b"first"]
+        assert not sub.poll(300) and resent == []
+        with core.lock:
+            core.send_locked(b"ns/stats", b"s")  # another topic: nothing resent, it is subscribed already
+        assert sub.recv_multipart() == [b"ns/stats", b"s"] and resent == []
+    finally:
+        sub.close()
+        core.close()
+
+
 @pytest.mark.parametrize("kind", sorted(PUBLISHERS))
 def test_a_second_publisher_on_a_live_ipc_path_is_refused_and_a_stale_one_is_reused(kind, tmp_path):
     """Hunt 4b finding 4: libzmq unlinks an ipc path and binds anew, so a second node took over the
