@@ -15,8 +15,8 @@ Reach: with ``drivable_reach="ego"`` (the default, ``perception run --drivable-r
 keeps only the drivable pixels joined to the bottom of the frame, where the car stands.
 
 Extras: per-class obstacle masks (``per_class_obstacles``: ``obstacle/<class>`` for each class of
-the obstacle task, one more lookup each), and connected obstacle blobs (``obstacle_blobs``: class,
-box, pixel area, centroid) for the ``obstacles`` JSON topic.
+the obstacle task, one more lookup each), and obstacle blobs (``obstacle_blobs``: each connected
+region of one class, with its class, box, pixel area and centroid) for the ``obstacles`` JSON topic.
 """
 
 from __future__ import annotations
@@ -325,46 +325,60 @@ def obstacle_blobs(
     min_area_px: int = DEFAULT_MIN_BLOB_AREA_PX,
     max_blobs: int = DEFAULT_MAX_BLOBS,
 ) -> list[dict[str, Any]]:
-    """Connected obstacle regions, largest first: class (the majority class inside), box, area, centroid.
+    """The obstacle mask's connected regions of one class each, largest first: class, box, area,
+    centroid. A pedestrian in front of a car is two blobs, each with only its own pixels (one
+    region of every obstacle class together, named by its most common class, once called a car's
+    pixels a pedestrian's).
 
     Args:
         obstacle_mask: H x W uint8, non-zero on obstacles.
-        class_map: H x W uint8 class ids (same size) to name each blob's class.
+        class_map: H x W uint8 class ids (same size): which class each obstacle pixel is.
         table: the model's class table.
-        min_area_px: smaller blobs are dropped as noise.
+        min_area_px: smaller regions are dropped as noise.
         max_blobs: keep only this many of the largest.
 
     Returns:
         ``[{"class": "car", "class_id": 8, "box_xywh": [x, y, w, h], "area_px": 812,
         "centroid_xy": [x, y]}, ...]`` in pixels of the mask.
     """
-    count, labels, stats, centroids = cv2.connectedComponentsWithStats(
-        obstacle_mask, connectivity=8, ltype=label_type(obstacle_mask.shape))
+    ltype = label_type(obstacle_mask.shape)
+    count, labels, stats, centroids = cv2.connectedComponentsWithStats(obstacle_mask, connectivity=8, ltype=ltype)
     if count <= 1:
         return []
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    keep = np.flatnonzero(areas >= min_area_px) + 1  # component ids (0 is the background)
-    if keep.size == 0:
-        return []
-    keep = keep[np.argsort(-stats[keep, cv2.CC_STAT_AREA], kind="stable")][:max_blobs]
-    # The majority class per component in one bincount over (component, class) pairs.
+    # The classes in each region, in one bincount over (region, class) pairs: most regions hold one
+    # class and are taken as they are; only the few mixed ones are split, each in its own box.
     on = obstacle_mask != 0
     num_classes = max(table.num_classes, int(class_map.max()) + 1)
     pairs = labels[on].astype(np.int64) * num_classes + class_map[on]
     votes = np.bincount(pairs, minlength=count * num_classes).reshape(count, num_classes)
-    majority = votes.argmax(axis=1)
+    kinds = np.count_nonzero(votes, axis=1)
+    areas = stats[:, cv2.CC_STAT_AREA]
+    found: list[tuple[int, int, list[int], tuple[float, float]]] = []  # (area, class id, box, centroid)
+    for comp in np.flatnonzero((kinds == 1) & (areas >= min_area_px)).tolist():
+        found.append((int(areas[comp]), int(votes[comp].argmax()), stats[comp, :4].tolist(), tuple(centroids[comp])))
+    for comp in np.flatnonzero((kinds > 1) & (areas >= min_area_px)).tolist():
+        x, y, w, h = stats[comp, :4].tolist()
+        inside = labels[y:y + h, x:x + w] == comp
+        crop = class_map[y:y + h, x:x + w]
+        for cid in np.flatnonzero(votes[comp]).tolist():
+            part = (inside & (crop == cid)).view(np.uint8)
+            n, _, part_stats, part_centroids = cv2.connectedComponentsWithStats(part, connectivity=8, ltype=ltype)
+            for k in range(1, n):
+                px, py, pw, ph, area = part_stats[k].tolist()
+                if area >= min_area_px:
+                    cx, cy = part_centroids[k]
+                    found.append((area, cid, [px + x, py + y, pw, ph], (cx + x, cy + y)))
+    found.sort(key=lambda blob: -blob[0])  # stable: equal areas keep the order found
     names = table.names
     blobs = []
-    for comp in keep.tolist():
-        cid = int(majority[comp])
-        x, y, w, h, area = (int(v) for v in stats[comp])
+    for area, cid, box, centroid in found[:max_blobs]:
         blobs.append(
             {
                 "class": names[cid] if cid < len(names) else str(cid),
                 "class_id": cid,
-                "box_xywh": [x, y, w, h],
+                "box_xywh": [int(v) for v in box],
                 "area_px": area,
-                "centroid_xy": [round(float(centroids[comp][0]), 2), round(float(centroids[comp][1]), 2)],
+                "centroid_xy": [round(float(centroid[0]), 2), round(float(centroid[1]), 2)],
             }
         )
     return blobs

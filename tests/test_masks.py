@@ -96,15 +96,28 @@ def test_obstacle_blobs_class_box_area_centroid():
     cm = np.zeros((30, 40), np.uint8)
     cm[2:8, 3:13] = T.id_of("car")  # 6 x 10 box
     cm[20:28, 30:34] = T.id_of("pedestrian")  # 8 x 4
-    cm[20, 30] = T.id_of("car")  # one minority pixel inside the pedestrian blob
+    cm[20, 30] = T.id_of("car")  # one car pixel on the pedestrian's corner: its own (noise) region
     cm[15, 15] = T.id_of("car")  # a single pixel: noise
     masks = MaskBuilder(T).build(cm)
     blobs = obstacle_blobs(masks["obstacle"], cm, T, min_area_px=4)
     assert [b["class"] for b in blobs] == ["car", "pedestrian"]
     assert blobs[0]["box_xywh"] == [3, 2, 10, 6] and blobs[0]["area_px"] == 60
     assert blobs[0]["centroid_xy"] == [7.5, 4.5]
-    assert blobs[1]["box_xywh"] == [30, 20, 4, 8] and blobs[1]["area_px"] == 32
+    assert blobs[1]["box_xywh"] == [30, 20, 4, 8] and blobs[1]["area_px"] == 31  # only its own pixels
     assert obstacle_blobs(np.zeros((5, 5), np.uint8), np.zeros((5, 5), np.uint8), T) == []
+
+
+def test_touching_obstacles_of_two_classes_are_two_blobs_each_with_its_own_pixels():
+    """hunt4c: one region of all obstacle classes together, named by its majority, called 721 car
+    and 354 cyclist pixels a 'pedestrian' (area and box included them)."""
+    cm = np.zeros((40, 60), np.uint8)
+    cm[10:30, 5:35] = T.id_of("car")  # 20 x 30 = 600
+    cm[12:32, 35:45] = T.id_of("pedestrian")  # 20 x 10 = 200, touching the car's right side
+    blobs = obstacle_blobs(MaskBuilder(T).build(cm)["obstacle"], cm, T)
+    assert [(b["class"], b["area_px"], b["box_xywh"]) for b in blobs] == [
+        ("car", 600, [5, 10, 30, 20]), ("pedestrian", 200, [35, 12, 10, 20])]
+    # At most max_blobs, the largest first, across classes.
+    assert [b["class"] for b in obstacle_blobs(MaskBuilder(T).build(cm)["obstacle"], cm, T, max_blobs=1)] == ["car"]
 
 
 def test_label_type_fits_the_most_components_a_mask_can_have():
@@ -167,3 +180,24 @@ def test_preprocessor_reuses_one_buffer_and_refills_padding_on_size_change():
     b = pre(np.full((80, 60, 3), 100, np.uint8))  # portrait: padding moves to the sides
     assert b is a
     assert b[0, 0, 32, 0] == 100 and b[0, 32, 0, 0] == 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_obstacle_blobs_are_each_class_s_own_connected_regions(seed):
+    """The blobs equal a plain reference: every obstacle class's 8-connected regions found on its
+    own, over the whole frame (the code splits only the regions that mix classes)."""
+    rng = np.random.default_rng(seed)
+    cm = np.kron(rng.integers(0, T.num_classes, (30, 50), dtype=np.uint8), np.ones((9, 10), np.uint8))
+    cm[rng.random(cm.shape) < 0.02] = T.id_of("car")
+    obstacle = MaskBuilder(T).build(cm)["obstacle"]
+    reference = set()
+    for cid in np.unique(cm[obstacle != 0]).tolist():
+        n, _, stats, centroids = cv2.connectedComponentsWithStats(((cm == cid) & (obstacle != 0)).view(np.uint8),
+                                                                  connectivity=8, ltype=cv2.CV_32S)
+        for k in range(1, n):
+            x, y, w, h, area = stats[k].tolist()
+            reference.add((cid, x, y, w, h, area, round(float(centroids[k][0]), 2), round(float(centroids[k][1]), 2)))
+    blobs = obstacle_blobs(obstacle, cm, T, min_area_px=1, max_blobs=100_000)
+    assert {(b["class_id"], *b["box_xywh"], b["area_px"], *b["centroid_xy"]) for b in blobs} == reference
+    assert len(blobs) == len(reference) > 10
+    assert [b["area_px"] for b in blobs] == sorted((b["area_px"] for b in blobs), reverse=True)
