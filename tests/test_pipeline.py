@@ -275,6 +275,8 @@ def test_atomic_frames_through_the_pipeline(engine):
             assert set(frame.data) == set(contracts.MASK_TOPICS) and frame.pub_seq == seq
             np.testing.assert_array_equal(frame.data["class_map"].data, expected[seq])
         assert sub.info["topics"][f"{NS}/frame"]["kind"] == "frame"
+        # hunt4c: info listed the mask topics as if sent on their own; each now says where it travels.
+        assert all(sub.info["topics"][f"{NS}/{name}"]["in"] == f"{NS}/frame" for name in contracts.MASK_TOPICS)
 
 
 class SlowEngine(Engine):
