@@ -52,7 +52,8 @@ def address_in_use_fix(endpoint: str) -> str:
     match = _ENDPOINT_RE.match(endpoint)
     if match is not None and match.group("port") not in (None, "*"):
         stem = endpoint[: match.start("port")]
-        return f"use another port (e.g. --endpoint {stem}{int(match.group('port')) % 65535 + 1}, or {stem}* for " \
+        port = int(match.group("port"))
+        return f"use another port (e.g. --endpoint {stem}{port + 1 if port < 65535 else port - 1}, or {stem}* for " \
                "any free one, logged at start) or stop the other node"
     return "use another --endpoint (another ipc:// path, or tcp://127.0.0.1:*) or stop the other node"
 

@@ -301,6 +301,17 @@ def test_backoff_grows_while_connections_end_after_a_frame_and_restarts_after_a_
     assert reconnector.reconnects == 10
 
 
+def test_backoff_restarts_after_a_connection_that_delivered_many_frames_however_short():
+    """verify4 N6: a live camera on a weak link that dropped every 8 s, each time after 80 frames,
+    waited 5 s every time (only 10 s up counted as stable): 38 % of its frames lost."""
+    waits, now = RecordedWaits(), [0.0]
+    reconnector = Reconnector(lambda: FakeCapture(good=40, value=9), describe="stream x", interrupted=waits,
+                              clock=lambda: now[0], max_s=5.0)
+    for _ in range(40 * 6):  # six connections of 40 frames each, all within the same second
+        assert reconnector.next_image() is not None
+    assert waits.waits == pytest.approx([0.1] * 5) and reconnector.reconnects == 5
+
+
 def test_reconnect_lines_are_rate_limited(caplog):
     caplog.set_level(logging.INFO, logger="perception.sources")
     reconnector = Reconnector(lambda: FakeCapture(good=1, value=9), describe="stream x", interrupted=RecordedWaits())
@@ -523,6 +534,18 @@ def test_16_bit_frames_are_scaled_by_a_fixed_factor_not_by_their_own_maximum(tmp
     assert [int(f.image[0, 0, 0]) for f in frames] == [10, 200, 0]
 
 
+def test_16_bit_files_that_hold_12_bit_data_are_named_once(tmp_path, caplog):
+    """verify4 N5: 12-bit data in 16-bit PNGs became a near-black frame and the node published
+    confident masks of it without a word."""
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((H, W), 4000, np.uint16))
+    caplog.set_level(logging.WARNING, logger="perception.sources")
+    frames = read_all(open_source(str(tmp_path)))
+    assert [int(f.image[0, 0, 0]) for f in frames] == [16] * 3  # still the fixed factor: no flicker
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "'" + str(tmp_path / "0.png") + "' is 16-bit with values up to 4000 only" in warnings[0]
+
+
 def test_image_sequences_play_in_natural_order(tmp_path):
     """Finding 8: frame_10.png played before frame_2.png."""
     numbers = [1, 2, 3, 9, 10, 11]
@@ -534,6 +557,14 @@ def test_image_sequences_play_in_natural_order(tmp_path):
     assert padded == sorted(padded)  # zero-padded names keep the order they always had
     folder = open_source(str(tmp_path))
     assert [int(f.image[0, 0, 0]) for f in read_all(folder)] == [10 * i for i in numbers] * 2
+    # verify4 N3: timestamp names with fractions of variable length (str(time.time())) in time
+    # order, and letters without regard to case, as file browsers sort.
+    stamps = ["1700000000.125.png", "1700000000.25.png", "1700000000.5.png", "1700000000.75.png", "1700000001.0.png"]
+    mixed = ["a.png", "frame_1.png", "Frame_2.png", "frame_10.png"]
+    for name in stamps + mixed:
+        (tmp_path / "order").mkdir(exist_ok=True)
+        cv2.imwrite(str(tmp_path / "order" / name), np.zeros((H, W), np.uint8))
+    assert [p.name for p in list_images(str(tmp_path / "order"))] == stamps + mixed
 
 
 def test_a_file_url_is_read_as_its_path(tmp_path):

@@ -255,8 +255,10 @@ class Reconnector:
     ``open_capture()`` returns an opened object with ``grab``/``retrieve``/``release`` (an OpenCV
     ``VideoCapture``) or raises SourceError. Backoff doubles from ``initial_s`` up to ``max_s`` with
     every reopen, and starts again from ``initial_s`` only when a connection that drops had stayed up
-    ``stable_s``: a server that ends every connection after a frame or two (a clip or a snapshot
-    behind a URL) is asked again ever more rarely, not ten times a second. The warning and info lines
+    ``stable_s`` or delivered ``stable_frames``: a server that ends every connection after a frame or
+    two (a clip or a snapshot behind a URL) is asked again ever more rarely, not ten times a second,
+    while a live camera on a weak link that drops every few seconds, each time after many frames, is
+    reopened at once. The warning and info lines
     are rate-limited (one per key per 5 s, with the count of the others). Waits end early when
     ``interrupted`` is set. ``clock`` is the monotonic clock (tests pass their own).
     """
@@ -270,6 +272,7 @@ class Reconnector:
         initial_s: float = 0.1,
         max_s: float = 5.0,
         stable_s: float = 10.0,
+        stable_frames: int = 30,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._open = open_capture
@@ -278,7 +281,9 @@ class Reconnector:
         self.initial_s = initial_s
         self.max_s = max_s
         self.stable_s = stable_s
+        self.stable_frames = stable_frames
         self._clock = clock
+        self._frames_this_connection = 0
         self.reconnects = 0
         self._limited = RateLimitedLog(log)
         self._cap = open_capture()  # the first open fails loudly: a wrong device is a user mistake
@@ -302,14 +307,15 @@ class Reconnector:
                 continue
             got = grab_and_retrieve(self._cap)
             if got is not None:
+                self._frames_this_connection += 1
                 return got
             self.dropped()
         return None
 
     def dropped(self) -> None:
         """The capture ended or stalled: release it. The next ``reopen`` waits ``backoff_s``, back at
-        ``initial_s`` only when this connection had stayed up ``stable_s``."""
-        if self._clock() - self._opened_s >= self.stable_s:
+        ``initial_s`` only when this connection had stayed up ``stable_s`` or delivered ``stable_frames``."""
+        if self._clock() - self._opened_s >= self.stable_s or self._frames_this_connection >= self.stable_frames:
             self._backoff_s = self.initial_s
         self._limited.warning("dropped", "%s stopped delivering frames; reconnecting in %.1f s", self._describe,
                               self._backoff_s)
@@ -329,7 +335,7 @@ class Reconnector:
             self._limited.warning("failed", "%s: reconnect %d failed (%s); next try in %.1f s", self._describe,
                                   self.reconnects, exc, self._backoff_s)
             return False
-        self._cap, self._opened_s = cap, self._clock()
+        self._cap, self._opened_s, self._frames_this_connection = cap, self._clock(), 0
         self._limited.info("reconnected", "%s reconnected (reconnect %d)", self._describe, self.reconnects)
         return True
 
@@ -343,7 +349,7 @@ class Reconnector:
             self._limited.warning("failed", "%s: reopening it for --loop failed (%s); next try in %.1f s",
                                   self._describe, exc, self._backoff_s)
             return False
-        self._opened_s = self._clock()
+        self._opened_s, self._frames_this_connection = self._clock(), 0
         return True
 
     def _release(self) -> None:

@@ -17,9 +17,11 @@ to 8 bits by a fixed factor (65535 -> 255), the same for every frame of a sequen
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -28,6 +30,8 @@ from perception import MAX_SOURCE_PIXELS
 from perception.errors import SourceError, why_not_a_file
 from perception.sources.base import CorruptFrame, Source, SourceOptions, as_bgr, quoted, shown, stamp
 
+log = logging.getLogger(__name__)
+
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 GLOB_CHARS = frozenset("*?[")
 #: Rate used for --realtime on image sequences when --fps is not given.
@@ -35,6 +39,8 @@ DEFAULT_IMAGE_FPS = 30.0
 #: How images are decoded: as IMREAD_COLOR (EXIF orientation applied, always 3 channels), but at
 #: the file's own depth (IMREAD_UNCHANGED would skip the EXIF orientation).
 IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
+#: The largest value of 12-bit data: a 16-bit image whose values all lie at or below it holds fewer bits.
+LOW_BITS_MAX = 4095
 #: OpenCV's own limit on one side of an image (CV_IO_MAX_IMAGE_WIDTH / _HEIGHT), 2^20 unless set.
 DEFAULT_MAX_SIDE = 1 << 20
 
@@ -59,11 +65,21 @@ def is_image_spec(spec: str) -> bool:
 
 
 def natural_key(path: Path) -> tuple:
-    """Sort key of a path in natural order: runs of digits compare as numbers (``frame_2`` before
-    ``frame_10``); names equal as numbers (``1`` and ``01``) keep their string order."""
+    """Sort key of a path in natural order, as file browsers sort: runs of digits compare as
+    numbers (``frame_2`` before ``frame_10``), a run after ``digits.`` as a decimal fraction (the
+    variable-length fractions of timestamp names, ``1700000000.125`` before ``.25`` and ``.5``), and
+    letters without regard to case; names equal that way keep their string order."""
     text = str(path)
     parts = re.split(r"([0-9]+)", text)
-    return tuple(int(part) if i % 2 else part for i, part in enumerate(parts)), text
+    key: list[Any] = []
+    for i, part in enumerate(parts):
+        if i % 2 == 0:
+            key.append(part.casefold())
+        elif i >= 3 and parts[i - 1] == ".":
+            key.append(part)  # digits after "<digits>.": a fraction, compared digit by digit
+        else:
+            key.append(int(part))
+    return tuple(key), text
 
 
 def list_images(spec: str) -> list[Path]:
@@ -134,6 +150,7 @@ class ImageSource(Source):
         super().__init__(spec, options)
         self.files = list_images(spec)
         self._index = 0
+        self._said_depth = False  # the warning about 16-bit files holding fewer bits, given once
         if options.realtime or options.fps:
             self.pace(options.fps or DEFAULT_IMAGE_FPS)
 
@@ -159,4 +176,11 @@ class ImageSource(Source):
                     raise CorruptFrame(f"{quoted(path)} is gone (deleted or moved after the source listed it)")
                 raise CorruptFrame(f"{quoted(path)} {why}")
             raise CorruptFrame(f"{quoted(path)} cannot be decoded")
+        if image.dtype == np.uint16 and not self._said_depth and 0 < int(image.max()) <= LOW_BITS_MAX:
+            # 10- or 12-bit data stored in 16-bit files (machine-vision cameras, RAW converters):
+            # the fixed 65535 -> 255 scale leaves it nearly black, and the masks are guesses.
+            self._said_depth = True
+            log.warning("%s is 16-bit with values up to %d only (10- or 12-bit data?): it is scaled as 16-bit "
+                        "(65535 -> 255) and shows as nearly black; convert the images to 8 bits at their real "
+                        "depth (for 12-bit data: value / 16)", quoted(path), int(image.max()))
         return as_bgr(to_8bit(image)), capture_ns, capture_mono_ns
