@@ -346,39 +346,49 @@ def obstacle_blobs(
     if count <= 1:
         return []
     # The classes in each region, in one bincount over (region, class) pairs: most regions hold one
-    # class and are taken as they are; only the few mixed ones are split, each in its own box.
+    # class and are taken as they are; only the ones that mix classes are split (below).
     on = obstacle_mask != 0
     num_classes = max(table.num_classes, int(class_map.max()) + 1)
     pairs = labels[on].astype(np.int64) * num_classes + class_map[on]
     votes = np.bincount(pairs, minlength=count * num_classes).reshape(count, num_classes)
     kinds = np.count_nonzero(votes, axis=1)
     areas = stats[:, cv2.CC_STAT_AREA]
-    found: list[tuple[int, int, list[int], tuple[float, float]]] = []  # (area, class id, box, centroid)
-    for comp in np.flatnonzero((kinds == 1) & (areas >= min_area_px)).tolist():
-        found.append((int(areas[comp]), int(votes[comp].argmax()), stats[comp, :4].tolist(), tuple(centroids[comp])))
-    for comp in np.flatnonzero((kinds > 1) & (areas >= min_area_px)).tolist():
-        x, y, w, h = stats[comp, :4].tolist()
-        inside = labels[y:y + h, x:x + w] == comp
-        crop = class_map[y:y + h, x:x + w]
-        for cid in np.flatnonzero(votes[comp]).tolist():
-            part = (inside & (crop == cid)).view(np.uint8)
-            n, _, part_stats, part_centroids = cv2.connectedComponentsWithStats(part, connectivity=8, ltype=ltype)
-            for k in range(1, n):
-                px, py, pw, ph, area = part_stats[k].tolist()
-                if area >= min_area_px:
-                    cx, cy = part_centroids[k]
-                    found.append((area, cid, [px + x, py + y, pw, ph], (cx + x, cy + y)))
-    found.sort(key=lambda blob: -blob[0])  # stable: equal areas keep the order found
+    pure = np.flatnonzero((kinds == 1) & (areas >= min_area_px))
+    # Every kept region as rows of (area, class id, x, y, w, h) and its centroid, gathered as arrays.
+    rows = [np.column_stack([areas[pure], votes[pure].argmax(axis=1), stats[pure, :4]])]
+    centres = [centroids[pure]]
+    mixed = np.flatnonzero((kinds > 1) & (areas >= min_area_px))
+    if mixed.size:
+        # The regions that mix classes, split by class in one pass per class over the box that holds
+        # them all (parts of different regions never touch: the regions are separate components).
+        x0, y0 = stats[mixed, cv2.CC_STAT_LEFT].min(), stats[mixed, cv2.CC_STAT_TOP].min()
+        x1 = (stats[mixed, cv2.CC_STAT_LEFT] + stats[mixed, cv2.CC_STAT_WIDTH]).max()
+        y1 = (stats[mixed, cv2.CC_STAT_TOP] + stats[mixed, cv2.CC_STAT_HEIGHT]).max()
+        is_mixed = np.zeros(count, bool)
+        is_mixed[mixed] = True
+        in_mixed = is_mixed[labels[y0:y1, x0:x1]]
+        crop = class_map[y0:y1, x0:x1]
+        # A class with fewer pixels in all of them than min_area_px has no part to keep.
+        for cid in np.flatnonzero(votes[mixed].sum(axis=0) >= min_area_px).tolist():
+            part = (in_mixed & (crop == cid)).view(np.uint8)
+            _, _, part_stats, part_centroids = cv2.connectedComponentsWithStats(part, connectivity=8, ltype=ltype)
+            keep = np.flatnonzero(part_stats[1:, cv2.CC_STAT_AREA] >= min_area_px) + 1
+            box = part_stats[keep, :4] + np.array([x0, y0, 0, 0])
+            rows.append(np.column_stack([part_stats[keep, cv2.CC_STAT_AREA], np.full(keep.size, cid), box]))
+            centres.append(part_centroids[keep] + np.array([x0, y0]))
+    found = np.concatenate(rows).astype(np.int64)
+    order = np.argsort(-found[:, 0], kind="stable")[:max_blobs]  # largest first; ties keep the order found
+    centre = np.concatenate(centres)
     names = table.names
     blobs = []
-    for area, cid, box, centroid in found[:max_blobs]:
+    for (area, cid, x, y, w, h), (cx, cy) in zip(found[order].tolist(), centre[order].tolist(), strict=True):
         blobs.append(
             {
                 "class": names[cid] if cid < len(names) else str(cid),
                 "class_id": cid,
-                "box_xywh": [int(v) for v in box],
+                "box_xywh": [x, y, w, h],
                 "area_px": area,
-                "centroid_xy": [round(float(centroid[0]), 2), round(float(centroid[1]), 2)],
+                "centroid_xy": [round(cx, 2), round(cy, 2)],
             }
         )
     return blobs
