@@ -64,6 +64,34 @@ def emit(text: str, file: TextIO | None = None) -> bool:
     return True
 
 
+class GoneSafe:
+    """A text stream for a command's running output (``listen``'s live lines): once the terminal or
+    pipe behind it is gone (a closed ssh session), writes go to /dev/null instead of raising, so the
+    command still stops cleanly and writes its other outputs (``listen --json > file``)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            self._guard(self._stream.write, text)
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            self._guard(self._stream.flush)
+
+    def _guard(self, call, *args) -> None:
+        try:
+            call(*args)
+        except OSError as exc:
+            if exc.errno not in GONE_ERRNOS:
+                raise
+            self.gone = True
+            _to_devnull(self._stream)
+
+
 def _to_devnull(stream: TextIO) -> None:
     with contextlib.suppress(OSError, ValueError):  # ValueError: no file descriptor (a test's capture)
         os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())

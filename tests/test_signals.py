@@ -201,31 +201,54 @@ def test_a_hangup_stops_like_sigterm_unless_nohup_ignores_it():
         signal.signal(signal.SIGHUP, previous)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a pty hangup as Linux delivers it")
-def test_a_closed_terminal_stops_record_cleanly_with_its_file_finished(tmp_path, free_tcp_port):
-    """verify4 N1: closing the ssh session (the pty) stopped 'record' by SIGHUP, then the summary
-    line to the dead terminal raised EIO: a traceback and exit 1. Now exit 0, the file finished."""
+def _run_in_a_pty_then_hang_up(argv: list[str], wait_for: bytes) -> int:
+    """Run ``argv`` in a new session whose controlling terminal is a pty, close the pty once
+    ``wait_for`` was printed (as a closed ssh session does), and return the wait status."""
     import pty
     import select
 
-    out = tmp_path / "r.mcap"
     pid, fd = pty.fork()
     if pid == 0:  # the child: a session whose controlling terminal is the pty
-        os.execv(sys.executable, [sys.executable, "-m", "perception", "record", "--endpoint",
-                                  f"tcp://127.0.0.1:{free_tcp_port}", "--namespace", "perception/front", "--out", str(out)])
+        os.execv(argv[0], argv)
     seen = b""
     deadline = time.monotonic() + 60
-    while b"recording" not in seen and time.monotonic() < deadline:
+    while wait_for not in seen and time.monotonic() < deadline:
         if select.select([fd], [], [], 0.2)[0]:
             try:
                 seen += os.read(fd, 65536)
             except OSError:
                 break
-    os.close(fd)  # hang up, as a closed ssh session does
+    os.close(fd)  # hang up
     _, status = os.waitpid(pid, 0)
-    assert b"recording" in seen, seen
+    assert wait_for in seen, seen
+    return status
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a pty hangup as Linux delivers it")
+def test_a_closed_terminal_stops_record_cleanly_with_its_file_finished(tmp_path, free_tcp_port):
+    """verify4 N1: closing the ssh session (the pty) stopped 'record' by SIGHUP, then the summary
+    line to the dead terminal raised EIO: a traceback and exit 1. Now exit 0, the file finished."""
+    out = tmp_path / "r.mcap"
+    status = _run_in_a_pty_then_hang_up(
+        [sys.executable, "-m", "perception", "record", "--endpoint", f"tcp://127.0.0.1:{free_tcp_port}",
+         "--namespace", "perception/front", "--out", str(out)], b"recording")
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     from mcap.reader import make_reader
 
     with out.open("rb") as f:
         assert make_reader(f).get_summary() is not None  # footer, summary and index written
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a pty hangup as Linux delivers it")
+def test_a_closed_terminal_keeps_listen_s_json_summary(tmp_path, free_tcp_port):
+    """verify5: 'listen --json > file' lost its summary (empty file, exit 129) when the terminal
+    closed: the live lines to the dead terminal failed first."""
+    out = tmp_path / "summary.json"
+    status = _run_in_a_pty_then_hang_up(
+        ["/bin/sh", "-c", f"exec {sys.executable} -m perception listen --endpoint tcp://127.0.0.1:{free_tcp_port} "
+                          f"--namespace perception/front --json > {out}"], b"listening on")
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    import json
+
+    summary = json.loads(out.read_text())
+    assert summary["messages"] == 0 and summary["endpoint"] == f"tcp://127.0.0.1:{free_tcp_port}"

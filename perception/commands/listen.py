@@ -30,6 +30,7 @@ from typing import Any
 import cv2
 
 from perception import contracts
+from perception.cli import GoneSafe, emit
 from perception.config import setting
 from perception.errors import ConfigError
 from perception.flags import add_flags, config_from_flags
@@ -120,7 +121,8 @@ def main(args: argparse.Namespace) -> int:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    live = sys.stderr if config.json else sys.stdout
+    # A closed terminal (SIGHUP stops the listener) must not cost the --json summary: see GoneSafe.
+    live = GoneSafe(sys.stderr if config.json else sys.stdout)
     stop = {"requested": False}
 
     def request_stop(signum, frame) -> None:
@@ -185,7 +187,7 @@ def main(args: argparse.Namespace) -> int:
     }
     _print_summary(summary, live, _nothing_hint(config))
     if config.json:
-        print(json.dumps(summary, indent=2))
+        emit(json.dumps(summary, indent=2))
     return 0
 
 
