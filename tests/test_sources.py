@@ -543,7 +543,12 @@ def test_16_bit_files_that_hold_12_bit_data_are_named_once(tmp_path, caplog):
     frames = read_all(open_source(str(tmp_path)))
     assert [int(f.image[0, 0, 0]) for f in frames] == [16] * 3  # still the fixed factor: no flicker
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "'" + str(tmp_path / "0.png") + "' is 16-bit with values up to 4000 only" in warnings[0]
+    assert len(warnings) == 1 and f"images {tmp_path}: the first 3 16-bit frames hold values up to 4000 only" in warnings[0]
+    # verify5: one dark frame of a full-range sequence (the first or a later one) is no reason to warn.
+    caplog.clear()
+    cv2.imwrite(str(tmp_path / "1.png"), np.full((H, W), 60000, np.uint16))
+    read_all(open_source(str(tmp_path)))
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
 
 
 def test_image_sequences_play_in_natural_order(tmp_path):
@@ -559,8 +564,12 @@ def test_image_sequences_play_in_natural_order(tmp_path):
     assert [int(f.image[0, 0, 0]) for f in read_all(folder)] == [10 * i for i in numbers] * 2
     # verify4 N3: timestamp names with fractions of variable length (str(time.time())) in time
     # order, and letters without regard to case, as file browsers sort.
-    stamps = ["1700000000.125.png", "1700000000.25.png", "1700000000.5.png", "1700000000.75.png", "1700000001.0.png"]
-    mixed = ["a.png", "frame_1.png", "Frame_2.png", "frame_10.png"]
+    stamps = ["1700000000.png", "1700000000.125.png", "1700000000.25.png", "1700000000.5.png", "1700000000.75.png",
+              "1700000001.0.png"]
+    # verify5: only a name that is one decimal number is read as one: counters and versions after a
+    # dot stay whole numbers.
+    mixed = ["a.png", "cam0.2.png", "cam0.10.png", "frame_1.png", "Frame_2.png", "frame_10.png", "v1.2.png",
+             "v1.10.png"]
     for name in stamps + mixed:
         (tmp_path / "order").mkdir(exist_ok=True)
         cv2.imwrite(str(tmp_path / "order" / name), np.zeros((H, W), np.uint8))

@@ -21,7 +21,6 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -39,8 +38,10 @@ DEFAULT_IMAGE_FPS = 30.0
 #: How images are decoded: as IMREAD_COLOR (EXIF orientation applied, always 3 channels), but at
 #: the file's own depth (IMREAD_UNCHANGED would skip the EXIF orientation).
 IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH
-#: The largest value of 12-bit data: a 16-bit image whose values all lie at or below it holds fewer bits.
+#: The largest value of 12-bit data: 16-bit images whose values all lie at or below it hold fewer bits.
 LOW_BITS_MAX = 4095
+#: How many 16-bit frames (or all, when fewer) the bit-depth check looks at before it decides.
+DEPTH_CHECK_FRAMES = 30
 #: OpenCV's own limit on one side of an image (CV_IO_MAX_IMAGE_WIDTH / _HEIGHT), 2^20 unless set.
 DEFAULT_MAX_SIDE = 1 << 20
 
@@ -64,22 +65,26 @@ def is_image_spec(spec: str) -> bool:
             or Path(spec).suffix.lower() in IMAGE_SUFFIXES)
 
 
+#: A file name that is one decimal number (``1700000000.125.png``: a timestamp, as ``str(time.time())``
+#: or a bag extraction writes it, with fractions of varying length).
+_DECIMAL_STEM = re.compile(r"[0-9]+(\.[0-9]+)?")
+
+
 def natural_key(path: Path) -> tuple:
-    """Sort key of a path in natural order, as file browsers sort: runs of digits compare as
-    numbers (``frame_2`` before ``frame_10``), a run after ``digits.`` as a decimal fraction (the
-    variable-length fractions of timestamp names, ``1700000000.125`` before ``.25`` and ``.5``), and
-    letters without regard to case; names equal that way keep their string order."""
-    text = str(path)
-    parts = re.split(r"([0-9]+)", text)
-    key: list[Any] = []
-    for i, part in enumerate(parts):
-        if i % 2 == 0:
-            key.append(part.casefold())
-        elif i >= 3 and parts[i - 1] == ".":
-            key.append(part)  # digits after "<digits>.": a fraction, compared digit by digit
-        else:
-            key.append(int(part))
-    return tuple(key), text
+    """Sort key of a path in natural order, as file browsers sort: runs of digits compare as numbers
+    (``frame_2`` before ``frame_10``, ``v1.2`` before ``v1.10``) and letters without regard to case;
+    a name that is one decimal number compares by its value (timestamps: ``1700000000.png``, then
+    ``1700000000.125.png``, then ``.25``, ``.5``); names equal that way keep their string order."""
+    stem = path.name.removesuffix(path.suffix)
+    if _DECIMAL_STEM.fullmatch(stem):
+        whole, _, fraction = stem.partition(".")
+        # Whole-number names and decimals side by side: (integer part, fraction digits as text).
+        name_key: tuple = (0, int(whole), fraction, path.suffix.casefold())
+    else:
+        parts = re.split(r"([0-9]+)", path.name)
+        name_key = (1, *(int(part) if i % 2 else part.casefold() for i, part in enumerate(parts)))
+    folder = re.split(r"([0-9]+)", str(path.parent))
+    return (*(int(part) if i % 2 else part for i, part in enumerate(folder)),), name_key, str(path)
 
 
 def list_images(spec: str) -> list[Path]:
@@ -150,7 +155,9 @@ class ImageSource(Source):
         super().__init__(spec, options)
         self.files = list_images(spec)
         self._index = 0
-        self._said_depth = False  # the warning about 16-bit files holding fewer bits, given once
+        # The bit-depth check of 16-bit files (``_check_depth``): frames seen so far and their top value.
+        self._depth_frames: int | None = 0
+        self._depth_max = 0
         if options.realtime or options.fps:
             self.pace(options.fps or DEFAULT_IMAGE_FPS)
 
@@ -176,11 +183,21 @@ class ImageSource(Source):
                     raise CorruptFrame(f"{quoted(path)} is gone (deleted or moved after the source listed it)")
                 raise CorruptFrame(f"{quoted(path)} {why}")
             raise CorruptFrame(f"{quoted(path)} cannot be decoded")
-        if image.dtype == np.uint16 and not self._said_depth and 0 < int(image.max()) <= LOW_BITS_MAX:
-            # 10- or 12-bit data stored in 16-bit files (machine-vision cameras, RAW converters):
-            # the fixed 65535 -> 255 scale leaves it nearly black, and the masks are guesses.
-            self._said_depth = True
-            log.warning("%s is 16-bit with values up to %d only (10- or 12-bit data?): it is scaled as 16-bit "
-                        "(65535 -> 255) and shows as nearly black; convert the images to 8 bits at their real "
-                        "depth (for 12-bit data: value / 16)", quoted(path), int(image.max()))
+        if image.dtype == np.uint16 and self._depth_frames is not None:
+            self._check_depth(image)
         return as_bgr(to_8bit(image)), capture_ns, capture_mono_ns
+
+    def _check_depth(self, image: np.ndarray) -> None:
+        """10- or 12-bit data stored in 16-bit files (machine-vision cameras, RAW converters): the
+        fixed 65535 -> 255 scale leaves it nearly black, and the masks are guesses. Said once, when
+        the first frames together (not one dark frame of a full-range sequence) stay within 12 bits."""
+        self._depth_max = max(self._depth_max, int(image.max()))
+        self._depth_frames += 1
+        if self._depth_frames < min(DEPTH_CHECK_FRAMES, len(self.files)):
+            return
+        if 0 < self._depth_max <= LOW_BITS_MAX:
+            log.warning("images %s: the first %d 16-bit frames hold values up to %d only (10- or 12-bit data?); "
+                        "they are scaled as 16-bit (65535 -> 255) and show as nearly black: if the camera writes "
+                        "fewer bits, convert them to 8 bits at their real depth (12-bit: value / 16)",
+                        shown(self.spec), self._depth_frames, self._depth_max)
+        self._depth_frames = None  # decided: checked once per source
