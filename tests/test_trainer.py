@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -591,6 +592,12 @@ def test_resume_refusals_name_the_fix(data_spec, tmp_path, capsys):
         ("--steps", "2"): f"checkpoint {last} is at step 2, already at this run's 2 steps; raise --steps",
         ("--steps", "4", "--set", "optimizer=sgd"): "was trained with optimizer 'adamw', this run uses 'sgd'; "
                                                      "resume with --set optimizer=adamw",
+        # hunt4d: a new lr or weight decay was saved in config.yaml and the checkpoint, but the
+        # restored optimiser and scheduler kept the old ones.
+        ("--steps", "4", "--set", "lr=0.01"): "was trained with lr 0.001, this run sets 0.01; a resumed run keeps "
+                                               "its optimiser's state, so the new value would not be used: resume "
+                                               "with --set lr=0.001, or start a new run",
+        ("--steps", "4", "--set", "weight_decay=0.5"): "was trained with weight_decay 0.0001, this run sets 0.5",
     }
     for extra, message in cases.items():
         before = (out / "config.yaml").read_text()
@@ -607,6 +614,36 @@ def test_resume_refusals_name_the_fix(data_spec, tmp_path, capsys):
     torch.save(doc, tmp_path / "mean.pt")
     with pytest.raises(Exception, match=r"mean \[0.5, 0.5\] is not three finite numbers"):
         load_checkpoint(tmp_path / "mean.pt")
+
+
+def test_a_resumed_run_continues_in_the_folder_that_holds_its_last_pt(data_spec, tmp_path, capsys):
+    """hunt4d: '--resume X/last.pt' wrote to the folder saved in the checkpoint: a run moved since
+    started a new folder at its old place (no best.pt, a metrics.jsonl of the new steps only)."""
+    from perception import cli
+
+    out = tmp_path / "run"
+    assert _train(data_spec, out, "--steps", "2") == 0
+    moved = tmp_path / "archive" / "run"
+    moved.parent.mkdir()
+    out.rename(moved)
+    assert cli.main(["train", "--resume", str(moved / "last.pt"), "--steps", "4", "--set", "progress=false"]) == 0
+    assert not out.exists()
+    assert load_checkpoint(moved / "last.pt").step == 4
+    steps = [json.loads(line).get("step") for line in (moved / "metrics.jsonl").read_text().splitlines()]
+    assert min(steps) <= 2 < 4 == max(steps)  # one log for the whole run, in its own folder
+    # hunt4d #7: a folder is named with its last.pt, and an older checkpoint (best.pt of step 2 here
+    # once last.pt is at 4) does not silently rewind the run.
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(moved), "--steps", "6"]) == 2
+    assert f"--resume {moved} is a folder; pass the run's last.pt: --resume {moved / 'last.pt'}" in capsys.readouterr().err
+    older = moved / "step2.pt"
+    assert _train(data_spec, tmp_path / "short", "--steps", "2") == 0
+    (tmp_path / "short" / "last.pt").rename(older)
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(older), "--steps", "6", "--set", "progress=false"]) == 2
+    assert (f"{older} is at step 2, but {moved / 'last.pt'} holds step 4: resuming into {moved} would train steps "
+            "3-4 again and replace it; resume from") in capsys.readouterr().err
+    assert load_checkpoint(moved / "last.pt").step == 4
 
 
 def test_labels_that_are_all_void_are_named_as_the_cause(tmp_path, capsys, monkeypatch):

@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from perception.errors import DependencyError
+from perception.errors import ConfigError, DependencyError
 from perception.flags import add_flags, flag_values
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,13 @@ def main(args: argparse.Namespace) -> int:
     from perception.training.config import TrainConfig, load_train_config
 
     overrides = overrides_from_flags(args)
+    if args.resume and Path(args.resume).is_dir():
+        raise ConfigError(f"--resume {args.resume} is a folder; pass the run's last.pt: --resume "
+                          f"{Path(args.resume) / 'last.pt'}")
+    if args.resume and "out" not in overrides:
+        # Continue in the folder that holds the checkpoint (a run moved or copied since carries its
+        # old folder in its config), unless --out names another.
+        overrides["out"] = str(Path(args.resume).parent)
     if not (args.resume and not args.config):
         config = load_train_config(args.config, overrides)  # a bad config fails before torch loads
     try:
@@ -60,6 +67,8 @@ def main(args: argparse.Namespace) -> int:
 
         base = load_checkpoint(args.resume).config
         config = load_config(TrainConfig, {**base, **overrides}, source=f"config of {args.resume}")
+    if args.resume:
+        _refuse_a_rewind(Path(args.resume), Path(config.out))
     metrics = fit(config, resume=args.resume)
     if not math.isnan(metrics["miou"]):
         # best.pt only where this run beat the best score it started from (a resume into a new --out
@@ -70,3 +79,19 @@ def main(args: argparse.Namespace) -> int:
             f"C {100 * metrics['class_acc']:.2f} %; checkpoints in {metrics['run_dir']} ({', '.join(written)})"
         )
     return 0
+
+
+def _refuse_a_rewind(resume: Path, out: Path) -> None:
+    """ConfigError when resuming from an older checkpoint (``best.pt``) into a folder whose
+    ``last.pt`` is further on: the run would train those steps again and replace ``last.pt``."""
+    from perception.training.checkpoint import load_checkpoint
+
+    last = out / "last.pt"
+    if not last.is_file() or last.resolve() == resume.resolve():
+        return
+    now, then = load_checkpoint(resume).step, load_checkpoint(last).step
+    if then > now:
+        raise ConfigError(
+            f"{resume} is at step {now}, but {last} holds step {then}: resuming into {out} would train steps "
+            f"{now + 1}-{then} again and replace it; resume from {last}, or branch off with --out <another folder>"
+        )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import random
 import signal
 import threading
@@ -114,6 +115,11 @@ def _set_numpy_rng_state(state: Any) -> None:
     np.random.set_state(state)
 
 
+#: Settings that live in the optimiser's and scheduler's saved state (the peak learning rate in the
+#: scheduler's base_lrs, weight decay and momentum in the parameter groups): a resume restores them.
+OPTIMIZER_STATE_KEYS = ("lr", "weight_decay", "momentum")
+
+
 def resume_run(run: Run, path: str | Path) -> Checkpoint:
     """Load model, optimiser, scheduler, scaler, RNG state and step from a ``last.pt``."""
     ckpt = load_checkpoint(path)
@@ -134,6 +140,15 @@ def resume_run(run: Run, path: str | Path) -> Checkpoint:
             f"checkpoint {path} was trained with optimizer {trained_with!r}, this run uses {run.config.optimizer!r}; "
             f"resume with --set optimizer={trained_with}, or start a new run"
         )
+    for key in OPTIMIZER_STATE_KEYS:  # restored with the optimiser's state: a new value would not be used
+        trained_value = ckpt.config.get(key)
+        value = getattr(run.config, key)
+        if isinstance(trained_value, (int, float)) and not math.isclose(trained_value, value, rel_tol=1e-9):
+            raise ConfigError(
+                f"checkpoint {path} was trained with {key} {trained_value:g}, this run sets {value:g}; a resumed run "
+                f"keeps its optimiser's state, so the new value would not be used: resume with --set {key}="
+                f"{trained_value:g}, or start a new run"
+            )
     if ckpt.step >= run.total_steps:
         raise ConfigError(
             f"checkpoint {path} is at step {ckpt.step}, already at this run's {run.total_steps} steps; "
