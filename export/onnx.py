@@ -164,7 +164,9 @@ def build_metadata(ckpt, *, input_hw: tuple[int, int], dynamic_batch: bool, with
         mean=tuple(float(x) for x in ckpt.mean),
         std=tuple(float(x) for x in ckpt.std),
         dataset=ckpt.dataset,
-        val_metrics=strict_json(dict(ckpt.metrics)),
+        # The checkpoint's validation during training, and the input size it was measured at (this
+        # file may be exported at another): ``perception inspect`` labels it as such.
+        val_metrics=strict_json({**dict(ckpt.metrics), **_trained_hw(ckpt)}),
         precision="fp32",
         dynamic_batch=dynamic_batch,
         has_confidence=with_confidence,
@@ -330,3 +332,11 @@ def with_precision(metadata: ModelMetadata, precision: str) -> ModelMetadata:
         created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         tool_versions=tool_versions(),
     )
+
+
+def _trained_hw(ckpt) -> dict[str, list[int]]:
+    """``{"input_hw": [h, w]}``: the size the checkpoint's validation figures were measured at."""
+    hw = (ckpt.config or {}).get("input_hw")
+    if isinstance(hw, (list, tuple)) and len(hw) == 2 and all(isinstance(v, int) for v in hw):
+        return {"input_hw": [int(hw[0]), int(hw[1])]}
+    return {}

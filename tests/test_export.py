@@ -205,6 +205,8 @@ def test_cli_export_int8_and_inspect(trained_checkpoint, folder_dataset, tmp_pat
     assert meta.class_table == table and meta.has_confidence
     assert meta.dataset == f"folder:{root}"
     assert meta.val_metrics["miou"] == pytest.approx(ckpt.metrics["miou"])
+    # Where those figures were measured (this fixture's checkpoint has no training config: none).
+    assert meta.val_metrics.get("input_hw") == ckpt.config.get("input_hw")
     assert set(meta.tool_versions) == {"torch", "onnx", "onnxruntime", "perception"}
 
     # --confidence stores the unknown threshold the rule chose on the checkpoint's own val data.
@@ -240,9 +242,12 @@ def test_cli_export_int8_and_inspect(trained_checkpoint, folder_dataset, tmp_pat
     text = capsys.readouterr().out
     for needle in ("segnet_basic", "lane_marking", "drivable", "class_ids", "confidence", "uint8", "Conv", "fp32"):
         assert needle in text, needle
+    # hunt4d: the checkpoint's figures were shown as the file's (another size, INT8).
+    assert "the checkpoint's validation in training" in text and "perception eval --model scores this file" in text
     assert cli_main(["inspect", str(int8)]) == 0
     text = capsys.readouterr().out
     assert "int8 gate  PASS" in text and "every dense 8-bit weight within 7 bits" in text
+    assert ", before INT8; perception eval --model scores this file" in text
     assert cli_main(["inspect", str(int8), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["metadata"]["precision"] == "int8"

@@ -139,6 +139,21 @@ def test_inspect_prints_metadata_without_torch(tmp_path):
         assert needle in proc.stdout, needle
 
 
+def test_inspect_labels_the_training_validation_as_the_checkpoint_s(tmp_path, capsys):
+    """hunt4d: a file exported at 96x128 from a checkpoint trained and validated at 64x96 showed
+    the checkpoint's mIoU as its own."""
+    from tiny_models import tiny_metadata, write_brightness_model
+
+    from perception.cli import main as cli_main
+
+    meta = tiny_metadata((96, 128), val_metrics={"miou": 0.5, "global_acc": 0.9, "class_acc": 0.6, "step": 40,
+                                                  "input_hw": [64, 96]})
+    path = write_brightness_model(tmp_path / "m.onnx", (96, 128), metadata=meta)
+    assert cli_main(["inspect", str(path)]) == 0
+    assert ("val        mIoU 50.00 %, global acc 90.00 %, class acc 60.00 %: the checkpoint's validation in training "
+            "(step 40, at 64x96, this file 96x128); perception eval --model scores this file") in capsys.readouterr().out
+
+
 def test_inspect_json(tmp_path, capsys):
     import json
 

@@ -51,9 +51,17 @@ def format_description(d) -> list[str]:
                          f"python -m perception.export.upgrade {d.path} rewrites it, ONNX Runtime's outputs unchanged")
     metrics = m.val_metrics
     if metrics:
+        # The training run's validation of the checkpoint, not a score of this file (another input
+        # size, INT8): `perception eval --model` scores the file itself.
+        hw = metrics.get("input_hw")
+        at = [f"step {metrics['step']}"] if isinstance(metrics.get("step"), int) else []
+        if isinstance(hw, list) and len(hw) == 2:
+            at.append(f"at {hw[0]}x{hw[1]}" + ("" if tuple(hw) == (h, w) else f", this file {h}x{w}"))
         lines.append(
             f"val        mIoU {_pct(metrics.get('miou'))}, global acc {_pct(metrics.get('global_acc'))}, "
-            f"class acc {_pct(metrics.get('class_acc'))}"
+            f"class acc {_pct(metrics.get('class_acc'))}: the checkpoint's validation in training"
+            f"{' (' + ', '.join(at) + ')' if at else ''}{', before INT8' if m.precision == 'int8' else ''}; "
+            f"perception eval --model scores this file"
         )
     gate = metrics.get("int8_gate") if m.precision == "int8" else None
     if isinstance(gate, dict):
