@@ -35,6 +35,10 @@ from perception.errors import ConfigError, DependencyError, ModelError, file_in_
 
 log = logging.getLogger(__name__)
 
+#: Validation images the INT8 gate scores FP32 and INT8 on, by default, whichever route quantises
+#: (``perception export --int8`` or ``python -m perception.export.quantize``): one gate, one verdict.
+DEFAULT_GATE_IMAGES = 100
+
 
 class ExportGateError(ModelError):
     """An exported model failed a verification gate."""
@@ -66,8 +70,9 @@ class ExportConfig:
                                            "the metadata")
     unknown_threshold: float | None = setting(
         None, lo=0, hi=1, metavar="P",
-        help="with --confidence: pixels below this top-class probability are unknown in the node (default: chosen by "
-             "the rule of export/unknown.py on --unknown-data)")
+        help="with --confidence: pixels whose confidence is below P are unknown in the node; the confidence is the "
+             "top class probability, or the summed probability of the obstacle classes where one of them wins "
+             "(default: chosen by the rule of export/unknown.py on --unknown-data)")
     unknown_data: str | None = setting(None, metavar="SPEC", help="with --confidence: val data the threshold is chosen "
                                                                   "on (default: the checkpoint's dataset)")
     unknown_count: int = setting(50, lo=1, hi=10000, help="val images the threshold is chosen on")
@@ -83,7 +88,7 @@ class ExportConfig:
     calib: str | None = setting(None, metavar="SPEC", help="calibration dataset (train split), e.g. camvid:/data/camvid")
     calib_count: int = setting(64, lo=1, hi=10000, help="calibration images")
     val_data: str | None = setting(None, metavar="SPEC", help="dataset for the INT8 mIoU gate (default: --calib, val split)")
-    val_count: int = setting(50, lo=1, hi=10000, help="validation images for the INT8 gate")
+    val_count: int = setting(DEFAULT_GATE_IMAGES, lo=1, hi=10000, help="validation images for the INT8 gate")
     allow_int8_drop: bool = setting(False, help="keep the INT8 model even if it misses the mIoU budget")
     latency_runs: int = setting(20, lo=1, hi=10000, help="runs per CPU latency median")
     tensorrt: bool = setting(False, help="build a TensorRT engine (needs an NVIDIA GPU)")

@@ -67,6 +67,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from perception.contracts import INPUT_NAME, ModelMetadata
 from perception.errors import ConfigError, DataError, ModelError
+from perception.export import DEFAULT_GATE_IMAGES
 from perception.export.int8_gate import MAX_MIOU_DROP_POINTS, Int8Report, gate_int8  # noqa: F401 (re-exported)
 from perception.export.nncf_quant import (  # noqa: F401 (re-exported)
     AccuracyControl,
@@ -242,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calib", default="synthetic", help="calibration dataset spec, train split (default synthetic)")
     parser.add_argument("--calib-count", type=int, default=64, help="calibration images (default 64)")
     parser.add_argument("--val-data", help="dataset spec for the mIoU gate, val split (default: --calib)")
-    parser.add_argument("--val-count", type=int, default=100, help="validation images (default 100)")
+    parser.add_argument("--val-count", type=int, default=DEFAULT_GATE_IMAGES,
+                        help=f"validation images for the gate (default {DEFAULT_GATE_IMAGES}, as export --int8)")
     parser.add_argument("--quantizer", choices=QUANTIZERS, default="auto", help="auto (nncf when installed), nncf, ort")
     parser.add_argument("--allow-int8-drop", action="store_true", help="keep the file even if it misses the mIoU budget")
     parser.add_argument("--gate-only", action="store_true",
