@@ -233,7 +233,7 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
 
         if cfg.int8:
             from perception.export.int8_gate import gate_int8
-            from perception.export.quantize import quantize_int8
+            from perception.export.quantize import quantize_int8, resolve_quantizer
 
             staged_int8 = temp_beside(int8_path)  # renamed into place only with its gate's verdict
             quantize_int8(out, staged_int8, calib_images, metadata=metadata)
@@ -242,7 +242,7 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
             keep = int8.passed or cfg.allow_int8_drop
             if keep:
                 move_into_place(staged_int8, int8_path)
-            report(f"int8: calibrated on {len(calib_images)} images of {cfg.calib}; "
+            report(f"int8: {resolve_quantizer('auto')} quantiser, calibrated on {len(calib_images)} images of {cfg.calib}; "
                    + (f"wrote {int8_path}" if keep else f"{int8_path.name} not written")
                    + f" ({size:.2f} MB); validated on {val_source}")
             for line in int8.lines():

@@ -109,6 +109,14 @@ class CalibrationImages(CalibrationDataReader):
         self._iter = iter(self._images)
 
 
+def resolve_quantizer(quantizer: str, *, symmetric_activations: bool = False, accuracy_control: bool = False) -> str:
+    """The quantiser ``auto`` stands for: NNCF when it is installed (unsigned activations), else
+    ONNX Runtime's; accuracy control needs NNCF, symmetric activations (TensorRT) ONNX Runtime's."""
+    if quantizer != "auto":
+        return quantizer
+    return "ort" if (symmetric_activations or not nncf_available()) and not accuracy_control else "nncf"
+
+
 def quantize_int8(
     fp32_path: str | Path,
     out_path: str | Path,
@@ -154,8 +162,8 @@ def quantize_int8(
 
     if quantizer not in QUANTIZERS:
         raise ValueError(f"unknown quantizer {quantizer!r}; known: {', '.join(QUANTIZERS)}")
-    if quantizer == "auto":
-        quantizer = "ort" if (symmetric_activations or not nncf_available()) and accuracy_control is None else "nncf"
+    quantizer = resolve_quantizer(quantizer, symmetric_activations=symmetric_activations,
+                                  accuracy_control=accuracy_control is not None)
     if overflow_fix is None:
         overflow_fix = "disable" if symmetric_activations else "enable"
     if overflow_fix not in OVERFLOW_FIXES:
@@ -318,7 +326,9 @@ def main(argv: list[str] | None = None) -> int:
                 kept, total = float_weighted_layers(onnx.load(str(staged)))
                 how = (f", accuracy control on {len(control.samples)} images of {args.accuracy_control} "
                        f"(budget {control.max_drop_points:g} points; {kept} of {total} weighted layers float)")
-            print(f"int8: {args.quantizer} quantiser, overflow fix {args.overflow_fix}, {len(calib)} calibration images of {args.calib}{how}, "
+            used = resolve_quantizer(args.quantizer, accuracy_control=control is not None)
+            which = f"{used} quantiser" + (" (auto)" if args.quantizer == "auto" else "")
+            print(f"int8: {which}, overflow fix {args.overflow_fix}, {len(calib)} calibration images of {args.calib}{how}, "
                   f"{time.perf_counter() - start:.1f} s ({staged.stat().st_size / 1e6:.2f} MB)")
         report = gate_int8(args.model, judged, val, metadata, allow_drop=args.allow_int8_drop)
         keep = report.passed or args.allow_int8_drop
