@@ -4,6 +4,7 @@ with NNCF's accuracy control when asked (see ``quantize.py``'s docstring for bot
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,11 @@ def quantize_nncf(
     """NNCF post-training quantisation of the ONNX graph at ``fp32_path``, with accuracy control
     when asked (see module docstring)."""
     import nncf
+
+    if not logging.getLogger("perception").isEnabledFor(logging.DEBUG):
+        # NNCF narrates at INFO on its own handler (which nodes it leaves float, line by line); the
+        # export prints what matters. -vv shows it again.
+        nncf.set_log_level(logging.WARNING)
     from nncf.quantization.advanced_parameters import (
         AdvancedAccuracyRestorerParameters,
         AdvancedQuantizationParameters,

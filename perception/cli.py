@@ -102,7 +102,29 @@ NOISY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "torch._dynamo", "torch.
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse with the house error format: one line naming the flag and where to read more."""
+    """argparse with the house error format: one line naming the flag and where to read more.
+
+    An argument no parser takes (``perception train --bogus``), which argparse reports from the top
+    parser, is reported by the (sub)command chosen, so the line points to ``perception train --help``
+    (``perception bench engine --help``), where its flags are listed."""
+
+    subcommands: argparse.Action | None = None  # what add_subparsers returned: .dest, .choices (name -> parser)
+
+    def add_subparsers(self, **kwargs):
+        self.subcommands = super().add_subparsers(**kwargs)
+        return self.subcommands
+
+    def parse_args(self, args=None, namespace=None):
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            owner = self
+            while isinstance(owner, OneLineParser) and owner.subcommands is not None:
+                chosen = owner.subcommands.choices.get(getattr(parsed, owner.subcommands.dest, None))
+                if chosen is None:
+                    break
+                owner = chosen
+            owner.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
 
     def error(self, message: str):
         command = self.prog.removeprefix("perception").strip()
@@ -137,6 +159,9 @@ def configure_logging(verbose: int, quiet: bool) -> None:
         # The ONNX exporter's libraries narrate every graph pass at INFO; keep them for -vv.
         for name in NOISY_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
+        # Imported by NNCF on a CPU-only machine, it warns that it found no CUDA runtime: true, and
+        # no problem for anything this program does.
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
 def _chosen_command(argv: list[str]) -> str | None:

@@ -2,14 +2,19 @@
 
 Piped into a file or a CI log, a tqdm bar writes one frame per refresh (thousands of lines for a
 bench). Off a terminal, ``progress`` instead prints a line when a stage starts (``set_postfix_str``
-names the stage), a heartbeat at most every ``interval_s`` seconds while a stage runs long (training),
-and one summary line at the end: what was done, how many, how fast.
+names the stage), a heartbeat at most every ``interval_s`` seconds while a stage runs long (training:
+done/total, elapsed time, ETA and the postfix), and one summary line at the end: what was done, how
+many, how fast. ``logs_above(bar)`` writes log records above a tqdm bar instead of onto its line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
 import time
+from collections import deque
+from collections.abc import Iterator
 from typing import Any, TextIO
 
 
@@ -24,6 +29,53 @@ def progress(*, total: int | None = None, initial: int = 0, desc: str = "", unit
         return tqdm(total=total, initial=initial, desc=desc or None, unit=unit, file=stream)
     return LineProgress(total=total, initial=initial, desc=desc, unit=unit, disable=disable, file=stream,
                         interval_s=interval_s)
+
+
+@contextlib.contextmanager
+def logs_above(bar: Any) -> Iterator[None]:
+    """While ``bar`` is a tqdm bar, the root logger's console lines are written above it (tqdm's
+    ``write``), not appended to the bar's line; a ``LineProgress`` (whole lines) needs nothing."""
+    console = [h for h in logging.root.handlers
+               if isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.stderr)]
+    if isinstance(bar, LineProgress) or not console:
+        yield
+        return
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm(tqdm_class=type(bar)):
+        yield
+
+
+def clock_time(seconds: float) -> str:
+    """``65`` -> ``"01:05"``, ``3725`` -> ``"1:02:05"``: a duration as a tqdm bar shows it."""
+    minutes, secs = divmod(max(0, int(round(seconds))), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+class RecentPace:
+    """The pace of the last ``span_s`` seconds or so, for an ETA: the units left times the recent
+    seconds per unit (whatever else that time held, such as a training run's validations).
+
+    ``add(n, now)`` is cheap enough for every update: it keeps a sample at most every ``span_s / 20``
+    seconds, and the oldest kept sample is the last one at least ``span_s`` old."""
+
+    def __init__(self, n: int, now: float, *, span_s: float = 300.0) -> None:
+        self.span_s = span_s
+        self.samples: deque[tuple[float, int]] = deque([(now, n)])
+
+    def add(self, n: int, now: float) -> None:
+        if now - self.samples[-1][0] >= self.span_s / 20:
+            self.samples.append((now, n))
+        while len(self.samples) > 2 and now - self.samples[1][0] >= self.span_s:
+            self.samples.popleft()
+
+    def seconds_left(self, n: int, total: int, now: float) -> float | None:
+        """Seconds until ``n`` reaches ``total`` at the recent pace; None before any unit was timed."""
+        since, first = self.samples[0]
+        if n <= first or now <= since:
+            return None
+        return max(0, total - n) * (now - since) / (n - first)
 
 
 def _isatty(stream: TextIO) -> bool:
@@ -41,6 +93,7 @@ class LineProgress:
         self.total, self.n, self.desc, self.unit = total, initial, desc or "progress", unit
         self.disable, self.file, self.interval_s = disable, file, interval_s
         self.start = self.last_line = time.monotonic()
+        self.pace = RecentPace(initial, self.start)
         self.initial = initial
         self.postfix = ""
         self.closed = False
@@ -48,6 +101,7 @@ class LineProgress:
     def update(self, n: int = 1) -> None:
         self.n += n
         now = time.monotonic()
+        self.pace.add(self.n, now)
         if now - self.last_line >= self.interval_s:
             self._line(self._status(now))
 
@@ -70,8 +124,10 @@ class LineProgress:
 
     def _status(self, now: float) -> str:
         of = f"/{self.total}" if self.total else ""
+        left = self.pace.seconds_left(self.n, self.total, now) if self.total else None
+        eta = f", ETA {clock_time(left)}" if left is not None else ""
         extra = f", {self.postfix}" if self.postfix else ""
-        return f"{self.desc}: {self.n}{of} {self.unit}, {now - self.start:.0f} s{extra}"
+        return f"{self.desc}: {self.n}{of} {self.unit}, elapsed {clock_time(now - self.start)}{eta}{extra}"
 
     def _line(self, text: str) -> None:
         self.last_line = time.monotonic()

@@ -255,3 +255,30 @@ def test_ctrl_c_during_training_keeps_a_resumable_last_pt(tmp_path):
     ckpt = load_checkpoint(out / "last.pt")
     assert 1 <= ckpt.step < 1000
     assert ckpt.train_state is not None and torch.is_tensor(ckpt.train_state["rng"]["torch"])
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["train", "--bogus"], "train: unrecognized arguments: --bogus; see 'perception train --help'"),
+    (["export", "--checkpoint", "c.pt", "--bogus", "x"],
+     "export: unrecognized arguments: --bogus x; see 'perception export --help'"),
+    (["eval", "--bogus=3"], "eval: unrecognized arguments: --bogus=3; see 'perception eval --help'"),
+    (["bench", "engine", "--bogus"], "bench engine: unrecognized arguments: --bogus; see 'perception bench engine --help'"),
+    (["--bogus"], "unrecognized arguments: --bogus; see 'perception --help'"),
+])
+def test_an_unknown_flag_points_to_the_help_that_lists_the_commands_flags(argv, line, capsys):
+    # argparse reports a flag no parser takes from the top parser: it pointed to 'perception --help'
+    from perception import cli
+
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(argv)
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == f"perception: error: {line}\n"
+
+
+def test_a_size_given_with_set_shows_the_forms_it_takes(capsys):
+    from perception import cli
+
+    assert cli.main(["train", "--set", "input_hw=352*480"]) == 2  # refused before torch loads or anything runs
+    assert capsys.readouterr().err == (
+        "perception: error: --set: input_hw: expected [HEIGHT, WIDTH] or HEIGHTxWIDTH, e.g. --set input_hw=[352,480] "
+        "or --set input_hw=352x480; got '352*480'\n")

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import io
+import logging
+import re
+import sys
 
-from perception.progress import LineProgress, progress
+import pytest
+
+from perception.progress import LineProgress, RecentPace, clock_time, logs_above, progress
 
 
 def test_off_a_terminal_prints_stage_lines_and_one_summary():
@@ -33,7 +38,7 @@ def test_long_stage_gets_a_heartbeat_line(monkeypatch):
     bar.close()
     bar.close()  # idempotent, like tqdm
     lines = out.getvalue().splitlines()
-    assert lines[0].startswith("train: 23/100 step, ") and lines[0].endswith("loss=0.5000")
+    assert lines[0].startswith("train: 23/100 step, elapsed 00:30, ETA ") and lines[0].endswith("loss=0.5000")
     assert 2 <= len(lines) <= 5 and lines[-1].startswith("train: done, 10 step in ")
 
 
@@ -43,3 +48,59 @@ def test_disabled_prints_nothing():
         bar.set_postfix_str("stage")
         bar.update(10)
     assert out.getvalue() == ""
+
+
+def test_clock_time_reads_like_a_tqdm_bar():
+    assert [clock_time(s) for s in (0, 4.6, 65, 3599.6, 3725, 90061)] == [
+        "00:00", "00:05", "01:05", "1:00:00", "1:02:05", "25:01:01"]
+
+
+def test_heartbeat_off_a_terminal_has_an_eta(monkeypatch):
+    out = io.StringIO()
+    now = [0.0]
+    monkeypatch.setattr("perception.progress.time.monotonic", lambda: now[0])
+    bar = progress(total=100, initial=20, desc="train", unit="step", file=out, interval_s=30)
+    bar.set_postfix(loss="0.5000")
+    for _ in range(30):  # 1 s a step: 50 steps left at the end
+        now[0] += 1
+        bar.update(1)
+    assert out.getvalue().splitlines() == ["train: 50/100 step, elapsed 00:30, ETA 00:50, loss=0.5000"]
+
+
+def test_the_eta_follows_the_recent_pace_not_the_whole_run():
+    pace = RecentPace(0, 0.0, span_s=300)
+    assert pace.seconds_left(0, 100, 0.0) is None  # nothing timed yet
+    t = 0.0
+    for n in range(1, 601):  # 600 steps at 1 s, then 3 s a step
+        t += 1 if n <= 300 else 3
+        pace.add(n, t)
+    assert pace.seconds_left(600, 1000, t) == pytest.approx(400 * 3, rel=0.02)
+    assert len(pace.samples) < 30  # a few samples, not one per step
+
+
+def test_log_lines_go_above_a_tqdm_bar_not_onto_its_line(capsys):
+    from tqdm import tqdm
+
+    handler = logging.StreamHandler(sys.stderr)  # what logging.basicConfig sets up for the CLI
+    handler.setFormatter(logging.Formatter("%(levelname).1s %(message)s"))
+    root, level = logging.getLogger(), logging.getLogger().level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        bar = tqdm(total=4, desc="train", file=sys.stderr, mininterval=0)
+        with logs_above(bar):
+            bar.update(2)
+            logging.getLogger("perception.training.fit").info("step 2: val mIoU 50.00 %")
+            bar.update(2)
+        bar.close()
+        line = LineProgress(total=4, initial=0, desc="x", unit="it", disable=False, file=sys.stderr, interval_s=30)
+        with logs_above(line):
+            assert handler in root.handlers  # whole lines need no redirect
+        assert handler in root.handlers  # restored
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    # tqdm clears its line and writes the record from the line's start, then draws the bar again
+    assert re.search(r"(^|[\r\n])I step 2: val mIoU 50\.00 %\n", err), repr(err)
+    assert "]I step" not in err

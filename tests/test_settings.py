@@ -639,3 +639,13 @@ def test_a_task_or_encoding_given_twice_or_an_empty_task_name_is_refused(argv, m
     code, err = _cli([*argv, "--model", missing], capsys)
     assert code == 2 and err.count("\n") == 1
     assert err.startswith(f"perception: error: {message}"), err
+
+
+def test_export_unknown_threshold_help_says_what_the_confidence_is():
+    """Since the pool (2026-12-06) the confidence is not always the top class probability."""
+    from perception.contracts import CONFIDENCE_POOL_TASK
+
+    text = " ".join(_parser("export").format_help().split())
+    assert "below this top-class probability" not in text
+    assert ("pixels whose confidence is below P are unknown in the node; the confidence is the top class probability, "
+            f"or the summed probability of the {CONFIDENCE_POOL_TASK} classes where one of them wins") in text

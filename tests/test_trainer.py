@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
@@ -20,7 +21,7 @@ from torch import nn
 from perception.contracts import ClassInfo, ClassTable
 from perception.training.checkpoint import load_checkpoint
 from perception.training.config import TrainConfig, load_train_config, parse_overrides
-from perception.training.fit import resume_run, save_run_checkpoint, train_steps
+from perception.training.fit import StepLines, best_checkpoint, resume_run, save_run_checkpoint, train_steps
 from perception.training.runlog import RunLog
 from perception.training.trainer import build_data, build_run, ema_decay_at, evaluate, poly_lr_factor, step
 
@@ -122,6 +123,29 @@ def test_config_rejects_unknown_keys_and_parses_overrides():
         parse_overrides(["steps=1", "lr=0.1", "steps=2"])  # the last one silently won
 
 
+def test_a_size_is_a_list_or_the_size_flags_text(tmp_path):
+    from perception.errors import ConfigError
+
+    # --set input_hw=64x96 was "expected a list, got '64x96'"; the --size text is read as the flag reads it
+    assert parse_overrides(["input_hw=64x96", "crop_hw=32 X 48"]) == {"input_hw": [64, 96], "crop_hw": [32, 48]}
+    assert load_train_config(None, parse_overrides(["input_hw=64x96"])).input_hw == (64, 96)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("input_hw: 64x96\ncrop_hw: [32, 48]\n")
+    assert (load_train_config(recipe).input_hw, load_train_config(recipe).crop_hw) == ((64, 96), (32, 48))
+    for value, shown in (("abc", "'abc'"), ("64", "64"), ("[64]", "[64]"), ("64x96x3", "'64x96x3'")):
+        with pytest.raises(ConfigError, match=re.escape(
+                "--set: input_hw: expected [HEIGHT, WIDTH] or HEIGHTxWIDTH, e.g. --set input_hw=[352,480] or "
+                f"--set input_hw=352x480; got {shown}")):
+            parse_overrides([f"input_hw={value}"])
+    recipe.write_text("crop_hw: big\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{recipe}: crop_hw: expected [HEIGHT, WIDTH] or HEIGHTxWIDTH, "
+                                                    "e.g. crop_hw: [352, 480] or crop_hw: 352x480; got 'big'")):
+        load_train_config(recipe)
+    # the range is the setting's own check (YAML alone would read 0x96 as the hex number 150)
+    with pytest.raises(ConfigError, match=re.escape("input_hw=[0, 96] (--size) is out of range: each side 16..4096")):
+        load_train_config(None, parse_overrides(["input_hw=0x96"]))
+
+
 def test_few_steps_lower_the_loss(data_spec, tmp_path):
     config = make_config(data_spec, tmp_path / "run", steps=40, loss="ce", scale_range=[0.75, 1.25])
     data = build_data(config)
@@ -133,6 +157,88 @@ def test_few_steps_lower_the_loss(data_spec, tmp_path):
     cm = evaluate(run, data)
     assert cm.matrix.sum() == 3 * (48 * 64 - 1)  # every val pixel but the ignored corner, at label size
     assert cm.miou() > 0.3
+
+
+def test_without_a_bar_log_every_steps_print_a_line_with_eta(data_spec, tmp_path, caplog):
+    # progress: false (the CPU recipes) showed no loss on the console at all, only metrics.jsonl had it
+    config = make_config(data_spec, tmp_path / "run", steps=6, log_every=2, val_every=4)
+    data = build_data(config)
+    run = build_run(config, data, model=TinySegModel(3))
+    with caplog.at_level(logging.INFO, logger="perception.training.fit"):
+        train_steps(run, data, until_step=6)
+    lines = [r.getMessage() for r in caplog.records if re.match(r"step \d+/", r.getMessage())]
+    # the first log step's, the validating step's and the last step's lines always come (the rest at most
+    # one per STEP_LINE_MIN_S: none here, where steps take milliseconds)
+    assert [line.split(":")[0] for line in lines] == ["step 2/6", "step 4/6", "step 6/6"]
+    pattern = r"step \d/6: loss \d+\.\d{4}, lr \d\.\d\de-\d\d, \d+\.\d img/s, elapsed \d\d:\d\d, ETA \d\d:\d\d"
+    assert all(re.fullmatch(pattern, line) for line in lines), lines
+
+    caplog.clear()  # with the bar (here off a terminal: its heartbeat), no such lines
+    config = make_config(data_spec, tmp_path / "bar", steps=2, log_every=1, progress=True)
+    run = build_run(config, data, model=TinySegModel(3))
+    with caplog.at_level(logging.INFO, logger="perception.training.fit"):
+        train_steps(run, data, until_step=2)
+    assert not [r for r in caplog.records if r.getMessage().startswith("step 1/")]
+
+
+def test_step_lines_are_rate_limited_unless_a_step_validates_or_ends(caplog):
+    now = [0.0]
+    lines = StepLines(0, 100, enabled=True, clock=lambda: now[0])
+    record = {"loss": 1.23456, "lr": 1e-3, "images_per_s": 2.5}
+    with caplog.at_level(logging.INFO, logger="perception.training.fit"):
+        for t, step_number, always in ((10, 10, False), (15, 20, False), (24, 30, False), (26, 40, False),
+                                       (27, 50, True), (30, 60, False), (42, 70, False)):
+            now[0] = t
+            lines.log_step(step_number, record, always=always)
+    assert [r.getMessage() for r in caplog.records] == [
+        "step 10/100: loss 1.2346, lr 1.00e-03, 2.5 img/s, elapsed 00:10, ETA 01:30",
+        # steps 20 and 30 came 5 and 14 s after the last line: none; 16 s after, step 40's
+        "step 40/100: loss 1.2346, lr 1.00e-03, 2.5 img/s, elapsed 00:26, ETA 00:39",
+        "step 50/100: loss 1.2346, lr 1.00e-03, 2.5 img/s, elapsed 00:27, ETA 00:27",  # validates: 1 s after
+        "step 70/100: loss 1.2346, lr 1.00e-03, 2.5 img/s, elapsed 00:42, ETA 00:18",  # 60 was 3 s after, 70 15 s
+    ]
+    StepLines(0, 10, enabled=False).log_step(10, record, always=True)  # progress on, or not rank 0
+    assert len(caplog.records) == 4
+
+
+def test_best_checkpoint_names_best_pts_step_also_after_a_resume(data_spec, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    config = make_config(data_spec, out, steps=6, val_every=2, lr=0.05)
+    data = build_data(config)
+    run = build_run(config, data, model=TinySegModel(3))
+    assert best_checkpoint(run, out) is None  # no best.pt yet
+    train_steps(run, data, until_step=4, run_dir=out)
+    best = load_checkpoint(out / "best.pt").metrics
+    assert best_checkpoint(run, out) == {"step": best["step"], "miou": best["miou"]} == {
+        "step": run.best_step, "miou": run.best_miou}
+    # resumed in place: best.pt may come from before this start; then the file says which step it holds
+    resumed = build_run(config, data, model=TinySegModel(3))
+    resume_run(resumed, out / "last.pt")
+    assert resumed.best_step is None
+    assert best_checkpoint(resumed, out) == {"step": best["step"], "miou": best["miou"]}
+
+
+def test_the_done_line_names_best_pt_when_it_is_not_the_last_validation(tmp_path, monkeypatch, capsys):
+    import perception.training.fit as fit_module
+    from perception import cli
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "best.pt").write_bytes(b"")
+    (run_dir / "last.pt").write_bytes(b"")
+    final = {"step": 40, "miou": 0.0694, "global_acc": 0.3538, "class_acc": 0.1812, "run_dir": str(run_dir),
+             "best": {"step": 10, "miou": 0.0801}}
+    monkeypatch.setattr(fit_module, "fit", lambda config, resume=None: final)
+    assert cli.main(["train", "--out", str(run_dir)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "done: step 40, val mIoU 6.94 %, G 35.38 %, C 18.12 %; best val mIoU 8.01 % at step 10 (best.pt); "
+        f"checkpoints in {run_dir} (best.pt, last.pt)")
+    (run_dir / "best.pt").unlink()  # a resume into a new --out that did not beat the score it carried
+    monkeypatch.setattr(fit_module, "fit", lambda config, resume=None: {**final, "best": None})
+    assert cli.main(["train", "--out", str(run_dir)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"done: step 40, val mIoU 6.94 %, G 35.38 %, C 18.12 %; checkpoints in {run_dir} (last.pt)")
 
 
 def test_resume_gives_the_same_next_steps(data_spec, tmp_path):
@@ -398,6 +504,9 @@ def test_train_and_eval_cli_end_to_end(data_spec, tmp_path):
     result = _cli("train", "--config", str(config), "--set", "lr=0.01", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "resolved config" in result.stdout and "done: step 2" in result.stdout
+    assert re.search(r"fit: step 2/2: loss \d+\.\d+, lr ", result.stderr)  # progress: false prints log lines
+    best = load_checkpoint(out / "best.pt").metrics
+    assert f"; best val mIoU {100 * best['miou']:.2f} % at step 2 (best.pt); checkpoints in {out}" in result.stdout
     assert {"best.pt", "last.pt", "config.yaml", "metrics.jsonl", "curves.png"} <= {p.name for p in out.iterdir()}
 
     result = _cli("eval", "--checkpoint", str(out / "best.pt"), "--workers", "0", "--device", "cpu")

@@ -74,9 +74,11 @@ def main(args: argparse.Namespace) -> int:
         # best.pt only where this run beat the best score it started from (a resume into a new --out
         # carries the old run's best, so it may write none there).
         written = [name for name in ("best.pt", "last.pt") if (Path(metrics["run_dir"]) / name).is_file()]
+        best = metrics.get("best")  # best.pt's step and mIoU: often not the last validation's
+        best_text = f"; best val mIoU {100 * best['miou']:.2f} % at step {best['step']} (best.pt)" if best else ""
         print(
             f"done: step {metrics['step']}, val mIoU {100 * metrics['miou']:.2f} %, G {100 * metrics['global_acc']:.2f} %, "
-            f"C {100 * metrics['class_acc']:.2f} %; checkpoints in {metrics['run_dir']} ({', '.join(written)})"
+            f"C {100 * metrics['class_acc']:.2f} %{best_text}; checkpoints in {metrics['run_dir']} ({', '.join(written)})"
         )
     return 0
 

@@ -19,6 +19,7 @@ from perception.config import (
     hw_from_text,
     hw_to_text,
     load_config,
+    parse_hw,
     parse_yaml,
     read_yaml,
     setting,
@@ -197,8 +198,36 @@ class TrainConfig:
             raise ValueError(f"ial_levels values must be 0..3, got {bad}")
 
 
+#: The sizes (height, width): a YAML list ``[352, 480]``, or the text of the ``--size`` flag,
+#: ``352x480`` (``--set input_hw=352x480``, ``crop_hw: 256x320`` in a file).
+SIZE_KEYS = ("input_hw", "crop_hw")
+
+
+#: A size as ``--set`` text: kept as text, since YAML reads ``0x96`` as the hex number 150.
+_SIZE_TEXT = re.compile(r"\s*\d+\s*[xX]\s*\d+\s*")
+
+
+def sizes_from_text(data: dict[str, Any], *, where: str) -> dict[str, Any]:
+    """``data`` with a ``SIZE_KEYS`` value given as ``HxW`` text read as ``[H, W]`` (the range is
+    ``TrainConfig``'s check); ConfigError showing both accepted forms for any other value that is
+    not a list of two."""
+    out = dict(data)
+    for key in SIZE_KEYS:
+        value = out.get(key)
+        if value is None or (isinstance(value, (list, tuple)) and len(value) == 2):
+            continue
+        if isinstance(value, str) and _SIZE_TEXT.fullmatch(value):
+            out[key] = list(parse_hw(value, what=key, minimum=0))
+            continue
+        forms = (f"--set {key}=[352,480] or --set {key}=352x480" if where == "--set"
+                 else f"{key}: [352, 480] or {key}: 352x480")
+        raise ConfigError(f"{where}: {key}: expected [HEIGHT, WIDTH] or HEIGHTxWIDTH, e.g. {forms}; got {short(value)}")
+    return out
+
+
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["lr=0.01", "input_hw=[360,480]"]`` -> ``{"lr": 0.01, "input_hw": [360, 480]}`` (YAML values)."""
+    """``["lr=0.01", "input_hw=[360,480]"]`` -> ``{"lr": 0.01, "input_hw": [360, 480]}`` (YAML values;
+    a size may be ``HxW`` text, ``input_hw=360x480``: ``sizes_from_text``)."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -207,8 +236,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if key.strip() in out:  # as a key given twice in a YAML file, or a --task given twice
             raise ConfigError(f"--set {cut(key.strip())} is given twice; keep one")
         # the settings files' reader: a few bytes of nested aliases must not expand to gigabytes
-        out[key.strip()] = parse_yaml(value, source=f"--set {cut(item)}") if value.strip() else ""
-    return out
+        if key.strip() in SIZE_KEYS and _SIZE_TEXT.fullmatch(value):
+            out[key.strip()] = value
+        else:
+            out[key.strip()] = parse_yaml(value, source=f"--set {cut(item)}") if value.strip() else ""
+    return sizes_from_text(out, where="--set")
 
 
 def load_train_config(
@@ -222,4 +254,4 @@ def load_train_config(
         data.update(read_yaml(each))
     data.update(overrides or {})
     source = " + ".join(str(p) for p in paths) or "train config"
-    return load_config(TrainConfig, data, source=source)
+    return load_config(TrainConfig, sizes_from_text(data, where=source), source=source)

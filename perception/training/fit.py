@@ -4,6 +4,10 @@ The run directory (``config.out``) gets ``config.yaml`` (the resolved config), `
 (after every validation and at the end), ``best.pt`` (highest validation mIoU),
 ``metrics.jsonl`` and ``curves.png``. Ctrl-C (single process) finishes the current step, writes
 ``last.pt`` at that step and exits, so ``perception train --resume <out>/last.pt`` loses nothing.
+
+The console: a tqdm bar on a terminal (log lines above it), a heartbeat line with an ETA every 30 s
+off one (``perception.progress``); with ``progress: false`` no bar, but a log line at ``log_every``
+steps (``StepLines``: at most one per ``STEP_LINE_MIN_S``).
 """
 
 from __future__ import annotations
@@ -25,9 +29,9 @@ import torch
 import yaml
 
 from perception.config import config_to_dict, short
-from perception.errors import ConfigError, DataError, ModelError
+from perception.errors import ConfigError, DataError, ModelError, PerceptionError
 from perception.models.common import state_dict_mismatch
-from perception.progress import progress
+from perception.progress import RecentPace, clock_time, logs_above, progress
 from perception.signals import install_signal_handlers
 from perception.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from perception.training.config import TrainConfig
@@ -210,7 +214,7 @@ def validate_and_checkpoint(run: Run, data: Data, run_dir: Path | None, runlog: 
         run.last_metrics["trained_miou"] = float(evaluate(run, data, raw=True).miou())
     improved = run.last_metrics["miou"] > run.best_miou
     if improved:
-        run.best_miou = run.last_metrics["miou"]
+        run.best_miou, run.best_step = run.last_metrics["miou"], run.step
     if run.info.is_main:
         log.info(
             "step %d: val mIoU %.2f %%  G %.2f %%  C %.2f %%%s",
@@ -228,6 +232,41 @@ def validate_and_checkpoint(run: Run, data: Data, run_dir: Path | None, runlog: 
             if improved:
                 save_run_checkpoint(run, data, run_dir / "best.pt")
     return run.last_metrics
+
+
+#: Without a progress bar (``progress: false``), the fewest seconds between two console lines of
+#: training progress, so that a small ``log_every`` on a fast GPU does not print several a second.
+#: The lines of the first log step, of a step that validates and of the last step always come.
+STEP_LINE_MIN_S = 15.0
+
+
+class StepLines:
+    """The console's training progress without a bar: at ``log_every`` steps (``log_step``) a line
+    ``step 40/700: loss 1.2345, lr 9.98e-04, 2.4 img/s, elapsed 01:05, ETA 16:20``, at most one per
+    ``STEP_LINE_MIN_S`` unless ``always``. The ETA is the steps left at the pace of about the last
+    five minutes, validations included (``perception.progress.RecentPace``)."""
+
+    def __init__(self, first_step: int, total_steps: int, *, enabled: bool, clock=time.monotonic) -> None:
+        self.total, self.enabled, self.clock = total_steps, enabled, clock
+        self.start = clock()
+        self.pace = RecentPace(first_step, self.start)
+        self.last_line: float | None = None
+
+    def log_step(self, step_number: int, record: dict[str, float], *, always: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = self.clock()
+        self.pace.add(step_number, now)
+        if not always and self.last_line is not None and now - self.last_line < STEP_LINE_MIN_S:
+            return
+        self.last_line = now
+        left = self.pace.seconds_left(step_number, self.total, now)
+        log.info(
+            "step %d/%d: loss %.4f, lr %.2e%s, elapsed %s%s",
+            step_number, self.total, record["loss"], record["lr"],
+            f", {record['images_per_s']:.1f} img/s" if "images_per_s" in record else "",
+            clock_time(now - self.start), f", ETA {clock_time(left)}" if left is not None else "",
+        )
 
 
 def train_steps(
@@ -249,32 +288,55 @@ def train_steps(
     per_epoch = data.steps_per_epoch
     records: list[dict[str, float]] = []
     bar = progress(total=until_step, initial=run.step, desc="train", unit="step", disable=not (config.progress and run.info.is_main))
+    lines = StepLines(run.step, until_step, enabled=not config.progress and run.info.is_main)
     window_start, window_images = time.perf_counter(), 0
-    while run.step < until_step:
-        epoch, start_batch = divmod(run.step, per_epoch)
-        data.sampler.set_position(epoch, start_batch)
-        data.samples.set_epoch(epoch)
-        for images, labels in data.loader:
-            record = step(run, images, labels)
-            records.append(record)
-            window_images += images.shape[0] * run.info.world_size
-            if run.step % config.log_every == 0 or run.step == until_step:
-                now = time.perf_counter()
-                record["images_per_s"] = window_images / max(now - window_start, 1e-9)
-                window_start, window_images = now, 0
-                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", img_s=f"{record['images_per_s']:.1f}")
-                if runlog is not None and run.info.is_main:
-                    runlog.write({"kind": "train", "step": run.step, "epoch": epoch, **record})
-            bar.update(1)
-            end_of_epoch = run.step % per_epoch == 0
-            if (config.val_every and run.step % config.val_every == 0) or (not config.val_every and end_of_epoch):
-                validate_and_checkpoint(run, data, run_dir, runlog)
-            if run.step >= until_step or (stop is not None and stop.is_set()):
+    with logs_above(bar):
+        while run.step < until_step:
+            epoch, start_batch = divmod(run.step, per_epoch)
+            data.sampler.set_position(epoch, start_batch)
+            data.samples.set_epoch(epoch)
+            for images, labels in data.loader:
+                record = step(run, images, labels)
+                records.append(record)
+                window_images += images.shape[0] * run.info.world_size
+                end_of_epoch = run.step % per_epoch == 0
+                validating = bool(config.val_every and run.step % config.val_every == 0) or (
+                    not config.val_every and end_of_epoch)
+                if run.step % config.log_every == 0 or run.step == until_step:
+                    now = time.perf_counter()
+                    record["images_per_s"] = window_images / max(now - window_start, 1e-9)
+                    window_start, window_images = now, 0
+                    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", img_s=f"{record['images_per_s']:.1f}")
+                    lines.log_step(run.step, record, always=validating or run.step == until_step)
+                    if runlog is not None and run.info.is_main:
+                        runlog.write({"kind": "train", "step": run.step, "epoch": epoch, **record})
+                bar.update(1)
+                if validating:
+                    validate_and_checkpoint(run, data, run_dir, runlog)
+                if run.step >= until_step or (stop is not None and stop.is_set()):
+                    break
+            if stop is not None and stop.is_set():
                 break
-        if stop is not None and stop.is_set():
-            break
     bar.close()
     return records
+
+
+def best_checkpoint(run: Run, run_dir: Path) -> dict[str, Any] | None:
+    """The step and val mIoU of ``run_dir/best.pt``; None when there is none (a resume into a new
+    ``--out`` that did not beat the score it carried). Read from the file when this process did not
+    write it (a resume in place that did not beat it)."""
+    path = run_dir / "best.pt"
+    if not path.is_file():
+        return None
+    if run.best_step is not None:
+        return {"step": run.best_step, "miou": run.best_miou}
+    try:
+        metrics = load_checkpoint(path).metrics
+    except PerceptionError:
+        return None
+    if "step" not in metrics or "miou" not in metrics:
+        return None
+    return {"step": int(metrics["step"]), "miou": float(metrics["miou"])}
 
 
 @contextlib.contextmanager
@@ -322,7 +384,8 @@ def out_of_memory_as_error(run: Run, run_dir: Path) -> Iterator[None]:
 
 
 def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, Any]:
-    """Train ``config`` to the end (from ``resume`` when given); returns the final validation metrics.
+    """Train ``config`` to the end (from ``resume`` when given); returns the final validation metrics,
+    with ``run_dir`` and ``best`` (``best_checkpoint``: best.pt's step and mIoU, or None).
 
     Raises:
         KeyboardInterrupt: after Ctrl-C, once ``last.pt`` holds the step reached.
@@ -382,6 +445,7 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, A
             log.warning("interrupted before the last validation; saved %s (all %d steps); score it with: "
                         "perception eval --checkpoint %s", last, run.step, last)
             raise KeyboardInterrupt
-        return {**run.last_metrics, "run_dir": str(run_dir)}
+        best = best_checkpoint(run, run_dir) if info.is_main else None
+        return {**run.last_metrics, "run_dir": str(run_dir), "best": best}
     finally:
         cleanup_distributed(info)

@@ -92,6 +92,7 @@ class Run:
     ema: AveragedModel | None = None  # the weight average, when config.ema_decay > 0
     step: int = 0
     best_miou: float = -1.0
+    best_step: int | None = None  # the step of best_miou when this process validated it (not after a resume)
     last_metrics: dict[str, Any] = field(default_factory=dict)
     ignore_id: int = 255  # the label id the loss ignores (the training data's)
     void_batches: int = 0  # batches in a row without a labelled pixel
