@@ -209,6 +209,9 @@ def _run_in_a_pty_then_hang_up(argv: list[str], wait_for: bytes) -> int:
 
     pid, fd = pty.fork()
     if pid == 0:  # the child: a session whose controlling terminal is the pty
+        # As a fresh ssh session starts it: a test run under nohup (a CI runner) would otherwise pass
+        # on its ignored SIGHUP, which the command rightly keeps ignoring.
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
         os.execv(argv[0], argv)
     seen = b""
     deadline = time.monotonic() + 60
@@ -219,7 +222,16 @@ def _run_in_a_pty_then_hang_up(argv: list[str], wait_for: bytes) -> int:
             except OSError:
                 break
     os.close(fd)  # hang up
-    _, status = os.waitpid(pid, 0)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # never wait for ever on a child that did not stop
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail(f"{argv} did not stop within 60 s of the hangup")
     assert wait_for in seen, seen
     return status
 
