@@ -190,31 +190,14 @@ def test_frames_a_demuxer_drops_while_it_resyncs_are_not_named_as_the_last_ones(
                               "frames its container states (cut off, or frames lost to damage earlier in the file)"]
 
 
-def test_the_node_reads_a_clip_behind_an_http_url_to_its_end_once(tmp_path, model_path, free_tcp_port):
+def test_the_node_reads_a_clip_behind_an_http_url_to_its_end_once(http_dir, model_path, free_tcp_port):
     """Finding 4: the clip looped for ever (64 reconnects in 8 s, 390 frames in for a 6-frame clip)."""
-    import functools
-    import http.server
-    import threading
-
-    writer = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (W, H))
+    folder, url = http_dir
+    writer = cv2.VideoWriter(str(folder / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (W, H))
     for i in range(6):
         writer.write(np.full((H, W, 3), 30 * i, np.uint8))
     writer.release()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/clip.avi"
-        done = _run(model_path, url, free_tcp_port, "--duration", "60")
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    done = _run(model_path, f"{url}/clip.avi", free_tcp_port, "--duration", "60")
     assert done.returncode == 0, done.stderr
     final = json.loads(done.stdout.strip().splitlines()[-1])
     assert final["end_reason"] == "end of input" and final["reconnects"] == 0

@@ -217,29 +217,6 @@ def test_corrupt_live_frame_is_skipped():
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def http_dir(tmp_path):
-    """A folder served over HTTP on 127.0.0.1 by ``http.server`` in a thread: (folder, base URL)."""
-    import functools
-    import http.server
-    import threading
-
-    folder = tmp_path / "www"
-    folder.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join(10)
-
-
 def greys(frames):
     return [round(float(f.image.mean()) / 10) for f in frames]
 
