@@ -60,15 +60,15 @@ def main(args: argparse.Namespace) -> int:
         raise DependencyError("training needs torch and torchvision; pip install -e '.[train]'") from None
     from perception.training.fit import fit
 
-    if args.resume and not args.config:
-        # The checkpoint's own config, so `--resume runs/x/last.pt` alone continues that run.
+    if args.resume:
         from perception.config import load_config
         from perception.training.checkpoint import load_checkpoint
 
-        base = load_checkpoint(args.resume).config
-        config = load_config(TrainConfig, {**base, **overrides}, source=f"config of {args.resume}")
-    if args.resume:
-        _refuse_a_rewind(Path(args.resume), Path(config.out))
+        resumed = load_checkpoint(args.resume)
+        if not args.config:
+            # The checkpoint's own config, so `--resume runs/x/last.pt` alone continues that run.
+            config = load_config(TrainConfig, {**resumed.config, **overrides}, source=f"config of {args.resume}")
+        _refuse_a_rewind(Path(args.resume), resumed.step, Path(config.out))
     metrics = fit(config, resume=args.resume)
     if not math.isnan(metrics["miou"]):
         # best.pt only where this run beat the best score it started from (a resume into a new --out
@@ -83,15 +83,15 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refuse_a_rewind(resume: Path, out: Path) -> None:
-    """ConfigError when resuming from an older checkpoint (``best.pt``) into a folder whose
-    ``last.pt`` is further on: the run would train those steps again and replace ``last.pt``."""
+def _refuse_a_rewind(resume: Path, step: int, out: Path) -> None:
+    """ConfigError when resuming from an older checkpoint (``best.pt``, at ``step``) into a folder
+    whose ``last.pt`` is further on: the run would train those steps again and replace ``last.pt``."""
     from perception.training.checkpoint import load_checkpoint
 
     last = out / "last.pt"
     if not last.is_file() or last.resolve() == resume.resolve():
         return
-    now, then = load_checkpoint(resume).step, load_checkpoint(last).step
+    now, then = step, load_checkpoint(last).step
     if then > now:
         raise ConfigError(
             f"{resume} is at step {now}, but {last} holds step {then}: resuming into {out} would train steps "
