@@ -21,8 +21,8 @@ from torch import nn
 from perception.contracts import ClassInfo, ClassTable
 from perception.training.checkpoint import load_checkpoint
 from perception.training.config import TrainConfig, load_train_config, parse_overrides
-from perception.training.fit import StepLines, best_checkpoint, resume_run, save_run_checkpoint, train_steps
-from perception.training.runlog import RunLog
+from perception.training.fit import best_checkpoint, resume_run, save_run_checkpoint, train_steps
+from perception.training.runlog import RunLog, StepLines
 from perception.training.trainer import build_data, build_run, ema_decay_at, evaluate, poly_lr_factor, step
 
 TABLE = ClassTable(
@@ -183,7 +183,7 @@ def test_without_a_bar_log_every_steps_print_a_line_with_eta(data_spec, tmp_path
 
 def test_step_lines_are_rate_limited_unless_a_step_validates_or_ends(caplog):
     now = [0.0]
-    lines = StepLines(0, 100, enabled=True, clock=lambda: now[0])
+    lines = StepLines(0, 100, enabled=True, logger=logging.getLogger("perception.training.fit"), clock=lambda: now[0])
     record = {"loss": 1.23456, "lr": 1e-3, "images_per_s": 2.5}
     with caplog.at_level(logging.INFO, logger="perception.training.fit"):
         for t, step_number, always in ((10, 10, False), (15, 20, False), (24, 30, False), (26, 40, False),
@@ -197,7 +197,7 @@ def test_step_lines_are_rate_limited_unless_a_step_validates_or_ends(caplog):
         "step 50/100: loss 1.2346, lr 1.00e-03, 2.5 img/s, elapsed 00:27, ETA 00:27",  # validates: 1 s after
         "step 70/100: loss 1.2346, lr 1.00e-03, 2.5 img/s, elapsed 00:42, ETA 00:18",  # 60 was 3 s after, 70 15 s
     ]
-    StepLines(0, 10, enabled=False).log_step(10, record, always=True)  # progress on, or not rank 0
+    StepLines(0, 10, enabled=False, logger=logging.getLogger("x")).log_step(10, record, always=True)  # progress on, or not rank 0
     assert len(caplog.records) == 4
 
 

@@ -7,7 +7,7 @@ The run directory (``config.out``) gets ``config.yaml`` (the resolved config), `
 
 The console: a tqdm bar on a terminal (log lines above it), a heartbeat line with an ETA every 30 s
 off one (``perception.progress``); with ``progress: false`` no bar, but a log line at ``log_every``
-steps (``StepLines``: at most one per ``STEP_LINE_MIN_S``).
+steps (``runlog.StepLines``: at most one per ``STEP_LINE_MIN_S``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import yaml
 from perception.config import config_to_dict, short
 from perception.errors import ConfigError, DataError, ModelError, PerceptionError
 from perception.models.common import state_dict_mismatch
-from perception.progress import RecentPace, clock_time, logs_above, progress
+from perception.progress import logs_above, progress
 from perception.signals import install_signal_handlers
 from perception.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from perception.training.config import TrainConfig
@@ -43,7 +43,7 @@ from perception.training.run_dir import (
     remove_run_files,
     resumes_from,
 )
-from perception.training.runlog import RunLog
+from perception.training.runlog import RunLog, StepLines
 from perception.training.trainer import Data, Run, build_data, build_run, evaluate, step
 
 log = logging.getLogger(__name__)
@@ -234,41 +234,6 @@ def validate_and_checkpoint(run: Run, data: Data, run_dir: Path | None, runlog: 
     return run.last_metrics
 
 
-#: Without a progress bar (``progress: false``), the fewest seconds between two console lines of
-#: training progress, so that a small ``log_every`` on a fast GPU does not print several a second.
-#: The lines of the first log step, of a step that validates and of the last step always come.
-STEP_LINE_MIN_S = 15.0
-
-
-class StepLines:
-    """The console's training progress without a bar: at ``log_every`` steps (``log_step``) a line
-    ``step 40/700: loss 1.2345, lr 9.98e-04, 2.4 img/s, elapsed 01:05, ETA 16:20``, at most one per
-    ``STEP_LINE_MIN_S`` unless ``always``. The ETA is the steps left at the pace of about the last
-    five minutes, validations included (``perception.progress.RecentPace``)."""
-
-    def __init__(self, first_step: int, total_steps: int, *, enabled: bool, clock=time.monotonic) -> None:
-        self.total, self.enabled, self.clock = total_steps, enabled, clock
-        self.start = clock()
-        self.pace = RecentPace(first_step, self.start)
-        self.last_line: float | None = None
-
-    def log_step(self, step_number: int, record: dict[str, float], *, always: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = self.clock()
-        self.pace.add(step_number, now)
-        if not always and self.last_line is not None and now - self.last_line < STEP_LINE_MIN_S:
-            return
-        self.last_line = now
-        left = self.pace.seconds_left(step_number, self.total, now)
-        log.info(
-            "step %d/%d: loss %.4f, lr %.2e%s, elapsed %s%s",
-            step_number, self.total, record["loss"], record["lr"],
-            f", {record['images_per_s']:.1f} img/s" if "images_per_s" in record else "",
-            clock_time(now - self.start), f", ETA {clock_time(left)}" if left is not None else "",
-        )
-
-
 def train_steps(
     run: Run,
     data: Data,
@@ -288,7 +253,7 @@ def train_steps(
     per_epoch = data.steps_per_epoch
     records: list[dict[str, float]] = []
     bar = progress(total=until_step, initial=run.step, desc="train", unit="step", disable=not (config.progress and run.info.is_main))
-    lines = StepLines(run.step, until_step, enabled=not config.progress and run.info.is_main)
+    lines = StepLines(run.step, until_step, enabled=not config.progress and run.info.is_main, logger=log)
     window_start, window_images = time.perf_counter(), 0
     with logs_above(bar):
         while run.step < until_step:

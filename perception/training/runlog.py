@@ -4,14 +4,19 @@
 "lr", "images_per_s"}`` every ``log_every`` steps and ``{"kind": "val", "step", "miou",
 "global_acc", "class_acc"}`` after each validation (plus ``"trained_miou"``, the trained weights'
 mIoU, when the run keeps a weight average and ``miou`` is the average's). ``curves.png`` (training loss and validation
-mIoU against the step) is redrawn from that log after each validation.
+mIoU against the step) is redrawn from that log after each validation. ``StepLines`` puts the same
+training records on the console when there is no progress bar.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import time
 from pathlib import Path
 from typing import Any
+
+from perception.progress import RecentPace, clock_time
 
 
 class RunLog:
@@ -60,3 +65,40 @@ class RunLog:
         fig.savefig(self.curves_path, dpi=100)
         plt.close(fig)
         return self.curves_path
+
+
+#: Without a progress bar (``progress: false``), the fewest seconds between two console lines of
+#: training progress, so that a small ``log_every`` on a fast GPU does not print several a second.
+#: The lines of the first log step, of a step that validates and of the last step always come.
+STEP_LINE_MIN_S = 15.0
+
+
+class StepLines:
+    """The console's training progress without a bar: at ``log_every`` steps (``log_step``) a line
+    ``step 40/700: loss 1.2345, lr 9.98e-04, 2.4 img/s, elapsed 01:05, ETA 16:20``, at most one per
+    ``STEP_LINE_MIN_S`` unless ``always``. The ETA is the steps left at the pace of about the last
+    five minutes, validations included (``perception.progress.RecentPace``). The lines go to ``logger``
+    (the training loop's, so the console names ``fit``)."""
+
+    def __init__(self, first_step: int, total_steps: int, *, enabled: bool, logger: logging.Logger,
+                 clock=time.monotonic) -> None:
+        self.total, self.enabled, self.clock, self.logger = total_steps, enabled, clock, logger
+        self.start = clock()
+        self.pace = RecentPace(first_step, self.start)
+        self.last_line: float | None = None
+
+    def log_step(self, step_number: int, record: dict[str, float], *, always: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = self.clock()
+        self.pace.add(step_number, now)
+        if not always and self.last_line is not None and now - self.last_line < STEP_LINE_MIN_S:
+            return
+        self.last_line = now
+        left = self.pace.seconds_left(step_number, self.total, now)
+        self.logger.info(
+            "step %d/%d: loss %.4f, lr %.2e%s, elapsed %s%s",
+            step_number, self.total, record["loss"], record["lr"],
+            f", {record['images_per_s']:.1f} img/s" if "images_per_s" in record else "",
+            clock_time(now - self.start), f", ETA {clock_time(left)}" if left is not None else "",
+        )
