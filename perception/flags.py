@@ -34,8 +34,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
-from perception.config import cut, declared, load_config, read_yaml, rename_old_keys, short
+from perception.config import cut, declared, load_config, rename_old_keys, short
 from perception.errors import ConfigError
+from perception.yamlfile import read_yaml
 
 C = TypeVar("C")
 

@@ -469,7 +469,7 @@ def test_empty_nan_and_negative_seed_values_are_one_line_before_anything_runs(ar
     assert not any(tmp_path.iterdir())  # nothing written
 
 
-# ---- YAML settings files: one reader (perception.config.parse_yaml) for --config, launch files and
+# ---- YAML settings files: one reader (perception.yamlfile.parse_yaml) for --config, launch files and
 # ---- class tables; error lines quote values cut short --------------------------------------------
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 
-from perception.config import parse_yaml
 from perception.contracts import ClassTable
 from perception.datasets.base import (
     IMAGE_SUFFIXES,
@@ -27,6 +26,7 @@ from perception.datasets.base import (
     unknown_split,
 )
 from perception.errors import ConfigError, DataError, why_not_a_file
+from perception.yamlfile import parse_yaml
 
 #: The splits a folder without split lists or split sub-folders serves, each the whole folder.
 FLAT_FOLDER_SPLITS = ("train", "val", "test")

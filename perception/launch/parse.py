@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perception.config import bounds, load_config, read_yaml, short
+from perception.config import bounds, load_config, short
 from perception.errors import ConfigError, ModelError, PerceptionError, why_not_a_file
 from perception.launch.flags import parameters_to_argv
 from perception.launch.plan import NODE_KINDS, LaunchPlan, NodePlan
 from perception.launch.substitute import parse_scalar, substitute
+from perception.yamlfile import read_yaml
 
 #: Node and argument names: letters, digits, "_", "-", "." (they prefix output lines and flags).
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")

@@ -20,13 +20,12 @@ from perception.config import (
     hw_to_text,
     load_config,
     parse_hw,
-    parse_yaml,
-    read_yaml,
     setting,
     short,
 )
 from perception.contracts import MAX_MODEL_INPUT_SIDE, MIN_MODEL_INPUT_SIDE
 from perception.errors import ConfigError
+from perception.yamlfile import parse_yaml, read_yaml
 
 
 def pretrained_from_text(text: str) -> bool | str:
