@@ -165,8 +165,15 @@ def test_without_a_bar_log_every_steps_print_a_line_with_eta(data_spec, tmp_path
     data = build_data(config)
     run = build_run(config, data, model=TinySegModel(3))
     with caplog.at_level(logging.INFO, logger="perception.training.fit"):
-        train_steps(run, data, until_step=6)
+        records = train_steps(run, data, until_step=6, runlog=RunLog(tmp_path))
     lines = [r.getMessage() for r in caplog.records if re.match(r"step \d+/", r.getMessage())]
+    # the logged loss is the mean of the log_every steps up to it, not the last batch's alone
+    logged = [r for r in RunLog(tmp_path).records() if r["kind"] == "train"]
+    assert [r["step"] for r in logged] == [2, 4, 6]
+    for r in logged:
+        window = [x["loss"] for x in records[r["step"] - 2:r["step"]]]
+        assert r["loss"] == pytest.approx(sum(window) / 2) and window[0] != window[1]
+    assert [f"loss {r['loss']:.4f}" in line for r, line in zip(logged, lines, strict=True)] == [True] * 3
     # the first log step's, the validating step's and the last step's lines always come (the rest at most
     # one per STEP_LINE_MIN_S: none here, where steps take milliseconds)
     assert [line.split(":")[0] for line in lines] == ["step 2/6", "step 4/6", "step 6/6"]

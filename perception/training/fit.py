@@ -254,7 +254,7 @@ def train_steps(
     records: list[dict[str, float]] = []
     bar = progress(total=until_step, initial=run.step, desc="train", unit="step", disable=not (config.progress and run.info.is_main))
     lines = StepLines(run.step, until_step, enabled=not config.progress and run.info.is_main, logger=log)
-    window_start, window_images = time.perf_counter(), 0
+    window_start, window_images, window_losses = time.perf_counter(), 0, []
     with logs_above(bar):
         while run.step < until_step:
             epoch, start_batch = divmod(run.step, per_epoch)
@@ -264,17 +264,21 @@ def train_steps(
                 record = step(run, images, labels)
                 records.append(record)
                 window_images += images.shape[0] * run.info.world_size
+                window_losses.append(record["loss"])
                 end_of_epoch = run.step % per_epoch == 0
                 validating = bool(config.val_every and run.step % config.val_every == 0) or (
                     not config.val_every and end_of_epoch)
                 if run.step % config.log_every == 0 or run.step == until_step:
                     now = time.perf_counter()
-                    record["images_per_s"] = window_images / max(now - window_start, 1e-9)
-                    window_start, window_images = now, 0
-                    bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", img_s=f"{record['images_per_s']:.1f}")
-                    lines.log_step(run.step, record, always=validating or run.step == until_step)
+                    # The logged loss is the mean over the steps since the last log step (one batch's
+                    # loss swings too much to read a trend from); the returned records keep each step's.
+                    logged = {**record, "loss": sum(window_losses) / len(window_losses),
+                              "images_per_s": window_images / max(now - window_start, 1e-9)}
+                    window_start, window_images, window_losses = now, 0, []
+                    bar.set_postfix(loss=f"{logged['loss']:.4f}", lr=f"{logged['lr']:.2e}", img_s=f"{logged['images_per_s']:.1f}")
+                    lines.log_step(run.step, logged, always=validating or run.step == until_step)
                     if runlog is not None and run.info.is_main:
-                        runlog.write({"kind": "train", "step": run.step, "epoch": epoch, **record})
+                        runlog.write({"kind": "train", "step": run.step, "epoch": epoch, **logged})
                 bar.update(1)
                 if validating:
                     validate_and_checkpoint(run, data, run_dir, runlog)

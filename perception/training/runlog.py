@@ -1,7 +1,7 @@
 """The run directory's records: a JSONL metrics log and a PNG of the learning curves.
 
 ``metrics.jsonl`` holds one JSON object per line: ``{"kind": "train", "step", "epoch", "loss",
-"lr", "images_per_s"}`` every ``log_every`` steps and ``{"kind": "val", "step", "miou",
+"lr", "images_per_s"}`` every ``log_every`` steps (the loss and images/s over those steps) and ``{"kind": "val", "step", "miou",
 "global_acc", "class_acc"}`` after each validation (plus ``"trained_miou"``, the trained weights'
 mIoU, when the run keeps a weight average and ``miou`` is the average's). ``curves.png`` (training loss and validation
 mIoU against the step) is redrawn from that log after each validation. ``StepLines`` puts the same
