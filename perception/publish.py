@@ -131,9 +131,11 @@ class MaskPublisher:
         # Checked before the socket is made: a bad topic or encoding binds nothing.
         self._init_namespace(namespace, encodings or {}, atomic_frames)
         # Why a small HWM (messages queued per subscriber): ZMQ_CONFLATE would keep only the newest
-        # message but does not support multipart messages, so freshness comes from a small
-        # high-water mark: a subscriber that falls behind loses whole old messages (it sees gaps in
-        # seq) instead of an ever-growing backlog, and the node never waits. Why 16 and not 4: a
+        # message but does not support multipart messages, so the node's own queue per subscriber is
+        # a small high-water mark: once it is full, the messages sent then are dropped for that
+        # subscriber (it sees gaps in pub_seq) and the node never waits. (The subscriber's own
+        # receive queue and the kernel's socket buffers still hold seconds of a slow reader's
+        # messages: README "Delivery" tells readers to drain and keep the newest.) Why 16 and not 4: a
         # frame is a burst of up to _MESSAGES_PER_FRAME messages, and libzmq updates the writer's
         # view of the queue lazily (the I/O thread acknowledges every ~hwm/2 messages and send()
         # processes acknowledgements at most about once a millisecond), so an HWM below one burst
@@ -407,8 +409,9 @@ class MaskPublisher:
         """The ``publisher`` block of the stats document (``contracts.PUBLISHER_STATS``): the
         counters plus ``subscriptions`` (live subscriptions to this namespace) and
         ``curve_rejections`` (handshakes the allow-list refused)."""
-        return {**asdict(self.counters), "subscriptions": self._core.subscriptions(self._namespace_prefix),
-                "curve_rejections": self._core.curve_rejections}
+        # Subscriptions first: reading them may resend the latched info, which the counters then hold.
+        subscriptions = self._core.subscriptions(self._namespace_prefix)
+        return {**asdict(self.counters), "subscriptions": subscriptions, "curve_rejections": self._core.curve_rejections}
 
     def close(self, *, flush_s: float = 0.0) -> None:
         """Close the socket (of every namespace on it); idempotent.

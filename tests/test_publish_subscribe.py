@@ -322,6 +322,25 @@ def test_subscriptions_are_counted_per_subscriber_and_namespace(publisher):
     _wait_subscriptions(publisher, 0)
 
 
+def test_stats_count_the_info_resent_while_they_are_read(publisher):
+    """Reading the stats reads pending subscriptions, which resends the latched info: the counters
+    came from before that read, so a final document was one message short of what went out."""
+    publisher.set_info({"node": "test"})  # sent to nobody yet, counted
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    try:
+        sub.connect(publisher.endpoint)
+        sub.subscribe(NS.encode())
+        time.sleep(0.5)  # the subscription reaches the socket and waits there, unread
+        stats = publisher.stats()
+        got = []
+        while sub.poll(1000):
+            got.append(sub.recv_multipart()[0].decode())
+    finally:
+        sub.close(linger=0)
+    assert got == [f"{NS}/info"]
+    assert stats["subscriptions"] == 1 and stats["messages_sent"] == 2  # the first info and its resend
+
+
 def test_first_message_after_the_wait_reaches_the_subscriber(publisher):
     """Once wait_for_subscribers returns True the subscription is in place: no probes needed."""
     with MaskSubscriber(publisher.endpoint, namespace=NS) as sub:
