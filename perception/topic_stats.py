@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 class TopicStats:
     """Running figures for one topic, like ``ros2 topic hz``: rate, latency, missing numbers, bytes.
 
-    Latency is ``receive_ns - capture_ns`` for masks (``publish_ns`` for JSON documents), both on
+    Latency is ``receive_ns - capture_ns`` for masks and ``obstacles`` (whose payload carries its
+    frame's ``capture_ns``), ``receive_ns - publish_ns`` for ``stats`` and ``info``, all on
     the wall clock, so across machines it is only as good as their clock sync. ``missing`` counts
     missing capture sequence numbers, split into ``lost`` (gaps in the publisher's per-topic
     ``pub_seq``: messages sent but lost in the transport, e.g. at a full high-water mark) and
@@ -75,7 +76,13 @@ class TopicStats:
                 self.restarts += 1
         self.last_seq = msg.seq
         self.last_pub_seq = pub_seq
-        stamp_ns = msg.capture_ns if msg.capture_ns is not None else msg.header.get("publish_ns")
+        stamp_ns = msg.capture_ns
+        if stamp_ns is None and isinstance(msg.data, dict):  # obstacles: the frame's capture time, in the payload
+            stamp_ns = msg.data.get("capture_ns")
+        # stats, info: no frame of their own. A payload's number is not checked by the wire reader:
+        # only one an int64 holds is a time (10**400 would not even convert to a float).
+        if not isinstance(stamp_ns, int) or isinstance(stamp_ns, bool) or not 0 <= stamp_ns < 2**63:
+            stamp_ns = msg.header.get("publish_ns")
         if isinstance(stamp_ns, int):
             latency_ms = (msg.receive_ns - stamp_ns) / 1e6
             self._window_latencies_ms.append(latency_ms)

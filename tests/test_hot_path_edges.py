@@ -142,6 +142,28 @@ def test_listen_summary_sees_a_latency_spike_after_its_sample_cap():
     assert 5.0 <= summary["p50"] <= 50.0 and summary["p99"] == pytest.approx(50.0)
 
 
+def test_listen_times_obstacles_from_their_frames_capture_and_stats_from_publishing():
+    """listen showed obstacles 2 ms old beside their frame's masks at 170 ms: it timed the document's
+    publishing, while the payload carries the frame's capture time."""
+    capture_ns, publish_ns = 1_700_000_000_000_000_000, 1_700_000_000_160_000_000
+    receive_ns = publish_ns + 2_000_000
+
+    def json_message(name, data):
+        header = {"kind": "json", "name": name, "seq": 0, "publish_ns": publish_ns}
+        return Message(topic=f"ns/{name}", header=header, data=data, wire_bytes=10, receive_ns=receive_ns)
+
+    def latency(msg):
+        stats = TopicStats(0.0)
+        stats.add(msg, now_s=0.0)
+        return stats.summary(1.0)["latency_ms"]["max"]
+
+    assert latency(json_message("obstacles", {"seq": 0, "capture_ns": capture_ns, "blobs": []})) == pytest.approx(162.0)
+    assert latency(json_message("stats", {"published": 3})) == pytest.approx(2.0)  # belongs to no frame
+    # a hostile payload's number is no time: publishing's, never an OverflowError
+    assert latency(json_message("obstacles", {"capture_ns": 10**400})) == pytest.approx(2.0)
+    assert latency(json_message("obstacles", {"capture_ns": True})) == pytest.approx(2.0)
+
+
 # --------------------------------------------------------------------------------------------
 # Pipeline start-up failure
 # --------------------------------------------------------------------------------------------
