@@ -238,12 +238,17 @@ def test_a_clip_behind_an_http_url_is_read_once_like_a_file(http_dir):
     looped.close()
 
 
-def test_a_snapshot_url_stays_live_and_is_asked_again_ever_more_rarely(http_dir, monkeypatch):
+@pytest.mark.parametrize("name", ["snapshot.png", "snapshot.jpg"])
+def test_a_snapshot_url_stays_live_and_is_asked_again_ever_more_rarely(http_dir, monkeypatch, name):
     folder, url = http_dir
-    cv2.imwrite(str(folder / "snapshot.png"), np.full((H, W, 3), 70, np.uint8))
+    if name.endswith(".png"):  # FFmpeg states no frame count for it
+        cv2.imwrite(str(folder / name), np.full((H, W, 3), 70, np.uint8))
+    else:  # a camera-like JPEG of 40 kB, for which FFmpeg states one frame: it was a clip that ended the run
+        noise = np.random.default_rng(0).normal(0, 20, (180, 320, 3))
+        cv2.imwrite(str(folder / name), np.clip(70 + noise, 0, 255).astype(np.uint8))
     monkeypatch.setattr(StreamSource, "reconnect_options", {"initial_s": 0.001, "max_s": 0.004})
-    src = open_source(f"{url}/snapshot.png", read_timeout_s=5)
-    assert src.live and src.frame_count is None  # it states no count: a live camera's snapshot
+    src = open_source(f"{url}/{name}", read_timeout_s=5)
+    assert src.live and src.frame_count is None  # no count, or one frame: a live camera's snapshot
     frames = [src.read() for _ in range(5)]
     assert [f.seq for f in frames] == list(range(5)) and greys(frames) == [7] * 5
     assert src.reconnects == 4

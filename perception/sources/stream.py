@@ -6,12 +6,12 @@ stream that drops out or stalls for ``read_timeout_s`` is reopened with backoff,
 ``reconnects``; the backoff keeps growing while connections keep ending within
 ``Reconnector.stable_s`` (a server that closes every connection after a frame or two).
 
-A URL whose resource states its frame count (``CAP_PROP_FRAME_COUNT`` > 0: a clip served over
+A URL whose resource states a frame count above one (``CAP_PROP_FRAME_COUNT`` > 1: a clip served over
 HTTP) is finite and read like a video file: not ``live`` (every frame once, in order, by default),
 paced only with ``realtime``/``fps``, and its end ends the input (``loop`` opens it again). A
 connection lost before the stated count is reopened with backoff and resumes at the next frame;
 when the reopened resource has no frame there, that is its end. Live streams (MJPEG cameras, RTSP,
-a ``snapshot.jpg``) state no count.
+a ``snapshot.jpg``) state no count, or one frame.
 
 Frames over ``MAX_SOURCE_PIXELS`` are refused when the stream opens (or reopens), from the size
 FFmpeg reports; OpenCV scales a frame whose size changes later to that size.
@@ -76,7 +76,9 @@ class StreamSource(LiveCaptureSource):
         super().__init__(spec, options)  # opens the stream through the reconnector
         cap = self._reconnector.capture
         count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
-        if count and math.isfinite(count) and count > 0:
+        # One frame is a still image (a camera's snapshot.jpg, for which FFmpeg states a count of 1
+        # or none depending on its size): a live source asked again, not a clip that ends the run.
+        if count and math.isfinite(count) and count > 1:
             self.frame_count = int(count)
             self.live = False  # a clip: every frame once by default (the lossless queue), like a file
             fps = cap.get(cv2.CAP_PROP_FPS)
