@@ -114,7 +114,9 @@ BATCHING_STATS = (
 )
 
 _LATENCY = StatsKey("latency_ms", "object", "per stage (`capture`, `queue`, `preprocess`, `batch`, `infer`, "
-                    "`postprocess`, `publish`, `total`) its p50/p90/p99 over the last 512 frames", "ms",
+                    "`postprocess`, `publish`, `total`) its p50/p90/p99 over the last 512 frames; `capture` is the "
+                    "source's read, before the frame is stamped, so `total` (from that stamp to the last message "
+                    "sent) does not hold it", "ms",
                     values=StatsKey("stage", "object", "", fields=PERCENTILE_FIELDS))
 
 #: Every key of a camera's stats document, in the order the pipeline writes them.
