@@ -139,7 +139,8 @@ CAMERA_STATS = (
              summed=True),
     StatsKey("source_corrupt", "int", "frames the source could not read", summed=True),
     StatsKey("bad_frames", "int", "frames a stage failed on (counted and skipped)", summed=True),
-    StatsKey("reconnects", "int", "times a stream or camera was opened again", summed=True),
+    StatsKey("reconnects", "int", "times a stream or camera was opened again after it dropped out (one a reopening "
+             "that worked, however many tries it took)", summed=True),
     _LATENCY,
     StatsKey("queue", "str", "the frame queue policy: `latest` or `lossless`"),
     StatsKey("source", "str", "the source's kind and spec"),

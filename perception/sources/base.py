@@ -284,7 +284,10 @@ class Reconnector:
         self.stable_frames = stable_frames
         self._clock = clock
         self._frames_this_connection = 0
+        #: Times the capture was opened again after a drop (tries that failed are not counted: one
+        #: long outage is one reconnect, however many tries it took).
         self.reconnects = 0
+        self._tries = 0  # opens tried since the last drop
         self._limited = RateLimitedLog(log)
         self._cap = open_capture()  # the first open fails loudly: a wrong device is a user mistake
         self._opened_s = clock()
@@ -322,21 +325,24 @@ class Reconnector:
         self._release()
 
     def reopen(self) -> bool:
-        """Wait the backoff, then open again (a reconnect, counted); False when that failed or the
-        wait was interrupted."""
+        """Wait the backoff, then try to open again; True (a reconnect, counted) when it opened,
+        False when that failed or the wait was interrupted."""
         self._interrupted.wait(self._backoff_s)
         if self._interrupted.is_set():
             return False
-        self.reconnects += 1
+        self._tries += 1
         self._backoff_s = min(self._backoff_s * 2, self.max_s)  # back at initial_s only after a stable connection
         try:
             cap = self._open()
         except SourceError as exc:
-            self._limited.warning("failed", "%s: reconnect %d failed (%s); next try in %.1f s", self._describe,
-                                  self.reconnects, exc, self._backoff_s)
+            self._limited.warning("failed", "%s: try %d to reopen it failed (%s); next try in %.1f s", self._describe,
+                                  self._tries, exc, self._backoff_s)
             return False
+        self.reconnects += 1
+        tries, self._tries = self._tries, 0
         self._cap, self._opened_s, self._frames_this_connection = cap, self._clock(), 0
-        self._limited.info("reconnected", "%s reconnected (reconnect %d)", self._describe, self.reconnects)
+        self._limited.info("reconnected", "%s reconnected (reconnect %d%s)", self._describe, self.reconnects,
+                           f", after {tries} tries" if tries > 1 else "")
         return True
 
     def restart(self) -> bool:
