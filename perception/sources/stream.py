@@ -144,8 +144,14 @@ class StreamSource(LiveCaptureSource):
                 if index < count:  # reopened, and still no frame there: the resource holds no more
                     missing = count - index
                     which = f"frame {index}" if missing == 1 else f"frames {index}-{count - 1}"
+                    hint = "" if index or not self.spec.lower().startswith(("http:", "https:")) else (
+                        # FFmpeg reads an MP4's index (moov) at its end through a Range request; a
+                        # server that ignores them sends the file from the start and it ends "partial".
+                        "; an MP4 whose index is at its end cannot be read from a server without HTTP Range "
+                        "requests (python -m http.server has none): serve it from one with them, or move the "
+                        "index to the front (ffmpeg -i in.mp4 -c copy -movflags +faststart out.mp4)")
                     raise CorruptFrame(f"{which} of {count} missing: the stream ended after {index} of the {count} "
-                                       "frames it states, also when reopened", frames=missing)
+                                       f"frames it states, also when reopened{hint}", frames=missing)
             if not self.options.loop or self._good_this_pass == 0:
                 return None
             self._pos = self._good_this_pass = 0
