@@ -7,6 +7,7 @@ says, one file or a sequence of splits, with per-topic counts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -37,13 +38,15 @@ if TYPE_CHECKING:
 
 
 def existing_outputs(config: RecordConfig) -> list[Path]:
-    """Files a recording per ``config`` would replace or be mixed with: ``out`` and, for a split
-    recording, every existing split of that name (a replay of ``out`` would play old splits after
-    the new ones, or the old ``out`` instead of them)."""
+    """Files a recording per ``config`` would replace or be mixed with: ``out`` and every existing
+    split of that name, with or without ``--split-*`` (a replay of ``out`` would play old splits
+    after the new ones, or the old ``out`` instead of them)."""
     out = Path(config.out)
     # A folder is left to open() to refuse ("cannot write"); a dangling link counts, as "xb" would fail on it.
     found = [out] if (out.exists() and not out.is_dir()) or out.is_symlink() else []
-    return found + split_files(out) if config.splits else found
+    # Old splits count without --split-* too: ``replay out/run.mcap`` would play the new file, not
+    # them, and a folder replay both sessions mixed.
+    return found + split_files(out)
 
 
 def refuse_existing(config: RecordConfig) -> None:
@@ -176,8 +179,17 @@ class McapMaskWriter:
             if metadata is not None:
                 self._writer.add_metadata(METADATA_NAME, metadata)
             self._writer.finish()
-        finally:
-            self._file.close()
+        except BaseException:
+            self.abandon()  # a full disk fails finish(); the file's own close() would fail again
+            raise
+        self._file.close()
+
+    def abandon(self) -> None:
+        """Close the file without finishing it, ignoring errors (after a write failed: a full
+        disk). What was written stays, unfinished: ``perception record --recover`` rebuilds it."""
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._file.close()  # flushes what it holds (failing again on a full disk), then closes
 
 
 class SplitWriter:
@@ -243,6 +255,22 @@ class SplitWriter:
         if msg.topic.endswith(LATCHED_SUFFIXES):
             self._latched[msg.topic] = msg
 
+    @property
+    def path(self) -> Path:
+        """The file being written (the open split)."""
+        return self.paths[-1]
+
     def close(self) -> None:
         """Finish the open file; idempotent."""
         self._writer.close(self._metadata(split=len(self.paths) - 1 if self.config.splits else None))
+
+    def abandon(self) -> None:
+        """Close the open file unfinished, ignoring errors (see ``McapMaskWriter.abandon``)."""
+        self._writer.abandon()
+
+    def remove(self) -> None:
+        """Remove every file written (a recording that received nothing): an empty file would only
+        make the next recording to the same ``--out`` refuse to start."""
+        for path in self.paths:
+            path.unlink(missing_ok=True)
+        self.paths = []

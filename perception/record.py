@@ -12,6 +12,7 @@ This module is the subscribe side: the flags, the receive loop and its summary.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import struct
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from perception import __version__, contracts
 from perception.config import setting
+from perception.errors import PerceptionError
 from perception.mcap_layout import IMAGE_SCHEMA, META_SUFFIX, STRING_SCHEMA, VALUES_KEY, WIRE_TOPIC_KEY
 from perception.mcap_writer import SplitWriter, TopicCount
 
@@ -93,8 +95,9 @@ class RecordSummary:
         return sum(c.messages for c in self.counts.values())
 
     def format(self) -> str:
-        files = self.files or [self.path]
-        where = str(files[0]) if len(files) == 1 else f"{len(files)} splits {files[0]} .. {files[-1]}"
+        files = self.files
+        where = ("no file (nothing to keep)" if not files else str(files[0]) if len(files) == 1
+                 else f"{len(files)} splits {files[0]} .. {files[-1]}")
         lines = [f"recorded {self.messages} messages in {self.seconds:.1f} s to {where}"]
         for topic, c in sorted(self.counts.items()):
             extra = f", {c.missing} missing" if c.missing else ""
@@ -109,6 +112,11 @@ class RecordSummary:
                          f"check --endpoint / {self.what_flag}"
                          + ("" if self.curve else " (a node with --curve-secret-key needs --curve-server-key and --curve-key)"))
         return "\n".join(lines)
+
+
+class RecordWriteError(PerceptionError):
+    """The recording file could not be written any more (a full disk, an I/O error); what was
+    written before stays, unfinished, for ``perception record --recover``."""
 
 
 class Recorder:
@@ -150,6 +158,7 @@ class Recorder:
         """Record until ``stop`` is set or ``duration`` has passed; then finish the file."""
         t0 = time.monotonic()
         deadline = None if self.config.duration_s is None else t0 + self.config.duration_s
+        failed: OSError | None = None
         try:
             while not stop.is_set():
                 timeout = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
@@ -158,9 +167,24 @@ class Recorder:
                 msg = self._sub.recv(timeout_s=timeout)
                 if msg is not None:
                     self._write(msg)
+        except OSError as exc:  # from the writer (a full disk); the subscriber's own errors are not OSError
+            failed = exc
         finally:
             self._sub.close()
-            self._writer.close()
+            if failed is None:
+                try:
+                    self._writer.close()
+                except OSError as exc:  # finishing the file needs space too
+                    failed = exc
+            else:
+                self._writer.abandon()
+        if failed is not None:
+            path = self._writer.path
+            what = "disk full" if failed.errno in (errno.ENOSPC, errno.EDQUOT) else f"{failed.strerror or failed} while"
+            raise RecordWriteError(f"{what} writing {path} after {self.messages} messages; free space, then "
+                                   f"'perception record --recover {path}' rebuilds what was written") from None
+        if self.messages == 0:
+            self._writer.remove()  # see SplitWriter.remove; the summary says nothing was received
         return RecordSummary(
             path=self.config.out, seconds=time.monotonic() - t0, counts=self._writer.counts, skipped=self.skipped(),
             files=list(self._writer.paths), endpoint=self.config.endpoint,
@@ -168,7 +192,8 @@ class Recorder:
         )
 
     def _write(self, msg) -> None:
-        """Write one message; one the writer refuses is counted and skipped, the recording goes on."""
+        """Write one message; one the writer refuses is counted and skipped, the recording goes on.
+        An OSError (the file cannot be written: a full disk) ends the recording (see ``run``)."""
         try:
             self._writer.write(msg)
         except (ValueError, TypeError, OverflowError, struct.error) as exc:

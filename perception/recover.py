@@ -10,12 +10,16 @@ damaged ones.
 from __future__ import annotations
 
 import os
+import stat
 import struct
 import time
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
-from perception.errors import ConfigError
+from perception.errors import ConfigError, SourceError
 
 
 @dataclass
@@ -46,19 +50,145 @@ class RecoverSummary:
         return text
 
 
-#: Largest MCAP record recovery reads: a damaged length field must not make it allocate gigabytes.
+#: Largest MCAP record recovery and replay read: a damaged length field must not make them allocate gigabytes.
 RECOVER_RECORD_LIMIT = 256 * 1024 * 1024
+#: Largest uncompressed chunk recovery and replay inflate (the recorder's largest is ``--chunk-size``,
+#: at most 64 MiB, plus one message): a chunk declaring more is damaged or hostile (a "decompression
+#: bomb": 33 kB of zstd that inflate to 1 GiB), and is refused before anything is decompressed.
+CHUNK_SIZE_LIMIT = 256 * 1024 * 1024
+#: Chunk compressions MCAP defines ("" is none); any other is a damaged or foreign chunk, not raw records.
+CHUNK_COMPRESSIONS = ("", "zstd", "lz4")
+
+
+class DamagedRecord(ValueError):
+    """A record that cannot be read although it is all there: a chunk that does not decompress, fails
+    its CRC, declares more than ``CHUNK_SIZE_LIMIT`` or an unknown compression. Readers treat it like
+    the end of a file cut short (a ValueError, as the ``mcap`` library's own read errors are)."""
+
+
+def _kind_of(mode: int) -> str:
+    """What a path that is not a regular file is, for an error line ("is a FIFO")."""
+    for test, what in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return what
+    return "not a regular file"
+
+
+def not_a_recording_file(path: Path) -> str | None:
+    """"<path> is a FIFO, not a recording file" (a folder, a socket, a device...) when ``path`` exists
+    and is not a regular file; None otherwise. Checked before opening: open() on a FIFO blocks until
+    a writer comes, and Python retries it after Ctrl-C or SIGTERM, so it would hang for good."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    return None if stat.S_ISREG(mode) else f"{path} is {_kind_of(mode)}, not a recording file"
+
+
+def open_recording(path: Path, fix: str) -> IO[bytes]:
+    """``path`` opened for reading if it is a regular file; SourceError naming what it is otherwise
+    (``fix``: what to do instead). Opened non-blocking and checked on the open descriptor, so a
+    FIFO swapped in after any earlier check cannot block either."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise SourceError(f"recording {path} not found; {fix}") from None
+    except OSError as exc:
+        raise SourceError(f"cannot read {path}: {exc.strerror}; {fix}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise SourceError(f"{path} is {_kind_of(mode)}, not a recording file; {fix}")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def _inflate(chunk: Any) -> bytes:
+    """The records of a chunk, decompressed with the output bounded by its declared size (itself
+    bounded by ``CHUNK_SIZE_LIMIT``), and checked against that size and its CRC. Raises
+    DamagedRecord (never a library's own exception type: zstd and lz4 raise their own)."""
+    size = chunk.uncompressed_size
+    if size > CHUNK_SIZE_LIMIT:
+        raise DamagedRecord(f"a chunk declares {size} bytes uncompressed, more than the "
+                            f"{CHUNK_SIZE_LIMIT // 2**20} MiB limit (damaged, or a decompression bomb)")
+    if chunk.compression not in CHUNK_COMPRESSIONS:
+        raise DamagedRecord(f"a chunk has the unknown compression {chunk.compression[:40]!r}")
+    try:
+        if chunk.compression == "zstd":
+            import zstandard
+
+            # A stream reader writes at most what is asked for, whatever the frame claims.
+            with zstandard.ZstdDecompressor().stream_reader(chunk.data) as reader:
+                data = reader.read(size + 1)
+        elif chunk.compression == "lz4":
+            import lz4.frame
+
+            data = lz4.frame.LZ4FrameDecompressor().decompress(chunk.data, max_length=size + 1)
+        else:
+            data = bytes(chunk.data)
+    except Exception as exc:  # noqa: BLE001 - zstd's ZstdError, lz4's RuntimeError, MemoryError...: all mean damage
+        raise DamagedRecord(f"a {chunk.compression} chunk does not decompress ({str(exc) or type(exc).__name__})") \
+            from None
+    if len(data) != size:
+        got = f"more than the {size} bytes" if len(data) > size else f"{len(data)} of the {size} bytes"
+        raise DamagedRecord(f"a {chunk.compression or 'raw'} chunk inflates to {got} it declares")
+    if chunk.uncompressed_crc != 0 and zlib.crc32(data) != chunk.uncompressed_crc:
+        raise DamagedRecord(f"a {chunk.compression or 'raw'} chunk fails its CRC")
+    return data
+
+
+def read_records(stream: IO[bytes], *, check_only: bool = False) -> Iterator[Any]:
+    """The records of an MCAP file in order, chunks opened safely (``_inflate``), up to DataEnd
+    (the summary that follows is an index of what was read, not needed by a stream reader, and a
+    summary cut short is no damage to the data). Raises the ``mcap`` library's read errors,
+    struct.error, EOFError or ValueError (DamagedRecord among them) where a record is damaged or
+    the file ends; its message names the byte where that record starts.
+
+    ``check_only``: chunks are decompressed and checked but not broken up (``recording_is_intact``).
+    """
+    from mcap.records import Chunk, DataEnd
+    from mcap.stream_reader import StreamReader, breakup_chunk
+
+    reader = StreamReader(stream, emit_chunks=True, record_size_limit=RECOVER_RECORD_LIMIT)
+    start = stream.tell() + 8  # where the record being read starts (after the magic, at first)
+    for record in reader.records:
+        if isinstance(record, Chunk):
+            try:
+                data = _inflate(record)
+                if check_only:
+                    continue
+                inner = breakup_chunk(Chunk(compression="", data=data, message_end_time=0, message_start_time=0,
+                                            uncompressed_crc=0, uncompressed_size=len(data)))
+            except (struct.error, EOFError, ValueError) as exc:
+                raise DamagedRecord(f"at byte {start}: {str(exc) or type(exc).__name__}") from None
+            yield from inner
+        else:
+            yield record
+            if isinstance(record, DataEnd):
+                return
+        start = stream.tell()
 
 
 def recording_is_intact(path: Path) -> bool:
-    """True when ``path`` ends in a valid footer and summary, so indexed readers open it as it is."""
+    """True when ``path`` ends in a valid footer and summary, so indexed readers open it as it is,
+    and every chunk of its data decompresses and matches its CRC: a file whose summary is intact
+    but whose data was damaged (a torn write, a bit flip) is not complete. The chunks are read one
+    at a time (memory: one chunk); the cost is one decompression of the file, as a replay's."""
     from mcap.exceptions import McapError
     from mcap.reader import SeekingReader
 
+    if not_a_recording_file(Path(path)) is not None:
+        return False
     try:
-        with open(path, "rb") as stream:
-            return SeekingReader(stream).get_summary() is not None
-    except (McapError, struct.error, EOFError, ValueError, OSError):
+        with open_recording(Path(path), "") as stream:
+            if SeekingReader(stream).get_summary() is None:
+                return False
+            stream.seek(0)
+            for _ in read_records(stream, check_only=True):
+                pass
+            return True
+    except (McapError, SourceError, struct.error, EOFError, ValueError, OSError):
         return False
 
 
@@ -87,14 +217,10 @@ def recover_recording(path: str | Path, out: str | Path | None = None, *, overwr
     Raises SourceError when ``path`` is missing or is not MCAP, ConfigError when ``out`` cannot
     be written or would replace a file it must not.
     """
-    from mcap.exceptions import McapError
-    from mcap.records import Attachment, Channel, DataEnd, Header, Message, Metadata, Schema
-    from mcap.stream_reader import StreamReader
-    from mcap.writer import Writer
-
-    from perception.errors import SourceError
-
     source = Path(path)
+    what = not_a_recording_file(source)
+    if what is not None:
+        raise SourceError(f"{what}; --recover rebuilds one .mcap file made by 'perception record'")
     if not source.is_file():
         raise SourceError(f"recording {source} not found; check the path given to --recover")
     in_place = out is None or same_file(out, source)  # --out FILE itself: the original bytes are kept too
@@ -105,12 +231,14 @@ def recover_recording(path: str | Path, out: str | Path | None = None, *, overwr
     if in_place and (kept.exists() or kept.is_symlink()):
         raise ConfigError(f"{kept} already exists (the original of an earlier recovery); move it away first, "
                           "or pass --out OTHER.mcap")
+    if not in_place and target.is_dir():
+        raise ConfigError(f"--out {target} is a folder; name the rebuilt file, e.g. --out {target / source.name}")
     if not in_place and not overwrite and (target.exists() or target.is_symlink()):
         raise ConfigError(f"{target} already exists; choose another --out, or pass --overwrite to replace it")
     temp = target.with_name(target.name + ".recovering")
     t0 = time.monotonic()
     summary = RecoverSummary(source=source, out=target, bytes_in=source.stat().st_size)
-    with open(source, "rb") as stream:
+    with open_recording(source, "check the path given to --recover") as stream:
         if stream.read(8) != b"\x89MCAP0\r\n":
             raise SourceError(f"{source} is not an MCAP file; --recover rebuilds recordings made by 'perception record'")
         stream.seek(0)
@@ -120,52 +248,83 @@ def recover_recording(path: str | Path, out: str | Path | None = None, *, overwr
         except OSError as exc:
             raise ConfigError(f"cannot write {temp}: {exc.strerror}; choose a writable --out") from None
         try:
-            writer: Writer | None = None
-            schema_ids: dict[int, int] = {}
-            channel_ids: dict[int, int] = {}
-            reader = StreamReader(stream, validate_crcs=True, record_size_limit=RECOVER_RECORD_LIMIT)
             try:
-                for record in reader.records:
-                    if isinstance(record, Header):
-                        writer = Writer(sink)
-                        writer.start(profile=record.profile, library=record.library)
-                    elif writer is None:
-                        raise SourceError(f"{source} has no MCAP header record; it cannot be recovered")
-                    elif isinstance(record, Schema) and record.id not in schema_ids:
-                        schema_ids[record.id] = writer.register_schema(record.name, record.encoding, record.data)
-                    elif isinstance(record, Channel) and record.id not in channel_ids:
-                        channel_ids[record.id] = writer.register_channel(
-                            record.topic, record.message_encoding, schema_ids.get(record.schema_id, 0),
-                            dict(record.metadata),
-                        )
-                    elif isinstance(record, Message) and record.channel_id in channel_ids:
-                        writer.add_message(channel_ids[record.channel_id], record.log_time, record.data,
-                                           record.publish_time, record.sequence)
-                        summary.messages += 1
-                    elif isinstance(record, Metadata):
-                        writer.add_metadata(record.name, dict(record.metadata))
-                        summary.metadata += 1
-                    elif isinstance(record, Attachment):
-                        writer.add_attachment(record.create_time, record.log_time, record.name,
-                                              record.media_type, record.data)
-                        summary.attachments += 1
-                    elif isinstance(record, DataEnd):
-                        break  # the summary section that follows is rebuilt, not copied
-            except (McapError, struct.error, EOFError, ValueError) as exc:
-                summary.cut = f"at byte {stream.tell()} of {summary.bytes_in}: {str(exc) or type(exc).__name__}"
-            if writer is None:
-                raise SourceError(f"{source} ends before its MCAP header; nothing to recover")
-            writer.finish()
-            summary.channels = len(channel_ids)
+                _copy_records(source, stream, sink, summary)
+                if summary.messages == 0:
+                    # Not an empty "recovered" file in place of the input: nothing to keep is an error.
+                    raise SourceError(f"no message of {source} can be recovered "
+                                      f"({'the data ends ' + summary.cut if summary.cut else 'it holds none'}); "
+                                      "it is left as it is")
+                sink.close()
+                if in_place:
+                    os.replace(source, kept)
+                    summary.kept = kept
+                try:
+                    os.replace(temp, target)
+                except OSError:
+                    if in_place:
+                        os.replace(kept, source)  # the original goes back where it was
+                        summary.kept = None
+                    raise
+            except OSError as exc:
+                # A full disk (in writes, or only in close()'s flush), a folder in the way: one line.
+                raise ConfigError(f"cannot write {temp if exc.filename is None else exc.filename}: "
+                                  f"{exc.strerror or exc}; free space or choose another --out") from None
         except BaseException:
-            sink.close()
-            temp.unlink(missing_ok=True)
+            # Whatever failed (close() included, which flushes and fails again on a full disk),
+            # the partial file goes: it would hold the space the user must free.
+            try:
+                sink.close()
+            except OSError:
+                pass
+            finally:
+                temp.unlink(missing_ok=True)
             raise
-        sink.close()
-    if in_place:
-        os.replace(source, kept)
-        summary.kept = kept
-    os.replace(temp, target)
     summary.bytes_out = target.stat().st_size
     summary.seconds = time.monotonic() - t0
     return summary
+
+
+def _copy_records(source: Path, stream: IO[bytes], sink: IO[bytes], summary: RecoverSummary) -> None:
+    """Write every readable record of ``stream`` into ``sink`` through a new ``Writer``; where reading
+    stops is ``summary.cut``. Raises SourceError when nothing, not even the header, can be read."""
+    from mcap.exceptions import McapError
+    from mcap.records import Attachment, Channel, Header, Message, Metadata, Schema
+    from mcap.writer import Writer
+
+    writer: Writer | None = None
+    schema_ids: dict[int, int] = {}
+    channel_ids: dict[int, int] = {}
+    try:
+        for record in read_records(stream):
+            if isinstance(record, Header):
+                writer = Writer(sink)
+                writer.start(profile=record.profile, library=record.library)
+            elif writer is None:
+                raise SourceError(f"{source} has no MCAP header record; it cannot be recovered")
+            elif isinstance(record, Schema) and record.id not in schema_ids:
+                schema_ids[record.id] = writer.register_schema(record.name, record.encoding, record.data)
+            elif isinstance(record, Channel) and record.id not in channel_ids:
+                channel_ids[record.id] = writer.register_channel(
+                    record.topic, record.message_encoding, schema_ids.get(record.schema_id, 0),
+                    dict(record.metadata),
+                )
+            elif isinstance(record, Message) and record.channel_id in channel_ids:
+                writer.add_message(channel_ids[record.channel_id], record.log_time, record.data,
+                                   record.publish_time, record.sequence)
+                summary.messages += 1
+            elif isinstance(record, Metadata):
+                writer.add_metadata(record.name, dict(record.metadata))
+                summary.metadata += 1
+            elif isinstance(record, Attachment):
+                writer.add_attachment(record.create_time, record.log_time, record.name,
+                                      record.media_type, record.data)
+                summary.attachments += 1
+    except DamagedRecord as exc:
+        summary.cut = str(exc)  # names the byte the damaged chunk starts at
+    except (McapError, struct.error, EOFError, ValueError) as exc:
+        summary.cut = f"at byte {stream.tell()} of {summary.bytes_in}: {str(exc) or 'the file ends inside a record'}"
+    if writer is None:
+        raise SourceError(f"{source} ends before its MCAP header; nothing to recover")
+    writer.finish()
+    summary.channels = len(channel_ids)

@@ -47,6 +47,7 @@ from perception.mcap_layout import (
     split_files,
     wire_topic,
 )
+from perception.recover import DamagedRecord, not_a_recording_file, open_recording, read_records
 from perception.wire import WireMessage
 from perception.xpub import XpubCore
 
@@ -90,9 +91,17 @@ def recording_files(path: str | Path | list[str | Path] | tuple[str | Path, ...]
         files = sorted(path.glob("*.mcap"), key=_split_order)
         if not files:
             raise SourceError(f"recording folder {path} holds no .mcap file; pass a recording made by 'perception record'")
+        for file in files:
+            # Checked before any is opened: open() on a FIFO would wait for a writer for good.
+            what = not_a_recording_file(file)
+            if what is not None:
+                raise SourceError(f"{what}; move it out of {path}, or pass the recording files themselves")
         return files
     if path.is_file():
         return [path]
+    what = not_a_recording_file(path)
+    if what is not None:
+        raise SourceError(f"{what}; pass a .mcap file made by 'perception record', or a folder of them")
     splits = split_files(path)
     if splits:
         return splits
@@ -137,16 +146,18 @@ def read_recording(
 def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, first: bool) -> Iterator[RecordedMessage]:
     """The messages of one MCAP file; ``first``: nothing was read before it (a cut at once is an error)."""
     from mcap.exceptions import McapError
-    from mcap.reader import NonSeekingReader
+    from mcap.records import Channel, Message, Schema
     from mcap_ros2.decoder import DecoderFactory
 
-    with open(path, "rb") as stream:
+    with open_recording(path, "pass a .mcap file made by 'perception record'") as stream:
         if stream.read(8) != b"\x89MCAP0\r\n":
             raise SourceError(f"{path} is not an MCAP file; record one with 'perception record'")
         stream.seek(0)
-        # The streaming reader needs no summary section, so a recording whose recorder was
-        # killed still replays up to the point where it stops.
-        reader = NonSeekingReader(stream)
+        # A stream read (``recover.read_records``: no summary section needed, chunks inflated
+        # within bounds and checked), so a recording whose recorder was killed, or with a damaged
+        # chunk, still replays up to the point where it stops.
+        schemas: dict[int, Any] = {}
+        channels: dict[int, Any] = {}
         # Messages are decoded one at a time (not by iter_decoded_messages), so that one record
         # that does not decode (invalid UTF-8, a payload cut short) is skipped and counted like a
         # bad header, instead of ending the file as if it were cut short.
@@ -156,7 +167,22 @@ def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, firs
         rejected: set[tuple[str, int]] = set()  # messages whose header or data was skipped
         seen = 0
         try:
-            for schema, channel, message in reader.iter_messages(log_time_order=False):
+            for record in read_records(stream):
+                if isinstance(record, Schema):
+                    schemas[record.id] = record
+                    continue
+                if isinstance(record, Channel):
+                    if record.schema_id != 0 and record.schema_id not in schemas:
+                        raise McapError(f"no schema record found with id {record.schema_id}")
+                    channels[record.id] = record
+                    continue
+                if not isinstance(record, Message):
+                    continue
+                message = record
+                if message.channel_id not in channels:
+                    raise McapError(f"no channel record found with id {message.channel_id}")
+                channel = channels[message.channel_id]
+                schema = schemas.get(channel.schema_id)
                 is_header, topic = _channel_role(channel)
                 key = (topic, message.sequence)
                 decoded = _decoded(factory, schema, channel, message, counters)
@@ -186,12 +212,22 @@ def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, firs
                     seen += 1
                     yield got
         except (McapError, struct.error, EOFError, ValueError) as exc:
+            reason = _read_error(exc, stream.tell())
             if seen == 0 and first:
-                raise SourceError(f"{path}: not a readable MCAP recording ({exc}); record it again") from None
+                # Nothing before the cut: --recover would find no message either.
+                raise SourceError(f"{path}: not a readable MCAP recording ({reason}); no message before that can be "
+                                  "replayed or recovered: record it again") from None
             log.warning(
-                "%s is cut short after %d messages (%s); was the recorder killed? 'perception record --recover FILE' rebuilds it",
-                path, seen, str(exc) or type(exc).__name__,
+                "%s is cut short after %d messages (%s); was the recorder killed? 'perception record --recover FILE' "
+                "rebuilds it", path, seen, reason,
             )
+
+
+def _read_error(exc: BaseException, offset: int) -> str:
+    """Where and why reading stopped, never empty (the ``mcap`` library's EndOfFile has no text)."""
+    if isinstance(exc, DamagedRecord):
+        return f"damaged {exc}"  # "damaged at byte N: a zstd chunk does not decompress (...)"
+    return f"at byte {offset}: {str(exc) or 'the file ends inside a record'}"
 
 
 def _channel_role(channel: Any) -> tuple[bool, str]:
@@ -319,6 +355,8 @@ class ReplayPublisher:
         # A send waits at most 100 ms at a time, so a stalled subscriber still lets stop requests through.
         self._core = XpubCore(endpoint, sndhwm=REPLAY_SNDHWM, send_timeout_ms=100, what="recorded masks")
         self.endpoint = self._core.endpoint
+        self._latched: dict[bytes, list[bytes]] = {}  # the wire frames of the last message of each latched topic
+        self._due: set[bytes] = set()
 
     @property
     def subscriptions(self) -> int:
@@ -330,29 +368,45 @@ class ReplayPublisher:
         return self._core.wait_for_subscriptions(1, timeout_s=timeout_s, stop=stop)
 
     def send(self, msg: RecordedMessage, stop: threading.Event, *, shift_ns: int = 0) -> bool:
-        """Send one message; waits while subscribers are full. False when stopped first."""
-        from perception.encoding import codec_for_compression
-        from perception.wire import dump_header, ros_stamp
+        """Send one message (or atomic frame, see ``_as_sent``); waits while subscribers are full.
+        False when stopped first. A latched topic's message (``<ns>/info``) is kept and sent again,
+        as recorded, to each subscription that arrives later, as the live node does (the core's
+        ``latch``): a late subscriber, or a recorder of the replay, gets the class table first thing."""
+        from perception.wire import dump_header
 
-        header = msg.header
-        if shift_ns:
-            header = dict(header, publish_ns=_shifted(header["publish_ns"], shift_ns))
-            if "capture_ns" in header:
-                header["capture_ns"] = _shifted(header["capture_ns"], shift_ns)
-                header["header"] = dict(header["header"], stamp=ros_stamp(int(header["capture_ns"])))
-        if header["kind"] == contracts.KIND_MASK:
-            payload = codec_for_compression(header["compression"]).encode(msg.data)
-        else:
-            payload = json.dumps(msg.data, separators=(",", ":")).encode("utf-8")
         topic = msg.topic.encode("utf-8")
-        header_frame = dump_header(header)
+        if msg.header["kind"] == contracts.KIND_FRAME:
+            frames = [dump_header(_restamped(msg.header, shift_ns))]
+            for part in msg.data:
+                frames += [dump_header(_restamped(part.header, shift_ns)), _payload(part)]
+        else:
+            frames = [dump_header(_restamped(msg.header, shift_ns)), _payload(msg)]
+        if msg.topic.endswith(LATCHED_SUFFIXES):
+            with self._core.lock:
+                self._latched[topic] = frames
+                self._core.latch(topic, lambda: self._resend_locked(topic))
         while not stop.is_set():
             try:
                 with self._core.lock:
-                    return self._core.send_locked(topic, header_frame, payload)
+                    while self._due:  # latched messages a full subscriber kept from going out
+                        due = self._due.pop()
+                        try:
+                            self._core.send_locked(due, *self._latched[due])
+                        except zmq.Again:
+                            self._due.add(due)
+                            raise
+                    return self._core.send_locked(topic, *frames)
             except zmq.Again:
                 continue  # every subscriber's queue is full (XPUB_NODROP): wait for room
         return False
+
+    def _resend_locked(self, topic: bytes) -> None:
+        """The latched message of ``topic`` again, for a subscription that just arrived (the core
+        holds the lock); with no room now (XPUB_NODROP), it goes before the next message."""
+        try:
+            self._core.send_locked(topic, *self._latched[topic])
+        except zmq.Again:
+            self._due.add(topic)
 
     def close(self, *, flush_s: float = 0.0) -> None:
         """Close the socket; ``flush_s`` > 0 first lets queued messages go out for up to that long."""
@@ -362,7 +416,7 @@ class ReplayPublisher:
 def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: ReplayPublisher | None = None) -> ReplaySummary:
     """Replay ``config.file`` until it ends (or forever with ``loop``) or ``stop`` is set."""
     counters = ReadCounters()
-    messages = iter(read_recording(config.file, counters=counters))
+    messages = _as_sent(iter(read_recording(config.file, counters=counters)))
     first = next(messages)  # reads the head now, so a bad file fails before the socket is bound
     own = publisher is None
     publisher = publisher or ReplayPublisher(config.endpoint)
@@ -401,7 +455,7 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
                 sent += 1
             if not config.loop:
                 break
-            messages = iter(read_recording(config.file, counters=counters))
+            messages = _as_sent(iter(read_recording(config.file, counters=counters)))
             first = next(messages)
     finally:
         if own:
@@ -414,6 +468,70 @@ def _shifted(value: int | str, shift_ns: int) -> int | str:
     """A nanosecond header field moved by ``shift_ns``, in the form it came in (a number, or the
     decimal string that JSON parsers without 64-bit integers read exactly)."""
     return str(int(value) + shift_ns) if isinstance(value, str) else value + shift_ns
+
+
+def _restamped(header: dict[str, Any], shift_ns: int) -> dict[str, Any]:
+    """``header`` with its capture and publish times moved by ``shift_ns`` (``--restamp``)."""
+    from perception.wire import ros_stamp
+
+    if not shift_ns:
+        return header
+    header = dict(header, publish_ns=_shifted(header["publish_ns"], shift_ns))
+    if "capture_ns" in header:
+        header["capture_ns"] = _shifted(header["capture_ns"], shift_ns)
+        if "header" in header:
+            header["header"] = dict(header["header"], stamp=ros_stamp(int(header["capture_ns"])))
+    return header
+
+
+def _payload(msg: RecordedMessage) -> bytes:
+    """The payload frame of a mask (re-encoded with its recorded compression) or JSON message."""
+    from perception.encoding import codec_for_compression
+
+    if msg.header["kind"] == contracts.KIND_MASK:
+        return codec_for_compression(msg.header["compression"]).encode(msg.data)
+    return json.dumps(msg.data, separators=(",", ":")).encode("utf-8")
+
+
+def _as_sent(messages: Iterator[RecordedMessage]) -> Iterator[RecordedMessage]:
+    """The recorded messages as the node sent them: the masks of a node run with
+    ``--atomic-frames`` (its latest ``<ns>/info`` says each mask travels ``"in": "<ns>/frame"``)
+    are put back into one frame message on ``<ns>/frame``, as the subscriber split them on
+    arrival: consecutive masks of one seq, received at one time. The frame header is rebuilt
+    (``wire.frame_header``) from the masks' own headers: seq, pub_seq (the frame's, which each
+    mask carries), capture time, frame_id, the mask names in their order, and the latest mask
+    publish time (the node's own frame header was taken a few microseconds after it)."""
+    from perception.wire import frame_header
+
+    framed: dict[str, str] = {}  # mask topic -> frame topic, from the latest info document
+    group: list[RecordedMessage] = []
+    group_topic = ""
+    for msg in messages:
+        if msg.topic.endswith(LATCHED_SUFFIXES) and isinstance(msg.data, dict):
+            topics = msg.data.get("topics")
+            framed = {t: d["in"] for t, d in topics.items() if isinstance(d, dict) and isinstance(d.get("in"), str)
+                      and d["in"].endswith("/" + contracts.FRAME_TOPIC)} if isinstance(topics, dict) else {}
+        frame_topic = framed.get(msg.topic) if msg.header["kind"] == contracts.KIND_MASK else None
+        if group and (frame_topic != group_topic or msg.seq != group[0].seq
+                      or msg.log_time_ns != group[0].log_time_ns or any(m.topic == msg.topic for m in group)):
+            yield _frame_of(group, group_topic, frame_header)
+            group = []
+        if frame_topic is None:
+            yield msg
+            continue
+        group.append(msg)
+        group_topic = frame_topic
+    if group:
+        yield _frame_of(group, group_topic, frame_header)
+
+
+def _frame_of(group: list[RecordedMessage], topic: str, frame_header: Any) -> RecordedMessage:
+    namespace = topic[: -len(contracts.FRAME_TOPIC) - 1]
+    first = group[0].header
+    header = frame_header(seq=first["seq"], pub_seq=first["pub_seq"], capture_ns=int(first["capture_ns"]),
+                          publish_ns=max(int(m.header["publish_ns"]) for m in group),
+                          frame_id=first["header"]["frame_id"], masks=[m.topic[len(namespace) + 1:] for m in group])
+    return RecordedMessage(topic, header, group, group[0].log_time_ns)
 
 
 def _chain(first: RecordedMessage, rest: Iterator[RecordedMessage]) -> Iterator[RecordedMessage]:

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+import zmq
 from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory
 from tiny_models import write_brightness_model
@@ -358,9 +359,11 @@ def test_record_that_receives_nothing_says_where_it_listened(tmp_path, capsys):
     endpoint = free_endpoint()  # nothing publishes there
     for what, flag in ((["--namespace", NS], "--namespace"), (["--topic", f"{NS}/lane"], "--topic")):
         out = tmp_path / f"empty{flag}.mcap"
-        assert main(["record", *what, "--endpoint", endpoint, "--out", str(out), "--duration", "0.2"]) == 0
-        printed = capsys.readouterr().out
-        assert "recorded 0 messages" in printed
+        # Exit 4 (a stream that is not there) and no empty file to block the next run.
+        assert main(["record", *what, "--endpoint", endpoint, "--out", str(out), "--duration", "0.2"]) == 4
+        printed, err = capsys.readouterr()
+        assert "recorded 0 messages" in printed and not out.exists() and list(tmp_path.iterdir()) == []
+        assert len(err.strip().splitlines()) == 1 and "nothing recorded" in err and "no file was written" in err
         assert (f"no messages received from {endpoint}; is the node running? check --endpoint / {flag} "
                 "(a node with --curve-secret-key needs --curve-server-key and --curve-key)") in printed
 
@@ -390,3 +393,123 @@ def test_replay_shortens_a_huge_gap_between_recorded_times(tmp_path, caplog):
     worker.join(timeout=10)
     assert result["summary"].messages == total, Sink.sent
     assert caplog.text.count("is replayed as") == 1, caplog.text  # said once, for every shortened gap
+
+
+def test_a_full_disk_ends_the_recording_in_one_line_and_the_file_recovers(tmp_path, monkeypatch, capsys):
+    """ENOSPC while recording (a fake file takes 12 kB, then fails every write and its close): one
+    line naming the file and --recover, exit 2, no chained tracebacks; what was written recovers."""
+    import errno
+
+    import perception.mcap_writer as mcap_writer
+    from perception.cli import main
+    from perception.recover import recover_recording
+    from perception.subscribe import MaskSubscriber, Message
+    from perception.wire import mask_header
+
+    class FullDisk:
+        def __init__(self, path, mode):
+            self._file, self._room = open(path, mode.replace("x", "w")), 12000  # noqa: SIM115
+
+        def write(self, data):
+            if len(data) > self._room:
+                self._room = 0
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self._room -= len(data)
+            return self._file.write(data)
+
+        def tell(self):
+            return self._file.tell()
+
+        def close(self):
+            self._file.close()
+            if not self._room:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+    frames = iter(range(10_000))
+
+    def recv(self, timeout_s=None):
+        seq = next(frames)
+        header = mask_header(height=24, width=32, compression="none", values="class_ids", seq=seq, capture_ns=seq,
+                             publish_ns=seq, frame_id="rec", model_id="m", latency_ms={})
+        return Message(f"{NS}/class_map", header, frame_masks(seq)["class_map"], 1, 1000 + seq)
+
+    monkeypatch.setattr(mcap_writer, "open", FullDisk, raising=False)
+    monkeypatch.setattr(MaskSubscriber, "recv", recv)
+    out = tmp_path / "full.mcap"
+    assert main(["record", "--namespace", NS, "--endpoint", free_endpoint(), "--out", str(out), "--chunk-size", "4",
+                 "--duration", "20"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"disk full writing {out} after " in err, err
+    assert f"perception record --recover {out}" in err
+    monkeypatch.undo()
+    assert recover_recording(out).messages > 0
+
+
+def test_a_late_subscriber_to_a_replay_gets_the_latched_info_first(tmp_path):
+    """As from a live node: the replay keeps the last <ns>/info and sends it again to each new subscription."""
+    from perception.replay import RecordedMessage, ReplayPublisher
+    from perception.wire import json_header
+
+    pub = ReplayPublisher(free_endpoint())
+    stop = threading.Event()
+    info = RecordedMessage(f"{NS}/info", json_header(name="info", seq=0, publish_ns=1), {"classes": ["road"]}, 1)
+    stats = RecordedMessage(f"{NS}/stats", json_header(name="stats", seq=0, publish_ns=2), {"fps": 1}, 2)
+    sub = None
+    try:
+        assert pub.send(info, stop) and pub.send(stats, stop)  # nobody listens yet
+        sub = zmq.Context.instance().socket(zmq.SUB)  # a raw subscriber: the info here is not a full document
+        sub.rcvtimeo, sub.linger = 5000, 0
+        sub.connect(pub.endpoint)
+        sub.subscribe(f"{NS}/".encode())
+        wait_until(lambda: pub.subscriptions > 0, what="the late subscription")
+        assert pub.send(stats, stop)
+        got = [sub.recv_multipart() for _ in range(2)]
+        assert [parts[0].decode() for parts in got] == [f"{NS}/info", f"{NS}/stats"]
+        assert json.loads(got[0][2]) == {"classes": ["road"]}
+    finally:
+        if sub is not None:
+            sub.close()
+        pub.close()
+
+
+def test_an_atomic_frames_recording_replays_as_atomic_frames(tmp_path):
+    """A node run with --atomic-frames sends every mask of a frame in one <ns>/frame message; the
+    recorder stores them split (and the info saying so): the replay puts the frames back together."""
+    from perception.mcap_writer import McapMaskWriter
+    from perception.replay import ReplayConfig, _as_sent, run_replay
+    from perception.subscribe import Message
+    from perception.wire import json_header, mask_header
+
+    path = tmp_path / "atomic.mcap"
+    writer = McapMaskWriter(path)
+    names = ["lane", "class_map"]
+    info = {"topics": {f"{NS}/{n}": {"kind": "mask", "in": f"{NS}/frame"} for n in names}}
+    writer.write(Message(f"{NS}/info", json_header(name="info", seq=0, publish_ns=1), info, 1, 1))
+    for seq in range(4):
+        for name in names:
+            header = mask_header(height=24, width=32, compression="rle" if name == "lane" else "none",
+                                 values="binary" if name == "lane" else "class_ids", seq=seq, pub_seq=seq,
+                                 capture_ns=100 + seq, publish_ns=200 + seq, frame_id="rec", model_id="m",
+                                 latency_ms={})
+            writer.write(Message(f"{NS}/{name}", header, frame_masks(seq)[name], 1, 1000 + seq))
+        writer.write(Message(f"{NS}/stats", json_header(name="stats", seq=seq, publish_ns=seq), {"seq": seq}, 1,
+                             1000 + seq))
+    writer.close()
+    sent = list(_as_sent(read_recording(path)))
+    assert [m.topic.rpartition("/")[2] for m in sent] == ["info"] + ["frame", "stats"] * 4
+    assert sent[1].header["masks"] == names and sent[1].header["pub_seq"] == 0 and sent[1].header["seq"] == 0
+
+    endpoint = free_endpoint()
+    sub = MaskSubscriber(endpoint, topics=[f"{NS}/frame"], split_frames=False)
+    try:
+        summary = run_replay(ReplayConfig(file=path, max_rate=True, endpoint=endpoint, wait_first_subscriber_s=10),
+                             threading.Event())
+        assert summary.messages == 9
+        frames = [m for m in iter(lambda: sub.recv(timeout_s=2), None) if m.topic == f"{NS}/frame"]
+        assert [f.seq for f in frames] == [0, 1, 2, 3]
+        for f in frames:
+            assert list(f.data) == names
+            for name in names:
+                np.testing.assert_array_equal(f.data[name].data, frame_masks(f.seq)[name])
+    finally:
+        sub.close()

@@ -179,3 +179,181 @@ def test_recover_errors_are_one_line(tmp_path, content, extra, message):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message.format(path=path) in lines[0], done.stderr
     assert not Path(str(path) + ".recovering").exists()
+
+
+# ---------------------------------------------------------------- damaged, hostile and odd inputs
+
+def chunked_recording(path, n_frames: int = 12) -> list[int]:
+    """A complete recording of ``n_frames`` 24x32 class maps in small chunks (several frames each);
+    the offsets of each chunk's zstd data in the file."""
+    from perception.mcap_writer import McapMaskWriter
+    from perception.subscribe import Message
+    from perception.wire import mask_header
+
+    writer = McapMaskWriter(path, chunk_size=2048)
+    for seq in range(n_frames):
+        header = mask_header(height=24, width=32, compression="none", values="class_ids", seq=seq,
+                             capture_ns=seq, publish_ns=seq, frame_id="rec", model_id="m", latency_ms={})
+        writer.write(Message(f"{NS}/class_map", header, frame_masks(seq)["class_map"], 1, 1000 + seq))
+    writer.close()
+    data = path.read_bytes()
+    offsets, at = [], data.find(b"\x28\xb5\x2f\xfd")
+    while at >= 0:
+        offsets.append(at)
+        at = data.find(b"\x28\xb5\x2f\xfd", at + 1)
+    assert len(offsets) >= 4, offsets
+    return offsets
+
+
+def raw_mcap(chunk_compression: str, chunk_data: bytes, declared_size: int) -> bytes:
+    """An MCAP file of a header and one hand-made chunk (as a hostile or damaged file holds)."""
+    import struct
+
+    def record(op, body):
+        return bytes([op]) + struct.pack("<Q", len(body)) + body
+
+    def string(x):
+        x = x.encode() if isinstance(x, str) else x
+        return struct.pack("<I", len(x)) + x
+
+    chunk = struct.pack("<QQQI", 0, 1, declared_size, 0) + string(chunk_compression) + \
+        struct.pack("<Q", len(chunk_data)) + chunk_data
+    return b"\x89MCAP0\r\n" + record(1, string("ros2") + string("test")) + record(6, chunk) + \
+        record(15, struct.pack("<I", 0))
+
+
+@pytest.mark.parametrize("how", ["flip", "zeros"])
+def test_a_damaged_chunk_is_a_cut_for_replay_and_recover(tmp_path, caplog, how):
+    """A bit flip or a zero-filled block (a torn write) inside a chunk of a file whose summary is
+    intact: replay warns once and plays what precedes it; --recover is not fooled by the intact
+    summary, keeps every record before the chunk and names it."""
+    path = tmp_path / "run.mcap"
+    offsets = chunked_recording(path)
+    data = bytearray(path.read_bytes())
+    hit = offsets[2]  # the third chunk
+    if how == "flip":
+        data[hit + 8] ^= 0xFF
+    else:
+        data[hit + 4: hit + 200] = bytes(196)
+    path.write_bytes(bytes(data))
+    messages = list(read_recording(path))
+    assert 0 < len(messages) < 12 and [m.seq for m in messages] == list(range(len(messages)))
+    assert caplog.text.count("cut short") == 1 and "damaged at byte" in caplog.text
+    assert not recording_is_intact(path)
+    summary = recover_recording(path, tmp_path / "out.mcap")
+    # MCAP messages: each wire message is two (its header in /meta, and its data).
+    assert summary.messages == 2 * len(messages) and "at byte" in summary.cut and "chunk" in summary.cut
+    assert [m.seq for m in read_recording(tmp_path / "out.mcap")] == [m.seq for m in messages]
+    done = subprocess.run([sys.executable, "-m", "perception", "record", "--recover", str(path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "nothing to recover" not in done.stdout, done.stdout + done.stderr
+    assert "damaged" in done.stdout and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("compression", "data", "declared", "message"),
+    [
+        ("zstd", b"garbage" * 10, 1000, "zstd chunk does not decompress"),
+        ("lz4", b"garbage" * 10, 1000, "lz4 chunk does not decompress"),
+        ("brotli", b"garbage" * 10, 70, "unknown compression 'brotli'"),
+        # A decompression bomb: refused from its declared size, before anything is inflated.
+        ("zstd", b"\x28\xb5\x2f\xfd" + bytes(20), 3 * 2**30, "more than the 256 MiB limit"),
+        # One that lies about its size: inflated no further than the size it declares.
+        ("zstd", "zeros", 100, "inflates to more than the 100 bytes it declares"),
+        ("lz4", "zeros", 100, "inflates to more than the 100 bytes it declares"),
+    ],
+)
+def test_bad_and_hostile_chunks_give_one_line(tmp_path, compression, data, declared, message):
+    import lz4.frame
+    import zstandard
+
+    if data == "zeros":  # 64 MiB of zeros in a few kB
+        data = (zstandard.compress if compression == "zstd" else lz4.frame.compress)(bytes(64 * 2**20))
+    path = tmp_path / "bad.mcap"
+    path.write_bytes(raw_mcap(compression, data, declared))
+    for argv in (["replay", str(path), "--max-rate", "--endpoint", free_endpoint()], ["record", "--recover", str(path)]):
+        done = subprocess.run([sys.executable, "-m", "perception", *argv], cwd=REPO, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0] and "()" not in lines[0], done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.mcap"]  # nothing recovered, nothing replaced
+
+
+def test_recover_a_fifo_or_folder_is_refused_without_hanging(tmp_path):
+    from perception.errors import SourceError
+    from perception.replay import recording_files
+
+    fifo = tmp_path / "rec" / "fifo.mcap"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    for call in (lambda: recover_recording(fifo), lambda: recording_files(fifo), lambda: recording_files(fifo.parent),
+                 lambda: list(read_recording(fifo.parent))):
+        with pytest.raises(SourceError, match="fifo.mcap is a FIFO, not a recording file"):
+            call()
+    assert not recording_is_intact(fifo)
+    with pytest.raises(SourceError, match="is a folder, not a recording file"):
+        recover_recording(tmp_path)
+
+
+class FullDisk:
+    """A file that takes ``room`` bytes and then fails every write, flush and close with ENOSPC."""
+
+    def __init__(self, path, mode, room):
+        self._file, self._room = open(path, mode), room  # noqa: SIM115 - closed in close()
+
+    def write(self, data):
+        import errno
+
+        if len(data) > self._room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._room -= len(data)
+        return self._file.write(data)
+
+    def tell(self):
+        return self._file.tell()
+
+    def flush(self):
+        self._file.flush()
+
+    def close(self):
+        import errno
+
+        self._file.close()
+        if self._room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_recover_on_a_full_disk_or_to_a_folder_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    import perception.recover as recover
+
+    path = tmp_path / "run.mcap"
+    chunked_recording(path, n_frames=30)
+    before = path.read_bytes()
+    monkeypatch.setattr(recover, "open", lambda p, mode: FullDisk(p, mode, 3000), raising=False)
+    with pytest.raises(ConfigError, match=r"cannot write .*run\.mcap\.recovering: No space left on device; free space"):
+        recover_recording(path)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.mcap"] and path.read_bytes() == before
+    (tmp_path / "dir.mcap").mkdir()
+    done = subprocess.run([sys.executable, "-m", "perception", "record", "--recover", str(path), "--out",
+                           str(tmp_path / "dir.mcap"), "--overwrite"], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and "dir.mcap is a folder" in done.stderr and len(done.stderr.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.mcap", "run.mcap"]
+
+
+def test_no_cut_warning_when_only_the_summary_is_cut(tmp_path, caplog):
+    from mcap.stream_reader import StreamReader
+
+    path = tmp_path / "run.mcap"
+    chunked_recording(path)
+    data = path.read_bytes()
+    with open(path, "rb") as f:  # where DataEnd ends: the summary follows
+        reader = StreamReader(f)
+        for record in reader.records:
+            if type(record).__name__ == "DataEnd":
+                end = f.tell()
+                break
+    (tmp_path / "cut.mcap").write_bytes(data[: end + 20])
+    assert len(list(read_recording(tmp_path / "cut.mcap"))) == 12 and "cut short" not in caplog.text

@@ -166,7 +166,20 @@ def test_record_cli_refuses_an_existing_out_in_one_line(tmp_path, capsys, split)
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{old} already exists" in err and "--overwrite" in err, err
     assert old.read_bytes() == b"an earlier recording" and len(list(tmp_path.iterdir())) == 1
-    assert main([*argv, "--overwrite"]) == 0
+    # --overwrite removes it; nothing is received here, so no new file is left either (exit 4).
+    assert main([*argv, "--overwrite"]) == 4
     capsys.readouterr()
-    assert not old.exists() or old.read_bytes() != b"an earlier recording"
-    assert recording_files(out) == [split_path(out, 0) if split else out]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_recording_without_splits_over_old_splits_is_refused(tmp_path):
+    """Old run_0.mcap, run_1.mcap... next to a new run.mcap: 'replay run.mcap' would play the new
+    file and a folder replay both sessions, so a recording without --split-* refuses them too."""
+    out = tmp_path / "run.mcap"
+    for i in range(2):
+        split_path(out, i).write_bytes(b"an earlier split")
+    with pytest.raises(ConfigError, match=r"run_0\.mcap, .*run_1\.mcap already exist.*--overwrite"):
+        Recorder(RecordConfig(out=out, endpoint=free_endpoint(), namespace=NS))
+    recorder = Recorder(RecordConfig(out=out, endpoint=free_endpoint(), namespace=NS, overwrite=True, duration_s=0.05))
+    summary = recorder.run(threading.Event())
+    assert summary.messages == 0 and list(tmp_path.iterdir()) == []  # old splits removed, no empty file left

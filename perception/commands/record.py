@@ -6,9 +6,11 @@
 
     perception record --recover out/run.mcap          # rebuild a file whose recorder was killed
 
-Refuses to start when ``--out`` (or, with splits, any ``<stem>_N.mcap``) already exists, unless
+Refuses to start when ``--out`` or any ``<stem>_N.mcap`` split of it already exists, unless
 ``--overwrite`` (which first removes them all, so no old split is replayed with the new ones).
-Stops after ``--duration`` or on Ctrl-C / SIGTERM, finishing the file either way. The layout
+Stops after ``--duration`` or on Ctrl-C / SIGTERM, finishing the file either way. A recording that
+received nothing leaves no file and exits 4; a full disk ends it with one line naming the file to
+``--recover``. The layout
 (sensor_msgs/msg/Image masks, std_msgs/msg/String JSON, wire headers in ``<topic>/meta``) is
 described in ``perception/mcap_layout.py``.
 """
@@ -20,7 +22,7 @@ import threading
 from pathlib import Path
 
 from perception.cli import emit
-from perception.errors import ConfigError
+from perception.errors import ConfigError, SourceError, SourceUnavailableError
 from perception.flags import add_flags, config_from_flags, flag_values, flags
 from perception.mcap_layout import split_path
 from perception.record import RecordConfig, Recorder
@@ -47,6 +49,15 @@ def main(args: argparse.Namespace) -> int:
         emit(f"recording {what} from {config.endpoint} to {where}")
         summary = recorder.run(stop)
     emit(summary.format())  # also when a closed ssh session (SIGHUP) stopped it: the file is finished
+    if summary.messages == 0:
+        # No empty file is left (it would only block the next recording to this --out); the exit
+        # status tells scripts: 4 as for a stream that is not there (a launch file respawns the
+        # node), 2 when messages came but every one was skipped (a bad input).
+        if any(summary.skipped.values()):
+            raise SourceError(f"nothing recorded from {config.endpoint}: every message received was skipped "
+                              "(see the counts above); no file was written")
+        raise SourceUnavailableError(f"nothing recorded from {config.endpoint}, so no file was written to "
+                                     f"{config.out}; start the node (see the hint above), then record again")
     return 0
 
 
@@ -59,8 +70,9 @@ def recover(args: argparse.Namespace) -> int:
     out = recording.get("out")
     if out is not None and same_file(out, args.recover):
         out = None  # --out FILE is in place: the original is kept as FILE.damaged all the same
-    if recording_is_intact(args.recover) and out is None:
-        print(f"{args.recover} is complete (footer, summary and index present); nothing to recover", flush=True)
+    if out is None and recording_is_intact(args.recover):
+        print(f"{args.recover} is complete (footer, summary and index present, every chunk reads); nothing to "
+              "recover", flush=True)
         return 0
     print(recover_recording(args.recover, out, overwrite=bool(recording.get("overwrite"))).format(), flush=True)
     return 0
