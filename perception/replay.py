@@ -13,18 +13,15 @@ subscribers take them. The socket is an XPUB with ``XPUB_NODROP``: a slow subscr
 the replay down instead of losing messages (unlike the live node, a replay has no deadline).
 ``--wait-first-subscriber S`` waits up to S seconds for a first subscriber before sending.
 
-Reading is also a library call: ``read_recording(path)`` yields ``RecordedMessage`` (topic, header,
-decoded mask or JSON document, log time). A recording cut short (recorder killed) is read up to the
-cut with a warning; a message that does not decode, or breaks the wire contract, is skipped and
-counted; a file that is not MCAP is a ``SourceError``.
+Reading is ``perception/mcap_reader.py`` (``read_recording(path)``, also a library call): a
+recording cut short or damaged is read up to that point with a warning; a message that does not
+decode, or breaks the wire contract, is skipped and counted.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
-import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -32,23 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import zmq
 
 from perception import contracts
 from perception.config import setting
-from perception.errors import SourceError
-from perception.mcap_layout import (
-    CONTENT_HEADER,
-    CONTENT_KEY,
-    LATCHED_SUFFIXES,
-    META_SUFFIX,
-    WIRE_TOPIC_KEY,
-    split_files,
-    wire_topic,
-)
-from perception.recover import DamagedRecord, not_a_recording_file, open_recording, read_records
-from perception.wire import WireMessage
+from perception.mcap_layout import LATCHED_SUFFIXES
+from perception.mcap_reader import ReadCounters, RecordedMessage, as_sent, read_recording, recording_files
 from perception.xpub import XpubCore
 
 log = logging.getLogger(__name__)
@@ -59,252 +45,6 @@ REPLAY_SNDHWM = 256
 FLUSH_S = 5.0
 #: Longest gap between recorded log times that a replay waits out (before ``--rate``); longer ones are shortened to it.
 MAX_GAP_S = 10.0
-
-
-@dataclass
-class RecordedMessage(WireMessage):
-    """One recorded message (see ``WireMessage``) with the time the recorder logged it."""
-
-    log_time_ns: int
-
-
-@dataclass
-class ReadCounters:
-    """``malformed``: recorded messages skipped because their header or image breaks the wire
-    contract (a file written by another tool, or damaged); ``last_error`` names the latest."""
-
-    malformed: int = 0
-    last_error: str | None = None
-
-
-def recording_files(path: str | Path | list[str | Path] | tuple[str | Path, ...]) -> list[Path]:
-    """The files of a recording, in order: a file; several files; a folder (its ``*.mcap`` files,
-    splits ``<stem>_0.mcap``, ``<stem>_1.mcap``... in index order); or ``run.mcap`` when only the
-    splits ``run_0.mcap``, ``run_1.mcap``... of a ``--split-*`` recording exist.
-
-    Raises SourceError when a path is missing or a folder holds no ``.mcap`` file.
-    """
-    if isinstance(path, (list, tuple)):
-        return [f for p in path for f in recording_files(p)]
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(path.glob("*.mcap"), key=_split_order)
-        if not files:
-            raise SourceError(f"recording folder {path} holds no .mcap file; pass a recording made by 'perception record'")
-        for file in files:
-            # Checked before any is opened: open() on a FIFO would wait for a writer for good.
-            what = not_a_recording_file(file)
-            if what is not None:
-                raise SourceError(f"{what}; move it out of {path}, or pass the recording files themselves")
-        return files
-    if path.is_file():
-        return [path]
-    what = not_a_recording_file(path)
-    if what is not None:
-        raise SourceError(f"{what}; pass a .mcap file made by 'perception record', or a folder of them")
-    splits = split_files(path)
-    if splits:
-        return splits
-    raise SourceError(f"recording {path} not found; check the path")
-
-
-def _split_order(path: Path) -> tuple[str, int, str]:
-    """Sort key: ``run_2.mcap`` before ``run_10.mcap`` (split index as a number), other names by name."""
-    match = re.fullmatch(r"(.*)_(\d+)", path.stem)
-    return (match.group(1), int(match.group(2)), path.name) if match else (path.stem, -1, path.name)
-
-
-def read_recording(
-    path: str | Path | list[str | Path], *, counters: ReadCounters | None = None,
-    max_mask_pixels: int = contracts.MAX_MASK_PIXELS,
-) -> Iterator[RecordedMessage]:
-    """Yield the messages of a recording in the order they were received.
-
-    ``path`` is anything ``recording_files`` takes (a file, files, a folder of splits), read in
-    order. Each recorded header is checked like a received one (``wire.parse_header``: bounded
-    JSON, every field against the schema in ``contracts``) and each image against it (size,
-    length, ``max_mask_pixels``) before use; a message that fails, or does not decode, is skipped, counted in
-    ``counters`` and reported with a rate-limited warning. Raises SourceError when a file is
-    missing or is not MCAP, or when the recording holds no perception channels. A file cut short
-    (recorder killed) yields what precedes the cut and logs a warning.
-    """
-    counters = counters if counters is not None else ReadCounters()
-    seen = 0
-    latched: dict[str, dict[str, Any]] = {}  # the last header of each latched topic
-    for file in recording_files(path):
-        for message in _read_file(file, counters, max_mask_pixels, first=seen == 0):
-            if message.topic.endswith(LATCHED_SUFFIXES):
-                if latched.get(message.topic) == message.header:
-                    continue  # repeated at the start of a split (see mcap_writer.SplitWriter)
-                latched[message.topic] = message.header
-            seen += 1
-            yield message
-    if seen == 0:
-        raise SourceError(f"{path}: no perception topics in this recording; record one with 'perception record'")
-
-
-def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, first: bool) -> Iterator[RecordedMessage]:
-    """The messages of one MCAP file; ``first``: nothing was read before it (a cut at once is an error)."""
-    from mcap.exceptions import McapError
-    from mcap.records import Channel, Message, Schema
-    from mcap_ros2.decoder import DecoderFactory
-
-    with open_recording(path, "pass a .mcap file made by 'perception record'") as stream:
-        if stream.read(8) != b"\x89MCAP0\r\n":
-            raise SourceError(f"{path} is not an MCAP file; record one with 'perception record'")
-        stream.seek(0)
-        # A stream read (``recover.read_records``: no summary section needed, chunks inflated
-        # within bounds and checked), so a recording whose recorder was killed, or with a damaged
-        # chunk, still replays up to the point where it stops.
-        schemas: dict[int, Any] = {}
-        channels: dict[int, Any] = {}
-        # Messages are decoded one at a time (not by iter_decoded_messages), so that one record
-        # that does not decode (invalid UTF-8, a payload cut short) is skipped and counted like a
-        # bad header, instead of ending the file as if it were cut short.
-        factory = DecoderFactory()
-        pending_meta: dict[tuple[str, int], dict[str, Any]] = {}
-        pending_data: dict[tuple[str, int], tuple[Any, int]] = {}
-        rejected: set[tuple[str, int]] = set()  # messages whose header or data was skipped
-        seen = 0
-        try:
-            for record in read_records(stream):
-                if isinstance(record, Schema):
-                    schemas[record.id] = record
-                    continue
-                if isinstance(record, Channel):
-                    if record.schema_id != 0 and record.schema_id not in schemas:
-                        raise McapError(f"no schema record found with id {record.schema_id}")
-                    channels[record.id] = record
-                    continue
-                if not isinstance(record, Message):
-                    continue
-                message = record
-                if message.channel_id not in channels:
-                    raise McapError(f"no channel record found with id {message.channel_id}")
-                channel = channels[message.channel_id]
-                schema = schemas.get(channel.schema_id)
-                is_header, topic = _channel_role(channel)
-                key = (topic, message.sequence)
-                decoded = _decoded(factory, schema, channel, message, counters)
-                header = _recorded_header(decoded, channel.topic, counters) if is_header and decoded is not None else None
-                if decoded is None or (is_header and header is None):
-                    # Its other half (data or header), read before or after, is dropped too.
-                    if key in rejected:
-                        rejected.discard(key)  # both halves were bad
-                    elif (pending_data if is_header else pending_meta).pop(key, None) is None:
-                        rejected.add(key)
-                    continue
-                if key in rejected:
-                    rejected.discard(key)
-                    continue
-                if is_header:
-                    if key not in pending_data:
-                        pending_meta[key] = header
-                        continue
-                    got = _recorded(topic, header, *pending_data.pop(key), counters, max_mask_pixels)
-                else:
-                    payload = (decoded, message.log_time)
-                    if key not in pending_meta:
-                        pending_data[key] = payload
-                        continue
-                    got = _recorded(topic, pending_meta.pop(key), *payload, counters, max_mask_pixels)
-                if got is not None:
-                    seen += 1
-                    yield got
-        except (McapError, struct.error, EOFError, ValueError) as exc:
-            reason = _read_error(exc, stream.tell())
-            if seen == 0 and first:
-                # Nothing before the cut: --recover would find no message either.
-                raise SourceError(f"{path}: not a readable MCAP recording ({reason}); no message before that can be "
-                                  "replayed or recovered: record it again") from None
-            log.warning(
-                "%s is cut short after %d messages (%s); was the recorder killed? 'perception record --recover FILE' "
-                "rebuilds it", path, seen, reason,
-            )
-
-
-def _read_error(exc: BaseException, offset: int) -> str:
-    """Where and why reading stopped, never empty (the ``mcap`` library's EndOfFile has no text)."""
-    if isinstance(exc, DamagedRecord):
-        return f"damaged {exc}"  # "damaged at byte N: a zstd chunk does not decompress (...)"
-    return f"at byte {offset}: {str(exc) or 'the file ends inside a record'}"
-
-
-def _channel_role(channel: Any) -> tuple[bool, str]:
-    """(whether the channel holds wire headers, its wire topic), from the channel metadata the
-    recorder writes, or from the channel name in recordings made before it wrote any."""
-    metadata = channel.metadata or {}
-    if WIRE_TOPIC_KEY in metadata and CONTENT_KEY in metadata:
-        return metadata[CONTENT_KEY] == CONTENT_HEADER, metadata[WIRE_TOPIC_KEY]
-    if channel.topic.endswith(META_SUFFIX):
-        return True, wire_topic(channel.topic[: -len(META_SUFFIX)])
-    return False, wire_topic(channel.topic)
-
-
-def _decoded(factory: Any, schema: Any, channel: Any, message: Any, counters: ReadCounters) -> Any:
-    """The ROS 2 message a record holds; None (counted) when it does not decode. The record itself
-    was read whole, so this is a bad message (invalid UTF-8, a payload cut short), not a cut file."""
-    from mcap.exceptions import McapError
-
-    try:
-        decoder = factory.decoder_for(channel.message_encoding, schema)  # cached per schema by the factory
-        if decoder is None:
-            raise McapError(f"no ROS 2 decoder for message encoding {channel.message_encoding!r}")
-        return decoder(message.data)
-    except (McapError, struct.error, ValueError, RuntimeError, IndexError) as exc:  # ValueError: UnicodeDecodeError
-        _skip(counters, f"{channel.topic} seq {message.sequence}: the recorded message does not decode ({exc})")
-        return None
-
-
-def _skip(counters: ReadCounters, reason: str) -> None:
-    counters.malformed += 1
-    counters.last_error = reason
-    if counters.malformed in (1, 10, 100) or counters.malformed % 1000 == 0:  # rate-limited
-        log.warning("skipped a recorded message: %s (%d so far)", reason, counters.malformed)
-
-
-def _recorded_header(decoded: Any, channel: str, counters: ReadCounters) -> dict[str, Any] | None:
-    """The checked wire header of a ``<topic>/meta`` message; None (counted) when it is malformed."""
-    from perception.wire import WireError, parse_header
-
-    text = getattr(decoded, "data", None)
-    if not isinstance(text, str):
-        _skip(counters, f"{channel} holds no header string")
-        return None
-    try:
-        return parse_header(text.encode("utf-8", "surrogatepass"))
-    except (WireError, UnicodeEncodeError) as exc:
-        _skip(counters, f"{channel}: {exc}")
-        return None
-
-
-def _recorded(
-    topic: str, header: dict[str, Any], decoded: Any, log_time: int, counters: ReadCounters, max_mask_pixels: int,
-) -> RecordedMessage | None:
-    """The message of a header and its data record; None (counted) when the two do not fit."""
-    from perception.wire import WireError, load_json
-
-    if header["kind"] == contracts.KIND_MASK:
-        h, w, data = header["height"], header["width"], getattr(decoded, "data", None)
-        if h * w > max_mask_pixels:
-            _skip(counters, f"{topic} seq {header['seq']}: a {h}x{w} mask is more than {max_mask_pixels} pixels")
-            return None
-        if (getattr(decoded, "height", None), getattr(decoded, "width", None)) != (h, w) or not isinstance(
-            data, (bytes, bytearray, memoryview)) or len(data) != h * w:
-            _skip(counters, f"{topic} seq {header['seq']}: the recorded image does not match its {h}x{w} header")
-            return None
-        mask = np.frombuffer(data, dtype=np.uint8).reshape(h, w)
-        return RecordedMessage(topic, header, mask, log_time)
-    text = getattr(decoded, "data", None)
-    try:
-        if not isinstance(text, str):
-            raise WireError("the recorded document is not a string")
-        doc = load_json(text.encode("utf-8", "surrogatepass"), max_bytes=contracts.MAX_JSON_PAYLOAD_BYTES,
-                        what="JSON document")
-    except (WireError, UnicodeEncodeError) as exc:
-        _skip(counters, f"{topic} seq {header['seq']}: {exc}")
-        return None
-    return RecordedMessage(topic, header, doc, log_time)
 
 
 @dataclass
@@ -416,7 +156,7 @@ class ReplayPublisher:
 def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: ReplayPublisher | None = None) -> ReplaySummary:
     """Replay ``config.file`` until it ends (or forever with ``loop``) or ``stop`` is set."""
     counters = ReadCounters()
-    messages = _as_sent(iter(read_recording(config.file, counters=counters)))
+    messages = as_sent(iter(read_recording(config.file, counters=counters)))
     first = next(messages)  # reads the head now, so a bad file fails before the socket is bound
     own = publisher is None
     publisher = publisher or ReplayPublisher(config.endpoint)
@@ -455,7 +195,7 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
                 sent += 1
             if not config.loop:
                 break
-            messages = _as_sent(iter(read_recording(config.file, counters=counters)))
+            messages = as_sent(iter(read_recording(config.file, counters=counters)))
             first = next(messages)
     finally:
         if own:
@@ -491,47 +231,6 @@ def _payload(msg: RecordedMessage) -> bytes:
     if msg.header["kind"] == contracts.KIND_MASK:
         return codec_for_compression(msg.header["compression"]).encode(msg.data)
     return json.dumps(msg.data, separators=(",", ":")).encode("utf-8")
-
-
-def _as_sent(messages: Iterator[RecordedMessage]) -> Iterator[RecordedMessage]:
-    """The recorded messages as the node sent them: the masks of a node run with
-    ``--atomic-frames`` (its latest ``<ns>/info`` says each mask travels ``"in": "<ns>/frame"``)
-    are put back into one frame message on ``<ns>/frame``, as the subscriber split them on
-    arrival: consecutive masks of one seq, received at one time. The frame header is rebuilt
-    (``wire.frame_header``) from the masks' own headers: seq, pub_seq (the frame's, which each
-    mask carries), capture time, frame_id, the mask names in their order, and the latest mask
-    publish time (the node's own frame header was taken a few microseconds after it)."""
-    from perception.wire import frame_header
-
-    framed: dict[str, str] = {}  # mask topic -> frame topic, from the latest info document
-    group: list[RecordedMessage] = []
-    group_topic = ""
-    for msg in messages:
-        if msg.topic.endswith(LATCHED_SUFFIXES) and isinstance(msg.data, dict):
-            topics = msg.data.get("topics")
-            framed = {t: d["in"] for t, d in topics.items() if isinstance(d, dict) and isinstance(d.get("in"), str)
-                      and d["in"].endswith("/" + contracts.FRAME_TOPIC)} if isinstance(topics, dict) else {}
-        frame_topic = framed.get(msg.topic) if msg.header["kind"] == contracts.KIND_MASK else None
-        if group and (frame_topic != group_topic or msg.seq != group[0].seq
-                      or msg.log_time_ns != group[0].log_time_ns or any(m.topic == msg.topic for m in group)):
-            yield _frame_of(group, group_topic, frame_header)
-            group = []
-        if frame_topic is None:
-            yield msg
-            continue
-        group.append(msg)
-        group_topic = frame_topic
-    if group:
-        yield _frame_of(group, group_topic, frame_header)
-
-
-def _frame_of(group: list[RecordedMessage], topic: str, frame_header: Any) -> RecordedMessage:
-    namespace = topic[: -len(contracts.FRAME_TOPIC) - 1]
-    first = group[0].header
-    header = frame_header(seq=first["seq"], pub_seq=first["pub_seq"], capture_ns=int(first["capture_ns"]),
-                          publish_ns=max(int(m.header["publish_ns"]) for m in group),
-                          frame_id=first["header"]["frame_id"], masks=[m.topic[len(namespace) + 1:] for m in group])
-    return RecordedMessage(topic, header, group, group[0].log_time_ns)
 
 
 def _chain(first: RecordedMessage, rest: Iterator[RecordedMessage]) -> Iterator[RecordedMessage]:

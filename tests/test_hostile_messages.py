@@ -171,8 +171,8 @@ def test_listen_survives_hostile_messages_saves_safely_and_stays_under_300_mb(tm
 
 def test_recorder_survives_hostile_messages_and_keeps_the_good_ones(tmp_path):
     """Finding 2: 'perception record' died on the nested-JSON message and left 0 messages."""
+    from perception.mcap_reader import read_recording
     from perception.record import RecordConfig, Recorder
-    from perception.replay import read_recording
 
     ctx, pub, endpoint = _xpub()
     out = tmp_path / "run.mcap"
@@ -200,8 +200,8 @@ def test_recorder_survives_hostile_messages_and_keeps_the_good_ones(tmp_path):
 
 
 def test_replay_reader_skips_and_counts_a_recorded_header_that_breaks_the_contract(tmp_path, caplog):
+    from perception.mcap_reader import ReadCounters, read_recording
     from perception.mcap_writer import McapMaskWriter
-    from perception.replay import ReadCounters, read_recording
     from perception.subscribe import Message
 
     path = tmp_path / "tampered.mcap"

@@ -24,9 +24,9 @@ from mcap.reader import make_reader
 from mcap_ros2.decoder import DecoderFactory
 from tiny_models import write_brightness_model
 
+from perception.mcap_reader import read_recording
 from perception.publish import MaskPublisher
 from perception.record import RecordConfig, Recorder
-from perception.replay import read_recording
 from perception.subscribe import MaskSubscriber
 
 REPO = Path(__file__).resolve().parents[1]
@@ -327,8 +327,8 @@ def _damage(channel: str, seq: int, how: str):
 def test_a_message_that_does_not_decode_is_skipped_counted_and_named(tmp_path, caplog, channel, how):
     """A complete file with one bad message: the rest replays, the bad one is named, and the file is
     not called cut short (--recover would say it is complete)."""
+    from perception.mcap_reader import ReadCounters
     from perception.recover import recording_is_intact
-    from perception.replay import ReadCounters
 
     good, bad = tmp_path / "good.mcap", tmp_path / "bad.mcap"
     total = write_small_recording(good)
@@ -447,7 +447,8 @@ def test_a_full_disk_ends_the_recording_in_one_line_and_the_file_recovers(tmp_pa
 
 def test_a_late_subscriber_to_a_replay_gets_the_latched_info_first(tmp_path):
     """As from a live node: the replay keeps the last <ns>/info and sends it again to each new subscription."""
-    from perception.replay import RecordedMessage, ReplayPublisher
+    from perception.mcap_reader import RecordedMessage
+    from perception.replay import ReplayPublisher
     from perception.wire import json_header
 
     pub = ReplayPublisher(free_endpoint())
@@ -475,8 +476,9 @@ def test_a_late_subscriber_to_a_replay_gets_the_latched_info_first(tmp_path):
 def test_an_atomic_frames_recording_replays_as_atomic_frames(tmp_path):
     """A node run with --atomic-frames sends every mask of a frame in one <ns>/frame message; the
     recorder stores them split (and the info saying so): the replay puts the frames back together."""
+    from perception.mcap_reader import as_sent
     from perception.mcap_writer import McapMaskWriter
-    from perception.replay import ReplayConfig, _as_sent, run_replay
+    from perception.replay import ReplayConfig, run_replay
     from perception.subscribe import Message
     from perception.wire import json_header, mask_header
 
@@ -495,7 +497,7 @@ def test_an_atomic_frames_recording_replays_as_atomic_frames(tmp_path):
         writer.write(Message(f"{NS}/stats", json_header(name="stats", seq=seq, publish_ns=seq), {"seq": seq}, 1,
                              1000 + seq))
     writer.close()
-    sent = list(_as_sent(read_recording(path)))
+    sent = list(as_sent(read_recording(path)))
     assert [m.topic.rpartition("/")[2] for m in sent] == ["info"] + ["frame", "stats"] * 4
     assert sent[1].header["masks"] == names and sent[1].header["pub_seq"] == 0 and sent[1].header["seq"] == 0
 

@@ -16,9 +16,9 @@ from mcap.reader import make_reader
 from test_record import ENCODINGS, REPO, frame_masks, free_endpoint
 
 from perception.errors import ConfigError
+from perception.mcap_reader import read_recording
 from perception.publish import MaskPublisher
 from perception.recover import recording_is_intact, recover_recording
-from perception.replay import read_recording
 
 NS = "perception/crash"
 H, W = 120, 160
@@ -282,7 +282,7 @@ def test_bad_and_hostile_chunks_give_one_line(tmp_path, compression, data, decla
 
 def test_recover_a_fifo_or_folder_is_refused_without_hanging(tmp_path):
     from perception.errors import SourceError
-    from perception.replay import recording_files
+    from perception.mcap_reader import recording_files
 
     fifo = tmp_path / "rec" / "fifo.mcap"
     fifo.parent.mkdir()

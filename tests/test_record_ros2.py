@@ -18,8 +18,8 @@ from perception.mcap_layout import (
     offered_qos_profiles,
     ros2_topic_name,
 )
+from perception.mcap_reader import read_recording
 from perception.mcap_writer import McapMaskWriter
-from perception.replay import read_recording
 from perception.subscribe import Message
 from perception.wire import mask_header
 

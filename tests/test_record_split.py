@@ -13,9 +13,9 @@ from test_record import ENCODINGS, NS, frame_masks, free_endpoint, wait_for_reco
 
 from perception.errors import ConfigError, SourceError
 from perception.mcap_layout import split_path
+from perception.mcap_reader import read_recording, recording_files
 from perception.publish import MaskPublisher
 from perception.record import RecordConfig, Recorder
-from perception.replay import read_recording, recording_files
 
 N_FRAMES = 60
 INFO = {"wire_version": 2, "model_id": "m", "unknown_id": 255,
