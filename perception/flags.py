@@ -301,17 +301,26 @@ def flag_values(cls: type, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def config_from_flags(cls: type[C], args: argparse.Namespace, *, source: str, config_file: str | Path | None = None) -> C:
+def config_from_flags(cls: type[C], args: argparse.Namespace, *, source: str, config_file: str | Path | None = None,
+                      command: str | None = None) -> C:
     """``cls`` from the flags given, over ``config_file``'s keys when one is given.
 
     A ``pairs`` flag adds to the file's mapping (``--encoding lane=rle`` keeps the file's other
-    topics). Raises ConfigError naming the file or ``source`` and the key.
+    topics). Raises ConfigError naming the file or ``source`` and the key. A flag whose text does
+    not parse (``--threads 1,x``) fails as argparse's own errors do, naming ``command`` (by default
+    ``source`` when it is ``perception <command>``) and its ``--help``.
     """
     data: dict[str, Any] = {}
     if config_file is not None:
         data = rename_old_keys(cls, read_yaml(config_file), source=str(config_file))
         source = f"{config_file} + {source}"
-    given = flag_values(cls, args)
+    try:
+        given = flag_values(cls, args)
+    except ConfigError as exc:
+        command = command or (source.removeprefix("perception ") if source.startswith("perception ") else None)
+        if command is None:
+            raise
+        raise ConfigError(f"{command}: {exc}; see 'perception {command} --help'") from None
     for name, value in given.items():
         if isinstance(value, dict) and isinstance(data.get(name), dict):
             value = {**data[name], **value}

@@ -45,7 +45,8 @@ def load_run_config(args: argparse.Namespace) -> RunConfig:
     """The RunConfig from ``--config`` (if given) overridden by the flags given on the command line.
 
     Raises ConfigError naming the file or flag."""
-    return config_from_flags(RunConfig, args, source="command line", config_file=getattr(args, "config", None))
+    return config_from_flags(RunConfig, args, source="command line", config_file=getattr(args, "config", None),
+                             command="run")
 
 
 
