@@ -41,13 +41,15 @@ def run_serial_baseline(
     provider: str | None = None,
     threads: int | None = None,
     precision: str = "auto",
-    warmup: int = 10,
+    warmup: int = 2,
     tick=None,
 ) -> dict[str, Any]:
     """Run the serial loop for ``duration_s`` seconds; returns the ``baseline`` block of the bench JSON.
 
     ``source_options`` are the keyword options of ``perception.sources.open_source`` (the node's
-    own), ``tick(n)`` is called after each frame (progress bar). Raises SourceError / ModelError /
+    own), ``warmup`` the untimed calls on the first frame before the timing starts (the pipeline
+    bench gives as many as the node made before its window: ``pipeline.baseline_warmup``),
+    ``tick(n)`` is called after each frame (progress bar). Raises SourceError / ModelError /
     ConfigError for a bad source or model.
     """
     from perception.sources import open_source
@@ -66,7 +68,7 @@ def run_serial_baseline(
             return {"frames": 0, "fps": None, "latency_ms": summarize_ms([]), "samples_ms": [],
                     "note": "the source delivered no frames"}
         batch = preprocessor(first.image)
-        for _ in range(warmup):  # untimed, like the node's own warm-up before its first frame
+        for _ in range(warmup):  # untimed, as the node's warm-up and first frame (``baseline_warmup``)
             eng.infer(batch)
         samples_ns = []
         t_start = time.monotonic_ns()
@@ -89,6 +91,7 @@ def run_serial_baseline(
     return {
         "design": "one thread: read -> letterbox -> infer -> send raw mask (padding cut) on PUB",
         "timed": "capture stamp -> send returned",
+        "warmup_runs": warmup,
         "frames": len(samples_ms),
         "elapsed_s": round(elapsed_s, 4),
         "fps": len(samples_ms) / elapsed_s if elapsed_s > 0 else None,

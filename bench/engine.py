@@ -106,7 +106,10 @@ class EngineBenchConfig:
     models: list[Path] = setting(default_factory=list, flag="--model", metavar="MODEL",
                                  help="ONNX model (or checkpoint for --engine torch); repeat for side by side "
                                       "(default: the shipped perception/assets/default.onnx)")
-    engines: list[BenchEngineName] = listed_setting(RunConfig, "engine", default=("ort",), group=None)
+    engines: list[BenchEngineName] = listed_setting(
+        RunConfig, "engine", default=("ort",), group=None,
+        help="inference backend (auto: probe once, run the fastest verified); torch-tensorrt, of this bench only, is "
+             "perception run's --engine torch --compile tensorrt (a .pt checkpoint on CUDA), as a row of its own")
     precisions: list[PrecisionName] = listed_setting(EngineOptions, "precision", default=("auto",), group=None)
     providers: list[ProviderName] = listed_setting(EngineOptions, "provider", group=None)
     threads: list[int] = listed_setting(EngineOptions, "threads", group=None)

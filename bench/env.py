@@ -17,6 +17,7 @@ import sys
 import psutil
 
 from perception.engines.cpu import cpu_isa, cpu_model
+from perception.signals import die_with_parent
 
 #: Distribution names whose versions every report lists ("absent" when not installed).
 LIBRARIES = ("numpy", "onnxruntime", "onnxruntime-gpu", "opencv-python", "opencv-python-headless",
@@ -53,7 +54,7 @@ def gpus() -> list[dict[str, str]]:
     try:
         out = subprocess.run(
             [smi, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True, text=True, timeout=10, check=True, preexec_fn=die_with_parent(),
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
@@ -105,7 +106,7 @@ def gpu_memory_mb(pid: int | None = None) -> float | None:
         try:
             out = subprocess.run(
                 [smi, "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-                capture_output=True, text=True, timeout=10, check=True,
+                capture_output=True, text=True, timeout=10, check=True, preexec_fn=die_with_parent(),
             ).stdout
             for line in out.strip().splitlines():
                 parts = [p.strip() for p in line.split(",")]

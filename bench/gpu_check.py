@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import perception
+from perception.signals import die_with_parent
 
 #: Seconds each step may take (together well under the 8-minute budget of ``make gpu-check``).
 STEP_LIMITS_S = {"tests": 120, "bench_torch": 60, "bench_tensorrt": 140, "train_amp": 60, "ddp_nccl": 45}
@@ -73,7 +74,7 @@ def probe() -> dict[str, Any]:
     smi = shutil.which("nvidia-smi")
     if smi:
         out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=10)
+                             text=True, timeout=10, preexec_fn=die_with_parent())
         env["driver"] = out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
     return env
 
@@ -95,11 +96,13 @@ def _require_cuda(env: dict[str, Any]) -> None:
 
 
 def _run(cmd: list[str], *, limit_s: float, log_path: Path, env: dict[str, str] | None = None) -> None:
-    """Run ``cmd`` with its output in ``log_path``; RuntimeError with the log's tail on failure."""
+    """Run ``cmd`` with its output in ``log_path``; RuntimeError with the log's tail on failure. The
+    step dies with the check (``die_with_parent``): a killed check leaves no bench or training
+    holding the GPU."""
     with log_path.open("w") as log:
         try:
             proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=limit_s, cwd=REPO,
-                                  env={**os.environ, **(env or {})})
+                                  env={**os.environ, **(env or {})}, preexec_fn=die_with_parent())
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"timed out after {limit_s:.0f} s (log: {log_path})") from None
     if proc.returncode != 0:

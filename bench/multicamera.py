@@ -7,7 +7,6 @@ pipeline bench's module docstring for the figures).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
 import threading
@@ -23,11 +22,13 @@ from perception.bench.node import (
     CpuSampler,
     NodeFailed,
     Received,
+    StopOnSignal,
     free_tcp_port,
     last_line,
     node_command,
     read_final_stats,
     record_message,
+    start_node,
     stop_node,
     subscribed_masks,
     summarize_received,
@@ -85,14 +86,12 @@ def measure_nodes(cfg: PipelineBenchConfig, model: Path, groups: list[tuple[str,
     for receiver in receivers.values():
         receiver.ready.wait(10)
     procs: list[tuple[subprocess.Popen, Path, Path, list[str]]] = []
-    with tempfile.TemporaryDirectory(prefix="bench-nodes-") as tmp:
+    with StopOnSignal() as stop, tempfile.TemporaryDirectory(prefix="bench-nodes-") as tmp:
         try:
-            env = {**os.environ, "PYTHONUNBUFFERED": "1"}
             for i, (endpoint, group) in enumerate(zip(endpoints, groups, strict=True)):
                 cmd = node_command(cfg, model, endpoint, group)
                 log_path, out_path = Path(tmp) / f"stderr{i}.log", Path(tmp) / f"stdout{i}.jsonl"
-                with open(log_path, "w") as err, open(out_path, "w") as out:
-                    procs.append((subprocess.Popen(cmd, stdout=out, stderr=err, env=env), log_path, out_path, cmd))
+                procs.append((start_node(cmd, log_path, out_path), log_path, out_path, cmd))
 
             def check_alive(when: str) -> None:
                 for proc, log_path, _, _ in procs:
@@ -125,6 +124,7 @@ def measure_nodes(cfg: PipelineBenchConfig, model: Path, groups: list[tuple[str,
             window_s = time.monotonic() - t_window
             cpu = [sampler.summary() for sampler in samplers]
         finally:
+            stop.stopping = True
             for receiver in receivers.values():
                 receiver.done.set()
             exit_codes = [stop_node(proc) for proc, _, _, _ in procs]

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from perception import contracts
-from perception.bench.stats import sequence_gaps, summarize_ms
+from perception.bench.stats import sequence_gaps, summarize_ms, transport_losses
 from perception.errors import PerceptionError
+from perception.signals import STOP_SIGNALS, SignalHandlers, die_with_parent
 
 if TYPE_CHECKING:
     from perception.bench.pipeline import PipelineBenchConfig
@@ -71,7 +72,8 @@ def node_command(cfg: PipelineBenchConfig, model: Path, endpoint: str, cameras: 
         settings.update(source=cfg.source, camera_name=BENCH_CAMERA)
     # None (not given): the node's own default
     settings.update(engine=cfg.engine, provider=cfg.provider, threads=cfg.threads, streams=cfg.streams,
-                    precision=cfg.precision, loop=cfg.loop, fps=cfg.fps, width=cfg.width, height=cfg.height)
+                    precision=cfg.precision, warmup=cfg.warmup, loop=cfg.loop, fps=cfg.fps, width=cfg.width,
+                    height=cfg.height)
     if cfg.peak_rate or cameras:
         settings["queue"] = "latest"
     if len(cameras) > 1:
@@ -85,6 +87,8 @@ class Received:
 
     frames: dict[int, dict[str, Any]] = field(default_factory=dict)
     order: list[int] = field(default_factory=list)
+    #: Per mask topic: frame number -> the message's ``pub_seq`` (``stats.transport_losses``).
+    pub_seqs: dict[str, dict[int, int]] = field(default_factory=dict)
     messages: int = 0
     wire_bytes: int = 0
     stats_docs: list[dict[str, Any]] = field(default_factory=list)
@@ -108,6 +112,8 @@ def record_message(rx: Received, msg) -> None:
             rx.stats_docs.append({"receive_ns": msg.receive_ns, "doc": doc})
         return
     seq = msg.seq
+    if msg.pub_seq is not None:
+        rx.pub_seqs.setdefault(msg.topic, {})[seq] = msg.pub_seq
     rx.last_receive_ns = msg.receive_ns
     if rx.first_receive_ns is None:
         rx.first_receive_ns = msg.receive_ns
@@ -190,6 +196,56 @@ class CpuSampler:
         }
 
 
+def start_node(cmd: list[str], log_path: Path, out_path: Path) -> subprocess.Popen:
+    """Start a node under test, its stderr into ``log_path`` and stdout (its final stats line)
+    into ``out_path``. It dies with the bench: Linux sends it SIGTERM when the thread that started
+    it ends, also by SIGKILL (``die_with_parent``, as the launcher's nodes and ``--engine auto``'s
+    probe), so a bench killed by its supervisor or a CI runner leaves no node running on (a
+    synthetic source never ends). Start it from the main thread, which outlives it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "w") as err, open(out_path, "w") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=err, env=env, preexec_fn=die_with_parent())
+
+
+class BenchStopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP reached the bench: raised in its main thread as Ctrl-C raises
+    KeyboardInterrupt, so the same ``finally`` blocks stop its nodes with SIGINT (their own clean
+    shutdown) and the bench ends as after Ctrl-C ("perception: interrupted", status 130). A
+    KeyboardInterrupt, so that no ``except Exception`` on the way swallows it."""
+
+
+#: What stops the bench besides Ctrl-C (KeyboardInterrupt already): ``kill``, ``docker stop``,
+#: systemd, a CI runner's cancel (SIGTERM), and the hangup of its terminal (SIGHUP; still ignored
+#: under nohup).
+BENCH_STOP_SIGNALS = tuple(s for s in STOP_SIGNALS if s != signal.SIGINT)
+
+
+class StopOnSignal:
+    """While nodes run: a stop signal raises ``BenchStopped`` in the main thread, once. Its
+    default action would end the bench at once, skipping ``stop_node``; the node would then get
+    only its parent-death SIGTERM. Once ``stopping`` is set (the nodes are being stopped), a signal
+    is noted and the stop goes on: ``stop_node`` is bounded, and SIGKILL still ends the bench.
+    Off the main thread Python sets no handlers, and this does nothing."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self.signal: str | None = None
+        self._handlers = SignalHandlers(self._on_signal, BENCH_STOP_SIGNALS)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        self.signal = self.signal or signal.Signals(signum).name
+        if not self.stopping:
+            self.stopping = True
+            raise BenchStopped(self.signal)
+
+    def __enter__(self) -> StopOnSignal:
+        self._handlers.install()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._handlers.restore()
+
+
 def stop_node(proc: subprocess.Popen) -> int | None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)  # the node's own clean shutdown (closes sockets, logs totals)
@@ -226,19 +282,25 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
     # The subscriber connects first, so that no message after the node's first is missed. It
     # retries its connection every 10 ms without back-off (the default backs off to 250 ms while
     # the node is still starting), so the start-up figure is the node's, not the retry timer's.
-    with MaskSubscriber(endpoint, namespace=namespace, masks=subscribed_masks(cfg), rcvhwm=100_000,
-                        **FAST_RECONNECT) as sub, tempfile.TemporaryDirectory(
-        prefix="bench-node-"
-    ) as tmp:
+    with (
+        StopOnSignal() as stop,
+        MaskSubscriber(endpoint, namespace=namespace, masks=subscribed_masks(cfg), rcvhwm=100_000,
+                       **FAST_RECONNECT) as sub,
+        tempfile.TemporaryDirectory(prefix="bench-node-") as tmp,
+    ):
         log_path, out_path = Path(tmp) / "stderr.log", Path(tmp) / "stdout.jsonl"
         cmd = node_command(cfg, model, endpoint)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with open(log_path, "w") as err, open(out_path, "w") as out:
-            proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        proc = None
         try:
+            proc = start_node(cmd, log_path, out_path)
             t_start = time.monotonic()
             while rx.first_receive_ns is None:
                 if proc.poll() is not None:
+                    # A short clip can be published whole and the node gone before this loop looks
+                    # again (a starved CPU): then it did publish, but there is no window to measure.
+                    if proc.returncode == 0 and sub.recv(timeout_s=0.5) is not None:
+                        raise NodeFailed("the node published its whole input and exited before the measuring "
+                                         "window opened; bench a longer clip, or pass --loop")
                     raise NodeFailed(f"the node exited with status {proc.returncode} before publishing: "
                                      f"{last_line(log_path)}")
                 if time.monotonic() - t_start > STARTUP_TIMEOUT_S:
@@ -282,7 +344,8 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
             cpu_summary = cpu.summary()
             counters = dict(sub.counters.__dict__)
         finally:
-            exit_code = stop_node(proc)
+            stop.stopping = True
+            exit_code = None if proc is None else stop_node(proc)
         final_stats = read_final_stats(out_path)
     return summarize_received(rx, window_s=window_s, cpu=cpu_summary, subscriber=counters, extra={
         "source": cfg.source,
@@ -362,7 +425,16 @@ def summarize_received(rx: Received, *, window_s: float, cpu: dict, subscriber: 
     captured = gaps["last"] - gaps["first"] + 1 if seqs else 0
     stats_first = rx.stats_docs[0]["doc"] if rx.stats_docs else {}
     stats_last = rx.stats_docs[-1]["doc"] if rx.stats_docs else {}
-    dropped = _counter_delta(stats_first, stats_last, "dropped")
+    # Missing frames split by pub_seq (exact, see transport_losses): lost after the node, the rest
+    # never published by it. Without pub_seq, the node's own drop counter over the stats documents
+    # received, which misses the drops before its first document (about a second in).
+    lost = transport_losses(seqs, rx.pub_seqs)
+    split = "pub_seq" if lost is not None else "node stats (approximate)"
+    if lost is not None:
+        dropped: int | None = gaps["missing"] - lost
+    else:
+        dropped = _counter_delta(stats_first, stats_last, "dropped")
+        lost = None if dropped is None else max(0, gaps["missing"] - dropped)
     node_cpu = cpu.get("window_percent")
     sub_cpu = extra.get("subscriber_cpu_s")
     return {
@@ -373,11 +445,12 @@ def summarize_received(rx: Received, *, window_s: float, cpu: dict, subscriber: 
         "frames_captured": captured,
         "input_fps": captured / window_s if window_s > 0 else None,
         "output_fps": len(seqs) / window_s if window_s > 0 else None,
+        # Of the missing frames, those the node did not publish (its drop-oldest queue) ...
         "frames_dropped": dropped,
-        # Missing at the subscriber but not counted by the node's queue: lost between the node's
-        # publisher and this subscriber (ZeroMQ's per-subscriber send queue, --sndhwm, overflowed).
-        # Approximate: the node's counter is read from 1 Hz stats, the gaps from every message.
-        "lost_after_node": None if dropped is None else max(0, gaps["missing"] - dropped),
+        # ... and those it published that never reached this subscriber (ZeroMQ's per-subscriber
+        # send queue, --sndhwm, overflowed).
+        "lost_after_node": lost,
+        "loss_split": split,
         "sequence": gaps,
         "messages_received": rx.messages,
         "wire_mb": round(rx.wire_bytes / 2**20, 3),

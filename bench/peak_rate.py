@@ -60,7 +60,8 @@ def find_peak_rate(cfg: PipelineBenchConfig, model: Path) -> dict[str, Any]:
         held = _held(run)
         trials.append({"fps_requested": round(fps, 2), "input_fps": run["input_fps"], "output_fps": run["output_fps"],
                        "frames_captured": run["frames_captured"], "frames_dropped": run["frames_dropped"],
-                       "missing": run["sequence"]["missing"], "held": held,
+                       "lost_after_node": run.get("lost_after_node"), "missing": run["sequence"]["missing"],
+                       "held": held,
                        "cpu_percent": (run.get("cpu") or {}).get("mean_percent")})
         return held
 

@@ -9,8 +9,9 @@ publish: whatever the node reports under ``latency_ms``), and from the clocks th
 figure: ``receive_ns - capture_ns``, both ``time.time_ns()`` on the same machine. The node's CPU
 use is sampled once a second with ``psutil`` (100 % = one core busy), per thread at the end.
 
-The unhappy path is reported, not averaged away: frames the node dropped (from its stats topic),
-sequence numbers missing at the subscriber, the longest gap, and the worst latencies.
+The unhappy path is reported, not averaged away: sequence numbers missing at the subscriber, split
+into frames the node dropped and frames lost after it (by ``pub_seq``), the longest gap, and the
+worst latencies.
 
 With ``baseline=True`` the naive serial loop (``bench/baseline.py``) runs on the same model and
 source afterwards, and a short engine-only run (on the source's frames when it is a file) gives
@@ -114,6 +115,9 @@ class PipelineBenchConfig:
     provider: ProviderName | None = same_setting(EngineOptions, "provider", default=None, group=None)
     threads: int | None = same_setting(EngineOptions, "threads", default=None, group=None)
     streams: StreamsValue | None = same_setting(EngineOptions, "streams", default=None, group=None)
+    warmup: int = same_setting(RunConfig, "warmup", group=None,
+                               help="the node's untimed warm-up runs before its first frame; the serial baseline makes "
+                                    "as many untimed calls before its timing starts")
     baseline: bool = setting(False, help="also time a naive one-thread serial loop on the same model and source")
     engine_runs: int = setting(100, lo=0, hi=1_000_000,
                                help="engine-only runs for the pipeline/engine FPS ratio (0 to skip)")
@@ -179,7 +183,7 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
                 baseline = run_serial_baseline(
                     model=model, source=cfg.source, source_options=source_options(cfg), duration_s=cfg.duration_s,
                     engine=node_engine, provider=cfg.provider, threads=cfg.threads, precision=node_precision,
-                    tick=bar.update,
+                    warmup=baseline_warmup(cfg), tick=bar.update,
                 )
                 one["baseline_fps"] = baseline["fps"]
                 if r == 0:
@@ -229,6 +233,13 @@ def check_conflicts(cfg: PipelineBenchConfig) -> None:
         raise ConfigError(f"--engine-runs {cfg.engine_runs} is fewer than the {up_to}{in_flight} calls --streams "
                           f"{cfg.streams} keeps in flight, so the engine-only run would measure fewer; give "
                           f"--engine-runs {in_flight} or more (or 0 to skip it)")
+
+
+def baseline_warmup(cfg: PipelineBenchConfig) -> int:
+    """The serial loop's untimed calls before its timing starts: as many as the node has made when
+    its window opens (its ``--warmup`` runs, then its first frame, whose mask opens the window), so
+    that neither starts colder than the other (the loop's fixed 10 favoured it on a short window)."""
+    return cfg.warmup + 1
 
 
 #: ``--streams auto``: the most frames in flight the node may choose (``streams_for_node``).

@@ -113,8 +113,9 @@ def _engine_section(engine: dict[str, Any], plots: dict[str, str]) -> list[str]:
         "same frames and the `--model` file itself (FP32 for an FP32 file; `--precision int8` runs its INT8 sibling).",
         "",
     ]
-    header = ["#", "model", "engine", "provider", "precision", "agree % vs ORT", "input", "batch", "runs", "p50 ms", "p90 ms",
-              "p99 ms", "max ms", "FPS", "img/s", "x img/s #1", "x p99 #1", "load +RSS MB", "peak RSS MB", "GPU MB", "file MB"]
+    header = ["#", "model", "engine", "provider", "precision", "agree % vs ORT", "input", "threads", "streams", "batch",
+              "runs", "p50 ms", "p90 ms", "p99 ms", "max ms", "FPS", "img/s", "x img/s #1", "x p99 #1", "load +RSS MB",
+              "peak RSS MB", "GPU MB", "file MB"]
     rows = []
     skipped = []
     # Files of one architecture share a model name: then the short file name tells them apart.
@@ -132,7 +133,9 @@ def _engine_section(engine: dict[str, Any], plots: dict[str, str]) -> list[str]:
         rows.append([
             i, f"{r['model_name']} ({r.get('model_tag', '')})" if len(files_of[r["model_name"]]) > 1 else r["model_name"],
             r["engine"], r["provider"], r["precision"],
-            None if r.get("agreement") is None else round(100 * r["agreement"], 2), f"{h}x{w}", r["batch"], lat["count"],
+            None if r.get("agreement") is None else round(100 * r["agreement"], 2), f"{h}x{w}",
+            # as requested (the rows of --threads 1,2 differ only here); none: the engine's default
+            r.get("threads_requested") or "default", r.get("streams_requested") or 1, r["batch"], lat["count"],
             lat["p50"], lat["p90"], lat["p99"], lat["max"], r["fps"], r["throughput_ips"],
             ratios.get("throughput_ips"), ratios.get("p99_ms"), mem.get("rss_load_delta_mb"), mem.get("rss_peak_mb"), mem.get("gpu_peak_mb"),
             r["model_file_mb"],
@@ -158,14 +161,19 @@ def _pipeline_section(results: dict[str, Any], plots: dict[str, str]) -> list[st
         "",
     ]
     seq = p.get("sequence", {})
+    # pub_seq splits the missing frames exactly; the node's 1 Hz drop counter (no pub_seq) only roughly.
+    rough = ("" if p.get("loss_split") == "pub_seq" or p.get("frames_dropped") is None
+             else " (approximate: the node's 1 Hz stats)")
     rows = [
         ["input FPS (frames captured)", p.get("input_fps")],
         ["output FPS (frames received)", p.get("output_fps")],
         ["frames captured", p.get("frames_captured")],
-        ["frames dropped by the node", p.get("frames_dropped")],
-        ["messages received", seq.get("received")],
+        ["frames received", p.get("frames_received", seq.get("received"))],
+        *([["messages received (every topic, stats included)", p["messages_received"]]]
+          if "messages_received" in p else []),
         ["sequence numbers missing at subscriber", seq.get("missing")],
-        ["  of which lost after the node (ZeroMQ queue full)", p.get("lost_after_node")],
+        [f"  of which dropped by the node (never published){rough}", p.get("frames_dropped")],
+        [f"  of which lost after the node (ZeroMQ queue full){rough}", p.get("lost_after_node")],
         ["gaps (places with missing numbers)", seq.get("gaps")],
         ["longest gap", seq.get("max_gap")],
         ["node CPU % (100 = one core), mean", (p.get("cpu") or {}).get("mean_percent")],
@@ -217,9 +225,10 @@ def _pipeline_section(results: dict[str, Any], plots: dict[str, str]) -> list[st
     if peak:
         lines += [f"**Peak rate** (synthetic camera, queue latest, held = at most {100 * peak['max_drop']:.0f} % "
                   f"of captured frames dropped or missing): **{_fmt(peak.get('fps_held'))} FPS held**.", ""]
-        lines += _table(["requested FPS", "input FPS", "output FPS", "captured", "dropped", "missing", "held", "CPU %"],
-                        [[t["fps_requested"], t["input_fps"], t["output_fps"], t["frames_captured"],
-                          t["frames_dropped"], t["missing"], "yes" if t["held"] else "no", t["cpu_percent"]]
+        lines += _table(["requested FPS", "input FPS", "output FPS", "captured", "missing", "dropped by the node",
+                         "lost after the node", "held", "CPU %"],
+                        [[t["fps_requested"], t["input_fps"], t["output_fps"], t["frames_captured"], t["missing"],
+                          t["frames_dropped"], t.get("lost_after_node"), "yes" if t["held"] else "no", t["cpu_percent"]]
                          for t in peak["trials"]]) + [""]
     lines += ["Latency per stage (from message headers) and end to end:", ""]
     stage_rows = []
@@ -353,7 +362,8 @@ def summary_text(results: dict[str, Any]) -> str:
                and final.get("precision") else "")  # with rounds, each round's line names it
         lines.append(
             f"node{ran}: in {_fmt(p.get('input_fps'), 1)} FPS, out {_fmt(p.get('output_fps'), 1)} FPS, "
-            f"dropped {_fmt(p.get('frames_dropped'))}, missing at subscriber {_fmt(seq.get('missing'))}, "
+            f"missing at subscriber {_fmt(seq.get('missing'))} (dropped by the node {_fmt(p.get('frames_dropped'))}, "
+            f"lost after it {_fmt(p.get('lost_after_node'))}), "
             f"capture->receive p50 {_fmt(e2e.get('p50'))} ms p99 {_fmt(e2e.get('p99'))} ms, "
             f"CPU {_fmt((p.get('cpu') or {}).get('mean_percent'), 0)} %"
         )

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -141,7 +143,8 @@ def test_engine_bench_json_has_every_field_and_report_renders(tiny_model, tmp_pa
 
     written = write_report(doc, tmp_path / "out")
     md = written["markdown"].read_text()
-    assert "| 1 | tiny | ort | CPUExecutionProvider | fp32 | 100.00 | 48x64 | 1 | 12 |" in md
+    # threads 1 (as requested), streams 1, batch 1, 12 runs
+    assert "| 1 | tiny | ort | CPUExecutionProvider | fp32 | 100.00 | 48x64 | 1 | 1 | 1 | 12 |" in md
     assert "skipped, model fixed.onnx has a fixed batch" in md
     assert "## Environment" in md and env["cpu_model"] in md and "CPU vector ISA" in md
     for name in ("engine_cdf", "engine_fps"):
@@ -283,6 +286,8 @@ def test_pipeline_bench_reports_fps_drops_and_latency(tiny_model, tmp_path):
     assert p["cpu"]["mean_percent"] is not None and p["node_final_stats"]["frames_out"] >= p["frames_received"]
     base = results["baseline"]
     assert base["frames"] > 5 and base["fps"] > 0 and base["latency_ms"]["count"] == base["frames"]
+    # As warm as the node when its window opened: its --warmup (run's default 1) and its first frame.
+    assert "--warmup 1" in p["node_command"] and base["warmup_runs"] == 2
     ratios = results["ratios"]
     assert ratios["node_over_baseline_fps"] == pytest.approx(p["output_fps"] / base["fps"])
     assert ratios["node_over_engine_fps"] == pytest.approx(p["output_fps"] / ratios["engine_only_fps"])
@@ -305,8 +310,10 @@ def test_pipeline_bench_on_a_clip_shorter_than_the_window_reports_what_ran(tiny_
     for i in range(12):
         writer.write(np.full((64, 96, 3), 20 * i, np.uint8))
     writer.release()
+    # Paced at 20 FPS (0.6 s): unpaced, a starved CI machine could see the node publish all 12 and exit
+    # before the bench read its first mask, which is no window to measure (a NodeFailed saying so).
     cfg = PipelineBenchConfig(model=tiny_model, source=str(clip), duration_s=30.0, threads=1, engine_runs=0,
-                              progress=False)
+                              fps=20, progress=False)
     results = run_pipeline_bench(cfg, command="pytest")
     p = results["pipeline"]
     assert p["node_exit_code"] == 0 and p["input_ended_s"] is not None and p["duration_s"] < 30
@@ -397,6 +404,16 @@ def test_engine_bench_streams_keep_calls_in_flight_and_rate_them_over_wall_time(
         assert two["agreement"] == 1.0
         one = by[(engine, 2, 1)]
         assert one["fps"] == pytest.approx(1000 / one["latency_ms"]["mean"], rel=1e-2)
+    # Hunt 5b finding 6: the report's rows of --threads 1,2 (and --streams 1,2) differed only in
+    # their figures; they have threads and streams columns now.
+    md = render_markdown({"kind": "engine", "engine": {"settings": {}, "results": rows}})
+    header = next(line for line in md.splitlines() if line.startswith("| # |")).split(" | ")
+    cells = {line.split(" | ")[0]: line.split(" | ") for line in md.splitlines() if re.match(r"\| \d+ \|", line)}
+    threads, streams = header.index("threads"), header.index("streams")
+    measured = {f"| {i}": r for i, r in enumerate(rows, start=1) if not r["skipped"]}
+    assert set(cells) == set(measured)
+    for key, r in measured.items():
+        assert (cells[key][threads], cells[key][streams]) == (str(r["threads_requested"]), str(r["streams_requested"]))
 
 
 def test_pipeline_bench_passes_streams_to_the_node_and_the_engine_only_run(tiny_model):
@@ -747,3 +764,196 @@ def test_bench_probe_says_cached_only_when_it_wrote_the_verdict(tiny_model, tmp_
     monkeypatch.undo()
     assert bench_command.main(args) == 0
     assert "  cached for 'perception run --engine auto" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------------------------
+# hunt 5b: the split of missing frames, a bench that is killed, the report's labels
+# --------------------------------------------------------------------------------------------
+
+
+def _mask(topic: str, seq: int, pub_seq: int):
+    """A received mask message of frame ``seq`` on ``perception/bench/<topic>``."""
+    from perception.subscribe import Message
+
+    header = {"kind": "mask", "seq": seq, "pub_seq": pub_seq, "capture_ns": 1_000, "publish_ns": 2_000,
+              "latency_ms": {"infer": 1.0}, "model_id": "tiny"}
+    return Message(topic=f"perception/bench/{topic}", header=header, data=None, wire_bytes=10, receive_ns=3_000)
+
+
+def _stats_doc(dropped: int):
+    from perception.subscribe import Message
+
+    return Message(topic="perception/bench/stats", header={"kind": "json", "seq": 0, "pub_seq": 0},
+                   data={"dropped": dropped}, wire_bytes=10, receive_ns=3_000)
+
+
+def _overloaded(published, *, lost=(), dropped_at_first_stats=2, topics=("drivable", "lane")):
+    """What the bench receives from an overloaded node that captured frames 0..max(published) and
+    published only ``published`` (one message per topic, ``pub_seq`` counting them), its first
+    stats document coming after frame 4 (the node had dropped ``dropped_at_first_stats`` by then),
+    its last after the last frame. ``lost``: (topic, frame) messages the transport lost."""
+    from perception.bench.node import Received, record_message
+
+    rx = Received()
+    captured = max(published) + 1
+    for pub_seq, seq in enumerate(published):
+        for topic in topics:
+            if (topic, seq) not in lost:
+                record_message(rx, _mask(topic, seq, pub_seq))
+        if seq == 4:
+            record_message(rx, _stats_doc(dropped_at_first_stats))
+    record_message(rx, _stats_doc(captured - len(published)))
+    return rx
+
+
+def test_frames_the_node_dropped_before_its_first_stats_document_are_not_lost_after_it():
+    """Hunt 5b finding 1: an overloaded node published 27 frames and dropped 37, the bench received
+    all 27, yet the report said 8 were "lost after the node (ZeroMQ queue full)": the node's drop
+    counter was taken from its first stats document, a second in, while the missing numbers count
+    from the first mask. pub_seq (the README's loss-accounting rule) splits them exactly."""
+    from perception.bench.node import summarize_received
+
+    # Frames 0..11 captured; 1, 2, 5, 6, 9, 10 dropped by the node (1 and 2 before its first stats document).
+    published = [0, 3, 4, 7, 8, 11]
+
+    def split(rx):
+        run = summarize_received(rx, window_s=1.0, cpu={}, subscriber={}, extra={})
+        return run["sequence"]["missing"], run["frames_dropped"], run["lost_after_node"], run["loss_split"]
+
+    rx = _overloaded(published)
+    assert split(rx) == (6, 6, 0, "pub_seq")  # the old split: 6 - (6 - 2) = 2 "lost after the node"
+    rx.pub_seqs = {}  # without pub_seq: the node's counter over its stats documents, as before
+    assert split(rx) == (6, 4, 2, "node stats (approximate)")
+    # Frame 7 published and lost on both topics: one transport loss; a frame lost on one topic
+    # only (8 on lane) still arrived, so it is not missing at all.
+    rx = _overloaded(published, lost={("drivable", 7), ("lane", 7), ("lane", 8)})
+    assert split(rx) == (7, 6, 1, "pub_seq")
+    # No topic received both ends of a missing run (4 only on drivable, 8 only on lane, 7 lost on
+    # both): settled by the messages around it, 3 and 11 on lane (2 frames sent between 3 and 8
+    # besides 4: 7, lost; and 8 arrived) -> still exactly one loss.
+    rx = _overloaded(published, lost={("lane", 4), ("drivable", 7), ("lane", 7), ("drivable", 8)})
+    assert split(rx) == (7, 6, 1, "pub_seq")
+
+
+def test_the_peak_rate_trials_and_the_report_use_the_pub_seq_split(tiny_model, monkeypatch):
+    """The --peak-rate trials take the corrected figures; the report labels frames as frames
+    (hunt 5b finding 5: "messages received" showed the frame count) and shows both."""
+    import perception.bench.peak_rate as bp
+    from perception.bench.node import summarize_received
+    from perception.bench.pipeline import PipelineBenchConfig
+
+    run = summarize_received(_overloaded([0, 3, 4, 7, 8, 11]), window_s=1.0, cpu={}, subscriber={},
+                             extra={"source": "synthetic"})
+    monkeypatch.setattr(bp, "measure_node", lambda cfg, model, tick=None: run)
+    peak = bp.find_peak_rate(PipelineBenchConfig(model=tiny_model, peak_rate=True, peak_steps=2), tiny_model)
+    assert all((t["frames_dropped"], t["lost_after_node"], t["missing"]) == (6, 0, 6) for t in peak["trials"])
+    md = render_markdown({"kind": "pipeline", "pipeline": run, "peak_rate": peak})
+    assert "| frames received | 6 |" in md and "| messages received (every topic, stats included) | 14 |" in md
+    assert "| sequence numbers missing at subscriber | 6 |" in md
+    assert "|   of which dropped by the node (never published) | 6 |" in md
+    assert "|   of which lost after the node (ZeroMQ queue full) | 0 |" in md
+    assert "| 240.00 | 12.00 | 6.00 | 12 | 6 | 6 | 0 | no | - |" in md  # the trials: missing, dropped, lost
+    assert "missing at subscriber 6 (dropped by the node 6, lost after it 0)" in summary_text({"pipeline": run})
+
+
+_FAKE_NODE = """
+import os, pathlib, signal, sys, time
+folder = pathlib.Path(sys.argv[1])
+def stop(signum, _frame):
+    (folder / "node.stopped").write_text(signal.Signals(signum).name)
+    sys.exit(0)
+signal.signal(signal.SIGINT, stop)
+signal.signal(signal.SIGTERM, stop)
+(folder / "node.pid").write_text(str(os.getpid()))
+time.sleep(60)
+"""
+
+_BENCH = """
+import pathlib, sys
+import perception.bench.node as node
+from perception.bench.pipeline import PipelineBenchConfig
+folder = sys.argv[1]
+node.node_command = lambda cfg, model, endpoint, cameras=(): [sys.executable, "-c", {fake!r}, folder]
+try:
+    node.measure_node(PipelineBenchConfig(engine_runs=0, progress=False), pathlib.Path("unused.onnx"))
+except node.BenchStopped as exc:
+    print("stopped by", exc, flush=True)
+    sys.exit(130)
+"""
+
+
+def _ended(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"  # ended, not yet reaped by init
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.parametrize(("sig", "node_got"), [(signal.SIGTERM, "SIGINT"), (signal.SIGKILL, "SIGTERM")],
+                         ids=["sigterm", "sigkill"])
+def test_a_killed_bench_takes_its_node_down(tmp_path, sig, node_got):
+    """Hunt 5b finding 3: SIGTERM or SIGKILL to `bench pipeline` left its node running forever (a
+    synthetic source never ends). SIGTERM now stops the node with SIGINT, its own clean shutdown,
+    as Ctrl-C does; after SIGKILL the kernel sends the node SIGTERM (die_with_parent)."""
+    import time
+
+    bench = subprocess.Popen([sys.executable, "-c", _BENCH.format(fake=_FAKE_NODE), str(tmp_path)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pid_file = tmp_path / "node.pid"
+    deadline = time.monotonic() + 60
+    try:
+        while not (pid_file.exists() and pid_file.read_text()) and bench.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pid_file.exists(), bench.communicate(timeout=10)
+        node = int(pid_file.read_text())
+        bench.send_signal(sig)
+        out, err = bench.communicate(timeout=30)
+        while not _ended(node) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not _ended(node):
+            os.kill(node, signal.SIGKILL)
+            pytest.fail("the node outlived the bench")
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+    assert (tmp_path / "node.stopped").read_text() == node_got
+    if sig == signal.SIGTERM:
+        assert bench.returncode == 130 and out.strip() == "stopped by SIGTERM", err
+    else:
+        assert bench.returncode == -signal.SIGKILL
+
+
+def test_the_bench_starts_every_child_to_die_with_it():
+    """Every child process of the bench (its nodes, nvidia-smi, the GPU check's steps) is started
+    with die_with_parent, not only the one a test kills."""
+    for path in (Path(__file__).parents[1] / "bench").glob("*.py"):
+        text = path.read_text()
+        starts = len(re.findall(r"subprocess\.(?:run|Popen|call|check_call|check_output)\(", text))
+        assert starts == text.count("preexec_fn=die_with_parent()"), path.name
+
+
+def test_the_serial_baseline_starts_as_warm_as_the_node():
+    """Hunt 5b S2: the loop got 10 untimed calls, the node its --warmup (1): now the node's
+    --warmup is the bench's, and the loop gets as many calls as the node made before its window."""
+    from perception.bench.node import node_command
+    from perception.bench.pipeline import PipelineBenchConfig, baseline_warmup
+
+    cfg = PipelineBenchConfig(warmup=3)
+    cmd = node_command(cfg, Path("m.onnx"), "tcp://127.0.0.1:5555")
+    assert cmd[cmd.index("--warmup") + 1] == "3" and baseline_warmup(cfg) == 4
+    assert PipelineBenchConfig().warmup == 1  # run's own default
+
+
+def test_the_engine_help_says_what_torch_tensorrt_is():
+    """Hunt 5b S4: `bench engine --engine foo` lists torch-tensorrt, which run lacks: a real
+    bench-only row (the torch engine with --compile tensorrt), and the help says so."""
+    import dataclasses
+
+    from perception.bench.cases import ENGINE_VARIANTS
+
+    field = next(f for f in dataclasses.fields(EngineBenchConfig) if f.name == "engines")
+    assert ENGINE_VARIANTS["torch-tensorrt"] == ("torch", {"compile": "tensorrt"})
+    assert "torch-tensorrt" in field.metadata["help"] and "--engine torch --compile tensorrt" in field.metadata["help"]
