@@ -466,7 +466,7 @@ def test_export_rejects_bad_size(trained_checkpoint, tmp_path, capsys):
     ckpt_path, _ = trained_checkpoint
     code = cli_main(["export", "--checkpoint", str(ckpt_path), "--out", str(tmp_path / "m.onnx"), "--size", "sixty"])
     assert code != 0
-    assert capsys.readouterr().err.startswith("perception: error: bad --size 'sixty': expected HEIGHTxWIDTH")
+    assert capsys.readouterr().err.startswith("perception: error: export: bad --size 'sixty': expected HEIGHTxWIDTH")
 
 
 def test_a_size_export_suggests_is_one_it_exports(trained_checkpoint, tmp_path, capsys):
