@@ -16,6 +16,7 @@ import errno
 import importlib
 import logging
 import os
+import re
 import sys
 from typing import TextIO
 
@@ -99,6 +100,40 @@ def _to_devnull(stream: TextIO) -> None:
 
 #: Third-party loggers that are quiet unless -vv is given.
 NOISY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "torch._dynamo", "torch.export")
+#: The loggers that -v turns to DEBUG: this program's own (the node, the commands, the bench).
+OWN_LOGGERS = ("perception", "bench")
+
+VERBOSE_HELP = ("more log output: -v adds this program's debug lines (the resolved settings, where an error was "
+                "raised), -vv also other libraries' debug output; before or after the command")
+QUIET_HELP = "only warnings and errors (the result lines on stdout stay); not with -v"
+
+
+def _add_verbosity(parser: argparse.ArgumentParser, level: str = "") -> None:
+    """-v/-q on ``parser``: every (sub)command has them, so ``perception run -q`` works as well as
+    ``perception -q run``. ``level`` keeps each parser's own dest: a subcommand's namespace replaces
+    its parent's values of the same dest, which would lose the ``-v`` of ``perception -v run -v``."""
+    parser.add_argument("-v", "--verbose", action="count", dest="verbose" + level,
+                        default=0 if not level else argparse.SUPPRESS, help=VERBOSE_HELP)
+    parser.add_argument("-q", "--quiet", action="store_true", dest="quiet" + level,
+                        default=False if not level else argparse.SUPPRESS, help=QUIET_HELP)
+
+
+def verbosity(args: argparse.Namespace) -> tuple[int, bool]:
+    """(how many -v, whether -q) over every level of the command line."""
+    given = vars(args)
+    verbose = sum(v for k, v in given.items() if k == "verbose" or k.startswith("verbose@"))
+    quiet = any(v for k, v in given.items() if k == "quiet" or k.startswith("quiet@"))
+    return verbose, quiet
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    """``; did you mean '--source'?`` for the choice closest to ``word``, or nothing. Flags are
+    compared without their dashes: every long flag shares ``--``, which made ``--bogus`` "close" to ``--out``."""
+    import difflib
+
+    names = {choice.lstrip("-"): choice for choice in choices}
+    close = difflib.get_close_matches(word.lstrip("-"), list(names), n=1)
+    return f"; did you mean {names[close[0]]!r}?" if close else ""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -106,27 +141,53 @@ class OneLineParser(argparse.ArgumentParser):
 
     An argument no parser takes (``perception train --bogus``), which argparse reports from the top
     parser, is reported by the (sub)command chosen, so the line points to ``perception train --help``
-    (``perception bench engine --help``), where its flags are listed."""
+    (``perception bench engine --help``), where its flags are listed. A mistyped command, mode,
+    choice or flag gets a "did you mean" (Python 3.11's argparse has no ``suggest_on_error``)."""
 
     subcommands: argparse.Action | None = None  # what add_subparsers returned: .dest, .choices (name -> parser)
 
     def add_subparsers(self, **kwargs):
         self.subcommands = super().add_subparsers(**kwargs)
+        plain = self.subcommands.add_parser
+
+        def add_parser(name: str, **options):
+            parser = plain(name, **options)
+            if isinstance(parser, OneLineParser):
+                _add_verbosity(parser, "@" + parser.prog)
+            return parser
+
+        self.subcommands.add_parser = add_parser  # every command and bench mode takes -v/-q too
         return self.subcommands
+
+    def chosen(self, parsed: argparse.Namespace) -> argparse.ArgumentParser:
+        """The innermost (sub)command parser that ``parsed`` went through (``perception bench engine``'s)."""
+        owner: argparse.ArgumentParser = self
+        while isinstance(owner, OneLineParser) and owner.subcommands is not None:
+            chosen = owner.subcommands.choices.get(getattr(parsed, owner.subcommands.dest, None))
+            if chosen is None:
+                break
+            owner = chosen
+        return owner
 
     def parse_args(self, args=None, namespace=None):
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
-            owner = self
-            while isinstance(owner, OneLineParser) and owner.subcommands is not None:
-                chosen = owner.subcommands.choices.get(getattr(parsed, owner.subcommands.dest, None))
-                if chosen is None:
-                    break
-                owner = chosen
-            owner.error(f"unrecognized arguments: {' '.join(extras)}")
+            owner = self.chosen(parsed)
+            flag = next((word.partition("=")[0] for word in extras if word.startswith("-") and word != "-"), None)
+            hint = ""
+            if flag is not None:
+                # the flags its --help lists (old spellings are hidden there): the lines that start
+                # with an option, "  -v, --verbose", not the help text, which may name other commands' flags
+                known = [option.split()[0] for line in owner.format_help().splitlines()
+                         if re.match(r"  -\S", line) for option in line.strip().split("  ")[0].split(", ")]
+                hint = _did_you_mean(flag, known)
+            owner.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
         return parsed
 
     def error(self, message: str):
+        choice = re.search(r"invalid choice: '(.*?)' \(choose from (.*)\)$", message)
+        if choice:
+            message += _did_you_mean(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
         command = self.prog.removeprefix("perception").strip()
         where = f"perception {command}" if command else "perception"
         self.exit(2, f"perception: error: {command + ': ' if command else ''}{message}; see '{where} --help'\n")
@@ -136,10 +197,10 @@ def build_parser(command: str | None) -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="perception",
         description="Real-time road-scene perception: drivable area, lanes and obstacles over ZeroMQ.",
+        epilog="'perception COMMAND --help' (or 'perception help COMMAND') shows a command's flags.",
     )
     parser.add_argument("--version", action="version", version=f"perception {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    _add_verbosity(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
@@ -153,8 +214,18 @@ def load_command(name: str):
 
 
 def configure_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else logging.DEBUG if verbose >= 2 else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname).1s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    """The log ladder: default, this program's INFO and other libraries' WARNING; -v, this
+    program's DEBUG too; -vv, every library's DEBUG; -q, WARNING for all.
+
+    Only a process without logging set up yet is configured (the ``perception`` program): a test or
+    an embedding program that has its own handlers keeps its levels."""
+    if logging.getLogger().handlers:
+        return
+    own = logging.WARNING if quiet else logging.DEBUG if verbose >= 1 else logging.INFO
+    others = logging.WARNING if quiet or verbose < 2 else logging.DEBUG
+    logging.basicConfig(level=others, format="%(asctime)s %(levelname).1s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(own)
     if verbose < 2:
         # The ONNX exporter's libraries narrate every graph pass at INFO; keep them for -vv.
         for name in NOISY_LOGGERS:
@@ -187,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    at = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), None)
+    if at is not None and argv[at] == "help":
+        # 'perception help run' is 'perception run --help' (and 'perception help' the overview)
+        argv = [*argv[:at], *argv[at + 1:], "--help"]
     command = _chosen_command(argv)
     if command == "run":
         # Signals from the first instruction: the node exits cleanly, with its stats, whenever
@@ -199,16 +274,32 @@ def _main(argv: list[str]) -> int:
     parser = build_parser(command)
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
-        return 2
-    configure_logging(args.verbose, args.quiet)
+        # One line, as for any other mistake (a script that forgot its command fails, exit 2); the
+        # overview is 'perception --help'.
+        parser.error(f"no command given; choose one of: {', '.join(COMMANDS)}")
+    owner = parser.chosen(args)
+    verbose, quiet = verbosity(args)
+    if verbose and quiet:
+        owner.error("-q and -v contradict each other; give one of them")
+    configure_logging(verbose, quiet)
+    if log.isEnabledFor(logging.DEBUG):
+        import platform
+        import shlex
+
+        from perception.errors import hide_credentials
+
+        log.debug("perception %s, Python %s (%s); command line: %s", __version__, platform.python_version(),
+                  sys.executable, hide_credentials(shlex.join(["perception", *argv])))
     try:
         return int(load_command(args.command).main(args) or 0)
     except PerceptionError as exc:
-        print(f"perception: error: {exc}", file=sys.stderr)
+        _log_origin(exc)
+        # emit: a command stopped by a closed terminal (SIGHUP) keeps its own status for the error
+        # it ends with (record's "nothing recorded", exit 4), not exit 1 from the write failing.
+        emit(f"perception: error: {_as_said(exc, owner, args)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("perception: interrupted", file=sys.stderr)
+        emit("perception: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader of stdout went away (`perception inspect m.onnx | head`): as for any Unix
@@ -231,6 +322,32 @@ def _main(argv: list[str]) -> int:
         print(f"perception: error: path {short(str(exc.filename or ''))} is too long for the file system "
               "(a name part over 255 bytes, or over 4096 in all); check the path", file=sys.stderr)
         return 2
+
+
+def _as_said(exc: PerceptionError, owner: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """The error line's text: a settings error about a flag names the command and the flag as typed
+    (``train: lr=-1.0 is out of range [0, 10] (--lr -1)``), as argparse's own errors do."""
+    if getattr(exc, "setting", None) is None:
+        return str(exc)
+    from perception.flags import command_error
+
+    return command_error(exc, owner, args, owner.prog.removeprefix("perception").strip())
+
+
+def _log_origin(exc: BaseException) -> None:
+    """-v: where the error was raised (the one line printed says what, not where)."""
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    import traceback
+
+    # An error said again with more context (config_from_flags adds the flag as typed) keeps the
+    # first as its context: that one was raised where the problem was found.
+    while isinstance(exc.__context__, PerceptionError):
+        exc = exc.__context__
+    if exc.__traceback__ is None:
+        return
+    last = traceback.extract_tb(exc.__traceback__)[-1]
+    log.debug("%s raised at %s:%s in %s()", type(exc).__name__, last.filename, last.lineno, last.name)
 
 
 if __name__ == "__main__":

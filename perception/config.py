@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import decimal
 import difflib
 import logging
 import math
@@ -71,6 +72,7 @@ def setting(
     cli: bool = True,
     listed: str | None = None,
     default_factory: Any = dataclasses.MISSING,
+    default_text: str | None = None,
 ) -> Any:
     """A dataclass field that is a user setting: the one declaration of its default, range and help.
 
@@ -86,14 +88,59 @@ def setting(
     values of the setting of this name (the field's type ``list[X]``), one flag with commas
     (``--threads 1,2``) or repeated; each value is checked against ``lo``/``hi`` and ``X``'s
     choices and named like that setting (``threads=300 is out of range [0, 256]``), see
-    ``listed_setting``.
+    ``listed_setting``. ``default_text``: what ``--help`` says the default is when the declared
+    default (None) means "decided when it runs" (``default_text="30"`` for a synthetic camera's rate).
     """
     metadata = {
         "help": help, "bounds": (lo, hi), "flag": flag, "metavar": metavar, "group": group,
         "exclusive": exclusive, "positional": positional, "from_text": from_text, "to_text": to_text, "const": const,
         "old_names": tuple(old_names), "old_flags": tuple(old_flags), "cli": cli, "listed": listed,
+        "default_text": default_text,
     }
     return field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def number_text(value: float) -> str:
+    """A bound or default as a person writes it: ``16``, ``0.001``, ``268435456``; never ``1e+07``,
+    ``2.68435e+08`` or ``3600.0`` (an integral float is an integer here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        if value.is_integer():
+            value = int(value)
+        else:
+            # repr is the shortest text that reads back the same; Decimal writes it out without an exponent
+            return format(decimal.Decimal(repr(value)), "f")
+    return str(value) if abs(value) < 10**30 else short(value)
+
+
+def range_text(lo: float | None, hi: float | None) -> str | None:
+    """A declared range as ``--help`` and the README show it: ``16..16384``, ``>= 1`` or ``<= 5``."""
+    if lo is None and hi is None:
+        return None
+    if lo is not None and hi is not None:
+        return f"{number_text(lo)}..{number_text(hi)}"
+    return f">= {number_text(lo)}" if lo is not None else f"<= {number_text(hi)}"
+
+
+def out_of_range_text(lo: float | None, hi: float | None) -> str:
+    """What follows "NAME=VALUE is out of range" in a message: ``[16, 16384]`` for a closed range,
+    ``: must be >= 0.001`` for a half-open one (an ``inf`` bound reads like a typo)."""
+    if lo is not None and hi is not None:
+        return f" [{number_text(lo)}, {number_text(hi)}]"
+    return f": must be {range_text(lo, hi)}"
+
+
+def default_value_text(f: dataclasses.Field) -> str | None:
+    """A setting's declared default as its flag would spell it (None: no default to show)."""
+    default = f.default
+    if default in (None, dataclasses.MISSING, "") or isinstance(default, bool):
+        return None
+    to_text = f.metadata.get("to_text")
+    text = to_text(default) if to_text else number_text(default)
+    return text or None
 
 
 def same_setting(cls: type, name: str, **changes: Any) -> Any:
@@ -102,6 +149,10 @@ def same_setting(cls: type, name: str, **changes: Any) -> Any:
     found = {f.name: f for f in dataclasses.fields(cls)}[name]
     factory = found.default_factory if "default" not in changes else dataclasses.MISSING
     default = changes.pop("default", found.default)
+    if default is None and found.default not in (None, dataclasses.MISSING) and "default_text" not in changes:
+        # None here means "not given: the setting's own default applies" (bench pipeline's --threads
+        # is the node's): --help shows that default, not nothing.
+        changes["default_text"] = found.metadata.get("default_text") or default_value_text(found)
     return field(default=default, default_factory=factory, metadata={**found.metadata, **changes})
 
 
@@ -112,6 +163,9 @@ def listed_setting(cls: type, name: str, *, default: tuple[Any, ...] = (), **cha
     found = {f.name: f for f in dataclasses.fields(cls)}[name]
     flag = found.metadata.get("flag") or "--" + name.replace("_", "-")
     metadata = {**found.metadata, "listed": name, "flag": flag, "old_names": (), "old_flags": (), **changes}
+    if not default and "default_text" not in changes:
+        # An empty list means "the setting's own default" (bench engine's --provider): --help shows it.
+        metadata["default_text"] = found.metadata.get("default_text") or default_value_text(found)
     return field(default_factory=lambda: list(default), metadata=metadata)
 
 
@@ -257,22 +311,10 @@ def load_config(cls: type[C], data: dict[str, Any], *, source: str) -> C:
         if d.owner is not None:
             groups.setdefault(d.owner, {})[name] = value
             continue
-        listed = d.field.metadata.get("listed")
-        if listed:  # each value checked, and named, like one value of that setting
-            if not isinstance(value, (list, tuple)):
-                raise ConfigError(f"{source}: {name}: expected a list, got {short(value)}")
-            item = (typing.get_args(d.hint) or (Any,))[0]
-            kwargs[name] = [_coerce(v, item, f"{source}: {listed}") for v in value]
-            checked = kwargs[name]
-        else:
-            kwargs[name] = _coerce(value, d.hint, f"{source}: {name}")
-            checked = [kwargs[name]]
-        lo, hi = d.field.metadata.get("bounds", (None, None))
-        for v in checked:
-            is_number = isinstance(v, (int, float)) and not isinstance(v, bool)
-            if is_number and ((lo is not None and v < lo) or (hi is not None and v > hi)):
-                rng = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
-                raise ConfigError(f"{source}: {listed or name}={_number(v)} is out of range {rng}")
+        try:
+            kwargs[name] = _checked(d, name, value, source)
+        except ConfigError as exc:
+            raise _about_setting(exc, d.field.metadata.get("listed") or name, source) from None
     holder = {f.name: f for f in dataclasses.fields(cls)}
     for owner, values in groups.items():
         kwargs[owner] = load_config(holder[owner].metadata["composed"][0], values, source=source)
@@ -286,8 +328,39 @@ def load_config(cls: type[C], data: dict[str, Any], *, source: str) -> C:
         raise ConfigError(f"{source}: missing required key {missing[0]!r}")
     try:
         return cls(**kwargs)
-    except (ValueError, TypeError) as exc:  # __post_init__ validation
-        raise ConfigError(f"{source}: {exc}") from None
+    except (ValueError, TypeError) as exc:  # __post_init__ validation: about several settings, or none
+        raise _about_setting(ConfigError(f"{source}: {exc}"), None, source) from None
+
+
+def _checked(d: Declared, name: str, value: Any, source: str) -> Any:
+    """``value`` of setting ``d`` converted to its type and checked against its range."""
+    listed = d.field.metadata.get("listed")
+    if listed:  # each value checked, and named, like one value of that setting
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: {name}: expected a list, got {short(value)}")
+        item = (typing.get_args(d.hint) or (Any,))[0]
+        out = [_coerce(v, item, f"{source}: {listed}") for v in value]
+        checked = out
+    else:
+        out = _coerce(value, d.hint, f"{source}: {name}")
+        checked = [out]
+    lo, hi = d.field.metadata.get("bounds", (None, None))
+    for v in checked:
+        is_number = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if is_number and ((lo is not None and v < lo) or (hi is not None and v > hi)):
+            raise ConfigError(f"{source}: {listed or name}={_number(v)} is out of range{out_of_range_text(lo, hi)}")
+    return out
+
+
+def _about_setting(exc: ConfigError, setting: str | None, source: str) -> ConfigError:
+    """``exc`` (a message ``<source>: <detail>``) marked with the setting it is about, so that the
+    command line can say it its own way: ``perception.cli`` names the command and the flag as typed
+    (``train: lr=-1.0 is out of range [0, 10] (--lr -1)``) where the value came from a flag."""
+    text = str(exc)
+    exc.setting = setting
+    exc.source = source
+    exc.detail = text[len(source) + 2:] if text.startswith(f"{source}: ") else text
+    return exc
 
 
 def rename_old_keys(cls: type, data: dict[str, Any], *, source: str) -> dict[str, Any]:

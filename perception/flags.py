@@ -25,6 +25,7 @@ project's flag spellings (``--no-obstacles``, ``--source`` repeated with ``NAME=
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import re
@@ -34,7 +35,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
-from perception.config import cut, declared, load_config, rename_old_keys, short
+from perception.config import (
+    config_to_dict,
+    cut,
+    declared,
+    default_value_text,
+    load_config,
+    number_text,
+    range_text,
+    rename_old_keys,
+    short,
+)
 from perception.errors import ConfigError
 from perception.yamlfile import read_yaml
 
@@ -116,31 +127,43 @@ def flags(cls: type) -> list[Flag]:
     return out
 
 
-def _default_text(f: dataclasses.Field) -> str | None:
+def _default_text(f: dataclasses.Field, shape: str | None = None) -> str | None:
     """A setting's default as a flag would spell it; None when it has no shown default (None,
-    empty, a bool, a factory)."""
-    default = f.default
+    empty, a switch's bool, a factory) and its declaration gives no ``default_text``."""
+    if f.metadata.get("default_text"):
+        return f.metadata["default_text"]  # a default decided when it runs, or the setting's own (bench)
     if f.metadata.get("listed") and f.default_factory is not dataclasses.MISSING:
-        return ",".join(str(v) for v in f.default_factory()) or None  # a comma list's default, as typed
-    if default in (None, dataclasses.MISSING, "") or isinstance(default, bool):
-        return None
-    to_text = f.metadata.get("to_text")
-    text = to_text(default) if to_text else f"{default:g}" if isinstance(default, float) else str(default)
-    return text or None  # an empty default (``()`` for "all") is said in the help, not as "(default )"
+        return ",".join(number_text(v) for v in f.default_factory()) or None  # a comma list's default, as typed
+    if isinstance(f.default, bool) and shape not in (None, "switch"):
+        # A value flag whose default is a bool (--pretrained PATH|imagenet|none: False): say it in
+        # the metavar's word for it when there is one ("none"), else as YAML does ("false").
+        from_text = f.metadata.get("from_text")
+        for word in (f.metadata.get("metavar") or "").split("|") if from_text else ():
+            with contextlib.suppress(ConfigError, ValueError, TypeError):
+                if from_text(word) is f.default:
+                    return word
+        return (f.metadata.get("to_text") or as_text)(f.default)
+    # an empty default (``()`` for "all") is said in the help, not as "(default )"
+    return default_value_text(f)
 
 
 def _range_text(f: dataclasses.Field) -> str | None:
     """A setting's declared range (``lo..hi``, ``>= lo`` or ``<= hi``); None when unbounded."""
-    lo, hi = f.metadata.get("bounds", (None, None))
-    if lo is None and hi is None:
-        return None
-    return f"{lo:g}..{hi:g}" if lo is not None and hi is not None else f">= {lo:g}" if lo is not None else f"<= {hi:g}"
+    return range_text(*f.metadata.get("bounds", (None, None)))
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
 def _help(flag: Flag) -> str:
     text = flag.field.metadata["help"]
     notes = []
-    if (default := _default_text(flag.field)) is not None:
+    if _required(flag.field) and flag.shape != "positional":
+        # not argparse's required=True: a config file or another flag may stand in for it (record
+        # --recover needs no --out), and config_from_flags' own message names what it is for
+        notes.append("required")
+    if (default := _default_text(flag.field, flag.shape)) is not None:
         notes.append(f"default {default}")
     if (span := _range_text(flag.field)) is not None:
         notes.append(span)
@@ -186,6 +209,9 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     Only flags given on the command line reach the namespace (``default=SUPPRESS``), so a config
     file's values survive and the dataclass defaults apply otherwise (``config_from_flags``).
     """
+    # Which settings this parser's flags give: how perception.cli names a flag in a settings error
+    # raised later, outside config_from_flags (``train --lr -1``: see ``command_error``).
+    parser.settings_classes = [*getattr(parser, "settings_classes", []), cls]
     groups: dict[str, Any] = {}
     for flag in flags(cls):
         meta = flag.field.metadata
@@ -306,40 +332,96 @@ def config_from_flags(cls: type[C], args: argparse.Namespace, *, source: str, co
     """``cls`` from the flags given, over ``config_file``'s keys when one is given.
 
     A ``pairs`` flag adds to the file's mapping (``--encoding lane=rle`` keeps the file's other
-    topics). Raises ConfigError naming the file or ``source`` and the key. A flag whose text does
-    not parse (``--threads 1,x``) fails as argparse's own errors do, naming ``command`` (by default
-    ``source`` when it is ``perception <command>``) and its ``--help``.
+    topics). Errors name the command the way argparse's do (``command``, by default ``source``
+    without its ``perception `` prefix): ``run: width=8 is out of range [16, 16384] (--width 8)``
+    for a flag, with the flag as typed; ``run: node.yaml: width=8 ...`` for a key of the file. A
+    flag whose text does not parse (``--threads 1,x``) fails as argparse's own errors do, with the
+    command's ``--help``.
     """
+    label = command or source.removeprefix("perception ")
     data: dict[str, Any] = {}
+    where = label
     if config_file is not None:
-        data = rename_old_keys(cls, read_yaml(config_file), source=str(config_file))
-        source = f"{config_file} + {source}"
+        data = rename_old_keys(cls, read_yaml(config_file), source=f"{label}: {config_file}")
+        where = f"{label}: {config_file}"
     try:
         given = flag_values(cls, args)
     except ConfigError as exc:
-        command = command or (source.removeprefix("perception ") if source.startswith("perception ") else None)
-        if command is None:
+        if command is None and not source.startswith("perception "):
             raise
-        raise ConfigError(f"{command}: {exc}; see 'perception {command} --help'") from None
+        raise ConfigError(f"{label}: {exc}; see 'perception {label} --help'") from None
     for name, value in given.items():
         if isinstance(value, dict) and isinstance(data.get(name), dict):
             value = {**data[name], **value}
         data[name] = value
     for flag in flags(cls):
-        required = flag.field.default is dataclasses.MISSING and flag.field.default_factory is dataclasses.MISSING
-        if required and flag.name not in data and flag.option:
-            raise ConfigError(f"{source}: {flag.option} is required ({flag.field.metadata['help']})")
+        if _required(flag.field) and flag.name not in data and flag.option:
+            raise ConfigError(f"{label}: {flag.option} is required ({flag.field.metadata['help']})")
     try:
-        return load_config(cls, data, source=source)
+        config = load_config(cls, data, source=where)
     except ConfigError as exc:
-        # The message names the setting as YAML and launch files do; add how it was typed here.
-        named = [f for f in flags(cls) if f.name in given and f.shape in ("value", "switch", "commas")
-                 and re.search(rf"\b{f.field.metadata.get('listed') or f.name}[=:]", str(exc))]
-        if not named:
+        typed = _typed_flags(cls, args, exc)
+        if typed is None:
             raise
-        # Every flag the message names (width=16 height=16384 ...: both), each as it was typed.
-        typed = ", ".join(_as_typed(flag, vars(args).get(flag.name)) for flag in named)
-        raise ConfigError(f"{exc} ({typed})") from None
+        raise ConfigError(f"{label}: {getattr(exc, 'detail', exc)} ({typed})") from None
+    if log.isEnabledFor(logging.DEBUG):  # -v: what the command runs with, every default included
+        from perception.errors import hide_credentials
+
+        flat = config_to_dict(config)
+        settings = " ".join(f"{name}={_as_word(value)}" for name, value in flat.items())
+        typed = " ".join(f.option for f in flags(cls) if f.name in given and f.option)
+        log.debug("%s settings%s: %s", label, f" (flags {typed})" if typed else "", hide_credentials(settings))
+    return config
+
+
+def _as_word(value: Any) -> str:
+    """A resolved setting for the -v line: numbers as typed, lists and mappings compact."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(_as_word(v) for v in value) or "[]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}={_as_word(v)}" for k, v in value.items()) + "}"
+    if value is None:
+        return "-"
+    return number_text(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else as_text(value)
+
+
+def _typed_flags(cls: type, args: argparse.Namespace, exc: ConfigError) -> str | None:
+    """The flags given on the command line that ``exc`` (from ``load_config``) is about, each as it
+    was typed (``--width 8``; ``--width 16, --height 16384`` for a message naming both); None when
+    the message names no flag given (a key of a config file, a check across settings)."""
+    given = vars(args)
+    setting = getattr(exc, "setting", None)
+    named = [f for f in flags(cls) if f.name in given and f.shape in ("value", "switch", "commas")
+             and (f.field.metadata.get("listed") or f.name) != setting
+             and re.search(rf"\b{f.field.metadata.get('listed') or f.name}[=:]", str(exc))]
+    about = [f for f in flags(cls) if f.name in given and (f.field.metadata.get("listed") or f.name) == setting]
+    if not about and not named:
+        return None
+    if setting is not None and not about:
+        return None  # the message is about a key of the file; the flags it also names only compare with it
+    return ", ".join(_as_typed(flag, given.get(flag.name)) for flag in [*about, *named])
+
+
+def command_error(exc: Exception, parser: argparse.ArgumentParser, args: argparse.Namespace, command: str) -> str:
+    """``exc``'s message as the command line says it: a settings error (``load_config``'s, marked
+    with its setting) about a value given as a flag of ``parser`` (``add_flags``), or as ``--set
+    KEY=VALUE``, names ``command`` and the flag as typed, as ``config_from_flags`` does: a command
+    that builds its config itself (``perception train``) reads like the others."""
+    setting = getattr(exc, "setting", None)
+    if setting is None:
+        return str(exc)
+    typed = None
+    for cls in getattr(parser, "settings_classes", []):
+        typed = _typed_flags(cls, args, exc)
+        if typed is not None:
+            break
+    if typed is None:
+        # --set KEY=VALUE: the one flag that sets any key (train); the last one given wins
+        given = [item for item in getattr(args, "set", None) or [] if item.partition("=")[0].strip() == setting]
+        typed = cut(f"--set {given[-1]}") if given else None
+    if typed is None:
+        return str(exc)
+    return f"{command}: {exc.detail} ({typed})"
 
 
 def _as_typed(flag: Any, typed_value: Any) -> str:
@@ -411,7 +493,7 @@ def settings_markdown(cls: type) -> str:
         if isinstance(f.default, bool):
             shown = "on" if f.default else "off"
         else:
-            shown = _default_text(f) or "-"
+            shown = _default_text(f, flag.shape) or "-"
         span = _range_text(f) or "-"
         option = flag.option or f.name.upper()
         if flag.shape == "pairs":

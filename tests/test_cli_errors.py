@@ -222,7 +222,7 @@ def test_view_of_silent_node_ends_at_duration(fx, free_tcp_port):
     )
     # Nothing could be written to the --out asked for: one error line saying why, a non-zero exit.
     assert_one_line_error(proc, "no masks received")
-    assert proc.returncode == 2
+    assert proc.returncode == 4  # no publisher there: 4, as listen and record (a stream that is not there)
 
 
 def test_ctrl_c_during_training_keeps_a_resumable_last_pt(tmp_path):
@@ -282,3 +282,146 @@ def test_a_size_given_with_set_shows_the_forms_it_takes(capsys):
     assert capsys.readouterr().err == (
         "perception: error: --set: input_hw: expected [HEIGHT, WIDTH] or HEIGHTxWIDTH, e.g. --set input_hw=[352,480] "
         "or --set input_hw=352x480; got '352*480'\n")
+
+
+def _said(argv: list[str], capsys) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of ``perception ARGV`` run in process (argparse exits by SystemExit)."""
+    from perception import cli
+
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(("argv", "verbose", "quiet"), [
+    (["-q", "run"], 0, True),
+    (["run", "-q"], 0, True),  # was "unrecognized arguments: -q"
+    (["run", "--quiet", "--duration", "1"], 0, True),
+    (["-v", "run"], 1, False),
+    (["run", "-v"], 1, False),
+    (["-v", "run", "-v"], 2, False),  # each level counts: a subcommand's namespace replaced its parent's
+    (["run", "-vv"], 2, False),
+    (["bench", "engine", "-v"], 1, False),
+    (["bench", "-v", "engine", "-v"], 2, False),
+    (["listen"], 0, False),
+])
+def test_verbosity_flags_go_before_or_after_the_command(argv, verbose, quiet):
+    from perception import cli
+
+    command = next(a for a in argv if not a.startswith("-"))
+    assert cli.verbosity(cli.build_parser(command).parse_args(argv)) == (verbose, quiet)
+
+
+@pytest.mark.parametrize("argv", [["-v", "-q", "listen"], ["listen", "-q", "-v"], ["-q", "listen", "-v"]])
+def test_verbose_and_quiet_together_are_refused_in_one_line(argv, capsys):
+    code, out, err = _said(argv, capsys)
+    assert code == 2 and out == ""
+    assert err == "perception: error: listen: -q and -v contradict each other; give one of them; see 'perception listen --help'\n"
+
+
+def test_every_command_and_bench_mode_lists_the_verbosity_flags_in_its_help():
+    from perception import cli
+
+    for name in cli.COMMANDS:
+        parser = cli.build_parser(name)
+        chosen = parser.subcommands.choices[name]
+        parsers = [chosen, *(chosen.subcommands.choices.values() if chosen.subcommands else [])]
+        for each in parsers:
+            text = each.format_help()
+            assert "-v, --verbose" in text and "-q, --quiet" in text, each.prog
+
+
+def test_the_log_ladder(tmp_path):
+    """default: ours INFO, theirs WARNING; -v: ours DEBUG; -vv: all DEBUG; -q: all WARNING. Run in a
+    child: in a test process logging is already set up (pytest's handlers) and is left alone."""
+    script = (
+        "import logging\n"
+        "from perception.cli import configure_logging\n"
+        "for verbose, quiet in ((0, False), (1, False), (2, False), (0, True)):\n"
+        "    root = logging.getLogger()\n"
+        "    for h in list(root.handlers): root.removeHandler(h)\n"
+        "    for name in ('perception', 'bench', 'torch.onnx'): logging.getLogger(name).setLevel(logging.NOTSET)\n"
+        "    configure_logging(verbose, quiet)\n"
+        "    print(*(logging.getLevelName(logging.getLogger(n).getEffectiveLevel())\n"
+        "            for n in ('perception.pipeline', 'bench.engine', 'matplotlib', 'torch.onnx')))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=TIMEOUT_S, cwd=tmp_path)
+    assert proc.stdout.splitlines() == [
+        "INFO INFO WARNING WARNING",
+        "DEBUG DEBUG WARNING WARNING",
+        "DEBUG DEBUG DEBUG DEBUG",
+        "WARNING WARNING WARNING WARNING",
+    ], proc.stderr
+
+
+def test_verbose_shows_the_resolved_settings_and_the_default_does_not(tmp_path):
+    argv = ["synth", "--count", "1", "--size", "48x64", "--no-images", "--video", "v.mp4"]
+    plain = perception(*argv, cwd=tmp_path)
+    verbose = perception(*argv, "-v", cwd=tmp_path)
+    assert plain.returncode == verbose.returncode == 0, verbose.stderr
+    assert " D " not in plain.stderr
+    settings = [line for line in verbose.stderr.splitlines() if " D perception.flags: synth settings" in line]
+    assert len(settings) == 1, verbose.stderr
+    # every setting, defaults included, and which flags were given
+    assert "(flags --count --size --video --no-images)" in settings[0]
+    assert "count=1" in settings[0] and "seed=0" in settings[0] and "fps=30" in settings[0]
+    failed = perception("synth", "-v", "--count", "0", cwd=tmp_path)
+    assert "ConfigError raised at " in failed.stderr and "config.py" in failed.stderr  # where it was found
+    assert_one_line_error(failed, "synth: count=0 is out of range: must be >= 1 (--count 0)")
+
+
+def test_perception_alone_names_the_commands_in_one_line(capsys):
+    code, out, err = _said([], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("perception: error: no command given; choose one of: run, listen, demo,")
+    assert err.endswith("; see 'perception --help'\n") and err.count("\n") == 1
+
+
+def test_help_is_the_help_flag(capsys):
+    code, overview, _ = _said(["help"], capsys)
+    assert code == 0 and "COMMAND" in overview and "'perception help COMMAND'" in overview
+    assert _said(["help", "record"], capsys)[:2] == _said(["record", "--help"], capsys)[:2]
+    code, out, _ = _said(["help", "bench", "engine"], capsys)
+    assert code == 0 and out.startswith("usage: perception bench engine")
+    code, _, err = _said(["help", "rnu"], capsys)
+    assert code == 2 and "did you mean 'run'?" in err
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["rnu"], "argument COMMAND: invalid choice: 'rnu' (choose from "),
+    (["rnu"], "); did you mean 'run'?; see 'perception --help'"),
+    (["bench", "engin"], "bench: argument MODE: invalid choice: 'engin' (choose from 'engine', 'pipeline', 'probe', "
+                         "'report'); did you mean 'engine'?; see 'perception bench --help'"),
+    (["listen", "--namspace", "x"], "listen: unrecognized arguments: --namspace x; did you mean '--namespace'?; "
+                                    "see 'perception listen --help'"),
+    (["listen", "--endpiont=tcp://a:1"], "did you mean '--endpoint'?"),
+    (["listen", "--qiuet"], "did you mean '--quiet'?"),
+    (["listen", "--precision", "x"], "listen: unrecognized arguments: --precision x; see 'perception listen --help'"),
+])
+def test_a_mistyped_command_or_flag_gets_a_suggestion_in_the_same_line(argv, line, capsys):
+    code, _, err = _said(argv, capsys)
+    assert code == 2 and err.count("\n") == 1 and line in err, err
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    # a settings error names the command as argparse's errors do, with the flag as typed
+    (["synth", "--count", "0"], "synth: count=0 is out of range: must be >= 1 (--count 0)"),
+    (["listen", "--every", "0"], "listen: every=0 is out of range: must be >= 1 (--every 0)"),
+    (["record", "--namespace", "p/f"], "record: --out is required (output .mcap file"),
+    (["train", "--lr", "-1"], "train: lr=-1.0 is out of range [0, 10] (--lr -1)"),  # was "train config: ...", no flag
+    (["train", "--set", "lr=-1"], "train: lr=-1.0 is out of range [0, 10] (--set lr=-1)"),
+    (["train", "--batch-size", "0"], "train: batch_size=0 is out of range"),
+    (["bench", "engine", "--runs", "0"], "bench engine: runs=0 is out of range [1, 10000000] (--runs 0)"),
+    (["listen", "--max-mask-pixels", "0"], "listen: max_mask_pixels=0 is out of range [1, 268435456]"),
+])
+def test_a_settings_error_names_the_command_the_same_way_everywhere(argv, line, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _said(argv, capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"perception: error: {line}"), err
+    assert "inf]" not in err and "command line:" not in err and "perception: error: perception" not in err
+    if argv[0] != "bench":  # the bench makes its --out folder first (so a typo there costs seconds)
+        assert not any(tmp_path.iterdir())  # refused before anything was written

@@ -36,7 +36,7 @@ def test_config_loads_and_coerces():
     ("data", "message"),
     [
         ({"name": "a", "stpes": 3}, "t.yaml: unknown key 'stpes'; did you mean 'steps'?"),
-        ({"name": "a", "lr": 2.0}, "t.yaml: lr=2.0 is out of range [0.0, 1.0]"),
+        ({"name": "a", "lr": 2.0}, "t.yaml: lr=2.0 is out of range [0, 1]"),
         ({"name": "a", "mode": "fast"}, "t.yaml: mode: 'fast' is not one of 'latest', 'lossless'"),
         ({"name": "a", "steps": "ten"}, "t.yaml: steps: expected an integer, got 'ten'"),
         ({"lr": 0.1}, "t.yaml: missing required key 'name'"),

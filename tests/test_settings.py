@@ -61,8 +61,8 @@ def _from_flags(command: str, argv: list[str]):
 
 
 def _core(message: str) -> str:
-    """The part of an error after the 'where' prefix (file, command line or launch node)."""
-    return re.search(r"\b\w+=\S+ is out of range \[[^\]]*\]", message).group(0)
+    """The part of an error after the 'where' prefix (file, command or launch node)."""
+    return re.search(r"\b\w+=\S+ is out of range( \[[^\]]*\]|: must be [<>]= [^ )]+)", message).group(0)
 
 
 def _launch_error(tmp_path: Path, kind: str, parameters: dict) -> str:
@@ -178,8 +178,9 @@ def test_run_yaml_file_and_flags_give_the_same_message(tmp_path):
         load_run_config(_parser("run").parse_args(["--queue-capacity", "0"]))
     launch = _launch_error(tmp_path, "pipeline", {"queue_capacity": 0})
     core = "queue_capacity=0 is out of range [1, 1024]"
-    assert str(by_file.value) == f"{node_yaml} + command line: {core}"
-    assert str(by_flag.value) == f"command line: {core} (--queue-capacity 0)"  # and how it was typed
+    # named like argparse's errors: the command, then the file and key or the flag as typed
+    assert str(by_file.value) == f"run: {node_yaml}: {core}"
+    assert str(by_flag.value) == f"run: {core} (--queue-capacity 0)"
     assert launch.endswith(f"parameters: {core}")
 
 
@@ -243,7 +244,7 @@ def test_a_yaml_file_a_launch_node_and_flags_give_one_composed_config(tmp_path):
 def test_a_range_error_in_an_option_group_names_the_flag_and_the_key(key, typed, core, tmp_path):
     with pytest.raises(ConfigError) as by_flag:
         _from_flags("run", typed)
-    assert str(by_flag.value) == f"perception run: {core} ({' '.join(typed)})"
+    assert str(by_flag.value) == f"run: {core} ({' '.join(typed)})"
     value = yaml.safe_load(typed[1])
     with pytest.raises(ConfigError) as by_yaml:
         load_config(RunConfig, {key: value}, source="node.yaml")
@@ -310,7 +311,7 @@ def test_flag_text_that_does_not_parse_is_one_config_error():
         _from_flags("run", ["--encoding", "lane"])
     with pytest.raises(ConfigError, match=r"bad --size '360': expected HEIGHTxWIDTH"):
         flag_values(_config_class("export"), _parser("export").parse_args(["--size", "360"]))
-    with pytest.raises(ConfigError, match=r"perception record: --out is required"):
+    with pytest.raises(ConfigError, match=r"^record: --out is required"):
         _from_flags("record", ["--namespace", "perception/front"])
 
 
@@ -318,7 +319,7 @@ def test_listen_launch_node_is_checked_like_its_flags(tmp_path):
     launch = _launch_error(tmp_path, "listen", {"every": 0})
     with pytest.raises(ConfigError) as by_flag:
         _from_flags("listen", ["--every", "0"])
-    assert _core(launch) == _core(str(by_flag.value)) == "every=0 is out of range [1, inf]"
+    assert _core(launch) == _core(str(by_flag.value)) == "every=0 is out of range: must be >= 1"
 
 
 def test_no_module_reads_argparse_internals():
@@ -430,7 +431,7 @@ def test_a_bad_bench_value_fails_like_the_same_run_flag(bench, run):
         _bench(bench)
     with pytest.raises(ConfigError) as by_run:
         _from_flags("run", run)
-    core = re.compile(r"\w+(=\S+ is out of range \[[^\]]*\]|: '\w+' is not one of)")
+    core = re.compile(r"\w+(=\S+ is out of range( \[[^\]]*\]|: must be [<>]= \S+)|: '\w+' is not one of)")
     assert core.search(str(by_bench.value)).group(0) == core.search(str(by_run.value)).group(0)
     assert str(by_bench.value).endswith(f"({' '.join(bench[1:])})")  # and how it was typed
 
@@ -657,3 +658,81 @@ def test_export_unknown_threshold_help_says_what_the_confidence_is():
     assert "below this top-class probability" not in text
     assert ("pixels whose confidence is below P are unknown in the node; the confidence is the top class probability, "
             f"or the summed probability of the {CONFIDENCE_POOL_TASK} classes where one of them wins") in text
+
+
+def _every_help() -> dict[str, str]:
+    """``--help`` of every command and bench mode that has settings flags, by its prog."""
+    from perception.cli import build_parser
+
+    out = {}
+    for command in ("run", "demo", "view", "record", "replay", "listen", "export", "train", "synth", "eval", "bench"):
+        chosen = build_parser(command).subcommands.choices[command]
+        for parser in [chosen, *(chosen.subcommands.choices.values() if chosen.subcommands else [])]:
+            out[parser.prog] = parser.format_help()
+    return out
+
+
+def test_help_ranges_and_defaults_are_written_as_a_person_writes_them():
+    """No ``1..2.68435e+08``, ``1..1e+07`` or ``3600.0``: integers as integers, no exponents."""
+    helps = _every_help()
+    for prog, text in helps.items():
+        flat = " ".join(text.split())
+        assert not re.search(r"\d\.?\d*e[+-]\d", flat), prog
+        assert not re.search(r"(default|\.\.|>=|<=) ?-?\d+\.0\b", flat), prog
+    flat = {prog: " ".join(text.split()) for prog, text in helps.items()}
+    assert "(default 16777216, 1..268435456)" in flat["perception listen"]
+    assert "(default 200, 1..10000000)" in flat["perception bench engine"]
+    assert "(default 100, 0..1000000)" in flat["perception bench pipeline"]
+
+
+def test_required_flags_say_so_in_help():
+    flat = {prog: " ".join(text.split()) for prog, text in _every_help().items()}
+    assert re.search(r"--checkpoint CHECKPOINT checkpoint \.pt written by 'perception train' \(required\)",
+                     flat["perception export"])
+    assert re.search(r"--out OUT ONNX file to write, e\.g\. model\.onnx \(required\)", flat["perception export"])
+    assert re.search(r"--out OUT output \.mcap file .*\(required\)", flat["perception record"])
+    assert "(required" not in flat["perception run"]
+
+
+def test_a_setting_whose_default_is_decided_elsewhere_shows_that_default():
+    """bench pipeline's None and bench engine's empty list mean "the node's own default": shown as
+    that default (run's declaration), not as nothing; a value flag's bool default in its own word."""
+    flat = {prog: " ".join(text.split()) for prog, text in _every_help().items()}
+    engine, pipeline = flat["perception bench engine"], flat["perception bench pipeline"]
+    assert re.search(r"--provider \S+ where to run the model .*?are compared \(default auto\)", engine)
+    assert re.search(r"--threads THREADS\[,\.\.\.\] .*? \(default 0, 0\.\.256\)", engine)
+    assert re.search(r"--streams N\[,\.\.\.\] .*? \(default 1, 1\.\.8\)", engine)
+    for flag, default in (("--provider", "auto"), ("--threads", "0"), ("--precision", "auto"), ("--streams", "1")):
+        assert re.search(rf"{flag} \S+ [^(]*(\([^)]*\)[^(]*)*?\(default {default}\b", pipeline), flag
+    assert re.search(r"--batch-timeout-ms MS .*?\(default \d", pipeline)
+    assert re.search(r"--pretrained PATH\|imagenet\|none .*?\(random init\) \(default none\)", flat["perception train"])
+
+
+def test_every_bench_mode_has_a_description():
+    helps = _every_help()
+    for mode in ("engine", "pipeline", "probe", "report"):
+        text = helps[f"perception bench {mode}"]
+        description = text.split("\n\n")[1]  # after the usage block
+        assert not description.lstrip().startswith(("options:", "positional arguments:")), mode
+
+
+def test_numbers_and_ranges_in_messages():
+    from perception.config import number_text, out_of_range_text, range_text
+
+    assert [number_text(v) for v in (268435456, 1e7, 3600.0, 0.001, 1e-5, 0.1)] == [
+        "268435456", "10000000", "3600", "0.001", "0.00001", "0.1"]
+    assert range_text(1, 268435456.0) == "1..268435456" and range_text(0.001, None) == ">= 0.001"
+    assert out_of_range_text(0.0, 10.0) == " [0, 10]" and out_of_range_text(1, None) == ": must be >= 1"
+    assert out_of_range_text(None, 5) == ": must be <= 5"
+
+
+def test_a_settings_error_carries_its_setting_for_the_command_line():
+    """load_config marks a range or type error with the setting and the message without its source,
+    so the CLI can name the command and the flag (perception.flags.command_error)."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(SourceOptions, {"width": 8}, source="train config")
+    exc = caught.value
+    assert (exc.setting, exc.source, exc.detail) == ("width", "train config", "width=8 is out of range [16, 16384]")
+    with pytest.raises(ConfigError) as caught:
+        load_config(SourceOptions, {"fps": "ten"}, source="x.yaml")
+    assert (caught.value.setting, caught.value.detail) == ("fps", "fps: expected a number, got 'ten'")

@@ -33,21 +33,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     sub = parser.add_subparsers(dest="bench_mode", metavar="MODE", required=True)
 
-    eng = sub.add_parser("engine", help="time Engine.infer per model x engine x provider x threads x batch")
+    eng = sub.add_parser("engine", help="time Engine.infer per model x engine x provider x threads x batch",
+                         description="Time one Engine.infer call per model x engine x precision x provider x threads "
+                                     "x streams x batch, on synthetic or dataset frames; writes JSON, Markdown and "
+                                     "plots to --out.")
     add_flags(eng, EngineBenchConfig)
     _add_out(eng)
 
-    pipe = sub.add_parser("pipeline", help="run the node on a source and measure it from a subscriber")
+    pipe = sub.add_parser("pipeline", help="run the node on a source and measure it from a subscriber",
+                          description="Run the node ('perception run') on a source and measure its FPS, latency "
+                                      "and drops from a subscriber (optionally against a serial baseline, or one "
+                                      "node per camera against one for all); writes JSON, Markdown and plots to "
+                                      "--out.")
     add_flags(pipe, PipelineBenchConfig)
     _add_out(pipe)
 
     probe = sub.add_parser("probe", help="run --engine auto's probe now, on your frames, and cache its verdict "
-                                         "for the node")
+                                         "for the node",
+                           description="Run the probe of 'perception run --engine auto' now, on your frames, and "
+                                       "cache its verdict (the fastest engine and precision here whose answers agree "
+                                       "with FP32) for the node's next start.")
     from perception.engines.auto import add_probe_arguments
 
     add_probe_arguments(probe)
 
-    rep = sub.add_parser("report", help="regenerate perception.bench.md and the plots from a perception.bench.json")
+    rep = sub.add_parser("report", help="regenerate perception.bench.md and the plots from a perception.bench.json",
+                         description="Regenerate perception.bench.md and the plots from a perception.bench.json "
+                                     "(after an edit, or on another machine).")
     rep.add_argument("results", type=Path, help="perception.bench.json written by 'perception bench engine|pipeline', or its folder")
     rep.add_argument("--out", type=Path, default=None, help="output folder (default: next to the JSON)")
 
@@ -71,11 +83,18 @@ def main(args: argparse.Namespace) -> int:
     # Under 'python -m perception.bench' the argv lacks the 'bench' word; under 'perception' it has it.
     rest = argv[argv.index("bench") + 1:] if "bench" in argv else argv
     command = "perception bench " + " ".join(shlex.quote(a) for a in rest)
+    from perception.sinks import missing_folders, remove_empty_folders
+
+    created = missing_folders(args.out)
     _prepare_out(args.out)
-    if args.bench_mode == "engine":
-        results = _run_engine(args, command)
-    else:
-        results = _run_pipeline(args, command)
+    try:
+        if args.bench_mode == "engine":
+            results = _run_engine(args, command)
+        else:
+            results = _run_pipeline(args, command)
+    except BaseException:
+        remove_empty_folders(created)  # a bench that measured nothing leaves no empty --out behind
+        raise
     path = report.write_results(results, args.out)
     written = report.write_report(results, args.out)
     print(report.summary_text(results))
