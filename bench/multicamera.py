@@ -96,7 +96,8 @@ def measure_nodes(cfg: PipelineBenchConfig, model: Path, groups: list[tuple[str,
             def check_alive(when: str) -> None:
                 for proc, log_path, _, _ in procs:
                     if proc.poll() is not None:
-                        raise NodeFailed(f"a node exited with status {proc.returncode} {when}: {last_line(log_path)}")
+                        raise NodeFailed(f"a node exited with status {proc.returncode} {when}: {last_line(log_path)}",
+                                         status=proc.returncode)
 
             t_start = time.monotonic()
             while not all(r.first_mask.is_set() for r in receivers.values()):

@@ -48,8 +48,21 @@ def subscribed_masks(cfg: PipelineBenchConfig) -> list[str] | None:
     return [*cfg.topics, contracts.STATS_TOPIC] if cfg.topics else None
 
 
+#: The node's exit statuses the bench passes on as its own (``perception.errors``: 2 a bad input,
+#: 3 a missing dependency, 4 a camera or stream not there); any other failure is the bench's 2.
+PASSED_ON_EXIT_CODES = (2, 3, 4)
+
+
 class NodeFailed(PerceptionError):
-    """The node under test exited or never published; the message carries its last error line."""
+    """The node under test exited or never published; the message carries its last error line.
+    ``status``: the node's exit status, which becomes the bench's (``PASSED_ON_EXIT_CODES``), so a
+    missing camera is 4 from ``bench pipeline`` as from ``perception run``."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        if status in PASSED_ON_EXIT_CODES:
+            self.exit_code = status
 
 
 def free_tcp_port() -> int:
@@ -261,12 +274,18 @@ def stop_node(proc: subprocess.Popen) -> int | None:
     return proc.returncode
 
 
+#: What starts the node's own error line; the bench's error line has it already.
+ERROR_PREFIX = "perception: error: "
+
+
 def last_line(log_path: Path) -> str:
+    """The node's last line of stderr (its error, when it failed), without the ``perception: error:``
+    that the bench's own error line starts with (it read "error: ...: perception: error: ...")."""
     try:
         lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return "no output"
-    return lines[-1] if lines else "no output"
+    return lines[-1].removeprefix(ERROR_PREFIX) if lines else "no output"
 
 
 def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, Any]:
@@ -302,7 +321,7 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
                         raise NodeFailed("the node published its whole input and exited before the measuring "
                                          "window opened; bench a longer clip, or pass --loop")
                     raise NodeFailed(f"the node exited with status {proc.returncode} before publishing: "
-                                     f"{last_line(log_path)}")
+                                     f"{last_line(log_path)}", status=proc.returncode)
                 if time.monotonic() - t_start > STARTUP_TIMEOUT_S:
                     raise NodeFailed(f"the node published nothing within {STARTUP_TIMEOUT_S:.0f} s: "
                                      f"{last_line(log_path)}")
@@ -325,7 +344,7 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
                 if proc.poll() is not None:
                     if proc.returncode != 0:
                         raise NodeFailed(f"the node exited with status {proc.returncode} during the run: "
-                                         f"{last_line(log_path)}")
+                                         f"{last_line(log_path)}", status=proc.returncode)
                     # Exit 0 inside the window: its file input ended (no --loop). The window is what
                     # it ran; the messages it flushed on the way out still count.
                     input_ended_s = now - t_window
@@ -371,7 +390,7 @@ def wait_for_probe(sub, proc: subprocess.Popen, log_path: Path, timeout_s: float
     while time.monotonic() - t0 < timeout_s:
         if proc.poll() is not None:
             raise NodeFailed(f"the node exited with status {proc.returncode} while probing engines: "
-                             f"{last_line(log_path)}")
+                             f"{last_line(log_path)}", status=proc.returncode)
         msg = sub.recv(timeout_s=0.2)
         doc = None if msg is None else stats_document(msg)
         if doc is None:

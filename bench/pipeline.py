@@ -80,6 +80,8 @@ from perception.run_config import RunConfig
 
 __all__ = ["NodeFailed", "PipelineBenchConfig", "run_pipeline_bench", "source_options", "topics_from_text"]
 
+#: The shortest measuring window (``--duration``).
+MIN_DURATION_S = 0.1
 #: What ``--topics`` may name: the node's mask topics and its obstacles document.
 BENCH_TOPICS = (*contracts.MASK_TOPICS, contracts.OBSTACLES_TOPIC)
 
@@ -102,8 +104,12 @@ class PipelineBenchConfig:
     the synthetic camera; files are read as fast as the node takes them)."""
 
     model: Path | None = setting(None, help="ONNX model (default: the shipped perception/assets/default.onnx)")
-    source: str = setting("synthetic", help="frame source: a video file, an image folder, or synthetic")
-    duration_s: float = setting(10.0, lo=0.1, hi=86_400, flag="--duration", metavar="S", help="seconds to measure")
+    source: str = setting("synthetic", help="frame source, as for 'perception run': a camera (/dev/videoN), a video "
+                                             "file, an image folder, an rtsp:// or http:// stream, or synthetic")
+    # Its lower bound is checked in __post_init__, which can say why 0 is not "no limit" here.
+    duration_s: float = setting(10.0, hi=86_400, flag="--duration", metavar="S",
+                                help=f"seconds to measure, at least {MIN_DURATION_S:g} (a measuring window has an end: "
+                                     "0 is not 'no limit' here)")
     fps: float | None = same_setting(SourceOptions, "fps", group=None)
     width: int | None = same_setting(SourceOptions, "width", group=None)
     height: int | None = same_setting(SourceOptions, "height", group=None)
@@ -138,6 +144,9 @@ class PipelineBenchConfig:
     peak_steps: int = field(default=4, metadata=bounds(1, 20))
 
     def __post_init__(self) -> None:
+        if not self.duration_s >= MIN_DURATION_S:
+            raise ValueError(f"duration_s={self.duration_s:g}: the bench measures the node over a window of "
+                             f"--duration seconds, so it needs at least {MIN_DURATION_S:g} (0 is not 'no limit' here)")
         if self.source.strip() == "synthetic":  # said now, not by the node after the model has loaded
             problem = synthetic_size_error(self.width, self.height)
             if problem:

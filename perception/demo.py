@@ -26,7 +26,17 @@ import numpy as np
 from perception import contracts
 from perception.config import composed, setting
 from perception.errors import ModelError
-from perception.options import EngineOptions, PublishOptions, SourceOptions, synthetic_size_error
+from perception.options import (
+    SYNTHETIC_DEFAULT_HW,
+    SYNTHETIC_FPS_RANGE,
+    SYNTHETIC_MAX_HW,
+    SYNTHETIC_MIN_HW,
+    EngineOptions,
+    PublishOptions,
+    SourceOptions,
+    synthetic_size_error,
+)
+from perception.sources.synthetic import DEFAULT_FPS as SYNTHETIC_DEFAULT_FPS
 from perception.sources.synthetic import SyntheticSource
 
 log = logging.getLogger(__name__)
@@ -40,19 +50,41 @@ DEFAULT_PORT = 5556
 DRAIN_S = 0.2
 
 
+#: The demo's shortest run: it stops by itself, then writes its video and summary, so it has no
+#: "0: no limit" (a node without a limit is ``perception run``).
+MIN_DURATION_S = 0.5
+
+
 @dataclass
 class DemoConfig:
-    """The flags of ``perception demo``."""
+    """The flags of ``perception demo``. Its camera is the synthetic one, so the source settings it
+    offers are worded for that camera here (``composed``'s ``help``), with their one declaration."""
 
     model: Path | None = setting(None, help="exported .onnx model (default: perception/assets/default.onnx)")
-    duration_s: float = setting(10.0, lo=0.5, hi=3600.0, flag="--duration", metavar="S", old_names=("duration",),
-                                help="seconds to run")
+    # Its lower bound is checked in __post_init__, which can say why 0 is not "no limit" here.
+    duration_s: float = setting(10.0, hi=3600.0, flag="--duration", metavar="S", old_names=("duration",),
+                                help=f"seconds to run, at least {MIN_DURATION_S:g}: the demo stops by itself to write "
+                                     "its video and summary (for a node without a limit: perception run)")
     endpoint: str | None = setting(None, help="where to publish (default tcp://127.0.0.1:5556, or a free port)")
-    out_dir: Path = setting(Path("out"), help="folder for demo.mp4 and demo.png")
-    source_options: SourceOptions = composed(SourceOptions, only=("width", "height", "fps", "seed"), group=None)
-    engine_options: EngineOptions = composed(EngineOptions, only=("provider", "threads"), group=None)
+    # --out as every other command; the demo's own --out-dir stays as a hidden alias (commands/demo.py).
+    out_dir: Path = setting(Path("out"), flag="--out", metavar="DIR", help="folder for demo.mp4 and demo.png")
+    source_options: SourceOptions = composed(
+        SourceOptions, only=("width", "height", "fps", "seed"), group=None,
+        help={"width": f"frame width of the synthetic camera, {SYNTHETIC_MIN_HW[1]}..{SYNTHETIC_MAX_HW[1]} "
+                       f"(its default {SYNTHETIC_DEFAULT_HW[1]})",
+              "height": f"frame height of the synthetic camera, {SYNTHETIC_MIN_HW[0]}..{SYNTHETIC_MAX_HW[0]} "
+                        f"(its default {SYNTHETIC_DEFAULT_HW[0]})",
+              "fps": f"frame rate of the synthetic camera, {SYNTHETIC_FPS_RANGE[0]:g}..{SYNTHETIC_FPS_RANGE[1]:g} "
+                     f"(its default {SYNTHETIC_DEFAULT_FPS:g}); the overlay video is written at {VIDEO_FPS:g}"})
+    engine_options: EngineOptions = composed(
+        EngineOptions, only=("provider", "threads"), group=None,
+        help={"threads": "CPU inference threads (0: the backend's default)"})  # the demo runs one frame at a time
 
     def __post_init__(self) -> None:
+        if not self.duration_s >= MIN_DURATION_S:
+            raise ValueError(f"duration_s={self.duration_s:g}: the demo needs at least {MIN_DURATION_S:g} s, as it "
+                             "stops by itself to write its video and summary (0 is not 'no limit' here; a node "
+                             "without a limit is 'perception run')")
         problem = synthetic_size_error(self.source_options.width, self.source_options.height, self.source_options.fps)
         if problem:  # the demo's camera is the synthetic one: say so before the model loads
             raise ValueError(problem)
@@ -158,11 +190,11 @@ def run_demo(config: DemoConfig, *, stop: threading.Event | None = None, out=pri
     )
     namespace = run_config.publish_options.resolved_namespace
     video_path, snapshot_path = config.out_dir / "demo.mp4", config.out_dir / "demo.png"
-    sink = FrameSink(video_path, fps=VIDEO_FPS)
+    sink = FrameSink(video_path, fps=VIDEO_FPS)  # made first: an unwritable --out fails before the model loads
     snapshot = FrameSink(snapshot_path, fps=VIDEO_FPS)
-    engine = load_engine("ort", model, config.engine_options)
-    publisher = source = subscriber = pipeline = None
+    engine = publisher = source = subscriber = pipeline = None
     try:
+        engine = load_engine("ort", model, config.engine_options)
         publisher = MaskPublisher(endpoint=endpoint, namespace=namespace, sndhwm=run_config.publish_options.sndhwm)
         subscriber = MaskSubscriber(endpoint, namespace=namespace)
         source = KeepingSyntheticSource(config.source_options)
@@ -199,12 +231,11 @@ def run_demo(config: DemoConfig, *, stop: threading.Event | None = None, out=pri
     finally:
         if pipeline is None and source is not None:
             source.close()
-        for closable in (subscriber, publisher):
+        for closable in (subscriber, publisher, engine):
             if closable is not None:
                 closable.close()
-        engine.close()
-        sink.close()
         snapshot.close()
+        sink.close()  # last: the folders it made go again when nothing was written (a failed start)
     duration_s = time.monotonic() - start_s
     return DemoResult(
         video=video_path,

@@ -43,8 +43,8 @@ class RecordConfig:
     # One of the two is required when recording; __post_init__ says so (not argparse, so --recover needs neither).
     namespace: str | None = setting(None, exclusive="what", help="every topic under this namespace, e.g. perception/front")
     topic: list[str] = setting(default_factory=list, exclusive="what", metavar="T", help="exact topics to record")
-    duration_s: float | None = setting(None, lo=0.001, flag="--duration", metavar="S", old_names=("duration",),
-                                       help="stop after S seconds (default: until Ctrl-C)")
+    duration_s: float | None = setting(None, lo=0.0, flag="--duration", metavar="S", old_names=("duration",),
+                                       help="stop after S seconds (default and 0: until Ctrl-C)")
     curve_server_key: str | None = setting(None, metavar="FILE", help="the node's public .key file (CURVE)")
     curve_key: str | None = setting(None, metavar="FILE", help="this client's .key_secret file (CURVE)")
     max_mask_pixels: int = setting(contracts.MAX_MASK_PIXELS, lo=1, hi=contracts.MAX_MASK_SIDE ** 2, metavar="N",
@@ -157,7 +157,7 @@ class Recorder:
     def run(self, stop: threading.Event) -> RecordSummary:
         """Record until ``stop`` is set or ``duration`` has passed; then finish the file."""
         t0 = time.monotonic()
-        deadline = None if self.config.duration_s is None else t0 + self.config.duration_s
+        deadline = None if not self.config.duration_s else t0 + self.config.duration_s  # 0: no limit, as run's
         failed: OSError | None = None
         try:
             while not stop.is_set():

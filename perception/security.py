@@ -106,7 +106,7 @@ def create_key_pair(out_dir: str | Path, name: str, *, overwrite: bool = False) 
     existing = [str(p) for p in (public, secret) if p.exists()]
     if existing and not overwrite:
         verb = "exists" if len(existing) == 1 else "exist"
-        raise ConfigError(f"{', '.join(existing)} already {verb}; pick another --name or pass --force")
+        raise ConfigError(f"{', '.join(existing)} already {verb}; pick another --name or pass --overwrite")
     try:
         out.mkdir(parents=True, exist_ok=True)
         public_file, secret_file = zmq.auth.create_certificates(out, name)

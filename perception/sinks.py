@@ -1,7 +1,9 @@
 """Where rendered frames go: a window, a video file, one PNG or a folder of numbered PNGs.
 
 ``FrameSink(out, fps=...)`` takes frames from ``perception view`` and ``perception demo``;
-``resolve_output(out)`` picks a window when a display exists and ``out/view.mp4`` otherwise.
+``resolve_output(out)`` picks a window when a display exists and ``out/view.mp4`` otherwise. A sink
+that wrote nothing removes the folders it made for ``out`` when it closes, as
+``missing_folders``/``remove_empty_folders`` let other commands do.
 """
 
 from __future__ import annotations
@@ -52,13 +54,19 @@ class FrameSink:
             )
         else:
             self.mode = "folder"
+        #: Folders made for ``out`` here: removed again by ``close`` when nothing was written.
+        self.created: list[Path] = []
         if out is not None:
+            # Made now, so an unwritable --out fails before any work, not at the first frame.
             target = out if self.mode == "folder" else out.parent
+            created = missing_folders(target)
             try:
                 target.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
+                remove_empty_folders(created)
                 why = file_in_the_way(target) or exc.strerror
                 raise ConfigError(f"cannot create {target} for --out: {why}; choose a writable path") from None
+            self.created = created
 
     def write(self, frame: np.ndarray) -> bool:
         self.frames += 1
@@ -93,11 +101,36 @@ class FrameSink:
             self._imwrite(self.out, self._last)
         if self.mode == "window":
             cv2.destroyAllWindows()
+        if self.frames == 0:  # a failed view or demo leaves no empty folder behind
+            remove_empty_folders(self.created)
 
     @staticmethod
     def _imwrite(path: Path, frame: np.ndarray) -> None:
         if not cv2.imwrite(str(path), frame):
             raise ConfigError(f"cannot write {path}; choose a writable --out")
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """The folders that creating ``folder`` (``mkdir -p``) would make, outermost first: what a
+    failed command removes again (``remove_empty_folders``), so that it leaves no empty tree."""
+    missing: list[Path] = []
+    for each in (folder, *folder.parents):
+        if each.exists() or each.is_symlink():
+            break
+        missing.append(each)
+    return missing[::-1]
+
+
+def remove_empty_folders(folders: list[Path]) -> None:
+    """Remove ``folders`` (from ``missing_folders``), innermost first, each only while it is empty:
+    whatever a command did write stays."""
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:  # not empty (something was written): nor are the folders around it
+            return
 
 
 def resolve_output(out: Path | None) -> Path | None:

@@ -13,8 +13,12 @@ The drawing is ``perception.overlay.render_overlay`` and the outputs are ``perce
 
 Output: a window when a display exists ($DISPLAY / $WAYLAND_DISPLAY) and ``--out`` is not given;
 otherwise ``--out`` (default ``out/view.mp4``): ``*.mp4``/``*.avi`` a video, ``*.png`` the last
-frame, a folder numbered PNGs. When no frame could be rendered (the source delivered none, no node
-published, stopped before the first) a file output is a ``SourceError`` saying why; a window warns.
+frame, a folder numbered PNGs. A video plays at ``--fps`` when given, else at the source's own rate
+(``source_rate``: a video file's or stream's reported one, the synthetic camera's), else at
+``DEFAULT_VIDEO_FPS``. When no frame could be rendered (the source delivered none, stopped before the
+first) a file output is a ``SourceError`` saying why; a window warns. Drawing a node's masks when
+nothing at all arrived is a ``SourceUnavailableError`` (exit 4, as ``listen`` and ``record``),
+whatever the output.
 
 Run: ``perception view --source synthetic --model m.onnx --out out/view.mp4 --max-frames 100``.
 """
@@ -31,11 +35,12 @@ import numpy as np
 
 from perception import contracts
 from perception.config import composed, setting, short
-from perception.errors import ConfigError, SourceError
+from perception.errors import ConfigError, SourceError, SourceUnavailableError
 from perception.options import EngineOptions, SourceOptions, synthetic_size_error
 from perception.overlay import render_overlay
 from perception.run_config import split_camera_source
 from perception.sinks import DEFAULT_VIDEO_FPS, FrameSink, resolve_output
+from perception.sources.synthetic import DEFAULT_FPS as SYNTHETIC_DEFAULT_FPS
 from perception.stats import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -54,11 +59,14 @@ class ViewConfig:
     source_options: SourceOptions = composed(
         SourceOptions, only=("seed", "width", "height", "fps"), group=None,
         help={"seed": "seed of the synthetic source (match the node's)",
-              "fps": "source rate (match the node's for synthetic) and video frame rate (default: the source's / 10)"})
-    out: Path | None = setting(None, help="*.mp4/*.avi video, *.png last frame, or a folder of PNGs")
-    max_frames: int | None = setting(None, lo=1, metavar="N", help="stop after N frames")
-    duration_s: float | None = setting(None, lo=0.1, flag="--duration", metavar="S", old_names=("duration",),
-                                       help="stop after S seconds")
+              "fps": f"source rate (match the node's for synthetic) and the video's frame rate (default: the "
+                     f"source's own rate: a video file's or stream's, the synthetic camera's {SYNTHETIC_DEFAULT_FPS:g}; else "
+                     f"{DEFAULT_VIDEO_FPS:g})"})
+    out: Path | None = setting(None, help="*.mp4/*.avi video, *.png last frame, or a folder of PNGs (default: a window "
+                                          "when there is a display, else out/view.mp4)")
+    max_frames: int | None = setting(None, lo=0, metavar="N", help="stop after N frames (0: no limit)")
+    duration_s: float | None = setting(None, lo=0, flag="--duration", metavar="S", old_names=("duration",),
+                                       help="stop after S seconds (0: no limit)")
     alpha: float = setting(0.5, lo=0.0, hi=1.0, help="mask opacity")
     engine_options: EngineOptions = composed(EngineOptions, only=("provider",), group=None)
 
@@ -92,17 +100,21 @@ def run_view(config: ViewConfig, *, stop: threading.Event | None = None) -> int:
     out = resolve_output(config.out)
     _check_out_spares_source(out, config.source)
     sink = FrameSink(out, fps=config.source_options.fps or DEFAULT_VIDEO_FPS)
-    deadline = None if config.duration_s is None else time.monotonic() + config.duration_s
+    # 0 (as for 'perception run') or None: no limit
+    deadline = time.monotonic() + config.duration_s if config.duration_s else None
     ended: list[str] = []  # why the frames ran out, as the frame generator knows it
+    rate: list[float] = []  # the source's own frame rate, once the generator has opened it
     if config.endpoint is None:
-        frames = _model_frames(config, stop, ended)
+        frames = _model_frames(config, stop, ended, rate)
     else:
-        frames = _node_frames(config, stop, deadline, ended)
+        frames = _node_frames(config, stop, deadline, ended, rate)
     try:
         for frame in frames:
+            if sink.frames == 0 and rate and not config.source_options.fps:
+                sink.fps = rate[0]  # before the first frame opens the video: it plays at the source's pace
             if not sink.write(frame) or stop.is_set():
                 break
-            if config.max_frames is not None and sink.frames >= config.max_frames:
+            if config.max_frames and sink.frames >= config.max_frames:
                 break
             if deadline is not None and time.monotonic() >= deadline:
                 break
@@ -110,6 +122,10 @@ def run_view(config: ViewConfig, *, stop: threading.Event | None = None) -> int:
         frames.close()
         sink.close()
     if sink.frames == 0:
+        nothing = [why for why in ended if isinstance(why, NothingReceived)]
+        if nothing:  # no node there: exit 4 whatever the output, as listen and record
+            raise SourceUnavailableError(
+                f"nothing rendered{f', so nothing written to {sink.out}' if sink.out is not None else ''}: {nothing[0]}")
         why = "stopped before the first frame" if stop.is_set() else (ended[-1] if ended else "the input ended")
         if sink.out is not None:
             raise SourceError(f"nothing rendered, so nothing written to {sink.out}: {why}")
@@ -117,6 +133,21 @@ def run_view(config: ViewConfig, *, stop: threading.Event | None = None) -> int:
     elif sink.out is not None:
         log.info("wrote %d frame(s) to %s", sink.frames, sink.out)
     return sink.frames
+
+
+class NothingReceived(str):
+    """Why a view of a node's masks ended empty when nothing at all arrived (no node there)."""
+
+
+def source_rate(source) -> float | None:
+    """The frame rate a source delivers at by itself: a video file's or stream's reported rate
+    (``native_fps``; a source that sets it, as a camera could with its granted rate, is taken
+    alike), the synthetic camera's ``fps``; None when it does not say (image folders)."""
+    for name in ("native_fps", "fps"):
+        value = getattr(source, name, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 10_000:
+            return float(value)
+    return None
 
 
 def _check_out_spares_source(out: Path | None, source: str | None) -> None:
@@ -138,7 +169,7 @@ def _open_source(config: ViewConfig, *, paced: bool):
     return source
 
 
-def _model_frames(config: ViewConfig, stop: threading.Event, ended: list[str]):
+def _model_frames(config: ViewConfig, stop: threading.Event, ended: list[str], rate: list[float]):
     from perception.engines import load_engine
     from perception.masks import unknown_marker_for
     from perception.preprocess import Preprocessor
@@ -147,6 +178,7 @@ def _model_frames(config: ViewConfig, stop: threading.Event, ended: list[str]):
     # Drawn as the node publishes it: unsure pixels are unknown (unpainted), at the model's threshold.
     unknown = unknown_marker_for(engine.has_confidence, engine.metadata.unknown_threshold, None, model=engine.model_id)
     source = _open_source(config, paced=config.out is None)
+    rate.extend([r] if (r := source_rate(source)) else [])
     prep = Preprocessor(engine.input_hw)
     table = engine.metadata.class_table
     try:
@@ -170,7 +202,8 @@ def _model_frames(config: ViewConfig, stop: threading.Event, ended: list[str]):
         engine.close()
 
 
-def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | None, ended: list[str]):
+def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | None, ended: list[str],
+                 rate: list[float]):
     """Frames drawn from a node's masks; ends at ``deadline`` (monotonic s) even when none arrive.
 
     Appends to ``ended`` why it stopped early, when that explains an empty output."""
@@ -182,18 +215,22 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
     table = read_model_metadata(config.model).class_table if config.model else None
     wanted = ["class_map"] if table is not None else ["drivable", "lane", "obstacle"]
     source = _open_source(config, paced=False) if config.source else None
+    rate.extend([r] if source is not None and (r := source_rate(source)) else [])
     sub = MaskSubscriber(config.endpoint, namespace=config.namespace, masks=wanted)
     limited = RateLimitedLog(log)
     frame = None
     pending: dict[str, np.ndarray] = {}
     pending_seq = -1
     received = False
+    skipped = 0  # messages that arrived but are not masks
+    started = time.monotonic()
     try:
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             msg = sub.recv(timeout_s=0.2)
             if msg is None:
                 continue
             if msg.kind != contracts.KIND_MASK:  # a JSON document on a mask topic: not drawable
+                skipped += 1
                 limited.warning("kind", "skipped a %r message on mask topic %s", msg.kind, msg.topic)
                 continue
             received = True
@@ -220,11 +257,16 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
             else:
                 yield render_overlay(image, None, None, task_masks=pending, alpha=config.alpha, caption=caption)
             pending = {}
-        if not received and not stop.is_set():
-            ended.append(
-                f"no masks received from {config.endpoint} under {config.namespace} in {config.duration_s:g} s; "
-                "is the node running? check --endpoint / --namespace"
-            )
+        if not received:
+            limit = config.duration_s if config.duration_s and not stop.is_set() else None
+            waited = f" in {limit if limit else time.monotonic() - started:.1f} s"
+            if sub.counters.malformed or sub.counters.version_mismatch or skipped:
+                ended.append(f"no drawable masks from {config.endpoint} under {config.namespace}{waited}: every "
+                             f"message was skipped ({sub.last_error or 'not a mask'}); check --namespace and versions")
+            else:
+                ended.append(NothingReceived(
+                    f"no masks received from {config.endpoint} under {config.namespace}{waited}; "
+                    "is the node running? check --endpoint / --namespace"))
     finally:
         sub.close()
         if source is not None:

@@ -199,13 +199,14 @@ def test_missing_model_bad_engine_and_bad_results_are_user_errors(tiny_model, tm
 def test_cli_bad_model_path_is_one_line(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "perception", "bench", "engine", "--model", str(tmp_path / "nope.onnx"),
-         "--out", str(tmp_path / "out")],
+         "--out", str(tmp_path / "out" / "b1")],
         capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"perception: error: model file {tmp_path / 'nope.onnx'} not found; check the --model path"
     ]
+    assert not (tmp_path / "out").exists()  # the folders made for --out went again (hunt 5d: an empty tree was left)
 
 
 def test_engine_bench_frames_come_from_the_users_footage_or_dataset(tiny_model, tmp_path):
@@ -330,8 +331,24 @@ def test_pipeline_bench_node_failure_is_one_line(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not onnx")
     cfg = PipelineBenchConfig(model=bad, duration_s=1.0, engine_runs=0, progress=False)
-    with pytest.raises(NodeFailed, match=r"the node exited with status 2 before publishing: perception: error: "):
+    with pytest.raises(NodeFailed, match=r"the node exited with status 2 before publishing: bad\.onnx ") as caught:
         run_pipeline_bench(cfg)
+    # The node's own line, without a second 'perception: error:', and its status as the bench's.
+    assert "perception: error:" not in str(caught.value) and caught.value.exit_code == 2
+
+
+def test_pipeline_bench_passes_on_the_nodes_exit_status_and_says_its_error_once(tiny_model, tmp_path, capsys):
+    """Hunt 5d finding 5: a missing camera was 'status 4 ... perception: error: camera ...' and exit 2."""
+    from perception.cli import main
+
+    code = main(["bench", "pipeline", "--model", str(tiny_model), "--source", "/dev/video97", "--duration", "1",
+                 "--engine-runs", "0", "--no-progress", "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 4, err
+    assert lines[-1].startswith("perception: error: the node exited with status 4 before publishing: camera "
+                                "/dev/video97 not found"), err
+    assert err.count("perception: error:") == 1, err
 
 
 def test_bench_does_not_import_torch_unless_asked():
@@ -618,7 +635,7 @@ def test_an_auto_node_is_measured_once_its_probe_has_chosen(tmp_path, capsys):
     assert got["timed_out"] and got["state"] is None
     assert "no verdict" in capsys.readouterr().err
     (tmp_path / "log").write_text("perception: error: the model file is gone\n")
-    with pytest.raises(NodeFailed, match="exited with status 2 while probing engines: perception: error: the model"):
+    with pytest.raises(NodeFailed, match="exited with status 2 while probing engines: the model file is gone$"):
         wait_for_probe(_FakeSub([_stats("probing")]), _FakeProc(2), tmp_path / "log", 30)
 
 

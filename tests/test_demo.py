@@ -20,7 +20,7 @@ def test_demo_runs_and_writes_its_files(tmp_path):
         endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
     done = subprocess.run(
         [sys.executable, "-m", "perception", "demo", "--model", str(model), "--duration", "3", "--endpoint", endpoint,
-         "--out-dir", str(tmp_path / "out"), "--width", "128", "--height", "96", "--fps", "15", "--threads", "1"],
+         "--out", str(tmp_path / "out"), "--width", "128", "--height", "96", "--fps", "15", "--threads", "1"],
         cwd=REPO, capture_output=True, text=True, timeout=90,
     )
     assert done.returncode == 0, done.stderr
@@ -47,3 +47,46 @@ def test_demo_without_a_model_is_one_clear_line(tmp_path):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "none.onnx is missing; pass --model model.onnx" in lines[0]
+
+
+def _demo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "perception", "demo", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_demo_out_dir_is_an_alias_of_out_and_a_failed_demo_leaves_no_empty_folder(tmp_path):
+    """Hunt 5d findings 8 and 11: demo alone had --out-dir (every other command --out), and a demo
+    that failed left its empty output folder."""
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")  # there, so the folder is made before the model fails to load
+    for flag in ("--out", "--out-dir"):
+        done = _demo("--model", str(bad), "--duration", "1", flag, str(tmp_path / "d1" / "sub"), cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.count("perception: error:") == 1 and "bad.onnx" in done.stderr, done.stderr
+        assert "deprecated" not in done.stderr  # the old spelling works without a word
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"], flag
+
+
+def test_demo_duration_0_says_why_the_demo_needs_a_limit(tmp_path):
+    """Hunt 5d finding 8: 0 is 'no limit' for run, listen, record and view; the demo stops by
+    itself to write its files, and its error says so instead of a bare range."""
+    done = _demo("--duration", "0", "--model", str(tmp_path / "none.onnx"), cwd=tmp_path)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the demo needs at least 0.5 s" in lines[0] and "perception run" in lines[0], lines
+    assert lines[0].endswith("(--duration 0)"), lines
+
+
+def test_demo_help_speaks_of_its_own_camera_and_threads():
+    """Hunt 5d finding 6: demo's help spoke of --streams (demo has none) and of requesting sizes from a
+    camera (demo's camera is the synthetic one)."""
+    import argparse
+
+    from perception.commands.demo import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    text = " ".join(parser.format_help().split())
+    assert "--streams" not in text and "from a camera" not in text
+    assert "frame width of the synthetic camera, 64..1920" in text and "frame rate of the synthetic camera" in text
+    assert "--out DIR" in text and "--out-dir" not in text

@@ -663,3 +663,34 @@ def test_publisher_subscribed_follows_prefixes():
         time.sleep(0.02)  # the unsubscribe travels asynchronously; poll its arrival
     assert pub.subscribed(["obstacle"]) == set()
     pub.close()
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--endpoint", "foo"], "bad endpoint 'foo'"),
+    (["--source", "nope.mp4"], "video file nope.mp4 not found; check the path"),
+    (["--source", "front=synthetic", "--source", "rear=nope.mp4"],
+     "camera 'rear' (--source rear=nope.mp4): video file nope.mp4 not found"),
+])
+def test_run_checks_the_endpoint_and_a_video_file_before_loading_the_model(flags, message, model_path, tmp_path,
+                                                                             monkeypatch, capsys):
+    """Hunt 5d finding 12: 'run --endpoint foo' and 'run --source nope.mp4' loaded the model (and bound
+    the port) before their one-line error."""
+    import perception.commands.run as run_command
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the cheap checks")
+
+    monkeypatch.setattr(run_command, "EngineLoader", no_loading)
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["run", "--model", str(model_path), *flags]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"perception: error: {message}"), lines
+
+
+def test_run_names_a_bad_model_before_a_missing_video_file(tmp_path, capsys):
+    """The cheap source check keeps the order of the errors: a bad model is still named first."""
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    assert cli_main(["run", "--model", str(bad), "--source", str(tmp_path / "nope.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.onnx is not a readable ONNX file" in err and "nope.mp4" not in err

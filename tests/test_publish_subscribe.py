@@ -263,12 +263,51 @@ def test_listen_reports_rates_and_exits_zero(publisher, tmp_path):
     assert saved and set(np.unique(cv2.imread(str(saved[0]), cv2.IMREAD_UNCHANGED))) <= {0, 255}
 
 
-def test_listen_with_no_publisher_exits_zero_and_says_so(free_tcp_port):
-    result = _run_cli("listen", "--endpoint", f"tcp://127.0.0.1:{free_tcp_port}", "--duration", "0.5")
-    assert result.returncode == 0, result.stderr
+def test_listen_with_no_publisher_exits_4_and_says_so_once(free_tcp_port):
+    """Hunt 5d finding 2: listen exited 0 where record exits 4 and view failed: a stream that is not
+    there is exit 4 in all three, said in one error line (the summary does not repeat the hint)."""
+    endpoint = f"tcp://127.0.0.1:{free_tcp_port}"
+    result = _run_cli("listen", "--endpoint", endpoint, "--duration", "0.5")
+    assert result.returncode == 4, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("perception: error:")]
     # A CURVE node refuses a plain client without a word to it: the hint names the keys too.
-    assert (f"no messages received from tcp://127.0.0.1:{free_tcp_port}; is the node running? check --endpoint / --namespace "
-            "(a node with --curve-secret-key needs --curve-server-key and --curve-key)") in result.stdout
+    assert len(errors) == 1, result.stderr
+    assert errors[0].startswith(f"perception: error: no messages received from {endpoint} in "), errors
+    assert errors[0].endswith(" s; is the node running? check --endpoint / --namespace (a node with --curve-secret-key "
+                              "needs --curve-server-key and --curve-key)"), errors
+    assert "--- summary: 0 messages" in result.stdout and "no messages received" not in result.stdout
+    # --json: the (empty) summary still goes to stdout, for a script to read beside the status.
+    result = _run_cli("listen", "--endpoint", endpoint, "--duration", "0.3", "--json")
+    assert result.returncode == 4, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["messages"] == 0 and summary["topics"] == {}
+    assert result.stderr.count("perception: error: no messages received") == 1
+
+
+def test_listen_duration_0_is_no_limit_and_a_trailing_slash_is_shown_once(publisher):
+    """Hunt 5d: '--duration 0' was out of range (run takes it as no limit), and '--namespace
+    perception/test/' showed 'perception/test//*'."""
+    stop = threading.Event()
+
+    def publish_frames() -> None:
+        seq = 0
+        while not stop.is_set():
+            publisher.publish_masks(seq=seq, capture_ns=time.time_ns(), frame_id="f", masks=_frame_masks(seq % 3),
+                                    latency_ms={"infer": 1.0}, model_id="m")
+            seq += 1
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=publish_frames, daemon=True)
+    thread.start()
+    try:  # no time limit: it ends at --count
+        result = _run_cli("listen", "--endpoint", publisher.endpoint, "--namespace", NS + "/", "--duration", "0",
+                          "--count", "5")
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    assert result.returncode == 0, result.stderr
+    assert f"listening on {publisher.endpoint} to {NS}/*" in result.stdout and "//" not in result.stdout.replace("://", "")
+    assert "--- summary: 5 messages" in result.stdout
 
 
 def test_listen_bad_endpoint_is_one_line():
@@ -512,8 +551,8 @@ def test_listen_hint_names_the_flag_used_and_the_curve_keys(free_tcp_port, tmp_p
     _, client_secret = create_key_pair(tmp_path, "client")
     result = _run_cli("listen", "--endpoint", f"tcp://127.0.0.1:{free_tcp_port}", "--topic", f"{NS}/lane",
                       "--duration", "0.3", "--curve-server-key", str(server_public), "--curve-key", str(client_secret))
-    assert result.returncode == 0, result.stderr
-    assert "is the node running? check --endpoint / --topic and the CURVE keys" in result.stdout
+    assert result.returncode == 4, result.stderr
+    assert "is the node running? check --endpoint / --topic and the CURVE keys" in result.stderr
 
 
 def test_a_frame_message_with_missing_parts_is_malformed():

@@ -8,6 +8,7 @@ headers and masks back on the wire.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -359,13 +360,19 @@ def test_record_that_receives_nothing_says_where_it_listened(tmp_path, capsys):
     endpoint = free_endpoint()  # nothing publishes there
     for what, flag in ((["--namespace", NS], "--namespace"), (["--topic", f"{NS}/lane"], "--topic")):
         out = tmp_path / f"empty{flag}.mcap"
-        # Exit 4 (a stream that is not there) and no empty file to block the next run.
+        # Exit 4 (a stream that is not there) and no empty file to block the next run, nor the
+        # folders made for --out (hunt 5d finding 11).
+        out = tmp_path / "new" / "sub" / out.name
         assert main(["record", *what, "--endpoint", endpoint, "--out", str(out), "--duration", "0.2"]) == 4
         printed, err = capsys.readouterr()
-        assert "recorded 0 messages" in printed and not out.exists() and list(tmp_path.iterdir()) == []
-        assert len(err.strip().splitlines()) == 1 and "nothing recorded" in err and "no file was written" in err
-        assert (f"no messages received from {endpoint}; is the node running? check --endpoint / {flag} "
-                "(a node with --curve-secret-key needs --curve-server-key and --curve-key)") in printed
+        assert not out.exists() and list(tmp_path.iterdir()) == []
+        # Said once, on stderr, with the hint (hunt 5d finding 2: the hint was on stdout as well).
+        assert printed.strip().startswith("recording ") and len(printed.strip().splitlines()) == 1, printed
+        assert len(err.strip().splitlines()) == 1, err
+        assert err.startswith(f"perception: error: nothing recorded, so no file was written to {out}: no messages "
+                              f"received from {endpoint} in "), err
+        assert re.search(r"in \d+\.\d s; is the node running\? check --endpoint / " + flag, err), err
+        assert err.rstrip().endswith("(a node with --curve-secret-key needs --curve-server-key and --curve-key)"), err
 
 
 def test_replay_shortens_a_huge_gap_between_recorded_times(tmp_path, caplog):

@@ -95,8 +95,15 @@ def test_keys_command_writes_a_pair_and_refuses_to_overwrite(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert again.returncode == 2
     assert again.stderr.strip().splitlines() == [
-        f"perception: error: {public}, {secret} already exist; pick another --name or pass --force"
+        f"perception: error: {public}, {secret} already exist; pick another --name or pass --overwrite"
     ]
+    # --overwrite, as record and train spell it (hunt 5d finding 8); --force stays an alias.
+    before = public.read_text()
+    for flag in ("--overwrite", "--force"):
+        replaced = subprocess.run([*cmd, flag], capture_output=True, text=True, timeout=60)
+        assert replaced.returncode == 0, replaced.stderr
+        assert public.read_text() != before
+        before = public.read_text()
 
 
 def test_refused_handshakes_are_logged_with_key_and_address_rate_limited_and_counted(keys, caplog):

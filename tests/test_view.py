@@ -140,17 +140,90 @@ def test_view_cli_that_renders_nothing_says_why_and_fails(tmp_path):
     assert not out.exists()
 
 
-def test_view_of_a_silent_node_to_a_file_fails_naming_the_endpoint(tmp_path):
-    from perception.errors import SourceError
-
+def _free_endpoint() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
-    config = ViewConfig(endpoint=endpoint, namespace="perception/quiet", out=tmp_path / "frames", duration_s=0.3)
-    with pytest.raises(SourceError, match=rf"nothing rendered, so nothing written to .*frames: no masks received from "
-                                          rf"{endpoint} under perception/quiet in 0.3 s; is the node running"):
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_view_of_a_silent_node_to_a_file_fails_naming_the_endpoint(tmp_path):
+    from perception.errors import SourceUnavailableError
+
+    endpoint = _free_endpoint()
+    config = ViewConfig(endpoint=endpoint, namespace="perception/quiet", out=tmp_path / "new" / "frames", duration_s=0.3)
+    # Exit 4, as listen and record (hunt 5d finding 2: it was 2, a bad input).
+    with pytest.raises(SourceUnavailableError, match=rf"nothing rendered, so nothing written to .*frames: no masks received "
+                                                     rf"from {endpoint} under perception/quiet in 0.3 s; is the node running"):
         run_view(config)
-    assert not list((tmp_path / "frames").glob("*.png"))
+    assert list(tmp_path.iterdir()) == []  # nor the folders made for --out (hunt 5d finding 11)
+
+
+def test_view_cli_of_no_node_exits_4_in_one_line(tmp_path):
+    endpoint = _free_endpoint()
+    done = subprocess.run(
+        [sys.executable, "-m", "perception", "view", "--endpoint", endpoint, "--namespace", "perception/front",
+         "--duration", "0.3", "--out", str(tmp_path / "v.png")],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 4, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("perception: error:")]
+    assert len(errors) == 1 and f"no masks received from {endpoint} under perception/front" in errors[0], done.stderr
+    assert not (tmp_path / "v.png").exists()
+
+
+def test_view_writes_the_video_at_the_sources_own_rate(tmp_path):
+    """Hunt 5d finding 7: the video was 10 fps whatever the source (a 30 fps clip played 3x slow)."""
+    model = write_brightness_model(tmp_path / "tiny.onnx", (32, 48))
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 25, (96, 64))
+    for i in range(4):
+        writer.write(np.full((64, 96, 3), 40 * i, np.uint8))
+    writer.release()
+
+    def rate(out: Path) -> float:
+        cap = cv2.VideoCapture(str(out))
+        try:
+            return cap.get(cv2.CAP_PROP_FPS)
+        finally:
+            cap.release()
+
+    for source, extra, expected in ((str(clip), [], 25.0),  # a file's native rate
+                                    ("synthetic", ["--width", "96", "--height", "64", "--max-frames", "2"], 30.0),
+                                    (str(clip), ["--fps", "12"], 12.0)):  # --fps wins
+        out = tmp_path / f"v{expected:g}.mp4"
+        run_view(_config(source=source, model=model, out=out, extra=extra))
+        assert rate(out) == pytest.approx(expected, abs=0.01), (source, extra)
+
+
+def _config(*, source: str, model: Path, out: Path, extra: list[str]) -> ViewConfig:
+    import argparse
+
+    from perception.commands.view import add_arguments
+    from perception.flags import config_from_flags
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--source", source, "--model", str(model), "--out", str(out), *extra])
+    return config_from_flags(ViewConfig, args, source="perception view")
+
+
+def test_view_zero_limits_are_no_limit_and_the_default_out_is_named(tmp_path):
+    """Hunt 5d finding 8: '--duration 0' and '--max-frames 0' were errors (run takes them as no
+    limit); and with no display and no --out, the closing line did not name out/view.mp4."""
+    model = write_brightness_model(tmp_path / "tiny.onnx", (32, 48))
+    image = tmp_path / "frames"
+    image.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(image / f"{i}.png"), np.full((64, 96, 3), 50 * i, np.uint8))
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    done = subprocess.run(
+        [sys.executable, "-m", "perception", "-q", "view", "--source", str(image), "--model", str(model),
+         "--duration", "0", "--max-frames", "0"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"rendered 3 frame(s) to {Path('out/view.mp4')}", done.stdout
+    assert (tmp_path / "out" / "view.mp4").is_file()
 
 
 def test_view_config_errors():

@@ -1,7 +1,7 @@
 """``perception demo``: the synthetic camera through the shipped model, with a listener and an overlay video.
 
     perception demo                                  # about 10 s, writes out/demo.mp4 and out/demo.png
-    perception demo --model runs/bisenetv2.onnx --duration 30 --out-dir out/demo2
+    perception demo --model runs/bisenetv2.onnx --duration 30 --out out/demo2
 
 Everything runs on localhost (port 5556, or a free one if that is taken). See ``perception/demo.py``.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import threading
+from pathlib import Path
 
 from perception.demo import DemoConfig, run_demo
 from perception.flags import add_flags, config_from_flags
@@ -18,6 +19,9 @@ from perception.signals import install_signal_handlers
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flags(parser, DemoConfig)
+    # The demo's folder was --out-dir before it was --out as for every other command: the old
+    # spelling keeps working, without a warning (scripts and the README's older examples use it).
+    parser.add_argument("--out-dir", dest="out_dir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -15,11 +15,13 @@ from perception.security import create_key_pair
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR", help="directory to write the key files into")
     parser.add_argument("--name", required=True, help="key name: writes NAME.key and NAME.key_secret")
-    parser.add_argument("--force", action="store_true", help="overwrite existing key files of that name")
+    # --overwrite as record and train spell it; --force, its first name here, stays an alias.
+    parser.add_argument("--overwrite", "--force", dest="overwrite", action="store_true",
+                        help="overwrite existing key files of that name")
 
 
 def main(args: argparse.Namespace) -> int:
-    public, secret = create_key_pair(args.out, args.name, overwrite=args.force)
+    public, secret = create_key_pair(args.out, args.name, overwrite=args.overwrite)
     print(f"public key: {public}  (give this to the other side / put it in the --curve-allow directory)")
     print(f"secret key: {secret}  (keep private; pass it as --curve-secret-key or --curve-key)")
     return 0

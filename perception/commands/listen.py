@@ -13,7 +13,9 @@ capture-to-receive latency p50/p90/p99, missing capture sequence numbers so far 
 ``lost`` in the transport (gaps in ``pub_seq``) and dropped by the ``node`` (gaps in ``seq`` alone),
 bytes/s), and at the
 end a summary over the whole run. It exits 0 when ``--duration`` or ``--count`` is reached or on
-Ctrl-C / SIGTERM.
+Ctrl-C / SIGTERM, after receiving something; when nothing at all arrived it ends with one
+``perception: error:`` line saying what to check and exits 4, as ``record`` and ``view`` do (a
+stream that is not there; ``--json`` still prints its summary on stdout first).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import cv2
 from perception import contracts
 from perception.cli import GoneSafe, emit
 from perception.config import setting
-from perception.errors import ConfigError
+from perception.errors import ConfigError, SourceUnavailableError
 from perception.flags import add_flags, config_from_flags
 from perception.signals import install_signal_handlers
 from perception.subscribe import MaskSubscriber, Message
@@ -49,8 +51,8 @@ class ListenConfig:
     endpoint: str = setting(contracts.DEFAULT_ENDPOINT, help="publisher endpoint")
     namespace: str | None = setting(None, exclusive="what", help="all topics under this namespace, e.g. perception/front")
     topic: list[str] = setting(default_factory=list, exclusive="what", metavar="T", help="exact topics (repeatable)")
-    duration_s: float | None = setting(None, lo=0.001, flag="--duration", metavar="S",
-                                       help="stop after S seconds (default: until Ctrl-C)")
+    duration_s: float | None = setting(None, lo=0, flag="--duration", metavar="S",
+                                       help="stop after S seconds (default and 0: until Ctrl-C)")
     count: int | None = setting(None, lo=1, metavar="N", help="stop after N messages in total")
     interval_s: float = setting(1.0, lo=0.001, hi=3600, flag="--interval", metavar="S", help="seconds between report lines")
     echo: bool = setting(False, help="print every message's header (and JSON documents)")
@@ -138,13 +140,15 @@ def main(args: argparse.Namespace) -> int:
         curve_key_file=config.curve_key,
         max_mask_pixels=config.max_mask_pixels,
     )
-    what = ", ".join(config.topic) if config.topic else (f"{config.namespace}/*" if config.namespace else "all topics")
+    # The node takes perception/front/ as perception/front: shown as the topics it matches, without '//'.
+    namespace = (config.namespace or "").rstrip("/")
+    what = ", ".join(config.topic) if config.topic else (f"{namespace}/*" if namespace else "all topics")
     print(f"listening on {config.endpoint} to {what}", file=live, flush=True)
     stats: dict[str, TopicStats] = {}
     saved: dict[str, int] = {}
     start_s = time.monotonic()
     next_report_s = start_s + config.interval_s
-    end_s = start_s + config.duration_s if config.duration_s is not None else None
+    end_s = start_s + config.duration_s if config.duration_s else None  # 0: no limit, as for 'perception run'
     total = save_errors = 0
     try:
         while not stop["requested"]:
@@ -168,7 +172,8 @@ def main(args: argparse.Namespace) -> int:
                         if save_errors in (1, 10, 100) or save_errors % 1000 == 0:  # rate-limited
                             log.warning("%s (%d mask(s) not saved so far)", problem, save_errors)
                     saved[msg.topic] = n + 1
-            if now_s >= next_report_s:
+            # Not at the very end: the summary follows (with, when nothing came, the hint once).
+            if now_s >= next_report_s and (end_s is None or now_s < end_s):
                 next_report_s = now_s + config.interval_s
                 _report(stats, sub, now_s, live, _nothing_hint(config))
     finally:
@@ -185,17 +190,30 @@ def main(args: argparse.Namespace) -> int:
         "save_errors": save_errors,
         "last_error": sub.last_error,
     }
-    _print_summary(summary, live, _nothing_hint(config))
+    _print_summary(summary, live)
     if config.json:
         emit(json.dumps(summary, indent=2))
+    if total == 0 and not sub.counters.malformed and not sub.counters.version_mismatch:
+        # Nothing at all arrived: the stream is not there (exit 4, as record and view), said once.
+        raise SourceUnavailableError(nothing_received(config.endpoint, duration_s, _nothing_hint(config)))
     return 0
 
 
+def nothing_received(endpoint: str, seconds: float, hint: str) -> str:
+    """The one line of a subscriber (listen, record) that received nothing at all."""
+    return f"no messages received from {endpoint} in {seconds:.1f} s; {hint}"
+
+
 def _nothing_hint(config: ListenConfig) -> str:
-    """What to check when nothing arrives: the endpoint, the subscription and, with CURVE, the keys
-    (a handshake the node refuses looks the same from here as a node that is not there)."""
-    hint = f"is the node running? check --endpoint / {'--topic' if config.topic else '--namespace'}"
-    if config.curve_server_key:
+    return no_messages_hint("--topic" if config.topic else "--namespace", curve=bool(config.curve_server_key))
+
+
+def no_messages_hint(what_flag: str, *, curve: bool) -> str:
+    """What to check when a subscriber (listen, record) receives nothing: the endpoint, the
+    subscription (``what_flag``) and, with CURVE, the keys (a handshake the node refuses looks the
+    same from here as a node that is not there)."""
+    hint = f"is the node running? check --endpoint / {what_flag}"
+    if curve:
         hint += (" and the CURVE keys (--curve-server-key must be that node's public .key, and its "
                  "--curve-allow folder must hold this client's public key)")
     else:  # a CURVE node refuses a plain client without a word to it
@@ -214,12 +232,11 @@ def _report(stats: dict[str, TopicStats], sub: MaskSubscriber, now_s: float, out
     out.flush()
 
 
-def _print_summary(summary: dict[str, Any], out, hint: str) -> None:
+def _print_summary(summary: dict[str, Any], out) -> None:
+    # Nothing received: the error line that follows says so, with the hint (not here as well).
     print(f"--- summary: {summary['messages']} messages in {summary['duration_s']:.1f} s", file=out)
     for topic, figures in summary["topics"].items():
         print(_format_line(topic, figures) + f"  restarts {figures['seq_restarts']}", file=out)
-    if not summary["topics"]:
-        print(f"no messages received from {summary['endpoint']}; {hint}", file=out)
     skipped = summary["skipped"]
     if skipped["malformed"] or skipped["version_mismatch"]:
         print(f"skipped: {skipped['malformed']} malformed, {skipped['version_mismatch']} from another wire version "

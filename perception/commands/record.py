@@ -9,7 +9,8 @@
 Refuses to start when ``--out`` or any ``<stem>_N.mcap`` split of it already exists, unless
 ``--overwrite`` (which first removes them all, so no old split is replayed with the new ones).
 Stops after ``--duration`` or on Ctrl-C / SIGTERM, finishing the file either way. A recording that
-received nothing leaves no file and exits 4; a full disk ends it with one line naming the file to
+received nothing leaves no file (nor the folders it made for ``--out``) and exits 4 with one line,
+as ``listen`` and ``view`` do; a full disk ends it with one line naming the file to
 ``--recover``. The layout
 (sensor_msgs/msg/Image masks, std_msgs/msg/String JSON, wire headers in ``<topic>/meta``) is
 described in ``perception/mcap_layout.py``.
@@ -22,12 +23,14 @@ import threading
 from pathlib import Path
 
 from perception.cli import emit
+from perception.commands.listen import no_messages_hint
 from perception.errors import ConfigError, SourceError, SourceUnavailableError
 from perception.flags import add_flags, config_from_flags, flag_values, flags
 from perception.mcap_layout import split_path
 from perception.record import RecordConfig, Recorder
 from perception.recover import recording_is_intact, recover_recording, same_file
 from perception.signals import install_signal_handlers
+from perception.sinks import missing_folders, remove_empty_folders
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,23 +44,33 @@ def main(args: argparse.Namespace) -> int:
     if args.recover is not None:
         return recover(args)
     config = config_from_flags(RecordConfig, args, source="perception record")
+    created = missing_folders(config.out.parent)  # made for --out by the writer; removed if nothing is kept
+    try:
+        return _record(config)
+    except BaseException:
+        remove_empty_folders(created)
+        raise
+
+
+def _record(config: RecordConfig) -> int:
     recorder = Recorder(config)
     stop = threading.Event()
-    what = config.namespace + "/*" if config.namespace else ", ".join(config.topic)
+    what = config.namespace.rstrip("/") + "/*" if config.namespace else ", ".join(config.topic)
     where = f"{split_path(config.out, 0)}, {split_path(config.out, 1).name}, ..." if config.splits else config.out
     with install_signal_handlers(stop):  # before the first line: a stop from then on finishes the file
         emit(f"recording {what} from {config.endpoint} to {where}")
         summary = recorder.run(stop)
+    if summary.messages == 0 and not any(summary.skipped.values()):
+        # Nothing at all arrived: no empty file is left (it would only block the next recording to
+        # this --out), and one line says so with the hint (the summary would say it again): exit 4
+        # as for a stream that is not there (a launch file respawns the node), as listen and view.
+        hint = no_messages_hint("--namespace" if config.namespace else "--topic", curve=bool(config.curve_server_key))
+        raise SourceUnavailableError(f"nothing recorded, so no file was written to {config.out}: no messages received "
+                                     f"from {config.endpoint} in {summary.seconds:.1f} s; {hint}")
     emit(summary.format())  # also when a closed ssh session (SIGHUP) stopped it: the file is finished
-    if summary.messages == 0:
-        # No empty file is left (it would only block the next recording to this --out); the exit
-        # status tells scripts: 4 as for a stream that is not there (a launch file respawns the
-        # node), 2 when messages came but every one was skipped (a bad input).
-        if any(summary.skipped.values()):
-            raise SourceError(f"nothing recorded from {config.endpoint}: every message received was skipped "
-                              "(see the counts above); no file was written")
-        raise SourceUnavailableError(f"nothing recorded from {config.endpoint}, so no file was written to "
-                                     f"{config.out}; start the node (see the hint above), then record again")
+    if summary.messages == 0:  # messages came but every one was skipped: a bad input (exit 2)
+        raise SourceError(f"nothing recorded from {config.endpoint}: every message received was skipped "
+                          "(see the counts above); no file was written")
     return 0
 
 

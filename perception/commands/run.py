@@ -179,6 +179,61 @@ class EngineLoader:
         return self._engine
 
 
+def check_before_loading(config: RunConfig) -> None:
+    """The checks that take microseconds, before the model loads (seconds) and the port is bound:
+    the endpoint's syntax and that each video file named as a source is there. When one fails, the
+    model is read first (only then, and only its header): a bad model is still named before a bad
+    source, as when the engine loaded first (see EngineLoader).
+
+    Raises:
+        PublishError: a malformed endpoint. SourceError: a video file that is not there.
+        ModelError: the model, when it is bad too.
+    """
+    from perception.errors import PerceptionError, why_not_a_file
+    from perception.xpub import check_endpoint
+
+    try:
+        check_endpoint(config.publish_options.endpoint)
+        cameras = config.cameras
+        for camera in cameras:
+            path = _video_file(camera.source)
+            if path is not None and not path.is_file():
+                from perception.sources.base import shown
+
+                # The words of VideoFileSource (and open_camera_sources), which would say the same
+                # once the model had loaded.
+                problem = f"video file {shown(camera.source)} {why_not_a_file(path)}; check the path"
+                if len(cameras) > 1:
+                    problem = f"camera {camera.name!r} (--source {camera.name}={camera.source}): {problem}"
+                raise SourceError(hide_credentials(problem))
+    except PerceptionError:
+        if config.engine in ("ort", "openvino", "auto"):  # each reads the model with this first
+            from perception.modelfile import read_model_metadata
+
+            read_model_metadata(config.model_path)  # raises the model's own error
+        raise
+
+
+def _video_file(spec: str) -> Path | None:
+    """The path of a source that is a video file not there (``clip.mp4``, ``file:///data/clip.mp4``),
+    else None. The usual sources (a file or camera that is there, synthetic, a URL) are told apart
+    without importing the sources (OpenCV): that import would delay a model loading beside it."""
+    spec = spec.strip()
+    lowered = spec.lower()
+    if (spec == "synthetic" or spec.isdigit() or spec.startswith("/dev/") or Path(spec).exists()
+            or ("://" in spec and not lowered.startswith("file://"))):
+        return None
+    from perception.sources import source_kind
+    from perception.sources.base import local_path
+
+    if source_kind(spec) != "video":
+        return None
+    try:
+        return Path(local_path(spec))
+    except SourceError:  # a file:// URL of another machine: open_source says why
+        return None
+
+
 def open_camera_sources(cameras: list[RunConfig]) -> list[Any]:
     """Open each camera's source (``RunConfig.camera_config``); a failure closes the ones already
     open and names the camera when there are several.
@@ -234,6 +289,7 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
                 f"no --model given and the shipped default model {DEFAULT_MODEL} is missing; "
                 "pass --model model.onnx or run 'make default-model'"
             )
+        check_before_loading(config)
         signals.reached("loading the engine")
         loader = EngineLoader(config, warmup=len(config.cameras) == 1)
         from perception.pipeline import Pipeline

@@ -16,6 +16,7 @@ import threading
 from perception.cli import emit
 from perception.flags import add_flags, config_from_flags
 from perception.signals import install_signal_handlers
+from perception.sinks import resolve_output
 from perception.view import ViewConfig, run_view
 
 
@@ -25,9 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     config = config_from_flags(ViewConfig, args, source="perception view")
+    # Resolved here, so that the line below names out/view.mp4 when no display chose it (-q hides the
+    # log line). Set, not dataclasses.replace: that would check (and split) the source a second time.
+    config.out = resolve_output(config.out)
     stop = threading.Event()
     with install_signal_handlers(stop):
         frames = run_view(config, stop=stop)  # a file output that got nothing raises, saying why
     if frames:
-        emit(f"rendered {frames} frame(s)" + (f" to {config.out}" if config.out else ""))
+        emit(f"rendered {frames} frame(s)" + (f" to {config.out}" if config.out else " in a window"))
     return 0

@@ -207,8 +207,11 @@ def _no_candidate(model_path: Path, precision: str) -> PerceptionError:
     if precision == "bf16":
         return DependencyError(f"{what}: bf16 needs OpenVINO and a CPU with AVX-512 BF16 or AMX; this CPU has "
                                f"{', '.join(cpu_isa()) or 'neither'}: use --precision auto, fp32 or int8")
-    return ConfigError(f"{what}: on a CPU auto chooses among fp32, bf16 and int8 ({precision} runs on a GPU: "
-                       "--provider cuda or tensorrt); use --precision auto, fp32, bf16 or int8")
+    # Also bench probe's error, which has neither --engine nor --provider: the GPU routes are named
+    # as perception run takes them.
+    return ConfigError(f"{what}: on a CPU auto (and bench probe) chooses among fp32, bf16 and int8 ({precision} "
+                       "runs on a GPU: perception run --provider cuda, or --engine tensorrt); use --precision auto, "
+                       "fp32, bf16 or int8")
 
 
 def select_engine(
