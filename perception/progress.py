@@ -4,7 +4,9 @@ Piped into a file or a CI log, a tqdm bar writes one frame per refresh (thousand
 bench). Off a terminal, ``progress`` instead prints a line when a stage starts (``set_postfix_str``
 names the stage), a heartbeat at most every ``interval_s`` seconds while a stage runs long (training:
 done/total, elapsed time, ETA and the postfix), and one summary line at the end: what was done, how
-many, how fast. ``logs_above(bar)`` writes log records above a tqdm bar instead of onto its line.
+many, how fast ("stopped" instead of "done" when an exception left the ``with`` block or the caller
+said so with ``mark_stopped``). ``logs_above(bar)`` writes log records above a tqdm bar instead of
+onto its line.
 """
 
 from __future__ import annotations
@@ -44,6 +46,18 @@ def logs_above(bar: Any) -> Iterator[None]:
 
     with logging_redirect_tqdm(tqdm_class=type(bar)):
         yield
+
+
+def mark_stopped(bar: Any) -> None:
+    """Say that ``bar``'s work ends unfinished (Ctrl-C, a stop signal): a ``LineProgress`` then
+    closes with "stopped", not "done"; a tqdm bar needs nothing, it shows the count it reached."""
+    if isinstance(bar, LineProgress):
+        bar.stopped = True
+
+
+def plural(n: int, unit: str) -> str:
+    """``unit`` for a count of ``n``: "1 step", "0 steps", "6 runs"; tqdm's "it" stays as it is."""
+    return unit if n == 1 or unit == "it" or unit.endswith("s") else unit + "s"
 
 
 def clock_time(seconds: float) -> str:
@@ -97,6 +111,7 @@ class LineProgress:
         self.initial = initial
         self.postfix = ""
         self.closed = False
+        self.stopped = False  # the work ended unfinished: the summary says "stopped"
 
     def update(self, n: int = 1) -> None:
         self.n += n
@@ -120,14 +135,16 @@ class LineProgress:
         elapsed = time.monotonic() - self.start
         done = self.n - self.initial
         rate = f" ({done / elapsed:.1f} {self.unit}/s)" if elapsed > 0 and done else ""
-        self._line(f"{self.desc}: done, {done} {self.unit} in {elapsed:.1f} s{rate}")
+        how = "stopped" if self.stopped else "done"
+        self._line(f"{self.desc}: {how}, {done} {plural(done, self.unit)} in {elapsed:.1f} s{rate}")
 
     def _status(self, now: float) -> str:
         of = f"/{self.total}" if self.total else ""
         left = self.pace.seconds_left(self.n, self.total, now) if self.total else None
         eta = f", ETA {clock_time(left)}" if left is not None else ""
         extra = f", {self.postfix}" if self.postfix else ""
-        return f"{self.desc}: {self.n}{of} {self.unit}, elapsed {clock_time(now - self.start)}{eta}{extra}"
+        unit = plural(self.total if self.total else self.n, self.unit)
+        return f"{self.desc}: {self.n}{of} {unit}, elapsed {clock_time(now - self.start)}{eta}{extra}"
 
     def _line(self, text: str) -> None:
         self.last_line = time.monotonic()
@@ -137,5 +154,7 @@ class LineProgress:
     def __enter__(self) -> LineProgress:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_exc: object) -> None:
+        if exc_type is not None:  # Ctrl-C or an error ended the block: nothing was "done"
+            self.stopped = True
         self.close()

@@ -188,6 +188,20 @@ def install_signal_handlers(
     return SignalHandlers(handler, signals).install()
 
 
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def interrupt_on_stop_signals() -> SignalHandlers:
+    """For a batch command (``eval``, ``synth``, ``train``, ``export``): SIGTERM and SIGHUP stop it
+    the way Ctrl-C does, as a KeyboardInterrupt, so its clean-up runs and the dispatcher prints its
+    one line with Ctrl-C's status (130) whichever stop signal it was. Without this, SIGTERM's default
+    action ends the process at once with 143 and no line (a half-written file stays). Use as a
+    ``with`` block; the handlers found before come back at its end (a nested handler, such as
+    training's "finish this step", takes precedence while it is installed)."""
+    return install_signal_handlers(_interrupt, STOP_SIGNALS)
+
+
 class StartupSignals:
     """SIGINT/SIGTERM handling from the first instruction of ``perception run`` to its last.
 

@@ -9,7 +9,15 @@ import sys
 
 import pytest
 
-from perception.progress import LineProgress, RecentPace, clock_time, logs_above, progress
+from perception.progress import (
+    LineProgress,
+    RecentPace,
+    clock_time,
+    logs_above,
+    mark_stopped,
+    plural,
+    progress,
+)
 
 
 def test_off_a_terminal_prints_stage_lines_and_one_summary():
@@ -23,7 +31,7 @@ def test_off_a_terminal_prints_stage_lines_and_one_summary():
                 bar.update(1)
     lines = out.getvalue().splitlines()
     assert lines[:3] == ["engine bench: warm-up a", "engine bench: block 1/2 a", "engine bench: block 2/2 a"]
-    assert len(lines) == 4 and lines[3].startswith("engine bench: done, 3000 run in ")
+    assert len(lines) == 4 and lines[3].startswith("engine bench: done, 3000 runs in ")
     assert "\r" not in out.getvalue()
 
 
@@ -38,8 +46,32 @@ def test_long_stage_gets_a_heartbeat_line(monkeypatch):
     bar.close()
     bar.close()  # idempotent, like tqdm
     lines = out.getvalue().splitlines()
-    assert lines[0].startswith("train: 23/100 step, elapsed 00:30, ETA ") and lines[0].endswith("loss=0.5000")
-    assert 2 <= len(lines) <= 5 and lines[-1].startswith("train: done, 10 step in ")
+    assert lines[0].startswith("train: 23/100 steps, elapsed 00:30, ETA ") and lines[0].endswith("loss=0.5000")
+    assert 2 <= len(lines) <= 5 and lines[-1].startswith("train: done, 10 steps in ")
+
+
+def test_work_ended_by_an_interrupt_says_stopped_not_done():
+    """"train: done, 5 step in 6.9 s" was printed after Ctrl-C: an unfinished end says "stopped"."""
+    out = io.StringIO()
+    with pytest.raises(KeyboardInterrupt), progress(total=10, desc="eval", unit="frame", file=out) as bar:
+        bar.update(1)
+        raise KeyboardInterrupt
+    assert out.getvalue().startswith("eval: stopped, 1 frame in ")
+    out = io.StringIO()
+    bar = progress(total=10, desc="train", unit="step", file=out)
+    bar.update(5)
+    mark_stopped(bar)  # what training does when a stop signal ended the loop between two steps
+    bar.close()
+    assert out.getvalue().startswith("train: stopped, 5 steps in ")
+
+
+def test_counts_read_in_the_plural_unless_one():
+    assert [plural(n, "frame") for n in (0, 1, 2)] == ["frames", "frame", "frames"]
+    assert plural(6, "run") == "runs" and plural(3, "it") == "it"  # tqdm's "it" stays as tqdm writes it
+    out = io.StringIO()
+    with progress(total=None, desc="bench", unit="frame", file=out):
+        pass
+    assert out.getvalue().startswith("bench: done, 0 frames in ")
 
 
 def test_disabled_prints_nothing():
@@ -64,7 +96,7 @@ def test_heartbeat_off_a_terminal_has_an_eta(monkeypatch):
     for _ in range(30):  # 1 s a step: 50 steps left at the end
         now[0] += 1
         bar.update(1)
-    assert out.getvalue().splitlines() == ["train: 50/100 step, elapsed 00:30, ETA 00:50, loss=0.5000"]
+    assert out.getvalue().splitlines() == ["train: 50/100 steps, elapsed 00:30, ETA 00:50, loss=0.5000"]
 
 
 def test_the_eta_follows_the_recent_pace_not_the_whole_run():

@@ -182,7 +182,7 @@ def test_synth_command_writes_a_dataset_and_a_video(tmp_path, capsys):
     [
         (["--size", "10x10"], "out of range"),
         (["--size", "big"], "bad --size"),
-        (["--count", "0"], "count=0 is out of range [1, inf]"),
+        (["--count", "0"], "count=0 is out of range"),
         (["--split", "val=2"], "bad split"),
         (["--split", "../escaped=0.5"], "bad split name '../escaped'"),
         (["--split", "a/b=0.5"], "letters, digits, '_' and '-' only"),
@@ -195,6 +195,20 @@ def test_synth_command_bad_flags_are_one_line_errors(tmp_path, capsys, flags, me
     err = capsys.readouterr().err
     assert rc == 2
     assert err.startswith("perception: error: ") and message in err and err.count("\n") == 1
+
+
+def test_synth_says_the_size_as_height_and_width_and_warns_of_portrait_frames(tmp_path, capsys, caplog):
+    """--size is HEIGHTxWIDTH; the node's logs say WIDTHxHEIGHT, so "--size 640x360" wrote portrait
+    frames under a summary ("frames 640x360") that read like the node's landscape size."""
+    assert cli_main(["synth", "--out", str(tmp_path / "tall"), "--count", "1", "--size", "96x64", "--split", "none"]) == 0
+    assert "wrote 1 frame 96 high x 64 wide (seed 0)" in capsys.readouterr().out
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == ["portrait frames: --size is HEIGHTxWIDTH, so 96x64 is 96 high and 64 wide; for 96 wide give "
+                        "--size 64x96"]
+    caplog.clear()
+    assert cli_main(["synth", "--out", str(tmp_path / "wide"), "--count", "2", "--size", "64x96", "--split", "none"]) == 0
+    assert "wrote 2 frames 64 high x 96 wide (seed 0)" in capsys.readouterr().out
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
 def _lists(out) -> dict[str, int]:

@@ -288,3 +288,60 @@ def test_plain_evaluation_across_two_class_tables_points_to_task_evaluation():
     with pytest.raises(DataError, match=r"stub.onnx predicts classes \['road', .*\], but dataset 'list' labels "
                                         r"\['Sky', 'Vehicle', 'Street'\]; .* with 'perception eval --tasks'$"):
         evaluate_engine(engine, data)
+
+
+@pytest.mark.parametrize("extra", [(), ("--tasks", "drivable")])
+def test_eval_json_dash_prints_the_json_alone_on_stdout(tmp_path, tiny_model_path, capsys, monkeypatch, extra):
+    """Hunt 5d: listen --json and inspect --json print to stdout, but eval --json - wrote a file
+    named '-'. Now the JSON alone goes to stdout (so '| jq .' works) and the table to stderr."""
+    import json
+
+    from perception.cli import main as cli_main
+
+    monkeypatch.chdir(tmp_path)
+    spec = "synthetic:count=2,size=48x64"
+    assert cli_main(["eval", "--model", str(tiny_model_path), "--data", spec, "--json", "-", *extra]) == 0
+    captured = capsys.readouterr()
+    figures = json.loads(captured.out)  # nothing else on stdout
+    assert figures["data"] == spec and figures["split"] == "val"
+    assert f"on {spec} (val, 2 images)" in captured.err
+    assert not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (("--data", "nope"), "unknown dataset kind 'nope'"),
+    (("--data", "synthetic", "--split", "nope"), "unknown split 'nope'"),
+    (("--checkpoint", "nope.pt", "--data", "synthetic"), "checkpoint nope.pt not found"),
+    (("--model", "nope.onnx", "--data", "synthetic"), "model file nope.onnx not found"),
+])
+def test_eval_checks_its_inputs_before_it_loads_a_model(tmp_path, tiny_model_path, capsys, caplog, monkeypatch, flags,
+                                                         message):
+    """Hunt 5d: a bad --data or --split was found after the model loaded, and a missing checkpoint
+    after the line "evaluating nope.pt on synthetic ...". Now one line, exit 2, nothing loaded."""
+    import perception.engines
+    from perception.cli import main as cli_main
+
+    def no_loading(*_args, **_kwargs):
+        raise AssertionError("a model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(perception.engines, "load_engine", no_loading)
+    monkeypatch.chdir(tmp_path)
+    what = () if "--checkpoint" in flags or "--model" in flags else ("--model", str(tiny_model_path))
+    assert cli_main(["eval", *what, *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("perception: error: ") and message in err and err.count("\n") == 1
+    assert not [r for r in caplog.records if "evaluating" in r.getMessage()]
+
+
+def test_eval_device_cuda_without_a_gpu_names_eval_s_own_flag(tiny_model_path, capsys):
+    """Hunt 5d: the advice was '--provider cpu', a flag eval does not have; a missing GPU is a
+    missing dependency (exit 3), as for run --provider cuda."""
+    import onnxruntime
+
+    from perception.cli import main as cli_main
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this ONNX Runtime has CUDA")
+    assert cli_main(["eval", "--model", str(tiny_model_path), "--data", "synthetic:count=2", "--device", "cuda"]) == 3
+    err = capsys.readouterr().err
+    assert "use --device cpu" in err and "--provider" not in err and err.count("\n") == 1

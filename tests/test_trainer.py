@@ -803,3 +803,88 @@ def test_ctrl_c_during_the_last_validation_keeps_every_step(data_spec, tmp_path,
     out = tmp_path / "run"
     assert _train(data_spec, out, "--steps", "3") == 0  # the validation finishes and the run completes
     assert load_checkpoint(out / "last.pt").step == 3
+
+
+def test_a_batch_of_one_is_refused_up_front_for_a_model_that_cannot_train_on_it(tmp_path, capsys):
+    """Hunt 5d: --batch-size 1 (advertised as valid) crashed bisenetv2's first step with a 60-line
+    BatchNorm traceback, exit 1, and left config.yaml. Now one line, exit 2, nothing written; models
+    that train on one image (segnet_basic, above) still may."""
+    from perception import cli
+
+    out = tmp_path / "one"
+    assert cli.main(["train", "--model", "bisenetv2", "--data", "synthetic:count=2,size=64x64", "--size", "64x64",
+                     "--steps", "1", "--batch-size", "1", "--workers", "0", "--device", "cpu", "--out", str(out),
+                     "--set", "progress=false", "--set", "torch_threads=1"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("perception: error: --batch-size 1 cannot train bisenetv2: BatchNorm needs at least "
+                                   "2 images a batch (per process under DDP)")
+    assert captured.err.count("\n") == 1 and "use --batch-size 2 or more" in captured.err
+    assert not out.exists() and captured.out == ""
+
+
+def test_the_batch_size_help_names_every_model_that_needs_two_images():
+    """--help states the true minimum: the models it names are those a batch of one cannot train."""
+    import dataclasses
+
+    from perception.models import build_model, model_names
+    from perception.training.trainer import batch_of_one_blocker
+
+    text = {f.name: f for f in dataclasses.fields(TrainConfig)}["batch_size"].metadata["help"]
+    named = set(re.findall(r"\b(\w+)(?=,| and| \()", text.split("at least 2 for ")[1]))
+    blocked = {name for name in model_names()
+               if batch_of_one_blocker(build_model(name, num_classes=3, pretrained=False), (64, 64),
+                                       torch.device("cpu")) is not None}
+    assert blocked == named == {"bisenetv1", "bisenetv2", "pspnet"}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is here")
+def test_device_cuda_without_a_gpu_is_a_missing_dependency_naming_device_cpu(data_spec, tmp_path, capsys):
+    assert _train(data_spec, tmp_path / "gpu", "--steps", "1", "--device", "cuda") == 3
+    err = capsys.readouterr().err
+    assert err.startswith("perception: error: --device cuda: PyTorch sees no CUDA GPU here") and err.count("\n") == 1
+    assert "use --device cpu" in err and "--set device" not in err
+    assert not (tmp_path / "gpu").exists()
+
+
+@pytest.mark.parametrize("model", ["model.onnx", "runs/x/best.pt", "weights.pth"])
+def test_a_model_file_given_to_train_model_points_to_resume_and_pretrained(tmp_path, capsys, model):
+    from perception import cli
+
+    assert cli.main(["train", "--model", model, "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "--model takes an architecture name (e.g. bisenetv2)" in err and "--resume" in err and "--pretrained" in err
+    assert err.count("\n") == 1 and not (tmp_path / "m").exists()
+
+
+def test_sigterm_during_training_saves_last_pt_as_ctrl_c_does(tmp_path):
+    """Hunt 5d: SIGTERM (kill, a service stop) ended training without last.pt (143, no line). It now
+    stops like Ctrl-C: the step finishes, last.pt is saved, the progress line says "stopped", 130."""
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "perception", "train", "--model", "segnet_basic", "--data", "synthetic:count=4,size=64x96",
+         "--size", "64x96", "--steps", "1000", "--batch-size", "2", "--workers", "1", "--device", "cpu",
+         "--out", str(out), "--set", "log_every=1", "--set", "val_every=1000", "--set", "torch_threads=1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        log = out / "metrics.jsonl"  # a record after every step: training is under way
+        while not (log.is_file() and log.stat().st_size > 0):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "training did not start"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)  # the main process only, as kill PID does
+        _, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and stderr.splitlines()[-1] == "perception: interrupted"
+    assert "SIGTERM: stopping after this step and saving last.pt" in stderr
+    assert re.search(r"^train: stopped, \d+ steps? in ", stderr, re.M), stderr
+    assert "continue with: perception train --resume" in stderr
+    assert 1 <= load_checkpoint(out / "last.pt").step < 1000

@@ -14,7 +14,8 @@
 importing torch. Images are letterboxed into the model input exactly as the node does.
 ``--tasks`` scores by task group instead of by class: each side's classes are mapped through its
 own task groups (``--task`` / ``--data-task NAME=CLASS,...`` add or replace a group), so any model
-can be checked on any labelled dataset. ``--json`` also writes the figures to a file.
+can be checked on any labelled dataset. ``--json`` also writes the figures to a file (``--json -``:
+the JSON alone on stdout, the table on stderr).
 ``--record`` stores the task figures in the ONNX model's metadata as its real-road check
 (``perception inspect`` shows them). ``--contact-sheet x.png`` draws ``--sheet-count`` frames spread
 over the dataset with the model's drivable, lane and obstacle masks painted on.
@@ -32,13 +33,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from perception import contracts
 from perception.config import same_setting, setting, short
-from perception.errors import ConfigError, DataError, PerceptionError, file_in_the_way
+from perception.errors import ConfigError, DataError, DependencyError, PerceptionError, file_in_the_way
 from perception.flags import add_flags, config_from_flags
 from perception.options import EngineOptions, PublishOptions
 
@@ -54,11 +56,13 @@ class EvalConfig:
                                 help="an exported .onnx model (evaluated with ONNX Runtime, no torch)")
     data: str | None = setting(None, help="dataset spec (default: the checkpoint's training data)")
     split: str = setting("val", help="dataset split")
-    device: str = setting("auto", help="checkpoint: auto, cpu or cuda; ONNX: auto, cpu, cuda")
+    device: str = setting("auto", help="auto, cpu or cuda (a checkpoint also cuda:N)")
     batch_size: int = setting(4, lo=1, help="checkpoint evaluation batch size")
     workers: int = setting(2, lo=0, hi=64, help="checkpoint evaluation DataLoader workers (0: the main process)")
     threads: int = same_setting(EngineOptions, "threads", group=None, help="CPU threads, torch or ONNX Runtime (0: default)")
-    json: str | None = setting(None, help="also write the figures to this JSON file")
+    json: str | None = setting(None, metavar="FILE|-",
+                               help="also write the figures to this JSON file; '-': print the JSON on stdout "
+                                    "(the table then goes to stderr, so '| jq .' works)")
     tasks: str | None = setting(
         None, const="", metavar="TASK[,TASK]",
         help="score by task group (drivable, lane, obstacle, or any group defined with --task/--data-task); "
@@ -111,7 +115,7 @@ def _check_config(config: EvalConfig) -> None:
         from perception.contact_sheet import check_sheet_target
 
         check_sheet_target(config.contact_sheet, config.sheet_count)
-    if config.json:
+    if config.json and config.json != STDOUT:
         target = Path(config.json)
         if target.is_dir():
             raise ConfigError(f"--json {target} is a directory; give a file name such as {target / 'eval.json'}")
@@ -120,7 +124,7 @@ def _check_config(config: EvalConfig) -> None:
             raise ConfigError(f"--json {target}: {why}; create it or choose another path")
     from perception.modelfile import check_writable
 
-    if config.json:
+    if config.json and config.json != STDOUT:
         check_writable(config.json, fix="choose a writable --json path")
     if config.record:
         check_writable(config.model, fix="--record rewrites --model in place: make it writable, or evaluate a copy")
@@ -137,21 +141,57 @@ def _open_recorded_dataset(spec: str, split: str, recorded_in: str):
         raise type(exc)(f"{exc} (dataset {spec!r} is the one recorded in {recorded_in}; pass --data to use another)") from None
 
 
+def _check_inputs(config: EvalConfig):
+    """The model or checkpoint path, the device and ``--data``/``--split``, checked before a model
+    loads (seconds, and log lines naming an evaluation that cannot run). Returns ``(spec, dataset)``
+    of ``--data``, or None when the dataset is the one the model or checkpoint records."""
+    if config.model:
+        from perception.modelfile import check_model_path
+
+        check_model_path(config.model)
+        _check_onnx_device(config.device)
+    else:
+        from perception.training.run_dir import check_checkpoint_path
+
+        check_checkpoint_path(config.checkpoint)
+        try:
+            from perception.training.distributed import DistInfo, pick_device
+        except ImportError:  # no torch: evaluate_checkpoint names the missing dependency
+            pass
+        else:
+            pick_device(config.device, DistInfo())
+    if config.data:
+        from perception.datasets import open_dataset
+
+        return config.data, open_dataset(config.data, split=config.split)
+    return None
+
+
 def main(args: argparse.Namespace) -> int:
+    from perception.signals import interrupt_on_stop_signals
+
     config = config_from_flags(EvalConfig, args, source="perception eval")
     _check_config(config)
-    if config.tasks is not None:
-        return _main_tasks(config)
+    given = _check_inputs(config)
+    # SIGTERM and SIGHUP stop an evaluation as Ctrl-C does: one line, status 130 (not a silent 143).
+    with interrupt_on_stop_signals():
+        if config.tasks is not None:
+            return _main_tasks(config, given)
+        return _main_classes(config, given)
+
+
+def _main_classes(config: EvalConfig, given) -> int:
     from perception.training.evaluate import evaluate_checkpoint, evaluate_engine
 
+    report = _report_stream(config)
     if config.model:
         engine = _onnx_engine(config)
-        spec, dataset = _dataset_for(config, engine.metadata.dataset, config.model)
+        spec, dataset = given or _recorded_dataset(config, engine.metadata.dataset, config.model)
         log.info("evaluating %s on %s (%s, %d images)", engine.describe(), spec, config.split, len(dataset))
         cm = evaluate_engine(engine, dataset)
         source = config.model
     else:
-        spec, dataset = _dataset_for(config, None, config.checkpoint)
+        spec, dataset = given or _recorded_dataset(config, None, config.checkpoint)
         log.info("evaluating %s on %s (%s, %d images)", config.checkpoint, spec, config.split, len(dataset))
         cm = evaluate_checkpoint(
             config.checkpoint,
@@ -164,16 +204,25 @@ def main(args: argparse.Namespace) -> int:
         source = config.checkpoint
     if not cm.matrix.sum():
         raise DataError(_no_labelled_pixels(spec, config.split, dataset))
-    print(f"{source} on {spec} ({config.split}, {len(dataset)} images)")
-    print(cm.format_table(dataset.class_table))
+    print(f"{source} on {spec} ({config.split}, {len(dataset)} images)", file=report)
+    print(cm.format_table(dataset.class_table), file=report)
     if config.json:
         _write_json(config.json, {"source": str(source), "data": spec, "split": config.split, **cm.summary(dataset.class_table)})
     if config.contact_sheet:
-        _contact_sheet(config, engine, dataset, spec)
+        _contact_sheet(config, engine, dataset, spec, report)
     return 0
 
 
-def _main_tasks(config: EvalConfig) -> int:
+#: ``--json -``: the JSON goes to stdout.
+STDOUT = "-"
+
+
+def _report_stream(config: EvalConfig):
+    """Where the human-readable lines go: stdout, unless ``--json -`` keeps stdout for the JSON alone."""
+    return sys.stderr if config.json == STDOUT else sys.stdout
+
+
+def _main_tasks(config: EvalConfig, given) -> int:
     """``--tasks``: binary IoU / precision / recall per task group, the node's preprocessing."""
     from perception.masks import unknown_marker_for
     from perception.training.evaluate import (
@@ -183,6 +232,7 @@ def _main_tasks(config: EvalConfig) -> int:
         resolve_task_groups,
     )
 
+    report = _report_stream(config)
     if config.model:
         engine = _onnx_engine(config)
         source = config.model
@@ -192,7 +242,7 @@ def _main_tasks(config: EvalConfig) -> int:
         provider = {"auto": "cpu"}.get(config.device, config.device)
         engine = load_engine("torch", config.checkpoint, EngineOptions(provider=provider, threads=config.threads))
         source = config.checkpoint
-    spec, dataset = _dataset_for(config, engine.metadata.dataset, source)
+    spec, dataset = given or _recorded_dataset(config, engine.metadata.dataset, source)
     tasks = [t.strip() for t in config.tasks.split(",") if t.strip()] or None
     scores = resolve_task_groups(
         engine.metadata.class_table,
@@ -212,22 +262,22 @@ def _main_tasks(config: EvalConfig) -> int:
     if not counted.labelled:
         raise DataError(_no_labelled_pixels(spec, config.split, dataset))
     notes = _undefined_figures(scores, spec)
-    print(f"{source} on {spec} ({config.split}, {len(dataset)} images), letterboxed to {engine.input_hw[0]}x{engine.input_hw[1]} as the node does")
+    print(f"{source} on {spec} ({config.split}, {len(dataset)} images), letterboxed to {engine.input_hw[0]}x{engine.input_hw[1]} as the node does", file=report)
     if config.drivable_reach == "ego" and any(s.task == "drivable" for s in scores):
-        print("drivable: the area joined to the car, as the node publishes it (--drivable-reach all: every pixel of its classes)")
+        print("drivable: the area joined to the car, as the node publishes it (--drivable-reach all: every pixel of its classes)", file=report)
     if unknown is None:
-        print("unknown marking off" + ("" if engine.has_confidence else " (the model has no confidence output)"))
-        print(format_task_table(scores))
-        _print_notes(notes)
+        print("unknown marking off" + ("" if engine.has_confidence else " (the model has no confidence output)"), file=report)
+        print(format_task_table(scores), file=report)
+        _print_notes(notes, report)
     else:
         print(f"unknown: confidence below {marker.threshold:.4g} ({marker.set_by}): {100 * unknown.fraction:.2f} % "
-              "of the labelled pixels, in no task")
-        print(format_task_table(scores))
-        _print_notes(notes)
-        print("with unknown marking off:")
-        print(format_task_table(unknown.off))
+              "of the labelled pixels, in no task", file=report)
+        print(format_task_table(scores), file=report)
+        _print_notes(notes, report)
+        print("with unknown marking off:", file=report)
+        print(format_task_table(unknown.off), file=report)
         off_notes = [n for n in _undefined_figures(unknown.off, spec) if n not in notes]
-        _print_notes(off_notes)
+        _print_notes(off_notes, report)
         notes += off_notes
     if config.json:
         summary = {
@@ -262,9 +312,10 @@ def _main_tasks(config: EvalConfig) -> int:
         if unknown is not None:
             check["tasks_unknown_off"] = _task_figures(unknown.off)
         record_metadata(config.model, real_road_check=check)
-        print(f"recorded in {config.model}'s metadata as its real-road check (perception inspect {config.model})")
+        print(f"recorded in {config.model}'s metadata as its real-road check (perception inspect {config.model})",
+              file=report)
     if config.contact_sheet:
-        _contact_sheet(config, engine, dataset, spec)
+        _contact_sheet(config, engine, dataset, spec, report)
     return 0
 
 
@@ -316,9 +367,9 @@ def _undefined_figures(scores, spec: str) -> list[str]:
     return notes
 
 
-def _print_notes(notes: list[str]) -> None:
+def _print_notes(notes: list[str], file) -> None:
     for note in notes:
-        print(f"note: {note}")
+        print(f"note: {note}", file=file)
 
 
 def _task_figures(scores) -> dict:
@@ -326,30 +377,43 @@ def _task_figures(scores) -> dict:
     return {s.task: {k: s.to_dict()[k] for k in keys} for s in scores}
 
 
-def _contact_sheet(config: EvalConfig, engine, dataset, spec: str) -> None:
+def _contact_sheet(config: EvalConfig, engine, dataset, spec: str, report) -> None:
     from perception.contact_sheet import build_contact_sheet, write_contact_sheet
 
     caption = f"{engine.metadata.model_id} on {spec} ({config.split}), letterboxed as the node"
     sheet = build_contact_sheet(engine, dataset, count=config.sheet_count, caption=caption,
                                 unknown_threshold=config.unknown_threshold, drivable_reach=config.drivable_reach)
     write_contact_sheet(config.contact_sheet, sheet)
-    print(f"wrote {config.contact_sheet} ({min(config.sheet_count, len(dataset))} frames)")
+    print(f"wrote {config.contact_sheet} ({min(config.sheet_count, len(dataset))} frames)", file=report)
 
 
 def _onnx_engine(config: EvalConfig):
     from perception.engines import EngineOptions, load_engine
 
-    if config.device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"--device {config.device!r} for an ONNX model must be auto, cpu or cuda")
     return load_engine("ort", config.model, EngineOptions(provider=config.device, threads=config.threads))
 
 
-def _dataset_for(config: EvalConfig, recorded: str | None, source: str):
-    """``(spec, dataset)``: ``--data``, else the dataset the model or checkpoint records."""
-    from perception.datasets import open_dataset
+def _check_onnx_device(device: str) -> None:
+    """``--device`` for an ONNX model: its ONNX Runtime provider, named by eval's own flag (the
+    engine's message names the node's --provider)."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"--device {device!r} for an ONNX model must be auto, cpu or cuda")
+    if device != "cuda":
+        return
+    try:
+        import onnxruntime
+    except ImportError:
+        return  # load_engine names the missing package
+    available = onnxruntime.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        raise DependencyError(
+            f"--device cuda: ONNX Runtime here has no CUDAExecutionProvider (available: {', '.join(available)}); "
+            "install onnxruntime-gpu (pip install '.[gpu]') or use --device cpu (or auto)"
+        )
 
-    if config.data:
-        return config.data, open_dataset(config.data, split=config.split)
+
+def _recorded_dataset(config: EvalConfig, recorded: str | None, source: str):
+    """``(spec, dataset)`` of the dataset the model or checkpoint records (no ``--data`` given)."""
     spec = recorded if recorded is not None else _checkpoint_dataset(source)
     if not spec:
         raise ConfigError(f"{source} does not say which dataset it was trained on; pass --data")
@@ -360,6 +424,9 @@ def _write_json(path: str, summary: dict) -> None:
     from perception.metrics import strict_json
 
     text = json.dumps(strict_json(summary), indent=2, allow_nan=False)
+    if path == STDOUT:  # as listen --json and inspect --json: the document alone on stdout
+        print(text, flush=True)
+        return
     try:
         Path(path).write_text(text + "\n", encoding="utf-8")
     except OSError as exc:

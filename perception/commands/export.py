@@ -18,6 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from perception.export import ExportConfig, run_export
+    from perception.signals import interrupt_on_stop_signals
 
-    run_export(config_from_flags(ExportConfig, args, source="perception export"), report=print)
+    config = config_from_flags(ExportConfig, args, source="perception export")
+    # SIGTERM and SIGHUP stop an export as Ctrl-C does: its clean-up of half-written files runs, one
+    # line, status 130 (as eval, synth and train).
+    with interrupt_on_stop_signals():
+        run_export(config, report=print)
     return 0

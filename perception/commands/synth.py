@@ -10,6 +10,7 @@ Thin over ``perception.synthetic.dataset.write_dataset``.
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from pathlib import Path
 from perception.config import hw_from_text, hw_to_text, setting
 from perception.errors import ConfigError
 from perception.flags import add_flags, config_from_flags, flag_values, flags
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -28,7 +31,7 @@ class SynthConfig:
     count: int | None = setting(None, lo=1, help="number of frames (default: 200; 16 with --contact-sheet)")
     input_hw: tuple[int, int] | None = setting(
         None, flag="--size", metavar="HxW", from_text=hw_from_text, to_text=hw_to_text,
-        help="frame size, 48x64 .. 1080x1920 (default: 360x480; 180x320 tiles with --contact-sheet)")
+        help="frame size HEIGHTxWIDTH, 48x64 .. 1080x1920 (default: 360x480; 180x320 tiles with --contact-sheet)")
     seed: int = setting(0, lo=0, help="random seed; same seed, same bytes")
     split: str = setting("val=0.1", help="held-out lists as NAME=FRACTION[,NAME=FRACTION], each given at least one "
                                            "frame, or none; the rest is train")
@@ -44,6 +47,20 @@ class SynthConfig:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flags(parser, SynthConfig)
+
+
+def warn_if_portrait(hw: tuple[int, int] | None, flag: str = "--size") -> None:
+    """One warning when a size asks for frames higher than wide: sizes here are HEIGHTxWIDTH, while
+    the node's logs say WIDTHxHEIGHT ("source synthetic 640x360"), so 640x360 is an easy mistake."""
+    if hw is not None and hw[0] > hw[1]:
+        height, width = hw
+        log.warning("portrait frames: %s is HEIGHTxWIDTH, so %dx%d is %d high and %d wide; for %d wide give %s %dx%d",
+                    flag, height, width, height, width, height, flag, width, height)
+
+
+def size_text(height: int, width: int) -> str:
+    """A frame size as the summary lines say it, unmistakable in either convention."""
+    return f"{height} high x {width} wide"
 
 
 #: What ``--contact-sheet`` takes: it draws the frames of --count, --size and --seed, nothing else.
@@ -64,15 +81,24 @@ def _check_flags(config: SynthConfig, given: dict) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from perception.synthetic.dataset import parse_split, write_contact_sheet, write_dataset
+    from perception.signals import interrupt_on_stop_signals
 
     config = config_from_flags(SynthConfig, args, source="perception synth")
     _check_flags(config, flag_values(SynthConfig, args))
+    warn_if_portrait(config.input_hw)
+    with interrupt_on_stop_signals():  # SIGTERM / SIGHUP stop it as Ctrl-C does: one line, 130
+        return _write(config)
+
+
+def _write(config: SynthConfig) -> int:
+    from perception.synthetic.dataset import parse_split, write_contact_sheet, write_dataset
+
     if config.contact_sheet is not None:
         height, width = config.input_hw or (180, 320)
         count = 16 if config.count is None else config.count
         path = write_contact_sheet(config.contact_sheet, count=count, height=height, width=width, seed=config.seed)
-        print(f"wrote a contact sheet of {count} frames {height}x{width} (seed {config.seed}) to {path}")
+        print(f"wrote a contact sheet of {count} {_frames(count)} {size_text(height, width)} (seed {config.seed}) "
+              f"to {path}")
         return 0
     height, width = config.input_hw or (360, 480)
     count = 200 if config.count is None else config.count
@@ -84,9 +110,13 @@ def main(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     if "out_dir" in summary:
         lists = ", ".join(f"{name}.txt ({n})" for name, n in summary["lists"].items())
-        print(f"wrote {count} frames {height}x{width} (seed {config.seed}) to {summary['out_dir']}: "
+        print(f"wrote {count} {_frames(count)} {size_text(height, width)} (seed {config.seed}) to {summary['out_dir']}: "
               f"images/, labels/, classes.yaml, synth.yaml, {lists}")
     if "video" in summary:
-        print(f"wrote {count}-frame drive at {config.fps:g} fps to {summary['video']}")
+        print(f"wrote {count}-frame drive {size_text(height, width)} at {config.fps:g} fps to {summary['video']}")
     print(f"took {seconds:.1f} s")
     return 0
+
+
+def _frames(count: int) -> str:
+    return "frame" if count == 1 else "frames"

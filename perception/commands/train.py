@@ -41,6 +41,16 @@ def overrides_from_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
+    from perception.signals import interrupt_on_stop_signals
+
+    # SIGTERM and SIGHUP stop training as Ctrl-C does: the step finishes, last.pt is saved
+    # (fit.stop_after_step_on_signal), one line, status 130; a second signal interrupts at once.
+    with interrupt_on_stop_signals():
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from perception.commands.synth import warn_if_portrait
     from perception.training.config import TrainConfig, load_train_config
 
     overrides = overrides_from_flags(args)
@@ -69,6 +79,8 @@ def main(args: argparse.Namespace) -> int:
             # The checkpoint's own config, so `--resume runs/x/last.pt` alone continues that run.
             config = load_config(TrainConfig, {**resumed.config, **overrides}, source=f"config of {args.resume}")
         _refuse_a_rewind(Path(args.resume), resumed.step, Path(config.out))
+    if not args.resume:  # a resumed run's size was chosen (and warned about) when it started
+        warn_if_portrait(config.input_hw)
     metrics = fit(config, resume=args.resume)
     if not math.isnan(metrics["miou"]):
         # best.pt only where this run beat the best score it started from (a resume into a new --out

@@ -20,6 +20,7 @@ import torch
 from perception.contracts import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB, ClassTable
 from perception.errors import ModelError
 from perception.models.common import state_dict_mismatch
+from perception.training.run_dir import check_checkpoint_path
 from perception.wire_json import nesting_depth
 
 #: Bump when the layout below changes incompatibly.
@@ -75,11 +76,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Read a checkpoint; ModelError naming the file when it is missing, corrupt or foreign."""
-    path = Path(path)
-    if path.is_dir():
-        raise ModelError(f"checkpoint {path} is a directory; pass a .pt file in it, e.g. {path / 'best.pt'}")
-    if not path.is_file():
-        raise ModelError(f"checkpoint {path} not found; pass the .pt file written by 'perception train'")
+    path = check_checkpoint_path(path)
     try:
         # weights_only=True: torch's restricted unpickler builds tensors, containers and numbers and
         # refuses any other object, so a hostile .pt cannot run code while it is read. Checkpoints of

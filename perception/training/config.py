@@ -47,13 +47,16 @@ def pretrained_from_text(text: str) -> bool | str:
 MAX_SEED = 2**32 - 1
 #: The largest scale jitter: 10x a side is already 100x the pixels of the model input.
 MAX_SCALE = 10.0
+#: What a model file is called (``--model`` elsewhere takes one; ``train --model`` an architecture).
+_MODEL_FILE_SUFFIXES = (".onnx", ".pt", ".pth", ".engine", ".plan", ".ckpt")
 _DEVICE = re.compile(r"auto|cpu|cuda(?::[0-9]{1,3})?")
 
 
 @dataclass
 class TrainConfig:
     # ---- model and data
-    model: str = setting("bisenetv2", help="model name, e.g. bisenetv2")
+    model: str = setting("bisenetv2", help="model architecture name, e.g. bisenetv2 (not a file: to continue a run "
+                                            "use --resume, for encoder weights --pretrained)")
     #: Extra builder arguments, e.g. {aux: true}; ``pretrained`` is passed separately.
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     #: False (random init), True (torchvision ImageNet weights, from the local cache) or a .pth path.
@@ -78,7 +81,7 @@ class TrainConfig:
     #: Training crop and model input size (height, width); validation images are resized to it.
     input_hw: tuple[int, int] = setting((352, 480), flag="--size", metavar="HxW", from_text=hw_from_text,
                                         to_text=hw_to_text,
-                                        help="training/model input size, 16..4096 a side and a multiple of the "
+                                        help="training/model input size HEIGHTxWIDTH, 16..4096 a side and a multiple of the "
                                              "model's stride (32: bisenetv2, litefpn)")
     #: Training crop (height, width), cut after scale jitter relative to ``input_hw``; empty means
     #: ``input_hw``. Smaller crops train several times faster on a CPU and the fully convolutional
@@ -111,7 +114,10 @@ class TrainConfig:
     # ---- schedule (``steps`` > 0 wins over ``epochs``)
     epochs: int = setting(100, lo=1, help="epochs (ignored when --steps is given)")
     steps: int = setting(0, lo=0, help="total optimiser steps (0: --epochs decides)")
-    batch_size: int = setting(8, lo=1, help="batch size per process")
+    #: 1 trains only models without a BatchNorm after a global pooling (``trainer.check_batch_of_one``
+    #: refuses it for the others before anything is written).
+    batch_size: int = setting(8, lo=1, help="batch size per process; at least 2 for bisenetv1, bisenetv2 and pspnet "
+                                            "(their BatchNorm after a global pooling needs 2 images)")
     val_batch_size: int = field(default=4, metadata=bounds(1, None))
     #: Validate every this many optimiser steps (0: at the end of every epoch).
     val_every: int = field(default=0, metadata=bounds(0, None))
@@ -174,6 +180,10 @@ class TrainConfig:
         lo, hi = self.scale_range
         if not 0 < lo <= hi <= MAX_SCALE:
             raise ValueError(f"scale_range={list(self.scale_range)} must satisfy 0 < low <= high <= {MAX_SCALE:g}")
+        if Path(self.model).suffix.lower() in _MODEL_FILE_SUFFIXES or "/" in self.model:
+            raise ValueError(f"model={short(self.model)} (--model) looks like a file: --model takes an architecture "
+                             "name (e.g. bisenetv2); to continue a run use --resume LAST.pt, to start from encoder "
+                             "weights --pretrained FILE.pth")
         if not _DEVICE.fullmatch(self.device):
             raise ValueError(f"device={short(self.device)} is not one of auto, cpu, cuda, cuda:N")
         if str(self.out) in ("", "."):

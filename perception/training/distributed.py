@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
-from perception.errors import ConfigError
+from perception.errors import ConfigError, DependencyError
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,10 @@ def pick_device(name: str, info: DistInfo) -> torch.device:
     except RuntimeError:
         raise ConfigError(f"device {name!r} is not a torch device; use auto, cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for but CUDA is not available; use --set device=cpu")
+        # A missing GPU (or a CPU-only torch build) is a missing dependency, exit 3, as for
+        # `run --provider cuda`; `train` and `eval` both have --device.
+        raise DependencyError(f"--device {name}: PyTorch sees no CUDA GPU here (torch {torch.__version__}); "
+                              "use --device cpu (or auto)")
     return device
 
 

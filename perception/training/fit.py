@@ -2,8 +2,9 @@
 
 The run directory (``config.out``) gets ``config.yaml`` (the resolved config), ``last.pt``
 (after every validation and at the end), ``best.pt`` (highest validation mIoU),
-``metrics.jsonl`` and ``curves.png``. Ctrl-C (single process) finishes the current step, writes
-``last.pt`` at that step and exits, so ``perception train --resume <out>/last.pt`` loses nothing.
+``metrics.jsonl`` and ``curves.png``. Ctrl-C, SIGTERM or a hangup (single process) finishes the
+current step, writes ``last.pt`` at that step and exits, so ``perception train --resume <out>/last.pt``
+loses nothing.
 
 The console: a tqdm bar on a terminal (log lines above it), a heartbeat line with an ETA every 30 s
 off one (``perception.progress``); with ``progress: false`` no bar, but a log line at ``log_every``
@@ -31,8 +32,8 @@ import yaml
 from perception.config import config_to_dict, short
 from perception.errors import ConfigError, DataError, ModelError, PerceptionError
 from perception.models.common import state_dict_mismatch
-from perception.progress import logs_above, progress
-from perception.signals import install_signal_handlers
+from perception.progress import logs_above, mark_stopped, progress
+from perception.signals import STOP_SIGNALS, install_signal_handlers
 from perception.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from perception.training.config import TrainConfig
 from perception.training.distributed import DistInfo, cleanup_distributed, pick_device, setup_distributed
@@ -286,6 +287,8 @@ def train_steps(
                     break
             if stop is not None and stop.is_set():
                 break
+    if stop is not None and stop.is_set() and run.step < until_step:
+        mark_stopped(bar)  # its summary line says "stopped", not "done"
     bar.close()
     return records
 
@@ -309,19 +312,22 @@ def best_checkpoint(run: Run, run_dir: Path) -> dict[str, Any] | None:
 
 
 @contextlib.contextmanager
-def stop_after_step_on_sigint(stop: threading.Event, *, enabled: bool) -> Iterator[None]:
-    """While active, the first SIGINT only sets ``stop`` (the loop ends after the current step); a
-    second one interrupts at once. Not under DDP, where every rank would have to stop at the same step."""
+def stop_after_step_on_signal(stop: threading.Event, *, enabled: bool) -> Iterator[None]:
+    """While active, the first stop signal (Ctrl-C, SIGTERM, a hangup: ``STOP_SIGNALS``) only sets
+    ``stop`` (the loop ends after the current step and saves ``last.pt``); a second one reaches the
+    handler found before (``perception train``'s: an interrupt at once). Not under DDP, where every
+    rank would have to stop at the same step."""
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def on_sigint(_signum, _frame) -> None:
+    def on_signal(signum, _frame) -> None:
         stop.set()
-        log.warning("Ctrl-C: stopping after this step and saving last.pt (Ctrl-C again to abort at once)")
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        log.warning("%s: stopping after this step and saving last.pt (a second Ctrl-C or stop signal aborts at once)", name)
         handlers.restore()
 
-    with install_signal_handlers(on_sigint, (signal.SIGINT,)) as handlers:
+    with install_signal_handlers(on_signal, STOP_SIGNALS) as handlers:
         yield
 
 
@@ -357,7 +363,7 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, A
     with ``run_dir`` and ``best`` (``best_checkpoint``: best.pt's step and mIoU, or None).
 
     Raises:
-        KeyboardInterrupt: after Ctrl-C, once ``last.pt`` holds the step reached.
+        KeyboardInterrupt: after Ctrl-C (or SIGTERM, SIGHUP), once ``last.pt`` holds the step reached.
     """
     # --overwrite is what this start does to --out, not a setting of the run: it is not saved into the
     # run's config.yaml and checkpoints, whose config a later --resume or --config would carry on.
@@ -396,7 +402,7 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, A
         if resume is not None and runlog is not None:
             runlog.truncate_after(run.step)
         stop = threading.Event()
-        with stop_after_step_on_sigint(stop, enabled=info.world_size == 1), out_of_memory_as_error(run, run_dir):
+        with stop_after_step_on_signal(stop, enabled=info.world_size == 1), out_of_memory_as_error(run, run_dir):
             train_steps(run, data, until_step=run.total_steps, run_dir=run_dir, runlog=runlog, stop=stop)
             if not stop.is_set() and run.last_metrics.get("step") != run.step:
                 # The last validation runs under the same Ctrl-C handling: a first Ctrl-C lets it

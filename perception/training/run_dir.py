@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from perception.errors import ConfigError
+from perception.errors import ConfigError, ModelError
 from perception.training.config import TrainConfig
 
 #: What a run writes into its directory: a directory holding any of them holds a run.
@@ -68,4 +68,16 @@ def make_run_dir(path: Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create run directory {path} ({exc.strerror}); choose a writable --out") from None
+    return path
+
+
+def check_checkpoint_path(path: str | Path) -> Path:
+    """``path`` as a Path when it names a file; ModelError (one line, the fix) when it is missing or
+    a folder. Torch-free, so ``perception eval`` checks it before anything loads; ``load_checkpoint``
+    checks the same way."""
+    path = Path(path)
+    if path.is_dir():
+        raise ModelError(f"checkpoint {path} is a directory; pass a .pt file in it, e.g. {path / 'best.pt'}")
+    if not path.is_file():
+        raise ModelError(f"checkpoint {path} not found; pass the .pt file written by 'perception train'")
     return path

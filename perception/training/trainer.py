@@ -117,10 +117,13 @@ class Run:
 
 
 def leave_sigint_to_main(_worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: Ctrl-C in a terminal reaches every process of the group; the
-    workers ignore it so that the main process can finish its step and save ``last.pt`` (see
-    ``fit.stop_after_step_on_sigint``) instead of finding its workers gone."""
+    """DataLoader ``worker_init_fn``: Ctrl-C in a terminal, and the hangup of a closed terminal,
+    reach every process of the group; the workers ignore them so that the main process can finish
+    its step and save ``last.pt`` (see ``fit.stop_after_step_on_signal``) instead of finding its
+    workers gone. SIGTERM keeps torch's own handler: the DataLoader ends its workers with it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def build_data(config: TrainConfig, info: DistInfo | None = None) -> Data:
@@ -234,6 +237,49 @@ def build_model_for(config: TrainConfig, num_classes: int) -> nn.Module:
     return model
 
 
+def batch_of_one_blocker(model: nn.Module, input_hw: tuple[int, int], device: torch.device) -> str | None:
+    """The name of the first BatchNorm layer of ``model`` that a batch of one ``input_hw`` image
+    gives one value per channel (it follows a global pooling, as in bisenetv2's context block), or
+    None. Training such a layer on one image fails ("Expected more than 1 value per channel").
+
+    One forward pass in eval mode without gradients: the weights and the BatchNorm statistics are
+    not touched (a train-mode probe would move the running statistics of pretrained weights)."""
+    found: list[str] = []
+
+    def watch(name: str):
+        def hook(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            x = inputs[0]
+            if not found and x.dim() >= 2 and x.numel() == x.shape[1]:
+                found.append(name)
+        return hook
+
+    was_training = model.training
+    model.train()  # a model may keep some layers in eval mode while it trains (litefpn's frozen stages)
+    hooks = [module.register_forward_pre_hook(watch(name)) for name, module in model.named_modules()
+             if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, *input_hw, device=device))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return found[0] if found else None
+
+
+def check_batch_of_one(model: nn.Module, config: TrainConfig, device: torch.device) -> None:
+    """ConfigError before anything is written when ``model`` cannot train on batches of one image
+    (``batch_of_one_blocker``); the same holds per process under DDP, where the batch is per process."""
+    hw = tuple(config.crop_hw or config.input_hw)
+    layer = batch_of_one_blocker(model, hw, device)
+    if layer is not None:
+        raise ConfigError(
+            f"--batch-size 1 cannot train {config.model}: BatchNorm needs at least 2 images a batch (per process "
+            f"under DDP) where it follows a global pooling, as its layer {layer} does; use --batch-size 2 or more"
+        )
+
+
 def poly_lr_factor(step: int, *, total_steps: int, warmup_steps: int, power: float) -> float:
     """Linear warm-up to 1 over ``warmup_steps``, then (1 - progress)^power down to 0."""
     if step < warmup_steps:
@@ -253,6 +299,8 @@ def build_run(config: TrainConfig, data: Data, *, info: DistInfo | None = None, 
         model = build_model_for(config, data.class_table.num_classes)
     _seed_everything(config.seed + info.rank)
     model = (model or build_model_for(config, data.class_table.num_classes)).to(device)
+    if config.batch_size == 1:
+        check_batch_of_one(model, config, device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if info.enabled:
