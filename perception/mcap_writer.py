@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,19 +207,26 @@ class SplitWriter:
     sends it once).
 
     Files of an earlier recording to the same ``out`` (``existing_outputs``) make it raise
-    ConfigError before anything is written; with ``config.overwrite`` they are all removed first,
-    so no old split is left to be replayed after the new ones.
+    ConfigError before anything is written; with ``config.overwrite`` they are all removed, so no
+    old split is left to be replayed after the new ones, but only when the first message is
+    written: a recording that receives nothing (no node there yet) leaves the one it was to replace
+    as it was. Until then its folder is only checked to be writable.
     """
 
     def __init__(self, config: RecordConfig, metadata) -> None:
+        #: Files of an earlier recording that --overwrite removes when the first message comes.
+        self.replaced: list[Path] = []
         if not config.overwrite:
             refuse_existing(config)
         else:
-            for old in existing_outputs(config):
-                try:
-                    old.unlink()
-                except OSError as exc:
-                    raise ConfigError(f"cannot remove {old} for --overwrite: {exc.strerror}; remove it yourself") from None
+            self.replaced = existing_outputs(config)
+            folder = Path(config.out).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot write {config.out}: {exc.strerror}; choose a writable --out") from None
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise ConfigError(f"cannot write {config.out}: permission denied; choose a writable --out")
         self._exclusive = not config.overwrite
         self.config = config
         self.counts: dict[str, TopicCount] = {}
@@ -229,7 +237,17 @@ class SplitWriter:
         self._chunk_size = config.chunk_size_kb * 1024
         if self._limit_bytes is not None:
             self._chunk_size = max(4096, min(self._chunk_size, self._limit_bytes // 8))
-        self._open()
+        self._writer: McapMaskWriter | None = None
+        if not config.overwrite:
+            self._open()  # now: a file another recorder creates meanwhile is refused, not clobbered
+
+    def _replace_old(self) -> None:
+        for old in self.replaced:
+            try:
+                old.unlink(missing_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot remove {old} for --overwrite: {exc.strerror}; remove it yourself") from None
+        self.replaced = []
 
     def _open(self) -> None:
         path = split_path(self.config.out, len(self.paths)) if self.config.splits else Path(self.config.out)
@@ -247,8 +265,12 @@ class SplitWriter:
         return self._limit_bytes is not None and self._writer.size_bytes >= self._limit_bytes
 
     def write(self, msg) -> None:
-        """Write one message, first starting the next split when the open one is full."""
-        if self.config.splits and self._full():
+        """Write one message, first starting the next split when the open one is full (or, with
+        --overwrite, the first file, once the old ones are removed)."""
+        if self._writer is None:
+            self._replace_old()
+            self._open()
+        elif self.config.splits and self._full():
             self._writer.close(self._metadata(split=len(self.paths) - 1))
             self._open()
         self._writer.write(msg)
@@ -257,16 +279,18 @@ class SplitWriter:
 
     @property
     def path(self) -> Path:
-        """The file being written (the open split)."""
-        return self.paths[-1]
+        """The file being written (the open split; ``out`` before the first one is opened)."""
+        return self.paths[-1] if self.paths else Path(self.config.out)
 
     def close(self) -> None:
         """Finish the open file; idempotent."""
-        self._writer.close(self._metadata(split=len(self.paths) - 1 if self.config.splits else None))
+        if self._writer is not None:
+            self._writer.close(self._metadata(split=len(self.paths) - 1 if self.config.splits else None))
 
     def abandon(self) -> None:
         """Close the open file unfinished, ignoring errors (see ``McapMaskWriter.abandon``)."""
-        self._writer.abandon()
+        if self._writer is not None:
+            self._writer.abandon()
 
     def remove(self) -> None:
         """Remove every file written (a recording that received nothing): an empty file would only

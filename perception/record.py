@@ -60,8 +60,8 @@ class RecordConfig:
     chunk_size_kb: int = setting(1024, lo=4, hi=65536, flag="--chunk-size", metavar="KB",
                                  help="MCAP chunk size in KiB: a recorder killed outright loses at most the chunk it "
                                       "is filling")
-    overwrite: bool = setting(False, help="replace an existing --out (and, with splits, remove every old <stem>_N.mcap) "
-                                          "instead of refusing to start")
+    overwrite: bool = setting(False, help="replace an existing --out and every old <stem>_N.mcap split of it instead "
+                                          "of refusing to start (removed when the first message arrives)")
 
     def __post_init__(self) -> None:
         if bool(self.namespace) == bool(self.topic):
@@ -153,6 +153,12 @@ class Recorder:
         except BaseException:
             self._sub.close()
             raise
+
+    @property
+    def kept(self) -> list[Path]:
+        """Files of an earlier recording that ``--overwrite`` has not removed (yet): it removes them
+        when the first message is written, so a recording that receives nothing keeps them."""
+        return list(self._writer.replaced)
 
     def run(self, stop: threading.Event) -> RecordSummary:
         """Record until ``stop`` is set or ``duration`` has passed; then finish the file."""

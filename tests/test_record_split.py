@@ -166,10 +166,12 @@ def test_record_cli_refuses_an_existing_out_in_one_line(tmp_path, capsys, split)
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{old} already exists" in err and "--overwrite" in err, err
     assert old.read_bytes() == b"an earlier recording" and len(list(tmp_path.iterdir())) == 1
-    # --overwrite removes it; nothing is received here, so no new file is left either (exit 4).
+    # --overwrite removes it only once a message comes: nothing is received here (exit 4), so the
+    # earlier recording stays as it was (verify 6: it was deleted, and the line said "no file was written")
     assert main([*argv, "--overwrite"]) == 4
-    capsys.readouterr()
-    assert list(tmp_path.iterdir()) == []
+    err = capsys.readouterr().err
+    assert "the earlier recording there, 1 file, is left as it was" in err, err
+    assert old.read_bytes() == b"an earlier recording" and len(list(tmp_path.iterdir())) == 1
 
 
 def test_a_recording_without_splits_over_old_splits_is_refused(tmp_path):
@@ -182,4 +184,6 @@ def test_a_recording_without_splits_over_old_splits_is_refused(tmp_path):
         Recorder(RecordConfig(out=out, endpoint=free_endpoint(), namespace=NS))
     recorder = Recorder(RecordConfig(out=out, endpoint=free_endpoint(), namespace=NS, overwrite=True, duration_s=0.05))
     summary = recorder.run(threading.Event())
-    assert summary.messages == 0 and list(tmp_path.iterdir()) == []  # old splits removed, no empty file left
+    # nothing received: no empty file, and the old splits stay (removed only once a message comes)
+    assert summary.messages == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["run_0.mcap", "run_1.mcap"]
+    assert recorder.kept == [split_path(out, 0), split_path(out, 1)]

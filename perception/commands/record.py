@@ -65,8 +65,11 @@ def _record(config: RecordConfig) -> int:
         # this --out), and one line says so with the hint (the summary would say it again): exit 4
         # as for a stream that is not there (a launch file respawns the node), as listen and view.
         hint = no_messages_hint("--namespace" if config.namespace else "--topic", curve=bool(config.curve_server_key))
-        raise SourceUnavailableError(f"nothing recorded, so no file was written to {config.out}: no messages received "
-                                     f"from {config.endpoint} in {summary.seconds:.1f} s; {hint}")
+        kept = recorder.kept  # --overwrite removes the earlier recording only once a message comes
+        left = f" (the earlier recording there, {len(kept)} file{'s' if len(kept) > 1 else ''}, is left as it was)" \
+            if kept else ""
+        raise SourceUnavailableError(f"nothing recorded, so no file was written to {config.out}{left}: no messages "
+                                     f"received from {config.endpoint} in {summary.seconds:.1f} s; {hint}")
     emit(summary.format())  # also when a closed ssh session (SIGHUP) stopped it: the file is finished
     if summary.messages == 0:  # messages came but every one was skipped: a bad input (exit 2)
         raise SourceError(f"nothing recorded from {config.endpoint}: every message received was skipped "
