@@ -670,6 +670,10 @@ def test_publisher_subscribed_follows_prefixes():
     (["--source", "nope.mp4"], "video file nope.mp4 not found; check the path"),
     (["--source", "front=synthetic", "--source", "rear=nope.mp4"],
      "camera 'rear' (--source rear=nope.mp4): video file nope.mp4 not found"),
+    # verify 6: images, folders and patterns that are not there were still found after the loading
+    (["--source", "nope.jpg"], "image file nope.jpg not found; check the path"),
+    (["--source", "nope_dir/"], "image folder nope_dir/ not found"),
+    (["--source", "nope_dir/*.png"], "no files match 'nope_dir/*.png'"),
 ])
 def test_run_checks_the_endpoint_and_a_video_file_before_loading_the_model(flags, message, model_path, tmp_path,
                                                                              monkeypatch, capsys):

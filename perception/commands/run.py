@@ -196,16 +196,19 @@ def check_before_loading(config: RunConfig) -> None:
         check_endpoint(config.publish_options.endpoint)
         cameras = config.cameras
         for camera in cameras:
-            path = _video_file(camera.source)
-            if path is not None and not path.is_file():
-                from perception.sources.base import shown
+            try:
+                path = _video_file(camera.source)
+                if path is not None and not path.is_file():
+                    from perception.sources.base import shown
 
-                # The words of VideoFileSource (and open_camera_sources), which would say the same
-                # once the model had loaded.
-                problem = f"video file {shown(camera.source)} {why_not_a_file(path)}; check the path"
+                    # The words of VideoFileSource (and open_camera_sources), which would say the same
+                    # once the model had loaded.
+                    raise SourceError(f"video file {shown(camera.source)} {why_not_a_file(path)}; check the path")
+            except SourceError as exc:
+                problem = str(exc)
                 if len(cameras) > 1:
                     problem = f"camera {camera.name!r} (--source {camera.name}={camera.source}): {problem}"
-                raise SourceError(hide_credentials(problem))
+                raise SourceError(hide_credentials(problem)) from None
     except PerceptionError:
         if config.engine in ("ort", "openvino", "auto"):  # each reads the model with this first
             from perception.modelfile import read_model_metadata
@@ -216,7 +219,7 @@ def check_before_loading(config: RunConfig) -> None:
 
 def _video_file(spec: str) -> Path | None:
     """The path of a source that is a video file not there (``clip.mp4``, ``file:///data/clip.mp4``),
-    else None. The usual sources (a file or camera that is there, synthetic, a URL) are told apart
+    else None; SourceError for images that are not there (``nope.jpg``, ``frames/``, ``'frames/*.png'``). The usual sources (a file or camera that is there, synthetic, a URL) are told apart
     without importing the sources (OpenCV): that import would delay a model loading beside it."""
     spec = spec.strip()
     lowered = spec.lower()
@@ -226,7 +229,12 @@ def _video_file(spec: str) -> Path | None:
     from perception.sources import source_kind
     from perception.sources.base import local_path
 
-    if source_kind(spec) != "video":
+    kind = source_kind(spec)
+    if kind == "images":
+        from perception.sources.images import list_images
+
+        list_images(spec)  # an image, folder or pattern that names no image: its own SourceError
+    if kind != "video":
         return None
     try:
         return Path(local_path(spec))
