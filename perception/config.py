@@ -170,7 +170,8 @@ def listed_setting(cls: type, name: str, *, default: tuple[Any, ...] = (), **cha
 
 
 def composed(cls: type, *, only: tuple[str, ...] | None = None, group: Any = dataclasses.MISSING,
-             help: dict[str, str] | None = None) -> Any:  # noqa: A002 - the settings' help
+             help: dict[str, str] | None = None,  # noqa: A002 - the settings' help
+             shown: dict[str, dict[str, str]] | None = None) -> Any:
     """A field holding a group of settings (``SourceOptions``), whose settings stay flat in the holder.
 
     The holder's YAML keys, launch parameters and flags are the group's own (``width``, ``--width``;
@@ -179,14 +180,19 @@ def composed(cls: type, *, only: tuple[str, ...] | None = None, group: Any = dat
     field's place. ``only``: the group's settings this holder offers, in this order (the others keep
     their defaults and are unknown keys here); ``group``: their ``--help`` section here (None: the
     holder's main list); ``help``: setting name -> its help text here. Ranges and defaults are the
-    group's, never changed here.
+    group's, never changed here; ``shown`` only changes what ``--help`` says of them (setting name ->
+    ``{"default_text": ..., "help_range": ...}``), where this holder takes less (the demo's synthetic
+    camera draws widths of 64..1920 of the 16..16384 a camera may be asked for).
     """
     names = tuple(f.name for f in dataclasses.fields(cls) if f.init) if only is None else tuple(only)
     unknown = [n for n in names if n not in {f.name for f in dataclasses.fields(cls)}]
     if unknown:
         raise TypeError(f"composed({cls.__name__}): no setting {unknown[0]!r}")
     changes = {} if group is dataclasses.MISSING else {"group": group}
-    return field(default_factory=cls, metadata={"composed": (cls, names, changes, dict(help or {}))})
+    helps = {name: {"help": text} for name, text in (help or {}).items()}
+    for name, extra in (shown or {}).items():
+        helps[name] = {**helps.get(name, {}), **extra}
+    return field(default_factory=cls, metadata={"composed": (cls, names, changes, helps)})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,7 +221,7 @@ def declared(cls: type) -> list[Declared]:
         inner_hints = typing.get_type_hints(group_cls)
         for name in names:
             g = inner[name]
-            metadata = {**g.metadata, **changes, **({"help": helps[name]} if name in helps else {})}
+            metadata = {**g.metadata, **changes, **helps.get(name, {})}
             shown = field(default=g.default, default_factory=g.default_factory, metadata=metadata)
             shown.name, shown.type = g.name, g.type
             out.append(Declared(shown, inner_hints[name], f.name))

@@ -70,12 +70,16 @@ class DemoConfig:
     out_dir: Path = setting(Path("out"), flag="--out", metavar="DIR", help="folder for demo.mp4 and demo.png")
     source_options: SourceOptions = composed(
         SourceOptions, only=("width", "height", "fps", "seed"), group=None,
-        help={"width": f"frame width of the synthetic camera, {SYNTHETIC_MIN_HW[1]}..{SYNTHETIC_MAX_HW[1]} "
-                       f"(its default {SYNTHETIC_DEFAULT_HW[1]})",
-              "height": f"frame height of the synthetic camera, {SYNTHETIC_MIN_HW[0]}..{SYNTHETIC_MAX_HW[0]} "
-                        f"(its default {SYNTHETIC_DEFAULT_HW[0]})",
-              "fps": f"frame rate of the synthetic camera, {SYNTHETIC_FPS_RANGE[0]:g}..{SYNTHETIC_FPS_RANGE[1]:g} "
-                     f"(its default {SYNTHETIC_DEFAULT_FPS:g}); the overlay video is written at {VIDEO_FPS:g}"})
+        help={"width": "frame width of the synthetic camera",
+              "height": "frame height of the synthetic camera",
+              "fps": f"frame rate of the synthetic camera; the overlay video is written at {VIDEO_FPS:g}"},
+        # what the synthetic camera takes, not the 16..16384 a camera may be asked for
+        shown={"width": {"default_text": f"{SYNTHETIC_DEFAULT_HW[1]}",
+                         "help_range": f"{SYNTHETIC_MIN_HW[1]}..{SYNTHETIC_MAX_HW[1]}"},
+               "height": {"default_text": f"{SYNTHETIC_DEFAULT_HW[0]}",
+                          "help_range": f"{SYNTHETIC_MIN_HW[0]}..{SYNTHETIC_MAX_HW[0]}"},
+               "fps": {"default_text": f"{SYNTHETIC_DEFAULT_FPS:g}",
+                       "help_range": f"{SYNTHETIC_FPS_RANGE[0]:g}..{SYNTHETIC_FPS_RANGE[1]:g}"}})
     engine_options: EngineOptions = composed(
         EngineOptions, only=("provider", "threads"), group=None,
         help={"threads": "CPU inference threads (0: the backend's default)"})  # the demo runs one frame at a time

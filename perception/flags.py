@@ -165,7 +165,7 @@ def _help(flag: Flag) -> str:
         notes.append("required")
     if (default := _default_text(flag.field, flag.shape)) is not None:
         notes.append(f"default {default}")
-    if (span := _range_text(flag.field)) is not None:
+    if (span := flag.field.metadata.get("help_range") or _range_text(flag.field)) is not None:
         notes.append(span)
     if flag.shape == "commas":
         text += "; several, comma-separated or repeated, are compared"

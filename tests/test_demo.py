@@ -88,5 +88,6 @@ def test_demo_help_speaks_of_its_own_camera_and_threads():
     add_arguments(parser)
     text = " ".join(parser.format_help().split())
     assert "--streams" not in text and "from a camera" not in text
-    assert "frame width of the synthetic camera, 64..1920" in text and "frame rate of the synthetic camera" in text
+    assert "frame width of the synthetic camera (default 640, 64..1920)" in text and "frame rate of the synthetic camera" in text
+    assert "16..16384" not in text  # a camera's range, which the synthetic one does not take (verify 6: both were shown)
     assert "--out DIR" in text and "--out-dir" not in text
