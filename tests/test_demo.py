@@ -59,12 +59,20 @@ def test_demo_out_dir_is_an_alias_of_out_and_a_failed_demo_leaves_no_empty_folde
     that failed left its empty output folder."""
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not onnx")  # there, so the folder is made before the model fails to load
+    # the old spelling, as the program runs it (the new one is the parser's, below)
+    done = _demo("--model", str(bad), "--duration", "1", "--out-dir", str(tmp_path / "d1" / "sub"), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("perception: error:") == 1 and "bad.onnx" in done.stderr, done.stderr
+    assert "deprecated" not in done.stderr  # the old spelling works without a word
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
+    import argparse
+
+    from perception.commands.demo import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
     for flag in ("--out", "--out-dir"):
-        done = _demo("--model", str(bad), "--duration", "1", flag, str(tmp_path / "d1" / "sub"), cwd=tmp_path)
-        assert done.returncode == 2, done.stderr
-        assert done.stderr.count("perception: error:") == 1 and "bad.onnx" in done.stderr, done.stderr
-        assert "deprecated" not in done.stderr  # the old spelling works without a word
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"], flag
+        assert parser.parse_args([flag, "x/y"]).out_dir == Path("x/y"), flag
 
 
 def test_demo_duration_0_says_why_the_demo_needs_a_limit(tmp_path):

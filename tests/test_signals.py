@@ -320,7 +320,7 @@ def test_a_closed_terminal_stops_record_cleanly_with_its_file_finished(tmp_path,
         try:
             status = _run_in_a_pty_then_hang_up(
                 [sys.executable, "-m", "perception", "record", "--endpoint", f"tcp://127.0.0.1:{free_tcp_port}",
-                 "--namespace", "perception/front", "--out", str(out)], b"recording", after_s=1.5)
+                 "--namespace", "perception/front", "--out", str(out)], b"recording", after_s=0.8)
         finally:
             stop.set()
             feeder.join()
