@@ -3,9 +3,9 @@
 ``read_recording(path)`` yields ``RecordedMessage`` (topic, header, decoded mask or JSON document,
 log time) from one file, several, a split recording (``out/run.mcap`` for its ``run_N.mcap``) or a
 folder. Each recorded header is checked like a received one; a message that does not decode, or
-breaks the wire contract, is skipped and counted (``ReadCounters``); a recording cut short or with
-a damaged chunk is read up to that point with a warning (``recover.read_records`` reads the records
-within bounds); a file that is not MCAP, or not a regular file, is a ``SourceError``. ``as_sent``
+breaks the wire contract, is skipped and counted (``ReadCounters``); a recording cut short is read
+up to that point with a warning, and a chunk damaged inside is skipped with one (``recover.read_records``
+reads the records within bounds); a file that is not MCAP, or not a regular file, is a ``SourceError``. ``as_sent``
 puts the masks of an ``--atomic-frames`` recording back into frames. ``perception replay`` sends
 what this reads (``perception/replay.py``); the layout is ``perception/mcap_layout.py``.
 """
@@ -33,7 +33,13 @@ from perception.mcap_layout import (
     split_files,
     wire_topic,
 )
-from perception.recover import DamagedRecord, not_a_recording_file, open_recording, read_records
+from perception.recover import (
+    DamagedRecord,
+    not_a_recording_file,
+    open_recording,
+    read_records,
+    summary_channels,
+)
 from perception.wire import WireMessage
 
 log = logging.getLogger(__name__)
@@ -136,6 +142,25 @@ def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, firs
         # chunk, still replays up to the point where it stops.
         schemas: dict[int, Any] = {}
         channels: dict[int, Any] = {}
+        # A chunk damaged inside (a torn write, a bit flip) is skipped with a warning and the file
+        # read on. A channel declared only in such a chunk comes from the summary section, if the
+        # file has one; otherwise the messages on it are skipped and counted.
+        damaged: list[DamagedRecord] = []
+        warned = False  # about the first damaged chunk: held back until a message is read after it
+        known_schemas, known_channels = summary_channels(stream)
+
+        def warn_once() -> None:
+            nonlocal warned
+            if damaged and not warned:
+                warned = True
+                log.warning("%s: skipping a damaged chunk (damaged %s); its messages are lost, the rest of "
+                            "the file is read", path, damaged[0])
+
+        def skip_chunk(damage: DamagedRecord) -> None:
+            damaged.append(damage)
+            if seen or not first:  # else a file with nothing readable is one error line, not a warning too
+                warn_once()
+
         # Messages are decoded one at a time (not by iter_decoded_messages), so that one record
         # that does not decode (invalid UTF-8, a payload cut short) is skipped and counted like a
         # bad header, instead of ending the file as if it were cut short.
@@ -145,7 +170,7 @@ def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, firs
         rejected: set[tuple[str, int]] = set()  # messages whose header or data was skipped
         seen = 0
         try:
-            for record in read_records(stream):
+            for record in read_records(stream, on_damaged=skip_chunk):
                 if isinstance(record, Schema):
                     schemas[record.id] = record
                     continue
@@ -157,8 +182,15 @@ def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, firs
                 if not isinstance(record, Message):
                     continue
                 message = record
+                if message.channel_id not in channels and message.channel_id in known_channels:
+                    channel = channels[message.channel_id] = known_channels[message.channel_id]
+                    schemas.setdefault(channel.schema_id, known_schemas.get(channel.schema_id))
                 if message.channel_id not in channels:
-                    raise McapError(f"no channel record found with id {message.channel_id}")
+                    if not damaged:
+                        raise McapError(f"no channel record found with id {message.channel_id}")
+                    counters.malformed += 1  # its channel was declared in a skipped chunk
+                    counters.last_error = f"a message on channel {message.channel_id}, declared in a damaged chunk"
+                    continue
                 channel = channels[message.channel_id]
                 schema = schemas.get(channel.schema_id)
                 is_header, topic = _channel_role(channel)
@@ -187,18 +219,26 @@ def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, firs
                         continue
                     got = _recorded(topic, pending_meta.pop(key), *payload, counters, max_mask_pixels)
                 if got is not None:
+                    warn_once()
                     seen += 1
                     yield got
         except (McapError, struct.error, EOFError, ValueError) as exc:
             reason = _read_error(exc, stream.tell())
             if seen == 0 and first:
                 # Nothing before the cut: --recover would find no message either.
+                if damaged:
+                    reason = f"damaged {damaged[0]}, and it ends {reason}"
                 raise SourceError(f"{path}: not a readable MCAP recording ({reason}); no message before that can be "
                                   "replayed or recovered: record it again") from None
             log.warning(
                 "%s is cut short after %d messages (%s); was the recorder killed? 'perception record --recover FILE' "
                 "rebuilds it", path, seen, reason,
             )
+        if damaged and seen == 0 and first:
+            raise SourceError(f"{path}: not a readable MCAP recording (damaged {damaged[0]}); no message of it can be "
+                              "replayed or recovered: record it again")
+        if len(damaged) > 1:
+            log.warning("%s: %d damaged chunks were skipped in all", path, len(damaged))
 
 
 def _read_error(exc: BaseException, offset: int) -> str:

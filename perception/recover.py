@@ -14,8 +14,8 @@ import stat
 import struct
 import time
 import zlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,11 +38,21 @@ class RecoverSummary:
     seconds: float = 0.0
     cut: str | None = None
     kept: Path | None = None
+    #: The damaged chunks skipped ("at byte N: why"); reading went on after each.
+    skipped: list[str] = field(default_factory=list)
+    #: Messages dropped because their channel was declared only in a skipped chunk (and the file
+    #: has no readable summary to take it from).
+    orphaned: int = 0
 
     def format(self) -> str:
         text = (f"recovered {self.messages} messages on {self.channels} channels ({self.metadata} metadata records) "
                 f"from {self.source} ({self.bytes_in} bytes) into {self.out} ({self.bytes_out} bytes, indexed) "
                 f"in {self.seconds:.2f} s")
+        if self.skipped:
+            text += (f"\n  skipped {len(self.skipped)} damaged chunk{'s' if len(self.skipped) > 1 else ''} "
+                     f"(their messages are lost; the first {self.skipped[0]})")
+        if self.orphaned:
+            text += f"\n  dropped {self.orphaned} messages whose channel was declared only in a damaged chunk"
         if self.cut:
             text += f"\n  the input ends in a damaged or unfinished record: {self.cut}"
         if self.kept:
@@ -138,7 +148,8 @@ def _inflate(chunk: Any) -> bytes:
     return data
 
 
-def read_records(stream: IO[bytes], *, check_only: bool = False) -> Iterator[Any]:
+def read_records(stream: IO[bytes], *, check_only: bool = False,
+                 on_damaged: Callable[[DamagedRecord], None] | None = None) -> Iterator[Any]:
     """The records of an MCAP file in order, chunks opened safely (``_inflate``), up to DataEnd
     (the summary that follows is an index of what was read, not needed by a stream reader, and a
     summary cut short is no damage to the data). Raises the ``mcap`` library's read errors,
@@ -146,6 +157,11 @@ def read_records(stream: IO[bytes], *, check_only: bool = False) -> Iterator[Any
     the file ends; its message names the byte where that record starts.
 
     ``check_only``: chunks are decompressed and checked but not broken up (``recording_is_intact``).
+    ``on_damaged``: a chunk whose framing is intact but whose content is damaged (it does not
+    decompress, fails its CRC, or its records do not parse: a torn write or a bit flip inside it)
+    is passed to it as a DamagedRecord and skipped, and reading goes on with the next record, as
+    the Go ``mcap recover`` does; without it, such a chunk raises. A record whose framing is broken
+    still ends the reading: where the next one starts is then unknown.
     """
     from mcap.records import Chunk, DataEnd
     from mcap.stream_reader import StreamReader, breakup_chunk
@@ -161,13 +177,36 @@ def read_records(stream: IO[bytes], *, check_only: bool = False) -> Iterator[Any
                 inner = breakup_chunk(Chunk(compression="", data=data, message_end_time=0, message_start_time=0,
                                             uncompressed_crc=0, uncompressed_size=len(data)))
             except (struct.error, EOFError, ValueError) as exc:
-                raise DamagedRecord(f"at byte {start}: {str(exc) or type(exc).__name__}") from None
+                damage = DamagedRecord(f"at byte {start}: {str(exc) or type(exc).__name__}")
+                if on_damaged is None:
+                    raise damage from None
+                on_damaged(damage)
+                start = stream.tell()
+                continue
             yield from inner
         else:
             yield record
             if isinstance(record, DataEnd):
                 return
         start = stream.tell()
+
+
+def summary_channels(stream: IO[bytes]) -> tuple[dict[int, Any], dict[int, Any]]:
+    """The schemas and channels (by id) that the summary section of an MCAP file declares; empty
+    when it has none or it does not read. A message read after a skipped damaged chunk finds its
+    channel here when the chunk held the channel's only declaration in the data. The stream is
+    left at its start."""
+    from mcap.reader import SeekingReader
+
+    try:
+        summary = SeekingReader(stream, record_size_limit=RECOVER_RECORD_LIMIT).get_summary()
+    except Exception:  # noqa: BLE001 - a damaged or missing summary, whatever the library raises: none to use
+        summary = None
+    finally:
+        stream.seek(0)
+    if summary is None:
+        return {}, {}
+    return dict(summary.schemas), dict(summary.channels)
 
 
 def recording_is_intact(path: Path) -> bool:
@@ -182,7 +221,7 @@ def recording_is_intact(path: Path) -> bool:
         return False
     try:
         with open_recording(Path(path), "") as stream:
-            if SeekingReader(stream).get_summary() is None:
+            if SeekingReader(stream, record_size_limit=RECOVER_RECORD_LIMIT).get_summary() is None:
                 return False
             stream.seek(0)
             for _ in read_records(stream, check_only=True):
@@ -252,8 +291,12 @@ def recover_recording(path: str | Path, out: str | Path | None = None, *, overwr
                 _copy_records(source, stream, sink, summary)
                 if summary.messages == 0:
                     # Not an empty "recovered" file in place of the input: nothing to keep is an error.
-                    raise SourceError(f"no message of {source} can be recovered "
-                                      f"({'the data ends ' + summary.cut if summary.cut else 'it holds none'}); "
+                    why = [f"{len(summary.skipped)} damaged chunks skipped, the first {summary.skipped[0]}"] \
+                        if summary.skipped else []
+                    why += [f"{summary.orphaned} messages on channels declared only in a damaged chunk"] \
+                        if summary.orphaned else []
+                    why += [f"the data ends {summary.cut}"] if summary.cut else []
+                    raise SourceError(f"no message of {source} can be recovered ({'; '.join(why) or 'it holds none'}); "
                                       "it is left as it is")
                 sink.close()
                 if in_place:
@@ -295,21 +338,35 @@ def _copy_records(source: Path, stream: IO[bytes], sink: IO[bytes], summary: Rec
     writer: Writer | None = None
     schema_ids: dict[int, int] = {}
     channel_ids: dict[int, int] = {}
+    known_schemas, known_channels = summary_channels(stream)
+
+    def add_schema(record: Schema) -> None:
+        schema_ids[record.id] = writer.register_schema(record.name, record.encoding, record.data)
+
+    def add_channel(record: Channel) -> None:
+        if record.schema_id not in schema_ids and record.schema_id in known_schemas:
+            add_schema(known_schemas[record.schema_id])
+        channel_ids[record.id] = writer.register_channel(
+            record.topic, record.message_encoding, schema_ids.get(record.schema_id, 0), dict(record.metadata),
+        )
+
     try:
-        for record in read_records(stream):
+        for record in read_records(stream, on_damaged=lambda damage: summary.skipped.append(str(damage))):
             if isinstance(record, Header):
                 writer = Writer(sink)
                 writer.start(profile=record.profile, library=record.library)
             elif writer is None:
                 raise SourceError(f"{source} has no MCAP header record; it cannot be recovered")
             elif isinstance(record, Schema) and record.id not in schema_ids:
-                schema_ids[record.id] = writer.register_schema(record.name, record.encoding, record.data)
+                add_schema(record)
             elif isinstance(record, Channel) and record.id not in channel_ids:
-                channel_ids[record.id] = writer.register_channel(
-                    record.topic, record.message_encoding, schema_ids.get(record.schema_id, 0),
-                    dict(record.metadata),
-                )
-            elif isinstance(record, Message) and record.channel_id in channel_ids:
+                add_channel(record)
+            elif isinstance(record, Message):
+                if record.channel_id not in channel_ids and record.channel_id in known_channels:
+                    add_channel(known_channels[record.channel_id])  # declared in a skipped chunk
+                if record.channel_id not in channel_ids:
+                    summary.orphaned += 1
+                    continue
                 writer.add_message(channel_ids[record.channel_id], record.log_time, record.data,
                                    record.publish_time, record.sequence)
                 summary.messages += 1

@@ -15,7 +15,7 @@ import pytest
 from mcap.reader import make_reader
 from test_record import ENCODINGS, REPO, frame_masks, free_endpoint
 
-from perception.errors import ConfigError
+from perception.errors import ConfigError, SourceError
 from perception.mcap_reader import read_recording
 from perception.publish import MaskPublisher
 from perception.recover import recording_is_intact, recover_recording
@@ -222,11 +222,18 @@ def raw_mcap(chunk_compression: str, chunk_data: bytes, declared_size: int) -> b
         record(15, struct.pack("<I", 0))
 
 
+def chunk_data_length(data: bytes, at: int) -> int:
+    """The length of the chunk data that starts at ``at`` (the u64 just before it)."""
+    import struct
+
+    return struct.unpack("<Q", data[at - 8: at])[0]
+
+
 @pytest.mark.parametrize("how", ["flip", "zeros"])
-def test_a_damaged_chunk_is_a_cut_for_replay_and_recover(tmp_path, caplog, how):
-    """A bit flip or a zero-filled block (a torn write) inside a chunk of a file whose summary is
-    intact: replay warns once and plays what precedes it; --recover is not fooled by the intact
-    summary, keeps every record before the chunk and names it."""
+def test_a_chunk_damaged_inside_is_skipped_and_the_rest_read(tmp_path, caplog, how):
+    """A bit flip or a zero-filled block (a torn write) inside the data of one chunk, its framing
+    intact: replay warns once, skips that chunk's messages and plays the rest; --recover is not
+    fooled by the intact summary, keeps every other record and names the chunk it skipped."""
     path = tmp_path / "run.mcap"
     offsets = chunked_recording(path)
     data = bytearray(path.read_bytes())
@@ -234,20 +241,70 @@ def test_a_damaged_chunk_is_a_cut_for_replay_and_recover(tmp_path, caplog, how):
     if how == "flip":
         data[hit + 8] ^= 0xFF
     else:
-        data[hit + 4: hit + 200] = bytes(196)
+        length = chunk_data_length(data, hit)
+        data[hit + 4: hit + length - 4] = bytes(length - 8)
     path.write_bytes(bytes(data))
     messages = list(read_recording(path))
-    assert 0 < len(messages) < 12 and [m.seq for m in messages] == list(range(len(messages)))
-    assert caplog.text.count("cut short") == 1 and "damaged at byte" in caplog.text
+    seqs = [m.seq for m in messages]
+    lost = sorted(set(range(12)) - set(seqs))
+    # One whole chunk's frames are missing, in one run, neither the first frames nor the last.
+    assert lost and seqs == sorted(seqs) and lost == list(range(lost[0], lost[-1] + 1)), seqs
+    assert lost[0] > 0 and lost[-1] < 11
+    assert caplog.text.count("skipping a damaged chunk") == 1 and "damaged at byte" in caplog.text
+    assert "cut short" not in caplog.text
     assert not recording_is_intact(path)
     summary = recover_recording(path, tmp_path / "out.mcap")
     # MCAP messages: each wire message is two (its header in /meta, and its data).
-    assert summary.messages == 2 * len(messages) and "at byte" in summary.cut and "chunk" in summary.cut
-    assert [m.seq for m in read_recording(tmp_path / "out.mcap")] == [m.seq for m in messages]
+    assert summary.messages == 2 * len(messages) and summary.cut is None and summary.orphaned == 0
+    assert len(summary.skipped) == 1 and "at byte" in summary.skipped[0] and "chunk" in summary.skipped[0]
+    assert [m.seq for m in read_recording(tmp_path / "out.mcap")] == seqs
+    assert recording_is_intact(tmp_path / "out.mcap")
     done = subprocess.run([sys.executable, "-m", "perception", "record", "--recover", str(path)],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "nothing to recover" not in done.stdout, done.stdout + done.stderr
-    assert "damaged" in done.stdout and "Traceback" not in done.stderr
+    assert "skipped 1 damaged chunk" in done.stdout and "Traceback" not in done.stderr
+
+
+def test_damage_across_a_chunk_boundary_is_a_cut(tmp_path, caplog):
+    """Zeros that run past a chunk's end break the framing of the records after it: where the next
+    record starts is unknown, so reading stops there (a cut), keeping everything before."""
+    path = tmp_path / "run.mcap"
+    offsets = chunked_recording(path)
+    data = bytearray(path.read_bytes())
+    hit = offsets[2]
+    end = hit + chunk_data_length(data, hit) + 40
+    data[hit + 4: end] = bytes(end - hit - 4)
+    path.write_bytes(bytes(data))
+    seqs = [m.seq for m in read_recording(path)]
+    assert 0 < len(seqs) < 12 and seqs == list(range(len(seqs)))
+    assert "cut short" in caplog.text
+    summary = recover_recording(path, tmp_path / "out.mcap")
+    assert summary.cut and [m.seq for m in read_recording(tmp_path / "out.mcap")][:len(seqs)] == seqs
+
+
+def test_a_channel_declared_in_a_damaged_chunk_comes_from_the_summary(tmp_path, caplog):
+    """The first chunk holds the schema and channel records; damaged, the messages after it would
+    have no channel. A file with an intact summary section declares them there too: replay and
+    recover read every later message; without the summary, they are counted, not guessed."""
+    path = tmp_path / "run.mcap"
+    offsets = chunked_recording(path)
+    data = bytearray(path.read_bytes())
+    data[offsets[0] + 8] ^= 0xFF
+    path.write_bytes(bytes(data))
+    seqs = [m.seq for m in read_recording(path)]
+    assert seqs and seqs[0] > 0 and seqs[-1] == 11 and seqs == list(range(seqs[0], 12))
+    summary = recover_recording(path, tmp_path / "out.mcap")
+    assert summary.orphaned == 0 and len(summary.skipped) == 1
+    assert [m.seq for m in read_recording(tmp_path / "out.mcap")] == seqs
+    # The same damage in a file cut before its summary (its recorder was killed, say).
+    data_end = bytes(data).rfind(b"\x0f\x04\x00\x00\x00\x00\x00\x00\x00")  # DataEnd: opcode 0x0F, length 4
+    assert data_end > offsets[-1]
+    cut = tmp_path / "cut.mcap"
+    cut.write_bytes(bytes(data[:data_end]))
+    with pytest.raises(SourceError, match=r"\d+ messages on channels declared only in a damaged chunk"):
+        recover_recording(cut, tmp_path / "out2.mcap")
+    with pytest.raises(SourceError, match="damaged at byte"):
+        list(read_recording(cut))
 
 
 @pytest.mark.parametrize(
