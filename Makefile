@@ -15,6 +15,12 @@ STAMP_DEV  := $(VENV)/.stamp-dev
 # -qq keeps a first install to a few lines (errors still print); hashes make a changed file an error.
 PIP_INSTALL := $(BIN)/python -m pip install -qq --disable-pip-version-check --progress-bar off
 LATEST := .venv-latest
+# The suite runs on every core, up to 4 (pytest-xdist; each worker imports torch, about 0.5 GB):
+# most tests wait on child processes and sockets, so 2 workers on 2 cores take about 6 of the 10
+# minutes one process takes. --dist loadfile keeps a module's tests, and its module-scoped fixtures
+# (an exported model, a killed recording), on one worker. PYTEST_WORKERS=0 runs it in this process.
+PYTEST_WORKERS ?= auto
+PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --maxprocesses 4 --dist loadfile)
 
 .PHONY: demo test lint venv venv-dev lock check-lock test-latest default-model camvid-model clean
 
@@ -57,7 +63,7 @@ lint: $(STAMP_DEV)
 
 test: $(STAMP_DEV)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_PARALLEL)
 
 # Installed versions equal the lock's, package for package (part of `make test` too).
 check-lock: $(STAMP_DEV)
@@ -87,7 +93,7 @@ test-latest:
 	$(LATEST)/bin/python -m pip list --format=freeze > $(LATEST)/versions.txt
 	@echo "versions under test: $(LATEST)/versions.txt"
 	$(LATEST)/bin/ruff check .
-	$(LATEST)/bin/python -m pytest -q -p no:cacheprovider
+	$(LATEST)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_PARALLEL)
 
 # Rebuild the shipped default model (~55 min on 2 cores: 41 of training): train on the synthetic road world only,
 # export with the confidence output (its unknown threshold chosen on synthetic val), quantise to
