@@ -16,22 +16,24 @@ from typing import TYPE_CHECKING, Any
 
 from perception import contracts
 from perception.bench.node import (
-    BENCH_CAMERA,
     FAST_RECONNECT,
     STARTUP_TIMEOUT_S,
     CpuSampler,
-    NodeFailed,
     Received,
+    read_final_stats,
+    record_message,
+    subscribed_masks,
+    summarize_received,
+)
+from perception.bench.nodeproc import (
+    BENCH_CAMERA,
+    NodeFailed,
     StopOnSignal,
     free_tcp_port,
     last_line,
     node_command,
-    read_final_stats,
-    record_message,
     start_node,
     stop_node,
-    subscribed_masks,
-    summarize_received,
 )
 from perception.bench.stats import ratio
 

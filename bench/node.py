@@ -1,5 +1,5 @@
-"""One node under the bench: start ``perception run`` as its own process on a free loopback port,
-receive its messages in a ``MaskSubscriber``, sample its CPU, stop it, and summarise what arrived
+"""One node under the bench: start ``perception run`` as its own process on a free loopback port
+(``bench/nodeproc.py``: its command line, start and stop), receive its messages in a ``MaskSubscriber``, sample its CPU, stop it, and summarise what arrived
 (rates, missing sequence numbers, per-stage and end-to-end latency, the node's own counters from
 its stats documents). ``perception bench pipeline`` (``bench/pipeline.py``) runs it once,
 ``--peak-rate`` (``peak_rate.py``) at several rates, ``--cameras`` (``multicamera.py``) several nodes at once.
@@ -8,9 +8,6 @@ its stats documents). ``perception bench pipeline`` (``bench/pipeline.py``) runs
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,9 +19,17 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from perception import contracts
+from perception.bench.nodeproc import (
+    BENCH_CAMERA,
+    NodeFailed,
+    StopOnSignal,
+    free_tcp_port,
+    last_line,
+    node_command,
+    start_node,
+    stop_node,
+)
 from perception.bench.stats import sequence_gaps, summarize_ms, transport_losses
-from perception.errors import PerceptionError
-from perception.signals import STOP_SIGNALS, SignalHandlers, die_with_parent
 
 if TYPE_CHECKING:
     from perception.bench.pipeline import PipelineBenchConfig
@@ -36,62 +41,12 @@ FAST_RECONNECT = {"reconnect_ivl_ms": 10, "reconnect_ivl_max_ms": 10}
 #: How long ``--engine auto`` may probe (a first start for the model and machine) before the
 #: window starts anyway; a probe of the 2-core machines here takes 30-60 s.
 PROBE_WAIT_S = 300.0
-#: How long the node gets to exit after SIGINT before it is terminated.
-SHUTDOWN_TIMEOUT_S = 10.0
-#: Camera name (namespace ``perception/<name>``) the benchmarked node publishes under.
-BENCH_CAMERA = "bench"
 
 
 def subscribed_masks(cfg: PipelineBenchConfig) -> list[str] | None:
     """What the bench's subscriber asks the node for: ``--topics`` and the stats document (its
     drop counter), or None for every topic of the camera's namespace."""
     return [*cfg.topics, contracts.STATS_TOPIC] if cfg.topics else None
-
-
-#: The node's exit statuses the bench passes on as its own (``perception.errors``: 2 a bad input,
-#: 3 a missing dependency, 4 a camera or stream not there); any other failure is the bench's 2.
-PASSED_ON_EXIT_CODES = (2, 3, 4)
-
-
-class NodeFailed(PerceptionError):
-    """The node under test exited or never published; the message carries its last error line.
-    ``status``: the node's exit status, which becomes the bench's (``PASSED_ON_EXIT_CODES``), so a
-    missing camera is 4 from ``bench pipeline`` as from ``perception run``."""
-
-    def __init__(self, message: str, *, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        if status in PASSED_ON_EXIT_CODES:
-            self.exit_code = status
-
-
-def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def node_command(cfg: PipelineBenchConfig, model: Path, endpoint: str, cameras: tuple[str, ...] = ()) -> list[str]:
-    """The ``perception run`` command line of the node under test: one camera (``BENCH_CAMERA``),
-    or ``cameras`` batched in one node, each reading ``cfg.source``. Written from run's
-    declarations (``perception.flags.flags_for``), the settings the bench shares with run."""
-    from perception.flags import flags_for
-    from perception.run_config import RunConfig
-
-    settings: dict[str, Any] = {"model": str(model), "endpoint": endpoint}
-    if cameras:
-        settings["source"] = [f"{name}={cfg.source}" for name in cameras]
-    else:
-        settings.update(source=cfg.source, camera_name=BENCH_CAMERA)
-    # None (not given): the node's own default
-    settings.update(engine=cfg.engine, provider=cfg.provider, threads=cfg.threads, streams=cfg.streams,
-                    precision=cfg.precision, warmup=cfg.warmup, loop=cfg.loop, fps=cfg.fps, width=cfg.width,
-                    height=cfg.height)
-    if cfg.peak_rate or cameras:
-        settings["queue"] = "latest"
-    if len(cameras) > 1:
-        settings["batch_timeout_ms"] = cfg.batch_timeout_ms
-    return [sys.executable, "-m", "perception", "-q", "run", *flags_for(RunConfig, settings, where="perception bench")]
 
 
 @dataclass
@@ -207,85 +162,6 @@ class CpuSampler:
                         for tid, p in per_thread if p >= 0.5],
             "rss_peak_mb": round(self.rss_peak / 2**20, 1) if self.rss_peak else None,
         }
-
-
-def start_node(cmd: list[str], log_path: Path, out_path: Path) -> subprocess.Popen:
-    """Start a node under test, its stderr into ``log_path`` and stdout (its final stats line)
-    into ``out_path``. It dies with the bench: Linux sends it SIGTERM when the thread that started
-    it ends, also by SIGKILL (``die_with_parent``, as the launcher's nodes and ``--engine auto``'s
-    probe), so a bench killed by its supervisor or a CI runner leaves no node running on (a
-    synthetic source never ends). Start it from the main thread, which outlives it."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(log_path, "w") as err, open(out_path, "w") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=err, env=env, preexec_fn=die_with_parent())
-
-
-class BenchStopped(KeyboardInterrupt):
-    """SIGTERM or SIGHUP reached the bench: raised in its main thread as Ctrl-C raises
-    KeyboardInterrupt, so the same ``finally`` blocks stop its nodes with SIGINT (their own clean
-    shutdown) and the bench ends as after Ctrl-C ("perception: interrupted", status 130). A
-    KeyboardInterrupt, so that no ``except Exception`` on the way swallows it."""
-
-
-#: What stops the bench besides Ctrl-C (KeyboardInterrupt already): ``kill``, ``docker stop``,
-#: systemd, a CI runner's cancel (SIGTERM), and the hangup of its terminal (SIGHUP; still ignored
-#: under nohup).
-BENCH_STOP_SIGNALS = tuple(s for s in STOP_SIGNALS if s != signal.SIGINT)
-
-
-class StopOnSignal:
-    """While nodes run: a stop signal raises ``BenchStopped`` in the main thread, once. Its
-    default action would end the bench at once, skipping ``stop_node``; the node would then get
-    only its parent-death SIGTERM. Once ``stopping`` is set (the nodes are being stopped), a signal
-    is noted and the stop goes on: ``stop_node`` is bounded, and SIGKILL still ends the bench.
-    Off the main thread Python sets no handlers, and this does nothing."""
-
-    def __init__(self) -> None:
-        self.stopping = False
-        self.signal: str | None = None
-        self._handlers = SignalHandlers(self._on_signal, BENCH_STOP_SIGNALS)
-
-    def _on_signal(self, signum: int, _frame: object) -> None:
-        self.signal = self.signal or signal.Signals(signum).name
-        if not self.stopping:
-            self.stopping = True
-            raise BenchStopped(self.signal)
-
-    def __enter__(self) -> StopOnSignal:
-        self._handlers.install()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._handlers.restore()
-
-
-def stop_node(proc: subprocess.Popen) -> int | None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)  # the node's own clean shutdown (closes sockets, logs totals)
-        try:
-            proc.wait(SHUTDOWN_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    return proc.returncode
-
-
-#: What starts the node's own error line; the bench's error line has it already.
-ERROR_PREFIX = "perception: error: "
-
-
-def last_line(log_path: Path) -> str:
-    """The node's last line of stderr (its error, when it failed), without the ``perception: error:``
-    that the bench's own error line starts with (it read "error: ...: perception: error: ...")."""
-    try:
-        lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return "no output"
-    return lines[-1].removeprefix(ERROR_PREFIX) if lines else "no output"
 
 
 def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, Any]:

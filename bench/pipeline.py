@@ -62,7 +62,8 @@ from typing import Any
 
 from perception import contracts
 from perception.bench.multicamera import measure_cameras
-from perception.bench.node import NodeFailed, measure_node
+from perception.bench.node import measure_node
+from perception.bench.nodeproc import NodeFailed
 from perception.bench.peak_rate import find_peak_rate, peak_rate_source_error
 from perception.bench.stats import ratio
 from perception.config import bounds, same_setting, setting

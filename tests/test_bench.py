@@ -616,7 +616,8 @@ def test_an_auto_node_is_measured_once_its_probe_has_chosen(tmp_path, capsys):
     `probing`, so the window measures the chosen engine, not ONNX Runtime beside the probe child."""
     from types import SimpleNamespace
 
-    from perception.bench.node import NodeFailed, wait_for_probe
+    from perception.bench.node import wait_for_probe
+    from perception.bench.nodeproc import NodeFailed
 
     mask = SimpleNamespace(kind="mask", topic="perception/bench/drivable", data=None)
     sub = _FakeSub([mask, _stats("probing"), mask, None, _stats("probing"), mask, _stats("chosen"), mask])
@@ -888,12 +889,13 @@ time.sleep(60)
 _BENCH = """
 import pathlib, sys
 import perception.bench.node as node
+from perception.bench.nodeproc import BenchStopped
 from perception.bench.pipeline import PipelineBenchConfig
 folder = sys.argv[1]
 node.node_command = lambda cfg, model, endpoint, cameras=(): [sys.executable, "-c", {fake!r}, folder]
 try:
     node.measure_node(PipelineBenchConfig(engine_runs=0, progress=False), pathlib.Path("unused.onnx"))
-except node.BenchStopped as exc:
+except BenchStopped as exc:
     print("stopped by", exc, flush=True)
     sys.exit(130)
 """
@@ -955,7 +957,7 @@ def test_the_bench_starts_every_child_to_die_with_it():
 def test_the_serial_baseline_starts_as_warm_as_the_node():
     """Hunt 5b S2: the loop got 10 untimed calls, the node its --warmup (1): now the node's
     --warmup is the bench's, and the loop gets as many calls as the node made before its window."""
-    from perception.bench.node import node_command
+    from perception.bench.nodeproc import node_command
     from perception.bench.pipeline import PipelineBenchConfig, baseline_warmup
 
     cfg = PipelineBenchConfig(warmup=3)
