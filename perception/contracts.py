@@ -451,6 +451,7 @@ HEADER_FIELDS_FRAME = ("wire_version", "kind", "frame_id", "seq", "pub_seq", "ca
 #: letterbox padding cut off, i.e. the content region only (no invented pixels); ``source``: that
 #: region resized to the camera frame.
 MASK_SIZES = ("model", "source")
+DEFAULT_MASK_SIZE = "model"
 #: RLE run layout: 1 byte value + 4 bytes little-endian run length (numpy dtype spec).
 RLE_RUN_DTYPE = [("value", "u1"), ("length", "<u4")]
 #: zlib level of ``png`` payloads: 1 is several times faster than the default 3 and the masks

@@ -187,8 +187,8 @@ class PublishOptions:
     namespace: str | None = setting(None, group="masks and publishing",
                                     help="topic prefix (default perception/<camera name>); with several cameras the "
                                          "prefix of each camera's <namespace>/<camera> (default perception)")
-    mask_size: Literal["model", "source"] = setting(
-        "model", group="masks and publishing",
+    mask_size: Literal[contracts.MASK_SIZES] = setting(
+        contracts.DEFAULT_MASK_SIZE, group="masks and publishing",
         help="model: the model's scale, letterbox padding cut off; source: masks at the camera frame size")
     encoding: dict[str, str] = setting(
         default_factory=dict, group="masks and publishing", metavar="TOPIC=ENC",

@@ -97,7 +97,8 @@ def test_default_model_real_road_check_is_what_it_scores_on_camvid(camvid_dir):
     assert check["drivable_reach"] == "ego"
     assert check["unknown"]["threshold"] == engine.metadata.unknown_threshold
     unknown = UnknownTally(UnknownMarker(engine.metadata.unknown_threshold))
-    evaluate_tasks(engine, dataset, scores, unknown=unknown, drivable_reach=check["drivable_reach"])
+    evaluate_tasks(engine, dataset, scores, unknown=unknown, drivable_reach=check["drivable_reach"],
+                   mask_size=check.get("mask_size", "model"))
     for score, off in zip(scores, unknown.off, strict=True):
         assert score.iou == pytest.approx(tasks[score.task]["iou"], abs=1e-4), score.task
         assert off.iou == pytest.approx(check["tasks_unknown_off"][off.task]["iou"], abs=1e-4), off.task

@@ -108,8 +108,8 @@ SAMPLES = {
               "video_labels": True, "fps": 10.0, "images": False, "contact_sheet": "s.png"},
     "eval": {"model": "m.onnx", "data": "synthetic", "split": "train", "device": "cpu", "batch_size": 2, "workers": 0,
              "threads": 1, "json": "e.json", "tasks": "drivable,lane", "task": {"obstacle": ["car"]},
-             "data_task": {"obstacle": ["Car", "Truck"]}, "unknown_threshold": 0.4, "drivable_reach": "all", "record": True,
-             "contact_sheet": "c.png", "sheet_count": 4},
+             "data_task": {"obstacle": ["Car", "Truck"]}, "unknown_threshold": 0.4, "drivable_reach": "all", "mask_size": "source",
+             "record": True, "contact_sheet": "c.png", "sheet_count": 4},
 }
 
 

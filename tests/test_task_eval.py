@@ -345,3 +345,23 @@ def test_eval_device_cuda_without_a_gpu_names_eval_s_own_flag(tiny_model_path, c
     assert cli_main(["eval", "--model", str(tiny_model_path), "--data", "synthetic:count=2", "--device", "cuda"]) == 3
     err = capsys.readouterr().err
     assert "use --device cpu" in err and "--provider" not in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(("mask_size", "street_found"), [("model", 8), ("source", 4)])
+def test_the_drivable_reach_is_judged_at_the_scale_the_node_judges_it(mask_size, street_found):
+    """Hunt 6b: a frame smaller than the model input. The node (``--mask-size model``, its default)
+    joins the drivable area to the car at model scale, where a thin strip of road joins the far
+    patch; at the frame's scale (``--mask-size source``) the strip is gone and the far patch is cut.
+    eval scored only the second way."""
+    image = np.zeros((4, 4, 3), np.uint8)  # upscaled x2 into the 8 x 8 input, no padding
+    predicted = np.full((8, 8), 3, dtype=np.uint8)  # sky
+    predicted[0:2] = 0  # the far road patch (frame row 0)
+    predicted[6:8] = 0  # the road under the car (frame row 3)
+    predicted[2:6, 2] = 0  # the strip joining them: column 2, which the nearest map back skips
+    label = np.zeros((4, 4), np.uint8)  # Sky
+    label[0], label[3] = 2, 2  # Street where the frame shows road
+    scores = [s for s in resolve_task_groups(MODEL_TABLE, DATA_TABLE) if s.task == "drivable"]
+    evaluate_tasks(StubEngine(predicted), ListDataset([(image, label)]), scores, mask_size=mask_size)
+    (drivable,) = scores
+    assert (drivable.true_positive, drivable.false_negative, drivable.false_positive) == (street_found, 8 - street_found, 0)
+    assert drivable.missed_as.get("unreachable", 0) == 8 - street_found

@@ -81,6 +81,10 @@ class EvalConfig:
         PublishOptions, "drivable_reach", group=None,
         help="with --tasks or --contact-sheet: ego scores the drivable mask as the node publishes it, only the area "
              "joined to the car; all: every pixel of the drivable classes (the model's own figure)")
+    mask_size: Literal[contracts.MASK_SIZES] = same_setting(
+        PublishOptions, "mask_size", group=None,
+        help="with --tasks and --drivable-reach ego: the scale at which the node you deploy (run --mask-size) "
+             "joins the drivable area to the car; the two differ for frames smaller than the model input")
     record: bool = setting(False, help="with --tasks and --model: store the task figures in the model's metadata as "
                                        "its real-road check (use data the model never trained on)")
     contact_sheet: str | None = setting(
@@ -258,13 +262,15 @@ def _main_tasks(config: EvalConfig, given) -> int:
     unknown = UnknownTally(marker) if marker is not None else None
     log.info("evaluating %s on %s (%s, %d images) by task", engine.describe(), spec, config.split, len(dataset))
     counted = _CountLabelled(dataset)
-    evaluate_tasks(engine, counted, scores, unknown=unknown, drivable_reach=config.drivable_reach)
+    evaluate_tasks(engine, counted, scores, unknown=unknown, drivable_reach=config.drivable_reach,
+                   mask_size=config.mask_size)
     if not counted.labelled:
         raise DataError(_no_labelled_pixels(spec, config.split, dataset))
     notes = _undefined_figures(scores, spec)
     print(f"{source} on {spec} ({config.split}, {len(dataset)} images), letterboxed to {engine.input_hw[0]}x{engine.input_hw[1]} as the node does", file=report)
     if config.drivable_reach == "ego" and any(s.task == "drivable" for s in scores):
-        print("drivable: the area joined to the car, as the node publishes it (--drivable-reach all: every pixel of its classes)", file=report)
+        print(f"drivable: the area joined to the car, as the node publishes it with --mask-size {config.mask_size} "
+              "(--drivable-reach all: every pixel of its classes)", file=report)
     if unknown is None:
         print("unknown marking off" + ("" if engine.has_confidence else " (the model has no confidence output)"), file=report)
         print(format_task_table(scores), file=report)
@@ -287,6 +293,7 @@ def _main_tasks(config: EvalConfig, given) -> int:
             "input_hw": list(engine.input_hw),
             "preprocess": "letterbox (perception.preprocess, as the node)",
             "drivable_reach": config.drivable_reach,
+            "mask_size": config.mask_size,
             "tasks": {s.task: s.to_dict() for s in scores},
             "unknown": unknown.to_dict() if unknown is not None else {"threshold": 0.0, "enabled": False},
             "labelled_pixels": counted.labelled,
@@ -305,6 +312,7 @@ def _main_tasks(config: EvalConfig, given) -> int:
             "input_hw": list(engine.input_hw),
             "preprocess": "letterbox, as the node",
             "drivable_reach": config.drivable_reach,
+            "mask_size": config.mask_size,
             # The figures are those of the masks the node publishes: with unknown marking at this threshold.
             "tasks": _task_figures(scores),
             "unknown": unknown.to_dict() if unknown is not None else {"threshold": 0.0, "enabled": False},

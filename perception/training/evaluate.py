@@ -25,12 +25,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from perception.contracts import DEFAULT_DRIVABLE_REACH, OUTPUT_CONFIDENCE, ClassTable
+from perception.contracts import DEFAULT_DRIVABLE_REACH, DEFAULT_MASK_SIZE, OUTPUT_CONFIDENCE, ClassTable
 from perception.datasets import Dataset
 from perception.errors import ConfigError, DataError, DependencyError, ModelError
 from perception.masks import EgoReach, UnknownMarker, check_group_classes
 from perception.metrics import ConfusionMatrix
-from perception.preprocess import Preprocessor
+from perception.preprocess import Letterbox, Preprocessor
 
 
 def check_classes(model_table: ClassTable, dataset: Dataset, *, source: str) -> None:
@@ -69,16 +69,62 @@ def predict_like_the_node(
     resize. Both outputs take the same pixel mapping, so marking unknown pixels here equals marking
     them at model scale as the node does and mapping the result.
     """
+    for prediction in _node_predictions(engine, dataset, with_confidence=with_confidence):
+        yield prediction.class_ids, prediction.label, prediction.confidence
+
+
+@dataclass
+class _NodePrediction:
+    """One sample as the node sees it: the engine's outputs at model scale (``model_ids``,
+    ``model_confidence``: the whole input, padding included), the letterbox that made it, and the
+    outputs mapped to the label's size (``class_ids``, ``confidence``)."""
+
+    label: np.ndarray
+    letterbox: Letterbox
+    model_ids: np.ndarray
+    model_confidence: np.ndarray | None
+    class_ids: np.ndarray
+    confidence: np.ndarray | None
+
+    def to_label(self, values: np.ndarray) -> np.ndarray:
+        """A model-scale array (the whole input) at the label's size, as ``class_ids`` was mapped."""
+        return _to_label(self.letterbox.to_source(values), self.label.shape)
+
+
+def _node_predictions(engine, dataset: Dataset, *, with_confidence: bool) -> Iterator[_NodePrediction]:
     preprocessor = Preprocessor(engine.input_hw)
     for index in range(len(dataset)):
         image, label = dataset[index]
         batch = preprocessor(image)
         outputs = engine.infer(batch)
-        mapped = [
-            _to_label(preprocessor.letterbox.to_source(outputs[name][0]), label.shape)
-            for name in ("class_ids", *((OUTPUT_CONFIDENCE,) if with_confidence else ()))
-        ]
-        yield mapped[0], label, mapped[1] if with_confidence else None
+        letterbox = preprocessor.letterbox
+        model_ids = outputs["class_ids"][0]
+        model_confidence = outputs[OUTPUT_CONFIDENCE][0] if with_confidence else None
+        prediction = _NodePrediction(label, letterbox, model_ids, model_confidence, model_ids, None)
+        prediction.class_ids = prediction.to_label(model_ids)
+        if model_confidence is not None:
+            prediction.confidence = prediction.to_label(model_confidence)
+        yield prediction
+
+
+def _reachable_at_label(reach: EgoReach, model_ids: np.ndarray, prediction: _NodePrediction,
+                        mask_size: str) -> np.ndarray | None:
+    """``EgoReach.reachable`` of ``model_ids`` (model scale, the whole input) computed where the
+    node computes it, then mapped to the label's size: on the letterbox's content at model scale
+    (``--mask-size model``, the node's default) or on the class map resized to the camera frame
+    (``source``). Which pixels touch depends on the scale, so for a frame smaller than the model
+    input the two differ, and the published drivable area with them."""
+    letterbox = prediction.letterbox
+    if mask_size == "source":
+        reachable = reach.reachable(letterbox.to_source(model_ids))
+        return None if reachable is None else _to_label(reachable, prediction.label.shape)
+    reachable = reach.reachable(letterbox.content(model_ids))
+    if reachable is None:
+        return None
+    sh, sw = letterbox.src_hw
+    if reachable.shape != (sh, sw):
+        reachable = cv2.resize(reachable, (sw, sh), interpolation=cv2.INTER_NEAREST_EXACT)
+    return _to_label(reachable, prediction.label.shape)
 
 
 def _to_label(values: np.ndarray, label_hw: tuple[int, ...]) -> np.ndarray:
@@ -222,6 +268,7 @@ def evaluate_tasks(
     unknown: UnknownTally | None = None,
     on_sample: Callable[[], None] | None = None,
     drivable_reach: str = DEFAULT_DRIVABLE_REACH,
+    mask_size: str = DEFAULT_MASK_SIZE,
 ) -> list[TaskScore]:
     """Fill ``scores`` (from ``resolve_task_groups``) over every sample, the node's way.
 
@@ -231,8 +278,9 @@ def evaluate_tasks(
     negative where the label has the task), ``unknown.off`` gets the same tasks without marking,
     and ``unknown`` counts the labelled pixels that were unknown. ``drivable_reach`` ``ego``
     scores the ``drivable`` task as the node publishes it, only the area joined to the car
-    (``EgoReach``; a cut pixel the label calls drivable is missed as ``unreachable``); ``all``
-    scores every pixel of its classes.
+    (``EgoReach``; a cut pixel the label calls drivable is missed as ``unreachable``), computed at
+    the scale the node computes it for ``mask_size`` (``run --mask-size``); ``all`` scores every
+    pixel of its classes.
     """
     model_table = engine.metadata.class_table
     data_table = dataset.class_table
@@ -242,32 +290,40 @@ def evaluate_tasks(
     names = (model_table.names, data_table.names)  # ids are 0..n-1 in order (ClassTable checks it)
     if unknown is not None:
         unknown.off = [TaskScore(s.task, s.model_classes, s.data_classes) for s in scores]
-    for class_ids, label, confidence in predict_like_the_node(engine, dataset, with_confidence=unknown is not None):
-        label = label.astype(np.int64, copy=False)
+    def reachables(model_ids: np.ndarray) -> list[np.ndarray | None]:
+        return [None if reach is None else _reachable_at_label(reach, model_ids, prediction, mask_size)
+                for reach in reaches]
+
+    for prediction in _node_predictions(engine, dataset, with_confidence=unknown is not None):
+        class_ids, model_ids = prediction.class_ids, prediction.model_ids
+        label = prediction.label.astype(np.int64, copy=False)
         valid = (label >= 0) & (label < data_table.num_classes)
         label = np.where(valid, label, 0)
         truths = [data_lut[label] & valid for _, data_lut in luts]
         if unknown is not None:
-            _count_tasks(unknown.off, luts, reaches, truths, class_ids, valid, label=label, names=names)
-            class_ids = class_ids.copy()  # the node marks its own buffer; here the unmarked ids were just scored
-            marks = unknown.marker.apply(class_ids, confidence)
+            _count_tasks(unknown.off, luts, reachables(model_ids), truths, class_ids, valid, label=label, names=names)
+            # The node marks its own buffer at model scale; here the unmarked ids were just scored.
+            # Marking at model scale and mapping equals mapping and marking (the same pixel mapping).
+            class_ids, model_ids = class_ids.copy(), model_ids.copy()
+            marks = unknown.marker.apply(class_ids, prediction.confidence)
+            unknown.marker.apply(model_ids, prediction.model_confidence)  # what the node's reach sees
             unknown.labelled_pixels += int(np.count_nonzero(valid))
             unknown.unknown_pixels += int(np.count_nonzero(valid & (marks != 0)))
-        _count_tasks(scores, luts, reaches, truths, class_ids, valid, label=label, names=names)
+        _count_tasks(scores, luts, reachables(model_ids), truths, class_ids, valid, label=label, names=names)
         if on_sample is not None:
             on_sample()
     return scores
 
 
-def _count_tasks(scores: list[TaskScore], luts, reaches: list[EgoReach | None], truths: list[np.ndarray],
+def _count_tasks(scores: list[TaskScore], luts, reachables: list[np.ndarray | None], truths: list[np.ndarray],
                  class_ids: np.ndarray, valid: np.ndarray, *, label: np.ndarray,
                  names: tuple[list[str], list[str]]) -> None:
     """Add one sample's true/false positives and false negatives to each task's score, and where
-    the errors fell (false positives by label, false negatives by prediction)."""
+    the errors fell (false positives by label, false negatives by prediction). ``reachables``: per
+    task, the 0/255 ego reach at the label's size, or None (nothing cut, or no reach)."""
     model_names, data_names = names
-    for score, (model_lut, _), reach, truth in zip(scores, luts, reaches, truths, strict=True):
+    for score, (model_lut, _), reachable, truth in zip(scores, luts, reachables, truths, strict=True):
         predicted = model_lut[class_ids] & valid  # the 256-entry table maps the unknown id to False
-        reachable = reach.reachable(class_ids) if reach is not None else None
         cut = None
         if reachable is not None:
             cut = predicted & (reachable == 0)
