@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -183,6 +184,36 @@ def test_folder_indexed_png_labels_read_by_colour_else_by_index(tmp_path):
     with pytest.raises(DataError, match=r"a.png is an indexed PNG that fits neither reading: its colour "
                                         r"RGB\(200,10,10\) is not in the class table, and its index 9 is not a class id"):
         ds[0]
+
+
+def test_an_indexed_png_that_reads_both_ways_follows_its_palette_and_warns(tmp_path, caplog):
+    """Hunt 6b: a table that shares colours with Pascal VOC's palette (CamVid's Building, Tree and
+    Sky are VOC's 1, 3 and 7), and a VOC label holding only those indices, read by colour: its Road
+    became Tree, a whole class mislabelled without a word. VOC's own palette now means the index
+    is the class id; another palette keeps the colour reading; both say so once."""
+    from PIL import Image
+
+    from perception.datasets.folder import voc_palette
+
+    voc = voc_palette()
+    table = ClassTable(classes=(ClassInfo(0, "Sky", tuple(voc[7].tolist())), ClassInfo(1, "Building", tuple(voc[1].tolist())),
+                                ClassInfo(2, "Pole", (192, 192, 128)), ClassInfo(3, "Road", (128, 64, 128)),
+                                ClassInfo(4, "Tree", tuple(voc[3].tolist()))), ignore_id=255)
+    ids = np.full((H, W), 1, np.uint8)  # Building above
+    ids[H // 2:] = 3  # Road below: VOC colour 3 is the table's Tree
+    root = _folder(tmp_path / "voc", table, {"a": ids, "b": ids})
+    other = voc.copy()
+    other[0] = (9, 9, 9)  # an unused entry that is not VOC's: the same colours, another palette
+    for stem, palette in (("a", voc), ("b", other)):
+        image = Image.fromarray(ids, mode="P")
+        image.putpalette(palette.reshape(-1).tolist())
+        image.save(root / "masks" / f"{stem}.png")
+    ds = open_dataset(f"folder:{root}")
+    with caplog.at_level(logging.WARNING, logger="perception.datasets.folder"):
+        assert np.array_equal(ds[0][1], ids)  # by index: Road stays Road
+        by_colour = ds[1][1]
+    assert (by_colour[H // 2:] == 4).all()  # another palette: its colours are what it means
+    assert caplog.text.count("reads two ways") == 1 and "read by its indices, as its palette is Pascal VOC's" in caplog.text
 
 
 def test_folder_binary_masks_and_synth_layout(tmp_path):

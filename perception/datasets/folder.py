@@ -8,6 +8,7 @@ Labels may be class-id images, RGB colour-palette images, indexed PNGs whose ind
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from perception.datasets.base import (
 )
 from perception.errors import ConfigError, DataError, why_not_a_file
 from perception.yamlfile import parse_yaml
+
+log = logging.getLogger(__name__)
 
 #: The splits a folder without split lists or split sub-folders serves, each the whole folder.
 FLAT_FOLDER_SPLITS = ("train", "val", "test")
@@ -103,6 +106,32 @@ def _folder_label_decoder(table: ClassTable) -> Callable[[np.ndarray, Path], np.
     # Colour -> id through a packed 24-bit key, so one np.unique-free lookup per pixel.
     keys = np.array([(r << 16) | (g << 8) | b for r, g, b in table.palette()], dtype=np.int64)
     order = np.argsort(keys)
+    warned = False
+
+    def by_colour_or_index(path: Path, by_colour: np.ndarray) -> np.ndarray:
+        """An indexed PNG whose colours are all the table's: also a class-id image when its indices
+        are class ids. Where the two readings differ, its palette decides: Pascal VOC's own palette
+        (what VOC and the tools that export its layout write) means the index is the class id; any
+        other means an optimiser packed the table's colours (optipng). Warned once per dataset."""
+        nonlocal warned
+        indexed = _palette_indices(path)
+        if indexed is None:
+            return by_colour
+        indices, palette = indexed
+        by_index = lut[indices]
+        if (by_index == INVALID_LABEL).any() or np.array_equal(by_index, by_colour):
+            return by_colour
+        # Its palette up to the largest index used (a file may store fewer than 256 entries):
+        # an optimiser numbers the colours it keeps from 0, so its entry 0 is rarely VOC's black.
+        top = int(indices.max()) + 1
+        voc = top <= len(palette) and np.array_equal(palette[:top], voc_palette()[:top])
+        if not warned:
+            warned = True
+            log.warning("label %s is an indexed PNG that reads two ways: its colours are the class table's, and "
+                        "its indices are class ids too; read by its %s, as its palette %s Pascal VOC's (one warning "
+                        "per dataset); store class-id PNGs to remove the doubt", path,
+                        "indices" if voc else "colours", "is" if voc else "is not")
+        return by_index.astype(np.uint8) if voc else by_colour
 
     def decode(raw: np.ndarray, path: Path) -> np.ndarray:
         if raw.ndim == 2:
@@ -112,7 +141,8 @@ def _folder_label_decoder(table: ClassTable) -> Callable[[np.ndarray, Path], np.
         pos = np.clip(np.searchsorted(keys[order], packed), 0, len(keys) - 1)
         found = keys[order][pos] == packed
         if not found.all():
-            indices = _palette_indices(path)
+            indexed = _palette_indices(path)
+            indices = None if indexed is None else indexed[0]
             r, g, b = rgb[~found][0]
             if indices is not None:  # an indexed PNG whose palette is not the table's: VOC's convention
                 mapped = lut[indices]
@@ -124,18 +154,29 @@ def _folder_label_decoder(table: ClassTable) -> Callable[[np.ndarray, Path], np.
             hint = lossy_label_hint(path)
             raise DataError(f"label {path} has colour RGB({r},{g},{b}), which is not in the class table"
                             + (f"; {hint}" if hint else ""))
-        return order[pos].astype(np.uint8)
+        return by_colour_or_index(path, order[pos].astype(np.uint8))
 
     return decode
 
 
-def _palette_indices(path: Path) -> np.ndarray | None:
-    """The palette indices of an indexed (palette) PNG label, else None.
+def voc_palette() -> np.ndarray:
+    """Pascal VOC's 256-colour label palette (RGB), the one its devkit's ``labelcolormap`` makes:
+    the bits of the index spread over the three channels, most significant first."""
+    index = np.arange(256)
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    for bit in range(8):
+        for channel in range(3):
+            palette[:, channel] |= (((index >> (3 * bit + channel)) & 1) << (7 - bit)).astype(np.uint8)
+    return palette
+
+
+def _palette_indices(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The palette indices of an indexed (palette) PNG label and its palette (N x 3 RGB), else None.
 
     OpenCV expands an indexed PNG to its palette's colours, which is right when those are the class
     table's colours (an optimiser such as optipng turns an RGB label into an indexed one). Pascal VOC
     and the tools that export its layout store the class id as the index and keep the palette for
-    display; only Pillow reads the index, so this is asked only when the colours are not the table's.
+    display; only Pillow reads the index. Pillow opens the header only, so an RGB label costs little.
     """
     if path.suffix.lower() != ".png":
         return None
@@ -143,6 +184,9 @@ def _palette_indices(path: Path) -> np.ndarray | None:
 
     try:
         with Image.open(path) as image:
-            return np.asarray(image, dtype=np.uint8) if image.mode == "P" else None
+            if image.mode != "P":
+                return None
+            palette = np.frombuffer(bytes(image.getpalette("RGB") or b""), dtype=np.uint8).reshape(-1, 3)
+            return np.asarray(image, dtype=np.uint8), palette
     except (OSError, ValueError):  # OpenCV read it; a file Pillow cannot is reported by colour
         return None
