@@ -144,11 +144,13 @@ class McapMaskWriter:
             raise ValueError(f"{topic} is recorded as {registered}; a {schema} message on it is refused")
         return channel
 
-    def write(self, msg, *, count: bool = True) -> None:
+    def write(self, msg, *, count: bool = True, log_time_ns: int | None = None) -> None:
         """Write one message (mask or JSON) and its wire header; ``count`` False for a latched
-        message repeated at the start of a split (not counted again)."""
+        message repeated at the start of a split (not counted again), ``log_time_ns`` its log
+        time there (the split's start, not the time it was first received)."""
         header = msg.header
-        common = {"log_time": msg.receive_ns, "publish_time": int(header["publish_ns"]), "sequence": int(header["seq"])}
+        log_time = msg.receive_ns if log_time_ns is None else log_time_ns
+        common = {"log_time": log_time, "publish_time": int(header["publish_ns"]), "sequence": int(header["seq"])}
         meta = self._channel(msg.topic, CONTENT_HEADER, STRING_SCHEMA, header)
         from perception.wire import dump_header, ros_image_fields
 
@@ -239,7 +241,7 @@ class SplitWriter:
             self._chunk_size = max(4096, min(self._chunk_size, self._limit_bytes // 8))
         self._writer: McapMaskWriter | None = None
         if not config.overwrite:
-            self._open()  # now: a file another recorder creates meanwhile is refused, not clobbered
+            self._open(0)  # now: a file another recorder creates meanwhile is refused, not clobbered
 
     def _replace_old(self) -> None:
         for old in self.replaced:
@@ -249,13 +251,16 @@ class SplitWriter:
                 raise ConfigError(f"cannot remove {old} for --overwrite: {exc.strerror}; remove it yourself") from None
         self.replaced = []
 
-    def _open(self) -> None:
+    def _open(self, start_ns: int) -> None:
+        """Open the next file; the latched messages written again at its start are logged at
+        ``start_ns`` (the first message it is opened for), so a split's log times start with its
+        data (the first file has none to write: nothing was received before it)."""
         path = split_path(self.config.out, len(self.paths)) if self.config.splits else Path(self.config.out)
         self._writer = McapMaskWriter(path, chunk_size=self._chunk_size, counts=self.counts, exclusive=self._exclusive)
         self.paths.append(path)
         self._opened = time.monotonic()
         for msg in self._latched.values():
-            self._writer.write(msg, count=False)
+            self._writer.write(msg, count=False, log_time_ns=start_ns)
 
     def _full(self) -> bool:
         if self._writer.messages == 0:
@@ -269,10 +274,10 @@ class SplitWriter:
         --overwrite, the first file, once the old ones are removed)."""
         if self._writer is None:
             self._replace_old()
-            self._open()
+            self._open(msg.receive_ns)
         elif self.config.splits and self._full():
             self._writer.close(self._metadata(split=len(self.paths) - 1))
-            self._open()
+            self._open(msg.receive_ns)
         self._writer.write(msg)
         if msg.topic.endswith(LATCHED_SUFFIXES):
             self._latched[msg.topic] = msg

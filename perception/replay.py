@@ -175,9 +175,16 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
             # than one already sent goes at once, and a gap longer than MAX_GAP_S (a paused
             # recorder, files from different days, a damaged log time) is shortened to it, so
             # that the replay goes on instead of sleeping for days (or overflowing the wait).
-            elapsed_ns, latest_ns = 0, first.log_time_ns
+            # The clock starts at the first message that is not latched: a split begins with the
+            # latest `info` written again, which older recorders stamped with its original log
+            # time, seconds before the split's data (the replay of one later split stalled).
+            elapsed_ns, latest_ns = 0, None
             for msg in _chain(first, messages):
-                if not config.max_rate:
+                if latest_ns is None and not msg.topic.endswith(LATCHED_SUFFIXES):
+                    latest_ns = msg.log_time_ns
+                    t0 = time.monotonic()
+                    shift_ns = time.time_ns() - msg.log_time_ns if config.restamp else 0
+                if not config.max_rate and latest_ns is not None:
                     gap_ns = msg.log_time_ns - latest_ns
                     if gap_ns > MAX_GAP_S * 1e9:
                         if not gap_warned:

@@ -64,6 +64,12 @@ def check_splits(summary, out) -> None:
             assert meta["perception.recording"]["split_index"] == str(index)
             topics = {c.topic for c in summary_section.channels.values()}
             assert f"/{NS}/info" in topics  # every split holds the latched info
+            # ... logged at the split's start, not at the time it was first received: a split's log
+            # times (what Foxglove shows, what replay paces by) start with its own data.
+            if index:
+                times = [(m.log_time, c.topic) for _, c, m in reader.iter_messages(log_time_order=False)]
+                assert times[0][1].startswith(f"/{NS}/info"), times[:3]
+                assert times[0][0] == min(t for t, topic in times if "/info" not in topic), times[:3]
             total += summary_section.statistics.message_count
     repeats = len(files) - 1  # the info message again at the start of each later split
     assert total == (sum(c.messages for c in summary.counts.values()) + repeats) * 2  # each + its /meta header
@@ -187,3 +193,52 @@ def test_a_recording_without_splits_over_old_splits_is_refused(tmp_path):
     # nothing received: no empty file, and the old splits stay (removed only once a message comes)
     assert summary.messages == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["run_0.mcap", "run_1.mcap"]
     assert recorder.kept == [split_path(out, 0), split_path(out, 1)]
+
+
+def test_a_split_that_begins_with_an_old_info_replays_without_waiting_for_it(tmp_path):
+    """Hunt 6c: splits written before the fix begin with the latched info at its original log
+    time, seconds before the split's data, and replay waited that long before its first mask.
+    The replay clock now starts at the first message that is not latched."""
+    from perception.mcap_writer import McapMaskWriter
+    from perception.replay import ReplayConfig, run_replay
+    from perception.subscribe import Message
+    from perception.wire import json_header, mask_header
+
+    path = tmp_path / "run_3.mcap"
+    writer = McapMaskWriter(path)
+    writer.write(Message(f"{NS}/info", json_header(name="info", seq=0, publish_ns=1), INFO, 1, 1_000))
+    start = 6_700_000_000  # 6.7 s after the info
+    for seq in range(3):
+        header = mask_header(height=24, width=32, compression="none", values="class_ids", seq=seq, capture_ns=start,
+                             publish_ns=start, frame_id="rec", model_id="m", latency_ms={})
+        writer.write(Message(f"{NS}/class_map", header, frame_masks(seq)["class_map"], 1, start + seq * 100_000_000))
+    writer.close()
+
+    class Clock(threading.Event):
+        """A stop event that records every wait the replay asks for (and does not sleep)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.waits: list[float] = []
+
+        def wait(self, timeout=None):
+            self.waits.append(timeout or 0.0)
+            return self.is_set()
+
+    class Sink:
+        endpoint = "test"
+
+        def __init__(self) -> None:
+            self.topics: list[str] = []
+
+        def wait_for_subscriber(self, *_a) -> bool:
+            return True
+
+        def send(self, msg, _stop, *, shift_ns: int = 0) -> bool:
+            self.topics.append(msg.topic)
+            return True
+
+    clock, sink = Clock(), Sink()
+    summary = run_replay(ReplayConfig(file=[str(path)], wait_first_subscriber_s=0), clock, publisher=sink)
+    assert summary.messages == 4 and sink.topics[0] == f"{NS}/info"
+    assert max(clock.waits) < 0.5, clock.waits  # the masks' own 0.1 s spacing, not the 6.7 s before them
