@@ -117,9 +117,32 @@ def open_engine(
     return load_engine(engine, model, load_config(EngineOptions, options, source="perception bench"))
 
 
+#: Precisions that say how a float graph runs. An INT8 file's graph is quantised whatever is asked
+#: (ONNX Runtime runs the file's own precision, OpenVINO its INT8 kernels under any hint), so such
+#: a row would time the INT8 graph under a float label: it is skipped with the reason instead.
+FLOAT_PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def int8_file_reason(case: Case) -> str | None:
+    """Why ``case`` asks a float precision of an INT8 ``--model`` file (None when it does not, or when
+    the file cannot be read: its load then says why)."""
+    if case.precision not in FLOAT_PRECISIONS or case.model.suffix.lower() != ".onnx":
+        return None
+    try:
+        if file_precision(case.model) != "int8":
+            return None
+    except PerceptionError:
+        return None
+    return (f"--precision {case.precision}: {case.model.name} is an INT8 file, whose graph runs in INT8 whatever is "
+            f"asked; pass its FP32 file as --model to measure {case.precision}")
+
+
 def load_case(case: Case) -> None:
     if case.threads and case.streams and case.threads < case.streams:
         case.skipped = f"--threads {case.threads} is fewer than --streams {case.streams} (threads are the total)"
+        return
+    case.skipped = int8_file_reason(case)
+    if case.skipped:
         return
     case.rss_before_load = rss()
     t0 = time.perf_counter()

@@ -58,6 +58,7 @@ from perception.bench.timing import time_block
 from perception.config import listed_setting, same_setting, setting
 from perception.errors import ConfigError, ModelError
 from perception.frames import SOURCE_FRAME_STRIDE, bench_frames, frames_description
+from perception.modelfile import check_model_path
 from perception.options import EngineName, EngineOptions, PrecisionName, ProviderName
 from perception.run_config import DEFAULT_MODEL, RunConfig
 
@@ -162,17 +163,30 @@ def resolve_models(models: list[Path]) -> list[Path]:
             )
         return [DEFAULT_MODEL]
     for m in models:
+        if Path(m).is_dir():
+            check_model_path(m)  # every command's one line: "... is a directory; pass the .onnx file inside it"
         if not Path(m).is_file():
             raise ModelError(f"model file {m} not found; check the --model path")
     return [Path(m) for m in models]
 
 
+def _file_ran(case: Case) -> Path:
+    """The file ``case`` runs: the engine's (``MODEL.int8.onnx`` for ``--precision int8``), else the ``--model`` file."""
+    ran = getattr(case.engine, "model_path", None) if case.engine is not None else None
+    return Path(ran) if ran else case.model
+
+
 def _result(case: Case, cfg: EngineBenchConfig) -> dict[str, Any]:
+    ran = _file_ran(case)
+    size = ran.stat().st_size
     base = {
         "label": case.label(),
         "model": str(case.model),
         "model_tag": case.name or case.model.stem,
-        "model_file_mb": round(case.model.stat().st_size / 2**20, 3),
+        # The file this row runs, in MB of 10^6 bytes as `perception inspect` gives it.
+        "model_file": str(ran),
+        "model_file_bytes": size,
+        "model_file_mb": round(size / 1e6, 3),
         "engine": case.engine_name,
         "provider_requested": case.provider,
         "threads_requested": case.threads,

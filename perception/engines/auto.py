@@ -39,6 +39,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,8 +48,10 @@ from perception.engines.base import INT8_SUFFIX, Engine, EngineOptions
 from perception.engines.cpu import cpu_isa, cpu_model
 from perception.engines.probe import (
     MIN_AGREEMENT,
+    REFERENCE,
     Candidate,
     Selection,
+    VerdictError,
     frames_from,
     int8_sibling,
     load_candidate,
@@ -122,18 +125,39 @@ def key_digest(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
 
 
+def cache_path(key: dict, cache_dir: Path) -> Path:
+    """The file the verdict for ``key`` is cached in."""
+    return cache_dir / f"{key_digest(key)}.json"
+
+
 def read_cached(key: dict, cache_dir: Path) -> Selection | None:
-    """The cached selection for ``key``; None when absent, unreadable or stored under another key."""
-    path = cache_dir / f"{key_digest(key)}.json"
+    """The cached selection for ``key``; None when absent, stored under another key, or unusable.
+
+    The file is data from disk: every field is checked (``Selection.from_dict``), and the winner
+    must be one of the candidates this machine offers (``key["candidates"]``). A file that cannot be
+    read, is not JSON, is not a verdict or names what cannot run here is one warning naming it, and
+    is removed (when it could be read), so the probe that follows writes a new one and a second
+    reader (the node's loader, its probe child) does not warn again.
+    """
+    path = cache_path(key, cache_dir)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        selection = Selection.from_dict(doc)
+        selection = Selection.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        if selection.key != key:  # another key's verdict under this name: not this start's to judge
+            return None
+        label = f"{selection.engine}-{selection.precision}"
+        if label not in key["candidates"]:
+            raise VerdictError(f"its winner {label} is not one of this machine's candidates: "
+                               f"{', '.join(key['candidates'])}")
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, TypeError) as exc:
+    except OSError as exc:  # a folder in its place, no permission: left as it is
         log.warning("engine probe cache %s is unreadable (%s); probing again", path, type(exc).__name__)
         return None
-    if selection.key != key:
+    except (ValueError, RecursionError) as exc:  # not JSON, nested too deep, not a verdict
+        why = str(exc) if isinstance(exc, VerdictError) else type(exc).__name__
+        log.warning("engine probe cache %s is unreadable (%s); probing again", path, why)
+        with contextlib.suppress(OSError):
+            path.unlink()
         return None
     selection.from_cache = True
     return selection
@@ -142,7 +166,7 @@ def read_cached(key: dict, cache_dir: Path) -> Selection | None:
 def write_cached(selection: Selection, cache_dir: Path) -> None:
     """Store ``selection`` (atomically: a crash leaves the old entry or none); a read-only cache
     folder is logged, not fatal."""
-    path = cache_dir / f"{key_digest(selection.key)}.json"
+    path = cache_path(selection.key, cache_dir)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -156,7 +180,7 @@ def forget_cached(key: dict, cache_dir: Path) -> None:
     """Remove the cached selection for ``key`` (a verdict the node could not use), so that the next
     start probes again; a cache folder that cannot be written is left as it is."""
     with contextlib.suppress(OSError):
-        (cache_dir / f"{key_digest(key)}.json").unlink(missing_ok=True)
+        cache_path(key, cache_dir).unlink(missing_ok=True)
 
 
 def openvino_offers() -> tuple[bool, bool]:
@@ -271,10 +295,16 @@ def child_verdict(returncode: int, stdout: str, stderr: str, key: dict) -> Selec
     lines = [ln for ln in stdout.splitlines() if ln.strip()]
     try:
         doc = json.loads(lines[-1]) if lines else {}
-    except ValueError:
+    except (ValueError, RecursionError):
+        doc = {}
+    if not isinstance(doc, dict):
         doc = {}
     if returncode == 0 and "engine" in doc:
-        selection = Selection.from_dict(doc)
+        try:
+            selection = Selection.from_dict(doc)
+        except VerdictError as exc:
+            raise PerceptionError(f"--engine auto: the engine probe process gave an unusable verdict ({exc}); "
+                                  "try --engine ort") from None
         selection.key = key
         return selection
     error = {"ModelError": ModelError, "DependencyError": DependencyError}.get(doc.get("error_type", ""))
@@ -347,7 +377,13 @@ def load_auto(model_path: Path, options: EngineOptions, *, background: bool = Fa
     if auto_streams:
         streams, streams_reason = streams_for_node(selection, flat_out=flat_out)
         options = dataclasses.replace(options, streams=streams)
-    engine = load_candidate(Candidate(selection.engine, selection.precision), model_path, options)
+    candidate = Candidate(selection.engine, selection.precision)
+    try:
+        engine = load_candidate(candidate, model_path, options)
+    except Exception as exc:  # whatever it is (OpenVINO raises RuntimeError), FP32 must come back
+        if candidate == Candidate(*REFERENCE):
+            raise  # ONNX Runtime FP32 itself: the model's own error, as --engine ort reports it
+        return _fall_back(model_path, options, selection, exc, auto_streams=auto_streams)
     engine.selection = selection.to_dict()
     if streams_reason:  # the stats document says what runs and why, beside what the probe chose
         engine.selection.update(streams=options.streams, probe_streams=selection.streams, streams_reason=streams_reason)
@@ -359,6 +395,43 @@ def load_auto(model_path: Path, options: EngineOptions, *, background: bool = Fa
         selection.reason + (f"; {streams_reason}" if streams_reason else ""),
         "; cached probe" if selection.from_cache else f"; probed in {selection.probe_s:.1f} s",
     )
+    return engine
+
+
+#: An engine's load error opens with the flag it checked ("--precision bf16: this CPU has no BF16
+#: ...") and may end with advice about flags ("; use --precision fp32 or int8"): flags a node on
+#: --engine auto never typed, so its warning keeps only the cause between them.
+_FLAG_PREFIX = re.compile(r"^--[a-z][\w-]* [^\s:;]+: ")
+_FLAG_ADVICE = re.compile(r"; (?:use|try|give|pass|drop|write) .*$")
+
+
+def load_failure(exc: BaseException) -> str:
+    """Why a verdict's winner failed to load, without the flags the engine's message names (see
+    ``_FLAG_PREFIX``): the user of ``--engine auto`` typed none of them."""
+    text = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return _FLAG_ADVICE.sub("", _FLAG_PREFIX.sub("", text))[:200] or type(exc).__name__
+
+
+def _fall_back(model_path: Path, options: EngineOptions, selection: Selection, exc: BaseException, *,
+               auto_streams: bool) -> Engine:
+    """A verdict whose winner failed to load here (the CPU or a library lacks what it needs):
+    forget it, so that the next start probes again, and run ONNX Runtime FP32 with a warning that
+    says why (and ``engine_selection`` ``state`` ``failed``). A forced ``--precision bf16|int8``
+    has no FP32 to run: the error then names the verdict, not the engine's flags."""
+    cache_dir = probe_cache_dir()
+    source = f"the cached verdict {cache_path(selection.key, cache_dir)}" if selection.from_cache else "the probe"
+    why = (f"{source} chose {selection.engine}-{selection.precision} but it failed to load here "
+           f"({load_failure(exc)})")
+    forget_cached(selection.key, cache_dir)
+    if options.precision not in ("auto", "fp32"):
+        error = type(exc) if isinstance(exc, PerceptionError) else ModelError
+        raise error(f"--engine auto --precision {options.precision}: {why}; it is forgotten, so the next start "
+                    "probes again") from None
+    log.warning("--engine auto: %s; running ONNX Runtime FP32 (the next start probes again)", why)
+    engine = load_candidate(Candidate(*REFERENCE), model_path,
+                            dataclasses.replace(options, streams=1) if auto_streams else options)
+    engine.selection = {"engine": REFERENCE[0], "precision": REFERENCE[1], "state": "failed",
+                        "from_cache": selection.from_cache, "reason": f"{why}; ONNX Runtime FP32 kept"}
     return engine
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import statistics
 import time
@@ -101,6 +102,9 @@ class CandidateResult:
         return f"{self.engine}-{self.precision}"
 
 
+_RESULT_FIELDS = {f.name for f in dataclasses.fields(CandidateResult)}
+
+
 @dataclass
 class Selection:
     """The probe's verdict, as cached and as published in the stats document."""
@@ -121,11 +125,100 @@ class Selection:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, doc: dict) -> Selection:
+    def from_dict(cls, doc: object) -> Selection:
+        """The verdict in ``doc`` (a cached file's or the probe child's JSON).
+
+        Raises:
+            VerdictError: ``doc`` is not a verdict this code can run (``verdict_problem`` says why).
+        """
+        problem = verdict_problem(doc)
+        if problem:
+            raise VerdictError(problem)
+        assert isinstance(doc, dict)
         results = [CandidateResult(**r) for r in doc.get("results", [])]
         fields = {k: doc[k] for k in ("engine", "precision", "reason", "key", "probed_utc", "probe_s", "streams",
                                       "streams_fps") if k in doc}
         return cls(results=results, **fields)
+
+
+class VerdictError(ValueError):
+    """A verdict document (a cached file, the probe child's output) that is not one this code can run."""
+
+
+#: What a verdict may name: the engines and precisions the CPU probe chooses among, and its frames in flight.
+VERDICT_ENGINES = ("ort", "openvino")
+VERDICT_PRECISIONS = ("fp32", "bf16", "int8")
+VERDICT_STREAMS = (1, 2)
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _number(value: object, lo: float, hi: float = 1e12) -> bool:
+    """A JSON number (not a boolean, NaN or infinity) in ``lo..hi``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return (isinstance(value, int) or math.isfinite(value)) and lo <= value <= hi
+
+
+def _result_problem(doc: object) -> str:
+    """Why one candidate's figures in a verdict are not ``CandidateResult``'s; empty when they are."""
+    if not isinstance(doc, dict):
+        return f"{_short(doc)} is not an object"
+    unknown = sorted(str(k) for k in doc if k not in _RESULT_FIELDS)
+    if unknown:
+        return f"unknown field {_short(unknown[0])}"
+    checks = {
+        "engine": lambda v: isinstance(v, str), "precision": lambda v: isinstance(v, str),
+        "error": lambda v: isinstance(v, str), "eligible": lambda v: isinstance(v, bool),
+        "p50_ms": lambda v: v is None or _number(v, 0), "agreement": lambda v: v is None or _number(v, 0, 1),
+        "min_agreement": lambda v: v is None or _number(v, 0, 1),
+    }
+    for name in ("engine", "precision"):
+        if name not in doc:
+            return f"no {name}"
+    for name, ok in checks.items():
+        if name in doc and not ok(doc[name]):
+            return f"{name} {_short(doc[name])} is out of range or of the wrong type"
+    return ""
+
+
+def verdict_problem(doc: object) -> str:
+    """Why ``doc`` (read from JSON: a cached verdict, the probe child's) is not a verdict this code
+    can run, in a few words; empty when it is. Every field is checked, as data from disk must be:
+    a wrong type or value would otherwise surface later as an error about flags nobody typed."""
+    if not isinstance(doc, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(
+            type(doc), "null")
+        return f"{kind}, not a verdict object"
+    if doc.get("engine") not in VERDICT_ENGINES:
+        return f"engine {_short(doc.get('engine'))} is not one of {', '.join(VERDICT_ENGINES)}"
+    if doc.get("precision") not in VERDICT_PRECISIONS:
+        return f"precision {_short(doc.get('precision'))} is not one of {', '.join(VERDICT_PRECISIONS)}"
+    streams = doc.get("streams", 1)
+    if type(streams) is not int or streams not in VERDICT_STREAMS:
+        return f"streams {_short(streams)} is not one of {', '.join(map(str, VERDICT_STREAMS))}"
+    fps = doc.get("streams_fps", {})
+    if not (isinstance(fps, dict) and set(fps) <= {str(n) for n in VERDICT_STREAMS}
+            and all(_number(v, 0) and v > 0 for v in fps.values())):
+        return f"streams_fps {_short(fps)} is not FPS by frames in flight"
+    for name in ("reason", "probed_utc"):
+        if not isinstance(doc.get(name, ""), str):
+            return f"{name} {_short(doc[name])} is not text"
+    if not _number(doc.get("probe_s", 0.0), 0):
+        return f"probe_s {_short(doc['probe_s'])} is not a duration"
+    if not isinstance(doc.get("key", {}), dict):
+        return f"key {_short(doc['key'])} is not an object"
+    results = doc.get("results", [])
+    if not isinstance(results, list):
+        return f"results {_short(results)} is not a list"
+    for i, result in enumerate(results):
+        problem = _result_problem(result)
+        if problem:
+            return f"results[{i}]: {problem}"
+    return ""
 
 
 def int8_sibling(model_path: Path) -> Path | None:
