@@ -197,11 +197,12 @@ NODE_STATS = (
     _BY_NAME["startup_to_first_mask_ms"],
 )
 
-#: The final document of a run stopped during start-up: zero counters, balanced.
+#: The final document of a run stopped, or failed, during start-up: zero counters, balanced.
 STARTUP_STATS = (
     *(StatsKey(k.name, k.kind, k.meaning, k.unit, FINAL, alias_of=k.alias_of)
       for k in CAMERA_STATS if k.name in FRAME_COUNTERS or k.alias_of in FRAME_COUNTERS),
     *(_BY_NAME[name] for name in ("end_reason", "startup", "balanced")),
+    replace(_BY_NAME["error"], meaning="the failure that ended the start-up (`end_reason` `start-up failed`)"),
 )
 
 
@@ -226,10 +227,17 @@ def with_aliases(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def startup_document(step: str, reason: str) -> dict[str, Any]:
-    """The final document of a run stopped during start-up (``STARTUP_STATS``)."""
+#: ``end_reason`` of a run that failed during start-up (its ``error`` says why).
+STARTUP_FAILED = "start-up failed"
+
+
+def startup_document(step: str, reason: str, error: str | None = None) -> dict[str, Any]:
+    """The final document of a run stopped, or failed (``error``), during start-up (``STARTUP_STATS``)."""
     doc: dict[str, Any] = {name: 0 for name in FRAME_COUNTERS}
-    return with_aliases({**doc, "end_reason": reason, "startup": step, "balanced": True})
+    doc = with_aliases({**doc, "end_reason": reason, "startup": step, "balanced": True})
+    if error is not None:
+        doc["error"] = error
+    return doc
 
 
 def check_stats(doc: Any, keys: tuple[StatsKey, ...] = CAMERA_STATS, *, final: bool = False,

@@ -548,7 +548,11 @@ def test_cli_address_in_use_is_one_line_naming_the_endpoint_and_the_fix(model_pa
         )
     finally:
         blocker.close()
-    assert done.returncode != 0 and "Traceback" not in done.stderr and done.stdout == ""
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    # A failure once start-up is under way still prints the final stats line, balanced, naming it.
+    final = json.loads(done.stdout)
+    assert final["end_reason"] == "start-up failed" and final["startup"] == "opening the publisher"
+    assert final["balanced"] and final["frames_in"] == 0 and "address already in use" in final["error"]
     assert done.stderr.strip().splitlines() == [f"perception: error: cannot bind {endpoint}: address already in use; "
                       f"use another port (e.g. --endpoint tcp://127.0.0.1:{port + 1}, or tcp://127.0.0.1:* for any "
                       "free one, logged at start) or stop the other node"], done.stderr
@@ -698,3 +702,19 @@ def test_run_names_a_bad_model_before_a_missing_video_file(tmp_path, capsys):
     assert cli_main(["run", "--model", str(bad), "--source", str(tmp_path / "nope.mp4")]) == 2
     err = capsys.readouterr().err
     assert "bad.onnx is not a readable ONNX file" in err and "nope.mp4" not in err
+
+
+def test_a_camera_that_is_not_there_still_prints_the_final_stats_line(model_path, capsys, free_tcp_port):
+    """Hunt 6c: a camera or stream that fails to open printed only its error line, although every
+    other end prints the balanced final stats (a supervisor reads the last stdout line). A mistake
+    found before start-up (a flag, a file that is not there) still prints the error alone."""
+    code = cli_main(["-q", "run", "--model", str(model_path), "--source", "/dev/video97",
+                     "--endpoint", f"tcp://127.0.0.1:{free_tcp_port}"])
+    out, err = capsys.readouterr()
+    final = json.loads(out)
+    assert code == 4 and final["end_reason"] == "start-up failed" and final["startup"] == "opening the source"
+    assert final["balanced"] and final["published"] == 0 and "/dev/video97" in final["error"]
+    assert err.strip().splitlines() == [f"perception: error: {final['error']}"]
+    code = cli_main(["-q", "run", "--model", str(model_path), "--source", "nope.mp4"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1

@@ -22,7 +22,7 @@ from typing import Any
 
 from perception import contracts
 from perception.cli import emit
-from perception.errors import ConfigError, ModelError, SourceError, hide_credentials
+from perception.errors import ConfigError, ModelError, PerceptionError, SourceError, hide_credentials
 from perception.flags import add_flags, config_from_flags
 from perception.run_config import DEFAULT_MODEL, RunConfig
 from perception.signals import STARTUP_SIGNALS as _SIGNALS
@@ -51,12 +51,30 @@ def load_run_config(args: argparse.Namespace) -> RunConfig:
 
 
 
-def startup_stats(step: str, reason: str) -> dict[str, Any]:
-    """The final stats document of a run stopped during start-up (``contracts.STARTUP_STATS``):
-    nothing read, all balanced."""
+#: Start-up steps in which a mistake is found before anything starts (a flag, a config file, a file
+#: that is not there): its one error line comes alone, with no stats document.
+_BEFORE_STARTUP = ("starting", "loading the configuration")
+
+
+def _startup_failed(step: str, exc: PerceptionError, publisher) -> None:
+    """A failure once the start-up is under way (a model that does not load, a camera or stream
+    that is not there): the final stats document with zero counters, ``end_reason`` ``start-up
+    failed`` and ``error``, published (when the publisher is open) and printed, as every other end
+    prints one, so a supervisor that reads the last stdout line always finds one."""
+    from perception.stats_schema import STARTUP_FAILED
+
+    final = startup_stats(step, STARTUP_FAILED, hide_credentials(str(exc)))
+    if publisher is not None:
+        publisher.publish_json(contracts.STATS_TOPIC, final)
+    emit(json.dumps(final))
+
+
+def startup_stats(step: str, reason: str, error: str | None = None) -> dict[str, Any]:
+    """The final stats document of a run stopped, or failed (``error``), during start-up
+    (``contracts.STARTUP_STATS``): nothing read, all balanced."""
     from perception.stats_schema import startup_document
 
-    return startup_document(step, reason)
+    return startup_document(step, reason, error)
 
 
 #: Engines whose loading runs mostly outside the GIL (OpenVINO's import and its compiled-model
@@ -346,9 +364,15 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
         final = startup_stats(signals.step, f"signal {signals.signal}")
         if publisher is not None:
             publisher.publish_json(contracts.STATS_TOPIC, final)
-    except BaseException:
+    except BaseException as exc:
         if loader is not None and engine is None:
-            engine = loader.settle()  # the engine's own error first, as when it loaded alone
+            try:
+                engine = loader.settle()  # the engine's own error first, as when it loaded alone
+            except PerceptionError as engine_exc:
+                _startup_failed(signals.step, engine_exc, publisher)
+                raise
+        if pipeline is None and isinstance(exc, PerceptionError) and signals.step not in _BEFORE_STARTUP:
+            _startup_failed(signals.step, exc, publisher)
         raise
     finally:
         if loader is not None and engine is None:
