@@ -188,9 +188,21 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
     )
     calib_images = val = val_source = None
     if cfg.int8:
+        from functools import partial
+
+        from perception.export.int8_gate import check_gate_classes, val_data_fix
+
+        # The gate's labels must be of the model's class table (as perception eval's); calibration
+        # needs no labels, so --calib may be any dataset. Checked before a calibration image is read.
+        gate_classes = partial(
+            check_gate_classes, metadata.class_table, model=f"checkpoint {cfg.checkpoint}",
+            flag="--val-data" if cfg.val_data else "--val-data (default: --calib)",
+            fix=val_data_fix(val_data=cfg.val_data, calib=cfg.calib, trained_on=ckpt.dataset),
+        )
+        val, val_source = load_samples(cfg.val_data or cfg.calib, split="val", count=cfg.val_count, input_hw=input_hw,
+                                       check=gate_classes)
         calib, _ = load_samples(cfg.calib, split="train", count=cfg.calib_count, input_hw=input_hw)
         calib_images = [image for image, _ in calib]
-        val, val_source = load_samples(cfg.val_data or cfg.calib, split="val", count=cfg.val_count, input_hw=input_hw)
     unknown_spec = _unknown_data(cfg, metadata) if cfg.confidence else None
 
     if cfg.logit_adjust != 0.0:

@@ -3,7 +3,8 @@ images (mIoU, class-id agreement) and timed beside it (ONNX Runtime CPU latency)
 is stored in the INT8 file's metadata (``val_metrics["int8_gate"]``).
 
 The budget is ``MAX_MIOU_DROP_POINTS``; ``--engine auto`` holds an INT8 candidate to the agreement
-recorded here (``engines.auto``). ``quantize.py`` writes the files this module judges.
+recorded here (``engines.auto``). ``quantize.py`` writes the files this module judges. The labels
+must be of the model's class table (``check_gate_classes``, run by both CLIs before calibration).
 """
 
 from __future__ import annotations
@@ -16,12 +17,68 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from perception.contracts import INPUT_NAME, ModelMetadata
+from perception.contracts import INPUT_NAME, ClassTable, ModelMetadata
 from perception.errors import DataError
 from perception.modelfile import saturation_safe
 
 #: Largest validation mIoU loss of INT8 vs FP32 that passes the gate, in points (0..100 scale).
 MAX_MIOU_DROP_POINTS = 0.5
+#: Class names an error shows of each table before "...".
+_NAMES_SHOWN = 6
+
+
+def check_gate_classes(
+    model_table: ClassTable, dataset, *, model: str, flag: str, fix: str, what: str = "INT8 gate"
+) -> None:
+    """DataError, in one line, unless the labelled ``dataset`` (``perception.datasets.Dataset``)
+    that ``flag`` names has ``model_table``'s classes: the check of ``perception eval``
+    (``training.evaluate.check_classes``), worded for the INT8 gate with ``fix`` (what to pass).
+
+    Scored against another class table's labels, the gate's mIoU (and NNCF's accuracy control)
+    means nothing, yet the gate would pass and store it in the INT8 file, where ``--engine auto``
+    reads it. Run it on the opened dataset, before any image is read or calibrated; ``what`` names
+    the step in the message.
+    """
+    from perception.training.evaluate import check_classes
+
+    try:
+        check_classes(model_table, dataset, source=model)
+    except DataError:
+        ours, theirs = list(model_table.names), list(dataset.class_table.names)
+        where = ""
+        if ours[:_NAMES_SHOWN] == theirs[:_NAMES_SHOWN]:  # the shortened lists alone would not show it
+            i = next(i for i, (a, b) in enumerate(zip([*ours, None], [*theirs, None], strict=False)) if a != b)
+            where = f" (class {i}: {_name_at(ours, i)} vs {_name_at(theirs, i)})"
+        raise DataError(
+            f"{what}: {model} predicts classes {_names(ours)}, but {flag} {dataset.name!r} labels "
+            f"{_names(theirs)}{where}: scored against another class table its mIoU would mean nothing; {fix}"
+        ) from None
+
+
+def val_data_fix(*, val_data: str | None, calib: str, trained_on: str) -> str:
+    """The fix ``check_gate_classes`` gives for the gate's dataset: ``--val-data`` naming the
+    dataset the model was trained for (``trained_on``, its metadata's or checkpoint's spec, when
+    that is not the refused one), keeping ``--calib`` when ``--val-data`` defaulted to it."""
+    import shlex
+
+    refused = val_data or calib
+    spec = shlex.quote(trained_on) if trained_on and trained_on.strip() != refused.strip() else "SPEC"
+    what = f"--val-data {spec} (the dataset the model was trained for)" if spec != "SPEC" else \
+        "--val-data SPEC naming the dataset the model was trained for"
+    if val_data:
+        return f"pass {what}"
+    return f"calibration needs no labels, so keep --calib {shlex.quote(calib)} and add {what}"
+
+
+def _names(names: list[str]) -> str:
+    """``names`` as a list, its first ``_NAMES_SHOWN`` only when longer (with how many there are)."""
+    if len(names) <= _NAMES_SHOWN + 1:
+        return str(names)
+    return str(names[:_NAMES_SHOWN])[:-1] + f", ... {len(names)} in all]"
+
+
+def _name_at(names: list[str], i: int) -> str:
+    return repr(names[i]) if i < len(names) else "none"
 
 
 def cpu_latency_ms(model_path: str | Path, image: np.ndarray, *, runs: int = 20, warmup: int = 3) -> list[float]:

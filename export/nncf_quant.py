@@ -22,7 +22,8 @@ class AccuracyControl:
     """Labelled images and the mIoU budget of ``nncf.quantize_with_accuracy_control`` (module docstring).
 
     Attributes:
-        samples: (uint8 BGR image, label) pairs at the model's input size, not the gate's images.
+        samples: (uint8 BGR image, label) pairs at the model's input size, not the gate's images,
+            labelled with the model's class table (the CLI checks it: ``int8_gate.check_gate_classes``).
         max_drop_points: the largest mIoU loss (points, 0..100) the search accepts on ``samples``.
         ranking_count: images NNCF ranks the quantised layers on (the first ones of ``samples``).
     """

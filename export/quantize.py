@@ -38,6 +38,10 @@ how much each costs and returns them to float one at a time until the drop is at
 ``max_drop_points``. The accuracy-control set must not be the gate's validation set (the CLI
 refuses the same spec), so the gate still judges the file on images the search never saw.
 
+Both labelled sets (the gate's ``--val-data``, default ``--calib``, and ``--accuracy-control``) must
+label the model's classes, as ``perception eval`` requires (``int8_gate.check_gate_classes``, checked
+before any calibration); the calibration images need no labels and may come from any dataset.
+
 Run through ``perception export --int8 --calib SPEC``, or for an already exported model::
 
     python -m perception.export.quantize model.onnx --calib synthetic --val-data synthetic   # writes model.int8.onnx
@@ -52,6 +56,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +73,13 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from perception.contracts import INPUT_NAME, ModelMetadata
 from perception.errors import ConfigError, DataError, ModelError
 from perception.export import DEFAULT_GATE_IMAGES
-from perception.export.int8_gate import MAX_MIOU_DROP_POINTS, Int8Report, gate_int8  # noqa: F401 (re-exported)
+from perception.export.int8_gate import (  # noqa: F401 (re-exported)
+    MAX_MIOU_DROP_POINTS,
+    Int8Report,
+    check_gate_classes,
+    gate_int8,
+    val_data_fix,
+)
 from perception.export.nncf_quant import (  # noqa: F401 (re-exported)
     AccuracyControl,
     miou_validation_fn,
@@ -306,10 +317,27 @@ def main(argv: list[str] | None = None) -> int:
                                   "gate must judge images the search never saw; give another seed or dataset")
             if not 0 <= args.ac_max_drop <= MAX_MIOU_DROP_POINTS:
                 raise ConfigError(f"--ac-max-drop {args.ac_max_drop} must be within 0..{MAX_MIOU_DROP_POINTS} (the gate's budget)")
-            samples, _ = load_samples(args.accuracy_control, split="val", count=args.ac_count, input_hw=metadata.input_hw)
+        # The gate's images (labels of the model's class table, as perception eval's; calibration
+        # needs none, so --calib may be any dataset) before minutes of calibration: a bad or
+        # mismatched --val-data fails first, and --gate-only leaves the INT8 file untouched.
+        gate_classes = partial(
+            check_gate_classes, metadata.class_table, model=str(args.model),
+            flag="--val-data" if args.val_data else "--val-data (default: --calib)",
+            fix=val_data_fix(val_data=args.val_data, calib=args.calib, trained_on=metadata.dataset),
+        )
+        val, source = load_samples(val_spec, split="val", count=args.val_count, input_hw=metadata.input_hw,
+                                   check=gate_classes)
+        if args.accuracy_control:  # NNCF scores its candidates on these labels: the same check
+            trained = f" ({metadata.dataset})" if metadata.dataset else ""
+            ac_classes = partial(
+                check_gate_classes, metadata.class_table, model=str(args.model), flag="--accuracy-control",
+                what="INT8 accuracy control",
+                fix=f"pass --accuracy-control SPEC naming labelled images of the dataset the model was trained "
+                    f"for{trained}, other than --val-data's",
+            )
+            samples, _ = load_samples(args.accuracy_control, split="val", count=args.ac_count,
+                                      input_hw=metadata.input_hw, check=ac_classes)
             control = AccuracyControl(samples, max_drop_points=args.ac_max_drop)
-        # The gate's images before minutes of calibration: a bad --val-data fails first.
-        val, source = load_samples(val_spec, split="val", count=args.val_count, input_hw=metadata.input_hw)
         if args.gate_only:  # re-gate an existing INT8 file (and record the gate in it)
             if not out.is_file() or read_model_metadata(out).precision != "int8":
                 raise ConfigError(f"--gate-only: {out} is not an INT8 model; quantise it first (drop --gate-only)")

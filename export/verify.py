@@ -3,16 +3,20 @@
 ``verify_onnx`` runs ONNX Runtime (CPU) and PyTorch on the same uint8 BGR images and compares
 (1) the float logits, read from the shipped graph itself with an extra output (see
 ``export.onnx.with_logits_output``), against a stated tolerance, and (2) the fused uint8 class ids
-against the PyTorch argmax. ``evaluate_onnx`` scores an ONNX file on labelled images (mIoU etc.)
-for the INT8 gate. ``reference_samples`` picks the images: ``--verify-data`` when given, else
-synthetic road scenes, else the checkpoint's own dataset.
+against the PyTorch argmax. It reads no labels, so ``--verify-data`` may be a dataset of any class
+table. ``reference_samples`` picks the images: ``--verify-data`` when given, else synthetic road
+scenes, else the checkpoint's own dataset. ``load_samples`` reads the images (and labels) of the
+INT8 steps, with the class-table check of the gate (``int8_gate.check_gate_classes``) when asked.
+``evaluate_onnx`` scores an ONNX file on labelled images, which must be of ``class_table``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -21,6 +25,9 @@ from perception.contracts import INPUT_NAME, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE
 from perception.errors import DataError, ModelError
 from perception.metrics import ConfusionMatrix
 from perception.preprocess import letterbox_image, letterbox_label
+
+if TYPE_CHECKING:
+    from perception.datasets import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +68,20 @@ def resize_sample(image: np.ndarray, label: np.ndarray | None, input_hw: tuple[i
     return np.ascontiguousarray(image), label
 
 
-def load_samples(spec: str, *, split: str, count: int, input_hw: tuple[int, int]) -> tuple[list[Sample], str]:
+def load_samples(
+    spec: str, *, split: str, count: int, input_hw: tuple[int, int], check: Callable[[Dataset], None] | None = None
+) -> tuple[list[Sample], str]:
     """``count`` (image, label) pairs spread evenly over dataset ``spec``, resized to ``input_hw``.
 
-    Returns the samples and the dataset's name. Raises ConfigError/DataError from the dataset.
+    ``check`` runs on the opened dataset before any image is read (the INT8 gate's class-table
+    check: ``int8_gate.check_gate_classes``). Returns the samples and the dataset's name. Raises
+    ConfigError/DataError from the dataset or ``check``.
     """
     from perception.datasets import open_dataset
 
     dataset = open_dataset(spec, split=split)
+    if check is not None:
+        check(dataset)
     if len(dataset) == 0:
         raise DataError(f"dataset {spec!r} has no {split} images; check the path and split")
     indices = np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int)
