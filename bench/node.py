@@ -30,6 +30,7 @@ from perception.bench.nodeproc import (
     stop_node,
 )
 from perception.bench.stats import sequence_gaps, summarize_ms, transport_losses
+from perception.errors import PerceptionError
 
 if TYPE_CHECKING:
     from perception.bench.pipeline import PipelineBenchConfig
@@ -41,6 +42,68 @@ FAST_RECONNECT = {"reconnect_ivl_ms": 10, "reconnect_ivl_max_ms": 10}
 #: How long ``--engine auto`` may probe (a first start for the model and machine) before the
 #: window starts anyway; a probe of the 2-core machines here takes 30-60 s.
 PROBE_WAIT_S = 300.0
+
+
+def probe_cache_command(cfg: PipelineBenchConfig, model: Path) -> str:
+    """The ``perception bench probe`` command that caches the verdict the node would probe for:
+    judged on the bench's own clip, with the node's ``--threads`` and ``--precision`` (the verdict
+    is cached per thread count)."""
+    from perception.sources import source_is_live
+
+    parts = ["perception bench probe", str(model)]
+    if not source_is_live(cfg.source):
+        parts.append(f"--frames {cfg.source}")
+    if cfg.threads:
+        parts.append(f"--threads {cfg.threads}")
+    if cfg.precision not in (None, "auto"):
+        parts.append(f"--precision {cfg.precision}")
+    return " ".join(parts)
+
+
+def probe_ended_message(cfg: PipelineBenchConfig, model: Path) -> str:
+    """The one-line error for a node whose input ended (exit status 0) while ``--engine auto``
+    was still probing: the cause and the three ways round it."""
+    from perception.config import cut
+
+    return (f"the node's input {cut(cfg.source, 200)} ended before --engine auto's probe gave its verdict (a first "
+            "start for this model and machine probes the engines while the node runs, 30 s or more on 2 cores), so "
+            "the node exited with status 0 and nothing was measured; pass --loop, bench a longer clip, or cache the "
+            f"verdict first with '{probe_cache_command(cfg, model)}'")
+
+
+def loop_for_probe(cfg: PipelineBenchConfig, model: Path) -> str | None:
+    """Why the node must loop its file while ``--engine auto`` probes, or None when it need not.
+
+    At a first start for the model and machine (no cached verdict) the node runs ONNX Runtime
+    beside the probe for 30 s or more, reading its file flat out; the bench measures only after
+    the verdict. A clip shorter than that ends first, and the node exits with nothing measured
+    (hunt6c 1.2: a 60-frame drive.mp4 ended after 3.5 s). So for a video file or image folder
+    without ``--loop`` the node is given ``--loop``: the wait and the window then run on the
+    clip however short it is, and the window is the whole ``--duration`` (a clip that would have
+    ended inside it plays again instead). A cached verdict (``perception bench probe``, or an earlier
+    start) needs no probe, and then the clip is read once as asked.
+    """
+    from perception.config import cut
+    from perception.sources import source_is_live
+
+    if cfg.engine != "auto" or cfg.loop or source_is_live(cfg.source):
+        return None
+    # A GPU provider or a forced precision other than fp32 waits for its verdict before the first frame.
+    if (cfg.provider or "auto") not in ("auto", "cpu") or (cfg.precision or "auto") not in ("auto", "fp32"):
+        return None
+    from perception.engines.auto import cached_selection
+    from perception.options import EngineOptions
+
+    try:
+        options = EngineOptions(provider=cfg.provider or "auto", threads=cfg.threads or 0,
+                                precision=cfg.precision or "auto")
+    except (ValueError, PerceptionError):  # the node reports its own bad flags
+        return None
+    if cached_selection(model, options) is not None:
+        return None
+    return (f"--engine auto has no cached verdict for {model.name} on this machine, so the node probes the engines "
+            f"first (30 s or more on 2 cores); it loops {cut(cfg.source, 200)} (--loop) so that the clip "
+            "does not end before the verdict, and the window measures the looped clip for --duration")
 
 
 def subscribed_masks(cfg: PipelineBenchConfig) -> list[str] | None:
@@ -209,7 +272,8 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
             if cfg.engine == "auto":
                 # A first start measures ONNX Runtime FP32 beside the probe child, which shares the
                 # cores: the window starts once the verdict is in, on fresh counts.
-                probe = wait_for_probe(sub, proc, log_path, PROBE_WAIT_S)
+                probe = wait_for_probe(sub, proc, log_path, PROBE_WAIT_S,
+                                       ended=probe_ended_message(cfg, model))
                 rx = Received()  # what arrived while waiting was discarded: count from here
             cpu = CpuSampler(proc.pid)
             own_cpu_start = time.process_time()  # this process: the subscriber's decoding and ZeroMQ
@@ -256,15 +320,20 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
     })
 
 
-def wait_for_probe(sub, proc: subprocess.Popen, log_path: Path, timeout_s: float) -> dict[str, Any]:
+def wait_for_probe(sub, proc: subprocess.Popen, log_path: Path, timeout_s: float, *,
+                   ended: str | None = None) -> dict[str, Any]:
     """Receive (and discard) until a stats document says the ``--engine auto`` node is no longer
     probing, or ``timeout_s`` pass. Returns ``waited_s`` (0 when the first stats document already
     had a verdict: a cached one; ``was_probing`` then False), the ``state`` last seen, and ``timed_out``. Raises NodeFailed when
-    the node exits meanwhile."""
+    the node exits meanwhile: ``ended`` (``probe_ended_message``) when it exited with status 0, its
+    input at an end, else its own last error line."""
     t0 = time.monotonic()
     state, waited, decided = None, False, False
     while time.monotonic() - t0 < timeout_s:
         if proc.poll() is not None:
+            if proc.returncode == 0:  # a clean exit: its file ended (no --loop) before the verdict
+                raise NodeFailed(ended or "the node's input ended (it exited with status 0) before --engine auto's "
+                                          "probe gave its verdict; pass --loop or bench a longer clip")
             raise NodeFailed(f"the node exited with status {proc.returncode} while probing engines: "
                              f"{last_line(log_path)}", status=proc.returncode)
         msg = sub.recv(timeout_s=0.2)

@@ -31,10 +31,15 @@ same node measured 0.72x and 1.02x its engine-only run in two rounds). ``rounds`
 round's FPS and ratios; the headline ratios are over the rounds' sums; the tables show round 1.
 
 With ``peak_rate=True`` the node is run several times on the paced synthetic camera (queue
-``latest``), each for ``duration_s``, to find the highest source rate it holds: at most
-``PEAK_MAX_DROP`` of the captured frames dropped or missing at the subscriber. The first trial
-runs at ``PEAK_START_FPS``; the output rate it reaches brackets a bisection of ``peak_steps``
-trials. This is how Isaac ROS reports node throughput.
+``latest``), each for ``duration_s``, to find the highest rate it sustains: the measured output
+rate of the best trial (the main run counts as one) in which at most ``PEAK_MAX_DROP`` of the
+captured frames were dropped or missing at the subscriber. A trial whose camera delivered less
+than it was asked for says so rather than count as held or dropped at that rate
+(``bench/peak_rate.py``). This is how Isaac ROS reports node throughput.
+
+With ``engine="auto"`` on a video file or image folder without ``loop``, and no cached verdict
+for the model and machine, the node is given ``--loop``: it probes the engines for 30 s or more
+before the bench measures, and a short clip would end first (``node.loop_for_probe``).
 
 With ``cameras=N`` (N > 1) it compares one engine for N cameras against a node per camera, in
 one run: first one node with N cameras (``--source bench0=SOURCE --source bench1=SOURCE ...``,
@@ -55,6 +60,7 @@ or ``perception bench pipeline --cameras 2 --source clip.mp4 --loop --fps 30 --d
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +68,7 @@ from typing import Any
 
 from perception import contracts
 from perception.bench.multicamera import measure_cameras
-from perception.bench.node import measure_node
+from perception.bench.node import loop_for_probe, measure_node
 from perception.bench.nodeproc import NodeFailed
 from perception.bench.peak_rate import find_peak_rate, peak_rate_source_error
 from perception.bench.stats import ratio
@@ -117,8 +123,9 @@ class PipelineBenchConfig:
     engine: EngineName = same_setting(RunConfig, "engine", group=None)
     # None: not given, the node's own default (the declaration's) applies
     precision: PrecisionName | None = same_setting(EngineOptions, "precision", default=None, group=None)
-    peak_rate: bool = setting(False, help="also find the highest synthetic-camera rate the node holds with < 1 % drops "
-                                          "(several node runs of --duration each)")
+    peak_rate: bool = setting(False, help="also find the highest rate the node sustains on the synthetic camera: its "
+                                          "measured output in a run with < 1 % dropped (several node runs of "
+                                          "--duration each)")
     provider: ProviderName | None = same_setting(EngineOptions, "provider", default=None, group=None)
     threads: int | None = same_setting(EngineOptions, "threads", default=None, group=None)
     streams: StreamsValue | None = same_setting(EngineOptions, "streams", default=None, group=None)
@@ -174,12 +181,19 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
                       disable=not cfg.progress, file=sys.stderr) as bar:
             results["cameras"] = measure_cameras(cfg, model, tick=bar.update)
         return results
+    # --engine auto at a first start on a file without --loop: the node loops it while it probes
+    # (``loop_for_probe``), in every round alike.
+    node_cfg, looped = cfg, loop_for_probe(cfg, model)
+    if looped:
+        print(f"perception bench: {looped}", file=sys.stderr)
+        node_cfg = dataclasses.replace(cfg, loop=True)
     rounds: list[dict[str, Any]] = []
     for r in range(cfg.rounds):
         of = f" (round {r + 1} of {cfg.rounds})" if cfg.rounds > 1 else ""
         with progress(desc=f"pipeline bench{of}", unit="frame", disable=not cfg.progress, file=sys.stderr) as bar:
             bar.set_postfix_str("node")
-            node = measure_node(cfg, model, tick=bar.update)
+            node = measure_node(node_cfg, model, tick=bar.update)
+            node["loop_for_probe"] = looped
             node_engine, node_precision = ran_by_node(cfg, node)
             final = node.get("node_final_stats") or {}
             one: dict[str, Any] = {"node_fps": node["output_fps"], "engine": final.get("engine") or node_engine,
@@ -217,7 +231,7 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
         one["node_over_engine_fps"] = ratio(one["node_fps"], one.get("engine_only_fps"))
         rounds.append(one)
     if cfg.peak_rate:
-        results["peak_rate"] = find_peak_rate(cfg, model)
+        results["peak_rate"] = find_peak_rate(cfg, model, main_run=results["pipeline"])
     results["ratios"] = pooled_ratios(rounds)
     if cfg.rounds > 1:
         results["rounds"] = rounds

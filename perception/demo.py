@@ -7,6 +7,14 @@ draws each received class map over the very camera frame it came from (``render_
 ``out/demo.mp4``, with a snapshot in ``out/demo.png``. At the end it prints where the files are and
 a summary: FPS, latency p50/p99 and drops.
 
+The subscriber receives, time-stamps and counts every message in a thread of its own
+(``_Receiver``); the main thread only draws the newest class map and prints. Drawing a frame
+(overlay, video encoding) takes tens to hundreds of milliseconds on a small CPU: when the same
+loop both drew and received, the topics sent after a frame's class map (drivable, lane, obstacle)
+waited in the socket while it drew, and the demo reported them 250 ms later than a separate
+``perception listen`` on the same node did (hunt6c; 1021 ms against 773 ms p50 on a loaded 2-core
+VM). The latencies it prints are now the node's, as ``listen`` sees them.
+
 Run: ``perception demo`` (the shipped model) or ``perception demo --model m.onnx --duration 5``.
 """
 
@@ -117,6 +125,80 @@ class KeepingSyntheticSource(SyntheticSource):
             return self._kept.get(seq)
 
 
+class _Receiver:
+    """Receives every message of the demo's subscriber in its own thread, time-stamps it there
+    (``Message.receive_ns``, set as it is decoded) and counts it in ``stats`` (one ``TopicStats``
+    per topic, read under ``lock``), so that drawing in the main thread never delays a message's
+    time stamp. The newest class map not yet drawn waits in ``take_class_map``.
+
+    The subscriber's socket is used only by this thread while it runs (ZeroMQ sockets are not
+    thread-safe); ``finish`` lets it drain what is still in flight and ends it, ``close`` ends it at
+    once; an error in the thread is raised again by ``take_class_map`` or ``finish``.
+    """
+
+    def __init__(self, subscriber, start_s: float) -> None:
+        self._subscriber = subscriber
+        self._start_s = start_s
+        self.lock = threading.Lock()
+        self.stats: dict[str, Any] = {}
+        self._class_map = None
+        self._new_class_map = threading.Condition(self.lock)
+        self._finishing = threading.Event()
+        self._closing = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="demo-receive", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        from perception.topic_stats import TopicStats
+
+        try:
+            while not self._closing.is_set():
+                finishing = self._finishing.is_set()
+                msg = self._subscriber.recv(timeout_s=DRAIN_S if finishing else 0.05)
+                if msg is None:
+                    if finishing:  # a whole DRAIN_S without a message after the node stopped
+                        return
+                    continue
+                now_s = time.monotonic()
+                with self.lock:
+                    self.stats.setdefault(msg.topic, TopicStats(self._start_s)).add(msg, now_s)
+                    if msg.topic.endswith("/class_map"):
+                        self._class_map = msg
+                        self._new_class_map.notify()
+        except BaseException as exc:  # handed to the main thread by finish()
+            self._error = exc
+            with self.lock:
+                self._new_class_map.notify()
+
+    def take_class_map(self, timeout_s: float):
+        """The newest class map received since the last call (older ones are skipped: the video
+        runs at ``VIDEO_FPS``), or None when none arrives within ``timeout_s``."""
+        with self.lock:
+            if self._class_map is None and self._error is None:
+                self._new_class_map.wait(timeout_s)
+            msg, self._class_map = self._class_map, None
+        if self._error is not None:
+            raise self._error
+        return msg
+
+    def finish(self) -> None:
+        """Receive what is still in flight (until ``DRAIN_S`` pass without a message), then stop."""
+        self._finishing.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """Stop at once, without draining (a demo that failed): before its subscriber is closed."""
+        self._closing.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
 def pick_endpoint(requested: str | None) -> str:
     """``requested``, else tcp://127.0.0.1:5556 when free, else a free port on 127.0.0.1."""
     if requested:
@@ -177,7 +259,6 @@ def run_demo(config: DemoConfig, *, stop: threading.Event | None = None, out=pri
     from perception.run_config import DEFAULT_MODEL, RunConfig
     from perception.sinks import FrameSink
     from perception.subscribe import MaskSubscriber
-    from perception.topic_stats import TopicStats
 
     stop = stop or threading.Event()
     model = config.model or DEFAULT_MODEL
@@ -196,7 +277,7 @@ def run_demo(config: DemoConfig, *, stop: threading.Event | None = None, out=pri
     video_path, snapshot_path = config.out_dir / "demo.mp4", config.out_dir / "demo.png"
     sink = FrameSink(video_path, fps=VIDEO_FPS)  # made first: an unwritable --out fails before the model loads
     snapshot = FrameSink(snapshot_path, fps=VIDEO_FPS)
-    engine = publisher = source = subscriber = pipeline = None
+    engine = publisher = source = subscriber = pipeline = receiver = None
     try:
         engine = load_engine("ort", model, config.engine_options)
         publisher = MaskPublisher(endpoint=endpoint, namespace=namespace, sndhwm=run_config.publish_options.sndhwm)
@@ -205,34 +286,37 @@ def run_demo(config: DemoConfig, *, stop: threading.Event | None = None, out=pri
         pipeline = Pipeline(run_config, source=source, engine=engine, publisher=publisher)
         table = engine.metadata.class_table
         out(f"demo: {source.describe()} -> {engine.describe()} -> {endpoint} ({namespace}/*)")
-        pipeline.start()
         start_s = time.monotonic()
-        stats: dict[str, TopicStats] = {}
+        # Receiving and time-stamping run in their own thread, drawing here (see the module docstring).
+        receiver = _Receiver(subscriber, start_s)
+        receiver.start()
+        pipeline.start()
         next_report_s = start_s + 1.0
         next_render_s = start_s
         end_s = start_s + config.duration_s
         last_caption = ""
         while not stop.is_set() and time.monotonic() < end_s and not pipeline.wait(0):
-            msg = subscriber.recv(timeout_s=0.05)
+            msg = receiver.take_class_map(timeout_s=0.05)
             now_s = time.monotonic()
-            if msg is not None:
-                stats.setdefault(msg.topic, TopicStats(start_s)).add(msg, now_s)
-                if msg.topic.endswith("/class_map") and now_s >= next_render_s:
-                    image = source.image(msg.seq)
-                    if image is not None:
-                        next_render_s = now_s + 1.0 / VIDEO_FPS
-                        frame = render_overlay(image, msg.data, table, caption=f"seq {msg.seq}  {last_caption}")
-                        sink.write(frame)
-                        snapshot.write(frame)
+            if msg is not None and now_s >= next_render_s:
+                image = source.image(msg.seq)
+                if image is not None:
+                    next_render_s = now_s + 1.0 / VIDEO_FPS
+                    frame = render_overlay(image, msg.data, table, caption=f"seq {msg.seq}  {last_caption}")
+                    sink.write(frame)
+                    snapshot.write(frame)
             if now_s >= next_report_s:
                 next_report_s = now_s + 1.0
-                last_caption = _report(stats, now_s, now_s - start_s, out)
+                with receiver.lock:
+                    last_caption = _report(receiver.stats, now_s, now_s - start_s, out)
         pipeline.stop("demo finished")
         final = pipeline.finish()
-        # Frames published while the node stopped are still on their way: count them too.
-        while (msg := subscriber.recv(timeout_s=DRAIN_S)) is not None:
-            stats.setdefault(msg.topic, TopicStats(start_s)).add(msg, time.monotonic())
+        # Frames published while the node stopped are still on their way: the receiver counts them too.
+        receiver.finish()
+        stats = receiver.stats
     finally:
+        if receiver is not None:
+            receiver.close()  # its thread uses the subscriber's socket: ended before that is closed
         if pipeline is None and source is not None:
             source.close()
         for closable in (subscriber, publisher, engine):

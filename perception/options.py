@@ -136,7 +136,7 @@ class EngineOptions:
                                    help="tensorrt: Torch-TensorRT for --engine torch on CUDA")
     precision: PrecisionName = setting(
         "auto", group="engine",
-        help="auto: the model's own; bf16: OpenVINO; int8: the MODEL.int8.onnx sibling",
+        help="auto: the model's own; bf16, fp16: OpenVINO's inference precision, on CPUs that offer it; int8: the MODEL.int8.onnx sibling",
     )
 
     def __post_init__(self) -> None:
@@ -212,7 +212,7 @@ class PublishOptions:
     stats_interval_s: float = setting(1.0, lo=0.05, hi=3600, flag="--stats-interval", metavar="S",
                                       group="masks and publishing", help="seconds between stats documents")
     sndhwm: int = setting(16, lo=1, hi=100000, group="masks and publishing",
-                          help="ZeroMQ messages (not frames) queued per subscriber (16: about 2.5 frames)")
+                          help="ZeroMQ messages (not frames) queued per subscriber (16: about 3 frames of 4 masks and obstacles)")
     wait_subscribers: int = setting(0, lo=0, hi=1000, metavar="N", group="masks and publishing",
                                     help="hold the first frame until N subscribers have subscribed, e.g. a recorder of "
                                          "a lossless file run (0: start at once)")

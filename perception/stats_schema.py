@@ -146,7 +146,7 @@ CAMERA_STATS = (
     StatsKey("source", "str", "the source's kind and spec"),
     StatsKey("engine", "str", "the engine's registry name (`ort`, `tensorrt`, `openvino`, `torch`)"),
     StatsKey("provider", "str", "where it runs (e.g. `CPUExecutionProvider`)"),
-    StatsKey("precision", "str", "`fp32`, `fp16` or `int8`"),
+    StatsKey("precision", "str", "what runs: `fp32`, `bf16`, `fp16` or `int8`"),
     StatsKey("streams", "int", "frames in flight in the inference stage (`--streams`)"),
     StatsKey("model_id", "str", "the model's id, as in every mask header"),
     StatsKey("masks", "list", "the mask topics published", items="str"),
