@@ -223,13 +223,19 @@ def _pipeline_section(results: dict[str, Any], plots: dict[str, str]) -> list[st
                          for i, r in enumerate(rounds, start=1)]) + [""]
     peak = results.get("peak_rate")
     if peak:
-        lines += [f"**Peak rate** (synthetic camera, queue latest, held = at most {100 * peak['max_drop']:.0f} % "
-                  f"of captured frames dropped or missing): **{_fmt(peak.get('fps_held'))} FPS held**.", ""]
-        lines += _table(["requested FPS", "input FPS", "output FPS", "captured", "missing", "dropped by the node",
-                         "lost after the node", "held", "CPU %"],
-                        [[t["fps_requested"], t["input_fps"], t["output_fps"], t["frames_captured"], t["missing"],
-                          t["frames_dropped"], t.get("lost_after_node"), "yes" if t["held"] else "no", t["cpu_percent"]]
-                         for t in peak["trials"]]) + [""]
+        lines += [f"**Peak rate** (synthetic camera, queue latest, kept up = at most {100 * peak['max_drop']:.0f} % "
+                  f"of captured frames dropped or missing): **{_fmt(peak.get('fps_held'))} FPS held**, the node's "
+                  "measured output in its best trial that kept up.", ""]
+        if peak.get("source_limited"):
+            lines += [f"The camera was the limit: {peak['source_limited']}.", ""]
+        best = (peak.get("sustained") or {}).get("trial")
+        lines += _table(["trial", "run", "requested FPS", "input FPS", "output FPS", "captured", "missing",
+                         "dropped by the node", "lost after the node", "verdict", "CPU %"],
+                        [[f"{i}{' (best)' if i == best else ''}", t.get("run", "trial"), t["fps_requested"],
+                          t["input_fps"], t["output_fps"], t["frames_captured"], t["missing"], t["frames_dropped"],
+                          t.get("lost_after_node"), t.get("verdict") or ("held" if t["held"] else "dropped"),
+                          t["cpu_percent"]]
+                         for i, t in enumerate(peak["trials"], start=1)]) + [""]
     lines += ["Latency per stage (from message headers) and end to end:", ""]
     stage_rows = []
     for name, s in (p.get("stages_ms") or {}).items():
@@ -413,7 +419,8 @@ def _peak_rate_line(peak: dict[str, Any]) -> str:
     if peak.get("fps_held") is None:
         return (f"peak rate: no rate held ({rule}): even {_fmt(peak.get('lowest_dropping_fps'))} FPS requested "
                 f"dropped more; {trials}")
+    limited = "; the camera was the limit (see the report)" if peak.get("source_limited") else ""
     if peak.get("lowest_dropping_fps") is None:  # held the fastest rate tried: the source is the limit
-        return f"peak rate: {_fmt(peak['fps_held'])} FPS held ({rule}), the fastest tried; {trials}"
+        return f"peak rate: {_fmt(peak['fps_held'])} FPS held ({rule}), the fastest tried{limited}; {trials}"
     return (f"peak rate: {_fmt(peak['fps_held'])} FPS held ({rule}); {_fmt(peak['lowest_dropping_fps'])} FPS "
-            f"requested dropped more; {trials}")
+            f"requested dropped more{limited}; {trials}")

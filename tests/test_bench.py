@@ -976,3 +976,30 @@ def test_the_engine_help_says_what_torch_tensorrt_is():
     field = next(f for f in dataclasses.fields(EngineBenchConfig) if f.name == "engines")
     assert ENGINE_VARIANTS["torch-tensorrt"] == ("torch", {"compile": "tensorrt"})
     assert "torch-tensorrt" in field.metadata["help"] and "--engine torch --compile tensorrt" in field.metadata["help"]
+
+
+def test_the_peak_rate_report_marks_the_best_trial_and_a_camera_that_fell_short():
+    """Hunt 6c follow-up: a trial whose camera delivered less than asked has ``held`` None; the
+    report printed it as "no". Each trial now shows its verdict, the best one is marked, and a
+    camera-limited figure says so in the report and on the terminal."""
+    from perception.bench.peak_rate import judge_trial, peak_summary
+
+    def run(in_fps, out_fps, dropped=0):
+        return {"input_fps": in_fps, "output_fps": out_fps, "frames_captured": 40, "frames_dropped": dropped,
+                "sequence": {"missing": dropped}, "cpu": {"mean_percent": 90.0}}
+
+    trials = [judge_trial(run(11.0, 11.0), 240.0), judge_trial(run(6.0, 6.0), 6.0), judge_trial(run(9.5, 7.0, 9), 9.5)]
+    peak = peak_summary(trials)
+    assert peak["fps_held"] == 11.0 and peak["sustained"]["trial"] == 1 and peak["source_limited"]
+    results = {"pipeline": {"input_fps": 7.0, "output_fps": 6.5, "frames_dropped": 0, "sequence": {"missing": 0},
+                            "node_final_stats": {"engine": "ort", "precision": "fp32"}},
+               "peak_rate": peak, "ratios": {}}
+    assert summary_text(results).splitlines()[-1].endswith("dropped more; the camera was the limit (see the report); "
+                                                          "3 trials")
+    from perception.bench.report import render_markdown
+
+    text = render_markdown(results)
+    assert "The camera was the limit: the synthetic camera delivered at most 11.00 FPS" in text
+    rows = [line for line in text.splitlines() if line.startswith("| 1 (best)") or line.startswith("| 3 ")]
+    assert len(rows) == 2 and "the source delivered 11.00 of the 240.00 FPS requested" in rows[0]
+    assert "dropped at 9.50 FPS (9 of 40 frames)" in rows[1] and "| no |" not in text
