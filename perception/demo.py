@@ -256,15 +256,18 @@ def run_demo(config: DemoConfig, *, stop: threading.Event | None = None, out=pri
     from perception.overlay import render_overlay
     from perception.pipeline import Pipeline
     from perception.publish import MaskPublisher
+    from perception.modelfile import check_model_path
     from perception.run_config import DEFAULT_MODEL, RunConfig
     from perception.sinks import FrameSink
     from perception.subscribe import MaskSubscriber
 
     stop = stop or threading.Event()
     model = config.model or DEFAULT_MODEL
-    if not Path(model).is_file():
-        what = "model" if config.model else "the shipped default model"
-        raise ModelError(f"{what} {model} is missing; pass --model model.onnx or run 'make default-model'")
+    if config.model:
+        check_model_path(model)  # the words every command uses for a --model that is not there
+    elif not Path(model).is_file():
+        raise ModelError(f"the shipped default model {model} is missing; pass --model model.onnx or run "
+                         "'make default-model'")
     endpoint = pick_endpoint(config.endpoint)
     run_config = RunConfig(
         source="synthetic", model=str(model), queue="latest", source_options=config.source_options,
