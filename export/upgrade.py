@@ -13,12 +13,17 @@ checks on three images before it writes. (OpenVINO fuses the new order different
 model its class ids differed on 3 of 20.9 million pixels and its confidence on 0.003 %.) The
 metadata (and so the file's recorded figures) is kept. An INT8 file is upgraded on its own: its
 normalisation is the same float ops.
+
+A model whose weights lie in a file beside it (``model.onnx`` + ``model.onnx.data``, ONNX external
+data) needs that file to be read; a rewritten one is written whole into its ``--out`` (or in place),
+and one with nothing to rewrite is copied to ``--out`` with its weights file beside it.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import filecmp
 import logging
 import shutil
 import sys
@@ -93,12 +98,15 @@ def upgrade_normalisation(proto: onnx.ModelProto) -> bool:
 def _outputs(model: bytes, images: list[np.ndarray], which: str, source: Path) -> list[np.ndarray]:
     import onnxruntime as ort
 
+    from perception.engines.base import backend_error_text
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # its errors are raised, and said in one line below
     try:
-        session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
         return [out for image in images for out in session.run(None, {INPUT_NAME: image})]
     except Exception as exc:  # ORT's own error types (Fail, InvalidArgument, ...) derive from Exception only
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise ModelError(f"{source}: ONNX Runtime cannot run {which} ({first}); nothing written") from exc
+        raise ModelError(f"{source}: ONNX Runtime cannot run {which} ({backend_error_text(exc)}); nothing written") from exc
 
 
 def upgrade_file(model: Path, out: Path) -> str:
@@ -113,9 +121,9 @@ def upgrade_file(model: Path, out: Path) -> str:
             ONNX Runtime cannot run it, or the rewritten graph's outputs differ from the
             original's (nothing is written then). ConfigError: ``out`` cannot be written.
     """
-    from perception.modelfile import load_model_proto, read_model_metadata, save_model
+    from perception.modelfile import external_data_files, load_model_proto, read_model_metadata, save_model
 
-    read_model_metadata(model)  # the node's checks first: its metadata, I/O contract and input size bound
+    read_model_metadata(model)  # the node's checks first: its metadata, I/O contract, input size bound, weights file
     in_place = Path(out) == Path(model) or _same_file(out, model)
     proto = load_model_proto(model)
     original = proto.SerializeToString()
@@ -123,8 +131,16 @@ def upgrade_file(model: Path, out: Path) -> str:
         nothing = f"upgrade: {model}: nothing to do (its input normalisation is not the older N x H x W x 3 form)"
         if in_place:
             return nothing + ("" if Path(out) == Path(model) else f"; --out {out} is that file, left as it is")
-        _write_beside(out, lambda staged: shutil.copyfile(model, staged))
-        return f"{nothing}; copied it to {out}"
+        external = external_data_files(model)
+        copied = _copy_external_data(Path(model), Path(out), external)
+        try:
+            _write_beside(out, lambda staged: shutil.copyfile(model, staged))
+        except BaseException:
+            for path in copied:
+                path.unlink(missing_ok=True)
+            raise
+        weights = f" with its weights file{'s' if len(external) > 1 else ''} {', '.join(p.name for p in external)}"
+        return f"{nothing}; copied it to {out}{weights if external else ''}"
     spec = next(i for i in proto.graph.input if i.name == INPUT_NAME).type.tensor_type.shape.dim
     shape = [d.dim_value if d.HasField("dim_value") else 1 for d in spec]
     rng = np.random.default_rng(0)
@@ -140,6 +156,39 @@ def upgrade_file(model: Path, out: Path) -> str:
         _write_beside(out, lambda staged: save_model(proto, staged))
     return (f"upgrade: {model}: input normalisation now on N x 3 x H x W (faster in ONNX Runtime), "
             f"outputs bit-identical in ONNX Runtime on 3 images; wrote {out}")
+
+
+def _copy_external_data(model: Path, out: Path, external: dict[Path, int]) -> list[Path]:
+    """Copy the files holding ``model``'s external weights beside ``out``, at the names ``model``
+    gives them (its copy names them so); returns the files it wrote. One already there (the same
+    folder, or an earlier copy) is left when it holds the same bytes. ConfigError, nothing
+    overwritten, when one there holds other data: another model's weights."""
+    from perception.export import make_folder, move_into_place, temp_beside
+
+    wanted = [(data, out.parent / data.relative_to(model.parent)) for data in external]
+    for data, dest in wanted:
+        if dest.exists() and not _same_file(dest, data) and not (dest.is_file() and filecmp.cmp(dest, data, shallow=False)):
+            raise ConfigError(f"--out {out}: its weights file would be {dest}, which is already there with other data "
+                              f"(another model's?); choose another --out folder, or remove {dest}")
+    written: list[Path] = []
+    try:
+        for data, dest in wanted:
+            if dest.exists():
+                continue
+            make_folder(dest.parent)
+            staged = temp_beside(dest)
+            try:
+                shutil.copyfile(data, staged)
+            except OSError as exc:
+                staged.unlink(missing_ok=True)
+                raise ConfigError(f"cannot write {dest} ({exc.strerror or exc}); choose a writable --out") from None
+            move_into_place(staged, dest)
+            written.append(dest)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return written
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import math
 import os
+import re
 import stat
 from collections import Counter
 from dataclasses import dataclass, field
@@ -35,6 +37,15 @@ from perception.contracts import (
 from perception.errors import ConfigError, ModelError
 
 _REEXPORT = "export it with 'perception export'"
+
+#: Most bytes of perception metadata a model file may hold, checked before the JSON is parsed. The
+#: shipped models hold 2.6 kB (default.int8.onnx) and 3.8 kB (default.onnx); a 50 MB value cost the
+#: node 0.5 GB and seconds at its start, and ``inspect`` printed all of it.
+MAX_METADATA_BYTES = 1 << 20
+#: Control characters refused in every metadata string (its names reach the terminal, the log and
+#: every message header's model id): C0, DEL, C1 and the Unicode line and paragraph separators, the
+#: set ``wire.check_topic`` refuses in topics.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,10 @@ class ModelDescription:
     #: The input normalisation runs on N x H x W x 3, as files exported before 2026-12-06 do
     #: (``python -m perception.export.upgrade`` rewrites it; ONNX Runtime's outputs stay bit for bit).
     older_normalisation: bool = False
+    #: Files holding its weights outside the ``.onnx`` (external data): path -> size in bytes.
+    external_data: dict[str, int] = field(default_factory=dict)
+    #: The classes the graph's argmax runs over (its logits' channel count), when the graph says.
+    graph_classes: int | None = None
 
     def to_dict(self) -> dict:
         meta = json_metadata(self.metadata)
@@ -79,6 +94,8 @@ class ModelDescription:
             "op_counts": self.op_counts,
             "saturation_safe": self.saturation_safe,
             "older_normalisation": self.older_normalisation,
+            "external_data": self.external_data,
+            "graph_classes": self.graph_classes,
             "metadata": meta,
         }
 
@@ -98,6 +115,7 @@ def load_model_proto(path: str | Path, *, with_weights: bool = True):
     """
     import onnx
     from google.protobuf.message import DecodeError
+    from onnx.checker import ValidationError
 
     path = check_model_path(path)
     if _is_torch_checkpoint(path):
@@ -105,9 +123,11 @@ def load_model_proto(path: str | Path, *, with_weights: bool = True):
             f"{path.name} is a PyTorch checkpoint, not an ONNX model: export it (perception export --checkpoint "
             f"{path} --out model.onnx), or run it with --engine torch, or score it with eval --checkpoint"
         )
+    if with_weights:
+        external_data_files(path)  # a missing or short weights file: its own one line, before onnx's
     try:
         proto = onnx.load(str(path), load_external_data=with_weights)
-    except (DecodeError, RuntimeError, ValueError, OSError) as exc:
+    except (DecodeError, RuntimeError, ValueError, OSError, ValidationError) as exc:
         raise ModelError(
             f"{path.name} is not a readable ONNX file ({type(exc).__name__}); it may be truncated or corrupt: "
             f"copy it again or {_REEXPORT}"
@@ -197,7 +217,48 @@ def metadata_from_props(props: dict[str, str], *, source: str) -> ModelMetadata:
     """The perception metadata in a model's ``metadata_props``; ModelError when absent or malformed."""
     if METADATA_KEY not in props:
         raise ModelError(f"{source} has no perception metadata; {_REEXPORT}")
-    return ModelMetadata.from_json(props[METADATA_KEY], source=source)
+    text = props[METADATA_KEY]
+    size = len(text) if len(text) * 4 <= MAX_METADATA_BYTES else len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_METADATA_BYTES:
+        raise ModelError(f"{source}: its perception metadata is {size / 1e6:.1f} MB, more than the {MAX_METADATA_BYTES} "
+                         f"bytes (1 MiB) a model's metadata may hold (an exported model's is a few kB); re-export the model")
+    metadata = ModelMetadata.from_json(text, source=source)
+    _check_metadata_strings(text, source)
+    for name, values in (("mean", metadata.mean), ("std", metadata.std)):
+        if len(values) != 3 or not all(math.isfinite(v) for v in values) or (name == "std" and min(values) <= 0):
+            what = "three positive numbers" if name == "std" else "three finite numbers"
+            raise ModelError(f"{source}: metadata {name} {list(values)!r:.80} is not {what} (the RGB normalisation "
+                             "the graph was exported with); re-export the model")
+    return metadata
+
+
+def _check_metadata_strings(text: str, source: str) -> None:
+    """ModelError naming the field when a string of the metadata JSON ``text`` (a key or a value)
+    holds a control character (``_CONTROL``): its names are printed, logged and form the model id
+    every message header carries, where a newline or a terminal escape would fake a line."""
+    import json
+
+    if not _CONTROL.search(text) and "\\" not in text:
+        return  # no raw control character and no escape that could make one
+    stack: list[tuple[str, object]] = [("", json.loads(text))]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                field_name = f"{where}.{key}" if where else str(key)
+                if _CONTROL.search(str(key)):
+                    _refuse_control(source, f"{where or 'the metadata'} (a key)", str(key))
+                stack.append((field_name, item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", item) for i, item in enumerate(value))
+        elif isinstance(value, str) and _CONTROL.search(value):
+            _refuse_control(source, where, value)
+
+
+def _refuse_control(source: str, where: str, value: str) -> None:
+    shown = repr(value if len(value) <= 40 else value[:40] + "...")
+    raise ModelError(f"{source}: metadata field {_CONTROL.sub('?', where)!s:.80} holds a control character ({shown}); "
+                     "a model's names reach the terminal, the log and every message header: re-export the model")
 
 
 def tensor_specs(values) -> tuple[TensorSpec, ...]:
@@ -257,21 +318,119 @@ def check_model_path(path: str | Path) -> Path:
 
 
 def read_model_metadata(path: str | Path) -> ModelMetadata:
-    """The metadata of an exported model, after checking the graph's I/O against the contract.
+    """The metadata of an exported model, after checking the graph's I/O against the contract and
+    its external weights file, when it has one (``check_external_data``).
 
     Raises:
-        ModelError: missing, corrupt or truncated file; no perception metadata; I/O not matching.
+        ModelError: missing, corrupt or truncated file; no perception metadata; I/O not matching;
+            its weights file missing or short.
     """
+    return read_model_file(path)[0]
+
+
+def read_model_file(path: str | Path) -> tuple[ModelMetadata, dict[Path, int]]:
+    """``read_model_metadata``, and the files holding the model's external weights with their
+    sizes (empty when its weights are inside it), from one read of the file."""
     path = Path(path)
     header = _ModelHeader.read(path)
     if header is None:  # not parseable by the light reader: onnx gives the exact error
         proto = load_model_proto(path, with_weights=False)
         metadata = metadata_from_proto(proto, source=path.name)
         check_io_contract(graph_inputs(proto), tensor_specs(proto.graph.output), metadata, source=path.name)
-        return metadata
+        return metadata, check_external_data(path, external_refs(proto))
     metadata = metadata_from_props(header.props, source=path.name)
     check_io_contract(header.inputs, header.outputs, metadata, source=path.name)
-    return metadata
+    return metadata, check_external_data(path, header.external)
+
+
+@dataclass(frozen=True)
+class ExternalRef:
+    """One initializer stored outside the ``.onnx`` (ONNX external data), as the file records it:
+    its name, its ``external_data`` entries (``location``: a file relative to the model's folder,
+    ``offset``, ``length``), its shape and its ONNX element type."""
+
+    tensor: str
+    entries: tuple[tuple[str, str], ...]
+    dims: tuple[int, ...]
+    data_type: int
+
+    @property
+    def location(self) -> str:
+        return dict(self.entries).get("location", "")
+
+
+#: Bytes per element of the ONNX tensor types whose size follows from their shape.
+_ELEMENT_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4, 13: 8, 16: 2}
+
+
+def _extent(ref: ExternalRef, source: str) -> tuple[int, int | None]:
+    """The offset and length (None: unknown) of ``ref`` in its file; ModelError when malformed."""
+    tensor, entries = ref.tensor, dict(ref.entries)
+    try:
+        offset = int(entries.get("offset") or 0)
+        length = int(entries["length"]) if entries.get("length") else None
+    except ValueError:
+        raise ModelError(f"{source}: the external data entry of weight {tensor!r:.80} has an offset or length that is "
+                         f"not a whole number; {_REEXPORT}") from None
+    if length is None and ref.data_type in _ELEMENT_BYTES:
+        length = math.prod(ref.dims) * _ELEMENT_BYTES[ref.data_type]
+    if offset < 0 or (length is not None and length < 0):
+        raise ModelError(f"{source}: the external data entry of weight {tensor!r:.80} has a negative offset or length; "
+                         f"{_REEXPORT}")
+    return offset, length
+
+
+def external_refs(proto) -> tuple[ExternalRef, ...]:
+    """The ExternalRefs of ``proto``'s (an ``onnx.ModelProto``) initializers."""
+    refs = []
+    for t in proto.graph.initializer:
+        if t.HasField("data_location") and t.data_location == 1:  # TensorProto.EXTERNAL
+            entries = tuple((e.key, e.value) for e in t.external_data)
+            refs.append(ExternalRef(tensor=t.name, entries=entries, dims=tuple(t.dims), data_type=t.data_type))
+    return tuple(refs)
+
+
+def check_external_data(path: Path, refs: tuple[ExternalRef, ...] | list[ExternalRef]) -> dict[Path, int]:
+    """The files beside ``path`` that hold its external weights (``refs``), with their sizes;
+    ModelError (one line: the model, the weights file and the fix) when one is outside the model's
+    folder, missing, not a file or shorter than the weights it should hold."""
+    needed: dict[str, int] = {}
+    for ref in refs:
+        location = ref.location
+        parts = Path(location.replace("\\", "/")).parts
+        if not location or Path(location).is_absolute() or ".." in parts or _CONTROL.search(location):
+            raise ModelError(f"{path.name}: weight {ref.tensor!r:.80} is stored in {location!r:.120}, which is not a file "
+                             "name inside the model's folder (ONNX external data lies beside the .onnx); re-export the model")
+        offset, length = _extent(ref, path.name)
+        needed[location] = max(needed.get(location, 0), offset + (length or 0))
+    sizes: dict[Path, int] = {}
+    for location, end in needed.items():
+        data = path.parent / location
+        beside = f"{path.name} keeps its weights in {location} beside it, and {data}"
+        fix = (f"copy {location} into {path.parent} along with {path.name} (the two files are one model), "
+               "or re-export the model")
+        try:
+            st = data.stat()
+        except FileNotFoundError:
+            raise ModelError(f"{beside} is missing: {fix}") from None
+        except OSError as exc:
+            raise ModelError(f"{beside} cannot be read ({exc.strerror or exc}): {fix}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise ModelError(f"{beside} is not a file: {fix}")
+        if st.st_size < end:
+            raise ModelError(f"{beside} is too short ({st.st_size} bytes, its weights need {end}): it is cut off or from "
+                             f"another model; {fix}")
+        sizes[data] = st.st_size
+    return sizes
+
+
+def external_data_files(path: str | Path) -> dict[Path, int]:
+    """The files holding ``path``'s external weights, with their sizes (empty for a model that
+    keeps its weights inside, or one the light reader cannot parse); ModelError as
+    ``check_external_data`` when one is missing or short."""
+    path = Path(path)
+    header = _ModelHeader.read(path)
+    return check_external_data(path, header.external) if header is not None else {}
 
 
 #: ONNX TensorProto.DataType -> numpy dtype name (the types a perception model's I/O can have).
@@ -321,6 +480,23 @@ def _fields(buf: memoryview, start: int = 0, end: int | None = None):
             raise _WireError(f"unsupported wire type {wire}")
 
 
+def _fields_of_varints(buf: memoryview, start: int, end: int):
+    """The varints of a packed repeated field in ``buf[start:end]``, as ``_fields`` yields values."""
+    pos = start
+    while pos < end:
+        result = shift = 0
+        while True:
+            if pos >= end or shift > 63:
+                raise _WireError("truncated packed varint")
+            byte = buf[pos]
+            pos += 1
+            result |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+        yield 1, 0, result
+
+
 @dataclass(frozen=True)
 class _ModelHeader:
     """The parts of an ONNX ModelProto the node needs, read from the wire format (see the module
@@ -331,6 +507,9 @@ class _ModelHeader:
     props: dict[str, str]
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    #: Initializers stored outside the file (TensorProto dims 1, data_type 2, name 8,
+    #: external_data 13 as key 1 / value 2 entries, data_location 14: EXTERNAL is 1).
+    external: tuple[ExternalRef, ...] = ()
 
     @classmethod
     def read(cls, path: Path) -> _ModelHeader | None:
@@ -356,19 +535,45 @@ class _ModelHeader:
                 graph = value
         if graph is None:
             return None
-        weights, inputs, outputs, nodes = set(), [], [], 0
+        weights, inputs, outputs, nodes, external = set(), [], [], 0, []
         for number, wire, value in _fields(buf, *graph):
             if wire != 2:
                 continue
             if number == 1:
                 nodes += 1
             elif number == 5:
-                weights.update(text(v) for n, w, v in _fields(buf, *value) if n == 8 and w == 2)
+                name, ref = cls._initializer(buf, value, text)
+                weights.add(name)
+                if ref is not None:
+                    external.append(ref)
             elif number in (11, 12):
                 (inputs if number == 11 else outputs).append(cls._value_info(buf, value, text))
         if not nodes or not inputs or not outputs:
             return None
-        return cls(props=props, inputs=tuple(t for t in inputs if t.name not in weights), outputs=tuple(outputs))
+        return cls(props=props, inputs=tuple(t for t in inputs if t.name not in weights), outputs=tuple(outputs),
+                   external=tuple(external))
+
+    @staticmethod
+    def _initializer(buf: memoryview, span: tuple[int, int], text) -> tuple[str, ExternalRef | None]:
+        """The name of one initializer (a TensorProto) and, when stored outside the file, its ExternalRef."""
+        name, dims, data_type, location, entries = "", [], 0, 0, {}
+        for number, wire, value in _fields(buf, *span):
+            if number == 8 and wire == 2:
+                name = text(value)
+            elif number == 1 and wire == 0:
+                dims.append(value)
+            elif number == 1 and wire == 2:  # packed dims
+                dims.extend(v for _, _, v in _fields_of_varints(buf, *value))
+            elif number == 2 and wire == 0:
+                data_type = value
+            elif number == 13 and wire == 2:
+                entry = {n: text(v) for n, w, v in _fields(buf, *value) if w == 2}
+                entries[entry.get(1, "")] = entry.get(2, "")
+            elif number == 14 and wire == 0:
+                location = value
+        if location != 1:
+            return name, None
+        return name, ExternalRef(tensor=name, entries=tuple(entries.items()), dims=tuple(dims), data_type=data_type)
 
     @staticmethod
     def _value_info(buf: memoryview, span: tuple[int, int], text) -> TensorSpec:
@@ -459,6 +664,7 @@ def describe_model(path: str | Path) -> ModelDescription:
     metadata = metadata_from_proto(proto, source=path.name)
     inputs, outputs = graph_inputs(proto), tensor_specs(proto.graph.output)
     check_io_contract(inputs, outputs, metadata, source=path.name)
+    external = check_external_data(path, external_refs(proto))  # weights missing: not "0.34 MB" and exit 0
     counts = Counter(f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type for n in proto.graph.node)
     return ModelDescription(
         path=path,
@@ -471,4 +677,48 @@ def describe_model(path: str | Path) -> ModelDescription:
         producer=f"{proto.producer_name} {proto.producer_version}".strip(),
         saturation_safe=saturation_safe(proto) if metadata.precision == "int8" else None,
         older_normalisation=nhwc_normalisation(proto) is not None,
+        external_data={str(p): n for p, n in external.items()},
+        graph_classes=graph_class_count(proto),
     )
+
+
+#: Ops between the class logits and the argmax that keep the channel count (the logit adjustment's
+#: Add, the upsample, quantisation pairs).
+_CHANNEL_KEEPING_OPS = frozenset({"Resize", "Upsample", "Add", "Sub", "Mul", "Div", "Identity", "Cast", "Relu",
+                                  "QuantizeLinear", "DequantizeLinear"})
+
+
+def graph_class_count(proto) -> int | None:
+    """How many classes the argmax that makes ``class_ids`` runs over (an ``onnx.ModelProto``),
+    read statically: its input's channel count as the graph's shapes record it, else the output
+    channels of the convolution that computes the logits; None when the graph does not say."""
+    from perception.contracts import OUTPUT_CLASS_IDS as IDS
+
+    producer = {out: n for n in proto.graph.node for out in n.output}
+    node = producer.get(IDS)
+    while node is not None and node.op_type == "Cast":
+        node = producer.get(node.input[0])
+    if node is None or node.op_type != "ArgMax" or not node.input:
+        return None
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+    shapes = {v.name: v for v in (*proto.graph.value_info, *proto.graph.input, *proto.graph.output)}
+    logits = node.input[0]
+    dims = shapes[logits].type.tensor_type.shape.dim if logits in shapes else []
+    if dims and -len(dims) <= axis < len(dims) and dims[axis].HasField("dim_value") and dims[axis].dim_value > 0:
+        return int(dims[axis].dim_value)
+    if axis != 1:
+        return None
+    weights = {t.name: t for t in proto.graph.initializer}
+    node = producer.get(logits)
+    for _ in range(16):  # back over ops that keep the channels, to the convolution
+        if node is None:
+            return None
+        if node.op_type == "Conv" and len(node.input) > 1:
+            weight = weights.get(node.input[1])
+            if weight is None and (dq := producer.get(node.input[1])) is not None and dq.op_type == "DequantizeLinear":
+                weight = weights.get(dq.input[0])
+            return int(weight.dims[0]) if weight is not None and weight.dims else None
+        if node.op_type not in _CHANNEL_KEEPING_OPS or not node.input:
+            return None
+        node = producer.get(node.input[0])
+    return None

@@ -1,8 +1,11 @@
 """``perception inspect model.onnx``: what an exported model is, without torch.
 
 Prints the metadata (classes, task groups, input size, training dataset and its validation
-figures, precision, tool versions), the inputs and outputs, the file size and the operator counts;
-``--json`` prints the same as one JSON document.
+figures, precision, tool versions), the inputs and outputs, the file size (and its external weights
+file's, which must be there) and the operator counts; ``--json`` prints the same as one JSON
+document. Where the file says something the node does otherwise, it says what the node does: a
+stored unknown threshold without a confidence output (marking off), a class table that does not
+match the classes the graph's argmax runs over (``warning``).
 """
 
 from __future__ import annotations
@@ -27,25 +30,39 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _newest_opset() -> int:
+    """The newest ai.onnx opset the installed onnx package knows (ONNX Runtime's releases follow it)."""
+    import onnx.defs
+
+    return int(onnx.defs.onnx_opset_version())
+
+
 def _pct(value) -> str:
     return f"{100 * value:.2f} %" if isinstance(value, (int, float)) else "-"
 
 
 def format_description(d) -> list[str]:
     """Human-readable lines for a perception.modelfile.ModelDescription."""
-    from perception.contracts import confidence_pool
+    from pathlib import Path
+
+    from perception.contracts import OUTPUT_CONFIDENCE, UNKNOWN_CLASS_ID, confidence_pool
     m = d.metadata
     table = m.class_table
     h, w = m.input_hw
+    external = "".join(f" + {size / 1e6:.2f} MB of weights in {Path(name).name}" for name, size in d.external_data.items())
     lines = [
-        f"{d.path}  ({d.size_bytes / 1e6:.2f} MB, {d.producer or 'unknown producer'}, "
+        f"{d.path}  ({d.size_bytes / 1e6:.2f} MB{external}, {d.producer or 'unknown producer'}, "
         f"opset {', '.join(f'{k} {v}' for k, v in d.opsets.items())})",
         f"model      {m.model_name}  id {m.model_id}",
         f"precision  {m.precision}",
         f"input      {h}x{w}, dynamic batch: {'yes' if m.dynamic_batch else 'no'}, "
-        f"mean {list(m.mean)}, std {list(m.std)} (RGB, on 0..1)",
+        f"mean {list(m.mean)}, std {list(m.std)} (RGB, on 0..1; as exported, the graph normalises the image itself)",
         f"dataset    {m.dataset or '-'}",
     ]
+    newest = _newest_opset()
+    if d.opsets.get("ai.onnx", 0) > newest:
+        lines.insert(1, f"warning    opset ai.onnx {d.opsets['ai.onnx']} is newer than any this installation knows (up to "
+                        f"{newest}): ONNX Runtime is likely to refuse it; export the model at opset {newest} or lower")
     if d.older_normalisation:
         lines.insert(-1, "           normalised on N x H x W x 3, as older exports are (slower in ONNX Runtime): "
                          f"python -m perception.export.upgrade {d.path} rewrites it, ONNX Runtime's outputs unchanged")
@@ -89,9 +106,13 @@ def format_description(d) -> list[str]:
         elif "drivable" in tasks:
             lines.append(f"           ({reach})")
     per_class = metrics.get("per_class_iou") or {}
-    if m.unknown_threshold > 0:
+    confidence_output = OUTPUT_CONFIDENCE in {t.name for t in d.outputs}  # what the node goes by
+    if not confidence_output:
+        stored = f"; its stored threshold {m.unknown_threshold:.4g} is not used" if m.unknown_threshold > 0 else ""
+        lines.append(f"unknown    marking off: no confidence output{stored} (perception export --confidence adds it)")
+    elif m.unknown_threshold > 0:
         lines.append(f"unknown    id 255 below confidence {m.unknown_threshold:.4g} ({m.unknown_rule or 'no rule recorded'})")
-    elif m.has_confidence:
+    else:
         lines.append("unknown    no threshold stored (perception run --unknown-threshold P marks unsure pixels)")
     if m.has_confidence and m.confidence_pool:
         lines.append(f"confidence the top class probability, or the summed probability of {', '.join(m.confidence_pool)} "
@@ -105,6 +126,15 @@ def format_description(d) -> list[str]:
         lines.append(f"logits     adjusted: tau {adjust.get('tau')} of the {adjust.get('weighting')} class weights undone at the "
                      f"argmax ({adjust.get('rule', 'no rule recorded')}); the per-class val IoUs below are the model's before it")
     lines.append(f"classes    {table.num_classes} (ignore id {table.ignore_id})")
+    graph = d.graph_classes
+    if graph is not None and graph > table.num_classes:
+        lines.append(f"warning    the graph's argmax runs over {graph} classes, its class table names {table.num_classes}: "
+                     f"the node publishes class ids {table.num_classes}..{graph - 1} as unknown ({UNKNOWN_CLASS_ID}); "
+                     "the metadata is another model's: re-export the model")
+    elif graph is not None and graph < table.num_classes:
+        lines.append(f"warning    the graph's argmax runs over {graph} classes, its class table names {table.num_classes}: "
+                     f"classes {graph}..{table.num_classes - 1} never appear; the metadata is another model's: "
+                     "re-export the model")
     for c in table.classes:
         iou = f"  IoU {_pct(per_class[c.name])}" if c.name in per_class else ""
         lines.append(f"  {c.id:>3}  {c.name:<20} rgb{tuple(c.color)}{iou}")

@@ -11,6 +11,7 @@ actually runs it (e.g. ``CPUExecutionProvider``, ``tensorrt``, ``torch-cuda-fp16
 from __future__ import annotations
 
 import logging
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,24 +49,145 @@ def warn_int8_saturation(log: logging.Logger, metadata: ModelMetadata) -> None:
         log.warning(message)
 
 
+_warned_int8_as_float: set[str] = set()
+
+
+def warn_int8_file_for_float(log: logging.Logger, path: Path, precision: str, runtime: str) -> None:
+    """Log once per file and process that ``--precision {precision}`` asked a float run of the
+    INT8 file ``path``, which ``runtime`` runs as it is: its weights are 8-bit, so the engine runs
+    INT8 and its stats say ``int8``. Said rather than refused: ``--engine auto``'s probe and
+    ``bench engine`` ask for ``fp32`` too, meaning the file as it is."""
+    if str(path) not in _warned_int8_as_float:
+        _warned_int8_as_float.add(str(path))
+        fp32 = path.name.removesuffix(INT8_SUFFIX) + ".onnx" if path.name.endswith(INT8_SUFFIX) else "the model it was quantised from"
+        log.warning("--precision %s: %s is an INT8 model (8-bit weights), so %s runs it in INT8 and the stats say int8; "
+                    "for %s, run its FP32 model (%s)", precision, path.name, runtime, precision, fp32)
+
+
 def int8_model_path(path: Path) -> Path:
     """The INT8 model to run for ``path``: ``path`` itself when its metadata says ``int8``, else the
-    ``<stem>.int8.onnx`` sibling that ``perception export --int8`` writes.
+    ``<stem>.int8.onnx`` sibling that ``perception export --int8`` writes, once
+    ``check_int8_sibling`` found it quantised from ``path``.
 
     Raises:
-        ModelError: ``path`` is not INT8 and has no INT8 sibling.
+        ModelError: ``path`` is not INT8 and has no INT8 sibling, or the sibling is another model's.
     """
     from perception.modelfile import read_model_metadata
 
-    if read_model_metadata(path).precision == "int8":
+    metadata = read_model_metadata(path)
+    if metadata.precision == "int8":
         return path
     sibling = path.with_name(path.name.removesuffix(".onnx") + INT8_SUFFIX)
     if not sibling.is_file():
         raise ModelError(
-            f"--precision int8: {path.name} is {read_model_metadata(path).precision} and there is no {sibling.name} "
+            f"--precision int8: {path.name} is {metadata.precision} and there is no {sibling.name} "
             f"beside it; write one with 'python -m perception.export.quantize {path}' or 'perception export --int8'"
         )
+    check_int8_sibling(path, sibling, metadata)
     return sibling
+
+
+#: The metadata an INT8 file keeps from the FP32 file it was quantised from (``export.onnx.with_precision``
+#: changes only the precision, the time stamp and the tool versions; the gate adds
+#: ``val_metrics["int8_gate"]``): what model it is, its classes, its input and how it was trained.
+INT8_IDENTITY_FIELDS = ("model_name", "dataset", "input_hw", "class_table", "model_kwargs", "mean", "std",
+                        "logit_adjust")
+
+
+def int8_differences(fp32: ModelMetadata, int8: ModelMetadata) -> list[str]:
+    """How the INT8 file's metadata ``int8`` shows it was not quantised from the model of ``fp32``
+    (empty: it was, as far as the metadata tells). The confidence output, the unknown threshold and
+    the batch are left out: the tools that add them to an FP32 file leave its INT8 file as it was,
+    and the engines say so on their own."""
+    found = [] if int8.precision == "int8" else [f"precision {int8.precision!r:.20} in the INT8 file"]
+    for name in INT8_IDENTITY_FIELDS:
+        a, b = getattr(fp32, name), getattr(int8, name)
+        if a == b:
+            continue
+        if name == "class_table" and a.num_classes != b.num_classes:
+            found.append(f"{a.num_classes} / {b.num_classes} classes")
+        elif name == "class_table" and a.names != b.names:
+            i = next(i for i, (x, y) in enumerate(zip(a.names, b.names, strict=True)) if x != y)
+            found.append(f"class {i} {a.names[i]!r} / {b.names[i]!r}")
+        elif name == "class_table":
+            found.append("class colours, ignore id or task groups")
+        elif name in ("model_name", "dataset"):
+            found.append(f"{name} {a!r:.50} / {b!r:.50}")
+        elif name == "input_hw":
+            found.append(f"input {a[0]}x{a[1]} / {b[0]}x{b[1]}")
+        else:
+            found.append(f"{name} differs")
+
+    def trained(m: ModelMetadata) -> dict:
+        return {k: v for k, v in m.val_metrics.items() if k != "int8_gate"}
+
+    if trained(fp32) != trained(int8):
+        found.append("the checkpoint's validation figures differ (another training run)")
+    return found
+
+
+def check_int8_sibling(path: Path, sibling: Path, metadata: ModelMetadata | None = None) -> None:
+    """ModelError (one line, both files and the fix) unless ``sibling``'s metadata shows it quantised
+    from ``path`` (``int8_differences``; ``metadata``: ``path``'s, when already read). The engines
+    pair the two files by name, so a model copied over ``path`` with its old INT8 file left beside
+    it would otherwise run another model under ``--precision int8``."""
+    from perception.modelfile import read_model_metadata
+
+    differences = int8_differences(metadata or read_model_metadata(path), read_model_metadata(sibling))
+    if differences:
+        raise ModelError(
+            f"--precision int8: {sibling.name} beside {path.name} was not quantised from it ({path.name} / {sibling.name}: "
+            f"{'; '.join(differences)}): "
+            f"it is left from another model; quantise this one again with 'python -m perception.export.quantize {path} "
+            f"--calib SPEC' (or perception export --int8), or remove {sibling}"
+        )
+
+
+#: ONNX Runtime's status prefix (``[ONNXRuntimeError] : 1 : FAIL : ``) and a C++ source location
+#: (``/onnxruntime_src/.../model_load_utils.h:46 `` or ``tensorprotoutils.cc:619 ``) in its messages.
+_ORT_STATUS = re.compile(r"\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*")
+_SOURCE_LOCATION = re.compile(r"(?:/[^\s:]*/)?[\w.+-]+\.(?:cc|cpp|cxx|c|h|hpp|cu|cuh):\d+\s+")
+#: A function named after a source location without its signature (``GetExtDataFromTensorProto``,
+#: ``operator()``): CamelCase with two capitals or more, a qualified name, or a call.
+_BARE_FUNCTION = re.compile(r"(?:[A-Za-z_]\w*::)*(?:[a-z_]*[A-Z]\w*[A-Z]\w*|operator\W*\(\)|\w+::\w+)\s+")
+
+
+def backend_error_text(exc: BaseException, limit: int = 300) -> str:
+    """A backend's error as one line that keeps its cause: ONNX Runtime's status prefixes and the
+    C++ source locations and signatures before its words are dropped (they filled the first 200
+    characters and cut off "Current official support for domain ai.onnx is till opset 28"), the
+    lines joined, and what is left cut to ``limit`` characters."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+    text = _ORT_STATUS.sub("", text)
+    out, pos = [], 0
+    for match in _SOURCE_LOCATION.finditer(text):
+        if match.start() < pos:
+            continue
+        out.append(text[pos:match.start()])
+        pos = _skip_signature(text, match.end())
+    out.append(text[pos:])
+    text = re.sub(r"\s+", " ", " ".join(part.strip() for part in out if part.strip())).strip()
+    text = re.sub(r"\s+([:.,;])", r"\1", text)
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def _skip_signature(text: str, start: int) -> int:
+    """Where the words after a C++ source location begin: past the function signature
+    (``void a::b::F(const std::x&, int) const``) or bare function name that follows it."""
+    paren = text.find("(", start)
+    head = text[start:paren] if paren >= 0 else ""
+    if paren >= 0 and "::" in head and len(head) <= 300 and '"' not in head:
+        depth = 0
+        for i in range(paren, len(text)):
+            depth += {"(": 1, ")": -1}.get(text[i], 0)
+            if depth == 0:
+                end = i + 1
+                if text.startswith(" const", end):
+                    end += len(" const")
+                return end
+        return len(text)
+    bare = _BARE_FUNCTION.match(text, start)
+    return bare.end() if bare else start
 
 
 class WarmupError(ModelError):
@@ -74,7 +196,7 @@ class WarmupError(ModelError):
     characters; OpenVINO's first line only says where in its sources it raised) inside."""
 
     def __init__(self, model_path: str, kind: str, exc: BaseException) -> None:
-        self.reason = (" ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__)[:300]
+        self.reason = backend_error_text(exc)
         super().__init__(f"{model_path}: the first inference on {kind} failed ({type(exc).__name__}: {self.reason}); "
                          "check the file with perception inspect, or try another --engine")
 

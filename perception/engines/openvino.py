@@ -28,8 +28,10 @@ from perception.engines.base import (
     Engine,
     EngineOptions,
     InputSpec,
+    backend_error_text,
     check_input_spec,
     int8_model_path,
+    warn_int8_file_for_float,
     warn_int8_saturation,
 )
 from perception.errors import ConfigError, DependencyError, ModelError
@@ -119,6 +121,11 @@ class OpenVinoEngine(Engine):
         self.metadata = read_model_metadata(path)  # ModelError: missing, corrupt, no metadata, bad I/O
         if precision == "auto":
             precision = "int8" if self.metadata.precision == "int8" else "fp32"
+        # An INT8 file runs its 8-bit kernels whatever the hint: a float --precision sets only the
+        # precision of the ops left in float, and what runs (and the stats say) is int8.
+        runs = "int8" if self.metadata.precision == "int8" else precision
+        if runs != precision:
+            warn_int8_file_for_float(log, path, precision, "OpenVINO")
         core = shared_core()
         capabilities = cpu_capabilities()
         if precision == "int8":
@@ -149,9 +156,9 @@ class OpenVinoEngine(Engine):
             self._compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with multi-line C++ traces
             lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith("Exception from")]
+            reason = backend_error_text(RuntimeError(lines[-1])) if lines else type(exc).__name__
             raise ModelError(
-                f"OpenVINO cannot compile {path.name} for the CPU at {hint}: {(lines[-1] if lines else type(exc).__name__)[:200]}; "
-                "try --engine ort or re-export the model"
+                f"OpenVINO cannot compile {path.name} for the CPU at {hint}: {reason}; try --engine ort or re-export the model"
             ) from None
         self._request = self._compiled.create_infer_request()
         inp = self._compiled.inputs[0]
@@ -165,8 +172,8 @@ class OpenVinoEngine(Engine):
         outputs = {name for out in self._compiled.outputs for name in out.get_names()}
         self._output_names = [OUTPUT_CLASS_IDS] + ([OUTPUT_CONFIDENCE] if OUTPUT_CONFIDENCE in outputs else [])
         self.output_names = tuple(self._output_names)
-        self.precision = precision
-        self.provider = f"CPU-{precision}"
+        self.precision = runs
+        self.provider = f"CPU-{runs}"
         threads = self._compiled.get_property("INFERENCE_NUM_THREADS")
         self.streams = options.streams
         #: CPU streams OpenVINO runs (fewer than ``streams`` when it had fewer threads than that).
@@ -179,7 +186,7 @@ class OpenVinoEngine(Engine):
             ov.__version__ if hasattr(ov, "__version__") else ov.get_version(),
             self.metadata.model_id,
             core.get_property("CPU", "FULL_DEVICE_NAME"),
-            precision,
+            runs,
             hint,
             ", ".join(capabilities),
             threads,
@@ -187,7 +194,7 @@ class OpenVinoEngine(Engine):
             "" if self.cpu_streams == 1 else "s",
             config["CACHE_DIR"],
         )
-        if precision == "int8":
+        if runs == "int8":
             warn_int8_saturation(log, self.metadata)
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:

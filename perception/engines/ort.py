@@ -8,7 +8,13 @@ On the CPU provider the graph ONNX Runtime optimised (fusions, NCHWc layouts) is
 ``~/.cache/perception/ort`` (``PERCEPTION_ORT_CACHE`` overrides it; ``PERCEPTION_ORT_CACHE=off``
 disables it) under a key of the model's SHA-256, the ONNX Runtime version, the CPU and its ISA
 (the saved layouts are specific to them), and later starts load it with optimisation off: session
-creation went from 0.14-0.16 s to 0.075 s for the default model on a busy 2-core Xeon.
+creation went from 0.14-0.16 s to 0.075 s for the default model on a busy 2-core Xeon. A model whose
+weights lie outside it (``model.onnx`` + ``model.onnx.data``, ONNX external data) is not cached: the
+saved graph would name its weights file relative to the cache folder, and the key would not see new
+weights in that file.
+
+ONNX Runtime's own log lines stay off the terminal on the CPU (an error there is also raised, and
+said in one line naming the file, ``backend_error_text`` keeping its cause).
 """
 
 from __future__ import annotations
@@ -16,22 +22,25 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from perception.contracts import OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ModelMetadata
+from perception.contracts import ONNX_OPSET, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ModelMetadata
 from perception.engines.base import (
     Engine,
     EngineOptions,
     InputSpec,
+    backend_error_text,
     check_input_spec,
     int8_model_path,
+    warn_int8_file_for_float,
     warn_int8_saturation,
 )
 from perception.errors import ConfigError, DependencyError, ModelError
-from perception.modelfile import read_model_metadata
+from perception.modelfile import read_model_file
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +95,22 @@ def ort_cache_dir() -> Path | None:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "perception" / "ort"
 
 
+#: ONNX Runtime's words for a model stamped with an opset newer than it knows.
+_NEWER_OPSET = re.compile(r"Opset (\d+) is under development.*?support for domain (\S+) is till opset (\d+)")
+
+
+def load_error(path: Path, exc: BaseException) -> ModelError:
+    """ONNX Runtime's failure to load ``path`` as one line that keeps its cause, with the fix."""
+    reason = backend_error_text(exc)
+    newer = _NEWER_OPSET.search(" ".join(str(exc).split()))
+    if newer:
+        opset, domain, supported = newer.groups()
+        return ModelError(f"ONNX Runtime {ort.__version__} cannot load {path.name}: its opset {domain} {opset} is newer "
+                          f"than this ONNX Runtime supports (up to opset {supported}); export the model at opset "
+                          f"{supported} or lower (perception export writes opset {ONNX_OPSET}), or upgrade onnxruntime")
+    return ModelError(f"ONNX Runtime cannot load {path.name}: {reason}; check it with perception inspect, or re-export the model")
+
+
 def optimized_model_path(path: Path, cache_dir: Path) -> Path:
     """The cache entry for ``path``'s optimised CPU graph (see the module docstring)."""
     from perception.engines.cpu import cpu_isa, cpu_model
@@ -123,9 +148,17 @@ class OrtEngine(Engine):
         if options.precision == "int8":
             path = int8_model_path(path)
         self.model_path = str(path)
-        self.metadata = read_model_metadata(path)  # ModelError: missing, corrupt, no metadata, bad I/O
+        # ModelError: missing, corrupt, no metadata, bad I/O, its weights file missing or short
+        self.metadata, external = read_model_file(path)
+        if options.precision == "fp32" and self.metadata.precision == "int8":
+            warn_int8_file_for_float(log, path, "fp32", "ONNX Runtime")
         providers = choose_providers(options.provider, ort.get_available_providers())
         session_options = ort.SessionOptions()
+        if providers == ["CPUExecutionProvider"]:
+            # Its errors are raised too (and said in one line below); its warnings on the CPU are
+            # about hardware-specific layouts (why the cache key holds the CPU). On a GPU its
+            # warnings name the nodes a provider hands on, which the user wants to see.
+            session_options.log_severity_level = 4
         session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # --streams N: the N frames in flight share this one session (``run`` is thread-safe), each
         # call on threads // N intra-op threads (the caller's thread is one of them). Measured on the
@@ -145,10 +178,9 @@ class OrtEngine(Engine):
             for p in providers
         ]
         try:
-            self.session = self._cached_session(path, session_options, provider_list, providers)
+            self.session = self._cached_session(path, session_options, provider_list, providers, external)
         except Exception as exc:  # onnxruntime raises its own pybind types (Fail, InvalidGraph, ...)
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"ONNX Runtime cannot load {path.name}: {first_line[:200]}; re-export the model") from None
+            raise load_error(path, exc) from None
         inp = self.session.get_inputs()[0]
         self.input_spec = InputSpec(
             name=inp.name,
@@ -174,11 +206,16 @@ class OrtEngine(Engine):
             warn_int8_saturation(log, self.metadata)
 
     @staticmethod
-    def _cached_session(path: Path, session_options, provider_list: list, providers: list[str]):
+    def _cached_session(path: Path, session_options, provider_list: list, providers: list[str], external: dict):
         """A session over the cached optimised graph when there is one (CPU only), else over
-        ``path``, saving the optimised graph for the next start."""
+        ``path``, saving the optimised graph for the next start; not for a model with ``external``
+        weights files (the module docstring)."""
         cache_dir = ort_cache_dir()
         if providers != ["CPUExecutionProvider"] or cache_dir is None:
+            return ort.InferenceSession(str(path), sess_options=session_options, providers=provider_list)
+        if external:
+            log.debug("no optimised-graph cache for %s: its weights are in %s (ONNX external data), which a cached graph "
+                      "could not find and its key would not see change", path.name, ", ".join(p.name for p in external))
             return ort.InferenceSession(str(path), sess_options=session_options, providers=provider_list)
         cached = optimized_model_path(path, cache_dir)
         if cached.is_file():
@@ -186,15 +223,15 @@ class OrtEngine(Engine):
             try:
                 return ort.InferenceSession(str(cached), sess_options=session_options, providers=provider_list)
             except Exception as exc:  # a damaged entry: drop it and optimise again
-                log.warning("ignoring the damaged optimised-graph cache %s (%s)", cached, str(exc).splitlines()[0][:120])
+                log.warning("ignoring the damaged optimised-graph cache %s (%s)", cached, backend_error_text(exc, 160))
                 cached.unlink(missing_ok=True)
                 session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = cached.with_name(f"{cached.stem}.tmp{os.getpid()}.onnx")
             session_options.optimized_model_filepath = str(tmp)
-            # The warning that an NCHWc graph is hardware-specific is why the key holds the CPU.
-            session_options.log_severity_level = 3
+            # The warning that an NCHWc graph is hardware-specific (why the key holds the CPU) is
+            # below the log level the constructor set.
         except OSError as exc:
             log.warning("cannot write the ONNX Runtime cache %s (%s); graphs are optimised at every start",
                         cache_dir, exc.strerror)
