@@ -206,7 +206,7 @@ def test_the_shipped_int8_file_is_its_fp32_model_s_sibling():
     assert int8_differences(read_model_metadata(ASSETS / "default.onnx"), read_model_metadata(ASSETS / "default.int8.onnx")) == []
 
 
-def test_engines_refuse_a_stale_sibling_and_auto_runs_without_it(tmp_path):
+def test_engines_refuse_a_stale_sibling_and_auto_runs_without_it(tmp_path, caplog):
     model = write_brightness_model(tmp_path / "m.onnx", HW, metadata=tiny_metadata(HW, model_name="new"))
     write_brightness_model(tmp_path / "m.int8.onnx", HW, metadata=tiny_metadata(HW, precision="int8"))
     with pytest.raises(ModelError, match=r"m\.int8\.onnx beside m\.onnx was not quantised from it \(m\.onnx / m\.int8\.onnx: "
@@ -214,10 +214,13 @@ def test_engines_refuse_a_stale_sibling_and_auto_runs_without_it(tmp_path):
         load_engine("ort", model, EngineOptions(provider="cpu", threads=1, precision="int8"))
     from perception.engines import auto as auto_mod
 
-    selection = auto_mod.select_engine(model, EngineOptions(threads=1), cache_dir=tmp_path / "probe")
-    assert selection.precision != "int8"
-    int8 = {r.label: r for r in selection.results}["ort-int8"]
-    assert not int8.eligible and "was not quantised from it" in int8.error
+    # --engine auto: the stale file is no candidate at all, said once; a forced int8 is the error.
+    with caplog.at_level(logging.WARNING, logger="perception.engines.auto"):
+        selection = auto_mod.select_engine(model, EngineOptions(threads=1), cache_dir=tmp_path / "probe")
+    assert selection.precision != "int8" and not [r for r in selection.results if r.label.endswith("int8")]
+    assert caplog.text.count("--engine auto leaves out INT8: ") == 1 and "was not quantised from it" in caplog.text
+    with pytest.raises(ModelError, match="was not quantised from it"):
+        auto_mod.cpu_candidates(model, EngineOptions(threads=1, precision="int8"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -440,3 +443,21 @@ def test_openvino_fp32_on_an_int8_file_says_int8(tmp_path, caplog):
                in r.getMessage() for r in caplog.records)
     plain = write_brightness_model(tmp_path / "f.onnx", HW, metadata=tiny_metadata(HW))
     assert load_engine("openvino", plain, EngineOptions(threads=1, precision="fp32")).precision == "fp32"
+
+
+def test_a_tensorrt_engine_s_json_sidecar_gets_the_model_file_checks(tmp_path):
+    """A prebuilt ``.engine`` with a ``.json`` sidecar: its metadata is read as a model's own is
+    (size cap, control characters, normalisation), not trusted as it is."""
+    from perception.engines.tensorrt import metadata_for_engine_file
+
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"not read here")
+    sidecar = tmp_path / "m.json"
+    sidecar.write_text(tiny_metadata(HW).to_json())
+    assert metadata_for_engine_file(engine).model_name == "tiny"
+    sidecar.write_text(tiny_metadata(HW, model_name="a\nb\x1b[31m").to_json())
+    with pytest.raises(ModelError, match=r"m\.json.*model_name holds a control character"):
+        metadata_for_engine_file(engine)
+    sidecar.write_text(" " * (2 << 20))
+    with pytest.raises(ModelError, match=r"m\.json is 2\.1 MB, more than the 1048576 bytes"):
+        metadata_for_engine_file(engine)

@@ -44,7 +44,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from perception.engines.base import INT8_SUFFIX, Engine, EngineOptions
+from perception.engines.base import INT8_SUFFIX, Engine, EngineOptions, check_int8_sibling
 from perception.engines.cpu import cpu_isa, cpu_model
 from perception.engines.probe import (
     MIN_AGREEMENT,
@@ -60,7 +60,7 @@ from perception.engines.probe import (
     streams_for_node,
 )
 from perception.errors import ConfigError, DependencyError, ModelError, PerceptionError
-from perception.modelfile import check_model_path, read_model_metadata
+from perception.modelfile import check_model_path, external_data_files, read_model_metadata
 from perception.signals import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -109,6 +109,9 @@ def probe_key(model_path: Path, options: EngineOptions, candidates: list[Candida
     return {
         "version": PROBE_KEY_VERSION,
         "model_sha256": _sha256(model_path),
+        # Weights kept beside the model (``model.onnx.data``): new weights there change the verdict
+        # too, although the .onnx bytes stay the same.
+        "external_sha256": {p.name: _sha256(p) for p in external_data_files(model_path)},
         "int8_sha256": _sha256(sibling) if sibling else "",
         "cpu": cpu_model(),
         "isa": cpu_isa(),
@@ -212,13 +215,36 @@ def cpu_candidates(model_path: Path, options: EngineOptions) -> list[Candidate]:
         found.append(Candidate("openvino", "fp32"))
         if bf16:
             found.append(Candidate("openvino", "bf16"))
-    if int8_sibling(model_path) is not None:
+    if _paired_int8_sibling(model_path, forced=options.precision == "int8") is not None:
         found.append(Candidate("ort", "int8"))
         if openvino:
             found.append(Candidate("openvino", "int8"))
     if options.precision != "auto":
         found = [c for c in found if c.precision == options.precision]
     return found
+
+
+#: INT8 siblings already said to belong to another model (a warning once per file and process).
+_STALE_WARNED: set[Path] = set()
+
+
+def _paired_int8_sibling(model_path: Path, *, forced: bool) -> Path | None:
+    """The INT8 sibling, when it was quantised from ``model_path`` (``check_int8_sibling``). One left
+    from another model is no candidate: one warning naming both files, or, with a forced
+    ``--precision int8``, the one-line error (there is nothing else to run)."""
+    sibling = int8_sibling(model_path)
+    if sibling is None:
+        return None
+    try:
+        check_int8_sibling(model_path, sibling)
+    except ModelError as exc:
+        if forced:
+            raise
+        if sibling not in _STALE_WARNED:
+            _STALE_WARNED.add(sibling)
+            log.warning("--engine auto leaves out INT8: %s", exc)
+        return None
+    return sibling
 
 
 def _no_candidate(model_path: Path, precision: str) -> PerceptionError:

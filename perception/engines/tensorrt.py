@@ -70,7 +70,15 @@ def metadata_for_engine_file(path: Path) -> ModelMetadata:
     if onnx_path.is_file():
         return read_model_metadata(onnx_path)
     if json_path.is_file():
-        return ModelMetadata.from_json(json_path.read_text(encoding="utf-8"), source=json_path.name)
+        # The checks of a model's own metadata (size cap first, control characters, normalisation).
+        from perception.contracts import METADATA_KEY
+        from perception.modelfile import MAX_METADATA_BYTES, metadata_from_props
+
+        if json_path.stat().st_size > MAX_METADATA_BYTES:
+            raise ModelError(f"{json_path.name} is {json_path.stat().st_size / 1e6:.1f} MB, more than the "
+                             f"{MAX_METADATA_BYTES} bytes (1 MiB) a model's metadata may hold; export the model again")
+        text = json_path.read_text(encoding="utf-8", errors="replace")
+        return metadata_from_props({METADATA_KEY: text}, source=json_path.name)
     raise ModelError(
         f"{path.name} carries no model metadata; put {onnx_path.name} (or {json_path.name}) beside it, "
         "or pass the .onnx model and let the node build the engine"
