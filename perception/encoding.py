@@ -155,7 +155,7 @@ def _encode_png(mask: np.ndarray) -> bytes:
 #: bit depth, colour type. Hand-parsed because OpenCV offers no header-only read: cv2.imdecode
 #: would first allocate whatever size the file claims.
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_IHDR = struct.Struct(">I4sIIBB")
+_PNG_IHDR = struct.Struct(">I4sIIBBBB")
 _PNG_GREY = 0
 
 
@@ -167,7 +167,7 @@ def _check_png_header(payload: memoryview, height: int, width: int) -> None:
     head = bytes(payload[: len(_PNG_SIGNATURE) + _PNG_IHDR.size])
     if len(head) < len(_PNG_SIGNATURE) + _PNG_IHDR.size or not head.startswith(_PNG_SIGNATURE):
         raise DecodeError("png payload is not a readable PNG (no PNG signature and IHDR chunk)")
-    length, kind, png_w, png_h, depth, colour = _PNG_IHDR.unpack_from(head, len(_PNG_SIGNATURE))
+    length, kind, png_w, png_h, depth, colour, method, filtering = _PNG_IHDR.unpack_from(head, len(_PNG_SIGNATURE))
     if kind != b"IHDR" or length != 13:
         raise DecodeError("png payload is not a readable PNG (its first chunk is not IHDR)")
     if (png_h, png_w) != (height, width) or depth != 8 or colour != _PNG_GREY:
@@ -175,34 +175,65 @@ def _check_png_header(payload: memoryview, height: int, width: int) -> None:
             f"png payload is a {png_w}x{png_h} image of bit depth {depth}, colour type {colour}; "
             f"header says 8-bit greyscale {width}x{height}"
         )
+    if method != 0 or filtering != 0:
+        raise DecodeError(f"png payload's IHDR has compression method {method} and filter method {filtering}; "
+                          "PNG defines only 0")
 
 
 _PNG_CHUNK_HEAD = struct.Struct(">I4s")
 _PNG_IHDR_INTERLACE = len(_PNG_SIGNATURE) + 8 + 12  # offset of IHDR's interlace byte
 
 
-def _check_png_chunks(payload: memoryview, height: int, width: int) -> None:
-    """DecodeError unless the PNG's chunks are whole (each within the payload, its CRC right, IEND
-    reached) and its image data inflates to exactly the rows the header declares.
+#: The chunks a reader hands its PNG decoder: ancillary ones (text, ICC profiles, transparency...)
+#: are ignored, as the PNG spec allows, and so is a PLTE, which means nothing in a greyscale image.
+_PNG_KEPT = (b"IHDR", b"IDAT", b"IEND")
+_PNG_CRITICAL = (*_PNG_KEPT, b"PLTE")
+_PNG_IEND = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+_PNG_FILTERS = 5  # a row's filter byte: none, sub, up, average, Paeth
 
-    libpng prints a line to stderr for each PNG it finds cut short, with a bad CRC, or with more
-    image data than its IHDR (one per hostile message, past the subscriber's rate-limited warnings),
-    so a PNG reaches OpenCV only once nothing is left for libpng to complain about. The inflation
-    stops one byte past the declared size, so it allocates no more than the mask itself.
+
+def _chunk_name(kind: bytes) -> str:
+    return repr(kind.decode("latin-1"))
+
+
+def _check_png_chunks(payload: memoryview, height: int, width: int) -> bytes:
+    """The PNG as OpenCV gets it: its signature, IHDR, IDAT chunks and an IEND. DecodeError unless
+    the chunks are whole (each within the payload, its CRC right, IEND reached), each of a type of
+    four letters, IHDR once, no critical chunk but IHDR, PLTE, IDAT and IEND, the IDAT chunks one
+    run, and the image data one whole zlib stream inflating to exactly the rows the header declares,
+    each starting with a filter byte of 0..4.
+
+    libpng prints a line to stderr for each PNG it finds cut short, with a bad CRC, a bad filter
+    byte, more image data than its IHDR, or an ancillary chunk it does not like (one per hostile
+    message, past the subscriber's rate-limited warnings). So a PNG reaches OpenCV only once nothing
+    is left for libpng to complain about, and without its ancillary chunks (which the mask does not
+    need). The inflation stops one byte past the declared size, so it allocates no more than the
+    mask itself.
     """
     data = bytes(payload)
-    offset, idat = len(_PNG_SIGNATURE), []
+    offset, idat, idat_span = len(_PNG_SIGNATURE), [], [0, 0]
     while True:
         if offset + _PNG_CHUNK_HEAD.size + 4 > len(data):
             raise DecodeError("png payload is cut short (no IEND chunk)")
         length, kind = _PNG_CHUNK_HEAD.unpack_from(data, offset)
         end = offset + _PNG_CHUNK_HEAD.size + length
         if end + 4 > len(data):
-            raise DecodeError(f"png payload is cut short (its {kind!r} chunk runs past the end)")
+            raise DecodeError(f"png payload is cut short (its {_chunk_name(kind)} chunk runs past the end)")
         if zlib.crc32(data[offset + 4:end]) != int.from_bytes(data[end:end + 4], "big"):
-            raise DecodeError(f"png payload's {kind!r} chunk has a bad CRC")
+            raise DecodeError(f"png payload's {_chunk_name(kind)} chunk has a bad CRC")
+        if not kind.isalpha():
+            raise DecodeError(f"png payload has a chunk of type {_chunk_name(kind)}, not four ASCII letters")
+        if kind == b"IHDR" and offset != len(_PNG_SIGNATURE):
+            raise DecodeError("png payload has a second IHDR chunk")
+        if kind[:1].isupper() and kind not in _PNG_CRITICAL:
+            raise DecodeError(f"png payload has an unknown critical chunk {_chunk_name(kind)}")
         if kind == b"IDAT":
+            if idat and idat_span[1] != offset:
+                raise DecodeError("png payload's IDAT chunks are not consecutive")
+            if not idat:
+                idat_span[0] = offset
             idat.append(data[offset + _PNG_CHUNK_HEAD.size:end])
+            idat_span[1] = end + 4
         offset = end + 4
         if kind == b"IEND":
             break
@@ -211,7 +242,8 @@ def _check_png_chunks(payload: memoryview, height: int, width: int) -> None:
     rows = height * (width + 1)  # 8-bit greyscale: a filter byte and the pixels, each row
     inflater = zlib.decompressobj()
     try:
-        size = len(inflater.decompress(b"".join(idat), rows + 1))
+        raw = inflater.decompress(b"".join(idat), rows + 1)
+        size = len(raw)
         if size == rows and not inflater.eof:  # the stream's end (and checksum) may still follow
             size += len(inflater.decompress(inflater.unconsumed_tail, 1))
     except zlib.error as exc:
@@ -222,13 +254,19 @@ def _check_png_chunks(payload: memoryview, height: int, width: int) -> None:
     if not inflater.eof or inflater.unused_data:
         raise DecodeError("png payload's image data is not one whole zlib stream "
                           f"({'bytes follow its end' if inflater.eof else 'its end is missing'})")
+    filters = np.frombuffer(raw, dtype=np.uint8)[:: width + 1]
+    if (bad := np.flatnonzero(filters >= _PNG_FILTERS)).size:
+        raise DecodeError(f"png payload has a bad adaptive filter value ({filters[bad[0]]} starts row {bad[0]}; "
+                          f"PNG defines 0..{_PNG_FILTERS - 1})")
+    ihdr_end = len(_PNG_SIGNATURE) + _PNG_CHUNK_HEAD.size + 13 + 4
+    return data[:ihdr_end] + data[idat_span[0]:idat_span[1]] + _PNG_IEND
 
 
 def _decode_png(payload: memoryview, height: int, width: int) -> np.ndarray:
     _check_png_header(payload, height, width)
-    _check_png_chunks(payload, height, width)
+    critical = _check_png_chunks(payload, height, width)
     try:
-        image = cv2.imdecode(np.frombuffer(payload, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+        image = cv2.imdecode(np.frombuffer(critical, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
         raise DecodeError(f"png payload is not a readable PNG ({str(exc).strip().splitlines()[-1][:120]})") from None
     if image is None:
@@ -236,6 +274,18 @@ def _decode_png(payload: memoryview, height: int, width: int) -> np.ndarray:
     if image.dtype != np.uint8 or image.shape != (height, width):
         raise DecodeError(f"png payload is {image.dtype} {image.shape}, header says uint8 ({height}, {width})")
     return image
+
+
+def max_payload_bytes(max_pixels: int) -> int:
+    """The largest payload of a valid mask of at most ``max_pixels`` pixels, in any encoding: ``rle``
+    at worst one 5-byte run a pixel (``5N``), ``mono8`` ``N``, ``bitpack`` ``N/8``, ``png`` its rows
+    (a filter byte and the pixels each) deflated, at worst a little larger than they are, in IDAT
+    chunks of 8 KiB (libpng's, as the node writes them) plus signature, IHDR and IEND."""
+    n = max_pixels
+    rows = n + min(n, contracts.MAX_MASK_SIDE)  # at most MAX_MASK_SIDE rows (or n), a filter byte each
+    deflated = rows + rows // 8 + rows // 64 + 11  # zlib's most conservative deflateBound, with its wrapper
+    png = len(_PNG_SIGNATURE) + 25 + deflated + 12 * -(-deflated // 8192) + len(_PNG_IEND)
+    return max(_RLE_RUN.itemsize * n, n, -(-n // 8), png)
 
 
 ENCODING_REGISTRY: Registry[Codec] = Registry("encoding")

@@ -14,7 +14,11 @@ message per topic (ZMQ_CONFLATE cannot do this: it does not support multipart me
 Reconnection is ZeroMQ's own: a SUB socket keeps trying to reach the publisher, every
 ``reconnect_ivl_ms`` at first and backing off to ``reconnect_ivl_max_ms``, and resends its
 subscriptions when the publisher comes back, so a restarted node is picked up without any action
-here (its ``seq`` then starts again).
+here (its ``seq`` then starts again). One case ZeroMQ does not reconnect: a publisher that sends a
+frame larger than ``max_frame_bytes`` (``ZMQ_MAXMSGSIZE``) is cut off for good, as after any
+protocol error. A socket monitor sees that (a connection dropped with no reconnect to follow), and
+the subscriber connects again itself, with a rate-limited warning naming the endpoint and the
+limit, counted in ``counters.reconnects``.
 
 Every received message is untrusted: the topic, the header (bounded JSON, every field against the
 schema in ``perception/contracts.py``) and the payload (its size against the declared geometry,
@@ -26,6 +30,7 @@ skipped, never raised; the 1st, 10th, 100th and every 1000th of each kind is log
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
@@ -36,7 +41,7 @@ import zmq
 
 from perception import contracts
 from perception.config import short
-from perception.encoding import DecodeError, codec_for_compression
+from perception.encoding import DecodeError, codec_for_compression, max_payload_bytes
 from perception.errors import ConfigError, PublishError
 from perception.wire import (
     WireError,
@@ -60,6 +65,11 @@ _FRAME_PIXEL_FACTOR = 4
 # Upper bound on messages taken off the socket in one keep-latest drain, so a publisher that is
 # faster than this reader cannot keep recv() from returning.
 _MAX_DRAIN = 10_000
+# How long after a dropped connection ZeroMQ has to announce its own reconnect (it does so at once,
+# in the same I/O thread step) before the subscriber takes the connection for dead and reconnects.
+_RECONNECT_GRACE_S = 0.1
+# The socket monitor events the subscriber watches (see MaskSubscriber._watch_connections).
+_MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
 
 
 @dataclass
@@ -76,12 +86,15 @@ class Message(WireMessage):
 @dataclass
 class SubscribeCounters:
     """``received``: valid messages returned; ``malformed`` / ``version_mismatch``: skipped;
-    ``superseded``: older messages replaced by a newer one of the same topic (keep_latest)."""
+    ``superseded``: older messages replaced by a newer one of the same topic (keep_latest);
+    ``reconnects``: connections ZeroMQ dropped for good (a frame over ``max_frame_bytes``, or
+    another protocol error) that the subscriber made again."""
 
     received: int = 0
     malformed: int = 0
     version_mismatch: int = 0
     superseded: int = 0
+    reconnects: int = 0
 
 
 def decode_message(
@@ -205,9 +218,13 @@ def _decode_frame(topic: str, header: dict[str, Any], raw: list[memoryview], rec
 
 
 def max_frame_bytes(max_mask_pixels: int) -> int:
-    """The largest message frame a subscriber takes off the wire (ZMQ_MAXMSGSIZE): a mask payload
-    of ``max_mask_pixels`` (a PNG may be slightly larger than its pixels) or a JSON payload."""
-    return max(max_mask_pixels + max_mask_pixels // 64 + 64 * 1024, contracts.MAX_JSON_PAYLOAD_BYTES)
+    """The largest frame of a valid message, which is what a subscriber takes off the wire
+    (``ZMQ_MAXMSGSIZE``): a mask payload of at most ``max_mask_pixels`` in its largest encoding
+    (``encoding.max_payload_bytes``: ``rle``, 5 bytes a pixel at worst), a JSON payload, a header or
+    a topic. It comes to ``max(5 * max_mask_pixels, MAX_JSON_PAYLOAD_BYTES)``, the README's rule,
+    which the C and JavaScript readers apply (``tests/test_subscriber_limits.py`` holds the two equal)."""
+    return max(max_payload_bytes(max_mask_pixels), contracts.MAX_JSON_PAYLOAD_BYTES, contracts.MAX_HEADER_BYTES,
+               contracts.MAX_TOPIC_BYTES)
 
 
 class MaskSubscriber:
@@ -228,8 +245,9 @@ class MaskSubscriber:
             then misses at most about a quarter of a second of it, for one connect attempt per
             250 ms while the node is away.
         max_mask_pixels: largest decoded mask accepted (height * width); bigger ones are skipped
-            as malformed before anything is allocated. Frames larger than such a mask could be
-            are refused by ZeroMQ itself (``ZMQ_MAXMSGSIZE``, the sender is disconnected).
+            as malformed before anything is allocated. Frames larger than any valid message of such
+            masks holds (``max_frame_bytes``) are refused by ZeroMQ itself (``ZMQ_MAXMSGSIZE``: it
+            drops the connection; the subscriber connects again, with a warning).
         split_frames: an atomic frame message (``perception run --atomic-frames``) is returned
             as its mask messages, one per ``recv``, each on its own topic (so consumers of
             per-topic masks work unchanged; all masks of the frame arrived or none did). False
@@ -299,14 +317,25 @@ class MaskSubscriber:
         self.last_error: str | None = None
         self._exact = set(self.topics) if self.topics is not None else None
         self._pending: dict[str, list[zmq.Frame]] = {}
+        self.max_frame_bytes = max_frame_bytes(max_mask_pixels)
+        # The endpoints whose connection is up (handshake done), and when ZeroMQ dropped one without
+        # announcing a reconnect (monotonic seconds; see _watch_connections).
+        self._up: set[str] = set()
+        self._dropped: dict[str, float] = {}
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.SUB)
+        self._monitor: zmq.Socket | None = None
         try:
             self._socket.linger = 0
             self._socket.rcvhwm = rcvhwm
             self._socket.reconnect_ivl = reconnect_ivl_ms
             self._socket.reconnect_ivl_max = reconnect_ivl_max_ms
-            self._socket.maxmsgsize = max_frame_bytes(max_mask_pixels)
+            self._socket.maxmsgsize = self.max_frame_bytes
+            self._monitor = self._socket.get_monitor_socket(_MONITOR_EVENTS)
+            self._monitor.linger = 0
+            self._poller = zmq.Poller()
+            self._poller.register(self._socket, zmq.POLLIN)
+            self._poller.register(self._monitor, zmq.POLLIN)
             if is_ipv6_literal(host):
                 self._socket.ipv6 = True
             if curve_server_key is not None:
@@ -330,13 +359,53 @@ class MaskSubscriber:
         while True:
             if self._split:
                 return self._split.popleft()
+            self._watch_connections()
             msg = self._take_latest() if self.keep_latest else self._take_next()
             if msg is not None:
                 return msg
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            self._socket.poll(max(1, int(remaining * 1000)), zmq.POLLIN)
+            if self._dropped:  # come back when the grace period of a dropped connection is over
+                remaining = min(remaining, _RECONNECT_GRACE_S)
+            self._poller.poll(max(1, int(remaining * 1000)))
+
+    def _watch_connections(self) -> None:
+        """Reconnect what ZeroMQ dropped for good. A connection dropped by the network or by a node
+        that stopped is followed at once by ZeroMQ's own reconnect (``EVENT_CONNECT_RETRIED``); one
+        it refused for a protocol error, above all a frame over ``ZMQ_MAXMSGSIZE``, is not, and the
+        subscriber would hear nothing from that endpoint again. So a connection that was up and is
+        dropped without a reconnect announced within ``_RECONNECT_GRACE_S`` is made again here."""
+        if self._monitor is None:
+            return
+        while self._monitor.poll(0):
+            # Imported here: zmq.utils.monitor imports asyncio, tens of ms of every start (the
+            # node's and every subscriber's), for the first event only.
+            from zmq.utils.monitor import recv_monitor_message
+
+            event = recv_monitor_message(self._monitor)
+            where = event["endpoint"].decode("utf-8", "replace")  # as connect() was given it
+            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._up.add(where)
+                self._dropped.pop(where, None)
+            elif event["event"] == zmq.EVENT_DISCONNECTED and where in self._up:
+                self._up.discard(where)
+                self._dropped[where] = time.monotonic()
+            elif event["event"] == zmq.EVENT_CONNECT_RETRIED:
+                self._dropped.pop(where, None)
+        now = time.monotonic()
+        for endpoint, since in list(self._dropped.items()):
+            if now - since < _RECONNECT_GRACE_S:
+                continue
+            del self._dropped[endpoint]
+            with contextlib.suppress(zmq.ZMQError):  # its session is gone already
+                self._socket.disconnect(endpoint)
+            self._socket.connect(endpoint)
+            self.counters.reconnects += 1
+            self._report(f"ZeroMQ dropped the connection to {endpoint} for a protocol error and would not reconnect; "
+                         f"most likely the publisher sent a frame over {self.max_frame_bytes} bytes, more than any valid "
+                         f"message of masks up to {self.max_mask_pixels} pixels holds (ZMQ_MAXMSGSIZE; "
+                         "--max-mask-pixels raises it); reconnected", self.counters.reconnects)
 
     def _recv_frames(self) -> list[zmq.Frame] | None:
         try:
@@ -422,6 +491,9 @@ class MaskSubscriber:
         self._teardown()
 
     def _teardown(self) -> None:
+        if self._monitor is not None and not self._monitor.closed:
+            self._socket.disable_monitor()
+            self._monitor.close(linger=0)
         if not self._socket.closed:
             self._socket.close(linger=0)
         if not self._context.closed:

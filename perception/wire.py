@@ -166,7 +166,7 @@ def dump_header(header: dict[str, Any]) -> bytes:
 
 
 _KIND_TYPES: dict[str, tuple[type, ...]] = {
-    "int": (int, float), "number": (int, float), "str": (str,), "object": (dict,), "bool": (bool,), "ns": (str, int),
+    "int": (int, float), "number": (int, float), "str": (str,), "object": (dict,), "bool": (bool,), "ns": (str,),
     "list": (list,),
 }
 _KIND_NAMES = {"int": "int", "number": "number", "str": "str", "object": "dict", "bool": "bool", "list": "list",
@@ -194,12 +194,11 @@ def _check_value(value: Any, rule: contracts.FieldRule, where: str) -> Any:
             raise WireError(f"{where} is {short(value)}, expected int")
         value = int(value)
     if rule.kind == "ns":
-        # Wire version 2 sends decimal strings; an integer is accepted too (a header dict written by
-        # a Python tool with plain json.dumps, e.g. a recording's /meta channel) and checked alike.
-        if isinstance(value, str):
-            if rule.max_len is not None and len(value) > rule.max_len or not _DECIMAL.fullmatch(value):
-                raise WireError(f"{where} is {short(value)}, expected {_KIND_NAMES['ns']} of at most {rule.max_len} digits")
-            value = int(value)
+        # Wire version 2 sends decimal strings only (a JSON number is refused, as by the C and
+        # JavaScript readers, whose parsers would round it: about 1.8e18 is beyond 2^53).
+        if rule.max_len is not None and len(value) > rule.max_len or not _DECIMAL.fullmatch(value):
+            raise WireError(f"{where} is {short(value)}, expected {_KIND_NAMES['ns']} of at most {rule.max_len} digits")
+        value = int(value)
         if not rule.low <= value <= rule.high:
             raise WireError(f"{where} is {short(value)}, outside {_bound(rule.low)}..{_bound(rule.high)}")
         return value

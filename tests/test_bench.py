@@ -870,7 +870,9 @@ def test_the_peak_rate_trials_and_the_report_use_the_pub_seq_split(tiny_model, m
     assert "| sequence numbers missing at subscriber | 6 |" in md
     assert "|   of which dropped by the node (never published) | 6 |" in md
     assert "|   of which lost after the node (ZeroMQ queue full) | 0 |" in md
-    assert "| 240.00 | 12.00 | 6.00 | 12 | 6 | 6 | 0 | no | - |" in md  # the trials: missing, dropped, lost
+    # the trials: missing, dropped, lost, and the verdict (the camera gave 12 of the 240 FPS asked)
+    assert ("| 240.00 | 12.00 | 6.00 | 12 | 6 | 6 | 0 | the source delivered 12.00 of the 240.00 FPS requested; "
+            "the node dropped 6 of its 12 frames | - |") in md
     assert "missing at subscriber 6 (dropped by the node 6, lost after it 0)" in summary_text({"pipeline": run})
 
 

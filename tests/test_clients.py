@@ -13,6 +13,7 @@ libzmq/cJSON/libpng/zlib development files (pkg-config), Node.js with ``clients/
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import itertools
 import json
@@ -22,6 +23,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -54,7 +56,11 @@ def _c_client() -> tuple[list[str] | None, str]:
     if missing:
         return None, (f"pkg-config finds no {', '.join(missing)}; on Debian: apt-get install libzmq3-dev libcjson-dev "
                       "libpng-dev zlib1g-dev")
-    built = subprocess.run(["make", "-s", "-C", str(C_DIR)], capture_output=True, text=True)
+    # One build at a time: test files that run the clients may run in parallel (pytest-xdist), and
+    # one must not start a binary another one's make is still writing.
+    with open(Path(tempfile.gettempdir()) / "perception_sub.build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        built = subprocess.run(["make", "-s", "-C", str(C_DIR)], capture_output=True, text=True)
     if built.returncode != 0:
         return None, f"make -C clients/c failed: {built.stderr.strip()[-400:]}"
     return [str(C_DIR / "perception_sub")], ""
@@ -104,10 +110,27 @@ def test_reference_subscribers_refuse_bad_flag_values(name):
     for flag, value in BAD_FLAGS:
         done = subprocess.run([*cmd, flag, value], capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and done.stderr.count("\n") == 1 and flag in done.stderr, (flag, value, done.stderr)
-    # The largest value runs (nothing listens on the endpoint: it stops after its --duration).
+    # The largest value runs (nothing listens on the endpoint: it stops after its --duration, saying
+    # that nothing arrived, with exit status 4 as perception listen).
     done = subprocess.run([*cmd, "--endpoint", "tcp://127.0.0.1:9", "--max-mask-pixels", "268435456", "--duration", "0.1"],
                           capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 4 and "no messages received from tcp://127.0.0.1:9" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("name", ["c", "js"])
+def test_a_client_that_receives_nothing_ends_after_idle_with_one_line_and_status_4(name):
+    """--idle counts from the start until a message arrives (it once counted only after one, so a
+    client on the wrong endpoint never ended); nothing at all received is one line and exit status
+    4, as `perception listen` ends."""
+    cmd, reason = (_c_client if name == "c" else _js_client)()
+    if cmd is None:
+        pytest.skip(f"the {name} subscriber cannot run here: {reason}")
+    done = subprocess.run([*cmd, "--endpoint", "tcp://127.0.0.1:9", "--topic", f"{NS}/lane", "--idle", "0.3"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 4, done.stderr
+    assert done.stderr.count("\n") == 1 and re.search(
+        r"error: no messages received from tcp://127\.0\.0\.1:9 in 0\.\d s; is the node running\? check --endpoint / --topic",
+        done.stderr), done.stderr
 
 
 @pytest.fixture(scope="module")
@@ -560,12 +583,13 @@ REASONS = {
 
 def _accepted_extras(seq: int) -> list[list[bytes]]:
     """Good mask messages that only some readers once took: every integer field written as an
-    integral float (2.0, 2e0); strings of 200 and 256 characters that are longer in bytes (frame_id
-    as raw UTF-8) and in UTF-16 units (model_id, 4-byte characters as escaped pairs); a png whose
-    image data is split in two IDAT chunks, with bytes after its IEND; one whose zlib stream's
-    checksum is an IDAT of its own, and one with an empty IDAT after its stream; a frame_id holding
-    the text \\u0000 (an escaped backslash, not a NUL) and characters that are not control
-    characters (U+00A0, U+200B, U+2027)."""
+    integral float (2.0, 2e0); a png with tRNS (once refused by the JavaScript reader), PLTE and
+    zTXt chunks (ignored by every reader); strings of 200 and 256 characters that are longer in
+    bytes (frame_id as raw UTF-8) and in UTF-16 units (model_id, 4-byte characters as escaped
+    pairs); a png whose image data is split in two IDAT chunks, with bytes after its IEND; one whose
+    zlib stream's checksum is an IDAT of its own, and one with an empty IDAT after its stream; a
+    frame_id holding the text \\u0000 (an escaped backslash, not a NUL) and characters that are not
+    control characters (U+00A0, U+200B, U+2027)."""
     floats = _mask_message(seq, "rle", topic="good")
     long_strings = _mask_message(seq + 1, "none", topic="good")
     header = json.loads(long_strings[1])
@@ -574,7 +598,9 @@ def _accepted_extras(seq: int) -> list[list[bytes]]:
     raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
     png_head = dump_header(good_header(compression="png", seq=seq + 2))
     escaped = _mask_message(seq + 3, "none", topic="good")
+    ancillary = png_chunk(b"tRNS", b"\0\x0a") + png_chunk(b"PLTE", bytes(3)) + png_chunk(b"zTXt", b"k\0\0" + zlib.compress(bytes(10**6)))
     return [[floats[0], _integral_floats(floats[1]), floats[2]],
+            [floats[0], png_head, _png(2, extra=ancillary)],
             [long_strings[0], raw.replace("😀".encode() * 256, b"\\ud83d\\ude00" * 256), long_strings[2]],
             [floats[0], png_head, _png(2, split=True, end=png_chunk(b"IEND", b"") + b"after IEND")],
             [floats[0], png_head, _png(2, split=True, split_at=-4)],

@@ -8,18 +8,21 @@ good messages), and a decode bomb leaves ``listen``'s peak RSS under 300 MB.
 from __future__ import annotations
 
 import json
+import pickle
 import signal
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import zmq
-from hostile import NS, TOPIC, good_header, good_message, hostile_messages, png_bomb, rle_run
+from hostile import NS, TOPIC, good_header, good_message, hostile_messages, png_bomb, png_chunk, rle_run
 
 from perception import contracts
 from perception.encoding import DecodeError, get_codec
@@ -52,7 +55,8 @@ def test_decode_bombs_are_refused_before_allocating(monkeypatch):
     ("field", "value", "message"),
     [
         ("capture_ns", 10**400, "integer literal of 401 characters"),
-        ("capture_ns", 2**63, "capture_ns' is 9223372036854775808, outside"),
+        ("capture_ns", str(2**63), "capture_ns' is 9223372036854775808, outside"),
+        ("capture_ns", 1_700_000_000_000_000_000, "capture_ns' is 1700000000000000000, expected a decimal string"),
         ("seq", -1, "seq' is -1, outside"),
         ("height", 0, "height' is 0, outside"),
         ("compression", "zip", "compression' is 'zip', expected one of"),
@@ -65,9 +69,70 @@ def test_decode_bombs_are_refused_before_allocating(monkeypatch):
     ],
 )
 def test_every_header_field_is_checked_against_the_contract_schema(field, value, message):
-    frames = [TOPIC.encode(), json.dumps({**good_header(), field: value}).encode(), bytes(6)]
+    header = json.loads(dump_header(good_header()))  # as the wire has it: nanoseconds as decimal strings
+    frames = [TOPIC.encode(), json.dumps({**header, field: value}).encode(), bytes(6)]
     with pytest.raises(WireError, match=message):
         decode_message(frames)
+
+
+def _png(*chunks: bytes, filters: bytes = bytes(5), idat_split_by: bytes | None = None, ihdr_tail: bytes = bytes(3)) -> bytes:
+    """A 7x5 greyscale PNG with ``chunks`` before its image data (``idat_split_by``: a chunk between
+    two IDAT chunks), its rows starting with ``filters``, its IHDR ending with ``ihdr_tail``
+    (compression method, filter method, interlace)."""
+    data = zlib.compress(b"".join(bytes([f]) + bytes(range(10 * r, 10 * r + 7)) for r, f in enumerate(filters)))
+    idat = (png_chunk(b"IDAT", data) if idat_split_by is None
+            else png_chunk(b"IDAT", data[:6]) + idat_split_by + png_chunk(b"IDAT", data[6:]))
+    ihdr = png_chunk(b"IHDR", struct.pack(">II", 7, 5) + b"\x08\x00" + ihdr_tail)
+    return b"\x89PNG\r\n\x1a\n" + ihdr + b"".join(chunks) + idat + png_chunk(b"IEND", b"")
+
+
+# Each once made libpng print a line on stderr in the Python reader (hunt 6d, 1.2), past the
+# subscriber's rate-limited warnings. None: decoded, as the plain PNG; else the skip reason.
+SILENT_PNGS = {
+    "plain": (_png(), None),
+    "bad filter byte": (_png(filters=b"\0\0\x09\0\0"), "bad adaptive filter value (9 starts row 2"),
+    "zTXt inflating to 10 MB": (_png(png_chunk(b"zTXt", b"k\0\0" + zlib.compress(b"a" * 10**7, 9))), None),
+    "iCCP inflating to 10 MB": (_png(png_chunk(b"iCCP", b"k\0\0" + zlib.compress(b"a" * 10**7, 9))), None),
+    "PLTE in a greyscale image": (_png(png_chunk(b"PLTE", bytes(6))), None),
+    "tRNS of the wrong length": (_png(png_chunk(b"tRNS", bytes(3))), None),
+    "sBIT 9": (_png(png_chunk(b"sBIT", b"\x09")), None),
+    "two gAMA": (_png(png_chunk(b"gAMA", bytes(4)), png_chunk(b"gAMA", bytes(4))), None),
+    "IEND with data": (_png()[:-12] + png_chunk(b"IEND", b"xx"), None),
+    "tEXt between IDAT chunks": (_png(idat_split_by=png_chunk(b"tEXt", b"a\0b")), "IDAT chunks are not consecutive"),
+    "unknown critical chunk": (_png(png_chunk(b"ABCD", b"x")), "unknown critical chunk 'ABCD'"),
+    "chunk type of digits": (_png(png_chunk(b"1234", b"x")), "not four ASCII letters"),
+    "second IHDR": (_png(png_chunk(b"IHDR", bytes(13))), "second IHDR chunk"),
+    "IHDR compression method 1": (_png(ihdr_tail=b"\x01\x00\x00"), "compression method 1 and filter method 0"),
+}
+_DECODE_EACH = """
+import json, pickle, sys, zlib
+from perception.subscribe import decode_message
+for name, frames in pickle.load(open(sys.argv[1], "rb")):
+    try:
+        print(json.dumps([name, zlib.crc32(decode_message(frames).data.tobytes())]))
+    except Exception as exc:
+        print(json.dumps([name, f"{type(exc).__name__}: {exc}"]))
+"""
+
+
+def test_no_hostile_png_makes_libpng_print_a_line(tmp_path):
+    """The reader refuses bad filter bytes and chunk layouts itself, naming why, and hands OpenCV
+    only IHDR, IDAT and IEND (ancillary chunks and PLTE are ignored): libpng finds nothing to print
+    on stderr. In a subprocess, so that its stderr (fd 2) is all there is."""
+    header = dump_header(good_header(height=5, width=7, compression="png", values="class_ids"))
+    cases = [(name, [f"{NS}/class_map".encode(), header, png]) for name, (png, _) in SILENT_PNGS.items()]
+    (tmp_path / "cases.pkl").write_bytes(pickle.dumps(cases))
+    done = subprocess.run([sys.executable, "-c", _DECODE_EACH, str(tmp_path / "cases.pkl")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    got = dict(json.loads(line) for line in done.stdout.splitlines())
+    plain = got["plain"]
+    assert isinstance(plain, int)
+    for name, (_, reason) in SILENT_PNGS.items():
+        if reason is None:
+            assert got[name] == plain, (name, got[name])
+        else:
+            assert got[name].startswith("DecodeError: png payload") and reason in got[name], (name, got[name])
 
 
 @pytest.mark.parametrize("topic", ["..", ".", "../../etc", "a/../../b", "x" * 256, "/", "perception/front/lane"])

@@ -10,7 +10,12 @@
  * the geometry), decodes every payload encoding (none, bitpack, rle, png), splits atomic frames,
  * keeps the latched <ns>/info class table, and prints one JSON line per message on stdout.
  * A message that fails a check is skipped with one line on stderr; nothing from the network can
- * crash it or make it allocate more than one mask of --max-mask-pixels.
+ * crash it. It allocates a mask only once its size is checked: at most one of --max-mask-pixels
+ * for a mask message, 4 x --max-mask-pixels in all for an atomic frame (all its masks are decoded
+ * before any is printed). ZeroMQ takes frames of at most max(5 x --max-mask-pixels, 1 MiB) bytes
+ * (ZMQ_MAXMSGSIZE: the largest frame of a valid message, an rle payload at worst); a publisher that
+ * sends a larger one is cut off by ZeroMQ for good, so a socket monitor watches for a connection
+ * dropped without ZeroMQ's own reconnect, and the client says so on stderr and connects again.
  *
  * The rules every reader (Python, C, JavaScript) follows alike, so that one message is taken or
  * refused by all three: JSON is strict RFC 8259 UTF-8 (cJSON alone would take 01, bytes after the
@@ -26,9 +31,12 @@
  * on stats, obstacles, info or frame); an <ns>/info document has the README's schema (wire_version,
  * model_id, unknown_id, classes of unique ids with name and color_rgb [r, g, b] in 0..255); an atomic
  * frame's mask names are relative, without empty, '.' or '..' parts, not ending in a reserved name,
- * and make valid topics; a png's chunks are whole with their CRCs right up to IEND, and its image
- * data is one whole zlib stream (checksum included, nothing after it) that inflates to exactly the
- * declared rows.
+ * and make valid topics; a png's IHDR has compression and filter method 0, its chunks are whole with
+ * their CRCs right up to IEND, each of a type of four letters, IHDR once, no critical chunk but IHDR,
+ * PLTE, IDAT and IEND, the IDAT chunks one run, and its image data is one whole zlib stream
+ * (checksum included, nothing after it) that inflates to exactly the declared rows, each starting
+ * with a filter byte of 0..4; libpng then reads only IHDR, the IDAT chunks and IEND (ancillary
+ * chunks, and a PLTE, which means nothing in a greyscale image, are ignored).
  *
  *   make -C clients/c
  *   clients/c/perception_sub --endpoint tcp://127.0.0.1:5556 --namespace perception/front
@@ -43,7 +51,10 @@
  *
  * Output lines (JSON): {"kind":"mask","topic",...,"crc32","dump_offset"} per mask (the decoded
  * bytes go to --dump FILE at dump_offset), {"kind":"json",...} per JSON document, with the
- * parsed class table for <ns>/info. At the end one summary line goes to stderr.
+ * parsed class table for <ns>/info. At the end one summary line goes to stderr. When nothing at all
+ * arrived (no node there, a wrong --endpoint or --namespace) it ends instead with one line, "no
+ * messages received from E in S s; is the node running? ...", and exit status 4, as
+ * `perception listen` does.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <cjson/cJSON.h>
@@ -77,8 +88,12 @@
 #define FRAME_PIXEL_FACTOR 4
 #define MAX_PARTS (2 + 2 * MAX_FRAME_MASKS)
 #define WIRE_VERSION 2
-/* seq and pub_seq are JSON numbers; a double holds them exactly up to 2^53. */
+/* seq and pub_seq are JSON numbers; a double holds every integer exactly up to 2^53, but 2^53 itself
+ * is also what 2^53 + 1 parses to: header integers are taken up to 2^53 - 1. */
 #define EXACT_DOUBLE_INT 9007199254740992.0
+#define MAX_WIRE_INT 9007199254740991.0
+/* rle, the largest encoding: a 5-byte run a pixel at worst. */
+#define RLE_RUN_BYTES 5
 #define MAX_INFOS 64
 
 static volatile sig_atomic_t stop_requested = 0;
@@ -95,7 +110,7 @@ typedef struct {
     int n_frame_topics;
     int64_t count;       /* stop after this many masks (0: no limit) */
     double duration_s;   /* stop after this many seconds (0: no limit) */
-    double idle_s;       /* stop after this long without a message, once one arrived (0: never) */
+    double idle_s;       /* stop after this long without a message (from the start until one arrives; 0: never) */
     uint64_t max_pixels;
     FILE *dump;
 } options_t;
@@ -500,9 +515,9 @@ static int parse_mask_header(const cJSON *h, mask_header_t *m) {
         return -1;
     if (get_int(h, "height", 1, MAX_MASK_SIDE, &m->height) < 0 || get_int(h, "width", 1, MAX_MASK_SIDE, &m->width) < 0 ||
         get_string(h, "encoding", &encoding) < 0 || get_int(h, "is_bigendian", 0, 1, &bigendian) < 0 ||
-        get_int(h, "step", 0, EXACT_DOUBLE_INT, &step) < 0 || get_string(h, "compression", &m->compression) < 0 ||
-        get_string(h, "values", &m->values) < 0 || get_int(h, "seq", 0, EXACT_DOUBLE_INT, &m->seq) < 0 ||
-        get_int(h, "pub_seq", 0, EXACT_DOUBLE_INT, &m->pub_seq) < 0 || get_ns(h, "capture_ns", &m->capture_ns) < 0 ||
+        get_int(h, "step", 0, MAX_WIRE_INT, &step) < 0 || get_string(h, "compression", &m->compression) < 0 ||
+        get_string(h, "values", &m->values) < 0 || get_int(h, "seq", 0, MAX_WIRE_INT, &m->seq) < 0 ||
+        get_int(h, "pub_seq", 0, MAX_WIRE_INT, &m->pub_seq) < 0 || get_ns(h, "capture_ns", &m->capture_ns) < 0 ||
         get_ns(h, "publish_ns", &m->publish_ns) < 0 || get_string(h, "model_id", &m->model_id) < 0)
         return -1;
     if (strcmp(encoding, "mono8") != 0 || step != m->width || bigendian != 0)
@@ -548,17 +563,33 @@ static int parse_mask_header(const cJSON *h, mask_header_t *m) {
 /* Payload decoders: the declared size is checked before anything is allocated.               */
 /* ------------------------------------------------------------------------------------------ */
 
+/* What libpng reads: the PNG's signature and IHDR, its run of IDAT chunks and an IEND, one after
+ * the other (ancillary chunks and a PLTE are left out: check_png_chunks). */
 typedef struct {
-    const unsigned char *data;
-    size_t size, pos;
+    const unsigned char *data[3];
+    size_t size[3];
+    int part;
+    size_t pos;
 } png_source_t;
 
 static void png_read_memory(png_structp png, png_bytep out, png_size_t n) {
     png_source_t *src = (png_source_t *)png_get_io_ptr(png);
-    if (n > src->size - src->pos) png_error(png, "truncated");
-    memcpy(out, src->data + src->pos, n);
-    src->pos += n;
+    while (n > 0) {
+        if (src->part == 3) png_error(png, "truncated");
+        size_t take = src->size[src->part] - src->pos;
+        if (take > n) take = n;
+        memcpy(out, src->data[src->part] + src->pos, take);
+        out += take;
+        n -= take;
+        src->pos += take;
+        if (src->pos == src->size[src->part]) {
+            src->part++;
+            src->pos = 0;
+        }
+    }
 }
+
+static const unsigned char png_iend[12] = {0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xae, 0x42, 0x60, 0x82};
 
 static void png_quiet_warning(png_structp png, png_const_charp msg) { (void)png; (void)msg; }
 
@@ -569,27 +600,48 @@ static void png_fail(png_structp png, png_const_charp msg) {
 
 static uint32_t be32(const unsigned char *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
 
-/* The PNG's chunks whole (each within the payload, its CRC right, IEND reached), the image not
- * interlaced (Adam7 rows come in passes of other sizes; no node sends them), and its image data one whole zlib stream (its end and Adler-32 there, no byte after it in
- * the IDAT data) inflating to exactly the declared rows (a filter byte and the pixels each), as every
- * reader checks: libpng alone would take more rows than the IHDR says (it warns and drops them), a
- * stream without its checksum, or data after the stream. The inflation counts into a small buffer
- * and stops one byte past the declared size. */
-static int check_png_chunks(const unsigned char *p, size_t n, uint32_t height, uint32_t width) {
-    size_t offset = 8;
+static int is_letter(unsigned char c) { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z'); }
+
+/* The PNG's chunks whole (each within the payload, its CRC right, IEND reached), each of a type of
+ * four letters, IHDR once, no critical chunk (its type's first letter upper case) but IHDR, PLTE,
+ * IDAT and IEND, the IDAT chunks one run (*idat_at, *idat_len: where it lies), the image not
+ * interlaced (Adam7 rows come in passes of other sizes; no node sends them), and its image data one
+ * whole zlib stream (its end and Adler-32 there, no byte after it in the IDAT data) inflating to
+ * exactly the declared rows (a filter byte of 0..4 and the pixels each), as every reader checks:
+ * libpng alone would take more rows than the IHDR says (it warns and drops them), a stream without
+ * its checksum, or data after the stream. The inflation counts into a small buffer and stops one
+ * byte past the declared size. */
+static int check_png_chunks(const unsigned char *p, size_t n, uint32_t height, uint32_t width, size_t *idat_at,
+                            size_t *idat_len) {
+    size_t offset = 8, idat_end = 0;
+    *idat_at = *idat_len = 0;
     for (;;) {
         if (n - offset < 12) return fail("png payload is cut short (no IEND chunk)");
         uint32_t length = be32(p + offset);
-        if (length > n - offset - 12) return fail("png payload is cut short (its '%.4s' chunk runs past the end)", p + offset + 4);
-        if (crc32(crc32(0L, Z_NULL, 0), p + offset + 4, length + 4) != be32(p + offset + 8 + length))
-            return fail("png payload's '%.4s' chunk has a bad CRC", p + offset + 4);
-        int iend = memcmp(p + offset + 4, "IEND", 4) == 0;
+        const unsigned char *kind = p + offset + 4;
+        if (length > n - offset - 12) return fail("png payload is cut short (its '%.4s' chunk runs past the end)", kind);
+        if (crc32(crc32(0L, Z_NULL, 0), kind, length + 4) != be32(p + offset + 8 + length))
+            return fail("png payload's '%.4s' chunk has a bad CRC", kind);
+        if (!is_letter(kind[0]) || !is_letter(kind[1]) || !is_letter(kind[2]) || !is_letter(kind[3]))
+            return fail("png payload has a chunk of type '%.4s', not four ASCII letters", kind);
+        if (memcmp(kind, "IHDR", 4) == 0 && offset != 8) return fail("png payload has a second IHDR chunk");
+        if (kind[0] <= 'Z' && memcmp(kind, "IHDR", 4) != 0 && memcmp(kind, "PLTE", 4) != 0 && memcmp(kind, "IDAT", 4) != 0 &&
+            memcmp(kind, "IEND", 4) != 0)
+            return fail("png payload has an unknown critical chunk '%.4s'", kind);
+        int iend = memcmp(kind, "IEND", 4) == 0;
+        if (memcmp(kind, "IDAT", 4) == 0) {
+            if (idat_end != 0 && idat_end != offset) return fail("png payload's IDAT chunks are not consecutive");
+            if (idat_end == 0) *idat_at = offset;
+            idat_end = offset + 12 + (size_t)length;
+            *idat_len = idat_end - *idat_at;
+        }
         offset += 12 + (size_t)length;
         if (iend) break;
     }
     if (p[28] != 0) return fail("png payload is interlaced; masks are sent non-interlaced"); /* as every reader */
     uint64_t rows = (uint64_t)height * ((uint64_t)width + 1);
-    unsigned char scratch[16384];
+    uint64_t bad_row = UINT64_MAX;
+    unsigned char scratch[16384], bad_filter = 0;
     z_stream z;
     memset(&z, 0, sizeof z);
     if (inflateInit(&z) != Z_OK) return fail("zlib could not start");
@@ -607,9 +659,17 @@ static int check_png_chunks(const unsigned char *p, size_t n, uint32_t height, u
         z.next_in = (unsigned char *)(kind + 4);
         z.avail_in = length;
         while (z.avail_in > 0 && z.total_out <= rows) {
+            uint64_t at = z.total_out; /* the stream offset of scratch[0] */
             z.next_out = scratch;
             z.avail_out = sizeof scratch;
             rc = inflate(&z, Z_NO_FLUSH);
+            /* Each row starts with its filter byte: offsets 0, width + 1, 2 (width + 1), ... */
+            for (uint64_t k = (at + width) / (width + 1) * (width + 1); bad_row == UINT64_MAX && k < z.total_out && k < rows;
+                 k += width + 1)
+                if (scratch[k - at] > 4) {
+                    bad_row = k / (width + 1);
+                    bad_filter = scratch[k - at];
+                }
             if (rc == Z_STREAM_END || rc == Z_BUF_ERROR || z.total_out > rows) break; /* BUF_ERROR: no progress */
             if (rc != Z_OK) {
                 inflateEnd(&z);
@@ -625,6 +685,9 @@ static int check_png_chunks(const unsigned char *p, size_t n, uint32_t height, u
                     height, width);
     if (rc != Z_STREAM_END) return fail("png payload's zlib stream is cut short (no end of stream and Adler-32 checksum)");
     if (after_end) return fail("png payload's image data has bytes after the end of its zlib stream");
+    if (bad_row != UINT64_MAX)
+        return fail("png payload has a bad adaptive filter value (%u starts row %" PRIu64 "; PNG defines 0..4)", bad_filter,
+                    bad_row);
     return 0;
 }
 
@@ -636,12 +699,16 @@ static int decode_png(const unsigned char *p, size_t n, uint32_t height, uint32_
     if (be32(p + 16) != width || be32(p + 20) != height || p[24] != 8 || p[25] != 0)
         return fail("png payload is a %ux%u image of depth %u, colour type %u; header says 8-bit greyscale %ux%u", be32(p + 16),
                     be32(p + 20), p[24], p[25], width, height);
-    if (check_png_chunks(p, n, height, width) < 0) return -1;
+    if (n < 29) return fail("png payload is cut short (no IEND chunk)");
+    if (p[26] != 0 || p[27] != 0)
+        return fail("png payload's IHDR has compression method %u and filter method %u; PNG defines only 0", p[26], p[27]);
+    size_t idat_at, idat_len;
+    if (check_png_chunks(p, n, height, width, &idat_at, &idat_len) < 0) return -1;
     png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, NULL, png_fail, png_quiet_warning);
     if (png == NULL) return fail("libpng could not start");
     png_infop info = png_create_info_struct(png);
     png_bytep *volatile rows = NULL; /* volatile: set after setjmp, freed after a longjmp */
-    png_source_t src = {p, n, 0};
+    png_source_t src = {{p, p + idat_at, png_iend}, {33, idat_len, sizeof png_iend}, 0, 0}; /* 33: signature and IHDR */
     if (info == NULL || setjmp(png_jmpbuf(png))) {
         int started = info != NULL; /* png_destroy_read_struct sets info to NULL */
         free(rows);
@@ -650,7 +717,7 @@ static int decode_png(const unsigned char *p, size_t n, uint32_t height, uint32_
         return -1;
     }
     png_set_user_limits(png, width, height);
-    png_set_chunk_malloc_max(png, 64 * 1024); /* ancillary chunks (text, ICC) cannot balloon */
+    png_set_chunk_malloc_max(png, 64 * 1024); /* no chunk but IHDR, IDAT and IEND reaches it; none can balloon */
     png_set_read_fn(png, &src, png_read_memory);
     png_read_info(png, info);
     if (png_get_bit_depth(png, info) != 8 || png_get_color_type(png, info) != PNG_COLOR_TYPE_GRAY)
@@ -886,7 +953,7 @@ static const char *mask_name_problem(const char *name) {
 static int handle_frame(const char *topic, const cJSON *h, zmq_msg_t *parts, int n_parts, const options_t *o) {
     int64_t seq, pub_seq, capture_ns, publish_ns;
     const char *frame_id;
-    if (get_int(h, "seq", 0, EXACT_DOUBLE_INT, &seq) < 0 || get_int(h, "pub_seq", 0, EXACT_DOUBLE_INT, &pub_seq) < 0 ||
+    if (get_int(h, "seq", 0, MAX_WIRE_INT, &seq) < 0 || get_int(h, "pub_seq", 0, MAX_WIRE_INT, &pub_seq) < 0 ||
         get_ns(h, "capture_ns", &capture_ns) < 0 || get_ns(h, "publish_ns", &publish_ns) < 0 || get_string(h, "frame_id", &frame_id) < 0)
         return -1;
     const cJSON *names = cJSON_GetObjectItemCaseSensitive(h, "masks");
@@ -973,8 +1040,8 @@ done:
 static int handle_json(const char *topic, const cJSON *h, zmq_msg_t *payload) {
     int64_t seq, pub_seq, publish_ns;
     const char *name;
-    if (get_string(h, "name", &name) < 0 || get_int(h, "seq", 0, EXACT_DOUBLE_INT, &seq) < 0 ||
-        get_int(h, "pub_seq", 0, EXACT_DOUBLE_INT, &pub_seq) < 0 || get_ns(h, "publish_ns", &publish_ns) < 0)
+    if (get_string(h, "name", &name) < 0 || get_int(h, "seq", 0, MAX_WIRE_INT, &seq) < 0 ||
+        get_int(h, "pub_seq", 0, MAX_WIRE_INT, &pub_seq) < 0 || get_ns(h, "publish_ns", &publish_ns) < 0)
         return -1;
     cJSON *doc = parse_json(zmq_msg_data(payload), zmq_msg_size(payload), MAX_JSON_PAYLOAD_BYTES, "JSON payload");
     if (doc == NULL) return -1;
@@ -1047,6 +1114,59 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* The connection: ZeroMQ reconnects by itself after the network or the node dropped it, but not  */
+/* after a protocol error, above all a frame over ZMQ_MAXMSGSIZE: that publisher is cut off for   */
+/* good. A socket monitor tells the two apart (ZeroMQ announces its own reconnect at once).       */
+/* ------------------------------------------------------------------------------------------ */
+
+#define RECONNECT_GRACE_S 0.1
+#define MONITOR_EVENTS (ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CONNECT_RETRIED)
+
+typedef struct {
+    void *monitor;     /* the PAIR socket the monitor's events arrive on; NULL without one */
+    int up;            /* the connection's handshake done */
+    double dropped_at; /* when it was dropped with no reconnect announced yet (0: none) */
+    long reconnects;
+} watch_t;
+
+/* Reads the monitor's events; connects again to the endpoint once a connection that was up has been
+ * dropped for RECONNECT_GRACE_S without ZeroMQ announcing a reconnect, with a rate-limited line. */
+static void watch_connection(watch_t *w, void *sock, const char *endpoint, int64_t max_msg, uint64_t max_pixels) {
+    for (;;) {
+        zmq_msg_t part;
+        zmq_msg_init(&part);
+        if (zmq_msg_recv(&part, w->monitor, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&part);
+            break;
+        }
+        uint16_t event = 0; /* the first part: the event (uint16) and a value (uint32); then the endpoint */
+        if (zmq_msg_size(&part) >= sizeof event) memcpy(&event, zmq_msg_data(&part), sizeof event);
+        for (int more = zmq_msg_more(&part); more && zmq_msg_recv(&part, w->monitor, 0) >= 0;) more = zmq_msg_more(&part);
+        zmq_msg_close(&part);
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+            w->up = 1;
+            w->dropped_at = 0;
+        } else if (event == ZMQ_EVENT_DISCONNECTED && w->up) {
+            w->up = 0;
+            w->dropped_at = now_s();
+        } else if (event == ZMQ_EVENT_CONNECT_RETRIED) {
+            w->dropped_at = 0;
+        }
+    }
+    if (w->dropped_at == 0 || now_s() - w->dropped_at < RECONNECT_GRACE_S) return;
+    w->dropped_at = 0;
+    zmq_disconnect(sock, endpoint); /* its session is gone; this clears the endpoint */
+    if (zmq_connect(sock, endpoint) != 0) return;
+    w->reconnects++;
+    if (w->reconnects == 1 || w->reconnects == 10 || w->reconnects == 100 || w->reconnects % 1000 == 0) /* rate-limited */
+        fprintf(stderr,
+                "perception_sub: ZeroMQ dropped the connection to %s for a protocol error and would not reconnect; most likely "
+                "the publisher sent a frame over %" PRId64 " bytes, more than any valid message of masks up to %" PRIu64
+                " pixels holds (ZMQ_MAXMSGSIZE; --max-mask-pixels raises it); reconnected (%ld so far)\n",
+                endpoint, max_msg, max_pixels, w->reconnects);
+}
+
 static void usage(int code) {
     fprintf(code ? stderr : stdout,
             "usage: perception_sub [--endpoint E] [--namespace NS | --topic T ...] [--count N] [--duration S]\n"
@@ -1057,7 +1177,7 @@ static void usage(int code) {
             "                       topic NS/M is also taken out of atomic frames on NS/frame\n"
             "  --count N            stop after N masks\n"
             "  --duration S         stop after S seconds\n"
-            "  --idle S             stop once nothing has arrived for S seconds after a message\n"
+            "  --idle S             stop once nothing has arrived for S seconds (from the start until a message)\n"
             "  --dump FILE          write every decoded mask's bytes to FILE (lines give dump_offset)\n"
             "  --max-mask-pixels N  largest mask accepted, 1..268435456 (default 16777216 = 4096 x 4096)\n");
     exit(code);
@@ -1123,9 +1243,10 @@ int main(int argc, char **argv) {
     void *ctx = zmq_ctx_new();
     void *sock = zmq_socket(ctx, ZMQ_SUB);
     int linger = 0, ivl = 100, ivl_max = 250;
-    /* The largest frame ZeroMQ takes off the wire: a mask of --max-mask-pixels (a PNG may be a
-     * little larger than its pixels) or a JSON document; the sender of a larger one is dropped. */
-    int64_t max_msg = (int64_t)(o.max_pixels + o.max_pixels / 64 + 64 * 1024);
+    /* The largest frame ZeroMQ takes off the wire, the largest of a valid message: an rle payload of
+     * --max-mask-pixels at worst (one 5-byte run a pixel; none, bitpack and png are smaller), or a
+     * JSON document. ZeroMQ cuts off the sender of a larger one (watch_connection connects again). */
+    int64_t max_msg = (int64_t)(RLE_RUN_BYTES * o.max_pixels);
     if (max_msg < MAX_JSON_PAYLOAD_BYTES) max_msg = MAX_JSON_PAYLOAD_BYTES;
     zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
@@ -1159,21 +1280,33 @@ int main(int argc, char **argv) {
             o.n_frame_topics++;
         }
     }
+    /* The monitor first, so that it sees the first connection's handshake. Without one (it cannot
+     * fail short of running out of memory) the client still works, as before. */
+    watch_t watch = {NULL, 0, 0, 0};
+    if (zmq_socket_monitor(sock, "inproc://perception_sub.monitor", MONITOR_EVENTS) == 0 &&
+        (watch.monitor = zmq_socket(ctx, ZMQ_PAIR)) != NULL) {
+        zmq_setsockopt(watch.monitor, ZMQ_LINGER, &linger, sizeof linger);
+        if (zmq_connect(watch.monitor, "inproc://perception_sub.monitor") != 0) {
+            zmq_close(watch.monitor);
+            watch.monitor = NULL;
+        }
+    }
     if (zmq_connect(sock, o.endpoint) != 0) {
         fprintf(stderr, "perception_sub: error: cannot connect to %s (%s)\n", o.endpoint, zmq_strerror(zmq_errno()));
         return 2;
     }
 
     zmq_msg_t parts[MAX_PARTS];
-    double start = now_s(), last = 0;
+    double start = now_s(), last = start;
     while (!stop_requested) {
         double t = now_s();
         if ((o.count && n_masks >= o.count) || (o.duration_s && t - start >= o.duration_s)) break;
-        zmq_pollitem_t item = {sock, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&item, 1, 100) <= 0) {
+        if (watch.monitor != NULL) watch_connection(&watch, sock, o.endpoint, max_msg, o.max_pixels);
+        zmq_pollitem_t items[2] = {{sock, 0, ZMQ_POLLIN, 0}, {watch.monitor, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, watch.monitor != NULL ? 2 : 1, 100) <= 0 || !(items[0].revents & ZMQ_POLLIN)) {
             /* --idle counts only while nothing is waiting: a client that was descheduled does not
              * stop with messages still queued. */
-            if (o.idle_s && last && now_s() - last >= o.idle_s) break;
+            if (o.idle_s && now_s() - last >= o.idle_s) break;
             continue;
         }
         /* One multipart message; more parts than any valid message has are drained and dropped. */
@@ -1212,12 +1345,27 @@ int main(int argc, char **argv) {
         }
         for (int i = 0; i < n; i++) zmq_msg_close(&parts[i]);
     }
-    fprintf(stderr, "perception_sub: %ld masks, %ld JSON documents, %ld skipped\n", n_masks, n_json, n_skipped);
+    int status = 0;
+    if (n_masks + n_json + n_skipped == 0) {
+        /* Nothing at all arrived: the stream is not there (exit 4, as perception listen). */
+        fprintf(stderr, "perception_sub: error: no messages received from %s in %.1f s; is the node running? check --endpoint / %s\n",
+                o.endpoint, now_s() - start, o.n_topics ? "--topic" : "--namespace");
+        status = 4;
+    } else if (watch.reconnects) {
+        fprintf(stderr, "perception_sub: %ld masks, %ld JSON documents, %ld skipped, %ld reconnects\n", n_masks, n_json, n_skipped,
+                watch.reconnects);
+    } else {
+        fprintf(stderr, "perception_sub: %ld masks, %ld JSON documents, %ld skipped\n", n_masks, n_json, n_skipped);
+    }
     if (o.dump) fclose(o.dump);
     for (int i = 0; i < o.n_frame_topics; i++) free(o.frame_topics[i]);
     for (int i = 0; i < n_infos; i++)
         for (int k = 0; k < 256; k++) free(infos[i].names[k]);
+    if (watch.monitor != NULL) {
+        zmq_socket_monitor(sock, NULL, 0);
+        zmq_close(watch.monitor);
+    }
     zmq_close(sock);
     zmq_ctx_term(ctx);
-    return 0;
+    return status;
 }

@@ -8,7 +8,12 @@
  * header field with its type and range, the geometry), decodes every payload encoding (none,
  * bitpack, rle, png), splits atomic frames, keeps the latched <ns>/info class table, and prints
  * one JSON line per message on stdout. A message that fails a check is skipped with one line on
- * stderr.
+ * stderr. ZeroMQ takes frames of at most max(5 x --max-mask-pixels, 1 MiB) bytes (maxMessageSize:
+ * the largest frame of a valid message, an rle payload at worst); a publisher that sends a larger
+ * one is cut off by ZeroMQ for good, so the socket's events are watched for a connection dropped
+ * without ZeroMQ's own reconnect, and the client says so on stderr and connects again. When nothing
+ * at all arrived it ends with one line, "no messages received from E in S s; is the node running?
+ * ...", and exit status 4, as `perception listen` does.
  *
  * The rules every reader (Python, C, JavaScript) follows alike, so that one message is taken or
  * refused by all three: JSON with no key twice in one object (JSON.parse keeps the last silently:
@@ -24,10 +29,14 @@
  * stats, obstacles, info or frame); an <ns>/info document has the README's schema (wire_version,
  * model_id, unknown_id, classes of unique ids with name and color_rgb [r, g, b] in 0..255); an atomic
  * frame's mask names are relative, without empty, '.' or '..' parts, not ending in a reserved name,
- * and make valid topics; a png's chunks are whole with their CRCs right up to IEND, and its image
- * data is one whole zlib stream (checksum included, nothing after it) that inflates to exactly the
- * declared rows. Interlaced PNGs are refused, by every reader (pngjs bounds its inflate by the IHDR
- * only for non-interlaced ones); the node never sends them.
+ * and make valid topics; a png's IHDR has compression and filter method 0, its chunks are whole with
+ * their CRCs right up to IEND, each of a type of four letters, IHDR once, no critical chunk but IHDR,
+ * PLTE, IDAT and IEND, the IDAT chunks one run, and its image data is one whole zlib stream
+ * (checksum included, nothing after it) that inflates to exactly the declared rows, each starting
+ * with a filter byte of 0..4; pngjs then reads only IHDR, the IDAT chunks and IEND (ancillary chunks
+ * such as tRNS, and a PLTE, which means nothing in a greyscale image, are ignored). Interlaced PNGs
+ * are refused, by every reader (pngjs bounds its inflate by the IHDR only for non-interlaced ones);
+ * the node never sends them.
  *
  * Nanosecond fields are decimal strings on the wire: JSON.parse would round a number of ~1.8e18
  * (beyond Number.MAX_SAFE_INTEGER = 2^53 - 1). They are read with BigInt, exactly.
@@ -63,6 +72,11 @@ const MAX_FRAME_MASKS = 32;
 const FRAME_PIXEL_FACTOR = 4;
 const MAX_JSON_DEPTH = 32;
 const WIRE_VERSION = 2;
+// rle, the largest encoding: a 5-byte run a pixel at worst.
+const RLE_RUN_BYTES = 5;
+// How long after a dropped connection ZeroMQ has to announce its own reconnect (it does so at once)
+// before the client takes the connection for dead and connects again (watchConnection).
+const RECONNECT_GRACE_MS = 100;
 const INT64_MAX = (1n << 63n) - 1n;
 const NS_PER_S = 1000000000n;
 // Topic names that never name a mask: the JSON documents' (the first three) and atomic frames'.
@@ -85,8 +99,10 @@ function fail(message) {
 
 function getInt(obj, name, lo, hi) {
   const v = obj[name];
-  // seq and pub_seq are JSON numbers: exact in a double up to 2^53, which JSON.parse holds.
-  if (typeof v !== "number" || !Number.isSafeInteger(v)) fail(`field '${name}' is missing or not an integer`);
+  // seq and pub_seq are JSON numbers: exact in a double up to 2^53 - 1 (Number.MAX_SAFE_INTEGER, the
+  // largest hi here), which JSON.parse holds.
+  if (typeof v !== "number") fail(`field '${name}' is missing or not a number`);
+  if (!Number.isInteger(v)) fail(`field '${name}' is not an integer`);
   if (v < lo || v > hi) fail(`field '${name}' is ${v}, outside ${lo}..${hi}`);
   return v;
 }
@@ -341,16 +357,22 @@ function parseMaskHeader(h) {
 // ---------------------------------------------------------------------------------------------
 
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+const PNG_IEND = Buffer.from([0, 0, 0, 0, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82]);
+const PNG_CRITICAL = ["IHDR", "PLTE", "IDAT", "IEND"];
 
-// The PNG's chunks whole (each within the payload, its CRC right, IEND reached) and its image data
-// one whole zlib stream (its end and Adler-32 there, no byte after it in the IDAT data) inflating to
-// exactly the declared rows (a filter byte and the pixels each), as every reader checks. pngjs alone
-// would take a few rows more than the IHDR says, or fill rows missing from the image data with
-// whatever its buffer held. The inflation stops one byte past the declared size. Returns the PNG up
-// to its IEND (bytes after it are ignored, as libpng does; pngjs refuses them).
+// The PNG's chunks whole (each within the payload, its CRC right, IEND reached), each of a type of
+// four letters, IHDR once, no critical chunk (its type's first letter upper case) but IHDR, PLTE,
+// IDAT and IEND, the IDAT chunks one run, and its image data one whole zlib stream (its end and
+// Adler-32 there, no byte after it in the IDAT data) inflating to exactly the declared rows (a
+// filter byte of 0..4 and the pixels each), as every reader checks. pngjs alone would take a few rows
+// more than the IHDR says, or fill rows missing from the image data with whatever its buffer held.
+// The inflation stops one byte past the declared size. Returns the PNG that pngjs reads: signature,
+// IHDR, the IDAT chunks and IEND (ancillary chunks and a PLTE are ignored, as are bytes after IEND).
 function checkPngChunks(p, height, width) {
   const idat = [];
   let offset = 8;
+  let idatAt = 0;
+  let idatEnd = 0;
   for (;;) {
     if (p.length - offset < 12) fail("png payload is cut short (no IEND chunk)");
     const length = p.readUInt32BE(offset);
@@ -359,7 +381,15 @@ function checkPngChunks(p, height, width) {
     if (zlib.crc32(p.subarray(offset + 4, offset + 8 + length)) !== p.readUInt32BE(offset + 8 + length)) {
       fail(`png payload's '${kind}' chunk has a bad CRC`);
     }
-    if (kind === "IDAT") idat.push(p.subarray(offset + 8, offset + 8 + length));
+    if (!/^[A-Za-z]{4}$/.test(kind)) fail(`png payload has a chunk of type '${kind}', not four ASCII letters`);
+    if (kind === "IHDR" && offset !== 8) fail("png payload has a second IHDR chunk");
+    if (kind[0] <= "Z" && !PNG_CRITICAL.includes(kind)) fail(`png payload has an unknown critical chunk '${kind}'`);
+    if (kind === "IDAT") {
+      if (idat.length && idatEnd !== offset) fail("png payload's IDAT chunks are not consecutive");
+      if (!idat.length) idatAt = offset;
+      idat.push(p.subarray(offset + 8, offset + 8 + length));
+      idatEnd = offset + 12 + length;
+    }
     offset += 12 + length;
     if (kind === "IEND") break;
   }
@@ -379,7 +409,11 @@ function checkPngChunks(p, height, width) {
     fail(`png payload's image data holds ${raw.length > rows ? "more" : "less"} than the ${height} rows of ${width} pixels its header declares`);
   }
   if (used !== data.length) fail("png payload's image data has bytes after the end of its zlib stream");
-  return p.subarray(0, offset);
+  for (let row = 0; row < height; row++) {
+    const filter = raw[row * (width + 1)];
+    if (filter > 4) fail(`png payload has a bad adaptive filter value (${filter} starts row ${row}; PNG defines 0..4)`);
+  }
+  return Buffer.concat([p.subarray(0, 33), p.subarray(idatAt, idatEnd), PNG_IEND]); // 33: signature and IHDR
 }
 
 function decodePng(p, height, width) {
@@ -389,20 +423,23 @@ function decodePng(p, height, width) {
       p.toString("latin1", 12, 16) !== "IHDR") {
     fail("png payload is not a PNG (no signature and IHDR chunk)");
   }
-  const [w, h, bitDepth, colour, interlace] = [p.readUInt32BE(16), p.readUInt32BE(20), p[24], p[25], p[28]];
+  const [w, h, bitDepth, colour, method, filtering, interlace] =
+    [p.readUInt32BE(16), p.readUInt32BE(20), p[24], p[25], p[26], p[27], p[28]];
   if (w !== width || h !== height || bitDepth !== 8 || colour !== 0) {
     fail(`png payload is a ${w}x${h} image of depth ${bitDepth}, colour type ${colour}; header says 8-bit greyscale ${width}x${height}`);
   }
+  if (method !== 0 || filtering !== 0) {
+    fail(`png payload's IHDR has compression method ${method} and filter method ${filtering}; PNG defines only 0`);
+  }
   if (interlace !== 0) fail("png payload is interlaced; masks are sent non-interlaced");
-  const whole = checkPngChunks(p, height, width);
+  const critical = checkPngChunks(p, height, width);
   let png;
   try {
-    png = PNG.sync.read(whole, { checkCRC: true });
+    png = PNG.sync.read(critical, { checkCRC: true });
   } catch (err) {
     fail(`png payload is not a readable PNG (${String(err.message).slice(0, 120)})`);
   }
-  // pngjs hands back RGBA and would zero pixels of a tRNS colour: refuse transparency.
-  if (png.alpha || png.transColor) fail("png payload has transparency; masks are plain greyscale");
+  // pngjs hands back RGBA: grey in each of R, G and B (no tRNS reaches it, so no pixel is made transparent).
   const out = Buffer.allocUnsafe(height * width);
   for (let i = 0; i < out.length; i++) out[i] = png.data[4 * i];
   return out;
@@ -647,7 +684,8 @@ function usage(code) {
     "usage: perception_sub.js [--endpoint E] [--namespace NS | --topic T ...] [--count N] [--duration S]\n" +
     "                         [--idle S] [--dump FILE] [--max-mask-pixels N]\n" +
     "  (the same options as the C subscriber, clients/c/perception_sub; --max-mask-pixels 1..268435456;\n" +
-    "  --topic T is exact, and a mask topic NS/M is also taken out of atomic frames on NS/frame)\n");
+    "  --topic T is exact, and a mask topic NS/M is also taken out of atomic frames on NS/frame; --idle S\n" +
+    "  stops once nothing has arrived for S seconds, from the start until a message)\n");
   process.exit(code);
 }
 
@@ -705,12 +743,14 @@ async function main() {
     }
   }
   const sub = new Subscriber(o);
-  // The largest frame ZeroMQ takes off the wire: a mask of --max-mask-pixels (a PNG may be a little
-  // larger than its pixels) or a JSON document; the sender of a larger one is dropped.
-  const maxMessageSize = Math.max(o.maxPixels + Math.floor(o.maxPixels / 64) + 64 * 1024, MAX_JSON_PAYLOAD_BYTES);
+  // The largest frame ZeroMQ takes off the wire, the largest of a valid message: an rle payload of
+  // --max-mask-pixels at worst (one 5-byte run a pixel; none, bitpack and png are smaller), or a JSON
+  // document. ZeroMQ cuts off the sender of a larger one (watchConnection connects again).
+  const maxMessageSize = Math.max(RLE_RUN_BYTES * o.maxPixels, MAX_JSON_PAYLOAD_BYTES);
   // tcp://[::1]:5556: IPv6 needs ZeroMQ's option.
   const sock = new zmq.Subscriber({ linger: 0, reconnectInterval: 100, reconnectMaxInterval: 250, maxMessageSize,
     receiveTimeout: 100, ipv6: o.endpoint.includes('://[') });
+  const watch = watchConnection(sock, o, maxMessageSize);
   // An --atomic-frames node sends mask topic <ns>/<mask> only inside <ns>/frame: subscribe to that
   // too (handleFrame keeps the asked-for masks of each frame).
   if (o.topics.length) sock.subscribe(...o.topics, ...sub.frameTopics);
@@ -726,10 +766,11 @@ async function main() {
   process.on("SIGINT", () => { stop = true; });
   process.on("SIGTERM", () => { stop = true; });
   const start = Date.now();
-  let last = 0;
+  let last = start;
   while (!stop) {
     const now = Date.now();
     if ((o.count && sub.counts.masks >= o.count) || (o.duration && now - start >= o.duration * 1000)) break;
+    watch.check();
     let parts;
     try {
       parts = await sock.receive();
@@ -737,16 +778,57 @@ async function main() {
       if (err.code !== "EAGAIN") throw err;
       // receiveTimeout: nothing is waiting. --idle counts only then, so a client that was
       // descheduled does not stop with messages still queued.
-      if (o.idle && last && Date.now() - last >= o.idle * 1000) break;
+      if (o.idle && Date.now() - last >= o.idle * 1000) break;
       continue;
     }
     last = Date.now();
     if (sub.isAsked(parts)) sub.handle(parts);
   }
   const { masks, json, skipped } = sub.counts;
-  process.stderr.write(`perception_sub.js: ${masks} masks, ${json} JSON documents, ${skipped} skipped\n`);
+  let status = 0;
+  if (masks + json + skipped === 0) {
+    // Nothing at all arrived: the stream is not there (exit 4, as perception listen).
+    process.stderr.write(`perception_sub.js: error: no messages received from ${o.endpoint} in ${((Date.now() - start) / 1000).toFixed(1)} s; ` +
+      `is the node running? check --endpoint / ${o.topics.length ? "--topic" : "--namespace"}\n`);
+    status = 4;
+  } else {
+    process.stderr.write(`perception_sub.js: ${masks} masks, ${json} JSON documents, ${skipped} skipped` +
+      `${watch.reconnects ? `, ${watch.reconnects} reconnects` : ""}\n`);
+  }
   if (o.dump !== null) fs.closeSync(o.dump);
   sock.close();
+  process.exitCode = status;
+}
+
+// ZeroMQ reconnects by itself after the network or the node dropped the connection, but not after a
+// protocol error, above all a frame over maxMessageSize: that publisher is cut off for good. The
+// socket's events tell the two apart (ZeroMQ announces its own reconnect, "connect:retry", at once):
+// check() connects again to a connection that was up and has been dropped for RECONNECT_GRACE_MS
+// with no reconnect announced, with a rate-limited line on stderr.
+function watchConnection(sock, o, maxMessageSize) {
+  const watch = { up: false, droppedAt: 0, reconnects: 0 };
+  sock.events.on("handshake", () => { [watch.up, watch.droppedAt] = [true, 0]; });
+  sock.events.on("disconnect", () => {
+    if (watch.up) [watch.up, watch.droppedAt] = [false, Date.now()];
+  });
+  sock.events.on("connect:retry", () => { watch.droppedAt = 0; });
+  watch.check = () => {
+    if (!watch.droppedAt || Date.now() - watch.droppedAt < RECONNECT_GRACE_MS) return;
+    watch.droppedAt = 0;
+    try {
+      sock.disconnect(o.endpoint); // its session is gone; this clears the endpoint
+    } catch {
+      // not connected any more
+    }
+    sock.connect(o.endpoint);
+    const n = ++watch.reconnects;
+    if (n === 1 || n === 10 || n === 100 || n % 1000 === 0) { // rate-limited
+      process.stderr.write(`perception_sub.js: ZeroMQ dropped the connection to ${o.endpoint} for a protocol error and would ` +
+        `not reconnect; most likely the publisher sent a frame over ${maxMessageSize} bytes, more than any valid message ` +
+        `of masks up to ${o.maxPixels} pixels holds (ZMQ_MAXMSGSIZE; --max-mask-pixels raises it); reconnected (${n} so far)\n`);
+    }
+  };
+  return watch;
 }
 
 if (require.main === module) {
