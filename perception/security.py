@@ -12,8 +12,21 @@ the node a key pair and a directory of allowed client public keys::
         --curve-server-key keys/server.key --curve-key keys/laptop.key_secret
 
 Key files are ZeroMQ certificates (``zmq.auth.create_certificates``). The allow-list is enforced by
-pyzmq's ``ThreadAuthenticator`` (ZAP) with ``configure_curve(location=DIR)``: a client whose
-public key is not a ``*.key`` file in DIR fails the handshake and receives nothing.
+pyzmq's ``ThreadAuthenticator`` (ZAP), asking ``AuditingAuthenticator.callback`` (pyzmq's
+``configure_curve_callback``): a client whose public key is not in a ``*.key`` file in DIR fails
+the handshake and receives nothing.
+
+The folder is followed while the node runs: a watcher thread looks at its listing (names, sizes,
+mtimes) every ``ALLOW_POLL_S`` and, when it changed, reads it again and swaps the allowed set (one
+immutable frozenset, replaced whole, so the ZAP thread always sees one list or the other) and logs
+one line. A key that is no longer in any file is revoked: new handshakes with it are refused, and
+``on_revoke`` (the publisher, ``XpubCore.cut_clients``) disconnects the clients already connected
+with it, whose reconnects are then refused. The list never falls open: an empty folder admits
+nobody; a folder that cannot be read keeps the last list (one warning); a ``.key`` file that cannot
+be read or is not a public key admits nobody (one warning naming it) while the other files apply.
+
+Secret key files open to other users get one warning (as ssh does), and a client given a secret
+key file as the server's public key is refused: the node's secret belongs on the node only.
 
 Every refused handshake is audited: logged as a warning with the client's public key (Z85) and
 IP address (rate-limited: the first of each key/address pair at once, then at most one line per
@@ -24,6 +37,11 @@ A client that does not speak CURVE at all fails before ZAP and is not seen here.
 from __future__ import annotations
 
 import logging
+import os
+import re
+import stat
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import zmq
@@ -40,24 +58,184 @@ log = logging.getLogger(__name__)
 AUDIT_INTERVAL_S = 10.0
 #: Distinct (key, address) pairs remembered for rate limiting; beyond it they share one key.
 _MAX_AUDIT_KEYS = 1024
+#: Seconds between two looks at the --curve-allow folder (its listing: names, sizes, mtimes).
+ALLOW_POLL_S = 1.0
+#: Key names `perception keys` writes: letters, digits, '.', '_' and '-', not starting with '.' or '-'.
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+# Secret key files already warned about as open to other users (one warning a file a process).
+_warned_open: set[str] = set()
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _key_files(location: Path) -> list[Path]:
+    """The ``*.key`` files of the allow-list folder, as pyzmq's ``load_certificates`` globs them
+    (hidden files left out); OSError when the folder cannot be listed."""
+    with os.scandir(location) as entries:
+        return sorted(location / e.name for e in entries
+                      if e.name.endswith(".key") and not e.name.startswith(".") and e.is_file())
 
 
 class AuditingAuthenticator(ThreadAuthenticator):
-    """pyzmq's ZAP authenticator thread, plus an audit of every refused handshake.
+    """pyzmq's ZAP authenticator thread with an allow-list that follows a folder, plus an audit of
+    every refused handshake.
 
-    pyzmq decides (``configure_curve``); this subclass only watches: ``handle_zap_message`` keeps
-    the request being decided (its address and credentials), and ``_send_zap_reply`` — the one
-    place every decision passes — logs and counts the refusals. Both run on the authenticator's
-    single thread, one request at a time.
+    pyzmq runs the ZAP protocol and asks ``callback`` (its credentials-provider hook) whether a
+    client key is allowed; ``reload`` (called by the watcher thread every ``ALLOW_POLL_S``) keeps
+    ``allowed`` equal to the keys of the folder's ``*.key`` files. ``handle_zap_message`` keeps the
+    request being decided (its address and credentials), and ``_send_zap_reply`` — the one place
+    every decision passes — logs and counts the refusals. Both run on the authenticator's single
+    thread, one request at a time.
     """
 
-    def __init__(self, context: zmq.Context) -> None:
+    def __init__(self, context: zmq.Context, location: str | Path | None = None) -> None:
         super().__init__(context, log=logging.getLogger(f"{__name__}.zap"))
         self.rejections = 0
         self.last_rejection: dict[str, str] | None = None
         self._request: list[bytes] | None = None
         self._audit = RateLimitedLog(log, AUDIT_INTERVAL_S)
         self._audit_keys: set[str] = set()
+        #: The folder of allowed client ``.key`` files.
+        self.location = Path(location) if location is not None else None
+        #: Z85 public keys admitted now; replaced whole (never mutated), so readers need no lock.
+        self.allowed: frozenset[bytes] = frozenset()
+        #: Called with the revoked keys after the list dropped some; returns how many connected
+        #: clients it disconnected (set by the publisher that owns the socket).
+        self.on_revoke: Callable[[frozenset[bytes]], int] | None = None
+        #: Keys revoked while running (Z85 text), named so in the refusal audit.
+        self.revoked: set[str] = set()
+        #: Connected clients disconnected because their key was revoked.
+        self.disconnected = 0
+        self._files: dict[str, bytes] = {}
+        self._listing: tuple | None = None
+        self._unreadable: str | None = None  # the folder's last warned read error
+        self._bad: list[str] = []  # the .key files last warned about as not public keys
+        self._reload_lock = threading.Lock()
+        self._stop_watch = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ the allow-list
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """pyzmq's credentials-provider hook (ZAP thread): is this Z85 client key allowed now?"""
+        return key in self.allowed
+
+    def load_initial(self) -> int:
+        """Read the folder before the first handshake; PublishError for a missing or empty folder
+        or a file that is not a public key (at start every problem is an error)."""
+        files = _key_files(self.location)
+        if not files:
+            raise PublishError(
+                f"CURVE allow-list directory {self.location} holds no .key files; copy each subscriber's public .key into it"
+            )
+        self._files = {path.name: load_public_key(path, role="allowed client") for path in files}
+        self._listing = self._list()
+        self.allowed = frozenset(self._files.values())
+        return len(files)
+
+    def watch(self, interval_s: float | None = None) -> None:
+        """Start the thread that calls ``reload`` every ``interval_s`` (``ALLOW_POLL_S``)."""
+        interval = ALLOW_POLL_S if interval_s is None else interval_s
+
+        def loop() -> None:
+            while not self._stop_watch.wait(interval):
+                try:
+                    self.reload()
+                except Exception:  # never let the watcher die silently: the list would freeze
+                    log.exception("CURVE allow-list: reading %s failed; keeping the last list", self.location)
+
+        self._watcher = threading.Thread(target=loop, name="curve-allow-watch", daemon=True)
+        self._watcher.start()
+
+    def _list(self) -> tuple:
+        """What the folder looks like (names, sizes, mtimes, inodes); OSError when unreadable."""
+        listing = []
+        for path in _key_files(self.location):
+            st = path.stat()
+            listing.append((path.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+        return tuple(listing)
+
+    def reload(self) -> bool:
+        """Look at the folder; when it changed, read it, swap the allowed set, disconnect clients
+        whose key was removed, and log one line. Returns True when the list changed."""
+        with self._reload_lock:
+            return self._reload_locked()
+
+    def _reload_locked(self) -> bool:
+        try:
+            listing = self._list()
+        except OSError as exc:
+            why = "not found" if isinstance(exc, FileNotFoundError) else exc.strerror or str(exc)
+            if why != self._unreadable:
+                log.warning("CURVE allow-list folder %s cannot be read (%s); keeping the last list (%s) until it can",
+                            self.location, why, _plural(len(self.allowed), "client key"))
+            self._unreadable = why
+            return False
+        if self._unreadable is not None:
+            self._unreadable = None
+            if listing == self._listing:
+                log.info("CURVE allow-list folder %s can be read again: %s, unchanged", self.location,
+                         _plural(len(self.allowed), "client key"))
+        if listing == self._listing:
+            return False
+        files: dict[str, bytes] = {}
+        bad: list[str] = []
+        for name, *_ in listing:
+            try:
+                files[name] = load_public_key(self.location / name, role="allowed client")
+            except PublishError:
+                bad.append(name)
+        self._listing = listing
+        if bad and bad != self._bad:
+            # Not admitted (never fall open); a file still being copied is read again once it changes.
+            log.warning("CURVE allow-list: %s in %s %s (unreadable or malformed), so not admitted; recreate it "
+                        "with `perception keys` and copy the .key", ", ".join(bad), self.location,
+                        "is not a public key file" if len(bad) == 1 else "are not public key files")
+        self._bad = bad
+        old_files, old_keys = self._files, self.allowed
+        new_keys = frozenset(files.values())
+        self._files, self.allowed = files, new_keys  # from here on the ZAP thread decides with the new list
+        added = [n for n in files if n not in old_files]
+        removed = [n for n in old_files if n not in files and n not in bad]
+        broken = [n for n in old_files if n in bad]
+        changed = [n for n in files if n in old_files and files[n] != old_files[n]]
+        revoked = old_keys - new_keys
+        if not (added or removed or broken or changed or revoked):
+            return False
+        cut = 0
+        if revoked:
+            self.revoked.update(k.decode() for k in revoked)
+            if self.on_revoke is not None:
+                try:
+                    cut = self.on_revoke(revoked)
+                except Exception:  # the new list holds anyway; only the disconnect failed
+                    log.exception("CURVE allow-list: disconnecting clients with a removed key failed")
+                self.disconnected += cut
+        self.revoked.difference_update(k.decode() for k in new_keys)
+        parts = [f"{label} {', '.join(names)}" for label, names in
+                 (("added", added), ("removed", removed), ("unreadable now", broken), ("changed", changed))
+                 if names]
+        line = f"CURVE allow-list: {_plural(len(new_keys), 'client key')} from {self.location} ({'; '.join(parts)})"
+        if not new_keys:
+            line += "; no client is admitted"
+        if revoked:
+            line += (f"; {_plural(cut, 'connected client')} with a removed key disconnected, "
+                     f"new handshakes with {'it' if len(revoked) == 1 else 'them'} refused")
+        log.info("%s", line)
+        return True
+
+    def stop(self) -> None:
+        if not hasattr(self, "_stop_watch"):  # __init__ failed early; pyzmq's __del__ still calls stop
+            return
+        self._stop_watch.set()
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None and watcher is not threading.current_thread():
+            watcher.join(timeout=5)
+        super().stop()
+
+    # ------------------------------------------------------------------ the audit
 
     async def handle_zap_message(self, msg: list[bytes]) -> None:
         self._request = msg
@@ -85,9 +263,12 @@ class AuditingAuthenticator(ThreadAuthenticator):
         if pair not in self._audit_keys and len(self._audit_keys) >= _MAX_AUDIT_KEYS:
             pair = "other"
         self._audit_keys.add(pair)
+        hint = "its .key was removed from --curve-allow" if key in self.revoked else \
+            "to admit it, add its .key to --curve-allow and restart the client (ZeroMQ does not retry a refused " \
+            "handshake)"
         self._audit.warning(
-            pair, "CURVE handshake refused (%s): client key %s from %s; add its .key to --curve-allow to admit it "
-            "(%d refused so far)", self.last_rejection["reason"], key, address, self.rejections,
+            pair, "CURVE handshake refused (%s): client key %s from %s; %s (%d refused so far)",
+            self.last_rejection["reason"], key, address, hint, self.rejections,
         )
 
 
@@ -97,11 +278,15 @@ def create_key_pair(out_dir: str | Path, name: str, *, overwrite: bool = False) 
     Returns (public_path, secret_path). Raises ConfigError for a bad name or when the files exist
     and ``overwrite`` is false; PublishError when libzmq was built without CURVE.
     """
-    if not name or "/" in name or "\\" in name or name.startswith("."):
-        raise ConfigError(f"key name {name!r} is not a plain file name; use e.g. --name server")
+    if not _SAFE_NAME.match(name or ""):
+        raise ConfigError(f"key name {name!r} is not a safe file name; use letters, digits, '.', '_' and '-' "
+                          "(not first: '.', '-'), e.g. --name laptop-2")
     if not zmq.has("curve"):
         raise PublishError("this libzmq has no CURVE support; install pyzmq wheels from PyPI (they include it)")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"cannot write keys to {out}: it is a file, not a folder; give a folder for --out "
+                          "(created when missing)")
     public, secret = out / f"{name}.key", out / f"{name}.key_secret"
     existing = [str(p) for p in (public, secret) if p.exists()]
     if existing and not overwrite:
@@ -117,14 +302,35 @@ def create_key_pair(out_dir: str | Path, name: str, *, overwrite: bool = False) 
 
 
 def load_key_pair(secret_file: str | Path, *, role: str) -> tuple[bytes, bytes]:
-    """Read (public, secret) Z85 keys from a ``.key_secret`` file; PublishError naming the file."""
+    """Read (public, secret) Z85 keys from a ``.key_secret`` file; PublishError naming the file.
+
+    A file that other users may read or write gets one warning (``chmod 600``), as ssh gives."""
     path = Path(secret_file)
     public, secret = _load_certificate(path, role=role)
     if secret is None:
         raise PublishError(
             f"{role} key file {path} has no secret key; pass the .key_secret file made by `perception keys`"
         )
+    warn_if_open(path, role=role)
     return public, secret
+
+
+def warn_if_open(path: Path, *, role: str) -> bool:
+    """One warning (a file a process) when a secret key file is open to other users; True if so."""
+    if os.name == "nt":  # no POSIX modes to check
+        return False
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return False
+    if not mode & 0o077:
+        return False
+    if str(path) not in _warned_open:
+        _warned_open.add(str(path))
+        what = "readable" if mode & 0o044 else "writable" if mode & 0o022 else "accessible"
+        log.warning("%s key file %s is %s by other users (mode %04o); keep it private: chmod 600 %s",
+                    role, path, what, mode, path)
+    return True
 
 
 def load_public_key(public_file: str | Path, *, role: str) -> bytes:
@@ -146,10 +352,11 @@ def _load_certificate(path: Path, *, role: str) -> tuple[bytes, bytes | None]:
 
 
 def start_authenticator(context: zmq.Context, allow_dir: str | Path) -> AuditingAuthenticator:
-    """Start a ZAP authenticator on ``context`` that admits only the public keys in ``allow_dir``.
+    """Start a ZAP authenticator on ``context`` that admits only the public keys in ``allow_dir``,
+    and the thread that follows the folder while the node runs (see the module docstring).
 
-    Must run before the server socket binds. Raises PublishError when the directory is missing or
-    holds no ``*.key`` file (an empty allow-list would silently admit nobody).
+    Must run before the server socket binds. Raises PublishError when the directory is missing,
+    holds no ``*.key`` file (an empty allow-list would silently admit nobody) or a bad one.
     """
     location = Path(allow_dir)
     if not location.is_dir():
@@ -160,17 +367,16 @@ def start_authenticator(context: zmq.Context, allow_dir: str | Path) -> Auditing
         if why != "not found":
             raise PublishError(f"CURVE allow-list directory {location} {why}; give a folder of client .key files")
         raise PublishError(f"CURVE allow-list directory {location} not found; create it and copy client .key files into it")
-    allowed = sorted(location.glob("*.key"))
-    if not allowed:
-        raise PublishError(
-            f"CURVE allow-list directory {location} holds no .key files; copy each subscriber's public .key into it"
-        )
-    for path in allowed:
-        load_public_key(path, role="allowed client")
-    auth = AuditingAuthenticator(context)
+    auth = AuditingAuthenticator(context, location)
+    try:
+        auth.load_initial()
+    except OSError as exc:
+        raise PublishError(f"CURVE allow-list directory {location} cannot be read: {exc.strerror or exc}") from None
     auth.start()
-    auth.configure_curve(domain="*", location=str(location))
-    log.info("CURVE on: %d allowed client key(s) from %s", len(allowed), location)
+    auth.configure_curve_callback(domain="*", credentials_provider=auth)
+    auth.watch()
+    log.info("CURVE on: %s from %s (the folder is reread every %g s: add or remove a .key to admit or revoke "
+             "a client)", _plural(len(auth.allowed), "allowed client key"), location, ALLOW_POLL_S)
     return auth
 
 
@@ -183,6 +389,14 @@ def make_curve_server(socket: zmq.Socket, secret_file: str | Path) -> None:
 
 
 def make_curve_client(socket: zmq.Socket, *, server_key_file: str | Path, client_secret_file: str | Path) -> None:
-    """Make ``socket`` a CURVE client of the server whose public key is in ``server_key_file``."""
-    socket.curve_serverkey = load_public_key(server_key_file, role="server public")
+    """Make ``socket`` a CURVE client of the server whose public key is in ``server_key_file``.
+
+    Refuses a server key file that holds a secret key: the node's ``.key_secret`` must stay on the node."""
+    path = Path(server_key_file)
+    server_public, server_secret = _load_certificate(path, role="server public")
+    if server_secret is not None:
+        public = path.with_suffix(".key") if path.suffix == ".key_secret" else "its .key"
+        raise PublishError(f"--curve-server-key {path} is a secret key file (the node's .key_secret); give the "
+                           f"node's public key, {public}, and keep the .key_secret on the node only")
+    socket.curve_serverkey = server_public
     socket.curve_publickey, socket.curve_secretkey = load_key_pair(client_secret_file, role="client secret")

@@ -14,6 +14,13 @@ encodings, pub_seq) stays with the publishers.
     core.subscriptions(b"perception/front/")      # live subscriptions that receive that namespace
     core.close()
 
+With a CURVE allow-list, each subscription message carries the subscriber's key (ZAP ``User-Id``)
+and its connection's file descriptor (``SRCFD``): the core remembers which connection holds which
+key, so that when a key is removed from the allow-list (``cut_clients``, called by the
+authenticator's folder watcher) the connections already made with it are shut down at once; their
+reconnects meet the new list and are refused. A subscription from a key no longer allowed is cut
+the same way when it is read.
+
 Two send modes: ``send_timeout_ms=None`` (the live node) never waits: a subscriber whose queue is
 full loses the message, as with PUB. A number (replay) sets ``XPUB_NODROP``: a send waits up to that
 long for room and raises ``zmq.Again`` when there is none, so the caller can retry or stop.
@@ -29,7 +36,7 @@ import socket
 import stat
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 
 import zmq
@@ -101,6 +108,78 @@ def is_ipv6_literal(host: str | None) -> bool:
     return host is not None and ":" in host
 
 
+def _same_host(a: str, b: str | None) -> bool:
+    """Whether two textual IP addresses name the same host (IPv4-mapped IPv6 and scope ids aside);
+    True when either cannot be parsed: the check only guards against a reused descriptor number."""
+    def norm(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+        addr = ipaddress.ip_address(text.split("%", 1)[0])
+        mapped = getattr(addr, "ipv4_mapped", None)
+        return mapped if mapped is not None else addr
+
+    if b is None:
+        return True
+    try:
+        return norm(a) == norm(b)
+    except ValueError:
+        return True
+
+
+def _connection_id(fd: int, peer_address: str | None) -> tuple[int, int] | None:
+    """(device, inode) of the connected stream socket at ``fd`` (a subscriber's connection, read
+    from a message's ``SRCFD``), or None when ``fd`` is no such socket now: closed, or its number
+    reused by another file. ``peer_address`` (the message's ``Peer-Address``) must match a TCP peer."""
+    try:
+        dup = os.dup(fd)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(dup)
+        if not stat.S_ISSOCK(st.st_mode):
+            return None
+        conn = socket.socket(fileno=dup)
+        dup = -1  # the socket object owns it now
+        try:
+            if conn.type != socket.SOCK_STREAM:
+                return None
+            peer = conn.getpeername()  # a listening socket has none (ENOTCONN)
+            if conn.family in (socket.AF_INET, socket.AF_INET6) and not _same_host(peer[0], peer_address):
+                return None
+        finally:
+            conn.close()
+        return st.st_dev, st.st_ino
+    except OSError:
+        return None
+    finally:
+        if dup >= 0:
+            os.close(dup)
+
+
+def _shut_down_connection(fd: int, ident: tuple[int, int]) -> bool:
+    """Shut down the connection at ``fd`` if it is still the socket ``ident`` names; libzmq then
+    sees it closed and drops it (the subscriber reconnects through a new handshake). Works on a
+    duplicate of the descriptor, so a number closed and reused meanwhile is never touched."""
+    try:
+        dup = os.dup(fd)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(dup)
+        if not stat.S_ISSOCK(st.st_mode) or (st.st_dev, st.st_ino) != ident:
+            return False
+        conn = socket.socket(fileno=dup)
+        dup = -1
+        try:
+            conn.shutdown(socket.SHUT_RDWR)
+        finally:
+            conn.close()
+        return True
+    except OSError:
+        return False
+    finally:
+        if dup >= 0:
+            os.close(dup)
+
+
 def is_loopback(host: str) -> bool:
     """True for localhost, 127.0.0.0/8 and ::1."""
     if host == "localhost":
@@ -150,6 +229,12 @@ class XpubCore:
         self._flags = zmq.NOBLOCK if send_timeout_ms is None else 0
         self._context = zmq.Context()
         self._auth = None
+        # With an allow-list: subscriber connections by file descriptor -> (their key, Z85 bytes;
+        # the socket's (device, inode), to tell a reused descriptor number apart).
+        self._peers: dict[int, tuple[bytes, tuple[int, int]]] = {}
+        self._cut: deque[tuple[int, int]] = deque(maxlen=256)  # sockets shut down, until libzmq drops them
+        #: Connections shut down because their key left the allow-list.
+        self.curve_disconnects = 0
         self._socket = self._context.socket(zmq.XPUB)
         try:
             self._socket.linger = 0
@@ -180,6 +265,8 @@ class XpubCore:
         except BaseException:
             self._teardown()
             raise
+        if self._auth is not None and os.name != "nt":  # (descriptors are sockets only on POSIX)
+            self._auth.on_revoke = self.cut_clients
         #: The bound endpoint (the real port when ``endpoint`` asked for ``*``).
         self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         if host is not None and not is_loopback(host):
@@ -213,6 +300,48 @@ class XpubCore:
         """CURVE handshakes the allow-list refused (0 without one)."""
         return self._auth.rejections if self._auth is not None else 0
 
+    # ------------------------------------------------------------------ revocation
+
+    def cut_clients(self, keys: frozenset[bytes]) -> int:
+        """Shut down every subscriber connection made with one of ``keys`` (Z85 public keys just
+        removed from the allow-list); returns how many. Called from the allow-list watcher thread."""
+        with self.lock:
+            if self.closed:
+                return 0
+            before = self.curve_disconnects
+            self.read_subscriptions_locked()  # learn of connections whose subscriptions are queued
+            for fd, (key, ident) in list(self._peers.items()):
+                if key in keys:
+                    del self._peers[fd]
+                    self._cut_locked(fd, ident)
+            return self.curve_disconnects - before
+
+    def _note_subscriber_locked(self, frame: zmq.Frame) -> None:
+        """Remember which connection holds which key (from a subscribe message); cut it at once
+        when the key is no longer allowed (removed after its handshake)."""
+        try:
+            key = frame.get("User-Id").encode("ascii")
+            fd = frame.get(zmq.SRCFD)
+            peer_address = frame.get("Peer-Address")
+        except (zmq.ZMQError, UnicodeEncodeError):  # made by libzmq (a disconnect's unsubscribe): no peer
+            return
+        ident = _connection_id(fd, peer_address)
+        if ident is None or ident in self._cut:
+            return
+        if key in self._auth.allowed:
+            self._peers[fd] = (key, ident)
+        elif self._cut_locked(fd, ident):
+            self._peers.pop(fd, None)
+            log.info("CURVE: disconnected a subscriber from %s whose key %s is no longer in --curve-allow",
+                     peer_address, key.decode())
+
+    def _cut_locked(self, fd: int, ident: tuple[int, int]) -> bool:
+        if ident in self._cut or not _shut_down_connection(fd, ident):
+            return False
+        self._cut.append(ident)
+        self.curve_disconnects += 1
+        return True
+
     # ------------------------------------------------------------------ subscriptions
 
     def latch(self, topic: bytes, resend: Callable[[], None]) -> None:
@@ -225,14 +354,21 @@ class XpubCore:
         a new subscription receives (caller holds the lock). ``sending``: the topic about to be sent,
         which reaches the new subscriber anyway; resending it first would put two copies on the
         wire in reverse ``pub_seq`` order (its header is already numbered)."""
+        noting = self._auth is not None and self._auth.on_revoke is not None
         while True:
             try:
-                message = self._socket.recv(zmq.NOBLOCK)
+                if noting:
+                    frame = self._socket.recv(zmq.NOBLOCK, copy=False)
+                    message = frame.bytes
+                else:
+                    message = self._socket.recv(zmq.NOBLOCK)
             except zmq.Again:
                 break
             if not message:
                 continue
             prefix = message[1:]
+            if noting and message[0] == _SUBSCRIBE:
+                self._note_subscriber_locked(frame)
             if message[0] == _SUBSCRIBE:
                 self._prefixes[prefix] += 1
                 self._due.update(topic for topic in self._latched if topic.startswith(prefix))

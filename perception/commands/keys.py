@@ -13,8 +13,9 @@ from perception.security import create_key_pair
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, metavar="DIR", help="directory to write the key files into")
-    parser.add_argument("--name", required=True, help="key name: writes NAME.key and NAME.key_secret")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder to write the key files into (created when missing)")
+    parser.add_argument("--name", required=True,
+                        help="key name: writes NAME.key and NAME.key_secret (letters, digits, '.', '_', '-')")
     # --overwrite as record and train spell it; --force, its first name here, stays an alias.
     parser.add_argument("--overwrite", "--force", dest="overwrite", action="store_true",
                         help="overwrite existing key files of that name")

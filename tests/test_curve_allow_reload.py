@@ -1,0 +1,249 @@
+"""The CURVE allow-list follows its folder while the node runs (hunt 6e finding 1.1), and key
+hygiene: secret files open to others, the node's secret given to a client, unsafe key names
+(finding 1.9).
+
+Every test asserts what a user sees: who receives, the node's log lines, one-line refusals. Waits
+poll with generous deadlines; no timing is asserted.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from perception.errors import PublishError
+from perception.publish import MaskPublisher
+from perception.security import create_key_pair, load_public_key
+from perception.subscribe import MaskSubscriber
+
+NS = "perception/secure"
+DEADLINE_S = 20.0
+
+
+@pytest.fixture
+def keys(tmp_path, caplog):
+    """server, laptop (allowed), other (not allowed), spare (allowed); allow/ holds laptop.key and
+    spare.key."""
+    caplog.set_level(logging.INFO, logger="perception")
+    key_dir, allow_dir = tmp_path / "keys", tmp_path / "allow"
+    allow_dir.mkdir()
+    paths = {name: create_key_pair(key_dir, name) for name in ("server", "laptop", "other", "spare")}
+    for name in ("laptop", "spare"):
+        shutil.copy(paths[name][0], allow_dir)
+    return paths, allow_dir
+
+
+def _publisher(paths, allow_dir):
+    return MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS, curve_secret_key_file=str(paths["server"][1]),
+                         curve_allow_dir=str(allow_dir))
+
+
+def _subscriber(pub, paths, name):
+    return MaskSubscriber(pub.endpoint, namespace=NS, curve_server_key=str(paths["server"][0]),
+                          curve_key_file=str(paths[name][1]), reconnect_ivl_ms=50, reconnect_ivl_max_ms=200)
+
+
+def _receives(pub, sub, timeout_s=DEADLINE_S) -> bool:
+    """Publish until ``sub`` gets a message (True) or the deadline passes (False)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pub.publish_json("stats", {"fps": 1.0})
+        if sub.recv(timeout_s=0.05) is not None:
+            return True
+    return False
+
+
+def _goes_quiet(pub, sub, quiet_s=1.5, timeout_s=DEADLINE_S) -> bool:
+    """Publish until ``sub`` has received nothing for ``quiet_s`` while messages kept going out
+    (True), or the deadline passes (False). Messages already queued before a cut may still arrive."""
+    deadline = time.monotonic() + timeout_s
+    last = time.monotonic()
+    while time.monotonic() < deadline:
+        pub.publish_json("stats", {"fps": 1.0})
+        if sub.recv(timeout_s=0.05) is not None:
+            last = time.monotonic()
+        elif time.monotonic() - last >= quiet_s:
+            return True
+    return False
+
+
+def _wait_for_log(caplog, text, timeout_s=DEADLINE_S) -> list[str]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        lines = [r.getMessage() for r in caplog.records if text in r.getMessage()]
+        if lines:
+            return lines
+        time.sleep(0.05)
+    return []
+
+
+def _messages(caplog, text) -> list[str]:
+    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+
+def test_a_key_added_to_the_folder_admits_that_client(keys, caplog):
+    paths, allow_dir = keys
+    with _publisher(paths, allow_dir) as pub:
+        assert _messages(caplog, "CURVE on: 2 allowed client keys from")
+        with _subscriber(pub, paths, "other") as early:
+            assert not _receives(pub, early, timeout_s=1.0)
+        hint = _wait_for_log(caplog, "CURVE handshake refused")
+        assert "to admit it, add its .key to --curve-allow and restart the client" in hint[0]
+        shutil.copy(paths["other"][0], allow_dir)  # what the refusal's hint says to do
+        line = _wait_for_log(caplog, "(added other.key)")
+        assert line == [f"CURVE allow-list: 3 client keys from {allow_dir} (added other.key)"]
+        # The client started again (a new `perception listen`) gets in.
+        with _subscriber(pub, paths, "other") as again:
+            assert _receives(pub, again)
+
+
+def test_a_removed_key_is_refused_and_its_connected_client_cut(keys, caplog):
+    paths, allow_dir = keys
+    with _publisher(paths, allow_dir) as pub, _subscriber(pub, paths, "laptop") as laptop, \
+            _subscriber(pub, paths, "spare") as spare:
+        assert _receives(pub, laptop) and _receives(pub, spare)
+        rejections = pub.stats()["curve_rejections"]
+        (allow_dir / "laptop.key").unlink()  # revoke the (stolen) laptop
+        lines = _wait_for_log(caplog, "(removed laptop.key)")
+        assert lines == [f"CURVE allow-list: 1 client key from {allow_dir} (removed laptop.key); 1 connected client "
+                         "with a removed key disconnected, new handshakes with it refused"]
+        # The laptop connected before the removal stops receiving; its reconnects are refused and
+        # counted; the other client is untouched.
+        assert _goes_quiet(pub, laptop)
+        assert _receives(pub, spare, timeout_s=1.0)
+        deadline = time.monotonic() + DEADLINE_S
+        while pub.stats()["curve_rejections"] <= rejections and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pub.stats()["curve_rejections"] > rejections
+        assert pub._core.curve_disconnects == 1
+        # A new client with the removed key (a new `perception listen`) receives nothing either.
+        with _subscriber(pub, paths, "laptop") as again:
+            assert not _receives(pub, again, timeout_s=1.5)
+        laptop_key = load_public_key(paths["laptop"][0], role="client").decode()
+        refused = _messages(caplog, f"client key {laptop_key}")
+        assert refused and "its .key was removed from --curve-allow" in refused[0]
+
+
+def test_an_empty_folder_admits_nobody_and_a_key_put_back_admits_again(keys, caplog):
+    paths, allow_dir = keys
+    with _publisher(paths, allow_dir) as pub, _subscriber(pub, paths, "laptop") as laptop:
+        assert _receives(pub, laptop)
+        for path in allow_dir.glob("*.key"):
+            path.unlink()
+        lines = _wait_for_log(caplog, "no client is admitted")
+        assert lines == [f"CURVE allow-list: 0 client keys from {allow_dir} (removed laptop.key, spare.key); no client "
+                         "is admitted; 1 connected client with a removed key disconnected, new handshakes with them "
+                         "refused"]
+        assert _goes_quiet(pub, laptop)
+        shutil.copy(paths["laptop"][0], allow_dir)
+        assert _wait_for_log(caplog, "(added laptop.key)")
+        with _subscriber(pub, paths, "laptop") as again:  # the laptop started again is admitted again
+            assert _receives(pub, again)
+
+
+def test_an_unreadable_folder_or_a_junk_key_never_opens_the_list(keys, caplog, tmp_path):
+    paths, allow_dir = keys
+    with _publisher(paths, allow_dir) as pub:
+        # The folder disappears (moved away): the last list holds, one warning however long.
+        moved = tmp_path / "allow.moved"
+        allow_dir.rename(moved)
+        warned = _wait_for_log(caplog, "cannot be read")
+        assert warned == [f"CURVE allow-list folder {allow_dir} cannot be read (not found); keeping the last list "
+                          "(2 client keys) until it can"]
+        with _subscriber(pub, paths, "laptop") as laptop, _subscriber(pub, paths, "other") as other:
+            assert _receives(pub, laptop)
+            assert not _receives(pub, other, timeout_s=1.0)
+        assert len(_messages(caplog, "cannot be read")) == 1
+        moved.rename(allow_dir)
+        assert _wait_for_log(caplog, "can be read again: 2 client keys, unchanged")
+        # A junk .key: one warning naming it, it admits nobody, and a removal at the same time applies.
+        (allow_dir / "junk.key").write_text("not a certificate\n")
+        (allow_dir / "spare.key").unlink()
+        warned = _wait_for_log(caplog, "junk.key")
+        assert warned == [f"CURVE allow-list: junk.key in {allow_dir} is not a public key file (unreadable or "
+                          "malformed), so not admitted; recreate it with `perception keys` and copy the .key"]
+        assert _wait_for_log(caplog, "(removed spare.key)")
+        with _subscriber(pub, paths, "spare") as spare, _subscriber(pub, paths, "laptop") as laptop:
+            assert _receives(pub, laptop)
+            assert not _receives(pub, spare, timeout_s=1.0)
+        assert len(_messages(caplog, "junk.key")) == 1
+
+
+def test_a_secret_key_open_to_others_warns_once_with_chmod(keys, caplog, tmp_path):
+    paths, allow_dir = keys
+    loose_server = tmp_path / "loose_server.key_secret"
+    loose_client = tmp_path / "loose_laptop.key_secret"
+    shutil.copy(paths["server"][1], loose_server)
+    shutil.copy(paths["laptop"][1], loose_client)
+    loose_server.chmod(0o644)
+    loose_client.chmod(0o640)
+    with MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS, curve_secret_key_file=str(loose_server),
+                       curve_allow_dir=str(allow_dir)) as pub:
+        for _ in range(2):
+            with MaskSubscriber(pub.endpoint, namespace=NS, curve_server_key=str(paths["server"][0]),
+                                curve_key_file=str(loose_client)) as sub:
+                assert _receives(pub, sub)  # a warning, not a refusal
+    assert _messages(caplog, "by other users") == [
+        f"server secret key file {loose_server} is readable by other users (mode 0644); keep it private: "
+        f"chmod 600 {loose_server}",
+        f"client secret key file {loose_client} is readable by other users (mode 0640); keep it private: "
+        f"chmod 600 {loose_client}",
+    ]
+    # the files `perception keys` writes (mode 600) draw no warning
+    caplog.clear()
+    with MaskSubscriber("tcp://127.0.0.1:5556", curve_server_key=str(paths["server"][0]),
+                        curve_key_file=str(paths["laptop"][1])):
+        pass
+    assert not _messages(caplog, "by other users")
+
+
+def test_the_nodes_secret_key_as_server_key_is_refused_in_one_line(keys):
+    paths, _ = keys
+    server_public, server_secret = paths["server"]
+    with pytest.raises(PublishError) as info:
+        MaskSubscriber("tcp://127.0.0.1:5556", curve_server_key=str(server_secret), curve_key_file=str(paths["laptop"][1]))
+    assert str(info.value) == (f"--curve-server-key {server_secret} is a secret key file (the node's .key_secret); "
+                               f"give the node's public key, {server_public}, and keep the .key_secret on the node only")
+
+
+def test_the_cli_refuses_the_swapped_server_key_in_one_line(keys):
+    paths, _ = keys
+    result = subprocess.run(
+        [sys.executable, "-m", "perception", "listen", "--endpoint", "tcp://127.0.0.1:5556", "--duration", "1",
+         "--curve-server-key", str(paths["server"][1]), "--curve-key", str(paths["laptop"][1])],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is a secret key file (the node's .key_secret)" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--name", "a b"], "key name 'a b' is not a safe file name; use letters, digits, '.', '_' and '-'"),
+    (["--name=-x"], "key name '-x' is not a safe file name"),
+    (["--name", "../up"], "key name '../up' is not a safe file name"),
+])
+def test_keys_refuses_unsafe_names(tmp_path, args, message):
+    result = subprocess.run([sys.executable, "-m", "perception", "keys", "--out", str(tmp_path / "k"), *args],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not (tmp_path / "k").exists()
+
+
+def test_keys_out_a_file_says_it_is_a_file(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    result = subprocess.run([sys.executable, "-m", "perception", "keys", "--out", str(afile), "--name", "car"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"perception: error: cannot write keys to {afile}: it is a file, not a folder; give a folder for --out "
+        "(created when missing)"
+    ]
