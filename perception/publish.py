@@ -408,10 +408,12 @@ class MaskPublisher:
     def stats(self) -> dict[str, int]:
         """The ``publisher`` block of the stats document (``contracts.PUBLISHER_STATS``): the
         counters plus ``subscriptions`` (live subscriptions to this namespace) and
-        ``curve_rejections`` (handshakes the allow-list refused)."""
+        ``curve_rejections`` (handshakes the allow-list refused) and ``curve_disconnects``
+        (connected clients cut when their key left the allow-list)."""
         # Subscriptions first: reading them may resend the latched info, which the counters then hold.
         subscriptions = self._core.subscriptions(self._namespace_prefix)
-        return {**asdict(self.counters), "subscriptions": subscriptions, "curve_rejections": self._core.curve_rejections}
+        return {**asdict(self.counters), "subscriptions": subscriptions, "curve_rejections": self._core.curve_rejections,
+                "curve_disconnects": self._core.curve_disconnects}
 
     def close(self, *, flush_s: float = 0.0) -> None:
         """Close the socket (of every namespace on it); idempotent.

@@ -70,6 +70,7 @@ PUBLISHER_STATS = (
     StatsKey("send_errors", "int", "sends that failed (counted, never raised)"),
     StatsKey("subscriptions", "int", "live subscriptions that receive this namespace (one per subscriber and prefix)"),
     StatsKey("curve_rejections", "int", "CURVE handshakes the allow-list refused"),
+    StatsKey("curve_disconnects", "int", "connected CURVE clients cut because their key left --curve-allow"),
 )
 
 #: The ``unknown`` block: pixels the model is unsure of (``--unknown-threshold``).

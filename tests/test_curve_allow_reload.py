@@ -120,6 +120,7 @@ def test_a_removed_key_is_refused_and_its_connected_client_cut(keys, caplog):
         while pub.stats()["curve_rejections"] <= rejections and time.monotonic() < deadline:
             time.sleep(0.05)
         assert pub.stats()["curve_rejections"] > rejections
+        assert pub.stats()["curve_disconnects"] >= 1  # the laptop connected before the removal was cut
         assert pub._core.curve_disconnects == 1
         # A new client with the removed key (a new `perception listen`) receives nothing either.
         with _subscriber(pub, paths, "laptop") as again:
