@@ -253,10 +253,10 @@ def run_demo(config: DemoConfig, *, stop: threading.Event | None = None, out=pri
     endpoint cannot be bound, ConfigError for an unwritable output folder.
     """
     from perception.engines import load_engine
+    from perception.modelfile import check_model_path
     from perception.overlay import render_overlay
     from perception.pipeline import Pipeline
     from perception.publish import MaskPublisher
-    from perception.modelfile import check_model_path
     from perception.run_config import DEFAULT_MODEL, RunConfig
     from perception.sinks import FrameSink
     from perception.subscribe import MaskSubscriber
