@@ -2,7 +2,8 @@
 
 ``render_overlay(image_bgr, class_map, class_table)``: class colours from the model's class table,
 optional drivable / lane / obstacle tints (``TASK_TINTS_BGR``), a caption and a colour legend
-beside the image. ``perception view``, ``perception demo`` and the contact sheet draw with it.
+beside the image. The caption is a bar at the bottom of the image, or a strip under the picture when
+that bar would hide more than ``CAPTION_MAX_SHARE`` of a small frame. ``perception view``, ``perception demo`` and the contact sheet draw with it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ TASK_TINTS_BGR: dict[str, tuple[int, int, int]] = {
     "obstacle": (40, 40, 230),  # red
 }
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
+#: The largest share of the image's height the caption bar may cover; on smaller frames the caption
+#: goes in a strip under the picture instead, so that no more of the scene is hidden.
+CAPTION_MAX_SHARE = 0.1
 
 
 def render_overlay(
@@ -45,10 +49,13 @@ def render_overlay(
         alpha: weight of the mask colours, 0..1.
         legend: append a legend panel to the right of the image listing the class table's colours
             and the tints used.
-        caption: one line of text drawn at the bottom of the image (e.g. FPS and latency).
+        caption: one line of text (e.g. FPS and latency), drawn on a bar at the bottom of the image;
+            when that bar would cover more than ``CAPTION_MAX_SHARE`` of its height (frames under
+            about 170 rows), in a strip added under the whole picture instead.
 
     Returns:
-        uint8 BGR image: H x W x 3, or wider (and at least tall enough for the legend) with ``legend``.
+        uint8 BGR image: H x W x 3, or wider (and at least tall enough for the legend) with ``legend``,
+        and taller by the caption strip on small frames.
 
     Raises:
         ValueError: a non-BGR image, or a class map without a class table (caller bugs).
@@ -84,9 +91,9 @@ def render_overlay(
     out = image_bgr.copy()
     blended = cv2.addWeighted(image_bgr, 1.0 - alpha, colour, alpha, 0.0)
     out[painted] = blended[painted]
-    if caption:
-        _draw_caption(out, caption)
-    return _with_legend(out, entries) if legend else out
+    below = bool(caption) and not _draw_caption(out, caption)
+    picture = _with_legend(out, entries) if legend else out
+    return _with_caption_strip(picture, caption, hw[0]) if below else picture
 
 
 def _to_frame(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -98,12 +105,32 @@ def _to_frame(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask, (hw[1], hw[0]), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
-def _draw_caption(image: np.ndarray, text: str) -> None:
-    scale = max(0.3, image.shape[0] / 900)
+def _caption_bar(text: str, frame_h: int) -> tuple[float, int, int, int]:
+    """Font scale, text width, bar height and baseline of a caption for a frame ``frame_h`` rows high."""
+    scale = max(0.3, frame_h / 900)
     (tw, th), base = cv2.getTextSize(text, _FONT, scale, 1)
-    y = image.shape[0] - base - 3
-    cv2.rectangle(image, (0, y - th - 3), (min(image.shape[1], tw + 6), image.shape[0]), (0, 0, 0), -1)
+    return scale, tw, th + base + 6, base
+
+
+def _draw_caption(image: np.ndarray, text: str) -> bool:
+    """Draw the caption bar at the bottom of ``image``; False (nothing drawn) when the bar would
+    cover more than ``CAPTION_MAX_SHARE`` of it."""
+    h = image.shape[0]
+    scale, tw, bar_h, base = _caption_bar(text, h)
+    if bar_h > CAPTION_MAX_SHARE * h:
+        return False
+    y = h - base - 3
+    cv2.rectangle(image, (0, h - bar_h), (min(image.shape[1], tw + 6), h), (0, 0, 0), -1)
     cv2.putText(image, text, (3, y), _FONT, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return True
+
+
+def _with_caption_strip(picture: np.ndarray, text: str, frame_h: int) -> np.ndarray:
+    """``picture`` with a black strip under it holding the caption, across its whole width."""
+    scale, _, bar_h, base = _caption_bar(text, frame_h)
+    strip = np.zeros((bar_h, picture.shape[1], 3), np.uint8)
+    cv2.putText(strip, text, (3, bar_h - base - 3), _FONT, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return np.vstack([picture, strip])
 
 
 def _with_legend(image: np.ndarray, entries: list[tuple[str, tuple[int, int, int]]]) -> np.ndarray:

@@ -3,25 +3,30 @@
 ``FrameSink(out, fps=...)`` takes frames from ``perception view`` and ``perception demo``;
 ``resolve_output(out)`` picks a window when a display exists and ``out/view.mp4`` otherwise. A sink
 that wrote nothing removes the folders it made for ``out`` when it closes, as
-``missing_folders``/``remove_empty_folders`` let other commands do.
+``missing_folders``/``remove_empty_folders`` let other commands do. A video has the first frame's
+size; a later frame of another size is letterboxed into it (aspect kept, black bars), said once.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from perception.errors import ConfigError, file_in_the_way
+from perception.preprocess import Letterbox
 
 log = logging.getLogger(__name__)
 
 #: Frame rate of written videos when --fps is not given.
 DEFAULT_VIDEO_FPS = 10.0
 VIDEO_SUFFIXES = {".mp4": "mp4v", ".avi": "MJPG"}
+#: The names of the numbered PNGs a folder output receives (``view_000001.png``, ...).
+FOLDER_FRAME_NAME = re.compile(r"view_[0-9]{6}\.png")
 
 
 def has_display() -> bool:
@@ -32,7 +37,8 @@ class FrameSink:
     """Receives rendered frames: a window, a video file, one PNG or a folder of PNGs.
 
     ``write(frame)`` returns False once the user closed the window (q or Esc). ``close()``
-    finishes the file. Frames may change size; videos are fixed to the first frame's size.
+    finishes the file. Frames may change size; a video is fixed to the first frame's size, and a
+    frame of another size is letterboxed into it, keeping its aspect (one warning says so).
     """
 
     def __init__(self, out: Path | None, *, fps: float) -> None:
@@ -42,6 +48,7 @@ class FrameSink:
         self._writer: cv2.VideoWriter | None = None
         self._size: tuple[int, int] | None = None
         self._last: np.ndarray | None = None
+        self._letterboxed = False  # a frame of another size than the video's has been fitted (and said so)
         if out is None:
             self.mode = "window"
         elif out.suffix.lower() in VIDEO_SUFFIXES:
@@ -87,11 +94,25 @@ class FrameSink:
                         f"OpenCV cannot write video {self.out}; try --out with .avi or a PNG folder"
                     )
             if (frame.shape[1], frame.shape[0]) != self._size:
-                frame = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
+                frame = self._fit(frame)
             self._writer.write(frame)
         elif self.mode == "folder":
             self._imwrite(self.out / f"view_{self.frames:06d}.png", frame)
         return True
+
+    def _fit(self, frame: np.ndarray) -> np.ndarray:
+        """``frame`` letterboxed into the video's size: scaled to fit, aspect kept, black bars."""
+        width, height = self._size
+        if not self._letterboxed:
+            self._letterboxed = True
+            log.warning("frame sizes change (frame %d is %dx%d, the video %dx%d): such frames are letterboxed into "
+                        "the video's size, aspect kept; a folder --out keeps each frame's own size",
+                        self.frames, frame.shape[1], frame.shape[0], width, height)
+        box = Letterbox.fit(frame.shape[:2], (height, width))
+        fitted = np.zeros((height, width, 3), np.uint8)
+        shrink = box.content_hw[0] < frame.shape[0]
+        box.apply(frame, fitted, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        return fitted
 
     def close(self) -> None:
         if self._writer is not None:

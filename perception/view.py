@@ -4,21 +4,28 @@ The drawing is ``perception.overlay.render_overlay`` and the outputs are ``perce
 ``perception view`` runs them in one of two ways:
 
 - ``--source SPEC --model m.onnx``: reads the source and runs the model itself (no node needed);
-- ``--endpoint E --namespace NS [--source SPEC] [--model m.onnx]``: draws the masks a running node
-  publishes (the class map in the model's class colours when ``--model`` names the node's model,
-  else the drivable / lane / obstacle masks as tints). With a
-  reproducible ``--source`` (the synthetic world with the node's ``--seed``, or the node's video
-  file) each mask is drawn over the source frame with the same ``seq``; without one the masks are
-  drawn on a dark background.
+- ``--endpoint E --namespace NS [--source SPEC]``: draws the masks a running node publishes: the
+  class map in the colours of the node's own class table (its latched ``<NS>/info``, which names
+  the model that made the masks). ``--model`` is not needed there; given, it is only the table to
+  fall back on when no info arrives within ``INFO_WAIT_S`` of the first mask (said once; without it
+  the drivable / lane / obstacle masks are drawn as tints), and a table of its that differs from
+  the node's is said once and not used. ``--curve-server-key`` / ``--curve-key`` reach a node that
+  encrypts (as ``listen`` and ``record``). With a reproducible ``--source`` (the synthetic world
+  with the node's ``--seed``, or the node's video file) each mask is drawn over the source frame
+  with the same ``seq``; without one the masks are drawn on a dark background.
 
 Output: a window when a display exists ($DISPLAY / $WAYLAND_DISPLAY) and ``--out`` is not given;
 otherwise ``--out`` (default ``out/view.mp4``): ``*.mp4``/``*.avi`` a video, ``*.png`` the last
 frame, a folder numbered PNGs. A video plays at ``--fps`` when given, else at the source's own rate
 (``source_rate``: a video file's or stream's reported one, the synthetic camera's), else at
-``DEFAULT_VIDEO_FPS``. When no frame could be rendered (the source delivered none, stopped before the
-first) a file output is a ``SourceError`` saying why; a window warns. Drawing a node's masks when
-nothing at all arrived is a ``SourceUnavailableError`` (exit 4, as ``listen`` and ``record``),
-whatever the output.
+``DEFAULT_VIDEO_FPS``; frames of another size than the first are letterboxed into it. An existing
+``--out`` file is refused unless ``--overwrite`` (the default ``out/view.mp4`` is view's own and is
+replaced); a folder must be new, empty or an earlier view's frames, which are replaced whole when
+the first new frame comes (as ``perception synth`` replaces its own output), so a shorter run leaves
+no stale frames. When no frame could be rendered (the source delivered none, stopped before the
+first) a file output is a ``SourceError`` saying why and an earlier output is left as it was; a
+window warns. Drawing a node's masks when nothing at all arrived is a ``SourceUnavailableError``
+(exit 4, as ``listen`` and ``record``), whatever the output.
 
 Run: ``perception view --source synthetic --model m.onnx --out out/view.mp4 --max-frames 100``.
 """
@@ -26,24 +33,36 @@ Run: ``perception view --source synthetic --model m.onnx --out out/view.mp4 --ma
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from perception import contracts
-from perception.config import composed, setting, short
+from perception.commands.listen import ListenConfig, no_messages_hint
+from perception.config import composed, same_setting, setting, short
+from perception.contracts import ClassInfo, ClassTable
 from perception.errors import ConfigError, SourceError, SourceUnavailableError
 from perception.options import EngineOptions, SourceOptions, synthetic_size_error
 from perception.overlay import render_overlay
 from perception.run_config import split_camera_source
-from perception.sinks import DEFAULT_VIDEO_FPS, FrameSink, resolve_output
+from perception.sinks import DEFAULT_VIDEO_FPS, FOLDER_FRAME_NAME, FrameSink, resolve_output
 from perception.sources.synthetic import DEFAULT_FPS as SYNTHETIC_DEFAULT_FPS
 from perception.stats import RateLimitedLog
 
 log = logging.getLogger(__name__)
+
+#: How long after the first mask a view of a node waits for the node's ``<namespace>/info`` (its
+#: class table) before drawing with what it has instead: ``--model``'s table, else tints. A node
+#: sends its info to each new subscription at once; the wait covers a mask that overtakes it.
+INFO_WAIT_S = 1.0
+#: Most completed frames held while that wait lasts (the oldest go first).
+_MAX_HELD = 64
 
 
 @dataclass
@@ -53,7 +72,8 @@ class ViewConfig:
     source: str | list[str] | None = setting(
         None, metavar="[CAMERA=]SOURCE",
         help="camera/video/images/synthetic (as for 'perception run'; one source, a camera name in front is allowed)")
-    model: Path | None = setting(None, help="ONNX model: run it here, or (with --endpoint) its class colours")
+    model: Path | None = setting(None, help="ONNX model to run here on --source; with --endpoint not needed (the node's "
+                                            "class table from its info is used), only a fallback when no info arrives")
     endpoint: str | None = setting(None, help="draw the masks a node publishes here instead of running a model")
     namespace: str | None = setting(None, help="with --endpoint: the node's namespace, e.g. perception/front")
     source_options: SourceOptions = composed(
@@ -64,11 +84,16 @@ class ViewConfig:
                      f"{DEFAULT_VIDEO_FPS:g})"})
     out: Path | None = setting(None, help="*.mp4/*.avi video, *.png last frame, or a folder of PNGs (default: a window "
                                           "when there is a display, else out/view.mp4)")
+    overwrite: bool = setting(False, help="replace an existing --out .mp4/.avi/.png file instead of refusing to start "
+                                          "(a folder of an earlier view's frames is replaced without it)")
     max_frames: int | None = setting(None, lo=0, metavar="N", help="stop after N frames (0: no limit)")
     duration_s: float | None = setting(None, lo=0, flag="--duration", metavar="S", old_names=("duration",),
                                        help="stop after S seconds (0: no limit)")
     alpha: float = setting(0.5, lo=0.0, hi=1.0, help="mask opacity")
     engine_options: EngineOptions = composed(EngineOptions, only=("provider",), group=None)
+    # The client's CURVE keys, declared as listen and record declare them (one meaning, one help).
+    curve_server_key: str | None = same_setting(ListenConfig, "curve_server_key")
+    curve_key: str | None = same_setting(ListenConfig, "curve_key")
 
     def __post_init__(self) -> None:
         if isinstance(self.source, list):
@@ -83,6 +108,9 @@ class ViewConfig:
             raise ValueError("give --source and --model (run the model here) or --endpoint and --namespace (draw a node's masks)")
         if self.endpoint is not None and not self.namespace:
             raise ValueError("--endpoint needs --namespace, e.g. perception/front")
+        if self.endpoint is None and (self.curve_server_key or self.curve_key):
+            raise ValueError("--curve-server-key / --curve-key are for drawing a node's masks (--endpoint); "
+                             "a model run here needs no keys")
         if self.endpoint is None and self.source is not None and self.source.strip() == "synthetic":
             problem = synthetic_size_error(self.source_options.width, self.source_options.height, self.source_options.fps)
             if problem:
@@ -100,6 +128,12 @@ def run_view(config: ViewConfig, *, stop: threading.Event | None = None) -> int:
     out = resolve_output(config.out)
     _check_out_spares_source(out, config.source)
     sink = FrameSink(out, fps=config.source_options.fps or DEFAULT_VIDEO_FPS)
+    try:
+        # No --out at all: out/view.mp4 is view's own file, replaced each time.
+        stale = _claim_out(out, overwrite=config.overwrite or config.out is None)
+    except BaseException:
+        sink.close()
+        raise
     # 0 (as for 'perception run') or None: no limit
     deadline = time.monotonic() + config.duration_s if config.duration_s else None
     ended: list[str] = []  # why the frames ran out, as the frame generator knows it
@@ -110,8 +144,10 @@ def run_view(config: ViewConfig, *, stop: threading.Event | None = None) -> int:
         frames = _node_frames(config, stop, deadline, ended, rate)
     try:
         for frame in frames:
-            if sink.frames == 0 and rate and not config.source_options.fps:
-                sink.fps = rate[0]  # before the first frame opens the video: it plays at the source's pace
+            if sink.frames == 0:
+                if rate and not config.source_options.fps:
+                    sink.fps = rate[0]  # before the first frame opens the video: it plays at the source's pace
+                _remove_earlier_frames(stale, out)
             if not sink.write(frame) or stop.is_set():
                 break
             if config.max_frames and sink.frames >= config.max_frames:
@@ -122,14 +158,17 @@ def run_view(config: ViewConfig, *, stop: threading.Event | None = None) -> int:
         frames.close()
         sink.close()
     if sink.frames == 0:
+        kept = f" (the earlier {len(stale)} frame(s) there are left as they were)" if stale else ""
         nothing = [why for why in ended if isinstance(why, NothingReceived)]
         if nothing:  # no node there: exit 4 whatever the output, as listen and record
             raise SourceUnavailableError(
-                f"nothing rendered{f', so nothing written to {sink.out}' if sink.out is not None else ''}: {nothing[0]}")
+                f"nothing rendered{f', so nothing written to {sink.out}{kept}' if sink.out is not None else ''}: {nothing[0]}")
         why = "stopped before the first frame" if stop.is_set() else (ended[-1] if ended else "the input ended")
         if sink.out is not None:
-            raise SourceError(f"nothing rendered, so nothing written to {sink.out}: {why}")
+            raise SourceError(f"nothing rendered, so nothing written to {sink.out}{kept}: {why}")
         log.warning("nothing rendered: %s", why)
+    elif sink.mode == "png":
+        log.info("wrote the last of %d frame(s) to %s", sink.frames, sink.out)
     elif sink.out is not None:
         log.info("wrote %d frame(s) to %s", sink.frames, sink.out)
     return sink.frames
@@ -158,6 +197,53 @@ def _check_out_spares_source(out: Path | None, source: str | None) -> None:
     src, dst = Path(source).resolve(), out.resolve()
     if dst == src or src in dst.parents:
         raise ConfigError(f"--out {out} would overwrite the --source {source} it reads; choose another --out")
+
+
+def _claim_out(out: Path | None, *, overwrite: bool) -> list[Path]:
+    """What an earlier output in ``out`` means for this view, checked before any work.
+
+    An existing file (``.mp4``, ``.avi``, ``.png``) is ConfigError without ``overwrite``, as for
+    ``perception record``; it is replaced when the new one is written. A folder follows
+    ``perception synth``'s rule for its output: it must be new, empty or an earlier view's output
+    (nothing but its numbered frames, ``FOLDER_FRAME_NAME``), whose frames are returned, to be
+    removed when the first new frame comes (``_remove_earlier_frames``), so a shorter run leaves
+    none of them behind; a folder holding anything else is ConfigError and left untouched.
+    """
+    if out is None:
+        return []
+    if out.suffix:  # a file output (FrameSink has refused other suffixes)
+        if out.exists() or out.is_symlink():
+            if not overwrite:
+                raise ConfigError(f"--out {out} already exists; choose another --out, or pass --overwrite to replace it")
+            log.info("replacing %s", out)
+        return []
+    if not out.is_dir():
+        return []  # made by FrameSink just now
+    frames: list[Path] = []
+    others: list[str] = []
+    for path in sorted(out.iterdir()):
+        if FOLDER_FRAME_NAME.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+            frames.append(path)
+        else:
+            others.append(path.name + ("/" if path.is_dir() else ""))
+    if others:
+        raise ConfigError(f"--out {out} holds files that are not an earlier view's frames ({short(others)}); "
+                          "choose a new or empty folder")
+    if frames:
+        log.info("replacing the %d frame(s) of an earlier view in %s", len(frames), out)
+    return frames
+
+
+def _remove_earlier_frames(stale: list[Path], out: Path | None) -> None:
+    """Remove the earlier view's frames in the ``--out`` folder (``_claim_out``), all of them,
+    before the first new frame is written."""
+    for path in stale:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot remove {path}, a frame of an earlier view in --out {out}: {exc.strerror}; "
+                              "remove it yourself or choose another --out") from None
+    stale.clear()
 
 
 def _open_source(config: ViewConfig, *, paced: bool):
@@ -202,61 +288,170 @@ def _model_frames(config: ViewConfig, stop: threading.Event, ended: list[str], r
         engine.close()
 
 
+@dataclass(frozen=True)
+class NodeClasses:
+    """A class table as a node's ``info`` gives it (ids 0..254 in any order, maybe with gaps, which a
+    ``ClassTable`` does not allow): all ``render_overlay`` needs to draw a class map."""
+
+    classes: tuple[ClassInfo, ...]
+
+
+def node_class_table(info: dict[str, Any]) -> NodeClasses | None:
+    """The class table of a node's ``<namespace>/info`` document (checked by the subscriber), by
+    id; None when it lists no classes."""
+    classes = sorted((ClassInfo(int(c["id"]), str(c["name"]), tuple(int(v) for v in c["color_rgb"]))
+                      for c in info.get("classes") or ()), key=lambda c: c.id)
+    return NodeClasses(tuple(classes)) if classes else None
+
+
+def _rows(table: ClassTable | NodeClasses) -> list[tuple[int, str, tuple[int, ...]]]:
+    return [(c.id, c.name, tuple(c.color)) for c in table.classes]
+
+
+class _NodeColours:
+    """Which class table draws a node's class maps: the node's own, from its latched info (also
+    when ``--model`` names another: said once); before that arrives, none yet (``decided`` False);
+    when none arrived in time (``give_up``), ``--model``'s table if given, else none (tints), said once."""
+
+    def __init__(self, config: ViewConfig) -> None:
+        from perception.modelfile import read_model_metadata
+
+        self.model = config.model
+        self.model_table = read_model_metadata(config.model).class_table if config.model else None
+        self.info_topic = contracts.topic_name(config.namespace, contracts.INFO_TOPIC)
+        self.table: ClassTable | NodeClasses | None = None
+        self.decided = False
+        self.fell_back = False  # drawing without the node's table: the node sent no (usable) info
+        self._info: dict[str, Any] | None = None
+        self._mismatch_said = False
+
+    def update(self, info: dict[str, Any] | None, *, give_up: bool, waited_s: float) -> None:
+        if info is not None and info is not self._info:
+            self._take(info)
+        elif info is None and give_up and not self.decided:
+            log.warning("no %s from the node in %.1f s (a node sends its class table there): %s",
+                        self.info_topic, waited_s, self._fallback())
+            self._fall_back()
+
+    def _fall_back(self) -> None:
+        self.table, self.decided, self.fell_back = self.model_table, True, True
+
+    def _fallback(self) -> str:
+        if self.model_table is not None:
+            return (f"drawing its class maps with the class table of --model {self.model} "
+                    f"({self.model_table.num_classes} classes), right only if the node runs that model")
+        return "drawing its drivable/lane/obstacle masks as tints (no class table to colour the class map)"
+
+    def _take(self, info: dict[str, Any]) -> None:
+        first = self._info is None
+        self._info = info
+        table = node_class_table(info)
+        model_id = info.get("model_id", "?")
+        if table is None:
+            if not self.fell_back:
+                log.warning("%s of the node's model %s lists no classes: %s", self.info_topic, model_id, self._fallback())
+                self._fall_back()
+            return
+        if self.table is not None and not self.fell_back and _rows(table) == _rows(self.table):
+            self.table = table  # the same table again: info goes to every new subscription
+            return
+        if self.fell_back and self.decided:
+            log.warning("%s arrived: drawing with the class table of the node's model %s from now on",
+                        self.info_topic, model_id)
+        elif not first:
+            log.info("the node now runs %s: drawing with its class table", model_id)
+        if self.model_table is not None and _rows(table) != _rows(self.model_table) and not self._mismatch_said:
+            self._mismatch_said = True
+            log.warning("the node runs %s, whose class table (%d classes, from %s) is not the one of --model %s "
+                        "(%d classes): drawing with the node's; --model is not needed to draw a node's masks",
+                        model_id, len(table.classes), self.info_topic, self.model, self.model_table.num_classes)
+        self.table, self.decided, self.fell_back = table, True, False
+
+
 def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | None, ended: list[str],
                  rate: list[float]):
     """Frames drawn from a node's masks; ends at ``deadline`` (monotonic s) even when none arrive.
 
     Appends to ``ended`` why it stopped early, when that explains an empty output."""
-    from perception.modelfile import read_model_metadata
     from perception.subscribe import MaskSubscriber
 
-    # With the model's class table the class map alone carries everything; without it the task
-    # masks of one seq are gathered and drawn as tints.
-    table = read_model_metadata(config.model).class_table if config.model else None
-    wanted = ["class_map"] if table is not None else ["drivable", "lane", "obstacle"]
+    colours = _NodeColours(config)
+    # With a class table the class map alone carries everything; without one (no info from the
+    # node and no --model) the task masks of one seq are gathered and drawn as tints.
+    wanted = ["class_map"] if colours.model_table is not None else ["class_map", *contracts.TASKS]
     source = _open_source(config, paced=False) if config.source else None
     rate.extend([r] if source is not None and (r := source_rate(source)) else [])
-    sub = MaskSubscriber(config.endpoint, namespace=config.namespace, masks=wanted)
+    sub = MaskSubscriber(config.endpoint, namespace=config.namespace, masks=wanted,
+                         curve_server_key=config.curve_server_key, curve_key_file=config.curve_key)
     limited = RateLimitedLog(log)
     frame = None
     pending: dict[str, np.ndarray] = {}
     pending_seq = -1
+    done_seq = -1  # the last seq whose masks are complete (drawn or held)
+    held: deque[tuple[int, str, dict[str, np.ndarray]]] = deque(maxlen=_MAX_HELD)  # complete before the table was known
     received = False
     skipped = 0  # messages that arrived but are not masks
     started = time.monotonic()
+    first_mask_s: float | None = None
+    give_up_s = math.inf
+
+    def needed() -> set[str]:
+        if colours.decided:
+            return {"class_map"} if colours.table is not None else set(contracts.TASKS)
+        return set(wanted)  # either may come: keep what both need
+
+    def picture(seq: int, masks: dict[str, np.ndarray]) -> np.ndarray | None:
+        """The source frame of ``seq`` (a dark one without a --source); None when the source ended first."""
+        nonlocal frame
+        while source is not None and (frame is None or frame.seq < seq):
+            frame = source.read()
+            if frame is None:
+                ended.append(f"--source {config.source} ended before frame seq {seq} of the node's masks; "
+                             "give the node's own source (and --seed)")
+                return None
+        if frame is not None and frame.seq == seq:
+            return frame.image
+        return np.zeros((*next(iter(masks.values())).shape[:2], 3), np.uint8)
+
+    def draw(image: np.ndarray, seq: int, model_id: str, masks: dict[str, np.ndarray]) -> np.ndarray | None:
+        caption = f"seq {seq}  {model_id}"
+        if colours.table is not None and "class_map" in masks:
+            return render_overlay(image, masks["class_map"], colours.table, alpha=config.alpha, caption=caption)
+        tasks = {t: masks[t] for t in contracts.TASKS if t in masks}
+        if colours.table is None and tasks:
+            return render_overlay(image, None, None, task_masks=tasks, alpha=config.alpha, caption=caption)
+        return None  # held for the other kind of drawing: not drawable now
+
     try:
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             msg = sub.recv(timeout_s=0.2)
-            if msg is None:
-                continue
-            if msg.kind != contracts.KIND_MASK:  # a JSON document on a mask topic: not drawable
+            now = time.monotonic()
+            if msg is not None and msg.kind != contracts.KIND_MASK:  # a JSON document on a mask topic: not drawable
                 skipped += 1
                 limited.warning("kind", "skipped a %r message on mask topic %s", msg.kind, msg.topic)
-                continue
-            received = True
-            if msg.seq != pending_seq:
-                pending, pending_seq = {}, msg.seq
-            pending[msg.topic.rsplit("/", 1)[-1]] = msg.data
-            if len(pending) < len(wanted):
-                continue
-            while source is not None and (frame is None or frame.seq < msg.seq):
-                frame = source.read()
-                if frame is None:
-                    ended.append(
-                        f"--source {config.source} ended before frame seq {msg.seq} of the node's masks; "
-                        "give the node's own source (and --seed)"
-                    )
+                msg = None
+            if msg is not None:
+                received = True
+                if first_mask_s is None:
+                    first_mask_s = now
+                    # Decided before the end of a short --duration, so that the held frames are drawn.
+                    give_up_s = min(now + INFO_WAIT_S, deadline - 0.3 if deadline is not None else math.inf)
+            colours.update(sub.info, give_up=now >= give_up_s, waited_s=now - (first_mask_s or now))
+            if msg is not None and msg.seq != done_seq:
+                if msg.seq != pending_seq:
+                    pending, pending_seq = {}, msg.seq
+                pending[msg.topic.rsplit("/", 1)[-1]] = msg.data
+                if needed() <= pending.keys():
+                    held.append((msg.seq, msg.header["model_id"], pending))
+                    pending, done_seq = {}, msg.seq
+            while held and colours.decided:
+                seq, model_id, masks = held.popleft()
+                image = picture(seq, masks)
+                if image is None:
                     return
-            if frame is not None and frame.seq == msg.seq:
-                image = frame.image
-            else:
-                image = np.zeros((*msg.data.shape, 3), np.uint8)
-            caption = f"seq {msg.seq}  {msg.header['model_id']}"
-            if table is not None:
-                yield render_overlay(image, pending["class_map"], table, alpha=config.alpha, caption=caption)
-            else:
-                yield render_overlay(image, None, None, task_masks=pending, alpha=config.alpha, caption=caption)
-            pending = {}
+                drawn = draw(image, seq, model_id, masks)
+                if drawn is not None:
+                    yield drawn
         if not received:
             limit = config.duration_s if config.duration_s and not stop.is_set() else None
             waited = f" in {limit if limit else time.monotonic() - started:.1f} s"
@@ -264,9 +459,8 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
                 ended.append(f"no drawable masks from {config.endpoint} under {config.namespace}{waited}: every "
                              f"message was skipped ({sub.last_error or 'not a mask'}); check --namespace and versions")
             else:
-                ended.append(NothingReceived(
-                    f"no masks received from {config.endpoint} under {config.namespace}{waited}; "
-                    "is the node running? check --endpoint / --namespace"))
+                hint = no_messages_hint("--namespace", curve=bool(config.curve_server_key))
+                ended.append(NothingReceived(f"no masks received from {config.endpoint} under {config.namespace}{waited}; {hint}"))
     finally:
         sub.close()
         if source is not None:

@@ -3,7 +3,7 @@
     perception view --source synthetic --model model.onnx                     # window (or out/view.mp4)
     perception view --source drive.mp4 --model model.onnx --out out/view.mp4
     perception view --endpoint tcp://127.0.0.1:5556 --namespace perception/front \\
-                    --source synthetic --model model.onnx --out out/frames/
+                    --source synthetic --out out/frames/    # the node's class table, from its info
 
 See ``perception/view.py`` for how masks and frames are paired.
 """
@@ -28,10 +28,19 @@ def main(args: argparse.Namespace) -> int:
     config = config_from_flags(ViewConfig, args, source="perception view")
     # Resolved here, so that the line below names out/view.mp4 when no display chose it (-q hides the
     # log line). Set, not dataclasses.replace: that would check (and split) the source a second time.
+    defaulted = config.out is None
     config.out = resolve_output(config.out)
+    if defaulted:
+        config.overwrite = True  # out/view.mp4, not named by the user, is view's own: replaced each time
     stop = threading.Event()
     with install_signal_handlers(stop):
         frames = run_view(config, stop=stop)  # a file output that got nothing raises, saying why
     if frames:
-        emit(f"rendered {frames} frame(s)" + (f" to {config.out}" if config.out else " in a window"))
+        if config.out is None:
+            where = " in a window"
+        elif config.out.suffix.lower() == ".png":
+            where = f"; wrote the last one to {config.out}"  # a .png --out holds the last frame only
+        else:
+            where = f" to {config.out}"
+        emit(f"rendered {frames} frame(s){where}")
     return 0
