@@ -360,7 +360,7 @@ def test_the_log_ladder(tmp_path):
 def test_verbose_shows_the_resolved_settings_and_the_default_does_not(tmp_path):
     argv = ["synth", "--count", "1", "--size", "48x64", "--no-images", "--video", "v.mp4"]
     plain = perception(*argv, cwd=tmp_path)
-    verbose = perception(*argv, "-v", cwd=tmp_path)
+    verbose = perception(*argv[:-1], "v2.mp4", "-v", cwd=tmp_path)  # a new --video: an existing one is refused
     assert plain.returncode == verbose.returncode == 0, verbose.stderr
     assert " D " not in plain.stderr
     settings = [line for line in verbose.stderr.splitlines() if " D perception.flags: synth settings" in line]

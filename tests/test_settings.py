@@ -87,7 +87,7 @@ SAMPLES = {
     "demo": {"model": "m.onnx", "duration_s": 2.0, "endpoint": "tcp://127.0.0.1:5598", "out_dir": "o", "width": 320,
              "height": 240, "fps": 12.0, "seed": 3, "provider": "cpu", "threads": 1},
     "view": {"source": "synthetic", "model": "m.onnx", "seed": 2, "width": 320, "height": 240, "fps": 5.0,
-             "out": "v.mp4", "max_frames": 3, "duration_s": 4.0, "alpha": 0.3, "provider": "cpu"},
+             "out": "v.mp4", "overwrite": True, "max_frames": 3, "duration_s": 4.0, "alpha": 0.3, "provider": "cpu"},
     "record": {"out": "r.mcap", "endpoint": "tcp://127.0.0.1:5597", "topic": ["perception/front/lane", "a/b"],
                "duration_s": 6.0, "curve_server_key": "s.key", "curve_key": "c.key_secret", "max_mask_pixels": 100,
                "split_duration": 2.0, "split_size": 1.5, "chunk_size_kb": 64, "overwrite": True},
@@ -105,7 +105,7 @@ SAMPLES = {
               "epochs": 2, "steps": 5, "batch_size": 2, "lr": 0.01, "loss": "dice", "out": "runs/x", "device": "cpu",
               "workers": 0, "pretrained": False, "overwrite": True},
     "synth": {"out": "o", "count": 4, "input_hw": [48, 64], "seed": 1, "split": "val=0.2", "video": "d.mp4",
-              "video_labels": True, "fps": 10.0, "images": False, "contact_sheet": "s.png"},
+              "video_labels": True, "fps": 10.0, "images": False, "contact_sheet": "s.png", "overwrite": True},
     "eval": {"model": "m.onnx", "data": "synthetic", "split": "train", "device": "cpu", "batch_size": 2, "workers": 0,
              "threads": 1, "json": "e.json", "tasks": "drivable,lane", "task": {"obstacle": ["car"]},
              "data_task": {"obstacle": ["Car", "Truck"]}, "unknown_threshold": 0.4, "drivable_reach": "all", "mask_size": "source",
@@ -116,13 +116,15 @@ SAMPLES = {
 # Settings that exclude the ones above (mutually exclusive flags, a camera name beside a named source).
 ALTERNATES = {
     "run": [{"source": "synthetic", "camera_name": "rear_1", "streams": 2}],  # streams: one camera only
-    "view": [{"endpoint": "tcp://127.0.0.1:5594", "namespace": "perception/front"}],
+    "view": [{"endpoint": "tcp://127.0.0.1:5594", "namespace": "perception/front", "curve_server_key": "s.key",
+              "curve_key": "c.key_secret"}],  # CURVE keys: for a node's masks only
     "record": [{"out": "r.mcap", "namespace": "perception/front"}],
     "replay": [{"file": "a.mcap", "rate": 2.0}],
     "listen": [{"topic": ["perception/front/lane", "perception/front/stats"]}],
     "train": [{"pretrained": True}],
     "eval": [{"checkpoint": "c.pt", "tasks": ""}],
     "export": [{"checkpoint": "c.pt", "out": "m.onnx", "logit_adjust": "auto"}],
+    "synth": [{"split": ["val=0.1", "test=0.1"]}],  # --split repeated: the flags add up
 }
 
 
@@ -531,7 +533,9 @@ def test_anchors_aliases_and_merge_keys_in_small_files_keep_working(tmp_path):
     file = tmp_path / "two.yaml"
     file.write_text(
         "launch:\n"
-        "  - node: {name: a, kind: pipeline, parameters: &common {source: synthetic, fps: 5, width: 96, height: 64}}\n"
+        # any free port each: three publishers on one endpoint are refused (the 2nd could not bind it)
+        "  - node: {name: a, kind: pipeline, parameters: &common {source: synthetic, fps: 5, width: 96, height: 64,\n"
+        "                                                       endpoint: 'tcp://127.0.0.1:*'}}\n"
         "  - node:\n"
         "      name: b\n"
         "      kind: pipeline\n"
@@ -541,8 +545,9 @@ def test_anchors_aliases_and_merge_keys_in_small_files_keep_working(tmp_path):
         "  - node: {name: c, kind: pipeline, parameters: *common}\n"
     )
     a, b, c = load_launch(file).nodes
-    assert a.parameters == c.parameters == {"source": "synthetic", "fps": 5, "width": 96, "height": 64}
-    assert b.parameters == {"source": "synthetic", "fps": 5, "width": 128, "height": 64}
+    any_port = {"endpoint": "tcp://127.0.0.1:*"}
+    assert a.parameters == c.parameters == {"source": "synthetic", "fps": 5, "width": 96, "height": 64, **any_port}
+    assert b.parameters == {"source": "synthetic", "fps": 5, "width": 128, "height": 64, **any_port}
 
 
 @pytest.mark.parametrize("where", ["launch", "config"])

@@ -101,7 +101,8 @@ def test_eval_and_synth_end_on_a_stop_signal_with_ctrl_c_s_line_and_status(tmp_p
             proc.kill()
             proc.wait()
     assert proc.returncode == 130, stderr
-    assert stderr.splitlines()[-1] == "perception: interrupted" and "Traceback" not in stderr
+    # synth says what it wrote: "perception: interrupted; wrote N of M frames to ..."
+    assert stderr.splitlines()[-1].startswith("perception: interrupted") and "Traceback" not in stderr
 
 
 def test_off_the_main_thread_it_installs_nothing():

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from perception.cli import emit
 from perception.config import hw_from_text, hw_to_text, setting
 from perception.errors import ConfigError
 from perception.flags import add_flags, config_from_flags, flag_values, flags
@@ -33,9 +35,12 @@ class SynthConfig:
         None, flag="--size", metavar="HxW", from_text=hw_from_text, to_text=hw_to_text,
         help="frame size HEIGHTxWIDTH, 48x64 .. 1080x1920 (default: 360x480; 180x320 tiles with --contact-sheet)")
     seed: int = setting(0, lo=0, help="random seed; same seed, same bytes")
-    split: str = setting("val=0.1", help="held-out lists as NAME=FRACTION[,NAME=FRACTION], each given at least one "
-                                           "frame, or none; the rest is train")
+    split: str | list[str] = setting("val=0.1", help="held-out lists as NAME=FRACTION[,NAME=FRACTION] (repeatable: "
+                                                      "the flags add up), each given at least one frame, or none; the "
+                                                      "rest is train")
     video: Path | None = setting(None, help="also write an MP4 of a --count frame drive to this path")
+    overwrite: bool = setting(False, help="replace an existing --video file instead of refusing to start (the video "
+                                          "of the earlier synth output in --out is replaced without it)")
     video_labels: bool = setting(False, help="put the colourised labels beside the video frames")
     fps: float = setting(30.0, lo=1.0, hi=240.0, help="frame rate of the drive and the video")
     images: bool = setting(True, help="write only the video, no dataset")
@@ -78,16 +83,36 @@ def _check_flags(config: SynthConfig, given: dict) -> None:
     if config.video_labels and config.video is None:
         raise ConfigError("--video-labels puts the labels beside the frames of --video; add --video PATH.mp4 "
                           "or drop --video-labels")
+    if config.overwrite and config.video is None:
+        raise ConfigError("--overwrite replaces an existing --video file; add --video PATH.mp4 or drop --overwrite "
+                          "(--out is replaced only when it is an earlier perception synth output, never another "
+                          "dataset)")
+
+
+def split_text(split: str | list[str]) -> str:
+    """``--split`` as one NAME=FRACTION list: several flags add up (``--split val=0.2 --split
+    test=0.2`` is ``val=0.2,test=0.2``); ``none`` cannot be combined with a split."""
+    if isinstance(split, str):
+        return split
+    if len(split) > 1 and any(text.strip().lower() == "none" for text in split):
+        others = " ".join(f"--split {text}" for text in split if text.strip().lower() != "none")
+        raise ConfigError(f"--split none (train.txt only) and {others} contradict each other; give one of them")
+    return ",".join(split)
 
 
 def main(args: argparse.Namespace) -> int:
     from perception.signals import interrupt_on_stop_signals
+    from perception.synthetic.dataset import SynthInterrupted
 
     config = config_from_flags(SynthConfig, args, source="perception synth")
     _check_flags(config, flag_values(SynthConfig, args))
     warn_if_portrait(config.input_hw)
     with interrupt_on_stop_signals():  # SIGTERM / SIGHUP stop it as Ctrl-C does: one line, 130
-        return _write(config)
+        try:
+            return _write(config)
+        except SynthInterrupted as stopped:  # the dispatcher's line, saying what was written
+            emit(f"perception: interrupted; {stopped.message}", file=sys.stderr)
+            return 130
 
 
 def _write(config: SynthConfig) -> int:
@@ -104,8 +129,9 @@ def _write(config: SynthConfig) -> int:
     count = 200 if config.count is None else config.count
     start = time.perf_counter()
     summary = write_dataset(
-        config.out, count=count, height=height, width=width, seed=config.seed, split=parse_split(config.split),
+        config.out, count=count, height=height, width=width, seed=config.seed, split=parse_split(split_text(config.split)),
         write_images=config.images, video=config.video, video_labels=config.video_labels, fps=config.fps,
+        overwrite=config.overwrite,
     )
     seconds = time.perf_counter() - start
     if "out_dir" in summary:

@@ -21,14 +21,16 @@ A launch file is YAML in the spirit of ROS 2 launch files (the shipped ones are 
 ``$(var NAME)`` is replaced by a launch argument (``perception launch FILE NAME:=VALUE`` or the
 ``default``), ``$(env NAME [DEFAULT])`` by an environment variable. A value that is exactly one
 substitution keeps the argument's type (``fps: $(var fps)`` stays a number); inside a longer string
-it is spliced in as text.
+it is spliced in as text. An ``arg``'s ``default`` is substituted too, as in ROS 2 launch: it may use
+``$(env ...)`` and the arguments declared above it (one declared below, or defaults naming each
+other, is an error); a ``NAME:=VALUE`` override replaces it unevaluated.
 
 Everything is checked before any process starts: unknown keys, unknown node kinds, missing
 arguments, bad parameter values (each kind's parameters against the config dataclass its
 command's flags are generated from: ``pipeline`` against ``RunConfig``, ``record`` against
 ``RecordConfig``, ...; through ``perception.config.load_config``, so a bad value fails with the
-message the flag or a YAML file would give), missing include files. Each error names the file,
-the node and the key. ``--check`` also opens the files ``pipeline`` nodes name (``model``, and a
+message the flag or a YAML file would give), missing include files, two publishing nodes
+(``pipeline``, ``replay``) that bind one address. Each error names the file, the node and the key. ``--check`` also opens the files ``pipeline`` nodes name (``model``, and a
 ``source`` that is a video, an image or an image folder; ``parse.check_node_files``).
 
 Modules, in the order a launch goes through them: ``parse`` (file, arguments, includes, validation

@@ -9,17 +9,21 @@ the key. The file format is described in ``perception/launch/__init__.py``.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import ipaddress
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perception.config import bounds, load_config, short
+from perception.config import bounds, cut, load_config, short
+from perception.config import declared as declared_settings
 from perception.errors import ConfigError, ModelError, PerceptionError, why_not_a_file
 from perception.launch.flags import parameters_to_argv
 from perception.launch.plan import NODE_KINDS, LaunchPlan, NodePlan
-from perception.launch.substitute import parse_scalar, substitute
+from perception.launch.substitute import parse_scalar, substitute, var_names
 from perception.yamlfile import read_yaml
 
 #: Node and argument names: letters, digits, "_", "-", "." (they prefix output lines and flags).
@@ -90,6 +94,7 @@ def load_launch(path: str | Path, arguments: dict[str, Any] | None = None) -> La
         seen[node.name] = node.source_file
     if not nodes:
         raise ConfigError(f"{path}: no nodes to launch; add a 'node' entry")
+    _check_bound_endpoints(nodes)
     return LaunchPlan(file=path, arguments=resolved, nodes=tuple(nodes))
 
 
@@ -108,6 +113,7 @@ def _load_file(path: Path, given: dict[str, Any], nodes: list[NodePlan], chain: 
 
     declared: dict[str, ArgEntry] = {}
     values: dict[str, Any] = {}
+    default_names = _default_names(entries)
     parsed: list[tuple[str, Any, str]] = []
     for index, item in enumerate(entries, start=1):
         where = f"{path}: entry {index}"
@@ -123,11 +129,16 @@ def _load_file(path: Path, given: dict[str, Any], nodes: list[NodePlan], chain: 
             arg = load_config(ArgEntry, body, source=f"{where} (arg)")
             if not _NAME_RE.match(arg.name):
                 raise ConfigError(f"{where} (arg): name {short(arg.name)} may hold letters, digits, '_', '-', '.'")
+            has_default = isinstance(body, dict) and "default" in body
+            at_default = f"{path}: arg {short(arg.name)}: default"
+            if has_default:  # a mistake in the file, whatever the command line gives
+                _check_default_names(arg.name, arg.default, declared, default_names, at_default)
             declared[arg.name] = arg
-            if arg.name in given:
+            if arg.name in given:  # NAME:=VALUE wins; its default is not evaluated (as in ROS 2)
                 values[arg.name] = given[arg.name]
-            elif isinstance(body, dict) and "default" in body:
-                values[arg.name] = arg.default
+            elif has_default:
+                # As ROS 2 launch does: a default may use $(env ...) and the arguments declared above it.
+                values[arg.name] = substitute(arg.default, values, declared, at_default)
         else:
             label = f"node {short(body.get('name'))}" if key == "node" and isinstance(body, dict) else key
             # Substitute now so a later 'arg' cannot change what an earlier entry saw.
@@ -153,6 +164,50 @@ def _load_file(path: Path, given: dict[str, Any], nodes: list[NodePlan], chain: 
         else:
             nodes.append(_resolve_node(load_config(NodeEntry, body, source=where), path))
     return values
+
+
+def _default_names(entries: list) -> dict[str, list[str]]:
+    """Each ``arg`` of the file -> the argument names its ``default`` reads with ``$(var NAME)``
+    (entries that are not well-formed args are left to the checks that name them)."""
+    out: dict[str, list[str]] = {}
+    for item in entries:
+        body = item.get("arg") if isinstance(item, dict) and len(item) == 1 else None
+        if isinstance(body, dict) and isinstance(body.get("name"), str):
+            out.setdefault(body["name"], []).extend(var_names(body.get("default")))
+    return out
+
+
+def _check_default_names(name: str, default: Any, above: dict[str, ArgEntry], graph: dict[str, list[str]],
+                         where: str) -> None:
+    """ConfigError for a ``$(var X)`` in arg ``name``'s default that X cannot fill: X declared below
+    (or ``name`` itself, or in a cycle of defaults), or declared nowhere."""
+    for ref in var_names(default):
+        if ref in above:
+            continue
+        if ref not in graph:
+            raise ConfigError(f"{where}: $(var {cut(ref)}) names no declared argument; add an 'arg' entry for it above")
+        cycle = _default_cycle(name, ref, graph)
+        if cycle:
+            raise ConfigError(f"{where}: $(var {cut(ref)}) makes a cycle of defaults ({cut(' -> '.join(cycle), 200)}), "
+                              "so none of them has a value; give one of them a plain default (an arg default may use "
+                              "only the arguments declared above it)")
+        raise ConfigError(f"{where}: $(var {cut(ref)}) names argument {short(ref)}, which is declared below it; an arg "
+                          f"default may use only the arguments declared above it: move the {short(ref)} arg up")
+
+
+def _default_cycle(name: str, ref: str, graph: dict[str, list[str]]) -> list[str] | None:
+    """``[name, ref, ..., name]`` when ``ref``'s default leads back to ``name`` through the defaults of
+    ``graph``; else None."""
+    stack, seen = [[name, ref]], set()
+    while stack:
+        chain = stack.pop()
+        if chain[-1] == name:
+            return chain
+        if chain[-1] in seen:
+            continue
+        seen.add(chain[-1])
+        stack.extend([*chain, nxt] for nxt in graph.get(chain[-1], ()) if nxt in graph)
+    return None
 
 
 #: Linux's limit on one command-line argument (MAX_ARG_STRLEN, 32 pages of 4 KiB), and a share of
@@ -190,6 +245,89 @@ def _resolve_node(entry: NodeEntry, path: Path) -> NodePlan:
         delay_s=entry.delay,
         source_file=path,
     )
+
+
+#: A TCP endpoint as the nodes bind it (``perception.xpub`` checks the form itself when it binds).
+_TCP_RE = re.compile(r"^tcp://(?P<host>\[[^\]]*\]|[^:/\[\]]+):(?P<port>\d+|\*)$")
+
+
+def _bound_endpoint(node: NodePlan) -> tuple[str, str] | None:
+    """The endpoint a publishing node (``NodeKind.binds``) binds, its ``endpoint`` or the kind's
+    default, and how a message shows it; None for a node that binds nothing."""
+    kind = NODE_KINDS.get(node.kind)
+    if not kind.binds:
+        return None
+    if "endpoint" in node.parameters:
+        value = node.parameters["endpoint"]
+        return (value, value) if isinstance(value, str) else None
+    value = next((d.field.default for d in declared_settings(kind.config_class()) if d.field.name == "endpoint"), None)
+    return (value, f"{value} (the default)") if isinstance(value, str) else None
+
+
+def _bind_address(endpoint: str) -> tuple[str, str, int] | None:
+    """``(transport, host or path, port)`` in one spelling per address (``localhost`` is 127.0.0.1,
+    ``*`` is 0.0.0.0, an ipc path absolute); None for a wildcard port or path (any free one, which
+    never clashes) or a form the node itself refuses."""
+    tcp = _TCP_RE.match(endpoint)
+    if tcp is not None:
+        if tcp.group("port") == "*":
+            return None
+        host = tcp.group("host").strip("[]").lower()
+        host = {"localhost": "127.0.0.1", "*": "0.0.0.0"}.get(host, host)
+        with contextlib.suppress(ValueError):  # an interface or host name: compared as written
+            host = str(ipaddress.ip_address(host))  # ::0001 is ::1
+        return "tcp", host, int(tcp.group("port"))
+    if endpoint.startswith("ipc://") and endpoint[len("ipc://"):] not in ("", "*"):
+        where = endpoint[len("ipc://"):]
+        # The nodes run in the launcher's directory; "@name" is Linux's abstract namespace, not a file.
+        return "ipc", where if where.startswith("@") else os.path.normpath(os.path.abspath(where)), 0
+    return None
+
+
+def _same_address(a: tuple[str, str, int], b: tuple[str, str, int]) -> bool:
+    """True when binding ``b`` fails while ``a`` is bound: the same address, or a wildcard host and
+    another on the same port (0.0.0.0 covers every IPv4 address; ``::`` every address, IPv4 too,
+    since an IPv6 socket takes IPv4 as well)."""
+    if a[0] != b[0] or a[2] != b[2]:
+        return False
+    if a[1] == b[1]:
+        return True
+    if a[0] != "tcp":
+        return False
+    hosts = {a[1], b[1]}
+    if "::" in hosts:
+        return True
+    if "0.0.0.0" in hosts:
+        (other,) = hosts - {"0.0.0.0"}
+        return ":" not in other  # an IPv6 address is another family
+    return False
+
+
+def _check_bound_endpoints(nodes: list[NodePlan]) -> None:
+    """ConfigError naming both nodes when two publishing nodes bind one address: the second would fail
+    with "address already in use" only when it starts. Subscribers (record, view, listen) connect and
+    may share an endpoint; a ``tcp://HOST:*`` endpoint takes any free port and never clashes."""
+    bound: list[tuple[NodePlan, str, tuple[str, str, int]]] = []
+    for node in nodes:
+        bound_here = _bound_endpoint(node)
+        address = _bind_address(bound_here[0]) if bound_here is not None else None
+        if address is None:
+            continue
+        endpoint = bound_here[1]
+        for other, other_endpoint, other_address in bound:
+            if not _same_address(other_address, address):
+                continue
+            where = str(node.source_file) if node.source_file == other.source_file else \
+                f"{node.source_file} (and {other.source_file})"
+            if other_endpoint == endpoint:
+                what = f"nodes {other.name!r} and {node.name!r} both bind endpoint {endpoint}"
+            else:
+                what = f"nodes {other.name!r} ({other_endpoint}) and {node.name!r} ({endpoint}) bind the same address"
+            fix = "another port" if address[0] == "tcp" else "another ipc:// path"
+            raise ConfigError(f"{where}: {what}; only one process can bind it (the second would fail with 'address "
+                              f"already in use'): give one of them {fix} (subscribers such as record, view and listen "
+                              "may share one)")
+        bound.append((node, endpoint, address))
 
 
 def check_node_files(plan: LaunchPlan) -> None:

@@ -26,10 +26,13 @@ class NodeKind:
 
     ``config_class`` returns the dataclass whose settings are the node's parameters and the
     command's flags (imported lazily, so validating a ``view`` node never imports the pipeline).
+    ``binds``: the node binds its ``endpoint`` (a publisher), so no two such nodes may name one address.
     """
 
     command: str
     config_class: Callable[[], type]
+    #: Publishes: binds its ``endpoint`` (one process per address); subscribers connect and may share one.
+    binds: bool = False
 
 
 def _attr(module: str, name: str) -> Callable[[], type]:
@@ -37,9 +40,9 @@ def _attr(module: str, name: str) -> Callable[[], type]:
 
 
 NODE_KINDS: Registry[NodeKind] = Registry("node kind")
-NODE_KINDS.register("pipeline")(NodeKind("run", _attr("perception.run_config", "RunConfig")))
+NODE_KINDS.register("pipeline")(NodeKind("run", _attr("perception.run_config", "RunConfig"), binds=True))
 NODE_KINDS.register("record")(NodeKind("record", _attr("perception.record", "RecordConfig")))
-NODE_KINDS.register("replay")(NodeKind("replay", _attr("perception.replay", "ReplayConfig")))
+NODE_KINDS.register("replay")(NodeKind("replay", _attr("perception.replay", "ReplayConfig"), binds=True))
 NODE_KINDS.register("view")(NodeKind("view", _attr("perception.view", "ViewConfig")))
 NODE_KINDS.register("listen")(NodeKind("listen", _attr("perception.commands.listen", "ListenConfig")))
 

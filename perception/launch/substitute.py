@@ -33,6 +33,18 @@ def parse_scalar(text: str) -> Any:
     return text
 
 
+def var_names(value: Any) -> list[str]:
+    """The argument names ``value`` (a scalar, or nested dicts and lists) reads with ``$(var NAME)``, in order."""
+    if isinstance(value, dict):
+        return [name for v in value.values() for name in var_names(v)]
+    if isinstance(value, list):
+        return [name for v in value for name in var_names(v)]
+    if not isinstance(value, str) or "$(" not in value:
+        return []
+    return [words[0] for m in SUBSTITUTION_RE.finditer(value)
+            if m.group(1) == "var" and len(words := m.group(2).split()) == 1]
+
+
 def substitute(value: Any, values: dict[str, Any], declared: Container[str], where: str) -> Any:
     """``value`` (a scalar, or nested dicts and lists) with every substitution resolved.
 

@@ -6,7 +6,9 @@ Layout of a dataset directory (what ``perception synth`` writes and the training
     labels/000000.png     uint8 class ids (SYNTHETIC_CLASSES), same size
     classes.yaml          the class table (ClassTable.to_dict(): classes, ignore_id, task_groups)
     train.txt, val.txt    one "images/NNNNNN.png labels/NNNNNN.png" pair per line (split by --split)
-    synth.yaml            how it was generated (seed, size, count, split)
+    synth.yaml            how it was generated (seed, size, count, split, the --video it wrote); an
+                          interrupted run's says ``interrupted: true``, the frames it wrote
+                          (``count``, which the lists cover) and the ``requested`` count
 
 Dataset frames are independent scenes (``render_scene``) for variety; the video is one coherent
 ``SyntheticDrive``.
@@ -95,12 +97,22 @@ FRAME_NAME = re.compile(r"[0-9]{6}\.png")
 DATASET_ENTRIES = ("images", "labels", "classes.yaml", "synth.yaml")
 #: ``synth.yaml``'s ``generator``: marks a folder as written by ``write_dataset``.
 GENERATOR = "perception.synthetic"
+#: Image files (as the image sources read them): an ``--out`` holding any is another set's image folder.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 
 
-def _earlier_synth_lists(root: Path) -> list[str] | None:
-    """The list names (train, val, ...) of the earlier ``write_dataset`` output in ``root``; None
-    when ``root`` holds no synth.yaml of ours. Names that are not plain words are skipped (the
-    file is only a hint of what to remove; nothing outside ``root`` is ever named by it)."""
+class SynthInterrupted(KeyboardInterrupt):
+    """A ``write_dataset`` stopped by Ctrl-C or a stop signal, after leaving what it wrote usable;
+    ``message`` says what is there (``perception synth`` ends with it on the interrupt line)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _earlier_synth_meta(root: Path) -> dict | None:
+    """The synth.yaml of the earlier ``write_dataset`` output in ``root``; None when ``root`` holds
+    no synth.yaml of ours."""
     meta_path = root / "synth.yaml"
     if not meta_path.is_file() or meta_path.is_symlink():
         return None
@@ -110,8 +122,49 @@ def _earlier_synth_lists(root: Path) -> list[str] | None:
         return None
     if not isinstance(meta, dict) or meta.get("generator") != GENERATOR:
         return None
+    return meta
+
+
+def _earlier_synth_lists(root: Path) -> list[str] | None:
+    """The list names (train, val, ...) of the earlier ``write_dataset`` output in ``root``; None
+    when ``root`` holds no synth.yaml of ours. Names that are not plain words are skipped (the
+    file is only a hint of what to remove; nothing outside ``root`` is ever named by it)."""
+    meta = _earlier_synth_meta(root)
+    if meta is None:
+        return None
     lists = meta.get("split") if isinstance(meta.get("split"), dict) else {}
     return ["train", *(str(n) for n in lists if re.fullmatch(r"[A-Za-z0-9_-]+", str(n)) and n != "train")]
+
+
+def _earlier_synth_video(root: Path) -> Path | None:
+    """The ``--video`` the earlier ``write_dataset`` output in ``root`` wrote (synth.yaml's ``video``,
+    relative to ``root`` when inside it), resolved; None when there is none."""
+    meta = _earlier_synth_meta(root)
+    video = meta.get("video") if meta is not None else None
+    if not isinstance(video, str) or not video:
+        return None
+    return (root / video).resolve()
+
+
+def _video_in_meta(video: Path, root: Path) -> str:
+    """How synth.yaml names the video it wrote: relative to ``root`` when inside it (the folder may
+    move with it), else absolute."""
+    path, base = video.resolve(), root.resolve()
+    return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
+
+
+def refuse_existing_video(video: Path, *, overwrite: bool, replaced: Path | None = None) -> None:
+    """ConfigError when writing ``video`` would replace a file without ``overwrite``: any existing
+    file but ``replaced`` (the video of the earlier synth output this run replaces whole), and
+    never a folder."""
+    if video.is_dir():
+        raise ConfigError(f"--video {video} is a folder; give a file path ending in .mp4")
+    if not (video.exists() or video.is_symlink()) or overwrite:
+        return
+    if replaced is not None and not video.is_symlink() and video.resolve() == replaced:
+        return
+    raise ConfigError(f"--video {video} already exists; choose another --video, remove it, or pass --overwrite "
+                      "to replace it")
 
 
 def _claim_out_dir(root: Path, lists: list[str]) -> list[Path]:
@@ -128,6 +181,11 @@ def _claim_out_dir(root: Path, lists: list[str]) -> list[Path]:
         if clash:
             raise ConfigError(f"--out {root} already holds a dataset ({', '.join(clash)}) that perception synth did not "
                               "write (no synth.yaml of its own); choose a new or empty folder")
+        images = sorted(p.name for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
+        if images:  # another dataset's images/ or labels/, or a camera's frames: never a place for a dataset
+            shown = ", ".join(images[:2]) + (f" and {len(images) - 2} more" if len(images) > 2 else "")
+            raise ConfigError(f"--out {root} holds images ({shown}) and no synth.yaml of its own (another dataset's "
+                              "images/ or labels/ folder, or someone's frames); choose a new or empty folder")
         return []
     stale = []
     for sub in ("images", "labels"):
@@ -197,11 +255,20 @@ def write_video(path: str | Path, *, count: int, height: int, width: int, seed: 
 def write_dataset(out_dir: str | Path, *, count: int, height: int, width: int, seed: int = 0,
                   split: dict[str, float] | None = None, write_images: bool = True,
                   video: str | Path | None = None, video_labels: bool = False, fps: float = 30.0,
-                  progress: Callable[[int], None] | None = None) -> dict[str, object]:
+                  overwrite: bool = False, progress: Callable[[int], None] | None = None) -> dict[str, object]:
     """Write ``count`` labelled synthetic frames to ``out_dir`` (layout in the module docstring) and,
     if ``video`` is given, an MP4 of a ``count``-frame drive. Returns a summary (paths and counts).
 
-    Raises ConfigError for a count <= 0, a size out of range, a bad split or an unwritable path.
+    An existing ``video`` file is replaced only with ``overwrite``, or when it is the video of the
+    earlier synth output in ``out_dir`` that this run replaces whole (its synth.yaml names it).
+    Interrupted (KeyboardInterrupt: Ctrl-C, or a stop signal under ``interrupt_on_stop_signals``),
+    it leaves a dataset of the frames written so far that ``folder:out_dir`` reads (classes.yaml
+    is written first; the list files over those frames and a synth.yaml with ``count`` written of
+    ``requested`` and ``interrupted: true`` at the interrupt), and raises ``SynthInterrupted``
+    saying how many frames were written.
+
+    Raises ConfigError for a count <= 0, a size out of range, a bad split, an unwritable path or
+    an existing ``video`` file it may not replace.
     """
     if not isinstance(count, int) or count <= 0:
         raise ConfigError(f"synthetic frame count {count!r} must be a positive integer")
@@ -210,36 +277,96 @@ def write_dataset(out_dir: str | Path, *, count: int, height: int, width: int, s
         raise ConfigError("nothing to write: images are off and no video path was given")
     split = dict(split or {})
     summary: dict[str, object] = {"count": count, "size": f"{height}x{width}", "seed": seed}
-    if video is not None:
-        _check_video_path(video)
+    root = Path(out_dir)
+    video = _check_video_path(video) if video is not None else None
+    assigned: dict[str, list[int]] = {}
+    stale: list[Path] = []
     if write_images:
         assigned = _assign_splits(count, split)
-        stale = _claim_out_dir(Path(out_dir), list(assigned))
-        root = _prepare_dir(Path(out_dir))
+        stale = _claim_out_dir(root, list(assigned))
+    if video is not None:  # before anything is written: a refused run leaves everything as it was
+        refuse_existing_video(video, overwrite=overwrite, replaced=_earlier_synth_video(root) if write_images else None)
+    done = "wrote "
+    if write_images:
+        root = _prepare_dir(root)
         for path in stale:  # an earlier synth output: replaced whole, no old frame or list left behind
             path.unlink()
         lists = {name: len(indices) for name, indices in assigned.items()}
-        # synth.yaml first: a run cut short still marks the folder as synth's, so the next run replaces it.
-        meta = {"generator": GENERATOR, "seed": seed, "count": count, "height": height,
-                "width": width, "split": lists}
-        (root / "synth.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+        meta: dict[str, object] = {"generator": GENERATOR, "seed": seed, "count": count, "height": height,
+                                   "width": width, "split": lists}
+        # classes.yaml first, so the frames written so far are a dataset whenever the run stops; and a
+        # synth.yaml that marks the folder as synth's (the next run replaces it) and, until the run
+        # ends, says it did not finish (what a run killed outright leaves).
+        (root / "classes.yaml").write_text(yaml.safe_dump(SYNTHETIC_CLASSES.to_dict(), sort_keys=False))
+        marker = {k: v for k, v in meta.items() if k != "count"}
+        _write_meta(root, {**marker, "requested": count, "interrupted": True})
         (root / "images").mkdir(exist_ok=True)
         (root / "labels").mkdir(exist_ok=True)
-        for i in range(count):
-            image, label = render_scene(scene_seed(seed, i), height=height, width=width)
-            name = f"{i:06d}.png"
-            if not (cv2.imwrite(str(root / "images" / name), image) and cv2.imwrite(str(root / "labels" / name), label)):
-                raise ConfigError(f"could not write {root / 'images' / name}; check free space and permissions")
-            if progress is not None:
-                progress(i)
-        for name, indices in assigned.items():
-            (root / f"{name}.txt").write_text("".join(f"images/{i:06d}.png labels/{i:06d}.png\n" for i in indices))
-        (root / "classes.yaml").write_text(yaml.safe_dump(SYNTHETIC_CLASSES.to_dict(), sort_keys=False))
+        written = 0
+        try:
+            for i in range(count):
+                image, label = render_scene(scene_seed(seed, i), height=height, width=width)
+                name = f"{i:06d}.png"
+                if not (cv2.imwrite(str(root / "images" / name), image)
+                        and cv2.imwrite(str(root / "labels" / name), label)):
+                    raise ConfigError(f"could not write {root / 'images' / name}; check free space and permissions")
+                written = i + 1
+                if progress is not None:
+                    progress(i)
+        except KeyboardInterrupt:
+            raise SynthInterrupted(_keep_frames_written(root, written, count, split, meta)) from None
+        _write_lists(root, assigned)
+        if video is not None:  # from here the file is synth's: the next run into out_dir may replace it
+            meta["video"] = _video_in_meta(video, root)
+        _write_meta(root, meta)
         summary.update(out_dir=str(root), lists=lists)
+        done = f"wrote all {count} frames to {root} ({_lists_text(lists)}) and "
     if video is not None:
-        summary["video"] = str(write_video(video, count=count, height=height, width=width, seed=seed, fps=fps,
-                                           with_labels=video_labels))
+        frames = [0]
+        try:
+            write_video(video, count=count, height=height, width=width, seed=seed, fps=fps, with_labels=video_labels,
+                        progress=lambda i: frames.__setitem__(0, i + 1))
+        except KeyboardInterrupt:
+            if write_images:
+                _write_meta(root, {**meta, "video_frames": frames[0]})
+            raise SynthInterrupted(f"{done}{frames[0]} of {count} frames of the drive to {video} (a playable "
+                                   "video of them)") from None
+        summary["video"] = str(video)
     return summary
+
+
+def _write_meta(root: Path, meta: dict[str, object]) -> None:
+    (root / "synth.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+
+
+def _write_lists(root: Path, assigned: dict[str, list[int]]) -> None:
+    for name, indices in assigned.items():
+        (root / f"{name}.txt").write_text("".join(f"images/{i:06d}.png labels/{i:06d}.png\n" for i in indices))
+
+
+def _lists_text(lists: dict[str, int]) -> str:
+    return ", ".join(f"{name}.txt {n}" for name, n in lists.items())
+
+
+def _keep_frames_written(root: Path, written: int, count: int, split: dict[str, float], meta: dict[str, object]) -> str:
+    """After an interrupt: make the ``written`` frames in ``root`` a dataset (list files over them,
+    split as ``split`` would split that many, else all train; synth.yaml saying so); returns the
+    line that says what is there."""
+    for sub in ("images", "labels"):  # a frame cut between its image and its label
+        partial = root / sub / f"{written:06d}.png"
+        if partial.is_file():
+            partial.unlink()
+    try:
+        assigned = _assign_splits(written, split) if written else {}
+    except ConfigError:  # too few frames for a frame per split: all of them train
+        assigned = {"train": list(range(written))}
+    _write_lists(root, assigned)
+    lists = {name: len(indices) for name, indices in assigned.items()}
+    _write_meta(root, {**meta, "count": written, "requested": count, "split": lists, "interrupted": True})
+    if not written:
+        return f"wrote 0 of {count} frames to {root}"
+    return (f"wrote {written} of {count} frames to {root}, a dataset of them ({_lists_text(lists)}; synth.yaml says "
+            "interrupted)")
 
 
 def contact_sheet(*, count: int = 16, height: int = 180, width: int = 320, seed: int = 0, columns: int = 4) -> np.ndarray:
