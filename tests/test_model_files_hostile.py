@@ -219,6 +219,7 @@ def test_engines_refuse_a_stale_sibling_and_auto_runs_without_it(tmp_path, caplo
         selection = auto_mod.select_engine(model, EngineOptions(threads=1), cache_dir=tmp_path / "probe")
     assert selection.precision != "int8" and not [r for r in selection.results if r.label.endswith("int8")]
     assert caplog.text.count("--engine auto leaves out INT8: ") == 1 and "was not quantised from it" in caplog.text
+    assert "--precision" not in caplog.text  # a flag nobody typed (verify 7)
     with pytest.raises(ModelError, match="was not quantised from it"):
         auto_mod.cpu_candidates(model, EngineOptions(threads=1, precision="int8"))
 
@@ -461,3 +462,29 @@ def test_a_tensorrt_engine_s_json_sidecar_gets_the_model_file_checks(tmp_path):
     sidecar.write_text(" " * (2 << 20))
     with pytest.raises(ModelError, match=r"m\.json is 2\.1 MB, more than the 1048576 bytes"):
         metadata_for_engine_file(engine)
+
+
+def test_inspect_escapes_the_producer_and_does_not_promise_marking_a_file_cannot_do(tmp_path):
+    """Verify 7: the graph's producer name (not checked metadata) reached the terminal raw; and a
+    file without a confidence output still described its real-road figures as the node's masks
+    with unknown marking."""
+    from perception.commands.inspect import format_description
+    from perception.modelfile import describe_model
+
+    model = onnx.load(str(ASSETS / "default.onnx"))
+    model.producer_name = "evil\n12:00:00 E fake\x1b[31m"
+    keep = [o for o in model.graph.output if o.name != "confidence"]
+    del model.graph.output[:]
+    model.graph.output.extend(keep)
+    for prop in model.metadata_props:  # the graph without its confidence output says so (the threshold kept)
+        if prop.key == "perception.metadata":
+            doc = json.loads(prop.value)
+            doc["has_confidence"] = False
+            prop.value = json.dumps(doc)
+    path = tmp_path / "odd.onnx"
+    onnx.save(model, str(path))
+    lines = format_description(describe_model(path))
+    text = "\n".join(lines)
+    assert "\x1b" not in text and "\n12:00:00" not in text and "evil\\n12:00:00" in lines[0]
+    assert "the node's masks: unknown below" not in text and "which this file cannot do" in text
+    assert any(line.startswith("unknown    marking off: no confidence output") for line in lines)

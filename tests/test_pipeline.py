@@ -715,6 +715,7 @@ def test_a_camera_that_is_not_there_still_prints_the_final_stats_line(model_path
     assert code == 4 and final["end_reason"] == "start-up failed" and final["startup"] == "opening the source"
     assert final["balanced"] and final["published"] == 0 and "/dev/video97" in final["error"]
     assert err.strip().splitlines() == [f"perception: error: {final['error']}"]
-    code = cli_main(["-q", "run", "--model", str(model_path), "--source", "nope.mp4"])
-    out, err = capsys.readouterr()
-    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    for argv in (["--model", str(model_path), "--source", "nope.mp4"], ["--model", "nothere.onnx"]):
+        code = cli_main(["-q", "run", *argv, "--endpoint", f"tcp://127.0.0.1:{free_tcp_port}"])
+        out, err = capsys.readouterr()
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, (argv, out, err)

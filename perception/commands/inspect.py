@@ -46,12 +46,14 @@ def format_description(d) -> list[str]:
     from pathlib import Path
 
     from perception.contracts import OUTPUT_CONFIDENCE, UNKNOWN_CLASS_ID, confidence_pool
+    from perception.sources.base import shown  # the graph's producer is not checked metadata: escaped
+
     m = d.metadata
     table = m.class_table
     h, w = m.input_hw
     external = "".join(f" + {size / 1e6:.2f} MB of weights in {Path(name).name}" for name, size in d.external_data.items())
     lines = [
-        f"{d.path}  ({d.size_bytes / 1e6:.2f} MB{external}, {d.producer or 'unknown producer'}, "
+        f"{d.path}  ({d.size_bytes / 1e6:.2f} MB{external}, {shown(d.producer) if d.producer else 'unknown producer'}, "
         f"opset {', '.join(f'{k} {v}' for k, v in d.opsets.items())})",
         f"model      {m.model_name}  id {m.model_id}",
         f"precision  {m.precision}",
@@ -91,6 +93,7 @@ def format_description(d) -> list[str]:
                                       "not shown within 7 bits: CPUs without VNNI (AVX2/AVX-512 only) may saturate; "
                                       "python -m perception.export.quantize --overflow-fix enable"))
     check = m.real_road_check
+    confidence_output = OUTPUT_CONFIDENCE in {t.name for t in d.outputs}  # what the node goes by
     if check:
         tasks = check.get("tasks") or {}
         figures = ", ".join(f"{t} IoU {_pct((v or {}).get('iou'))}" for t, v in tasks.items())
@@ -99,14 +102,18 @@ def format_description(d) -> list[str]:
         reach = {"ego": "drivable only where joined to the car", "all": "drivable every pixel of its classes"}.get(
             check.get("drivable_reach", "all"), "")
         off = check.get("tasks_unknown_off") or {}
-        if off:
+        if off and not confidence_output:
+            # Measured with marking on another file; this one marks nothing (no confidence output).
+            lines.append(f"           (measured with unknown marking, which this file cannot do; {reach}; with marking "
+                         "off, as this file's node publishes: "
+                         + ", ".join(f"{t} IoU {_pct((v or {}).get('iou'))}" for t, v in off.items()) + ")")
+        elif off:
             threshold = (check.get("unknown") or {}).get("threshold")
             lines.append(f"           (the node's masks: unknown below {threshold}, {reach}; with marking off: "
                          + ", ".join(f"{t} IoU {_pct((v or {}).get('iou'))}" for t, v in off.items()) + ")")
         elif "drivable" in tasks:
             lines.append(f"           ({reach})")
     per_class = metrics.get("per_class_iou") or {}
-    confidence_output = OUTPUT_CONFIDENCE in {t.name for t in d.outputs}  # what the node goes by
     if not confidence_output:
         stored = f"; its stored threshold {m.unknown_threshold:.4g} is not used" if m.unknown_threshold > 0 else ""
         lines.append(f"unknown    marking off: no confidence output{stored} (perception export --confidence adds it)")

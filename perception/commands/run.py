@@ -199,9 +199,9 @@ class EngineLoader:
 
 def check_before_loading(config: RunConfig) -> None:
     """The checks that take microseconds, before the model loads (seconds) and the port is bound:
-    the endpoint's syntax and that each video file named as a source is there. When one fails, the
-    model is read first (only then, and only its header): a bad model is still named before a bad
-    source, as when the engine loaded first (see EngineLoader).
+    the endpoint's syntax, that the model file and each video file named as a source are there.
+    When one fails, the model is read first (only then, and only its header): a bad model is still
+    named before a bad source, as when the engine loaded first (see EngineLoader).
 
     Raises:
         PublishError: a malformed endpoint. SourceError: a video file that is not there.
@@ -210,6 +210,10 @@ def check_before_loading(config: RunConfig) -> None:
     from perception.errors import PerceptionError, why_not_a_file
     from perception.xpub import check_endpoint
 
+    if config.model is not None:
+        from perception.modelfile import check_model_path
+
+        check_model_path(config.model_path)  # not there, or a folder: a mistake, before start-up
     try:
         check_endpoint(config.publish_options.endpoint)
         cameras = config.cameras

@@ -242,7 +242,7 @@ def _paired_int8_sibling(model_path: Path, *, forced: bool) -> Path | None:
             raise
         if sibling not in _STALE_WARNED:
             _STALE_WARNED.add(sibling)
-            log.warning("--engine auto leaves out INT8: %s", exc)
+            log.warning("--engine auto leaves out INT8: %s", str(exc).removeprefix("--precision int8: "))
         return None
     return sibling
 

@@ -108,7 +108,8 @@ def load_error(path: Path, exc: BaseException) -> ModelError:
         return ModelError(f"ONNX Runtime {ort.__version__} cannot load {path.name}: its opset {domain} {opset} is newer "
                           f"than this ONNX Runtime supports (up to opset {supported}); export the model at opset "
                           f"{supported} or lower (perception export writes opset {ONNX_OPSET}), or upgrade onnxruntime")
-    return ModelError(f"ONNX Runtime cannot load {path.name}: {reason}; check it with perception inspect, or re-export the model")
+    return ModelError(f"ONNX Runtime cannot load {path.name}: {reason}; the file is damaged or was not written by "
+                      "'perception export': re-export the model")
 
 
 def optimized_model_path(path: Path, cache_dir: Path) -> Path:
