@@ -256,7 +256,10 @@ def test_openvino_streams_give_the_same_class_ids_as_one_request_and_as_ort(tmp_
      "streams 2 with 2 cameras"),
     (["--streams", "2", "--engine", "torch", "--model", "m.pt"], "--engine torch runs one frame at a time"),
 ])
-def test_bad_streams_are_one_line_errors_naming_the_flag(argv, match, model_path, capsys, free_tcp_port):
+def test_bad_streams_are_one_line_errors_naming_the_flag(argv, match, model_path, capsys, free_tcp_port, tmp_path,
+                                                         monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.pt").write_bytes(b"")  # there: a --model that is not there is named first, before start-up
     defaults = {"--model": str(model_path), "--source": "synthetic", "--endpoint": f"tcp://127.0.0.1:{free_tcp_port}"}
     for flag, value in defaults.items():
         if flag not in argv:
