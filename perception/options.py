@@ -112,6 +112,15 @@ class SourceOptions:
 
 
 @dataclass(frozen=True)
+class CurveClientOptions:
+    """A subscriber's CURVE keys (``listen``, ``record``, ``view``): declared once here, and taken
+    by each command with ``same_setting``, so the three say the same thing."""
+
+    curve_server_key: str | None = setting(None, metavar="FILE", help="the node's public .key file (CURVE)")
+    curve_key: str | None = setting(None, metavar="FILE", help="this client's .key_secret file (CURVE)")
+
+
+@dataclass(frozen=True)
 class EngineOptions:
     """Backend choices. ``provider``: where to run (``auto`` picks the fastest available);
     ``threads``: CPU inference threads in all (0: the backend's default), shared by the ``streams``

@@ -23,10 +23,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from perception import __version__, contracts
-from perception.config import setting
+from perception.config import same_setting, setting
 from perception.errors import PerceptionError
 from perception.mcap_layout import IMAGE_SCHEMA, META_SUFFIX, STRING_SCHEMA, VALUES_KEY, WIRE_TOPIC_KEY
 from perception.mcap_writer import SplitWriter, TopicCount
+from perception.options import CurveClientOptions
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,8 @@ class RecordConfig:
     topic: list[str] = setting(default_factory=list, exclusive="what", metavar="T", help="exact topics to record")
     duration_s: float | None = setting(None, lo=0.0, flag="--duration", metavar="S", old_names=("duration",),
                                        help="stop after S seconds (default and 0: until Ctrl-C)")
-    curve_server_key: str | None = setting(None, metavar="FILE", help="the node's public .key file (CURVE)")
-    curve_key: str | None = setting(None, metavar="FILE", help="this client's .key_secret file (CURVE)")
+    curve_server_key: str | None = same_setting(CurveClientOptions, "curve_server_key")
+    curve_key: str | None = same_setting(CurveClientOptions, "curve_key")
     max_mask_pixels: int = setting(contracts.MAX_MASK_PIXELS, lo=1, hi=contracts.MAX_MASK_SIDE ** 2, metavar="N",
                                    help="skip masks declaring more than N pixels, before decoding")
     #: Start a new split file after this many seconds (rosbag2's --max-bag-duration).

@@ -44,11 +44,11 @@ from typing import Any
 import numpy as np
 
 from perception import contracts
-from perception.commands.listen import ListenConfig, no_messages_hint
+from perception.commands.listen import no_messages_hint
 from perception.config import composed, same_setting, setting, short
 from perception.contracts import ClassInfo, ClassTable
 from perception.errors import ConfigError, SourceError, SourceUnavailableError
-from perception.options import EngineOptions, SourceOptions, synthetic_size_error
+from perception.options import CurveClientOptions, EngineOptions, SourceOptions, synthetic_size_error
 from perception.overlay import render_overlay
 from perception.run_config import split_camera_source
 from perception.sinks import DEFAULT_VIDEO_FPS, FOLDER_FRAME_NAME, FrameSink, resolve_output
@@ -91,9 +91,9 @@ class ViewConfig:
                                        help="stop after S seconds (0: no limit)")
     alpha: float = setting(0.5, lo=0.0, hi=1.0, help="mask opacity")
     engine_options: EngineOptions = composed(EngineOptions, only=("provider",), group=None)
-    # The client's CURVE keys, declared as listen and record declare them (one meaning, one help).
-    curve_server_key: str | None = same_setting(ListenConfig, "curve_server_key")
-    curve_key: str | None = same_setting(ListenConfig, "curve_key")
+    # The client's CURVE keys, declared once for listen, record and view.
+    curve_server_key: str | None = same_setting(CurveClientOptions, "curve_server_key")
+    curve_key: str | None = same_setting(CurveClientOptions, "curve_key")
 
     def __post_init__(self) -> None:
         if isinstance(self.source, list):

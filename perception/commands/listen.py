@@ -33,9 +33,10 @@ import cv2
 
 from perception import contracts
 from perception.cli import GoneSafe, emit
-from perception.config import setting
+from perception.config import same_setting, setting
 from perception.errors import ConfigError, SourceUnavailableError
 from perception.flags import add_flags, config_from_flags
+from perception.options import CurveClientOptions
 from perception.signals import install_signal_handlers
 from perception.subscribe import MaskSubscriber, Message
 from perception.topic_stats import TopicStats
@@ -62,8 +63,8 @@ class ListenConfig:
     json: bool = setting(False, help="final summary as JSON on stdout (live lines go to stderr)")
     max_mask_pixels: int = setting(contracts.MAX_MASK_PIXELS, lo=1, hi=contracts.MAX_MASK_SIDE ** 2, metavar="N",
                                    help="skip masks declaring more than N pixels, before decoding")
-    curve_server_key: str | None = setting(None, metavar="FILE", help="the node's public .key file (CURVE)")
-    curve_key: str | None = setting(None, metavar="FILE", help="this client's .key_secret file (CURVE)")
+    curve_server_key: str | None = same_setting(CurveClientOptions, "curve_server_key")
+    curve_key: str | None = same_setting(CurveClientOptions, "curve_key")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
