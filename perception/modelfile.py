@@ -442,6 +442,20 @@ class _WireError(ValueError):
     pass
 
 
+def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+    """The protobuf varint at ``buf[pos]`` (before ``end``) and the position after it."""
+    result = shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise _WireError("truncated varint")
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
 def _fields(buf: memoryview, start: int = 0, end: int | None = None):
     """(field number, wire type, value) of one protobuf message in ``buf[start:end]``; the value is
     an int for varints and a (start, end) span for length-delimited fields."""
@@ -450,16 +464,8 @@ def _fields(buf: memoryview, start: int = 0, end: int | None = None):
 
     def varint() -> int:
         nonlocal pos
-        result = shift = 0
-        while True:
-            if pos >= end or shift > 63:
-                raise _WireError("truncated varint")
-            byte = buf[pos]
-            pos += 1
-            result |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                return result
-            shift += 7
+        value, pos = _varint(buf, pos, end)
+        return value
 
     while pos < end:
         key = varint()
@@ -484,17 +490,8 @@ def _fields_of_varints(buf: memoryview, start: int, end: int):
     """The varints of a packed repeated field in ``buf[start:end]``, as ``_fields`` yields values."""
     pos = start
     while pos < end:
-        result = shift = 0
-        while True:
-            if pos >= end or shift > 63:
-                raise _WireError("truncated packed varint")
-            byte = buf[pos]
-            pos += 1
-            result |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                break
-            shift += 7
-        yield 1, 0, result
+        value, pos = _varint(buf, pos, end)
+        yield 1, 0, value
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from typing import TypeVar
 
 import zmq
 
@@ -124,10 +125,13 @@ def _same_host(a: str, b: str | None) -> bool:
         return True
 
 
-def _connection_id(fd: int, peer_address: str | None) -> tuple[int, int] | None:
-    """(device, inode) of the connected stream socket at ``fd`` (a subscriber's connection, read
-    from a message's ``SRCFD``), or None when ``fd`` is no such socket now: closed, or its number
-    reused by another file. ``peer_address`` (the message's ``Peer-Address``) must match a TCP peer."""
+T = TypeVar("T")
+
+
+def _on_socket_at(fd: int, act: Callable[[socket.socket, os.stat_result], T]) -> T | None:
+    """``act(conn, stat)`` on a duplicate of ``fd`` when it is a socket, else None (also on any
+    OSError: closed meanwhile, not a socket). Working on a duplicate, libzmq's own descriptor is
+    never closed, and a number closed and reused meanwhile is seen by its stat."""
     try:
         dup = os.dup(fd)
     except OSError:
@@ -138,15 +142,8 @@ def _connection_id(fd: int, peer_address: str | None) -> tuple[int, int] | None:
             return None
         conn = socket.socket(fileno=dup)
         dup = -1  # the socket object owns it now
-        try:
-            if conn.type != socket.SOCK_STREAM:
-                return None
-            peer = conn.getpeername()  # a listening socket has none (ENOTCONN)
-            if conn.family in (socket.AF_INET, socket.AF_INET6) and not _same_host(peer[0], peer_address):
-                return None
-        finally:
-            conn.close()
-        return st.st_dev, st.st_ino
+        with conn:
+            return act(conn, st)
     except OSError:
         return None
     finally:
@@ -154,30 +151,33 @@ def _connection_id(fd: int, peer_address: str | None) -> tuple[int, int] | None:
             os.close(dup)
 
 
+def _connection_id(fd: int, peer_address: str | None) -> tuple[int, int] | None:
+    """(device, inode) of the connected stream socket at ``fd`` (a subscriber's connection, read
+    from a message's ``SRCFD``), or None when ``fd`` is no such socket now: closed, or its number
+    reused by another file. ``peer_address`` (the message's ``Peer-Address``) must match a TCP peer."""
+
+    def ident(conn: socket.socket, st: os.stat_result) -> tuple[int, int] | None:
+        if conn.type != socket.SOCK_STREAM:
+            return None
+        peer = conn.getpeername()  # a listening socket has none (ENOTCONN)
+        if conn.family in (socket.AF_INET, socket.AF_INET6) and not _same_host(peer[0], peer_address):
+            return None
+        return st.st_dev, st.st_ino
+
+    return _on_socket_at(fd, ident)
+
+
 def _shut_down_connection(fd: int, ident: tuple[int, int]) -> bool:
     """Shut down the connection at ``fd`` if it is still the socket ``ident`` names; libzmq then
-    sees it closed and drops it (the subscriber reconnects through a new handshake). Works on a
-    duplicate of the descriptor, so a number closed and reused meanwhile is never touched."""
-    try:
-        dup = os.dup(fd)
-    except OSError:
-        return False
-    try:
-        st = os.fstat(dup)
-        if not stat.S_ISSOCK(st.st_mode) or (st.st_dev, st.st_ino) != ident:
+    sees it closed and drops it (the subscriber reconnects through a new handshake)."""
+
+    def shut(conn: socket.socket, st: os.stat_result) -> bool:
+        if (st.st_dev, st.st_ino) != ident:
             return False
-        conn = socket.socket(fileno=dup)
-        dup = -1
-        try:
-            conn.shutdown(socket.SHUT_RDWR)
-        finally:
-            conn.close()
+        conn.shutdown(socket.SHUT_RDWR)
         return True
-    except OSError:
-        return False
-    finally:
-        if dup >= 0:
-            os.close(dup)
+
+    return bool(_on_socket_at(fd, shut))
 
 
 def is_loopback(host: str) -> bool:

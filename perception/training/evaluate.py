@@ -304,9 +304,11 @@ def evaluate_tasks(
             _count_tasks(unknown.off, luts, reachables(model_ids), truths, class_ids, valid, label=label, names=names)
             # The node marks its own buffer at model scale; here the unmarked ids were just scored.
             # Marking at model scale and mapping equals mapping and marking (the same pixel mapping).
-            class_ids, model_ids = class_ids.copy(), model_ids.copy()
+            class_ids = class_ids.copy()
             marks = unknown.marker.apply(class_ids, prediction.confidence)
-            unknown.marker.apply(model_ids, prediction.model_confidence)  # what the node's reach sees
+            if any(reaches):  # what the node's reach sees, at model scale
+                model_ids = model_ids.copy()
+                unknown.marker.apply(model_ids, prediction.model_confidence)
             unknown.labelled_pixels += int(np.count_nonzero(valid))
             unknown.unknown_pixels += int(np.count_nonzero(valid & (marks != 0)))
         _count_tasks(scores, luts, reachables(model_ids), truths, class_ids, valid, label=label, names=names)
