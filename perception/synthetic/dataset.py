@@ -97,8 +97,6 @@ FRAME_NAME = re.compile(r"[0-9]{6}\.png")
 DATASET_ENTRIES = ("images", "labels", "classes.yaml", "synth.yaml")
 #: ``synth.yaml``'s ``generator``: marks a folder as written by ``write_dataset``.
 GENERATOR = "perception.synthetic"
-#: Image files (as the image sources read them): an ``--out`` holding any is another set's image folder.
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 
 
 class SynthInterrupted(KeyboardInterrupt):
@@ -181,6 +179,9 @@ def _claim_out_dir(root: Path, lists: list[str]) -> list[Path]:
         if clash:
             raise ConfigError(f"--out {root} already holds a dataset ({', '.join(clash)}) that perception synth did not "
                               "write (no synth.yaml of its own); choose a new or empty folder")
+        # Image files as the image sources read them: an --out holding any is another set's image folder.
+        from perception.sources.images import IMAGE_SUFFIXES
+
         images = sorted(p.name for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir())
         if images:  # another dataset's images/ or labels/, or a camera's frames: never a place for a dataset
             shown = ", ".join(images[:2]) + (f" and {len(images) - 2} more" if len(images) > 2 else "")
