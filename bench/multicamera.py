@@ -59,6 +59,7 @@ class _CameraReceiver(threading.Thread):
             with MaskSubscriber(self.endpoint, namespace=self.namespace, masks=self.masks, rcvhwm=100_000,
                                 **FAST_RECONNECT) as sub:
                 self.ready.set()
+                before = Received()
                 while not self.done.is_set():
                     msg = sub.recv(timeout_s=0.1)
                     if msg is None:
@@ -67,6 +68,9 @@ class _CameraReceiver(threading.Thread):
                         self.first_mask.set()
                     if self.measuring.is_set():
                         record_message(self.rx, msg)
+                    else:  # frames begun before the window: the rest of their masks are not counted
+                        record_message(before, msg)
+                        self.rx.skip_through = before.last_seq
                 self.counters = dict(sub.counters.__dict__)
         except BaseException as exc:  # reported by the measuring thread
             self.error = exc

@@ -126,6 +126,11 @@ class Received:
     model_id: str | None = None
     first_receive_ns: int | None = None
     last_receive_ns: int | None = None
+    #: Frames up to this number began before the measuring window (their first mask arrived before
+    #: it opened): the rest of their masks are not counted as frames of the window.
+    skip_through: int | None = None
+    #: The highest frame number seen in any mask message, counted or not.
+    last_seq: int | None = None
 
 
 def stats_document(msg) -> dict[str, Any] | None:
@@ -143,6 +148,9 @@ def record_message(rx: Received, msg) -> None:
             rx.stats_docs.append({"receive_ns": msg.receive_ns, "doc": doc})
         return
     seq = msg.seq
+    rx.last_seq = seq if rx.last_seq is None else max(rx.last_seq, seq)
+    if rx.skip_through is not None and seq <= rx.skip_through:
+        return
     if msg.pub_seq is not None:
         rx.pub_seqs.setdefault(msg.topic, {})[seq] = msg.pub_seq
     rx.last_receive_ns = msg.receive_ns
@@ -273,8 +281,11 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
                 # A first start measures ONNX Runtime FP32 beside the probe child, which shares the
                 # cores: the window starts once the verdict is in, on fresh counts.
                 probe = wait_for_probe(sub, proc, log_path, PROBE_WAIT_S,
-                                       ended=probe_ended_message(cfg, model))
-                rx = Received()  # what arrived while waiting was discarded: count from here
+                                       ended=probe_ended_message(cfg, model), seen=rx)
+            # The window counts from here: the frame(s) whose first mask opened it, or arrived while
+            # waiting for the probe, are left out, so its FPS is frames published inside it over its
+            # length (counting the opening mask read about 1/--duration FPS high).
+            rx = Received(skip_through=rx.last_seq)
             cpu = CpuSampler(proc.pid)
             own_cpu_start = time.process_time()  # this process: the subscriber's decoding and ZeroMQ
             t_window = time.monotonic()
@@ -321,12 +332,13 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
 
 
 def wait_for_probe(sub, proc: subprocess.Popen, log_path: Path, timeout_s: float, *,
-                   ended: str | None = None) -> dict[str, Any]:
+                   ended: str | None = None, seen: Received | None = None) -> dict[str, Any]:
     """Receive (and discard) until a stats document says the ``--engine auto`` node is no longer
     probing, or ``timeout_s`` pass. Returns ``waited_s`` (0 when the first stats document already
     had a verdict: a cached one; ``was_probing`` then False), the ``state`` last seen, and ``timed_out``. Raises NodeFailed when
     the node exits meanwhile: ``ended`` (``probe_ended_message``) when it exited with status 0, its
-    input at an end, else its own last error line."""
+    input at an end, else its own last error line. Messages go into ``seen`` when given (the
+    frames seen before the window), and are otherwise discarded."""
     t0 = time.monotonic()
     state, waited, decided = None, False, False
     while time.monotonic() - t0 < timeout_s:
@@ -337,6 +349,8 @@ def wait_for_probe(sub, proc: subprocess.Popen, log_path: Path, timeout_s: float
             raise NodeFailed(f"the node exited with status {proc.returncode} while probing engines: "
                              f"{last_line(log_path)}", status=proc.returncode)
         msg = sub.recv(timeout_s=0.2)
+        if msg is not None and seen is not None:
+            record_message(seen, msg)
         doc = None if msg is None else stats_document(msg)
         if doc is None:
             continue

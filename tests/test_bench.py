@@ -853,6 +853,27 @@ def test_frames_the_node_dropped_before_its_first_stats_document_are_not_lost_af
     assert split(rx) == (7, 6, 1, "pub_seq")
 
 
+def test_a_frame_begun_before_the_window_is_not_counted_in_it():
+    """The frame whose first mask opened the measuring window (or arrived while --engine auto
+    probed) is not a frame of the window: counting it read the output FPS about 1/--duration high.
+    Its other masks, arriving after the window opened, do not count it either."""
+    from perception.bench.node import Received, record_message, summarize_received
+
+    before = Received()
+    record_message(before, _mask("drivable", 7, 7))  # the mask that opened the window
+    assert before.last_seq == 7
+    rx = Received(skip_through=before.last_seq)
+    record_message(rx, _mask("lane", 7, 7))  # the same frame's second topic, now inside the window
+    for seq in (8, 9, 10):
+        for topic in ("drivable", "lane"):
+            record_message(rx, _mask(topic, seq, seq))
+    run = summarize_received(rx, window_s=2.0, cpu={}, subscriber={}, extra={})
+    assert rx.order == [8, 9, 10]
+    assert run["frames_received"] == 3 and run["output_fps"] == 1.5  # not 4 frames, 2.0 FPS
+    assert run["sequence"]["first"] == 8 and run["frames_captured"] == 3
+    assert rx.model_id == "tiny"
+
+
 def test_the_peak_rate_trials_and_the_report_use_the_pub_seq_split(tiny_model, monkeypatch):
     """The --peak-rate trials take the corrected figures; the report labels frames as frames
     (hunt 5b finding 5: "messages received" showed the frame count) and shows both."""
