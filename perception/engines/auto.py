@@ -29,6 +29,8 @@ winner between two frames when the verdict arrives (first mask 0.65 s instead of
 An INT8 candidate whose file records a passed mIoU gate is held to the class-id agreement that gate
 measured (``INT8_AGREEMENT_MARGIN``), the issue's "or the model's stored gate". The probe times
 candidates one frame at a time; the winner is loaded with the node's ``--streams``.
+A verdict whose winner fails to load here, or loads and fails its first inference (run in
+``load_auto``, before the node's warm-up), is forgotten and ONNX Runtime FP32 runs (``_fall_back``).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from perception.engines.base import INT8_SUFFIX, Engine, EngineOptions, check_int8_sibling
+from perception.engines.base import INT8_SUFFIX, Engine, EngineOptions, WarmupError, check_int8_sibling
 from perception.engines.cpu import cpu_isa, cpu_model
 from perception.engines.probe import (
     MIN_AGREEMENT,
@@ -410,6 +412,16 @@ def load_auto(model_path: Path, options: EngineOptions, *, background: bool = Fa
         if candidate == Candidate(*REFERENCE):
             raise  # ONNX Runtime FP32 itself: the model's own error, as --engine ort reports it
         return _fall_back(model_path, options, selection, exc, auto_streams=auto_streams)
+    if candidate != Candidate(*REFERENCE):
+        # Its first inference runs here, not in the node's warm-up after this returns (the run
+        # command's loader, the pipeline, the multi-camera batcher), so that a winner that loads and
+        # then fails to run falls back as one that fails to load does. It is the warm-up's costly
+        # run (allocations, kernel choice); the node's warm-up runs follow it.
+        try:
+            engine.warmup(1)
+        except Exception as exc:
+            engine.close()
+            return _fall_back(model_path, options, selection, exc, auto_streams=auto_streams, ran=True)
     engine.selection = selection.to_dict()
     if streams_reason:  # the stats document says what runs and why, beside what the probe chose
         engine.selection.update(streams=options.streams, probe_streams=selection.streams, streams_reason=streams_reason)
@@ -439,18 +451,25 @@ def load_failure(exc: BaseException) -> str:
 
 
 def _fall_back(model_path: Path, options: EngineOptions, selection: Selection, exc: BaseException, *,
-               auto_streams: bool) -> Engine:
-    """A verdict whose winner failed to load here (the CPU or a library lacks what it needs):
-    forget it, so that the next start probes again, and run ONNX Runtime FP32 with a warning that
-    says why (and ``engine_selection`` ``state`` ``failed``). A forced ``--precision bf16|int8``
-    has no FP32 to run: the error then names the verdict, not the engine's flags."""
+               auto_streams: bool, ran: bool = False) -> Engine:
+    """A verdict whose winner failed to load here (the CPU or a library lacks what it needs), or
+    loaded and failed its first inference (``ran``): forget it, so that the next start probes again,
+    and run ONNX Runtime FP32 with a warning that says why (and ``engine_selection`` ``state``
+    ``failed``). A forced ``--precision bf16|int8`` has no FP32 to run: the error then names the
+    verdict, not the engine's flags."""
     cache_dir = probe_cache_dir()
     source = f"the cached verdict {cache_path(selection.key, cache_dir)}" if selection.from_cache else "the probe"
-    why = (f"{source} chose {selection.engine}-{selection.precision} but it failed to load here "
-           f"({load_failure(exc)})")
+    if ran:  # WarmupError names the file and advises flags: the backend's own error says it here
+        error = (f"{type(exc.__cause__ or exc).__name__}: {exc.reason}" if isinstance(exc, WarmupError)
+                 else load_failure(exc))
+        what = f"its first inference failed here ({error})"
+    else:
+        what = f"it failed to load here ({load_failure(exc)})"
+    why = f"{source} chose {selection.engine}-{selection.precision} but {what}"
     forget_cached(selection.key, cache_dir)
     if options.precision not in ("auto", "fp32"):
-        error = type(exc) if isinstance(exc, PerceptionError) else ModelError
+        # WarmupError (a ModelError) takes other arguments: the first inference's failure is a ModelError.
+        error = type(exc) if isinstance(exc, PerceptionError) and not ran else ModelError
         raise error(f"--engine auto --precision {options.precision}: {why}; it is forgotten, so the next start "
                     "probes again") from None
     log.warning("--engine auto: %s; running ONNX Runtime FP32 (the next start probes again)", why)

@@ -23,7 +23,9 @@ A launch file is YAML in the spirit of ROS 2 launch files (the shipped ones are 
 substitution keeps the argument's type (``fps: $(var fps)`` stays a number); inside a longer string
 it is spliced in as text. An ``arg``'s ``default`` is substituted too, as in ROS 2 launch: it may use
 ``$(env ...)`` and the arguments declared above it (one declared below, or defaults naming each
-other, is an error); a ``NAME:=VALUE`` override replaces it unevaluated.
+other, is an error); a ``NAME:=VALUE`` override replaces it unevaluated. Substitutions nest, innermost
+first (``$(env OUT $(var dir)/runs)``, ``$(var $(env WHICH))``); a quoted argument (``'...'``) may
+hold spaces and parentheses, ``''`` is empty.
 
 Everything is checked before any process starts: unknown keys, unknown node kinds, missing
 arguments, bad parameter values (each kind's parameters against the config dataclass its

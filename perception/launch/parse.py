@@ -133,12 +133,15 @@ def _load_file(path: Path, given: dict[str, Any], nodes: list[NodePlan], chain: 
             at_default = f"{path}: arg {short(arg.name)}: default"
             if has_default:  # a mistake in the file, whatever the command line gives
                 _check_default_names(arg.name, arg.default, declared, default_names, at_default)
+            # A default cannot read its own arg, unless an arg of that name was declared above it.
+            below = _NotAbove(None if arg.name in declared else arg.name, default_names, declared)
             declared[arg.name] = arg
             if arg.name in given:  # NAME:=VALUE wins; its default is not evaluated (as in ROS 2)
                 values[arg.name] = given[arg.name]
             elif has_default:
-                # As ROS 2 launch does: a default may use $(env ...) and the arguments declared above it.
-                values[arg.name] = substitute(arg.default, values, declared, at_default)
+                # As ROS 2 launch does: a default may use $(env ...) and the arguments declared above it
+                # (a name given by a substitution, $(var $(env X)), is checked here, once it is known).
+                values[arg.name] = substitute(arg.default, values, declared, at_default, below)
         else:
             label = f"node {short(body.get('name'))}" if key == "node" and isinstance(body, dict) else key
             # Substitute now so a later 'arg' cannot change what an earlier entry saw.
@@ -164,6 +167,18 @@ def _load_file(path: Path, given: dict[str, Any], nodes: list[NodePlan], chain: 
         else:
             nodes.append(_resolve_node(load_config(NodeEntry, body, source=where), path))
     return values
+
+
+class _NotAbove:
+    """The arguments of a file that an arg's default cannot read: the arg itself (``name``; None
+    when an arg of that name was declared above) and those declared below it (``declared`` holds
+    the ones above and the arg; ``file_args`` all of the file's)."""
+
+    def __init__(self, name: str | None, file_args: dict[str, list[str]], declared: dict[str, ArgEntry]) -> None:
+        self.name, self.file_args, self.declared = name, file_args, declared
+
+    def __contains__(self, other: object) -> bool:
+        return other == self.name or (other in self.file_args and other not in self.declared)
 
 
 def _default_names(entries: list) -> dict[str, list[str]]:
