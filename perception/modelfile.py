@@ -8,7 +8,7 @@ file size. Every problem is a ``ModelError`` naming the file and the fix.
 
 Torch-free by design (the runtime node imports it), and ``onnx``-free on the node's path:
 ``read_model_metadata`` reads the few fields it needs (metadata, graph inputs and outputs) straight
-from the protobuf wire format (``_ModelHeader``), because importing the ``onnx`` package (through
+from the protobuf wire format (``onnxwire.ModelHeader``), because importing the ``onnx`` package (through
 ``ml_dtypes``) took longer than the rest of the node's start-up together (measured 0.3-6 s on a
 busy 2-core machine). A file the light reader cannot parse goes through ``onnx`` for the exact error.
 """
@@ -35,6 +35,7 @@ from perception.contracts import (
     ModelMetadata,
 )
 from perception.errors import ConfigError, ModelError
+from perception.onnxwire import ExternalRef, ModelHeader, TensorSpec
 
 _REEXPORT = "export it with 'perception export'"
 
@@ -46,18 +47,6 @@ MAX_METADATA_BYTES = 1 << 20
 #: every message header's model id): C0, DEL, C1 and the Unicode line and paragraph separators, the
 #: set ``wire.check_topic`` refuses in topics.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """One graph input or output: name, element type (numpy name) and shape (ints or symbols)."""
-
-    name: str
-    dtype: str
-    shape: tuple[int | str, ...]
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
 
 
 @dataclass(frozen=True)
@@ -332,7 +321,7 @@ def read_model_file(path: str | Path) -> tuple[ModelMetadata, dict[Path, int]]:
     """``read_model_metadata``, and the files holding the model's external weights with their
     sizes (empty when its weights are inside it), from one read of the file."""
     path = Path(path)
-    header = _ModelHeader.read(path)
+    header = ModelHeader.read(path)
     if header is None:  # not parseable by the light reader: onnx gives the exact error
         proto = load_model_proto(path, with_weights=False)
         metadata = metadata_from_proto(proto, source=path.name)
@@ -341,22 +330,6 @@ def read_model_file(path: str | Path) -> tuple[ModelMetadata, dict[Path, int]]:
     metadata = metadata_from_props(header.props, source=path.name)
     check_io_contract(header.inputs, header.outputs, metadata, source=path.name)
     return metadata, check_external_data(path, header.external)
-
-
-@dataclass(frozen=True)
-class ExternalRef:
-    """One initializer stored outside the ``.onnx`` (ONNX external data), as the file records it:
-    its name, its ``external_data`` entries (``location``: a file relative to the model's folder,
-    ``offset``, ``length``), its shape and its ONNX element type."""
-
-    tensor: str
-    entries: tuple[tuple[str, str], ...]
-    dims: tuple[int, ...]
-    data_type: int
-
-    @property
-    def location(self) -> str:
-        return dict(self.entries).get("location", "")
 
 
 #: Bytes per element of the ONNX tensor types whose size follows from their shape.
@@ -429,174 +402,8 @@ def external_data_files(path: str | Path) -> dict[Path, int]:
     keeps its weights inside, or one the light reader cannot parse); ModelError as
     ``check_external_data`` when one is missing or short."""
     path = Path(path)
-    header = _ModelHeader.read(path)
+    header = ModelHeader.read(path)
     return check_external_data(path, header.external) if header is not None else {}
-
-
-#: ONNX TensorProto.DataType -> numpy dtype name (the types a perception model's I/O can have).
-_ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",
-                9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16"}
-
-
-class _WireError(ValueError):
-    pass
-
-
-def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
-    """The protobuf varint at ``buf[pos]`` (before ``end``) and the position after it."""
-    result = shift = 0
-    while True:
-        if pos >= end or shift > 63:
-            raise _WireError("truncated varint")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-
-
-def _fields(buf: memoryview, start: int = 0, end: int | None = None):
-    """(field number, wire type, value) of one protobuf message in ``buf[start:end]``; the value is
-    an int for varints and a (start, end) span for length-delimited fields."""
-    end = len(buf) if end is None else end
-    pos = start
-
-    def varint() -> int:
-        nonlocal pos
-        value, pos = _varint(buf, pos, end)
-        return value
-
-    while pos < end:
-        key = varint()
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            yield number, wire, varint()
-        elif wire == 2:
-            length = varint()
-            if pos + length > end:
-                raise _WireError("field runs past the end")
-            yield number, wire, (pos, pos + length)
-            pos += length
-        elif wire in (1, 5):
-            pos += 8 if wire == 1 else 4
-            if pos > end:
-                raise _WireError("fixed field runs past the end")
-        else:
-            raise _WireError(f"unsupported wire type {wire}")
-
-
-def _fields_of_varints(buf: memoryview, start: int, end: int):
-    """The varints of a packed repeated field in ``buf[start:end]``, as ``_fields`` yields values."""
-    pos = start
-    while pos < end:
-        value, pos = _varint(buf, pos, end)
-        yield 1, 0, value
-
-
-@dataclass(frozen=True)
-class _ModelHeader:
-    """The parts of an ONNX ModelProto the node needs, read from the wire format (see the module
-    docstring; field numbers from onnx/onnx.proto: ModelProto.graph 7, metadata_props 14; GraphProto
-    initializer 5, input 11, output 12; ValueInfoProto name 1, type 2; TypeProto.tensor_type 1;
-    Tensor elem_type 1, shape 2; TensorShapeProto.dim 1; Dimension dim_value 1, dim_param 2)."""
-
-    props: dict[str, str]
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    #: Initializers stored outside the file (TensorProto dims 1, data_type 2, name 8,
-    #: external_data 13 as key 1 / value 2 entries, data_location 14: EXTERNAL is 1).
-    external: tuple[ExternalRef, ...] = ()
-
-    @classmethod
-    def read(cls, path: Path) -> _ModelHeader | None:
-        """The header of ``path``; None when the file is missing or not a well-formed model."""
-        try:
-            buf = memoryview(path.read_bytes())
-            return cls._parse(buf)
-        except (OSError, _WireError, UnicodeDecodeError, KeyError):
-            return None
-
-    @classmethod
-    def _parse(cls, buf: memoryview) -> _ModelHeader | None:
-        def text(span: tuple[int, int]) -> str:
-            return bytes(buf[span[0] : span[1]]).decode("utf-8")
-
-        props: dict[str, str] = {}
-        graph = None
-        for number, wire, value in _fields(buf):
-            if number == 14 and wire == 2:
-                entry = {n: text(v) for n, w, v in _fields(buf, *value) if w == 2}
-                props[entry.get(1, "")] = entry.get(2, "")
-            elif number == 7 and wire == 2:
-                graph = value
-        if graph is None:
-            return None
-        weights, inputs, outputs, nodes, external = set(), [], [], 0, []
-        for number, wire, value in _fields(buf, *graph):
-            if wire != 2:
-                continue
-            if number == 1:
-                nodes += 1
-            elif number == 5:
-                name, ref = cls._initializer(buf, value, text)
-                weights.add(name)
-                if ref is not None:
-                    external.append(ref)
-            elif number in (11, 12):
-                (inputs if number == 11 else outputs).append(cls._value_info(buf, value, text))
-        if not nodes or not inputs or not outputs:
-            return None
-        return cls(props=props, inputs=tuple(t for t in inputs if t.name not in weights), outputs=tuple(outputs),
-                   external=tuple(external))
-
-    @staticmethod
-    def _initializer(buf: memoryview, span: tuple[int, int], text) -> tuple[str, ExternalRef | None]:
-        """The name of one initializer (a TensorProto) and, when stored outside the file, its ExternalRef."""
-        name, dims, data_type, location, entries = "", [], 0, 0, {}
-        for number, wire, value in _fields(buf, *span):
-            if number == 8 and wire == 2:
-                name = text(value)
-            elif number == 1 and wire == 0:
-                dims.append(value)
-            elif number == 1 and wire == 2:  # packed dims
-                dims.extend(v for _, _, v in _fields_of_varints(buf, *value))
-            elif number == 2 and wire == 0:
-                data_type = value
-            elif number == 13 and wire == 2:
-                entry = {n: text(v) for n, w, v in _fields(buf, *value) if w == 2}
-                entries[entry.get(1, "")] = entry.get(2, "")
-            elif number == 14 and wire == 0:
-                location = value
-        if location != 1:
-            return name, None
-        return name, ExternalRef(tensor=name, entries=tuple(entries.items()), dims=tuple(dims), data_type=data_type)
-
-    @staticmethod
-    def _value_info(buf: memoryview, span: tuple[int, int], text) -> TensorSpec:
-        name, dtype, shape = "", "unknown", []
-        for number, wire, value in _fields(buf, *span):
-            if number == 1 and wire == 2:
-                name = text(value)
-            elif number == 2 and wire == 2:
-                for tn, tw, tensor in _fields(buf, *value):
-                    if tn != 1 or tw != 2:
-                        continue
-                    for en, ew, ev in _fields(buf, *tensor):
-                        if en == 1 and ew == 0:
-                            dtype = _ONNX_DTYPES.get(ev, f"onnx-type-{ev}")
-                        elif en == 2 and ew == 2:
-                            for dn, dw, dim in _fields(buf, *ev):
-                                if dn != 1 or dw != 2:
-                                    continue
-                                size: int | str = "?"
-                                for xn, xw, xv in _fields(buf, *dim):
-                                    if xn == 1 and xw == 0:
-                                        size = xv
-                                    elif xn == 2 and xw == 2:
-                                        size = text(xv) or "?"
-                                shape.append(size)
-        return TensorSpec(name=name, dtype=dtype, shape=tuple(shape))
 
 
 #: Ops that carry weights: the quantised body of a network lies between the first and the last.
