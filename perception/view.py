@@ -9,7 +9,10 @@ The drawing is ``perception.overlay.render_overlay`` and the outputs are ``perce
   the model that made the masks). ``--model`` is not needed there; given, it is only the table to
   fall back on when no info arrives within ``INFO_WAIT_S`` of the first mask (said once; without it
   the drivable / lane / obstacle masks are drawn as tints), and a table of its that differs from
-  the node's is said once and not used. ``--curve-server-key`` / ``--curve-key`` reach a node that
+  the node's is said once and not used. An endpoint that sends only some masks (a replay of a
+  recording of some topics, a node of another make) gets what arrives drawn: without class maps
+  its drivable / lane / obstacle masks as tints, said once; class maps with no table to colour
+  them are not drawn, said once. ``--curve-server-key`` / ``--curve-key`` reach a node that
   encrypts (as ``listen`` and ``record``). With a reproducible ``--source`` (the synthetic world
   with the node's ``--seed``, or the node's video file) each mask is drawn over the source frame
   with the same ``seq``; without one the masks are drawn on a dark background.
@@ -24,8 +27,10 @@ replaced); a folder must be new, empty or an earlier view's frames, which are re
 the first new frame comes (as ``perception synth`` replaces its own output), so a shorter run leaves
 no stale frames. When no frame could be rendered (the source delivered none, stopped before the
 first) a file output is a ``SourceError`` saying why and an earlier output is left as it was; a
-window warns. Drawing a node's masks when nothing at all arrived is a ``SourceUnavailableError``
-(exit 4, as ``listen`` and ``record``), whatever the output.
+window warns. Drawing a node's masks when no mask arrived is a ``SourceUnavailableError`` (exit 4,
+as ``listen`` and ``record``), whatever the output, naming the node's info when only that came;
+masks that arrived with none drawable (class maps without a class table) a ``SourceError`` naming
+what came and what is missing.
 
 Run: ``perception view --source synthetic --model m.onnx --out out/view.mp4 --max-frames 100``.
 """
@@ -37,6 +42,7 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -311,36 +317,47 @@ def _rows(table: ClassTable | NodeClasses) -> list[tuple[int, str, tuple[int, ..
 class _NodeColours:
     """Which class table draws a node's class maps: the node's own, from its latched info (also
     when ``--model`` names another: said once); before that arrives, none yet (``decided`` False);
-    when none arrived in time (``give_up``), ``--model``'s table if given, else none (tints), said once."""
+    when none arrived in time (``give_up``), ``--model``'s table if given, else none, said once
+    when class maps arrive (without them no table is needed). ``arrived`` is the set of mask names
+    received so far (kept by the caller), which the warnings name."""
 
-    def __init__(self, config: ViewConfig) -> None:
+    def __init__(self, config: ViewConfig, arrived: Container[str]) -> None:
         from perception.modelfile import read_model_metadata
 
         self.model = config.model
         self.model_table = read_model_metadata(config.model).class_table if config.model else None
         self.info_topic = contracts.topic_name(config.namespace, contracts.INFO_TOPIC)
+        self.arrived = arrived
         self.table: ClassTable | NodeClasses | None = None
         self.decided = False
         self.fell_back = False  # drawing without the node's table: the node sent no (usable) info
         self._info: dict[str, Any] | None = None
         self._mismatch_said = False
+        self._fallback_unsaid: str | None = None  # why there is no node table, to say once class maps come
 
     def update(self, info: dict[str, Any] | None, *, give_up: bool, waited_s: float) -> None:
         if info is not None and info is not self._info:
             self._take(info)
         elif info is None and give_up and not self.decided:
-            log.warning("no %s from the node in %.1f s (a node sends its class table there): %s",
-                        self.info_topic, waited_s, self._fallback())
-            self._fall_back()
+            self._fall_back(f"no {self.info_topic} from the node in {waited_s:.1f} s (a node sends its class table there)")
+        if self._fallback_unsaid is not None and "class_map" in self.arrived:
+            log.warning("%s: %s", self._fallback_unsaid, self._fallback())
+            self._fallback_unsaid = None
 
-    def _fall_back(self) -> None:
+    def _fall_back(self, why: str) -> None:
+        """Draw without the node's table; ``why`` is said once class maps arrive (only they need a table)."""
         self.table, self.decided, self.fell_back = self.model_table, True, True
+        self._fallback_unsaid = why
 
     def _fallback(self) -> str:
         if self.model_table is not None:
             return (f"drawing its class maps with the class table of --model {self.model} "
                     f"({self.model_table.num_classes} classes), right only if the node runs that model")
-        return "drawing its drivable/lane/obstacle masks as tints (no class table to colour the class map)"
+        tasks = [t for t in contracts.TASKS if t in self.arrived]
+        if tasks:
+            return f"drawing its {', '.join(tasks)} masks as tints (no class table to colour the class map)"
+        return ("only its class maps arrive, and without a class table they cannot be coloured: nothing to draw; "
+                "give --model with the node's model")
 
     def _take(self, info: dict[str, Any]) -> None:
         first = self._info is None
@@ -349,13 +366,12 @@ class _NodeColours:
         model_id = info.get("model_id", "?")
         if table is None:
             if not self.fell_back:
-                log.warning("%s of the node's model %s lists no classes: %s", self.info_topic, model_id, self._fallback())
-                self._fall_back()
+                self._fall_back(f"{self.info_topic} of the node's model {model_id} lists no classes")
             return
         if self.table is not None and not self.fell_back and _rows(table) == _rows(self.table):
             self.table = table  # the same table again: info goes to every new subscription
             return
-        if self.fell_back and self.decided:
+        if self.fell_back and self.decided and self._fallback_unsaid is None:
             log.warning("%s arrived: drawing with the class table of the node's model %s from now on",
                         self.info_topic, model_id)
         elif not first:
@@ -365,40 +381,72 @@ class _NodeColours:
             log.warning("the node runs %s, whose class table (%d classes, from %s) is not the one of --model %s "
                         "(%d classes): drawing with the node's; --model is not needed to draw a node's masks",
                         model_id, len(table.classes), self.info_topic, self.model, self.model_table.num_classes)
-        self.table, self.decided, self.fell_back = table, True, False
+        self.table, self.decided, self.fell_back, self._fallback_unsaid = table, True, False, None
+
+
+def _listed_masks(info: dict[str, Any] | None, namespace: str, wanted: list[str]) -> set[str]:
+    """The masks of ``wanted`` that a node's info lists among its topics (empty when it lists none:
+    a node's info from before the list, or no info)."""
+    topics = info.get("topics") if info is not None else None
+    if not isinstance(topics, dict):
+        return set()
+    return {name for name in wanted if contracts.topic_name(namespace, name) in topics}
+
+
+def _counted(counts: dict[str, int]) -> str:
+    """``class_map (38)`` or ``drivable (40), lane (40)``: the masks that arrived, how many of each."""
+    return ", ".join(f"{name} ({n})" for name, n in counts.items())
 
 
 def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | None, ended: list[str],
                  rate: list[float]):
     """Frames drawn from a node's masks; ends at ``deadline`` (monotonic s) even when none arrive.
 
+    The class map is drawn in the colours of a class table (the node's, else ``--model``'s); the
+    drivable / lane / obstacle masks that arrive are drawn as tints when there is no table, or when
+    no class map arrives (an endpoint that sends only some masks, as a replay of a recording of some
+    topics): what cannot be drawn, and why, is said once. A frame (the masks of one seq) is drawn
+    when every mask the node lists in its info has come (the class map alone when that is what is
+    drawn), else when the next seq begins or (after the first) nothing arrives for 0.2 s, if it
+    holds every mask seen so far (a frame missing one, cut by a drop or joined midway, is left out).
+
     Appends to ``ended`` why it stopped early, when that explains an empty output."""
     from perception.subscribe import MaskSubscriber
 
-    colours = _NodeColours(config)
-    # With a class table the class map alone carries everything; without one (no info from the
-    # node and no --model) the task masks of one seq are gathered and drawn as tints.
-    wanted = ["class_map"] if colours.model_table is not None else ["class_map", *contracts.TASKS]
+    arrived: dict[str, int] = {}  # mask name -> messages received, in arrival order
+    colours = _NodeColours(config, arrived.keys())  # a live view of the names
+    # Everything that can be drawn: which of them the node sends is learnt from what arrives.
+    wanted = ["class_map", *contracts.TASKS]
     source = _open_source(config, paced=False) if config.source else None
     rate.extend([r] if source is not None and (r := source_rate(source)) else [])
     sub = MaskSubscriber(config.endpoint, namespace=config.namespace, masks=wanted,
                          curve_server_key=config.curve_server_key, curve_key_file=config.curve_key)
+    where = f"{config.endpoint} under {config.namespace}"
     limited = RateLimitedLog(log)
     frame = None
     pending: dict[str, np.ndarray] = {}
-    pending_seq = -1
+    pending_seq, pending_model = -1, ""
+    next_seq_seen = False  # a second seq began: the masks of a whole frame have been seen
     done_seq = -1  # the last seq whose masks are complete (drawn or held)
     held: deque[tuple[int, str, dict[str, np.ndarray]]] = deque(maxlen=_MAX_HELD)  # complete before the table was known
     received = False
+    drawn_any = False
+    tints_said = False
     skipped = 0  # messages that arrived but are not masks
     started = time.monotonic()
     first_mask_s: float | None = None
     give_up_s = math.inf
 
-    def needed() -> set[str]:
-        if colours.decided:
-            return {"class_map"} if colours.table is not None else set(contracts.TASKS)
-        return set(wanted)  # either may come: keep what both need
+    def complete(masks: dict[str, np.ndarray]) -> bool:
+        """Nothing more of this seq is worth waiting for."""
+        if colours.decided and colours.table is not None and "class_map" in masks:
+            return True  # all that is drawn
+        return masks.keys() >= (_listed_masks(sub.info, config.namespace, wanted) or set(wanted))
+
+    def hold(seq: int, model_id: str, masks: dict[str, np.ndarray]) -> None:
+        nonlocal pending, done_seq
+        held.append((seq, model_id, masks))
+        pending, done_seq = {}, seq
 
     def picture(seq: int, masks: dict[str, np.ndarray]) -> np.ndarray | None:
         """The source frame of ``seq`` (a dark one without a --source); None when the source ended first."""
@@ -414,13 +462,18 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
         return np.zeros((*next(iter(masks.values())).shape[:2], 3), np.uint8)
 
     def draw(image: np.ndarray, seq: int, model_id: str, masks: dict[str, np.ndarray]) -> np.ndarray | None:
+        nonlocal tints_said
         caption = f"seq {seq}  {model_id}"
         if colours.table is not None and "class_map" in masks:
             return render_overlay(image, masks["class_map"], colours.table, alpha=config.alpha, caption=caption)
         tasks = {t: masks[t] for t in contracts.TASKS if t in masks}
-        if colours.table is None and tasks:
-            return render_overlay(image, None, None, task_masks=tasks, alpha=config.alpha, caption=caption)
-        return None  # held for the other kind of drawing: not drawable now
+        if not tasks:
+            return None  # a class map without a table to colour it (said when the table was decided)
+        if not tints_said and "class_map" not in arrived:
+            tints_said = True
+            log.warning("no class map on %s (the node sends only its %s masks here): drawing those as tints",
+                        where, ", ".join(t for t in contracts.TASKS if t in arrived))
+        return render_overlay(image, None, None, task_masks=tasks, alpha=config.alpha, caption=caption)
 
     try:
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
@@ -437,13 +490,24 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
                     # Decided before the end of a short --duration, so that the held frames are drawn.
                     give_up_s = min(now + INFO_WAIT_S, deadline - 0.3 if deadline is not None else math.inf)
             colours.update(sub.info, give_up=now >= give_up_s, waited_s=now - (first_mask_s or now))
-            if msg is not None and msg.seq != done_seq:
-                if msg.seq != pending_seq:
-                    pending, pending_seq = {}, msg.seq
-                pending[msg.topic.rsplit("/", 1)[-1]] = msg.data
-                if needed() <= pending.keys():
-                    held.append((msg.seq, msg.header["model_id"], pending))
-                    pending, done_seq = {}, msg.seq
+            if msg is None and next_seq_seen and pending and pending.keys() >= arrived.keys():
+                # Nothing more came (the last frame before a pause, or of a replay): the frame is
+                # whole, as a frame was before it (a first frame may lack masks not seen yet).
+                hold(pending_seq, pending_model, pending)
+            if msg is not None:
+                name = msg.topic.rsplit("/", 1)[-1]
+                arrived[name] = arrived.get(name, 0) + 1
+                if msg.seq != done_seq and msg.seq != pending_seq:
+                    # The next seq began: the one before is whole if it holds every mask seen so far
+                    # (this one's included: the first seq, joined midway, may lack the first masks).
+                    if pending and pending.keys() >= arrived.keys():
+                        hold(pending_seq, pending_model, pending)
+                    next_seq_seen = next_seq_seen or pending_seq != -1
+                    pending, pending_seq, pending_model = {}, msg.seq, msg.header["model_id"]
+                if msg.seq != done_seq:
+                    pending[name] = msg.data
+                    if complete(pending):
+                        hold(pending_seq, pending_model, pending)
             while held and colours.decided:
                 seq, model_id, masks = held.popleft()
                 image = picture(seq, masks)
@@ -451,17 +515,37 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
                     return
                 drawn = draw(image, seq, model_id, masks)
                 if drawn is not None:
+                    drawn_any = True
                     yield drawn
+        waited = time.monotonic() - started
+        if config.duration_s and not stop.is_set():
+            waited = config.duration_s
         if not received:
-            limit = config.duration_s if config.duration_s and not stop.is_set() else None
-            waited = f" in {limit if limit else time.monotonic() - started:.1f} s"
             if sub.counters.malformed or sub.counters.version_mismatch or skipped:
-                ended.append(f"no drawable masks from {config.endpoint} under {config.namespace}{waited}: every "
-                             f"message was skipped ({sub.last_error or 'not a mask'}); check --namespace and versions")
+                ended.append(f"no drawable masks from {where} in {waited:.1f} s: every message was skipped "
+                             f"({sub.last_error or 'not a mask'}); check --namespace and versions")
+            elif sub.info is not None:
+                ended.append(NothingReceived(
+                    f"no masks received from {where} in {waited:.1f} s, only its {colours.info_topic} (model "
+                    f"{sub.info.get('model_id', '?')}): the node is there but sent no {', '.join(wanted[:-1])} or "
+                    f"{wanted[-1]} mask; is its source delivering frames (see its log), or, replaying, does the "
+                    "recording hold its masks?"))
             else:
                 hint = no_messages_hint("--namespace", curve=bool(config.curve_server_key))
-                ended.append(NothingReceived(f"no masks received from {config.endpoint} under {config.namespace}{waited}; {hint}"))
+                ended.append(NothingReceived(f"no masks received from {where} in {waited:.1f} s; {hint}"))
+        elif not drawn_any:
+            ended.append(_nothing_drawable(where, waited, arrived, colours))
     finally:
         sub.close()
         if source is not None:
             source.close()
+
+
+def _nothing_drawable(where: str, waited_s: float, arrived: dict[str, int], colours: _NodeColours) -> str:
+    """Why masks arrived but none could be drawn: what arrived, and what is missing."""
+    if not any(t in arrived for t in contracts.TASKS) and colours.decided and colours.table is None:
+        return (f"only class maps arrived from {where} in {waited_s:.1f} s ({arrived.get('class_map', 0)} of them), "
+                f"and there is no class table to colour them (no {colours.info_topic} from the node with its classes, "
+                "and no --model), nor drivable, lane or obstacle masks to tint; give --model with the node's model")
+    return (f"{_counted(arrived)} arrived from {where} in {waited_s:.1f} s, but no frame of them was whole before "
+            f"the end (the masks of one seq: {', '.join(arrived)}); give a longer --duration")

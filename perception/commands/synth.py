@@ -39,8 +39,9 @@ class SynthConfig:
                                                       "the flags add up), each given at least one frame, or none; the "
                                                       "rest is train")
     video: Path | None = setting(None, help="also write an MP4 of a --count frame drive to this path")
-    overwrite: bool = setting(False, help="replace an existing --video file instead of refusing to start (the video "
-                                          "of the earlier synth output in --out is replaced without it)")
+    overwrite: bool = setting(False, help="replace an existing --video or --contact-sheet file instead of refusing to "
+                                          "start (the video of the earlier synth output in --out is replaced without "
+                                          "it)")
     video_labels: bool = setting(False, help="put the colourised labels beside the video frames")
     fps: float = setting(30.0, lo=1.0, hi=240.0, help="frame rate of the drive and the video")
     images: bool = setting(True, help="write only the video, no dataset")
@@ -69,7 +70,7 @@ def size_text(height: int, width: int) -> str:
 
 
 #: What ``--contact-sheet`` takes: it draws the frames of --count, --size and --seed, nothing else.
-SHEET_FLAGS = ("contact_sheet", "count", "input_hw", "seed")
+SHEET_FLAGS = ("contact_sheet", "count", "input_hw", "seed", "overwrite")
 
 
 def _check_flags(config: SynthConfig, given: dict) -> None:
@@ -83,10 +84,22 @@ def _check_flags(config: SynthConfig, given: dict) -> None:
     if config.video_labels and config.video is None:
         raise ConfigError("--video-labels puts the labels beside the frames of --video; add --video PATH.mp4 "
                           "or drop --video-labels")
-    if config.overwrite and config.video is None:
+    if config.overwrite and config.video is None and config.contact_sheet is None:
         raise ConfigError("--overwrite replaces an existing --video file; add --video PATH.mp4 or drop --overwrite "
-                          "(--out is replaced only when it is an earlier perception synth output, never another "
-                          "dataset)")
+                          "(or it replaces an existing --contact-sheet image; --out is replaced only when it is an "
+                          "earlier perception synth output, never another dataset)")
+    if config.contact_sheet is not None:
+        refuse_existing_sheet(config.contact_sheet, overwrite=config.overwrite)
+
+
+def refuse_existing_sheet(path: Path, *, overwrite: bool) -> None:
+    """ConfigError before any work when ``--contact-sheet`` would replace a file without
+    ``overwrite`` (as ``--video`` and ``view --out``), and for a folder in its place."""
+    if path.is_dir():
+        raise ConfigError(f"--contact-sheet {path} is a folder; give an image file path such as {path / 'world.png'}")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise ConfigError(f"--contact-sheet {path} already exists; choose another --contact-sheet, remove it, or pass "
+                          "--overwrite to replace it")
 
 
 def split_text(split: str | list[str]) -> str:

@@ -5,7 +5,9 @@
     perception view --endpoint tcp://127.0.0.1:5556 --namespace perception/front \\
                     --source synthetic --out out/frames/    # the node's class table, from its info
 
-See ``perception/view.py`` for how masks and frames are paired.
+An endpoint that sends only some masks gets what arrives drawn (drivable / lane / obstacle as
+tints when no class map comes), with one warning saying what is not drawn and why. See
+``perception/view.py`` for how masks and frames are paired.
 """
 
 from __future__ import annotations
