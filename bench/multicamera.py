@@ -36,6 +36,7 @@ from perception.bench.nodeproc import (
     stop_node,
 )
 from perception.bench.stats import ratio
+from perception.options import MAX_QUEUE_MB
 
 if TYPE_CHECKING:
     from perception.bench.pipeline import PipelineBenchConfig
@@ -56,7 +57,7 @@ class _CameraReceiver(threading.Thread):
         from perception.subscribe import MaskSubscriber
 
         try:
-            with MaskSubscriber(self.endpoint, namespace=self.namespace, masks=self.masks, rcvhwm=100_000,
+            with MaskSubscriber(self.endpoint, namespace=self.namespace, masks=self.masks, max_queue_mb=MAX_QUEUE_MB,
                                 **FAST_RECONNECT) as sub:
                 self.ready.set()
                 before = Received()

@@ -31,6 +31,7 @@ from perception.bench.nodeproc import (
 )
 from perception.bench.stats import sequence_gaps, summarize_ms, transport_losses
 from perception.errors import PerceptionError
+from perception.options import MAX_QUEUE_MB
 
 if TYPE_CHECKING:
     from perception.bench.pipeline import PipelineBenchConfig
@@ -250,7 +251,7 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
     # the node is still starting), so the start-up figure is the node's, not the retry timer's.
     with (
         StopOnSignal() as stop,
-        MaskSubscriber(endpoint, namespace=namespace, masks=subscribed_masks(cfg), rcvhwm=100_000,
+        MaskSubscriber(endpoint, namespace=namespace, masks=subscribed_masks(cfg), max_queue_mb=MAX_QUEUE_MB,
                        **FAST_RECONNECT) as sub,
         tempfile.TemporaryDirectory(prefix="bench-node-") as tmp,
     ):

@@ -6,7 +6,10 @@ publishes them: endpoint, names, encodings, security) are held by ``RunConfig`` 
 and ``ViewConfig`` hold the source and engine settings they offer) through
 ``perception.config.composed``: their settings stay flat YAML keys, launch parameters and flags
 (``width``, ``--width``), so a frame width has one range and one help text wherever it is given.
-``perception.sources`` and ``perception.engines`` re-export the first two.
+``perception.sources`` and ``perception.engines`` re-export the first two. The CURVE keys are small
+groups of their own: ``CurveServerOptions`` (a publisher's: ``run``, ``replay``) and
+``CurveClientOptions`` (a subscriber's: ``listen``, ``record``, ``view``), and so is a subscriber's
+receive queue budget, ``ReaderQueueOptions`` (``listen``).
 
 Light on purpose (no OpenCV, no NumPy): launch-file validation imports it.
 """
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from perception import contracts
-from perception.config import setting, short
+from perception.config import same_setting, setting, short
 from perception.errors import ConfigError
 
 #: The frame sizes a source may be asked for: from a thumbnail to a 16K panorama.
@@ -120,6 +123,39 @@ class CurveClientOptions:
     curve_key: str | None = setting(None, metavar="FILE", help="this client's .key_secret file (CURVE)")
 
 
+#: A subscriber's budget (MiB) for the messages ZeroMQ queues for it before it reads them, and the
+#: largest one a user may give (``ReaderQueueOptions``; ``perception.subscribe.rcvhwm_for``).
+DEFAULT_MAX_QUEUE_MB, MAX_QUEUE_MB = 256, 65536
+
+
+@dataclass(frozen=True)
+class ReaderQueueOptions:
+    """A subscriber's receive queue budget (``listen``; the C and JavaScript clients' flag of the
+    same name): ZeroMQ's ``RCVHWM`` is derived from it and the frame limit, so that the queue holds
+    at most ``max_queue_mb`` MiB of frames at the limit (README, "Robustness", frame size)."""
+
+    max_queue_mb: int = setting(DEFAULT_MAX_QUEUE_MB, lo=1, hi=MAX_QUEUE_MB, metavar="MB",
+                                help="MiB of received messages ZeroMQ may queue before this reader takes them: its "
+                                     "queue holds max(1, MB MiB / frame limit) messages, the frame limit being "
+                                     "max(5 x --max-mask-pixels, 1 MiB)")
+
+
+@dataclass(frozen=True)
+class CurveServerOptions:
+    """A publisher's CURVE keys (``run``, ``replay``): declared once here, with their one rule (an
+    allow-list needs the server's secret key: without it nothing would be encrypted or checked).
+    ``PublishOptions`` takes them with ``same_setting`` and applies the rule; ``ReplayConfig`` holds
+    the group (``composed``). Both hand them to the XPUB core (``perception.xpub.XpubCore``), which
+    loads the keys and follows the allow folder (``perception.security``)."""
+
+    curve_secret_key: str | None = setting(None, metavar="FILE", help="server .key_secret file: encrypt with CURVE")
+    curve_allow: str | None = setting(None, metavar="DIR", help="folder of allowed client .key files")
+
+    def __post_init__(self) -> None:
+        if self.curve_allow is not None and self.curve_secret_key is None:
+            raise ValueError("--curve-allow needs --curve-secret-key (the server's .key_secret file)")
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     """Backend choices. ``provider``: where to run (``auto`` picks the fastest available);
@@ -187,7 +223,7 @@ class PublishOptions:
     queued per subscriber. ``wait_subscribers``: hold the first frame until this many
     subscriptions to the node's namespace have reached the publisher (so a recorder started first
     loses nothing), failing after ``wait_timeout_s``. ``curve_secret_key``/``curve_allow``: CURVE
-    encryption and the allowed clients' keys.
+    encryption and the allowed clients' keys (declared by ``CurveServerOptions``, shared with replay).
     """
 
     endpoint: str = setting(contracts.DEFAULT_ENDPOINT, group="masks and publishing", help="ZeroMQ PUB endpoint")
@@ -228,11 +264,11 @@ class PublishOptions:
     wait_timeout_s: float = setting(10.0, lo=0.1, hi=3600, flag="--wait-timeout", metavar="S",
                                     group="masks and publishing",
                                     help="seconds --wait-subscribers waits before the node fails")
-    curve_secret_key: str | None = setting(None, group="masks and publishing",
-                                           help="server .key_secret file: encrypt with CURVE")
-    curve_allow: str | None = setting(None, group="masks and publishing", help="folder of allowed client .key files")
+    curve_secret_key: str | None = same_setting(CurveServerOptions, "curve_secret_key", group="masks and publishing")
+    curve_allow: str | None = same_setting(CurveServerOptions, "curve_allow", group="masks and publishing")
 
     def __post_init__(self) -> None:
+        CurveServerOptions(self.curve_secret_key, self.curve_allow)  # its rule (ValueError naming the flags)
         for topic, enc in self.encoding.items():
             if topic not in contracts.MASK_TOPICS:
                 raise ValueError(f"encoding: unknown mask topic {short(topic)}; known: {', '.join(contracts.MASK_TOPICS)}")

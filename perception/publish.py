@@ -39,6 +39,7 @@ import zmq
 from perception import contracts
 from perception.encoding import Codec, get_codec
 from perception.errors import ConfigError
+from perception.options import CurveServerOptions
 from perception.wire import (
     MaskGeometry,
     dump_header,
@@ -126,8 +127,10 @@ class MaskPublisher:
                 "sndhwm=%d is below two frames (%d messages): subscribers will lose messages even when "
                 "they keep up; use %d or more", sndhwm, 2 * per_frame, 2 * per_frame,
             )
-        if curve_allow_dir is not None and curve_secret_key_file is None:
-            raise ConfigError("--curve-allow needs --curve-secret-key (the server's .key_secret file)")
+        try:
+            CurveServerOptions(curve_secret_key_file, curve_allow_dir)  # their rule, declared once
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         # Checked before the socket is made: a bad topic or encoding binds nothing.
         self._init_namespace(namespace, encodings or {}, atomic_frames)
         # Why a small HWM (messages queued per subscriber): ZMQ_CONFLATE would keep only the newest

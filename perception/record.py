@@ -27,7 +27,7 @@ from perception.config import same_setting, setting
 from perception.errors import PerceptionError
 from perception.mcap_layout import IMAGE_SCHEMA, META_SUFFIX, STRING_SCHEMA, VALUES_KEY, WIRE_TOPIC_KEY
 from perception.mcap_writer import SplitWriter, TopicCount
-from perception.options import CurveClientOptions
+from perception.options import CurveClientOptions, ReaderQueueOptions
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class RecordConfig:
     curve_key: str | None = same_setting(CurveClientOptions, "curve_key")
     max_mask_pixels: int = setting(contracts.MAX_MASK_PIXELS, lo=1, hi=contracts.MAX_MASK_SIDE ** 2, metavar="N",
                                    help="skip masks declaring more than N pixels, before decoding")
+    max_queue_mb: int = same_setting(ReaderQueueOptions, "max_queue_mb")
     #: Start a new split file after this many seconds (rosbag2's --max-bag-duration).
     split_duration: float | None = setting(None, lo=0.001, metavar="S",
                                            help="write <out stem>_0.mcap, _1.mcap, ... starting a new file every S seconds")
@@ -148,6 +149,7 @@ class Recorder:
             reconnect_ivl_ms=RECONNECT_MS,
             reconnect_ivl_max_ms=RECONNECT_MS,
             max_mask_pixels=config.max_mask_pixels,
+            max_queue_mb=config.max_queue_mb,
         )
         try:
             self._writer = SplitWriter(config, self._metadata)

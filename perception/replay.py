@@ -1,6 +1,7 @@
 """Replay: republish the masks of an MCAP recording on their original topics, byte-for-byte the same wire format.
 
-``perception replay run.mcap [--rate 1.0 | --max-rate] [--endpoint E] [--wait-first-subscriber S]``
+``perception replay run.mcap [--rate 1.0 | --max-rate] [--endpoint E] [--wait-first-subscriber S]
+[--curve-secret-key FILE --curve-allow DIR]``
 
 Each message goes out as it was received: the recorded wire header (seq, stamps, model_id,
 latency_ms, compression) and the mask re-encoded with the recorded compression through
@@ -12,6 +13,12 @@ Timing: messages keep their recorded spacing divided by ``--rate`` (a gap longer
 subscribers take them. The socket is an XPUB with ``XPUB_NODROP``: a slow subscriber slows
 the replay down instead of losing messages (unlike the live node, a replay has no deadline).
 ``--wait-first-subscriber S`` waits up to S seconds for a first subscriber before sending.
+
+CURVE: ``--curve-secret-key FILE`` / ``--curve-allow DIR`` (``perception.options.CurveServerOptions``,
+the node's own settings) re-publish a recording of an encrypted node encrypted, through the same
+core and allow-list code as the node (``perception/xpub.py``, ``perception/security.py``): the folder
+is read again every second, revoked clients are cut, and the summary line counts the refused
+handshakes and the clients cut.
 
 Reading is ``perception/mcap_reader.py`` (``read_recording(path)``, also a library call): a
 recording cut short or damaged is read up to that point with a warning; a message that does not
@@ -32,9 +39,10 @@ from typing import Any
 import zmq
 
 from perception import contracts
-from perception.config import setting
+from perception.config import composed, setting
 from perception.mcap_layout import LATCHED_SUFFIXES
 from perception.mcap_reader import ReadCounters, RecordedMessage, as_sent, read_recording, recording_files
+from perception.options import CurveServerOptions
 from perception.xpub import XpubCore
 
 log = logging.getLogger(__name__)
@@ -65,6 +73,8 @@ class ReplayConfig:
         help="wait up to S seconds for a first subscriber, then replay anyway (0: start at once)")
     restamp: bool = setting(False, help="shift capture/publish times to now (live latency figures)")
     loop: bool = setting(False, help="start again at the end of the file")
+    #: ``--curve-secret-key`` / ``--curve-allow``, as ``perception run`` takes them.
+    curve: CurveServerOptions = composed(CurveServerOptions)
 
 
 @dataclass
@@ -74,13 +84,22 @@ class ReplaySummary:
     messages: int
     seconds: float
     skipped: int = 0
+    #: With a CURVE allow-list (else None): handshakes it refused, and connected clients cut
+    #: because their key left the folder (the node's ``curve_rejections`` / ``curve_disconnects``).
+    curve_rejections: int | None = None
+    curve_disconnects: int = 0
 
     def format(self, path: Path | list[Path]) -> str:
         if isinstance(path, list):
             path = path[0] if len(path) == 1 else f"{len(path)} files {path[0]} .. {path[-1]}"
         rate = self.messages / self.seconds if self.seconds > 0 else 0.0
         extra = f", {self.skipped} malformed skipped" if self.skipped else ""
-        return f"replayed {self.messages} messages from {path} in {self.seconds:.1f} s ({rate:.0f} msg/s{extra})"
+        line = f"replayed {self.messages} messages from {path} in {self.seconds:.1f} s ({rate:.0f} msg/s{extra})"
+        if self.curve_rejections is not None:
+            line += (f"; CURVE: {self.curve_rejections} handshake{'' if self.curve_rejections == 1 else 's'} refused, "
+                     f"{self.curve_disconnects} client{'' if self.curve_disconnects == 1 else 's'} cut "
+                     "(key removed from --curve-allow)")
+        return line
 
 
 class ReplayPublisher:
@@ -88,12 +107,17 @@ class ReplayPublisher:
     live node uses (``perception/xpub.py``), with ``XPUB_NODROP``: a full subscriber makes the
     replay wait instead of losing messages.
 
-    Raises PublishError for a bad endpoint or an address in use.
+    ``curve``: the node's CURVE settings (``--curve-secret-key``, ``--curve-allow``), applied by the
+    same core: encryption, the allow folder followed every second, revoked clients cut.
+
+    Raises PublishError for a bad endpoint, an address in use or bad key files.
     """
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, *, curve: CurveServerOptions | None = None) -> None:
+        curve = curve or CurveServerOptions()
         # A send waits at most 100 ms at a time, so a stalled subscriber still lets stop requests through.
-        self._core = XpubCore(endpoint, sndhwm=REPLAY_SNDHWM, send_timeout_ms=100, what="recorded masks")
+        self._core = XpubCore(endpoint, sndhwm=REPLAY_SNDHWM, send_timeout_ms=100, what="recorded masks",
+                              curve_secret_key_file=curve.curve_secret_key, curve_allow_dir=curve.curve_allow)
         self.endpoint = self._core.endpoint
         self._latched: dict[bytes, list[bytes]] = {}  # the wire frames of the last message of each latched topic
         self._due: set[bytes] = set()
@@ -102,6 +126,16 @@ class ReplayPublisher:
     def subscriptions(self) -> int:
         """Live subscriptions (each subscriber once per topic prefix it asked for)."""
         return self._core.subscriptions()
+
+    @property
+    def curve_rejections(self) -> int:
+        """CURVE handshakes the allow-list refused (0 without one)."""
+        return self._core.curve_rejections
+
+    @property
+    def curve_disconnects(self) -> int:
+        """Connected CURVE clients cut because their key left the allow folder."""
+        return self._core.curve_disconnects
 
     def wait_for_subscriber(self, timeout_s: float, stop: threading.Event) -> bool:
         """Wait until a subscriber has subscribed (or ``timeout_s`` passes, or ``stop``); True if one did."""
@@ -159,7 +193,7 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
     messages = as_sent(iter(read_recording(config.file, counters=counters)))
     first = next(messages)  # reads the head now, so a bad file fails before the socket is bound
     own = publisher is None
-    publisher = publisher or ReplayPublisher(config.endpoint)
+    publisher = publisher or ReplayPublisher(config.endpoint, curve=config.curve)
     files = recording_files(config.file)
     log.info("replaying %s on %s", ", ".join(str(f) for f in files), publisher.endpoint)
     sent = 0
@@ -208,7 +242,10 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
         if own:
             # At the natural end, messages still queued belong to the replay: let them leave.
             publisher.close(flush_s=0.0 if stop.is_set() else FLUSH_S)
-    return ReplaySummary(messages=sent, seconds=time.monotonic() - t_start, skipped=counters.malformed)
+    summary = ReplaySummary(messages=sent, seconds=time.monotonic() - t_start, skipped=counters.malformed)
+    if config.curve.curve_allow is not None:
+        summary.curve_rejections, summary.curve_disconnects = publisher.curve_rejections, publisher.curve_disconnects
+    return summary
 
 
 def _shifted(value: int | str, shift_ns: int) -> int | str:

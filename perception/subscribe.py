@@ -20,6 +20,12 @@ protocol error. A socket monitor sees that (a connection dropped with no reconne
 the subscriber connects again itself, with a rate-limited warning naming the endpoint and the
 limit, counted in ``counters.reconnects``.
 
+Memory for what arrives before it is read is bounded by ``max_queue_mb`` (``rcvhwm_for``): ZeroMQ
+counts its receive queue (``ZMQ_RCVHWM``) in whole messages, whatever their size, so the queue gets
+``max(1, max_queue_mb MiB // max_frame_bytes)`` of them; a full queue makes ZeroMQ stop reading the
+connection (TCP pushes back to the publisher, which drops at its own high-water mark), it drops
+nothing here. ``keep_latest`` stops a drain once it holds that many bytes too.
+
 Every received message is untrusted: the topic, the header (bounded JSON, every field against the
 schema in ``perception/contracts.py``) and the payload (its size against the declared geometry,
 the declared geometry against ``max_mask_pixels``, before anything is allocated) are checked.
@@ -43,6 +49,7 @@ from perception import contracts
 from perception.config import short
 from perception.encoding import DecodeError, codec_for_compression, max_payload_bytes
 from perception.errors import ConfigError, PublishError
+from perception.options import DEFAULT_MAX_QUEUE_MB, MAX_QUEUE_MB
 from perception.wire import (
     WireError,
     WireMessage,
@@ -227,6 +234,36 @@ def max_frame_bytes(max_mask_pixels: int) -> int:
                contracts.MAX_TOPIC_BYTES)
 
 
+def rcvhwm_for(max_mask_pixels: int, max_queue_mb: int = DEFAULT_MAX_QUEUE_MB) -> int:
+    """The receive queue (``ZMQ_RCVHWM``, in messages) that keeps what ZeroMQ holds for a reader
+    within ``max_queue_mb`` MiB: as many messages as frames at the limit (``max_frame_bytes``) fit,
+    at least one. ZeroMQ counts ``RCVHWM`` in whole messages (a multipart message is one) and has no
+    limit in bytes; ``ZMQ_MAXMSGSIZE`` bounds each frame. So a queue of messages of one frame at the
+    limit (a mask message: its topic and header are small) holds at most ``max_queue_mb`` MiB, or
+    one frame when a frame is larger. The README's rule; the C and JavaScript readers apply it
+    (``tests/test_reader_memory.py``)."""
+    return max(1, max_queue_mb * 2**20 // max_frame_bytes(max_mask_pixels))
+
+
+def _checked_rcvhwm(max_mask_pixels: int, max_queue_mb: int, rcvhwm: int | None) -> int:
+    """``rcvhwm_for`` of a valid ``max_queue_mb``, or the given ``rcvhwm`` when it is not longer
+    (a ConfigError naming the fix when it is, or when either is not a whole number in range)."""
+    if isinstance(max_queue_mb, bool) or not isinstance(max_queue_mb, int) or not 1 <= max_queue_mb <= MAX_QUEUE_MB:
+        raise ConfigError(f"max_queue_mb={max_queue_mb!r} must be a whole number of MiB in 1..{MAX_QUEUE_MB}")
+    allowed = rcvhwm_for(max_mask_pixels, max_queue_mb)
+    if rcvhwm is None:
+        return allowed
+    if isinstance(rcvhwm, bool) or not isinstance(rcvhwm, int) or not 1 <= rcvhwm <= allowed:
+        raise ConfigError(f"rcvhwm={rcvhwm!r} must be a whole number in 1..{allowed}: {allowed} messages of frames up "
+                          f"to {max_frame_bytes(max_mask_pixels)} bytes fill max_queue_mb={max_queue_mb}; raise "
+                          "max_queue_mb or lower max_mask_pixels for a longer queue")
+    return rcvhwm
+
+
+def _nbytes(frames: list[zmq.Frame]) -> int:
+    return sum(len(f) for f in frames)
+
+
 class MaskSubscriber:
     """A SUB socket connected to a perception node, returning decoded ``Message`` objects.
 
@@ -239,7 +276,10 @@ class MaskSubscriber:
         curve_server_key: the publisher's public ``.key`` file (CURVE); needs ``curve_key_file``.
         curve_key_file: this client's ``.key_secret`` file; its public key must be in the
             publisher's allow-list.
-        rcvhwm: messages queued before ZeroMQ drops new ones for this subscriber.
+        max_queue_mb: MiB of received messages ZeroMQ may queue before ``recv`` takes them (1 to
+            65536): the receive queue gets ``rcvhwm_for(max_mask_pixels, max_queue_mb)`` messages.
+        rcvhwm: a shorter receive queue, in messages (default: the one above); more than that
+            is a ConfigError. A full queue drops nothing: ZeroMQ stops reading the connection.
         reconnect_ivl_ms / reconnect_ivl_max_ms: ZeroMQ reconnect interval and its back-off cap.
             The cap is 250 ms (ZeroMQ would back off further): a client started before its node
             then misses at most about a quarter of a second of it, for one connect attempt per
@@ -256,7 +296,8 @@ class MaskSubscriber:
             subscribed too, and only the asked-for masks of a frame are returned.
 
     Raises:
-        ConfigError: conflicting topic arguments or half a CURVE configuration.
+        ConfigError: conflicting topic arguments, half a CURVE configuration, or a queue over the
+            budget (``max_queue_mb`` out of range, ``rcvhwm`` over what it allows).
         PublishError: bad endpoint or key files.
     """
 
@@ -270,7 +311,8 @@ class MaskSubscriber:
         keep_latest: bool = False,
         curve_server_key: str | None = None,
         curve_key_file: str | None = None,
-        rcvhwm: int = 1000,
+        max_queue_mb: int = DEFAULT_MAX_QUEUE_MB,
+        rcvhwm: int | None = None,
         reconnect_ivl_ms: int = 100,
         reconnect_ivl_max_ms: int = 250,
         max_mask_pixels: int = contracts.MAX_MASK_PIXELS,
@@ -317,7 +359,11 @@ class MaskSubscriber:
         self.last_error: str | None = None
         self._exact = set(self.topics) if self.topics is not None else None
         self._pending: dict[str, list[zmq.Frame]] = {}
+        self._pending_bytes = 0  # the size of the messages in _pending
         self.max_frame_bytes = max_frame_bytes(max_mask_pixels)
+        #: The receive queue in messages and its budget in bytes (``rcvhwm_for``).
+        self.rcvhwm = _checked_rcvhwm(max_mask_pixels, max_queue_mb, rcvhwm)
+        self.max_queue_bytes = max_queue_mb * 2**20
         # The endpoints whose connection is up (handshake done), and when ZeroMQ dropped one without
         # announcing a reconnect (monotonic seconds; see _watch_connections).
         self._up: set[str] = set()
@@ -327,7 +373,7 @@ class MaskSubscriber:
         self._monitor: zmq.Socket | None = None
         try:
             self._socket.linger = 0
-            self._socket.rcvhwm = rcvhwm
+            self._socket.rcvhwm = self.rcvhwm
             self._socket.reconnect_ivl = reconnect_ivl_ms
             self._socket.reconnect_ivl_max = reconnect_ivl_max_ms
             self._socket.maxmsgsize = self.max_frame_bytes
@@ -428,19 +474,27 @@ class MaskSubscriber:
         return None
 
     def _take_latest(self) -> Message | None:
+        # The drain holds one message a topic, and the topics come from outside (any name under a
+        # subscribed namespace): it stops once what it holds comes to max_queue_bytes, as ZeroMQ's
+        # own queue does (the rest waits there for the next recv).
         for _ in range(_MAX_DRAIN):
+            if self._pending_bytes >= self.max_queue_bytes:
+                break
             frames = self._recv_frames()
             if frames is None:
                 break
             if not frames:
                 continue
             topic = bytes(frames[0].buffer).decode("utf-8", "replace")
-            if self._pending.pop(topic, None) is not None:
+            if (older := self._pending.pop(topic, None)) is not None:
                 self.counters.superseded += 1
+                self._pending_bytes -= _nbytes(older)
             self._pending[topic] = frames  # re-inserted last: the dict stays in arrival order
+            self._pending_bytes += _nbytes(frames)
         while self._pending:
-            topic = next(iter(self._pending))
-            msg = self._decode(self._pending.pop(topic))
+            frames = self._pending.pop(next(iter(self._pending)))
+            self._pending_bytes -= _nbytes(frames)
+            msg = self._decode(frames)
             if msg is not None:
                 return msg
         return None

@@ -16,6 +16,10 @@
  * (ZMQ_MAXMSGSIZE: the largest frame of a valid message, an rle payload at worst); a publisher that
  * sends a larger one is cut off by ZeroMQ for good, so a socket monitor watches for a connection
  * dropped without ZeroMQ's own reconnect, and the client says so on stderr and connects again.
+ * What ZeroMQ queues before the client reads it is bounded by --max-queue-mb (default 256 MiB):
+ * ZeroMQ counts its receive queue (ZMQ_RCVHWM) in whole messages, whatever their size, so the queue
+ * gets max(1, --max-queue-mb MiB / that frame limit) messages, as the Python reader's
+ * (subscribe.rcvhwm_for); a full queue stops ZeroMQ reading the connection, it drops nothing.
  *
  * The rules every reader (Python, C, JavaScript) follows alike, so that one message is taken or
  * refused by all three: JSON is strict RFC 8259 UTF-8 (cJSON alone would take 01, bytes after the
@@ -42,8 +46,9 @@
  *   clients/c/perception_sub --endpoint tcp://127.0.0.1:5556 --namespace perception/front
  *   clients/c/perception_sub --topic perception/front/lane --count 100 --dump lane.raw
  *
- * Flags: --max-mask-pixels is a whole number in 1..268435456 (16384 x 16384), --count a whole
- * number, --namespace and --topic not empty; any other value is refused with one line, exit 2.
+ * Flags: --max-mask-pixels is a whole number in 1..268435456 (16384 x 16384), --max-queue-mb one in
+ * 1..65536, --count a whole number, --namespace and --topic not empty; any other value is refused
+ * with one line, exit 2.
  * --topic takes exact topics (a longer one sharing the prefix is dropped); a mask topic <ns>/<mask>
  * also subscribes to <ns>/frame (a per-class <ns>/obstacle/<class> also to the frame topic one
  * level up), where an --atomic-frames node sends it, and keeps only the asked-for masks of each
@@ -94,6 +99,9 @@
 #define MAX_WIRE_INT 9007199254740991.0
 /* rle, the largest encoding: a 5-byte run a pixel at worst. */
 #define RLE_RUN_BYTES 5
+/* --max-queue-mb: its default and largest value (MiB), as perception/options.py's. */
+#define DEFAULT_MAX_QUEUE_MB 256
+#define MAX_QUEUE_MB 65536
 #define MAX_INFOS 64
 
 static volatile sig_atomic_t stop_requested = 0;
@@ -1170,7 +1178,7 @@ static void watch_connection(watch_t *w, void *sock, const char *endpoint, int64
 static void usage(int code) {
     fprintf(code ? stderr : stdout,
             "usage: perception_sub [--endpoint E] [--namespace NS | --topic T ...] [--count N] [--duration S]\n"
-            "                      [--idle S] [--dump FILE] [--max-mask-pixels N]\n"
+            "                      [--idle S] [--dump FILE] [--max-mask-pixels N] [--max-queue-mb MB]\n"
             "  --endpoint E         node endpoint (default tcp://127.0.0.1:5556)\n"
             "  --namespace NS       subscribe to NS/ (default perception/front)\n"
             "  --topic T            subscribe to topic T exactly (repeatable; instead of --namespace); a mask\n"
@@ -1179,7 +1187,10 @@ static void usage(int code) {
             "  --duration S         stop after S seconds\n"
             "  --idle S             stop once nothing has arrived for S seconds (from the start until a message)\n"
             "  --dump FILE          write every decoded mask's bytes to FILE (lines give dump_offset)\n"
-            "  --max-mask-pixels N  largest mask accepted, 1..268435456 (default 16777216 = 4096 x 4096)\n");
+            "  --max-mask-pixels N  largest mask accepted, 1..268435456 (default 16777216 = 4096 x 4096)\n"
+            "  --max-queue-mb MB    MiB of received messages ZeroMQ may queue before the client takes them, 1..65536\n"
+            "                       (default 256): max(1, MB MiB / frame limit) messages, the frame limit being\n"
+            "                       max(5 x --max-mask-pixels, 1 MiB)\n");
     exit(code);
 }
 
@@ -1217,6 +1228,7 @@ static const char *name_arg(const char *flag, const char *text) {
 int main(int argc, char **argv) {
     options_t o = {"tcp://127.0.0.1:5556", NULL, {0}, 0, {0}, 0, 0, 0, 0, 4096ull * 4096ull, NULL};
     const char *dump_path = NULL;
+    int64_t max_queue_mb = DEFAULT_MAX_QUEUE_MB;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) usage(0);
@@ -1230,6 +1242,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--idle")) o.idle_s = number_arg(a, v, 0);
         else if (!strcmp(a, "--dump")) dump_path = v;
         else if (!strcmp(a, "--max-mask-pixels")) o.max_pixels = (uint64_t)whole_arg(a, v, 1, MAX_MASK_PIXELS_FLAG);
+        else if (!strcmp(a, "--max-queue-mb")) max_queue_mb = (int64_t)whole_arg(a, v, 1, MAX_QUEUE_MB);
         else usage(2);
     }
     if (dump_path != NULL && (o.dump = fopen(dump_path, "wb")) == NULL) {
@@ -1248,6 +1261,12 @@ int main(int argc, char **argv) {
      * JSON document. ZeroMQ cuts off the sender of a larger one (watch_connection connects again). */
     int64_t max_msg = (int64_t)(RLE_RUN_BYTES * o.max_pixels);
     if (max_msg < MAX_JSON_PAYLOAD_BYTES) max_msg = MAX_JSON_PAYLOAD_BYTES;
+    /* ZeroMQ counts its receive queue in whole messages (a multipart message is one), whatever their
+     * size: as many as frames of max_msg fit in --max-queue-mb MiB, at least one. A full queue makes
+     * ZeroMQ stop reading the connection (TCP pushes back to the publisher); it drops nothing. */
+    int64_t hwm64 = (max_queue_mb << 20) / max_msg;
+    int rcvhwm = hwm64 < 1 ? 1 : (int)hwm64;
+    zmq_setsockopt(sock, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm);
     zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl);
     zmq_setsockopt(sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max);

@@ -11,9 +11,13 @@
  * stderr. ZeroMQ takes frames of at most max(5 x --max-mask-pixels, 1 MiB) bytes (maxMessageSize:
  * the largest frame of a valid message, an rle payload at worst); a publisher that sends a larger
  * one is cut off by ZeroMQ for good, so the socket's events are watched for a connection dropped
- * without ZeroMQ's own reconnect, and the client says so on stderr and connects again. When nothing
- * at all arrived it ends with one line, "no messages received from E in S s; is the node running?
- * ...", and exit status 4, as `perception listen` does.
+ * without ZeroMQ's own reconnect, and the client says so on stderr and connects again. What ZeroMQ
+ * queues before the client reads it is bounded by --max-queue-mb (default 256 MiB): ZeroMQ counts
+ * its receive queue (receiveHighWaterMark, ZMQ_RCVHWM) in whole messages, whatever their size, so
+ * the queue gets max(1, --max-queue-mb MiB / that frame limit) messages, as the Python reader's
+ * (subscribe.rcvhwm_for); a full queue stops ZeroMQ reading the connection, it drops nothing. When
+ * nothing at all arrived it ends with one line, "no messages received from E in S s; is the node
+ * running? ...", and exit status 4, as `perception listen` does.
  *
  * The rules every reader (Python, C, JavaScript) follows alike, so that one message is taken or
  * refused by all three: JSON with no key twice in one object (JSON.parse keeps the last silently:
@@ -45,8 +49,9 @@
  *   node clients/js/perception_sub.js --endpoint tcp://127.0.0.1:5556 --namespace perception/front
  *   node clients/js/perception_sub.js --topic perception/front/lane --count 100 --dump lane.raw
  *
- * Flags: --max-mask-pixels is a whole number in 1..268435456 (16384 x 16384), --count a whole
- * number, --namespace and --topic not empty; any other value is refused with one line, exit 2.
+ * Flags: --max-mask-pixels is a whole number in 1..268435456 (16384 x 16384), --max-queue-mb one in
+ * 1..65536, --count a whole number, --namespace and --topic not empty; any other value is refused
+ * with one line, exit 2.
  * --topic takes exact topics (a longer one sharing the prefix is dropped); a mask topic <ns>/<mask>
  * also subscribes to <ns>/frame (a per-class <ns>/obstacle/<class> also to the frame topic one
  * level up), where an --atomic-frames node sends it, and keeps only the asked-for masks of each
@@ -74,6 +79,9 @@ const MAX_JSON_DEPTH = 32;
 const WIRE_VERSION = 2;
 // rle, the largest encoding: a 5-byte run a pixel at worst.
 const RLE_RUN_BYTES = 5;
+// --max-queue-mb: its default and largest value (MiB), as perception/options.py's.
+const DEFAULT_MAX_QUEUE_MB = 256;
+const MAX_QUEUE_MB = 65536;
 // How long after a dropped connection ZeroMQ has to announce its own reconnect (it does so at once)
 // before the client takes the connection for dead and connects again (watchConnection).
 const RECONNECT_GRACE_MS = 100;
@@ -682,8 +690,11 @@ class Subscriber {
 function usage(code) {
   (code ? process.stderr : process.stdout).write(
     "usage: perception_sub.js [--endpoint E] [--namespace NS | --topic T ...] [--count N] [--duration S]\n" +
-    "                         [--idle S] [--dump FILE] [--max-mask-pixels N]\n" +
+    "                         [--idle S] [--dump FILE] [--max-mask-pixels N] [--max-queue-mb MB]\n" +
     "  (the same options as the C subscriber, clients/c/perception_sub; --max-mask-pixels 1..268435456;\n" +
+    "  --max-queue-mb MB, 1..65536 (default 256), is the MiB of received messages ZeroMQ may queue before\n" +
+    "  the client takes them: max(1, MB MiB / frame limit) messages, the frame limit being\n" +
+    "  max(5 x --max-mask-pixels, 1 MiB);\n" +
     "  --topic T is exact, and a mask topic NS/M is also taken out of atomic frames on NS/frame; --idle S\n" +
     "  stops once nothing has arrived for S seconds, from the start until a message)\n");
   process.exit(code);
@@ -691,10 +702,11 @@ function usage(code) {
 
 function parseArgs(argv) {
   const o = { endpoint: "tcp://127.0.0.1:5556", namespace: "perception/front", topics: [], count: 0, duration: 0,
-    idle: 0, dump: null, maxPixels: 4096 * 4096 };
+    idle: 0, dump: null, maxPixels: 4096 * 4096, maxQueueMb: DEFAULT_MAX_QUEUE_MB };
   const numeric = { "--duration": "duration", "--idle": "idle" };
   // Whole numbers: [option, lo, hi] (hi at most 2^53, exact in a double).
-  const whole = { "--count": ["count", 0, Number.MAX_SAFE_INTEGER + 1], "--max-mask-pixels": ["maxPixels", 1, MAX_MASK_PIXELS_FLAG] };
+  const whole = { "--count": ["count", 0, Number.MAX_SAFE_INTEGER + 1], "--max-mask-pixels": ["maxPixels", 1, MAX_MASK_PIXELS_FLAG],
+    "--max-queue-mb": ["maxQueueMb", 1, MAX_QUEUE_MB] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === "-h" || a === "--help") usage(0);
@@ -747,9 +759,13 @@ async function main() {
   // --max-mask-pixels at worst (one 5-byte run a pixel; none, bitpack and png are smaller), or a JSON
   // document. ZeroMQ cuts off the sender of a larger one (watchConnection connects again).
   const maxMessageSize = Math.max(RLE_RUN_BYTES * o.maxPixels, MAX_JSON_PAYLOAD_BYTES);
+  // ZeroMQ counts its receive queue in whole messages (a multipart message is one), whatever their
+  // size: as many as frames of maxMessageSize fit in --max-queue-mb MiB, at least one. A full queue
+  // makes ZeroMQ stop reading the connection (TCP pushes back to the publisher); it drops nothing.
+  const receiveHighWaterMark = Math.max(1, Math.floor(o.maxQueueMb * 1048576 / maxMessageSize));
   // tcp://[::1]:5556: IPv6 needs ZeroMQ's option.
   const sock = new zmq.Subscriber({ linger: 0, reconnectInterval: 100, reconnectMaxInterval: 250, maxMessageSize,
-    receiveTimeout: 100, ipv6: o.endpoint.includes('://[') });
+    receiveHighWaterMark, receiveTimeout: 100, ipv6: o.endpoint.includes('://[') });
   const watch = watchConnection(sock, o, maxMessageSize);
   // An --atomic-frames node sends mask topic <ns>/<mask> only inside <ns>/frame: subscribe to that
   // too (handleFrame keeps the asked-for masks of each frame).

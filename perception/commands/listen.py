@@ -36,7 +36,7 @@ from perception.cli import GoneSafe, emit
 from perception.config import same_setting, setting
 from perception.errors import ConfigError, SourceUnavailableError
 from perception.flags import add_flags, config_from_flags
-from perception.options import CurveClientOptions
+from perception.options import CurveClientOptions, ReaderQueueOptions
 from perception.signals import install_signal_handlers
 from perception.subscribe import MaskSubscriber, Message
 from perception.topic_stats import TopicStats
@@ -63,6 +63,7 @@ class ListenConfig:
     json: bool = setting(False, help="final summary as JSON on stdout (live lines go to stderr)")
     max_mask_pixels: int = setting(contracts.MAX_MASK_PIXELS, lo=1, hi=contracts.MAX_MASK_SIDE ** 2, metavar="N",
                                    help="skip masks declaring more than N pixels, before decoding")
+    max_queue_mb: int = same_setting(ReaderQueueOptions, "max_queue_mb")
     curve_server_key: str | None = same_setting(CurveClientOptions, "curve_server_key")
     curve_key: str | None = same_setting(CurveClientOptions, "curve_key")
 
@@ -140,6 +141,7 @@ def main(args: argparse.Namespace) -> int:
         curve_server_key=config.curve_server_key,
         curve_key_file=config.curve_key,
         max_mask_pixels=config.max_mask_pixels,
+        max_queue_mb=config.max_queue_mb,
     )
     # The node takes perception/front/ as perception/front: shown as the topics it matches, without '//'.
     namespace = (config.namespace or "").rstrip("/")

@@ -4,6 +4,8 @@
     perception replay out/run.mcap --rate 2 --endpoint tcp://127.0.0.1:5560
     perception replay out/run.mcap --max-rate --wait-first-subscriber 5
     perception replay out/run_0.mcap out/run_1.mcap      # splits in order (or: out/run.mcap, or a folder)
+    perception replay out/run.mcap --endpoint tcp://0.0.0.0:5556 \
+        --curve-secret-key keys/server.key_secret --curve-allow allowed   # encrypted, as `perception run`
 
 Stops at the end of the file (``--loop`` starts again) or on Ctrl-C / SIGTERM.
 """
