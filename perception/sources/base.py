@@ -17,6 +17,7 @@ through our own log line or error. Set ``OPENCV_LOG_LEVEL`` / ``OPENCV_FFMPEG_LO
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import threading
@@ -44,6 +45,10 @@ MAX_CONSECUTIVE_CORRUPT = 200
 MAX_NAMED_SKIPS = 20
 #: Longest quoted name (a file path) in a log line or skip note; longer ones are cut in the middle.
 MAX_QUOTED = 120
+#: Failed grabs in a row that a live capture reads on over the same connection (each one that came
+#: back sooner than half the read timeout: not a stall) before it is taken for dropped. Through
+#: OpenCV, a frame FFmpeg cannot decode is a failed grab, and the next grab reads the next frame.
+MAX_FAILED_GRABS = 30
 
 
 def quoted(text: object, limit: int = MAX_QUOTED) -> str:
@@ -95,6 +100,59 @@ def quiet_video_backends() -> None:
 
 quiet_video_backends()
 
+#: The largest block FFmpeg may allocate at once in a process that reads a stream (``av_max_alloc``;
+#: FFmpeg's own default is 2 GiB): the BGR image of the largest frame allowed (``MAX_SOURCE_PIXELS``
+#: x 3 bytes, 192 MiB, which OpenCV has FFmpeg allocate) with 16 MiB to spare. A stream can make
+#: FFmpeg buffer one frame without end (an MJPEG part whose next boundary never comes: its demuxer
+#: and parsers have no size limit of their own, and OpenCV passes none): with this limit that buffer
+#: stops at this size, the read fails (within the read timeout) and the stream is reopened.
+FFMPEG_MAX_ALLOC_BYTES = MAX_SOURCE_PIXELS * 3 + (16 << 20)
+
+_ffmpeg_limited: dict[str, int] = {}  # libavutil file -> the limit set in it
+_ffmpeg_lock = threading.Lock()
+
+
+def _loaded_libavutil() -> list[str]:
+    """The paths of the libavutil shared libraries this process has loaded (Linux: /proc/self/maps)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            lines = maps.read().splitlines()
+    except OSError:
+        return []
+    paths = set()
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and os.path.basename(fields[5]).startswith("libavutil") and ".so" in fields[5]:
+            paths.add(fields[5])
+    return sorted(paths)
+
+
+def limit_ffmpeg_allocations(limit: int | None = None) -> bool:
+    """Set FFmpeg's largest single allocation (``av_max_alloc``) to ``limit`` bytes (None:
+    ``FFMPEG_MAX_ALLOC_BYTES``) in each libavutil this process has loaded (OpenCV's, bundled in its
+    wheel or the system's); True when at least one is set, now or before.
+
+    FFmpeg has one such limit for the whole process: it then holds for every capture in it. Only
+    already loaded libraries are touched (``RTLD_NOLOAD``). Elsewhere than Linux, or with an OpenCV
+    whose FFmpeg is linked into it statically, nothing is found and nothing is set; call it again
+    after an open (OpenCV may load its FFmpeg only then).
+    """
+    limit = FFMPEG_MAX_ALLOC_BYTES if limit is None else limit
+    with _ffmpeg_lock:
+        for path in _loaded_libavutil():
+            if _ffmpeg_limited.get(path) == limit:
+                continue
+            try:
+                set_max = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY).av_max_alloc
+            except (OSError, AttributeError) as exc:
+                log.debug("cannot limit FFmpeg's allocations through %s: %s", path, exc)
+                continue
+            set_max.argtypes, set_max.restype = [ctypes.c_size_t], None
+            set_max(limit)
+            _ffmpeg_limited[path] = limit
+            log.debug("FFmpeg allocates at most %d MiB at once (%s)", limit >> 20, path)
+        return bool(_ffmpeg_limited)
+
 
 @dataclass
 class Frame:
@@ -118,6 +176,11 @@ class CorruptFrame(Exception):
         self.frames = frames
 
 
+class UndecodedFrames(CorruptFrame):
+    """Raised by ``Reconnector.next_image`` for grabs that failed on a connection that then gave a
+    frame: frames FFmpeg could not decode. ``LiveCaptureSource`` names them by the next frame's number."""
+
+
 class Source(ABC):
     """A frame source. Subclasses implement ``_next_image`` and may override ``close``.
 
@@ -134,7 +197,6 @@ class Source(ABC):
         self.corrupt = 0
         #: What was skipped, named (the first MAX_NAMED_SKIPS): "frame 31 of clip.avi: ...".
         self.skipped: list[str] = []
-        self.reconnects = 0
         self._seq = 0
         self._consecutive_corrupt = 0
         self._interrupted = threading.Event()
@@ -204,6 +266,11 @@ class Source(ABC):
     def frames_read(self) -> int:
         return self._seq
 
+    @property
+    def reconnects(self) -> int:
+        """Times the source was opened again after it dropped out (live sources; 0 for the others)."""
+        return 0
+
 
 def stamp() -> tuple[int, int]:
     """(capture_ns, capture_mono_ns): wall clock for consumers on other machines, monotonic for latency."""
@@ -261,6 +328,13 @@ class Reconnector:
     reopened at once. The warning and info lines
     are rate-limited (one per key per 5 s, with the count of the others). Waits end early when
     ``interrupted`` is set. ``clock`` is the monotonic clock (tests pass their own).
+
+    A grab that fails sooner than ``stall_s / 2`` (not a stall: the connection ended, or FFmpeg could
+    not decode what came) is tried again on the same capture, up to ``MAX_FAILED_GRABS`` in a row;
+    when a later grab there gives a frame, the failed ones were undecodable frames: ``next_image``
+    raises CorruptFrame for them (counted and named by ``Source.read``) and returns that frame on
+    its next call. A stream with a damaged frame now and then is read on, its damaged frames counted,
+    instead of being reopened for each one.
     """
 
     def __init__(
@@ -273,6 +347,7 @@ class Reconnector:
         max_s: float = 5.0,
         stable_s: float = 10.0,
         stable_frames: int = 30,
+        stall_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._open = open_capture
@@ -282,7 +357,10 @@ class Reconnector:
         self.max_s = max_s
         self.stable_s = stable_s
         self.stable_frames = stable_frames
+        self.stall_s = stall_s
         self._clock = clock
+        self._failed_grabs = 0  # failed grabs in a row on this connection, each sooner than stall_s / 2
+        self._pending: tuple[np.ndarray, int, int] | None = None  # the frame after undecodable ones
         self._frames_this_connection = 0
         #: Times the capture was opened again after a drop (tries that failed are not counted: one
         #: long outage is one reconnect, however many tries it took).
@@ -304,14 +382,26 @@ class Reconnector:
         return self._backoff_s
 
     def next_image(self) -> tuple[np.ndarray, int, int] | None:
-        """The next frame; reconnects as often as needed. None only once interrupted."""
+        """The next frame; reconnects as often as needed. None only once interrupted. CorruptFrame
+        for failed grabs that a frame on the same connection followed (that frame comes next)."""
+        if self._pending is not None:
+            got, self._pending = self._pending, None
+            return got
         while not self._interrupted.is_set():
             if self._cap is None and not self.reopen():
                 continue
+            started = self._clock()
             got = grab_and_retrieve(self._cap)
             if got is not None:
                 self._frames_this_connection += 1
+                undecodable, self._failed_grabs = self._failed_grabs, 0
+                if undecodable:
+                    self._pending = got
+                    raise UndecodedFrames("could not be decoded; the connection stayed up", frames=undecodable)
                 return got
+            if self._clock() - started < self.stall_s / 2 and self._failed_grabs < MAX_FAILED_GRABS:
+                self._failed_grabs += 1  # ended, or an undecodable frame: the next grab says which
+                continue
             self.dropped()
         return None
 
@@ -320,8 +410,10 @@ class Reconnector:
         ``initial_s`` only when this connection had stayed up ``stable_s`` or delivered ``stable_frames``."""
         if self._clock() - self._opened_s >= self.stable_s or self._frames_this_connection >= self.stable_frames:
             self._backoff_s = self.initial_s
-        self._limited.warning("dropped", "%s stopped delivering frames; reconnecting in %.1f s", self._describe,
-                              self._backoff_s)
+        quick, self._failed_grabs = self._failed_grabs, 0
+        self._limited.warning("dropped", "%s stopped delivering frames; reconnecting in %.1f s%s", self._describe,
+                              self._backoff_s, " (it ended, or sends nothing that can be decoded)"
+                              if quick >= MAX_FAILED_GRABS else "")
         self._release()
 
     def reopen(self) -> bool:
@@ -397,16 +489,25 @@ class LiveCaptureSource(Source):
     def __init__(self, spec: str, options: SourceOptions) -> None:
         super().__init__(spec, options)
         self._reconnector = Reconnector(self._open, describe=self.describe(), interrupted=self._interrupted,
-                                        **self.reconnect_options)
+                                        **{"stall_s": options.read_timeout_s, **self.reconnect_options})
 
     def _open(self) -> cv2.VideoCapture:
         raise NotImplementedError
 
+    @property
+    def reconnects(self) -> int:
+        """The reconnector's count as it is now, also while a read is still reconnecting (a stream
+        that opens and then delivers nothing, again and again) or blocked in a grab: every stats
+        document, the final one included, is true. (A copy taken when a read returned stayed at 0
+        through a whole reconnect storm.)"""
+        reconnector = getattr(self, "_reconnector", None)
+        return reconnector.reconnects if reconnector is not None else 0
+
     def _next_image(self):
         try:
             return self._reconnector.next_image()
-        finally:
-            self.reconnects = self._reconnector.reconnects
+        except UndecodedFrames as exc:  # named by the number the good frame after them gets
+            raise CorruptFrame(f"before frame {self._seq}: {exc}", frames=exc.frames) from None
 
     def close(self) -> None:
         super().close()

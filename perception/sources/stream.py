@@ -14,7 +14,17 @@ when the reopened resource has no frame there, that is its end. Live streams (MJ
 a ``snapshot.jpg``) state no count, or one frame.
 
 Frames over ``MAX_SOURCE_PIXELS`` are refused when the stream opens (or reopens), from the size
-FFmpeg reports; OpenCV scales a frame whose size changes later to that size.
+FFmpeg reports; OpenCV scales a frame whose size changes later to that size. A frame that never
+ends (an MJPEG part whose boundary never comes) is buffered by FFmpeg only up to
+``FFMPEG_MAX_ALLOC_BYTES`` (``limit_ffmpeg_allocations``, set before each open): the read then fails
+within ``read_timeout_s`` and the stream is reopened, instead of growing the node by the link's rate
+for ``read_timeout_s``.
+
+Through OpenCV a frame FFmpeg cannot decode is a grab that fails at once, as at the end of a
+connection; the next grab reads the next frame. The reconnector tries again on the same connection
+(``MAX_FAILED_GRABS``): failed grabs that a frame follows are counted in ``corrupt``; a live stream
+that sends nothing decodable at all is one that stops delivering frames, reopened (``reconnects``).
+A frame FFmpeg decodes with its errors concealed is delivered as it came.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from perception.sources.base import (
     SourceOptions,
     frame_too_big,
     grab_and_retrieve,
+    limit_ffmpeg_allocations,
     quoted,
     shown,
 )
@@ -57,6 +68,12 @@ def opencv_has_gstreamer() -> bool:
         if line.strip().startswith("GStreamer:"):
             return line.split(":", 1)[1].strip().upper().startswith("YES")
     return False
+
+
+@functools.lru_cache(maxsize=1)
+def _say_unlimited() -> None:
+    log.debug("found no libavutil to limit FFmpeg's allocations in: a stream frame that never ends costs up to "
+              "the link's rate x the read timeout")
 
 
 class StreamSource(LiveCaptureSource):
@@ -92,7 +109,10 @@ class StreamSource(LiveCaptureSource):
     def _open(self) -> cv2.VideoCapture:
         timeout_ms = int(self.options.read_timeout_s * 1000)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
+        limited = limit_ffmpeg_allocations()  # before FFmpeg buffers anything of this stream
         cap = self._capture(params)
+        if not limited and not limit_ffmpeg_allocations():  # an OpenCV that loaded its FFmpeg only now
+            _say_unlimited()
         if not cap.isOpened():
             cap.release()
             raise SourceUnavailableError(f"cannot open {self.describe()}; check the address, credentials and network")
@@ -110,10 +130,7 @@ class StreamSource(LiveCaptureSource):
     def _next_image(self):
         if self.frame_count is None:
             return super()._next_image()
-        try:
-            return self._next_finite()
-        finally:
-            self.reconnects = self._reconnector.reconnects
+        return self._next_finite()
 
     def _next_finite(self):
         """The next frame of a resource that states its count: end of input at its end (unless
