@@ -5,7 +5,9 @@ and ``main(args) -> int``. Only the chosen subcommand's module is imported, so `
 never pulls in the training side (or torch).
 
 Errors from outside (``PerceptionError``) are caught here, once, and printed as one line:
-``perception: error: <what is wrong and how to fix it>`` with a non-zero exit status.
+``perception: error: <what is wrong and how to fix it>`` with a non-zero exit status. So is an
+``OSError`` about a file that a command did not catch (permission denied, a full or failing disk):
+the file and the cause. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -313,15 +315,24 @@ def _main(argv: list[str]) -> int:
             _to_devnull(sys.stdout)
             _to_devnull(sys.stderr)
             return 129
-        if exc.errno != errno.ENAMETOOLONG:
-            raise
-        # The OS refuses the name before any file is touched: one line for every path a user can
-        # type (--source, --model, --config, --out, a launch file's parameters...), not a traceback.
-        from perception.config import short
+        if exc.errno == errno.ENAMETOOLONG:
+            # The OS refuses the name before any file is touched: one line for every path a user can
+            # type (--source, --model, --config, --out, a launch file's parameters...), not a traceback.
+            from perception.config import short
 
-        print(f"perception: error: path {short(str(exc.filename or ''))} is too long for the file system "
-              "(a name part over 255 bytes, or over 4096 in all); check the path", file=sys.stderr)
-        return 2
+            print(f"perception: error: path {short(str(exc.filename or ''))} is too long for the file system "
+                  "(a name part over 255 bytes, or over 4096 in all); check the path", file=sys.stderr)
+            return 2
+        if not isinstance(exc, PermissionError) and exc.filename is None and exc.filename2 is None:
+            raise  # about no file: a bug, with its traceback
+        # The last net for a file that a command's own checks did not reach (each names its file and
+        # the fix where it can): a file or folder this user may not read or write, a disk that failed
+        # or filled up. One line naming the file and the cause, not a traceback; -v says where.
+        from perception.errors import os_error_line
+
+        _log_origin(exc)
+        emit(f"perception: error: {os_error_line(exc)}", file=sys.stderr)
+        return 2 if isinstance(exc, PermissionError) else 1
 
 
 def _as_said(exc: PerceptionError, owner: argparse.ArgumentParser, args: argparse.Namespace) -> str:

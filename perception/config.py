@@ -473,6 +473,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 number = float(value)
         if isinstance(number, (int, float)) and not isinstance(number, bool) and not math.isnan(number):
             # NaN compares false with every bound, so it would pass any range check.
+            if math.isinf(number):  # inf (or 1e400) passes a range open at the top: --duration inf ran for ever
+                raise ConfigError(f"{where}: expected a finite number, got {short(value)}")
             return float(number)
         raise ConfigError(f"{where}: expected a number, got {short(value)}")
     if tp is str:

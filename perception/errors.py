@@ -1,13 +1,17 @@
 """Error types for user mistakes and broken inputs.
 
 Each carries a one-line message that names the input and the fix. ``perception.cli.main`` catches
-``PerceptionError`` once and turns it into ``perception: error: <message>`` and a non-zero exit;
+``PerceptionError`` once and turns it into ``perception: error: <message>`` and a non-zero exit,
+and does the same for an ``OSError`` about a file that no command caught (``os_error_line``);
 anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import shlex
 import stat
 from pathlib import Path
 
@@ -66,19 +70,87 @@ def hide_credentials(text: str) -> str:
 
 def why_not_a_file(path: str | Path) -> str:
     """Why ``path`` is not a regular file, in a few words for an error line ("not found", "is a
-    directory", ...), so that a folder or a FIFO given for a file is not reported as missing."""
+    directory", ...), so that a folder or a FIFO given for a file is not reported as missing. A
+    folder on the way that may not be entered: ``permission_denied``'s words. A name too long for
+    the file system raises its OSError: ``perception.cli`` says so in one line, naming the limits."""
     path = Path(path)
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
         return "is a symbolic link to nothing" if path.is_symlink() else "not found"
-    except OSError as exc:  # ELOOP, EACCES, ENOTDIR (a file where a folder should be) ...
+    except PermissionError:
+        return permission_denied(path)
+    except OSError as exc:  # ELOOP, ENOTDIR (a file where a folder should be) ...
+        if exc.errno == errno.ENAMETOOLONG:
+            raise
         return f"cannot be reached ({exc.strerror})"
     if stat.S_ISDIR(mode):
         return "is a directory"
     if not stat.S_ISREG(mode):
         return "is not a regular file (a device, pipe or socket)"
     return "is a file"
+
+
+def _printable(text: object) -> str:
+    """A name as typed when every character is printable, else as ``repr`` quotes it (a newline in
+    a file name cannot fake a log line)."""
+    text = str(text)
+    return text if text.isprintable() else repr(text)
+
+
+def permission_denied(path: str | Path) -> str:
+    """What follows a file's name in an error line when this user may not read it: ``cannot be read:
+    permission denied; check its permissions (ls -ld PATH) or run as a user who can read it``. A
+    folder on the way that this user cannot enter is named instead of the file (``permission denied
+    on folder data``): ``ls -l`` of the file itself would fail the same way."""
+    return "cannot be read: " + _denied(path, "read it")
+
+
+def _denied(path: str | Path, can: str) -> str:
+    path = Path(path)
+    blocker = path
+    for folder in reversed(path.parents):  # from the top down: the first folder that cannot be entered
+        if str(folder) != "." and os.path.isdir(folder) and not os.access(folder, os.X_OK):
+            blocker = folder
+            break
+    where = "" if blocker == path else f" on folder {_printable(blocker)}"
+    return (f"permission denied{where}; check its permissions (ls -ld {shlex.quote(str(blocker))}) "
+            f"or run as a user who can {can}")
+
+
+def unreadable(path: str | Path) -> str | None:
+    """``permission_denied(path)`` when ``path`` is a file or folder this user may not read (or reach),
+    else None (also when it is not there: that is for the caller to say). Opens a regular file
+    without reading it and lists no folder beyond its first entry; a pipe or device is not opened."""
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            with os.scandir(path) as entries:
+                next(entries, None)
+        elif stat.S_ISREG(mode):
+            os.close(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)))
+    except PermissionError:
+        return permission_denied(path)
+    except OSError:
+        return None
+    return None
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an ``OSError`` no command caught (a file it could not open, read or write):
+    the file, the system's reason and, for a permission problem, the fix."""
+    name = exc.filename if exc.filename is not None else exc.filename2
+    if name is not None:
+        name = os.fsdecode(name) if isinstance(name, (str, bytes)) else str(name)
+    if isinstance(exc, PermissionError) or exc.errno in (errno.EACCES, errno.EPERM):
+        if name is not None:
+            return f"{_printable(name)}: {_denied(name, 'use it')}"
+        return (f"permission denied ({exc.strerror or exc}); check the permissions of the files and devices it "
+                "uses, or run as a user who may use them")
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if name is not None:
+        return f"{_printable(name)}: {reason}; check the file and its file system"
+    return f"{reason} ({type(exc).__name__})"
 
 
 def file_in_the_way(folder: str | Path) -> str | None:

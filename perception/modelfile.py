@@ -34,7 +34,7 @@ from perception.contracts import (
     OUTPUT_CONFIDENCE,
     ModelMetadata,
 )
-from perception.errors import ConfigError, ModelError
+from perception.errors import ConfigError, ModelError, unreadable, why_not_a_file
 from perception.onnxwire import ExternalRef, ModelHeader, TensorSpec
 
 _REEXPORT = "export it with 'perception export'"
@@ -296,13 +296,19 @@ def check_io_contract(
 
 
 def check_model_path(path: str | Path) -> Path:
-    """``path`` as a Path when it names a file; ModelError (one line, the fix) when it is missing or
-    a folder. What every reader of a model file checks first."""
+    """``path`` as a Path when it names a file this user may read; ModelError (one line, the fix)
+    when it is missing, a folder, not a regular file or not readable. What every reader of a model
+    file checks first."""
     path = Path(path)
-    if path.is_dir():
+    why = why_not_a_file(path)  # also a FIFO or device, and permission denied on a folder on the way
+    if why == "is a file":
+        why = unreadable(path) or why  # a file this user may not read: not "truncated or corrupt"
+    if why == "is a directory":
         raise ModelError(f"model file {path} is a directory; pass the .onnx file inside it")
-    if not path.is_file():
-        raise ModelError(f"model file {path} not found; check the path or {_REEXPORT}")
+    if why.startswith("cannot be read:"):
+        raise ModelError(f"model file {path} {why}")
+    if why != "is a file":
+        raise ModelError(f"model file {path} {why}; check the path or {_REEXPORT}")
     return path
 
 

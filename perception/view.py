@@ -198,8 +198,13 @@ def source_rate(source) -> float | None:
 def _check_out_spares_source(out: Path | None, source: str | None) -> None:
     """ConfigError when writing ``out`` would overwrite the ``--source`` file or folder being read
     (``--out in.mp4`` for ``--source in.mp4``, PNGs into the image folder being read)."""
-    if out is None or source is None or not Path(source).exists():
-        return  # a camera, the synthetic world or a URL
+    if out is None or source is None:
+        return
+    try:
+        if not Path(source).exists():
+            return  # a camera, the synthetic world or a URL
+    except PermissionError:
+        return  # a folder on the way that may not be entered: opening the source says so, in one line
     src, dst = Path(source).resolve(), out.resolve()
     if dst == src or src in dst.parents:
         raise ConfigError(f"--out {out} would overwrite the --source {source} it reads; choose another --out")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from perception.config import short
-from perception.errors import ConfigError
+from perception.errors import ConfigError, permission_denied, why_not_a_file
 
 #: The most values a YAML settings file may hold once its aliases are expanded: far above any real
 #: config or launch file, far below what a few hundred bytes of nested aliases ("billion laughs")
@@ -119,14 +119,19 @@ def _check_tree(root: Any, source: str) -> None:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping with ``parse_yaml``; ConfigError naming the file when it is missing or malformed."""
     p = Path(path)
-    if p.is_dir():
+    why = why_not_a_file(p)  # "not found", "is a directory", a FIFO or /dev/null, permission denied on the way
+    if why == "is a directory":
         raise ConfigError(f"config file {p} is a directory; pass a .yaml file")
-    if not p.is_file():
-        raise ConfigError(f"config file {p} not found; check the path")
+    if why.startswith("cannot be read:"):
+        raise ConfigError(f"config file {p} {why}")
+    if why != "is a file":
+        raise ConfigError(f"config file {p} {why}; check the path")
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{p} is not a text file (not UTF-8); pass a YAML file") from None
+    except PermissionError:
+        raise ConfigError(f"config file {p} {permission_denied(p)}") from None
     data = parse_yaml(text, source=str(p))
     if data is None:
         return {}

@@ -220,12 +220,14 @@ def check_before_loading(config: RunConfig) -> None:
         for camera in cameras:
             try:
                 path = _video_file(camera.source)
-                if path is not None and not path.is_file():
+                why = why_not_a_file(path) if path is not None else "is a file"
+                if why != "is a file":
                     from perception.sources.base import shown
 
                     # The words of VideoFileSource (and open_camera_sources), which would say the same
                     # once the model had loaded.
-                    raise SourceError(f"video file {shown(camera.source)} {why_not_a_file(path)}; check the path")
+                    fix = "" if why.startswith("cannot be read:") else "; check the path"
+                    raise SourceError(f"video file {shown(camera.source)} {why}{fix}")
             except SourceError as exc:
                 problem = str(exc)
                 if len(cameras) > 1:
@@ -241,27 +243,44 @@ def check_before_loading(config: RunConfig) -> None:
 
 def _video_file(spec: str) -> Path | None:
     """The path of a source that is a video file not there (``clip.mp4``, ``file:///data/clip.mp4``),
-    else None; SourceError for images that are not there (``nope.jpg``, ``frames/``, ``'frames/*.png'``). The usual sources (a file or camera that is there, synthetic, a URL) are told apart
-    without importing the sources (OpenCV): that import would delay a model loading beside it."""
+    else None; SourceError for images that are not there (``nope.jpg``, ``frames/``, ``'frames/*.png'``)
+    and for a file or folder this user may not read. The usual sources (a file or camera that is
+    there, synthetic, a URL) are told apart without importing the sources (OpenCV): that import
+    would delay a model loading beside it."""
     spec = spec.strip()
     lowered = spec.lower()
-    if (spec == "synthetic" or spec.isdigit() or spec.startswith("/dev/") or Path(spec).exists()
+    if (spec == "synthetic" or spec.isdigit() or spec.startswith("/dev/")
             or ("://" in spec and not lowered.startswith("file://"))):
         return None
-    from perception.sources import source_kind
-    from perception.sources.base import local_path
+    from perception.errors import unreadable
 
-    kind = source_kind(spec)
+    path = spec
+    if lowered.startswith("file://"):  # read as its path, as the source reads it
+        from perception.sources.base import local_path
+
+        try:
+            path = local_path(spec)
+        except SourceError:  # a file:// URL of another machine: open_source says why
+            return None
+    try:
+        there = Path(path).exists()
+    except PermissionError:  # a folder on the way that may not be entered: said below, in the kind's words
+        there = False
+    why = unreadable(path) if there else None
+    if there and why is None:
+        return None
+    from perception.sources import source_kind
+
+    kind = source_kind(path)
     if kind == "images":
         from perception.sources.images import list_images
 
-        list_images(spec)  # an image, folder or pattern that names no image: its own SourceError
-    if kind != "video":
-        return None
-    try:
-        return Path(local_path(spec))
-    except SourceError:  # a file:// URL of another machine: open_source says why
-        return None
+        list_images(path)  # an image, folder or pattern that names no image, or may not be read: its own SourceError
+    if why is not None:
+        from perception.sources.base import shown
+
+        raise SourceError(f"{'video file' if kind == 'video' else 'source'} {shown(spec)} {why}")
+    return Path(path) if kind == "video" else None
 
 
 def open_camera_sources(cameras: list[RunConfig]) -> list[Any]:

@@ -12,8 +12,9 @@
 ================================  =========  ==========================================
 
 A ``file://`` URL is read as its path (``file:///data/drive.mp4`` is ``/data/drive.mp4``). A spec
-that names an existing file or folder is that file or folder, even when its name holds ``* ? [``;
-one that ends in ``/`` is a folder.
+that names an existing file or folder is that file or folder, even when its name holds ``* ? [``
+or looks like a pipeline (``'a ! b.avi'``, ``appsink``); one that ends in ``/`` is a folder.
+``synthetic``, a camera index and a URL keep their meaning.
 
 Every source yields ``Frame`` records (seq from 0, capture_ns, capture_mono_ns, BGR image) and
 raises ``SourceError`` with the fix when it cannot be opened.
@@ -24,11 +25,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from perception.errors import SourceError
+from perception.errors import SourceError, hide_credentials, os_error_line, unreadable
 from perception.registry import Registry
-from perception.sources.base import CorruptFrame, Frame, Source, SourceOptions, local_path
+from perception.sources.base import CorruptFrame, Frame, Source, SourceOptions, local_path, shown
 from perception.sources.camera import CAMERA_PATTERN, CameraSource
-from perception.sources.images import ImageSource, is_image_spec
+from perception.sources.images import ImageSource, is_image_spec, path_exists
 from perception.sources.stream import URL_PATTERN, GStreamerSource, StreamSource, is_gstreamer_pipeline
 from perception.sources.synthetic import SyntheticSource
 from perception.sources.video import VideoFileSource
@@ -51,7 +52,7 @@ def source_kind(spec: str) -> str:
         return "camera"
     if URL_PATTERN.match(spec):
         return "stream"
-    if is_gstreamer_pipeline(spec):
+    if is_gstreamer_pipeline(spec) and not path_exists(spec):  # a file named 'a ! b.avi' is that file
         return "gstreamer"
     if is_image_spec(spec):
         return "images"
@@ -75,7 +76,14 @@ def open_source(spec: str, options: SourceOptions | None = None, *, kind: str | 
     """
     spec = local_path(spec.strip())
     cls = SOURCES.get(kind or source_kind(spec))
-    return cls(spec, dataclasses.replace(options or SourceOptions(), **changes))
+    if cls.kind == "video":
+        why = unreadable(spec)  # not "is it a video FFmpeg can decode?" for a file this user may not read
+        if why is not None:
+            raise SourceError(f"video file {shown(spec)} {why}")
+    try:
+        return cls(spec, dataclasses.replace(options or SourceOptions(), **changes))
+    except PermissionError as exc:  # a file or folder on the way that this user may not read
+        raise SourceError(hide_credentials(f"{cls.kind} source: {os_error_line(exc)}")) from None
 
 
 __all__ = ["SOURCES", "CorruptFrame", "Frame", "Source", "SourceOptions", "open_source", "source_is_live", "source_kind"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 from pathlib import Path
 
 import cv2
@@ -24,6 +25,22 @@ CAMERA_PATTERN = re.compile(r"^(/dev/video\d+|\d+)$")
 def camera_device(spec: str) -> str:
     """``"0"`` -> ``"/dev/video0"``; a device path stays as it is."""
     return f"/dev/video{spec}" if spec.isdigit() else spec
+
+
+def _not_a_device(device: str) -> str | None:
+    """What ``device`` is when it is no character device (a V4L2 camera is one): ``is a regular
+    file``, ``is a directory``...; None for a device, or when it cannot be looked at (the open says why)."""
+    try:
+        mode = os.stat(device).st_mode
+    except OSError:
+        return None
+    if stat.S_ISCHR(mode):
+        return None
+    if stat.S_ISREG(mode):
+        return "is a regular file"
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    return "is a pipe, socket or block device"
 
 
 def fourcc_to_str(code: float) -> str:
@@ -45,6 +62,10 @@ class CameraSource(LiveCaptureSource):
                 f"camera {self.device} not found; check the cable and 'v4l2-ctl --list-devices', "
                 "or pass another --source"
             )
+        not_a_device = _not_a_device(self.device)
+        if not_a_device:  # a file left at /dev/video2 is a mistake; "is another program using it?" would mislead
+            raise SourceError(f"{self.device} {not_a_device}, not a camera device; find the camera's path with "
+                              "'v4l2-ctl --list-devices', or pass another --source")
         # OpenCV's V4L2 backend waits this many seconds in select() before giving up on a frame
         # (default 10 s, read once at the first capture); it has no CAP_PROP_READ_TIMEOUT_MSEC.
         os.environ.setdefault("OPENCV_VIDEOIO_V4L_SELECT_TIMEOUT", str(max(1, round(options.read_timeout_s))))

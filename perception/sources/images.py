@@ -16,17 +16,19 @@ to 8 bits by a fixed factor (65535 -> 255), the same for every frame of a sequen
 
 from __future__ import annotations
 
+import errno
 import glob
 import logging
 import os
 import re
+import stat
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from perception import MAX_SOURCE_PIXELS
-from perception.errors import SourceError, why_not_a_file
+from perception.errors import SourceError, permission_denied, unreadable, why_not_a_file
 from perception.sources.base import CorruptFrame, Source, SourceOptions, as_bgr, quoted, shown, stamp
 
 log = logging.getLogger(__name__)
@@ -52,16 +54,34 @@ def is_folder_spec(spec: str) -> bool:
 
 
 def is_glob_spec(spec: str) -> bool:
-    """True for a glob pattern: a spec with ``* ? [`` that names no existing file or folder."""
+    """True for a glob pattern: a spec with ``* ? [`` that names no existing file or folder (or none
+    this user can see: a folder on the way that it may not enter)."""
     if not GLOB_CHARS & set(spec):
         return False
-    path = Path(spec)
-    return not (path.exists() or path.is_symlink())
+    return not path_exists(spec)
+
+
+def path_exists(spec: str | Path) -> bool:
+    """Whether ``spec`` names a file, folder or link (a dangling one too); False where a folder on
+    the way cannot be entered (Python 3.11's ``Path.exists`` raises PermissionError there)."""
+    try:
+        os.lstat(spec)
+    except (OSError, ValueError):  # ValueError: a NUL in the name
+        return False
+    return True
+
+
+def _is_dir(spec: str | Path) -> bool:
+    """``Path.is_dir`` that is False, not PermissionError, where a folder on the way cannot be entered."""
+    try:
+        return Path(spec).is_dir()
+    except OSError:
+        return False
 
 
 def is_image_spec(spec: str) -> bool:
     """True for a folder (existing, or a spec ending in ``/``), a glob pattern or an image file name."""
-    return (is_folder_spec(spec) or Path(spec).is_dir() or is_glob_spec(spec)
+    return (is_folder_spec(spec) or _is_dir(spec) or is_glob_spec(spec)
             or Path(spec).suffix.lower() in IMAGE_SUFFIXES)
 
 
@@ -88,8 +108,32 @@ def natural_key(path: Path) -> tuple:
 
 
 def list_images(spec: str) -> list[Path]:
-    """The image files ``spec`` names, in natural order; SourceError when there are none."""
+    """The image files ``spec`` names, in natural order; SourceError when there are none, or when
+    this user may not read the folder (or a folder on the way, or the one image file named)."""
     p = Path(spec)
+    try:
+        files = _list_images(spec, p)
+        # a single file: that it can be opened is said now, as an error, not later as a skipped frame
+        if len(files) == 1 and files[0] == p and unreadable(p) is not None:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), spec)
+        return files
+    except PermissionError as exc:
+        what = ("image folder" if is_folder_spec(spec) or _is_dir(p) else "pattern" if is_glob_spec(spec)
+                else "image file")
+        denied = Path(os.fsdecode(exc.filename)) if isinstance(exc.filename, (str, bytes)) else p
+        # a file in the folder: its folder may not be entered (permission_denied names it)
+        named = "" if denied == p or p in denied.parents else f" ({shown(str(denied))})"
+        raise SourceError(f"{what} {shown(spec)}{named} {permission_denied(denied)}") from None
+
+
+def _glob_base(spec: str) -> Path:
+    """The folder a glob pattern starts from: its leading part without ``* ? [`` (``.`` for none)."""
+    parts = Path(spec).parts
+    plain = next((i for i, part in enumerate(parts) if GLOB_CHARS & set(part)), len(parts))
+    return Path(*parts[:plain]) if plain else Path(".")
+
+
+def _list_images(spec: str, p: Path) -> list[Path]:
     if p.is_dir():
         files = sorted((f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()), key=natural_key)
         if not files:
@@ -103,6 +147,9 @@ def list_images(spec: str) -> list[Path]:
     if is_glob_spec(spec):
         matched = [Path(f) for f in glob.glob(spec) if Path(f).is_file()]
         if not matched:
+            base = _glob_base(spec)
+            if unreadable(base) is not None:  # glob lists nothing in a folder it may not read: not "no files match"
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(base))
             raise SourceError(f"no files match {quoted(spec)}; check the path or pattern (quote a pattern so the "
                               "shell keeps it)")
         files = sorted((f for f in matched if f.suffix.lower() in IMAGE_SUFFIXES or cv2.haveImageReader(str(f))),
@@ -146,6 +193,17 @@ def too_big(path: Path, exc: cv2.error) -> str:
     return f"{quoted(path)} cannot be decoded (OpenCV: {shown(first[:200])})"
 
 
+def _not_a_regular_file(path: Path) -> str | None:
+    """Why a listed image cannot be read as one now, in an error line's words; None for a regular file."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "is gone (deleted or moved after the source listed it)" if not path.is_symlink() else why_not_a_file(path)
+    except OSError:
+        return why_not_a_file(path)  # a folder on the way that may not be entered, a link loop...
+    return None if stat.S_ISREG(mode) else why_not_a_file(path)
+
+
 class ImageSource(Source):
     """A naturally sorted list of image files."""
 
@@ -171,18 +229,19 @@ class ImageSource(Source):
             self._index = 0
         path = self.files[self._index]
         self._index += 1
+        # A regular file, checked before it is read: imread of a pipe that replaced a listed image
+        # would block in open() for ever.
+        why = _not_a_regular_file(path)
+        if why is not None:
+            raise CorruptFrame(f"{quoted(path)} {why}")
         try:
             image = cv2.imread(str(path), IMREAD_FLAGS)
         except cv2.error as exc:  # a size limit, checked before decoding (perception.MAX_SOURCE_PIXELS)
             raise CorruptFrame(too_big(path, exc)) from None
         capture_ns, capture_mono_ns = stamp()
         if image is None:
-            if not path.is_file():
-                why = why_not_a_file(path)
-                if why == "not found":
-                    raise CorruptFrame(f"{quoted(path)} is gone (deleted or moved after the source listed it)")
-                raise CorruptFrame(f"{quoted(path)} {why}")
-            raise CorruptFrame(f"{quoted(path)} cannot be decoded")
+            why = _not_a_regular_file(path) or unreadable(path)  # changed meanwhile, or not ours to read
+            raise CorruptFrame(f"{quoted(path)} {why or 'cannot be decoded'}")
         if image.dtype == np.uint16 and self._depth_frames is not None:
             self._check_depth(image)
         return as_bgr(to_8bit(image)), capture_ns, capture_mono_ns
