@@ -248,14 +248,16 @@ def main(argv: list[str] | None = None) -> int:
     """The ``perception`` program (``argv`` None: the process's own arguments, and the process ends
     soon after) or a command run in process (``argv`` given: tests, embedding programs)."""
     if argv is None:
+        from perception.signals import exit_if_stuck, exit_past_native_threads
+
         try:
-            return _main(sys.argv[1:])
+            code = _main(sys.argv[1:])
         finally:
             # A command stopped by SIGINT/SIGTERM has returned: the interpreter's exit must not
             # hang on a thread that will not join (a node killed with its launcher would linger).
-            from perception.signals import exit_if_stuck
-
             exit_if_stuck()
+        exit_past_native_threads(code)  # nor abort when such a thread's C call returns during it
+        return code
     return _main(list(argv))
 
 

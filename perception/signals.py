@@ -9,6 +9,7 @@ is a logged no-op, and the caller's stop event must then be set another way.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -69,6 +70,27 @@ def exit_if_stuck(grace_s: float = STOP_GRACE_S) -> None:
         timer = threading.Timer(grace_s, force_exit, (_first_stop, f"still exiting {grace_s:g} s after {name}"))
         timer.daemon = True
         timer.start()
+
+
+def exit_past_native_threads(code: int | None) -> None:
+    """End the program now with ``code`` when a stage thread of ours is still alive as it returns
+    (``perception-*``: a capture thread blocked in OpenCV's read of a hung stream, an inference still
+    in a backend). The interpreter's own exit would go on with that thread in native code, and when
+    its call returns during finalization the C++ runtime aborts the process ("terminate called
+    without an active exception", exit 134) after the final stats were printed: a clean stop that a
+    supervisor sees as a crash. Everything the command owns is closed by then (files, sockets with
+    their linger), so only the buffered output is flushed first. For the program's own exit path
+    only (``perception.cli`` run as a program), never a library call."""
+    stuck = [t.name for t in threading.enumerate()
+             if t.daemon and t.is_alive() and t.name.startswith("perception-")]
+    if not stuck:
+        return
+    logging.getLogger(__name__).debug("exiting past thread(s) still in native code: %s", ", ".join(stuck))
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 
 class SignalHandlers:
