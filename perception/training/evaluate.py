@@ -371,7 +371,6 @@ def evaluate_checkpoint(
     """
     try:
         import torch
-        from torch.utils.data import DataLoader
     except ImportError:
         raise DependencyError(
             "evaluating a .pt checkpoint needs torch: pip install -e '.[train]' "
@@ -381,7 +380,7 @@ def evaluate_checkpoint(
     from perception.training.augment import EvalSamples, collate_eval, ignore_id_of
     from perception.training.checkpoint import build_model_from_checkpoint, load_checkpoint
     from perception.training.distributed import DistInfo, pick_device
-    from perception.training.trainer import score_loader
+    from perception.training.trainer import make_loader, score_loader
 
     if threads > 0:
         torch.set_num_threads(threads)
@@ -389,7 +388,8 @@ def evaluate_checkpoint(
     check_classes(ckpt.class_table, dataset, source=f"checkpoint {path}")
     torch_device = pick_device(device, DistInfo())
     model = build_model_from_checkpoint(ckpt, device=torch_device)
-    loader = DataLoader(
+    # make_loader: a file that cannot be read is one line naming it, with workers as without
+    loader = make_loader(
         EvalSamples(dataset, ckpt.input_hw), batch_size=batch_size, num_workers=workers, collate_fn=collate_eval
     )
     return score_loader(

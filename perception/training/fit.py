@@ -4,7 +4,8 @@ The run directory (``config.out``) gets ``config.yaml`` (the resolved config), `
 (after every validation and at the end), ``best.pt`` (highest validation mIoU),
 ``metrics.jsonl`` and ``curves.png``. Ctrl-C, SIGTERM or a hangup (single process) finishes the
 current step, writes ``last.pt`` at that step and exits, so ``perception train --resume <out>/last.pt``
-loses nothing.
+loses nothing. Data that fails on the way (a file that cannot be read, in training or validation)
+ends the run with its one line once ``last.pt`` holds the steps trained (``keep_steps``).
 
 The console: a tqdm bar on a terminal (log lines above it), a heartbeat line with an ETA every 30 s
 off one (``perception.progress``); with ``progress: false`` no bar, but a log line at ``log_every``
@@ -45,7 +46,7 @@ from perception.training.run_dir import (
     resumes_from,
 )
 from perception.training.runlog import RunLog, StepLines
-from perception.training.trainer import Data, Run, build_data, build_run, evaluate, step
+from perception.training.trainer import Data, Run, build_data, build_run, evaluate, loader_batches, step
 
 log = logging.getLogger(__name__)
 
@@ -198,17 +199,50 @@ def resume_run(run: Run, path: str | Path) -> Checkpoint:
 # --------------------------------------------------------------------------------------------
 
 
+def keep_steps(run: Run, data: Data, run_dir: Path | None, error: DataError) -> DataError:
+    """``error`` (data that stopped the run: a file that cannot be read, labels with nothing to
+    learn from) once the steps trained are safe: written to ``last.pt`` unless this run's last.pt
+    already holds this step, and the line says where they are and how to go on. On other ranks,
+    without a run directory, or before the first step, ``error`` as it is."""
+    if run_dir is None or not run.info.is_main or run.step == 0 or getattr(error, "steps_kept", False):
+        return error
+    last = run_dir / "last.pt"
+    if run.saved_step != run.step:
+        save_run_checkpoint(run, data, last)
+        run.saved_step = run.step
+    then = (f"continue with: perception train --resume {last}" if run.step < run.total_steps
+            else f"score them with: perception eval --checkpoint {last}")
+    kept = DataError(f"{error}; the {run.step} steps trained are in {last}: fix the data, then {then}")
+    kept.steps_kept = True
+    return kept
+
+
+@contextlib.contextmanager
+def steps_kept_on_data_error(run: Run, data: Data, run_dir: Path | None, *, since: int) -> Iterator[None]:
+    """A DataError while training or validating (a file that cannot be read, which the loaders
+    reach only when they come to it, perhaps hundreds of steps in) keeps the steps trained since
+    ``since`` (the start or the resumed step) in ``last.pt``: ``keep_steps``."""
+    try:
+        yield
+    except DataError as exc:
+        if run.step <= since:
+            raise  # nothing trained since the run began: the checkpoint it started from still holds it
+        raise keep_steps(run, data, run_dir, exc) from None
+
+
 def validate_and_checkpoint(run: Run, data: Data, run_dir: Path | None, runlog: RunLog | None) -> dict[str, Any]:
-    """Evaluate; on rank 0 log, write last.pt and (when mIoU improved) best.pt."""
-    cm = evaluate(run, data)
+    """Evaluate; on rank 0 log, write last.pt and (when mIoU improved) best.pt. A validation file
+    that cannot be read, or validation data without a labelled pixel, raises DataError once the
+    steps trained are in last.pt (``keep_steps``)."""
+    try:
+        cm = evaluate(run, data)
+    except DataError as exc:
+        raise keep_steps(run, data, run_dir, exc) from None
     if int(cm.matrix.sum()) == 0:
-        kept = ""
-        if run_dir is not None and run.info.is_main:  # the steps trained so far are kept
-            kept = f"; the {run.step} steps trained are in {save_run_checkpoint(run, data, run_dir / 'last.pt')}"
-        raise DataError(
+        raise keep_steps(run, data, run_dir, DataError(
             f"the validation data ({run.config.val_data or run.config.data}, split {run.config.val_split}) has no "
-            f"labelled pixel: every label is the ignore id {data.ignore_id}; check its labels and class table{kept}"
-        )
+            f"labelled pixel: every label is the ignore id {data.ignore_id}; check its labels and class table"
+        ))
     run.last_metrics = {**cm.summary(data.class_table), "step": run.step}
     if run.ema is not None:
         # The trained weights too, so one run shows what the average bought (same data, same seed).
@@ -230,6 +264,7 @@ def validate_and_checkpoint(run: Run, data: Data, run_dir: Path | None, runlog: 
             runlog.plot()
         if run_dir is not None:
             save_run_checkpoint(run, data, run_dir / "last.pt")
+            run.saved_step = run.step
             if improved:
                 save_run_checkpoint(run, data, run_dir / "best.pt")
     return run.last_metrics
@@ -261,7 +296,7 @@ def train_steps(
             epoch, start_batch = divmod(run.step, per_epoch)
             data.sampler.set_position(epoch, start_batch)
             data.samples.set_epoch(epoch)
-            for images, labels in data.loader:
+            for images, labels in loader_batches(data.loader):
                 record = step(run, images, labels)
                 records.append(record)
                 window_images += images.shape[0] * run.info.world_size
@@ -402,7 +437,8 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, A
         if resume is not None and runlog is not None:
             runlog.truncate_after(run.step)
         stop = threading.Event()
-        with stop_after_step_on_signal(stop, enabled=info.world_size == 1), out_of_memory_as_error(run, run_dir):
+        with (stop_after_step_on_signal(stop, enabled=info.world_size == 1), out_of_memory_as_error(run, run_dir),
+              steps_kept_on_data_error(run, data, run_dir, since=run.step)):
             train_steps(run, data, until_step=run.total_steps, run_dir=run_dir, runlog=runlog, stop=stop)
             if not stop.is_set() and run.last_metrics.get("step") != run.step:
                 # The last validation runs under the same Ctrl-C handling: a first Ctrl-C lets it

@@ -32,7 +32,7 @@ def check_run_dir_free(path: Path, *, resume: str | Path | None, overwrite: bool
 
 
 #: Dataset kinds whose spec argument is a folder of the user's files.
-_FOLDER_KINDS = ("folder", "camvid", "cityscapes")
+FOLDER_KINDS = ("folder", "camvid", "cityscapes")
 
 
 def check_run_dir_outside_data(run_dir: Path, config: TrainConfig) -> None:
@@ -41,7 +41,7 @@ def check_run_dir_outside_data(run_dir: Path, config: TrainConfig) -> None:
     out = run_dir.resolve()
     for key in ("data", "val_data", "mix_data"):
         kind, _, argument = getattr(config, key).partition(":")
-        if kind.strip() not in _FOLDER_KINDS or not argument.strip():
+        if kind.strip() not in FOLDER_KINDS or not argument.strip():
             continue
         root = Path(argument.strip()).expanduser().resolve()
         if out == root or root in out.parents:

@@ -18,8 +18,10 @@ step equals the uninterrupted run's.
 from __future__ import annotations
 
 import logging
+import pickle
 import random
 import signal
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Subset, default_collate
 
 from perception.contracts import ClassTable
 from perception.datasets import Dataset, class_pixel_stats, open_dataset
-from perception.errors import ConfigError, DataError
+from perception.errors import ConfigError, DataError, PerceptionError
 from perception.metrics import ConfusionMatrix
 from perception.training.augment import (
     EvalSamples,
@@ -96,6 +98,7 @@ class Run:
     last_metrics: dict[str, Any] = field(default_factory=dict)
     ignore_id: int = 255  # the label id the loss ignores (the training data's)
     void_batches: int = 0  # batches in a row without a labelled pixel
+    saved_step: int | None = None  # the step of the last.pt this run last wrote into its directory
 
     @property
     def bare_model(self) -> nn.Module:
@@ -124,6 +127,68 @@ def leave_sigint_to_main(_worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
+class DataFailure:
+    """A sample that could not be read (a ``PerceptionError`` such as ``DataError``, or an ``OSError``
+    naming a file), carried to the main process as the batch instead of raised in a DataLoader
+    worker: torch re-raises a worker's exception as a new one whose message is "Caught DataError in
+    DataLoader worker process 0. Original Traceback ..." (twenty lines), where ``--workers 0``
+    gives the reader's one line. ``loader_batches`` raises the error itself, as it was raised."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        try:  # the exception as it was (its type, message and attributes) when it pickles
+            pickle.dumps(self.error)
+        except Exception:  # noqa: BLE001 - any reason it cannot cross: keep its words
+            return (DataFailure, (DataError(str(self.error)),))
+        return (DataFailure, (self.error,))
+
+
+class CarryErrors(torch.utils.data.Dataset):
+    """``dataset`` whose reading errors come back as a ``DataFailure`` sample instead of being raised
+    (in a worker as in the main process, so ``--workers 0`` and ``--workers 2`` say the same)."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            return self.dataset[index]
+        except (PerceptionError, OSError) as exc:
+            return DataFailure(exc)
+
+
+def carry_failures(collate: Callable[[list[Any]], Any]) -> Callable[[list[Any]], Any]:
+    """``collate`` for a ``CarryErrors`` dataset: a batch with a ``DataFailure`` is that failure."""
+
+    def collate_or_fail(samples: list[Any]) -> Any:
+        for sample in samples:
+            if isinstance(sample, DataFailure):
+                return sample
+        return collate(samples)
+
+    return collate_or_fail
+
+
+def make_loader(dataset: Any, *, collate_fn: Callable[[list[Any]], Any] | None = None, **kwargs: Any) -> DataLoader:
+    """A ``DataLoader`` over ``dataset`` whose reading errors reach the main process as raised
+    (``CarryErrors``); iterate it with ``loader_batches``."""
+    return DataLoader(CarryErrors(dataset), collate_fn=carry_failures(collate_fn or default_collate), **kwargs)
+
+
+def loader_batches(loader: DataLoader) -> Iterator[Any]:
+    """The batches of ``loader`` (from ``make_loader``); a sample that could not be read raises its
+    own error here (one line naming the file), whichever process read it."""
+    for batch in loader:
+        if isinstance(batch, DataFailure):
+            raise batch.error
+        yield batch
 
 
 def build_data(config: TrainConfig, info: DistInfo | None = None) -> Data:
@@ -161,7 +226,7 @@ def build_data(config: TrainConfig, info: DistInfo | None = None) -> Data:
                            paste_ids=class_ids(train_set.class_table, config.copy_paste_classes, "copy_paste_classes"),
                            ignore_id=ignore_id)
     sampler = ResumableSampler(samples, info, seed=config.seed, batch_size=config.batch_size)
-    loader = DataLoader(
+    loader = make_loader(
         samples,
         batch_size=config.batch_size,
         sampler=sampler,
@@ -174,7 +239,7 @@ def build_data(config: TrainConfig, info: DistInfo | None = None) -> Data:
         worker_init_fn=leave_sigint_to_main,
     )
     val_shard = Subset(EvalSamples(val_set, config.input_hw), range(info.rank, len(val_set), info.world_size))
-    val_loader = DataLoader(
+    val_loader = make_loader(
         val_shard,
         batch_size=config.val_batch_size,
         num_workers=config.workers,
@@ -233,7 +298,10 @@ def build_model_for(config: TrainConfig, num_classes: int) -> nn.Module:
     if check is not None:
         check(*config.input_hw)
         if config.crop_hw is not None:
-            check(*config.crop_hw)
+            try:
+                check(*config.crop_hw)
+            except ConfigError as exc:  # the model's words name an "input": say which setting it is
+                raise ConfigError(f"crop_hw {config.crop_hw[0]}x{config.crop_hw[1]} (the training crop): {exc}") from None
     return model
 
 
@@ -315,6 +383,9 @@ def build_run(config: TrainConfig, data: Data, *, info: DistInfo | None = None, 
             model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
     total_steps = config.steps or config.epochs * data.steps_per_epoch
+    if config.warmup_steps > total_steps and info.is_main:
+        log.warning("warmup_steps %d is longer than the run's %d steps: the learning rate never reaches its peak "
+                    "(lr %g); lower warmup_steps", config.warmup_steps, total_steps, config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: poly_lr_factor(s, total_steps=total_steps, warmup_steps=config.warmup_steps, power=config.poly_power),
@@ -424,7 +495,7 @@ def score_loader_biased(
     the argmax, or None), from one pass of the model: a confusion matrix each."""
     model.eval()
     cms = [ConfusionMatrix(num_classes, ignore_id=ignore_id) for _ in biases]
-    for images, labels, contents in loader:
+    for images, labels, contents in loader_batches(loader):
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
             logits = model(images.to(device))
         if isinstance(logits, dict):
