@@ -190,7 +190,7 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
     if cfg.int8:
         from functools import partial
 
-        from perception.export.int8_gate import check_gate_classes, val_data_fix
+        from perception.export.int8_gate import check_gate_classes, check_gate_labels, val_data_fix
 
         # The gate's labels must be of the model's class table (as perception eval's); calibration
         # needs no labels, so --calib may be any dataset. Checked before a calibration image is read.
@@ -201,6 +201,8 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
         )
         val, val_source = load_samples(cfg.val_data or cfg.calib, split="val", count=cfg.val_count, input_hw=input_hw,
                                        check=gate_classes)
+        check_gate_labels(val, metadata.class_table, spec=cfg.val_data or cfg.calib,
+                          fix="or give the gate labelled images: --val-data SPEC")
         calib, _ = load_samples(cfg.calib, split="train", count=cfg.calib_count, input_hw=input_hw)
         calib_images = [image for image, _ in calib]
     unknown_spec = _unknown_data(cfg, metadata) if cfg.confidence else None

@@ -23,6 +23,13 @@ from perception.modelfile import saturation_safe
 
 #: Largest validation mIoU loss of INT8 vs FP32 that passes the gate, in points (0..100 scale).
 MAX_MIOU_DROP_POINTS = 0.5
+#: Fewer val images than this and the verdict comes with a warning that it means little. Chosen,
+#: not measured: on a handful of images a class is scored on the one or two that hold it, so a few
+#: hundred pixels flipping at one class border can move its IoU, and so the mIoU, by more than the
+#: 0.5-point budget, and the verdict could turn on other images of the same data. 20 is a fifth of
+#: the default (``DEFAULT_GATE_IMAGES``, 100; CamVid's val split has 101), where no single image
+#: decides the mean; the warning does not change the verdict.
+FEW_GATE_IMAGES = 20
 #: Class names an error shows of each table before "...".
 _NAMES_SHOWN = 6
 
@@ -53,6 +60,34 @@ def check_gate_classes(
             f"{what}: {model} predicts classes {_names(ours)}, but {flag} {dataset.name!r} labels "
             f"{_names(theirs)}{where}: scored against another class table its mIoU would mean nothing; {fix}"
         ) from None
+
+
+def check_gate_labels(samples, table: ClassTable, *, spec: str, what: str = "INT8 gate", fix: str = "") -> None:
+    """DataError, in ``perception eval``'s line, when no label of ``samples`` ((image, label) pairs)
+    holds one of ``table``'s class ids: every pixel is the ignore id (or outside the table), so
+    both mIoUs are NaN and the gate (or NNCF's accuracy control) would judge, and store, nothing.
+    Run it on the loaded images, before any calibration; ``fix`` is added to the message."""
+    from perception.metrics import no_labelled_pixels
+
+    for i, (_, label) in enumerate(samples):
+        if label is None:
+            raise DataError(f"{what}: image {i} of {spec} has no label, and the gate scores labels; "
+                            + (fix or "pass a labelled dataset"))
+    if any(np.count_nonzero(label < table.num_classes) for _, label in samples):
+        return
+    raise DataError(f"{what}: {no_labelled_pixels(spec, 'val', _Scored(table, len(samples)))}"
+                    + (f"; {fix}" if fix else ""))
+
+
+class _Scored:
+    """What ``perception eval``'s message reads of a dataset: its class table and its length (here
+    the images the gate scores)."""
+
+    def __init__(self, class_table: ClassTable, count: int) -> None:
+        self.class_table, self._count = class_table, count
+
+    def __len__(self) -> int:
+        return self._count
 
 
 def val_data_fix(*, val_data: str | None, calib: str, trained_on: str) -> str:
@@ -128,6 +163,10 @@ class Int8Report:
 
     def lines(self) -> list[str]:
         verdict = "PASS" if self.passed else ("FAIL (allowed by --allow-int8-drop)" if self.allowed_drop else "FAIL")
+        few = ([f"  warning: only {self.val_images} val image{'s' * (self.val_images != 1)}: too few for a "
+                f"{self.max_drop_points:.1f}-point budget, the verdict could turn on other images of the same data; "
+                f"gate on at least {FEW_GATE_IMAGES} (--val-count, default 100, from a val split that holds them)"]
+               if self.val_images < FEW_GATE_IMAGES else [])
         return [
             f"int8 {verdict}: val mIoU FP32 {100 * self.fp32_miou:.2f} -> INT8 {100 * self.int8_miou:.2f} "
             f"(drop {self.drop_points:.2f} points, budget {self.max_drop_points:.1f}) on {self.val_images} images; "
@@ -138,6 +177,7 @@ class Int8Report:
                              if self.saturation_safe else
                              "some dense 8-bit weights use the full range: CPUs without VNNI may saturate "
                              "(--overflow-fix enable; NNCF leaves grouped convolutions out, --quantizer ort does not)"),
+            *few,
         ]
 
 
@@ -163,6 +203,7 @@ def gate_int8(
     from perception.modelfile import read_model_metadata, record_metadata
 
     table = metadata.class_table
+    check_gate_labels(val_samples, table, spec="the gate's val images")  # NaN figures would be stored
     matrices = {"fp32": ConfusionMatrix(table.num_classes, ignore_id=table.ignore_id),
                 "int8": ConfusionMatrix(table.num_classes, ignore_id=table.ignore_id)}
     sessions = {"fp32": ort_session(fp32_path), "int8": ort_session(int8_path)}

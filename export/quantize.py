@@ -77,6 +77,7 @@ from perception.export.int8_gate import (  # noqa: F401 (re-exported)
     MAX_MIOU_DROP_POINTS,
     Int8Report,
     check_gate_classes,
+    check_gate_labels,
     gate_int8,
     val_data_fix,
 )
@@ -327,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         val, source = load_samples(val_spec, split="val", count=args.val_count, input_hw=metadata.input_hw,
                                    check=gate_classes)
+        check_gate_labels(val, metadata.class_table, spec=val_spec,
+                          fix="or give the gate labelled images: --val-data SPEC")
         if args.accuracy_control:  # NNCF scores its candidates on these labels: the same check
             trained = f" ({metadata.dataset})" if metadata.dataset else ""
             ac_classes = partial(
@@ -337,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             samples, _ = load_samples(args.accuracy_control, split="val", count=args.ac_count,
                                       input_hw=metadata.input_hw, check=ac_classes)
+            check_gate_labels(samples, metadata.class_table, spec=args.accuracy_control, what="INT8 accuracy control",
+                              fix="or pass --accuracy-control SPEC naming labelled images")
             control = AccuracyControl(samples, max_drop_points=args.ac_max_drop)
         if args.gate_only:  # re-gate an existing INT8 file (and record the gate in it)
             if not out.is_file() or read_model_metadata(out).precision != "int8":

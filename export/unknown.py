@@ -104,15 +104,22 @@ class _Spread:
         return self._dataset[self._indices[index]]
 
 
-def measure_curves(engine, spec: str, *, count: int = DEFAULT_COUNT) -> ConfidenceCurves:
+#: The fix named when the rule has no labelled pixel to choose on (``perception export``'s flags).
+NO_LABELS_FIX = "pass --unknown-data SPEC naming labelled images of the model's classes, or --unknown-threshold P"
+
+
+def measure_curves(engine, spec: str, *, count: int = DEFAULT_COUNT, fix: str = NO_LABELS_FIX) -> ConfidenceCurves:
     """Histograms of ``engine`` (with a confidence output) over ``count`` val images of ``spec``,
     letterboxed as the node does.
 
     Raises:
-        DataError/ConfigError: the dataset cannot be opened, is empty, or shares neither a drivable
-            group nor the class table with the model.
+        DataError/ConfigError: the dataset cannot be opened, is empty, shares neither a drivable
+            group nor the class table with the model, or has no labelled pixel (every label the
+            ignore id: ``perception eval``'s line, then ``fix``): the rule would report "no wrongly
+            claimed pixels" on nothing.
     """
     from perception.datasets import open_dataset
+    from perception.metrics import no_labelled_pixels
     from perception.training.evaluate import predict_like_the_node, resolve_task_groups
 
     dataset = open_dataset(spec, split="val")
@@ -140,6 +147,8 @@ def measure_curves(engine, spec: str, *, count: int = DEFAULT_COUNT) -> Confiden
         mistaken = model_lut[ids] & ~data_lut[lab] if group is not None else ids != lab
         labelled += np.bincount(conf, minlength=256)
         wrong += np.bincount(conf[mistaken], minlength=256)
+    if not labelled.any():
+        raise DataError(f"unknown threshold: {no_labelled_pixels(spec, 'val', subset)}; {fix}")
     errors = (f"drivable ({','.join(group.model_classes)}) claimed where the label is not "
               f"({','.join(group.data_classes)})") if group is not None else "misclassified (no drivable group)"
     return ConfidenceCurves(labelled=labelled, wrong=wrong, images=len(subset), data=spec, errors=errors)
@@ -169,14 +178,14 @@ def choose_threshold(
                            wrong_before=before, wrong_after=int(left[level]), rule=rule)
 
 
-def choose_for_model(model: Path, spec: str, *, count: int = DEFAULT_COUNT) -> ThresholdChoice:
+def choose_for_model(model: Path, spec: str, *, count: int = DEFAULT_COUNT, fix: str = NO_LABELS_FIX) -> ThresholdChoice:
     """The rule's threshold for the exported ``model`` (with a confidence output), run through ONNX
-    Runtime on ``count`` val images of ``spec``."""
+    Runtime on ``count`` val images of ``spec``; ``fix`` as for ``measure_curves``."""
     from perception.engines.ort import OrtEngine
 
     engine = OrtEngine(model)
     try:
-        return choose_threshold(measure_curves(engine, spec, count=count))
+        return choose_threshold(measure_curves(engine, spec, count=count, fix=fix))
     finally:
         engine.close()
 
@@ -309,7 +318,8 @@ def add_unknown_threshold(
         with tempfile.TemporaryDirectory(prefix="perception-unknown-") as tmp:
             staged = Path(tmp) / "model.onnx"
             save_model(proto, staged)
-            choice = choose_for_model(staged, spec, count=count)
+            choice = choose_for_model(staged, spec, count=count,
+                                      fix="pass --data SPEC naming labelled images of the model's classes, or --threshold P")
         metadata = dataclasses.replace(metadata, unknown_threshold=choice.threshold, unknown_rule=choice.rule)
     save_model(finish_model(proto, metadata), out)
     sibling = out.with_name(out.name.removesuffix(".onnx") + ".int8.onnx")

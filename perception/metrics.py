@@ -127,3 +127,15 @@ def strict_json(value: Any) -> Any:
     if isinstance(value, (bool, int, str)) or value is None:
         return value
     return str(value)
+
+
+def no_labelled_pixels(spec: str, split: str, dataset) -> str:
+    """The one line for a dataset whose labels hold no class id at all: nothing can be scored
+    (eval, the INT8 gate and the unknown threshold refuse such data with it)."""
+    table = dataset.class_table
+    ids = f"class ids 0..{table.num_classes - 1}"
+    where = f"{spec} ({split}, {len(dataset)} images)"
+    if table.ignore_id is None:
+        return f"no label pixel of {where} holds one of its {ids}: nothing to score; check the labels and the class table"
+    return (f"every label pixel of {where} is the ignore id {table.ignore_id}: there are no labelled pixels to score; "
+            f"check the labels (they should hold {ids}) and the class table's classes and ignore_id")

@@ -42,6 +42,7 @@ from perception import contracts
 from perception.config import same_setting, setting, short
 from perception.errors import ConfigError, DataError, DependencyError, PerceptionError, file_in_the_way
 from perception.flags import add_flags, config_from_flags
+from perception.metrics import no_labelled_pixels
 from perception.options import EngineOptions, PublishOptions
 
 log = logging.getLogger(__name__)
@@ -207,7 +208,7 @@ def _main_classes(config: EvalConfig, given) -> int:
         )
         source = config.checkpoint
     if not cm.matrix.sum():
-        raise DataError(_no_labelled_pixels(spec, config.split, dataset))
+        raise DataError(no_labelled_pixels(spec, config.split, dataset))
     print(f"{source} on {spec} ({config.split}, {len(dataset)} images)", file=report)
     print(cm.format_table(dataset.class_table), file=report)
     if config.json:
@@ -265,7 +266,7 @@ def _main_tasks(config: EvalConfig, given) -> int:
     evaluate_tasks(engine, counted, scores, unknown=unknown, drivable_reach=config.drivable_reach,
                    mask_size=config.mask_size)
     if not counted.labelled:
-        raise DataError(_no_labelled_pixels(spec, config.split, dataset))
+        raise DataError(no_labelled_pixels(spec, config.split, dataset))
     notes = _undefined_figures(scores, spec)
     print(f"{source} on {spec} ({config.split}, {len(dataset)} images), letterboxed to {engine.input_hw[0]}x{engine.input_hw[1]} as the node does", file=report)
     if config.drivable_reach == "ego" and any(s.task == "drivable" for s in scores):
@@ -345,17 +346,6 @@ class _CountLabelled:
         image, label = self.dataset[index]
         self.labelled += int(np.count_nonzero(label < self.class_table.num_classes))
         return image, label
-
-
-def _no_labelled_pixels(spec: str, split: str, dataset) -> str:
-    """The one line for a dataset whose labels hold no class id at all: nothing can be scored."""
-    table = dataset.class_table
-    ids = f"class ids 0..{table.num_classes - 1}"
-    where = f"{spec} ({split}, {len(dataset)} images)"
-    if table.ignore_id is None:
-        return f"no label pixel of {where} holds one of its {ids}: nothing to score; check the labels and the class table"
-    return (f"every label pixel of {where} is the ignore id {table.ignore_id}: there are no labelled pixels to score; "
-            f"check the labels (they should hold {ids}) and the class table's classes and ignore_id")
 
 
 def _undefined_figures(scores, spec: str) -> list[str]:

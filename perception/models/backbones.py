@@ -11,6 +11,7 @@ network (tests and CI do).
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from urllib.parse import urlparse
@@ -22,6 +23,8 @@ from torchvision.models import MobileNet_V3_Large_Weights, ResNet18_Weights, Res
 
 from perception.errors import ConfigError, ModelError
 from perception.models.common import state_dict_mismatch
+
+log = logging.getLogger(__name__)
 
 #: torchvision weights used for ``pretrained=True``, by backbone name.
 RESNET_WEIGHTS: dict[str, WeightsEnum] = {
@@ -68,16 +71,38 @@ def load_pretrained_state(
         if not path.is_file():
             download_weights(weights, path, model_name=model_name)
     elif isinstance(pretrained, (str, Path)):
-        path = Path(pretrained)
-        if not path.is_file():
-            raise ConfigError(f"{model_name}: pretrained weights file {path} not found; check the path")
+        path = check_weights_file(Path(pretrained), model_name=model_name)
     else:
         raise ConfigError(f"{model_name}: pretrained={pretrained!r} must be False, True or a .pth file path")
     return read_state_dict(path, model_name=model_name)
 
 
+def check_weights_file(path: Path, *, model_name: str) -> Path:
+    """``path`` when it names a file; ConfigError (one line) when it is missing or a directory."""
+    if path.is_dir():
+        raise ConfigError(f"{model_name}: pretrained weights {path} is a directory; pass the .pth file in it")
+    if not path.is_file():
+        raise ConfigError(f"{model_name}: pretrained weights file {path} not found; check the path")
+    return path
+
+
+#: Keys under which training scripts wrap a state dict with their own bookkeeping (epoch,
+#: optimiser): ``state_dict`` (PyTorch Lightning, mmcv, timm's train script) and ``model`` (DeiT,
+#: detectron-style); timm's own loader (``timm.models.load_state_dict``) unwraps the same two.
+WRAPPER_KEYS = ("state_dict", "model")
+#: The prefix ``torch.nn.DataParallel`` / ``DistributedDataParallel`` puts before every key.
+PARALLEL_PREFIX = "module."
+
+
 def read_state_dict(path: Path, *, model_name: str) -> dict[str, torch.Tensor]:
-    """The state dict in ``path`` (tensors only, ``weights_only``); ModelError when unreadable."""
+    """The state dict in ``path`` (tensors only, ``weights_only``); ModelError when unreadable.
+
+    A state dict wrapped by a training script (``{"state_dict": ..., "epoch": ...}``, see
+    ``WRAPPER_KEYS``) is unwrapped and a ``module.`` prefix on every key (DataParallel) dropped, as
+    timm does. A checkpoint of ``perception train`` is refused pointing to ``--resume``; a
+    tensor holding NaN or infinity is refused naming its key, since training from it would stop
+    at the first step with a NaN loss that points to the learning rate instead.
+    """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a truncated or foreign file
@@ -91,6 +116,28 @@ def read_state_dict(path: Path, *, model_name: str) -> dict[str, torch.Tensor]:
         raise ModelError(
             f"{model_name}: pretrained weights {path} hold no state dict; expected a .pth state dict"
         )
+    if {"format", "model_name", "state_dict"} <= state.keys():  # training.checkpoint's layout
+        raise ModelError(
+            f"{model_name}: {path} is a 'perception train' checkpoint, not encoder weights: continue its run with "
+            f"--resume {path}; --pretrained takes a .pth state dict of the encoder (ImageNet weights)"
+        )
+    wrapper = next((k for k in WRAPPER_KEYS if isinstance(state.get(k), dict)), None)
+    if wrapper is not None and not all(isinstance(v, torch.Tensor) for v in state.values()):
+        log.info("%s: using the %r entry of %s (a training script's wrapper)", model_name, wrapper, path)
+        state = state[wrapper]
+    if state and all(isinstance(k, str) and k.startswith(PARALLEL_PREFIX) for k in state):
+        state = {k[len(PARALLEL_PREFIX):]: v for k, v in state.items()}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise ModelError(
+                f"{model_name}: pretrained weights {path} hold {type(value).__name__} under {str(key)[:80]!r}, not a "
+                "tensor; expected a .pth state dict (name -> tensor)"
+            )
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ModelError(
+                f"{model_name}: pretrained weights {path} are damaged: {str(key)[:80]!r} holds NaN or infinite values; "
+                "download or convert the file again"
+            )
     return state
 
 

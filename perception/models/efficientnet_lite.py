@@ -38,7 +38,7 @@ from torch import nn
 
 from perception.contracts import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
 from perception.errors import ConfigError, ModelError
-from perception.models.backbones import read_state_dict
+from perception.models.backbones import check_weights_file, read_state_dict
 
 #: (expand ratio, kernel, stride, out channels, repeats) per stage, from the EfficientNet-B0 /
 #: Lite0 table (width and depth multipliers 1.0).
@@ -258,17 +258,19 @@ def map_lite0_keys(state: Mapping[str, torch.Tensor], model: EfficientNetLite0) 
     ZeroPad2d), any other at index 0; the mapping looks up which one ``model`` has.
     """
     own = model.state_dict()
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        new = key
-        for pattern, replacement in _KEY_RULES:
-            if pattern.search(key):
-                new = pattern.sub(replacement, key)
-                break
-        if new not in own and ".conv.0." in new and new.replace(".conv.0.", ".conv.1.") in own:
-            new = new.replace(".conv.0.", ".conv.1.")
-        out[new] = value
-    return out
+    return {_lite0_key(key, own): value for key, value in state.items()}
+
+
+def _lite0_key(key: str, own: Mapping[str, torch.Tensor]) -> str:
+    """The key of ``own`` (a model's state dict) that the file's ``key`` loads into."""
+    new = key
+    for pattern, replacement in _KEY_RULES:
+        if pattern.search(key):
+            new = pattern.sub(replacement, key)
+            break
+    if new not in own and ".conv.0." in new and new.replace(".conv.0.", ".conv.1.") in own:
+        new = new.replace(".conv.0.", ".conv.1.")
+    return new
 
 
 def default_weights_path(*, model_name: str) -> Path:
@@ -294,15 +296,15 @@ def load_lite0_weights(net: EfficientNetLite0, pretrained: bool | str | Path, *,
         ConfigError: the file is not there. ModelError: unreadable, or keys / shapes do not fit.
     """
     path = default_weights_path(model_name=model_name) if pretrained is True else Path(pretrained)
-    if not path.is_file():
-        raise ConfigError(f"{model_name}: pretrained weights file {path} not found; check the path")
+    check_weights_file(path, model_name=model_name)
     state = read_state_dict(path, model_name=model_name)
-    mapped = map_lite0_keys(state, net)
     own = net.state_dict()
+    origin = {_lite0_key(key, own): key for key in state}  # model key -> the file's key
+    mapped = {new: state[key] for new, key in origin.items()}
     missing = [k for k in own if k not in mapped]
     unexpected = [k for k in mapped if k not in own]
     if missing or unexpected:
-        what = f"missing key {missing[0]!r}" if missing else f"unexpected key {unexpected[0]!r}"
+        what = f"missing key {missing[0]!r}" if missing else f"unexpected key {unexpected[0]!r}{_in_file(unexpected[0], origin)}"
         raise ModelError(
             f"{model_name}: pretrained weights {path} do not fit EfficientNet-Lite0: {what} "
             f"({len(missing)} missing, {len(unexpected)} unexpected)"
@@ -311,6 +313,11 @@ def load_lite0_weights(net: EfficientNetLite0, pretrained: bool | str | Path, *,
         if value.shape != own[key].shape:
             raise ModelError(
                 f"{model_name}: pretrained weights {path} do not fit EfficientNet-Lite0: {key} has shape "
-                f"{tuple(value.shape)}, the model {tuple(own[key].shape)}"
+                f"{tuple(value.shape)}, the model {tuple(own[key].shape)}{_in_file(key, origin)}"
             )
     net.load_state_dict(mapped, strict=True)
+
+
+def _in_file(key: str, origin: Mapping[str, str]) -> str:
+    """`` (the file's key 'X')`` when the file names model key ``key`` otherwise, else ''."""
+    return f" (the file's key {origin[key]!r})" if origin.get(key, key) != key else ""

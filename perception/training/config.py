@@ -38,6 +38,9 @@ def pretrained_from_text(text: str) -> bool | str:
     if word in ("none", "false", ""):
         return False
     path = Path(text).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"--pretrained {text}: is a directory; give the .pth state dict file inside it, 'imagenet' "
+                          "or 'none'")
     if not path.is_file():
         raise ConfigError(f"--pretrained {text}: no such file; give a .pth state dict, 'imagenet' or 'none'")
     return str(path)
