@@ -34,7 +34,11 @@ from perception.sources import open_source, source_kind
 
 H, W = 48, 64
 TIMEOUT_S = 120
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+#: Root without the two capabilities that bypass file permissions: uid 0 stays (so the package still
+#: imports from a CI clone under a private mktemp folder, which user nobody cannot enter), and the
+#: permissions bind it as any user's (``denied`` gives its closed folder to nobody, so root is not
+#: its owner).
+NO_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
 
 
 def write_video(path: Path, n: int) -> Path:
@@ -64,16 +68,17 @@ def read_all(source, limit: int = 1000) -> list:
 
 
 def _other_user() -> list[str]:
-    """The command prefix that runs a program as a user whom file permissions bind; skip when none."""
+    """The command prefix that runs a program bound by file permissions; skip when there is none."""
     if os.geteuid() != 0:
         return []
     if shutil.which("setpriv") is None:
-        pytest.skip("running as root, which ignores file permissions, and there is no setpriv to run as nobody")
-    probe = subprocess.run([*NOBODY, sys.executable, "-c", "import perception.cli"], capture_output=True, text=True,
+        pytest.skip("running as root, which ignores file permissions, and there is no setpriv to drop that")
+    probe = subprocess.run([*NO_DAC, sys.executable, "-c", "import perception.cli"], capture_output=True, text=True,
                            timeout=TIMEOUT_S, cwd="/")
     if probe.returncode != 0:
-        pytest.skip(f"user nobody cannot run this Python and package: {probe.stderr.strip()[-200:]}")
-    return NOBODY
+        pytest.skip(f"cannot run this Python without the capabilities that bypass file permissions: "
+                    f"{probe.stderr.strip()[-200:]}")
+    return NO_DAC
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +102,8 @@ def denied(tiny_model_path) -> Path:
     for closed in ("noperm", "noperm.yaml", "noperm.onnx", "noperm.avi", "mixed/1.png"):
         (root / closed).chmod(0)
     (root / "nx").chmod(0o700)  # listable by its owner only; others cannot enter it
+    if os.geteuid() == 0:
+        os.chown(root / "nx", 65534, 65534)  # owned by nobody: root without its capabilities is another user
     yield root
     for path in (root / "noperm", root / "nx"):
         path.chmod(0o755)
