@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from perception import contracts
-from perception.errors import SourceError
+from perception.errors import SourceError, unreadable
 from perception.mcap_layout import (
     CONTENT_HEADER,
     CONTENT_KEY,
@@ -72,6 +72,9 @@ def recording_files(path: str | Path | list[str | Path] | tuple[str | Path, ...]
         return [f for p in path for f in recording_files(p)]
     path = Path(path)
     if path.is_dir():
+        # A folder this user may not list would look empty (Path.glob yields nothing): say why instead.
+        if (why := unreadable(path)) is not None:
+            raise SourceError(f"recording folder {path} {why}")
         files = sorted(path.glob("*.mcap"), key=_split_order)
         if not files:
             raise SourceError(f"recording folder {path} holds no .mcap file; pass a recording made by 'perception record'")

@@ -44,7 +44,7 @@ from perception.preprocess import Preprocessor
 from perception.run_config import RunConfig
 from perception.sources.base import Frame, Source
 from perception.stats import LatencyWindow, RateLimitedLog, RateMeter
-from perception.stats_schema import with_aliases
+from perception.stats_schema import NO_FRAME_YET, with_aliases
 from perception.threadname import set_os_thread_name
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,8 @@ class Pipeline:
         #: Frames read but neither published, dropped nor failed when the run ended (queued or mid-stage).
         self.in_flight_discarded = 0
         self._discard_lock = threading.Lock()
-        #: The start-up step reached (``startup`` in the stats document); "complete" once the threads run.
+        #: The start-up step reached (``startup`` in the stats document): "complete" once the threads
+        #: run, reported as ``NO_FRAME_YET`` in the final stats while the source has given no frame.
         self.startup = "created"
         #: The final stats document once ``finish`` has run (also when a stage failed).
         self.final_stats: dict[str, Any] | None = None
@@ -520,6 +521,7 @@ class Pipeline:
             doc["source_skipped"] = list(skipped)
         if final:
             doc["end_reason"] = self.end_reason or "stopped"
-            doc["startup"] = self.startup
+            # Started, but the source never gave a frame (a stream sending nothing decodable): not complete.
+            doc["startup"] = NO_FRAME_YET if self.startup == "complete" and frames_in == 0 else self.startup
             doc["balanced"] = frames_in == frames_out + drops + corrupt + self.in_flight_discarded
         return with_aliases(doc)

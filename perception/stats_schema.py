@@ -120,6 +120,10 @@ _LATENCY = StatsKey("latency_ms", "object", "per stage (`capture`, `queue`, `pre
                     "sent) does not hold it", "ms",
                     values=StatsKey("stage", "object", "", fields=PERCENTILE_FIELDS))
 
+#: ``startup`` in the final stats of a node that started but whose source gave no frame at all
+#: (a stream that sends nothing decodable): "complete" is kept for a run that frames flowed through.
+NO_FRAME_YET = "waiting for the first frame"
+
 #: Every key of a camera's stats document, in the order the pipeline writes them.
 CAMERA_STATS = (
     StatsKey("uptime_s", "number", "since the engine warm-up ended", "s"),
@@ -167,7 +171,8 @@ CAMERA_STATS = (
              "`duration reached`, `signal SIGINT` / `signal SIGTERM` / `signal SIGHUP` (also after the input's end, while frames "
              "were still in flight), `<stage> failed`, `camera <name> gave no frame` (several cameras) or `stopped`",
              when=FINAL),
-    StatsKey("startup", "str", "the start-up step reached; `complete` once frames flowed", when=FINAL),
+    StatsKey("startup", "str", "the start-up step reached; `complete` once frames flowed, "
+             f"`{NO_FRAME_YET}` when the node started but its source gave no frame", when=FINAL),
     StatsKey("balanced", "bool", "`frames_in == published + dropped + corrupt + in_flight_discarded`",
              when=FINAL),
     StatsKey("error", "str", "the failure that ended the run (when a stage failed)", when=FINAL_OPTIONAL),

@@ -141,3 +141,31 @@ def http_dir(tmp_path):
     server.shutdown()
     server.server_close()
     thread.join(10)
+
+
+#: Root without the two capabilities that bypass file permissions (``permission_bound``).
+NO_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+
+
+@pytest.fixture(scope="session")
+def permission_bound() -> list[str]:
+    """The command prefix that runs a program bound by file permissions: nothing for a user who is
+    not root; for root, root without ``CAP_DAC_OVERRIDE``/``CAP_DAC_READ_SEARCH`` (uid 0 stays, so
+    the package imports from a CI clone under a private ``mktemp -d`` folder, which user nobody
+    cannot enter; a test that closes a folder gives it to nobody, so root is not its owner). Skips
+    with the reason when there is no way."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root, which ignores file permissions, and there is no setpriv to drop that")
+    probe = subprocess.run([*NO_DAC, sys.executable, "-c", "import perception.cli"], capture_output=True, text=True,
+                           timeout=120, cwd="/")
+    if probe.returncode != 0:
+        pytest.skip(f"cannot run this Python without the capabilities that bypass file permissions: "
+                    f"{probe.stderr.strip()[-200:]}")
+    return NO_DAC

@@ -34,12 +34,6 @@ from perception.sources import open_source, source_kind
 
 H, W = 48, 64
 TIMEOUT_S = 120
-#: Root without the two capabilities that bypass file permissions: uid 0 stays (so the package still
-#: imports from a CI clone under a private mktemp folder, which user nobody cannot enter), and the
-#: permissions bind it as any user's (``denied`` gives its closed folder to nobody, so root is not
-#: its owner).
-NO_DAC = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
-
 
 def write_video(path: Path, n: int) -> Path:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (W, H))
@@ -65,20 +59,6 @@ def read_all(source, limit: int = 1000) -> list:
 
 
 # ---- F1: permission denied, as a user the permissions apply to ---------------------------------------
-
-
-def _other_user() -> list[str]:
-    """The command prefix that runs a program bound by file permissions; skip when there is none."""
-    if os.geteuid() != 0:
-        return []
-    if shutil.which("setpriv") is None:
-        pytest.skip("running as root, which ignores file permissions, and there is no setpriv to drop that")
-    probe = subprocess.run([*NO_DAC, sys.executable, "-c", "import perception.cli"], capture_output=True, text=True,
-                           timeout=TIMEOUT_S, cwd="/")
-    if probe.returncode != 0:
-        pytest.skip(f"cannot run this Python without the capabilities that bypass file permissions: "
-                    f"{probe.stderr.strip()[-200:]}")
-    return NO_DAC
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +120,8 @@ CASES = {
 
 
 @pytest.fixture(scope="module")
-def results(denied) -> dict[str, subprocess.CompletedProcess]:
-    user = _other_user()
+def results(denied, permission_bound) -> dict[str, subprocess.CompletedProcess]:
+    user = permission_bound
     env = {**os.environ, "HOME": str(denied / "home")}
 
     def run(name: str) -> subprocess.CompletedProcess:
@@ -167,7 +147,7 @@ def test_a_path_this_user_may_not_read_is_one_line_naming_it_and_the_fix(name, r
     assert CASES[name][1].format(root=denied) in lines[0], lines[0]
 
 
-def test_an_image_this_user_may_not_read_is_skipped_as_permission_denied_not_undecodable(denied):
+def test_an_image_this_user_may_not_read_is_skipped_as_permission_denied_not_undecodable(denied, permission_bound):
     script = ("from perception.sources import open_source\n"
               "src = open_source('mixed')\n"
               "n = 0\n"
@@ -175,7 +155,7 @@ def test_an_image_this_user_may_not_read_is_skipped_as_permission_denied_not_und
               "    n += 1\n"
               "print(n, src.corrupt)\n"
               "print(*src.skipped, sep='\\n')\n")
-    proc = subprocess.run([*_other_user(), sys.executable, "-c", script], capture_output=True, text=True,
+    proc = subprocess.run([*permission_bound, sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=TIMEOUT_S, cwd=denied)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [

@@ -1205,12 +1205,16 @@ static double number_arg(const char *flag, const char *text, double lo) {
     return v;
 }
 
-/* A whole number in lo..hi (hi at most 2^53, so the double is exact and the cast defined). */
+/* A whole number in lo..hi written in decimal digits, with an optional sign, as listen's flags take
+ * it (1e3, 0x10 and 10.0 are refused); hi at most 2^53, so the double is exact and the cast defined. */
 static double whole_arg(const char *flag, const char *text, double lo, double hi) {
+    const char *digits = text + (text[0] == '+' || text[0] == '-');
+    int decimal = digits[0] != '\0';
+    for (const char *c = digits; *c; c++) decimal = decimal && *c >= '0' && *c <= '9';
     char *end;
     errno = 0;
-    double v = strtod(text, &end);
-    if (errno || *end || !(v >= lo && v <= hi) || v != floor(v)) {
+    double v = decimal ? strtod(text, &end) : NAN;
+    if (!decimal || errno || *end || !(v >= lo && v <= hi) || v != floor(v)) {
         fprintf(stderr, "perception_sub: error: %s takes a whole number in %.0f..%.0f, got '%s'\n", flag, lo, hi, text);
         exit(2);
     }

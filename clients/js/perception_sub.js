@@ -722,7 +722,8 @@ function parseArgs(argv) {
     else if (a === "--dump") o.dump = v;
     else if (a in whole) {
       const [key, lo, hi] = whole[a];
-      const n = v.trim() === "" ? NaN : Number(v);
+      // Decimal digits with an optional sign, as listen's flags take them (1e3, 0x10 and 10.0 are refused).
+      const n = /^[+-]?[0-9]+$/.test(v) ? Number(v) : NaN;
       if (!Number.isInteger(n) || n < lo || n > hi) {
         process.stderr.write(`perception_sub.js: error: ${a} takes a whole number in ${lo}..${hi}, got '${v}'\n`);
         process.exit(2);

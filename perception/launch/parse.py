@@ -20,10 +20,11 @@ from typing import Any
 
 from perception.config import bounds, cut, load_config, short
 from perception.config import declared as declared_settings
-from perception.errors import ConfigError, ModelError, PerceptionError, why_not_a_file
+from perception.errors import ConfigError, ModelError, PerceptionError, PublishError, why_not_a_file
 from perception.launch.flags import parameters_to_argv
 from perception.launch.plan import NODE_KINDS, LaunchPlan, NodePlan
 from perception.launch.substitute import parse_scalar, substitute, var_names
+from perception.xpub import check_endpoint
 from perception.yamlfile import read_yaml
 
 #: Node and argument names: letters, digits, "_", "-", "." (they prefix output lines and flags).
@@ -239,6 +240,13 @@ def _resolve_node(entry: NodeEntry, path: Path) -> NodePlan:
         raise ConfigError(f"{where}: kind: {NODE_KINDS.unknown_message(entry.kind)}")
     kind = NODE_KINDS.get(entry.kind)
     argv = tuple(parameters_to_argv(kind.command, kind.config_class(), entry.parameters, where))
+    endpoint = entry.parameters.get("endpoint")
+    if isinstance(endpoint, str):
+        # The node's own check, run here: a malformed endpoint fails before anything starts.
+        try:
+            check_endpoint(endpoint)
+        except PublishError as exc:
+            raise ConfigError(f"{where}: parameters: endpoint: {exc}") from None
     # Each node runs as its own process with these arguments: Linux refuses (E2BIG, at start, as a
     # traceback) one argument over 128 KiB or all of them over its total limit.
     longest = max((len(a.encode("utf-8", "surrogatepass")) for a in argv), default=0)
