@@ -60,6 +60,19 @@ def test_a_damaged_field_is_named_with_the_file(saved, tmp_path, field, value, s
         load_checkpoint(path)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_weight_that_is_not_finite_is_named(saved, tmp_path, bad):
+    """Verify pass V2's N1: NaN weights evaluated with exit 0 (a table of low figures) and failed
+    export's verify with "tolerance nan"; they are named when the checkpoint is read."""
+    key = next(k for k, v in saved["state_dict"].items() if v.is_floating_point())
+    weights = {**saved["state_dict"], key: torch.full_like(saved["state_dict"][key], bad)}
+    path = tmp_path / "nan.pt"
+    torch.save({**saved, "state_dict": weights}, path)
+    with pytest.raises(ModelError, match=rf"^checkpoint {path} is damaged: its weight {_re(repr(key))} holds NaN or "
+                                         "infinite values"):
+        load_checkpoint(path)
+
+
 def test_the_cli_refuses_a_huge_input_size_in_one_line(saved, tmp_path, capsys):
     from perception.cli import main as cli_main
 

@@ -216,6 +216,11 @@ def _checkpoint_problem(doc: dict[str, Any]) -> str | None:
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         return "its weights (state_dict) are not a mapping of names to tensors"
+    # A NaN weight evaluated "fine" (a table of low figures, exit 0) and failed export's verify with
+    # "tolerance nan". Training never saves one (it stops at the first non-finite loss).
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        return f"its weight {short(bad, 80)} holds NaN or infinite values"
     train_state = doc.get("train_state")
     if train_state is not None and not isinstance(train_state, dict):
         return "its training state (train_state) is not a mapping"
