@@ -99,7 +99,8 @@ def test_camvid_errors_name_the_file_and_fix(tmp_path):
     with pytest.raises(DataError, match=r"train.txt:1: .*trainannot/f0.png not found"):
         open_dataset(f"camvid:{root}")
     _write(root / "trainannot" / "f0.png", np.zeros((H + 1, W), np.uint8))
-    with pytest.raises(DataError, match="must match"):
+    # Said in words: "48x64" read as WxH in one message and HxW (--size) in the rest.
+    with pytest.raises(DataError, match=rf"is {H + 1} high x {W} wide but image .* is {H} high x {W} wide; they must match"):
         open_dataset(f"camvid:{root}")[0]
     (root / "train" / "f0.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match=r"cannot read image .*f0.png"):

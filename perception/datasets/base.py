@@ -54,8 +54,8 @@ class SegmentationDataset(Sequence):
         label = self._decode_label(raw, label_path) if self._decode_label else map_label(raw, self._lut, label_path)
         if label.shape != image.shape[:2]:
             raise DataError(
-                f"label {label_path} is {label.shape[1]}x{label.shape[0]} but image {image_path} is "
-                f"{image.shape[1]}x{image.shape[0]}; they must match"
+                f"label {label_path} is {label.shape[0]} high x {label.shape[1]} wide but image {image_path} is "
+                f"{image.shape[0]} high x {image.shape[1]} wide; they must match"
             )
         return image, label
 
