@@ -5,21 +5,7 @@ line naming the file and the arg or node, cycles through nested ``$(var ...)`` i
 from __future__ import annotations
 
 import pytest
-import yaml
-
-from perception.cli import main as cli_main
-
-
-def write_launch(path, entries: list):
-    path.write_text(yaml.safe_dump({"launch": entries}, sort_keys=False))
-    return path
-
-
-def check(file, capsys, *args: str) -> tuple[int, str, str]:
-    """``perception launch FILE --check [NAME:=VALUE ...]``: (exit code, stdout, stderr)."""
-    code = cli_main(["launch", str(file), "--check", *args])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from test_launch_synth_guards import check, write_launch
 
 
 def record_node(**parameters) -> dict:

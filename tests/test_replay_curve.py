@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 import pytest
+from test_curve_allow_reload import _wait_for_log
 
 from perception.commands.replay import add_arguments
 from perception.flags import config_from_flags
@@ -101,16 +102,6 @@ def _curve_argv(tmp_path, paths, allow, endpoint: str) -> list[str]:
 def _subscriber(endpoint: str, paths, name: str) -> MaskSubscriber:
     return MaskSubscriber(endpoint, namespace=NS, curve_server_key=str(paths["server"][0]),
                           curve_key_file=str(paths[name][1]), reconnect_ivl_ms=50, reconnect_ivl_max_ms=200)
-
-
-def _wait_for_log(caplog, text: str) -> list[str]:
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        lines = [r.getMessage() for r in caplog.records if text in r.getMessage()]
-        if lines:
-            return lines
-        time.sleep(0.05)
-    return []
 
 
 def test_an_allowed_client_receives_the_replayed_masks_and_a_client_not_allowed_nothing(setup, caplog, free_tcp_port):
