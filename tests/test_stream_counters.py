@@ -292,11 +292,11 @@ def test_damaged_parts_of_a_real_mjpeg_stream_are_counted_and_the_stream_read_on
 ENDLESS = textwrap.dedent("""
     import json, os, socket, sys, threading, time
     import cv2, numpy as np
-    from perception.sources import base, open_source, stream
+    from perception.sources import open_source, stream
 
     limit_mib, target = int(sys.argv[1]), int(sys.argv[2])
     if limit_mib:
-        base.FFMPEG_MAX_ALLOC_BYTES = limit_mib << 20
+        stream.FFMPEG_MAX_ALLOC_BYTES = limit_mib << 20
     else:  # the node as it was: FFmpeg's own limit (2 GiB)
         stream.limit_ffmpeg_allocations = lambda *a, **k: True
     good = cv2.imencode(".jpg", np.full((48, 64, 3), 90, np.uint8))[1].tobytes()

@@ -29,10 +29,13 @@ A frame FFmpeg decodes with its errors concealed is delivered as it came.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import math
+import os
 import re
+import threading
 
 import cv2
 
@@ -44,12 +47,65 @@ from perception.sources.base import (
     SourceOptions,
     frame_too_big,
     grab_and_retrieve,
-    limit_ffmpeg_allocations,
     quoted,
     shown,
 )
 
 log = logging.getLogger(__name__)
+
+#: The largest block FFmpeg may allocate at once in a process that reads a stream (``av_max_alloc``;
+#: FFmpeg's own default is 2 GiB): the BGR image of the largest frame allowed (``MAX_SOURCE_PIXELS``
+#: x 3 bytes, 192 MiB, which OpenCV has FFmpeg allocate) with 16 MiB to spare. A stream can make
+#: FFmpeg buffer one frame without end (an MJPEG part whose next boundary never comes: its demuxer
+#: and parsers have no size limit of their own, and OpenCV passes none): with this limit that buffer
+#: stops at this size, the read fails (within the read timeout) and the stream is reopened.
+FFMPEG_MAX_ALLOC_BYTES = MAX_SOURCE_PIXELS * 3 + (16 << 20)
+
+_ffmpeg_limited: dict[str, int] = {}  # libavutil file -> the limit set in it
+_ffmpeg_lock = threading.Lock()
+
+
+def _loaded_libavutil() -> list[str]:
+    """The paths of the libavutil shared libraries this process has loaded (Linux: /proc/self/maps)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            lines = maps.read().splitlines()
+    except OSError:
+        return []
+    paths = set()
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and os.path.basename(fields[5]).startswith("libavutil") and ".so" in fields[5]:
+            paths.add(fields[5])
+    return sorted(paths)
+
+
+def limit_ffmpeg_allocations(limit: int | None = None) -> bool:
+    """Set FFmpeg's largest single allocation (``av_max_alloc``) to ``limit`` bytes (None:
+    ``FFMPEG_MAX_ALLOC_BYTES``) in each libavutil this process has loaded (OpenCV's, bundled in its
+    wheel or the system's); True when at least one is set, now or before.
+
+    FFmpeg has one such limit for the whole process: it then holds for every capture in it. Only
+    already loaded libraries are touched (``RTLD_NOLOAD``). Elsewhere than Linux, or with an OpenCV
+    whose FFmpeg is linked into it statically, nothing is found and nothing is set; call it again
+    after an open (OpenCV may load its FFmpeg only then).
+    """
+    limit = FFMPEG_MAX_ALLOC_BYTES if limit is None else limit
+    with _ffmpeg_lock:
+        for path in _loaded_libavutil():
+            if _ffmpeg_limited.get(path) == limit:
+                continue
+            try:
+                set_max = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY).av_max_alloc
+            except (OSError, AttributeError) as exc:
+                log.debug("cannot limit FFmpeg's allocations through %s: %s", path, exc)
+                continue
+            set_max.argtypes, set_max.restype = [ctypes.c_size_t], None
+            set_max(limit)
+            _ffmpeg_limited[path] = limit
+            log.debug("FFmpeg allocates at most %d MiB at once (%s)", limit >> 20, path)
+        return bool(_ffmpeg_limited)
+
 
 #: Rate used for --realtime on a finite stream that states none.
 FALLBACK_FPS = 30.0
