@@ -255,3 +255,57 @@ def test_settings_of_another_loss_are_named_not_silently_ignored(caplog):
     with caplog.at_level("WARNING", logger="perception.training.losses"):
         build_loss(TrainConfig(loss="ohem"), class_table=TABLE, ignore_id=255)
     assert caplog.text == ""  # defaults say nothing
+
+
+def test_soft_skeleton_thins_a_bar_to_a_line_along_its_middle():
+    from perception.training.losses import soft_skeleton
+
+    bar = torch.zeros(1, 1, 40, 30)
+    bar[..., 5:35, 10:17] = 1.0  # 7 pixels wide, 30 high
+    skeleton = soft_skeleton(bar, iterations=5)
+    rows = skeleton[0, 0, 12:28]  # away from the bar's ends
+    assert (rows > 0.5).sum(1).max() <= 2  # a line of one or two pixels per row, not the bar
+    assert (rows[:, 12:15] > 0.5).any(1).all()  # in the middle of the bar on every row
+    assert skeleton[..., :, :10].sum() == 0 and skeleton[..., :, 17:].sum() == 0
+
+
+def test_skeleton_recall_punishes_a_missed_thin_pole_that_cross_entropy_hardly_sees():
+    from perception.training.losses import skeleton_recall
+
+    target = torch.zeros(1, 32, 32, dtype=torch.long)
+    target[0, 2:30, 15:17] = 1  # a pole two pixels wide: 56 of 960 valid pixels
+    target[0, :2, :] = 255  # ignored rows count for neither side
+    perfect = torch.nn.functional.one_hot(target.clamp(max=2), 3).permute(0, 3, 1, 2).float() * 20.0
+    missed = torch.zeros(1, 3, 32, 32)
+    missed[:, 0] = 20.0  # everything background
+    half = perfect.clone()
+    half[0, 1, 16:30] = 0.0
+    half[0, 0, 16:30] = 20.0  # the pole's lower half called background
+    loss = lambda logits: skeleton_recall(logits, target, (1,), ignore_id=255, iterations=3).item()  # noqa: E731
+    assert loss(perfect) < 1e-6
+    assert loss(missed) > 0.99
+    assert 0.4 < loss(half) < 0.6
+    assert skeleton_recall(perfect, target, (2,), ignore_id=255, iterations=3).item() == 0.0  # no class 2 here
+    logits = missed.clone().requires_grad_(True)
+    skeleton_recall(logits, target, (1,), ignore_id=255, iterations=3).backward()
+    assert logits.grad[0, 1, 10, 15] < 0  # raising the pole's logit on the pole lowers the loss
+    assert logits.grad[0, 1, 10, 5] == 0  # away from the pole nothing changes
+
+
+def test_skeleton_weight_adds_the_term_and_names_its_classes():
+    from perception.training.losses import skeleton_recall
+
+    logits = torch.randn(2, 3, 8, 8)
+    target = torch.randint(0, 3, (2, 8, 8))
+    plain = build_loss(TrainConfig(loss="ce", aux_weight=0.0), class_table=TABLE, ignore_id=255)
+    name = TABLE.names[1]
+    with_skeleton = build_loss(TrainConfig(loss="ce", aux_weight=0.0, skeleton_weight=0.5, skeleton_classes=[name]),
+                               class_table=TABLE, ignore_id=255)
+    want = plain(logits, target) + 0.5 * skeleton_recall(logits, target, (1,), ignore_id=255, iterations=5)
+    assert torch.allclose(with_skeleton({"out": logits}, target), want)
+    with pytest.raises(ConfigError, match="skeleton_classes: 'Lamppost' is not a class of the training data"):
+        build_loss(TrainConfig(skeleton_weight=0.5, skeleton_classes=["Lamppost"]), class_table=TABLE, ignore_id=255)
+    with pytest.raises(ValueError, match=r"skeleton_weight=0.5 needs skeleton_classes, e.g. \[Pole\]"):
+        TrainConfig(skeleton_weight=0.5)
+    with pytest.raises(ValueError, match="skeleton_classes is set but skeleton_weight is 0"):
+        TrainConfig(skeleton_classes=[name])

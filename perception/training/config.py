@@ -155,6 +155,15 @@ class TrainConfig:
     #: Adds ``lovasz_weight`` x the Lovász-softmax loss (a surrogate of mean IoU) of the main output
     #: to the configured loss (0: off).
     lovasz_weight: float = field(default=0.0, metadata=bounds(0.0, 10.0))
+    #: Adds ``skeleton_weight`` x the skeleton recall loss (Kirchhoff et al., ECCV 2024) of each class
+    #: in ``skeleton_classes`` (thin structures such as [Pole]) to the configured loss (0: off): the
+    #: share of the label's skeleton the prediction misses, so a thin object missed along its length
+    #: costs as much as a wide one.
+    skeleton_weight: float = field(default=0.0, metadata=bounds(0.0, 10.0))
+    skeleton_classes: list[str] = field(default_factory=list)
+    #: Skeleton iterations (3x3 erosions): objects up to 2 x this + 1 pixels wide are thinned to a
+    #: line; wider ones keep a core, which still counts.
+    skeleton_iterations: int = field(default=5, metadata=bounds(1, 50))
     #: Importance-aware loss: weight per importance level (sky, background, road, vehicles/people).
     ial_level_weights: tuple[float, float, float, float] = (1.0, 1.5, 2.0, 3.0)
     #: Class name -> level 0..3, overriding the built-in keyword grouping.
@@ -199,6 +208,12 @@ class TrainConfig:
         if self.copy_paste > 0 and not self.copy_paste_classes:
             raise ValueError(f"copy_paste={self.copy_paste} needs copy_paste_classes, e.g. [Pole, Pedestrian]: "
                              "which classes to paste")
+        if self.skeleton_weight > 0 and not self.skeleton_classes:
+            raise ValueError(f"skeleton_weight={self.skeleton_weight} needs skeleton_classes, e.g. [Pole]: which "
+                             "thin classes the skeleton recall loss scores")
+        if self.skeleton_classes and self.skeleton_weight == 0:
+            raise ValueError("skeleton_classes is set but skeleton_weight is 0: give the loss a weight, e.g. "
+                             "skeleton_weight: 1.0, or drop skeleton_classes")
         if self.mix_classes and not self.mix_data:
             raise ValueError("mix_classes is set but mix_data is empty: name the dataset to mix in, or drop mix_classes")
         if self.mix_data and not self.mix_classes:
