@@ -151,7 +151,8 @@ def _bench(args: list[str], out: Path, name: str, limit_s: float) -> list[dict[s
 
     folder = out / name
     _run([sys.executable, "-m", "perception", "bench", "engine", *args, "--runs", BENCH_RUNS, "--warmup", "20",
-          "--blocks", "4", "--no-progress", "--out", str(folder)], limit_s=limit_s, log_path=out / f"{name}.log")
+          "--blocks", "4", "--no-progress", "--out", str(folder), "--overwrite"],  # the check's own folder: rerun
+         limit_s=limit_s, log_path=out / f"{name}.log")
     rows = json.loads((folder / RESULTS_FILE).read_text())["engine"]["results"]
     keep = ("label", "provider", "precision", "fps", "latency_ms", "skipped", "load_s")
     return [{k: row.get(k) for k in keep if k in row} for row in rows]
@@ -218,7 +219,7 @@ def step_train_amp(env: dict[str, Any], out: Path) -> dict[str, Any]:
     _run([sys.executable, "-m", "perception", "train", "--model", MODEL["name"], "--data", "synthetic:count=64",
           "--val-data", "synthetic:count=8", "--size", f"{h}x{w}", "--steps", "50", "--batch-size", "8",
           "--device", "cuda", "--set", "amp=true", "--set", "progress=false",
-          "--set", "model_kwargs=" + json.dumps(MODEL["kwargs"]), "--out", str(run_dir)],
+          "--set", "model_kwargs=" + json.dumps(MODEL["kwargs"]), "--out", str(run_dir), "--overwrite"],
          limit_s=STEP_LIMITS_S["train_amp"], log_path=out / "train_amp.log")
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
     losses = [row["loss"] for row in lines if row.get("kind") == "train" and "loss" in row]

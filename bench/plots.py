@@ -10,6 +10,15 @@ from typing import Any
 
 import numpy as np
 
+#: The file of each plot, in the report's folder: every name a bench output may hold.
+PLOT_FILES = {
+    "engine_cdf": "engine_latency_cdf.png",
+    "engine_fps": "engine_fps.png",
+    "pipeline_cdf": "pipeline_latency_cdf.png",
+    "pipeline_stages": "pipeline_stages.png",
+    "pipeline_fps": "pipeline_fps.png",
+}
+
 
 def _pyplot():
     import matplotlib
@@ -64,7 +73,7 @@ def plot_engine(results: dict[str, Any], out: Path) -> dict[str, Path]:
     fig = _latency_cdf(plt, [(r["samples_ms"], f"#{i} {r['label']}") for i, r in enumerate(rows, start=1)],
                        xlabel="latency per infer call (ms)", ylabel="fraction of calls <= x",
                        title="Engine latency CDF", legend_size=7)
-    written["engine_cdf"] = _save(plt, fig, out / "engine_latency_cdf.png")
+    written["engine_cdf"] = _save(plt, fig, out / PLOT_FILES["engine_cdf"])
 
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.5))
     labels = [f"#{i} {r['label']}" for i, r in enumerate(rows, start=1)]
@@ -73,7 +82,7 @@ def plot_engine(results: dict[str, Any], out: Path) -> dict[str, Path]:
     ax.set_xlabel("images / s")
     ax.set_title("Engine throughput")
     ax.tick_params(axis="y", labelsize=7)
-    written["engine_fps"] = _save(plt, fig, out / "engine_fps.png")
+    written["engine_fps"] = _save(plt, fig, out / PLOT_FILES["engine_fps"])
     return written
 
 
@@ -90,7 +99,7 @@ def plot_pipeline(results: dict[str, Any], out: Path) -> dict[str, Path]:
             curves.append((base["samples_ms"], "serial baseline: capture -> publish"))
         fig = _latency_cdf(plt, curves, xlabel="latency (ms)", ylabel="fraction of frames <= x",
                            title="End-to-end latency CDF", legend_size=8)
-        written["pipeline_cdf"] = _save(plt, fig, out / "pipeline_latency_cdf.png")
+        written["pipeline_cdf"] = _save(plt, fig, out / PLOT_FILES["pipeline_cdf"])
     stages = {k: v for k, v in (p.get("stages_ms") or {}).items() if v.get("count")}
     if stages:
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -102,7 +111,7 @@ def plot_pipeline(results: dict[str, Any], out: Path) -> dict[str, Path]:
         ax.set_ylabel("ms")
         ax.set_title("Stage latency (from message headers)")
         ax.legend(fontsize=8)
-        written["pipeline_stages"] = _save(plt, fig, out / "pipeline_stages.png")
+        written["pipeline_stages"] = _save(plt, fig, out / PLOT_FILES["pipeline_stages"])
     bars = {"node input": p.get("input_fps"), "node output": p.get("output_fps")}
     if base:
         bars["serial baseline"] = base.get("fps")
@@ -115,5 +124,5 @@ def plot_pipeline(results: dict[str, Any], out: Path) -> dict[str, Path]:
         ax.bar(list(bars), list(bars.values()))
         ax.set_ylabel("frames / s")
         ax.set_title("Pipeline FPS")
-        written["pipeline_fps"] = _save(plt, fig, out / "pipeline_fps.png")
+        written["pipeline_fps"] = _save(plt, fig, out / PLOT_FILES["pipeline_fps"])
     return written

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from perception.bench.plots import plot_engine, plot_pipeline
+from perception.bench.plots import PLOT_FILES, plot_engine, plot_pipeline
 from perception.errors import ConfigError
 
 #: Schema id of bench JSON files; bump on an incompatible change.
@@ -22,6 +22,28 @@ RESULTS_SCHEMA = "perception.bench/1"
 #: The files a bench run writes into its --out folder.
 RESULTS_FILE = "perception.bench.json"
 REPORT_FILE = "perception.bench.md"
+#: Every file of a bench output: what an earlier run or report may have left in an --out folder.
+OUTPUT_FILES = (RESULTS_FILE, REPORT_FILE, *PLOT_FILES.values())
+
+
+def earlier_outputs(out_dir: str | Path) -> list[Path]:
+    """The files of an earlier bench output in ``out_dir`` (``OUTPUT_FILES`` that are there, not
+    folders); nothing else in the folder is the bench's."""
+    out = Path(out_dir)
+    return [out / name for name in OUTPUT_FILES if ((out / name).exists() or (out / name).is_symlink())
+            and not (out / name).is_dir()]
+
+
+def remove_outputs(paths: list[Path]) -> None:
+    """Remove the files of an earlier bench output (``earlier_outputs``) before a new one is
+    written, so that no plot of the earlier run is left beside the new report; ConfigError naming
+    one that cannot be removed."""
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot remove {path} of an earlier bench ({exc.strerror}); remove it yourself or "
+                              "choose another --out") from None
 
 
 def load_results(path: str | Path) -> dict[str, Any]:

@@ -5,7 +5,9 @@ The real pieces, in one process: ``SyntheticSource`` -> ``Pipeline`` (engine, ma
 ``MaskSubscriber`` that prints per-topic rates and capture-to-receive latency every second and
 draws each received class map over the very camera frame it came from (``render_overlay``) into
 ``out/demo.mp4``, with a snapshot in ``out/demo.png``. At the end it prints where the files are and
-a summary: FPS, latency p50/p99 and drops.
+a summary: FPS, latency p50/p99 and drops. ``out/`` is the demo's own, its two files replaced each
+run; in a folder the user names with ``--out``, earlier ones are refused before the model loads
+unless ``--overwrite`` (``claim_out``).
 
 The subscriber receives, time-stamps and counts every message in a thread of its own
 (``_Receiver``); the main thread only draws the newest class map and prints. Drawing a frame
@@ -33,7 +35,7 @@ import numpy as np
 
 from perception import contracts
 from perception.config import composed, setting
-from perception.errors import ModelError
+from perception.errors import ConfigError, ModelError
 from perception.options import (
     SYNTHETIC_DEFAULT_HW,
     SYNTHETIC_FPS_RANGE,
@@ -76,6 +78,9 @@ class DemoConfig:
     endpoint: str | None = setting(None, help="where to publish (default tcp://127.0.0.1:5556, or a free port)")
     # --out as every other command; the demo's own --out-dir stays as a hidden alias (commands/demo.py).
     out_dir: Path = setting(Path("out"), flag="--out", metavar="DIR", help="folder for demo.mp4 and demo.png")
+    overwrite: bool = setting(False, help="replace the demo.mp4 and demo.png of an earlier demo in the --out folder "
+                                          "you name instead of refusing to start (without --out, out/ is the demo's "
+                                          "own: replaced each run)")
     source_options: SourceOptions = composed(
         SourceOptions, only=("width", "height", "fps", "seed"), group=None,
         help={"width": "frame width of the synthetic camera",
@@ -250,7 +255,8 @@ def run_demo(config: DemoConfig, *, stop: threading.Event | None = None, out=pri
     """Run the demo for ``config.duration_s`` seconds (or until ``stop``); returns what it made.
 
     Raises ModelError when the model (or the shipped default) is missing, PublishError when the
-    endpoint cannot be bound, ConfigError for an unwritable output folder.
+    endpoint cannot be bound, ConfigError for an unwritable output folder or, without
+    ``config.overwrite``, one holding an earlier demo's files (``claim_out``).
     """
     from perception.engines import load_engine
     from perception.modelfile import check_model_path
@@ -268,6 +274,8 @@ def run_demo(config: DemoConfig, *, stop: threading.Event | None = None, out=pri
     elif not Path(model).is_file():
         raise ModelError(f"the shipped default model {model} is missing; pass --model model.onnx or run "
                          "'make default-model'")
+    video_path, snapshot_path = config.out_dir / "demo.mp4", config.out_dir / "demo.png"
+    claim_out(config.out_dir, (video_path, snapshot_path), overwrite=config.overwrite)
     endpoint = pick_endpoint(config.endpoint)
     run_config = RunConfig(
         source="synthetic", model=str(model), queue="latest", source_options=config.source_options,
@@ -277,7 +285,6 @@ def run_demo(config: DemoConfig, *, stop: threading.Event | None = None, out=pri
         publish_options=PublishOptions(endpoint=endpoint, camera_name="front", wait_subscribers=1),
     )
     namespace = run_config.publish_options.resolved_namespace
-    video_path, snapshot_path = config.out_dir / "demo.mp4", config.out_dir / "demo.png"
     sink = FrameSink(video_path, fps=VIDEO_FPS)  # made first: an unwritable --out fails before the model loads
     snapshot = FrameSink(snapshot_path, fps=VIDEO_FPS)
     engine = publisher = source = subscriber = pipeline = receiver = None
@@ -336,6 +343,23 @@ def run_demo(config: DemoConfig, *, stop: threading.Event | None = None, out=pri
         topics={t: s.summary(duration_s) for t, s in sorted(stats.items())},
         endpoint=endpoint,
     )
+
+
+def claim_out(out_dir: Path, files: tuple[Path, ...], *, overwrite: bool) -> None:
+    """ConfigError before any work when ``files`` (the demo's video and snapshot in ``out_dir``) are
+    already there without ``overwrite`` (``perception demo`` sets it when ``--out`` is not given:
+    ``out/`` is the demo's own), or a folder stands in the place of one. The files are replaced
+    only when the new ones are written, so a demo that fails leaves them as they were; nothing
+    else in the folder is touched."""
+    from perception.overwrite import refuse_earlier_output
+
+    for path in files:
+        if path.is_dir() and not path.is_symlink():
+            what = "overlay video" if path.suffix == ".mp4" else "snapshot"
+            raise ConfigError(f"--out {out_dir}: {path} is a folder, where the demo writes its {what}; remove it or "
+                              "choose another --out")
+    earlier = [path for path in files if path.exists() or path.is_symlink()]
+    refuse_earlier_output(out_dir, earlier, flag="--out", what="an earlier demo", overwrite=overwrite)
 
 
 def _report(stats: dict, now_s: float, elapsed_s: float, out) -> str:

@@ -84,8 +84,8 @@ SAMPLES = {
             "obstacles": False, "per_class_obstacles": True, "atomic_frames": True, "unknown_threshold": 0.25, "drivable_reach": "all",
             "stats_interval_s": 0.5, "sndhwm": 32, "wait_subscribers": 2, "wait_timeout_s": 3.0,
             "curve_secret_key": "server.key_secret", "curve_allow": "keys"},
-    "demo": {"model": "m.onnx", "duration_s": 2.0, "endpoint": "tcp://127.0.0.1:5598", "out_dir": "o", "width": 320,
-             "height": 240, "fps": 12.0, "seed": 3, "provider": "cpu", "threads": 1},
+    "demo": {"model": "m.onnx", "duration_s": 2.0, "endpoint": "tcp://127.0.0.1:5598", "out_dir": "o", "overwrite": True,
+             "width": 320, "height": 240, "fps": 12.0, "seed": 3, "provider": "cpu", "threads": 1},
     "view": {"source": "synthetic", "model": "m.onnx", "seed": 2, "width": 320, "height": 240, "fps": 5.0,
              "out": "v.mp4", "overwrite": True, "max_frames": 3, "duration_s": 4.0, "alpha": 0.3, "provider": "cpu"},
     "record": {"out": "r.mcap", "endpoint": "tcp://127.0.0.1:5597", "topic": ["perception/front/lane", "a/b"],
@@ -95,8 +95,8 @@ SAMPLES = {
                "wait_first_subscriber_s": 2.0, "restamp": True, "loop": True,
                "curve_secret_key": "server.key_secret", "curve_allow": "keys"},
     "listen": {"endpoint": "tcp://127.0.0.1:5595", "namespace": "perception/front", "duration_s": 2.0, "count": 9,
-               "interval_s": 0.5, "echo": True, "save_dir": "masks", "every": 3, "keep_latest": True, "json": True,
-               "max_mask_pixels": 1000, "max_queue_mb": 512, "curve_server_key": "s.key", "curve_key": "c.key_secret"},
+               "interval_s": 0.5, "echo": True, "save_dir": "masks", "every": 3, "overwrite": True, "keep_latest": True,
+               "json": True, "max_mask_pixels": 1000, "max_queue_mb": 512, "curve_server_key": "s.key", "curve_key": "c.key_secret"},
     "export": {"checkpoint": "c.pt", "out": "m.onnx", "input_hw": [64, 96], "confidence": True,
                "unknown_threshold": 0.5, "unknown_data": "synthetic", "unknown_count": 5, "dynamic_batch": True,
                "verify_data": "synthetic", "verify_count": 2, "int8": True, "calib": "synthetic", "calib_count": 3,
@@ -110,7 +110,7 @@ SAMPLES = {
     "eval": {"model": "m.onnx", "data": "synthetic", "split": "train", "device": "cpu", "batch_size": 2, "workers": 0,
              "threads": 1, "json": "e.json", "tasks": "drivable,lane", "task": {"obstacle": ["car"]},
              "data_task": {"obstacle": ["Car", "Truck"]}, "unknown_threshold": 0.4, "drivable_reach": "all", "mask_size": "source",
-             "record": True, "contact_sheet": "c.png", "sheet_count": 4},
+             "record": True, "contact_sheet": "c.png", "sheet_count": 4, "overwrite": True},
 }
 
 

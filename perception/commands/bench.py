@@ -8,7 +8,9 @@
     perception bench report out/bench/perception.bench.json
 
 Each writes ``perception.bench.json`` (every figure and the environment), ``perception.bench.md`` (tables made from the
-JSON) and PNG plots into ``--out``. The library code lives in the ``bench`` package; see
+JSON) and PNG plots into ``--out``. The default ``out/bench`` is the bench's own: an earlier result there is replaced
+(its files removed once the new figures are measured). A folder named with ``--out`` that holds an earlier bench
+output is refused before anything is measured, unless ``--overwrite``; its other files are never touched. The library code lives in the ``bench`` package; see
 bench/README.md for what each figure means.
 """
 
@@ -61,11 +63,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          description="Regenerate perception.bench.md and the plots from a perception.bench.json "
                                      "(after an edit, or on another machine).")
     rep.add_argument("results", type=Path, help="perception.bench.json written by 'perception bench engine|pipeline', or its folder")
-    rep.add_argument("--out", type=Path, default=None, help="output folder (default: next to the JSON)")
+    rep.add_argument("--out", type=Path, default=None,
+                     help="output folder for the report and a copy of the JSON (default: next to the JSON, where "
+                          "the report is rebuilt)")
+    _add_overwrite(rep)
+
+
+#: Where engine and pipeline results go without --out: the bench's own folder, replaced each run.
+DEFAULT_OUT = Path("out/bench")
 
 
 def _add_out(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("out/bench"), help="output folder (default: out/bench)")
+    parser.add_argument("--out", type=Path, default=None, help=f"output folder (default: {DEFAULT_OUT}, the bench's own, "
+                                                               "replaced each run)")
+    _add_overwrite(parser)
+
+
+def _add_overwrite(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier bench output (perception.bench.json, perception.bench.md, the plots) "
+                             "in the --out folder you name instead of refusing to start; other files stay")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -74,19 +91,17 @@ def main(args: argparse.Namespace) -> int:
     if args.bench_mode == "probe":
         return _probe(args)
     if args.bench_mode == "report":
-        results = report.load_results(args.results)
-        folder = args.results if args.results.is_dir() else args.results.parent
-        written = report.write_report(results, _prepare_out(args.out or folder))
-        _print_written(written)
-        return 0
+        return _report(args)
     argv = sys.argv[1:]
     # Under 'python -m perception.bench' the argv lacks the 'bench' word; under 'perception' it has it.
     rest = argv[argv.index("bench") + 1:] if "bench" in argv else argv
     command = "perception bench " + " ".join(shlex.quote(a) for a in rest)
     from perception.sinks import missing_folders, remove_empty_folders
 
-    created = missing_folders(args.out)
-    _prepare_out(args.out)
+    out = args.out or DEFAULT_OUT
+    created = missing_folders(out)
+    # out/bench is the bench's own; a folder the user named keeps an earlier result unless --overwrite
+    earlier = _claim_out(out, overwrite=args.overwrite or args.out is None)
     try:
         if args.bench_mode == "engine":
             results = _run_engine(args, command)
@@ -95,8 +110,9 @@ def main(args: argparse.Namespace) -> int:
     except BaseException:
         remove_empty_folders(created)  # a bench that measured nothing leaves no empty --out behind
         raise
-    path = report.write_results(results, args.out)
-    written = report.write_report(results, args.out)
+    report.remove_outputs(earlier)  # only now: a bench that failed leaves the earlier result as it was
+    path = report.write_results(results, out)
+    written = report.write_report(results, out)
     print(report.summary_text(results))
     _print_written({"json": path, **written})
     return 0
@@ -145,6 +161,46 @@ def _check_cache_dir(cache_dir: Path, *, named: bool) -> None:
             pass
     except OSError as exc:
         raise ConfigError(f"cannot write {what} ({exc.strerror}); give --cache-dir a writable folder") from None
+
+
+def _report(args: argparse.Namespace) -> int:
+    """``bench report``: the report of a JSON rebuilt next to it (its earlier report and plots
+    replaced), or written with a copy of the JSON into an --out folder that holds no earlier bench
+    output (unless --overwrite)."""
+    import shutil
+
+    from perception.bench import report
+
+    results = report.load_results(args.results)
+    source = args.results / report.RESULTS_FILE if args.results.is_dir() else args.results
+    out = args.out or source.parent
+    rebuilt = out.resolve() == source.parent.resolve()
+    earlier = _claim_out(out, overwrite=args.overwrite or rebuilt)
+    if rebuilt:  # the report and plots are replaced; a JSON beside them never is
+        earlier = [p for p in earlier if p.name != report.RESULTS_FILE]
+    report.remove_outputs(earlier)
+    written = {}
+    if not rebuilt:
+        try:
+            written["json"] = Path(shutil.copyfile(source, out / report.RESULTS_FILE))
+        except OSError as exc:
+            raise ConfigError(f"cannot write {out / report.RESULTS_FILE} ({exc.strerror}); choose a writable --out") from None
+    written.update(report.write_report(results, out))
+    _print_written(written)
+    return 0
+
+
+def _claim_out(out: Path, *, overwrite: bool) -> list[Path]:
+    """The --out folder, made before any work (``_prepare_out``), and the files of an earlier bench
+    output in it, to be removed before the new ones are written: ConfigError naming them when
+    there are any and not ``overwrite`` (the default out/bench is the bench's own and replaced)."""
+    from perception.bench.report import earlier_outputs
+    from perception.overwrite import refuse_earlier_output
+
+    _prepare_out(out)
+    earlier = earlier_outputs(out)
+    refuse_earlier_output(out, earlier, flag="--out", what="an earlier bench", overwrite=overwrite)
+    return earlier
 
 
 def _prepare_out(out: Path) -> Path:

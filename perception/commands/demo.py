@@ -2,6 +2,7 @@
 
     perception demo                                  # about 10 s, writes out/demo.mp4 and out/demo.png
     perception demo --model runs/bisenetv2.onnx --duration 30 --out out/demo2
+    perception demo --out out/demo2 --overwrite      # replace the demo.mp4 and demo.png an earlier demo left there
 
 Everything runs on localhost (port 5556, or a free one if that is taken). See ``perception/demo.py``.
 """
@@ -26,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     config = config_from_flags(DemoConfig, args, source="perception demo")
+    if "out_dir" not in vars(args):
+        config.overwrite = True  # out/, not named by the user, is the demo's own: its two files replaced each run
     stop = threading.Event()
     with install_signal_handlers(stop):
         result = run_demo(config, stop=stop, out=lambda line: print(line, flush=True))

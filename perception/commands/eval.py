@@ -18,7 +18,8 @@ can be checked on any labelled dataset. ``--json`` also writes the figures to a 
 the JSON alone on stdout, the table on stderr).
 ``--record`` stores the task figures in the ONNX model's metadata as its real-road check
 (``perception inspect`` shows them). ``--contact-sheet x.png`` draws ``--sheet-count`` frames spread
-over the dataset with the model's drivable, lane and obstacle masks painted on.
+over the dataset with the model's drivable, lane and obstacle masks painted on. An existing ``--json``
+or ``--contact-sheet`` file is refused before the evaluation starts unless ``--overwrite``.
 
 With a model that has the confidence output (``perception export --confidence``), ``--tasks``
 scores the masks the node publishes: pixels below the model's unknown threshold
@@ -44,6 +45,7 @@ from perception.errors import ConfigError, DataError, DependencyError, Perceptio
 from perception.flags import add_flags, config_from_flags
 from perception.metrics import no_labelled_pixels
 from perception.options import EngineOptions, PublishOptions
+from perception.overwrite import refuse_existing_file
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,8 @@ class EvalConfig:
     contact_sheet: str | None = setting(
         None, metavar="PNG", help="with --model: also draw frames spread over the dataset with the task masks painted on")
     sheet_count: int = setting(12, help="frames on the contact sheet")
+    overwrite: bool = setting(False, help="replace an existing --json or --contact-sheet file instead of refusing to "
+                                          "start")
 
     def __post_init__(self) -> None:
         if (self.checkpoint is None) == (self.model is None):
@@ -116,20 +120,30 @@ def _check_config(config: EvalConfig) -> None:
         raise ConfigError("--record stores task figures in an ONNX model's metadata; it needs --tasks and --model")
     if config.contact_sheet and not config.model:
         raise ConfigError("--contact-sheet draws an exported model's masks; it needs --model")
+    writes_file = bool(config.json and config.json != STDOUT)
+    if config.overwrite and not writes_file and not config.contact_sheet:
+        raise ConfigError("--overwrite replaces an existing --json or --contact-sheet file; add --json FILE or "
+                          "--contact-sheet PNG, or drop --overwrite")
     if config.contact_sheet:
         from perception.contact_sheet import check_sheet_target
 
         check_sheet_target(config.contact_sheet, config.sheet_count)
-    if config.json and config.json != STDOUT:
+        refuse_existing_file(Path(config.contact_sheet), flag="--contact-sheet", overwrite=config.overwrite,
+                             example="sheet.png")
+    if writes_file:
         target = Path(config.json)
         if target.is_dir():
             raise ConfigError(f"--json {target} is a directory; give a file name such as {target / 'eval.json'}")
+        # replaced only with --overwrite (a figure file of another evaluation is worth keeping)
+        refuse_existing_file(target, flag="--json", overwrite=config.overwrite, example="eval.json")
+        if config.contact_sheet and target.resolve() == Path(config.contact_sheet).resolve():
+            raise ConfigError(f"--json and --contact-sheet are both {target}; give each its own file")
         if not target.parent.is_dir():
             why = file_in_the_way(target.parent) or f"folder {target.parent} does not exist"
             raise ConfigError(f"--json {target}: {why}; create it or choose another path")
     from perception.modelfile import check_writable
 
-    if config.json and config.json != STDOUT:
+    if writes_file:
         check_writable(config.json, fix="choose a writable --json path")
     if config.record:
         check_writable(config.model, fix="--record rewrites --model in place: make it writable, or evaluate a copy")

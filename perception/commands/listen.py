@@ -7,6 +7,7 @@ Like ``ros2 topic hz`` and ``ros2 topic echo`` together::
     perception listen --topic perception/front/lane --echo --count 5
     perception listen --duration 5 --json > summary.json  # live lines on stderr, summary as JSON
     perception listen --save-dir out/masks --every 30      # every 30th mask of each topic as PNG
+    perception listen --save-dir out/masks --overwrite     # replacing the masks an earlier listen saved there
 
 Every ``--interval`` seconds it prints one line per topic (rate over that interval,
 capture-to-receive latency p50/p90/p99, missing capture sequence numbers so far split into
@@ -16,13 +17,21 @@ end a summary over the whole run. It exits 0 when ``--duration`` or ``--count`` 
 Ctrl-C / SIGTERM, after receiving something; when nothing at all arrived it ends with one
 ``perception: error:`` line saying what to check and exits 4, as ``record`` and ``view`` do (a
 stream that is not there; ``--json`` still prints its summary on stdout first).
+
+``--save-dir DIR`` holding the masks of an earlier listen (``DIR/<topic>/<seq>.png``) is refused
+before anything is received, since a second run would mix its masks with them; ``--overwrite``
+removes those masks (and the topic folders they leave empty) when the first new mask is saved.
+Other files in DIR are never touched.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -37,6 +46,7 @@ from perception.config import same_setting, setting
 from perception.errors import ConfigError, SourceUnavailableError
 from perception.flags import add_flags, config_from_flags
 from perception.options import CurveClientOptions, ReaderQueueOptions
+from perception.overwrite import refuse_earlier_output
 from perception.signals import install_signal_handlers
 from perception.subscribe import MaskSubscriber, Message
 from perception.topic_stats import TopicStats
@@ -59,6 +69,9 @@ class ListenConfig:
     echo: bool = setting(False, help="print every message's header (and JSON documents)")
     save_dir: Path | None = setting(None, metavar="DIR", help="save received masks as PNG: DIR/<topic with / as _>/<seq>.png")
     every: int = setting(1, lo=1, metavar="N", help="with --save-dir: every Nth mask per topic")
+    overwrite: bool = setting(False, help="with --save-dir: replace the masks an earlier listen saved there (its "
+                                          "<topic>/<seq>.png files, removed when the first new mask is saved) instead "
+                                          "of refusing to start; other files stay")
     keep_latest: bool = setting(False, help="drain the socket, keep the newest message per topic")
     json: bool = setting(False, help="final summary as JSON on stdout (live lines go to stderr)")
     max_mask_pixels: int = setting(contracts.MAX_MASK_PIXELS, lo=1, hi=contracts.MAX_MASK_SIDE ** 2, metavar="N",
@@ -77,6 +90,67 @@ def _make_save_dir(save_dir: Path) -> None:
         save_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create --save-dir {save_dir} ({exc.strerror}); choose a writable folder") from None
+
+
+#: The name ``_save`` gives a mask: its capture sequence number, 8 digits or more, in its topic's folder.
+SAVED_MASK_NAME = re.compile(r"[0-9]{8,}\.png")
+
+
+def earlier_masks(save_dir: Path) -> list[Path]:
+    """The masks an earlier ``listen --save-dir`` left in ``save_dir``: the files named as ``_save``
+    names them (``SAVED_MASK_NAME``) in its subfolders (a topic's folder name never starts with a
+    dot). Nothing else in ``save_dir`` is listen's: files beside the folders, other names inside
+    them, hidden folders."""
+    found: list[Path] = []
+    try:
+        folders = sorted(save_dir.iterdir()) if save_dir.is_dir() else []
+    except OSError:
+        return found  # a folder it cannot read: _make_save_dir or the first save says why
+    for folder in folders:
+        if folder.name.startswith(".") or not folder.is_dir():
+            continue
+        try:
+            found.extend(p for p in sorted(folder.iterdir()) if SAVED_MASK_NAME.fullmatch(p.name) and not p.is_dir())
+        except OSError:
+            continue
+    return found
+
+
+def _claim_save_dir(config: ListenConfig) -> list[Path]:
+    """``--save-dir`` checked before anything is received: a folder holding an earlier listen's
+    masks is refused unless ``--overwrite`` (a second run would mix its masks with them, file by
+    file), whose masks are then returned, to be removed when the first new one is saved
+    (``_remove_earlier_masks``), so a run that saves nothing leaves them as they were."""
+    if config.save_dir is None:
+        if config.overwrite:
+            raise ConfigError("--overwrite replaces the masks of an earlier listen in --save-dir; add --save-dir DIR "
+                              "or drop --overwrite")
+        return []
+    earlier = earlier_masks(config.save_dir)
+    refuse_earlier_output(config.save_dir, earlier, flag="--save-dir", what="masks of an earlier listen",
+                          overwrite=config.overwrite)
+    for folder in sorted({path.parent for path in earlier}):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ConfigError(f"--overwrite cannot remove the masks of an earlier listen in {folder} (permission "
+                              "denied); remove them yourself or choose another --save-dir")
+    _make_save_dir(config.save_dir)  # now, not at the first mask: a bad --save-dir must not surface mid-run
+    return earlier
+
+
+def _remove_earlier_masks(earlier: list[Path], save_dir: Path) -> None:
+    """``--overwrite``: remove the earlier listen's masks (``_claim_save_dir``), all of them, and
+    the topic folders they leave empty, before the first new mask is written."""
+    for path in earlier:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot remove {path}, a mask of an earlier listen in --save-dir {save_dir}: "
+                              f"{exc.strerror}; remove it yourself or choose another --save-dir") from None
+    for folder in sorted({path.parent for path in earlier}):
+        with contextlib.suppress(OSError):  # it holds other files (they stay), or it is a link to a folder
+            folder.rmdir()
+    log.info("removed the %d mask(s) of an earlier listen in %s", len(earlier), save_dir)
+    earlier.clear()
 
 
 def _format_line(topic: str, figures: dict[str, Any]) -> str:
@@ -118,8 +192,7 @@ def _save(msg: Message, save_dir: Path) -> str | None:
 
 def main(args: argparse.Namespace) -> int:
     config = config_from_flags(ListenConfig, args, source="perception listen")
-    if config.save_dir is not None:
-        _make_save_dir(config.save_dir)  # now, not at the first mask: a bad --save-dir must not surface mid-run
+    earlier = _claim_save_dir(config)
     # Received text is checked (wire.load_json refuses lone surrogates), but an echo line must never
     # be what stops a listener: whatever cannot be encoded is printed escaped.
     for stream in (sys.stdout, sys.stderr):
@@ -170,6 +243,8 @@ def main(args: argparse.Namespace) -> int:
                     _echo(msg, live)
                 if config.save_dir is not None and msg.kind == contracts.KIND_MASK:
                     n = saved.get(msg.topic, 0)
+                    if earlier and n % config.every == 0:
+                        _remove_earlier_masks(earlier, config.save_dir)  # --overwrite, at the first mask saved
                     if n % config.every == 0 and (problem := _save(msg, config.save_dir)) is not None:
                         save_errors += 1
                         if save_errors in (1, 10, 100) or save_errors % 1000 == 0:  # rate-limited

@@ -20,6 +20,7 @@ from perception.cli import emit
 from perception.config import hw_from_text, hw_to_text, setting
 from perception.errors import ConfigError
 from perception.flags import add_flags, config_from_flags, flag_values, flags
+from perception.overwrite import refuse_existing_file
 
 log = logging.getLogger(__name__)
 
@@ -89,17 +90,9 @@ def _check_flags(config: SynthConfig, given: dict) -> None:
                           "(or it replaces an existing --contact-sheet image; --out is replaced only when it is an "
                           "earlier perception synth output, never another dataset)")
     if config.contact_sheet is not None:
-        refuse_existing_sheet(config.contact_sheet, overwrite=config.overwrite)
-
-
-def refuse_existing_sheet(path: Path, *, overwrite: bool) -> None:
-    """ConfigError before any work when ``--contact-sheet`` would replace a file without
-    ``overwrite`` (as ``--video`` and ``view --out``), and for a folder in its place."""
-    if path.is_dir():
-        raise ConfigError(f"--contact-sheet {path} is a folder; give an image file path such as {path / 'world.png'}")
-    if (path.exists() or path.is_symlink()) and not overwrite:
-        raise ConfigError(f"--contact-sheet {path} already exists; choose another --contact-sheet, remove it, or pass "
-                          "--overwrite to replace it")
+        # replaced only with --overwrite, as --video and view --out; a folder in its place is named
+        refuse_existing_file(config.contact_sheet, flag="--contact-sheet", overwrite=config.overwrite,
+                             example="world.png")
 
 
 def split_text(split: str | list[str]) -> str:

@@ -1,0 +1,40 @@
+"""Outputs the user named are never replaced silently: one rule for every writer.
+
+A file or folder named by a flag (``synth --contact-sheet``, ``eval --json``, ``demo --out``,
+``bench --out``, ``listen --save-dir``) that already holds an earlier output is refused before any
+work starts, in one line naming the path and the way out (``pass --overwrite to replace it``), as
+``record``, ``view --out`` and ``train --out`` do; with ``--overwrite`` it is replaced. An output
+the user did not name (``demo``'s ``out/``, ``bench``'s ``out/bench``, ``view``'s ``out/view.mp4``)
+is the command's own and is replaced each run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from perception.errors import ConfigError
+
+
+def refuse_existing_file(path: Path, *, flag: str, overwrite: bool, example: str) -> None:
+    """ConfigError before any work when writing the file ``path`` (given as ``flag``) would replace
+    an existing file (or a symbolic link) without ``overwrite``, and for a folder in its place
+    (``example``: a file name to suggest inside it)."""
+    if path.is_dir():
+        raise ConfigError(f"{flag} {path} is a folder; give a file path such as {path / example}")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise ConfigError(f"{flag} {path} already exists; choose another {flag}, remove it, or pass --overwrite to "
+                          "replace it")
+
+
+def refuse_earlier_output(folder: Path, found: Sequence[Path], *, flag: str, what: str, overwrite: bool) -> None:
+    """ConfigError before any work when the folder ``folder`` (given as ``flag``) holds ``found``,
+    the files of an earlier output (``what``: whose, e.g. "an earlier demo"), without
+    ``overwrite``. The files are named (the first three), relative to ``folder``."""
+    if not found or overwrite:
+        return
+    names = [str(p.relative_to(folder)) if p.is_relative_to(folder) else str(p) for p in found[:3]]
+    listed = ", ".join(names) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+    them = "it" if len(found) == 1 else "them"
+    raise ConfigError(f"{flag} {folder} already holds {listed} ({what}); choose another {flag}, remove {them}, or "
+                      f"pass --overwrite to replace {them}")
