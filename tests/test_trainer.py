@@ -554,7 +554,7 @@ def test_train_and_eval_cli_end_to_end(data_spec, tmp_path):
     # reach has its own tests in test_drivable_reach.py).
     result = subprocess.run(
         [sys.executable, "-c", code, "eval", "--model", str(onnx_path), "--data", data_spec, "--tasks",
-         "--drivable-reach", "all", "--json", str(figures)],
+         "--drivable-reach", "all", "--json", str(figures), "--overwrite"],  # the figures above, replaced
         capture_output=True, text=True, timeout=120, check=False,
     )
     assert result.returncode == 0, result.stderr
@@ -776,7 +776,7 @@ def test_labels_that_are_all_void_are_named_as_the_cause(tmp_path, capsys, monke
     for label in labels:
         cv2.imwrite(str(label), np.full((48, 64), 255, np.uint8))
     assert _train(good, tmp_path / "a", "--steps", "6") == 2
-    assert ("the last 3 training batches (to step 2) had no labelled pixel: every label pixel was the ignore id 255"
+    assert ("the last 3 training batches (steps 1-3) had no labelled pixel: every label pixel was the ignore id 255"
             in capsys.readouterr().err)
     for label in sorted((tmp_path / "void" / "val" / "labels").glob("*.png")):
         cv2.imwrite(str(label), np.full((48, 64), 255, np.uint8))

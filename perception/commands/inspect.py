@@ -69,7 +69,12 @@ def format_description(d) -> list[str]:
         lines.insert(-1, "           normalised on N x H x W x 3, as older exports are (slower in ONNX Runtime): "
                          f"python -m perception.export.upgrade {d.path} rewrites it, ONNX Runtime's outputs unchanged")
     metrics = m.val_metrics
-    if metrics:
+    if metrics and not isinstance(metrics.get("miou"), (int, float)):
+        # A checkpoint saved between validations (Ctrl-C, a data error) stores no figures: the
+        # previous validation scored other weights, and is not shown as this model's.
+        lines.append("val        none stored: no validation in training scored these weights (the checkpoint was "
+                     "saved between validations); perception eval --model scores this file")
+    elif metrics:
         # The training run's validation of the checkpoint, not a score of this file (another input
         # size, INT8): `perception eval --model` scores the file itself.
         hw = metrics.get("input_hw")

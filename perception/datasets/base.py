@@ -50,7 +50,7 @@ class SegmentationDataset(Sequence):
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image_path, label_path = self.pairs[index]
         image = read_image(image_path, cv2.IMREAD_COLOR)
-        raw = read_image(label_path, cv2.IMREAD_UNCHANGED)
+        raw = read_image(label_path, cv2.IMREAD_UNCHANGED, what="label")
         label = self._decode_label(raw, label_path) if self._decode_label else map_label(raw, self._lut, label_path)
         if label.shape != image.shape[:2]:
             raise DataError(
@@ -63,13 +63,15 @@ class SegmentationDataset(Sequence):
         return str(self.pairs[index][0])
 
 
-def read_image(path: Path, flags: int) -> np.ndarray:
+def read_image(path: Path, flags: int, *, what: str = "image") -> np.ndarray:
+    """The decoded file ``path``; DataError calling it ``what`` (an image, or a label of one) when
+    it cannot be decoded or is too large."""
     try:
         image = cv2.imread(str(path), flags)
     except cv2.error:  # OpenCV's OPENCV_IO_MAX_IMAGE_PIXELS (perception.MAX_SOURCE_PIXELS), checked before decoding
-        raise DataError(f"image {path} has more than {MAX_SOURCE_PIXELS} pixels (8192 x 8192); resize it") from None
+        raise DataError(f"{what} {path} has more than {MAX_SOURCE_PIXELS} pixels (8192 x 8192); resize it") from None
     if image is None:
-        raise DataError(f"cannot read image {path}; is it a valid PNG/JPEG file?")
+        raise DataError(f"cannot read {what} {path}; is it a valid PNG/JPEG file?")
     return image
 
 

@@ -1,8 +1,9 @@
 """Training checkpoints: one file that alone suffices to evaluate, export or resume a model.
 
 A checkpoint carries the weights, the model name and builder arguments, the class table, the input
-size, the normalisation, the resolved training config, the validation metrics, and (for resume)
-the optimiser / scheduler / scaler / RNG state under ``train_state``.
+size, the normalisation, the resolved training config, the validation metrics of these weights
+(none for a checkpoint saved between validations: Ctrl-C, a data error), and (for resume) the
+optimiser / scheduler / scaler / RNG state under ``train_state``.
 """
 
 from __future__ import annotations
@@ -209,7 +210,7 @@ def _checkpoint_problem(doc: dict[str, Any]) -> str | None:
             return f"{key} {short(values, 60)} is not three finite numbers (R, G, B)"
         if key == "std" and min(values) <= 0:
             return f"std {list(values)} is not positive"
-    metrics = _metrics_problem(doc.get("metrics", {}))
+    metrics = metrics_problem(doc.get("metrics", {}))
     if metrics:
         return metrics
     state = doc["state_dict"]
@@ -227,7 +228,7 @@ def _checkpoint_problem(doc: dict[str, Any]) -> str | None:
     return None
 
 
-def _metrics_problem(metrics: dict[str, Any]) -> str | None:
+def metrics_problem(metrics: dict[str, Any]) -> str | None:
     """What is wrong with a checkpoint's validation figures (a mapping, checked by the caller), or
     None. Every figure is a number, none infinite; the shares (mIoU, accuracies) are finite and in
     0..1, the counts whole. The others may be NaN: a per-class IoU (``per_class_iou``) is NaN for a

@@ -276,9 +276,43 @@ def load_train_config(
     """The config of ``path`` (if any; a list: each file's keys over the one before, so a small file
     can change a recipe without copying it) with ``overrides`` applied; ConfigError naming the key."""
     paths = [path] if isinstance(path, (str, Path)) else list(path or [])
+    overrides = overrides or {}
     data: dict[str, Any] = {}
+    files: list[tuple[str, dict[str, Any]]] = []
     for each in paths:
-        data.update(read_yaml(each))
-    data.update(overrides or {})
+        doc = read_yaml(each)
+        files.append((str(each), doc))
+        data.update(doc)
+    data.update(overrides)
     source = " + ".join(str(p) for p in paths) or "train config"
-    return load_config(TrainConfig, sizes_from_text(data, where=source), source=source)
+    config = load_config(TrainConfig, sizes_from_text(data, where=source), source=source)
+    for index, (file, doc) in enumerate(files):
+        # who replaces each key of this file: the command line, else the last later file that has it
+        replacing = {key: later for later, later_doc in files[index + 1:] for key in later_doc}
+        replacing.update(dict.fromkeys(overrides, "the command line"))
+        check_replaced_values(file, doc, replacing, data)
+    return config
+
+
+def check_replaced_values(file: str, doc: dict[str, Any], replacing: dict[str, str], resolved: dict[str, Any]) -> None:
+    """ConfigError naming ``file`` and the key when a value of ``doc`` that this run takes from
+    elsewhere (``replacing``: key -> the command line or a later file) is itself wrong (``steps: ten``
+    with ``--steps 2``): the other wins, but the file would fail the next run without it. A value
+    is wrong when it fails its checks both alone (the other keys at their defaults) and in place of
+    the winning value among this run's ``resolved`` keys: a value checked together with others
+    (``copy_paste`` needs ``copy_paste_classes``) is not blamed where this run supplies them."""
+
+    def problem(values: dict[str, Any]) -> ConfigError | None:
+        try:
+            load_config(TrainConfig, sizes_from_text(values, where=file), source=file)
+        except ConfigError as exc:
+            return exc
+        return None
+
+    for key in doc:
+        if key not in replacing:
+            continue
+        alone = problem({key: doc[key]})
+        if alone is not None and problem({**resolved, key: doc[key]}) is not None:
+            raise ConfigError(f"{alone} ({replacing[key]} sets {key} too and wins in this run, but the file is wrong: "
+                              "fix it)")

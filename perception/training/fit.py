@@ -35,7 +35,7 @@ from perception.errors import ConfigError, DataError, ModelError, PerceptionErro
 from perception.models.common import state_dict_mismatch
 from perception.progress import logs_above, mark_stopped, progress
 from perception.signals import STOP_SIGNALS, install_signal_handlers
-from perception.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from perception.training.checkpoint import Checkpoint, load_checkpoint, metrics_problem, save_checkpoint
 from perception.training.config import TrainConfig
 from perception.training.distributed import DistInfo, cleanup_distributed, pick_device, setup_distributed
 from perception.training.run_dir import (
@@ -64,7 +64,12 @@ def save_run_checkpoint(run: Run, data: Data, path: Path) -> Path:
     """Weights, config, class table and metrics, plus the optimiser / scheduler / scaler / RNG state.
 
     With a weight average the checkpoint's weights are the average (what eval and export read), and
-    the trained weights and the number of averaged updates go under ``train_state`` for resume."""
+    the trained weights and the number of averaged updates go under ``train_state`` for resume.
+
+    ``metrics`` are the validation figures of the weights saved: empty for a checkpoint written
+    between validations (Ctrl-C, a data error, before the first), whose weights no validation
+    scored; the latest validation, whatever its step, goes under ``train_state`` for resume, with
+    ``val_pending`` when the validation due at this step did not finish (a resume runs it first)."""
     config = run.config
     state_dict = _cpu_state(run.kept_model)
     rng = {"python": random.getstate(), "numpy": _numpy_rng_state(), "torch": torch.get_rng_state()}
@@ -79,7 +84,8 @@ def save_run_checkpoint(run: Run, data: Data, path: Path) -> Path:
         state_dict=state_dict,
         dataset=config.data,
         config=config_to_dict(config),
-        metrics=run.last_metrics,
+        # (figures without a step were set by the caller for these weights: the step-by-step API)
+        metrics=dict(run.last_metrics) if run.last_metrics.get("step", run.step) == run.step else {},
         step=run.step,
         epoch=run.step // steps_per_epoch,
         train_state={
@@ -89,6 +95,8 @@ def save_run_checkpoint(run: Run, data: Data, path: Path) -> Path:
             "rng": rng,
             "best_miou": run.best_miou,
             "total_steps": run.total_steps,
+            "last_validation": dict(run.last_metrics),
+            "val_pending": run.val_pending,
         },
     )
     if run.ema is not None:
@@ -155,7 +163,8 @@ def resume_run(run: Run, path: str | Path) -> Checkpoint:
                 f"keeps its optimiser's state, so the new value would not be used: resume with --set {key}="
                 f"{trained_value:g}, or start a new run"
             )
-    if ckpt.step >= run.total_steps:
+    pending = state.get("val_pending") is True  # the validation at its step is still to run
+    if ckpt.step > run.total_steps or (ckpt.step == run.total_steps and not pending):
         raise ConfigError(
             f"checkpoint {path} is at step {ckpt.step}, already at this run's {run.total_steps} steps; "
             "raise --steps (or --epochs) to train on"
@@ -183,6 +192,14 @@ def resume_run(run: Run, path: str | Path) -> Checkpoint:
         if "cuda" in rng and run.device.type == "cuda":
             torch.cuda.set_rng_state(rng["cuda"], run.device)
         best = float(state["best_miou"])
+        # The latest validation (the checkpoint's own metrics when it was written at one; earlier
+        # checkpoints hold no other): whether this step is validated yet, and OOM's last.pt line.
+        last_validation = state.get("last_validation", ckpt.metrics)
+        if not isinstance(last_validation, dict) or not isinstance(state.get("val_pending", False), bool):
+            raise TypeError("last_validation is not a mapping or val_pending not true/false")
+        problem = metrics_problem(last_validation)  # they go back into the next checkpoint's metrics
+        if problem:
+            raise ValueError(f"last_validation: {problem}")
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
         raise ModelError(
             f"checkpoint {path} holds a damaged training state ({type(exc).__name__}: {short(str(exc))}); "
@@ -190,7 +207,8 @@ def resume_run(run: Run, path: str | Path) -> Checkpoint:
         ) from None
     run.step = ckpt.step
     run.best_miou = best
-    run.last_metrics = ckpt.metrics
+    run.last_metrics = dict(last_validation)
+    run.val_pending = pending
     return ckpt
 
 
@@ -210,7 +228,9 @@ def keep_steps(run: Run, data: Data, run_dir: Path | None, error: DataError) -> 
     if run.saved_step != run.step:
         save_run_checkpoint(run, data, last)
         run.saved_step = run.step
-    then = (f"continue with: perception train --resume {last}" if run.step < run.total_steps
+    # A validation that did not finish is run first by the resume (best.pt and metrics.jsonl then
+    # are those of an uninterrupted run), also after the last step.
+    then = (f"continue with: perception train --resume {last}" if run.step < run.total_steps or run.val_pending
             else f"score them with: perception eval --checkpoint {last}")
     kept = DataError(f"{error}; the {run.step} steps trained are in {last}: fix the data, then {then}")
     kept.steps_kept = True
@@ -233,20 +253,23 @@ def steps_kept_on_data_error(run: Run, data: Data, run_dir: Path | None, *, sinc
 def validate_and_checkpoint(run: Run, data: Data, run_dir: Path | None, runlog: RunLog | None) -> dict[str, Any]:
     """Evaluate; on rank 0 log, write last.pt and (when mIoU improved) best.pt. A validation file
     that cannot be read, or validation data without a labelled pixel, raises DataError once the
-    steps trained are in last.pt (``keep_steps``)."""
+    steps trained are in last.pt (``keep_steps``), which records this validation as pending
+    (``Run.val_pending``): a resume from it runs this validation before training on."""
+    run.val_pending = True
     try:
         cm = evaluate(run, data)
+        if int(cm.matrix.sum()) == 0:
+            raise DataError(
+                f"the validation data ({run.config.val_data or run.config.data}, split {run.config.val_split}) has no "
+                f"labelled pixel: every label is the ignore id {data.ignore_id}; check its labels and class table"
+            )
+        metrics = {**cm.summary(data.class_table), "step": run.step}
+        if run.ema is not None:
+            # The trained weights too, so one run shows what the average bought (same data, same seed).
+            metrics["trained_miou"] = float(evaluate(run, data, raw=True).miou())
     except DataError as exc:
         raise keep_steps(run, data, run_dir, exc) from None
-    if int(cm.matrix.sum()) == 0:
-        raise keep_steps(run, data, run_dir, DataError(
-            f"the validation data ({run.config.val_data or run.config.data}, split {run.config.val_split}) has no "
-            f"labelled pixel: every label is the ignore id {data.ignore_id}; check its labels and class table"
-        ))
-    run.last_metrics = {**cm.summary(data.class_table), "step": run.step}
-    if run.ema is not None:
-        # The trained weights too, so one run shows what the average bought (same data, same seed).
-        run.last_metrics["trained_miou"] = float(evaluate(run, data, raw=True).miou())
+    run.last_metrics, run.val_pending = metrics, False
     improved = run.last_metrics["miou"] > run.best_miou
     if improved:
         run.best_miou, run.best_step = run.last_metrics["miou"], run.step
@@ -439,6 +462,12 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, A
         stop = threading.Event()
         with (stop_after_step_on_signal(stop, enabled=info.world_size == 1), out_of_memory_as_error(run, run_dir),
               steps_kept_on_data_error(run, data, run_dir, since=run.step)):
+            if run.val_pending:
+                # The checkpoint stopped in (or just before) the validation of its step: run it as
+                # the uninterrupted run did, so best.pt, metrics.jsonl and curves.png are the same.
+                log.info("running the validation of step %d that did not finish before the checkpoint was saved",
+                         run.step)
+                validate_and_checkpoint(run, data, run_dir, runlog)
             train_steps(run, data, until_step=run.total_steps, run_dir=run_dir, runlog=runlog, stop=stop)
             if not stop.is_set() and run.last_metrics.get("step") != run.step:
                 # The last validation runs under the same Ctrl-C handling: a first Ctrl-C lets it
@@ -452,9 +481,10 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, A
             )
             raise KeyboardInterrupt
         if run.last_metrics.get("step") != run.step:  # Ctrl-C came after the last step, before its validation
+            run.val_pending = True  # a resume runs it (and writes best.pt if it is the best)
             last = save_run_checkpoint(run, data, run_dir / "last.pt")
-            log.warning("interrupted before the last validation; saved %s (all %d steps); score it with: "
-                        "perception eval --checkpoint %s", last, run.step, last)
+            log.warning("interrupted before the last validation; saved %s (all %d steps); run that validation with: "
+                        "perception train --resume %s", last, run.step, last)
             raise KeyboardInterrupt
         best = best_checkpoint(run, run_dir) if info.is_main else None
         return {**run.last_metrics, "run_dir": str(run_dir), "best": best}

@@ -99,6 +99,9 @@ class Run:
     ignore_id: int = 255  # the label id the loss ignores (the training data's)
     void_batches: int = 0  # batches in a row without a labelled pixel
     saved_step: int | None = None  # the step of the last.pt this run last wrote into its directory
+    #: The validation due at ``step`` began and did not finish (a file it could not read): a
+    #: checkpoint saved now records it, and a resume from that checkpoint runs it first.
+    val_pending: bool = False
 
     @property
     def bare_model(self) -> nn.Module:
@@ -437,11 +440,14 @@ def step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> dict[str, floa
     lr = run.optimizer.param_groups[0]["lr"]
     labelled = bool((labels != run.ignore_id).any())
     run.void_batches = 0 if labelled else run.void_batches + 1
+    # Steps are counted from 1 in what the user reads (the log's "step 1/40" trains the first batch):
+    # this batch is step run.step + 1's.
+    number = run.step + 1
     if run.void_batches >= MAX_VOID_BATCHES:
         raise DataError(
-            f"the last {run.void_batches} training batches (to step {run.step}) had no labelled pixel: every label "
-            f"pixel was the ignore id {run.ignore_id}; check that the labels hold the class table's ids (not colours, "
-            "not all void)"
+            f"the last {run.void_batches} training batches (steps {number - run.void_batches + 1}-{number}) had no "
+            f"labelled pixel: every label pixel was the ignore id {run.ignore_id}; check that the labels hold the class "
+            "table's ids (not colours, not all void)"
         )
     with torch.autocast(device_type=run.device.type, dtype=torch.float16, enabled=run.use_amp):
         outputs = run.model(images)
@@ -454,11 +460,11 @@ def step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> dict[str, floa
             main = outputs["out"] if isinstance(outputs, dict) else outputs
             loss = main.sum() * 0.0
             if run.void_batches == 1:
-                log.warning("the batch at step %d has no labelled pixel (every label is the ignore id %d); it "
-                            "teaches nothing", run.step, run.ignore_id)
+                log.warning("the batch of step %d has no labelled pixel (every label is the ignore id %d); it "
+                            "teaches nothing", number, run.ignore_id)
     if not torch.isfinite(loss):
         raise ConfigError(
-            f"loss is {loss.item()} at step {run.step}: training diverged; lower lr or set grad_clip (e.g. 5.0)"
+            f"loss is {loss.item()} at step {number}: training diverged; lower lr or set grad_clip (e.g. 5.0)"
         )
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
