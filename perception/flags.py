@@ -250,14 +250,37 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
                                 type=kwargs.get("type"), action=_DeprecatedFlag, current=flag.option)
 
 
+class TypedFloat(float):
+    """A float flag's value as argparse keeps it, with the text it was typed as (``typed``): an
+    error about it echoes ``(--duration 1e400)``, not the ``inf`` that text parses to.
+    ``flag_values`` hands the config a plain float."""
+
+    typed: str
+
+    def __new__(cls, text: str) -> TypedFloat:
+        value = super().__new__(cls, text)
+        value.typed = text
+        return value
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every ``TypedFloat`` in it (a ``--x A B`` list) a plain float."""
+    if isinstance(value, TypedFloat):
+        return float(value)
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value
+
+
 def _not_empty(scalar: Callable[[str], Any]) -> Callable[[str], Any]:
     """``scalar`` for argparse, refusing an empty value: ``--model "$MODEL"`` with MODEL unset
-    would otherwise mean the default model, ``.`` or the synthetic world without a word."""
+    would otherwise mean the default model, ``.`` or the synthetic world without a word. A float
+    keeps its text (``TypedFloat``)."""
 
     def convert(text: str) -> Any:
         if text == "":
             raise argparse.ArgumentTypeError("an empty value (an unset shell variable?); give one or leave the flag out")
-        return scalar(text)
+        return TypedFloat(text) if scalar is float else scalar(text)
 
     convert.__name__ = getattr(scalar, "__name__", "value")  # argparse's "invalid int value: 'x'"
     return convert
@@ -313,7 +336,7 @@ def flag_values(cls: type, args: argparse.Namespace) -> dict[str, Any]:
     for flag in flags(cls):
         if flag.name not in given:
             continue
-        value = given[flag.name]
+        value = _plain(given[flag.name])
         convert = flag.field.metadata.get("from_text")
         if convert is not None:
             value = convert(value)
@@ -430,6 +453,8 @@ def _as_typed(flag: Any, typed_value: Any) -> str:
         return flag.option
     if flag.shape == "commas":
         return cut(" ".join(f"{flag.option} {text}" for text in typed_value))
+    if isinstance(typed_value, TypedFloat):
+        return cut(f"{flag.option} {typed_value.typed}")  # as typed: 1e400, not the inf it parses to
     if isinstance(typed_value, float) and typed_value.is_integer() and abs(typed_value) < 1e15:
         typed_value = int(typed_value)  # argparse made "--duration 0" a float: echo 0, as typed, not 0.0
     return cut(f"{flag.option} {as_text(typed_value)}")

@@ -380,9 +380,10 @@ def start_authenticator(context: zmq.Context, allow_dir: str | Path) -> Auditing
     return auth
 
 
-def make_curve_server(socket: zmq.Socket, secret_file: str | Path) -> None:
-    """Make ``socket`` a CURVE server with the key pair in ``secret_file`` (before bind)."""
-    public, secret = load_key_pair(secret_file, role="server secret")
+def make_curve_server(socket: zmq.Socket, secret_file: str | Path | tuple[bytes, bytes]) -> None:
+    """Make ``socket`` a CURVE server with the key pair in ``secret_file`` (before bind), or the
+    (public, secret) pair ``load_key_pair`` read from it."""
+    public, secret = secret_file if isinstance(secret_file, tuple) else load_key_pair(secret_file, role="server secret")
     socket.curve_publickey = public
     socket.curve_secretkey = secret
     socket.curve_server = True

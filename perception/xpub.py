@@ -254,13 +254,16 @@ class XpubCore:
             if curve_secret_key_file is not None:
                 # Imported here: pyzmq's authenticator pulls in asyncio (about 40 ms of a start-up
                 # that only a CURVE node pays).
-                from perception.security import make_curve_server, start_authenticator
+                from perception.security import load_key_pair, make_curve_server, start_authenticator
 
+                # The server's key first: a bad --curve-secret-key is the one line, not one after
+                # "CURVE on: ..." or the warning below, as if encryption had started.
+                keys = load_key_pair(curve_secret_key_file, role="server secret")
                 if curve_allow_dir is not None:
                     self._auth = start_authenticator(self._context, curve_allow_dir)
                 else:
                     log.warning("CURVE without --curve-allow: traffic is encrypted but any client key is accepted")
-                make_curve_server(self._socket, curve_secret_key_file)
+                make_curve_server(self._socket, keys)
             self._bind(endpoint)
         except BaseException:
             self._teardown()

@@ -51,6 +51,64 @@ def load_run_config(args: argparse.Namespace) -> RunConfig:
 
 
 
+#: The source settings (``SourceOptions``) that only some kinds of source use (``_source_family``),
+#: with those kinds in words and what the others do instead. One given for a node none of whose
+#: sources uses it is a mistake, said before anything starts (it was ignored without a word: a
+#: ``--width 640`` for a video file gave its own size). ``fps`` paces files and streams and is
+#: asked of cameras and the synthetic camera; a GStreamer pipeline sets its own rate.
+SOURCE_SETTING_USERS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "width": (("camera", "synthetic"), "cameras and the synthetic camera",
+              "a file, folder or stream is read at its own size (the engine letterboxes every frame)"),
+    "height": (("camera", "synthetic"), "cameras and the synthetic camera",
+               "a file, folder or stream is read at its own size (the engine letterboxes every frame)"),
+    "fourcc": (("camera",), "V4L2 cameras", "no other source has a pixel format to choose"),
+    "fps": (("camera", "synthetic", "file", "stream"), "cameras, the synthetic camera, files and streams",
+            "a GStreamer pipeline sets its own rate (videorate ! video/x-raw,framerate=15/1)"),
+    "realtime": (("file", "stream"), "video files, image folders and clips behind a URL",
+                 "a live source delivers at its own rate"),
+    "loop": (("file", "stream"), "video files, image folders and clips behind a URL",
+             "a live source does not end"),
+    "read_timeout_s": (("camera", "stream", "gstreamer"), "cameras, streams and GStreamer pipelines",
+                       "files, folders and the synthetic camera are not reopened"),
+    "seed": (("synthetic",), "the synthetic camera", "other sources show what they hold"),
+}
+
+def _source_family(spec: str) -> str:
+    """``camera``, ``synthetic``, ``stream`` (a URL), ``gstreamer`` or ``file`` (a video file, image
+    file, folder or glob): the sources' own ``source_kind``, files and folders taken together."""
+    from perception.sources import source_kind
+
+    kind = source_kind(spec)
+    return "file" if kind in ("video", "images") else kind
+
+
+def check_source_settings(config: RunConfig, args: argparse.Namespace | None = None) -> None:
+    """ConfigError for a source setting (``SOURCE_SETTING_USERS``) given for a node none of whose
+    sources uses it, naming it as it was given (``--width``, or the key of ``--config``'s file).
+    A node of several cameras may give one for some of them (``--width`` for its V4L2 camera beside
+    a video file)."""
+    import dataclasses
+
+    from perception.config import cut
+    from perception.flags import flags
+    from perception.options import SourceOptions
+
+    options = config.source_options
+    defaults = {f.name: f.default for f in dataclasses.fields(SourceOptions)}
+    options_of = {flag.name: flag.option for flag in flags(SourceOptions)}
+    specs = [camera.source for camera in config.cameras]
+    families = {_source_family(spec) for spec in specs}
+    typed = vars(args) if args is not None else {}
+    for name, (users, who, instead) in SOURCE_SETTING_USERS.items():
+        if getattr(options, name) == defaults[name] or families & set(users):
+            continue
+        config_file = typed.get("config")
+        given = options_of[name] if name in typed or config_file is None else f"{name} in {config_file}"
+        source = hide_credentials(specs[0] if len(specs) == 1 else " ".join(specs))
+        source = cut(source if source.isprintable() else repr(source), 120)  # a newline cannot fake a line
+        raise ConfigError(f"{given} applies to {who} only, not to --source {source}: {instead}; drop it")
+
+
 #: Start-up steps in which a mistake is found before anything starts (a flag, a config file, a file
 #: that is not there): its one error line comes alone, with no stats document.
 _BEFORE_STARTUP = ("starting", "loading the configuration")
@@ -222,12 +280,12 @@ def check_before_loading(config: RunConfig) -> None:
                 path = _video_file(camera.source)
                 why = why_not_a_file(path) if path is not None else "is a file"
                 if why != "is a file":
-                    from perception.sources.base import shown
+                    from perception.sources.base import shown, video_spec_word
 
                     # The words of VideoFileSource (and open_camera_sources), which would say the same
                     # once the model had loaded.
                     fix = "" if why.startswith("cannot be read:") else "; check the path"
-                    raise SourceError(f"video file {shown(camera.source)} {why}{fix}")
+                    raise SourceError(f"{video_spec_word(path)} {shown(camera.source)} {why}{fix}")
             except SourceError as exc:
                 problem = str(exc)
                 if len(cameras) > 1:
@@ -333,6 +391,7 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
         if config.engine_options.fp16 and config.engine not in ("torch", "tensorrt"):
             raise ConfigError(f"--fp16 applies to --engine torch and tensorrt (CUDA), not --engine {config.engine}; "
                               "on a CPU, --precision bf16 (OpenVINO) or int8 is the faster arithmetic")
+        check_source_settings(config, args)
         if config.model is None and not DEFAULT_MODEL.is_file():
             raise ModelError(
                 f"no --model given and the shipped default model {DEFAULT_MODEL} is missing; "

@@ -27,7 +27,15 @@ from typing import Any
 
 from perception.errors import SourceError, hide_credentials, os_error_line, unreadable
 from perception.registry import Registry
-from perception.sources.base import CorruptFrame, Frame, Source, SourceOptions, local_path, shown
+from perception.sources.base import (
+    CorruptFrame,
+    Frame,
+    Source,
+    SourceOptions,
+    local_path,
+    shown,
+    video_spec_word,
+)
 from perception.sources.camera import CAMERA_PATTERN, CameraSource
 from perception.sources.images import ImageSource, is_image_spec, path_exists
 from perception.sources.stream import URL_PATTERN, GStreamerSource, StreamSource, is_gstreamer_pipeline
@@ -79,7 +87,7 @@ def open_source(spec: str, options: SourceOptions | None = None, *, kind: str | 
     if cls.kind == "video":
         why = unreadable(spec)  # not "is it a video FFmpeg can decode?" for a file this user may not read
         if why is not None:
-            raise SourceError(f"video file {shown(spec)} {why}")
+            raise SourceError(f"{video_spec_word(spec)} {shown(spec)} {why}")
     try:
         return cls(spec, dataclasses.replace(options or SourceOptions(), **changes))
     except PermissionError as exc:  # a file or folder on the way that this user may not read

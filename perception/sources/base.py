@@ -71,6 +71,18 @@ def shown(text: object) -> str:
     return text if text.isprintable() else quoted(text)
 
 
+def video_spec_word(spec: str | os.PathLike) -> str:
+    """What an error line calls a spec read as a video: ``video file``, or ``source`` when it cannot
+    be looked at (a folder on the way that this user may not enter; not there) and its name has no
+    suffix that makes it a file (``outer/frames`` may be an image folder: "video file" would
+    mislead)."""
+    try:
+        os.stat(spec)
+    except (OSError, ValueError):
+        return "video file" if os.path.splitext(os.fspath(spec).rstrip("/"))[1] else "source"
+    return "video file"
+
+
 def local_path(spec: str) -> str:
     """The path of a ``file://`` URL (``file:///data/drive.mp4`` -> ``/data/drive.mp4``, percent
     escapes decoded); any other spec as it is. SourceError for a URL of another machine's file."""
@@ -114,11 +126,17 @@ class CorruptFrame(Exception):
     """Raised by a source's ``_next_image`` for an undecodable frame; counted and skipped.
 
     ``frames``: how many frames the one note stands for (a video that ends before the count its
-    container states: ``frames 35-39 of 40 ...``)."""
+    container states: ``frames 35-39 of 40 ...``). ``key``: what was skipped, the same on every
+    pass of a ``--loop`` (an image's path, a video's frame number): ``Source.read`` counts, names
+    and warns about each key once per run, and skips it silently on later passes. ``ends_pass``:
+    the note of a pass's end (the frames a file lacks at its end), not part of a run of unreadable
+    frames in a row."""
 
-    def __init__(self, message: str, frames: int = 1) -> None:
+    def __init__(self, message: str, frames: int = 1, *, key: object = None, ends_pass: bool = False) -> None:
         super().__init__(message)
         self.frames = frames
+        self.key = key
+        self.ends_pass = ends_pass
 
 
 class UndecodedFrames(CorruptFrame):
@@ -139,9 +157,12 @@ class Source(ABC):
     def __init__(self, spec: str, options: SourceOptions) -> None:
         self.spec = spec
         self.options = options
+        #: Unreadable frames, each counted once per run: with ``--loop``, a file or frame skipped on
+        #: every pass is counted (named, warned about) on the first (``CorruptFrame.key``).
         self.corrupt = 0
         #: What was skipped, named (the first MAX_NAMED_SKIPS): "frame 31 of clip.avi: ...".
         self.skipped: list[str] = []
+        self._skipped_keys: set[object] = set()
         self._seq = 0
         self._consecutive_corrupt = 0
         self._interrupted = threading.Event()
@@ -167,8 +188,12 @@ class Source(ABC):
             try:
                 got = self._next_image()
             except CorruptFrame as exc:
+                if exc.key is not None:
+                    if exc.key in self._skipped_keys:  # skipped on an earlier pass of --loop: said then
+                        continue
+                    self._skipped_keys.add(exc.key)
                 self.corrupt += exc.frames
-                self._consecutive_corrupt += exc.frames
+                self._consecutive_corrupt = 0 if exc.ends_pass else self._consecutive_corrupt + exc.frames
                 if len(self.skipped) < MAX_NAMED_SKIPS:
                     self.skipped.append(str(exc))
                 if self._consecutive_corrupt >= MAX_CONSECUTIVE_CORRUPT:

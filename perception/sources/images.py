@@ -12,6 +12,11 @@ delivery (30 FPS when only ``realtime`` is given).
 Images are read as ``cv2.imread`` reads them for display (JPEG EXIF orientation applied, grey,
 palette, CMYK and alpha images made BGR) but at their own bit depth: 16-bit images are brought
 to 8 bits by a fixed factor (65535 -> 255), the same for every frame of a sequence.
+
+One decoded image may take at most ``MAX_FRAME_BYTES`` (8192 x 8192 pixels at 3 bytes: 201 MB),
+whatever its depth: a 16-bit or floating-point image is checked from its header before it is
+decoded (``decoded_size``), and a format whose header is not read here is decoded at 8 bits.
+With ``loop``, a file skipped on every pass is counted, named and warned about once per run.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import logging
 import os
 import re
 import stat
+import struct
 from pathlib import Path
 
 import cv2
@@ -46,6 +52,14 @@ LOW_BITS_MAX = 4095
 DEPTH_CHECK_FRAMES = 30
 #: OpenCV's own limit on one side of an image (CV_IO_MAX_IMAGE_WIDTH / _HEIGHT), 2^20 unless set.
 DEFAULT_MAX_SIDE = 1 << 20
+#: The most bytes one decoded image may take (what ``cv2.imread`` allocates: 3 channels at the
+#: file's depth): the largest frame allowed at 8 bits (``MAX_SOURCE_PIXELS`` x 3, 201 MB). A cap on
+#: bytes, not on pixels, because what a car computer has to budget is memory: its RAM is fixed and
+#: shared with the rest of the stack, and a cap of pixels alone let a 16-bit image take twice as
+#: much (402 MB) and a floating-point one four times (805 MB), from a file of a few hundred bytes.
+#: A 16-bit image may thus have half the pixels of an 8-bit one (its 8-bit copy, made next, adds
+#: at most half as much again).
+MAX_FRAME_BYTES = MAX_SOURCE_PIXELS * 3
 
 
 def is_folder_spec(spec: str) -> bool:
@@ -193,6 +207,80 @@ def too_big(path: Path, exc: cv2.error) -> str:
     return f"{quoted(path)} cannot be decoded (OpenCV: {shown(first[:200])})"
 
 
+def decoded_size(path: str | Path) -> tuple[int, int, int] | None:
+    """(width, height, bytes a sample) of the image ``cv2.imread`` decodes from ``path`` with
+    ``IMREAD_ANYDEPTH``, read from its header without decoding it, for the formats that can be
+    deeper than 8 bits (PNG, TIFF, PNM/PAM/PFM, Radiance HDR); None for any other format, or a
+    header that cannot be read (then the file is decoded at 8 bits, or fails to decode)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+            if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+                width, height, depth = struct.unpack(">IIB", head[16:25])
+                return width, height, 2 if depth == 16 else 1
+            if head[:4] in (b"II*\x00", b"MM\x00*"):
+                return _tiff_size(f, "<" if head[:2] == b"II" else ">", head)
+            if head[:2] == b"#?":  # Radiance RGBE: floating point
+                match = re.search(rb"\n\n[-+][XY] ([0-9]+) [-+][XY] ([0-9]+)", head)
+                return (int(match.group(2)), int(match.group(1)), 4) if match else None
+            if head[:1] == b"P" and head[1:2] in b"1234567Ff":
+                return _pnm_size(head)
+    except (OSError, struct.error, ValueError):
+        return None
+    return None
+
+
+def _tiff_size(f, order: str, head: bytes) -> tuple[int, int, int] | None:
+    """The first image of a (classic, not Big-) TIFF: its ImageWidth, ImageLength, BitsPerSample."""
+    (offset,) = struct.unpack(order + "I", head[4:8])
+    f.seek(offset)
+    (count,) = struct.unpack(order + "H", f.read(2))
+    entries = f.read(12 * min(count, 1024))
+    size: dict[int, int] = {}
+    bits = 1
+    for at in range(0, len(entries) - 11, 12):
+        tag, kind, n = struct.unpack(order + "HHI", entries[at: at + 8])
+        value = entries[at + 8: at + 12]
+        if tag in (256, 257):
+            size[tag] = struct.unpack(order + ("H" if kind == 3 else "I"), value[: 2 if kind == 3 else 4])[0]
+        elif tag == 258 and 0 < n <= 64:  # BitsPerSample, one SHORT per sample (at an offset past two)
+            if n > 2:
+                f.seek(struct.unpack(order + "I", value)[0])
+                value = f.read(2 * n)
+            bits = max(struct.unpack(order + f"{min(n, 2)}H", value[: 2 * min(n, 2)]) if n <= 2
+                       else struct.unpack(order + f"{n}H", value))
+    if 256 not in size or 257 not in size:
+        return None
+    return size[256], size[257], max(1, (bits + 7) // 8)
+
+
+def _pnm_size(head: bytes) -> tuple[int, int, int] | None:
+    """A Netpbm header: P1-P6 (``width height [maxval]``), P7 (PAM: ``WIDTH``/``HEIGHT``/``MAXVAL``
+    lines) or PF/Pf (PFM: floating point)."""
+    magic = head[:2]
+    if magic == b"P7":
+        fields = dict(re.findall(rb"(?m)^(WIDTH|HEIGHT|MAXVAL)[ \t]+([0-9]+)", head.split(b"ENDHDR")[0]))
+        return int(fields[b"WIDTH"]), int(fields[b"HEIGHT"]), 2 if int(fields.get(b"MAXVAL", b"255")) > 255 else 1
+    tokens = re.sub(rb"#[^\n]*", b"", head[2:]).split()
+    if magic in (b"PF", b"Pf"):
+        return int(tokens[0]), int(tokens[1]), 4
+    maxval = 1 if magic in (b"P1", b"P4") else int(tokens[2])
+    return int(tokens[0]), int(tokens[1]), 2 if maxval > 255 else 1
+
+
+def over_byte_cap(path: Path, size: tuple[int, int, int]) -> str | None:
+    """Why the image ``size`` (``decoded_size``) of ``path`` is not decoded: at more than 8 bits a
+    sample it would take more than ``MAX_FRAME_BYTES``; None when it fits. (At 8 bits that is
+    OpenCV's own pixel limit, which ``too_big`` words.)"""
+    width, height, depth = size
+    need = width * height * 3 * depth
+    if depth == 1 or need <= MAX_FRAME_BYTES:
+        return None
+    return (f"{quoted(path)} is {width} wide x {height} high at {8 * depth} bits a sample: decoded it would take "
+            f"{need / 1e6:.0f} MB, more than the {MAX_FRAME_BYTES / 1e6:.0f} MB one frame may take (8192 x 8192 "
+            "pixels at 8 bits); resize it or convert it to 8 bits for the node")
+
+
 def _not_a_regular_file(path: Path) -> str | None:
     """Why a listed image cannot be read as one now, in an error line's words; None for a regular file."""
     try:
@@ -213,6 +301,8 @@ class ImageSource(Source):
         super().__init__(spec, options)
         self.files = list_images(spec)
         self._index = 0
+        self._good_this_pass = 0
+        self._passes = 0
         # The bit-depth check of 16-bit files (``_check_depth``): frames seen so far and their top value.
         self._depth_frames: int | None = 0
         self._depth_max = 0
@@ -226,25 +316,46 @@ class ImageSource(Source):
         if self._index >= len(self.files):
             if not self.options.loop:
                 return None
-            self._index = 0
+            if not self._good_this_pass:  # a whole pass without a frame: the next would be the same
+                if self._passes:
+                    log.warning("images %s: no file could be read in a whole pass of --loop; the input ends",
+                                shown(self.spec))
+                return None
+            self._index, self._good_this_pass, self._passes = 0, 0, self._passes + 1
         path = self.files[self._index]
         self._index += 1
+        image, capture_ns, capture_mono_ns = self._decode(path)
+        self._good_this_pass += 1
+        return image, capture_ns, capture_mono_ns
+
+    def _decode(self, path: Path) -> tuple[np.ndarray, int, int]:
+        """The image of ``path`` as uint8 BGR, stamped when decoded; CorruptFrame (keyed by the path:
+        with ``loop`` counted once per run) when it cannot be one."""
         # A regular file, checked before it is read: imread of a pipe that replaced a listed image
         # would block in open() for ever.
         why = _not_a_regular_file(path)
         if why is not None:
-            raise CorruptFrame(f"{quoted(path)} {why}")
+            raise CorruptFrame(f"{quoted(path)} {why}", key=str(path))
+        size = decoded_size(path)
+        too_deep = over_byte_cap(path, size) if size is not None else None
+        if too_deep is not None:
+            raise CorruptFrame(too_deep, key=str(path))
         try:
-            image = cv2.imread(str(path), IMREAD_FLAGS)
+            # At its own depth only when its header said what that costs; else at 8 bits, which
+            # OpenCV's pixel limit bounds to MAX_FRAME_BYTES.
+            image = cv2.imread(str(path), IMREAD_FLAGS if size is not None else cv2.IMREAD_COLOR)
         except cv2.error as exc:  # a size limit, checked before decoding (perception.MAX_SOURCE_PIXELS)
-            raise CorruptFrame(too_big(path, exc)) from None
+            raise CorruptFrame(too_big(path, exc), key=str(path)) from None
         capture_ns, capture_mono_ns = stamp()
         if image is None:
             why = _not_a_regular_file(path) or unreadable(path)  # changed meanwhile, or not ours to read
-            raise CorruptFrame(f"{quoted(path)} {why or 'cannot be decoded'}")
+            raise CorruptFrame(f"{quoted(path)} {why or 'cannot be decoded'}", key=str(path))
         if image.dtype == np.uint16 and self._depth_frames is not None:
             self._check_depth(image)
-        return as_bgr(to_8bit(image)), capture_ns, capture_mono_ns
+        try:
+            return as_bgr(to_8bit(image)), capture_ns, capture_mono_ns
+        except CorruptFrame as exc:
+            raise CorruptFrame(f"{quoted(path)}: {exc}", key=str(path)) from None
 
     def _check_depth(self, image: np.ndarray) -> None:
         """10- or 12-bit data stored in 16-bit files (machine-vision cameras, RAW converters): the

@@ -204,7 +204,7 @@ class StreamSource(LiveCaptureSource):
                 except CorruptFrame as exc:
                     self._pos += 1
                     self._resuming = False
-                    raise CorruptFrame(f"frame {index} of {count}: {exc}") from None
+                    raise CorruptFrame(f"frame {index} of {count}: {exc}", key=index) from None  # once per run
                 if got is not None:
                     self._pos += 1
                     self._good_this_pass += 1
@@ -224,7 +224,8 @@ class StreamSource(LiveCaptureSource):
                         "requests (python -m http.server has none): serve it from one with them, or move the "
                         "index to the front (ffmpeg -i in.mp4 -c copy -movflags +faststart out.mp4)")
                     raise CorruptFrame(f"{which} of {count} missing: the stream ended after {index} of the {count} "
-                                       f"frames it states, also when reopened{hint}", frames=missing)
+                                       f"frames it states, also when reopened{hint}", frames=missing,
+                                       key=("end", index), ends_pass=True)
             if not self.options.loop or self._good_this_pass == 0:
                 return None
             self._pos = self._good_this_pass = 0

@@ -39,6 +39,7 @@ from perception.sources.base import (
     grab_and_retrieve,
     shown,
     stamp,
+    video_spec_word,
 )
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class VideoFileSource(Source):
         super().__init__(spec, options)
         self.path = Path(spec)
         if not self.path.is_file():
-            raise SourceError(f"video file {shown(spec)} {why_not_a_file(self.path)}; check the path")
+            raise SourceError(f"{video_spec_word(spec)} {shown(spec)} {why_not_a_file(self.path)}; check the path")
         self._cap = self._open()
         width, height = (self._cap.get(prop) for prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
         if frame_too_big(width, height):  # checked before the first frame is decoded
@@ -65,6 +66,10 @@ class VideoFileSource(Source):
                               "pixels (8192 x 8192) a frame; scale it down for the node (ffmpeg -vf scale=1920:-2)")
         self._frames_this_pass = 0
         self._attempts_this_pass = 0  # frames read or found unreadable in this pass
+        self._pass_over = False  # this pass reached the file's end (a note said where)
+        #: Where the file really ends when that is before the count its container states (found on
+        #: the first pass): later passes of --loop end there at once, without looking past it.
+        self.real_end: int | None = None
         #: What a look past a failed grab found: notes of unreadable frames, then the good frame.
         self._pending: list[CorruptFrame | tuple] = []
         count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
@@ -95,7 +100,7 @@ class VideoFileSource(Source):
         try:
             got = grab_and_retrieve(self._cap)
         except CorruptFrame as exc:
-            raise CorruptFrame(f"frame {index}: {exc}") from None
+            raise CorruptFrame(f"frame {index}: {exc}", key=index) from None
         if got is not None:
             self._frames_this_pass += 1
         return got
@@ -106,20 +111,32 @@ class VideoFileSource(Source):
             if isinstance(item, CorruptFrame):
                 raise item
             return (item[0], *stamp())  # stamped when it is delivered, not when the look-ahead grabbed it
-        index = self._attempts_this_pass
-        got = self._grab()
-        if got is not None:
-            return got
-        if self.frame_count is not None and index < self.frame_count:
-            raise self._look_past_failed_grab(index)
+        if not self._pass_over:
+            index = self._attempts_this_pass
+            got = self._grab()
+            if got is not None:
+                return got
+            if self.frame_count is not None and index < self.frame_count and index != self.real_end:
+                raise self._look_past_failed_grab(index)
         if not self.options.loop or self._frames_this_pass == 0:
             return None
         # Reopening is more reliable than seeking to frame 0 across containers (gif, mkv).
         self._cap.release()
         self._cap = self._open()
         self._frames_this_pass = self._attempts_this_pass = 0
+        self._pass_over = False
         self._pending = []
         return self._next_image()
+
+    def _ends_at(self, index: int, message: str, frames: int) -> CorruptFrame:
+        """The note of the file's real end at frame ``index`` (before the count its container
+        states), standing for ``frames`` failed grabs: this pass is over, and a later one of
+        ``--loop`` ends there at once (the note is counted once per run)."""
+        self._pass_over, self.real_end = True, index
+        return CorruptFrame(message, frames=frames, key=("end", index), ends_pass=True)
+
+    def _unreadable(self, index: int, count: int) -> CorruptFrame:
+        return CorruptFrame(f"frame {index} of {count} cannot be read", key=index)
 
     def _look_past_failed_grab(self, index: int) -> CorruptFrame:
         """What the failed grab of frame ``index`` (before the stated count) stands for, found by
@@ -133,22 +150,30 @@ class VideoFileSource(Source):
             try:
                 got = self._grab()
             except CorruptFrame as exc:  # grabbed, so the frames before it failed in place too
-                self._pending = [CorruptFrame(f"frame {i} of {count} cannot be read") for i in failed[1:]] + [exc]
-                return CorruptFrame(f"frame {index} of {count} cannot be read")
+                self._pending = [self._unreadable(i, count) for i in failed[1:]] + [exc]
+                return self._unreadable(index, count)
             if got is not None:
-                self._pending = [CorruptFrame(f"frame {i} of {count} cannot be read") for i in failed[1:]] + [got]
-                return CorruptFrame(f"frame {index} of {count} cannot be read")
+                self._pending = [self._unreadable(i, count) for i in failed[1:]] + [got]
+                return self._unreadable(index, count)
             failed.append(at)
+        which = f"frame {index}" if count - index == 1 else f"frames {index}-{count - 1}"
         if self._attempts_this_pass >= count:  # no good frame up to the stated count: the file ends early
-            missing = count - index
-            which = f"frame {index}" if missing == 1 else f"frames {index}-{count - 1}"
-            return CorruptFrame(f"{which} of {count} missing: the file ends after {index} of the {count} frames its "
-                                "container states (cut off, or frames lost to damage earlier in the file)",
-                                frames=missing)
+            return self._ends_at(index, f"{which} of {count} missing: the file ends after {index} of the {count} "
+                                 "frames its container states (cut off, or frames lost to damage earlier in the file)",
+                                 frames=count - index)
+        if self.options.loop and self._frames_this_pass:
+            # --loop: no frame in MAX_CONSECUTIVE_CORRUPT grabs after this pass's last good one is
+            # the file's real end, and it plays again from there (through OpenCV a container that
+            # overstates its count, as some recorders' headers do, and a tail damaged past recovery
+            # look the same: both end the pass). The failed grabs are counted, once per run.
+            return self._ends_at(index, f"{which} of {count} missing: no frame in the {len(failed)} grabs after "
+                                 f"frame {index - 1}, taken as the end of the file (its container overstates its "
+                                 "count, or the rest is damaged); --loop plays it again from its first frame",
+                                 frames=len(failed))
         # MAX_CONSECUTIVE_CORRUPT failed grabs in a row and more frames stated: named one by one
         # (the source then ends the run with its error).
-        self._pending = [CorruptFrame(f"frame {i} of {count} cannot be read") for i in failed[1:]]
-        return CorruptFrame(f"frame {index} of {count} cannot be read")
+        self._pending = [self._unreadable(i, count) for i in failed[1:]]
+        return self._unreadable(index, count)
 
     def close(self) -> None:
         super().close()
