@@ -357,12 +357,16 @@ def _check(tmp_path: Path, params: dict, capsys) -> tuple[int, str]:
         ({"model": "{model}", "source": "{tmp}/drive.mp4"}, r"parameters: source: video file .*drive\.mp4 not found"),
         ({"model": "{model}", "source": "{tmp}/empty"}, r"parameters: source: image folder .*empty holds no images"),
         ({"model": "{model}", "source": "{tmp}/one.png"}, r"parameters: source: image file .*one\.png not found"),
+        # A setting the node's source does not use, which the node would refuse at its start.
+        ({"model": "{model}", "source": "{tmp}/frames/*.png", "width": 1280},
+         r"parameters: width applies to cameras and the synthetic camera only, not to --source .*frames/\*\.png"),
     ],
 )
 def test_check_verifies_model_and_source_files(tmp_path, model_path, capsys, params, message):
     (tmp_path / "text.onnx").write_text("not a model\n")
     (tmp_path / "empty").mkdir()
-    params = {"source": "synthetic", **{k: v.format(tmp=tmp_path, model=model_path) for k, v in params.items()}}
+    params = {"source": "synthetic", **{k: v.format(tmp=tmp_path, model=model_path) if isinstance(v, str) else v
+                                        for k, v in params.items()}}
     code, err = _check(tmp_path, params, capsys)
     assert code == 2
     lines = err.strip().splitlines()

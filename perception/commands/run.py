@@ -82,11 +82,11 @@ def _source_family(spec: str) -> str:
     return "file" if kind in ("video", "images") else kind
 
 
-def check_source_settings(config: RunConfig, args: argparse.Namespace | None = None) -> None:
+def check_source_settings(config: RunConfig, args: argparse.Namespace | None = None, *, as_keys: bool = False) -> None:
     """ConfigError for a source setting (``SOURCE_SETTING_USERS``) given for a node none of whose
-    sources uses it, naming it as it was given (``--width``, or the key of ``--config``'s file).
-    A node of several cameras may give one for some of them (``--width`` for its V4L2 camera beside
-    a video file)."""
+    sources uses it, naming it as it was given (``--width``, or the key of ``--config``'s file;
+    ``as_keys``: the key, for a launch file's parameters). A node of several cameras may give one
+    for some of them (``--width`` for its V4L2 camera beside a video file)."""
     import dataclasses
 
     from perception.config import cut
@@ -103,7 +103,10 @@ def check_source_settings(config: RunConfig, args: argparse.Namespace | None = N
         if getattr(options, name) == defaults[name] or families & set(users):
             continue
         config_file = typed.get("config")
-        given = options_of[name] if name in typed or config_file is None else f"{name} in {config_file}"
+        if as_keys:
+            given = name
+        else:
+            given = options_of[name] if name in typed or config_file is None else f"{name} in {config_file}"
         source = hide_credentials(specs[0] if len(specs) == 1 else " ".join(specs))
         source = cut(source if source.isprintable() else repr(source), 120)  # a newline cannot fake a line
         raise ConfigError(f"{given} applies to {who} only, not to --source {source}: {instead}; drop it")

@@ -367,6 +367,7 @@ def check_node_files(plan: LaunchPlan) -> None:
     """
     # Imported here: reading a launch file must stay light (no ONNX, no OpenCV) for the plain launch.
     from perception import run_config
+    from perception.commands.run import check_source_settings
     from perception.modelfile import read_model_metadata
     from perception.sources import open_source, source_kind
     from perception.sources.images import is_glob_spec
@@ -376,6 +377,10 @@ def check_node_files(plan: LaunchPlan) -> None:
             continue
         where = f"{node.source_file}: node {node.name!r}: parameters"
         config = load_config(run_config.RunConfig, node.parameters, source=where)
+        try:
+            check_source_settings(config, as_keys=True)  # the node would refuse them at its start
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
         try:
             if config.model is None and not run_config.DEFAULT_MODEL.is_file():
                 raise ModelError(
