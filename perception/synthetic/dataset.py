@@ -27,6 +27,7 @@ import yaml
 
 from perception.contracts import ClassTable
 from perception.errors import ConfigError, file_in_the_way
+from perception.overwrite import refuse_existing_file
 from perception.synthetic.classes import SYNTHETIC_CLASSES
 from perception.synthetic.drive import SyntheticDrive, check_size, render_scene
 
@@ -154,15 +155,11 @@ def _video_in_meta(video: Path, root: Path) -> str:
 def refuse_existing_video(video: Path, *, overwrite: bool, replaced: Path | None = None) -> None:
     """ConfigError when writing ``video`` would replace a file without ``overwrite``: any existing
     file but ``replaced`` (the video of the earlier synth output this run replaces whole), and
-    never a folder."""
-    if video.is_dir():
-        raise ConfigError(f"--video {video} is a folder; give a file path ending in .mp4")
-    if not (video.exists() or video.is_symlink()) or overwrite:
+    never a folder (``overwrite.refuse_existing_file``'s rule)."""
+    if replaced is not None and not video.is_symlink() and not video.is_dir() and video.exists() \
+            and video.resolve() == replaced:
         return
-    if replaced is not None and not video.is_symlink() and video.resolve() == replaced:
-        return
-    raise ConfigError(f"--video {video} already exists; choose another --video, remove it, or pass --overwrite "
-                      "to replace it")
+    refuse_existing_file(video, flag="--video", overwrite=overwrite, example="synthetic.mp4")
 
 
 def _claim_out_dir(root: Path, lists: list[str]) -> list[Path]:
