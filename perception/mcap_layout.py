@@ -20,7 +20,9 @@ Channel names are ROS 2 names (``ros2_topic_name``: absolute, illegal characters
 Every channel's metadata holds rosbag2's ``offered_qos_profiles`` (YAML), the wire topic
 (``perception.wire_topic``), ``perception.content`` (``data`` or ``wire_header``) and, for masks,
 ``perception.values`` (``binary`` or ``class_ids``). Each MCAP message's ``sequence`` is the wire
-``seq``, ``log_time`` the receive time and ``publish_time`` the node's publish time. A metadata
+``seq`` modulo 2^32 (``mcap_sequence``: MCAP's field is a uint32, the wire's seq an int64; the
+``/meta`` header holds the whole seq, and a message's data and header records share it),
+``log_time`` the receive time and ``publish_time`` the node's publish time (``mcap_time``). A metadata
 record ``perception.recording`` holds the endpoint, the topics, the perception and wire
 versions, per-topic counts and, in a split, its ``split_index``.
 
@@ -30,8 +32,10 @@ A split recording to ``run.mcap`` is ``run_0.mcap``, ``run_1.mcap``... (``split_
 from __future__ import annotations
 
 import glob
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -132,6 +136,50 @@ def channel_metadata(topic: str, content: str, header: dict) -> dict[str, str]:
     if content == CONTENT_DATA and header.get("kind") == contracts.KIND_MASK and header.get("values"):
         metadata[VALUES_KEY] = str(header["values"])
     return metadata
+
+
+#: Largest value of MCAP's ``Message.sequence`` (uint32) and of its times (uint64 nanoseconds).
+MCAP_SEQUENCE_MAX = 2**32 - 1
+MCAP_TIME_MAX = 2**64 - 1
+#: Most channels one MCAP file holds (channel ids are uint16, 0 is not used); a topic takes two.
+MCAP_MAX_CHANNELS = 2**16 - 1
+
+
+def mcap_sequence(seq: int) -> int:
+    """The MCAP ``sequence`` of a message with wire ``seq``: its low 32 bits. MCAP's field is a
+    uint32 and the wire's ``seq`` goes up to 2^63-1; the whole seq is in the ``/meta`` header,
+    which readers take it from (they pair a message's two records by topic and this number)."""
+    return int(seq) & MCAP_SEQUENCE_MAX
+
+
+def mcap_time(ns: int) -> int:
+    """An MCAP ``log_time`` / ``publish_time`` (uint64 nanoseconds): ``ns`` clamped to 0..2^64-1
+    (the wire's stamps are 0..2^63-1, so only a caller's own odd clock is ever clamped)."""
+    return min(max(int(ns), 0), MCAP_TIME_MAX)
+
+
+def compact_json(doc: Any, *, limit: int) -> bytes:
+    """``doc`` as compact UTF-8 JSON, as the node writes it (non-ASCII characters as ``\\u``
+    escapes); when the escapes would take it over ``limit`` bytes, without them (plain UTF-8,
+    which every reader parses the same), so a document a reader took is never made too big for
+    the next one by being written again. Raises ValueError for NaN or infinity, TypeError for
+    what JSON cannot hold."""
+    data = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    if len(data) > limit:
+        data = json.dumps(doc, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode("utf-8")
+    return data
+
+
+def header_frame(header: dict[str, Any]) -> bytes:
+    """The wire header frame of ``header`` as the node writes it (``wire.dump_header``), or, when
+    its ``\\u`` escapes would take it over ``contracts.MAX_HEADER_BYTES``, without them: what the
+    recorder stores in ``/meta`` and a replay sends."""
+    from perception.wire import dump_header
+
+    frame = dump_header(header)
+    if len(frame) > contracts.MAX_HEADER_BYTES:
+        frame = compact_json(json.loads(frame), limit=contracts.MAX_HEADER_BYTES)
+    return frame
 
 
 def split_path(out: Path, index: int) -> Path:

@@ -8,8 +8,8 @@ says, one file or a sequence of splits, with per-topic counts.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
+import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +23,16 @@ from perception.mcap_layout import (
     IMAGE_MSGDEF,
     IMAGE_SCHEMA,
     LATCHED_SUFFIXES,
+    MCAP_MAX_CHANNELS,
     META_SUFFIX,
     METADATA_NAME,
     STRING_MSGDEF,
     STRING_SCHEMA,
     channel_metadata,
+    compact_json,
+    header_frame,
+    mcap_sequence,
+    mcap_time,
     ros2_topic_name,
     ros_image_encoding,
     split_files,
@@ -58,6 +63,26 @@ def refuse_existing(config: RecordConfig) -> None:
         one = len(found) == 1
         raise ConfigError(f"{names} already exist{'s' if one else ''} (an earlier recording); choose another --out, "
                           f"remove {'it' if one else 'them'}, or pass --overwrite to replace {'it' if one else 'them'}")
+
+
+class UnrecordableMessage(ValueError):
+    """A message the writer refuses, having written nothing of it (the recorder counts it and goes on)."""
+
+
+class BrokenRecording(OSError):
+    """The ``mcap`` library failed inside a record: the file is left unfinished (what is on disk
+    is whole chunks) for ``perception record --recover``; nothing more can be written to it."""
+
+
+def _packs(record) -> None:
+    """Pack an ``mcap`` record on a scratch buffer: raises what the library would raise half-way
+    into the chunk (struct.error for a number out of its field's range, UnicodeEncodeError...)."""
+    from mcap.data_stream import RecordBuilder
+
+    try:
+        record.write(RecordBuilder())
+    except (struct.error, ValueError, TypeError, OverflowError) as exc:
+        raise UnrecordableMessage(f"it cannot be packed into an MCAP {type(record).__name__} record ({exc})") from None
 
 
 @dataclass
@@ -98,6 +123,7 @@ class McapMaskWriter:
         self, path: Path, *, chunk_size: int = 1024 * 1024, counts: dict[str, TopicCount] | None = None,
         exclusive: bool = False,
     ) -> None:
+        from mcap.records import Channel, Message
         from mcap.well_known import MessageEncoding, SchemaEncoding
         from mcap.writer import Writer
         from mcap_ros2 import __version__ as mcap_ros2_version
@@ -121,6 +147,9 @@ class McapMaskWriter:
             self._schemas[name] = self._writer.register_schema(name, SchemaEncoding.ROS2, msgdef.encode())
             self._encoders[name] = serialize_dynamic(name, msgdef)[name]
         self._channels: dict[tuple[str, str], tuple[int, str]] = {}
+        self._Channel, self._Message = Channel, Message  # packed on a scratch buffer first (``_packs``)
+        #: Why the writer stopped taking messages (a failure inside a record), or None.
+        self._broken: str | None = None
         #: Per-topic figures; a dict shared by the splits of one recording gives the totals.
         self.counts: dict[str, TopicCount] = counts if counts is not None else {}
         self.messages = 0
@@ -131,52 +160,114 @@ class McapMaskWriter:
         """Bytes in the file so far (the chunk being filled is not counted until it is written)."""
         return self._file.tell()
 
-    def _channel(self, topic: str, content: str, schema: str, header: dict) -> int:
-        """The channel of a wire topic's ``content`` (``data`` or ``wire_header``), registered on first use."""
-        key = (topic, content)
-        if key not in self._channels:
+    def _channels_for(self, topic: str, header: dict, schema: str) -> tuple[int, int]:
+        """The ``(wire header, data)`` channels of a topic, registered on first use. Refuses
+        (UnrecordableMessage, nothing registered) a data schema other than the topic's first, and
+        a topic that would take the file past MCAP's channel ids (``MCAP_MAX_CHANNELS``)."""
+        wanted = {CONTENT_HEADER: STRING_SCHEMA, CONTENT_DATA: schema}
+        registered = self._channels.get((topic, CONTENT_DATA))
+        if registered is not None and registered[1] != schema:
+            # One schema a channel: readers decode every message of it with the first one's.
+            raise UnrecordableMessage(f"{topic} is recorded as {registered[1]}; a {schema} message on it is refused")
+        new = [content for content in wanted if (topic, content) not in self._channels]
+        if len(self._channels) + len(new) > MCAP_MAX_CHANNELS:
+            raise UnrecordableMessage(
+                f"{topic} is not recorded: this file already holds {len(self._channels)} channels, the most an MCAP "
+                f"file can (2 a topic); --split-duration or --split-size starts new files")
+        for content in new:
             metadata = channel_metadata(topic, content, header)
             name = ros2_topic_name(topic) + (META_SUFFIX if content == CONTENT_HEADER else "")
-            self._channels[key] = (self._writer.register_channel(name, self._cdr, self._schemas[schema], metadata), schema)
-        channel, registered = self._channels[key]
-        if registered != schema:
-            # One schema a channel: readers decode every message of it with the first one's.
-            raise ValueError(f"{topic} is recorded as {registered}; a {schema} message on it is refused")
-        return channel
+            schema_id = self._schemas[wanted[content]]
+            # Packed on a scratch buffer first: a field the library cannot pack (a topic that is
+            # not UTF-8) must fail here, not half-way into the chunk (see ``write``).
+            _packs(self._Channel(id=len(self._channels) + 1, topic=name, message_encoding=self._cdr,
+                                 schema_id=schema_id, metadata=metadata))
+            channel = self._writer.register_channel(name, self._cdr, schema_id, metadata)
+            self._channels[(topic, content)] = (channel, wanted[content])
+        return self._channels[(topic, CONTENT_HEADER)][0], self._channels[(topic, CONTENT_DATA)][0]
 
     def write(self, msg, *, count: bool = True, log_time_ns: int | None = None) -> None:
         """Write one message (mask or JSON) and its wire header; ``count`` False for a latched
         message repeated at the start of a split (not counted again), ``log_time_ns`` its log
-        time there (the split's start, not the time it was first received)."""
+        time there (the split's start, not the time it was first received).
+
+        All or nothing: a message that cannot be recorded, or could not be replayed from the file
+        (a document or header over the readers' limits once written again), raises
+        UnrecordableMessage (a ValueError) before anything of it is written, so it costs that
+        message and never the file. Everything the ``mcap`` library packs is encoded, checked and
+        packed on a scratch buffer first: the library writes a record into the chunk field by
+        field and, on a value it cannot pack (a seq of 2^32 as the uint32 ``sequence``), leaves
+        half of it there, which breaks every record after it. Should it fail inside a record all
+        the same, the file is left unfinished (its chunks on disk are whole) and BrokenRecording
+        (an OSError) raised: ``perception record --recover`` rebuilds what was written before."""
+        if self._broken is not None:
+            raise BrokenRecording(self._broken)
         header = msg.header
-        log_time = msg.receive_ns if log_time_ns is None else log_time_ns
-        common = {"log_time": log_time, "publish_time": int(header["publish_ns"]), "sequence": int(header["seq"])}
-        meta = self._channel(msg.topic, CONTENT_HEADER, STRING_SCHEMA, header)
-        from perception.wire import dump_header, ros_image_fields
+        try:
+            seq = int(header["seq"])
+            log_time = mcap_time(msg.receive_ns if log_time_ns is None else log_time_ns)
+            common = {"log_time": log_time, "publish_time": mcap_time(header["publish_ns"]),
+                      "sequence": mcap_sequence(seq)}
+            meta_payload, data_schema, data_payload = self._encode(msg)
+        except (KeyError, TypeError, ValueError, OverflowError, struct.error, IndexError, AttributeError) as exc:
+            if isinstance(exc, UnrecordableMessage):
+                raise
+            raise UnrecordableMessage(f"it cannot be recorded: {type(exc).__name__}: {exc}") from None
+        meta, data = self._channels_for(msg.topic, header, data_schema)
+        records = [(meta, meta_payload), (data, data_payload)]
+        for channel, _ in records:
+            _packs(self._Message(channel_id=channel, data=b"", **common))
+        try:
+            for channel, payload in records:
+                self._writer.add_message(channel, data=payload, **common)
+        except OSError:
+            raise  # the file cannot be written (a full disk): the recorder ends and abandons it
+        except Exception as exc:  # noqa: BLE001 - checked above, so a library fault: the chunk is broken
+            self._broken = f"the MCAP writer failed inside a record ({type(exc).__name__}: {exc})"
+            raise BrokenRecording(self._broken) from exc
+        if count:
+            self.counts.setdefault(msg.topic, TopicCount()).add(seq)
+            self.messages += 1
 
+    def _encode(self, msg) -> tuple[bytes, str, bytes]:
+        """The CDR payloads of a message's ``/meta`` record and data record (and the data's schema);
+        the header and a JSON document are checked against the limits a replay reads them with
+        (``mcap_reader``). Nothing is written."""
+        from perception.wire import WireError, ros_image_fields
+        from perception.wire_json import load_json
+
+        header = msg.header
+        # The /meta channel holds the header as the wire writes it (v2: nanoseconds as strings).
+        # Written again, a header a reader took can only have grown (a number such as 1e9 is
+        # 1000000000.0 now): one over the readers' limit would be skipped by every replay.
+        frame = header_frame(header)
+        if len(frame) > contracts.MAX_HEADER_BYTES:
+            raise UnrecordableMessage(f"its header is {len(frame)} bytes as recorded, more than the "
+                                      f"{contracts.MAX_HEADER_BYTES} a replay reads")
+        meta = self._encoders[STRING_SCHEMA]({"data": frame.decode("utf-8")})
         if header["kind"] == contracts.KIND_MASK:
-
             image = ros_image_fields(header)
             image["encoding"] = ros_image_encoding(header)
             image["data"] = msg.data.tobytes()
-            data = (self._channel(msg.topic, CONTENT_DATA, IMAGE_SCHEMA, header), IMAGE_SCHEMA, image)
-        else:
-            data = (self._channel(msg.topic, CONTENT_DATA, STRING_SCHEMA, header), STRING_SCHEMA,
-                    {"data": json.dumps(msg.data)})
-        # Encode both before writing either, so a message the encoder refuses leaves nothing behind.
-        # The /meta channel holds the header exactly as the wire writes it (v2: nanoseconds as strings).
-        records = [(meta, self._encoders[STRING_SCHEMA]({"data": dump_header(header).decode("utf-8")})),
-                   (data[0], self._encoders[data[1]](data[2]))]
-        for channel, payload in records:
-            self._writer.add_message(channel, data=payload, **common)
-        if count:
-            self.counts.setdefault(msg.topic, TopicCount()).add(int(header["seq"]))
-            self.messages += 1
+            return meta, IMAGE_SCHEMA, self._encoders[IMAGE_SCHEMA](image)
+        # The document compact, as the node sends it: json.dumps' defaults (", " and ASCII escapes)
+        # made an 800 kB document 1.2 MB, which a replay refuses (readers parse at most 1 MiB).
+        document = compact_json(msg.data, limit=contracts.MAX_JSON_PAYLOAD_BYTES)
+        try:
+            load_json(document, max_bytes=contracts.MAX_JSON_PAYLOAD_BYTES, what="the document as recorded")
+        except WireError as exc:
+            raise UnrecordableMessage(f"{exc}, so a replay could not send it") from None
+        return meta, STRING_SCHEMA, self._encoders[STRING_SCHEMA]({"data": document.decode("utf-8")})
 
     def close(self, metadata: dict[str, str] | None = None) -> None:
-        """Write the metadata record and the summary, and close the file; idempotent."""
+        """Write the metadata record and the summary, and close the file; idempotent. A writer
+        broken inside a record (see ``write``) is abandoned instead and BrokenRecording raised:
+        finishing it would write its broken chunk."""
         if self._closed:
             return
+        if self._broken is not None:
+            self.abandon()
+            raise BrokenRecording(self._broken)
         self._closed = True
         try:
             if metadata is not None:

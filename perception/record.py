@@ -26,7 +26,7 @@ from perception import __version__, contracts
 from perception.config import same_setting, setting
 from perception.errors import PerceptionError
 from perception.mcap_layout import IMAGE_SCHEMA, META_SUFFIX, STRING_SCHEMA, VALUES_KEY, WIRE_TOPIC_KEY
-from perception.mcap_writer import SplitWriter, TopicCount
+from perception.mcap_writer import BrokenRecording, SplitWriter, TopicCount
 from perception.options import CurveClientOptions, ReaderQueueOptions
 
 log = logging.getLogger(__name__)
@@ -189,6 +189,10 @@ class Recorder:
                 self._writer.abandon()
         if failed is not None:
             path = self._writer.path
+            if isinstance(failed, BrokenRecording):
+                raise RecordWriteError(f"{failed} writing {path} after {self.messages} messages; the file is left "
+                                       f"unfinished: 'perception record --recover {path}' rebuilds what was written "
+                                       "before it") from None
             what = "disk full" if failed.errno in (errno.ENOSPC, errno.EDQUOT) else f"{failed.strerror or failed} while"
             raise RecordWriteError(f"{what} writing {path} after {self.messages} messages; free space, then "
                                    f"'perception record --recover {path}' rebuilds what was written") from None
@@ -201,7 +205,8 @@ class Recorder:
         )
 
     def _write(self, msg) -> None:
-        """Write one message; one the writer refuses is counted and skipped, the recording goes on.
+        """Write one message; one the writer refuses is counted and skipped, the recording goes on
+        (the writer refuses a message before writing anything of it: ``McapMaskWriter.write``).
         An OSError (the file cannot be written: a full disk) ends the recording (see ``run``)."""
         try:
             self._writer.write(msg)

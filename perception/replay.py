@@ -27,7 +27,6 @@ decode, or breaks the wire contract, is skipped and counted.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -40,7 +39,7 @@ import zmq
 
 from perception import contracts
 from perception.config import composed, setting
-from perception.mcap_layout import LATCHED_SUFFIXES
+from perception.mcap_layout import LATCHED_SUFFIXES, compact_json, header_frame
 from perception.mcap_reader import ReadCounters, RecordedMessage, as_sent, read_recording, recording_files
 from perception.options import CurveServerOptions
 from perception.xpub import XpubCore
@@ -146,15 +145,13 @@ class ReplayPublisher:
         False when stopped first. A latched topic's message (``<ns>/info``) is kept and sent again,
         as recorded, to each subscription that arrives later, as the live node does (the core's
         ``latch``): a late subscriber, or a recorder of the replay, gets the class table first thing."""
-        from perception.wire import dump_header
-
         topic = msg.topic.encode("utf-8")
         if msg.header["kind"] == contracts.KIND_FRAME:
-            frames = [dump_header(_restamped(msg.header, shift_ns))]
+            frames = [header_frame(_restamped(msg.header, shift_ns))]
             for part in msg.data:
-                frames += [dump_header(_restamped(part.header, shift_ns)), _payload(part)]
+                frames += [header_frame(_restamped(part.header, shift_ns)), _payload(part)]
         else:
-            frames = [dump_header(_restamped(msg.header, shift_ns)), _payload(msg)]
+            frames = [header_frame(_restamped(msg.header, shift_ns)), _payload(msg)]
         if msg.topic.endswith(LATCHED_SUFFIXES):
             with self._core.lock:
                 self._latched[topic] = frames
@@ -274,7 +271,8 @@ def _payload(msg: RecordedMessage) -> bytes:
 
     if msg.header["kind"] == contracts.KIND_MASK:
         return codec_for_compression(msg.header["compression"]).encode(msg.data)
-    return json.dumps(msg.data, separators=(",", ":")).encode("utf-8")
+    # As the node writes it, unless its ASCII escapes would take it over what a reader parses.
+    return compact_json(msg.data, limit=contracts.MAX_JSON_PAYLOAD_BYTES)
 
 
 def _chain(first: RecordedMessage, rest: Iterator[RecordedMessage]) -> Iterator[RecordedMessage]:
