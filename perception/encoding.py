@@ -35,6 +35,8 @@ from perception import contracts
 from perception.registry import Registry
 
 _RLE_RUN = np.dtype(contracts.RLE_RUN_DTYPE)
+#: Runs an rle payload is expanded by at a time (``_decode_rle``): 8 MB of 64-bit counts.
+_RLE_CHUNK_RUNS = 1 << 20
 
 
 class DecodeError(ValueError):
@@ -135,13 +137,25 @@ def _decode_rle(payload: memoryview, height: int, width: int) -> np.ndarray:
     if payload.nbytes > height * width * _RLE_RUN.itemsize:  # more runs than pixels
         raise DecodeError(f"rle payload has {payload.nbytes // _RLE_RUN.itemsize} runs, {height}x{width} has fewer pixels")
     runs = np.frombuffer(payload, dtype=_RLE_RUN)
-    lengths = runs["length"].astype(np.int64)
+    lengths = runs["length"]  # a view into the payload: checked and summed without a copy
     if lengths.size and not lengths.all():
         raise DecodeError("rle payload holds a zero-length run")
-    total = int(lengths.sum())
+    total = int(lengths.sum(dtype=np.uint64))  # uint32 lengths cannot overflow a 64-bit sum here
     if total != height * width:
         raise DecodeError(f"rle runs cover {total} pixels, {height}x{width} needs {height * width}")
-    return np.repeat(runs["value"], lengths).reshape(height, width)
+    if runs.size <= _RLE_CHUNK_RUNS:
+        return np.repeat(runs["value"], lengths).reshape(height, width)
+    # np.repeat takes its counts as 64-bit integers: for a payload of millions of runs (one a pixel
+    # at worst, 16M at 4096 x 4096) that copy would be 8 bytes a run. Expanded a chunk of runs at a
+    # time into the mask instead, it is a few MB whatever the payload.
+    mask = np.empty(total, dtype=np.uint8)
+    at = 0
+    for start in range(0, runs.size, _RLE_CHUNK_RUNS):
+        chunk = runs[start: start + _RLE_CHUNK_RUNS]
+        expanded = np.repeat(chunk["value"], chunk["length"])
+        mask[at: at + expanded.size] = expanded
+        at += expanded.size
+    return mask.reshape(height, width)
 
 
 def _encode_png(mask: np.ndarray) -> bytes:

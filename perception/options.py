@@ -8,8 +8,9 @@ and ``ViewConfig`` hold the source and engine settings they offer) through
 (``width``, ``--width``), so a frame width has one range and one help text wherever it is given.
 ``perception.sources`` and ``perception.engines`` re-export the first two. The CURVE keys are small
 groups of their own: ``CurveServerOptions`` (a publisher's: ``run``, ``replay``) and
-``CurveClientOptions`` (a subscriber's: ``listen``, ``record``, ``view``), and so is a subscriber's
-receive queue budget, ``ReaderQueueOptions`` (``listen``).
+``CurveClientOptions`` (a subscriber's: ``listen``, ``record``, ``view``), and so are a subscriber's
+receive queue budget, ``ReaderQueueOptions`` (``listen``, ``record``), and the number of topics it
+keeps track of, ``ReaderTopicOptions`` (``listen``).
 
 Light on purpose (no OpenCV, no NumPy): launch-file validation imports it.
 """
@@ -138,6 +139,25 @@ class ReaderQueueOptions:
                                 help="MiB of received messages ZeroMQ may queue before this reader takes them: its "
                                      "queue holds max(1, MB MiB / frame limit) messages, the frame limit being "
                                      "max(5 x --max-mask-pixels, 1 MiB)")
+
+
+#: The most distinct topics a subscriber keeps track of by default, and the largest bound a user may
+#: give (``ReaderTopicOptions``; ``perception.subscribe.MaskSubscriber(max_topics=)``).
+DEFAULT_MAX_TOPICS, MAX_TOPICS = 256, 65536
+
+
+@dataclass(frozen=True)
+class ReaderTopicOptions:
+    """How many distinct topics a subscriber keeps track of (``listen``; ``MaskSubscriber``, and so
+    ``record`` and ``view``, at the default; the C and JavaScript clients' flag of the same name).
+    Topics come from the network, each costs a reader some state (figures, a folder, a channel, a
+    class table), so a publisher sending on ever new topics must not grow it without end: messages
+    on topics past the first ``max_topics`` are skipped and counted (README, "Robustness")."""
+
+    max_topics: int = setting(DEFAULT_MAX_TOPICS, lo=1, hi=MAX_TOPICS, metavar="N",
+                              help="distinct topics this reader keeps track of (the namespace's info topic "
+                                   "counts from the start): messages on further topics are skipped and counted, "
+                                   "with one warning")
 
 
 @dataclass(frozen=True)

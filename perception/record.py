@@ -27,7 +27,7 @@ from perception.config import same_setting, setting
 from perception.errors import PerceptionError
 from perception.mcap_layout import IMAGE_SCHEMA, META_SUFFIX, STRING_SCHEMA, VALUES_KEY, WIRE_TOPIC_KEY
 from perception.mcap_writer import BrokenRecording, SplitWriter, TopicCount
-from perception.options import CurveClientOptions, ReaderQueueOptions
+from perception.options import CurveClientOptions, ReaderQueueOptions, ReaderTopicOptions
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class RecordConfig:
     max_mask_pixels: int = setting(contracts.MAX_MASK_PIXELS, lo=1, hi=contracts.MAX_MASK_SIDE ** 2, metavar="N",
                                    help="skip masks declaring more than N pixels, before decoding")
     max_queue_mb: int = same_setting(ReaderQueueOptions, "max_queue_mb")
+    max_topics: int = same_setting(ReaderTopicOptions, "max_topics")
     #: Start a new split file after this many seconds (rosbag2's --max-bag-duration).
     split_duration: float | None = setting(None, lo=0.001, metavar="S",
                                            help="write <out stem>_0.mcap, _1.mcap, ... starting a new file every S seconds")
@@ -150,6 +151,7 @@ class Recorder:
             reconnect_ivl_max_ms=RECONNECT_MS,
             max_mask_pixels=config.max_mask_pixels,
             max_queue_mb=config.max_queue_mb,
+            max_topics=config.max_topics,
         )
         try:
             self._writer = SplitWriter(config, self._metadata)
@@ -219,11 +221,13 @@ class Recorder:
         self.messages += 1
 
     def skipped(self) -> dict[str, int]:
-        """Messages received but not recorded: malformed, from another wire version, refused by the writer."""
+        """Messages received but not recorded: malformed, from another wire version, on a topic past
+        ``--max-topics``, refused by the writer."""
         counters = self._sub.counters if self._sub is not None else None
         return {
             "malformed": counters.malformed if counters else 0,
             "version_mismatch": counters.version_mismatch if counters else 0,
+            "over_max_topics": counters.over_max_topics if counters else 0,
             "write_errors": self.write_errors,
         }
 

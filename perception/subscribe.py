@@ -31,7 +31,16 @@ schema in ``perception/contracts.py``) and the payload (its size against the dec
 the declared geometry against ``max_mask_pixels``, before anything is allocated) are checked.
 Messages that are not valid (wrong frame count, bad or hostile JSON, a payload that does not match
 its header, a decode bomb) and messages from another wire version are counted in ``counters`` and
-skipped, never raised; the 1st, 10th, 100th and every 1000th of each kind is logged with the reason.
+skipped, never raised; the 1st, 10th, 100th and every 1000th of each kind is logged with the reason
+(received text in it escaped, ``wire.printable``).
+
+Topics come from the network too, and every topic costs whoever reads the messages some state (a
+line of figures in ``listen``, a folder of ``--save-dir``, a channel of ``record``, a class table):
+the subscriber keeps track of at most ``max_topics`` distinct topics (default 256), those of the
+messages it returns (an atomic frame's masks each on its own topic) in the order they first came,
+``<namespace>/info`` counted from the start when a namespace is given. A valid message on one topic
+more is skipped and counted (``counters.over_max_topics``), the first one with a warning. The C and
+JavaScript readers follow the same rule (``--max-topics``).
 """
 
 from __future__ import annotations
@@ -49,7 +58,7 @@ from perception import contracts
 from perception.config import short
 from perception.encoding import DecodeError, codec_for_compression, max_payload_bytes
 from perception.errors import ConfigError, PublishError
-from perception.options import DEFAULT_MAX_QUEUE_MB, MAX_QUEUE_MB
+from perception.options import DEFAULT_MAX_QUEUE_MB, DEFAULT_MAX_TOPICS, MAX_QUEUE_MB, MAX_TOPICS
 from perception.wire import (
     WireError,
     WireMessage,
@@ -58,13 +67,12 @@ from perception.wire import (
     check_topic,
     load_json,
     parse_header,
+    printable,
 )
 from perception.xpub import check_endpoint, is_ipv6_literal
 
 log = logging.getLogger(__name__)
 
-#: Most ``<namespace>/info`` documents kept by topic (one per node namespace subscribed to).
-_MAX_INFO_TOPICS = 64
 #: An atomic frame may declare at most this many times ``max_mask_pixels`` in all its masks
 #: together (a frame of 4 masks plus per-class ones at the largest mask size fits).
 _FRAME_PIXEL_FACTOR = 4
@@ -95,13 +103,15 @@ class SubscribeCounters:
     """``received``: valid messages returned; ``malformed`` / ``version_mismatch``: skipped;
     ``superseded``: older messages replaced by a newer one of the same topic (keep_latest);
     ``reconnects``: connections ZeroMQ dropped for good (a frame over ``max_frame_bytes``, or
-    another protocol error) that the subscriber made again."""
+    another protocol error) that the subscriber made again; ``over_max_topics``: valid messages
+    skipped because they came on a topic past the first ``max_topics``."""
 
     received: int = 0
     malformed: int = 0
     version_mismatch: int = 0
     superseded: int = 0
     reconnects: int = 0
+    over_max_topics: int = 0
 
 
 def decode_message(
@@ -294,10 +304,16 @@ class MaskSubscriber:
             returns it whole: ``kind == "frame"``, ``data`` a dict of mask name -> ``Message``.
             With ``namespace`` and ``masks``, or exact mask ``topics``, ``<namespace>/frame`` is
             subscribed too, and only the asked-for masks of a frame are returned.
+        max_topics: distinct topics kept track of (1 to 65536): those of the messages returned, in
+            the order they first came, ``<namespace>/info`` from the start when ``namespace`` is
+            given. A valid message on a topic past them is skipped, counted in
+            ``counters.over_max_topics`` and, the first time, warned about; ``infos`` holds the
+            info documents of tracked topics only.
 
     Raises:
-        ConfigError: conflicting topic arguments, half a CURVE configuration, or a queue over the
-            budget (``max_queue_mb`` out of range, ``rcvhwm`` over what it allows).
+        ConfigError: conflicting topic arguments, half a CURVE configuration, a queue over the
+            budget (``max_queue_mb`` out of range, ``rcvhwm`` over what it allows), or
+            ``max_topics`` out of range.
         PublishError: bad endpoint or key files.
     """
 
@@ -317,6 +333,7 @@ class MaskSubscriber:
         reconnect_ivl_max_ms: int = 250,
         max_mask_pixels: int = contracts.MAX_MASK_PIXELS,
         split_frames: bool = True,
+        max_topics: int = DEFAULT_MAX_TOPICS,
     ) -> None:
         if topics and namespace:
             raise ConfigError("give either topics or a namespace, not both")
@@ -326,6 +343,8 @@ class MaskSubscriber:
             raise ConfigError(
                 "CURVE needs both --curve-server-key (the node's .key) and --curve-key (this client's .key_secret)"
             )
+        if isinstance(max_topics, bool) or not isinstance(max_topics, int) or not 1 <= max_topics <= MAX_TOPICS:
+            raise ConfigError(f"max_topics={max_topics!r} must be a whole number of topics in 1..{MAX_TOPICS}")
         host = check_endpoint(endpoint)
         #: The latest ``<namespace>/info`` document received (None until one arrives), and each
         #: one by topic. With ``namespace`` the info topic is always subscribed, also when only some
@@ -357,6 +376,9 @@ class MaskSubscriber:
         self.max_mask_pixels = max_mask_pixels
         self.counters = SubscribeCounters()
         self.last_error: str | None = None
+        self.max_topics = max_topics
+        #: The topics kept track of (``_track``): the node's info topic first, when there is a namespace.
+        self._tracked: set[str] = {contracts.topic_name(namespace, contracts.INFO_TOPIC)} if namespace else set()
         self._exact = set(self.topics) if self.topics is not None else None
         self._pending: dict[str, list[zmq.Frame]] = {}
         self._pending_bytes = 0  # the size of the messages in _pending
@@ -519,20 +541,38 @@ class MaskSubscriber:
             return None
         if msg.kind == contracts.KIND_FRAME and self.split_frames:
             whole = self._exact is None or msg.topic in self._exact  # the frame topic itself was asked for
-            parts = [m for m in msg.data.values() if whole or m.topic in self._exact]
+            parts = [m for m in msg.data.values() if (whole or m.topic in self._exact) and self._track(m.topic)]
             self.counters.received += len(parts)
             if not parts:
                 return None
             self._split.extend(parts[1:])
             return parts[0]
+        if not self._track(msg.topic):
+            return None
         self.counters.received += 1
         if msg.kind == contracts.KIND_JSON and msg.topic.endswith("/" + contracts.INFO_TOPIC) and isinstance(msg.data, dict):
             self.info = msg.data
-            if msg.topic in self.infos or len(self.infos) < _MAX_INFO_TOPICS:  # bounded: topics come from outside
-                self.infos[msg.topic] = msg.data
+            self.infos[msg.topic] = msg.data  # bounded with the topics tracked
         return msg
 
+    def _track(self, topic: str) -> bool:
+        """Whether a valid message on ``topic`` is taken: its topic is tracked already, or is
+        tracked now while fewer than ``max_topics`` are; else it is counted (and the first one
+        warned about)."""
+        if topic in self._tracked:
+            return True
+        if len(self._tracked) < self.max_topics:
+            self._tracked.add(topic)
+            return True
+        self.counters.over_max_topics += 1
+        if self.counters.over_max_topics == 1:
+            log.warning("topic %s is one past the %d this reader keeps track of (max_topics, --max-topics): its "
+                        "messages, and those of further new topics, are skipped and counted (over_max_topics), without "
+                        "another warning", topic, self.max_topics)
+        return False
+
     def _report(self, message: str, count: int) -> None:
+        message = printable(message)  # it may quote received text: no terminal escapes in a log line
         self.last_error = message
         if count in (1, 10, 100) or count % 1000 == 0:  # rate-limited: a bad stream must not flood the log
             log.warning("%s (%d so far)", message, count)

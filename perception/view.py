@@ -47,11 +47,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from perception import contracts
 from perception.commands.listen import no_messages_hint
-from perception.config import composed, same_setting, setting, short
+from perception.config import composed, cut, same_setting, setting, short
 from perception.contracts import ClassInfo, ClassTable
 from perception.errors import ConfigError, SourceError, SourceUnavailableError
 from perception.options import CurveClientOptions, EngineOptions, SourceOptions, synthetic_size_error
@@ -60,6 +61,7 @@ from perception.run_config import split_camera_source
 from perception.sinks import DEFAULT_VIDEO_FPS, FOLDER_FRAME_NAME, FrameSink, resolve_output
 from perception.sources.synthetic import DEFAULT_FPS as SYNTHETIC_DEFAULT_FPS
 from perception.stats import RateLimitedLog
+from perception.wire import printable
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +69,17 @@ log = logging.getLogger(__name__)
 #: class table) before drawing with what it has instead: ``--model``'s table, else tints. A node
 #: sends its info to each new subscription at once; the wait covers a mask that overtakes it.
 INFO_WAIT_S = 1.0
-#: Most completed frames held while that wait lasts (the oldest go first).
+#: Most completed frames held while that wait lasts, and most bytes of masks they hold (the oldest
+#: go first): 64 frames of four 4096 x 4096 masks would be 4 GiB, 128 MiB is two of them.
 _MAX_HELD = 64
+_MAX_HELD_BYTES = 128 * 2**20
+#: A node's class table comes from the network (its info document: up to 255 classes, names of up to
+#: 256 characters): its legend shows names cut to this many characters, and at most as many rows as
+#: fit beside the frame, but no fewer than ``_LEGEND_MIN_ROWS``, the classes in the frame first, the
+#: last row saying how many more there are (the legend's look is ``overlay.render_overlay``'s).
+_LEGEND_NAME_CHARS = 32
+_LEGEND_MIN_ROWS = 32
+_LEGEND_ROW_PX = 16
 
 
 @dataclass
@@ -309,10 +320,46 @@ class NodeClasses:
 
 def node_class_table(info: dict[str, Any]) -> NodeClasses | None:
     """The class table of a node's ``<namespace>/info`` document (checked by the subscriber), by
-    id; None when it lists no classes."""
-    classes = sorted((ClassInfo(int(c["id"]), str(c["name"]), tuple(int(v) for v in c["color_rgb"]))
+    id, names cut to ``_LEGEND_NAME_CHARS`` for the legend; None when it lists no classes."""
+    classes = sorted((ClassInfo(int(c["id"]), cut(str(c["name"]), _LEGEND_NAME_CHARS), tuple(int(v) for v in c["color_rgb"]))
                       for c in info.get("classes") or ()), key=lambda c: c.id)
     return NodeClasses(tuple(classes)) if classes else None
+
+
+def legend_rows(frame_h: int) -> int:
+    """The most rows the legend of a node's class table has beside a frame ``frame_h`` rows high."""
+    return max(_LEGEND_MIN_ROWS, (frame_h - 6) // _LEGEND_ROW_PX)
+
+
+def _draw_class_map(image: np.ndarray, class_map: np.ndarray, table: ClassTable | NodeClasses, *, alpha: float,
+                    caption: str) -> np.ndarray:
+    """``render_overlay`` of a class map, its legend bounded (``legend_rows``): a table that fits is
+    drawn as ``render_overlay`` draws it; a longer one gets a legend of the classes in the frame
+    first, then the others by id, and a last row naming how many are left out."""
+    rows = legend_rows(image.shape[0])
+    if len(table.classes) <= rows:
+        return render_overlay(image, class_map, table, alpha=alpha, caption=caption)
+    picture = render_overlay(image, class_map, table, alpha=alpha, caption=caption, legend=False)
+    present = np.bincount(class_map.reshape(-1), minlength=256) > 0
+    ordered = sorted(table.classes, key=lambda c: (not (c.id < 256 and present[c.id]), c.id))
+    shown = ordered[: rows - 1]
+    entries = [(c.name, tuple(int(v) for v in c.color[::-1])) for c in shown]
+    entries.append((f"+{len(table.classes) - len(shown)} more classes", (60, 60, 60)))
+    return _with_legend(picture, entries)
+
+
+def _with_legend(image: np.ndarray, entries: list[tuple[str, tuple[int, ...]]]) -> np.ndarray:
+    """A legend panel beside ``image``, drawn as ``overlay.render_overlay`` draws its own."""
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.4
+    h, w = image.shape[:2]
+    text_w = max(cv2.getTextSize(name, font, scale, 1)[0][0] for name, _ in entries)
+    canvas = np.full((max(h, 6 + _LEGEND_ROW_PX * len(entries)), w + 8 + 12 + 6 + text_w + 8, 3), 24, np.uint8)
+    canvas[:h, :w] = image
+    for i, (name, bgr) in enumerate(entries):
+        y = 6 + i * _LEGEND_ROW_PX
+        cv2.rectangle(canvas, (w + 8, y), (w + 20, y + 12), bgr, -1)
+        cv2.putText(canvas, name, (w + 26, y + 10), font, scale, (235, 235, 235), 1, cv2.LINE_AA)
+    return canvas
 
 
 def _rows(table: ClassTable | NodeClasses) -> list[tuple[int, str, tuple[int, ...]]]:
@@ -368,7 +415,7 @@ class _NodeColours:
         first = self._info is None
         self._info = info
         table = node_class_table(info)
-        model_id = info.get("model_id", "?")
+        model_id = printable(str(info.get("model_id", "?")))  # the node's text, logged: no terminal escapes
         if table is None:
             if not self.fell_back:
                 self._fall_back(f"{self.info_topic} of the node's model {model_id} lists no classes")
@@ -433,7 +480,9 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
     pending_seq, pending_model = -1, ""
     next_seq_seen = False  # a second seq began: the masks of a whole frame have been seen
     done_seq = -1  # the last seq whose masks are complete (drawn or held)
-    held: deque[tuple[int, str, dict[str, np.ndarray]]] = deque(maxlen=_MAX_HELD)  # complete before the table was known
+    held: deque[tuple[int, str, dict[str, np.ndarray]]] = deque()  # complete before the table was known
+    held_bytes = 0  # of the masks in held: at most _MAX_HELD_BYTES, and _MAX_HELD frames
+    draw_s = 0.0  # how long the last frame took to draw and write: the next starts only if it ends in time
     received = False
     drawn_any = False
     tints_said = False
@@ -449,8 +498,11 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
         return masks.keys() >= (_listed_masks(sub.info, config.namespace, wanted) or set(wanted))
 
     def hold(seq: int, model_id: str, masks: dict[str, np.ndarray]) -> None:
-        nonlocal pending, done_seq
+        nonlocal pending, done_seq, held_bytes
         held.append((seq, model_id, masks))
+        held_bytes += sum(m.nbytes for m in masks.values())
+        while len(held) > _MAX_HELD or (held_bytes > _MAX_HELD_BYTES and len(held) > 1):
+            held_bytes -= sum(m.nbytes for m in held.popleft()[2].values())  # the oldest go first
         pending, done_seq = {}, seq
 
     def picture(seq: int, masks: dict[str, np.ndarray]) -> np.ndarray | None:
@@ -470,7 +522,7 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
         nonlocal tints_said
         caption = f"seq {seq}  {model_id}"
         if colours.table is not None and "class_map" in masks:
-            return render_overlay(image, masks["class_map"], colours.table, alpha=config.alpha, caption=caption)
+            return _draw_class_map(image, masks["class_map"], colours.table, alpha=config.alpha, caption=caption)
         tasks = {t: masks[t] for t in contracts.TASKS if t in masks}
         if not tasks:
             return None  # a class map without a table to colour it (said when the table was decided)
@@ -514,14 +566,21 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
                     if complete(pending):
                         hold(pending_seq, pending_model, pending)
             while held and colours.decided:
+                # A frame of large masks takes seconds to draw and write: --duration ends the view
+                # between two of them, and one that would end past it is not begun (once one is drawn).
+                if deadline is not None and drawn_any and time.monotonic() + draw_s >= deadline:
+                    return
                 seq, model_id, masks = held.popleft()
+                held_bytes -= sum(m.nbytes for m in masks.values())
+                began = time.monotonic()
                 image = picture(seq, masks)
                 if image is None:
                     return
                 drawn = draw(image, seq, model_id, masks)
                 if drawn is not None:
                     drawn_any = True
-                    yield drawn
+                    yield drawn  # back here once the frame is written
+                    draw_s = time.monotonic() - began
         waited = time.monotonic() - started
         if config.duration_s and not stop.is_set():
             waited = config.duration_s
@@ -532,7 +591,7 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
             elif sub.info is not None:
                 ended.append(NothingReceived(
                     f"no masks received from {where} in {waited:.1f} s, only its {colours.info_topic} (model "
-                    f"{sub.info.get('model_id', '?')}): the node is there but sent no {', '.join(wanted[:-1])} or "
+                    f"{printable(str(sub.info.get('model_id', '?')))}): the node is there but sent no {', '.join(wanted[:-1])} or "
                     f"{wanted[-1]} mask; is its source delivering frames (see its log), or, replaying, does the "
                     "recording hold its masks?"))
             else:

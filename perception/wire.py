@@ -355,21 +355,49 @@ def check_topic(raw: bytes | memoryview) -> str:
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable (``str.isprintable``: control characters,
+    C1, line and paragraph separators, bidi and other format characters, unassigned code points)
+    written as its Python escape (``\\x1b``, ``\\u2028``), so that received text (a header's
+    ``frame_id`` or ``model_id``, an info document's ``model_id``, a reason quoting either) cannot
+    move the cursor, clear the screen, retitle the terminal or forge a line where it is printed or
+    logged. Printable text comes back unchanged (the same object)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 _UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+#: Topics whose folder is the topic itself with ``/`` written ``_`` and ``_`` written ``__``: letters,
+#: digits, ``.``, ``_`` and ``/``, not starting with a dot, with no ``//``, ``__``, ``_/`` or ``/_``
+#: (so that every run of underscores in the folder name reads back one way: one is a ``/``, two a
+#: ``_``). Every ROS 2 topic name without an underscore at the edge of one of its parts is one.
+_PLAIN_TOPIC = re.compile(r"(?!\.)(?!.*(?://|__|_/|/_))[A-Za-z0-9._/]+")
+#: The longest folder name of a plain topic, and the part of another one kept before its hash.
+_DIR_NAME_CHARS = 100
 
 
 def topic_dir_name(topic: str) -> str:
-    """A single, safe folder name for a topic (``perception/front/lane`` -> ``perception_front_lane``).
+    """A single, safe folder name for a topic, one a topic (``listen --save-dir``).
 
-    Only ``[A-Za-z0-9._-]`` survive, no name is ``.``/``..`` or starts with a dot, and long names
-    are cut to 100 characters plus a hash of the full topic, so two topics never share a folder and
-    no topic can reach outside the folder it is saved under.
+    A plain topic (``_PLAIN_TOPIC``, every ROS 2 topic name of the node's) becomes itself with ``/``
+    as ``_`` and ``_`` as ``__``: ``perception/front/lane`` -> ``perception_front_lane``,
+    ``perception/front/class_map`` -> ``perception_front_class__map``, and the name reads back to
+    the topic. Any other topic (other characters, ``__``, an ``_`` next to a ``/``, a leading dot)
+    and one whose name would be longer than 100 characters becomes its characters in
+    ``[A-Za-z0-9._-]`` (the rest as ``_``), cut to 100, then ``-`` and 10 hex digits of the SHA-1 of
+    the full topic. Only those names hold a ``-``, so the two kinds never meet, and two topics share
+    a folder only if their hashes collide (about 1 in 2^40 for a pair). No name is ``.`` or ``..``
+    or starts with a dot, so no topic reaches outside the folder it is saved under, and every name
+    is at most 111 characters.
     """
-    name = _UNSAFE_PATH_CHARS.sub("_", topic).strip("._") or "topic"
-    if len(name) > 100 or name != topic.replace("/", "_"):
-        digest = hashlib.sha1(topic.encode("utf-8", "surrogatepass")).hexdigest()[:10]
-        name = f"{name[:100]}-{digest}"
-    return name
+    if _PLAIN_TOPIC.fullmatch(topic):
+        name = topic.replace("_", "__").replace("/", "_")
+        if len(name) <= _DIR_NAME_CHARS:
+            return name
+    name = _UNSAFE_PATH_CHARS.sub("_", topic).strip("._")[:_DIR_NAME_CHARS] or "topic"
+    digest = hashlib.sha1(topic.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{name}-{digest}"
 
 
 def ros_image_fields(header: dict[str, Any]) -> dict[str, Any]:

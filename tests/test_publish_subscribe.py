@@ -257,8 +257,8 @@ def test_listen_reports_rates_and_exits_zero(publisher, tmp_path):
         assert figures["count"] > 5 and figures["rate_hz"] > 5
         assert figures["missing"] == 0 and figures["latency_ms"]["p50"] >= 0
     assert " Hz " in result.stderr and "--- summary" in result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        f"perception_test_{n}" for n in (*contracts.MASK_TOPICS, "obstacle_car"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(  # class_map's folder is class__map
+        f"perception_test_{n.replace('_', '__').replace('/', '_')}" for n in (*contracts.MASK_TOPICS, "obstacle/car"))
     saved = sorted((tmp_path / "perception_test_lane").glob("*.png"))
     assert saved and set(np.unique(cv2.imread(str(saved[0]), cv2.IMREAD_UNCHANGED))) <= {0, 255}
 

@@ -20,6 +20,11 @@
  * ZeroMQ counts its receive queue (ZMQ_RCVHWM) in whole messages, whatever their size, so the queue
  * gets max(1, --max-queue-mb MiB / that frame limit) messages, as the Python reader's
  * (subscribe.rcvhwm_for); a full queue stops ZeroMQ reading the connection, it drops nothing.
+ * It keeps track of at most --max-topics distinct topics (default 256), as the Python reader does:
+ * those of the lines it prints (an atomic frame's masks each on its own topic), in the order they
+ * first came, <ns>/info counted from the start with --namespace; a valid message on one topic more
+ * is skipped and counted, the first one with a line on stderr, so a publisher sending on ever new
+ * topics cannot grow its memory (the class tables of info topics are kept for tracked topics only).
  *
  * The rules every reader (Python, C, JavaScript) follows alike, so that one message is taken or
  * refused by all three: JSON is strict RFC 8259 UTF-8 (cJSON alone would take 01, bytes after the
@@ -46,9 +51,9 @@
  *   clients/c/perception_sub --endpoint tcp://127.0.0.1:5556 --namespace perception/front
  *   clients/c/perception_sub --topic perception/front/lane --count 100 --dump lane.raw
  *
- * Flags: --max-mask-pixels is a whole number in 1..268435456 (16384 x 16384), --max-queue-mb one in
- * 1..65536, --count a whole number, --namespace and --topic not empty; any other value is refused
- * with one line, exit 2.
+ * Flags: --max-mask-pixels is a whole number in 1..268435456 (16384 x 16384), --max-queue-mb and
+ * --max-topics ones in 1..65536, --count a whole number, --namespace and --topic not empty; any other
+ * value is refused with one line, exit 2.
  * --topic takes exact topics (a longer one sharing the prefix is dropped); a mask topic <ns>/<mask>
  * also subscribes to <ns>/frame (a per-class <ns>/obstacle/<class> also to the frame topic one
  * level up), where an --atomic-frames node sends it, and keeps only the asked-for masks of each
@@ -56,7 +61,8 @@
  *
  * Output lines (JSON): {"kind":"mask","topic",...,"crc32","dump_offset"} per mask (the decoded
  * bytes go to --dump FILE at dump_offset), {"kind":"json",...} per JSON document, with the
- * parsed class table for <ns>/info. At the end one summary line goes to stderr. When nothing at all
+ * parsed class table for <ns>/info. Integers are printed exactly (seq 2^53 - 1 as
+ * 9007199254740991: cJSON's own number printing keeps 15 digits). At the end one summary line goes to stderr. When nothing at all
  * arrived (no node there, a wrong --endpoint or --namespace) it ends instead with one line, "no
  * messages received from E in S s; is the node running? ...", and exit status 4, as
  * `perception listen` does.
@@ -102,7 +108,9 @@
 /* --max-queue-mb: its default and largest value (MiB), as perception/options.py's. */
 #define DEFAULT_MAX_QUEUE_MB 256
 #define MAX_QUEUE_MB 65536
-#define MAX_INFOS 64
+/* --max-topics: its default and largest value, as perception/options.py's. */
+#define DEFAULT_MAX_TOPICS 256
+#define MAX_TOPICS 65536
 
 static volatile sig_atomic_t stop_requested = 0;
 static void on_signal(int sig) { (void)sig; stop_requested = 1; }
@@ -130,9 +138,9 @@ typedef struct {
     int unknown_id;
 } info_t;
 
-static info_t infos[MAX_INFOS];
-static int n_infos = 0;
-static long n_masks = 0, n_json = 0, n_skipped = 0;
+static info_t *infos = NULL; /* one per tracked <ns>/info topic, so at most --max-topics */
+static int n_infos = 0, cap_infos = 0;
+static long n_masks = 0, n_json = 0, n_skipped = 0, n_over_topics = 0;
 static uint64_t dump_offset = 0;
 
 /* ------------------------------------------------------------------------------------------ */
@@ -163,6 +171,46 @@ static void skip(const char *topic) {
     printable(why);
     n_skipped++;
     fprintf(stderr, "perception_sub: skipped a message on %s: %s\n", where, why);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The topics kept track of: at most --max-topics, in the order they first came (a hash set).   */
+/* ------------------------------------------------------------------------------------------ */
+
+static char **tracked = NULL; /* open addressing, cap_tracked slots (a power of two, over twice the bound) */
+static size_t cap_tracked = 0, n_tracked = 0;
+static int64_t max_topics = DEFAULT_MAX_TOPICS;
+
+static size_t topic_hash(const char *topic) {
+    size_t h = 14695981039346656037ull; /* FNV-1a */
+    for (; *topic; topic++) h = (h ^ (unsigned char)*topic) * 1099511628211ull;
+    return h;
+}
+
+static int track_init(void) {
+    for (cap_tracked = 16; cap_tracked < 2 * (size_t)max_topics + 2;) cap_tracked *= 2;
+    return (tracked = calloc(cap_tracked, sizeof *tracked)) != NULL ? 0 : -1;
+}
+
+/* Whether a valid message on topic is taken: its topic is tracked already, or is now while fewer than
+ * --max-topics are; else it is counted, and the first one is said on stderr. */
+static int track(const char *topic) {
+    size_t i = topic_hash(topic) & (cap_tracked - 1);
+    for (; tracked[i] != NULL; i = (i + 1) & (cap_tracked - 1))
+        if (strcmp(tracked[i], topic) == 0) return 1;
+    if ((int64_t)n_tracked < max_topics && (tracked[i] = strdup(topic)) != NULL) {
+        n_tracked++;
+        return 1;
+    }
+    if (n_over_topics++ == 0) {
+        char where[81];
+        snprintf(where, sizeof where, "%s", topic);
+        printable(where);
+        fprintf(stderr, "perception_sub: topic %s is one past the %" PRId64 " this client keeps track of (--max-topics): "
+                        "its messages, and those of further new topics, are skipped and counted, without another line\n",
+                where, max_topics);
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -773,6 +821,14 @@ static int decode_payload(const char *compression, const unsigned char *p, size_
     return fail("unknown compression '%.40s'", compression);
 }
 
+/* An integer as a JSON number, exactly: cJSON prints numbers with 15 significant digits when they
+ * do not fit an int (seq 9007199254740991 came out as 9.00719925474099e+15). */
+static void add_int(cJSON *line, const char *name, int64_t v) {
+    char text[24];
+    snprintf(text, sizeof text, "%" PRId64, v);
+    cJSON_AddRawToObject(line, name, text);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* <ns>/info: the class table, kept per info topic.                                            */
 /* ------------------------------------------------------------------------------------------ */
@@ -824,11 +880,23 @@ static int read_info(const char *topic, const cJSON *doc, cJSON *line) {
         cJSON_AddItemToArray(out_classes, entry);
         n++;
     }
+    /* Kept for a tracked topic only, so at most --max-topics of them; a message on a topic past them
+     * is skipped and counted (track), not printed. */
+    if (!track(topic)) {
+        for (int k = 0; k < 256; k++) free(names[k]);
+        return 1;
+    }
     info_t *info = find_info(topic);
     if (info == NULL) {
-        if (n_infos == MAX_INFOS) {
-            for (int k = 0; k < 256; k++) free(names[k]);
-            return fail("more than %d info topics", MAX_INFOS);
+        if (n_infos == cap_infos) {
+            int cap = cap_infos ? 2 * cap_infos : 4;
+            info_t *grown = realloc(infos, (size_t)cap * sizeof *infos);
+            if (grown == NULL) {
+                for (int k = 0; k < 256; k++) free(names[k]);
+                return fail("out of memory for the class table of %d info topics", n_infos + 1);
+            }
+            infos = grown;
+            cap_infos = cap;
         }
         info = &infos[n_infos++];
         snprintf(info->topic, sizeof info->topic, "%s", topic);
@@ -838,9 +906,9 @@ static int read_info(const char *topic, const cJSON *doc, cJSON *line) {
     memcpy(info->names, names, sizeof names);
     info->n_classes = n;
     info->unknown_id = (int)unknown_id;
-    cJSON_AddNumberToObject(line, "info_wire_version", (double)version);
+    add_int(line, "info_wire_version", version);
     cJSON_AddStringToObject(line, "model_id", model_id);
-    cJSON_AddNumberToObject(line, "unknown_id", (double)unknown_id);
+    add_int(line, "unknown_id", unknown_id);
     return 0;
 }
 
@@ -869,21 +937,21 @@ static cJSON *mask_line(const char *topic, const mask_header_t *m, const unsigne
     cJSON *line = cJSON_CreateObject();
     cJSON_AddStringToObject(line, "kind", "mask");
     cJSON_AddStringToObject(line, "topic", topic);
-    cJSON_AddNumberToObject(line, "seq", (double)m->seq);
-    cJSON_AddNumberToObject(line, "pub_seq", (double)m->pub_seq);
-    if (frame_pub_seq >= 0) cJSON_AddNumberToObject(line, "frame_pub_seq", (double)frame_pub_seq);
+    add_int(line, "seq", m->seq);
+    add_int(line, "pub_seq", m->pub_seq);
+    if (frame_pub_seq >= 0) add_int(line, "frame_pub_seq", frame_pub_seq);
     add_ns(line, "capture_ns", m->capture_ns);
     add_ns(line, "publish_ns", m->publish_ns);
-    cJSON_AddNumberToObject(line, "stamp_sec", (double)m->sec);
-    cJSON_AddNumberToObject(line, "stamp_nanosec", (double)m->nanosec);
+    add_int(line, "stamp_sec", m->sec);
+    add_int(line, "stamp_nanosec", m->nanosec);
     cJSON_AddStringToObject(line, "frame_id", m->frame_id);
     cJSON_AddStringToObject(line, "model_id", m->model_id);
-    cJSON_AddNumberToObject(line, "height", (double)m->height);
-    cJSON_AddNumberToObject(line, "width", (double)m->width);
+    add_int(line, "height", m->height);
+    add_int(line, "width", m->width);
     cJSON_AddStringToObject(line, "compression", m->compression);
     cJSON_AddStringToObject(line, "values", m->values);
-    cJSON_AddNumberToObject(line, "source_height", (double)m->source_height);
-    cJSON_AddNumberToObject(line, "source_width", (double)m->source_width);
+    add_int(line, "source_height", m->source_height);
+    add_int(line, "source_width", m->source_width);
     double roi[4] = {(double)m->roi_x, (double)m->roi_y, (double)m->roi_w, (double)m->roi_h};
     cJSON_AddItemToObject(line, "roi_xywh", cJSON_CreateDoubleArray(roi, 4));
     cJSON_AddNumberToObject(line, "binning_x", m->binning_x);
@@ -905,7 +973,7 @@ static cJSON *mask_line(const char *topic, const mask_header_t *m, const unsigne
             cJSON_AddItemToArray(present, cJSON_CreateString(name));
         }
     }
-    if (dump_offset != UINT64_MAX) cJSON_AddNumberToObject(line, "dump_offset", (double)dump_offset);
+    if (dump_offset != UINT64_MAX) add_int(line, "dump_offset", (int64_t)dump_offset);
     return line;
 }
 
@@ -938,7 +1006,7 @@ static int handle_mask(const char *topic, const cJSON *h, zmq_msg_t *payload, co
         free(mask);
         return -1;
     }
-    emit_mask(mask_line(topic, &m, mask, -1), mask, pixels, o->dump);
+    if (track(topic)) emit_mask(mask_line(topic, &m, mask, -1), mask, pixels, o->dump);
     free(mask);
     return 0;
 }
@@ -1033,7 +1101,7 @@ static int handle_frame(const char *topic, const cJSON *h, zmq_msg_t *parts, int
      * asked-for mask topics (frame_topics_of) gives only those. */
     int whole = o->n_topics == 0 || topic_in(o->topics, o->n_topics, topic, strlen(topic));
     for (i = 0; i < n; i++)
-        if (whole || topic_in(o->topics, o->n_topics, topics[i], strlen(topics[i])))
+        if ((whole || topic_in(o->topics, o->n_topics, topics[i], strlen(topics[i]))) && track(topics[i]))
             emit_mask(mask_line(topics[i], &heads[i], masks[i], pub_seq), masks[i],
                       (uint64_t)heads[i].height * (uint64_t)heads[i].width, o->dump);
     rc = 0;
@@ -1057,14 +1125,16 @@ static int handle_json(const char *topic, const cJSON *h, zmq_msg_t *payload) {
     cJSON_AddStringToObject(line, "kind", "json");
     cJSON_AddStringToObject(line, "topic", topic);
     cJSON_AddStringToObject(line, "name", name);
-    cJSON_AddNumberToObject(line, "seq", (double)seq);
-    cJSON_AddNumberToObject(line, "pub_seq", (double)pub_seq);
+    add_int(line, "seq", seq);
+    add_int(line, "pub_seq", pub_seq);
     add_ns(line, "publish_ns", publish_ns);
-    cJSON_AddNumberToObject(line, "payload_bytes", (double)zmq_msg_size(payload));
-    if (strcmp(topic_name(topic), "info") == 0 && read_info(topic, doc, line) < 0) {
+    add_int(line, "payload_bytes", (int64_t)zmq_msg_size(payload));
+    /* 0: taken; 1: on a topic past --max-topics (skipped and counted by track, no line); -1: refused. */
+    int taken = strcmp(topic_name(topic), "info") == 0 ? read_info(topic, doc, line) : track(topic) ? 0 : 1;
+    if (taken != 0) {
         cJSON_Delete(line);
         cJSON_Delete(doc);
-        return -1;
+        return taken < 0 ? -1 : 0;
     }
     cJSON_Delete(doc);
     print_line(line);
@@ -1178,7 +1248,7 @@ static void watch_connection(watch_t *w, void *sock, const char *endpoint, int64
 static void usage(int code) {
     fprintf(code ? stderr : stdout,
             "usage: perception_sub [--endpoint E] [--namespace NS | --topic T ...] [--count N] [--duration S]\n"
-            "                      [--idle S] [--dump FILE] [--max-mask-pixels N] [--max-queue-mb MB]\n"
+            "                      [--idle S] [--dump FILE] [--max-mask-pixels N] [--max-queue-mb MB] [--max-topics N]\n"
             "  --endpoint E         node endpoint (default tcp://127.0.0.1:5556)\n"
             "  --namespace NS       subscribe to NS/ (default perception/front)\n"
             "  --topic T            subscribe to topic T exactly (repeatable; instead of --namespace); a mask\n"
@@ -1190,7 +1260,9 @@ static void usage(int code) {
             "  --max-mask-pixels N  largest mask accepted, 1..268435456 (default 16777216 = 4096 x 4096)\n"
             "  --max-queue-mb MB    MiB of received messages ZeroMQ may queue before the client takes them, 1..65536\n"
             "                       (default 256): max(1, MB MiB / frame limit) messages, the frame limit being\n"
-            "                       max(5 x --max-mask-pixels, 1 MiB)\n");
+            "                       max(5 x --max-mask-pixels, 1 MiB)\n"
+            "  --max-topics N       distinct topics kept track of, 1..65536 (default 256; NS/info counts from the\n"
+            "                       start): messages on further topics are skipped and counted, with one line\n");
     exit(code);
 }
 
@@ -1247,6 +1319,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--dump")) dump_path = v;
         else if (!strcmp(a, "--max-mask-pixels")) o.max_pixels = (uint64_t)whole_arg(a, v, 1, MAX_MASK_PIXELS_FLAG);
         else if (!strcmp(a, "--max-queue-mb")) max_queue_mb = (int64_t)whole_arg(a, v, 1, MAX_QUEUE_MB);
+        else if (!strcmp(a, "--max-topics")) max_topics = (int64_t)whole_arg(a, v, 1, MAX_TOPICS);
         else usage(2);
     }
     if (dump_path != NULL && (o.dump = fopen(dump_path, "wb")) == NULL) {
@@ -1254,6 +1327,10 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (o.dump == NULL) dump_offset = UINT64_MAX;
+    if (track_init() < 0) {
+        fprintf(stderr, "perception_sub: error: out of memory\n");
+        return 2;
+    }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
 
@@ -1285,6 +1362,10 @@ int main(int argc, char **argv) {
         const char *ns = o.namespace_ ? o.namespace_ : "perception/front";
         snprintf(prefix, sizeof prefix, "%s%s", ns, ends_with(ns, "/") ? "" : "/");
         zmq_setsockopt(sock, ZMQ_SUBSCRIBE, prefix, strlen(prefix));
+        /* The node's own info topic is tracked from the start: topics that come first take no slot of it. */
+        char info_topic[MAX_TOPIC_BYTES + 8];
+        snprintf(info_topic, sizeof info_topic, "%sinfo", prefix);
+        track(info_topic);
     }
     for (int i = 0; i < o.n_topics; i++) {
         zmq_setsockopt(sock, ZMQ_SUBSCRIBE, o.topics[i], strlen(o.topics[i]));
@@ -1369,21 +1450,26 @@ int main(int argc, char **argv) {
         for (int i = 0; i < n; i++) zmq_msg_close(&parts[i]);
     }
     int status = 0;
-    if (n_masks + n_json + n_skipped == 0) {
+    if (n_masks + n_json + n_skipped + n_over_topics == 0) {
         /* Nothing at all arrived: the stream is not there (exit 4, as perception listen). */
         fprintf(stderr, "perception_sub: error: no messages received from %s in %.1f s; is the node running? check --endpoint / %s\n",
                 o.endpoint, now_s() - start, o.n_topics ? "--topic" : "--namespace");
         status = 4;
-    } else if (watch.reconnects) {
-        fprintf(stderr, "perception_sub: %ld masks, %ld JSON documents, %ld skipped, %ld reconnects\n", n_masks, n_json, n_skipped,
-                watch.reconnects);
     } else {
-        fprintf(stderr, "perception_sub: %ld masks, %ld JSON documents, %ld skipped\n", n_masks, n_json, n_skipped);
+        char over[96] = "", reconnects[64] = "";
+        if (n_over_topics)
+            snprintf(over, sizeof over, ", %ld on topics past the first %" PRId64 " (--max-topics)", n_over_topics, max_topics);
+        if (watch.reconnects) snprintf(reconnects, sizeof reconnects, ", %ld reconnects", watch.reconnects);
+        fprintf(stderr, "perception_sub: %ld masks, %ld JSON documents, %ld skipped%s%s\n", n_masks, n_json, n_skipped, over,
+                reconnects);
     }
     if (o.dump) fclose(o.dump);
     for (int i = 0; i < o.n_frame_topics; i++) free(o.frame_topics[i]);
     for (int i = 0; i < n_infos; i++)
         for (int k = 0; k < 256; k++) free(infos[i].names[k]);
+    free(infos);
+    for (size_t i = 0; i < cap_tracked; i++) free(tracked[i]);
+    free(tracked);
     if (watch.monitor != NULL) {
         zmq_socket_monitor(sock, NULL, 0);
         zmq_close(watch.monitor);

@@ -15,7 +15,12 @@
  * queues before the client reads it is bounded by --max-queue-mb (default 256 MiB): ZeroMQ counts
  * its receive queue (receiveHighWaterMark, ZMQ_RCVHWM) in whole messages, whatever their size, so
  * the queue gets max(1, --max-queue-mb MiB / that frame limit) messages, as the Python reader's
- * (subscribe.rcvhwm_for); a full queue stops ZeroMQ reading the connection, it drops nothing. When
+ * (subscribe.rcvhwm_for); a full queue stops ZeroMQ reading the connection, it drops nothing. It
+ * keeps track of at most --max-topics distinct topics (default 256), as the Python reader does: those
+ * of the lines it prints (an atomic frame's masks each on its own topic), in the order they first
+ * came, <ns>/info counted from the start with --namespace; a valid message on one topic more is
+ * skipped and counted, the first one with a line on stderr, so a publisher sending on ever new topics
+ * cannot grow its memory (class tables are kept for tracked info topics only). When
  * nothing at all arrived it ends with one line, "no messages received from E in S s; is the node
  * running? ...", and exit status 4, as `perception listen` does.
  *
@@ -49,9 +54,9 @@
  *   node clients/js/perception_sub.js --endpoint tcp://127.0.0.1:5556 --namespace perception/front
  *   node clients/js/perception_sub.js --topic perception/front/lane --count 100 --dump lane.raw
  *
- * Flags: --max-mask-pixels is a whole number in 1..268435456 (16384 x 16384), --max-queue-mb one in
- * 1..65536, --count a whole number, --namespace and --topic not empty; any other value is refused
- * with one line, exit 2.
+ * Flags: --max-mask-pixels is a whole number in 1..268435456 (16384 x 16384), --max-queue-mb and
+ * --max-topics ones in 1..65536, --count a whole number, --namespace and --topic not empty; any other
+ * value is refused with one line, exit 2.
  * --topic takes exact topics (a longer one sharing the prefix is dropped); a mask topic <ns>/<mask>
  * also subscribes to <ns>/frame (a per-class <ns>/obstacle/<class> also to the frame topic one
  * level up), where an --atomic-frames node sends it, and keeps only the asked-for masks of each
@@ -82,6 +87,9 @@ const RLE_RUN_BYTES = 5;
 // --max-queue-mb: its default and largest value (MiB), as perception/options.py's.
 const DEFAULT_MAX_QUEUE_MB = 256;
 const MAX_QUEUE_MB = 65536;
+// --max-topics: its default and largest value, as perception/options.py's.
+const DEFAULT_MAX_TOPICS = 256;
+const MAX_TOPICS = 65536;
 // How long after a dropped connection ZeroMQ has to announce its own reconnect (it does so at once)
 // before the client takes the connection for dead and connects again (watchConnection).
 const RECONNECT_GRACE_MS = 100;
@@ -502,7 +510,29 @@ class Subscriber {
     // Both as keys of the topic's exact bytes (latin1 maps each byte to one character).
     this.asked = new Set([...this.topics, ...this.frameTopics].map((t) => Buffer.from(t, "utf8").toString("latin1")));
     this.dumpOffset = 0;
-    this.counts = { masks: 0, json: 0, skipped: 0 };
+    this.counts = { masks: 0, json: 0, skipped: 0, overTopics: 0 };
+    // The topics kept track of (track), at most --max-topics: the node's info topic from the start.
+    this.maxTopics = options.maxTopics || DEFAULT_MAX_TOPICS;
+    this.tracked = new Set();
+    if (!this.topics.size && options.namespace) {
+      this.tracked.add((options.namespace.endsWith("/") ? options.namespace : options.namespace + "/") + "info");
+    }
+  }
+
+  // Whether a valid message on topic is taken: its topic is tracked already, or is now while fewer
+  // than --max-topics are; else it is counted, and the first one is said on stderr.
+  track(topic) {
+    if (this.tracked.has(topic)) return true;
+    if (this.tracked.size < this.maxTopics) {
+      this.tracked.add(topic);
+      return true;
+    }
+    if (this.counts.overTopics++ === 0) {
+      process.stderr.write(`perception_sub.js: topic ${topic.slice(0, 80)} is one past the ${this.maxTopics} this client ` +
+        "keeps track of (--max-topics): its messages, and those of further new topics, are skipped and counted, without " +
+        "another line\n");
+    }
+    return false;
   }
 
   infoFor(topic) {
@@ -534,9 +564,11 @@ class Subscriber {
       names.set(id, name);
       return { id, name };
     });
-    if (!this.infos.has(topic) && this.infos.size >= 64) fail("more than 64 info topics");
+    // Kept for a tracked topic only, so at most --max-topics of them.
+    if (!this.track(topic)) return false;
     this.infos.set(topic, { names, unknownId });
     Object.assign(line, { info_wire_version: version, model_id: modelId, unknown_id: unknownId });
+    return true;
   }
 
   maskLine(topic, m, mask, framePubSeq) {
@@ -581,7 +613,7 @@ class Subscriber {
       fail(`mask of ${m.height}x${m.width} pixels is over the limit of ${this.options.maxPixels} (--max-mask-pixels)`);
     }
     const mask = decodePayload(m.compression, payload, m.height, m.width);
-    this.emitMask(this.maskLine(topic, m, mask, null), mask);
+    if (this.track(topic)) this.emitMask(this.maskLine(topic, m, mask, null), mask);
   }
 
   // An atomic frame: every part is checked and decoded before any is printed (all or nothing).
@@ -629,7 +661,7 @@ class Subscriber {
     // asked-for mask topics (frameTopicsOf) gives only those.
     const whole = this.topics.size === 0 || this.topics.has(topic);
     heads.forEach((m, i) => {
-      if (whole || this.topics.has(ns + names[i])) this.emitMask(this.maskLine(ns + names[i], m, masks[i], pubSeq), masks[i]);
+      if ((whole || this.topics.has(ns + names[i])) && this.track(ns + names[i])) this.emitMask(this.maskLine(ns + names[i], m, masks[i], pubSeq), masks[i]);
     });
   }
 
@@ -640,7 +672,8 @@ class Subscriber {
       payload_bytes: payload.length,
     };
     const doc = parseJson(payload, MAX_JSON_PAYLOAD_BYTES, "JSON payload");
-    if (topicName(topic) === "info") this.readInfo(topic, doc, line);
+    // A document on a topic past --max-topics is skipped and counted (track), without a line.
+    if (!(topicName(topic) === "info" ? this.readInfo(topic, doc, line) : this.track(topic))) return;
     process.stdout.write(JSON.stringify(line) + "\n");
     this.counts.json++;
   }
@@ -690,11 +723,12 @@ class Subscriber {
 function usage(code) {
   (code ? process.stderr : process.stdout).write(
     "usage: perception_sub.js [--endpoint E] [--namespace NS | --topic T ...] [--count N] [--duration S]\n" +
-    "                         [--idle S] [--dump FILE] [--max-mask-pixels N] [--max-queue-mb MB]\n" +
+    "                         [--idle S] [--dump FILE] [--max-mask-pixels N] [--max-queue-mb MB] [--max-topics N]\n" +
     "  (the same options as the C subscriber, clients/c/perception_sub; --max-mask-pixels 1..268435456;\n" +
     "  --max-queue-mb MB, 1..65536 (default 256), is the MiB of received messages ZeroMQ may queue before\n" +
     "  the client takes them: max(1, MB MiB / frame limit) messages, the frame limit being\n" +
-    "  max(5 x --max-mask-pixels, 1 MiB);\n" +
+    "  max(5 x --max-mask-pixels, 1 MiB); --max-topics N, 1..65536 (default 256), is the distinct topics\n" +
+    "  kept track of (NS/info counts from the start): messages on further topics are skipped and counted;\n" +
     "  --topic T is exact, and a mask topic NS/M is also taken out of atomic frames on NS/frame; --idle S\n" +
     "  stops once nothing has arrived for S seconds, from the start until a message)\n");
   process.exit(code);
@@ -702,11 +736,11 @@ function usage(code) {
 
 function parseArgs(argv) {
   const o = { endpoint: "tcp://127.0.0.1:5556", namespace: "perception/front", topics: [], count: 0, duration: 0,
-    idle: 0, dump: null, maxPixels: 4096 * 4096, maxQueueMb: DEFAULT_MAX_QUEUE_MB };
+    idle: 0, dump: null, maxPixels: 4096 * 4096, maxQueueMb: DEFAULT_MAX_QUEUE_MB, maxTopics: DEFAULT_MAX_TOPICS };
   const numeric = { "--duration": "duration", "--idle": "idle" };
   // Whole numbers: [option, lo, hi] (hi at most 2^53, exact in a double).
   const whole = { "--count": ["count", 0, Number.MAX_SAFE_INTEGER + 1], "--max-mask-pixels": ["maxPixels", 1, MAX_MASK_PIXELS_FLAG],
-    "--max-queue-mb": ["maxQueueMb", 1, MAX_QUEUE_MB] };
+    "--max-queue-mb": ["maxQueueMb", 1, MAX_QUEUE_MB], "--max-topics": ["maxTopics", 1, MAX_TOPICS] };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === "-h" || a === "--help") usage(0);
@@ -801,15 +835,16 @@ async function main() {
     last = Date.now();
     if (sub.isAsked(parts)) sub.handle(parts);
   }
-  const { masks, json, skipped } = sub.counts;
+  const { masks, json, skipped, overTopics } = sub.counts;
   let status = 0;
-  if (masks + json + skipped === 0) {
+  if (masks + json + skipped + overTopics === 0) {
     // Nothing at all arrived: the stream is not there (exit 4, as perception listen).
     process.stderr.write(`perception_sub.js: error: no messages received from ${o.endpoint} in ${((Date.now() - start) / 1000).toFixed(1)} s; ` +
       `is the node running? check --endpoint / ${o.topics.length ? "--topic" : "--namespace"}\n`);
     status = 4;
   } else {
     process.stderr.write(`perception_sub.js: ${masks} masks, ${json} JSON documents, ${skipped} skipped` +
+      `${overTopics ? `, ${overTopics} on topics past the first ${o.maxTopics} (--max-topics)` : ""}` +
       `${watch.reconnects ? `, ${watch.reconnects} reconnects` : ""}\n`);
   }
   if (o.dump !== null) fs.closeSync(o.dump);

@@ -18,7 +18,14 @@ Ctrl-C / SIGTERM, after receiving something; when nothing at all arrived it ends
 ``perception: error:`` line saying what to check and exits 4, as ``record`` and ``view`` do (a
 stream that is not there; ``--json`` still prints its summary on stdout first).
 
-``--save-dir DIR`` holding the masks of an earlier listen (``DIR/<topic>/<seq>.png``) is refused
+It keeps track of at most ``--max-topics`` topics (default 256; ``MaskSubscriber``): messages on
+further topics are skipped and counted (``over_max_topics`` in the summary), so a publisher on
+ever new topics cannot grow its memory, its report lines or its ``--save-dir`` folders without end.
+Received text it prints (``--echo``'s header strings, a skipped message's reason) has its
+non-printable characters escaped (``wire.printable``).
+
+``--save-dir DIR`` holding the masks of an earlier listen (``DIR/<topic>/<seq>.png``, the topic's
+folder named by ``wire.topic_dir_name``) is refused
 before anything is received, since a second run would mix its masks with them; ``--overwrite``
 removes those masks (and the topic folders they leave empty) when the first new mask is saved.
 Other files in DIR are never touched.
@@ -45,12 +52,12 @@ from perception.cli import GoneSafe, emit
 from perception.config import same_setting, setting
 from perception.errors import ConfigError, SourceUnavailableError
 from perception.flags import add_flags, config_from_flags
-from perception.options import CurveClientOptions, ReaderQueueOptions
+from perception.options import CurveClientOptions, ReaderQueueOptions, ReaderTopicOptions
 from perception.overwrite import refuse_earlier_output
 from perception.signals import install_signal_handlers
 from perception.subscribe import MaskSubscriber, Message
 from perception.topic_stats import TopicStats
-from perception.wire import topic_dir_name
+from perception.wire import printable, topic_dir_name
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +74,8 @@ class ListenConfig:
     count: int | None = setting(None, lo=1, metavar="N", help="stop after N messages in total")
     interval_s: float = setting(1.0, lo=0.001, hi=3600, flag="--interval", metavar="S", help="seconds between report lines")
     echo: bool = setting(False, help="print every message's header (and JSON documents)")
-    save_dir: Path | None = setting(None, metavar="DIR", help="save received masks as PNG: DIR/<topic with / as _>/<seq>.png")
+    save_dir: Path | None = setting(None, metavar="DIR",
+                                    help="save received masks as PNG: DIR/<topic, / as _ and _ as __>/<seq>.png")
     every: int = setting(1, lo=1, metavar="N", help="with --save-dir: every Nth mask per topic")
     overwrite: bool = setting(False, help="with --save-dir: replace the masks an earlier listen saved there (its "
                                           "<topic>/<seq>.png files, removed when the first new mask is saved) instead "
@@ -77,6 +85,7 @@ class ListenConfig:
     max_mask_pixels: int = setting(contracts.MAX_MASK_PIXELS, lo=1, hi=contracts.MAX_MASK_SIDE ** 2, metavar="N",
                                    help="skip masks declaring more than N pixels, before decoding")
     max_queue_mb: int = same_setting(ReaderQueueOptions, "max_queue_mb")
+    max_topics: int = same_setting(ReaderTopicOptions, "max_topics")
     curve_server_key: str | None = same_setting(CurveClientOptions, "curve_server_key")
     curve_key: str | None = same_setting(CurveClientOptions, "curve_key")
 
@@ -165,13 +174,15 @@ def _format_line(topic: str, figures: dict[str, Any]) -> str:
 
 def _echo(msg: Message, out) -> None:
     if msg.kind == contracts.KIND_JSON:
-        print(f"{msg.topic} seq={msg.seq} {json.dumps(msg.data)}", file=out)
+        print(f"{msg.topic} seq={msg.seq} {json.dumps(msg.data)}", file=out)  # JSON-escaped: one safe line
         return
     h = msg.header
-    print(
+    # frame_id, model_id and the latency names are the publisher's text: escaped, they cannot
+    # retitle or clear the terminal or forge a line.
+    print(printable(
         f"{msg.topic} seq={h['seq']} pub_seq={h.get('pub_seq', '-')} stamp={h['header']['stamp']['sec']}.{h['header']['stamp']['nanosec']:09d} "
         f"frame_id={h['header']['frame_id']} {h['height']}x{h['width']} {h['encoding']} "
-        f"compression={h['compression']} values={h['values']} model={h['model_id']} latency_ms={h['latency_ms']}",
+        f"compression={h['compression']} values={h['values']} model={h['model_id']} latency_ms={h['latency_ms']}"),
         file=out,
     )
 
@@ -205,7 +216,24 @@ def main(args: argparse.Namespace) -> int:
     def request_stop(signum, frame) -> None:
         stop["requested"] = True
 
+    # Put back only after the summary: a stop signal while it prints (a second Ctrl-C, timeout's
+    # SIGINT after --duration) must not cost the --json summary.
     handlers = install_signal_handlers(request_stop)
+    try:
+        summary, nothing = _listen(config, earlier, live, stop)
+        _print_summary(summary, live)
+        if config.json:
+            emit(json.dumps(summary, indent=2))
+    finally:
+        handlers.restore()
+    if nothing:
+        # Nothing at all arrived: the stream is not there (exit 4, as record and view), said once.
+        raise SourceUnavailableError(nothing_received(config.endpoint, summary["duration_s"], _nothing_hint(config)))
+    return 0
+
+
+def _listen(config: ListenConfig, earlier: list[Path], live, stop: dict[str, bool]) -> tuple[dict[str, Any], bool]:
+    """Receive until ``--duration``, ``--count`` or a stop; the summary, and whether nothing at all came."""
     sub = MaskSubscriber(
         config.endpoint,
         topics=config.topic or None,
@@ -215,11 +243,13 @@ def main(args: argparse.Namespace) -> int:
         curve_key_file=config.curve_key,
         max_mask_pixels=config.max_mask_pixels,
         max_queue_mb=config.max_queue_mb,
+        max_topics=config.max_topics,
     )
     # The node takes perception/front/ as perception/front: shown as the topics it matches, without '//'.
     namespace = (config.namespace or "").rstrip("/")
     what = ", ".join(config.topic) if config.topic else (f"{namespace}/*" if namespace else "all topics")
     print(f"listening on {config.endpoint} to {what}", file=live, flush=True)
+    # One entry a topic, of at most --max-topics topics (the subscriber skips the messages of others).
     stats: dict[str, TopicStats] = {}
     saved: dict[str, int] = {}
     start_s = time.monotonic()
@@ -256,25 +286,22 @@ def main(args: argparse.Namespace) -> int:
                 _report(stats, sub, now_s, live, _nothing_hint(config))
     finally:
         sub.close()
-        handlers.restore()
     duration_s = time.monotonic() - start_s
+    counters = sub.counters
     summary = {
         "endpoint": config.endpoint,
         "duration_s": round(duration_s, 3),
         "messages": total,
         "topics": {topic: s.summary(duration_s) for topic, s in sorted(stats.items())},
-        "skipped": {"malformed": sub.counters.malformed, "version_mismatch": sub.counters.version_mismatch},
-        "superseded": sub.counters.superseded,
+        "skipped": {"malformed": counters.malformed, "version_mismatch": counters.version_mismatch,
+                    "over_max_topics": counters.over_max_topics},
+        "max_topics": config.max_topics,
+        "superseded": counters.superseded,
         "save_errors": save_errors,
         "last_error": sub.last_error,
     }
-    _print_summary(summary, live)
-    if config.json:
-        emit(json.dumps(summary, indent=2))
-    if total == 0 and not sub.counters.malformed and not sub.counters.version_mismatch:
-        # Nothing at all arrived: the stream is not there (exit 4, as record and view), said once.
-        raise SourceUnavailableError(nothing_received(config.endpoint, duration_s, _nothing_hint(config)))
-    return 0
+    nothing = total == 0 and not (counters.malformed or counters.version_mismatch or counters.over_max_topics)
+    return summary, nothing
 
 
 def nothing_received(endpoint: str, seconds: float, hint: str) -> str:
@@ -307,6 +334,9 @@ def _report(stats: dict[str, TopicStats], sub: MaskSubscriber, now_s: float, out
     skipped = sub.counters.malformed + sub.counters.version_mismatch
     if skipped:
         print(f"skipped {skipped} bad message(s): {sub.last_error}", file=out)
+    if sub.counters.over_max_topics:
+        print(f"skipped {sub.counters.over_max_topics} message(s) on topics past the first {sub.max_topics} "
+              "(--max-topics)", file=out)
     out.flush()
 
 
@@ -319,4 +349,7 @@ def _print_summary(summary: dict[str, Any], out) -> None:
     if skipped["malformed"] or skipped["version_mismatch"]:
         print(f"skipped: {skipped['malformed']} malformed, {skipped['version_mismatch']} from another wire version "
               f"({summary['last_error']})", file=out)
+    if skipped["over_max_topics"]:
+        print(f"skipped: {skipped['over_max_topics']} on topics past the first {summary['max_topics']} (--max-topics)",
+              file=out)
     out.flush()
