@@ -79,7 +79,7 @@ def render_overlay(
         colour = np.where(known[ids][..., None], lut[ids], colour)
         painted |= known[ids]
         # Every class, not only those in view: the frame size then stays the same from frame to frame.
-        entries += [(c.name, tuple(int(v) for v in c.color[::-1])) for c in class_table.classes]
+        entries += _class_entries(class_table, ids, legend_rows(hw[0]) - len(task_masks or {}))
     for task, mask in (task_masks or {}).items():
         tint = TASK_TINTS_BGR.get(task)
         if tint is None:
@@ -94,6 +94,30 @@ def render_overlay(
     below = bool(caption) and not _draw_caption(out, caption)
     picture = _with_legend(out, entries) if legend else out
     return _with_caption_strip(picture, caption, hw[0]) if below else picture
+
+
+#: The legend's row height, and the fewest rows it may have beside a short frame.
+LEGEND_ROW_PX = 16
+LEGEND_MIN_ROWS = 32
+
+
+def legend_rows(frame_h: int) -> int:
+    """The most rows a legend has beside a frame ``frame_h`` rows high (a class table from the
+    network may list 255 classes: the legend must not make the picture many times the frame)."""
+    return max(LEGEND_MIN_ROWS, (frame_h - 6) // LEGEND_ROW_PX)
+
+
+def _class_entries(table: ClassTable, ids: np.ndarray, rows: int) -> list[tuple[str, tuple[int, int, int]]]:
+    """Legend rows of ``table``: every class when they fit in ``rows``, else the classes in the frame
+    first, then the others by id, and a last row naming how many are left out."""
+    classes = list(table.classes)
+    if len(classes) > max(rows, 1):
+        present = np.bincount(ids.reshape(-1), minlength=256) > 0
+        ordered = sorted(classes, key=lambda c: (not (c.id < 256 and present[c.id]), c.id))
+        shown = ordered[: max(rows, 2) - 1]
+        return [*((c.name, tuple(int(v) for v in c.color[::-1])) for c in shown),
+                (f"+{len(classes) - len(shown)} more classes", (60, 60, 60))]
+    return [(c.name, tuple(int(v) for v in c.color[::-1])) for c in classes]
 
 
 def _to_frame(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -137,7 +161,7 @@ def _with_legend(image: np.ndarray, entries: list[tuple[str, tuple[int, int, int
     # A panel beside the image rather than on it: the legend never hides part of the scene.
     h, w = image.shape[:2]
     scale = 0.4
-    row_h = 16
+    row_h = LEGEND_ROW_PX
     labels = entries or [("(no mask)", (60, 60, 60))]
     text_w = max(cv2.getTextSize(name, _FONT, scale, 1)[0][0] for name, _ in labels)
     panel_w = 8 + 12 + 6 + text_w + 8

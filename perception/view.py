@@ -47,7 +47,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from perception import contracts
@@ -74,12 +73,9 @@ INFO_WAIT_S = 1.0
 _MAX_HELD = 64
 _MAX_HELD_BYTES = 128 * 2**20
 #: A node's class table comes from the network (its info document: up to 255 classes, names of up to
-#: 256 characters): its legend shows names cut to this many characters, and at most as many rows as
-#: fit beside the frame, but no fewer than ``_LEGEND_MIN_ROWS``, the classes in the frame first, the
-#: last row saying how many more there are (the legend's look is ``overlay.render_overlay``'s).
+#: 256 characters): its legend shows names cut to this many characters (and ``overlay.legend_rows``
+#: rows at most, the classes in the frame first).
 _LEGEND_NAME_CHARS = 32
-_LEGEND_MIN_ROWS = 32
-_LEGEND_ROW_PX = 16
 
 
 @dataclass
@@ -326,40 +322,10 @@ def node_class_table(info: dict[str, Any]) -> NodeClasses | None:
     return NodeClasses(tuple(classes)) if classes else None
 
 
-def legend_rows(frame_h: int) -> int:
-    """The most rows the legend of a node's class table has beside a frame ``frame_h`` rows high."""
-    return max(_LEGEND_MIN_ROWS, (frame_h - 6) // _LEGEND_ROW_PX)
-
-
 def _draw_class_map(image: np.ndarray, class_map: np.ndarray, table: ClassTable | NodeClasses, *, alpha: float,
                     caption: str) -> np.ndarray:
-    """``render_overlay`` of a class map, its legend bounded (``legend_rows``): a table that fits is
-    drawn as ``render_overlay`` draws it; a longer one gets a legend of the classes in the frame
-    first, then the others by id, and a last row naming how many are left out."""
-    rows = legend_rows(image.shape[0])
-    if len(table.classes) <= rows:
-        return render_overlay(image, class_map, table, alpha=alpha, caption=caption)
-    picture = render_overlay(image, class_map, table, alpha=alpha, caption=caption, legend=False)
-    present = np.bincount(class_map.reshape(-1), minlength=256) > 0
-    ordered = sorted(table.classes, key=lambda c: (not (c.id < 256 and present[c.id]), c.id))
-    shown = ordered[: rows - 1]
-    entries = [(c.name, tuple(int(v) for v in c.color[::-1])) for c in shown]
-    entries.append((f"+{len(table.classes) - len(shown)} more classes", (60, 60, 60)))
-    return _with_legend(picture, entries)
-
-
-def _with_legend(image: np.ndarray, entries: list[tuple[str, tuple[int, ...]]]) -> np.ndarray:
-    """A legend panel beside ``image``, drawn as ``overlay.render_overlay`` draws its own."""
-    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.4
-    h, w = image.shape[:2]
-    text_w = max(cv2.getTextSize(name, font, scale, 1)[0][0] for name, _ in entries)
-    canvas = np.full((max(h, 6 + _LEGEND_ROW_PX * len(entries)), w + 8 + 12 + 6 + text_w + 8, 3), 24, np.uint8)
-    canvas[:h, :w] = image
-    for i, (name, bgr) in enumerate(entries):
-        y = 6 + i * _LEGEND_ROW_PX
-        cv2.rectangle(canvas, (w + 8, y), (w + 20, y + 12), bgr, -1)
-        cv2.putText(canvas, name, (w + 26, y + 10), font, scale, (235, 235, 235), 1, cv2.LINE_AA)
-    return canvas
+    """``render_overlay`` of a class map: its legend is bounded there (``overlay.legend_rows``)."""
+    return render_overlay(image, class_map, table, alpha=alpha, caption=caption)
 
 
 def _rows(table: ClassTable | NodeClasses) -> list[tuple[int, str, tuple[int, ...]]]:
@@ -546,7 +512,8 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
                     first_mask_s = now
                     # Decided before the end of a short --duration, so that the held frames are drawn.
                     give_up_s = min(now + INFO_WAIT_S, deadline - 0.3 if deadline is not None else math.inf)
-            colours.update(sub.info, give_up=now >= give_up_s, waited_s=now - (first_mask_s or now))
+            # The wait is said as the rule gave it (a loaded machine may notice its end a little late).
+            colours.update(sub.info, give_up=now >= give_up_s, waited_s=min(now, give_up_s) - (first_mask_s or now))
             if msg is None and next_seq_seen and pending and pending.keys() >= arrived.keys():
                 # Nothing more came (the last frame before a pause, or of a replay): the frame is
                 # whole, as a frame was before it (a first frame may lack masks not seen yet).

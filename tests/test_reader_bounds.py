@@ -29,10 +29,10 @@ from test_clients import _c_client, _js_client
 
 from perception import contracts
 from perception.encoding import get_codec
-from perception.overlay import render_overlay
+from perception.overlay import legend_rows, render_overlay
 from perception.subscribe import MaskSubscriber
 from perception.topic_stats import TopicStats
-from perception.view import _draw_class_map, legend_rows, node_class_table
+from perception.view import _draw_class_map, node_class_table
 from perception.wire import MaskGeometry, dump_header, json_header, printable, topic_dir_name
 
 CLASSES = [{"id": 0, "name": "road", "color_rgb": [128, 64, 128]}, {"id": 3, "name": "car", "color_rgb": [0, 0, 255]}]
@@ -300,7 +300,8 @@ def test_a_huge_node_class_table_gets_a_bounded_legend():
     table = node_class_table(info)
     class_map = np.full((9, 16), 7, np.uint8)
     frame = _draw_class_map(np.zeros((9, 16, 3), np.uint8), class_map, table, alpha=0.5, caption="seq 1  m")
-    assert frame.shape[0] <= 6 + 16 * legend_rows(9) and frame.shape[1] < 400, frame.shape
+    # The legend's rows, and the caption's strip under a frame too small to hold it.
+    assert frame.shape[0] <= 6 + 16 * legend_rows(9) + 32 and frame.shape[1] < 400, frame.shape
     assert all(len(c.name) <= 32 for c in table.classes)
 
 
