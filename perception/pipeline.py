@@ -96,6 +96,11 @@ class Pipeline:
         self.preprocess = Preprocessor(engine.input_hw)
         #: Class map -> masks, blobs and the info document (perception/mask_stage.py).
         self.stage = MaskStage(config, engine=engine, publisher=publisher)
+        # The masks this camera publishes (per-class ones included): subscriptions to others are
+        # not counted by --wait-subscribers nor in the stats (a test double may not take them).
+        declare = getattr(publisher, "declare_topics", None)
+        if declare is not None:
+            declare(self.stage.masks.topics)
         self.latency = LatencyWindow()
         self._limited = RateLimitedLog(log)
         self._stop = threading.Event()

@@ -150,7 +150,8 @@ class MaskPublisher:
         self.endpoint = self._core.endpoint
         #: Every namespace published on this socket (``add_namespace``), this one first.
         self._namespaces: list[MaskPublisher] = [self]
-        self._core.latch(self._info_topic, self._resend_info_locked)
+        with self._core.lock:
+            self._track_locked()
         log.info("publishing %s/{%s} on %s", self.namespace, ",".join(self._plans), self.endpoint)
 
     def _init_namespace(self, namespace: str, encodings: dict[str, str], atomic_frames: bool) -> None:
@@ -190,9 +191,32 @@ class MaskPublisher:
         sibling._core, sibling.endpoint, sibling._namespaces = self._core, self.endpoint, self._namespaces
         with self._core.lock:
             self._namespaces.append(sibling)
-            self._core.latch(sibling._info_topic, sibling._resend_info_locked)
+            sibling._track_locked()
         log.info("publishing %s/{%s} on %s", sibling.namespace, ",".join(sibling._plans), self.endpoint)
         return sibling
+
+    def _track_locked(self) -> None:
+        """Latch the info topic and have the core count the subscriptions to this namespace's
+        topics (``subscriptions``, ``subscribed``): every topic name it has (the mask, JSON and frame
+        topics), and any per-class ``obstacle/<class>`` until ``declare_topics`` names them."""
+        self._core.latch(self._info_topic, self._resend_info_locked)
+        for name in (*contracts.MASK_TOPICS, *contracts.JSON_TOPICS, contracts.FRAME_TOPIC):
+            self._core.track(contracts.topic_name(self.namespace, name).encode("utf-8"), self._namespace_prefix)
+        self._core.track_family(self._per_class_prefix, self._namespace_prefix)
+
+    @property
+    def _per_class_prefix(self) -> bytes:
+        return contracts.topic_name(self.namespace, contracts.PER_CLASS_OBSTACLE_PREFIX).encode("utf-8")
+
+    def declare_topics(self, names) -> None:
+        """Name the mask topics this namespace will publish (``MaskStage``'s ``masks.topics``, per-class
+        ``obstacle/<class>`` included), so that a subscription to a per-class topic it does not
+        publish (another class) is not counted in ``subscriptions`` nor by ``wait_for_subscribers``.
+        Before this call any ``obstacle/<class>`` counts. (``subscribed`` answers for any name.)"""
+        with self._core.lock:
+            for name in names:
+                self._core.track(contracts.topic_name(self.namespace, name).encode("utf-8"), self._namespace_prefix)
+            self._core.untrack_family(self._per_class_prefix)
 
     def _plan_topics(self, encodings: dict[str, str]) -> dict[str, _TopicPlan]:
         unknown = [name for name in encodings if name not in contracts.MASK_TOPICS]
@@ -378,8 +402,10 @@ class MaskPublisher:
         """Wait until ``count`` subscriptions to this namespace are live, at most ``timeout_s``.
 
         A subscriber counts once per prefix it subscribes to: a recorder or ``listen --namespace``
-        once, ``listen --topic`` once per topic. A subscription that has reached the publisher
-        receives every message sent after it, so the first frame is not lost to the slow joiner.
+        once, ``listen --topic`` once per topic; a prefix that receives none of the namespace's
+        topics (``<ns>/x``, a per-class topic not declared, see ``declare_topics``) not at all. A
+        subscription that has reached the publisher receives every message sent after it, so the
+        first frame is not lost to the slow joiner.
         Holds the socket for at most 10 ms at a time (call it before publishing, not alongside).
 
         Returns True when enough subscriptions are live, False on the timeout or once closed.
@@ -390,27 +416,34 @@ class MaskPublisher:
         """Which of ``names`` (mask topics such as ``lane``, ``obstacle/car``, or JSON names such as
         ``obstacles``) a live subscription receives. Pending subscribe/unsubscribe messages are read
         first, so the answer is ZeroMQ's own delivery filter at this moment: a name not in the set
-        would be sent to nobody, and the node can skip computing it."""
+        would be sent to nobody, and the node can skip computing it. The core keeps a count of
+        live subscriptions per topic, so this costs one look-up per name, whatever the subscribers
+        subscribed to (hunt s34: one client's million prefixes made it 4 s a frame). While a flood
+        of subscribe messages is still being read (a read takes at most ``READ_BATCH``), every name
+        is: a subscriber whose subscription waits behind the flood gets its masks meanwhile."""
         with self._core.lock:
             if self._core.closed:
                 return set()
-            self._core.read_subscriptions_locked()
-            prefixes = self._core.prefixes
-        return {n for n in names if any(self._wire_topic(n).startswith(p) for p in prefixes)}
+            if not self._core.read_subscriptions_locked():
+                return set(names)
+            return {n for n in names if self._core.receivers_locked(self._wire_topic_locked(n))}
 
-    def _wire_topic(self, name: str) -> bytes:
-        """The topic bytes ``name`` goes out on, built once per name (``subscribed`` asks every
-        frame). Atomic frames: every mask goes out in <namespace>/frame, so it is wanted when that is."""
+    def _wire_topic_locked(self, name: str) -> bytes:
+        """The topic bytes ``name`` goes out on, built (and tracked by the core) once per name
+        (``subscribed`` asks every frame). Atomic frames: every mask goes out in <namespace>/frame,
+        so it is wanted when that is."""
         topic = self._wire_topics.get(name)
         if topic is None:
             topic = (self._frame_topic if self.atomic_frames and name not in contracts.JSON_TOPICS
                      else contracts.topic_name(self.namespace, name).encode("utf-8"))
+            self._core.track(topic)  # counted per topic; the namespace's count is its declared topics
             self._wire_topics[name] = topic
         return topic
 
     def stats(self) -> dict[str, int]:
         """The ``publisher`` block of the stats document (``contracts.PUBLISHER_STATS``): the
-        counters plus ``subscriptions`` (live subscriptions to this namespace) and
+        counters plus ``subscriptions`` (live subscriptions that receive one of this namespace's
+        topics, see ``wait_for_subscribers``) and
         ``curve_rejections`` (handshakes the allow-list refused) and ``curve_disconnects``
         (connected clients cut when their key left the allow-list)."""
         # Subscriptions first: reading them may resend the latched info, which the counters then hold.

@@ -14,6 +14,18 @@ encodings, pub_seq) stays with the publishers.
     core.subscriptions(b"perception/front/")      # live subscriptions that receive that namespace
     core.close()
 
+Subscription accounting. libzmq does the filtering (which subscriber gets which message); the
+core only counts, for the stats, ``--wait-subscribers`` and the node's lazy publishing (a topic
+nobody receives is not computed). The publisher ``track``s the topics it publishes, each in a group
+(its namespace ``b"ns/"``); the core keeps, per tracked topic and per group, the count of live
+subscriptions that receive it, updated when a subscribe or unsubscribe is read (one look-up of the
+prefix among the prefixes of the tracked topics), so ``receivers_locked(topic)`` and
+``subscriptions(group)`` cost the same whatever the subscribers ask for. Prefixes that receive no
+tracked topic are kept, for topics tracked later, up to ``MAX_PREFIXES`` distinct ones; beyond that
+they are counted (``prefixes_over_cap``) and warned about once a minute, never kept. A read takes at
+most ``READ_BATCH`` messages (a send ``SEND_READ_BATCH``), so a flood of them is spread over many
+frames.
+
 With a CURVE allow-list, each subscription message carries the subscriber's key (ZAP ``User-Id``)
 and its connection's file descriptor (``SRCFD``): the core remembers which connection holds which
 key, so that when a key is removed from the allow-list (``cut_clients``, called by the
@@ -36,7 +48,7 @@ import socket
 import stat
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -52,6 +64,24 @@ _ENDPOINT_RE = re.compile(r"^(?:tcp://(?P<host>\[[0-9a-fA-F:.]+\]|[^:/\[\]]+):(?
 _SUBSCRIBE, _UNSUBSCRIBE = 1, 0
 # wait_for_subscriptions holds the socket lock for at most this long at a time.
 _WAIT_SLICE_MS = 10
+#: Subscribe/unsubscribe messages one read takes off the socket (``subscribed``, once a frame;
+#: ``subscriptions``; each wait slice): about 2.5 us each with libzmq's own work, so at most about
+#: 5 ms a read. The rest wait for the next read: a subscriber that sends a flood of them slows the
+#: node by a bounded amount and never stalls it. A send reads at most ``SEND_READ_BATCH``.
+READ_BATCH = 2000
+SEND_READ_BATCH = 100
+#: Distinct subscription prefixes kept that receive none of the tracked topics (``<ns>/x`` under
+#: a namespace, another namespace, ``zz...``); beyond it they are counted in ``prefixes_over_cap``
+#: with one warning a minute. Subscriptions to the tracked topics are always kept (there are at most
+#: a few hundred distinct prefixes of them), so this bounds the memory and never a real subscriber.
+MAX_PREFIXES = 10_000
+#: Seconds between two resends of one latched topic for new subscriptions: one arriving sooner
+#: waits for the end of the interval, and all those arriving meanwhile share one resend.
+LATCH_RESEND_INTERVAL_S = 1.0
+_NEVER = float("inf")
+_CAP_WARN_INTERVAL_S = 60.0
+_NO_TOPICS: tuple[bytes, ...] = ()
+_NO_GROUPS: frozenset[bytes] = frozenset()
 
 
 def address_in_use_fix(endpoint: str) -> str:
@@ -221,11 +251,30 @@ class XpubCore:
         #: expect the caller to hold it; the publish thread sends, another may ask for stats).
         self.lock = threading.Lock()
         self.closed = False
-        # Live subscriptions by topic prefix (one count per subscriber that holds it).
-        self._prefixes: Counter[bytes] = Counter()
-        # Latched topics: topic -> the callback that sends it again (caller holds the lock).
+        # Subscription accounting (see "subscriptions" in the module docstring): live
+        # subscriptions by prefix (one count per subscriber that holds it), only those kept.
+        self._live: dict[bytes, int] = {}
+        # Every prefix of every tracked topic -> (the tracked topics it receives, its groups).
+        self._index: dict[bytes, tuple[list[bytes], set[bytes]]] = {}
+        self._receivers: dict[bytes, int] = {}  # tracked topic -> live subscriptions that receive it
+        self._groups: dict[bytes, int] = {}  # group (namespace) -> live subscriptions to its topics
+        self._families: dict[bytes, bytes] = {}  # topics not declared yet, one segment under -> group
+        self._total = 0  # every live subscription, kept or not
+        self._extra = 0  # kept prefixes outside the index (at most max_prefixes)
+        self._unstored = 0  # live subscriptions over the cap, not kept
+        #: Distinct prefixes kept that receive no tracked topic (see ``MAX_PREFIXES``).
+        self.max_prefixes = MAX_PREFIXES
+        #: Subscriptions not kept because of ``max_prefixes`` (or longer than any topic).
+        self.prefixes_over_cap = 0
+        self._cap_warn_at = 0.0  # (monotonic) when the cap may be warned about again
+        # Latched topics: topic -> the callback that sends it again (caller holds the lock); those
+        # due for a new subscription; when each last went again; when the first due one may go.
         self._latched: dict[bytes, Callable[[], None]] = {}
         self._due: set[bytes] = set()
+        self._resent_at: dict[bytes, float] = {}
+        self._next_due = _NEVER
+        #: Seconds between two resends of one latched topic (``LATCH_RESEND_INTERVAL_S``).
+        self.latch_interval_s = LATCH_RESEND_INTERVAL_S
         self._flags = zmq.NOBLOCK if send_timeout_ms is None else 0
         self._context = zmq.Context()
         self._auth = None
@@ -348,17 +397,141 @@ class XpubCore:
     # ------------------------------------------------------------------ subscriptions
 
     def latch(self, topic: bytes, resend: Callable[[], None]) -> None:
-        """Call ``resend`` (with the lock held) each time a subscription that receives ``topic``
-        arrives, so a subscriber that joins late still gets it first thing."""
+        """Call ``resend`` (with the lock held) when a subscription that receives ``topic`` arrives,
+        so a subscriber that joins late still gets it: at once, or, when it went again for another
+        subscription less than ``LATCH_RESEND_INTERVAL_S`` before, once that interval is over (the
+        subscriptions arriving meanwhile share that one resend). The caller holds the lock, or no
+        other thread uses the core yet."""
         self._latched[topic] = resend
+        self.track(topic)
 
-    def read_subscriptions_locked(self, sending: bytes | None = None) -> None:
-        """Take every queued subscribe/unsubscribe off the socket, then resend the latched topics
-        a new subscription receives (caller holds the lock). ``sending``: the topic about to be sent,
-        which reaches the new subscriber anyway; resending it first would put two copies on the
-        wire in reverse ``pub_seq`` order (its header is already numbered)."""
+    def track(self, topic: bytes, group: bytes | None = None) -> None:
+        """Keep, from now on, the count of live subscriptions that receive ``topic`` (``receivers``)
+        and, when ``group`` (a namespace ``b"ns/"``) is given, count ``topic`` among the group's
+        topics (``subscriptions(group)``). Idempotent; costs one look-up per byte of ``topic``.
+        The caller holds the lock, or no other thread uses the core yet."""
+        if group is None and topic in self._receivers:
+            return  # (the replay latches its info again with every copy it sends)
+        prefixes = [topic[:i] for i in range(len(topic) + 1)]
+        before = {p: self._snapshot(p) for p in prefixes if p in self._live}
+        new_topic = topic not in self._receivers
+        if new_topic:
+            self._receivers[topic] = 0
+        if group is not None:
+            self._groups.setdefault(group, 0)
+        for p in prefixes:
+            entry = self._index.get(p)
+            if entry is None:
+                entry = self._index[p] = ([], set())
+                if p in self._live:
+                    self._extra -= 1  # it receives a tracked topic now: no longer under the cap
+            if new_topic:
+                entry[0].append(topic)
+            if group is not None:
+                entry[1].add(group)
+        self._recount(before)
+
+    def track_family(self, family: bytes, group: bytes) -> None:
+        """Count in ``group`` the subscriptions to topics the publisher may add later, one path
+        segment under ``family`` (``b"ns/obstacle/"``: per-class masks of classes not declared yet);
+        ``untrack_family`` once the topics are declared (``track``)."""
+        affected = {p: self._snapshot(p) for p in self._live if p.startswith(family)}
+        self._families[family] = group
+        self._recount(affected)
+
+    def untrack_family(self, family: bytes) -> None:
+        affected = {p: self._snapshot(p) for p in self._live if p.startswith(family)}
+        self._families.pop(family, None)
+        self._recount(affected)
+
+    def _contribution(self, prefix: bytes) -> tuple[list[bytes] | tuple[bytes, ...], set[bytes] | frozenset[bytes]]:
+        """The tracked topics a subscription to ``prefix`` receives, and the groups it counts in."""
+        entry = self._index.get(prefix)
+        topics, groups = (entry[0], entry[1]) if entry is not None else (_NO_TOPICS, _NO_GROUPS)
+        for family, group in self._families.items():
+            if group not in groups and prefix.startswith(family) and b"/" not in prefix[len(family):]:
+                groups = groups | {group}
+        return topics, groups
+
+    def _snapshot(self, prefix: bytes) -> tuple[list[bytes], set[bytes]]:
+        topics, groups = self._contribution(prefix)
+        return list(topics), set(groups)
+
+    def _recount(self, before: dict[bytes, tuple[list[bytes], set[bytes]]]) -> None:
+        """Move the live counts of the prefixes in ``before`` from what they received then to what
+        they receive now (after tracking a topic or a family)."""
+        for prefix, (topics, groups) in before.items():
+            n = self._live[prefix]
+            now_topics, now_groups = self._contribution(prefix)
+            for topic in set(now_topics).difference(topics):
+                self._receivers[topic] += n
+            for group in now_groups - groups:
+                self._groups[group] += n
+            for group in groups - now_groups:
+                self._groups[group] -= n
+
+    def _apply(self, prefix: bytes, delta: int) -> None:
+        topics, groups = self._contribution(prefix)
+        for topic in topics:
+            self._receivers[topic] += delta
+            if delta > 0 and topic in self._latched:
+                self._due.add(topic)
+        for group in groups:
+            self._groups[group] += delta
+
+    def _subscribe(self, prefix: bytes) -> None:
+        self._total += 1
+        n = self._live.get(prefix)
+        if n is None:
+            if prefix not in self._index:
+                # A prefix that receives no tracked topic: kept (a topic tracked later may match it)
+                # up to the cap, beyond it only counted. Longer than any topic, it never matches one.
+                if self._extra >= self.max_prefixes or len(prefix) > contracts.MAX_TOPIC_BYTES:
+                    self._unstored += 1
+                    self.prefixes_over_cap += 1
+                    now = time.monotonic()
+                    if now >= self._cap_warn_at:
+                        self._cap_warn_at = now + _CAP_WARN_INTERVAL_S
+                        log.warning(
+                            "subscribers hold more than %d distinct subscription prefixes that receive none of the "
+                            "topics published here (or ones longer than %d bytes): the others are not counted "
+                            "(%d so far; ZeroMQ still filters for them; subscriptions to the topics published here "
+                            "are always counted)", self.max_prefixes, contracts.MAX_TOPIC_BYTES, self.prefixes_over_cap)
+                    return
+                self._extra += 1
+            n = 0
+        self._live[prefix] = n + 1
+        self._apply(prefix, 1)
+
+    def _unsubscribe(self, prefix: bytes) -> None:
+        # libzmq reports an unsubscribe only for a subscription it holds: one we did not keep was
+        # over the cap.
+        n = self._live.get(prefix)
+        if n is None:
+            if self._unstored:
+                self._unstored -= 1
+                self._total -= 1
+            return
+        self._total -= 1
+        if n > 1:
+            self._live[prefix] = n - 1
+        else:
+            del self._live[prefix]
+            if prefix not in self._index:
+                self._extra -= 1
+        self._apply(prefix, -1)
+
+    def read_subscriptions_locked(self, sending: bytes | None = None, *, budget: int = READ_BATCH) -> bool:
+        """Take up to ``budget`` queued subscribe/unsubscribe messages off the socket (the rest on
+        later calls: a subscriber sending a flood of them cannot hold the lock for long), then
+        resend the latched topics a new subscription receives (caller holds the lock). Returns
+        False when messages may be left (the counts lag behind a flood), True when all were read.
+        ``sending``: the topic about to be sent, which reaches the new subscriber anyway; resending
+        it first would put two copies on the wire in reverse ``pub_seq`` order (its header is
+        already numbered)."""
         noting = self._auth is not None and self._auth.on_revoke is not None
-        while True:
+        drained = False
+        for _ in range(budget):
             try:
                 if noting:
                     frame = self._socket.recv(zmq.NOBLOCK, copy=False)
@@ -366,40 +539,69 @@ class XpubCore:
                 else:
                     message = self._socket.recv(zmq.NOBLOCK)
             except zmq.Again:
+                drained = True
                 break
             if not message:
                 continue
-            prefix = message[1:]
-            if noting and message[0] == _SUBSCRIBE:
-                self._note_subscriber_locked(frame)
             if message[0] == _SUBSCRIBE:
-                self._prefixes[prefix] += 1
-                self._due.update(topic for topic in self._latched if topic.startswith(prefix))
-            elif message[0] == _UNSUBSCRIBE and self._prefixes[prefix] > 0:
-                self._prefixes[prefix] -= 1
-                if not self._prefixes[prefix]:
-                    del self._prefixes[prefix]
+                if noting:
+                    self._note_subscriber_locked(frame)
+                self._subscribe(message[1:])
+            elif message[0] == _UNSUBSCRIBE:
+                self._unsubscribe(message[1:])
+        self._resend_due_locked(sending)
+        return drained
+
+    def _resend_due_locked(self, sending: bytes | None = None) -> None:
+        """Resend the latched topics new subscriptions wait for, each at most once per
+        ``LATCH_RESEND_INTERVAL_S``; the others stay due (``_next_due``: when the first may go)."""
         self._due.discard(sending)
-        while self._due:
-            # Taken off first: the resend below may read subscriptions again.
-            self._latched[self._due.pop()]()
+        if not self._due:
+            self._next_due = _NEVER
+            return
+        now = time.monotonic()
+        ready = [topic for topic in self._due if now - self._resent_at.get(topic, -_NEVER) >= self.latch_interval_s]
+        # Taken off first: the resend below may read subscriptions again.
+        self._due.difference_update(ready)
+        for topic in ready:
+            self._resent_at[topic] = now
+            self._latched[topic]()
+        self._next_due = min((self._resent_at.get(topic, -_NEVER) + self.latch_interval_s for topic in self._due),
+                             default=_NEVER)
 
     @property
     def prefixes(self) -> set[bytes]:
-        """The topic prefixes with a live subscription, as last read."""
-        return set(self._prefixes)
+        """The topic prefixes with a live subscription that are kept (see ``max_prefixes``), as last read."""
+        return set(self._live)
+
+    def receivers_locked(self, topic: bytes) -> int:
+        """Live subscriptions that receive ``topic``, as last read (caller holds the lock). A tracked
+        topic (``track``, ``latch``) is one look-up; another, one per byte of it."""
+        n = self._receivers.get(topic)
+        if n is None:
+            n = sum(self._live.get(topic[:i], 0) for i in range(len(topic) + 1))
+        return n
 
     def subscriptions(self, prefix: bytes = b"") -> int:
-        """Live subscriptions that receive some topic under ``prefix`` (a namespace ``b"ns/"``):
-        one to the namespace, to one of its topics or to everything counts; one to another
-        namespace does not. Reads pending subscription messages first."""
+        """Live subscriptions that receive some topic under ``prefix``. For a group (``track``: a
+        namespace ``b"ns/"``): those that receive one of its tracked topics (one to the namespace,
+        to one of its topics or to everything counts; one to another namespace, or to a prefix under
+        it that names none of its topics, does not). For ``b""``: all. For another prefix: one to
+        the prefix, a prefix of it or a prefix under it (kept ones only, see ``max_prefixes``).
+        Reads pending subscription messages first."""
         with self.lock:
             if not self.closed:
                 self.read_subscriptions_locked()
             return self._count(prefix)
 
     def _count(self, prefix: bytes) -> int:
-        return sum(n for p, n in self._prefixes.items() if prefix.startswith(p) or p.startswith(prefix))
+        n = self._groups.get(prefix)
+        if n is not None:
+            return n
+        if not prefix:
+            return self._total
+        # Not a group: a scan of the kept prefixes (at most max_prefixes plus the tracked topics').
+        return sum(n for p, n in self._live.items() if prefix.startswith(p) or p.startswith(prefix))
 
     def wait_for_subscriptions(self, count: int, *, timeout_s: float, prefix: bytes = b"",
                                stop: threading.Event | None = None) -> bool:
@@ -440,7 +642,9 @@ class XpubCore:
         # messages for subscribers that keep up. The same read says whether subscription messages
         # are waiting (POLLIN), so taking them costs the hot path nothing when there are none.
         if self._socket.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            self.read_subscriptions_locked(sending=topic)
+            self.read_subscriptions_locked(sending=topic, budget=SEND_READ_BATCH)
+        elif self._next_due <= time.monotonic():  # a latched resend that waited for its interval
+            self._resend_due_locked(sending=topic)
         flags = self._flags
         # Every part is copied into ZeroMQ's own message, masks of 150-600 kB included. A zero-copy
         # send hands the buffer to pyzmq's garbage-collector thread, which takes the GIL to release
@@ -454,6 +658,8 @@ class XpubCore:
         for frame in frames[:-1]:
             self._socket.send(frame, zmq.SNDMORE | flags)
         self._socket.send(frames[-1], flags)
+        if topic in self._due:  # it just reached every subscription read so far
+            self._due.discard(topic)
         return True
 
     # ------------------------------------------------------------------ closing

@@ -1,0 +1,331 @@
+"""Hostile subscribers against the node's subscription accounting (hunt s34, H4 findings 2, 10, 11,
+13): one idle client subscribing to hundreds of thousands of prefixes, fake prefixes under the
+namespace, a subscribe/unsubscribe churn, a flood of refused CURVE keys. Real XPUB sockets on
+loopback; waits on counters with deadlines, never on timings."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import zmq
+
+from perception import xpub
+from perception.publish import MaskPublisher
+from perception.security import _AuditLog
+from perception.xpub import XpubCore
+
+NS = "perception/front"
+NAMES = ["drivable", "lane", "obstacle", "class_map", "obstacles"]
+
+
+def _sub(endpoint: str, *prefixes: bytes, sndhwm: int | None = None) -> zmq.Socket:
+    sock = zmq.Context.instance().socket(zmq.SUB)
+    sock.linger = 0
+    if sndhwm is not None:
+        sock.sndhwm = sndhwm  # 0: libzmq drops none of a flood of subscribe messages
+    for prefix in prefixes:
+        sock.setsockopt(zmq.SUBSCRIBE, prefix)
+    sock.connect(endpoint)
+    return sock
+
+
+def _until(check, what: str, timeout_s: float = 60.0):
+    deadline = time.monotonic() + timeout_s
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+    return value
+
+
+class _NoScan(dict):
+    """The core's table of live prefixes, refusing to be walked: the per-frame questions must be
+    answered from the counters kept per topic and per namespace, not by a scan of the prefixes."""
+
+    def _refuse(self, *_a):
+        raise AssertionError("the live prefixes were scanned")
+
+    __iter__ = items = values = keys = _refuse
+
+
+def test_a_client_with_200k_prefixes_neither_stalls_nor_fools_the_node(caplog):
+    """F2: subscribed() scanned every prefix for every topic on every frame (4 s a frame with 1M),
+    and every prefix ever subscribed was kept. F11: prefixes under the namespace that name no topic
+    counted as subscriptions."""
+    caplog.set_level(logging.WARNING, logger="perception.xpub")
+    pub = MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS)
+    legit = _sub(pub.endpoint, f"{NS}/lane".encode())
+    flood = _sub(pub.endpoint, sndhwm=0)
+    try:
+        for i in range(190_000):
+            flood.setsockopt(zmq.SUBSCRIBE, b"zz%07d" % i)
+        for i in range(10_000):  # under the namespace, but no topic of the node
+            flood.setsockopt(zmq.SUBSCRIBE, f"{NS}/x{i:07d}".encode())
+        flood.setsockopt(zmq.SUBSCRIBE, f"{NS}/stats".encode())  # last: read once all the others are
+        # Each read takes at most READ_BATCH messages: the flood is spread over many frames.
+        _until(lambda: pub.subscribed(NAMES) == {"lane"} and pub.stats()["subscriptions"] == 2,
+               "the flood to be read")
+        core = pub._core
+        assert len(core.prefixes) <= xpub.MAX_PREFIXES + 2  # bounded: the rest counted, not kept
+        assert core.prefixes_over_cap == 200_000 - xpub.MAX_PREFIXES
+        capped = [r for r in caplog.records if "distinct subscription prefixes" in r.getMessage()]
+        assert len(capped) == 1, [r.getMessage() for r in capped]  # warned once, not per prefix
+        assert not pub.wait_for_subscribers(3, timeout_s=0.05)  # 10k fake prefixes do not count
+        core._live = _NoScan(core._live)  # (the test reads it back with dict.items, unwalked)
+        assert pub.subscribed(NAMES) == {"lane"}
+        assert pub.stats()["subscriptions"] == 2
+        # Publishing stays correct: libzmq still filters, the legit subscriber gets its mask.
+        mask = np.full((4, 6), 255, np.uint8)
+        pub.publish_masks(seq=0, capture_ns=time.time_ns(), frame_id="f", masks={"lane": mask},
+                          latency_ms={}, model_id="m")
+        assert legit.poll(10_000)
+        assert legit.recv_multipart()[0] == f"{NS}/lane".encode()
+        core._live = dict(dict.items(core._live))
+        flood.close()
+        _until(lambda: core.subscriptions() == 1, "the flood's subscriptions to go")  # over the cap too
+        assert core.prefixes == {f"{NS}/lane".encode()}
+        assert pub.stats()["subscriptions"] == 1
+    finally:
+        legit.close()
+        flood.close()
+        pub.close()
+
+
+def test_while_a_flood_is_still_being_read_every_topic_is_built():
+    """A read takes at most READ_BATCH messages: a subscription queued behind a flood is not
+    counted yet, so until the queue is read the node builds every topic (libzmq still filters)."""
+    pub = MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS)
+    try:
+        assert pub.subscribed(NAMES) == set()
+        pub._core.read_subscriptions_locked = lambda *a, **k: False  # messages left after the read
+        assert pub.subscribed(NAMES) == set(NAMES)
+    finally:
+        pub.close()
+
+
+def test_subscriptions_count_what_receives_a_topic_of_the_namespace():
+    """F11: one client with 500 prefixes under the namespace read as 501 subscriptions and
+    satisfied --wait-subscribers 500. Only subscriptions that receive one of the namespace's
+    topics count (README: a MaskSubscriber with masks=[...] counts once per mask plus two)."""
+    pub = MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS)
+    fake = _sub(pub.endpoint, *(f"{NS}/x{i:07d}".encode() for i in range(500)), f"{NS}/lanes".encode(),
+                b"perception/front2/", b"perception/other/")
+    real = _sub(pub.endpoint, b"perception/", f"{NS}/".encode(), f"{NS}/la".encode(), f"{NS}/info".encode(),
+                f"{NS}/frame".encode(), f"{NS}/obstacle/car".encode(), f"{NS}/obstacle/bus".encode())
+    try:
+        assert pub.wait_for_subscribers(7, timeout_s=30)
+        _until(lambda: pub._core.subscriptions() == 510, "every subscription to be read")
+        assert pub.stats()["subscriptions"] == 7  # per-class topics count until the node names its own
+        assert not pub.wait_for_subscribers(8, timeout_s=0.05)
+        pub.declare_topics(["drivable", "lane", "obstacle", "obstacle/car", "class_map"])
+        assert pub.stats()["subscriptions"] == 6  # obstacle/bus: no such topic here
+        assert pub.subscribed(["obstacle/car", "obstacle/bus", "lane", "obstacles"]) == {
+            "obstacle/car", "obstacle/bus", "lane", "obstacles"}  # perception/ and <ns>/ receive all
+        real.setsockopt(zmq.UNSUBSCRIBE, b"perception/")
+        real.setsockopt(zmq.UNSUBSCRIBE, f"{NS}/".encode())
+        _until(lambda: pub.stats()["subscriptions"] == 4, "the unsubscribes")
+        # ZeroMQ's own filter: a subscriber of obstacle/bus would get it (it is not counted above).
+        assert pub.subscribed(["obstacle/car", "obstacle/bus", "lane", "obstacles", "class_map"]) == {
+            "obstacle/car", "obstacle/bus", "lane"}
+    finally:
+        fake.close()
+        real.close()
+        pub.close()
+
+
+def test_prefixes_over_the_cap_are_counted_and_topics_are_always_kept(caplog):
+    caplog.set_level(logging.WARNING, logger="perception.xpub")
+    core = XpubCore("tcp://127.0.0.1:*", sndhwm=16)
+    core.max_prefixes = 50
+    with core.lock:
+        core.track(b"ns/lane", b"ns/")
+    flood = _sub(core.endpoint, *(b"junk%03d" % i for i in range(80)), b"x" * 300)
+    try:
+        _until(lambda: core.subscriptions() == 81, "the flood")
+        assert len(core.prefixes) == 50 and core.prefixes_over_cap == 31
+        late = _sub(core.endpoint, b"ns/lane", b"n")  # a topic's prefixes: kept over the cap
+        _until(lambda: core.subscriptions(b"ns/") == 2, "the late subscriber")
+        with core.lock:
+            assert core.receivers_locked(b"ns/lane") == 2 and core.receivers_locked(b"ns/other") == 1
+        warned = [r for r in caplog.records if "distinct subscription prefixes" in r.getMessage()]
+        assert len(warned) == 1
+        flood.close()
+        _until(lambda: core.subscriptions() == 2, "the flood to leave")
+        assert core.prefixes == {b"ns/lane", b"n"}
+        late.close()
+        _until(lambda: core.subscriptions() == 0, "the late subscriber to leave")
+    finally:
+        flood.close()
+        core.close()
+
+
+def test_a_subscribe_churn_gets_one_latched_resend_per_interval():
+    """F13: a client subscribing and unsubscribing in a loop made the node resend its latched info
+    for every subscription (an innocent listener got 28 info documents instead of 2)."""
+    core = XpubCore("tcp://127.0.0.1:*", sndhwm=1000)
+    resent: list[int] = []
+
+    def resend() -> None:
+        resent.append(1)
+        core.send_locked(b"ns/info", b"{}")
+
+    core.latch(b"ns/info", resend)
+    listener = _sub(core.endpoint, b"ns/")
+    churn = _sub(core.endpoint, sndhwm=0)
+    try:
+        _until(lambda: core.subscriptions() == 1, "the listener")
+        assert resent == [1]  # a new subscriber gets the info at once
+        core.latch_interval_s = 3600.0
+        for _ in range(200):
+            churn.setsockopt(zmq.SUBSCRIBE, b"ns/info")
+            churn.setsockopt(zmq.UNSUBSCRIBE, b"ns/info")
+        churn.setsockopt(zmq.SUBSCRIBE, b"ns/stats")  # last: read once the churn is
+        _until(lambda: core.subscriptions() == 2, "the churn to be read")
+        with core.lock:
+            core.send_locked(b"ns/stats", b"s")
+        assert resent == [1]  # 200 subscriptions within the interval: resent once, later
+        core.latch_interval_s = 0.0
+        core.subscriptions()  # reads, and sends what was due
+        assert resent == [1, 1]
+        core.subscriptions()
+        assert resent == [1, 1]  # coalesced: not once per subscription
+        infos = 0
+        while listener.poll(500):
+            infos += listener.recv_multipart()[0] == b"ns/info"
+        assert infos == 2
+    finally:
+        listener.close()
+        churn.close()
+        core.close()
+
+
+def test_a_latched_send_of_its_own_satisfies_the_pending_resend():
+    core = XpubCore("tcp://127.0.0.1:*", sndhwm=16)
+    resent: list[int] = []
+    core.latch(b"ns/info", lambda: (resent.append(1), core.send_locked(b"ns/info", b"again")))
+    core.latch_interval_s = 3600.0
+    first = _sub(core.endpoint, b"ns/")
+    try:
+        _until(lambda: core.subscriptions() == 1, "the first subscriber")
+        second = _sub(core.endpoint, b"ns/info")
+        _until(lambda: core.subscriptions() == 2, "the second subscriber")
+        assert resent == [1]  # the second one waits for the interval...
+        with core.lock:
+            core.send_locked(b"ns/info", b"changed")  # ...or for the topic's next message
+        core.latch_interval_s = 0.0
+        core.subscriptions()
+        assert resent == [1]
+        assert second.poll(10_000) and second.recv_multipart() == [b"ns/info", b"changed"]
+        second.close()
+    finally:
+        first.close()
+        core.close()
+
+
+class _Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_the_curve_audit_summarises_a_flood_and_names_a_new_client_once_it_passed():
+    """F10: after 1024 distinct refused key/address pairs, every later refusal (a legitimate
+    client's too) shared one line per 10 s for the node's life."""
+    logger = logging.getLogger("test.curve.audit")
+    logger.propagate = False
+    handler = _Lines()
+    logger.addHandler(handler)
+    now = [0.0]
+    audit = _AuditLog(logger, 10.0, 20, clock=lambda: now[0])
+    line = "refused %s"
+    for i in range(3000):  # a flood of random keys within one interval
+        audit.refused(f"key{i} 10.0.0.9", line, f"key{i}")
+        now[0] += 0.002
+    named = [s for s in handler.lines if s.startswith("refused")]
+    summaries = [s for s in handler.lines if "not named one by one" in s]
+    assert len(named) == 20 and len(summaries) == 1 and len(audit) <= 40
+    assert "the latest: refused key20" in summaries[0]
+    handler.lines.clear()
+    now[0] += 10.5  # the flood is over: a new client is named at once
+    assert audit.refused("laptop 10.0.0.7", line, "laptop")
+    assert handler.lines == ["refused laptop"] and len(audit) == 1
+    for _ in range(5):  # its retries within the interval are counted, then reported
+        assert not audit.refused("laptop 10.0.0.7", line, "laptop")
+    now[0] += 10.5
+    assert audit.refused("laptop 10.0.0.7", line, "laptop")
+    assert handler.lines[-1] == "refused laptop (5 more since the last report)"
+    logger.removeHandler(handler)
+
+
+def test_a_sustained_flood_keeps_the_audit_bounded():
+    logger = logging.getLogger("test.curve.audit2")
+    logger.propagate = False
+    handler = _Lines()
+    logger.addHandler(handler)
+    now = [0.0]
+    audit = _AuditLog(logger, 10.0, 20, clock=lambda: now[0])
+    for i in range(100_000):  # 100 s of 1000 new keys a second
+        audit.refused(f"k{i}", "refused %s", f"k{i}")
+        now[0] += 0.001
+        assert len(audit) <= 40
+    assert len(handler.lines) <= 10 * 21 + 21  # at most 20 named and 1 summary per 10 s
+    logger.removeHandler(handler)
+
+
+def test_the_incremental_counts_equal_a_scan_of_every_subscription():
+    """The per-topic and per-namespace counts, kept as subscriptions come and go and as topics are
+    tracked, always equal what a scan of all live subscriptions gives (the old way, per frame)."""
+    import random
+
+    rng = random.Random(7)
+    core = XpubCore("tcp://127.0.0.1:*", sndhwm=16)
+    groups = {b"a/": [b"a/lane", b"a/info", b"a/obstacle"], b"ab/": [b"ab/lane"]}
+    family = b"a/obstacle/"
+    later = [b"a/obstacle/car", b"a/obstacle/bus", b"ab/stats"]
+    words = [b"", b"a", b"a/", b"a/l", b"a/lane", b"a/lanes", b"a/obstacle", b"a/obstacle/", b"a/obstacle/c",
+             b"a/obstacle/car", b"a/obstacle/car/x", b"ab", b"ab/", b"ab/lane", b"ab/stats", b"b/", b"zz"]
+    live: list[bytes] = []
+    tracked: dict[bytes, bytes] = {}
+    families = {family: b"a/"}
+    try:
+        with core.lock:
+            for group, topics in groups.items():
+                for topic in topics:
+                    core.track(topic, group)
+                    tracked[topic] = group
+            core.track_family(family, b"a/")
+            for step in range(3000):
+                if step == 700:
+                    core.untrack_family(family)
+                    families.clear()
+                if step == 1000:
+                    core.track(later[0], b"a/")
+                    tracked[later[0]] = b"a/"
+                if step == 1500:
+                    core.track_family(family, b"a/")
+                    families[family] = b"a/"
+                if step == 2000:
+                    for topic in later[1:]:
+                        core.track(topic, topic[:topic.index(b"/") + 1])
+                        tracked[topic] = topic[:topic.index(b"/") + 1]
+                if live and rng.random() < 0.45:
+                    prefix = live.pop(rng.randrange(len(live)))
+                    core._unsubscribe(prefix)
+                else:
+                    prefix = rng.choice(words)
+                    live.append(prefix)
+                    core._subscribe(prefix)
+                for topic in tracked:
+                    assert core.receivers_locked(topic) == sum(topic.startswith(p) for p in live), (step, topic)
+                for group in groups:
+                    want = sum(any(t.startswith(p) for t, g in tracked.items() if g == group)
+                               or any(g == group and p.startswith(f) and b"/" not in p[len(f):]
+                                      for f, g in families.items()) for p in live)
+                    assert core._count(group) == want, (step, group)
+                assert core._count(b"") == len(live)
+    finally:
+        core.close()
