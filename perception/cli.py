@@ -28,7 +28,7 @@ from perception.errors import PerceptionError
 #: name -> one-line help. The module is perception.commands.<name with '-' as '_'>.
 COMMANDS: dict[str, str] = {
     "run": "run the node: source -> engine -> masks published over ZeroMQ",
-    "listen": "subscribe to mask topics and report rates, latency and sequence gaps",
+    "listen": "subscribe to mask topics and report rates, latency and missing sequence numbers",
     "demo": "synthetic camera through the shipped model, with a listener and an overlay video",
     "synth": "write synthetic road-world frames as a dataset and/or a video",
     "train": "train a segmentation model (needs the 'train' extra)",

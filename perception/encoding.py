@@ -88,6 +88,19 @@ def get_codec(name: str) -> Codec:
     return ENCODING_REGISTRY.get(name)
 
 
+def topic_encoding_error(topic: str, name: str) -> str | None:
+    """Why mask topic ``topic`` cannot go out in encoding ``name`` (a known one), or None when it
+    can: a codec that keeps only 0/255 (``bitpack``) cannot carry the class map's class ids. The
+    one rule the node's settings (checked before anything starts) and the publisher apply."""
+    from perception.wire import values_for_topic
+
+    codec = get_codec(name)
+    if codec.binary_only and values_for_topic(topic) != contracts.VALUES_BINARY:
+        return (f"encoding {codec.name!r} keeps only 0/255 and cannot carry {topic} (class ids); "
+                "use mono8, rle or png for class_map")
+    return None
+
+
 def codec_for_compression(compression: str) -> Codec:
     """The codec for a header ``compression`` value; DecodeError when unknown."""
     try:

@@ -35,6 +35,7 @@ import time
 from typing import Any
 
 from perception import contracts
+from perception.batching import CameraEngine
 from perception.engines.base import Engine
 from perception.errors import PerceptionError, PublishError
 from perception.frame_queue import FrameQueue, QueueClosed
@@ -150,10 +151,15 @@ class Pipeline:
             self._done.set()
             return
         warm_ms = (time.perf_counter() - t0) * 1e3 if self.warmed_ms is None else self.warmed_ms
+        if isinstance(self.engine, CameraEngine):  # several cameras: the batcher warmed the shared engine up once
+            warmed = (f"camera {self.config.publish_options.camera_name}: engine shared by "
+                      f"{len(self.engine.batcher.cameras)} cameras (warm-up above)")
+        else:
+            workers = f" on each of {self.streams} workers" if self.streams > 1 else ""
+            beside = " (beside the source's opening)" if self.warmed_ms is not None else ""
+            warmed = f"engine warm-up: {self.config.warmup} runs{workers} in {warm_ms:.0f} ms{beside}"
         log.info(
-            "engine warm-up: %d runs%s in %.0f ms%s; source %s, queue %s(%d), masks %s%s",
-            self.config.warmup, f" on each of {self.streams} workers" if self.streams > 1 else "",
-            warm_ms, " (beside the source's opening)" if self.warmed_ms is not None else "",
+            "%s; source %s, queue %s(%d), masks %s%s", warmed,
             self.source.describe(), self.frames.policy, self.frames.capacity,
             ",".join(self.stage.masks.topics), f"; {self.streams} frames in flight" if self.streams > 1 else "",
         )

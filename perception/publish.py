@@ -37,7 +37,7 @@ import numpy as np
 import zmq
 
 from perception import contracts
-from perception.encoding import Codec, get_codec
+from perception.encoding import Codec, get_codec, topic_encoding_error
 from perception.errors import ConfigError
 from perception.options import CurveServerOptions
 from perception.wire import (
@@ -217,6 +217,8 @@ class MaskPublisher:
             for name in names:
                 self._core.track(contracts.topic_name(self.namespace, name).encode("utf-8"), self._namespace_prefix)
             self._core.untrack_family(self._per_class_prefix)
+        if any(name not in self._plans for name in names):  # the start line named the fixed topics only
+            log.info("publishing %s/{%s} on %s", self.namespace, ",".join(names), self.endpoint)
 
     def _plan_topics(self, encodings: dict[str, str]) -> dict[str, _TopicPlan]:
         unknown = [name for name in encodings if name not in contracts.MASK_TOPICS]
@@ -226,11 +228,8 @@ class MaskPublisher:
         for name in contracts.MASK_TOPICS:
             codec = get_codec(encodings.get(name, contracts.DEFAULT_ENCODINGS[name]))
             values = values_for_topic(name)
-            if codec.binary_only and values != contracts.VALUES_BINARY:
-                raise ConfigError(
-                    f"encoding {codec.name!r} keeps only 0/255 and cannot carry {name} (class ids); "
-                    "use mono8, rle or png for class_map"
-                )
+            if (problem := topic_encoding_error(name, codec.name)) is not None:
+                raise ConfigError(problem)
             topic = contracts.topic_name(self.namespace, name).encode("utf-8")
             plans[name] = _TopicPlan(topic=topic, codec=codec, values=values)
         return plans

@@ -6,7 +6,8 @@
 Each message goes out as it was received: the recorded wire header (seq, stamps, model_id,
 latency_ms, compression) and the mask re-encoded with the recorded compression through
 ``perception.encoding``, so a subscriber cannot tell a replay from the live node except by the
-clock (``--restamp`` shifts the capture and publish times to now, for latency read-outs).
+clock (``--restamp`` shifts the capture and publish times to now, for latency read-outs: those of
+the headers and those a JSON document carries, the ``obstacles`` frame's ``capture_ns``).
 
 Timing: messages keep their recorded spacing divided by ``--rate`` (a gap longer than
 ``MAX_GAP_S`` is shortened to it, with one warning); ``--max-rate`` sends as fast as the
@@ -151,7 +152,7 @@ class ReplayPublisher:
             for part in msg.data:
                 frames += [header_frame(_restamped(part.header, shift_ns)), _payload(part)]
         else:
-            frames = [header_frame(_restamped(msg.header, shift_ns)), _payload(msg)]
+            frames = [header_frame(_restamped(msg.header, shift_ns)), _payload(msg, shift_ns)]
         if msg.topic.endswith(LATCHED_SUFFIXES):
             with self._core.lock:
                 self._latched[topic] = frames
@@ -265,14 +266,22 @@ def _restamped(header: dict[str, Any], shift_ns: int) -> dict[str, Any]:
     return header
 
 
-def _payload(msg: RecordedMessage) -> bytes:
-    """The payload frame of a mask (re-encoded with its recorded compression) or JSON message."""
+def _payload(msg: RecordedMessage, shift_ns: int = 0) -> bytes:
+    """The payload frame of a mask (re-encoded with its recorded compression) or JSON message; a
+    JSON document's own ``capture_ns`` / ``publish_ns`` (``obstacles`` carries its frame's capture
+    time) moved by ``shift_ns`` as the headers are, so that it still names the same frame."""
     from perception.encoding import codec_for_compression
 
     if msg.header["kind"] == contracts.KIND_MASK:
         return codec_for_compression(msg.header["compression"]).encode(msg.data)
+    doc = msg.data
+    if shift_ns and isinstance(doc, dict):
+        moved = {key: doc[key] + shift_ns for key in contracts.NS_FIELDS
+                 if isinstance(doc.get(key), int) and not isinstance(doc[key], bool) and 0 <= doc[key] < 2**63
+                 and 0 <= doc[key] + shift_ns < 2**63}
+        doc = {**doc, **moved} if moved else doc
     # As the node writes it, unless its ASCII escapes would take it over what a reader parses.
-    return compact_json(msg.data, limit=contracts.MAX_JSON_PAYLOAD_BYTES)
+    return compact_json(doc, limit=contracts.MAX_JSON_PAYLOAD_BYTES)
 
 
 def _chain(first: RecordedMessage, rest: Iterator[RecordedMessage]) -> Iterator[RecordedMessage]:

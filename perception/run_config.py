@@ -108,6 +108,15 @@ class RunConfig:
             problem = synthetic_size_error(self.source_options.width, self.source_options.height, self.source_options.fps)
             if problem:
                 raise ValueError(problem)
+        # Encodings a topic cannot carry: checked before the model loads, not at the publisher's opening
+        # (perception.encoding imports numpy and OpenCV: only for a node with --encoding).
+        if self.publish_options.encoding:
+            from perception.encoding import topic_encoding_error
+
+            for topic, name in self.publish_options.encoding.items():
+                problem = topic_encoding_error(topic, name)
+                if problem:
+                    raise ValueError(problem)
         if len(cameras) > 1 and self.engine_options.streams != 1:
             raise ValueError(
                 f"streams {self.engine_options.streams} with {len(cameras)} cameras: the cameras' frames already share "

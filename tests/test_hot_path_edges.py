@@ -127,11 +127,11 @@ def _message(seq: int, latency_ms: float) -> Message:
     return Message(topic="t", header=header, data=None, wire_bytes=10, receive_ns=capture_ns + int(latency_ms * 1e6))
 
 
-def test_listen_summary_sees_a_latency_spike_after_its_sample_cap():
+def test_listen_summary_sees_a_latency_spike_after_its_sample_cap(monkeypatch):
     """A node runs for days: the summary keeps a bounded sample, but its max (and its percentiles)
     must cover the whole run, not only the first samples."""
+    monkeypatch.setattr(TopicStats, "_MAX_SAMPLES", 100)  # the real cap is about an hour at 30 Hz
     stats = TopicStats(0.0)
-    stats._MAX_SAMPLES = 100  # the real cap is about an hour at 30 Hz
     for seq in range(1000):
         stats.add(_message(seq, 5.0 if seq < 500 else 50.0), now_s=seq / 30)
     assert len(stats.latencies_ms) <= 100

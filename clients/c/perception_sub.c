@@ -959,7 +959,8 @@ static cJSON *mask_line(const char *topic, const mask_header_t *m, const unsigne
     char crc[9];
     snprintf(crc, sizeof crc, "%08lx", crc32(crc32(0L, Z_NULL, 0), mask, (uInt)pixels));
     cJSON_AddStringToObject(line, "crc32", crc);
-    /* Which classes the mask holds, by the name <ns>/info gives them (class maps only). */
+    /* Which classes the mask holds, by the name <ns>/info's class table gives them (class maps
+     * only); an id the table does not name, its unknown_id (255) among them, is "id<N>". */
     if (strcmp(m->values, "class_ids") == 0) {
         uint64_t hist[256] = {0};
         for (uint64_t i = 0; i < pixels; i++) hist[mask[i]]++;
@@ -969,7 +970,7 @@ static cJSON *mask_line(const char *topic, const mask_header_t *m, const unsigne
             if (!hist[id]) continue;
             char fallback[16];
             snprintf(fallback, sizeof fallback, "id%d", id);
-            const char *name = info == NULL ? fallback : id == info->unknown_id ? "unknown" : info->names[id] ? info->names[id] : fallback;
+            const char *name = info != NULL && info->names[id] ? info->names[id] : fallback;
             cJSON_AddItemToArray(present, cJSON_CreateString(name));
         }
     }

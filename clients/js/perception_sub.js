@@ -583,14 +583,15 @@ class Subscriber {
       crc32: zlib.crc32(mask).toString(16).padStart(8, "0"),
     };
     if (m.values === "class_ids") {
-      // Which classes the mask holds, by the names <ns>/info gives them.
+      // Which classes the mask holds, by the names <ns>/info's class table gives them; an id the
+      // table does not name, its unknown_id (255) among them, is "id<N>".
       const seen = new Uint8Array(256);
       for (let i = 0; i < mask.length; i++) seen[mask[i]] = 1;
       const info = this.infoFor(topic);
       line.classes_present = [];
       for (let id = 0; id < 256; id++) {
         if (!seen[id]) continue;
-        const name = info === null ? undefined : id === info.unknownId ? "unknown" : info.names.get(id);
+        const name = info === null ? undefined : info.names.get(id);
         line.classes_present.push(name === undefined ? `id${id}` : name);
       }
     }

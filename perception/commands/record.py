@@ -35,9 +35,11 @@ from perception.sinks import missing_folders, remove_empty_folders
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flags(parser, RecordConfig)
+    # --out is required to record (its help says so), not with --recover: this help says that.
     parser.add_argument("--recover", type=Path, metavar="FILE",
                         help="record nothing: rebuild FILE, left unfinished by a killed recorder, into an indexed MCAP "
-                             "(in place, the original kept as FILE.damaged; or to --out)")
+                             "in place, the original kept as FILE.damaged (--out, not required with --recover: "
+                             "write it there instead)")
 
 
 def main(args: argparse.Namespace) -> int:
