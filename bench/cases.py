@@ -21,6 +21,22 @@ from perception.frames import bench_frames
 #: Bench-only engine names: a registered engine with fixed options, measured as a row of its own
 #: (``--engine torch-tensorrt``: the torch engine with ``--compile tensorrt``, beside ``tensorrt``).
 ENGINE_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"torch-tensorrt": ("torch", {"compile": "tensorrt"})}
+#: The ``perception run`` flag each variant stands for, which its engine's errors name: the bench
+#: has no such flag, so they are said in the bench's own terms (``in_bench_terms``).
+VARIANT_RUN_FLAGS: dict[str, str] = {"torch-tensorrt": "--compile tensorrt"}
+
+
+def in_bench_terms(message: str, variant: str) -> str:
+    """An engine error about ``perception run``'s flag for ``variant`` (``VARIANT_RUN_FLAGS``) with
+    the bench's flags instead: "drop --compile tensorrt" becomes "drop torch-tensorrt from --engine",
+    and the flag itself ``--engine torch-tensorrt``."""
+    flag = VARIANT_RUN_FLAGS.get(variant)
+    if not flag:
+        return message
+    option = flag.split()[0]  # "--compile"
+    for drop in (f"drop {flag}", f"drop {option}"):
+        message = message.replace(drop, f"drop {variant} from --engine")
+    return message.replace(flag, f"--engine {variant}")
 
 #: Distinct frames cycled through the timed runs (a few, so caches see varied data).
 FRAME_POOL = 8
@@ -106,7 +122,7 @@ def open_engine(
     from perception.engines import EngineOptions, load_engine
 
     options: dict[str, Any] = {"fp16": fp16, "precision": precision}
-    engine, variant_options = ENGINE_VARIANTS.get(engine, (engine, {}))
+    name, variant_options = ENGINE_VARIANTS.get(engine, (engine, {}))
     options.update(variant_options)
     if provider:
         options["provider"] = provider
@@ -114,7 +130,15 @@ def open_engine(
         options["threads"] = threads
     if streams:
         options["streams"] = streams
-    return load_engine(engine, model, load_config(EngineOptions, options, source="perception bench"))
+    try:
+        return load_engine(name, model, load_config(EngineOptions, options, source="perception bench"))
+    except PerceptionError as exc:
+        if engine not in VARIANT_RUN_FLAGS:
+            raise
+        worded = in_bench_terms(str(exc), engine)
+        if worded == str(exc):
+            raise
+        raise type(exc)(worded) from None
 
 
 #: Precisions that say how a float graph runs. An INT8 file's graph is quantised whatever is asked

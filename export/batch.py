@@ -8,11 +8,16 @@ batch and channels from its input's shape instead, a ``Reshape`` to a constant s
 with batch 1 copies the input's batch (``0``), and the stale intermediate shapes are dropped.
 
 The gate (the converted file is written only when it passes): ONNX's checker, then ONNX Runtime
-on ``VERIFY_FRAMES`` random frames run as one batch must give the class ids (and confidence within
-1e-6) the original gives frame by frame, at every batch size from 1 to ``VERIFY_FRAMES``: all of
-them for a float model, at least ``MIN_INT8_EQUAL`` for an INT8 one (ONNX Runtime's batched INT8
-kernels round a few near-tie pixels differently: 99.98 % on the shipped INT8 model). A graph with
-another batch-1 constant fails that check and is left alone.
+on ``VERIFY_FRAMES`` random frames run as one batch must give the class ids the original gives frame
+by frame, at every batch size from 1 to ``VERIFY_FRAMES``: all of them for a float model, at least
+``MIN_INT8_EQUAL`` for an INT8 one (ONNX Runtime's batched INT8 kernels round a few near-tie pixels
+differently: 99.98 % on the shipped INT8 model). A ``confidence`` output (uint8 levels, 255 == 1.0)
+is compared on the pixels whose class ids agree and may be off by at most ``CONFIDENCE_LEVELS`` level
+on at most ``MAX_CONFIDENCE_OFF`` of them: batched convolutions add in another order, and a
+probability that sits on a rounding edge then lands one level up or down (1-2 pixels of 675,840 on a
+BiSeNet V2 ``--confidence`` export). Any other output must match within 1e-6. A graph with another
+batch-1 constant fails that check and is left alone; the error line says to re-export from the
+checkpoint with ``perception export --dynamic-batch``.
 
     python -m perception.export.batch perception/assets/default.onnx            # in place
     python -m perception.export.batch model.onnx --out model.dyn.onnx
@@ -30,7 +35,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
-from perception.contracts import INPUT_NAME, METADATA_KEY, OUTPUT_CLASS_IDS
+from perception.contracts import INPUT_NAME, METADATA_KEY, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE
 from perception.errors import ModelError
 from perception.modelfile import read_model_metadata
 
@@ -38,7 +43,21 @@ from perception.modelfile import read_model_metadata
 VERIFY_FRAMES = 4
 #: Least share of equal class ids an INT8 model must keep (a float model must keep all).
 MIN_INT8_EQUAL = 0.999
+#: Most uint8 levels a batched confidence may be off the batch-1 original on a pixel (float rounding).
+CONFIDENCE_LEVELS = 1
+#: Largest share of compared pixels whose batched confidence may be off at all (by ``CONFIDENCE_LEVELS``).
+MAX_CONFIDENCE_OFF = 0.001
 BATCH_DIM = "N"
+#: What a failed check tells the user to do instead.
+REEXPORT_HINT = "re-export it from its checkpoint with 'perception export --dynamic-batch'"
+
+
+@dataclass(frozen=True)
+class BatchCheck:
+    """What ``verify_batches`` found over every batch size checked."""
+
+    class_ids_equal: float  # share of equal class ids
+    confidence_off: float | None = None  # share of compared pixels whose confidence is 1 level off; None: no output
 
 
 @dataclass(frozen=True)
@@ -49,11 +68,15 @@ class BatchReport:
     reshapes: int
     frames_checked: int
     class_ids_equal: float  # share of equal class ids over every batch size checked
+    confidence_off: float | None = None  # share of pixels whose confidence is off by 1 level; None: no confidence
 
     def lines(self) -> list[str]:
+        confidence = ("" if self.confidence_off is None else
+                      f", confidence off by {CONFIDENCE_LEVELS} level on {100 * self.confidence_off:.4f} % of the pixels "
+                      f"(at most {100 * MAX_CONFIDENCE_OFF:g} % allowed: float rounding)")
         return [f"dynamic batch: {self.resizes} Resize and {self.reshapes} Reshape made batch-independent; "
                 f"batches 1..{self.frames_checked} of ONNX Runtime vs the batch-1 original frame by frame: "
-                f"{100 * self.class_ids_equal:.2f} % equal class ids"]
+                f"{100 * self.class_ids_equal:.2f} % equal class ids{confidence}"]
 
 
 def _constant(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
@@ -119,9 +142,14 @@ def make_batch_dynamic(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, in
     return model, resizes, reshapes
 
 
-def verify_batches(original: Path, converted: Path, *, frames: int = VERIFY_FRAMES, seed: int = 0) -> float:
-    """Share of equal class ids between ``converted`` run on batches 1..``frames`` and ``original``
-    run frame by frame (ONNX Runtime CPU); raises ModelError when confidence differs."""
+def verify_batches(original: Path, converted: Path, *, frames: int = VERIFY_FRAMES, seed: int = 0) -> BatchCheck:
+    """``converted`` run on batches 1..``frames`` against ``original`` run frame by frame (ONNX Runtime
+    CPU): the share of equal class ids (judged by the caller), and the confidence, checked here.
+
+    Raises:
+        ModelError: the confidence is more than ``CONFIDENCE_LEVELS`` off on a pixel whose class ids
+            agree, or off on more than ``MAX_CONFIDENCE_OFF`` of them, or another output differs.
+    """
     options = ort.SessionOptions()
     options.log_severity_level = 3
     a = ort.InferenceSession(str(original), options, providers=["CPUExecutionProvider"])
@@ -130,17 +158,36 @@ def verify_batches(original: Path, converted: Path, *, frames: int = VERIFY_FRAM
     x = np.random.default_rng(seed).integers(0, 256, (frames, *shape[1:]), dtype=np.uint8)
     names = [o.name for o in a.get_outputs()]
     reference = [dict(zip(names, a.run(None, {INPUT_NAME: x[i : i + 1]}), strict=True)) for i in range(frames)]
-    equal = total = 0
+    equal = total = off = compared = 0
     for n in range(1, frames + 1):
         got = dict(zip(names, b.run(None, {INPUT_NAME: x[:n]}), strict=True))
+        want = {name: np.concatenate([r[name] for r in reference[:n]]) for name in names}
+        same_class = got[OUTPUT_CLASS_IDS] == want[OUTPUT_CLASS_IDS] if OUTPUT_CLASS_IDS in names else None
         for name in names:
-            want = np.concatenate([r[name] for r in reference[:n]])
             if name == OUTPUT_CLASS_IDS:
-                equal += int((got[name] == want).sum())
-                total += want.size
-            elif not np.allclose(got[name], want, atol=1e-6):
-                raise ModelError(f"{converted.name}: output {name!r} at batch {n} differs from the batch-1 original")
-    return equal / total
+                equal += int(same_class.sum())
+                total += same_class.size
+            elif name == OUTPUT_CONFIDENCE:
+                # Pixels whose class flipped are the class-id check's: their confidence is another class's.
+                diff = np.abs(got[name].astype(np.int16) - want[name].astype(np.int16))
+                if same_class is not None:
+                    diff = diff[same_class]
+                worst = int(diff.max(initial=0))
+                if worst > CONFIDENCE_LEVELS:
+                    raise ModelError(
+                        f"{original.name}: the dynamic-batch graph's {name!r} at batch {n} is {worst} levels off the "
+                        f"batch-1 original on a pixel (at most {CONFIDENCE_LEVELS} allowed); {REEXPORT_HINT}")
+                off += int(np.count_nonzero(diff))
+                compared += diff.size
+            elif not np.allclose(got[name], want[name], atol=1e-6):
+                raise ModelError(f"{original.name}: the dynamic-batch graph's output {name!r} at batch {n} differs from "
+                                 f"the batch-1 original; {REEXPORT_HINT}")
+    confidence_off = off / compared if compared else (0.0 if OUTPUT_CONFIDENCE in names else None)
+    if confidence_off is not None and confidence_off > MAX_CONFIDENCE_OFF:
+        raise ModelError(
+            f"{original.name}: the dynamic-batch graph's {OUTPUT_CONFIDENCE!r} is off the batch-1 original on "
+            f"{100 * confidence_off:.3f} % of the pixels (at most {100 * MAX_CONFIDENCE_OFF:g} % allowed); {REEXPORT_HINT}")
+    return BatchCheck(class_ids_equal=equal / total if total else 1.0, confidence_off=confidence_off)
 
 
 def convert(src: Path, dst: Path) -> BatchReport:
@@ -148,7 +195,7 @@ def convert(src: Path, dst: Path) -> BatchReport:
 
     Raises:
         ModelError: ``src`` is not a perception model, is already dynamic, or the converted graph
-            does not give the original's class ids at every batch size.
+            does not give the original's class ids (and confidence, within rounding) at every batch size.
     """
     metadata = read_model_metadata(src)
     model = onnx.load(str(src))
@@ -163,16 +210,18 @@ def convert(src: Path, dst: Path) -> BatchReport:
     with tempfile.TemporaryDirectory(prefix="dynamic-batch-") as tmp:
         candidate = Path(tmp) / dst.name
         onnx.save(converted, str(candidate))
-        equal = verify_batches(src, candidate)
+        check = verify_batches(src, candidate)
+        equal = check.class_ids_equal
         required = MIN_INT8_EQUAL if metadata.precision == "int8" else 1.0
         if equal < required:
             raise ModelError(
                 f"{src.name}: the dynamic-batch graph gives {100 * equal:.2f} % of the original's class ids, "
-                f"under {100 * required:g} %; re-export it from its checkpoint with 'perception export --dynamic-batch'"
+                f"under {100 * required:g} %; {REEXPORT_HINT}"
             )
         assert read_model_metadata(candidate).dynamic_batch  # the metadata reads back
         dst.write_bytes(candidate.read_bytes())
-    return BatchReport(resizes=resizes, reshapes=reshapes, frames_checked=VERIFY_FRAMES, class_ids_equal=equal)
+    return BatchReport(resizes=resizes, reshapes=reshapes, frames_checked=VERIFY_FRAMES, class_ids_equal=equal,
+                       confidence_off=check.confidence_off)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TextIO
 
 import numpy as np
 
@@ -28,6 +29,8 @@ from perception.errors import ConfigError
 AUTO_TAUS = tuple(round(0.1 * i, 1) for i in range(11))
 #: Weights below this are clipped before the log (median-frequency weights are 0 for unseen classes).
 MIN_WEIGHT = 1e-6
+#: Seconds between the sweep's progress lines off a terminal (training's heartbeat too).
+PROGRESS_INTERVAL_S = 30.0
 
 
 @dataclass
@@ -89,19 +92,36 @@ def choose(ckpt, model, tau: float | str, *, input_hw: tuple[int, int], source: 
 
 
 def sweep_training_frames(model, train_set, log_w: np.ndarray, *, input_hw: tuple[int, int],
-                          report: Callable[[str], None]) -> dict[float, float]:
-    """mIoU per tau of ``AUTO_TAUS`` on ``train_set``, letterboxed as the node does, from one pass."""
+                          report: Callable[[str], None], progress_file: TextIO | None = None) -> dict[float, float]:
+    """mIoU per tau of ``AUTO_TAUS`` on ``train_set``, letterboxed as the node does, from one pass.
+
+    One model pass (channels-last on the CPU): each frame's logits are scored at every tau before the
+    next frame (the taus only add a bias before the argmax). ``report`` gets a line when the sweep
+    starts and the mIoU per tau at its end; progress (``perception.progress``: a bar on a terminal,
+    else a line every ``PROGRESS_INTERVAL_S`` with the frames done and the ETA, and a closing line)
+    goes to ``progress_file`` (default stderr), as training's does."""
     import torch
     from torch.utils.data import DataLoader
 
+    from perception.progress import progress
     from perception.training.augment import EvalSamples, collate_eval, ignore_id_of
     from perception.training.trainer import score_loader_biased
 
     biases = [torch.from_numpy(centred_bias(log_w, t)) for t in AUTO_TAUS]
     loader = DataLoader(EvalSamples(train_set, input_hw), batch_size=4, num_workers=0, collate_fn=collate_eval)
-    cms = score_loader_biased(model, loader, biases, device=torch.device("cpu"),
-                              num_classes=train_set.class_table.num_classes, ignore_id=ignore_id_of(train_set),
-                              use_amp=False)
+    report(f"logit adjustment: scoring tau {AUTO_TAUS[0]:g}, {AUTO_TAUS[1]:g}, ..., {AUTO_TAUS[-1]:g} on the "
+           f"{len(train_set)} training frames of {train_set.name} at {input_hw[0]}x{input_hw[1]} (one model pass)")
+    # Channels-last convolutions: 1.6-2x faster on a CPU (LiteFPN 448x608, 2 cores), logits within 2e-7;
+    # the model is given back in its own layout for the export.
+    model.to(memory_format=torch.channels_last)
+    try:
+        with progress(total=len(train_set), desc="logit adjustment", unit="frame", file=progress_file,
+                      interval_s=PROGRESS_INTERVAL_S) as bar:
+            cms = score_loader_biased(model, loader, biases, device=torch.device("cpu"),
+                                      num_classes=train_set.class_table.num_classes, ignore_id=ignore_id_of(train_set),
+                                      use_amp=False, on_batch=bar.update, channels_last=True)
+    finally:
+        model.to(memory_format=torch.contiguous_format)
     sweep = {t: float(cm.miou()) for t, cm in zip(AUTO_TAUS, cms, strict=True)}
     report("logit adjustment: training-frame mIoU by tau: "
            + ", ".join(f"{t:g} {100 * m:.2f}" for t, m in sweep.items()))

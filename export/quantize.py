@@ -181,7 +181,7 @@ def quantize_int8(
     if overflow_fix not in OVERFLOW_FIXES:
         raise ValueError(f"unknown overflow fix {overflow_fix!r}; known: {', '.join(OVERFLOW_FIXES)}")
     if quantizer == "nncf" and not nncf_available():
-        raise ConfigError("the nncf quantiser needs NNCF: pip install 'perception[openvino]', or pass --quantizer ort")
+        raise ConfigError("the nncf quantiser needs NNCF (in the train extra): pip install -e '.[train]', or pass --quantizer ort")
     if overflow_fix == "first_layer" and quantizer == "ort":
         raise ConfigError("--overflow-fix first_layer needs the nncf quantiser; the ort quantiser has enable "
                           "(7-bit weights everywhere) and disable")
@@ -190,7 +190,7 @@ def quantize_int8(
             raise ConfigError("INT8 accuracy control needs the nncf quantiser (unsigned activations); "
                               "drop --quantizer ort or the accuracy-control set")
         if not nncf_available():
-            raise ConfigError("INT8 accuracy control needs NNCF: pip install 'perception[openvino]'")
+            raise ConfigError("INT8 accuracy control needs NNCF (in the train extra): pip install -e '.[train]'")
         _check_samples(accuracy_control.samples, (h, w), what="accuracy-control")
     if quantizer == "nncf":
         result = quantize_nncf(Path(fp32_path), calib_images, metadata, accuracy_control, overflow_fix)

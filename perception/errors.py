@@ -56,6 +56,13 @@ class DependencyError(PerceptionError):
     exit_code = 3
 
 
+#: The install line of the ``gpu`` extra (TensorRT 10/11, Torch-TensorRT, onnxruntime-gpu, cuda-python)
+#: that every missing-TensorRT hint gives: PyPI's ``tensorrt`` is a stub that fetches the real wheels
+#: from NVIDIA's index, so the index is named (README, "Installing TensorRT").
+GPU_INSTALL_HINT = ("pip install -e '.[gpu]' --extra-index-url https://pypi.nvidia.com "
+                    "(in the perception checkout, on a machine with an NVIDIA GPU)")
+
+
 #: ``user:password@`` in a URL, and the value of a query key that names a secret (``?token=...``).
 _URL_CREDENTIALS = re.compile(r"//[^/@\s]*@")
 _SECRET_QUERY = re.compile(r"(?i)([?&;][^=&;#\s]*(?:token|pass|pwd|secret|key|auth|sig)[^=&;#\s]*=)[^&;#\s,'\")\]>]*")

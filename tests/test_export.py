@@ -527,7 +527,7 @@ def test_missing_tensorrt_is_a_dependency_error(monkeypatch, tmp_path):
     from perception.engines import trt_build as trt_export
 
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError
-    with pytest.raises(DependencyError, match=r"TensorRT is not installed; pip install 'perception\[gpu\]'"):
+    with pytest.raises(DependencyError, match=r"TensorRT 10 or 11 is not installed: pip install -e '\.\[gpu\]' --extra-index-url https://pypi\.nvidia\.com"):
         trt_export.engine_for(tmp_path / "m.onnx", precision="fp16")
 
 
@@ -537,7 +537,8 @@ def test_cli_tensorrt_without_tensorrt_is_one_line(trained_checkpoint, tmp_path,
     code = cli_main(["export", "--checkpoint", str(ckpt_path), "--out", str(tmp_path / "m.onnx"), "--tensorrt", "--fp16"])
     err = capsys.readouterr().err
     assert code == DependencyError.exit_code
-    assert err.strip() == "perception: error: TensorRT is not installed; pip install 'perception[gpu]' on a machine with an NVIDIA GPU"
+    assert err.strip() == ("perception: error: TensorRT 10 or 11 is not installed: pip install -e '.[gpu]' --extra-index-url "
+                           "https://pypi.nvidia.com (in the perception checkout, on a machine with an NVIDIA GPU)")
 
 
 def test_ort_provider_options_enable_engine_and_timing_caches(tmp_path):

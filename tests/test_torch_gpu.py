@@ -66,7 +66,7 @@ def test_compile_tensorrt_without_torch_tensorrt_is_one_line_exit_3(checkpoint, 
     code = cli_main(["run", "--engine", "torch", "--model", str(checkpoint), "--compile", "tensorrt", "--max-frames", "1"])
     err = capsys.readouterr().err.strip()
     assert code == 3 and err.count("\n") == 0
-    assert err.startswith("perception: error: --compile tensorrt needs Torch-TensorRT: pip install '.[gpu]'")
+    assert err.startswith("perception: error: --compile tensorrt needs Torch-TensorRT: pip install -e '.[gpu]' --extra-index-url https://pypi.nvidia.com")
 
 
 def test_compile_is_checked_before_anything_runs(checkpoint, capsys):
@@ -85,7 +85,7 @@ def test_bench_has_a_torch_tensorrt_row_that_fails_in_one_line_here(checkpoint, 
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert ENGINE_SUFFIXES["torch-tensorrt"] == ENGINE_SUFFIXES["torch"]
-    with pytest.raises(DependencyError, match="--compile tensorrt needs a CUDA GPU"):
+    with pytest.raises(DependencyError, match="--engine torch-tensorrt needs a CUDA GPU .*drop torch-tensorrt from --engine"):
         open_engine(checkpoint, "torch-tensorrt")
 
 

@@ -41,7 +41,14 @@ from typing import Literal
 
 from perception import contracts
 from perception.config import same_setting, setting, short
-from perception.errors import ConfigError, DataError, DependencyError, PerceptionError, file_in_the_way
+from perception.errors import (
+    GPU_INSTALL_HINT,
+    ConfigError,
+    DataError,
+    DependencyError,
+    PerceptionError,
+    file_in_the_way,
+)
 from perception.flags import add_flags, config_from_flags
 from perception.metrics import no_labelled_pixels
 from perception.options import EngineOptions, PublishOptions
@@ -420,7 +427,7 @@ def _check_onnx_device(device: str) -> None:
     if "CUDAExecutionProvider" not in available:
         raise DependencyError(
             f"--device cuda: ONNX Runtime here has no CUDAExecutionProvider (available: {', '.join(available)}); "
-            "install onnxruntime-gpu (pip install '.[gpu]') or use --device cpu (or auto)"
+            f"install onnxruntime-gpu ({GPU_INSTALL_HINT}) or use --device cpu (or auto)"
         )
 
 

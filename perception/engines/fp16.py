@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 
 from perception.contracts import INPUT_NAME, OUTPUT_CLASS_IDS
-from perception.errors import DependencyError, ModelError
+from perception.errors import GPU_INSTALL_HINT, DependencyError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def convert_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         from onnxconverter_common import float16
     except ImportError:
         raise DependencyError(
-            "FP16 engines on TensorRT 11 need onnxconverter-common: pip install 'perception[gpu]'"
+            f"FP16 engines on TensorRT 11 need onnxconverter-common: {GPU_INSTALL_HINT}"
         ) from None
     model = onnx.ModelProto.FromString(model.SerializeToString())  # a copy: nodes get named below
     for index, node in enumerate(model.graph.node):  # the block list matches by name; ours are unique

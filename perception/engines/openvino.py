@@ -73,7 +73,7 @@ def import_openvino():
         import openvino
     except ImportError:
         raise DependencyError(
-            "--engine openvino needs the openvino package: pip install 'perception[openvino]'"
+            "--engine openvino needs the openvino package: pip install -e '.[openvino]'"
         ) from None
     finally:
         if blocked and sys.modules.get(_OVC_MODULE, 0) is None:

@@ -39,7 +39,7 @@ from perception.engines.base import (
     warn_int8_file_for_float,
     warn_int8_saturation,
 )
-from perception.errors import ConfigError, DependencyError, ModelError
+from perception.errors import GPU_INSTALL_HINT, ConfigError, DependencyError, ModelError
 from perception.modelfile import read_model_file
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def choose_providers(requested: str, available: list[str]) -> list[str]:
     if wanted not in available:
         raise DependencyError(
             f"ONNX Runtime here has no {wanted} (available: {', '.join(available)}); "
-            "install onnxruntime-gpu (pip install '.[gpu]') or use --provider cpu"
+            f"install onnxruntime-gpu ({GPU_INSTALL_HINT}) or use --provider cpu"
         )
     # Keep the slower providers behind the requested one: TensorRT hands the nodes it cannot
     # run to CUDA, then CPU, instead of failing the whole session.

@@ -508,9 +508,12 @@ def describe(selection: Selection, model: Path, threads: int, cache_dir: Path) -
              f"  {selection.reason}",
              f"  {'candidate':16s} {'p50 ms':>8s} {'agree %':>8s} {'gate %':>7s}  verdict"]
     for r in selection.results:
-        verdict = "error: " + r.error if r.error else ("eligible" if r.eligible else "rejected")
-        lines.append(f"  {r.label:16s} {r.p50_ms if r.p50_ms is not None else float('nan'):8.2f} "
-                     f"{100 * (r.agreement or 0):8.2f} {100 * (r.min_agreement or 0):7.2f}  {verdict}")
+        # "-" for what was not measured: a rejected candidate is not timed, one in error not compared.
+        verdict = "error: " + r.error if r.error else ("eligible" if r.eligible else "rejected: agreement under the gate, not timed")
+        p50 = f"{r.p50_ms:8.2f}" if r.p50_ms is not None else f"{'-':>8s}"
+        agree = f"{100 * r.agreement:8.2f}" if r.agreement is not None else f"{'-':>8s}"
+        gate = f"{100 * r.min_agreement:7.2f}" if r.min_agreement is not None else f"{'-':>7s}"
+        lines.append(f"  {r.label:16s} {p50} {agree} {gate}  {verdict}")
     flat_streams, flat_reason = streams_for_node(selection, flat_out=True)
     if flat_reason:
         gain = selection.streams_fps["2"] / selection.streams_fps["1"]

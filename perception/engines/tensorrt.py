@@ -30,7 +30,7 @@ import numpy as np
 
 from perception.contracts import OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ModelMetadata
 from perception.engines.base import Engine, EngineOptions, InputSpec, check_input_spec, refuse_streams
-from perception.errors import DependencyError, ModelError
+from perception.errors import GPU_INSTALL_HINT, DependencyError, ModelError
 from perception.modelfile import read_model_metadata
 
 log = logging.getLogger(__name__)
@@ -40,12 +40,12 @@ def _import_backends() -> tuple[Any, Any]:
     try:
         import tensorrt as trt
     except ImportError:
-        raise DependencyError("--engine tensorrt needs TensorRT 10 or 11: pip install '.[gpu]' (or use --engine ort)") from None
+        raise DependencyError(f"--engine tensorrt needs TensorRT 10 or 11: {GPU_INSTALL_HINT}; or use --engine ort") from None
     from perception.engines.cache import trt_major  # torch-free and TensorRT-free
 
     version = str(getattr(trt, "__version__", "?"))
     if not version[:1].isdigit() or trt_major(version) not in (10, 11):
-        raise DependencyError(f"--engine tensorrt supports TensorRT 10 and 11, found {version}: pip install 'tensorrt>=10,<12'")
+        raise DependencyError(f"--engine tensorrt supports TensorRT 10 and 11, found {version}: {GPU_INSTALL_HINT}")
     try:
         from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
     except ImportError:

@@ -46,15 +46,12 @@ from perception.contracts import (
     confidence_pool,
 )
 from perception.engines.base import Engine, EngineOptions, InputSpec, refuse_streams
-from perception.errors import ConfigError, DependencyError, ModelError
+from perception.errors import GPU_INSTALL_HINT, ConfigError, DependencyError, ModelError
 from perception.preprocess import PAD_VALUE, Letterbox
 
 log = logging.getLogger(__name__)
 
-MISSING_TORCH_TENSORRT = (
-    "--compile tensorrt needs Torch-TensorRT: pip install '.[gpu]' on a machine with an NVIDIA GPU "
-    "(or drop --compile)"
-)
+MISSING_TORCH_TENSORRT = f"--compile tensorrt needs Torch-TensorRT: {GPU_INSTALL_HINT}; or drop --compile"
 NO_CUDA_FOR_COMPILE = "--compile tensorrt needs a CUDA GPU and PyTorch sees none here; drop --compile tensorrt"
 
 

@@ -49,11 +49,11 @@ import onnx
 
 from perception.contracts import INPUT_NAME
 from perception.engines.cache import EngineCache, EngineKey, engine_key, gpu_name, trt_major
-from perception.errors import DependencyError, ModelError
+from perception.errors import GPU_INSTALL_HINT, DependencyError, ModelError
 
 log = logging.getLogger(__name__)
 
-MISSING_TENSORRT = "TensorRT is not installed; pip install 'perception[gpu]' on a machine with an NVIDIA GPU"
+MISSING_TENSORRT = f"TensorRT 10 or 11 is not installed: {GPU_INSTALL_HINT}"
 #: TensorRT major versions this module builds for (pyproject's gpu extra says the same).
 SUPPORTED_TRT_MAJORS = (10, 11)
 #: Builder scratch memory limit.
@@ -78,7 +78,7 @@ def tensorrt_major(trt: Any) -> int:
         raise DependencyError(f"cannot read the TensorRT version {version!r}; reinstall TensorRT 10 or 11") from None
     if major not in SUPPORTED_TRT_MAJORS:
         raise DependencyError(
-            f"TensorRT {version} is not supported; install TensorRT 10 or 11 (pip install 'tensorrt>=10,<12')"
+            f"TensorRT {version} is not supported; install TensorRT 10 or 11: {GPU_INSTALL_HINT}"
         )
     return major
 

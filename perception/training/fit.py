@@ -256,6 +256,9 @@ def validate_and_checkpoint(run: Run, data: Data, run_dir: Path | None, runlog: 
     steps trained are in last.pt (``keep_steps``), which records this validation as pending
     (``Run.val_pending``): a resume from it runs this validation before training on."""
     run.val_pending = True
+    if run.info.is_main:  # a validation can take minutes on a CPU: say so before, not only after
+        log.info("step %d: validating on %d images of %s", run.step, len(data.val_set),
+                 getattr(data.val_set, "name", "the validation data"))
     try:
         cm = evaluate(run, data)
         if int(cm.matrix.sum()) == 0:
@@ -301,12 +304,15 @@ def train_steps(
     run_dir: Path | None = None,
     runlog: RunLog | None = None,
     stop: threading.Event | None = None,
+    validate_at_end: bool = False,
 ) -> list[dict[str, float]]:
     """Train from ``run.step`` to ``until_step``, validating every ``val_every`` steps (or per epoch).
 
     Returns the per-step records (loss, lr); returns early, between two steps, once ``stop`` is set.
     The batch order depends only on (seed, epoch, step), so stopping and resuming anywhere
-    continues with the same batches.
+    continues with the same batches. ``validate_at_end``: once ``until_step`` is reached (not
+    stopped), its validation runs too unless that step already validated, before the progress says
+    "done" (it can take minutes on a CPU).
     """
     config = run.config
     per_epoch = data.steps_per_epoch
@@ -345,6 +351,10 @@ def train_steps(
                     break
             if stop is not None and stop.is_set():
                 break
+        if (validate_at_end and run.step >= until_step and not (stop is not None and stop.is_set())
+                and run.last_metrics.get("step") != run.step):
+            # A first Ctrl-C here lets it finish and write last.pt (it holds every step), a second aborts.
+            validate_and_checkpoint(run, data, run_dir, runlog)
     if stop is not None and stop.is_set() and run.step < until_step:
         mark_stopped(bar)  # its summary line says "stopped", not "done"
     bar.close()
@@ -468,11 +478,10 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, A
                 log.info("running the validation of step %d that did not finish before the checkpoint was saved",
                          run.step)
                 validate_and_checkpoint(run, data, run_dir, runlog)
-            train_steps(run, data, until_step=run.total_steps, run_dir=run_dir, runlog=runlog, stop=stop)
-            if not stop.is_set() and run.last_metrics.get("step") != run.step:
-                # The last validation runs under the same Ctrl-C handling: a first Ctrl-C lets it
-                # finish and write last.pt (it holds every step), a second aborts.
-                validate_and_checkpoint(run, data, run_dir, runlog)
+            # The last validation runs inside (before the progress says "done"), under the same Ctrl-C
+            # handling: a first Ctrl-C lets it finish and write last.pt (it holds every step), a second aborts.
+            train_steps(run, data, until_step=run.total_steps, run_dir=run_dir, runlog=runlog, stop=stop,
+                        validate_at_end=True)
         if stop.is_set() and run.step < run.total_steps:
             last = save_run_checkpoint(run, data, run_dir / "last.pt")
             log.warning(

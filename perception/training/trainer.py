@@ -495,15 +495,23 @@ def score_loader(
 @torch.no_grad()
 def score_loader_biased(
     model: nn.Module, loader: DataLoader, biases: list[torch.Tensor | None], *, device: torch.device, num_classes: int,
-    ignore_id: int, use_amp: bool,
+    ignore_id: int, use_amp: bool, on_batch: Callable[[int], None] | None = None, channels_last: bool = False,
 ) -> list[ConfusionMatrix]:
     """``score_loader`` once per entry of ``biases`` (a length-C vector added to the logits before
-    the argmax, or None), from one pass of the model: a confusion matrix each."""
+    the argmax, or None), from one pass of the model: a confusion matrix each. ``on_batch(n)`` is
+    called after each batch of ``n`` samples (progress). ``channels_last``: the images go in as
+    channels-last (for a model the caller made channels-last: 1.6-2x faster on a CPU).
+
+    On the CPU the argmax per bias runs in numpy: torch's argmax over the class dimension (the
+    outermost, strided) took 34 ms a 11 x 360 x 480 frame against numpy's 13 ms, 40 % of a
+    ``--logit-adjust auto`` sweep's 11 argmaxes a frame; both pick the first largest logit."""
     model.eval()
     cms = [ConfusionMatrix(num_classes, ignore_id=ignore_id) for _ in biases]
+    cpu_biases = [None if b is None else b.detach().cpu().float().numpy() for b in biases]
     for images, labels, contents in loader_batches(loader):
+        images = images.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
-            logits = model(images.to(device))
+            logits = model(images)
         if isinstance(logits, dict):
             logits = logits["out"]
         for sample_logits, label, content in zip(logits, labels, contents, strict=True):
@@ -511,9 +519,17 @@ def score_loader_biased(
             sample_logits = sample_logits[:, top : top + height, left : left + width]
             if sample_logits.shape[-2:] != label.shape:
                 sample_logits = F.interpolate(sample_logits[None].float(), size=label.shape, mode="bilinear")[0]
+            target = label.numpy()
+            if sample_logits.device.type == "cpu":
+                scores = sample_logits.float().numpy()
+                for cm, bias in zip(cms, cpu_biases, strict=True):
+                    cm.update((scores if bias is None else scores + bias[:, None, None]).argmax(0), target)
+                continue
             for cm, bias in zip(cms, biases, strict=True):
                 adjusted = sample_logits if bias is None else sample_logits + bias.to(sample_logits)[:, None, None]
-                cm.update(adjusted.argmax(0).cpu().numpy(), label.numpy())
+                cm.update(adjusted.argmax(0).cpu().numpy(), target)
+        if on_batch is not None:
+            on_batch(len(labels))
     return cms
 
 
