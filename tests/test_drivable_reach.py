@@ -164,7 +164,7 @@ def test_eval_scores_the_drivable_area_the_node_publishes(tiny_model, labelled_d
     # Frame 0: the cut patch was pavement (a false positive gone); frame 1: it was road (now missed).
     assert (ego["true_positive"], ego["false_positive"], ego["false_negative"]) == (2 * patch, 0, patch)
     assert ego["false_negative_by_prediction"] == {"unreachable": patch}
-    assert cli_main([*args, "--drivable-reach", "all"]) == 0
+    assert cli_main([*args, "--drivable-reach", "all", "--overwrite"]) == 0  # the figures above, replaced
     every = json.loads(out.read_text())["tasks"]["drivable"]
     assert (every["true_positive"], every["false_positive"], every["false_negative"]) == (3 * patch, patch, 0)
     assert every["false_positive_by_label"] == {"sidewalk": patch}

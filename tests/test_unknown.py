@@ -284,11 +284,11 @@ def test_eval_scores_tasks_with_unknown_on_and_off(confident_model, painted_data
     assert drivable["precision"] == 1.0 and drivable["recall"] == 0.5 and off["recall"] == 1.0
     assert doc["tasks"]["obstacle"]["true_positive"] == 2 * 512 and doc["tasks_unknown_off"]["obstacle"]["recall"] == 1.0
     # The flag overrides the model's threshold; 0 turns marking off (one table, no off-scores).
-    assert cli_main([*args, "--unknown-threshold", "0"]) == 0
+    assert cli_main([*args, "--unknown-threshold", "0", "--overwrite"]) == 0  # replacing the figures above
     doc = json.loads(out.read_text())
     assert doc["unknown"] == {"threshold": 0.0, "enabled": False} and "tasks_unknown_off" not in doc
     assert doc["tasks"]["drivable"]["recall"] == 1.0
-    assert cli_main([*args, "--unknown-threshold", str(FLAG_THRESHOLD)]) == 0
+    assert cli_main([*args, "--unknown-threshold", str(FLAG_THRESHOLD), "--overwrite"]) == 0
     assert json.loads(out.read_text())["unknown"]["fraction"] == pytest.approx(5 / 6)
     capsys.readouterr()
     assert cli_main(["eval", "--model", str(confident_model), "--data", f"folder:{painted_dataset}",
