@@ -628,7 +628,7 @@ def _accepted_json() -> list[list[bytes]]:
         [stats, _integral_floats(json_head), b'{"seq":1e0,"wire_version":-0.0}'],
         [stats, json_head, b'{"a":"\\\\u0000","\\\\u0000":1}'],
         *[on(name) for name in ("sync", "custom", "lane/meta", "obstacle/car/meta", "obstacles/car", "lanes",
-                                "sync\u00a0\u200bx")],
+                                "sync\u00a0\u2027x")],
         on("info", info.encode()),
         on("info", b'{"wire_version":0,"model_id":"","unknown_id":255,"classes":[]}'),
     ]

@@ -340,3 +340,14 @@ def test_rle_decoded_in_chunks_matches_the_mask():
     payload = codec.encode(mask)
     assert len(payload) // 5 > 2**20
     np.testing.assert_array_equal(codec.decode(payload, height=2000, width=1500), mask)
+
+
+@pytest.mark.parametrize("char", ["\u202e", "\u200b", "\ufeff", "\u061c", "\U000e0041", "\u2066", "\u00ad"])
+def test_a_topic_with_an_invisible_or_bidi_character_is_refused(char):
+    """They cannot move the cursor, but they can reorder a printed line or make two topics look the
+    same (verify s34/V1 NEW-3); every reader refuses them as control characters."""
+    from perception.wire import WireError, check_topic
+
+    with pytest.raises(WireError, match="control characters"):
+        check_topic(f"{NS}/lane{char}".encode())
+    assert check_topic(f"{NS}/voie_é".encode()) == f"{NS}/voie_é"  # other non-ASCII stays allowed

@@ -242,13 +242,21 @@ static size_t utf8_length(const char *s) {
     return n;
 }
 
+/* What every reader calls a control character in a topic (perception/wire.py's _CONTROL): C0, DEL,
+ * C1, the line and paragraph separators, and the invisible and bidirectional format characters. */
+static int is_control(uint32_t cp) {
+    return cp < 0x20 || (cp >= 0x7f && cp < 0xa0) || cp == 0xad || cp == 0x61c || cp == 0x180e ||
+           (cp >= 0x200b && cp <= 0x200f) || (cp >= 0x2028 && cp <= 0x202e) || (cp >= 0x2060 && cp <= 0x206f) ||
+           cp == 0xfeff || (cp >= 0xfff9 && cp <= 0xfffb) || (cp >= 0xe0000 && cp <= 0xe007f);
+}
+
 static int check_topic(const unsigned char *p, size_t n, char *out) {
     if (n == 0 || n > MAX_TOPIC_BYTES) return fail("topic has %zu bytes, expected 1..%d", n, MAX_TOPIC_BYTES);
     for (size_t i = 0; i < n;) {
         uint32_t cp;
         size_t len = utf8_char(p + i, n - i, &cp);
         if (len == 0) return fail("topic is not UTF-8");
-        if (cp < 0x20 || (cp >= 0x7f && cp < 0xa0) || cp == 0x2028 || cp == 0x2029) return fail("topic holds control characters");
+        if (is_control(cp)) return fail("topic holds control characters");
         i += len;
     }
     memcpy(out, p, n);

@@ -101,7 +101,9 @@ const RESERVED_NAMES = [...JSON_NAMES, "frame"];
 // Topic names that never carry a JSON document: the node's masks' and atomic frames'.
 const NO_JSON_NAMES = ["drivable", "lane", "obstacle", "class_map", "frame"];
 // Control characters, which no topic (nor the topic a frame's mask name makes) may hold.
-const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+// perception/wire.py's _CONTROL: C0, DEL, C1, the line and paragraph separators, and the invisible
+// and bidirectional format characters.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb\u{e0000}-\u{e007f}]/u;
 
 class WireError extends Error {}
 
@@ -715,7 +717,7 @@ class Subscriber {
       if (!(err instanceof WireError)) throw err; // a bug here, not a bad message: let it show
       this.counts.skipped++;
       // Received text quoted in the reason stays on one line.
-      const line = `skipped a message on ${topic.slice(0, 80)}: ${err.message}`.replace(new RegExp(CONTROL.source, "g"), "?");
+      const line = `skipped a message on ${topic.slice(0, 80)}: ${err.message}`.replace(new RegExp(CONTROL.source, "gu"), "?");
       process.stderr.write(`perception_sub.js: ${line}\n`);
     }
   }
