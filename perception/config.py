@@ -73,6 +73,7 @@ def setting(
     listed: str | None = None,
     default_factory: Any = dataclasses.MISSING,
     default_text: str | None = None,
+    required_text: str | None = None,
 ) -> Any:
     """A dataclass field that is a user setting: the one declaration of its default, range and help.
 
@@ -90,12 +91,14 @@ def setting(
     choices and named like that setting (``threads=300 is out of range [0, 256]``), see
     ``listed_setting``. ``default_text``: what ``--help`` says the default is when the declared
     default (None) means "decided when it runs" (``default_text="30"`` for a synthetic camera's rate).
+    ``required_text``: what ``--help`` says of a setting without a default when another flag stands
+    in for it (``required unless --recover`` for ``record --out``).
     """
     metadata = {
         "help": help, "bounds": (lo, hi), "flag": flag, "metavar": metavar, "group": group,
         "exclusive": exclusive, "positional": positional, "from_text": from_text, "to_text": to_text, "const": const,
         "old_names": tuple(old_names), "old_flags": tuple(old_flags), "cli": cli, "listed": listed,
-        "default_text": default_text,
+        "default_text": default_text, "required_text": required_text,
     }
     return field(default=default, default_factory=default_factory, metadata=metadata)
 

@@ -162,7 +162,7 @@ def _help(flag: Flag) -> str:
     if _required(flag.field) and flag.shape != "positional":
         # not argparse's required=True: a config file or another flag may stand in for it (record
         # --recover needs no --out), and config_from_flags' own message names what it is for
-        notes.append("required")
+        notes.append(flag.field.metadata.get("required_text") or "required")
     if (default := _default_text(flag.field, flag.shape)) is not None:
         notes.append(f"default {default}")
     if (span := flag.field.metadata.get("help_range") or _range_text(flag.field)) is not None:

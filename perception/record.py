@@ -39,7 +39,8 @@ RECONNECT_MS = 10
 class RecordConfig:
     """The flags of ``perception record`` (and the parameters of a ``record`` launch node)."""
 
-    out: Path = setting(help="output .mcap file (with --recover: where the rebuilt file goes)")
+    out: Path = setting(help="output .mcap file (with --recover: where the rebuilt file goes)",
+                        required_text="required unless --recover")
     endpoint: str = setting(contracts.DEFAULT_ENDPOINT, help="publisher endpoint")
     # One of the two is required when recording; __post_init__ says so (not argparse, so --recover needs neither).
     namespace: str | None = setting(None, exclusive="what", help="every topic under this namespace, e.g. perception/front")

@@ -698,7 +698,7 @@ def test_required_flags_say_so_in_help():
     assert re.search(r"--checkpoint CHECKPOINT checkpoint \.pt written by 'perception train' \(required\)",
                      flat["perception export"])
     assert re.search(r"--out OUT ONNX file to write, e\.g\. model\.onnx \(required\)", flat["perception export"])
-    assert re.search(r"--out OUT output \.mcap file .*\(required\)", flat["perception record"])
+    assert re.search(r"--out OUT output \.mcap file .*\(required unless --recover\)", flat["perception record"])
     assert "(required" not in flat["perception run"]
 
 

@@ -130,7 +130,7 @@ def test_a_gstreamer_pipeline_sets_its_own_rate():
 
 
 def test_a_file_named_like_a_pipeline_is_a_file_for_the_settings_too(tmp_path, monkeypatch):
-    from perception.commands.run import _source_family
+    from perception.sources import _source_family
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "appsink").write_bytes(b"")
@@ -438,3 +438,12 @@ def test_a_bad_server_key_is_the_one_line_with_no_curve_on_before_it(allow, tmp_
         XpubCore(f"tcp://127.0.0.1:{free_tcp_port}", sndhwm=4, curve_secret_key_file=str(public),
                  curve_allow_dir=str(tmp_path / "allowed") if allow else None)
     assert not [r.getMessage() for r in caplog.records if "CURVE" in r.getMessage()]
+
+
+def test_view_refuses_a_source_setting_its_source_does_not_use(tmp_path, capsys):
+    from perception.cli import main
+
+    code = main(["view", "--source", str(tmp_path / "clip.mp4"), "--model", str(tmp_path / "m.onnx"), "--width", "640"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "--width applies to cameras and the synthetic camera only, not to --source" in err[0], err

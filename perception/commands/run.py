@@ -51,65 +51,13 @@ def load_run_config(args: argparse.Namespace) -> RunConfig:
 
 
 
-#: The source settings (``SourceOptions``) that only some kinds of source use (``_source_family``),
-#: with those kinds in words and what the others do instead. One given for a node none of whose
-#: sources uses it is a mistake, said before anything starts (it was ignored without a word: a
-#: ``--width 640`` for a video file gave its own size). ``fps`` paces files and streams and is
-#: asked of cameras and the synthetic camera; a GStreamer pipeline sets its own rate.
-SOURCE_SETTING_USERS: dict[str, tuple[tuple[str, ...], str, str]] = {
-    "width": (("camera", "synthetic"), "cameras and the synthetic camera",
-              "a file, folder or stream is read at its own size (the engine letterboxes every frame)"),
-    "height": (("camera", "synthetic"), "cameras and the synthetic camera",
-               "a file, folder or stream is read at its own size (the engine letterboxes every frame)"),
-    "fourcc": (("camera",), "V4L2 cameras", "no other source has a pixel format to choose"),
-    "fps": (("camera", "synthetic", "file", "stream"), "cameras, the synthetic camera, files and streams",
-            "a GStreamer pipeline sets its own rate (videorate ! video/x-raw,framerate=15/1)"),
-    "realtime": (("file", "stream"), "video files, image folders and clips behind a URL",
-                 "a live source delivers at its own rate"),
-    "loop": (("file", "stream"), "video files, image folders and clips behind a URL",
-             "a live source does not end"),
-    "read_timeout_s": (("camera", "stream", "gstreamer"), "cameras, streams and GStreamer pipelines",
-                       "files, folders and the synthetic camera are not reopened"),
-    "seed": (("synthetic",), "the synthetic camera", "other sources show what they hold"),
-}
-
-def _source_family(spec: str) -> str:
-    """``camera``, ``synthetic``, ``stream`` (a URL), ``gstreamer`` or ``file`` (a video file, image
-    file, folder or glob): the sources' own ``source_kind``, files and folders taken together."""
-    from perception.sources import source_kind
-
-    kind = source_kind(spec)
-    return "file" if kind in ("video", "images") else kind
-
-
 def check_source_settings(config: RunConfig, args: argparse.Namespace | None = None, *, as_keys: bool = False) -> None:
-    """ConfigError for a source setting (``SOURCE_SETTING_USERS``) given for a node none of whose
-    sources uses it, naming it as it was given (``--width``, or the key of ``--config``'s file;
-    ``as_keys``: the key, for a launch file's parameters). A node of several cameras may give one
-    for some of them (``--width`` for its V4L2 camera beside a video file)."""
-    import dataclasses
+    """``sources.check_source_options`` for a node's cameras: a source setting none of them uses is a
+    ConfigError naming it as it was given (``--width``, the key of ``--config``'s file, or with
+    ``as_keys`` the key of a launch file's parameters)."""
+    from perception.sources import check_source_options
 
-    from perception.config import cut
-    from perception.flags import flags
-    from perception.options import SourceOptions
-
-    options = config.source_options
-    defaults = {f.name: f.default for f in dataclasses.fields(SourceOptions)}
-    options_of = {flag.name: flag.option for flag in flags(SourceOptions)}
-    specs = [camera.source for camera in config.cameras]
-    families = {_source_family(spec) for spec in specs}
-    typed = vars(args) if args is not None else {}
-    for name, (users, who, instead) in SOURCE_SETTING_USERS.items():
-        if getattr(options, name) == defaults[name] or families & set(users):
-            continue
-        config_file = typed.get("config")
-        if as_keys:
-            given = name
-        else:
-            given = options_of[name] if name in typed or config_file is None else f"{name} in {config_file}"
-        source = hide_credentials(specs[0] if len(specs) == 1 else " ".join(specs))
-        source = cut(source if source.isprintable() else repr(source), 120)  # a newline cannot fake a line
-        raise ConfigError(f"{given} applies to {who} only, not to --source {source}: {instead}; drop it")
+    check_source_options(config.source_options, [camera.source for camera in config.cameras], args, as_keys=as_keys)
 
 
 #: Start-up steps in which a mistake is found before anything starts (a flag, a config file, a file

@@ -28,6 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     config = config_from_flags(ViewConfig, args, source="perception view")
+    if config.endpoint is None and config.source is not None:  # --width for a video file: refused as run does
+        from perception.sources import check_source_options
+
+        check_source_options(config.source_options, [config.source], args)
     # Resolved here, so that the line below names out/view.mp4 when no display chose it (-q hides the
     # log line). Set, not dataclasses.replace: that would check (and split) the source a second time.
     defaulted = config.out is None

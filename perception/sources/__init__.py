@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from perception.errors import SourceError, hide_credentials, os_error_line, unreadable
+from perception.errors import ConfigError, SourceError, hide_credentials, os_error_line, unreadable
 from perception.registry import Registry
 from perception.sources.base import (
     CorruptFrame,
@@ -65,6 +65,61 @@ def source_kind(spec: str) -> str:
     if is_image_spec(spec):
         return "images"
     return "video"
+
+
+#: The source settings (``SourceOptions``) that only some kinds of source use (``_source_family``),
+#: with those kinds in words and what the others do instead. One given for a node none of whose
+#: sources uses it is a mistake, said before anything starts (it was ignored without a word: a
+#: ``--width 640`` for a video file gave its own size). ``fps`` paces files and streams and is
+#: asked of cameras and the synthetic camera; a GStreamer pipeline sets its own rate.
+SOURCE_SETTING_USERS: dict[str, tuple[tuple[str, ...], str, str]] = {
+    "width": (("camera", "synthetic"), "cameras and the synthetic camera",
+              "a file, folder or stream is read at its own size (the engine letterboxes every frame)"),
+    "height": (("camera", "synthetic"), "cameras and the synthetic camera",
+               "a file, folder or stream is read at its own size (the engine letterboxes every frame)"),
+    "fourcc": (("camera",), "V4L2 cameras", "no other source has a pixel format to choose"),
+    "fps": (("camera", "synthetic", "file", "stream"), "cameras, the synthetic camera, files and streams",
+            "a GStreamer pipeline sets its own rate (videorate ! video/x-raw,framerate=15/1)"),
+    "realtime": (("file", "stream"), "video files, image folders and clips behind a URL",
+                 "a live source delivers at its own rate"),
+    "loop": (("file", "stream"), "video files, image folders and clips behind a URL",
+             "a live source does not end"),
+    "read_timeout_s": (("camera", "stream", "gstreamer"), "cameras, streams and GStreamer pipelines",
+                       "files, folders and the synthetic camera are not reopened"),
+    "seed": (("synthetic",), "the synthetic camera", "other sources show what they hold"),
+}
+
+def _source_family(spec: str) -> str:
+    """``camera``, ``synthetic``, ``stream`` (a URL), ``gstreamer`` or ``file`` (a video file, image
+    file, folder or glob): ``source_kind``, files and folders taken together."""
+    kind = source_kind(spec)
+    return "file" if kind in ("video", "images") else kind
+
+
+def check_source_options(options: SourceOptions, specs: list[str], args: Any = None, *, as_keys: bool = False) -> None:
+    """ConfigError for a source setting (``SOURCE_SETTING_USERS``) that none of the sources ``specs``
+    uses, naming it as it was given: its flag (``--width``), ``NAME in FILE`` when ``args`` (the
+    parsed flags) came with a ``--config`` file that set it, or with ``as_keys`` the key (a launch
+    file's parameters). One setting for several sources may be used by only some of them
+    (``--width`` for a V4L2 camera beside a video file): run, launch, view and demo check alike."""
+    from perception.config import cut
+    from perception.flags import flags
+
+    defaults = {f.name: f.default for f in dataclasses.fields(SourceOptions)}
+    options_of = {flag.name: flag.option for flag in flags(SourceOptions)}
+    families = {_source_family(spec) for spec in specs}
+    typed = vars(args) if args is not None else {}
+    for name, (users, who, instead) in SOURCE_SETTING_USERS.items():
+        if not hasattr(options, name) or getattr(options, name) == defaults[name] or families & set(users):
+            continue
+        config_file = typed.get("config")
+        if as_keys:
+            given = name
+        else:
+            given = options_of[name] if name in typed or config_file is None else f"{name} in {config_file}"
+        source = hide_credentials(specs[0] if len(specs) == 1 else " ".join(specs))
+        source = cut(source if source.isprintable() else repr(source), 120)  # a newline cannot fake a line
+        raise ConfigError(f"{given} applies to {who} only, not to --source {source}: {instead}; drop it")
 
 
 def source_is_live(spec: str) -> bool:
