@@ -73,6 +73,11 @@ class ReplayConfig:
         help="wait up to S seconds for a first subscriber, then replay anyway (0: start at once)")
     restamp: bool = setting(False, help="shift capture/publish times to now (live latency figures)")
     loop: bool = setting(False, help="start again at the end of the file")
+    #: As ``record --max-mask-pixels`` took them: a recording of larger masks than the default is
+    #: replayed whole when given the limit it was recorded with.
+    max_mask_pixels: int = setting(contracts.MAX_MASK_PIXELS, lo=1, hi=contracts.MAX_MASK_SIDE ** 2, metavar="N",
+                                   help="skip recorded masks of more than N pixels, before decoding (give a "
+                                        "recording made with record --max-mask-pixels the same N)")
     #: ``--curve-secret-key`` / ``--curve-allow``, as ``perception run`` takes them.
     curve: CurveServerOptions = composed(CurveServerOptions)
 
@@ -188,7 +193,7 @@ class ReplayPublisher:
 def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: ReplayPublisher | None = None) -> ReplaySummary:
     """Replay ``config.file`` until it ends (or forever with ``loop``) or ``stop`` is set."""
     counters = ReadCounters()
-    messages = as_sent(iter(read_recording(config.file, counters=counters)))
+    messages = as_sent(iter(read_recording(config.file, counters=counters, max_mask_pixels=config.max_mask_pixels)))
     first = next(messages)  # reads the head now, so a bad file fails before the socket is bound
     own = publisher is None
     publisher = publisher or ReplayPublisher(config.endpoint, curve=config.curve)
@@ -234,7 +239,7 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
                 sent += 1
             if not config.loop:
                 break
-            messages = as_sent(iter(read_recording(config.file, counters=counters)))
+            messages = as_sent(iter(read_recording(config.file, counters=counters, max_mask_pixels=config.max_mask_pixels)))
             first = next(messages)
     finally:
         if own:

@@ -522,3 +522,16 @@ def test_an_atomic_frames_recording_replays_as_atomic_frames(tmp_path):
                 np.testing.assert_array_equal(f.data[name].data, frame_masks(f.seq)[name])
     finally:
         sub.close()
+
+
+def test_replay_takes_the_mask_limit_the_recording_was_made_with(recording):
+    """record --max-mask-pixels above the default recorded masks that replay, reading at the
+    default, skipped: replay takes the same flag. Here a limit under the masks' size skips them all."""
+    path, _, _ = recording
+    masks = sum(1 for m in read_recording(path) if m.kind == "mask")
+    documents = sum(1 for m in read_recording(path) if m.kind == "json")
+    done = subprocess.run([sys.executable, "-m", "perception", "replay", str(path), "--max-rate", "--endpoint",
+                           free_endpoint(), "--max-mask-pixels", "1"], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"replayed {documents} messages" in done.stdout and f"{masks} malformed skipped" in done.stdout, done.stdout

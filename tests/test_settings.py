@@ -94,7 +94,7 @@ SAMPLES = {
                "max_topics": 100},
     "replay": {"file": ["a.mcap", "b.mcap"], "max_rate": True, "endpoint": "tcp://127.0.0.1:5596",
                "wait_first_subscriber_s": 2.0, "restamp": True, "loop": True,
-               "curve_secret_key": "server.key_secret", "curve_allow": "keys"},
+               "curve_secret_key": "server.key_secret", "curve_allow": "keys", "max_mask_pixels": 5000},
     "listen": {"endpoint": "tcp://127.0.0.1:5595", "namespace": "perception/front", "duration_s": 2.0, "count": 9,
                "interval_s": 0.5, "echo": True, "save_dir": "masks", "every": 3, "overwrite": True, "keep_latest": True,
                "json": True, "max_mask_pixels": 1000, "max_queue_mb": 512, "max_topics": 100, "curve_server_key": "s.key",
