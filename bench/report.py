@@ -34,18 +34,6 @@ def earlier_outputs(out_dir: str | Path) -> list[Path]:
             and not (out / name).is_dir()]
 
 
-def remove_outputs(paths: list[Path]) -> None:
-    """Remove the files of an earlier bench output (``earlier_outputs``) before a new one is
-    written, so that no plot of the earlier run is left beside the new report; ConfigError naming
-    one that cannot be removed."""
-    for path in paths:
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot remove {path} of an earlier bench ({exc.strerror}); remove it yourself or "
-                              "choose another --out") from None
-
-
 def load_results(path: str | Path) -> dict[str, Any]:
     """Read a bench JSON file (or the one in the folder ``path``); ConfigError naming the file when
     it is missing or not a bench result."""

@@ -10,6 +10,7 @@ is the command's own and is replaced each run.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,3 +39,24 @@ def refuse_earlier_output(folder: Path, found: Sequence[Path], *, flag: str, wha
     them = "it" if len(found) == 1 else "them"
     raise ConfigError(f"{flag} {folder} already holds {listed} ({what}); choose another {flag}, remove {them}, or "
                       f"pass --overwrite to replace {them}")
+
+
+def remove_earlier_output(found: list[Path], *, folder: Path | None, flag: str, what: str,
+                          folders: bool = False) -> None:
+    """``--overwrite``: remove ``found``, the files of an earlier output (``refuse_earlier_output``'s),
+    all of them, before the first new file is written; with ``folders`` also the subfolders they
+    leave empty (a folder still holding other files stays). ConfigError naming a file that cannot
+    be removed (``what``: whose it is, e.g. "a frame of an earlier view"). ``found`` is emptied, so
+    a second call does nothing."""
+    for path in found:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            where = f" in {flag} {folder}" if folder is not None else ""
+            raise ConfigError(f"cannot remove {path}, {what}{where}: {exc.strerror}; remove it yourself or choose "
+                              f"another {flag}") from None
+    if folders:
+        for parent in sorted({path.parent for path in found}):
+            with contextlib.suppress(OSError):  # it holds other files (they stay), or it is a link to a folder
+                parent.rmdir()
+    found.clear()

@@ -56,6 +56,7 @@ from perception.contracts import ClassInfo, ClassTable
 from perception.errors import ConfigError, SourceError, SourceUnavailableError
 from perception.options import CurveClientOptions, EngineOptions, SourceOptions, synthetic_size_error
 from perception.overlay import render_overlay
+from perception.overwrite import remove_earlier_output
 from perception.run_config import split_camera_source
 from perception.sinks import DEFAULT_VIDEO_FPS, FOLDER_FRAME_NAME, FrameSink, resolve_output
 from perception.sources.synthetic import DEFAULT_FPS as SYNTHETIC_DEFAULT_FPS
@@ -160,7 +161,7 @@ def run_view(config: ViewConfig, *, stop: threading.Event | None = None) -> int:
             if sink.frames == 0:
                 if rate and not config.source_options.fps:
                     sink.fps = rate[0]  # before the first frame opens the video: it plays at the source's pace
-                _remove_earlier_frames(stale, out)
+                remove_earlier_output(stale, folder=out, flag="--out", what="a frame of an earlier view")
             if not sink.write(frame) or stop.is_set():
                 break
             if config.max_frames and sink.frames >= config.max_frames:
@@ -224,7 +225,7 @@ def _claim_out(out: Path | None, *, overwrite: bool) -> list[Path]:
     ``perception record``; it is replaced when the new one is written. A folder follows
     ``perception synth``'s rule for its output: it must be new, empty or an earlier view's output
     (nothing but its numbered frames, ``FOLDER_FRAME_NAME``), whose frames are returned, to be
-    removed when the first new frame comes (``_remove_earlier_frames``), so a shorter run leaves
+    removed when the first new frame comes (``overwrite.remove_earlier_output``), so a shorter run leaves
     none of them behind; a folder holding anything else is ConfigError and left untouched.
     """
     if out is None:
@@ -250,18 +251,6 @@ def _claim_out(out: Path | None, *, overwrite: bool) -> list[Path]:
     if frames:
         log.info("replacing the %d frame(s) of an earlier view in %s", len(frames), out)
     return frames
-
-
-def _remove_earlier_frames(stale: list[Path], out: Path | None) -> None:
-    """Remove the earlier view's frames in the ``--out`` folder (``_claim_out``), all of them,
-    before the first new frame is written."""
-    for path in stale:
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot remove {path}, a frame of an earlier view in --out {out}: {exc.strerror}; "
-                              "remove it yourself or choose another --out") from None
-    stale.clear()
 
 
 def _open_source(config: ViewConfig, *, paced: bool):

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from perception.errors import ConfigError
+from perception.overwrite import remove_earlier_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,7 +111,8 @@ def main(args: argparse.Namespace) -> int:
     except BaseException:
         remove_empty_folders(created)  # a bench that measured nothing leaves no empty --out behind
         raise
-    report.remove_outputs(earlier)  # only now: a bench that failed leaves the earlier result as it was
+    # Only now: a bench that failed leaves the earlier result as it was.
+    remove_earlier_output(earlier, folder=out, flag="--out", what="a file of an earlier bench")
     path = report.write_results(results, out)
     written = report.write_report(results, out)
     print(report.summary_text(results))
@@ -178,7 +180,7 @@ def _report(args: argparse.Namespace) -> int:
     earlier = _claim_out(out, overwrite=args.overwrite or rebuilt)
     if rebuilt:  # the report and plots are replaced; a JSON beside them never is
         earlier = [p for p in earlier if p.name != report.RESULTS_FILE]
-    report.remove_outputs(earlier)
+    remove_earlier_output(earlier, folder=out, flag="--out", what="a file of an earlier bench")
     written = {}
     if not rebuilt:
         try:

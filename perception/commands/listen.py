@@ -34,7 +34,6 @@ Other files in DIR are never touched.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -53,7 +52,7 @@ from perception.config import same_setting, setting
 from perception.errors import ConfigError, SourceUnavailableError
 from perception.flags import add_flags, config_from_flags
 from perception.options import CurveClientOptions, ReaderQueueOptions, ReaderTopicOptions
-from perception.overwrite import refuse_earlier_output
+from perception.overwrite import refuse_earlier_output, remove_earlier_output
 from perception.signals import install_signal_handlers
 from perception.subscribe import MaskSubscriber, Message
 from perception.topic_stats import TopicStats
@@ -149,17 +148,10 @@ def _claim_save_dir(config: ListenConfig) -> list[Path]:
 def _remove_earlier_masks(earlier: list[Path], save_dir: Path) -> None:
     """``--overwrite``: remove the earlier listen's masks (``_claim_save_dir``), all of them, and
     the topic folders they leave empty, before the first new mask is written."""
-    for path in earlier:
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot remove {path}, a mask of an earlier listen in --save-dir {save_dir}: "
-                              f"{exc.strerror}; remove it yourself or choose another --save-dir") from None
-    for folder in sorted({path.parent for path in earlier}):
-        with contextlib.suppress(OSError):  # it holds other files (they stay), or it is a link to a folder
-            folder.rmdir()
-    log.info("removed the %d mask(s) of an earlier listen in %s", len(earlier), save_dir)
-    earlier.clear()
+    count = len(earlier)
+    remove_earlier_output(earlier, folder=save_dir, flag="--save-dir", what="a mask of an earlier listen",
+                          folders=True)
+    log.info("removed the %d mask(s) of an earlier listen in %s", count, save_dir)
 
 
 def _format_line(topic: str, figures: dict[str, Any]) -> str:
