@@ -56,6 +56,26 @@ def _wait_subscribed(pub: zmq.Socket) -> None:
     raise AssertionError("the reader never subscribed")
 
 
+def _read_stream(argv: list[str], stream: list[list[bytes]], **popen) -> subprocess.CompletedProcess:
+    """Start the reader ``argv`` against a new XPUB, send ``stream`` once it has subscribed, and
+    return how it ended (its stdout and stderr as text)."""
+    ctx, pub, endpoint = _xpub()
+    proc = subprocess.Popen([*argv, "--endpoint", endpoint], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **popen)
+    try:
+        _wait_subscribed(pub)
+        for frames in stream:
+            pub.send_multipart(frames)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        pub.close()
+        ctx.term()
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
 def _info(topic: str, model_id: str = "node-model", classes: list | None = None) -> list[bytes]:
     doc = {"wire_version": 2, "model_id": model_id, "unknown_id": 255, "classes": CLASSES if classes is None else classes}
     return [topic.encode(), dump_header(json_header(name="info", seq=0, publish_ns=1)), json.dumps(doc).encode()]
@@ -116,21 +136,10 @@ def test_the_c_and_js_readers_track_max_topics_as_python_does(name, tmp_path):
     cmd, reason = (_c_client if name == "c" else _js_client)()
     if cmd is None:
         pytest.skip(f"the {name} subscriber cannot run here: {reason}")
-    ctx, pub, endpoint = _xpub()
-    proc = subprocess.Popen([*cmd, "--endpoint", endpoint, "--namespace", NS, "--max-topics", str(MAX_TOPICS),
-                             "--duration", "60", "--idle", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        _wait_subscribed(pub)
-        for frames in STREAM:
-            pub.send_multipart(frames)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        pub.close()
-        ctx.term()
-    assert proc.returncode == 0, err
+    done = _read_stream([*cmd, "--namespace", NS, "--max-topics", str(MAX_TOPICS), "--duration", "60", "--idle", "2"],
+                        STREAM)
+    out, err = done.stdout, done.stderr
+    assert done.returncode == 0, err
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line["topic"] for line in lines] == TAKEN, err
     assert f'"seq":{BIG_SEQ},' in out.splitlines()[-1]  # exactly, not 9.00719925474099e+15
@@ -162,26 +171,13 @@ def test_listen_keeps_bounded_topics_lines_and_folders(tmp_path):
     """A publisher on 40 topics against --max-topics 5: the summary, the report lines and the
     --save-dir folders hold 4 mask topics (the info topic takes the fifth place), the rest is one
     warning and a count."""
-    ctx, pub, endpoint = _xpub()
     save = tmp_path / "masks"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "perception", "listen", "--endpoint", endpoint, "--namespace", NS, "--max-topics", "5",
-         "--save-dir", str(save), "--json", "--count", "8", "--duration", "60"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    try:
-        _wait_subscribed(pub)
-        for i in range(40):
-            pub.send_multipart(good_message(1, topic=f"{NS}/t{i:02d}"))
-        for i in range(4):  # with the first 4, what --count waits for: the tracked topics again
-            pub.send_multipart(good_message(2, topic=f"{NS}/t{i:02d}"))
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        pub.close()
-        ctx.term()
-    assert proc.returncode == 0, err
+    stream = [good_message(1, topic=f"{NS}/t{i:02d}") for i in range(40)]
+    stream += [good_message(2, topic=f"{NS}/t{i:02d}") for i in range(4)]  # with the first 4, what --count waits for
+    done = _read_stream([sys.executable, "-m", "perception", "listen", "--namespace", NS, "--max-topics", "5",
+                         "--save-dir", str(save), "--json", "--count", "8", "--duration", "60"], stream, cwd=tmp_path)
+    out, err = done.stdout, done.stderr
+    assert done.returncode == 0, err
     summary = json.loads(out)
     assert sorted(summary["topics"]) == [f"{NS}/t{i:02d}" for i in range(4)]
     assert summary["skipped"]["over_max_topics"] == 36 and summary["max_topics"] == 5

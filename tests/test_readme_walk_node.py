@@ -23,24 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_cli_errors import _said
 
 from perception import contracts
 
 REPO = Path(__file__).resolve().parents[1]
 NS = "perception/walk"
 HOUR_NS = 3600 * 10**9
-
-
-def _said(argv: list[str], capsys) -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) of ``perception ARGV`` run in process (argparse exits by SystemExit)."""
-    from perception import cli
-
-    try:
-        code = cli.main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # ---- replay --restamp ------------------------------------------------------------------------
