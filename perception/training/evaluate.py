@@ -380,7 +380,8 @@ def evaluate_checkpoint(
     from perception.training.augment import EvalSamples, collate_eval, ignore_id_of
     from perception.training.checkpoint import build_model_from_checkpoint, load_checkpoint
     from perception.training.distributed import DistInfo, pick_device
-    from perception.training.trainer import make_loader, score_loader
+    from perception.training.loaders import make_loader
+    from perception.training.trainer import score_loader
 
     if threads > 0:
         torch.set_num_threads(threads)

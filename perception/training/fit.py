@@ -38,6 +38,7 @@ from perception.signals import STOP_SIGNALS, install_signal_handlers
 from perception.training.checkpoint import Checkpoint, load_checkpoint, metrics_problem, save_checkpoint
 from perception.training.config import TrainConfig
 from perception.training.distributed import DistInfo, cleanup_distributed, pick_device, setup_distributed
+from perception.training.loaders import loader_batches
 from perception.training.run_dir import (
     check_run_dir_free,
     check_run_dir_outside_data,
@@ -46,7 +47,7 @@ from perception.training.run_dir import (
     resumes_from,
 )
 from perception.training.runlog import RunLog, StepLines
-from perception.training.trainer import Data, Run, build_data, build_run, evaluate, loader_batches, step
+from perception.training.trainer import Data, Run, build_data, build_run, evaluate, step
 
 log = logging.getLogger(__name__)
 
