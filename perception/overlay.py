@@ -65,8 +65,10 @@ def render_overlay(
     if class_map is not None and class_table is None:
         raise ValueError("a class map needs its class table for colours")
     hw = image_bgr.shape[:2]
-    colour = image_bgr.copy()
-    painted = np.zeros(hw, dtype=bool)
+    # Full-frame temporaries are what a large frame costs (4096 x 4096: 48 MiB a colour image, 16 MiB
+    # a mask): one colour image and the painted mask, blended in place, and no boolean indexing
+    # (``a[mask]`` with an H x W mask builds two int64 index arrays, 256 MiB at 4096 x 4096).
+    # ``colour`` is read only where a pixel is ``painted``.
     entries: list[tuple[str, tuple[int, int, int]]] = []
     if class_map is not None:
         ids = _to_frame(class_map, hw)
@@ -76,21 +78,24 @@ def render_overlay(
             if info.id < 256:
                 lut[info.id] = info.color[::-1]  # table colours are RGB
                 known[info.id] = True
-        colour = np.where(known[ids][..., None], lut[ids], colour)
-        painted |= known[ids]
+        colour = lut[ids]
+        painted = known[ids]
         # Every class, not only those in view: the frame size then stays the same from frame to frame.
         entries += _class_entries(class_table, ids, legend_rows(hw[0]) - len(task_masks or {}))
+    else:
+        colour = np.zeros(image_bgr.shape, dtype=np.uint8)
+        painted = np.zeros(hw, dtype=bool)
     for task, mask in (task_masks or {}).items():
         tint = TASK_TINTS_BGR.get(task)
         if tint is None:
             raise ValueError(f"unknown task {task!r}; known: {', '.join(TASK_TINTS_BGR)}")
         on = _to_frame(mask, hw) > 0
-        colour[on] = tint
+        np.copyto(colour, np.array(tint, dtype=np.uint8), where=on[..., None])
         painted |= on
         entries.append((task, tint))
-    out = image_bgr.copy()
-    blended = cv2.addWeighted(image_bgr, 1.0 - alpha, colour, alpha, 0.0)
-    out[painted] = blended[painted]
+    # Blended everywhere, in place, then the image again where nothing is painted.
+    out = cv2.addWeighted(image_bgr, 1.0 - alpha, colour, alpha, 0.0, dst=colour)
+    np.copyto(out, image_bgr, where=~painted[..., None])
     below = bool(caption) and not _draw_caption(out, caption)
     picture = _with_legend(out, entries) if legend else out
     return _with_caption_strip(picture, caption, hw[0]) if below else picture
@@ -112,7 +117,11 @@ def _class_entries(table: ClassTable, ids: np.ndarray, rows: int) -> list[tuple[
     first, then the others by id, and a last row naming how many are left out."""
     classes = list(table.classes)
     if len(classes) > max(rows, 1):
-        present = np.bincount(ids.reshape(-1), minlength=256) > 0
+        # bincount takes int64: counted a million pixels at a time, not as one 8-bytes-a-pixel copy.
+        flat = ids.reshape(-1)
+        present = np.zeros(256, dtype=bool)
+        for start in range(0, flat.size, 1 << 20):
+            present |= np.bincount(flat[start:start + (1 << 20)], minlength=256) > 0
         ordered = sorted(classes, key=lambda c: (not (c.id < 256 and present[c.id]), c.id))
         shown = ordered[: max(rows, 2) - 1]
         return [*((c.name, tuple(int(v) for v in c.color[::-1])) for c in shown),

@@ -373,11 +373,13 @@ def printable(text: str) -> str:
 
 
 _UNSAFE_PATH_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
-#: Topics whose folder is the topic itself with ``/`` written ``_`` and ``_`` written ``__``: letters,
-#: digits, ``.``, ``_`` and ``/``, not starting with a dot, with no ``//``, ``__``, ``_/`` or ``/_``
-#: (so that every run of underscores in the folder name reads back one way: one is a ``/``, two a
-#: ``_``). Every ROS 2 topic name without an underscore at the edge of one of its parts is one.
-_PLAIN_TOPIC = re.compile(r"(?!\.)(?!.*(?://|__|_/|/_))[A-Za-z0-9._/]+")
+#: Topics whose folder is the topic itself with ``/`` written ``_`` and ``_`` written ``__``: lower-case
+#: letters, digits, ``.``, ``_`` and ``/``, not starting with a dot, with no ``//``, ``__``, ``_/`` or
+#: ``/_`` (so that every run of underscores in the folder name reads back one way: one is a ``/``, two
+#: a ``_``). Every lower-case ROS 2 topic name without an underscore at the edge of one of its parts is
+#: one. An upper-case letter makes a topic hashed: on a file system that ignores case (macOS,
+#: Windows) ``a/Lane`` and ``a/lane`` would otherwise share one folder.
+_PLAIN_TOPIC = re.compile(r"(?!\.)(?!.*(?://|__|_/|/_))[a-z0-9._/]+")
 #: The longest folder name of a plain topic, and the part of another one kept before its hash.
 _DIR_NAME_CHARS = 100
 
@@ -385,16 +387,18 @@ _DIR_NAME_CHARS = 100
 def topic_dir_name(topic: str) -> str:
     """A single, safe folder name for a topic, one a topic (``listen --save-dir``).
 
-    A plain topic (``_PLAIN_TOPIC``, every ROS 2 topic name of the node's) becomes itself with ``/``
-    as ``_`` and ``_`` as ``__``: ``perception/front/lane`` -> ``perception_front_lane``,
-    ``perception/front/class_map`` -> ``perception_front_class__map``, and the name reads back to
-    the topic. Any other topic (other characters, ``__``, an ``_`` next to a ``/``, a leading dot)
-    and one whose name would be longer than 100 characters becomes its characters in
-    ``[A-Za-z0-9._-]`` (the rest as ``_``), cut to 100, then ``-`` and 10 hex digits of the SHA-1 of
-    the full topic. Only those names hold a ``-``, so the two kinds never meet, and two topics share
-    a folder only if their hashes collide (about 1 in 2^40 for a pair). No name is ``.`` or ``..``
-    or starts with a dot, so no topic reaches outside the folder it is saved under, and every name
-    is at most 111 characters.
+    A plain topic (``_PLAIN_TOPIC``, every ROS 2 topic name of the node's with a lower-case
+    namespace and camera name) becomes itself with ``/`` as ``_`` and ``_`` as ``__``:
+    ``perception/front/lane`` -> ``perception_front_lane``, ``perception/front/class_map`` ->
+    ``perception_front_class__map``, and the name reads back to the topic. Any other topic (an
+    upper-case letter, other characters, ``__``, an ``_`` next to a ``/``, a leading dot) and one
+    whose name would be longer than 100 characters becomes its characters in ``[A-Za-z0-9._-]``
+    (the rest as ``_``), cut to 100, then ``-`` and 10 (lower-case) hex digits of the SHA-1 of the
+    exact topic. Only those names hold a ``-``, so the two kinds never meet, and two topics share a
+    folder only if their hashes collide (about 1 in 2^40 for a pair), on a file system that ignores
+    case too: plain names hold no upper-case letter, and two hashed names alike but for case hold
+    the same hex digits. No name is ``.`` or ``..`` or starts with a dot, so no topic reaches outside
+    the folder it is saved under, and every name is at most 111 characters.
     """
     if _PLAIN_TOPIC.fullmatch(topic):
         name = topic.replace("_", "__").replace("/", "_")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
 import sys
 import time
@@ -250,6 +251,22 @@ def test_topic_folders_are_one_a_topic():
     assert topic_dir_name("perception/front/obstacle/traffic_sign") == "perception_front_obstacle_traffic__sign"
     for name in names:
         assert name not in (".", "..") and not name.startswith(".") and "/" not in name and len(name) <= 111
+
+
+def test_topic_folders_differ_on_a_file_system_that_ignores_case():
+    # macOS and Windows: perception/front/Lane and perception/front/lane must not share a folder.
+    topics = ["perception/front/lane", "perception/front/Lane", "perception/front/LANE", "perception/Front/lane",
+              "perception/front/class_map", "perception/front/Class_map", "perception/front/class_Map",
+              "perception/front/a b", "perception/front/A b", "X" * 200, "x" * 200, "perception/front/a_b",
+              "perception/front/A_b", "perception/front/A/b", "perception/front/ä", "perception/front/Ä"]
+    topics.append(topic_dir_name("perception/front/Lane"))  # a topic named as another's folder
+    topics.append(topic_dir_name("perception/front/Lane").lower())
+    names = [topic_dir_name(t) for t in topics]
+    assert len({n.casefold() for n in names}) == len(topics), dict(zip(topics, names, strict=True))
+    assert topic_dir_name("perception/front/lane") == "perception_front_lane"  # lower-case topics: unchanged
+    assert topic_dir_name("perception/front/class_map") == "perception_front_class__map"
+    # An upper-case topic keeps its readable characters, then its hash.
+    assert re.fullmatch(r"perception_front_Lane-[0-9a-f]{10}", topic_dir_name("perception/front/Lane"))
 
 
 def test_listen_saves_a_b_and_a_slash_b_apart_and_overwrite_finds_them(tmp_path):

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 from mcap.reader import make_reader
-from test_record import ENCODINGS, NS, frame_masks, free_endpoint, wait_for_recorder, wait_until
+from test_record import ENCODINGS, NS, frame_masks, free_endpoint, wait_until
 
 from perception.errors import ConfigError, SourceError
 from perception.mcap_layout import split_path
@@ -32,8 +32,12 @@ def record_frames(out, *, pace_s: float = 0.0, overwrite: bool = False, **split)
     thread.start()
     pub = MaskPublisher(endpoint=endpoint, namespace=NS, encodings=ENCODINGS, sndhwm=10000)
     try:
-        wait_for_recorder(recorder, pub)
-        pub.publish_json("info", INFO)  # latched: repeated at the start of each split
+        # Connected once its subscription has reached the publisher: everything sent from now on is
+        # received. Not stats pings until the recorder has one: split 0's duration runs from its first
+        # message, so a test thread starved past --split-duration between the first ping and the info
+        # left split 0 holding pings alone, without the info the recorder had not received yet.
+        assert pub.wait_for_subscribers(1, timeout_s=20), "the recorder never subscribed"
+        pub.publish_json("info", INFO)  # the first message, as a node's latched info; repeated at each split's start
         for seq in range(N_FRAMES):
             pub.publish_masks(seq=seq, capture_ns=time.time_ns(), frame_id="rec", masks=frame_masks(seq),
                               latency_ms={"infer": 1.0}, model_id="tiny-test")

@@ -56,6 +56,42 @@ def test_render_overlay_maps_model_sized_maps_and_tints_tasks():
         render_overlay(image, class_map, None)
 
 
+def test_render_overlay_blends_only_painted_pixels_exactly():
+    rng = np.random.default_rng(7)
+    image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    class_map = rng.integers(0, 4, (48, 64), dtype=np.uint8)  # 2 and 3: not in the table, left unpainted
+    lane = np.where(rng.random((48, 64)) < 0.2, 255, 0).astype(np.uint8)
+    out = render_overlay(image, class_map, TABLE, task_masks={"lane": lane}, alpha=0.3, legend=False)
+    # Each painted pixel is the image and its colour blended (the lane tint over the class colour).
+    colour = np.zeros_like(image)
+    colour[class_map == 0], colour[class_map == 1] = (128, 64, 128)[::-1], (0, 0, 142)[::-1]
+    colour[lane > 0] = TASK_TINTS_BGR["lane"]
+    painted = (class_map < 2) | (lane > 0)
+    expected = np.where(painted[..., None], cv2.addWeighted(image, 0.7, colour, 0.3, 0.0), image)
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_render_overlay_of_a_large_frame_takes_no_boolean_index_copies():
+    # 4096 x 4096 frames made view peak at 780 MB: render_overlay took about 8 frames of temporaries
+    # (copies of the image, and boolean indexing's int64 index arrays). Now under 3.5 frames, output included.
+    import tracemalloc
+
+    image = np.full((2048, 2048, 3), 90, np.uint8)
+    class_map = np.zeros((512, 512), np.uint8)
+    class_map[:, 256:] = 1
+    class_map[:100] = 9  # not in the table
+    tasks = {name: np.full((2048, 2048), 255, np.uint8) for name in ("drivable", "lane", "obstacle")}
+    for args, extra in (((class_map, TABLE), {}), ((None, None), {"task_masks": tasks})):
+        tracemalloc.start()
+        try:
+            out = render_overlay(image, *args, alpha=0.5, caption="seq 1", **extra)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert out.shape[0] == 2048 and peak < 3.5 * image.nbytes, (peak / image.nbytes, args[0] is None)
+        del out
+
+
 def test_view_cli_runs_a_model_into_an_mp4(tmp_path):
     model = write_brightness_model(tmp_path / "tiny.onnx", (32, 48))
     out = tmp_path / "view.mp4"
