@@ -74,7 +74,8 @@ class ListenConfig:
     interval_s: float = setting(1.0, lo=0.001, hi=3600, flag="--interval", metavar="S", help="seconds between report lines")
     echo: bool = setting(False, help="print every message's header (and JSON documents)")
     save_dir: Path | None = setting(None, metavar="DIR",
-                                    help="save received masks as PNG: DIR/<topic, / as _ and _ as __>/<seq>.png")
+                                    help="save received masks as PNG: DIR/<topic, / as _ and _ as __; a topic with upper-case or "
+                                         "other characters gets a hash suffix>/<seq>.png")
     every: int = setting(1, lo=1, metavar="N", help="with --save-dir: every Nth mask per topic")
     overwrite: bool = setting(False, help="with --save-dir: replace the masks an earlier listen saved there (its "
                                           "<topic>/<seq>.png files, removed when the first new mask is saved) instead "
