@@ -4,7 +4,7 @@
 
 It owns what both need and must do alike: endpoint checks, socket setup (linger, high-water mark,
 CURVE), binding with one-line errors naming the endpoint and the fix, the subscriptions that XPUB
-reports (counted per subscriber, per topic prefix), latched topics that are sent again when a
+reports (counted per subscriber connection and topic prefix), latched topics that are sent again when a
 subscription that receives them arrives, sending, and closing. What the messages hold (headers,
 encodings, pub_seq) stays with the publishers.
 
@@ -14,17 +14,25 @@ encodings, pub_seq) stays with the publishers.
     core.subscriptions(b"perception/front/")      # live subscriptions that receive that namespace
     core.close()
 
-Subscription accounting. libzmq does the filtering (which subscriber gets which message); the
-core only counts, for the stats, ``--wait-subscribers`` and the node's lazy publishing (a topic
-nobody receives is not computed). The publisher ``track``s the topics it publishes, each in a group
-(its namespace ``b"ns/"``); the core keeps, per tracked topic and per group, the count of live
-subscriptions that receive it, updated when a subscribe or unsubscribe is read (one look-up of the
-prefix among the prefixes of the tracked topics), so ``receivers_locked(topic)`` and
-``subscriptions(group)`` cost the same whatever the subscribers ask for. Prefixes that receive no
-tracked topic are kept, for topics tracked later, up to ``MAX_PREFIXES`` distinct ones; beyond that
-they are counted (``prefixes_over_cap``) and warned about once a minute, never kept. A read takes at
-most ``READ_BATCH`` messages (a send ``SEND_READ_BATCH``), so a flood of them is spread over many
-frames.
+Subscription accounting (``perception/xpub_counts.py``, ``SubscriptionCounts``): libzmq does the
+filtering; the core reads the subscribe and unsubscribe messages (``XPUB_VERBOSER``: all of them,
+duplicates and the ones libzmq makes for a connection that closed) and hands each to the counts with
+the connection that sent it, so that one subscriber holding a prefix counts once however often it
+subscribed to it, and not at all once it is gone. The connection is named by the message's
+``SRCFD`` (the descriptor of its socket in libzmq) and that socket's device and inode, which no
+other connection has while it is open: one ``fstat`` (about 1 us; the descriptor is never
+duplicated nor closed) per descriptor a read meets, and one more at the read's end, when a
+connection that closed and whose descriptor a new one took meanwhile hands its subscriptions to the
+new one (whose messages may have been taken as its own: at worst the new one counts for some it does
+not hold, until it leaves; never for fewer). A subscribe whose descriptor is no longer an open
+socket (the connection closed before it was read) is not counted. The unsubscribes libzmq makes for a connection that
+closed carry no ``SRCFD`` (its socket is already closed): after a read that took one, the core looks
+once at every connection held and drops those whose socket is gone (``SubscriptionCounts.settle``).
+A message with no ``SRCFD`` otherwise (a transport without one) counts as a message, as libzmq sends
+them. The publisher ``track``s the topics it publishes, each in a group (its namespace ``b"ns/"``),
+so ``receivers_locked(topic)`` and ``subscriptions(group)`` cost the same whatever the subscribers
+ask for. A read takes at most ``READ_BATCH`` messages (a send ``SEND_READ_BATCH``), so a flood of
+them is spread over many frames.
 
 With a CURVE allow-list, each subscription message carries the subscriber's key (ZAP ``User-Id``)
 and its connection's file descriptor (``SRCFD``): the core remembers which connection holds which
@@ -56,6 +64,8 @@ import zmq
 
 from perception import contracts
 from perception.errors import PublishError
+from perception.xpub_counts import MAX_PREFIXES as MAX_PREFIXES  # (re-exported: the cap's default)
+from perception.xpub_counts import SubscriptionCounts
 
 log = logging.getLogger(__name__)
 
@@ -65,25 +75,21 @@ _SUBSCRIBE, _UNSUBSCRIBE = 1, 0
 # wait_for_subscriptions holds the socket lock for at most this long at a time.
 _WAIT_SLICE_MS = 10
 #: Subscribe/unsubscribe messages one read takes off the socket (``subscribed``, once a frame;
-#: ``subscriptions``; each wait slice): about 2.5 us each with libzmq's own work, so at most about
-#: 5 ms a read. The rest wait for the next read: a subscriber that sends a flood of them slows the
-#: node by a bounded amount and never stalls it. A send reads at most ``SEND_READ_BATCH``.
+#: ``subscriptions``; each wait slice): about 2.5 us each with libzmq's own work (3.5 us when a
+#: client holding many prefixes leaves; naming each message's connection added about 1 us), so at
+#: most about 7 ms a read. The rest wait for the next read: a subscriber that sends a flood of them
+#: slows the node by a bounded amount and never stalls it. A send reads at most ``SEND_READ_BATCH``.
 READ_BATCH = 2000
 SEND_READ_BATCH = 100
-#: Distinct subscription prefixes kept that receive none of the tracked topics (``<ns>/x`` under
-#: a namespace, another namespace, ``zz...``); beyond it they are counted in ``prefixes_over_cap``
-#: with one warning a minute. Subscriptions to the tracked topics are always kept (there are at most
-#: a few hundred distinct prefixes of them), so this bounds the memory and never a real subscriber.
-MAX_PREFIXES = 10_000
 #: Seconds between two resends of one latched topic for new subscriptions: one arriving sooner
 #: waits for the end of the interval, and all those arriving meanwhile share one resend. Short, so
 #: that clients started together all get ``info`` before their first masks or nearly (at 1 s, two of
 #: four got it only after 5 frames); a subscribe-unsubscribe loop still costs at most 5 a second.
 LATCH_RESEND_INTERVAL_S = 0.2
 _NEVER = float("inf")
-_CAP_WARN_INTERVAL_S = 60.0
-_NO_TOPICS: tuple[bytes, ...] = ()
-_NO_GROUPS: frozenset[bytes] = frozenset()
+# The name of a connection whose socket was closed before its message was read (see _connection).
+_CLOSED = (-1, 0, 0)
+_SRCFD = int(zmq.SRCFD)
 
 
 def address_in_use_fix(endpoint: str) -> str:
@@ -212,6 +218,28 @@ def _shut_down_connection(fd: int, ident: tuple[int, int]) -> bool:
     return bool(_on_socket_at(fd, shut))
 
 
+def _connection(fd: int) -> tuple[int, int, int]:
+    """The name of the subscriber connection whose socket is ``fd`` (a message's ``SRCFD``):
+    ``(fd, device, inode)``, which no other connection has while this one is open; ``_CLOSED`` when
+    ``fd`` is no open socket now (closed, or reused by a file). One ``fstat``: the read path's cost."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return _CLOSED
+    return (fd, st.st_dev, st.st_ino) if stat.S_ISSOCK(st.st_mode) else _CLOSED
+
+
+def _connection_alive(conn: tuple[int, int, int]) -> bool:
+    """Whether the connection ``_connection`` named is still open: its descriptor still the same
+    socket (libzmq closes it before it reports the connection's subscriptions gone)."""
+    fd, dev, ino = conn
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return st.st_ino == ino and st.st_dev == dev
+
+
 def is_loopback(host: str) -> bool:
     """True for localhost, 127.0.0.0/8 and ::1."""
     if host == "localhost":
@@ -253,22 +281,8 @@ class XpubCore:
         #: expect the caller to hold it; the publish thread sends, another may ask for stats).
         self.lock = threading.Lock()
         self.closed = False
-        # Subscription accounting (see "subscriptions" in the module docstring): live
-        # subscriptions by prefix (one count per subscriber that holds it), only those kept.
-        self._live: dict[bytes, int] = {}
-        # Every prefix of every tracked topic -> (the tracked topics it receives, its groups).
-        self._index: dict[bytes, tuple[list[bytes], set[bytes]]] = {}
-        self._receivers: dict[bytes, int] = {}  # tracked topic -> live subscriptions that receive it
-        self._groups: dict[bytes, int] = {}  # group (namespace) -> live subscriptions to its topics
-        self._families: dict[bytes, bytes] = {}  # topics not declared yet, one segment under -> group
-        self._total = 0  # every live subscription, kept or not
-        self._extra = 0  # kept prefixes outside the index (at most max_prefixes)
-        self._unstored = 0  # live subscriptions over the cap, not kept
-        #: Distinct prefixes kept that receive no tracked topic (see ``MAX_PREFIXES``).
-        self.max_prefixes = MAX_PREFIXES
-        #: Subscriptions not kept because of ``max_prefixes`` (or longer than any topic).
-        self.prefixes_over_cap = 0
-        self._cap_warn_at = 0.0  # (monotonic) when the cap may be warned about again
+        # Subscription accounting (see the module docstring): per connection and prefix.
+        self._counts = SubscriptionCounts()
         # Latched topics: topic -> the callback that sends it again (caller holds the lock); those
         # due for a new subscription; when each last went again; when the first due one may go.
         self._latched: dict[bytes, Callable[[], None]] = {}
@@ -292,7 +306,7 @@ class XpubCore:
             # VERBOSER: every subscribe and every unsubscribe reaches us, including the ones libzmq
             # makes for a subscriber that disconnects and duplicates of a prefix another subscriber
             # already holds (plain XPUB reports only the first and last of each prefix), so the
-            # counts are per subscriber.
+            # counts are per connection.
             self._socket.setsockopt(zmq.XPUB_VERBOSER, 1)
             if is_ipv6_literal(host):
                 self._socket.ipv6 = True
@@ -412,116 +426,31 @@ class XpubCore:
         and, when ``group`` (a namespace ``b"ns/"``) is given, count ``topic`` among the group's
         topics (``subscriptions(group)``). Idempotent; costs one look-up per byte of ``topic``.
         The caller holds the lock, or no other thread uses the core yet."""
-        if group is None and topic in self._receivers:
-            return  # (the replay latches its info again with every copy it sends)
-        prefixes = [topic[:i] for i in range(len(topic) + 1)]
-        before = {p: self._snapshot(p) for p in prefixes if p in self._live}
-        new_topic = topic not in self._receivers
-        if new_topic:
-            self._receivers[topic] = 0
-        if group is not None:
-            self._groups.setdefault(group, 0)
-        for p in prefixes:
-            entry = self._index.get(p)
-            if entry is None:
-                entry = self._index[p] = ([], set())
-                if p in self._live:
-                    self._extra -= 1  # it receives a tracked topic now: no longer under the cap
-            if new_topic:
-                entry[0].append(topic)
-            if group is not None:
-                entry[1].add(group)
-        self._recount(before)
+        self._counts.track(topic, group)
 
     def track_family(self, family: bytes, group: bytes) -> None:
         """Count in ``group`` the subscriptions to topics the publisher may add later, one path
         segment under ``family`` (``b"ns/obstacle/"``: per-class masks of classes not declared yet);
-        ``untrack_family`` once the topics are declared (``track``)."""
-        affected = {p: self._snapshot(p) for p in self._live if p.startswith(family)}
-        self._families[family] = group
-        self._recount(affected)
+        ``untrack_family`` once the topics are declared (``track``). The caller holds the lock."""
+        self._counts.track_family(family, group)
 
     def untrack_family(self, family: bytes) -> None:
-        affected = {p: self._snapshot(p) for p in self._live if p.startswith(family)}
-        self._families.pop(family, None)
-        self._recount(affected)
+        self._counts.untrack_family(family)
 
-    def _contribution(self, prefix: bytes) -> tuple[list[bytes] | tuple[bytes, ...], set[bytes] | frozenset[bytes]]:
-        """The tracked topics a subscription to ``prefix`` receives, and the groups it counts in."""
-        entry = self._index.get(prefix)
-        topics, groups = (entry[0], entry[1]) if entry is not None else (_NO_TOPICS, _NO_GROUPS)
-        for family, group in self._families.items():
-            if group not in groups and prefix.startswith(family) and b"/" not in prefix[len(family):]:
-                groups = groups | {group}
-        return topics, groups
+    @property
+    def max_prefixes(self) -> int:
+        """Subscriptions kept (a connection and a prefix each) that receive no tracked topic (see
+        ``MAX_PREFIXES``)."""
+        return self._counts.max_prefixes
 
-    def _snapshot(self, prefix: bytes) -> tuple[list[bytes], set[bytes]]:
-        topics, groups = self._contribution(prefix)
-        return list(topics), set(groups)
+    @max_prefixes.setter
+    def max_prefixes(self, value: int) -> None:
+        self._counts.max_prefixes = value
 
-    def _recount(self, before: dict[bytes, tuple[list[bytes], set[bytes]]]) -> None:
-        """Move the live counts of the prefixes in ``before`` from what they received then to what
-        they receive now (after tracking a topic or a family)."""
-        for prefix, (topics, groups) in before.items():
-            n = self._live[prefix]
-            now_topics, now_groups = self._contribution(prefix)
-            for topic in set(now_topics).difference(topics):
-                self._receivers[topic] += n
-            for group in now_groups - groups:
-                self._groups[group] += n
-            for group in groups - now_groups:
-                self._groups[group] -= n
-
-    def _apply(self, prefix: bytes, delta: int) -> None:
-        topics, groups = self._contribution(prefix)
-        for topic in topics:
-            self._receivers[topic] += delta
-            if delta > 0 and topic in self._latched:
-                self._due.add(topic)
-        for group in groups:
-            self._groups[group] += delta
-
-    def _subscribe(self, prefix: bytes) -> None:
-        self._total += 1
-        n = self._live.get(prefix)
-        if n is None:
-            if prefix not in self._index:
-                # A prefix that receives no tracked topic: kept (a topic tracked later may match it)
-                # up to the cap, beyond it only counted. Longer than any topic, it never matches one.
-                if self._extra >= self.max_prefixes or len(prefix) > contracts.MAX_TOPIC_BYTES:
-                    self._unstored += 1
-                    self.prefixes_over_cap += 1
-                    now = time.monotonic()
-                    if now >= self._cap_warn_at:
-                        self._cap_warn_at = now + _CAP_WARN_INTERVAL_S
-                        log.warning(
-                            "subscribers hold more than %d distinct subscription prefixes that receive none of the "
-                            "topics published here (or ones longer than %d bytes): the others are not counted "
-                            "(%d so far; ZeroMQ still filters for them; subscriptions to the topics published here "
-                            "are always counted)", self.max_prefixes, contracts.MAX_TOPIC_BYTES, self.prefixes_over_cap)
-                    return
-                self._extra += 1
-            n = 0
-        self._live[prefix] = n + 1
-        self._apply(prefix, 1)
-
-    def _unsubscribe(self, prefix: bytes) -> None:
-        # libzmq reports an unsubscribe only for a subscription it holds: one we did not keep was
-        # over the cap.
-        n = self._live.get(prefix)
-        if n is None:
-            if self._unstored:
-                self._unstored -= 1
-                self._total -= 1
-            return
-        self._total -= 1
-        if n > 1:
-            self._live[prefix] = n - 1
-        else:
-            del self._live[prefix]
-            if prefix not in self._index:
-                self._extra -= 1
-        self._apply(prefix, -1)
+    @property
+    def prefixes_over_cap(self) -> int:
+        """Subscriptions not kept because of ``max_prefixes`` (or longer than any topic)."""
+        return self._counts.prefixes_over_cap
 
     def read_subscriptions_locked(self, sending: bytes | None = None, *, budget: int = READ_BATCH) -> bool:
         """Take up to ``budget`` queued subscribe/unsubscribe messages off the socket (the rest on
@@ -532,27 +461,75 @@ class XpubCore:
         it first would put two copies on the wire in reverse ``pub_seq`` order (its header is
         already numbered)."""
         noting = self._auth is not None and self._auth.on_revoke is not None
+        counts, latched, recv = self._counts, self._latched, self._socket.recv
+        # The connection of each descriptor met in this read, named once (one fstat) and named
+        # again at its end (_recheck_locked); the prefixes subscribed from one that was no open socket.
+        named: dict[int, tuple[int, int, int]] = {}
+        refused: dict[int, dict[bytes, zmq.Frame | None]] = {}
         drained = False
         for _ in range(budget):
             try:
-                if noting:
-                    frame = self._socket.recv(zmq.NOBLOCK, copy=False)
-                    message = frame.bytes
-                else:
-                    message = self._socket.recv(zmq.NOBLOCK)
+                frame = recv(zmq.NOBLOCK, copy=False)  # (a frame: its metadata names the connection)
             except zmq.Again:
                 drained = True
                 break
-            if not message:
+            message = frame.bytes
+            if not message or message[0] > _SUBSCRIBE:
                 continue
-            if message[0] == _SUBSCRIBE:
+            prefix = message[1:]
+            subscribe = message[0] == _SUBSCRIBE
+            fd = conn = None
+            # (An unsubscribe nobody holds and nothing over the cap: no need to name its connection,
+            # which for libzmq's own, with no metadata, costs a raised error.)
+            if subscribe or counts.needs_connection(prefix):
+                try:
+                    fd = frame.get(_SRCFD)
+                except zmq.ZMQError:  # libzmq's own unsubscribe for a closed connection, or no SRCFD here
+                    pass
+                else:
+                    conn = named.get(fd)
+                    if conn is None:
+                        conn = named[fd] = _connection(fd)
+            if not subscribe:
+                if conn is _CLOSED:
+                    refused.get(fd, {}).pop(prefix, None)
+                counts.unsubscribe(prefix, conn)
+            elif conn is _CLOSED:  # the connection closed before this was read: it counts for nothing
+                refused.setdefault(fd, {})[prefix] = frame if noting else None
+            else:
                 if noting:
                     self._note_subscriber_locked(frame)
-                self._subscribe(message[1:])
-            elif message[0] == _UNSUBSCRIBE:
-                self._unsubscribe(message[1:])
+                topics = counts.subscribe(prefix, conn)
+                if topics and latched:
+                    self._due.update(topic for topic in topics if topic in latched)  # they wait for it
+        if named:
+            self._recheck_locked(named, refused)
+        counts.settle(_connection_alive)  # once a read, only when an unsubscribe waits for it
         self._resend_due_locked(sending)
         return drained
+
+    def _subscribed_locked(self, prefix: bytes, conn: tuple[int, int, int]) -> None:
+        """(``read_subscriptions_locked``'s own, for a subscribe counted late.)"""
+        self._due.update(topic for topic in self._counts.subscribe(prefix, conn) if topic in self._latched)
+
+    def _recheck_locked(self, named: dict[int, tuple[int, int, int]],
+                        refused: dict[int, dict[bytes, zmq.Frame | None]]) -> None:
+        """After a read, name again the connection of each descriptor it met. One closed and its
+        descriptor reused by a new connection during the read: the messages taken as the old one's
+        may be the new one's, whose subscriptions must count (a topic with none is not built). The
+        new connection takes the old one's subscriptions, and those refused while the descriptor
+        was no socket: at worst it is counted for some it does not hold, until it closes."""
+        for fd, conn in named.items():
+            now = _connection(fd)
+            if now == conn or now is _CLOSED:
+                continue  # (closed now: the old one's subscriptions go with it, see settle)
+            if conn is _CLOSED:
+                for prefix, frame in refused.get(fd, {}).items():
+                    if frame is not None:
+                        self._note_subscriber_locked(frame)
+                    self._subscribed_locked(prefix, now)
+            else:
+                self._counts.merge(conn, now)
 
     def _resend_due_locked(self, sending: bytes | None = None) -> None:
         """Resend the latched topics new subscriptions wait for, each at most once per
@@ -574,15 +551,12 @@ class XpubCore:
     @property
     def prefixes(self) -> set[bytes]:
         """The topic prefixes with a live subscription that are kept (see ``max_prefixes``), as last read."""
-        return set(self._live)
+        return self._counts.prefixes
 
     def receivers_locked(self, topic: bytes) -> int:
         """Live subscriptions that receive ``topic``, as last read (caller holds the lock). A tracked
         topic (``track``, ``latch``) is one look-up; another, one per byte of it."""
-        n = self._receivers.get(topic)
-        if n is None:
-            n = sum(self._live.get(topic[:i], 0) for i in range(len(topic) + 1))
-        return n
+        return self._counts.receivers(topic)
 
     def subscriptions(self, prefix: bytes = b"") -> int:
         """Live subscriptions that receive some topic under ``prefix``. For a group (``track``: a
@@ -597,13 +571,7 @@ class XpubCore:
             return self._count(prefix)
 
     def _count(self, prefix: bytes) -> int:
-        n = self._groups.get(prefix)
-        if n is not None:
-            return n
-        if not prefix:
-            return self._total
-        # Not a group: a scan of the kept prefixes (at most max_prefixes plus the tracked topics').
-        return sum(n for p, n in self._live.items() if prefix.startswith(p) or p.startswith(prefix))
+        return self._counts.count(prefix)
 
     def wait_for_subscriptions(self, count: int, *, timeout_s: float, prefix: bytes = b"",
                                stop: threading.Event | None = None) -> bool:
