@@ -248,10 +248,14 @@ def main(argv: list[str] | None = None) -> int:
     """The ``perception`` program (``argv`` None: the process's own arguments, and the process ends
     soon after) or a command run in process (``argv`` given: tests, embedding programs)."""
     if argv is None:
-        from perception.signals import exit_if_stuck, exit_past_native_threads
+        from perception.signals import as_program, command_done, exit_if_stuck, exit_past_native_threads
 
+        as_program()
         try:
             code = _main(sys.argv[1:])
+            # Done: a signal from now on (a supervisor's second SIGTERM just after the final stats)
+            # ends the process with this status, not by the signal's default action.
+            command_done(code)
         finally:
             # A command stopped by SIGINT/SIGTERM has returned: the interpreter's exit must not
             # hang on a thread that will not join (a node killed with its launcher would linger).

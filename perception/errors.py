@@ -50,6 +50,14 @@ class PublishError(PerceptionError):
     """A socket that cannot be bound or connected (address in use, bad endpoint, bad keys)."""
 
 
+class SubscribersMissingError(PublishError):
+    """``--wait-subscribers N``: fewer than N subscribers connected within ``--wait-timeout`` (a
+    recorder or listener not started yet). Like a source that is not there yet, a later restart
+    may find them, so the exit code is the same 4 and launch files respawn such a node."""
+
+    exit_code = SourceUnavailableError.exit_code
+
+
 class DependencyError(PerceptionError):
     """An optional dependency (torch, tensorrt, a GPU) that the requested feature needs is absent."""
 

@@ -16,7 +16,8 @@ to the engine's own rate. Every frame's stage latencies go into its message head
 and publish) and into rolling p50/p90/p99 in the stats. A bad frame is counted and skipped; a stage
 that keeps failing stops the node with a ``StageError``. With ``wait_subscribers`` the threads start
 only once that many subscriptions have reached the publisher (a lossless file run with a recorder
-then loses nothing); ``wait_timeout_s`` later the node fails with a one-line ``PublishError``.
+then loses nothing); ``wait_timeout_s`` later the node fails with a one-line
+``SubscribersMissingError`` (exit code 4, as for a source that is not there yet).
 
 Neighbouring modules by stage: ``perception/run_config.py`` (``RunConfig``, every ``perception run``
 flag, also loaded from ``--config node.yaml`` and from launch files), ``perception/stats.py``
@@ -37,7 +38,7 @@ from typing import Any
 from perception import contracts
 from perception.batching import CameraEngine
 from perception.engines.base import Engine
-from perception.errors import PerceptionError, PublishError
+from perception.errors import PerceptionError, SubscribersMissingError
 from perception.frame_queue import FrameQueue, QueueClosed
 from perception.inflight import InFlight
 from perception.mask_stage import Inferred, MaskStage
@@ -134,7 +135,8 @@ class Pipeline:
         three threads.
 
         Raises:
-            PublishError: ``wait_subscribers`` subscriptions did not arrive within ``wait_timeout_s``.
+            SubscribersMissingError: ``wait_subscribers`` subscriptions did not arrive within
+                ``wait_timeout_s`` (exit code 4: a restart may find them).
         """
         t0 = time.perf_counter()
         self.startup = "warming up the engine"
@@ -201,7 +203,7 @@ class Pipeline:
             if time.monotonic() >= deadline:
                 have = self.publisher.stats()["subscriptions"]
                 who = "no subscriber" if have == 0 else f"only {have} of {want} subscribers"
-                raise PublishError(
+                raise SubscribersMissingError(
                     f"{who} connected to {self.publisher.endpoint} within {timeout_s:g} s; "
                     "start the recorder first or drop --wait-subscribers"
                 )

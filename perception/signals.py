@@ -9,6 +9,7 @@ is a logged no-op, and the caller's stop event must then be set another way.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import logging
@@ -93,6 +94,74 @@ def exit_past_native_threads(code: int | None) -> None:
     os._exit(code if isinstance(code, int) else (0 if code is None else 1))
 
 
+_program = False  # perception.cli runs as the program (``as_program``), not a command in process
+_exit_code: int | None = None  # the command's status once its work and output are done (``command_done``)
+_ignoring_at_exit = False
+
+
+def as_program() -> None:
+    """``perception.cli`` runs as the program (the process ends when the command returns): from
+    now on a stop signal that finds no command handler of its own, once a stop is under way or the
+    command is done, ends the process as ``_program_handler`` says instead of by Python's default
+    action (which killed it with no line, after a clean stop). Never called in process."""
+    global _program
+    _program = True
+
+
+def command_done(code: int) -> None:
+    """The command has done its work and written its output; ``code`` is its exit status. In the
+    program (``as_program``) a stop signal no longer changes how the process ends: from now on it
+    ends the process at once with ``code``, no line (nothing is left unfinished; only the exit was
+    left). From the interpreter's exit functions on, where Python puts its default handlers back
+    before tearing its modules down, stop signals are ignored, with ``signal.alarm`` as the deadline
+    of a teardown that hangs. A no-op in process (tests, an embedding program)."""
+    global _exit_code, _ignoring_at_exit
+    if not _program:
+        return
+    _exit_code = code
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in STOP_SIGNALS:
+        if signal.getsignal(sig) in _DEFAULTS:  # a command handler still installed keeps the signal
+            signal.signal(sig, _program_handler)
+    if not _ignoring_at_exit:
+        _ignoring_at_exit = True
+        atexit.register(_ignore_stop_signals)  # the last registered runs first: after the threads are joined
+
+
+def _exit_now(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # also a flush that the signal interrupted
+            stream.flush()
+    os._exit(code)
+
+
+def _program_handler(signum: int, _frame: FrameType | None) -> None:
+    """A stop signal in the program with no command handler installed: once the command is done,
+    exit at once with its status; while its stop is still finishing (a command handler restored,
+    its last lines not out), the second stop's one line and 130/143, as ``_StopWatch`` would."""
+    if _exit_code is not None:
+        _exit_now(_exit_code)
+    if _first_stop is not None:
+        force_exit(signum, f"a second stop signal ({signal.Signals(signum).name}) while stopping")
+    if signum == signal.SIGINT:  # neither (not installed so): what Python's defaults do
+        raise KeyboardInterrupt
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _ignore_stop_signals() -> None:
+    for sig in STOP_SIGNALS:
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, signal.SIG_IGN)
+    if hasattr(signal, "alarm"):
+        signal.alarm(int(STOP_GRACE_S))
+
+
+#: What a stop signal's handler is when nothing of this program's is installed.
+_DEFAULTS = (signal.SIG_DFL, signal.default_int_handler, None)
+
+
 class SignalHandlers:
     """``handler`` on ``signals`` between ``install()`` and ``restore()`` (or as a ``with`` block).
 
@@ -139,6 +208,10 @@ class SignalHandlers:
 
     def restore(self) -> None:
         for sig, previous in self._previous.items():
+            if _program and previous in _DEFAULTS and (_first_stop is not None or _exit_code is not None):
+                # The program's last stretch (the stop's last lines, the return): a further signal
+                # must not meet the default action, which kills the process by the signal.
+                previous = _program_handler
             signal.signal(sig, previous)
         self._previous.clear()
         if self._watch is not None:
@@ -178,6 +251,8 @@ class _StopWatch:
                     continue
                 stops += 1
                 name = signal.Signals(signum).name
+                if stops > 1 and _exit_code is not None:  # the command is done, its output out
+                    _exit_now(_exit_code)
                 if stops > 1:
                     force_exit(signum, f"a second stop signal ({name}) while stopping")
                 self._deadline = threading.Timer(self.grace_s, force_exit,

@@ -17,6 +17,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from perception.flags import add_flags, config_from_flags
 from perception.run_config import DEFAULT_MODEL, RunConfig
 from perception.signals import STARTUP_SIGNALS as _SIGNALS
 from perception.signals import StartupInterrupted as _StartupInterrupted
-from perception.signals import StartupSignals
+from perception.signals import StartupSignals, command_done
 from perception.threadname import set_os_thread_name
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,14 @@ def _startup_failed(step: str, exc: PerceptionError, publisher) -> None:
     if publisher is not None:
         publisher.publish_json(contracts.STATS_TOPIC, final)
     emit(json.dumps(final))
+
+
+def _pipeline_step(pipeline: Any, fallback: str) -> str:
+    """The start-up step a pipeline (or every camera's, of a ``MultiCameraNode``) was in when its
+    start failed: ``warming up the engine``, ``waiting for subscribers``; ``fallback`` when none
+    had begun its own."""
+    steps = [each.startup for each in getattr(pipeline, "pipelines", [pipeline])]
+    return next((step for step in steps if step not in ("created", "complete")), fallback)
 
 
 def startup_stats(step: str, reason: str, error: str | None = None) -> dict[str, Any]:
@@ -292,12 +301,64 @@ def _video_file(spec: str) -> Path | None:
     return Path(path) if kind == "video" else None
 
 
-def open_camera_sources(cameras: list[RunConfig]) -> list[Any]:
+#: How often a source's opening (in its own thread) is looked in on for a stop request.
+OPEN_POLL_S = 0.05
+
+
+class _Opening:
+    """One source being opened in a thread of its own (``perception-open``), so that a stop
+    request during the opening need not wait for it: a stream that accepts the connection and never
+    answers holds ``cv2.VideoCapture`` in native code for up to ``--read-timeout``, which no signal
+    interrupts. An opening that a stop ``abandon``s is left to end on its own: the source it may
+    still open is closed by its thread, never handed to anyone (the process ends past that thread:
+    ``exit_past_native_threads``)."""
+
+    def __init__(self, spec: str, options: Any) -> None:
+        self._spec, self._options = spec, options
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self.source: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self._thread = threading.Thread(target=self._open, name="perception-open", daemon=True)
+        self._thread.start()
+
+    def _open(self) -> None:
+        from perception.sources import open_source
+
+        source = None
+        try:
+            source = open_source(self._spec, self._options)
+        except BaseException as exc:  # raised in the caller's thread
+            self.error = exc
+        with self._lock:
+            left = source if self._abandoned else None
+            if not self._abandoned:
+                self.source = source
+        self.done.set()
+        if left is not None:
+            left.close()
+
+    def abandon(self) -> Any:
+        """Give the opening up: the source, when it opened meanwhile (for the caller to close);
+        else None, and a source that opens later is closed by the opening's thread."""
+        with self._lock:
+            self._abandoned = True
+            return self.source
+
+
+def open_camera_sources(cameras: list[RunConfig], stop_requested: Callable[[], bool] | None = None) -> list[Any]:
     """Open each camera's source (``RunConfig.camera_config``); a failure closes the ones already
     open and names the camera when there are several.
 
+    With ``stop_requested``, each source opens in a thread of its own (``_Opening``) that this one
+    waits on in ``OPEN_POLL_S`` slices: once ``stop_requested()`` is true, an opening still under
+    way is abandoned, the sources already open are closed, and ``StartupInterrupted`` is raised
+    (a stop, not a failure: also when the opening failed after the stop was asked for).
+
     Raises:
         SourceError (or ConfigError): the source cannot be opened; the message names the fix.
+        StartupInterrupted: ``stop_requested()`` became true.
     """
     from perception.errors import PerceptionError
     from perception.sources import open_source
@@ -307,7 +368,20 @@ def open_camera_sources(cameras: list[RunConfig]) -> list[Any]:
         for camera in cameras:
             spec = camera.cameras[0].source
             try:
-                sources.append(open_source(spec, camera.source_options))
+                if stop_requested is None:
+                    sources.append(open_source(spec, camera.source_options))
+                    continue
+                opening = _Opening(spec, camera.source_options)
+                while not opening.done.wait(OPEN_POLL_S) and not stop_requested():
+                    pass
+                if stop_requested():
+                    opened = opening.abandon()
+                    if opened is not None:
+                        sources.append(opened)  # closed below with the others
+                    raise _StartupInterrupted
+                if opening.error is not None:
+                    raise opening.error
+                sources.append(opening.source)
             except PerceptionError as exc:
                 if len(cameras) == 1:
                     raise
@@ -325,7 +399,9 @@ def main(args: argparse.Namespace) -> int:
     if not signals.installed:  # a caller that skipped perception.cli
         signals.install()
     try:
-        return _run(args, signals)
+        code = _run(args, signals)
+        command_done(code)  # the final stats are out: a signal from now on changes nothing (the program)
+        return code
     finally:
         signals.uninstall()
 
@@ -333,6 +409,7 @@ def main(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
     t_start = time.monotonic()
     publisher = source = pipeline = engine = final = loader = None
+    failed_at_startup = False
     try:
         signals.reached("loading the configuration")
         config = load_run_config(args)
@@ -368,7 +445,7 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
         )
         publishers = [publisher] + [publisher.add_namespace(c.publish_options.resolved_namespace) for c in cameras[1:]]
         signals.reached("opening the source")
-        sources = open_camera_sources(cameras)
+        sources = open_camera_sources(cameras, stop_requested=lambda: signals.signal is not None)
         source = sources[0] if len(sources) == 1 else sources
         signals.reached("loading the engine")
         if loader.wait_for_load():
@@ -398,15 +475,31 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
         if publisher is not None:
             publisher.publish_json(contracts.STATS_TOPIC, final)
     except BaseException as exc:
+        error = exc
         if loader is not None and engine is None:
             try:
                 engine = loader.settle()  # the engine's own error first, as when it loaded alone
             except PerceptionError as engine_exc:
-                _startup_failed(signals.step, engine_exc, publisher)
+                error = engine_exc
+        # A failure in start-up: before the pipeline ran, or in its own start (warming the engine
+        # up, waiting for subscribers), which ends before its threads start and so with no stats.
+        step = signals.step if pipeline is None else _pipeline_step(pipeline, signals.step)
+        in_startup = (isinstance(error, PerceptionError) and signals.step not in _BEFORE_STARTUP
+                      and (pipeline is None or pipeline.final_stats is None))
+        if not (in_startup and signals.signal is not None):
+            if in_startup:
+                _startup_failed(step, error, publisher)
+                failed_at_startup = True
+            if error is exc:
                 raise
-        if pipeline is None and isinstance(exc, PerceptionError) and signals.step not in _BEFORE_STARTUP:
-            _startup_failed(signals.step, exc, publisher)
-        raise
+            raise error from None  # the engine's own error, as when it loaded alone
+        # A stop was asked for while the step failed (a stream that would not open, a port in
+        # use): the run ends as stopped, as the README promises for a signal during start-up; the
+        # failure is still said, on stderr.
+        log.warning("%s (during start-up, stopping on %s)", hide_credentials(str(error)), signals.signal)
+        final = startup_stats(step, f"signal {signals.signal}")
+        if publisher is not None:
+            publisher.publish_json(contracts.STATS_TOPIC, final)
     finally:
         if loader is not None and engine is None:
             engine = loader.settle(quiet=True)
@@ -416,7 +509,7 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
                 each.close()  # once the pipeline exists, its capture thread owns the source
         if publisher is not None:
             stopped_by_signal = signals.signal is not None
-            ended = final is not None
+            ended = final is not None or failed_at_startup  # a final document went out: let it leave
             publisher.close(flush_s=FLUSH_S if ended and not stopped_by_signal else 0.0)
         if engine is not None:
             engine.close()

@@ -36,6 +36,7 @@ import math
 import os
 import re
 import threading
+import time
 
 import cv2
 
@@ -107,6 +108,10 @@ def limit_ffmpeg_allocations(limit: int | None = None) -> bool:
         return bool(_ffmpeg_limited)
 
 
+#: An open that failed after this share of its timeout (``read_timeout_s``, FFmpeg's open timeout)
+#: or later is said to have timed out (the server never answered), not to have been refused.
+TIMED_OUT_SHARE = 0.9
+
 #: Rate used for --realtime on a finite stream that states none.
 FALLBACK_FPS = 30.0
 
@@ -166,11 +171,19 @@ class StreamSource(LiveCaptureSource):
         timeout_ms = int(self.options.read_timeout_s * 1000)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
         limited = limit_ffmpeg_allocations()  # before FFmpeg buffers anything of this stream
+        started = time.monotonic()
         cap = self._capture(params)
         if not limited and not limit_ffmpeg_allocations():  # an OpenCV that loaded its FFmpeg only now
             _say_unlimited()
         if not cap.isOpened():
             cap.release()
+            timeout_s = self.options.read_timeout_s
+            if time.monotonic() - started >= timeout_s * TIMED_OUT_SHARE:
+                # A server that took the connection and then sent nothing (or too little to know the
+                # stream by) until FFmpeg's open timeout: not a refused address or a bad name.
+                raise SourceUnavailableError(
+                    f"cannot open {self.describe()}: no answer within {timeout_s:g} s (--read-timeout); check that "
+                    "the server sends a stream at that address, or give a slow one a longer --read-timeout")
             raise SourceUnavailableError(f"cannot open {self.describe()}; check the address, credentials and network")
         width, height = (cap.get(prop) for prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
         if frame_too_big(width, height):  # before the node decodes a frame of it
