@@ -283,7 +283,8 @@ class PublishOptions:
                                          "a lossless file run (0: start at once)")
     wait_timeout_s: float = setting(10.0, lo=0.1, hi=3600, flag="--wait-timeout", metavar="S",
                                     group="masks and publishing",
-                                    help="seconds --wait-subscribers waits before the node fails")
+                                    help="seconds --wait-subscribers waits before the node fails (exit 4: launch files "
+                                         "respawn it, as for a source not there yet)")
     curve_secret_key: str | None = same_setting(CurveServerOptions, "curve_secret_key", group="masks and publishing")
     curve_allow: str | None = same_setting(CurveServerOptions, "curve_allow", group="masks and publishing")
 

@@ -35,7 +35,8 @@ MAX_BACKOFF_S = 30.0
 STOP_GRACE_S = 5.0
 #: Exit codes of a ``perception`` command that a restart cannot fix (perception/errors.py), with what
 #: they mean. A failing stage (StageError, exit code 1), a live source that is not there yet
-#: (SourceUnavailableError, exit code 4: a camera after boot) or a signal may be respawned.
+#: (SourceUnavailableError, exit code 4: a camera after boot; SubscribersMissingError, also 4: a
+#: recorder not started yet for --wait-subscribers) or a signal may be respawned.
 NO_RESPAWN_EXIT_CODES = {PerceptionError.exit_code: "a bad input", DependencyError.exit_code: "a missing dependency"}
 
 
