@@ -138,8 +138,15 @@ class McapMaskWriter:
             raise ConfigError(f"{self.path} already exists; choose another --out, or pass --overwrite") from None
         except OSError as exc:
             raise ConfigError(f"cannot write {self.path}: {exc.strerror}; choose a writable --out") from None
-        self._writer = Writer(self._file, chunk_size=chunk_size)
-        self._writer.start(profile="ros2", library=f"perception {__version__}; mcap-ros2-support {mcap_ros2_version}")
+        try:
+            self._writer = Writer(self._file, chunk_size=chunk_size)
+            self._writer.start(profile="ros2", library=f"perception {__version__}; mcap-ros2-support {mcap_ros2_version}")
+            self._start_offset = self._file.tell()
+        except OSError:  # not even the header could be written (a full disk): no empty file is left
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self.path.unlink(missing_ok=True)
+            raise
         self._cdr = MessageEncoding.CDR
         self._schemas: dict[str, int] = {}
         self._encoders = {}
@@ -153,6 +160,12 @@ class McapMaskWriter:
         #: Per-topic figures; a dict shared by the splits of one recording gives the totals.
         self.counts: dict[str, TopicCount] = counts if counts is not None else {}
         self.messages = 0
+        #: Every message written (``messages`` and the latched ones repeated at a split's start).
+        self._records = 0
+        #: ``(offset, messages, records)`` where each chunk (with its message indexes) ends in the
+        #: stream, and how many messages were whole in the file up to there: what a file cut at a
+        #: given size holds (``whole_on_disk``).
+        self._chunk_ends: list[tuple[int, int, int]] = []
         self._closed = False
 
     @property
@@ -217,17 +230,44 @@ class McapMaskWriter:
         records = [(meta, meta_payload), (data, data_payload)]
         for channel, _ in records:
             _packs(self._Message(channel_id=channel, data=b"", **common))
+        start = self._file.tell()  # registering a channel may have written the chunk before this message
+        if start != self._stream_end():
+            self._chunk_ends.append((start, self.messages, self._records))
+        ends = []  # where the stream is after each record: it moves when a chunk was written
         try:
             for channel, payload in records:
                 self._writer.add_message(channel, data=payload, **common)
+                ends.append(self._file.tell())
         except OSError:
             raise  # the file cannot be written (a full disk): the recorder ends and abandons it
         except Exception as exc:  # noqa: BLE001 - checked above, so a library fault: the chunk is broken
             self._broken = f"the MCAP writer failed inside a record ({type(exc).__name__}: {exc})"
             raise BrokenRecording(self._broken) from exc
+        if ends[0] != start:  # a chunk was written after its header record: the messages before it are whole there
+            self._chunk_ends.append((ends[0], self.messages, self._records))
         if count:
             self.counts.setdefault(msg.topic, TopicCount()).add(seq)
             self.messages += 1
+        self._records += 1
+        if ends[1] != ends[0]:  # a chunk was written after its data record: this message is whole in it
+            self._chunk_ends.append((ends[1], self.messages, self._records))
+
+    def _stream_end(self) -> int:
+        """Where the stream was when the last chunk recorded in ``_chunk_ends`` (or the file's start) ended."""
+        return self._chunk_ends[-1][0] if self._chunk_ends else self._start_offset
+
+    def whole_on_disk(self) -> tuple[int, int]:
+        """``(messages, records)``: how many of the messages written (counted ones; every one, the
+        latched messages repeated at a split's start included) are whole in the file as it is on
+        disk, after ``abandon``: those in the chunks that reached it (a write that failed, a full
+        disk, leaves the file shorter than the stream, and the chunk being filled never got there).
+        ``perception record --recover`` rebuilds exactly those."""
+        try:
+            size = os.stat(self.path).st_size
+        except OSError:
+            return 0, 0
+        whole = [(messages, records) for end, messages, records in self._chunk_ends if end <= size]
+        return whole[-1] if whole else (0, 0)
 
     def _encode(self, msg) -> tuple[bytes, str, bytes]:
         """The CDR payloads of a message's ``/meta`` record and data record (and the data's schema);
@@ -270,6 +310,13 @@ class McapMaskWriter:
             raise BrokenRecording(self._broken)
         self._closed = True
         try:
+            # The chunk being filled first, so that where it ends is known (``whole_on_disk``)
+            # should finishing the file fail (a full disk).
+            flush = getattr(self._writer, "flush", None)  # mcap >= 1.2
+            if flush is not None and self._records:
+                flush()
+                if self._file.tell() != self._stream_end():
+                    self._chunk_ends.append((self._file.tell(), self.messages, self._records))
             if metadata is not None:
                 self._writer.add_metadata(METADATA_NAME, metadata)
             self._writer.finish()
@@ -284,6 +331,22 @@ class McapMaskWriter:
         self._closed = True
         with contextlib.suppress(OSError):
             self._file.close()  # flushes what it holds (failing again on a full disk), then closes
+
+
+@dataclass
+class Abandoned:
+    """What ``SplitWriter.abandon`` kept of a recording whose file could not be written any more."""
+
+    #: The file being written when it failed.
+    path: Path
+    #: Messages written into it, and those of them whole on disk (``McapMaskWriter.whole_on_disk``).
+    messages: int
+    whole: int
+    #: Messages in the finished splits before it, and those splits.
+    finished: int
+    splits: list[Path]
+    #: Whether it was removed: no message of it reached the disk whole.
+    removed: bool
 
 
 class SplitWriter:
@@ -331,6 +394,7 @@ class SplitWriter:
         if self._limit_bytes is not None:
             self._chunk_size = max(4096, min(self._chunk_size, self._limit_bytes // 8))
         self._writer: McapMaskWriter | None = None
+        self._opening = Path(config.out)
         if not config.overwrite:
             self._open(0)  # now: a file another recorder creates meanwhile is refused, not clobbered
 
@@ -347,6 +411,7 @@ class SplitWriter:
         ``start_ns`` (the first message it is opened for), so a split's log times start with its
         data (the first file has none to write: nothing was received before it)."""
         path = split_path(self.config.out, len(self.paths)) if self.config.splits else Path(self.config.out)
+        self._writer, self._opening = None, path  # until it is open: what ``abandon`` names
         self._writer = McapMaskWriter(path, chunk_size=self._chunk_size, counts=self.counts, exclusive=self._exclusive)
         self.paths.append(path)
         self._opened = time.monotonic()
@@ -383,10 +448,25 @@ class SplitWriter:
         if self._writer is not None:
             self._writer.close(self._metadata(split=len(self.paths) - 1 if self.config.splits else None))
 
-    def abandon(self) -> None:
-        """Close the open file unfinished, ignoring errors (see ``McapMaskWriter.abandon``)."""
-        if self._writer is not None:
-            self._writer.abandon()
+    def abandon(self) -> Abandoned:
+        """Close the open file unfinished, ignoring errors (see ``McapMaskWriter.abandon``), and say
+        what was kept. A file in which no message reached the disk whole (a disk full at its first
+        chunk) is removed: it holds nothing to recover, and would only make the next recording to
+        the same ``--out`` refuse to start."""
+        if self._writer is None:  # the file could not even be started (``_open``); it is gone
+            total = sum(c.messages for c in self.counts.values())
+            return Abandoned(self._opening, 0, 0, total, list(self.paths), removed=True)
+        self._writer.abandon()
+        path = self.paths[-1]
+        whole, records = self._writer.whole_on_disk()
+        done = list(self.paths[:-1])  # the finished splits before it
+        finished = sum(c.messages for c in self.counts.values()) - self._writer.messages
+        removed = records == 0
+        if removed:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            self.paths.pop()
+        return Abandoned(path, self._writer.messages, whole, finished, done, removed=removed)
 
     def remove(self) -> None:
         """Remove every file written (a recording that received nothing): an empty file would only

@@ -26,7 +26,7 @@ from perception import __version__, contracts
 from perception.config import same_setting, setting
 from perception.errors import PerceptionError
 from perception.mcap_layout import IMAGE_SCHEMA, META_SUFFIX, STRING_SCHEMA, VALUES_KEY, WIRE_TOPIC_KEY
-from perception.mcap_writer import BrokenRecording, SplitWriter, TopicCount
+from perception.mcap_writer import Abandoned, BrokenRecording, SplitWriter, TopicCount
 from perception.options import CurveClientOptions, ReaderQueueOptions, ReaderTopicOptions
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,8 @@ class RecordSummary:
 
 class RecordWriteError(PerceptionError):
     """The recording file could not be written any more (a full disk, an I/O error); what was
-    written before stays, unfinished, for ``perception record --recover``."""
+    written before stays, unfinished, for ``perception record --recover`` (a file in which no
+    message reached the disk is removed instead: there is nothing to recover)."""
 
 
 class Recorder:
@@ -188,17 +189,8 @@ class Recorder:
                     self._writer.close()
                 except OSError as exc:  # finishing the file needs space too
                     failed = exc
-            else:
-                self._writer.abandon()
         if failed is not None:
-            path = self._writer.path
-            if isinstance(failed, BrokenRecording):
-                raise RecordWriteError(f"{failed} writing {path} after {self.messages} messages; the file is left "
-                                       f"unfinished: 'perception record --recover {path}' rebuilds what was written "
-                                       "before it") from None
-            what = "disk full" if failed.errno in (errno.ENOSPC, errno.EDQUOT) else f"{failed.strerror or failed} while"
-            raise RecordWriteError(f"{what} writing {path} after {self.messages} messages; free space, then "
-                                   f"'perception record --recover {path}' rebuilds what was written") from None
+            raise RecordWriteError(self._failure(failed, self._writer.abandon())) from None
         if self.messages == 0:
             self._writer.remove()  # see SplitWriter.remove; the summary says nothing was received
         return RecordSummary(
@@ -206,6 +198,44 @@ class Recorder:
             files=list(self._writer.paths), endpoint=self.config.endpoint,
             what_flag="--namespace" if self.config.namespace else "--topic", curve=bool(self.config.curve_server_key),
         )
+
+    def _failure(self, failed: OSError, kept: Abandoned) -> str:
+        """The one line for a recording that could not be written on: the file, the messages
+        written before and how many of them are whole on disk, and ``--recover`` only when the
+        file holds something for it (one in which nothing reached the disk is removed, see
+        ``SplitWriter.abandon``)."""
+        path = kept.path
+        if isinstance(failed, BrokenRecording):
+            what, fix = f"{failed} writing {path}", ""
+        elif failed.errno in (errno.ENOSPC, errno.EDQUOT):
+            what, fix = f"disk full writing {path}", "free space, then "
+        elif failed.errno == errno.EFBIG:
+            what, fix = f"{failed.strerror} while writing {path}", "the file system takes no bigger file (--split-size " \
+                                                                  "keeps each file smaller); "
+        else:
+            what, fix = f"{failed.strerror or failed} while writing {path}", "check the disk, then "
+        n = self.messages
+        head = f"{what} at the first message" if n == 0 else f"{what} after {n} message{'' if n == 1 else 's'}"
+        splits = ""
+        if kept.splits:
+            splits = (f"the complete split {kept.splits[0]}" if len(kept.splits) == 1
+                      else f"the complete splits {kept.splits[0]} .. {kept.splits[-1]}")
+        if kept.removed:
+            if kept.splits:
+                kept_text = f"the {kept.finished} in {splits} are kept, none after them reached {path}"
+            else:
+                kept_text = ("none reached the disk" if n == 0 else "it did not reach the disk" if n == 1
+                             else "none of them reached the disk")
+            return f"{head}; {kept_text}, so it is removed (nothing to recover); {fix}record again"
+        if isinstance(failed, BrokenRecording):
+            return (f"{head}; the file is left unfinished: 'perception record --recover {path}' rebuilds what was "
+                    "written before it")
+        whole = kept.finished + kept.whole
+        written = (("all of them " if n > 1 else "") + "written whole") if whole == n else f"{whole} of them written whole"
+        if kept.splits:
+            written += f" ({kept.finished} in {splits})"
+        return (f"{head}, {written}; {fix}'perception record --recover {path}' rebuilds the "
+                f"{kept.whole} in {path.name}")
 
     def _write(self, msg) -> None:
         """Write one message; one the writer refuses is counted and skipped, the recording goes on

@@ -20,17 +20,27 @@ from pathlib import Path
 from typing import IO, Any
 
 from perception.errors import ConfigError, SourceError
+from perception.mcap_layout import CONTENT_HEADER, CONTENT_KEY, META_SUFFIX, WIRE_TOPIC_KEY, wire_topic
 
 
 @dataclass
 class RecoverSummary:
     """What ``recover_recording`` saved: record counts, sizes, and where and why reading stopped
-    (``cut`` is None when the input ran to its end)."""
+    (``cut`` is None when the input ran to its end).
+
+    ``messages`` and ``channels`` are MCAP's (what ``ros2 bag`` and rosbags count): a recording of
+    ``perception record`` stores each message twice, its data and its wire header on the
+    ``<topic>/meta`` channel. ``wire_messages`` and ``topics`` count them as ``record`` and
+    ``replay`` do: a data record with its header, one topic for the two channels."""
 
     source: Path
     out: Path
     messages: int = 0
     channels: int = 0
+    wire_messages: int = 0
+    topics: int = 0
+    #: Whether the file has wire-header channels (``<topic>/meta``): a recording of ``perception record``.
+    wire_headers: bool = False
     metadata: int = 0
     attachments: int = 0
     bytes_in: int = 0
@@ -45,9 +55,15 @@ class RecoverSummary:
     orphaned: int = 0
 
     def format(self) -> str:
-        text = (f"recovered {self.messages} messages on {self.channels} channels ({self.metadata} metadata records) "
-                f"from {self.source} ({self.bytes_in} bytes) into {self.out} ({self.bytes_out} bytes, indexed) "
-                f"in {self.seconds:.2f} s")
+        records = f"{self.metadata} metadata record{'' if self.metadata == 1 else 's'}"
+        if self.wire_headers:  # counted as record and replay count them; the MCAP figures beside
+            counts = (f"{self.wire_messages} messages on {self.topics} topic{'' if self.topics == 1 else 's'} "
+                      f"({self.messages} MCAP messages on {self.channels} channels: the data and the /meta wire "
+                      f"header of each; {records})")
+        else:
+            counts = f"{self.messages} messages on {self.channels} channels ({records})"
+        text = (f"recovered {counts} from {self.source} ({self.bytes_in} bytes) into {self.out} ({self.bytes_out} "
+                f"bytes, indexed) in {self.seconds:.2f} s")
         if self.skipped:
             text += (f"\n  skipped {len(self.skipped)} damaged chunk{'s' if len(self.skipped) > 1 else ''} "
                      f"(their messages are lost; the first {self.skipped[0]})")
@@ -338,6 +354,10 @@ def _copy_records(source: Path, stream: IO[bytes], sink: IO[bytes], summary: Rec
     writer: Writer | None = None
     schema_ids: dict[int, int] = {}
     channel_ids: dict[int, int] = {}
+    # Per wire topic, the records written on its data channel and on its /meta channel: a message
+    # as replay counts it is one of each (the cut may leave a header without its data).
+    roles: dict[int, tuple[bool, str]] = {}
+    per_topic: dict[str, list[int]] = {}
     known_schemas, known_channels = summary_channels(stream)
 
     def add_schema(record: Schema) -> None:
@@ -349,6 +369,7 @@ def _copy_records(source: Path, stream: IO[bytes], sink: IO[bytes], summary: Rec
         channel_ids[record.id] = writer.register_channel(
             record.topic, record.message_encoding, schema_ids.get(record.schema_id, 0), dict(record.metadata),
         )
+        roles[record.id] = channel_role(record)
 
     try:
         for record in read_records(stream, on_damaged=lambda damage: summary.skipped.append(str(damage))):
@@ -370,6 +391,8 @@ def _copy_records(source: Path, stream: IO[bytes], sink: IO[bytes], summary: Rec
                 writer.add_message(channel_ids[record.channel_id], record.log_time, record.data,
                                    record.publish_time, record.sequence)
                 summary.messages += 1
+                is_header, topic = roles[record.channel_id]
+                per_topic.setdefault(topic, [0, 0])[is_header] += 1
             elif isinstance(record, Metadata):
                 writer.add_metadata(record.name, dict(record.metadata))
                 summary.metadata += 1
@@ -385,3 +408,23 @@ def _copy_records(source: Path, stream: IO[bytes], sink: IO[bytes], summary: Rec
         raise SourceError(f"{source} ends before its MCAP header; nothing to recover")
     writer.finish()
     summary.channels = len(channel_ids)
+    summary.wire_headers = any(is_header for is_header, _ in roles.values())
+    if summary.wire_headers:
+        headed = {topic for is_header, topic in roles.values() if is_header}
+        summary.topics = len({topic for _, topic in roles.values()})
+        # A topic without a header channel (not one of ours) counts its data records.
+        summary.wire_messages = sum(min(data, headers) if topic in headed else data
+                                    for topic, (data, headers) in per_topic.items())
+    else:
+        summary.topics, summary.wire_messages = summary.channels, summary.messages
+
+
+def channel_role(channel: Any) -> tuple[bool, str]:
+    """(whether the channel holds wire headers, its wire topic), from the channel metadata the
+    recorder writes, or from the channel name in recordings made before it wrote any."""
+    metadata = channel.metadata or {}
+    if WIRE_TOPIC_KEY in metadata and CONTENT_KEY in metadata:
+        return metadata[CONTENT_KEY] == CONTENT_HEADER, metadata[WIRE_TOPIC_KEY]
+    if channel.topic.endswith(META_SUFFIX):
+        return True, wire_topic(channel.topic[: -len(META_SUFFIX)])
+    return False, wire_topic(channel.topic)

@@ -99,7 +99,7 @@ CASES: dict[str, tuple[str, str]] = {
     # torch.save's zip archive given where an .onnx file belongs (the pickle form: test_modelfile).
     "run model is a checkpoint": ("run --model {fx}/zip.pt", "zip.pt is a PyTorch checkpoint, not an ONNX model: export it"),
     "run source without one readable frame": ("run --model {fx}/tiny.onnx --source {fx}/image.png --endpoint ipc://{fx}/e6.sock",
-                                              "image.png (1 files) ended without one readable frame (1 unreadable)"),
+                                              "image.png (1 file) ended without one readable frame (1 unreadable)"),
     # "$MODEL" with MODEL unset: the default model, "." or the synthetic world would run without a word.
     "run empty model": ("run --model ''", "argument --model: an empty value (an unset shell variable?)"),
     # Its write probe (blocked by a folder where the temporary file goes) fails before the evaluation.
@@ -108,7 +108,7 @@ CASES: dict[str, tuple[str, str]] = {
     "run fp16 on onnx runtime": ("run --model {fx}/tiny.onnx --fp16", "--fp16 applies to --engine torch and tensorrt"),
     # 9000 x 8000 in a 78 KB PNG: refused by OpenCV's decoder limit before it allocates 216 MB.
     "run image over the pixel limit": ("run --model {fx}/tiny.onnx --source {fx}/huge.png --endpoint ipc://{fx}/e7.sock",
-                                       "huge.png (1 files) ended without one readable frame"),
+                                       "huge.png (1 file) ended without one readable frame"),
     # Things that exist but are not files are named for what they are, not "not found".
     "run key file is a folder": ("run --model {fx}/tiny.onnx --curve-secret-key {fx}/folder", "folder is a directory"),
     "eval json under a file": ("eval --model {fx}/tiny.onnx --data synthetic --json {fx}/file.txt/e.json", "file.txt is a file, not a folder"),

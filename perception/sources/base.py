@@ -13,6 +13,8 @@ shown through ``shown``/``quoted``, so a newline or an escape sequence in one ca
 OpenCV's and FFmpeg's own console lines (``[ WARN:0@0.03] global cap.cpp...``, ``[mjpeg @ 0x...]
 No JPEG data found``) are silenced here, at import: every problem they describe reaches the user
 through our own log line or error. Set ``OPENCV_LOG_LEVEL`` / ``OPENCV_FFMPEG_LOGLEVEL`` to see them.
+OpenCV's own MJPEG AVI reader prints to stderr directly, whatever the level: video files are opened
+with FFmpeg alone (``perception.sources.video``), so that it is never tried.
 """
 
 from __future__ import annotations
@@ -153,6 +155,8 @@ class Source(ABC):
 
     kind: ClassVar[str] = ""
     live: ClassVar[bool] = False
+    #: The camera this source feeds in a node with several (``name_camera``); None with one.
+    camera: str | None = None
 
     def __init__(self, spec: str, options: SourceOptions) -> None:
         self.spec = spec
@@ -168,6 +172,21 @@ class Source(ABC):
         self._interrupted = threading.Event()
         self._pacer: _Pacer | None = None
         self._limited = RateLimitedLog(log)
+
+    def name_camera(self, name: str) -> None:
+        """Name the camera this source feeds, for a node with several: its log lines and errors then
+        say which camera (``camera 'rear', stream http://...``), not only the file or URL."""
+        self.camera = name
+
+    def camera_prefix(self) -> str:
+        """``camera 'rear', `` before what a log line calls this source, when it has a camera name
+        (``name_camera``); empty otherwise."""
+        return "" if self.camera is None else f"camera {quoted(self.camera)}, "
+
+    def log_name(self) -> str:
+        """What log lines and errors call this source: ``describe()``, after the camera's name when
+        it has one (``name_camera``)."""
+        return self.camera_prefix() + self.describe()
 
     @abstractmethod
     def _next_image(self) -> tuple[np.ndarray, int, int] | None:
@@ -198,12 +217,12 @@ class Source(ABC):
                     self.skipped.append(str(exc))
                 if self._consecutive_corrupt >= MAX_CONSECUTIVE_CORRUPT:
                     raise SourceError(
-                        f"{self.describe()}: {self._consecutive_corrupt} unreadable frames in a row ({exc}); "
+                        f"{self.log_name()}: {self._consecutive_corrupt} unreadable frames in a row ({exc}); "
                         "the input is damaged or not what it claims to be"
                     ) from None
                 what = "an unreadable frame" if exc.frames == 1 else f"{exc.frames} unreadable frames"
                 self._limited.warning("corrupt", "%s: skipped %s: %s (%d skipped so far)",
-                                      self.describe(), what, exc, self.corrupt)
+                                      self.log_name(), what, exc, self.corrupt)
                 continue
             if got is None:
                 return None
@@ -463,6 +482,10 @@ class LiveCaptureSource(Source):
 
     def _open(self) -> cv2.VideoCapture:
         raise NotImplementedError
+
+    def name_camera(self, name: str) -> None:
+        super().name_camera(name)
+        self._reconnector._describe = self.log_name()  # its lines about drops and reopens name the camera too
 
     @property
     def reconnects(self) -> int:

@@ -310,7 +310,7 @@ class ImageSource(Source):
             self.pace(options.fps or DEFAULT_IMAGE_FPS)
 
     def describe(self) -> str:
-        return f"images {shown(self.spec)} ({len(self.files)} files)"
+        return f"images {shown(self.spec)} ({len(self.files)} file{'' if len(self.files) == 1 else 's'})"
 
     def _next_image(self):
         if self._index >= len(self.files):
@@ -318,8 +318,8 @@ class ImageSource(Source):
                 return None
             if not self._good_this_pass:  # a whole pass without a frame: the next would be the same
                 if self._passes:
-                    log.warning("images %s: no file could be read in a whole pass of --loop; the input ends",
-                                shown(self.spec))
+                    log.warning("%simages %s: no file could be read in a whole pass of --loop; the input ends",
+                                self.camera_prefix(), shown(self.spec))
                 return None
             self._index, self._good_this_pass, self._passes = 0, 0, self._passes + 1
         path = self.files[self._index]
@@ -366,8 +366,8 @@ class ImageSource(Source):
         if self._depth_frames < min(DEPTH_CHECK_FRAMES, len(self.files)):
             return
         if 0 < self._depth_max <= LOW_BITS_MAX:
-            log.warning("images %s: the first %d 16-bit frames hold values up to %d only (10- or 12-bit data?); "
+            log.warning("%simages %s: the first %d 16-bit frames hold values up to %d only (10- or 12-bit data?); "
                         "they are scaled as 16-bit (65535 -> 255) and show as nearly black: if the camera writes "
                         "fewer bits, convert them to 8 bits at their real depth (12-bit: value / 16)",
-                        shown(self.spec), self._depth_frames, self._depth_max)
+                        self.camera_prefix(), shown(self.spec), self._depth_frames, self._depth_max)
         self._depth_frames = None  # decided: checked once per source

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import stat
 from pathlib import Path
 
 import cv2
@@ -46,6 +48,21 @@ log = logging.getLogger(__name__)
 
 #: Rate used for --realtime when the container does not state one.
 FALLBACK_FPS = 30.0
+
+
+def _file_backend() -> int:
+    """The OpenCV backend video files are opened with: FFmpeg alone, where this OpenCV has it. Left
+    to choose, OpenCV tries its other backends on a file FFmpeg refuses, and its own MJPEG AVI
+    parser prints to the console directly, whatever the log level ("Unexpected element. Expected:
+    LIST. Got: JUNK." for a damaged AVI), without reading anything FFmpeg could not. An OpenCV
+    built without FFmpeg keeps its own choice."""
+    registry = getattr(cv2, "videoio_registry", None)
+    try:
+        if registry is not None and registry.hasBackend(cv2.CAP_FFMPEG):
+            return cv2.CAP_FFMPEG
+    except cv2.error:
+        pass
+    return cv2.CAP_ANY
 
 
 class VideoFileSource(Source):
@@ -72,9 +89,9 @@ class VideoFileSource(Source):
         self.real_end: int | None = None
         #: What a look past a failed grab found: notes of unreadable frames, then the good frame.
         self._pending: list[CorruptFrame | tuple] = []
-        count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
-        #: Frames the container says it holds (None when it does not say).
-        self.frame_count = int(count) if count and math.isfinite(count) and count > 0 else None
+        #: Frames the container says it holds (None when it does not say); read again at each
+        #: reopen of --loop, since the file may have been replaced between passes.
+        self.frame_count = self._stated_count()
         native_fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.native_fps = native_fps if native_fps and math.isfinite(native_fps) and native_fps > 0 else None
         if options.realtime or options.fps:
@@ -84,13 +101,46 @@ class VideoFileSource(Source):
         return f"video file {shown(self.spec)}"
 
     def _open(self) -> cv2.VideoCapture:
-        cap = cv2.VideoCapture(str(self.path))
+        """Open the file (again, for each pass of --loop): SourceError when it is gone or not a file
+        any more ("not found", as at start-up), or FFmpeg cannot read it. ``_file_id`` records which
+        file it is, so that a file replaced between passes is told from the one read before."""
+        try:
+            st = os.stat(self.path)
+            file_id = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+        except OSError:
+            file_id = None
+        if file_id is None:  # deleted (or swapped for a folder...) since it was checked: say so, not the codec
+            raise SourceError(f"video file {shown(self.spec)} {why_not_a_file(self.path)}; check the path")
+        cap = cv2.VideoCapture(str(self.path), _file_backend())
         if not cap.isOpened():
             cap.release()
+            if not self.path.is_file():  # gone while FFmpeg opened it
+                raise SourceError(f"video file {shown(self.spec)} {why_not_a_file(self.path)}; check the path")
             raise SourceError(
                 f"video file {shown(self.spec)} cannot be read; is it a video FFmpeg can decode (mp4, avi, mkv, gif)?"
             )
+        self._file_id = file_id
         return cap
+
+    def _stated_count(self) -> int | None:
+        count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        return int(count) if count and math.isfinite(count) and count > 0 else None
+
+    def _reopen(self) -> None:
+        """The next pass of --loop: the file opened again (more reliable than seeking to frame 0
+        across containers: gif, mkv). A file replaced since the last pass is judged by what its own
+        container states, not by the one before: its frame count, and where it really ends is
+        found again (``real_end``)."""
+        before = self._file_id
+        self._cap.release()
+        self._cap = self._open()
+        if self._file_id != before:
+            self.frame_count, self.real_end = self._stated_count(), None
+            width, height = (self._cap.get(prop) for prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
+            if frame_too_big(width, height):
+                raise SourceError(f"video file {shown(self.spec)} was replaced by one of {width:.0f}x{height:.0f}, "
+                                  f"more than {MAX_SOURCE_PIXELS} pixels (8192 x 8192) a frame; scale it down for "
+                                  "the node (ffmpeg -vf scale=1920:-2)")
 
     def _grab(self) -> tuple | None:
         """The next frame of this pass (None: a failed grab); CorruptFrame naming a frame that was
@@ -120,9 +170,7 @@ class VideoFileSource(Source):
                 raise self._look_past_failed_grab(index)
         if not self.options.loop or self._frames_this_pass == 0:
             return None
-        # Reopening is more reliable than seeking to frame 0 across containers (gif, mkv).
-        self._cap.release()
-        self._cap = self._open()
+        self._reopen()
         self._frames_this_pass = self._attempts_this_pass = 0
         self._pass_over = False
         self._pending = []
