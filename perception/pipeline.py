@@ -484,7 +484,8 @@ class Pipeline:
         self.frames_published += 1
         if self.first_publish_mono_ns is None:
             self.first_publish_mono_ns = time.monotonic_ns()
-            log.info("first masks published (seq %d, %.1f ms after capture)", item.seq, latency["total"])
+            camera = getattr(self.source, "camera_prefix", str)()  # ("camera 'rear', " in a node of several)
+            log.info("%sfirst masks published (seq %d, %.1f ms after capture)", camera, item.seq, latency["total"])
 
     # ------------------------------------------------------------------ stats
 

@@ -378,6 +378,18 @@ def test_cli_two_cameras_final_document_per_camera(tiny_model_path, free_tcp_por
     assert final["batching"]["timeout_ms"] == 50 and final["cameras"]["rear"]["source"].endswith("(seed 1)")
 
 
+def test_cli_two_cameras_each_log_line_names_its_camera(tiny_model_path, free_tcp_port, capsys, caplog):
+    """In a node of several cameras, "first masks published" (and its sources' warnings) say which."""
+    with caplog.at_level(logging.INFO, logger="perception"):
+        code, _, err = run_cli(
+            ["--model", str(tiny_model_path), "--source", "front=synthetic", "--source", "rear=synthetic",
+             "--width", "96", "--height", "72", "--fps", "240", "--queue", "lossless", "--max-frames", "2",
+             "--threads", "1", "--endpoint", f"tcp://127.0.0.1:{free_tcp_port}"], capsys)
+    assert code == 0, err
+    firsts = sorted(r.getMessage().split(" first")[0] for r in caplog.records if "first masks published" in r.getMessage())
+    assert firsts == ["camera 'front',", "camera 'rear',"]
+
+
 def test_every_camera_marks_unknown_pixels_as_a_one_camera_node_does(tmp_path, free_tcp_port, capsys):
     # Each camera's engine view once copied the shared engine's description without its outputs, so
     # a model with a confidence output ran every camera with unknown marking off (and refused

@@ -391,6 +391,9 @@ def open_camera_sources(cameras: list[RunConfig], stop_requested: Callable[[], b
         for source in sources:
             source.close()
         raise
+    if len(cameras) > 1:  # their warnings and errors from now on say which camera
+        for source, camera in zip(sources, cameras, strict=True):
+            source.name_camera(camera.publish_options.camera_name)
     return sources
 
 
