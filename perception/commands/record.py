@@ -11,7 +11,8 @@ Refuses to start when ``--out`` or any ``<stem>_N.mcap`` split of it already exi
 Stops after ``--duration`` or on Ctrl-C / SIGTERM, finishing the file either way. A recording that
 received nothing leaves no file (nor the folders it made for ``--out``) and exits 4 with one line,
 as ``listen`` and ``view`` do; a full disk ends it with one line naming the file to
-``--recover``. The layout
+``--recover`` and the messages written whole there, or, when none reached the disk, saying the
+empty file was removed. The layout
 (sensor_msgs/msg/Image masks, std_msgs/msg/String JSON, wire headers in ``<topic>/meta``) is
 described in ``perception/mcap_layout.py``.
 """
