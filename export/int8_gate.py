@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 
 from perception.contracts import INPUT_NAME, ClassTable, ModelMetadata
-from perception.errors import DataError
+from perception.errors import DataError, ModelError
 from perception.modelfile import saturation_safe
 
 #: Largest validation mIoU loss of INT8 vs FP32 that passes the gate, in points (0..100 scale).
@@ -116,19 +116,64 @@ def _name_at(names: list[str], i: int) -> str:
     return repr(names[i]) if i < len(names) else "none"
 
 
-def cpu_latency_ms(model_path: str | Path, image: np.ndarray, *, runs: int = 20, warmup: int = 3) -> list[float]:
-    """ONNX Runtime CPU latencies (ms) of ``runs`` single-image inferences after ``warmup`` runs."""
-    from perception.export.verify import ort_session
+#: Blocks the latency runs of each file are split into, the files taking turns block by block
+#: (FP32 first in even blocks, INT8 first in odd ones). Timed one file after the other, a burst of
+#: load from another process fell on one file only: two exports of one checkpoint printed x9.65 and
+#: x0.90 on a busy 2-core machine, where interleaved timing of the same two files gave 1.5-2.0.
+LATENCY_BLOCKS = 5
 
-    session = ort_session(model_path)
+
+def latency_threads() -> int:
+    """The intra-op threads the gate times with: what the node runs with by default (``--threads 0``,
+    ONNX Runtime's own choice: one per physical core), made a fixed number it can print (at most the
+    cores this process may use)."""
+    import os
+
+    import psutil
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(usable, psutil.cpu_count(logical=False) or usable))
+
+
+def _timing_session(model_path: str | Path, threads: int):
+    """A CPU ONNX Runtime session set up as the node's (``engines.ort``): ``threads`` intra-op
+    threads, one inter-op thread, worker threads that do not spin between operators."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        return ort.InferenceSession(str(model_path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+        raise ModelError(f"ONNX Runtime cannot load {Path(model_path).name}: {str(exc).splitlines()[0][:300]}") from None
+
+
+def cpu_latencies_ms(models: dict[str, str | Path], image: np.ndarray, *, runs: int = 20, warmup: int = 3,
+                     threads: int | None = None, blocks: int = LATENCY_BLOCKS) -> dict[str, list[float]]:
+    """ONNX Runtime CPU latencies (ms) of ``runs`` single-image inferences of each of ``models``
+    (name -> file), after ``warmup`` runs of each: interleaved in ``blocks`` blocks (the files take
+    turns, the first file of a block alternating), so that load from other processes falls on every
+    file alike, on ``threads`` intra-op threads (None: ``latency_threads()``) as the node runs."""
+    threads = latency_threads() if threads is None else threads
+    sessions = {name: _timing_session(path, threads) for name, path in models.items()}
     feed = {INPUT_NAME: image[None]}
-    for _ in range(warmup):
-        session.run(None, feed)
-    latencies = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, feed)
-        latencies.append((time.perf_counter() - start) * 1e3)
+    for session in sessions.values():
+        for _ in range(warmup):
+            session.run(None, feed)
+    blocks = max(1, min(blocks, runs))
+    latencies: dict[str, list[float]] = {name: [] for name in sessions}
+    order = list(sessions)
+    for block in range(blocks):
+        count = runs // blocks + (block < runs % blocks)
+        for name in order if block % 2 == 0 else order[::-1]:
+            session = sessions[name]
+            for _ in range(count):
+                start = time.perf_counter()
+                session.run(None, feed)
+                latencies[name].append((time.perf_counter() - start) * 1e3)
     return latencies
 
 
@@ -148,6 +193,10 @@ class Int8Report:
     agreement: float = float("nan")
     #: Every dense 8-bit weight fits 7 bits (``saturation_safe``): CPUs without VNNI compute the same.
     saturation_safe: bool = False
+    #: Intra-op threads of the latency runs (0: ONNX Runtime's default) and the blocks they were
+    #: interleaved in (``cpu_latencies_ms``).
+    threads: int = 0
+    blocks: int = 1
 
     @property
     def drop_points(self) -> float:
@@ -172,7 +221,10 @@ class Int8Report:
             f"(drop {self.drop_points:.2f} points, budget {self.max_drop_points:.1f}) on {self.val_images} images; "
             f"class ids agree {100 * self.agreement:.2f} % with FP32",
             f"  ORT CPU latency p50 FP32 {self.fp32_p50_ms:.2f} ms, INT8 {self.int8_p50_ms:.2f} ms "
-            f"(x{self.speedup:.2f}, median of {self.runs} runs)",
+            f"(x{self.speedup:.2f}: medians of {self.runs} runs each on one image"
+            + (f", interleaved in {self.blocks} blocks" if self.blocks > 1 else "")
+            + (f", {self.threads} thread{'s' * (self.threads != 1)} as the node's default" if self.threads else "")
+            + ")",
             "  weights: " + ("dense 8-bit weights within 7 bits: the same class ids on CPUs with and without VNNI"
                              if self.saturation_safe else
                              "some dense 8-bit weights use the full range: CPUs without VNNI may saturate "
@@ -215,9 +267,9 @@ def gate_int8(
         for k, matrix in matrices.items():
             matrix.update(ids[k], label)
         agree.append(float(np.mean(ids["fp32"] == ids["int8"])))
-    image = val_samples[0][0]
-    fp32_ms = statistics.median(cpu_latency_ms(fp32_path, image, runs=runs))
-    int8_ms = statistics.median(cpu_latency_ms(int8_path, image, runs=runs))
+    threads = latency_threads()
+    latencies = cpu_latencies_ms({"fp32": fp32_path, "int8": int8_path}, val_samples[0][0], runs=runs, threads=threads)
+    fp32_ms, int8_ms = statistics.median(latencies["fp32"]), statistics.median(latencies["int8"])
     report = Int8Report(
         fp32_miou=matrices["fp32"].miou(),
         int8_miou=matrices["int8"].miou(),
@@ -229,6 +281,8 @@ def gate_int8(
         allowed_drop=allow_drop,
         agreement=float(np.mean(agree)),
         saturation_safe=saturation_safe(onnx.load(str(int8_path))),
+        threads=threads,
+        blocks=max(1, min(LATENCY_BLOCKS, runs)),
     )
     gate = {
         "passed": report.passed, "fp32_miou": round(report.fp32_miou, 6), "int8_miou": round(report.int8_miou, 6),

@@ -12,6 +12,8 @@ This module is imported by the runtime node and must stay free of torch.
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,6 +28,17 @@ from perception.stats_schema import STARTUP_STATS as STARTUP_STATS
 from perception.stats_schema import STATS_ALIASES as STATS_ALIASES
 from perception.stats_schema import StatsKey as StatsKey
 from perception.stats_schema import check_stats as check_stats
+
+#: What every reader (Python, C, JS) calls a control character in text it prints: C0, DEL, C1, the
+#: Unicode line and paragraph separators, and the invisible and bidirectional format characters
+#: (soft hyphen, Arabic letter mark, Mongolian vowel separator, zero-width and direction marks,
+#: bidi embeddings, overrides and isolates, word joiners, the byte order mark, interlinear
+#: annotation, tags), which can reorder a printed line or make two names look the same. One
+#: explicit set, not a Unicode category table, so that readers in other languages (and Unicode
+#: versions) agree. Refused in received topics (``wire.check_topic``) and in every string of a
+#: model's metadata (``modelfile``), whose names reach the terminal and every message header.
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f"
+                                "\ufeff\ufff9-\ufffb\U000e0000-\U000e007f]")
 
 # --------------------------------------------------------------------------------------------
 # Exported model I/O
@@ -312,20 +325,21 @@ class ModelMetadata:
                 mean=tuple(float(x) for x in doc.get("mean", IMAGENET_MEAN_RGB)),
                 std=tuple(float(x) for x in doc.get("std", IMAGENET_STD_RGB)),
                 dataset=str(doc.get("dataset", "")),
-                val_metrics=dict(doc.get("val_metrics") or {}),
-                real_road_check=dict(doc.get("real_road_check") or {}),
-                precision=str(doc.get("precision", "fp32")),
-                dynamic_batch=bool(doc.get("dynamic_batch", False)),
-                has_confidence=bool(doc.get("has_confidence", False)),
+                val_metrics=_val_metrics(doc.get("val_metrics")),
+                real_road_check=_real_road_check(doc.get("real_road_check")),
+                precision=_precision(doc.get("precision", "fp32")),
+                dynamic_batch=_flag(doc.get("dynamic_batch", False), "dynamic_batch"),
+                has_confidence=_flag(doc.get("has_confidence", False), "has_confidence"),
                 unknown_threshold=_probability(doc.get("unknown_threshold", 0.0)),
                 unknown_rule=str(doc.get("unknown_rule", "")),
                 confidence_pool=_class_names(doc.get("confidence_pool"), "confidence_pool"),
-                logit_adjust=dict(doc.get("logit_adjust") or {}),
+                logit_adjust=_mapping(doc.get("logit_adjust"), "logit_adjust"),
                 model_kwargs=dict(doc.get("model_kwargs") or {}),
                 tool_versions={str(k): str(v) for k, v in (doc.get("tool_versions") or {}).items()},
                 created_utc=str(doc.get("created_utc", "")),
                 schema_version=int(version),
             )
+            _check_logit_adjust(metadata.logit_adjust, metadata.class_table.num_classes)
             for name in metadata.confidence_pool:
                 metadata.class_table.id_of(name)  # KeyError: a pool class the table lacks
         except (KeyError, TypeError, ValueError, IndexError, OverflowError, AttributeError) as exc:
@@ -358,6 +372,125 @@ def _input_hw(value: Any) -> tuple[int, int]:
     if not isinstance(value, list) or len(value) != 2 or not all(type(v) is int for v in value):
         raise ValueError(f"input_hw {value!r:.80} is not [height, width] in whole pixels")
     return value[0], value[1]
+
+
+#: Precisions a model file's metadata may name: what ``perception export`` and the quantisers write
+#: (fp32, int8) and a TensorRT engine's (fp16). The file's graph decides when it is quantised and its
+#: metadata says a float precision (``modelfile.effective_precision``).
+METADATA_PRECISIONS = ("fp32", "fp16", "int8")
+#: Validation figures (``val_metrics``, its ``int8_gate``, ``real_road_check``'s tasks) that are
+#: shares in 0..1 (null: not measured), and those that are counts.
+_METRIC_SHARES = ("miou", "global_acc", "class_acc", "trained_miou")
+_METRIC_COUNTS = ("step", "pixels")
+_GATE_SHARES = ("fp32_miou", "int8_miou", "agreement_with_fp32")
+_TASK_SHARES = ("iou", "precision", "recall")
+
+
+def _precision(value: Any) -> str:
+    if not isinstance(value, str) or value not in METADATA_PRECISIONS:
+        raise ValueError(f"precision {value!r:.40} is not one of {', '.join(METADATA_PRECISIONS)}")
+    return value
+
+
+def _flag(value: Any, key: str) -> bool:
+    """A metadata flag: JSON true or false (the string "false" would read as true)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{key} {value!r:.40} is not true or false")
+    return value
+
+
+def _mapping(value: Any, key: str) -> dict[str, Any]:
+    """A metadata object (null or absent: empty), else ValueError."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{key} {value!r:.60} is not a JSON object")
+    return dict(value)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _share(value: Any, key: str, *, nan: bool = False) -> None:
+    """ValueError unless ``value`` is a share in 0..1 or null (``nan``: NaN too, a per-class IoU of
+    a class neither the labels nor the predictions hold)."""
+    if value is None or (nan and isinstance(value, float) and math.isnan(value)):
+        return
+    if not _number(value) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{key} {value!r:.40} is not a share in 0..1")
+
+
+def _count(value: Any, key: str) -> None:
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{key} {value!r:.40} is not a count (a whole number >= 0)")
+
+
+def _val_metrics(value: Any) -> dict[str, Any]:
+    """The training run's validation figures (and the INT8 gate's), checked as ``inspect`` and
+    ``--engine auto`` read them: shares in 0..1, counts whole, the gate's verdict true or false."""
+    metrics = _mapping(value, "val_metrics")
+    for key in _METRIC_SHARES:
+        if key in metrics:
+            _share(metrics[key], f"val_metrics.{key}")
+    for key in _METRIC_COUNTS:
+        if key in metrics:
+            _count(metrics[key], f"val_metrics.{key}")
+    for name, iou in _mapping(metrics.get("per_class_iou"), "val_metrics.per_class_iou").items():
+        _share(iou, f"val_metrics.per_class_iou.{name}", nan=True)
+    if "input_hw" in metrics:
+        hw = metrics["input_hw"]
+        if not isinstance(hw, list) or len(hw) != 2 or not all(type(v) is int and v > 0 for v in hw):
+            raise ValueError(f"val_metrics.input_hw {hw!r:.40} is not [height, width] in whole pixels")
+    gate = _mapping(metrics.get("int8_gate"), "val_metrics.int8_gate")
+    for key in _GATE_SHARES:
+        if key in gate:
+            _share(gate[key], f"val_metrics.int8_gate.{key}")
+    if "images" in gate:
+        _count(gate["images"], "val_metrics.int8_gate.images")
+    for key in ("passed", "saturation_safe"):
+        if key in gate:
+            _flag(gate[key], f"val_metrics.int8_gate.{key}")
+    for key in ("drop_points", "budget_points"):
+        if key in gate and not (_number(gate[key]) and math.isfinite(gate[key])):
+            raise ValueError(f"val_metrics.int8_gate.{key} {gate[key]!r:.40} is not a finite number")
+    return metrics
+
+
+def _real_road_check(value: Any) -> dict[str, Any]:
+    """``perception eval --tasks --record``'s figures: per task shares in 0..1, a frame count."""
+    check = _mapping(value, "real_road_check")
+    for group in ("tasks", "tasks_unknown_off"):
+        for task, figures in _mapping(check.get(group), f"real_road_check.{group}").items():
+            figures = _mapping(figures, f"real_road_check.{group}.{task}")
+            for key in _TASK_SHARES:
+                if key in figures:
+                    _share(figures[key], f"real_road_check.{group}.{task}.{key}")
+    if "frames" in check:
+        _count(check["frames"], "real_road_check.frames")
+    unknown = _mapping(check.get("unknown"), "real_road_check.unknown")
+    if "threshold" in unknown:
+        _share(unknown["threshold"], "real_road_check.unknown.threshold")
+    return check
+
+
+def _check_logit_adjust(adjust: dict[str, Any], classes: int) -> None:
+    """``perception export --logit-adjust``'s record (empty: none): ``tau`` in 0..1, the class
+    ``weighting`` it undoes, one finite ``bias`` per class and the ``rule`` that chose it."""
+    if not adjust:
+        return
+    if adjust.get("tau") is None:
+        raise ValueError("logit_adjust.tau is missing")
+    _share(adjust["tau"], "logit_adjust.tau")
+    weighting = adjust.get("weighting")
+    if not isinstance(weighting, str) or not weighting:
+        raise ValueError(f"logit_adjust.weighting {weighting!r:.40} is not the name of a class weighting")
+    if not isinstance(adjust.get("rule", ""), str):
+        raise ValueError(f"logit_adjust.rule {adjust['rule']!r:.40} is not text")
+    bias = adjust.get("bias")
+    if (not isinstance(bias, list) or len(bias) != classes
+            or not all(_number(b) and math.isfinite(b) for b in bias)):
+        raise ValueError(f"logit_adjust.bias {bias!r:.60} is not {classes} finite numbers (one per class)")
 
 
 def _probability(value: Any) -> float:

@@ -20,13 +20,13 @@ import dataclasses
 import errno
 import math
 import os
-import re
 import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from perception.contracts import (
+    CONTROL_CHARACTERS,
     INPUT_DTYPE,
     INPUT_NAME,
     METADATA_KEY,
@@ -35,7 +35,7 @@ from perception.contracts import (
     ModelMetadata,
 )
 from perception.errors import ConfigError, ModelError, unreadable, why_not_a_file
-from perception.onnxwire import ExternalRef, ModelHeader, TensorSpec
+from perception.onnxwire import ExternalRef, ModelHeader, TensorSpec, is_quantisation_op
 
 _REEXPORT = "export it with 'perception export'"
 
@@ -44,9 +44,10 @@ _REEXPORT = "export it with 'perception export'"
 #: node 0.5 GB and seconds at its start, and ``inspect`` printed all of it.
 MAX_METADATA_BYTES = 1 << 20
 #: Control characters refused in every metadata string (its names reach the terminal, the log and
-#: every message header's model id): C0, DEL, C1 and the Unicode line and paragraph separators, the
-#: set ``wire.check_topic`` refuses in topics.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: every message header's model id): C0, DEL, C1, the Unicode line and paragraph separators and the
+#: invisible and bidirectional format characters (a right-to-left override would reorder the line
+#: it is printed on), the set ``wire.check_topic`` refuses in topics.
+_CONTROL = CONTROL_CHARACTERS
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class ModelDescription:
 
     path: Path
     size_bytes: int
+    #: Its ``precision`` is the file's (``effective_precision``): int8 for a quantised graph.
     metadata: ModelMetadata
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
@@ -70,11 +72,21 @@ class ModelDescription:
     external_data: dict[str, int] = field(default_factory=dict)
     #: The classes the graph's argmax runs over (its logits' channel count), when the graph says.
     graph_classes: int | None = None
+    #: The precision its metadata names (empty: ``metadata.precision``); another than that when the
+    #: graph is quantised and its metadata, copied from the float file, says fp32.
+    metadata_precision: str = ""
+
+    @property
+    def precision_from_graph(self) -> bool:
+        return bool(self.metadata_precision) and self.metadata_precision != self.metadata.precision
 
     def to_dict(self) -> dict:
         meta = json_metadata(self.metadata)
+        meta["precision"] = self.metadata_precision or self.metadata.precision  # as the file stores it
         return {
             "path": str(self.path),
+            "precision": self.metadata.precision,
+            "precision_from": "graph" if self.precision_from_graph else "metadata",
             "size_bytes": self.size_bytes,
             "producer": self.producer,
             "opsets": self.opsets,
@@ -326,16 +338,54 @@ def read_model_metadata(path: str | Path) -> ModelMetadata:
 def read_model_file(path: str | Path) -> tuple[ModelMetadata, dict[Path, int]]:
     """``read_model_metadata``, and the files holding the model's external weights with their
     sizes (empty when its weights are inside it), from one read of the file."""
+    metadata, external, _ = _read_model_file(path)
+    return metadata, external
+
+
+def model_precision(path: str | Path) -> tuple[str, str]:
+    """The precision of the model file ``path`` as it runs (``effective_precision``, what
+    ``read_model_metadata(path).precision`` says) and as its metadata names it; the two differ for a
+    file quantised by another tool that kept the float file's metadata (``("int8", "fp32")``).
+    ModelError as ``read_model_metadata``."""
+    metadata, _, declared = _read_model_file(path)
+    return metadata.precision, declared
+
+
+def _read_model_file(path: str | Path) -> tuple[ModelMetadata, dict[Path, int], str]:
+    """``read_model_file``, and the precision the metadata names."""
     path = Path(path)
     header = ModelHeader.read(path)
     if header is None:  # not parseable by the light reader: onnx gives the exact error
         proto = load_model_proto(path, with_weights=False)
         metadata = metadata_from_proto(proto, source=path.name)
         check_io_contract(graph_inputs(proto), tensor_specs(proto.graph.output), metadata, source=path.name)
-        return metadata, check_external_data(path, external_refs(proto))
-    metadata = metadata_from_props(header.props, source=path.name)
-    check_io_contract(header.inputs, header.outputs, metadata, source=path.name)
-    return metadata, check_external_data(path, header.external)
+        external, quantised = check_external_data(path, external_refs(proto)), graph_quantised(proto)
+    else:
+        metadata = metadata_from_props(header.props, source=path.name)
+        check_io_contract(header.inputs, header.outputs, metadata, source=path.name)
+        external, quantised = check_external_data(path, header.external), header.quantised
+    declared = metadata.precision
+    return with_graph_precision(metadata, quantised), external, declared
+
+
+def effective_precision(metadata_precision: str, quantised: bool) -> str:
+    """The precision a model file runs at: ``int8`` when its graph is quantised (``quantised``:
+    QuantizeLinear / DequantizeLinear, QLinear* or integer ops, ``onnxwire.is_quantisation_op``)
+    whatever float precision its metadata names (ONNX Runtime's ``quantize_static`` and other
+    tools copy the FP32 file's metadata, ``precision: fp32`` included), else the metadata's. A
+    graph without such nodes keeps the metadata's word, int8 included."""
+    return "int8" if quantised else metadata_precision
+
+
+def with_graph_precision(metadata: ModelMetadata, quantised: bool) -> ModelMetadata:
+    """``metadata`` with the precision the file runs at (``effective_precision``)."""
+    precision = effective_precision(metadata.precision, quantised)
+    return metadata if precision == metadata.precision else dataclasses.replace(metadata, precision=precision)
+
+
+def graph_quantised(proto) -> bool:
+    """Whether ``proto``'s (an ``onnx.ModelProto``) graph holds quantisation nodes (``onnxwire.is_quantisation_op``)."""
+    return any(is_quantisation_op(n.op_type) for n in proto.graph.node)
 
 
 #: Bytes per element of the ONNX tensor types whose size follows from their shape.
@@ -471,7 +521,8 @@ def describe_model(path: str | Path) -> ModelDescription:
 
     path = Path(path)
     proto = load_model_proto(path, with_weights=False)
-    metadata = metadata_from_proto(proto, source=path.name)
+    declared = metadata_from_proto(proto, source=path.name)
+    metadata = with_graph_precision(declared, graph_quantised(proto))
     inputs, outputs = graph_inputs(proto), tensor_specs(proto.graph.output)
     check_io_contract(inputs, outputs, metadata, source=path.name)
     external = check_external_data(path, external_refs(proto))  # weights missing: not "0.34 MB" and exit 0
@@ -489,6 +540,7 @@ def describe_model(path: str | Path) -> ModelDescription:
         older_normalisation=nhwc_normalisation(proto) is not None,
         external_data={str(p): n for p, n in external.items()},
         graph_classes=graph_class_count(proto),
+        metadata_precision=declared.precision,
     )
 
 

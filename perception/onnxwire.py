@@ -1,11 +1,15 @@
 """The few parts of an ONNX model file the node needs, read straight from the protobuf wire format.
 
 ``ModelHeader.read(path)`` returns the file's metadata properties, its graph inputs and outputs
-(``TensorSpec``) and the initializers it stores outside itself (``ExternalRef``), or None when the
-light reader cannot parse it (``modelfile`` then asks ``onnx`` for the exact error). Written by hand,
-not with the ``onnx`` package, because importing that package (through ``ml_dtypes``) took longer
-than the rest of the node's start-up together (measured 0.3-6 s on a busy 2-core machine), and the
-node reads only these fields. What the fields mean and whether they meet the contract is
+(``TensorSpec``), the initializers it stores outside itself (``ExternalRef``) and whether its graph
+is quantised (``quantised``: quantisation nodes, whatever its metadata says), or None when the
+light reader cannot parse it (``modelfile`` then asks ``onnx`` for the exact error). Written by
+hand, not with the ``onnx`` package, because importing that package (through ``ml_dtypes``) took
+longer than the rest of the node's start-up together (measured 0.3-6 s on a busy 2-core machine),
+and the node reads only these fields. A field that occurs more than once is read as protobuf reads
+it (``onnx.load``, ONNX Runtime, OpenVINO): a message field given twice (``ModelProto.graph``
+written in two parts) is one message whose repeated fields (nodes, initializers, inputs, outputs)
+are the parts' in order, so no weight of the first part is missed. What the fields mean and whether they meet the contract is
 ``modelfile``'s business; this module only reads.
 """
 
@@ -46,6 +50,31 @@ class ExternalRef:
 #: ONNX TensorProto.DataType -> numpy dtype name (the types a perception model's I/O can have).
 _ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",
                 9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16"}
+
+
+#: Op types of a quantised graph: the QDQ format's QuantizeLinear / DequantizeLinear pairs (what
+#: NNCF, ``perception.export.quantize`` and ONNX Runtime's ``quantize_static`` write), the
+#: QOperator format's integer ops (``QLinear*``, ``ConvInteger``, ``MatMulInteger``) and ONNX
+#: Runtime's dynamic quantisation (``DynamicQuantize*``, ``MatMulIntegerToFloat``, ``QGemm``,
+#: ``QAttention``). A float graph holds none of them.
+QUANTISATION_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger",
+                              "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM",
+                              "QGemm", "QAttention"})
+
+
+#: The name of every op ``is_quantisation_op`` knows holds one of these: a node whose bytes hold none
+#: of them is none of them, and its op type need not be parsed (a float graph costs three byte
+#: searches a node, not a parse of every node: within the noise of a 2 ms read of the default model).
+QUANTISATION_OP_MARKS = (b"Q", b"Dequantize", b"Integer")
+
+
+def _may_be_quantisation_op(data: bytes, span: tuple[int, int]) -> bool:
+    return any(data.find(mark, *span) >= 0 for mark in QUANTISATION_OP_MARKS)
+
+
+def is_quantisation_op(op_type: str) -> bool:
+    """Whether a node of type ``op_type`` only occurs in a quantised graph (``QUANTISATION_OPS``)."""
+    return op_type in QUANTISATION_OPS or op_type.startswith("QLinear")
 
 
 class WireError(ValueError):
@@ -117,6 +146,9 @@ class ModelHeader:
     #: Initializers stored outside the file (TensorProto dims 1, data_type 2, name 8,
     #: external_data 13 as key 1 / value 2 entries, data_location 14: EXTERNAL is 1).
     external: tuple[ExternalRef, ...] = ()
+    #: The graph holds quantisation nodes (``is_quantisation_op``; NodeProto op_type 4), whatever
+    #: the metadata's ``precision`` says: a file quantised by another tool keeps the FP32 file's metadata.
+    quantised: bool = False
 
     @classmethod
     def read(cls, path: Path) -> ModelHeader | None:
@@ -133,32 +165,46 @@ class ModelHeader:
             return bytes(buf[span[0] : span[1]]).decode("utf-8")
 
         props: dict[str, str] = {}
-        graph = None
+        graphs = []
         for number, wire, value in fields(buf):
             if number == 14 and wire == 2:
                 entry = {n: text(v) for n, w, v in fields(buf, *value) if w == 2}
                 props[entry.get(1, "")] = entry.get(2, "")
             elif number == 7 and wire == 2:
-                graph = value
-        if graph is None:
+                graphs.append(value)  # protobuf merges the parts of a message field: read them all
+        if not graphs:
             return None
         weights, inputs, outputs, nodes, external = set(), [], [], 0, []
-        for number, wire, value in fields(buf, *graph):
-            if wire != 2:
-                continue
-            if number == 1:
-                nodes += 1
-            elif number == 5:
-                name, ref = cls._initializer(buf, value, text)
-                weights.add(name)
-                if ref is not None:
-                    external.append(ref)
-            elif number in (11, 12):
-                (inputs if number == 11 else outputs).append(cls._value_info(buf, value, text))
+        data = buf.obj if isinstance(buf.obj, bytes) and len(buf.obj) == len(buf) else bytes(buf)
+        quantised = False
+        for graph in graphs:
+            for number, wire, value in fields(buf, *graph):
+                if wire != 2:
+                    continue
+                if number == 1:
+                    nodes += 1
+                    if not quantised and _may_be_quantisation_op(data, value):
+                        quantised = is_quantisation_op(cls._op_type(buf, value, text))
+                elif number == 5:
+                    name, ref = cls._initializer(buf, value, text)
+                    weights.add(name)
+                    if ref is not None:
+                        external.append(ref)
+                elif number in (11, 12):
+                    (inputs if number == 11 else outputs).append(cls._value_info(buf, value, text))
         if not nodes or not inputs or not outputs:
             return None
         return cls(props=props, inputs=tuple(t for t in inputs if t.name not in weights), outputs=tuple(outputs),
-                   external=tuple(external))
+                   external=tuple(external), quantised=quantised)
+
+    @staticmethod
+    def _op_type(buf: memoryview, span: tuple[int, int], text) -> str:
+        """The op type of one node (a NodeProto; the last, as protobuf reads a field given twice)."""
+        op_type = ""
+        for number, wire, value in fields(buf, *span):
+            if number == 4 and wire == 2:
+                op_type = text(value)
+        return op_type
 
     @staticmethod
     def _initializer(buf: memoryview, span: tuple[int, int], text) -> tuple[str, ExternalRef | None]:

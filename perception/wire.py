@@ -349,15 +349,10 @@ def check_topic(raw: bytes | memoryview) -> str:
     return topic
 
 
-#: What every reader (Python, C, JS) calls a control character in a topic: C0, DEL, C1, the
-#: Unicode line and paragraph separators, and the invisible and bidirectional format characters
-#: (soft hyphen, Arabic letter mark, Mongolian vowel separator, zero-width and direction marks,
-#: bidi embeddings, overrides and isolates, word joiners, the byte order mark, interlinear
-#: annotation, tags), which can reorder a printed line or make two topics look the same. One
-#: explicit set, not a Unicode category table, so that readers in other languages (and Unicode
-#: versions) agree.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f"
-                      "\ufeff\ufff9-\ufffb\U000e0000-\U000e007f]")
+#: What every reader (Python, C, JS) calls a control character in a topic: C0, DEL, C1, the line and
+#: paragraph separators and the invisible and bidirectional format characters (``contracts``, which
+#: model metadata strings are held to as well).
+_CONTROL = contracts.CONTROL_CHARACTERS
 
 
 def printable(text: str) -> str:

@@ -5,7 +5,8 @@ figures, precision, tool versions), the inputs and outputs, the file size (and i
 file's, which must be there) and the operator counts; ``--json`` prints the same as one JSON
 document. Where the file says something the node does otherwise, it says what the node does: a
 stored unknown threshold without a confidence output (marking off), a class table that does not
-match the classes the graph's argmax runs over (``warning``).
+match the classes the graph's argmax runs over (``warning``), a quantised graph whose metadata says
+fp32 (``precision int8 (graph; metadata says fp32)``, and its ``weights`` line).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def format_description(d) -> list[str]:
         f"{d.path}  ({d.size_bytes / 1e6:.2f} MB{external}, {shown(d.producer) if d.producer else 'unknown producer'}, "
         f"opset {', '.join(f'{k} {v}' for k, v in d.opsets.items())})",
         f"model      {m.model_name}  id {m.model_id}",
-        f"precision  {m.precision}",
+        f"precision  {m.precision}" + (f" (graph; metadata says {d.metadata_precision})" if d.precision_from_graph else ""),
         f"input      {h}x{w}, dynamic batch: {'yes' if m.dynamic_batch else 'no'}, "
         f"mean {list(m.mean)}, std {list(m.std)} (RGB, on 0..1; as exported, the graph normalises the image itself)",
         f"dataset    {m.dataset or '-'}",
