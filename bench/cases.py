@@ -6,6 +6,7 @@ and its class-id agreement with ONNX Runtime FP32 (measured outside the timing).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +16,11 @@ import numpy as np
 import psutil
 
 from perception.config import load_config
-from perception.errors import ConfigError, PerceptionError
+from perception.engines.base import backend_error_text
+from perception.errors import ConfigError, ModelError, PerceptionError
 from perception.frames import bench_frames
+
+log = logging.getLogger("perception.bench.engine")
 
 #: Bench-only engine names: a registered engine with fixed options, measured as a row of its own
 #: (``--engine torch-tensorrt``: the torch engine with ``--compile tensorrt``, beside ``tensorrt``).
@@ -73,6 +77,8 @@ class Case:
     gpu_peak_mb: float | None = None
     load_s: float = 0.0
     skipped: str | None = None
+    #: Why ``agreement`` is None for an ONNX file: its ONNX Runtime reference could not run it.
+    agreement_skipped: str | None = None
     name: str = ""  # the model's short name in labels (``model_names``); the file's stem when empty
 
     def label(self) -> str:
@@ -175,15 +181,24 @@ def load_case(case: Case) -> None:
                                   case.streams)
         if (case.streams or 1) > 1:
             case.workers = [case.engine.worker() for _ in range(case.streams)]
+        case.load_s = time.perf_counter() - t0
+        case.rss_after_load = rss()
+        # The node's warm-up check, once, untimed and outside the load figures: a file that fails its
+        # first inference, or whose outputs are not the uint8 1 x H x W its graph declares, is refused
+        # with perception run's line (WarmupError, ModelError) instead of a traceback or a row of
+        # figures for a model the node will not run.
+        case.engine.warmup(1)
     except PerceptionError as exc:
+        if case.engine is not None:
+            case.engine.close()
+            case.engine, case.workers = None, []
         if case.precision == "auto":
             raise
         # A precision grid crosses engines with precisions some of them lack (ort + bf16, a CPU
-        # without BF16, no INT8 sibling): report the pairing as skipped, measure the rest.
+        # without BF16, no INT8 sibling, an INT8 sibling that fails to run): report the pairing as
+        # skipped, measure the rest.
         case.skipped = str(exc)
         return
-    case.load_s = time.perf_counter() - t0
-    case.rss_after_load = rss()
 
 
 def prepare_batches(case: Case, frames_by_hw: dict[tuple[int, int], list[np.ndarray]], seed: int,
@@ -213,26 +228,72 @@ def measure_agreement(cases: list[Case]) -> None:
     """Each case's class-id agreement with ONNX Runtime FP32 on its own frames (outside the timing).
 
     The reference is loaded once per model file (ONNX files only; a checkpoint or serialized
-    engine has no ORT reference and gets None).
+    engine has no ORT reference and gets None). A file ONNX Runtime cannot load or run (an opset
+    newer than it knows, which OpenVINO runs) gets None too, its reason in ``agreement_skipped``
+    and one warning: the reference is the bench's, not the engine measured, so it does not stop
+    the bench.
+
+    Raises:
+        ModelError: a case's own engine failed on a batch (``case_failure``: one line naming it).
     """
     references: dict[Path, Any] = {}
+    unavailable: dict[Path, str] = {}
     expected: dict[tuple[Path, int], list[np.ndarray]] = {}
     try:
         for case in cases:
             if case.model.suffix.lower() != ".onnx":
                 continue
-            if case.model not in references:
-                references[case.model] = open_engine(case.model, "ort", "cpu", case.threads)
             key = (case.model, case.batch)
-            if key not in expected:
-                reference = references[case.model]
-                expected[key] = [np.concatenate([reference.infer(b[i:i + REFERENCE_CHUNK])["class_ids"]
-                                                 for i in range(0, len(b), REFERENCE_CHUNK)]) for b in case.batches]
-            got = [case.engine.infer(b)["class_ids"] for b in case.batches]
+            if case.model not in unavailable and key not in expected:
+                try:
+                    if case.model not in references:
+                        references[case.model] = open_engine(case.model, "ort", "cpu", case.threads)
+                    reference = references[case.model]
+                    expected[key] = [np.concatenate([reference.infer(b[i:i + REFERENCE_CHUNK])["class_ids"]
+                                                     for i in range(0, len(b), REFERENCE_CHUNK)])
+                                     for b in case.batches]
+                except BUGS:
+                    raise
+                except PerceptionError as exc:
+                    unavailable[case.model] = str(exc)
+                except Exception as exc:  # ONNX Runtime's own types (Fail, RuntimeException, ...)
+                    unavailable[case.model] = f"{type(exc).__name__}: {backend_error_text(exc)}"
+                if case.model in unavailable:
+                    log.warning("no class-id agreement for %s: ONNX Runtime, the agreement's reference, cannot run "
+                                "it (%s); its rows are timed all the same", case.model, unavailable[case.model])
+            if case.model in unavailable:
+                case.agreement_skipped = (f"ONNX Runtime, the reference of the agreement, cannot run "
+                                          f"{case.model.name} ({unavailable[case.model]})")
+                continue
+            got = [guarded(case, "on its agreement frames", case.engine.infer, b)["class_ids"] for b in case.batches]
             case.agreement = float(np.mean([np.mean(g == e) for g, e in zip(got, expected[key], strict=True)]))
     finally:
         for ref in references.values():
             ref.close()
+
+
+#: Exceptions that are bugs in this code, whose traceback is the report (``Engine.warmup``'s rule):
+#: never reworded as a backend's failure.
+BUGS = (AssertionError, AttributeError, NameError, TypeError)
+
+
+def case_failure(case: Case, exc: BaseException, during: str) -> ModelError:
+    """One line for a backend error of ``case``'s engine after its warm-up check passed (a larger
+    batch, memory running out): the file, the configuration, the backend's own words."""
+    smaller = f", or a --batch below {case.batch}" if case.batch > 1 else ""
+    return ModelError(f"{case.model}: {case.label()} failed {during} ({type(exc).__name__}: "
+                      f"{backend_error_text(exc)}); check the file with perception inspect, or try another "
+                      f"--engine{smaller}")
+
+
+def guarded(case: Case, during: str, call, *args):
+    """``call(*args)`` with a backend's error raised as ``case_failure``'s one line."""
+    try:
+        return call(*args)
+    except (PerceptionError, *BUGS):
+        raise
+    except Exception as exc:
+        raise case_failure(case, exc, during) from exc
 
 
 # ---- memory: a batch that does not fit is refused before it is allocated --------------------------

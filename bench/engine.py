@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import resource
 import sys
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from perception.bench.cases import (
     check_batch_memory,
     engine_bytes_per_image,
     file_precision,
+    guarded,
     load_case,
     measure_agreement,
     model_names,
@@ -56,7 +58,7 @@ from perception.bench.env import gpu_memory_mb
 from perception.bench.stats import ratio, summarize_ms
 from perception.bench.timing import time_block
 from perception.config import listed_setting, same_setting, setting
-from perception.errors import ConfigError, ModelError
+from perception.errors import ConfigError, ModelError, why_not_a_file
 from perception.frames import SOURCE_FRAME_STRIDE, bench_frames, frames_description
 from perception.modelfile import check_model_path
 from perception.options import EngineName, EngineOptions, PrecisionName, ProviderName
@@ -154,7 +156,13 @@ class EngineBenchConfig:
 
 
 def resolve_models(models: list[Path]) -> list[Path]:
-    """The model files to measure: the given ones, or the shipped default; ModelError when absent."""
+    """The model files to measure: the given ones, or the shipped default.
+
+    Raises:
+        ModelError: a file that is missing, or that every reader refuses (``check_model_path``'s
+            line: a folder, a FIFO or device, a symbolic link loop, no permission).
+        ConfigError: the same file given twice (two rows of one file under one label).
+    """
     if not models:
         if not DEFAULT_MODEL.is_file():
             raise ModelError(
@@ -162,12 +170,37 @@ def resolve_models(models: list[Path]) -> list[Path]:
                 "pass --model path/to/model.onnx"
             )
         return [DEFAULT_MODEL]
-    for m in models:
-        if Path(m).is_dir():
-            check_model_path(m)  # every command's one line: "... is a directory; pass the .onnx file inside it"
-        if not Path(m).is_file():
+    seen: dict[Path, Path] = {}
+    for m in map(Path, models):
+        if why_not_a_file(m) == "not found":
             raise ModelError(f"model file {m} not found; check the --model path")
+        check_model_path(m)  # every reader's line: a directory, a FIFO, a link loop, no permission
+        same = seen.setdefault(m.resolve(), m)
+        if same is not m:
+            twice = f"--model {m} is given twice" if same == m else f"--model {m} names the same file as --model {same}"
+            raise ConfigError(f"{twice}; give each model file once (--engine, --precision and the other lists "
+                              "make the rows of one file)")
     return [Path(m) for m in models]
+
+
+def no_engine_reads(model: Path, engines: list[str]) -> str:
+    """Why no chosen engine runs ``model``, and which would (``ENGINE_SUFFIXES``)."""
+    if model.suffix.lower() in (".xml", ".bin"):
+        return (f"{model} is an OpenVINO IR file, which perception does not read; pass the .onnx it was converted "
+                "from (--engine openvino runs an .onnx with OpenVINO)")
+    return (f"no chosen engine ({', '.join(engines)}) reads {model.name}; pass --engine torch for .pt checkpoints, "
+            "ort, openvino, auto or tensorrt for .onnx, tensorrt for .engine and .plan")
+
+
+def warn_threads_over_cores(threads: list[int]) -> None:
+    """One warning when a ``--threads`` value is more than the cores this process may run on: the
+    threads then take turns on the cores, and those rows time that, far slower than the node runs
+    (256 threads on 2 cores: p50 197 ms against 30-50 ms at 2)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    over = [t for t in threads if t > cores]
+    if over:
+        log.warning("--threads %s: more than the %d CPU cores this process may use; those rows time threads taking "
+                    "turns on the cores (slower than --threads %d)", ",".join(map(str, over)), cores, cores)
 
 
 def _file_ran(case: Case) -> Path:
@@ -210,6 +243,8 @@ def _result(case: Case, cfg: EngineBenchConfig) -> dict[str, Any]:
             # The reference is ORT on the --model file itself: FP32 for an FP32 file (whose INT8
             # sibling --precision int8 runs), the file's own precision for an INT8 file passed directly.
             "agreement_reference": None if case.agreement is None else f"ort-{file_precision(case.model)}",
+            # Why an ONNX file has no agreement: its ONNX Runtime reference could not run it.
+            "agreement_skipped": case.agreement_skipped,
             "input_hw": list(meta.input_hw),
             "load_s": round(case.load_s, 4),
         })
@@ -278,8 +313,8 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
     cases = [c for c in build_cases(cfg, models) if _engine_reads(c.engine_name, c.model)]
     for m in models:
         if not any(c.model == m for c in cases):
-            raise ConfigError(f"no chosen engine ({', '.join(cfg.engines)}) reads {m.name}; "
-                              "pass --engine torch for .pt checkpoints, ort or tensorrt for .onnx")
+            raise ConfigError(no_engine_reads(m, cfg.engines))
+    warn_threads_over_cores(cfg.threads)
     frames_by_hw: dict[tuple[int, int], list[np.ndarray]] = {}
     loaded: dict[tuple, Case] = {}
     try:
@@ -314,7 +349,7 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
                 for i in range(cfg.warmup):
                     # with streams, the runs go round the workers (each request's first run allocates)
                     infer = case.workers[i % len(case.workers)].infer if case.workers else case.engine.infer
-                    infer(case.batches[i % len(case.batches)])
+                    guarded(case, "in its warm-up", infer, case.batches[i % len(case.batches)])
                     bar.update(1)
             for block in range(cfg.blocks):
                 for case in active:
@@ -322,7 +357,8 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
                     runs = runs_per_block
                     if runs is not None and block == cfg.blocks - 1:
                         runs = cfg.runs - len(case.samples_ns)  # the last block takes the remainder
-                    time_block(case, runs, block_s, bar.update)
+                    # outside the timed calls: a backend's error is one line naming the configuration
+                    guarded(case, f"in timed block {block + 1}", time_block, case, runs, block_s, bar.update)
                     case.gpu_peak_mb = _max_or_none(case.gpu_peak_mb, gpu_memory_mb())
     finally:
         for case in loaded.values():
@@ -368,7 +404,8 @@ def _check_memory(cases: list[Case], frames_by_hw: dict[tuple[int, int], list[np
             hw = (int(case.engine.metadata.input_hw[0]), int(case.engine.metadata.input_hw[1]))
             if hw not in frames_by_hw:
                 frames_by_hw[hw] = bench_frames(hw, FRAME_POOL, cfg.seed, cfg.frames)
-            per_image[key] = engine_bytes_per_image(case, frames_by_hw[hw][0])
+            per_image[key] = guarded(case, "measuring its memory per image", engine_bytes_per_image, case,
+                                     frames_by_hw[hw][0])
     check_batch_memory(batched, per_image, available_memory_bytes())
 
 

@@ -77,7 +77,7 @@ def plot_engine(results: dict[str, Any], out: Path) -> dict[str, Path]:
 
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.5))
     labels = [f"#{i} {r['label']}" for i, r in enumerate(rows, start=1)]
-    ax.barh(labels, [r["throughput_ips"] for r in rows])
+    ax.barh(labels, [r["throughput_ips"] or 0 for r in rows])  # None: no time measured
     ax.invert_yaxis()
     ax.set_xlabel("images / s")
     ax.set_title("Engine throughput")
@@ -106,7 +106,7 @@ def plot_pipeline(results: dict[str, Any], out: Path) -> dict[str, Path]:
         names = list(stages)
         x = np.arange(len(names))
         for j, pct in enumerate(("p50", "p90", "p99")):
-            ax.bar(x + (j - 1) * 0.27, [stages[n][pct] for n in names], width=0.27, label=pct)
+            ax.bar(x + (j - 1) * 0.27, [stages[n][pct] or 0 for n in names], width=0.27, label=pct)
         ax.set_xticks(x, names, rotation=20, fontsize=8)
         ax.set_ylabel("ms")
         ax.set_title("Stage latency (from message headers)")

@@ -9,6 +9,7 @@ backend: no display is needed.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,135 @@ def load_results(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{p} is not valid JSON ({exc}); pass the perception.bench.json that bench wrote") from None
     if not isinstance(doc, dict) or doc.get("schema") != RESULTS_SCHEMA:
         raise ConfigError(f"{p} is not a bench result (schema {RESULTS_SCHEMA!r}); pass the perception.bench.json that bench wrote")
+    problem = results_problem(doc)
+    if problem:
+        raise ConfigError(f"{p}: {problem}, so no report can be made from it; pass the perception.bench.json that "
+                          "bench wrote, as it wrote it (or run the bench again)")
     return doc
+
+
+# ---- what a report reads from a bench JSON, checked before it is read ------------------------------
+#
+# A spec is "num" (a finite number), "str", "any", each with "?" when null is allowed too; ("obj",
+# {key: spec}, nullable) with "key?" for a key that may be absent; ("list", spec, nullable);
+# ("map", spec): an object of any keys; ("hw",): a [height, width] pair of numbers.
+
+def _obj(fields: dict, nullable: bool = False) -> tuple:
+    return ("obj", fields, nullable)
+
+
+def _list(item, nullable: bool = False) -> tuple:
+    return ("list", item, nullable)
+
+
+_SUMMARY = _obj({"count": "num", "mean?": "num?", "p50": "num?", "p90": "num?", "p99": "num?", "max": "num?"})
+_ENGINE_SKIPPED = _obj({"label": "str", "skipped": "str"})
+_ENGINE_ROW = _obj({
+    "label": "str", "skipped?": "str?", "model?": "any", "model_tag?": "str?", "model_name": "any", "engine": "any",
+    "provider": "any", "precision": "any", "agreement": "num?", "agreement_skipped?": "str?", "input_hw": ("hw",),
+    "threads_requested?": "any", "streams_requested?": "any", "batch": "num", "latency_ms": _SUMMARY, "fps": "num?",
+    "throughput_ips": "num?", "ratio_to_first?": _obj({"fps?": "num?", "throughput_ips?": "num?", "p50_ms?": "num?",
+                                                       "p99_ms?": "num?"}, nullable=True),
+    "memory?": ("map", "num?"), "model_file_mb": "num?", "samples_ms": _list("num"),
+})
+_ENGINE = _obj({"settings?": ("map", "any"), "results?": _list("any")})  # rows: _ENGINE_ROW or _ENGINE_SKIPPED
+_LATENCY = _obj({"count": "num", "mean": "num?", "p50": "num?", "p90": "num?", "p99": "num?", "max": "num?"},
+                nullable=True)
+_PIPELINE = _obj({
+    "duration_s?": "num?", "input_ended_s?": "num?", "sequence?": ("map", "any"), "frames_dropped?": "num?",
+    "lost_after_node?": "num?", "input_fps?": "num?", "output_fps?": "num?",
+    "cpu?": _obj({"mean_percent?": "num?", "max_percent?": "num?", "rss_peak_mb?": "num?",
+                  "threads?": _list(_obj({"name?": "any", "tid": "any", "percent": "any"}))}, nullable=True),
+    "probe_wait?": _obj({"waited_s?": "num?"}, nullable=True),
+    "stages_ms?": ("map", _LATENCY), "capture_to_publish_ms?": _LATENCY, "capture_to_receive_ms?": _LATENCY,
+    "capture_to_receive_samples_ms?": _list("num", nullable=True), "topics?": "any",
+})
+_BASELINE = _obj({"fps?": "num?", "latency_ms": _LATENCY, "samples_ms?": _list("num", nullable=True)}, nullable=True)
+_RATIOS = _obj({"engine_only_fps?": "num?", "cpu_per_frame?": _obj({
+    "node_ms": "num?", "subscriber_ms": "num?", "engine_only_ms": "num?", "node_beyond_engine_ms": "num?",
+    "cpu_bound_node_over_engine": "num?"}, nullable=True)}, nullable=True)
+_ROUNDS = _list(_obj({"engine": "any", "precision": "any", "node_fps": "num?"}), nullable=True)
+_PEAK = _obj({"max_drop": "num", "fps_held?": "num?", "sustained?": _obj({}, nullable=True),
+              "trials": _list(_obj({"fps_requested": "any", "input_fps": "any", "output_fps": "any",
+                                    "frames_captured": "any", "missing": "any", "frames_dropped": "any",
+                                    "cpu_percent": "any"}))}, nullable=True)
+_CAMERA_RUN = _obj({"window_s": "any", "images_per_s": "any", "cpu_percent_mean": "any", "min_camera_share": "any",
+                    "per_camera": ("map", _obj({"capture_to_receive_ms?": ("map", "any", True)}))})
+_CAMERAS = _obj({"n": "any", "one_node": _CAMERA_RUN, "separate_nodes": _CAMERA_RUN,
+                 "rounds?": _list(_obj({"one_node_images_per_s": "any", "separate_images_per_s": "any",
+                                        "ratio": "any"}), nullable=True)}, nullable=True)
+_ENVIRONMENT = _obj({"libraries?": ("map", "any"), "thread_variables?": ("map", "any"),
+                     "gpus?": _list(_obj({"name": "any", "memory_total_mb": "any", "driver": "any"})),
+                     "cpu_isa?": _list("str", nullable=True), "ort_providers?": _list("any")})
+_RESULTS = _obj({"engine?": _ENGINE, "pipeline?": _PIPELINE, "baseline?": _BASELINE, "ratios?": _RATIOS,
+                 "rounds?": _ROUNDS, "peak_rate?": _PEAK, "cameras?": _CAMERAS, "environment?": _ENVIRONMENT})
+
+_WORDS = {"num": "a number", "str": "text", "obj": "an object", "list": "a list", "map": "an object",
+          "hw": "a [height, width] pair"}
+
+
+def _shown(value: Any) -> str:
+    text = "null" if value is None else json.dumps(value) if isinstance(value, (str, int, float, bool)) else (
+        "an object" if isinstance(value, dict) else "a list" if isinstance(value, list) else repr(value))
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _problem(value: Any, spec: Any, where: str) -> str:
+    """Where and how ``value`` (at ``where`` in the JSON) is not what ``spec`` says; empty when it is."""
+    if spec == "any":
+        return ""
+    if isinstance(spec, str):
+        base = spec.rstrip("?")
+        if value is None and spec.endswith("?"):
+            return ""
+        ok = _is_number(value) if base == "num" else isinstance(value, str)
+        return "" if ok else f"{where} is {_shown(value)}, expected {_WORDS[base]}"
+    kind = spec[0]
+    if kind == "hw":
+        ok = isinstance(value, list) and len(value) == 2 and all(_is_number(v) for v in value)
+        return "" if ok else f"{where} is {_shown(value)}, expected {_WORDS['hw']}"
+    if value is None and len(spec) > 2 and spec[2]:
+        return ""
+    if kind in ("obj", "map") and not isinstance(value, dict):
+        return f"{where} is {_shown(value)}, expected {_WORDS[kind]}"
+    if kind == "list" and not isinstance(value, list):
+        return f"{where} is {_shown(value)}, expected {_WORDS[kind]}"
+    if kind == "obj":
+        for key, sub in spec[1].items():
+            name = key.rstrip("?")
+            if name not in value:
+                if key.endswith("?"):
+                    continue
+                return f"{where}.{name} is missing"
+            problem = _problem(value[name], sub, f"{where}.{name}")
+            if problem:
+                return problem
+        return ""
+    items = enumerate(value) if kind == "list" else value.items()
+    for key, item in items:
+        problem = _problem(item, spec[1], f"{where}[{key}]" if kind == "list" else f"{where}.{key}")
+        if problem:
+            return problem
+    return ""
+
+
+def results_problem(doc: dict[str, Any]) -> str:
+    """Where a bench JSON (``schema`` already checked) holds something its report cannot be made of
+    (``samples_ms: ["x", null]``, ``latency_ms: null``): the key and what it holds, e.g.
+    ``engine.results[0].latency_ms is null, expected an object``; empty when it is whole."""
+    problem = _problem(doc, _RESULTS, "the JSON").replace("the JSON.", "", 1)
+    if problem:
+        return problem
+    for i, row in enumerate((doc.get("engine") or {}).get("results") or []):
+        spec = _ENGINE_SKIPPED if isinstance(row, dict) and row.get("skipped") else _ENGINE_ROW
+        problem = _problem(row, spec, f"engine.results[{i}]")
+        if problem:
+            return problem
+    return ""
 
 
 def write_results(results: dict[str, Any], out_dir: str | Path) -> Path:
@@ -128,6 +257,7 @@ def _engine_section(engine: dict[str, Any], plots: dict[str, str]) -> list[str]:
               "peak RSS MB", "GPU MB", "file MB"]
     rows = []
     skipped = []
+    unmeasured = []  # rows whose agreement could not be measured, and why
     # Files of one architecture share a model name: then the short file name tells them apart.
     files_of: dict[str, set[str]] = {}
     for r in engine.get("results", []):
@@ -136,6 +266,8 @@ def _engine_section(engine: dict[str, Any], plots: dict[str, str]) -> list[str]:
         if r.get("skipped"):
             skipped.append(f"- #{i} {r['label']}: skipped, {r['skipped']}")
             continue
+        if r.get("agreement_skipped"):
+            unmeasured.append(f"- #{i} {r['label']}: no agreement, {r['agreement_skipped']}")
         lat = r["latency_ms"]
         ratios = r.get("ratio_to_first") or {}
         mem = r.get("memory", {})
@@ -153,6 +285,8 @@ def _engine_section(engine: dict[str, Any], plots: dict[str, str]) -> list[str]:
     lines += _table(header, rows) + [""]
     if skipped:
         lines += skipped + [""]
+    if unmeasured:
+        lines += unmeasured + [""]
     for key, title in (("engine_cdf", "Latency CDF"), ("engine_fps", "FPS")):
         if key in plots:
             lines += [f"![{title}]({plots[key]})", ""]
@@ -359,6 +493,7 @@ def summary_text(results: dict[str, Any]) -> str:
             f"{r['fps']:.1f} FPS  {r['throughput_ips']:.1f} img/s (x{x:.2f} #1)  "
             f"peak RSS {r['memory']['rss_peak_mb']:.0f} MB"
             + ("" if r.get("agreement") is None else f"  agree {100 * r['agreement']:.2f} %")
+            + ("  agree - (ONNX Runtime, the reference, cannot run the file)" if r.get("agreement_skipped") else "")
         )
     c = results.get("cameras")
     if c:

@@ -51,8 +51,18 @@ def _time_block_in_flight(case: Case, runs: int | None, seconds: float | None, t
     taken = [0, len(case.samples_ns)]  # runs taken in this block, index of the next input batch
     deadline = None if seconds is None else time.perf_counter() + seconds
 
+    errors: list[BaseException] = []  # a worker's error, raised in the caller's thread (not a thread's traceback)
+    stop = threading.Event()  # set by a worker that failed: the others stop too
+
     def loop(worker) -> None:
-        while True:
+        try:
+            _loop(worker)
+        except BaseException as exc:
+            errors.append(exc)
+            stop.set()
+
+    def _loop(worker) -> None:
+        while not stop.is_set():
             with lock:
                 if (runs is not None and taken[0] >= runs) or (deadline is not None and time.perf_counter() >= deadline):
                     return
@@ -75,3 +85,5 @@ def _time_block_in_flight(case: Case, runs: int | None, seconds: float | None, t
     for t in threads:
         t.join()
     case.wall_ns += time.perf_counter_ns() - start
+    if errors:
+        raise errors[0]

@@ -26,6 +26,7 @@ checkpoint with ``perception export --dynamic-batch``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,8 +37,9 @@ import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from perception.contracts import INPUT_NAME, METADATA_KEY, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE
-from perception.errors import ModelError
-from perception.modelfile import read_model_metadata
+from perception.engines.base import backend_error_text
+from perception.errors import ModelError, PerceptionError
+from perception.modelfile import check_model_path, read_model_metadata
 
 #: Frames of the equivalence check (every batch size from 1 to this is run).
 VERIFY_FRAMES = 4
@@ -142,6 +144,18 @@ def make_batch_dynamic(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int, in
     return model, resizes, reshapes
 
 
+@contextlib.contextmanager
+def _backend_errors(what: str, fix: str):
+    """ONNX Runtime's errors (its own types, MemoryError) inside as one ModelError line: ``what``,
+    the backend's words, ``fix``. Errors of this code (a bug) keep their traceback."""
+    try:
+        yield
+    except (PerceptionError, AssertionError, AttributeError, NameError, TypeError):
+        raise
+    except Exception as exc:
+        raise ModelError(f"{what} ({type(exc).__name__}: {backend_error_text(exc)}); {fix}") from exc
+
+
 def verify_batches(original: Path, converted: Path, *, frames: int = VERIFY_FRAMES, seed: int = 0) -> BatchCheck:
     """``converted`` run on batches 1..``frames`` against ``original`` run frame by frame (ONNX Runtime
     CPU): the share of equal class ids (judged by the caller), and the confidence, checked here.
@@ -151,16 +165,26 @@ def verify_batches(original: Path, converted: Path, *, frames: int = VERIFY_FRAM
             agree, or off on more than ``MAX_CONFIDENCE_OFF`` of them, or another output differs.
     """
     options = ort.SessionOptions()
-    options.log_severity_level = 3
-    a = ort.InferenceSession(str(original), options, providers=["CPUExecutionProvider"])
-    b = ort.InferenceSession(str(converted), options, providers=["CPUExecutionProvider"])
-    shape = [d if isinstance(d, int) else 1 for d in a.get_inputs()[0].shape]
-    x = np.random.default_rng(seed).integers(0, 256, (frames, *shape[1:]), dtype=np.uint8)
-    names = [o.name for o in a.get_outputs()]
-    reference = [dict(zip(names, a.run(None, {INPUT_NAME: x[i : i + 1]}), strict=True)) for i in range(frames)]
+    options.log_severity_level = 4  # its errors are raised, and said in one line below
+    with _backend_errors(f"{original.name}: ONNX Runtime cannot run the batch-1 original", "check the file with "
+                         "perception inspect (the node would refuse it as well)"):
+        a = ort.InferenceSession(str(original), options, providers=["CPUExecutionProvider"])
+        shape = [d if isinstance(d, int) else 1 for d in a.get_inputs()[0].shape]
+        x = np.random.default_rng(seed).integers(0, 256, (frames, *shape[1:]), dtype=np.uint8)
+        names = [o.name for o in a.get_outputs()]
+        reference = [dict(zip(names, a.run(None, {INPUT_NAME: x[i : i + 1]}), strict=True)) for i in range(frames)]
+    h, w = x.shape[1:3]
+    for name in (OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE):  # the node's check of its warm-up (Engine.check_outputs)
+        out = reference[0].get(name)
+        if out is not None and (out.dtype != np.uint8 or out.shape != (1, h, w)):
+            raise ModelError(f"{original}: output {name!r} is {out.dtype} {tuple(out.shape)} when it runs, the node "
+                             f"needs uint8 (1, {h}, {w}) as its graph declares; re-export the model")
+    with _backend_errors(f"{original.name}: ONNX Runtime cannot load the dynamic-batch graph", REEXPORT_HINT):
+        b = ort.InferenceSession(str(converted), options, providers=["CPUExecutionProvider"])
     equal = total = off = compared = 0
     for n in range(1, frames + 1):
-        got = dict(zip(names, b.run(None, {INPUT_NAME: x[:n]}), strict=True))
+        with _backend_errors(f"{original.name}: the dynamic-batch graph fails at batch {n}", REEXPORT_HINT):
+            got = dict(zip(names, b.run(None, {INPUT_NAME: x[:n]}), strict=True))
         want = {name: np.concatenate([r[name] for r in reference[:n]]) for name in names}
         same_class = got[OUTPUT_CLASS_IDS] == want[OUTPUT_CLASS_IDS] if OUTPUT_CLASS_IDS in names else None
         for name in names:
@@ -197,10 +221,15 @@ def convert(src: Path, dst: Path) -> BatchReport:
         ModelError: ``src`` is not a perception model, is already dynamic, or the converted graph
             does not give the original's class ids (and confidence, within rounding) at every batch size.
     """
+    check_model_path(src)  # first: a FIFO would block the readers below, a folder or link loop is one line
     metadata = read_model_metadata(src)
     model = onnx.load(str(src))
-    if not model.graph.input[0].type.tensor_type.shape.dim[0].HasField("dim_value"):
+    batch = model.graph.input[0].type.tensor_type.shape.dim[0]
+    if not batch.HasField("dim_value"):
         raise ModelError(f"{src.name} already has a dynamic batch")
+    if batch.dim_value != 1:
+        raise ModelError(f"{src.name} has a fixed batch of {batch.dim_value}; this tool converts a file exported with "
+                         f"batch 1, so {REEXPORT_HINT}")
     converted, resizes, reshapes = make_batch_dynamic(model)
     props = {p.key: p.value for p in converted.metadata_props}
     props[METADATA_KEY] = replace(metadata, dynamic_batch=True).to_json()

@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from perception.engines.base import INT8_SUFFIX
     from perception.errors import PerceptionError
-    from perception.modelfile import read_model_metadata
+    from perception.modelfile import check_model_path, read_model_metadata
 
     parser = argparse.ArgumentParser(prog="python -m perception.export.quantize", description=main.__doc__)
     parser.add_argument("model", type=Path, help="exported FP32 .onnx")
@@ -305,11 +305,19 @@ def main(argv: list[str] | None = None) -> int:
             link = " (through a link)" if out.is_symlink() or args.model.is_symlink() else ""
             raise ConfigError(f"--out {out} is the model {args.model} itself{link}: the INT8 file would overwrite its FP32 "
                               f"model; choose another --out (default: {args.model.name.removesuffix('.onnx')}{INT8_SUFFIX})")
+        check_model_path(args.model)  # first: a FIFO would block the reader below
         metadata = read_model_metadata(args.model)
         if metadata.precision == "int8" and not args.gate_only:
             raise ConfigError(f"{args.model.name} is already INT8; quantise its FP32 model (the .onnx without .int8)")
         if not args.gate_only:
             check_out(out)  # before minutes of calibration, not after
+        else:  # the INT8 file to gate, before the gate's images are read
+            if not out.exists() and not out.is_symlink():
+                raise ConfigError(f"--gate-only: {out} does not exist; quantise the model first (drop --gate-only), "
+                                  "or name the INT8 file with --out")
+            check_model_path(out)  # a folder, a FIFO, a link loop: one line, before it is read
+            if read_model_metadata(out).precision != "int8":
+                raise ConfigError(f"--gate-only: {out} is not an INT8 model; quantise it first (drop --gate-only)")
         val_spec = args.val_data or args.calib
         control = None
         if args.accuracy_control:
@@ -344,9 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                               fix="or pass --accuracy-control SPEC naming labelled images")
             control = AccuracyControl(samples, max_drop_points=args.ac_max_drop)
         if args.gate_only:  # re-gate an existing INT8 file (and record the gate in it)
-            if not out.is_file() or read_model_metadata(out).precision != "int8":
-                raise ConfigError(f"--gate-only: {out} is not an INT8 model; quantise it first (drop --gate-only)")
-            judged = out
+            judged = out  # checked above
         else:
             calib, _ = load_samples(args.calib, split="train", count=args.calib_count, input_hw=metadata.input_hw)
             created = make_folder(out.parent)

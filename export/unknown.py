@@ -297,7 +297,13 @@ def add_unknown_threshold(
     import tempfile
 
     from perception.export.onnx import finish_model
-    from perception.modelfile import check_writable, load_model_proto, read_model_metadata, save_model
+    from perception.modelfile import (
+        check_model_path,
+        check_writable,
+        load_model_proto,
+        read_model_metadata,
+        save_model,
+    )
 
     if threshold is not None and not 0 <= threshold <= 1:
         raise ConfigError(f"--threshold {threshold:g} must be a probability in 0..1")
@@ -305,6 +311,7 @@ def add_unknown_threshold(
         raise ConfigError(f"--count {count} must be at least 1")
     if out.suffix != ".onnx" or out.is_dir():
         raise ConfigError(f"--out {out} must be an .onnx file name")
+    check_model_path(model)  # first: a FIFO would block the reader below
     metadata = read_model_metadata(model)
     check_writable(out)  # before the threshold search, not after
     metadata = dataclasses.replace(metadata, has_confidence=True, confidence_pool=confidence_pool(metadata.class_table))

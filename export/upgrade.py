@@ -121,8 +121,15 @@ def upgrade_file(model: Path, out: Path) -> str:
             ONNX Runtime cannot run it, or the rewritten graph's outputs differ from the
             original's (nothing is written then). ConfigError: ``out`` cannot be written.
     """
-    from perception.modelfile import external_data_files, load_model_proto, read_model_metadata, save_model
+    from perception.modelfile import (
+        check_model_path,
+        external_data_files,
+        load_model_proto,
+        read_model_metadata,
+        save_model,
+    )
 
+    check_model_path(model)  # first: a FIFO would block the reader below
     read_model_metadata(model)  # the node's checks first: its metadata, I/O contract, input size bound, weights file
     in_place = Path(out) == Path(model) or _same_file(out, model)
     proto = load_model_proto(model)

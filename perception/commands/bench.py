@@ -187,7 +187,15 @@ def _report(args: argparse.Namespace) -> int:
             written["json"] = Path(shutil.copyfile(source, out / report.RESULTS_FILE))
         except OSError as exc:
             raise ConfigError(f"cannot write {out / report.RESULTS_FILE} ({exc.strerror}); choose a writable --out") from None
-    written.update(report.write_report(results, out))
+    try:
+        written.update(report.write_report(results, out))
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        # A damaged JSON that ``load_results``'s checks let through (a key of a part they do not
+        # cover): one line naming the file, not a traceback from the plotting code.
+        what = f"key {exc.args[0]!r} is missing" if isinstance(exc, KeyError) and exc.args else (
+            f"{type(exc).__name__}: {str(exc)[:120]}")
+        raise ConfigError(f"{source}: cannot make a report from it ({what}); pass the perception.bench.json that "
+                          "bench wrote, as it wrote it (or run the bench again)") from None
     _print_written(written)
     return 0
 

@@ -335,7 +335,9 @@ def child_verdict(returncode: int, stdout: str, stderr: str, key: dict) -> Selec
                                   "try --engine ort") from None
         selection.key = key
         return selection
-    error = {"ModelError": ModelError, "DependencyError": DependencyError}.get(doc.get("error_type", ""))
+    # WarmupError (the reference's first inference failed: ``run_probe``'s warm-up check) is a ModelError
+    error = {"ModelError": ModelError, "WarmupError": ModelError, "DependencyError": DependencyError}.get(
+        doc.get("error_type", ""))
     if error is not None:
         raise error(doc.get("error", "the engine probe failed"))
     last = (stderr.strip().splitlines() or ["no output"])[-1]

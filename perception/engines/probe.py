@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from perception.engines.base import INT8_SUFFIX, Engine, EngineOptions
+from perception.engines.base import INT8_SUFFIX, Engine, EngineOptions, WarmupError
 from perception.errors import ConfigError, ModelError, PerceptionError
 from perception.modelfile import read_model_metadata
 
@@ -301,6 +301,16 @@ def load_candidate(candidate: Candidate, model_path: Path, options: EngineOption
         provider="cpu", threads=options.threads, precision=candidate.precision, streams=options.streams))
 
 
+def candidate_error(exc: BaseException) -> str:
+    """Why a candidate could not run, in at most 200 characters: a first inference that failed
+    (``WarmupError``) as its backend's words, else the error's first line."""
+    if isinstance(exc, WarmupError):
+        text = f"its first inference failed ({type(exc.__cause__ or exc).__name__}: {exc.reason})"
+    else:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 def run_probe(
     model_path: Path,
     options: EngineOptions,
@@ -321,6 +331,10 @@ def run_probe(
     options = dataclasses.replace(options, streams=1)
     reference = load_candidate(Candidate(*REFERENCE), model_path, options)
     try:
+        # The node's warm-up check first: a file whose first inference fails, or whose outputs are not
+        # what its graph declares, is refused with perception run's line (WarmupError, ModelError),
+        # and no verdict is cached for a model the node will not run.
+        reference.warmup(1)
         expected = [reference.infer(f)["class_ids"] for f in frames]
         outputs = reference.output_names
     finally:
@@ -330,11 +344,15 @@ def run_probe(
     for cand in candidates:
         result = CandidateResult(cand.engine, cand.precision)
         results.append(result)
+        engine = None
         try:
             engine = load_candidate(cand, model_path, options)
+            engine.warmup(1)  # the node's check: a backend's error becomes WarmupError
             got = [engine.infer(f)["class_ids"] for f in frames]
         except (PerceptionError, RuntimeError) as exc:
-            result.error = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            if engine is not None:
+                engine.close()
+            result.error = candidate_error(exc)
             continue
         if engine.output_names != outputs:  # e.g. an INT8 sibling quantised before --confidence
             engine.close()
