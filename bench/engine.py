@@ -60,7 +60,7 @@ from perception.bench.timing import time_block
 from perception.config import listed_setting, same_setting, setting
 from perception.errors import ConfigError, ModelError, why_not_a_file
 from perception.frames import SOURCE_FRAME_STRIDE, bench_frames, frames_description
-from perception.modelfile import check_model_path
+from perception.modelfile import check_model_path, openvino_ir_line
 from perception.options import EngineName, EngineOptions, PrecisionName, ProviderName
 from perception.run_config import DEFAULT_MODEL, RunConfig
 
@@ -186,8 +186,7 @@ def resolve_models(models: list[Path]) -> list[Path]:
 def no_engine_reads(model: Path, engines: list[str]) -> str:
     """Why no chosen engine runs ``model``, and which would (``ENGINE_SUFFIXES``)."""
     if model.suffix.lower() in (".xml", ".bin"):
-        return (f"{model} is an OpenVINO IR file, which perception does not read; pass the .onnx it was converted "
-                "from (--engine openvino runs an .onnx with OpenVINO)")
+        return openvino_ir_line(model)  # every command's words for an IR (run, inspect, eval)
     return (f"no chosen engine ({', '.join(engines)}) reads {model.name}; pass --engine torch for .pt checkpoints, "
             "ort, openvino, auto or tensorrt for .onnx, tensorrt for .engine and .plan")
 

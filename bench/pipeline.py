@@ -262,8 +262,11 @@ def check_conflicts(cfg: PipelineBenchConfig) -> None:
 def baseline_warmup(cfg: PipelineBenchConfig) -> int:
     """The serial loop's untimed calls before its timing starts: as many as the node has made when
     its window opens (its ``--warmup`` runs, then its first frame, whose mask opens the window), so
-    that neither starts colder than the other (the loop's fixed 10 favoured it on a short window)."""
-    return cfg.warmup + 1
+    that neither starts colder than the other (the loop's fixed 10 favoured it on a short window).
+    ``--warmup 0`` still makes the node's one check run (``engines.base.warmup_runs``)."""
+    from perception.engines.base import warmup_runs
+
+    return warmup_runs(cfg.warmup) + 1
 
 
 #: ``--streams auto``: the most frames in flight the node may choose (``streams_for_node``).

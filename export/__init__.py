@@ -32,6 +32,7 @@ from typing import Literal
 from perception.config import hw_from_text, hw_to_text, setting
 from perception.contracts import MAX_MODEL_INPUT_SIDE, MIN_MODEL_INPUT_SIDE
 from perception.errors import ConfigError, DependencyError, ModelError, file_in_the_way
+from perception.overwrite import refuse_special_file
 
 log = logging.getLogger(__name__)
 
@@ -396,9 +397,11 @@ def remove_folders(created: list[Path]) -> None:
 def check_out(out: Path, *, checkpoint: Path | None = None, flag: str = "--out") -> None:
     """ConfigError, before any work, when ``out`` is a folder, cannot be created (a file where a
     folder of its path should be, a folder that cannot be written), or is the ``checkpoint`` itself
-    or its INT8 sibling is (also through a link): writing there would destroy the checkpoint."""
+    or its INT8 sibling is (also through a link): writing there would destroy the checkpoint; and
+    when it is a FIFO, device or socket (``overwrite.refuse_special_file``)."""
     if out.is_dir():
         raise ConfigError(f"{flag} {out} is a directory; give a file name such as {out / 'model.onnx'}")
+    refuse_special_file(out, flag=flag)  # a FIFO would block the write (or be replaced), a device take the model
     if checkpoint is not None:
         for path in (out, int8_path_for(out)):
             if same_file(path, checkpoint):

@@ -39,7 +39,8 @@ from onnx import helper, numpy_helper
 from perception.contracts import INPUT_NAME, METADATA_KEY, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE
 from perception.engines.base import backend_error_text
 from perception.errors import ModelError, PerceptionError
-from perception.modelfile import check_model_path, read_model_metadata
+from perception.export import check_out
+from perception.modelfile import check_model_path, read_model_metadata, save_model_bytes
 
 #: Frames of the equivalence check (every batch size from 1 to this is run).
 VERIFY_FRAMES = 4
@@ -222,6 +223,7 @@ def convert(src: Path, dst: Path) -> BatchReport:
             does not give the original's class ids (and confidence, within rounding) at every batch size.
     """
     check_model_path(src)  # first: a FIFO would block the readers below, a folder or link loop is one line
+    check_out(dst)  # before the work: a folder, a FIFO (the write would block), a device, a folder not writable
     metadata = read_model_metadata(src)
     model = onnx.load(str(src))
     batch = model.graph.input[0].type.tensor_type.shape.dim[0]
@@ -248,7 +250,7 @@ def convert(src: Path, dst: Path) -> BatchReport:
                 f"under {100 * required:g} %; {REEXPORT_HINT}"
             )
         assert read_model_metadata(candidate).dynamic_batch  # the metadata reads back
-        dst.write_bytes(candidate.read_bytes())
+        save_model_bytes(candidate.read_bytes(), dst)  # atomic; in place through a link, permissions kept
     return BatchReport(resizes=resizes, reshapes=reshapes, frames_checked=VERIFY_FRAMES, class_ids_equal=equal,
                        confidence_off=check.confidence_off)
 

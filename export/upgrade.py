@@ -132,6 +132,10 @@ def upgrade_file(model: Path, out: Path) -> str:
     check_model_path(model)  # first: a FIFO would block the reader below
     read_model_metadata(model)  # the node's checks first: its metadata, I/O contract, input size bound, weights file
     in_place = Path(out) == Path(model) or _same_file(out, model)
+    if not in_place:
+        from perception.export import check_out
+
+        check_out(out)  # before the work: a folder, a FIFO (the write would block), a device
     proto = load_model_proto(model)
     original = proto.SerializeToString()
     if not upgrade_normalisation(proto):

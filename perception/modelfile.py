@@ -119,6 +119,8 @@ def load_model_proto(path: str | Path, *, with_weights: bool = True):
     from onnx.checker import ValidationError
 
     path = check_model_path(path)
+    if is_openvino_ir(path):
+        raise ModelError(openvino_ir_line(path))
     if _is_torch_checkpoint(path):
         raise ModelError(
             f"{path.name} is a PyTorch checkpoint, not an ONNX model: export it (perception export --checkpoint "
@@ -129,6 +131,8 @@ def load_model_proto(path: str | Path, *, with_weights: bool = True):
     try:
         proto = onnx.load(str(path), load_external_data=with_weights)
     except (DecodeError, RuntimeError, ValueError, OSError, ValidationError) as exc:
+        if path.suffix.lower() == ".bin" and is_openvino_ir(path.with_suffix(".xml")):  # an IR's weights
+            raise ModelError(openvino_ir_line(path)) from None
         raise ModelError(
             f"{path.name} is not a readable ONNX file ({type(exc).__name__}); it may be truncated or corrupt: "
             f"copy it again or {_REEXPORT}"
@@ -136,6 +140,26 @@ def load_model_proto(path: str | Path, *, with_weights: bool = True):
     if not proto.graph.node or not proto.graph.input or not proto.graph.output:
         raise ModelError(f"{path.name} holds no complete ONNX graph; it may be truncated: copy it again or {_REEXPORT}")
     return proto
+
+
+def openvino_ir_line(path: str | Path) -> str:
+    """The one line for an OpenVINO IR (``model.xml`` and its ``model.bin``) given where a model
+    file goes: what it is and what to pass instead. Every command says it so (``bench``'s
+    ``no_engine_reads``, and ``run``, ``inspect``, ``eval`` through ``load_model_proto``)."""
+    return (f"{path} is an OpenVINO IR file, which perception does not read; pass the .onnx it was converted "
+            "from, or export one with 'perception export' (perception run --engine openvino runs an .onnx on OpenVINO)")
+
+
+def is_openvino_ir(path: Path) -> bool:
+    """Whether ``path`` starts as an OpenVINO IR's ``.xml`` does: ``<?xml`` or its root ``<net``
+    (after a byte order mark and blanks). An ONNX file starts with a protobuf field tag, never ``<``."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(512)
+    except OSError:
+        return False  # onnx.load names the problem
+    head = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    return head.startswith(b"<?xml") or head.startswith(b"<net")
 
 
 def _is_torch_checkpoint(path: Path) -> bool:
@@ -170,14 +194,23 @@ def save_model(proto, path: str | Path) -> int:
     """Write ``proto`` to ``path`` atomically (a reader never sees half a file); returns its size.
     Over an existing file, as an in-place edit: through a symbolic link to its target (the link
     stays a link) and with the file's permissions kept."""
-    data = proto.SerializeToString()
+    return save_model_bytes(proto.SerializeToString(), path)
+
+
+def save_model_bytes(data: bytes, path: str | Path) -> int:
+    """``save_model`` for a model file's bytes (a file already written and checked elsewhere)."""
     _write(Path(path), data)
     return len(data)
 
 
 def _write(path: Path, data: bytes | None, *, fix: str = "choose a writable --out") -> None:
     """``data`` to ``path`` by a temporary file beside it and a rename; None: only try (the
-    temporary file is written and removed). ConfigError naming the path when it cannot be."""
+    temporary file is written and removed). ConfigError naming the path when it cannot be, and for
+    a FIFO, device or socket at ``path`` (``overwrite.is_special_file``), which it never replaces."""
+    from perception.overwrite import SPECIAL_FILE, is_special_file
+
+    if is_special_file(path):
+        raise ConfigError(f"cannot write {path}: it is {SPECIAL_FILE}, which no output is written to; {fix}")
     if path.is_symlink():
         path = path.resolve()
     tmp = path.with_name(path.name + ".tmp")

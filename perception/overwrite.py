@@ -11,16 +11,42 @@ is the command's own and is replaced each run.
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
 from perception.errors import ConfigError
 
+#: What an output path that is a FIFO, a device or a socket is (``errors.why_not_a_file``'s words).
+SPECIAL_FILE = "not a regular file (a device, pipe or socket)"
+
+
+def is_special_file(path: str | Path) -> bool:
+    """Whether ``path`` (through a symbolic link) is there and is neither a regular file nor a
+    folder: a FIFO, whose writer waits for a reader for ever (a tool hung on one), a device or a
+    socket. No output is written to one: it is refused before any work (``refuse_special_file``,
+    ``refuse_existing_file``, ``modelfile.check_writable``, ``export.check_out``)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # not there (or not reachable): the writer says why
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def refuse_special_file(path: Path, *, flag: str) -> None:
+    """ConfigError (one line, before any work) when the output ``path`` given as ``flag`` is a
+    FIFO, a device or a socket (``is_special_file``), whatever ``--overwrite`` says."""
+    if is_special_file(path):
+        raise ConfigError(f"{flag} {path} is {SPECIAL_FILE}, which no output is written to; choose another {flag}")
+
 
 def refuse_existing_file(path: Path, *, flag: str, overwrite: bool, example: str) -> None:
     """ConfigError before any work when writing the file ``path`` (given as ``flag``) would replace
-    an existing file (or a symbolic link) without ``overwrite``, and for a folder in its place
-    (``example``: a file name to suggest inside it)."""
+    an existing file (or a symbolic link) without ``overwrite``, for a folder in its place
+    (``example``: a file name to suggest inside it), and for a FIFO, device or socket there
+    (``refuse_special_file``) with or without ``overwrite``."""
+    refuse_special_file(path, flag=flag)
     if path.is_dir():
         raise ConfigError(f"{flag} {path} is a folder; give a file path such as {path / example}")
     if (path.exists() or path.is_symlink()) and not overwrite:

@@ -37,7 +37,7 @@ from typing import Any
 
 from perception import contracts
 from perception.batching import CameraEngine
-from perception.engines.base import Engine
+from perception.engines.base import Engine, warmup_runs
 from perception.errors import PerceptionError, SubscribersMissingError
 from perception.frame_queue import FrameQueue, QueueClosed
 from perception.inflight import InFlight
@@ -159,7 +159,10 @@ class Pipeline:
         else:
             workers = f" on each of {self.streams} workers" if self.streams > 1 else ""
             beside = " (beside the source's opening)" if self.warmed_ms is not None else ""
-            warmed = f"engine warm-up: {self.config.warmup} runs{workers} in {warm_ms:.0f} ms{beside}"
+            n = self.config.warmup
+            runs = (f"{n} run{'s' if n > 1 else ''}" if n else
+                    f"{warmup_runs(n)} run (the model check, which --warmup 0 keeps)")
+            warmed = f"engine warm-up: {runs}{workers} in {warm_ms:.0f} ms{beside}"
         log.info(
             "%s; source %s, queue %s(%d), masks %s%s", warmed,
             self.source.describe(), self.frames.policy, self.frames.capacity,

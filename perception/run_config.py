@@ -81,7 +81,9 @@ class RunConfig:
     engine: EngineName = setting(
         "ort", group="engine", help="inference backend (auto: probe once, run the fastest verified)")
     engine_options: EngineOptions = composed(EngineOptions)
-    warmup: int = setting(1, lo=0, hi=1000, group="engine", help="warm-up runs before the first frame")
+    warmup: int = setting(1, lo=0, hi=1000, group="engine",
+                          help="warm-up runs before the first frame (0 still makes one: the check that the model "
+                               "runs and gives the outputs its graph declares)")
     queue: Literal["auto", "latest", "lossless"] = setting(
         "auto", group="pipeline",
         help="latest: keep the newest frame, count drops (auto for live sources); lossless: every frame (auto for files)")

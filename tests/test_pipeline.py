@@ -321,7 +321,8 @@ def test_the_node_names_its_threads_for_the_os(engine, link, monkeypatch):
     monkeypatch.setattr(source, "read", noting("read", source.read))
     monkeypatch.setattr(engine, "infer", noting("infer", engine.infer))
     monkeypatch.setattr(link.pub, "publish_masks", noting("send", link.pub.publish_masks))
-    Pipeline(config, source=source, engine=engine, publisher=link.pub).run()
+    # warmed_ms: warmed up already (the check run that --warmup 0 keeps runs in the caller's thread)
+    Pipeline(config, source=source, engine=engine, publisher=link.pub, warmed_ms=0.0).run()
     assert names == {"read": {"capture"}, "infer": {"inference"}, "send": {"publish"}}
 
 
@@ -414,7 +415,8 @@ def test_failing_engine_stops_with_stage_error(engine, link):
     src = open_source("synthetic", config.source_options)
     src.pace(None)
     with pytest.raises(StageError, match="inference stage failed: RuntimeError: device lost"):
-        Pipeline(config, source=src, engine=Broken(engine, 0), publisher=link.pub).run()
+        # warmed_ms: its check run passed (--warmup 0 still makes one); the device is lost at the first frame
+        Pipeline(config, source=src, engine=Broken(engine, 0), publisher=link.pub, warmed_ms=0.0).run()
 
 
 # --------------------------------------------------------------------------------------------

@@ -183,7 +183,9 @@ def test_a_source_that_fails_for_good_still_publishes_the_frames_it_read(tmp_pat
 def test_stage_failure_still_gives_balanced_final_stats(engine, publisher):
     config = RunConfig.from_settings(source="synthetic", width=64, height=48, fps=240, warmup=0, queue="lossless")
     source = open_source("synthetic", config.source_options)
-    pipeline = Pipeline(config, source=source, engine=SlowEngine(engine, 0.0, fail_after=3), publisher=publisher)
+    # warmed_ms: no check run (--warmup 0 still makes one), so that the first 3 calls are the first 3 frames
+    pipeline = Pipeline(config, source=source, engine=SlowEngine(engine, 0.0, fail_after=3), publisher=publisher,
+                        warmed_ms=0.0)
     with pytest.raises(StageError, match="device lost"):
         pipeline.run()
     final = pipeline.final_stats

@@ -123,7 +123,8 @@ class EngineLoader:
 
     def __init__(self, config: RunConfig, *, warmup: bool = False) -> None:
         self._config = config
-        self._warmup = warmup and config.warmup > 0 and config.engine in _WARM_BESIDE
+        # also with --warmup 0: its one run is the model's check (engines.base.warmup_runs)
+        self._warmup = warmup and config.engine in _WARM_BESIDE
         self._engine: Any = None
         self._error: BaseException | None = None
         self._thread = None

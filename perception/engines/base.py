@@ -190,15 +190,29 @@ def _skip_signature(text: str, start: int) -> int:
     return bare.end() if bare else start
 
 
+#: What a ``WarmupError`` suggests to a command with ``--engine`` (``run``, ``bench``) ...
+WARMUP_FIX = "check the file with perception inspect, or try another --engine"
+#: ... and to one without (``eval``, ``export.unknown``'s threshold search): no flag it lacks.
+WARMUP_FIX_NO_ENGINE = "check the file with perception inspect"
+
+
 class WarmupError(ModelError):
     """A model that passed every check but whose first inference failed in its backend: one line
     naming the file, with the backend's error (``reason``: its lines joined, the first 300
-    characters; OpenVINO's first line only says where in its sources it raised) inside."""
+    characters; OpenVINO's first line only says where in its sources it raised) inside, ending in
+    ``fix`` (the caller's: ``WARMUP_FIX`` names ``--engine``, ``WARMUP_FIX_NO_ENGINE`` does not)."""
 
-    def __init__(self, model_path: str, kind: str, exc: BaseException) -> None:
+    def __init__(self, model_path: str, kind: str, exc: BaseException, fix: str = WARMUP_FIX) -> None:
         self.reason = backend_error_text(exc)
         super().__init__(f"{model_path}: the first inference on {kind} failed ({type(exc).__name__}: {self.reason}); "
-                         "check the file with perception inspect, or try another --engine")
+                         f"{fix}")
+
+
+def warmup_runs(n: int) -> int:
+    """The dummy runs ``Engine.warmup(n)`` makes: ``n``, and one for ``n`` 0, because the first run
+    is also the node's check of the model (its backend runs it, its outputs are the uint8 1 x H x W
+    its graph declares): ``--warmup 0`` skips the warm-up, never the check."""
+    return max(n, 1)
 
 
 @dataclass(frozen=True)
@@ -299,17 +313,23 @@ class Engine(ABC):
         """True when ``infer`` also returns the per-pixel ``confidence`` (what unknown marking needs)."""
         return OUTPUT_CONFIDENCE in self.output_names
 
-    def warmup(self, n: int = 3) -> None:
-        """Run ``n`` dummy batches so that lazy allocation and kernel selection happen before real frames."""
+    def warmup(self, n: int = 3, *, fix: str = WARMUP_FIX) -> None:
+        """Run ``n`` dummy batches (at least one: ``warmup_runs``) so that lazy allocation and kernel
+        selection happen before real frames, each checked (``check_outputs``). A backend's error is
+        ``WarmupError`` ending in ``fix``."""
+        self._checked_runs(self.infer, n, fix)
+
+    def _checked_runs(self, infer, n: int, fix: str = WARMUP_FIX) -> None:
+        """``warmup_runs(n)`` checked runs of ``infer`` (the engine's or a worker's) on a blank frame."""
         h, w = self.input_hw
         batch = np.zeros((1, h, w, 3), dtype=np.uint8)
         try:
-            for _ in range(n):
-                self.check_outputs(self.infer(batch))
+            for _ in range(warmup_runs(n)):
+                self.check_outputs(infer(batch))
         except (PerceptionError, AssertionError, AttributeError, NameError, TypeError):
             raise  # ours, or a bug in this code, whose traceback is the report (errors.py)
         except Exception as exc:  # each backend raises its own types (ORT's Fail, OpenVINO's RuntimeError, ...)
-            raise WarmupError(self.model_path, self.kind, exc) from exc
+            raise WarmupError(self.model_path, self.kind, exc, fix) from exc
 
     def check_outputs(self, outputs: dict[str, np.ndarray]) -> None:
         """ModelError unless the outputs of one frame are what the contract says: uint8 1 x H x W.
@@ -333,19 +353,17 @@ class Engine(ABC):
         raise ConfigError(f"--engine {self.kind} runs one frame at a time; use --streams 1")
 
     def warm_workers(self, workers: list[InferWorker], n: int) -> None:
-        """``n`` dummy runs on each worker (its own request allocates and picks kernels on its first
-        run), the workers at once as the node runs them. OpenVINO INT8, 2 streams, default model,
-        2-core Xeon, 3 alternating starts each: 163-226 ms at once, 199-294 ms one after the other."""
+        """``n`` dummy runs on each worker (at least one, the check: ``warmup_runs``; its own request
+        allocates and picks kernels on its first run), the workers at once as the node runs them; a
+        backend's error is ``WarmupError``, as ``warmup``'s. OpenVINO INT8, 2 streams, default
+        model, 2-core Xeon, 3 alternating starts each: 163-226 ms at once, 199-294 ms one after the other."""
         import threading
 
-        h, w = self.input_hw
-        batch = np.zeros((1, h, w, 3), dtype=np.uint8)
         errors: list[BaseException] = []
 
         def warm(worker: InferWorker) -> None:
             try:
-                for _ in range(n):
-                    self.check_outputs(worker.infer(batch))
+                self._checked_runs(worker.infer, n)
             except BaseException as exc:  # raised below, in the caller's thread
                 errors.append(exc)
 

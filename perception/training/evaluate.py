@@ -92,14 +92,14 @@ class _NodePrediction:
 
 
 def _node_predictions(engine, dataset: Dataset, *, with_confidence: bool) -> Iterator[_NodePrediction]:
-    from perception.engines.base import Engine
+    from perception.engines.base import WARMUP_FIX_NO_ENGINE, Engine
 
     if isinstance(engine, Engine):
         # The node's warm-up check before the first sample: a file whose first inference fails, or
         # whose outputs are not the uint8 1 x H x W its graph declares, is refused with perception
         # run's line (WarmupError, ModelError), never scored (a half-width mask stretched back to the
-        # frame read as an mIoU).
-        engine.warmup(1)
+        # frame read as an mIoU). Its fix names no --engine: eval and export.unknown have none.
+        engine.warmup(1, fix=WARMUP_FIX_NO_ENGINE)
     preprocessor = Preprocessor(engine.input_hw)
     for index in range(len(dataset)):
         image, label = dataset[index]
