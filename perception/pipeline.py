@@ -44,7 +44,7 @@ from perception.inflight import InFlight
 from perception.mask_stage import Inferred, MaskStage
 from perception.preprocess import Preprocessor
 from perception.run_config import RunConfig
-from perception.sources.base import Frame, Source
+from perception.sources.base import Frame, Source, quoted
 from perception.stats import LatencyWindow, RateLimitedLog, RateMeter
 from perception.stats_schema import NO_FRAME_YET, with_aliases
 from perception.threadname import set_os_thread_name
@@ -154,7 +154,7 @@ class Pipeline:
             return
         warm_ms = (time.perf_counter() - t0) * 1e3 if self.warmed_ms is None else self.warmed_ms
         if isinstance(self.engine, CameraEngine):  # several cameras: the batcher warmed the shared engine up once
-            warmed = (f"camera {self.config.publish_options.camera_name}: engine shared by "
+            warmed = (f"camera {quoted(self.config.publish_options.camera_name)}: engine shared by "
                       f"{len(self.engine.batcher.cameras)} cameras (warm-up above)")
         else:
             workers = f" on each of {self.streams} workers" if self.streams > 1 else ""

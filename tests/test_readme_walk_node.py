@@ -152,7 +152,7 @@ def test_a_node_of_several_cameras_says_its_warm_up_once_with_real_figures(tiny_
     assert len([line for line in lines if "engine warm-up for 2 cameras" in line]) == 1, done.stderr
     assert not [line for line in lines if "engine warm-up: " in line], done.stderr  # no "1 runs in 0 ms" per camera
     for camera in ("a", "b"):
-        assert any(f"camera {camera}: engine shared by 2 cameras (warm-up above); source synthetic" in line
+        assert any(f"camera '{camera}': engine shared by 2 cameras (warm-up above); source synthetic" in line
                    for line in lines), done.stderr
 
 
