@@ -11,7 +11,7 @@ import contextlib
 import os
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -105,6 +105,53 @@ class TopicCount:
             self.first_seq = seq
         self.last_seq = seq
         self.messages += 1
+
+
+class FrameTally:
+    """The masks of an ``--atomic-frames`` node in a recording, and the atomic frames they came in.
+
+    Such a node sends the masks of a frame as one message on ``<ns>/frame``; the recorder stores
+    them split, one message each, and a replay sends them as one frame message again
+    (``mcap_reader.as_sent``, whose grouping this follows: consecutive masks of one seq logged at
+    one time, on topics the latest ``<ns>/info`` says travel ``"in": "<ns>/frame"``). Record and
+    ``--recover`` count the masks one by one, replay the frames: this says how the counts meet
+    (``replayed``)."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.masks = 0
+        self._framed: dict[str, str] = {}  # mask topic -> frame topic, from the latest info document
+        self._group: tuple[str, int, int, set[str]] | None = None  # (frame topic, seq, time, mask topics)
+
+    def add(self, topic: str, *, mask: bool, seq: int, time_ns: int, document: object = None) -> None:
+        """One message as recorded (``document``: a JSON message's document, read for ``<ns>/info``)."""
+        if topic.endswith(LATCHED_SUFFIXES) and isinstance(document, dict):
+            topics = document.get("topics")
+            self._framed = {t: d["in"] for t, d in topics.items() if isinstance(d, dict) and isinstance(d.get("in"), str)
+                            and d["in"].endswith("/" + contracts.FRAME_TOPIC)} if isinstance(topics, dict) else {}
+        frame = self._framed.get(topic) if mask else None
+        if frame is None:
+            self._group = None  # any other message ends a frame's masks, as in ``as_sent``
+            return
+        group = self._group
+        if group is None or group[:3] != (frame, seq, time_ns) or topic in group[3]:
+            self.frames += 1
+            self._group = (frame, seq, time_ns, {topic})
+        else:
+            group[3].add(topic)
+        self.masks += 1
+
+    def replayed(self, messages: int) -> int:
+        """How many messages a replay sends for ``messages`` counted one by one: one a frame."""
+        return messages - self.masks + self.frames
+
+    def note(self, messages: int) -> str:
+        """What record and ``--recover`` add to their count of ``messages`` (empty without frames)."""
+        if not self.frames:
+            return ""
+        masks = "1 of them is a mask" if self.masks == 1 else f"{self.masks} of them are masks"
+        return (f"{masks} that came in {self.frames} atomic frame{'' if self.frames == 1 else 's'}, which a replay "
+                f"sends as one message each ({self.replayed(messages)} messages)")
 
 
 class McapMaskWriter:
@@ -347,6 +394,14 @@ class Abandoned:
     splits: list[Path]
     #: Whether it was removed: no message of it reached the disk whole.
     removed: bool
+    #: The latched topics (``<ns>/info``) written again at its start (a split) whose copies are whole
+    #: on disk: ``--recover`` and ``replay`` of the file count them beside the ``whole``.
+    repeated: list[str] = field(default_factory=list)
+
+    @property
+    def records(self) -> int:
+        """The messages whole on disk as ``--recover`` and ``replay`` of this file count them."""
+        return self.whole + len(self.repeated)
 
 
 class SplitWriter:
@@ -389,6 +444,10 @@ class SplitWriter:
         self.paths: list[Path] = []
         self._metadata = metadata
         self._latched: dict[str, object] = {}
+        #: The latched topics written again at the start of the open file, in order.
+        self._repeated: list[str] = []
+        #: Masks of an --atomic-frames node and their frames, among the messages counted.
+        self.frames = FrameTally()
         self._limit_bytes = None if config.split_size is None else int(config.split_size * 1e6)
         self._chunk_size = config.chunk_size_kb * 1024
         if self._limit_bytes is not None:
@@ -415,8 +474,10 @@ class SplitWriter:
         self._writer = McapMaskWriter(path, chunk_size=self._chunk_size, counts=self.counts, exclusive=self._exclusive)
         self.paths.append(path)
         self._opened = time.monotonic()
-        for msg in self._latched.values():
+        self._repeated = []
+        for topic, msg in self._latched.items():
             self._writer.write(msg, count=False, log_time_ns=start_ns)
+            self._repeated.append(topic)
 
     def _full(self) -> bool:
         if self._writer.messages == 0:
@@ -435,6 +496,8 @@ class SplitWriter:
             self._writer.close(self._metadata(split=len(self.paths) - 1))
             self._open(msg.receive_ns)
         self._writer.write(msg)
+        self.frames.add(msg.topic, mask=msg.header["kind"] == contracts.KIND_MASK, seq=int(msg.header["seq"]),
+                        time_ns=msg.receive_ns, document=msg.data)
         if msg.topic.endswith(LATCHED_SUFFIXES):
             self._latched[msg.topic] = msg
 
@@ -466,7 +529,9 @@ class SplitWriter:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
             self.paths.pop()
-        return Abandoned(path, self._writer.messages, whole, finished, done, removed=removed)
+        # The repeated latched messages come first in the file: those whole on disk are its first records.
+        repeated = self._repeated[: max(0, records - whole)]
+        return Abandoned(path, self._writer.messages, whole, finished, done, removed=removed, repeated=repeated)
 
     def remove(self) -> None:
         """Remove every file written (a recording that received nothing): an empty file would only

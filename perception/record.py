@@ -26,7 +26,7 @@ from perception import __version__, contracts
 from perception.config import same_setting, setting
 from perception.errors import PerceptionError
 from perception.mcap_layout import IMAGE_SCHEMA, META_SUFFIX, STRING_SCHEMA, VALUES_KEY, WIRE_TOPIC_KEY
-from perception.mcap_writer import Abandoned, BrokenRecording, SplitWriter, TopicCount
+from perception.mcap_writer import Abandoned, BrokenRecording, FrameTally, SplitWriter, TopicCount
 from perception.options import CurveClientOptions, ReaderQueueOptions, ReaderTopicOptions
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,8 @@ class RecordSummary:
     what_flag: str = "--namespace"
     #: Whether it subscribed with CURVE keys (the hint names them otherwise).
     curve: bool = False
+    #: Masks of an --atomic-frames node and the frames they came in (a replay sends one a frame).
+    frames: FrameTally = field(default_factory=FrameTally)
 
     @property
     def messages(self) -> int:
@@ -102,7 +104,8 @@ class RecordSummary:
         files = self.files
         where = ("no file (nothing to keep)" if not files else str(files[0]) if len(files) == 1
                  else f"{len(files)} splits {files[0]} .. {files[-1]}")
-        lines = [f"recorded {self.messages} messages in {self.seconds:.1f} s to {where}"]
+        note = self.frames.note(self.messages)
+        lines = [f"recorded {self.messages} messages in {self.seconds:.1f} s to {where}" + (f"; {note}" if note else "")]
         for topic, c in sorted(self.counts.items()):
             extra = f", {c.missing} missing" if c.missing else ""
             extra += f", {c.restarts} restarts" if c.restarts else ""
@@ -197,13 +200,15 @@ class Recorder:
             path=self.config.out, seconds=time.monotonic() - t0, counts=self._writer.counts, skipped=self.skipped(),
             files=list(self._writer.paths), endpoint=self.config.endpoint,
             what_flag="--namespace" if self.config.namespace else "--topic", curve=bool(self.config.curve_server_key),
+            frames=self._writer.frames,
         )
 
     def _failure(self, failed: OSError, kept: Abandoned) -> str:
         """The one line for a recording that could not be written on: the file, the messages
         written before and how many of them are whole on disk, and ``--recover`` only when the
         file holds something for it (one in which nothing reached the disk is removed, see
-        ``SplitWriter.abandon``)."""
+        ``SplitWriter.abandon``), with what ``--recover`` and ``replay`` of that file count (a
+        split's also holds the latched ``<ns>/info`` written again at its start: ``_repeated_note``)."""
         path = kept.path
         if isinstance(failed, BrokenRecording):
             what, fix = f"{failed} writing {path}", ""
@@ -235,7 +240,7 @@ class Recorder:
         if kept.splits:
             written += f" ({kept.finished} in {splits})"
         return (f"{head}, {written}; {fix}'perception record --recover {path}' rebuilds the "
-                f"{kept.whole} in {path.name}")
+                f"{kept.records} in {path.name}{_repeated_note(kept)}")
 
     def _write(self, msg) -> None:
         """Write one message; one the writer refuses is counted and skipped, the recording goes on
@@ -278,3 +283,16 @@ class Recorder:
                        f"{VALUES_KEY}=class_ids); JSON topics: {STRING_SCHEMA}; wire headers: <topic>{META_SUFFIX}; "
                        f"wire topic of each channel: channel metadata {WIRE_TOPIC_KEY}"),
         }
+
+
+def _repeated_note(kept: Abandoned) -> str:
+    """Why a split's count for ``--recover`` is more than its messages written whole: the latched
+    messages (``<ns>/info``) written again at its start, which ``--recover`` and ``replay`` of the
+    file count too (not the recording's total: a replay of all the splits sends them once)."""
+    if not kept.repeated:
+        return ""
+    which = (f"the latched {kept.repeated[0]}" if len(kept.repeated) == 1
+             else f"{len(kept.repeated)} latched messages ({', '.join(kept.repeated)})")
+    if kept.whole == 0:
+        return f" (only {which}, written again at its start)"
+    return f" ({kept.whole} and {which}, written again at its start)"

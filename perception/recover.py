@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import IO, Any
 
 from perception.errors import ConfigError, SourceError
-from perception.mcap_layout import CONTENT_HEADER, CONTENT_KEY, META_SUFFIX, WIRE_TOPIC_KEY, wire_topic
+from perception.mcap_layout import (
+    CONTENT_HEADER,
+    CONTENT_KEY,
+    IMAGE_SCHEMA,
+    LATCHED_SUFFIXES,
+    META_SUFFIX,
+    WIRE_TOPIC_KEY,
+    wire_topic,
+)
+from perception.mcap_writer import FrameTally
 
 
 @dataclass
@@ -53,6 +62,8 @@ class RecoverSummary:
     #: Messages dropped because their channel was declared only in a skipped chunk (and the file
     #: has no readable summary to take it from).
     orphaned: int = 0
+    #: Masks of an ``--atomic-frames`` node and the frames they came in (a replay sends one a frame).
+    frames: FrameTally | None = None
 
     def format(self) -> str:
         records = f"{self.metadata} metadata record{'' if self.metadata == 1 else 's'}"
@@ -64,6 +75,9 @@ class RecoverSummary:
             counts = f"{self.messages} messages on {self.channels} channels ({records})"
         text = (f"recovered {counts} from {self.source} ({self.bytes_in} bytes) into {self.out} ({self.bytes_out} "
                 f"bytes, indexed) in {self.seconds:.2f} s")
+        note = self.frames.note(self.wire_messages) if self.frames is not None else ""
+        if note:
+            text += f"\n  {note}"
         if self.skipped:
             text += (f"\n  skipped {len(self.skipped)} damaged chunk{'s' if len(self.skipped) > 1 else ''} "
                      f"(their messages are lost; the first {self.skipped[0]})")
@@ -358,10 +372,14 @@ def _copy_records(source: Path, stream: IO[bytes], sink: IO[bytes], summary: Rec
     # as replay counts it is one of each (the cut may leave a header without its data).
     roles: dict[int, tuple[bool, str]] = {}
     per_topic: dict[str, list[int]] = {}
+    schema_names: dict[int, str] = {}
+    images: set[int] = set()  # channels of sensor_msgs/msg/Image: masks
+    summary.frames = frames = FrameTally()
     known_schemas, known_channels = summary_channels(stream)
 
     def add_schema(record: Schema) -> None:
         schema_ids[record.id] = writer.register_schema(record.name, record.encoding, record.data)
+        schema_names[record.id] = record.name
 
     def add_channel(record: Channel) -> None:
         if record.schema_id not in schema_ids and record.schema_id in known_schemas:
@@ -370,6 +388,8 @@ def _copy_records(source: Path, stream: IO[bytes], sink: IO[bytes], summary: Rec
             record.topic, record.message_encoding, schema_ids.get(record.schema_id, 0), dict(record.metadata),
         )
         roles[record.id] = channel_role(record)
+        if schema_names.get(record.schema_id) == IMAGE_SCHEMA:
+            images.add(record.id)
 
     try:
         for record in read_records(stream, on_damaged=lambda damage: summary.skipped.append(str(damage))):
@@ -393,6 +413,10 @@ def _copy_records(source: Path, stream: IO[bytes], sink: IO[bytes], summary: Rec
                 summary.messages += 1
                 is_header, topic = roles[record.channel_id]
                 per_topic.setdefault(topic, [0, 0])[is_header] += 1
+                if not is_header:
+                    mask = record.channel_id in images
+                    document = None if mask or not topic.endswith(LATCHED_SUFFIXES) else _cdr_json(record.data)
+                    frames.add(topic, mask=mask, seq=record.sequence, time_ns=record.log_time, document=document)
             elif isinstance(record, Metadata):
                 writer.add_metadata(record.name, dict(record.metadata))
                 summary.metadata += 1
@@ -417,6 +441,20 @@ def _copy_records(source: Path, stream: IO[bytes], sink: IO[bytes], summary: Rec
                                     for topic, (data, headers) in per_topic.items())
     else:
         summary.topics, summary.wire_messages = summary.channels, summary.messages
+
+
+def _cdr_json(data: bytes) -> Any:
+    """The JSON document in a recorded ``std_msgs/msg/String`` (CDR: a 4-byte encapsulation
+    header, a uint32 length, the text and its NUL); None when it is not one."""
+    import json
+
+    if len(data) < 8 or data[0] != 0 or data[1] not in (0, 1):
+        return None
+    size = int.from_bytes(data[4:8], "little" if data[1] == 1 else "big")
+    try:
+        return json.loads(bytes(data[8: 8 + size]).rstrip(b"\0"))
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested past the parser's depth
+        return None
 
 
 def channel_role(channel: Any) -> tuple[bool, str]:

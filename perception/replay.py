@@ -21,6 +21,10 @@ core and allow-list code as the node (``perception/xpub.py``, ``perception/secur
 is read again every second, revoked clients are cut, and the summary line counts the refused
 handshakes and the clients cut.
 
+Counts: the summary counts the messages sent. A recording of an ``--atomic-frames`` node stores
+each mask apart (record and ``--recover`` count them so) and is sent as one frame message for the
+masks of a frame: the line then says how many of the messages were frames and the masks they held.
+
 Reading is ``perception/mcap_reader.py`` (``read_recording(path)``, also a library call): a
 recording cut short or damaged is read up to that point with a warning; a message that does not
 decode, or breaks the wire contract, is skipped and counted.
@@ -93,6 +97,15 @@ class ReplaySummary:
     #: because their key left the folder (the node's ``curve_rejections`` / ``curve_disconnects``).
     curve_rejections: int | None = None
     curve_disconnects: int = 0
+    #: Of ``messages``, the atomic frames (an ``--atomic-frames`` recording) and the masks they held:
+    #: record and ``--recover`` count those masks one by one.
+    frames: int = 0
+    framed_masks: int = 0
+
+    @property
+    def as_recorded(self) -> int:
+        """``messages`` counted as record and ``--recover`` count them: each mask of a frame apart."""
+        return self.messages - self.frames + self.framed_masks
 
     def format(self, path: Path | list[Path]) -> str:
         if isinstance(path, list):
@@ -100,6 +113,10 @@ class ReplaySummary:
         rate = self.messages / self.seconds if self.seconds > 0 else 0.0
         extra = f", {self.skipped} malformed skipped" if self.skipped else ""
         line = f"replayed {self.messages} messages from {path} in {self.seconds:.1f} s ({rate:.0f} msg/s{extra})"
+        if self.frames:
+            line += (f"; {self.frames} of them {'is an atomic frame' if self.frames == 1 else 'are atomic frames'} "
+                     f"holding {self.framed_masks} mask{'' if self.framed_masks == 1 else 's'}, which record and "
+                     f"--recover count one by one ({self.as_recorded} messages)")
         if self.curve_rejections is not None:
             line += (f"; CURVE: {self.curve_rejections} handshake{'' if self.curve_rejections == 1 else 's'} refused, "
                      f"{self.curve_disconnects} client{'' if self.curve_disconnects == 1 else 's'} cut "
@@ -199,7 +216,7 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
     publisher = publisher or ReplayPublisher(config.endpoint, curve=config.curve)
     files = recording_files(config.file)
     log.info("replaying %s on %s", ", ".join(str(f) for f in files), publisher.endpoint)
-    sent = 0
+    sent = frames = framed_masks = 0
     t_start = time.monotonic()
     try:
         if config.wait_first_subscriber_s > 0 and not publisher.wait_for_subscriber(config.wait_first_subscriber_s, stop):
@@ -237,6 +254,9 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
                 if not publisher.send(msg, stop, shift_ns=shift_ns):
                     break
                 sent += 1
+                if msg.header["kind"] == contracts.KIND_FRAME:
+                    frames += 1
+                    framed_masks += len(msg.data)
             if not config.loop:
                 break
             messages = as_sent(iter(read_recording(config.file, counters=counters, max_mask_pixels=config.max_mask_pixels)))
@@ -245,7 +265,8 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
         if own:
             # At the natural end, messages still queued belong to the replay: let them leave.
             publisher.close(flush_s=0.0 if stop.is_set() else FLUSH_S)
-    summary = ReplaySummary(messages=sent, seconds=time.monotonic() - t_start, skipped=counters.malformed)
+    summary = ReplaySummary(messages=sent, seconds=time.monotonic() - t_start, skipped=counters.malformed,
+                            frames=frames, framed_masks=framed_masks)
     if config.curve.curve_allow is not None:
         summary.curve_rejections, summary.curve_disconnects = publisher.curve_rejections, publisher.curve_disconnects
     return summary

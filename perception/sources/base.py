@@ -4,7 +4,8 @@ A source's ``read()`` returns the next ``Frame`` (seq contiguous from 0, stamped
 ``time.time_ns()`` and ``time.monotonic_ns()``) or None at the end of a finite input. Corrupt frames
 are counted in ``corrupt``, named in ``skipped`` (the first ``MAX_NAMED_SKIPS``) and in a
 rate-limited warning, and skipped; ``MAX_CONSECUTIVE_CORRUPT`` in a row end the run with a
-``SourceError`` (an error exit, not success). Live sources that drop out are reopened with
+``SourceError`` (an error exit, not success), except where a video file has ended (its grabs fail
+once FFmpeg has read it to its last byte: a file cut short, ``perception.sources.video``). Live sources that drop out are reopened with
 exponential backoff and counted in ``reconnects`` (the backoff starts again from its minimum only
 after a connection stayed up ``Reconnector.stable_s``; the lines about it are rate-limited).
 Opening problems raise ``SourceError`` with the fix. Names from outside (file names, specs) are

@@ -8,7 +8,10 @@ A damaged stretch is not the end: when a grab fails before the frame count the c
 (``CAP_PROP_FRAME_COUNT``), the frame is counted as corrupt, named, and skipped (FFmpeg has
 consumed the damaged packet, so the next grab reads the frame after it). The run ends at the
 stated count or, for a container that states none, at the first failed grab; ``MAX_CONSECUTIVE_CORRUPT``
-unreadable frames in a row end it with an error instead.
+unreadable frames in a row end it with an error instead, unless FFmpeg had read the file to its
+last byte before the first of them and read nothing more through them all: that is a file cut
+short, however many frames it lacks, not damage (``_at_file_end``: the position of FFmpeg's own
+descriptor on the file, where the system shows it, ``/proc/self/fd``; elsewhere the limit applies).
 
 Which frames a failed grab stands for is known only when a good frame follows it: then the grabs
 failed in place and name their frames (``frame 30 of 120 cannot be read``). When the grabs fail
@@ -48,6 +51,23 @@ log = logging.getLogger(__name__)
 
 #: Rate used for --realtime when the container does not state one.
 FALLBACK_FPS = 30.0
+
+
+def _descriptors() -> dict[int, tuple[int, int]] | None:
+    """This process's open descriptors and the file each is on ``(st_dev, st_ino)``; None where the
+    system does not list them (no ``/proc/self/fd``)."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    found = {}
+    for name in names:
+        try:
+            st = os.stat(f"/proc/self/fd/{name}")
+        except (OSError, ValueError):
+            continue  # closed meanwhile (the listing's own descriptor among them)
+        found[int(name)] = (st.st_dev, st.st_ino)
+    return found
 
 
 def _file_backend() -> int:
@@ -111,7 +131,7 @@ class VideoFileSource(Source):
             file_id = None
         if file_id is None:  # deleted (or swapped for a folder...) since it was checked: say so, not the codec
             raise SourceError(f"video file {shown(self.spec)} {why_not_a_file(self.path)}; check the path")
-        cap = cv2.VideoCapture(str(self.path), _file_backend())
+        cap = self._open_capture(file_id[:2])
         if not cap.isOpened():
             cap.release()
             if not self.path.is_file():  # gone while FFmpeg opened it
@@ -121,6 +141,32 @@ class VideoFileSource(Source):
             )
         self._file_id = file_id
         return cap
+
+    def _open_capture(self, ident: tuple[int, int]) -> cv2.VideoCapture:
+        """``cv2.VideoCapture`` of the file (``ident``: its ``(st_dev, st_ino)``), and which of this
+        process's descriptors FFmpeg opened on it (``_fd``, for ``_at_file_end``): the one new
+        descriptor on this file. None when there is not exactly one (another capture of the same
+        file opened at the same time) or the system does not list them."""
+        before = _descriptors()
+        cap = cv2.VideoCapture(str(self.path), _file_backend())
+        after = _descriptors() if before is not None else None
+        mine = [] if after is None else [fd for fd, on in after.items()
+                                         if on == ident and before.get(fd) != ident]
+        self._fd = mine[0] if len(mine) == 1 else None
+        return cap
+
+    def _at_file_end(self) -> bool:
+        """Whether FFmpeg has read the file to its last byte: its descriptor's position is the file's
+        size. False where that cannot be told (no descriptor found, or it is not this file any more)."""
+        if self._fd is None:
+            return False
+        try:
+            st = os.fstat(self._fd)
+            if (st.st_dev, st.st_ino) != self._file_id[:2]:
+                return False
+            return os.lseek(self._fd, 0, os.SEEK_CUR) >= st.st_size
+        except OSError:
+            return False
 
     def _stated_count(self) -> int | None:
         count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
@@ -193,6 +239,8 @@ class VideoFileSource(Source):
         stated count reached without one means the file ends early (one note for them all)."""
         count = self.frame_count or 0
         failed = [index]
+        # Read to its last byte before this grab failed: failed grabs from here on read nothing more.
+        at_end = self._at_file_end()
         while len(failed) < base.MAX_CONSECUTIVE_CORRUPT and self._attempts_this_pass < count:
             at = self._attempts_this_pass
             try:
@@ -205,15 +253,20 @@ class VideoFileSource(Source):
                 return self._unreadable(index, count)
             failed.append(at)
         which = f"frame {index}" if count - index == 1 else f"frames {index}-{count - 1}"
-        if self._attempts_this_pass >= count:  # no good frame up to the stated count: the file ends early
+        # No good frame up to the stated count, or, before it, none in MAX_CONSECUTIVE_CORRUPT grabs
+        # that all failed at the end of the file's bytes (it was read to its end before the first
+        # of them, and is still): the file ends early, however many frames it lacks. Damage before
+        # the end makes FFmpeg read on through the damaged packets.
+        if self._attempts_this_pass >= count or (at_end and self._at_file_end()):
             return self._ends_at(index, f"{which} of {count} missing: the file ends after {index} of the {count} "
                                  "frames its container states (cut off, or frames lost to damage earlier in the file)",
                                  frames=count - index)
         if self.options.loop and self._frames_this_pass:
-            # --loop: no frame in MAX_CONSECUTIVE_CORRUPT grabs after this pass's last good one is
-            # the file's real end, and it plays again from there (through OpenCV a container that
-            # overstates its count, as some recorders' headers do, and a tail damaged past recovery
-            # look the same: both end the pass). The failed grabs are counted, once per run.
+            # --loop: no frame in MAX_CONSECUTIVE_CORRUPT grabs after this pass's last good one, with
+            # the file's bytes not all read (a tail damaged past recovery) or where that cannot be
+            # seen (``_at_file_end``: then a container that overstates its count, as some recorders'
+            # headers do, looks the same), is taken as the file's real end, and it plays again from
+            # there. The failed grabs are counted, once per run.
             return self._ends_at(index, f"{which} of {count} missing: no frame in the {len(failed)} grabs after "
                                  f"frame {index - 1}, taken as the end of the file (its container overstates its "
                                  "count, or the rest is damaged); --loop plays it again from its first frame",
