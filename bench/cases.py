@@ -207,6 +207,17 @@ def prepare_batches(case: Case, frames_by_hw: dict[tuple[int, int], list[np.ndar
     if case.batch > 1 and not meta.dynamic_batch:
         case.skipped = f"model {case.model.name} has a fixed batch of 1 (export it with a dynamic batch)"
         return
+    if case.batch > 1:
+        # The node's check at the batch measured (load_case's ran at batch 1): a model that runs one
+        # frame but fails at this batch, or returns another number of rows, is refused with run's line
+        # rather than timed (one row per call of N frames read as N images a call).
+        try:
+            case.engine.warmup(1, batch=case.batch)
+        except PerceptionError as exc:
+            if case.precision == "auto":
+                raise
+            case.skipped = str(exc)
+            return
     hw = (int(meta.input_hw[0]), int(meta.input_hw[1]))
     if hw not in frames_by_hw:
         frames_by_hw[hw] = bench_frames(hw, FRAME_POOL, seed, spec)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import resource
 import sys
 from dataclasses import dataclass
@@ -192,14 +191,12 @@ def no_engine_reads(model: Path, engines: list[str]) -> str:
 
 
 def warn_threads_over_cores(threads: list[int]) -> None:
-    """One warning when a ``--threads`` value is more than the cores this process may run on: the
-    threads then take turns on the cores, and those rows time that, far slower than the node runs
-    (256 threads on 2 cores: p50 197 ms against 30-50 ms at 2)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    over = [t for t in threads if t > cores]
-    if over:
-        log.warning("--threads %s: more than the %d CPU cores this process may use; those rows time threads taking "
-                    "turns on the cores (slower than --threads %d)", ",".join(map(str, over)), cores, cores)
+    """One warning when a ``--threads`` value is more than the cores this process may run on: those
+    rows time threads taking turns on the cores, far slower than the node runs (``engines.base``'s
+    helper, which ``perception run`` warns with too)."""
+    from perception.engines.base import warn_threads_over_cores as warn
+
+    warn(log, threads, "those rows time threads taking turns on the cores (slower than --threads %d)")
 
 
 def _file_ran(case: Case) -> Path:

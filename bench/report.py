@@ -58,7 +58,8 @@ def load_results(path: str | Path) -> dict[str, Any]:
 
 # ---- what a report reads from a bench JSON, checked before it is read ------------------------------
 #
-# A spec is "num" (a finite number), "str", "any", each with "?" when null is allowed too; ("obj",
+# A spec is "num" (a finite number), "nn" (a finite number not below 0: times, rates, counts), "share"
+# (a fraction in 0..1: agreement), "str", "any", each with "?" when null is allowed too; ("obj",
 # {key: spec}, nullable) with "key?" for a key that may be absent; ("list", spec, nullable);
 # ("map", spec): an object of any keys; ("hw",): a [height, width] pair of numbers.
 
@@ -70,33 +71,33 @@ def _list(item, nullable: bool = False) -> tuple:
     return ("list", item, nullable)
 
 
-_SUMMARY = _obj({"count": "num", "mean?": "num?", "p50": "num?", "p90": "num?", "p99": "num?", "max": "num?"})
+_SUMMARY = _obj({"count": "nn", "mean?": "nn?", "p50": "nn?", "p90": "nn?", "p99": "nn?", "max": "nn?"})
 _ENGINE_SKIPPED = _obj({"label": "str", "skipped": "str"})
 _ENGINE_ROW = _obj({
     "label": "str", "skipped?": "str?", "model?": "any", "model_tag?": "str?", "model_name": "any", "engine": "any",
-    "provider": "any", "precision": "any", "agreement": "num?", "agreement_skipped?": "str?", "input_hw": ("hw",),
-    "threads_requested?": "any", "streams_requested?": "any", "batch": "num", "latency_ms": _SUMMARY, "fps": "num?",
-    "throughput_ips": "num?", "ratio_to_first?": _obj({"fps?": "num?", "throughput_ips?": "num?", "p50_ms?": "num?",
+    "provider": "any", "precision": "any", "agreement": "share?", "agreement_skipped?": "str?", "input_hw": ("hw",),
+    "threads_requested?": "any", "streams_requested?": "any", "batch": "nn", "latency_ms": _SUMMARY, "fps": "nn?",
+    "throughput_ips": "nn?", "ratio_to_first?": _obj({"fps?": "num?", "throughput_ips?": "num?", "p50_ms?": "num?",
                                                        "p99_ms?": "num?"}, nullable=True),
-    "memory?": ("map", "num?"), "model_file_mb": "num?", "samples_ms": _list("num"),
+    "memory?": ("map", "num?"), "model_file_mb": "num?", "samples_ms": _list("nn"),
 })
 _ENGINE = _obj({"settings?": ("map", "any"), "results?": _list("any")})  # rows: _ENGINE_ROW or _ENGINE_SKIPPED
-_LATENCY = _obj({"count": "num", "mean": "num?", "p50": "num?", "p90": "num?", "p99": "num?", "max": "num?"},
+_LATENCY = _obj({"count": "nn", "mean": "nn?", "p50": "nn?", "p90": "nn?", "p99": "nn?", "max": "nn?"},
                 nullable=True)
 _PIPELINE = _obj({
     "duration_s?": "num?", "input_ended_s?": "num?", "sequence?": ("map", "any"), "frames_dropped?": "num?",
-    "lost_after_node?": "num?", "input_fps?": "num?", "output_fps?": "num?",
+    "lost_after_node?": "num?", "input_fps?": "nn?", "output_fps?": "nn?",
     "cpu?": _obj({"mean_percent?": "num?", "max_percent?": "num?", "rss_peak_mb?": "num?",
                   "threads?": _list(_obj({"name?": "any", "tid": "any", "percent": "any"}))}, nullable=True),
     "probe_wait?": _obj({"waited_s?": "num?"}, nullable=True),
     "stages_ms?": ("map", _LATENCY), "capture_to_publish_ms?": _LATENCY, "capture_to_receive_ms?": _LATENCY,
-    "capture_to_receive_samples_ms?": _list("num", nullable=True), "topics?": "any",
+    "capture_to_receive_samples_ms?": _list("nn", nullable=True), "topics?": "any",
 })
-_BASELINE = _obj({"fps?": "num?", "latency_ms": _LATENCY, "samples_ms?": _list("num", nullable=True)}, nullable=True)
+_BASELINE = _obj({"fps?": "nn?", "latency_ms": _LATENCY, "samples_ms?": _list("nn", nullable=True)}, nullable=True)
 _RATIOS = _obj({"engine_only_fps?": "num?", "cpu_per_frame?": _obj({
     "node_ms": "num?", "subscriber_ms": "num?", "engine_only_ms": "num?", "node_beyond_engine_ms": "num?",
     "cpu_bound_node_over_engine": "num?"}, nullable=True)}, nullable=True)
-_ROUNDS = _list(_obj({"engine": "any", "precision": "any", "node_fps": "num?"}), nullable=True)
+_ROUNDS = _list(_obj({"engine": "any", "precision": "any", "node_fps": "nn?"}), nullable=True)
 _PEAK = _obj({"max_drop": "num", "fps_held?": "num?", "sustained?": _obj({}, nullable=True),
               "trials": _list(_obj({"fps_requested": "any", "input_fps": "any", "output_fps": "any",
                                     "frames_captured": "any", "missing": "any", "frames_dropped": "any",
@@ -112,7 +113,8 @@ _ENVIRONMENT = _obj({"libraries?": ("map", "any"), "thread_variables?": ("map", 
 _RESULTS = _obj({"engine?": _ENGINE, "pipeline?": _PIPELINE, "baseline?": _BASELINE, "ratios?": _RATIOS,
                  "rounds?": _ROUNDS, "peak_rate?": _PEAK, "cameras?": _CAMERAS, "environment?": _ENVIRONMENT})
 
-_WORDS = {"num": "a number", "str": "text", "obj": "an object", "list": "a list", "map": "an object",
+_WORDS = {"num": "a number", "nn": "a number not below 0", "share": "a fraction in 0..1", "str": "text",
+          "obj": "an object", "list": "a list", "map": "an object",
           "hw": "a [height, width] pair"}
 
 
@@ -134,7 +136,11 @@ def _problem(value: Any, spec: Any, where: str) -> str:
         base = spec.rstrip("?")
         if value is None and spec.endswith("?"):
             return ""
-        ok = _is_number(value) if base == "num" else isinstance(value, str)
+        if base == "str":
+            return "" if isinstance(value, str) else f"{where} is {_shown(value)}, expected text"
+        if not _is_number(value):
+            return f"{where} is {_shown(value)}, expected a number"
+        ok = (base == "num" or value >= 0) and (base != "share" or value <= 1)  # no negative time, rate or count
         return "" if ok else f"{where} is {_shown(value)}, expected {_WORDS[base]}"
     kind = spec[0]
     if kind == "hw":

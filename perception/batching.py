@@ -109,11 +109,14 @@ class FrameBatcher:
         self._active[index] = active
 
     def warmup(self, n: int) -> None:
-        """Warm the engine up at batch 1 and, for a dynamic batch, at the full batch of all cameras."""
+        """Warm the engine up at batch 1 and at the full batch of all cameras, each the engine's
+        checked run (``Engine.warmup``: at least one run, also at ``--warmup 0``; a backend's error
+        is ``WarmupError``'s one line, outputs of another shape, the batch included, ``ModelError``):
+        a model that runs one frame but fails at the cameras' batch stops the node before any frame.
+        A fixed batch of 1 runs the cameras' frames one by one, which the batch-1 run has checked."""
         self.engine.warmup(n)
-        if self.engine.fixed_batch is None and len(self.cameras) > 1:
-            for _ in range(n):
-                self.engine.infer(self._batch)
+        if len(self.cameras) > 1 and self.engine.fixed_batch != 1:
+            self.engine.warmup(n, batch=len(self.cameras))
 
     def start(self) -> None:
         """Start the batcher's thread (once)."""
@@ -279,7 +282,7 @@ class CameraEngine(Engine):
         assert request.outputs is not None  # set with done when there is no error
         return request.outputs
 
-    def warmup(self, n: int = 3) -> None:
+    def warmup(self, n: int = 3, **_: object) -> None:
         """Nothing: the batcher warms the shared engine up once for all cameras (``FrameBatcher.warmup``)."""
 
     def close(self) -> None:

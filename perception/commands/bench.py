@@ -50,6 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                       "--out.")
     add_flags(pipe, PipelineBenchConfig)
     _add_out(pipe)
+    _refuse_repeats(pipe)
 
     probe = sub.add_parser("probe", help="run --engine auto's probe now, on your frames, and cache its verdict "
                                          "for the node",
@@ -72,6 +73,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 #: Where engine and pipeline results go without --out: the bench's own folder, replaced each run.
 DEFAULT_OUT = Path("out/bench")
+
+
+class _Once(argparse._StoreAction):
+    """A single-value flag given twice is refused in one line (argparse kept the last and the bench
+    measured it without a word: ``--model a.onnx --model b.onnx`` timed b only)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        seen = namespace.__dict__.setdefault("_flags_given", set())
+        if self.dest in seen:
+            raise argparse.ArgumentError(self, f"given twice; {option_string or self.dest} takes one value (the "
+                                               "pipeline bench measures one model; run it once per model, or use "
+                                               "'perception bench engine --model A --model B' to compare models)"
+                                         if self.dest == "model" else
+                                         f"given twice; {option_string or self.dest} takes one value")
+        seen.add(self.dest)
+        super().__call__(parser, namespace, values, option_string)
+
+
+def _refuse_repeats(parser: argparse.ArgumentParser) -> None:
+    """Every single-value flag of ``parser`` refuses to be given twice (``_Once``)."""
+    for action in parser._actions:
+        if type(action) is argparse._StoreAction and action.option_strings and action.nargs is None:
+            action.__class__ = _Once
 
 
 def _add_out(parser: argparse.ArgumentParser) -> None:

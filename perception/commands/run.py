@@ -430,6 +430,10 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
                 "pass --model model.onnx or run 'make default-model'"
             )
         check_before_loading(config)
+        from perception.engines.base import warn_threads_over_cores
+
+        warn_threads_over_cores(log, [config.engine_options.threads], "the inference threads take turns on the cores, "
+                                "slower than --threads %d")
         signals.reached("loading the engine")
         loader = EngineLoader(config, warmup=len(config.cameras) == 1)
         from perception.pipeline import Pipeline

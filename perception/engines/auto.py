@@ -211,8 +211,14 @@ def openvino_offers() -> tuple[bool, bool]:
 
 def cpu_candidates(model_path: Path, options: EngineOptions) -> list[Candidate]:
     """The candidates worth probing here, limited to ``options.precision`` unless ``auto``."""
-    found = [Candidate("ort", "fp32")]
+    found = [Candidate("ort", "fp32")]  # the reference: the file as it is (probe.load_candidate)
     openvino, bf16 = openvino_offers()
+    if options.precision in ("auto", "int8") and _file_is_int8(model_path):
+        # An INT8 file runs INT8 on every engine whatever precision is asked: its float candidates
+        # would time the INT8 graph under a float label (and warn about a --precision not given).
+        if options.precision == "int8":
+            found = [Candidate("ort", "int8")]
+        return found + ([Candidate("openvino", "int8")] if openvino else [])
     if openvino:
         found.append(Candidate("openvino", "fp32"))
         if bf16:
@@ -224,6 +230,14 @@ def cpu_candidates(model_path: Path, options: EngineOptions) -> list[Candidate]:
     if options.precision != "auto":
         found = [c for c in found if c.precision == options.precision]
     return found
+
+
+def _file_is_int8(model_path: Path) -> bool:
+    """True when ``model_path`` is an INT8 file (False when it cannot be read: its load says why)."""
+    try:
+        return read_model_metadata(model_path).precision == "int8"
+    except PerceptionError:
+        return False
 
 
 #: INT8 siblings already said to belong to another model (a warning once per file and process).
@@ -320,13 +334,16 @@ def child_verdict(returncode: int, stdout: str, stderr: str, key: dict) -> Selec
         ModelError / DependencyError: what the child's probe raised.
         PerceptionError: the child died without a verdict (its last output line is quoted).
     """
-    lines = [ln for ln in stdout.splitlines() if ln.strip()]
-    try:
-        doc = json.loads(lines[-1]) if lines else {}
-    except (ValueError, RecursionError):
-        doc = {}
-    if not isinstance(doc, dict):
-        doc = {}
+    doc: dict = {}
+    # Its verdict or error is its last JSON line (a library may print after it).
+    for line in reversed([ln for ln in stdout.splitlines() if ln.strip().startswith("{")]):
+        try:
+            found = json.loads(line)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(found, dict) and ("engine" in found or "error" in found):
+            doc = found
+            break
     if returncode == 0 and "engine" in doc:
         try:
             selection = Selection.from_dict(doc)
@@ -340,6 +357,10 @@ def child_verdict(returncode: int, stdout: str, stderr: str, key: dict) -> Selec
         doc.get("error_type", ""))
     if error is not None:
         raise error(doc.get("error", "the engine probe failed"))
+    if isinstance(doc.get("error"), str) and doc["error"].strip():  # another error: its one line, not lost
+        error = ConfigError if doc.get("error_type") == "ConfigError" else PerceptionError
+        raise error(f"--engine auto: the engine probe failed: {doc['error'].strip().splitlines()[0][:300]}; "
+                    "try --engine ort")
     last = (stderr.strip().splitlines() or ["no output"])[-1]
     raise PerceptionError(f"--engine auto: the engine probe process exited with status {returncode} ({last[:200]}); "
                           "try --engine ort")
@@ -424,7 +445,7 @@ def load_auto(model_path: Path, options: EngineOptions, *, background: bool = Fa
         except Exception as exc:
             engine.close()
             return _fall_back(model_path, options, selection, exc, auto_streams=auto_streams, ran=True)
-    engine.selection = selection.to_dict()
+    engine.selection = {**selection.to_dict(), "precision": engine.precision or selection.precision}
     if streams_reason:  # the stats document says what runs and why, beside what the probe chose
         engine.selection.update(streams=options.streams, probe_streams=selection.streams, streams_reason=streams_reason)
     log.info(
@@ -477,7 +498,7 @@ def _fall_back(model_path: Path, options: EngineOptions, selection: Selection, e
     log.warning("--engine auto: %s; running ONNX Runtime FP32 (the next start probes again)", why)
     engine = load_candidate(Candidate(*REFERENCE), model_path,
                             dataclasses.replace(options, streams=1) if auto_streams else options)
-    engine.selection = {"engine": REFERENCE[0], "precision": REFERENCE[1], "state": "failed",
+    engine.selection = {"engine": REFERENCE[0], "precision": engine.precision or REFERENCE[1], "state": "failed",
                         "from_cache": selection.from_cache, "reason": f"{why}; ONNX Runtime FP32 kept"}
     return engine
 

@@ -64,6 +64,24 @@ def warn_int8_file_for_float(log: logging.Logger, path: Path, precision: str, ru
                     "for %s, run its FP32 model (%s)", precision, path.name, runtime, precision, fp32)
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity; the machine's count where there is none)."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def warn_threads_over_cores(log: logging.Logger, threads: list[int], effect: str) -> None:
+    """One warning when a ``--threads`` value is more than the cores this process may run on: the
+    threads then take turns on the cores (256 threads on 2 cores: p50 197 ms against 30-50 ms at 2).
+    ``effect``: what that means to the caller (bench: its rows; run: the node), ``%d`` the cores."""
+    cores = usable_cores()
+    over = [t for t in threads if t > cores]
+    if over:
+        log.warning("--threads %s: more than the %d CPU cores this process may use; %s", ",".join(map(str, over)),
+                    cores, effect % cores)
+
+
 def int8_model_path(path: Path) -> Path:
     """The INT8 model to run for ``path``: ``path`` itself when its metadata says ``int8``, else the
     ``<stem>.int8.onnx`` sibling that ``perception export --int8`` writes, once
@@ -202,9 +220,10 @@ class WarmupError(ModelError):
     characters; OpenVINO's first line only says where in its sources it raised) inside, ending in
     ``fix`` (the caller's: ``WARMUP_FIX`` names ``--engine``, ``WARMUP_FIX_NO_ENGINE`` does not)."""
 
-    def __init__(self, model_path: str, kind: str, exc: BaseException, fix: str = WARMUP_FIX) -> None:
+    def __init__(self, model_path: str, kind: str, exc: BaseException, fix: str = WARMUP_FIX, batch: int = 1) -> None:
         self.reason = backend_error_text(exc)
-        super().__init__(f"{model_path}: the first inference on {kind} failed ({type(exc).__name__}: {self.reason}); "
+        at = f" at batch {batch}" if batch != 1 else ""
+        super().__init__(f"{model_path}: the first inference on {kind}{at} failed ({type(exc).__name__}: {self.reason}); "
                          f"{fix}")
 
 
@@ -313,34 +332,43 @@ class Engine(ABC):
         """True when ``infer`` also returns the per-pixel ``confidence`` (what unknown marking needs)."""
         return OUTPUT_CONFIDENCE in self.output_names
 
-    def warmup(self, n: int = 3, *, fix: str = WARMUP_FIX) -> None:
-        """Run ``n`` dummy batches (at least one: ``warmup_runs``) so that lazy allocation and kernel
-        selection happen before real frames, each checked (``check_outputs``). A backend's error is
-        ``WarmupError`` ending in ``fix``."""
-        self._checked_runs(self.infer, n, fix)
+    def warmup(self, n: int = 3, *, fix: str = WARMUP_FIX, batch: int = 1) -> None:
+        """Run ``n`` dummy batches of ``batch`` frames (at least one: ``warmup_runs``) so that lazy
+        allocation and kernel selection happen before real frames, each checked (``check_outputs``,
+        at that batch: a node with several cameras, or ``bench engine --batch N``, checks at the
+        batch it runs). A backend's error is ``WarmupError`` ending in ``fix``."""
+        self._checked_runs(self.infer, n, fix, batch=batch)
 
-    def _checked_runs(self, infer, n: int, fix: str = WARMUP_FIX) -> None:
-        """``warmup_runs(n)`` checked runs of ``infer`` (the engine's or a worker's) on a blank frame."""
+    def _checked_runs(self, infer, n: int, fix: str = WARMUP_FIX, *, batch: int = 1) -> None:
+        """``warmup_runs(n)`` checked runs of ``infer`` (the engine's or a worker's) on ``batch``
+        blank frames."""
         h, w = self.input_hw
-        batch = np.zeros((1, h, w, 3), dtype=np.uint8)
+        frames = np.zeros((batch, h, w, 3), dtype=np.uint8)
         try:
             for _ in range(warmup_runs(n)):
-                self.check_outputs(infer(batch))
+                self.check_outputs(infer(frames), batch=batch)
         except (PerceptionError, AssertionError, AttributeError, NameError, TypeError):
             raise  # ours, or a bug in this code, whose traceback is the report (errors.py)
         except Exception as exc:  # each backend raises its own types (ORT's Fail, OpenVINO's RuntimeError, ...)
-            raise WarmupError(self.model_path, self.kind, exc, fix) from exc
+            raise WarmupError(self.model_path, self.kind, exc, fix, batch) from exc
 
-    def check_outputs(self, outputs: dict[str, np.ndarray]) -> None:
-        """ModelError unless the outputs of one frame are what the contract says: uint8 1 x H x W.
-        A graph may declare that and compute another shape; the mask stage would fail on every frame."""
+    def check_outputs(self, outputs: dict[str, np.ndarray], *, batch: int = 1) -> None:
+        """ModelError unless the outputs of ``batch`` frames are what the contract says: uint8
+        batch x H x W, the batch dimension included (a graph may declare that and compute another
+        shape, or one row whatever the batch; the mask stage would fail on every frame). An empty
+        output (OpenVINO's answer when it cannot allocate) is said as such, not blamed on the model."""
         h, w = self.input_hw
         for name in self.output_names:
             out = outputs.get(name)
-            if out is None or out.dtype != np.uint8 or out.shape != (1, h, w):
+            if out is not None and out.size == 0 and batch > 0:
+                raise ModelError(f"{self.model_path}: {self.kind} returned no output for {name!r} (an empty "
+                                 f"{out.dtype} {tuple(out.shape)} array; likely out of memory); free memory, "
+                                 "or try a smaller model or another --engine")
+            if out is None or out.dtype != np.uint8 or out.shape != (batch, h, w):
                 got = "missing" if out is None else f"{out.dtype} {tuple(out.shape)}"
-                raise ModelError(f"{self.model_path}: output {name!r} is {got} when it runs, the node needs uint8 "
-                                 f"(1, {h}, {w}) as its graph declares; re-export the model")
+                at = f" at batch {batch}" if batch != 1 else ""
+                raise ModelError(f"{self.model_path}: output {name!r} is {got} when it runs{at}, the node needs uint8 "
+                                 f"({batch}, {h}, {w}) as its graph declares; re-export the model")
 
     def worker(self) -> InferWorker:
         """One more frame in flight: an object whose ``infer`` may run while other workers' (and
