@@ -400,6 +400,22 @@ def run_until(engine, done, batch, limit_s: float = 60.0) -> None:
 INT8_VERDICT = {"engine": "ort", "precision": "int8", "reason": "test verdict: ort-int8 fastest verified"}
 
 
+def test_first_start_on_an_int8_file_runs_it_as_it_is_and_says_so(tmp_path, monkeypatch, caplog):
+    """An INT8 file given to --engine auto runs INT8 while it probes: no warning about a --precision
+    fp32 the user never gave, and the stats' engine_selection names the precision that runs."""
+    int8 = write_good_int8(write_brightness_model(tmp_path / "tiny.onnx", HW))
+    fake_probe(monkeypatch, tmp_path, verdict=INT8_VERDICT)  # never let finish
+    with caplog.at_level("INFO", logger="perception"):
+        engine = auto_mod.load_auto(int8, EngineOptions(threads=1), background=True)
+    try:
+        assert isinstance(engine, SwitchingEngine)
+        assert engine.precision == "int8" and engine.selection["precision"] == "int8"
+        assert "ONNX Runtime INT8 runs meanwhile" in engine.selection["reason"]
+        assert not [r for r in caplog.records if "--precision" in r.getMessage()]
+    finally:
+        engine.close()
+
+
 def test_first_start_runs_fp32_at_once_and_switches_between_frames(tmp_path, monkeypatch, caplog):
     model = write_brightness_model(tmp_path / "tiny.onnx", HW)
     sibling = write_good_int8(model)
