@@ -320,7 +320,8 @@ def run_gpu_check(out: Path, steps: list[str] | None = None) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perception.bench.gpu_check", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m perception.bench.gpu_check", description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False)
     parser.add_argument("--out", type=Path, default=Path("out/gpu-check"), help="folder for the JSON and logs")
     parser.add_argument("--step", action="append", choices=list(STEPS), help="run only these steps (repeatable)")
     parser.add_argument("--ddp-worker", type=Path, help=argparse.SUPPRESS)  # one torchrun rank of ddp_nccl

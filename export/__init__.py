@@ -32,7 +32,7 @@ from typing import Literal
 from perception.config import hw_from_text, hw_to_text, setting
 from perception.contracts import MAX_MODEL_INPUT_SIDE, MIN_MODEL_INPUT_SIDE
 from perception.errors import ConfigError, DependencyError, ModelError, file_in_the_way
-from perception.overwrite import refuse_special_file
+from perception.overwrite import SPECIAL_FILE, is_special_file, refuse_special_file
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,9 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
         written or is the checkpoint. DependencyError: --tensorrt without TensorRT.
     """
     check_out(cfg.out, checkpoint=cfg.checkpoint)  # a bad --out costs a second, not the export's minutes
+    if cfg.int8 and is_special_file(int8_path_for(cfg.out)):  # --int8 would replace it (check_out refuses one at --out)
+        raise ConfigError(f"{int8_path_for(cfg.out)}, the INT8 file beside --out {cfg.out}, is {SPECIAL_FILE}, which no "
+                          "output is written to; remove it or choose another --out")
     import onnx
 
     try:
@@ -417,6 +420,29 @@ def check_out(out: Path, *, checkpoint: Path | None = None, flag: str = "--out")
     existing = next(p for p in (out.parent, *out.parent.parents) if p.exists() or p == Path(p.anchor))
     if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"cannot write {flag} {out} (no write permission in {existing}); choose a writable {flag}")
+
+
+def check_model_runs(model: Path, *, name: str | None = None) -> None:
+    """The node's first-inference check of an export tool's input ``model`` before any work
+    (``Engine.warmup``'s one checked run, ONNX Runtime on the CPU, as bench and eval run it): a
+    file ONNX Runtime cannot load or run, or whose outputs are not the uint8 1 x H x W its graph
+    declares, is one line (ModelError, WarmupError) instead of a traceback from the graph rewrite,
+    the shape inference or the quantiser. ``name``: the path the line names instead of ``model``
+    (the user's file when ``model`` is a temporary copy of the same file name)."""
+    from perception.engines.base import WARMUP_FIX_NO_ENGINE
+    from perception.engines.ort import OrtEngine
+    from perception.options import EngineOptions
+
+    try:
+        engine = OrtEngine(model, EngineOptions(provider="cpu"))
+        try:
+            engine.warmup(1, fix=WARMUP_FIX_NO_ENGINE)
+        finally:
+            engine.close()
+    except ModelError as exc:
+        if name is None or name == str(model):
+            raise
+        raise ModelError(str(exc).replace(str(model), name)) from exc
 
 
 def _tensorrt_step(cfg: ExportConfig, metadata, calib_images, report) -> tuple[Path, bool]:

@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     """Give an exported batch-1 model a dynamic batch, checked frame for frame (see the module docstring)."""
     from perception.errors import PerceptionError
 
-    parser = argparse.ArgumentParser(prog="python -m perception.export.batch", description=main.__doc__)
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m perception.export.batch", description=main.__doc__)
     parser.add_argument("model", type=Path, help="exported batch-1 .onnx")
     parser.add_argument("--out", type=Path, help="where to write it (default: in place)")
     args = parser.parse_args(argv)

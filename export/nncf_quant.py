@@ -13,8 +13,9 @@ import numpy as np
 import onnx
 
 from perception.contracts import INPUT_NAME, ModelMetadata
-from perception.errors import DependencyError, ModelError
-from perception.export.qdq import ORT_ERRORS, io_nodes_to_exclude, name_all_nodes
+from perception.engines.base import backend_error_text
+from perception.errors import DependencyError, ModelError, PerceptionError
+from perception.export.qdq import io_nodes_to_exclude, name_all_nodes
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,9 @@ def quantize_nncf(
             ),
             **common,
         )
-    except (RuntimeError, ValueError, nncf.InternalError, nncf.ValidationError, nncf.UnsupportedModelError,
-            *ORT_ERRORS) as exc:
-        raise ModelError(f"INT8 quantisation (nncf) failed: {str(exc).splitlines()[0][:300]}") from exc
+    except PerceptionError:
+        raise  # the accuracy control's own checks
+    except Exception as exc:  # NNCF raises its own types, and plain AttributeErrors on graphs it cannot follow
+        raise ModelError(f"INT8 quantisation (nncf) of {fp32_path} failed ({type(exc).__name__}: "
+                         f"{backend_error_text(exc)}); python -m perception.export.quantize --quantizer ort may "
+                         "quantise it; check the file with perception inspect") from exc

@@ -259,14 +259,27 @@ def torch_to_onnx(
     return program.model_proto
 
 
-def finish_model(proto: onnx.ModelProto, metadata: ModelMetadata) -> onnx.ModelProto:
-    """Attach the metadata, infer shapes and run the ONNX checker."""
+def finish_model(proto: onnx.ModelProto, metadata: ModelMetadata, *, source: str = "the model") -> onnx.ModelProto:
+    """Attach the metadata, infer shapes and run the ONNX checker.
+
+    Raises:
+        ModelError: ONNX's strict shape inference or its checker rejects the graph (a graph whose
+            declared shapes are not what its operators compute), naming ``source`` (the user's file)
+            with ONNX's words, instead of a traceback.
+    """
+    from perception.engines.base import backend_error_text
+
     write_metadata(proto, metadata)
     proto.producer_name = "perception"
     proto.producer_version = perception_version
     proto.doc_string = f"perception segmentation model {metadata.model_id}"
-    proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
-    onnx.checker.check_model(proto, full_check=True)
+    try:
+        proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
+        onnx.checker.check_model(proto, full_check=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
+        raise ModelError(f"{source}: ONNX shape inference or its checker rejects the graph ({type(exc).__name__}: "
+                         f"{backend_error_text(exc)}); check the file with perception inspect and re-export it "
+                         "with perception export") from exc
     return proto
 
 

@@ -194,7 +194,7 @@ def quantize_int8(
         _check_samples(accuracy_control.samples, (h, w), what="accuracy-control")
     if quantizer == "nncf":
         result = quantize_nncf(Path(fp32_path), calib_images, metadata, accuracy_control, overflow_fix)
-        result = finish_model(result, with_precision(metadata, "int8"))
+        result = finish_model(result, with_precision(metadata, "int8"), source=f"{fp32_path} quantised (nncf)")
         save_model(result, out_path)
         return Path(out_path)
 
@@ -231,7 +231,7 @@ def quantize_int8(
             result = onnx.load(str(quantized))
         except (RuntimeError, ValueError, onnx.checker.ValidationError, *ORT_ERRORS) as exc:
             raise ModelError(f"INT8 quantisation failed: {str(exc).splitlines()[0][:300]}") from exc
-    result = finish_model(result, with_precision(metadata, "int8"))
+    result = finish_model(result, with_precision(metadata, "int8"), source=f"{fp32_path} quantised (ort)")
     save_model(result, out_path)
     return out_path
 
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     from perception.errors import PerceptionError
     from perception.modelfile import check_model_path, read_model_metadata
 
-    parser = argparse.ArgumentParser(prog="python -m perception.export.quantize", description=main.__doc__)
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m perception.export.quantize", description=main.__doc__)
     parser.add_argument("model", type=Path, help="exported FP32 .onnx")
     parser.add_argument("--out", type=Path, help=f"INT8 file (default: MODEL{INT8_SUFFIX} beside the model)")
     parser.add_argument("--calib", default="synthetic", help="calibration dataset spec, train split (default synthetic)")
@@ -282,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.error = _one_line_usage_error  # type: ignore[method-assign]
     args = parser.parse_args(argv)
     from perception.export import (
+        check_model_runs,
         check_out,
         make_folder,
         move_into_place,
@@ -311,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"{args.model.name} is already INT8; quantise its FP32 model (the .onnx without .int8)")
         if not args.gate_only:
             check_out(out)  # before minutes of calibration, not after
+            # The node's first inference before any work: a graph that cannot run, or runs to other
+            # shapes than it declares, is one line here, not a traceback from the quantiser or ONNX.
+            check_model_runs(args.model)
         else:  # the INT8 file to gate, before the gate's images are read
             if not out.exists() and not out.is_symlink():
                 raise ConfigError(f"--gate-only: {out} does not exist; quantise the model first (drop --gate-only), "

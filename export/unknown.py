@@ -272,7 +272,7 @@ def _without_output(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m perception.export.unknown", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m perception.export.unknown", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", type=Path, help="an exported .onnx model")
     parser.add_argument("--out", type=Path, help="where to write the model (default: rewrite MODEL in place)")
     parser.add_argument("--data", metavar="SPEC", help="val data to choose on (default: the model's own dataset)")
@@ -296,6 +296,7 @@ def add_unknown_threshold(
     docstring); returns a one-line report."""
     import tempfile
 
+    from perception.export import check_model_runs
     from perception.export.onnx import finish_model
     from perception.modelfile import (
         check_model_path,
@@ -314,21 +315,29 @@ def add_unknown_threshold(
     check_model_path(model)  # first: a FIFO would block the reader below
     metadata = read_model_metadata(model)
     check_writable(out)  # before the threshold search, not after
+    # The node's first inference of the input, whatever the flags: a graph that cannot run, or runs
+    # to other shapes than it declares, is one line naming the file, not a traceback from the rewrite.
+    check_model_runs(model)
     metadata = dataclasses.replace(metadata, has_confidence=True, confidence_pool=confidence_pool(metadata.class_table))
-    proto = finish_model(add_confidence_output(load_model_proto(model), metadata.confidence_pool_flags()), metadata)
-    if threshold is not None:
-        metadata = dataclasses.replace(metadata, unknown_threshold=float(threshold), unknown_rule="given")
-    else:
+    proto = finish_model(add_confidence_output(load_model_proto(model), metadata.confidence_pool_flags()), metadata,
+                         source=f"{model} with a confidence output")
+    spec = None
+    if threshold is None:
         spec = data or metadata.dataset
         if not spec:
             raise ConfigError(f"{model.name} does not say which dataset it was trained on; pass --data")
-        with tempfile.TemporaryDirectory(prefix="perception-unknown-") as tmp:
-            staged = Path(tmp) / "model.onnx"
-            save_model(proto, staged)
+    with tempfile.TemporaryDirectory(prefix="perception-unknown-") as tmp:
+        staged = Path(tmp) / model.name  # the user's file name: messages name the user's path instead
+        save_model(proto, staged)
+        # The rewritten graph must run too (with --threshold as well): never write a model the node refuses.
+        check_model_runs(staged, name=f"{model} (with the confidence output added)")
+        if threshold is not None:
+            metadata = dataclasses.replace(metadata, unknown_threshold=float(threshold), unknown_rule="given")
+        else:
             choice = choose_for_model(staged, spec, count=count,
                                       fix="pass --data SPEC naming labelled images of the model's classes, or --threshold P")
-        metadata = dataclasses.replace(metadata, unknown_threshold=choice.threshold, unknown_rule=choice.rule)
-    save_model(finish_model(proto, metadata), out)
+            metadata = dataclasses.replace(metadata, unknown_threshold=choice.threshold, unknown_rule=choice.rule)
+    save_model(finish_model(proto, metadata, source=f"{model} with a confidence output"), out)
     sibling = out.with_name(out.name.removesuffix(".onnx") + ".int8.onnx")
     stale = f"; {sibling.name} lacks them: python -m perception.export.quantize {out}" if sibling.is_file() else ""
     return f"unknown: threshold {metadata.unknown_threshold:.4g} ({metadata.unknown_rule}); wrote {out}{stale}"

@@ -148,6 +148,12 @@ class OneLineParser(argparse.ArgumentParser):
 
     subcommands: argparse.Action | None = None  # what add_subparsers returned: .dest, .choices (name -> parser)
 
+    def __init__(self, *args, **kwargs):
+        # No prefix abbreviations: `bench pipeline --batch 2` was taken as --batch-timeout-ms 2,
+        # `run --max 2` as --max-frames. Every command and bench mode is built by this class.
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
     def add_subparsers(self, **kwargs):
         self.subcommands = super().add_subparsers(**kwargs)
         plain = self.subcommands.add_parser

@@ -312,32 +312,32 @@ class ModelMetadata:
         if not isinstance(doc, dict):
             raise ModelError(f"{source}: metadata is not a JSON object (a {type(doc).__name__}); re-export the model")
         version = doc.get("schema_version")
-        if version != METADATA_SCHEMA_VERSION:
+        if type(version) is not int or version != METADATA_SCHEMA_VERSION:  # not true, not 1.0
             raise ModelError(
-                f"{source}: metadata schema version {version!r}, this node reads version "
+                f"{source}: metadata schema version {version!r:.40}, this node reads version "
                 f"{METADATA_SCHEMA_VERSION}; re-export the model with this version of perception"
             )
         try:
             metadata = cls(
-                model_name=str(doc["model_name"]),
+                model_name=_text(doc["model_name"], "model_name", empty=False),
                 class_table=ClassTable.from_dict(doc["class_table"]),
                 input_hw=_input_hw(doc["input_hw"]),
-                mean=tuple(float(x) for x in doc.get("mean", IMAGENET_MEAN_RGB)),
-                std=tuple(float(x) for x in doc.get("std", IMAGENET_STD_RGB)),
-                dataset=str(doc.get("dataset", "")),
+                mean=_rgb(doc.get("mean", IMAGENET_MEAN_RGB), "mean"),
+                std=_rgb(doc.get("std", IMAGENET_STD_RGB), "std"),
+                dataset=_text(doc.get("dataset", ""), "dataset"),
                 val_metrics=_val_metrics(doc.get("val_metrics")),
                 real_road_check=_real_road_check(doc.get("real_road_check")),
                 precision=_precision(doc.get("precision", "fp32")),
                 dynamic_batch=_flag(doc.get("dynamic_batch", False), "dynamic_batch"),
                 has_confidence=_flag(doc.get("has_confidence", False), "has_confidence"),
                 unknown_threshold=_probability(doc.get("unknown_threshold", 0.0)),
-                unknown_rule=str(doc.get("unknown_rule", "")),
+                unknown_rule=_text(doc.get("unknown_rule", ""), "unknown_rule", limit=MAX_METADATA_NOTE),
                 confidence_pool=_class_names(doc.get("confidence_pool"), "confidence_pool"),
                 logit_adjust=_mapping(doc.get("logit_adjust"), "logit_adjust"),
-                model_kwargs=dict(doc.get("model_kwargs") or {}),
-                tool_versions={str(k): str(v) for k, v in (doc.get("tool_versions") or {}).items()},
-                created_utc=str(doc.get("created_utc", "")),
-                schema_version=int(version),
+                model_kwargs=_mapping(doc.get("model_kwargs"), "model_kwargs"),
+                tool_versions={str(k): str(v) for k, v in _mapping(doc.get("tool_versions"), "tool_versions").items()},
+                created_utc=_text(doc.get("created_utc", ""), "created_utc", limit=MAX_METADATA_NAME),
+                schema_version=version,
             )
             _check_logit_adjust(metadata.logit_adjust, metadata.class_table.num_classes)
             for name in metadata.confidence_pool:
@@ -356,6 +356,37 @@ class ModelMetadata:
             raise ModelError(f"{source}: input {h}x{w} has {h * w} pixels, more than {MAX_MASK_PIXELS} (4096x4096, the "
                              "largest mask a subscriber reads by default); re-export it at a smaller --size")
         return metadata
+
+
+#: Most characters of a metadata name (``model_name``, ``dataset``, ``created_utc``), so that a
+#: message never prints a megabyte; the model id every header carries, built from the first two, is
+#: held to ``MAX_HEADER_STRING`` (256) in all by ``from_json``'s own line.
+MAX_METADATA_NAME = 1024
+#: Most characters of ``unknown_rule``, the sentence ``export.unknown`` writes (about 300).
+MAX_METADATA_NOTE = 4096
+
+
+def _text(value: Any, key: str, *, empty: bool = True, limit: int = MAX_METADATA_NAME) -> str:
+    """A metadata string of at most ``limit`` characters (``empty``: "" allowed), else ValueError
+    naming ``key`` (its value cut to 40 characters: a 1 MB value is not printed)."""
+    if not isinstance(value, str) or (not value and not empty) or len(value) > limit:
+        what = "a non-empty string" if not empty else "a string"
+        raise ValueError(f"{key} {value!r:.40} is not {what} of at most {limit} characters")
+    return value
+
+
+#: The range of a metadata ``std`` value: the graph divides 0..1 pixels by it in float32. ImageNet's
+#: is 0.22; below 1e-4 a pixel step (1/255) is over 39 units and 1e-300's inverse is infinite in
+#: float32 (every pixel inf or NaN); above 1e4 every image is all but zero.
+STD_RANGE = (1e-4, 1e4)
+
+
+def _rgb(value: Any, key: str) -> tuple[float, ...]:
+    """A metadata ``mean`` or ``std``: three numbers, else ValueError naming ``key`` (finite, and
+    ``std`` within ``STD_RANGE``: ``modelfile.read_model_metadata``'s own line)."""
+    if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(_number(v) for v in value):
+        raise ValueError(f"{key} {value!r:.60} is not three numbers (the RGB normalisation)")
+    return tuple(float(v) for v in value)
 
 
 def _class_names(value: Any, key: str) -> tuple[str, ...]:
@@ -437,7 +468,7 @@ def _val_metrics(value: Any) -> dict[str, Any]:
         if key in metrics:
             _count(metrics[key], f"val_metrics.{key}")
     for name, iou in _mapping(metrics.get("per_class_iou"), "val_metrics.per_class_iou").items():
-        _share(iou, f"val_metrics.per_class_iou.{name}", nan=True)
+        _share(iou, f"val_metrics.per_class_iou.{name}")  # NaN: the exporter writes null (strict_json)
     if "input_hw" in metrics:
         hw = metrics["input_hw"]
         if not isinstance(hw, list) or len(hw) != 2 or not all(type(v) is int and v > 0 for v in hw):
@@ -468,6 +499,10 @@ def _real_road_check(value: Any) -> dict[str, Any]:
                     _share(figures[key], f"real_road_check.{group}.{task}.{key}")
     if "frames" in check:
         _count(check["frames"], "real_road_check.frames")
+    if "input_hw" in check:
+        hw = check["input_hw"]
+        if not isinstance(hw, list) or len(hw) != 2 or not all(type(v) is int and v > 0 for v in hw):
+            raise ValueError(f"real_road_check.input_hw {hw!r:.40} is not [height, width] in whole pixels")
     unknown = _mapping(check.get("unknown"), "real_road_check.unknown")
     if "threshold" in unknown:
         _share(unknown["threshold"], "real_road_check.unknown.threshold")

@@ -20,6 +20,7 @@ import dataclasses
 import errno
 import math
 import os
+import re
 import stat
 from collections import Counter
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from perception.contracts import (
     METADATA_KEY,
     OUTPUT_CLASS_IDS,
     OUTPUT_CONFIDENCE,
+    STD_RANGE,
     ModelMetadata,
 )
 from perception.errors import ConfigError, ModelError, unreadable, why_not_a_file
@@ -121,6 +123,9 @@ def load_model_proto(path: str | Path, *, with_weights: bool = True):
     path = check_model_path(path)
     if is_openvino_ir(path):
         raise ModelError(openvino_ir_line(path))
+    markup = markup_line(path)
+    if markup:
+        raise ModelError(markup)
     if _is_torch_checkpoint(path):
         raise ModelError(
             f"{path.name} is a PyTorch checkpoint, not an ONNX model: export it (perception export --checkpoint "
@@ -150,16 +155,48 @@ def openvino_ir_line(path: str | Path) -> str:
             "from, or export one with 'perception export' (perception run --engine openvino runs an .onnx on OpenVINO)")
 
 
-def is_openvino_ir(path: Path) -> bool:
-    """Whether ``path`` starts as an OpenVINO IR's ``.xml`` does: ``<?xml`` or its root ``<net``
-    (after a byte order mark and blanks). An ONNX file starts with a protobuf field tag, never ``<``."""
+def _markup_root(path: Path) -> str | None:
+    """The root element's name when ``path`` starts as markup (XML or HTML, after a byte order mark
+    and blanks, its declaration, comments and doctype skipped): "" when none is found in its first
+    4 kB; None when it does not start with ``<`` (an ONNX file starts with a protobuf field tag)."""
     try:
         with path.open("rb") as f:
-            head = f.read(512)
+            head = f.read(4096)
     except OSError:
-        return False  # onnx.load names the problem
-    head = head.removeprefix(b"\xef\xbb\xbf").lstrip()
-    return head.startswith(b"<?xml") or head.startswith(b"<net")
+        return None  # onnx.load names the problem
+    text = head.removeprefix(b"\xef\xbb\xbf").decode("latin-1").lstrip()
+    if not text.startswith("<"):
+        return None
+    while text.startswith("<"):
+        for start, end in (("<?", "?>"), ("<!--", "-->"), ("<!", ">")):
+            if text.startswith(start):
+                cut = text.find(end, len(start))
+                if cut < 0:
+                    return ""
+                text = text[cut + len(end):].lstrip()
+                break
+        else:
+            match = re.match(r"<([A-Za-z_][\w.:-]*)", text)
+            return match.group(1) if match else ""
+    return ""
+
+
+def is_openvino_ir(path: Path) -> bool:
+    """Whether ``path`` is an OpenVINO IR's ``.xml``: markup whose root element is ``<net``
+    (``_markup_root``); other XML (a failed download's error body) is ``markup_line``'s."""
+    return _markup_root(path) == "net"
+
+
+def markup_line(path: Path) -> str | None:
+    """The one line for a model file that is an XML or HTML document but not an OpenVINO IR (what
+    a failed download saves: S3's AccessDenied body, a login page), else None."""
+    root = _markup_root(path)
+    if root is None or root == "net":
+        return None
+    kind = "an HTML" if root.lower() == "html" else "an XML"
+    what = f" (root element <{_CONTROL.sub('?', root)[:40]}>)" if root else ""
+    return (f"{path} is {kind} document{what}, not a model: perhaps a failed download saved an error page under "
+            f"this name; download the model again or {_REEXPORT}")
 
 
 def _is_torch_checkpoint(path: Path) -> bool:
@@ -258,9 +295,12 @@ def metadata_from_props(props: dict[str, str], *, source: str) -> ModelMetadata:
                          f"bytes (1 MiB) a model's metadata may hold (an exported model's is a few kB); re-export the model")
     metadata = ModelMetadata.from_json(text, source=source)
     _check_metadata_strings(text, source)
+    lo, hi = STD_RANGE
     for name, values in (("mean", metadata.mean), ("std", metadata.std)):
-        if len(values) != 3 or not all(math.isfinite(v) for v in values) or (name == "std" and min(values) <= 0):
-            what = "three positive numbers" if name == "std" else "three finite numbers"
+        if (len(values) != 3 or not all(math.isfinite(v) for v in values)
+                or (name == "std" and not all(lo <= v <= hi for v in values))):
+            # std: the graph divides 0..1 pixels by it in float32 (1e-300's inverse is infinite there)
+            what = f"three positive numbers in {lo:g}..{hi:g}" if name == "std" else "three finite numbers"
             raise ModelError(f"{source}: metadata {name} {list(values)!r:.80} is not {what} (the RGB normalisation "
                              "the graph was exported with); re-export the model")
     return metadata
@@ -290,7 +330,14 @@ def _check_metadata_strings(text: str, source: str) -> None:
 
 
 def _refuse_control(source: str, where: str, value: str) -> None:
-    shown = repr(value if len(value) <= 40 else value[:40] + "...")
+    """The one line naming the field and showing the character (escaped by ``repr``, e.g.
+    ``\u202e``): a long value is cut to 40 characters around it, not after its first 40."""
+    if len(value) <= 40:
+        shown = repr(value)
+    else:
+        at = _CONTROL.search(value).start()
+        start = max(0, min(at - 20, len(value) - 40))
+        shown = repr(("..." if start else "") + value[start:start + 40] + ("..." if start + 40 < len(value) else ""))
     raise ModelError(f"{source}: metadata field {_CONTROL.sub('?', where)!s:.80} holds a control character ({shown}); "
                      "a model's names reach the terminal, the log and every message header: re-export the model")
 

@@ -48,9 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                       "and drops from a subscriber (optionally against a serial baseline, or one "
                                       "node per camera against one for all); writes JSON, Markdown and plots to "
                                       "--out.")
+    _refuse_repeats(pipe)
     add_flags(pipe, PipelineBenchConfig)
     _add_out(pipe)
-    _refuse_repeats(pipe)
 
     probe = sub.add_parser("probe", help="run --engine auto's probe now, on your frames, and cache its verdict "
                                          "for the node",
@@ -75,9 +75,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 DEFAULT_OUT = Path("out/bench")
 
 
-class _Once(argparse._StoreAction):
-    """A single-value flag given twice is refused in one line (argparse kept the last and the bench
-    measured it without a word: ``--model a.onnx --model b.onnx`` timed b only)."""
+class _Once(argparse.Action):
+    """A single-value flag given twice is refused in one line (argparse keeps the last, and the bench
+    measured it without a word: ``--model a.onnx --model b.onnx`` timed b only). Registered as the
+    parser's default action (``_refuse_repeats``), so that flags added from the declarations use it."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         seen = namespace.__dict__.setdefault("_flags_given", set())
@@ -88,14 +89,13 @@ class _Once(argparse._StoreAction):
                                          if self.dest == "model" else
                                          f"given twice; {option_string or self.dest} takes one value")
         seen.add(self.dest)
-        super().__call__(parser, namespace, values, option_string)
+        setattr(namespace, self.dest, values)
 
 
 def _refuse_repeats(parser: argparse.ArgumentParser) -> None:
-    """Every single-value flag of ``parser`` refuses to be given twice (``_Once``)."""
-    for action in parser._actions:
-        if type(action) is argparse._StoreAction and action.option_strings and action.nargs is None:
-            action.__class__ = _Once
+    """Every plain (``store``) flag added to ``parser`` from now on refuses to be given twice (``_Once``)."""
+    parser.register("action", None, _Once)
+    parser.register("action", "store", _Once)
 
 
 def _add_out(parser: argparse.ArgumentParser) -> None:

@@ -539,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     """The child of ``probe_in_child``: probe (or read the cache), print the verdict as one JSON line."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m perception.engines.auto", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m perception.engines.auto", description=main.__doc__, allow_abbrev=False)
     add_probe_arguments(parser)
     parser.add_argument("--nice", type=int, default=0, help="lower this process's priority by N first")
     args = parser.parse_args(argv)

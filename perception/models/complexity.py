@@ -74,7 +74,7 @@ def _parse_hw(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--input-hw", type=_parse_hw, default=(352, 480), help="H x W, default 352x480")
     parser.add_argument("--num-classes", type=int, default=11)
     args = parser.parse_args(argv)
