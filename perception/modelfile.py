@@ -33,10 +33,10 @@ from perception.contracts import (
     METADATA_KEY,
     OUTPUT_CLASS_IDS,
     OUTPUT_CONFIDENCE,
-    STD_RANGE,
     ModelMetadata,
 )
 from perception.errors import ConfigError, ModelError, unreadable, why_not_a_file
+from perception.metadata_fields import STD_RANGE
 from perception.onnxwire import ExternalRef, ModelHeader, TensorSpec, is_quantisation_op
 
 _REEXPORT = "export it with 'perception export'"
