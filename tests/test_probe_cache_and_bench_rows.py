@@ -255,3 +255,14 @@ def test_bench_engine_on_a_folder_named_like_a_model_says_it_is_a_directory(tmp_
     assert capsys.readouterr().err.strip().splitlines() == [
         f"perception: error: model file {folder} is a directory; pass the .onnx file inside it"]
 
+
+
+def test_the_probe_draws_frames_for_an_input_larger_than_the_synthetic_world_draws():
+    """A 1200x1920 model (over the synthetic camera's 1080x1920) is probed on scenes drawn at the
+    nearest size and letterboxed to its input, not refused with a size the user never gave."""
+    from perception.engines.probe import probe_frames
+
+    (frame,) = probe_frames((1200, 1920), count=1)
+    assert frame.shape == (1, 1200, 1920, 3) and str(frame.dtype) == "uint8"
+    # 1080x1920 drawn, letterboxed: black bands of 60 rows above and below, the scene between
+    assert frame[0, :60].max() == 0 == frame[0, -60:].max() and frame[0, 60:-60].max() > 0

@@ -245,11 +245,16 @@ def candidate_min_agreement(candidate: Candidate, model_path: Path, min_agreemen
 
 def probe_frames(input_hw: tuple[int, int], count: int = PROBE_FRAMES) -> list[np.ndarray]:
     """``count`` rendered road scenes (with texture and sensor noise) at the model's input size:
-    real structure, unlike noise, so class boundaries and confident regions are both exercised."""
+    real structure, unlike noise, so class boundaries and confident regions are both exercised. An
+    input outside the sizes the synthetic world draws (over 1080x1920, under 48x64) gets scenes drawn
+    at the nearest size and letterboxed, as the node would (bench's ``sample_frames`` does the same)."""
+    from perception.options import synthetic_hw_near
+    from perception.preprocess import letterbox_image
     from perception.synthetic import render_scene
 
-    h, w = input_hw
-    return [render_scene(7_000_000 + i, height=h, width=w)[0][None] for i in range(count)]
+    h, w = synthetic_hw_near(input_hw)
+    scenes = (render_scene(7_000_000 + i, height=h, width=w)[0] for i in range(count))
+    return [(scene if (h, w) == tuple(input_hw) else letterbox_image(scene, input_hw)[0])[None] for scene in scenes]
 
 
 def frames_from(spec: str, input_hw: tuple[int, int]) -> tuple[list[np.ndarray], str]:
