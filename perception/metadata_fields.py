@@ -23,9 +23,10 @@ MAX_METADATA_NOTE = 4096
 
 
 def text(value: Any, key: str, *, empty: bool = True, limit: int = MAX_METADATA_NAME) -> str:
-    """A metadata string of at most ``limit`` characters (``empty``: "" allowed), else ValueError
-    naming ``key`` (its value cut to 40 characters: a 1 MB value is not printed)."""
-    if not isinstance(value, str) or (not value and not empty) or len(value) > limit:
+    """A metadata string of at most ``limit`` characters (``empty``: "" allowed; otherwise one of
+    blanks only is refused too, as the start of every model id), else ValueError naming ``key`` (its
+    value cut to 40 characters: a 1 MB value is not printed)."""
+    if not isinstance(value, str) or (not value.strip() and not empty) or len(value) > limit:
         what = "a non-empty string" if not empty else "a string"
         raise ValueError(f"{key} {value!r:.40} is not {what} of at most {limit} characters")
     return value

@@ -72,6 +72,7 @@ def test_finish_model_names_the_file_when_onnx_rejects_the_graph():
     ({"model_name": 5}, "model_name"),
     ({"model_name": ["a", "b"]}, "model_name"),
     ({"model_name": ""}, "model_name"),
+    ({"model_name": "   "}, "model_name"),
     ({"model_name": "m" * 2000}, "model_name"),
     ({"dataset": {"a": 1}}, "dataset"),
     ({"tool_versions": [1]}, "tool_versions"),
