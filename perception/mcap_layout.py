@@ -106,6 +106,17 @@ CONTENT_HEADER = "wire_header"
 LATCHED_SUFFIXES = ("/" + contracts.INFO_TOPIC,)
 
 
+def channel_role(channel: Any) -> tuple[bool, str]:
+    """(whether the channel holds wire headers, its wire topic), from the channel metadata the
+    recorder writes, or from the channel name in recordings made before it wrote any."""
+    metadata = channel.metadata or {}
+    if WIRE_TOPIC_KEY in metadata and CONTENT_KEY in metadata:
+        return metadata[CONTENT_KEY] == CONTENT_HEADER, metadata[WIRE_TOPIC_KEY]
+    if channel.topic.endswith(META_SUFFIX):
+        return True, wire_topic(channel.topic[: -len(META_SUFFIX)])
+    return False, wire_topic(channel.topic)
+
+
 def offered_qos_profiles(topic: str) -> str:
     """rosbag2's ``offered_qos_profiles`` channel metadata: the YAML list rosbag2 (Humble) writes,
     with enum values as numbers (which every rosbag2 release and rosbags read).

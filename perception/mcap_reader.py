@@ -25,13 +25,9 @@ import numpy as np
 from perception import contracts
 from perception.errors import SourceError, unreadable
 from perception.mcap_layout import (
-    CONTENT_HEADER,
-    CONTENT_KEY,
     LATCHED_SUFFIXES,
-    META_SUFFIX,
-    WIRE_TOPIC_KEY,
+    channel_role,
     split_files,
-    wire_topic,
 )
 from perception.recover import (
     DamagedRecord,
@@ -196,7 +192,7 @@ def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, firs
                     continue
                 channel = channels[message.channel_id]
                 schema = schemas.get(channel.schema_id)
-                is_header, topic = _channel_role(channel)
+                is_header, topic = channel_role(channel)
                 key = (topic, message.sequence)
                 decoded = _decoded(factory, schema, channel, message, counters)
                 header = _recorded_header(decoded, channel.topic, counters) if is_header and decoded is not None else None
@@ -250,16 +246,6 @@ def _read_error(exc: BaseException, offset: int) -> str:
         return f"damaged {exc}"  # "damaged at byte N: a zstd chunk does not decompress (...)"
     return f"at byte {offset}: {str(exc) or 'the file ends inside a record'}"
 
-
-def _channel_role(channel: Any) -> tuple[bool, str]:
-    """(whether the channel holds wire headers, its wire topic), from the channel metadata the
-    recorder writes, or from the channel name in recordings made before it wrote any."""
-    metadata = channel.metadata or {}
-    if WIRE_TOPIC_KEY in metadata and CONTENT_KEY in metadata:
-        return metadata[CONTENT_KEY] == CONTENT_HEADER, metadata[WIRE_TOPIC_KEY]
-    if channel.topic.endswith(META_SUFFIX):
-        return True, wire_topic(channel.topic[: -len(META_SUFFIX)])
-    return False, wire_topic(channel.topic)
 
 
 def _decoded(factory: Any, schema: Any, channel: Any, message: Any, counters: ReadCounters) -> Any:

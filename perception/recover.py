@@ -21,13 +21,9 @@ from typing import IO, Any
 
 from perception.errors import ConfigError, SourceError
 from perception.mcap_layout import (
-    CONTENT_HEADER,
-    CONTENT_KEY,
     IMAGE_SCHEMA,
     LATCHED_SUFFIXES,
-    META_SUFFIX,
-    WIRE_TOPIC_KEY,
-    wire_topic,
+    channel_role,
 )
 from perception.mcap_writer import FrameTally
 
@@ -456,13 +452,3 @@ def _cdr_json(data: bytes) -> Any:
     except (ValueError, RecursionError):  # not JSON, not UTF-8, nested past the parser's depth
         return None
 
-
-def channel_role(channel: Any) -> tuple[bool, str]:
-    """(whether the channel holds wire headers, its wire topic), from the channel metadata the
-    recorder writes, or from the channel name in recordings made before it wrote any."""
-    metadata = channel.metadata or {}
-    if WIRE_TOPIC_KEY in metadata and CONTENT_KEY in metadata:
-        return metadata[CONTENT_KEY] == CONTENT_HEADER, metadata[WIRE_TOPIC_KEY]
-    if channel.topic.endswith(META_SUFFIX):
-        return True, wire_topic(channel.topic[: -len(META_SUFFIX)])
-    return False, wire_topic(channel.topic)
