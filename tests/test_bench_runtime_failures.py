@@ -119,17 +119,23 @@ CLI = {
 }
 
 
-@pytest.fixture(scope="module")
-def cli(fx) -> dict[str, subprocess.CompletedProcess]:
-    env = {**os.environ, "PERCEPTION_PROBE_CACHE": str(fx / "cache")}
+def run_cli_table(table: dict[str, str], fx: Path, **env: str) -> dict[str, subprocess.CompletedProcess]:
+    """Each command line of ``table`` (shell words, ``{fx}`` the fixture folder) as ``perception``,
+    two at a time, in ``fx`` with ``env`` added: name -> its finished process."""
+    environ = {**os.environ, **env}
 
     def run(words: str) -> subprocess.CompletedProcess:
         args = [a.format(fx=fx) for a in shlex.split(words)]
         return subprocess.run([sys.executable, "-m", "perception", *args], capture_output=True, text=True,
-                              timeout=300, cwd=fx, env=env)
+                              timeout=300, cwd=fx, env=environ)
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(CLI, pool.map(run, CLI.values()), strict=True))
+        return dict(zip(table, pool.map(run, table.values()), strict=True))
+
+
+@pytest.fixture(scope="module")
+def cli(fx) -> dict[str, subprocess.CompletedProcess]:
+    return run_cli_table(CLI, fx, PERCEPTION_PROBE_CACHE=str(fx / "cache"))
 
 
 def test_a_model_whose_first_inference_fails_is_refused_by_bench_and_eval_as_by_run(cli, fx):

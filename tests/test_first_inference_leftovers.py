@@ -24,7 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from test_bench_runtime_failures import HW, one_error_line, write_runtime_fail, write_runtime_half_width
+from test_bench_runtime_failures import (
+    HW,
+    one_error_line,
+    run_cli_table,
+    write_runtime_fail,
+    write_runtime_half_width,
+)
 from tiny_models import write_brightness_model
 
 from perception.engines import EngineOptions, load_engine
@@ -65,15 +71,7 @@ CLI = {
 
 @pytest.fixture(scope="module")
 def cli(fx) -> dict[str, subprocess.CompletedProcess]:
-    env = {**os.environ, "PERCEPTION_OPENVINO_CACHE": str(fx / "ov-cache")}
-
-    def run(words: str) -> subprocess.CompletedProcess:
-        args = [a.format(fx=fx) for a in shlex.split(words)]
-        return subprocess.run([sys.executable, "-m", "perception", *args], capture_output=True, text=True,
-                              timeout=300, cwd=fx, env=env)
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(CLI, pool.map(run, CLI.values()), strict=True))
+    return run_cli_table(CLI, fx, PERCEPTION_OPENVINO_CACHE=str(fx / "ov-cache"))
 
 
 # ------------------------------------------------------------------ --streams 2 and --warmup 0

@@ -16,7 +16,7 @@ import threading
 
 from test_record import ENCODINGS, NS, free_endpoint, wait_until
 from test_record_disk_full import FullDisk
-from test_record_hostile import class_map_message
+from test_record_hostile import class_map_message, feed_messages
 
 from perception import contracts
 from perception.mcap_reader import read_recording
@@ -24,7 +24,7 @@ from perception.publish import MaskPublisher
 from perception.record import RecordConfig, Recorder, RecordWriteError
 from perception.recover import recover_recording
 from perception.replay import ReplayConfig, run_replay
-from perception.subscribe import MaskSubscriber, Message
+from perception.subscribe import Message
 from perception.wire import json_header
 
 INFO = {"wire_version": contracts.WIRE_VERSION, "model_id": "m", "unknown_id": 255,
@@ -35,16 +35,7 @@ def test_a_split_cut_by_a_full_disk_counts_the_info_written_again_at_its_start(t
     import perception.mcap_writer as mcap_writer
 
     info = Message(f"{NS}/info", json_header(name="info", seq=0, publish_ns=999_999), INFO, 1, 999_999)
-    feed = iter([info] + [class_map_message(seq, 1_000_000 + seq) for seq in range(400)])
-    stop = threading.Event()
-
-    def recv(self, timeout_s=None):
-        msg = next(feed, None)
-        if msg is None:
-            stop.set()
-        return msg
-
-    monkeypatch.setattr(MaskSubscriber, "recv", recv)
+    stop = feed_messages(monkeypatch, [info] + [class_map_message(seq, 1_000_000 + seq) for seq in range(400)])
     monkeypatch.setattr(mcap_writer, "open", FullDisk({2: 9000}), raising=False)
     d = tmp_path / "s"
     try:

@@ -14,19 +14,17 @@ import resource
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 from test_record import ENCODINGS, REPO, frame_masks, free_endpoint
-from test_record_hostile import NS, class_map_message
+from test_record_hostile import NS, class_map_message, feed_messages
 
 from perception.mcap_reader import read_recording
 from perception.mcap_writer import refuse_existing
 from perception.publish import MaskPublisher
 from perception.record import RecordConfig, Recorder, RecordWriteError
 from perception.recover import recover_recording
-from perception.subscribe import MaskSubscriber
 
 
 def record_with_file_limit(out, limit_bytes: int, *extra: str) -> subprocess.CompletedProcess:
@@ -133,16 +131,7 @@ def record_splits(monkeypatch, tmp_path, rooms, n: int = 400):
     """Record ``n`` class maps into 20 kB splits on a disk that ``rooms`` fills; the error line."""
     import perception.mcap_writer as mcap_writer
 
-    feed = iter([class_map_message(seq, 1_000_000 + seq) for seq in range(n)])
-    stop = threading.Event()
-
-    def recv(self, timeout_s=None):
-        msg = next(feed, None)
-        if msg is None:
-            stop.set()
-        return msg
-
-    monkeypatch.setattr(MaskSubscriber, "recv", recv)
+    stop = feed_messages(monkeypatch, [class_map_message(seq, 1_000_000 + seq) for seq in range(n)])
     monkeypatch.setattr(mcap_writer, "open", FullDisk(rooms), raising=False)
     config = RecordConfig(out=tmp_path / "s" / "run.mcap", endpoint=free_endpoint(), namespace=NS, split_size=0.02)
     try:

@@ -36,8 +36,10 @@ def stats_message(seq: int, doc, receive_ns: int) -> Message:
     return Message(f"{NS}/stats", json_header(name="stats", seq=seq, publish_ns=receive_ns), doc, 1, receive_ns)
 
 
-def record(monkeypatch, tmp_path, messages: list[Message], **config) -> tuple[RecordSummary, str]:
-    """Record ``messages`` with a ``Recorder`` (stopped once they are all taken); its summary and the file."""
+
+def feed_messages(monkeypatch, messages) -> threading.Event:
+    """Make every ``MaskSubscriber.recv`` return the next of ``messages``; the event is set once they
+    are all taken (a ``Recorder``'s stop)."""
     feed = iter(messages)
     stop = threading.Event()
 
@@ -48,6 +50,12 @@ def record(monkeypatch, tmp_path, messages: list[Message], **config) -> tuple[Re
         return msg
 
     monkeypatch.setattr(MaskSubscriber, "recv", recv)
+    return stop
+
+
+def record(monkeypatch, tmp_path, messages: list[Message], **config) -> tuple[RecordSummary, str]:
+    """Record ``messages`` with a ``Recorder`` (stopped once they are all taken); its summary and the file."""
+    stop = feed_messages(monkeypatch, messages)
     out = tmp_path / "rec.mcap"
     try:
         summary = Recorder(RecordConfig(out=out, endpoint=free_endpoint(), namespace=NS, **config)).run(stop)
