@@ -20,6 +20,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
+from test_model_files_hostile import set_metadata
 from tiny_models import NUM_CLASSES, write_brightness_model, write_upsampling_model
 
 from perception import contracts, wire
@@ -30,18 +31,6 @@ from perception.modelfile import describe_model, graph_quantised, model_precisio
 from perception.onnxwire import ModelHeader
 
 HW = (48, 64)
-
-
-def set_metadata(path, **changes):
-    """Rewrite the perception metadata of ``path``: JSON keys set to ``changes`` (raw, unvalidated)."""
-    model = onnx.load(str(path))
-    for prop in model.metadata_props:
-        if prop.key == contracts.METADATA_KEY:
-            doc = json.loads(prop.value)
-            doc.update(changes)
-            prop.value = json.dumps(doc)
-    onnx.save(model, str(path))
-    return path
 
 
 # ------------------------------------------------------------------------------------------------
