@@ -309,3 +309,37 @@ def test_skeleton_weight_adds_the_term_and_names_its_classes():
         TrainConfig(skeleton_weight=0.5)
     with pytest.raises(ValueError, match="skeleton_classes is set but skeleton_weight is 0"):
         TrainConfig(skeleton_classes=[name])
+
+
+def test_boundary_targets_mark_cells_holding_a_class_edge_and_ignore_makes_none():
+    from perception.training.losses import boundary_targets
+    target = torch.zeros(1, 16, 16, dtype=torch.long)
+    target[:, :, 6:8] = 3  # a pole two pixels wide, columns 6-7: edges in columns 5-8
+    target[:, :4, :] = 255  # ignored rows: their border with class 0 is no edge
+    edge, valid = boundary_targets(target, (4, 4), ignore_id=255)
+    want = torch.zeros(4, 4)
+    want[1:, 1:3] = 1  # cells of columns 4-7 and 8-11, below the ignored rows
+    assert torch.equal(edge[0, 0], want)
+    assert valid[0, 0, 0].sum() == 0 and valid[0, 0, 1:].sum() == 12
+
+
+def test_detail_loss_rewards_the_boundaries_and_weight_adds_it_to_the_configured_loss():
+    from perception.training.losses import boundary_targets, detail_loss
+    target = torch.zeros(2, 32, 32, dtype=torch.long)
+    target[:, :, 10:13] = 1
+    edge, _ = boundary_targets(target, (8, 8), ignore_id=255)
+    right, blank = edge * 12.0 - 6.0, torch.full((2, 1, 8, 8), -6.0, requires_grad=True)
+    assert detail_loss(right, target, ignore_id=255) < 0.05 < 1.0 < detail_loss(blank, target, ignore_id=255)
+    detail_loss(blank, target, ignore_id=255).backward()
+    assert (blank.grad[edge.bool()] < 0).all()  # pushes the missed boundary cells up
+    logits = torch.randn(2, len(TABLE.classes), 32, 32)
+    plain = build_loss(TrainConfig(loss="ce", aux_weight=0.0), class_table=TABLE, ignore_id=255)
+    config = TrainConfig(loss="ce", aux_weight=0.4, detail_weight=0.5, model_kwargs={"detail": True})
+    with_detail = build_loss(config, class_table=TABLE, ignore_id=255)
+    # "detail" is not an auxiliary class map: only its own loss sees it.
+    got = with_detail({"out": logits, "detail": right}, target)
+    assert torch.allclose(got, plain(logits, target) + 0.5 * detail_loss(right, target, ignore_id=255))
+    with pytest.raises(ValueError, match="detail_weight=0.5 needs the model's detail head: add detail: true"):
+        TrainConfig(detail_weight=0.5)
+    with pytest.raises(ValueError, match="detail: true but detail_weight is 0"):
+        TrainConfig(model_kwargs={"detail": True})

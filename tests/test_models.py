@@ -224,6 +224,24 @@ def test_litefpn_output_stride_2_classifies_at_half_resolution_on_the_stride_2_f
     assert all(key.startswith("fine.") for key in fine_keys - coarse_keys)
 
 
+def test_litefpn_detail_head_trains_at_quarter_resolution_and_leaves_inference_alone():
+    model = _build("litefpn", detail=True).train()
+    outputs = model(torch.randn(2, 3, *INPUT_HW))
+    assert set(outputs) == {"out", "aux", "detail"}
+    assert outputs["detail"].shape == (2, 1, INPUT_HW[0] // 4, INPUT_HW[1] // 4)
+    outputs["detail"].sum().backward()
+    assert model.aux_detail[0][0].weight.grad.abs().sum() > 0
+    # The head is training-only: the same weights without it give the same logits (what export runs).
+    plain = _build("litefpn")
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("aux_detail.")}
+    plain.load_state_dict(state)
+    x = torch.randn(1, 3, *INPUT_HW)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), plain.eval()(x))
+    with pytest.raises(ConfigError, match="detail='yes' must be true or false"):
+        _build("litefpn", detail="yes")
+
+
 def test_pspnet_resnet50_builds_dilated_to_output_stride_8():
     model = build_model("pspnet", num_classes=NUM_CLASSES, backbone="resnet50")
     assert sum(p.numel() for p in model.parameters()) > 40e6

@@ -5,6 +5,8 @@ Contract shared by every registered model (tests/test_models.py checks it):
 - input: float tensor N x 3 x H x W, RGB, normalised with the ImageNet mean/std;
 - ``model.train()``: ``forward`` returns a dict with ``"out"`` (main logits N x C x H x W at input
   resolution) and named auxiliary logits (``"aux"``, ``"aux2"``, ... also at input resolution);
+  a model built with a detail head (litefpn ``detail=True``) adds ``"detail"``, one boundary
+  logit per pixel at 1/4 resolution (N x 1 x H/4 x W/4), which only the detail loss reads;
 - ``model.eval()``: ``forward`` returns the main logits tensor N x C x H x W at input resolution;
 - ``model.input_multiple``: H and W must be multiples of it; ``model.check_input_size(h, w)``
   raises ``ConfigError`` with the nearest valid sizes otherwise;

@@ -18,7 +18,11 @@ Design (from the literature, sized for 2 CPU cores at 360x480):
   (stride 2, 16 channels) are each projected to half the decoder width, added and smoothed at 1/2,
   so a pole 4 pixels wide in the input is 2 pixels there instead of 1 (2.97 against 2.76 GFLOPs
   at 352x480).
-- Training adds an auxiliary head on the 1/16 decoder level ("aux").
+- Training adds an auxiliary head on the 1/16 decoder level ("aux"). ``detail=True`` adds
+  STDC's detail guidance (Fan et al., CVPR 2021) on the 1/4 decoder level: a training-only head
+  ("detail", one boundary logit per 1/4 pixel) that the loss (``detail_weight``) asks to find the
+  label's class boundaries, so the level the classifier reads keeps thin structures. Export drops
+  it, as it drops "aux".
 - ``frozen_stages=N`` (as MMSegmentation's backbones) keeps the stem and the first N encoder
   stages at their ImageNet weights, BatchNorm statistics included: on a CPU the high-resolution
   early layers cost most of a training step's time (their BatchNorm and backward passes over
@@ -114,6 +118,7 @@ class LiteFPN(SegmentationModel):
         frozen_stages: int,
         encoder_blocks: int,
         output_stride: int,
+        detail: bool = False,
     ) -> None:
         super().__init__()
         self.frozen_stages = frozen_stages
@@ -137,6 +142,7 @@ class LiteFPN(SegmentationModel):
             self.head.append(nn.Conv2d(channels, num_classes, 1))
         # Training-only head; its name starts with "aux" so deployment checkpoints may omit it.
         self.aux_head = SegmentationHead(channels, channels, num_classes) if aux else None
+        self.aux_detail = SegmentationHead(channels, channels, 1, dropout=0.0) if detail else None
         for module in self._frozen_modules():
             module.requires_grad_(False)
 
@@ -173,6 +179,8 @@ class LiteFPN(SegmentationModel):
         outputs = {"out": logits}
         if self.aux_head is not None:
             outputs["aux"] = upsample_like(self.aux_head(p16), input_hw)
+        if self.aux_detail is not None:
+            outputs["detail"] = self.aux_detail(p4)  # N x 1 x H/4 x W/4, not upsampled
         return outputs
 
 
@@ -187,6 +195,7 @@ def build_litefpn(
     frozen_stages: int = 0,
     encoder_blocks: int = TRUNK_BLOCKS,
     output_stride: int = 4,
+    detail: bool = False,
 ) -> LiteFPN:
     """LiteFPN on an ImageNet mobile encoder.
 
@@ -204,6 +213,8 @@ def build_litefpn(
             drops the last stride-32 blocks, for a smaller model file.
         output_stride: 4 (classifier at 1/4) or 2 (efficientnet_lite0 only: one more decoder
             level at 1/2 on the encoder's stride-2 feature, for thin classes).
+        detail: add STDC's training-only detail head ("detail") on the 1/4 level; the loss's
+            ``detail_weight`` trains it.
 
     Raises:
         ConfigError: unknown encoder, bad channels, weights file missing.
@@ -225,6 +236,8 @@ def build_litefpn(
         raise ConfigError(f"litefpn: output_stride={output_stride!r} must be 4 (the default) or 2")
     if output_stride == 2 and encoder != "efficientnet_lite0":
         raise ConfigError(f"litefpn: output_stride=2 needs encoder efficientnet_lite0, not {encoder!r}")
+    if not isinstance(detail, bool):
+        raise ConfigError(f"litefpn: detail={detail!r} must be true or false")
     return LiteFPN(
         num_classes=num_classes,
         encoder=encoder,
@@ -234,4 +247,5 @@ def build_litefpn(
         frozen_stages=frozen_stages,
         encoder_blocks=encoder_blocks,
         output_stride=output_stride,
+        detail=detail,
     )

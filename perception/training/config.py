@@ -164,6 +164,10 @@ class TrainConfig:
     #: Skeleton iterations (3x3 erosions): objects up to 2 x this + 1 pixels wide are thinned to a
     #: line; wider ones keep a core, which still counts.
     skeleton_iterations: int = field(default=5, metadata=bounds(1, 50))
+    #: Adds ``detail_weight`` x STDC's detail loss (Fan et al., CVPR 2021; binary cross-entropy plus
+    #: Dice against the label's class boundaries) on the model's training-only detail head, which
+    #: ``model_kwargs: {detail: true}`` adds (litefpn) (0: off).
+    detail_weight: float = field(default=0.0, metadata=bounds(0.0, 10.0))
     #: Importance-aware loss: weight per importance level (sky, background, road, vehicles/people).
     ial_level_weights: tuple[float, float, float, float] = (1.0, 1.5, 2.0, 3.0)
     #: Class name -> level 0..3, overriding the built-in keyword grouping.
@@ -214,6 +218,13 @@ class TrainConfig:
         if self.skeleton_classes and self.skeleton_weight == 0:
             raise ValueError("skeleton_classes is set but skeleton_weight is 0: give the loss a weight, e.g. "
                              "skeleton_weight: 1.0, or drop skeleton_classes")
+        has_detail_head = self.model_kwargs.get("detail", False) is not False
+        if self.detail_weight > 0 and not has_detail_head:
+            raise ValueError(f"detail_weight={self.detail_weight} needs the model's detail head: add detail: true to "
+                             "model_kwargs (litefpn)")
+        if has_detail_head and self.detail_weight == 0:
+            raise ValueError("model_kwargs has detail: true but detail_weight is 0: the head would train on "
+                             "nothing; set detail_weight, e.g. 1.0, or drop detail")
         if self.mix_classes and not self.mix_data:
             raise ValueError("mix_classes is set but mix_data is empty: name the dataset to mix in, or drop mix_classes")
         if self.mix_data and not self.mix_classes:

@@ -16,6 +16,8 @@ Registered losses (all skip pixels labelled ``ignore_id``):
 them: a convex surrogate of each class's IoU, which weighted CE over-predicts rare classes against.
 ``skeleton_weight`` > 0 adds the skeleton recall loss (``skeleton_recall``) of the classes in
 ``skeleton_classes``: the share of a thin structure's skeleton that the prediction misses.
+``detail_weight`` > 0 trains a model's ``"detail"`` output (STDC's detail guidance, ``detail_loss``):
+binary cross-entropy plus Dice against the label's class boundaries.
 
 Class weights: ``enet`` w_c = 1 / ln(1.02 + p_c) with p_c the class's share of labelled pixels
 (Paszke et al. 2016); ``median_freq`` w_c = median(f) / f_c with f_c = pixels of c / pixels of the
@@ -305,13 +307,46 @@ def skeleton_recall(logits: torch.Tensor, target: torch.Tensor, class_ids: tuple
     return (1.0 - covered[present] / length[present]).mean()
 
 
+def boundary_targets(target: torch.Tensor, size: tuple[int, int], *, ignore_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The label's class boundaries pooled to ``size``, and which of those cells hold labelled pixels.
+
+    A labelled pixel is a boundary pixel when a labelled pixel of its 3x3 neighbourhood has another
+    class (an ignored neighbour makes none). A cell of ``size`` is a boundary cell when it holds
+    one, as STDC's detail map marks the Laplacian's response at strides 1-4 (here the cell is the
+    head's pixel). Returns float N x 1 x h x w maps in {0, 1}: boundaries and valid cells.
+    """
+    valid = (target != ignore_id).unsqueeze(1)
+    labels = target.unsqueeze(1).float()
+    big = float(ignore_id) + 1.0
+    highest = F.max_pool2d(torch.where(valid, labels, -1.0), 3, stride=1, padding=1)
+    lowest = -F.max_pool2d(torch.where(valid, -labels, -big), 3, stride=1, padding=1)
+    edge = valid & ((highest != labels) | (lowest != labels))
+    return (F.adaptive_max_pool2d(edge.float(), size), F.adaptive_max_pool2d(valid.float(), size))
+
+
+def detail_loss(logits: torch.Tensor, target: torch.Tensor, *, ignore_id: int) -> torch.Tensor:
+    """STDC's detail loss (Fan et al., "Rethinking BiSeNet For Real-time Semantic Segmentation",
+    CVPR 2021): binary cross-entropy plus Dice between a detail head's N x 1 x h x w logits and the
+    label's class boundaries at that resolution (``boundary_targets``), over cells with labelled
+    pixels. Dice balances the few boundary cells against the many others, as in the paper."""
+    edge, valid = boundary_targets(target, tuple(logits.shape[-2:]), ignore_id=ignore_id)
+    logits = logits.float()
+    cells = valid.sum().clamp_min(1.0)
+    bce = (F.binary_cross_entropy_with_logits(logits, edge, reduction="none") * valid).sum() / cells
+    probs = logits.sigmoid() * valid
+    overlap = (probs * edge).sum((1, 2, 3))
+    dice = 1.0 - (2.0 * overlap + 1.0) / (probs.sum((1, 2, 3)) + edge.sum((1, 2, 3)) + 1.0)
+    return bce + dice.mean()
+
+
 class SegmentationLoss(nn.Module):
     """``main(out) + aux_weight * sum(main(aux_k)) + lovasz_weight * lovasz_softmax(out)
-    + skeleton_weight * skeleton_recall(out)`` over a model's train-mode output dict."""
+    + skeleton_weight * skeleton_recall(out) + detail_weight * detail_loss(detail)`` over a
+    model's train-mode output dict."""
 
     def __init__(self, criterion: nn.Module, *, aux_weight: float, lovasz_weight: float = 0.0,
                  ignore_id: int = 255, skeleton_weight: float = 0.0, skeleton_ids: tuple[int, ...] = (),
-                 skeleton_iterations: int = 5) -> None:
+                 skeleton_iterations: int = 5, detail_weight: float = 0.0) -> None:
         super().__init__()
         self.criterion = criterion
         self.aux_weight = aux_weight
@@ -320,6 +355,7 @@ class SegmentationLoss(nn.Module):
         self.skeleton_weight = skeleton_weight if skeleton_ids else 0.0
         self.skeleton_ids = skeleton_ids
         self.skeleton_iterations = skeleton_iterations
+        self.detail_weight = detail_weight
 
     def forward(self, outputs: dict[str, torch.Tensor] | torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         main = outputs if isinstance(outputs, torch.Tensor) else outputs["out"]
@@ -334,7 +370,10 @@ class SegmentationLoss(nn.Module):
         if isinstance(outputs, torch.Tensor):
             return total
         for name, logits in outputs.items():
-            if name != "out" and self.aux_weight > 0:
+            if name == "detail":
+                if self.detail_weight > 0:
+                    total = total + self.detail_weight * detail_loss(logits, target, ignore_id=self.ignore_id)
+            elif name != "out" and self.aux_weight > 0:
                 total = total + self.aux_weight * self.criterion(logits, target)
         return total
 
@@ -381,7 +420,7 @@ def build_loss(
     skeleton_ids = tuple(class_table.names.index(name) for name in config.skeleton_classes)
     return SegmentationLoss(loss_class(**kwargs), aux_weight=config.aux_weight, lovasz_weight=config.lovasz_weight,
                             ignore_id=ignore_id, skeleton_weight=config.skeleton_weight, skeleton_ids=skeleton_ids,
-                            skeleton_iterations=config.skeleton_iterations)
+                            skeleton_iterations=config.skeleton_iterations, detail_weight=config.detail_weight)
 
 
 def _warn_unused_options(config: TrainConfig) -> None:
