@@ -64,7 +64,7 @@ def input_hw(value: Any) -> tuple[int, int]:
 
 #: Precisions a model file's metadata may name: what ``perception export`` and the quantisers write
 #: (fp32, int8) and a TensorRT engine's (fp16). The file's graph decides when it is quantised and its
-#: metadata says a float precision (``modelfile.effective_precision``).
+#: metadata says a float precision (``modelfile_graph.effective_precision``).
 METADATA_PRECISIONS = ("fp32", "fp16", "int8")
 #: Validation figures (``val_metrics``, its ``int8_gate``, ``real_road_check``'s tasks) that are
 #: shares in 0..1 (null: not measured), and those that are counts.

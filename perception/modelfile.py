@@ -4,7 +4,9 @@ The node (engines), ``perception inspect`` and ``perception eval`` use this to l
 ``.onnx`` file is before running it: ``read_model_metadata(path)`` returns the
 ``contracts.ModelMetadata`` stored by ``perception export`` and checks that the graph's input and
 outputs match the contract; ``describe_model(path)`` adds tensor specs, operator counts and the
-file size. Every problem is a ``ModelError`` naming the file and the fix.
+file size. Every problem is a ``ModelError`` naming the file and the fix. What a file is when it is
+not ONNX (an OpenVINO IR, an error page, a PyTorch checkpoint) is ``modelfile_kind``'s; the precision
+and classes its graph shows, whatever its metadata says, ``modelfile_graph``'s.
 
 Torch-free by design (the runtime node imports it), and ``onnx``-free on the node's path:
 ``read_model_metadata`` reads the few fields it needs (metadata, graph inputs and outputs) straight
@@ -20,7 +22,6 @@ import dataclasses
 import errno
 import math
 import os
-import re
 import stat
 from collections import Counter
 from dataclasses import dataclass, field
@@ -37,7 +38,9 @@ from perception.contracts import (
 )
 from perception.errors import ConfigError, ModelError, unreadable, why_not_a_file
 from perception.metadata_fields import STD_RANGE
-from perception.onnxwire import ExternalRef, ModelHeader, TensorSpec, is_quantisation_op
+from perception.modelfile_graph import graph_class_count, graph_quantised, with_graph_precision
+from perception.modelfile_kind import is_openvino_ir, not_onnx_line, openvino_ir_line
+from perception.onnxwire import ExternalRef, ModelHeader, TensorSpec
 
 _REEXPORT = "export it with 'perception export'"
 
@@ -58,7 +61,7 @@ class ModelDescription:
 
     path: Path
     size_bytes: int
-    #: Its ``precision`` is the file's (``effective_precision``): int8 for a quantised graph.
+    #: Its ``precision`` is the file's (``modelfile_graph.effective_precision``): int8 for a quantised graph.
     metadata: ModelMetadata
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
@@ -121,16 +124,9 @@ def load_model_proto(path: str | Path, *, with_weights: bool = True):
     from onnx.checker import ValidationError
 
     path = check_model_path(path)
-    if is_openvino_ir(path):
-        raise ModelError(openvino_ir_line(path))
-    markup = markup_line(path)
-    if markup:
-        raise ModelError(markup)
-    if _is_torch_checkpoint(path):
-        raise ModelError(
-            f"{path.name} is a PyTorch checkpoint, not an ONNX model: export it (perception export --checkpoint "
-            f"{path} --out model.onnx), or run it with --engine torch, or score it with eval --checkpoint"
-        )
+    not_onnx = not_onnx_line(path)  # an OpenVINO IR, an error page, a PyTorch checkpoint
+    if not_onnx:
+        raise ModelError(not_onnx)
     if with_weights:
         external_data_files(path)  # a missing or short weights file: its own one line, before onnx's
     try:
@@ -145,69 +141,6 @@ def load_model_proto(path: str | Path, *, with_weights: bool = True):
     if not proto.graph.node or not proto.graph.input or not proto.graph.output:
         raise ModelError(f"{path.name} holds no complete ONNX graph; it may be truncated: copy it again or {_REEXPORT}")
     return proto
-
-
-def openvino_ir_line(path: str | Path) -> str:
-    """The one line for an OpenVINO IR (``model.xml`` and its ``model.bin``) given where a model
-    file goes: what it is and what to pass instead. Every command says it so (``bench``'s
-    ``no_engine_reads``, and ``run``, ``inspect``, ``eval`` through ``load_model_proto``)."""
-    return (f"{path} is an OpenVINO IR file, which perception does not read; pass the .onnx it was converted "
-            "from, or export one with 'perception export' (perception run --engine openvino runs an .onnx on OpenVINO)")
-
-
-def _markup_root(path: Path) -> str | None:
-    """The root element's name when ``path`` starts as markup (XML or HTML, after a byte order mark
-    and blanks, its declaration, comments and doctype skipped): "" when none is found in its first
-    4 kB; None when it does not start with ``<`` (an ONNX file starts with a protobuf field tag)."""
-    try:
-        with path.open("rb") as f:
-            head = f.read(4096)
-    except OSError:
-        return None  # onnx.load names the problem
-    text = head.removeprefix(b"\xef\xbb\xbf").decode("latin-1").lstrip()
-    if not text.startswith("<"):
-        return None
-    while text.startswith("<"):
-        for start, end in (("<?", "?>"), ("<!--", "-->"), ("<!", ">")):
-            if text.startswith(start):
-                cut = text.find(end, len(start))
-                if cut < 0:
-                    return ""
-                text = text[cut + len(end):].lstrip()
-                break
-        else:
-            match = re.match(r"<([A-Za-z_][\w.:-]*)", text)
-            return match.group(1) if match else ""
-    return ""
-
-
-def is_openvino_ir(path: Path) -> bool:
-    """Whether ``path`` is an OpenVINO IR's ``.xml``: markup whose root element is ``<net``
-    (``_markup_root``); other XML (a failed download's error body) is ``markup_line``'s."""
-    return _markup_root(path) == "net"
-
-
-def markup_line(path: Path) -> str | None:
-    """The one line for a model file that is an XML or HTML document but not an OpenVINO IR (what
-    a failed download saves: S3's AccessDenied body, a login page), else None."""
-    root = _markup_root(path)
-    if root is None or root == "net":
-        return None
-    kind = "an HTML" if root.lower() == "html" else "an XML"
-    what = f" (root element <{_CONTROL.sub('?', root)[:40]}>)" if root else ""
-    return (f"{path} is {kind} document{what}, not a model: perhaps a failed download saved an error page under "
-            f"this name; download the model again or {_REEXPORT}")
-
-
-def _is_torch_checkpoint(path: Path) -> bool:
-    """Whether ``path`` starts like a ``torch.save`` file: a zip archive (the default since torch 1.6)
-    or a pickle (protocol 2 and up). An ONNX file starts with a protobuf field tag, never these."""
-    try:
-        with path.open("rb") as f:
-            head = f.read(4)
-    except OSError:
-        return False  # onnx.load names the problem
-    return head == b"PK\x03\x04" or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
 def write_metadata(proto, metadata: ModelMetadata) -> None:
@@ -423,7 +356,7 @@ def read_model_file(path: str | Path) -> tuple[ModelMetadata, dict[Path, int]]:
 
 
 def model_precision(path: str | Path) -> tuple[str, str]:
-    """The precision of the model file ``path`` as it runs (``effective_precision``, what
+    """The precision of the model file ``path`` as it runs (``modelfile_graph.effective_precision``, what
     ``read_model_metadata(path).precision`` says) and as its metadata names it; the two differ for a
     file quantised by another tool that kept the float file's metadata (``("int8", "fp32")``).
     ModelError as ``read_model_metadata``."""
@@ -446,26 +379,6 @@ def _read_model_file(path: str | Path) -> tuple[ModelMetadata, dict[Path, int], 
         external, quantised = check_external_data(path, header.external), header.quantised
     declared = metadata.precision
     return with_graph_precision(metadata, quantised), external, declared
-
-
-def effective_precision(metadata_precision: str, quantised: bool) -> str:
-    """The precision a model file runs at: ``int8`` when its graph is quantised (``quantised``:
-    QuantizeLinear / DequantizeLinear, QLinear* or integer ops, ``onnxwire.is_quantisation_op``)
-    whatever float precision its metadata names (ONNX Runtime's ``quantize_static`` and other
-    tools copy the FP32 file's metadata, ``precision: fp32`` included), else the metadata's. A
-    graph without such nodes keeps the metadata's word, int8 included."""
-    return "int8" if quantised else metadata_precision
-
-
-def with_graph_precision(metadata: ModelMetadata, quantised: bool) -> ModelMetadata:
-    """``metadata`` with the precision the file runs at (``effective_precision``)."""
-    precision = effective_precision(metadata.precision, quantised)
-    return metadata if precision == metadata.precision else dataclasses.replace(metadata, precision=precision)
-
-
-def graph_quantised(proto) -> bool:
-    """Whether ``proto``'s (an ``onnx.ModelProto``) graph holds quantisation nodes (``onnxwire.is_quantisation_op``)."""
-    return any(is_quantisation_op(n.op_type) for n in proto.graph.node)
 
 
 #: Bytes per element of the ONNX tensor types whose size follows from their shape.
@@ -622,45 +535,3 @@ def describe_model(path: str | Path) -> ModelDescription:
         graph_classes=graph_class_count(proto),
         metadata_precision=declared.precision,
     )
-
-
-#: Ops between the class logits and the argmax that keep the channel count (the logit adjustment's
-#: Add, the upsample, quantisation pairs).
-_CHANNEL_KEEPING_OPS = frozenset({"Resize", "Upsample", "Add", "Sub", "Mul", "Div", "Identity", "Cast", "Relu",
-                                  "QuantizeLinear", "DequantizeLinear"})
-
-
-def graph_class_count(proto) -> int | None:
-    """How many classes the argmax that makes ``class_ids`` runs over (an ``onnx.ModelProto``),
-    read statically: its input's channel count as the graph's shapes record it, else the output
-    channels of the convolution that computes the logits; None when the graph does not say."""
-    from perception.contracts import OUTPUT_CLASS_IDS as IDS
-
-    producer = {out: n for n in proto.graph.node for out in n.output}
-    node = producer.get(IDS)
-    while node is not None and node.op_type == "Cast":
-        node = producer.get(node.input[0])
-    if node is None or node.op_type != "ArgMax" or not node.input:
-        return None
-    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-    shapes = {v.name: v for v in (*proto.graph.value_info, *proto.graph.input, *proto.graph.output)}
-    logits = node.input[0]
-    dims = shapes[logits].type.tensor_type.shape.dim if logits in shapes else []
-    if dims and -len(dims) <= axis < len(dims) and dims[axis].HasField("dim_value") and dims[axis].dim_value > 0:
-        return int(dims[axis].dim_value)
-    if axis != 1:
-        return None
-    weights = {t.name: t for t in proto.graph.initializer}
-    node = producer.get(logits)
-    for _ in range(16):  # back over ops that keep the channels, to the convolution
-        if node is None:
-            return None
-        if node.op_type == "Conv" and len(node.input) > 1:
-            weight = weights.get(node.input[1])
-            if weight is None and (dq := producer.get(node.input[1])) is not None and dq.op_type == "DequantizeLinear":
-                weight = weights.get(dq.input[0])
-            return int(weight.dims[0]) if weight is not None and weight.dims else None
-        if node.op_type not in _CHANNEL_KEEPING_OPS or not node.input:
-            return None
-        node = producer.get(node.input[0])
-    return None

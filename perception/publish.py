@@ -48,9 +48,9 @@ from perception.wire import (
     mask_header,
     values_for_topic,
 )
-from perception.xpub import XpubCore, check_endpoint, is_loopback
+from perception.xpub import XpubCore
 
-__all__ = ["MaskPublisher", "PublishCounters", "check_endpoint", "is_loopback"]
+__all__ = ["MaskPublisher", "PublishCounters"]
 
 log = logging.getLogger(__name__)
 

@@ -57,6 +57,7 @@ import zmq
 from perception import contracts
 from perception.config import short
 from perception.encoding import DecodeError, codec_for_compression, max_payload_bytes
+from perception.endpoints import check_endpoint, is_ipv6_literal
 from perception.errors import ConfigError, PublishError
 from perception.options import DEFAULT_MAX_QUEUE_MB, DEFAULT_MAX_TOPICS, MAX_QUEUE_MB, MAX_TOPICS
 from perception.wire import (
@@ -69,7 +70,6 @@ from perception.wire import (
     parse_header,
     printable,
 )
-from perception.xpub import check_endpoint, is_ipv6_literal
 
 log = logging.getLogger(__name__)
 

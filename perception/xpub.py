@@ -2,11 +2,11 @@
 (``perception/publish.py``, one socket for every camera's namespace) and ``ReplayPublisher``
 (``perception/replay.py``).
 
-It owns what both need and must do alike: endpoint checks, socket setup (linger, high-water mark,
-CURVE), binding with one-line errors naming the endpoint and the fix, the subscriptions that XPUB
-reports (counted per subscriber connection and topic prefix), latched topics that are sent again when a
-subscription that receives them arrives, sending, and closing. What the messages hold (headers,
-encodings, pub_seq) stays with the publishers.
+It owns what both need and must do alike: endpoint checks (``perception/endpoints.py``), socket
+setup (linger, high-water mark, CURVE), binding with one-line errors naming the endpoint and the
+fix, the subscriptions that XPUB reports (counted per subscriber connection and topic prefix),
+latched topics that are sent again when a subscription that receives them arrives, sending, and
+closing. What the messages hold (headers, encodings, pub_seq) stays with the publishers.
 
     core = XpubCore("tcp://127.0.0.1:5556", sndhwm=16)
     with core.lock:
@@ -18,21 +18,22 @@ Subscription accounting (``perception/xpub_counts.py``, ``SubscriptionCounts``):
 filtering; the core reads the subscribe and unsubscribe messages (``XPUB_VERBOSER``: all of them,
 duplicates and the ones libzmq makes for a connection that closed) and hands each to the counts with
 the connection that sent it, so that one subscriber holding a prefix counts once however often it
-subscribed to it, and not at all once it is gone. The connection is named by the message's
-``SRCFD`` (the descriptor of its socket in libzmq) and that socket's device and inode, which no
-other connection has while it is open: one ``fstat`` (about 1 us; the descriptor is never
-duplicated nor closed) per descriptor a read meets, and one more at the read's end, when a
-connection that closed and whose descriptor a new one took meanwhile hands its subscriptions to the
-new one (whose messages may have been taken as its own: at worst the new one counts for some it does
-not hold, until it leaves; never for fewer). A subscribe whose descriptor is no longer an open
-socket (the connection closed before it was read) is not counted. The unsubscribes libzmq makes for a connection that
-closed carry no ``SRCFD`` (its socket is already closed): after a read that took one, the core looks
-once at every connection held and drops those whose socket is gone (``SubscriptionCounts.settle``).
-A message with no ``SRCFD`` otherwise (a transport without one) counts as a message, as libzmq sends
-them. The publisher ``track``s the topics it publishes, each in a group (its namespace ``b"ns/"``),
-so ``receivers_locked(topic)`` and ``subscriptions(group)`` cost the same whatever the subscribers
-ask for. A read takes at most ``READ_BATCH`` messages (a send ``SEND_READ_BATCH``), so a flood of
-them is spread over many frames.
+subscribed to it, and not at all once it is gone. The connection is named
+(``perception/xpub_connections.py``) by the message's ``SRCFD`` (the descriptor of its socket in
+libzmq) and that socket's device and inode, which no other connection has while it is open: one
+``fstat`` (about 1 us; the descriptor is never duplicated nor closed) per descriptor a read meets,
+and one more at the read's end, when a connection that closed and whose descriptor a new one took
+meanwhile hands its subscriptions to the new one (whose messages may have been taken as its own: at
+worst the new one counts for some it does not hold, until it leaves; never for fewer). A subscribe
+whose descriptor is no longer an open socket (the connection closed before it was read) is not
+counted. The unsubscribes libzmq makes for a connection that closed carry no ``SRCFD`` (its socket
+is already closed): after a read that took one, the core looks once at every connection held and
+drops those whose socket is gone (``SubscriptionCounts.settle``). A message with no ``SRCFD``
+otherwise (a transport without one) counts as a message, as libzmq sends them. The publisher
+``track``s the topics it publishes, each in a group (its namespace ``b"ns/"``), so
+``receivers_locked(topic)`` and ``subscriptions(group)`` cost the same whatever the subscribers ask
+for. A read takes at most ``READ_BATCH`` messages (a send ``SEND_READ_BATCH``), so a flood of them
+is spread over many frames.
 
 With a CURVE allow-list, each subscription message carries the subscriber's key (ZAP ``User-Id``)
 and its connection's file descriptor (``SRCFD``): the core remembers which connection holds which
@@ -48,28 +49,37 @@ long for room and raises ``zmq.Again`` when there is none, so the caller can ret
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
-import re
-import socket
 import stat
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TypeVar
 
 import zmq
 
 from perception import contracts
+from perception.endpoints import (
+    address_in_use_fix,
+    check_endpoint,
+    ipc_socket_is_live,
+    is_ipv6_literal,
+    is_loopback,
+)
 from perception.errors import PublishError
+from perception.xpub_connections import (
+    CLOSED,
+    connection_alive,
+    connection_id,
+    name_connection,
+    shut_down_connection,
+)
 from perception.xpub_counts import MAX_PREFIXES as MAX_PREFIXES  # (re-exported: the cap's default)
 from perception.xpub_counts import SubscriptionCounts
 
 log = logging.getLogger(__name__)
 
-_ENDPOINT_RE = re.compile(r"^(?:tcp://(?P<host>\[[0-9a-fA-F:.]+\]|[^:/\[\]]+):(?P<port>\d+|\*)|ipc://(?P<path>.+))$")
 # XPUB subscription messages: one byte (1 subscribe, 0 unsubscribe), then the topic prefix.
 _SUBSCRIBE, _UNSUBSCRIBE = 1, 0
 # wait_for_subscriptions holds the socket lock for at most this long at a time.
@@ -87,167 +97,7 @@ SEND_READ_BATCH = 100
 #: four got it only after 5 frames); a subscribe-unsubscribe loop still costs at most 5 a second.
 LATCH_RESEND_INTERVAL_S = 0.2
 _NEVER = float("inf")
-# The name of a connection whose socket was closed before its message was read (see _connection).
-_CLOSED = (-1, 0, 0)
 _SRCFD = int(zmq.SRCFD)
-
-
-def address_in_use_fix(endpoint: str) -> str:
-    """The fix an "address already in use" error names: another port (the next one, or ``*`` for
-    any free one, which the node logs) or another ipc path, or stopping the other node."""
-    match = _ENDPOINT_RE.match(endpoint)
-    if match is not None and match.group("port") not in (None, "*"):
-        stem = endpoint[: match.start("port")]
-        port = int(match.group("port"))
-        return f"use another port (e.g. --endpoint {stem}{port + 1 if port < 65535 else port - 1}, or {stem}* for " \
-               "any free one, logged at start) or stop the other node"
-    return "use another --endpoint (another ipc:// path, or tcp://127.0.0.1:*) or stop the other node"
-
-
-def check_endpoint(endpoint: str) -> str | None:
-    """Validate an endpoint string; return its TCP host (None for ipc).
-
-    Raises PublishError naming the endpoint and the expected form.
-    """
-    if isinstance(endpoint, str) and endpoint.startswith("inproc://"):
-        # Each publisher and subscriber has its own ZeroMQ context: nothing could ever connect.
-        raise PublishError(f"endpoint {endpoint!r}: inproc:// reaches only sockets of one ZeroMQ context in one "
-                           f"process, and no other can join it; use tcp://HOST:PORT (e.g. {contracts.DEFAULT_ENDPOINT}) "
-                           "or ipc://PATH")
-    match = _ENDPOINT_RE.match(endpoint) if isinstance(endpoint, str) else None
-    if match is None:
-        raise PublishError(
-            f"bad endpoint {endpoint!r}; expected tcp://HOST:PORT, e.g. {contracts.DEFAULT_ENDPOINT}"
-        )
-    port = match.group("port")
-    if port not in (None, "*") and not 0 < int(port) < 65536:
-        raise PublishError(f"bad endpoint {endpoint!r}: port {port} is out of range 1-65535")
-    host = match.group("host")
-    return host.strip("[]") if host is not None else None
-
-
-def ipc_socket_is_live(path: str) -> bool:
-    """True when a process is listening on the Unix socket at ``path`` (a stale file, left by a
-    node that was killed, refuses the connection and may be bound over)."""
-    if not os.path.exists(path):
-        return False
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(1.0)
-    try:
-        probe.connect(path)
-    except OSError:  # refused (stale), not a socket, too long a path: bind reports the rest
-        return False
-    finally:
-        probe.close()
-    return True
-
-
-def is_ipv6_literal(host: str | None) -> bool:
-    """An IPv6 address (``::1`` of ``tcp://[::1]:5556``): its sockets need ZeroMQ's IPV6 option."""
-    return host is not None and ":" in host
-
-
-def _same_host(a: str, b: str | None) -> bool:
-    """Whether two textual IP addresses name the same host (IPv4-mapped IPv6 and scope ids aside);
-    True when either cannot be parsed: the check only guards against a reused descriptor number."""
-    def norm(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-        addr = ipaddress.ip_address(text.split("%", 1)[0])
-        mapped = getattr(addr, "ipv4_mapped", None)
-        return mapped if mapped is not None else addr
-
-    if b is None:
-        return True
-    try:
-        return norm(a) == norm(b)
-    except ValueError:
-        return True
-
-
-T = TypeVar("T")
-
-
-def _on_socket_at(fd: int, act: Callable[[socket.socket, os.stat_result], T]) -> T | None:
-    """``act(conn, stat)`` on a duplicate of ``fd`` when it is a socket, else None (also on any
-    OSError: closed meanwhile, not a socket). Working on a duplicate, libzmq's own descriptor is
-    never closed, and a number closed and reused meanwhile is seen by its stat."""
-    try:
-        dup = os.dup(fd)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(dup)
-        if not stat.S_ISSOCK(st.st_mode):
-            return None
-        conn = socket.socket(fileno=dup)
-        dup = -1  # the socket object owns it now
-        with conn:
-            return act(conn, st)
-    except OSError:
-        return None
-    finally:
-        if dup >= 0:
-            os.close(dup)
-
-
-def _connection_id(fd: int, peer_address: str | None) -> tuple[int, int] | None:
-    """(device, inode) of the connected stream socket at ``fd`` (a subscriber's connection, read
-    from a message's ``SRCFD``), or None when ``fd`` is no such socket now: closed, or its number
-    reused by another file. ``peer_address`` (the message's ``Peer-Address``) must match a TCP peer."""
-
-    def ident(conn: socket.socket, st: os.stat_result) -> tuple[int, int] | None:
-        if conn.type != socket.SOCK_STREAM:
-            return None
-        peer = conn.getpeername()  # a listening socket has none (ENOTCONN)
-        if conn.family in (socket.AF_INET, socket.AF_INET6) and not _same_host(peer[0], peer_address):
-            return None
-        return st.st_dev, st.st_ino
-
-    return _on_socket_at(fd, ident)
-
-
-def _shut_down_connection(fd: int, ident: tuple[int, int]) -> bool:
-    """Shut down the connection at ``fd`` if it is still the socket ``ident`` names; libzmq then
-    sees it closed and drops it (the subscriber reconnects through a new handshake)."""
-
-    def shut(conn: socket.socket, st: os.stat_result) -> bool:
-        if (st.st_dev, st.st_ino) != ident:
-            return False
-        conn.shutdown(socket.SHUT_RDWR)
-        return True
-
-    return bool(_on_socket_at(fd, shut))
-
-
-def _connection(fd: int) -> tuple[int, int, int]:
-    """The name of the subscriber connection whose socket is ``fd`` (a message's ``SRCFD``):
-    ``(fd, device, inode)``, which no other connection has while this one is open; ``_CLOSED`` when
-    ``fd`` is no open socket now (closed, or reused by a file). One ``fstat``: the read path's cost."""
-    try:
-        st = os.fstat(fd)
-    except OSError:
-        return _CLOSED
-    return (fd, st.st_dev, st.st_ino) if stat.S_ISSOCK(st.st_mode) else _CLOSED
-
-
-def _connection_alive(conn: tuple[int, int, int]) -> bool:
-    """Whether the connection ``_connection`` named is still open: its descriptor still the same
-    socket (libzmq closes it before it reports the connection's subscriptions gone)."""
-    fd, dev, ino = conn
-    try:
-        st = os.fstat(fd)
-    except OSError:
-        return False
-    return st.st_ino == ino and st.st_dev == dev
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost, 127.0.0.0/8 and ::1."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # an interface name such as eth0, or '*'
-        return False
 
 
 class XpubCore:
@@ -393,7 +243,7 @@ class XpubCore:
             peer_address = frame.get("Peer-Address")
         except (zmq.ZMQError, UnicodeEncodeError):  # made by libzmq (a disconnect's unsubscribe): no peer
             return
-        ident = _connection_id(fd, peer_address)
+        ident = connection_id(fd, peer_address)
         if ident is None or ident in self._cut:
             return
         if key in self._auth.allowed:
@@ -404,7 +254,7 @@ class XpubCore:
                      peer_address, key.decode())
 
     def _cut_locked(self, fd: int, ident: tuple[int, int]) -> bool:
-        if ident in self._cut or not _shut_down_connection(fd, ident):
+        if ident in self._cut or not shut_down_connection(fd, ident):
             return False
         self._cut.append(ident)
         self.curve_disconnects += 1
@@ -489,12 +339,12 @@ class XpubCore:
                 else:
                     conn = named.get(fd)
                     if conn is None:
-                        conn = named[fd] = _connection(fd)
+                        conn = named[fd] = name_connection(fd)
             if not subscribe:
-                if conn is _CLOSED:
+                if conn is CLOSED:
                     refused.get(fd, {}).pop(prefix, None)
                 counts.unsubscribe(prefix, conn)
-            elif conn is _CLOSED:  # the connection closed before this was read: it counts for nothing
+            elif conn is CLOSED:  # the connection closed before this was read: it counts for nothing
                 refused.setdefault(fd, {})[prefix] = frame if noting else None
             else:
                 if noting:
@@ -504,7 +354,7 @@ class XpubCore:
                     self._due.update(topic for topic in topics if topic in latched)  # they wait for it
         if named:
             self._recheck_locked(named, refused)
-        counts.settle(_connection_alive)  # once a read, only when an unsubscribe waits for it
+        counts.settle(connection_alive)  # once a read, only when an unsubscribe waits for it
         self._resend_due_locked(sending)
         return drained
 
@@ -520,10 +370,10 @@ class XpubCore:
         new connection takes the old one's subscriptions, and those refused while the descriptor
         was no socket: at worst it is counted for some it does not hold, until it closes."""
         for fd, conn in named.items():
-            now = _connection(fd)
-            if now == conn or now is _CLOSED:
+            now = name_connection(fd)
+            if now == conn or now is CLOSED:
                 continue  # (closed now: the old one's subscriptions go with it, see settle)
-            if conn is _CLOSED:
+            if conn is CLOSED:
                 for prefix, frame in refused.get(fd, {}).items():
                     if frame is not None:
                         self._note_subscriber_locked(frame)

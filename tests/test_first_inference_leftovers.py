@@ -179,7 +179,8 @@ def test_run_inspect_and_eval_name_an_openvino_ir_and_say_what_to_pass(cli, fx):
 
 
 def test_an_ir_is_recognised_by_its_content_and_a_bin_by_its_xml(fx, tmp_path):
-    from perception.modelfile import describe_model, openvino_ir_line, read_model_metadata
+    from perception.modelfile import describe_model, read_model_metadata
+    from perception.modelfile_kind import openvino_ir_line
 
     # no XML declaration, a byte order mark and blanks first, another suffix: still an IR
     bare = tmp_path / "exported.model"

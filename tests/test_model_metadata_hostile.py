@@ -27,7 +27,8 @@ from perception import contracts, wire
 from perception.commands.inspect import format_description
 from perception.engines import EngineOptions, load_engine
 from perception.errors import ModelError
-from perception.modelfile import describe_model, graph_quantised, model_precision, read_model_metadata
+from perception.modelfile import describe_model, model_precision, read_model_metadata
+from perception.modelfile_graph import graph_quantised
 from perception.onnxwire import ModelHeader
 
 HW = (48, 64)

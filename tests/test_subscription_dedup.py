@@ -14,9 +14,9 @@ import time
 import pytest
 import zmq
 
-from perception import xpub
 from perception.publish import MaskPublisher
 from perception.xpub import XpubCore
+from perception.xpub_connections import CLOSED, connection_alive, name_connection, shut_down_connection
 from perception.xpub_counts import SubscriptionCounts
 
 NS = "perception/front"
@@ -120,7 +120,7 @@ def test_a_client_that_reconnects_counts_once():
             (old,) = counts._held
             fd, dev, ino = old
             with core.lock:
-                assert xpub._shut_down_connection(fd, (dev, ino))
+                assert shut_down_connection(fd, (dev, ino))
             # (client.poll: a SUB sends its subscriptions again once its own thread looks at it.)
             _until(lambda old=old: client.poll(0) >= 0 and old not in _read(core)._held and counts.connections == 1
                    and core.subscriptions() == 2, "the old connection to go and the new one to come")
@@ -145,23 +145,23 @@ def test_a_descriptor_reused_during_a_read_never_counts_the_new_connection_for_l
     old_pair, new_pair, gone_pair = socket.socketpair(), socket.socketpair(), socket.socketpair()
     try:
         fd = old_pair[0].fileno()
-        old = xpub._connection(fd)
+        old = name_connection(fd)
         counts = core._counts
         counts.subscribe(LANE, old)
         counts.subscribe(b"zz", old)
         os.dup2(new_pair[0].fileno(), fd)  # the old connection closed, a new one has its number
-        new = xpub._connection(fd)
-        assert new not in (old, xpub._CLOSED) and xpub._connection_alive(new) and not xpub._connection_alive(old)
+        new = name_connection(fd)
+        assert new not in (old, CLOSED) and connection_alive(new) and not connection_alive(old)
         with core.lock:
             core._recheck_locked({fd: old}, {})
         assert counts.receivers(LANE) == 1 and counts.count(b"") == 2 and set(counts._held) == {new}
         # Subscribes refused while the descriptor was no socket, then one opened on it: counted for it.
         closed_fd = gone_pair[0].fileno()
         gone_pair[0].close()
-        assert xpub._connection(closed_fd) is xpub._CLOSED
+        assert name_connection(closed_fd) is CLOSED
         os.dup2(new_pair[1].fileno(), closed_fd)
         with core.lock:
-            core._recheck_locked({closed_fd: xpub._CLOSED}, {closed_fd: {f"{NS}/".encode(): None}})
+            core._recheck_locked({closed_fd: CLOSED}, {closed_fd: {f"{NS}/".encode(): None}})
         assert counts.count(f"{NS}/".encode()) == 2 and counts.connections == 2
         os.close(closed_fd)
     finally:

@@ -169,7 +169,7 @@ def test_a_second_publisher_on_a_live_ipc_path_is_refused_and_a_stale_one_is_reu
 
 
 def test_inproc_endpoints_are_refused_naming_the_ones_that_work():
-    from perception.xpub import check_endpoint
+    from perception.endpoints import check_endpoint
 
     with pytest.raises(PublishError, match=r"endpoint 'inproc://x': inproc:// reaches only .* use tcp://HOST:PORT"):
         check_endpoint("inproc://x")

@@ -226,8 +226,8 @@ def check_before_loading(config: RunConfig) -> None:
         PublishError: a malformed endpoint. SourceError: a video file that is not there.
         ModelError: the model, when it is bad too.
     """
+    from perception.endpoints import check_endpoint
     from perception.errors import PerceptionError, why_not_a_file
-    from perception.xpub import check_endpoint
 
     if config.model is not None:
         from perception.modelfile import check_model_path

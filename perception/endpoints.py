@@ -1,0 +1,88 @@
+"""ZeroMQ endpoint strings, checked once for every side of the wire: the publishers' XPUB core
+(``perception/xpub.py``), the subscriber (``perception/subscribe.py``), ``perception run``'s
+checks before start-up and launch files' validation.
+
+``check_endpoint`` accepts ``tcp://HOST:PORT`` (``*`` for any free port, ``[IPv6]`` hosts) and
+``ipc://PATH`` and returns the TCP host, or raises a ``PublishError`` naming the endpoint and the
+expected form; ``is_loopback`` and ``is_ipv6_literal`` judge that host; ``address_in_use_fix`` and
+``ipc_socket_is_live`` serve a bind that meets an address in use.
+
+    host = check_endpoint("tcp://127.0.0.1:5556")   # "127.0.0.1"; None for ipc://
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import socket
+
+from perception import contracts
+from perception.errors import PublishError
+
+_ENDPOINT_RE = re.compile(r"^(?:tcp://(?P<host>\[[0-9a-fA-F:.]+\]|[^:/\[\]]+):(?P<port>\d+|\*)|ipc://(?P<path>.+))$")
+
+
+def address_in_use_fix(endpoint: str) -> str:
+    """The fix an "address already in use" error names: another port (the next one, or ``*`` for
+    any free one, which the node logs) or another ipc path, or stopping the other node."""
+    match = _ENDPOINT_RE.match(endpoint)
+    if match is not None and match.group("port") not in (None, "*"):
+        stem = endpoint[: match.start("port")]
+        port = int(match.group("port"))
+        return f"use another port (e.g. --endpoint {stem}{port + 1 if port < 65535 else port - 1}, or {stem}* for " \
+               "any free one, logged at start) or stop the other node"
+    return "use another --endpoint (another ipc:// path, or tcp://127.0.0.1:*) or stop the other node"
+
+
+def check_endpoint(endpoint: str) -> str | None:
+    """Validate an endpoint string; return its TCP host (None for ipc).
+
+    Raises PublishError naming the endpoint and the expected form.
+    """
+    if isinstance(endpoint, str) and endpoint.startswith("inproc://"):
+        # Each publisher and subscriber has its own ZeroMQ context: nothing could ever connect.
+        raise PublishError(f"endpoint {endpoint!r}: inproc:// reaches only sockets of one ZeroMQ context in one "
+                           f"process, and no other can join it; use tcp://HOST:PORT (e.g. {contracts.DEFAULT_ENDPOINT}) "
+                           "or ipc://PATH")
+    match = _ENDPOINT_RE.match(endpoint) if isinstance(endpoint, str) else None
+    if match is None:
+        raise PublishError(
+            f"bad endpoint {endpoint!r}; expected tcp://HOST:PORT, e.g. {contracts.DEFAULT_ENDPOINT}"
+        )
+    port = match.group("port")
+    if port not in (None, "*") and not 0 < int(port) < 65536:
+        raise PublishError(f"bad endpoint {endpoint!r}: port {port} is out of range 1-65535")
+    host = match.group("host")
+    return host.strip("[]") if host is not None else None
+
+
+def ipc_socket_is_live(path: str) -> bool:
+    """True when a process is listening on the Unix socket at ``path`` (a stale file, left by a
+    node that was killed, refuses the connection and may be bound over)."""
+    if not os.path.exists(path):
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except OSError:  # refused (stale), not a socket, too long a path: bind reports the rest
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def is_ipv6_literal(host: str | None) -> bool:
+    """An IPv6 address (``::1`` of ``tcp://[::1]:5556``): its sockets need ZeroMQ's IPV6 option."""
+    return host is not None and ":" in host
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # an interface name such as eth0, or '*'
+        return False
