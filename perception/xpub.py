@@ -75,7 +75,6 @@ from perception.xpub_connections import (
     name_connection,
     shut_down_connection,
 )
-from perception.xpub_counts import MAX_PREFIXES as MAX_PREFIXES  # (re-exported: the cap's default)
 from perception.xpub_counts import SubscriptionCounts
 
 log = logging.getLogger(__name__)
