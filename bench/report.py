@@ -58,8 +58,8 @@ def load_results(path: str | Path) -> dict[str, Any]:
 
 # ---- what a report reads from a bench JSON, checked before it is read ------------------------------
 #
-# A spec is "num" (a finite number), "nn" (a finite number not below 0: times, rates, counts), "share"
-# (a fraction in 0..1: agreement), "str", "any", each with "?" when null is allowed too; ("obj",
+# A spec is "num" (a finite number), "nn" (a finite number not below 0: times, rates, counts), "count" (a
+# whole number not below 0: runs), "share" (a fraction in 0..1: agreement), "str", "any", each with "?" when null is allowed too; ("obj",
 # {key: spec}, nullable) with "key?" for a key that may be absent; ("list", spec, nullable);
 # ("map", spec): an object of any keys; ("hw",): a [height, width] pair of numbers.
 
@@ -75,7 +75,7 @@ _SUMMARY = _obj({"count": "nn", "mean?": "nn?", "p50": "nn?", "p90": "nn?", "p99
 _ENGINE_SKIPPED = _obj({"label": "str", "skipped": "str"})
 _ENGINE_ROW = _obj({
     "label": "str", "skipped?": "str?", "model?": "any", "model_tag?": "str?", "model_name": "any", "engine": "any",
-    "provider": "any", "precision": "any", "agreement": "share?", "agreement_skipped?": "str?", "input_hw": ("hw",),
+    "provider": "any", "precision": "any", "warmup_runs?": "count", "timed_runs?": "count", "agreement": "share?", "agreement_skipped?": "str?", "input_hw": ("hw",),
     "threads_requested?": "any", "streams_requested?": "any", "batch": "nn", "latency_ms": _SUMMARY, "fps": "nn?",
     "throughput_ips": "nn?", "ratio_to_first?": _obj({"fps?": "num?", "throughput_ips?": "num?", "p50_ms?": "num?",
                                                        "p99_ms?": "num?"}, nullable=True),
@@ -113,7 +113,8 @@ _ENVIRONMENT = _obj({"libraries?": ("map", "any"), "thread_variables?": ("map", 
 _RESULTS = _obj({"engine?": _ENGINE, "pipeline?": _PIPELINE, "baseline?": _BASELINE, "ratios?": _RATIOS,
                  "rounds?": _ROUNDS, "peak_rate?": _PEAK, "cameras?": _CAMERAS, "environment?": _ENVIRONMENT})
 
-_WORDS = {"num": "a number", "nn": "a number not below 0", "share": "a fraction in 0..1", "str": "text",
+_WORDS = {"num": "a number", "nn": "a number not below 0", "count": "a whole number not below 0",
+          "share": "a fraction in 0..1", "str": "text",
           "obj": "an object", "list": "a list", "map": "an object",
           "hw": "a [height, width] pair"}
 
@@ -140,7 +141,8 @@ def _problem(value: Any, spec: Any, where: str) -> str:
             return "" if isinstance(value, str) else f"{where} is {_shown(value)}, expected text"
         if not _is_number(value):
             return f"{where} is {_shown(value)}, expected a number"
-        ok = (base == "num" or value >= 0) and (base != "share" or value <= 1)  # no negative time, rate or count
+        ok = ((base == "num" or value >= 0) and (base != "share" or value <= 1)  # no negative time, rate or count
+              and (base != "count" or float(value).is_integer()))  # no fraction of a run
         return "" if ok else f"{where} is {_shown(value)}, expected {_WORDS[base]}"
     kind = spec[0]
     if kind == "hw":
@@ -183,6 +185,10 @@ def results_problem(doc: dict[str, Any]) -> str:
         problem = _problem(row, spec, f"engine.results[{i}]")
         if problem:
             return problem
+        if spec is _ENGINE_ROW and "timed_runs" in row and row["timed_runs"] != len(row["samples_ms"]):
+            # the bench keeps every timed run's time: a count that is not theirs was changed after
+            return (f"engine.results[{i}].timed_runs is {_shown(row['timed_runs'])}, but the row holds "
+                    f"{len(row['samples_ms'])} samples_ms (one per timed run)")
     return ""
 
 

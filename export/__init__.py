@@ -19,6 +19,7 @@ Run: ``perception export --checkpoint runs/x/best.pt --out model.onnx [--int8 --
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import os
@@ -35,6 +36,19 @@ from perception.errors import ConfigError, DependencyError, ModelError, file_in_
 from perception.overwrite import SPECIAL_FILE, is_special_file, refuse_special_file
 
 log = logging.getLogger(__name__)
+
+
+class ToolParser(argparse.ArgumentParser):
+    """The parser of a ``python -m perception.export.<tool>`` program: a bad command line is one
+    line, ``<label>: error: <what>; see '<prog> --help'`` on stderr, exit 2, as the tool's other
+    errors (argparse would print its usage line first); no prefix abbreviations."""
+
+    def __init__(self, tool: str, *, label: str, description: str | None = None) -> None:
+        super().__init__(prog=f"python -m perception.export.{tool}", description=description, allow_abbrev=False)
+        self.label = label  # the start of the tool's error lines: "export.quantize", "python -m perception.export.upgrade"
+
+    def error(self, message: str):  # noqa: ANN201 - argparse hook; never returns
+        self.exit(2, f"{self.label}: error: {message}; see '{self.prog} --help'\n")
 
 #: Validation images the INT8 gate scores FP32 and INT8 on, by default, whichever route quantises
 #: (``perception export --int8`` or ``python -m perception.export.quantize``): one gate, one verdict.

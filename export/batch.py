@@ -25,7 +25,6 @@ checkpoint with ``perception export --dynamic-batch``.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import tempfile
 from dataclasses import dataclass, replace
@@ -39,7 +38,7 @@ from onnx import helper, numpy_helper
 from perception.contracts import INPUT_NAME, METADATA_KEY, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE
 from perception.engines.base import backend_error_text
 from perception.errors import ModelError, PerceptionError
-from perception.export import check_out
+from perception.export import ToolParser, check_out
 from perception.modelfile import check_model_path, read_model_metadata, save_model_bytes
 
 #: Frames of the equivalence check (every batch size from 1 to this is run).
@@ -259,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     """Give an exported batch-1 model a dynamic batch, checked frame for frame (see the module docstring)."""
     from perception.errors import PerceptionError
 
-    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m perception.export.batch", description=main.__doc__)
+    parser = ToolParser("batch", label="export.batch", description=main.__doc__)
     parser.add_argument("model", type=Path, help="exported batch-1 .onnx")
     parser.add_argument("--out", type=Path, help="where to write it (default: in place)")
     args = parser.parse_args(argv)

@@ -72,7 +72,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from perception.contracts import INPUT_NAME, ModelMetadata
 from perception.errors import ConfigError, DataError, ModelError
-from perception.export import DEFAULT_GATE_IMAGES
+from perception.export import DEFAULT_GATE_IMAGES, ToolParser
 from perception.export.int8_gate import (  # noqa: F401 (re-exported)
     MAX_MIOU_DROP_POINTS,
     Int8Report,
@@ -251,13 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m perception.export.quantize MODEL.onnx``: write and gate ``MODEL.int8.onnx`` from an exported
     FP32 model (no checkpoint or torch needed). Exit 0 when the gate passes, 1 when it fails, 2 on
     a bad input."""
-    import argparse
-
     from perception.engines.base import INT8_SUFFIX
     from perception.errors import PerceptionError
     from perception.modelfile import check_model_path, read_model_metadata
 
-    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m perception.export.quantize", description=main.__doc__)
+    parser = ToolParser("quantize", label="export.quantize", description=main.__doc__)
     parser.add_argument("model", type=Path, help="exported FP32 .onnx")
     parser.add_argument("--out", type=Path, help=f"INT8 file (default: MODEL{INT8_SUFFIX} beside the model)")
     parser.add_argument("--calib", default="synthetic", help="calibration dataset spec, train split (default synthetic)")
@@ -279,7 +277,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overflow-fix", choices=OVERFLOW_FIXES, default="enable",
                         help="8-bit weights kept within 7 bits: enable (every dense layer; the default: the same "
                              "results on CPUs with and without VNNI), first_layer (NNCF's default), disable")
-    parser.error = _one_line_usage_error  # type: ignore[method-assign]
     args = parser.parse_args(argv)
     from perception.export import (
         check_model_runs,
@@ -411,12 +408,6 @@ def main(argv: list[str] | None = None) -> int:
     if not args.gate_only:
         print(f"wrote {out}")
     return 0
-
-
-def _one_line_usage_error(message: str) -> None:
-    """argparse's error as one line, as every other error of the command (exit 2)."""
-    print(f"export.quantize: error: {message}; see 'python -m perception.export.quantize --help'", file=sys.stderr)
-    raise SystemExit(2)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ a file exported before the pool gets it) and stores the threshold
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import sys
@@ -272,7 +271,9 @@ def _without_output(proto: onnx.ModelProto, name: str) -> onnx.ModelProto:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m perception.export.unknown", description=__doc__.split("\n\n")[0])
+    from perception.export import ToolParser
+
+    parser = ToolParser("unknown", label="python -m perception.export.unknown", description=__doc__.split("\n\n")[0])
     parser.add_argument("model", type=Path, help="an exported .onnx model")
     parser.add_argument("--out", type=Path, help="where to write the model (default: rewrite MODEL in place)")
     parser.add_argument("--data", metavar="SPEC", help="val data to choose on (default: the model's own dataset)")

@@ -21,7 +21,6 @@ and one with nothing to rewrite is copied to ``--out`` with its weights file bes
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import filecmp
 import logging
@@ -231,7 +230,9 @@ def _write_beside(out: Path, write) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(allow_abbrev=False, prog="python -m perception.export.upgrade", description=__doc__.split("\n\n")[0])
+    from perception.export import ToolParser
+
+    parser = ToolParser("upgrade", label="python -m perception.export.upgrade", description=__doc__.split("\n\n")[0])
     parser.add_argument("models", type=Path, nargs="+", metavar="MODEL", help="exported .onnx files")
     parser.add_argument("--out", type=Path, help="where to write (one MODEL only; default: rewrite each MODEL in place)")
     args = parser.parse_args(argv)

@@ -138,6 +138,53 @@ def _did_you_mean(word: str, choices: list[str]) -> str:
     return f"; did you mean {names[close[0]]!r}?" if close else ""
 
 
+class OnceFlag(argparse.Action):
+    """A flag that takes one value refuses to be given twice, in one line naming both values:
+    argparse keeps the last one without a word (``run --model a.onnx --model b.onnx`` ran b.onnx).
+    The default action of every ``OneLineParser``, so every command's single-value flags, hand-written
+    or generated from the declarations, refuse a repeat; repeatable flags (``append``: ``--source``,
+    ``--set``, ``bench engine --model``) and switches are not this action. A config file's keys are
+    not flags: ``--config node.yaml --width 640`` overrides the file's width, as documented.
+
+    A parser may add a hint per flag (``parser.repeat_hints = {"model": "..."}``), said after the fix."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001 - argparse hook
+        if not self.option_strings:  # a positional: argparse matches it once
+            setattr(namespace, self.dest, values)
+            return
+        given = namespace.__dict__.setdefault("_flags_given", {})  # dest -> (option as typed, value text)
+        text = _value_text(values)
+        if self.dest in given:
+            from perception.config import cut
+            from perception.errors import hide_credentials
+
+            first_option, first = given[self.dest]
+            # the long spelling; an old spelling's (``_DeprecatedFlag``) names the current flag
+            name = getattr(self, "current", None) or next(
+                (o for o in self.option_strings if o.startswith("--")), self.option_strings[0])
+            both = ((first, text) if first_option == option_string and first and text  # a flag alone: its name
+                    else (f"{first_option} {first}".strip(), f"{option_string} {text}".strip()))
+            hint = getattr(parser, "repeat_hints", {}).get(self.dest)
+            raise argparse.ArgumentError(None, hide_credentials(
+                f"argument {name}: given twice ({cut(both[0], 80)}, {cut(both[1], 80)}); give it once"
+                + (f" ({hint})" if hint else "")))
+        given[self.dest] = (option_string, text)
+        setattr(namespace, self.dest, values)
+
+
+def _value_text(values) -> str:  # noqa: ANN001 - what argparse converted
+    """A flag's value as typed, near enough for an error line (a float flag keeps its text)."""
+    if isinstance(values, (list, tuple)):
+        return " ".join(_value_text(v) for v in values)
+    return str(getattr(values, "typed", values))
+
+
+def refuse_repeats(parser: argparse.ArgumentParser) -> None:
+    """Make ``OnceFlag`` the default action of the flags added to ``parser`` from now on."""
+    parser.register("action", None, OnceFlag)
+    parser.register("action", "store", OnceFlag)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse with the house error format: one line naming the flag and where to read more.
 
@@ -153,6 +200,7 @@ class OneLineParser(argparse.ArgumentParser):
         # `run --max 2` as --max-frames. Every command and bench mode is built by this class.
         kwargs["allow_abbrev"] = False
         super().__init__(*args, **kwargs)
+        refuse_repeats(self)  # a single-value flag given twice is an error, not "the last one wins"
 
     def add_subparsers(self, **kwargs):
         self.subcommands = super().add_subparsers(**kwargs)

@@ -35,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
+from perception.cli import OnceFlag
 from perception.config import (
     config_to_dict,
     cut,
@@ -191,16 +192,17 @@ def _metavar(flag: Flag) -> str | None:
     return None
 
 
-class _DeprecatedFlag(argparse.Action):
-    """An old spelling of a flag: sets the same value and warns once per use."""
+class _DeprecatedFlag(OnceFlag):
+    """An old spelling of a flag: sets the same value and warns once per use. With the current
+    spelling on one command line it is the flag given twice (``OnceFlag``), not the last one winning."""
 
     def __init__(self, option_strings: list[str], dest: str, current: str = "", **kwargs: Any) -> None:
         super().__init__(option_strings, dest, **kwargs)
         self.current = current
 
     def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001 - argparse hook
+        super().__call__(parser, namespace, values, option_string)
         log.warning("%s is deprecated and will be removed in the next release; use %s", option_string, self.current)
-        setattr(namespace, self.dest, values)
 
 
 def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:

@@ -48,7 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                       "and drops from a subscriber (optionally against a serial baseline, or one "
                                       "node per camera against one for all); writes JSON, Markdown and plots to "
                                       "--out.")
-    _refuse_repeats(pipe)
+    # A flag given twice is refused by every command's parser (perception.cli.OnceFlag); a second
+    # --model here most likely means a comparison, which is the engine bench's.
+    pipe.repeat_hints = {"model": "the pipeline bench measures one model; run it once per model, or use "
+                                  "'perception bench engine --model A --model B' to compare models"}
     add_flags(pipe, PipelineBenchConfig)
     _add_out(pipe)
 
@@ -75,29 +78,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 DEFAULT_OUT = Path("out/bench")
 
 
-class _Once(argparse.Action):
-    """A single-value flag given twice is refused in one line (argparse keeps the last, and the bench
-    measured it without a word: ``--model a.onnx --model b.onnx`` timed b only). Registered as the
-    parser's default action (``_refuse_repeats``), so that flags added from the declarations use it."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        seen = namespace.__dict__.setdefault("_flags_given", set())
-        if self.dest in seen:
-            raise argparse.ArgumentError(self, f"given twice; {option_string or self.dest} takes one value (the "
-                                               "pipeline bench measures one model; run it once per model, or use "
-                                               "'perception bench engine --model A --model B' to compare models)"
-                                         if self.dest == "model" else
-                                         f"given twice; {option_string or self.dest} takes one value")
-        seen.add(self.dest)
-        setattr(namespace, self.dest, values)
-
-
-def _refuse_repeats(parser: argparse.ArgumentParser) -> None:
-    """Every plain (``store``) flag added to ``parser`` from now on refuses to be given twice (``_Once``)."""
-    parser.register("action", None, _Once)
-    parser.register("action", "store", _Once)
-
-
 def _add_out(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, help=f"output folder (default: {DEFAULT_OUT}, the bench's own, "
                                                                "replaced each run)")
@@ -111,6 +91,16 @@ def _add_overwrite(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from perception.signals import interrupt_on_stop_signals
+
+    # SIGTERM and SIGHUP stop a bench as Ctrl-C does: "perception: interrupted", status 130, as every
+    # batch command (the engine bench was ended by SIGTERM's default action, -15 and no line). The
+    # pipeline bench's own handler (bench.nodeproc.StopOnSignal) takes over while its nodes run.
+    with interrupt_on_stop_signals():
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
     from perception.bench import report
 
     if args.bench_mode == "probe":

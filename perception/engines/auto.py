@@ -54,6 +54,7 @@ from perception.engines.probe import (
     Candidate,
     Selection,
     VerdictError,
+    file_precision,
     frames_from,
     int8_sibling,
     load_candidate,
@@ -449,8 +450,9 @@ def load_auto(model_path: Path, options: EngineOptions, *, background: bool = Fa
     if streams_reason:  # the stats document says what runs and why, beside what the probe chose
         engine.selection.update(streams=options.streams, probe_streams=selection.streams, streams_reason=streams_reason)
     log.info(
-        "--engine auto chose %s-%s%s (%s%s)",
-        selection.engine, selection.precision,
+        "--engine auto chose %s%s (%s%s)",
+        # what runs: the reference on an INT8 file runs it as it is (ort-int8, keyed ort-fp32)
+        f"{selection.engine}-{engine.precision or selection.precision}",
         f", {options.streams} frame{'s' if options.streams > 1 else ''} in flight{' (--streams auto)' if auto_streams else ''}"
         if auto_streams or options.streams > 1 else "",
         selection.reason + (f"; {streams_reason}" if streams_reason else ""),
@@ -495,11 +497,13 @@ def _fall_back(model_path: Path, options: EngineOptions, selection: Selection, e
         error = type(exc) if isinstance(exc, PerceptionError) and not ran else ModelError
         raise error(f"--engine auto --precision {options.precision}: {why}; it is forgotten, so the next start "
                     "probes again") from None
-    log.warning("--engine auto: %s; running ONNX Runtime FP32 (the next start probes again)", why)
+    # the reference runs the file as it is: ONNX Runtime INT8 for an INT8 file (probe.ran_label)
+    running = f"ONNX Runtime {file_precision(model_path).upper()}"
+    log.warning("--engine auto: %s; running %s (the next start probes again)", why, running)
     engine = load_candidate(Candidate(*REFERENCE), model_path,
                             dataclasses.replace(options, streams=1) if auto_streams else options)
     engine.selection = {"engine": REFERENCE[0], "precision": engine.precision or REFERENCE[1], "state": "failed",
-                        "from_cache": selection.from_cache, "reason": f"{why}; ONNX Runtime FP32 kept"}
+                        "from_cache": selection.from_cache, "reason": f"{why}; {running} kept"}
     return engine
 
 

@@ -45,7 +45,10 @@ INT8_AGREEMENT_MARGIN = 0.005
 PROBE_FRAMES = 16
 #: Timed runs per candidate (after 2 warm-up runs), interleaved across candidates.
 PROBE_RUNS = 10
-#: The reference every candidate is compared with.
+#: The reference every candidate is compared with: ONNX Runtime on the model file as it is. Its
+#: identity in the candidates, the verdict and the cache key; what it runs, and so what it is
+#: called in what the probe says, is the file's own precision (``ran_label``: ``ort-int8`` for an
+#: INT8 file).
 REFERENCE = ("ort", "fp32")
 #: ``--streams auto`` runs the winner with 2 frames in flight only when the probe measured them at
 #: least this much faster than 1 (less is within a busy machine's noise, and costs latency).
@@ -299,6 +302,21 @@ def prepare_candidate(candidate: Candidate) -> None:
         shared_core()
 
 
+def file_precision(model_path: Path) -> str:
+    """The precision the model file's graph runs in (its metadata; ``REFERENCE``'s when unreadable)."""
+    try:
+        return read_model_metadata(model_path).precision or REFERENCE[1]
+    except PerceptionError:
+        return REFERENCE[1]
+
+
+def ran_label(engine: str, precision: str, file_runs: str) -> str:
+    """What a candidate ``engine``-``precision`` runs on a file whose graph runs in ``file_runs``
+    (``file_precision``): its own label, except the reference, which runs the file as it is:
+    ``ort-int8`` on an INT8 file, not the ``ort-fp32`` it is keyed and cached under."""
+    return f"{engine}-{file_runs if (engine, precision) == REFERENCE else precision}"
+
+
 def load_candidate(candidate: Candidate, model_path: Path, options: EngineOptions) -> Engine:
     from perception.engines import load_engine
 
@@ -335,6 +353,7 @@ def run_probe(
         ModelError: no candidate is eligible (not even the reference loads).
     """
     start = time.perf_counter()
+    runs_as = file_precision(model_path)  # what the reference runs: the file as it is
     # Candidates are timed one frame at a time; the winner then runs with the node's --streams.
     options = dataclasses.replace(options, streams=1)
     reference = load_candidate(Candidate(*REFERENCE), model_path, options)
@@ -365,7 +384,7 @@ def run_probe(
         if engine.output_names != outputs:  # e.g. an INT8 sibling quantised before --confidence
             engine.close()
             missing = ", ".join(sorted(set(outputs) - set(engine.output_names))) or "the same outputs"
-            result.error = f"lacks the {missing} output of {'-'.join(REFERENCE)} (re-quantise it)"
+            result.error = f"lacks the {missing} output of {ran_label(*REFERENCE, runs_as)} (re-quantise it)"
             continue
         result.agreement = float(np.mean([np.mean(g == e) for g, e in zip(got, expected, strict=True)]))
         result.min_agreement = candidate_min_agreement(cand, model_path, min_agreement)
@@ -395,7 +414,7 @@ def run_probe(
         raise ModelError(f"--engine auto: no engine ran {model_path.name} correctly ({failed}); try --engine ort")
     best = eligible[0]
     streams, streams_fps = choose_streams(Candidate(best.engine, best.precision), model_path, options, frames)
-    reason = explain(best, results, min_agreement, len(frames), frames_label)
+    reason = explain(best, results, min_agreement, len(frames), frames_label, file_runs=runs_as)
     if streams_fps:
         reason += (f"; --streams auto: {streams} ({streams_fps['2']:.1f} FPS with 2 frames in flight, "
                    f"{streams_fps['1']:.1f} with 1, 2 taken from {STREAMS_MIN_GAIN:.2f}x)")
@@ -499,37 +518,43 @@ def _frames_in_flight(workers: list, frames: list[np.ndarray], runs: int) -> flo
 
 
 def explain(best: CandidateResult, results: list[CandidateResult], min_agreement: float, frames: int,
-            frames_label: str = "rendered road scenes") -> str:
-    """One line: the winner's figures, its speed-up over the reference, and every loser's reason."""
+            frames_label: str = "rendered road scenes", *, file_runs: str = REFERENCE[1]) -> str:
+    """One line: the winner's figures, its speed-up over the reference, and every loser's reason;
+    each candidate named by what it ran on a file whose graph runs in ``file_runs`` (``ran_label``)."""
+    def label(r: CandidateResult) -> str:
+        return ran_label(r.engine, r.precision, file_runs)
+
     ref = next((r for r in results if (r.engine, r.precision) == REFERENCE and r.p50_ms), None)
-    speedup = f", {ref.p50_ms / best.p50_ms:.2f}x {ref.label}" if ref and best.p50_ms and ref is not best else ""
+    speedup = f", {ref.p50_ms / best.p50_ms:.2f}x {label(ref)}" if ref and best.p50_ms and ref is not best else ""
     gate = best.min_agreement if best.min_agreement is not None else min_agreement
     stored = " from its INT8 gate" if gate < min_agreement else ""
     parts = [
-        f"{best.label}: fastest verified, {best.p50_ms:.2f} ms p50{speedup}, class ids agree "
-        f"{100 * (best.agreement or 0):.2f} % with ort-fp32 on {frames} probe frames ({frames_label}; "
-        f"gate {100 * gate:.1f} %{stored})"
+        f"{label(best)}: fastest verified, {best.p50_ms:.2f} ms p50{speedup}, class ids agree "
+        f"{100 * (best.agreement or 0):.2f} % with {ran_label(*REFERENCE, file_runs)} on {frames} probe frames "
+        f"({frames_label}; gate {100 * gate:.1f} %{stored})"
     ]
     others = []
     for r in results:
         if r is best:
             continue
         if r.error:
-            others.append(f"{r.label} unavailable ({r.error})")
+            others.append(f"{label(r)} unavailable ({r.error})")
         elif not r.eligible:
-            others.append(f"{r.label} rejected (agree {100 * (r.agreement or 0):.2f} %, "
+            others.append(f"{label(r)} rejected (agree {100 * (r.agreement or 0):.2f} %, "
                           f"gate {100 * (r.min_agreement or min_agreement):.2f} %)")
         else:
-            others.append(f"{r.label} {r.p50_ms:.2f} ms")
+            others.append(f"{label(r)} {r.p50_ms:.2f} ms")
     if others:
         parts.append("others: " + "; ".join(others))
     return "; ".join(parts)
 
 
 def describe(selection: Selection, model: Path, threads: int, cache_dir: Path) -> str:
-    """``perception bench probe``'s report: the verdict, every candidate's figures, where it is cached."""
+    """``perception bench probe``'s report: the verdict, every candidate's figures, where it is cached;
+    each candidate named by what it runs (``ran_label``), a verdict cached by an earlier version too."""
+    runs_as = file_precision(model)
     lines = [f"--engine auto for {model.name} ({selection.key.get('cpu', '?')}, --threads {threads}): "
-             f"{selection.engine}-{selection.precision}"
+             f"{ran_label(selection.engine, selection.precision, runs_as)}"
              f"{', cached verdict' if selection.from_cache else f', probed in {selection.probe_s:.1f} s'}",
              f"  {selection.reason}",
              f"  {'candidate':16s} {'p50 ms':>8s} {'agree %':>8s} {'gate %':>7s}  verdict"]
@@ -539,7 +564,7 @@ def describe(selection: Selection, model: Path, threads: int, cache_dir: Path) -
         p50 = f"{r.p50_ms:8.2f}" if r.p50_ms is not None else f"{'-':>8s}"
         agree = f"{100 * r.agreement:8.2f}" if r.agreement is not None else f"{'-':>8s}"
         gate = f"{100 * r.min_agreement:7.2f}" if r.min_agreement is not None else f"{'-':>7s}"
-        lines.append(f"  {r.label:16s} {p50} {agree} {gate}  {verdict}")
+        lines.append(f"  {ran_label(r.engine, r.precision, runs_as):16s} {p50} {agree} {gate}  {verdict}")
     flat_streams, flat_reason = streams_for_node(selection, flat_out=True)
     if flat_reason:
         gain = selection.streams_fps["2"] / selection.streams_fps["1"]

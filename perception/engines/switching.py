@@ -96,6 +96,8 @@ class SwitchingEngine(Engine):
         self.switched_at_call: int | None = None
         running = self._current.precision or probe.REFERENCE[1]  # what runs: int8 for an INT8 file
         self._running_name = f"ONNX Runtime {running.upper()}"
+        # as the probe names it (probe.ran_label): ort-int8 for an INT8 file, which the reference runs as it is
+        self._running_label = f"{probe.REFERENCE[0]}-{running}"
         self._selection: dict = {
             "engine": probe.REFERENCE[0], "precision": running, "state": "probing", "from_cache": False,
             "reason": "first start for this model and machine: probing the engines in the background; "
@@ -212,7 +214,7 @@ class SwitchingEngine(Engine):
         doc = {**selection.to_dict(), "state": "chosen", "probe_wall_s": round(time.monotonic() - self._started, 3)}
         if (selection.engine, selection.precision) == probe.REFERENCE:
             self._selection = doc
-            log.info("--engine auto: the background probe kept ort-fp32 (%s)", selection.reason)
+            log.info("--engine auto: the background probe kept %s (%s)", self._running_label, selection.reason)
             return
         candidate = probe.Candidate(selection.engine, selection.precision)
         try:
@@ -284,7 +286,7 @@ class SwitchingEngine(Engine):
             new = probe.load_candidate(candidate, self._model_path, self._options)
             try:
                 if new.output_names != old.output_names:  # the probe checks this; never trade outputs
-                    raise PerceptionError(f"it lacks outputs of ort-fp32 ({', '.join(old.output_names)})")
+                    raise PerceptionError(f"it lacks outputs of {self._running_label} ({', '.join(old.output_names)})")
                 new.warmup(1)
             except BaseException:
                 new.close()
@@ -307,9 +309,9 @@ class SwitchingEngine(Engine):
                            "switched_after_s": round(time.monotonic() - self._started, 3),
                            "switch_pause_ms": pause_ms}
         new.selection = self._selection
-        log.info("--engine auto: switched from ort-fp32 to %s-%s after %d runs, %.1f s after start; loading it and its "
-                 "first run took %.0f ms (%s)", new.kind, new.precision, self.calls, time.monotonic() - self._started,
-                 pause_ms, doc.get("reason", ""))
+        log.info("--engine auto: switched from %s to %s-%s after %d runs, %.1f s after start; loading it and its "
+                 "first run took %.0f ms (%s)", self._running_label, new.kind, new.precision, self.calls,
+                 time.monotonic() - self._started, pause_ms, doc.get("reason", ""))
 
     def close(self) -> None:
         with self._lock:

@@ -13,13 +13,19 @@ import argparse
 import importlib
 from typing import Any
 
+from perception.cli import refuse_repeats
 from perception.config import load_config
 from perception.errors import ConfigError
 from perception.flags import flags_for
 
 
 class _CheckingParser(argparse.ArgumentParser):
-    """An ArgumentParser that raises instead of printing usage and exiting."""
+    """An ArgumentParser that raises instead of printing usage and exiting, and refuses a flag given
+    twice as the node's own parser does (``perception.cli.OnceFlag``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        refuse_repeats(self)
 
     def error(self, message: str):  # noqa: D102 - argparse hook
         raise ConfigError(message)
