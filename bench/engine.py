@@ -59,7 +59,8 @@ from perception.bench.timing import time_block
 from perception.config import listed_setting, same_setting, setting
 from perception.errors import ConfigError, ModelError, why_not_a_file
 from perception.frames import SOURCE_FRAME_STRIDE, bench_frames, frames_description
-from perception.modelfile import check_model_path, openvino_ir_line
+from perception.modelfile import check_model_path
+from perception.modelfile_kind import openvino_ir_line
 from perception.options import EngineName, EngineOptions, PrecisionName, ProviderName
 from perception.run_config import DEFAULT_MODEL, RunConfig
 

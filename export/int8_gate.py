@@ -19,7 +19,7 @@ import onnx
 
 from perception.contracts import INPUT_NAME, ClassTable, ModelMetadata
 from perception.errors import DataError, ModelError
-from perception.modelfile import saturation_safe
+from perception.modelfile_graph import saturation_safe
 
 #: Largest validation mIoU loss of INT8 vs FP32 that passes the gate, in points (0..100 scale).
 MAX_MIOU_DROP_POINTS = 0.5

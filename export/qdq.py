@@ -8,7 +8,7 @@ from __future__ import annotations
 import onnx
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
-from perception.modelfile import WEIGHTED_OPS
+from perception.modelfile_graph import WEIGHTED_OPS
 
 #: ONNX Runtime's own exception types (Fail, InvalidGraph, ...), raised by the calibration
 #: sessions; they derive from Exception only, so they are listed here to become a ModelError.

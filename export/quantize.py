@@ -88,7 +88,6 @@ from perception.export.nncf_quant import (  # noqa: F401 (re-exported)
     quantize_nncf,
 )
 from perception.export.qdq import ORT_ERRORS, float_weighted_layers, io_nodes_to_exclude, name_all_nodes
-from perception.modelfile import SATURATION_SAFE_WEIGHT, WEIGHTED_OPS, saturation_safe  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,10 @@ every metadata it reads, from an ``onnx.ModelProto`` here (``graph_quantised``) 
 reader's ``onnxwire.ModelHeader.quantised``. Classes: ``graph_class_count``, which ``perception
 inspect`` shows beside the metadata's class table.
 
-No file reading here: each function takes what ``modelfile`` read (whose ``saturation_safe`` reads
-an INT8 file's 8-bit weights).
+Saturation: ``saturation_safe`` reads an INT8 graph's 8-bit weights and tells whether CPUs without
+VNNI compute what CPUs with it do.
+
+No file reading here: each function takes what ``modelfile`` read.
 """
 
 from __future__ import annotations
@@ -78,3 +80,52 @@ def graph_class_count(proto) -> int | None:
             return None
         node = producer.get(node.input[0])
     return None
+
+
+#: Ops that carry weights: the quantised body of a network lies between the first and the last.
+WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
+#: Largest 8-bit weight magnitude whose products, two at a time, fit VPMADDUBSW's signed 16-bit sum
+#: (2 x 255 x 64 = 32640 <= 32767): x86 CPUs without VNNI then compute what CPUs with it do.
+SATURATION_SAFE_WEIGHT = 64
+#: ONNX's QOperator-format integer ops, whose weights ``saturation_safe`` does not read.
+_QOPERATOR_OPS = frozenset({"QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger"})
+
+
+def saturation_safe(proto) -> bool:
+    """True when every 8-bit weight of a dense convolution, matmul or gemm of ``proto`` (an
+    ``onnx.ModelProto``) fits in -SATURATION_SAFE_WEIGHT..SATURATION_SAFE_WEIGHT, so CPUs without
+    VNNI compute what CPUs with it do.
+
+    Read from the file itself, for the QDQ files both quantisers write: a DequantizeLinear of an
+    int8 initializer feeds the weight input. Depthwise convolutions (one input channel per output)
+    are skipped: their 8-bit kernels widen to 32 bits and never pair products (NNCF exempts them
+    too); weights left in float cannot saturate. False whenever the file does not show it: no
+    8-bit weight found, weights quantised in the graph (QuantizeLinear of a float initializer), or
+    QOperator nodes (QLinearConv, ConvInteger, ...) this check does not read.
+    """
+    import numpy as np  # here, not at the top: reading metadata needs neither numpy nor onnx
+    from onnx import numpy_helper
+
+    inits = {t.name: t for t in proto.graph.initializer}
+    producer = {out: n for n in proto.graph.node for out in n.output}
+    checked = 0
+    for node in proto.graph.node:
+        if node.op_type in _QOPERATOR_OPS:
+            return False
+        if node.op_type not in WEIGHTED_OPS or len(node.input) < 2:
+            continue
+        dq = producer.get(node.input[1])
+        if dq is None:
+            continue  # a float weight initializer (a layer kept float)
+        if dq.op_type != "DequantizeLinear" or dq.input[0] not in inits:
+            return False  # quantised at run time or by an op this check does not read
+        weight = numpy_helper.to_array(inits[dq.input[0]])
+        if weight.dtype != np.int8:
+            return False
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if node.op_type == "Conv" and group > 1 and weight.ndim > 1 and weight.shape[1] == 1:
+            continue  # depthwise
+        checked += 1
+        if weight.size and int(np.abs(weight.astype(np.int16)).max()) > SATURATION_SAFE_WEIGHT:
+            return False
+    return checked > 0

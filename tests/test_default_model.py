@@ -32,7 +32,7 @@ def test_default_model_is_shipped_small_and_self_describing():
 def test_default_int8_model_is_small_gated_and_matches_the_fp32_file():
     """The shipped INT8 sibling (what --engine auto may choose) passed its mIoU gate, records it,
     and describes the same model as the FP32 file."""
-    from perception.export.quantize import saturation_safe
+    from perception.modelfile_graph import saturation_safe
 
     int8 = DEFAULT_MODEL.with_name("default.int8.onnx")
     assert int8.is_file() and int8.stat().st_size <= 5 * 1024 * 1024

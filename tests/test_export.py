@@ -605,8 +605,9 @@ def test_int8_weights_stay_within_7_bits_unless_asked(exported_fp32, folder_data
     8-bit range, and ``first_layer`` (an NNCF setting) is refused by the ort quantiser."""
     from onnx import numpy_helper
 
-    from perception.export.quantize import ConfigError, quantize_int8, saturation_safe
+    from perception.export.quantize import ConfigError, quantize_int8
     from perception.export.verify import load_samples
+    from perception.modelfile_graph import saturation_safe
 
     model, meta = exported_fp32
     root, _ = folder_dataset
