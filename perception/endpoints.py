@@ -4,7 +4,8 @@ checks before start-up and launch files' validation.
 
 ``check_endpoint`` accepts ``tcp://HOST:PORT`` (``*`` for any free port, ``[IPv6]`` hosts) and
 ``ipc://PATH`` and returns the TCP host, or raises a ``PublishError`` naming the endpoint and the
-expected form; ``is_loopback`` and ``is_ipv6_literal`` judge that host; ``address_in_use_fix`` and
+expected form; ``is_loopback`` and ``is_ipv6_literal`` judge that host (an interface name such as
+``lo`` too) and ``canonical_bind_host`` spells the address it binds; ``address_in_use_fix`` and
 ``ipc_socket_is_live`` serve a bind that meets an address in use.
 
     host = check_endpoint("tcp://127.0.0.1:5556")   # "127.0.0.1"; None for ipc://
@@ -19,6 +20,9 @@ import socket
 
 from perception import contracts
 from perception.errors import PublishError
+
+#: The IFF_LOOPBACK bit of a Linux interface's flags (``/sys/class/net/NAME/flags``).
+_IFF_LOOPBACK = 0x8
 
 _ENDPOINT_RE = re.compile(r"^(?:tcp://(?P<host>\[[0-9a-fA-F:.]+\]|[^:/\[\]]+):(?P<port>\d+|\*)|ipc://(?P<path>.+))$")
 
@@ -79,10 +83,42 @@ def is_ipv6_literal(host: str | None) -> bool:
 
 
 def is_loopback(host: str) -> bool:
-    """True for localhost, 127.0.0.0/8 and ::1."""
-    if host == "localhost":
+    """True for localhost, 127.0.0.0/8, ::1 and the name of a loopback interface (``lo``), which
+    ZeroMQ binds to that interface's address (``tcp://lo:5556`` is 127.0.0.1)."""
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # an interface name such as eth0, or '*'
+    except ValueError:  # an interface name such as lo or eth0, a host name, or '*'
+        return is_loopback_interface(host)
+
+
+def is_loopback_interface(name: str) -> bool:
+    """True when ``name`` is a loopback network interface: on Linux one whose flags
+    (``/sys/class/net/NAME/flags``) hold IFF_LOOPBACK; where that cannot be read, ``lo`` or ``lo0``."""
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
         return False
+    try:
+        with open(f"/sys/class/net/{name}/flags", encoding="ascii") as f:
+            return bool(int(f.read().strip(), 16) & _IFF_LOOPBACK)
+    except (OSError, ValueError):
+        if os.path.isdir("/sys/class/net"):  # Linux: not an interface (a host name, or '*')
+            return False
+        return name in ("lo", "lo0")
+
+
+def canonical_bind_host(host: str) -> str:
+    """The address a publisher binding ``tcp://HOST:PORT`` takes, in one spelling, to tell two
+    endpoints that bind the same address: ``localhost`` and a loopback interface name are
+    127.0.0.1 (ZeroMQ binds IPv4 unless the host is an IPv6 address), ``*`` is 0.0.0.0, an IP
+    address is written one way (``::0001`` is ``::1``); other names (interfaces, hosts) as written."""
+    host = host.strip("[]")
+    if host == "*":
+        return "0.0.0.0"
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if is_loopback(host):
+        return "127.0.0.1"
+    return host

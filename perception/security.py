@@ -11,7 +11,7 @@ the node a key pair and a directory of allowed client public keys::
     perception listen --endpoint tcp://car:5556 \\
         --curve-server-key keys/server.key --curve-key keys/laptop.key_secret
 
-Key files are ZeroMQ certificates (``zmq.auth.create_certificates``). The allow-list is enforced by
+Key files are ZeroMQ certificates, in the text ``zmq.auth.create_certificates`` writes. The allow-list is enforced by
 pyzmq's ``ThreadAuthenticator`` (ZAP), asking ``AuditingAuthenticator.callback`` (pyzmq's
 ``configure_curve_callback``): a client whose public key is not in a ``*.key`` file in DIR fails
 the handshake and receives nothing.
@@ -24,6 +24,10 @@ one line. A key that is no longer in any file is revoked: new handshakes with it
 with it, whose reconnects are then refused. The list never falls open: an empty folder admits
 nobody; a folder that cannot be read keeps the last list (one warning); a ``.key`` file that cannot
 be read or is not a public key admits nobody (one warning naming it) while the other files apply.
+A file that held a key and turns malformed (rewritten in place by a slow copy: scp, NFS, an editor)
+keeps that key while it is being written: its key is revoked only once the file has stayed
+malformed and unchanged for ``ALLOW_GRACE_S``, or malformed for ``ALLOW_GRACE_MAX_S`` in all, so a
+re-deploy of the same key does not cut its client (ZeroMQ does not retry a refused handshake).
 
 Secret key files open to other users get one warning (as ssh does), and a client given a secret
 key file as the server's public key is refused: the node's secret belongs on the node only.
@@ -39,9 +43,12 @@ A client that does not speak CURVE at all fails before ZAP and is not seen here.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import logging
 import os
 import re
+import secrets
 import stat
 import threading
 import time
@@ -50,6 +57,7 @@ from pathlib import Path
 
 import zmq
 import zmq.auth
+import zmq.auth.certs
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
@@ -64,6 +72,10 @@ AUDIT_INTERVAL_S = 10.0
 _MAX_AUDIT_NAMED = 20
 #: Seconds between two looks at the --curve-allow folder (its listing: names, sizes, mtimes).
 ALLOW_POLL_S = 1.0
+#: Seconds a .key that held a key may stay malformed and unchanged (being written) before that key
+#: is revoked; ALLOW_GRACE_MAX_S bounds the time it may stay malformed while it keeps changing.
+ALLOW_GRACE_S = 2.0
+ALLOW_GRACE_MAX_S = 10.0
 #: Key names `perception keys` writes: letters, digits, '.', '_' and '-', not starting with '.' or '-'.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 # Secret key files already warned about as open to other users (one warning a file a process).
@@ -171,10 +183,15 @@ class AuditingAuthenticator(ThreadAuthenticator):
         self.revoked: set[str] = set()
         #: Connected clients disconnected because their key was revoked.
         self.disconnected = 0
-        self._files: dict[str, bytes] = {}
+        self._files: dict[str, bytes] = {}  # the .key files that read as a public key, and that key
+        #: The files that held a key and read malformed now, whose key is kept for the grace (a file
+        #: being rewritten): name -> (that key, its listing entry, when that entry last changed,
+        #: when it turned malformed), times by ``_clock``.
+        self._held: dict[str, tuple[bytes, tuple, float, float]] = {}
         self._listing: tuple | None = None
         self._unreadable: str | None = None  # the folder's last warned read error
-        self._bad: list[str] = []  # the .key files last warned about as not public keys
+        self._bad: list[str] = []  # the .key files last warned about as not admitted
+        self._clock: Callable[[], float] = time.monotonic
         self._reload_lock = threading.Lock()
         self._stop_watch = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -222,7 +239,7 @@ class AuditingAuthenticator(ThreadAuthenticator):
 
     def reload(self) -> bool:
         """Look at the folder; when it changed, read it, swap the allowed set, disconnect clients
-        whose key was removed, and log one line. Returns True when the list changed."""
+        whose key was removed, and log one line. Returns True when it logged that line."""
         with self._reload_lock:
             return self._reload_locked()
 
@@ -241,31 +258,60 @@ class AuditingAuthenticator(ThreadAuthenticator):
             if listing == self._listing:
                 log.info("CURVE allow-list folder %s can be read again: %s, unchanged", self.location,
                          _plural(len(self.allowed), "client key"))
-        if listing == self._listing:
+        if listing == self._listing and not self._held:
             return False
-        files: dict[str, bytes] = {}
-        bad: list[str] = []
-        for name, *_ in listing:
-            try:
-                files[name] = load_public_key(self.location / name, role="allowed client")
-            except PublishError:
-                bad.append(name)
+        now = self._clock()
+        if listing != self._listing:
+            files: dict[str, bytes] = {}
+            bad: list[str] = []
+            for name, *_ in listing:
+                try:
+                    files[name] = load_public_key(self.location / name, role="allowed client")
+                except PublishError:
+                    bad.append(name)
+        else:  # unchanged since the last reading: only the grace of the held files runs on
+            files, bad = dict(self._files), [name for name, *_ in listing if name not in self._files]
+        entries = {entry[0]: entry for entry in listing}
+        old_held = self._held
+        held: dict[str, tuple[bytes, tuple, float, float]] = {}
+        for name in bad:
+            if name in old_held:
+                key, entry, changed_at, bad_since = old_held[name]
+                if entries[name] != entry:  # still being written
+                    entry, changed_at = entries[name], now
+            elif name in self._files:  # held a key at the last reading: being rewritten in place?
+                key, entry, changed_at, bad_since = self._files[name], entries[name], now, now
+            else:  # never held a key: admits nobody
+                continue
+            if now - changed_at < ALLOW_GRACE_S and now - bad_since < ALLOW_GRACE_MAX_S:
+                held[name] = (key, entry, changed_at, bad_since)
         self._listing = listing
-        if bad and bad != self._bad:
+        unadmitted = [name for name in bad if name not in held]
+        newly_held = [name for name in held if name not in old_held]
+        if newly_held:
+            one = len(newly_held) == 1
+            log.warning("CURVE allow-list: %s in %s %s (unreadable or malformed: still being written?); %s key "
+                        "stays admitted until %s left so for %g s, then it is revoked", ", ".join(newly_held),
+                        self.location, "is not a public key file now" if one else "are not public key files now",
+                        "its" if one else "their", "it is" if one else "they are", ALLOW_GRACE_S)
+        if unadmitted and unadmitted != self._bad:
             # Not admitted (never fall open); a file still being copied is read again once it changes.
             log.warning("CURVE allow-list: %s in %s %s (unreadable or malformed), so not admitted; recreate it "
-                        "with `perception keys` and copy the .key", ", ".join(bad), self.location,
-                        "is not a public key file" if len(bad) == 1 else "are not public key files")
-        self._bad = bad
-        old_files, old_keys = self._files, self.allowed
-        new_keys = frozenset(files.values())
-        self._files, self.allowed = files, new_keys  # from here on the ZAP thread decides with the new list
+                        "with `perception keys` and copy the .key", ", ".join(unadmitted), self.location,
+                        "is not a public key file" if len(unadmitted) == 1 else "are not public key files")
+        self._bad = unadmitted
+        old_files = {**self._files, **{name: h[0] for name, h in old_held.items()}}
+        old_keys = self.allowed
+        new_keys = frozenset(files.values()) | frozenset(h[0] for h in held.values())
+        # from here on the ZAP thread decides with the new list
+        self._files, self._held, self.allowed = files, held, new_keys
         added = [n for n in files if n not in old_files]
         removed = [n for n in old_files if n not in files and n not in bad]
-        broken = [n for n in old_files if n in bad]
+        broken = [n for n in old_files if n in bad and n not in held]
         changed = [n for n in files if n in old_files and files[n] != old_files[n]]
+        whole = [n for n in files if n in old_held and files[n] == old_files[n]]  # written out: the same key
         revoked = old_keys - new_keys
-        if not (added or removed or broken or changed or revoked):
+        if not (added or removed or broken or changed or whole or revoked):
             return False
         cut = 0
         if revoked:
@@ -278,7 +324,8 @@ class AuditingAuthenticator(ThreadAuthenticator):
                 self.disconnected += cut
         self.revoked.difference_update(k.decode() for k in new_keys)
         parts = [f"{label} {', '.join(names)}" for label, names in
-                 (("added", added), ("removed", removed), ("unreadable now", broken), ("changed", changed))
+                 (("added", added), ("removed", removed), ("unreadable now", broken), ("changed", changed),
+                  ("whole again, the same key", whole))
                  if names]
         line = f"CURVE allow-list: {_plural(len(new_keys), 'client key')} from {self.location} ({'; '.join(parts)})"
         if not new_keys:
@@ -334,8 +381,14 @@ class AuditingAuthenticator(ThreadAuthenticator):
 def create_key_pair(out_dir: str | Path, name: str, *, overwrite: bool = False) -> tuple[Path, Path]:
     """Write ``<out_dir>/<name>.key`` (public) and ``<name>.key_secret`` (public + secret).
 
-    Returns (public_path, secret_path). Raises ConfigError for a bad name or when the files exist
-    and ``overwrite`` is false; PublishError when libzmq was built without CURVE.
+    Each file is written to a new temporary file beside it (created exclusively, never through a
+    symlink, mode 600 for the secret from its first byte, 644 for the public) and renamed over its
+    name, so an interrupted run leaves the old file or the new one, never a partial one or a
+    secret readable by others. Both are written before either is renamed, the secret first.
+
+    Returns (public_path, secret_path). Raises ConfigError for a bad name, a symlink at either path,
+    or when the files exist and ``overwrite`` is false; PublishError when libzmq was built without
+    CURVE.
     """
     if not _SAFE_NAME.match(name or ""):
         raise ConfigError(f"key name {name!r} is not a safe file name; use letters, digits, '.', '_' and '-' "
@@ -347,17 +400,78 @@ def create_key_pair(out_dir: str | Path, name: str, *, overwrite: bool = False) 
         raise ConfigError(f"cannot write keys to {out}: it is a file, not a folder; give a folder for --out "
                           "(created when missing)")
     public, secret = out / f"{name}.key", out / f"{name}.key_secret"
-    existing = [str(p) for p in (public, secret) if p.exists()]
+    for path in (public, secret):
+        if path.is_symlink():  # written through, it would put the key wherever the link points
+            raise ConfigError(f"{path} is a symbolic link; `perception keys` does not write key files through "
+                              "links: remove it or pick another --name")
+        if path.is_dir():
+            raise ConfigError(f"{path} is a folder, not a key file; remove it or pick another --name")
+    existing = [str(p) for p in (public, secret) if os.path.lexists(p)]
     if existing and not overwrite:
         verb = "exists" if len(existing) == 1 else "exist"
         raise ConfigError(f"{', '.join(existing)} already {verb}; pick another --name or pass --overwrite")
+    public_key, secret_key = zmq.curve_keypair()
+    now = datetime.datetime.now()
+    written: list[tuple[str, Path]] = []
     try:
         out.mkdir(parents=True, exist_ok=True)
-        public_file, secret_file = zmq.auth.create_certificates(out, name)
-    except OSError as exc:
+        written.append((_write_new_file(secret, _certificate_text(_SECRET_BANNER, now, public_key, secret_key),
+                                        0o600), secret))
+        written.append((_write_new_file(public, _certificate_text(_PUBLIC_BANNER, now, public_key), 0o644), public))
+        for tmp, path in written:
+            os.replace(tmp, path)
+    except BaseException as exc:  # Ctrl-C too: leave no temporary file behind
+        for tmp, _ in written:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if not isinstance(exc, OSError):
+            raise
         raise ConfigError(f"cannot write keys to {out}: {exc.strerror or exc}; check the directory") from None
-    Path(secret_file).chmod(0o600)
-    return Path(public_file), Path(secret_file)
+    return public, secret
+
+
+# pyzmq's certificate text (zmq.auth.certs, which ``zmq.auth.load_certificate`` and czmq's zcert
+# read): the same banners, then a ``metadata`` and a ``curve`` section.
+_PUBLIC_BANNER = getattr(zmq.auth.certs, "_cert_public_banner", None) or (
+    "#   ****  Generated on {0} by pyzmq  ****\n"
+    "#   ZeroMQ CURVE Public Certificate\n"
+    "#   Exchange securely, or use a secure mechanism to verify the contents\n"
+    "#   of this file after exchange. Store public certificates in your home\n"
+    "#   directory, in the .curve subdirectory.\n\n")
+_SECRET_BANNER = getattr(zmq.auth.certs, "_cert_secret_banner", None) or (
+    "#   ****  Generated on {0} by pyzmq  ****\n"
+    "#   ZeroMQ CURVE **Secret** Certificate\n"
+    "#   DO NOT PROVIDE THIS FILE TO OTHER USERS nor change its permissions.\n\n")
+
+
+def _certificate_text(banner: str, now: datetime.datetime, public_key: bytes, secret_key: bytes | None = None) -> str:
+    text = banner.format(now) + "metadata\ncurve\n" + f'    public-key = "{public_key.decode("ascii")}"\n'
+    if secret_key:
+        text += f'    secret-key = "{secret_key.decode("ascii")}"\n'
+    return text
+
+
+def _write_new_file(path: Path, text: str, mode: int) -> str:
+    """Write ``text`` to a new hidden file beside ``path`` (O_EXCL, O_NOFOLLOW, ``mode`` from its
+    creation) and return its name, to be renamed over ``path``; OSError (the file removed) when
+    it cannot be written."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    tmp = str(path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp"))
+    fd = os.open(tmp, flags, mode)
+    try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, mode)  # the mode asked for, whatever the umask (0600 stays 0600)
+        with os.fdopen(fd, "w", encoding="utf-8", closefd=False) as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+    return tmp
 
 
 def load_key_pair(secret_file: str | Path, *, role: str) -> tuple[bytes, bytes]:

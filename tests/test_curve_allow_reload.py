@@ -248,3 +248,126 @@ def test_keys_out_a_file_says_it_is_a_file(tmp_path):
         f"perception: error: cannot write keys to {afile}: it is a file, not a folder; give a folder for --out "
         "(created when missing)"
     ]
+
+
+# ---------------------------------------------------------------------------- a key rewritten in place
+# Hunt s36 H7 finding F4: a .key rewritten in place with the same key (scp, NFS, an editor saving in
+# place) was read half-written, its key revoked at once and its client cut for good (ZeroMQ does not
+# retry a refused handshake).
+
+
+def test_a_key_rewritten_in_place_by_a_slow_writer_keeps_its_client(keys, caplog, monkeypatch):
+    from perception import security
+
+    monkeypatch.setattr(security, "ALLOW_GRACE_S", 60.0, raising=False)  # the pause below may take long
+    paths, allow_dir = keys
+    text = paths["laptop"][0].read_bytes()
+    with _publisher(paths, allow_dir) as pub, _subscriber(pub, paths, "laptop") as laptop:
+        assert _receives(pub, laptop)
+        rejections = pub.stats()["curve_rejections"]
+        target = allow_dir / "laptop.key"
+        with target.open("wb") as f:  # the same key, written in two parts with a pause between
+            f.write(text[:200])
+            f.flush()
+            held = _wait_for_log(caplog, "laptop.key in")
+            assert held == [f"CURVE allow-list: laptop.key in {allow_dir} is not a public key file now (unreadable "
+                            "or malformed: still being written?); its key stays admitted until it is left so for "
+                            "60 s, then it is revoked"]
+            f.write(text[200:])
+        assert _wait_for_log(caplog, "whole again") == [
+            f"CURVE allow-list: 2 client keys from {allow_dir} (whole again, the same key laptop.key)"]
+        assert _receives(pub, laptop)  # never cut: it keeps receiving
+        assert pub._core.curve_disconnects == 0
+        assert pub.stats()["curve_rejections"] == rejections
+        assert not _messages(caplog, "disconnected")
+
+
+def test_a_key_left_malformed_is_revoked_after_the_grace_and_its_client_cut(keys, caplog):
+    paths, allow_dir = keys
+    with _publisher(paths, allow_dir) as pub, _subscriber(pub, paths, "laptop") as laptop, \
+            _subscriber(pub, paths, "spare") as spare:
+        assert _receives(pub, laptop) and _receives(pub, spare)
+        (allow_dir / "laptop.key").write_text("not a certificate\n")
+        assert _wait_for_log(caplog, "still being written?")
+        lines = _wait_for_log(caplog, "(unreadable now laptop.key)")
+        assert lines == [f"CURVE allow-list: 1 client key from {allow_dir} (unreadable now laptop.key); 1 connected "
+                         "client with a removed key disconnected, new handshakes with it refused"]
+        assert _goes_quiet(pub, laptop)
+        assert _receives(pub, spare, timeout_s=1.0)
+        with _subscriber(pub, paths, "laptop") as again:  # a new client with that key is refused
+            assert not _receives(pub, again, timeout_s=1.5)
+
+
+@pytest.fixture
+def held_auth(keys):
+    """An allow-list authenticator on keys' folder, not started, read by hand with a clock the test
+    moves; cut[] records the keys revoked (as the publisher would be asked to disconnect them)."""
+    import zmq
+
+    from perception.security import AuditingAuthenticator
+
+    paths, allow_dir = keys
+    context = zmq.Context()
+    auth = AuditingAuthenticator(context, allow_dir)
+    auth.load_initial()
+    clock = [100.0]
+    auth._clock = lambda: clock[0]
+    cut: list[frozenset[bytes]] = []
+    auth.on_revoke = lambda revoked: cut.append(revoked) or 0
+    key = {name: load_public_key(paths[name][0], role="client") for name in ("laptop", "spare", "other")}
+
+    def at(t: float) -> set[str]:
+        """Read the folder at time t; the names of the clients admitted."""
+        clock[0] = 100.0 + t
+        auth.reload()
+        return {name for name, k in key.items() if auth.callback("*", k)}
+
+    yield at, allow_dir, paths, cut
+    auth.stop()
+    context.term()
+
+
+def test_a_malformed_key_file_is_held_while_it_changes_then_revoked(held_auth):
+    at, allow_dir, paths, cut = held_auth
+    target = allow_dir / "laptop.key"
+    target.write_text("half")
+    assert at(0) == {"laptop", "spare"}  # turned malformed: held
+    assert at(1.9) == {"laptop", "spare"}
+    target.write_text("half, more")  # still being written: the grace starts again
+    assert at(3.0) == {"laptop", "spare"}
+    assert at(4.9) == {"laptop", "spare"}
+    assert not cut
+    assert at(5.0) == {"spare"}  # malformed and unchanged for ALLOW_GRACE_S: revoked, its clients cut
+    assert len(cut) == 1
+    assert at(100) == {"spare"}  # and it stays so: a persistently bad file admits nobody
+    shutil.copy(paths["laptop"][0], target)
+    assert at(101) == {"laptop", "spare"}
+
+
+def test_a_file_that_keeps_changing_malformed_is_revoked_after_the_longest_grace(held_auth):
+    from perception.security import ALLOW_GRACE_MAX_S
+
+    at, allow_dir, _, cut = held_auth
+    target = allow_dir / "laptop.key"
+    t = 0.0
+    while t < ALLOW_GRACE_MAX_S:
+        target.write_text("x" * (int(t) + 1))  # another malformed content every poll
+        assert at(t) == {"laptop", "spare"}
+        t += 1.0
+    target.write_text("y" * 100)
+    assert at(t) == {"spare"} and len(cut) == 1
+
+
+def test_a_never_valid_file_admits_nobody_and_a_held_file_removed_is_revoked_at_once(held_auth):
+    at, allow_dir, paths, cut = held_auth
+    (allow_dir / "other.key").write_text(paths["other"][0].read_text()[:100])  # never a key: nobody
+    assert at(0) == {"laptop", "spare"}
+    (allow_dir / "laptop.key").write_text("half")
+    assert at(1) == {"laptop", "spare"}
+    (allow_dir / "laptop.key").unlink()  # removed while held: revoked now, not after the grace
+    assert at(1.5) == {"spare"} and len(cut) == 1
+    # A held file rewritten with another valid key: the old key goes, the new one is admitted.
+    (allow_dir / "spare.key").write_text("half")
+    assert at(2) == {"spare"}
+    shutil.copy(paths["other"][0], allow_dir / "spare.key")
+    assert at(2.5) == {"other"} and len(cut) == 2
