@@ -209,10 +209,13 @@ def test_optional_node_failing_on_a_user_mistake_is_not_respawned_and_the_rest_k
     try:
         verdict = launch.wait_line(r"\[launch\] node 'broken' .*exit code 2.*")
         assert "not restarting" in verdict.group(0) and "missing.onnx not found" in verdict.group(0)
-        # The launch is still supervising the listener: a stop request is what ends it, with 0.
+        # The launch is still supervising the listener: a stop request is what ends it, with 1 (a
+        # node failed for good during the run: a script or systemd unit around the launch sees it).
         launch.proc.send_signal(signal.SIGTERM)
-        assert launch.proc.wait(timeout=20) == 0
+        assert launch.proc.wait(timeout=20) == 1
         launch.wait_line(r"stop requested; stopping all nodes")
+        launch.wait_line(r"summary: node 'broken' failed for good at .* \(exit code 2\), not restarted: "
+                         r"perception: error: model file .*missing\.onnx not found")
         assert not any("started node 'broken'" in line and "restart" in line for line in launch.seen)
     finally:
         launch.stop()
@@ -372,6 +375,54 @@ def test_check_verifies_model_and_source_files(tmp_path, model_path, capsys, par
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"perception: error: {tmp_path / 'check.yaml'}: node 'cam': ")
     assert re.search(message, lines[0]), lines[0]
+
+
+@pytest.fixture(scope="module")
+def curve_keys(tmp_path_factory) -> Path:
+    """A folder with a server key pair and an allow folder holding one client's public key."""
+    from perception.security import create_key_pair
+
+    keys = tmp_path_factory.mktemp("keys")
+    create_key_pair(keys, "server")
+    create_key_pair(keys, "laptop")
+    (keys / "allowed").mkdir()
+    (keys / "allowed" / "laptop.key").write_bytes((keys / "laptop.key").read_bytes())
+    (keys / "empty").mkdir()
+    return keys
+
+
+@pytest.mark.parametrize(
+    ("curve", "message"),
+    [
+        ({"curve_secret_key": "{keys}/missing.key_secret"},
+         r"parameters: curve_secret_key: server secret key file .*missing\.key_secret not found"),
+        ({"curve_secret_key": "{keys}/server.key"},
+         r"parameters: curve_secret_key: server secret key file .*server\.key has no secret key"),
+        ({"curve_secret_key": "{keys}/server.key_secret", "curve_allow": "{keys}/nope"},
+         r"parameters: curve_allow: CURVE allow-list directory .*nope not found"),
+        ({"curve_secret_key": "{keys}/server.key_secret", "curve_allow": "{keys}/empty"},
+         r"parameters: curve_allow: CURVE allow-list directory .*empty holds no \.key files"),
+    ],
+)
+def test_check_reads_the_curve_key_files_as_the_node_would(tmp_path, model_path, curve_keys, capsys, curve, message):
+    # Without the check the node exits 2 at its start and, not restarted, leaves the camera dead.
+    params = {"source": "synthetic", "model": str(model_path), **{k: v.format(keys=curve_keys) for k, v in curve.items()}}
+    code, err = _check(tmp_path, params, capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"perception: error: {tmp_path / 'check.yaml'}: node 'cam': ")
+    assert re.search(message, lines[0]), lines[0]
+
+
+def test_check_passes_good_curve_key_files(tmp_path, model_path, curve_keys):
+    file = write_launch(tmp_path / "check.yaml", [{"node": {"name": "cam", "kind": "pipeline", "parameters": {
+        "source": "synthetic", "model": str(model_path), "curve_secret_key": str(curve_keys / "server.key_secret"),
+        "curve_allow": str(curve_keys / "allowed")}}}])
+    done = subprocess.run([sys.executable, "-m", "perception", "launch", str(file), "--check"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "launch plan:" in done.stdout
+    assert "CURVE on" not in done.stderr  # the node says so when it runs; the check starts nothing
 
 
 def test_check_verifies_the_default_model_when_none_is_given(tmp_path, capsys, monkeypatch):

@@ -117,6 +117,8 @@ def _publisher(name: str, endpoint: str | None, kind: str = "pipeline") -> dict:
         ("tcp://0.0.0.0:5592", "tcp://127.0.0.1:5592", "bind the same address"),
         ("tcp://*:5592", "tcp://0.0.0.0:5592", "bind the same address"),
         ("tcp://[::]:5592", "tcp://127.0.0.1:5592", "bind the same address"),  # an IPv6 socket takes IPv4 too
+        ("tcp://lo:5592", "tcp://127.0.0.1:5592", "bind the same address"),  # the loopback interface's name
+        ("tcp://LOCALHOST:5592", "tcp://127.0.0.1:5592", "bind the same address"),
         (None, None, "both bind endpoint tcp://127.0.0.1:5556 (the default)"),
         ("ipc://sock", "ipc://./sub/../sock", "bind the same address"),
     ],

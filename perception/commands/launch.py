@@ -4,10 +4,11 @@
     perception launch launch/two_cameras.yaml --check model:=model.onnx   # check files, print the plan
 
 Prints the resolved plan, then starts every node (output lines prefixed ``[name]``), restarts
-nodes per their ``respawn`` policy and stops everything on Ctrl-C / SIGTERM (exit 0) or when a
-``required`` node is gone for good (exit 1). A node that fails on a bad input (exit code 2) or a
-missing dependency (3) is never restarted; if it is required, the launch stops and exits with that
-code. See ``perception/launch/`` for the file format.
+nodes per their ``respawn`` policy and stops everything on Ctrl-C / SIGTERM or when a ``required``
+node is gone for good. A node that fails on a bad input (exit code 2) or a missing dependency (3) is
+never restarted; if it is required, the launch stops and exits with that code. Otherwise the launch
+exits 1 when any node failed for good during the run, however the run ended, else 0; a summary line
+names every node that failed or restarted. See ``perception/launch/`` for the file format.
 """
 
 from __future__ import annotations

@@ -13,8 +13,10 @@ A launch file is YAML in the spirit of ROS 2 launch files (the shipped ones are 
             model: perception/assets/default.onnx
           respawn: true               # restart when it exits (not after exit code 2 or 3: a bad
                                       # input or a missing dependency, which a restart cannot fix) ...
-          respawn_delay: 1.0          # ... after this many seconds, doubled per quick failure (max 30 s)
-          respawn_max: 0              # give up after this many restarts (0: never give up)
+          respawn_delay: 1.0          # ... after this many seconds; doubled per further quick failure
+                                      # in a row (a run under 10 s), from at least 0.5 s, up to 30 s
+          respawn_max: 0              # give up after this many restarts in a row that did not stay
+                                      # up 10 s (0: never give up)
           required: true              # when it is gone for good, stop everything
           delay: 0.0                  # start this many seconds after the launch (e.g. after a recorder)
 
@@ -33,7 +35,8 @@ command's flags are generated from: ``pipeline`` against ``RunConfig``, ``record
 ``RecordConfig``, ...; through ``perception.config.load_config``, so a bad value fails with the
 message the flag or a YAML file would give), missing include files, two publishing nodes
 (``pipeline``, ``replay``) that bind one address. Each error names the file, the node and the key. ``--check`` also opens the files ``pipeline`` nodes name (``model``, and a
-``source`` that is a video, an image or an image folder; ``parse.check_node_files``).
+``source`` that is a video, an image or an image folder, and its CURVE key files;
+``parse.check_node_files``).
 
 Modules, in the order a launch goes through them: ``parse`` (file, arguments, includes, validation
 -> plan), ``substitute`` (``$(var)``/``$(env)``), ``flags`` (node parameters -> command flags),

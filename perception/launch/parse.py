@@ -9,9 +9,7 @@ the key. The file format is described in ``perception/launch/__init__.py``.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -20,11 +18,11 @@ from typing import Any
 
 from perception.config import bounds, cut, load_config, short
 from perception.config import declared as declared_settings
+from perception.endpoints import canonical_bind_host, check_endpoint
 from perception.errors import ConfigError, ModelError, PerceptionError, PublishError, why_not_a_file
 from perception.launch.flags import parameters_to_argv
 from perception.launch.plan import NODE_KINDS, LaunchPlan, NodePlan
 from perception.launch.substitute import parse_scalar, substitute, var_names
-from perception.xpub import check_endpoint
 from perception.yamlfile import read_yaml
 
 #: Node and argument names: letters, digits, "_", "-", "." (they prefix output lines and flags).
@@ -288,18 +286,14 @@ def _bound_endpoint(node: NodePlan) -> tuple[str, str] | None:
 
 
 def _bind_address(endpoint: str) -> tuple[str, str, int] | None:
-    """``(transport, host or path, port)`` in one spelling per address (``localhost`` is 127.0.0.1,
-    ``*`` is 0.0.0.0, an ipc path absolute); None for a wildcard port or path (any free one, which
+    """``(transport, host or path, port)`` in one spelling per address (``localhost`` and ``lo`` are
+    127.0.0.1, ``*`` is 0.0.0.0: ``endpoints.canonical_bind_host``; an ipc path absolute); None for a wildcard port or path (any free one, which
     never clashes) or a form the node itself refuses."""
     tcp = _TCP_RE.match(endpoint)
     if tcp is not None:
         if tcp.group("port") == "*":
             return None
-        host = tcp.group("host").strip("[]").lower()
-        host = {"localhost": "127.0.0.1", "*": "0.0.0.0"}.get(host, host)
-        with contextlib.suppress(ValueError):  # an interface or host name: compared as written
-            host = str(ipaddress.ip_address(host))  # ::0001 is ::1
-        return "tcp", host, int(tcp.group("port"))
+        return "tcp", canonical_bind_host(tcp.group("host")), int(tcp.group("port"))
     if endpoint.startswith("ipc://") and endpoint[len("ipc://"):] not in ("", "*"):
         where = endpoint[len("ipc://"):]
         # The nodes run in the launcher's directory; "@name" is Linux's abstract namespace, not a file.
@@ -360,10 +354,11 @@ def check_node_files(plan: LaunchPlan) -> None:
     ``read_model_metadata``, as the engines read it) and a ``source`` that is a video file, an
     image file or an image folder (opened and closed as the node would). Cameras, URLs, GStreamer
     pipelines, glob patterns and ``synthetic`` are left alone: they may come up after the check.
-    Torch-free (``perception launch --check`` runs on the car).
+    Its CURVE key files (``curve_secret_key``, the ``curve_allow`` folder), read as the node reads
+    them at its start. Torch-free (``perception launch --check`` runs on the car).
 
     Raises:
-        ModelError, SourceError: naming the launch file, the node and the key.
+        ModelError, SourceError, PublishError: naming the launch file, the node and the key.
     """
     # Imported here: reading a launch file must stay light (no ONNX, no OpenCV) for the plain launch.
     from perception import run_config
@@ -401,3 +396,38 @@ def check_node_files(plan: LaunchPlan) -> None:
                 except PerceptionError as exc:
                     label = "source" if len(config.cameras) == 1 else f"source {camera.name}"
                     raise type(exc)(f"{where}: {label}: {exc}") from None
+        _check_curve_files(config.publish_options, where)
+
+
+def _check_curve_files(publish: Any, where: str) -> None:
+    """Read a publisher's CURVE key files with the node's own loaders, in its order
+    (``perception.xpub.XpubCore``): the server's ``curve_secret_key``, then the ``curve_allow``
+    folder, whose authenticator is started on a context of its own and stopped at once.
+
+    Raises:
+        PublishError: naming the launch file, the node and the key.
+    """
+    if publish.curve_secret_key is None:
+        return
+    import logging
+
+    import zmq
+
+    from perception.security import load_key_pair, start_authenticator
+
+    key = "curve_secret_key"
+    try:
+        load_key_pair(publish.curve_secret_key, role="server secret")
+        if publish.curve_allow is not None:
+            key = "curve_allow"
+            context = zmq.Context()
+            said = logging.getLogger("perception.security")
+            level = said.level
+            said.setLevel(max(logging.WARNING, said.getEffectiveLevel()))  # not its "CURVE on: ..." line
+            try:
+                start_authenticator(context, publish.curve_allow).stop()
+            finally:
+                said.setLevel(level)
+                context.term()
+    except PerceptionError as exc:
+        raise type(exc)(f"{where}: {key}: {exc}") from None

@@ -2,19 +2,32 @@
 
 ``LaunchSupervisor(plan).run()`` starts each node as ``python -m perception <command> ...``,
 prefixes its output lines with ``[name]``, restarts nodes per their policy and stops everything on
-SIGINT/SIGTERM (SIGTERM to every child, a grace period, then SIGKILL), returning 0; when a required
-node is gone for good it stops the rest and returns 1 (0 if that node finished cleanly).
+SIGINT/SIGTERM (SIGTERM to every child, a grace period, then SIGKILL). When a required node is gone
+for good it stops the rest.
 
 A node that exits with 2 (a bad input: file, flag, model) or 3 (a missing dependency) is never
 restarted, whatever its policy: the same command would fail the same way forever. The launch says
 so in one line with the node's own last error line; if the node is required it stops everything
 and returns that code (2 or 3), otherwise the other nodes keep running.
+
+The exit status says whether a node failed for good during the run (ended non-zero and was not
+restarted: no respawn, exit code 2 or 3, or it gave up after ``respawn_max``): 1 then, however the
+launch ends (a stop signal, a required node that finished cleanly, every node finished), unless a
+required node's own 2 or 3 is returned. At the end, whatever ended it, one summary line per node
+that failed for good or was restarted: its restarts, how it last ended and its last error line.
+
+Respawn: the first restart after a quick failure (a run shorter than ``STABLE_RUN_S``) waits
+``respawn_delay``; each further quick failure in a row doubles it, from at least ``MIN_BACKOFF_S``
+(so a ``respawn_delay`` of 0 backs off too), up to ``MAX_BACKOFF_S``. ``respawn_max`` counts the
+restarts since the node last stayed up ``STABLE_RUN_S``: a camera that glitches once a day is
+restarted every time, one that never comes up is given up after ``respawn_max`` restarts.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,10 +40,14 @@ from perception.errors import DependencyError, PerceptionError
 from perception.launch.plan import LaunchPlan, NodePlan
 from perception.signals import die_with_parent, install_signal_handlers
 
-#: A node restarted this many times in a row without staying up this long has its delay doubled.
+#: A run shorter than this is a quick failure: the delay doubles per quick failure in a row, and a
+#: run this long starts both the doubling and the ``respawn_max`` count again.
 STABLE_RUN_S = 10.0
 #: Upper bound of the doubled respawn delay (unless respawn_delay itself is larger).
 MAX_BACKOFF_S = 30.0
+#: The least delay from the second quick failure in a row on, doubled per further one: a
+#: ``respawn_delay`` of 0 restarts at once the first time, then after 0.5, 1, 2, ... 30 s.
+MIN_BACKOFF_S = 0.5
 #: How long stopping waits for children after SIGTERM before it sends SIGKILL.
 STOP_GRACE_S = 5.0
 #: Exit codes of a ``perception`` command that a restart cannot fix (perception/errors.py), with what
@@ -38,6 +55,31 @@ STOP_GRACE_S = 5.0
 #: (SourceUnavailableError, exit code 4: a camera after boot; SubscribersMissingError, also 4: a
 #: recorder not started yet for --wait-subscribers) or a signal may be respawned.
 NO_RESPAWN_EXIT_CODES = {PerceptionError.exit_code: "a bad input", DependencyError.exit_code: "a missing dependency"}
+#: A node's INFO or DEBUG log line (``perception.cli.configure_logging``'s format): not an error line,
+#: so a node killed by a signal after "first masks published" is not quoted with that line.
+_INFO_LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d [DI] [\w.]+: ")
+
+
+def respawn_delay(respawn_delay_s: float, quick_failures: int) -> float:
+    """Seconds to wait before a restart, after ``quick_failures`` quick failures in a row (0 when
+    the run that ended was not quick): ``respawn_delay_s`` the first time, then doubled per quick
+    failure from at least ``MIN_BACKOFF_S``, at most ``MAX_BACKOFF_S`` (or ``respawn_delay_s``)."""
+    if quick_failures <= 1:
+        return respawn_delay_s
+    cap = max(MAX_BACKOFF_S, respawn_delay_s)
+    doublings = min(quick_failures - 1, 64)  # past the cap long before; 2 ** 1100 overflows a float
+    return min(cap, max(respawn_delay_s * 2**doublings, MIN_BACKOFF_S * 2 ** (doublings - 1)))
+
+
+def ended_how(returncode: int) -> str:
+    """``exit code 1``, ``signal SIGKILL``; ``signal 40`` for a signal Python has no name for (the
+    real-time signals between SIGRTMIN and SIGRTMAX)."""
+    if returncode >= 0:
+        return f"exit code {returncode}"
+    try:
+        return f"signal {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"signal {-returncode}"
 
 
 @dataclass
@@ -45,21 +87,29 @@ class _Running:
     plan: NodePlan
     process: subprocess.Popen | None = None
     started_at: float = 0.0
+    #: Restarts in all, and since the node last stayed up STABLE_RUN_S (what respawn_max counts).
     restarts: int = 0
+    restarts_in_a_row: int = 0
     quick_failures: int = 0
     restart_at: float | None = None
     finished: bool = False
+    #: Gone for good with a non-zero end (not restarted, or given up): the launch then exits non-zero.
+    failed_for_good: bool = False
+    gave_up: bool = False
     returncode: int | None = None
     last_error_line: str = ""
+    #: The node's last end (how, its last error line, the wall-clock time), for the closing summary.
+    last_end: tuple[str, str, float] | None = None
     readers: list[threading.Thread] = dataclasses.field(default_factory=list)
 
 
 class LaunchSupervisor:
     """Starts the nodes of a plan as child processes and keeps them running per their policy.
 
-    ``run()`` blocks until SIGINT/SIGTERM (returns 0), until a required node is gone for good
-    (returns its failure as 1, its own code for a bad input (2) or a missing dependency (3), or 0
-    when it exited cleanly), or until every node has finished (0 when all exited 0, else 1).
+    ``run()`` blocks until SIGINT/SIGTERM, until a required node is gone for good (returns its own
+    code for a bad input (2) or a missing dependency (3), else 1 when it failed) or until every node
+    has finished. Otherwise it returns 0 when no node failed for good during the run, else 1, and
+    prints a closing summary of the nodes that failed for good or were restarted.
     ``stop()`` may be called from another thread.
     """
 
@@ -80,10 +130,15 @@ class LaunchSupervisor:
     def run(self) -> int:
         handlers = install_signal_handlers(self._stop)
         try:
-            return self._supervise()
+            code = self._supervise()
         finally:
             self._shutdown()
             handlers.restore()
+        self._summarize()
+        return code
+
+    def _failed_for_good(self) -> list[str]:
+        return [n.plan.name for n in self._nodes if n.failed_for_good]
 
     def _supervise(self) -> int:
         t0 = time.monotonic()
@@ -101,11 +156,11 @@ class LaunchSupervisor:
                     node.restarts += node.started_at > 0
                     self._start(node)
             if all(n.finished for n in self._nodes):
-                failed = [n.plan.name for n in self._nodes if n.returncode != 0]
+                failed = self._failed_for_good()
                 self.say("all nodes finished" + (f"; failed: {', '.join(failed)}" if failed else ""))
                 return 1 if failed else 0
         self.say("stop requested; stopping all nodes")
-        return 0
+        return 1 if self._failed_for_good() else 0
 
     def _start(self, node: _Running) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -137,11 +192,16 @@ class LaunchSupervisor:
         node.process = None
         for reader in node.readers:
             reader.join(timeout=1.0)
-        how = f"exit code {code}" if code >= 0 else f"signal {signal.Signals(-code).name}"
+        how = ended_how(code)
         plan = node.plan
+        said = node.last_error_line or "(it printed no error line)"
+        node.last_end = (how, said, time.time())
+        if now - node.started_at < STABLE_RUN_S:
+            node.quick_failures += 1
+        else:  # it stayed up: the back-off and the respawn_max count start again
+            node.quick_failures = node.restarts_in_a_row = 0
         if code in NO_RESPAWN_EXIT_CODES:
-            node.finished = True
-            said = node.last_error_line or "(it printed no error line)"
+            node.finished = node.failed_for_good = True
             self.say(
                 f"node {plan.name!r} failed on {NO_RESPAWN_EXIT_CODES[code]} ({how}); not restarting it, "
                 f"a restart cannot fix that: {said}"
@@ -150,20 +210,42 @@ class LaunchSupervisor:
                 self.say(f"required node {plan.name!r} is gone; stopping all nodes")
                 return code
             return None
-        if plan.respawn and (plan.respawn_max == 0 or node.restarts < plan.respawn_max):
-            node.quick_failures = node.quick_failures + 1 if now - node.started_at < STABLE_RUN_S else 0
-            cap = max(MAX_BACKOFF_S, plan.respawn_delay_s)
-            delay = min(cap, plan.respawn_delay_s * 2 ** max(0, node.quick_failures - 1))
+        if plan.respawn and (plan.respawn_max == 0 or node.restarts_in_a_row < plan.respawn_max):
+            delay = respawn_delay(plan.respawn_delay_s, node.quick_failures)
+            node.restarts_in_a_row += 1
             node.restart_at = now + delay
             self.say(f"node {plan.name!r} ended ({how}); restarting in {delay:g} s")
             return None
         node.finished = True
-        gave_up = f"; gave up after {node.restarts} restarts" if plan.respawn else ""
-        self.say(f"node {plan.name!r} ended ({how}){gave_up}")
+        node.failed_for_good = code != 0
+        ended = f"node {plan.name!r} ended ({how})"
+        if plan.respawn:
+            node.gave_up = True
+            in_all = f", {node.restarts} in all" if node.restarts != node.restarts_in_a_row else ""
+            ended += (f"; gave up after {node.restarts_in_a_row} restarts in a row, none of which stayed up "
+                      f"{STABLE_RUN_S:g} s (respawn_max {plan.respawn_max}{in_all})")
+        self.say(ended + (f": {said}" if code != 0 else ""))
         if plan.required:
             self.say(f"required node {plan.name!r} is gone; stopping all nodes")
-            return 0 if code == 0 else 1
+            return 0 if code == 0 and not self._failed_for_good() else 1
         return None
+
+    def _summarize(self) -> None:
+        """One line per node that failed for good or was restarted: an operator reading the end of
+        the log after a night sees the camera that was dead all along."""
+        for node in self._nodes:
+            if node.last_end is None or not (node.failed_for_good or node.restarts):
+                continue
+            how, said, at = node.last_end
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
+            restarts = f"restarted {node.restarts} time{'' if node.restarts == 1 else 's'}"
+            if node.gave_up and node.failed_for_good:
+                state = f"gave up at {when} after it was {restarts}; it last ended ({how})"
+            elif node.failed_for_good:
+                state = f"failed for good at {when} ({how}), not restarted" + (f"; it was {restarts} before" if node.restarts else "")
+            else:
+                state = f"{restarts}; it last ended at {when} ({how})"
+            self.say(f"summary: node {node.plan.name!r} {state}: {said}")
 
     def _shutdown(self) -> None:
         running = [n for n in self._nodes if n.process is not None and n.process.poll() is None]
@@ -184,7 +266,7 @@ class LaunchSupervisor:
     def _pump(self, stream: IO[bytes], sink: IO[str], node: _Running, is_stderr: bool) -> None:
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip()
-            if is_stderr and line.strip():
+            if is_stderr and line.strip() and not _INFO_LOG_LINE.match(line):
                 node.last_error_line = line.strip()  # quoted when the node fails for good
             self._write(sink, f"[{node.plan.name}] {line}\n")
         stream.close()
