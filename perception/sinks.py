@@ -1,17 +1,24 @@
 """Where rendered frames go: a window, a video file, one PNG or a folder of numbered PNGs.
 
 ``FrameSink(out, fps=...)`` takes frames from ``perception view`` and ``perception demo``;
-``resolve_output(out)`` picks a window when a display exists and ``out/view.mp4`` otherwise. A sink
-that wrote nothing removes the folders it made for ``out`` when it closes, as
-``missing_folders``/``remove_empty_folders`` let other commands do. A video has the first frame's
+``resolve_output(out)`` picks a window when a display can be opened (``window_unavailable``: a
+``$DISPLAY`` that is set but cannot be reached, as after a dead ``ssh -X``, falls back with one
+warning, where OpenCV's Qt would abort the process) and ``out/view.mp4`` otherwise. A file or
+folder ``out`` is checked writable when the sink is made, before any work. A sink that wrote
+nothing removes the folders it made for ``out`` when it closes, as ``missing_folders`` /
+``remove_empty_folders`` let other commands do. A video has the first frame's
 size; a later frame of another size is letterboxed into it (aspect kept, black bars), said once.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import re
+import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import cv2
@@ -29,8 +36,94 @@ VIDEO_SUFFIXES = {".mp4": "mp4v", ".avi": "MJPG"}
 FOLDER_FRAME_NAME = re.compile(r"view_[0-9]{6}\.png")
 
 
+#: How long ``window_unavailable`` waits for an X server to answer (a DISPLAY on a host whose
+#: firewall drops packets would otherwise hold the view for a TCP time-out).
+X_PROBE_TIMEOUT_S = 5.0
+#: ``xcb_connection_has_error`` codes said in the warning when libxcb itself said nothing.
+_XCB_ERRORS = {5: "not an X display name", 6: "the X server has no such screen"}
+
+
 def has_display() -> bool:
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    """Whether OpenCV can open a window here (``window_unavailable`` says why not)."""
+    return window_unavailable() is None
+
+
+def window_unavailable() -> str | None:
+    """Why ``cv2.imshow`` cannot open a window here, naming the variable; None when it can.
+
+    OpenCV's windows are Qt's, and Qt ends the process (a C-level abort, exit 134, which no Python
+    handler catches) when the display it is given cannot be opened: a ``$DISPLAY`` left by a dead
+    ``ssh -X`` forward, one passed into a container without the X socket, or a Wayland session
+    (the Qt of the opencv-python wheel has only the ``xcb`` platform plugin, so ``$WAYLAND_DISPLAY``
+    alone is no display for it; XWayland sets ``$DISPLAY``). So the display is opened first with
+    libxcb, as Qt's xcb plugin would open it (same library, same ``$XAUTHORITY``): ``xcb_connect``
+    never aborts, it returns a connection marked with an error. It costs a few milliseconds (no Qt,
+    no window) and is bounded by ``X_PROBE_TIMEOUT_S``."""
+    display = os.environ.get("DISPLAY")
+    wayland = os.environ.get("WAYLAND_DISPLAY")
+    if not display and not wayland:
+        return "no display ($DISPLAY / $WAYLAND_DISPLAY unset)"
+    if not sys.platform.startswith("linux"):
+        return None  # no Qt xcb there: OpenCV's own windows
+    if not display:
+        return (f"$WAYLAND_DISPLAY={_shown(wayland)} is set but $DISPLAY is not, and OpenCV's window needs an X "
+                "display (XWayland sets $DISPLAY)")
+    problem = _x_display_problem(display)
+    return f"$DISPLAY={_shown(display)} is set, but {problem}" if problem else None
+
+
+def _shown(value: str) -> str:
+    from perception.wire import printable
+
+    return printable(value[:80])
+
+
+def _x_display_problem(display: str) -> str | None:
+    """Why the X display ``display`` cannot be opened (libxcb's ``xcb_connect``), None when it can.
+    What libxcb writes to stderr about a refusal (the server's reason, e.g. "Authorization
+    required, ...") is taken into the answer instead."""
+    try:
+        xcb = ctypes.CDLL("libxcb.so.1")
+    except OSError:
+        return "libxcb.so.1, which OpenCV's window opens it with, is not installed"
+    xcb.xcb_connect.restype = ctypes.c_void_p
+    xcb.xcb_connect.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+    xcb.xcb_connection_has_error.restype = ctypes.c_int
+    xcb.xcb_connection_has_error.argtypes = [ctypes.c_void_p]
+    xcb.xcb_disconnect.restype = None
+    xcb.xcb_disconnect.argtypes = [ctypes.c_void_p]
+    errors: list[int] = []
+
+    def probe() -> None:
+        conn = xcb.xcb_connect(display.encode(errors="surrogateescape"), None)
+        error = xcb.xcb_connection_has_error(conn) if conn else 1
+        if conn and not error:
+            xcb.xcb_disconnect(conn)  # an error connection is libxcb's own static one: not freed
+        errors.append(error)
+
+    # A daemon thread: a connect that hangs is left behind (ctypes released the GIL), not waited on.
+    thread = threading.Thread(target=probe, name="x-display-probe", daemon=True)
+    with tempfile.TemporaryFile() as said:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(said.fileno(), 2)
+        try:
+            thread.start()
+            thread.join(X_PROBE_TIMEOUT_S)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        said.seek(0)
+        reason = " ".join(said.read(400).decode("utf-8", "replace").split())
+    if not errors:
+        return f"no X server answered there within {X_PROBE_TIMEOUT_S:g} s"
+    if not errors[0]:
+        return None
+    from perception.wire import printable
+
+    why = printable(reason[:200]) or _XCB_ERRORS.get(errors[0]) or \
+        "no X server there, a closed ssh -X forward, or one that refused this client"
+    return f"no X display can be opened there ({why})"
 
 
 class FrameSink:
@@ -66,6 +159,9 @@ class FrameSink:
         if out is not None:
             # Made now, so an unwritable --out fails before any work, not at the first frame.
             target = out if self.mode == "folder" else out.parent
+            if self.mode != "folder" and out.is_dir():
+                raise ConfigError(f"--out {out} is a folder, not a {out.suffix} file; choose another --out (a folder "
+                                  "of numbered PNGs is named without a suffix)")
             created = missing_folders(target)
             try:
                 target.mkdir(parents=True, exist_ok=True)
@@ -73,6 +169,14 @@ class FrameSink:
                 remove_empty_folders(created)
                 why = file_in_the_way(target) or exc.strerror
                 raise ConfigError(f"cannot create {target} for --out: {why}; choose a writable path") from None
+            try:
+                # A .png is written only at close, and a long or endless source (synthetic, a
+                # camera, a node) would render until Ctrl-C before saying it cannot be: a file
+                # is written beside it and removed now (as bench and demo check their outputs).
+                _check_writable(out if self.mode != "folder" else out / "view_000000.png")
+            except ConfigError:
+                remove_empty_folders(created)
+                raise
             self.created = created
 
     def write(self, frame: np.ndarray) -> bool:
@@ -131,6 +235,16 @@ class FrameSink:
             raise ConfigError(f"cannot write {path}; choose a writable --out")
 
 
+def _check_writable(path: Path) -> None:
+    """ConfigError naming ``path`` unless a file can be written there (and, when one is there
+    already, that file can be replaced)."""
+    from perception.modelfile import check_writable
+
+    check_writable(path, fix="choose a writable --out")
+    if path.is_file() and not os.access(path, os.W_OK):
+        raise ConfigError(f"cannot write {path} (permission denied); choose a writable --out")
+
+
 def missing_folders(folder: Path) -> list[Path]:
     """The folders that creating ``folder`` (``mkdir -p``) would make, outermost first: what a
     failed command removes again (``remove_empty_folders``), so that it leaves no empty tree."""
@@ -155,9 +269,17 @@ def remove_empty_folders(folders: list[Path]) -> None:
 
 
 def resolve_output(out: Path | None) -> Path | None:
-    """``out`` as given; with none, a window if there is a display, else ``out/view.mp4``."""
-    if out is not None or has_display():
+    """``out`` as given; with none, a window if one can open (``window_unavailable``), else
+    ``out/view.mp4``: said at info level when no display is set, as one warning naming the
+    variable when one is set but cannot be opened."""
+    if out is not None:
         return out
+    why = window_unavailable()
+    if why is None:
+        return None
     default = Path("out/view.mp4")
-    log.info("no display ($DISPLAY / $WAYLAND_DISPLAY unset); writing %s", default)
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        log.warning("%s; writing %s instead of a window", why, default)
+    else:
+        log.info("%s; writing %s", why, default)
     return default

@@ -17,8 +17,9 @@ The drawing is ``perception.overlay.render_overlay`` and the outputs are ``perce
   with the node's ``--seed``, or the node's video file) each mask is drawn over the source frame
   with the same ``seq``; without one the masks are drawn on a dark background.
 
-Output: a window when a display exists ($DISPLAY / $WAYLAND_DISPLAY) and ``--out`` is not given;
-otherwise ``--out`` (default ``out/view.mp4``): ``*.mp4``/``*.avi`` a video, ``*.png`` the last
+Output: a window when a display can be opened and ``--out`` is not given (a $DISPLAY that is set
+but cannot be opened falls back with one warning naming it: ``sinks.window_unavailable``);
+otherwise ``--out`` (default ``out/view.mp4``, checked writable before any work): ``*.mp4``/``*.avi`` a video, ``*.png`` the last
 frame, a folder numbered PNGs. A video plays at ``--fps`` when given, else at the source's own rate
 (``source_rate``: a video file's or stream's reported one, the synthetic camera's), else at
 ``DEFAULT_VIDEO_FPS``; frames of another size than the first are letterboxed into it. An existing
@@ -100,8 +101,8 @@ class ViewConfig:
                                           "when there is a display, else out/view.mp4)")
     overwrite: bool = setting(False, help="replace an existing --out .mp4/.avi/.png file instead of refusing to start "
                                           "(a folder of an earlier view's frames is replaced without it)")
-    max_frames: int | None = setting(None, lo=0, metavar="N", help="stop after N frames (0: no limit)")
-    duration_s: float | None = setting(None, lo=0, flag="--duration", metavar="S", old_names=("duration",),
+    max_frames: int = setting(0, lo=0, metavar="N", help="stop after N frames (0: no limit)")
+    duration_s: float = setting(0.0, lo=0, flag="--duration", metavar="S", old_names=("duration",),
                                        help="stop after S seconds (0: no limit)")
     alpha: float = setting(0.5, lo=0.0, hi=1.0, help="mask opacity")
     engine_options: EngineOptions = composed(EngineOptions, only=("provider",), group=None)
@@ -222,7 +223,8 @@ def _claim_out(out: Path | None, *, overwrite: bool) -> list[Path]:
     """What an earlier output in ``out`` means for this view, checked before any work.
 
     An existing file (``.mp4``, ``.avi``, ``.png``) is ConfigError without ``overwrite``, as for
-    ``perception record``; it is replaced when the new one is written. A folder follows
+    ``perception record`` (a folder named so, or a path that cannot be written, FrameSink has
+    refused already); it is replaced when the new one is written. A folder follows
     ``perception synth``'s rule for its output: it must be new, empty or an earlier view's output
     (nothing but its numbered frames, ``FOLDER_FRAME_NAME``), whose frames are returned, to be
     removed when the first new frame comes (``overwrite.remove_earlier_output``), so a shorter run leaves
@@ -256,10 +258,29 @@ def _claim_out(out: Path | None, *, overwrite: bool) -> list[Path]:
 def _open_source(config: ViewConfig, *, paced: bool):
     from perception.sources import open_source
 
-    source = open_source(config.source, config.source_options)
+    try:
+        source = open_source(config.source, config.source_options)
+    except SourceError as exc:
+        hint = _dataset_hint(config.source)
+        if hint is None:
+            raise
+        exc.args = (f"{exc}; {hint}",)  # the same error (and exit status), with the folder to give
+        raise
     if not paced:
         source.pace(None)  # pairing with a node's seq: read as fast as needed to catch up
     return source
+
+
+def _dataset_hint(source: str) -> str | None:
+    """For a ``--source`` that is a dataset's root (``perception synth``'s ``--out``: its frames are
+    in ``images/``): the folder to give instead; None otherwise."""
+    try:
+        images = Path(source) / "images"
+        if not images.is_dir():
+            return None
+    except (OSError, ValueError):
+        return None
+    return f"it looks like a dataset folder: its frames are in {images}, so give --source {images}"
 
 
 def _model_frames(config: ViewConfig, stop: threading.Event, ended: list[str], rate: list[float]):

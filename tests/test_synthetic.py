@@ -190,8 +190,14 @@ def test_synth_command_writes_a_dataset_and_a_video(tmp_path, capsys):
         (["--no-images"], "nothing to write"),
     ],
 )
-def test_synth_command_bad_flags_are_one_line_errors(tmp_path, capsys, flags, message):
-    rc = cli_main(["synth", "--out", str(tmp_path / "ds"), "--count", "2", "--size", "64x96", *flags])
+def test_synth_command_bad_flags_are_one_line_errors(tmp_path, monkeypatch, capsys, flags, message):
+    monkeypatch.chdir(tmp_path)
+    # Each flag once (a flag given twice is an error of its own); --no-images refuses an --out it ignores.
+    base = {"--out": str(tmp_path / "ds"), "--count": "2", "--size": "64x96"}
+    if "--no-images" in flags:
+        del base["--out"]
+    rc = cli_main(["synth", *(word for flag, value in base.items() if flag not in flags for word in (flag, value)),
+                   *flags])
     err = capsys.readouterr().err
     assert rc == 2
     assert err.startswith("perception: error: ") and message in err and err.count("\n") == 1

@@ -31,7 +31,8 @@ class SynthConfig:
     dataset, 16 tiles of 180x320 for a contact sheet (at most 64 there)."""
 
     out: Path = setting(Path("out/synth"), help="dataset directory")
-    count: int | None = setting(None, lo=1, help="number of frames (default: 200; 16 with --contact-sheet)")
+    # 64: dataset.MAX_SHEET_COUNT, written out: importing it would load the renderer for --help
+    count: int | None = setting(None, lo=1, help="number of frames (default: 200; with --contact-sheet 16, at most 64)")
     input_hw: tuple[int, int] | None = setting(
         None, flag="--size", metavar="HxW", from_text=hw_from_text, to_text=hw_to_text,
         help="frame size HEIGHTxWIDTH, 48x64 .. 1080x1920 (default: 360x480; 180x320 tiles with --contact-sheet)")
@@ -72,6 +73,8 @@ def size_text(height: int, width: int) -> str:
 
 #: What ``--contact-sheet`` takes: it draws the frames of --count, --size and --seed, nothing else.
 SHEET_FLAGS = ("contact_sheet", "count", "input_hw", "seed", "overwrite")
+#: What ``--no-images`` leaves to ignore: the dataset's folder and lists (it writes only --video).
+DATASET_ONLY_FLAGS = ("out", "split")
 
 
 def _check_flags(config: SynthConfig, given: dict) -> None:
@@ -80,8 +83,18 @@ def _check_flags(config: SynthConfig, given: dict) -> None:
         ignored = [f.option for f in flags(SynthConfig) if f.name in given and f.name not in SHEET_FLAGS]
         if ignored:
             raise ConfigError(f"--contact-sheet writes only the grid image, so {', '.join(ignored)} would be ignored; "
-                              "drop them, or run perception synth once more without --contact-sheet for the dataset "
-                              "or video")
+                              f"drop {_them(ignored)}, or run perception synth once more without --contact-sheet for "
+                              "the dataset or video")
+        from perception.synthetic.dataset import MAX_SHEET_COUNT
+
+        if config.count is not None and config.count > MAX_SHEET_COUNT:
+            raise ConfigError(f"--count {config.count}: a contact sheet holds at most {MAX_SHEET_COUNT} frames; give "
+                              f"--count {MAX_SHEET_COUNT} or fewer")
+    elif not config.images:
+        ignored = [f.option for f in flags(SynthConfig) if f.name in given and f.name in DATASET_ONLY_FLAGS]
+        if ignored:
+            raise ConfigError(f"--no-images writes only the --video, no dataset, so {', '.join(ignored)} would be "
+                              f"ignored; drop {_them(ignored)}, or drop --no-images to write the dataset too")
     if config.video_labels and config.video is None:
         raise ConfigError("--video-labels puts the labels beside the frames of --video; add --video PATH.mp4 "
                           "or drop --video-labels")
@@ -93,6 +106,10 @@ def _check_flags(config: SynthConfig, given: dict) -> None:
         # replaced only with --overwrite, as --video and view --out; a folder in its place is named
         refuse_existing_file(config.contact_sheet, flag="--contact-sheet", overwrite=config.overwrite,
                              example="world.png")
+
+
+def _them(names: list[str]) -> str:
+    return "it" if len(names) == 1 else "them"
 
 
 def split_text(split: str | list[str]) -> str:
@@ -145,7 +162,10 @@ def _write(config: SynthConfig) -> int:
         print(f"wrote {count} {_frames(count)} {size_text(height, width)} (seed {config.seed}) to {summary['out_dir']}: "
               f"images/, labels/, classes.yaml, synth.yaml, {lists}")
     if "video" in summary:
-        print(f"wrote {count}-frame drive {size_text(height, width)} at {config.fps:g} fps to {summary['video']}")
+        size = size_text(height, width)
+        if config.video_labels:  # each frame with its labels beside it: twice as wide
+            size = f"{size_text(height, 2 * width)} ({width}-wide frames, labels beside each)"
+        print(f"wrote {count}-frame drive {size} at {config.fps:g} fps to {summary['video']}")
     print(f"took {seconds:.1f} s")
     return 0
 

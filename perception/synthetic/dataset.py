@@ -59,7 +59,10 @@ def parse_split(text: str) -> dict[str, float]:
         except ValueError:
             fraction = -1.0
         name = name.strip()
-        if not sep or not name or name == "train" or not 0.0 <= fraction < 1.0:
+        if name == "train" and sep:
+            raise ConfigError(f"bad split {part!r}: train is what the other splits leave, not given; name only the "
+                              "held-out lists, such as val=0.1,test=0.1")
+        if not sep or not name or not 0.0 <= fraction < 1.0:
             raise ConfigError(f"bad split {part!r}; use NAME=FRACTION pairs such as val=0.1,test=0.1")
         # The name becomes the list file NAME.txt inside --out: a plain word, named once.
         if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
@@ -96,6 +99,8 @@ def _assign_splits(count: int, split: dict[str, float]) -> dict[str, list[int]]:
 FRAME_NAME = re.compile(r"[0-9]{6}\.png")
 #: What ``write_dataset`` writes in --out besides the list files.
 DATASET_ENTRIES = ("images", "labels", "classes.yaml", "synth.yaml")
+#: Most frames a contact sheet holds (``perception synth --contact-sheet --count``).
+MAX_SHEET_COUNT = 64
 #: ``synth.yaml``'s ``generator``: marks a folder as written by ``write_dataset``.
 GENERATOR = "perception.synthetic"
 
@@ -226,11 +231,35 @@ def _check_video_path(path: str | Path) -> Path:
     return path
 
 
+def check_video_writable(path: Path, *, height: int, width: int, fps: float) -> None:
+    """ConfigError, before any work, unless an mp4v video of ``width`` x ``height`` frames can be
+    written at ``path``: a file is written beside it and removed (``modelfile.check_writable``: a
+    missing or read-only folder, ``/proc``), then an OpenCV writer is opened on a second such file
+    (an OpenCV without mp4v). Folders made for it are removed again (``write_video`` makes them)."""
+    from perception.modelfile import check_writable
+    from perception.sinks import missing_folders, remove_empty_folders
+
+    created = missing_folders(path.parent)
+    probe = path.with_name(path.name + ".probe.mp4")
+    try:
+        check_writable(path, fix="choose a writable --video path")
+        writer = cv2.VideoWriter(str(probe), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
+        opened = writer.isOpened()
+        writer.release()
+        if not opened:
+            raise ConfigError(f"cannot open video file {path} for writing: this OpenCV writes no mp4v video; "
+                              "install opencv-python with its video codecs")
+    finally:
+        probe.unlink(missing_ok=True)
+        remove_empty_folders(created)
+
+
 def write_video(path: str | Path, *, count: int, height: int, width: int, seed: int = 0, fps: float = 30.0,
-                with_labels: bool = False, progress: Callable[[int], None] | None = None) -> Path:
+                with_labels: bool = False, progress: Callable[[int], None] | None = None,
+                opened: Callable[[], None] | None = None) -> Path:
     """Write ``count`` frames of ``SyntheticDrive(seed)`` to an MP4 (mp4v); with ``with_labels`` the
     colourised label is placed to the right of each frame. Returns the path. ConfigError if the file
-    cannot be written."""
+    cannot be written. ``opened`` is called once the file is open, before the first frame."""
     height, width = check_size(height, width)
     path = _check_video_path(path)
     _prepare_dir(path.parent if str(path.parent) else Path("."))
@@ -240,6 +269,8 @@ def write_video(path: str | Path, *, count: int, height: int, width: int, seed: 
     if not writer.isOpened():
         raise ConfigError(f"cannot open video file {path} for writing; check the path and that OpenCV has mp4v")
     try:
+        if opened is not None:
+            opened()
         for i in range(count):
             image, label = drive.next_frame()
             writer.write(np.hstack([image, colorize(label)]) if with_labels else image)
@@ -283,7 +314,12 @@ def write_dataset(out_dir: str | Path, *, count: int, height: int, width: int, s
         assigned = _assign_splits(count, split)
         stale = _claim_out_dir(root, list(assigned))
     if video is not None:  # before anything is written: a refused run leaves everything as it was
+        if write_images:
+            _refuse_video_in_dataset(video, root)
         refuse_existing_video(video, overwrite=overwrite, replaced=_earlier_synth_video(root) if write_images else None)
+        # Rendering the dataset takes minutes for thousands of frames: a --video that cannot be written
+        # (/proc/x.mp4, a read-only folder) is said now, not after them.
+        check_video_writable(video, height=height, width=width * (2 if video_labels else 1), fps=fps)
     done = "wrote "
     if write_images:
         root = _prepare_dir(root)
@@ -314,23 +350,40 @@ def write_dataset(out_dir: str | Path, *, count: int, height: int, width: int, s
         except KeyboardInterrupt:
             raise SynthInterrupted(_keep_frames_written(root, written, count, split, meta)) from None
         _write_lists(root, assigned)
-        if video is not None:  # from here the file is synth's: the next run into out_dir may replace it
-            meta["video"] = _video_in_meta(video, root)
         _write_meta(root, meta)
         summary.update(out_dir=str(root), lists=lists)
         done = f"wrote all {count} frames to {root} ({_lists_text(lists)}) and "
     if video is not None:
         frames = [0]
+
+        def claim() -> None:  # the file is open: from here it is synth's, the next run into out_dir may replace it
+            if write_images:
+                meta["video"] = _video_in_meta(video, root)
+                _write_meta(root, meta)
+
         try:
             write_video(video, count=count, height=height, width=width, seed=seed, fps=fps, with_labels=video_labels,
-                        progress=lambda i: frames.__setitem__(0, i + 1))
+                        progress=lambda i: frames.__setitem__(0, i + 1), opened=claim)
         except KeyboardInterrupt:
-            if write_images:
+            if write_images and "video" in meta:
                 _write_meta(root, {**meta, "video_frames": frames[0]})
             raise SynthInterrupted(f"{done}{frames[0]} of {count} frames of the drive to {video} (a playable "
                                    "video of them)") from None
         summary["video"] = str(video)
     return summary
+
+
+def _refuse_video_in_dataset(video: Path, root: Path) -> None:
+    """ConfigError when ``video`` is the dataset folder ``root`` or lies in its images/ or labels/,
+    which hold only its frames (the next run would refuse the video there as someone else's file)."""
+    path, base = video.resolve(), root.resolve()
+    if path == base:
+        raise ConfigError(f"--video {video} is the --out folder itself; give the video a path of its own, such as "
+                          f"{root / 'drive.mp4'}")
+    for sub in ("images", "labels"):
+        if path.is_relative_to(base / sub):
+            raise ConfigError(f"--video {video} is inside {root / sub}, which holds only the dataset's frames; put "
+                              f"the video beside them, such as {root / video.name}")
 
 
 def _write_meta(root: Path, meta: dict[str, object]) -> None:
@@ -370,8 +423,8 @@ def _keep_frames_written(root: Path, written: int, count: int, split: dict[str, 
 def contact_sheet(*, count: int = 16, height: int = 180, width: int = 320, seed: int = 0, columns: int = 4) -> np.ndarray:
     """A BGR grid of ``count`` dataset frames of ``seed`` (the frames ``perception synth --seed`` writes),
     each with its colourised labels underneath, for a quick look at the world's variety."""
-    if not isinstance(count, int) or not 1 <= count <= 64:
-        raise ConfigError(f"contact sheet count {count!r} must be 1..64")
+    if not isinstance(count, int) or not 1 <= count <= MAX_SHEET_COUNT:
+        raise ConfigError(f"contact sheet count {count!r} must be 1..{MAX_SHEET_COUNT}")
     height, width = check_size(height, width)
     tiles = []
     for i in range(count):
@@ -384,9 +437,26 @@ def contact_sheet(*, count: int = 16, height: int = 180, width: int = 320, seed:
 
 
 def write_contact_sheet(path: str | Path, *, count: int = 16, height: int = 180, width: int = 320, seed: int = 0) -> Path:
-    """Write ``contact_sheet`` to a PNG (or any image format OpenCV writes); ConfigError if it cannot."""
+    """Write ``contact_sheet`` to a PNG (or any image format OpenCV writes); ConfigError if it cannot,
+    said before any tile is rendered (the type from the suffix, the place by writing a file there)."""
+    from perception.modelfile import check_writable
+    from perception.sinks import missing_folders, remove_empty_folders
+
     path = Path(path)
-    _prepare_dir(path.parent if str(path.parent) else Path("."))
+    if not isinstance(count, int) or not 1 <= count <= MAX_SHEET_COUNT:
+        raise ConfigError(f"contact sheet count {count!r} must be 1..{MAX_SHEET_COUNT}")
+    if not cv2.haveImageWriter(str(path)):
+        kind = f"the suffix {path.suffix}" if path.suffix else "no file suffix"
+        raise ConfigError(f"--contact-sheet {path} has {kind}, not an image type a contact sheet is written as; "
+                          f"give a .png path such as {path.with_name(path.stem + '.png')}")
+    parent = path.parent if str(path.parent) else Path(".")
+    created = missing_folders(parent)
+    _prepare_dir(parent)
+    try:
+        check_writable(path, fix="choose a writable --contact-sheet path")
+    except ConfigError:
+        remove_empty_folders(created)
+        raise
     sheet = contact_sheet(count=count, height=height, width=width, seed=seed)
     try:
         ok = cv2.imwrite(str(path), sheet)
