@@ -274,7 +274,11 @@ def configure_logging(verbose: int, quiet: bool) -> None:
     program's DEBUG too; -vv, every library's DEBUG; -q, WARNING for all.
 
     Only a process without logging set up yet is configured (the ``perception`` program): a test or
-    an embedding program that has its own handlers keeps its levels."""
+    an embedding program that has its own handlers keeps its levels. ``-q`` also turns progress
+    off (``progress.set_quiet``): it is neither a warning nor an error."""
+    from perception import progress
+
+    progress.set_quiet(quiet)
     if logging.getLogger().handlers:
         return
     own = logging.WARNING if quiet else logging.DEBUG if verbose >= 1 else logging.INFO

@@ -6,7 +6,7 @@ names the stage), a heartbeat at most every ``interval_s`` seconds while a stage
 done/total, elapsed time, ETA and the postfix), and one summary line at the end: what was done, how
 many, how fast ("stopped" instead of "done" when an exception left the ``with`` block or the caller
 said so with ``mark_stopped``). ``logs_above(bar)`` writes log records above a tqdm bar instead of
-onto its line.
+onto its line. ``-q`` (``set_quiet``) turns progress off, as it leaves only warnings and errors.
 """
 
 from __future__ import annotations
@@ -19,12 +19,22 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+#: Set by the command line's ``-q``: every progress display is off, bar and lines alike.
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """``-q``: no progress on stderr, whatever a command's own progress setting says."""
+    global _quiet
+    _quiet = quiet
+
 
 def progress(*, total: int | None = None, initial: int = 0, desc: str = "", unit: str = "it",
              disable: bool = False, file: TextIO | None = None, interval_s: float = 30.0):
     """A tqdm bar when ``file`` (default stderr) is a terminal, else a ``LineProgress``; the same
-    calls work on both (update, set_postfix, set_postfix_str, close, and ``with``)."""
+    calls work on both (update, set_postfix, set_postfix_str, close, and ``with``). Off under ``-q``."""
     stream = file if file is not None else sys.stderr
+    disable = disable or _quiet
     if not disable and _isatty(stream):
         from tqdm import tqdm
 

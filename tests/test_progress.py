@@ -82,6 +82,20 @@ def test_disabled_prints_nothing():
     assert out.getvalue() == ""
 
 
+def test_quiet_flag_turns_progress_off():
+    from perception import cli
+
+    shown = []
+    for quiet in (True, False):
+        cli.configure_logging(0, quiet)  # what -q sets up, whatever handlers a test runner has
+        out = io.StringIO()
+        with progress(total=2, desc="engine bench", unit="run", file=out) as bar:
+            bar.set_postfix_str("block 1/1")
+            bar.update(2)
+        shown.append(out.getvalue())
+    assert shown[0] == "" and shown[1].startswith("engine bench: block 1/1\n")
+
+
 def test_clock_time_reads_like_a_tqdm_bar():
     assert [clock_time(s) for s in (0, 4.6, 65, 3599.6, 3725, 90061)] == [
         "00:00", "00:05", "01:05", "1:00:00", "1:02:05", "25:01:01"]
