@@ -126,7 +126,7 @@ class ViewConfig:
         if self.endpoint is None and (self.curve_server_key or self.curve_key):
             raise ValueError("--curve-server-key / --curve-key are for drawing a node's masks (--endpoint); "
                              "a model run here needs no keys")
-        if self.endpoint is None and self.source is not None and self.source.strip() == "synthetic":
+        if self.source is not None and self.source.strip() == "synthetic":  # images for a node's masks too
             problem = synthetic_size_error(self.source_options.width, self.source_options.height, self.source_options.fps)
             if problem:
                 raise ValueError(problem)

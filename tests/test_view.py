@@ -286,3 +286,7 @@ def test_view_takes_one_source_with_or_without_a_camera_name():
         load_config(ViewConfig, {"source": ["a=x.mp4", "b=y.mp4"], "model": "m.onnx"}, source="perception view")
     with pytest.raises(ConfigError, match=r"fps=0.5 is outside the synthetic camera's range \(1..240"):
         load_config(ViewConfig, {"source": "synthetic", "model": "m.onnx", "fps": 0.5}, source="perception view")
+    # the same check, named by flag, when the synthetic images are drawn under a node's masks
+    with pytest.raises(ConfigError, match=r"width=8000 height=180 is outside the synthetic camera's range"):
+        load_config(ViewConfig, {"source": "synthetic", "endpoint": "tcp://127.0.0.1:5999", "namespace": "perception/front",
+                                 "width": 8000, "height": 180}, source="perception view")
