@@ -258,29 +258,10 @@ def _claim_out(out: Path | None, *, overwrite: bool) -> list[Path]:
 def _open_source(config: ViewConfig, *, paced: bool):
     from perception.sources import open_source
 
-    try:
-        source = open_source(config.source, config.source_options)
-    except SourceError as exc:
-        hint = _dataset_hint(config.source)
-        if hint is None:
-            raise
-        exc.args = (f"{exc}; {hint}",)  # the same error (and exit status), with the folder to give
-        raise
+    source = open_source(config.source, config.source_options)
     if not paced:
         source.pace(None)  # pairing with a node's seq: read as fast as needed to catch up
     return source
-
-
-def _dataset_hint(source: str) -> str | None:
-    """For a ``--source`` that is a dataset's root (``perception synth``'s ``--out``: its frames are
-    in ``images/``): the folder to give instead; None otherwise."""
-    try:
-        images = Path(source) / "images"
-        if not images.is_dir():
-            return None
-    except (OSError, ValueError):
-        return None
-    return f"it looks like a dataset folder: its frames are in {images}, so give --source {images}"
 
 
 def _model_frames(config: ViewConfig, stop: threading.Event, ended: list[str], rate: list[float]):

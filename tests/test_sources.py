@@ -125,6 +125,9 @@ def test_unreadable_video_and_empty_folder(tmp_path):
     empty.mkdir()
     with pytest.raises(SourceError, match="holds no images"):
         open_source(str(empty))
+    (empty / "images").mkdir()  # a dataset's root, as perception synth --out writes it: named by every command
+    with pytest.raises(SourceError, match=r"holds no images .*; it looks like a dataset folder: its frames are in .*empty_dir/images"):
+        open_source(str(empty))
 
 
 def test_unreachable_stream_is_a_source_error():

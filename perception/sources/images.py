@@ -151,7 +151,10 @@ def _list_images(spec: str, p: Path) -> list[Path]:
     if p.is_dir():
         files = sorted((f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()), key=natural_key)
         if not files:
-            raise SourceError(f"image folder {shown(spec)} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            hint = ""
+            if (p / "images").is_dir():  # a dataset's root (perception synth --out): its frames are in images/
+                hint = f"; it looks like a dataset folder: its frames are in {shown(str(p / 'images'))}, so give that folder"
+            raise SourceError(f"image folder {shown(spec)} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}){hint}")
         return files
     if is_folder_spec(spec):
         why = why_not_a_file(p)
