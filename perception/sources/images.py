@@ -153,7 +153,7 @@ def _list_images(spec: str, p: Path) -> list[Path]:
         if not files:
             hint = ""
             if (p / "images").is_dir():  # a dataset's root (perception synth --out): its frames are in images/
-                hint = f"; it looks like a dataset folder: its frames are in {shown(str(p / 'images'))}, so give that folder"
+                hint = f"; it looks like a dataset folder: its frames are in {shown(str(p / 'images'))}, so give --source {shown(str(p / 'images'))}"
             raise SourceError(f"image folder {shown(spec)} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}){hint}")
         return files
     if is_folder_spec(spec):
