@@ -72,8 +72,9 @@ def _wait_for(proc, ready, what: str) -> None:
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this platform")
-@pytest.mark.parametrize(("command", "name"), [("eval", "SIGTERM"), ("synth", "SIGHUP"), ("eval", "SIGHUP")])
-def test_eval_and_synth_end_on_a_stop_signal_with_ctrl_c_s_line_and_status(tmp_path, tiny_model_path, command, name):
+@pytest.mark.parametrize(("command", "name"), [("eval", "SIGTERM"), ("synth", "SIGHUP"), ("eval", "SIGHUP"),
+                                             ("bench", "SIGTERM"), ("bench", "SIGINT")])
+def test_batch_commands_end_on_a_stop_signal_with_ctrl_c_s_line_and_status(tmp_path, tiny_model_path, command, name):
     import subprocess
 
     out = tmp_path / "synth"
@@ -81,6 +82,8 @@ def test_eval_and_synth_end_on_a_stop_signal_with_ctrl_c_s_line_and_status(tmp_p
         # thousands of frames: still running when the signal comes
         "eval": ["eval", "--model", str(tiny_model_path), "--data", "synthetic:count=100000,size=48x64", "--threads", "1"],
         "synth": ["synth", "--out", str(out), "--count", "100000", "--size", "48x64"],
+        "bench": ["bench", "engine", "--model", str(tiny_model_path), "--engine", "ort", "--threads", "1", "--duration",
+                  "120", "--out", str(tmp_path / "bench")],
     }[command]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # SIGHUP at its default in the child, as in a fresh ssh session: a test run under nohup (a CI
@@ -93,7 +96,8 @@ def test_eval_and_synth_end_on_a_stop_signal_with_ctrl_c_s_line_and_status(tmp_p
             _wait_for(proc, lambda: (out / "images").is_dir() and any((out / "images").iterdir()), "synth")
         else:
             lines: list[str] = []
-            _wait_for(proc, lambda: lines.append(proc.stderr.readline()) or "evaluating" in lines[-1], "eval")
+            said = "evaluating" if command == "eval" else "engine bench: block"  # the bench is timing now
+            _wait_for(proc, lambda: lines.append(proc.stderr.readline()) or said in lines[-1], command)
         os.kill(proc.pid, getattr(signal, name))
         _, stderr = proc.communicate(timeout=60)
     finally:
@@ -103,6 +107,8 @@ def test_eval_and_synth_end_on_a_stop_signal_with_ctrl_c_s_line_and_status(tmp_p
     assert proc.returncode == 130, stderr
     # synth says what it wrote: "perception: interrupted; wrote N of M frames to ..."
     assert stderr.splitlines()[-1].startswith("perception: interrupted") and "Traceback" not in stderr
+    if command == "bench":
+        assert not (tmp_path / "bench").exists()  # nothing measured: no empty --out left behind
 
 
 def test_off_the_main_thread_it_installs_nothing():
