@@ -645,11 +645,13 @@ def test_mixed_in_data_names_a_class_neither_table_has(data_spec, tmp_path):
 
 
 def _train(data_spec: str, out: Path, *extra: str) -> int:
+    """A tiny CPU training run; ``extra`` flags (``--batch-size 1``) take the place of the defaults'."""
     from perception import cli
 
-    return cli.main(["train", "--model", "segnet_basic", "--data", data_spec, "--size", "32x48", "--batch-size", "2",
-                     "--workers", "0", "--device", "cpu", "--out", str(out), "--set", "progress=false",
-                     "--set", "torch_threads=1", *extra])
+    defaults = [flag_value for flag_value in (("--batch-size", "2"), ("--device", "cpu")) if flag_value[0] not in extra]
+    return cli.main(["train", "--model", "segnet_basic", "--data", data_spec, "--size", "32x48",
+                     *(arg for pair in defaults for arg in pair), "--workers", "0", "--out", str(out),
+                     "--set", "progress=false", "--set", "torch_threads=1", *extra])
 
 
 class _RunsCode:
