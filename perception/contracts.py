@@ -151,6 +151,20 @@ class ClassTable:
             if unknown:
                 raise ValueError(f"task group {task!r} names unknown classes {unknown}; known: {names}")
 
+    def new_table_error(self) -> str | None:
+        """What keeps this table from being a new one (a ``classes.yaml`` that a dataset, a training
+        run and then a model carry), or None: a class name that ``class_name_error`` refuses, or an
+        empty task group (it would be scored as IoU 0 of no class). Stored tables (model files,
+        checkpoints) are read without this check, so that files written before it still run."""
+        for name in self.names:
+            problem = class_name_error(name)
+            if problem is not None:
+                return f"class name {name!r:.80} {problem}; rename the class"
+        for task, members in self.task_groups.items():
+            if not members:
+                return f"task group {task!r} is empty: name its classes, or leave the group out"
+        return None
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)
@@ -181,9 +195,10 @@ class ClassTable:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ClassTable:
+    def from_dict(cls, data: dict[str, Any], *, new: bool = False) -> ClassTable:
         """A table from its dict form (model metadata, checkpoints, a folder dataset's classes.yaml);
-        ValueError naming the first malformed entry."""
+        ValueError naming the first malformed entry. ``new``: a table a person wrote (a dataset's
+        ``classes.yaml``), also held to ``new_table_error``'s rules."""
         try:
             entries = data["classes"]
             if not isinstance(entries, (list, tuple)) or not entries:
@@ -196,12 +211,16 @@ class ClassTable:
             ignore = data.get("ignore_id")
             if ignore is not None and (type(ignore) is not int or not 0 <= ignore <= UNKNOWN_CLASS_ID):
                 raise ValueError(f"ignore_id {ignore!r:.40} is not a class id 0..{UNKNOWN_CLASS_ID}")
-            return cls(classes=classes, ignore_id=ignore, task_groups=groups)
+            table = cls(classes=classes, ignore_id=ignore, task_groups=groups)
         except KeyError as exc:
             raise ValueError(f"it has no {exc.args[0]!r} key: the table is 'classes' (a list of {{id, name, color}}), "
                              "'ignore_id' and 'task_groups'") from None
         except (TypeError, AttributeError) as exc:
             raise ValueError(f"malformed class table: {exc!r}") from exc
+        problem = table.new_table_error() if new else None
+        if problem is not None:
+            raise ValueError(problem)
+        return table
 
 
 def _class_info(position: int, entry: Any) -> ClassInfo:
@@ -217,7 +236,9 @@ def _class_info(position: int, entry: Any) -> ClassInfo:
     return ClassInfo(id=entry["id"], name=_class_name(entry["name"]), color=_colour(entry["color"], entry["name"]))
 
 
-#: Longest class name: names travel in the ``info`` message and per-class topic names.
+#: Longest class name, in UTF-8 bytes for a new table (``class_name_error``; in characters for stored
+#: ones): names travel in the ``info`` message and per-class topic names ``<namespace>/obstacle/<class>``,
+#: which, with the longest namespace (``MAX_NAMESPACE_CHARS``), fill a reader's ``MAX_TOPIC_BYTES``.
 MAX_CLASS_NAME = 64
 
 
@@ -225,6 +246,57 @@ def _class_name(value: Any) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= MAX_CLASS_NAME:
         raise ValueError(f"class name {value!r:.40} is not 1..{MAX_CLASS_NAME} characters")
     return value
+
+
+def topic_segment_error(name: str) -> str | None:
+    """Why ``name`` cannot be the last part of a topic (a class's ``<namespace>/obstacle/<class>``),
+    or None: what every reader refuses there (``wire.check_topic``, a mask on a reserved name, a
+    ``.`` or ``..`` part) and a ``/``, which would make it two parts."""
+    if not name:
+        return "is empty"
+    if "/" in name:
+        return f"holds '/', which would split its per-class topic {PER_CLASS_OBSTACLE_PREFIX}<class> in two"
+    if CONTROL_CHARACTERS.search(name):
+        return "holds a control character or an invisible format character, which topics may not hold"
+    if any(0xD800 <= ord(c) <= 0xDFFF for c in name):
+        return "holds a lone surrogate, which is not UTF-8 text"
+    if name in (".", "..") or name in RESERVED_TOPIC_NAMES:
+        return f"is a name the wire reserves ({', '.join(('.', '..', *RESERVED_TOPIC_NAMES))}), which no mask topic ends in"
+    return None
+
+
+def class_name_error(name: str) -> str | None:
+    """Why ``name`` cannot be a class name of a new table (``ClassTable.new_table_error``), or None:
+    it must be a topic part (``topic_segment_error``: a class of the obstacle group is published on
+    ``<namespace>/obstacle/<class>``) of 1..``MAX_CLASS_NAME`` UTF-8 bytes (so that topic fits the
+    readers' limit under any namespace), and nameable in ``--task``/``--data-task``, which split
+    their value at commas and strip the spaces around each name."""
+    problem = topic_segment_error(name)
+    if problem is not None:
+        return problem
+    size = len(name.encode("utf-8"))
+    if size > MAX_CLASS_NAME:
+        return (f"has {size} UTF-8 bytes, more than {MAX_CLASS_NAME}: its per-class topic "
+                f"<namespace>/{PER_CLASS_OBSTACLE_PREFIX}<class> must fit the readers' {MAX_TOPIC_BYTES}-byte topic limit")
+    if name != name.strip():
+        return "starts or ends with a space, which --task and --data-task strip"
+    if "," in name:
+        return "holds ',', which separates the classes of --task and --data-task"
+    return None
+
+
+def per_class_topic_error(namespace: str, name: str) -> str | None:
+    """Why class ``name`` of a model cannot have a per-class obstacle topic under ``namespace``
+    (``perception run --per-class-obstacles``), or None: a model file exported before
+    ``class_name_error`` may hold such a name, and only this flag makes a topic of it."""
+    problem = topic_segment_error(name)
+    if problem is not None:
+        return problem
+    size = len(topic_name(namespace, PER_CLASS_OBSTACLE_PREFIX + name).encode("utf-8"))
+    if size > MAX_TOPIC_BYTES:
+        return (f"makes the topic {namespace.rstrip('/')}/{PER_CLASS_OBSTACLE_PREFIX}<class> {size} UTF-8 bytes long, "
+                f"more than the readers' {MAX_TOPIC_BYTES}")
+    return None
 
 
 def _colour(value: Any, name: Any) -> tuple[int, int, int]:
@@ -478,8 +550,10 @@ def ros_namespace_error(namespace: str) -> str | None:
     body = body[:-1] if body.endswith("/") else body
     if not body:
         return "it is empty"
-    if len(body) > MAX_NAMESPACE_CHARS:
-        return (f"it has {len(body)} characters, more than {MAX_NAMESPACE_CHARS}: its longest topic, "
+    # Topics keep a leading '/' (``topic_name``), so it counts.
+    size = len(namespace.rstrip("/"))
+    if size > MAX_NAMESPACE_CHARS:
+        return (f"it has {size} characters, more than {MAX_NAMESPACE_CHARS}: its longest topic, "
                 f"<namespace>/{PER_CLASS_OBSTACLE_PREFIX}<class name>, must fit the readers' {MAX_TOPIC_BYTES}-byte topic limit")
     if "//" in namespace:
         return "it holds a repeated '/'"

@@ -212,7 +212,14 @@ class MaskPublisher:
         """Name the mask topics this namespace will publish (``MaskStage``'s ``masks.topics``, per-class
         ``obstacle/<class>`` included), so that a subscription to a per-class topic it does not
         publish (another class) is not counted in ``subscriptions`` nor by ``wait_for_subscribers``.
-        Before this call any ``obstacle/<class>`` counts. (``subscribed`` answers for any name.)"""
+        Before this call any ``obstacle/<class>`` counts. (``subscribed`` answers for any name.)
+
+        Raises:
+            ConfigError: a per-class name that cannot make a topic (``_check_per_class``).
+        """
+        for name in names:
+            if name.startswith(contracts.PER_CLASS_OBSTACLE_PREFIX):
+                self._check_per_class(name)
         with self._core.lock:
             for name in names:
                 self._core.track(contracts.topic_name(self.namespace, name).encode("utf-8"), self._namespace_prefix)
@@ -239,10 +246,12 @@ class MaskPublisher:
         the ``obstacle`` topic's encoding under ``<namespace>/obstacle/<class>``."""
         class_name = name[len(contracts.PER_CLASS_OBSTACLE_PREFIX):]
         if not name.startswith(contracts.PER_CLASS_OBSTACLE_PREFIX) or not class_name or "/" in class_name:
+            # A caller bug: a node declares its topics first (``declare_topics``), which refuses such a class.
             raise ValueError(
                 f"unknown mask topic {name!r}; known: {', '.join(contracts.MASK_TOPICS)} "
                 f"and {contracts.PER_CLASS_OBSTACLE_PREFIX}<class>"
             )
+        self._check_per_class(name)
         plan = _TopicPlan(
             topic=contracts.topic_name(self.namespace, name).encode("utf-8"),
             codec=self._plans["obstacle"].codec,
@@ -250,6 +259,17 @@ class MaskPublisher:
         )
         self._plans[name] = plan
         return plan
+
+    def _check_per_class(self, name: str) -> None:
+        """ConfigError when per-class mask ``name`` (``obstacle/<class>``) cannot make a topic that
+        readers take: a class of a model file exported before class tables refused such names
+        (``contracts.class_name_error``), with ``/`` in it, or too long for this namespace."""
+        class_name = name[len(contracts.PER_CLASS_OBSTACLE_PREFIX):]
+        problem = contracts.per_class_topic_error(self.namespace, class_name)
+        if problem is not None:
+            raise ConfigError(f"--per-class-obstacles: the model's obstacle class {class_name!r:.80} {problem}; "
+                              "run without --per-class-obstacles, or rename the class in the dataset's classes.yaml, "
+                              "train and export again")
 
     def publish_masks(
         self,

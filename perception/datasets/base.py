@@ -38,6 +38,12 @@ class SegmentationDataset(Sequence):
         label_lut: np.ndarray | None = None,
         decode_label: Callable[[np.ndarray, Path], np.ndarray] | None = None,
     ) -> None:
+        lossy = next((label for _, label in pairs if label.suffix.lower() in LOSSY_LABEL_SUFFIXES), None)
+        if lossy is not None:
+            # Refused up front: JPEG changes ids and colours at every edge, and when the changed values
+            # happen to stay inside the class table, nothing later can tell (a silently wrong score).
+            raise DataError(f"label {lossy} is a {lossy.suffix} file, whose compression changes label values at every "
+                            "edge: save labels as PNG")
         self.name = name
         self.class_table = class_table
         self.pairs = pairs
@@ -86,26 +92,29 @@ def identity_lut(table: ClassTable) -> np.ndarray:
 
 def map_label(raw: np.ndarray, lut: np.ndarray, path: Path) -> np.ndarray:
     """Apply ``lut`` to a single-channel label image; DataError naming a value it does not accept."""
-    if raw.ndim != 2 or raw.dtype != np.uint8:
-        raise DataError(f"label {path} must be a single-channel 8-bit image, got shape {raw.shape} {raw.dtype}")
+    check_8_bit(raw, path)
+    if raw.ndim != 2:
+        raise DataError(f"label {path} must be a single-channel 8-bit image of class ids, got shape {raw.shape}")
     mapped = lut[raw]
     bad = mapped == INVALID_LABEL
     if bad.any():
         value = int(raw[bad][0])
-        raise DataError(f"label {path} holds value {value}, which is not a class id of this dataset; "
-                        f"{lossy_label_hint(path) or 'check the labels'}")
+        raise DataError(f"label {path} holds value {value}, which is not a class id of this dataset; check the labels")
     return mapped.astype(np.uint8)
 
 
-#: Label files whose compression changes pixel values: a class id or a palette colour does not survive.
+def check_8_bit(raw: np.ndarray, path: Path) -> None:
+    """DataError naming the fix when label ``raw`` is not 8 bits a channel (a 16-bit PNG)."""
+    if raw.dtype != np.uint8:
+        bits = 8 * raw.dtype.itemsize
+        raise DataError(f"label {path} is a {bits}-bit {'colour' if raw.ndim == 3 else 'single-channel'} image; "
+                        "labels are 8-bit: save class ids (0..254) as an 8-bit single-channel PNG"
+                        f"{' or colours as an 8-bit RGB PNG' if raw.ndim == 3 else ''}")
+
+
+#: Label files whose compression changes pixel values: a class id or a palette colour does not
+#: survive. Refused when a dataset is opened (``SegmentationDataset``).
 LOSSY_LABEL_SUFFIXES = (".jpg", ".jpeg")
-
-
-def lossy_label_hint(path: Path) -> str:
-    """The fix for a label saved in a lossy format (JPEG blurs ids and colours at every edge), else ''."""
-    if path.suffix.lower() in LOSSY_LABEL_SUFFIXES:
-        return f"{path.suffix} compression changes label values at every edge: save labels as PNG"
-    return ""
 
 
 def unknown_split(split: str, kind: str, known: Iterable[str], where: str = "") -> DataError:
@@ -133,7 +142,13 @@ def _list_text(list_file: Path) -> str:
 
 
 def read_list_file(list_file: Path, root: Path) -> list[tuple[Path, Path]]:
-    """``image_path label_path`` per line, relative to ``root`` (the CamVid and synth layout)."""
+    """``image_path label_path`` per line, relative to ``root`` (the CamVid and synth layout).
+
+    A path is read as written, inside ``root`` (``images/seqB/000018.png``; an absolute path
+    inside ``root`` too); when no file is there, by its last two parts (``images/000018.png``),
+    as SegNet's CamVid lists hold absolute paths of their authors' machine. Errors quote the line
+    as written.
+    """
     pairs = []
     first_line: dict[Path, int] = {}
     for number, line in enumerate(_list_text(list_file).splitlines(), start=1):
@@ -142,24 +157,37 @@ def read_list_file(list_file: Path, root: Path) -> list[tuple[Path, Path]]:
         parts = line.split()
         if len(parts) != 2:
             raise DataError(f"{list_file}:{number}: expected 'image_path label_path', got {line.strip()!r}")
-        # SegNet's CamVid lists hold absolute paths of the authors' machine; keep the last two parts.
-        kept = [Path(*Path(p).parts[-2:]) for p in parts]
-        for text, relative in zip(parts, kept, strict=True):
-            # Only "folder/file" under root: ".." (or a root "/") would reach outside the dataset folder.
-            # Checked on the text, not the resolved path, so symbolic links inside the folder still work.
-            if relative.is_absolute() or ".." in relative.parts:
-                raise DataError(f"{list_file}:{number}: {text} points outside the dataset folder {root}; "
-                                "list paths inside it, such as images/000000.png")
-        image, label = (root / relative for relative in kept)
-        for path in (image, label):
-            if not path.is_file():
-                raise DataError(f"{list_file}:{number}: {path} not found; is the dataset folder complete?")
+        image, label = (_listed_path(text, root, f"{list_file}:{number}") for text in parts)
         if image in first_line:
             # A repeated frame would count twice in every score (and be drawn twice as often in training).
-            raise DataError(f"{list_file}:{number}: {kept[0]} is listed again (first on line {first_line[image]}); "
+            raise DataError(f"{list_file}:{number}: {parts[0]} is listed again (first on line {first_line[image]}); "
                             "list each frame once")
         first_line[image] = number
         pairs.append((image, label))
     if not pairs:
         raise DataError(f"list file {list_file} is empty")
     return pairs
+
+
+def _listed_path(text: str, root: Path, where: str) -> Path:
+    """The file a list line's path ``text`` names under ``root`` (see ``read_list_file``);
+    DataError naming ``where`` (file and line) and ``text`` when it is outside ``root`` or missing.
+
+    Checked on the text, not the resolved path, so symbolic links inside the folder still work: a
+    ``..`` (or a root ``/`` left after the cut) would reach outside the dataset folder."""
+    written = Path(text)
+    if written.is_absolute():
+        inside = next((written.relative_to(r) for r in (root.absolute(), root.resolve()) if written.is_relative_to(r)), None)
+    else:
+        inside = written
+    if inside is not None and inside.parts and ".." not in inside.parts and (root / inside).is_file():
+        return root / inside
+    last_two = Path(*written.parts[-2:])
+    if last_two.is_absolute() or ".." in last_two.parts:
+        raise DataError(f"{where}: {text} points outside the dataset folder {root}; "
+                        "list paths inside it, such as images/000000.png")
+    path = root / last_two
+    if not path.is_file():
+        also = "" if last_two == written else f" (nor {last_two.as_posix()}, its last two parts)"
+        raise DataError(f"{where}: {text} not found in {root}{also}; is the dataset folder complete?")
+    return path

@@ -19,8 +19,8 @@ from perception.datasets.base import (
     IMAGE_SUFFIXES,
     INVALID_LABEL,
     SegmentationDataset,
+    check_8_bit,
     identity_lut,
-    lossy_label_hint,
     map_label,
     read_list_file,
     require_dir,
@@ -36,12 +36,15 @@ FLAT_FOLDER_SPLITS = ("train", "val", "test")
 
 
 def open_folder(argument: str, *, split: str, spec: str) -> SegmentationDataset:
-    """``images/`` and ``labels/`` (or ``masks/``) matched by file stem, with ``classes.yaml``.
+    """``images/`` and ``labels/`` (or ``masks/``) matched by file name, with ``classes.yaml``.
 
     The split comes from a ``<split>/`` sub-folder with the same layout, else from a
-    ``<split>.txt`` list of ``image label`` paths (as ``perception synth`` writes), else the whole
-    folder serves each of train, val and test. Labels are class-id images, RGB colour-palette images
-    (colours from the table), or 0/255 binary masks for a two-class table whose ignore id is not 255.
+    ``<split>.txt`` list of ``image label`` paths (as ``perception synth`` writes), else from
+    ``images/<split>/`` and ``labels/<split>/`` (train, val, test), else the whole folder serves
+    each of train, val and test. Without a list, images and labels pair by their path inside
+    ``images/`` and ``labels/`` without the suffix, sub-folders included (``_pairs_by_name``).
+    Labels are class-id images, RGB colour-palette images (colours from the table; each class its
+    own colour), or 0/255 binary masks for a two-class table whose ignore id is not 255.
 
     Raises:
         DataError: an unknown split (listing the known ones), missing files, a bad class table.
@@ -58,9 +61,10 @@ def open_folder(argument: str, *, split: str, spec: str) -> SegmentationDataset:
     has_lists = (root / "train.txt").is_file()
     if not list_file.is_file() and has_lists:
         raise unknown_split(split, "folder", [p.stem for p in root.glob("*.txt")], f" {root} (no {list_file.name} there)")
-    if not has_lists and split not in FLAT_FOLDER_SPLITS:
+    if not has_lists and not split_dirs and split not in FLAT_FOLDER_SPLITS:
         raise unknown_split(split, "folder", FLAT_FOLDER_SPLITS, f" {root} (one folder, no split lists)")
-    table = _read_class_table(root / "classes.yaml")
+    table_file = root / "classes.yaml"
+    table = _read_class_table(table_file)
     image_dir = require_dir(root / "images", "image folder")
     label_dir = next((root / n for n in ("labels", "masks") if (root / n).is_dir()), None)
     if label_dir is None:
@@ -68,22 +72,61 @@ def open_folder(argument: str, *, split: str, spec: str) -> SegmentationDataset:
     if list_file.is_file():
         pairs = read_list_file(list_file, root)
     else:
-        pairs = _pairs_by_stem(image_dir, label_dir)
-    return SegmentationDataset(name=spec, class_table=table, pairs=pairs, decode_label=_folder_label_decoder(table))
+        # images/train/, images/val/ (Cityscapes' and BDD100K's layout): each is its split, never
+        # all of them every split (that would validate on the training frames).
+        image_splits = [] if split_dirs else sorted(p.name for p in image_dir.iterdir() if p.name in FLAT_FOLDER_SPLITS
+                                                    and p.is_dir())
+        if image_splits and split not in image_splits:
+            raise unknown_split(split, "folder", image_splits, f" {root} (no {image_dir.name}/{split}/ there)")
+        if image_splits:
+            image_dir, label_dir = image_dir / split, require_dir(label_dir / split, "label folder")
+        pairs = _pairs_by_name(image_dir, label_dir)
+    return SegmentationDataset(name=spec, class_table=table, pairs=pairs,
+                               decode_label=_folder_label_decoder(table, table_file))
 
 
-def _pairs_by_stem(image_dir: Path, label_dir: Path) -> list[tuple[Path, Path]]:
-    images = {p.stem: p for p in sorted(image_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
-    labels = {p.stem: p for p in sorted(label_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+def _pairs_by_name(image_dir: Path, label_dir: Path) -> list[tuple[Path, Path]]:
+    """Images and labels matched by their path inside ``images/`` and ``labels/`` without the
+    suffix: ``images/seqA/000001.jpg`` with ``labels/seqA/000001.png``, sub-folders (followed
+    through symbolic links) included, hidden files and folders (``.name``) left out."""
+    images = _image_files(image_dir, "image")
+    labels = _image_files(label_dir, "label")
     if not images:
-        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir}")
-    for stem in images:
-        if stem not in labels:
-            raise DataError(f"image {images[stem]} has no label named {stem}.* in {label_dir}")
-    for stem in labels:
-        if stem not in images:
-            raise DataError(f"label {labels[stem]} has no image named {stem}.* in {image_dir}")
-    return [(images[s], labels[s]) for s in sorted(images)]
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir} or its sub-folders")
+    for name in images:
+        if name not in labels:
+            raise DataError(f"image {images[name]} has no label named {name}.* in {label_dir}")
+    for name in labels:
+        if name not in images:
+            raise DataError(f"label {labels[name]} has no image named {name}.* in {image_dir}")
+    return [(images[n], labels[n]) for n in sorted(images)]
+
+
+def _image_files(folder: Path, what: str) -> dict[str, Path]:
+    """The image files under ``folder`` by their path inside it without the suffix (``seqA/000001``);
+    DataError naming both files when two share one (``x.png`` and ``x.jpg``), as only one of them
+    could be paired."""
+    found: dict[str, Path] = {}
+    seen: set[Path] = set()
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        real = current.resolve()
+        if real in seen:  # a symbolic link back to a folder already read
+            continue
+        seen.add(real)
+        for path in sorted(current.iterdir()):
+            if path.name.startswith("."):  # .DS_Store, macOS's ._x.png, editors' and notebooks' folders
+                continue
+            if path.is_dir():
+                pending.append(path)
+            elif path.suffix.lower() in IMAGE_SUFFIXES:
+                name = path.relative_to(folder).with_suffix("").as_posix()
+                if name in found:
+                    raise DataError(f"{what}s {found[name]} and {path} share the name {name}; keep one of them "
+                                    f"(each {what} is matched by its name without the suffix)")
+                found[name] = path
+    return found
 
 
 def _read_class_table(path: Path) -> ClassTable:
@@ -94,19 +137,31 @@ def _read_class_table(path: Path) -> ClassTable:
     except ConfigError as exc:  # not YAML, a key given twice, aliases expanding too far
         raise DataError(str(exc)) from None
     try:
-        return ClassTable.from_dict(data or {})
+        return ClassTable.from_dict(data or {}, new=True)
     except (ValueError, AttributeError) as exc:
         raise DataError(f"class table {path} is malformed: {exc}") from None
 
 
-def _folder_label_decoder(table: ClassTable) -> Callable[[np.ndarray, Path], np.ndarray]:
+def _folder_label_decoder(table: ClassTable, table_file: Path) -> Callable[[np.ndarray, Path], np.ndarray]:
     lut = identity_lut(table)
     if table.num_classes == 2 and table.ignore_id != 255:
         lut[255] = 1  # 0/255 binary masks
     # Colour -> id through a packed 24-bit key, so one np.unique-free lookup per pixel.
+    table_palette = np.array(table.palette(), dtype=np.uint8)
     keys = np.array([(r << 16) | (g << 8) | b for r, g, b in table.palette()], dtype=np.int64)
     order = np.argsort(keys)
+    shared = _shared_colour(table)
     warned = False
+
+    def read_by_colour(path: Path, by_colour: np.ndarray) -> np.ndarray:
+        """``by_colour`` (each pixel's class by the table's colours), unless two classes share a colour:
+        then a colour-coded label cannot say which class a pixel is (it would silently be the first)."""
+        if shared is not None:
+            (first, second), (r, g, b) = shared
+            raise DataError(f"label {path} is coded by colour, but class table {table_file} gives classes {first!r} and "
+                            f"{second!r} the same colour RGB({r},{g},{b}); give each class its own colour, or store "
+                            "class-id labels")
+        return by_colour
 
     def by_colour_or_index(path: Path, by_colour: np.ndarray) -> np.ndarray:
         """An indexed PNG whose colours are all the table's: also a class-id image when its indices
@@ -116,24 +171,31 @@ def _folder_label_decoder(table: ClassTable) -> Callable[[np.ndarray, Path], np.
         nonlocal warned
         indexed = _palette_indices(path)
         if indexed is None:
-            return by_colour
+            return read_by_colour(path, by_colour)
         indices, palette = indexed
         by_index = lut[indices]
-        if (by_index == INVALID_LABEL).any() or np.array_equal(by_index, by_colour):
-            return by_colour
+        if (by_index == INVALID_LABEL).any():
+            return read_by_colour(path, by_colour)
         # Its palette up to the largest index used (a file may store fewer than 256 entries):
         # an optimiser numbers the colours it keeps from 0, so its entry 0 is rarely VOC's black.
         top = int(indices.max()) + 1
         voc = top <= len(palette) and np.array_equal(palette[:top], voc_palette()[:top])
+        if shared is not None and (voc or _is_prefix(palette, table_palette, min(top, table.num_classes))):
+            # Two classes share a colour, so only the index tells them apart, and this palette (VOC's, or
+            # the table's colours in id order) says that the index is the class id.
+            return by_index.astype(np.uint8)
+        if np.array_equal(by_index, by_colour):
+            return read_by_colour(path, by_colour)
         if not warned:
             warned = True
             log.warning("label %s is an indexed PNG that reads two ways: its colours are the class table's, and "
                         "its indices are class ids too; read by its %s, as its palette %s Pascal VOC's (one warning "
                         "per dataset); store class-id PNGs to remove the doubt", path,
                         "indices" if voc else "colours", "is" if voc else "is not")
-        return by_index.astype(np.uint8) if voc else by_colour
+        return by_index.astype(np.uint8) if voc else read_by_colour(path, by_colour)
 
     def decode(raw: np.ndarray, path: Path) -> np.ndarray:
+        check_8_bit(raw, path)
         if raw.ndim == 2:
             return map_label(raw, lut, path)
         rgb = raw[..., 2::-1].astype(np.int64)  # OpenCV reads BGR(A); the table holds RGB
@@ -151,12 +213,30 @@ def _folder_label_decoder(table: ClassTable) -> Callable[[np.ndarray, Path], np.
                 index = int(indices[mapped == INVALID_LABEL][0])
                 raise DataError(f"label {path} is an indexed PNG that fits neither reading: its colour RGB({r},{g},{b}) "
                                 f"is not in the class table, and its index {index} is not a class id; check the labels")
-            hint = lossy_label_hint(path)
-            raise DataError(f"label {path} has colour RGB({r},{g},{b}), which is not in the class table"
-                            + (f"; {hint}" if hint else ""))
+            grey = rgb[..., 0]
+            hint = ""
+            if (grey == rgb[..., 1]).all() and (grey == rgb[..., 2]).all() and (lut[grey] != INVALID_LABEL).all():
+                hint = ("; it looks like class ids saved as a colour image (all three channels equal): "
+                        "save them as a single-channel 8-bit PNG")
+            raise DataError(f"label {path} has colour RGB({r},{g},{b}), which is not in the class table{hint}")
         return by_colour_or_index(path, order[pos].astype(np.uint8))
 
     return decode
+
+
+def _is_prefix(palette: np.ndarray, table_palette: np.ndarray, top: int) -> bool:
+    """Whether the first ``top`` entries of a PNG's ``palette`` are the table's colours in id order."""
+    return top <= len(palette) and np.array_equal(palette[:top], table_palette[:top])
+
+
+def _shared_colour(table: ClassTable) -> tuple[tuple[str, str], tuple[int, int, int]] | None:
+    """The first two classes of ``table`` with the same colour, and that colour; None when each has its own."""
+    first: dict[tuple[int, int, int], str] = {}
+    for info in table.classes:
+        if info.color in first:
+            return (first[info.color], info.name), info.color
+        first[info.color] = info.name
+    return None
 
 
 def voc_palette() -> np.ndarray:
