@@ -41,10 +41,14 @@ log = logging.getLogger(__name__)
 class ToolParser(argparse.ArgumentParser):
     """The parser of a ``python -m perception.export.<tool>`` program: a bad command line is one
     line, ``<label>: error: <what>; see '<prog> --help'`` on stderr, exit 2, as the tool's other
-    errors (argparse would print its usage line first); no prefix abbreviations."""
+    errors (argparse would print its usage line first); no prefix abbreviations; a flag that takes
+    one value given twice is refused, as by every ``perception`` command (``cli.OnceFlag``)."""
 
     def __init__(self, tool: str, *, label: str, description: str | None = None) -> None:
+        from perception.cli import refuse_repeats
+
         super().__init__(prog=f"python -m perception.export.{tool}", description=description, allow_abbrev=False)
+        refuse_repeats(self)  # before the tool adds its flags: each single-value flag is a OnceFlag
         self.label = label  # the start of the tool's error lines: "export.quantize", "python -m perception.export.upgrade"
 
     def error(self, message: str):  # noqa: ANN201 - argparse hook; never returns

@@ -159,9 +159,13 @@ class OnceFlag(argparse.Action):
             from perception.errors import hide_credentials
 
             first_option, first = given[self.dest]
-            # the long spelling; an old spelling's (``_DeprecatedFlag``) names the current flag
-            name = getattr(self, "current", None) or next(
-                (o for o in self.option_strings if o.startswith("--")), self.option_strings[0])
+            # the long spelling; an old spelling (``_DeprecatedFlag``) given twice as itself, as typed;
+            # the old and the current spelling together, the current flag (each is shown as typed)
+            if getattr(self, "current", None) and first_option == option_string:
+                name = option_string
+            else:
+                name = getattr(self, "current", None) or next(
+                    (o for o in self.option_strings if o.startswith("--")), self.option_strings[0])
             both = ((first, text) if first_option == option_string and first and text  # a flag alone: its name
                     else (f"{first_option} {first}".strip(), f"{option_string} {text}".strip()))
             hint = getattr(parser, "repeat_hints", {}).get(self.dest)
@@ -170,6 +174,18 @@ class OnceFlag(argparse.Action):
                 + (f" ({hint})" if hint else "")))
         given[self.dest] = (option_string, text)
         setattr(namespace, self.dest, values)
+
+
+#: The namespace attribute where ``_DeprecatedFlag`` leaves its warnings for ``warn_deprecated``.
+DEPRECATIONS = "_deprecations_said"
+
+
+def warn_deprecated(namespace: argparse.Namespace) -> None:
+    """Log the warnings of the old flag spellings (``perception.flags._DeprecatedFlag``) given on the
+    command line parsed into ``namespace``, once. Said once the whole line has parsed, so that a
+    line refused for another reason (the old flag given twice) is refused in its one line."""
+    for message in namespace.__dict__.pop(DEPRECATIONS, ()):
+        logging.getLogger("perception.flags").warning("%s", message)
 
 
 def _value_text(values) -> str:  # noqa: ANN001 - what argparse converted
@@ -238,6 +254,7 @@ class OneLineParser(argparse.ArgumentParser):
                          if re.match(r"  -\S", line) for option in line.strip().split("  ")[0].split(", ")]
                 hint = _did_you_mean(flag, known)
             owner.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        warn_deprecated(parsed)
         return parsed
 
     def error(self, message: str):

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
-from perception.cli import OnceFlag
+from perception.cli import DEPRECATIONS, OnceFlag, warn_deprecated
 from perception.config import (
     config_to_dict,
     cut,
@@ -194,7 +194,9 @@ def _metavar(flag: Flag) -> str | None:
 
 class _DeprecatedFlag(OnceFlag):
     """An old spelling of a flag: sets the same value and warns once per use. With the current
-    spelling on one command line it is the flag given twice (``OnceFlag``), not the last one winning."""
+    spelling on one command line it is the flag given twice (``OnceFlag``), not the last one winning.
+    The warning waits until the command line has parsed (``cli.warn_deprecated``, from the
+    parser or ``config_from_flags``): a line refused is refused in one line, with no warning first."""
 
     def __init__(self, option_strings: list[str], dest: str, current: str = "", **kwargs: Any) -> None:
         super().__init__(option_strings, dest, **kwargs)
@@ -202,7 +204,8 @@ class _DeprecatedFlag(OnceFlag):
 
     def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001 - argparse hook
         super().__call__(parser, namespace, values, option_string)
-        log.warning("%s is deprecated and will be removed in the next release; use %s", option_string, self.current)
+        namespace.__dict__.setdefault(DEPRECATIONS, []).append(
+            f"{option_string} is deprecated and will be removed in the next release; use {self.current}")
 
 
 def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -364,6 +367,7 @@ def config_from_flags(cls: type[C], args: argparse.Namespace, *, source: str, co
     command's ``--help``.
     """
     label = command or source.removeprefix("perception ")
+    warn_deprecated(args)  # an old flag's warning, when the parser did not say it (a plain ArgumentParser)
     data: dict[str, Any] = {}
     where = label
     if config_file is not None:

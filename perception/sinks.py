@@ -19,6 +19,7 @@ import re
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -48,7 +49,15 @@ def has_display() -> bool:
     return window_unavailable() is None
 
 
-def window_unavailable() -> str | None:
+#: The output of a view given no ``--out`` where no window can open (``resolve_output``). This
+#: very object, not an equal path (a user's ``--out out/view.mp4``), is what ``FrameSink`` names
+#: as the default in its errors.
+DEFAULT_VIEW_OUT = Path("out/view.mp4")
+#: How often the display probe looks at its ``stop`` event while it waits for an X server.
+_PROBE_SLICE_S = 0.05
+
+
+def window_unavailable(stop: threading.Event | None = None) -> str | None:
     """Why ``cv2.imshow`` cannot open a window here, naming the variable; None when it can.
 
     OpenCV's windows are Qt's, and Qt ends the process (a C-level abort, exit 134, which no Python
@@ -58,7 +67,8 @@ def window_unavailable() -> str | None:
     alone is no display for it; XWayland sets ``$DISPLAY``). So the display is opened first with
     libxcb, as Qt's xcb plugin would open it (same library, same ``$XAUTHORITY``): ``xcb_connect``
     never aborts, it returns a connection marked with an error. It costs a few milliseconds (no Qt,
-    no window) and is bounded by ``X_PROBE_TIMEOUT_S``."""
+    no window) and is bounded by ``X_PROBE_TIMEOUT_S``, or by ``stop`` (set by SIGTERM or Ctrl-C while
+    it waits: it stops waiting at once, and what it returns is then of no use to anyone)."""
     display = os.environ.get("DISPLAY")
     wayland = os.environ.get("WAYLAND_DISPLAY")
     if not display and not wayland:
@@ -68,7 +78,7 @@ def window_unavailable() -> str | None:
     if not display:
         return (f"$WAYLAND_DISPLAY={_shown(wayland)} is set but $DISPLAY is not, and OpenCV's window needs an X "
                 "display (XWayland sets $DISPLAY)")
-    problem = _x_display_problem(display)
+    problem = _x_display_problem(display, stop)
     return f"$DISPLAY={_shown(display)} is set, but {problem}" if problem else None
 
 
@@ -78,7 +88,7 @@ def _shown(value: str) -> str:
     return printable(value[:80])
 
 
-def _x_display_problem(display: str) -> str | None:
+def _x_display_problem(display: str, stop: threading.Event | None = None) -> str | None:
     """Why the X display ``display`` cannot be opened (libxcb's ``xcb_connect``), None when it can.
     What libxcb writes to stderr about a refusal (the server's reason, e.g. "Authorization
     required, ...") is taken into the answer instead."""
@@ -109,13 +119,19 @@ def _x_display_problem(display: str) -> str | None:
         os.dup2(said.fileno(), 2)
         try:
             thread.start()
-            thread.join(X_PROBE_TIMEOUT_S)
+            # In slices that look at ``stop``: a display that never answers must not hold off a stop
+            # signal for the whole time-out (the handlers that set ``stop`` are in place by now).
+            deadline = time.monotonic() + X_PROBE_TIMEOUT_S
+            while thread.is_alive() and time.monotonic() < deadline and not (stop is not None and stop.is_set()):
+                thread.join(min(_PROBE_SLICE_S, max(0.0, deadline - time.monotonic())))
         finally:
             os.dup2(saved, 2)
             os.close(saved)
         said.seek(0)
         reason = " ".join(said.read(400).decode("utf-8", "replace").split())
     if not errors:
+        if stop is not None and stop.is_set():
+            return "stopped before an X server answered there"
         return f"no X server answered there within {X_PROBE_TIMEOUT_S:g} s"
     if not errors[0]:
         return None
@@ -158,8 +174,14 @@ class FrameSink:
         self.created: list[Path] = []
         if out is not None:
             # Made now, so an unwritable --out fails before any work, not at the first frame.
+            # No --out given (out/view.mp4, view's own): the error names it and the flag to pass.
+            default = out is DEFAULT_VIEW_OUT
+            what = f"{out} (the default output where no window can open)" if default else "--out"
+            fix = "pass --out PATH" if default else "choose a writable path"
             target = out if self.mode == "folder" else out.parent
             if self.mode != "folder" and out.is_dir():
+                if default:
+                    raise ConfigError(f"{what} is a folder, not a {out.suffix} file; {fix}")
                 raise ConfigError(f"--out {out} is a folder, not a {out.suffix} file; choose another --out (a folder "
                                   "of numbered PNGs is named without a suffix)")
             created = missing_folders(target)
@@ -167,13 +189,15 @@ class FrameSink:
                 target.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 remove_empty_folders(created)
-                why = file_in_the_way(target) or exc.strerror
-                raise ConfigError(f"cannot create {target} for --out: {why}; choose a writable path") from None
+                why = file_in_the_way(target) or os_reason(exc)
+                raise ConfigError(f"cannot create {target} for {what}: {why}; {fix}") from None
             try:
                 # A .png is written only at close, and a long or endless source (synthetic, a
                 # camera, a node) would render until Ctrl-C before saying it cannot be: a file
                 # is written beside it and removed now (as bench and demo check their outputs).
-                _check_writable(out if self.mode != "folder" else out / "view_000000.png")
+                check_output_writable(out if self.mode != "folder" else out / "view_000000.png",
+                                      fix=f"pass --out PATH ({out} is the default where no window can open)"
+                                      if default else "choose a writable --out")
             except ConfigError:
                 remove_empty_folders(created)
                 raise
@@ -235,14 +259,33 @@ class FrameSink:
             raise ConfigError(f"cannot write {path}; choose a writable --out")
 
 
-def _check_writable(path: Path) -> None:
-    """ConfigError naming ``path`` unless a file can be written there (and, when one is there
-    already, that file can be replaced)."""
-    from perception.modelfile import check_writable
+def os_reason(exc: OSError) -> str:
+    """The system's reason in an error line, in lower case as the project's own words are
+    (``permission denied``, ``read-only file system``)."""
+    return (exc.strerror or str(exc) or type(exc).__name__).lower()
 
-    check_writable(path, fix="choose a writable --out")
-    if path.is_file() and not os.access(path, os.W_OK):
-        raise ConfigError(f"cannot write {path} (permission denied); choose a writable --out")
+
+def check_output_writable(path: Path, *, fix: str) -> None:
+    """ConfigError ending in ``fix``, before any work, unless a file can be written at ``path``: a
+    file is written beside it and removed (``modelfile.check_writable``: a missing or read-only
+    folder, ``/proc``, a FIFO or device), and a file already there (through a link, its target) is
+    opened for writing, as OpenCV will open it in place (a read-only file in a writable folder
+    passes the first test). The file is not changed."""
+    from perception.modelfile import check_writable
+    from perception.overwrite import is_special_file
+
+    real = path.resolve() if path.is_symlink() else path
+    folder = real.parent
+    if not is_special_file(path) and folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        read_only = hasattr(os, "statvfs") and bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+        raise ConfigError(f"cannot write {path} ({'read-only file system' if read_only else 'permission denied'}); "
+                          f"{fix}")
+    check_writable(path, fix=fix)
+    if real.is_file():
+        try:
+            os.close(os.open(real, os.O_WRONLY | getattr(os, "O_NONBLOCK", 0)))  # no O_TRUNC: left as it is
+        except OSError as exc:
+            raise ConfigError(f"cannot write {path} ({os_reason(exc)}); {fix}") from None
 
 
 def missing_folders(folder: Path) -> list[Path]:
@@ -268,16 +311,19 @@ def remove_empty_folders(folders: list[Path]) -> None:
             return
 
 
-def resolve_output(out: Path | None) -> Path | None:
+def resolve_output(out: Path | None, stop: threading.Event | None = None) -> Path | None:
     """``out`` as given; with none, a window if one can open (``window_unavailable``), else
-    ``out/view.mp4``: said at info level when no display is set, as one warning naming the
-    variable when one is set but cannot be opened."""
+    ``out/view.mp4`` (``DEFAULT_VIEW_OUT``): said at info level when no display is set, as one
+    warning naming the variable when one is set but cannot be opened. ``stop`` set while the
+    display is probed ends the wait at once; then nothing is said (the caller stops)."""
     if out is not None:
         return out
-    why = window_unavailable()
+    why = window_unavailable(stop)
     if why is None:
         return None
-    default = Path("out/view.mp4")
+    default = DEFAULT_VIEW_OUT
+    if stop is not None and stop.is_set():
+        return default
     if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
         log.warning("%s; writing %s instead of a window", why, default)
     else:

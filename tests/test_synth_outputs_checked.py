@@ -42,7 +42,7 @@ def no_rendering(monkeypatch):
 def test_a_video_that_cannot_be_written_is_refused_before_the_dataset(tmp_path, monkeypatch, capsys, no_rendering):
     monkeypatch.chdir(tmp_path)
     assert cli_main(["synth", "--out", "ds", "--video", "/proc/x.mp4", *SMALL]) == 2
-    # (No such file or directory) as root, (Permission denied) for another user
+    # (No such file or directory) as root, (permission denied) for another user
     assert re.fullmatch(r"cannot write /proc/x\.mp4 \(.+\); choose a writable --video path", _one_error(capsys))
     assert list(tmp_path.iterdir()) == []  # no dataset, no synth.yaml claiming the video
 
@@ -76,10 +76,10 @@ def test_a_contact_sheet_that_cannot_be_written_is_refused_before_any_tile(tmp_p
 
 def test_a_video_inside_the_dataset_frames_folders_is_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    for inside in ("vi/images/drive.mp4", "vi/labels/drive.mp4"):
+    for inside, holds in (("vi/images/drive.mp4", "frames"), ("vi/labels/drive.mp4", "label masks")):
         assert cli_main(["synth", "--out", "vi", "--video", inside, *SMALL]) == 2
         folder = str(Path(inside).parent)
-        assert _one_error(capsys) == (f"--video {inside} is inside {folder}, which holds only the dataset's frames; "
+        assert _one_error(capsys) == (f"--video {inside} is inside {folder}, which holds only the dataset's {holds}; "
                                       f"put the video beside them, such as {Path('vi/drive.mp4')}")
     assert list(tmp_path.iterdir()) == []
     # Beside them it is the output's own, replaced by the next run without --overwrite.

@@ -13,6 +13,7 @@ tints when no class map comes), with one warning saying what is not drawn and wh
 from __future__ import annotations
 
 import argparse
+import logging
 import threading
 
 from perception.cli import emit
@@ -20,6 +21,8 @@ from perception.flags import add_flags, config_from_flags
 from perception.signals import install_signal_handlers
 from perception.sinks import resolve_output
 from perception.view import ViewConfig, run_view
+
+log = logging.getLogger("perception.view")  # the line run_view gives a view stopped before its first frame
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,14 +35,19 @@ def main(args: argparse.Namespace) -> int:
         from perception.sources import check_source_options
 
         check_source_options(config.source_options, [config.source], args)
-    # Resolved here, so that the line below names out/view.mp4 when no display chose it (-q hides the
-    # log line). Set, not dataclasses.replace: that would check (and split) the source a second time.
-    defaulted = config.out is None
-    config.out = resolve_output(config.out)
-    if defaulted:
-        config.overwrite = True  # out/view.mp4, not named by the user, is view's own: replaced each time
     stop = threading.Event()
     with install_signal_handlers(stop):
+        # Resolved here, so that the line below names out/view.mp4 when no display chose it (-q hides
+        # the log line); inside the handlers, as the display probe may wait seconds for an X server
+        # that does not answer, and SIGTERM or Ctrl-C then stops view as at any other time. Set, not
+        # dataclasses.replace: that would check (and split) the source a second time.
+        defaulted = config.out is None
+        config.out = resolve_output(config.out, stop)
+        if stop.is_set():  # stopped while the display was probed: nothing loaded, nothing written
+            log.warning("nothing rendered: stopped before the first frame")
+            return 0
+        if defaulted:
+            config.overwrite = True  # out/view.mp4, not named by the user, is view's own: replaced each time
         frames = run_view(config, stop=stop)  # a file output that got nothing raises, saying why
     if frames:
         if config.out is None:

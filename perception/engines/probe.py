@@ -493,28 +493,61 @@ def streams_for_node(selection: Selection, *, flat_out: bool) -> tuple[int, str]
 
 
 def _frames_in_flight(workers: list, frames: list[np.ndarray], runs: int) -> float:
-    """Seconds ``workers`` (a thread each) take to finish ``runs`` frames between them."""
+    """Seconds ``workers`` (a thread each) take to finish ``runs`` frames between them.
+
+    However it ends, every worker thread has returned when this does: an interrupt (Ctrl-C, or a
+    stop signal under ``interrupt_on_stop_signals``) or an error in one worker stops the others
+    after the frame they are on, before the caller closes the engines under them (a worker still
+    in ``infer`` on a closed engine printed a thread's traceback after ``perception: interrupted``).
+    An error in a worker thread is raised here, as one in this thread's worker would be."""
     import threading
 
     left = iter(range(runs))
     lock = threading.Lock()
+    stop = threading.Event()
+    failed: list[BaseException] = []
 
     def work(worker) -> None:
-        while True:
+        while not stop.is_set():
             with lock:
                 i = next(left, None)
             if i is None:
                 return
             worker.infer(frames[i % len(frames)])
 
-    threads = [threading.Thread(target=work, args=(w,)) for w in workers[1:]]
+    def work_in_thread(worker) -> None:
+        try:
+            work(worker)
+        except BaseException as exc:  # noqa: BLE001 - handed to the measuring thread, which raises it
+            failed.append(exc)
+            stop.set()
+
+    threads = [threading.Thread(target=work_in_thread, args=(w,), name="probe-stream", daemon=True)
+               for w in workers[1:]]
     t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    work(workers[0])  # this thread is the first worker
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.start()
+        work(workers[0])  # this thread is the first worker
+    finally:
+        stop.set()
+        _join_all(threads)
+    if failed:
+        raise failed[0]
     return time.perf_counter() - t0
+
+
+def _join_all(threads: list) -> None:
+    """Join ``threads`` even through a second interrupt (raised again once they have all returned)."""
+    again: KeyboardInterrupt | None = None
+    for t in threads:
+        while t.is_alive():
+            try:
+                t.join()
+            except KeyboardInterrupt as exc:
+                again = exc
+    if again is not None:
+        raise again
 
 
 def explain(best: CandidateResult, results: list[CandidateResult], min_agreement: float, frames: int,

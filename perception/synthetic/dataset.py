@@ -214,10 +214,12 @@ def _claim_out_dir(root: Path, lists: list[str]) -> list[Path]:
 
 
 def _prepare_dir(path: Path) -> Path:
+    from perception.sinks import os_reason
+
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        why = file_in_the_way(path) or exc.strerror
+        why = file_in_the_way(path) or os_reason(exc)
         raise ConfigError(f"cannot create output directory {path} ({why}); choose a writable path") from None
     if not os.access(path, os.W_OK):
         raise ConfigError(f"output directory {path} is not writable; choose a writable path")
@@ -233,16 +235,17 @@ def _check_video_path(path: str | Path) -> Path:
 
 def check_video_writable(path: Path, *, height: int, width: int, fps: float) -> None:
     """ConfigError, before any work, unless an mp4v video of ``width`` x ``height`` frames can be
-    written at ``path``: a file is written beside it and removed (``modelfile.check_writable``: a
-    missing or read-only folder, ``/proc``), then an OpenCV writer is opened on a second such file
-    (an OpenCV without mp4v). Folders made for it are removed again (``write_video`` makes them)."""
-    from perception.modelfile import check_writable
-    from perception.sinks import missing_folders, remove_empty_folders
+    written at ``path``: a file is written beside it and removed, and a file already there opened
+    for writing (``sinks.check_output_writable``: a missing or read-only folder, ``/proc``, a
+    read-only file that ``--overwrite`` would replace), then an OpenCV writer is opened on a second
+    such file (an OpenCV without mp4v). Folders made for it are removed again (``write_video``
+    makes them)."""
+    from perception.sinks import check_output_writable, missing_folders, remove_empty_folders
 
     created = missing_folders(path.parent)
     probe = path.with_name(path.name + ".probe.mp4")
     try:
-        check_writable(path, fix="choose a writable --video path")
+        check_output_writable(path, fix="choose a writable --video path")
         writer = cv2.VideoWriter(str(probe), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
         opened = writer.isOpened()
         writer.release()
@@ -375,14 +378,15 @@ def write_dataset(out_dir: str | Path, *, count: int, height: int, width: int, s
 
 def _refuse_video_in_dataset(video: Path, root: Path) -> None:
     """ConfigError when ``video`` is the dataset folder ``root`` or lies in its images/ or labels/,
-    which hold only its frames (the next run would refuse the video there as someone else's file)."""
+    which hold only its frames and label masks (the next run would refuse the video there as
+    someone else's file)."""
     path, base = video.resolve(), root.resolve()
     if path == base:
         raise ConfigError(f"--video {video} is the --out folder itself; give the video a path of its own, such as "
                           f"{root / 'drive.mp4'}")
-    for sub in ("images", "labels"):
+    for sub, holds in (("images", "frames"), ("labels", "label masks")):
         if path.is_relative_to(base / sub):
-            raise ConfigError(f"--video {video} is inside {root / sub}, which holds only the dataset's frames; put "
+            raise ConfigError(f"--video {video} is inside {root / sub}, which holds only the dataset's {holds}; put "
                               f"the video beside them, such as {root / video.name}")
 
 
@@ -438,9 +442,9 @@ def contact_sheet(*, count: int = 16, height: int = 180, width: int = 320, seed:
 
 def write_contact_sheet(path: str | Path, *, count: int = 16, height: int = 180, width: int = 320, seed: int = 0) -> Path:
     """Write ``contact_sheet`` to a PNG (or any image format OpenCV writes); ConfigError if it cannot,
-    said before any tile is rendered (the type from the suffix, the place by writing a file there)."""
-    from perception.modelfile import check_writable
-    from perception.sinks import missing_folders, remove_empty_folders
+    said before any tile is rendered and naming ``--contact-sheet`` (the type from the suffix, the
+    place by writing a file there, a file already there by opening it for writing)."""
+    from perception.sinks import check_output_writable, missing_folders, os_reason, remove_empty_folders
 
     path = Path(path)
     if not isinstance(count, int) or not 1 <= count <= MAX_SHEET_COUNT:
@@ -449,19 +453,28 @@ def write_contact_sheet(path: str | Path, *, count: int = 16, height: int = 180,
         kind = f"the suffix {path.suffix}" if path.suffix else "no file suffix"
         raise ConfigError(f"--contact-sheet {path} has {kind}, not an image type a contact sheet is written as; "
                           f"give a .png path such as {path.with_name(path.stem + '.png')}")
+    fix = "choose a writable --contact-sheet path"
     parent = path.parent if str(path.parent) else Path(".")
     created = missing_folders(parent)
-    _prepare_dir(parent)
     try:
-        check_writable(path, fix="choose a writable --contact-sheet path")
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create {parent} for --contact-sheet {path} "
+                              f"({file_in_the_way(parent) or os_reason(exc)}); {fix}") from None
+        check_output_writable(path, fix=fix)
     except ConfigError:
         remove_empty_folders(created)
         raise
     sheet = contact_sheet(count=count, height=height, width=width, seed=seed)
-    try:
-        ok = cv2.imwrite(str(path), sheet)
-    except cv2.error:
-        ok = False
+    # Encoded here and written by Python: a failure is the system's reason in one line, not an OpenCV
+    # warning on stderr followed by a guess.
+    ok, encoded = cv2.imencode(path.suffix, sheet)
     if not ok:
-        raise ConfigError(f"could not write contact sheet {path}; use a .png or .jpg path in a writable directory")
+        raise ConfigError(f"could not encode the contact sheet as {path.suffix}; give a .png path such as "
+                          f"{path.with_name(path.stem + '.png')}")
+    try:
+        path.write_bytes(encoded.tobytes())
+    except OSError as exc:
+        raise ConfigError(f"could not write contact sheet {path} ({os_reason(exc)}); {fix}") from None
     return path
