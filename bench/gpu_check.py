@@ -39,6 +39,7 @@ from typing import Any
 
 import perception
 from perception.signals import die_with_parent
+from perception.spawn import perception_command
 
 #: Seconds each step may take (together well under the 8-minute budget of ``make gpu-check``).
 STEP_LIMITS_S = {"tests": 120, "bench_torch": 60, "bench_tensorrt": 140, "train_amp": 60, "ddp_nccl": 45}
@@ -150,8 +151,8 @@ def _bench(args: list[str], out: Path, name: str, limit_s: float) -> list[dict[s
     from perception.bench.report import RESULTS_FILE
 
     folder = out / name
-    _run([sys.executable, "-m", "perception", "bench", "engine", *args, "--runs", BENCH_RUNS, "--warmup", "20",
-          "--blocks", "4", "--no-progress", "--out", str(folder), "--overwrite"],  # the check's own folder: rerun
+    _run(perception_command("bench", "engine", *args, "--runs", BENCH_RUNS, "--warmup", "20",
+                            "--blocks", "4", "--no-progress", "--out", str(folder), "--overwrite"),  # the check's own folder: rerun
          limit_s=limit_s, log_path=out / f"{name}.log")
     rows = json.loads((folder / RESULTS_FILE).read_text())["engine"]["results"]
     keep = ("label", "provider", "precision", "fps", "latency_ms", "skipped", "load_s")
@@ -216,10 +217,10 @@ def step_train_amp(env: dict[str, Any], out: Path) -> dict[str, Any]:
     _require_cuda(env)
     run_dir = out / "train_amp"
     h, w = MODEL["input_hw"]
-    _run([sys.executable, "-m", "perception", "train", "--model", MODEL["name"], "--data", "synthetic:count=64",
-          "--val-data", "synthetic:count=8", "--size", f"{h}x{w}", "--steps", "50", "--batch-size", "8",
-          "--device", "cuda", "--set", "amp=true", "--set", "progress=false",
-          "--set", "model_kwargs=" + json.dumps(MODEL["kwargs"]), "--out", str(run_dir), "--overwrite"],
+    _run(perception_command("train", "--model", MODEL["name"], "--data", "synthetic:count=64",
+                            "--val-data", "synthetic:count=8", "--size", f"{h}x{w}", "--steps", "50", "--batch-size", "8",
+                            "--device", "cuda", "--set", "amp=true", "--set", "progress=false",
+                            "--set", "model_kwargs=" + json.dumps(MODEL["kwargs"]), "--out", str(run_dir), "--overwrite"),
          limit_s=STEP_LIMITS_S["train_amp"], log_path=out / "train_amp.log")
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
     losses = [row["loss"] for row in lines if row.get("kind") == "train" and "loss" in row]

@@ -37,6 +37,7 @@ from perception.bench.nodeproc import (
 )
 from perception.bench.stats import ratio
 from perception.options import MAX_QUEUE_MB
+from perception.spawn import shown
 
 if TYPE_CHECKING:
     from perception.bench.pipeline import PipelineBenchConfig
@@ -148,7 +149,7 @@ def measure_nodes(cfg: PipelineBenchConfig, model: Path, groups: list[tuple[str,
         per_camera[name]["stages_p50_ms"] = {stage: s["p50"] for stage, s in run["stages_ms"].items()}
     fps = [c["output_fps"] or 0.0 for c in per_camera.values()]
     return {
-        "nodes": [{"cameras": list(group), "command": " ".join(cmd[1:]), "exit_code": code, "cpu": c,
+        "nodes": [{"cameras": list(group), "command": shown(cmd), "exit_code": code, "cpu": c,
                    "final_stats": final}
                   for group, (_, _, _, cmd), code, c, final in zip(groups, procs, exit_codes, cpu, final_stats, strict=True)],
         "window_s": round(window_s, 3),

@@ -32,6 +32,7 @@ from perception.bench.nodeproc import (
 from perception.bench.stats import sequence_gaps, summarize_ms, transport_losses
 from perception.errors import PerceptionError
 from perception.options import MAX_QUEUE_MB
+from perception.spawn import shown
 
 if TYPE_CHECKING:
     from perception.bench.pipeline import PipelineBenchConfig
@@ -322,7 +323,7 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
         "source": cfg.source,
         "duration_s": round(window_s, 3),
         "startup_to_first_mask_s": round(startup_s, 3),
-        "node_command": " ".join(cmd[1:]),
+        "node_command": shown(cmd),
         "node_exit_code": exit_code,
         "node_final_stats": final_stats,
         "topics": list(cfg.topics) or "all",

@@ -10,12 +10,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perception.errors import PerceptionError
 from perception.signals import STOP_SIGNALS, SignalHandlers, die_with_parent
+from perception.spawn import child_env, perception_command
 
 if TYPE_CHECKING:
     from perception.bench.pipeline import PipelineBenchConfig
@@ -69,7 +69,8 @@ def node_command(cfg: PipelineBenchConfig, model: Path, endpoint: str, cameras: 
         settings["queue"] = "latest"
     if len(cameras) > 1:
         settings["batch_timeout_ms"] = cfg.batch_timeout_ms
-    return [sys.executable, "-m", "perception", "-q", "run", *flags_for(RunConfig, settings, where="perception bench")]
+    # perception.spawn: never a perception.py from the folder the bench was started in
+    return perception_command("-q", "run", *flags_for(RunConfig, settings, where="perception bench"))
 
 
 def start_node(cmd: list[str], log_path: Path, out_path: Path) -> subprocess.Popen:
@@ -78,7 +79,7 @@ def start_node(cmd: list[str], log_path: Path, out_path: Path) -> subprocess.Pop
     it ends, also by SIGKILL (``die_with_parent``, as the launcher's nodes and ``--engine auto``'s
     probe), so a bench killed by its supervisor or a CI runner leaves no node running on (a
     synthetic source never ends). Start it from the main thread, which outlives it."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = child_env({**os.environ, "PYTHONUNBUFFERED": "1"})
     with open(log_path, "w") as err, open(out_path, "w") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=err, env=env, preexec_fn=die_with_parent())
 

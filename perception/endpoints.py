@@ -17,6 +17,7 @@ import ipaddress
 import os
 import re
 import socket
+import sys
 
 from perception import contracts
 from perception.errors import PublishError
@@ -111,7 +112,9 @@ def canonical_bind_host(host: str) -> str:
     """The address a publisher binding ``tcp://HOST:PORT`` takes, in one spelling, to tell two
     endpoints that bind the same address: ``localhost`` and a loopback interface name are
     127.0.0.1 (ZeroMQ binds IPv4 unless the host is an IPv6 address), ``*`` is 0.0.0.0, an IP
-    address is written one way (``::0001`` is ``::1``); other names (interfaces, hosts) as written."""
+    address is written one way (``::0001`` is ``::1``), another interface name is its IPv4 address
+    on Linux (``eth0`` is 192.0.2.2: ``interface_ipv4``); other names (hosts, an interface elsewhere
+    or without an IPv4 address) as written."""
     host = host.strip("[]")
     if host == "*":
         return "0.0.0.0"
@@ -121,4 +124,31 @@ def canonical_bind_host(host: str) -> str:
         pass
     if is_loopback(host):
         return "127.0.0.1"
-    return host
+    return interface_ipv4(host) or host
+
+
+#: ioctl request for an interface's (first) IPv4 address (linux/sockios.h), and the length of a name.
+_SIOCGIFADDR = 0x8915
+_IFNAMSIZ = 16
+
+
+def interface_ipv4(name: str) -> str | None:
+    """The IPv4 address ZeroMQ binds for the network interface ``name`` (``tcp://eth0:5556``): the
+    interface's address as the kernel gives it (SIOCGIFADDR), on Linux; None for a name that is no
+    interface here, an interface without an IPv4 address, or another system."""
+    if not sys.platform.startswith("linux") or not name or "\0" in name:
+        return None
+    raw = name.encode("utf-8", "replace")
+    if len(raw) >= _IFNAMSIZ:
+        return None
+    import fcntl
+    import struct
+
+    try:
+        if name not in {n for _, n in socket.if_nameindex()}:  # a host name: resolved by ZeroMQ, not here
+            return None
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            answer = fcntl.ioctl(s.fileno(), _SIOCGIFADDR, struct.pack("256s", raw))
+    except OSError:  # no IPv4 address on it (EADDRNOTAVAIL), or gone since
+        return None
+    return socket.inet_ntoa(answer[20:24])  # struct ifreq: the name, then a sockaddr_in (family, port, address)

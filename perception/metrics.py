@@ -10,6 +10,7 @@ evaluation and the exporter's accuracy gates use the very same numbers as traini
 from __future__ import annotations
 
 import math
+import unicodedata
 from typing import Any
 
 import numpy as np
@@ -86,18 +87,32 @@ class ConfusionMatrix:
 
     def format_table(self, class_table: ClassTable) -> str:
         """A per-class IoU / accuracy table with G, C and mIoU underneath, in percent."""
-        width = max(12, *(len(n) for n in class_table.names))
+        # Padded by the columns a terminal shows (a CJK character or an emoji takes two), not by len().
+        width = max(12, *(display_width(n) for n in class_table.names))
         lines = [f"{'class':<{width}}  {'IoU %':>7}  {'acc %':>7}  {'GT pixels':>11}"]
         gt_pixels = self.matrix.sum(1)
         for name, iou, acc, pixels in zip(
             class_table.names, self.iou(), self.class_accuracy(), gt_pixels, strict=True
         ):
-            lines.append(f"{name:<{width}}  {_pct(iou):>7}  {_pct(acc):>7}  {int(pixels):>11}")
+            pad = " " * (width - display_width(name))
+            lines.append(f"{name}{pad}  {_pct(iou):>7}  {_pct(acc):>7}  {int(pixels):>11}")
         lines.append(
             f"G (global acc) {_pct(self.global_accuracy())} %   C (class acc) {_pct(self.mean_class_accuracy())} %   "
             f"mIoU {_pct(self.miou())} %"
         )
         return "\n".join(lines)
+
+
+def display_width(text: str) -> int:
+    """Terminal columns ``text`` takes: 2 for a wide or fullwidth character (East Asian Width W or
+    F: CJK, most emoji), 0 for a combining mark, a variation selector or another format character,
+    1 for the rest."""
+    columns = 0
+    for char in text:
+        if unicodedata.combining(char) or unicodedata.category(char) in ("Mn", "Me", "Cf"):
+            continue
+        columns += 2 if unicodedata.east_asian_width(char) in ("W", "F") else 1
+    return columns
 
 
 def _nanmean(values: np.ndarray) -> float:

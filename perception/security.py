@@ -49,6 +49,7 @@ import logging
 import os
 import re
 import secrets
+import signal
 import stat
 import threading
 import time
@@ -78,6 +79,12 @@ ALLOW_GRACE_S = 2.0
 ALLOW_GRACE_MAX_S = 10.0
 #: Key names `perception keys` writes: letters, digits, '.', '_' and '-', not starting with '.' or '-'.
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+#: The refusal audit's words for a key revoked while running, by how its file went.
+_REVOKED_HOW = {
+    "removed": "its .key was removed from --curve-allow",
+    "changed": "its .key in --curve-allow was changed to another key",
+    "unreadable": "its .key in --curve-allow was left unreadable or malformed, so it was revoked",
+}
 # Secret key files already warned about as open to other users (one warning a file a process).
 _warned_open: set[str] = set()
 
@@ -179,8 +186,8 @@ class AuditingAuthenticator(ThreadAuthenticator):
         #: Called with the revoked keys after the list dropped some; returns how many connected
         #: clients it disconnected (set by the publisher that owns the socket).
         self.on_revoke: Callable[[frozenset[bytes]], int] | None = None
-        #: Keys revoked while running (Z85 text), named so in the refusal audit.
-        self.revoked: set[str] = set()
+        #: Keys revoked while running (Z85 text) -> how (``_REVOKED_HOW``), named so in the refusal audit.
+        self.revoked: dict[str, str] = {}
         #: Connected clients disconnected because their key was revoked.
         self.disconnected = 0
         self._files: dict[str, bytes] = {}  # the .key files that read as a public key, and that key
@@ -315,14 +322,18 @@ class AuditingAuthenticator(ThreadAuthenticator):
             return False
         cut = 0
         if revoked:
-            self.revoked.update(k.decode() for k in revoked)
+            for key in revoked:  # its file removed, changed to another key, or left unreadable
+                names = {n for n, k in old_files.items() if k == key}
+                how = "changed" if names & set(changed) else "unreadable" if names & set(broken) else "removed"
+                self.revoked[key.decode()] = how
             if self.on_revoke is not None:
                 try:
                     cut = self.on_revoke(revoked)
                 except Exception:  # the new list holds anyway; only the disconnect failed
                     log.exception("CURVE allow-list: disconnecting clients with a removed key failed")
                 self.disconnected += cut
-        self.revoked.difference_update(k.decode() for k in new_keys)
+        for key in new_keys:
+            self.revoked.pop(key.decode(), None)
         parts = [f"{label} {', '.join(names)}" for label, names in
                  (("added", added), ("removed", removed), ("unreadable now", broken), ("changed", changed),
                   ("whole again, the same key", whole))
@@ -369,9 +380,9 @@ class AuditingAuthenticator(ThreadAuthenticator):
             len(credentials[0]) == 32 else "?"
         self.rejections += 1
         self.last_rejection = {"address": address, "public_key": key, "reason": reason.decode("utf-8", "replace")}
-        hint = "its .key was removed from --curve-allow" if key in self.revoked else \
-            "to admit it, add its .key to --curve-allow and restart the client (ZeroMQ does not retry a refused " \
-            "handshake)"
+        hint = _REVOKED_HOW.get(self.revoked.get(key, ""),
+                                "to admit it, add its .key to --curve-allow and restart the client (ZeroMQ does not "
+                                "retry a refused handshake)")
         self._audit.refused(
             f"{key} {address}", "CURVE handshake refused (%s): client key %s from %s; %s (%d refused so far)",
             self.last_rejection["reason"], key, address, hint, self.rejections,
@@ -418,16 +429,47 @@ def create_key_pair(out_dir: str | Path, name: str, *, overwrite: bool = False) 
         written.append((_write_new_file(secret, _certificate_text(_SECRET_BANNER, now, public_key, secret_key),
                                         0o600), secret))
         written.append((_write_new_file(public, _certificate_text(_PUBLIC_BANNER, now, public_key), 0o644), public))
-        for tmp, path in written:
-            os.replace(tmp, path)
-    except BaseException as exc:  # Ctrl-C too: leave no temporary file behind
-        for tmp, _ in written:
+        # Ctrl-C or SIGTERM between the two renames would leave the new secret beside the old public
+        # key: held until both are in place (a signal that comes anyway is answered by finishing them).
+        with _stop_signals_held():
+            for tmp, path in written:
+                os.replace(tmp, path)
+    except BaseException as exc:  # Ctrl-C too: leave no temporary file behind, and never half a pair
+        # Renamed: its temporary name is gone (a signal may land between a rename and any counter).
+        left = [(tmp, path) for tmp, path in written if os.path.lexists(tmp)]
+        unfinished = ""
+        if left and len(left) < len(written):  # the secret is in place: its public key must follow it
+            try:
+                while left:
+                    os.replace(*left[0])
+                    left.pop(0)
+            except OSError:
+                unfinished = (f"; {written[0][1]} was replaced but {left[0][1]} could not be, so they do not "
+                              "match: run `perception keys --overwrite` again")
+        for tmp, _ in left:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        if not isinstance(exc, OSError):
+        if not isinstance(exc, OSError) and not unfinished:
             raise
-        raise ConfigError(f"cannot write keys to {out}: {exc.strerror or exc}; check the directory") from None
+        why = f"{exc.strerror or exc}; check the directory" if isinstance(exc, OSError) else "interrupted"
+        raise ConfigError(f"cannot write keys to {out}: {why}{unfinished}") from None
     return public, secret
+
+
+@contextlib.contextmanager
+def _stop_signals_held():
+    """Block SIGINT, SIGTERM and SIGHUP in this thread for the block (Python's handlers run once it
+    ends); nothing where ``pthread_sigmask`` is missing."""
+    block = getattr(signal, "pthread_sigmask", None)
+    if block is None:
+        yield
+        return
+    held = {s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None}
+    previous = block(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        block(signal.SIG_SETMASK, previous)
 
 
 # pyzmq's certificate text (zmq.auth.certs, which ``zmq.auth.load_certificate`` and czmq's zcert

@@ -246,7 +246,9 @@ def test_substitution_include_and_plan(tmp_path, model_path):
     assert front.argv[front.argv.index("--fps") + 1] == "7.5"
     assert list(front.argv[front.argv.index("--encoding"):][:2]) == ["--encoding", "lane=bitpack"]
     assert "--no-obstacles" in front.argv
-    assert front.command_line()[1:4] == ["-m", "perception", "run"]
+    from perception.spawn import perception_command
+
+    assert front.command_line() == perception_command("run", *front.argv)  # never -m from the working folder
     text = format_plan(plan)
     assert "[front] pipeline: respawn after 1 s (max 3)" in text and "perception run --source synthetic" in text
 

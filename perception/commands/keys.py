@@ -22,7 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    public, secret = create_key_pair(args.out, args.name, overwrite=args.overwrite)
+    from perception.signals import interrupt_on_stop_signals
+
+    # SIGTERM and SIGHUP stop it as Ctrl-C does (one line, status 130), through the clean-up that
+    # removes the temporary key files (one holds a secret); SIGTERM's default would leave them.
+    with interrupt_on_stop_signals():
+        public, secret = create_key_pair(args.out, args.name, overwrite=args.overwrite)
     print(f"public key: {public}  (give this to the other side / put it in the --curve-allow directory)")
     print(f"secret key: {secret}  (keep private; pass it as --curve-secret-key or --curve-key)")
     return 0

@@ -25,7 +25,12 @@ from perception.launch import (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.usage = "%(prog)s [-h] [--check] FILE [NAME:=VALUE ...]"
+    parser.usage = "%(prog)s [-h] [-v] [-q] [--check] FILE [NAME:=VALUE ...]"
+    parser.epilog = ("exit status: 0 when no node failed for good; 1 when one did (ended non-zero and was not "
+                     "restarted: no respawn, exit code 2 or 3, or it gave up after respawn_max), however the launch "
+                     "ended; a required node's own 2 or 3 when it failed on a bad input or a missing dependency. "
+                     "Each node runs 'perception COMMAND ...' on this Python, never a perception.py from the "
+                     "working folder; its output lines are prefixed [name].")
     parser.add_argument("file", metavar="FILE", help="launch file (YAML), e.g. launch/demo.yaml")
     # argparse matches each positional once, at the first chance: a nargs="*" list would be matched
     # empty together with FILE, so "FILE --check camera:=2" left camera:=2 unparsed. One or more,
@@ -36,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     overrides.required = False
     parser.add_argument(
         "--check", action="store_true",
-        help="validate, check that model and source files exist and load, print the plan; start nothing",
+        help="validate; check that the files pipeline nodes read exist and load (model, source, and the CURVE "
+             "key files: curve_secret_key, the curve_allow folder); print the plan; start nothing",
     )
 
 

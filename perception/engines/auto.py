@@ -65,6 +65,7 @@ from perception.engines.probe import (
 from perception.errors import ConfigError, DependencyError, ModelError, PerceptionError
 from perception.modelfile import check_model_path, external_data_files, read_model_metadata
 from perception.signals import die_with_parent
+from perception.spawn import module_command
 
 log = logging.getLogger(__name__)
 
@@ -311,7 +312,7 @@ def select_engine(
 
 def probe_command(model_path: Path, options: EngineOptions, cache_dir: Path, *, nice: int = 0,
                   frames: Path | None = None) -> tuple[list[str], dict]:
-    """The command line and environment of the probe child (``python -m perception.engines.auto``);
+    """The command line and environment of the probe child (``python -P -m perception.engines.auto``);
     ``frames``: a .npy of the node's inputs to judge the candidates on."""
     import perception
 
@@ -319,8 +320,9 @@ def probe_command(model_path: Path, options: EngineOptions, cache_dir: Path, *, 
     # The child imports this very package, wherever it was imported from.
     root = str(Path(perception.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
-    cmd = [sys.executable, "-m", "perception.engines.auto", str(model_path), "--threads", str(options.threads),
-           "--precision", options.precision, "--cache-dir", str(cache_dir)]
+    # -P (perception.spawn): never a perception.py from the node's working folder
+    cmd = module_command("perception.engines.auto", str(model_path), "--threads", str(options.threads),
+                         "--precision", options.precision, "--cache-dir", str(cache_dir))
     if nice:
         cmd += ["--nice", str(nice)]
     if frames is not None:

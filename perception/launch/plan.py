@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import re
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from perception.config import cut
 from perception.errors import hide_credentials
 from perception.flags import as_text
 from perception.registry import Registry
+from perception.spawn import perception_command
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,9 @@ class NodePlan:
     source_file: Path
 
     def command_line(self) -> list[str]:
-        return [sys.executable, "-m", "perception", self.command, *self.argv]
+        """``python -P -m perception COMMAND ...`` (``spawn.perception_command``): never a
+        ``perception.py`` from the folder the launch was started in."""
+        return perception_command(self.command, *self.argv)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Running a plan: child processes, ``[name]``-prefixed output, respawn with backoff, and signals.
 
-``LaunchSupervisor(plan).run()`` starts each node as ``python -m perception <command> ...``,
+``LaunchSupervisor(plan).run()`` starts each node as ``python -P -m perception <command> ...``
+(``perception.spawn``: never a ``perception.py`` from the launch's working folder),
 prefixes its output lines with ``[name]``, restarts nodes per their policy and stops everything on
 SIGINT/SIGTERM (SIGTERM to every child, a grace period, then SIGKILL). When a required node is gone
 for good it stops the rest.
@@ -14,7 +15,8 @@ The exit status says whether a node failed for good during the run (ended non-ze
 restarted: no respawn, exit code 2 or 3, or it gave up after ``respawn_max``): 1 then, however the
 launch ends (a stop signal, a required node that finished cleanly, every node finished), unless a
 required node's own 2 or 3 is returned. At the end, whatever ended it, one summary line per node
-that failed for good or was restarted: its restarts, how it last ended and its last error line.
+that failed for good, was restarted or was down at the stop waiting for its restart: its restarts,
+how it last ended and its last error line.
 
 Respawn: the first restart after a quick failure (a run shorter than ``STABLE_RUN_S``) waits
 ``respawn_delay``; each further quick failure in a row doubles it, from at least ``MIN_BACKOFF_S``
@@ -39,6 +41,7 @@ from typing import IO
 from perception.errors import DependencyError, PerceptionError
 from perception.launch.plan import LaunchPlan, NodePlan
 from perception.signals import die_with_parent, install_signal_handlers
+from perception.spawn import child_env
 
 #: A run shorter than this is a quick failure: the delay doubles per quick failure in a row, and a
 #: run this long starts both the doubling and the ``respawn_max`` count again.
@@ -109,7 +112,8 @@ class LaunchSupervisor:
     ``run()`` blocks until SIGINT/SIGTERM, until a required node is gone for good (returns its own
     code for a bad input (2) or a missing dependency (3), else 1 when it failed) or until every node
     has finished. Otherwise it returns 0 when no node failed for good during the run, else 1, and
-    prints a closing summary of the nodes that failed for good or were restarted.
+    prints a closing summary of the nodes that failed for good, were restarted or were down waiting
+    for a restart.
     ``stop()`` may be called from another thread.
     """
 
@@ -120,6 +124,7 @@ class LaunchSupervisor:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._nodes = [_Running(plan=n) for n in plan.nodes]
+        self._stopped_at: float | None = None  # when the launch began to stop its nodes (monotonic)
 
     def stop(self) -> None:
         self._stop.set()
@@ -163,7 +168,7 @@ class LaunchSupervisor:
         return 1 if self._failed_for_good() else 0
 
     def _start(self, node: _Running) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = child_env(dict(os.environ, PYTHONUNBUFFERED="1"))
         # Own session per child: a Ctrl-C in the terminal reaches only the launcher, which then
         # stops the children in order instead of every process racing to exit at once.
         node.process = subprocess.Popen(
@@ -222,7 +227,8 @@ class LaunchSupervisor:
         if plan.respawn:
             node.gave_up = True
             in_all = f", {node.restarts} in all" if node.restarts != node.restarts_in_a_row else ""
-            ended += (f"; gave up after {node.restarts_in_a_row} restarts in a row, none of which stayed up "
+            restarts = f"{node.restarts_in_a_row} restart{'' if node.restarts_in_a_row == 1 else 's'}"
+            ended += (f"; gave up after {restarts} in a row, none of which stayed up "
                       f"{STABLE_RUN_S:g} s (respawn_max {plan.respawn_max}{in_all})")
         self.say(ended + (f": {said}" if code != 0 else ""))
         if plan.required:
@@ -231,15 +237,22 @@ class LaunchSupervisor:
         return None
 
     def _summarize(self) -> None:
-        """One line per node that failed for good or was restarted: an operator reading the end of
-        the log after a night sees the camera that was dead all along."""
+        """One line per node that failed for good, was restarted, or was down at the stop waiting
+        for its restart: an operator reading the end of the log after a night sees the camera that
+        was dead all along (also one that died once and waited out a long ``respawn_delay``)."""
         for node in self._nodes:
-            if node.last_end is None or not (node.failed_for_good or node.restarts):
+            waiting = node.restart_at is not None and not node.finished
+            if node.last_end is None or not (node.failed_for_good or node.restarts or waiting):
                 continue
             how, said, at = node.last_end
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
             restarts = f"restarted {node.restarts} time{'' if node.restarts == 1 else 's'}"
-            if node.gave_up and node.failed_for_good:
+            if waiting:
+                due = max(0.0, node.restart_at - (self._stopped_at or time.monotonic()))
+                before = f"; it was {restarts} before" if node.restarts else ""
+                state = (f"was down at the stop, waiting to restart (due in {due:.0f} s){before}; it last ended at "
+                         f"{when} ({how})")
+            elif node.gave_up and node.failed_for_good:
                 state = f"gave up at {when} after it was {restarts}; it last ended ({how})"
             elif node.failed_for_good:
                 state = f"failed for good at {when} ({how}), not restarted" + (f"; it was {restarts} before" if node.restarts else "")
@@ -248,6 +261,7 @@ class LaunchSupervisor:
             self.say(f"summary: node {node.plan.name!r} {state}: {said}")
 
     def _shutdown(self) -> None:
+        self._stopped_at = time.monotonic()
         running = [n for n in self._nodes if n.process is not None and n.process.poll() is None]
         for node in running:
             node.process.send_signal(signal.SIGTERM)
