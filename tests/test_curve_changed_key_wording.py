@@ -8,22 +8,11 @@ import os
 import shutil
 import time
 
+from test_curve_allow_reload import DEADLINE_S, NS, _wait_for_log
+
 from perception.publish import MaskPublisher
 from perception.security import create_key_pair, load_public_key
 from perception.subscribe import MaskSubscriber
-
-NS = "perception/secure"
-DEADLINE_S = 20.0
-
-
-def _wait_for_log(caplog, text: str) -> list[str]:
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        lines = [r.getMessage() for r in caplog.records if text in r.getMessage()]
-        if lines:
-            return lines
-        time.sleep(0.05)
-    return []
 
 
 def _refusal_of(tmp_path, caplog, change) -> str:

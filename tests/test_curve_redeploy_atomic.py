@@ -6,32 +6,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import time
+
+from test_curve_allow_reload import NS, _receives, _wait_for_log
 
 from perception.publish import MaskPublisher
 from perception.security import create_key_pair
 from perception.subscribe import MaskSubscriber
-
-NS = "perception/secure"
-DEADLINE_S = 20.0
-
-
-def _receives(pub, sub, timeout_s=DEADLINE_S) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        pub.publish_json("stats", {"fps": 1.0})
-        if sub.recv(timeout_s=0.05) is not None:
-            return True
-    return False
-
-
-def _wait_for_log(caplog, text: str) -> bool:
-    deadline = time.monotonic() + DEADLINE_S
-    while time.monotonic() < deadline:
-        if any(text in r.getMessage() for r in caplog.records):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _redeploy(tmp_path, caplog, redeploy) -> None:

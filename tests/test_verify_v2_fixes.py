@@ -159,17 +159,9 @@ def test_an_error_in_a_stream_worker_is_raised_to_the_measurement_not_printed():
 def _silent_x_server() -> tuple[str, threading.Event, socket.socket]:
     """A DISPLAY on 127.0.0.1 whose server accepts the connection and never answers; the event is set
     once it accepted (the view is then inside its display check)."""
-    for number in range(150, 400):
-        listener = socket.socket()
-        try:
-            listener.bind(("127.0.0.1", 6000 + number))
-        except OSError:
-            listener.close()
-            continue
-        listener.listen(1)
-        break
-    else:
-        pytest.skip("no free X display port on 127.0.0.1")
+    from test_view_display_and_out import _x_listener
+
+    listener, number = _x_listener()
     accepted = threading.Event()
     held: list[socket.socket] = []
 
