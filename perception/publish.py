@@ -80,6 +80,19 @@ class _TopicPlan:
     values: str
 
 
+def check_per_class_topic(namespace: str, name: str) -> None:
+    """ConfigError when per-class mask ``name`` (``obstacle/<class>``) cannot make a topic that
+    readers take under ``namespace``: a class of a model file exported before class tables refused
+    such names (``contracts.class_name_error``), with ``/`` in it, or too long for this namespace.
+    What a node checks as it declares its topics, and ``perception launch --check`` before it starts."""
+    class_name = name[len(contracts.PER_CLASS_OBSTACLE_PREFIX):]
+    problem = contracts.per_class_topic_error(namespace.rstrip("/"), class_name)
+    if problem is not None:
+        raise ConfigError(f"--per-class-obstacles: the model's obstacle class {class_name!r:.80} {problem}; "
+                          "run without --per-class-obstacles, or rename the class in the dataset's classes.yaml, "
+                          "train and export again")
+
+
 class MaskPublisher:
     """Publishes mask and JSON messages on one XPUB socket; ``publish_*`` never block.
 
@@ -261,15 +274,8 @@ class MaskPublisher:
         return plan
 
     def _check_per_class(self, name: str) -> None:
-        """ConfigError when per-class mask ``name`` (``obstacle/<class>``) cannot make a topic that
-        readers take: a class of a model file exported before class tables refused such names
-        (``contracts.class_name_error``), with ``/`` in it, or too long for this namespace."""
-        class_name = name[len(contracts.PER_CLASS_OBSTACLE_PREFIX):]
-        problem = contracts.per_class_topic_error(self.namespace, class_name)
-        if problem is not None:
-            raise ConfigError(f"--per-class-obstacles: the model's obstacle class {class_name!r:.80} {problem}; "
-                              "run without --per-class-obstacles, or rename the class in the dataset's classes.yaml, "
-                              "train and export again")
+        """``check_per_class_topic`` under this namespace."""
+        check_per_class_topic(self.namespace, name)
 
     def publish_masks(
         self,

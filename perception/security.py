@@ -53,7 +53,7 @@ import signal
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import zmq
@@ -423,22 +423,35 @@ def create_key_pair(out_dir: str | Path, name: str, *, overwrite: bool = False) 
         raise ConfigError(f"{', '.join(existing)} already {verb}; pick another --name or pass --overwrite")
     public_key, secret_key = zmq.curve_keypair()
     now = datetime.datetime.now()
-    written: list[tuple[str, Path]] = []
+    texts = {secret: (_certificate_text(_SECRET_BANNER, now, public_key, secret_key), 0o600),
+             public: (_certificate_text(_PUBLIC_BANNER, now, public_key), 0o644)}
+    # The temporary names are known before either file exists, so whatever point a stop lands at
+    # (just after a file is created, at its last close), the clean-up below finds it.
+    written = [(_temporary_name(path), path) for path in (secret, public)]
+    renaming = stopped = False
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        written.append((_write_new_file(secret, _certificate_text(_SECRET_BANNER, now, public_key, secret_key),
-                                        0o600), secret))
-        written.append((_write_new_file(public, _certificate_text(_PUBLIC_BANNER, now, public_key), 0o644), public))
-        # Ctrl-C or SIGTERM between the two renames would leave the new secret beside the old public
-        # key: held until both are in place (a signal that comes anyway is answered by finishing them).
-        with _stop_signals_held():
+        # Ctrl-C, SIGTERM and SIGHUP are held from the first temporary file to the last rename (a few
+        # milliseconds). One that came while the files were written is answered before any rename:
+        # the temporary files go and the old pair stays. One that came during the renames finds the
+        # new pair in place (a stop between them would leave the new secret beside the old public key).
+        with _stop_signals_held() as stop_pending:
+            out.mkdir(parents=True, exist_ok=True)
             for tmp, path in written:
-                os.replace(tmp, path)
+                _write_new_file(tmp, *texts[path])
+            if stop_pending():
+                _remove_files(tmp for tmp, _ in written)
+                stopped = True
+            else:
+                renaming = True
+                for tmp, path in written:
+                    os.replace(tmp, path)
+        if stopped:  # the signal's handler raises as the signals are let through; this when it does not
+            raise KeyboardInterrupt
     except BaseException as exc:  # Ctrl-C too: leave no temporary file behind, and never half a pair
         # Renamed: its temporary name is gone (a signal may land between a rename and any counter).
         left = [(tmp, path) for tmp, path in written if os.path.lexists(tmp)]
         unfinished = ""
-        if left and len(left) < len(written):  # the secret is in place: its public key must follow it
+        if renaming and left and len(left) < len(written):  # the secret is in place: its public key must follow it
             try:
                 while left:
                     os.replace(*left[0])
@@ -446,9 +459,11 @@ def create_key_pair(out_dir: str | Path, name: str, *, overwrite: bool = False) 
             except OSError:
                 unfinished = (f"; {written[0][1]} was replaced but {left[0][1]} could not be, so they do not "
                               "match: run `perception keys --overwrite` again")
-        for tmp, _ in left:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        _remove_files(tmp for tmp, _ in left)
+        if renaming and not left and not unfinished and isinstance(exc, KeyboardInterrupt):
+            # The new pair is in place: the stop came as its last file was renamed, so the command is
+            # done; "interrupted" would say the old public key still holds.
+            return public, secret
         if not isinstance(exc, OSError) and not unfinished:
             raise
         why = f"{exc.strerror or exc}; check the directory" if isinstance(exc, OSError) else "interrupted"
@@ -456,18 +471,25 @@ def create_key_pair(out_dir: str | Path, name: str, *, overwrite: bool = False) 
     return public, secret
 
 
+def _remove_files(paths: Iterable[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
 @contextlib.contextmanager
-def _stop_signals_held():
+def _stop_signals_held() -> Iterator[Callable[[], bool]]:
     """Block SIGINT, SIGTERM and SIGHUP in this thread for the block (Python's handlers run once it
-    ends); nothing where ``pthread_sigmask`` is missing."""
+    ends), giving a function that says whether one of them came meanwhile; nothing (and never a
+    stop) where ``pthread_sigmask`` is missing."""
     block = getattr(signal, "pthread_sigmask", None)
     if block is None:
-        yield
+        yield lambda: False
         return
     held = {s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None}
     previous = block(signal.SIG_BLOCK, held)
     try:
-        yield
+        yield lambda: bool(signal.sigpending() & (held - set(previous)))
     finally:
         block(signal.SIG_SETMASK, previous)
 
@@ -493,12 +515,15 @@ def _certificate_text(banner: str, now: datetime.datetime, public_key: bytes, se
     return text
 
 
-def _write_new_file(path: Path, text: str, mode: int) -> str:
-    """Write ``text`` to a new hidden file beside ``path`` (O_EXCL, O_NOFOLLOW, ``mode`` from its
-    creation) and return its name, to be renamed over ``path``; OSError (the file removed) when
-    it cannot be written."""
+def _temporary_name(path: Path) -> str:
+    """A new hidden name beside ``path`` for its content before it is renamed over it."""
+    return str(path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp"))
+
+
+def _write_new_file(tmp: str, text: str, mode: int) -> None:
+    """Write ``text`` to the new file ``tmp`` (O_EXCL, O_NOFOLLOW, ``mode`` from its creation), to be
+    renamed over its file; OSError (the file removed) when it cannot be written."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    tmp = str(path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp"))
     fd = os.open(tmp, flags, mode)
     try:
         if hasattr(os, "fchmod"):
@@ -508,12 +533,11 @@ def _write_new_file(path: Path, text: str, mode: int) -> str:
             f.flush()
             os.fsync(f.fileno())
     except BaseException:
-        os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    os.close(fd)
-    return tmp
+    finally:
+        os.close(fd)
 
 
 def load_key_pair(secret_file: str | Path, *, role: str) -> tuple[bytes, bytes]:

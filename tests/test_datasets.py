@@ -145,7 +145,7 @@ def test_folder_palette_masks_map_through_the_table(tmp_path):
     bad = palette[ids][..., ::-1].copy()
     bad[3, 4] = (1, 2, 3)  # BGR
     ds = open_dataset(f"folder:{_folder(tmp_path / 'bad', SYNTHETIC_CLASSES, {'a': bad})}")
-    with pytest.raises(DataError, match=r"a.png has colour RGB\(3,2,1\), which is not in the class table$"):
+    with pytest.raises(DataError, match=r"a.png has colour RGB\(3,2,1\), which is not in the class table; add the colour to "):
         ds[0]
     # Saved as JPEG, the colours blur at every edge: the error says so and names the fix.
     root = _folder(tmp_path / "jpeg", SYNTHETIC_CLASSES, {"a": palette[ids][..., ::-1]})

@@ -298,3 +298,86 @@ def test_split_named_sub_folders_of_images_are_the_splits(tmp_path):
     assert len(val) == 1 and np.array_equal(val[0][1], labels["val/000002"])
     with pytest.raises(DataError, match=r"unknown split 'test' for folder .* \(no images/test/ there\); known: train, val$"):
         open_dataset(f"folder:{root}", split="test")
+
+
+@pytest.mark.parametrize(("train", "val"), [("training", "validation"), ("Train", "Val"), ("train", "valid")])
+def test_split_folders_by_other_common_names_are_the_splits(tmp_path, train, val):
+    """ADE20K's images/training/ + images/validation/ (and Train/, valid/) were read as one folder
+    serving every split: the validation frames were trained on, without a word (V3, s36, N1)."""
+    labels = {f"{train}/000000": _ids(0), f"{train}/000001": _ids(1), f"{val}/000002": _ids(2)}
+    root = _dataset(tmp_path / "d", labels=labels)
+    assert [p[0].relative_to(root).as_posix() for p in open_dataset(f"folder:{root}", split="train").pairs] == [
+        f"images/{train}/000000.png", f"images/{train}/000001.png"]
+    val_set = open_dataset(f"folder:{root}", split="val")
+    assert len(val_set) == 1 and np.array_equal(val_set[0][1], labels[f"{val}/000002"])
+
+
+FIX = ("keep only split folders there, the same in images/ and labels/ (move the rest out), or list each split's "
+       "pairs in train.txt and val.txt")
+
+
+@pytest.mark.parametrize(("others", "named"), [
+    ({f"{i:06d}": _ids(i) for i in range(5)}, "000000.png, 000001.png, 000002.png and 2 more"),  # flat frames
+    ({"seqA/000000": _ids(0), "seqB/000000": _ids(1)}, "seqA/, seqB/"),  # sequence folders
+], ids=["flat", "sequences"])
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_split_folders_beside_other_images_are_refused(tmp_path, others, named, split):
+    """12 flat frames and a stray images/train/ trained on the one image in train/ and dropped the 12;
+    val was refused as unknown (V3, s36, N1)."""
+    root = _dataset(tmp_path / "d", labels={**others, "train/x": _ids(7)})
+    message = f"{root / 'images'} holds split folders (train/) beside {named}, which no split folder holds"
+    with pytest.raises(DataError, match=re.escape(message) + r" \(they would be trained and validated on, or left out\): "
+                                        + re.escape(FIX) + "$"):
+        open_dataset(f"folder:{root}", split=split)
+    # Lists say which frame is in which split, whatever the folders: they win, as before.
+    (root / "train.txt").write_text("images/train/x.png labels/train/x.png\n")
+    (root / "val.txt").write_text(f"images/{next(iter(others))}.png labels/{next(iter(others))}.png\n")
+    assert len(open_dataset(f"folder:{root}", split=split)) == 1
+
+
+def test_split_folders_must_be_mirrored_in_labels_and_one_per_split(tmp_path):
+    root = _dataset(tmp_path / "d", labels={"train/a": _ids(0), "val/b": _ids(1)})
+    (root / "labels" / "val" / "b.png").rename(root / "labels" / "b.png")
+    (root / "labels" / "val").rmdir()
+    with pytest.raises(DataError, match=re.escape(f"{root / 'labels'} holds split folders (train/) beside b.png")):
+        open_dataset(f"folder:{root}", split="train")
+    (root / "labels" / "b.png").rename(root / "labels" / "train" / "b.png")
+    with pytest.raises(DataError, match=re.escape(f"{root / 'images'} has split folders train/, val/ but {root / 'labels'} "
+                                                  "has split folders train/; give labels/ the same split folders as "
+                                                  "images/, or list each split's pairs in train.txt and val.txt") + "$"):
+        open_dataset(f"folder:{root}", split="train")
+    twice = _dataset(tmp_path / "twice", labels={"train/a": _ids(0), "training/b": _ids(1), "val/c": _ids(2)})
+    with pytest.raises(DataError, match=re.escape(f"{twice / 'images'} has 2 folders for split train (train/, training/): "
+                                                  "keep one of them")):
+        open_dataset(f"folder:{twice}", split="val")
+
+
+def test_a_folder_of_images_without_split_folders_serves_every_split(tmp_path):
+    """Flat, and sequence folders whose names are not splits: every image in every split, as before."""
+    labels = {"seqA/000000": _ids(0), "trainval/000001": _ids(1), "top": _ids(2)}
+    root = _dataset(tmp_path / "d", labels=labels)
+    pairs = {split: open_dataset(f"folder:{root}", split=split).pairs for split in ("train", "val", "test")}
+    assert pairs["train"] == pairs["val"] == pairs["test"] and len(pairs["train"]) == 3
+
+
+@pytest.mark.parametrize(("stray", "side"), [("images/thumbs/x.png", "images"), ("labels/vis/a.png", "labels")])
+def test_a_stray_sub_folder_names_the_folder_to_move_out(tmp_path, stray, side):
+    root = _dataset(tmp_path / "d")
+    _write(root / stray, _image(3))
+    folder = root / stray.rsplit("/", 1)[0]
+    with pytest.raises(DataError, match=re.escape(f"; if {folder}/ is not part of the dataset (previews, thumbnails), "
+                                                  f"move it out of {side}/") + "$"):
+        open_dataset(f"folder:{root}", split="val")
+
+
+def test_a_colour_of_no_class_names_both_fixes(tmp_path):
+    """A black void in colour-coded labels said only 'RGB(0,0,0) is not in the class table' (V3, s36, N5)."""
+    palette = np.array([c["color"] for c in TABLE["classes"]], np.uint8)
+    label = palette[_ids(0)][..., ::-1].copy()
+    label[2:4, 3:6] = 0  # void, black
+    root = _dataset(tmp_path / "d", labels={"a": label})
+    with pytest.raises(DataError, match=re.escape(
+            "a.png has colour RGB(0,0,0), which is not in the class table; add the colour to "
+            f"{root / 'classes.yaml'} as a class of its own (color: [0, 0, 0]), or, to leave those pixels out (a void), "
+            "save labels as class ids (a single-channel 8-bit PNG) with them set to the ignore id 255") + "$"):
+        open_dataset(f"folder:{root}", split="val")[0]

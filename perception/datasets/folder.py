@@ -40,9 +40,10 @@ def open_folder(argument: str, *, split: str, spec: str) -> SegmentationDataset:
 
     The split comes from a ``<split>/`` sub-folder with the same layout, else from a
     ``<split>.txt`` list of ``image label`` paths (as ``perception synth`` writes), else from
-    ``images/<split>/`` and ``labels/<split>/`` (train, val, test), else the whole folder serves
-    each of train, val and test. Without a list, images and labels pair by their path inside
-    ``images/`` and ``labels/`` without the suffix, sub-folders included (``_pairs_by_name``).
+    split folders in ``images/`` mirrored in ``labels/`` (``_split_folder``), else the whole
+    folder serves each of train, val and test. Without a list, images and labels pair by their
+    path inside ``images/`` and ``labels/`` without the suffix, sub-folders included
+    (``_pairs_by_name``).
     Labels are class-id images, RGB colour-palette images (colours from the table; each class its
     own colour), or 0/255 binary masks for a two-class table whose ignore id is not 255.
 
@@ -72,17 +73,85 @@ def open_folder(argument: str, *, split: str, spec: str) -> SegmentationDataset:
     if list_file.is_file():
         pairs = read_list_file(list_file, root)
     else:
-        # images/train/, images/val/ (Cityscapes' and BDD100K's layout): each is its split, never
-        # all of them every split (that would validate on the training frames).
-        image_splits = [] if split_dirs else sorted(p.name for p in image_dir.iterdir() if p.name in FLAT_FOLDER_SPLITS
-                                                    and p.is_dir())
-        if image_splits and split not in image_splits:
-            raise unknown_split(split, "folder", image_splits, f" {root} (no {image_dir.name}/{split}/ there)")
-        if image_splits:
-            image_dir, label_dir = image_dir / split, require_dir(label_dir / split, "label folder")
+        folder = _split_folder(image_dir, label_dir, split, root)
+        if folder is not None:
+            image_dir, label_dir = image_dir / folder, label_dir / folder
         pairs = _pairs_by_name(image_dir, label_dir)
     return SegmentationDataset(name=spec, class_table=table, pairs=pairs,
                                decode_label=_folder_label_decoder(table, table_file))
+
+
+#: Sub-folders of ``images/`` read as a split, by their lower-cased name: Cityscapes' and BDD100K's
+#: ``train``/``val``/``test``, ADE20K's ``training``/``validation``, and ``valid``/``testing``.
+SPLIT_FOLDER_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
+                      "test": "test", "testing": "test"}
+
+
+def _split_folder(image_dir: Path, label_dir: Path, split: str, root: Path) -> str | None:
+    """The sub-folder of ``images/`` and ``labels/`` that holds ``split``, or None when neither has
+    split folders (then every image serves every split).
+
+    Split folders (``SPLIT_FOLDER_NAMES``, any case) are the splits only when they are all that
+    ``images/`` holds at its top, and ``labels/`` holds the same folders: anything else beside
+    them (loose images, ``seqA/``, ``thumbs/``) would be trained and validated on, or dropped,
+    without a word, so it is refused naming what is there and the two layouts that work.
+    """
+    image_splits, image_rest = _top_level(image_dir)
+    label_splits, label_rest = _top_level(label_dir)
+    if not image_splits and not label_splits:
+        return None
+    fix = ("keep only split folders there, the same in images/ and labels/ (move the rest out), "
+           "or list each split's pairs in train.txt and val.txt")
+    for folder, splits, rest in ((image_dir, image_splits, image_rest), (label_dir, label_splits, label_rest)):
+        if splits and rest:
+            raise DataError(f"{folder} holds split folders ({_listed(_folders(splits))}) beside {_listed(rest)}, which "
+                            f"no split folder holds (they would be trained and validated on, or left out): {fix}")
+        for canonical, names in sorted(splits.items()):
+            if len(names) > 1:
+                raise DataError(f"{folder} has {len(names)} folders for split {canonical} "
+                                f"({_listed([f'{n}/' for n in names])}): keep one of them, or list each split's pairs "
+                                "in train.txt and val.txt")
+    if image_splits != label_splits:
+        have, want = (f"split folders {_listed(_folders(s))}" if s else "no split folders"
+                      for s in (label_splits, image_splits))
+        raise DataError(f"{image_dir} has {want} but {label_dir} has {have}; give {label_dir.name}/ the same split "
+                        f"folders as {image_dir.name}/, or list each split's pairs in train.txt and val.txt")
+    canonical = SPLIT_FOLDER_NAMES.get(split.lower(), split)
+    if canonical not in image_splits:
+        raise unknown_split(split, "folder", image_splits, f" {root} (no {image_dir.name}/{split}/ there)")
+    return image_splits[canonical][0]
+
+
+def _top_level(folder: Path) -> tuple[dict[str, list[str]], list[str]]:
+    """The split folders at the top of ``folder`` by their split (``{"val": ["validation"]}``), and
+    the other image files and folders there (``thumbs/``, ``000000.png``); hidden ones and files
+    that are not images are left out, as ``_image_files`` does."""
+    splits: dict[str, list[str]] = {}
+    rest: list[str] = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_dir():
+            canonical = SPLIT_FOLDER_NAMES.get(path.name.lower())
+            if canonical is None:
+                rest.append(f"{path.name}/")
+            else:
+                splits.setdefault(canonical, []).append(path.name)
+        elif path.suffix.lower() in IMAGE_SUFFIXES:
+            rest.append(path.name)
+    return splits, rest
+
+
+def _folders(splits: dict[str, list[str]]) -> list[str]:
+    """The split folders of ``_top_level`` as ``training/``, sorted."""
+    return sorted(f"{n}/" for names in splits.values() for n in names)
+
+
+def _listed(names: list[str], most: int = 3) -> str:
+    """``a/, b/ and 2 more``: up to ``most`` names, then how many more."""
+    if len(names) <= most:
+        return ", ".join(names)
+    return f"{', '.join(names[:most])} and {len(names) - most} more"
 
 
 def _pairs_by_name(image_dir: Path, label_dir: Path) -> list[tuple[Path, Path]]:
@@ -95,11 +164,22 @@ def _pairs_by_name(image_dir: Path, label_dir: Path) -> list[tuple[Path, Path]]:
         raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir} or its sub-folders")
     for name in images:
         if name not in labels:
-            raise DataError(f"image {images[name]} has no label named {name}.* in {label_dir}")
+            raise DataError(f"image {images[name]} has no label named {name}.* in {label_dir}"
+                            + _stray_hint(name, image_dir))
     for name in labels:
         if name not in images:
-            raise DataError(f"label {labels[name]} has no image named {name}.* in {image_dir}")
+            raise DataError(f"label {labels[name]} has no image named {name}.* in {image_dir}"
+                            + _stray_hint(name, label_dir))
     return [(images[n], labels[n]) for n in sorted(images)]
+
+
+def _stray_hint(name: str, folder: Path) -> str:
+    """For a file in a sub-folder (``thumbs/x``), the hint that a folder of previews or thumbnails
+    that is not part of the dataset moves out of ``images/`` (or ``labels/``)."""
+    if "/" not in name:
+        return ""
+    sub = folder / name.split("/", 1)[0]
+    return f"; if {sub}/ is not part of the dataset (previews, thumbnails), move it out of {folder.name}/"
 
 
 def _image_files(folder: Path, what: str) -> dict[str, Path]:
@@ -218,6 +298,12 @@ def _folder_label_decoder(table: ClassTable, table_file: Path) -> Callable[[np.n
             if (grey == rgb[..., 1]).all() and (grey == rgb[..., 2]).all() and (lut[grey] != INVALID_LABEL).all():
                 hint = ("; it looks like class ids saved as a colour image (all three channels equal): "
                         "save them as a single-channel 8-bit PNG")
+            if not hint:
+                ignore = (f"the ignore id {table.ignore_id}" if table.ignore_id is not None
+                          else f"an ignore_id set in {table_file.name}")
+                hint = (f"; add the colour to {table_file} as a class of its own (color: [{r}, {g}, {b}]), or, to "
+                        f"leave those pixels out (a void), save labels as class ids (a single-channel 8-bit PNG) "
+                        f"with them set to {ignore}")
             raise DataError(f"label {path} has colour RGB({r},{g},{b}), which is not in the class table{hint}")
         return by_colour_or_index(path, order[pos].astype(np.uint8))
 

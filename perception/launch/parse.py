@@ -355,10 +355,12 @@ def check_node_files(plan: LaunchPlan) -> None:
     image file or an image folder (opened and closed as the node would). Cameras, URLs, GStreamer
     pipelines, glob patterns and ``synthetic`` are left alone: they may come up after the check.
     Its CURVE key files (``curve_secret_key``, the ``curve_allow`` folder), read as the node reads
-    them at its start. Torch-free (``perception launch --check`` runs on the car).
+    them at its start. With ``per_class_obstacles``, the model's obstacle classes as topics, as the
+    node checks them (``_check_per_class_topics``). Torch-free (``perception launch --check`` runs
+    on the car).
 
     Raises:
-        ModelError, SourceError, PublishError: naming the launch file, the node and the key.
+        ModelError, SourceError, PublishError, ConfigError: naming the launch file, the node and the key.
     """
     # Imported here: reading a launch file must stay light (no ONNX, no OpenCV) for the plain launch.
     from perception import run_config
@@ -376,6 +378,7 @@ def check_node_files(plan: LaunchPlan) -> None:
             check_source_settings(config, as_keys=True)  # the node would refuse them at its start
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
+        metadata = None
         try:
             if config.model is None and not run_config.DEFAULT_MODEL.is_file():
                 raise ModelError(
@@ -383,11 +386,13 @@ def check_node_files(plan: LaunchPlan) -> None:
                     "pass model:=model.onnx or run 'make default-model'"
                 )
             if config.model_path.suffix.lower() == ".onnx":
-                read_model_metadata(config.model_path)
+                metadata = read_model_metadata(config.model_path)
             elif not config.model_path.is_file():  # .engine / .pt: read only by TensorRT / torch
                 raise ModelError(f"model file {config.model_path} not found; check the path")
         except PerceptionError as exc:
             raise type(exc)(f"{where}: model: {exc}") from None
+        if metadata is not None and config.publish_options.per_class_obstacles:
+            _check_per_class_topics(config, metadata.class_table, where)
         for camera in config.cameras:  # one source, or several cameras of one node
             kind = source_kind(camera.source)
             if kind == "video" or (kind == "images" and not is_glob_spec(camera.source)):
@@ -397,6 +402,31 @@ def check_node_files(plan: LaunchPlan) -> None:
                     label = "source" if len(config.cameras) == 1 else f"source {camera.name}"
                     raise type(exc)(f"{where}: {label}: {exc}") from None
         _check_curve_files(config.publish_options, where)
+
+
+def _check_per_class_topics(config: Any, table: Any, where: str) -> None:
+    """The node's own check (``publish.check_per_class_topic``, as its publisher declares its topics)
+    of each per-class ``obstacle/<class>`` topic under each camera's namespace: a model exported
+    before class tables refused such names may hold a class that cannot be a topic (``person/rider``).
+
+    Raises:
+        ConfigError: naming the launch file, the node and the class.
+    """
+    from perception.contracts import PER_CLASS_OBSTACLE_PREFIX
+    from perception.masks import parse_task_overrides
+    from perception.publish import check_per_class_topic
+
+    publish = config.publish_options
+    try:
+        # The obstacle classes as the node's MaskBuilder takes them: a --task obstacle=... override first.
+        tasks = parse_task_overrides({k: list(v) for k, v in publish.task.items()}, table, model=str(config.model_path))
+        names = tasks.get("obstacle", list(table.task_groups.get("obstacle", ())))
+        for index in range(len(config.cameras)):
+            namespace = config.camera_config(index).publish_options.resolved_namespace
+            for name in names:
+                check_per_class_topic(namespace, PER_CLASS_OBSTACLE_PREFIX + name)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _check_curve_files(publish: Any, where: str) -> None:
