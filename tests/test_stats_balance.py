@@ -282,8 +282,9 @@ def test_a_signal_at_any_start_up_step_exits_0_with_final_stats(monkeypatch, cap
         return real(*args, **kwargs)
 
     monkeypatch.setattr(owner, attr, interrupted)
+    threads = () if "--threads" in extra else ("--threads", "1")  # a flag is given once
     code = cli_main(["-q", "run", "--model", str(model_path), "--source", "synthetic", "--width", "64",
-                     "--height", "48", "--threads", "1", "--warmup", "1", *extra,
+                     "--height", "48", *threads, "--warmup", "1", *extra,
                      "--endpoint", f"tcp://127.0.0.1:{free_tcp_port}"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
