@@ -360,6 +360,17 @@ def test_a_folder_of_images_without_split_folders_serves_every_split(tmp_path):
     assert pairs["train"] == pairs["val"] == pairs["test"] and len(pairs["train"]) == 3
 
 
+@pytest.mark.parametrize("nested", ["city/train", "seqA/Val"])
+def test_split_named_folders_below_the_top_are_refused(tmp_path, nested):
+    """images/city/train/ + images/city/val/ served every split, so validation scored training frames
+    without a word (V4, s36, N1)."""
+    root = _dataset(tmp_path / "d", labels={f"{nested}/000000": _ids(0), "city/other/000001": _ids(1)})
+    where = root / "images" / nested
+    with pytest.raises(DataError, match=re.escape(f"{where} is named like a split but is not at the top of {root / 'images'}")
+                       + ".* or list each split's pairs in train.txt and val.txt$"):
+        open_dataset(f"folder:{root}", split="val")
+
+
 @pytest.mark.parametrize(("stray", "side"), [("images/thumbs/x.png", "images"), ("labels/vis/a.png", "labels")])
 def test_a_stray_sub_folder_names_the_folder_to_move_out(tmp_path, stray, side):
     root = _dataset(tmp_path / "d")

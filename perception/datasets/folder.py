@@ -9,6 +9,7 @@ Labels may be class-id images, RGB colour-palette images, indexed PNGs whose ind
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -99,6 +100,12 @@ def _split_folder(image_dir: Path, label_dir: Path, split: str, root: Path) -> s
     image_splits, image_rest = _top_level(image_dir)
     label_splits, label_rest = _top_level(label_dir)
     if not image_splits and not label_splits:
+        deeper = _split_named_folder_below(image_dir)
+        if deeper is not None:  # images/city/train/: every split would hold the val frames too
+            raise DataError(f"{deeper} is named like a split but is not at the top of {image_dir}, so every frame "
+                            "would serve every split (validation on training frames): put the split folders at the "
+                            f"top ({image_dir.name}/train/, {image_dir.name}/val/, the same in {label_dir.name}/), "
+                            "rename it, or list each split's pairs in train.txt and val.txt")
         return None
     fix = ("keep only split folders there, the same in images/ and labels/ (move the rest out), "
            "or list each split's pairs in train.txt and val.txt")
@@ -140,6 +147,18 @@ def _top_level(folder: Path) -> tuple[dict[str, list[str]], list[str]]:
         elif path.suffix.lower() in IMAGE_SUFFIXES:
             rest.append(path.name)
     return splits, rest
+
+
+def _split_named_folder_below(folder: Path) -> Path | None:
+    """A folder named like a split (``SPLIT_FOLDER_NAMES``) below the top of ``folder``
+    (``images/city/train/``), hidden folders left out; None when there is none."""
+    for parent, dirs, _files in os.walk(folder):  # not through links: a link loop would not end
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if Path(parent) != folder:
+            named = next((d for d in dirs if d.lower() in SPLIT_FOLDER_NAMES), None)
+            if named is not None:
+                return Path(parent) / named
+    return None
 
 
 def _folders(splits: dict[str, list[str]]) -> list[str]:
