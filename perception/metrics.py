@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from perception.contracts import ClassTable
+from perception.progress import count_of
 
 
 class ConfusionMatrix:
@@ -149,7 +150,7 @@ def no_labelled_pixels(spec: str, split: str, dataset) -> str:
     (eval, the INT8 gate and the unknown threshold refuse such data with it)."""
     table = dataset.class_table
     ids = f"class ids 0..{table.num_classes - 1}"
-    where = f"{spec} ({split}, {len(dataset)} images)"
+    where = f"{spec} ({split}, {count_of(len(dataset), 'image')})"
     if table.ignore_id is None:
         return f"no label pixel of {where} holds one of its {ids}: nothing to score; check the labels and the class table"
     return (f"every label pixel of {where} is the ignore id {table.ignore_id}: there are no labelled pixels to score; "

@@ -70,6 +70,11 @@ def plural(n: int, unit: str) -> str:
     return unit if n == 1 or unit == "it" or unit.endswith("s") else unit + "s"
 
 
+def count_of(n: int, unit: str) -> str:
+    """``n`` and its ``unit``: "1 image", "101 images"."""
+    return f"{n} {plural(n, unit)}"
+
+
 def clock_time(seconds: float) -> str:
     """``65`` -> ``"01:05"``, ``3725`` -> ``"1:02:05"``: a duration as a tqdm bar shows it."""
     minutes, secs = divmod(max(0, int(round(seconds))), 60)

@@ -242,7 +242,7 @@ def test_eval_on_labels_that_are_all_ignore_is_one_error_naming_the_dataset(tmp_
     rc = cli_main(["eval", "--model", str(tiny_model_path), "--data", spec, "--json", str(report), *extra])
     captured = capsys.readouterr()
     assert rc == 2 and captured.out == ""
-    assert captured.err == (f"perception: error: every label pixel of {spec} (val, 1 images) is the ignore id 255: there "
+    assert captured.err == (f"perception: error: every label pixel of {spec} (val, 1 image) is the ignore id 255: there "
                             "are no labelled pixels to score; check the labels (they should hold class ids 0..11) and "
                             "the class table's classes and ignore_id\n")
     assert not report.exists()

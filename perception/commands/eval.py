@@ -53,6 +53,7 @@ from perception.flags import add_flags, config_from_flags
 from perception.metrics import no_labelled_pixels
 from perception.options import EngineOptions, PublishOptions
 from perception.overwrite import refuse_existing_file
+from perception.progress import count_of
 
 log = logging.getLogger(__name__)
 
@@ -213,12 +214,12 @@ def _main_classes(config: EvalConfig, given) -> int:
     if config.model:
         engine = _onnx_engine(config)
         spec, dataset = given or _recorded_dataset(config, engine.metadata.dataset, config.model)
-        log.info("evaluating %s on %s (%s, %d images)", engine.describe(), spec, config.split, len(dataset))
+        log.info("evaluating %s on %s (%s, %s)", engine.describe(), spec, config.split, count_of(len(dataset), "image"))
         cm = evaluate_engine(engine, dataset)
         source = config.model
     else:
         spec, dataset = given or _recorded_dataset(config, None, config.checkpoint)
-        log.info("evaluating %s on %s (%s, %d images)", config.checkpoint, spec, config.split, len(dataset))
+        log.info("evaluating %s on %s (%s, %s)", config.checkpoint, spec, config.split, count_of(len(dataset), "image"))
         cm = evaluate_checkpoint(
             config.checkpoint,
             dataset,
@@ -230,7 +231,7 @@ def _main_classes(config: EvalConfig, given) -> int:
         source = config.checkpoint
     if not cm.matrix.sum():
         raise DataError(no_labelled_pixels(spec, config.split, dataset))
-    print(f"{source} on {spec} ({config.split}, {len(dataset)} images)", file=report)
+    print(f"{source} on {spec} ({config.split}, {count_of(len(dataset), 'image')})", file=report)
     print(cm.format_table(dataset.class_table), file=report)
     if config.json:
         _write_json(config.json, {"source": str(source), "data": spec, "split": config.split, **cm.summary(dataset.class_table)})
@@ -289,7 +290,7 @@ def _main_tasks(config: EvalConfig, given) -> int:
     if not counted.labelled:
         raise DataError(no_labelled_pixels(spec, config.split, dataset))
     notes = _undefined_figures(scores, spec)
-    print(f"{source} on {spec} ({config.split}, {len(dataset)} images), letterboxed to {engine.input_hw[0]}x{engine.input_hw[1]} as the node does", file=report)
+    print(f"{source} on {spec} ({config.split}, {count_of(len(dataset), 'image')}), letterboxed to {engine.input_hw[0]}x{engine.input_hw[1]} as the node does", file=report)
     if config.drivable_reach == "ego" and any(s.task == "drivable" for s in scores):
         print(f"drivable: the area joined to the car, as the node publishes it with --mask-size {config.mask_size} "
               "(--drivable-reach all: every pixel of its classes)", file=report)

@@ -33,7 +33,7 @@ import yaml
 from perception.config import config_to_dict, short
 from perception.errors import ConfigError, DataError, ModelError, PerceptionError
 from perception.models.common import state_dict_mismatch
-from perception.progress import logs_above, mark_stopped, progress
+from perception.progress import count_of, logs_above, mark_stopped, progress
 from perception.signals import STOP_SIGNALS, install_signal_handlers
 from perception.training.checkpoint import Checkpoint, load_checkpoint, metrics_problem, save_checkpoint
 from perception.training.config import TrainConfig
@@ -258,7 +258,7 @@ def validate_and_checkpoint(run: Run, data: Data, run_dir: Path | None, runlog: 
     (``Run.val_pending``): a resume from it runs this validation before training on."""
     run.val_pending = True
     if run.info.is_main:  # a validation can take minutes on a CPU: say so before, not only after
-        log.info("step %d: validating on %d images of %s", run.step, len(data.val_set),
+        log.info("step %d: validating on %s of %s", run.step, count_of(len(data.val_set), "image"),
                  getattr(data.val_set, "name", "the validation data"))
     try:
         cm = evaluate(run, data)
