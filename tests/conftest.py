@@ -33,6 +33,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=f"CamVid not found at {CAMVID_DIR}"))
 
 
+@pytest.fixture(autouse=True)
+def _progress_not_quiet(monkeypatch):
+    """Each test starts with progress on: ``cli.main(["-q", ...])`` run in-process turns it off for
+    the whole interpreter (``progress.set_quiet``), which made the progress tests fail after it on
+    the same xdist worker."""
+    from perception import progress
+
+    monkeypatch.setattr(progress, "_quiet", False)
+
+
 @pytest.fixture
 def camvid_dir() -> Path:
     return CAMVID_DIR

@@ -32,8 +32,14 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="th
 
 
 def _x_listener() -> tuple[socket.socket, int]:
-    """A listening TCP socket on an X display port (6000 + N) of 127.0.0.1, and N."""
-    for number in range(150, 400):
+    """A listening TCP socket on an X display port (6000 + N) of 127.0.0.1, and N.
+
+    Each pytest-xdist worker takes its own 25 display numbers: ``_closed_display`` frees its port
+    again, and another worker's listener taking that port would answer the view that expects a
+    refusal (a CI run failed that way)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    first = 150 + 25 * (int(worker[2:]) % 10 if worker[2:].isdigit() else 0)
+    for number in range(first, first + 25):
         listener = socket.socket()
         try:
             listener.bind(("127.0.0.1", 6000 + number))
