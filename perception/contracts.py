@@ -1,8 +1,9 @@
 """The one place where the sides of the system agree.
 
 Tensor names, dtypes and layouts of exported models, the model-metadata schema stored in an
-ONNX file, the class table, topic names and the ZeroMQ wire format all live here, and the keys of
-the node's stats document (declared in ``perception/stats_schema.py``, re-exported here). The exporter,
+ONNX file, the class table, topic names and the ZeroMQ wire format and its limits all live here,
+and the keys of the node's stats document (declared in ``perception/stats_schema.py``, re-exported
+here); what each received header field may hold is the schema in ``perception/wire_schema.py``. The exporter,
 the engines, the publisher, the subscriber and the tests import these names; a change to the
 wire format or the metadata is one diff that every side sees.
 
@@ -573,7 +574,8 @@ def topic_name(namespace: str, name: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Limits and schema of received headers (what every reader checks before it trusts a message)
+# Limits of received headers (what every reader checks before it trusts a message; the schema that
+# applies them per field is perception/wire_schema.py)
 # --------------------------------------------------------------------------------------------
 
 #: Largest value of the wire's integer counters and stamps (``seq``, ``*_ns``): int64, as ROS and
@@ -610,103 +612,3 @@ MAX_MASK_PIXELS = 4096 * 4096
 #: above, and beyond it training and tracing only exhaust memory; the node takes models of at most
 #: MAX_MASK_PIXELS input pixels.
 MIN_MODEL_INPUT_SIDE, MAX_MODEL_INPUT_SIDE = 16, 4096
-
-
-@dataclass(frozen=True)
-class FieldRule:
-    """What one header field may hold: its JSON ``kind`` (``int``, ``number``, ``str``, ``bool``,
-    ``object``, ``list`` (``low..high`` items, each by ``values``), or ``ns``: a decimal string of an
-    integer in ``low..high``, at most ``max_len`` digits), an inclusive range for numbers, a length bound for strings (characters) and
-    objects (entries), the allowed ``choices``, and for objects either named ``fields`` or a rule
-    for every value (``values``, under string keys of at most ``MAX_HEADER_STRING`` characters).
-    Named fields must be present; other keys of a header are allowed (and bounded by
-    ``MAX_HEADER_BYTES``) so that a newer publisher may add fields."""
-
-    kind: str
-    low: float | None = None
-    high: float | None = None
-    max_len: int | None = None
-    choices: tuple[Any, ...] | None = None
-    fields: dict[str, FieldRule] | None = None
-    values: FieldRule | None = None
-
-
-_INT = FieldRule("int", 0, WIRE_INT_MAX)
-_SIDE = FieldRule("int", 1, MAX_MASK_SIDE)
-_NAME = FieldRule("str", max_len=MAX_HEADER_STRING)
-
-#: A nanosecond stamp of wire version 2: a decimal string of at most 19 digits (int64, no sign).
-_NS = FieldRule("ns", 0, WIRE_INT_MAX, max_len=19)
-
-#: Schema of a wire version 1 mask header (after ``wire_version`` and ``kind``, checked first).
-MASK_HEADER_SCHEMA_V1: dict[str, FieldRule] = {
-    "header": FieldRule("object", fields={
-        "stamp": FieldRule("object", fields={
-            "sec": FieldRule("int", 0, ROS_SEC_MAX),
-            "nanosec": FieldRule("int", 0, ROS_NANOSEC_MAX),
-        }),
-        "frame_id": _NAME,
-    }),
-    "height": _SIDE,
-    "width": _SIDE,
-    "encoding": FieldRule("str", max_len=MAX_HEADER_STRING),
-    "is_bigendian": FieldRule("int", 0, 1),
-    "step": FieldRule("int", 0, WIRE_INT_MAX),
-    "compression": FieldRule("str", choices=tuple(COMPRESSION_OF_ENCODING.values())),
-    "values": FieldRule("str", choices=(VALUES_BINARY, VALUES_CLASS_IDS)),
-    "seq": _INT,
-    "capture_ns": _INT,
-    "publish_ns": _INT,
-    "model_id": _NAME,
-    "latency_ms": FieldRule(
-        "object", max_len=MAX_LATENCY_ENTRIES, values=FieldRule("number", -1e12, 1e12),
-    ),
-}
-#: Schema of a wire version 1 JSON-document header (stats, obstacles).
-JSON_HEADER_SCHEMA_V1: dict[str, FieldRule] = {"name": _NAME, "seq": _INT, "publish_ns": _INT}
-
-#: Schema of a wire version 2 mask header: nanoseconds as decimal strings, plus the publication
-#: counter and the geometry (``roi`` in source pixels, as sensor_msgs/RegionOfInterest;
-#: ``binning_*`` source pixels per mask pixel, as CameraInfo binning but not necessarily whole).
-MASK_HEADER_SCHEMA: dict[str, FieldRule] = {
-    **MASK_HEADER_SCHEMA_V1,
-    "capture_ns": _NS,
-    "publish_ns": _NS,
-    "pub_seq": _INT,
-    "source_height": _SIDE,
-    "source_width": _SIDE,
-    "roi": FieldRule("object", fields={
-        "x_offset": FieldRule("int", 0, MAX_MASK_SIDE),
-        "y_offset": FieldRule("int", 0, MAX_MASK_SIDE),
-        "width": _SIDE,
-        "height": _SIDE,
-        "do_rectify": FieldRule("bool"),
-    }),
-    "binning_x": FieldRule("number", 1e-6, 1e6),
-    "binning_y": FieldRule("number", 1e-6, 1e6),
-}
-#: Schema of a wire version 2 JSON-document header.
-JSON_HEADER_SCHEMA: dict[str, FieldRule] = {"name": _NAME, "seq": _INT, "pub_seq": _INT, "publish_ns": _NS}
-#: Schema of an atomic frame's first header: the frame's numbers and the mask names, in the order
-#: of the (mask header, payload) pairs that follow.
-FRAME_HEADER_SCHEMA: dict[str, FieldRule] = {
-    "frame_id": _NAME, "seq": _INT, "pub_seq": _INT, "capture_ns": _NS, "publish_ns": _NS,
-    "masks": FieldRule("list", 1, MAX_FRAME_MASKS, values=_NAME),
-}
-#: What a reader needs of an ``<namespace>/info`` document (other keys are allowed, as in headers):
-#: the class table, each id once, none of them ``unknown_id`` (checked by ``wire.check_info``).
-INFO_SCHEMA: dict[str, FieldRule] = {
-    "wire_version": FieldRule("int", 0, 1e6),
-    "model_id": _NAME,
-    "unknown_id": FieldRule("int", 0, 255),
-    "classes": FieldRule("list", 0, 255, values=FieldRule("object", fields={
-        "id": FieldRule("int", 0, 254),
-        "name": _NAME,
-        "color_rgb": FieldRule("list", 3, 3, values=FieldRule("int", 0, 255)),
-    })),
-}
-#: The schemas by wire version (mask, json).
-HEADER_SCHEMAS: dict[int, tuple[dict[str, FieldRule], dict[str, FieldRule]]] = {
-    1: (MASK_HEADER_SCHEMA_V1, JSON_HEADER_SCHEMA_V1),
-    2: (MASK_HEADER_SCHEMA, JSON_HEADER_SCHEMA),
-}

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from perception import contracts
+from perception import contracts, wire_schema
 from perception.config import short
 from perception.wire_json import WireError, load_json  # readers import both from here too
 
@@ -175,7 +175,7 @@ _DECIMAL = re.compile(r"[0-9]+")
 _BITPACK = contracts.COMPRESSION_OF_ENCODING["bitpack"]
 
 
-def check_fields(doc: dict[str, Any], schema: dict[str, contracts.FieldRule], what: str) -> None:
+def check_fields(doc: dict[str, Any], schema: dict[str, wire_schema.FieldRule], what: str) -> None:
     """WireError naming the first field of ``schema`` that ``doc`` lacks or holds outside its rule.
 
     An ``int`` field takes any JSON number of integral value (``2``, ``2.0``, ``2e0``: JSON does not
@@ -185,7 +185,7 @@ def check_fields(doc: dict[str, Any], schema: dict[str, contracts.FieldRule], wh
         doc[name] = _check_value(doc.get(name), rule, f"{what} field {name!r}")
 
 
-def _check_value(value: Any, rule: contracts.FieldRule, where: str) -> Any:
+def _check_value(value: Any, rule: wire_schema.FieldRule, where: str) -> Any:
     """``value`` checked against ``rule`` (an integral float of an ``int`` field made an int)."""
     if not isinstance(value, _KIND_TYPES[rule.kind]) or (isinstance(value, bool) and rule.kind != "bool"):
         raise WireError(f"{where} is {short(value)}, expected {_KIND_NAMES[rule.kind]}")
@@ -237,8 +237,8 @@ def _bound(limit: float | None) -> str:
 
 
 def parse_header(frame: bytes | memoryview) -> dict[str, Any]:
-    """Parse and check a header frame against ``contracts.MASK_HEADER_SCHEMA`` /
-    ``contracts.JSON_HEADER_SCHEMA`` (types, ranges, lengths, allowed values) with the bounded
+    """Parse and check a header frame against ``wire_schema.MASK_HEADER_SCHEMA`` /
+    ``wire_schema.JSON_HEADER_SCHEMA`` (types, ranges, lengths, allowed values) with the bounded
     JSON parser (``load_json``).
 
     Returns the header dict. Raises WireVersionError for another wire version, WireError for
@@ -253,17 +253,17 @@ def parse_header(frame: bytes | memoryview) -> dict[str, Any]:
         version = header["wire_version"] = int(version)  # an int field, as every other (check_fields)
     if type(version) is not int:
         raise WireError(f"header field 'wire_version' is {short(version)}, expected int")
-    if version not in contracts.HEADER_SCHEMAS:
+    if version not in wire_schema.HEADER_SCHEMAS:
         raise WireVersionError(version)
     if version < contracts.WIRE_VERSION:
         _warn_deprecated(version)
-    mask_schema, json_schema = contracts.HEADER_SCHEMAS[version]
+    mask_schema, json_schema = wire_schema.HEADER_SCHEMAS[version]
     kind = header.get("kind")
     if kind == contracts.KIND_JSON:
         check_fields(header, json_schema, "json header")
         return _ns_to_int(header)
     if kind == contracts.KIND_FRAME and version >= 2:
-        check_fields(header, contracts.FRAME_HEADER_SCHEMA, "frame header")
+        check_fields(header, wire_schema.FRAME_HEADER_SCHEMA, "frame header")
         return _ns_to_int(header)
     if kind != contracts.KIND_MASK:
         raise WireError(
@@ -286,11 +286,11 @@ def parse_header(frame: bytes | memoryview) -> dict[str, Any]:
 
 
 def check_info(doc: Any) -> dict[str, Any]:
-    """WireError unless ``doc`` is an ``info`` document a reader can use (``contracts.INFO_SCHEMA``:
+    """WireError unless ``doc`` is an ``info`` document a reader can use (``wire_schema.INFO_SCHEMA``:
     the class table, each id once and none of them ``unknown_id``); returns it."""
     if not isinstance(doc, dict):
         raise WireError(f"info payload is a JSON {type(doc).__name__}, expected an object")
-    check_fields(doc, contracts.INFO_SCHEMA, "info")
+    check_fields(doc, wire_schema.INFO_SCHEMA, "info")
     ids = [c["id"] for c in doc["classes"]]
     if len(set(ids)) != len(ids) or doc["unknown_id"] in ids:
         raise WireError(f"info class ids {short(ids)} repeat an id or use unknown_id {doc['unknown_id']}")

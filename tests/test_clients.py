@@ -411,7 +411,7 @@ def _reader_rule_extras() -> list[tuple[str, list[bytes]]]:
         ("latency_ms holding a string", header(b'"infer":1.0', b'"infer":"slow"')),
         ("latency_ms of 33 entries", header(b'"infer":1.0', b",".join(b'"s%d":1' % i for i in range(33)))),
         ("latency_ms 1e13", header(b'"infer":1.0', b'"infer":1e13')),
-        # <ns>/info: contracts.INFO_SCHEMA, ids unique and not unknown_id
+        # <ns>/info: wire_schema.INFO_SCHEMA, ids unique and not unknown_id
         *[(f"info color_rgb {value}", rgb(value))
           for value in ("[256,0,0]", "[0,-1,0]", "[0,0,1.5]", '["1",2,3]', "[true,0,0]", "[null,0,0]", "[1,2]", "[1,2,3,4]",
                         "{}", '"red"')],
@@ -613,7 +613,7 @@ def _accepted_json() -> list[list[bytes]]:
     """Good JSON documents: keys repeated only across objects, a surrogate pair, integral floats in
     the header, the text \\u0000 (an escaped backslash); JSON on any topic but a mask or frame one
     (``publish_json`` takes any name), also under a mask topic or with a non-control U+00A0/U+200B
-    in its name; <ns>/info documents within contracts.INFO_SCHEMA (integral floats in color_rgb,
+    in its name; <ns>/info documents within wire_schema.INFO_SCHEMA (integral floats in color_rgb,
     other keys, no classes)."""
     json_head = dump_header(json_header(name="stats", seq=0, publish_ns=1))
     stats = f"{NS}/stats".encode()
