@@ -42,9 +42,12 @@ def open_folder(argument: str, *, split: str, spec: str) -> SegmentationDataset:
     The split comes from a ``<split>/`` sub-folder with the same layout, else from a
     ``<split>.txt`` list of ``image label`` paths (as ``perception synth`` writes), else from
     split folders in ``images/`` mirrored in ``labels/`` (``_split_folder``), else the whole
-    folder serves each of train, val and test. Without a list, images and labels pair by their
-    path inside ``images/`` and ``labels/`` without the suffix, sub-folders included
-    (``_pairs_by_name``).
+    folder serves each of train, val and test. ``split`` is also read by the split folders' names
+    in any case (``validation`` and ``Val`` are val: ``SPLIT_FOLDER_NAMES``). Once ``train.txt``,
+    ``val.txt`` or ``test.txt`` is there, the lists are the splits: a split without its list is
+    refused (train without ``train.txt`` would train on the ``val.txt`` frames). Without a list,
+    images and labels pair by their path inside ``images/`` and ``labels/`` without the suffix,
+    sub-folders included (``_pairs_by_name``).
     Labels are class-id images, RGB colour-palette images (colours from the table; each class its
     own colour), or 0/255 binary masks for a two-class table whose ignore id is not 255.
 
@@ -59,24 +62,32 @@ def open_folder(argument: str, *, split: str, spec: str) -> SegmentationDataset:
         root = root / split
     elif split_dirs:
         raise unknown_split(split, "folder", split_dirs, f" {root} (no {split}/images there)")
-    list_file = root / f"{split}.txt"
-    has_lists = (root / "train.txt").is_file()
-    if not list_file.is_file() and has_lists:
-        raise unknown_split(split, "folder", [p.stem for p in root.glob("*.txt")], f" {root} (no {list_file.name} there)")
-    if not has_lists and not split_dirs and split not in FLAT_FOLDER_SPLITS:
-        raise unknown_split(split, "folder", FLAT_FOLDER_SPLITS, f" {root} (one folder, no split lists)")
+    wanted = SPLIT_FOLDER_NAMES.get(split.lower(), split)  # validation, Val: the val split, as split folders
+    lists = [f"{name}.txt" for name in FLAT_FOLDER_SPLITS if (root / f"{name}.txt").is_file()]
+    list_file = next((f for f in (root / f"{split}.txt", root / f"{wanted}.txt") if f.is_file()), None)
+    if list_file is None and lists:
+        if wanted == "train":  # val.txt alone: every image, the val.txt frames too, would be trained on
+            listed = " and ".join(lists)
+            raise DataError(f"{root} has {listed} but no train.txt: with list files each split needs its own, as "
+                            f"training on every image would train on the {listed} frames; write train.txt (one "
+                            f"'image_path label_path' line per training pair, as in {lists[0]}), or remove {listed} "
+                            "to split by the folders")
+        raise unknown_split(split, "folder", [p.stem for p in root.glob("*.txt")], f" {root} (no {split}.txt there)")
     table_file = root / "classes.yaml"
     table = _read_class_table(table_file)
     image_dir = require_dir(root / "images", "image folder")
     label_dir = next((root / n for n in ("labels", "masks") if (root / n).is_dir()), None)
     if label_dir is None:
         raise DataError(f"no labels/ or masks/ folder in {root}; put one label image per image there")
-    if list_file.is_file():
+    if list_file is not None:
         pairs = read_list_file(list_file, root)
     else:
-        folder = _split_folder(image_dir, label_dir, split, root)
-        if folder is not None:
-            image_dir, label_dir = image_dir / folder, label_dir / folder
+        # Split folders first: ``validation`` on images/training/ + images/validation/ is theirs to name.
+        folders = _split_folder(image_dir, label_dir, split, root)
+        if folders is not None:
+            image_dir, label_dir = image_dir / folders[0], label_dir / folders[1]
+        elif wanted not in FLAT_FOLDER_SPLITS and not split_dirs:  # a <split>/ sub-folder is that split whole
+            raise unknown_split(split, "folder", FLAT_FOLDER_SPLITS, f" {root} (one folder, no split folders or lists)")
         pairs = _pairs_by_name(image_dir, label_dir)
     return SegmentationDataset(name=spec, class_table=table, pairs=pairs,
                                decode_label=_folder_label_decoder(table, table_file))
@@ -88,14 +99,16 @@ SPLIT_FOLDER_NAMES = {"train": "train", "training": "train", "val": "val", "vali
                       "test": "test", "testing": "test"}
 
 
-def _split_folder(image_dir: Path, label_dir: Path, split: str, root: Path) -> str | None:
-    """The sub-folder of ``images/`` and ``labels/`` that holds ``split``, or None when neither has
-    split folders (then every image serves every split).
+def _split_folder(image_dir: Path, label_dir: Path, split: str, root: Path) -> tuple[str, str] | None:
+    """The sub-folders of ``images/`` and of ``labels/`` that hold ``split`` (``("Train", "train")``),
+    or None when neither has split folders (then every image serves every split).
 
     Split folders (``SPLIT_FOLDER_NAMES``, any case) are the splits only when they are all that
-    ``images/`` holds at its top, and ``labels/`` holds the same folders: anything else beside
-    them (loose images, ``seqA/``, ``thumbs/``) would be trained and validated on, or dropped,
-    without a word, so it is refused naming what is there and the two layouts that work.
+    ``images/`` holds at its top, and ``labels/`` holds folders for the same splits (``Train/``
+    pairs with ``train/``, ``validation/`` with ``val/``): anything else beside them (loose images,
+    ``seqA/``, ``thumbs/``) would be trained and validated on, or dropped, without a word, so it is
+    refused naming what is there and the two layouts that work; so are two folders for one split
+    on one side (``train/`` and ``Train/``), naming both.
     """
     image_splits, image_rest = _top_level(image_dir)
     label_splits, label_rest = _top_level(label_dir)
@@ -118,7 +131,7 @@ def _split_folder(image_dir: Path, label_dir: Path, split: str, root: Path) -> s
                 raise DataError(f"{folder} has {len(names)} folders for split {canonical} "
                                 f"({_listed([f'{n}/' for n in names])}): keep one of them, or list each split's pairs "
                                 "in train.txt and val.txt")
-    if image_splits != label_splits:
+    if image_splits.keys() != label_splits.keys():  # by split, so images/Train/ pairs with labels/train/
         have, want = (f"split folders {_listed(_folders(s))}" if s else "no split folders"
                       for s in (label_splits, image_splits))
         raise DataError(f"{image_dir} has {want} but {label_dir} has {have}; give {label_dir.name}/ the same split "
@@ -126,7 +139,7 @@ def _split_folder(image_dir: Path, label_dir: Path, split: str, root: Path) -> s
     canonical = SPLIT_FOLDER_NAMES.get(split.lower(), split)
     if canonical not in image_splits:
         raise unknown_split(split, "folder", image_splits, f" {root} (no {image_dir.name}/{split}/ there)")
-    return image_splits[canonical][0]
+    return image_splits[canonical][0], label_splits[canonical][0]
 
 
 def _top_level(folder: Path) -> tuple[dict[str, list[str]], list[str]]:
