@@ -41,9 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     overrides.required = False
     parser.add_argument(
         "--check", action="store_true",
-        help="validate; check that the files pipeline nodes read exist and load (model, source, and the CURVE "
-             "key files: curve_secret_key, the curve_allow folder; with per_class_obstacles, that the model's "
-             "obstacle classes make valid topics); print the plan; start nothing",
+        help="validate; check that the files pipeline and replay nodes read exist and load (model, source, the "
+             "recording, and the CURVE key files: curve_secret_key, the curve_allow folder; with "
+             "per_class_obstacles, that the model's obstacle classes make valid topics); print the plan; start nothing",
     )
 
 

@@ -36,7 +36,9 @@ command's flags are generated from: ``pipeline`` against ``RunConfig``, ``record
 message the flag or a YAML file would give), missing include files, two publishing nodes
 (``pipeline``, ``replay``) that bind one address. Each error names the file, the node and the key. ``--check`` also opens the files ``pipeline`` nodes name (``model``, and a
 ``source`` that is a video, an image or an image folder, and its CURVE key files; with
-``per_class_obstacles``, the model's obstacle classes as topics; ``parse.check_node_files``).
+``per_class_obstacles``, the model's obstacle classes as topics), and the files ``replay`` nodes
+read (the recording: there, readable, MCAP, holding a perception message; its CURVE key files;
+``parse.check_node_files``).
 
 Modules, in the order a launch goes through them: ``parse`` (file, arguments, includes, validation
 -> plan), ``substitute`` (``$(var)``/``$(env)``), ``flags`` (node parameters -> command flags),

@@ -348,7 +348,8 @@ def _check_bound_endpoints(nodes: list[NodePlan]) -> None:
 
 
 def check_node_files(plan: LaunchPlan) -> None:
-    """Check that the files ``pipeline`` nodes will open are there and readable, starting nothing.
+    """Check that the files ``pipeline`` and ``replay`` nodes will open are there and readable,
+    starting nothing (a ``replay`` node: ``_check_replay_node``).
 
     The ``model`` (the shipped default when unset; an ``.onnx`` file also through
     ``read_model_metadata``, as the engines read it) and a ``source`` that is a video file, an
@@ -369,7 +370,10 @@ def check_node_files(plan: LaunchPlan) -> None:
     from perception.sources import open_source, source_kind
     from perception.sources.images import is_glob_spec
 
+    made_here = _recorded_here(plan)
     for node in plan.nodes:
+        if node.kind == "replay":
+            _check_replay_node(node, made_here)
         if node.kind != "pipeline":
             continue
         where = f"{node.source_file}: node {node.name!r}: parameters"
@@ -402,6 +406,48 @@ def check_node_files(plan: LaunchPlan) -> None:
                     label = "source" if len(config.cameras) == 1 else f"source {camera.name}"
                     raise type(exc)(f"{where}: {label}: {exc}") from None
         _check_curve_files(config.publish_options, where)
+
+
+def _recorded_here(plan: LaunchPlan) -> set[Path]:
+    """The recordings this launch's ``record`` nodes write (their ``out``, and its folder, which
+    holds its splits), resolved: a ``replay`` node may play one that is not there yet."""
+    made: set[Path] = set()
+    for node in plan.nodes:
+        out = node.parameters.get("out") if node.kind == "record" else None
+        if isinstance(out, (str, Path)) and str(out):
+            made |= {Path(out).resolve(), Path(out).resolve().parent}
+    return made
+
+
+def _check_replay_node(node: NodePlan, made_here: set[Path]) -> None:
+    """A ``replay`` node's recording and CURVE key files, as the node reads them at its start:
+    every file given (or found in a folder, or the splits of a ``--split-*`` recording's name) is
+    there, a regular file this user may read and an MCAP file, and the recording's head holds a
+    perception message (``read_recording``, whose first message the node reads before it binds).
+    A recording that a ``record`` node of this launch writes (its ``out`` not yet a file, or the
+    folder of its splits) is left alone. Then ``curve_secret_key`` and ``curve_allow`` (``_check_curve_files``).
+
+    Raises:
+        SourceError, PublishError, ConfigError: naming the launch file, the node and the key.
+    """
+    from perception.errors import SourceError
+    from perception.mcap_reader import read_recording, recording_files
+    from perception.recover import open_recording
+
+    where = f"{node.source_file}: node {node.name!r}: parameters"
+    config = load_config(NODE_KINDS.get("replay").config_class(), node.parameters, source=where)
+    given = config.file if isinstance(config.file, list) else [config.file]
+    if not any(Path(p).resolve() in made_here and not Path(p).is_file() for p in given):
+        fix = "pass a .mcap file made by 'perception record'"
+        try:
+            for file in recording_files(given):
+                with open_recording(file, fix) as stream:
+                    if stream.read(8) != b"\x89MCAP0\r\n":
+                        raise SourceError(f"{file} is not an MCAP file; {fix}")
+            next(iter(read_recording(given, max_mask_pixels=config.max_mask_pixels)))
+        except PerceptionError as exc:
+            raise type(exc)(f"{where}: file: {exc}") from None
+    _check_curve_files(config.curve, where)
 
 
 def _check_per_class_topics(config: Any, table: Any, where: str) -> None:
