@@ -120,7 +120,7 @@ class ReplaySummary:
         if self.curve_rejections is not None:
             line += (f"; CURVE: {self.curve_rejections} handshake{'' if self.curve_rejections == 1 else 's'} refused, "
                      f"{self.curve_disconnects} client{'' if self.curve_disconnects == 1 else 's'} cut "
-                     "(key removed from --curve-allow)")
+                     "(key revoked in --curve-allow: removed, changed or unreadable)")
         return line
 
 

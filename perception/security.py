@@ -85,6 +85,12 @@ _REVOKED_HOW = {
     "changed": "its .key in --curve-allow was changed to another key",
     "unreadable": "its .key in --curve-allow was left unreadable or malformed, so it was revoked",
 }
+#: The allow-list line's words for the connected clients cut, by how their key was revoked (as above).
+_CUT_WORDS = {
+    "removed": "with a removed key",
+    "changed": "with a changed key",
+    "unreadable": "with an unreadable key",
+}
 # Secret key files already warned about as open to other users (one warning a file a process).
 _warned_open: set[str] = set()
 
@@ -321,16 +327,23 @@ class AuditingAuthenticator(ThreadAuthenticator):
         if not (added or removed or broken or changed or whole or revoked):
             return False
         cut = 0
+        by_how: dict[str, set[bytes]] = {}  # the revoked keys by how their file went (_CUT_WORDS)
+        cut_by_how: dict[str, int] = {}  # the connected clients cut, likewise
         if revoked:
             for key in revoked:  # its file removed, changed to another key, or left unreadable
                 names = {n for n, k in old_files.items() if k == key}
                 how = "changed" if names & set(changed) else "unreadable" if names & set(broken) else "removed"
                 self.revoked[key.decode()] = how
+                by_how.setdefault(how, set()).add(key)
             if self.on_revoke is not None:
-                try:
-                    cut = self.on_revoke(revoked)
-                except Exception:  # the new list holds anyway; only the disconnect failed
-                    log.exception("CURVE allow-list: disconnecting clients with a removed key failed")
+                for how in _CUT_WORDS:
+                    if how not in by_how:
+                        continue
+                    try:
+                        cut_by_how[how] = self.on_revoke(frozenset(by_how[how]))
+                    except Exception:  # the new list holds anyway; only the disconnect failed
+                        log.exception("CURVE allow-list: disconnecting clients %s failed", _CUT_WORDS[how])
+                cut = sum(cut_by_how.values())
                 self.disconnected += cut
         for key in new_keys:
             self.revoked.pop(key.decode(), None)
@@ -342,8 +355,15 @@ class AuditingAuthenticator(ThreadAuthenticator):
         if not new_keys:
             line += "; no client is admitted"
         if revoked:
-            line += (f"; {_plural(cut, 'connected client')} with a removed key disconnected, "
-                     f"new handshakes with {'it' if len(revoked) == 1 else 'them'} refused")
+            # How the keys went, as the parts above and the refusal audit (_REVOKED_HOW) say it: a
+            # key changed to another, or left unreadable, was not removed.
+            hows = [how for how in _CUT_WORDS if how in by_how]
+            if len(hows) == 1:
+                said = f"{_plural(cut, 'connected client')} {_CUT_WORDS[hows[0]]} disconnected"
+            else:
+                said = (f"{_plural(cut, 'connected client')} with a revoked key disconnected ("
+                        + ", ".join(f"{cut_by_how.get(how, 0)} {_CUT_WORDS[how]}" for how in hows) + ")")
+            line += f"; {said}, new handshakes with {'it' if len(revoked) == 1 else 'them'} refused"
         log.info("%s", line)
         return True
 

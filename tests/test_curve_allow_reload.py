@@ -115,7 +115,7 @@ def test_a_removed_key_is_refused_and_its_connected_client_cut(keys, caplog):
         # The laptop connected before the removal stops receiving; its reconnects are refused and
         # counted; the other client is untouched.
         assert _goes_quiet(pub, laptop)
-        assert _receives(pub, spare, timeout_s=1.0)
+        assert _receives(pub, spare)
         deadline = time.monotonic() + DEADLINE_S
         while pub.stats()["curve_rejections"] <= rejections and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -291,9 +291,9 @@ def test_a_key_left_malformed_is_revoked_after_the_grace_and_its_client_cut(keys
         assert _wait_for_log(caplog, "still being written?")
         lines = _wait_for_log(caplog, "(unreadable now laptop.key)")
         assert lines == [f"CURVE allow-list: 1 client key from {allow_dir} (unreadable now laptop.key); 1 connected "
-                         "client with a removed key disconnected, new handshakes with it refused"]
+                         "client with an unreadable key disconnected, new handshakes with it refused"]
         assert _goes_quiet(pub, laptop)
-        assert _receives(pub, spare, timeout_s=1.0)
+        assert _receives(pub, spare)
         with _subscriber(pub, paths, "laptop") as again:  # a new client with that key is refused
             assert not _receives(pub, again, timeout_s=1.5)
 
