@@ -410,7 +410,8 @@ def run_probe(
             result.p50_ms = round(statistics.median(times[result.label]), 3)
     eligible = sorted((r for r in results if r.eligible), key=lambda r: r.p50_ms or float("inf"))
     if not eligible:
-        failed = "; ".join(f"{r.label}: {r.error or f'agreement {100 * (r.agreement or 0):.2f} %'}" for r in results)
+        failed = "; ".join(f"{ran_label(r.engine, r.precision, runs_as)}: "
+                           f"{r.error or f'agreement {100 * (r.agreement or 0):.2f} %'}" for r in results)
         raise ModelError(f"--engine auto: no engine ran {model_path.name} correctly ({failed}); try --engine ort")
     best = eligible[0]
     streams, streams_fps = choose_streams(Candidate(best.engine, best.precision), model_path, options, frames)
@@ -422,12 +423,21 @@ def run_probe(
         engine=best.engine,
         precision=best.precision,
         reason=reason,
-        results=results,
+        results=shown_results(results, runs_as),
         probed_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         probe_s=round(time.perf_counter() - start, 3),
         streams=streams,
         streams_fps=streams_fps,
     )
+
+
+def shown_results(results: list[CandidateResult], file_runs: str) -> list[CandidateResult]:
+    """The rows as a user reads them (the stats document's ``engine_selection.results``, the cached
+    verdict, ``bench probe``): the reference's row names what it ran (``ort``/``int8`` on an INT8
+    file, ``ran_label``). The verdict's own ``engine``/``precision`` and the cache key keep the
+    candidate it is keyed under (``REFERENCE``), and no row is read back as a candidate."""
+    return [dataclasses.replace(r, precision=file_runs) if (r.engine, r.precision) == REFERENCE else r
+            for r in results]
 
 
 def choose_streams(candidate: Candidate, model_path: Path, options: EngineOptions, frames: list[np.ndarray],

@@ -213,7 +213,8 @@ class SwitchingEngine(Engine):
             return
         doc = {**selection.to_dict(), "state": "chosen", "probe_wall_s": round(time.monotonic() - self._started, 3)}
         if (selection.engine, selection.precision) == probe.REFERENCE:
-            self._selection = doc
+            # the reference runs as the file is: int8 for an INT8 file (as auto.open_auto says it)
+            self._selection = {**doc, "precision": self._current.precision or doc["precision"]}
             log.info("--engine auto: the background probe kept %s (%s)", self._running_label, selection.reason)
             return
         candidate = probe.Candidate(selection.engine, selection.precision)
