@@ -24,7 +24,11 @@ Every channel's metadata holds rosbag2's ``offered_qos_profiles`` (YAML), the wi
 ``/meta`` header holds the whole seq, and a message's data and header records share it),
 ``log_time`` the receive time and ``publish_time`` the node's publish time (``mcap_time``). A metadata
 record ``perception.recording`` holds the endpoint, the topics, the perception and wire
-versions, per-topic counts and, in a split, its ``split_index``.
+versions, and the file's own counts: ``message_counts`` (per wire topic, the messages this file
+holds, as its MCAP statistics count its data channels) and ``skipped_counts`` (received while it was
+written, not recorded); a split adds its ``split_index`` and the recording's totals up to its end,
+``recording_message_counts`` and ``recording_skipped_counts``. (Splits of earlier versions hold
+those totals under ``message_counts``; nothing in perception reads the counts.)
 
 A split recording to ``run.mcap`` is ``run_0.mcap``, ``run_1.mcap``... (``split_path``, ``split_files``).
 """

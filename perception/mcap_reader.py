@@ -13,10 +13,11 @@ what this reads (``perception/replay.py``); the layout is ``perception/mcap_layo
 from __future__ import annotations
 
 import logging
+import os
 import re
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,10 @@ import numpy as np
 from perception import contracts
 from perception.errors import SourceError, unreadable
 from perception.mcap_layout import (
+    IMAGE_SCHEMA,
     LATCHED_SUFFIXES,
+    META_SUFFIX,
+    STRING_SCHEMA,
     channel_role,
     split_files,
 )
@@ -55,6 +59,16 @@ class ReadCounters:
 
     malformed: int = 0
     last_error: str | None = None
+
+
+@dataclass
+class _Contents:
+    """What the files read held, for the error when none of it could be replayed
+    (``_nothing_to_replay``): the data messages read (JSON documents and images, not their
+    wire headers), and those left without a wire header at their file's end, by channel name."""
+
+    data_messages: int = 0
+    headerless: dict[str, int] = field(default_factory=dict)
 
 
 def recording_files(path: str | Path | list[str | Path] | tuple[str | Path, ...]) -> list[Path]:
@@ -112,10 +126,12 @@ def read_recording(
     (recorder killed) yields what precedes the cut and logs a warning.
     """
     counters = counters if counters is not None else ReadCounters()
+    skipped_before = counters.malformed
+    contents = _Contents()
     seen = 0
     latched: dict[str, dict[str, Any]] = {}  # the last header of each latched topic
     for file in recording_files(path):
-        for message in _read_file(file, counters, max_mask_pixels, first=seen == 0):
+        for message in _read_file(file, counters, max_mask_pixels, first=seen == 0, contents=contents):
             if message.topic.endswith(LATCHED_SUFFIXES):
                 if latched.get(message.topic) == message.header:
                     continue  # repeated at the start of a split (see mcap_writer.SplitWriter)
@@ -123,11 +139,36 @@ def read_recording(
             seen += 1
             yield message
     if seen == 0:
-        raise SourceError(f"{path}: no perception topics in this recording; record one with 'perception record'")
+        raise SourceError(f"{path}: {_nothing_to_replay(contents, counters.malformed - skipped_before, counters)}")
 
 
-def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, first: bool) -> Iterator[RecordedMessage]:
-    """The messages of one MCAP file; ``first``: nothing was read before it (a cut at once is an error)."""
+def _nothing_to_replay(contents: _Contents, skipped: int, counters: ReadCounters) -> str:
+    """Why a recording gave no message to replay, and the fix: it holds none; what it holds has no
+    wire headers (an MCAP file or ROS 2 bag that ``perception record`` did not write); or every
+    message was skipped (the last reason is named)."""
+    fix = "record one with 'perception record'"
+    if contents.data_messages == 0 and not skipped:
+        return f"no perception topics in this recording (it holds no messages); {fix}"
+    reasons = []
+    if contents.headerless:
+        names = sorted(contents.headerless)
+        count = sum(contents.headerless.values())
+        shown_names = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        reasons.append(f"its {count} message{'' if count == 1 else 's'} on {shown_names} ha"
+                       f"{'s' if count == 1 else 've'} no wire-header channel beside {'it' if len(names) == 1 else 'them'} "
+                       f"({names[0]}{META_SUFFIX}: each message's JSON header as a {STRING_SCHEMA}), which replay "
+                       "sends them with")
+    if skipped:
+        reasons.append(f"{skipped} message{'' if skipped == 1 else 's'} skipped as malformed (the last: "
+                       f"{counters.last_error})")
+    what = "not a perception recording" if contents.headerless and not skipped else "no message of it can be replayed"
+    return f"{what}: {'; '.join(reasons)}; {fix} (the README's recording section describes the layout)"
+
+
+def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, first: bool,
+               contents: _Contents | None = None) -> Iterator[RecordedMessage]:
+    """The messages of one MCAP file; ``first``: nothing was read before it (a cut at once is an
+    error). ``contents`` is told what the file held (``_Contents``)."""
     from mcap.exceptions import McapError
     from mcap.records import Channel, Message, Schema
     from mcap_ros2.decoder import DecoderFactory
@@ -165,7 +206,9 @@ def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, firs
         # bad header, instead of ending the file as if it were cut short.
         factory = DecoderFactory()
         pending_meta: dict[tuple[str, int], dict[str, Any]] = {}
-        pending_data: dict[tuple[str, int], tuple[Any, int]] = {}
+        pending_data: dict[tuple[str, int], tuple[Any, int, str]] = {}
+        contents = contents if contents is not None else _Contents()
+        data_channels: dict[str, str] = {}  # wire topic -> its data channel's name
         rejected: set[tuple[str, int]] = set()  # messages whose header or data was skipped
         seen = 0
         try:
@@ -193,6 +236,9 @@ def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, firs
                 channel = channels[message.channel_id]
                 schema = schemas.get(channel.schema_id)
                 is_header, topic = channel_role(channel)
+                if not is_header:
+                    contents.data_messages += 1
+                    data_channels[topic] = channel.topic
                 key = (topic, message.sequence)
                 decoded = _decoded(factory, schema, channel, message, counters)
                 header = _recorded_header(decoded, channel.topic, counters) if is_header and decoded is not None else None
@@ -212,7 +258,7 @@ def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, firs
                         continue
                     got = _recorded(topic, header, *pending_data.pop(key), counters, max_mask_pixels)
                 else:
-                    payload = (decoded, message.log_time)
+                    payload = (decoded, message.log_time, getattr(schema, "name", ""))
                     if key not in pending_meta:
                         pending_data[key] = payload
                         continue
@@ -222,17 +268,24 @@ def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, firs
                     seen += 1
                     yield got
         except (McapError, struct.error, EOFError, ValueError) as exc:
-            reason = _read_error(exc, stream.tell())
+            offset = stream.tell()
+            cut = _cut_short(exc, offset, stream)
+            reason = f"at byte {offset}: the file ends inside a record" if cut else _read_error(exc, offset)
             if seen == 0 and first:
                 # Nothing before the cut: --recover would find no message either.
                 if damaged:
                     reason = f"damaged {damaged[0]}, and it ends {reason}"
+                elif cut:
+                    reason = f"not a whole MCAP file: it is cut short, ending at byte {offset} inside a record"
                 raise SourceError(f"{path}: not a readable MCAP recording ({reason}); no message before that can be "
                                   "replayed or recovered: record it again") from None
             log.warning(
                 "%s is cut short after %d messages (%s); was the recorder killed? 'perception record --recover FILE' "
                 "rebuilds it", path, seen, reason,
             )
+        for topic, _seq in pending_data:  # data whose wire header never came
+            name = data_channels.get(topic, topic)
+            contents.headerless[name] = contents.headerless.get(name, 0) + 1
         if damaged and seen == 0 and first:
             raise SourceError(f"{path}: not a readable MCAP recording (damaged {damaged[0]}); no message of it can be "
                               "replayed or recovered: record it again")
@@ -241,10 +294,24 @@ def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, firs
 
 
 def _read_error(exc: BaseException, offset: int) -> str:
-    """Where and why reading stopped, never empty (the ``mcap`` library's EndOfFile has no text)."""
+    """Where and why reading stopped, never empty (the ``mcap`` library's EndOfFile has no text),
+    never Python's own wording for a short buffer (struct.error: "unpack requires a buffer of 4 bytes")."""
     if isinstance(exc, DamagedRecord):
         return f"damaged {exc}"  # "damaged at byte N: a zstd chunk does not decompress (...)"
+    if isinstance(exc, struct.error):
+        return f"at byte {offset}: a record is shorter than its own fields (damaged)"
     return f"at byte {offset}: {str(exc) or 'the file ends inside a record'}"
+
+
+def _cut_short(exc: BaseException, offset: int, stream: Any) -> bool:
+    """Whether reading stopped because the file ends inside a record: a short read (struct.error,
+    EOFError, the ``mcap`` library's EndOfFile, which has no text) with the file read to its end."""
+    if isinstance(exc, DamagedRecord) or not (isinstance(exc, (struct.error, EOFError)) or not str(exc)):
+        return False
+    try:
+        return offset >= os.fstat(stream.fileno()).st_size
+    except (OSError, AttributeError, ValueError):
+        return False
 
 
 
@@ -286,12 +353,21 @@ def _recorded_header(decoded: Any, channel: str, counters: ReadCounters) -> dict
 
 
 def _recorded(
-    topic: str, header: dict[str, Any], decoded: Any, log_time: int, counters: ReadCounters, max_mask_pixels: int,
+    topic: str, header: dict[str, Any], decoded: Any, log_time: int, schema: str, counters: ReadCounters,
+    max_mask_pixels: int,
 ) -> RecordedMessage | None:
-    """The message of a header and its data record; None (counted) when the two do not fit."""
+    """The message of a header and its data record (``schema``: the data record's schema name);
+    None (counted) when the two do not fit."""
     from perception.wire import WireError, load_json
 
-    if header["kind"] == contracts.KIND_MASK:
+    is_mask = header["kind"] == contracts.KIND_MASK
+    expected = IMAGE_SCHEMA if is_mask else STRING_SCHEMA
+    if schema != expected:
+        what = "a mask" if is_mask else "a JSON document"
+        _skip(counters, f"{topic} seq {header['seq']}: the recorded message is a {schema or 'schemaless message'}, "
+                        f"but its header says {what}, which is recorded as {expected}")
+        return None
+    if is_mask:
         h, w, data = header["height"], header["width"], getattr(decoded, "data", None)
         if h * w > max_mask_pixels:
             _skip(counters, f"{topic} seq {header['seq']}: a {h}x{w} mask is more than {max_mask_pixels} pixels")

@@ -206,6 +206,9 @@ class McapMaskWriter:
         self._broken: str | None = None
         #: Per-topic figures; a dict shared by the splits of one recording gives the totals.
         self.counts: dict[str, TopicCount] = counts if counts is not None else {}
+        #: Messages in this file alone, per wire topic, the latched ones repeated at a split's start
+        #: included: what a reader of the file finds there (its metadata's ``message_counts``).
+        self.file_counts: dict[str, int] = {}
         self.messages = 0
         #: Every message written (``messages`` and the latched ones repeated at a split's start).
         self._records = 0
@@ -295,6 +298,7 @@ class McapMaskWriter:
         if count:
             self.counts.setdefault(msg.topic, TopicCount()).add(seq)
             self.messages += 1
+        self.file_counts[msg.topic] = self.file_counts.get(msg.topic, 0) + 1
         self._records += 1
         if ends[1] != ends[0]:  # a chunk was written after its data record: this message is whole in it
             self._chunk_ends.append((ends[1], self.messages, self._records))
@@ -412,7 +416,9 @@ class SplitWriter:
     recorder killed mid-run loses at most the open split, and ``perception recover`` rebuilds
     that one. A split ends at the first message after its duration has passed, or once the file
     has reached ``split_size`` MB; it can exceed the size by at most one chunk (``chunk_size``,
-    at most ``chunk_size_kb`` and an eighth of the size limit). ``metadata`` is called when a split is closed.
+    at most ``chunk_size_kb`` and an eighth of the size limit). ``metadata(split=, file_counts=)`` is
+    called when a file is closed, with its split index (None without splits) and the messages that
+    file holds per topic (``McapMaskWriter.file_counts``); it returns the file's metadata record.
     The latest message of each latched topic (``<ns>/info``) is written again at the start of
     every split, so each split alone holds the class table it needs (a replay of all the splits
     sends it once).
@@ -493,7 +499,7 @@ class SplitWriter:
             self._replace_old()
             self._open(msg.receive_ns)
         elif self.config.splits and self._full():
-            self._writer.close(self._metadata(split=len(self.paths) - 1))
+            self._writer.close(self._metadata(split=len(self.paths) - 1, file_counts=dict(self._writer.file_counts)))
             self._open(msg.receive_ns)
         self._writer.write(msg)
         self.frames.add(msg.topic, mask=msg.header["kind"] == contracts.KIND_MASK, seq=int(msg.header["seq"]),
@@ -509,7 +515,8 @@ class SplitWriter:
     def close(self) -> None:
         """Finish the open file; idempotent."""
         if self._writer is not None:
-            self._writer.close(self._metadata(split=len(self.paths) - 1 if self.config.splits else None))
+            self._writer.close(self._metadata(split=len(self.paths) - 1 if self.config.splits else None,
+                                              file_counts=dict(self._writer.file_counts)))
 
     def abandon(self) -> Abandoned:
         """Close the open file unfinished, ignoring errors (see ``McapMaskWriter.abandon``), and say

@@ -144,6 +144,8 @@ class Recorder:
         self._started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.messages = 0
         self.write_errors = 0
+        #: ``skipped()`` when each split was closed, by split index (``_metadata``).
+        self._skipped_at_split_end: dict[int, dict[str, int]] = {}
         self._sub = MaskSubscriber(
             config.endpoint,
             topics=list(config.topic) or None,
@@ -267,18 +269,37 @@ class Recorder:
             "write_errors": self.write_errors,
         }
 
-    def _metadata(self, split: int | None = None) -> dict[str, str]:
-        """The ``perception.recording`` record; counts are the recording's totals up to this file's end."""
-        counts = {t: c.messages for t, c in self._writer.counts.items()}
-        extra = {} if split is None else {"split_index": str(split)}
+    def _metadata(self, split: int | None = None, file_counts: dict[str, int] | None = None) -> dict[str, str]:
+        """The ``perception.recording`` record of one file. ``message_counts`` and ``skipped_counts``
+        describe that file: the messages it holds per topic (``file_counts``; in a split the latched
+        ``<ns>/info`` written again at its start included, so they equal the file's own statistics)
+        and those skipped while it was being written. A split also gives the recording's totals up
+        to its end, ``recording_message_counts`` (each message once) and ``recording_skipped_counts``.
+        Splits written by earlier versions hold the running totals under ``message_counts``;
+        nothing in perception reads these counts, so replay and ``--recover`` take either."""
+        totals = {t: c.messages for t, c in self._writer.counts.items()}
+        skipped = self.skipped()
+        if split is None:
+            own_skipped = skipped
+        else:
+            # The totals when this split closed, kept by index (close may be asked for it again).
+            ends = self._skipped_at_split_end
+            ends.setdefault(split, skipped)
+            before = ends.get(split - 1, {})
+            own_skipped = {k: v - before.get(k, 0) for k, v in ends[split].items()}
+        extra = {} if split is None else {
+            "split_index": str(split),
+            "recording_message_counts": json.dumps(totals, sort_keys=True),
+            "recording_skipped_counts": json.dumps(self._skipped_at_split_end[split], sort_keys=True),
+        }
         return extra | {
             "endpoint": self.config.endpoint,
             "subscription": self.config.namespace or " ".join(self.config.topic),
             "started_utc": self._started_utc,
             "perception_version": __version__,
             "wire_version": str(contracts.WIRE_VERSION),
-            "message_counts": json.dumps(counts, sort_keys=True),
-            "skipped_counts": json.dumps(self.skipped(), sort_keys=True),
+            "message_counts": json.dumps(totals if file_counts is None else file_counts, sort_keys=True),
+            "skipped_counts": json.dumps(own_skipped, sort_keys=True),
             "layout": (f"masks: {IMAGE_SCHEMA} (mono8: 0/255 masks; 8UC1: class ids, channel metadata "
                        f"{VALUES_KEY}=class_ids); JSON topics: {STRING_SCHEMA}; wire headers: <topic>{META_SUFFIX}; "
                        f"wire topic of each channel: channel metadata {WIRE_TOPIC_KEY}"),

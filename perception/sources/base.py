@@ -105,11 +105,16 @@ def quiet_video_backends() -> None:
     """Silence OpenCV's and FFmpeg's console output unless the user asked for it by environment.
 
     FFmpeg's level is read by OpenCV when it first opens a capture (``OPENCV_FFMPEG_LOGLEVEL``,
-    -8 is AV_LOG_QUIET); OpenCV's own is set directly.
+    -8 is AV_LOG_QUIET); OpenCV's own is set directly, to SILENT: its decoders report a damaged
+    file at ERROR level (``[ERROR:0@0.6] global grfmt_png.cpp:297 readHeader IHDR chunk shall be
+    first...``), once per read, so every ``--loop`` pass repeated it, and our own warning already
+    names the file once. Nothing the node does depends on these lines: OpenCV's failures reach it
+    as return values and ``cv2.error`` exceptions, which the level does not change.
     """
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    if "OPENCV_LOG_LEVEL" not in os.environ:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    if os.environ.get("OPENCV_LOG_LEVEL", "SILENT") == "SILENT":  # perception/__init__.py's default,
+        # set directly too for a program that imported cv2 before perception (the variable is read once)
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 quiet_video_backends()
