@@ -349,11 +349,26 @@ def _main(argv: list[str]) -> int:
     if command == "run":
         # Signals from the first instruction: the node exits cleanly, with its stats, whenever
         # SIGINT/SIGTERM arrives (see perception/commands/run.py).
-        from perception.signals import (
-            install_startup_signals,  # standard library only: before the command's imports
+        from perception.signals import (  # standard library only: before the command's imports
+            STARTUP_SIGNALS,
+            install_startup_signals,
         )
 
         install_startup_signals()
+        try:
+            return _parse_and_run(argv, command)
+        finally:
+            # run's own main gives the signals back; a command line refused before it (argparse's
+            # exit for a flag given twice, --help) left them caught, with their stop watch running,
+            # in a program that calls main() and goes on.
+            if STARTUP_SIGNALS.installed:
+                STARTUP_SIGNALS.uninstall()
+    return _parse_and_run(argv, command)
+
+
+def _parse_and_run(argv: list[str], command: str | None) -> int:
+    """Parse ``argv`` for ``command`` (``_chosen_command``), set up logging, and run the command,
+    turning a ``PerceptionError`` (and the few OS failures a user causes) into its one line and status."""
     parser = build_parser(command)
     args = parser.parse_args(argv)
     if args.command is None:
