@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
-import socket
+import itertools
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,62 @@ def _progress_not_quiet(monkeypatch):
     from perception import progress
 
     monkeypatch.setattr(progress, "_quiet", False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _worker_caches(tmp_path_factory):
+    """The engines' caches, which default to ~/.cache/perception, in this worker's temporary folder
+    (the variables reach the nodes that tests start, too): a test neither reads what an earlier run,
+    another worker or the user's own runs left there nor writes into the user's home. The ONNX
+    Runtime and OpenVINO caches (keyed by the model's bytes, written atomically) are the worker's;
+    the ``--engine auto`` verdict cache is each test's own (``_private_probe_cache``). A test that
+    needs its own sets the variable again."""
+    caches = tmp_path_factory.mktemp("engine-caches")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PERCEPTION_ORT_CACHE", str(caches / "ort"))
+        mp.setenv("PERCEPTION_OPENVINO_CACHE", str(caches / "openvino"))
+        mp.setenv("PERCEPTION_PROBE_CACHE", str(caches / "probe" / "session"))
+        yield caches
+
+
+_probe_caches = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _private_probe_cache(_worker_caches, monkeypatch):
+    """Each test its own ``--engine auto`` verdict cache, which decides what a node runs: a verdict
+    one test probed or wrote is never another test's first start."""
+    monkeypatch.setenv("PERCEPTION_PROBE_CACHE", str(_worker_caches / "probe" / str(next(_probe_caches))))
+
+
+@pytest.fixture(autouse=True)
+def _stop_signal_handlers_kept():
+    """SIGINT/SIGTERM/SIGHUP as the test found them. ``cli.main(["run", ...])`` in process installs
+    the start-up handlers before it parses its flags, and a refused command line (a flag given twice:
+    argparse's exit) left them installed, with their stop watch on the wakeup fd: a later test that
+    sends itself two signals then ended the whole worker ("a second stop signal ... exiting now")."""
+    import signal
+
+    stops = [s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None]
+    before = {s: signal.getsignal(s) for s in stops}
+    yield
+    signals = sys.modules.get("perception.signals")
+    if signals is not None and signals.STARTUP_SIGNALS.installed:
+        signals.STARTUP_SIGNALS.uninstall()
+    for sig, handler in before.items():
+        if handler is not None and signal.getsignal(sig) != handler:
+            signal.signal(sig, handler)
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_kept():
+    """torch's thread count as the test found it: an in-process ``train``/``eval`` (``torch_threads``)
+    or a test's ``torch.set_num_threads(1)`` otherwise sets it for every later test of the worker."""
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    yield
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -86,10 +143,11 @@ def tiny_engine(tiny_model_path):
 
 @pytest.fixture
 def free_tcp_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1, free now and from this xdist worker's own block
+    (tests/loopback_ports.py: no other worker's test or ``bind(0)`` takes it meanwhile)."""
+    from loopback_ports import free_tcp_port
+
+    return free_tcp_port()
 
 
 # Hypothesis profiles for the fuzz tests (tests/test_fuzz.py). "ci", the default, is what

@@ -4,12 +4,12 @@ and what `perception run` uses when no --model is given."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 
 import onnx
 import pytest
+from loopback_ports import free_tcp_port
 
 from perception.datasets import open_dataset
 from perception.engines import EngineOptions, load_engine
@@ -59,9 +59,7 @@ def test_default_model_segments_unseen_synthetic_scenes():
 
 
 def test_run_without_model_uses_the_default(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_tcp_port()
     proc = subprocess.run(
         [sys.executable, "-m", "perception", "-q", "run", "--source", "synthetic", "--queue", "lossless",
          "--max-frames", "5", "--threads", "1", "--endpoint", f"tcp://127.0.0.1:{port}"],

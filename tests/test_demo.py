@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import cv2
+from loopback_ports import free_endpoint
 from tiny_models import write_brightness_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -15,9 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_demo_runs_and_writes_its_files(tmp_path):
     model = write_brightness_model(tmp_path / "tiny.onnx", (48, 64))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    endpoint = free_endpoint()
     done = subprocess.run(
         [sys.executable, "-m", "perception", "demo", "--model", str(model), "--duration", "3", "--endpoint", endpoint,
          "--out", str(tmp_path / "out"), "--width", "128", "--height", "96", "--fps", "15", "--threads", "1"],

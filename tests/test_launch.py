@@ -35,11 +35,9 @@ def model_path(tmp_path_factory) -> Path:
 
 
 def free_port() -> int:
-    import socket
+    from loopback_ports import free_tcp_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_tcp_port()  # this xdist worker's own port block (a freed bind(0) port may be taken)
 
 
 def camera_node(name: str, port: int, model: Path, **extra) -> dict:
@@ -149,7 +147,7 @@ def test_nodes_do_not_outlive_a_killed_launcher(tmp_path, model_path):
         child = int(launch.wait_line(r"started node 'solo' \(pid (\d+)\)").group(1))
         launch.proc.kill()
         launch.proc.wait(timeout=10)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 30  # the node's own stop deadline is 20 s after the kernel's SIGTERM
         while time.monotonic() < deadline:
             try:
                 os.kill(child, 0)

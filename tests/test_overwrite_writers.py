@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -31,9 +30,9 @@ def _one_error(err: str) -> str:
 
 
 def _free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    from loopback_ports import free_endpoint
+
+    return free_endpoint()  # this xdist worker's own port block (a freed bind(0) port may be taken)
 
 
 def _cli(*args: str, cwd: Path, timeout: float = 90) -> subprocess.CompletedProcess:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -37,9 +36,9 @@ ENCODINGS = {"drivable": "png", "lane": "bitpack", "obstacle": "mono8", "class_m
 
 
 def free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    from loopback_ports import free_endpoint
+
+    return free_endpoint()  # this xdist worker's own port block (a freed bind(0) port may be taken)
 
 
 def wait_until(predicate, timeout_s: float = 20.0, what: str = "condition") -> None:

@@ -137,7 +137,7 @@ def test_a_stop_while_a_stream_that_never_answers_opens_is_a_clean_stop(tiny_mod
     try:
         assert blackhole.accepted.wait(120), "the node never connected to the stream"
         proc.send_signal(getattr(signal, name))
-        out, err = proc.communicate(timeout=15)
+        out, err = proc.communicate(timeout=60)  # past the node's own 20 s stop deadline: that one decides
     finally:
         if proc.poll() is None:
             proc.kill()

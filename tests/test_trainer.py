@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from loopback_ports import free_tcp_port
 from torch import nn
 
 from perception.contracts import ClassInfo, ClassTable
@@ -412,9 +412,7 @@ def _ddp_worker(rank: int, port: int, data_spec: str, out: str) -> None:
 
 
 def test_ddp_two_processes_on_gloo_keep_identical_weights(data_spec, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_tcp_port()
     torch.multiprocessing.spawn(_ddp_worker, args=(port, data_spec, str(tmp_path)), nprocs=2, join=True)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     # Parameters (BatchNorm running stats are per rank on CPU; DDP re-broadcasts rank 0's each forward).

@@ -156,9 +156,12 @@ def test_an_error_in_a_stream_worker_is_raised_to_the_measurement_not_printed():
 # ---- N4: SIGTERM while view waits for an X server ---------------------------------------------------------
 
 
-def _silent_x_server() -> tuple[str, threading.Event, socket.socket]:
+def _silent_x_server() -> tuple[str, threading.Event, socket.socket, list[socket.socket]]:
     """A DISPLAY on 127.0.0.1 whose server accepts the connection and never answers; the event is set
-    once it accepted (the view is then inside its display check)."""
+    once it accepted (the view is then inside its display check). The accepted connection is in the
+    list, which the caller keeps until the view is done: held only by the accepting thread, it was
+    closed when that thread ended, and a view slow to get its signal (a loaded machine) then saw
+    "no X server there" and went on past the check."""
     from test_view_display_and_out import _x_listener
 
     listener, number = _x_listener()
@@ -172,7 +175,7 @@ def _silent_x_server() -> tuple[str, threading.Event, socket.socket]:
             accepted.set()
 
     threading.Thread(target=serve, daemon=True).start()
-    return f"127.0.0.1:{number}", accepted, listener
+    return f"127.0.0.1:{number}", accepted, listener, held
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the X display probe is for Linux")
@@ -184,7 +187,7 @@ def test_a_stop_signal_during_the_display_check_stops_view_cleanly(tmp_path, sig
         ctypes.CDLL("libxcb.so.1")
     except OSError:
         pytest.skip("no libxcb here: the display check opens no connection")
-    display, accepted, listener = _silent_x_server()
+    display, accepted, listener, held = _silent_x_server()
     env = {k: v for k, v in os.environ.items() if k != "WAYLAND_DISPLAY"}
     env["DISPLAY"] = display
     with listener:
@@ -199,6 +202,8 @@ def test_a_stop_signal_during_the_display_check_stops_view_cleanly(tmp_path, sig
             if view.poll() is None:
                 view.kill()
                 view.communicate()
+            for conn in held:
+                conn.close()
     assert view.returncode == 0, (view.returncode, err)  # was -15: killed with no line
     assert out == "" and "Traceback" not in err
     assert err.strip().endswith("nothing rendered: stopped before the first frame"), err

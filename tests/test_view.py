@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import threading
@@ -12,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from loopback_ports import free_endpoint
 from tiny_models import write_brightness_model
 
 from perception.contracts import ClassInfo, ClassTable
@@ -114,9 +114,7 @@ def test_view_cli_runs_a_model_into_an_mp4(tmp_path):
 
 def test_view_of_a_node_pairs_masks_with_frames_by_seq(tmp_path):
     """Masks from a publisher, drawn over the synthetic frame with the same seq (same seed)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    endpoint = free_endpoint()
     model = write_brightness_model(tmp_path / "tiny.onnx", (32, 48))
     config = ViewConfig(endpoint=endpoint, namespace="perception/v", source="synthetic", model=model,
                         source_options=SourceOptions(seed=3, width=96, height=64), out=tmp_path / "frames",
@@ -177,9 +175,7 @@ def test_view_cli_that_renders_nothing_says_why_and_fails(tmp_path):
 
 
 def _free_endpoint() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    return free_endpoint()
 
 
 def test_view_of_a_silent_node_to_a_file_fails_naming_the_endpoint(tmp_path):
