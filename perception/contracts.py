@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -154,13 +155,23 @@ class ClassTable:
 
     def new_table_error(self) -> str | None:
         """What keeps this table from being a new one (a ``classes.yaml`` that a dataset, a training
-        run and then a model carry), or None: a class name that ``class_name_error`` refuses, or an
-        empty task group (it would be scored as IoU 0 of no class). Stored tables (model files,
-        checkpoints) are read without this check, so that files written before it still run."""
+        run and then a model carry), or None: a class name that ``class_name_error`` refuses, two
+        names equal under Unicode NFC normalisation (one text spelled two ways), or an empty task
+        group (it would be scored as IoU 0 of no class). Stored tables (model files, checkpoints)
+        are read without this check, so that files written before it still run."""
         for name in self.names:
             problem = class_name_error(name)
             if problem is not None:
                 return f"class name {name!r:.80} {problem}; rename the class"
+        # Two spellings of one text (precomposed 'é' or 'e' and a combining accent) print alike, as do
+        # their per-class topics: told apart in the line by their code points (ascii()).
+        spelled: dict[str, str] = {}
+        for name in self.names:
+            first = spelled.setdefault(unicodedata.normalize("NFC", name), name)
+            if first != name:
+                return (f"class names {first!r:.80} and {name!r:.80} are one name in two Unicode spellings "
+                        f"({ascii(first)} and {ascii(name)}), which print alike, as do their per-class topics; "
+                        "rename one of them, or merge the two classes")
         for task, members in self.task_groups.items():
             if not members:
                 return f"task group {task!r} is empty: name its classes, or leave the group out"
@@ -266,12 +277,22 @@ def topic_segment_error(name: str) -> str | None:
     return None
 
 
+#: How readers name a class id that the class table does not name (the C and JS clients'
+#: ``classes_present``: ``id<N>``, the unknown id as ``id255``, every id before ``info`` arrived), kept
+#: out of new tables by ``class_name_error`` so that no class prints as such an id.
+UNNAMED_ID_NAME = re.compile(r"id[0-9]+")
+#: The names ``perception eval --tasks`` gives pixels that are no class of the model's table, among
+#: its classes (``false_negative_by_prediction``), and what each stands for; kept out of new tables.
+READER_RESERVED_NAMES = {"unknown": "marked unknown (id 255)", "unreachable": "cut from drivable as unreachable"}
+
+
 def class_name_error(name: str) -> str | None:
     """Why ``name`` cannot be a class name of a new table (``ClassTable.new_table_error``), or None:
     it must be a topic part (``topic_segment_error``: a class of the obstacle group is published on
     ``<namespace>/obstacle/<class>``) of 1..``MAX_CLASS_NAME`` UTF-8 bytes (so that topic fits the
-    readers' limit under any namespace), and nameable in ``--task``/``--data-task``, which split
-    their value at commas and strip the spaces around each name."""
+    readers' limit under any namespace), nameable in ``--task``/``--data-task``, which split
+    their value at commas and strip the spaces around each name, and none of the names readers give
+    what is not a class (``UNNAMED_ID_NAME``, ``READER_RESERVED_NAMES``)."""
     problem = topic_segment_error(name)
     if problem is not None:
         return problem
@@ -283,6 +304,12 @@ def class_name_error(name: str) -> str | None:
         return "starts or ends with a space, which --task and --data-task strip"
     if "," in name:
         return "holds ',', which separates the classes of --task and --data-task"
+    if UNNAMED_ID_NAME.fullmatch(name):
+        return (f"is how the C and JS clients print a class id the table does not name (id<N>: id{UNKNOWN_CLASS_ID} "
+                "for unknown pixels), so it would read as another id")
+    if name in READER_RESERVED_NAMES:
+        return (f"is the name perception eval --tasks gives pixels {READER_RESERVED_NAMES[name]}, beside the "
+                "model's classes, so their counts would merge with this class's")
     return None
 
 

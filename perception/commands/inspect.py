@@ -47,6 +47,7 @@ def format_description(d) -> list[str]:
     from pathlib import Path
 
     from perception.contracts import OUTPUT_CONFIDENCE, UNKNOWN_CLASS_ID, confidence_pool
+    from perception.metrics import display_width
     from perception.sources.base import shown  # the graph's producer is not checked metadata: escaped
 
     m = d.metadata
@@ -148,13 +149,16 @@ def format_description(d) -> list[str]:
         lines.append(f"warning    the graph's argmax runs over {graph} classes, its class table names {table.num_classes}: "
                      f"classes {graph}..{table.num_classes - 1} never appear; the metadata is another model's: "
                      "re-export the model")
+    # Padded by the columns a terminal shows (a CJK character or an emoji takes two), as eval's table.
+    columns = max([20, *(display_width(name) for name in table.names)])
     for c in table.classes:
         iou = f"  IoU {_pct(per_class[c.name])}" if c.name in per_class else ""
-        lines.append(f"  {c.id:>3}  {c.name:<20} rgb{tuple(c.color)}{iou}")
+        lines.append(f"  {c.id:>3}  {c.name}{' ' * (columns - display_width(c.name))} rgb{tuple(c.color)}{iou}")
     if table.task_groups:
         lines.append("tasks")
+        columns = max([10, *(display_width(task) for task in table.task_groups)])
         for task, names in table.task_groups.items():
-            lines.append(f"  {task:<10} {', '.join(names)}")
+            lines.append(f"  {task}{' ' * (columns - display_width(task))} {', '.join(names)}")
     lines.append("inputs")
     lines += [f"  {t.name:<12} {t.dtype:<8} {list(t.shape)}" for t in d.inputs]
     lines.append("outputs")

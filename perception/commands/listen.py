@@ -51,6 +51,7 @@ from perception.cli import GoneSafe, emit
 from perception.config import same_setting, setting
 from perception.errors import ConfigError, SourceUnavailableError
 from perception.flags import add_flags, config_from_flags
+from perception.metrics import display_width
 from perception.options import CurveClientOptions, ReaderQueueOptions, ReaderTopicOptions
 from perception.overwrite import refuse_earlier_output, remove_earlier_output
 from perception.signals import install_signal_handlers
@@ -155,11 +156,23 @@ def _remove_earlier_masks(earlier: list[Path], save_dir: Path) -> None:
     log.info("removed the %d mask(s) of an earlier listen in %s", count, save_dir)
 
 
-def _format_line(topic: str, figures: dict[str, Any]) -> str:
+#: The narrowest topic column of listen's report lines, in terminal columns.
+TOPIC_COLUMNS = 32
+
+
+def _topic_columns(topics) -> int:
+    """The topic column's width for these topics: the widest of them as a terminal shows it (a CJK
+    character or an emoji of a per-class topic takes two columns), at least ``TOPIC_COLUMNS``."""
+    return max([TOPIC_COLUMNS, *(display_width(topic) for topic in topics)])
+
+
+def _format_line(topic: str, figures: dict[str, Any], columns: int = TOPIC_COLUMNS) -> str:
+    """One report line; ``topic`` padded to ``columns`` terminal columns (``_topic_columns``)."""
     lat = figures["latency_ms"]
     lat_text = f"lat p50 {lat['p50']:7.1f} p90 {lat['p90']:7.1f} p99 {lat['p99']:7.1f} ms" if lat else "lat        -"
+    pad = " " * max(0, columns - display_width(topic))
     return (
-        f"{topic:<32} {figures['rate_hz']:6.1f} Hz  {lat_text}  missing {figures['missing']:<5d} "
+        f"{topic}{pad} {figures['rate_hz']:6.1f} Hz  {lat_text}  missing {figures['missing']:<5d} "
         f"(lost {figures['lost']}, node {figures['node_dropped']}) "
         f"{figures['bytes_per_s'] / 1e3:9.1f} kB/s  n={figures['count']}"
     )
@@ -322,8 +335,9 @@ def no_messages_hint(what_flag: str, *, curve: bool) -> str:
 def _report(stats: dict[str, TopicStats], sub: MaskSubscriber, now_s: float, out, hint: str) -> None:
     if not stats:
         print(f"no messages yet from {sub.endpoint}; {hint}", file=out, flush=True)
+    columns = _topic_columns(stats)
     for topic, s in sorted(stats.items()):
-        print(_format_line(topic, s.window(now_s)), file=out)
+        print(_format_line(topic, s.window(now_s), columns), file=out)
     skipped = sub.counters.malformed + sub.counters.version_mismatch
     if skipped:
         print(f"skipped {skipped} bad message(s): {sub.last_error}", file=out)
@@ -336,8 +350,9 @@ def _report(stats: dict[str, TopicStats], sub: MaskSubscriber, now_s: float, out
 def _print_summary(summary: dict[str, Any], out) -> None:
     # Nothing received: the error line that follows says so, with the hint (not here as well).
     print(f"--- summary: {summary['messages']} messages in {summary['duration_s']:.1f} s", file=out)
+    columns = _topic_columns(summary["topics"])
     for topic, figures in summary["topics"].items():
-        print(_format_line(topic, figures) + f"  restarts {figures['seq_restarts']}", file=out)
+        print(_format_line(topic, figures, columns) + f"  restarts {figures['seq_restarts']}", file=out)
     skipped = summary["skipped"]
     if skipped["malformed"] or skipped["version_mismatch"]:
         print(f"skipped: {skipped['malformed']} malformed, {skipped['version_mismatch']} from another wire version "
