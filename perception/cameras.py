@@ -8,7 +8,8 @@ fields, stats document with FPS, drops and latency percentiles), all on one Zero
 (``perception/batching.py``) that runs the one engine on a batch of every camera's latest frame.
 
 The node ends when every camera has ended (end of input, ``max_frames`` per camera), on
-``duration_s``, or on ``stop()``; a stage that fails in one camera stops them all. The final
+``duration_s``, or on ``stop()``; a stage that fails in one camera stops them all (once it has
+finished: a failed source's camera publishes the frames it read first). The final
 document sums the counters of the cameras (``balanced`` when every camera balances) and holds
 each camera's own final stats under ``cameras``::
 
@@ -100,7 +101,10 @@ class MultiCameraNode:
         self.start()
         deadline = time.monotonic() + self.config.duration_s if self.config.duration_s else None
         while not all(p.wait(0) for p in self.pipelines):
-            failed = next((p for p in self.pipelines if p.failed), None)
+            # A camera that failed stops the others once it has finished: a source that failed for
+            # good (200 unreadable frames in a row) still publishes the frames it read before, as
+            # a single camera does; any other stage stops its own pipeline at once.
+            failed = next((p for p in self.pipelines if p.failed and p.wait(0)), None)
             empty = next((p for p in self.pipelines if p.wait(0) and p.ended_without_a_frame), None)
             if failed is not None:
                 self.stop(f"camera {failed.config.publish_options.camera_name} failed")

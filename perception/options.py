@@ -240,7 +240,7 @@ class PublishOptions:
     ``unknown_threshold``: pixels whose confidence (``contracts.OUTPUT_CONFIDENCE``) is below it are
     published as the unknown id (models with a confidence output); None: the model's own
     threshold, 0: off. ``stats_interval_s``: seconds between stats documents. ``sndhwm``: messages
-    queued per subscriber. ``wait_subscribers``: hold the first frame until this many
+    queued per subscriber (None: 5 frames of every camera, ``publish.AUTO_BURSTS``). ``wait_subscribers``: hold the first frame until this many
     subscriptions to the node's namespace have reached the publisher (so a recorder started first
     loses nothing), failing after ``wait_timeout_s``. ``curve_secret_key``/``curve_allow``: CURVE
     encryption and the allowed clients' keys (declared by ``CurveServerOptions``, shared with replay).
@@ -276,8 +276,9 @@ class PublishOptions:
              "threshold in the model's metadata; 0: off); needs a model exported with --confidence")
     stats_interval_s: float = setting(1.0, lo=0.05, hi=3600, flag="--stats-interval", metavar="S",
                                       group="masks and publishing", help="seconds between stats documents")
-    sndhwm: int = setting(16, lo=1, hi=100000, group="masks and publishing",
-                          help="ZeroMQ messages (not frames) queued per subscriber (16: about 3 frames of 4 masks and obstacles)")
+    sndhwm: int | None = setting(None, lo=1, hi=100000, group="masks and publishing",
+                                 help="ZeroMQ messages (not frames) queued per subscriber (default: 5 frames of every "
+                                      "camera, e.g. 30 for one camera of 4 masks, obstacles and stats, 120 for four)")
     wait_subscribers: int = setting(0, lo=0, hi=1000, metavar="N", group="masks and publishing",
                                     help="hold the first frame until N subscribers have subscribed, e.g. a recorder of "
                                          "a lossless file run (0: start at once)")

@@ -20,6 +20,13 @@ subscribed (``wait_for_subscribers``; ``perception run --wait-subscribers N``). 
 ``perception/xpub.py``, which the replay's publisher shares; this module adds what the live node
 sends: topic plans and encodings, ``pub_seq``, headers, atomic frames and the info document.
 
+The send limit (``sndhwm``, messages queued per subscriber) defaults to ``AUTO_BURSTS`` bursts of
+the node, a burst being one frame of every namespace on the socket (``burst``): the caller says at
+construction how many namespaces it will add (``namespaces``), since ZeroMQ fixes a connection's
+limit at the socket's bind (and changing it while connections close crashes libzmq 4.3.5). A subscriber whose queue is full loses the
+messages sent then; ``XPUB_NODROP`` lets the publisher see each time that happens
+(``hwm_overflows``, with a warning) instead of ZeroMQ dropping without a word.
+
 Binding is localhost-only by default; another interface only when asked (a warning says the
 data leaves the machine). ``curve_secret_key_file`` + ``curve_allow_dir`` turn on CURVE
 encryption with a client allow-list (``perception/security.py``).
@@ -32,6 +39,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import zmq
@@ -40,6 +48,7 @@ from perception import contracts
 from perception.encoding import Codec, get_codec, topic_encoding_error
 from perception.errors import ConfigError
 from perception.options import CurveServerOptions
+from perception.run_config import MAX_CAMERAS
 from perception.wire import (
     MaskGeometry,
     dump_header,
@@ -50,22 +59,39 @@ from perception.wire import (
 )
 from perception.xpub import XpubCore
 
-__all__ = ["MaskPublisher", "PublishCounters"]
+__all__ = ["AUTO_BURSTS", "MaskPublisher", "PublishCounters"]
 
 log = logging.getLogger(__name__)
 
 # One frame's burst: every mask topic plus the obstacles and stats documents.
 _MESSAGES_PER_FRAME = len(contracts.MASK_TOPICS) + 2
+#: The default send limit: this many bursts of the node (``MaskPublisher.burst``: one frame of every
+#: camera on the socket). Measured with a subscriber that keeps up (a burst of 24 messages of 150 kB,
+#: 100 frames): 3 bursts lost nothing, 2 lost one message in 100, 16 (two thirds of a burst) 37 %;
+#: an unpaced file run of 4 cameras on a loaded 2-core machine lost 1 message in 3600 at 3 bursts
+#: (the I/O thread did not get the CPU for 3 bursts' time), none in 5 runs at 10. 5 bursts is about
+#: 0.17 s of each camera at 30 FPS.
+AUTO_BURSTS = 5
+
+
+@dataclass
+class _SendLimit:
+    """The send limit of one socket, shared by every namespace on it."""
+
+    asked: int | None  # --sndhwm; None: AUTO_BURSTS bursts of the node
+    value: int  # the limit every connection has (set at the bind)
+    warned: bool = False  # a limit below two bursts was warned about
+    overflows: int = 0  # sends that met a full subscriber queue, every namespace
 
 
 @dataclass
 class PublishCounters:
     """What the publisher did: messages and bytes handed to ZeroMQ, and sends that failed.
 
-    There is deliberately no count of transport drops: a PUB/XPUB socket drops silently, per
-    subscriber, when that subscriber's queue is full, and the publisher cannot see it. Those losses
-    show up at the subscriber as gaps in ``pub_seq`` (``perception listen`` reports them as
-    ``lost``), apart from the node's own keep-latest drops (gaps in ``seq`` only).
+    Transport drops are not among them: a subscriber whose queue is full loses the messages sent
+    then, and only that subscriber sees how many, as gaps in ``pub_seq`` (``perception listen``
+    reports them as ``lost``), apart from the node's own keep-latest drops (gaps in ``seq`` only).
+    The publisher sees each time a queue fills (``MaskPublisher.hwm_overflows``).
     """
 
     messages_sent: int = 0
@@ -106,9 +132,12 @@ class MaskPublisher:
         atomic_frames: send all masks of a frame as one multipart message on
             ``<namespace>/frame`` (a subscriber gets all of them or none) instead of one message
             per mask topic.
-        sndhwm: messages queued per subscriber before ZeroMQ drops for that subscriber
-            (default 16: about two and a half frames of the default 4 masks plus
-            obstacles and stats, fewer with per-class topics; see the comment in ``__init__``).
+        sndhwm: messages queued per subscriber before ZeroMQ drops for that subscriber; None
+            (the default): ``AUTO_BURSTS`` bursts of ``namespaces`` namespaces of the fixed topics
+            (one frame of each: its 4 masks plus obstacles and stats; an atomic frame plus those
+            two), e.g. 30 for one camera, 120 for four; see the comment in ``__init__``.
+        namespaces: how many namespaces (cameras) this socket will carry, this one and those
+            ``add_namespace`` adds, for the default ``sndhwm``.
 
     Raises:
         ConfigError: unknown topic or encoding, ``bitpack`` for ``class_map``, bad ``sndhwm``.
@@ -123,23 +152,17 @@ class MaskPublisher:
         encodings: dict[str, str] | None = None,
         curve_secret_key_file: str | None = None,
         curve_allow_dir: str | None = None,
-        sndhwm: int = 16,
+        sndhwm: int | None = None,
         atomic_frames: bool = False,
+        namespaces: int = 1,
     ) -> None:
         if not isinstance(namespace, str) or not namespace.strip("/"):
             raise ConfigError(f"namespace {namespace!r} is empty; use e.g. perception/front")
         problem = contracts.ros_namespace_error(namespace)
         if problem is not None:
             raise ConfigError(f"namespace {namespace!r} is not a ROS 2 namespace ({problem}); use e.g. perception/front")
-        if not isinstance(sndhwm, int) or sndhwm < 1:
+        if sndhwm is not None and (not isinstance(sndhwm, int) or isinstance(sndhwm, bool) or sndhwm < 1):
             raise ConfigError(f"sndhwm={sndhwm!r} must be an integer >= 1")
-        # An atomic frame is one message (plus obstacles and stats), not one per mask topic.
-        per_frame = 3 if atomic_frames else _MESSAGES_PER_FRAME
-        if sndhwm < 2 * per_frame:
-            log.warning(
-                "sndhwm=%d is below two frames (%d messages): subscribers will lose messages even when "
-                "they keep up; use %d or more", sndhwm, 2 * per_frame, 2 * per_frame,
-            )
         try:
             CurveServerOptions(curve_secret_key_file, curve_allow_dir)  # their rule, declared once
         except ValueError as exc:
@@ -156,14 +179,27 @@ class MaskPublisher:
         # view of the queue lazily (the I/O thread acknowledges every ~hwm/2 messages and send()
         # processes acknowledgements at most about once a millisecond), so an HWM below one burst
         # drops the tail of every frame even for a fast subscriber (measured: HWM 4 delivered 199 of
-        # 300 messages, 16 all 300). 16 holds two to three frames, i.e. under 0.1 s of stale data at
-        # 30 FPS, plus kernel TCP buffers.
-        self._core = XpubCore(endpoint, sndhwm=sndhwm, curve_secret_key_file=curve_secret_key_file,
+        # 300 messages, 16 all 300). With several cameras on the socket the burst is every camera's
+        # frame (a batch is published back to back): hunt s37 lost 29 of 1200 messages of 3 cameras
+        # at 16. So the default is AUTO_BURSTS bursts of the node (``burst``), about 0.17 s of
+        # stale data at 30 FPS plus kernel TCP buffers. It is fixed here, at the bind: libzmq gives
+        # each connection its socket's limit as of the bind, and setting SNDHWM later (which
+        # libzmq 4.3 applies to the connections made so far) crashes it when one is closing.
+        if not isinstance(namespaces, int) or isinstance(namespaces, bool) or not 1 <= namespaces <= MAX_CAMERAS:
+            raise ConfigError(f"namespaces={namespaces!r} must be an integer 1..{MAX_CAMERAS}")
+        per_frame = 3 if atomic_frames else _MESSAGES_PER_FRAME
+        limit = sndhwm if sndhwm is not None else AUTO_BURSTS * per_frame * namespaces
+        self._core = XpubCore(endpoint, sndhwm=limit, curve_secret_key_file=curve_secret_key_file,
                               curve_allow_dir=curve_allow_dir)
         self.endpoint = self._core.endpoint
         #: Every namespace published on this socket (``add_namespace``), this one first.
         self._namespaces: list[MaskPublisher] = [self]
+        self._limit = _SendLimit(asked=sndhwm, value=limit)
         with self._core.lock:
+            # A full subscriber queue makes a send raise zmq.Again instead of dropping without a
+            # word: the publisher counts it and sends again, dropping for that subscriber only
+            # (``_overflow_locked``).
+            self._socket.setsockopt(zmq.XPUB_NODROP, 1)
             self._track_locked()
         log.info("publishing %s/{%s} on %s", self.namespace, ",".join(self._plans), self.endpoint)
 
@@ -178,6 +214,10 @@ class MaskPublisher:
         self._plans = self._plan_topics(self._encodings)
         self.counters = PublishCounters()
         self._json_seq: dict[str, int] = {}
+        #: The mask topics declared (``declare_topics``); None: the fixed ones.
+        self._declared: tuple[str, ...] | None = None
+        #: Sends of this namespace that met a full subscriber queue (see ``_overflow_locked``).
+        self.hwm_overflows = 0
         # pub_seq: per topic, the count of messages handed to the socket so far (contiguous).
         self._pub_seq: Counter[bytes] = Counter()
         self._namespace_prefix = (self.namespace + "/").encode("utf-8")
@@ -202,6 +242,7 @@ class MaskPublisher:
         sibling = object.__new__(MaskPublisher)
         sibling._init_namespace(namespace, self._encodings, self.atomic_frames)
         sibling._core, sibling.endpoint, sibling._namespaces = self._core, self.endpoint, self._namespaces
+        sibling._limit = self._limit
         with self._core.lock:
             self._namespaces.append(sibling)
             sibling._track_locked()
@@ -216,6 +257,76 @@ class MaskPublisher:
         for name in (*contracts.MASK_TOPICS, *contracts.JSON_TOPICS, contracts.FRAME_TOPIC):
             self._core.track(contracts.topic_name(self.namespace, name).encode("utf-8"), self._namespace_prefix)
         self._core.track_family(self._per_class_prefix, self._namespace_prefix)
+
+    # ------------------------------------------------------------------ the send limit
+
+    @property
+    def _socket(self) -> Any:
+        """The core's ZeroMQ socket, for the send limit's options (``XpubCore`` sets up the rest)."""
+        return self._core._socket
+
+    def _messages_per_frame(self) -> int:
+        """The messages one frame of this namespace makes at most: every mask topic declared (the
+        fixed four before ``declare_topics``) plus obstacles and stats; an atomic frame is one
+        message plus those two."""
+        if self.atomic_frames:
+            return 3
+        return (len(contracts.MASK_TOPICS) if self._declared is None else len(self._declared)) + 2
+
+    @property
+    def burst(self) -> int:
+        """The messages one frame of every namespace on this socket makes at most: what the node
+        sends back to back when a batch of its cameras' frames is published."""
+        return sum(ns._messages_per_frame() for ns in self._namespaces)
+
+    @property
+    def sndhwm(self) -> int:
+        """The send limit every connection has (fixed at the bind)."""
+        return self._limit.value
+
+    def _warn_limit(self) -> None:
+        """Once per socket, at its first frame: a limit below two bursts of the node (every camera's
+        frame, per-class topics included) makes subscribers lose messages even when they keep up.
+        An explicit ``sndhwm``, or a default made for fewer namespaces or topics than the node has."""
+        limit = self._limit
+        if limit.warned:
+            return
+        limit.warned = True
+        burst = self.burst
+        if limit.value >= 2 * burst:
+            return
+        cameras = len(self._namespaces)
+        log.warning(
+            "%s is below two bursts of this node (a burst: one frame of %s, %d messages): subscribers "
+            "will lose messages even when they keep up; use --sndhwm %d or more (%d bursts)",
+            f"--sndhwm {limit.value}" if limit.asked is not None else f"the send limit ({limit.value} messages)",
+            f"each of {cameras} cameras" if cameras > 1 else "its camera", burst,
+            AUTO_BURSTS * burst, AUTO_BURSTS,
+        )
+
+    def _overflow_locked(self, topic: bytes, frames: tuple[bytes, ...]) -> bool:
+        """A subscriber's queue is full: the send raised zmq.Again (``XPUB_NODROP``) and went to
+        nobody. Count the overflow and send without ``XPUB_NODROP``: the full subscriber loses this
+        message and those sent until its queue has drained by half (ZeroMQ takes it out of the send
+        set meanwhile, so each overflow may cost it several), the others get it. Returns what
+        ``send_locked`` returns."""
+        limit = self._limit
+        limit.overflows += 1
+        self.hwm_overflows += 1
+        if limit.overflows in (1, 10, 100) or limit.overflows % 1000 == 0:
+            log.warning(
+                "a subscriber's queue was full (--sndhwm %d messages; a burst of this node is %d): it loses "
+                "messages, seen as gaps in pub_seq (%d overflow%s so far). A reader that keeps up needs a larger "
+                "--sndhwm; a slow one should drain and keep the newest (--keep-latest)",
+                self.sndhwm, self.burst, limit.overflows, "" if limit.overflows == 1 else "s",
+            )
+        socket = self._socket
+        socket.setsockopt(zmq.XPUB_NODROP, 0)
+        try:
+            return self._core.send_locked(topic, *frames)
+        finally:
+            if not self._core.closed:
+                socket.setsockopt(zmq.XPUB_NODROP, 1)
 
     @property
     def _per_class_prefix(self) -> bytes:
@@ -237,6 +348,7 @@ class MaskPublisher:
             for name in names:
                 self._core.track(contracts.topic_name(self.namespace, name).encode("utf-8"), self._namespace_prefix)
             self._core.untrack_family(self._per_class_prefix)
+            self._declared = tuple(names)
         if any(name not in self._plans for name in names):  # the start line named the fixed topics only
             log.info("publishing %s/{%s} on %s", self.namespace, ",".join(names), self.endpoint)
 
@@ -305,6 +417,8 @@ class MaskPublisher:
         gaps in ``seq`` alone are frames the node itself dropped.
         """
         start = time.perf_counter()
+        if not self._limit.warned:
+            self._warn_limit()
         parts: list[bytes] = []
         for name, mask in masks.items():
             plan = self._plans.get(name) or self._plan_per_class(name)
@@ -411,11 +525,15 @@ class MaskPublisher:
 
     def _send_locked(self, topic: bytes, *frames: bytes) -> None:
         """Send ``[topic, *frames]`` (a header and a payload, or an atomic frame's parts); never
-        blocks: the core's socket drops for a subscriber at its HWM instead of waiting."""
+        blocks: a subscriber whose queue is full loses it instead (``_overflow_locked``)."""
         try:
-            if not self._core.send_locked(topic, *frames):
+            try:
+                sent = self._core.send_locked(topic, *frames)
+            except zmq.Again:  # a subscriber's queue is full (XPUB_NODROP): nothing went out yet
+                sent = self._overflow_locked(topic, frames)
+            if not sent:
                 return  # closed
-        except zmq.ZMQError as exc:  # zmq.Again too: XPUB never blocks, so it would be a bug
+        except zmq.ZMQError as exc:
             self.counters.send_errors += 1
             if self.counters.send_errors in (1, 10, 100) or self.counters.send_errors % 1000 == 0:
                 log.warning("send on %s failed (%s); %d failures so far", topic.decode(), exc, self.counters.send_errors)
@@ -435,6 +553,8 @@ class MaskPublisher:
 
         Returns True when enough subscriptions are live, False on the timeout or once closed.
         """
+        if not self._limit.warned:
+            self._warn_limit()
         return self._core.wait_for_subscriptions(count, timeout_s=timeout_s, prefix=self._namespace_prefix)
 
     def subscribed(self, names) -> set[str]:
@@ -470,11 +590,11 @@ class MaskPublisher:
         counters plus ``subscriptions`` (live subscriptions that receive one of this namespace's
         topics, see ``wait_for_subscribers``) and
         ``curve_rejections`` (handshakes the allow-list refused) and ``curve_disconnects``
-        (connected clients cut when their key left the allow-list)."""
+        (connected clients cut when their key left the allow-list), and ``hwm_overflows``."""
         # Subscriptions first: reading them may resend the latched info, which the counters then hold.
         subscriptions = self._core.subscriptions(self._namespace_prefix)
-        return {**asdict(self.counters), "subscriptions": subscriptions, "curve_rejections": self._core.curve_rejections,
-                "curve_disconnects": self._core.curve_disconnects}
+        return {**asdict(self.counters), "hwm_overflows": self.hwm_overflows, "subscriptions": subscriptions,
+                "curve_rejections": self._core.curve_rejections, "curve_disconnects": self._core.curve_disconnects}
 
     def close(self, *, flush_s: float = 0.0) -> None:
         """Close the socket (of every namespace on it); idempotent.

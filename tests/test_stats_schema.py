@@ -69,8 +69,9 @@ def test_a_camera_node_publishes_documents_that_match_the_declaration(tiny_engin
     assert final == json.loads(json.dumps(result["final"]))  # the document the run returned (and prints)
     assert final["balanced"] and final["published"] == final["frames_out"] == 40
     # The publisher block is the declared one: the counters' fields plus the two live figures.
-    assert set(final["publisher"]) == {*asdict(PublishCounters()), "subscriptions", "curve_rejections",
+    assert set(final["publisher"]) == {*asdict(PublishCounters()), "hwm_overflows", "subscriptions", "curve_rejections",
                                        "curve_disconnects"}
+    assert final["publisher"]["hwm_overflows"] == 0  # a subscriber that keeps up
 
 
 def test_a_node_with_several_cameras_prints_a_document_that_matches_the_declaration(tiny_model_path, free_tcp_port,

@@ -450,6 +450,7 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
             curve_allow_dir=publish.curve_allow,
             sndhwm=publish.sndhwm,
             atomic_frames=publish.atomic_frames,
+            namespaces=len(cameras),  # the default send limit holds bursts of every camera's frame
         )
         publishers = [publisher] + [publisher.add_namespace(c.publish_options.resolved_namespace) for c in cameras[1:]]
         signals.reached("opening the source")
