@@ -8,6 +8,7 @@ optimiser / scheduler / scaler / RNG state under ``train_state``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import pickle
@@ -79,7 +80,12 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
         "train_state": ckpt.train_state,
     }
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(doc, tmp)
+    try:
+        torch.save(doc, tmp)
+    except BaseException:  # a second Ctrl-C, a full disk: no half-written file is left behind
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
     return path
 

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 import yaml
 
-from perception.config import config_to_dict, short
+from perception.config import config_to_dict, cut, hw_to_text, short
+from perception.contracts import ClassTable
 from perception.errors import ConfigError, DataError, ModelError, PerceptionError
 from perception.models.common import state_dict_mismatch
 from perception.progress import count_of, logs_above, mark_stopped, progress
@@ -135,13 +136,154 @@ def _set_numpy_rng_state(state: Any) -> None:
 OPTIMIZER_STATE_KEYS = ("lr", "weight_decay", "momentum")
 
 
-def resume_run(run: Run, path: str | Path) -> Checkpoint:
-    """Load model, optimiser, scheduler, scaler, RNG state and step from a ``last.pt``."""
-    ckpt = load_checkpoint(path)
+def check_resume_model(ckpt: Checkpoint, config: TrainConfig, path: str | Path) -> None:
+    """ModelError when the checkpoint holds no training state or another architecture than
+    ``config`` trains: checked before the model is built, so that a swapped ``--model`` is named as
+    such (not as the new model's refusal of the run's input size)."""
     if ckpt.train_state is None:
         raise ModelError(f"checkpoint {path} holds no training state; resume from a last.pt of 'perception train'")
-    if ckpt.model_name != run.config.model:
-        raise ModelError(f"checkpoint {path} is a {ckpt.model_name!r} model, the config trains {run.config.model!r}")
+    if ckpt.model_name != config.model:
+        raise ModelError(
+            f"checkpoint {path} is a {ckpt.model_name!r} model, this run trains {config.model!r}: a run resumes the "
+            f"model it trained; resume with --model {ckpt.model_name} (or without --model), or train {config.model!r} "
+            "as a new run (without --resume)"
+        )
+
+
+def _class_list(table: ClassTable) -> str:
+    return cut(", ".join(table.names), 120)
+
+
+def check_resume_class_table(ckpt: Checkpoint, table: ClassTable, path: str | Path, *,
+                             data_spec: str = "") -> str | None:
+    """Compare the checkpoint's class table with the data's (``table``): the weights of each class id
+    were trained under the checkpoint's class names, so another count, name or order of classes is
+    refused (ConfigError naming the first difference and the fix): resumed, the run's checkpoints
+    would carry the data's names on those weights, and an export would label the classes wrongly.
+    Other differences (a colour, the ignore id, the task groups) are returned as the text of one
+    warning line, or None: the resumed checkpoints carry the data's table."""
+    old = ckpt.class_table
+    data = f"the data ({cut(data_spec, 200)})" if data_spec else "the data"
+    fix = ("resume with the data (classes.yaml) it was trained on, or start a new run on this data (without "
+           "--resume)")
+    if old.num_classes != table.num_classes:
+        raise ConfigError(
+            f"checkpoint {path} was trained on {old.num_classes} classes ({_class_list(old)}), {data} has "
+            f"{table.num_classes} ({_class_list(table)}); {fix}"
+        )
+    for class_id, (was, now) in enumerate(zip(old.names, table.names, strict=True)):
+        if was != now:
+            how = "the same classes in another order" if sorted(old.names) == sorted(table.names) else "renamed"
+            raise ConfigError(
+                f"checkpoint {path} was trained with class {class_id} {cut(was, 64)!r}, {data} names class {class_id} "
+                f"{cut(now, 64)!r} ({how}): its weights would carry the new names; {fix}"
+            )
+    changes = []
+    for was, now in zip(old.classes, table.classes, strict=True):
+        if tuple(was.color) != tuple(now.color):
+            changes.append(f"colour of {cut(was.name, 64)!r} {list(was.color)} -> {list(now.color)}")
+    if old.ignore_id != table.ignore_id:
+        changes.append(f"ignore_id {old.ignore_id} -> {table.ignore_id}")
+    if old.task_groups != table.task_groups:
+        groups = sorted(set(old.task_groups) | set(table.task_groups))
+        task = next(t for t in groups if old.task_groups.get(t) != table.task_groups.get(t))
+        changes.append(f"task group {cut(task, 64)!r} {list(old.task_groups.get(task, ()))} -> "
+                       f"{list(table.task_groups.get(task, ()))}")
+    if not changes:
+        return None
+    return (f"the class table of {data} differs from checkpoint {path}'s: {'; '.join(changes[:3])}"
+            f"{f' (and {len(changes) - 3} more)' if len(changes) > 3 else ''}; the resumed run's checkpoints "
+            "carry the data's table (colour-coded labels map colours to classes by it)")
+
+
+#: Config keys whose change on a resume does not change what is trained from the checkpoint on (where
+#: and how fast it runs, what is logged and validated, how long: raising --steps is how a run goes
+#: on), or that are refused (model, optimiser), or that only built the initial weights.
+_RESUME_FREE_KEYS = frozenset({
+    "out", "overwrite", "device", "workers", "torch_threads", "log_every", "progress", "val_every",
+    "val_batch_size", "val_data", "val_split", "steps", "epochs", "data", "mix_data", "model", "optimizer",
+    *OPTIMIZER_STATE_KEYS, "pretrained", "init_seed", "channels_last",
+})
+
+
+def resume_changes(ckpt: Checkpoint, config: TrainConfig) -> str | None:
+    """The text of one warning line naming the settings that ``config`` changes from the run's
+    (``--batch-size 2 -> 4``), or None. They are taken (a smaller --batch-size after running out of
+    memory is the usual fix), but the run no longer continues as the uninterrupted one would."""
+    from perception.flags import flags
+
+    options = {flag.name: flag.option for flag in flags(TrainConfig) if flag.option}
+    now = config_to_dict(config)
+    stored = _stored_settings(ckpt.config, now)
+    changed = []
+    for key, value in now.items():
+        if key in _RESUME_FREE_KEYS or key not in stored:
+            continue
+        was = stored[key]
+        if _same_setting(was, value):
+            continue
+        if key in ("input_hw", "crop_hw"):
+            was, value = (hw_to_text(v) if isinstance(v, (list, tuple)) and len(v) == 2 else v for v in (was, value))
+        changed.append(f"{options.get(key, key)} {_setting_text(was)} -> {_setting_text(value)}")
+    if not changed:
+        return None
+    order = [key for key in ("batch_size", "seed") if key in stored and not _same_setting(stored[key], now[key])]
+    cost = f"its steps from {ckpt.step + 1} on differ from the uninterrupted run's{' (another data order)' if order else ''}"
+    return (f"resumed with settings other than the run's: {', '.join(changed)}; it trains on with them, but is no "
+            f"longer an exact continuation: {cost}; resume without them to continue it exactly")
+
+
+def _setting_text(value: Any) -> str:
+    return cut(value, 40) if isinstance(value, str) and value.strip() else short(value, 40)
+
+
+def _stored_settings(stored: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's config keys in the form ``config_to_dict`` gives them (a run of an earlier
+    release may have stored ``input_hw`` as "352x480"); as stored where they do not load."""
+    from perception.config import load_config
+
+    known = {key: value for key, value in stored.items() if key in now}
+    try:
+        loaded = config_to_dict(load_config(TrainConfig, known, source="the checkpoint's config"))
+    except (PerceptionError, ValueError, TypeError):
+        return known
+    return {key: loaded[key] for key in known}
+
+
+def _same_setting(was: Any, now: Any) -> bool:
+    if isinstance(was, (int, float)) and isinstance(now, (int, float)) and not isinstance(was, bool) \
+            and not isinstance(now, bool):
+        return math.isclose(was, now, rel_tol=1e-9, abs_tol=0.0)
+    if isinstance(was, (list, tuple)) and isinstance(now, (list, tuple)):
+        return len(was) == len(now) and all(_same_setting(a, b) for a, b in zip(was, now, strict=True))
+    if isinstance(was, dict) and isinstance(now, dict):
+        return was.keys() == now.keys() and all(_same_setting(was[k], now[k]) for k in was)
+    return was == now
+
+
+def _more_steps_fix(run: Run, step: int) -> str:
+    """How to give a run at ``step`` more steps: --steps when steps set it (then --epochs counts
+    for nothing), else --epochs."""
+    config = run.config
+    if config.steps:
+        return (f"raise --steps to train on, e.g. --steps {2 * step} (this run is set by steps, so --epochs counts "
+                "only with --steps 0)")
+    per_epoch = max(run.total_steps // config.epochs, 1)
+    epochs = max(2 * config.epochs, step // per_epoch + 1)
+    return (f"raise --epochs to train on (now {config.epochs}, {per_epoch} steps an epoch), e.g. --epochs {epochs}, "
+            f"or set the steps with --steps {2 * step}")
+
+
+def resume_run(run: Run, path: str | Path, *, ckpt: Checkpoint | None = None,
+               class_table: ClassTable | None = None) -> Checkpoint:
+    """Load model, optimiser, scheduler, scaler, RNG state and step from a ``last.pt`` (``ckpt``:
+    the checkpoint already read from ``path``). With ``class_table`` (the data's), another class
+    table than the checkpoint's is refused (``check_resume_class_table``)."""
+    if ckpt is None:
+        ckpt = load_checkpoint(path)
+    check_resume_model(ckpt, run.config, path)
+    if class_table is not None:
+        check_resume_class_table(ckpt, class_table, path, data_spec=run.config.data)
     state = ckpt.train_state
     trained = state.get("trained_weights")
     if run.ema is not None and trained is None:
@@ -168,7 +310,7 @@ def resume_run(run: Run, path: str | Path) -> Checkpoint:
     if ckpt.step > run.total_steps or (ckpt.step == run.total_steps and not pending):
         raise ConfigError(
             f"checkpoint {path} is at step {ckpt.step}, already at this run's {run.total_steps} steps; "
-            "raise --steps (or --epochs) to train on"
+            f"{_more_steps_fix(run, ckpt.step)}"
         )
     try:
         # A checkpoint with an average holds the trained weights apart; the run goes on from those.
@@ -177,8 +319,9 @@ def resume_run(run: Run, path: str | Path) -> Checkpoint:
             run.ema.module.load_state_dict(ckpt.state_dict)
     except RuntimeError as exc:
         raise ModelError(
-            f"checkpoint {path} weights do not fit the configured model: {state_dict_mismatch(exc)}; resume with "
-            "the data (class table) and model_kwargs it was trained with"
+            f"checkpoint {path} weights do not fit the configured model: {state_dict_mismatch(exc).rstrip('.')}; "
+            f"resume with the model_kwargs it was trained with (--set \"model_kwargs={short(ckpt.model_kwargs, 80)}\") "
+            "and the data (class table) it was trained on"
         ) from None
     try:
         if run.ema is not None:
@@ -446,11 +589,23 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, A
             check_run_dir_outside_data(run_dir, config)
             make_run_dir(run_dir)
         try:
+            # A resume is checked before anything in the run directory is written; its model before
+            # the model is built (whose refusal of the input size would hide a swapped --model), its
+            # class table before the weights are loaded.
+            ckpt = load_checkpoint(resume) if resume is not None else None
+            if ckpt is not None:
+                check_resume_model(ckpt, config, resume)
             data = build_data(config, info)
+            table_warning = (check_resume_class_table(ckpt, data.class_table, resume, data_spec=config.data)
+                             if ckpt is not None else None)
             run = build_run(config, data, info=info)
-            if resume is not None:  # checked before anything in the run directory is written
-                resume_run(run, resume)
+            if ckpt is not None:
+                resume_run(run, resume, ckpt=ckpt)
                 log.info("resumed from %s at step %d", resume, run.step)
+                if info.is_main:
+                    for warning in (table_warning, resume_changes(ckpt, config)):
+                        if warning:
+                            log.warning("%s", warning)
         except BaseException:  # a refused dataset or resume leaves no empty run directory behind
             if created:
                 with contextlib.suppress(OSError):

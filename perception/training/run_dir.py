@@ -15,6 +15,9 @@ from perception.training.config import TrainConfig
 
 #: What a run writes into its directory: a directory holding any of them holds a run.
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl", "curves.png", "config.yaml")
+#: A checkpoint being written (``checkpoint.save_checkpoint``): left behind only when the process
+#: was killed while writing it.
+TMP_FILES = ("last.pt.tmp", "best.pt.tmp")
 
 
 def check_run_dir_free(path: Path, *, resume: str | Path | None, overwrite: bool) -> None:
@@ -25,9 +28,21 @@ def check_run_dir_free(path: Path, *, resume: str | Path | None, overwrite: bool
         return
     if resumes_from(resume, path):
         return
+    if (path / "last.pt").is_file():
+        raise ConfigError(
+            f"{path} already holds a run ({', '.join(held)}); continue it with --resume {path / 'last.pt'}, "
+            "choose another --out, or replace it with --overwrite"
+        )
+    # No last.pt to continue from: a run stopped before its first checkpoint, or one whose first
+    # last.pt was being written when a second Ctrl-C aborted it (what is left is its .tmp).
+    cut_off = [name for name in TMP_FILES if (path / name).is_file()]
+    why = (f"; {', '.join(cut_off)} is a checkpoint whose writing was cut off" if cut_off
+           else " (it stopped before writing its first last.pt)")
+    best = (f"continue it from its best.pt with --resume {path / 'best.pt'}, " if (path / "best.pt").is_file()
+            else "")
     raise ConfigError(
-        f"{path} already holds a run ({', '.join(held)}); continue it with --resume {path / 'last.pt'}, "
-        "choose another --out, or replace it with --overwrite"
+        f"{path} already holds a run ({', '.join(held)}) but no last.pt to continue it from{why}; {best}"
+        "replace it with --overwrite, or choose another --out"
     )
 
 
@@ -57,7 +72,7 @@ def resumes_from(resume: str | Path | None, run_dir: Path) -> bool:
 
 def remove_run_files(path: Path) -> None:
     """``--overwrite``: the earlier run's files go before the new run writes its own."""
-    for name in RUN_FILES:
+    for name in (*RUN_FILES, *TMP_FILES):
         with contextlib.suppress(FileNotFoundError):
             (path / name).unlink()
 
