@@ -201,3 +201,22 @@ def test_a_resume_with_another_model_names_the_model_and_the_fix(base, tmp_path,
             "'bisenetv2' as a new run (without --resume)"
         ]
     assert not (tmp_path / "other").exists()
+
+
+def test_a_finished_run_resumed_with_more_steps_trains_them_at_the_new_schedule_s_rate(base, tmp_path):
+    """The optimiser's saved rate was the old schedule's last, 0 at the end of a finished run: the
+    first resumed step trained at 0. It takes the rate of the schedule of the new --steps, as a run
+    of that many steps from the start has it."""
+    import json
+
+    data, last = base
+
+    def train_lrs(folder: Path) -> dict[int, float]:
+        records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r["lr"] for r in records if r.get("kind") == "train"}
+
+    assert _resume(last, tmp_path / "more", "--steps", "4", "--set", "log_every=1") == 0
+    assert _train(f"folder:{data}", tmp_path / "whole", "--steps", "4", "--set", "log_every=1") == 0
+    resumed, whole = train_lrs(tmp_path / "more"), train_lrs(tmp_path / "whole")
+    assert resumed[3] > 0 and resumed[3] == pytest.approx(whole[3], rel=1e-6)
+    assert resumed[4] == pytest.approx(whole[4], rel=1e-6)

@@ -328,6 +328,12 @@ def resume_run(run: Run, path: str | Path, *, ckpt: Checkpoint | None = None,
             run.ema.n_averaged.fill_(int(state["ema_updates"]))
         run.optimizer.load_state_dict(state["optimizer"])
         run.scheduler.load_state_dict(state["scheduler"])
+        # The next step's learning rate from this run's schedule, as LambdaLR computes it: the saved
+        # one is the old schedule's, 0 at the end of a finished run resumed with a higher --steps
+        # (its first step then trained at 0). The same value when the schedule is unchanged.
+        for group, base, factor in zip(run.optimizer.param_groups, run.scheduler.base_lrs, run.scheduler.lr_lambdas,
+                                       strict=True):
+            group["lr"] = base * factor(run.scheduler.last_epoch)
         run.scaler.load_state_dict(state["scaler"])
         rng = state["rng"]
         random.setstate(rng["python"])
