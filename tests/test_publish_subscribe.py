@@ -156,6 +156,31 @@ def test_stuck_subscriber_does_not_block_the_publisher(publisher):
     assert stats.missing + received <= 2000
 
 
+def test_a_subscriber_whose_queue_overflowed_gets_what_comes_after_once_it_reads(publisher):
+    """After a full queue (XPUB_NODROP overflow, then a send without it for the others) the
+    subscriber is not cut off: once it reads again, the frames sent later reach it (hunts s37 H13
+    and H14 saw a node that went silent for good after its first overflow in a draft)."""
+    big = np.random.default_rng(0).integers(0, 11, (360, 480), dtype=np.uint8)
+    small = {"class_map": np.zeros((H, W), np.uint8)}
+    with MaskSubscriber(publisher.endpoint, namespace=NS, rcvhwm=2) as stuck:
+        _connect(publisher, stuck)
+        for seq in range(2000):  # it does not read: its queue fills
+            publisher.publish_masks(seq=seq, capture_ns=time.time_ns(), frame_id="f", masks={"class_map": big},
+                                    latency_ms={}, model_id="m")
+        assert publisher.stats()["hwm_overflows"] > 0
+        while stuck.recv(timeout_s=1.0) is not None:  # it reads again, until nothing is queued
+            pass
+        later: list[int] = []
+        for seq in range(10_000, 10_040):
+            publisher.publish_masks(seq=seq, capture_ns=time.time_ns(), frame_id="f", masks=small, latency_ms={},
+                                    model_id="m")
+            while (msg := stuck.recv(timeout_s=0.2)) is not None:
+                later.append(msg.seq)
+        while (msg := stuck.recv(timeout_s=1.0)) is not None:
+            later.append(msg.seq)
+    assert later == list(range(10_000, 10_040))
+
+
 def test_messages_from_another_wire_version_are_counted_and_skipped():
     ctx = zmq.Context()
     raw = ctx.socket(zmq.PUB)
