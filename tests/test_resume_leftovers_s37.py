@@ -16,8 +16,8 @@ from test_trainer import TABLE, _train, write_scenes
 from perception import cli
 from perception.training.checkpoint import load_checkpoint
 
-#: The resumed run's checks and warnings are logged here.
-FIT_LOGGER = "perception.training.fit"
+#: The resumed run's checks and warnings are logged under here.
+FIT_LOGGER = "perception.training"  # fit.py and run_state.py
 
 
 @pytest.fixture(autouse=True)

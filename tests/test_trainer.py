@@ -21,7 +21,8 @@ from torch import nn
 from perception.contracts import ClassInfo, ClassTable
 from perception.training.checkpoint import load_checkpoint
 from perception.training.config import TrainConfig, load_train_config, parse_overrides
-from perception.training.fit import best_checkpoint, resume_run, save_run_checkpoint, train_steps
+from perception.training.fit import best_checkpoint, train_steps
+from perception.training.run_state import resume_run, save_run_checkpoint
 from perception.training.runlog import RunLog, StepLines
 from perception.training.trainer import build_data, build_run, ema_decay_at, evaluate, poly_lr_factor, step
 

@@ -1,6 +1,6 @@
 """Training as short named steps: ``build -> data -> step -> evaluate -> checkpoint``.
 
-This module holds the steps; ``fit.py`` holds the loop and the checkpoints, and ``fit(config)``
+This module holds the steps; ``fit.py`` holds the loop, ``run_state.py`` the checkpoints and resume, and ``fit(config)``
 runs everything (``perception train`` calls it). Tests call the steps one by one:
 
     data = build_data(config)                        # datasets, augmentation, resumable loaders
@@ -8,7 +8,7 @@ runs everything (``perception train`` calls it). Tests call the steps one by one
     step(run, images, labels)                        # one optimiser step
     cm = evaluate(run, data)                         # ConfusionMatrix over the validation set
     train_steps(run, data, until_step=10)            # fit.py: the loop with periodic validation
-    save_run_checkpoint(run, data, path)             # fit.py: enough to evaluate, export or resume
+    save_run_checkpoint(run, data, path)             # run_state.py: enough to evaluate, export or resume
 
 Resume is exact: the checkpoint holds the optimiser, scheduler, scaler and the python / numpy /
 torch RNG states, and the data order is a function of (seed, epoch), so a resumed run's next
