@@ -489,7 +489,7 @@ class MaskPublisher:
         for name in contracts.JSON_TOPICS:
             out[contracts.topic_name(self.namespace, name)] = {"kind": contracts.KIND_JSON, "encoding": "json"}
         if self.atomic_frames:  # the masks above travel inside this topic's messages, not on their own
-            # The masks a frame may hold (it holds the subscribed ones); each frame header's
+            # The masks a frame may hold (all of them while anything subscribes to <ns>/frame); each frame header's
             # ``masks`` names that frame's parts in their order.
             out[self._frame_topic.decode("utf-8")] = {"kind": contracts.KIND_FRAME, "masks": list(names)}
         return out

@@ -309,7 +309,8 @@ def _check_geometry(header: dict[str, Any]) -> None:
         raise WireError(f"mask roi {roi['width']}x{roi['height']}+{roi['x_offset']}+{roi['y_offset']} reaches outside "
                         f"the {header['source_width']}x{header['source_height']} frame")
     for binning, mask_side, roi_side in (("binning_x", "width", "width"), ("binning_y", "height", "height")):
-        if abs(header[binning] * header[mask_side] - roi[roi_side]) > 1e-6 * roi[roi_side] + 1e-6:
+        # 1e-9 a mask pixel: the 9-decimal rounding's 5e-10, times the side (a tiny frame upscaled)
+        if abs(header[binning] * header[mask_side] - roi[roi_side]) > 1e-6 * roi[roi_side] + 1e-6 + 1e-9 * header[mask_side]:
             raise WireError(f"mask {binning} {header[binning]:g} does not map the {header[mask_side]}-pixel mask "
                             f"{mask_side} onto the {roi[roi_side]}-pixel roi")
 

@@ -9,7 +9,8 @@ another language would read it:
   every ``<ns>/obstacle/<class>``; the Python reader's exact topics keep only the one asked for.
 - ``info.topics[...].encoding`` is the ``--encoding`` name, while every mask header says ``mono8``;
   ``info.geometry`` holds ``source_hw`` and ``mask_hw`` ([height, width]) matching the headers.
-- ``binning_*`` are rounded to 9 decimals, and readers accept ``|binning * size - roi| <= 1e-6 * roi + 1e-6``.
+- ``binning_*`` are rounded to 9 decimals, and readers accept
+  ``|binning * size - roi| <= 1e-6 * roi + 1e-6 + 1e-9 * size``.
 - An atomic frame on ``<ns>/frame`` holds every mask topic, whatever else the client subscribed to.
 """
 
@@ -146,7 +147,7 @@ def _header(binning_y: float) -> bytes:
 @pytest.mark.parametrize(("binning_y", "ok"), [
     (1.555555556, True),  # what the node sends: 70 / 45 rounded to 9 decimals
     (70 / 45, True),  # the exact ratio
-    ((70 + 1e-6 * 70 + 0.5e-6) / 45, True),  # inside |binning * size - roi| <= 1e-6 * roi + 1e-6
+    ((70 + 1e-6 * 70 + 0.5e-6) / 45, True),  # inside |binning * size - roi| <= 1e-6 * roi + 1e-6 + 1e-9 * size
     ((70 + 1e-6 * 70 + 2e-6) / 45, False),  # outside it
     (1.5556, False),  # 4 decimals: 45 x 1.5556 = 70.002
 ])
@@ -157,6 +158,15 @@ def test_binning_tolerance_the_readme_gives(binning_y, ok):
     else:
         with pytest.raises(WireError, match="binning_y"):
             parse_header(_header(binning_y))
+
+
+def test_a_mask_far_larger_than_its_frame_keeps_its_rounded_binning_readable():
+    # A 1-pixel-high frame upscaled to a 4041-row mask: 1 / 4041 rounded to 9 decimals is off by
+    # 4.5e-10 a row, 1.8e-6 over the mask, past 1e-6 * roi + 1e-6 alone (every reader refused it).
+    header = mask_header(height=4041, width=8, compression="none", values="binary", seq=0, capture_ns=1,
+                         publish_ns=1, frame_id="f", model_id="m", latency_ms={}, geometry=MaskGeometry.full((1, 8)))
+    assert header["binning_y"] == round(1 / 4041, 9)
+    assert parse_header(dump_header(header))["height"] == 4041
 
 
 def test_an_atomic_frame_holds_every_mask_whatever_else_was_subscribed(tiny_engine):

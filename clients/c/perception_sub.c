@@ -616,8 +616,8 @@ static int parse_mask_header(const cJSON *h, mask_header_t *m) {
         return fail("roi %" PRId64 "x%" PRId64 "+%" PRId64 "+%" PRId64 " reaches outside the %" PRId64 "x%" PRId64 " frame",
                     m->roi_w, m->roi_h, m->roi_x, m->roi_y, m->source_width, m->source_height);
     /* binning = roi size / mask size; the publisher rounds it to 9 decimals. */
-    if (fabs(m->binning_x * (double)m->width - (double)m->roi_w) > 1e-6 * (double)m->roi_w + 1e-6 ||
-        fabs(m->binning_y * (double)m->height - (double)m->roi_h) > 1e-6 * (double)m->roi_h + 1e-6)
+    if (fabs(m->binning_x * (double)m->width - (double)m->roi_w) > 1e-6 * (double)m->roi_w + 1e-6 + 1e-9 * (double)m->width ||
+        fabs(m->binning_y * (double)m->height - (double)m->roi_h) > 1e-6 * (double)m->roi_h + 1e-6 + 1e-9 * (double)m->height)
         return fail("binning %g x %g does not map the %" PRId64 "x%" PRId64 " mask onto the %" PRId64 "x%" PRId64 " roi",
                     m->binning_x, m->binning_y, m->width, m->height, m->roi_w, m->roi_h);
     return 0;

@@ -364,7 +364,8 @@ function parseMaskHeader(h) {
     fail(`roi ${w}x${hh}+${x}+${y} reaches outside the ${m.source_width}x${m.source_height} frame`);
   }
   // binning = roi size / mask size; the publisher rounds it to 9 decimals.
-  if (Math.abs(m.binning_x * m.width - w) > 1e-6 * w + 1e-6 || Math.abs(m.binning_y * m.height - hh) > 1e-6 * hh + 1e-6) {
+  if (Math.abs(m.binning_x * m.width - w) > 1e-6 * w + 1e-6 + 1e-9 * m.width ||
+      Math.abs(m.binning_y * m.height - hh) > 1e-6 * hh + 1e-6 + 1e-9 * m.height) {
     fail(`binning ${m.binning_x} x ${m.binning_y} does not map the ${m.width}x${m.height} mask onto the ${w}x${hh} roi`);
   }
   return m;
