@@ -240,7 +240,7 @@ class PublishOptions:
     ``unknown_threshold``: pixels whose confidence (``contracts.OUTPUT_CONFIDENCE``) is below it are
     published as the unknown id (models with a confidence output); None: the model's own
     threshold, 0: off. ``stats_interval_s``: seconds between stats documents. ``sndhwm``: messages
-    queued per subscriber (None: 5 frames of every camera, ``publish.AUTO_BURSTS``). ``wait_subscribers``: hold the first frame until this many
+    queued per subscriber (None: 5 frames of every camera, ``send_limit.AUTO_BURSTS``). ``wait_subscribers``: hold the first frame until this many
     subscriptions to the node's namespace have reached the publisher (so a recorder started first
     loses nothing), failing after ``wait_timeout_s``. ``curve_secret_key``/``curve_allow``: CURVE
     encryption and the allowed clients' keys (declared by ``CurveServerOptions``, shared with replay).

@@ -20,7 +20,7 @@ subscribed (``wait_for_subscribers``; ``perception run --wait-subscribers N``). 
 ``perception/xpub.py``, which the replay's publisher shares; this module adds what the live node
 sends: topic plans and encodings, ``pub_seq``, headers, atomic frames and the info document.
 
-The send limit (``sndhwm``, messages queued per subscriber) defaults to ``AUTO_BURSTS`` bursts of
+The send limit (``sndhwm``, messages queued per subscriber) defaults to ``send_limit.AUTO_BURSTS`` bursts of
 the node, a burst being one frame of every namespace on the socket (``burst``): the caller says at
 construction how many namespaces it will add (``namespaces``), since ZeroMQ fixes a connection's
 limit at the socket's bind (and changing it while connections close crashes libzmq 4.3.5). A subscriber whose queue is full loses the
@@ -49,6 +49,7 @@ from perception.encoding import Codec, get_codec, topic_encoding_error
 from perception.errors import ConfigError
 from perception.options import CurveServerOptions
 from perception.run_config import MAX_CAMERAS
+from perception.send_limit import SendLimit, messages_per_frame
 from perception.wire import (
     MaskGeometry,
     dump_header,
@@ -59,30 +60,9 @@ from perception.wire import (
 )
 from perception.xpub import XpubCore
 
-__all__ = ["AUTO_BURSTS", "MaskPublisher", "PublishCounters"]
+__all__ = ["MaskPublisher", "PublishCounters"]
 
 log = logging.getLogger(__name__)
-
-# One frame's burst: every mask topic plus the obstacles and stats documents.
-_MESSAGES_PER_FRAME = len(contracts.MASK_TOPICS) + 2
-#: The default send limit: this many bursts of the node (``MaskPublisher.burst``: one frame of every
-#: camera on the socket). Measured with a subscriber that keeps up (a burst of 24 messages of 150 kB,
-#: 100 frames): 3 bursts lost nothing, 2 lost one message in 100, 16 (two thirds of a burst) 37 %;
-#: an unpaced file run of 4 cameras on a loaded 2-core machine lost 1 message in 3600 at 3 bursts
-#: (the I/O thread did not get the CPU for 3 bursts' time), none in 5 runs at 10. 5 bursts is about
-#: 0.17 s of each camera at 30 FPS.
-AUTO_BURSTS = 5
-
-
-@dataclass
-class _SendLimit:
-    """The send limit of one socket, shared by every namespace on it."""
-
-    asked: int | None  # --sndhwm; None: AUTO_BURSTS bursts of the node
-    value: int  # the limit every connection has (set at the bind)
-    warned: bool = False  # a limit below two bursts was warned about
-    overflows: int = 0  # sends that met a full subscriber queue, every namespace
-
 
 @dataclass
 class PublishCounters:
@@ -133,7 +113,7 @@ class MaskPublisher:
             ``<namespace>/frame`` (a subscriber gets all of them or none) instead of one message
             per mask topic.
         sndhwm: messages queued per subscriber before ZeroMQ drops for that subscriber; None
-            (the default): ``AUTO_BURSTS`` bursts of ``namespaces`` namespaces of the fixed topics
+            (the default): ``send_limit.AUTO_BURSTS`` bursts of ``namespaces`` namespaces of the fixed topics
             (one frame of each: its 4 masks plus obstacles and stats; an atomic frame plus those
             two), e.g. 30 for one camera, 120 for four; see the comment in ``__init__``.
         namespaces: how many namespaces (cameras) this socket will carry, this one and those
@@ -169,32 +149,16 @@ class MaskPublisher:
             raise ConfigError(str(exc)) from None
         # Checked before the socket is made: a bad topic or encoding binds nothing.
         self._init_namespace(namespace, encodings or {}, atomic_frames)
-        # Why a small HWM (messages queued per subscriber): ZMQ_CONFLATE would keep only the newest
-        # message but does not support multipart messages, so the node's own queue per subscriber is
-        # a small high-water mark: once it is full, the messages sent then are dropped for that
-        # subscriber (it sees gaps in pub_seq) and the node never waits. (The subscriber's own
-        # receive queue and the kernel's socket buffers still hold seconds of a slow reader's
-        # messages: README "Delivery" tells readers to drain and keep the newest.) Why 16 and not 4: a
-        # frame is a burst of up to _MESSAGES_PER_FRAME messages, and libzmq updates the writer's
-        # view of the queue lazily (the I/O thread acknowledges every ~hwm/2 messages and send()
-        # processes acknowledgements at most about once a millisecond), so an HWM below one burst
-        # drops the tail of every frame even for a fast subscriber (measured: HWM 4 delivered 199 of
-        # 300 messages, 16 all 300). With several cameras on the socket the burst is every camera's
-        # frame (a batch is published back to back): hunt s37 lost 29 of 1200 messages of 3 cameras
-        # at 16. So the default is AUTO_BURSTS bursts of the node (``burst``), about 0.17 s of
-        # stale data at 30 FPS plus kernel TCP buffers. It is fixed here, at the bind: libzmq gives
-        # each connection its socket's limit as of the bind, and setting SNDHWM later (which
-        # libzmq 4.3 applies to the connections made so far) crashes it when one is closing.
+        # The send limit is fixed here, at the bind (perception/send_limit.py says why and how large).
         if not isinstance(namespaces, int) or isinstance(namespaces, bool) or not 1 <= namespaces <= MAX_CAMERAS:
             raise ConfigError(f"namespaces={namespaces!r} must be an integer 1..{MAX_CAMERAS}")
-        per_frame = 3 if atomic_frames else _MESSAGES_PER_FRAME
-        limit = sndhwm if sndhwm is not None else AUTO_BURSTS * per_frame * namespaces
-        self._core = XpubCore(endpoint, sndhwm=limit, curve_secret_key_file=curve_secret_key_file,
+        limit = SendLimit.for_node(sndhwm, atomic_frames=atomic_frames, namespaces=namespaces)
+        self._core = XpubCore(endpoint, sndhwm=limit.value, curve_secret_key_file=curve_secret_key_file,
                               curve_allow_dir=curve_allow_dir)
         self.endpoint = self._core.endpoint
         #: Every namespace published on this socket (``add_namespace``), this one first.
         self._namespaces: list[MaskPublisher] = [self]
-        self._limit = _SendLimit(asked=sndhwm, value=limit)
+        self._limit = limit
         with self._core.lock:
             # A full subscriber queue makes a send raise zmq.Again instead of dropping without a
             # word: the publisher counts it and sends again, dropping for that subscriber only
@@ -269,9 +233,9 @@ class MaskPublisher:
         """The messages one frame of this namespace makes at most: every mask topic declared (the
         fixed four before ``declare_topics``) plus obstacles and stats; an atomic frame is one
         message plus those two."""
-        if self.atomic_frames:
-            return 3
-        return (len(contracts.MASK_TOPICS) if self._declared is None else len(self._declared)) + 2
+        if self._declared is None:
+            return messages_per_frame(atomic_frames=self.atomic_frames)
+        return messages_per_frame(atomic_frames=self.atomic_frames, mask_topics=len(self._declared))
 
     @property
     def burst(self) -> int:
@@ -285,24 +249,8 @@ class MaskPublisher:
         return self._limit.value
 
     def _warn_limit(self) -> None:
-        """Once per socket, at its first frame: a limit below two bursts of the node (every camera's
-        frame, per-class topics included) makes subscribers lose messages even when they keep up.
-        An explicit ``sndhwm``, or a default made for fewer namespaces or topics than the node has."""
-        limit = self._limit
-        if limit.warned:
-            return
-        limit.warned = True
-        burst = self.burst
-        if limit.value >= 2 * burst:
-            return
-        cameras = len(self._namespaces)
-        log.warning(
-            "%s is below two bursts of this node (a burst: one frame of %s, %d messages): subscribers "
-            "will lose messages even when they keep up; use --sndhwm %d or more (%d bursts)",
-            f"--sndhwm {limit.value}" if limit.asked is not None else f"the send limit ({limit.value} messages)",
-            f"each of {cameras} cameras" if cameras > 1 else "its camera", burst,
-            AUTO_BURSTS * burst, AUTO_BURSTS,
-        )
+        """At the first frame: a limit below two bursts of the node as it runs (``SendLimit.warn_once``)."""
+        self._limit.warn_once(self.burst, len(self._namespaces))
 
     def _overflow_locked(self, topic: bytes, frames: tuple[bytes, ...]) -> bool:
         """A subscriber's queue is full: the send raised zmq.Again (``XPUB_NODROP``) and went to
@@ -310,16 +258,8 @@ class MaskPublisher:
         message and those sent until its queue has drained by half (ZeroMQ takes it out of the send
         set meanwhile, so each overflow may cost it several), the others get it. Returns what
         ``send_locked`` returns."""
-        limit = self._limit
-        limit.overflows += 1
+        self._limit.overflowed(self.burst)
         self.hwm_overflows += 1
-        if limit.overflows in (1, 10, 100) or limit.overflows % 1000 == 0:
-            log.warning(
-                "a subscriber's queue was full (--sndhwm %d messages; a burst of this node is %d): it loses "
-                "messages, seen as gaps in pub_seq (%d overflow%s so far). A reader that keeps up needs a larger "
-                "--sndhwm; a slow one should drain and keep the newest (--keep-latest)",
-                self.sndhwm, self.burst, limit.overflows, "" if limit.overflows == 1 else "s",
-            )
         socket = self._socket
         socket.setsockopt(zmq.XPUB_NODROP, 0)
         try:

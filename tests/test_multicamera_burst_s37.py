@@ -25,8 +25,9 @@ from perception.cameras import MultiCameraNode
 from perception.cli import main as cli_main
 from perception.config import load_config
 from perception.errors import SourceError
-from perception.publish import AUTO_BURSTS, MaskPublisher
+from perception.publish import MaskPublisher
 from perception.run_config import RunConfig
+from perception.send_limit import AUTO_BURSTS
 from perception.sources import open_source
 from perception.sources.base import CorruptFrame, Source, SourceOptions
 from perception.wire import parse_header
