@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from perception import contracts
 from perception.bench.node import (
+    DRAIN_IDLE_S,
     FAST_RECONNECT,
     STARTUP_TIMEOUT_S,
     CpuSampler,
@@ -24,11 +25,13 @@ from perception.bench.node import (
     record_message,
     subscribed_masks,
     summarize_received,
+    warn_accounting,
 )
 from perception.bench.nodeproc import (
     BENCH_CAMERA,
     NodeFailed,
     StopOnSignal,
+    exited,
     free_tcp_port,
     last_line,
     node_command,
@@ -42,6 +45,23 @@ from perception.spawn import shown
 if TYPE_CHECKING:
     from perception.bench.pipeline import PipelineBenchConfig
 
+#: A camera whose measured input rate is below this share of the rate requested is named as one
+#: its source held back (its output FPS then measures the source, not the node).
+DELIVERED_SHARE = 0.9
+
+
+def fps_requested(cfg: PipelineBenchConfig) -> float | None:
+    """The rate each camera was asked for: ``--fps``, else the synthetic camera's own default;
+    None for a file read as fast as the node takes it, or a camera's or stream's own rate."""
+    if cfg.fps:
+        return float(cfg.fps)
+    if cfg.source.strip() == "synthetic":
+        from perception.sources.synthetic import DEFAULT_FPS
+
+        return float(DEFAULT_FPS)
+    return None
+
+
 class _CameraReceiver(threading.Thread):
     """One camera namespace's subscriber in its own thread (a ZeroMQ socket stays in the thread
     that made it): records what arrives while ``measuring`` is set."""
@@ -49,7 +69,8 @@ class _CameraReceiver(threading.Thread):
     def __init__(self, endpoint: str, namespace: str, masks: list[str] | None = None) -> None:
         super().__init__(name=f"bench-receive-{namespace}", daemon=True)
         self.endpoint, self.namespace, self.masks = endpoint, namespace, masks
-        self.ready, self.first_mask, self.measuring, self.done = (threading.Event() for _ in range(4))
+        self.ready, self.first_mask, self.measuring, self.closed, self.done = (threading.Event() for _ in range(5))
+        self.last_message_s = time.monotonic()
         self.rx = Received()
         self.counters: dict[str, int] = {}
         self.error: BaseException | None = None
@@ -66,13 +87,17 @@ class _CameraReceiver(threading.Thread):
                     msg = sub.recv(timeout_s=0.1)
                     if msg is None:
                         continue
+                    self.last_message_s = time.monotonic()
                     if msg.kind != contracts.KIND_JSON:
                         self.first_mask.set()
-                    if self.measuring.is_set():
+                    if self.closed.is_set():  # the window's frames still on their way while the node stops
+                        self.rx.closed = True
+                        record_message(self.rx, msg)
+                    elif self.measuring.is_set():
                         record_message(self.rx, msg)
                     else:  # frames begun before the window: the rest of their masks are not counted
                         record_message(before, msg)
-                        self.rx.skip_through = before.last_seq
+                        self.rx = before.window_after()
                 self.counters = dict(sub.counters.__dict__)
         except BaseException as exc:  # reported by the measuring thread
             self.error = exc
@@ -104,7 +129,7 @@ def measure_nodes(cfg: PipelineBenchConfig, model: Path, groups: list[tuple[str,
             def check_alive(when: str) -> None:
                 for proc, log_path, _, _ in procs:
                     if proc.poll() is not None:
-                        raise NodeFailed(f"a node exited with status {proc.returncode} {when}: {last_line(log_path)}",
+                        raise NodeFailed(f"a node {exited(proc.returncode)} {when}: {last_line(log_path)}",
                                          status=proc.returncode)
 
             t_start = time.monotonic()
@@ -129,26 +154,48 @@ def measure_nodes(cfg: PipelineBenchConfig, model: Path, groups: list[tuple[str,
                     sampler.maybe_sample()
                 time.sleep(0.05)
             for receiver in receivers.values():
-                receiver.measuring.clear()
+                receiver.closed.set()
             window_s = time.monotonic() - t_window
+            window_end_ns = time.time_ns()
             cpu = [sampler.summary() for sampler in samplers]
         finally:
             stop.stopping = True
+            exit_codes = [stop_node(proc) for proc, _, _, _ in procs]
+            # the frames the nodes sent before they stopped, still on their way (node.DRAIN_IDLE_S)
+            drain_end = time.monotonic() + 5.0
+            while time.monotonic() < drain_end and any(
+                    r.is_alive() and time.monotonic() - r.last_message_s < DRAIN_IDLE_S for r in receivers.values()):
+                time.sleep(0.05)
             for receiver in receivers.values():
                 receiver.done.set()
-            exit_codes = [stop_node(proc) for proc, _, _, _ in procs]
             for receiver in receivers.values():
                 receiver.join(5)
         final_stats = [read_final_stats(out_path) for _, _, out_path, _ in procs]
     per_camera = {}
+    label = "one node" if len(groups) == 1 else f"{len(groups)} nodes"
+    requested = fps_requested(cfg)
+    warnings: list[str] = []
     for name, receiver in receivers.items():
-        run = summarize_received(receiver.rx, window_s=window_s, cpu={}, subscriber=receiver.counters, extra={})
+        final = next((camera_final(f, name, group) for f, group in zip(final_stats, groups, strict=True)
+                      if name in group), None)
+        run = summarize_received(receiver.rx, window_s=window_s, cpu={}, subscriber=receiver.counters, extra={},
+                                 final=final, window_end_ns=window_end_ns)
         per_camera[name] = {key: run[key] for key in (
-            "output_fps", "input_fps", "frames_received", "frames_captured", "frames_dropped", "lost_after_node",
-            "capture_to_receive_ms")}
+            "output_fps", "input_fps", "frames_received", "frames_received_after_window", "frames_captured",
+            "frames_dropped", "lost_after_node", "loss_split", "capture_to_receive_ms")}
+        per_camera[name]["missing"] = run["sequence"]["missing"]
         per_camera[name]["stages_p50_ms"] = {stage: s["p50"] for stage, s in run["stages_ms"].items()}
+        cam_warnings = list(run["warnings"])
+        per_camera[name]["delivered_share"] = ratio(run["input_fps"], requested)
+        shortfall = camera_shortfall(run, requested)
+        if shortfall:
+            cam_warnings.append(shortfall)
+        per_camera[name]["warnings"] = cam_warnings
+        warnings += [f"{label}, camera {name}: {w}" for w in cam_warnings]
+    warn_accounting(warnings)
     fps = [c["output_fps"] or 0.0 for c in per_camera.values()]
     return {
+        "warnings": warnings,
         "nodes": [{"cameras": list(group), "command": shown(cmd), "exit_code": code, "cpu": c,
                    "final_stats": final}
                   for group, (_, _, _, cmd), code, c, final in zip(groups, procs, exit_codes, cpu, final_stats, strict=True)],
@@ -162,6 +209,29 @@ def measure_nodes(cfg: PipelineBenchConfig, model: Path, groups: list[tuple[str,
         # load on the machine distorts less than the rates (it takes CPU from either run alike).
         "images_per_core_s": ratio(sum(fps), sum(c["window_percent"] or 0.0 for c in cpu) / 100),
     }
+
+
+def camera_shortfall(run: dict[str, Any], requested: float | None) -> str | None:
+    """What to say of a camera whose measured input rate fell below ``DELIVERED_SHARE`` of the rate
+    asked (``fps_requested``), or None."""
+    share = ratio(run.get("input_fps"), requested)
+    if requested is None or share is None or share >= DELIVERED_SHARE:
+        return None
+    kept_up = (run.get("frames_dropped") or 0) <= 0.01 * (run.get("frames_captured") or 0)
+    return (f"its camera delivered {run['input_fps']:.1f} of the {requested:g} FPS requested ({100 * share:.0f} %): "
+            "the source fell short of the rate asked (a synthetic camera renders on the cores the nodes use; a "
+            "camera may not go that fast)" + (", and the node kept up with it, so its output FPS measures the "
+                                               "source, not the node" if kept_up else ""))
+
+
+def camera_final(final: dict[str, Any] | None, name: str, group: tuple[str, ...]) -> dict[str, Any] | None:
+    """Camera ``name``'s own final stats: its node's final line, or for a node of several cameras the
+    camera's entry under ``cameras`` (the node's line sums them)."""
+    if final is None or len(group) == 1:
+        return final
+    cameras = final.get("cameras")
+    own = cameras.get(name) if isinstance(cameras, dict) else None
+    return own if isinstance(own, dict) else None
 
 
 def measure_cameras(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, Any]:
@@ -184,7 +254,10 @@ def measure_cameras(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[st
     return {
         "n": cfg.cameras,
         "source": cfg.source,
-        "fps_requested": cfg.fps,
+        # --fps, or the synthetic camera's default (None: a file unpaced, a camera's own rate)
+        "fps_requested": fps_requested(cfg),
+        "fps_requested_from": "--fps" if cfg.fps else "the source's default" if fps_requested(cfg) else None,
+        "warnings": [w for key in ("one_node", "separate_nodes") for run in runs[key] for w in run["warnings"]],
         "batch_timeout_ms": cfg.batch_timeout_ms,
         "one_node": runs["one_node"][0],
         "separate_nodes": runs["separate_nodes"][0],

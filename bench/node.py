@@ -23,13 +23,14 @@ from perception.bench.nodeproc import (
     BENCH_CAMERA,
     NodeFailed,
     StopOnSignal,
+    exited,
     free_tcp_port,
     last_line,
     node_command,
     start_node,
     stop_node,
 )
-from perception.bench.stats import sequence_gaps, summarize_ms, transport_losses
+from perception.bench.stats import node_accounting, sequence_gaps, summarize_ms, transport_losses
 from perception.errors import PerceptionError
 from perception.options import MAX_QUEUE_MB
 from perception.spawn import shown
@@ -41,6 +42,12 @@ if TYPE_CHECKING:
 STARTUP_TIMEOUT_S = 60.0
 #: The measuring subscriber's reconnect interval, without back-off (see ``measure_node``).
 FAST_RECONNECT = {"reconnect_ivl_ms": 10, "reconnect_ivl_max_ms": 10}
+#: After the node has stopped, how long the subscriber keeps reading what it had sent (a second
+#: that brings nothing ends it): frames published in the window that were still on their way.
+DRAIN_IDLE_S = 0.3
+#: A subscriber that heard nothing for this long at the end of the window, while the node published
+#: more, is said to have been cut off (a stall of the transport, not the stop's last frames).
+SILENT_TAIL_S = 1.0
 #: How long ``--engine auto`` may probe (a first start for the model and machine) before the
 #: window starts anyway; a probe of the 2-core machines here takes 30-60 s.
 PROBE_WAIT_S = 300.0
@@ -133,6 +140,20 @@ class Received:
     skip_through: int | None = None
     #: The highest frame number seen in any mask message, counted or not.
     last_seq: int | None = None
+    #: Per mask topic, the ``pub_seq`` of frame ``skip_through``'s message: what the node had sent
+    #: on the topic before the window (``stats.node_accounting``).
+    anchor_pub_seqs: dict[str, int] = field(default_factory=dict)
+    #: Set once the window has closed: frames of the window that arrive after (while the node
+    #: stops) count as received for the loss accounting, not for the rates or latencies.
+    closed: bool = False
+    late_seqs: set[int] = field(default_factory=set)
+    late_pub_seqs: dict[str, dict[int, int]] = field(default_factory=dict)
+
+    def window_after(self) -> Received:
+        """A fresh record for the window that opens now: the frames seen so far (up to ``last_seq``)
+        are left out, and their ``pub_seq`` anchors the node's count of what it sent before."""
+        anchors = {t: pubs[self.last_seq] for t, pubs in self.pub_seqs.items() if self.last_seq in pubs}
+        return Received(skip_through=self.last_seq, anchor_pub_seqs=anchors)
 
 
 def stats_document(msg) -> dict[str, Any] | None:
@@ -150,8 +171,16 @@ def record_message(rx: Received, msg) -> None:
             rx.stats_docs.append({"receive_ns": msg.receive_ns, "doc": doc})
         return
     seq = msg.seq
+    if rx.closed:
+        if rx.skip_through is None or seq > rx.skip_through:
+            rx.late_seqs.add(seq)
+            if msg.pub_seq is not None:
+                rx.late_pub_seqs.setdefault(msg.topic, {})[seq] = msg.pub_seq
+        return
     rx.last_seq = seq if rx.last_seq is None else max(rx.last_seq, seq)
     if rx.skip_through is not None and seq <= rx.skip_through:
+        if seq == rx.skip_through and msg.pub_seq is not None:  # the frame's other topics, arriving late
+            rx.anchor_pub_seqs.setdefault(msg.topic, msg.pub_seq)
         return
     if msg.pub_seq is not None:
         rx.pub_seqs.setdefault(msg.topic, {})[seq] = msg.pub_seq
@@ -269,7 +298,7 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
                     if proc.returncode == 0 and sub.recv(timeout_s=0.5) is not None:
                         raise NodeFailed("the node published its whole input and exited before the measuring "
                                          "window opened; bench a longer clip, or pass --loop")
-                    raise NodeFailed(f"the node exited with status {proc.returncode} before publishing: "
+                    raise NodeFailed(f"the node {exited(proc.returncode)} before publishing: "
                                      f"{last_line(log_path)}", status=proc.returncode)
                 if time.monotonic() - t_start > STARTUP_TIMEOUT_S:
                     raise NodeFailed(f"the node published nothing within {STARTUP_TIMEOUT_S:.0f} s: "
@@ -287,7 +316,7 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
             # The window counts from here: the frame(s) whose first mask opened it, or arrived while
             # waiting for the probe, are left out, so its FPS is frames published inside it over its
             # length (counting the opening mask read about 1/--duration FPS high).
-            rx = Received(skip_through=rx.last_seq)
+            rx = rx.window_after()
             cpu = CpuSampler(proc.pid)
             own_cpu_start = time.process_time()  # this process: the subscriber's decoding and ZeroMQ
             t_window = time.monotonic()
@@ -296,7 +325,7 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
             while (now := time.monotonic()) < deadline:
                 if proc.poll() is not None:
                     if proc.returncode != 0:
-                        raise NodeFailed(f"the node exited with status {proc.returncode} during the run: "
+                        raise NodeFailed(f"the node {exited(proc.returncode)} during the run: "
                                          f"{last_line(log_path)}", status=proc.returncode)
                     # Exit 0 inside the window: its file input ended (no --loop). The window is what
                     # it ran; the messages it flushed on the way out still count.
@@ -312,14 +341,21 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
                         tick(1)
                 cpu.maybe_sample()
             window_s = input_ended_s if input_ended_s is not None else time.monotonic() - t_window
+            window_end_ns = time.time_ns()
             subscriber_cpu_s = time.process_time() - own_cpu_start
             cpu_summary = cpu.summary()
             counters = dict(sub.counters.__dict__)
         finally:
             stop.stopping = True
             exit_code = None if proc is None else stop_node(proc)
+        # What the node sent before it stopped and was still on its way (in this socket's queue):
+        # frames of the window that reached the subscriber, counted against the node's final stats.
+        rx.closed = True
+        while (msg := sub.recv(timeout_s=DRAIN_IDLE_S)) is not None:
+            record_message(rx, msg)
         final_stats = read_final_stats(out_path)
-    return summarize_received(rx, window_s=window_s, cpu=cpu_summary, subscriber=counters, extra={
+    summary = summarize_received(rx, window_s=window_s, cpu=cpu_summary, subscriber=counters, final=final_stats,
+                                 window_end_ns=window_end_ns, extra={
         "source": cfg.source,
         "duration_s": round(window_s, 3),
         "startup_to_first_mask_s": round(startup_s, 3),
@@ -331,6 +367,15 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
         "probe_wait": probe,
         "input_ended_s": None if input_ended_s is None else round(input_ended_s, 3),
     })
+    warn_accounting(summary.get("warnings"))
+    return summary
+
+
+def warn_accounting(warnings: list[str] | None, where: str = "") -> None:
+    """Say on stderr where the subscriber's count and the node's final stats disagree (also in the
+    JSON's ``warnings``): a figure the report prints must never hide it."""
+    for text in warnings or []:
+        print(f"perception bench: warning: {where}{text}", file=sys.stderr)
 
 
 def wait_for_probe(sub, proc: subprocess.Popen, log_path: Path, timeout_s: float, *,
@@ -348,7 +393,7 @@ def wait_for_probe(sub, proc: subprocess.Popen, log_path: Path, timeout_s: float
             if proc.returncode == 0:  # a clean exit: its file ended (no --loop) before the verdict
                 raise NodeFailed(ended or "the node's input ended (it exited with status 0) before --engine auto's "
                                           "probe gave its verdict; pass --loop or bench a longer clip")
-            raise NodeFailed(f"the node exited with status {proc.returncode} while probing engines: "
+            raise NodeFailed(f"the node {exited(proc.returncode)} while probing engines: "
                              f"{last_line(log_path)}", status=proc.returncode)
         msg = sub.recv(timeout_s=0.2)
         if msg is not None and seen is not None:
@@ -387,8 +432,17 @@ def read_final_stats(out_path: Path) -> dict[str, Any] | None:
     return None
 
 
-def summarize_received(rx: Received, *, window_s: float, cpu: dict, subscriber: dict, extra: dict) -> dict:
-    """Rates, gaps, per-stage and end-to-end latency from what the subscriber received."""
+def summarize_received(rx: Received, *, window_s: float, cpu: dict, subscriber: dict, extra: dict,
+                       final: dict | None = None, window_end_ns: int | None = None) -> dict:
+    """Rates, gaps, per-stage and end-to-end latency from what the subscriber received, and the
+    frames counted against the node's own final stats ``final`` (``stats.node_accounting``).
+
+    With them, the figures balance: frames captured = received (+ received after the window closed) +
+    missing, missing = dropped by the
+    node + lost after it, the frames the node published after the subscriber's last one included
+    (lost after it). Without them (a node that printed no final line), only the frames between the
+    first and last received can be counted, and ``warnings`` says so. ``warnings`` also names any
+    disagreement between the node's counts and the messages received."""
     seqs = rx.order
     frames = [rx.frames[s] for s in seqs]
     gaps = sequence_gaps(seqs)
@@ -401,27 +455,74 @@ def summarize_received(rx: Received, *, window_s: float, cpu: dict, subscriber: 
               for name in stage_names}
     e2e = [(f["receive_ns"] - f["capture_ns"]) / 1e6 for f in frames]
     to_publish = [(f["publish_ns"] - f["capture_ns"]) / 1e6 for f in frames]
-    # Frames the node captured over the window: the span of sequence numbers seen (seq is given at capture).
-    captured = gaps["last"] - gaps["first"] + 1 if seqs else 0
     stats_first = rx.stats_docs[0]["doc"] if rx.stats_docs else {}
     stats_last = rx.stats_docs[-1]["doc"] if rx.stats_docs else {}
-    # Missing frames split by pub_seq (exact, see transport_losses): lost after the node, the rest
-    # never published by it. Without pub_seq, the node's own drop counter over the stats documents
-    # received, which misses the drops before its first document (about a second in).
-    lost = transport_losses(seqs, rx.pub_seqs)
-    split = "pub_seq" if lost is not None else "node stats (approximate)"
-    if lost is not None:
-        dropped: int | None = gaps["missing"] - lost
+    # Missing frames between the first and last received, split by pub_seq (exact, see
+    # transport_losses): lost after the node, the rest never published by it.
+    between = transport_losses(seqs, rx.pub_seqs)
+    pub_seqs = {t: {**rx.pub_seqs.get(t, {}), **rx.late_pub_seqs.get(t, {})}
+                for t in {*rx.pub_seqs, *rx.late_pub_seqs}}
+    acct = node_accounting([*seqs, *rx.late_seqs], pub_seqs, start_seq=rx.skip_through,
+                           anchor_pub_seqs=rx.anchor_pub_seqs, final=final)
+    warnings: list[str] = []
+    sequence: dict[str, Any] = dict(gaps)
+    if acct is not None:
+        # The node's own counts from the window's first frame to its stop (see node_accounting).
+        captured, dropped, lost = acct["captured"], acct["dropped"], acct["lost_after_node"]
+        # frames of the window still on their way when it closed, read while the node stopped: they
+        # reached the subscriber (not missing), but are outside the window's rates and latencies
+        late = len({s for s in rx.late_seqs if s not in rx.frames and acct["first_seq"] <= s <= acct["last_seq"]})
+        # exact, as between received frames: pub_seq anchors the span, the node's own counts close it
+        split = "pub_seq"
+        sequence.update(missing=acct["missing"], missing_between_received=gaps["missing"],
+                        # before the window's first frame received, or after its last (the tail)
+                        missing_outside_received=max(0, acct["missing"] - gaps["missing"]),
+                        lost_after_last_received=acct["lost_after_last_received"],
+                        received_after_window=late)
+        if acct["problems"] or (between is not None and between > lost):
+            disagree = "; ".join(acct["problems"]) or (
+                f"pub_seq gaps between the frames received show {between} lost after the node, more than the "
+                f"{lost} the node's final stats leave")
+            warnings.append(f"the node's final stats and the messages received disagree ({disagree}); the split of "
+                            "the missing frames into dropped by the node and lost after it is uncertain")
+        silent_s = (None if window_end_ns is None or rx.last_receive_ns is None
+                    else (window_end_ns - rx.last_receive_ns) / 1e9)
+        tail = acct["lost_after_last_received"]
+        if tail and (not seqs or (silent_s is not None and silent_s > SILENT_TAIL_S)):
+            heard = ("no frame in the window" if not seqs else
+                     f"nothing in the last {silent_s:.1f} s of the {window_s:.1f} s window (its last frame: {seqs[-1]})")
+            warnings.append(f"the subscriber received {heard}, while the node went on publishing (its final stats: "
+                            f"{acct['published']} frames published from the window's start to its stop, "
+                            f"{acct['received']} received): {tail} frames published after the last one received "
+                            "count as lost after the node, and the output FPS is the subscriber's, not the node's")
     else:
-        dropped = _counter_delta(stats_first, stats_last, "dropped")
-        lost = None if dropped is None else max(0, gaps["missing"] - dropped)
+        captured = gaps["last"] - gaps["first"] + 1 if seqs else 0
+        late = 0
+        if between is not None:
+            split = "pub_seq"
+            dropped: int | None = gaps["missing"] - between
+            lost = between
+        else:
+            # Without pub_seq, the node's own drop counter over the stats documents received,
+            # which misses the drops before its first document (about a second in).
+            split = "node stats (approximate)"
+            dropped = _counter_delta(stats_first, stats_last, "dropped")
+            lost = None if dropped is None else max(0, gaps["missing"] - dropped)
+        why = ("the node printed no final stats" if final is None else
+               "the frames received carry no pub_seq to set against them" if between is None else
+               "they lack the frame counters")
+        warnings.append(f"{why}, so frames are counted only between the first and the last one received: frames the "
+                        "node captured or published after the last one received are in no figure")
     node_cpu = cpu.get("window_percent")
     sub_cpu = extra.get("subscriber_cpu_s")
     return {
         **extra,
         "model_id": rx.model_id,
         "window_s": round(window_s, 4),
+        # Frames of the window that reached the subscriber in it; captured = received + missing +
+        # received_after_window (frames of the window read after it closed, while the node stopped).
         "frames_received": len(seqs),
+        "frames_received_after_window": late,
         "frames_captured": captured,
         "input_fps": captured / window_s if window_s > 0 else None,
         "output_fps": len(seqs) / window_s if window_s > 0 else None,
@@ -431,7 +532,9 @@ def summarize_received(rx: Received, *, window_s: float, cpu: dict, subscriber: 
         # send queue, --sndhwm, overflowed).
         "lost_after_node": lost,
         "loss_split": split,
-        "sequence": gaps,
+        "accounting": acct,
+        "warnings": warnings,
+        "sequence": sequence,
         "messages_received": rx.messages,
         "wire_mb": round(rx.wire_bytes / 2**20, 3),
         "stages_ms": stages,

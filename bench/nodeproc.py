@@ -43,6 +43,18 @@ class NodeFailed(PerceptionError):
             self.exit_code = status
 
 
+def exited(returncode: int | None) -> str:
+    """How the node ended, for an error line: ``exited with status 2``, or for a negative status
+    (``Popen``'s killed-by-signal) ``was killed by SIGKILL (status -9)``."""
+    if returncode is not None and returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"was killed by {name} (status {returncode})"
+    return f"exited with status {returncode}"
+
+
 def free_tcp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import Any
 
 from perception import contracts
-from perception.bench.multicamera import measure_cameras
+from perception.bench.multicamera import fps_requested, measure_cameras
 from perception.bench.node import loop_for_probe, measure_node
 from perception.bench.nodeproc import NodeFailed
 from perception.bench.peak_rate import find_peak_rate, peak_rate_source_error
@@ -194,6 +194,7 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
             bar.set_postfix_str("node")
             node = measure_node(node_cfg, model, tick=bar.update)
             node["loop_for_probe"] = looped
+            node.update(source_rate(cfg, node))
             node_engine, node_precision = ran_by_node(cfg, node)
             final = node.get("node_final_stats") or {}
             one: dict[str, Any] = {"node_fps": node["output_fps"], "engine": final.get("engine") or node_engine,
@@ -230,12 +231,42 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
         one["node_over_baseline_fps"] = ratio(one["node_fps"], one.get("baseline_fps"))
         one["node_over_engine_fps"] = ratio(one["node_fps"], one.get("engine_only_fps"))
         rounds.append(one)
+    if results["pipeline"].get("source_limited"):
+        print(f"perception bench: note: {results['pipeline']['source_limited']}", file=sys.stderr)
     if cfg.peak_rate:
         results["peak_rate"] = find_peak_rate(cfg, model, main_run=results["pipeline"])
     results["ratios"] = pooled_ratios(rounds)
     if cfg.rounds > 1:
         results["rounds"] = rounds
     return results
+
+
+#: A paced source whose frames the node took at least this share of, dropping at most
+#: ``SOURCE_LIMITED_DROP`` of them, set the node's rate (``source_rate``).
+SOURCE_LIMITED_SHARE = 0.95
+SOURCE_LIMITED_DROP = 0.01
+
+
+def source_rate(cfg: PipelineBenchConfig, node: dict[str, Any]) -> dict[str, Any]:
+    """The rate the source was asked for (``fps_requested``: ``--fps``, or the synthetic camera's
+    default; None for a file read unpaced or a camera's own rate, ``fps_requested_from`` says which),
+    and ``source_limited``: when the node took that rate and published (nearly) every frame, the
+    sentence that says the source, not the node, set its output FPS (and so its node/engine ratio);
+    else None."""
+    requested = fps_requested(cfg)
+    out: dict[str, Any] = {"fps_requested": requested,
+                           "fps_requested_from": "--fps" if cfg.fps else "the source's default" if requested else None,
+                           "source_limited": None}
+    got, captured, dropped = node.get("input_fps"), node.get("frames_captured") or 0, node.get("frames_dropped")
+    if requested is None or got is None or dropped is None or captured <= 0:
+        return out
+    if got >= SOURCE_LIMITED_SHARE * requested and dropped <= SOURCE_LIMITED_DROP * captured:
+        out["source_limited"] = (
+            f"source-limited: the source was asked for {requested:g} FPS ({out['fps_requested_from']}) and the node "
+            f"took {got:.2f} FPS of it, dropping {dropped} of {captured} frames, so it kept up: its output FPS (and "
+            "node/engine-only) measures the source's rate, not the node's ceiling (bench a file without --fps, read "
+            "as fast as the node takes it, for that)")
+    return out
 
 
 def check_conflicts(cfg: PipelineBenchConfig) -> None:

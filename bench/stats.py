@@ -138,3 +138,92 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or denominator is None or denominator == 0:
         return None
     return float(numerator) / float(denominator)
+
+
+#: The node's final-stats counters ``node_accounting`` reads (``contracts.CAMERA_STATS``).
+_FINAL_COUNTERS = ("frames_in", "published", "source_corrupt", "in_flight_discarded", "unheard")
+
+
+def node_accounting(received: Iterable[int], pub_seqs: dict[str, dict[int, int]], *, start_seq: int | None,
+                    anchor_pub_seqs: dict[str, int], final: dict | None) -> dict | None:
+    """The measuring span's frames counted against the node's own final stats, the tail included.
+
+    The span is the frames numbered after ``start_seq`` (the last frame seen before the window
+    opened) up to the last one the node read before it stopped. ``received``: the frame numbers
+    the subscriber got in the span (in the window and while the node stopped); ``pub_seqs`` per
+    mask topic, frame number -> ``pub_seq`` of those messages; ``anchor_pub_seqs``: per topic, the
+    ``pub_seq`` of frame ``start_seq``'s message (the node's count of what it sent on the topic
+    before the span); ``final``: the node's final stats line (one camera's).
+
+    Frames are numbered at capture from 0 (``seq``; an unreadable frame gets none), so the node
+    read ``frames_in - source_corrupt`` numbered frames in all; a published frame goes on every
+    subscribed mask topic (``pub_seq`` counts them, from 0), so ``published - unheard`` frames went
+    on the anchor's topic. Of the span's frames the node: captured ``captured`` (less the
+    ``in_flight`` ones its stop cut off, which its own balance counts apart), published
+    ``published``, never published the rest (``dropped``: its queue, a failed stage). Of those it
+    published, ``lost_after_node`` never reached the subscriber, ``lost_after_last_received`` of them
+    after the last frame it received (the tail a count between received frames cannot see).
+    ``problems``: where the node's counts and the messages received disagree beyond that design
+    (more received than published, a ``pub_seq`` past the node's count), in words.
+
+    None when the span cannot be settled against the node: no final stats (a node that printed
+    none), no ``start_seq``, or no anchor ``pub_seq`` (wire version 1).
+    """
+    if final is None or start_seq is None:
+        return None
+    counts = {k: final.get(k, 0 if k in ("source_corrupt", "in_flight_discarded", "unheard") else None)
+              for k in _FINAL_COUNTERS}
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts.values()):
+        return None
+    topics = [t for t in anchor_pub_seqs if isinstance(anchor_pub_seqs[t], int)]
+    if not topics:
+        return None
+    read = counts["frames_in"] - counts["source_corrupt"]  # numbered frames: seq 0 .. read - 1
+    sent_on_topic = counts["published"] - counts["unheard"]  # frames whose masks went to the socket
+    got = sorted({s for s in received if start_seq < s < read})
+    # The topic whose last received message is latest settles the tail (prefer one the span has).
+    def last_on(topic: str) -> tuple[int, int] | None:
+        inside = [(s, p) for s, p in (pub_seqs.get(topic) or {}).items() if start_seq < s < read]
+        return max(inside) if inside else None
+    topic = max(topics, key=lambda t: (last_on(t) or (-1, -1))[0])
+    before = anchor_pub_seqs[topic] + 1  # messages on the topic up to and with frame start_seq
+    span = read - 1 - start_seq
+    in_flight = min(counts["in_flight_discarded"], max(span, 0))
+    captured = span - in_flight
+    published = sent_on_topic - before
+    problems: list[str] = []
+    if published < 0 or published > captured:
+        problems.append(f"the node's final stats count {sent_on_topic} frames sent in all, which leaves {published} for "
+                        f"the {captured} it captured in the span after the {before} it had sent before it")
+    if len(got) > max(published, 0):
+        problems.append(f"the subscriber received {len(got)} frames of the span, more than the {max(published, 0)} "
+                        "the node's final stats say it published")
+    last = last_on(topic)
+    after_last = 0
+    if last is not None:
+        last_seq, last_pub = last
+        if last_pub + 1 > sent_on_topic:
+            problems.append(f"a message of frame {last_seq} carries pub_seq {last_pub}, past the {sent_on_topic} "
+                            "frames the node's final stats say it sent")
+        later = sum(1 for s in got if s > last_seq)  # frames after it that arrived on other topics only
+        after_last = max(0, sent_on_topic - (last_pub + 1) - later)
+    elif got:
+        after_last = 0
+    else:
+        after_last = max(published, 0)
+    published = min(max(published, 0), captured)
+    lost = max(published - len(got), 0)
+    return {
+        "first_seq": start_seq + 1,
+        "last_seq": read - 1,
+        "captured": captured,
+        "in_flight_at_stop": in_flight,
+        "published": published,
+        "dropped": captured - published,
+        "received": len(got),
+        "lost_after_node": lost,
+        "lost_after_last_received": min(after_last, lost),
+        "missing": captured - len(got),
+        "topic": topic,
+        "problems": problems,
+    }
