@@ -53,7 +53,7 @@ from perception.bench.cases import (
     peak_rss_before_resets,
     prepare_batches,
 )
-from perception.bench.env import gpu_memory_mb
+from perception.bench.env import gpu_memory_mb, load_average_1m
 from perception.bench.stats import ratio, summarize_ms
 from perception.bench.timing import time_block
 from perception.config import listed_setting, same_setting, setting
@@ -65,6 +65,34 @@ from perception.options import EngineName, EngineOptions, PrecisionName, Provide
 from perception.run_config import DEFAULT_MODEL, RunConfig
 
 log = logging.getLogger(__name__)
+
+
+class EngineBenchInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM / SIGHUP) once every configuration had finished at least one timed block:
+    ``engine`` is the bench's ``engine`` block made of the first ``blocks_done`` blocks of every
+    configuration (``engine["interrupted"]`` says so). A caller that does not keep it (the pipeline
+    bench's engine-only run) sees a plain KeyboardInterrupt."""
+
+    def __init__(self, engine: dict[str, Any], blocks_done: int, blocks: int) -> None:
+        super().__init__(f"interrupted after block {blocks_done} of {blocks}")
+        self.engine, self.blocks_done, self.blocks = engine, blocks_done, blocks
+        self.results: dict[str, Any] | None = None  # the whole bench JSON, once the command has added its head
+
+
+@dataclass
+class _Blocks:
+    """One configuration's timed blocks: what its counters held after each, and the 1-minute load
+    average before and after each (``load_average_1m``)."""
+
+    ends: list[tuple[int, int, int, int]] = dataclasses.field(default_factory=list)  # samples, rss, wall, cpu
+    loads: list[list[float | None]] = dataclasses.field(default_factory=list)
+
+    def keep(self, case: Case, done: int) -> None:
+        """Cut ``case`` back to its first ``done`` blocks (a block cut short by Ctrl-C is dropped)."""
+        samples, rss_n, wall, cpu = self.ends[done - 1]
+        del case.samples_ns[samples:], case.rss_samples[rss_n:]
+        case.wall_ns, case.cpu_ns = wall, cpu
+        del self.ends[done:], self.loads[done:]
 
 
 #: Model files each engine reads; other pairings of the grid are left out, so that
@@ -206,7 +234,7 @@ def _file_ran(case: Case) -> Path:
     return Path(ran) if ran else case.model
 
 
-def _result(case: Case, cfg: EngineBenchConfig) -> dict[str, Any]:
+def _result(case: Case, cfg: EngineBenchConfig, blocks: _Blocks | None = None) -> dict[str, Any]:
     ran = _file_ran(case)
     size = ran.stat().st_size
     base = {
@@ -255,7 +283,7 @@ def _result(case: Case, cfg: EngineBenchConfig) -> dict[str, Any]:
     base.update({
         "warmup_runs": cfg.warmup,
         "timed_runs": len(samples_ms),
-        "timed_s": round(total_s, 4),
+        "timed_s": round(total_s, 6),
         "latency_ms": lat,
         "fps": fps,
         "throughput_ips": None if fps is None else fps * case.batch,
@@ -272,7 +300,25 @@ def _result(case: Case, cfg: EngineBenchConfig) -> dict[str, Any]:
         },
         "samples_ms": [round(s, 4) for s in samples_ms],
     })
+    if blocks is not None and blocks.ends:
+        base.update(_block_figures(samples_ms, blocks))
     return base
+
+
+def _block_figures(samples_ms: list[float], blocks: _Blocks) -> dict[str, Any]:
+    """The spread between one configuration's blocks: its runs and median (p50) per block, their
+    largest / smallest median (``block_p50_spread``: 1.0 when the blocks agree, 2.4 when the machine
+    ran one block at less than half the speed of another), and the load average around each block."""
+    starts = [0, *(end[0] for end in blocks.ends[:-1])]
+    runs = [end[0] - start for start, end in zip(starts, blocks.ends, strict=True)]
+    medians = [round(float(np.median(samples_ms[start:start + n])), 4) for start, n in zip(starts, runs, strict=True)
+               if n]
+    return {
+        "block_runs": runs,
+        "block_p50_ms": medians,
+        "block_p50_spread": round(max(medians) / min(medians), 3) if medians and min(medians) > 0 else None,
+        "block_load_1m": blocks.loads,
+    }
 
 
 def _engine_reads(engine: str, model: Path) -> bool:
@@ -340,6 +386,7 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
         runs_per_block = None if cfg.duration_s else cfg.runs // cfg.blocks
         block_s = cfg.duration_s / cfg.blocks if cfg.duration_s else None
         total = len(active) * (cfg.warmup + cfg.runs) if runs_per_block else None
+        blocks = {id(case): _Blocks() for case in active}
         with progress(total=total, desc="engine bench", unit="run", disable=not cfg.progress, file=sys.stderr) as bar:
             for case in active:
                 bar.set_postfix_str(f"warm-up {case.label()}")
@@ -348,20 +395,34 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
                     infer = case.workers[i % len(case.workers)].infer if case.workers else case.engine.infer
                     guarded(case, "in its warm-up", infer, case.batches[i % len(case.batches)])
                     bar.update(1)
-            for block in range(cfg.blocks):
+            try:
+                for block in range(cfg.blocks):
+                    for case in active:
+                        bar.set_postfix_str(f"block {block + 1}/{cfg.blocks} {case.label()}")
+                        runs = runs_per_block
+                        if runs is not None and block == cfg.blocks - 1:
+                            runs = cfg.runs - len(case.samples_ns)  # the last block takes the remainder
+                        before = load_average_1m()
+                        # outside the timed calls: a backend's error is one line naming the configuration
+                        guarded(case, f"in timed block {block + 1}", time_block, case, runs, block_s, bar.update)
+                        done = blocks[id(case)]
+                        done.ends.append((len(case.samples_ns), len(case.rss_samples), case.wall_ns, case.cpu_ns))
+                        done.loads.append([before, load_average_1m()])
+                        case.gpu_peak_mb = _max_or_none(case.gpu_peak_mb, gpu_memory_mb())
+                blocks_done = cfg.blocks
+            except KeyboardInterrupt:
+                # Keep the blocks that every configuration finished (rows made of the same blocks stay
+                # comparable); before the first such block there is nothing to keep.
+                blocks_done = min(len(b.ends) for b in blocks.values())
+                if blocks_done == 0:
+                    raise
                 for case in active:
-                    bar.set_postfix_str(f"block {block + 1}/{cfg.blocks} {case.label()}")
-                    runs = runs_per_block
-                    if runs is not None and block == cfg.blocks - 1:
-                        runs = cfg.runs - len(case.samples_ns)  # the last block takes the remainder
-                    # outside the timed calls: a backend's error is one line naming the configuration
-                    guarded(case, f"in timed block {block + 1}", time_block, case, runs, block_s, bar.update)
-                    case.gpu_peak_mb = _max_or_none(case.gpu_peak_mb, gpu_memory_mb())
+                    blocks[id(case)].keep(case, blocks_done)
     finally:
         for case in loaded.values():
             if case.engine is not None:
                 case.engine.close()
-    results = [_result(c, cfg) for c in cases]
+    results = [_result(c, cfg, blocks.get(id(c))) for c in cases]
     first = next((r for r in results if not r.get("skipped")), None)
     for r in results:
         if r.get("skipped") or first is None:
@@ -372,7 +433,7 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
             "p50_ms": ratio(r["latency_ms"]["p50"], first["latency_ms"]["p50"]),
             "p99_ms": ratio(r["latency_ms"]["p99"], first["latency_ms"]["p99"]),
         }
-    return {
+    engine = {
         "settings": {
             **{k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("models", "progress")},
             "models": [str(m) for m in models],
@@ -382,8 +443,13 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
             "frames_from": frames_description(cfg.frames, cfg.seed),
         },
         "process_peak_rss_mb": round(_max_rss_bytes() / 2**20, 1),
+        "load_average_1m_end": load_average_1m(),
         "results": results,
     }
+    if blocks_done < cfg.blocks:
+        engine["interrupted"] = {"blocks_done": blocks_done, "blocks": cfg.blocks}
+        raise EngineBenchInterrupted(engine, blocks_done, cfg.blocks)
+    return engine
 
 
 def _check_memory(cases: list[Case], frames_by_hw: dict[tuple[int, int], list[np.ndarray]],

@@ -66,6 +66,15 @@ def gpus() -> list[dict[str, str]]:
     return found
 
 
+def load_average_1m() -> float | None:
+    """The 1-minute load average (runnable and waiting tasks of the whole machine), rounded; None
+    where the OS has none. The engine bench reads it before and after every timed block."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def collect_environment() -> dict:
     """The environment block of a bench JSON (see bench/README.md for each field)."""
     try:
@@ -80,7 +89,7 @@ def collect_environment() -> dict:
         "cpu_physical_cores": psutil.cpu_count(logical=False),
         "cpu_usable_cores": affinity,
         "cpu_max_mhz": round(freq.max, 1) if freq and freq.max else None,
-        "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "load_average_1m": load_average_1m(),
         "memory_total_mb": round(psutil.virtual_memory().total / 2**20),
         "thread_variables": {k: os.environ.get(k, "") for k in THREAD_VARIABLES},
         "os": platform.platform(),

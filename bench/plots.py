@@ -5,6 +5,7 @@ CDF and throughput bars, the node's end-to-end latency CDF, stage latencies and 
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +58,28 @@ def _latency_cdf(plt, curves: list[tuple[list[float], str]], *, xlabel: str, yla
     return fig
 
 
+@contextlib.contextmanager
+def writing(path: Path):
+    """Around the writing of one output file: an OSError that names no file (a full disk, from PIL's
+    or Python's write) is raised again naming ``path``, and what was written of it is removed, so no
+    truncated PNG or JSON stays to be read later as a whole one."""
+    try:
+        yield
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            Path(path).unlink(missing_ok=True)
+        if exc.filename is not None or exc.filename2 is not None:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc) or type(exc).__name__, str(path)) from exc
+
+
 def _save(plt, fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        with writing(path):
+            fig.savefig(path, dpi=110)
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -9,11 +9,11 @@ backend: no display is needed.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-from perception.bench.plots import PLOT_FILES, plot_engine, plot_pipeline
+from perception.bench.plots import PLOT_FILES, plot_engine, plot_pipeline, writing
+from perception.bench.report_checks import results_problem
 from perception.errors import ConfigError
 
 #: Schema id of bench JSON files; bump on an incompatible change.
@@ -47,6 +47,9 @@ def load_results(path: str | Path) -> dict[str, Any]:
         doc = json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p} is not valid JSON ({exc}); pass the perception.bench.json that bench wrote") from None
+    except RecursionError:  # "[[[[..." thousands deep: the reader's stack, not a bench result
+        raise ConfigError(f"{p} nests lists or objects thousands deep, which no bench result does; pass the "
+                          "perception.bench.json that bench wrote") from None
     if not isinstance(doc, dict) or doc.get("schema") != RESULTS_SCHEMA:
         raise ConfigError(f"{p} is not a bench result (schema {RESULTS_SCHEMA!r}); pass the perception.bench.json that bench wrote")
     problem = results_problem(doc)
@@ -56,153 +59,21 @@ def load_results(path: str | Path) -> dict[str, Any]:
     return doc
 
 
-# ---- what a report reads from a bench JSON, checked before it is read ------------------------------
-#
-# A spec is "num" (a finite number), "nn" (a finite number not below 0: times, rates, counts), "count" (a
-# whole number not below 0: runs), "share" (a fraction in 0..1: agreement), "str", "any", each with "?" when null is allowed too; ("obj",
-# {key: spec}, nullable) with "key?" for a key that may be absent; ("list", spec, nullable);
-# ("map", spec): an object of any keys; ("hw",): a [height, width] pair of numbers.
-
-def _obj(fields: dict, nullable: bool = False) -> tuple:
-    return ("obj", fields, nullable)
-
-
-def _list(item, nullable: bool = False) -> tuple:
-    return ("list", item, nullable)
-
-
-_SUMMARY = _obj({"count": "nn", "mean?": "nn?", "p50": "nn?", "p90": "nn?", "p99": "nn?", "max": "nn?"})
-_ENGINE_SKIPPED = _obj({"label": "str", "skipped": "str"})
-_ENGINE_ROW = _obj({
-    "label": "str", "skipped?": "str?", "model?": "any", "model_tag?": "str?", "model_name": "any", "engine": "any",
-    "provider": "any", "precision": "any", "warmup_runs?": "count", "timed_runs?": "count", "agreement": "share?", "agreement_skipped?": "str?", "input_hw": ("hw",),
-    "threads_requested?": "any", "streams_requested?": "any", "batch": "nn", "latency_ms": _SUMMARY, "fps": "nn?",
-    "throughput_ips": "nn?", "ratio_to_first?": _obj({"fps?": "num?", "throughput_ips?": "num?", "p50_ms?": "num?",
-                                                       "p99_ms?": "num?"}, nullable=True),
-    "memory?": ("map", "num?"), "model_file_mb": "num?", "samples_ms": _list("nn"),
-})
-_ENGINE = _obj({"settings?": ("map", "any"), "results?": _list("any")})  # rows: _ENGINE_ROW or _ENGINE_SKIPPED
-_LATENCY = _obj({"count": "nn", "mean": "nn?", "p50": "nn?", "p90": "nn?", "p99": "nn?", "max": "nn?"},
-                nullable=True)
-_PIPELINE = _obj({
-    "duration_s?": "num?", "input_ended_s?": "num?", "sequence?": ("map", "any"), "frames_dropped?": "num?",
-    "lost_after_node?": "num?", "input_fps?": "nn?", "output_fps?": "nn?",
-    "cpu?": _obj({"mean_percent?": "num?", "max_percent?": "num?", "rss_peak_mb?": "num?",
-                  "threads?": _list(_obj({"name?": "any", "tid": "any", "percent": "any"}))}, nullable=True),
-    "probe_wait?": _obj({"waited_s?": "num?"}, nullable=True),
-    "stages_ms?": ("map", _LATENCY), "capture_to_publish_ms?": _LATENCY, "capture_to_receive_ms?": _LATENCY,
-    "capture_to_receive_samples_ms?": _list("nn", nullable=True), "topics?": "any",
-})
-_BASELINE = _obj({"fps?": "nn?", "latency_ms": _LATENCY, "samples_ms?": _list("nn", nullable=True)}, nullable=True)
-_RATIOS = _obj({"engine_only_fps?": "num?", "cpu_per_frame?": _obj({
-    "node_ms": "num?", "subscriber_ms": "num?", "engine_only_ms": "num?", "node_beyond_engine_ms": "num?",
-    "cpu_bound_node_over_engine": "num?"}, nullable=True)}, nullable=True)
-_ROUNDS = _list(_obj({"engine": "any", "precision": "any", "node_fps": "nn?"}), nullable=True)
-_PEAK = _obj({"max_drop": "num", "fps_held?": "num?", "sustained?": _obj({}, nullable=True),
-              "trials": _list(_obj({"fps_requested": "any", "input_fps": "any", "output_fps": "any",
-                                    "frames_captured": "any", "missing": "any", "frames_dropped": "any",
-                                    "cpu_percent": "any"}))}, nullable=True)
-_CAMERA_RUN = _obj({"window_s": "any", "images_per_s": "any", "cpu_percent_mean": "any", "min_camera_share": "any",
-                    "per_camera": ("map", _obj({"capture_to_receive_ms?": ("map", "any", True)}))})
-_CAMERAS = _obj({"n": "any", "one_node": _CAMERA_RUN, "separate_nodes": _CAMERA_RUN,
-                 "rounds?": _list(_obj({"one_node_images_per_s": "any", "separate_images_per_s": "any",
-                                        "ratio": "any"}), nullable=True)}, nullable=True)
-_ENVIRONMENT = _obj({"libraries?": ("map", "any"), "thread_variables?": ("map", "any"),
-                     "gpus?": _list(_obj({"name": "any", "memory_total_mb": "any", "driver": "any"})),
-                     "cpu_isa?": _list("str", nullable=True), "ort_providers?": _list("any")})
-_RESULTS = _obj({"engine?": _ENGINE, "pipeline?": _PIPELINE, "baseline?": _BASELINE, "ratios?": _RATIOS,
-                 "rounds?": _ROUNDS, "peak_rate?": _PEAK, "cameras?": _CAMERAS, "environment?": _ENVIRONMENT})
-
-_WORDS = {"num": "a number", "nn": "a number not below 0", "count": "a whole number not below 0",
-          "share": "a fraction in 0..1", "str": "text",
-          "obj": "an object", "list": "a list", "map": "an object",
-          "hw": "a [height, width] pair"}
-
-
-def _shown(value: Any) -> str:
-    text = "null" if value is None else json.dumps(value) if isinstance(value, (str, int, float, bool)) else (
-        "an object" if isinstance(value, dict) else "a list" if isinstance(value, list) else repr(value))
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _problem(value: Any, spec: Any, where: str) -> str:
-    """Where and how ``value`` (at ``where`` in the JSON) is not what ``spec`` says; empty when it is."""
-    if spec == "any":
-        return ""
-    if isinstance(spec, str):
-        base = spec.rstrip("?")
-        if value is None and spec.endswith("?"):
-            return ""
-        if base == "str":
-            return "" if isinstance(value, str) else f"{where} is {_shown(value)}, expected text"
-        if not _is_number(value):
-            return f"{where} is {_shown(value)}, expected a number"
-        ok = ((base == "num" or value >= 0) and (base != "share" or value <= 1)  # no negative time, rate or count
-              and (base != "count" or float(value).is_integer()))  # no fraction of a run
-        return "" if ok else f"{where} is {_shown(value)}, expected {_WORDS[base]}"
-    kind = spec[0]
-    if kind == "hw":
-        ok = isinstance(value, list) and len(value) == 2 and all(_is_number(v) for v in value)
-        return "" if ok else f"{where} is {_shown(value)}, expected {_WORDS['hw']}"
-    if value is None and len(spec) > 2 and spec[2]:
-        return ""
-    if kind in ("obj", "map") and not isinstance(value, dict):
-        return f"{where} is {_shown(value)}, expected {_WORDS[kind]}"
-    if kind == "list" and not isinstance(value, list):
-        return f"{where} is {_shown(value)}, expected {_WORDS[kind]}"
-    if kind == "obj":
-        for key, sub in spec[1].items():
-            name = key.rstrip("?")
-            if name not in value:
-                if key.endswith("?"):
-                    continue
-                return f"{where}.{name} is missing"
-            problem = _problem(value[name], sub, f"{where}.{name}")
-            if problem:
-                return problem
-        return ""
-    items = enumerate(value) if kind == "list" else value.items()
-    for key, item in items:
-        problem = _problem(item, spec[1], f"{where}[{key}]" if kind == "list" else f"{where}.{key}")
-        if problem:
-            return problem
-    return ""
-
-
-def results_problem(doc: dict[str, Any]) -> str:
-    """Where a bench JSON (``schema`` already checked) holds something its report cannot be made of
-    (``samples_ms: ["x", null]``, ``latency_ms: null``): the key and what it holds, e.g.
-    ``engine.results[0].latency_ms is null, expected an object``; empty when it is whole."""
-    problem = _problem(doc, _RESULTS, "the JSON").replace("the JSON.", "", 1)
-    if problem:
-        return problem
-    for i, row in enumerate((doc.get("engine") or {}).get("results") or []):
-        spec = _ENGINE_SKIPPED if isinstance(row, dict) and row.get("skipped") else _ENGINE_ROW
-        problem = _problem(row, spec, f"engine.results[{i}]")
-        if problem:
-            return problem
-        if spec is _ENGINE_ROW and "timed_runs" in row and row["timed_runs"] != len(row["samples_ms"]):
-            # the bench keeps every timed run's time: a count that is not theirs was changed after
-            return (f"engine.results[{i}].timed_runs is {_shown(row['timed_runs'])}, but the row holds "
-                    f"{len(row['samples_ms'])} samples_ms (one per timed run)")
-    return ""
-
-
 def write_results(results: dict[str, Any], out_dir: str | Path) -> Path:
-    """Write ``results`` as ``perception.bench.json`` in ``out_dir`` (created when absent); returns the path."""
+    """Write ``results`` as ``perception.bench.json`` in ``out_dir`` (created when absent); returns the path.
+    An OSError names the file (``plots.writing``: a full disk's error names none), a part written removed."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / RESULTS_FILE
-    path.write_text(json.dumps(results, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+    text = json.dumps(results, indent=1, sort_keys=False) + "\n"
+    with writing(path):
+        path.write_text(text, encoding="utf-8")
     return path
 
 
 def write_report(results: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
-    """Write ``perception.bench.md`` and the PNG plots for ``results`` into ``out_dir``; returns name -> path."""
+    """Write ``perception.bench.md`` and the PNG plots for ``results`` into ``out_dir``; returns name -> path.
+    An OSError names the file it failed on; the files written before it stay."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
@@ -210,7 +81,8 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> dict[str, Path
     written.update(plot_pipeline(results, out))
     md = render_markdown(results, plots={k: v.name for k, v in written.items()})
     path = out / REPORT_FILE
-    path.write_text(md, encoding="utf-8")
+    with writing(path):
+        path.write_text(md, encoding="utf-8")
     written["markdown"] = path
     return written
 
@@ -230,29 +102,108 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def _inline(text: Any) -> str:
+    """``text`` on one line: a name with a line break in it would start a heading or a list of its own."""
+    return " ".join(str(text).splitlines()) if text is not None else "-"
+
+
+def _cell(value: Any) -> str:
+    """One table cell: ``|`` escaped (it would end the cell), on one line (a break would end the table)."""
+    return _inline(_fmt(value)).replace("|", "\\|")
+
+
 def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     return lines
+
+
+#: A configuration whose slowest block median is this many times its fastest was not measured on a
+#: steady machine: its ratios to the other rows are not to be trusted.
+BLOCK_SPREAD_WARN = 1.3
+
+
+def _block_range(r: dict[str, Any]) -> str | None:
+    """A row's block medians as ``min..max`` ms (with their ratio when they disagree), or None
+    (one block, or a JSON written before the figure)."""
+    medians = r.get("block_p50_ms") or []
+    if len(medians) < 2:
+        return None
+    low, high = min(medians), max(medians)
+    spread = r.get("block_p50_spread")
+    return f"{_fmt(low)}..{_fmt(high)}" + (f" (x{spread:.2f})" if spread and spread >= BLOCK_SPREAD_WARN else "")
+
+
+def _engine_loads(results: dict[str, Any]) -> list[float]:
+    """Every 1-minute load average the engine bench read: at the start, around each block, at the end."""
+    engine = results.get("engine") or {}
+    loads = [(results.get("environment") or {}).get("load_average_1m"), engine.get("load_average_1m_end")]
+    for r in engine.get("results") or []:
+        loads += [v for pair in r.get("block_load_1m") or [] for v in pair]
+    return [v for v in loads if v is not None]
+
+
+def engine_warnings(results: dict[str, Any]) -> list[str]:
+    """Why the engine rows' ratios may not be trusted: a machine busier than its cores (the 1-minute
+    load average at the start, around any block or at the end), or a configuration whose block medians
+    disagree by ``BLOCK_SPREAD_WARN`` or more. Empty for a steady run."""
+    engine = results.get("engine") or {}
+    rows = [r for r in engine.get("results") or [] if not r.get("skipped")]
+    if not rows:
+        return []
+    warnings = []
+    env = results.get("environment") or {}
+    cores = env.get("cpu_logical_cores")
+    loads = _engine_loads(results)
+    if cores and loads and max(loads) > cores:
+        warnings.append(
+            f"the machine was busy: its load average (1 min) reached {max(loads):.2f} on {cores} cores "
+            f"(from {min(loads):.2f}; this bench's own threads count in it): other work took turns with the timed "
+            "calls, so the ratios between rows are not trustworthy; rerun on a quiet machine")
+    for i, r in enumerate(engine.get("results") or [], start=1):
+        spread = r.get("block_p50_spread")
+        if not r.get("skipped") and spread and spread >= BLOCK_SPREAD_WARN:
+            medians = r["block_p50_ms"]
+            warnings.append(
+                f"#{i} {_inline(r['label'])}: its {len(medians)} blocks' medians range {_fmt(min(medians))}.."
+                f"{_fmt(max(medians))} ms (x{spread:.2f}): the machine's speed changed during the run, so its "
+                "ratios to the other rows are not trustworthy; rerun on a quiet machine (or with more --runs)")
+    return warnings
+
+
+def _partial_line(engine: dict[str, Any]) -> str | None:
+    stop = engine.get("interrupted")
+    if not stop:
+        return None
+    done = stop["blocks_done"]
+    return (f"partial: interrupted after block {done} of {stop['blocks']}; every configuration's figures are from "
+            f"its first {'block' if done == 1 else f'{done} blocks'}")
 
 
 def render_markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> str:
     """The Markdown report for ``results``; ``plots`` maps plot names to file names to embed."""
     plots = plots or {}
-    lines = [f"# perception bench: {results.get('kind', '?')}", ""]
-    lines += [f"Run {results.get('created_utc', '?')} with `{results.get('command', '')}`.", ""]
+    lines = [f"# perception bench: {_inline(results.get('kind', '?'))}", ""]
+    lines += [f"Run {_inline(results.get('created_utc', '?'))} with `{_inline(results.get('command', ''))}`.", ""]
     if "engine" in results:
-        lines += _engine_section(results["engine"], plots)
+        lines += _engine_section(results["engine"], plots, engine_warnings(results))
     if "pipeline" in results:
         lines += _pipeline_section(results, plots)
     if "cameras" in results:
         lines += _cameras_section(results["cameras"])
-    lines += _environment_section(results.get("environment", {}))
+    engine = results.get("engine") or {}
+    during = [v for r in engine.get("results") or [] for pair in r.get("block_load_1m") or [] for v in pair
+              if v is not None] + [v for v in [engine.get("load_average_1m_end")] if v is not None]
+    lines += _environment_section(results.get("environment", {}), during)
     return "\n".join(lines) + "\n"
 
 
-def _engine_section(engine: dict[str, Any], plots: dict[str, str]) -> list[str]:
+def _engine_section(engine: dict[str, Any], plots: dict[str, str], warnings: list[str] | None = None) -> list[str]:
     lines = ["## Engine", ""]
+    partial = _partial_line(engine)
+    if partial:
+        lines += [f"**{partial[0].upper()}{partial[1:]}** (Ctrl-C or a stop signal); the rows are comparable with each "
+                  "other, but hold fewer runs than asked.", ""]
     s = engine.get("settings", {})
     lines += [
         f"Warm-up {s.get('warmup')} runs per configuration (not timed); then {s.get('blocks')} round-robin "
@@ -261,11 +212,14 @@ def _engine_section(engine: dict[str, Any], plots: dict[str, str]) -> list[str]:
         "Latency is one `Engine.infer` call on a batch; FPS = 1000 / mean latency; "
         "img/s = FPS x batch; ratios are to configuration #1 (x img/s > 1: more images per second; "
         "x p99 < 1: a shorter tail). Agreement: share of pixels whose class id equals ONNX Runtime on the "
-        "same frames and the `--model` file itself (FP32 for an FP32 file; `--precision int8` runs its INT8 sibling).",
+        "same frames and the `--model` file itself (FP32 for an FP32 file; `--precision int8` runs its INT8 sibling). "
+        "Block p50: the smallest..largest of the configuration's per-block medians (their ratio when "
+        f"x{BLOCK_SPREAD_WARN} or more): a wide range means the machine's speed changed while it ran.",
         "",
     ]
     header = ["#", "model", "engine", "provider", "precision", "agree % vs ORT", "input", "threads", "streams", "batch",
-              "runs", "p50 ms", "p90 ms", "p99 ms", "max ms", "FPS", "img/s", "x img/s #1", "x p99 #1", "load +RSS MB",
+              "runs", "p50 ms", "p90 ms", "p99 ms", "max ms", "block p50 ms", "FPS", "img/s", "x img/s #1", "x p99 #1",
+              "load +RSS MB",
               "peak RSS MB", "GPU MB", "file MB"]
     rows = []
     skipped = []
@@ -276,10 +230,10 @@ def _engine_section(engine: dict[str, Any], plots: dict[str, str]) -> list[str]:
         files_of.setdefault(r.get("model_name", ""), set()).add(r.get("model", ""))
     for i, r in enumerate(engine.get("results", []), start=1):
         if r.get("skipped"):
-            skipped.append(f"- #{i} {r['label']}: skipped, {r['skipped']}")
+            skipped.append(f"- #{i} {_inline(r['label'])}: skipped, {_inline(r['skipped'])}")
             continue
         if r.get("agreement_skipped"):
-            unmeasured.append(f"- #{i} {r['label']}: no agreement, {r['agreement_skipped']}")
+            unmeasured.append(f"- #{i} {_inline(r['label'])}: no agreement, {_inline(r['agreement_skipped'])}")
         lat = r["latency_ms"]
         ratios = r.get("ratio_to_first") or {}
         mem = r.get("memory", {})
@@ -290,11 +244,13 @@ def _engine_section(engine: dict[str, Any], plots: dict[str, str]) -> list[str]:
             None if r.get("agreement") is None else round(100 * r["agreement"], 2), f"{h}x{w}",
             # as requested (the rows of --threads 1,2 differ only here); none: the engine's default
             r.get("threads_requested") or "default", r.get("streams_requested") or 1, r["batch"], lat["count"],
-            lat["p50"], lat["p90"], lat["p99"], lat["max"], r["fps"], r["throughput_ips"],
+            lat["p50"], lat["p90"], lat["p99"], lat["max"], _block_range(r), r["fps"], r["throughput_ips"],
             ratios.get("throughput_ips"), ratios.get("p99_ms"), mem.get("rss_load_delta_mb"), mem.get("rss_peak_mb"), mem.get("gpu_peak_mb"),
             r["model_file_mb"],
         ])
     lines += _table(header, rows) + [""]
+    if warnings:
+        lines += [f"**Warning:** {w}." for w in warnings] + [""]
     if skipped:
         lines += skipped + [""]
     if unmeasured:
@@ -453,9 +409,9 @@ def _cameras_section(c: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _environment_section(env: dict[str, Any]) -> list[str]:
+def _environment_section(env: dict[str, Any], loads: list[float] | None = None) -> list[str]:
     if not env:
-        return []
+        return ["## Environment", "", "Not recorded in the JSON.", ""]
     libs = ", ".join(f"{k} {v}" for k, v in env.get("libraries", {}).items() if v != "absent")
     gpus = "; ".join(f"{g['name']} ({g['memory_total_mb']} MB, driver {g['driver']})" for g in env.get("gpus", []))
     threads = ", ".join(f"{k}={v}" for k, v in env.get("thread_variables", {}).items() if v) or "none set"
@@ -465,6 +421,8 @@ def _environment_section(env: dict[str, Any]) -> list[str]:
         ["cores (logical / physical / usable)",
          f"{env.get('cpu_logical_cores')} / {env.get('cpu_physical_cores')} / {env.get('cpu_usable_cores')}"],
         ["load average (1 min) at start", env.get("load_average_1m")],
+        *([["load average (1 min) during the engine blocks, min..max",
+            f"{_fmt(min(loads))}..{_fmt(max(loads))}"]] if loads else []),
         ["memory MB", env.get("memory_total_mb")],
         ["thread variables", threads],
         ["OS", env.get("os")],
@@ -494,6 +452,9 @@ def new_results(kind: str, command: str) -> dict[str, Any]:
 def summary_text(results: dict[str, Any]) -> str:
     """A few lines for the terminal: the headline figures of ``results``."""
     lines = []
+    partial = _partial_line(results.get("engine") or {})
+    if partial:
+        lines.append(partial)
     for i, r in enumerate(results.get("engine", {}).get("results", []), start=1):
         if r.get("skipped"):
             lines.append(f"#{i} {r['label']}: skipped ({r['skipped']})")
@@ -502,11 +463,13 @@ def summary_text(results: dict[str, Any]) -> str:
         x = (r.get("ratio_to_first") or {}).get("throughput_ips")
         lines.append(
             f"#{i} {r['label']}: p50 {lat['p50']:.2f} ms  p99 {lat['p99']:.2f} ms  max {lat['max']:.2f} ms  "
-            f"{r['fps']:.1f} FPS  {r['throughput_ips']:.1f} img/s (x{x:.2f} #1)  "
+            + (f"blocks p50 {_block_range(r)} ms  " if _block_range(r) else "")
+            + f"{r['fps']:.1f} FPS  {r['throughput_ips']:.1f} img/s (x{x:.2f} #1)  "
             f"peak RSS {r['memory']['rss_peak_mb']:.0f} MB"
             + ("" if r.get("agreement") is None else f"  agree {100 * r['agreement']:.2f} %")
             + ("  agree - (ONNX Runtime, the reference, cannot run the file)" if r.get("agreement_skipped") else "")
         )
+    lines += [f"warning: {w}" for w in engine_warnings(results)]
     c = results.get("cameras")
     if c:
         for label, key in (("one node", "one_node"), (f"{c['n']} nodes", "separate_nodes")):

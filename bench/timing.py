@@ -80,10 +80,17 @@ def _time_block_in_flight(case: Case, runs: int | None, seconds: float | None, t
 
     threads = [threading.Thread(target=loop, args=(w,), name=f"bench-stream-{i}") for i, w in enumerate(case.workers)]
     start = time.perf_counter_ns()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    except BaseException:  # Ctrl-C while they run: the workers stop after their call, before the engine closes
+        stop.set()
+        for t in threads:
+            if t.is_alive():
+                t.join()
+        raise
     case.wall_ns += time.perf_counter_ns() - start
     if errors:
         raise errors[0]

@@ -101,7 +101,6 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from perception.bench import report
 
     if args.bench_mode == "probe":
         return _probe(args)
@@ -111,6 +110,8 @@ def _main(args: argparse.Namespace) -> int:
     # Under 'python -m perception.bench' the argv lacks the 'bench' word; under 'perception' it has it.
     rest = argv[argv.index("bench") + 1:] if "bench" in argv else argv
     command = "perception bench " + " ".join(shlex.quote(a) for a in rest)
+    from perception.bench.engine import EngineBenchInterrupted
+    from perception.cli import emit
     from perception.sinks import missing_folders, remove_empty_folders
 
     out = args.out or DEFAULT_OUT
@@ -122,16 +123,48 @@ def _main(args: argparse.Namespace) -> int:
             results = _run_engine(args, command)
         else:
             results = _run_pipeline(args, command)
+    except EngineBenchInterrupted as stopped:
+        if stopped.results is None:  # not the engine bench's own rows (they are kept only by _run_engine)
+            remove_empty_folders(created)
+            raise
+        # Ctrl-C after every configuration finished a block: those blocks are kept, marked partial.
+        remove_earlier_output(earlier, folder=out, flag="--out", what="a file of an earlier bench")
+        path = _write_output(stopped.results, out)
+        emit(f"perception: interrupted; wrote the first {stopped.blocks_done} of {stopped.blocks} blocks of every "
+             f"configuration to {path} (marked partial)", file=sys.stderr)
+        return 130
     except BaseException:
         remove_empty_folders(created)  # a bench that measured nothing leaves no empty --out behind
         raise
     # Only now: a bench that failed leaves the earlier result as it was.
     remove_earlier_output(earlier, folder=out, flag="--out", what="a file of an earlier bench")
-    path = report.write_results(results, out)
-    written = report.write_report(results, out)
+    _write_output(results, out)
+    return 0
+
+
+def _write_output(results: dict, out: Path) -> Path:
+    """Write the JSON, then the report and plots, then print the summary and the files; returns the
+    JSON's path. A file that cannot be written (a full disk) is one line naming it and its cause, after
+    the summary (the figures are on the terminal at least), saying what was kept."""
+    from perception.bench import report
+
+    try:
+        path = report.write_results(results, out)
+    except OSError as exc:
+        print(report.summary_text(results))
+        raise ConfigError(f"cannot write {exc.filename or out / report.RESULTS_FILE} ({exc.strerror or exc}); "
+                          "nothing of this run was kept but the summary above: free some space or choose a writable "
+                          "--out, and run the bench again") from None
+    try:
+        written = report.write_report(results, out)
+    except OSError as exc:
+        print(report.summary_text(results))
+        raise ConfigError(f"cannot write {exc.filename or out} ({exc.strerror or exc}); kept {path}, every figure of "
+                          f"this run: once there is room, 'perception bench report {out}' makes the report and "
+                          "plots") from None
     print(report.summary_text(results))
     _print_written({"json": path, **written})
-    return 0
+    return path
 
 
 def _probe(args: argparse.Namespace) -> int:
@@ -203,6 +236,9 @@ def _report(args: argparse.Namespace) -> int:
             raise ConfigError(f"cannot write {out / report.RESULTS_FILE} ({exc.strerror}); choose a writable --out") from None
     try:
         written.update(report.write_report(results, out))
+    except OSError as exc:  # a full disk: one line naming the file (plots.writing names it)
+        raise ConfigError(f"cannot write {exc.filename or out} ({exc.strerror or exc}); {source} is unchanged: free "
+                          "some space or choose another --out") from None
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
         # A damaged JSON that ``load_results``'s checks let through (a key of a part they do not
         # cover): one line naming the file, not a traceback from the plotting code.
@@ -228,24 +264,36 @@ def _claim_out(out: Path, *, overwrite: bool) -> list[Path]:
 
 
 def _prepare_out(out: Path) -> Path:
-    """Create the --out folder before measuring, so a typo costs seconds, not a whole benchmark."""
+    """Create the --out folder before measuring, and check that a file can be made in it (a read-only
+    folder or file system), so a typo costs seconds, not a whole benchmark."""
+    import tempfile
+
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder for perception.bench.json, perception.bench.md and the plots")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"cannot create --out folder {out} ({exc.strerror}); choose a writable path") from None
+    try:
+        with tempfile.TemporaryFile(dir=out, prefix=".perception-bench-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot write in --out folder {out} ({exc.strerror or exc}); choose a writable folder") from None
     return out
 
 
 def _run_engine(args: argparse.Namespace, command: str) -> dict:
-    from perception.bench.engine import EngineBenchConfig, run_engine_bench
+    from perception.bench.engine import EngineBenchConfig, EngineBenchInterrupted, run_engine_bench
     from perception.bench.report import new_results
     from perception.flags import config_from_flags
 
     cfg = config_from_flags(EngineBenchConfig, args, source="perception bench engine")
     results = new_results("engine", command)
-    results["engine"] = run_engine_bench(cfg)
+    try:
+        results["engine"] = run_engine_bench(cfg)
+    except EngineBenchInterrupted as stopped:  # the blocks every configuration finished, for _main to keep
+        stopped.results = {**results, "engine": stopped.engine}
+        raise
     return results
 
 
