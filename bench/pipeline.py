@@ -231,8 +231,6 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
         one["node_over_baseline_fps"] = ratio(one["node_fps"], one.get("baseline_fps"))
         one["node_over_engine_fps"] = ratio(one["node_fps"], one.get("engine_only_fps"))
         rounds.append(one)
-    if results["pipeline"].get("source_limited"):
-        print(f"perception bench: note: {results['pipeline']['source_limited']}", file=sys.stderr)
     if cfg.peak_rate:
         results["peak_rate"] = find_peak_rate(cfg, model, main_run=results["pipeline"])
     results["ratios"] = pooled_ratios(rounds)

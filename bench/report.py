@@ -265,22 +265,33 @@ def _pipeline_section(results: dict[str, Any], plots: dict[str, str]) -> list[st
     p = results["pipeline"]
     lines = ["## Pipeline", ""]
     lines += [
-        f"The node ran {_fmt(p.get('duration_s'))} s on source `{p.get('source')}` with model "
-        f"`{p.get('model_id')}`; a subscriber in the bench process received its messages. "
+        f"The node ran {_fmt(p.get('duration_s'))} s on source `{_inline(p.get('source'))}` with model "
+        f"`{_inline(p.get('model_id'))}`; a subscriber in the bench process received its messages. "
         "Rates are counted over the measurement window (after the first message)."
         + (f" The node's input ended {_fmt(p['input_ended_s'], 1)} s into the window, which ends there (add "
            "`--loop` for the full window)." if p.get("input_ended_s") is not None else ""),
         "",
     ]
+    if p.get("accounting"):
+        lines += ["The frames are counted against the node's own final stats, from the one after the frame that "
+                  "opened the window to the node's stop: frames captured = frames received + received after the "
+                  "window closed + missing, and missing = dropped by the node + lost after it.", ""]
     seq = p.get("sequence", {})
     # pub_seq splits the missing frames exactly; the node's 1 Hz drop counter (no pub_seq) only roughly.
     rough = ("" if p.get("loss_split") == "pub_seq" or p.get("frames_dropped") is None
              else " (approximate: the node's 1 Hz stats)")
+    # a paced source the node kept up with set its rate: the figures that read as the node's speed say so
+    limited = ", source-limited (see the note below)" if p.get("source_limited") else ""
+    late = p.get("frames_received_after_window")
     rows = [
+        *([["source rate", requested_rate(p["fps_requested"], p.get("fps_requested_from"), p.get("source"))]]
+          if "fps_requested" in p else []),
         ["input FPS (frames captured)", p.get("input_fps")],
-        ["output FPS (frames received)", p.get("output_fps")],
+        [f"output FPS (frames received){limited}", p.get("output_fps")],
         ["frames captured", p.get("frames_captured")],
         ["frames received", p.get("frames_received", seq.get("received"))],
+        *([["frames received after the window closed (on their way when it closed, read while the node stopped; "
+            "not missing, outside the rates and latencies)", late]] if late is not None else []),
         *([["messages received (every topic, stats included)", p["messages_received"]]]
           if "messages_received" in p else []),
         ["sequence numbers missing at subscriber", seq.get("missing")],
@@ -305,7 +316,7 @@ def _pipeline_section(results: dict[str, Any], plots: dict[str, str]) -> list[st
     if "engine_only_fps" in ratios:
         rows += [
             ["engine-only FPS (batch 1)", ratios.get("engine_only_fps")],
-            [f"node FPS / engine-only FPS{pooled}", ratios.get("node_over_engine_fps")],
+            [f"node FPS / engine-only FPS{pooled}{limited}", ratios.get("node_over_engine_fps")],
         ]
     cpu = ratios.get("cpu_per_frame")
     if cpu:
@@ -324,6 +335,9 @@ def _pipeline_section(results: dict[str, Any], plots: dict[str, str]) -> list[st
     rows.append(["subscribed topics", ", ".join(p["topics"]) if isinstance(p.get("topics"), list) else "all"])
     rows.append(["start-up: node launch -> first mask at the subscriber, s", p.get("startup_to_first_mask_s")])
     lines += _table(["figure", "value"], rows) + [""]
+    lines += [f"**Warning:** {_inline(w)}." for w in p.get("warnings") or []] + ([""] if p.get("warnings") else [])
+    if p.get("source_limited"):
+        lines += [f"**Source-limited:** {_inline(_source_limited_text(p['source_limited']))}.", ""]
     rounds = results.get("rounds") or []
     if len(rounds) > 1:
         lines += [f"{len(rounds)} rounds, alternating node, serial baseline and engine-only runs (the ratios above "
@@ -373,10 +387,12 @@ def _cameras_section(c: dict[str, Any]) -> list[str]:
     """``--cameras N``: one node batching N cameras against N separate nodes, per camera and in total."""
     n = c["n"]
     timeout = "the node's default" if c.get("batch_timeout_ms") is None else f"{_fmt(c['batch_timeout_ms'])} ms"
+    rate = requested_rate(c.get("fps_requested"), c.get("fps_requested_from"), c.get("source"))
     lines = ["## One engine for several cameras", ""]
     lines += [
-        f"{n} cameras, each reading `{c.get('source')}` at {_fmt(c.get('fps_requested'))} FPS requested "
-        f"(queue latest): one node batching them (batch timeout {timeout}), then {n} separate nodes "
+        f"{n} cameras, each reading `{_inline(c.get('source'))}`"
+        + (" at " if c.get("fps_requested") is not None else ", ") + rate
+        + f", queue latest: one node batching them (batch timeout {timeout}), then {n} separate nodes "
         f"at once. Every camera measured for "
         f"{_fmt(c['one_node']['window_s'])} s from its own subscriber.",
         "",
@@ -396,17 +412,37 @@ def _cameras_section(c: dict[str, Any]) -> list[str]:
         run = c[key]
         for name, cam in run["per_camera"].items():
             e2e = cam.get("capture_to_receive_ms") or {}
-            rows.append([label, name, cam.get("input_fps"), cam.get("output_fps"), cam.get("frames_dropped"),
-                         e2e.get("p50"), e2e.get("p90"), e2e.get("p99"), e2e.get("max")])
-        rows.append([f"**{label}**", "total", None, run["images_per_s"], None, None, None, None, None])
-    lines += _table(["run", "camera", "input FPS", "output FPS", "dropped", "e2e p50 ms", "p90 ms", "p99 ms",
-                     "max ms"], rows) + [""]
+            rows.append([label, name, cam.get("input_fps"), cam.get("delivered_share"), cam.get("output_fps"),
+                         cam.get("frames_dropped"), e2e.get("p50"), e2e.get("p90"), e2e.get("p99"), e2e.get("max")])
+        rows.append([f"**{label}**", "total", None, None, run["images_per_s"], None, None, None, None, None])
+    lines += _table(["run", "camera", "input FPS", "input / requested", "output FPS", "dropped", "e2e p50 ms",
+                     "p90 ms", "p99 ms", "max ms"], rows) + [""]
+    lines += [f"**Warning:** {_inline(w)}." for w in c.get("warnings") or []] + ([""] if c.get("warnings") else [])
     lines += _table(["run", "CPU % (100 = one core)", "images per CPU-second", "slowest camera / mean camera FPS"],
                     [[label, c[key]["cpu_percent_mean"], c[key].get("images_per_core_s"), c[key]["min_camera_share"]]
                      for label, key in (("one node", "one_node"), (f"{n} nodes", "separate_nodes"))]) + [""]
     lines += [f"Images per CPU-second, one node / {n} nodes: x{_fmt(c.get('one_node_over_separate_per_core'))} "
               "(less swayed than the rates by other load on the machine).", ""]
     return lines
+
+
+def requested_rate(fps: float | None, given_by: str | None, source: Any) -> str:
+    """The rate the source was asked for, in words (the JSON's ``fps_requested`` and
+    ``fps_requested_from``): ``30.00 FPS requested (--fps)``; without one, a file or folder is read
+    unpaced (as fast as the node takes it), a camera or stream runs at its own rate."""
+    if fps is not None:
+        return f"{_fmt(fps)} FPS requested" + (f" ({_inline(given_by)})" if given_by else "")
+    from perception.sources import source_is_live
+
+    if isinstance(source, str) and source.strip() and source_is_live(source):
+        return "no rate requested (no --fps: the source's own rate)"
+    return "unpaced (no --fps: read as fast as the node takes it)"
+
+
+def _source_limited_text(sentence: str) -> str:
+    """``pipeline.source_limited`` without its ``source-limited:`` head (the report's label says it)."""
+    head = "source-limited: "
+    return sentence[len(head):] if sentence.startswith(head) else sentence
 
 
 def _environment_section(env: dict[str, Any], loads: list[float] | None = None) -> list[str]:
@@ -462,10 +498,11 @@ def summary_text(results: dict[str, Any]) -> str:
         lat = r["latency_ms"]
         x = (r.get("ratio_to_first") or {}).get("throughput_ips")
         lines.append(
-            f"#{i} {r['label']}: p50 {lat['p50']:.2f} ms  p99 {lat['p99']:.2f} ms  max {lat['max']:.2f} ms  "
+            f"#{i} {r['label']}: p50 {_num(lat['p50'], '.2f')} ms  p99 {_num(lat['p99'], '.2f')} ms  "
+            f"max {_num(lat['max'], '.2f')} ms  "
             + (f"blocks p50 {_block_range(r)} ms  " if _block_range(r) else "")
-            + f"{r['fps']:.1f} FPS  {r['throughput_ips']:.1f} img/s (x{x:.2f} #1)  "
-            f"peak RSS {r['memory']['rss_peak_mb']:.0f} MB"
+            + f"{_num(r['fps'], '.1f')} FPS  {_num(r['throughput_ips'], '.1f')} img/s (x{_num(x, '.2f')} #1)  "
+            f"peak RSS {_num((r.get('memory') or {}).get('rss_peak_mb'), '.0f')} MB"
             + ("" if r.get("agreement") is None else f"  agree {100 * r['agreement']:.2f} %")
             + ("  agree - (ONNX Runtime, the reference, cannot run the file)" if r.get("agreement_skipped") else "")
         )
@@ -478,6 +515,7 @@ def summary_text(results: dict[str, Any]) -> str:
             lines.append(f"{label}: {_fmt(c[key]['images_per_s'], 1)} images/s ({cams})")
         lines.append(f"one node / {c['n']} nodes: x{_fmt(c.get('one_node_over_separate'))} images/s, "
                      f"x{_fmt(c.get('one_node_over_separate_per_core'))} images per CPU-second")
+        lines += [f"warning: {_inline(w)}" for w in c.get("warnings") or []]
     p = results.get("pipeline")
     if p:
         e2e = p.get("capture_to_receive_ms") or {}
@@ -493,6 +531,9 @@ def summary_text(results: dict[str, Any]) -> str:
             f"capture->receive p50 {_fmt(e2e.get('p50'))} ms p99 {_fmt(e2e.get('p99'))} ms, "
             f"CPU {_fmt((p.get('cpu') or {}).get('mean_percent'), 0)} %"
         )
+        lines += [f"warning: {_inline(w)}" for w in p.get("warnings") or []]
+        if p.get("source_limited"):
+            lines.append(f"note: {_inline(p['source_limited'])}")
         if p.get("input_ended_s") is not None:
             lines.append(f"the node's input ended after {_fmt(p['input_ended_s'], 1)} s of the window: the figures "
                          "cover that; add --loop (or a shorter --duration) for the full window")
@@ -529,6 +570,11 @@ def summary_text(results: dict[str, Any]) -> str:
         if peak:
             lines.append(_peak_rate_line(peak))
     return "\n".join(lines)
+
+
+def _num(value: float | None, spec: str) -> str:
+    """``value`` formatted with ``spec`` for the terminal, ``-`` when the JSON holds none."""
+    return "-" if value is None else format(value, spec)
 
 
 def _peak_rate_line(peak: dict[str, Any]) -> str:

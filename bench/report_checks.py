@@ -71,12 +71,22 @@ _ENGINE = _obj({"settings?": ("map", "any"), "results": _list("any"), "load_aver
 _LATENCY = _obj({"count": "count", "mean": "nn?", "std?": "nn?", "min?": "nn?", "p50": "nn?", "p90": "nn?",
                  "p99": "nn?", "max": "nn?"}, nullable=True)
 _SEQUENCE = _obj({"received?": "count", "first?": "num?", "last?": "num?", "missing?": "count", "gaps?": "count",
-                  "max_gap?": "count", "duplicates?": "count", "out_of_order?": "count"})
+                  "max_gap?": "count", "duplicates?": "count", "out_of_order?": "count",
+                  "missing_between_received?": "count", "missing_outside_received?": "count",
+                  "lost_after_last_received?": "count", "received_after_window?": "count"})
+#: ``stats.node_accounting``: the window's frames counted against the node's final stats.
+_ACCOUNTING = _obj({"first_seq": "count", "last_seq": "num", "captured": "count", "in_flight_at_stop": "count",
+                    "published": "count", "dropped": "count", "received": "count", "lost_after_node": "count",
+                    "lost_after_last_received": "count", "missing": "count", "topic": "str?",
+                    "problems": _list("str")}, nullable=True)
 _PIPELINE = _obj({
     "duration_s?": "nn?", "window_s?": "nn?", "input_ended_s?": "nn?", "sequence?": _SEQUENCE,
     "frames_captured?": "nn?", "frames_received?": "nn?", "messages_received?": "nn?",
     "frames_dropped?": "nn?", "lost_after_node?": "nn?", "input_fps?": "nn?", "output_fps?": "nn?",
-    "startup_to_first_mask_s?": "nn?",
+    "startup_to_first_mask_s?": "nn?", "loss_split?": "str?",
+    # bench pipeline since s37 (stats.node_accounting, pipeline.source_rate); older files lack them
+    "frames_received_after_window?": "count?", "accounting?": _ACCOUNTING, "warnings?": _list("str"),
+    "fps_requested?": "nn?", "fps_requested_from?": "str?", "source_limited?": "str?",
     "cpu?": _obj({"mean_percent?": "nn?", "max_percent?": "nn?", "rss_peak_mb?": "nn?",
                   "threads?": _list(_obj({"name?": "any", "tid": "any", "percent": "any"}))}, nullable=True),
     "probe_wait?": _obj({"waited_s?": "nn?"}, nullable=True),
@@ -93,8 +103,12 @@ _PEAK = _obj({"max_drop": "num", "fps_held?": "num?", "sustained?": _obj({}, nul
                                     "frames_captured": "any", "missing": "any", "frames_dropped": "any",
                                     "cpu_percent": "any"}))}, nullable=True)
 _CAMERA_RUN = _obj({"window_s": "nn", "images_per_s": "nn?", "cpu_percent_mean": "nn?", "min_camera_share": "any",
-                    "per_camera": ("map", _obj({"capture_to_receive_ms?": ("map", "any", True)}))})
-_CAMERAS = _obj({"n": "any", "one_node": _CAMERA_RUN, "separate_nodes": _CAMERA_RUN,
+                    "warnings?": _list("str"),
+                    "per_camera": ("map", _obj({"capture_to_receive_ms?": ("map", "any", True),
+                                                "frames_received_after_window?": "count", "missing?": "count",
+                                                "delivered_share?": "nn?", "warnings?": _list("str")}))})
+_CAMERAS = _obj({"n": "any", "one_node": _CAMERA_RUN, "separate_nodes": _CAMERA_RUN, "source?": "any",
+                 "fps_requested?": "nn?", "fps_requested_from?": "str?", "warnings?": _list("str"),
                  "rounds?": _list(_obj({"one_node_images_per_s": "any", "separate_images_per_s": "any",
                                         "ratio": "any"}), nullable=True)}, nullable=True)
 _ENVIRONMENT = _obj({"libraries?": ("map", "any"), "thread_variables?": ("map", "any"),
@@ -214,6 +228,9 @@ def results_problem(doc: dict[str, Any]) -> str:
         problem = _order_problem(pipeline.get(key), f"pipeline.{key}")
         if problem:
             return problem
+    problem = _accounting_problem(pipeline)
+    if problem:
+        return problem
     samples = pipeline.get("capture_to_receive_samples_ms")
     summary = pipeline.get("capture_to_receive_ms")
     if samples and summary and summary["count"] == len(samples):  # every frame's: they must agree
@@ -253,6 +270,56 @@ def _row_problem(row: Any, where: str) -> str:
         return (f"{where}.block_runs adds up to {sum(row['block_runs'])}, but the row holds {len(samples)} "
                 "samples_ms")
     return _rate_problem(row, where)
+
+
+def _accounting_problem(p: dict[str, Any]) -> str:
+    """A pipeline count that ``pipeline.accounting`` (``stats.node_accounting``: the window's frames
+    against the node's final stats) makes impossible; empty without one (a file from before it, or a
+    node that printed no final stats). By construction: captured = published + dropped, missing =
+    captured - received, lost after the node = published - received (0 when the node's counts and the
+    messages disagree, which ``problems`` then says), its tail a part of it; the pipeline's
+    ``frames_captured``, ``frames_dropped``, ``lost_after_node`` and ``sequence`` counts are the
+    accounting's. With no ``problems`` listed the node published at most what it captured and the
+    subscriber received at most what it published: frames received (in the window and after it) are
+    at most the frames captured."""
+    acct = p.get("accounting")
+    if not acct:
+        return ""
+    where = "pipeline.accounting"
+    captured, published, received = acct["captured"], acct["published"], acct["received"]
+    for key, expected, how in (
+            ("dropped", captured - published, f"captured {captured} - published {published}"),
+            ("missing", captured - received, f"captured {captured} - received {received}"),
+            ("lost_after_node", max(published - received, 0), f"published {published} - received {received}")):
+        if acct[key] != expected:
+            return (f"{where}.{key} is {_shown(acct[key])}, but its {how} gives {expected} (the node's frames are "
+                    "published or dropped, and what it published was received or lost)")
+    if acct["lost_after_last_received"] > acct["lost_after_node"]:
+        return (f"{where}.lost_after_last_received is {_shown(acct['lost_after_last_received'])}, more than its "
+                f"lost_after_node {_shown(acct['lost_after_node'])} (they are a part of them)")
+    if not acct["problems"] and received > published:
+        return (f"{where}.received is {received}, more than the {published} frames published, and its problems "
+                "name no such disagreement (the bench lists it there)")
+    seq = p.get("sequence") or {}
+    for key, value, of in (("frames_captured", p.get("frames_captured"), "captured"),
+                           ("frames_dropped", p.get("frames_dropped"), "dropped"),
+                           ("lost_after_node", p.get("lost_after_node"), "lost_after_node"),
+                           ("sequence.missing", seq.get("missing"), "missing"),
+                           ("sequence.lost_after_last_received", seq.get("lost_after_last_received"),
+                            "lost_after_last_received")):
+        if value is not None and value != acct[of]:
+            return (f"pipeline.{key} is {_shown(value)}, but {where}.{of} is {_shown(acct[of])} (the figure is "
+                    "the accounting's)")
+    after = p.get("frames_received_after_window")
+    if after is not None and seq.get("received_after_window") not in (None, after):
+        return (f"pipeline.sequence.received_after_window is {_shown(seq['received_after_window'])}, but "
+                f"pipeline.frames_received_after_window is {after} (the same frames)")
+    got = p.get("frames_received", seq.get("received"))
+    if not acct["problems"] and got is not None and got + (after or 0) > captured:
+        return (f"pipeline.frames_received is {_shown(got)}"
+                + (f", with {after} received after the window," if after else ",")
+                + f" more than the {captured} frames captured (a frame is captured before it is received)")
+    return ""
 
 
 def _order_problem(summary: dict[str, Any] | None, where: str) -> str:

@@ -236,6 +236,8 @@ def _report(args: argparse.Namespace) -> int:
             raise ConfigError(f"cannot write {out / report.RESULTS_FILE} ({exc.strerror}); choose a writable --out") from None
     try:
         written.update(report.write_report(results, out))
+        # the run's headline figures, with its warnings and notes, as the run itself printed them
+        summary = report.summary_text(results)
     except OSError as exc:  # a full disk: one line naming the file (plots.writing names it)
         raise ConfigError(f"cannot write {exc.filename or out} ({exc.strerror or exc}); {source} is unchanged: free "
                           "some space or choose another --out") from None
@@ -246,6 +248,7 @@ def _report(args: argparse.Namespace) -> int:
             f"{type(exc).__name__}: {str(exc)[:120]}")
         raise ConfigError(f"{source}: cannot make a report from it ({what}); pass the perception.bench.json that "
                           "bench wrote, as it wrote it (or run the bench again)") from None
+    print(summary)
     _print_written(written)
     return 0
 
