@@ -16,9 +16,3 @@ MAX_SOURCE_PIXELS = 8192 * 8192
 # once, when cv2 loads, so it is set here, before any perception module imports cv2; a user's
 # own value wins.
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_SOURCE_PIXELS))
-# OpenCV's own console lines (a decoder's "[ERROR:...] ... IHDR chunk shall be first" for a damaged
-# PNG, once per read) are silenced in every command, set here for the same reason: the commands
-# that read datasets (eval, train) never load ``sources.base``. Our own log line or error says what
-# happened; OpenCV's failures still reach the code as return values and cv2.error. A user's own
-# value wins (``OPENCV_LOG_LEVEL=INFO``).
-os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")

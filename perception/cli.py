@@ -341,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    quiet_opencv()
     at = next((i for i, arg in enumerate(argv) if not arg.startswith("-")), None)
     if at is not None and argv[at] == "help":
         # 'perception help run' is 'perception run --help' (and 'perception help' the overview)
@@ -364,6 +365,19 @@ def _main(argv: list[str]) -> int:
             if STARTUP_SIGNALS.installed:
                 STARTUP_SIGNALS.uninstall()
     return _parse_and_run(argv, command)
+
+
+def quiet_opencv() -> None:
+    """OpenCV's own console lines (a decoder's "[ERROR:...] ... IHDR chunk shall be first" for a
+    damaged PNG, once per read) off for every command: our own log line or error says what happened,
+    and OpenCV's failures still reach the code as return values and cv2.error. Set before a command
+    imports cv2 (which reads ``OPENCV_LOG_LEVEL`` once), here rather than at ``import perception``, so
+    that a program using the library keeps its own OpenCV logging. A user's own value wins
+    (``OPENCV_LOG_LEVEL=INFO``)."""
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
+    cv2 = sys.modules.get("cv2")  # already loaded (a command run in process): set it directly
+    if cv2 is not None and os.environ["OPENCV_LOG_LEVEL"] == "SILENT":
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
 def _parse_and_run(argv: list[str], command: str | None) -> int:

@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 from mcap.reader import make_reader
 from test_record import NS, free_endpoint
 from test_record_split import N_FRAMES, record_frames
@@ -222,3 +223,30 @@ def test_an_mcap_file_without_messages_still_says_no_perception_topics(tmp_path)
         writer.finish()
     error = _replay_error(path)
     assert "no perception topics in this recording" in error and "holds no messages" in error, error
+
+
+def test_two_files_with_nothing_to_replay_are_named_as_files_not_a_python_list(tmp_path):
+    # V1: "[PosixPath('a.mcap'), PosixPath('b.mcap')]: no message of it can be replayed".
+    a, b = _ros2_file(tmp_path / "a.mcap", meta=False), _ros2_file(tmp_path / "b.mcap", meta=False)
+    done = _perception(["replay", str(a), str(b), "--max-rate", "--endpoint", free_endpoint()], tmp_path)
+    assert done.returncode == 2, done.stderr
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"perception: error: recording of 2 files ({a} .. {b}): not a perception recording"), error
+    assert "PosixPath" not in done.stderr and "[" not in error
+
+
+def test_launch_check_names_a_replay_node_s_file_as_given(tmp_path):
+    path = _ros2_file(tmp_path / "nometa.mcap", meta=False)
+    (tmp_path / "l.yaml").write_text(yaml.safe_dump({"launch": [{"node": {
+        "name": "rp", "kind": "replay", "parameters": {"file": str(path), "endpoint": free_endpoint()}}}]}))
+    done = _perception(["launch", "--check", str(tmp_path / "l.yaml")], tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "PosixPath" not in done.stderr and f"{path}: not a perception recording" in done.stderr, done.stderr
+
+
+def test_importing_the_library_leaves_opencv_s_logging_to_the_program():
+    # V1: 'import perception' set OPENCV_LOG_LEVEL=SILENT for the whole program; the commands set it.
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_LOG_LEVEL"}
+    code = "import os, perception.subscribe, perception.datasets.folder; print(os.environ.get('OPENCV_LOG_LEVEL'))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0 and done.stdout.strip() == "None", done.stderr

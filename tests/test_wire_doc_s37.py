@@ -98,7 +98,8 @@ def test_obstacles_pair_with_masks_by_payload_seq_and_obstacle_is_a_prefix_of_lo
             if exact is not None:
                 exact.close()
     docs = topics.get(f"{NS}/obstacles", [])
-    assert len(docs) == 3, f"obstacles documents received: {len(docs)}; topics: {sorted(topics)}"
+    # At least 3 (the loop goes on until the exact reader has 3 too)
+    assert len(docs) >= 3, f"obstacles documents received: {len(docs)}; topics: {sorted(topics)}"
     assert info is not None
     per_class = {f"{NS}/obstacle/{name}" for name in info["task_groups"]["obstacle"]}
     # The whole name <ns>/obstacle is a byte prefix: the JSON document and every per-class mask came too.

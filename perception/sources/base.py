@@ -112,8 +112,8 @@ def quiet_video_backends() -> None:
     as return values and ``cv2.error`` exceptions, which the level does not change.
     """
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    if os.environ.get("OPENCV_LOG_LEVEL", "SILENT") == "SILENT":  # perception/__init__.py's default,
-        # set directly too for a program that imported cv2 before perception (the variable is read once)
+    if os.environ.get("OPENCV_LOG_LEVEL", "SILENT") == "SILENT":  # the commands' default (cli.quiet_opencv),
+        # set directly too for a program that imported cv2 before the sources (the variable is read once)
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
 
 
