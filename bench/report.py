@@ -155,11 +155,13 @@ def engine_warnings(results: dict[str, Any]) -> list[str]:
     env = results.get("environment") or {}
     cores = env.get("cpu_logical_cores")
     loads = _engine_loads(results)
+    # With one row there are no ratios between rows: its figures themselves are what the load touches.
+    touched = "the ratios between rows are" if len(rows) > 1 else "its figures are"
     if cores and loads and max(loads) > cores:
         warnings.append(
             f"the machine was busy: its load average (1 min) reached {max(loads):.2f} on {cores} cores "
             f"(from {min(loads):.2f}; this bench's own threads count in it): other work took turns with the timed "
-            "calls, so the ratios between rows are not trustworthy; rerun on a quiet machine")
+            f"calls, so {touched} not trustworthy; rerun on a quiet machine")
     for i, r in enumerate(engine.get("results") or [], start=1):
         spread = r.get("block_p50_spread")
         if not r.get("skipped") and spread and spread >= BLOCK_SPREAD_WARN:
@@ -167,7 +169,8 @@ def engine_warnings(results: dict[str, Any]) -> list[str]:
             warnings.append(
                 f"#{i} {_inline(r['label'])}: its {len(medians)} blocks' medians range {_fmt(min(medians))}.."
                 f"{_fmt(max(medians))} ms (x{spread:.2f}): the machine's speed changed during the run, so its "
-                "ratios to the other rows are not trustworthy; rerun on a quiet machine (or with more --runs)")
+                f"{'ratios to the other rows are' if len(rows) > 1 else 'figures are'} not trustworthy; rerun on a "
+                "quiet machine (or with more --runs)")
     return warnings
 
 

@@ -185,7 +185,7 @@ def test_blocks_that_disagree_are_shown_and_warned_of_in_the_report_and_on_the_t
     md = (folder / "perception.bench.md").read_text()
     assert "| 30.00..75.00 (x2.50) |" in md
     assert ("**Warning:** #1 m ort t2 b1: its 2 blocks' medians range 30.00..75.00 ms (x2.50): the machine's speed "
-            "changed during the run, so its ratios to the other rows are not trustworthy") in md
+            "changed during the run, so its figures are not trustworthy") in md  # one row: no other rows
     terminal = summary_text(load_results(folder))
     assert "blocks p50 30.00..75.00 (x2.50) ms" in terminal and "warning: #1 m ort t2 b1: its 2 blocks'" in terminal
 
