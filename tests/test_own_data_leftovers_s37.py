@@ -211,3 +211,87 @@ def test_a_split_sub_folder_of_its_own_layout_still_serves_any_split_name(tmp_pa
     with pytest.raises(DataError, match=re.escape(f"unknown split 'val' for folder {root} (no val/images there); "
                                                   "known: day, night") + "$"):
         open_dataset(f"folder:{root}", split="val")
+
+
+# ------------------------------------------------------------------------------------------------
+# 4. <split>/images/ sub-datasets by the split names in any case; the lists an unknown split names
+# ------------------------------------------------------------------------------------------------
+
+
+def _sub_datasets(root: Path, *names: str) -> Path:
+    """``<name>/images/`` + ``<name>/labels/`` + ``<name>/classes.yaml`` for each name, one image each."""
+    for name in names:
+        _dataset(root / name, {name: name})
+    return root
+
+
+def _sub_chosen(root: Path, split: str) -> list[str]:
+    return [image.relative_to(root).as_posix() for image, _label in open_dataset(f"folder:{root}", split=split).pairs]
+
+
+@pytest.mark.parametrize(("split", "expected"), [
+    *((s, "training/images/training.png") for s in ("train", "Train", "training", "TRAINING")),
+    *((s, "validation/images/validation.png") for s in ("val", "VAL", "valid", "validation", "Validation")),
+])
+def test_split_sub_datasets_take_the_split_names_in_any_case(tmp_path, split, expected):
+    """top/training/ + top/validation/: '--split val' and a plain train were refused ('unknown split
+    'val' ...; known: training, validation') although the README promises the names in any case
+    (s37 v1, NEW-3)."""
+    root = _sub_datasets(tmp_path / "top", "training", "validation")
+    assert _sub_chosen(root, split) == [expected]
+
+
+def test_a_split_the_sub_datasets_lack_names_them(tmp_path):
+    root = _sub_datasets(tmp_path / "top", "training", "validation")
+    for split in ("test", "Testing", "night"):
+        with pytest.raises(DataError, match=re.escape(f"unknown split {split!r} for folder {root} (no {split}/images "
+                                                      "there); known: training, validation") + "$"):
+            open_dataset(f"folder:{root}", split=split)
+
+
+def test_two_sub_datasets_of_one_split_are_refused_naming_both(tmp_path):
+    root = _sub_datasets(tmp_path / "top", "train", "val", "validation")
+    assert _sub_chosen(root, "train") == ["train/images/train.png"]
+    for split in ("val", "validation", "Valid"):
+        with pytest.raises(DataError, match=re.escape(f"{root} has 2 folders for split val (val/, validation/), each "
+                                                      "with its own images/: keep one of them") + "$"):
+            open_dataset(f"folder:{root}", split=split)
+
+
+def test_custom_sub_datasets_keep_their_exact_name_first(tmp_path):
+    root = _sub_datasets(tmp_path / "top", "night", "Day")
+    assert _sub_chosen(root, "night") == ["night/images/night.png"]
+    assert _sub_chosen(root, "day") == ["Day/images/Day.png"]  # the names in any case, as the split names
+    if _case_sensitive(tmp_path):
+        _dataset(root / "Night", {"Night": "Night"})
+        assert _sub_chosen(root, "night") == ["night/images/night.png"]
+        assert _sub_chosen(root, "Night") == ["Night/images/Night.png"]
+        with pytest.raises(DataError, match=re.escape(f"{root} has 2 folders for split night (Night/, night/)")):
+            open_dataset(f"folder:{root}", split="NIGHT")
+
+
+def test_train_and_eval_on_training_and_validation_sub_datasets_through_the_cli(tmp_path, tiny_model, capsys):
+    root = _sub_datasets(tmp_path / "top", "training", "validation")
+    assert cli_main(["eval", "--model", str(tiny_model), "--data", f"folder:{root}", "--split", "val",
+                     "--threads", "1"]) == 0
+    assert f"on folder:{root} (val, 1 image)" in capsys.readouterr().out
+    pytest.importorskip("torch")
+    out = tmp_path / "run"
+    assert cli_main(["train", "--model", "segnet_basic", "--data", f"folder:{root}", "--size", "48x64", "--steps", "1",
+                     "--batch-size", "1", "--device", "cpu", "--workers", "0", "--out", str(out)]) == 0, capsys.readouterr().err
+    assert (out / "last.pt").is_file()
+
+
+def test_an_unknown_split_names_only_the_split_lists_not_a_readme(tmp_path):
+    """Every ``*.txt`` in the root was offered as a split ('known: test, x'), a README.txt too (s37 v1, NEW-3)."""
+    root = _dataset(tmp_path / "d", {"a": "a", "b": "b", "c": "c"})
+    (root / "train.txt").write_text("images/a.png labels/a.png\n")
+    (root / "val.txt").write_text("images/b.png labels/b.png\n")
+    (root / "README.txt").write_text("Labelled by hand, 2024.\nimages/a.png labels/a.png\n")
+    (root / "notes.txt").write_text("")
+    (root / "night.txt").write_text("\n  images/c.png   labels/c.png\n", encoding="utf-16")
+    (root / "folder.txt").mkdir()
+    with pytest.raises(DataError, match=re.escape(f"unknown split 'test' for folder {root} (no test.txt there); "
+                                                  "known: night, train, val") + "$"):
+        open_dataset(f"folder:{root}", split="test")
+    assert _chosen(root, "night") == [("images/c.png", "labels/c.png")]  # a list it names serves that split

@@ -39,7 +39,8 @@ FLAT_FOLDER_SPLITS = ("train", "val", "test")
 def open_folder(argument: str, *, split: str, spec: str) -> SegmentationDataset:
     """``images/`` and ``labels/`` (or ``masks/``) matched by file name, with ``classes.yaml``.
 
-    The split comes from a ``<split>/`` sub-folder with the same layout, else from a
+    The split comes from a ``<split>/`` sub-folder with the same layout (by its exact name, else
+    by ``SPLIT_FOLDER_NAMES`` in any case: ``validation/`` is val; ``_split_dataset``), else from a
     ``<split>.txt`` list of ``image label`` paths (as ``perception synth`` writes), else from
     split folders in ``images/`` mirrored in ``labels/`` (``_split_folder``), else the whole
     folder serves each of train, val and test. ``split`` is also read by the split folders' names
@@ -57,11 +58,9 @@ def open_folder(argument: str, *, split: str, spec: str) -> SegmentationDataset:
     if not argument:
         raise ConfigError(f"dataset {spec!r}: give the folder, e.g. folder:/data/mine")
     root = require_dir(Path(argument).expanduser(), "dataset folder")
-    split_dirs = [p.name for p in root.iterdir() if (p / "images").is_dir()]
-    if split in split_dirs:
-        root = root / split
-    elif split_dirs:
-        raise unknown_split(split, "folder", split_dirs, f" {root} (no {split}/images there)")
+    split_dirs = [p.name for p in root.iterdir() if not p.name.startswith(".") and (p / "images").is_dir()]
+    if split_dirs:
+        root = root / _split_dataset(root, sorted(split_dirs), split)
     wanted = SPLIT_FOLDER_NAMES.get(split.lower(), split)  # validation, Val: the val split, as split folders
     lists = [f"{name}.txt" for name in FLAT_FOLDER_SPLITS if (root / f"{name}.txt").is_file()]
     list_file = next((f for f in (root / f"{split}.txt", root / f"{wanted}.txt") if f.is_file()), None)
@@ -72,7 +71,7 @@ def open_folder(argument: str, *, split: str, spec: str) -> SegmentationDataset:
                             f"training on every image would train on the {listed} frames; write train.txt (one "
                             f"'image_path label_path' line per training pair, as in {lists[0]}), or remove {listed} "
                             "to split by the folders")
-        raise unknown_split(split, "folder", [p.stem for p in root.glob("*.txt")], f" {root} (no {split}.txt there)")
+        raise unknown_split(split, "folder", _split_lists(root), f" {root} (no {split}.txt there)")
     table_file = root / "classes.yaml"
     table = _read_class_table(table_file)
     image_dir = require_dir(root / "images", "image folder")
@@ -97,6 +96,47 @@ def open_folder(argument: str, *, split: str, spec: str) -> SegmentationDataset:
 #: ``train``/``val``/``test``, ADE20K's ``training``/``validation``, and ``valid``/``testing``.
 SPLIT_FOLDER_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                       "test": "test", "testing": "test"}
+
+
+def _split_dataset(root: Path, names: list[str], split: str) -> str:
+    """The sub-folder of ``root`` (one of ``names``, each holding ``images/``) that is ``split``:
+    the one of that exact name, else the one that is the same split by ``SPLIT_FOLDER_NAMES`` in
+    any case (``validation/`` for ``val``, ``Train/`` for ``train``; ``Night/`` for ``night``).
+    DataError naming both when two are one split (``val/`` and ``validation/``), as only one of
+    them would be read without a word, and for a split none of them is, naming them."""
+    def key(name: str) -> str:
+        return SPLIT_FOLDER_NAMES.get(name.lower(), name.lower())
+
+    matches = [name for name in names if key(name) == key(split)]
+    if split in names and (split.lower() not in SPLIT_FOLDER_NAMES or len(matches) == 1):
+        return split  # a custom name (night/ beside Night/) is read by its exact name first
+    if len(matches) > 1:
+        raise DataError(f"{root} has {len(matches)} folders for split {key(split)} ({_listed([f'{n}/' for n in matches])}), "
+                        "each with its own images/: keep one of them")
+    if not matches:
+        raise unknown_split(split, "folder", names, f" {root} (no {split}/images there)")
+    return matches[0]
+
+
+def _split_lists(root: Path) -> list[str]:
+    """The names of the split lists in ``root``: ``train``, ``val`` and ``test`` when their
+    ``.txt`` is there, and any other ``<name>.txt`` whose first line that is not empty holds two
+    image paths (``images/a.png labels/a.png``); a ``README.txt`` or ``notes.txt`` is no split."""
+    names = []
+    for path in sorted(p for p in root.glob("*.txt") if p.is_file()):
+        if path.stem in FLAT_FOLDER_SPLITS:
+            names.append(path.stem)
+            continue
+        try:
+            with path.open("rb") as file:
+                head = file.read(4096)  # its first line, in the encodings read_list_file reads
+        except OSError:
+            continue
+        encoding = "utf-16" if head[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+        first = next((line.split() for line in head.decode(encoding, errors="replace").splitlines() if line.strip()), [])
+        if len(first) == 2 and all(Path(part).suffix.lower() in IMAGE_SUFFIXES for part in first):
+            names.append(path.stem)
+    return names
 
 
 def _split_folder(image_dir: Path, label_dir: Path, split: str, root: Path) -> tuple[str, str] | None:
