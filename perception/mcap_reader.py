@@ -286,7 +286,8 @@ def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, firs
                 if damaged:
                     reason = f"damaged {damaged[0]}, and it ends {reason}"
                 elif cut:
-                    reason = f"not a whole MCAP file: it is cut short, ending at byte {offset} inside a record"
+                    where = "just after its 8-byte magic" if offset <= 8 else f"at byte {offset} inside a record"
+                    reason = f"not a whole MCAP file: it is cut short, ending {where}"
                 raise SourceError(f"{path}: not a readable MCAP recording ({reason}); no message before that can be "
                                   "replayed or recovered: record it again") from None
             log.warning(

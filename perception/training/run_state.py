@@ -162,7 +162,9 @@ def check_resume_class_table(ckpt: Checkpoint, table: ClassTable, path: str | Pa
         return None
     return (f"the class table of {data} differs from checkpoint {path}'s: {'; '.join(changes[:3])}"
             f"{f' (and {len(changes) - 3} more)' if len(changes) > 3 else ''}; the resumed run's checkpoints "
-            "carry the data's table (colour-coded labels map colours to classes by it)")
+            "carry the data's table"
+            + (" (colour-coded labels map colours to classes by it)" if any(c.startswith("colour") for c in changes)
+               else ""))
 
 
 #: Config keys whose change on a resume does not change what is trained from the checkpoint on (where
