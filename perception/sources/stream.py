@@ -10,7 +10,11 @@ A URL whose resource states a frame count above one (``CAP_PROP_FRAME_COUNT`` > 
 HTTP) is finite and read like a video file: not ``live`` (every frame once, in order, by default),
 paced only with ``realtime``/``fps``, and its end ends the input (``loop`` opens it again). A
 connection lost before the stated count is reopened with backoff and resumes at the next frame;
-when the reopened resource has no frame there, that is its end. Live streams (MJPEG cameras, RTSP,
+when the reopened resource has no frame there, that is its end. Where the URL's suffix names a
+container that stores no count (``.mkv``, ``.webm``, ``.ts``: FFmpeg's count is an estimate), the
+first failed grab is the end, not reopened (nor the clip downloaded again); where it names none,
+the end is reopened once and counted missing only for a container that stores its count
+(``.avi``, ``.mp4``, ``.mov``: ``count_kind``). Live streams (MJPEG cameras, RTSP,
 a ``snapshot.jpg``) state no count, or one frame.
 
 Frames over ``MAX_SOURCE_PIXELS`` are refused when the stream opens (or reopens), from the size
@@ -37,6 +41,7 @@ import os
 import re
 import threading
 import time
+import urllib.parse
 
 import cv2
 
@@ -51,6 +56,7 @@ from perception.sources.base import (
     quoted,
     shown,
 )
+from perception.sources.container import codec_of, is_av1, reencode_hint
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +121,26 @@ TIMED_OUT_SHARE = 0.9
 #: Rate used for --realtime on a finite stream that states none.
 FALLBACK_FPS = 30.0
 
+#: What the path of a clip's URL ends in where its container stores no frame count: FFmpeg's count is
+#: then its estimate (the duration, often the audio's, x the nominal rate: ``container.Layout``), and the
+#: clip ends before it without having lost a frame. Its end there is the end, not a dropped connection.
+ESTIMATED_COUNT_SUFFIXES = (".mkv", ".mk3d", ".webm", ".ts", ".m2ts", ".mts", ".mpg", ".mpeg", ".vob", ".flv",
+                            ".ogv", ".wmv", ".asf", ".gif")
+#: Where it stores one (AVI, MP4/MOV): a clip that ends before it, also when reopened, lacks frames.
+STORED_COUNT_SUFFIXES = (".avi", ".mp4", ".m4v", ".mov", ".3gp", ".3g2")
+
+
+def count_kind(url: str) -> str:
+    """``"estimate"``, ``"stored"`` or ``"unknown"``: what a clip URL's frame count is, by its path's suffix."""
+    try:
+        path = urllib.parse.urlsplit(url).path.lower()
+    except ValueError:
+        return "unknown"
+    if path.endswith(ESTIMATED_COUNT_SUFFIXES):
+        return "estimate"
+    return "stored" if path.endswith(STORED_COUNT_SUFFIXES) else "unknown"
+
+
 URL_PATTERN = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp|srt)://", re.IGNORECASE)
 
 
@@ -151,6 +177,8 @@ class StreamSource(LiveCaptureSource):
         self._good_this_pass = 0
         self._resuming = False  # reopened after a drop: the first grab decides whether frames are left
         self._pass_over = False  # this pass of a finite resource has ended
+        self._count_kind = count_kind(spec)  # whether its count is stored or an estimate (by its suffix)
+        self._said_ended = False
         super().__init__(spec, options)  # opens the stream through the reconnector
         cap = self._reconnector.capture
         count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
@@ -223,10 +251,18 @@ class StreamSource(LiveCaptureSource):
                     self._good_this_pass += 1
                     self._resuming = False
                     return got
-                if index < count and not self._resuming:  # the connection ended early: reopen, resume here
-                    connection.dropped()
+                if index == 0 and self._good_this_pass == 0 and is_av1(codec_of(connection.capture)):
+                    raise SourceError(f"{self.describe()} is AV1 video, which this OpenCV's FFmpeg cannot decode; "
+                                      f"{reencode_hint(shown(hide_credentials(self.spec)))}")
+                if index < count and not self._resuming and self._count_kind != "estimate":
+                    connection.dropped()  # the connection ended early: reopen (once), resume here
                     continue
                 self._pass_over = True
+                if index < count and self._count_kind != "stored":
+                    # Its count was FFmpeg's estimate (or may be): nothing more came, so it ends here,
+                    # nothing counted; a connection that dropped there is said once, not re-read.
+                    self._say_ended(index, count)
+                    continue
                 if index < count:  # reopened, and still no frame there: the resource holds no more
                     missing = count - index
                     which = f"frame {index}" if missing == 1 else f"frames {index}-{count - 1}"
@@ -245,6 +281,12 @@ class StreamSource(LiveCaptureSource):
             self._pass_over = self._resuming = False
             connection.restart()  # when that fails, the next turn reopens it with backoff
         return None
+
+    def _say_ended(self, index: int, count: int) -> None:
+        if not self._said_ended:
+            self._said_ended = True
+            log.info("%s ended after %d frames, before the %d FFmpeg estimated from its duration (often the audio's, "
+                     "which can run longer): taken as its end, nothing counted missing", self.describe(), index, count)
 
     def _resume(self, cap: cv2.VideoCapture) -> None:
         """After a reopen, go to the frame after the last one read (the resource starts again at 0)

@@ -1,8 +1,9 @@
 """Video files (mp4, avi, mkv, gif, ... anything FFmpeg decodes).
 
 As fast as possible by default (with the lossless queue every frame is processed once, in order);
-``realtime`` paces frames at the file's native rate (``fps`` overrides it); ``loop`` restarts at the
-end. The end of the file ends the run cleanly.
+``realtime`` delivers each frame at its own timestamp, as the file was recorded (``CAP_PROP_POS_MSEC``,
+``base._TimestampPacer``: gaps capped, frames without one at the average rate; ``fps`` overrides it
+with a fixed rate); ``loop`` restarts at the end. The end of the file ends the run cleanly.
 
 A damaged stretch is not the end: when a grab fails before the frame count the container states
 (``CAP_PROP_FRAME_COUNT``), the frame is counted as corrupt, named, and skipped (FFmpeg has
@@ -18,7 +19,12 @@ failed in place and name their frames (``frame 30 of 120 cannot be read``). When
 from some point to the stated count, the file simply holds fewer frames than it states (cut off,
 or its demuxer dropped damaged frames somewhere while it resynchronised, which it does not say):
 those frames are counted as one note, ``frames 35-39 of 40 missing: ...``, not named one by one
-as if the last frames, which were published, were the damaged ones. A damaged frame that FFmpeg's
+as if the last frames, which were published, were the damaged ones. That count is held against
+the file only where it is one the container stores of exactly the frames it shows, or where the
+file is cut off (``Layout``, from a few of its bytes): FFmpeg estimates it where the container
+stores none (MKV, WebM, TS: duration x nominal rate, the duration often the audio's), and an
+AVI's dropped-frame chunks and an MP4's edit-list trim are counted but never shown. An intact file
+that ends before such a count simply ends there, nothing counted. A damaged frame that FFmpeg's
 demuxer drops without a failed grab in a container that states no count (raw MJPEG) cannot be seen
 through OpenCV and is not counted.
 """
@@ -38,6 +44,7 @@ from perception.errors import SourceError, why_not_a_file
 from perception.sources import base
 from perception.sources.base import (
     CorruptFrame,
+    FrameTime,
     Source,
     SourceOptions,
     frame_too_big,
@@ -46,6 +53,7 @@ from perception.sources.base import (
     stamp,
     video_spec_word,
 )
+from perception.sources.container import Layout, codec_of, is_av1, reencode_hint
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +97,10 @@ class VideoFileSource(Source):
     """A video file read with OpenCV (FFmpeg backend)."""
 
     kind = "video"
+    #: Passes begun (``--loop``) and where the last frame grabbed sits on the file's timeline, for
+    #: ``--realtime`` (``_frame_time``). Class defaults: any grab, whenever made, finds them.
+    _passes = 0
+    _grabbed_at: FrameTime | None = None
 
     def __init__(self, spec: str, options: SourceOptions) -> None:
         super().__init__(spec, options)
@@ -114,8 +126,10 @@ class VideoFileSource(Source):
         self.frame_count = self._stated_count()
         native_fps = self._cap.get(cv2.CAP_PROP_FPS)
         self.native_fps = native_fps if native_fps and math.isfinite(native_fps) and native_fps > 0 else None
-        if options.realtime or options.fps:
-            self.pace(options.fps or self.native_fps or FALLBACK_FPS)
+        if options.fps:  # a fixed rate, over the file's own timing
+            self.pace(options.fps)
+        elif options.realtime:  # as recorded: each frame at its own timestamp (the average rate without one)
+            self.pace_by_timestamps(self.native_fps or FALLBACK_FPS)
 
     def describe(self) -> str:
         return f"video file {shown(self.spec)}"
@@ -136,11 +150,22 @@ class VideoFileSource(Source):
             cap.release()
             if not self.path.is_file():  # gone while FFmpeg opened it
                 raise SourceError(f"video file {shown(self.spec)} {why_not_a_file(self.path)}; check the path")
-            raise SourceError(
-                f"video file {shown(self.spec)} cannot be read; is it a video FFmpeg can decode (mp4, avi, mkv, gif)?"
-            )
+            raise SourceError(f"video file {shown(self.spec)} {self._why_unreadable()}")
         self._file_id = file_id
         return cap
+
+    def _why_unreadable(self) -> str:
+        """Why FFmpeg could not open the file, and what to do, as its bytes tell: empty, an MP4
+        without its index (a recording or download cut short), no video track, or not a video."""
+        layout = Layout(self.path)
+        if layout.size == 0:
+            return "is empty (0 bytes): its recording or copy wrote nothing; check --source"
+        if layout.container == "mp4" and layout.index is False:
+            return ("has no index (no moov box): its recording or download was cut short; copy or download it "
+                    "again, or recover it with a tool such as untrunc")
+        if layout.audio or (layout.container == "mp4" and layout.video_track is False):
+            return "holds no video track (audio only?); give a video file"
+        return "cannot be read; is it a video FFmpeg can decode (mp4, avi, mkv, gif)?"
 
     def _open_capture(self, ident: tuple[int, int]) -> cv2.VideoCapture:
         """``cv2.VideoCapture`` of the file (``ident``: its ``(st_dev, st_ino)``), and which of this
@@ -169,8 +194,37 @@ class VideoFileSource(Source):
             return False
 
     def _stated_count(self) -> int | None:
+        """``CAP_PROP_FRAME_COUNT``: a count the container stores, or FFmpeg's estimate where it
+        stores none (``Layout``); which of them only matters where the file ends before it."""
         count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
         return int(count) if count and math.isfinite(count) and count > 0 else None
+
+    _layout_of: tuple | None = None  # the file ``_layout`` was read from (``_file_id``)
+
+    def _layout(self) -> Layout:
+        """What this file's structure says (``Layout``), read once per file."""
+        if self._layout_of != self._file_id:
+            self._layout_read, self._layout_of = Layout(self.path), self._file_id
+        return self._layout_read
+
+    def _undecodable(self) -> SourceError:
+        """The error for a file whose video FFmpeg opened but cannot decode one frame of, and that is
+        not cut off: its codec (AV1: this OpenCV's FFmpeg has no AV1 decoder, only a hardware one)."""
+        codec, name = codec_of(self._cap), shown(self.spec)
+        if is_av1(codec):
+            return SourceError(f"video file {name} is AV1 video, which this OpenCV's FFmpeg cannot decode; "
+                               f"{reencode_hint(name)}")
+        what = f"its {codec!r} video" if codec else "its video"
+        return SourceError(f"video file {name}: not one frame of {what} decodes (a codec this OpenCV's FFmpeg "
+                           f"cannot decode, or damage); {reencode_hint(name)}")
+
+    def _read_ended(self, index: int) -> None:
+        """This pass simply ended at frame ``index``, before a count that FFmpeg only estimated or
+        that counts frames the file never shows (``Layout``): nothing is missing, and nothing is
+        counted; a later pass of --loop ends there at once."""
+        self._pass_over, self.real_end = True, index
+        log.debug("%s ends after %d frames (its container's count, %d, is an estimate or counts frames it does "
+                  "not show)", self.describe(), index, self.frame_count or 0)
 
     def _reopen(self) -> None:
         """The next pass of --loop: the file opened again (more reliable than seeking to frame 0
@@ -193,13 +247,29 @@ class VideoFileSource(Source):
         grabbed but not decoded."""
         index = self._attempts_this_pass
         self._attempts_this_pass += 1
+        if index == 0:
+            self._passes += 1  # a new pass: its timeline starts again
         try:
             got = grab_and_retrieve(self._cap)
         except CorruptFrame as exc:
             raise CorruptFrame(f"frame {index}: {exc}", key=index) from None
         if got is not None:
             self._frames_this_pass += 1
+            if self._pacer is not None and self._pacer.by_timestamps:
+                self._grabbed_at = FrameTime(self._passes, index, self._position_s())
         return got
+
+    def _position_s(self) -> float | None:
+        """The timestamp of the frame grabbed last, in seconds from the file's start; None when FFmpeg
+        gives none (OpenCV then says 0, as for every frame of a raw H.264 stream: ``_TimestampPacer``
+        takes a repeated timestamp for none)."""
+        ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+        return ms / 1e3 if isinstance(ms, (int, float)) and math.isfinite(ms) and ms >= 0 else None
+
+    def _frame_time(self) -> FrameTime | None:
+        """Where the frame delivered now sits on the file's timeline: the last one grabbed (a frame a
+        look past failed grabs found is delivered before anything else is grabbed)."""
+        return self._grabbed_at
 
     def _next_image(self):
         if self._pending:
@@ -213,7 +283,9 @@ class VideoFileSource(Source):
             if got is not None:
                 return got
             if self.frame_count is not None and index < self.frame_count and index != self.real_end:
-                raise self._look_past_failed_grab(index)
+                failed = self._look_past_failed_grab(index)
+                if failed is not None:
+                    raise failed
         if not self.options.loop or self._frames_this_pass == 0:
             return None
         self._reopen()
@@ -232,11 +304,14 @@ class VideoFileSource(Source):
     def _unreadable(self, index: int, count: int) -> CorruptFrame:
         return CorruptFrame(f"frame {index} of {count} cannot be read", key=index)
 
-    def _look_past_failed_grab(self, index: int) -> CorruptFrame:
+    def _look_past_failed_grab(self, index: int) -> CorruptFrame | None:
         """What the failed grab of frame ``index`` (before the stated count) stands for, found by
         grabbing on: a good frame within ``MAX_CONSECUTIVE_CORRUPT`` grabs means the failed ones
         were damaged frames in place (each named; the good frame is kept for the next read); the
-        stated count reached without one means the file ends early (one note for them all)."""
+        stated count reached without one means the file ends early: one note for them all where
+        the file is cut off or its container stores that count (``Layout.holds_count``), None (the
+        end of the pass, nothing counted) where the count was only an estimate. SourceError when
+        not one frame of a file that is not cut off decodes (its codec)."""
         count = self.frame_count or 0
         failed = [index]
         # Read to its last byte before this grab failed: failed grabs from here on read nothing more.
@@ -257,7 +332,15 @@ class VideoFileSource(Source):
         # that all failed at the end of the file's bytes (it was read to its end before the first
         # of them, and is still): the file ends early, however many frames it lacks. Damage before
         # the end makes FFmpeg read on through the damaged packets.
-        if self._attempts_this_pass >= count or (at_end and self._at_file_end()):
+        ended = self._attempts_this_pass >= count or (at_end and self._at_file_end())
+        if (ended or self._fd is None) and index == 0 and not self._frames_this_pass and not self._layout().cut:
+            raise self._undecodable()
+        if not self._layout().holds_count and (ended or self._fd is None):
+            # The count was FFmpeg's estimate, or counts frames the file never shows: its end (where
+            # the read position cannot be seen, MAX_CONSECUTIVE_CORRUPT failed grabs are taken for it).
+            self._read_ended(index)
+            return None
+        if ended:
             return self._ends_at(index, f"{which} of {count} missing: the file ends after {index} of the {count} "
                                  "frames its container states (cut off, or frames lost to damage earlier in the file)",
                                  frames=count - index)
