@@ -117,14 +117,19 @@ def test_an_overstating_mkv_loops_at_its_real_end_without_counting(tmp_path, cap
     assert source.corrupt == 0 and source.skipped == [] and warnings_of(caplog) == []
 
 
-def test_where_the_read_position_cannot_be_seen_an_estimate_far_past_the_end_is_no_error(tmp_path, monkeypatch):
-    """h15's escalation risk: 288 estimated frames past the end, more than MAX_CONSECUTIVE_CORRUPT,
-    without /proc: it would end a good file with '200 unreadable frames in a row', exit 2."""
+def test_where_the_read_position_cannot_be_seen_failed_grabs_up_to_an_estimate_are_its_end(tmp_path, monkeypatch):
+    """Without /proc the read position cannot be seen: grabs that fail up to the estimated count are
+    the end (nothing counted), but MAX_CONSECUTIVE_CORRUPT of them before it end the run, as a
+    damaged stretch does (V2 N3: such a stretch had ended the run silently)."""
     monkeypatch.setattr(video_source, "_descriptors", lambda: None)
     monkeypatch.setattr(source_base, "MAX_CONSECUTIVE_CORRUPT", 20)
-    source = open_source(str(mkv_stating(tmp_path / "cam.mkv", 30.0)))
-    assert source.frame_count == 300
+    source = open_source(str(mkv_stating(tmp_path / "cam.mkv", 2.4)))
+    assert source.frame_count == 24  # 12 frames past the end: fewer than 20
     assert read_all(source) == list(range(12)) and source.corrupt == 0
+    far = open_source(str(mkv_stating(tmp_path / "far.mkv", 30.0)))
+    assert far.frame_count == 300
+    with pytest.raises(SourceError, match="20 unreadable frames in a row"):
+        read_all(far)
 
 
 def test_a_cut_off_mkv_is_still_reported_missing_its_frames(tmp_path, caplog):
@@ -244,21 +249,23 @@ def stream(url: str, captures: list, **options) -> StreamSource:
     return Fake(url, SourceOptions(read_timeout_s=1.0, **options))
 
 
-def test_a_clip_url_whose_count_is_an_estimate_ends_at_its_end_without_a_reconnect(caplog):
+def test_a_clip_url_whose_count_is_an_estimate_is_reopened_once_then_ends_nothing_counted(caplog):
     captures = [EndsEarly() for _ in range(3)]
     source = stream("http://cam.local/drive/cam.mkv?token=1", captures)
     assert len(read_all(source)) == 3
-    assert source.reconnects == 0 and len(captures) == 2  # opened once: not downloaded again
-    assert source.corrupt == 0 and source.skipped == [] and warnings_of(caplog) == []
+    # Reopened once (a connection that dropped there looks the same: V2 N2), then no frame: its end.
+    assert source.reconnects == 1 and len(captures) == 1
+    assert source.corrupt == 0 and source.skipped == []
+    assert [w.split(" stopped")[0] for w in warnings_of(caplog)] == ["stream http://cam.local/drive/cam.mkv?token=***"]
 
 
-def test_a_looped_clip_url_with_an_estimated_count_plays_again_without_reconnects():
-    captures = [EndsEarly() for _ in range(4)]
+def test_a_looped_clip_url_with_an_estimated_count_plays_again_nothing_counted():
+    captures = [EndsEarly() for _ in range(10)]
     source = stream("https://cam.local/cam.webm", captures, loop=True)
     frames = [source.read() for _ in range(9)]
     source.close()
     assert [round(float(f.image.mean()) / 10) for f in frames] == [0, 1, 2] * 3
-    assert source.reconnects == 0 and source.corrupt == 0
+    assert source.corrupt == 0 and source.skipped == []
 
 
 def test_a_clip_url_that_names_no_container_is_reopened_once_and_not_counted_when_nothing_more_comes(caplog):

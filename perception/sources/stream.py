@@ -11,10 +11,10 @@ HTTP) is finite and read like a video file: not ``live`` (every frame once, in o
 paced only with ``realtime``/``fps``, and its end ends the input (``loop`` opens it again). A
 connection lost before the stated count is reopened with backoff and resumes at the next frame;
 when the reopened resource has no frame there, that is its end. Where the URL's suffix names a
-container that stores no count (``.mkv``, ``.webm``, ``.ts``: FFmpeg's count is an estimate), the
-first failed grab is the end, not reopened (nor the clip downloaded again); where it names none,
-the end is reopened once and counted missing only for a container that stores its count
-(``.avi``, ``.mp4``, ``.mov``: ``count_kind``). Live streams (MJPEG cameras, RTSP,
+container that stores no count (``.mkv``, ``.webm``, ``.ts``: FFmpeg's count is an estimate), or
+none, the end is reopened once like any early end (a connection that dropped part-way looks the
+same), and when the reopened resource has no frame there it ends, counted missing only for a
+container that stores its count (``.avi``, ``.mp4``, ``.mov``: ``count_kind``). Live streams (MJPEG cameras, RTSP,
 a ``snapshot.jpg``) state no count, or one frame.
 
 Frames over ``MAX_SOURCE_PIXELS`` are refused when the stream opens (or reopens), from the size
@@ -123,7 +123,7 @@ FALLBACK_FPS = 30.0
 
 #: What the path of a clip's URL ends in where its container stores no frame count: FFmpeg's count is
 #: then its estimate (the duration, often the audio's, x the nominal rate: ``container.Layout``), and the
-#: clip ends before it without having lost a frame. Its end there is the end, not a dropped connection.
+#: clip may end before it without having lost a frame: once reopened with no frame there, nothing is counted.
 ESTIMATED_COUNT_SUFFIXES = (".mkv", ".mk3d", ".webm", ".ts", ".m2ts", ".mts", ".mpg", ".mpeg", ".vob", ".flv",
                             ".ogv", ".wmv", ".asf", ".gif")
 #: Where it stores one (AVI, MP4/MOV): a clip that ends before it, also when reopened, lacks frames.
@@ -254,8 +254,11 @@ class StreamSource(LiveCaptureSource):
                 if index == 0 and self._good_this_pass == 0 and is_av1(codec_of(connection.capture)):
                     raise SourceError(f"{self.describe()} is AV1 video, which this OpenCV's FFmpeg cannot decode; "
                                       f"{reencode_hint(shown(hide_credentials(self.spec)))}")
-                if index < count and not self._resuming and self._count_kind != "estimate":
-                    connection.dropped()  # the connection ended early: reopen (once), resume here
+                if index < count and not self._resuming:
+                    # Ended early: reopen (once) and resume here. Also for a container whose count is
+                    # an estimate: a connection that dropped part-way looks the same as its real end,
+                    # and only the reopened resource tells them apart (frames after this one, or none).
+                    connection.dropped()
                     continue
                 self._pass_over = True
                 if index < count and self._count_kind != "stored":

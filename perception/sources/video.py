@@ -335,9 +335,12 @@ class VideoFileSource(Source):
         ended = self._attempts_this_pass >= count or (at_end and self._at_file_end())
         if (ended or self._fd is None) and index == 0 and not self._frames_this_pass and not self._layout().cut:
             raise self._undecodable()
-        if not self._layout().holds_count and (ended or self._fd is None):
-            # The count was FFmpeg's estimate, or counts frames the file never shows: its end (where
-            # the read position cannot be seen, MAX_CONSECUTIVE_CORRUPT failed grabs are taken for it).
+        if not self._layout().holds_count and (self._at_file_end() or (self._fd is None and self._attempts_this_pass >= count)):
+            # The count was FFmpeg's estimate, or counts frames the file never shows, and FFmpeg read
+            # the file to its last byte: its end. Not where FFmpeg stopped before its end (frames lost
+            # to damage: counted below). Where the read position cannot be seen (no /proc/self/fd),
+            # grabs that failed up to the count are taken for the end, and MAX_CONSECUTIVE_CORRUPT of
+            # them before it end the run with its error, as for damage.
             self._read_ended(index)
             return None
         if ended:
