@@ -39,7 +39,6 @@ import logging
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 import zmq
@@ -153,17 +152,13 @@ class MaskPublisher:
         if not isinstance(namespaces, int) or isinstance(namespaces, bool) or not 1 <= namespaces <= MAX_CAMERAS:
             raise ConfigError(f"namespaces={namespaces!r} must be an integer 1..{MAX_CAMERAS}")
         limit = SendLimit.for_node(sndhwm, atomic_frames=atomic_frames, namespaces=namespaces)
-        self._core = XpubCore(endpoint, sndhwm=limit.value, curve_secret_key_file=curve_secret_key_file,
-                              curve_allow_dir=curve_allow_dir)
+        self._core = XpubCore(endpoint, sndhwm=limit.value, see_full_queues=True,
+                              curve_secret_key_file=curve_secret_key_file, curve_allow_dir=curve_allow_dir)
         self.endpoint = self._core.endpoint
         #: Every namespace published on this socket (``add_namespace``), this one first.
         self._namespaces: list[MaskPublisher] = [self]
         self._limit = limit
         with self._core.lock:
-            # A full subscriber queue makes a send raise zmq.Again instead of dropping without a
-            # word: the publisher counts it and sends again, dropping for that subscriber only
-            # (``_overflow_locked``).
-            self._socket.setsockopt(zmq.XPUB_NODROP, 1)
             self._track_locked()
         log.info("publishing %s/{%s} on %s", self.namespace, ",".join(self._plans), self.endpoint)
 
@@ -180,7 +175,7 @@ class MaskPublisher:
         self._json_seq: dict[str, int] = {}
         #: The mask topics declared (``declare_topics``); None: the fixed ones.
         self._declared: tuple[str, ...] | None = None
-        #: Sends of this namespace that met a full subscriber queue (see ``_overflow_locked``).
+        #: Sends of this namespace that met a full subscriber queue (``XpubCore.see_full_queues``).
         self.hwm_overflows = 0
         # pub_seq: per topic, the count of messages handed to the socket so far (contiguous).
         self._pub_seq: Counter[bytes] = Counter()
@@ -224,11 +219,6 @@ class MaskPublisher:
 
     # ------------------------------------------------------------------ the send limit
 
-    @property
-    def _socket(self) -> Any:
-        """The core's ZeroMQ socket, for the send limit's options (``XpubCore`` sets up the rest)."""
-        return self._core._socket
-
     def _messages_per_frame(self) -> int:
         """The messages one frame of this namespace makes at most: every mask topic declared (the
         fixed four before ``declare_topics``) plus obstacles and stats; an atomic frame is one
@@ -251,22 +241,6 @@ class MaskPublisher:
     def _warn_limit(self) -> None:
         """At the first frame: a limit below two bursts of the node as it runs (``SendLimit.warn_once``)."""
         self._limit.warn_once(self.burst, len(self._namespaces))
-
-    def _overflow_locked(self, topic: bytes, frames: tuple[bytes, ...]) -> bool:
-        """A subscriber's queue is full: the send raised zmq.Again (``XPUB_NODROP``) and went to
-        nobody. Count the overflow and send without ``XPUB_NODROP``: the full subscriber loses this
-        message and those sent until its queue has drained by half (ZeroMQ takes it out of the send
-        set meanwhile, so each overflow may cost it several), the others get it. Returns what
-        ``send_locked`` returns."""
-        self._limit.overflowed(self.burst)
-        self.hwm_overflows += 1
-        socket = self._socket
-        socket.setsockopt(zmq.XPUB_NODROP, 0)
-        try:
-            return self._core.send_locked(topic, *frames)
-        finally:
-            if not self._core.closed:
-                socket.setsockopt(zmq.XPUB_NODROP, 1)
 
     @property
     def _per_class_prefix(self) -> bytes:
@@ -465,19 +439,20 @@ class MaskPublisher:
 
     def _send_locked(self, topic: bytes, *frames: bytes) -> None:
         """Send ``[topic, *frames]`` (a header and a payload, or an atomic frame's parts); never
-        blocks: a subscriber whose queue is full loses it instead (``_overflow_locked``)."""
+        blocks: a subscriber whose queue is full loses it instead, counted (``XpubCore``'s
+        ``see_full_queues``) and warned about (``SendLimit.overflowed``)."""
+        full_before = self._core.full_queue_sends
         try:
-            try:
-                sent = self._core.send_locked(topic, *frames)
-            except zmq.Again:  # a subscriber's queue is full (XPUB_NODROP): nothing went out yet
-                sent = self._overflow_locked(topic, frames)
-            if not sent:
+            if not self._core.send_locked(topic, *frames):
                 return  # closed
         except zmq.ZMQError as exc:
             self.counters.send_errors += 1
             if self.counters.send_errors in (1, 10, 100) or self.counters.send_errors % 1000 == 0:
                 log.warning("send on %s failed (%s); %d failures so far", topic.decode(), exc, self.counters.send_errors)
             return
+        if self._core.full_queue_sends != full_before:
+            self.hwm_overflows += 1
+            self._limit.overflowed(self._core.full_queue_sends, self.burst)
         self.counters.messages_sent += 1
         self.counters.bytes_sent += len(topic) + sum(len(frame) for frame in frames)
 

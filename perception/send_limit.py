@@ -18,7 +18,8 @@ limit as of the bind, and setting SNDHWM later (which libzmq 4.3 applies to the 
 far) crashes it when one is closing.
 
 ``SendLimit`` holds the limit of one socket (shared by every namespace on it), says once when it
-is below two bursts of the node as it runs, and counts the sends that met a full queue.
+is below two bursts of the node as it runs, and warns of the sends that met a full queue (which the
+socket counts: ``XpubCore.see_full_queues``).
 """
 
 from __future__ import annotations
@@ -53,7 +54,6 @@ class SendLimit:
     asked: int | None  # --sndhwm; None: AUTO_BURSTS bursts of the node
     value: int  # the limit every connection has (set at the bind)
     warned: bool = False  # whether the limit was checked against the node's burst (``warn_once``)
-    overflows: int = 0  # sends that met a full subscriber queue, every namespace
 
     @classmethod
     def for_node(cls, sndhwm: int | None, *, atomic_frames: bool, namespaces: int) -> SendLimit:
@@ -80,14 +80,13 @@ class SendLimit:
             AUTO_BURSTS * burst, AUTO_BURSTS,
         )
 
-    def overflowed(self, burst: int) -> None:
-        """Count a send that met a full subscriber queue, with a warning at the 1st, 10th, 100th and
-        every 1000th."""
-        self.overflows += 1
-        if self.overflows in (1, 10, 100) or self.overflows % 1000 == 0:
+    def overflowed(self, overflows: int, burst: int) -> None:
+        """A send met a full subscriber queue, the socket's ``overflows``-th: a warning at the 1st,
+        10th, 100th and every 1000th."""
+        if overflows in (1, 10, 100) or overflows % 1000 == 0:
             log.warning(
                 "a subscriber's queue was full (--sndhwm %d messages; a burst of this node is %d): it loses "
                 "messages, seen as gaps in pub_seq (%d overflow%s so far). A reader that keeps up needs a larger "
                 "--sndhwm; a slow one should drain and keep the newest (--keep-latest)",
-                self.value, burst, self.overflows, "" if self.overflows == 1 else "s",
+                self.value, burst, overflows, "" if overflows == 1 else "s",
             )

@@ -43,8 +43,9 @@ reconnects meet the new list and are refused. A subscription from a key no longe
 the same way when it is read.
 
 Two send modes: ``send_timeout_ms=None`` (the live node) never waits: a subscriber whose queue is
-full loses the message, as with PUB. A number (replay) sets ``XPUB_NODROP``: a send waits up to that
-long for room and raises ``zmq.Again`` when there is none, so the caller can retry or stop.
+full loses the message, as with PUB (with ``see_full_queues``, each such send is counted first:
+``full_queue_sends``). A number (replay) sets ``XPUB_NODROP``: a send waits up to that long for room
+and raises ``zmq.Again`` when there is none, so the caller can retry or stop.
 """
 
 from __future__ import annotations
@@ -107,6 +108,10 @@ class XpubCore:
         sndhwm: messages queued per subscriber (drop or wait beyond it, see ``send_timeout_ms``).
         send_timeout_ms: None: never wait (drop at the HWM); a number: ``XPUB_NODROP``, a send waits
             up to that long for room, then raises ``zmq.Again``.
+        see_full_queues: with ``send_timeout_ms`` None, see each send that meets a full subscriber
+            queue instead of ZeroMQ dropping it without a word: ``XPUB_NODROP`` makes it fail, it is
+            counted (``full_queue_sends``) and made again without it (the full subscriber loses
+            it, the others get it).
         curve_secret_key_file: the server's ``.key_secret``; turns on CURVE encryption.
         curve_allow_dir: directory of allowed client ``.key`` files (needs the secret key).
         what: what leaves the machine, for the warning on a non-loopback endpoint.
@@ -121,6 +126,7 @@ class XpubCore:
         *,
         sndhwm: int,
         send_timeout_ms: int | None = None,
+        see_full_queues: bool = False,
         curve_secret_key_file: str | None = None,
         curve_allow_dir: str | None = None,
         what: str = "masks",
@@ -141,6 +147,9 @@ class XpubCore:
         #: Seconds between two resends of one latched topic (``LATCH_RESEND_INTERVAL_S``).
         self.latch_interval_s = LATCH_RESEND_INTERVAL_S
         self._flags = zmq.NOBLOCK if send_timeout_ms is None else 0
+        self._see_full_queues = see_full_queues and send_timeout_ms is None
+        #: Sends that met a full subscriber queue (``see_full_queues``).
+        self.full_queue_sends = 0
         self._context = zmq.Context()
         self._auth = None
         # With an allow-list: subscriber connections by file descriptor -> (their key, Z85 bytes;
@@ -165,6 +174,8 @@ class XpubCore:
                 # lets a stalled subscriber still let stop requests through.
                 self._socket.setsockopt(zmq.XPUB_NODROP, 1)
                 self._socket.sndtimeo = send_timeout_ms
+            elif self._see_full_queues:
+                self._socket.setsockopt(zmq.XPUB_NODROP, 1)  # with NOBLOCK: a full queue fails the send
             if curve_secret_key_file is not None:
                 # Imported here: pyzmq's authenticator pulls in asyncio (about 40 ms of a start-up
                 # that only a CURVE node pays).
@@ -473,13 +484,30 @@ class XpubCore:
         # a wash in speed, and one thread fewer contending for the GIL.
         # The first part decides: once it is queued, the rest of the message always is (ZeroMQ
         # delivers all parts or none).
+        try:
+            self._send_parts(topic, frames, flags)
+        except zmq.Again:
+            if not self._see_full_queues:
+                raise
+            # A subscriber's queue is full and nothing went out: counted, then sent without
+            # XPUB_NODROP, so that the full subscriber loses this message (and those sent until its
+            # queue has drained by half: ZeroMQ takes it out of the send set meanwhile) and the
+            # others get it.
+            self.full_queue_sends += 1
+            self._socket.setsockopt(zmq.XPUB_NODROP, 0)
+            try:
+                self._send_parts(topic, frames, flags)
+            finally:
+                self._socket.setsockopt(zmq.XPUB_NODROP, 1)
+        if topic in self._due:  # it just reached every subscription read so far
+            self._due.discard(topic)
+        return True
+
+    def _send_parts(self, topic: bytes, frames: tuple[bytes, ...], flags: int) -> None:
         self._socket.send(topic, zmq.SNDMORE | flags)
         for frame in frames[:-1]:
             self._socket.send(frame, zmq.SNDMORE | flags)
         self._socket.send(frames[-1], flags)
-        if topic in self._due:  # it just reached every subscription read so far
-            self._due.discard(topic)
-        return True
 
     # ------------------------------------------------------------------ closing
 
