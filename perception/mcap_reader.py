@@ -139,16 +139,16 @@ def read_recording(
             seen += 1
             yield message
     if seen == 0:
-        raise SourceError(f"{_named(path)}: {_nothing_to_replay(contents, counters.malformed - skipped_before, counters)}")
+        raise SourceError(f"{recording_name(path)}: {_nothing_to_replay(contents, counters.malformed - skipped_before, counters)}")
 
 
-def _named(path: str | Path | list[str | Path]) -> str:
+def recording_name(path: str | Path | list[str | Path]) -> str:
     """A recording as a line names it: its path, or its files (not a Python list's repr)."""
     if isinstance(path, (list, tuple)):
         names = [str(p) for p in path]
         if len(names) == 1:
             return names[0]
-        return f"recording of {len(names)} files ({names[0]} .. {names[-1]})"
+        return f"{len(names)} files ({names[0]} .. {names[-1]})"
     return str(path)
 
 

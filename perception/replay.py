@@ -45,7 +45,14 @@ import zmq
 from perception import contracts
 from perception.config import composed, setting
 from perception.mcap_layout import LATCHED_SUFFIXES, compact_json, header_frame
-from perception.mcap_reader import ReadCounters, RecordedMessage, as_sent, read_recording, recording_files
+from perception.mcap_reader import (
+    ReadCounters,
+    RecordedMessage,
+    as_sent,
+    read_recording,
+    recording_files,
+    recording_name,
+)
 from perception.options import CurveServerOptions
 from perception.xpub import XpubCore
 
@@ -108,8 +115,7 @@ class ReplaySummary:
         return self.messages - self.frames + self.framed_masks
 
     def format(self, path: Path | list[Path]) -> str:
-        if isinstance(path, list):
-            path = path[0] if len(path) == 1 else f"{len(path)} files {path[0]} .. {path[-1]}"
+        path = recording_name(path)
         rate = self.messages / self.seconds if self.seconds > 0 else 0.0
         extra = f", {self.skipped} malformed skipped" if self.skipped else ""
         line = f"replayed {self.messages} messages from {path} in {self.seconds:.1f} s ({rate:.0f} msg/s{extra})"

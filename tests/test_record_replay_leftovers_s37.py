@@ -231,7 +231,7 @@ def test_two_files_with_nothing_to_replay_are_named_as_files_not_a_python_list(t
     done = _perception(["replay", str(a), str(b), "--max-rate", "--endpoint", free_endpoint()], tmp_path)
     assert done.returncode == 2, done.stderr
     error = done.stderr.strip().splitlines()[-1]
-    assert error.startswith(f"perception: error: recording of 2 files ({a} .. {b}): not a perception recording"), error
+    assert error.startswith(f"perception: error: 2 files ({a} .. {b}): not a perception recording"), error
     assert "PosixPath" not in done.stderr and "[" not in error
 
 
