@@ -10,12 +10,11 @@ A URL whose resource states a frame count above one (``CAP_PROP_FRAME_COUNT`` > 
 HTTP) is finite and read like a video file: not ``live`` (every frame once, in order, by default),
 paced only with ``realtime``/``fps``, and its end ends the input (``loop`` opens it again). A
 connection lost before the stated count is reopened with backoff and resumes at the next frame;
-when the reopened resource has no frame there, that is its end. Where the URL's suffix names a
-container that stores no count (``.mkv``, ``.webm``, ``.ts``: FFmpeg's count is an estimate), or
-none, the end is reopened once like any early end (a connection that dropped part-way looks the
-same), and when the reopened resource has no frame there it ends, counted missing only for a
-container that stores its count (``.avi``, ``.mp4``, ``.mov``: ``count_kind``). Live streams (MJPEG cameras, RTSP,
-a ``snapshot.jpg``) state no count, or one frame.
+when the reopened resource has no frame there, that is its end (a connection that dropped part-way
+looks the same as the clip's real end until then), counted missing only where the URL's suffix names
+a container that stores its count (``.avi``, ``.mp4``, ``.mov``: ``stores_count``); elsewhere
+(``.mkv``, ``.webm``, ``.ts``, no suffix) FFmpeg's count may be an estimate, and nothing is counted.
+Live streams (MJPEG cameras, RTSP, a ``snapshot.jpg``) state no count, or one frame.
 
 Frames over ``MAX_SOURCE_PIXELS`` are refused when the stream opens (or reopens), from the size
 FFmpeg reports; OpenCV scales a frame whose size changes later to that size. A frame that never
@@ -121,24 +120,20 @@ TIMED_OUT_SHARE = 0.9
 #: Rate used for --realtime on a finite stream that states none.
 FALLBACK_FPS = 30.0
 
-#: What the path of a clip's URL ends in where its container stores no frame count: FFmpeg's count is
-#: then its estimate (the duration, often the audio's, x the nominal rate: ``container.Layout``), and the
-#: clip may end before it without having lost a frame: once reopened with no frame there, nothing is counted.
-ESTIMATED_COUNT_SUFFIXES = (".mkv", ".mk3d", ".webm", ".ts", ".m2ts", ".mts", ".mpg", ".mpeg", ".vob", ".flv",
-                            ".ogv", ".wmv", ".asf", ".gif")
-#: Where it stores one (AVI, MP4/MOV): a clip that ends before it, also when reopened, lacks frames.
+#: What the path of a clip's URL ends in where its container stores a frame count (AVI, MP4/MOV): a
+#: clip that ends before it, also when reopened, lacks frames. Elsewhere (MKV, WebM, TS..., or no
+#: suffix) FFmpeg's count may be its estimate (the duration, often the audio's, x the nominal rate:
+#: ``container.Layout``), and the clip may end before it without having lost a frame.
 STORED_COUNT_SUFFIXES = (".avi", ".mp4", ".m4v", ".mov", ".3gp", ".3g2")
 
 
-def count_kind(url: str) -> str:
-    """``"estimate"``, ``"stored"`` or ``"unknown"``: what a clip URL's frame count is, by its path's suffix."""
+def stores_count(url: str) -> bool:
+    """Whether a clip URL names, by its path's suffix, a container that stores its frame count."""
     try:
         path = urllib.parse.urlsplit(url).path.lower()
     except ValueError:
-        return "unknown"
-    if path.endswith(ESTIMATED_COUNT_SUFFIXES):
-        return "estimate"
-    return "stored" if path.endswith(STORED_COUNT_SUFFIXES) else "unknown"
+        return False
+    return path.endswith(STORED_COUNT_SUFFIXES)
 
 
 URL_PATTERN = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp|srt)://", re.IGNORECASE)
@@ -177,7 +172,7 @@ class StreamSource(LiveCaptureSource):
         self._good_this_pass = 0
         self._resuming = False  # reopened after a drop: the first grab decides whether frames are left
         self._pass_over = False  # this pass of a finite resource has ended
-        self._count_kind = count_kind(spec)  # whether its count is stored or an estimate (by its suffix)
+        self._stores_count = stores_count(spec)  # whether its count is one it stores (by its suffix)
         self._said_ended = False
         super().__init__(spec, options)  # opens the stream through the reconnector
         cap = self._reconnector.capture
@@ -261,7 +256,7 @@ class StreamSource(LiveCaptureSource):
                     connection.dropped()
                     continue
                 self._pass_over = True
-                if index < count and self._count_kind != "stored":
+                if index < count and not self._stores_count:
                     # Its count was FFmpeg's estimate (or may be): nothing more came, so it ends here,
                     # nothing counted; a connection that dropped there is said once, not re-read.
                     self._say_ended(index, count)
