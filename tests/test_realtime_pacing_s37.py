@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from perception.sources import base, open_source
+from perception.sources import base, open_source, pacing
 from perception.sources.base import SourceOptions
 
 H, W = 24, 32
@@ -55,11 +55,13 @@ class FakeEvent:
 @pytest.fixture
 def clock(monkeypatch):
     """The sources' clock and waits, faked: ``time`` and ``threading.Event`` as ``perception.sources.base``
-    sees them (the pacers' clock, the frames' stamps, the waits of a read)."""
+    and ``.pacing`` see them (the pacers' clock, the frames' stamps, the waits of a read)."""
     fake = Clock()
     ns = lambda: int(round(fake.now * 1e9))  # noqa: E731
-    monkeypatch.setattr(base, "time", types.SimpleNamespace(
-        monotonic=lambda: fake.now, perf_counter=lambda: fake.now, monotonic_ns=ns, time_ns=ns))
+    fake_time = types.SimpleNamespace(monotonic=lambda: fake.now, perf_counter=lambda: fake.now, monotonic_ns=ns,
+                                      time_ns=ns)
+    monkeypatch.setattr(base, "time", fake_time)
+    monkeypatch.setattr(pacing, "time", fake_time)  # the pacers' clock
     monkeypatch.setattr(base, "threading", types.SimpleNamespace(Event=lambda: FakeEvent(fake)))
     return fake
 

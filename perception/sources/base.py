@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import logging
 import os
-import statistics
 import threading
 import time
 import urllib.parse
 from abc import ABC, abstractmethod
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import cv2
 import numpy as np
@@ -38,6 +36,7 @@ import numpy as np
 from perception import MAX_SOURCE_PIXELS
 from perception.errors import SourceError
 from perception.options import SourceOptions  # noqa: F401 - declared there (light, shared with the configs)
+from perception.sources.pacing import FrameTime, Pacer, TimestampPacer
 from perception.stats import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -178,7 +177,7 @@ class Source(ABC):
         self._seq = 0
         self._consecutive_corrupt = 0
         self._interrupted = threading.Event()
-        self._pacer: _Pacer | _TimestampPacer | None = None
+        self._pacer: Pacer | TimestampPacer | None = None
         self._limited = RateLimitedLog(log)
 
     def name_camera(self, name: str) -> None:
@@ -255,13 +254,13 @@ class Source(ABC):
     def pace(self, fps: float | None) -> None:
         """Deliver at most ``fps`` frames per second (None or 0: as fast as possible; this also ends
         ``pace_by_timestamps``)."""
-        self._pacer = _Pacer(fps) if fps else None
+        self._pacer = Pacer(fps) if fps else None
 
     def pace_by_timestamps(self, fps: float) -> None:
         """Deliver each frame at its own timestamp (``_frame_time``), relative to the first, as the
-        file was recorded (``_TimestampPacer``); ``fps`` (the file's average rate) spaces frames
+        file was recorded (``TimestampPacer``); ``fps`` (the file's average rate) spaces frames
         without a usable one."""
-        self._pacer = _TimestampPacer(fps, self.log_name)
+        self._pacer = TimestampPacer(fps, self.log_name)
 
     def _frame_time(self) -> FrameTime | None:
         """Where the frame ``_next_image`` returned last sits on its file's timeline, for
@@ -472,125 +471,6 @@ class Reconnector:
 
     def close(self) -> None:
         self._release()
-
-
-class _Pacer:
-    """Sleeps so that successive calls are ``1/fps`` apart on the monotonic clock."""
-
-    #: Whether ``Source.read`` paces each frame once it is read, by its timestamp (``_TimestampPacer``).
-    by_timestamps: ClassVar[bool] = False
-
-    def __init__(self, fps: float) -> None:
-        self.period_s = 1.0 / fps
-        self._next_s: float | None = None
-
-    def wait(self, interrupted: threading.Event) -> None:
-        now = time.monotonic()
-        if self._next_s is None or now - self._next_s > self.period_s:
-            self._next_s = now  # first call, or too far behind to catch up: restart the schedule
-        delay = self._next_s - now
-        if delay > 0:
-            interrupted.wait(delay)
-        self._next_s += self.period_s
-
-
-#: A jump forward in a video's frame timestamps longer than this and than ``GAP_INTERVALS`` usual
-#: frame intervals is a gap (a recording paused, a clock jump) that ``--realtime`` does not wait out.
-MIN_GAP_S = 1.0
-GAP_INTERVALS = 10
-#: The usual frame interval is the median of the last this many intervals.
-USUAL_OF = 15
-
-
-class FrameTime(NamedTuple):
-    """Where a video frame sits on its file's timeline: ``pass_number`` (the pass of ``--loop``),
-    ``index`` (the frame's number in the file) and ``at_s`` (its presentation timestamp in seconds,
-    ``CAP_PROP_POS_MSEC``; None when there is none)."""
-
-    pass_number: int
-    index: int
-    at_s: float | None
-
-
-class _TimestampPacer:
-    """Paces a video file's frames by their own timestamps (``--realtime``): each frame is delivered
-    as long after the one before as its timestamp is after that one's, so a clip of variable frame
-    rate (30 fps, then 5) plays as recorded. ``wait`` (before a read) does nothing: ``Source.read``
-    calls ``deliver`` with the frame's ``FrameTime`` once it has read it.
-
-    The usual interval is the median of the last ``USUAL_OF`` ones (before any, ``1/fps``: the file's
-    average rate). A frame follows the one before by one usual interval instead of its timestamps'
-    difference when it has no timestamp of its own (none, or the same as the one before's: a raw
-    H.264 stream's frames all say 0, so such a file plays at its average rate), when its timestamp
-    goes back (recordings joined, a clock reset: said once per run), and when it jumps forward more
-    than ``MIN_GAP_S`` and ``GAP_INTERVALS`` usual intervals (a recording paused, a clock jump: one
-    warning names each such gap, once per run however many passes of ``--loop``), which would
-    otherwise stall the node for the whole gap. Each pass of ``--loop`` starts the timeline again
-    (its first frame one usual interval after the last). Behind by more than the frame's own interval
-    (a slow reader), the schedule starts again from now, as ``_Pacer``'s does, rather than
-    delivering a burst to catch up. ``clock``: the monotonic clock (tests pass their own).
-    """
-
-    by_timestamps: ClassVar[bool] = True
-
-    def __init__(self, fps: float, name: Callable[[], str], clock: Callable[[], float] | None = None) -> None:
-        self.period_s = 1.0 / fps
-        self._name = name
-        self._clock = clock or time.monotonic
-        self._due_s: float | None = None
-        self._last: FrameTime | None = None
-        self._intervals: deque[float] = deque(maxlen=USUAL_OF)
-        self._said: set[object] = set()  # what has been logged once this run
-
-    def wait(self, interrupted: threading.Event) -> None:
-        """Nothing: a frame's time is known only once it is read (``deliver``)."""
-
-    def usual_s(self) -> float:
-        """The usual interval between frames: the median of the last ones, else the average rate's."""
-        return statistics.median(self._intervals) if self._intervals else self.period_s
-
-    def _once(self, key: object, level: int, msg: str, *args: Any) -> None:
-        if key not in self._said:
-            self._said.add(key)
-            log.log(level, msg, *args)
-
-    def interval_s(self, frame: FrameTime | None) -> float:
-        """How long after the frame before ``frame`` is due (see the class)."""
-        last, self._last = self._last, frame
-        usual = self.usual_s()
-        if frame is None or last is None or frame.pass_number != last.pass_number:
-            return usual  # a source that does not say, or a new pass of --loop: its timeline starts again
-        if frame.at_s is None or last.at_s is None or frame.at_s == last.at_s:
-            self._once("none", logging.INFO, "%s: frame %d has no timestamp of its own; --realtime plays "
-                       "such frames one frame interval (%.3f s) after the one before", self._name(), frame.index, usual)
-            return usual
-        step = frame.at_s - last.at_s
-        if step < 0:
-            self._once("back", logging.INFO, "%s: the timestamps go back %.3f s at frame %d (recordings joined, or "
-                       "a clock reset); --realtime plays it one frame interval (%.3f s) after the one before",
-                       self._name(), -step, frame.index, usual)
-            return usual
-        if step > max(MIN_GAP_S, GAP_INTERVALS * usual):
-            self._once(("gap", frame.index), logging.WARNING, "%s: the timestamps jump %.1f s ahead at frame %d, "
-                       "%.3f s into the clip (a recording paused, or a clock jump); --realtime plays it one frame "
-                       "interval (%.3f s) after the one before instead of waiting %.1f s", self._name(), step,
-                       frame.index, last.at_s, usual, step)
-            return usual
-        self._intervals.append(step)
-        return step
-
-    def deliver(self, frame: FrameTime | None, interrupted: threading.Event) -> bool:
-        """Wait until ``frame`` (just read) is due; False when ``interrupted`` ended the wait."""
-        now = self._clock()
-        if self._due_s is None:
-            self._due_s, self._last = now, frame  # the first frame: at once
-            return True
-        step = self.interval_s(frame)
-        self._due_s += step
-        if now - self._due_s > step:
-            self._due_s = now  # too far behind to catch up: the schedule starts again from now
-        delay = self._due_s - now
-        return not (delay > 0 and interrupted.wait(delay))
 
 
 class LiveCaptureSource(Source):

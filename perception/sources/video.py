@@ -2,7 +2,7 @@
 
 As fast as possible by default (with the lossless queue every frame is processed once, in order);
 ``realtime`` delivers each frame at its own timestamp, as the file was recorded (``CAP_PROP_POS_MSEC``,
-``base._TimestampPacer``: gaps capped, frames without one at the average rate; ``fps`` overrides it
+``pacing.TimestampPacer``: gaps capped, frames without one at the average rate; ``fps`` overrides it
 with a fixed rate); ``loop`` restarts at the end. The end of the file ends the run cleanly.
 
 A damaged stretch is not the end: when a grab fails before the frame count the container states
@@ -44,7 +44,6 @@ from perception.errors import SourceError, why_not_a_file
 from perception.sources import base
 from perception.sources.base import (
     CorruptFrame,
-    FrameTime,
     Source,
     SourceOptions,
     frame_too_big,
@@ -54,6 +53,7 @@ from perception.sources.base import (
     video_spec_word,
 )
 from perception.sources.container import Layout, codec_of, is_av1, reencode_hint
+from perception.sources.pacing import FrameTime
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +261,7 @@ class VideoFileSource(Source):
 
     def _position_s(self) -> float | None:
         """The timestamp of the frame grabbed last, in seconds from the file's start; None when FFmpeg
-        gives none (OpenCV then says 0, as for every frame of a raw H.264 stream: ``_TimestampPacer``
+        gives none (OpenCV then says 0, as for every frame of a raw H.264 stream: ``pacing.TimestampPacer``
         takes a repeated timestamp for none)."""
         ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
         return ms / 1e3 if isinstance(ms, (int, float)) and math.isfinite(ms) and ms >= 0 else None
