@@ -55,11 +55,14 @@ def garbage(seed: int) -> bytes:
 
 class MjpegServer:
     """A hostile MJPEG-over-HTTP server on 127.0.0.1 in a thread: ``handle(conn, k)`` writes the
-    response of the k-th connection; ``connections`` counts the accepted ones."""
+    response of the k-th GET; ``connections`` counts them. A HEAD request (the source asking whether
+    the URL is a file) is answered as an MJPEG camera answers it, and not counted."""
 
     def __init__(self, handle) -> None:
         self.handle = handle
         self.connections = 0
+        self.heads = 0
+        self._lock = threading.Lock()
         self.done = threading.Event()
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -73,14 +76,19 @@ class MjpegServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            k, self.connections = self.connections, self.connections + 1
-            threading.Thread(target=self._one, args=(conn, k), daemon=True).start()
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
 
-    def _one(self, conn: socket.socket, k: int) -> None:
+    def _one(self, conn: socket.socket) -> None:
         with conn:
             conn.settimeout(5)
             try:
-                conn.recv(4096)
+                request = conn.recv(4096)
+                with self._lock:
+                    if request.startswith(b"HEAD "):
+                        self.heads += 1
+                        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=f\r\n\r\n")
+                        return
+                    k, self.connections = self.connections, self.connections + 1
                 self.handle(conn, k)
             except OSError:
                 pass

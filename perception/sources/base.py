@@ -419,20 +419,33 @@ class Reconnector:
             self.dropped()
         return None
 
-    def dropped(self) -> None:
+    def dropped(self, *, maybe_its_end: str = "") -> None:
         """The capture ended or stalled: release it. The next ``reopen`` waits ``backoff_s``, back at
-        ``initial_s`` only when this connection had stayed up ``stable_s`` or delivered ``stable_frames``."""
+        ``initial_s`` only when this connection had stayed up ``stable_s`` or delivered ``stable_frames``.
+        ``maybe_its_end``: how a clip ended where that may be its real end (it is opened again to
+        tell), said as information instead of the warning of a drop."""
         if self._clock() - self._opened_s >= self.stable_s or self._frames_this_connection >= self.stable_frames:
             self._backoff_s = self.initial_s
         quick, self._failed_grabs = self._failed_grabs, 0
-        self._limited.warning("dropped", "%s stopped delivering frames; reconnecting in %.1f s%s", self._describe,
-                              self._backoff_s, " (it ended, or sends nothing that can be decoded)"
-                              if quick >= MAX_FAILED_GRABS else "")
+        if maybe_its_end:
+            self._limited.info("dropped", "%s %s; opening it again once to tell its end from a dropped connection",
+                               self._describe, maybe_its_end)
+        else:
+            self._limited.warning("dropped", "%s stopped delivering frames; reconnecting in %.1f s%s", self._describe,
+                                  self._backoff_s, " (it ended, or sends nothing that can be decoded)"
+                                  if quick >= MAX_FAILED_GRABS else "")
         self._release()
 
-    def reopen(self) -> bool:
-        """Wait the backoff, then try to open again; True (a reconnect, counted) when it opened,
-        False when that failed or the wait was interrupted."""
+    def count_reconnect(self) -> None:
+        """Count a reopen made with ``reopen(counted=False)`` after all: it had dropped."""
+        self.reconnects += 1
+        self._limited.info("reconnected", "%s had dropped: reconnected (reconnect %d)", self._describe,
+                           self.reconnects)
+
+    def reopen(self, *, counted: bool = True) -> bool:
+        """Wait the backoff, then try to open again; True (a reconnect, counted unless ``counted`` is
+        False: ``count_reconnect`` counts it later) when it opened, False when that failed or the
+        wait was interrupted."""
         self._interrupted.wait(self._backoff_s)
         if self._interrupted.is_set():
             return False
@@ -444,11 +457,12 @@ class Reconnector:
             self._limited.warning("failed", "%s: try %d to reopen it failed (%s); next try in %.1f s", self._describe,
                                   self._tries, exc, self._backoff_s)
             return False
-        self.reconnects += 1
         tries, self._tries = self._tries, 0
         self._cap, self._opened_s, self._frames_this_connection = cap, self._clock(), 0
-        self._limited.info("reconnected", "%s reconnected (reconnect %d%s)", self._describe, self.reconnects,
-                           f", after {tries} tries" if tries > 1 else "")
+        if counted:
+            self.reconnects += 1
+            self._limited.info("reconnected", "%s reconnected (reconnect %d%s)", self._describe, self.reconnects,
+                               f", after {tries} tries" if tries > 1 else "")
         return True
 
     def restart(self) -> bool:

@@ -14,7 +14,12 @@ when the reopened resource has no frame there, that is its end (a connection tha
 looks the same as the clip's real end until then), counted missing only where the URL's suffix names
 a container that stores its count (``.avi``, ``.mp4``, ``.mov``: ``stores_count``); elsewhere
 (``.mkv``, ``.webm``, ``.ts``, no suffix) FFmpeg's count may be an estimate, and nothing is counted.
-Live streams (MJPEG cameras, RTSP, a ``snapshot.jpg``) state no count, or one frame.
+Live streams (MJPEG cameras, RTSP, a ``snapshot.jpg``) state no count, or one frame. A clip for which
+FFmpeg states no count (an MPEG-TS or a raw MJPEG file from a server without Range requests) is still
+finite when its server says it is a file (``served_as_file``: a length, not an image, not a
+multipart stream): read once like a clip of unknown count, its end is its end (after one reopen, as
+above), nothing counted missing. Without that it would be taken for a live stream that dropped, and
+played again from its start with every reconnect.
 
 Frames over ``MAX_SOURCE_PIXELS`` are refused when the stream opens (or reopens), from the size
 FFmpeg reports; OpenCV scales a frame whose size changes later to that size. A frame that never
@@ -32,15 +37,19 @@ A frame FFmpeg decodes with its errors concealed is delivered as it came.
 
 from __future__ import annotations
 
+import base64
 import ctypes
 import functools
+import http.client
 import logging
 import math
 import os
 import re
+import ssl
 import threading
 import time
 import urllib.parse
+import urllib.request
 
 import cv2
 
@@ -136,6 +145,42 @@ def stores_count(url: str) -> bool:
     return path.endswith(STORED_COUNT_SUFFIXES)
 
 
+#: How long the request that asks a server whether a URL is a file may take (at most; less when
+#: ``read_timeout_s`` is shorter): a camera that never answers it is taken for the live stream it is.
+SERVED_AS_FILE_TIMEOUT_S = 3.0
+
+
+def served_as_file(url: str, timeout_s: float) -> bool:
+    """Whether an HTTP(S) server says ``url`` is a file: a HEAD request answered 200 with a
+    ``Content-Length`` above 0, not chunked, not an image (a camera's snapshot, asked again) and
+    not ``multipart/`` (an MJPEG camera's stream). False for any other answer or none.
+
+    Asked only where FFmpeg states no frame count (``StreamSource``): FFmpeg knows the length but
+    OpenCV does not pass it on. Not through FFmpeg: it would open the stream a second time. As
+    FFmpeg does by default, the server's certificate is not checked (this reads headers only)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            return False
+        netloc = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+        netloc += f":{parts.port}" if parts.port else ""
+        request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=netloc)), method="HEAD")
+        if parts.username is not None:  # user:password@host, as FFmpeg takes it: basic authentication
+            token = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+            request.add_header("Authorization", "Basic " + base64.b64encode(token.encode()).decode("ascii"))
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        with urllib.request.urlopen(request, timeout=timeout_s, context=context) as answer:
+            length = answer.headers.get("Content-Length", "")
+            kind = answer.headers.get_content_type().lower()
+            chunked = "chunked" in answer.headers.get("Transfer-Encoding", "").lower()
+            return (answer.status == 200 and length.isdigit() and int(length) > 0 and not chunked
+                    and not kind.startswith(("image/", "multipart/")))
+    except (OSError, ValueError, http.client.HTTPException) as exc:  # refused, 405, timeout, a bad answer
+        log.debug("cannot ask whether %s is a file: %s", hide_credentials(url), exc)
+        return False
+
+
 URL_PATTERN = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp|srt)://", re.IGNORECASE)
 
 
@@ -165,12 +210,16 @@ class StreamSource(LiveCaptureSource):
     kind = "stream"
 
     def __init__(self, spec: str, options: SourceOptions) -> None:
-        #: Frames the resource states it holds (None: a live stream, which states none).
+        #: Frames the resource states it holds (None: a live stream, or a file of unknown count).
         self.frame_count: int | None = None
+        #: A clip (read once, like a file), not a live stream: it states a count, or its server
+        #: says it is a file (``served_as_file``).
+        self.finite = False
         self.native_fps: float | None = None
         self._pos = 0  # frames of a finite resource read (or found unreadable) in this pass
         self._good_this_pass = 0
         self._resuming = False  # reopened after a drop: the first grab decides whether frames are left
+        self._checking_end = False  # reopened (not yet counted) where its end may be: frames after it count it
         self._pass_over = False  # this pass of a finite resource has ended
         self._stores_count = stores_count(spec)  # whether its count is one it stores (by its suffix)
         self._said_ended = False
@@ -181,6 +230,8 @@ class StreamSource(LiveCaptureSource):
         # or none depending on its size): a live source asked again, not a clip that ends the run.
         if count and math.isfinite(count) and count > 1:
             self.frame_count = int(count)
+        if self.frame_count or (count != 1 and self._served_as_file()):
+            self.finite = True
             self.live = False  # a clip: every frame once by default (the lossless queue), like a file
             fps = cap.get(cv2.CAP_PROP_FPS)
             self.native_fps = fps if fps and math.isfinite(fps) and fps > 0 else None
@@ -219,19 +270,24 @@ class StreamSource(LiveCaptureSource):
         """A new ``cv2.VideoCapture`` of the URL (tests stand in a fake)."""
         return cv2.VideoCapture(self.spec, cv2.CAP_FFMPEG, params)
 
+    def _served_as_file(self) -> bool:
+        return served_as_file(self.spec, min(SERVED_AS_FILE_TIMEOUT_S, self.options.read_timeout_s))
+
     def _next_image(self):
-        if self.frame_count is None:
+        if not self.finite:
             return super()._next_image()
         return self._next_finite()
 
     def _next_finite(self):
-        """The next frame of a resource that states its count: end of input at its end (unless
-        ``loop``), a reconnect resuming at the next frame when the connection ends before it."""
-        connection, count = self._reconnector, self.frame_count or 0
+        """The next frame of a clip: end of input at its end (unless ``loop``), a reconnect resuming
+        at the next frame when the connection ends before it (before its count, or anywhere when its
+        count is unknown)."""
+        connection, count = self._reconnector, self.frame_count
+        of_count = "" if count is None else f" of {count}"
         while not self._interrupted.is_set():
             if not self._pass_over:
                 if connection.capture is None:
-                    if not connection.reopen():
+                    if not connection.reopen(counted=not self._checking_end):
                         continue
                     self._resume(connection.capture)
                 index = self._pos
@@ -240,28 +296,36 @@ class StreamSource(LiveCaptureSource):
                 except CorruptFrame as exc:
                     self._pos += 1
                     self._resuming = False
-                    raise CorruptFrame(f"frame {index} of {count}: {exc}", key=index) from None  # once per run
+                    raise CorruptFrame(f"frame {index}{of_count}: {exc}", key=index) from None  # once per run
                 if got is not None:
                     self._pos += 1
                     self._good_this_pass += 1
                     self._resuming = False
+                    if self._checking_end:  # frames after where it ended: it had dropped
+                        self._checking_end = False
+                        connection.count_reconnect()
                     return got
                 if index == 0 and self._good_this_pass == 0 and is_av1(codec_of(connection.capture)):
                     raise SourceError(f"{self.describe()} is AV1 video, which this OpenCV's FFmpeg cannot decode; "
                                       f"{reencode_hint(shown(hide_credentials(self.spec)))}")
-                if index < count and not self._resuming:
+                short = count is None or index < count
+                if short and not self._resuming:
                     # Ended early: reopen (once) and resume here. Also for a container whose count is
-                    # an estimate: a connection that dropped part-way looks the same as its real end,
-                    # and only the reopened resource tells them apart (frames after this one, or none).
-                    connection.dropped()
+                    # an estimate, or unknown: a connection that dropped part-way looks the same as its
+                    # real end, and only the reopened resource tells them apart (frames after this one,
+                    # or none). There that is said as information, and counted as a reconnect only
+                    # when frames come after this one.
+                    self._checking_end = count is None or not self._stores_count
+                    connection.dropped(maybe_its_end=f"ended after {index} frames" if self._checking_end else "")
                     continue
+                self._checking_end = False
                 self._pass_over = True
-                if index < count and not self._stores_count:
-                    # Its count was FFmpeg's estimate (or may be): nothing more came, so it ends here,
-                    # nothing counted; a connection that dropped there is said once, not re-read.
+                if short and (count is None or not self._stores_count):
+                    # Its count was FFmpeg's estimate (or may be), or none: nothing more came, so it
+                    # ends here, nothing counted; a connection that dropped there is said once.
                     self._say_ended(index, count)
                     continue
-                if index < count:  # reopened, and still no frame there: the resource holds no more
+                if short:  # reopened, and still no frame there: the resource holds no more
                     missing = count - index
                     which = f"frame {index}" if missing == 1 else f"frames {index}-{count - 1}"
                     hint = "" if index or not self.spec.lower().startswith(("http:", "https:")) else (
@@ -280,11 +344,14 @@ class StreamSource(LiveCaptureSource):
             connection.restart()  # when that fails, the next turn reopens it with backoff
         return None
 
-    def _say_ended(self, index: int, count: int) -> None:
-        if not self._said_ended:
-            self._said_ended = True
-            log.info("%s ended after %d frames, before the %d FFmpeg estimated from its duration (often the audio's, "
-                     "which can run longer): taken as its end, nothing counted missing", self.describe(), index, count)
+    def _say_ended(self, index: int, count: int | None) -> None:
+        if self._said_ended:
+            return
+        self._said_ended = True
+        stated = ("FFmpeg cannot tell this file's frame count" if count is None else f"the {count} frames FFmpeg "
+                  "states are its estimate from the duration, often the audio's, which can run longer")
+        log.info("%s holds no frame after the %d read, also when opened again: taken as its end, nothing counted "
+                 "missing (%s)", self.describe(), index, stated)
 
     def _resume(self, cap: cv2.VideoCapture) -> None:
         """After a reopen, go to the frame after the last one read (the resource starts again at 0)
