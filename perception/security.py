@@ -11,7 +11,7 @@ the node a key pair and a directory of allowed client public keys::
     perception listen --endpoint tcp://car:5556 \\
         --curve-server-key keys/server.key --curve-key keys/laptop.key_secret
 
-Key files are ZeroMQ certificates, in the text ``zmq.auth.create_certificates`` writes. The allow-list is enforced by
+Key files are ZeroMQ certificates (``perception/curve_keys.py`` writes and reads them). The allow-list is enforced by
 pyzmq's ``ThreadAuthenticator`` (ZAP), asking ``AuditingAuthenticator.callback`` (pyzmq's
 ``configure_curve_callback``): a client whose public key is not in a ``*.key`` file in DIR fails
 the handshake and receives nothing.
@@ -43,26 +43,19 @@ A client that does not speak CURVE at all fails before ZAP and is not seen here.
 
 from __future__ import annotations
 
-import contextlib
-import datetime
 import logging
 import os
-import re
-import secrets
-import signal
-import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import zmq
-import zmq.auth
-import zmq.auth.certs
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
-from perception.errors import ConfigError, PublishError, why_not_a_file
+from perception.curve_keys import load_certificate, load_key_pair, load_public_key
+from perception.errors import PublishError, why_not_a_file
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +70,6 @@ ALLOW_POLL_S = 1.0
 #: is revoked; ALLOW_GRACE_MAX_S bounds the time it may stay malformed while it keeps changing.
 ALLOW_GRACE_S = 2.0
 ALLOW_GRACE_MAX_S = 10.0
-#: Key names `perception keys` writes: letters, digits, '.', '_' and '-', not starting with '.' or '-'.
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
 #: The refusal audit's words for a key revoked while running, by how its file went.
 _REVOKED_HOW = {
     "removed": "its .key was removed from --curve-allow",
@@ -91,8 +82,6 @@ _CUT_WORDS = {
     "changed": "with a changed key",
     "unreadable": "with an unreadable key",
 }
-# Secret key files already warned about as open to other users (one warning a file a process).
-_warned_open: set[str] = set()
 
 
 def _plural(n: int, word: str) -> str:
@@ -409,207 +398,6 @@ class AuditingAuthenticator(ThreadAuthenticator):
         )
 
 
-def create_key_pair(out_dir: str | Path, name: str, *, overwrite: bool = False) -> tuple[Path, Path]:
-    """Write ``<out_dir>/<name>.key`` (public) and ``<name>.key_secret`` (public + secret).
-
-    Each file is written to a new temporary file beside it (created exclusively, never through a
-    symlink, mode 600 for the secret from its first byte, 644 for the public) and renamed over its
-    name, so an interrupted run leaves the old file or the new one, never a partial one or a
-    secret readable by others. Both are written before either is renamed, the secret first.
-
-    Returns (public_path, secret_path). Raises ConfigError for a bad name, a symlink at either path,
-    or when the files exist and ``overwrite`` is false; PublishError when libzmq was built without
-    CURVE.
-    """
-    if not _SAFE_NAME.match(name or ""):
-        raise ConfigError(f"key name {name!r} is not a safe file name; use letters, digits, '.', '_' and '-' "
-                          "(not first: '.', '-'), e.g. --name laptop-2")
-    if not zmq.has("curve"):
-        raise PublishError("this libzmq has no CURVE support; install pyzmq wheels from PyPI (they include it)")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"cannot write keys to {out}: it is a file, not a folder; give a folder for --out "
-                          "(created when missing)")
-    public, secret = out / f"{name}.key", out / f"{name}.key_secret"
-    for path in (public, secret):
-        if path.is_symlink():  # written through, it would put the key wherever the link points
-            raise ConfigError(f"{path} is a symbolic link; `perception keys` does not write key files through "
-                              "links: remove it or pick another --name")
-        if path.is_dir():
-            raise ConfigError(f"{path} is a folder, not a key file; remove it or pick another --name")
-    existing = [str(p) for p in (public, secret) if os.path.lexists(p)]
-    if existing and not overwrite:
-        verb = "exists" if len(existing) == 1 else "exist"
-        raise ConfigError(f"{', '.join(existing)} already {verb}; pick another --name or pass --overwrite")
-    public_key, secret_key = zmq.curve_keypair()
-    now = datetime.datetime.now()
-    texts = {secret: (_certificate_text(_SECRET_BANNER, now, public_key, secret_key), 0o600),
-             public: (_certificate_text(_PUBLIC_BANNER, now, public_key), 0o644)}
-    # The temporary names are known before either file exists, so whatever point a stop lands at
-    # (just after a file is created, at its last close), the clean-up below finds it.
-    written = [(_temporary_name(path), path) for path in (secret, public)]
-    renaming = stopped = False
-    try:
-        # Ctrl-C, SIGTERM and SIGHUP are held from the first temporary file to the last rename (a few
-        # milliseconds). One that came while the files were written is answered before any rename:
-        # the temporary files go and the old pair stays. One that came during the renames finds the
-        # new pair in place (a stop between them would leave the new secret beside the old public key).
-        with _stop_signals_held() as stop_pending:
-            out.mkdir(parents=True, exist_ok=True)
-            for tmp, path in written:
-                _write_new_file(tmp, *texts[path])
-            if stop_pending():
-                _remove_files(tmp for tmp, _ in written)
-                stopped = True
-            else:
-                renaming = True
-                for tmp, path in written:
-                    os.replace(tmp, path)
-        if stopped:  # the signal's handler raises as the signals are let through; this when it does not
-            raise KeyboardInterrupt
-    except BaseException as exc:  # Ctrl-C too: leave no temporary file behind, and never half a pair
-        # Renamed: its temporary name is gone (a signal may land between a rename and any counter).
-        left = [(tmp, path) for tmp, path in written if os.path.lexists(tmp)]
-        unfinished = ""
-        if renaming and left and len(left) < len(written):  # the secret is in place: its public key must follow it
-            try:
-                while left:
-                    os.replace(*left[0])
-                    left.pop(0)
-            except OSError:
-                unfinished = (f"; {written[0][1]} was replaced but {left[0][1]} could not be, so they do not "
-                              "match: run `perception keys --overwrite` again")
-        _remove_files(tmp for tmp, _ in left)
-        if renaming and not left and not unfinished and isinstance(exc, KeyboardInterrupt):
-            # The new pair is in place: the stop came as its last file was renamed, so the command is
-            # done; "interrupted" would say the old public key still holds.
-            return public, secret
-        if not isinstance(exc, OSError) and not unfinished:
-            raise
-        why = f"{exc.strerror or exc}; check the directory" if isinstance(exc, OSError) else "interrupted"
-        raise ConfigError(f"cannot write keys to {out}: {why}{unfinished}") from None
-    return public, secret
-
-
-def _remove_files(paths: Iterable[str]) -> None:
-    for path in paths:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-
-
-@contextlib.contextmanager
-def _stop_signals_held() -> Iterator[Callable[[], bool]]:
-    """Block SIGINT, SIGTERM and SIGHUP in this thread for the block (Python's handlers run once it
-    ends), giving a function that says whether one of them came meanwhile; nothing (and never a
-    stop) where ``pthread_sigmask`` is missing."""
-    block = getattr(signal, "pthread_sigmask", None)
-    if block is None:
-        yield lambda: False
-        return
-    held = {s for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)) if s is not None}
-    previous = block(signal.SIG_BLOCK, held)
-    try:
-        yield lambda: bool(signal.sigpending() & (held - set(previous)))
-    finally:
-        block(signal.SIG_SETMASK, previous)
-
-
-# pyzmq's certificate text (zmq.auth.certs, which ``zmq.auth.load_certificate`` and czmq's zcert
-# read): the same banners, then a ``metadata`` and a ``curve`` section.
-_PUBLIC_BANNER = getattr(zmq.auth.certs, "_cert_public_banner", None) or (
-    "#   ****  Generated on {0} by pyzmq  ****\n"
-    "#   ZeroMQ CURVE Public Certificate\n"
-    "#   Exchange securely, or use a secure mechanism to verify the contents\n"
-    "#   of this file after exchange. Store public certificates in your home\n"
-    "#   directory, in the .curve subdirectory.\n\n")
-_SECRET_BANNER = getattr(zmq.auth.certs, "_cert_secret_banner", None) or (
-    "#   ****  Generated on {0} by pyzmq  ****\n"
-    "#   ZeroMQ CURVE **Secret** Certificate\n"
-    "#   DO NOT PROVIDE THIS FILE TO OTHER USERS nor change its permissions.\n\n")
-
-
-def _certificate_text(banner: str, now: datetime.datetime, public_key: bytes, secret_key: bytes | None = None) -> str:
-    text = banner.format(now) + "metadata\ncurve\n" + f'    public-key = "{public_key.decode("ascii")}"\n'
-    if secret_key:
-        text += f'    secret-key = "{secret_key.decode("ascii")}"\n'
-    return text
-
-
-def _temporary_name(path: Path) -> str:
-    """A new hidden name beside ``path`` for its content before it is renamed over it."""
-    return str(path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp"))
-
-
-def _write_new_file(tmp: str, text: str, mode: int) -> None:
-    """Write ``text`` to the new file ``tmp`` (O_EXCL, O_NOFOLLOW, ``mode`` from its creation), to be
-    renamed over its file; OSError (the file removed) when it cannot be written."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(tmp, flags, mode)
-    try:
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, mode)  # the mode asked for, whatever the umask (0600 stays 0600)
-        with os.fdopen(fd, "w", encoding="utf-8", closefd=False) as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    finally:
-        os.close(fd)
-
-
-def load_key_pair(secret_file: str | Path, *, role: str) -> tuple[bytes, bytes]:
-    """Read (public, secret) Z85 keys from a ``.key_secret`` file; PublishError naming the file.
-
-    A file that other users may read or write gets one warning (``chmod 600``), as ssh gives."""
-    path = Path(secret_file)
-    public, secret = _load_certificate(path, role=role)
-    if secret is None:
-        raise PublishError(
-            f"{role} key file {path} has no secret key; pass the .key_secret file made by `perception keys`"
-        )
-    warn_if_open(path, role=role)
-    return public, secret
-
-
-def warn_if_open(path: Path, *, role: str) -> bool:
-    """One warning (a file a process) when a secret key file is open to other users; True if so."""
-    if os.name == "nt":  # no POSIX modes to check
-        return False
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except OSError:
-        return False
-    if not mode & 0o077:
-        return False
-    if str(path) not in _warned_open:
-        _warned_open.add(str(path))
-        what = "readable" if mode & 0o044 else "writable" if mode & 0o022 else "accessible"
-        log.warning("%s key file %s is %s by other users (mode %04o); keep it private: chmod 600 %s",
-                    role, path, what, mode, path)
-    return True
-
-
-def load_public_key(public_file: str | Path, *, role: str) -> bytes:
-    """Read a Z85 public key from a ``.key`` (or ``.key_secret``) file; PublishError naming the file."""
-    public, _ = _load_certificate(Path(public_file), role=role)
-    return public
-
-
-def _load_certificate(path: Path, *, role: str) -> tuple[bytes, bytes | None]:
-    if not path.is_file():
-        raise PublishError(f"{role} key file {path} {why_not_a_file(path)}; create one with `perception keys --out DIR --name NAME`")
-    try:
-        public, secret = zmq.auth.load_certificate(path)
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise PublishError(f"{role} key file {path} is not a ZeroMQ certificate ({exc}); recreate it with `perception keys`") from None
-    if not public or len(public) != 40 or (secret is not None and len(secret) != 40):
-        raise PublishError(f"{role} key file {path} holds a malformed key; recreate it with `perception keys`")
-    return public, secret
-
-
 def start_authenticator(context: zmq.Context, allow_dir: str | Path) -> AuditingAuthenticator:
     """Start a ZAP authenticator on ``context`` that admits only the public keys in ``allow_dir``,
     and the thread that follows the folder while the node runs (see the module docstring).
@@ -653,7 +441,7 @@ def make_curve_client(socket: zmq.Socket, *, server_key_file: str | Path, client
 
     Refuses a server key file that holds a secret key: the node's ``.key_secret`` must stay on the node."""
     path = Path(server_key_file)
-    server_public, server_secret = _load_certificate(path, role="server public")
+    server_public, server_secret = load_certificate(path, role="server public")
     if server_secret is not None:
         public = path.with_suffix(".key") if path.suffix == ".key_secret" else "its .key"
         raise PublishError(f"--curve-server-key {path} is a secret key file (the node's .key_secret); give the "

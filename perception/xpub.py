@@ -179,7 +179,8 @@ class XpubCore:
             if curve_secret_key_file is not None:
                 # Imported here: pyzmq's authenticator pulls in asyncio (about 40 ms of a start-up
                 # that only a CURVE node pays).
-                from perception.security import load_key_pair, make_curve_server, start_authenticator
+                from perception.curve_keys import load_key_pair
+                from perception.security import make_curve_server, start_authenticator
 
                 # The server's key first: a bad --curve-secret-key is the one line, not one after
                 # "CURVE on: ..." or the warning below, as if encryption had started.

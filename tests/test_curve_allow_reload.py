@@ -16,9 +16,9 @@ import time
 
 import pytest
 
+from perception.curve_keys import create_key_pair, load_public_key
 from perception.errors import PublishError
 from perception.publish import MaskPublisher
-from perception.security import create_key_pair, load_public_key
 from perception.subscribe import MaskSubscriber
 
 NS = "perception/secure"

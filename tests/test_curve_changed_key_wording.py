@@ -10,8 +10,8 @@ import time
 
 from test_curve_allow_reload import DEADLINE_S, NS, _wait_for_log
 
+from perception.curve_keys import create_key_pair, load_public_key
 from perception.publish import MaskPublisher
-from perception.security import create_key_pair, load_public_key
 from perception.subscribe import MaskSubscriber
 
 

@@ -9,8 +9,8 @@ import shutil
 
 from test_curve_allow_reload import NS, _receives, _wait_for_log
 
+from perception.curve_keys import create_key_pair
 from perception.publish import MaskPublisher
-from perception.security import create_key_pair
 from perception.subscribe import MaskSubscriber
 
 

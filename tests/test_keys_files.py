@@ -14,7 +14,7 @@ from pathlib import Path
 
 import zmq.auth
 
-from perception.security import create_key_pair
+from perception.curve_keys import create_key_pair
 
 
 def _keys(out, *args, umask=None):
@@ -57,7 +57,7 @@ def test_the_secret_is_never_readable_by_others_while_it_is_written(tmp_path):
     that holds a secret key and is open to other users, under the usual umask 022."""
     script = textwrap.dedent("""
         import os, stat, sys
-        from perception.security import create_key_pair
+        from perception.curve_keys import create_key_pair
         out = sys.argv[1]
         os.umask(0o022)
         seen, busy = [], [False]

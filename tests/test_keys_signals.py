@@ -14,7 +14,7 @@ import sys
 import pytest
 import zmq.auth
 
-from perception.security import create_key_pair
+from perception.curve_keys import create_key_pair
 
 CHILD = """
 import os, signal, sys

@@ -380,7 +380,7 @@ def test_check_verifies_model_and_source_files(tmp_path, model_path, capsys, par
 @pytest.fixture(scope="module")
 def curve_keys(tmp_path_factory) -> Path:
     """A folder with a server key pair and an allow folder holding one client's public key."""
-    from perception.security import create_key_pair
+    from perception.curve_keys import create_key_pair
 
     keys = tmp_path_factory.mktemp("keys")
     create_key_pair(keys, "server")

@@ -22,8 +22,8 @@ from test_launch_supervisor import fails, launch, node
 from test_record import write_small_recording
 
 from perception.cli import main as cli_main
+from perception.curve_keys import create_key_pair
 from perception.launch import supervisor as sup_module
-from perception.security import create_key_pair
 
 CAMERA_GONE = fails(4, "perception: error: camera /dev/video9 not found")
 

@@ -573,7 +573,7 @@ def test_exact_mask_topics_are_received_from_an_atomic_frames_node():
 
 
 def test_listen_hint_names_the_flag_used_and_the_curve_keys(free_tcp_port, tmp_path):
-    from perception.security import create_key_pair
+    from perception.curve_keys import create_key_pair
 
     server_public, _ = create_key_pair(tmp_path, "server")
     _, client_secret = create_key_pair(tmp_path, "client")

@@ -22,9 +22,9 @@ import pytest
 from test_curve_allow_reload import _wait_for_log
 
 from perception.commands.replay import add_arguments
+from perception.curve_keys import create_key_pair, load_public_key
 from perception.flags import config_from_flags
 from perception.replay import ReplayConfig, ReplaySummary, run_replay
-from perception.security import create_key_pair, load_public_key
 from perception.subscribe import MaskSubscriber
 
 NS = "perception/secure"

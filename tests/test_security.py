@@ -8,9 +8,9 @@ import time
 
 import pytest
 
+from perception.curve_keys import create_key_pair
 from perception.errors import ConfigError, PublishError
 from perception.publish import MaskPublisher
-from perception.security import create_key_pair
 from perception.subscribe import MaskSubscriber
 
 NS = "perception/secure"
@@ -108,7 +108,7 @@ def test_keys_command_writes_a_pair_and_refuses_to_overwrite(tmp_path):
 
 def test_refused_handshakes_are_logged_with_key_and_address_rate_limited_and_counted(keys, caplog):
     """Issue 15, finding 7: rejected CURVE handshakes were not logged."""
-    from perception.security import load_public_key
+    from perception.curve_keys import load_public_key
 
     paths, allow_dir = keys
     server_public, server_secret = paths["server"]

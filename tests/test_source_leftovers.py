@@ -427,7 +427,7 @@ def test_a_source_under_a_folder_this_user_cannot_enter_is_not_called_a_video_fi
 @pytest.mark.parametrize("allow", [True, False])
 def test_a_bad_server_key_is_the_one_line_with_no_curve_on_before_it(allow, tmp_path, free_tcp_port, caplog):
     """v1 N7: 'CURVE on: 1 allowed client key from allowed ...', then the error about the key."""
-    from perception.security import create_key_pair
+    from perception.curve_keys import create_key_pair
     from perception.xpub import XpubCore
 
     public, _ = create_key_pair(tmp_path / "keys", "server")

@@ -214,7 +214,7 @@ def test_an_existing_file_is_refused_without_overwrite_and_png_says_it_holds_the
 
 def test_a_curve_node_is_drawn_with_keys_and_the_error_without_names_curve(tmp_path):
     """Finding 1.8: view had no CURVE options, and its error did not mention CURVE."""
-    from perception.security import create_key_pair
+    from perception.curve_keys import create_key_pair
 
     keys, allow = tmp_path / "keys", tmp_path / "allow"
     allow.mkdir()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from perception.security import create_key_pair
+from perception.curve_keys import create_key_pair
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -489,7 +489,8 @@ def _check_curve_files(publish: Any, where: str) -> None:
 
     import zmq
 
-    from perception.security import load_key_pair, start_authenticator
+    from perception.curve_keys import load_key_pair
+    from perception.security import start_authenticator
 
     key = "curve_secret_key"
     try:
