@@ -228,7 +228,7 @@ def results_problem(doc: dict[str, Any]) -> str:
         problem = _order_problem(pipeline.get(key), f"pipeline.{key}")
         if problem:
             return problem
-    problem = _accounting_problem(pipeline)
+    problem = _accounting_problem(pipeline) or _pipeline_rate_problem(pipeline)
     if problem:
         return problem
     samples = pipeline.get("capture_to_receive_samples_ms")
@@ -319,6 +319,22 @@ def _accounting_problem(p: dict[str, Any]) -> str:
         return (f"pipeline.frames_received is {_shown(got)}"
                 + (f", with {after} received after the window," if after else ",")
                 + f" more than the {captured} frames captured (a frame is captured before it is received)")
+    return ""
+
+
+def _pipeline_rate_problem(p: dict[str, Any]) -> str:
+    """An ``input_fps`` or ``output_fps`` that the window's frames do not give: input = frames captured
+    / ``window_s``, output = frames received in the window / ``window_s`` (``bench/node.py``)."""
+    window = p.get("window_s")
+    if not window:
+        return ""
+    for key, frames_key in (("input_fps", "frames_captured"), ("output_fps", "frames_received")):
+        fps, frames = p.get(key), p.get(frames_key)
+        if fps is None or frames is None:
+            continue
+        if abs(fps * window - frames) > _REL_FPS * frames + fps * _TIMED_S_ROUNDING + 0.5:
+            return (f"pipeline.{key} is {_shown(fps)}, but its {frames:g} {frames_key.replace('_', ' ')} in window_s "
+                    f"{_shown(window)} give {frames / window:.4g}")
     return ""
 
 

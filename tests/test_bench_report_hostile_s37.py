@@ -302,6 +302,7 @@ def _pipeline_doc() -> dict:
     stage = {"count": 2, "mean": 1.5, "min": 1.0, "p50": 1.5, "p90": 1.9, "p99": 1.99, "max": 2.0}
     return {"schema": RESULTS_SCHEMA, "kind": "pipeline", "environment": {},
             "pipeline": {"window_s": 5.0, "duration_s": 5.0, "input_fps": 2.0, "output_fps": 2.0,
+                         "frames_captured": 10, "frames_received": 10,
                          "sequence": {"received": 10, "first": 1, "last": 10, "missing": 0, "gaps": 0, "max_gap": 0},
                          "stages_ms": {"infer": dict(stage)}, "capture_to_receive_ms": dict(stage),
                          "capture_to_receive_samples_ms": [1.0, 2.0]}}
@@ -316,6 +317,11 @@ HOSTILE_PIPELINE = {
                                 "pipeline.stages_ms.infer.p50 is 9.0, above its p90"),
     "end to end not its samples'": (lambda p: p["capture_to_receive_ms"].update(p90=1.2, p99=1.3, p50=1.1),
                                     "pipeline.capture_to_receive_ms.p50 is 1.1, but its capture_to_receive_samples_ms"),
+    # s38: output_fps was not checked against the frames received in the window
+    "output rate not its frames'": (lambda p: p.update(output_fps=20.0),
+                                    "pipeline.output_fps is 20.0, but its 10 frames received in window_s 5.0 give 2"),
+    "input rate not its frames'": (lambda p: p.update(frames_captured=40),
+                                   "pipeline.input_fps is 2.0, but its 40 frames captured in window_s 5.0 give 8"),
 }
 
 
