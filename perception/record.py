@@ -121,6 +121,36 @@ class RecordSummary:
         return "\n".join(lines)
 
 
+#: A difference between the system clock and the recorder's steady clock above this is a clock
+#: step (NTP or GPS setting the time), said once; smaller ones are drift and rounding.
+CLOCK_STEP_S = 1.0
+
+
+class SteadyClock:
+    """Wall-clock nanoseconds that never step: the system clock when the recording started plus the
+    monotonic time since. Log times come from it, so a clock set back or forward while recording
+    (NTP or GPS on a car computer that booted with a wrong time) leaves the recording's timeline
+    whole: in the order and spacing received, which replay and the readers that sort by log time
+    follow. ``stepped_s`` is the system clock's step from it, once over ``CLOCK_STEP_S`` (said once)."""
+
+    def __init__(self, wall_ns=time.time_ns, monotonic_ns=time.monotonic_ns) -> None:
+        self._wall_ns, self._monotonic_ns = wall_ns, monotonic_ns
+        self._wall0, self._mono0 = wall_ns(), monotonic_ns()
+        self.stepped_s = 0.0
+
+    def now_ns(self) -> int:
+        steady = self._wall0 + self._monotonic_ns() - self._mono0
+        if not self.stepped_s:
+            step = (self._wall_ns() - steady) / 1e9
+            if abs(step) > CLOCK_STEP_S:
+                self.stepped_s = step
+                log.warning("the system clock was set %s by %.1f s while recording (NTP or GPS?): log times keep "
+                            "the recorder's own steady clock, so the recording's timeline stays as received; the "
+                            "frames' capture_ns in their headers are the node's clock", "forward" if step > 0 else
+                            "back", abs(step))
+        return steady
+
+
 class RecordWriteError(PerceptionError):
     """The recording file could not be written any more (a full disk, an I/O error); what was
     written before stays, unfinished, for ``perception record --recover`` (a file in which no
@@ -144,6 +174,7 @@ class Recorder:
         self._started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.messages = 0
         self.write_errors = 0
+        self.clock = SteadyClock()  # the messages' log times (see SteadyClock)
         #: ``skipped()`` when each split was closed, by split index (``_metadata``).
         self._skipped_at_split_end: dict[int, dict[str, int]] = {}
         self._sub = MaskSubscriber(
@@ -248,6 +279,7 @@ class Recorder:
         """Write one message; one the writer refuses is counted and skipped, the recording goes on
         (the writer refuses a message before writing anything of it: ``McapMaskWriter.write``).
         An OSError (the file cannot be written: a full disk) ends the recording (see ``run``)."""
+        msg.receive_ns = self.clock.now_ns()  # its log time: the recorder's steady clock, not the system's
         try:
             self._writer.write(msg)
         except (ValueError, TypeError, OverflowError, struct.error) as exc:

@@ -10,7 +10,8 @@ clock (``--restamp`` shifts the capture and publish times to now, for latency re
 the headers and those a JSON document carries, the ``obstacles`` frame's ``capture_ns``).
 
 Timing: messages keep their recorded spacing divided by ``--rate`` (a gap longer than
-``MAX_GAP_S`` is shortened to it, with one warning); ``--max-rate`` sends as fast as the
+``MAX_GAP_S`` is shortened to it, with one warning; a step back over ``MAX_BACK_S`` is played on
+from, with one warning); ``--max-rate`` sends as fast as the
 subscribers take them. The socket is an XPUB with ``XPUB_NODROP``: a slow subscriber slows
 the replay down instead of losing messages (unlike the live node, a replay has no deadline).
 ``--wait-first-subscriber S`` waits up to S seconds for a first subscriber before sending.
@@ -64,6 +65,10 @@ REPLAY_SNDHWM = 256
 FLUSH_S = 5.0
 #: Longest gap between recorded log times that a replay waits out (before ``--rate``); longer ones are shortened to it.
 MAX_GAP_S = 10.0
+#: A message logged more than this before the latest one sent is a step back of the recorded times
+#: (the clock set back while recording): the replay goes on from it as recorded. Less is the
+#: ordinary interleaving of topics (sent at once).
+MAX_BACK_S = 1.0
 
 
 @dataclass
@@ -227,7 +232,7 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
     try:
         if config.wait_first_subscriber_s > 0 and not publisher.wait_for_subscriber(config.wait_first_subscriber_s, stop):
             log.warning("no subscriber after %.1f s; replaying anyway", config.wait_first_subscriber_s)
-        gap_warned = False
+        gap_warned = back_warned = False
         while not stop.is_set():
             t0 = time.monotonic()
             shift_ns = time.time_ns() - first.log_time_ns if config.restamp else 0
@@ -252,6 +257,16 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
                             log.warning("a %.0f s gap in the recorded times (before %s seq %s) is replayed as %g s; "
                                         "so is every gap longer than that", gap_ns / 1e9, msg.topic, msg.seq, MAX_GAP_S)
                         gap_ns = int(MAX_GAP_S * 1e9)
+                    if gap_ns < -MAX_BACK_S * 1e9:
+                        # Recorded times that step back (a recorder whose clock was set back while it
+                        # ran, before it kept a steady clock): played on from there as recorded,
+                        # instead of everything after the step at once.
+                        if not back_warned:
+                            back_warned = True
+                            log.warning("the recorded times step back %.0f s (before %s seq %s): replayed on from "
+                                        "there as recorded (a clock set back while recording?)", -gap_ns / 1e9,
+                                        msg.topic, msg.seq)
+                        latest_ns, gap_ns = msg.log_time_ns, 0
                     if gap_ns > 0:
                         elapsed_ns += gap_ns
                         latest_ns = msg.log_time_ns
