@@ -164,3 +164,30 @@ def test_a_server_that_never_answers_is_taken_for_live_within_the_timeout():
         silent.listen(1)
         assert not served_as_file(f"http://127.0.0.1:{silent.getsockname()[1]}/x", 0.3)
     assert not served_as_file("rtsp://127.0.0.1/x", 0.3)  # asked of HTTP(S) URLs only
+
+
+def test_a_camera_down_for_long_is_said_at_its_1st_10th_100th_and_every_1000th_try(caplog):
+    """H16 finding 5: a camera unplugged for a week logged a warning at every try, one every 5 s at
+    the longest backoff (17,000 lines a day)."""
+    from perception.errors import SourceError
+    from perception.sources.base import Reconnector
+
+    down = [False]
+
+    def open_capture():
+        if down[0]:
+            raise SourceError("camera /dev/video0 not found")
+        return UnknownCount(1)
+
+    connection = Reconnector(open_capture, describe="camera /dev/video0", interrupted=threading.Event(),
+                             initial_s=0.0, max_s=0.0, clock=lambda: 0.0)
+    down[0] = True
+    connection.dropped()
+    caplog.clear()
+    for _ in range(2500):
+        assert not connection.reopen()
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [m.split(" to reopen")[0] for m in said] == [f"camera /dev/video0: try {n}" for n in (1, 10, 100, 1000, 2000)]
+    assert said[0].endswith("; said again at try 10, 100 and every 1000th")
+    down[0] = False
+    assert connection.reopen() and connection.reconnects == 1  # one outage, one reconnect

@@ -454,8 +454,11 @@ class Reconnector:
         try:
             cap = self._open()
         except SourceError as exc:
-            self._limited.warning("failed", "%s: try %d to reopen it failed (%s); next try in %.1f s", self._describe,
-                                  self._tries, exc, self._backoff_s)
+            # A camera unplugged for a week is said at its 1st, 10th, 100th and every 1000th try
+            # (every 83 minutes at the longest backoff), not every 5 s: 17,000 lines a day.
+            if self._tries in (1, 10, 100) or self._tries % 1000 == 0:
+                log.warning("%s: try %d to reopen it failed (%s); next try in %.1f s%s", self._describe, self._tries,
+                            exc, self._backoff_s, "; said again at try 10, 100 and every 1000th" if self._tries == 1 else "")
             return False
         tries, self._tries = self._tries, 0
         self._cap, self._opened_s, self._frames_this_connection = cap, self._clock(), 0
