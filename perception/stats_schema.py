@@ -68,8 +68,9 @@ PUBLISHER_STATS = (
     StatsKey("messages_sent", "int", "messages handed to ZeroMQ"),
     StatsKey("bytes_sent", "int", "their bytes (topic, headers, payloads)", "bytes"),
     StatsKey("send_errors", "int", "sends that failed (counted, never raised)"),
-    StatsKey("hwm_overflows", "int", "sends of this namespace that met a subscriber's full queue (`--sndhwm`): "
-             "that subscriber lost messages from there until its queue drained (its `pub_seq` gaps say how many)"),
+    StatsKey("hwm_overflows", "int", "times a send of this namespace found a subscriber's queue full (`--sndhwm`): "
+             "that subscriber loses every message from then until its queue has drained by half, counted once (one "
+             "stuck for good counts 1, however long; its `pub_seq` gaps say how many it lost)"),
     StatsKey("subscriptions", "int", "live subscriptions that receive one of this namespace's topics (one per "
              "subscriber and prefix; a prefix under the namespace that names none of them, e.g. `<ns>/x`, does not count)"),
     StatsKey("curve_rejections", "int", "CURVE handshakes the allow-list refused"),
