@@ -9,7 +9,7 @@ import random
 from array import array
 from typing import TYPE_CHECKING, Any
 
-from perception.contracts import INFO_TOPIC
+from perception.contracts import INFO_TOPIC, OBSTACLES_TOPIC
 from perception.stats import latency_percentiles
 
 if TYPE_CHECKING:
@@ -26,7 +26,9 @@ class TopicStats:
     ``pub_seq``: messages sent but lost in the transport, e.g. at a full high-water mark) and
     ``node_dropped`` (the rest: frames the node itself dropped, e.g. by its keep-latest queue, or
     did not compute). Wire version 1 has no ``pub_seq``, so there every gap counts as lost. A
-    sequence number that goes backwards counts as a publisher restart, not as gaps. The latched
+    sequence number that goes backwards counts as a publisher restart, not as gaps. ``obstacles`` is
+    counted by the frame number in its payload (its header numbers documents: the transport's
+    count), so its figures read as the masks' do. The latched
     ``<namespace>/info`` topic counts no gaps: the publisher sends its latest document again to each
     new subscription, so its numbers skip by design and the newest document is all a reader needs.
 
@@ -72,10 +74,17 @@ class TopicStats:
         self._window_bytes += msg.wire_bytes
         self.first_s = now_s if self.first_s is None else self.first_s
         self.last_s = now_s
-        pub_seq = msg.pub_seq
-        if self.last_seq is not None and msg.topic.rpartition("/")[2] != INFO_TOPIC:
-            if msg.seq > self.last_seq:
-                missing = msg.seq - self.last_seq - 1
+        seq, pub_seq = msg.seq, msg.pub_seq
+        name = msg.topic.rpartition("/")[2]
+        if name == OBSTACLES_TOPIC and isinstance(msg.data, dict):
+            # Its header numbers documents; the frame's number is in the payload. Counted by that,
+            # as the masks are, its header's number the transport's (a gap there is a lost document).
+            frame = msg.data.get("seq")
+            if isinstance(frame, int) and not isinstance(frame, bool) and 0 <= frame < 2**63:
+                seq, pub_seq = frame, msg.seq if pub_seq is None else pub_seq
+        if self.last_seq is not None and name != INFO_TOPIC:
+            if seq > self.last_seq:
+                missing = seq - self.last_seq - 1
                 self.missing += missing
                 if pub_seq is None or self.last_pub_seq is None:
                     self.lost += missing
@@ -83,7 +92,7 @@ class TopicStats:
                     self.lost += min(missing, pub_seq - self.last_pub_seq - 1)
             else:
                 self.restarts += 1
-        self.last_seq = msg.seq
+        self.last_seq = seq
         self.last_pub_seq = pub_seq
         stamp_ns = msg.capture_ns
         if stamp_ns is None and isinstance(msg.data, dict):  # obstacles: the frame's capture time, in the payload
