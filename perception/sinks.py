@@ -25,6 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from perception import cvpath
 from perception.errors import ConfigError, file_in_the_way
 from perception.preprocess import Letterbox
 
@@ -198,6 +199,13 @@ class FrameSink:
                 check_output_writable(out if self.mode != "folder" else out / "view_000000.png",
                                       fix=f"pass --out PATH ({out} is the default where no window can open)"
                                       if default else "choose a writable --out")
+                if self.mode == "video" and not cvpath.opencv_can_take(out):
+                    # A video name OpenCV cannot take is opened through an alias: tried now, before any work.
+                    try:
+                        with cvpath.opencv_name(out):
+                            pass
+                    except OSError as exc:
+                        raise ConfigError(cvpath.unnamable(out, "--out", exc)) from None
             except ConfigError:
                 remove_empty_folders(created)
                 raise
@@ -213,7 +221,10 @@ class FrameSink:
             if self._writer is None:
                 self._size = (frame.shape[1], frame.shape[0])
                 fourcc = cv2.VideoWriter_fourcc(*VIDEO_SUFFIXES[self.out.suffix.lower()])
-                self._writer = cv2.VideoWriter(str(self.out), fourcc, self.fps, self._size)
+                try:  # a name OpenCV cannot take (not UTF-8) is opened through an alias (cvpath)
+                    self._writer = cvpath.video_writer(self.out, fourcc, self.fps, self._size)
+                except OSError as exc:
+                    raise ConfigError(cvpath.unnamable(self.out, "--out", exc)) from None
                 if not self._writer.isOpened():
                     from perception.modelfile import check_writable
 
@@ -255,7 +266,11 @@ class FrameSink:
 
     @staticmethod
     def _imwrite(path: Path, frame: np.ndarray) -> None:
-        if not cv2.imwrite(str(path), frame):
+        try:
+            written = cvpath.imwrite(path, frame)  # any name: OpenCV is not handed it (cvpath)
+        except OSError as exc:  # the system's reason: a full disk is not "choose a writable --out" alone
+            raise ConfigError(f"cannot write {path} ({os_reason(exc)}); choose a writable --out") from None
+        if not written:
             raise ConfigError(f"cannot write {path}; choose a writable --out")
 
 

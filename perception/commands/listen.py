@@ -46,7 +46,7 @@ from typing import Any
 
 import cv2
 
-from perception import contracts
+from perception import contracts, cvpath
 from perception.cli import GoneSafe, emit
 from perception.config import same_setting, setting
 from perception.errors import ConfigError, SourceUnavailableError
@@ -200,9 +200,9 @@ def _save(msg: Message, save_dir: Path) -> str | None:
     path = folder / f"{msg.seq:08d}.png"
     try:
         folder.mkdir(exist_ok=True)
-        if cv2.imwrite(str(path), msg.data):
+        if cvpath.imwrite(path, msg.data):  # any --save-dir name: OpenCV is not handed it (cvpath)
             return None
-        return f"cannot write {path}; check that --save-dir is writable"
+        return f"cannot write {path}: OpenCV cannot encode the mask as PNG"
     except (OSError, cv2.error) as exc:
         return f"cannot write {path}: {getattr(exc, 'strerror', None) or exc}"
 

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import cv2
 
-from perception import MAX_SOURCE_PIXELS
+from perception import MAX_SOURCE_PIXELS, cvpath
 from perception.errors import SourceError, why_not_a_file
 from perception.sources import base
 from perception.sources.base import (
@@ -173,7 +173,10 @@ class VideoFileSource(Source):
         descriptor on this file. None when there is not exactly one (another capture of the same
         file opened at the same time) or the system does not list them."""
         before = _descriptors()
-        cap = cv2.VideoCapture(str(self.path), _file_backend())
+        try:  # a name OpenCV cannot take (not UTF-8) is opened through an alias (cvpath)
+            cap = cvpath.video_capture(self.path, _file_backend())
+        except OSError as exc:
+            raise SourceError(cvpath.unnamable(self.spec, "video file", exc)) from None
         after = _descriptors() if before is not None else None
         mine = [] if after is None else [fd for fd, on in after.items()
                                          if on == ident and before.get(fd) != ident]
