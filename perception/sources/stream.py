@@ -53,7 +53,7 @@ import urllib.request
 
 import cv2
 
-from perception import MAX_SOURCE_PIXELS
+from perception import MAX_SOURCE_PIXELS, cvpath
 from perception.errors import SourceError, SourceUnavailableError, hide_credentials
 from perception.sources.base import (
     CorruptFrame,
@@ -181,6 +181,14 @@ def served_as_file(url: str, timeout_s: float) -> bool:
         return False
 
 
+def refuse_undecodable(spec: str, what: str) -> None:
+    """SourceError for a URL or pipeline holding bytes that are not UTF-8 (a shell variable of
+    Latin-1 text): OpenCV crashes when handed one (``perception/cvpath.py``)."""
+    if not cvpath.opencv_can_take(spec):
+        raise SourceError(f"the {what} {cvpath.display(hide_credentials(spec))} holds bytes that are not UTF-8, which "
+                          "OpenCV cannot take; percent-encode them in a URL (\\xff as %FF) or write the text in UTF-8")
+
+
 URL_PATTERN = re.compile(r"^(rtsp|rtsps|rtmp|http|https|udp|tcp|srt)://", re.IGNORECASE)
 
 
@@ -223,6 +231,7 @@ class StreamSource(LiveCaptureSource):
         self._pass_over = False  # this pass of a finite resource has ended
         self._stores_count = stores_count(spec)  # whether its count is one it stores (by its suffix)
         self._said_ended = False
+        refuse_undecodable(spec, "URL")
         super().__init__(spec, options)  # opens the stream through the reconnector
         cap = self._reconnector.capture
         count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
@@ -370,6 +379,7 @@ class GStreamerSource(LiveCaptureSource):
     kind = "gstreamer"
 
     def __init__(self, spec: str, options: SourceOptions) -> None:
+        refuse_undecodable(spec, "GStreamer pipeline")
         if not opencv_has_gstreamer():
             raise SourceError(
                 "this OpenCV build has no GStreamer support (cv2.getBuildInformation() says GStreamer: NO); "

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import yaml
 
+from perception import cvpath
 from perception.contracts import ClassTable
 from perception.errors import ConfigError, file_in_the_way
 from perception.overwrite import refuse_existing_file
@@ -246,7 +247,10 @@ def check_video_writable(path: Path, *, height: int, width: int, fps: float) -> 
     probe = path.with_name(path.name + ".probe.mp4")
     try:
         check_output_writable(path, fix="choose a writable --video path")
-        writer = cv2.VideoWriter(str(probe), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
+        try:  # any name: OpenCV is not handed one that is not UTF-8 (cvpath)
+            writer = cvpath.video_writer(probe, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (width, height))
+        except OSError as exc:
+            raise ConfigError(cvpath.unnamable(path, "--video", exc)) from None
         opened = writer.isOpened()
         writer.release()
         if not opened:
@@ -268,7 +272,10 @@ def write_video(path: str | Path, *, count: int, height: int, width: int, seed: 
     _prepare_dir(path.parent if str(path.parent) else Path("."))
     drive = SyntheticDrive(seed, height=height, width=width, fps=fps)
     frame_wh = (width * (2 if with_labels else 1), height)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), frame_wh)
+    try:
+        writer = cvpath.video_writer(path, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), frame_wh)
+    except OSError as exc:
+        raise ConfigError(cvpath.unnamable(path, "--video", exc)) from None
     if not writer.isOpened():
         raise ConfigError(f"cannot open video file {path} for writing; check the path and that OpenCV has mp4v")
     try:
@@ -344,9 +351,15 @@ def write_dataset(out_dir: str | Path, *, count: int, height: int, width: int, s
             for i in range(count):
                 image, label = render_scene(scene_seed(seed, i), height=height, width=width)
                 name = f"{i:06d}.png"
-                if not (cv2.imwrite(str(root / "images" / name), image)
-                        and cv2.imwrite(str(root / "labels" / name), label)):
-                    raise ConfigError(f"could not write {root / 'images' / name}; check free space and permissions")
+                for folder, picture in (("images", image), ("labels", label)):
+                    try:  # any --out name: OpenCV is not handed one that is not UTF-8 (cvpath)
+                        written_ok = cvpath.imwrite(root / folder / name, picture)
+                    except OSError as exc:
+                        raise ConfigError(f"could not write {cvpath.display(root / folder / name)}: "
+                                          f"{exc.strerror or exc}; free space or choose a writable --out") from None
+                    if not written_ok:
+                        raise ConfigError(f"could not write {cvpath.display(root / folder / name)}; check free "
+                                          "space and permissions")
                 written = i + 1
                 if progress is not None:
                     progress(i)
@@ -449,7 +462,7 @@ def write_contact_sheet(path: str | Path, *, count: int = 16, height: int = 180,
     path = Path(path)
     if not isinstance(count, int) or not 1 <= count <= MAX_SHEET_COUNT:
         raise ConfigError(f"contact sheet count {count!r} must be 1..{MAX_SHEET_COUNT}")
-    if not cv2.haveImageWriter(str(path)):
+    if not cvpath.have_image_writer(path):
         kind = f"the suffix {path.suffix}" if path.suffix else "no file suffix"
         raise ConfigError(f"--contact-sheet {path} has {kind}, not an image type a contact sheet is written as; "
                           f"give a .png path such as {path.with_name(path.stem + '.png')}")
