@@ -8,7 +8,6 @@ pipeline bench's module docstring for the figures).
 from __future__ import annotations
 
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from perception.bench.node import (
     Received,
     read_final_stats,
     record_message,
+    scratch_folder,
     subscribed_masks,
     summarize_received,
     warn_accounting,
@@ -111,6 +111,7 @@ def measure_nodes(cfg: PipelineBenchConfig, model: Path, groups: list[tuple[str,
     Returns per camera FPS, drops and latency, the total images/s, each node's CPU and final stats.
     Raises NodeFailed when a node exits early or a camera publishes nothing within STARTUP_TIMEOUT_S.
     """
+    scratch = scratch_folder("bench-nodes-")  # before any receiver runs: /tmp may have no room
     endpoints = [f"tcp://127.0.0.1:{free_tcp_port()}" for _ in groups]
     receivers = {name: _CameraReceiver(endpoint, contracts.default_namespace(name), subscribed_masks(cfg))
                  for endpoint, group in zip(endpoints, groups, strict=True) for name in group}
@@ -119,7 +120,7 @@ def measure_nodes(cfg: PipelineBenchConfig, model: Path, groups: list[tuple[str,
     for receiver in receivers.values():
         receiver.ready.wait(10)
     procs: list[tuple[subprocess.Popen, Path, Path, list[str]]] = []
-    with StopOnSignal() as stop, tempfile.TemporaryDirectory(prefix="bench-nodes-") as tmp:
+    with StopOnSignal() as stop, scratch as tmp:
         try:
             for i, (endpoint, group) in enumerate(zip(endpoints, groups, strict=True)):
                 cmd = node_command(cfg, model, endpoint, group)

@@ -31,7 +31,7 @@ from perception.bench.nodeproc import (
     stop_node,
 )
 from perception.bench.stats import node_accounting, sequence_gaps, summarize_ms, transport_losses
-from perception.errors import PerceptionError
+from perception.errors import ConfigError, PerceptionError
 from perception.options import MAX_QUEUE_MB
 from perception.spawn import shown
 
@@ -266,6 +266,16 @@ class CpuSampler:
         }
 
 
+def scratch_folder(prefix: str) -> tempfile.TemporaryDirectory:
+    """A temporary folder for the benched node's logs (its stderr and stdout); ConfigError (one line
+    naming TMPDIR) when the system has none that can be written: /tmp full, missing or read-only."""
+    try:
+        return tempfile.TemporaryDirectory(prefix=prefix)
+    except OSError as exc:  # "No usable temporary directory found in [...]" (FileNotFoundError)
+        raise ConfigError(f"cannot make a temporary folder for the benched node's logs: {exc.strerror or exc}; set "
+                          "TMPDIR to a writable folder with some free space") from None
+
+
 def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, Any]:
     """Start the node, measure it for ``cfg.duration_s`` seconds, stop it; the ``pipeline`` block.
 
@@ -283,7 +293,7 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
         StopOnSignal() as stop,
         MaskSubscriber(endpoint, namespace=namespace, masks=subscribed_masks(cfg), max_queue_mb=MAX_QUEUE_MB,
                        **FAST_RECONNECT) as sub,
-        tempfile.TemporaryDirectory(prefix="bench-node-") as tmp,
+        scratch_folder("bench-node-") as tmp,
     ):
         log_path, out_path = Path(tmp) / "stderr.log", Path(tmp) / "stdout.jsonl"
         cmd = node_command(cfg, model, endpoint)

@@ -82,7 +82,10 @@ def write_report(results: dict[str, Any], out_dir: str | Path) -> dict[str, Path
     md = render_markdown(results, plots={k: v.name for k, v in written.items()})
     path = out / REPORT_FILE
     with writing(path):
-        path.write_text(md, encoding="utf-8")
+        # A name that is not UTF-8 (``--out b_\xff``, in the command line shown) is written escaped,
+        # ``\udcff``, as a terminal shows it: the report stays UTF-8 text, never left empty by an
+        # encoding error after the file was opened.
+        path.write_text(md, encoding="utf-8", errors="backslashreplace")
     written["markdown"] = path
     return written
 

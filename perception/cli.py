@@ -13,6 +13,7 @@ the file and the cause. Any other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import codecs
 import contextlib
 import errno
 import importlib
@@ -47,34 +48,39 @@ log = logging.getLogger("perception")
 #: What a write to a terminal or pipe that is gone raises: the terminal or ssh session closed (EIO,
 #: ENXIO), the reader of a pipe exited (EPIPE).
 GONE_ERRNOS = (errno.EIO, errno.ENXIO, errno.EPIPE)
+#: The first write to stdout that failed for another reason than its reader being gone (a full disk
+#: or quota behind ``> log``, ``>/dev/full``): ``(where stdout went, the error)``. The command goes
+#: on (a recording stays whole) with stdout on /dev/null, and ends with one line naming it, exit 1.
+_stdout_failure: tuple[str, OSError] | None = None
 
 
 def emit(text: str, file: TextIO | None = None) -> bool:
-    """Print ``text`` (a command's result line) and flush; False when the terminal or pipe is gone.
+    """Print ``text`` (a command's result line) and flush; False when it could not be written.
 
     A command that a closed ssh session stopped (SIGHUP) has done its work and finished its files;
     only the line reporting it cannot be shown. The stream is then pointed at /dev/null (so later
     writes and the interpreter's final flush are quiet) and the command ends with its own status,
-    not a traceback and exit 1."""
+    not a traceback and exit 1. A stdout that fails otherwise (a full disk) is pointed at /dev/null
+    too and the command goes on; the dispatcher says so at its end (``stdout_failed``), exit 1."""
     stream = sys.stdout if file is None else file
     try:
         print(text, file=stream, flush=True)
     except OSError as exc:
-        if exc.errno not in GONE_ERRNOS:
-            raise
-        _to_devnull(stream)
+        write_failed(stream, exc)
         return False
     return True
 
 
 class GoneSafe:
-    """A text stream for a command's running output (``listen``'s live lines): once the terminal or
-    pipe behind it is gone (a closed ssh session), writes go to /dev/null instead of raising, so the
-    command still stops cleanly and writes its other outputs (``listen --json > file``)."""
+    """A text stream for a command's running output (``listen``'s live lines, ``launch``'s node
+    lines): once the terminal or pipe behind it is gone (a closed ssh session) or cannot be written
+    (a full disk, see ``emit``), writes go to /dev/null instead of raising, so the command still
+    runs to its end and writes its other outputs (``listen --json > file``); a closed stream
+    (``>&-``: None) is gone from the start."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO | None) -> None:
         self._stream = stream
-        self.gone = False
+        self.gone = stream is None
 
     def write(self, text: str) -> int:
         if not self.gone:
@@ -89,15 +95,59 @@ class GoneSafe:
         try:
             call(*args)
         except OSError as exc:
-            if exc.errno not in GONE_ERRNOS:
-                raise
             self.gone = True
-            _to_devnull(self._stream)
+            write_failed(self._stream, exc)
+        except ValueError:  # closed under it: as gone
+            self.gone = True
 
 
-def _to_devnull(stream: TextIO) -> None:
-    with contextlib.suppress(OSError, ValueError):  # ValueError: no file descriptor (a test's capture)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+def write_failed(stream: TextIO, exc: OSError) -> None:
+    """``stream`` failed a write with ``exc``: point it at /dev/null, and remember a stdout that
+    failed for another reason than its reader being gone (``GONE_ERRNOS``), for ``stdout_failed``."""
+    global _stdout_failure
+    if exc.errno not in GONE_ERRNOS and _stdout_failure is None and _is_stdout(stream):
+        where = ""
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            where = os.readlink(f"/proc/self/fd/{stream.fileno()}")
+        _stdout_failure = (where, exc)
+    _to_devnull(stream)
+
+
+def _is_stdout(stream: TextIO | None) -> bool:
+    return stream is not None and (stream is sys.stdout or stream is sys.__stdout__)
+
+
+def stdout_failed() -> str | None:
+    """The error line for a stdout that could not be written since the command began (flushing what
+    is still buffered first), or None."""
+    stream = sys.stdout
+    if stream is not None:
+        try:
+            stream.flush()
+        except OSError as exc:
+            write_failed(stream, exc)
+        except ValueError:  # closed
+            pass
+    if _stdout_failure is None:
+        return None
+    where, exc = _stdout_failure
+    reason = exc.strerror or str(exc)
+    shown = where if where.isprintable() else repr(where)
+    named = f" ({shown})" if where and not where.startswith(("pipe:", "socket:")) else ""
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    fix = ("free space on its disk or send stdout elsewhere" if full
+           else "check the file or device stdout goes to, or send stdout elsewhere")
+    return f"cannot write to stdout{named}: {reason}, so the result lines were lost; {fix}"
+
+
+def _to_devnull(stream: TextIO | None) -> None:
+    with contextlib.suppress(OSError, ValueError, AttributeError):  # ValueError: no file descriptor (a test's capture)
+        fd = stream.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
 
 
 #: Third-party loggers that are quiet unless -vv is given.
@@ -326,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         from perception.signals import as_program, command_done, exit_if_stuck, exit_past_native_threads
 
         as_program()
+        escape_unencodable()
         try:
             code = _main(sys.argv[1:])
             # Done: a signal from now on (a supervisor's second SIGTERM just after the final stats)
@@ -338,6 +389,40 @@ def main(argv: list[str] | None = None) -> int:
         exit_past_native_threads(code)  # nor abort when such a thread's C call returns during it
         return code
     return _main(list(argv))
+
+
+def escape_unencodable() -> None:
+    """A result line on stdout escapes what its encoding cannot hold (``PYTHONIOENCODING=ascii`` and
+    a model named ``m_ñ.onnx``; a file name with a byte that is not UTF-8, ``m_\\udcff``), as
+    Python's stderr does (backslashreplace), instead of failing the command with a
+    UnicodeEncodeError after (or before) its work. A stdout already set to ``surrogateescape`` (the C
+    locale without UTF-8 mode) keeps writing such bytes as they were and escapes only the rest."""
+    stream = sys.stdout
+    errors = getattr(stream, "errors", None)
+    with contextlib.suppress(AttributeError, ValueError, OSError):  # not a TextIOWrapper, closed
+        if errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
+        elif errors == "surrogateescape":
+            stream.reconfigure(errors=_SURROGATES_OR_ESCAPE)
+
+
+_SURROGATES_OR_ESCAPE = "perception-surrogateescape-or-backslashreplace"
+
+
+def _surrogates_or_escape(exc: UnicodeError) -> tuple[bytes, int]:
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    out = bytearray()
+    for char in exc.object[exc.start:exc.end]:
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte that was not text when it was read (surrogateescape)
+            out.append(code - 0xDC00)
+        else:
+            out += char.encode("ascii", "backslashreplace")
+    return bytes(out), exc.end
+
+
+codecs.register_error(_SURROGATES_OR_ESCAPE, _surrogates_or_escape)
 
 
 def _main(argv: list[str]) -> int:
@@ -402,6 +487,21 @@ def _parse_and_run(argv: list[str], command: str | None) -> int:
 
         log.debug("perception %s, Python %s (%s); command line: %s", __version__, platform.python_version(),
                   sys.executable, hide_credentials(shlex.join(["perception", *argv])))
+    global _stdout_failure
+    _stdout_failure = None
+    code = _run_command(args, owner)
+    said = stdout_failed()
+    if said is not None:
+        # The work is done and its files are whole (a recording, a bench report); only the lines
+        # that report it are lost. Not a success: a script reading stdout got nothing.
+        emit(f"perception: error: {said}", file=sys.stderr)
+        return code or 1
+    return code
+
+
+def _run_command(args: argparse.Namespace, owner: argparse.ArgumentParser) -> int:
+    """Run the command chosen in ``args``; its status, with a ``PerceptionError`` (and the few OS
+    failures a user causes) said in one line."""
     try:
         return int(load_command(args.command).main(args) or 0)
     except PerceptionError as exc:
@@ -433,6 +533,12 @@ def _parse_and_run(argv: list[str], command: str | None) -> int:
             print(f"perception: error: path {short(str(exc.filename or ''))} is too long for the file system "
                   "(a name part over 255 bytes, or over 4096 in all); check the path", file=sys.stderr)
             return 2
+        if exc.errno in (errno.EMFILE, errno.ENFILE):  # the open-file limit, with or without a file named
+            from perception.errors import os_error_line
+
+            _log_origin(exc)
+            emit(f"perception: error: {os_error_line(exc)}", file=sys.stderr)
+            return 1
         if not isinstance(exc, PermissionError) and exc.filename is None and exc.filename2 is None:
             raise  # about no file: a bug, with its traceback
         # The last net for a file that a command's own checks did not reach (each names its file and
@@ -443,6 +549,27 @@ def _parse_and_run(argv: list[str], command: str | None) -> int:
         _log_origin(exc)
         emit(f"perception: error: {os_error_line(exc)}", file=sys.stderr)
         return 2 if isinstance(exc, PermissionError) else 1
+    except Exception as exc:
+        said = _limit_reached(exc)
+        if said is None:
+            raise  # a bug, with its traceback
+        _log_origin(exc)
+        emit(f"perception: error: {said}", file=sys.stderr)
+        return 1
+
+
+def _limit_reached(exc: Exception) -> str | None:
+    """The error line's text for a system limit that an exception other than OSError reports, or
+    None: a thread the system would not start (a process or memory limit) where the command did
+    not say so itself (its own places raise ResourceError: the node's stages, its engine's loading),
+    or ZeroMQ's socket that the open-file limit refused (ZMQError EMFILE)."""
+    from perception.errors import THREAD_REFUSED, os_error_line, thread_refused
+
+    if isinstance(exc, RuntimeError) and THREAD_REFUSED in str(exc):
+        return thread_refused("a thread")
+    if getattr(exc, "errno", None) in (errno.EMFILE, errno.ENFILE):
+        return os_error_line(OSError(exc.errno, str(exc)))
+    return None
 
 
 def _as_said(exc: PerceptionError, owner: argparse.ArgumentParser, args: argparse.Namespace) -> str:

@@ -13,6 +13,7 @@ import os
 import re
 import shlex
 import stat
+import threading
 from pathlib import Path
 
 
@@ -62,6 +63,47 @@ class DependencyError(PerceptionError):
     """An optional dependency (torch, tensorrt, a GPU) that the requested feature needs is absent."""
 
     exit_code = 3
+
+
+class ResourceError(PerceptionError):
+    """The system refused this process something it needs to run: a thread (the process limit,
+    ``ulimit -u`` or a container's pids limit, or the memory limit, ``ulimit -v``). Not a bad input
+    (exit 1, as a failing stage): a launch file's respawn may find the limit no longer reached."""
+
+    exit_code = 1
+
+
+#: What CPython's ``threading.Thread.start`` raises (RuntimeError) when the system refuses a thread.
+THREAD_REFUSED = "can't start new thread"
+
+
+def thread_refused(what: str) -> str:
+    """The error line's text for ``what`` (``the engine-loading thread``) that could not start: the
+    limits that refuse a thread, with their values, and the fix."""
+    try:
+        import resource
+
+        def limit(which: int, unit: str = "") -> str:
+            soft = resource.getrlimit(which)[0]
+            return "unlimited" if soft == resource.RLIM_INFINITY else f"{soft // 1024 if unit else soft}{unit}"
+
+        nproc = f", now {limit(resource.RLIMIT_NPROC)}" if hasattr(resource, "RLIMIT_NPROC") else ""
+        memory = f", now {limit(resource.RLIMIT_AS, ' KiB')}"
+    except ImportError:  # not on Linux or macOS
+        nproc = memory = ""
+    return (f"cannot start {what}: the system refused a new thread; raise the limit it reached, the processes "
+            f"and threads of this user (ulimit -u{nproc}; a container's pids limit) or the memory of this process "
+            f"(ulimit -v{memory}), or stop other processes of this user")
+
+
+def start_thread(thread: threading.Thread, what: str) -> None:
+    """``thread.start()``; ResourceError (one line: the limits and the fix) when the system refuses it."""
+    try:
+        thread.start()
+    except RuntimeError as exc:
+        if THREAD_REFUSED not in str(exc):
+            raise
+        raise ResourceError(thread_refused(what)) from None
 
 
 #: The install line of the ``gpu`` extra (TensorRT 10/11, Torch-TensorRT, onnxruntime-gpu, cuda-python)
@@ -163,9 +205,28 @@ def os_error_line(exc: OSError) -> str:
         return (f"permission denied ({exc.strerror or exc}); check the permissions of the files and devices it "
                 "uses, or run as a user who may use them")
     reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        # The process's (EMFILE) or the system's (ENFILE) open-file limit, not the file: an import
+        # or any other file may be the one that meets it.
+        where = f" (opening {_printable(name)})" if name is not None else ""
+        if exc.errno == errno.ENFILE:
+            return (f"too many open files in the system{where}; close other programs' files or raise the system's "
+                    "limit (sysctl fs.file-max)")
+        return (f"too many open files{where}: the open-file limit (ulimit -n{_open_files_limit()}) is reached; "
+                "raise it (ulimit -n 1024)")
     if name is not None:
         return f"{_printable(name)}: {reason}; check the file and its file system"
     return f"{reason} ({type(exc).__name__})"
+
+
+def _open_files_limit() -> str:
+    """``, now N``: the process's open-file limit, for the error line."""
+    try:
+        import resource
+
+        return f", now {resource.getrlimit(resource.RLIMIT_NOFILE)[0]}"
+    except (ImportError, OSError, ValueError):
+        return ""
 
 
 def file_in_the_way(folder: str | Path) -> str | None:

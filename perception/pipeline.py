@@ -38,7 +38,7 @@ from typing import Any
 from perception import contracts
 from perception.batching import CameraEngine
 from perception.engines.base import Engine, warmup_runs
-from perception.errors import PerceptionError, SubscribersMissingError
+from perception.errors import PerceptionError, ResourceError, SubscribersMissingError, start_thread
 from perception.frame_queue import FrameQueue, QueueClosed
 from perception.inflight import InFlight
 from perception.mask_stage import Inferred, MaskStage
@@ -189,8 +189,22 @@ class Pipeline:
         stages.append(("publish", "publish", self._publish_loop))
         for stage, name, target in stages:
             t = threading.Thread(target=self._guard, args=(stage, target), name=f"perception-{name}", daemon=True)
+            try:
+                start_thread(t, f"the node's {name} thread")
+            except ResourceError:
+                self._abandon_start()
+                raise
             self._threads.append(t)
-            t.start()
+
+    def _abandon_start(self) -> None:
+        """A stage thread could not start (a process or memory limit): stop the ones that did, and
+        close the source when no capture thread owns it; the run then ends in start-up with the error."""
+        self.stop("start-up failed")
+        for t in self._threads:
+            t.join(timeout=JOIN_S)
+        if not self._threads:
+            self.source.close()
+        self._done.set()
 
     def _wait_for_subscribers(self) -> bool:
         """Hold the first frame until ``wait_subscribers`` subscriptions have reached the publisher

@@ -198,7 +198,15 @@ class SignalHandlers:
             # None: a handler not set from Python; the closest restorable one is the default.
             self._previous.setdefault(sig, signal.SIG_DFL if previous is None else previous)
         if self.grace_s is not None and self._watch is None:
-            self._watch = _StopWatch(self.grace_s, self.signals)
+            try:
+                self._watch = _StopWatch(self.grace_s, self.signals)
+            except RuntimeError as exc:
+                if "can't start new thread" not in str(exc):
+                    raise
+                # A process or memory limit (ulimit -u/-v): the stop still works through Python's
+                # handlers, without the deadline kept below them; the command's own threads then
+                # meet the limit and say so in one line.
+                log.debug("no stop deadline below the signal handlers: %s", exc)
         return self
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -241,7 +249,13 @@ class _StopWatch:
         os.set_blocking(self._write, False)  # the C handler must never block on a full pipe
         self._previous_fd = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
         self._thread = threading.Thread(target=self._watch, name="stop-watch", daemon=True)
-        self._thread.start()
+        try:
+            self._thread.start()
+        except RuntimeError:  # refused by a limit: hand the wakeup fd back, as stop() does
+            signal.set_wakeup_fd(self._previous_fd)
+            os.close(self._write)
+            os.close(self._read)
+            raise
 
     def _watch(self) -> None:
         stops = 0

@@ -21,6 +21,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from perception.cli import emit
 from perception.errors import ConfigError
 from perception.overwrite import remove_earlier_output
 
@@ -111,7 +112,6 @@ def _main(args: argparse.Namespace) -> int:
     rest = argv[argv.index("bench") + 1:] if "bench" in argv else argv
     command = "perception bench " + " ".join(shlex.quote(a) for a in rest)
     from perception.bench.engine import EngineBenchInterrupted
-    from perception.cli import emit
     from perception.sinks import missing_folders, remove_empty_folders
 
     out = args.out or DEFAULT_OUT
@@ -151,18 +151,18 @@ def _write_output(results: dict, out: Path) -> Path:
     try:
         path = report.write_results(results, out)
     except OSError as exc:
-        print(report.summary_text(results))
+        emit(report.summary_text(results))
         raise ConfigError(f"cannot write {exc.filename or out / report.RESULTS_FILE} ({exc.strerror or exc}); "
                           "nothing of this run was kept but the summary above: free some space or choose a writable "
                           "--out, and run the bench again") from None
     try:
         written = report.write_report(results, out)
     except OSError as exc:
-        print(report.summary_text(results))
+        emit(report.summary_text(results))
         raise ConfigError(f"cannot write {exc.filename or out} ({exc.strerror or exc}); kept {path}, every figure of "
                           f"this run: once there is room, 'perception bench report {out}' makes the report and "
                           "plots") from None
-    print(report.summary_text(results))
+    emit(report.summary_text(results))
     _print_written({"json": path, **written})
     return path
 
@@ -185,10 +185,10 @@ def _probe(args: argparse.Namespace) -> int:
     text = describe(selection, args.model, args.threads, cache_dir)
     cached = cache_dir / f"{key_digest(selection.key)}.json"
     if not cached.is_file():  # written after the check above, so this is rare: a full disk, a folder removed
-        print("\n".join(line for line in text.splitlines() if not line.lstrip().startswith("cached for ")))
+        emit("\n".join(line for line in text.splitlines() if not line.lstrip().startswith("cached for ")))
         raise ConfigError(f"the verdict was not cached: cannot write {cached}; 'perception run --engine auto' will "
                           "probe again at its next start")
-    print(text)
+    emit(text)
     return 0
 
 
@@ -248,7 +248,7 @@ def _report(args: argparse.Namespace) -> int:
             f"{type(exc).__name__}: {str(exc)[:120]}")
         raise ConfigError(f"{source}: cannot make a report from it ({what}); pass the perception.bench.json that "
                           "bench wrote, as it wrote it (or run the bench again)") from None
-    print(summary)
+    emit(summary)
     _print_written(written)
     return 0
 
@@ -310,4 +310,4 @@ def _run_pipeline(args: argparse.Namespace, command: str) -> dict:
 
 def _print_written(written: dict[str, Path]) -> None:
     for path in written.values():
-        print(f"wrote {path}")
+        emit(f"wrote {path}")

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Literal
 
 from perception import contracts
+from perception.cli import emit
 from perception.config import same_setting, setting, short
 from perception.errors import (
     GPU_INSTALL_HINT,
@@ -231,8 +232,8 @@ def _main_classes(config: EvalConfig, given) -> int:
         source = config.checkpoint
     if not cm.matrix.sum():
         raise DataError(no_labelled_pixels(spec, config.split, dataset))
-    print(f"{source} on {spec} ({config.split}, {count_of(len(dataset), 'image')})", file=report)
-    print(cm.format_table(dataset.class_table), file=report)
+    emit(f"{source} on {spec} ({config.split}, {count_of(len(dataset), 'image')})", file=report)
+    emit(cm.format_table(dataset.class_table), file=report)
     if config.json:
         _write_json(config.json, {"source": str(source), "data": spec, "split": config.split, **cm.summary(dataset.class_table)})
     if config.contact_sheet:
@@ -290,21 +291,21 @@ def _main_tasks(config: EvalConfig, given) -> int:
     if not counted.labelled:
         raise DataError(no_labelled_pixels(spec, config.split, dataset))
     notes = _undefined_figures(scores, spec)
-    print(f"{source} on {spec} ({config.split}, {count_of(len(dataset), 'image')}), letterboxed to {engine.input_hw[0]}x{engine.input_hw[1]} as the node does", file=report)
+    emit(f"{source} on {spec} ({config.split}, {count_of(len(dataset), 'image')}), letterboxed to {engine.input_hw[0]}x{engine.input_hw[1]} as the node does", file=report)
     if config.drivable_reach == "ego" and any(s.task == "drivable" for s in scores):
-        print(f"drivable: the area joined to the car, as the node publishes it with --mask-size {config.mask_size} "
+        emit(f"drivable: the area joined to the car, as the node publishes it with --mask-size {config.mask_size} "
               "(--drivable-reach all: every pixel of its classes)", file=report)
     if unknown is None:
-        print("unknown marking off" + ("" if engine.has_confidence else " (the model has no confidence output)"), file=report)
-        print(format_task_table(scores), file=report)
+        emit("unknown marking off" + ("" if engine.has_confidence else " (the model has no confidence output)"), file=report)
+        emit(format_task_table(scores), file=report)
         _print_notes(notes, report)
     else:
-        print(f"unknown: confidence below {marker.threshold:.4g} ({marker.set_by}): {100 * unknown.fraction:.2f} % "
+        emit(f"unknown: confidence below {marker.threshold:.4g} ({marker.set_by}): {100 * unknown.fraction:.2f} % "
               "of the labelled pixels, in no task", file=report)
-        print(format_task_table(scores), file=report)
+        emit(format_task_table(scores), file=report)
         _print_notes(notes, report)
-        print("with unknown marking off:", file=report)
-        print(format_task_table(unknown.off), file=report)
+        emit("with unknown marking off:", file=report)
+        emit(format_task_table(unknown.off), file=report)
         off_notes = [n for n in _undefined_figures(unknown.off, spec) if n not in notes]
         _print_notes(off_notes, report)
         notes += off_notes
@@ -343,7 +344,7 @@ def _main_tasks(config: EvalConfig, given) -> int:
         if unknown is not None:
             check["tasks_unknown_off"] = _task_figures(unknown.off)
         record_metadata(config.model, real_road_check=check)
-        print(f"recorded in {config.model}'s metadata as its real-road check (perception inspect {config.model})",
+        emit(f"recorded in {config.model}'s metadata as its real-road check (perception inspect {config.model})",
               file=report)
     if config.contact_sheet:
         _contact_sheet(config, engine, dataset, spec, report)
@@ -389,7 +390,7 @@ def _undefined_figures(scores, spec: str) -> list[str]:
 
 def _print_notes(notes: list[str], file) -> None:
     for note in notes:
-        print(f"note: {note}", file=file)
+        emit(f"note: {note}", file=file)
 
 
 def _task_figures(scores) -> dict:
@@ -404,7 +405,7 @@ def _contact_sheet(config: EvalConfig, engine, dataset, spec: str, report) -> No
     sheet = build_contact_sheet(engine, dataset, count=config.sheet_count, caption=caption,
                                 unknown_threshold=config.unknown_threshold, drivable_reach=config.drivable_reach)
     write_contact_sheet(config.contact_sheet, sheet)
-    print(f"wrote {config.contact_sheet} ({min(config.sheet_count, len(dataset))} frames)", file=report)
+    emit(f"wrote {config.contact_sheet} ({min(config.sheet_count, len(dataset))} frames)", file=report)
 
 
 def _onnx_engine(config: EvalConfig):
@@ -445,7 +446,7 @@ def _write_json(path: str, summary: dict) -> None:
 
     text = json.dumps(strict_json(summary), indent=2, allow_nan=False)
     if path == STDOUT:  # as listen --json and inspect --json: the document alone on stdout
-        print(text, flush=True)
+        emit(text)
         return
     try:
         Path(path).write_text(text + "\n", encoding="utf-8")

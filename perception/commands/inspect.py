@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from perception.cli import emit
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="exported .onnx file")
@@ -25,9 +27,9 @@ def main(args: argparse.Namespace) -> int:
 
     description = describe_model(args.model)
     if args.json:
-        print(json.dumps(description.to_dict(), indent=2, sort_keys=True))
+        emit(json.dumps(description.to_dict(), indent=2, sort_keys=True))
     else:
-        print("\n".join(format_description(description)))
+        emit("\n".join(format_description(description)))
     return 0
 
 

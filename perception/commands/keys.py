@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from perception.cli import emit
 from perception.curve_keys import create_key_pair
 
 
@@ -28,6 +29,6 @@ def main(args: argparse.Namespace) -> int:
     # removes the temporary key files (one holds a secret); SIGTERM's default would leave them.
     with interrupt_on_stop_signals():
         public, secret = create_key_pair(args.out, args.name, overwrite=args.overwrite)
-    print(f"public key: {public}  (give this to the other side / put it in the --curve-allow directory)")
-    print(f"secret key: {secret}  (keep private; pass it as --curve-secret-key or --curve-key)")
+    emit(f"public key: {public}  (give this to the other side / put it in the --curve-allow directory)")
+    emit(f"secret key: {secret}  (keep private; pass it as --curve-secret-key or --curve-key)")
     return 0

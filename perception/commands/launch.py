@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 
+from perception.cli import emit
 from perception.launch import (
     LaunchSupervisor,
     check_node_files,
@@ -51,7 +52,8 @@ def main(args: argparse.Namespace) -> int:
     plan = load_launch(args.file, parse_launch_arguments(args.arguments))
     if args.check:
         check_node_files(plan)
-    print(format_plan(plan), flush=True)
+    # emit: a stdout that is closed, gone (| head) or full does not keep the nodes from starting
+    emit(format_plan(plan))
     if args.check:
         return 0
     return LaunchSupervisor(plan).run()

@@ -23,7 +23,14 @@ from typing import Any
 
 from perception import contracts
 from perception.cli import emit
-from perception.errors import ConfigError, ModelError, PerceptionError, SourceError, hide_credentials
+from perception.errors import (
+    ConfigError,
+    ModelError,
+    PerceptionError,
+    SourceError,
+    hide_credentials,
+    start_thread,
+)
 from perception.flags import add_flags, config_from_flags
 from perception.run_config import DEFAULT_MODEL, RunConfig
 from perception.signals import STARTUP_SIGNALS as _SIGNALS
@@ -155,7 +162,7 @@ class EngineLoader:
             target()
 
         self._thread = threading.Thread(target=named, name="perception-engine-load", daemon=True)
-        self._thread.start()
+        start_thread(self._thread, "the thread that loads the engine")  # a process limit: one line, exit 1
 
     def _load_and_warm(self) -> None:
         self._load()
@@ -322,7 +329,7 @@ class _Opening:
         self.error: BaseException | None = None
         self.done = threading.Event()
         self._thread = threading.Thread(target=self._open, name="perception-open", daemon=True)
-        self._thread.start()
+        start_thread(self._thread, "the thread that opens the source")
 
     def _open(self) -> None:
         from perception.sources import open_source

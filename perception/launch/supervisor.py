@@ -38,7 +38,8 @@ import time
 from dataclasses import dataclass
 from typing import IO
 
-from perception.errors import DependencyError, PerceptionError
+from perception.cli import GoneSafe
+from perception.errors import DependencyError, PerceptionError, start_thread
 from perception.launch.plan import LaunchPlan, NodePlan
 from perception.signals import die_with_parent, install_signal_handlers
 from perception.spawn import child_env
@@ -119,8 +120,11 @@ class LaunchSupervisor:
 
     def __init__(self, plan: LaunchPlan, *, out: IO[str] | None = None, err: IO[str] | None = None) -> None:
         self.plan = plan
-        self._out = out or sys.stdout
-        self._err = err or sys.stderr
+        # A stream that is closed (``launch >&-``), gone (``| head``: its reader exited) or full
+        # (``> log`` on a full disk) takes no more lines, and the launch goes on supervising: each
+        # node's output is still read and dropped, so no node blocks on a full pipe (see GoneSafe).
+        self._out = GoneSafe(out if out is not None else sys.stdout)
+        self._err = GoneSafe(err if err is not None else sys.stderr)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._nodes = [_Running(plan=n) for n in plan.nodes]
@@ -187,7 +191,9 @@ class LaunchSupervisor:
             threading.Thread(target=self._pump, args=(node.process.stderr, self._err, node, True), daemon=True),
         ]
         for reader in node.readers:
-            reader.start()
+            # Refused (a process limit): the node runs on unread; run()'s shutdown stops it, and the
+            # error is one line (ResourceError).
+            start_thread(reader, f"the thread that reads node {node.plan.name!r}'s output")
         again = f" (restart {node.restarts})" if node.restarts else ""
         self.say(f"started node {node.plan.name!r} (pid {node.process.pid}){again}")
 
@@ -277,7 +283,9 @@ class LaunchSupervisor:
             for reader in node.readers:
                 reader.join(timeout=1.0)
 
-    def _pump(self, stream: IO[bytes], sink: IO[str], node: _Running, is_stderr: bool) -> None:
+    def _pump(self, stream: IO[bytes], sink: GoneSafe, node: _Running, is_stderr: bool) -> None:
+        """Copy a node's output to ``sink`` line by line, prefixed; to its end, also once ``sink``
+        takes no more (the lines are then read and dropped)."""
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip()
             if is_stderr and line.strip() and not _INFO_LOG_LINE.match(line):
@@ -285,7 +293,7 @@ class LaunchSupervisor:
             self._write(sink, f"[{node.plan.name}] {line}\n")
         stream.close()
 
-    def _write(self, sink: IO[str], text: str) -> None:
+    def _write(self, sink: GoneSafe, text: str) -> None:
         with self._lock:
             sink.write(text)
             sink.flush()
