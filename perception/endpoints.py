@@ -5,7 +5,8 @@ checks before start-up and launch files' validation.
 ``check_endpoint`` accepts ``tcp://HOST:PORT`` (``*`` for any free port, ``[IPv6]`` hosts) and
 ``ipc://PATH`` and returns the TCP host, or raises a ``PublishError`` naming the endpoint and the
 expected form; ``is_loopback`` and ``is_ipv6_literal`` judge that host (an interface name such as
-``lo`` too) and ``canonical_bind_host`` spells the address it binds; ``address_in_use_fix`` and
+``lo`` too), ``unbindable_host`` says why a publisher could not bind it, and ``canonical_bind_host``
+spells the address it binds; ``address_in_use_fix`` and
 ``ipc_socket_is_live`` serve a bind that meets an address in use.
 
     host = check_endpoint("tcp://127.0.0.1:5556")   # "127.0.0.1"; None for ipc://
@@ -29,14 +30,16 @@ _ENDPOINT_RE = re.compile(r"^(?:tcp://(?P<host>\[[0-9a-fA-F:.]+\]|[^:/\[\]]+):(?
 
 
 def address_in_use_fix(endpoint: str) -> str:
-    """The fix an "address already in use" error names: another port (the next one, or ``*`` for
-    any free one, which the node logs) or another ipc path, or stopping the other node."""
+    """The fix an "address already in use" error names: ``*`` for any free port (which the node
+    logs at start) or another ipc path, or stopping what holds the address. No port number is
+    suggested: one free now may be the next one another node of the same launch binds, or held
+    by another program a moment later."""
     match = _ENDPOINT_RE.match(endpoint)
     if match is not None and match.group("port") not in (None, "*"):
         stem = endpoint[: match.start("port")]
         port = int(match.group("port"))
-        return f"use another port (e.g. --endpoint {stem}{port + 1 if port < 65535 else port - 1}, or {stem}* for " \
-               "any free one, logged at start) or stop the other node"
+        return f"use another port (e.g. --endpoint {stem}* for any free one, logged at start) or stop what holds " \
+               f"it (ss -ltnp 'sport = :{port}' names it)"
     return "use another --endpoint (another ipc:// path, or tcp://127.0.0.1:*) or stop the other node"
 
 
@@ -83,15 +86,60 @@ def is_ipv6_literal(host: str | None) -> bool:
     return host is not None and ":" in host
 
 
+#: A numeric IPv4 host in the C library's classic forms, which ZeroMQ binds and connects through
+#: getaddrinfo too: 1 to 4 parts, each decimal, octal (leading 0) or hex (0x): ``127.1``, ``0x7f.1``, ``2130706433``.
+_CLASSIC_IPV4_RE = re.compile(r"(?:0[xX][0-9a-fA-F]+|[0-9]+)(?:\.(?:0[xX][0-9a-fA-F]+|[0-9]+)){0,3}")
+
+
+def ip_address_of(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address a numeric ``host`` (``[IPv6]`` brackets allowed) stands for, as ZeroMQ reads
+    it: the classic IPv4 forms too (``127.1`` is 127.0.0.1, ``0`` is 0.0.0.0), and an IPv4-mapped
+    IPv6 address as its IPv4 address (``::ffff:127.0.0.1`` binds 127.0.0.1's port); None for a
+    name (a host, an interface, ``localhost``, ``*``)."""
+    host = host.strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if not _CLASSIC_IPV4_RE.fullmatch(host):
+            return None
+        try:
+            address = ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:  # a part out of range, or 08 (not octal)
+            return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
 def is_loopback(host: str) -> bool:
-    """True for localhost, 127.0.0.0/8, ::1 and the name of a loopback interface (``lo``), which
-    ZeroMQ binds to that interface's address (``tcp://lo:5556`` is 127.0.0.1)."""
+    """True for localhost, 127.0.0.0/8 (in any spelling ZeroMQ reads: ``127.1``,
+    ``::ffff:127.0.0.1``), ::1 and the name of a loopback interface (``lo``), which ZeroMQ binds
+    to that interface's address (``tcp://lo:5556`` is 127.0.0.1)."""
     if host.lower() == "localhost":
         return True
+    address = ip_address_of(host)
+    if address is not None:
+        return address.is_loopback
+    return is_loopback_interface(host)  # an interface name such as lo or eth0, a host name, or '*'
+
+
+def unbindable_host(host: str) -> str | None:
+    """Why a publisher cannot bind ``tcp://HOST:PORT`` on this machine, or None when it can (or
+    when this system cannot list its interfaces). ZeroMQ binds ``*``, an IP address, ``localhost``
+    and a network interface's name, and never looks a host name up: ``localhost.`` or ``car.local``
+    fail at the bind with "No such device"."""
+    host = host.strip("[]")
+    if host == "*" or host.lower() == "localhost" or ip_address_of(host) is not None:
+        return None
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # an interface name such as lo or eth0, a host name, or '*'
-        return is_loopback_interface(host)
+        interfaces = {name for _, name in socket.if_nameindex()}
+    except (OSError, AttributeError):  # no interface list on this system: left to the bind
+        return None
+    if host in interfaces:
+        return None
+    return (f"{host!r} is neither an IP address nor a network interface of this machine, and a publisher binds "
+            "only those (ZeroMQ looks no host name up: the bind fails with 'No such device'); bind 127.0.0.1 "
+            "(this machine only), * (every interface) or an interface name such as eth0")
 
 
 def is_loopback_interface(name: str) -> bool:
@@ -112,16 +160,16 @@ def canonical_bind_host(host: str) -> str:
     """The address a publisher binding ``tcp://HOST:PORT`` takes, in one spelling, to tell two
     endpoints that bind the same address: ``localhost`` and a loopback interface name are
     127.0.0.1 (ZeroMQ binds IPv4 unless the host is an IPv6 address), ``*`` is 0.0.0.0, an IP
-    address is written one way (``::0001`` is ``::1``), another interface name is its IPv4 address
+    address is written one way (``::0001`` is ``::1``, ``127.1`` and ``::ffff:127.0.0.1`` are
+    127.0.0.1: ``ip_address_of``), another interface name is its IPv4 address
     on Linux (``eth0`` is 192.0.2.2: ``interface_ipv4``); other names (hosts, an interface elsewhere
     or without an IPv4 address) as written."""
     host = host.strip("[]")
     if host == "*":
         return "0.0.0.0"
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        pass
+    address = ip_address_of(host)
+    if address is not None:
+        return str(address)
     if is_loopback(host):
         return "127.0.0.1"
     return interface_ipv4(host) or host

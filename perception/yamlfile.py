@@ -2,7 +2,8 @@
 
 ``parse_yaml`` is ``yaml.safe_load`` that also refuses what PyYAML would take silently or at great
 cost: a key given twice, aliases that expand past a bound ("billion laughs"), a value that holds
-itself, nesting too deep. ``read_yaml`` reads a file's top-level mapping with it. What the values
+itself, nesting too deep, a NUL character (``"\\0"``, which no path, name or flag can hold). ``read_yaml``
+reads a file's top-level mapping with it, from a file of at most ``MAX_YAML_FILE_BYTES``. What the values
 mean is ``perception.config``'s business (``load_config``).
 """
 
@@ -21,7 +22,11 @@ MAX_YAML_VALUES = 100_000
 #: The most text (characters of scalars) a YAML settings file may expand to through aliases: 5,000
 #: references to one 100 kB string printed a 500 MB launch plan.
 MAX_YAML_TEXT = 10_000_000
-
+#: The largest settings file read: the same 10 MB (a 200 MB launch file, mostly a comment, took
+#: 430 MB of memory to read whole).
+MAX_YAML_FILE_BYTES = 10_000_000
+#: In ``_check_tree``: the node is a key (not the value of one).
+_A_KEY = object()
 
 
 def parse_yaml(text: str, *, source: str) -> Any:
@@ -34,7 +39,10 @@ def parse_yaml(text: str, *, source: str) -> Any:
     - a document whose aliases expand to more than ``MAX_YAML_VALUES`` values, counted on the
       parsed nodes before anything is built (each node once, so counting costs what the file's
       own size does), or that refers to itself;
-    - nesting too deep for the parser.
+    - nesting too deep for the parser;
+    - a NUL character in a key or a value (a YAML escape, ``"\\0"`` or ``"\\u0000"``): the system
+      takes no path, name or command-line argument holding one, so each use would fail with a
+      traceback (``embedded null byte``) wherever it went; named by its key and line.
     """
     import yaml  # here, not at the top: a node started without --config never pays its import
 
@@ -68,7 +76,8 @@ def _check_tree(root: Any, source: str) -> None:
     text: dict[int, int] = {}  # characters of scalars, aliases expanded
     text_read = 0
     open_nodes: set[int] = set()
-    stack: list[tuple[Any, bool]] = [(root, False)]
+    # Each node with the key it is the value of (or is inside of; _A_KEY for a key), for the NUL message.
+    stack: list[tuple[Any, bool, Any]] = [(root, False, None)]
 
     def children(node: Any) -> list[Any]:
         if isinstance(node, yaml.MappingNode):
@@ -78,7 +87,7 @@ def _check_tree(root: Any, source: str) -> None:
         return []
 
     while stack:
-        node, done = stack.pop()
+        node, done, under = stack.pop()
         key = id(node)
         if done:
             open_nodes.discard(key)
@@ -98,6 +107,10 @@ def _check_tree(root: Any, source: str) -> None:
             continue
         if isinstance(node, yaml.ScalarNode):
             text_read += len(node.value)  # each node once: the text the file itself holds
+            if "\0" in node.value:
+                what = "a key" if under is _A_KEY else "a value" if under is None else f"the value of key {short(under, 60)}"
+                raise ConfigError(f"{source}: {what} at line {node.start_mark.line + 1} holds a NUL character (\\0), "
+                                  "which no path, name or flag can hold; remove it")
         if key in open_nodes:
             raise ConfigError(f"{source}: the value at line {node.start_mark.line + 1} holds itself through an alias; "
                               "remove the loop")
@@ -112,8 +125,13 @@ def _check_tree(root: Any, source: str) -> None:
                     lines = f"line {line}" if seen[ident] == line else f"lines {seen[ident]} and {line}"
                     raise ConfigError(f"{source}: key {short(key_node.value, 60)} is given twice ({lines}); keep one")
                 seen[ident] = line
-        stack.append((node, True))
-        stack.extend((c, False) for c in children(node) if id(c) not in sizes)
+        stack.append((node, True, under))
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                label = key_node.value if isinstance(key_node, yaml.ScalarNode) else under
+                stack.extend((c, False, w) for c, w in ((key_node, _A_KEY), (value_node, label)) if id(c) not in sizes)
+        else:
+            stack.extend((c, False, under) for c in children(node) if id(c) not in sizes)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -127,6 +145,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if why != "is a file":
         raise ConfigError(f"config file {p} {why}; check the path")
     try:
+        if p.stat().st_size > MAX_YAML_FILE_BYTES:  # a regular file (why_not_a_file): its size is what a read gives
+            raise ConfigError(f"{p} is larger than {MAX_YAML_FILE_BYTES // 10**6} MB, more than a settings or launch "
+                              "file holds; pass the YAML file itself (a large value belongs in a file it names)")
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{p} is not a text file (not UTF-8); pass a YAML file") from None

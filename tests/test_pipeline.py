@@ -556,8 +556,8 @@ def test_cli_address_in_use_is_one_line_naming_the_endpoint_and_the_fix(model_pa
     assert final["end_reason"] == "start-up failed" and final["startup"] == "opening the publisher"
     assert final["balanced"] and final["frames_in"] == 0 and "address already in use" in final["error"]
     assert done.stderr.strip().splitlines() == [f"perception: error: cannot bind {endpoint}: address already in use; "
-                      f"use another port (e.g. --endpoint tcp://127.0.0.1:{port + 1}, or tcp://127.0.0.1:* for any "
-                      "free one, logged at start) or stop the other node"], done.stderr
+                      "use another port (e.g. --endpoint tcp://127.0.0.1:* for any free one, logged at start) or "
+                      f"stop what holds it (ss -ltnp 'sport = :{port}' names it)"], done.stderr
 
 
 def test_cli_wait_subscribers_timeout_is_one_line(model_path, capsys, free_tcp_port):

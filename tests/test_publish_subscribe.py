@@ -241,8 +241,8 @@ def test_address_in_use_is_one_line_naming_the_fix(free_tcp_port):
     with MaskPublisher(endpoint=endpoint, namespace=NS), pytest.raises(PublishError) as info:
         MaskPublisher(endpoint=endpoint, namespace=NS)
     assert str(info.value) == (
-        f"cannot bind {endpoint}: address already in use; use another port (e.g. --endpoint tcp://127.0.0.1:"
-        f"{free_tcp_port + 1}, or tcp://127.0.0.1:* for any free one, logged at start) or stop the other node"
+        f"cannot bind {endpoint}: address already in use; use another port (e.g. --endpoint tcp://127.0.0.1:* for any "
+        f"free one, logged at start) or stop what holds it (ss -ltnp 'sport = :{free_tcp_port}' names it)"
     )
 
 

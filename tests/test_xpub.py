@@ -30,8 +30,8 @@ def test_both_publishers_name_the_endpoint_and_the_fix_on_bind_errors(kind, free
         with pytest.raises(PublishError) as info:
             make(endpoint)
         assert str(info.value) == (f"cannot bind {endpoint}: address already in use; use another port (e.g. --endpoint "
-                                   f"tcp://127.0.0.1:{free_tcp_port + 1}, or tcp://127.0.0.1:* for any free one, logged "
-                                   "at start) or stop the other node")
+                                   "tcp://127.0.0.1:* for any free one, logged at start) or stop what holds it (ss "
+                                   f"-ltnp 'sport = :{free_tcp_port}' names it)")
     finally:
         first.close()
     with pytest.raises(PublishError, match=r"bad endpoint '127\.0\.0\.1:5556'; expected tcp://HOST:PORT"):

@@ -34,7 +34,11 @@ arguments, bad parameter values (each kind's parameters against the config datac
 command's flags are generated from: ``pipeline`` against ``RunConfig``, ``record`` against
 ``RecordConfig``, ...; through ``perception.config.load_config``, so a bad value fails with the
 message the flag or a YAML file would give), missing include files, two publishing nodes
-(``pipeline``, ``replay``) that bind one address. Each error names the file, the node and the key. ``--check`` also opens the files ``pipeline`` nodes name (``model``, and a
+(``pipeline``, ``replay``) that bind one address, an endpoint that is a number or a host a publisher
+cannot bind, two nodes that write one file (``record`` outs and their splits, ``view`` outs,
+``listen`` save folders), an arg declared twice, and the limits (``parse.MAX_NODES``,
+``MAX_INCLUDES``, ``MAX_ENTRIES``, ``MAX_NAME_CHARS``; ``substitute.MAX_ARG_BYTES`` a value and
+``MAX_TOTAL_TEXT`` in all). Each error names the file, the node and the key. ``--check`` also opens the files ``pipeline`` nodes name (``model``, and a
 ``source`` that is a video, an image or an image folder, and its CURVE key files; with
 ``per_class_obstacles``, the model's obstacle classes as topics), and the files ``replay`` nodes
 read (the recording: there, readable, MCAP, holding a perception message; its CURVE key files;

@@ -13,20 +13,29 @@ import difflib
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from perception.config import bounds, cut, load_config, short
 from perception.config import declared as declared_settings
-from perception.endpoints import canonical_bind_host, check_endpoint
+from perception.endpoints import canonical_bind_host, check_endpoint, unbindable_host
 from perception.errors import ConfigError, ModelError, PerceptionError, PublishError, why_not_a_file
+from perception.flags import as_text
 from perception.launch.flags import parameters_to_argv
 from perception.launch.plan import NODE_KINDS, LaunchPlan, NodePlan
-from perception.launch.substitute import parse_scalar, substitute, var_names
+from perception.launch.substitute import MAX_ARG_BYTES, TextBudget, parse_scalar, substitute, var_names
 from perception.yamlfile import read_yaml
 
 #: Node and argument names: letters, digits, "_", "-", "." (they prefix output lines and flags).
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+#: The longest node or argument name (a node's name prefixes every line of its output).
+MAX_NAME_CHARS = 64
+#: The most nodes one launch starts (each is a process), includes it reads in all (a file included
+#: 10 times by each of 7 files that include each other 10 times is 10^6 includes), and entries
+#: (arg, include, node) it reads in all, each include counted each time it is read.
+MAX_NODES = 256
+MAX_INCLUDES = 1000
+MAX_ENTRIES = 10_000
 
 
 # Launch-file entries (validated with load_config like every other config).
@@ -68,8 +77,22 @@ def parse_launch_arguments(items: list[str]) -> dict[str, Any]:
         name, sep, value = item.partition(":=")
         if not sep or not _NAME_RE.match(name):
             raise ConfigError(f"launch argument {short(item)} is not NAME:=VALUE (e.g. camera:=2)")
+        if len(name) > MAX_NAME_CHARS:
+            raise ConfigError(f"launch argument {short(name)}: a name holds at most {MAX_NAME_CHARS} characters")
         out[name] = parse_scalar(value)
     return out
+
+
+@dataclass
+class _Loading:
+    """One launch being read: its nodes so far, and what its files and includes have cost (the caps)."""
+
+    nodes: list[NodePlan] = field(default_factory=list)
+    includes: int = 0
+    entries: int = 0
+    budget: TextBudget = field(default_factory=TextBudget)
+    #: Each file read, by its resolved path: a file included many times is read and parsed once.
+    docs: dict[Path, dict[str, Any]] = field(default_factory=dict)
 
 
 def load_launch(path: str | Path, arguments: dict[str, Any] | None = None) -> LaunchPlan:
@@ -81,8 +104,9 @@ def load_launch(path: str | Path, arguments: dict[str, Any] | None = None) -> La
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"launch file {path} {why_not_a_file(path)}; check the path (shipped ones are in launch/)")
-    nodes: list[NodePlan] = []
-    resolved = _load_file(path, dict(arguments or {}), nodes, chain=())
+    loading = _Loading()
+    resolved = _load_file(path, dict(arguments or {}), loading, chain=())
+    nodes = loading.nodes
     seen: dict[str, Path] = {}
     for node in nodes:
         if node.name in seen:
@@ -94,15 +118,18 @@ def load_launch(path: str | Path, arguments: dict[str, Any] | None = None) -> La
     if not nodes:
         raise ConfigError(f"{path}: no nodes to launch; add a 'node' entry")
     _check_bound_endpoints(nodes)
+    _check_written_files(nodes)
     return LaunchPlan(file=path, arguments=resolved, nodes=tuple(nodes))
 
 
-def _load_file(path: Path, given: dict[str, Any], nodes: list[NodePlan], chain: tuple[Path, ...]) -> dict[str, Any]:
+def _load_file(path: Path, given: dict[str, Any], loading: _Loading, chain: tuple[Path, ...]) -> dict[str, Any]:
     real = path.resolve()
     if real in chain:
         cycle = " -> ".join(str(p) for p in (*chain, real))
         raise ConfigError(f"{path}: include cycle {cycle}; remove one of the includes")
-    doc = read_yaml(path)
+    doc = loading.docs.get(real)
+    if doc is None:
+        doc = loading.docs[real] = read_yaml(path)  # never changed below: substitution makes new values
     unknown = [k for k in doc if k != "launch"]
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key {short(unknown[0])}; a launch file has one key, 'launch'")
@@ -110,7 +137,12 @@ def _load_file(path: Path, given: dict[str, Any], nodes: list[NodePlan], chain: 
     if not isinstance(entries, list):
         raise ConfigError(f"{path}: 'launch' must be a list of arg, include and node entries")
 
+    loading.entries += len(entries)
+    if loading.entries > MAX_ENTRIES:
+        raise ConfigError(f"{path}: more than {MAX_ENTRIES:,} arg, include and node entries in all (this file and "
+                          "the files it includes, each include read again each time); include fewer files")
     declared: dict[str, ArgEntry] = {}
+    declared_at: dict[str, int] = {}
     values: dict[str, Any] = {}
     default_names = _default_names(entries)
     parsed: list[tuple[str, Any, str]] = []
@@ -126,26 +158,28 @@ def _load_file(path: Path, given: dict[str, Any], nodes: list[NodePlan], chain: 
         if key == "arg":
             # Arguments are declared before anything uses them, as in ROS 2 launch files.
             arg = load_config(ArgEntry, body, source=f"{where} (arg)")
-            if not _NAME_RE.match(arg.name):
-                raise ConfigError(f"{where} (arg): name {short(arg.name)} may hold letters, digits, '_', '-', '.'")
+            _check_name(arg.name, f"{where} (arg)")
+            if arg.name in declared:  # the later default would win without a word
+                raise ConfigError(f"{path}: arg {short(arg.name)} is declared twice (entries {declared_at[arg.name]} "
+                                  f"and {index}); keep one")
             has_default = isinstance(body, dict) and "default" in body
             at_default = f"{path}: arg {short(arg.name)}: default"
             if has_default:  # a mistake in the file, whatever the command line gives
                 _check_default_names(arg.name, arg.default, declared, default_names, at_default)
-            # A default cannot read its own arg, unless an arg of that name was declared above it.
-            below = _NotAbove(None if arg.name in declared else arg.name, default_names, declared)
-            declared[arg.name] = arg
+            # A default cannot read its own arg.
+            below = _NotAbove(arg.name, default_names, declared)
+            declared[arg.name], declared_at[arg.name] = arg, index
             if arg.name in given:  # NAME:=VALUE wins; its default is not evaluated (as in ROS 2)
                 values[arg.name] = given[arg.name]
             elif has_default:
                 # As ROS 2 launch does: a default may use $(env ...) and the arguments declared above it
                 # (a name given by a substitution, $(var $(env X)), is checked here, once it is known).
-                values[arg.name] = substitute(arg.default, values, declared, at_default, below)
+                values[arg.name] = substitute(arg.default, values, declared, at_default, below, loading.budget)
         else:
             label = f"node {short(body.get('name'))}" if key == "node" and isinstance(body, dict) else key
             # Substitute now so a later 'arg' cannot change what an earlier entry saw.
             where = f"{path}: {label}"
-            parsed.append((key, substitute(body, values, declared, where), where))
+            parsed.append((key, substitute(body, values, declared, where, budget=loading.budget), where))
 
     extra = [name for name in given if name not in declared]
     if extra:
@@ -156,24 +190,41 @@ def _load_file(path: Path, given: dict[str, Any], nodes: list[NodePlan], chain: 
 
     for key, body, where in parsed:
         if key == "include":
+            loading.includes += 1
+            if loading.includes > MAX_INCLUDES:
+                raise ConfigError(f"{where}: more than {MAX_INCLUDES:,} includes in all (each file's includes counted "
+                                  "each time that file is read); include fewer files")
             inc = load_config(IncludeEntry, body, source=where)
             target = Path(inc.file)
             if not target.is_absolute():
                 target = path.parent / target
             if not target.is_file():
                 raise ConfigError(f"{where}: file {short(inc.file)} {why_not_a_file(target)} (looked at {target}); check the path")
-            _load_file(target, dict(inc.args), nodes, chain=(*chain, real))
+            _load_file(target, dict(inc.args), loading, chain=(*chain, real))
         else:
-            nodes.append(_resolve_node(load_config(NodeEntry, body, source=where), path))
+            if len(loading.nodes) >= MAX_NODES:
+                raise ConfigError(f"{where}: more than {MAX_NODES} nodes in this launch, each a process; split it "
+                                  "into several launches")
+            loading.nodes.append(_resolve_node(load_config(NodeEntry, body, source=where), path))
     return values
 
 
-class _NotAbove:
-    """The arguments of a file that an arg's default cannot read: the arg itself (``name``; None
-    when an arg of that name was declared above) and those declared below it (``declared`` holds
-    the ones above and the arg; ``file_args`` all of the file's)."""
+def _check_name(name: str, where: str, quoted: bool = True) -> None:
+    """ConfigError for a node or arg name that is not letters, digits, '_', '-', '.' or is longer
+    than ``MAX_NAME_CHARS`` (``quoted``: the message quotes it; ``where`` names it already otherwise)."""
+    name_is = f"name {short(name)}" if quoted else "name"
+    if not _NAME_RE.match(name):
+        raise ConfigError(f"{where}: {name_is} may hold letters, digits, '_', '-', '.'")
+    if len(name) > MAX_NAME_CHARS:
+        raise ConfigError(f"{where}: {name_is} is {len(name):,} characters long; a name holds at most "
+                          f"{MAX_NAME_CHARS} (a node's name prefixes every line of its output)")
 
-    def __init__(self, name: str | None, file_args: dict[str, list[str]], declared: dict[str, ArgEntry]) -> None:
+
+class _NotAbove:
+    """The arguments of a file that an arg's default cannot read: the arg itself (``name``) and
+    those declared below it (``declared`` holds the ones above it; ``file_args`` all of the file's)."""
+
+    def __init__(self, name: str, file_args: dict[str, list[str]], declared: dict[str, ArgEntry]) -> None:
         self.name, self.file_args, self.declared = name, file_args, declared
 
     def __contains__(self, other: object) -> bool:
@@ -224,27 +275,19 @@ def _default_cycle(name: str, ref: str, graph: dict[str, list[str]]) -> list[str
     return None
 
 
-#: Linux's limit on one command-line argument (MAX_ARG_STRLEN, 32 pages of 4 KiB), and a share of
-#: its limit on all of them (ARG_MAX, 2 MiB by default, which the environment shares).
-MAX_ARG_BYTES = 128 * 1024
+#: Linux's limit on all command-line arguments (ARG_MAX, 2 MiB by default, which the environment
+#: shares), a share of it; on one, MAX_ARG_BYTES (``substitute``, which stops a longer value).
 MAX_ARGV_BYTES = 1024 * 1024
 
 
 def _resolve_node(entry: NodeEntry, path: Path) -> NodePlan:
     where = f"{path}: node {short(entry.name)}"
-    if not _NAME_RE.match(entry.name):
-        raise ConfigError(f"{where}: name may hold letters, digits, '_', '-', '.'")
+    _check_name(entry.name, where, quoted=False)
     if entry.kind not in NODE_KINDS:
         raise ConfigError(f"{where}: kind: {NODE_KINDS.unknown_message(entry.kind)}")
     kind = NODE_KINDS.get(entry.kind)
     argv = tuple(parameters_to_argv(kind.command, kind.config_class(), entry.parameters, where))
-    endpoint = entry.parameters.get("endpoint")
-    if isinstance(endpoint, str):
-        # The node's own check, run here: a malformed endpoint fails before anything starts.
-        try:
-            check_endpoint(endpoint)
-        except PublishError as exc:
-            raise ConfigError(f"{where}: parameters: endpoint: {exc}") from None
+    _check_node_endpoint(entry.parameters.get("endpoint"), kind.binds, f"{where}: parameters: endpoint")
     # Each node runs as its own process with these arguments: Linux refuses (E2BIG, at start, as a
     # traceback) one argument over 128 KiB or all of them over its total limit.
     longest = max((len(a.encode("utf-8", "surrogatepass")) for a in argv), default=0)
@@ -270,6 +313,25 @@ def _resolve_node(entry: NodeEntry, path: Path) -> NodePlan:
 
 #: A TCP endpoint as the nodes bind it (``perception.xpub`` checks the form itself when it binds).
 _TCP_RE = re.compile(r"^tcp://(?P<host>\[[^\]]*\]|[^:/\[\]]+):(?P<port>\d+|\*)$")
+
+
+def _check_node_endpoint(endpoint: Any, binds: bool, where: str) -> None:
+    """The node's own endpoint check (``endpoints.check_endpoint``), run here so a malformed endpoint
+    fails before anything starts: of any type, since the node reads its command line's text (a port
+    number, ``endpoint: 5556`` or a whole-value ``$(var port)``, is no endpoint); and for a publisher
+    (``binds``), a host it cannot bind on this machine (``endpoints.unbindable_host``: ``localhost.``)."""
+    if endpoint is None:
+        return
+    if isinstance(endpoint, int) and not isinstance(endpoint, bool) and 0 < endpoint < 65536:
+        raise ConfigError(f"{where}: {endpoint} is a port number, not an endpoint; give the whole endpoint, e.g. "
+                          f"tcp://127.0.0.1:{endpoint}")
+    try:
+        host = check_endpoint(endpoint if isinstance(endpoint, str) else as_text(endpoint))
+    except PublishError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    problem = unbindable_host(host) if binds and host is not None else None
+    if problem is not None:
+        raise ConfigError(f"{where}: cannot bind {endpoint}: {problem}")
 
 
 def _bound_endpoint(node: NodePlan) -> tuple[str, str] | None:
@@ -345,6 +407,103 @@ def _check_bound_endpoints(nodes: list[NodePlan]) -> None:
                               f"already in use'): give one of them {fix} (subscribers such as record, view and listen "
                               "may share one)")
         bound.append((node, endpoint, address))
+
+
+#: Where a ``view`` node without ``out`` writes when no display is set (``sinks.DEFAULT_VIEW_OUT``,
+#: not imported: reading a launch file must not import OpenCV).
+_DEFAULT_VIEW_OUT = "out/view.mp4"
+
+
+@dataclass(frozen=True)
+class _Written:
+    """A file or folder a node writes (``_written_by``), resolved as the node will open it (the nodes
+    run in the launcher's folder; symbolic links followed)."""
+
+    node: NodePlan
+    key: str  # its parameter
+    given: str  # as the launch file gives it
+    path: str  # resolved
+    folder: Any  # the folder's identity: (device, inode) when it exists, else its resolved path
+    name: str
+    #: A recording: ``record`` writes, refuses to start over, or with ``overwrite`` removes, the splits
+    #: ``<stem>_0.mcap``, ``<stem>_1.mcap``, ... of its ``out`` too (``mcap_layout.split_path``).
+    splits: bool
+
+
+def _written_by(node: NodePlan) -> list[_Written]:
+    """The files and folders a node writes: a ``record`` node's ``out`` (and its splits), a ``view``
+    node's ``out`` (``out/view.mp4`` when it has none and no display is set, as ``view`` falls back),
+    a ``listen`` node's ``save_dir``."""
+    key = {"record": "out", "view": "out", "listen": "save_dir"}.get(node.kind)
+    if key is None:
+        return []
+    value = node.parameters.get(key)
+    given = value if isinstance(value, str) else as_text(value) if value is not None else ""
+    if value is None and node.kind == "view" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        value, given = _DEFAULT_VIEW_OUT, f"{_DEFAULT_VIEW_OUT} (the default, with no display)"
+    if value is None or not given:
+        return []
+    path = os.path.realpath(value if isinstance(value, str) else as_text(value))
+    folder_path, name = os.path.split(path)
+    try:
+        info = os.stat(folder_path)
+        folder: Any = (info.st_dev, info.st_ino)  # one folder however it is reached (a bind mount too)
+    except OSError:  # not there yet: made by the node
+        folder = folder_path
+    return [_Written(node, key, given, path, folder, name, splits=node.kind == "record")]
+
+
+def _split_family(name: str) -> tuple[str, str]:
+    """``(stem, suffix)`` of the splits of a recording named ``name``: ``run.mcap`` and ``run`` both
+    write ``run_0.mcap``, ``run_1.mcap``, ..."""
+    pure = PurePath(name)
+    return pure.stem, pure.suffix or ".mcap"
+
+
+def _shared_file(a: _Written, b: _Written) -> tuple[str, _Written | None] | None:
+    """The file both ``a`` and ``b`` write, and the recorder whose split it is (None when it is
+    both's ``out``); None when they write none in common."""
+    if a.folder != b.folder:
+        return None
+    if a.name == b.name:
+        return a.path, None
+    for rec, other in ((a, b), (b, a)):
+        stem, suffix = _split_family(rec.name)
+        if rec.splits and re.fullmatch(re.escape(stem) + r"_[0-9]+" + re.escape(suffix), other.name):
+            return other.path, rec
+    if a.splits and b.splits and _split_family(a.name) == _split_family(b.name):
+        stem, suffix = _split_family(a.name)
+        return os.path.join(os.path.dirname(a.path), f"{stem}_0{suffix}"), a
+    return None
+
+
+def _check_written_files(nodes: list[NodePlan]) -> None:
+    """ConfigError naming both nodes when two nodes write one file or folder: two ``record`` nodes on
+    one ``out`` (however it is spelt: ``./same.mcap``, through a linked folder), or one whose
+    ``out`` is a split of the other's recording (``sp_0.mcap`` beside ``sp.mcap``); ``view`` outs
+    and ``listen`` save folders too. Each would report success over a file the other destroyed."""
+    written: list[_Written] = []
+    for node in nodes:
+        for this in _written_by(node):
+            for other in written:
+                shared = _shared_file(other, this)
+                if shared is None:
+                    continue
+                path, recorder = shared
+                where = str(node.source_file) if node.source_file == other.node.source_file else \
+                    f"{node.source_file} (and {other.node.source_file})"
+                split = ""
+                if recorder is not None:
+                    stem, suffix = _split_family(recorder.name)
+                    split = (f" (a split {stem}_N{suffix} of the recording of {recorder.node.name!r}, which record "
+                             "writes with split_duration or split_size, else refuses to start over or with overwrite "
+                             "removes)")
+                keys = this.key if this.key == other.key else f"{other.key} or {this.key}"
+                raise ConfigError(
+                    f"{where}: nodes {other.node.name!r} ({other.key}: {cut(other.given, 200)}) and {node.name!r} "
+                    f"({this.key}: {cut(this.given, 200)}) both write {cut(path, 300)}{split}; one would destroy what "
+                    f"the other writes while both report success: give one of them another {keys}")
+            written.append(this)
 
 
 def check_node_files(plan: LaunchPlan) -> None:

@@ -80,7 +80,9 @@ def format_plan(plan: LaunchPlan) -> str:
     """The resolved plan as text: arguments, then each node's policy and exact command line."""
     lines = [f"launch plan: {plan.file} ({len(plan.nodes)} node{'s' if len(plan.nodes) != 1 else ''})"]
     if plan.arguments:
-        lines.append("  arguments: " + ", ".join(f"{k}={'(unset)' if v is None else as_text(v)}" for k, v in plan.arguments.items()))
+        # Cut short like the values below: an argument may hold up to 128 KiB.
+        lines.append("  arguments: " + ", ".join(f"{k}={'(unset)' if v is None else cut(as_text(v), 200)}"
+                                                 for k, v in plan.arguments.items()))
     for node in plan.nodes:
         policy = "no respawn"
         if node.respawn:

@@ -28,6 +28,14 @@ from perception.flags import as_text
 _KIND_RE = re.compile(r"[A-Za-z_][\w-]*")
 #: Deeper nesting is refused (a hostile file must not reach Python's recursion limit).
 MAX_DEPTH = 16
+#: Linux's limit on one command-line argument (MAX_ARG_STRLEN, 32 pages of 4 KiB), which every node
+#: parameter becomes: no substitution may make a longer value (``$(var a)$(var a)`` doubled 300
+#: times over took 10 GB before), checked as the value is built.
+MAX_ARG_BYTES = 128 * 1024
+#: The most text the substitutions of one launch make in all (its files and includes): the
+#: same 10 MB as a YAML file's text (``yamlfile.MAX_YAML_TEXT``), so many args each just under
+#: ``MAX_ARG_BYTES`` cannot add up to gigabytes either.
+MAX_TOTAL_TEXT = 10_000_000
 KNOWN = "known: $(var NAME), $(env NAME [DEFAULT]); NAME and DEFAULT may hold substitutions"
 
 
@@ -38,6 +46,19 @@ class _Sub:
     kind: str
     args: tuple[tuple[str | _Sub, ...], ...]
     source: str  # as written, for messages
+
+
+class TextBudget:
+    """What is left of ``MAX_TOTAL_TEXT`` for one launch's substitutions (one for all its files)."""
+
+    def __init__(self, total: int = MAX_TOTAL_TEXT) -> None:
+        self.total, self.left = total, total
+
+    def spend(self, chars: int, where: str) -> None:
+        self.left -= chars
+        if self.left < 0:
+            raise ConfigError(f"{where}: the substitutions of this launch make more than {self.total // 10**6} MB of "
+                              "text in all; use fewer or shorter values")
 
 
 class _Fault(Exception):
@@ -162,18 +183,22 @@ def var_names(value: Any) -> list[str]:
 
 
 def substitute(value: Any, values: dict[str, Any], declared: Container[str], where: str,
-               below: Container[str] = ()) -> Any:
+               below: Container[str] = (), budget: TextBudget | None = None) -> Any:
     """``value`` (a scalar, or nested dicts and lists) with every substitution resolved, innermost first.
 
     ``values`` holds the arguments that have a value, ``declared`` the names of all declared ones,
     ``below`` (for an arg's default) the arguments of the file that come at or below that arg, which
-    its default cannot read. Raises ConfigError naming ``where`` for a missing argument, an unset
-    variable or bad syntax.
+    its default cannot read; ``budget`` the text the launch's substitutions may still make (a new
+    ``TextBudget`` when None). Raises ConfigError naming ``where`` for a missing argument, an unset
+    variable, bad syntax, or text that substitutions make past ``MAX_ARG_BYTES`` characters in one
+    value or the budget in all (checked as it is built, before it is).
     """
+    budget = TextBudget() if budget is None else budget
     if isinstance(value, dict):
-        return {k: substitute(v, values, declared, f"{where}: {cut(str(k), 60)}", below) for k, v in value.items()}
+        return {k: substitute(v, values, declared, f"{where}: {cut(str(k), 60)}", below, budget)
+                for k, v in value.items()}
     if isinstance(value, list):
-        return [substitute(v, values, declared, f"{where}[{i}]", below) for i, v in enumerate(value)]
+        return [substitute(v, values, declared, f"{where}[{i}]", below, budget) for i, v in enumerate(value)]
     if not isinstance(value, str) or "$(" not in value:
         return value
     try:
@@ -211,7 +236,16 @@ def substitute(value: Any, values: dict[str, Any], declared: Container[str], whe
         subs = [p for p in parts if not (isinstance(p, str) and not p.strip())]
         if typed and len(subs) == 1 and isinstance(subs[0], _Sub):
             return lookup(subs[0], typed=True)
-        joined = "".join(p if isinstance(p, str) else as_text(lookup(p, typed=False)) for p in parts)
+        pieces, size = [], 0
+        for part in parts:
+            piece = part if isinstance(part, str) else as_text(lookup(part, typed=False))
+            size += len(piece)
+            if size > MAX_ARG_BYTES:  # before joining: a value doubled over and over stops here
+                raise ConfigError(f"{where}: its substitutions make a value of more than {MAX_ARG_BYTES:,} characters, "
+                                  "more than one command-line argument may hold; shorten the values it uses")
+            pieces.append(piece)
+        budget.spend(size, where)
+        joined = "".join(pieces)
         return parse_scalar(joined) if typed and scalar else joined
 
     return resolve(parts, typed=True, scalar=False)  # the value itself: its text stays text
