@@ -309,100 +309,82 @@ def _video_file(spec: str) -> Path | None:
     return Path(path) if kind == "video" else None
 
 
-#: How often a source's opening (in its own thread) is looked in on for a stop request.
+#: How often the sources' openings (each in its own thread) are looked in on for a stop request.
 OPEN_POLL_S = 0.05
-
-
-class _Opening:
-    """One source being opened in a thread of its own (``perception-open``), so that a stop
-    request during the opening need not wait for it: a stream that accepts the connection and never
-    answers holds ``cv2.VideoCapture`` in native code for up to ``--read-timeout``, which no signal
-    interrupts. An opening that a stop ``abandon``s is left to end on its own: the source it may
-    still open is closed by its thread, never handed to anyone (the process ends past that thread:
-    ``exit_past_native_threads``)."""
-
-    def __init__(self, spec: str, options: Any) -> None:
-        self._spec, self._options = spec, options
-        self._lock = threading.Lock()
-        self._abandoned = False
-        self.source: Any = None
-        self.error: BaseException | None = None
-        self.done = threading.Event()
-        self._thread = threading.Thread(target=self._open, name="perception-open", daemon=True)
-        start_thread(self._thread, "the thread that opens the source")
-
-    def _open(self) -> None:
-        from perception.sources import open_source
-
-        source = None
-        try:
-            source = open_source(self._spec, self._options)
-        except BaseException as exc:  # raised in the caller's thread
-            self.error = exc
-        with self._lock:
-            left = source if self._abandoned else None
-            if not self._abandoned:
-                self.source = source
-        self.done.set()
-        if left is not None:
-            left.close()
-
-    def abandon(self) -> Any:
-        """Give the opening up: the source, when it opened meanwhile (for the caller to close);
-        else None, and a source that opens later is closed by the opening's thread."""
-        with self._lock:
-            self._abandoned = True
-            return self.source
 
 
 def open_camera_sources(cameras: list[RunConfig], stop_requested: Callable[[], bool] | None = None) -> list[Any]:
     """Open each camera's source (``RunConfig.camera_config``); a failure closes the ones already
     open and names the camera when there are several.
 
-    With ``stop_requested``, each source opens in a thread of its own (``_Opening``) that this one
-    waits on in ``OPEN_POLL_S`` slices: once ``stop_requested()`` is true, an opening still under
-    way is abandoned, the sources already open are closed, and ``StartupInterrupted`` is raised
-    (a stop, not a failure: also when the opening failed after the stop was asked for).
+    With ``stop_requested``, the sources open at once, each in a thread of its own
+    (``sources.pending.Opening``: N streams that do not answer cost one ``--read-timeout``, not N),
+    and this thread waits on them in ``OPEN_POLL_S`` slices: once ``stop_requested()`` is true, the
+    openings still under way are abandoned, the sources already open are closed, and
+    ``StartupInterrupted`` is raised (a stop, not a failure: also when an opening failed after the
+    stop was asked for). In a node of several cameras, a camera that is not there
+    (``SourceUnavailableError``: unplugged, its server down) does not stop the others: a
+    ``PendingSource`` stands in for it and keeps opening it, unless no camera is there at all.
 
     Raises:
-        SourceError (or ConfigError): the source cannot be opened; the message names the fix.
+        SourceError (or ConfigError): a source cannot be opened; the message names the fix.
         StartupInterrupted: ``stop_requested()`` became true.
     """
-    from perception.errors import PerceptionError
+    from perception.errors import PerceptionError, SourceUnavailableError
     from perception.sources import open_source
+    from perception.sources.pending import Opening, PendingSource
 
+    several = len(cameras) > 1
+    specs = [camera.cameras[0].source for camera in cameras]
+    names = [camera.publish_options.camera_name for camera in cameras]
     sources: list[Any] = []
+    openings: list[Opening] = []
     try:
-        for camera in cameras:
-            spec = camera.cameras[0].source
-            try:
-                if stop_requested is None:
-                    sources.append(open_source(spec, camera.source_options))
-                    continue
-                opening = _Opening(spec, camera.source_options)
-                while not opening.done.wait(OPEN_POLL_S) and not stop_requested():
-                    pass
+        if stop_requested is None:
+            for spec, camera in zip(specs, cameras, strict=True):
+                sources.append(open_source(spec, camera.source_options))
+        else:
+            openings = [Opening(spec, camera.source_options) for spec, camera in zip(specs, cameras, strict=True)]
+            while not all(o.done.wait(OPEN_POLL_S / len(openings)) for o in openings):
                 if stop_requested():
-                    opened = opening.abandon()
-                    if opened is not None:
-                        sources.append(opened)  # closed below with the others
-                    raise _StartupInterrupted
-                if opening.error is not None:
-                    raise opening.error
-                sources.append(opening.source)
-            except PerceptionError as exc:
-                if len(cameras) == 1:
-                    raise
-                name = camera.publish_options.camera_name
-                raise type(exc)(hide_credentials(f"camera {name!r} (--source {name}={spec}): {exc}")) from None
+                    break
+            if stop_requested():
+                sources.extend(source for o in openings if (source := o.abandon()) is not None)
+                raise _StartupInterrupted
+            errors = [o.error for o in openings]
+            missing = [isinstance(e, SourceUnavailableError) for e in errors]
+            # A camera not there starts pending in a node of several, unless none is there at all.
+            pending = several and not all(missing)
+            for index, (opening, error) in enumerate(zip(openings, errors, strict=True)):
+                if error is None:
+                    sources.append(opening.source)
+                elif not (pending and missing[index]):
+                    raise error
+            if pending:
+                opened = iter(sources)
+                sources = [PendingSource(spec, camera.source_options, error, name) if gone else next(opened)
+                           for spec, camera, error, name, gone in zip(specs, cameras, errors, names, missing,
+                                                                      strict=True)]
+    except PerceptionError as exc:
+        _close_all(sources, openings)
+        if not several:
+            raise
+        index = next((i for i, o in enumerate(openings) if o.error is exc), len(sources))
+        spec, name = specs[index], names[index]
+        raise type(exc)(hide_credentials(f"camera {name!r} (--source {name}={spec}): {exc}")) from None
     except BaseException:
-        for source in sources:
-            source.close()
+        _close_all(sources, openings)
         raise
-    if len(cameras) > 1:  # their warnings and errors from now on say which camera
-        for source, camera in zip(sources, cameras, strict=True):
-            source.name_camera(camera.publish_options.camera_name)
+    if several:  # their warnings and errors from now on say which camera
+        for source, name in zip(sources, names, strict=True):
+            source.name_camera(name)
     return sources
+
+
+def _close_all(sources: list[Any], openings: list[Any]) -> None:
+    """Close the sources opened, and those of openings that ended since (the others were abandoned)."""
+    for source in {id(s): s for s in [*sources, *(o.abandon() for o in openings)] if s is not None}.values():
+        source.close()
 
 
 def main(args: argparse.Namespace) -> int:
