@@ -257,7 +257,7 @@ def test_images_in_sub_folders_pair_by_their_path(tmp_path):
     empty = _dataset(tmp_path / "empty", labels={})
     (empty / "images" / "seqA").mkdir(parents=True)
     (empty / "labels").mkdir()
-    with pytest.raises(DataError, match=r"no images \(.png, .jpg, .jpeg, .bmp\) in .*images or its sub-folders$"):
+    with pytest.raises(DataError, match=r"no images \(.bmp, .jpeg, .jpg, .pgm, .png, .ppm, .tif, .tiff, .webp\) in .*images or its sub-folders$"):
         open_dataset(f"folder:{empty}", split="val")
 
 

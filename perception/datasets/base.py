@@ -6,17 +6,33 @@ builds a label look-up table; ``SegmentationDataset`` decodes a pair on access a
 
 from __future__ import annotations
 
+import logging
+import struct
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import BinaryIO, NamedTuple
 
 import cv2
 import numpy as np
 
-from perception import MAX_SOURCE_PIXELS
+from perception import MAX_SOURCE_PIXELS, cvpath
 from perception.contracts import ClassTable
 from perception.errors import DataError
+from perception.sources.base import CorruptFrame, as_bgr
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+# The node's image reader: datasets take the files it takes and decode them its way (EXIF orientation,
+# 16-bit scaling), so that a model is trained and scored on the frames the node will give it.
+from perception.sources.images import (
+    DEPTH_CHECK_FRAMES,
+    LOW_BITS_MAX,
+    decoded_size,
+    imread_at_depth,
+    to_8bit,
+    too_big,
+)
+
+log = logging.getLogger(__name__)
+
 #: Marks label values a lookup table does not accept (outside uint8 on purpose).
 INVALID_LABEL = 256
 
@@ -49,21 +65,44 @@ class SegmentationDataset(Sequence):
         self.pairs = pairs
         self._lut = label_lut if label_lut is not None else identity_lut(class_table)
         self._decode_label = decode_label
+        # Per index: the EXIF orientations of its image and label files (``_orientations``), read once.
+        self._turns: dict[int, tuple[int, int]] = {}
+        warn_low_bit_depth(self)
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image_path, label_path = self.pairs[index]
-        image = read_image(image_path, cv2.IMREAD_COLOR)
+        image = read_dataset_image(image_path)
+        image_turn, label_turn = self._orientations(index)
         raw = read_image(label_path, cv2.IMREAD_UNCHANGED, what="label")
         label = self._decode_label(raw, label_path) if self._decode_label else map_label(raw, self._lut, label_path)
+        if image_turn != 1 and label_turn != image_turn:
+            raise DataError(orientation_mismatch(image_path, image_turn, image.shape[:2],
+                                                 label_path, label_turn, label.shape))
+        label = apply_orientation(label, label_turn)  # the image was turned by OpenCV, as the node turns it
         if label.shape != image.shape[:2]:
             raise DataError(
                 f"label {label_path} is {label.shape[0]} high x {label.shape[1]} wide but image {image_path} is "
                 f"{image.shape[0]} high x {image.shape[1]} wide; they must match"
+                + _turned_sizes(image_path, image_turn, label_path, label_turn, image.shape[:2], label.shape)
             )
         return image, label
+
+    def _orientations(self, index: int) -> tuple[int, int]:
+        """The EXIF orientations (1: none) of pair ``index``'s image and label, read from their
+        headers once (a few small reads beside the decode that follows; then kept); DataError for a
+        label that is a lossy WebP file."""
+        turns = self._turns.get(index)
+        if turns is None:
+            image_path, label_path = self.pairs[index]
+            label = read_header(label_path)
+            if label.lossy:
+                raise DataError(f"label {label_path} is a lossy WebP file, whose compression changes label values "
+                                "at every edge: save labels as PNG (or lossless WebP)")
+            turns = self._turns[index] = (read_header(image_path).orientation, label.orientation)
+        return turns
 
     def describe(self, index: int) -> str:
         return str(self.pairs[index][0])
@@ -73,12 +112,251 @@ def read_image(path: Path, flags: int, *, what: str = "image") -> np.ndarray:
     """The decoded file ``path``; DataError calling it ``what`` (an image, or a label of one) when
     it cannot be decoded or is too large."""
     try:
-        image = cv2.imread(str(path), flags)
+        image = cvpath.imread(path, flags)  # any name: OpenCV is not handed one that is not UTF-8
     except cv2.error:  # OpenCV's OPENCV_IO_MAX_IMAGE_PIXELS (perception.MAX_SOURCE_PIXELS), checked before decoding
         raise DataError(f"{what} {path} has more than {MAX_SOURCE_PIXELS} pixels (8192 x 8192); resize it") from None
     if image is None:
-        raise DataError(f"cannot read {what} {path}; is it a valid PNG/JPEG file?")
+        raise DataError(_cannot_read(what, path))
     return image
+
+
+def read_dataset_image(path: Path) -> np.ndarray:
+    """Image ``path`` as the node reads it (``perception.sources.images``): EXIF orientation
+    applied, at its own depth, then 16-bit brought to 8 bits by the same fixed factor (65535 ->
+    255), as uint8 BGR; DataError naming it when it cannot be."""
+    try:
+        image = imread_at_depth(path)
+        if image is None:
+            raise DataError(_cannot_read("image", path))
+        return as_bgr(to_8bit(image))
+    except cv2.error as exc:  # OpenCV's own limits, checked before decoding (perception.MAX_SOURCE_PIXELS)
+        raise DataError(f"image {too_big(path, exc)}") from None
+    except CorruptFrame as exc:  # over the bytes one frame may take, or a pixel type the node refuses too
+        raise DataError(f"image {path}: {exc}" if str(path) not in str(exc) else f"image {exc}") from None
+
+
+def _cannot_read(what: str, path: Path) -> str:
+    """Why ``what`` (image, label) ``path`` did not decode: OpenCV 5.0 does not decode a TIFF whose
+    EXIF orientation turns it by 90 degrees (as the node, which skips it); else a file that is not
+    an image."""
+    turn = tiff_orientation(path)
+    if turn in (5, 6, 7, 8):
+        return (f"cannot read {what} {path}: OpenCV does not decode a TIFF whose EXIF orientation tag ({turn}) "
+                f"turns it; turn it for good (mogrify -auto-orient {path}) or save it as PNG")
+    return f"cannot read {what} {path}; is it a valid PNG/JPEG file?"
+
+
+def warn_low_bit_depth(dataset: SegmentationDataset) -> None:
+    """10- or 12-bit data stored in 16-bit images: scaled 65535 -> 255 as the node scales them, it
+    is nearly black. Warned once per dataset, when it opens, as the node warns once per source;
+    looked at only when its first image is 16-bit (from the header), on up to
+    ``DEPTH_CHECK_FRAMES`` images spread over it, stopping at the first that uses more bits."""
+    if not dataset.pairs or (decoded_size(dataset.pairs[0][0]) or (0, 0, 1))[2] != 2:
+        return
+    step = max(1, len(dataset.pairs) // DEPTH_CHECK_FRAMES)
+    seen = top = 0
+    for image_path, _ in dataset.pairs[::step][:DEPTH_CHECK_FRAMES]:
+        try:
+            image = imread_at_depth(image_path)
+        except (cv2.error, CorruptFrame):  # said when the sample is read
+            continue
+        if image is None or image.dtype != np.uint16:
+            continue
+        seen, top = seen + 1, max(top, int(image.max()))
+        if top > LOW_BITS_MAX:
+            return
+    if seen and top:
+        log.warning("dataset %s: %d 16-bit images hold values up to %d only (10- or 12-bit data?); they are scaled "
+                    "as 16-bit (65535 -> 255), as the node scales them, and are nearly black: convert them to 8 bits "
+                    "at their real depth (12-bit: value / 16)", dataset.name, seen, top)
+
+
+#: What each EXIF orientation tag does to the stored pixels for display (OpenCV turns them so).
+ORIENTATION_WORDS = {
+    2: "mirrored left to right",
+    3: "turned 180 degrees",
+    4: "mirrored top to bottom",
+    5: "mirrored left to right and turned 90 degrees anticlockwise",
+    6: "turned 90 degrees clockwise",
+    7: "mirrored left to right and turned 90 degrees clockwise",
+    8: "turned 90 degrees anticlockwise",
+}
+
+
+def apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
+    """``array`` (rows, columns[, channels]) turned as OpenCV turns an image by its EXIF
+    ``orientation`` (1..8; 1 and unknown values leave it as it is)."""
+    if orientation not in ORIENTATION_WORDS:
+        return array
+    if orientation >= 5:
+        array = array.swapaxes(0, 1)
+    if orientation in (2, 3, 6, 7):
+        array = array[:, ::-1]
+    if orientation in (3, 4, 7, 8):
+        array = array[::-1]
+    return np.ascontiguousarray(array)
+
+
+def orientation_mismatch(image: Path, image_turn: int, image_hw: tuple[int, ...],
+                         label: Path, label_turn: int, label_hw: tuple[int, ...]) -> str:
+    """The error for an image that OpenCV turns by its EXIF orientation whose label does not carry
+    the same tag: which way the label was drawn cannot be known (for a 90-degree turn of a frame
+    that is not square, its size tells, and the line says so), so both fixes are named."""
+    has = "carries no orientation tag" if label_turn == 1 else f"carries orientation tag {label_turn}"
+    way = "which way the label was drawn is not known"
+    if image_turn >= 5 and image_hw[0] != image_hw[1] and label_turn == 1:
+        if tuple(label_hw) == tuple(image_hw):
+            way = "its size says that it was drawn on the image as shown"
+        elif tuple(label_hw) == tuple(image_hw[::-1]):
+            way = "its size says that it was drawn on the image's pixels as stored"
+    return (f"image {image} carries EXIF orientation tag {image_turn}, so it is shown {ORIENTATION_WORDS[image_turn]} "
+            f"(and the node reads it so), but its label {label} {has}: {way}; if on the image as shown, turn the "
+            f"image for good (exiftran -ai {image}, or mogrify -auto-orient {image}); if on its pixels as stored, "
+            f"remove the image's tag (exiftool -Orientation= -n {image})")
+
+
+def _turned_sizes(image: Path, image_turn: int, label: Path, label_turn: int,
+                  image_hw: tuple[int, ...], label_hw: tuple[int, ...]) -> str:
+    """For a label whose size is the image's turned by 90 degrees when an EXIF orientation turned
+    one of them: the words that say so (the files themselves hold the other size)."""
+    if tuple(label_hw) != tuple(image_hw[::-1]):
+        return ""
+    turned = [f"{what} {path} is turned by its EXIF orientation tag {turn} ({ORIENTATION_WORDS[turn]})"
+              for what, path, turn in (("image", image, image_turn), ("label", label, label_turn)) if turn >= 5]
+    if not turned:
+        return ""
+    return (f"; the sizes are the same turned by 90 degrees: the {' and the '.join(turned)}, as the node turns it; "
+            "remove the tag that is wrong (exiftool -Orientation= -n FILE)")
+
+
+class Header(NamedTuple):
+    """What an image file's header says: the EXIF orientation OpenCV applies when it decodes it for
+    display (1: none), and whether it is a lossy WebP."""
+
+    orientation: int = 1
+    lossy: bool = False
+
+
+#: The EXIF Orientation tag (TIFF tag 274).
+ORIENTATION_TAG = 0x0112
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: JPEG segments, PNG chunks or WebP chunks walked at most before giving up.
+MAX_HEADER_ENTRIES = 100_000
+
+
+def read_header(path: Path) -> Header:
+    """The ``Header`` of image file ``path``, from a few small reads (chunks and segments skipped,
+    not read): the Orientation of the EXIF data of a JPEG (APP1), a PNG (``eXIf``, before or after
+    the image data) or a WebP (``EXIF``), the formats OpenCV turns; TIFF's own tag is not applied
+    by OpenCV (it skips 2-4 and cannot decode 5-8: ``tiff_orientation``), so it counts as none. A
+    header that cannot be read is a plain ``Header()``: decoding the file says what is wrong."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if head[:2] == b"\xff\xd8":
+                return Header(_orientation_in(_jpeg_exif(f)))
+            if head[:8] == PNG_SIGNATURE:
+                return Header(_orientation_in(_png_exif(f)))
+            if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+                return _webp_header(f)
+    except (OSError, struct.error, ValueError, IndexError):  # IndexError: a JPEG cut in its fill bytes
+        pass
+    return Header()
+
+
+def _jpeg_exif(f: BinaryIO) -> bytes:
+    """The EXIF data (TIFF bytes) of the first ``Exif`` APP1 segment before a JPEG's image data."""
+    f.seek(2)
+    for _ in range(MAX_HEADER_ENTRIES):
+        marker = f.read(2)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            return b""
+        code = marker[1]
+        while code == 0xFF:  # fill bytes
+            code = f.read(1)[0]
+        if code in (0xD9, 0xDA):  # end of image, start of scan: no more header
+            return b""
+        if code == 0x01 or 0xD0 <= code <= 0xD7:  # markers without a length
+            continue
+        (length,) = struct.unpack(">H", f.read(2))
+        if code == 0xE1:
+            data = f.read(length - 2)
+            if data.startswith(b"Exif\x00\x00"):
+                return data[6:]
+        else:
+            f.seek(length - 2, 1)
+    return b""
+
+
+def _png_exif(f: BinaryIO) -> bytes:
+    """The data of a PNG's ``eXIf`` chunk, wherever it is before ``IEND`` (OpenCV reads it after
+    the image data too)."""
+    f.seek(len(PNG_SIGNATURE))
+    for _ in range(MAX_HEADER_ENTRIES):
+        length, kind = struct.unpack(">I4s", f.read(8))
+        if kind == b"eXIf":
+            return f.read(length).removeprefix(b"Exif\x00\x00")
+        if kind == b"IEND":
+            return b""
+        f.seek(length + 4, 1)  # the data and its CRC
+    return b""
+
+
+def _webp_header(f: BinaryIO) -> Header:
+    """A WebP's ``EXIF`` chunk's orientation, and whether its image is lossy (a ``VP8 `` chunk;
+    lossless is ``VP8L``)."""
+    exif, lossy = b"", False
+    for _ in range(MAX_HEADER_ENTRIES):
+        head = f.read(8)
+        if len(head) < 8:
+            break
+        kind, size = struct.unpack("<4sI", head)
+        if kind == b"EXIF":
+            exif = f.read(size).removeprefix(b"Exif\x00\x00")
+            f.seek(size & 1, 1)
+        else:
+            lossy = lossy or kind == b"VP8 "
+            f.seek(size + (size & 1), 1)  # chunks are padded to an even size
+    return Header(_orientation_in(exif), lossy)
+
+
+def _orientation_in(tiff: bytes) -> int:
+    """The Orientation (1..8) in the first IFD of EXIF data ``tiff`` (TIFF bytes); 1 for none."""
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None:
+        return 1
+    (offset,) = struct.unpack_from(order + "I", tiff, 4)
+    return _ifd_orientation(lambda at, size: tiff[at: at + size], order, offset)
+
+
+def _ifd_orientation(read: Callable[[int, int], bytes], order: str, offset: int) -> int:
+    """The Orientation tag of the IFD at ``offset``, read by ``read(offset, size)``; 1 for none."""
+    (count,) = struct.unpack(order + "H", read(offset, 2))
+    entries = read(offset + 2, 12 * min(count, 4096))
+    for at in range(0, len(entries) - 11, 12):
+        tag, kind = struct.unpack_from(order + "HH", entries, at)
+        if tag == ORIENTATION_TAG:
+            value = struct.unpack_from(order + ("I" if kind == 4 else "H"), entries, at + 8)[0]
+            return value if value in ORIENTATION_WORDS else 1
+    return 1
+
+
+def tiff_orientation(path: Path) -> int:
+    """The Orientation tag of a TIFF file's first image (1 for none, and for other files)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(head[:4])
+            if order is None:
+                return 1
+
+            def read(at: int, size: int) -> bytes:
+                f.seek(at)
+                return f.read(size)
+
+            return _ifd_orientation(read, order, struct.unpack(order + "I", head[4:8])[0])
+    except (OSError, struct.error, ValueError):
+        return 1
 
 
 def identity_lut(table: ClassTable) -> np.ndarray:
@@ -141,23 +419,30 @@ def _list_text(list_file: Path) -> str:
         raise DataError(f"list file {list_file} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
 
 
-def read_list_file(list_file: Path, root: Path) -> list[tuple[Path, Path]]:
+def read_list_file(list_file: Path, root: Path, *, quiet: bool = False) -> list[tuple[Path, Path]]:
     """``image_path label_path`` per line, relative to ``root`` (the CamVid and synth layout).
 
     A path is read as written, inside ``root`` (``images/seqB/000018.png``; an absolute path
     inside ``root`` too); when no file is there, by its last two parts (``images/000018.png``),
     as SegNet's CamVid lists hold absolute paths of their authors' machine. Errors quote the line
-    as written.
+    as written. An absolute path outside ``root`` to a file that exists, read by its last two parts
+    all the same, is warned about once per list (unless ``quiet``: the file is read only to compare).
     """
     pairs = []
     first_line: dict[Path, int] = {}
+    elsewhere: list[tuple[int, str, Path]] = []  # (line, path as written, the file read instead)
     for number, line in enumerate(_list_text(list_file).splitlines(), start=1):
         if not line.strip():
             continue
         parts = line.split()
         if len(parts) != 2:
-            raise DataError(f"{list_file}:{number}: expected 'image_path label_path', got {line.strip()!r}")
+            spaces = ("; a line splits at white space, so a file name with a space cannot be listed: rename the "
+                      "file" if len(parts) > 2 else "")
+            raise DataError(f"{list_file}:{number}: expected 'image_path label_path', got {line.strip()!r}{spaces}")
         image, label = (_listed_path(text, root, f"{list_file}:{number}") for text in parts)
+        for text, path in zip(parts, (image, label), strict=True):
+            if not quiet and _replaced(Path(text), path):
+                elsewhere.append((number, text, path))
         if image in first_line:
             # A repeated frame would count twice in every score (and be drawn twice as often in training).
             raise DataError(f"{list_file}:{number}: {parts[0]} is listed again (first on line {first_line[image]}); "
@@ -166,7 +451,46 @@ def read_list_file(list_file: Path, root: Path) -> list[tuple[Path, Path]]:
         pairs.append((image, label))
     if not pairs:
         raise DataError(f"list file {list_file} is empty")
+    if elsewhere:
+        number, text, path = elsewhere[0]
+        log.warning("%s:%d: %s is outside the dataset folder %s, so %s (its last two parts there) was read instead, "
+                    "as for %d listed path%s in all; to use the listed files, put them in the dataset folder",
+                    list_file, number, text, root, path, len(elsewhere), "" if len(elsewhere) == 1 else "s")
     return pairs
+
+
+def _replaced(written: Path, path: Path) -> bool:
+    """Whether an absolute path ``written`` in a list names a file that exists but is not ``path``,
+    the file of the dataset folder read for it (``_listed_path``)."""
+    if not written.is_absolute() or written == path:
+        return False
+    try:
+        return written.is_file() and not written.samefile(path)
+    except OSError:
+        return False
+
+
+def warn_frames_in_other_lists(list_file: Path, pairs: list[tuple[Path, Path]], root: Path) -> None:
+    """One warning when frames of a split's list are also in ``train.txt``, ``val.txt`` or
+    ``test.txt`` beside it: scored on frames it was trained on, a model looks better than it is.
+    Said by the split that is not ``train``, so a training run (train and val) says it once; a list
+    that cannot be read is left to be reported when its split is opened."""
+    if list_file.stem == "train":
+        return
+    mine = {image: number for number, (image, _) in enumerate(pairs)}
+    for name in ("train", "val", "test"):
+        other = root / f"{name}.txt"
+        if other.name == list_file.name or not other.is_file():
+            continue
+        try:
+            shared = [image for image, _ in read_list_file(other, root, quiet=True) if image in mine]
+        except DataError:
+            continue
+        if shared:
+            first = min(shared, key=mine.__getitem__)
+            log.warning("%d of the %d frames of %s are also in %s (first: %s): a split scored on frames that another "
+                        "trains on overstates the score; list each frame in one list only", len(shared), len(pairs),
+                        list_file, other.name, first)
 
 
 def _listed_path(text: str, root: Path, where: str) -> Path:
@@ -189,5 +513,7 @@ def _listed_path(text: str, root: Path, where: str) -> Path:
     path = root / last_two
     if not path.is_file():
         also = "" if last_two == written else f" (nor {last_two.as_posix()}, its last two parts)"
-        raise DataError(f"{where}: {text} not found in {root}{also}; is the dataset folder complete?")
+        fix = ("use / between folders in list files, not \\ (a Windows path)" if "\\" in text
+               else "is the dataset folder complete?")
+        raise DataError(f"{where}: {text} not found in {root}{also}; {fix}")
     return path

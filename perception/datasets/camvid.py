@@ -24,6 +24,7 @@ from perception.datasets.base import (
     read_list_file,
     require_dir,
     unknown_split,
+    warn_frames_in_other_lists,
 )
 from perception.errors import ConfigError
 
@@ -65,6 +66,7 @@ def open_camvid(argument: str, *, split: str, spec: str) -> SegmentationDataset:
         known = [p.stem for p in root.glob("*.txt")]
         raise unknown_split(list_name, "camvid", known, f" {root} (no list file {list_file.name} there)")
     pairs = read_list_file(list_file, root)
+    warn_frames_in_other_lists(list_file, pairs, root)
     if sequences:
         pairs = select_sequences(pairs, sequences, where=f"{spec} split {split!r}")
     lut = identity_lut(CAMVID_CLASSES)

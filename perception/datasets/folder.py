@@ -17,7 +17,6 @@ import numpy as np
 
 from perception.contracts import ClassTable
 from perception.datasets.base import (
-    IMAGE_SUFFIXES,
     INVALID_LABEL,
     SegmentationDataset,
     check_8_bit,
@@ -26,8 +25,10 @@ from perception.datasets.base import (
     read_list_file,
     require_dir,
     unknown_split,
+    warn_frames_in_other_lists,
 )
 from perception.errors import ConfigError, DataError, why_not_a_file
+from perception.sources.images import IMAGE_SUFFIXES  # the node's: a folder dataset takes what it reads
 from perception.yamlfile import parse_yaml
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ def open_folder(argument: str, *, split: str, spec: str) -> SegmentationDataset:
         raise DataError(f"no labels/ or masks/ folder in {root}; put one label image per image there")
     if list_file is not None:
         pairs = read_list_file(list_file, root)
+        warn_frames_in_other_lists(list_file, pairs, root)
     else:
         # Split folders first: ``validation`` on images/training/ + images/validation/ is theirs to name.
         folders = _split_folder(image_dir, label_dir, split, root)
@@ -233,16 +235,41 @@ def _pairs_by_name(image_dir: Path, label_dir: Path) -> list[tuple[Path, Path]]:
     images = _image_files(image_dir, "image")
     labels = _image_files(label_dir, "label")
     if not images:
-        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {image_dir} or its sub-folders")
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {image_dir} or its sub-folders"
+                        + _other_suffixes(image_dir))
     for name in images:
         if name not in labels:
             raise DataError(f"image {images[name]} has no label named {name}.* in {label_dir}"
-                            + _stray_hint(name, image_dir))
+                            + (_unread_namesake(label_dir, name) or _stray_hint(name, image_dir)))
     for name in labels:
         if name not in images:
             raise DataError(f"label {labels[name]} has no image named {name}.* in {image_dir}"
-                            + _stray_hint(name, label_dir))
+                            + (_unread_namesake(image_dir, name) or _stray_hint(name, label_dir)))
     return [(images[n], labels[n]) for n in sorted(images)]
+
+
+def _unread_namesake(folder: Path, name: str) -> str:
+    """For ``name`` (``seqA/000001``) missing from ``folder``: the file of that name there with a
+    suffix that is not an image suffix read here (``000001.heic``), which is why it was not paired."""
+    target = folder / name
+    if not target.parent.is_dir():
+        return ""
+    for path in sorted(target.parent.glob(f"{_glob_escape(target.name)}.*")):
+        if path.is_file() and path.with_suffix("").name == target.name:
+            return (f"; {path} is there, but {path.suffix} is not an image type a dataset reads "
+                    f"({', '.join(sorted(IMAGE_SUFFIXES))}): convert it to one of these")
+    return ""
+
+
+def _other_suffixes(folder: Path) -> str:
+    """For an image folder with no image: a file it does hold (another type of image), if any."""
+    path = next((p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")), None)
+    return "" if path is None else f"; it holds {path.relative_to(folder)}: convert the images to one of these"
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` as a glob pattern that matches it alone (``[`` ``*`` ``?`` escaped)."""
+    return "".join(f"[{c}]" if c in "[]*?" else c for c in text)
 
 
 def _stray_hint(name: str, folder: Path) -> str:
@@ -298,12 +325,23 @@ def _folder_label_decoder(table: ClassTable, table_file: Path) -> Callable[[np.n
     lut = identity_lut(table)
     if table.num_classes == 2 and table.ignore_id != 255:
         lut[255] = 1  # 0/255 binary masks
-    # Colour -> id through a packed 24-bit key, so one np.unique-free lookup per pixel.
     table_palette = np.array(table.palette(), dtype=np.uint8)
-    keys = np.array([(r << 16) | (g << 8) | b for r, g, b in table.palette()], dtype=np.int64)
-    order = np.argsort(keys)
     shared = _shared_colour(table)
     warned = False
+    by_key: np.ndarray | None = None  # colour -> id (``_colour_lut``), made for the first colour label
+
+    def colour_ids(raw: np.ndarray) -> np.ndarray:
+        """Each pixel's class by its colour, ``NO_CLASS`` where no class has it: a look-up of the
+        colour packed as a 24-bit key, 4 bytes a pixel (a 48 MP label takes 190 MB for it)."""
+        nonlocal by_key
+        if by_key is None:
+            by_key = _colour_lut(table_palette)
+        key = raw[..., 2].astype(np.uint32)  # OpenCV reads BGR(A); the key is 0xRRGGBB
+        key <<= 8
+        key |= raw[..., 1]
+        key <<= 8
+        key |= raw[..., 0]
+        return by_key[key]
 
     def read_by_colour(path: Path, by_colour: np.ndarray) -> np.ndarray:
         """``by_colour`` (each pixel's class by the table's colours), unless two classes share a colour:
@@ -350,14 +388,24 @@ def _folder_label_decoder(table: ClassTable, table_file: Path) -> Callable[[np.n
         check_8_bit(raw, path)
         if raw.ndim == 2:
             return map_label(raw, lut, path)
-        rgb = raw[..., 2::-1].astype(np.int64)  # OpenCV reads BGR(A); the table holds RGB
-        packed = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-        pos = np.clip(np.searchsorted(keys[order], packed), 0, len(keys) - 1)
-        found = keys[order][pos] == packed
+        by_colour = colour_ids(raw)
+        found = by_colour != NO_CLASS
+        # Transparent pixels (alpha 0) of an RGBA label are not labelled: the ignore id, whatever
+        # colour lies under them (paint programs keep the colour of an erased stroke). An indexed
+        # PNG's transparency is its palette's, for display: its index or colour decides, as before.
+        clear = raw[..., 3] == 0 if raw.shape[2] == 4 else None
+        if clear is not None and (not clear.any() or _is_indexed_png(path)):
+            clear = None
+        if clear is not None:
+            if table.ignore_id is None:
+                raise DataError(f"label {path} has transparent pixels (alpha 0), which are read as the ignore id, but "
+                                f"class table {table_file} has no ignore_id; set one there, or make the labels opaque")
+            by_colour[clear] = table.ignore_id
+            found |= clear
         if not found.all():
             indexed = _palette_indices(path)
             indices = None if indexed is None else indexed[0]
-            r, g, b = rgb[~found][0]
+            b, g, r = (int(v) for v in raw.reshape(-1, raw.shape[2])[int(np.argmin(found)), :3])
             if indices is not None:  # an indexed PNG whose palette is not the table's: VOC's convention
                 mapped = lut[indices]
                 if (mapped != INVALID_LABEL).all():
@@ -365,10 +413,11 @@ def _folder_label_decoder(table: ClassTable, table_file: Path) -> Callable[[np.n
                 index = int(indices[mapped == INVALID_LABEL][0])
                 raise DataError(f"label {path} is an indexed PNG that fits neither reading: its colour RGB({r},{g},{b}) "
                                 f"is not in the class table, and its index {index} is not a class id; check the labels")
-            grey = rgb[..., 0]
+            grey = raw[..., 2]
             hint = ""
-            if (grey == rgb[..., 1]).all() and (grey == rgb[..., 2]).all() and (lut[grey] != INVALID_LABEL).all():
-                hint = ("; it looks like class ids saved as a colour image (all three channels equal): "
+            if (grey == raw[..., 1]).all() and (grey == raw[..., 0]).all() and (lut[grey] != INVALID_LABEL).all():
+                webp = " (WebP has no single-channel form)" if path.suffix.lower() == ".webp" else ""
+                hint = (f"; it looks like class ids saved as a colour image (all three channels equal){webp}: "
                         "save them as a single-channel 8-bit PNG")
             if not hint:
                 ignore = (f"the ignore id {table.ignore_id}" if table.ignore_id is not None
@@ -377,9 +426,38 @@ def _folder_label_decoder(table: ClassTable, table_file: Path) -> Callable[[np.n
                         f"leave those pixels out (a void), save labels as class ids (a single-channel 8-bit PNG) "
                         f"with them set to {ignore}")
             raise DataError(f"label {path} has colour RGB({r},{g},{b}), which is not in the class table{hint}")
-        return by_colour_or_index(path, order[pos].astype(np.uint8))
+        if clear is not None:  # not an indexed PNG
+            return read_by_colour(path, by_colour)
+        return by_colour_or_index(path, by_colour)
 
     return decode
+
+
+#: What ``_colour_lut`` holds for a colour of no class (class ids are 0..254).
+NO_CLASS = 255
+
+
+def _colour_lut(palette: np.ndarray) -> np.ndarray:
+    """Class id by colour key ``0xRRGGBB`` (16 MB), ``NO_CLASS`` for colours of no class; where
+    two classes share a colour, the first."""
+    by_key = np.full(1 << 24, NO_CLASS, dtype=np.uint8)
+    for class_id in reversed(range(len(palette))):  # the first class of a shared colour written last
+        r, g, b = (int(v) for v in palette[class_id])
+        by_key[(r << 16) | (g << 8) | b] = class_id
+    return by_key
+
+
+def _is_indexed_png(path: Path) -> bool:
+    """Whether ``path`` is an indexed (palette) PNG, from its header."""
+    if path.suffix.lower() != ".png":
+        return False
+    from PIL import Image  # Pillow: header only
+
+    try:
+        with Image.open(path) as image:
+            return image.mode == "P"
+    except (OSError, ValueError):
+        return False
 
 
 def _is_prefix(palette: np.ndarray, table_palette: np.ndarray, top: int) -> bool:

@@ -33,7 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from perception import MAX_SOURCE_PIXELS
+from perception import MAX_SOURCE_PIXELS, cvpath
 from perception.errors import SourceError, permission_denied, unreadable, why_not_a_file
 from perception.sources.base import CorruptFrame, Source, SourceOptions, as_bgr, quoted, shown, stamp
 
@@ -169,7 +169,7 @@ def _list_images(spec: str, p: Path) -> list[Path]:
                 raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(base))
             raise SourceError(f"no files match {quoted(spec)}; check the path or pattern (quote a pattern so the "
                               "shell keeps it)")
-        files = sorted((f for f in matched if f.suffix.lower() in IMAGE_SUFFIXES or cv2.haveImageReader(str(f))),
+        files = sorted((f for f in matched if f.suffix.lower() in IMAGE_SUFFIXES or cvpath.have_image_reader(f)),
                        key=natural_key)
         if not files:
             raise SourceError(f"{len(matched)} file{'s' if len(matched) != 1 else ''} match {quoted(spec)} but none "
@@ -284,6 +284,24 @@ def over_byte_cap(path: Path, size: tuple[int, int, int]) -> str | None:
             "pixels at 8 bits); resize it or convert it to 8 bits for the node")
 
 
+def imread_at_depth(path: Path) -> np.ndarray | None:
+    """``path`` decoded as the node decodes an image, before ``to_8bit``: ``IMREAD_FLAGS`` (EXIF
+    orientation applied, 3 channels) at its own depth when its header said what that costs
+    (``decoded_size``), else at 8 bits, which OpenCV's pixel limit bounds to ``MAX_FRAME_BYTES``;
+    None when OpenCV cannot decode it. Training and evaluation read dataset images this way too.
+
+    Raises:
+        CorruptFrame: (keyed by the path) decoded at its depth it would take more than
+            ``MAX_FRAME_BYTES`` (``over_byte_cap``'s words).
+        cv2.error: over one of OpenCV's own limits, checked before decoding (``too_big`` words it).
+    """
+    size = decoded_size(path)
+    too_deep = over_byte_cap(path, size) if size is not None else None
+    if too_deep is not None:
+        raise CorruptFrame(too_deep, key=str(path))
+    return cvpath.imread(path, IMREAD_FLAGS if size is not None else cv2.IMREAD_COLOR)  # any name (cvpath)
+
+
 def _not_a_regular_file(path: Path) -> str | None:
     """Why a listed image cannot be read as one now, in an error line's words; None for a regular file."""
     try:
@@ -339,14 +357,8 @@ class ImageSource(Source):
         why = _not_a_regular_file(path)
         if why is not None:
             raise CorruptFrame(f"{quoted(path)} {why}", key=str(path))
-        size = decoded_size(path)
-        too_deep = over_byte_cap(path, size) if size is not None else None
-        if too_deep is not None:
-            raise CorruptFrame(too_deep, key=str(path))
         try:
-            # At its own depth only when its header said what that costs; else at 8 bits, which
-            # OpenCV's pixel limit bounds to MAX_FRAME_BYTES.
-            image = cv2.imread(str(path), IMREAD_FLAGS if size is not None else cv2.IMREAD_COLOR)
+            image = imread_at_depth(path)
         except cv2.error as exc:  # a size limit, checked before decoding (perception.MAX_SOURCE_PIXELS)
             raise CorruptFrame(too_big(path, exc), key=str(path)) from None
         capture_ns, capture_mono_ns = stamp()
