@@ -13,7 +13,8 @@ a model trained on real roads is unsure on rendered ones, where its INT8 and bf1
 more, so agreement there would reject candidates that are right on the road the node sees.
 
 The result is cached as JSON in ``~/.cache/perception/probe`` (``PERCEPTION_PROBE_CACHE``
-overrides it) under a key of the model file's (and its INT8 sibling's) SHA-256, the CPU model and
+overrides it; a private folder, whose entries are read only when they are the user's alone, see
+``perception.engines.cache``; without a home folder the node probes at every start) under a key of the model file's (and its INT8 sibling's) SHA-256, the CPU model and
 ISA, the thread count and the versions of ONNX Runtime, OpenVINO and perception: a changed model,
 library or machine probes again. The choice and its reason are logged once and published in the
 stats document (``engine_selection``). ``--engine``, ``--precision`` and ``--provider`` force a
@@ -46,6 +47,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from perception.engines import cache as engine_cache
 from perception.engines.base import INT8_SUFFIX, Engine, EngineOptions, WarmupError, check_int8_sibling
 from perception.engines.cpu import cpu_isa, cpu_model
 from perception.engines.probe import (
@@ -76,9 +78,33 @@ log = logging.getLogger(__name__)
 #: 6: OpenVINO runs the class tail planar (``planar_class_tail``, about 1.2x on an AVX2 EPYC), so a
 #:    verdict that timed the slower OpenVINO is probed again.
 PROBE_KEY_VERSION = 6
+#: How the warnings name this cache, and what running without it costs.
+PROBE_CACHE = "engine probe cache"
+PROBE_COST = "every start probes the engines again"
+#: The probe child's lines on stderr that carry a cache warning to the node (``child_verdict``).
+CACHE_WARNING_PREFIX = "perception-cache-warning: "
+
+
 def probe_cache_dir() -> Path:
-    env = os.environ.get("PERCEPTION_PROBE_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "perception" / "probe"
+    """The verdict cache folder for ``perception bench probe`` (``PERCEPTION_PROBE_CACHE``, else
+    ``~/.cache/perception/probe``).
+
+    Raises:
+        ConfigError: there is no home folder, and the variable is not set.
+    """
+    folder = node_cache_dir(warn=False)
+    if folder is None:
+        raise ConfigError(f"no home folder for the engine probe cache ({engine_cache.no_home()}); set HOME or "
+                          "PERCEPTION_PROBE_CACHE, or give --cache-dir")
+    return folder
+
+
+def node_cache_dir(*, warn: bool = True) -> Path | None:
+    """The verdict cache folder a node reads and writes; None, with one warning, when there is no
+    home folder to put it in (the node probes at every start)."""
+    if not warn and not os.environ.get("PERCEPTION_PROBE_CACHE") and engine_cache.home_dir() is None:
+        return None
+    return engine_cache.default_dir("PERCEPTION_PROBE_CACHE", "probe", PROBE_CACHE, PROBE_COST)
 
 
 def _sha256(path: Path) -> str:
@@ -137,18 +163,22 @@ def cache_path(key: dict, cache_dir: Path) -> Path:
     return cache_dir / f"{key_digest(key)}.json"
 
 
-def read_cached(key: dict, cache_dir: Path) -> Selection | None:
-    """The cached selection for ``key``; None when absent, stored under another key, or unusable.
+def read_cached(key: dict, cache_dir: Path | None) -> Selection | None:
+    """The cached selection for ``key``; None when absent, stored under another key, or unusable
+    (or there is no cache: ``cache_dir`` None).
 
     The file is data from disk: every field is checked (``Selection.from_dict``), and the winner
     must be one of the candidates this machine offers (``key["candidates"]``). A file that cannot be
     read, is not JSON, is not a verdict or names what cannot run here is one warning naming it, and
     is removed (when it could be read), so the probe that follows writes a new one and a second
-    reader (the node's loader, its probe child) does not warn again.
+    reader (the node's loader, its probe child) does not warn again. A folder or file that another
+    user owns or others can write is not read (one warning; ``perception.engines.cache``).
     """
+    if cache_dir is None or not engine_cache.usable_dir(cache_dir, PROBE_CACHE, PROBE_COST, create=False):
+        return None
     path = cache_path(key, cache_dir)
     try:
-        selection = Selection.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        selection = Selection.from_dict(json.loads(_read_trusted(path)))
         if selection.key != key:  # another key's verdict under this name: not this start's to judge
             return None
         label = f"{selection.engine}-{selection.precision}"
@@ -170,24 +200,37 @@ def read_cached(key: dict, cache_dir: Path) -> Selection | None:
     return selection
 
 
-def write_cached(selection: Selection, cache_dir: Path) -> None:
-    """Store ``selection`` (atomically: a crash leaves the old entry or none); a read-only cache
-    folder is logged, not fatal."""
+def _read_trusted(path: Path) -> str:
+    """The text of the verdict file ``path``, read only when it is the user's alone (else an
+    OSError that ``read_cached`` treats as a missing file, after one warning)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        why = engine_cache.untrusted(os.fstat(fd))
+        if why:
+            engine_cache.warn_once(f"not loading the {PROBE_CACHE} entry {path}: {why}; probing again")
+            raise FileNotFoundError(path)
+        return f.read().decode("utf-8")
+
+
+def write_cached(selection: Selection, cache_dir: Path | None) -> None:
+    """Store ``selection`` (atomically: a crash leaves the old entry or none), private to the user; a
+    cache that cannot be written is one warning, not fatal."""
+    if cache_dir is None or not engine_cache.usable_dir(cache_dir, PROBE_CACHE, PROBE_COST):
+        return
     path = cache_path(selection.key, cache_dir)
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(selection.to_dict(), indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, path)
+        engine_cache.write_private(path, json.dumps(selection.to_dict(), indent=1, sort_keys=True).encode("utf-8"))
     except OSError as exc:
-        log.warning("cannot write the engine probe cache %s (%s); the next start probes again", path, exc.strerror)
+        engine_cache.warn_once(f"cannot write the {PROBE_CACHE} {path} ({engine_cache.os_cause(exc, cache_dir)}); "
+                               f"{PROBE_COST}")
 
 
-def forget_cached(key: dict, cache_dir: Path) -> None:
+def forget_cached(key: dict, cache_dir: Path | None) -> None:
     """Remove the cached selection for ``key`` (a verdict the node could not use), so that the next
     start probes again; a cache folder that cannot be written is left as it is."""
-    with contextlib.suppress(OSError):
-        cache_path(key, cache_dir).unlink(missing_ok=True)
+    if cache_dir is not None:
+        with contextlib.suppress(OSError):
+            cache_path(key, cache_dir).unlink(missing_ok=True)
 
 
 def openvino_offers() -> tuple[bool, bool]:
@@ -292,7 +335,7 @@ def select_engine(
     candidates = cpu_candidates(model_path, options)
     if not candidates:
         raise _no_candidate(model_path, options.precision)
-    cache_dir = cache_dir or probe_cache_dir()
+    cache_dir = cache_dir if cache_dir is not None else node_cache_dir()
     key = probe_key(model_path, options, candidates)
     cached = None if frames else read_cached(key, cache_dir)
     if cached is not None:
@@ -310,10 +353,11 @@ def select_engine(
     return selection
 
 
-def probe_command(model_path: Path, options: EngineOptions, cache_dir: Path, *, nice: int = 0,
+def probe_command(model_path: Path, options: EngineOptions, cache_dir: Path | None, *, nice: int = 0,
                   frames: Path | None = None) -> tuple[list[str], dict]:
     """The command line and environment of the probe child (``python -P -m perception.engines.auto``);
-    ``frames``: a .npy of the node's inputs to judge the candidates on."""
+    ``frames``: a .npy of the node's inputs to judge the candidates on; ``cache_dir`` None: the
+    child finds (as the node did) that it has no cache."""
     import perception
 
     env = dict(os.environ)
@@ -322,7 +366,9 @@ def probe_command(model_path: Path, options: EngineOptions, cache_dir: Path, *, 
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     # -P (perception.spawn): never a perception.py from the node's working folder
     cmd = module_command("perception.engines.auto", str(model_path), "--threads", str(options.threads),
-                         "--precision", options.precision, "--cache-dir", str(cache_dir))
+                         "--precision", options.precision)
+    if cache_dir is not None:
+        cmd += ["--cache-dir", str(cache_dir)]
     if nice:
         cmd += ["--nice", str(nice)]
     if frames is not None:
@@ -331,12 +377,15 @@ def probe_command(model_path: Path, options: EngineOptions, cache_dir: Path, *, 
 
 
 def child_verdict(returncode: int, stdout: str, stderr: str, key: dict) -> Selection:
-    """The probe child's verdict (its last stdout line, JSON), or its error raised again here.
+    """The probe child's verdict (its last stdout line, JSON), or its error raised again here. The
+    child's cache warnings (``CACHE_WARNING_PREFIX`` lines on its stderr: a probe cache it cannot
+    write, say) are logged here, once each, as the node's own.
 
     Raises:
         ModelError / DependencyError: what the child's probe raised.
         PerceptionError: the child died without a verdict (its last output line is quoted).
     """
+    stderr = _relay_cache_warnings(stderr)
     doc: dict = {}
     # Its verdict or error is its last JSON line (a library may print after it).
     for line in reversed([ln for ln in stdout.splitlines() if ln.strip().startswith("{")]):
@@ -369,7 +418,35 @@ def child_verdict(returncode: int, stdout: str, stderr: str, key: dict) -> Selec
                           "try --engine ort")
 
 
-def probe_in_child(model_path: Path, options: EngineOptions, cache_dir: Path, key: dict) -> Selection:
+def _relay_cache_warnings(stderr: str) -> str:
+    """Log the cache warnings in the probe child's ``stderr`` (``child_verdict``); the rest of it."""
+    rest = []
+    for line in stderr.splitlines():
+        if line.startswith(CACHE_WARNING_PREFIX):
+            try:
+                message = json.loads(line[len(CACHE_WARNING_PREFIX):])
+            except (ValueError, RecursionError):
+                message = None
+            if isinstance(message, str):
+                engine_cache.warn_once(message)
+                continue
+        rest.append(line)
+    return "\n".join(rest)
+
+
+class _CacheWarningRelay(logging.Handler):
+    """In the probe child: each cache warning as one ``CACHE_WARNING_PREFIX`` line on stderr, for the
+    node to log (its stderr is otherwise read only when it fails)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(CACHE_WARNING_PREFIX + json.dumps(record.getMessage()) + "\n")
+            sys.stderr.flush()
+        except Exception:  # noqa: BLE001 - a warning must never end the probe
+            self.handleError(record)
+
+
+def probe_in_child(model_path: Path, options: EngineOptions, cache_dir: Path | None, key: dict) -> Selection:
     """``select_engine`` in a child process (see the module docstring): it writes the cache and
     prints the verdict as JSON; its ModelError or DependencyError comes back as the same error
     (``child_verdict``)."""
@@ -388,7 +465,7 @@ def cached_selection(model_path: Path, options: EngineOptions) -> Selection | No
         return None
     try:
         candidates = cpu_candidates(model_path, options)
-        return read_cached(probe_key(model_path, options, candidates), probe_cache_dir())
+        return read_cached(probe_key(model_path, options, candidates), node_cache_dir())
     except (OSError, PerceptionError):
         return None
 
@@ -413,7 +490,7 @@ def load_auto(model_path: Path, options: EngineOptions, *, background: bool = Fa
     selection = cached
     if selection is None and background and options.precision in ("auto", "fp32"):
         candidates = cpu_candidates(model_path, options)
-        cache_dir = probe_cache_dir()
+        cache_dir = node_cache_dir()
         key = probe_key(model_path, options, candidates)
         selection = read_cached(key, cache_dir)
         if selection is None and len(candidates) > 1:
@@ -484,8 +561,9 @@ def _fall_back(model_path: Path, options: EngineOptions, selection: Selection, e
     and run ONNX Runtime FP32 with a warning that says why (and ``engine_selection`` ``state``
     ``failed``). A forced ``--precision bf16|int8`` has no FP32 to run: the error then names the
     verdict, not the engine's flags."""
-    cache_dir = probe_cache_dir()
-    source = f"the cached verdict {cache_path(selection.key, cache_dir)}" if selection.from_cache else "the probe"
+    cache_dir = node_cache_dir()
+    source = (f"the cached verdict {cache_path(selection.key, cache_dir)}" if selection.from_cache and cache_dir
+              else "the probe")
     if ran:  # WarmupError names the file and advises flags: the backend's own error says it here
         error = (f"{type(exc.__cause__ or exc).__name__}: {exc.reason}" if isinstance(exc, WarmupError)
                  else load_failure(exc))
@@ -551,12 +629,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.nice:
         os.nice(args.nice)
+    relay, handler = logging.getLogger(engine_cache.__name__), _CacheWarningRelay(logging.WARNING)
+    relay.addHandler(handler)
+    relay.propagate = False  # said once, by the node
     try:
         selection = probe_now(args.model, threads=args.threads, precision=args.precision, frames=args.frames,
                               cache_dir=args.cache_dir)
     except PerceptionError as exc:
         print(json.dumps({"error_type": type(exc).__name__, "error": str(exc)}))
         return 2
+    finally:  # as it was (main also runs in process, from the tests)
+        relay.removeHandler(handler)
+        relay.propagate = True
     print(json.dumps(selection.to_dict()))
     return 0
 

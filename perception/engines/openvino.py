@@ -7,7 +7,11 @@ ONNX Runtime FP32 on a Sapphire Rapids Xeon), and ``--precision int8`` runs the 
 sibling on VNNI/AMX. ``fp32`` (also what ``auto`` means here) keeps full precision.
 
 Compiled models are cached (OpenVINO's ``CACHE_DIR``, default ``~/.cache/perception/openvino``,
-``PERCEPTION_OPENVINO_CACHE`` overrides it), so a second start skips graph compilation. The chosen
+``PERCEPTION_OPENVINO_CACHE`` overrides it), so a second start skips graph compilation. The folder
+is made private to the user (0700); one that another user owns or others can write is not used, and
+an entry there that is not the user's alone is removed before OpenVINO could load it
+(``usable_cache_dir``); a cache that cannot be used (that, no home folder) is one warning, and the
+model compiles without it. The chosen
 precision, threads, streams and device are logged once. ``--streams N`` compiles N CPU streams
 (``NUM_STREAMS``; ``--threads`` is the total, shared by them) and gives each frame in flight its
 own infer request (``worker``). Install with ``pip install 'perception[openvino]'``.
@@ -24,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from perception.contracts import OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE
+from perception.engines import cache as engine_cache
 from perception.engines.base import (
     Engine,
     EngineOptions,
@@ -46,10 +51,46 @@ OV_PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 _CAPABILITY_OF_HINT = {"f32": "FP32", "bf16": "BF16", "f16": "FP16"}
 
 
-def openvino_cache_dir() -> Path:
-    """Where compiled models are cached (``PERCEPTION_OPENVINO_CACHE`` overrides the default)."""
-    env = os.environ.get("PERCEPTION_OPENVINO_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "perception" / "openvino"
+#: How the warnings name this cache, and what running without it costs.
+OV_CACHE = "OpenVINO cache"
+OV_COST = "models are compiled at every start"
+
+
+def openvino_cache_dir() -> Path | None:
+    """Where compiled models are cached (``PERCEPTION_OPENVINO_CACHE`` overrides the default); None
+    when there is no home folder to put it in (one warning)."""
+    return engine_cache.default_dir("PERCEPTION_OPENVINO_CACHE", "openvino", OV_CACHE, OV_COST)
+
+
+def usable_cache_dir() -> Path | None:
+    """``openvino_cache_dir`` when OpenVINO may use it (made private if missing; see the module
+    docstring), with each entry there that another user owns or others can write removed first;
+    None, with one warning, when it cannot be used."""
+    folder = openvino_cache_dir()
+    if folder is None:
+        return None
+    if engine_cache.utf8_path(folder) is None:
+        engine_cache.warn_once(f"cannot use the {OV_CACHE} {folder}: OpenVINO takes only UTF-8 paths; {OV_COST} "
+                               "(set PERCEPTION_OPENVINO_CACHE to a UTF-8 path)")
+        return None
+    if not engine_cache.usable_dir(folder, OV_CACHE, OV_COST):
+        return None
+    try:
+        foreign = [entry for entry in os.scandir(folder)
+                   if engine_cache.untrusted(entry.stat(follow_symlinks=False))]
+    except OSError as exc:
+        engine_cache.warn_once(f"cannot read the {OV_CACHE} {folder} ({engine_cache.os_cause(exc)}); {OV_COST}")
+        return None
+    for entry in foreign:
+        why = engine_cache.untrusted(entry.stat(follow_symlinks=False))
+        try:
+            os.unlink(entry.path)
+        except OSError:
+            engine_cache.warn_once(f"not using the {OV_CACHE} {folder}: its entry {entry.name} cannot be removed, and "
+                                   f"{why}; {OV_COST}")
+            return None
+        engine_cache.warn_once(f"removed {entry.path} from the {OV_CACHE} unread: {why}")
+    return folder
 
 
 #: The Model Conversion API (``openvino.convert_model`` and its telemetry), which ``import openvino``
@@ -137,11 +178,10 @@ class OpenVinoEngine(Engine):
                     f"--precision {precision}: this CPU has no {_CAPABILITY_OF_HINT[hint]} support in OpenVINO "
                     f"(it offers {', '.join(capabilities)}); use --precision fp32 or int8"
                 )
-        config: dict[str, object] = {
-            "INFERENCE_PRECISION_HINT": hint,
-            "PERFORMANCE_HINT": "LATENCY",
-            "CACHE_DIR": str(openvino_cache_dir()),
-        }
+        config: dict[str, object] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+        cache_dir = usable_cache_dir()
+        if cache_dir is not None:
+            config["CACHE_DIR"] = str(cache_dir)
         if options.streams > 1:
             # --streams N: N CPU streams, each running one infer request on its share of the
             # INFERENCE_NUM_THREADS (the total across streams; OpenVINO gives each stream at least
@@ -192,7 +232,7 @@ class OpenVinoEngine(Engine):
             threads,
             self.cpu_streams,
             "" if self.cpu_streams == 1 else "s",
-            config["CACHE_DIR"],
+            config.get("CACHE_DIR", "off"),
         )
         if runs == "int8":
             warn_int8_saturation(log, self.metadata)

@@ -11,22 +11,33 @@ disables it) under a key of the model's SHA-256, the ONNX Runtime version, the C
 creation went from 0.14-0.16 s to 0.075 s for the default model on a busy 2-core Xeon. A model whose
 weights lie outside it (``model.onnx`` + ``model.onnx.data``, ONNX external data) is not cached: the
 saved graph would name its weights file relative to the cache folder, and the key would not see new
-weights in that file.
+weights in that file. Entries are named by the key alone (``<hash>.onnx``), so no file name of the
+user's reaches ONNX Runtime through them. The cache keeps the ``ORT_CACHE_MAX_ENTRIES`` most recently
+used graphs within ``ORT_CACHE_MAX_BYTES`` (``prune_cache``, after each new entry). The folder is
+private to the user and one that others could write is not used (``perception.engines.cache``). A
+cache that cannot be written (read-only, full, no permission, no home folder) is one warning, and
+the session is made without it: a cache is never the reason a node does not start.
 
 ONNX Runtime's own log lines stay off the terminal on the CPU (an error there is also raised, and
-said in one line naming the file, ``backend_error_text`` keeping its cause).
+said in one line naming the file, ``backend_error_text`` keeping its cause); its fall back to the
+CPU, which prints a banner on stdout, is off where the CPU is the only provider. A model path that
+is not valid UTF-8 (which ONNX Runtime's ``str`` arguments cannot carry) is read here and handed to
+ONNX Runtime as bytes (``_session``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import re
+import stat
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from perception.contracts import ONNX_OPSET, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ModelMetadata
 from perception.engines.base import (
@@ -39,8 +50,21 @@ from perception.engines.base import (
     warn_int8_file_for_float,
     warn_int8_saturation,
 )
-from perception.errors import GPU_INSTALL_HINT, ConfigError, DependencyError, ModelError
+from perception.engines.cache import (
+    disk_full,
+    os_cause,
+    quiet_ort_telemetry,
+    trusted_entry,
+    usable_dir,
+    utf8_path,
+    warn_once,
+)
+from perception.errors import GPU_INSTALL_HINT, ConfigError, DependencyError, ModelError, PerceptionError
 from perception.modelfile import read_model_file
+
+quiet_ort_telemetry()  # before ONNX Runtime's import, which prints that warning
+
+import onnxruntime as ort  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +111,26 @@ def tensorrt_provider_options(metadata: ModelMetadata) -> dict[str, object]:
     return dict(trt_entry[1]) if isinstance(trt_entry, tuple) else {}
 
 
+#: How the warnings name this cache, and what running without it costs.
+ORT_CACHE = "ONNX Runtime cache"
+ORT_COST = "graphs are optimised at every start"
+#: The cache keeps at most this many graphs (the most recently used) ...
+ORT_CACHE_MAX_ENTRIES = 16
+#: ... and at most this many bytes of them (the default model's graph is 7.8 MB).
+ORT_CACHE_MAX_BYTES = 256 * 1024 * 1024
+#: A temporary file of an interrupted write older than this is removed by ``prune_cache``.
+_TMP_MAX_AGE_S = 3600
+
+
 def ort_cache_dir() -> Path | None:
-    """Where optimised CPU graphs are cached; None when ``PERCEPTION_ORT_CACHE=off``."""
+    """Where optimised CPU graphs are cached; None when ``PERCEPTION_ORT_CACHE=off``, or when there
+    is no home folder to put it in (one warning)."""
+    from perception.engines.cache import default_dir
+
     env = os.environ.get("PERCEPTION_ORT_CACHE")
     if env and env.lower() in ("off", "0", "none"):
         return None
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "perception" / "ort"
+    return default_dir("PERCEPTION_ORT_CACHE", "ort", ORT_CACHE, ORT_COST)
 
 
 #: ONNX Runtime's words for a model stamped with an opset newer than it knows.
@@ -113,12 +151,82 @@ def load_error(path: Path, exc: BaseException) -> ModelError:
 
 
 def optimized_model_path(path: Path, cache_dir: Path) -> Path:
-    """The cache entry for ``path``'s optimised CPU graph (see the module docstring)."""
+    """The cache entry for ``path``'s optimised CPU graph (see the module docstring): named by its
+    key alone, whatever the model file is called."""
     from perception.engines.cpu import cpu_isa, cpu_model
 
     digest = hashlib.sha256(path.read_bytes())
     digest.update(f"|{ort.__version__}|{cpu_model()}|{','.join(cpu_isa())}".encode())
-    return cache_dir / f"{path.stem}-{digest.hexdigest()[:24]}.onnx"
+    return cache_dir / f"{digest.hexdigest()[:24]}.onnx"
+
+
+def prune_cache(cache_dir: Path, keep: Path) -> int:
+    """Remove the least recently used graphs of ``cache_dir`` beyond ``ORT_CACHE_MAX_ENTRIES`` or
+    ``ORT_CACHE_MAX_BYTES`` (``keep``, the entry just written, always stays), and temporary files of
+    writes interrupted over an hour ago; returns how many graphs it removed. A hit refreshes an
+    entry's time (``_touch``), so what runs stays."""
+    now = time.time()
+    entries: list[tuple[bool, float, int, str]] = []
+    try:
+        with os.scandir(cache_dir) as scan:
+            for item in scan:
+                if not item.name.endswith(".onnx"):
+                    continue
+                try:
+                    st = item.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                if ".tmp" in item.name:
+                    if now - st.st_mtime > _TMP_MAX_AGE_S:
+                        _unlink(item.path)
+                    continue
+                entries.append((item.path != str(keep), -st.st_mtime, st.st_size, item.path))
+    except OSError:
+        return 0
+    entries.sort()
+    count, total, removed = 0, 0, 0
+    for other, _age, size, name in entries:
+        if not other or (count < ORT_CACHE_MAX_ENTRIES and total + size <= ORT_CACHE_MAX_BYTES):
+            count, total = count + 1, total + size
+        elif _unlink(name):
+            removed += 1
+    if removed:
+        log.info("%s %s: removed the %d least recently used graph%s (it keeps %d, at most %d MB)", ORT_CACHE, cache_dir,
+                 removed, "" if removed == 1 else "s", ORT_CACHE_MAX_ENTRIES, ORT_CACHE_MAX_BYTES >> 20)
+    return removed
+
+
+def _unlink(name: str | Path) -> bool:
+    try:
+        os.unlink(name)
+    except OSError:
+        return False
+    return True
+
+
+def _touch(path: Path) -> None:
+    """Mark a cache hit as recently used (``prune_cache``); a read-only cache stays as it is."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
+def _session(source: Path, session_options, provider_list: list, *, external: tuple = ()):
+    """``ort.InferenceSession`` over ``source``: by its path when ONNX Runtime can take it
+    (``utf8_path``), else over its bytes; a model whose weights are in other files (``external``)
+    needs its path, and is then refused in one line saying to rename it. Without ONNX Runtime's fall
+    back (a banner on stdout, then the same CPU again) where the CPU is the only provider."""
+    source_arg: str | bytes | None = utf8_path(source)
+    if source_arg is None:
+        if external:
+            raise ModelError(f"ONNX Runtime cannot open {source.name}: its path {str(source)!r} is not valid UTF-8 and "
+                             "its weights are in a separate file, which ONNX Runtime finds by that path; rename the "
+                             "file (or its folder) to a UTF-8 name")
+        source_arg = source.read_bytes()
+    names = [p[0] if isinstance(p, tuple) else p for p in provider_list]
+    extra = {"enable_fallback": 0} if names == ["CPUExecutionProvider"] else {}
+    return ort.InferenceSession(source_arg, sess_options=session_options, providers=provider_list, **extra)
 
 
 def stream_threads(threads: int, streams: int) -> int:
@@ -180,6 +288,8 @@ class OrtEngine(Engine):
         ]
         try:
             self.session = self._cached_session(path, session_options, provider_list, providers, external)
+        except PerceptionError:  # said already (a path ONNX Runtime cannot take)
+            raise
         except Exception as exc:  # onnxruntime raises its own pybind types (Fail, InvalidGraph, ...)
             raise load_error(path, exc) from None
         inp = self.session.get_inputs()[0]
@@ -210,38 +320,61 @@ class OrtEngine(Engine):
     def _cached_session(path: Path, session_options, provider_list: list, providers: list[str], external: dict):
         """A session over the cached optimised graph when there is one (CPU only), else over
         ``path``, saving the optimised graph for the next start; not for a model with ``external``
-        weights files (the module docstring)."""
-        cache_dir = ort_cache_dir()
-        if providers != ["CPUExecutionProvider"] or cache_dir is None:
-            return ort.InferenceSession(str(path), sess_options=session_options, providers=provider_list)
+        weights files (the module docstring). A cache that cannot be used or written is one warning
+        (``perception.engines.cache``), and the session is made without it."""
+        cache_dir = ort_cache_dir() if providers == ["CPUExecutionProvider"] else None
+        if cache_dir is None:
+            return _session(path, session_options, provider_list, external=tuple(external))
         if external:
             log.debug("no optimised-graph cache for %s: its weights are in %s (ONNX external data), which a cached graph "
                       "could not find and its key would not see change", path.name, ", ".join(p.name for p in external))
-            return ort.InferenceSession(str(path), sess_options=session_options, providers=provider_list)
+            return _session(path, session_options, provider_list, external=tuple(external))
+        if utf8_path(cache_dir) is None:
+            warn_once(f"cannot use the {ORT_CACHE} {cache_dir}: ONNX Runtime takes only UTF-8 paths; {ORT_COST} "
+                      "(set PERCEPTION_ORT_CACHE to a UTF-8 path)")
+            return _session(path, session_options, provider_list)
+        if not usable_dir(cache_dir, ORT_CACHE, ORT_COST):
+            return _session(path, session_options, provider_list)
         cached = optimized_model_path(path, cache_dir)
-        if cached.is_file():
+        if trusted_entry(cached, ORT_CACHE, "optimising the model again"):
             session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             try:
-                return ort.InferenceSession(str(cached), sess_options=session_options, providers=provider_list)
+                session = _session(cached, session_options, provider_list)
             except Exception as exc:  # a damaged entry: drop it and optimise again
-                log.warning("ignoring the damaged optimised-graph cache %s (%s)", cached, backend_error_text(exc, 160))
-                cached.unlink(missing_ok=True)
+                if cached.exists():  # not one that another process pruned meanwhile
+                    warn_once(f"ignoring the damaged optimised-graph cache {cached} ({backend_error_text(exc, 160)})")
+                    _unlink(cached)
                 session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            else:
+                _touch(cached)
+                return session
+        try:  # ours, mode 0600: ONNX Runtime writes into it (the umask would give others its mode)
+            fd, name = tempfile.mkstemp(prefix=f".{cached.stem}.tmp", suffix=".onnx", dir=cache_dir)
+            os.close(fd)
+        except OSError as exc:  # read-only, full, no permission
+            warn_once(f"cannot write the {ORT_CACHE} {cache_dir} ({os_cause(exc, cache_dir)}); {ORT_COST}")
+            return _session(path, session_options, provider_list)
+        tmp = Path(name)
+        # The warning that an NCHWc graph is hardware-specific (why the key holds the CPU) is below
+        # the log level the constructor set.
+        session_options.optimized_model_filepath = str(tmp)
         try:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_name(f"{cached.stem}.tmp{os.getpid()}.onnx")
-            session_options.optimized_model_filepath = str(tmp)
-            # The warning that an NCHWc graph is hardware-specific (why the key holds the CPU) is
-            # below the log level the constructor set.
-        except OSError as exc:
-            log.warning("cannot write the ONNX Runtime cache %s (%s); graphs are optimised at every start",
-                        cache_dir, exc.strerror)
-            return ort.InferenceSession(str(path), sess_options=session_options, providers=provider_list)
-        session = ort.InferenceSession(str(path), sess_options=session_options, providers=provider_list)
-        try:
-            os.replace(tmp, cached)
-        except OSError:
-            tmp.unlink(missing_ok=True)
+            try:
+                session = _session(path, session_options, provider_list)
+            except Exception as exc:  # it could not write the graph (a full disk), or the model does not load
+                session_options.optimized_model_filepath = ""
+                session = _session(path, session_options, provider_list)  # the model's own error, if that
+                cause = "no space left on the device" if disk_full(cache_dir) else backend_error_text(exc, 160)
+                warn_once(f"cannot write the {ORT_CACHE} {cache_dir} ({cause}); {ORT_COST}")
+                return session
+            try:
+                os.replace(tmp, cached)
+            except OSError as exc:
+                warn_once(f"cannot write the {ORT_CACHE} {cache_dir} ({os_cause(exc, cache_dir)}); {ORT_COST}")
+                return session
+        finally:
+            _unlink(tmp)  # gone after the rename; else what was left of it
+        prune_cache(cache_dir, keep=cached)
         return session
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:

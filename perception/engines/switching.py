@@ -77,7 +77,7 @@ class SwitchingEngine(Engine):
     running (the next start probes again).
     """
 
-    def __init__(self, model_path: Path, options: EngineOptions, *, cache_dir: Path, key: dict) -> None:
+    def __init__(self, model_path: Path, options: EngineOptions, *, cache_dir: Path | None, key: dict) -> None:
         self._model_path, self._options, self._key = model_path, options, key
         self._current: Engine = self._reference()
         self.streams = options.streams

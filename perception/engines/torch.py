@@ -72,7 +72,7 @@ def compile_tensorrt(model: Any, example: Any, *, half: bool) -> tuple[Any, Any]
     """
     import torch
 
-    from perception.engines.cache import torch_tensorrt_cache_dir, trt_major
+    from perception.engines.cache import make_private_dirs, torch_tensorrt_cache_dir, trt_major
 
     torch_tensorrt = _import_torch_tensorrt()
     try:
@@ -83,7 +83,7 @@ def compile_tensorrt(model: Any, example: Any, *, half: bool) -> tuple[Any, Any]
     if major not in (10, 11):
         raise DependencyError(f"--compile tensorrt supports TensorRT 10 and 11, found {tensorrt.__version__}")
     cache_dir = torch_tensorrt_cache_dir()
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(cache_dir)  # mode 0700: what it holds is run
     kwargs: dict[str, Any] = {
         "ir": "dynamo",
         "arg_inputs": [example],

@@ -48,7 +48,19 @@ from typing import Any
 import onnx
 
 from perception.contracts import INPUT_NAME
-from perception.engines.cache import EngineCache, EngineKey, engine_key, gpu_name, trt_major
+from perception.engines.cache import (
+    TRT_CACHE,
+    EngineCache,
+    EngineKey,
+    engine_key,
+    gpu_name,
+    make_private_dirs,
+    os_cause,
+    trt_major,
+    trusted_entry,
+    warn_once,
+    write_private,
+)
 from perception.errors import GPU_INSTALL_HINT, DependencyError, ModelError
 
 log = logging.getLogger(__name__)
@@ -231,7 +243,8 @@ def build_engine(
         profile.set_shape(image.name, (1, *static), (max_batch, *static), (max_batch, *static))
         config.add_optimization_profile(profile)
 
-    timing_bytes = timing_cache_path.read_bytes() if timing_cache_path and timing_cache_path.is_file() else b""
+    timing_bytes = (timing_cache_path.read_bytes() if timing_cache_path
+                    and trusted_entry(timing_cache_path, TRT_CACHE, "timing the tactics again") else b"")
     timing_cache = config.create_timing_cache(timing_bytes)
     config.set_timing_cache(timing_cache, ignore_mismatch=False)
 
@@ -242,8 +255,12 @@ def build_engine(
     log.info("TensorRT %s %s engine built in %.1f s (%s)", trt.__version__, precision, time.perf_counter() - start,
              "strongly typed" if plan.strongly_typed else "builder flags " + ",".join(plan.builder_flags or ("none",)))
     if timing_cache_path is not None:
-        timing_cache_path.parent.mkdir(parents=True, exist_ok=True)
-        timing_cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+        try:
+            make_private_dirs(timing_cache_path.parent)
+            write_private(timing_cache_path, bytes(config.get_timing_cache().serialize()))
+        except OSError as exc:  # the engine is built: a timing cache that cannot be kept is a warning
+            warn_once(f"cannot write the {TRT_CACHE} {timing_cache_path.parent} "
+                      f"({os_cause(exc, timing_cache_path.parent)}); tactics are timed again at the next build")
     return bytes(serialized)
 
 
