@@ -262,8 +262,15 @@ def out_of_memory_as_error(run: Run, run_dir: Path) -> Iterator[None]:
         saved = run.last_metrics.get("step")
         kept = (f"; {run_dir / 'last.pt'} holds step {saved}: continue from it with --resume and smaller settings"
                 if saved else "")
+        size = f"--size {config.input_hw[0]}x{config.input_hw[1]}"
+        if run.val_pending:  # validation batches are val_batch_size images, scored at the labels' size
+            raise ConfigError(
+                f"training {what} while validating at step {run.step} ({size}, val_batch_size {config.val_batch_size}, "
+                f"--workers {config.workers}, device {run.device}); lower val_batch_size (--set val_batch_size=1) "
+                f"or --size{kept}"
+            ) from None
         raise ConfigError(
-            f"training {what} at step {run.step} (--size {config.input_hw[0]}x{config.input_hw[1]}{crop}, "
+            f"training {what} at step {run.step} ({size}{crop}, "
             f"--batch-size {config.batch_size}, --workers {config.workers}, device {run.device}); "
             f"lower --batch-size or --size, or train on crops (--set crop_hw=[H,W]){kept}"
         ) from None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,9 +31,10 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Subset
 
 from perception.contracts import ClassTable
-from perception.datasets import Dataset, class_pixel_stats, open_dataset
+from perception.datasets import Dataset, SyntheticDataset, class_pixel_stats, open_dataset
 from perception.errors import ConfigError, DataError
 from perception.metrics import ConfusionMatrix
+from perception.progress import count_of
 from perception.training.augment import (
     EvalSamples,
     TrainSamples,
@@ -135,10 +136,7 @@ def build_data(config: TrainConfig, info: DistInfo | None = None) -> Data:
     sample_set = mixed_in(config, train_set, ignore_id) if config.mix_data else train_set
     per_epoch = len(sample_set) // (info.world_size * config.batch_size)
     if per_epoch == 0:
-        raise DataError(
-            f"training data {sample_set.name!r} has {len(sample_set)} samples, fewer than one batch of "
-            f"{config.batch_size} per process; lower --batch-size"
-        )
+        raise DataError(too_few_samples(config, sample_set, info.world_size))
     transform = build_train_transform(
         config.input_hw,
         ignore_id=ignore_id,
@@ -180,6 +178,37 @@ def build_data(config: TrainConfig, info: DistInfo | None = None) -> Data:
     return Data(train_set, val_set, samples, sampler, loader, val_loader, ignore_id)
 
 
+#: The registered models that train on batches of one image: those without a BatchNorm after a
+#: global pooling (``batch_of_one_blocker``; tests check the list against the registry).
+SINGLE_IMAGE_MODELS = ("segnet_basic", "segnet", "litefpn")
+
+
+def too_few_samples(config: TrainConfig, sample_set: Dataset, world_size: int) -> str:
+    """The line for training data with fewer samples per process than one batch, naming the fixes
+    that work: more images, a smaller --batch-size, or (one sample per process and a model that
+    needs 2 images a batch) a model that trains on batches of one."""
+    per_process = len(sample_set) // world_size
+    smallest = 1 if config.model in SINGLE_IMAGE_MODELS else 2  # the smallest batch the model trains on
+    head = (f"training data {sample_set.name!r} has {count_of(len(sample_set), 'sample')}, fewer than one batch of "
+            f"{config.batch_size}" + (f" per process ({world_size} processes)" if world_size > 1 else ""))
+    if per_process == 0:
+        return (f"{head}; add images ({smallest * world_size} or more)"
+                + (", or run fewer processes" if world_size > 1 else ""))
+    if per_process >= smallest:
+        return (f"{head}; use --batch-size 1, or add images" if per_process == 1
+                else f"{head}; lower --batch-size to {per_process} or less, or add images")
+    with_batch = "" if config.batch_size == 2 else ", with --batch-size 2"
+    return (f"{head}; {config.model} trains on batches of 2 or more images (BatchNorm after a global pooling): add "
+            f"images ({2 * world_size} or more{with_batch}), or {single_image_models()}")
+
+
+def single_image_models() -> str:
+    """The advice to train a model that takes batches of one image, naming them."""
+    *first, last = SINGLE_IMAGE_MODELS
+    return (f"train {', '.join(first)} or {last}, which take batches of one image "
+            f"(--model {SINGLE_IMAGE_MODELS[0]} --batch-size 1)")
+
+
 def class_ids(table: ClassTable, names: list[str], key: str) -> tuple[int, ...]:
     """The ids of ``names`` in ``table``; DataError naming the first unknown one and the table's classes."""
     for name in names:
@@ -205,19 +234,82 @@ def mixed_in(config: TrainConfig, train_set: Dataset, ignore_id: int) -> MixedDa
 # --------------------------------------------------------------------------------------------
 
 
-def class_weights_for(config: TrainConfig, data: Data) -> np.ndarray | None:
-    return class_weights_of(config.class_weighting, data.train_set)
-
-
 def class_weights_of(weighting: str, train_set: Dataset) -> np.ndarray | None:
     """The loss's class weights (``class_weighting``: none, enet or median_freq) from ``train_set``'s
     pixel counts; None for none. ``perception export --logit-adjust`` recomputes them this way."""
     if weighting == "none":
         return None
-    counts, present = class_pixel_stats(train_set)
+    return weights_from_stats(weighting, LabelStats.of(train_set))
+
+
+def weights_from_stats(weighting: str, stats: LabelStats) -> np.ndarray:
+    """``class_weights_of`` from label statistics already read (enet or median_freq)."""
     if weighting == "enet":
-        return enet_weights(counts)
-    return median_frequency_weights(counts, present)
+        return enet_weights(stats.counts)
+    return median_frequency_weights(stats.counts, stats.present)
+
+
+@dataclass
+class LabelStats:
+    """``class_pixel_stats`` of a dataset (up to 200 evenly spaced labels), with how many labels and
+    pixels it read: the pixels of no class are the ignore id's."""
+
+    counts: np.ndarray  # pixels per class
+    present: np.ndarray  # valid pixels of the labels in which each class occurs
+    labels: int
+    pixels: int
+
+    @classmethod
+    def of(cls, dataset: Dataset) -> LabelStats:
+        tally = _LabelTally(dataset)
+        counts, present = class_pixel_stats(tally)
+        return cls(counts, present, tally.labels, tally.pixels)
+
+    @property
+    def ignored(self) -> int:
+        return self.pixels - int(self.counts.sum())
+
+
+class _LabelTally:
+    """``dataset`` as ``class_pixel_stats`` reads it, counting the labels and pixels it reads."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self.class_table = dataset.class_table
+        self.labels = self.pixels = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        image, label = self.dataset[index]
+        self.labels += 1
+        self.pixels += int(label.size)
+        return image, label
+
+
+def unlabelled_classes_warning(stats: LabelStats, train_set: Dataset, *, mixed: bool = False) -> str | None:
+    """One line naming the classes of ``train_set``'s table without a labelled pixel in the labels
+    ``stats`` sampled (the model cannot learn them), or None. For a two-class table whose ignore id is
+    255 and whose labels hold only 0 and 255 (0/255 masks, whose 255 is then never read as class 1)
+    it names that as the likely cause and the fix."""
+    table = train_set.class_table
+    missing = [name for name, count in zip(table.names, stats.counts, strict=True) if count == 0]
+    if not missing or stats.labels == 0:
+        return None
+    sampled = (f"the {count_of(stats.labels, 'training label')}" if stats.labels == len(train_set)
+               else f"{stats.labels} of the {count_of(len(train_set), 'training label')}")
+    where = f"{sampled} of {train_set.name!r}" + (" (mix_data's frames not counted)" if mixed else "")
+    if (table.num_classes == 2 and table.ignore_id == 255 and missing == [table.names[1]]
+            and stats.ignored > 0):
+        return (f"class {missing[0]} has no labelled pixel in {where}: they hold only 0 and 255, and the class table "
+                "sets ignore_id: 255, so every 255 pixel is left out of the loss and the model never learns "
+                f"{missing[0]}; for 0/255 masks remove ignore_id from classes.yaml (or set it to another value), "
+                f"so that 255 reads as class 1 ({missing[0]})")
+    what = f"class {missing[0]} has" if len(missing) == 1 else f"classes {', '.join(missing)} have"
+    return (f"{what} no labelled pixel in {where}: the model cannot learn "
+            f"{'it' if len(missing) == 1 else 'them'}; check that the labels hold "
+            f"{'its id' if len(missing) == 1 else 'their ids'} ({', '.join(str(table.names.index(n)) for n in missing)})")
 
 
 def build_model_for(config: TrainConfig, num_classes: int) -> nn.Module:
@@ -266,15 +358,22 @@ def batch_of_one_blocker(model: nn.Module, input_hw: tuple[int, int], device: to
     return found[0] if found else None
 
 
-def check_batch_of_one(model: nn.Module, config: TrainConfig, device: torch.device) -> None:
+def check_batch_of_one(model: nn.Module, config: TrainConfig, device: torch.device, *,
+                       samples_per_process: int | None = None, world_size: int = 1) -> None:
     """ConfigError before anything is written when ``model`` cannot train on batches of one image
-    (``batch_of_one_blocker``); the same holds per process under DDP, where the batch is per process."""
+    (``batch_of_one_blocker``); the same holds per process under DDP, where the batch is per process.
+    With ``samples_per_process`` under 2 (no batch of 2 to be had) the line says to add images."""
     hw = tuple(config.crop_hw or config.input_hw)
     layer = batch_of_one_blocker(model, hw, device)
     if layer is not None:
+        fix = (f"use --batch-size 2 or more, or {single_image_models()}"
+               if samples_per_process is None or samples_per_process >= 2
+               else f"with {count_of(samples_per_process, 'training sample')}"
+                    f"{' per process' if world_size > 1 else ''}, add images and use "
+                    f"--batch-size 2 or more, or {single_image_models()}")
         raise ConfigError(
             f"--batch-size 1 cannot train {config.model}: BatchNorm needs at least 2 images a batch (per process "
-            f"under DDP) where it follows a global pooling, as its layer {layer} does; use --batch-size 2 or more"
+            f"under DDP) where it follows a global pooling, as its layer {layer} does; {fix}"
         )
 
 
@@ -298,7 +397,8 @@ def build_run(config: TrainConfig, data: Data, *, info: DistInfo | None = None, 
     _seed_everything(config.seed + info.rank)
     model = (model or build_model_for(config, data.class_table.num_classes)).to(device)
     if config.batch_size == 1:
-        check_batch_of_one(model, config, device)
+        check_batch_of_one(model, config, device, samples_per_process=len(data.sampler.dataset) // info.world_size,
+                           world_size=info.world_size)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if info.enabled:
@@ -320,7 +420,14 @@ def build_run(config: TrainConfig, data: Data, *, info: DistInfo | None = None, 
         optimizer,
         lambda s: poly_lr_factor(s, total_steps=total_steps, warmup_steps=config.warmup_steps, power=config.poly_power),
     )
-    weights = class_weights_for(config, data)
+    # The labels are read once for the class weights and the check of classes never labelled (rendered
+    # synthetic scenes label every class of their table: no read only for that).
+    stats = None
+    if config.class_weighting != "none" or (info.is_main and not isinstance(data.train_set, SyntheticDataset)):
+        stats = LabelStats.of(data.train_set)
+        if info.is_main and (warning := unlabelled_classes_warning(stats, data.train_set, mixed=bool(config.mix_data))):
+            log.warning("%s", warning)
+    weights = None if config.class_weighting == "none" else weights_from_stats(config.class_weighting, stats)
     loss_fn = build_loss(config, class_table=data.class_table, ignore_id=data.ignore_id, class_weights=weights).to(device)
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
     run = Run(config, info, device, model, optimizer, scheduler, scaler, loss_fn, total_steps, ignore_id=data.ignore_id)
@@ -407,13 +514,73 @@ def step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> dict[str, floa
     return {"loss": float(loss.detach()), "lr": lr}
 
 
+#: The most bytes of float32 logits at a label's size that scoring holds at once: larger labels are
+#: resized and scored in column bands of about this size (``resized_logits``), so that a 48 MP label
+#: does not need its num_classes x H x W float32 logits (2.3 GB for 12 classes) in memory, or on the GPU.
+RESIZE_BAND_BYTES = 32 << 20
+
+
+def _bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.interpolate`` of ``x`` (C x h x w) to ``size`` (bilinear, align_corners=False). Three
+    channels go one by one: on one CPU thread ATen picks another kernel for exactly three channels,
+    whose rounding differs from the generic kernel's that ``resized_logits`` relies on."""
+    if x.shape[0] == 3 and x.device.type == "cpu":
+        return torch.cat([F.interpolate(x[None, c : c + 1], size=size, mode="bilinear")[0] for c in range(3)])
+    return F.interpolate(x[None], size=size, mode="bilinear")[0]
+
+
+def resized_logits(
+    logits: torch.Tensor, size: tuple[int, int], *, band_bytes: int | None = None
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """``(columns, scores)``: ``logits`` (C x h x w) resized bilinearly (align_corners=False) to
+    ``size`` (H x W), as float32, in bands of the label's columns, so that no more than about
+    ``band_bytes`` (``RESIZE_BAND_BYTES``) of resized logits exist at once; one band (all columns)
+    when that fits, or when no resize is needed (then the logits as they are).
+
+    The values are ``F.interpolate(logits[None].float(), size, mode="bilinear")[0][:, :, columns]``
+    bit for bit: the resize is done in two of F.interpolate's own passes, first the width alone
+    (``C x h x W``, rows unchanged), then per band the height alone (columns unchanged). ATen's
+    bilinear kernels (the CPU's generic one, and by its code CUDA's) interpolate along the width first and
+    then across rows, with weights that depend only on the sizes and the output index, and a
+    dimension of unchanged size gets the weights 1 and 0, which reproduce a value exactly. The
+    one-pass call remains where it is small, and where its sizes would make ATen pick its
+    channels-last CPU kernel (an output of height + width <= 128), whose rounding differs.
+
+    Bands take the logits contiguous (and three classes one by one, ``_bilinear``): their values are
+    the generic kernel's. Where the one-pass call would use ATen's channels-last CPU kernel for a
+    large label (channels-last logits, as a ``channels_last: true`` model's validation gives, or
+    three classes on one CPU thread), they can differ from it in the last bit, so in the class of
+    a pixel whose two best logits tie to that bit.
+    """
+    h, w = logits.shape[-2:]
+    if (h, w) == tuple(size):
+        yield slice(None), logits
+        return
+    height, width = size
+    budget = RESIZE_BAND_BYTES if band_bytes is None else band_bytes
+    classes = logits.shape[0]
+    full_bytes = 4 * classes * height * width
+    if full_bytes <= budget or h + width <= 128 or height + width <= 128:
+        yield slice(None), F.interpolate(logits[None].float(), size=size, mode="bilinear")[0]
+        return
+    logits = logits.float().contiguous()
+    rows = _bilinear(logits, (h, width))  # C x h x W: bounded by the model's height
+    bands = min(-(-full_bytes // budget), width)
+    if height < 129:  # keep every band's height + width above 128 (see above)
+        bands = min(bands, width // (129 - height))
+    edges = [round(i * width / bands) for i in range(bands + 1)]
+    for start, stop in zip(edges, edges[1:], strict=False):
+        yield slice(start, stop), _bilinear(rows[:, :, start:stop], (height, stop - start))
+
+
 def score_loader(
     model: nn.Module, loader: DataLoader, *, device: torch.device, num_classes: int, ignore_id: int, use_amp: bool
 ) -> ConfusionMatrix:
     """Confusion matrix of ``model`` over ``(images, labels, contents)`` batches of ``EvalSamples``.
 
     Logits are cropped to the letterboxed image area and resized bilinearly to each label's size
-    before the argmax, so scores are always at the dataset's resolution whatever the input size.
+    before the argmax, so scores are always at the dataset's resolution whatever the input size;
+    a large label is resized and scored in column bands (``resized_logits``), with the same result.
     """
     return score_loader_biased(model, loader, [None], device=device, num_classes=num_classes, ignore_id=ignore_id,
                                use_amp=use_amp)[0]
@@ -444,17 +611,18 @@ def score_loader_biased(
         for sample_logits, label, content in zip(logits, labels, contents, strict=True):
             top, left, height, width = content.tolist()
             sample_logits = sample_logits[:, top : top + height, left : left + width]
-            if sample_logits.shape[-2:] != label.shape:
-                sample_logits = F.interpolate(sample_logits[None].float(), size=label.shape, mode="bilinear")[0]
-            target = label.numpy()
-            if sample_logits.device.type == "cpu":
-                scores = sample_logits.float().numpy()
-                for cm, bias in zip(cms, cpu_biases, strict=True):
-                    cm.update((scores if bias is None else scores + bias[:, None, None]).argmax(0), target)
-                continue
-            for cm, bias in zip(cms, biases, strict=True):
-                adjusted = sample_logits if bias is None else sample_logits + bias.to(sample_logits)[:, None, None]
-                cm.update(adjusted.argmax(0).cpu().numpy(), target)
+            labels_np = label.numpy()
+            # In column bands for a large label: its full-size float32 logits could take gigabytes.
+            for columns, scores in resized_logits(sample_logits, tuple(label.shape)):
+                target = labels_np[:, columns]
+                if scores.device.type == "cpu":
+                    scores = scores.float().numpy()
+                    for cm, bias in zip(cms, cpu_biases, strict=True):
+                        cm.update((scores if bias is None else scores + bias[:, None, None]).argmax(0), target)
+                    continue
+                for cm, bias in zip(cms, biases, strict=True):
+                    adjusted = scores if bias is None else scores + bias.to(scores)[:, None, None]
+                    cm.update(adjusted.argmax(0).cpu().numpy(), target)
         if on_batch is not None:
             on_batch(len(labels))
     return cms
