@@ -8,9 +8,13 @@ says, one file or a sequence of splits, with per-topic counts.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import logging
 import os
 import struct
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
@@ -42,6 +46,22 @@ from perception.mcap_layout import (
 if TYPE_CHECKING:
     from perception.record import RecordConfig
 
+log = logging.getLogger(__name__)
+
+#: The ``mcap`` Writer keeps one chunk index per chunk written (about 0.6 kB, and some 50 bytes
+#: more per channel it holds) until the file is finished: an unsplit recording's memory grows with
+#: it. Once the estimate passes ``INDEX_WARN_BYTES`` the recorder says so, once (``SplitWriter``).
+CHUNK_INDEX_BYTES = 600
+CHANNEL_INDEX_BYTES = 50
+INDEX_WARN_BYTES = 64 * 1024 * 1024
+
+#: Where the last chunks end (``McapMaskWriter._chunk_ends``): enough of them for a write that
+#: failed, whose file on disk is short of the stream by the one chunk being written and the file
+#: buffer (8 KiB: at most some 140 small chunks); older ones are never looked at again.
+CHUNK_ENDS_KEPT = 4096
+
+#: The last 8 bytes of a finished MCAP file (its closing magic); an unfinished one lacks them.
+MCAP_MAGIC = b"\x89MCAP0\r\n"
 
 def existing_outputs(config: RecordConfig) -> list[Path]:
     """Files a recording per ``config`` would replace or be mixed with: ``out`` and every existing
@@ -63,6 +83,100 @@ def refuse_existing(config: RecordConfig) -> None:
         one = len(found) == 1
         raise ConfigError(f"{names} already exist{'s' if one else ''} (an earlier recording); choose another --out, "
                           f"remove {'it' if one else 'them'}, or pass --overwrite to replace {'it' if one else 'them'}")
+
+
+def lock_path(out: Path) -> Path:
+    """The lock file of a recording to ``out`` and its splits: ``.run.mcap.lock`` beside ``run.mcap``."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.lock")
+
+
+class OutputLock:
+    """Exclusive use of a recording's output (``out`` and its ``<stem>_N.mcap`` splits) by one
+    recorder: ``fcntl.flock`` on ``lock_path(out)``, which holds the recorder's pid. A second
+    recorder to the same ``out`` (however spelled: ``a/./run.mcap``, a linked folder) is refused
+    with ConfigError naming the file and that pid, instead of both writing (with ``--overwrite``,
+    each removing the other's file) and both reporting success over a file no one can read.
+
+    The kernel drops the lock when the recorder ends, also when it is killed (SIGKILL, OOM): the
+    file left then is taken over by the next recorder. ``release`` removes it (before unlocking:
+    one that opened the old file meanwhile finds it gone and opens the new one)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = Path(out)
+        self.path = lock_path(self.out)
+        self._file: IO[bytes] | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {self.out}: {exc.strerror}; choose a writable --out") from None
+        while self._file is None:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                raise ConfigError(f"cannot write {self.out} (its lock file {self.path.name}: {exc.strerror}); "
+                                  "choose a writable --out") from None
+            file = os.fdopen(fd, "r+b", buffering=0)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _lock_holder(file)
+                file.close()
+                who = f"another recorder (pid {holder})" if holder else "another recorder"
+                raise ConfigError(f"{self.out} is being written by {who}, which holds {self.path}; stop it, or "
+                                  "choose another --out") from None
+            except OSError as exc:
+                if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                    file.close()
+                    raise
+                log.debug("no lock on %s (%s): this file system takes none", self.path, exc.strerror)
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path, follow_symlinks=False))
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._file = file
+            else:  # removed (and perhaps made again) by the recorder that held it, as it ended
+                file.close()
+        with contextlib.suppress(OSError):  # the pid is for the message above; a full disk leaves it out
+            self._file.truncate(0)
+            self._file.write(f"{os.getpid()}\n".encode())
+
+    def release(self) -> None:
+        """Remove the lock file and unlock; idempotent."""
+        if self._file is None:
+            return
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+        self._file.close()
+        self._file = None
+
+
+def _lock_holder(file: IO[bytes]) -> int | None:
+    """The pid written in a lock file, or None (not written yet, or not a pid)."""
+    try:
+        file.seek(0)
+        text = file.read(32).decode("ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def finished_mcap(path: Path) -> bool | None:
+    """Whether a regular file ends with MCAP's closing magic, as a finished file does (one whose
+    recorder was killed lacks it: ``perception record --recover`` rebuilds it); None when it is not
+    a regular file or cannot be read."""
+    try:
+        if not path.is_file():
+            return None
+        with Path(path).open("rb") as f:  # not this module's open (tests stand in for it)
+            size = f.seek(0, os.SEEK_END)
+            if size < len(MCAP_MAGIC):
+                return False
+            f.seek(size - len(MCAP_MAGIC))
+            return f.read(len(MCAP_MAGIC)) == MCAP_MAGIC
+    except OSError:
+        return None
 
 
 class UnrecordableMessage(ValueError):
@@ -215,13 +329,27 @@ class McapMaskWriter:
         #: ``(offset, messages, records)`` where each chunk (with its message indexes) ends in the
         #: stream, and how many messages were whole in the file up to there: what a file cut at a
         #: given size holds (``whole_on_disk``).
-        self._chunk_ends: list[tuple[int, int, int]] = []
+        #: Only the last ``CHUNK_ENDS_KEPT``: a long recording's memory must not grow with them.
+        self._chunk_ends: deque[tuple[int, int, int]] = deque(maxlen=CHUNK_ENDS_KEPT)
+        #: Chunks written so far: the ``mcap`` Writer holds an index of each until ``close`` (``index_bytes``).
+        self.chunks = 0
         self._closed = False
 
     @property
     def size_bytes(self) -> int:
         """Bytes in the file so far (the chunk being filled is not counted until it is written)."""
         return self._file.tell()
+
+    @property
+    def index_bytes(self) -> int:
+        """About how much memory the ``mcap`` Writer holds for this file's chunk indexes (one a chunk,
+        kept until the file is finished): what a long unsplit recording grows by."""
+        return self.chunks * (CHUNK_INDEX_BYTES + CHANNEL_INDEX_BYTES * len(self._channels))
+
+    def _chunk_written(self, end: int) -> None:
+        """A chunk (with its message indexes) was written, ending at ``end`` in the stream."""
+        self._chunk_ends.append((end, self.messages, self._records))
+        self.chunks += 1
 
     def _channels_for(self, topic: str, header: dict, schema: str) -> tuple[int, int]:
         """The ``(wire header, data)`` channels of a topic, registered on first use. Refuses
@@ -282,7 +410,7 @@ class McapMaskWriter:
             _packs(self._Message(channel_id=channel, data=b"", **common))
         start = self._file.tell()  # registering a channel may have written the chunk before this message
         if start != self._stream_end():
-            self._chunk_ends.append((start, self.messages, self._records))
+            self._chunk_written(start)
         ends = []  # where the stream is after each record: it moves when a chunk was written
         try:
             for channel, payload in records:
@@ -294,14 +422,14 @@ class McapMaskWriter:
             self._broken = f"the MCAP writer failed inside a record ({type(exc).__name__}: {exc})"
             raise BrokenRecording(self._broken) from exc
         if ends[0] != start:  # a chunk was written after its header record: the messages before it are whole there
-            self._chunk_ends.append((ends[0], self.messages, self._records))
+            self._chunk_written(ends[0])
         if count:
             self.counts.setdefault(msg.topic, TopicCount()).add(seq)
             self.messages += 1
         self.file_counts[msg.topic] = self.file_counts.get(msg.topic, 0) + 1
         self._records += 1
         if ends[1] != ends[0]:  # a chunk was written after its data record: this message is whole in it
-            self._chunk_ends.append((ends[1], self.messages, self._records))
+            self._chunk_written(ends[1])
 
     def _stream_end(self) -> int:
         """Where the stream was when the last chunk recorded in ``_chunk_ends`` (or the file's start) ended."""
@@ -367,7 +495,7 @@ class McapMaskWriter:
             if flush is not None and self._records:
                 flush()
                 if self._file.tell() != self._stream_end():
-                    self._chunk_ends.append((self._file.tell(), self.messages, self._records))
+                    self._chunk_written(self._file.tell())
             if metadata is not None:
                 self._writer.add_metadata(METADATA_NAME, metadata)
             self._writer.finish()
@@ -427,21 +555,48 @@ class SplitWriter:
     ConfigError before anything is written; with ``config.overwrite`` they are all removed, so no
     old split is left to be replayed after the new ones, but only when the first message is
     written: a recording that receives nothing (no node there yet) leaves the one it was to replace
-    as it was. Until then its folder is only checked to be writable.
+    as it was. Until then its folder is only checked to be writable. With ``config.append`` (splits
+    only) the splits there are kept as they are (``continued``) and the first new one takes the
+    next index after the last of them; those left unfinished by a killed recorder are
+    ``unfinished``, for ``perception record --recover`` (an unsplit ``out`` there is refused: it
+    is another recording, which a replay of ``out`` would play instead of the splits).
+
+    The output is held with an ``OutputLock`` from the start until ``release``: a second recorder
+    to the same ``out`` is refused. A file's chunk indexes held in memory past ``INDEX_WARN_BYTES``
+    draw one warning (``_warn_index``).
     """
 
     def __init__(self, config: RecordConfig, metadata) -> None:
         #: Files of an earlier recording that --overwrite removes when the first message comes.
         self.replaced: list[Path] = []
-        if not config.overwrite:
+        #: With --append: the splits already there, kept, and those of them left unfinished.
+        self.continued: list[Path] = []
+        self.unfinished: list[Path] = []
+        #: The index of the first split written here (after the ``continued`` ones).
+        self.first_index = 0
+        self._lock = OutputLock(Path(config.out))  # also makes the folder
+        try:
+            self._start(config, metadata)
+        except BaseException:
+            self.release()
+            raise
+
+    def _start(self, config: RecordConfig, metadata) -> None:
+        if config.append:
+            out = Path(config.out)
+            if (out.exists() and not out.is_dir()) or out.is_symlink():
+                raise ConfigError(f"{out} already exists (an earlier recording in one file); --append goes on after "
+                                  "the splits <stem>_N.mcap of a --split-* recording only: choose another --out, or "
+                                  "remove it")
+            self.continued = split_files(out)
+            if self.continued:
+                self.first_index = int(self.continued[-1].stem.rpartition("_")[2]) + 1
+            self.unfinished = [p for p in self.continued if finished_mcap(p) is False]
+        elif not config.overwrite:
             refuse_existing(config)
         else:
             self.replaced = existing_outputs(config)
             folder = Path(config.out).parent
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ConfigError(f"cannot write {config.out}: {exc.strerror}; choose a writable --out") from None
             if not os.access(folder, os.W_OK | os.X_OK):
                 raise ConfigError(f"cannot write {config.out}: permission denied; choose a writable --out")
         self._exclusive = not config.overwrite
@@ -460,8 +615,13 @@ class SplitWriter:
             self._chunk_size = max(4096, min(self._chunk_size, self._limit_bytes // 8))
         self._writer: McapMaskWriter | None = None
         self._opening = Path(config.out)
+        self._index_warned = False
         if not config.overwrite:
             self._open(0)  # now: a file another recorder creates meanwhile is refused, not clobbered
+
+    def _split_index(self) -> int:
+        """The index of the open split (``<stem>_N.mcap``)."""
+        return self.first_index + len(self.paths) - 1
 
     def _replace_old(self) -> None:
         for old in self.replaced:
@@ -475,7 +635,8 @@ class SplitWriter:
         """Open the next file; the latched messages written again at its start are logged at
         ``start_ns`` (the first message it is opened for), so a split's log times start with its
         data (the first file has none to write: nothing was received before it)."""
-        path = split_path(self.config.out, len(self.paths)) if self.config.splits else Path(self.config.out)
+        path = split_path(self.config.out, self.first_index + len(self.paths)) if self.config.splits \
+            else Path(self.config.out)
         self._writer, self._opening = None, path  # until it is open: what ``abandon`` names
         self._writer = McapMaskWriter(path, chunk_size=self._chunk_size, counts=self.counts, exclusive=self._exclusive)
         self.paths.append(path)
@@ -499,9 +660,11 @@ class SplitWriter:
             self._replace_old()
             self._open(msg.receive_ns)
         elif self.config.splits and self._full():
-            self._writer.close(self._metadata(split=len(self.paths) - 1, file_counts=dict(self._writer.file_counts)))
+            self._writer.close(self._metadata(split=self._split_index(), file_counts=dict(self._writer.file_counts)))
             self._open(msg.receive_ns)
         self._writer.write(msg)
+        if not self._index_warned and self._writer.index_bytes >= INDEX_WARN_BYTES:
+            self._warn_index()
         self.frames.add(msg.topic, mask=msg.header["kind"] == contracts.KIND_MASK, seq=int(msg.header["seq"]),
                         time_ns=msg.receive_ns, document=msg.data)
         if msg.topic.endswith(LATCHED_SUFFIXES):
@@ -512,11 +675,31 @@ class SplitWriter:
         """The file being written (the open split; ``out`` before the first one is opened)."""
         return self.paths[-1] if self.paths else Path(self.config.out)
 
+    def _warn_index(self) -> None:
+        """Say once that the open file's chunk indexes held in memory have passed ``INDEX_WARN_BYTES``
+        (the ``mcap`` Writer keeps them until the file is finished), with the figures and the fix."""
+        self._index_warned = True
+        writer = self._writer
+        hours = max(time.monotonic() - self._opened, 1e-3) / 3600
+        mb = writer.index_bytes / 1e6
+        which = f"the split {writer.path}" if self.config.splits else f"the recording {writer.path}"
+        fix = ("a smaller --split-size or --split-duration bounds it" if self.config.splits else
+               "for long runs record with --split-duration S or --split-size MB, which finish each file and free "
+               "its index")
+        log.warning("%s holds the index of its %d chunks in memory until it is finished: about %.0f MB after %.1f h, "
+                    "growing by about %.0f MB an hour (%d bytes a chunk), so the recorder's memory grows for as long "
+                    "as it records; %s (a larger --chunk-size makes fewer chunks)", which, writer.chunks, mb, hours,
+                    mb / hours, writer.index_bytes // max(writer.chunks, 1), fix)
+
     def close(self) -> None:
         """Finish the open file; idempotent."""
         if self._writer is not None:
-            self._writer.close(self._metadata(split=len(self.paths) - 1 if self.config.splits else None,
+            self._writer.close(self._metadata(split=self._split_index() if self.config.splits else None,
                                               file_counts=dict(self._writer.file_counts)))
+
+    def release(self) -> None:
+        """Give up the output (``OutputLock.release``), once the files are finished or abandoned."""
+        self._lock.release()
 
     def abandon(self) -> Abandoned:
         """Close the open file unfinished, ignoring errors (see ``McapMaskWriter.abandon``), and say

@@ -25,7 +25,14 @@ from pathlib import Path
 from perception import __version__, contracts
 from perception.config import same_setting, setting
 from perception.errors import PerceptionError
-from perception.mcap_layout import IMAGE_SCHEMA, META_SUFFIX, STRING_SCHEMA, VALUES_KEY, WIRE_TOPIC_KEY
+from perception.mcap_layout import (
+    IMAGE_SCHEMA,
+    META_SUFFIX,
+    STRING_SCHEMA,
+    VALUES_KEY,
+    WIRE_TOPIC_KEY,
+    split_path,
+)
 from perception.mcap_writer import Abandoned, BrokenRecording, FrameTally, SplitWriter, TopicCount
 from perception.options import CurveClientOptions, ReaderQueueOptions, ReaderTopicOptions
 
@@ -64,12 +71,23 @@ class RecordConfig:
     chunk_size_kb: int = setting(1024, lo=4, hi=65536, flag="--chunk-size", metavar="KB",
                                  help="MCAP chunk size in KiB: a recorder killed outright loses at most the chunk it "
                                       "is filling")
-    overwrite: bool = setting(False, help="replace an existing --out and every old <stem>_N.mcap split of it instead "
-                                          "of refusing to start (removed when the first message arrives)")
+    overwrite: bool = setting(False, exclusive="earlier", help="replace an existing --out and every old "
+                                                               "<stem>_N.mcap split of it instead of refusing to "
+                                                               "start (removed when the first message arrives)")
+    #: Go on after the splits already there (a respawned recorder): the first new split is the next
+    #: free index; the earlier ones are kept as they are (see ``SplitWriter``).
+    append: bool = setting(False, exclusive="earlier",
+                           help="with --split-*: keep the <stem>_N.mcap splits already there and write the new "
+                                "ones after the last of them (for a recorder that is restarted, launch 'respawn')")
 
     def __post_init__(self) -> None:
         if bool(self.namespace) == bool(self.topic):
             raise ValueError("give --namespace NS (all its topics) or --topic T ... (exact topics), one of the two")
+        if self.append and self.overwrite:
+            raise ValueError("--append keeps the earlier splits and --overwrite removes them: give one of the two")
+        if self.append and not self.splits:
+            raise ValueError("--append writes new splits after the earlier ones: give --split-duration S or "
+                             "--split-size MB too (an MCAP file cannot be appended to)")
 
     @property
     def splits(self) -> bool:
@@ -154,7 +172,13 @@ class SteadyClock:
 class RecordWriteError(PerceptionError):
     """The recording file could not be written any more (a full disk, an I/O error); what was
     written before stays, unfinished, for ``perception record --recover`` (a file in which no
-    message reached the disk is removed instead: there is nothing to recover)."""
+    message reached the disk is removed instead: there is nothing to recover).
+
+    Exit 1, as any file the system fails to write (README "Commands"), not 2 (a bad input): a
+    launch file's ``respawn`` restarts such a recorder, which goes on once there is space again
+    (with ``--append``, after the splits already written)."""
+
+    exit_code = 1
 
 
 class Recorder:
@@ -175,6 +199,8 @@ class Recorder:
         self.messages = 0
         self.write_errors = 0
         self.clock = SteadyClock()  # the messages' log times (see SteadyClock)
+        self._received_ns: int | None = None  # the last message's receive time, and its log time (``_write``)
+        self._log_ns = 0
         #: ``skipped()`` when each split was closed, by split index (``_metadata``).
         self._skipped_at_split_end: dict[int, dict[str, int]] = {}
         self._sub = MaskSubscriber(
@@ -199,9 +225,33 @@ class Recorder:
 
     @property
     def kept(self) -> list[Path]:
-        """Files of an earlier recording that ``--overwrite`` has not removed (yet): it removes them
-        when the first message is written, so a recording that receives nothing keeps them."""
-        return list(self._writer.replaced)
+        """Files of an earlier recording left as they were: those ``--overwrite`` has not removed
+        (yet; it removes them when the first message is written, so a recording that receives
+        nothing keeps them), or the splits ``--append`` goes on after."""
+        return list(self._writer.replaced or self._writer.continued)
+
+    @property
+    def first_split(self) -> int:
+        """The index of the first split this recording writes (after the earlier ones, with ``--append``)."""
+        return self._writer.first_index
+
+    def continuing(self) -> str | None:
+        """With ``--append`` after earlier splits, the line that says so, naming those a killed
+        recorder left unfinished and how to rebuild them; None otherwise."""
+        earlier, unfinished = self._writer.continued, self._writer.unfinished
+        if not earlier:
+            return None
+        first = split_path(self.config.out, self.first_split)
+        which = str(earlier[0]) if len(earlier) == 1 else f"{len(earlier)} splits {earlier[0]} .. {earlier[-1].name}"
+        line = f"--append: {which} kept as they are; the new splits start at {first.name}"
+        if unfinished:
+            names = ", ".join(p.name for p in unfinished[:3]) + (f" and {len(unfinished) - 3} more"
+                                                                  if len(unfinished) > 3 else "")
+            one = len(unfinished) == 1
+            line += (f"; {names} {'is' if one else 'are'} unfinished (a recorder killed while writing "
+                     f"{'it' if one else 'them'}): " + (f"'perception record --recover {unfinished[0]}' rebuilds it"
+                                                        if one else "'perception record --recover FILE' rebuilds each"))
+        return line
 
     def run(self, stop: threading.Event) -> RecordSummary:
         """Record until ``stop`` is set or ``duration`` has passed; then finish the file."""
@@ -209,26 +259,29 @@ class Recorder:
         deadline = None if not self.config.duration_s else t0 + self.config.duration_s  # 0: no limit, as run's
         failed: OSError | None = None
         try:
-            while not stop.is_set():
-                timeout = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
-                if timeout <= 0:
-                    break
-                msg = self._sub.recv(timeout_s=timeout)
-                if msg is not None:
-                    self._write(msg)
-        except OSError as exc:  # from the writer (a full disk); the subscriber's own errors are not OSError
-            failed = exc
+            try:
+                while not stop.is_set():
+                    timeout = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+                    if timeout <= 0:
+                        break
+                    msg = self._sub.recv(timeout_s=timeout)
+                    if msg is not None:
+                        self._write(msg)
+            except OSError as exc:  # from the writer (a full disk); the subscriber's own errors are not OSError
+                failed = exc
+            finally:
+                self._sub.close()
+                if failed is None:
+                    try:
+                        self._writer.close()
+                    except OSError as exc:  # finishing the file needs space too
+                        failed = exc
+            if failed is not None:
+                raise RecordWriteError(self._failure(failed, self._writer.abandon())) from None
+            if self.messages == 0:
+                self._writer.remove()  # see SplitWriter.remove; the summary says nothing was received
         finally:
-            self._sub.close()
-            if failed is None:
-                try:
-                    self._writer.close()
-                except OSError as exc:  # finishing the file needs space too
-                    failed = exc
-        if failed is not None:
-            raise RecordWriteError(self._failure(failed, self._writer.abandon())) from None
-        if self.messages == 0:
-            self._writer.remove()  # see SplitWriter.remove; the summary says nothing was received
+            self._writer.release()  # the output is free for the next recorder (a respawn)
         return RecordSummary(
             path=self.config.out, seconds=time.monotonic() - t0, counts=self._writer.counts, skipped=self.skipped(),
             files=list(self._writer.paths), endpoint=self.config.endpoint,
@@ -279,7 +332,12 @@ class Recorder:
         """Write one message; one the writer refuses is counted and skipped, the recording goes on
         (the writer refuses a message before writing anything of it: ``McapMaskWriter.write``).
         An OSError (the file cannot be written: a full disk) ends the recording (see ``run``)."""
-        msg.receive_ns = self.clock.now_ns()  # its log time: the recorder's steady clock, not the system's
+        # Its log time: the recorder's steady clock, not the system's. Messages received together
+        # (the masks of one atomic frame, split by the subscriber, share their receive time) keep one
+        # log time, by which a replay sends them as one frame again (``mcap_reader.as_sent``).
+        if msg.receive_ns != self._received_ns:
+            self._received_ns, self._log_ns = msg.receive_ns, self.clock.now_ns()
+        msg.receive_ns = self._log_ns
         try:
             self._writer.write(msg)
         except (ValueError, TypeError, OverflowError, struct.error) as exc:

@@ -291,3 +291,18 @@ def test_names_nodes_and_file_size_are_capped(tmp_path, capsys):
     big.write_text("launch:\n  - node: {name: n, kind: listen}\n# " + "x" * 10_000_000 + "\n", encoding="utf-8")
     code, err = _check_file(big, capsys)
     assert code == 2 and f"{big} is larger than 10 MB" in _one_error(err), err
+
+
+# ---- H16 #1: a respawning recorder without append -------------------------------------------------
+
+def test_a_respawning_record_node_without_append_is_warned_about(tmp_path, capsys, caplog):
+    plain = _record("rec", tmp_path / "run.mcap", split_duration=5)
+    plain["node"]["respawn"] = True
+    code, _err = _check(tmp_path, capsys, [plain])
+    warned = [r.getMessage() for r in caplog.records if "should set append: true" in r.getMessage()]
+    assert code == 0 and len(warned) == 1 and "node 'rec': a record node with respawn: true" in warned[0]
+    caplog.clear()
+    appending = _record("rec", tmp_path / "run.mcap", split_duration=5, append=True)
+    appending["node"]["respawn"] = True
+    code, _err = _check(tmp_path, capsys, [appending])
+    assert code == 0 and not any("should set append" in r.getMessage() for r in caplog.records)

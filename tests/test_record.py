@@ -443,7 +443,7 @@ def test_a_full_disk_ends_the_recording_in_one_line_and_the_file_recovers(tmp_pa
     monkeypatch.setattr(MaskSubscriber, "recv", recv)
     out = tmp_path / "full.mcap"
     assert main(["record", "--namespace", NS, "--endpoint", free_endpoint(), "--out", str(out), "--chunk-size", "4",
-                 "--duration", "20"]) == 2
+                 "--duration", "20"]) == 1  # a full disk is exit 1, as the README's general rule says (s38)
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"disk full writing {out} after " in err, err
     assert f"perception record --recover {out}" in err

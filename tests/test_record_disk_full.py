@@ -61,7 +61,7 @@ def record_with_file_limit(out, limit_bytes: int, *extra: str) -> subprocess.Com
 def test_nothing_reached_the_disk_leaves_no_file_nor_folders_and_no_recover_hint(tmp_path):
     out = tmp_path / "new" / "sub" / "run.mcap"
     done = record_with_file_limit(out, 0, "--chunk-size", "4")
-    assert done.returncode == 2, done.stderr
+    assert done.returncode == 1, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert f"while writing {out} after " in lines[0] and "none of them reached the disk" in lines[0], lines[0]
@@ -74,7 +74,7 @@ def test_nothing_reached_the_disk_leaves_no_file_nor_folders_and_no_recover_hint
 def test_the_count_of_messages_written_whole_is_what_recover_and_replay_get(tmp_path):
     out = tmp_path / "run.mcap"
     done = record_with_file_limit(out, 150_000, "--chunk-size", "16")
-    assert done.returncode == 2, done.stderr
+    assert done.returncode == 1, done.stderr
     line = done.stderr.strip()
     found = re.fullmatch(rf"perception: error: File too large while writing {re.escape(str(out))} after (\d+) "
                          rf"messages, (\d+) of them written whole; .*'perception record --recover {re.escape(str(out))}'"

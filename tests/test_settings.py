@@ -121,7 +121,8 @@ ALTERNATES = {
     "run": [{"source": "synthetic", "camera_name": "rear_1", "streams": 2}],  # streams: one camera only
     "view": [{"endpoint": "tcp://127.0.0.1:5594", "namespace": "perception/front", "curve_server_key": "s.key",
               "curve_key": "c.key_secret"}],  # CURVE keys: for a node's masks only
-    "record": [{"out": "r.mcap", "namespace": "perception/front"}],
+    "record": [{"out": "r.mcap", "namespace": "perception/front"},
+               {"out": "r.mcap", "namespace": "perception/front", "split_size": 1.5, "append": True}],  # not overwrite
     "replay": [{"file": "a.mcap", "rate": 2.0}],
     "listen": [{"topic": ["perception/front/lane", "perception/front/stats"]}],
     "train": [{"pretrained": True}],

@@ -3,16 +3,19 @@
     perception record --namespace perception/front --out out/run.mcap --duration 60
     perception record --topic perception/front/lane perception/front/stats --out lanes.mcap
     perception record --namespace perception/front --out out/run.mcap --split-duration 60   # run_0.mcap, run_1.mcap...
+    perception record --namespace perception/front --out out/run.mcap --split-duration 60 --append   # after run_N
 
     perception record --recover out/run.mcap          # rebuild a file whose recorder was killed
 
 Refuses to start when ``--out`` or any ``<stem>_N.mcap`` split of it already exists, unless
-``--overwrite`` (which first removes them all, so no old split is replayed with the new ones).
+``--overwrite`` (which first removes them all, so no old split is replayed with the new ones) or,
+for a split recording, ``--append`` (which keeps them and goes on at the next free index: a
+respawned recorder), and when another recorder writes to the same ``--out`` (its lock file).
 Stops after ``--duration`` or on Ctrl-C / SIGTERM, finishing the file either way. A recording that
 received nothing leaves no file (nor the folders it made for ``--out``) and exits 4 with one line,
-as ``listen`` and ``view`` do; a full disk ends it with one line naming the file to
-``--recover`` and the messages written whole there, or, when none reached the disk, saying the
-empty file was removed. The layout
+as ``listen`` and ``view`` do (a plain one when a stop signal ended it); a full disk ends it with
+one line naming the file to ``--recover`` and the messages written whole there, or, when none
+reached the disk, saying the empty file was removed, exit 1. The layout
 (sensor_msgs/msg/Image masks, std_msgs/msg/String JSON, wire headers in ``<topic>/meta``) is
 described in ``perception/mcap_layout.py``.
 """
@@ -20,6 +23,9 @@ described in ``perception/mcap_layout.py``.
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -32,6 +38,8 @@ from perception.record import RecordConfig, Recorder
 from perception.recover import recording_is_intact, recover_recording, same_file
 from perception.signals import install_signal_handlers
 from perception.sinks import missing_folders, remove_empty_folders
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,28 +57,50 @@ def main(args: argparse.Namespace) -> int:
     config = config_from_flags(RecordConfig, args, source="perception record")
     created = missing_folders(config.out.parent)  # made for --out by the writer; removed if nothing is kept
     try:
-        return _record(config)
+        code = _record(config)
     except BaseException:
         remove_empty_folders(created)
         raise
+    if code:  # stopped before any message: nothing is kept
+        remove_empty_folders(created)
+    return code
 
 
 def _record(config: RecordConfig) -> int:
     recorder = Recorder(config)
     stop = threading.Event()
+    stopped_by: list[int] = []  # the stop signal, for the line of a recording stopped before any message
+
+    def on_stop(signum: int, _frame: object) -> None:
+        stopped_by.append(signum)
+        stop.set()
+
     what = config.namespace.rstrip("/") + "/*" if config.namespace else ", ".join(config.topic)
-    where = f"{split_path(config.out, 0)}, {split_path(config.out, 1).name}, ..." if config.splits else config.out
-    with install_signal_handlers(stop):  # before the first line: a stop from then on finishes the file
+    first = recorder.first_split
+    where = f"{split_path(config.out, first)}, {split_path(config.out, first + 1).name}, ..." if config.splits \
+        else config.out
+    with install_signal_handlers(on_stop):  # before the first line: a stop from then on finishes the file
         emit(f"recording {what} from {config.endpoint} to {where}")
+        continuing = recorder.continuing()
+        if continuing:
+            log.info("%s", continuing)
         summary = recorder.run(stop)
     if summary.messages == 0 and not any(summary.skipped.values()):
         # Nothing at all arrived: no empty file is left (it would only block the next recording to
-        # this --out), and one line says so with the hint (the summary would say it again): exit 4
-        # as for a stream that is not there (a launch file respawns the node), as listen and view.
-        hint = no_messages_hint("--namespace" if config.namespace else "--topic", curve=bool(config.curve_server_key))
+        # this --out), and one line says so: exit 4 as for a stream that is not there (a launch
+        # file respawns the node), as listen and view.
         kept = recorder.kept  # --overwrite removes the earlier recording only once a message comes
         left = f" (the earlier recording there, {len(kept)} file{'s' if len(kept) > 1 else ''}, is left as it was)" \
             if kept else ""
+        if stopped_by:
+            # Stopped (Ctrl-C, a launch ending, systemd) before anything came: a normal stop, said
+            # plainly, not as an error with a hint about the node; the exit status stays 4.
+            name = signal.Signals(stopped_by[0]).name
+            emit(f"stopped ({name}) after {summary.seconds:.1f} s, before any message arrived from "
+                 f"{config.endpoint}; nothing recorded, so no file was written to {config.out}{left}", file=sys.stderr)
+            return SourceUnavailableError.exit_code
+        # With the hint (the summary would say it again).
+        hint = no_messages_hint("--namespace" if config.namespace else "--topic", curve=bool(config.curve_server_key))
         raise SourceUnavailableError(f"nothing recorded, so no file was written to {config.out}{left}: no messages "
                                      f"received from {config.endpoint} in {summary.seconds:.1f} s; {hint}")
     emit(summary.format())  # also when a closed ssh session (SIGHUP) stopped it: the file is finished
@@ -90,8 +120,8 @@ def recover(args: argparse.Namespace) -> int:
     if out is not None and same_file(out, args.recover):
         out = None  # --out FILE is in place: the original is kept as FILE.damaged all the same
     if out is None and recording_is_intact(args.recover):
-        print(f"{args.recover} is complete (footer, summary and index present, every chunk reads); nothing to "
-              "recover", flush=True)
+        emit(f"{args.recover} is complete (footer, summary and index present, every chunk reads); nothing to "
+             "recover")
         return 0
-    print(recover_recording(args.recover, out, overwrite=bool(recording.get("overwrite"))).format(), flush=True)
+    emit(recover_recording(args.recover, out, overwrite=bool(recording.get("overwrite"))).format())
     return 0

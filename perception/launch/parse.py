@@ -10,6 +10,7 @@ the key. The file format is described in ``perception/launch/__init__.py``.
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from perception.launch.flags import parameters_to_argv
 from perception.launch.plan import NODE_KINDS, LaunchPlan, NodePlan
 from perception.launch.substitute import MAX_ARG_BYTES, TextBudget, parse_scalar, substitute, var_names
 from perception.yamlfile import read_yaml
+
+log = logging.getLogger(__name__)
 
 #: Node and argument names: letters, digits, "_", "-", "." (they prefix output lines and flags).
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -119,7 +122,19 @@ def load_launch(path: str | Path, arguments: dict[str, Any] | None = None) -> La
         raise ConfigError(f"{path}: no nodes to launch; add a 'node' entry")
     _check_bound_endpoints(nodes)
     _check_written_files(nodes)
+    _warn_respawning_recorders(nodes)
     return LaunchPlan(file=path, arguments=resolved, nodes=tuple(nodes))
+
+
+def _warn_respawning_recorders(nodes: list[NodePlan]) -> None:
+    """A ``record`` node that ``respawn`` restarts finds its first run's files at its ``out``:
+    without ``append`` (or ``overwrite``) the restart refuses them (exit 2, never restarted again)."""
+    for node in nodes:
+        if node.kind == "record" and node.respawn and node.parameters.get("append") is not True \
+                and node.parameters.get("overwrite") is not True:
+            log.warning("%s: node %r: a record node with respawn: true should set append: true (with split_duration "
+                        "or split_size): restarted without it, it finds the files of its first run and exits 2, and "
+                        "nothing more is recorded", node.source_file, node.name)
 
 
 def _load_file(path: Path, given: dict[str, Any], loading: _Loading, chain: tuple[Path, ...]) -> dict[str, Any]:
