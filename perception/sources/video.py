@@ -205,9 +205,14 @@ class VideoFileSource(Source):
     _layout_of: tuple | None = None  # the file ``_layout`` was read from (``_file_id``)
 
     def _layout(self) -> Layout:
-        """What this file's structure says (``Layout``), read once per file."""
+        """What this file's structure says (``Layout``), read once per file. A file now shorter than
+        it was when opened was cut while it was read (truncated in place, a copy restarted over it):
+        cut off, whatever its bytes now say (cut to 0 bytes, they say nothing: it ended silently)."""
         if self._layout_of != self._file_id:
-            self._layout_read, self._layout_of = Layout(self.path), self._file_id
+            layout = Layout(self.path)
+            if self._file_id is not None and layout.size < self._file_id[2]:
+                layout.cut = True
+            self._layout_read, self._layout_of = layout, self._file_id
         return self._layout_read
 
     def _undecodable(self) -> SourceError:
