@@ -39,6 +39,9 @@ def library_versions() -> dict[str, str]:
 
 def ort_providers() -> list[str]:
     """Execution providers this onnxruntime build offers (empty when it is not installed)."""
+    from perception.engines.cache import quiet_ort_telemetry
+
+    quiet_ort_telemetry()  # before ONNX Runtime's import, which may warn in colour of its telemetry ID
     try:
         import onnxruntime
     except ImportError:

@@ -30,6 +30,15 @@ def _pyplot():
     return plt
 
 
+def _drawable(label: str) -> str:
+    """``label`` as matplotlib can draw it: the bytes of a model name that are not UTF-8 (held as
+    lone surrogates, which its text layout refuses with a traceback) written ``\\xff``."""
+    try:
+        return label.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # another lone surrogate (from a JSON "\\ud800" escape)
+        return label.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _cdf(ax, samples_ms: list[float], label: str) -> None:
     x = np.sort(np.asarray(samples_ms, dtype=np.float64))
     y = np.arange(1, x.size + 1) / x.size
@@ -89,13 +98,13 @@ def plot_engine(results: dict[str, Any], out: Path) -> dict[str, Path]:
         return {}
     plt = _pyplot()
     written = {}
-    fig = _latency_cdf(plt, [(r["samples_ms"], f"#{i} {r['label']}") for i, r in enumerate(rows, start=1)],
+    fig = _latency_cdf(plt, [(r["samples_ms"], f"#{i} {_drawable(r['label'])}") for i, r in enumerate(rows, start=1)],
                        xlabel="latency per infer call (ms)", ylabel="fraction of calls <= x",
                        title="Engine latency CDF", legend_size=7)
     written["engine_cdf"] = _save(plt, fig, out / PLOT_FILES["engine_cdf"])
 
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.5))
-    labels = [f"#{i} {r['label']}" for i, r in enumerate(rows, start=1)]
+    labels = [f"#{i} {_drawable(r['label'])}" for i, r in enumerate(rows, start=1)]
     ax.barh(labels, [r["throughput_ips"] or 0 for r in rows])  # None: no time measured
     ax.invert_yaxis()
     ax.set_xlabel("images / s")
