@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import perception
+from perception.cli import emit
 from perception.signals import die_with_parent
 from perception.spawn import perception_command
 
@@ -310,13 +311,12 @@ def run_gpu_check(out: Path, steps: list[str] | None = None) -> dict[str, Any]:
             entry = {"status": "failed", "reason": f"{type(exc).__name__}: {str(exc)[:600]}"}
         entry["seconds"] = round(time.perf_counter() - t0, 1)
         doc["steps"][name] = entry
-        print(f"gpu-check: {name}: {entry['status']}" + (f" ({entry['reason']})" if "reason" in entry else ""),
-              flush=True)
+        emit(f"gpu-check: {name}: {entry['status']}" + (f" ({entry['reason']})" if "reason" in entry else ""))
     doc["seconds"] = round(time.perf_counter() - started, 1)
     doc["passed"] = all(s["status"] != "failed" for s in doc["steps"].values())
     path = out / "gpu_check.json"
     path.write_text(json.dumps(doc, indent=2))
-    print(f"gpu-check: wrote {path} ({doc['seconds']} s)", flush=True)
+    emit(f"gpu-check: wrote {path} ({doc['seconds']} s)")
     return doc
 
 

@@ -13,6 +13,7 @@ import argparse
 import threading
 from pathlib import Path
 
+from perception.cli import emit
 from perception.demo import DemoConfig, run_demo
 from perception.flags import add_flags, config_from_flags
 from perception.signals import install_signal_handlers
@@ -31,7 +32,7 @@ def main(args: argparse.Namespace) -> int:
         config.overwrite = True  # out/, not named by the user, is the demo's own: its two files replaced each run
     stop = threading.Event()
     with install_signal_handlers(stop):
-        result = run_demo(config, stop=stop, out=lambda line: print(line, flush=True))
-    print(f"\noverlay video: {result.video}\nsnapshot:      {result.snapshot}\n")
-    print(result.summary(), flush=True)
+        result = run_demo(config, stop=stop, out=emit)
+    emit(f"\noverlay video: {result.video}\nsnapshot:      {result.snapshot}\n")
+    emit(result.summary())
     return 0

@@ -145,7 +145,7 @@ def _write(config: SynthConfig) -> int:
         height, width = config.input_hw or (180, 320)
         count = 16 if config.count is None else config.count
         path = write_contact_sheet(config.contact_sheet, count=count, height=height, width=width, seed=config.seed)
-        print(f"wrote a contact sheet of {count} {_frames(count)} {size_text(height, width)} (seed {config.seed}) "
+        emit(f"wrote a contact sheet of {count} {_frames(count)} {size_text(height, width)} (seed {config.seed}) "
               f"to {path}")
         return 0
     height, width = config.input_hw or (360, 480)
@@ -159,14 +159,14 @@ def _write(config: SynthConfig) -> int:
     seconds = time.perf_counter() - start
     if "out_dir" in summary:
         lists = ", ".join(f"{name}.txt ({n})" for name, n in summary["lists"].items())
-        print(f"wrote {count} {_frames(count)} {size_text(height, width)} (seed {config.seed}) to {summary['out_dir']}: "
+        emit(f"wrote {count} {_frames(count)} {size_text(height, width)} (seed {config.seed}) to {summary['out_dir']}: "
               f"images/, labels/, classes.yaml, synth.yaml, {lists}")
     if "video" in summary:
         size = size_text(height, width)
         if config.video_labels:  # each frame with its labels beside it: twice as wide
             size = f"{size_text(height, 2 * width)} ({width}-wide frames, labels beside each)"
-        print(f"wrote {count}-frame drive {size} at {config.fps:g} fps to {summary['video']}")
-    print(f"took {seconds:.1f} s")
+        emit(f"wrote {count}-frame drive {size} at {config.fps:g} fps to {summary['video']}")
+    emit(f"took {seconds:.1f} s")
     return 0
 
 

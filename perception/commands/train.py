@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from perception.cli import emit
 from perception.config import cut
 from perception.errors import ConfigError, DependencyError
 from perception.flags import add_flags, flag_values
@@ -104,7 +105,7 @@ def _train(args: argparse.Namespace) -> int:
         written = [name for name in ("best.pt", "last.pt") if (Path(metrics["run_dir"]) / name).is_file()]
         best = metrics.get("best")  # best.pt's step and mIoU: often not the last validation's
         best_text = f"; best val mIoU {100 * best['miou']:.2f} % at step {best['step']} (best.pt)" if best else ""
-        print(
+        emit(
             f"done: step {metrics['step']}, val mIoU {100 * metrics['miou']:.2f} %, G {100 * metrics['global_acc']:.2f} %, "
             f"C {100 * metrics['class_acc']:.2f} %{best_text}; checkpoints in {metrics['run_dir']} ({', '.join(written)})"
         )
