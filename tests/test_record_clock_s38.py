@@ -8,10 +8,10 @@ on from a step back in an older recording as recorded."""
 from __future__ import annotations
 
 import logging
-import threading
 
 import pytest
 from test_record import write_small_recording
+from test_sources import RecordedWaits
 
 from perception.record import SteadyClock
 from perception.replay import ReplayConfig, run_replay
@@ -38,18 +38,6 @@ def test_drift_below_a_second_is_not_a_step(caplog):
     clock = SteadyClock(wall_ns=lambda: wall[0], monotonic_ns=lambda: mono[0])
     mono[0], wall[0] = 60 * S, 1_060 * S + S // 2  # 0.5 s of drift in a minute
     assert clock.now_ns() == 1_060 * S and clock.stepped_s == 0 and caplog.records == []
-
-
-class RecordedWaits(threading.Event):
-    """An Event whose ``wait`` returns at once and records how long it was asked to wait."""
-
-    def __init__(self):
-        super().__init__()
-        self.waits = []
-
-    def wait(self, timeout=None):
-        self.waits.append(timeout)
-        return self.is_set()
 
 
 class Sink:
