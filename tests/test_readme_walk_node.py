@@ -216,9 +216,10 @@ def _commands(block: str) -> list[str]:
 
 
 def _writes(command: str) -> str | None:
-    """The file a `perception record|view|synth` command refuses to write over (without --overwrite)."""
+    """The file a `perception record|view|synth` command refuses to write over (without --overwrite;
+    `record --append` goes on after an earlier split recording there)."""
     words = command.split()
-    if len(words) < 2 or "--overwrite" in words or "--recover" in words:
+    if len(words) < 2 or "--overwrite" in words or "--recover" in words or "--append" in words:
         return None
     flag = {"record": "--out", "view": "--out", "synth": "--video"}.get(words[1])
     if flag is None:
