@@ -66,7 +66,7 @@ class SegmentationDataset(Sequence):
         self._lut = label_lut if label_lut is not None else identity_lut(class_table)
         self._decode_label = decode_label
         # Per index: the EXIF orientations of its image and label files (``_orientations``), read once.
-        self._turns: dict[int, tuple[int, int]] = {}
+        self._turns: dict[int, tuple[int, int, bool]] = {}
         warn_low_bit_depth(self)
 
     def __len__(self) -> int:
@@ -75,13 +75,14 @@ class SegmentationDataset(Sequence):
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image_path, label_path = self.pairs[index]
         image = read_dataset_image(image_path)
-        image_turn, label_turn = self._orientations(index)
+        image_turn, label_turn, label_turned = self._orientations(index)
         raw = read_image(label_path, cv2.IMREAD_UNCHANGED, what="label")
         label = self._decode_label(raw, label_path) if self._decode_label else map_label(raw, self._lut, label_path)
         if image_turn != 1 and label_turn != image_turn:
             raise DataError(orientation_mismatch(image_path, image_turn, image.shape[:2],
                                                  label_path, label_turn, label.shape))
-        label = apply_orientation(label, label_turn)  # the image was turned by OpenCV, as the node turns it
+        if not label_turned:  # the image was turned by OpenCV, as the node turns it; a TIFF label was too
+            label = apply_orientation(label, label_turn)
         if label.shape != image.shape[:2]:
             raise DataError(
                 f"label {label_path} is {label.shape[0]} high x {label.shape[1]} wide but image {image_path} is "
@@ -90,10 +91,10 @@ class SegmentationDataset(Sequence):
             )
         return image, label
 
-    def _orientations(self, index: int) -> tuple[int, int]:
-        """The EXIF orientations (1: none) of pair ``index``'s image and label, read from their
-        headers once (a few small reads beside the decode that follows; then kept); DataError for a
-        label that is a lossy WebP file."""
+    def _orientations(self, index: int) -> tuple[int, int, bool]:
+        """The EXIF orientations (1: none) of pair ``index``'s image and label, and whether the label
+        is turned by its decoder already (a TIFF), read from their headers once (a few small reads
+        beside the decode that follows; then kept); DataError for a label that is a lossy WebP file."""
         turns = self._turns.get(index)
         if turns is None:
             image_path, label_path = self.pairs[index]
@@ -101,7 +102,7 @@ class SegmentationDataset(Sequence):
             if label.lossy:
                 raise DataError(f"label {label_path} is a lossy WebP file, whose compression changes label values "
                                 "at every edge: save labels as PNG (or lossless WebP)")
-            turns = self._turns[index] = (read_header(image_path).orientation, label.orientation)
+            turns = self._turns[index] = (read_header(image_path).orientation, label.orientation, label.always_turned)
         return turns
 
     def describe(self, index: int) -> str:
@@ -231,10 +232,13 @@ def _turned_sizes(image: Path, image_turn: int, label: Path, label_turn: int,
 
 class Header(NamedTuple):
     """What an image file's header says: the EXIF orientation OpenCV applies when it decodes it for
-    display (1: none), and whether it is a lossy WebP."""
+    display (1: none), whether it is a lossy WebP, and whether OpenCV applies that orientation
+    however the file is read (a TIFF: its decoder turns it also for ``IMREAD_UNCHANGED``, which
+    reads labels; JPEG, PNG and WebP are turned only when read for display)."""
 
     orientation: int = 1
     lossy: bool = False
+    always_turned: bool = False
 
 
 #: The EXIF Orientation tag (TIFF tag 274).
@@ -247,9 +251,10 @@ MAX_HEADER_ENTRIES = 100_000
 def read_header(path: Path) -> Header:
     """The ``Header`` of image file ``path``, from a few small reads (chunks and segments skipped,
     not read): the Orientation of the EXIF data of a JPEG (APP1), a PNG (``eXIf``, before or after
-    the image data) or a WebP (``EXIF``), the formats OpenCV turns; TIFF's own tag is not applied
-    by OpenCV (it skips 2-4 and cannot decode 5-8: ``tiff_orientation``), so it counts as none. A
-    header that cannot be read is a plain ``Header()``: decoding the file says what is wrong."""
+    the image data) or a WebP (``EXIF``), and a TIFF's own tag (``tiff_orientation``), which OpenCV's
+    TIFF decoder applies however the file is read (``always_turned``; decoded from its bytes, as
+    ``cvpath.imread`` reads every image, tags 5-8 too). A header that cannot be read is a plain
+    ``Header()``: decoding the file says what is wrong."""
     try:
         with open(path, "rb") as f:
             head = f.read(12)
@@ -259,6 +264,8 @@ def read_header(path: Path) -> Header:
                 return Header(_orientation_in(_png_exif(f)))
             if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
                 return _webp_header(f)
+            if head[:4] in (b"II*\x00", b"MM\x00*"):
+                return Header(tiff_orientation(path), always_turned=True)
     except (OSError, struct.error, ValueError, IndexError):  # IndexError: a JPEG cut in its fill bytes
         pass
     return Header()
