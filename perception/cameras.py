@@ -56,6 +56,8 @@ class MultiCameraNode:
             # for it. (Not "its queue is closed and empty": the thread may hold a last frame.)
             self.batcher.set_active(i, lambda pipeline=pipeline: pipeline.inferring)
         self.final_stats: dict[str, Any] | None = None
+        #: Cameras that were not there at start-up and never came while the others ran (``run``).
+        self.never_came: list[str] = []
 
     @property
     def first_publish_mono_ns(self) -> int | None:
@@ -106,10 +108,16 @@ class MultiCameraNode:
             # a single camera does; any other stage stops its own pipeline at once.
             failed = next((p for p in self.pipelines if p.failed and p.wait(0)), None)
             empty = next((p for p in self.pipelines if p.wait(0) and p.ended_without_a_frame), None)
+            # Cameras not there at start-up and not yet opened (``sources.pending``): once every other
+            # camera has ended (a file, --max-frames), nothing will come of them.
+            waiting = [p for p in self.pipelines if not getattr(p.source, "opened", True)]
             if failed is not None:
                 self.stop(f"camera {failed.config.publish_options.camera_name} failed")
             elif empty is not None:  # a file or folder with no readable frame: the caller's error
                 self.stop(f"camera {empty.config.publish_options.camera_name} gave no frame")
+            elif waiting and all(p.wait(0) for p in self.pipelines if p not in waiting):
+                self.never_came = [p.config.publish_options.camera_name for p in waiting]
+                self.stop(f"camera {', '.join(self.never_came)} never came")
             elif deadline is not None and time.monotonic() >= deadline:
                 self.stop("duration reached")
             time.sleep(POLL_S)

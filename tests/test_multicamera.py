@@ -644,3 +644,19 @@ def test_launch_check_names_the_camera_whose_file_is_missing(tmp_path):
     )
     with pytest.raises(SourceError, match="node 'cams': parameters: source rear: video file .*missing.mp4 not found"):
         check_node_files(load_launch(launch))
+
+
+def test_cli_a_camera_that_never_came_ends_the_node_with_the_others_exit_4(tiny_model_path, free_tcp_port, capsys):
+    """V2 N1 (s38): a camera not there at start-up starts pending; once the others have ended
+    (--max-frames, a file's end) the node ended never: nothing would come of it. Now it stops, with
+    every camera's final stats, and exits 4 naming it, as for a camera not there at all."""
+    code, out, err = run_cli(
+        ["--model", str(tiny_model_path), "--source", "front=synthetic", "--source", "rear=/dev/video93",
+         "--width", "96", "--height", "72", "--fps", "240", "--max-frames", "3", "--threads", "1",
+         "--endpoint", f"tcp://127.0.0.1:{free_tcp_port}"], capsys)
+    assert code == 4
+    final = json.loads(out[-1])
+    assert final["cameras"]["front"]["published"] == 3 and final["cameras"]["rear"]["frames_in"] == 0
+    assert final["end_reason"] == "front: max frames reached; rear: camera rear never came" and final["balanced"]
+    assert err == ["perception: error: camera 'rear' (--source rear=/dev/video93) never came while the other cameras "
+                   "ran; check that it is plugged in, or give the right --source"]

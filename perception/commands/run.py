@@ -521,6 +521,14 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
     else:
         log.info("stopped (%s) during start-up while %s", final["end_reason"], final["startup"])
     emit(json.dumps(final))
+    never_came = getattr(pipeline, "never_came", None)
+    if never_came:  # the other cameras' input ended: exit 4, as for a camera not there at all
+        from perception.errors import SourceUnavailableError
+
+        specs = {c.publish_options.camera_name: c.cameras[0].source for c in cameras}
+        raise SourceUnavailableError(hide_credentials("; ".join(
+            f"camera {name!r} (--source {name}={specs.get(name, '?')}) never came while the other cameras ran"
+            for name in never_came)) + "; check that it is plugged in, or give the right --source")
     for camera, doc in (final.get("cameras") or {"": final}).items():
         if doc.get("end_reason") == "end of input" and doc.get("published") == 0 and doc.get("frames_in") == doc.get("corrupt"):
             # A file, folder or clip that ended without one readable frame: a user mistake, not a

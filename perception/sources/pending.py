@@ -89,6 +89,11 @@ class PendingSource:
         log.warning("camera %s is not there (%s); the other cameras start without it, and it is opened as soon as it "
                     "is (tried again every %g s at most)", quoted(camera), error, MAX_BACKOFF_S)
 
+    @property
+    def opened(self) -> bool:
+        """Whether the camera has opened (it is that source from then on)."""
+        return self._source is not None
+
     # The counters and names a pipeline reads: the opened source's, or none yet.
     @property
     def frames_read(self) -> int:
