@@ -225,7 +225,7 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
                                        check=gate_classes)
         check_gate_labels(val, metadata.class_table, spec=cfg.val_data or cfg.calib,
                           fix="or give the gate labelled images: --val-data SPEC")
-        calib, _ = load_samples(cfg.calib, split="train", count=cfg.calib_count, input_hw=input_hw)
+        calib, _ = load_samples(cfg.calib, split="train", count=cfg.calib_count, input_hw=input_hw, labels=False)
         calib_images = [image for image, _ in calib]
     unknown_spec = _unknown_data(cfg, metadata) if cfg.confidence else None
 

@@ -354,7 +354,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.gate_only:  # re-gate an existing INT8 file (and record the gate in it)
             judged = out  # checked above
         else:
-            calib, _ = load_samples(args.calib, split="train", count=args.calib_count, input_hw=metadata.input_hw)
+            calib, _ = load_samples(args.calib, split="train", count=args.calib_count, input_hw=metadata.input_hw,
+                                    labels=False)
             created = make_folder(out.parent)
             staged = judged = temp_beside(out)  # renamed onto --out only with the gate's verdict
             start = time.perf_counter()

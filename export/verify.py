@@ -69,7 +69,8 @@ def resize_sample(image: np.ndarray, label: np.ndarray | None, input_hw: tuple[i
 
 
 def load_samples(
-    spec: str, *, split: str, count: int, input_hw: tuple[int, int], check: Callable[[Dataset], None] | None = None
+    spec: str, *, split: str, count: int, input_hw: tuple[int, int], check: Callable[[Dataset], None] | None = None,
+    labels: bool = True,
 ) -> tuple[list[Sample], str]:
     """``count`` (image, label) pairs spread evenly over dataset ``spec``, resized to ``input_hw``.
 
@@ -85,7 +86,10 @@ def load_samples(
     if len(dataset) == 0:
         raise DataError(f"dataset {spec!r} has no {split} images; check the path and split")
     indices = np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int)
-    samples = [resize_sample(*dataset[int(i)], input_hw) for i in dict.fromkeys(indices.tolist())]
+    picked = dict.fromkeys(indices.tolist())
+    if not labels:  # calibration, verification: the images alone (a label is neither read nor checked)
+        return [resize_sample(dataset.image(int(i)), None, input_hw) for i in picked], spec
+    samples = [resize_sample(*dataset[int(i)], input_hw) for i in picked]
     return samples, spec
 
 
@@ -95,7 +99,7 @@ def reference_samples(
     """The images the FP32 gate runs on: ``verify_data``, else synthetic scenes, else the
     checkpoint's dataset (its val split). Returns the samples and where they came from."""
     if verify_data:
-        return load_samples(verify_data, split="val", count=count, input_hw=input_hw)
+        return load_samples(verify_data, split="val", count=count, input_hw=input_hw, labels=False)
     try:
         from perception.synthetic import render_scene
     except ImportError:
@@ -109,7 +113,7 @@ def reference_samples(
         samples = [render_scene(1_000_000 + i, height=h, width=w) for i in range(count)]
         return [resize_sample(img, lab, input_hw) for img, lab in samples], "synthetic scenes"
     if checkpoint_dataset:
-        return load_samples(checkpoint_dataset, split="val", count=count, input_hw=input_hw)
+        return load_samples(checkpoint_dataset, split="val", count=count, input_hw=input_hw, labels=False)
     raise DataError("no images to verify the export on; pass --verify-data SPEC (e.g. camvid:/data/camvid)")
 
 

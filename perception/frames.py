@@ -53,7 +53,7 @@ def bench_frames(input_hw: tuple[int, int], count: int, seed: int, spec: str = "
 
             dataset = open_dataset(spec, split="val")
             indices = np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int)
-            frames = [letterbox_image(dataset[int(i)][0], input_hw)[0] for i in dict.fromkeys(indices.tolist())]
+            frames = [letterbox_image(dataset.image(int(i)), input_hw)[0] for i in dict.fromkeys(indices.tolist())]
         else:
             if spec:
                 source, stride = open_source(spec), SOURCE_FRAME_STRIDE

@@ -91,6 +91,11 @@ class SegmentationDataset(Sequence):
             )
         return image, label
 
+    def image(self, index: int) -> np.ndarray:
+        """Pair ``index``'s image alone, as the node reads it (its label neither read nor checked):
+        for what needs no labels, such as INT8 calibration, export verification, ``bench --frames``."""
+        return read_dataset_image(self.pairs[index][0])
+
     def _orientations(self, index: int) -> tuple[int, int, bool]:
         """The EXIF orientations (1: none) of pair ``index``'s image and label, and whether the label
         is turned by its decoder already (a TIFF), read from their headers once (a few small reads

@@ -41,6 +41,10 @@ class SyntheticDataset(Sequence):
     def __len__(self) -> int:
         return self.count
 
+    def image(self, index: int) -> np.ndarray:
+        """Scene ``index``'s image alone (``SegmentationDataset.image``)."""
+        return self[index][0]
+
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= index < self.count:
             raise IndexError(index)
