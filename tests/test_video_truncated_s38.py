@@ -25,3 +25,21 @@ def test_a_video_cut_to_nothing_while_it_is_read_counts_the_frames_it_lost(tmp_p
     assert 5 <= read < 300 and source.corrupt == 300 - read  # every frame accounted for
     assert source.skipped == [f"frames {read}-299 of 300 missing: the file ends after {read} of the 300 frames its "
                               "container states (cut off, or frames lost to damage earlier in the file)"]
+
+
+def test_a_looped_file_deleted_mid_run_is_named_with_its_camera(tmp_path):
+    """V2 N2: in a node of several cameras, a --loop file deleted mid-run ended the node with
+    "video file v.mp4 not found", not saying which camera."""
+    import pytest
+
+    from perception.errors import SourceError
+
+    clip = write_video(tmp_path / "v.mp4", count=3, height=48, width=64)
+    source = open_source(str(clip), loop=True)
+    source.name_camera("rear")
+    assert source.read() is not None
+    clip.unlink()
+    with pytest.raises(SourceError, match=r"^camera 'rear', video file .*v\.mp4 not found; check the path$"):
+        for _ in range(10):
+            source.read()
+    source.close()

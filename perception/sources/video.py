@@ -144,12 +144,13 @@ class VideoFileSource(Source):
         except OSError:
             file_id = None
         if file_id is None:  # deleted (or swapped for a folder...) since it was checked: say so, not the codec
-            raise SourceError(f"video file {shown(self.spec)} {why_not_a_file(self.path)}; check the path")
+            # log_name: which camera, in a node of several (a --loop pass reopens it mid-run)
+            raise SourceError(f"{self.log_name()} {why_not_a_file(self.path)}; check the path")
         cap = self._open_capture(file_id[:2])
         if not cap.isOpened():
             cap.release()
             if not self.path.is_file():  # gone while FFmpeg opened it
-                raise SourceError(f"video file {shown(self.spec)} {why_not_a_file(self.path)}; check the path")
+                raise SourceError(f"{self.log_name()} {why_not_a_file(self.path)}; check the path")
             raise SourceError(f"video file {shown(self.spec)} {self._why_unreadable()}")
         self._file_id = file_id
         return cap
