@@ -229,6 +229,9 @@ class FrameSink:
                     from perception.modelfile import check_writable
 
                     check_writable(self.out)  # a folder it cannot write to is named as such, not as a format
+                    if _disk_full(self.out):  # not the format's fault: a full disk opens no writer either
+                        raise ConfigError(f"cannot write video {self.out}: no space left on its disk; free "
+                                          "space or choose another --out")
                     raise ConfigError(
                         f"OpenCV cannot write video {self.out}; try --out with .avi or a PNG folder"
                     )
@@ -272,6 +275,14 @@ class FrameSink:
             raise ConfigError(f"cannot write {path} ({os_reason(exc)}); choose a writable --out") from None
         if not written:
             raise ConfigError(f"cannot write {path}; choose a writable --out")
+
+
+def _disk_full(path: Path) -> bool:
+    """Whether the file system that would hold ``path`` has no block left for this user."""
+    try:
+        return os.statvfs(path.parent if str(path.parent) else ".").f_bavail == 0
+    except (OSError, AttributeError):  # no statvfs (Windows) or the folder is gone
+        return False
 
 
 def os_reason(exc: OSError) -> str:
