@@ -81,7 +81,7 @@ def create_key_pair(out_dir: str | Path, name: str, *, overwrite: bool = False) 
         # the temporary files go and the old pair stays. One that came during the renames finds the
         # new pair in place (a stop between them would leave the new secret beside the old public key).
         with _stop_signals_held() as stop_pending:
-            out.mkdir(parents=True, exist_ok=True)
+            _make_private_folder(out)
             for tmp, path in written:
                 _write_new_file(tmp, *texts[path])
             if stop_pending():
@@ -115,6 +115,25 @@ def create_key_pair(out_dir: str | Path, name: str, *, overwrite: bool = False) 
         why = f"{exc.strerror or exc}; check the directory" if isinstance(exc, OSError) else "interrupted"
         raise ConfigError(f"cannot write keys to {out}: {why}{unfinished}") from None
     return public, secret
+
+
+def _make_private_folder(out: Path) -> None:
+    """Make ``out`` (and the folders above it that are missing) for the key files: the folders made
+    here are the user's alone (0700, whatever the umask: under umask 000 anyone could have replaced
+    the keys); one already there that others may write gets one warning."""
+    made = []
+    for folder in [out, *out.parents]:
+        if folder.exists():
+            break
+        made.append(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    for folder in made:
+        os.chmod(folder, 0o700)
+    if not made and os.name != "nt":
+        mode = stat.S_IMODE(out.stat().st_mode)
+        if mode & 0o022 and not mode & stat.S_ISVTX:
+            log.warning("key folder %s may be written by other users (mode %04o): they could replace the keys; "
+                        "chmod 700 %s", out, mode, out)
 
 
 def _remove_files(paths: Iterable[str]) -> None:
