@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -419,12 +420,31 @@ def start_authenticator(context: zmq.Context, allow_dir: str | Path) -> Auditing
         auth.load_initial()
     except OSError as exc:
         raise PublishError(f"CURVE allow-list directory {location} cannot be read: {exc.strerror or exc}") from None
+    warn_if_writable_by_others(location)
     auth.start()
     auth.configure_curve_callback(domain="*", credentials_provider=auth)
     auth.watch()
     log.info("CURVE on: %s from %s (the folder is reread every %g s: add or remove a .key to admit or revoke "
              "a client)", _plural(len(auth.allowed), "allowed client key"), location, ALLOW_POLL_S)
     return auth
+
+
+def warn_if_writable_by_others(location: Path) -> bool:
+    """One warning when the allow-list folder may be written by other users (group or others; a
+    sticky bit still lets them add files): any of them could add a ``.key`` and be admitted, as the
+    folder is followed while the node runs; True if so. The list still applies (a shared deployment
+    may mean it)."""
+    if os.name == "nt":
+        return False
+    try:
+        mode = stat.S_IMODE(location.stat().st_mode)
+    except OSError:
+        return False
+    if not mode & 0o022:
+        return False
+    log.warning("CURVE allow-list directory %s may be written by other users (mode %04o): any of them could add a "
+                ".key and be admitted; chmod go-w %s", location, mode, location)
+    return True
 
 
 def make_curve_server(socket: zmq.Socket, secret_file: str | Path | tuple[bytes, bytes]) -> None:
