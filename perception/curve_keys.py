@@ -129,11 +129,10 @@ def _make_private_folder(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for folder in made:
         os.chmod(folder, 0o700)
-    if not made and os.name != "nt":
-        mode = stat.S_IMODE(out.stat().st_mode)
-        if mode & 0o022 and not mode & stat.S_ISVTX:
-            log.warning("key folder %s may be written by other users (mode %04o): they could replace the keys; "
-                        "chmod 700 %s", out, mode, out)
+    mode = None if made else posix_mode(out)
+    if mode is not None and mode & 0o022 and not mode & stat.S_ISVTX:  # sticky: others cannot replace them
+        log.warning("key folder %s may be written by other users (mode %04o): they could replace the keys; "
+                    "chmod 700 %s", out, mode, out)
 
 
 def _remove_files(paths: Iterable[str]) -> None:
@@ -219,15 +218,21 @@ def load_key_pair(secret_file: str | Path, *, role: str) -> tuple[bytes, bytes]:
     return public, secret
 
 
+def posix_mode(path: Path) -> int | None:
+    """The permission bits of ``path`` (following links); None where there are none to check
+    (Windows) or it cannot be looked at."""
+    if os.name == "nt":
+        return None
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None
+
+
 def warn_if_open(path: Path, *, role: str) -> bool:
     """One warning (a file a process) when a secret key file is open to other users; True if so."""
-    if os.name == "nt":  # no POSIX modes to check
-        return False
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except OSError:
-        return False
-    if not mode & 0o077:
+    mode = posix_mode(path)
+    if mode is None or not mode & 0o077:
         return False
     if str(path) not in _warned_open:
         _warned_open.add(str(path))

@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import threading
 import time
 from collections.abc import Callable
@@ -55,7 +54,7 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
-from perception.curve_keys import load_certificate, load_key_pair, load_public_key
+from perception.curve_keys import load_certificate, load_key_pair, load_public_key, posix_mode
 from perception.errors import PublishError, why_not_a_file
 
 log = logging.getLogger(__name__)
@@ -434,13 +433,8 @@ def warn_if_writable_by_others(location: Path) -> bool:
     sticky bit still lets them add files): any of them could add a ``.key`` and be admitted, as the
     folder is followed while the node runs; True if so. The list still applies (a shared deployment
     may mean it)."""
-    if os.name == "nt":
-        return False
-    try:
-        mode = stat.S_IMODE(location.stat().st_mode)
-    except OSError:
-        return False
-    if not mode & 0o022:
+    mode = posix_mode(location)
+    if mode is None or not mode & 0o022:
         return False
     log.warning("CURVE allow-list directory %s may be written by other users (mode %04o): any of them could add a "
                 ".key and be admitted; chmod go-w %s", location, mode, location)
