@@ -235,6 +235,19 @@ def test_a_launch_whose_output_reader_is_gone_keeps_draining_a_chatty_node(tmp_p
 # ---- a thread the system will not start -------------------------------------------------------------
 
 
+def _refuse_thread(monkeypatch, name: str) -> None:
+    """``Thread.start`` refuses the thread called ``name`` as CPython does when pthread_create fails
+    (as root, RLIMIT_NPROC does not apply, so ``ulimit -u`` cannot make it refuse)."""
+    start = threading.Thread.start
+
+    def refusing(self):
+        if self.name == name:
+            raise RuntimeError("can't start new thread")
+        return start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", refusing)
+
+
 @pytest.mark.parametrize(("thread", "what"), [
     ("perception-engine-load", "the thread that loads the engine"),
     ("perception-open", "the thread that opens the source"),
@@ -245,14 +258,8 @@ def test_a_thread_the_system_refuses_is_one_line_naming_the_limits(thread, what,
                                                                     capsys):
     # As root, RLIMIT_NPROC does not apply (ulimit -u 6 as another user does this): Thread.start
     # refuses as CPython does when pthread_create fails.
-    start = threading.Thread.start
 
-    def refusing(self):
-        if self.name == thread:
-            raise RuntimeError("can't start new thread")
-        return start(self)
-
-    monkeypatch.setattr(threading.Thread, "start", refusing)
+    _refuse_thread(monkeypatch, thread)
     code = cli_main(["run", "--model", str(tiny), "--max-frames", "3", "--endpoint", f"tcp://127.0.0.1:{free_tcp_port}"])
     monkeypatch.undo()
     said = capsys.readouterr()
@@ -270,14 +277,8 @@ def test_without_the_stop_deadline_thread_the_node_still_runs_and_stops(tiny, fr
     # The thread that keeps the stop deadline below the signal handlers is the first a node starts:
     # refused, the node runs without it (the signals still stop it) and meets the limit, if at all,
     # at its own threads, in one line.
-    start = threading.Thread.start
 
-    def refusing(self):
-        if self.name == "stop-watch":
-            raise RuntimeError("can't start new thread")
-        return start(self)
-
-    monkeypatch.setattr(threading.Thread, "start", refusing)
+    _refuse_thread(monkeypatch, "stop-watch")
     code = cli_main(["run", "--model", str(tiny), "--max-frames", "3", "--endpoint", f"tcp://127.0.0.1:{free_tcp_port}"])
     monkeypatch.undo()
     said = capsys.readouterr()
@@ -288,17 +289,11 @@ def test_without_the_stop_deadline_thread_the_node_still_runs_and_stops(tiny, fr
 def test_a_thread_refused_anywhere_else_is_one_line_too(monkeypatch, capsys):
     import perception.commands.keys as keys
 
-    start = threading.Thread.start
-
-    def refusing(self):
-        if self.name == "helper":
-            raise RuntimeError("can't start new thread")
-        return start(self)
 
     def main(_args):
         threading.Thread(target=lambda: None, name="helper").start()
 
-    monkeypatch.setattr(threading.Thread, "start", refusing)
+    _refuse_thread(monkeypatch, "helper")
     monkeypatch.setattr(keys, "main", main)
     code = cli_main(["keys", "--out", "k", "--name", "a"])
     monkeypatch.undo()
