@@ -21,9 +21,9 @@ from test_record import ENCODINGS, REPO, frame_masks, free_endpoint
 from test_record_hostile import NS, class_map_message, feed_messages
 
 from perception.mcap_reader import read_recording
-from perception.record_output import refuse_existing
 from perception.publish import MaskPublisher
 from perception.record import RecordConfig, Recorder, RecordWriteError
+from perception.record_output import refuse_existing
 from perception.recover import recover_recording
 
 
