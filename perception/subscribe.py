@@ -70,6 +70,7 @@ from perception.wire import (
     parse_header,
     printable,
 )
+from perception.zmq_context import new_context
 
 log = logging.getLogger(__name__)
 
@@ -390,7 +391,7 @@ class MaskSubscriber:
         # announcing a reconnect (monotonic seconds; see _watch_connections).
         self._up: set[str] = set()
         self._dropped: dict[str, float] = {}
-        self._context = zmq.Context()
+        self._context = new_context("the subscriber", monitor=True)
         self._socket = self._context.socket(zmq.SUB)
         self._monitor: zmq.Socket | None = None
         try:

@@ -77,6 +77,7 @@ from perception.xpub_connections import (
     shut_down_connection,
 )
 from perception.xpub_counts import SubscriptionCounts
+from perception.zmq_context import new_context
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class XpubCore:
         self._see_full_queues = see_full_queues and send_timeout_ms is None
         #: Sends that met a full subscriber queue (``see_full_queues``).
         self.full_queue_sends = 0
-        self._context = zmq.Context()
+        self._context = new_context("the publisher")
         self._auth = None
         # With an allow-list: subscriber connections by file descriptor -> (their key, Z85 bytes;
         # the socket's (device, inode), to tell a reused descriptor number apart).

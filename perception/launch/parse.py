@@ -661,17 +661,16 @@ def _check_curve_files(publish: Any, where: str) -> None:
         return
     import logging
 
-    import zmq
-
     from perception.curve_keys import load_key_pair
     from perception.security import start_authenticator
+    from perception.zmq_context import new_context
 
     key = "curve_secret_key"
     try:
         load_key_pair(publish.curve_secret_key, role="server secret")
         if publish.curve_allow is not None:
             key = "curve_allow"
-            context = zmq.Context()
+            context = new_context("the CURVE allow-list check")
             said = logging.getLogger("perception.security")
             level = said.level
             said.setLevel(max(logging.WARNING, said.getEffectiveLevel()))  # not its "CURVE on: ..." line
