@@ -101,10 +101,10 @@ class ExportConfig:
              "class weighting at the decision (0: off; auto: the TAU of 0..1 that scores best on the checkpoint's "
              "training frames); needs the training data")
     dynamic_batch: bool = setting(False, help="dynamic batch dimension (default: batch 1)")
-    verify_data: str | None = setting(None, metavar="SPEC", help="dataset for the ONNX-vs-PyTorch check (val split)")
+    verify_data: str | None = setting(None, metavar="SPEC", help="images for the ONNX-vs-PyTorch check: a dataset (val split), a video file or an image folder")
     verify_count: int = setting(8, lo=1, hi=1000, help="images for the check")
     int8: bool = setting(False, help="also write a gated INT8 model (model.int8.onnx); with --tensorrt: an INT8 engine")
-    calib: str | None = setting(None, metavar="SPEC", help="calibration dataset (train split), e.g. camvid:/data/camvid")
+    calib: str | None = setting(None, metavar="SPEC", help="calibration images: a dataset (train split, e.g. camvid:/data/camvid), a video file or an image folder")
     calib_count: int = setting(64, lo=1, hi=10000, help="calibration images")
     val_data: str | None = setting(None, metavar="SPEC", help="dataset for the INT8 mIoU gate (default: --calib, val split)")
     val_count: int = setting(DEFAULT_GATE_IMAGES, lo=1, hi=10000, help="validation images for the INT8 gate")
@@ -216,16 +216,16 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
 
         # The gate's labels must be of the model's class table (as perception eval's); calibration
         # needs no labels, so --calib may be any dataset. Checked before a calibration image is read.
-        gate_classes = partial(
-            check_gate_classes, metadata.class_table, model=f"checkpoint {cfg.checkpoint}",
-            flag="--val-data" if cfg.val_data else "--val-data (default: --calib)",
-            fix=val_data_fix(val_data=cfg.val_data, calib=cfg.calib, trained_on=ckpt.dataset),
-        )
+        gate_flag = "--val-data" if cfg.val_data else "--val-data (default: --calib)"
+        gate_fix = val_data_fix(val_data=cfg.val_data, calib=cfg.calib, trained_on=ckpt.dataset)
+        gate_classes = partial(check_gate_classes, metadata.class_table, model=f"checkpoint {cfg.checkpoint}",
+                               flag=gate_flag, fix=gate_fix)
         val, val_source = load_samples(cfg.val_data or cfg.calib, split="val", count=cfg.val_count, input_hw=input_hw,
-                                       check=gate_classes)
+                                       check=gate_classes, flag=gate_flag, fix=gate_fix)
         check_gate_labels(val, metadata.class_table, spec=cfg.val_data or cfg.calib,
                           fix="or give the gate labelled images: --val-data SPEC")
-        calib, _ = load_samples(cfg.calib, split="train", count=cfg.calib_count, input_hw=input_hw, labels=False)
+        calib, _ = load_samples(cfg.calib, split="train", count=cfg.calib_count, input_hw=input_hw, labels=False,
+                                flag="--calib")
         calib_images = [image for image, _ in calib]
     unknown_spec = _unknown_data(cfg, metadata) if cfg.confidence else None
 

@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = ToolParser("quantize", label="export.quantize", description=main.__doc__)
     parser.add_argument("model", type=Path, help="exported FP32 .onnx")
     parser.add_argument("--out", type=Path, help=f"INT8 file (default: MODEL{INT8_SUFFIX} beside the model)")
-    parser.add_argument("--calib", default="synthetic", help="calibration dataset spec, train split (default synthetic)")
+    parser.add_argument("--calib", default="synthetic", help="calibration images: a dataset spec (train split), a video file or an image folder (default synthetic)")
     parser.add_argument("--calib-count", type=int, default=64, help="calibration images (default 64)")
     parser.add_argument("--val-data", help="dataset spec for the mIoU gate, val split (default: --calib)")
     parser.add_argument("--val-count", type=int, default=DEFAULT_GATE_IMAGES,
@@ -329,13 +329,12 @@ def main(argv: list[str] | None = None) -> int:
         # The gate's images (labels of the model's class table, as perception eval's; calibration
         # needs none, so --calib may be any dataset) before minutes of calibration: a bad or
         # mismatched --val-data fails first, and --gate-only leaves the INT8 file untouched.
-        gate_classes = partial(
-            check_gate_classes, metadata.class_table, model=str(args.model),
-            flag="--val-data" if args.val_data else "--val-data (default: --calib)",
-            fix=val_data_fix(val_data=args.val_data, calib=args.calib, trained_on=metadata.dataset),
-        )
+        gate_flag = "--val-data" if args.val_data else "--val-data (default: --calib)"
+        gate_fix = val_data_fix(val_data=args.val_data, calib=args.calib, trained_on=metadata.dataset)
+        gate_classes = partial(check_gate_classes, metadata.class_table, model=str(args.model), flag=gate_flag,
+                               fix=gate_fix)
         val, source = load_samples(val_spec, split="val", count=args.val_count, input_hw=metadata.input_hw,
-                                   check=gate_classes)
+                                   check=gate_classes, flag=gate_flag, fix=gate_fix)
         check_gate_labels(val, metadata.class_table, spec=val_spec,
                           fix="or give the gate labelled images: --val-data SPEC")
         if args.accuracy_control:  # NNCF scores its candidates on these labels: the same check
@@ -347,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"for{trained}, other than --val-data's",
             )
             samples, _ = load_samples(args.accuracy_control, split="val", count=args.ac_count,
-                                      input_hw=metadata.input_hw, check=ac_classes)
+                                      input_hw=metadata.input_hw, check=ac_classes, flag="--accuracy-control")
             check_gate_labels(samples, metadata.class_table, spec=args.accuracy_control, what="INT8 accuracy control",
                               fix="or pass --accuracy-control SPEC naming labelled images")
             control = AccuracyControl(samples, max_drop_points=args.ac_max_drop)
@@ -355,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
             judged = out  # checked above
         else:
             calib, _ = load_samples(args.calib, split="train", count=args.calib_count, input_hw=metadata.input_hw,
-                                    labels=False)
+                                    labels=False, flag="--calib")
             created = make_folder(out.parent)
             staged = judged = temp_beside(out)  # renamed onto --out only with the gate's verdict
             start = time.perf_counter()

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 
 from perception.contracts import INPUT_NAME, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ClassTable
-from perception.errors import DataError, ModelError
+from perception.errors import ConfigError, DataError, ModelError, PerceptionError, why_not_a_file
 from perception.metrics import ConfusionMatrix
 from perception.preprocess import letterbox_image, letterbox_label
 
@@ -70,16 +70,38 @@ def resize_sample(image: np.ndarray, label: np.ndarray | None, input_hw: tuple[i
 
 def load_samples(
     spec: str, *, split: str, count: int, input_hw: tuple[int, int], check: Callable[[Dataset], None] | None = None,
-    labels: bool = True,
+    labels: bool = True, flag: str = "", fix: str = "",
 ) -> tuple[list[Sample], str]:
     """``count`` (image, label) pairs spread evenly over dataset ``spec``, resized to ``input_hw``.
 
     ``check`` runs on the opened dataset before any image is read (the INT8 gate's class-table
-    check: ``int8_gate.check_gate_classes``). Returns the samples and the dataset's name. Raises
-    ConfigError/DataError from the dataset or ``check``.
+    check: ``int8_gate.check_gate_classes``). Without ``labels`` (calibration, verification), ``spec``
+    may also be a video file or an image folder: every ``SOURCE_FRAME_STRIDE``-th frame, no labels.
+    Returns the samples and the dataset's name. Raises ConfigError/DataError from the dataset or
+    ``check``, and ConfigError (``flag``, ``spec``, why, ``fix``) for frames where labels are needed.
     """
-    from perception.datasets import open_dataset
+    from perception.datasets import dataset_kinds, open_dataset
+    from perception.frames import SOURCE_FRAME_STRIDE, is_frames_path, source_frames
+    from perception.sources.images import list_images
 
+    if is_frames_path(spec):
+        if labels:
+            raise ConfigError(f"{flag or 'the dataset'} {spec}: a video file or image folder has no labels, and these "
+                              "images are scored; " + (fix or "give a labelled dataset (folder:PATH with images/, "
+                                                       "labels/ and classes.yaml, camvid:PATH, synthetic)"))
+        try:
+            # A folder's images spread over it (often photos, each its own scene); a video's every
+            # SOURCE_FRAME_STRIDE-th frame (its neighbours are near copies), as bench --frames reads.
+            stride = max(1, len(list_images(spec)) // count) if Path(spec).is_dir() else SOURCE_FRAME_STRIDE
+            frames = source_frames(spec, input_hw, count, stride)
+        except PerceptionError as exc:
+            raise type(exc)(f"{flag}: {exc}" if flag else str(exc)) from None
+        if not frames:
+            raise DataError(f"{flag or 'the frames'} {spec}: no frame could be read; give a video file or an image folder")
+        return [(frame, None) for frame in frames], spec
+    if not labels and spec.partition(":")[0].strip() not in dataset_kinds():  # a file or folder, not there
+        raise ConfigError(f"{flag or 'the frames'} {spec}: {why_not_a_file(spec)}; give a video file, an image folder "
+                          f"or a dataset spec ({', '.join(kind + ':PATH' if kind != 'synthetic' else kind for kind in dataset_kinds())})")
     dataset = open_dataset(spec, split=split)
     if check is not None:
         check(dataset)
@@ -99,7 +121,7 @@ def reference_samples(
     """The images the FP32 gate runs on: ``verify_data``, else synthetic scenes, else the
     checkpoint's dataset (its val split). Returns the samples and where they came from."""
     if verify_data:
-        return load_samples(verify_data, split="val", count=count, input_hw=input_hw, labels=False)
+        return load_samples(verify_data, split="val", count=count, input_hw=input_hw, labels=False, flag="--verify-data")
     try:
         from perception.synthetic import render_scene
     except ImportError:

@@ -23,6 +23,12 @@ def _is_dataset_spec(spec: str) -> bool:
     return not Path(spec).exists() and spec.partition(":")[0].strip() in dataset_kinds()
 
 
+def is_frames_path(spec: str) -> bool:
+    """``spec`` (``--calib``, ``--verify-data``) is a video file or an image folder that exists, read
+    as frames without labels, not a dataset spec (``camvid:PATH``, ``folder:PATH``, ``synthetic``)."""
+    return bool(spec) and not _is_dataset_spec(spec) and Path(spec).exists()
+
+
 def frames_description(spec: str, seed: int) -> str:
     """Where the bench frames came from, for the report."""
     if not spec:
@@ -54,25 +60,42 @@ def bench_frames(input_hw: tuple[int, int], count: int, seed: int, spec: str = "
             dataset = open_dataset(spec, split="val")
             indices = np.linspace(0, len(dataset) - 1, num=min(count, len(dataset))).round().astype(int)
             frames = [letterbox_image(dataset.image(int(i)), input_hw)[0] for i in dict.fromkeys(indices.tolist())]
-        else:
-            if spec:
-                source, stride = open_source(spec), SOURCE_FRAME_STRIDE
-            else:  # rendered at the input size (where the synthetic camera draws it): no letterbox then
-                h, w = synthetic_hw_near(input_hw)
-                source, stride = open_source("synthetic", width=w, height=h, seed=seed), 1
-            source.pace(None)  # bench inputs need no pacing
-            try:
-                for index in range(count * stride):
-                    frame = source.read()
-                    if frame is None:
-                        break
-                    if index % stride == 0:
-                        frames.append(letterbox_image(frame.image, input_hw)[0])
-            finally:
-                source.close()
+        elif spec:
+            frames = source_frames(spec, input_hw, count, SOURCE_FRAME_STRIDE)
+        else:  # rendered at the input size (where the synthetic camera draws it): no letterbox then
+            h, w = synthetic_hw_near(input_hw)
+            frames = _read(open_source("synthetic", width=w, height=h, seed=seed), input_hw, count, 1)
     except PerceptionError as exc:
         raise type(exc)(f"{what}: {exc}") from None
     if not frames:
         raise ConfigError(f"{what} delivered no frames; give a video file, an image folder or a dataset spec such "
                           "as camvid:PATH")
+    return frames
+
+
+def source_frames(spec: str, input_hw: tuple[int, int], count: int, stride: int) -> list[np.ndarray]:
+    """Up to ``count`` frames of the source ``spec`` (a video file or image folder), every
+    ``stride``-th, letterboxed into ``input_hw`` as the node does. SourceError/ConfigError when it
+    cannot be opened or read."""
+    from perception.sources import open_source
+
+    return _read(open_source(spec), input_hw, count, stride)
+
+
+def _read(source, input_hw: tuple[int, int], count: int, stride: int) -> list[np.ndarray]:
+    """Every ``stride``-th of the first ``count * stride`` frames of ``source`` (closed after),
+    letterboxed into ``input_hw``, read as fast as it gives them."""
+    from perception.preprocess import letterbox_image
+
+    source.pace(None)  # sample frames need no pacing
+    frames: list[np.ndarray] = []
+    try:
+        for index in range(count * stride):
+            frame = source.read()
+            if frame is None:
+                break
+            if index % stride == 0:
+                frames.append(letterbox_image(frame.image, input_hw)[0])
+    finally:
+        source.close()
     return frames
