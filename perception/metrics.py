@@ -145,6 +145,15 @@ def strict_json(value: Any) -> Any:
     return str(value)
 
 
+def masks_0_255_fix(table) -> str:
+    """The fix for 0/255 masks read with a two-class table whose ignore id is 255: every 255 pixel (the
+    class-1 pixels) is then left out, never scored or learnt. "" for any other table."""
+    if table.num_classes != 2 or table.ignore_id != 255:
+        return ""
+    return ("for 0/255 masks remove ignore_id from classes.yaml (or set it to another value), so that 255 reads as "
+            f"class 1 ({table.names[1]})")
+
+
 def no_labelled_pixels(spec: str, split: str, dataset) -> str:
     """The one line for a dataset whose labels hold no class id at all: nothing can be scored
     (eval, the INT8 gate and the unknown threshold refuse such data with it)."""

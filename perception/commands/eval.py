@@ -51,7 +51,7 @@ from perception.errors import (
     file_in_the_way,
 )
 from perception.flags import add_flags, config_from_flags
-from perception.metrics import no_labelled_pixels
+from perception.metrics import masks_0_255_fix, no_labelled_pixels
 from perception.options import EngineOptions, PublishOptions
 from perception.overwrite import refuse_existing_file
 from perception.progress import count_of
@@ -290,7 +290,7 @@ def _main_tasks(config: EvalConfig, given) -> int:
                    mask_size=config.mask_size)
     if not counted.labelled:
         raise DataError(no_labelled_pixels(spec, config.split, dataset))
-    notes = _undefined_figures(scores, spec)
+    notes = _undefined_figures(scores, spec, counted)
     emit(f"{source} on {spec} ({config.split}, {count_of(len(dataset), 'image')}), letterboxed to {engine.input_hw[0]}x{engine.input_hw[1]} as the node does", file=report)
     if config.drivable_reach == "ego" and any(s.task == "drivable" for s in scores):
         emit(f"drivable: the area joined to the car, as the node publishes it with --mask-size {config.mask_size} "
@@ -306,7 +306,7 @@ def _main_tasks(config: EvalConfig, given) -> int:
         _print_notes(notes, report)
         emit("with unknown marking off:", file=report)
         emit(format_task_table(unknown.off), file=report)
-        off_notes = [n for n in _undefined_figures(unknown.off, spec) if n not in notes]
+        off_notes = [n for n in _undefined_figures(unknown.off, spec, counted) if n not in notes]
         _print_notes(off_notes, report)
         notes += off_notes
     if config.json:
@@ -359,6 +359,7 @@ class _CountLabelled:
         self.dataset = dataset
         self.class_table = dataset.class_table
         self.labelled = 0
+        self.ignored = 0  # pixels of the ignore id
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -368,21 +369,30 @@ class _CountLabelled:
 
         image, label = self.dataset[index]
         self.labelled += int(np.count_nonzero(label < self.class_table.num_classes))
+        if self.class_table.ignore_id is not None:
+            self.ignored += int(np.count_nonzero(label == self.class_table.ignore_id))
         return image, label
 
 
-def _undefined_figures(scores, spec: str) -> list[str]:
-    """One line per task with a figure printed as "-" (a zero denominator), saying why."""
+def _undefined_figures(scores, spec: str, counted: _CountLabelled) -> list[str]:
+    """One line per task with a figure printed as "-" (a zero denominator), saying why (for 0/255
+    masks read with ``ignore_id: 255``, that cause and its fix)."""
     notes = []
+    table = counted.class_table
+    fix = masks_0_255_fix(table) if counted.ignored else ""
     for s in scores:
         present, claimed = s.true_positive + s.false_negative, s.true_positive + s.false_positive
         data_classes, model_classes = ",".join(s.data_classes), ",".join(s.model_classes)
+        cause = ""
+        if fix and table.names[1] in s.data_classes:
+            cause = (f"; its labels hold {table.ignore_id}, which the class table's ignore_id: {table.ignore_id} leaves "
+                     f"out: {fix}")
         if not present and not claimed:
             notes.append(f"{s.task}: IoU, precision and recall -: {spec} labels no pixel of {data_classes} "
-                         f"and the model predicted none of {model_classes} on the labelled pixels")
+                         f"and the model predicted none of {model_classes} on the labelled pixels{cause}")
         elif not present:
             notes.append(f"{s.task}: recall -: {spec} labels no pixel of {data_classes} "
-                         f"(IoU 0 from the model's {s.false_positive} pixels of {model_classes})")
+                         f"(IoU 0 from the model's {s.false_positive} pixels of {model_classes}){cause}")
         elif not claimed:
             notes.append(f"{s.task}: precision -: the model predicted none of {model_classes} on the labelled pixels")
     return notes

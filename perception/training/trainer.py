@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Subset
 from perception.contracts import ClassTable
 from perception.datasets import Dataset, SyntheticDataset, class_pixel_stats, open_dataset
 from perception.errors import ConfigError, DataError
-from perception.metrics import ConfusionMatrix
+from perception.metrics import ConfusionMatrix, masks_0_255_fix
 from perception.progress import count_of
 from perception.training.augment import (
     EvalSamples,
@@ -304,8 +304,7 @@ def unlabelled_classes_warning(stats: LabelStats, train_set: Dataset, *, mixed: 
             and stats.ignored > 0):
         return (f"class {missing[0]} has no labelled pixel in {where}: they hold only 0 and 255, and the class table "
                 "sets ignore_id: 255, so every 255 pixel is left out of the loss and the model never learns "
-                f"{missing[0]}; for 0/255 masks remove ignore_id from classes.yaml (or set it to another value), "
-                f"so that 255 reads as class 1 ({missing[0]})")
+                f"{missing[0]}; {masks_0_255_fix(table)}")
     what = f"class {missing[0]} has" if len(missing) == 1 else f"classes {', '.join(missing)} have"
     return (f"{what} no labelled pixel in {where}: the model cannot learn "
             f"{'it' if len(missing) == 1 else 'them'}; check that the labels hold "
