@@ -107,6 +107,9 @@ def unknown_marker_for(has_confidence: bool, default_threshold: float, flag: flo
             f"--unknown-threshold {flag:g}: model {model} has no confidence output; re-export it with "
             "'perception export --confidence' or drop --unknown-threshold"
         )
+    if flag is not None and flag > 0 and unknown_level(flag) == 0:  # confidence < 0: never true
+        raise ConfigError(f"--unknown-threshold {flag:g} rounds to confidence level 0 of 255 (the confidence output's "
+                          "steps), which marks no pixel; give 0 to turn marking off, or 0.002 or more")
     if flag == 0:
         log.info("unknown marking off (--unknown-threshold 0): every pixel keeps its class")
         return None

@@ -313,3 +313,15 @@ def test_class_ids_outside_the_models_table_are_published_as_unknown(tmp_path, f
     assert final["published"] == 3
     warnings = [r.getMessage() for r in caplog.records if "outside its class table" in r.getMessage()]
     assert len(warnings) == 1 and f"up to {raw.max()}," in warnings[0] and "(4 classes)" in warnings[0]
+
+
+def test_a_threshold_that_rounds_to_level_0_is_refused_not_reported_on(confident_model, frames_dir, capsys):
+    """H20 LOW-2: --unknown-threshold 0.001 said "marking on" (info and stats enabled: true) but level 0
+    marks no pixel (confidence < 0); only 0 was documented as off. Now one line with both fixes."""
+    code = cli_main(["run", "--model", str(confident_model), "--source", str(frames_dir), "--unknown-threshold",
+                     "0.001", "--endpoint", "tcp://127.0.0.1:*"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "Traceback" not in "".join(err)
+    assert err[-1] == ("perception: error: --unknown-threshold 0.001 rounds to confidence level 0 of 255 (the "
+                       "confidence output's steps), which marks no pixel; give 0 to turn marking off, or 0.002 or more")
+    assert unknown_level(0.002) == 1  # the smallest threshold it names marks
