@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from tiny_models import expected_class_ids, tiny_metadata, write_brightness_model
 
-from perception.engines import EngineOptions
+from perception.engines import EngineOptions, probe_cache
 from perception.engines import auto as auto_mod
 from perception.errors import ModelError
 
@@ -36,9 +36,9 @@ def model_with_int8(tmp_path: Path) -> Path:
 
 def cached_int8_verdict(model: Path, options: EngineOptions) -> Path:
     """The verdict a probe would cache for ``model``: ONNX Runtime INT8 won."""
-    key = auto_mod.probe_key(model, options, auto_mod.cpu_candidates(model, options))
+    key = probe_cache.probe_key(model, options, auto_mod.cpu_candidates(model, options))
     doc = auto_mod.Selection(engine="ort", precision="int8", reason="ort-int8: fastest verified", key=key).to_dict()
-    path = auto_mod.cache_path(key, auto_mod.probe_cache_dir())
+    path = probe_cache.cache_path(key, probe_cache.probe_cache_dir())
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc), encoding="utf-8")
     return path

@@ -226,7 +226,7 @@ def int8_file(tmp_path, monkeypatch):
 
 
 def test_bench_probe_on_an_int8_file_labels_its_reference_with_what_ran(int8_file, tmp_path, monkeypatch, capsys):
-    from perception.engines import EngineOptions
+    from perception.engines import EngineOptions, probe_cache
     from perception.engines import auto as auto_mod
 
     monkeypatch.setattr(auto_mod, "openvino_offers", lambda: (False, False))  # ONNX Runtime alone: a short probe
@@ -239,21 +239,21 @@ def test_bench_probe_on_an_int8_file_labels_its_reference_with_what_ran(int8_fil
     assert [line.split()[0] for line in out.splitlines()[3:-1]] == ["ort-int8"]  # the candidates' table
     # The verdict keeps the candidate it was keyed under: the cache and its agreement logic are as before.
     options = EngineOptions(threads=1)
-    key = auto_mod.probe_key(int8_file, options, auto_mod.cpu_candidates(int8_file, options))
+    key = probe_cache.probe_key(int8_file, options, auto_mod.cpu_candidates(int8_file, options))
     assert key["candidates"] == ["ort-fp32"]
-    cached = auto_mod.read_cached(key, cache)
+    cached = probe_cache.read_cached(key, cache)
     assert cached is not None and (cached.engine, cached.precision) == ("ort", "fp32")
 
 
 def test_a_verdict_cached_by_an_earlier_version_still_loads_and_is_said_as_what_runs(int8_file, tmp_path, monkeypatch,
                                                                                      capsys):
-    from perception.engines import EngineOptions
+    from perception.engines import EngineOptions, probe_cache
     from perception.engines import auto as auto_mod
     from perception.engines.probe import CandidateResult, Selection
 
     monkeypatch.setattr(auto_mod, "openvino_offers", lambda: (True, False))
     options = EngineOptions(threads=1)
-    key = auto_mod.probe_key(int8_file, options, auto_mod.cpu_candidates(int8_file, options))
+    key = probe_cache.probe_key(int8_file, options, auto_mod.cpu_candidates(int8_file, options))
     assert key["candidates"] == ["ort-fp32", "openvino-int8"]  # the key recipe earlier versions cached under
     old = Selection(engine="ort", precision="fp32", key=key, probed_utc="2026-01-01T00:00:00Z", probe_s=1.0,
                     reason="ort-fp32: fastest verified, 1.00 ms p50, class ids agree 100.00 % with ort-fp32 on 16 "
@@ -262,7 +262,7 @@ def test_a_verdict_cached_by_an_earlier_version_still_loads_and_is_said_as_what_
                              CandidateResult("openvino", "int8", 1.2, 1.0, True, "", 0.995)])
     cache = tmp_path / "probe"
     cache.mkdir()
-    (cache / f"{auto_mod.key_digest(key)}.json").write_text(json.dumps(old.to_dict()))
+    (cache / f"{probe_cache.key_digest(key)}.json").write_text(json.dumps(old.to_dict()))
     assert main(["bench", "probe", str(int8_file), "--threads", "1", "--cache-dir", str(cache)]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].endswith(": ort-int8, cached verdict"), out
@@ -316,14 +316,14 @@ def test_the_node_on_an_int8_file_says_the_probe_kept_ort_int8(int8_file, tmp_pa
 
 
 def test_a_cached_winner_that_fails_on_an_int8_file_falls_back_to_what_runs(int8_file, monkeypatch, caplog):
-    from perception.engines import EngineOptions
+    from perception.engines import EngineOptions, probe_cache
     from perception.engines import auto as auto_mod
 
     monkeypatch.setattr(auto_mod, "openvino_offers", lambda: (True, False))
     options = EngineOptions(threads=1)
-    key = auto_mod.probe_key(int8_file, options, auto_mod.cpu_candidates(int8_file, options))
-    auto_mod.write_cached(auto_mod.Selection(engine="openvino", precision="int8", reason="cached", key=key),
-                          auto_mod.probe_cache_dir())
+    key = probe_cache.probe_key(int8_file, options, auto_mod.cpu_candidates(int8_file, options))
+    probe_cache.write_cached(auto_mod.Selection(engine="openvino", precision="int8", reason="cached", key=key),
+                             probe_cache.probe_cache_dir())
     real_load = auto_mod.load_candidate
 
     def load(candidate, path, opts):

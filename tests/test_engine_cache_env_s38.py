@@ -24,7 +24,7 @@ import onnx
 import pytest
 from tiny_models import expected_class_ids, tiny_metadata, write_brightness_model, write_upsampling_model
 
-from perception.engines import EngineOptions, load_engine
+from perception.engines import EngineOptions, load_engine, probe_cache
 from perception.engines import auto as auto_mod
 from perception.engines import cache as cache_mod
 from perception.engines import ort as ort_mod
@@ -193,7 +193,7 @@ def test_without_a_home_folder_auto_probes_without_a_verdict_cache(homeless, tmp
     model = write_brightness_model(tmp_path / "m.onnx", HW)
     options = EngineOptions(threads=1)
     assert auto_mod.cached_selection(model, options) is None  # was a RuntimeError traceback in the node
-    assert auto_mod.node_cache_dir() is None
+    assert probe_cache.node_cache_dir() is None
     warned = cache_warnings(caplog)
     assert len(warned) == 1 and "running without the engine probe cache" in warned[0]
     # perception bench probe, whose point is that cache: one line, exit 2
@@ -202,7 +202,7 @@ def test_without_a_home_folder_auto_probes_without_a_verdict_cache(homeless, tmp
     assert err[-1].startswith("perception: error: no home folder for the engine probe cache (HOME is not set")
     assert err[-1].endswith("set HOME or PERCEPTION_PROBE_CACHE, or give --cache-dir")
     with pytest.raises(ConfigError):
-        auto_mod.probe_cache_dir()
+        probe_cache.probe_cache_dir()
 
 
 def test_without_a_home_folder_tensorrt_engines_go_to_a_private_folder_of_the_process(homeless, caplog):
@@ -238,7 +238,7 @@ def test_under_umask_000_the_caches_are_private(open_umask, tmp_path, monkeypatc
     model = write_brightness_model(tmp_path / "m.onnx", HW)
     load_engine("ort", model, CPU)
     selection = auto_mod.Selection(engine="ort", precision="fp32", reason="test", key={"k": 1})
-    auto_mod.write_cached(selection, auto_mod.node_cache_dir())
+    probe_cache.write_cached(selection, probe_cache.node_cache_dir())
     found = modes(home / ".cache" / "perception")
     assert found.pop("ort") == found.pop("probe") == "0o700"
     assert set(found.values()) == {"0o600"} and len(found) == 2, found
@@ -297,24 +297,24 @@ def test_an_ort_cache_folder_others_can_write_is_not_used(tmp_path, monkeypatch,
 @pytest.mark.parametrize("how", ["another user's", "writable by others"])
 def test_a_probe_verdict_that_is_not_the_users_alone_is_not_read(tmp_path, caplog, how):
     cache = tmp_path / "probe"
-    key = {"version": auto_mod.PROBE_KEY_VERSION, "candidates": ["ort-fp32", "openvino-fp32"]}
-    auto_mod.write_cached(auto_mod.Selection(engine="openvino", precision="fp32", reason="planted", key=key), cache)
-    assert auto_mod.read_cached(key, cache) is not None  # this user's own is read
-    path = auto_mod.cache_path(key, cache)
+    key = {"version": probe_cache.PROBE_KEY_VERSION, "candidates": ["ort-fp32", "openvino-fp32"]}
+    probe_cache.write_cached(auto_mod.Selection(engine="openvino", precision="fp32", reason="planted", key=key), cache)
+    assert probe_cache.read_cached(key, cache) is not None  # this user's own is read
+    path = probe_cache.cache_path(key, cache)
     plant(path, how)
-    assert auto_mod.read_cached(key, cache) is None
+    assert probe_cache.read_cached(key, cache) is None
     warned = cache_warnings(caplog)
     assert len(warned) == 1 and warned[0].startswith(f"not loading the engine probe cache entry {path}: ")
 
 
 def test_a_probe_cache_folder_others_can_write_is_neither_read_nor_written(tmp_path, caplog):
     cache = tmp_path / "probe"
-    key = {"version": auto_mod.PROBE_KEY_VERSION, "candidates": ["ort-fp32"]}
-    auto_mod.write_cached(auto_mod.Selection(engine="ort", precision="fp32", reason="ok", key=key), cache)
+    key = {"version": probe_cache.PROBE_KEY_VERSION, "candidates": ["ort-fp32"]}
+    probe_cache.write_cached(auto_mod.Selection(engine="ort", precision="fp32", reason="ok", key=key), cache)
     cache.chmod(0o777)
-    assert auto_mod.read_cached(key, cache) is None
-    auto_mod.cache_path(key, cache).unlink()
-    auto_mod.write_cached(auto_mod.Selection(engine="ort", precision="fp32", reason="ok", key=key), cache)
+    assert probe_cache.read_cached(key, cache) is None
+    probe_cache.cache_path(key, cache).unlink()
+    probe_cache.write_cached(auto_mod.Selection(engine="ort", precision="fp32", reason="ok", key=key), cache)
     assert list(cache.iterdir()) == []
     warned = cache_warnings(caplog)
     assert len(warned) == 1 and warned[0].startswith(f"not using the engine probe cache {cache}: group or other users "

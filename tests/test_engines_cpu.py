@@ -16,7 +16,7 @@ from onnx import numpy_helper
 from tiny_models import expected_class_ids, tiny_metadata, write_brightness_model, write_upsampling_model
 
 from perception import contracts
-from perception.engines import EngineOptions, load_engine
+from perception.engines import EngineOptions, load_engine, probe_cache
 from perception.engines import auto as auto_mod
 from perception.engines import probe as probe_mod
 from perception.engines.switching import SwitchingEngine
@@ -237,7 +237,7 @@ def test_bench_probe_reports_and_caches_the_verdict_on_the_users_frames(tmp_path
     assert "100.00" in int8_line and int8_line.endswith("eligible")
     assert f"--threads 1' in {cache}" in out
     options = EngineOptions(threads=1)
-    cached = auto_mod.read_cached(auto_mod.probe_key(model, options, auto_mod.cpu_candidates(model, options)), cache)
+    cached = probe_cache.read_cached(probe_cache.probe_key(model, options, auto_mod.cpu_candidates(model, options)), cache)
     assert cached is not None and "the frames in" in cached.reason
 
     code = cli_main(["bench", "probe", str(model), "--frames", str(tmp_path / "none.npy"), "--cache-dir", str(cache)])
@@ -321,11 +321,11 @@ def test_probe_cache_is_keyed_and_invalidated(tmp_path, monkeypatch):
     write_broken_int8(model)  # an INT8 sibling appeared: new candidates, new key
     auto_mod.select_engine(model, options, cache_dir=cache)
     assert len(probes) == 4
-    real_version = auto_mod._version
-    monkeypatch.setattr(auto_mod, "_version", lambda d: "9.9" if d == "onnxruntime" else real_version(d))
+    real_version = probe_cache._version
+    monkeypatch.setattr(probe_cache, "_version", lambda d: "9.9" if d == "onnxruntime" else real_version(d))
     auto_mod.select_engine(model, options, cache_dir=cache)  # a library upgrade
     assert len(probes) == 5
-    monkeypatch.setattr(auto_mod, "cpu_model", lambda: "Another CPU")
+    monkeypatch.setattr(probe_cache, "cpu_model", lambda: "Another CPU")
     auto_mod.select_engine(model, options, cache_dir=cache)  # another machine
     assert len(probes) == 6
     auto_mod.select_engine(model, options, cache_dir=cache)
@@ -465,7 +465,7 @@ def test_the_winner_runs_first_after_fp32_closed_and_fp32_returns_if_that_run_fa
     monkeypatch.setattr(probe_mod, "load_candidate", load_failing)
     engine = auto_mod.load_auto(model, EngineOptions(threads=1), background=True)
     first_engine = engine._current
-    cached = tmp_path / "probe-cache" / f"{auto_mod.key_digest(engine._key)}.json"
+    cached = tmp_path / "probe-cache" / f"{probe_cache.key_digest(engine._key)}.json"
     cached.parent.mkdir(exist_ok=True)
     cached.write_text("{}")  # where the real probe child caches its verdict
     batch = np.full((1, *HW, 3), 200, np.uint8)
@@ -518,9 +518,9 @@ def test_a_cached_verdict_starts_on_the_winner_and_close_stops_a_running_probe(t
     engine.close()
     assert child.poll() is not None  # the probe child was stopped with the node
     options = EngineOptions(threads=1)
-    key = auto_mod.probe_key(model, options, auto_mod.cpu_candidates(model, options))
-    auto_mod.write_cached(auto_mod.Selection(engine="ort", precision="int8", reason="cached verdict", key=key),
-                          auto_mod.probe_cache_dir())
+    key = probe_cache.probe_key(model, options, auto_mod.cpu_candidates(model, options))
+    probe_cache.write_cached(auto_mod.Selection(engine="ort", precision="int8", reason="cached verdict", key=key),
+                             probe_cache.probe_cache_dir())
     engine = auto_mod.load_auto(model, options, background=True)
     assert not isinstance(engine, SwitchingEngine) and engine.precision == "int8"
     assert engine.selection["from_cache"] and engine.selection["reason"] == "cached verdict"
@@ -685,7 +685,7 @@ def test_probe_key_versions_equal_importlib_metadata():
             want = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             want = "absent"
-        assert auto_mod._version(dist) == want, dist
+        assert probe_cache._version(dist) == want, dist
 
 
 def test_an_int8_file_is_held_to_the_agreement_its_gate_measured(tmp_path):

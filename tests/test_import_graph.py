@@ -121,8 +121,9 @@ def test_an_ort_node_run_imports_no_other_engine(tiny_model_path, tmp_path, free
     import subprocess
     import sys
 
-    from perception.engines.auto import Selection, cpu_candidates, probe_key, write_cached
+    from perception.engines.auto import Selection, cpu_candidates
     from perception.engines.base import EngineOptions
+    from perception.engines.probe_cache import probe_key, write_cached
 
     options = EngineOptions(threads=1)
     key = probe_key(tiny_model_path, options, cpu_candidates(tiny_model_path, options))

@@ -120,7 +120,7 @@ def test_two_views_or_listens_writing_one_place_are_refused(tmp_path, capsys, mo
 
 
 def test_the_default_view_out_is_the_one_view_writes():
-    from perception.launch.parse import _DEFAULT_VIEW_OUT
+    from perception.launch.checks import _DEFAULT_VIEW_OUT
     from perception.sinks import DEFAULT_VIEW_OUT
 
     assert str(DEFAULT_VIEW_OUT) == _DEFAULT_VIEW_OUT

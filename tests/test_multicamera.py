@@ -635,7 +635,7 @@ def test_a_failing_engine_stops_every_camera_with_balanced_stats(tiny_engine):
 
 def test_launch_check_names_the_camera_whose_file_is_missing(tmp_path):
     from perception.errors import SourceError
-    from perception.launch.parse import check_node_files
+    from perception.launch.checks import check_node_files
 
     launch = tmp_path / "cams.yaml"
     launch.write_text(

@@ -21,7 +21,7 @@ import pytest
 from tiny_models import tiny_metadata, write_brightness_model
 
 from perception.bench.engine import EngineBenchConfig, run_engine_bench
-from perception.engines import EngineOptions
+from perception.engines import EngineOptions, probe_cache
 from perception.engines import auto as auto_mod
 from perception.engines.switching import SwitchingEngine
 from perception.errors import ConfigError, DependencyError, ModelError, PerceptionError
@@ -50,9 +50,9 @@ def model_with_int8(tmp_path: Path, *, int8_padding: int = 0) -> Path:
 def cached_verdict(model: Path, options: EngineOptions, **fields) -> Path:
     """Write the verdict a probe would cache for ``model`` and ``options`` (its key as written), with
     ``fields`` over a valid openvino-int8 verdict; returns the cache file."""
-    key = auto_mod.probe_key(model, options, auto_mod.cpu_candidates(model, options))
+    key = probe_cache.probe_key(model, options, auto_mod.cpu_candidates(model, options))
     doc = auto_mod.Selection(engine="openvino", precision="int8", reason="hand-written verdict", key=key).to_dict()
-    path = auto_mod.cache_path(key, auto_mod.probe_cache_dir())
+    path = probe_cache.cache_path(key, probe_cache.probe_cache_dir())
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**doc, **fields}), encoding="utf-8")
     return path
@@ -85,8 +85,8 @@ def test_a_cache_file_that_is_json_but_not_a_verdict_is_one_warning_and_probes_a
     assert code == 0 and "--engine auto for tiny.onnx" in out and "probed in" in out
     assert len(cache_warnings(caplog, path)) == 1
     assert "is unreadable" in cache_warnings(caplog, path)[0] and "probing again" in cache_warnings(caplog, path)[0]
-    assert auto_mod.read_cached(auto_mod.probe_key(model, options, auto_mod.cpu_candidates(model, options)),
-                                cache) is not None  # the new verdict replaced it
+    assert probe_cache.read_cached(probe_cache.probe_key(model, options, auto_mod.cpu_candidates(model, options)),
+                                   cache) is not None  # the new verdict replaced it
 
 
 def test_the_node_on_a_cache_file_of_an_array_runs_and_warns_once(tmp_path):
@@ -94,8 +94,8 @@ def test_the_node_on_a_cache_file_of_an_array_runs_and_warns_once(tmp_path):
     line on stderr naming the file, no traceback."""
     model = model_with_int8(tmp_path)
     options = EngineOptions(threads=1)  # what the node below keys its verdict by
-    path = auto_mod.cache_path(auto_mod.probe_key(model, options, auto_mod.cpu_candidates(model, options)),
-                               auto_mod.probe_cache_dir())
+    path = probe_cache.cache_path(probe_cache.probe_key(model, options, auto_mod.cpu_candidates(model, options)),
+                                  probe_cache.probe_cache_dir())
     env = dict(os.environ)  # the private caches of _private_caches
     path.parent.mkdir(parents=True)
     path.write_text("[]")

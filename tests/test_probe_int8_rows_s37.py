@@ -13,7 +13,7 @@ from test_engines_cpu import HW, write_good_int8
 from tiny_models import write_brightness_model
 
 from perception.cli import main
-from perception.engines import EngineOptions
+from perception.engines import EngineOptions, probe_cache
 from perception.engines import auto as auto_mod
 from perception.engines import probe as probe_mod
 
@@ -37,7 +37,7 @@ def test_the_cached_and_published_rows_name_the_int8_reference_by_what_ran(int8_
     out = capsys.readouterr().out
     assert "ort-fp32" not in out, out
     options = EngineOptions(threads=1)
-    key = auto_mod.probe_key(int8_file, options, auto_mod.cpu_candidates(int8_file, options))
+    key = probe_cache.probe_key(int8_file, options, auto_mod.cpu_candidates(int8_file, options))
     assert key["candidates"] == ["ort-fp32"]  # the cache key is as before
     (path,) = cache.glob("*.json")
     stored = json.loads(path.read_text())

@@ -20,7 +20,7 @@ from test_pipeline import MODEL_HW, Link, SlowEngine, expected_maps, run_cli, wr
 from tiny_models import expected_class_ids, write_brightness_model
 
 from perception import contracts
-from perception.engines import EngineOptions, load_engine
+from perception.engines import EngineOptions, load_engine, probe_cache
 from perception.engines import auto as auto_mod
 from perception.engines import probe as probe_mod
 from perception.engines.base import Engine
@@ -348,10 +348,10 @@ def test_the_probe_records_the_streams_and_streams_auto_runs_them(tmp_path, monk
     selection = auto_mod.select_engine(model, options)  # a real probe, in process
     assert selection.streams in (1, 2) and set(selection.streams_fps) == {"1", "2"}
     assert "--streams auto:" in selection.reason
-    assert auto_mod.read_cached(selection.key, auto_mod.probe_cache_dir()).streams == selection.streams
+    assert probe_cache.read_cached(selection.key, probe_cache.probe_cache_dir()).streams == selection.streams
     for cached_streams in (2, 1):
         selection.streams = cached_streams
-        auto_mod.write_cached(selection, auto_mod.probe_cache_dir())
+        probe_cache.write_cached(selection, probe_cache.probe_cache_dir())
         engine = auto_mod.load_auto(model, options, background=True)
         assert not isinstance(engine, SwitchingEngine) and engine.streams == cached_streams
         assert engine.selection["streams"] == cached_streams
@@ -363,10 +363,10 @@ def test_the_probe_records_the_streams_and_streams_auto_runs_them(tmp_path, monk
 
 def _cached_verdict(model: Path, options: EngineOptions, streams: int, fps_1: float, fps_2: float) -> None:
     """A cached ONNX Runtime FP32 verdict for ``model`` whose probe chose ``streams`` and measured these rates."""
-    key = auto_mod.probe_key(model, options, auto_mod.cpu_candidates(model, options))
-    auto_mod.write_cached(probe_mod.Selection(engine="ort", precision="fp32", reason="test verdict", key=key,
-                                              streams=streams, streams_fps={"1": fps_1, "2": fps_2}),
-                          auto_mod.probe_cache_dir())
+    key = probe_cache.probe_key(model, options, auto_mod.cpu_candidates(model, options))
+    probe_cache.write_cached(probe_mod.Selection(engine="ort", precision="fp32", reason="test verdict", key=key,
+                                                 streams=streams, streams_fps={"1": fps_1, "2": fps_2}),
+                             probe_cache.probe_cache_dir())
 
 
 @pytest.mark.parametrize(("fps_2", "flat_out", "want"), [(104.0, True, 2), (104.0, False, 1), (95.0, True, 1)])

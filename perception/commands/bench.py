@@ -171,8 +171,9 @@ def _probe(args: argparse.Namespace) -> int:
     """``bench probe``: the verdict, cached for the node. The cache folder is checked first (its
     whole point is that cache; a probe takes seconds to minutes), and "cached" is said only when
     the verdict's file is there."""
-    from perception.engines.auto import key_digest, probe_cache_dir, probe_now
+    from perception.engines.auto import probe_now
     from perception.engines.probe import describe
+    from perception.engines.probe_cache import key_digest, probe_cache_dir
     from perception.options import MAX_THREADS
 
     if not 0 <= args.threads <= MAX_THREADS:  # worded as run's (and the bench's other flags') range errors

@@ -1,9 +1,10 @@
 """``--engine auto``'s first start: ONNX Runtime FP32 runs at once while the probe runs in a child
 process, and the verified winner takes over between two frames (``SwitchingEngine``).
 
-The probe, its cache and its verdict are ``perception.engines.auto``'s; this module only runs the
-node meanwhile and swaps engines. It calls the probe module's functions through the module, so
-there is one probe command and one verdict reader.
+The probe and its verdict are ``perception.engines.auto``'s, their cache
+``perception.engines.probe_cache``'s; this module only runs the node meanwhile and swaps engines.
+It calls the probe module's functions through the module, so there is one probe command and one
+verdict reader.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from perception.engines import auto, probe
+from perception.engines import auto, probe, probe_cache
 from perception.engines.base import Engine, EngineOptions, WarmupError
 from perception.errors import PerceptionError
 from perception.signals import die_with_parent
@@ -221,7 +222,7 @@ class SwitchingEngine(Engine):
         try:
             probe.prepare_candidate(candidate)  # its library and runtime, off the switch's pause
         except PerceptionError as exc:
-            auto.forget_cached(self._key, self._cache_dir)  # the child cached it; the next start probes again
+            probe_cache.forget_cached(self._key, self._cache_dir)  # the child cached it; the next start probes again
             self._fail(f"the probe chose {candidate.label} but it cannot be used here ({str(exc).splitlines()[0][:200]})")
             return
         with self._lock:
@@ -297,7 +298,7 @@ class SwitchingEngine(Engine):
                 self._retired = None
             else:
                 self._current = self._reference()
-            auto.forget_cached(self._key, self._cache_dir)  # the child cached it; the next start probes again
+            probe_cache.forget_cached(self._key, self._cache_dir)  # the child cached it; the next start probes again
             # the warm-up names the file around the backend's error; the candidate's label says it here
             reason = exc.reason if isinstance(exc, WarmupError) else (str(exc).splitlines()[0][:200] if str(exc)
                                                                        else type(exc).__name__)

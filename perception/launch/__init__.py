@@ -42,17 +42,19 @@ cannot bind, two nodes that write one file (``record`` outs and their splits, ``
 ``source`` that is a video, an image or an image folder, and its CURVE key files; with
 ``per_class_obstacles``, the model's obstacle classes as topics), and the files ``replay`` nodes
 read (the recording: there, readable, MCAP, holding a perception message; its CURVE key files;
-``parse.check_node_files``).
+``checks.check_node_files``).
 
 Modules, in the order a launch goes through them: ``parse`` (file, arguments, includes, validation
 -> plan), ``substitute`` (``$(var)``/``$(env)``), ``flags`` (node parameters -> command flags),
+``checks`` (across the parsed nodes: no two bind one address or write one file; ``--check``'s files),
 ``plan`` (node kinds, the resolved plan and its printout), ``supervisor`` (processes, prefixed
 output, respawn, signals).
 
 Run: ``perception launch launch/demo.yaml model:=m.onnx`` (``--check`` checks files, prints the plan and exits).
 """
 
-from perception.launch.parse import check_node_files, load_launch, parse_launch_arguments
+from perception.launch.checks import check_node_files
+from perception.launch.parse import load_launch, parse_launch_arguments
 from perception.launch.plan import NODE_KINDS, LaunchPlan, NodePlan, format_plan
 from perception.launch.supervisor import LaunchSupervisor
 

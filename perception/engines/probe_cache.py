@@ -1,0 +1,190 @@
+"""The cache of ``--engine auto``'s probe verdicts: their key, and reading, writing and forgetting them.
+
+    key = probe_key(model_path, options, auto.cpu_candidates(model_path, options))
+    selection = read_cached(key, node_cache_dir())   # None: probe, then write_cached(selection, ...)
+
+A verdict is cached as JSON in ``~/.cache/perception/probe`` (``PERCEPTION_PROBE_CACHE``
+overrides it; a private folder, whose entries are read only when they are the user's alone, see
+``perception.engines.cache``; without a home folder the node probes at every start) under a key of
+the model file's (and its INT8 sibling's) SHA-256, the CPU model and ISA, the thread count and the
+versions of ONNX Runtime, OpenVINO and perception: a changed model, library or machine probes
+again. ``perception.engines.auto`` chooses the candidates, probes and loads the winner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from perception.engines import cache as engine_cache
+from perception.engines.base import EngineOptions
+from perception.engines.cpu import cpu_isa, cpu_model
+from perception.engines.probe import MIN_AGREEMENT, Candidate, Selection, VerdictError, int8_sibling
+from perception.errors import ConfigError
+from perception.modelfile import check_model_path, external_data_files
+
+log = logging.getLogger("perception.engines.auto")  # one logger name for all of --engine auto
+
+#: Bump when the key recipe or the cached document changes, so old entries are never reused.
+#: 3: the verdict holds the winner's frames in flight (``streams``, for ``--streams auto``).
+#: 4: 16 probe frames instead of 4.
+#: 5: judged on the node's own frames (a verdict on rendered scenes is probed again).
+#: 6: OpenVINO runs the class tail planar (``planar_class_tail``, about 1.2x on an AVX2 EPYC), so a
+#:    verdict that timed the slower OpenVINO is probed again.
+PROBE_KEY_VERSION = 6
+#: How the warnings name this cache, and what running without it costs.
+PROBE_CACHE = "engine probe cache"
+PROBE_COST = "every start probes the engines again"
+
+
+def probe_cache_dir() -> Path:
+    """The verdict cache folder for ``perception bench probe`` (``PERCEPTION_PROBE_CACHE``, else
+    ``~/.cache/perception/probe``).
+
+    Raises:
+        ConfigError: there is no home folder, and the variable is not set.
+    """
+    folder = node_cache_dir(warn=False)
+    if folder is None:
+        raise ConfigError(f"no home folder for the engine probe cache ({engine_cache.no_home()}); set HOME or "
+                          "PERCEPTION_PROBE_CACHE, or give --cache-dir")
+    return folder
+
+
+def node_cache_dir(*, warn: bool = True) -> Path | None:
+    """The verdict cache folder a node reads and writes; None, with one warning, when there is no
+    home folder to put it in (the node probes at every start)."""
+    if not warn and not os.environ.get("PERCEPTION_PROBE_CACHE") and engine_cache.home_dir() is None:
+        return None
+    return engine_cache.default_dir("PERCEPTION_PROBE_CACHE", "probe", PROBE_CACHE, PROBE_COST)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _version(dist: str) -> str:
+    """The installed version of ``dist``, read from its ``NAME-VERSION.dist-info`` folder name on
+    ``sys.path`` (the first one, as importlib.metadata finds it). Hand-written because importing
+    importlib.metadata (and the email parser under it) took 15-50 ms of every node start, for three
+    version strings."""
+    prefix = dist.replace("-", "_").lower() + "-"
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            if name.endswith(".dist-info") and name.lower().startswith(prefix):
+                return name[len(prefix):-len(".dist-info")]
+    return "absent"
+
+
+def probe_key(model_path: Path, options: EngineOptions, candidates: list[Candidate]) -> dict:
+    """Everything the probe's verdict depends on (see the module docstring)."""
+    check_model_path(model_path)  # hashed below: a missing file is the user's one-line error, not an OSError
+    sibling = int8_sibling(model_path)
+    return {
+        "version": PROBE_KEY_VERSION,
+        "model_sha256": _sha256(model_path),
+        # Weights kept beside the model (``model.onnx.data``): new weights there change the verdict
+        # too, although the .onnx bytes stay the same.
+        "external_sha256": {p.name: _sha256(p) for p in external_data_files(model_path)},
+        "int8_sha256": _sha256(sibling) if sibling else "",
+        "cpu": cpu_model(),
+        "isa": cpu_isa(),
+        "threads": options.threads,
+        "candidates": [c.label for c in candidates],
+        "min_agreement": MIN_AGREEMENT,
+        "onnxruntime": _version("onnxruntime"),
+        "openvino": _version("openvino"),
+        "perception": _version("perception"),
+    }
+
+
+def key_digest(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def cache_path(key: dict, cache_dir: Path) -> Path:
+    """The file the verdict for ``key`` is cached in."""
+    return cache_dir / f"{key_digest(key)}.json"
+
+
+def read_cached(key: dict, cache_dir: Path | None) -> Selection | None:
+    """The cached selection for ``key``; None when absent, stored under another key, or unusable
+    (or there is no cache: ``cache_dir`` None).
+
+    The file is data from disk: every field is checked (``Selection.from_dict``), and the winner
+    must be one of the candidates this machine offers (``key["candidates"]``). A file that cannot be
+    read, is not JSON, is not a verdict or names what cannot run here is one warning naming it, and
+    is removed (when it could be read), so the probe that follows writes a new one and a second
+    reader (the node's loader, its probe child) does not warn again. A folder or file that another
+    user owns or others can write is not read (one warning; ``perception.engines.cache``).
+    """
+    if cache_dir is None or not engine_cache.usable_dir(cache_dir, PROBE_CACHE, PROBE_COST, create=False):
+        return None
+    path = cache_path(key, cache_dir)
+    try:
+        selection = Selection.from_dict(json.loads(_read_trusted(path)))
+        if selection.key != key:  # another key's verdict under this name: not this start's to judge
+            return None
+        label = f"{selection.engine}-{selection.precision}"
+        if label not in key["candidates"]:
+            raise VerdictError(f"its winner {label} is not one of this machine's candidates: "
+                               f"{', '.join(key['candidates'])}")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # a folder in its place, no permission: left as it is
+        log.warning("engine probe cache %s is unreadable (%s); probing again", path, type(exc).__name__)
+        return None
+    except (ValueError, RecursionError) as exc:  # not JSON, nested too deep, not a verdict
+        why = str(exc) if isinstance(exc, VerdictError) else type(exc).__name__
+        log.warning("engine probe cache %s is unreadable (%s); probing again", path, why)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+    selection.from_cache = True
+    return selection
+
+
+def _read_trusted(path: Path) -> str:
+    """The text of the verdict file ``path``, read only when it is the user's alone (else an
+    OSError that ``read_cached`` treats as a missing file, after one warning)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        why = engine_cache.untrusted(os.fstat(fd))
+        if why:
+            engine_cache.warn_once(f"not loading the {PROBE_CACHE} entry {path}: {why}; probing again")
+            raise FileNotFoundError(path)
+        return f.read().decode("utf-8")
+
+
+def write_cached(selection: Selection, cache_dir: Path | None) -> None:
+    """Store ``selection`` (atomically: a crash leaves the old entry or none), private to the user; a
+    cache that cannot be written is one warning, not fatal."""
+    if cache_dir is None or not engine_cache.usable_dir(cache_dir, PROBE_CACHE, PROBE_COST):
+        return
+    path = cache_path(selection.key, cache_dir)
+    try:
+        engine_cache.write_private(path, json.dumps(selection.to_dict(), indent=1, sort_keys=True).encode("utf-8"))
+    except OSError as exc:
+        engine_cache.warn_once(f"cannot write the {PROBE_CACHE} {path} ({engine_cache.os_cause(exc, cache_dir)}); "
+                               f"{PROBE_COST}")
+
+
+def forget_cached(key: dict, cache_dir: Path | None) -> None:
+    """Remove the cached selection for ``key`` (a verdict the node could not use), so that the next
+    start probes again; a cache folder that cannot be written is left as it is."""
+    if cache_dir is not None:
+        with contextlib.suppress(OSError):
+            cache_path(key, cache_dir).unlink(missing_ok=True)
