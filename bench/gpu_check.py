@@ -149,7 +149,7 @@ def make_models(out: Path, *, onnx: bool, int8: bool) -> dict[str, Path]:
 
 
 def _bench(args: list[str], out: Path, name: str, limit_s: float) -> list[dict[str, Any]]:
-    from perception.bench.report import RESULTS_FILE
+    from perception.bench.results import RESULTS_FILE
 
     folder = out / name
     _run(perception_command("bench", "engine", *args, "--runs", BENCH_RUNS, "--warmup", "20",

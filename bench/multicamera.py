@@ -19,12 +19,9 @@ from perception.bench.node import (
     FAST_RECONNECT,
     STARTUP_TIMEOUT_S,
     CpuSampler,
-    Received,
     read_final_stats,
-    record_message,
     scratch_folder,
     subscribed_masks,
-    summarize_received,
     warn_accounting,
 )
 from perception.bench.nodeproc import (
@@ -38,6 +35,7 @@ from perception.bench.nodeproc import (
     start_node,
     stop_node,
 )
+from perception.bench.received import Received, record_message, summarize_received
 from perception.bench.stats import ratio
 from perception.options import MAX_QUEUE_MB
 from perception.spawn import shown

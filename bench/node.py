@@ -1,7 +1,8 @@
 """One node under the bench: start ``perception run`` as its own process on a free loopback port
-(``bench/nodeproc.py``: its command line, start and stop), receive its messages in a ``MaskSubscriber``, sample its CPU, stop it, and summarise what arrived
-(rates, missing sequence numbers, per-stage and end-to-end latency, the node's own counters from
-its stats documents). ``perception bench pipeline`` (``bench/pipeline.py``) runs it once,
+(``bench/nodeproc.py``: its command line, start and stop), receive its messages in a ``MaskSubscriber``,
+sample its CPU, wait out ``--engine auto``'s probe, stop it, and summarise what arrived
+(``bench/received.py``: rates, missing sequence numbers, per-stage and end-to-end latency, the node's own
+counters from its stats documents). ``perception bench pipeline`` (``bench/pipeline.py``) runs it once,
 ``--peak-rate`` (``peak_rate.py``) at several rates, ``--cameras`` (``multicamera.py``) several nodes at once.
 """
 
@@ -12,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ from perception.bench.nodeproc import (
     start_node,
     stop_node,
 )
-from perception.bench.stats import node_accounting, sequence_gaps, summarize_ms, transport_losses
+from perception.bench.received import Received, record_message, stats_document, summarize_received
 from perception.errors import ConfigError, PerceptionError
 from perception.options import MAX_QUEUE_MB
 from perception.spawn import shown
@@ -45,9 +45,6 @@ FAST_RECONNECT = {"reconnect_ivl_ms": 10, "reconnect_ivl_max_ms": 10}
 #: After the node has stopped, how long the subscriber keeps reading what it had sent (a second
 #: that brings nothing ends it): frames published in the window that were still on their way.
 DRAIN_IDLE_S = 0.3
-#: A subscriber that heard nothing for this long at the end of the window, while the node published
-#: more, is said to have been cut off (a stall of the transport, not the stop's last frames).
-SILENT_TAIL_S = 1.0
 #: How long ``--engine auto`` may probe (a first start for the model and machine) before the
 #: window starts anyway; a probe of the 2-core machines here takes 30-60 s.
 PROBE_WAIT_S = 300.0
@@ -119,85 +116,6 @@ def subscribed_masks(cfg: PipelineBenchConfig) -> list[str] | None:
     """What the bench's subscriber asks the node for: ``--topics`` and the stats document (its
     drop counter), or None for every topic of the camera's namespace."""
     return [*cfg.topics, contracts.STATS_TOPIC] if cfg.topics else None
-
-
-@dataclass
-class Received:
-    """What the subscriber saw, per frame (first mask message of each seq) and from stats."""
-
-    frames: dict[int, dict[str, Any]] = field(default_factory=dict)
-    order: list[int] = field(default_factory=list)
-    #: Per mask topic: frame number -> the message's ``pub_seq`` (``stats.transport_losses``).
-    pub_seqs: dict[str, dict[int, int]] = field(default_factory=dict)
-    messages: int = 0
-    wire_bytes: int = 0
-    stats_docs: list[dict[str, Any]] = field(default_factory=list)
-    model_id: str | None = None
-    first_receive_ns: int | None = None
-    last_receive_ns: int | None = None
-    #: Frames up to this number began before the measuring window (their first mask arrived before
-    #: it opened): the rest of their masks are not counted as frames of the window.
-    skip_through: int | None = None
-    #: The highest frame number seen in any mask message, counted or not.
-    last_seq: int | None = None
-    #: Per mask topic, the ``pub_seq`` of frame ``skip_through``'s message: what the node had sent
-    #: on the topic before the window (``stats.node_accounting``).
-    anchor_pub_seqs: dict[str, int] = field(default_factory=dict)
-    #: Set once the window has closed: frames of the window that arrive after (while the node
-    #: stops) count as received for the loss accounting, not for the rates or latencies.
-    closed: bool = False
-    late_seqs: set[int] = field(default_factory=set)
-    late_pub_seqs: dict[str, dict[int, int]] = field(default_factory=dict)
-
-    def window_after(self) -> Received:
-        """A fresh record for the window that opens now: the frames seen so far (up to ``last_seq``)
-        are left out, and their ``pub_seq`` anchors the node's count of what it sent before."""
-        anchors = {t: pubs[self.last_seq] for t, pubs in self.pub_seqs.items() if self.last_seq in pubs}
-        return Received(skip_through=self.last_seq, anchor_pub_seqs=anchors)
-
-
-def stats_document(msg) -> dict[str, Any] | None:
-    """The node's stats document when ``msg`` is one (``<namespace>/stats``), else None."""
-    if msg.kind == contracts.KIND_JSON and msg.topic.endswith("/" + contracts.STATS_TOPIC) and isinstance(msg.data, dict):
-        return msg.data
-    return None
-
-
-def record_message(rx: Received, msg) -> None:
-    rx.messages += 1
-    rx.wire_bytes += msg.wire_bytes
-    if msg.kind == contracts.KIND_JSON:
-        if (doc := stats_document(msg)) is not None:
-            rx.stats_docs.append({"receive_ns": msg.receive_ns, "doc": doc})
-        return
-    seq = msg.seq
-    if rx.closed:
-        if rx.skip_through is None or seq > rx.skip_through:
-            rx.late_seqs.add(seq)
-            if msg.pub_seq is not None:
-                rx.late_pub_seqs.setdefault(msg.topic, {})[seq] = msg.pub_seq
-        return
-    rx.last_seq = seq if rx.last_seq is None else max(rx.last_seq, seq)
-    if rx.skip_through is not None and seq <= rx.skip_through:
-        if seq == rx.skip_through and msg.pub_seq is not None:  # the frame's other topics, arriving late
-            rx.anchor_pub_seqs.setdefault(msg.topic, msg.pub_seq)
-        return
-    if msg.pub_seq is not None:
-        rx.pub_seqs.setdefault(msg.topic, {})[seq] = msg.pub_seq
-    rx.last_receive_ns = msg.receive_ns
-    if rx.first_receive_ns is None:
-        rx.first_receive_ns = msg.receive_ns
-        rx.model_id = msg.header.get("model_id")
-    if seq in rx.frames:  # another mask topic of a frame already counted
-        return
-    h = msg.header
-    rx.order.append(seq)
-    rx.frames[seq] = {
-        "capture_ns": h["capture_ns"],
-        "publish_ns": h["publish_ns"],
-        "receive_ns": msg.receive_ns,
-        "latency_ms": dict(h.get("latency_ms") or {}),
-    }
 
 
 class CpuSampler:
@@ -440,139 +358,3 @@ def read_final_stats(out_path: Path) -> dict[str, Any] | None:
         if isinstance(doc, dict):
             return doc
     return None
-
-
-def summarize_received(rx: Received, *, window_s: float, cpu: dict, subscriber: dict, extra: dict,
-                       final: dict | None = None, window_end_ns: int | None = None) -> dict:
-    """Rates, gaps, per-stage and end-to-end latency from what the subscriber received, and the
-    frames counted against the node's own final stats ``final`` (``stats.node_accounting``).
-
-    With them, the figures balance: frames captured = received (+ received after the window closed) +
-    missing, missing = dropped by the
-    node + lost after it, the frames the node published after the subscriber's last one included
-    (lost after it). Without them (a node that printed no final line), only the frames between the
-    first and last received can be counted, and ``warnings`` says so. ``warnings`` also names any
-    disagreement between the node's counts and the messages received."""
-    seqs = rx.order
-    frames = [rx.frames[s] for s in seqs]
-    gaps = sequence_gaps(seqs)
-    stage_names: list[str] = []
-    for f in frames:
-        for name in f["latency_ms"]:
-            if name not in stage_names:
-                stage_names.append(name)
-    stages = {name: summarize_ms([f["latency_ms"][name] for f in frames if name in f["latency_ms"]])
-              for name in stage_names}
-    e2e = [(f["receive_ns"] - f["capture_ns"]) / 1e6 for f in frames]
-    to_publish = [(f["publish_ns"] - f["capture_ns"]) / 1e6 for f in frames]
-    stats_first = rx.stats_docs[0]["doc"] if rx.stats_docs else {}
-    stats_last = rx.stats_docs[-1]["doc"] if rx.stats_docs else {}
-    # Missing frames between the first and last received, split by pub_seq (exact, see
-    # transport_losses): lost after the node, the rest never published by it.
-    between = transport_losses(seqs, rx.pub_seqs)
-    pub_seqs = {t: {**rx.pub_seqs.get(t, {}), **rx.late_pub_seqs.get(t, {})}
-                for t in {*rx.pub_seqs, *rx.late_pub_seqs}}
-    acct = node_accounting([*seqs, *rx.late_seqs], pub_seqs, start_seq=rx.skip_through,
-                           anchor_pub_seqs=rx.anchor_pub_seqs, final=final)
-    warnings: list[str] = []
-    sequence: dict[str, Any] = dict(gaps)
-    if acct is not None:
-        # The node's own counts from the window's first frame to its stop (see node_accounting).
-        captured, dropped, lost = acct["captured"], acct["dropped"], acct["lost_after_node"]
-        # frames of the window still on their way when it closed, read while the node stopped: they
-        # reached the subscriber (not missing), but are outside the window's rates and latencies
-        late = len({s for s in rx.late_seqs if s not in rx.frames and acct["first_seq"] <= s <= acct["last_seq"]})
-        # exact, as between received frames: pub_seq anchors the span, the node's own counts close it
-        split = "pub_seq"
-        sequence.update(missing=acct["missing"], missing_between_received=gaps["missing"],
-                        # before the window's first frame received, or after its last (the tail)
-                        missing_outside_received=max(0, acct["missing"] - gaps["missing"]),
-                        lost_after_last_received=acct["lost_after_last_received"],
-                        received_after_window=late)
-        if acct["problems"] or (between is not None and between > lost):
-            disagree = "; ".join(acct["problems"]) or (
-                f"pub_seq gaps between the frames received show {between} lost after the node, more than the "
-                f"{lost} the node's final stats leave")
-            warnings.append(f"the node's final stats and the messages received disagree ({disagree}); the split of "
-                            "the missing frames into dropped by the node and lost after it is uncertain")
-        silent_s = (None if window_end_ns is None or rx.last_receive_ns is None
-                    else (window_end_ns - rx.last_receive_ns) / 1e9)
-        tail = acct["lost_after_last_received"]
-        if tail and (not seqs or (silent_s is not None and silent_s > SILENT_TAIL_S)):
-            heard = ("no frame in the window" if not seqs else
-                     f"nothing in the last {silent_s:.1f} s of the {window_s:.1f} s window (its last frame: {seqs[-1]})")
-            warnings.append(f"the subscriber received {heard}, while the node went on publishing (its final stats: "
-                            f"{acct['published']} frames published from the window's start to its stop, "
-                            f"{acct['received']} received): {tail} frames published after the last one received "
-                            "count as lost after the node, and the output FPS is the subscriber's, not the node's")
-    else:
-        captured = gaps["last"] - gaps["first"] + 1 if seqs else 0
-        late = 0
-        if between is not None:
-            split = "pub_seq"
-            dropped: int | None = gaps["missing"] - between
-            lost = between
-        else:
-            # Without pub_seq, the node's own drop counter over the stats documents received,
-            # which misses the drops before its first document (about a second in).
-            split = "node stats (approximate)"
-            dropped = _counter_delta(stats_first, stats_last, "dropped")
-            lost = None if dropped is None else max(0, gaps["missing"] - dropped)
-        why = ("the node printed no final stats" if final is None else
-               "the frames received carry no pub_seq to set against them" if between is None else
-               "they lack the frame counters")
-        warnings.append(f"{why}, so frames are counted only between the first and the last one received: frames the "
-                        "node captured or published after the last one received are in no figure")
-    node_cpu = cpu.get("window_percent")
-    sub_cpu = extra.get("subscriber_cpu_s")
-    return {
-        **extra,
-        "model_id": rx.model_id,
-        "window_s": round(window_s, 4),
-        # Frames of the window that reached the subscriber in it; captured = received + missing +
-        # received_after_window (frames of the window read after it closed, while the node stopped).
-        "frames_received": len(seqs),
-        "frames_received_after_window": late,
-        "frames_captured": captured,
-        "input_fps": captured / window_s if window_s > 0 else None,
-        "output_fps": len(seqs) / window_s if window_s > 0 else None,
-        # Of the missing frames, those the node did not publish (its drop-oldest queue) ...
-        "frames_dropped": dropped,
-        # ... and those it published that never reached this subscriber (ZeroMQ's per-subscriber
-        # send queue, --sndhwm, overflowed).
-        "lost_after_node": lost,
-        "loss_split": split,
-        "accounting": acct,
-        "warnings": warnings,
-        "sequence": sequence,
-        "messages_received": rx.messages,
-        "wire_mb": round(rx.wire_bytes / 2**20, 3),
-        "stages_ms": stages,
-        "capture_to_publish_ms": summarize_ms(to_publish),
-        "capture_to_receive_ms": summarize_ms(e2e),
-        "capture_to_receive_samples_ms": [round(v, 3) for v in e2e],
-        "cpu": cpu,
-        # CPU per frame received (ms of one core): the node's process, and the bench's subscriber
-        # on the same cores. Beside the engine-only run's CPU per inference they show where a
-        # node that is slower than its engine spends the difference.
-        "cpu_ms_per_frame": {
-            "node": None if node_cpu is None or not seqs else round(node_cpu / 100 * window_s * 1e3 / len(seqs), 3),
-            "subscriber": None if sub_cpu is None or not seqs else round(sub_cpu * 1e3 / len(seqs), 3),
-        },
-        "subscriber": subscriber,
-        "node_stats_last": stats_last,
-    }
-
-
-def _counter_delta(first: dict, last: dict, name: str) -> int | None:
-    """``last[name] - first[name]`` for a counter of the node's stats document (a key of
-    ``contracts.CAMERA_STATS``); None when the last document lacks it (no stats arrived)."""
-    if name not in {key.name for key in contracts.CAMERA_STATS}:
-        raise KeyError(f"{name!r} is not a key of the node's stats document")
-    b = last.get(name)
-    if not isinstance(b, int) or isinstance(b, bool):
-        return None
-    a = first.get(name)
-    return b - (a if isinstance(a, int) and not isinstance(a, bool) else 0)
-
-

@@ -169,7 +169,7 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
     """
     from perception.bench.baseline import run_serial_baseline
     from perception.bench.engine import EngineBenchConfig, resolve_models, run_engine_bench
-    from perception.bench.report import new_results
+    from perception.bench.results import new_results
     from perception.progress import progress
 
     check_conflicts(cfg)

@@ -324,7 +324,7 @@ def _accounting_problem(p: dict[str, Any]) -> str:
 
 def _pipeline_rate_problem(p: dict[str, Any]) -> str:
     """An ``input_fps`` or ``output_fps`` that the window's frames do not give: input = frames captured
-    / ``window_s``, output = frames received in the window / ``window_s`` (``bench/node.py``)."""
+    / ``window_s``, output = frames received in the window / ``window_s`` (``bench/received.py``)."""
     window = p.get("window_s")
     if not window:
         return ""

@@ -149,7 +149,7 @@ def test_run_warns_once_about_threads_above_the_cores(tmp_path, cli_run):
     ("fps", -1, "fps is -1, expected a number not below 0"),
 ])
 def test_bench_report_refuses_out_of_range_figures(tmp_path, key, value, said):
-    from perception.bench.report import RESULTS_SCHEMA, load_results
+    from perception.bench.results import RESULTS_SCHEMA, load_results
     from perception.errors import ConfigError
 
     row = {"label": "m", "model_name": "m", "engine": "ort", "provider": "cpu", "precision": "fp32",

@@ -19,14 +19,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from perception.bench.engine import EngineBenchConfig, run_engine_bench
-from perception.bench.report import (
-    load_results,
-    new_results,
-    render_markdown,
-    summary_text,
-    write_report,
-    write_results,
-)
+from perception.bench.report import render_markdown, summary_text, write_report
+from perception.bench.results import load_results, new_results, write_results
 from perception.bench.stats import percentile, sequence_gaps, summarize_ms
 from perception.contracts import INPUT_NAME, METADATA_KEY, ONNX_OPSET, OUTPUT_CLASS_IDS, ModelMetadata
 from perception.errors import ConfigError, ModelError
@@ -810,7 +804,7 @@ def _overloaded(published, *, lost=(), dropped_at_first_stats=2, topics=("drivab
     published only ``published`` (one message per topic, ``pub_seq`` counting them), its first
     stats document coming after frame 4 (the node had dropped ``dropped_at_first_stats`` by then),
     its last after the last frame. ``lost``: (topic, frame) messages the transport lost."""
-    from perception.bench.node import Received, record_message
+    from perception.bench.received import Received, record_message
 
     rx = Received()
     captured = max(published) + 1
@@ -829,7 +823,7 @@ def test_frames_the_node_dropped_before_its_first_stats_document_are_not_lost_af
     all 27, yet the report said 8 were "lost after the node (ZeroMQ queue full)": the node's drop
     counter was taken from its first stats document, a second in, while the missing numbers count
     from the first mask. pub_seq (the README's loss-accounting rule) splits them exactly."""
-    from perception.bench.node import summarize_received
+    from perception.bench.received import summarize_received
 
     # Frames 0..11 captured; 1, 2, 5, 6, 9, 10 dropped by the node (1 and 2 before its first stats document).
     published = [0, 3, 4, 7, 8, 11]
@@ -857,7 +851,7 @@ def test_a_frame_begun_before_the_window_is_not_counted_in_it():
     """The frame whose first mask opened the measuring window (or arrived while --engine auto
     probed) is not a frame of the window: counting it read the output FPS about 1/--duration high.
     Its other masks, arriving after the window opened, do not count it either."""
-    from perception.bench.node import Received, record_message, summarize_received
+    from perception.bench.received import Received, record_message, summarize_received
 
     before = Received()
     record_message(before, _mask("drivable", 7, 7))  # the mask that opened the window
@@ -878,8 +872,8 @@ def test_the_peak_rate_trials_and_the_report_use_the_pub_seq_split(tiny_model, m
     """The --peak-rate trials take the corrected figures; the report labels frames as frames
     (hunt 5b finding 5: "messages received" showed the frame count) and shows both."""
     import perception.bench.peak_rate as bp
-    from perception.bench.node import summarize_received
     from perception.bench.pipeline import PipelineBenchConfig
+    from perception.bench.received import summarize_received
 
     run = summarize_received(_overloaded([0, 3, 4, 7, 8, 11]), window_s=1.0, cpu={}, subscriber={},
                              extra={"source": "synthetic"})

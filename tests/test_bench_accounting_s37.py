@@ -11,8 +11,8 @@ import signal
 
 import pytest
 
-from perception.bench.node import Received, record_message, summarize_received
 from perception.bench.nodeproc import exited
+from perception.bench.received import Received, record_message, summarize_received
 from perception.bench.report import render_markdown, summary_text
 from perception.bench.stats import node_accounting
 

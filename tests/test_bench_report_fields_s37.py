@@ -14,9 +14,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from perception.bench.node import Received, record_message, summarize_received
 from perception.bench.pipeline import source_rate
-from perception.bench.report import REPORT_FILE, RESULTS_FILE, RESULTS_SCHEMA
+from perception.bench.received import Received, record_message, summarize_received
+from perception.bench.results import REPORT_FILE, RESULTS_FILE, RESULTS_SCHEMA
 from perception.cli import main as cli_main
 
 LIMITED = "source-limited: the source was asked for 3 FPS (--fps)"

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from perception.bench.report import RESULTS_FILE, RESULTS_SCHEMA, load_results, summary_text
+from perception.bench.report import summary_text
+from perception.bench.results import RESULTS_FILE, RESULTS_SCHEMA, load_results
 from perception.bench.stats import summarize_ms
 from perception.cli import main as cli_main
 

@@ -32,7 +32,7 @@ from tiny_models import tiny_metadata, write_brightness_model
 from perception import contracts
 from perception.bench.cases import Case
 from perception.bench.engine import EngineBenchConfig, run_engine_bench
-from perception.bench.report import RESULTS_SCHEMA, load_results
+from perception.bench.results import RESULTS_SCHEMA, load_results
 from perception.bench.timing import time_block
 from perception.engines import EngineOptions, load_engine
 from perception.errors import ConfigError, ModelError
@@ -179,7 +179,8 @@ def test_a_probe_candidate_that_fails_its_first_inference_is_unavailable_not_a_t
     """A candidate (here ort-int8, standing for an INT8 sibling ORT cannot run) whose first inference
     fails is listed with the backend's words; the reference still wins."""
     from perception.engines import probe
-    from perception.engines.probe import Candidate, run_probe
+    from perception.engines.probe import run_probe
+    from perception.engines.probe_verdict import Candidate
 
     real = probe.load_candidate
 

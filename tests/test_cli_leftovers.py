@@ -166,7 +166,7 @@ def test_an_export_tool_run_as_a_program_prints_no_usage_line(tmp_path):
 
 
 def _bench_json(tmp_path: Path, **changes) -> Path:
-    from perception.bench.report import RESULTS_SCHEMA
+    from perception.bench.results import RESULTS_SCHEMA
 
     row = {"label": "m", "model_name": "m", "engine": "ort", "provider": "cpu", "precision": "fp32",
            "agreement": 1.0, "input_hw": [64, 96], "batch": 1, "warmup_runs": 1, "timed_runs": 2,
@@ -186,7 +186,7 @@ def _bench_json(tmp_path: Path, **changes) -> Path:
     (3, "timed_runs is 3, but the row holds 2 samples_ms (one per timed run)"),
 ])
 def test_bench_report_refuses_a_damaged_timed_runs_naming_it(tmp_path, value, said):
-    from perception.bench.report import load_results
+    from perception.bench.results import load_results
     from perception.errors import ConfigError
 
     with pytest.raises(ConfigError, match=rf"^{tmp_path}/perception\.bench\.json: engine\.results\[0\]\.{re.escape(said)}"):
@@ -201,7 +201,7 @@ def test_bench_report_cli_says_a_negative_timed_runs_in_one_line(tmp_path, capsy
 
 
 def test_bench_report_reads_a_whole_timed_runs_and_a_json_without_one(tmp_path):
-    from perception.bench.report import load_results
+    from perception.bench.results import load_results
 
     assert load_results(_bench_json(tmp_path, timed_runs=2.0))["engine"]["results"][0]["timed_runs"] == 2.0
     path = _bench_json(tmp_path)
@@ -249,7 +249,7 @@ def test_a_verdict_cached_by_an_earlier_version_still_loads_and_is_said_as_what_
                                                                                      capsys):
     from perception.engines import EngineOptions, probe_cache
     from perception.engines import auto as auto_mod
-    from perception.engines.probe import CandidateResult, Selection
+    from perception.engines.probe_verdict import CandidateResult, Selection
 
     monkeypatch.setattr(auto_mod, "openvino_offers", lambda: (True, False))
     options = EngineOptions(threads=1)

@@ -13,7 +13,7 @@ from test_engines_cpu import HW, write_good_int8
 from tiny_models import write_brightness_model
 
 from perception.cli import main
-from perception.engines import EngineOptions, probe_cache
+from perception.engines import EngineOptions, probe_cache, probe_verdict
 from perception.engines import auto as auto_mod
 from perception.engines import probe as probe_mod
 
@@ -56,9 +56,10 @@ def test_the_cached_and_published_rows_name_the_int8_reference_by_what_ran(int8_
 
 
 def test_an_fp32_file_keeps_its_reference_row_as_ort_fp32(tmp_path):
-    rows = [probe_mod.CandidateResult("ort", "fp32", 1.0, 1.0, True), probe_mod.CandidateResult("ort", "int8", 0.8)]
-    assert [r.label for r in probe_mod.shown_results(rows, "fp32")] == ["ort-fp32", "ort-int8"]
-    assert [r.label for r in probe_mod.shown_results(rows[:1], "int8")] == ["ort-int8"]
+    rows = [probe_verdict.CandidateResult("ort", "fp32", 1.0, 1.0, True),
+            probe_verdict.CandidateResult("ort", "int8", 0.8)]
+    assert [r.label for r in probe_verdict.shown_results(rows, "fp32")] == ["ort-fp32", "ort-int8"]
+    assert [r.label for r in probe_verdict.shown_results(rows[:1], "int8")] == ["ort-int8"]
     assert rows[0].precision == "fp32"  # the probe's own rows are left as measured
 
 
@@ -77,8 +78,8 @@ def test_no_engine_ran_an_int8_file_names_its_reference_by_what_ran(int8_file, m
 
     monkeypatch.setattr(probe_mod, "load_candidate", failing_candidate)
     with pytest.raises(ModelError) as caught:
-        probe_mod.run_probe(int8_file, EngineOptions(threads=1), [probe_mod.Candidate(*probe_mod.REFERENCE)], frames,
-                            runs=1)
+        probe_mod.run_probe(int8_file, EngineOptions(threads=1), [probe_verdict.Candidate(*probe_verdict.REFERENCE)],
+                            frames, runs=1)
     assert "(ort-int8: " in str(caught.value) and "ort-fp32" not in str(caught.value), caught.value
 
 

@@ -156,7 +156,7 @@ def test_missing_and_gaps_mean_one_thing_for_the_listener_and_the_bench():
 
 def test_the_bench_reads_the_node_drops_under_the_declared_name():
     """bench pipeline used to guess among frames_dropped, dropped and drops, at any depth."""
-    from perception.bench.node import Received, summarize_received
+    from perception.bench.received import Received, summarize_received
 
     rx = Received()
     rx.order, rx.frames = [0, 1, 4], {s: {"capture_ns": 0, "publish_ns": 1, "receive_ns": 2, "latency_ms": {}}

@@ -20,7 +20,7 @@ from test_pipeline import MODEL_HW, Link, SlowEngine, expected_maps, run_cli, wr
 from tiny_models import expected_class_ids, write_brightness_model
 
 from perception import contracts
-from perception.engines import EngineOptions, load_engine, probe_cache
+from perception.engines import EngineOptions, load_engine, probe_cache, probe_verdict
 from perception.engines import auto as auto_mod
 from perception.engines import probe as probe_mod
 from perception.engines.base import Engine
@@ -364,8 +364,8 @@ def test_the_probe_records_the_streams_and_streams_auto_runs_them(tmp_path, monk
 def _cached_verdict(model: Path, options: EngineOptions, streams: int, fps_1: float, fps_2: float) -> None:
     """A cached ONNX Runtime FP32 verdict for ``model`` whose probe chose ``streams`` and measured these rates."""
     key = probe_cache.probe_key(model, options, auto_mod.cpu_candidates(model, options))
-    probe_cache.write_cached(probe_mod.Selection(engine="ort", precision="fp32", reason="test verdict", key=key,
-                                                 streams=streams, streams_fps={"1": fps_1, "2": fps_2}),
+    probe_cache.write_cached(probe_verdict.Selection(engine="ort", precision="fp32", reason="test verdict", key=key,
+                                                     streams=streams, streams_fps={"1": fps_1, "2": fps_2}),
                              probe_cache.probe_cache_dir())
 
 
@@ -392,13 +392,13 @@ def test_streams_auto_for_a_file_read_flat_out_takes_two_unless_the_probe_measur
 
 
 def test_bench_probe_says_what_a_file_reading_node_runs(tmp_path):
-    selection = probe_mod.Selection(engine="openvino", precision="int8", reason="test verdict", key={"cpu": "Test CPU"},
-                                    streams=1, streams_fps={"1": 91.2, "2": 101.5})
-    text = probe_mod.describe(selection, tmp_path / "m.onnx", 2, tmp_path)
+    selection = probe_verdict.Selection(engine="openvino", precision="int8", reason="test verdict",
+                                        key={"cpu": "Test CPU"}, streams=1, streams_fps={"1": 91.2, "2": 101.5})
+    text = probe_verdict.describe(selection, tmp_path / "m.onnx", 2, tmp_path)
     assert ("  --streams auto: 1 for a camera or a paced source, 2 for a node reading a file flat out "
             "(2 measured 1.11x 1, from 1.00x)") in text.splitlines()
     selection.streams_fps = {"1": 91.2, "2": 80.0}  # 2 measured slower: one everywhere, nothing to add
-    assert "flat out" not in probe_mod.describe(selection, tmp_path / "m.onnx", 2, tmp_path)
+    assert "flat out" not in probe_verdict.describe(selection, tmp_path / "m.onnx", 2, tmp_path)
 
 
 def test_a_probe_that_chose_two_keeps_two_whatever_the_source(tmp_path):

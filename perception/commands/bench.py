@@ -147,12 +147,13 @@ def _write_output(results: dict, out: Path) -> Path:
     JSON's path. A file that cannot be written (a full disk) is one line naming it and its cause, after
     the summary (the figures are on the terminal at least), saying what was kept."""
     from perception.bench import report
+    from perception.bench.results import RESULTS_FILE, write_results
 
     try:
-        path = report.write_results(results, out)
+        path = write_results(results, out)
     except OSError as exc:
         emit(report.summary_text(results))
-        raise ConfigError(f"cannot write {exc.filename or out / report.RESULTS_FILE} ({exc.strerror or exc}); "
+        raise ConfigError(f"cannot write {exc.filename or out / RESULTS_FILE} ({exc.strerror or exc}); "
                           "nothing of this run was kept but the summary above: free some space or choose a writable "
                           "--out, and run the bench again") from None
     try:
@@ -172,8 +173,8 @@ def _probe(args: argparse.Namespace) -> int:
     whole point is that cache; a probe takes seconds to minutes), and "cached" is said only when
     the verdict's file is there."""
     from perception.engines.auto import probe_now
-    from perception.engines.probe import describe
     from perception.engines.probe_cache import key_digest, probe_cache_dir
+    from perception.engines.probe_verdict import describe
     from perception.options import MAX_THREADS
 
     if not 0 <= args.threads <= MAX_THREADS:  # worded as run's (and the bench's other flags') range errors
@@ -220,21 +221,22 @@ def _report(args: argparse.Namespace) -> int:
     import shutil
 
     from perception.bench import report
+    from perception.bench.results import RESULTS_FILE, load_results
 
-    results = report.load_results(args.results)
-    source = args.results / report.RESULTS_FILE if args.results.is_dir() else args.results
+    results = load_results(args.results)
+    source = args.results / RESULTS_FILE if args.results.is_dir() else args.results
     out = args.out or source.parent
     rebuilt = out.resolve() == source.parent.resolve()
     earlier = _claim_out(out, overwrite=args.overwrite or rebuilt)
     if rebuilt:  # the report and plots are replaced; a JSON beside them never is
-        earlier = [p for p in earlier if p.name != report.RESULTS_FILE]
+        earlier = [p for p in earlier if p.name != RESULTS_FILE]
     remove_earlier_output(earlier, folder=out, flag="--out", what="a file of an earlier bench")
     written = {}
     if not rebuilt:
         try:
-            written["json"] = Path(shutil.copyfile(source, out / report.RESULTS_FILE))
+            written["json"] = Path(shutil.copyfile(source, out / RESULTS_FILE))
         except OSError as exc:
-            raise ConfigError(f"cannot write {out / report.RESULTS_FILE} ({exc.strerror}); choose a writable --out") from None
+            raise ConfigError(f"cannot write {out / RESULTS_FILE} ({exc.strerror}); choose a writable --out") from None
     try:
         written.update(report.write_report(results, out))
         # the run's headline figures, with its warnings and notes, as the run itself printed them
@@ -258,7 +260,7 @@ def _claim_out(out: Path, *, overwrite: bool) -> list[Path]:
     """The --out folder, made before any work (``_prepare_out``), and the files of an earlier bench
     output in it, to be removed before the new ones are written: ConfigError naming them when
     there are any and not ``overwrite`` (the default out/bench is the bench's own and replaced)."""
-    from perception.bench.report import earlier_outputs
+    from perception.bench.results import earlier_outputs
     from perception.overwrite import refuse_earlier_output
 
     _prepare_out(out)
@@ -288,7 +290,7 @@ def _prepare_out(out: Path) -> Path:
 
 def _run_engine(args: argparse.Namespace, command: str) -> dict:
     from perception.bench.engine import EngineBenchConfig, EngineBenchInterrupted, run_engine_bench
-    from perception.bench.report import new_results
+    from perception.bench.results import new_results
     from perception.flags import config_from_flags
 
     cfg = config_from_flags(EngineBenchConfig, args, source="perception bench engine")

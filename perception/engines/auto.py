@@ -5,9 +5,9 @@ OpenVINO FP32 / bf16 where the CPU has it, and ONNX Runtime / OpenVINO INT8 when
 INT8 sibling), runs it on ``PROBE_FRAMES`` frames, and keeps only candidates whose
 class ids equal the FP32 reference on at least ``MIN_AGREEMENT`` of the pixels. The fastest of those
 (median latency, candidates timed in turn so that a busy machine slows them alike) runs the node.
-That measurement lives in ``perception.engines.probe`` and the verdict's cache in
-``perception.engines.probe_cache``; this module chooses the candidates, runs the probe in a child
-process and loads the winner.
+That measurement lives in ``perception.engines.probe``, the verdict's types and words in
+``perception.engines.probe_verdict`` and its cache in ``perception.engines.probe_cache``; this module
+chooses the candidates, runs the probe in a child process and loads the winner.
 The frames are the node's own first inputs when the node probes (``SwitchingEngine``), the
 user's with ``python -m perception.engines.auto MODEL --frames SPEC``, else rendered road scenes:
 a model trained on real roads is unsure on rendered ones, where its INT8 and bf16 answers flip
@@ -47,19 +47,7 @@ from pathlib import Path
 from perception.engines import cache as engine_cache
 from perception.engines.base import INT8_SUFFIX, Engine, EngineOptions, WarmupError, check_int8_sibling
 from perception.engines.cpu import cpu_isa
-from perception.engines.probe import (
-    REFERENCE,
-    Candidate,
-    Selection,
-    VerdictError,
-    file_precision,
-    frames_from,
-    int8_sibling,
-    load_candidate,
-    probe_frames,
-    run_probe,
-    streams_for_node,
-)
+from perception.engines.probe import frames_from, int8_sibling, load_candidate, probe_frames, run_probe
 from perception.engines.probe_cache import (
     cache_path,
     forget_cached,
@@ -67,6 +55,14 @@ from perception.engines.probe_cache import (
     probe_key,
     read_cached,
     write_cached,
+)
+from perception.engines.probe_verdict import (
+    REFERENCE,
+    Candidate,
+    Selection,
+    VerdictError,
+    file_precision,
+    streams_for_node,
 )
 from perception.errors import ConfigError, DependencyError, ModelError, PerceptionError
 from perception.modelfile import read_model_metadata
@@ -423,7 +419,7 @@ def _fall_back(model_path: Path, options: EngineOptions, selection: Selection, e
         error = type(exc) if isinstance(exc, PerceptionError) and not ran else ModelError
         raise error(f"--engine auto --precision {options.precision}: {why}; it is forgotten, so the next start "
                     "probes again") from None
-    # the reference runs the file as it is: ONNX Runtime INT8 for an INT8 file (probe.ran_label)
+    # the reference runs the file as it is: ONNX Runtime INT8 for an INT8 file (probe_verdict.ran_label)
     running = f"ONNX Runtime {file_precision(model_path).upper()}"
     log.warning("--engine auto: %s; running %s (the next start probes again)", why, running)
     engine = load_candidate(Candidate(*REFERENCE), model_path,

@@ -24,7 +24,8 @@ from pathlib import Path
 from perception.engines import cache as engine_cache
 from perception.engines.base import EngineOptions
 from perception.engines.cpu import cpu_isa, cpu_model
-from perception.engines.probe import MIN_AGREEMENT, Candidate, Selection, VerdictError, int8_sibling
+from perception.engines.probe import MIN_AGREEMENT, int8_sibling
+from perception.engines.probe_verdict import Candidate, Selection, VerdictError
 from perception.errors import ConfigError
 from perception.modelfile import check_model_path, external_data_files
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from perception.engines import auto, probe, probe_cache
+from perception.engines import auto, probe, probe_cache, probe_verdict
 from perception.engines.base import Engine, EngineOptions, WarmupError
 from perception.errors import PerceptionError
 from perception.signals import die_with_parent
@@ -84,7 +84,7 @@ class SwitchingEngine(Engine):
         self.streams = options.streams
         #: The verdict to switch to (its candidate and ``engine_selection`` document), once the
         #: watcher has it and has imported what loading it needs.
-        self._pending: tuple[probe.Candidate, dict] | None = None
+        self._pending: tuple[probe_verdict.Candidate, dict] | None = None
         #: Calls running now on each engine (by id), and the engine switched away from while some
         #: still ran on it: the last of them closes it (``_leave``).
         self._running: dict[int, int] = {}
@@ -95,12 +95,12 @@ class SwitchingEngine(Engine):
         #: ``infer`` calls so far (warm-up runs included), and how many ran before the winner took over.
         self.calls = 0
         self.switched_at_call: int | None = None
-        running = self._current.precision or probe.REFERENCE[1]  # what runs: int8 for an INT8 file
+        running = self._current.precision or probe_verdict.REFERENCE[1]  # what runs: int8 for an INT8 file
         self._running_name = f"ONNX Runtime {running.upper()}"
-        # as the probe names it (probe.ran_label): ort-int8 for an INT8 file, which the reference runs as it is
-        self._running_label = f"{probe.REFERENCE[0]}-{running}"
+        # as the probe names it (probe_verdict.ran_label): ort-int8 for an INT8 file, which the reference runs as it is
+        self._running_label = f"{probe_verdict.REFERENCE[0]}-{running}"
         self._selection: dict = {
-            "engine": probe.REFERENCE[0], "precision": running, "state": "probing", "from_cache": False,
+            "engine": probe_verdict.REFERENCE[0], "precision": running, "state": "probing", "from_cache": False,
             "reason": "first start for this model and machine: probing the engines in the background; "
                       f"{self._running_name} runs meanwhile",
         }
@@ -213,12 +213,12 @@ class SwitchingEngine(Engine):
             self._fail(f"the background probe failed: {str(exc).splitlines()[0][:300]}")
             return
         doc = {**selection.to_dict(), "state": "chosen", "probe_wall_s": round(time.monotonic() - self._started, 3)}
-        if (selection.engine, selection.precision) == probe.REFERENCE:
+        if (selection.engine, selection.precision) == probe_verdict.REFERENCE:
             # the reference runs as the file is: int8 for an INT8 file (as auto.open_auto says it)
             self._selection = {**doc, "precision": self._current.precision or doc["precision"]}
             log.info("--engine auto: the background probe kept %s (%s)", self._running_label, selection.reason)
             return
-        candidate = probe.Candidate(selection.engine, selection.precision)
+        candidate = probe_verdict.Candidate(selection.engine, selection.precision)
         try:
             probe.prepare_candidate(candidate)  # its library and runtime, off the switch's pause
         except PerceptionError as exc:
