@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,6 @@ import onnx
 import torch
 from torch import nn
 
-from perception import __version__ as perception_version
 from perception.contracts import (
     INPUT_NAME,
     ONNX_OPSET,
@@ -41,14 +40,11 @@ from perception.contracts import (
     confidence_pool,
 )
 from perception.errors import ModelError
+from perception.export.graph import finish_model, graph_tool_versions
 from perception.metrics import strict_json
-from perception.modelfile import save_model, write_metadata
+from perception.modelfile import save_model
 
 log = logging.getLogger(__name__)
-
-#: Name of the extra float output exposed by ``with_logits_output`` for verification.
-LOGITS_OUTPUT = "logits"
-
 
 class ExportWrapper(nn.Module):
     """The deployed graph around a model: uint8 NHWC BGR in, uint8 class ids (+ confidence) out.
@@ -145,14 +141,7 @@ class OnnxExport:
 
 def tool_versions() -> dict[str, str]:
     """Versions of the tools that made an export (stored in the metadata)."""
-    import onnxruntime
-
-    return {
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "perception": perception_version,
-    }
+    return {"torch": torch.__version__, **graph_tool_versions()}
 
 
 def build_metadata(ckpt, *, input_hw: tuple[int, int], dynamic_batch: bool, with_confidence: bool) -> ModelMetadata:
@@ -257,94 +246,6 @@ def torch_to_onnx(
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"torch could not export the model to ONNX: {first[:300]}") from exc
     return program.model_proto
-
-
-def finish_model(proto: onnx.ModelProto, metadata: ModelMetadata, *, source: str = "the model") -> onnx.ModelProto:
-    """Attach the metadata, infer shapes and run the ONNX checker.
-
-    Raises:
-        ModelError: ONNX's strict shape inference or its checker rejects the graph (a graph whose
-            declared shapes are not what its operators compute), naming ``source`` (the user's file)
-            with ONNX's words, instead of a traceback.
-    """
-    from perception.engines.base import backend_error_text
-
-    write_metadata(proto, metadata)
-    proto.producer_name = "perception"
-    proto.producer_version = perception_version
-    proto.doc_string = f"perception segmentation model {metadata.model_id}"
-    try:
-        proto = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
-        onnx.checker.check_model(proto, full_check=True)
-    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
-        raise ModelError(f"{source}: ONNX shape inference or its checker rejects the graph ({type(exc).__name__}: "
-                         f"{backend_error_text(exc)}); check the file with perception inspect and re-export it "
-                         "with perception export") from exc
-    return proto
-
-
-def class_argmax(proto: onnx.ModelProto) -> onnx.NodeProto:
-    """The ArgMax node whose output, cast, is ``class_ids``.
-
-    Raises:
-        ModelError: the graph does not end in the exporter's ArgMax -> Cast pattern.
-    """
-    producer = {out: node for node in proto.graph.node for out in node.output}
-    node = producer.get(OUTPUT_CLASS_IDS)
-    while node is not None and node.op_type == "Cast":  # walk back from class_ids over the Cast
-        node = producer.get(node.input[0])
-    if node is None or node.op_type != "ArgMax":
-        raise ModelError(f"graph output {OUTPUT_CLASS_IDS!r} is not produced by an ArgMax; re-export the model")
-    return node
-
-
-def logits_tensor(proto: onnx.ModelProto) -> str:
-    """The name of the float N x C x H x W logits tensor whose ArgMax gives ``class_ids``.
-
-    Raises:
-        ModelError: the graph does not end in the exporter's ArgMax -> Cast pattern.
-    """
-    producer = {out: node for node in proto.graph.node for out in node.output}
-    logits_name = class_argmax(proto).input[0]  # over a Softmax before the ArgMax, to the logits
-    source = producer.get(logits_name)
-    if source is not None and source.op_type == "Softmax":
-        logits_name = source.input[0]
-    return logits_name
-
-
-def with_logits_output(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of an exported graph that also outputs the model's float logits (``LOGITS_OUTPUT``).
-
-    The logits are the input of the ArgMax (or of the Softmax before it) that produces the class
-    ids, so the graph checked is the graph shipped, not a second export.
-
-    Raises:
-        ModelError: the graph does not end in the exporter's ArgMax -> Cast pattern.
-    """
-    logits_name = logits_tensor(proto)
-    copy = onnx.ModelProto()
-    copy.CopyFrom(proto)
-    inferred = {vi.name: vi for vi in copy.graph.value_info}
-    if logits_name in inferred:
-        value = onnx.ValueInfoProto()
-        value.CopyFrom(inferred[logits_name])
-    else:
-        value = onnx.helper.make_tensor_value_info(logits_name, onnx.TensorProto.FLOAT, None)
-    # Renaming would touch every consumer; an Identity gives the logits their public name instead.
-    copy.graph.node.append(onnx.helper.make_node("Identity", [logits_name], [LOGITS_OUTPUT]))
-    value.name = LOGITS_OUTPUT
-    copy.graph.output.append(value)
-    return copy
-
-
-def with_precision(metadata: ModelMetadata, precision: str) -> ModelMetadata:
-    """``metadata`` for a derived model (INT8, FP16 engine) with a new precision and time stamp."""
-    return replace(
-        metadata,
-        precision=precision,
-        created_utc=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        tool_versions=tool_versions(),
-    )
 
 
 def _trained_hw(ckpt) -> dict[str, list[int]]:

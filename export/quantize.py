@@ -159,7 +159,7 @@ def quantize_int8(
             input size, or unlabelled accuracy-control images; ConfigError: accuracy control asked
             of the ort quantiser or without nncf, or ``first_layer`` of the ort quantiser.
     """
-    from perception.export.onnx import finish_model, with_precision
+    from perception.export.graph import finish_model, with_precision
     from perception.modelfile import save_model
 
     h, w = metadata.input_hw

@@ -200,7 +200,7 @@ def add_confidence_output(proto: onnx.ModelProto, pool: list[bool] | None = None
     Raises:
         ModelError: the graph does not end in the exporter's ArgMax -> Cast pattern.
     """
-    from perception.export.onnx import class_argmax, logits_tensor
+    from perception.export.graph import class_argmax, logits_tensor
 
     logits, argmax = logits_tensor(proto), class_argmax(proto)
     copy = _without_output(proto, OUTPUT_CONFIDENCE)
@@ -298,7 +298,7 @@ def add_unknown_threshold(
     import tempfile
 
     from perception.export import check_model_runs
-    from perception.export.onnx import finish_model
+    from perception.export.graph import finish_model
     from perception.modelfile import (
         check_model_path,
         check_writable,

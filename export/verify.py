@@ -2,7 +2,7 @@
 
 ``verify_onnx`` runs ONNX Runtime (CPU) and PyTorch on the same uint8 BGR images and compares
 (1) the float logits, read from the shipped graph itself with an extra output (see
-``export.onnx.with_logits_output``), against a stated tolerance, and (2) the fused uint8 class ids
+``export.graph.with_logits_output``), against a stated tolerance, and (2) the fused uint8 class ids
 against the PyTorch argmax. It reads no labels, so ``--verify-data`` may be a dataset of any class
 table. ``reference_samples`` picks the images: ``--verify-data`` when given, else synthetic road
 scenes, else the checkpoint's own dataset. ``load_samples`` reads the images (and labels) of the
@@ -203,7 +203,7 @@ def verify_onnx(wrapper, proto: onnx.ModelProto, samples: list[Sample], *, sourc
     """
     import torch
 
-    from perception.export.onnx import LOGITS_OUTPUT, with_logits_output
+    from perception.export.graph import LOGITS_OUTPUT, with_logits_output
 
     if not samples:
         raise DataError("no images to verify the export on")

@@ -21,7 +21,7 @@ from tiny_models import tiny_metadata
 from perception import contracts
 from perception.contracts import ClassInfo, ClassTable, ModelMetadata, confidence_pool
 from perception.errors import ModelError
-from perception.export.onnx import finish_model
+from perception.export.graph import finish_model
 from perception.export.unknown import add_confidence_output, add_unknown_threshold
 from perception.masks import UnknownMarker
 from perception.modelfile import read_model_metadata, save_model, write_metadata
@@ -222,7 +222,7 @@ def test_the_export_chain_carries_the_pool_to_int8_and_the_cpu_engines(trained_c
     from perception.cli import main as cli_main
     from perception.engines import EngineOptions, load_engine
     from perception.export import int8_path_for
-    from perception.export.onnx import LOGITS_OUTPUT, with_logits_output
+    from perception.export.graph import LOGITS_OUTPUT, with_logits_output
     from perception.export.verify import _confidence
     from perception.training.checkpoint import save_checkpoint
 

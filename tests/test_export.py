@@ -30,7 +30,8 @@ from perception.contracts import (  # noqa: E402
 from perception.engines.cache import EngineCache, engine_key  # noqa: E402
 from perception.errors import DependencyError  # noqa: E402
 from perception.export import ExportConfig, int8_path_for, run_export  # noqa: E402
-from perception.export.onnx import ExportWrapper, export_onnx, prepare_model, with_logits_output  # noqa: E402
+from perception.export.graph import with_logits_output  # noqa: E402
+from perception.export.onnx import ExportWrapper, export_onnx, prepare_model  # noqa: E402
 from perception.export.quantize import io_nodes_to_exclude  # noqa: E402
 from perception.export.verify import verify_onnx  # noqa: E402
 from perception.modelfile import read_model_metadata  # noqa: E402

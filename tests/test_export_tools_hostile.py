@@ -15,7 +15,7 @@ from tiny_models import tiny_metadata, write_brightness_model
 
 from perception.errors import ConfigError, ModelError
 from perception.export import ExportConfig, run_export
-from perception.export.onnx import finish_model
+from perception.export.graph import finish_model
 from perception.modelfile import load_model_proto, read_model_metadata
 
 

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 from perception.cli import main as cli_main  # noqa: E402
 from perception.contracts import INPUT_NAME, OUTPUT_CLASS_IDS  # noqa: E402
 from perception.export import ExportConfig  # noqa: E402
-from perception.export.onnx import with_logits_output  # noqa: E402
+from perception.export.graph import with_logits_output  # noqa: E402
 from perception.modelfile import read_model_metadata  # noqa: E402
 from perception.training.checkpoint import save_checkpoint  # noqa: E402
 

@@ -105,7 +105,7 @@ def int8_model_path(path: Path) -> Path:
     return sibling
 
 
-#: The metadata an INT8 file keeps from the FP32 file it was quantised from (``export.onnx.with_precision``
+#: The metadata an INT8 file keeps from the FP32 file it was quantised from (``export.graph.with_precision``
 #: changes only the precision, the time stamp and the tool versions; the gate adds
 #: ``val_metrics["int8_gate"]``): what model it is, its classes, its input and how it was trained.
 INT8_IDENTITY_FIELDS = ("model_name", "dataset", "input_hw", "class_table", "model_kwargs", "mean", "std",
