@@ -16,9 +16,10 @@ channel                            schema                  content
                                                            compression...), so ``perception replay`` is exact
 =================================  ======================  =================================================
 
-Channel names are ROS 2 names (``ros2_topic_name``: absolute, illegal characters made ``_``).
-Every channel's metadata holds rosbag2's ``offered_qos_profiles`` (YAML), the wire topic
-(``perception.wire_topic``), ``perception.content`` (``data`` or ``wire_header``) and, for masks,
+Channel names are ROS 2 names (``ros2_topic_name``: absolute, illegal characters made ``_``), one
+wire topic and one type a name in a whole recording (``RosTopicNames``: a topic whose name another
+already has, or that ends in ``/meta``, gets ``distinct_topic_name``). Every channel's metadata
+holds rosbag2's ``offered_qos_profiles`` (YAML), the wire topic (``perception.wire_topic``), ``perception.content`` (``data`` or ``wire_header``) and, for masks,
 ``perception.values`` (``binary`` or ``class_ids``). Each MCAP message's ``sequence`` is the wire
 ``seq`` modulo 2^32 (``mcap_sequence``: MCAP's field is a uint32, the wire's seq an int64; the
 ``/meta`` header holds the whole seq, and a message's data and header records share it),
@@ -26,17 +27,22 @@ Every channel's metadata holds rosbag2's ``offered_qos_profiles`` (YAML), the wi
 record ``perception.recording`` holds the endpoint, the topics, the perception and wire
 versions, and the file's own counts: ``message_counts`` (per wire topic, the messages this file
 holds, as its MCAP statistics count its data channels) and ``skipped_counts`` (received while it was
-written, not recorded); a split adds its ``split_index`` and the recording's totals up to its end,
-``recording_message_counts`` and ``recording_skipped_counts``. (Splits of earlier versions hold
+written, not recorded); a split adds its ``split_index`` and the totals of the recorder run that
+wrote it up to its end (an ``--append`` run counts from 0 again), ``recording_message_counts`` and
+``recording_skipped_counts``. (Splits of earlier versions hold
 those totals under ``message_counts``; nothing in perception reads the counts.)
 
-A split recording to ``run.mcap`` is ``run_0.mcap``, ``run_1.mcap``... (``split_path``, ``split_files``).
+A split recording to ``run.mcap`` is ``run_0.mcap``, ``run_1.mcap``... (``split_path``, ``split_files``),
+beside rosbag2's ``metadata.yaml``, which makes their folder one rosbag2 bag; each file also holds
+rosbag2's own ``rosbag2`` metadata record, which says how its QoS metadata is written
+(``perception/record_output.py``: ``BagMetadata``, ``ROSBAG2_RECORD``).
 """
 
 from __future__ import annotations
 
 import functools
 import glob
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -99,6 +105,73 @@ def ros2_topic_name(topic: str) -> str:
     return "/" + "/".join(tokens)
 
 
+def distinct_topic_name(topic: str, name: str, taken) -> str:
+    """A ROS 2 name for wire topic ``topic`` whose plain name ``name`` cannot be used: ``name``
+    with ``_`` and the first 8 hex digits of the SHA-1 of the wire topic added to its last token
+    (``/perception/front_left/lane_3fa2c1d0``), so the same wire topic is always given the same
+    name; should that be in ``taken`` too, ``_2``, ``_3``... after it."""
+    digest = hashlib.sha1(topic.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    base = name if name != "/" else "/topic"
+    base += ("" if base.endswith("_") else "_") + digest
+    candidate, n = base, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{base}_{n}"
+    return candidate
+
+
+class RosTopicNames:
+    """The ROS 2 names of a recording's wire topics (the data channel's; its wire headers are on
+    that name + ``META_SUFFIX``), one wire topic and one message type per name, as rosbag2 wants.
+
+    A wire topic is named ``ros2_topic_name(topic)`` unless that name cannot be its own: it ends in
+    ``/meta`` (the wire-header channel of the topic above it: a per-class obstacle class named
+    ``meta``), or another wire topic of the recording already has it (``front-left`` and
+    ``front_left``, ``traffic-light`` and ``traffic light`` clean up to one name). It then gets
+    ``distinct_topic_name``. A name once given stays for the whole recording: one object is shared
+    by the splits of a recording and, with ``--append``, starts from the names of the splits already
+    there (``claim``). ``types`` holds each wire topic's message type (schema), also shared, so a
+    topic cannot change type from one split to the next."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, str] = {}
+        self._owners: dict[str, str] = {}
+        self.types: dict[str, str] = {}
+        #: How many wire topics were given a name other than their plain one (for rate-limited warnings).
+        self.renamed = 0
+
+    def claim(self, topic: str, name: str, schema: str | None = None) -> None:
+        """``topic`` is recorded as ``name`` in a file already written (``--append``); ignored when
+        either is already taken (a file of an earlier version may hold two topics on one name)."""
+        if topic in self._names or name in self._owners:
+            return
+        self._names[topic], self._owners[name] = name, topic
+        if schema:
+            self.types.setdefault(topic, schema)
+
+    def name(self, topic: str) -> tuple[str, str | None]:
+        """``(ROS 2 name, why)`` of wire topic ``topic``: ``why`` says why it is not the plain name,
+        the first time it is given (None otherwise)."""
+        known = self._names.get(topic)
+        if known is not None:
+            return known, None
+        plain = ros2_topic_name(topic)
+        why = None
+        if plain == "/":
+            why = "it has no character a ROS 2 name keeps"
+        elif plain.endswith(META_SUFFIX):
+            why = (f"{plain} is the name of the wire-header channel of the topic "
+                   f"{plain[: -len(META_SUFFIX)]} (each topic's headers go on <topic>{META_SUFFIX})")
+        elif plain in self._owners:
+            why = (f"{plain} is already the ROS 2 name of the wire topic {self._owners[plain]!r} in this recording "
+                   "(a ROS 2 topic holds one stream of one type)")
+        name = plain if why is None else distinct_topic_name(topic, plain, self._owners)
+        self._names[topic], self._owners[name] = name, topic
+        if why is not None:
+            self.renamed += 1
+        return name, why
+
+
 #: Channel metadata keys (besides rosbag2's ``offered_qos_profiles``).
 WIRE_TOPIC_KEY = "perception.wire_topic"
 CONTENT_KEY = "perception.content"
@@ -139,11 +212,12 @@ def offered_qos_profiles(topic: str) -> str:
 @functools.cache
 def _qos_yaml(latched: bool) -> str:
     """The ``offered_qos_profiles`` YAML of a latched topic or of any other (``offered_qos_profiles``)."""
-    zero = {"sec": 0, "nsec": 0}
+    # A dict of its own for each duration: one dict used three times is dumped with YAML anchors
+    # (``&id001`` / ``*id001``), which rosbag2 never writes and a simple parser may not take.
     profile = {
         "history": 1, "depth": 1 if latched else 0, "reliability": 1 if latched else 2,
-        "durability": 1 if latched else 2, "deadline": zero, "lifespan": zero, "liveliness": 1,
-        "liveliness_lease_duration": zero, "avoid_ros_namespace_conventions": False,
+        "durability": 1 if latched else 2, "deadline": {"sec": 0, "nsec": 0}, "lifespan": {"sec": 0, "nsec": 0},
+        "liveliness": 1, "liveliness_lease_duration": {"sec": 0, "nsec": 0}, "avoid_ros_namespace_conventions": False,
     }
     return yaml.safe_dump([profile], sort_keys=False)
 

@@ -65,7 +65,9 @@ class ReadCounters:
 class _Contents:
     """What the files read held, for the error when none of it could be replayed
     (``_nothing_to_replay``): the data messages read (JSON documents and images, not their
-    wire headers), and those left without a wire header at their file's end, by channel name."""
+    wire headers), and, by channel name, those without a wire header: every message of a channel
+    whose topic has no wire-header channel in its file (a ROS 2 bag that ``perception record`` did
+    not write), and those left unpaired at their file's end on a topic that has one."""
 
     data_messages: int = 0
     headerless: dict[str, int] = field(default_factory=dict)
@@ -219,6 +221,8 @@ def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, firs
         pending_data: dict[tuple[str, int], tuple[Any, int, str]] = {}
         contents = contents if contents is not None else _Contents()
         data_channels: dict[str, str] = {}  # wire topic -> its data channel's name
+        data_counts: dict[str, int] = {}  # wire topic -> the data messages read on it
+        headed: set[str] = set()  # wire topics with a wire-header channel in this file
         rejected: set[tuple[str, int]] = set()  # messages whose header or data was skipped
         seen = 0
         try:
@@ -246,9 +250,12 @@ def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, firs
                 channel = channels[message.channel_id]
                 schema = schemas.get(channel.schema_id)
                 is_header, topic = channel_role(channel)
-                if not is_header:
+                if is_header:
+                    headed.add(topic)
+                else:
                     contents.data_messages += 1
                     data_channels[topic] = channel.topic
+                    data_counts[topic] = data_counts.get(topic, 0) + 1
                 key = (topic, message.sequence)
                 decoded = _decoded(factory, schema, channel, message, counters)
                 header = _recorded_header(decoded, channel.topic, counters) if is_header and decoded is not None else None
@@ -294,9 +301,17 @@ def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, firs
                 "%s is cut short after %d messages (%s); was the recorder killed? 'perception record --recover FILE' "
                 "rebuilds it", path, seen, reason,
             )
-        for topic, _seq in pending_data:  # data whose wire header never came
-            name = data_channels.get(topic, topic)
-            contents.headerless[name] = contents.headerless.get(name, 0) + 1
+        # Data whose wire header never came: all of a topic without a header channel (counted as
+        # read: a foreign bag's messages may all share one sequence, which pairing goes by), and
+        # on a topic with one, those left unpaired.
+        for topic, count in data_counts.items():
+            if topic not in headed:
+                name = data_channels[topic]
+                contents.headerless[name] = contents.headerless.get(name, 0) + count
+        for topic, _seq in pending_data:
+            if topic in headed:
+                name = data_channels.get(topic, topic)
+                contents.headerless[name] = contents.headerless.get(name, 0) + 1
         if damaged and seen == 0 and first:
             raise SourceError(f"{path}: not a readable MCAP recording (damaged {damaged[0]}); no message of it can be "
                               "replayed or recovered: record it again")

@@ -30,17 +30,26 @@ from perception.mcap_layout import (
     METADATA_NAME,
     STRING_MSGDEF,
     STRING_SCHEMA,
+    WIRE_TOPIC_KEY,
+    RosTopicNames,
     channel_metadata,
     compact_json,
     header_frame,
     mcap_sequence,
     mcap_time,
-    ros2_topic_name,
     ros_image_encoding,
     split_files,
     split_path,
 )
-from perception.record_output import OutputLock, existing_outputs, finished_mcap, refuse_existing
+from perception.record_output import (
+    ROSBAG2_RECORD,
+    BagMetadata,
+    OutputLock,
+    existing_outputs,
+    finished_mcap,
+    refuse_existing,
+    rosbag2_record,
+)
 
 if TYPE_CHECKING:
     from perception.record import RecordConfig
@@ -148,12 +157,27 @@ class FrameTally:
                 f"sends as one message each ({self.replayed(messages)} messages)")
 
 
+#: Renamed topics said one by one; after that, one line says that more are not named.
+RENAMED_WARNINGS = 10
+
+
+def _warn_renamed(topic: str, name: str, why: str, renamed: int) -> None:
+    """Say (once a topic, for the first ``RENAMED_WARNINGS`` of a recording) that a wire topic is
+    recorded under a ROS 2 name of its own, and why."""
+    if renamed <= RENAMED_WARNINGS:
+        log.warning("the wire topic %r is recorded on the ROS 2 topic %s: %s; replay still sends it on %r (channel "
+                    "metadata %s)%s", topic, name, why, topic, WIRE_TOPIC_KEY,
+                    "; further renamed topics are not logged" if renamed == RENAMED_WARNINGS else "")
+
+
 class McapMaskWriter:
     """Writes received ``perception.subscribe.Message`` objects into an MCAP file (layout above).
 
     ``chunk_size`` (bytes) is how much goes into one compressed MCAP chunk; a recorder killed
     mid-run loses at most the chunk being filled. Raises ConfigError when ``path`` cannot be written,
-    or, with ``exclusive``, already exists.
+    or, with ``exclusive``, already exists. ``names`` gives each wire topic its ROS 2 channel name
+    and holds its message type (``RosTopicNames``: one shared by the splits of a recording keeps
+    them the same in every split).
 
     The file is written with ``mcap.writer.Writer`` (``ros2`` profile) and the ROS 2 CDR encoders
     of ``mcap_ros2``: its own ``Writer`` cannot give a channel metadata, and rosbag2's convention
@@ -162,7 +186,7 @@ class McapMaskWriter:
 
     def __init__(
         self, path: Path, *, chunk_size: int = 1024 * 1024, counts: dict[str, TopicCount] | None = None,
-        exclusive: bool = False,
+        exclusive: bool = False, names: RosTopicNames | None = None,
     ) -> None:
         from mcap.records import Channel, Message
         from mcap.well_known import MessageEncoding, SchemaEncoding
@@ -194,7 +218,10 @@ class McapMaskWriter:
         for name, msgdef in ((IMAGE_SCHEMA, IMAGE_MSGDEF), (STRING_SCHEMA, STRING_MSGDEF)):
             self._schemas[name] = self._writer.register_schema(name, SchemaEncoding.ROS2, msgdef.encode())
             self._encoders[name] = serialize_dynamic(name, msgdef)[name]
-        self._channels: dict[tuple[str, str], tuple[int, str]] = {}
+        self._channels: dict[tuple[str, str], int] = {}
+        self._names = names if names is not None else RosTopicNames()
+        #: The file's first and last log times, for its ``rosbag2`` record (``close``).
+        self._log_range: list[int] = []
         self._Channel, self._Message = Channel, Message  # packed on a scratch buffer first (``_packs``)
         #: Why the writer stopped taking messages (a failure inside a record), or None.
         self._broken: str | None = None
@@ -233,29 +260,37 @@ class McapMaskWriter:
 
     def _channels_for(self, topic: str, header: dict, schema: str) -> tuple[int, int]:
         """The ``(wire header, data)`` channels of a topic, registered on first use. Refuses
-        (UnrecordableMessage, nothing registered) a data schema other than the topic's first, and
-        a topic that would take the file past MCAP's channel ids (``MCAP_MAX_CHANNELS``)."""
+        (UnrecordableMessage, nothing registered) a data schema other than the topic's first (in
+        this recording: ``RosTopicNames.types``), and a topic that would take the file past MCAP's
+        channel ids (``MCAP_MAX_CHANNELS``). The channels are named ``RosTopicNames.name``: a topic
+        whose plain ROS 2 name another topic has, or that ends in ``/meta``, gets a name of its own,
+        said once in a warning (``_warn_renamed``)."""
         wanted = {CONTENT_HEADER: STRING_SCHEMA, CONTENT_DATA: schema}
-        registered = self._channels.get((topic, CONTENT_DATA))
-        if registered is not None and registered[1] != schema:
-            # One schema a channel: readers decode every message of it with the first one's.
-            raise UnrecordableMessage(f"{topic} is recorded as {registered[1]}; a {schema} message on it is refused")
+        known = self._names.types.get(topic)
+        if known is not None and known != schema:
+            # One type a topic: readers decode every message of it with the first one's (rosbag2:
+            # one type a topic name, across the files of a bag too).
+            raise UnrecordableMessage(f"{topic} is recorded as {known}; a {schema} message on it is refused")
         new = [content for content in wanted if (topic, content) not in self._channels]
         if len(self._channels) + len(new) > MCAP_MAX_CHANNELS:
             raise UnrecordableMessage(
                 f"{topic} is not recorded: this file already holds {len(self._channels)} channels, the most an MCAP "
                 f"file can (2 a topic); --split-duration or --split-size starts new files")
+        if new:
+            ros_name, why = self._names.name(topic)
+            if why is not None:
+                _warn_renamed(topic, ros_name, why, self._names.renamed)
         for content in new:
             metadata = channel_metadata(topic, content, header)
-            name = ros2_topic_name(topic) + (META_SUFFIX if content == CONTENT_HEADER else "")
+            name = ros_name + (META_SUFFIX if content == CONTENT_HEADER else "")
             schema_id = self._schemas[wanted[content]]
             # Packed on a scratch buffer first: a field the library cannot pack (a topic that is
             # not UTF-8) must fail here, not half-way into the chunk (see ``write``).
             _packs(self._Channel(id=len(self._channels) + 1, topic=name, message_encoding=self._cdr,
                                  schema_id=schema_id, metadata=metadata))
-            channel = self._writer.register_channel(name, self._cdr, schema_id, metadata)
-            self._channels[(topic, content)] = (channel, wanted[content])
-        return self._channels[(topic, CONTENT_HEADER)][0], self._channels[(topic, CONTENT_DATA)][0]
+            self._channels[(topic, content)] = self._writer.register_channel(name, self._cdr, schema_id, metadata)
+        self._names.types.setdefault(topic, schema)
+        return self._channels[(topic, CONTENT_HEADER)], self._channels[(topic, CONTENT_DATA)]
 
     def write(self, msg, *, count: bool = True, log_time_ns: int | None = None) -> None:
         """Write one message (mask or JSON) and its wire header; ``count`` False for a latched
@@ -296,6 +331,8 @@ class McapMaskWriter:
             for channel, payload in records:
                 self._writer.add_message(channel, data=payload, **common)
                 ends.append(self._file.tell())
+            self._log_range = [min(self._log_range[0], log_time), max(self._log_range[1], log_time)] \
+                if self._log_range else [log_time, log_time]
         except OSError:
             raise  # the file cannot be written (a full disk): the recorder ends and abandons it
         except Exception as exc:  # noqa: BLE001 - checked above, so a library fault: the chunk is broken
@@ -378,6 +415,9 @@ class McapMaskWriter:
                     self._chunk_written(self._file.tell())
             if metadata is not None:
                 self._writer.add_metadata(METADATA_NAME, metadata)
+            # The version rosbag2 reads the channels' QoS by (``record_output.ROSBAG2_RECORD``).
+            start, end = self._log_range or [0, 0]
+            self._writer.add_metadata(ROSBAG2_RECORD, rosbag2_record(self.path.name, start, end, 2 * self._records))
             self._writer.finish()
         except BaseException:
             self.abandon()  # a full disk fails finish(); the file's own close() would fail again
@@ -429,7 +469,10 @@ class SplitWriter:
     file holds per topic (``McapMaskWriter.file_counts``); it returns the file's metadata record.
     The latest message of each latched topic (``<ns>/info``) is written again at the start of
     every split, so each split alone holds the class table it needs (a replay of all the splits
-    sends it once).
+    sends it once). Each wire topic keeps one ROS 2 channel name in every split (``names``, a
+    ``RosTopicNames``; with ``config.append``, the names of the splits already there first), and
+    the folder's rosbag2 ``metadata.yaml`` (``BagMetadata``) is written again as each split is
+    finished, so the folder opens as one rosbag2 bag.
 
     Files of an earlier recording to the same ``out`` (``existing_outputs``) make it raise
     ConfigError before anything is written; with ``config.overwrite`` they are all removed, so no
@@ -454,6 +497,10 @@ class SplitWriter:
         self.unfinished: list[Path] = []
         #: The index of the first split written here (after the ``continued`` ones).
         self.first_index = 0
+        #: The ROS 2 name of each wire topic, the same in every split (``RosTopicNames``).
+        self.names = RosTopicNames()
+        #: The rosbag2 metadata.yaml of the splits' folder.
+        self.bag = BagMetadata(Path(config.out))
         self._lock = OutputLock(Path(config.out))  # also makes the folder
         try:
             self._start(config, metadata)
@@ -472,6 +519,9 @@ class SplitWriter:
             if self.continued:
                 self.first_index = int(self.continued[-1].stem.rpartition("_")[2]) + 1
             self.unfinished = [p for p in self.continued if finished_mcap(p) is False]
+            for info in self.bag.finished():  # the names the splits there gave their topics
+                for topic, name, msgtype in info.wire_topics:
+                    self.names.claim(topic, name, msgtype)
         elif not config.overwrite:
             refuse_existing(config)
         else:
@@ -509,6 +559,8 @@ class SplitWriter:
                 old.unlink(missing_ok=True)
             except OSError as exc:
                 raise ConfigError(f"cannot remove {old} for --overwrite: {exc.strerror}; remove it yourself") from None
+        if self.replaced:
+            self.bag.update()  # the metadata.yaml of the splits removed goes too
         self.replaced = []
 
     def _open(self, start_ns: int) -> None:
@@ -518,7 +570,8 @@ class SplitWriter:
         path = split_path(self.config.out, self.first_index + len(self.paths)) if self.config.splits \
             else Path(self.config.out)
         self._writer, self._opening = None, path  # until it is open: what ``abandon`` names
-        self._writer = McapMaskWriter(path, chunk_size=self._chunk_size, counts=self.counts, exclusive=self._exclusive)
+        self._writer = McapMaskWriter(path, chunk_size=self._chunk_size, counts=self.counts, exclusive=self._exclusive,
+                                      names=self.names)
         self.paths.append(path)
         self._opened = time.monotonic()
         self._repeated = []
@@ -541,6 +594,7 @@ class SplitWriter:
             self._open(msg.receive_ns)
         elif self.config.splits and self._full():
             self._writer.close(self._metadata(split=self._split_index(), file_counts=dict(self._writer.file_counts)))
+            self.bag.update()
             self._open(msg.receive_ns)
         self._writer.write(msg)
         if not self._index_warned and self._writer.index_bytes >= INDEX_WARN_BYTES:
@@ -572,10 +626,12 @@ class SplitWriter:
                     mb / hours, writer.index_bytes // max(writer.chunks, 1), fix)
 
     def close(self) -> None:
-        """Finish the open file; idempotent."""
+        """Finish the open file (and write the folder's ``metadata.yaml`` of a split recording again); idempotent."""
         if self._writer is not None:
             self._writer.close(self._metadata(split=self._split_index() if self.config.splits else None,
                                               file_counts=dict(self._writer.file_counts)))
+            if self.config.splits:
+                self.bag.update()
 
     def release(self) -> None:
         """Give up the output (``OutputLock.release``), once the files are finished or abandoned."""
@@ -608,4 +664,6 @@ class SplitWriter:
         make the next recording to the same ``--out`` refuse to start."""
         for path in self.paths:
             path.unlink(missing_ok=True)
+        if self.paths and self.config.splits:
+            self.bag.update()  # lists the splits there now (those of earlier runs, with --append)
         self.paths = []

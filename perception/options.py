@@ -51,6 +51,25 @@ def synthetic_size_error(width: int | None, height: int | None, fps: float | Non
             f"height {low_h}..{high_h}); use e.g. width {SYNTHETIC_DEFAULT_HW[1]} height {SYNTHETIC_DEFAULT_HW[0]}")
 
 
+def leading_slash_error(what: str, name: str, *, publishing: bool = True) -> str | None:
+    """The one line for a namespace or topic ``name`` (named ``what``: ``namespace``, ``--topic``)
+    written as ROS writes a name, with a leading ``/``; None without one (or with nothing after it,
+    which the caller refuses as empty). Wire topics have none (``perception/front/lane``; a
+    recording's ROS 2 channel names add it): a node publishing under ``/perception/front`` reached no
+    subscriber to ``perception/front/``, and a recorder subscribed to it (``publishing`` False)
+    receives nothing from a node. The one declaration of this rule: a node's namespace
+    (``PublishOptions``, ``MaskPublisher``) and what ``perception record`` subscribes to."""
+    if not isinstance(name, str) or not name.startswith("/"):
+        return None
+    fixed = "/".join(part for part in name.split("/") if part)
+    if not fixed:
+        return None
+    result = (f"so no subscriber to {short(fixed + '/')} would receive them" if publishing
+              else "so it would receive nothing from a node")
+    return (f"{what} {short(name)} starts with '/': wire topics have no leading '/' (only the ROS 2 names of a "
+            f"recording's channels have one), {result}; drop the leading '/': {short(fixed)}")
+
+
 def synthetic_hw_near(hw: tuple[int, int]) -> tuple[int, int]:
     """The size nearest ``hw`` (height, width) that the synthetic camera draws: frames for a model
     input outside its range (a 32x64 model) are drawn there and letterboxed."""
@@ -307,6 +326,9 @@ class PublishOptions:
             )
         # The namespace the topics go under, also when it comes from the camera name (a 300-character
         # camera name made every topic longer than any reader takes).
+        problem = leading_slash_error("namespace", self.resolved_namespace)
+        if problem is not None:
+            raise ValueError(problem)
         problem = contracts.ros_namespace_error(self.resolved_namespace)
         if problem is not None:
             raise ValueError(

@@ -46,7 +46,7 @@ import zmq
 from perception import contracts
 from perception.encoding import Codec, get_codec, topic_encoding_error
 from perception.errors import ConfigError
-from perception.options import CurveServerOptions
+from perception.options import CurveServerOptions, leading_slash_error
 from perception.run_config import MAX_CAMERAS
 from perception.send_limit import SendLimit, messages_per_frame
 from perception.wire import (
@@ -137,6 +137,9 @@ class MaskPublisher:
     ) -> None:
         if not isinstance(namespace, str) or not namespace.strip("/"):
             raise ConfigError(f"namespace {namespace!r} is empty; use e.g. perception/front")
+        problem = leading_slash_error("namespace", namespace)
+        if problem is not None:
+            raise ConfigError(problem)
         problem = contracts.ros_namespace_error(namespace)
         if problem is not None:
             raise ConfigError(f"namespace {namespace!r} is not a ROS 2 namespace ({problem}); use e.g. perception/front")
@@ -193,6 +196,9 @@ class MaskPublisher:
         Raises:
             ConfigError: ``namespace`` is not a ROS 2 namespace or already published here.
         """
+        problem = leading_slash_error("namespace", namespace)
+        if problem is not None:
+            raise ConfigError(problem)
         problem = contracts.ros_namespace_error(namespace) if isinstance(namespace, str) else "it is not a string"
         if problem is not None:
             raise ConfigError(f"namespace {namespace!r} is not a ROS 2 namespace ({problem}); use e.g. perception/rear")

@@ -34,7 +34,7 @@ from perception.mcap_layout import (
     split_path,
 )
 from perception.mcap_writer import Abandoned, BrokenRecording, FrameTally, SplitWriter, TopicCount
-from perception.options import CurveClientOptions, ReaderQueueOptions, ReaderTopicOptions
+from perception.options import CurveClientOptions, ReaderQueueOptions, ReaderTopicOptions, leading_slash_error
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,10 @@ class RecordConfig:
     def __post_init__(self) -> None:
         if bool(self.namespace) == bool(self.topic):
             raise ValueError("give --namespace NS (all its topics) or --topic T ... (exact topics), one of the two")
+        for flag, name in [("--namespace", self.namespace), *(("--topic", t) for t in self.topic)]:
+            problem = leading_slash_error(flag, name, publishing=False)
+            if problem is not None:
+                raise ValueError(problem)
         if self.append and self.overwrite:
             raise ValueError("--append keeps the earlier splits and --overwrite removes them: give one of the two")
         if self.append and not self.splits:
@@ -363,8 +367,10 @@ class Recorder:
         """The ``perception.recording`` record of one file. ``message_counts`` and ``skipped_counts``
         describe that file: the messages it holds per topic (``file_counts``; in a split the latched
         ``<ns>/info`` written again at its start included, so they equal the file's own statistics)
-        and those skipped while it was being written. A split also gives the recording's totals up
-        to its end, ``recording_message_counts`` (each message once) and ``recording_skipped_counts``.
+        and those skipped while it was being written. A split also gives the totals of this recorder
+        run up to its end (a run with ``--append`` starts them at 0; the whole recording's counts are
+        in the folder's ``metadata.yaml``), ``recording_message_counts`` (each message once) and
+        ``recording_skipped_counts``.
         Splits written by earlier versions hold the running totals under ``message_counts``;
         nothing in perception reads these counts, so replay and ``--recover`` take either."""
         totals = {t: c.messages for t, c in self._writer.counts.items()}

@@ -1,6 +1,7 @@
 """What a recording's ``--out`` holds and who writes it: the files of an earlier recording there
-(``out`` and its ``<stem>_N.mcap`` splits), whether a file is a finished MCAP file, and the lock
-that keeps a second recorder off the same output. ``perception/mcap_writer.py``'s ``SplitWriter``
+(``out`` and its ``<stem>_N.mcap`` splits), whether a file is a finished MCAP file, the lock
+that keeps a second recorder off the same output, and the rosbag2 ``metadata.yaml`` that makes the
+folder of a split recording a rosbag2 bag (``BagMetadata``). ``perception/mcap_writer.py``'s ``SplitWriter``
 claims its output through these before it writes anything.
 """
 
@@ -11,11 +12,13 @@ import errno
 import fcntl
 import logging
 import os
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from perception.errors import ConfigError
-from perception.mcap_layout import split_files
+from perception.mcap_layout import CONTENT_DATA, CONTENT_KEY, WIRE_TOPIC_KEY, split_files
 
 if TYPE_CHECKING:
     from perception.record import RecordConfig
@@ -139,3 +142,215 @@ def finished_mcap(path: Path) -> bool | None:
             return f.read(len(MCAP_MAGIC)) == MCAP_MAGIC
     except OSError:
         return None
+
+
+#: The rosbag2 metadata file of a bag folder: a split recording's folder holds one (``BagMetadata``).
+BAG_METADATA_FILE = "metadata.yaml"
+#: The version of rosbag2's ``metadata.yaml`` written: 8 (rosbag2 of Iron), the newest that writes
+#: ``offered_qos_profiles`` as a YAML string, as the MCAP channels hold it. Every rosbag2 since Humble
+#: reads it (Humble reads the fields it knows; Jazzy and later read older versions), and rosbags
+#: (versions up to 9). Version 9 (Jazzy) writes the profiles as a YAML list, which Humble's reader
+#: refuses ("bad conversion").
+ROSBAG2_METADATA_VERSION = 8
+#: The MCAP metadata record in which rosbag2 keeps a file's bag metadata (``serialized_metadata``:
+#: ``bag_metadata_yaml(record=True)``). rosbag2's MCAP storage reads the channels'
+#: ``offered_qos_profiles`` by its ``version``; without the record, Jazzy and later take them as
+#: version 9 (policy names), and the numbers written here (``mcap_layout.offered_qos_profiles``)
+#: would read as unknown policies.
+ROSBAG2_RECORD = "rosbag2"
+#: Largest record read from a split's summary (a damaged length must not allocate gigabytes).
+_SUMMARY_RECORD_LIMIT = 256 * 1024 * 1024
+
+
+@dataclass
+class BagFile:
+    """What ``metadata.yaml`` says of one MCAP file, read from the file's summary (its statistics)."""
+
+    name: str
+    start_ns: int
+    end_ns: int
+    messages: int
+    #: Per channel, in the file's order: (ROS 2 topic name, message type, serialization format,
+    #: ``offered_qos_profiles``, messages).
+    channels: list[tuple[str, str, str, str, int]] = field(default_factory=list)
+    #: Per data channel of a wire topic: (wire topic, ROS 2 name, message type), for ``RosTopicNames.claim``.
+    wire_topics: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def bag_file(path: Path) -> BagFile | None:
+    """``path``'s ``BagFile``, from its summary section; None when it has none that reads (an
+    unfinished or damaged file: ``perception record --recover`` rebuilds it) or no statistics."""
+    from mcap.reader import SeekingReader
+
+    from perception.recover import open_recording
+
+    try:
+        with open_recording(Path(path), "") as stream:
+            summary = SeekingReader(stream, record_size_limit=_SUMMARY_RECORD_LIMIT).get_summary()
+    except Exception:  # noqa: BLE001 - whatever the library raises for a damaged summary: none to use
+        return None
+    if summary is None or summary.statistics is None:
+        return None
+    stats = summary.statistics
+    info = BagFile(Path(path).name, stats.message_start_time, stats.message_end_time, stats.message_count)
+    for channel_id in sorted(summary.channels):
+        channel = summary.channels[channel_id]
+        schema = summary.schemas.get(channel.schema_id)
+        msgtype = schema.name if schema is not None else ""
+        metadata = channel.metadata or {}
+        info.channels.append((channel.topic, msgtype, channel.message_encoding,
+                              metadata.get("offered_qos_profiles", ""), stats.channel_message_counts.get(channel_id, 0)))
+        if metadata.get(CONTENT_KEY) == CONTENT_DATA and WIRE_TOPIC_KEY in metadata:
+            info.wire_topics.append((metadata[WIRE_TOPIC_KEY], channel.topic, msgtype))
+    return info
+
+
+def bag_metadata_yaml(files: list[BagFile], *, record: bool = False) -> str:
+    """rosbag2's ``metadata.yaml`` (version ``ROSBAG2_METADATA_VERSION``) of a bag of ``files``, in
+    order: each file and its times and count, and each topic (ROS 2 name and type) with its
+    ``offered_qos_profiles`` and its messages in all the files. ``record``: the bag metadata alone,
+    without the ``rosbag2_bagfile_information`` key, as rosbag2 stores it in an MCAP file's
+    ``rosbag2`` metadata record (``rosbag2_record``)."""
+    import yaml
+
+    topics: dict[tuple[str, str], dict] = {}
+    for info in files:
+        for name, msgtype, encoding, qos, count in info.channels:
+            entry = topics.get((name, msgtype))
+            if entry is None:
+                entry = topics[(name, msgtype)] = {
+                    "topic_metadata": {"name": name, "type": msgtype, "serialization_format": encoding,
+                                       "offered_qos_profiles": qos, "type_description_hash": ""},
+                    "message_count": 0,
+                }
+            entry["message_count"] += count
+    timed = [info for info in files if info.messages]
+    start = min((info.start_ns for info in timed), default=0)
+    end = max((info.end_ns for info in timed), default=0)
+    info = {
+        "version": ROSBAG2_METADATA_VERSION,
+        "storage_identifier": "mcap",
+        "duration": {"nanoseconds": end - start},
+        "starting_time": {"nanoseconds_since_epoch": start},
+        "message_count": sum(info.messages for info in files),
+        "topics_with_message_count": list(topics.values()),
+        # The chunks of an MCAP file are compressed inside it (the storage's own compression):
+        # rosbag2 records no bag compression for that.
+        "compression_format": "",
+        "compression_mode": "",
+        "relative_file_paths": [info.name for info in files],
+        "files": [{"path": info.name,
+                   "starting_time": {"nanoseconds_since_epoch": info.start_ns if info.messages else 0},
+                   "duration": {"nanoseconds": info.end_ns - info.start_ns if info.messages else 0},
+                   "message_count": info.messages} for info in files],
+        "custom_data": None,
+        "ros_distro": "",
+    }
+    doc = info if record else {"rosbag2_bagfile_information": info}
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return yaml.dump(doc, Dumper=dumper, sort_keys=False, default_flow_style=False, width=2**30)
+
+
+def rosbag2_record(name: str, start_ns: int, end_ns: int, messages: int) -> dict[str, str]:
+    """The ``rosbag2`` metadata record (``ROSBAG2_RECORD``) of an MCAP file ``name`` of ``messages``
+    logged from ``start_ns`` to ``end_ns``: its bag metadata, which rosbag2's MCAP storage reads for
+    its ``version`` (how the channels' ``offered_qos_profiles`` are written) and then completes from
+    the file itself (counts and times from its statistics, each topic from its channel). So its
+    topic list is left empty: the channels say it all, and a split stays as small as it was."""
+    return {"serialized_metadata": bag_metadata_yaml([BagFile(name, start_ns, end_ns, messages)], record=True)}
+
+
+class BagMetadata:
+    """The rosbag2 ``metadata.yaml`` beside the splits of a recording to ``out`` (``<stem>_N.mcap``),
+    which makes their folder a rosbag2 bag: ``ros2 bag info/play DIR`` and rosbags'
+    ``AnyReader([DIR])`` read the splits as one bag, with their topics, types, QoS and counts.
+
+    ``update`` writes it again from the finished splits there now (an unfinished one, left by a
+    killed recorder, is listed once ``--recover`` has rebuilt it): the recorder calls it as each
+    split is finished, and ``--recover`` after rebuilding a split. Each split's summary is read
+    once (kept by name, size and change time). It is written to a temporary file and renamed, so
+    it is never half there. An unsplit recording (one file, which ROS tools open by its name) gets
+    none: with no split there, ``update`` only removes one it wrote before (``--overwrite``).
+
+    A ``metadata.yaml`` there that lists other files than this recording's splits (another bag, or
+    the splits of another ``--out`` in the same folder), or that does not read, is left as it is,
+    with one warning: a folder holds one bag."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = Path(out)
+        self.path = self.out.parent / BAG_METADATA_FILE
+        self._files: dict[str, tuple[tuple[int, int, int], BagFile | None]] = {}
+        self._warned = False
+
+    def file(self, path: Path) -> BagFile | None:
+        """``bag_file(path)`` of a finished file (None for an unfinished one), read again only when the
+        file changed: a recording of many splits reads each once."""
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        key = (st.st_size, st.st_mtime_ns, st.st_ino)
+        cached = self._files.get(path.name)
+        if cached is None or cached[0] != key:
+            cached = self._files[path.name] = (key, bag_file(path) if finished_mcap(path) else None)
+        return cached[1]
+
+    def finished(self) -> list[BagFile]:
+        """The ``BagFile`` of each finished split there now, in index order."""
+        found = (self.file(path) for path in split_files(self.out))
+        return [info for info in found if info is not None]
+
+    def ours(self) -> bool | None:
+        """Whether the ``metadata.yaml`` there lists only splits of ``out`` (None: there is none)."""
+        import yaml
+
+        if not (self.path.exists() or self.path.is_symlink()):
+            return None
+        try:
+            with self.path.open("rb") as f:
+                doc = yaml.safe_load(f.read(16 * 1024 * 1024))
+            paths = doc["rosbag2_bagfile_information"]["relative_file_paths"]
+        except Exception:  # noqa: BLE001 - unreadable, not YAML, not rosbag2's layout: not ours to replace
+            return False
+        if not isinstance(paths, list):
+            return False
+        suffix = self.out.suffix or ".mcap"
+        pattern = re.compile(re.escape(self.out.stem) + r"_\d+" + re.escape(suffix))
+        return all(isinstance(p, str) and pattern.fullmatch(Path(p).name) for p in paths)
+
+    def update(self, *, create: bool = True) -> Path | None:
+        """Write ``metadata.yaml`` for the finished splits there now (``create`` False: only where
+        one of this recording is there already), or remove the one of this recording when there is
+        none. Returns the file written, or None. A file that cannot be written (a full disk) is one
+        warning, not an error: the splits themselves are complete MCAP files."""
+        files = self.finished()
+        owner = self.ours()
+        try:
+            if not files:
+                if owner:
+                    self.path.unlink(missing_ok=True)
+                return None
+            if owner is False:
+                self._warn(f"{self.path} is left as it is: it lists other files than the splits of {self.out} (a "
+                           f"folder holds one rosbag2 bag), so ros2 bag does not open these splits as one bag; give "
+                           f"each split recording a folder of its own (--out DIR/{self.out.name})")
+                return None
+            if owner is None and not create:
+                return None
+            temp = self.path.with_name(f".{BAG_METADATA_FILE}.{os.getpid()}.writing")
+            try:
+                temp.write_text(bag_metadata_yaml(files), encoding="utf-8")
+                os.replace(temp, self.path)
+            finally:
+                temp.unlink(missing_ok=True)
+        except OSError as exc:
+            self._warn(f"could not write {self.path} ({exc.strerror or exc}): ros2 bag and rosbags open the "
+                       f"folder of the splits as a bag only with it (each split still opens as a file); it is "
+                       f"written again when the next split is finished")
+            return None
+        return self.path
+
+    def _warn(self, text: str) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("%s", text)

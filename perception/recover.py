@@ -10,6 +10,7 @@ damaged ones.
 from __future__ import annotations
 
 import os
+import re
 import stat
 import struct
 import time
@@ -26,6 +27,7 @@ from perception.mcap_layout import (
     channel_role,
 )
 from perception.mcap_writer import FrameTally
+from perception.record_output import ROSBAG2_RECORD, rosbag2_record
 
 
 @dataclass
@@ -60,6 +62,9 @@ class RecoverSummary:
     orphaned: int = 0
     #: Masks of an ``--atomic-frames`` node and the frames they came in (a replay sends one a frame).
     frames: FrameTally | None = None
+    #: The rosbag2 ``metadata.yaml`` written again to list the rebuilt split, and the splits it lists.
+    bag_metadata: Path | None = None
+    bag_files: int = 0
 
     def format(self) -> str:
         records = f"{self.metadata} metadata record{'' if self.metadata == 1 else 's'}"
@@ -83,6 +88,9 @@ class RecoverSummary:
             text += f"\n  the input ends in a damaged or unfinished record: {self.cut}"
         if self.kept:
             text += f"\n  the original is kept as {self.kept}"
+        if self.bag_metadata:
+            text += (f"\n  {self.bag_metadata} lists it now ({self.bag_files} split{'' if self.bag_files == 1 else 's'}: "
+                     "ros2 bag and rosbags open the folder as one bag)")
         return text
 
 
@@ -351,7 +359,23 @@ def recover_recording(path: str | Path, out: str | Path | None = None, *, overwr
             raise
     summary.bytes_out = target.stat().st_size
     summary.seconds = time.monotonic() - t0
+    _update_bag(target, summary)
     return summary
+
+
+def _update_bag(target: Path, summary: RecoverSummary) -> None:
+    """When the rebuilt file is a split (``<stem>_N.mcap``), write its folder's rosbag2 ``metadata.yaml``
+    again so that it lists the split (``record_output.BagMetadata``): where one of that recording is
+    there, or, for a recording of ``perception record`` (wire-header channels), where there is none."""
+    from perception.record_output import BagMetadata
+
+    match = re.fullmatch(r"(.+)_\d+", target.stem)
+    if match is None or not target.suffix:
+        return
+    bag = BagMetadata(target.with_name(match.group(1) + target.suffix))
+    written = bag.update(create=summary.wire_headers)
+    if written is not None:
+        summary.bag_metadata, summary.bag_files = written, len(bag.finished())
 
 
 def _copy_records(source: Path, stream: IO[bytes], sink: IO[bytes], summary: RecoverSummary) -> None:
@@ -372,6 +396,11 @@ def _copy_records(source: Path, stream: IO[bytes], sink: IO[bytes], summary: Rec
     images: set[int] = set()  # channels of sensor_msgs/msg/Image: masks
     summary.frames = frames = FrameTally()
     known_schemas, known_channels = summary_channels(stream)
+    # What the rebuilt file's ``rosbag2`` record says, should the input have none (a recorder killed
+    # before it finished the file).
+    log_range: list[int] = []
+    profile = ""
+    has_bag_record = False
 
     def add_schema(record: Schema) -> None:
         schema_ids[record.id] = writer.register_schema(record.name, record.encoding, record.data)
@@ -392,6 +421,7 @@ def _copy_records(source: Path, stream: IO[bytes], sink: IO[bytes], summary: Rec
             if isinstance(record, Header):
                 writer = Writer(sink)
                 writer.start(profile=record.profile, library=record.library)
+                profile = record.profile
             elif writer is None:
                 raise SourceError(f"{source} has no MCAP header record; it cannot be recovered")
             elif isinstance(record, Schema) and record.id not in schema_ids:
@@ -407,6 +437,8 @@ def _copy_records(source: Path, stream: IO[bytes], sink: IO[bytes], summary: Rec
                 writer.add_message(channel_ids[record.channel_id], record.log_time, record.data,
                                    record.publish_time, record.sequence)
                 summary.messages += 1
+                log_range = [min(log_range[0], record.log_time), max(log_range[1], record.log_time)] \
+                    if log_range else [record.log_time, record.log_time]
                 is_header, topic = roles[record.channel_id]
                 per_topic.setdefault(topic, [0, 0])[is_header] += 1
                 if not is_header:
@@ -416,6 +448,7 @@ def _copy_records(source: Path, stream: IO[bytes], sink: IO[bytes], summary: Rec
             elif isinstance(record, Metadata):
                 writer.add_metadata(record.name, dict(record.metadata))
                 summary.metadata += 1
+                has_bag_record = has_bag_record or record.name == ROSBAG2_RECORD
             elif isinstance(record, Attachment):
                 writer.add_attachment(record.create_time, record.log_time, record.name,
                                       record.media_type, record.data)
@@ -426,6 +459,9 @@ def _copy_records(source: Path, stream: IO[bytes], sink: IO[bytes], summary: Rec
         summary.cut = f"at byte {stream.tell()} of {summary.bytes_in}: {str(exc) or 'the file ends inside a record'}"
     if writer is None:
         raise SourceError(f"{source} ends before its MCAP header; nothing to recover")
+    if profile == "ros2" and not has_bag_record and summary.messages:
+        # As the recorder writes it when it finishes a file (``McapMaskWriter._rosbag2_metadata``).
+        writer.add_metadata(ROSBAG2_RECORD, rosbag2_record(summary.out.name, *log_range, summary.messages))
     writer.finish()
     summary.channels = len(channel_ids)
     summary.wire_headers = any(is_header for is_header, _ in roles.values())

@@ -150,7 +150,7 @@ def test_a_split_that_nothing_reached_is_removed_and_the_complete_ones_counted(t
                          r"is removed \(nothing to recover\); free space, then record again", line)
     assert found, line
     received, kept = map(int, found.groups())
-    assert sorted(os.listdir(d)) == ["run_0.mcap", "run_1.mcap"]
+    assert sorted(os.listdir(d)) == ["metadata.yaml", "run_0.mcap", "run_1.mcap"]  # the bag of the complete splits
     assert 0 < kept <= received and len(list(read_recording(d))) == kept
 
 

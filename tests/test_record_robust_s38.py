@@ -138,7 +138,8 @@ def test_a_full_disk_exits_1_and_append_then_goes_on(tmp_path, monkeypatch, caps
     after = split_files(out)
     assert after[:3] == before and after[3] == split_path(out, 3)
     assert [m.seq for f in after[3:] for m in read_recording(f)] == list(range(1000, 1100))
-    assert sorted(os.listdir(out.parent)) == sorted(p.name for p in after)  # and no lock file
+    # and no lock file; the folder's rosbag2 metadata.yaml beside the splits
+    assert sorted(os.listdir(out.parent)) == sorted(["metadata.yaml", *(p.name for p in after)])
 
 
 def test_append_with_nothing_there_starts_at_0_and_keeps_what_it_finds_when_nothing_comes(tmp_path, monkeypatch,
@@ -153,7 +154,7 @@ def test_append_with_nothing_there_starts_at_0_and_keeps_what_it_finds_when_noth
                  "--append", "--duration", "0.2"]) == 4
     err = capsys.readouterr().err
     assert "(the earlier recording there, 1 file, is left as it was)" in err, err
-    assert sorted(os.listdir(tmp_path)) == ["run_0.mcap"] and digests([split_path(out, 0)]) == kept
+    assert sorted(os.listdir(tmp_path)) == ["metadata.yaml", "run_0.mcap"] and digests([split_path(out, 0)]) == kept
 
 
 @pytest.mark.parametrize(("extra", "message"), [

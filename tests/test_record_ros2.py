@@ -90,10 +90,10 @@ def test_qos_profiles_are_dumped_once_not_per_channel(tmp_path, monkeypatch):
     assert len(dumps) == 1  # 100 channels, one profile
     with open(tmp_path / "many.mcap", "rb") as f:
         channels = make_reader(f).get_summary().channels.values()
-    # The bytes rosbag2 readers have always been given.
+    # The bytes rosbag2 writes: plain YAML, no anchors (&id001 / *id001) for the repeated durations.
     assert {c.metadata["offered_qos_profiles"] for c in channels} == {
-        "- history: 1\n  depth: 0\n  reliability: 2\n  durability: 2\n  deadline: &id001\n    sec: 0\n    nsec: 0\n"
-        "  lifespan: *id001\n  liveliness: 1\n  liveliness_lease_duration: *id001\n"
+        "- history: 1\n  depth: 0\n  reliability: 2\n  durability: 2\n  deadline:\n    sec: 0\n    nsec: 0\n"
+        "  lifespan:\n    sec: 0\n    nsec: 0\n  liveliness: 1\n  liveliness_lease_duration:\n    sec: 0\n    nsec: 0\n"
         "  avoid_ros_namespace_conventions: false\n"}
 
 

@@ -159,7 +159,9 @@ def test_a_second_recording_to_the_same_out_is_refused_unless_overwrite(tmp_path
     # --overwrite removes every old split, so the new recording is all that replays.
     second = record_frames(out, overwrite=True, split_duration=60)
     assert second.files == [split_path(out, 0)]
-    assert recording_files(out) == second.files and sorted(out.parent.iterdir()) == second.files
+    # and the folder's rosbag2 metadata.yaml lists only the new split
+    assert recording_files(out) == second.files and sorted(out.parent.iterdir()) == [out.parent / "metadata.yaml",
+                                                                                     *second.files]
     seqs = [m.seq for m in read_recording(out) if m.topic == f"{NS}/lane"]
     assert seqs == list(range(N_FRAMES))
 
