@@ -58,3 +58,5 @@ def test_the_wheel_adds_only_perception_to_site_packages(tmp_path):
     for module in ("perception/export/onnx.py", "perception/export/quantize.py", "perception/bench/engine.py",
                    "perception/bench/__main__.py", "perception/assets/default.onnx"):
         assert module in names, module
+    # Apache-2.0 asks for its text with every copy (it was in no wheel or sdist: H24)
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), names
