@@ -70,7 +70,7 @@ class DemoConfig:
     """The flags of ``perception demo``. Its camera is the synthetic one, so the source settings it
     offers are worded for that camera here (``composed``'s ``help``), with their one declaration."""
 
-    model: Path | None = setting(None, help="exported .onnx model (default: perception/assets/default.onnx)")
+    model: Path | None = setting(None, help="exported .onnx model (default: the shipped default.onnx)")
     # Its lower bound is checked in __post_init__, which can say why 0 is not "no limit" here.
     duration_s: float = setting(10.0, hi=3600.0, flag="--duration", metavar="S", old_names=("duration",),
                                 help=f"seconds to run, at least {MIN_DURATION_S:g}: the demo stops by itself to write "
