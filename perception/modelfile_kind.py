@@ -3,7 +3,9 @@
 Read from the file's first bytes, before ``onnx`` is asked (whose error would only say "not a
 readable ONNX file"): an OpenVINO IR's ``.xml`` (markup whose root element is ``<net>``), another
 XML or HTML document (what a failed download saves: S3's AccessDenied body, a login page), or a
-PyTorch checkpoint (``torch.save``'s zip archive or pickle). ``modelfile.load_model_proto`` refuses
+PyTorch checkpoint (``torch.save``'s zip archive or pickle), or an MCAP recording (``perception
+record``'s file, which is only ever read whole by ``onnx.load`` otherwise: hundreds of MB before a
+misleading "corrupt"). ``modelfile.load_model_proto`` refuses
 each with the line named here (``not_onnx_line``), and ``perception bench`` says the same of an IR
 (``openvino_ir_line``).
 
@@ -13,6 +15,7 @@ each with the line named here (``not_onnx_line``), and ``perception bench`` says
 from __future__ import annotations
 
 import re
+import shlex
 from pathlib import Path
 
 from perception.contracts import CONTROL_CHARACTERS
@@ -81,16 +84,43 @@ def _is_torch_checkpoint(path: Path) -> bool:
     return head == b"PK\x03\x04" or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
+#: The first bytes of every MCAP file (the format's magic: ``\x89MCAP`` and the major version ``0``).
+MCAP_MAGIC = b"\x89MCAP0\r\n"
+
+
+def _head(path: Path, size: int) -> bytes:
+    """The first ``size`` bytes of ``path`` (b"" when it cannot be read: ``onnx.load`` names the problem)."""
+    try:
+        with path.open("rb") as f:
+            return f.read(size)
+    except OSError:
+        return b""
+
+
+def mcap_line(path: Path) -> str | None:
+    """The one line for an MCAP recording (``perception record``'s file) given where an ONNX model
+    belongs, read from its first 8 bytes; else None."""
+    if _head(path, len(MCAP_MAGIC)) != MCAP_MAGIC:
+        return None
+    return (f"{path} is an MCAP recording (perception record's file), not an ONNX model: play it back with "
+            f"'perception replay {shlex.quote(str(path))}' (and draw what it sends with 'perception view --endpoint "
+            "E --namespace NS'); give the .onnx model file here")
+
+
 def not_onnx_line(path: Path) -> str | None:
     """The one line for a file given where an ONNX model belongs that its first bytes show to be
-    another kind (an OpenVINO IR, another XML or HTML document, a PyTorch checkpoint): what it is
-    and what to pass instead; None for any other file (``onnx`` judges it)."""
+    another kind (an OpenVINO IR, another XML or HTML document, a PyTorch checkpoint, an MCAP
+    recording): what it is and what to pass instead, naming ``path`` as given; None for any other
+    file (``onnx`` judges it)."""
+    recording = mcap_line(path)
+    if recording:
+        return recording
     if is_openvino_ir(path):
         return openvino_ir_line(path)
     markup = markup_line(path)
     if markup:
         return markup
     if _is_torch_checkpoint(path):
-        return (f"{path.name} is a PyTorch checkpoint, not an ONNX model: export it (perception export --checkpoint "
+        return (f"{path} is a PyTorch checkpoint, not an ONNX model: export it (perception export --checkpoint "
                 f"{path} --out model.onnx), or run it with --engine torch, or score it with eval --checkpoint")
     return None

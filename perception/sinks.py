@@ -34,8 +34,10 @@ log = logging.getLogger(__name__)
 #: Frame rate of written videos when --fps is not given.
 DEFAULT_VIDEO_FPS = 10.0
 VIDEO_SUFFIXES = {".mp4": "mp4v", ".avi": "MJPG"}
-#: The names of the numbered PNGs a folder output receives (``view_000001.png``, ...).
-FOLDER_FRAME_NAME = re.compile(r"view_[0-9]{6}\.png")
+#: The names of the numbered PNGs a folder output receives (``view_000001.png``, ...; the number
+#: takes 6 digits or more, so the millionth frame is ``view_1000000.png``, and a later view still
+#: knows it for an earlier view's frame).
+FOLDER_FRAME_NAME = re.compile(r"view_[0-9]{6,}\.png")
 
 
 #: How long ``window_unavailable`` waits for an X server to answer (a DISPLAY on a host whose

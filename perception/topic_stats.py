@@ -30,7 +30,10 @@ class TopicStats:
     counted by the frame number in its payload (its header numbers documents: the transport's
     count), so its figures read as the masks' do. The latched
     ``<namespace>/info`` topic counts no gaps: the publisher sends its latest document again to each
-    new subscription, so its numbers skip by design and the newest document is all a reader needs.
+    new subscription, so its numbers skip by design and the newest document is all a reader needs;
+    nor has it a rate (``latched``; ``rate_hz`` None in the summary): its copies come when the
+    document changes and when someone subscribes (milliseconds apart for two subscriptions), so
+    count over time says nothing about the node.
 
     The run's latency percentiles come from a uniform sample of the whole run (reservoir sampling,
     at most ``_MAX_SAMPLES`` values, so a listener running for days stays bounded); the maximum is
@@ -41,13 +44,15 @@ class TopicStats:
     full: a topic's sample tops out at 800 kB, the rest is a few hundred bytes.
     """
 
-    __slots__ = ("count", "wire_bytes", "missing", "lost", "restarts", "last_seq", "last_pub_seq", "first_s", "last_s",
+    __slots__ = ("latched", "count", "wire_bytes", "missing", "lost", "restarts", "last_seq", "last_pub_seq", "first_s", "last_s",
                  "latencies_ms", "latency_max_ms", "_latency_count", "_reservoir_rng", "_window_start_s",
                  "_window_count", "_window_bytes", "_window_latencies_ms")
 
     _MAX_SAMPLES = 100_000  # latency samples kept for the final percentiles (about an hour at 30 Hz)
 
     def __init__(self, now_s: float) -> None:
+        #: The latched ``<namespace>/info`` topic (``is_latched``), known from the first message.
+        self.latched = False
         self.count = 0
         self.wire_bytes = 0
         self.missing = 0
@@ -76,13 +81,14 @@ class TopicStats:
         self.last_s = now_s
         seq, pub_seq = msg.seq, msg.pub_seq
         name = msg.topic.rpartition("/")[2]
+        self.latched = name == INFO_TOPIC
         if name == OBSTACLES_TOPIC and isinstance(msg.data, dict):
             # Its header numbers documents; the frame's number is in the payload. Counted by that,
             # as the masks are, its header's number the transport's (a gap there is a lost document).
             frame = msg.data.get("seq")
             if isinstance(frame, int) and not isinstance(frame, bool) and 0 <= frame < 2**63:
                 seq, pub_seq = frame, msg.seq if pub_seq is None else pub_seq
-        if self.last_seq is not None and name != INFO_TOPIC:
+        if self.last_seq is not None and not self.latched:
             if seq > self.last_seq:
                 missing = seq - self.last_seq - 1
                 self.missing += missing
@@ -137,11 +143,13 @@ class TopicStats:
         return out
 
     def summary(self, duration_s: float) -> dict[str, Any]:
-        """Figures over the whole run; the rate is over first-to-last message."""
+        """Figures over the whole run; the rate is over first-to-last message, None for the latched
+        info topic (``latched``: its copies are resends, not a stream)."""
         span_s = (self.last_s - self.first_s) if self.count >= 2 else 0.0
+        rate_hz = None if self.latched else (self.count - 1) / span_s if span_s > 0 else 0.0
         return {
             "count": self.count,
-            "rate_hz": (self.count - 1) / span_s if span_s > 0 else 0.0,
+            "rate_hz": rate_hz,
             "bytes": self.wire_bytes,
             "bytes_per_s": self.wire_bytes / duration_s if duration_s > 0 else 0.0,
             "latency_ms": _percentiles(self.latencies_ms, max_ms=self.latency_max_ms),
@@ -151,6 +159,12 @@ class TopicStats:
             "seq_restarts": self.restarts,
             "last_seq": self.last_seq,
         }
+
+
+def is_latched(topic: str) -> bool:
+    """Whether ``topic`` is a latched ``<namespace>/info`` topic: sent when its document changes and
+    again to each new subscription, so it has no rate (``TopicStats.summary``, ``listen``'s lines)."""
+    return topic.rpartition("/")[2] == INFO_TOPIC
 
 
 def _percentiles(values: list[float] | array, *, max_ms: float | None = None) -> dict[str, float] | None:

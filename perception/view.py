@@ -21,15 +21,19 @@ Output: a window when a display can be opened and ``--out`` is not given (a $DIS
 but cannot be opened falls back with one warning naming it: ``sinks.window_unavailable``);
 otherwise ``--out`` (default ``out/view.mp4``, checked writable before any work): ``*.mp4``/``*.avi`` a video, ``*.png`` the last
 frame, a folder numbered PNGs. A video plays at ``--fps`` when given, else at the source's own rate
-(``source_rate``: a video file's or stream's reported one, the synthetic camera's), else at
-``DEFAULT_VIDEO_FPS``; frames of another size than the first are letterboxed into it. An existing
+(``source_rate``: a video file's or stream's reported one, the synthetic camera's), else, for a
+node's masks, at the node's rate measured from its first masks' capture times (``node_rate``), else
+at ``DEFAULT_VIDEO_FPS``; frames of another size than the first are letterboxed into it. An existing
 ``--out`` file is refused unless ``--overwrite`` (the default ``out/view.mp4`` is view's own and is
 replaced); a folder must be new, empty or an earlier view's frames, which are replaced whole when
 the first new frame comes (as ``perception synth`` replaces its own output), so a shorter run leaves
 no stale frames. When no frame could be rendered (the source delivered none, stopped before the
 first) a file output is a ``SourceError`` saying why and an earlier output is left as it was; a
 window warns. Drawing a node's masks when no mask arrived is a ``SourceUnavailableError`` (exit 4,
-as ``listen`` and ``record``), whatever the output, naming the node's info when only that came;
+as ``listen`` and ``record``), whatever the output, naming the node's info when only that came; when
+masks came only under deeper namespaces (``--namespace perception`` on a node of several cameras,
+whose masks are under ``perception/<camera>``) a ``ConfigError`` naming them and the
+``--namespace`` to give (``_DeeperNamespaces``);
 masks that arrived with none drawable (class maps without a class table) a ``SourceError`` naming
 what came and what is missing.
 
@@ -38,6 +42,7 @@ Run: ``perception view --source synthetic --model m.onnx --out out/view.mp4 --ma
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import threading
@@ -78,6 +83,14 @@ _MAX_HELD_BYTES = 128 * 2**20
 #: 256 characters): its legend shows names cut to this many characters (and ``overlay.legend_rows``
 #: rows at most, the classes in the frame first).
 _LEGEND_NAME_CHARS = 32
+#: A video of a node's masks (no ``--fps``, no source with a rate of its own) plays at the node's
+#: rate, measured from the capture times of its first ``RATE_FRAMES`` frames; the first frame waits
+#: for them at most ``RATE_WAIT_S`` after the first mask (a slower node: measured from those that came),
+#: and no longer than the frames held meanwhile fit ``_MAX_HELD_BYTES`` (large masks: none is dropped).
+RATE_FRAMES = 10
+RATE_WAIT_S = 2.0
+#: Most namespaces under ``--namespace`` that a view which received nothing names (``_DeeperNamespaces``).
+_MAX_HEARD_NAMESPACES = 16
 
 
 @dataclass
@@ -95,8 +108,8 @@ class ViewConfig:
         SourceOptions, only=("seed", "width", "height", "fps"), group=None,
         help={"seed": "seed of the synthetic source (match the node's)",
               "fps": f"source rate (match the node's for synthetic) and the video's frame rate (default: the "
-                     f"source's own rate: a video file's or stream's, the synthetic camera's {SYNTHETIC_DEFAULT_FPS:g}; else "
-                     f"{DEFAULT_VIDEO_FPS:g})"})
+                     f"source's own rate: a video file's or stream's, the synthetic camera's {SYNTHETIC_DEFAULT_FPS:g}; "
+                     f"without one, a node's rate measured from its masks' capture times; else {DEFAULT_VIDEO_FPS:g})"})
     out: Path | None = setting(None, help="*.mp4/*.avi video, *.png last frame, or a folder of PNGs (default: a window "
                                           "when there is a display, else out/view.mp4)")
     overwrite: bool = setting(False, help="replace an existing --out .mp4/.avi/.png file instead of refusing to start "
@@ -156,7 +169,9 @@ def run_view(config: ViewConfig, *, stop: threading.Event | None = None) -> int:
     if config.endpoint is None:
         frames = _model_frames(config, stop, ended, rate)
     else:
-        frames = _node_frames(config, stop, deadline, ended, rate)
+        # A video's rate is fixed when it opens: measured from the node's first masks when nothing else gives it.
+        measure = sink.mode == "video" and not config.source_options.fps
+        frames = _node_frames(config, stop, deadline, ended, rate, measure_rate=measure)
     try:
         for frame in frames:
             if sink.frames == 0:
@@ -174,6 +189,11 @@ def run_view(config: ViewConfig, *, stop: threading.Event | None = None) -> int:
         sink.close()
     if sink.frames == 0:
         kept = f" (the earlier {len(stale)} frame(s) there are left as they were)" if stale else ""
+        elsewhere = [why for why in ended if isinstance(why, ElsewhereReceived)]
+        if elsewhere:  # masks came, under the cameras' namespaces below --namespace: the flag to change
+            raise ConfigError(
+                f"nothing rendered{f', so nothing written to {sink.out}{kept}' if sink.out is not None else ''}: "
+                f"{elsewhere[0]}")
         nothing = [why for why in ended if isinstance(why, NothingReceived)]
         if nothing:  # no node there: exit 4 whatever the output, as listen and record
             raise SourceUnavailableError(
@@ -191,6 +211,125 @@ def run_view(config: ViewConfig, *, stop: threading.Event | None = None) -> int:
 
 class NothingReceived(str):
     """Why a view of a node's masks ended empty when nothing at all arrived (no node there)."""
+
+
+class ElsewhereReceived(str):
+    """Why a view of a node's masks ended empty when none came under ``--namespace`` but masks came
+    under namespaces below it (a node of several cameras: ``perception/front``, ``perception/rear``)."""
+
+
+def node_rate(capture_ns: list[int]) -> float | None:
+    """The frame rate of a node's masks from the capture times of consecutive frames it sent
+    (one a seq, in arrival order): frames per second of capture time, None when that cannot be
+    told (fewer than two frames, times not increasing: a restart, a clock step)."""
+    if len(capture_ns) < 2 or any(b <= a for a, b in itertools.pairwise(capture_ns)):
+        return None
+    value = (len(capture_ns) - 1) / ((capture_ns[-1] - capture_ns[0]) / 1e9)
+    return value if 0 < value < 10_000 else None
+
+
+#: The last parts of the node's topics under its namespace: a heard topic ending so (or in
+#: ``obstacle/<class>``) is one of a node's, under the namespace before them.
+_NODE_TOPIC_NAMES = frozenset({"class_map", *contracts.TASKS, *contracts.JSON_TOPICS, contracts.FRAME_TOPIC})
+
+
+class _DeeperNamespaces:
+    """Which namespaces below ``--namespace`` a node publishes under (``ask``): asked when a view
+    of a node's masks received nothing at all, for ``--namespace perception`` on a node of several
+    cameras, whose topics are ``perception/<camera>/...``. A SUB socket of its own on
+    ``<namespace>/`` that reads topics only (nothing is decoded), open for at most ``PROBE_S``: a
+    node sends its latched info to each new subscription at once. Asked only then, not during the
+    view, where a second connection would count twice in a node's ``--wait-subscribers``."""
+
+    #: How long ``ask`` waits, at most, and after the first topic heard (the other cameras' info
+    #: comes with it).
+    PROBE_S = 0.5
+    AFTER_FIRST_S = 0.1
+
+    def __init__(self, config: ViewConfig, *, rcvhwm: int, max_frame_bytes: int) -> None:
+        import zmq
+
+        from perception.endpoints import check_endpoint, is_ipv6_literal
+        from perception.zmq_context import new_context
+
+        self.namespace = config.namespace.rstrip("/")
+        self.heard: dict[str, int] = {}  # namespace -> messages heard, at most _MAX_HEARD_NAMESPACES
+        self._context = new_context("the view's namespace probe")
+        self._socket = self._context.socket(zmq.SUB)
+        try:
+            self._socket.linger = 0
+            self._socket.rcvhwm = rcvhwm
+            self._socket.maxmsgsize = max_frame_bytes
+            if is_ipv6_literal(check_endpoint(config.endpoint)):
+                self._socket.ipv6 = True
+            if config.curve_server_key is not None:
+                from perception.security import make_curve_client
+
+                make_curve_client(self._socket, server_key_file=config.curve_server_key,
+                                  client_secret_file=config.curve_key)
+            self._socket.setsockopt(zmq.SUBSCRIBE, (self.namespace + "/").encode("utf-8"))
+            self._socket.connect(config.endpoint)
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def ask(cls, config: ViewConfig, *, rcvhwm: int, max_frame_bytes: int) -> list[str]:
+        """The namespaces below ``--namespace`` heard within ``PROBE_S``, sorted (empty when none
+        came, or the probe could not be made: it only ever adds to an error line)."""
+        try:
+            probe = cls(config, rcvhwm=rcvhwm, max_frame_bytes=max_frame_bytes)
+        except Exception as exc:  # noqa: BLE001 - a hint only: the error line goes without it
+            log.debug("no namespace probe: %s", exc)
+            return []
+        try:
+            end = time.monotonic() + cls.PROBE_S
+            while (left := end - time.monotonic()) > 0:
+                if probe._socket.poll(max(1, int(left * 1000))):
+                    probe.drain()
+                    if probe.heard:
+                        end = min(end, time.monotonic() + cls.AFTER_FIRST_S)
+            return sorted(probe.heard)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("namespace probe failed: %s", exc)
+            return sorted(probe.heard)
+        finally:
+            probe.close()
+
+    def drain(self, most: int = 1000) -> None:
+        """Take what has come (at most ``most`` messages), noting the namespaces of the node topics."""
+        import zmq
+
+        for _ in range(most):
+            try:
+                frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            except zmq.ZMQError:
+                return
+            where = self._namespace_of(bytes(frames[0].buffer[:contracts.MAX_TOPIC_BYTES + 1]))
+            if where is not None and (where in self.heard or len(self.heard) < _MAX_HEARD_NAMESPACES):
+                self.heard[where] = self.heard.get(where, 0) + 1
+
+    def _namespace_of(self, raw: bytes) -> str | None:
+        """The namespace a node topic is under, when it lies below ``--namespace``; else None."""
+        if len(raw) > contracts.MAX_TOPIC_BYTES:
+            return None
+        parts = raw.decode("utf-8", "replace").split("/")
+        if len(parts) >= 2 and parts[-2] == contracts.PER_CLASS_OBSTACLE_PREFIX.rstrip("/"):
+            parts = parts[:-1]  # <ns>/obstacle/<class>
+        if len(parts) < 2 or parts[-1] not in _NODE_TOPIC_NAMES:
+            return None
+        where = "/".join(parts[:-1])
+        if not where.startswith(self.namespace + "/"):
+            return None  # the namespace itself (its other topics) or beside it
+        return printable(cut(where, 120))
+
+    def close(self) -> None:
+        if not self._socket.closed:
+            self._socket.close(linger=0)
+        if not self._context.closed:
+            self._context.term()
 
 
 def source_rate(source) -> float | None:
@@ -408,7 +547,7 @@ def _counted(counts: dict[str, int]) -> str:
 
 
 def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | None, ended: list[str],
-                 rate: list[float]):
+                 rate: list[float], *, measure_rate: bool = False):
     """Frames drawn from a node's masks; ends at ``deadline`` (monotonic s) even when none arrive.
 
     The class map is drawn in the colours of a class table (the node's, else ``--model``'s); the
@@ -418,6 +557,9 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
     when every mask the node lists in its info has come (the class map alone when that is what is
     drawn), else when the next seq begins or (after the first) nothing arrives for 0.2 s, if it
     holds every mask seen so far (a frame missing one, cut by a drop or joined midway, is left out).
+
+    With ``measure_rate`` and no rate from the source, the first frame waits until the node's rate is
+    known (``RATE_FRAMES`` frames, at most ``RATE_WAIT_S``: ``node_rate``), which goes to ``rate``.
 
     Appends to ``ended`` why it stopped early, when that explains an empty output."""
     from perception.subscribe import MaskSubscriber
@@ -447,6 +589,9 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
     started = time.monotonic()
     first_mask_s: float | None = None
     give_up_s = math.inf
+    rate_decided = not measure_rate or bool(rate)  # a video's rate: the source's, else measured here
+    rate_give_up_s = math.inf
+    captures: list[int] = []  # capture_ns of the first frames (one a seq), for the node's rate
 
     def complete(masks: dict[str, np.ndarray]) -> bool:
         """Nothing more of this seq is worth waiting for."""
@@ -503,6 +648,21 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
                     first_mask_s = now
                     # Decided before the end of a short --duration, so that the held frames are drawn.
                     give_up_s = min(now + INFO_WAIT_S, deadline - 0.3 if deadline is not None else math.inf)
+                    rate_give_up_s = min(now + RATE_WAIT_S, deadline - 0.3 if deadline is not None else math.inf)
+                if not rate_decided and msg.seq != pending_seq and msg.seq != done_seq and msg.capture_ns is not None:
+                    captures.append(msg.capture_ns)  # the first mask of a new seq: its frame's capture time
+            # Decided before a frame held meanwhile would have to go (large masks), at the latest.
+            full = (bool(held) and held_bytes * (len(held) + 1) / len(held) > _MAX_HELD_BYTES) or len(held) >= _MAX_HELD
+            if not rate_decided and (len(captures) >= RATE_FRAMES or now >= rate_give_up_s or full or stop.is_set()):
+                rate_decided = True
+                measured = node_rate(captures)
+                if measured is not None:
+                    rate.append(round(measured, 2))
+                    log.info("the video plays at %.2f fps, the node's rate from the capture times of its first %d "
+                             "frames (--fps sets another)", rate[0], len(captures))
+                else:
+                    log.info("the node's rate cannot be told from its first masks (%d frame(s)): the video plays at %g "
+                             "fps (--fps sets another)", len(captures), DEFAULT_VIDEO_FPS)
             # The wait is said as the rule gave it (a loaded machine may notice its end a little late).
             colours.update(sub.info, give_up=now >= give_up_s, waited_s=min(now, give_up_s) - (first_mask_s or now))
             if msg is None and next_seq_seen and pending and pending.keys() >= arrived.keys():
@@ -523,7 +683,7 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
                     pending[name] = msg.data
                     if complete(pending):
                         hold(pending_seq, pending_model, pending)
-            while held and colours.decided:
+            while held and colours.decided and rate_decided:
                 # A frame of large masks takes seconds to draw and write: --duration ends the view
                 # between two of them, and one that would end past it is not begun (once one is drawn).
                 if deadline is not None and drawn_any and time.monotonic() + draw_s >= deadline:
@@ -552,6 +712,13 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
                     f"{printable(str(sub.info.get('model_id', '?')))}): the node is there but sent no {', '.join(wanted[:-1])} or "
                     f"{wanted[-1]} mask; is its source delivering frames (see its log), or, replaying, does the "
                     "recording hold its masks?"))
+            elif not stop.is_set() and (heard := _DeeperNamespaces.ask(config, rcvhwm=sub.rcvhwm,
+                                                                      max_frame_bytes=sub.max_frame_bytes)):
+                names = ", ".join(heard[:4]) + (f" and {len(heard) - 4} more" if len(heard) > 4 else "")
+                ended.append(ElsewhereReceived(
+                    f"no masks received from {where} in {waited:.1f} s, but the node publishes under {names} "
+                    f"(a node of several cameras publishes each camera under <namespace>/<camera>); a view draws "
+                    f"one camera: give --namespace {heard[0]}"))
             else:
                 hint = no_messages_hint("--namespace", curve=bool(config.curve_server_key))
                 ended.append(NothingReceived(f"no masks received from {where} in {waited:.1f} s; {hint}"))

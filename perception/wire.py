@@ -50,9 +50,56 @@ def values_for_topic(mask_name: str) -> str:
 
 
 def ros_stamp(time_ns: int) -> dict[str, int]:
-    """builtin_interfaces/Time from nanoseconds since the UNIX epoch."""
+    """builtin_interfaces/Time from nanoseconds since the UNIX epoch.
+
+    Its ``sec`` is a ROS 2 ``int32``: 1970-01-01 to 2038-01-19 03:14:07 UTC. A time outside that
+    (a machine whose clock is wrong, or the world past 2038) has no ROS 2 stamp, and every reader
+    refuses such a header (``stamp_range_error``): the first one is said here, once a process, as
+    one warning naming the clock, so a node whose masks nobody can read says why itself. The stamp
+    is still the time (``header.stamp`` always equals ``capture_ns``): the readers name the cause."""
     sec, nanosec = divmod(int(time_ns), 1_000_000_000)
+    if not 0 <= sec <= contracts.ROS_SEC_MAX and not _stamp_warned:
+        _stamp_warned.append(sec)
+        log.warning("this machine's clock reads %s (capture_ns %d), %s (int32 seconds): every reader refuses "
+                    "these masks; set the clock (NTP, timedatectl)",
+                    utc_text(sec), int(time_ns), _outside_ros_time(sec))
     return {"sec": sec, "nanosec": nanosec}
+
+
+#: The stamp outside ROS 2's range that ``ros_stamp`` warned about (it warns once a process).
+_stamp_warned: list[int] = []
+
+
+def utc_text(sec: int) -> str:
+    """``sec`` seconds since the UNIX epoch as a UTC date and time, for messages."""
+    import datetime
+
+    try:
+        return datetime.datetime.fromtimestamp(sec, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):
+        return "a date past the year 9999" if sec > 0 else "a date before the year 1"
+
+
+def _outside_ros_time(sec: int) -> str:
+    if sec < 0:
+        return "before 1970-01-01, the first second ROS 2's header.stamp holds"
+    return f"past {utc_text(contracts.ROS_SEC_MAX)}, the last second ROS 2's header.stamp holds"
+
+
+def stamp_range_error(header: dict[str, Any]) -> str | None:
+    """Why a mask header's ``header.stamp.sec`` is refused when it is an integer outside ROS 2's
+    ``int32`` (``ros_stamp``): the date it says and the likely cause, a publisher's clock; else
+    None (the schema check names any other problem)."""
+    stamp = header.get("header")
+    stamp = stamp.get("stamp") if isinstance(stamp, dict) else None
+    sec = stamp.get("sec") if isinstance(stamp, dict) else None
+    if isinstance(sec, float) and sec.is_integer():
+        sec = int(sec)
+    if type(sec) is not int or 0 <= sec <= contracts.ROS_SEC_MAX:
+        return None
+    return (f"mask header field 'header.stamp.sec' is {short(sec)}, outside 0..{contracts.ROS_SEC_MAX} (int32 "
+            f"seconds): {utc_text(sec)}, {_outside_ros_time(sec)}; the publisher's clock is wrong (or it is past "
+            "2038): set its clock")
 
 
 @dataclass(frozen=True)
@@ -269,6 +316,8 @@ def parse_header(frame: bytes | memoryview) -> dict[str, Any]:
         raise WireError(
             f"header kind {short(kind)} is not {contracts.KIND_MASK!r}, {contracts.KIND_JSON!r} or {contracts.KIND_FRAME!r}"
         )
+    if (out_of_range := stamp_range_error(header)) is not None:
+        raise WireError(out_of_range)
     check_fields(header, mask_schema, "mask header")
     _ns_to_int(header)
     if header["encoding"] != contracts.ROS_IMAGE_ENCODING or header["step"] != header["width"]:

@@ -24,8 +24,12 @@ ever new topics cannot grow its memory, its report lines or its ``--save-dir`` f
 Received text it prints (``--echo``'s header strings, a skipped message's reason) has its
 non-printable characters escaped (``wire.printable``).
 
-``--save-dir DIR`` holding the masks of an earlier listen (``DIR/<topic>/<seq>.png``, the topic's
-folder named by ``wire.topic_dir_name``) is refused
+``--save-dir DIR`` writes ``DIR/<topic>/<seq>.png`` (the topic's folder named by
+``wire.topic_dir_name``); when a topic's sequence numbers start again (a node restart, a ``replay
+--loop``, a launch respawn: ``seq_restarts``), the masks that follow are saved as
+``run0002_<seq>.png``, then ``run0003_``..., beside the first run's, so no mask is ever written over
+and the files sorted by name come in the order they arrived (``_save``). A ``DIR`` holding the masks
+of an earlier listen is refused
 before anything is received, since a second run would mix its masks with them; ``--overwrite``
 removes those masks (and the topic folders they leave empty) when the first new mask is saved.
 Other files in DIR are never touched.
@@ -56,7 +60,7 @@ from perception.options import CurveClientOptions, ReaderQueueOptions, ReaderTop
 from perception.overwrite import refuse_earlier_output, remove_earlier_output
 from perception.signals import install_signal_handlers
 from perception.subscribe import MaskSubscriber, Message
-from perception.topic_stats import TopicStats
+from perception.topic_stats import TopicStats, is_latched
 from perception.wire import printable, topic_dir_name
 
 log = logging.getLogger(__name__)
@@ -76,7 +80,9 @@ class ListenConfig:
     echo: bool = setting(False, help="print every message's header (and JSON documents)")
     save_dir: Path | None = setting(None, metavar="DIR",
                                     help="save received masks as PNG: DIR/<topic, / as _ and _ as __; a topic with upper-case or "
-                                         "other characters gets a hash suffix>/<seq>.png")
+                                         "other characters gets a hash suffix>/<seq>.png, and run0002_<seq>.png, "
+                                         "run0003_... once the node's numbering starts again (a node restart), so "
+                                         "no mask is overwritten")
     every: int = setting(1, lo=1, metavar="N", help="with --save-dir: every Nth mask per topic")
     overwrite: bool = setting(False, help="with --save-dir: replace the masks an earlier listen saved there (its "
                                           "<topic>/<seq>.png files, removed when the first new mask is saved) instead "
@@ -102,8 +108,18 @@ def _make_save_dir(save_dir: Path) -> None:
         raise ConfigError(f"cannot create --save-dir {save_dir} ({exc.strerror}); choose a writable folder") from None
 
 
-#: The name ``_save`` gives a mask: its capture sequence number, 8 digits or more, in its topic's folder.
-SAVED_MASK_NAME = re.compile(r"[0-9]{8,}\.png")
+#: The name ``_save`` gives a mask in its topic's folder: its capture sequence number, 8 digits or
+#: more, after ``run<N>_`` (4 digits or more, from 2) for the masks after the topic's numbering
+#: started again (``saved_mask_name``).
+SAVED_MASK_NAME = re.compile(r"(run[0-9]{4,}_)?[0-9]{8,}\.png")
+
+
+def saved_mask_name(seq: int, run: int) -> str:
+    """The file name of mask ``seq`` of the ``run``-th run of its topic's numbering (1: the first
+    one listen heard; each restart of the numbering begins the next): ``00000042.png`` in the
+    first run, ``run0002_00000042.png`` in the second. Sorted by name, the first run's files come
+    first, then each later run's (up to 9999 runs), each in its own order."""
+    return f"{seq:08d}.png" if run <= 1 else f"run{run:04d}_{seq:08d}.png"
 
 
 def earlier_masks(save_dir: Path) -> list[Path]:
@@ -167,12 +183,14 @@ def _topic_columns(topics) -> int:
 
 
 def _format_line(topic: str, figures: dict[str, Any], columns: int = TOPIC_COLUMNS) -> str:
-    """One report line; ``topic`` padded to ``columns`` terminal columns (``_topic_columns``)."""
+    """One report line; ``topic`` padded to ``columns`` terminal columns (``_topic_columns``). The
+    latched info topic shows no rate (``-``): its copies are resends to new subscriptions."""
     lat = figures["latency_ms"]
+    rate = "-" if figures["rate_hz"] is None or is_latched(topic) else f"{figures['rate_hz']:.1f}"
     lat_text = f"lat p50 {lat['p50']:7.1f} p90 {lat['p90']:7.1f} p99 {lat['p99']:7.1f} ms" if lat else "lat        -"
     pad = " " * max(0, columns - display_width(topic))
     return (
-        f"{topic}{pad} {figures['rate_hz']:6.1f} Hz  {lat_text}  missing {figures['missing']:<5d} "
+        f"{topic}{pad} {rate:>6} Hz  {lat_text}  missing {figures['missing']:<5d} "
         f"(lost {figures['lost']}, node {figures['node_dropped']}) "
         f"{figures['bytes_per_s'] / 1e3:9.1f} kB/s  n={figures['count']}"
     )
@@ -193,11 +211,12 @@ def _echo(msg: Message, out) -> None:
     )
 
 
-def _save(msg: Message, save_dir: Path) -> str | None:
-    """Write one mask under ``save_dir``; the reason when it could not be written."""
+def _save(msg: Message, save_dir: Path, run: int = 1) -> str | None:
+    """Write one mask under ``save_dir`` (the ``run``-th run of its topic's numbering:
+    ``saved_mask_name``); the reason when it could not be written."""
     # The topic comes from the network: topic_dir_name keeps it one safe folder name inside save_dir.
     folder = save_dir / topic_dir_name(msg.topic)
-    path = folder / f"{msg.seq:08d}.png"
+    path = folder / saved_mask_name(msg.seq, run)
     try:
         folder.mkdir(exist_ok=True)
         if cvpath.imwrite(path, msg.data):  # any --save-dir name: OpenCV is not handed it (cvpath)
@@ -262,6 +281,7 @@ def _listen(config: ListenConfig, earlier: list[Path], live, stop: dict[str, boo
     next_report_s = start_s + config.interval_s
     end_s = start_s + config.duration_s if config.duration_s else None  # 0: no limit, as for 'perception run'
     total = save_errors = 0
+    restart_said = False
     try:
         while not stop["requested"]:
             now_s = time.monotonic()
@@ -274,14 +294,22 @@ def _listen(config: ListenConfig, earlier: list[Path], live, stop: dict[str, boo
             now_s = time.monotonic()
             if msg is not None:
                 total += 1
-                stats.setdefault(msg.topic, TopicStats(start_s)).add(msg, now_s)
+                topic_stats = stats.setdefault(msg.topic, TopicStats(start_s))
+                topic_stats.add(msg, now_s)
                 if config.echo:
                     _echo(msg, live)
                 if config.save_dir is not None and msg.kind == contracts.KIND_MASK:
                     n = saved.get(msg.topic, 0)
                     if earlier and n % config.every == 0:
                         _remove_earlier_masks(earlier, config.save_dir)  # --overwrite, at the first mask saved
-                    if n % config.every == 0 and (problem := _save(msg, config.save_dir)) is not None:
+                    run = topic_stats.restarts + 1  # each restart of the topic's numbering: the next run
+                    if run > 1 and not restart_said:
+                        restart_said = True
+                        log.warning("%s numbers its masks from seq %d again (a node restart, a replay --loop): those "
+                                    "of each new run are saved as %s, ... beside the earlier ones, none overwritten "
+                                    "(the summary's restarts count them)", printable(msg.topic), msg.seq,
+                                    saved_mask_name(msg.seq, run))
+                    if n % config.every == 0 and (problem := _save(msg, config.save_dir, run)) is not None:
                         save_errors += 1
                         if save_errors in (1, 10, 100) or save_errors % 1000 == 0:  # rate-limited
                             log.warning("%s (%d mask(s) not saved so far)", problem, save_errors)
