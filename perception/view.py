@@ -60,7 +60,13 @@ from perception.commands.listen import no_messages_hint
 from perception.config import composed, cut, same_setting, setting, short
 from perception.contracts import ClassInfo, ClassTable
 from perception.errors import ConfigError, SourceError, SourceUnavailableError
-from perception.options import CurveClientOptions, EngineOptions, SourceOptions, synthetic_size_error
+from perception.options import (
+    CurveClientOptions,
+    EngineOptions,
+    SourceOptions,
+    leading_slash_error,
+    synthetic_size_error,
+)
 from perception.overlay import render_overlay
 from perception.overwrite import remove_earlier_output
 from perception.run_config import split_camera_source
@@ -136,6 +142,8 @@ class ViewConfig:
             raise ValueError("give --source and --model (run the model here) or --endpoint and --namespace (draw a node's masks)")
         if self.endpoint is not None and not self.namespace:
             raise ValueError("--endpoint needs --namespace, e.g. perception/front")
+        if self.namespace and (problem := leading_slash_error("--namespace", self.namespace, publishing=False)):
+            raise ValueError(problem)
         if self.endpoint is None and (self.curve_server_key or self.curve_key):
             raise ValueError("--curve-server-key / --curve-key are for drawing a node's masks (--endpoint); "
                              "a model run here needs no keys")

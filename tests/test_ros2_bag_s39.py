@@ -346,6 +346,9 @@ def test_replay_of_a_foreign_bag_counts_all_its_messages(tmp_path):
     ["run", "--source", "synthetic", "--namespace", "/perception/front", "--max-frames", "1"],
     ["record", "--namespace", "/perception/front", "--out", "x.mcap", "--duration", "1"],
     ["record", "--topic", "/perception/front/lane", "--out", "x.mcap", "--duration", "1"],
+    ["listen", "--namespace", "/perception/front", "--duration", "1"],
+    ["listen", "--topic", "/perception/front/lane", "--duration", "1"],
+    ["view", "--endpoint", "tcp://127.0.0.1:1", "--namespace", "/perception/front", "--duration", "1"],
 ])
 def test_a_leading_slash_is_refused_in_one_line_with_the_fix(tmp_path, capsys, monkeypatch, args):
     from perception.cli import main

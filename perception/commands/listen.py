@@ -56,7 +56,7 @@ from perception.config import same_setting, setting
 from perception.errors import ConfigError, SourceUnavailableError
 from perception.flags import add_flags, config_from_flags
 from perception.metrics import display_width
-from perception.options import CurveClientOptions, ReaderQueueOptions, ReaderTopicOptions
+from perception.options import CurveClientOptions, ReaderQueueOptions, ReaderTopicOptions, leading_slash_error
 from perception.overwrite import refuse_earlier_output, remove_earlier_output
 from perception.signals import install_signal_handlers
 from perception.subscribe import MaskSubscriber, Message
@@ -95,6 +95,11 @@ class ListenConfig:
     max_topics: int = same_setting(ReaderTopicOptions, "max_topics")
     curve_server_key: str | None = same_setting(CurveClientOptions, "curve_server_key")
     curve_key: str | None = same_setting(CurveClientOptions, "curve_key")
+
+    def __post_init__(self) -> None:
+        for flag, name in [("--namespace", self.namespace), *(("--topic", t) for t in self.topic)]:
+            if name and (problem := leading_slash_error(flag, name, publishing=False)):
+                raise ValueError(problem)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
