@@ -140,11 +140,11 @@ def load_model_proto(path: str | Path, *, with_weights: bool = True):
         if path.suffix.lower() == ".bin" and is_openvino_ir(path.with_suffix(".xml")):  # an IR's weights
             raise ModelError(openvino_ir_line(path)) from None
         raise ModelError(
-            f"{path.name} is not a readable ONNX file ({type(exc).__name__}); it may be truncated or corrupt: "
+            f"{path} is not a readable ONNX file ({type(exc).__name__}); it may be truncated or corrupt: "
             f"copy it again or {_REEXPORT}"
         ) from None
     if not proto.graph.node or not proto.graph.input or not proto.graph.output:
-        raise ModelError(f"{path.name} holds no complete ONNX graph; it may be truncated: copy it again or {_REEXPORT}")
+        raise ModelError(f"{path} holds no complete ONNX graph; it may be truncated: copy it again or {_REEXPORT}")
     return proto
 
 

@@ -355,7 +355,7 @@ def _check(tmp_path: Path, params: dict, capsys) -> tuple[int, str]:
     ("params", "message"),
     [
         ({"model": "{tmp}/missing.onnx"}, r"parameters: model: model file .*missing\.onnx not found"),
-        ({"model": "{tmp}/text.onnx"}, r"parameters: model: text\.onnx is not a readable ONNX file"),
+        ({"model": "{tmp}/text.onnx"}, r"parameters: model: \S*text\.onnx is not a readable ONNX file"),
         ({"model": "{tmp}/missing.engine", "engine": "tensorrt"}, r"parameters: model: model file .*missing\.engine not found"),
         ({"model": "{model}", "source": "{tmp}/drive.mp4"}, r"parameters: source: video file .*drive\.mp4 not found"),
         ({"model": "{model}", "source": "{tmp}/empty"}, r"parameters: source: image folder .*empty holds no images"),
