@@ -84,7 +84,8 @@ class ExportConfig:
     checkpoint: Path = setting(help="checkpoint .pt written by 'perception train'")
     out: Path = setting(help="ONNX file to write, e.g. model.onnx")
     input_hw: tuple[int, int] | None = setting(None, flag="--size", metavar="HxW", from_text=hw_from_text,
-                                               to_text=hw_to_text, help="input size (default: the checkpoint's training size)")
+                                               to_text=hw_to_text, help="input size (default: the checkpoint's training size; a width/height "
+                                                                    "ratio more than 2x off the training size's warns)")
     confidence: bool = setting(False, help="add the uint8 per-pixel confidence output and store the unknown threshold in "
                                            "the metadata")
     unknown_threshold: float | None = setting(
@@ -159,6 +160,27 @@ class ExportSummary:
     engine_built: bool = False
 
 
+#: ``export --size`` warns when its width/height ratio is more than this factor off the training
+#: size's: a frame shaped like the training frames then fills less than half of each inference,
+#: the rest is letterbox padding (hunt s39: 32x4096 of a 64x96 model, 99 % padding, said nothing).
+ASPECT_WARN_FACTOR = 2.0
+
+
+def aspect_warning(export_hw: tuple[int, int], train_hw: tuple[int, int]) -> str | None:
+    """The one warning line for an export size whose aspect ratio is more than ``ASPECT_WARN_FACTOR``
+    off the training size's (None when it is within it): how far off, how much of an inference a
+    frame of the training's shape fills, and sizes of the training's shape to export at instead."""
+    (h, w), (th, tw) = export_hw, train_hw
+    ratio = (w / h) / (tw / th)
+    off = max(ratio, 1 / ratio)
+    if off <= ASPECT_WARN_FACTOR:
+        return None
+    return (f"--size {h}x{w} is {off:.3g}x {'wider' if ratio > 1 else 'taller'} in shape than the training size "
+            f"{th}x{tw}: a frame shaped like the training frames fills {100 / off:.2g} % of each inference, the "
+            f"rest is letterbox padding; export at the training shape, e.g. --size {th}x{tw}"
+            + (f" or {2 * th}x{2 * tw}" if 2 * max(th, tw) <= MAX_MODEL_INPUT_SIDE else ""))
+
+
 def int8_path_for(out: Path) -> Path:
     """``model.onnx`` -> ``model.int8.onnx`` (the CPU INT8 model next to the FP32 one)."""
     return out.with_name(f"{out.stem}.int8.onnx")
@@ -201,6 +223,9 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
     ckpt = load_checkpoint(cfg.checkpoint)
     model = build_model_from_checkpoint(ckpt)
     input_hw = tuple(cfg.input_hw or ckpt.input_hw)
+    warning = aspect_warning(input_hw, tuple(ckpt.input_hw))
+    if warning is not None:
+        log.warning("%s", warning)
     metadata = build_metadata(ckpt, input_hw=input_hw, dynamic_batch=cfg.dynamic_batch, with_confidence=cfg.confidence)
 
     # Every image the gates need, before anything is written: a typo in a spec costs seconds and

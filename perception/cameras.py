@@ -7,6 +7,11 @@ fields, stats document with FPS, drops and latency percentiles), all on one Zero
 (``MaskPublisher.add_namespace``), and their frames meet in a ``FrameBatcher``
 (``perception/batching.py``) that runs the one engine on a batch of every camera's latest frame.
 
+With ``wait_subscribers`` N every camera is held until its own namespace has N subscriptions (one
+to the cameras' common parent counts for each), and no camera starts before all have them
+(``pipeline.wait_for_subscribers``): a camera that started alone would publish frames that the
+restart after the timeout (exit 4) publishes again.
+
 The node ends when every camera has ended (end of input, ``max_frames`` per camera), on
 ``duration_s``, or on ``stop()``; a stage that fails in one camera stops them all (once it has
 finished: a failed source's camera publishes the frames it read first). The final
@@ -26,7 +31,7 @@ from typing import Any
 from perception.batching import FrameBatcher
 from perception.engines.base import Engine
 from perception.errors import PerceptionError
-from perception.pipeline import POLL_S, Pipeline
+from perception.pipeline import POLL_S, Pipeline, wait_for_subscribers
 from perception.run_config import RunConfig
 from perception.sources.base import Source
 from perception.stats_schema import STATS_ALIASES, SUMMED, with_aliases
@@ -67,7 +72,9 @@ class MultiCameraNode:
 
     def start(self) -> None:
         """Warm the engine up once (batch 1 and the full batch), then start the batcher and every
-        camera's pipeline. A camera that fails to start stops the ones already running."""
+        camera's pipeline (``_start_cameras``). A camera that fails to start stops the others; when
+        one of them had started, ``final_stats`` holds the node's summary (with ``error``), as after a
+        stage failure, so that what it published is told; otherwise nothing ran and it stays None."""
         t0 = time.perf_counter()
         try:
             self.batcher.warmup(self.config.warmup)
@@ -79,15 +86,42 @@ class MultiCameraNode:
                  len(self.pipelines), "dynamic" if self.engine.fixed_batch is None else self.engine.fixed_batch,
                  (time.perf_counter() - t0) * 1e3, self.config.batch_timeout_ms)
         self.batcher.start()
-        for index, pipeline in enumerate(self.pipelines):
-            try:
-                pipeline.start()
-            except BaseException:
-                for later in self.pipelines[index + 1:]:
-                    later.source.close()
-                self.stop("start-up failed")
-                self._finish_all()
-                raise
+        try:
+            self._start_cameras()
+        except BaseException as exc:
+            launched = any(p.startup == "complete" for p in self.pipelines)
+            for pipeline in self.pipelines:
+                if pipeline.startup != "complete":  # no capture thread owns its source
+                    pipeline.source.close()
+            self.stop("start-up failed")
+            docs, _ = self._finish_all()
+            if launched:  # a camera ran before another failed to start: what it published is told
+                self.final_stats = self.summary(docs)
+                self.final_stats["error"] = str(exc)
+            raise
+
+    def _start_cameras(self) -> None:
+        """Prepare every camera (``Pipeline.prepare``), wait for the subscribers of all of them at
+        once (``wait_subscribers``: each camera's own namespace needs them, and no camera publishes
+        before all have them), then start their threads. Stopped meanwhile: every camera ends unstarted."""
+        for pipeline in self.pipelines:
+            if not pipeline.prepare():
+                self._abandon_unstarted()
+                return
+        if self.config.publish_options.wait_subscribers:
+            for pipeline in self.pipelines:
+                pipeline.startup = "waiting for subscribers"
+            if not wait_for_subscribers(self.pipelines):
+                self._abandon_unstarted()
+                return
+        for pipeline in self.pipelines:
+            pipeline.launch()
+
+    def _abandon_unstarted(self) -> None:
+        """A stop during start-up: every camera whose threads did not start ends (its source closed)."""
+        for pipeline in self.pipelines:
+            if pipeline.startup != "complete":
+                pipeline.abandon_before_launch()
 
     def stop(self, reason: str = "stopped") -> None:
         """Stop every camera (thread- and signal-safe)."""

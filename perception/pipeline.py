@@ -138,6 +138,25 @@ class Pipeline:
             SubscribersMissingError: ``wait_subscribers`` subscriptions did not arrive within
                 ``wait_timeout_s`` (exit code 4: a restart may find them).
         """
+        if not self.prepare():
+            return
+        if self.config.publish_options.wait_subscribers:
+            self.startup = "waiting for subscribers"
+            try:
+                subscribed = self._wait_for_subscribers()
+            except BaseException:
+                self.source.close()
+                raise
+            if not subscribed:  # stopped while waiting: nothing ran, nothing to join
+                self.abandon_before_launch()
+                return
+        self.launch()
+
+    def prepare(self) -> bool:
+        """The start-up steps before the wait for subscribers: warm the engine up (unless done),
+        log the node's set-up and latch the info document. False when stopped meanwhile (the
+        source is then closed and the run over). A ``MultiCameraNode`` prepares every camera, waits
+        for all of their subscribers at once, then ``launch``es them."""
         t0 = time.perf_counter()
         self.startup = "warming up the engine"
         try:
@@ -149,9 +168,8 @@ class Pipeline:
             self.source.close()  # no capture thread will own it: a camera must not stay open
             raise
         if self._stop.is_set():  # a signal during the warm-up: nothing ran, nothing to join
-            self.source.close()
-            self._done.set()
-            return
+            self.abandon_before_launch()
+            return False
         warm_ms = (time.perf_counter() - t0) * 1e3 if self.warmed_ms is None else self.warmed_ms
         if isinstance(self.engine, CameraEngine):  # several cameras: the batcher warmed the shared engine up once
             warmed = (f"camera {quoted(self.config.publish_options.camera_name)}: engine shared by "
@@ -169,17 +187,16 @@ class Pipeline:
             ",".join(self.stage.masks.topics), f"; {self.streams} frames in flight" if self.streams > 1 else "",
         )
         self.stage.publish_info(None)
-        if self.config.publish_options.wait_subscribers:
-            self.startup = "waiting for subscribers"
-            try:
-                subscribed = self._wait_for_subscribers()
-            except BaseException:
-                self.source.close()
-                raise
-            if not subscribed:  # stopped while waiting: nothing ran, nothing to join
-                self.source.close()
-                self._done.set()
-                return
+        return True
+
+    def abandon_before_launch(self) -> None:
+        """Stopped before the threads started (a signal during the warm-up or the wait for
+        subscribers): close the source, which no capture thread owns, and end the run."""
+        self.source.close()
+        self._done.set()
+
+    def launch(self) -> None:
+        """Start the capture, inference and publish threads (after ``prepare`` and the wait)."""
         self.startup = "complete"
         self.rates.restart()
         stages: list[tuple[str, str, Any]] = [("capture", "capture", self._capture_loop)]
@@ -208,24 +225,13 @@ class Pipeline:
 
     def _wait_for_subscribers(self) -> bool:
         """Hold the first frame until ``wait_subscribers`` subscriptions have reached the publisher
-        (a PUB socket sends nothing to a subscriber that has not joined yet, so a lossless run with
-        a recorder would lose its first frames). False when stopped meanwhile."""
-        publish = self.config.publish_options
-        want, timeout_s = publish.wait_subscribers, publish.wait_timeout_s
-        log.info("waiting up to %g s for %d subscriber(s) on %s", timeout_s, want, self.publisher.endpoint)
-        deadline = time.monotonic() + timeout_s
-        while not self.publisher.wait_for_subscribers(want, timeout_s=POLL_S):
-            if self._stop.is_set():
-                return False
-            if time.monotonic() >= deadline:
-                have = self.publisher.stats()["subscriptions"]
-                who = "no subscriber" if have == 0 else f"only {have} of {want} subscribers"
-                raise SubscribersMissingError(
-                    f"{who} connected to {self.publisher.endpoint} within {timeout_s:g} s; "
-                    "start the recorder first or drop --wait-subscribers"
-                )
-        log.info("%d subscriber(s) joined; starting", want)
-        return True
+        (``wait_for_subscribers``). False when stopped meanwhile."""
+        return wait_for_subscribers([self])
+
+    @property
+    def stopping(self) -> bool:
+        """``stop`` was called (a signal, another camera's failure, the end of the run)."""
+        return self._stop.is_set()
 
     def stop(self, reason: str = "stopped") -> None:
         """Ask every stage to finish now (thread- and signal-safe); ``wait`` returns soon after.
@@ -556,3 +562,57 @@ class Pipeline:
             doc["startup"] = NO_FRAME_YET if self.startup == "complete" and frames_in == 0 else self.startup
             doc["balanced"] = frames_in == frames_out + drops + corrupt + self.in_flight_discarded
         return with_aliases(doc)
+
+
+def wait_for_subscribers(pipelines: list[Pipeline]) -> bool:
+    """Hold the first frame of every one of ``pipelines`` (a node's cameras, not started yet) until
+    each has ``wait_subscribers`` subscriptions to its own namespace (a PUB socket sends nothing to
+    a subscriber that has not joined yet, so a lossless run with a recorder would lose its first
+    frames). No camera starts before all have them: a camera that started alone would publish
+    frames that a restart (the exit status 4 below) publishes again. False when stopped meanwhile.
+
+    Raises:
+        SubscribersMissingError: ``wait_timeout_s`` passed first; one line naming the cameras
+            still short of subscribers (with several).
+    """
+    publish = pipelines[0].config.publish_options
+    want, timeout_s = publish.wait_subscribers, publish.wait_timeout_s
+    endpoint = pipelines[0].publisher.endpoint
+    several = len(pipelines) > 1
+    namespaces = ", ".join(p.config.publish_options.resolved_namespace for p in pipelines)
+    log.info("waiting up to %g s for %d subscriber(s)%s on %s", timeout_s, want,
+             f" to each camera's namespace ({namespaces})" if several else "", endpoint)
+    deadline = time.monotonic() + timeout_s
+    pending = list(pipelines)
+    while pending:
+        # One camera's wait polls the socket (and returns early once it has them); every camera
+        # shares that socket, so the others only need a look at the counts it read.
+        pending = [p for p in pending
+                   if not p.publisher.wait_for_subscribers(want, timeout_s=POLL_S if p is pending[0] else 0)]
+        if not pending:
+            break
+        if any(p.stopping for p in pipelines):
+            return False
+        if time.monotonic() >= deadline:
+            raise SubscribersMissingError(_missing_subscribers(pending, want, several=several, timeout_s=timeout_s))
+    log.info("%d subscriber(s)%s joined; starting", want, " to each camera" if several else "")
+    return True
+
+
+def _missing_subscribers(pending: list[Pipeline], want: int, *, several: bool, timeout_s: float) -> str:
+    """The one line of ``SubscribersMissingError``: who is missing, where, and the fix."""
+    endpoint = pending[0].publisher.endpoint
+    fix = "start the recorder first or drop --wait-subscribers"
+    if not several:
+        have = pending[0].publisher.stats()["subscriptions"]
+        who = "no subscriber" if have == 0 else f"only {have} of {want} subscribers"
+        return f"{who} connected to {endpoint} within {timeout_s:g} s; {fix}"
+    parts = []
+    for p in pending:
+        have = p.publisher.stats()["subscriptions"]
+        options = p.config.publish_options
+        who = "no subscriber" if have == 0 else f"only {have} of {want} subscribers"
+        parts.append(f"{who} to camera {quoted(options.camera_name)} ({options.resolved_namespace})")
+    parent = pending[0].config.publish_options.resolved_namespace.rpartition("/")[0]
+    return (f"{' and '.join(parts)} connected to {endpoint} within {timeout_s:g} s (--wait-subscribers {want} "
+            f"counts each camera's own namespace; a recorder of {parent} counts for every camera); {fix}")

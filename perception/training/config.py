@@ -218,6 +218,13 @@ class TrainConfig:
         if self.skeleton_classes and self.skeleton_weight == 0:
             raise ValueError("skeleton_classes is set but skeleton_weight is 0: give the loss a weight, e.g. "
                              "skeleton_weight: 1.0, or drop skeleton_classes")
+        for key, value in self.model_kwargs.items():
+            name, colon, given = str(key).partition(":")
+            if colon and value is None and name.strip() and given.strip() and len(str(key)) <= 100:
+                # YAML reads {width:0.25} (no space after the colon) as one key, 'width:0.25', of no value.
+                fix = f"{{{name.strip()}: {given.strip()}}}"
+                raise ValueError(f"model_kwargs key {short(str(key))} has no value: YAML needs a space after the colon, "
+                                 f"write {fix} (on the command line, quoted: --set 'model_kwargs={fix}')")
         has_detail_head = self.model_kwargs.get("detail", False) is not False
         if self.detail_weight > 0 and not has_detail_head:
             raise ValueError(f"detail_weight={self.detail_weight} needs the model's detail head: add detail: true to "
