@@ -300,7 +300,8 @@ class PublishOptions:
                                       "camera, e.g. 30 for one camera of 4 masks, obstacles and stats, 120 for four)")
     wait_subscribers: int = setting(0, lo=0, hi=1000, metavar="N", group="masks and publishing",
                                     help="hold the first frame until N subscribers have subscribed, e.g. a recorder of "
-                                         "a lossless file run (0: start at once)")
+                                         "a lossless file run; with several cameras, N to each camera's namespace "
+                                         "(0: start at once)")
     wait_timeout_s: float = setting(10.0, lo=0.1, hi=3600, flag="--wait-timeout", metavar="S",
                                     group="masks and publishing",
                                     help="seconds --wait-subscribers waits before the node fails (exit 4: launch files "
