@@ -26,6 +26,7 @@ PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --ma
 
 # The shipped default model and the CamVid model: the exact recipes of the README.
 DEFAULT_MODEL := perception/assets/default.onnx
+DEFAULT_INT8  := perception/assets/default.int8.onnx
 CAMVID ?= ../shared/data/camvid
 
 venv: $(STAMP_BASE)
@@ -99,7 +100,7 @@ test-latest:
 # export with the confidence output (its unknown threshold chosen on synthetic val), quantise to
 # INT8 (NNCF with accuracy control on 100 seed-1 synthetic val scenes, which neither training nor the
 # gate sees: layers that cost mIoU there stay float; then gated on synthetic val), score it on synthetic val; then, when CamVid is present,
-# its real-road check on CamVid val (never trained on) goes into its metadata and the contact
+# its real-road check on CamVid val (never trained on) goes into its metadata (and the INT8 file's) and the contact
 # sheet into docs/. The file is exported at 288x480, not the 288x512 it validated at: the model is
 # fully convolutional, and ONNX Runtime runs this model 3.7x slower at a 512-wide input than at 480
 # (measured: 88.5 vs 23.8 ms; a power-of-two row stride), while a 16:9 frame still fills 270x480.
@@ -119,7 +120,9 @@ default-model: $(STAMP_DEV)
 		--accuracy-control $(SYNTH_AC) --ac-max-drop 0.1 || echo "default-model: the INT8 file missed its mIoU gate; the FP32 model ships alone"
 	$(BIN)/perception eval --model $(DEFAULT_MODEL) --data $(SYNTH_VAL)
 	if [ -f $(CAMVID)/val.txt ]; then $(BIN)/perception eval --model $(DEFAULT_MODEL) --data camvid:$(CAMVID) \
-		$(REAL_ROAD_TASKS) --record --contact-sheet docs/real_road.png; fi
+		$(REAL_ROAD_TASKS) --record --contact-sheet docs/real_road.png; \
+		if [ -f $(DEFAULT_INT8) ]; then $(BIN)/perception eval --model $(DEFAULT_INT8) --data camvid:$(CAMVID) \
+		$(REAL_ROAD_TASKS) --record; fi; fi
 
 # Train, export (FP32 + INT8) and evaluate the real-time CamVid model: LiteFPN on the ImageNet
 # EfficientNet-Lite0 encoder (30-70 min on 2 cores). The last checkpoint is exported, not the one that

@@ -71,16 +71,21 @@ def test_run_without_model_uses_the_default(tmp_path):
 
 
 @pytest.mark.camvid
-def test_default_model_real_road_check_is_what_it_scores_on_camvid(camvid_dir):
-    """The figures stored in the shipped model's metadata are a fresh evaluation's, not a claim:
+@pytest.mark.parametrize(("model", "tolerance"), [
+    (DEFAULT_MODEL, 1e-4),
+    # INT8 kernels differ between CPUs (VNNI, AMX): a few pixels may change class
+    (DEFAULT_MODEL.with_name("default.int8.onnx"), 2e-3),
+])
+def test_default_model_real_road_check_is_what_it_scores_on_camvid(camvid_dir, model, tolerance):
+    """The figures stored in each shipped file's metadata are a fresh evaluation's, not a claim:
     the same frames (CamVid val, never trained on), the same task groups, the node's letterbox."""
     from perception.masks import UnknownMarker
     from perception.training.evaluate import UnknownTally, evaluate_tasks, resolve_task_groups
 
-    check = read_model_metadata(DEFAULT_MODEL).real_road_check
-    assert check, f"{DEFAULT_MODEL} has no real-road check; rebuild it with 'make default-model'"
+    check = read_model_metadata(model).real_road_check
+    assert check, f"{model} has no real-road check; rebuild it with 'make default-model'"
     assert check["data"].startswith("camvid:") and check["split"] == "val" and check["frames"] == 101
-    engine = load_engine("ort", DEFAULT_MODEL, EngineOptions(threads=1))
+    engine = load_engine("ort", model, EngineOptions(threads=1))
     dataset = open_dataset(f"camvid:{camvid_dir}", split="val")
     tasks = check["tasks"]
     scores = resolve_task_groups(
@@ -98,6 +103,6 @@ def test_default_model_real_road_check_is_what_it_scores_on_camvid(camvid_dir):
     evaluate_tasks(engine, dataset, scores, unknown=unknown, drivable_reach=check["drivable_reach"],
                    mask_size=check.get("mask_size", "model"))
     for score, off in zip(scores, unknown.off, strict=True):
-        assert score.iou == pytest.approx(tasks[score.task]["iou"], abs=1e-4), score.task
-        assert off.iou == pytest.approx(check["tasks_unknown_off"][off.task]["iou"], abs=1e-4), off.task
-    assert unknown.fraction == pytest.approx(check["unknown"]["fraction"], abs=1e-6)
+        assert score.iou == pytest.approx(tasks[score.task]["iou"], abs=tolerance), score.task
+        assert off.iou == pytest.approx(check["tasks_unknown_off"][off.task]["iou"], abs=tolerance), off.task
+    assert unknown.fraction == pytest.approx(check["unknown"]["fraction"], abs=tolerance / 100)
