@@ -33,8 +33,9 @@ from perception.mcap_layout import (
     WIRE_TOPIC_KEY,
     split_path,
 )
-from perception.mcap_writer import Abandoned, BrokenRecording, FrameTally, SplitWriter, TopicCount
+from perception.mcap_writer import BrokenRecording, FrameTally, TopicCount
 from perception.options import CurveClientOptions, ReaderQueueOptions, ReaderTopicOptions, leading_slash_error
+from perception.record_splits import Abandoned, SplitWriter
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """What a recording's ``--out`` holds and who writes it: the files of an earlier recording there
 (``out`` and its ``<stem>_N.mcap`` splits), whether a file is a finished MCAP file, the lock
 that keeps a second recorder off the same output, and the rosbag2 ``metadata.yaml`` that makes the
-folder of a split recording a rosbag2 bag (``BagMetadata``). ``perception/mcap_writer.py``'s ``SplitWriter``
+folder of a split recording a rosbag2 bag (``BagMetadata``). ``perception/record_splits.py``'s ``SplitWriter``
 claims its output through these before it writes anything.
 """
 

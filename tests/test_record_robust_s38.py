@@ -208,9 +208,9 @@ def test_a_second_recorder_to_the_same_out_is_refused_naming_the_first(tmp_path,
 
 
 def record_index_warnings(monkeypatch, tmp_path, caplog, **config) -> list[str]:
-    import perception.mcap_writer as mcap_writer
+    import perception.record_splits as record_splits
 
-    monkeypatch.setattr(mcap_writer, "INDEX_WARN_BYTES", 40_000)
+    monkeypatch.setattr(record_splits, "INDEX_WARN_BYTES", 40_000)  # where SplitWriter reads it
     stop = feed_messages(monkeypatch, [class_map_message(seq, 1_000_000 + seq) for seq in range(300)])
     with caplog.at_level(logging.WARNING, logger="perception.mcap_writer"):
         Recorder(RecordConfig(out=tmp_path / "run.mcap", endpoint=free_endpoint(), namespace=NS, chunk_size_kb=4,

@@ -19,9 +19,10 @@ from perception import contracts
 from perception.errors import ConfigError, SourceError
 from perception.mcap_layout import WIRE_TOPIC_KEY, offered_qos_profiles, split_path
 from perception.mcap_reader import read_recording
-from perception.mcap_writer import McapMaskWriter, SplitWriter, UnrecordableMessage
+from perception.mcap_writer import McapMaskWriter, UnrecordableMessage
 from perception.record import RecordConfig
 from perception.record_output import BAG_METADATA_FILE, ROSBAG2_RECORD, BagMetadata
+from perception.record_splits import SplitWriter
 from perception.recover import recover_recording
 from perception.subscribe import Message
 from perception.wire import json_header, mask_header
