@@ -325,7 +325,7 @@ def test_pipeline_bench_node_failure_is_one_line(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not onnx")
     cfg = PipelineBenchConfig(model=bad, duration_s=1.0, engine_runs=0, progress=False)
-    with pytest.raises(NodeFailed, match=r"the node exited with status 2 before publishing: bad\.onnx ") as caught:
+    with pytest.raises(NodeFailed, match=r"the node exited with status 2 before publishing: \S*bad\.onnx ") as caught:
         run_pipeline_bench(cfg)
     # The node's own line, without a second 'perception: error:', and its status as the bench's.
     assert "perception: error:" not in str(caught.value) and caught.value.exit_code == 2
