@@ -383,6 +383,7 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
         if not active:
             raise ConfigError(_all_skipped_message(cases))
         measure_agreement(active)
+        warn_low_agreement(active)
         runs_per_block = None if cfg.duration_s else cfg.runs // cfg.blocks
         block_s = cfg.duration_s / cfg.blocks if cfg.duration_s else None
         total = len(active) * (cfg.warmup + cfg.runs) if runs_per_block else None
@@ -450,6 +451,33 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
         engine["interrupted"] = {"blocks_done": blocks_done, "blocks": cfg.blocks}
         raise EngineBenchInterrupted(engine, blocks_done, cfg.blocks)
     return engine
+
+
+def warn_low_agreement(cases: list[Case]) -> None:
+    """One warning line for each configuration whose class ids agree with its reference less than
+    ``--engine auto`` asks of it: ``MIN_AGREEMENT`` of a float run, ``int8_min_agreement`` (its
+    gate's agreement less the margin) of an INT8 one. Its row is timed all the same."""
+    from perception.engines.probe import MIN_AGREEMENT
+    from perception.export.int8_gate import int8_min_agreement
+
+    for case in cases:
+        if case.agreement is None or case.engine is None:
+            continue
+        meta = case.engine.metadata
+        int8 = (case.engine.precision or meta.precision) == "int8"
+        gate = meta.val_metrics.get("int8_gate") if int8 else None
+        need = int8_min_agreement(gate) if int8 else MIN_AGREEMENT
+        if case.agreement >= need:
+            continue
+        if need < MIN_AGREEMENT:  # from a passed gate: its agreement, less the margin
+            images = gate.get("images")
+            what = (f"this INT8 file (its gate's {100 * gate['agreement_with_fp32']:.2f} % on {images} image"
+                    f"{'s' * (images != 1)}, less the margin): its masks differ from FP32 more than its gate measured")
+        else:
+            what = ("an INT8 file without a passed gate" if int8 else "a float engine") + ", so it would not choose it"
+        log.warning("%s: class ids agree only %.2f %% with ort-%s on these frames, under the %.2f %% --engine auto "
+                    "asks of %s (frames unlike the model's data read low: --frames SPEC)", case.label(),
+                    100 * case.agreement, file_precision(case.model), 100 * need, what)
 
 
 def _check_memory(cases: list[Case], frames_by_hw: dict[tuple[int, int], list[np.ndarray]],

@@ -3,22 +3,25 @@ images (mIoU, class-id agreement) and timed beside it (ONNX Runtime CPU latency)
 is stored in the INT8 file's metadata (``val_metrics["int8_gate"]``).
 
 The budget is ``MAX_MIOU_DROP_POINTS``; ``--engine auto`` holds an INT8 candidate to the agreement
-recorded here (``engines.auto``). ``quantize.py`` writes the files this module judges. The labels
-must be of the model's class table (``check_gate_classes``, run by both CLIs before calibration).
+recorded here (``engines.auto``; ``int8_min_agreement``). Where OpenVINO is installed the INT8 file
+is also run as ``--engine openvino`` runs it, and that agreement is recorded and checked too: the
+same QDQ file can be computed otherwise there (``qdq.padded_pool_inputs``). ``quantize.py`` writes
+the files this module judges. The labels must be of the model's class table
+(``check_gate_classes``, run by both CLIs before calibration).
 """
 
 from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnx
 
 from perception.contracts import INPUT_NAME, ClassTable, ModelMetadata
-from perception.errors import DataError, ModelError
+from perception.errors import DataError, DependencyError, ModelError
 from perception.modelfile_graph import saturation_safe
 
 #: Largest validation mIoU loss of INT8 vs FP32 that passes the gate, in points (0..100 scale).
@@ -32,6 +35,22 @@ MAX_MIOU_DROP_POINTS = 0.5
 FEW_GATE_IMAGES = 20
 #: Class names an error shows of each table before "...".
 _NAMES_SHOWN = 6
+
+
+def int8_min_agreement(gate: Mapping | None) -> float:
+    """The share of pixels whose class id an INT8 file must keep equal to its FP32 model's in any
+    runtime, by ``--engine auto``'s rule (``engines.probe``): ``MIN_AGREEMENT``, or for a file whose
+    gate passed (``gate``: its ``val_metrics["int8_gate"]``), the agreement that gate measured on
+    ONNX Runtime less ``INT8_AGREEMENT_MARGIN``, whichever is lower. The gate warns when OpenVINO
+    falls under it, ``--engine openvino`` says so when it runs that file, and ``bench engine`` for
+    an INT8 row under it."""
+    from perception.engines.probe import INT8_AGREEMENT_MARGIN, MIN_AGREEMENT
+
+    gate = gate if isinstance(gate, Mapping) else {}
+    stored = gate.get("agreement_with_fp32") if gate.get("passed") is True else None
+    if not isinstance(stored, (int, float)) or isinstance(stored, bool) or not 0 < stored <= 1:
+        return MIN_AGREEMENT
+    return min(MIN_AGREEMENT, float(stored) - INT8_AGREEMENT_MARGIN)
 
 
 def check_gate_classes(
@@ -197,6 +216,46 @@ class Int8Report:
     #: interleaved in (``cpu_latencies_ms``).
     threads: int = 0
     blocks: int = 1
+    #: Share of val pixels whose INT8 class id under OpenVINO (as ``--engine openvino`` runs it)
+    #: equals FP32's on ONNX Runtime, and that mIoU; None where it was not measured
+    #: (not installed; ``openvino_skipped`` says why when OpenVINO cannot compile the file).
+    openvino_agreement: float | None = None
+    openvino_miou: float | None = None
+    openvino_skipped: str = ""
+    #: Average pools OpenVINO pads otherwise than ONNX in this file (``engines.openvino.pool_padding_hazards``).
+    openvino_hazards: tuple[str, ...] = ()
+
+    def gate_record(self) -> dict:
+        """What ``gate_int8`` stores in the INT8 file (``val_metrics["int8_gate"]``)."""
+        gate = {
+            "passed": self.passed, "fp32_miou": round(self.fp32_miou, 6), "int8_miou": round(self.int8_miou, 6),
+            "drop_points": round(self.drop_points, 4), "budget_points": self.max_drop_points,
+            "agreement_with_fp32": round(self.agreement, 6), "images": self.val_images,
+            "saturation_safe": self.saturation_safe,
+        }
+        if self.openvino_agreement is not None:
+            gate["openvino_agreement_with_fp32"] = round(self.openvino_agreement, 6)
+        if self.openvino_miou is not None and self.openvino_miou == self.openvino_miou:  # NaN is not stored
+            gate["openvino_int8_miou"] = round(self.openvino_miou, 6)
+        return gate
+
+    def openvino_lines(self) -> list[str]:
+        """The gate's OpenVINO line, and a warning when its agreement is under ``int8_min_agreement``."""
+        if self.openvino_agreement is None:
+            return [f"  OpenVINO: not measured ({self.openvino_skipped})"] if self.openvino_skipped else []
+        lines = [f"  OpenVINO INT8 (as --engine openvino runs it): class ids agree {100 * self.openvino_agreement:.2f} % "
+                 f"with FP32, val mIoU {100 * (self.openvino_miou or 0):.2f}"]
+        need = int8_min_agreement(self.gate_record())
+        if self.openvino_agreement < need:
+            why, fix = ((f"its average pool {self.openvino_hazards[0]} counts padding in and its input has a non-zero "
+                         "zero point, which OpenVINO pads otherwise than ONNX", "quantise it again with this version")
+                        if self.openvino_hazards else
+                        ("OpenVINO computes this file otherwise than ONNX Runtime", "try --quantizer nncf"))
+            lines.append(
+                f"  warning: under OpenVINO its class ids agree only {100 * self.openvino_agreement:.2f} % with FP32, "
+                f"under the {100 * need:.2f} % --engine auto asks of it: {why}; --engine openvino will say so when it "
+                f"runs it; {fix}, or run it with --engine ort")
+        return lines
 
     @property
     def drop_points(self) -> float:
@@ -229,6 +288,7 @@ class Int8Report:
                              if self.saturation_safe else
                              "some dense 8-bit weights use the full range: CPUs without VNNI may saturate "
                              "(--overflow-fix enable; NNCF leaves grouped convolutions out, --quantizer ort does not)"),
+            *self.openvino_lines(),
             *few,
         ]
 
@@ -249,6 +309,8 @@ def gate_int8(
     (``val_metrics["int8_gate"]``): ``--engine auto`` holds an INT8 candidate to the class-id
     agreement the gate measured (``engines.auto``), not to the agreement a float engine must reach.
     """
+    import onnx
+
     from perception.contracts import OUTPUT_CLASS_IDS
     from perception.export.verify import ort_session
     from perception.metrics import ConfusionMatrix
@@ -259,7 +321,7 @@ def gate_int8(
     matrices = {"fp32": ConfusionMatrix(table.num_classes, ignore_id=table.ignore_id),
                 "int8": ConfusionMatrix(table.num_classes, ignore_id=table.ignore_id)}
     sessions = {"fp32": ort_session(fp32_path), "int8": ort_session(int8_path)}
-    agree = []
+    agree, fp32_ids = [], []
     for image, label in val_samples:
         if label is None:
             raise DataError("evaluation needs labelled images; pass a dataset with labels")
@@ -267,6 +329,8 @@ def gate_int8(
         for k, matrix in matrices.items():
             matrix.update(ids[k], label)
         agree.append(float(np.mean(ids["fp32"] == ids["int8"])))
+        fp32_ids.append(ids["fp32"])
+    openvino = _openvino_figures(int8_path, val_samples, fp32_ids, table)
     threads = latency_threads()
     latencies = cpu_latencies_ms({"fp32": fp32_path, "int8": int8_path}, val_samples[0][0], runs=runs, threads=threads)
     fp32_ms, int8_ms = statistics.median(latencies["fp32"]), statistics.median(latencies["int8"])
@@ -283,12 +347,29 @@ def gate_int8(
         saturation_safe=saturation_safe(onnx.load(str(int8_path))),
         threads=threads,
         blocks=max(1, min(LATENCY_BLOCKS, runs)),
+        **openvino,
     )
-    gate = {
-        "passed": report.passed, "fp32_miou": round(report.fp32_miou, 6), "int8_miou": round(report.int8_miou, 6),
-        "drop_points": round(report.drop_points, 4), "budget_points": MAX_MIOU_DROP_POINTS,
-        "agreement_with_fp32": round(report.agreement, 6), "images": len(val_samples),
-        "saturation_safe": report.saturation_safe,
-    }
-    record_metadata(int8_path, val_metrics={**read_model_metadata(int8_path).val_metrics, "int8_gate": gate})
+    record_metadata(int8_path, val_metrics={**read_model_metadata(int8_path).val_metrics,
+                                            "int8_gate": report.gate_record()})
     return report
+
+
+def _openvino_figures(int8_path: str | Path, val_samples, fp32_ids: list[np.ndarray], table: ClassTable) -> dict:
+    """``Int8Report``'s OpenVINO fields: the INT8 file's class ids as ``--engine openvino`` computes
+    them, against FP32's (``fp32_ids``, ONNX Runtime) and the labels; why not, where OpenVINO is not
+    installed or cannot compile the file (neither fails the gate: ONNX Runtime runs the file)."""
+    from perception.metrics import ConfusionMatrix
+
+    try:
+        from perception.engines.openvino import int8_class_ids
+
+        ids, hazards = int8_class_ids(int8_path, [image for image, _ in val_samples])
+    except (ImportError, DependencyError):
+        return {}  # not installed: --engine openvino cannot run the file here either
+    except ModelError as exc:
+        return {"openvino_skipped": str(exc)}
+    matrix = ConfusionMatrix(table.num_classes, ignore_id=table.ignore_id)
+    for got, (_, label) in zip(ids, val_samples, strict=True):
+        matrix.update(got, label)
+    agreement = float(np.mean([np.mean(got == ref) for got, ref in zip(ids, fp32_ids, strict=True)]))
+    return {"openvino_agreement": agreement, "openvino_miou": matrix.miou(), "openvino_hazards": tuple(hazards)}

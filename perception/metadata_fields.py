@@ -70,7 +70,7 @@ METADATA_PRECISIONS = ("fp32", "fp16", "int8")
 #: shares in 0..1 (null: not measured), and those that are counts.
 _METRIC_SHARES = ("miou", "global_acc", "class_acc", "trained_miou")
 _METRIC_COUNTS = ("step", "pixels")
-_GATE_SHARES = ("fp32_miou", "int8_miou", "agreement_with_fp32")
+_GATE_SHARES = ("fp32_miou", "int8_miou", "agreement_with_fp32", "openvino_agreement_with_fp32", "openvino_int8_miou")
 _TASK_SHARES = ("iou", "precision", "recall")
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from perception.contracts import OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE
 from perception.engines import cache as engine_cache
 from perception.engines.base import (
+    INT8_SUFFIX,
     Engine,
     EngineOptions,
     InputSpec,
@@ -138,6 +139,100 @@ def cpu_capabilities() -> list[str]:
     return [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
 
 
+def int8_hint(capabilities: list[str]) -> str:
+    """The INFERENCE_PRECISION_HINT of an INT8 file (the precision of the ops it leaves in float):
+    bf16 where the CPU has it, which measured faster than f32 for the argmax tail, else f32."""
+    return "bf16" if "BF16" in capabilities else "f32"
+
+
+def int8_class_ids(model_path: str | Path, images: list[np.ndarray]) -> tuple[list[np.ndarray], list[str]]:
+    """Class ids of the INT8 file ``model_path`` on each uint8 BGR image (at its input size) as
+    ``--engine openvino`` computes them (``int8_hint``, the planar class tail), and its
+    ``pool_padding_hazards``, for the INT8 gate (``export.int8_gate``). DependencyError without
+    OpenVINO; ModelError when it cannot compile the file."""
+    core = shared_core()
+    hint = int8_hint(cpu_capabilities())
+    try:
+        model = core.read_model(str(model_path))
+        hazards = pool_padding_hazards(model)
+        planar_class_tail(model)
+        request = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint}).create_infer_request()
+    except Exception as exc:  # RuntimeError subclasses with multi-line C++ traces
+        raise ModelError(f"OpenVINO cannot compile {Path(model_path).name} for the CPU at {hint}: "
+                         f"{backend_error_text(exc)}") from None
+    ids = [run_request(request, image[None], [OUTPUT_CLASS_IDS])[OUTPUT_CLASS_IDS][0] for image in images]
+    return ids, hazards
+
+
+def pool_padding_hazards(model) -> list[str]:
+    """Names of the average pools of ``model`` (an ``openvino.Model`` read from a QDQ ONNX file) that
+    OpenVINO's CPU plugin computes otherwise than ONNX: padding counted in (``exclude-pad`` false,
+    padded), on a tensor dequantised with a non-zero zero point. OpenVINO runs the pool on the 8-bit
+    values and pads them with 0, where ONNX pads the dequantised tensor with 0.0, the zero point
+    (``export.qdq.padded_pool_inputs``, which this version's ort quantiser quantises symmetrically).
+    Read from the graph OpenVINO's ONNX reader makes of DequantizeLinear: AvgPool <- Multiply(scale)
+    <- Subtract(zero point) <- Convert; a graph of another shape is not reported."""
+    hazards = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "AvgPool":
+            continue
+        attrs = op.get_attributes()
+        padded = any(attrs.get("pads_begin", [])) or any(attrs.get("pads_end", [])) or \
+            str(attrs.get("auto_pad", "")).lower() in ("same_upper", "same_lower")
+        if attrs.get("exclude-pad", True) or not padded:
+            continue
+        node = op.input(0).get_source_output().get_node()
+        if node.get_type_name() == "Multiply":
+            node = next((i.get_source_output().get_node() for i in node.inputs()
+                         if i.get_source_output().get_node().get_type_name() == "Subtract"), None)
+        if node is None or node.get_type_name() != "Subtract":
+            continue
+        zero_point = node.input(1).get_source_output().get_node()
+        while zero_point.get_type_name() == "Convert":
+            zero_point = zero_point.input(0).get_source_output().get_node()
+        if zero_point.get_type_name() != "Constant" or np.any(zero_point.get_data() != 0):
+            hazards.append(op.get_friendly_name())
+    return hazards
+
+
+_warned_disagreement: set[str] = set()
+
+
+def warn_int8_disagreement(path: Path, metadata, hazards: list[str]) -> None:
+    """Log once per file and process when OpenVINO is known to compute the INT8 file ``path``
+    otherwise than its FP32 model: its INT8 gate measured its class ids under OpenVINO
+    (``val_metrics.int8_gate.openvino_agreement_with_fp32``) below what ``--engine auto`` asks of
+    it (``export.int8_gate.int8_min_agreement``), or, for a file whose gate did not measure
+    OpenVINO, its graph has ``hazards`` (``pool_padding_hazards``: the ort quantiser's files before
+    it quantised those pools symmetrically, whose masks differed from FP32 on 35-39 % of pixels).
+    Warned, not refused: the file is what the user asked for, and the line says how to mend it."""
+    key = str(path.resolve())
+    if key in _warned_disagreement:
+        return
+    from perception.export.int8_gate import int8_min_agreement
+
+    gate = metadata.val_metrics.get("int8_gate")
+    gate = gate if isinstance(gate, dict) else {}
+    measured = gate.get("openvino_agreement_with_fp32")
+    if isinstance(measured, (int, float)) and not isinstance(measured, bool):
+        need = int8_min_agreement(gate)
+        if measured >= need:
+            return
+        why = (f"its INT8 gate measured its class ids under OpenVINO equal to FP32 on only {100 * measured:.2f} % of "
+               f"the pixels (ONNX Runtime {100 * float(gate.get('agreement_with_fp32') or 0):.2f} %), under the "
+               f"{100 * need:.2f} % --engine auto asks of it")
+    else:
+        if not hazards:
+            return
+        why = (f"its average pool {hazards[0]} counts padding in and its input has a non-zero zero point, which "
+               "OpenVINO pads with the 8-bit 0 where ONNX pads the value 0.0: such files' masks differed from "
+               "FP32 on 35-39 % of the pixels under OpenVINO, 2-3 % under ONNX Runtime")
+    _warned_disagreement.add(key)
+    fp32 = path.name.removesuffix(INT8_SUFFIX) + ".onnx" if path.name.endswith(INT8_SUFFIX) else "its FP32 model"
+    log.warning("%s under OpenVINO: %s; quantise it again with this version (python -m perception.export.quantize "
+                "%s), or run it with --engine ort", path.name, why, fp32)
+
+
 class OpenVinoEngine(Engine):
     """An OpenVINO compiled model over an exported ONNX file (see the module docstring).
 
@@ -170,7 +265,7 @@ class OpenVinoEngine(Engine):
         core = shared_core()
         capabilities = cpu_capabilities()
         if precision == "int8":
-            hint = "bf16" if "BF16" in capabilities else "f32"
+            hint = int8_hint(capabilities)
         else:
             hint = OV_PRECISION_HINTS[precision]
             if _CAPABILITY_OF_HINT[hint] not in capabilities:
@@ -192,6 +287,7 @@ class OpenVinoEngine(Engine):
             config["INFERENCE_NUM_THREADS"] = options.threads
         try:
             model = core.read_model(str(path))
+            hazards = pool_padding_hazards(model) if runs == "int8" else []
             self.planar_tails = planar_class_tail(model)
             self._compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with multi-line C++ traces
@@ -236,6 +332,7 @@ class OpenVinoEngine(Engine):
         )
         if runs == "int8":
             warn_int8_saturation(log, self.metadata)
+            warn_int8_disagreement(path, self.metadata, hazards)
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         return self.infer_any_batch(self._run, batch)
