@@ -457,8 +457,7 @@ def warn_low_agreement(cases: list[Case]) -> None:
     """One warning line for each configuration whose class ids agree with its reference less than
     ``--engine auto`` asks of it: ``MIN_AGREEMENT`` of a float run, ``int8_min_agreement`` (its
     gate's agreement less the margin) of an INT8 one. Its row is timed all the same."""
-    from perception.engines.probe import MIN_AGREEMENT
-    from perception.export.int8_gate import int8_min_agreement
+    from perception.engines.probe import MIN_AGREEMENT, int8_min_agreement
 
     for case in cases:
         if case.agreement is None or case.engine is None:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from perception.contracts import INPUT_NAME, ClassTable, ModelMetadata
+from perception.engines.probe import int8_min_agreement
 from perception.errors import DataError, DependencyError, ModelError
 from perception.modelfile_graph import saturation_safe
 
@@ -35,22 +35,6 @@ MAX_MIOU_DROP_POINTS = 0.5
 FEW_GATE_IMAGES = 20
 #: Class names an error shows of each table before "...".
 _NAMES_SHOWN = 6
-
-
-def int8_min_agreement(gate: Mapping | None) -> float:
-    """The share of pixels whose class id an INT8 file must keep equal to its FP32 model's in any
-    runtime, by ``--engine auto``'s rule (``engines.probe``): ``MIN_AGREEMENT``, or for a file whose
-    gate passed (``gate``: its ``val_metrics["int8_gate"]``), the agreement that gate measured on
-    ONNX Runtime less ``INT8_AGREEMENT_MARGIN``, whichever is lower. The gate warns when OpenVINO
-    falls under it, ``--engine openvino`` says so when it runs that file, and ``bench engine`` for
-    an INT8 row under it."""
-    from perception.engines.probe import INT8_AGREEMENT_MARGIN, MIN_AGREEMENT
-
-    gate = gate if isinstance(gate, Mapping) else {}
-    stored = gate.get("agreement_with_fp32") if gate.get("passed") is True else None
-    if not isinstance(stored, (int, float)) or isinstance(stored, bool) or not 0 < stored <= 1:
-        return MIN_AGREEMENT
-    return min(MIN_AGREEMENT, float(stored) - INT8_AGREEMENT_MARGIN)
 
 
 def check_gate_classes(

@@ -21,8 +21,9 @@ pytest.importorskip("openvino", reason="OpenVINO is not installed: these tests r
 from perception import contracts  # noqa: E402
 from perception.engines import openvino as ov_engine  # noqa: E402
 from perception.engines.base import EngineOptions  # noqa: E402
+from perception.engines.probe import int8_min_agreement  # noqa: E402
 from perception.export import qdq, quantize  # noqa: E402
-from perception.export.int8_gate import gate_int8, int8_min_agreement  # noqa: E402
+from perception.export.int8_gate import gate_int8  # noqa: E402
 from perception.export.verify import ort_session  # noqa: E402
 from perception.modelfile import read_model_metadata, record_metadata  # noqa: E402
 from tests.tiny_models import NUM_CLASSES, tiny_metadata  # noqa: E402

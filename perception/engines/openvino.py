@@ -202,14 +202,14 @@ def warn_int8_disagreement(path: Path, metadata, hazards: list[str]) -> None:
     """Log once per file and process when OpenVINO is known to compute the INT8 file ``path``
     otherwise than its FP32 model: its INT8 gate measured its class ids under OpenVINO
     (``val_metrics.int8_gate.openvino_agreement_with_fp32``) below what ``--engine auto`` asks of
-    it (``export.int8_gate.int8_min_agreement``), or, for a file whose gate did not measure
+    it (``engines.probe.int8_min_agreement``), or, for a file whose gate did not measure
     OpenVINO, its graph has ``hazards`` (``pool_padding_hazards``: the ort quantiser's files before
     it quantised those pools symmetrically, whose masks differed from FP32 on 35-39 % of pixels).
     Warned, not refused: the file is what the user asked for, and the line says how to mend it."""
     key = str(path.resolve())
     if key in _warned_disagreement:
         return
-    from perception.export.int8_gate import int8_min_agreement
+    from perception.engines.probe import int8_min_agreement
 
     gate = metadata.val_metrics.get("int8_gate")
     gate = gate if isinstance(gate, dict) else {}

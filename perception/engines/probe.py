@@ -75,20 +75,31 @@ def int8_sibling(model_path: Path) -> Path | None:
     return sibling if sibling.is_file() and sibling != model_path else None
 
 
+def int8_min_agreement(gate: object, min_agreement: float = MIN_AGREEMENT) -> float:
+    """The share of pixels whose class id an INT8 file must keep equal to its FP32 model's in any
+    runtime: ``min_agreement``, or for a file whose gate passed (``gate``: its
+    ``val_metrics["int8_gate"]``), the agreement that gate measured on ONNX Runtime less
+    ``INT8_AGREEMENT_MARGIN``, whichever is lower. The one declaration of that rule: ``--engine
+    auto``'s candidates (``candidate_min_agreement``), the INT8 gate's OpenVINO warning
+    (``export.int8_gate``), ``--engine openvino`` when it runs such a file and ``bench engine``."""
+    gate = gate if isinstance(gate, dict) else {}
+    stored = gate.get("agreement_with_fp32") if gate.get("passed") is True else None
+    if not isinstance(stored, (int, float)) or isinstance(stored, bool) or not 0 < stored <= 1:
+        return min_agreement
+    return min(min_agreement, float(stored) - INT8_AGREEMENT_MARGIN)
+
+
 def candidate_min_agreement(candidate: Candidate, model_path: Path, min_agreement: float) -> float:
-    """``min_agreement``, or for an INT8 candidate whose file records a passed gate, the agreement
-    that gate measured less ``INT8_AGREEMENT_MARGIN`` (whichever is lower)."""
+    """``int8_min_agreement`` of an INT8 candidate's file (``min_agreement`` for any other, or for a
+    file whose metadata cannot be read)."""
     sibling = int8_sibling(model_path) if candidate.precision == "int8" else None
     if sibling is None:
         return min_agreement
     try:
-        gate = read_model_metadata(sibling).val_metrics.get("int8_gate") or {}
+        gate = read_model_metadata(sibling).val_metrics.get("int8_gate")
     except PerceptionError:
         return min_agreement
-    stored = gate.get("agreement_with_fp32") if isinstance(gate, dict) and gate.get("passed") is True else None
-    if not isinstance(stored, (int, float)) or not 0 < stored <= 1:
-        return min_agreement
-    return min(min_agreement, float(stored) - INT8_AGREEMENT_MARGIN)
+    return int8_min_agreement(gate, min_agreement)
 
 
 def probe_frames(input_hw: tuple[int, int], count: int = PROBE_FRAMES) -> list[np.ndarray]:
