@@ -39,6 +39,7 @@ from typing import Any
 
 import perception
 from perception.cli import emit
+from perception.errors import TRAIN_INSTALL_HINT
 from perception.signals import die_with_parent
 from perception.spawn import perception_command
 
@@ -92,7 +93,7 @@ def _version_of(module: str) -> str | None:
 
 def _require_cuda(env: dict[str, Any]) -> None:
     if "torch" not in env:
-        raise Skip("PyTorch is not installed (pip install -e '.[train]')")
+        raise Skip(f"PyTorch is not installed ({TRAIN_INSTALL_HINT})")
     if not env["cuda"]:
         raise Skip("no CUDA GPU: torch.cuda.is_available() is False")
 

@@ -32,7 +32,7 @@ from typing import Literal
 
 from perception.config import hw_from_text, hw_to_text, setting
 from perception.contracts import MAX_MODEL_INPUT_SIDE, MIN_MODEL_INPUT_SIDE
-from perception.errors import ConfigError, DependencyError, ModelError, file_in_the_way
+from perception.errors import TRAIN_INSTALL_HINT, ConfigError, DependencyError, ModelError, file_in_the_way
 from perception.overwrite import SPECIAL_FILE, is_special_file, refuse_special_file
 
 log = logging.getLogger(__name__)
@@ -210,7 +210,7 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
     try:
         import torch
     except ImportError:
-        raise DependencyError("perception export needs torch to read the checkpoint: pip install -e '.[train]'") from None
+        raise DependencyError(f"perception export needs torch to read the checkpoint: {TRAIN_INSTALL_HINT}") from None
 
     from perception.export.onnx import ExportWrapper, build_metadata, export_onnx, prepare_model
     from perception.export.verify import load_samples, reference_samples, verify_onnx

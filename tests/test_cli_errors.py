@@ -200,6 +200,7 @@ def test_an_image_over_the_pixel_limit_is_named_as_such(results):
     [
         (["eval", "--checkpoint", "ckpt.pt", "--data", "synthetic"], "needs torch"),
         (["export", "--checkpoint", "ckpt.pt", "--out", "m.onnx"], "needs torch"),
+        (["train", "--data", "synthetic", "--out", "runs/x"], "needs torch"),
     ],
 )
 def test_missing_torch_is_a_dependency_error(args, word, tmp_path):
@@ -213,6 +214,8 @@ def test_missing_torch_is_a_dependency_error(args, word, tmp_path):
         [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=TIMEOUT_S, cwd=tmp_path
     )
     assert_one_line_error(proc, word)
+    # the install the line names is the lock's (make venv-dev), not a plain pip resolution (H24)
+    assert "make venv-dev in the perception checkout (the locked train extra)" in proc.stderr
     assert proc.returncode == 3
 
 

@@ -43,12 +43,12 @@ from perception import contracts
 from perception.cli import emit
 from perception.config import same_setting, setting, short
 from perception.errors import (
-    GPU_INSTALL_HINT,
     ConfigError,
     DataError,
     DependencyError,
     PerceptionError,
     file_in_the_way,
+    ort_gpu_fix,
 )
 from perception.flags import add_flags, config_from_flags
 from perception.metrics import masks_0_255_fix, no_labelled_pixels
@@ -439,7 +439,7 @@ def _check_onnx_device(device: str) -> None:
     if "CUDAExecutionProvider" not in available:
         raise DependencyError(
             f"--device cuda: ONNX Runtime here has no CUDAExecutionProvider (available: {', '.join(available)}); "
-            f"install onnxruntime-gpu ({GPU_INSTALL_HINT}) or use --device cpu (or auto)"
+            f"{ort_gpu_fix()}; or use --device cpu (or auto)"
         )
 
 

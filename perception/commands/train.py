@@ -21,7 +21,7 @@ from typing import Any
 
 from perception.cli import emit
 from perception.config import cut
-from perception.errors import ConfigError, DependencyError
+from perception.errors import TRAIN_INSTALL_HINT, ConfigError, DependencyError
 from perception.flags import add_flags, flag_values
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def _train(args: argparse.Namespace) -> int:
         import torch  # noqa: F401
         import torchvision  # noqa: F401
     except ImportError:
-        raise DependencyError("training needs torch and torchvision; pip install -e '.[train]'") from None
+        raise DependencyError(f"training needs torch and torchvision: {TRAIN_INSTALL_HINT}") from None
     from perception.training.fit import fit
 
     if args.resume:

@@ -14,7 +14,7 @@ an entry there that is not the user's alone is removed before OpenVINO could loa
 model compiles without it. The chosen
 precision, threads, streams and device are logged once. ``--streams N`` compiles N CPU streams
 (``NUM_STREAMS``; ``--threads`` is the total, shared by them) and gives each frame in flight its
-own infer request (``worker``). Install with ``pip install 'perception[openvino]'``.
+own infer request (``worker``). Installed with ``make venv-dev`` (the locked ``openvino`` extra; ``errors.OPENVINO_INSTALL_HINT``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from perception.engines.base import (
     warn_int8_file_for_float,
     warn_int8_saturation,
 )
-from perception.errors import ConfigError, DependencyError, ModelError
+from perception.errors import OPENVINO_INSTALL_HINT, ConfigError, DependencyError, ModelError
 from perception.modelfile import read_model_metadata
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ def import_openvino():
         import openvino
     except ImportError:
         raise DependencyError(
-            "--engine openvino needs the openvino package: pip install -e '.[openvino]'"
+            f"--engine openvino needs the openvino package: {OPENVINO_INSTALL_HINT}"
         ) from None
     finally:
         if blocked and sys.modules.get(_OVC_MODULE, 0) is None:

@@ -59,7 +59,7 @@ from perception.engines.cache import (
     utf8_path,
     warn_once,
 )
-from perception.errors import GPU_INSTALL_HINT, ConfigError, DependencyError, ModelError, PerceptionError
+from perception.errors import ConfigError, DependencyError, ModelError, PerceptionError, ort_gpu_fix
 from perception.modelfile import read_model_file
 
 quiet_ort_telemetry()  # before ONNX Runtime's import, which prints that warning
@@ -92,7 +92,7 @@ def choose_providers(requested: str, available: list[str]) -> list[str]:
     if wanted not in available:
         raise DependencyError(
             f"ONNX Runtime here has no {wanted} (available: {', '.join(available)}); "
-            f"install onnxruntime-gpu ({GPU_INSTALL_HINT}) or use --provider cpu"
+            f"{ort_gpu_fix()}; or use --provider cpu"
         )
     # Keep the slower providers behind the requested one: TensorRT hands the nodes it cannot
     # run to CUDA, then CPU, instead of failing the whole session.

@@ -46,7 +46,7 @@ from perception.contracts import (
     confidence_pool,
 )
 from perception.engines.base import Engine, EngineOptions, InputSpec, refuse_streams
-from perception.errors import GPU_INSTALL_HINT, ConfigError, DependencyError, ModelError
+from perception.errors import GPU_INSTALL_HINT, TRAIN_INSTALL_HINT, ConfigError, DependencyError, ModelError
 from perception.preprocess import PAD_VALUE, Letterbox
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class TorchEngine(Engine):
         try:
             import torch
         except ImportError:
-            raise DependencyError("--engine torch needs PyTorch: pip install '.[train]'") from None
+            raise DependencyError(f"--engine torch needs PyTorch: {TRAIN_INSTALL_HINT}") from None
         from perception.export.onnx import Confidence
         from perception.training.checkpoint import build_model_from_checkpoint, load_checkpoint
 

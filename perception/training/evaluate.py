@@ -27,7 +27,7 @@ import numpy as np
 
 from perception.contracts import DEFAULT_DRIVABLE_REACH, DEFAULT_MASK_SIZE, OUTPUT_CONFIDENCE, ClassTable
 from perception.datasets import Dataset
-from perception.errors import ConfigError, DataError, DependencyError, ModelError
+from perception.errors import TRAIN_INSTALL_HINT, ConfigError, DataError, DependencyError, ModelError
 from perception.masks import EgoReach, UnknownMarker, check_group_classes
 from perception.metrics import ConfusionMatrix
 from perception.preprocess import Letterbox, Preprocessor
@@ -381,7 +381,7 @@ def evaluate_checkpoint(
         import torch
     except ImportError:
         raise DependencyError(
-            "evaluating a .pt checkpoint needs torch: pip install -e '.[train]' "
+            f"evaluating a .pt checkpoint needs torch: {TRAIN_INSTALL_HINT} "
             "(or evaluate the exported .onnx with --model, which needs no torch)"
         ) from None
 
