@@ -141,8 +141,10 @@ def ort_gpu_fix() -> str:
     return f"install onnxruntime-gpu ({GPU_INSTALL_HINT})"
 
 
-#: ``user:password@`` in a URL, and the value of a query key that names a secret (``?token=...``).
-_URL_CREDENTIALS = re.compile(r"//[^/@\s]*@")
+#: ``user:password@`` in a URL with a host part (``SCHEME://USERINFO@HOST``: a userinfo of at least
+#: one character), and the value of a query key that names a secret (``?token=...``). Not in an
+#: ``ipc://`` endpoint, whose rest is a path (``ipc://@name`` is a Linux abstract socket).
+_URL_CREDENTIALS = re.compile(r"(?<![A-Za-z0-9+.\-])(?!(?i:ipc|inproc|file):)([A-Za-z][A-Za-z0-9+.\-]*:)//[^/@\s]+@")
 _SECRET_QUERY = re.compile(r"(?i)([?&;][^=&;#\s]*(?:token|pass|pwd|secret|key|auth|sig)[^=&;#\s]*=)[^&;#\s,'\")\]>]*")
 
 
@@ -150,7 +152,7 @@ def hide_credentials(text: str) -> str:
     """``text`` (a source spec, a command line, an error) with URL credentials and secret query
     values as ``***``: ``rtsp://admin:pw@cam/x?token=t`` -> ``rtsp://***@cam/x?token=***``. Every
     line that can reach a log or a terminal goes through it (journals outlive the car's keys)."""
-    return _SECRET_QUERY.sub(r"\1***", _URL_CREDENTIALS.sub("//***@", text))
+    return _SECRET_QUERY.sub(r"\1***", _URL_CREDENTIALS.sub(r"\1//***@", text))
 
 
 def why_not_a_file(path: str | Path) -> str:

@@ -346,7 +346,7 @@ class MaskSubscriber:
             )
         if isinstance(max_topics, bool) or not isinstance(max_topics, int) or not 1 <= max_topics <= MAX_TOPICS:
             raise ConfigError(f"max_topics={max_topics!r} must be a whole number of topics in 1..{MAX_TOPICS}")
-        host = check_endpoint(endpoint)
+        host = check_endpoint(endpoint, connect=True)  # '*' is for a node's bind: refused, naming the fix
         #: The latest ``<namespace>/info`` document received (None until one arrives), and each
         #: one by topic. With ``namespace`` the info topic is always subscribed, also when only some
         #: ``masks`` are asked for (then info messages update these without being returned).

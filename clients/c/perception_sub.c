@@ -53,7 +53,9 @@
  *
  * Flags: --max-mask-pixels is a whole number in 1..268435456 (16384 x 16384), --max-queue-mb and
  * --max-topics ones in 1..65536, --count a whole number, --namespace and --topic not empty; any other
- * value is refused with one line, exit 2.
+ * value is refused with one line, exit 2; so is an --endpoint no subscriber can connect to: inproc://
+ * (one process's own) or one with * (tcp://*:5556, tcp://127.0.0.1:*, ipc://*: for a node's bind).
+ * A first SIGINT/SIGTERM stops it with its summary line; a second one ends it at once (130, 143).
  * --topic takes exact topics (a longer one sharing the prefix is dropped); a mask topic <ns>/<mask>
  * also subscribes to <ns>/frame (a per-class <ns>/obstacle/<class> also to the frame topic one
  * level up), where an --atomic-frames node sends it, and keeps only the asked-for masks of each
@@ -81,6 +83,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <zlib.h>
 #include <zmq.h>
 
@@ -113,7 +116,19 @@
 #define MAX_TOPICS 65536
 
 static volatile sig_atomic_t stop_requested = 0;
-static void on_signal(int sig) { (void)sig; stop_requested = 1; }
+/* The first SIGINT/SIGTERM stops the loop (the summary line follows); a second one, while the client
+ * is still stopping, ends the process at once with 130 or 143, as the Python commands and the
+ * JavaScript client do (write and _exit: async-signal-safe). */
+static void on_signal(int sig) {
+    if (!stop_requested) {
+        stop_requested = 1;
+        return;
+    }
+    static const char line[] = "perception_sub: stopped at once (a second signal)\n";
+    ssize_t ignored = write(2, line, sizeof line - 1);
+    (void)ignored;
+    _exit(128 + sig);
+}
 
 typedef struct {
     const char *endpoint;
@@ -1302,6 +1317,49 @@ static double whole_arg(const char *flag, const char *text, double lo, double hi
     return v;
 }
 
+/* An endpoint this subscriber could never receive on, refused at start with one line (exit 2), as
+ * `perception listen` refuses it (perception/endpoints.py check_endpoint, connect mode): inproc://
+ * reaches only sockets of this process's own ZeroMQ context, and `*` (any interface, any free port
+ * or ipc path) is for a node's bind, which ZeroMQ refuses to connect to. */
+static void check_endpoint(const char *endpoint) {
+    if (!strncmp(endpoint, "inproc://", 9)) {
+        fprintf(stderr, "perception_sub: error: endpoint '%s': inproc:// reaches only sockets of one ZeroMQ context in one "
+                        "process; use tcp://HOST:PORT (e.g. tcp://127.0.0.1:5556) or ipc://PATH\n", endpoint);
+        exit(2);
+    }
+    if (!strcmp(endpoint, "ipc://*")) {
+        fprintf(stderr, "perception_sub: error: cannot connect to %s: ipc://* is for a node's bind only (any free path); "
+                        "connect to the ipc:// path the node logged at start\n", endpoint);
+        exit(2);
+    }
+    /* tcp://HOST:PORT, split at the last ':' (an IPv6 host is in brackets); any other form is left
+     * to ZeroMQ's own error at connect. */
+    const char *colon = strrchr(endpoint, ':');
+    if (strncmp(endpoint, "tcp://", 6) || colon == NULL || colon < endpoint + 6) return;
+    char host[256], port[16];
+    size_t host_len = (size_t)(colon - (endpoint + 6)), port_len = strlen(colon + 1);
+    if (host_len == 0 || host_len >= sizeof host || port_len == 0 || port_len >= sizeof port) return;
+    memcpy(host, endpoint + 6, host_len);
+    host[host_len] = '\0';
+    memcpy(port, colon + 1, port_len + 1);
+    int any_host = !strcmp(host, "*"), any_port = !strcmp(port, "*");
+    if (any_host && any_port)
+        fprintf(stderr, "perception_sub: error: cannot connect to %s: host * (every interface) and port * (any free port) "
+                        "are for a node's bind only; connect to the node's address and the port it logged at start, e.g. "
+                        "tcp://127.0.0.1:5556\n", endpoint);
+    else if (any_host)
+        fprintf(stderr, "perception_sub: error: cannot connect to %s: host * (every interface) is for a node's bind only; "
+                        "connect to the node's address: tcp://127.0.0.1:%s on this machine, or the IP address or name of "
+                        "the node's machine\n", endpoint, port);
+    else if (any_port)
+        fprintf(stderr, "perception_sub: error: cannot connect to %s: port * (any free port) is for a node's bind only; "
+                        "connect to the port the node logged at start ('publishing ... on tcp://%s:PORT'), e.g. "
+                        "tcp://%s:5556\n", endpoint, host, host);
+    else
+        return;
+    exit(2);
+}
+
 static const char *name_arg(const char *flag, const char *text) {
     if (text[0] == '\0') {
         fprintf(stderr, "perception_sub: error: %s takes a non-empty name\n", flag);
@@ -1331,6 +1389,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--max-topics")) max_topics = (int64_t)whole_arg(a, v, 1, MAX_TOPICS);
         else usage(2);
     }
+    check_endpoint(o.endpoint);
     if (dump_path != NULL && (o.dump = fopen(dump_path, "wb")) == NULL) {
         fprintf(stderr, "perception_sub: error: cannot open %s for writing (%s)\n", dump_path, strerror(errno));
         return 2;

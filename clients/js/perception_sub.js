@@ -56,7 +56,9 @@
  *
  * Flags: --max-mask-pixels is a whole number in 1..268435456 (16384 x 16384), --max-queue-mb and
  * --max-topics ones in 1..65536, --count a whole number, --namespace and --topic not empty; any other
- * value is refused with one line, exit 2.
+ * value is refused with one line, exit 2; so is an --endpoint no subscriber can connect to: inproc://
+ * (one process's own) or one with * (tcp://*:5556, tcp://127.0.0.1:*, ipc://*: for a node's bind).
+ * A first SIGINT/SIGTERM stops it with its summary line; a second one ends it at once (130, 143).
  * --topic takes exact topics (a longer one sharing the prefix is dropped); a mask topic <ns>/<mask>
  * also subscribes to <ns>/frame (a per-class <ns>/obstacle/<class> also to the frame topic one
  * level up), where an --atomic-frames node sends it, and keeps only the asked-for masks of each
@@ -779,12 +781,42 @@ function parseArgs(argv) {
   return o;
 }
 
+// An endpoint this subscriber could never receive on, refused at start with one line (exit 2), as
+// `perception listen` refuses it (perception/endpoints.py check_endpoint, connect mode): inproc://
+// reaches only sockets of this process's own ZeroMQ context, and `*` (any interface, any free port
+// or ipc path) is for a node's bind, which ZeroMQ refuses to connect to. The reason, or null.
+function endpointProblem(endpoint) {
+  if (endpoint.startsWith("inproc://")) {
+    return `endpoint '${endpoint}': inproc:// reaches only sockets of one ZeroMQ context in one process; ` +
+      "use tcp://HOST:PORT (e.g. tcp://127.0.0.1:5556) or ipc://PATH";
+  }
+  if (endpoint === "ipc://*") {
+    return `cannot connect to ${endpoint}: ipc://* is for a node's bind only (any free path); connect to the ` +
+      "ipc:// path the node logged at start";
+  }
+  const tcp = /^tcp:\/\/(\[[^\]]*\]|[^:/[\]]+):([0-9]+|\*)$/.exec(endpoint);
+  if (tcp === null) return null; // any other form: ZeroMQ's own error at connect
+  const [host, port] = [tcp[1], tcp[2]];
+  if (host !== "*" && port !== "*") return null;
+  const fix = host === "*" && port === "*" ? "connect to the node's address and the port it logged at start, e.g. tcp://127.0.0.1:5556"
+    : host === "*" ? `connect to the node's address: tcp://127.0.0.1:${port} on this machine, or the IP address or name of the node's machine`
+      : `connect to the port the node logged at start ('publishing ... on tcp://${host}:PORT'), e.g. tcp://${host}:5556`;
+  const what = host === "*" && port === "*" ? "host * (every interface) and port * (any free port) are"
+    : host === "*" ? "host * (every interface) is" : "port * (any free port) is";
+  return `cannot connect to ${endpoint}: ${what} for a node's bind only; ${fix}`;
+}
+
 async function main() {
   if (typeof zlib.crc32 !== "function") {
     process.stderr.write(`perception_sub.js: error: Node.js ${process.version} lacks zlib.crc32; use Node.js >= 20.15 (package.json engines)\n`);
     process.exit(2);
   }
   const o = parseArgs(process.argv.slice(2));
+  const problem = endpointProblem(o.endpoint);
+  if (problem !== null) {
+    process.stderr.write(`perception_sub.js: error: ${problem}\n`);
+    process.exit(2);
+  }
   if (o.dump !== null) {
     try {
       o.dump = fs.openSync(o.dump, "w");
@@ -817,9 +849,19 @@ async function main() {
     process.stderr.write(`perception_sub.js: error: cannot connect to ${o.endpoint} (${err.message})\n`);
     process.exit(2);
   }
+  // The first SIGINT/SIGTERM stops the loop (the summary line follows); a second one, while the
+  // client is still stopping, ends the process at once with 130 or 143, as the Python commands do.
   let stop = false;
-  process.on("SIGINT", () => { stop = true; });
-  process.on("SIGTERM", () => { stop = true; });
+  for (const [signal, status] of [["SIGINT", 130], ["SIGTERM", 143]]) {
+    process.on(signal, () => {
+      if (!stop) {
+        stop = true;
+        return;
+      }
+      process.stderr.write(`perception_sub.js: stopped at once (a second ${signal})\n`);
+      process.exit(status);
+    });
+  }
   const start = Date.now();
   let last = start;
   while (!stop) {
@@ -853,7 +895,14 @@ async function main() {
   }
   if (o.dump !== null) fs.closeSync(o.dump);
   sock.close();
-  process.exitCode = status;
+  // Exit once the lines written are out (stdout to a pipe is written asynchronously), not when
+  // Node.js runs out of work: that could wait on ZeroMQ's context for good (a connect still pending
+  // holds it), with only a SIGKILL left to end the client. A reader that never reads is what a
+  // second signal is for.
+  let pending = 2;
+  const flushed = () => { if (--pending === 0) process.exit(status); };
+  process.stdout.write("", flushed);
+  process.stderr.write("", flushed);
 }
 
 // ZeroMQ reconnects by itself after the network or the node dropped the connection, but not after a

@@ -53,6 +53,7 @@ import cv2
 from perception import contracts, cvpath
 from perception.cli import GoneSafe, emit
 from perception.config import same_setting, setting
+from perception.endpoints import unresolved_host_problem
 from perception.errors import ConfigError, SourceUnavailableError
 from perception.flags import add_flags, config_from_flags
 from perception.metrics import display_width
@@ -349,13 +350,19 @@ def nothing_received(endpoint: str, seconds: float, hint: str) -> str:
 
 
 def _nothing_hint(config: ListenConfig) -> str:
-    return no_messages_hint("--topic" if config.topic else "--namespace", curve=bool(config.curve_server_key))
+    return no_messages_hint("--topic" if config.topic else "--namespace", curve=bool(config.curve_server_key),
+                            endpoint=config.endpoint)
 
 
-def no_messages_hint(what_flag: str, *, curve: bool) -> str:
-    """What to check when a subscriber (listen, record) receives nothing: the endpoint, the
+def no_messages_hint(what_flag: str, *, curve: bool, endpoint: str | None = None) -> str:
+    """What to check when a subscriber (listen, record, view) receives nothing: the endpoint, the
     subscription (``what_flag``) and, with CURVE, the keys (a handshake the node refuses looks the
-    same from here as a node that is not there)."""
+    same from here as a node that is not there). Given the ``endpoint``, a host name that does not
+    resolve is said instead (``endpoints.unresolved_host_problem``: looked up once, ZeroMQ retries
+    it without a word)."""
+    problem = unresolved_host_problem(endpoint) if endpoint is not None else None
+    if problem is not None:
+        return problem
     hint = f"is the node running? check --endpoint / {what_flag}"
     if curve:
         hint += (" and the CURVE keys (--curve-server-key must be that node's public .key, and its "

@@ -329,15 +329,17 @@ def _resolve_node(entry: NodeEntry, path: Path) -> NodePlan:
 def _check_node_endpoint(endpoint: Any, binds: bool, where: str) -> None:
     """The node's own endpoint check (``endpoints.check_endpoint``), run here so a malformed endpoint
     fails before anything starts: of any type, since the node reads its command line's text (a port
-    number, ``endpoint: 5556`` or a whole-value ``$(var port)``, is no endpoint); and for a publisher
-    (``binds``), a host it cannot bind on this machine (``endpoints.unbindable_host``: ``localhost.``)."""
+    number, ``endpoint: 5556`` or a whole-value ``$(var port)``, is no endpoint); for a publisher
+    (``binds``), a host it cannot bind on this machine (``endpoints.unbindable_host``: ``localhost.``),
+    and for a subscriber, which connects, a ``*`` host or port (a bind's: a record node that copied
+    the pipeline's ``tcp://*:5556``)."""
     if endpoint is None:
         return
     if isinstance(endpoint, int) and not isinstance(endpoint, bool) and 0 < endpoint < 65536:
         raise ConfigError(f"{where}: {endpoint} is a port number, not an endpoint; give the whole endpoint, e.g. "
                           f"tcp://127.0.0.1:{endpoint}")
     try:
-        host = check_endpoint(endpoint if isinstance(endpoint, str) else as_text(endpoint))
+        host = check_endpoint(endpoint if isinstance(endpoint, str) else as_text(endpoint), connect=not binds)
     except PublishError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     problem = unbindable_host(host) if binds and host is not None else None
