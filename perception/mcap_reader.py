@@ -6,7 +6,8 @@ folder. Each recorded header is checked like a received one; a message that does
 breaks the wire contract, is skipped and counted (``ReadCounters``); a recording cut short is read
 up to that point with a warning, and a chunk damaged inside is skipped with one (``recover.read_records``
 reads the records within bounds); a file that is not MCAP, or not a regular file, is a ``SourceError``. ``as_sent``
-puts the masks of an ``--atomic-frames`` recording back into frames. ``perception replay`` sends
+puts the masks of an ``--atomic-frames`` recording back into frames. ``missing_splits`` names the
+splits of a split recording that are not there (replay warns of them). ``perception replay`` sends
 what this reads (``perception/replay.py``); the layout is ``perception/mcap_layout.py``.
 """
 
@@ -29,11 +30,13 @@ from perception.mcap_layout import (
     IMAGE_SCHEMA,
     LATCHED_SUFFIXES,
     META_SUFFIX,
+    METADATA_NAME,
     STRING_SCHEMA,
     channel_role,
     split_files,
 )
 from perception.recover import (
+    RECOVER_RECORD_LIMIT,
     DamagedRecord,
     not_a_recording_file,
     open_recording,
@@ -107,6 +110,76 @@ def recording_files(path: str | Path | list[str | Path] | tuple[str | Path, ...]
     raise SourceError(f"recording {path} not found; check the path")
 
 
+def missing_splits(path: str | Path | list[str | Path] | tuple[str | Path, ...]) -> list[Path]:
+    """The splits of a split recording that are not there, in index order: for a folder, or the
+    ``--out`` name of a ``--split-*`` recording (``run.mcap`` for ``run_N.mcap``), every index from 0
+    to the highest one there, and every split the folder's rosbag2 ``metadata.yaml`` lists, that has
+    no file (moved away, deleted, not copied). Files named one by one are taken as given. A group of
+    ``<stem>_<N>.mcap`` files counts as a split recording when a file of it says so in its metadata
+    (``split_index``, as the recorder writes it) or ``metadata.yaml`` lists it, so that other files
+    with a number in their name (``drive_2024.mcap``) are not taken for splits."""
+    if isinstance(path, (list, tuple)):
+        return [f for p in path for f in missing_splits(p)]
+    path = Path(path)
+    if path.is_dir():
+        folder, files = path, sorted(path.glob("*.mcap"), key=_split_order)
+    elif path.is_file() or not path.name:
+        return []
+    else:
+        folder, files = path.parent, split_files(path)
+        if not files:
+            return []
+    groups: dict[tuple[str, str], dict[int, Path]] = {}
+    for file in files:
+        match = re.fullmatch(r"(.+)_(\d+)", file.stem)
+        if match is not None and (path.is_dir() or match.group(1) == path.stem):
+            groups.setdefault((match.group(1), file.suffix), {})[int(match.group(2))] = file
+    listed = _bag_listed(folder)
+    missing = []
+    for (stem, suffix), present in groups.items():
+        pattern = re.compile(re.escape(stem) + r"_(\d+)" + re.escape(suffix))
+        named = {int(m.group(1)) for name in listed if (m := pattern.fullmatch(name))}
+        if not named and not any(_split_index(file) == index for index, file in list(present.items())[:2]):
+            continue  # not the splits of a recording
+        expected = set(range(max(present) + 1)) | named
+        missing += [folder / f"{stem}_{index}{suffix}" for index in sorted(expected - set(present))]
+    return missing
+
+
+def _bag_listed(folder: Path) -> list[str]:
+    """The file names the rosbag2 ``metadata.yaml`` in ``folder`` lists (none when it is not there or
+    does not read)."""
+    import yaml
+
+    from perception.record_output import BAG_METADATA_FILE
+
+    try:
+        with open(folder / BAG_METADATA_FILE, "rb") as f:
+            doc = yaml.safe_load(f.read(16 * 1024 * 1024))
+        paths = doc["rosbag2_bagfile_information"]["relative_file_paths"]
+    except Exception:  # noqa: BLE001 - missing, unreadable, not YAML, not rosbag2's layout: nothing listed
+        return []
+    return [Path(p).name for p in paths if isinstance(p, str)] if isinstance(paths, list) else []
+
+
+def _split_index(path: Path) -> int | None:
+    """The ``split_index`` of a finished file's ``perception.recording`` metadata; None without one
+    (an unsplit recording, an unfinished file, another tool's file)."""
+    from mcap.reader import SeekingReader
+
+    try:
+        with open_recording(path, "") as stream:
+            reader = SeekingReader(stream, record_size_limit=RECOVER_RECORD_LIMIT)
+            if reader.get_summary() is None:
+                return None
+            for record in reader.iter_metadata():
+                if record.name == METADATA_NAME and "split_index" in record.metadata:
+                    return int(record.metadata["split_index"])
+    except Exception:  # noqa: BLE001 - a damaged summary, whatever the library raises: not known
+        return None
+    return None
+
+
 def _split_order(path: Path) -> tuple[str, int, str]:
     """Sort key: ``run_2.mcap`` before ``run_10.mcap`` (split index as a number), other names by name."""
     match = re.fullmatch(r"(.*)_(\d+)", path.stem)
@@ -136,7 +209,7 @@ def read_recording(
         for message in _read_file(file, counters, max_mask_pixels, first=seen == 0, contents=contents):
             if message.topic.endswith(LATCHED_SUFFIXES):
                 if latched.get(message.topic) == message.header:
-                    continue  # repeated at the start of a split (see mcap_writer.SplitWriter)
+                    continue  # repeated at the start of a split (see record_splits.SplitWriter)
                 latched[message.topic] = message.header
             seen += 1
             yield message

@@ -4,7 +4,9 @@ A recorder that dies (SIGKILL, power loss) leaves an MCAP file without its summa
 stream readers read it, indexed readers (rosbags, ``mcap.reader.SeekingReader``) refuse it.
 ``recover_recording`` rewrites every record that can still be read into a finished, indexed
 file. Kept apart from ``perception/mcap_writer.py``, which writes recordings: this module only reads
-damaged ones.
+damaged ones. A ``stop`` event (``perception record --recover`` sets it on Ctrl-C, SIGTERM or a
+hangup) ends a recovery between two records: ``RecoveryStopped``, the input left as it was and the
+partial ``<out>.recovering`` removed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import re
 import stat
 import struct
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -102,6 +105,16 @@ RECOVER_RECORD_LIMIT = 256 * 1024 * 1024
 CHUNK_SIZE_LIMIT = 256 * 1024 * 1024
 #: Chunk compressions MCAP defines ("" is none); any other is a damaged or foreign chunk, not raw records.
 CHUNK_COMPRESSIONS = ("", "zstd", "lz4")
+
+
+class RecoveryStopped(Exception):
+    """A stop signal ended ``recover_recording`` (or ``recording_is_intact``) before it was done:
+    nothing was replaced, and the partial ``.recovering`` file is removed."""
+
+
+def _check_stop(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise RecoveryStopped
 
 
 class DamagedRecord(ValueError):
@@ -243,7 +256,7 @@ def summary_channels(stream: IO[bytes]) -> tuple[dict[int, Any], dict[int, Any]]
     return dict(summary.schemas), dict(summary.channels)
 
 
-def recording_is_intact(path: Path) -> bool:
+def recording_is_intact(path: Path, *, stop: threading.Event | None = None) -> bool:
     """True when ``path`` ends in a valid footer and summary, so indexed readers open it as it is,
     and every chunk of its data decompresses and matches its CRC: a file whose summary is intact
     but whose data was damaged (a torn write, a bit flip) is not complete. The chunks are read one
@@ -259,7 +272,7 @@ def recording_is_intact(path: Path) -> bool:
                 return False
             stream.seek(0)
             for _ in read_records(stream, check_only=True):
-                pass
+                _check_stop(stop)  # (RecoveryStopped: a stop signal, between two chunks)
             return True
     except (McapError, SourceError, struct.error, EOFError, ValueError, OSError):
         return False
@@ -273,7 +286,8 @@ def same_file(a: str | Path, b: str | Path) -> bool:
         return False
 
 
-def recover_recording(path: str | Path, out: str | Path | None = None, *, overwrite: bool = False) -> RecoverSummary:
+def recover_recording(path: str | Path, out: str | Path | None = None, *, overwrite: bool = False,
+                      stop: threading.Event | None = None) -> RecoverSummary:
     """Rebuild a recording whose recorder was killed into a finished MCAP file that indexed readers open.
 
     Every record that can be read in order (header, schemas, channels with their metadata,
@@ -288,7 +302,9 @@ def recover_recording(path: str | Path, out: str | Path | None = None, *, overwr
     a folder replay skips it); an existing ``<name>.damaged`` (the original of an earlier
     recovery) is never replaced. Another existing ``out`` is replaced only with ``overwrite``.
     Raises SourceError when ``path`` is missing or is not MCAP, ConfigError when ``out`` cannot
-    be written or would replace a file it must not.
+    be written or would replace a file it must not, RecoveryStopped when ``stop`` was set before
+    the rebuilt file was complete (checked between records; ``path`` is then left as it was and
+    the partial ``<out>.recovering`` removed).
     """
     source = Path(path)
     what = not_a_recording_file(source)
@@ -322,7 +338,7 @@ def recover_recording(path: str | Path, out: str | Path | None = None, *, overwr
             raise ConfigError(f"cannot write {temp}: {exc.strerror}; choose a writable --out") from None
         try:
             try:
-                _copy_records(source, stream, sink, summary)
+                _copy_records(source, stream, sink, summary, stop)
                 if summary.messages == 0:
                     # Not an empty "recovered" file in place of the input: nothing to keep is an error.
                     why = [f"{len(summary.skipped)} damaged chunks skipped, the first {summary.skipped[0]}"] \
@@ -378,7 +394,8 @@ def _update_bag(target: Path, summary: RecoverSummary) -> None:
         summary.bag_metadata, summary.bag_files = written, len(bag.finished())
 
 
-def _copy_records(source: Path, stream: IO[bytes], sink: IO[bytes], summary: RecoverSummary) -> None:
+def _copy_records(source: Path, stream: IO[bytes], sink: IO[bytes], summary: RecoverSummary,
+                  stop: threading.Event | None = None) -> None:
     """Write every readable record of ``stream`` into ``sink`` through a new ``Writer``; where reading
     stops is ``summary.cut``. Raises SourceError when nothing, not even the header, can be read."""
     from mcap.exceptions import McapError
@@ -418,6 +435,7 @@ def _copy_records(source: Path, stream: IO[bytes], sink: IO[bytes], summary: Rec
 
     try:
         for record in read_records(stream, on_damaged=lambda damage: summary.skipped.append(str(damage))):
+            _check_stop(stop)
             if isinstance(record, Header):
                 writer = Writer(sink)
                 writer.start(profile=record.profile, library=record.library)
@@ -456,7 +474,11 @@ def _copy_records(source: Path, stream: IO[bytes], sink: IO[bytes], summary: Rec
     except DamagedRecord as exc:
         summary.cut = str(exc)  # names the byte the damaged chunk starts at
     except (McapError, struct.error, EOFError, ValueError) as exc:
-        summary.cut = f"at byte {stream.tell()} of {summary.bytes_in}: {str(exc) or 'the file ends inside a record'}"
+        at = stream.tell()
+        # (Never Python's own wording for a short buffer: "unpack requires a buffer of 8 bytes".)
+        why = str(exc) if not isinstance(exc, struct.error) else \
+            "a record is shorter than its own fields (damaged)" if at < summary.bytes_in else ""
+        summary.cut = f"at byte {at} of {summary.bytes_in}: {why or 'the file ends inside a record'}"
     if writer is None:
         raise SourceError(f"{source} ends before its MCAP header; nothing to recover")
     if profile == "ros2" and not has_bag_record and summary.messages:

@@ -14,7 +14,18 @@ Timing: messages keep their recorded spacing divided by ``--rate`` (a gap longer
 from, with one warning); ``--max-rate`` sends as fast as the
 subscribers take them. The socket is an XPUB with ``XPUB_NODROP``: a slow subscriber slows
 the replay down instead of losing messages (unlike the live node, a replay has no deadline).
-``--wait-first-subscriber S`` waits up to S seconds for a first subscriber before sending.
+``--wait-first-subscriber S`` waits up to S seconds for a first subscriber before sending. The
+send queue (``SNDHWM``, in messages) is sized from a budget in bytes, ``--max-queue-mb``: at most
+``REPLAY_SNDHWM`` messages, fewer as larger messages come (``queue_messages``), so a stalled
+subscriber holds at most about that much of the replay's memory whatever the mask size.
+
+At the end of the file the replay waits for what is still queued to leave, for as long as the
+subscribers keep taking it (``XpubCore.drain``); a subscriber that took nothing for
+``--drain-timeout`` seconds is given up, and its queued tail is lost: the closing line says so and
+the command exits 1. A stop signal ends the wait at once. ``--loop`` starts the next pass one
+recorded frame interval (``--rate`` applied) after the last message, and a pass lasts at least
+``LOOP_MIN_PASS_S``, so a recording of one frame does not spin. A split recording with a split
+missing (``mcap_reader.missing_splits``) is replayed without it, with one warning naming it.
 
 CURVE: ``--curve-secret-key FILE`` / ``--curve-allow DIR`` (``perception.options.CurveServerOptions``,
 the node's own settings) re-publish a recording of an encrypted node encrypted, through the same
@@ -37,7 +48,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,19 +61,29 @@ from perception.mcap_reader import (
     ReadCounters,
     RecordedMessage,
     as_sent,
+    missing_splits,
     read_recording,
     recording_files,
     recording_name,
 )
-from perception.options import CurveServerOptions
-from perception.xpub import XpubCore
+from perception.options import MAX_QUEUE_MB, CurveServerOptions
+from perception.xpub import Drained, XpubCore
 
 log = logging.getLogger(__name__)
 
-#: Messages queued per subscriber before a send waits (XPUB_NODROP): about two seconds of four topics at 30 fps.
+#: Most messages queued per subscriber before a send waits (XPUB_NODROP): about two seconds of four
+#: topics at 30 fps; fewer when ``--max-queue-mb`` would not hold that many of the largest message.
 REPLAY_SNDHWM = 256
-#: At the end of a file, how long queued messages may take to reach slow subscribers before the socket closes.
-FLUSH_S = 5.0
+#: ``--max-queue-mb``'s default: MiB of messages ZeroMQ may hold for subscribers that are behind.
+DEFAULT_REPLAY_QUEUE_MB = 64
+#: ``--drain-timeout``'s default: at the end of a file, queued messages are waited for while the
+#: subscribers take them; a subscriber that took nothing for this long is given up (its queued tail
+#: lost, the replay exits 1). Generous: a subscriber may work through a queue of its own (``listen``
+#: holds up to its ``--max-queue-mb``) before it reads the socket again.
+DRAIN_IDLE_S = 30.0
+#: ``--loop``: the shortest pass, so that a recording of one frame is not sent (and the file opened
+#: again) hundreds of times a second.
+LOOP_MIN_PASS_S = 0.1
 #: Longest gap between recorded log times that a replay waits out (before ``--rate``); longer ones are shortened to it.
 MAX_GAP_S = 10.0
 #: A message logged more than this before the latest one sent is a step back of the recorded times
@@ -94,6 +115,16 @@ class ReplayConfig:
     max_mask_pixels: int = setting(contracts.MAX_MASK_PIXELS, lo=1, hi=contracts.MAX_MASK_SIDE ** 2, metavar="N",
                                    help="skip recorded masks of more than N pixels, before decoding (give a "
                                         "recording made with record --max-mask-pixels the same N)")
+    #: At the end: how long a subscriber that takes nothing is waited for (``XpubCore.drain``).
+    drain_timeout_s: float = setting(DRAIN_IDLE_S, lo=0.1, hi=3600.0, flag="--drain-timeout", metavar="S",
+                                     help="at the end of the file, wait while subscribers take the messages still "
+                                          "queued; give up on one that took nothing for S seconds (it loses them: "
+                                          "exit 1)")
+    #: The send queue's budget (``ReplayPublisher``): ZeroMQ's SNDHWM counts messages, whatever their size.
+    max_queue_mb: int = setting(DEFAULT_REPLAY_QUEUE_MB, lo=1, hi=MAX_QUEUE_MB, metavar="MB",
+                                help=f"MiB of messages queued for a subscriber that is behind before the replay "
+                                     f"waits for it: the queue holds min({REPLAY_SNDHWM}, max(1, MB MiB / the "
+                                     f"largest message sent)) messages")
     #: ``--curve-secret-key`` / ``--curve-allow``, as ``perception run`` takes them.
     curve: CurveServerOptions = composed(CurveServerOptions)
 
@@ -113,6 +144,19 @@ class ReplaySummary:
     #: record and ``--recover`` count those masks one by one.
     frames: int = 0
     framed_masks: int = 0
+    #: Of ``messages``, those sent while no subscriber was connected (they reached nobody).
+    unheard: int = 0
+    #: Subscribers given up at the end because they took nothing for ``--drain-timeout``: the last
+    #: messages queued for them (up to ``queue_messages``) never reached them.
+    stalled_subscribers: int = 0
+    #: Subscribers that still had messages queued when a stop signal ended the wait at the end.
+    stopped_with_queued: int = 0
+    #: The send queue per subscriber at the end, in messages (see ``--max-queue-mb``).
+    queue_messages: int = REPLAY_SNDHWM
+    #: Splits of the recording that are not there (``mcap_reader.missing_splits``), not replayed.
+    missing_splits: list[Path] = field(default_factory=list)
+    #: ``--drain-timeout``, for the line about ``stalled_subscribers``.
+    drain_timeout_s: float = DRAIN_IDLE_S
 
     @property
     def as_recorded(self) -> int:
@@ -124,6 +168,12 @@ class ReplaySummary:
         rate = self.messages / self.seconds if self.seconds > 0 else 0.0
         extra = f", {self.skipped} malformed skipped" if self.skipped else ""
         line = f"replayed {self.messages} messages from {path} in {self.seconds:.1f} s ({rate:.0f} msg/s{extra})"
+        # (Before the frames' clause, which lines compared by their end keep last.)
+        if self.messages and self.unheard >= self.messages:
+            line += (f"; no subscriber was connected: all {self.messages} went to nobody "
+                     "(--wait-first-subscriber S waits for one)")
+        elif self.unheard:
+            line += f"; {self.unheard} of them went out while no subscriber was connected (to nobody)"
         if self.frames:
             line += (f"; {self.frames} of them {'is an atomic frame' if self.frames == 1 else 'are atomic frames'} "
                      f"holding {self.framed_masks} mask{'' if self.framed_masks == 1 else 's'}, which record and "
@@ -132,7 +182,29 @@ class ReplaySummary:
             line += (f"; CURVE: {self.curve_rejections} handshake{'' if self.curve_rejections == 1 else 's'} refused, "
                      f"{self.curve_disconnects} client{'' if self.curve_disconnects == 1 else 's'} cut "
                      "(key revoked in --curve-allow: removed, changed or unreadable)")
+        if self.stalled_subscribers:
+            line += f"; {self.stalled_lost()}"
+        if self.stopped_with_queued:
+            n = self.stopped_with_queued
+            line += (f"; stopped while {n} subscriber{' still had messages' if n == 1 else 's still had messages'} "
+                     f"queued (up to the last {self.queue_messages}, dropped)")
+        if self.missing_splits:
+            line += f"; {missing_line(self.missing_splits)}, not replayed"
         return line
+
+    def stalled_lost(self) -> str:
+        """What the subscribers given up at the end lost (``stalled_subscribers``)."""
+        n = self.stalled_subscribers
+        return (f"{n} subscriber{'' if n == 1 else 's'} took nothing for {self.drain_timeout_s:g} s after the last message "
+                f"was sent, so the last messages still queued for {'it' if n == 1 else 'them'} (up to "
+                f"{self.queue_messages}) were dropped and never reached {'it' if n == 1 else 'them'}")
+
+
+def missing_line(missing: list[Path]) -> str:
+    """``"split run_2.mcap is missing"`` / ``"splits run_2.mcap, run_3.mcap are missing"`` (the
+    first 5 named)."""
+    names = [str(p) for p in missing[:5]] + ([f"{len(missing) - 5} more"] if len(missing) > 5 else [])
+    return f"split{'' if len(missing) == 1 else 's'} {', '.join(names)} {'is' if len(missing) == 1 else 'are'} missing"
 
 
 class ReplayPublisher:
@@ -146,7 +218,8 @@ class ReplayPublisher:
     Raises PublishError for a bad endpoint, an address in use or bad key files.
     """
 
-    def __init__(self, endpoint: str, *, curve: CurveServerOptions | None = None) -> None:
+    def __init__(self, endpoint: str, *, curve: CurveServerOptions | None = None,
+                 max_queue_mb: int = DEFAULT_REPLAY_QUEUE_MB) -> None:
         curve = curve or CurveServerOptions()
         # A send waits at most 100 ms at a time, so a stalled subscriber still lets stop requests through.
         self._core = XpubCore(endpoint, sndhwm=REPLAY_SNDHWM, send_timeout_ms=100, what="recorded masks",
@@ -154,6 +227,13 @@ class ReplayPublisher:
         self.endpoint = self._core.endpoint
         self._latched: dict[bytes, list[bytes]] = {}  # the wire frames of the last message of each latched topic
         self._due: set[bytes] = set()
+        self._queue_bytes = max_queue_mb * 2**20
+        #: The send queue per subscriber, in messages: REPLAY_SNDHWM, or fewer once the largest
+        #: message sent (``largest_bytes``) would make that many more than ``max_queue_mb``.
+        self.queue_messages = REPLAY_SNDHWM
+        self.largest_bytes = 0
+        #: Messages sent while no subscriber was connected.
+        self.unheard = 0
 
     @property
     def subscriptions(self) -> int:
@@ -186,6 +266,9 @@ class ReplayPublisher:
                 frames += [header_frame(_restamped(part.header, shift_ns)), _payload(part)]
         else:
             frames = [header_frame(_restamped(msg.header, shift_ns)), _payload(msg, shift_ns)]
+        size = len(topic) + sum(len(frame) for frame in frames)
+        if size > self.largest_bytes:
+            self._fit_queue(size)
         if msg.topic.endswith(LATCHED_SUFFIXES):
             with self._core.lock:
                 self._latched[topic] = frames
@@ -200,10 +283,26 @@ class ReplayPublisher:
                         except zmq.Again:
                             self._due.add(due)
                             raise
-                    return self._core.send_locked(topic, *frames)
+                    sent = self._core.send_locked(topic, *frames)
+                    if sent and not self._core.subscriptions_locked():
+                        self.unheard += 1
+                    return sent
             except zmq.Again:
                 continue  # every subscriber's queue is full (XPUB_NODROP): wait for room
         return False
+
+    def _fit_queue(self, size: int) -> None:
+        """A message of ``size`` bytes, larger than any before: the queue holds at most
+        ``max_queue_mb`` of them (at least one, at most REPLAY_SNDHWM). ZeroMQ counts its queue in
+        messages and applies a new count to connected subscribers too; messages are never split."""
+        self.largest_bytes = size
+        fits = max(1, min(REPLAY_SNDHWM, self._queue_bytes // size))
+        if fits < self.queue_messages:
+            self.queue_messages = fits
+            with self._core.lock:
+                self._core.set_sndhwm(fits)
+            log.debug("send queue: %d messages (the largest is %d bytes; --max-queue-mb %d)", fits, size,
+                      self._queue_bytes // 2**20)
 
     def _resend_locked(self, topic: bytes) -> None:
         """The latched message of ``topic`` again, for a subscription that just arrived (the core
@@ -217,6 +316,11 @@ class ReplayPublisher:
         """Close the socket; ``flush_s`` > 0 first lets queued messages go out for up to that long."""
         self._core.close(flush_s=flush_s)
 
+    def drain(self, stop: threading.Event, *, idle_s: float = DRAIN_IDLE_S) -> Drained:
+        """Close the socket once the queued messages have left, waiting while subscribers take them
+        (``XpubCore.drain``): a subscriber that took nothing for ``idle_s``, or ``stop``, ends it."""
+        return self._core.drain(idle_s=idle_s, stop=stop)
+
 
 def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: ReplayPublisher | None = None) -> ReplaySummary:
     """Replay ``config.file`` until it ends (or forever with ``loop``) or ``stop`` is set."""
@@ -224,17 +328,25 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
     messages = as_sent(iter(read_recording(config.file, counters=counters, max_mask_pixels=config.max_mask_pixels)))
     first = next(messages)  # reads the head now, so a bad file fails before the socket is bound
     own = publisher is None
-    publisher = publisher or ReplayPublisher(config.endpoint, curve=config.curve)
+    publisher = publisher or ReplayPublisher(config.endpoint, curve=config.curve, max_queue_mb=config.max_queue_mb)
     files = recording_files(config.file)
     log.info("replaying %s on %s", ", ".join(str(f) for f in files), publisher.endpoint)
+    missing = missing_splits(config.file)
+    if missing:
+        # Said before the replay: a listener would count the gap as messages lost on the network.
+        log.warning("%s: the recording is replayed without %s (seq and capture times jump over the gap)",
+                    missing_line(missing), "it" if len(missing) == 1 else "them")
     sent = frames = framed_masks = 0
+    drained = Drained()
+    ended = False  # the file (or stop) ended the replay, not an error
     t_start = time.monotonic()
     try:
         if config.wait_first_subscriber_s > 0 and not publisher.wait_for_subscriber(config.wait_first_subscriber_s, stop):
             log.warning("no subscriber after %.1f s; replaying anyway", config.wait_first_subscriber_s)
         gap_warned = back_warned = False
         while not stop.is_set():
-            t0 = time.monotonic()
+            t0 = t_pass = time.monotonic()
+            spans: dict[str, list[int]] = {}  # per topic not latched: [first log time, last, messages]
             shift_ns = time.time_ns() - first.log_time_ns if config.restamp else 0
             # Recorded time replayed so far, and the latest log time sent: a message logged earlier
             # than one already sent goes at once, and a gap longer than MAX_GAP_S (a paused
@@ -278,16 +390,40 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
                 if msg.header["kind"] == contracts.KIND_FRAME:
                     frames += 1
                     framed_masks += len(msg.data)
-            if not config.loop:
+                if config.loop and not msg.topic.endswith(LATCHED_SUFFIXES):
+                    span = spans.get(msg.topic)
+                    if span is None:
+                        spans[msg.topic] = [msg.log_time_ns, msg.log_time_ns, 1]
+                    else:
+                        span[1:] = [msg.log_time_ns, span[2] + 1]
+            if not config.loop or stop.is_set():
+                break
+            # The loop seam keeps the recorded timing: the next pass starts one frame interval after
+            # the last message (the busiest topic's mean spacing, --rate applied; none at --max-rate),
+            # and a pass lasts at least LOOP_MIN_PASS_S (a recording of one frame: 10 passes a second).
+            intervals = [(last - first_ns) / (n - 1) for first_ns, last, n in spans.values() if n > 1 and last > first_ns]
+            seam_s = 0.0 if config.max_rate or not intervals else min(min(intervals) / 1e9, MAX_GAP_S) / config.rate
+            if stop.wait(max(0.0, max(time.monotonic() + seam_s, t_pass + LOOP_MIN_PASS_S) - time.monotonic())):
                 break
             messages = as_sent(iter(read_recording(config.file, counters=counters, max_mask_pixels=config.max_mask_pixels)))
             first = next(messages)
+        ended = True
     finally:
         if own:
-            # At the natural end, messages still queued belong to the replay: let them leave.
-            publisher.close(flush_s=0.0 if stop.is_set() else FLUSH_S)
+            # At the natural end, messages still queued belong to the replay: they leave for as long
+            # as the subscribers take them. Stopped (or failed), they are dropped at once.
+            if ended and not stop.is_set():
+                drained = publisher.drain(stop, idle_s=config.drain_timeout_s)
+            else:
+                publisher.close(flush_s=0.0)
     summary = ReplaySummary(messages=sent, seconds=time.monotonic() - t_start, skipped=counters.malformed,
-                            frames=frames, framed_masks=framed_masks)
+                            frames=frames, framed_masks=framed_masks, unheard=getattr(publisher, "unheard", 0),
+                            stalled_subscribers=drained.stalled, stopped_with_queued=drained.stopped,
+                            queue_messages=getattr(publisher, "queue_messages", REPLAY_SNDHWM),
+                            missing_splits=missing, drain_timeout_s=config.drain_timeout_s)
+    if drained.stalled:
+        log.warning("%s; a subscriber that keeps taking messages is waited for, however slow (--drain-timeout S: "
+                    "how long one that takes nothing is)", summary.stalled_lost())
     if config.curve.curve_allow is not None:
         summary.curve_rejections, summary.curve_disconnects = publisher.curve_rejections, publisher.curve_disconnects
     return summary

@@ -6,6 +6,7 @@
     perception record --namespace perception/front --out out/run.mcap --split-duration 60 --append   # after run_N
 
     perception record --recover out/run.mcap          # rebuild a file whose recorder was killed
+                                                      # (Ctrl-C / SIGTERM: stopped, nothing replaced, exit 128+N)
 
 Refuses to start when ``--out`` or any ``<stem>_N.mcap`` split of it already exists, unless
 ``--overwrite`` (which first removes them all, so no old split is replayed with the new ones) or,
@@ -27,6 +28,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from perception.cli import emit
@@ -35,7 +37,7 @@ from perception.errors import ConfigError, SourceError, SourceUnavailableError
 from perception.flags import add_flags, config_from_flags, flag_values, flags
 from perception.mcap_layout import split_path
 from perception.record import RecordConfig, Recorder
-from perception.recover import recording_is_intact, recover_recording, same_file
+from perception.recover import RecoveryStopped, recording_is_intact, recover_recording, same_file
 from perception.signals import install_signal_handlers
 from perception.sinks import missing_folders, remove_empty_folders
 
@@ -119,9 +121,31 @@ def recover(args: argparse.Namespace) -> int:
     out = recording.get("out")
     if out is not None and same_file(out, args.recover):
         out = None  # --out FILE is in place: the original is kept as FILE.damaged all the same
-    if out is None and recording_is_intact(args.recover):
-        emit(f"{args.recover} is complete (footer, summary and index present, every chunk reads); nothing to "
-             "recover")
-        return 0
-    emit(recover_recording(args.recover, out, overwrite=bool(recording.get("overwrite"))).format())
+    # Ctrl-C, SIGTERM (a script's timeout, systemd) and a hangup stop it between two records, also
+    # when SIGINT came ignored (a background job of a script): the input is left as it was and the
+    # partial FILE.recovering removed, with one line and the status of death by that signal.
+    stop = threading.Event()
+    stopped_by: list[int] = []
+
+    def on_stop(signum: int, _frame: object) -> None:
+        stopped_by.append(signum)
+        stop.set()
+
+    started = time.monotonic()
+    with install_signal_handlers(on_stop):
+        try:
+            if out is None and recording_is_intact(args.recover, stop=stop):
+                emit(f"{args.recover} is complete (footer, summary and index present, every chunk reads); nothing "
+                     "to recover")
+                return 0
+            summary = recover_recording(args.recover, out, overwrite=bool(recording.get("overwrite")), stop=stop)
+        except RecoveryStopped:
+            name = signal.Signals(stopped_by[0]).name
+            partial = Path(out if out is not None else args.recover)
+            emit(f"perception: interrupted ({name}) after {time.monotonic() - started:.1f} s: {args.recover} was not "
+                 f"recovered and is left as it was{'' if out is None else f', nothing was written to {out}'} (the "
+                 f"partial {partial.with_name(partial.name + '.recovering')} is removed); run 'perception record "
+                 f"--recover {args.recover}' again to rebuild it", file=sys.stderr)
+            return 128 + stopped_by[0]
+    emit(summary.format())
     return 0

@@ -7,7 +7,9 @@
     perception replay out/run.mcap --endpoint tcp://0.0.0.0:5556 \
         --curve-secret-key keys/server.key_secret --curve-allow allowed   # encrypted, as `perception run`
 
-Stops at the end of the file (``--loop`` starts again) or on Ctrl-C / SIGTERM.
+Stops at the end of the file (``--loop`` starts again) or on Ctrl-C / SIGTERM. At the end it
+waits for the messages still queued while the subscribers take them; exits 1 when a subscriber that
+took nothing for ``--drain-timeout`` seconds lost the last of them (the closing line says so).
 """
 
 from __future__ import annotations
@@ -31,4 +33,6 @@ def main(args: argparse.Namespace) -> int:
     with install_signal_handlers(stop):
         summary = run_replay(config, stop)
     emit(summary.format(config.file))
-    return 0
+    # The README's promise: a slow subscriber makes the replay wait instead of losing messages. One
+    # that stopped taking them lost the tail all the same: not a clean end.
+    return 1 if summary.stalled_subscribers else 0
