@@ -67,7 +67,8 @@ from perception.mcap_reader import (
     recording_name,
 )
 from perception.options import MAX_QUEUE_MB, CurveServerOptions
-from perception.xpub import Drained, XpubCore
+from perception.xpub import XpubCore
+from perception.xpub_drain import Drained
 
 log = logging.getLogger(__name__)
 

@@ -57,19 +57,13 @@ the bytes its kernel send queue holds, ``TIOCOUTQ``, and for TCP the bytes the p
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
 import os
-import socket
 import stat
-import struct
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import zmq
 
@@ -84,13 +78,13 @@ from perception.endpoints import (
 from perception.errors import PublishError
 from perception.xpub_connections import (
     CLOSED,
-    _on_socket_at,
     connection_alive,
     connection_id,
     name_connection,
     shut_down_connection,
 )
 from perception.xpub_counts import SubscriptionCounts
+from perception.xpub_drain import ConnectionWatch, Drained
 from perception.zmq_context import new_context
 
 log = logging.getLogger(__name__)
@@ -556,7 +550,7 @@ class XpubCore:
         while they keep taking it; idempotent (a second call, or after ``close``, drains nothing).
         The caller sends nothing more.
 
-        Each subscriber connection is watched (``_ConnectionWatch``). First, with the socket still
+        Each subscriber connection is watched (``ConnectionWatch``). First, with the socket still
         open, until every connection's kernel send queue stays empty: the subscribers have taken
         everything (ZeroMQ's own linger only waits until its queue is handed to its I/O thread,
         whose last buffer a close then drops). Then the socket is closed, with no limit on its
@@ -570,7 +564,7 @@ class XpubCore:
         with self.lock:
             if self.closed:
                 return Drained()
-            watch = _ConnectionWatch.of(self.endpoint)
+            watch = ConnectionWatch.of(self.endpoint)
             if watch is None or not watch.conns:
                 self.closed = True
         if watch is None or not watch.conns:
@@ -616,10 +610,10 @@ class XpubCore:
         return result
 
     @staticmethod
-    def _watch_until(watch: _ConnectionWatch, finished: Callable[[], bool], idle_s: float, stop: threading.Event,
+    def _watch_until(watch: ConnectionWatch, finished: Callable[[], bool], idle_s: float, stop: threading.Event,
                      poll_s: float) -> str | None:
         """Wait until ``finished()``: None; ``"stopped"`` once ``stop`` is set; ``"stalled"`` once no
-        connection moved for ``idle_s`` seconds (see ``_ConnectionWatch.sample``)."""
+        connection moved for ``idle_s`` seconds (see ``ConnectionWatch.sample``)."""
         last, moved_at = watch.sample(), time.monotonic()
         while not finished():
             watch.wait(poll_s)  # (returns early when a connection's socket wakes a writer)
@@ -643,138 +637,3 @@ class XpubCore:
 
 #: How long ``drain`` waits for the socket to close once it cut the subscribers that held it.
 _CUT_WAIT_S = 5.0
-# Linux: the bytes a socket's kernel send queue holds (SIOCOUTQ), and TCP_INFO's tcpi_bytes_acked
-# (a u64 at byte 120 of struct tcp_info, Linux 4.1 and later).
-_SIOCOUTQ = 0x5411
-_TCP_INFO = getattr(socket, "TCP_INFO", 11)
-_BYTES_ACKED = struct.Struct("=Q")
-_BYTES_ACKED_AT = 120
-
-
-@dataclass
-class Drained:
-    """How ``XpubCore.drain`` ended: ``stalled`` subscriber connections that took nothing for its
-    ``idle_s`` and were cut with messages still queued for them; ``stopped``, those cut with
-    messages queued because ``stop`` came first; ``watched`` False where connections cannot be
-    watched (a plain linger, losses unseen)."""
-
-    stalled: int = 0
-    stopped: int = 0
-    seconds: float = 0.0
-    watched: bool = True
-
-
-def _subscriber_at(fd: int, local: str | int, conn: socket.socket,
-                   st: os.stat_result) -> tuple[int, tuple[int, int], bool] | None:
-    """``_ConnectionWatch.of``'s test of one socket: a connected stream socket whose local address is
-    the endpoint's (``local``: its ipc path, or its TCP port)."""
-    if conn.type != socket.SOCK_STREAM:
-        return None
-    if isinstance(local, str):
-        if conn.family != socket.AF_UNIX or conn.getsockname() != local:
-            return None
-    elif conn.family not in (socket.AF_INET, socket.AF_INET6) or conn.getsockname()[1] != local:
-        return None
-    conn.getpeername()  # the listening socket has no peer (ENOTCONN: skipped)
-    return fd, (st.st_dev, st.st_ino), conn.family != socket.AF_UNIX
-
-
-class _ConnectionWatch:
-    """The subscriber connections of a bound endpoint (the process's sockets whose local address
-    is the endpoint and that have a peer), each named by descriptor, device and inode, so that a
-    descriptor closed and reused meanwhile is never read nor cut. ``sample`` tells whether anything
-    moved: each connection's kernel send queue (``SIOCOUTQ``: bytes not yet taken by the peer),
-    for TCP the bytes the peer acknowledged (``TCP_INFO``), and the times its socket woke a writer
-    because the peer took data (edge-triggered ``EPOLLOUT``: a Unix socket's queue, refilled at
-    once by ZeroMQ to the same size, would not show it). Linux only (``of`` returns None elsewhere)."""
-
-    #: Samples in a row with every send queue empty that make ``all_taken`` true.
-    EMPTY_SAMPLES = 3
-
-    def __init__(self, conns: list[tuple[int, tuple[int, int], bool]]) -> None:
-        import select
-
-        self.conns = conns  # (fd, (device, inode), is TCP)
-        self._empty = 0  # samples in a row with every send queue empty (or its connection gone)
-        self._wakeups = dict.fromkeys((fd for fd, _, _ in conns), 0)
-        self._epoll = select.epoll()
-        for fd in self._wakeups:
-            with contextlib.suppress(OSError):  # (libzmq's own descriptor: epoll drops it once libzmq closes it)
-                self._epoll.register(fd, select.EPOLLOUT | select.EPOLLET)
-
-    @classmethod
-    def of(cls, endpoint: str) -> _ConnectionWatch | None:
-        if not sys.platform.startswith("linux") or not os.path.isdir("/proc/self/fd"):
-            return None
-        if endpoint.startswith("ipc://"):
-            local: str | int = endpoint.removeprefix("ipc://")
-        elif endpoint.startswith("tcp://"):
-            try:
-                local = int(endpoint.rpartition(":")[2])
-            except ValueError:
-                return None
-        else:
-            return None
-        conns = [conn for name in os.listdir("/proc/self/fd")
-                 if (conn := _on_socket_at(int(name), functools.partial(_subscriber_at, int(name), local)))]
-        if conns and _ConnectionWatch._read(conns[0]) is None:
-            return None  # no SIOCOUTQ here: nothing can be watched
-        return cls(conns)
-
-    @staticmethod
-    def _read(conn: tuple[int, tuple[int, int], bool]) -> tuple[int, int] | None:
-        """(bytes queued, bytes acknowledged) of one connection; None once it is gone."""
-        import fcntl
-
-        fd, ident, tcp = conn
-
-        def read(sock: socket.socket, st: os.stat_result) -> tuple[int, int] | None:
-            if (st.st_dev, st.st_ino) != ident:
-                return None
-            queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), _SIOCOUTQ, b"\0" * 4))[0]
-            acked = 0
-            if tcp:
-                try:
-                    info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 256)
-                except OSError:  # (a kernel without TCP_INFO: the queue alone is watched)
-                    info = b""
-                if len(info) >= _BYTES_ACKED_AT + 8:
-                    acked = _BYTES_ACKED.unpack_from(info, _BYTES_ACKED_AT)[0]
-            return queued, acked
-
-        return _on_socket_at(fd, read)
-
-    def wait(self, timeout_s: float) -> None:
-        """Wait up to ``timeout_s`` for a connection's socket to wake a writer, and count it. Waiting
-        here, not sleeping: epoll reports the wakeup only if the socket is still writable when it is
-        collected, and ZeroMQ fills it again at once, so it is collected as it happens."""
-        for fd, _events in self._epoll.poll(timeout_s):
-            if fd in self._wakeups:
-                self._wakeups[fd] += 1
-
-    def sample(self) -> list[tuple[int, int, int] | None]:
-        """Per connection (bytes queued, bytes acknowledged, wakeups counted by ``wait``); a change
-        is progress."""
-        now = [None if (got := self._read(conn)) is None else (*got, self._wakeups[conn[0]]) for conn in self.conns]
-        self._empty = self._empty + 1 if all(c is None or c[0] == 0 for c in now) else 0
-        return now
-
-    def all_taken(self) -> bool:
-        """Every connection's send queue was empty (or it was gone) in the last ``EMPTY_SAMPLES``
-        samples: the peers took all the bytes ZeroMQ wrote, and it wrote none since (what it still
-        held would have gone out at once)."""
-        return self._empty >= self.EMPTY_SAMPLES
-
-    def cut_all(self) -> int:
-        """Shut down every connection still open; returns how many still held bytes to send."""
-        held = 0
-        for conn in self.conns:
-            now = self._read(conn)
-            if now is None:
-                continue
-            held += now[0] > 0
-            shut_down_connection(conn[0], conn[1])
-        return held
-
-    def close(self) -> None:
-        self._epoll.close()
