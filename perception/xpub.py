@@ -207,7 +207,9 @@ class XpubCore:
             self._auth.on_revoke = self.cut_clients
         #: The bound endpoint (the real port when ``endpoint`` asked for ``*``).
         self.endpoint = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        if host is not None and not is_loopback(host):
+        # Judged on the address bound, not the name asked for: a host name in /etc/hosts binds 127.0.0.1.
+        bound_host = check_endpoint(self.endpoint) if self.endpoint.startswith("tcp://") else None
+        if bound_host is not None and not is_loopback(bound_host):
             log.warning(
                 "publishing on %s: %s leave this machine%s", self.endpoint, what,
                 "" if curve_secret_key_file else " unencrypted; see `perception keys` for CURVE encryption",

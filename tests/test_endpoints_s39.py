@@ -281,3 +281,22 @@ def test_port_zero_suggests_the_any_port_form(capsys):
     line = _one_error(err)
     assert code == 2 and "port 0 is out of range 1-65535; for any free port write tcp://127.0.0.1:* (the node logs " \
         "the port it takes)" in line, line
+
+
+def test_a_host_name_that_binds_loopback_is_not_called_unencrypted_traffic_leaving(caplog, free_tcp_port):
+    """The warning is judged on the address bound (xpub's LAST_ENDPOINT), not the name asked for."""
+    import ipaddress
+    import logging
+
+    from perception.xpub import XpubCore
+
+    name = socket.gethostname()
+    try:
+        if not ipaddress.ip_address(socket.gethostbyname(name)).is_loopback:
+            pytest.skip(f"{name} resolves to a non-loopback address here")
+    except OSError:
+        pytest.skip(f"{name} does not resolve here")
+    with caplog.at_level(logging.WARNING, logger="perception.xpub"):
+        core = XpubCore(f"tcp://{name}:{free_tcp_port}", sndhwm=10)
+        core.close()
+    assert not [r for r in caplog.records if "leave this machine" in r.getMessage()]
