@@ -225,14 +225,23 @@ class XpubCore:
         if path is not None and ipc_socket_is_live(path):
             # libzmq unlinks the path and binds anew: the node already there would publish to nobody.
             raise PublishError(in_use)
+        if path is not None and path != "*" and not path.startswith("@"):
+            folder = os.path.dirname(path) or "."
+            if not os.path.isdir(folder):
+                raise PublishError(f"cannot bind {endpoint}: its folder {folder} does not exist; create it (mkdir -p "
+                                   f"{folder}) or choose another ipc:// path")
+            if len(os.fsencode(path)) > zmq.IPC_PATH_MAX_LEN:
+                raise PublishError(f"cannot bind {endpoint}: the path is {len(os.fsencode(path))} bytes, and a Unix "
+                                   f"socket's path holds at most {zmq.IPC_PATH_MAX_LEN}; choose a shorter ipc:// path "
+                                   "(e.g. under /run or /tmp)")
         try:
             self._socket.bind(endpoint)
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EADDRINUSE:
                 raise PublishError(in_use) from None
             raise PublishError(
-                f"cannot bind {endpoint}: {exc.strerror}; use an address of this machine, "
-                f"e.g. {contracts.DEFAULT_ENDPOINT}"
+                f"cannot bind {endpoint}: {exc.strerror}; use an address of this machine (an interface's name "
+                f"binds its IPv4 address: one without any is refused), e.g. {contracts.DEFAULT_ENDPOINT}"
             ) from None
 
     @property

@@ -300,3 +300,20 @@ def test_a_host_name_that_binds_loopback_is_not_called_unencrypted_traffic_leavi
         core = XpubCore(f"tcp://{name}:{free_tcp_port}", sndhwm=10)
         core.close()
     assert not [r for r in caplog.records if "leave this machine" in r.getMessage()]
+
+
+@pytest.mark.parametrize("case", ["no folder", "long path"])
+def test_an_ipc_path_that_cannot_be_bound_names_its_fix(tmp_path, case):
+    """Both said 'use an address of this machine, e.g. tcp://127.0.0.1:5556' (H26 finding 4)."""
+    from perception.errors import PublishError
+    from perception.xpub import XpubCore
+
+    if case == "no folder":
+        path, fix = tmp_path / "nodir" / "x.sock", f"its folder {tmp_path / 'nodir'} does not exist; create it (mkdir -p"
+    else:
+        folder = tmp_path / ("a" * 120)
+        folder.mkdir()
+        path, fix = folder / "x.sock", "and a Unix socket's path holds at most 107; choose a shorter ipc:// path"
+    with pytest.raises(PublishError) as refused:
+        XpubCore(f"ipc://{path}", sndhwm=10)
+    assert str(refused.value).startswith(f"cannot bind ipc://{path}: ") and fix in str(refused.value)
