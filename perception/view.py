@@ -642,6 +642,41 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
                         where, ", ".join(t for t in contracts.TASKS if t in arrived))
         return render_overlay(image, None, None, task_masks=tasks, alpha=config.alpha, caption=caption)
 
+    def decide_rate() -> None:
+        nonlocal rate_decided
+        rate_decided = True
+        measured = node_rate(captures)
+        if measured is not None:
+            rate.append(round(measured, 2))
+            log.info("the video plays at %.2f fps, the node's rate from the capture times of its first %d "
+                     "frames (--fps sets another)", rate[0], len(captures))
+        else:
+            log.info("the node's rate cannot be told from its first masks (%d frame(s)): the video plays at %g "
+                     "fps (--fps sets another)", len(captures), DEFAULT_VIDEO_FPS)
+
+    def draw_held():
+        """Draw the held frames in order (a generator of drawn frames); False when the view must end."""
+        nonlocal held_bytes, drawn_any, draw_s
+        while held:
+            # A frame of large masks takes seconds to draw and write: --duration ends the view
+            # between two of them, and one that would end past it is not begun (once one is drawn).
+            if deadline is not None and drawn_any and time.monotonic() + draw_s >= deadline:
+                return False
+            seq, model_id, masks = held.popleft()
+            held_bytes -= sum(m.nbytes for m in masks.values())
+            began = time.monotonic()
+            image = picture(seq, masks)
+            if image is None:
+                return False
+            drawn = draw(image, seq, model_id, masks)
+            if drawn is not None:
+                first = not drawn_any
+                drawn_any = True
+                yield drawn  # back here once the frame is written
+                # The first also opened the output (a video writer): not what the next will take.
+                draw_s = 0.0 if first else time.monotonic() - began
+        return True
+
     try:
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             msg = sub.recv(timeout_s=0.2)
@@ -656,21 +691,14 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
                     first_mask_s = now
                     # Decided before the end of a short --duration, so that the held frames are drawn.
                     give_up_s = min(now + INFO_WAIT_S, deadline - 0.3 if deadline is not None else math.inf)
-                    rate_give_up_s = min(now + RATE_WAIT_S, deadline - 0.3 if deadline is not None else math.inf)
+                    # half of what is left of a short --duration, so the frames held meanwhile are drawn in it
+                    rate_give_up_s = min(now + RATE_WAIT_S, (now + deadline) / 2 if deadline is not None else math.inf)
                 if not rate_decided and msg.seq != pending_seq and msg.seq != done_seq and msg.capture_ns is not None:
                     captures.append(msg.capture_ns)  # the first mask of a new seq: its frame's capture time
             # Decided before a frame held meanwhile would have to go (large masks), at the latest.
             full = (bool(held) and held_bytes * (len(held) + 1) / len(held) > _MAX_HELD_BYTES) or len(held) >= _MAX_HELD
             if not rate_decided and (len(captures) >= RATE_FRAMES or now >= rate_give_up_s or full or stop.is_set()):
-                rate_decided = True
-                measured = node_rate(captures)
-                if measured is not None:
-                    rate.append(round(measured, 2))
-                    log.info("the video plays at %.2f fps, the node's rate from the capture times of its first %d "
-                             "frames (--fps sets another)", rate[0], len(captures))
-                else:
-                    log.info("the node's rate cannot be told from its first masks (%d frame(s)): the video plays at %g "
-                             "fps (--fps sets another)", len(captures), DEFAULT_VIDEO_FPS)
+                decide_rate()
             # The wait is said as the rule gave it (a loaded machine may notice its end a little late).
             colours.update(sub.info, give_up=now >= give_up_s, waited_s=min(now, give_up_s) - (first_mask_s or now))
             if msg is None and next_seq_seen and pending and pending.keys() >= arrived.keys():
@@ -691,22 +719,8 @@ def _node_frames(config: ViewConfig, stop: threading.Event, deadline: float | No
                     pending[name] = msg.data
                     if complete(pending):
                         hold(pending_seq, pending_model, pending)
-            while held and colours.decided and rate_decided:
-                # A frame of large masks takes seconds to draw and write: --duration ends the view
-                # between two of them, and one that would end past it is not begun (once one is drawn).
-                if deadline is not None and drawn_any and time.monotonic() + draw_s >= deadline:
-                    return
-                seq, model_id, masks = held.popleft()
-                held_bytes -= sum(m.nbytes for m in masks.values())
-                began = time.monotonic()
-                image = picture(seq, masks)
-                if image is None:
-                    return
-                drawn = draw(image, seq, model_id, masks)
-                if drawn is not None:
-                    drawn_any = True
-                    yield drawn  # back here once the frame is written
-                    draw_s = time.monotonic() - began
+            if held and colours.decided and rate_decided and not (yield from draw_held()):
+                return
         waited = time.monotonic() - started
         if config.duration_s and not stop.is_set():
             waited = config.duration_s
