@@ -404,3 +404,19 @@ def test_loop_of_a_one_frame_recording_does_not_spin(tmp_path):
     worker.join(timeout=20)
     passes, seconds = len(sink.seqs), time.monotonic() - started
     assert 1 <= passes <= seconds / 0.1 + 2, (passes, seconds)
+
+
+def test_launch_check_names_a_missing_split_of_a_replay_node(tmp_path, caplog):
+    """The replay node would say it as it starts; ``launch --check`` says it before (V1 N3)."""
+    from perception.launch import check_node_files, load_launch
+
+    paths = _splits(tmp_path, 4)
+    paths[2].unlink()
+    launch = tmp_path / "l.yaml"
+    launch.write_text(f"launch:\n  - node:\n      name: r\n      kind: replay\n      parameters:\n"
+                      f"        file: {tmp_path / 'run.mcap'}\n        endpoint: tcp://127.0.0.1:5999\n")
+    with caplog.at_level(logging.WARNING, logger="perception.launch"):
+        check_node_files(load_launch(launch))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and f"split {paths[2]} is missing: the node will replay the recording without it" in \
+        warnings[0], warnings

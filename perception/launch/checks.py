@@ -12,6 +12,7 @@ the key.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from perception.endpoints import canonical_bind_host
 from perception.errors import ConfigError, ModelError, PerceptionError
 from perception.flags import as_text
 from perception.launch.plan import NODE_KINDS, LaunchPlan, NodePlan
+
+log = logging.getLogger("perception.launch")
 
 #: A TCP endpoint as the nodes bind it (``perception.xpub`` checks the form itself when it binds).
 _TCP_RE = re.compile(r"^tcp://(?P<host>\[[^\]]*\]|[^:/\[\]]+):(?P<port>\d+|\*)$")
@@ -285,8 +288,9 @@ def _check_replay_node(node: NodePlan, made_here: set[Path]) -> None:
         SourceError, PublishError, ConfigError: naming the launch file, the node and the key.
     """
     from perception.errors import SourceError
-    from perception.mcap_reader import read_recording, recording_files
+    from perception.mcap_reader import missing_splits, read_recording, recording_files
     from perception.recover import open_recording
+    from perception.replay import missing_line
 
     where = f"{node.source_file}: node {node.name!r}: parameters"
     config = load_config(NODE_KINDS.get("replay").config_class(), node.parameters, source=where)
@@ -301,6 +305,10 @@ def _check_replay_node(node: NodePlan, made_here: set[Path]) -> None:
             next(iter(read_recording(given, max_mask_pixels=config.max_mask_pixels)))
         except PerceptionError as exc:
             raise type(exc)(f"{where}: file: {exc}") from None
+        missing = missing_splits(given)
+        if missing:  # the node replays the rest, saying so as it starts: --check says it now
+            log.warning("%s: file: %s: the node will replay the recording without %s", where, missing_line(missing),
+                        "it" if len(missing) == 1 else "them")
     _check_curve_files(config.curve, where)
 
 
