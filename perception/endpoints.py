@@ -18,11 +18,13 @@ resolve.
 
 from __future__ import annotations
 
+import errno
 import functools
 import ipaddress
 import os
 import re
 import socket
+import struct
 import sys
 import threading
 
@@ -191,11 +193,36 @@ def unbindable_host(host: str) -> str | None:
         interfaces = {name for _, name in socket.if_nameindex()}
     except (OSError, AttributeError):  # no interface list on this system: left to the bind
         return None
-    if host in interfaces or resolved_bind_address(host) is not None:
+    if host in interfaces:
+        if interface_has_ipv4(host) is False:
+            return (f"network interface {host!r} has no IPv4 address, and ZeroMQ binds an interface's IPv4 address, so "
+                    "the bind would fail with 'No such device'; give the interface an address, or bind 127.0.0.1, * "
+                    "or another interface")
+        return None
+    if resolved_bind_address(host) is not None:
         return None
     return (f"{host!r} is neither an IP address nor a network interface of this machine, nor a host name it "
             "resolves (/etc/hosts, DNS), so the bind would fail with 'No such device'; bind 127.0.0.1 (this "
             "machine only), * (every interface), an interface name such as eth0 or a name in /etc/hosts")
+
+
+def interface_has_ipv4(name: str) -> bool | None:
+    """Whether network interface ``name`` has an IPv4 address (what libzmq binds for its name); None
+    where that cannot be asked (not Linux). Linux's ``SIOCGIFADDR``: EADDRNOTAVAIL means none."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, struct.pack("256s", name.encode("utf-8", "replace")[:15]))
+        except OSError as exc:
+            return False if exc.errno == errno.EADDRNOTAVAIL else None
+    return True
+
+
+#: Linux's ioctl for an interface's IPv4 address (``interface_has_ipv4``).
+_SIOCGIFADDR = 0x8915
 
 
 def resolved_bind_address(name: str) -> str | None:

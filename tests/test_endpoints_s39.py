@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -317,3 +318,22 @@ def test_an_ipc_path_that_cannot_be_bound_names_its_fix(tmp_path, case):
     with pytest.raises(PublishError) as refused:
         XpubCore(f"ipc://{path}", sndhwm=10)
     assert str(refused.value).startswith(f"cannot bind ipc://{path}: ") and fix in str(refused.value)
+
+
+def test_an_interface_without_an_ipv4_address_is_refused_before_the_bind(monkeypatch):
+    """libzmq binds an interface's IPv4 address: one without any failed only at run time with 'No
+    such device' (launch --check passed it; V1 N2)."""
+    from perception import endpoints
+
+    monkeypatch.setattr(endpoints.socket, "if_nameindex", lambda: [(1, "lo"), (7, "can0")])
+    monkeypatch.setattr(endpoints, "interface_has_ipv4", lambda name: name == "lo")
+    assert endpoints.unbindable_host("lo") is None
+    assert endpoints.unbindable_host("can0").startswith("network interface 'can0' has no IPv4 address, and ZeroMQ "
+                                                        "binds an interface's IPv4 address")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SIOCGIFADDR is Linux's")
+def test_the_loopback_interface_has_an_ipv4_address():
+    from perception.endpoints import interface_has_ipv4
+
+    assert interface_has_ipv4("lo") is True
