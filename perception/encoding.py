@@ -27,8 +27,8 @@ import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 
-import cv2
 import numpy as np
 
 from perception import contracts
@@ -37,6 +37,19 @@ from perception.registry import Registry
 _RLE_RUN = np.dtype(contracts.RLE_RUN_DTYPE)
 #: Runs an rle payload is expanded by at a time (``_decode_rle``): 8 MB of 64-bit counts.
 _RLE_CHUNK_RUNS = 1 << 20
+#: OpenCV, imported at the first png payload (``_cv2``): about 100 ms that a client which reads no
+#: png masks (``import perception.subscribe``) does not pay.
+_CV2: ModuleType | None = None
+
+
+def _cv2() -> ModuleType:
+    """The ``cv2`` module, imported once (``OPENCV_IO_MAX_IMAGE_PIXELS`` is set by ``perception``)."""
+    global _CV2
+    if _CV2 is None:
+        import cv2
+
+        _CV2 = cv2
+    return _CV2
 
 
 class DecodeError(ValueError):
@@ -172,6 +185,7 @@ def _decode_rle(payload: memoryview, height: int, width: int) -> np.ndarray:
 
 
 def _encode_png(mask: np.ndarray) -> bytes:
+    cv2 = _cv2()
     ok, buf = cv2.imencode(".png", mask, [cv2.IMWRITE_PNG_COMPRESSION, contracts.PNG_COMPRESSION_LEVEL])
     if not ok:
         raise ValueError(f"OpenCV could not PNG-encode a {mask.shape} mask")
@@ -292,6 +306,7 @@ def _check_png_chunks(payload: memoryview, height: int, width: int) -> bytes:
 def _decode_png(payload: memoryview, height: int, width: int) -> np.ndarray:
     _check_png_header(payload, height, width)
     critical = _check_png_chunks(payload, height, width)
+    cv2 = _cv2()
     try:
         image = cv2.imdecode(np.frombuffer(critical, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:

@@ -9,7 +9,12 @@ Usage::
             print(msg.topic, msg.seq, msg.data.shape)
 
 ``keep_latest=True`` drains everything that is queued on each ``recv`` and keeps only the newest
-message per topic (ZMQ_CONFLATE cannot do this: it does not support multipart messages).
+message per topic, returned with the topics taking turns (ZMQ_CONFLATE cannot do this: it does not
+support multipart messages).
+
+One subscriber may be shared by threads (``recv`` and ``close`` take a lock); asyncio runs
+``recv`` in an executor (``await loop.run_in_executor(None, sub.recv, 0.5)``); a forked child
+creates its own. See ``MaskSubscriber``.
 
 Reconnection is ZeroMQ's own: a SUB socket keeps trying to reach the publisher, every
 ``reconnect_ivl_ms`` at first and backing off to ``reconnect_ivl_max_ms``, and resends its
@@ -47,6 +52,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import numbers
+import os
+import socket
+import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
@@ -58,8 +68,14 @@ from perception import contracts
 from perception.config import short
 from perception.encoding import DecodeError, codec_for_compression, max_payload_bytes
 from perception.endpoints import check_endpoint, is_ipv6_literal
-from perception.errors import ConfigError, PublishError
-from perception.options import DEFAULT_MAX_QUEUE_MB, DEFAULT_MAX_TOPICS, MAX_QUEUE_MB, MAX_TOPICS
+from perception.errors import ConfigError, PerceptionError, PublishError
+from perception.options import (
+    DEFAULT_MAX_QUEUE_MB,
+    DEFAULT_MAX_TOPICS,
+    MAX_QUEUE_MB,
+    MAX_TOPICS,
+    leading_slash_error,
+)
 from perception.wire import (
     WireError,
     WireMessage,
@@ -81,6 +97,23 @@ _FRAME_PIXEL_FACTOR = 4
 # Upper bound on messages taken off the socket in one keep-latest drain, so a publisher that is
 # faster than this reader cannot keep recv() from returning.
 _MAX_DRAIN = 10_000
+# A keep-latest drain that found ZeroMQ's receive queue empty waits a little for more before it
+# stops: ZeroMQ refills that queue (3 messages at the default max_mask_pixels) from the network
+# only once it is read, in its I/O thread, some microseconds to a few ms later (measured on a loaded
+# 2-core box: median 15-150 us, at worst 2-6 ms), so a drain that stopped at the first empty look
+# left all but 3-4 messages in the socket buffers and returned masks seconds old. The wait is a
+# tenth of the time the caller was away since the previous recv returned, at most
+# _DRAIN_WAIT_MAX_S (a longer absence leaves a longer backlog, worth a longer wait on a loaded
+# machine), and none below _DRAIN_WAIT_MIN_S: a reader that comes back at once (``listen
+# --keep-latest``) has no backlog to wait for, and takes what comes as it comes.
+_DRAIN_WAIT_MIN_S = 0.001
+_DRAIN_WAIT_MAX_S = 0.01
+# A keep-latest drain waits at most as long as the caller was away, and at most this long: a
+# backlog piles up only while the reader is away, and takes far less time to drain than to pile
+# up, so a stream that never pauses does not hold up a reader for long either.
+_DRAIN_MAX_S = 0.25
+# recv polls in slices of at most this long (ZeroMQ's poll takes whole milliseconds in an int).
+_POLL_SLICE_S = 1.0
 # How long after a dropped connection ZeroMQ has to announce its own reconnect (it does so at once,
 # in the same I/O thread step) before the subscriber takes the connection for dead and reconnects.
 _RECONNECT_GRACE_S = 0.1
@@ -275,15 +308,86 @@ def _nbytes(frames: list[zmq.Frame]) -> int:
     return sum(len(f) for f in frames)
 
 
+class SubscriberClosedError(PerceptionError):
+    """``recv`` on a closed ``MaskSubscriber``: called after ``close()``, or blocked in another
+    thread when ``close()`` was called (a worker thread ends its loop on it)."""
+
+
+class SubscriberForkError(PerceptionError):
+    """A ``MaskSubscriber`` used in a process forked from the one that created it: its ZeroMQ
+    sockets and I/O thread belong to the parent (ZeroMQ does not survive a fork)."""
+
+
+_CLOSED = "the MaskSubscriber is closed (close() was called); create a new one to receive again"
+
+
+#: The names ``masks=`` takes: a node's mask topics, its per-class ``obstacle/<class>`` masks,
+#: JSON documents and atomic frames (any other topic by its exact name in ``topics=``).
+_KNOWN_MASK_NAMES = (*contracts.MASK_TOPICS, contracts.PER_CLASS_OBSTACLE_PREFIX + "<class>",
+                     *contracts.JSON_TOPICS, contracts.FRAME_TOPIC)
+
+
+def _name_list(what: str, value: Any) -> list[str] | None:
+    """``topics`` or ``masks`` as a list of names (None for None); a ConfigError for one string (it
+    would subscribe to each of its characters) or an item that is not a non-empty string."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)):
+        raise ConfigError(f"{what}={short(value)} is one string; {what} takes a list of names, e.g. {what}=[{short(value)}]")
+    try:
+        names = list(value)
+    except TypeError:
+        raise ConfigError(f"{what}={short(value)} is not a list of names; e.g. {what}=['lane']") from None
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{what}={short(names)} holds {short(name)}, not a name; give non-empty strings")
+    return names
+
+
+def _mask_name_unknown(name: str) -> bool:
+    """Whether ``name`` is none of ``_KNOWN_MASK_NAMES`` (a class name after ``obstacle/`` is any
+    name a topic may end in)."""
+    if name in contracts.MASK_TOPICS or name in contracts.RESERVED_TOPIC_NAMES:
+        return False
+    prefix = contracts.PER_CLASS_OBSTACLE_PREFIX
+    return not (name.startswith(prefix) and contracts.topic_segment_error(name[len(prefix):]) is None)
+
+
+def _deadline(timeout_s: float | None) -> float | None:
+    """The monotonic time ``recv`` waits until, None for no limit (``None`` or ``inf``); a
+    ConfigError for what is no number of seconds (a string, a bool, NaN)."""
+    if timeout_s is None:
+        return None
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, numbers.Real) or math.isnan(timeout_s):
+        raise ConfigError(f"timeout_s={short(timeout_s)} must be a number of seconds, or None to wait until a "
+                          "message comes")
+    if timeout_s == math.inf:
+        return None
+    return time.monotonic() + max(0.0, float(timeout_s))
+
+
 class MaskSubscriber:
     """A SUB socket connected to a perception node, returning decoded ``Message`` objects.
 
     Args:
         endpoint: the publisher's endpoint (default ``tcp://127.0.0.1:5556``).
-        topics: exact topic names to receive; or
+        topics: a list of exact topic names to receive (``["perception/front/lane"]``); or
         namespace: receive ``<namespace>/<mask>`` for each of ``masks`` (all topics of the
-            namespace when ``masks`` is None). With neither, every topic is received.
-        keep_latest: on each ``recv`` drain the socket and keep only the newest message per topic.
+            namespace when ``masks`` is None). With neither, every topic is received. Wire
+            topics have no leading ``/`` (``perception/front``, not ``/perception/front``).
+        masks: a list of names of a node's topics under ``namespace``: ``drivable``, ``lane``,
+            ``obstacle``, ``class_map``, ``obstacle/<class>``, ``obstacles``, ``stats``, ``info``,
+            ``frame`` (another name is a ConfigError; any topic can be asked for by its exact name
+            in ``topics``). A single string is refused, not taken as a list of its characters.
+        keep_latest: on each ``recv`` drain the socket and keep only the newest message per topic;
+            ``recv`` returns one of them, the topics taking turns: the pending topic that has
+            waited longest comes first (a topic returned goes to the back of the line when its
+            next message comes), so every topic of a stream is returned to a slow reader, each
+            with its newest message. When the caller was away (since the previous ``recv``
+            returned), the drain goes past ZeroMQ's short receive queue, which ZeroMQ refills from
+            the network only as it is read: after an empty look it waits a tenth of that absence
+            (1 to 10 ms) for more, and waits at most as long as the absence, 0.25 s at most. A
+            reader that comes back at once (within 10 ms) does not wait.
         curve_server_key: the publisher's public ``.key`` file (CURVE); needs ``curve_key_file``.
         curve_key_file: this client's ``.key_secret`` file; its public key must be in the
             publisher's allow-list.
@@ -311,10 +415,41 @@ class MaskSubscriber:
             ``counters.over_max_topics`` and, the first time, warned about; ``infos`` holds the
             info documents of tracked topics only.
 
+    Attributes:
+        info: the latest ``<namespace>/info`` document (a dict: class table, unknown id, topics,
+            encodings...), None until one arrives. With ``namespace`` the info topic is always
+            subscribed, also when only some ``masks`` are asked for (then info messages update
+            ``info`` without being returned); with exact ``topics`` only when its topic is
+            among them.
+        infos: each info document received, by topic (several nodes' namespaces).
+        counters: a ``SubscribeCounters`` (received, malformed, version_mismatch, superseded,
+            reconnects, over_max_topics); ``stats()`` gives them as a dict.
+        last_error: the reason the latest skipped message was skipped (None before any).
+        rcvhwm, max_frame_bytes, max_queue_bytes: the receive queue and frame limits in force.
+        closed: True once ``close()`` was called.
+
+    Threads, asyncio and processes: one subscriber may be shared by threads. ``recv`` and
+    ``close`` take a lock, so calls from several threads take turns (each message goes to one of
+    them; a ``recv`` waiting for the lock counts that wait in its ``timeout_s``). ``close()`` from
+    another thread wakes a ``recv`` blocked there at once, which raises ``SubscriberClosedError``,
+    as does any ``recv`` after ``close()``. ``info``, ``infos``, ``counters``, ``last_error`` and
+    ``stats()`` may be read from any thread. In asyncio, run ``recv`` in an executor, which
+    keeps the event loop running::
+
+        msg = await asyncio.get_running_loop().run_in_executor(None, sub.recv, 0.5)
+
+    A call that ``asyncio.wait_for`` gave up on goes on in its thread until its own timeout, the
+    next call waiting for it, and a message it returns is lost: give ``recv`` the timeout rather
+    than wrapping it in ``wait_for``. A subscriber cannot be used after ``os.fork()`` (nor in a
+    ``multiprocessing`` child started by fork): ``recv`` there raises ``SubscriberForkError``;
+    create one in the child (``close()`` or dropping the parent's copy there is harmless).
+    The class is not iterable: call ``recv`` in a loop.
+
     Raises:
-        ConfigError: conflicting topic arguments, half a CURVE configuration, a queue over the
-            budget (``max_queue_mb`` out of range, ``rcvhwm`` over what it allows), or
-            ``max_topics`` out of range.
+        ConfigError: conflicting topic arguments, ``topics`` or ``masks`` given as one string, a
+            mask name that is none of a node's, a ``namespace`` with a leading ``/``, half a CURVE
+            configuration, a queue over the budget (``max_queue_mb`` out of range, ``rcvhwm`` over
+            what it allows), or ``max_topics`` out of range.
         PublishError: bad endpoint or key files.
     """
 
@@ -336,13 +471,26 @@ class MaskSubscriber:
         split_frames: bool = True,
         max_topics: int = DEFAULT_MAX_TOPICS,
     ) -> None:
+        # Each of these would subscribe to nothing the node sends, without a word: refused instead.
+        topics = _name_list("topics", topics)
+        masks = _name_list("masks", masks)
+        if namespace is not None and not isinstance(namespace, str):
+            raise ConfigError(f"namespace={short(namespace)} must be a string, e.g. namespace='perception/front'")
+        for what, name in [("namespace", namespace), *(("topics", t) for t in topics or ())]:
+            if problem := leading_slash_error(what, name, publishing=False):
+                raise ConfigError(problem)
         if topics and namespace:
             raise ConfigError("give either topics or a namespace, not both")
         if masks and not namespace:
             raise ConfigError("masks need a namespace, e.g. namespace='perception/front'")
+        for name in masks or ():
+            if _mask_name_unknown(name):
+                raise ConfigError(f"masks: {short(name)} is not a topic of a node; masks takes "
+                                  f"{', '.join(_KNOWN_MASK_NAMES)} (other topics by their exact names in topics=[...])")
         if (curve_server_key is None) != (curve_key_file is None):
-            raise ConfigError(
-                "CURVE needs both --curve-server-key (the node's .key) and --curve-key (this client's .key_secret)"
+            raise ConfigError(  # the keyword arguments, and the flags of listen, record and view that give them
+                "CURVE needs both curve_server_key (--curve-server-key: the node's .key) and curve_key_file "
+                "(--curve-key: this client's .key_secret)"
             )
         if isinstance(max_topics, bool) or not isinstance(max_topics, int) or not 1 <= max_topics <= MAX_TOPICS:
             raise ConfigError(f"max_topics={max_topics!r} must be a whole number of topics in 1..{MAX_TOPICS}")
@@ -372,8 +520,8 @@ class MaskSubscriber:
             prefixes = [namespace.rstrip("/") + "/"] if namespace else [""]
         self.endpoint = endpoint
         self.keep_latest = keep_latest
-        if max_mask_pixels < 1:
-            raise ConfigError(f"max_mask_pixels {max_mask_pixels} must be >= 1")
+        if isinstance(max_mask_pixels, bool) or not isinstance(max_mask_pixels, int) or max_mask_pixels < 1:
+            raise ConfigError(f"max_mask_pixels {short(max_mask_pixels)} must be a whole number >= 1")
         self.max_mask_pixels = max_mask_pixels
         self.counters = SubscribeCounters()
         self.last_error: str | None = None
@@ -391,6 +539,16 @@ class MaskSubscriber:
         # announcing a reconnect (monotonic seconds; see _watch_connections).
         self._up: set[str] = set()
         self._dropped: dict[str, float] = {}
+        # recv and close take the lock (ZeroMQ sockets must not be used by two threads at once:
+        # libzmq asserts and aborts the process); close() first sets _closed and writes a byte to
+        # _wake, which a recv blocked in another thread polls too, so that it lets go of the lock
+        # at once. Reentrant: a signal handler may close the subscriber its thread is reading.
+        self._lock = threading.RLock()
+        self._closed = False
+        self._pid = os.getpid()  # ZeroMQ does not survive a fork: recv in a child refuses
+        self._returned_at = time.monotonic()  # when recv last returned, and how long the caller was
+        self._away_s = 0.0  # away from recv before this call (the keep-latest drain's budget)
+        self._wake: tuple[socket.socket, socket.socket] | None = None
         self._context = new_context("the subscriber", monitor=True)
         self._socket = self._context.socket(zmq.SUB)
         self._monitor: zmq.Socket | None = None
@@ -405,6 +563,10 @@ class MaskSubscriber:
             self._poller = zmq.Poller()
             self._poller.register(self._socket, zmq.POLLIN)
             self._poller.register(self._monitor, zmq.POLLIN)
+            self._wake = socket.socketpair()
+            for end in self._wake:
+                end.setblocking(False)
+            self._poller.register(self._wake[0], zmq.POLLIN)
             if is_ipv6_literal(host):
                 self._socket.ipv6 = True
             if curve_server_key is not None:
@@ -422,22 +584,63 @@ class MaskSubscriber:
             self._teardown()
             raise
 
-    def recv(self, timeout_s: float = 1.0) -> Message | None:
-        """The next valid message, or None when none arrives within ``timeout_s`` seconds."""
-        deadline = time.monotonic() + max(0.0, timeout_s)
+    def recv(self, timeout_s: float | None = 1.0) -> Message | None:
+        """The next valid message, or None when none arrives within ``timeout_s`` seconds.
+
+        ``timeout_s``: 0 (or less) returns what has arrived already, or None; ``None`` (or
+        ``math.inf``) waits until a message comes. Ctrl-C (KeyboardInterrupt) and ``close()``
+        from another thread end any wait. Messages that fail a check are skipped and counted
+        (``counters``, ``last_error``), never raised. Safe to call from several threads (they
+        take turns; see the class docstring).
+
+        Raises:
+            SubscriberClosedError: the subscriber is closed: ``close()`` was called before this
+                call, or while it waited.
+            SubscriberForkError: called in a process forked from the one that created the
+                subscriber; create a new one there.
+            ConfigError: ``timeout_s`` is no number of seconds (a string, NaN).
+        """
+        deadline = _deadline(timeout_s)
+        called = time.monotonic()
+        if os.getpid() != self._pid:  # before the lock: a fork may have copied it held
+            raise SubscriberForkError(
+                f"this MaskSubscriber was created in process {self._pid} and cannot be used after fork (this is process "
+                f"{os.getpid()}): ZeroMQ sockets do not survive a fork; create a MaskSubscriber in the child")
+        if self._closed:
+            raise SubscriberClosedError(_CLOSED)
+        wait = -1 if deadline is None else min(threading.TIMEOUT_MAX, max(0.0, deadline - time.monotonic()))
+        if not self._lock.acquire(timeout=wait):
+            return None  # another thread's recv held the socket for all of timeout_s
+        try:
+            self._away_s = called - self._returned_at
+            return self._recv(deadline)
+        except zmq.ZMQError:
+            if self._closed:  # closed under this very call (by a signal handler of this thread)
+                raise SubscriberClosedError(_CLOSED) from None
+            raise
+        finally:
+            self._returned_at = time.monotonic()
+            self._lock.release()
+
+    def _recv(self, deadline: float | None) -> Message | None:
         while True:
+            if self._closed:
+                raise SubscriberClosedError(_CLOSED)
             if self._split:
                 return self._split.popleft()
             self._watch_connections()
             msg = self._take_latest() if self.keep_latest else self._take_next()
             if msg is not None:
                 return msg
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
+            wait = _POLL_SLICE_S
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                wait = min(wait, remaining)
             if self._dropped:  # come back when the grace period of a dropped connection is over
-                remaining = min(remaining, _RECONNECT_GRACE_S)
-            self._poller.poll(max(1, int(remaining * 1000)))
+                wait = min(wait, _RECONNECT_GRACE_S)
+            self._poller.poll(max(1, int(wait * 1000)))  # the socket, its monitor, or close()'s wake-up
 
     def _watch_connections(self) -> None:
         """Reconnect what ZeroMQ dropped for good. A connection dropped by the network or by a node
@@ -499,20 +702,33 @@ class MaskSubscriber:
     def _take_latest(self) -> Message | None:
         # The drain holds one message a topic, and the topics come from outside (any name under a
         # subscribed namespace): it stops once what it holds comes to max_queue_bytes, as ZeroMQ's
-        # own queue does (the rest waits there for the next recv).
-        for _ in range(_MAX_DRAIN):
-            if self._pending_bytes >= self.max_queue_bytes:
-                break
+        # own queue does (the rest waits there for the next recv). ZeroMQ's queue is short (3
+        # messages at the default max_mask_pixels) and refilled from the network only as it is
+        # read, so after a reader's absence an empty look is followed by a short wait for more,
+        # within a budget (_DRAIN_WAIT_MAX_S, _DRAIN_MAX_S: both grow with the time it was away).
+        start = time.monotonic()
+        wait = min(_DRAIN_WAIT_MAX_S, self._away_s / 10)
+        budget = min(_DRAIN_MAX_S, self._away_s)
+        taken = 0
+        while taken < _MAX_DRAIN and self._pending_bytes < self.max_queue_bytes and not self._closed:
             frames = self._recv_frames()
             if frames is None:
+                left = min(wait, start + budget - time.monotonic())
+                if taken and wait >= _DRAIN_WAIT_MIN_S and left > 0 and \
+                        self._socket.poll(max(1, int(left * 1000)), zmq.POLLIN):
+                    continue
                 break
+            taken += 1
             if not frames:
                 continue
             topic = bytes(frames[0].buffer).decode("utf-8", "replace")
-            if (older := self._pending.pop(topic, None)) is not None:
+            if (older := self._pending.get(topic)) is not None:
                 self.counters.superseded += 1
                 self._pending_bytes -= _nbytes(older)
-            self._pending[topic] = frames  # re-inserted last: the dict stays in arrival order
+            # Replaced in place: the dict keeps the topics in the order they came since each was
+            # last returned, and the first is returned, so the topics take turns. (Moving a replaced
+            # topic last, the first topic of each frame won every recv of a slow reader.)
+            self._pending[topic] = frames
             self._pending_bytes += _nbytes(frames)
         while self._pending:
             frames = self._pending.pop(next(iter(self._pending)))
@@ -579,13 +795,40 @@ class MaskSubscriber:
             log.warning("%s (%d so far)", message, count)
 
     def stats(self) -> dict[str, int]:
+        """``counters`` as a dict: ``received``, ``malformed``, ``version_mismatch``,
+        ``superseded``, ``reconnects``, ``over_max_topics`` (``SubscribeCounters``); from any thread."""
         return asdict(self.counters)
 
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called: ``recv`` then raises ``SubscriberClosedError``."""
+        return self._closed
+
     def close(self) -> None:
-        """Close the socket at once (linger 0); idempotent."""
-        self._teardown()
+        """Close the socket at once (linger 0); idempotent, from any thread. A ``recv`` blocked in
+        another thread wakes and raises ``SubscriberClosedError``, as does any later ``recv``. In a
+        forked child it only marks the child's copy closed (the sockets are the parent's)."""
+        self._closed = True
+        if os.getpid() != self._pid:
+            for end in self._wake or ():
+                end.close()  # the child's copies of the descriptors only
+            return
+        if self._wake is not None:
+            with contextlib.suppress(OSError):  # full (woken already) or closed (closed already)
+                self._wake[1].send(b"\0")
+        with self._lock:
+            self._teardown()
+
+    def __del__(self) -> None:
+        # A subscriber dropped without close(): its wake-up pair is closed quietly here (ZeroMQ's
+        # own objects warn for themselves, as before the pair existed).
+        for end in getattr(self, "_wake", None) or ():
+            end.close()
 
     def _teardown(self) -> None:
+        if self._wake is not None:
+            for end in self._wake:
+                end.close()
         if self._monitor is not None and not self._monitor.closed:
             self._socket.disable_monitor()
             self._monitor.close(linger=0)
