@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import zmq
 from hostile import good_header
+from test_publish_subscribe import _connect  # publish sync documents until the subscriber has one
 
 from perception.errors import ConfigError, PerceptionError
 from perception.publish import MaskPublisher
@@ -36,19 +37,6 @@ def publisher():
                                                                                 "obstacle": "mono8"}, sndhwm=100_000)
     yield pub
     pub.close()
-
-
-def _connect(pub: MaskPublisher, sub: MaskSubscriber, timeout_s: float = 10.0) -> None:
-    """Publish 'sync' documents until the subscriber receives one, then take what is left."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        pub.publish_json("sync", {})
-        msg = sub.recv(timeout_s=0.02)
-        if msg is not None and msg.topic.endswith("/sync"):
-            while sub.recv(timeout_s=0.05) is not None:
-                pass
-            return
-    raise AssertionError(f"subscriber never connected to {pub.endpoint}")
 
 
 def _connect_masks(pub: MaskPublisher, sub: MaskSubscriber, barrier: MaskSubscriber) -> None:
