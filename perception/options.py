@@ -144,7 +144,7 @@ class CurveClientOptions:
 
 
 #: A subscriber's budget (MiB) for the messages ZeroMQ queues for it before it reads them, and the
-#: largest one a user may give (``ReaderQueueOptions``; ``perception.subscribe.rcvhwm_for``).
+#: largest one a user may give (``ReaderQueueOptions``; ``perception.subscribe_decode.rcvhwm_for``).
 DEFAULT_MAX_QUEUE_MB, MAX_QUEUE_MB = 256, 65536
 
 

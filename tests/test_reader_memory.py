@@ -5,7 +5,7 @@ reader takes frames of up to ``max(5 x --max-mask-pixels, 1 MiB)`` bytes (``ZMQ_
 ZeroMQ's default of 1000 messages a publisher that floods frames at that limit made a reader that
 was not reading (slow, or blocked) queue up to 1000 of them: 84 GB at the default
 ``--max-mask-pixels``. Every reader (Python, C, JavaScript) now sets
-``RCVHWM = max(1, --max-queue-mb MiB // frame limit)`` (``subscribe.rcvhwm_for``), so such a queue
+``RCVHWM = max(1, --max-queue-mb MiB // frame limit)`` (``subscribe_decode.rcvhwm_for``), so such a queue
 holds at most ``--max-queue-mb``. Here a publisher floods each reader, kept from reading, with
 valid masks whose payload is exactly the frame limit, and the reader's memory must grow by no more
 than that (it grew by all it was sent before).
@@ -35,7 +35,8 @@ from perception import contracts
 from perception.encoding import get_codec
 from perception.errors import ConfigError
 from perception.options import DEFAULT_MAX_QUEUE_MB, MAX_QUEUE_MB
-from perception.subscribe import MaskSubscriber, Message, max_frame_bytes, rcvhwm_for
+from perception.subscribe import MaskSubscriber, Message, max_frame_bytes
+from perception.subscribe_decode import rcvhwm_for
 from perception.wire import dump_header
 
 MiB = 2**20
