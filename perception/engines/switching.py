@@ -215,8 +215,9 @@ class SwitchingEngine(Engine):
         doc = {**selection.to_dict(), "state": "chosen", "probe_wall_s": round(time.monotonic() - self._started, 3)}
         if (selection.engine, selection.precision) == probe_verdict.REFERENCE:
             # the reference runs as the file is: int8 for an INT8 file (as auto.open_auto says it)
-            self._selection = {**doc, "precision": self._current.precision or doc["precision"]}
+            # said before the state changes: whoever sees "chosen" finds the line already logged
             log.info("--engine auto: the background probe kept %s (%s)", self._running_label, selection.reason)
+            self._selection = {**doc, "precision": self._current.precision or doc["precision"]}
             return
         candidate = probe_verdict.Candidate(selection.engine, selection.precision)
         try:
