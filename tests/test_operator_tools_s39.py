@@ -207,7 +207,8 @@ def _video_fps(path: Path) -> float:
 
 def test_a_video_of_a_node_s_masks_plays_at_the_node_s_rate(tmp_path):
     """Masks captured 1/15 s apart (sent faster than that): a 15 fps video, not 10."""
-    from perception.view import ViewConfig, node_rate, run_view
+    from perception.view import ViewConfig, run_view
+    from perception.view_node import node_rate
 
     assert node_rate([0, 100_000_000, 200_000_000]) == pytest.approx(10.0)
     assert node_rate([0]) is None and node_rate([5, 5]) is None and node_rate([9, 3]) is None

@@ -33,7 +33,7 @@ from perception.encoding import get_codec
 from perception.overlay import legend_rows, render_overlay
 from perception.subscribe import MaskSubscriber
 from perception.topic_stats import TopicStats
-from perception.view import _draw_class_map, node_class_table
+from perception.view_node import _draw_class_map, node_class_table
 from perception.wire import MaskGeometry, dump_header, json_header, printable, topic_dir_name
 
 CLASSES = [{"id": 0, "name": "road", "color_rgb": [128, 64, 128]}, {"id": 3, "name": "car", "color_rgb": [0, 0, 255]}]

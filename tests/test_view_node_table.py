@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from tiny_models import write_brightness_model
 
-from perception import contracts, view
+from perception import contracts, view_node
 from perception.contracts import ClassInfo, ClassTable
 from perception.errors import ConfigError, SourceUnavailableError
 from perception.overlay import TASK_TINTS_BGR, render_overlay
@@ -136,7 +136,7 @@ def test_the_same_table_under_model_says_nothing(tmp_path, caplog):
 
 @pytest.mark.parametrize("with_model", [True, False])
 def test_no_info_says_what_is_drawn_instead(tmp_path, caplog, monkeypatch, with_model):
-    monkeypatch.setattr(view, "INFO_WAIT_S", 0.3)
+    monkeypatch.setattr(view_node, "INFO_WAIT_S", 0.3)
     model = write_brightness_model(tmp_path / "tiny.onnx", (32, 48)) if with_model else None
     config = ViewConfig(endpoint="tcp://127.0.0.1:1", namespace=NS, model=model, out=tmp_path / "frames",
                         max_frames=2, alpha=1.0)

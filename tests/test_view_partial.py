@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from tiny_models import write_brightness_model
 
-from perception import contracts, view
+from perception import contracts, view_node
 from perception.contracts import ClassInfo, ClassTable
 from perception.errors import SourceError, SourceUnavailableError
 from perception.overlay import TASK_TINTS_BGR
@@ -122,7 +122,7 @@ def test_an_endpoint_without_class_maps_gets_its_masks_drawn_as_tints(tmp_path, 
 def test_without_info_and_model_the_task_masks_that_arrive_are_tinted(tmp_path, caplog, monkeypatch):
     """Before, no frame was drawn until all three task masks had come: an endpoint of drivable
     alone rendered nothing and exited 2."""
-    monkeypatch.setattr(view, "INFO_WAIT_S", 0.3)
+    monkeypatch.setattr(view_node, "INFO_WAIT_S", 0.3)
     model = write_brightness_model(tmp_path / "tiny.onnx", (32, 48))
     for i, with_model in enumerate((None, model)):
         caplog.clear()
@@ -140,7 +140,7 @@ def test_without_info_and_model_the_task_masks_that_arrive_are_tinted(tmp_path, 
 
 
 def test_class_maps_without_a_table_end_in_one_line_naming_what_came_and_what_is_missing(tmp_path, monkeypatch):
-    monkeypatch.setattr(view, "INFO_WAIT_S", 0.3)
+    monkeypatch.setattr(view_node, "INFO_WAIT_S", 0.3)
     out = tmp_path / "v.png"
     config = ViewConfig(endpoint="tcp://127.0.0.1:1", namespace=NS, out=out, duration_s=1.5)
     error = _serve(config, ["class_map"], info=None)
@@ -156,7 +156,7 @@ def test_class_maps_without_a_table_end_in_one_line_naming_what_came_and_what_is
 def test_the_cli_says_so_in_one_line_and_exits_2(tmp_path, monkeypatch, capsys):
     from perception.cli import main as cli_main
 
-    monkeypatch.setattr(view, "INFO_WAIT_S", 0.3)
+    monkeypatch.setattr(view_node, "INFO_WAIT_S", 0.3)
     out = tmp_path / "v.mp4"
     config = ViewConfig(endpoint="tcp://127.0.0.1:1", namespace=NS, out=out, duration_s=1.5)
 

@@ -150,3 +150,14 @@ def open_source(spec: str, options: SourceOptions | None = None, *, kind: str | 
 
 
 __all__ = ["SOURCES", "CorruptFrame", "Frame", "Source", "SourceOptions", "open_source", "source_is_live", "source_kind"]
+
+
+def native_rate(source) -> float | None:
+    """The frame rate a source delivers at by itself: a video file's or stream's reported rate
+    (``native_fps``; a source that sets it, as a camera could with its granted rate, is taken
+    alike), the synthetic camera's ``fps``; None when it does not say (image folders)."""
+    for name in ("native_fps", "fps"):
+        value = getattr(source, name, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 10_000:
+            return float(value)
+    return None
