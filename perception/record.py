@@ -275,6 +275,8 @@ class Recorder:
             except OSError as exc:  # from the writer (a full disk); the subscriber's own errors are not OSError
                 failed = exc
             finally:
+                # before close: ZeroMQ's term waits for its I/O thread, which may be in a DNS lookup for seconds
+                listened_s = time.monotonic() - t0
                 self._sub.close()
                 if failed is None:
                     try:
@@ -288,7 +290,7 @@ class Recorder:
         finally:
             self._writer.release()  # the output is free for the next recorder (a respawn)
         return RecordSummary(
-            path=self.config.out, seconds=time.monotonic() - t0, counts=self._writer.counts, skipped=self.skipped(),
+            path=self.config.out, seconds=listened_s, counts=self._writer.counts, skipped=self.skipped(),
             files=list(self._writer.paths), endpoint=self.config.endpoint,
             what_flag="--namespace" if self.config.namespace else "--topic", curve=bool(self.config.curve_server_key),
             frames=self._writer.frames,

@@ -136,3 +136,23 @@ def test_a_recording_without_atomic_frames_says_nothing_of_them(tmp_path, monkey
     assert summary.format().splitlines()[0].endswith(f"to {path}")
     replayed = run_replay(ReplayConfig(file=path, max_rate=True, endpoint=free_endpoint()), threading.Event())
     assert replayed.messages == 5 and "atomic" not in replayed.format(path)
+
+
+def test_the_time_a_recording_listened_leaves_out_the_subscriber_s_close(tmp_path, monkeypatch):
+    """``no messages received ... in N s`` is the --duration it listened: ZeroMQ's term() can wait
+    seconds for a DNS lookup in its I/O thread (a node's host name that does not resolve), and that
+    wait was counted (``--duration 3`` said "in 7.0 s")."""
+    import time
+
+    from perception.subscribe import MaskSubscriber
+
+    real_close = MaskSubscriber.close
+
+    def slow_close(self):
+        time.sleep(1.5)
+        real_close(self)
+
+    monkeypatch.setattr(MaskSubscriber, "close", slow_close)
+    recorder = Recorder(RecordConfig(out=tmp_path / "run.mcap", endpoint=free_endpoint(), namespace=NS, duration_s=0.3))
+    summary = recorder.run(threading.Event())
+    assert summary.messages == 0 and 0.3 <= summary.seconds < 1.2, summary.seconds
