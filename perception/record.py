@@ -375,7 +375,10 @@ class Recorder:
         in the folder's ``metadata.yaml``), ``recording_message_counts`` (each message once) and
         ``recording_skipped_counts``.
         Splits written by earlier versions hold the running totals under ``message_counts``;
-        nothing in perception reads these counts, so replay and ``--recover`` take either."""
+        nothing in perception reads these counts, so replay and ``--recover`` take either.
+        ``clock_step_s``, only once the system clock stepped while recording (``SteadyClock``): the
+        step in seconds (+ forward), by which the frames' ``capture_ns`` from then on differ from
+        the log times; the first one seen by the time the file was closed."""
         totals = {t: c.messages for t, c in self._writer.counts.items()}
         skipped = self.skipped()
         if split is None:
@@ -391,6 +394,8 @@ class Recorder:
             "recording_message_counts": json.dumps(totals, sort_keys=True),
             "recording_skipped_counts": json.dumps(self._skipped_at_split_end[split], sort_keys=True),
         }
+        if self.clock.stepped_s:
+            extra["clock_step_s"] = f"{self.clock.stepped_s:.3f}"
         return extra | {
             "endpoint": self.config.endpoint,
             "subscription": self.config.namespace or " ".join(self.config.topic),

@@ -6,8 +6,9 @@
 Each message goes out as it was received: the recorded wire header (seq, stamps, model_id,
 latency_ms, compression) and the mask re-encoded with the recorded compression through
 ``perception.encoding``, so a subscriber cannot tell a replay from the live node except by the
-clock (``--restamp`` shifts the capture and publish times to now, for latency read-outs: those of
-the headers and those a JSON document carries, the ``obstacles`` frame's ``capture_ns``).
+clock (``--restamp`` moves each message's capture and publish times to the moment it is sent, for
+latency read-outs: those of the headers and those a JSON document carries, the ``obstacles`` frame's
+``capture_ns``; see ``Restamper``).
 
 Timing: messages keep their recorded spacing divided by ``--rate`` (a gap longer than
 ``MAX_GAP_S`` is shortened to it, with one warning; a step back over ``MAX_BACK_S`` is played on
@@ -348,7 +349,7 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
         while not stop.is_set():
             t0 = t_pass = time.monotonic()
             spans: dict[str, list[int]] = {}  # per topic not latched: [first log time, last, messages]
-            shift_ns = time.time_ns() - first.log_time_ns if config.restamp else 0
+            restamper = Restamper() if config.restamp else None  # each pass from its own send times
             # Recorded time replayed so far, and the latest log time sent: a message logged earlier
             # than one already sent goes at once, and a gap longer than MAX_GAP_S (a paused
             # recorder, files from different days, a damaged log time) is shortened to it, so
@@ -361,7 +362,6 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
                 if latest_ns is None and not msg.topic.endswith(LATCHED_SUFFIXES):
                     latest_ns = msg.log_time_ns
                     t0 = time.monotonic()
-                    shift_ns = time.time_ns() - msg.log_time_ns if config.restamp else 0
                 if not config.max_rate and latest_ns is not None:
                     gap_ns = msg.log_time_ns - latest_ns
                     if gap_ns > MAX_GAP_S * 1e9:
@@ -385,7 +385,7 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
                         latest_ns = msg.log_time_ns
                     if stop.wait(max(0.0, t0 + elapsed_ns / 1e9 / config.rate - time.monotonic())):
                         break
-                if not publisher.send(msg, stop, shift_ns=shift_ns):
+                if not publisher.send(msg, stop, shift_ns=restamper.shift_ns(msg) if restamper else 0):
                     break
                 sent += 1
                 if msg.header["kind"] == contracts.KIND_FRAME:
@@ -430,10 +430,67 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
     return summary
 
 
+#: ``--restamp``: how many frames' shifts ``Restamper`` keeps (the masks and documents of one
+#: frame arrive within a few messages of each other; several cameras interleave theirs).
+RESTAMP_FRAMES = 1024
+
+
+class Restamper:
+    """``--restamp``: moves each message's stamps to the time it is sent, keeping the node's own
+    capture-to-publish time, so that a reader's latency (receive time minus capture time) is
+    live whatever happened to the recorded times: a wall clock stepped while recording (the
+    frames' ``capture_ns`` jump, the recorder's log times do not), ``--rate`` / ``--max-rate``, a
+    gap the replay shortened to ``MAX_GAP_S``, ``--loop``.
+
+    ``shift_ns(msg)`` is the amount added to every stamp of ``msg`` (``_restamped``, ``_payload``):
+    the send time (the wall clock now) minus its recorded ``publish_ns``, that is
+    ``publish' = now`` and ``capture' = now - (publish_ns - capture_ns)``. The first message of a
+    frame fixes its frame's shift, and the others that carry the same recorded capture time (the
+    other masks, the ``obstacles`` document's ``capture_ns``, the parts of an atomic frame) take the
+    same one, so they still name one capture time. A capture-to-publish time that is negative or
+    over ``MAX_GAP_S`` (the node's clock stepped inside that frame) counts as 0: capture' = now."""
+
+    def __init__(self, now_ns: Any = time.time_ns) -> None:
+        self._now_ns = now_ns
+        self._shifts: dict[int, int] = {}  # recorded capture time -> its frame's shift
+
+    def shift_ns(self, msg: RecordedMessage) -> int:
+        publish = _ns(msg.header.get("publish_ns"))
+        capture = _ns(msg.header.get("capture_ns"))
+        if capture is None and isinstance(msg.data, dict):  # obstacles: its frame's capture time
+            capture = _ns(msg.data.get("capture_ns"))
+        if capture is not None and capture in self._shifts:
+            return self._shifts[capture]
+        now = self._now_ns()
+        if capture is None:
+            return now - publish if publish is not None else 0
+        spent = publish - capture if publish is not None else 0
+        if not 0 <= spent <= MAX_GAP_S * 1e9:
+            spent = 0
+        shift = now - spent - capture
+        if len(self._shifts) >= RESTAMP_FRAMES:
+            del self._shifts[next(iter(self._shifts))]
+        self._shifts[capture] = shift
+        return shift
+
+
+def _ns(value: Any) -> int | None:
+    """A nanosecond stamp (a header's number or decimal string, a document's number), or None."""
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63:
+        return value
+    return None
+
+
 def _shifted(value: int | str, shift_ns: int) -> int | str:
     """A nanosecond header field moved by ``shift_ns``, in the form it came in (a number, or the
-    decimal string that JSON parsers without 64-bit integers read exactly)."""
-    return str(int(value) + shift_ns) if isinstance(value, str) else value + shift_ns
+    decimal string that JSON parsers without 64-bit integers read exactly); kept as recorded when
+    the move would take it out of int64 (below 0 or past 2**63 - 1)."""
+    moved = int(value) + shift_ns
+    if not 0 <= moved < 2**63:
+        return value
+    return str(moved) if isinstance(value, str) else moved
 
 
 def _restamped(header: dict[str, Any], shift_ns: int) -> dict[str, Any]:
