@@ -155,7 +155,7 @@ def measure_nodes(cfg: PipelineBenchConfig, model: Path, groups: list[tuple[str,
             for receiver in receivers.values():
                 receiver.closed.set()
             window_s = time.monotonic() - t_window
-            window_end_ns = time.time_ns()
+            window_end_mono_ns = time.monotonic_ns()  # a duration's end: not the wall clock
             cpu = [sampler.summary() for sampler in samplers]
         finally:
             stop.stopping = True
@@ -178,7 +178,7 @@ def measure_nodes(cfg: PipelineBenchConfig, model: Path, groups: list[tuple[str,
         final = next((camera_final(f, name, group) for f, group in zip(final_stats, groups, strict=True)
                       if name in group), None)
         run = summarize_received(receiver.rx, window_s=window_s, cpu={}, subscriber=receiver.counters, extra={},
-                                 final=final, window_end_ns=window_end_ns)
+                                 final=final, window_end_mono_ns=window_end_mono_ns)
         per_camera[name] = {key: run[key] for key in (
             "output_fps", "input_fps", "frames_received", "frames_received_after_window", "frames_captured",
             "frames_dropped", "lost_after_node", "loss_split", "capture_to_receive_ms")}

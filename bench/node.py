@@ -269,7 +269,7 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
                         tick(1)
                 cpu.maybe_sample()
             window_s = input_ended_s if input_ended_s is not None else time.monotonic() - t_window
-            window_end_ns = time.time_ns()
+            window_end_mono_ns = time.monotonic_ns()  # a duration's end: not the wall clock
             subscriber_cpu_s = time.process_time() - own_cpu_start
             cpu_summary = cpu.summary()
             counters = dict(sub.counters.__dict__)
@@ -283,7 +283,7 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
             record_message(rx, msg)
         final_stats = read_final_stats(out_path)
     summary = summarize_received(rx, window_s=window_s, cpu=cpu_summary, subscriber=counters, final=final_stats,
-                                 window_end_ns=window_end_ns, extra={
+                                 window_end_mono_ns=window_end_mono_ns, extra={
         "source": cfg.source,
         "duration_s": round(window_s, 3),
         "startup_to_first_mask_s": round(startup_s, 3),

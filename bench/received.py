@@ -10,6 +10,7 @@ per-stage and end-to-end latency, CPU per frame. ``node.py`` fills one while it 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,10 @@ class Received:
     model_id: str | None = None
     first_receive_ns: int | None = None
     last_receive_ns: int | None = None
+    #: When the last frame of the window was recorded, on the monotonic clock (``time.monotonic_ns``;
+    #: ``record_message`` runs as a message is received): what ``summarize_received`` measures the
+    #: silence at the window's end against, which a step of the wall clock does not move.
+    last_receive_mono_ns: int | None = None
     #: Frames up to this number began before the measuring window (their first mask arrived before
     #: it opened): the rest of their masks are not counted as frames of the window.
     skip_through: int | None = None
@@ -85,6 +90,7 @@ def record_message(rx: Received, msg) -> None:
     if msg.pub_seq is not None:
         rx.pub_seqs.setdefault(msg.topic, {})[seq] = msg.pub_seq
     rx.last_receive_ns = msg.receive_ns
+    rx.last_receive_mono_ns = time.monotonic_ns()
     if rx.first_receive_ns is None:
         rx.first_receive_ns = msg.receive_ns
         rx.model_id = msg.header.get("model_id")
@@ -101,7 +107,8 @@ def record_message(rx: Received, msg) -> None:
 
 
 def summarize_received(rx: Received, *, window_s: float, cpu: dict, subscriber: dict, extra: dict,
-                       final: dict | None = None, window_end_ns: int | None = None) -> dict:
+                       final: dict | None = None, window_end_ns: int | None = None,
+                       window_end_mono_ns: int | None = None) -> dict:
     """Rates, gaps, per-stage and end-to-end latency from what the subscriber received, and the
     frames counted against the node's own final stats ``final`` (``stats.node_accounting``).
 
@@ -110,7 +117,11 @@ def summarize_received(rx: Received, *, window_s: float, cpu: dict, subscriber: 
     node + lost after it, the frames the node published after the subscriber's last one included
     (lost after it). Without them (a node that printed no final line), only the frames between the
     first and last received can be counted, and ``warnings`` says so. ``warnings`` also names any
-    disagreement between the node's counts and the messages received."""
+    disagreement between the node's counts and the messages received.
+
+    The silence at the window's end is measured from the last frame received to the window's end:
+    ``window_end_mono_ns`` (``time.monotonic_ns()``, what the bench gives: a step of the wall clock
+    during a run does not move it), else ``window_end_ns`` against the frames' wall ``receive_ns``."""
     seqs = rx.order
     frames = [rx.frames[s] for s in seqs]
     gaps = sequence_gaps(seqs)
@@ -153,8 +164,12 @@ def summarize_received(rx: Received, *, window_s: float, cpu: dict, subscriber: 
                 f"{lost} the node's final stats leave")
             warnings.append(f"the node's final stats and the messages received disagree ({disagree}); the split of "
                             "the missing frames into dropped by the node and lost after it is uncertain")
-        silent_s = (None if window_end_ns is None or rx.last_receive_ns is None
-                    else (window_end_ns - rx.last_receive_ns) / 1e9)
+        if window_end_mono_ns is not None and rx.last_receive_mono_ns is not None:
+            silent_s: float | None = (window_end_mono_ns - rx.last_receive_mono_ns) / 1e9
+        elif window_end_ns is not None and rx.last_receive_ns is not None:
+            silent_s = (window_end_ns - rx.last_receive_ns) / 1e9
+        else:
+            silent_s = None
         tail = acct["lost_after_last_received"]
         if tail and (not seqs or (silent_s is not None and silent_s > SILENT_TAIL_S)):
             heard = ("no frame in the window" if not seqs else

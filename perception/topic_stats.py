@@ -36,8 +36,8 @@ class TopicStats:
     count over time says nothing about the node.
 
     The run's latency percentiles come from a uniform sample of the whole run (reservoir sampling,
-    at most ``_MAX_SAMPLES`` values, so a listener running for days stays bounded); the maximum is
-    exact.
+    at most ``_MAX_SAMPLES`` values, so a listener running for days stays bounded); the maximum and
+    the minimum (``latency_min_ms``: below 0 proves the two machines' clocks differ) are exact.
 
     Cheap per topic (a listener keeps one for each of up to ``--max-topics`` topics): slots, and
     the sample an array of doubles, the sampling's random generator made only once the sample is
@@ -45,7 +45,7 @@ class TopicStats:
     """
 
     __slots__ = ("latched", "count", "wire_bytes", "missing", "lost", "restarts", "last_seq", "last_pub_seq", "first_s", "last_s",
-                 "latencies_ms", "latency_max_ms", "_latency_count", "_reservoir_rng", "_window_start_s",
+                 "latencies_ms", "latency_max_ms", "latency_min_ms", "_latency_count", "_reservoir_rng", "_window_start_s",
                  "_window_count", "_window_bytes", "_window_latencies_ms")
 
     _MAX_SAMPLES = 100_000  # latency samples kept for the final percentiles (about an hour at 30 Hz)
@@ -64,6 +64,7 @@ class TopicStats:
         self.last_s: float | None = None
         self.latencies_ms = array("d")  # 8 bytes a sample (a list of floats takes 32)
         self.latency_max_ms: float | None = None
+        self.latency_min_ms: float | None = None
         self._latency_count = 0
         self._reservoir_rng: random.Random | None = None  # made when the sample is full (2.5 kB of state)
         self._window_start_s = now_s
@@ -113,10 +114,12 @@ class TopicStats:
             self._sample_latency(latency_ms)
 
     def _sample_latency(self, latency_ms: float) -> None:
-        """Keep ``latency_ms`` in the run's bounded uniform sample (Algorithm R) and track the max."""
+        """Keep ``latency_ms`` in the run's bounded uniform sample (Algorithm R) and track the max and min."""
         self._latency_count += 1
         if self.latency_max_ms is None or latency_ms > self.latency_max_ms:
             self.latency_max_ms = latency_ms
+        if self.latency_min_ms is None or latency_ms < self.latency_min_ms:
+            self.latency_min_ms = latency_ms
         if len(self.latencies_ms) < self._MAX_SAMPLES:
             self.latencies_ms.append(latency_ms)
             return

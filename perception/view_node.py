@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import statistics
 import threading
 import time
 from collections import deque
@@ -69,12 +70,28 @@ class ElsewhereReceived(str):
 
 def node_rate(capture_ns: list[int]) -> float | None:
     """The frame rate of a node's masks from the capture times of consecutive frames it sent
-    (one a seq, in arrival order): frames per second of capture time, None when that cannot be
-    told (fewer than two frames, times not increasing: a restart, a clock step)."""
-    if len(capture_ns) < 2 or any(b <= a for a, b in itertools.pairwise(capture_ns)):
+    (one a seq, in arrival order): frames per second of capture time over the intervals between
+    them, None when that cannot be told (fewer than two frames, no interval going forward). The
+    capture times are on the node's wall clock, which a clock step (NTP, chrony) moves: an interval
+    that goes back (a step back, a restart) or is more than ``_RATE_OUTLIER`` times the typical one
+    (the lower median: a step forward) is left out, so one step does not set the rate."""
+    intervals = [b - a for a, b in itertools.pairwise(capture_ns) if b > a]
+    if not intervals:
         return None
-    value = (len(capture_ns) - 1) / ((capture_ns[-1] - capture_ns[0]) / 1e9)
+    typical = statistics.median_low(intervals)
+    kept = [i for i in intervals if i <= _RATE_OUTLIER * typical]
+    value = len(kept) / (sum(kept) / 1e9)
     return value if 0 < value < 10_000 else None
+
+
+#: An interval between the capture times of two frames more than this many times the typical one is
+#: a clock step, not the node's rate (``node_rate``); a node that drops every other frame has
+#: intervals twice the typical one, which count.
+_RATE_OUTLIER = 4
+#: The slowest rate ``node_rate`` can honestly measure: its frames all arrive within ``RATE_WAIT_S``
+#: of the first, so capture times spread over much longer than that are a clock step of the node's
+#: machine; the video then plays at ``DEFAULT_VIDEO_FPS`` (one line says why).
+MIN_NODE_FPS = 0.5 / RATE_WAIT_S
 
 
 #: The last parts of the node's topics under its namespace: a heard topic ending so (or in
@@ -386,7 +403,11 @@ def node_frames(config: ViewConfig, stop: threading.Event, deadline: float | Non
         nonlocal rate_decided
         rate_decided = True
         measured = node_rate(captures)
-        if measured is not None:
+        if measured is not None and measured < MIN_NODE_FPS:
+            log.info("the capture times of the node's first %d frames give %.4f fps, though they all came within %g s "
+                     "(a clock step on the node's machine): the video plays at %g fps (--fps sets another)",
+                     len(captures), measured, RATE_WAIT_S, DEFAULT_VIDEO_FPS)
+        elif measured is not None:
             rate.append(round(measured, 2))
             log.info("the video plays at %.2f fps, the node's rate from the capture times of its first %d "
                      "frames (--fps sets another)", rate[0], len(captures))

@@ -70,6 +70,12 @@ const fs = require("fs");
 const zlib = require("zlib");
 const zmq = require("zeromq");
 const { PNG } = require("pngjs");
+const { performance } = require("perf_hooks");
+
+// Milliseconds on the monotonic clock, for every deadline and interval (--duration, --idle, the
+// reconnect grace): a step of the system clock (NTP, chrony) moves Date.now() but not this, so a
+// step back cannot stall the client nor a step forward end it early. Date.now() is for stamps only.
+const monotonicMs = () => performance.now();
 
 // Limits of the README's robustness table.
 const MAX_TOPIC_BYTES = 256;
@@ -862,10 +868,10 @@ async function main() {
       process.exit(status);
     });
   }
-  const start = Date.now();
+  const start = monotonicMs();
   let last = start;
   while (!stop) {
-    const now = Date.now();
+    const now = monotonicMs();
     if ((o.count && sub.counts.masks >= o.count) || (o.duration && now - start >= o.duration * 1000)) break;
     watch.check();
     let parts;
@@ -875,17 +881,17 @@ async function main() {
       if (err.code !== "EAGAIN") throw err;
       // receiveTimeout: nothing is waiting. --idle counts only then, so a client that was
       // descheduled does not stop with messages still queued.
-      if (o.idle && Date.now() - last >= o.idle * 1000) break;
+      if (o.idle && monotonicMs() - last >= o.idle * 1000) break;
       continue;
     }
-    last = Date.now();
+    last = monotonicMs();
     if (sub.isAsked(parts)) sub.handle(parts);
   }
   const { masks, json, skipped, overTopics } = sub.counts;
   let status = 0;
   if (masks + json + skipped + overTopics === 0) {
     // Nothing at all arrived: the stream is not there (exit 4, as perception listen).
-    process.stderr.write(`perception_sub.js: error: no messages received from ${o.endpoint} in ${((Date.now() - start) / 1000).toFixed(1)} s; ` +
+    process.stderr.write(`perception_sub.js: error: no messages received from ${o.endpoint} in ${((monotonicMs() - start) / 1000).toFixed(1)} s; ` +
       `is the node running? check --endpoint / ${o.topics.length ? "--topic" : "--namespace"}\n`);
     status = 4;
   } else {
@@ -914,11 +920,11 @@ function watchConnection(sock, o, maxMessageSize) {
   const watch = { up: false, droppedAt: 0, reconnects: 0 };
   sock.events.on("handshake", () => { [watch.up, watch.droppedAt] = [true, 0]; });
   sock.events.on("disconnect", () => {
-    if (watch.up) [watch.up, watch.droppedAt] = [false, Date.now()];
+    if (watch.up) [watch.up, watch.droppedAt] = [false, monotonicMs()];
   });
   sock.events.on("connect:retry", () => { watch.droppedAt = 0; });
   watch.check = () => {
-    if (!watch.droppedAt || Date.now() - watch.droppedAt < RECONNECT_GRACE_MS) return;
+    if (!watch.droppedAt || monotonicMs() - watch.droppedAt < RECONNECT_GRACE_MS) return;
     watch.droppedAt = 0;
     try {
       sock.disconnect(o.endpoint); // its session is gone; this clears the endpoint

@@ -287,7 +287,7 @@ def _listen(config: ListenConfig, earlier: list[Path], live, stop: dict[str, boo
     next_report_s = start_s + config.interval_s
     end_s = start_s + config.duration_s if config.duration_s else None  # 0: no limit, as for 'perception run'
     total = save_errors = 0
-    restart_said = False
+    restart_said = clock_said = False
     try:
         while not stop["requested"]:
             now_s = time.monotonic()
@@ -302,6 +302,9 @@ def _listen(config: ListenConfig, earlier: list[Path], live, stop: dict[str, boo
                 total += 1
                 topic_stats = stats.setdefault(msg.topic, TopicStats(start_s))
                 topic_stats.add(msg, now_s)
+                if not clock_said and (low := topic_stats.latency_min_ms) is not None and low < 0:
+                    clock_said = True
+                    log.warning(clock_behind_hint(printable(msg.topic), low))
                 if config.echo:
                     _echo(msg, live)
                 if config.save_dir is not None and msg.kind == contracts.KIND_MASK:
@@ -342,6 +345,17 @@ def _listen(config: ListenConfig, earlier: list[Path], live, stop: dict[str, boo
     }
     nothing = total == 0 and not (counters.malformed or counters.version_mismatch or counters.over_max_topics)
     return summary, nothing
+
+
+def clock_behind_hint(topic: str, latency_ms: float) -> str:
+    """The one line said when a latency below 0 comes (``latency_ms``, on ``topic``): a message cannot
+    arrive before it was stamped, so this machine's wall clock is behind the publisher's by at
+    least that much (or a clock was stepped while the message was on its way). The figures stay as
+    measured."""
+    behind = f"{-latency_ms / 1e3:.1f} s" if latency_ms <= -1000 else f"{-latency_ms:.1f} ms"
+    return (f"latency below 0 on {topic} ({latency_ms:.1f} ms): this machine's clock is behind the publisher's by at "
+            f"least {behind} (or a clock was stepped); latencies are shown as measured, sync both clocks "
+            "(chrony/NTP) for latency across machines (the header's latency_ms, in --echo, needs no sync)")
 
 
 def nothing_received(endpoint: str, seconds: float, hint: str) -> str:
