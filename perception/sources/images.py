@@ -40,6 +40,9 @@ from perception.sources.base import CorruptFrame, Source, SourceOptions, as_bgr,
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+#: Photo formats OpenCV's image decoders do not read (phones' HEIC/HEIF, AVIF): left out of a folder
+#: with a warning, not silently as other files are (``left_out``).
+UNREAD_PHOTO_SUFFIXES = frozenset({".heic", ".heif", ".avif"})
 GLOB_CHARS = frozenset("*?[")
 #: Rate used for --realtime on image sequences when --fps is not given.
 DEFAULT_IMAGE_FPS = 30.0
@@ -106,17 +109,20 @@ _DECIMAL_STEM = re.compile(r"[0-9]+(\.[0-9]+)?")
 
 def natural_key(path: Path) -> tuple:
     """Sort key of a path in natural order, as file browsers sort: runs of digits compare as numbers
-    (``frame_2`` before ``frame_10``, ``v1.2`` before ``v1.10``) and letters without regard to case;
-    a name that is one decimal number compares by its value (timestamps: ``1700000000.png``, then
-    ``1700000000.125.png``, then ``.25``, ``.5``); names equal that way keep their string order."""
+    (``frame_2`` before ``frame_10``, ``v1.2`` before ``v1.10``, ``2_b`` between ``1`` and ``3``) and
+    letters without regard to case; a name that is one decimal number compares by its value
+    (timestamps: ``1700000000.png``, then ``1700000000.125.png``, then ``.25``, ``.5``, then
+    ``1700000001.png``); names equal that way keep their string order."""
     stem = path.name.removesuffix(path.suffix)
     if _DECIMAL_STEM.fullmatch(stem):
         whole, _, fraction = stem.partition(".")
-        # Whole-number names and decimals side by side: (integer part, fraction digits as text).
-        name_key: tuple = (0, int(whole), fraction, path.suffix.casefold())
+        # The same shape as any other name's key (text, number, text), so that number-only names sort
+        # among the others by their number; the fraction's digits compare as text (".125" < ".25" <
+        # ".5", as values), after "\0", which sorts before any character a name goes on with.
+        name_key: tuple = ("", int(whole), f"\0{fraction}\0{path.suffix.casefold()}")
     else:
         parts = re.split(r"([0-9]+)", path.name)
-        name_key = (1, *(int(part) if i % 2 else part.casefold() for i, part in enumerate(parts)))
+        name_key = tuple(int(part) if i % 2 else part.casefold() for i, part in enumerate(parts))
     folder = re.split(r"([0-9]+)", str(path.parent))
     return (*(int(part) if i % 2 else part for i, part in enumerate(folder)),), name_key, str(path)
 
@@ -140,6 +146,21 @@ def list_images(spec: str) -> list[Path]:
         raise SourceError(f"{what} {shown(spec)}{named} {permission_denied(denied)}") from None
 
 
+def left_out(folder: Path) -> dict[str, int]:
+    """How many files of each other suffix an image folder holds besides its images (``.heic``: 2,
+    ``(none)``: 1); what the folder's listing left out."""
+    counts: dict[str, int] = {}
+    try:
+        for f in folder.iterdir():
+            suffix = f.suffix.lower()
+            if suffix not in IMAGE_SUFFIXES and f.is_file():
+                key = suffix or "(no suffix)"
+                counts[key] = counts.get(key, 0) + 1
+    except OSError:
+        return {}
+    return counts
+
+
 def _glob_base(spec: str) -> Path:
     """The folder a glob pattern starts from: its leading part without ``* ? [`` (``.`` for none)."""
     parts = Path(spec).parts
@@ -152,7 +173,11 @@ def _list_images(spec: str, p: Path) -> list[Path]:
         files = sorted((f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()), key=natural_key)
         if not files:
             hint = ""
-            if (p / "images").is_dir():  # a dataset's root (perception synth --out): its frames are in images/
+            photos = sorted(set(left_out(p)) & UNREAD_PHOTO_SUFFIXES)
+            if photos:
+                hint = (f"; its {'/'.join(photos)} photos are not read by OpenCV's image decoders: convert them to "
+                        "JPEG or PNG (heif-convert, or ffmpeg -i IN.heic OUT.png)")
+            elif (p / "images").is_dir():  # a dataset's root (perception synth --out): its frames are in images/
                 hint = f"; it looks like a dataset folder: its frames are in {shown(str(p / 'images'))}, so give --source {shown(str(p / 'images'))}"
             raise SourceError(f"image folder {shown(spec)} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}){hint}")
         return files
@@ -172,8 +197,11 @@ def _list_images(spec: str, p: Path) -> list[Path]:
         files = sorted((f for f in matched if f.suffix.lower() in IMAGE_SUFFIXES or cvpath.have_image_reader(f)),
                        key=natural_key)
         if not files:
+            photos = sorted({f.suffix.lower() for f in matched if f.suffix.lower() in UNREAD_PHOTO_SUFFIXES})
+            fix = (f"{'/'.join(photos)} photos are not read by OpenCV's image decoders: convert them to JPEG or PNG "
+                   "(heif-convert, or ffmpeg -i IN.heic OUT.png)" if photos else "give a video as its own --source")
             raise SourceError(f"{len(matched)} file{'s' if len(matched) != 1 else ''} match {quoted(spec)} but none "
-                              f"is an image ({', '.join(sorted(IMAGE_SUFFIXES))}); give a video as its own --source")
+                              f"is an image ({', '.join(sorted(IMAGE_SUFFIXES))}); {fix}")
         return files
     if not p.is_file():
         raise SourceError(f"image file {shown(spec)} {why_not_a_file(p)}; check the path")
@@ -321,6 +349,8 @@ class ImageSource(Source):
     def __init__(self, spec: str, options: SourceOptions) -> None:
         super().__init__(spec, options)
         self.files = list_images(spec)
+        if _is_dir(spec):
+            self._say_left_out()
         self._index = 0
         self._good_this_pass = 0
         self._passes = 0
@@ -329,6 +359,24 @@ class ImageSource(Source):
         self._depth_max = 0
         if options.realtime or options.fps:
             self.pace(options.fps or DEFAULT_IMAGE_FPS)
+
+    def _say_left_out(self) -> None:
+        """One line naming the files of the folder that are not read, by suffix: a warning when some
+        are photos OpenCV cannot decode (``UNREAD_PHOTO_SUFFIXES``: a phone's HEIC among JPEGs would
+        otherwise be lost without a word), information for others (labels, notes)."""
+        counts = left_out(Path(self.spec))
+        if not counts:
+            return
+        total = sum(counts.values())
+        which = ", ".join(f"{suffix}: {n}" for suffix, n in sorted(counts.items()))
+        photos = sorted(set(counts) & UNREAD_PHOTO_SUFFIXES)
+        line = (f"{self.camera_prefix()}images {shown(self.spec)}: {total} file{'s' if total != 1 else ''} without an "
+                f"image suffix left out ({which})")
+        if photos:
+            log.warning("%s; %s photos are not read by OpenCV's image decoders: convert them to JPEG or PNG "
+                        "(heif-convert, or ffmpeg -i IN.heic OUT.png) to include them", line, "/".join(photos))
+        else:
+            log.info("%s", line)
 
     def describe(self) -> str:
         return f"images {shown(self.spec)} ({len(self.files)} file{'' if len(self.files) == 1 else 's'})"

@@ -34,10 +34,12 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import stat
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from perception import MAX_SOURCE_PIXELS, cvpath
 from perception.errors import SourceError, why_not_a_file
@@ -59,6 +61,157 @@ log = logging.getLogger(__name__)
 
 #: Rate used for --realtime when the container does not state one.
 FALLBACK_FPS = 30.0
+#: Pixel aspect ratios within this fraction of 1 are taken as square: OpenCV reports a bogus
+#: 5776/5769 (0.12 % off) for an MJPEG AVI of odd size, and no real anamorphic format is that close.
+SQUARE_TOLERANCE = 0.01
+#: Frames the interlace check decodes (``_stale_frames``).
+INTERLACE_CHECK_FRAMES = 3
+#: Codecs whose streams can flag their frames interlaced (``CAP_PROP_FOURCC`` as ``codec_of`` gives it).
+_MPEG2 = frozenset({"mpg2", "MPG2", "mpeg", "MPEG", "mp2v", "MP2V", "hdv2"})
+_H264 = frozenset({"h264", "H264", "avc1", "AVC1", "x264", "X264"})
+
+
+def pixel_aspect(cap) -> float | None:
+    """The width of a stored pixel over its height (``CAP_PROP_SAR_NUM / _DEN``) where it is not
+    square; None for square pixels, within ``SQUARE_TOLERANCE``, or none stated."""
+    try:
+        num, den = cap.get(cv2.CAP_PROP_SAR_NUM), cap.get(cv2.CAP_PROP_SAR_DEN)
+    except cv2.error:
+        return None
+    if not (num and den and math.isfinite(num) and math.isfinite(den) and num > 0 and den > 0):
+        return None
+    ratio = num / den
+    return None if abs(ratio - 1.0) <= SQUARE_TOLERANCE else ratio
+
+
+def display_size(width: int, height: int, aspect: float | None, rotation: int) -> tuple[int, int]:
+    """The size a frame of ``width`` x ``height`` (as OpenCV delivers it: already turned by
+    ``rotation`` degrees) is displayed at, for stored pixels ``aspect`` wide to 1 high: the axis the
+    stored width lies on is stretched (or narrowed) by it, as players and ``ffmpeg -vf
+    scale=iw*sar:ih`` do; turned a quarter, that is the delivered height."""
+    if aspect is None:
+        return width, height
+    if rotation % 180 == 90:
+        return width, max(1, round(height * aspect))
+    return max(1, round(width * aspect)), height
+
+
+def to_display(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``image`` resampled to ``size`` (width, height) when it is not that size already."""
+    if (image.shape[1], image.shape[0]) == size:
+        return image
+    shrink = size[0] * size[1] < image.shape[0] * image.shape[1]
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+class _Bits:
+    """A big-endian bit reader over ``data`` (H.264 ``u(n)``, ``ue(v)``, ``se(v)``); ValueError past its end."""
+
+    def __init__(self, data: bytes) -> None:
+        self.value, self.size, self.pos = int.from_bytes(data, "big"), len(data) * 8, 0
+
+    def u(self, n: int) -> int:
+        if self.pos + n > self.size:
+            raise ValueError("past the end")
+        self.pos += n
+        return (self.value >> (self.size - self.pos)) & ((1 << n) - 1)
+
+    def ue(self) -> int:
+        zeros = 0
+        while not self.u(1):
+            zeros += 1
+            if zeros > 31:
+                raise ValueError("bad exp-Golomb code")
+        return (1 << zeros) - 1 + self.u(zeros)
+
+    def se(self) -> int:
+        k = self.ue()
+        return (k + 1) // 2 if k & 1 else -(k // 2)
+
+
+#: H.264 profiles whose SPS carries chroma format, bit depths and scaling lists.
+_HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
+
+
+def h264_field_coding(nal: bytes) -> bool | None:
+    """Whether the H.264 sequence parameter set ``nal`` (header byte included) allows field or
+    MBAFF coding (``frame_mbs_only_flag`` 0: an interlaced stream, or x264's fake-interlaced); None
+    when it is not an SPS or cannot be read."""
+    if len(nal) < 4 or nal[0] & 0x1F != 7:
+        return None
+    rbsp = re.sub(b"\x00\x00\x03", b"\x00\x00", nal[1:])  # emulation prevention bytes out
+    try:
+        bits = _Bits(rbsp)
+        profile = bits.u(8)
+        bits.u(16)  # constraint flags, level
+        bits.ue()  # seq_parameter_set_id
+        if profile in _HIGH_PROFILES:
+            chroma = bits.ue()
+            if chroma == 3:
+                bits.u(1)
+            bits.ue(), bits.ue(), bits.u(1)  # bit depths, qpprime_y_zero_transform_bypass
+            if bits.u(1):  # seq_scaling_matrix_present_flag
+                for i in range(12 if chroma == 3 else 8):
+                    if bits.u(1):
+                        last = following = 8
+                        for _ in range(16 if i < 6 else 64):
+                            if following:
+                                following = (last + bits.se() + 256) % 256
+                            last = following or last
+        bits.ue()  # log2_max_frame_num_minus4
+        poc_type = bits.ue()
+        if poc_type == 0:
+            bits.ue()
+        elif poc_type == 1:
+            bits.u(1), bits.se(), bits.se()
+            for _ in range(min(bits.ue(), 255)):
+                bits.se()
+        bits.ue(), bits.u(1), bits.ue(), bits.ue()  # max refs, gaps, width and height in macroblocks
+        return bits.u(1) == 0
+    except ValueError:
+        return None
+
+
+def _annexb_units(data: bytes) -> list[bytes]:
+    """The NAL units (or MPEG-2 start-code units) of an Annex B byte stream."""
+    return [unit.rstrip(b"\x00") for unit in data.split(b"\x00\x00\x01")[1:]]
+
+
+def _avcc_units(data: bytes) -> list[bytes]:
+    """The SPS units of an MP4's ``avcC`` record."""
+    units, at = [], 6
+    for _ in range(data[5] & 0x1F if len(data) > 5 else 0):
+        size = int.from_bytes(data[at: at + 2], "big")
+        units.append(data[at + 2: at + 2 + size])
+        at += 2 + size
+    return units
+
+
+def interlaced_headers(codec: str, chunks: list[bytes]) -> bool:
+    """Whether the codec headers in ``chunks`` (extradata, first packets) say the stream is, or may
+    be, interlaced: MPEG-2 ``progressive_sequence`` 0 in its sequence extension, or a picture coding
+    extension with ``progressive_frame`` 0; H.264 an SPS with ``frame_mbs_only_flag`` 0."""
+    for data in chunks:
+        if codec in _MPEG2:
+            for unit in _annexb_units(data):
+                if unit[:1] == b"\xb5" and len(unit) >= 6:
+                    kind = unit[1] >> 4
+                    if (kind == 1 and not (unit[2] >> 3) & 1) or (kind == 8 and not unit[5] >> 7):
+                        return True
+        elif codec in _H264:
+            units = _avcc_units(data) if data[:1] == b"\x01" else _annexb_units(data)
+            if any(h264_field_coding(unit) for unit in units):
+                return True
+    return False
+
+
+def stale_frames(frames: list[np.ndarray]) -> bool:
+    """Whether the decoded ``frames`` (the first of a clip) are one and the same buffer's bytes: what
+    OpenCV returns when FFmpeg's converter refused every frame ("Cannot convert interlaced to
+    progressive frames") and left its output buffer as it was (zeros, or whatever memory held).
+    A clip whose first frames really are the same picture (a black lead-in) looks the same, which is
+    why this is only asked of a stream whose headers say it is interlaced (``interlaced_headers``)."""
+    return len(frames) >= 2 and all(np.array_equal(frames[0], f) for f in frames[1:])
 
 
 def _descriptors() -> dict[int, tuple[int, int]] | None:
@@ -108,11 +261,17 @@ class VideoFileSource(Source):
         if not self.path.is_file():
             raise SourceError(f"{video_spec_word(spec)} {shown(spec)} {why_not_a_file(self.path)}; check the path")
         self._cap = self._open()
-        width, height = (self._cap.get(prop) for prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
+        self._read_geometry()
+        width, height = self.size
         if frame_too_big(width, height):  # checked before the first frame is decoded
             self._cap.release()
             raise SourceError(f"video file {shown(spec)} is {width:.0f}x{height:.0f}, more than {MAX_SOURCE_PIXELS} "
                               "pixels (8192 x 8192) a frame; scale it down for the node (ffmpeg -vf scale=1920:-2)")
+        try:
+            self._refuse_interlaced()
+        except SourceError:
+            self._cap.release()
+            raise
         self._frames_this_pass = 0
         self._attempts_this_pass = 0  # frames read or found unreadable in this pass
         self._pass_over = False  # this pass reached the file's end (a note said where)
@@ -130,6 +289,95 @@ class VideoFileSource(Source):
             self.pace(options.fps)
         elif options.realtime:  # as recorded: each frame at its own timestamp (the average rate without one)
             self.pace_by_timestamps(self.native_fps or FALLBACK_FPS)
+        log.info("%s", self._opened_line())
+
+    def _read_geometry(self) -> None:
+        """What the capture says of its frames' geometry: ``rotation`` (degrees its display matrix
+        turns the stored frames, which OpenCV applies), ``aspect`` (a stored pixel's width over its
+        height where not square, ``pixel_aspect``), ``delivered`` (the size OpenCV delivers, turned)
+        and ``size`` (the size the node reads each frame at: ``delivered`` resampled to square
+        pixels, ``display_size``)."""
+        cap = self._cap
+        width, height = (int(cap.get(prop) or 0) for prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
+        try:
+            rotation = int(cap.get(cv2.CAP_PROP_ORIENTATION_META) or 0) % 360
+            if not cap.get(cv2.CAP_PROP_ORIENTATION_AUTO):
+                rotation = 0  # not applied
+        except (cv2.error, ValueError, OverflowError):
+            rotation = 0
+        self.rotation, self.aspect, self.delivered = rotation, pixel_aspect(cap), (width, height)
+        self.size = display_size(width, height, self.aspect, rotation)
+
+    def _opened_line(self) -> str:
+        """One line of what the file holds, said at open: the size frames are read at, how it is
+        stored when that differs (turned by its display matrix, non-square pixels), codec, rate and
+        frame count, so that a wrong geometry shows in the log."""
+        width, height = self.size
+        notes = []
+        stored = self.delivered[::-1] if self.rotation % 180 == 90 else self.delivered
+        if self.rotation:
+            notes.append(f"turned {self.rotation} degrees by its display matrix")
+        if self.aspect is not None:
+            notes.append(f"pixels {self.aspect:.4g}:1 wide (anamorphic), resampled to square pixels")
+        where = f" (stored {stored[0]}x{stored[1]}, {', '.join(notes)})" if notes else ""
+        codec = codec_of(self._cap) or "unknown codec"
+        rate = f"{self.native_fps:.4g} fps" if self.native_fps else "no frame rate stated"
+        count = f"{self.frame_count} frames" if self.frame_count else "no frame count stated"
+        return f"{self.describe()}: {width}x{height}{where}, {codec}, {rate}, {count}"
+
+    def _refuse_interlaced(self) -> None:
+        """SourceError for an interlaced stream this OpenCV decodes to blank or stale frames.
+
+        OpenCV 5.0 converts FFmpeg's frames to BGR with ``sws_scale_frame``, which refuses a frame
+        flagged interlaced ("Cannot convert interlaced to progressive frames"); OpenCV ignores the
+        failure and returns its output buffer as it was, ``ok`` True: zeros or leftover memory, the
+        same bytes for every frame (no capture property avoids it: ``CAP_PROP_CONVERT_RGB`` 0 and
+        hardware decoding go through the same converter). Judged from two things together, so that
+        neither a night drive or a black lead-in (frames really alike) nor an interlace-capable
+        stream that does decode (H.264 coded as frames only) is refused: the codec headers say the
+        stream is interlaced (``interlaced_headers``: MPEG-2's progressive flags, H.264's
+        ``frame_mbs_only_flag``), and its first frames, decoded, are one and the same bytes
+        (``stale_frames``). Only FFmpeg's converter has this flaw: other backends are not asked."""
+        codec = codec_of(self._cap)
+        if codec not in _MPEG2 | _H264 or _file_backend() != cv2.CAP_FFMPEG:
+            return
+        try:
+            raw = cvpath.video_capture(self.path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_FORMAT, -1])
+        except (OSError, cv2.error):
+            return
+        chunks = []
+        try:
+            if raw.isOpened():
+                ok, extra = raw.retrieve(None, int(raw.get(cv2.CAP_PROP_CODEC_EXTRADATA_INDEX)))
+                if ok and extra is not None:
+                    chunks.append(bytes(np.asarray(extra).ravel()))
+                for _ in range(2):  # headers sent in the stream (TS, raw H.264) come with the first packets
+                    ok, packet = raw.read()
+                    if not ok or packet is None:
+                        break
+                    chunks.append(bytes(np.asarray(packet).ravel()))
+        except cv2.error:
+            pass
+        finally:
+            raw.release()
+        if not interlaced_headers(codec, chunks):
+            return
+        probe = cvpath.video_capture(self.path, cv2.CAP_FFMPEG)
+        frames = []
+        try:
+            for _ in range(INTERLACE_CHECK_FRAMES):
+                ok, image = probe.read()
+                if not ok or image is None:
+                    break
+                frames.append(image)
+        finally:
+            probe.release()
+        if stale_frames(frames) or len(frames) == 1:  # one frame alone cannot be compared: its headers say
+            name = shown(self.spec)
+            raise SourceError(f"video file {name} is interlaced {'MPEG-2' if codec in _MPEG2 else 'H.264'} video, "
+                              "which this OpenCV's FFmpeg cannot convert to pictures (every frame comes out blank "
+                              f"or as leftover memory); deinterlace it first (ffmpeg -i {name} -vf bwdif "
+                              "-c:v libx264 -crf 18 out.mp4)")
 
     def describe(self) -> str:
         return f"video file {shown(self.spec)}"
@@ -245,11 +493,14 @@ class VideoFileSource(Source):
         self._cap = self._open()
         if self._file_id != before:
             self.frame_count, self.real_end = self._stated_count(), None
-            width, height = (self._cap.get(prop) for prop in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
+            self._read_geometry()
+            width, height = self.size
             if frame_too_big(width, height):
                 raise SourceError(f"video file {shown(self.spec)} was replaced by one of {width:.0f}x{height:.0f}, "
                                   f"more than {MAX_SOURCE_PIXELS} pixels (8192 x 8192) a frame; scale it down for "
                                   "the node (ffmpeg -vf scale=1920:-2)")
+            self._refuse_interlaced()
+            log.info("%s (replaced)", self._opened_line())
 
     def _grab(self) -> tuple | None:
         """The next frame of this pass (None: a failed grab); CorruptFrame naming a frame that was
@@ -263,6 +514,10 @@ class VideoFileSource(Source):
         except CorruptFrame as exc:
             raise CorruptFrame(f"frame {index}: {exc}", key=index) from None
         if got is not None:
+            if self.aspect is not None:  # anamorphic: resampled to the shape it is displayed at
+                image = got[0]
+                got = (to_display(image, display_size(image.shape[1], image.shape[0], self.aspect, self.rotation)),
+                       *got[1:])
             self._frames_this_pass += 1
             if self._pacer is not None and self._pacer.by_timestamps:
                 self._grabbed_at = FrameTime(self._passes, index, self._position_s())
