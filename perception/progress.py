@@ -29,6 +29,11 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
+def is_quiet() -> bool:
+    """Whether the command line said ``-q``: commands then leave out what is not a result line."""
+    return _quiet
+
+
 def progress(*, total: int | None = None, initial: int = 0, desc: str = "", unit: str = "it",
              disable: bool = False, file: TextIO | None = None, interval_s: float = 30.0):
     """A tqdm bar when ``file`` (default stderr) is a terminal, else a ``LineProgress``; the same

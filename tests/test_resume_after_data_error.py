@@ -61,7 +61,8 @@ def test_a_resume_redoes_the_validation_a_bad_file_stopped(data, tmp_path, capsy
     last = out / "last.pt"
     assert _train(spec, out, "--steps", "4", "--set", "val_every=2") == 2
     assert _error_line(capsys) == (
-        f"perception: error: cannot read image {bad}; is it a valid PNG/JPEG file?; the 2 steps trained are in "
+        f"perception: error: cannot read image {bad}: it is text, not an image (it starts with 'junk'); replace it "
+        f"with a good copy, or remove it and its label; the 2 steps trained are in "
         f"{last}: fix the data, then continue with: perception train --resume {last}"
     )
     kept = load_checkpoint(last)
@@ -100,7 +101,8 @@ def test_a_failed_last_validation_is_resumable_and_last_pt_keeps_no_older_figure
 
     assert cli.main(["train", "--resume", str(last), "--steps", "4"]) == 2
     assert _error_line(capsys) == (
-        f"perception: error: cannot read label {bad}; is it a valid PNG/JPEG file?; the 4 steps trained are in "
+        f"perception: error: cannot read label {bad}: it is text, not an image (it starts with 'junk'); replace it "
+        f"with a good copy, or remove it and its image; the 4 steps trained are in "
         f"{last}: fix the data, then continue with: perception train --resume {last}"
     )
     kept = load_checkpoint(last)

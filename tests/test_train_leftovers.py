@@ -96,4 +96,5 @@ def test_a_label_that_cannot_be_read_is_named_as_a_label(tmp_path):
     dataset = open_dataset(f"folder:{root}", split="train")
     with pytest.raises(DataError) as info:
         dataset[0]
-    assert str(info.value) == f"cannot read label {label}; is it a valid PNG/JPEG file?"
+    assert str(info.value) == (f"cannot read label {label}: it is text, not an image (it starts with 'junk'); "
+                               "replace it with a good copy, or remove it and its image")

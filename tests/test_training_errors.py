@@ -50,7 +50,8 @@ def test_a_file_that_cannot_be_read_in_a_loader_worker_is_one_line_and_the_steps
 
     assert _train(f"folder:{root}", out, "--steps", "4", "--set", "val_every=2", workers="1") == 2
     assert _error_lines(capsys) == [
-        f"perception: error: cannot read image {bad}; is it a valid PNG/JPEG file?; the 2 steps trained are in "
+        f"perception: error: cannot read image {bad}: it is text, not an image (it starts with 'junk'); replace it "
+        f"with a good copy, or remove it and its label; the 2 steps trained are in "
         f"{last}: fix the data, then continue with: perception train --resume {last}"
     ]
     assert load_checkpoint(last).step == 2
@@ -58,7 +59,8 @@ def test_a_file_that_cannot_be_read_in_a_loader_worker_is_one_line_and_the_steps
     # perception eval reads through the same loaders: the same one line
     assert cli.main(["eval", "--checkpoint", str(last), "--data", f"folder:{root}", "--split", "val",
                      "--workers", "1", "--device", "cpu"]) == 2
-    assert _error_lines(capsys) == [f"perception: error: cannot read image {bad}; is it a valid PNG/JPEG file?"]
+    assert _error_lines(capsys) == [f"perception: error: cannot read image {bad}: it is text, not an image (it starts with "
+                                    f"'junk'); replace it with a good copy, or remove it and its label"]
 
     bad.write_bytes(good_bytes)  # fixed: the run goes on from the kept steps
     assert cli.main(["train", "--resume", str(last), "--workers", "1"]) == 0

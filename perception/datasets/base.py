@@ -7,6 +7,8 @@ builds a label look-up table; ``SegmentationDataset`` decodes a pair on access a
 from __future__ import annotations
 
 import logging
+import os
+import re
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -17,7 +19,7 @@ import numpy as np
 
 from perception import MAX_SOURCE_PIXELS, cvpath
 from perception.contracts import ClassTable
-from perception.errors import DataError
+from perception.errors import DataError, unreadable
 from perception.sources.base import CorruptFrame, as_bgr
 
 # The node's image reader: datasets take the files it takes and decode them its way (EXIF orientation,
@@ -25,6 +27,7 @@ from perception.sources.base import CorruptFrame, as_bgr
 from perception.sources.images import (
     DEPTH_CHECK_FRAMES,
     LOW_BITS_MAX,
+    _not_a_regular_file,
     decoded_size,
     imread_at_depth,
     to_8bit,
@@ -58,7 +61,7 @@ class SegmentationDataset(Sequence):
         if lossy is not None:
             # Refused up front: JPEG changes ids and colours at every edge, and when the changed values
             # happen to stay inside the class table, nothing later can tell (a silently wrong score).
-            raise DataError(f"label {lossy} is a {lossy.suffix} file, whose compression changes label values at every "
+            raise DataError(f"label {named(lossy)} is a {lossy.suffix} file, whose compression changes label values at every "
                             "edge: save labels as PNG")
         self.name = name
         self.class_table = class_table
@@ -77,7 +80,8 @@ class SegmentationDataset(Sequence):
         image = read_dataset_image(image_path)
         image_turn, label_turn, label_turned = self._orientations(index)
         raw = read_image(label_path, cv2.IMREAD_UNCHANGED, what="label")
-        label = self._decode_label(raw, label_path) if self._decode_label else map_label(raw, self._lut, label_path)
+        label = (self._decode_label(raw, label_path) if self._decode_label
+                 else map_label(raw, self._lut, label_path, self.class_table))
         if image_turn != 1 and label_turn != image_turn:
             raise DataError(orientation_mismatch(image_path, image_turn, image.shape[:2],
                                                  label_path, label_turn, label.shape))
@@ -85,11 +89,23 @@ class SegmentationDataset(Sequence):
             label = apply_orientation(label, label_turn)
         if label.shape != image.shape[:2]:
             raise DataError(
-                f"label {label_path} is {label.shape[0]} high x {label.shape[1]} wide but image {image_path} is "
+                f"label {named(label_path)} is {label.shape[0]} high x {label.shape[1]} wide but image {named(image_path)} is "
                 f"{image.shape[0]} high x {image.shape[1]} wide; they must match"
                 + _turned_sizes(image_path, image_turn, label_path, label_turn, image.shape[:2], label.shape)
             )
         return image, label
+
+    def label(self, index: int) -> np.ndarray:
+        """Pair ``index``'s label alone, as ``self[index]`` gives it (class ids, turned by its EXIF
+        orientation), its image neither decoded nor compared with it: for what reads labels only,
+        such as the class statistics of a training start (``class_pixel_stats``), which a 1080p
+        JPEG decode beside each label made about twice as slow."""
+        _, label_path = self.pairs[index]
+        _, label_turn, label_turned = self._orientations(index)
+        raw = read_image(label_path, cv2.IMREAD_UNCHANGED, what="label")
+        label = (self._decode_label(raw, label_path) if self._decode_label
+                 else map_label(raw, self._lut, label_path, self.class_table))
+        return label if label_turned else apply_orientation(label, label_turn)
 
     def image(self, index: int) -> np.ndarray:
         """Pair ``index``'s image alone, as the node reads it (its label neither read nor checked):
@@ -105,7 +121,7 @@ class SegmentationDataset(Sequence):
             image_path, label_path = self.pairs[index]
             label = read_header(label_path)
             if label.lossy:
-                raise DataError(f"label {label_path} is a lossy WebP file, whose compression changes label values "
+                raise DataError(f"label {named(label_path)} is a lossy WebP file, whose compression changes label values "
                                 "at every edge: save labels as PNG (or lossless WebP)")
             turns = self._turns[index] = (read_header(image_path).orientation, label.orientation, label.always_turned)
         return turns
@@ -117,10 +133,11 @@ class SegmentationDataset(Sequence):
 def read_image(path: Path, flags: int, *, what: str = "image") -> np.ndarray:
     """The decoded file ``path``; DataError calling it ``what`` (an image, or a label of one) when
     it cannot be decoded or is too large."""
+    _refuse_cut_png(path, what)
     try:
         image = cvpath.imread(path, flags)  # any name: OpenCV is not handed one that is not UTF-8
     except cv2.error:  # OpenCV's OPENCV_IO_MAX_IMAGE_PIXELS (perception.MAX_SOURCE_PIXELS), checked before decoding
-        raise DataError(f"{what} {path} has more than {MAX_SOURCE_PIXELS} pixels (8192 x 8192); resize it") from None
+        raise DataError(f"{what} {named(path)} has more than {MAX_SOURCE_PIXELS} pixels (8192 x 8192); resize it") from None
     if image is None:
         raise DataError(_cannot_read(what, path))
     return image
@@ -130,6 +147,7 @@ def read_dataset_image(path: Path) -> np.ndarray:
     """Image ``path`` as the node reads it (``perception.sources.images``): EXIF orientation
     applied, at its own depth, then 16-bit brought to 8 bits by the same fixed factor (65535 ->
     255), as uint8 BGR; DataError naming it when it cannot be."""
+    _refuse_cut_png(path, "image")
     try:
         image = imread_at_depth(path)
         if image is None:
@@ -138,18 +156,143 @@ def read_dataset_image(path: Path) -> np.ndarray:
     except cv2.error as exc:  # OpenCV's own limits, checked before decoding (perception.MAX_SOURCE_PIXELS)
         raise DataError(f"image {too_big(path, exc)}") from None
     except CorruptFrame as exc:  # over the bytes one frame may take, or a pixel type the node refuses too
-        raise DataError(f"image {path}: {exc}" if str(path) not in str(exc) else f"image {exc}") from None
+        raise DataError(f"image {named(path)}: {exc}" if str(path) not in str(exc) else f"image {exc}") from None
+
+
+def named(path: str | os.PathLike) -> str:
+    """A file's name for an error line: as it is when every character is printable (the usual
+    case, as typed), else as ``cvpath.display`` quotes it (a newline escaped, so that a name cannot
+    fake a line; a byte that is not UTF-8 written ``\\xe9``)."""
+    text = os.fspath(path)
+    return text if text.isprintable() else cvpath.display(text)
+
+
+def _pair_fix(what: str) -> str:
+    """The fix for a dataset file that cannot be read: put a good one there, or drop its pair."""
+    other = "label" if what == "image" else "image"
+    return f"replace it with a good copy, or remove it and its {other}"
+
+
+#: The start of each image type OpenCV reads, and what it is called in an error line.
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"RIFF", "WebP"), (b"#?", "Radiance HDR"),
+    (b"\x76\x2f\x31\x01", "OpenEXR"), (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"), (b"\xff\x4f\xff\x51", "JPEG 2000"),
+    (b"\x59\xa6\x6a\x95", "Sun raster"), (b"GIF8", "GIF"),
+)
+_PNM = re.compile(rb"P[1-7Ff]\s")
+#: The bytes read from a file's end to see whether it is whole (a JPEG may carry a trailer after its end).
+_TAIL_BYTES = 4096
+#: A PNG's last chunk, IEND (no data, its CRC): what a whole PNG ends with.
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
 def _cannot_read(what: str, path: Path) -> str:
-    """Why ``what`` (image, label) ``path`` did not decode: OpenCV 5.0 does not decode a TIFF whose
-    EXIF orientation turns it by 90 degrees (as the node, which skips it); else a file that is not
-    an image."""
+    """Why ``what`` (image, label) ``path`` did not decode, in an error line's words, with the fix:
+    OpenCV 5.0 does not decode a TIFF whose EXIF orientation turns it by 90 degrees (as the node,
+    which skips it); else the file is gone, a link to nothing or a link loop, a folder, not
+    readable by this user, empty, cut short, not an image at all (an HTML page saved as .jpg), or
+    an image that OpenCV cannot decode."""
     turn = tiff_orientation(path)
     if turn in (5, 6, 7, 8):
-        return (f"cannot read {what} {path}: OpenCV does not decode a TIFF whose EXIF orientation tag ({turn}) "
-                f"turns it; turn it for good (mogrify -auto-orient {path}) or save it as PNG")
-    return f"cannot read {what} {path}; is it a valid PNG/JPEG file?"
+        return (f"cannot read {what} {named(path)}: OpenCV does not decode a TIFF whose EXIF orientation tag ({turn}) "
+                f"turns it; turn it for good (mogrify -auto-orient {named(path)}) or save it as PNG")
+    return f"cannot read {what} {named(path)}: it {_why_not_decoded(path, what)}"
+
+
+def _why_not_decoded(path: Path, what: str) -> str:
+    """What follows "it" in ``_cannot_read``'s line."""
+    fix = _pair_fix(what)
+    if not os.path.lexists(path):
+        return "is gone (deleted or moved since the dataset was opened); put it back, or remove its pair"
+    why = _not_a_regular_file(path)  # the node's words: a link to nothing, a link loop, a folder, a pipe
+    if why is not None:
+        other = "label" if what == "image" else "image"
+        return f"{why}; {f'point the link at the {what} file' if path.is_symlink() else 'put the file there'}, " \
+               f"or remove it and its {other}"
+    denied = unreadable(path)
+    if denied is not None:
+        return denied
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - _TAIL_BYTES))
+            tail = f.read()
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc}); {fix}"
+    if size == 0:
+        return f"is empty (0 bytes); {fix}"
+    kind = _image_type(head)
+    if kind is None:
+        return f"{_content_words(head)}; {fix}"
+    cut = _png_cut_short(path) if kind == "PNG" else (
+        "no end-of-image marker" if kind == "JPEG" and b"\xff\xd9" not in tail else None)
+    if cut is not None:
+        return f"is a {kind} file cut short ({size} bytes, {cut}), as a copy or download that did not finish leaves it; {fix}"
+    return f"is a {kind} file that OpenCV cannot decode (damaged, or a kind of {kind} it does not read); {fix}"
+
+
+def _image_type(head: bytes) -> str | None:
+    """The image type a file's first bytes ``head`` say it is (``_SIGNATURES``), or None."""
+    for signature, kind in _SIGNATURES:
+        if head.startswith(signature) and (kind != "WebP" or head[8:12] == b"WEBP"):
+            return kind
+    return "PNM" if _PNM.match(head) else None
+
+
+def _content_words(head: bytes) -> str:
+    """What follows "it" for a file that is not an image, from its first bytes: an HTML page (a web
+    page saved under an image's name), other text, or binary data, quoting its start."""
+    start = head.lstrip()
+    shown_start = repr(start[:24])[1:]
+    if start[:1] == b"<" and (b"html" in start.lower() or start[:5].lower() == b"<!doc"):
+        return (f"is an HTML page, not an image (it starts with {shown_start}), as a download that saved the web "
+                "page instead leaves it")
+    if all(32 <= byte < 127 or byte in b"\t\r\n" for byte in head):
+        return f"is text, not an image (it starts with {shown_start})"
+    return f"is not an image of a type that OpenCV reads (it starts with {shown_start})"
+
+
+def _png_cut_short(path: Path) -> str | None:
+    """How PNG ``path`` is cut short (the chunk that runs past its end, or no IEND), or None when it
+    is whole: its last bytes are IEND (one read), else its chunks are walked (skipped, not read)."""
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size >= len(PNG_SIGNATURE) + len(_PNG_IEND):
+                f.seek(size - len(_PNG_IEND))
+                if f.read() == _PNG_IEND:
+                    return None
+            offset = len(PNG_SIGNATURE)
+            for _ in range(MAX_HEADER_ENTRIES):
+                f.seek(offset)
+                head = f.read(8)
+                if len(head) < 8:
+                    return "no IEND chunk"
+                length, kind = struct.unpack(">I4s", head)
+                offset += 12 + length
+                if offset > size:
+                    return f"its {kind.decode('latin-1')!r} chunk runs past the end"
+                if kind == b"IEND":
+                    return None
+    except (OSError, struct.error):
+        return None
+    return None
+
+
+def _refuse_cut_png(path: Path, what: str) -> None:
+    """DataError for a PNG that is cut short, before OpenCV decodes it: libpng would print its own
+    "libpng error: PNG input buffer is incomplete" on stderr beside the error line. One small read
+    for a whole PNG (its last bytes), none for other files but their first 8 bytes."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+                return
+    except OSError:
+        return  # said by the decode that follows
+    if _png_cut_short(path) is not None:
+        raise DataError(_cannot_read(what, path))
 
 
 def warn_low_bit_depth(dataset: SegmentationDataset) -> None:
@@ -215,6 +358,7 @@ def orientation_mismatch(image: Path, image_turn: int, image_hw: tuple[int, ...]
             way = "its size says that it was drawn on the image as shown"
         elif tuple(label_hw) == tuple(image_hw[::-1]):
             way = "its size says that it was drawn on the image's pixels as stored"
+    image, label = named(image), named(label)
     return (f"image {image} carries EXIF orientation tag {image_turn}, so it is shown {ORIENTATION_WORDS[image_turn]} "
             f"(and the node reads it so), but its label {label} {has}: {way}; if on the image as shown, turn the "
             f"image for good (exiftran -ai {image}, or mogrify -auto-orient {image}); if on its pixels as stored, "
@@ -227,7 +371,7 @@ def _turned_sizes(image: Path, image_turn: int, label: Path, label_turn: int,
     one of them: the words that say so (the files themselves hold the other size)."""
     if tuple(label_hw) != tuple(image_hw[::-1]):
         return ""
-    turned = [f"{what} {path} is turned by its EXIF orientation tag {turn} ({ORIENTATION_WORDS[turn]})"
+    turned = [f"{what} {named(path)} is turned by its EXIF orientation tag {turn} ({ORIENTATION_WORDS[turn]})"
               for what, path, turn in (("image", image, image_turn), ("label", label, label_turn)) if turn >= 5]
     if not turned:
         return ""
@@ -380,24 +524,45 @@ def identity_lut(table: ClassTable) -> np.ndarray:
     return lut
 
 
-def map_label(raw: np.ndarray, lut: np.ndarray, path: Path) -> np.ndarray:
-    """Apply ``lut`` to a single-channel label image; DataError naming a value it does not accept."""
+def map_label(raw: np.ndarray, lut: np.ndarray, path: Path, table: ClassTable | None = None) -> np.ndarray:
+    """Apply ``lut`` to a single-channel label image; DataError naming a value it does not accept
+    and the values it does (``table``: the dataset's, whose ignore id the line names)."""
     check_8_bit(raw, path)
     if raw.ndim != 2:
-        raise DataError(f"label {path} must be a single-channel 8-bit image of class ids, got shape {raw.shape}")
+        raise DataError(f"label {named(path)} must be a single-channel 8-bit image of class ids, got shape {raw.shape}")
     mapped = lut[raw]
     bad = mapped == INVALID_LABEL
     if bad.any():
         value = int(raw[bad][0])
-        raise DataError(f"label {path} holds value {value}, which is not a class id of this dataset; check the labels")
+        raise DataError(f"label {named(path)} holds value {value}, which is not a class id of this dataset "
+                        f"({accepted_values(lut, table)}); check the labels")
     return mapped.astype(np.uint8)
+
+
+def accepted_values(lut: np.ndarray, table: ClassTable | None = None) -> str:
+    """The label values ``lut`` accepts, as ranges (``class ids 0..11, ignore id 255``; ``values
+    0..31`` where the lut maps raw values of another numbering)."""
+    values = [int(v) for v in np.flatnonzero(lut[:256] != INVALID_LABEL)]
+    ignore = table.ignore_id if table is not None and table.ignore_id in values else None
+    ranges: list[tuple[int, int]] = []
+    for value in values:
+        if value == ignore:
+            continue
+        if ranges and ranges[-1][1] == value - 1:
+            ranges[-1] = (ranges[-1][0], value)
+        else:
+            ranges.append((value, value))
+    text = ", ".join(f"{a}" if a == b else f"{a}, {b}" if b == a + 1 else f"{a}..{b}" for a, b in ranges) or "none"
+    identity = table is not None and all(int(lut[v]) == v for v in values)
+    return (f"{'class ids' if identity else 'it takes values'} {text}"
+            + (f", ignore id {ignore}" if ignore is not None else ""))
 
 
 def check_8_bit(raw: np.ndarray, path: Path) -> None:
     """DataError naming the fix when label ``raw`` is not 8 bits a channel (a 16-bit PNG)."""
     if raw.dtype != np.uint8:
         bits = 8 * raw.dtype.itemsize
-        raise DataError(f"label {path} is a {bits}-bit {'colour' if raw.ndim == 3 else 'single-channel'} image; "
+        raise DataError(f"label {named(path)} is a {bits}-bit {'colour' if raw.ndim == 3 else 'single-channel'} image; "
                         "labels are 8-bit: save class ids (0..254) as an 8-bit single-channel PNG"
                         f"{' or colours as an 8-bit RGB PNG' if raw.ndim == 3 else ''}")
 
@@ -416,7 +581,7 @@ def unknown_split(split: str, kind: str, known: Iterable[str], where: str = "") 
 def require_dir(path: Path, what: str) -> Path:
     """``path`` if it is a folder; DataError naming ``what`` and the path otherwise."""
     if not path.is_dir():
-        raise DataError(f"{what} {path} not found; check the dataset path")
+        raise DataError(f"{what} {named(path)} not found; check the dataset path")
     return path
 
 
@@ -428,7 +593,7 @@ def _list_text(list_file: Path) -> str:
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as exc:
-        raise DataError(f"list file {list_file} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+        raise DataError(f"list file {named(list_file)} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
 
 
 def read_list_file(list_file: Path, root: Path, *, quiet: bool = False) -> list[tuple[Path, Path]]:
@@ -450,24 +615,25 @@ def read_list_file(list_file: Path, root: Path, *, quiet: bool = False) -> list[
         if len(parts) != 2:
             spaces = ("; a line splits at white space, so a file name with a space cannot be listed: rename the "
                       "file" if len(parts) > 2 else "")
-            raise DataError(f"{list_file}:{number}: expected 'image_path label_path', got {line.strip()!r}{spaces}")
-        image, label = (_listed_path(text, root, f"{list_file}:{number}") for text in parts)
+            raise DataError(f"{named(list_file)}:{number}: expected 'image_path label_path', got {line.strip()!r}{spaces}")
+        image, label = (_listed_path(text, root, f"{named(list_file)}:{number}") for text in parts)
         for text, path in zip(parts, (image, label), strict=True):
             if not quiet and _replaced(Path(text), path):
                 elsewhere.append((number, text, path))
         if image in first_line:
             # A repeated frame would count twice in every score (and be drawn twice as often in training).
-            raise DataError(f"{list_file}:{number}: {parts[0]} is listed again (first on line {first_line[image]}); "
+            raise DataError(f"{named(list_file)}:{number}: {named(parts[0])} is listed again (first on line {first_line[image]}); "
                             "list each frame once")
         first_line[image] = number
         pairs.append((image, label))
     if not pairs:
-        raise DataError(f"list file {list_file} is empty")
+        raise DataError(f"list file {named(list_file)} is empty")
     if elsewhere:
         number, text, path = elsewhere[0]
         log.warning("%s:%d: %s is outside the dataset folder %s, so %s (its last two parts there) was read instead, "
                     "as for %d listed path%s in all; to use the listed files, put them in the dataset folder",
-                    list_file, number, text, root, path, len(elsewhere), "" if len(elsewhere) == 1 else "s")
+                    named(list_file), number, named(text), named(root), named(path), len(elsewhere),
+                    "" if len(elsewhere) == 1 else "s")
     return pairs
 
 
@@ -502,7 +668,7 @@ def warn_frames_in_other_lists(list_file: Path, pairs: list[tuple[Path, Path]], 
             first = min(shared, key=mine.__getitem__)
             log.warning("%d of the %d frames of %s are also in %s (first: %s): a split scored on frames that another "
                         "trains on overstates the score; list each frame in one list only", len(shared), len(pairs),
-                        list_file, other.name, first)
+                        named(list_file), named(other.name), named(first))
 
 
 def _listed_path(text: str, root: Path, where: str) -> Path:
@@ -520,12 +686,12 @@ def _listed_path(text: str, root: Path, where: str) -> Path:
         return root / inside
     last_two = Path(*written.parts[-2:])
     if last_two.is_absolute() or ".." in last_two.parts:
-        raise DataError(f"{where}: {text} points outside the dataset folder {root}; "
+        raise DataError(f"{where}: {named(text)} points outside the dataset folder {named(root)}; "
                         "list paths inside it, such as images/000000.png")
     path = root / last_two
     if not path.is_file():
         also = "" if last_two == written else f" (nor {last_two.as_posix()}, its last two parts)"
         fix = ("use / between folders in list files, not \\ (a Windows path)" if "\\" in text
                else "is the dataset folder complete?")
-        raise DataError(f"{where}: {text} not found in {root}{also}; {fix}")
+        raise DataError(f"{where}: {named(text)} not found in {named(root)}{also}; {fix}")
     return path

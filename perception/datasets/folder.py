@@ -22,13 +22,17 @@ from perception.datasets.base import (
     check_8_bit,
     identity_lut,
     map_label,
+    named,
     read_list_file,
     require_dir,
     unknown_split,
     warn_frames_in_other_lists,
 )
 from perception.errors import ConfigError, DataError, why_not_a_file
-from perception.sources.images import IMAGE_SUFFIXES  # the node's: a folder dataset takes what it reads
+from perception.sources.images import (  # the node's: a folder dataset takes what it reads
+    IMAGE_SUFFIXES,
+    _not_a_regular_file,
+)
 from perception.yamlfile import parse_yaml
 
 log = logging.getLogger(__name__)
@@ -68,17 +72,17 @@ def open_folder(argument: str, *, split: str, spec: str) -> SegmentationDataset:
     if list_file is None and lists:
         if wanted == "train":  # val.txt alone: every image, the val.txt frames too, would be trained on
             listed = " and ".join(lists)
-            raise DataError(f"{root} has {listed} but no train.txt: with list files each split needs its own, as "
+            raise DataError(f"{named(root)} has {listed} but no train.txt: with list files each split needs its own, as "
                             f"training on every image would train on the {listed} frames; write train.txt (one "
                             f"'image_path label_path' line per training pair, as in {lists[0]}), or remove {listed} "
                             "to split by the folders")
-        raise unknown_split(split, "folder", _split_lists(root), f" {root} (no {split}.txt there)")
+        raise unknown_split(split, "folder", _split_lists(root), f" {named(root)} (no {split}.txt there)")
     table_file = root / "classes.yaml"
     table = _read_class_table(table_file)
     image_dir = require_dir(root / "images", "image folder")
     label_dir = next((root / n for n in ("labels", "masks") if (root / n).is_dir()), None)
     if label_dir is None:
-        raise DataError(f"no labels/ or masks/ folder in {root}; put one label image per image there")
+        raise DataError(f"no labels/ or masks/ folder in {named(root)}; put one label image per image there")
     if list_file is not None:
         pairs = read_list_file(list_file, root)
         warn_frames_in_other_lists(list_file, pairs, root)
@@ -88,7 +92,7 @@ def open_folder(argument: str, *, split: str, spec: str) -> SegmentationDataset:
         if folders is not None:
             image_dir, label_dir = image_dir / folders[0], label_dir / folders[1]
         elif wanted not in FLAT_FOLDER_SPLITS and not split_dirs:  # a <split>/ sub-folder is that split whole
-            raise unknown_split(split, "folder", FLAT_FOLDER_SPLITS, f" {root} (one folder, no split folders or lists)")
+            raise unknown_split(split, "folder", FLAT_FOLDER_SPLITS, f" {named(root)} (one folder, no split folders or lists)")
         pairs = _pairs_by_name(image_dir, label_dir)
     return SegmentationDataset(name=spec, class_table=table, pairs=pairs,
                                decode_label=_folder_label_decoder(table, table_file))
@@ -113,10 +117,10 @@ def _split_dataset(root: Path, names: list[str], split: str) -> str:
     if split in names and (split.lower() not in SPLIT_FOLDER_NAMES or len(matches) == 1):
         return split  # a custom name (night/ beside Night/) is read by its exact name first
     if len(matches) > 1:
-        raise DataError(f"{root} has {len(matches)} folders for split {key(split)} ({_listed([f'{n}/' for n in matches])}), "
+        raise DataError(f"{named(root)} has {len(matches)} folders for split {key(split)} ({_listed([f'{n}/' for n in matches])}), "
                         "each with its own images/: keep one of them")
     if not matches:
-        raise unknown_split(split, "folder", names, f" {root} (no {split}/images there)")
+        raise unknown_split(split, "folder", names, f" {named(root)} (no {split}/images there)")
     return matches[0]
 
 
@@ -157,7 +161,7 @@ def _split_folder(image_dir: Path, label_dir: Path, split: str, root: Path) -> t
     if not image_splits and not label_splits:
         deeper = _split_named_folder_below(image_dir)
         if deeper is not None:  # images/city/train/: every split would hold the val frames too
-            raise DataError(f"{deeper} is named like a split but is not at the top of {image_dir}, so every frame "
+            raise DataError(f"{named(deeper)} is named like a split but is not at the top of {named(image_dir)}, so every frame "
                             "would serve every split (validation on training frames): put the split folders at the "
                             f"top ({image_dir.name}/train/, {image_dir.name}/val/, the same in {label_dir.name}/), "
                             "rename it, or list each split's pairs in train.txt and val.txt")
@@ -166,21 +170,21 @@ def _split_folder(image_dir: Path, label_dir: Path, split: str, root: Path) -> t
            "or list each split's pairs in train.txt and val.txt")
     for folder, splits, rest in ((image_dir, image_splits, image_rest), (label_dir, label_splits, label_rest)):
         if splits and rest:
-            raise DataError(f"{folder} holds split folders ({_listed(_folders(splits))}) beside {_listed(rest)}, which "
+            raise DataError(f"{named(folder)} holds split folders ({_listed(_folders(splits))}) beside {_listed(rest)}, which "
                             f"no split folder holds (they would be trained and validated on, or left out): {fix}")
         for canonical, names in sorted(splits.items()):
             if len(names) > 1:
-                raise DataError(f"{folder} has {len(names)} folders for split {canonical} "
+                raise DataError(f"{named(folder)} has {len(names)} folders for split {canonical} "
                                 f"({_listed([f'{n}/' for n in names])}): keep one of them, or list each split's pairs "
                                 "in train.txt and val.txt")
     if image_splits.keys() != label_splits.keys():  # by split, so images/Train/ pairs with labels/train/
         have, want = (f"split folders {_listed(_folders(s))}" if s else "no split folders"
                       for s in (label_splits, image_splits))
-        raise DataError(f"{image_dir} has {want} but {label_dir} has {have}; give {label_dir.name}/ the same split "
+        raise DataError(f"{named(image_dir)} has {want} but {named(label_dir)} has {have}; give {label_dir.name}/ the same split "
                         f"folders as {image_dir.name}/, or list each split's pairs in train.txt and val.txt")
     canonical = SPLIT_FOLDER_NAMES.get(split.lower(), split)
     if canonical not in image_splits:
-        raise unknown_split(split, "folder", image_splits, f" {root} (no {image_dir.name}/{split}/ there)")
+        raise unknown_split(split, "folder", image_splits, f" {named(root)} (no {image_dir.name}/{split}/ there)")
     return image_splits[canonical][0], label_splits[canonical][0]
 
 
@@ -196,7 +200,7 @@ def _top_level(folder: Path) -> tuple[dict[str, list[str]], list[str]]:
         if path.is_dir():
             canonical = SPLIT_FOLDER_NAMES.get(path.name.lower())
             if canonical is None:
-                rest.append(f"{path.name}/")
+                rest.append(f"{named(path.name)}/")
             else:
                 splits.setdefault(canonical, []).append(path.name)
         elif path.suffix.lower() in IMAGE_SUFFIXES:
@@ -235,28 +239,42 @@ def _pairs_by_name(image_dir: Path, label_dir: Path) -> list[tuple[Path, Path]]:
     images = _image_files(image_dir, "image")
     labels = _image_files(label_dir, "label")
     if not images:
-        raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {image_dir} or its sub-folders"
+        raise DataError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {named(image_dir)} or its sub-folders"
                         + _other_suffixes(image_dir))
     for name in images:
         if name not in labels:
-            raise DataError(f"image {images[name]} has no label named {name}.* in {label_dir}"
+            _refuse_unreachable(images[name], "image")
+            raise DataError(f"image {named(images[name])} has no label named {named(name)}.* in {named(label_dir)}"
                             + (_unread_namesake(label_dir, name) or _stray_hint(name, image_dir)))
     for name in labels:
         if name not in images:
-            raise DataError(f"label {labels[name]} has no image named {name}.* in {image_dir}"
+            _refuse_unreachable(labels[name], "label")
+            raise DataError(f"label {named(labels[name])} has no image named {named(name)}.* in {named(image_dir)}"
                             + (_unread_namesake(image_dir, name) or _stray_hint(name, label_dir)))
     return [(images[n], labels[n]) for n in sorted(images)]
 
 
+def _refuse_unreachable(path: Path, what: str) -> None:
+    """DataError for an image or label file without a partner that is no file at all (a link loop,
+    a link to nothing): that, not the missing partner, is what to fix (``loopB.jpg``, the second
+    link of a loop, has no label of its name because it is no image)."""
+    why = _not_a_regular_file(path)
+    if why is not None:
+        raise DataError(f"{what} {named(path)} {why}; {'fix the link, or remove it' if path.is_symlink() else 'remove it'}")
+
+
 def _unread_namesake(folder: Path, name: str) -> str:
     """For ``name`` (``seqA/000001``) missing from ``folder``: the file of that name there with a
-    suffix that is not an image suffix read here (``000001.heic``), which is why it was not paired."""
+    suffix that is not an image suffix read here (``000001.heic``), or the folder of that name with
+    an image suffix (``000001.jpg/``), which is why it was not paired."""
     target = folder / name
     if not target.parent.is_dir():
         return ""
     for path in sorted(target.parent.glob(f"{_glob_escape(target.name)}.*")):
+        if path.is_dir() and path.suffix.lower() in IMAGE_SUFFIXES and path.with_suffix("").name == target.name:
+            return f"; {named(path)} is there, but it is a folder, not an image file: put the file there"
         if path.is_file() and path.with_suffix("").name == target.name:
-            return (f"; {path} is there, but {path.suffix} is not an image type a dataset reads "
+            return (f"; {named(path)} is there, but {path.suffix} is not an image type a dataset reads "
                     f"({', '.join(sorted(IMAGE_SUFFIXES))}): convert it to one of these")
     return ""
 
@@ -264,7 +282,7 @@ def _unread_namesake(folder: Path, name: str) -> str:
 def _other_suffixes(folder: Path) -> str:
     """For an image folder with no image: a file it does hold (another type of image), if any."""
     path = next((p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")), None)
-    return "" if path is None else f"; it holds {path.relative_to(folder)}: convert the images to one of these"
+    return "" if path is None else f"; it holds {named(path.relative_to(folder))}: convert the images to one of these"
 
 
 def _glob_escape(text: str) -> str:
@@ -278,7 +296,7 @@ def _stray_hint(name: str, folder: Path) -> str:
     if "/" not in name:
         return ""
     sub = folder / name.split("/", 1)[0]
-    return f"; if {sub}/ is not part of the dataset (previews, thumbnails), move it out of {folder.name}/"
+    return f"; if {named(sub)}/ is not part of the dataset (previews, thumbnails), move it out of {folder.name}/"
 
 
 def _image_files(folder: Path, what: str) -> dict[str, Path]:
@@ -302,7 +320,7 @@ def _image_files(folder: Path, what: str) -> dict[str, Path]:
             elif path.suffix.lower() in IMAGE_SUFFIXES:
                 name = path.relative_to(folder).with_suffix("").as_posix()
                 if name in found:
-                    raise DataError(f"{what}s {found[name]} and {path} share the name {name}; keep one of them "
+                    raise DataError(f"{what}s {named(found[name])} and {named(path)} share the name {named(name)}; keep one of them "
                                     f"(each {what} is matched by its name without the suffix)")
                 found[name] = path
     return found
@@ -310,15 +328,15 @@ def _image_files(folder: Path, what: str) -> dict[str, Path]:
 
 def _read_class_table(path: Path) -> ClassTable:
     if not path.is_file():
-        raise DataError(f"class table {path} {why_not_a_file(path)}; write one (classes, ignore_id, task_groups) next to images/")
+        raise DataError(f"class table {named(path)} {why_not_a_file(path)}; write one (classes, ignore_id, task_groups) next to images/")
     try:
-        data = parse_yaml(path.read_text(encoding="utf-8", errors="replace"), source=f"class table {path}")
+        data = parse_yaml(path.read_text(encoding="utf-8", errors="replace"), source=f"class table {named(path)}")
     except ConfigError as exc:  # not YAML, a key given twice, aliases expanding too far
         raise DataError(str(exc)) from None
     try:
         return ClassTable.from_dict(data or {}, new=True)
     except (ValueError, AttributeError) as exc:
-        raise DataError(f"class table {path} is malformed: {exc}") from None
+        raise DataError(f"class table {named(path)} is malformed: {exc}") from None
 
 
 def _folder_label_decoder(table: ClassTable, table_file: Path) -> Callable[[np.ndarray, Path], np.ndarray]:
@@ -348,7 +366,7 @@ def _folder_label_decoder(table: ClassTable, table_file: Path) -> Callable[[np.n
         then a colour-coded label cannot say which class a pixel is (it would silently be the first)."""
         if shared is not None:
             (first, second), (r, g, b) = shared
-            raise DataError(f"label {path} is coded by colour, but class table {table_file} gives classes {first!r} and "
+            raise DataError(f"label {named(path)} is coded by colour, but class table {named(table_file)} gives classes {first!r} and "
                             f"{second!r} the same colour RGB({r},{g},{b}); give each class its own colour, or store "
                             "class-id labels")
         return by_colour
@@ -380,14 +398,14 @@ def _folder_label_decoder(table: ClassTable, table_file: Path) -> Callable[[np.n
             warned = True
             log.warning("label %s is an indexed PNG that reads two ways: its colours are the class table's, and "
                         "its indices are class ids too; read by its %s, as its palette %s Pascal VOC's (one warning "
-                        "per dataset); store class-id PNGs to remove the doubt", path,
+                        "per dataset); store class-id PNGs to remove the doubt", named(path),
                         "indices" if voc else "colours", "is" if voc else "is not")
         return by_index.astype(np.uint8) if voc else read_by_colour(path, by_colour)
 
     def decode(raw: np.ndarray, path: Path) -> np.ndarray:
         check_8_bit(raw, path)
         if raw.ndim == 2:
-            return map_label(raw, lut, path)
+            return map_label(raw, lut, path, table)
         by_colour = colour_ids(raw)
         found = by_colour != NO_CLASS
         # Transparent pixels (alpha 0) of an RGBA label are not labelled: the ignore id, whatever
@@ -398,8 +416,8 @@ def _folder_label_decoder(table: ClassTable, table_file: Path) -> Callable[[np.n
             clear = None
         if clear is not None:
             if table.ignore_id is None:
-                raise DataError(f"label {path} has transparent pixels (alpha 0), which are read as the ignore id, but "
-                                f"class table {table_file} has no ignore_id; set one there, or make the labels opaque")
+                raise DataError(f"label {named(path)} has transparent pixels (alpha 0), which are read as the ignore id, but "
+                                f"class table {named(table_file)} has no ignore_id; set one there, or make the labels opaque")
             by_colour[clear] = table.ignore_id
             found |= clear
         if not found.all():
@@ -411,7 +429,7 @@ def _folder_label_decoder(table: ClassTable, table_file: Path) -> Callable[[np.n
                 if (mapped != INVALID_LABEL).all():
                     return mapped.astype(np.uint8)
                 index = int(indices[mapped == INVALID_LABEL][0])
-                raise DataError(f"label {path} is an indexed PNG that fits neither reading: its colour RGB({r},{g},{b}) "
+                raise DataError(f"label {named(path)} is an indexed PNG that fits neither reading: its colour RGB({r},{g},{b}) "
                                 f"is not in the class table, and its index {index} is not a class id; check the labels")
             grey = raw[..., 2]
             hint = ""
@@ -422,10 +440,10 @@ def _folder_label_decoder(table: ClassTable, table_file: Path) -> Callable[[np.n
             if not hint:
                 ignore = (f"the ignore id {table.ignore_id}" if table.ignore_id is not None
                           else f"an ignore_id set in {table_file.name}")
-                hint = (f"; add the colour to {table_file} as a class of its own (color: [{r}, {g}, {b}]), or, to "
+                hint = (f"; add the colour to {named(table_file)} as a class of its own (color: [{r}, {g}, {b}]), or, to "
                         f"leave those pixels out (a void), save labels as class ids (a single-channel 8-bit PNG) "
                         f"with them set to {ignore}")
-            raise DataError(f"label {path} has colour RGB({r},{g},{b}), which is not in the class table{hint}")
+            raise DataError(f"label {named(path)} has colour RGB({r},{g},{b}), which is not in the class table{hint}")
         if clear is not None:  # not an indexed PNG
             return read_by_colour(path, by_colour)
         return by_colour_or_index(path, by_colour)

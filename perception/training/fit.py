@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from perception import progress as progress_state
 from perception.config import config_to_dict
 from perception.errors import ConfigError, DataError, PerceptionError
 from perception.progress import count_of, logs_above, mark_stopped, progress
@@ -45,6 +46,7 @@ from perception.training.run_dir import (
 from perception.training.run_state import (
     check_resume_class_table,
     check_resume_model,
+    data_size_change,
     resume_changes,
     resume_run,
     save_run_checkpoint,
@@ -309,7 +311,8 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, A
                 resume_run(run, resume, ckpt=ckpt)
                 log.info("resumed from %s at step %d", resume, run.step)
                 if info.is_main:
-                    for warning in (table_warning, resume_changes(ckpt, config)):
+                    size_warning = data_size_change(ckpt, run, resume, data.steps_per_epoch)
+                    for warning in (table_warning, size_warning, resume_changes(ckpt, config)):
                         if warning:
                             log.warning("%s", warning)
         except BaseException:  # a refused dataset or resume leaves no empty run directory behind
@@ -323,7 +326,8 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, A
                 remove_run_files(run_dir)
             resolved = yaml.safe_dump(config_to_dict(config), sort_keys=False)
             (run_dir / "config.yaml").write_text(resolved, encoding="utf-8")
-            print(f"resolved config ({run_dir / 'config.yaml'}):\n{resolved}", flush=True)
+            if not progress_state.is_quiet():  # -q: warnings, errors and the result lines only (--help)
+                print(f"resolved config ({run_dir / 'config.yaml'}):\n{resolved}", flush=True)
             log.info(
                 "training %s on %s: %d samples, %d steps (%d per epoch), device %s, world size %d",
                 config.model, data.samples.dataset.name, len(data.samples), run.total_steps, data.steps_per_epoch,

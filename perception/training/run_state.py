@@ -20,9 +20,10 @@ from perception.config import config_to_dict, cut, hw_to_text, short
 from perception.contracts import ClassTable
 from perception.errors import ConfigError, ModelError, PerceptionError
 from perception.models.common import state_dict_mismatch
+from perception.progress import count_of
 from perception.training.checkpoint import Checkpoint, load_checkpoint, metrics_problem, save_checkpoint
 from perception.training.config import TrainConfig
-from perception.training.trainer import Data, Run
+from perception.training.trainer import Data, Run, poly_lr_factor
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ def save_run_checkpoint(run: Run, data: Data, path: Path) -> Path:
             "rng": rng,
             "best_miou": run.best_miou,
             "total_steps": run.total_steps,
+            # The samples an epoch the schedule was set with: a resume on data of another size keeps it.
+            "train_samples": run.train_samples if run.train_samples is not None else len(data.samples),
             "last_validation": dict(run.last_metrics),
             "val_pending": run.val_pending,
         },
@@ -245,6 +248,61 @@ def _more_steps_fix(run: Run, step: int) -> str:
             f"or set the steps with --steps {2 * step}")
 
 
+def _stored_samples(ckpt: Checkpoint, run: Run) -> int | None:
+    """The training samples an epoch the checkpoint's run was set with, when it stored them (runs
+    of earlier releases did not) and they differ from ``run``'s; else None."""
+    stored = (ckpt.train_state or {}).get("train_samples")
+    if isinstance(stored, bool) or not isinstance(stored, int) or stored <= 0 or run.train_samples is None:
+        return None
+    return stored if stored != run.train_samples else None
+
+
+def _kept_total_steps(run: Run, stored: int) -> int:
+    """The run's total steps counted as it was set: ``--steps``, else ``--epochs`` epochs of the
+    ``stored`` samples it started on (at this run's batch size and process count)."""
+    config = run.config
+    return config.steps or config.epochs * max(1, stored // (run.info.world_size * config.batch_size))
+
+
+def _keep_schedule(run: Run, ckpt: Checkpoint) -> None:
+    """On training data of another size than the checkpoint's run (a bad pair removed, frames
+    added): the total steps and the poly learning-rate schedule stay those of the run (``--epochs``
+    counted in its epochs), instead of jumping to what the new size would make of them."""
+    stored = _stored_samples(ckpt, run)
+    if stored is None:
+        return
+    total = _kept_total_steps(run, stored)
+    if total == run.total_steps:
+        return
+    config = run.config
+    run.total_steps = total
+    run.scheduler.lr_lambdas = [
+        lambda s: poly_lr_factor(s, total_steps=total, warmup_steps=config.warmup_steps, power=config.poly_power)
+        for _ in run.scheduler.lr_lambdas
+    ]
+
+
+def data_size_change(ckpt: Checkpoint, run: Run, path: str | Path, per_epoch: int) -> str | None:
+    """The text of one warning line when the training data holds another number of samples than
+    when the checkpoint's run started (``per_epoch``: this run's steps an epoch), or None: the
+    schedule is kept (``_keep_schedule``), but the epochs are of the new size, so the data order and
+    the epoch ends are not the uninterrupted run's."""
+    stored = _stored_samples(ckpt, run)
+    if stored is None:
+        return None
+    config = run.config
+    was_per_epoch = max(1, stored // (run.info.world_size * config.batch_size))
+    set_by = (f"--steps {config.steps}" if config.steps else
+              f"--epochs {config.epochs} of the {count_of(stored, 'sample')} it started on")
+    validates = " and the epoch ends, where it validates," if not config.val_every else " and the epoch ends"
+    fix = ("" if config.steps else
+           f"; to run --epochs {config.epochs} over the new data instead, resume with --steps {config.epochs * per_epoch}")
+    return (f"the training data has {count_of(run.train_samples, 'sample')}, checkpoint {path}'s run started on "
+            f"{stored}: the run keeps its schedule of {run.total_steps} steps ({set_by}; the learning rate goes on "
+            f"as it would have), but an epoch is now {per_epoch} steps (was {was_per_epoch}), so the data order"
+            f"{validates} differ from the uninterrupted run's{fix}")
+
+
 def resume_run(run: Run, path: str | Path, *, ckpt: Checkpoint | None = None,
                class_table: ClassTable | None = None) -> Checkpoint:
     """Load model, optimiser, scheduler, scaler, RNG state and step from a ``last.pt`` (``ckpt``:
@@ -277,6 +335,7 @@ def resume_run(run: Run, path: str | Path, *, ckpt: Checkpoint | None = None,
                 f"keeps its optimiser's state, so the new value would not be used: resume with --set {key}="
                 f"{trained_value:g}, or start a new run"
             )
+    _keep_schedule(run, ckpt)  # on data of another size: the run's own schedule (``data_size_change``)
     pending = state.get("val_pending") is True  # the validation at its step is still to run
     if ckpt.step > run.total_steps or (ckpt.step == run.total_steps and not pending):
         raise ConfigError(

@@ -31,7 +31,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Subset
 
 from perception.contracts import ClassTable
-from perception.datasets import Dataset, SyntheticDataset, class_pixel_stats, open_dataset
+from perception.datasets import Dataset, SyntheticDataset, class_pixel_stats, open_dataset, stats_indices
 from perception.errors import ConfigError, DataError
 from perception.metrics import ConfusionMatrix, masks_0_255_fix
 from perception.progress import count_of
@@ -99,6 +99,9 @@ class Run:
     ignore_id: int = 255  # the label id the loss ignores (the training data's)
     void_batches: int = 0  # batches in a row without a labelled pixel
     saved_step: int | None = None  # the step of the last.pt this run last wrote into its directory
+    #: Training samples an epoch (``len(data.samples)``) the schedule was set with: stored in the
+    #: checkpoint, so that a resume on data of another size can keep the run's schedule.
+    train_samples: int | None = None
     #: The validation due at ``step`` began and did not finish (a file it could not read): a
     #: checkpoint saved now records it, and a resume from that checkpoint runs it first.
     val_pending: bool = False
@@ -249,6 +252,10 @@ def weights_from_stats(weighting: str, stats: LabelStats) -> np.ndarray:
     return median_frequency_weights(stats.counts, stats.present)
 
 
+#: Labels read for ``LabelStats`` from which a line says so before (a second or more at 1080p).
+SCAN_NOTE_LABELS = 50
+
+
 @dataclass
 class LabelStats:
     """``class_pixel_stats`` of a dataset (up to 200 evenly spaced labels), with how many labels and
@@ -261,6 +268,11 @@ class LabelStats:
 
     @classmethod
     def of(cls, dataset: Dataset) -> LabelStats:
+        scanned = len(stats_indices(len(dataset)))
+        if scanned >= SCAN_NOTE_LABELS and not isinstance(dataset, SyntheticDataset):
+            # Seconds to minutes on a large dataset, with nothing else on the console meanwhile.
+            log.info("reading %d of the %s of %s for the class statistics", scanned,
+                     count_of(len(dataset), "label"), getattr(dataset, "name", "the data"))
         tally = _LabelTally(dataset)
         counts, present = class_pixel_stats(tally)
         return cls(counts, present, tally.labels, tally.pixels)
@@ -283,9 +295,19 @@ class _LabelTally:
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         image, label = self.dataset[index]
+        self._count(label)
+        return image, label
+
+    def label(self, index: int) -> np.ndarray:
+        """The label alone where the dataset reads it so (its image is not decoded), else from the pair."""
+        read = getattr(self.dataset, "label", None)
+        label = read(index) if read is not None else self.dataset[index][1]
+        self._count(label)
+        return label
+
+    def _count(self, label: np.ndarray) -> None:
         self.labels += 1
         self.pixels += int(label.size)
-        return image, label
 
 
 def unlabelled_classes_warning(stats: LabelStats, train_set: Dataset, *, mixed: bool = False) -> str | None:
@@ -429,7 +451,8 @@ def build_run(config: TrainConfig, data: Data, *, info: DistInfo | None = None, 
     weights = None if config.class_weighting == "none" else weights_from_stats(config.class_weighting, stats)
     loss_fn = build_loss(config, class_table=data.class_table, ignore_id=data.ignore_id, class_weights=weights).to(device)
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
-    run = Run(config, info, device, model, optimizer, scheduler, scaler, loss_fn, total_steps, ignore_id=data.ignore_id)
+    run = Run(config, info, device, model, optimizer, scheduler, scaler, loss_fn, total_steps, ignore_id=data.ignore_id,
+              train_samples=len(data.samples))
     if config.ema_decay > 0:
         run.ema = weight_average(run.bare_model, config.ema_decay)
     return run
