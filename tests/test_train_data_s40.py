@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from test_resume_after_data_error import _train as train_tiny
 from test_trainer import write_scenes
 
 from perception import cli
@@ -30,9 +31,7 @@ def _one_thread():
 
 
 def _train(data_spec: str, out: Path, *extra: str) -> int:
-    return cli.main(["train", "--model", "segnet_basic", "--data", data_spec, "--size", "32x48", "--batch-size", "2",
-                     "--workers", "0", "--device", "cpu", "--out", str(out), "--set", "progress=false",
-                     "--set", "torch_threads=1", "--set", "lr=0.01", "--set", "log_every=1", *extra])
+    return train_tiny(data_spec, out, "--set", "log_every=1", *extra)
 
 
 def _train_records(run_dir: Path) -> dict[int, float]:
