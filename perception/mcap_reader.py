@@ -38,6 +38,7 @@ from perception.mcap_layout import (
 from perception.recover import (
     RECOVER_RECORD_LIMIT,
     DamagedRecord,
+    empty_recording,
     not_a_recording_file,
     open_recording,
     read_records,
@@ -149,13 +150,11 @@ def missing_splits(path: str | Path | list[str | Path] | tuple[str | Path, ...])
 def _bag_listed(folder: Path) -> list[str]:
     """The file names the rosbag2 ``metadata.yaml`` in ``folder`` lists (none when it is not there or
     does not read)."""
-    import yaml
-
-    from perception.record_output import BAG_METADATA_FILE
+    from perception.record_output import BAG_METADATA_FILE, load_yaml
 
     try:
         with open(folder / BAG_METADATA_FILE, "rb") as f:
-            doc = yaml.safe_load(f.read(16 * 1024 * 1024))
+            doc = load_yaml(f.read(16 * 1024 * 1024))
         paths = doc["rosbag2_bagfile_information"]["relative_file_paths"]
     except Exception:  # noqa: BLE001 - missing, unreadable, not YAML, not rosbag2's layout: nothing listed
         return []
@@ -188,7 +187,7 @@ def _split_order(path: Path) -> tuple[str, int, str]:
 
 def read_recording(
     path: str | Path | list[str | Path], *, counters: ReadCounters | None = None,
-    max_mask_pixels: int = contracts.MAX_MASK_PIXELS,
+    max_mask_pixels: int = contracts.MAX_MASK_PIXELS, warn_empty: bool = True,
 ) -> Iterator[RecordedMessage]:
     """Yield the messages of a recording in the order they were received.
 
@@ -198,14 +197,26 @@ def read_recording(
     length, ``max_mask_pixels``) before use; a message that fails, or does not decode, is skipped, counted in
     ``counters`` and reported with a rate-limited warning. Raises SourceError when a file is
     missing or is not MCAP, or when the recording holds no perception channels. A file cut short
-    (recorder killed) yields what precedes the cut and logs a warning.
+    (recorder killed) yields what precedes the cut and logs a warning. A file its recorder left
+    holding nothing (``empty_splits``: killed before its first message) is skipped, with one
+    warning naming it (``warn_empty`` False: none, as for a replay's later ``--loop`` passes).
     """
     counters = counters if counters is not None else ReadCounters()
     skipped_before = counters.malformed
     contents = _Contents()
     seen = 0
     latched: dict[str, dict[str, Any]] = {}  # the last header of each latched topic
-    for file in recording_files(path):
+    files = recording_files(path)
+    # One file alone keeps the error its reading gives ("not an MCAP file", "cut short ...").
+    empty = empty_splits(files) if len(files) > 1 else []
+    if empty and len(empty) == len(files):
+        raise SourceError(f"{recording_name(path)}: {empty_line(empty)}; nothing to replay: record one with "
+                          "'perception record'")
+    if empty and warn_empty:
+        log.warning("%s; replayed without %s", empty_line(empty), "it" if len(empty) == 1 else "them")
+    for file in files:
+        if file in empty:
+            continue
         for message in _read_file(file, counters, max_mask_pixels, first=seen == 0, contents=contents):
             if message.topic.endswith(LATCHED_SUFFIXES):
                 if latched.get(message.topic) == message.header:
@@ -215,6 +226,21 @@ def read_recording(
             yield message
     if seen == 0:
         raise SourceError(f"{recording_name(path)}: {_nothing_to_replay(contents, counters.malformed - skipped_before, counters)}")
+
+
+def empty_splits(files: list[Path]) -> list[Path]:
+    """Those of ``files`` that their recorder left holding nothing (``recover.empty_recording``: 0
+    bytes, or only MCAP's magic and header: it was killed before its first message)."""
+    return [f for f in files if empty_recording(f)]
+
+
+def empty_line(empty: list[Path]) -> str:
+    """The words for ``empty_splits``: ``"run_4.mcap holds nothing (its recorder ended before its first
+    message)"``, the first 3 named."""
+    names = ", ".join(str(p) for p in empty[:3]) + (f" and {len(empty) - 3} more" if len(empty) > 3 else "")
+    one = len(empty) == 1
+    return (f"{names} hold{'s' if one else ''} nothing (unfinished: {'its recorder' if one else 'their recorders'} "
+            f"ended before {'its' if one else 'their'} first message; delete {'it' if one else 'them'})")
 
 
 def recording_name(path: str | Path | list[str | Path]) -> str:

@@ -174,11 +174,14 @@ class McapMaskWriter:
     The file is written with ``mcap.writer.Writer`` (``ros2`` profile) and the ROS 2 CDR encoders
     of ``mcap_ros2``: its own ``Writer`` cannot give a channel metadata, and rosbag2's convention
     (and the ``ros2`` profile) want ``offered_qos_profiles`` on every channel.
+
+    ``startup`` False (a later split of a running recording): an OSError opening the file is raised
+    as it is, a failing disk (the recorder exits 1, and a launch restarts it), not a ConfigError.
     """
 
     def __init__(
         self, path: Path, *, chunk_size: int = 1024 * 1024, counts: dict[str, TopicCount] | None = None,
-        exclusive: bool = False, names: RosTopicNames | None = None,
+        exclusive: bool = False, names: RosTopicNames | None = None, startup: bool = True,
     ) -> None:
         from mcap.records import Channel, Message
         from mcap.well_known import MessageEncoding, SchemaEncoding
@@ -194,11 +197,21 @@ class McapMaskWriter:
         except FileExistsError:
             raise ConfigError(f"{self.path} already exists; choose another --out, or pass --overwrite") from None
         except OSError as exc:
+            if not startup:  # a later split (``SplitWriter``): the disk failed mid-run, not the user's --out
+                raise
             raise ConfigError(f"cannot write {self.path}: {exc.strerror}; choose a writable --out") from None
         try:
             self._writer = Writer(self._file, chunk_size=chunk_size)
             self._writer.start(profile="ros2", library=f"perception {__version__}; mcap-ros2-support {mcap_ros2_version}")
             self._start_offset = self._file.tell()
+            # On disk now, not with the first chunk: a recorder killed before its first message
+            # leaves a file that reads as an MCAP file holding nothing (``recover.empty_recording``),
+            # not 0 bytes. (A file object without flush() has no buffer to flush.)
+            # One that fails (a full disk) is left to the first chunk's write to report, as before.
+            flush = getattr(self._file, "flush", None)
+            if flush is not None:
+                with contextlib.suppress(OSError):
+                    flush()
         except OSError:  # not even the header could be written (a full disk): no empty file is left
             with contextlib.suppress(OSError):
                 self._file.close()

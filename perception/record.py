@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 
 #: The recorder's fixed reconnect interval (ms) while the node is not (yet) there.
 RECONNECT_MS = 10
+#: At a stop, what is still queued for the recorder (a recorder behind the node) is written for up
+#: to this many seconds; what is queued after that is counted for up to ``STOP_COUNT_S`` more, and
+#: said as not recorded (``Recorder._drain``). A launch waits 5 s for a node to stop.
+STOP_DRAIN_S = 2.0
+STOP_COUNT_S = 1.0
 
 
 @dataclass
@@ -118,6 +123,14 @@ class RecordSummary:
     curve: bool = False
     #: Masks of an --atomic-frames node and the frames they came in (a replay sends one a frame).
     frames: FrameTally = field(default_factory=FrameTally)
+    #: Files written that were gone at the end (removed while recording), and the messages in them.
+    lost_files: list[Path] = field(default_factory=list)
+    lost_messages: int = 0
+    #: At the stop: the messages still queued that were written after it, and those still queued
+    #: after ``STOP_DRAIN_S`` that were not recorded (None: none were; ``lost_more``: more came still).
+    drained: int = 0
+    lost_queued: int | None = None
+    lost_more: bool = False
 
     @property
     def messages(self) -> int:
@@ -133,6 +146,17 @@ class RecordSummary:
             extra = f", {c.missing} missing" if c.missing else ""
             extra += f", {c.restarts} restarts" if c.restarts else ""
             lines.append(f"  {topic}: {c.messages} (seq {c.first_seq}..{c.last_seq}{extra})")
+        if self.lost_files:
+            gone = self.lost_files
+            which = str(gone[0]) if len(gone) == 1 else f"{len(gone)} files {gone[0]} .. {gone[-1].name}"
+            lines.append(f"  lost: {which} {'is' if len(gone) == 1 else 'are'} no longer there (removed while "
+                         f"recording), {self.lost_messages} of the messages with {'it' if len(gone) == 1 else 'them'}")
+        if self.lost_queued is not None:
+            more = "at least " if self.lost_more else ""
+            lines.append(f"  lost: {more}{self.lost_queued} messages still queued {STOP_DRAIN_S:g} s after the stop were "
+                         f"not recorded: the recorder was behind the node (it wrote {self.drained} queued ones after "
+                         "the stop); a slow disk? a larger --split-duration, --chunk-size or --max-mask-pixels limit "
+                         "helps")
         bad = {k: v for k, v in self.skipped.items() if v}
         if bad:
             lines.append("  skipped: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in bad.items()))
@@ -203,6 +227,10 @@ class Recorder:
         self._started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.messages = 0
         self.write_errors = 0
+        #: At the stop (``_drain``): queued messages written after it, and those not recorded.
+        self.drained = 0
+        self.lost_queued: int | None = None
+        self.lost_more = False
         self.clock = SteadyClock()  # the messages' log times (see SteadyClock)
         self._received_ns: int | None = None  # the last message's receive time, and its log time (``_write``)
         self._log_ns = 0
@@ -242,7 +270,8 @@ class Recorder:
 
     def continuing(self) -> str | None:
         """With ``--append`` after earlier splits, the line that says so, naming those a killed
-        recorder left unfinished and how to rebuild them; None otherwise."""
+        recorder left unfinished and how to rebuild them, and those it left holding nothing (to
+        delete); None otherwise."""
         earlier, unfinished = self._writer.continued, self._writer.unfinished
         if not earlier:
             return None
@@ -253,9 +282,17 @@ class Recorder:
             names = ", ".join(p.name for p in unfinished[:3]) + (f" and {len(unfinished) - 3} more"
                                                                   if len(unfinished) > 3 else "")
             one = len(unfinished) == 1
-            line += (f"; {names} {'is' if one else 'are'} unfinished (a recorder killed while writing "
-                     f"{'it' if one else 'them'}): " + (f"'perception record --recover {unfinished[0]}' rebuilds it"
-                                                        if one else "'perception record --recover FILE' rebuilds each"))
+            line += (f"; {names} {'is' if one else 'are'} unfinished (the recorder did not finish "
+                     f"{'it' if one else 'them'}: killed, or its disk full or failing): "
+                     + (f"'perception record --recover {unfinished[0]}' rebuilds it"
+                        if one else "'perception record --recover FILE' rebuilds each"))
+        empty = self._writer.empty
+        if empty:
+            names = ", ".join(p.name for p in empty[:3]) + (f" and {len(empty) - 3} more" if len(empty) > 3 else "")
+            one = len(empty) == 1
+            line += (f"; {names} {'holds' if one else 'hold'} nothing (the recorder ended before "
+                     f"{'its' if one else 'their'} first message: nothing to recover; replay skips "
+                     f"{'it' if one else 'them'}): delete {'it' if one else 'them'}")
         return line
 
     def run(self, stop: threading.Event) -> RecordSummary:
@@ -265,13 +302,17 @@ class Recorder:
         failed: OSError | None = None
         try:
             try:
+                got = False  # the last receive gave a message: more may be queued at the stop
                 while not stop.is_set():
                     timeout = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
                     if timeout <= 0:
                         break
                     msg = self._sub.recv(timeout_s=timeout)
-                    if msg is not None:
+                    got = msg is not None
+                    if got:
                         self._write(msg)
+                if got:
+                    self._drain()
             except OSError as exc:  # from the writer (a full disk); the subscriber's own errors are not OSError
                 failed = exc
             finally:
@@ -293,8 +334,31 @@ class Recorder:
             path=self.config.out, seconds=listened_s, counts=self._writer.counts, skipped=self.skipped(),
             files=list(self._writer.paths), endpoint=self.config.endpoint,
             what_flag="--namespace" if self.config.namespace else "--topic", curve=bool(self.config.curve_server_key),
-            frames=self._writer.frames,
+            frames=self._writer.frames, lost_files=list(self._writer.vanished),
+            lost_messages=self._writer.lost_messages(), drained=self.drained, lost_queued=self.lost_queued,
+            lost_more=self.lost_more,
         )
+
+    def _drain(self) -> None:
+        """At a stop: write what is queued already (a recorder behind the node holds a backlog in
+        its socket, which closing it would drop without a word), for up to ``STOP_DRAIN_S``; then
+        count what is still queued, for up to ``STOP_COUNT_S``, as not recorded (the summary says so)."""
+        end = time.monotonic() + STOP_DRAIN_S
+        while time.monotonic() < end:
+            msg = self._sub.recv(timeout_s=0)
+            if msg is None:
+                return
+            self._write(msg)
+            self.drained += 1
+        end = time.monotonic() + STOP_COUNT_S
+        self.lost_queued = 0
+        while self._sub.recv(timeout_s=0) is not None:
+            self.lost_queued += 1
+            if time.monotonic() >= end:
+                self.lost_more = True
+                break
+        if self.lost_queued == 0:
+            self.lost_queued = None
 
     def _failure(self, failed: OSError, kept: Abandoned) -> str:
         """The one line for a recording that could not be written on: the file, the messages

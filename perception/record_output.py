@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import logging
 import os
 import re
@@ -71,6 +72,9 @@ class OutputLock:
         self.out = Path(out)
         self.path = lock_path(self.out)
         self._file: IO[bytes] | None = None
+        self._acquire()
+
+    def _acquire(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -106,6 +110,24 @@ class OutputLock:
         with contextlib.suppress(OSError):  # the pid is for the message above; a full disk leaves it out
             self._file.truncate(0)
             self._file.write(f"{os.getpid()}\n".encode())
+
+    def held(self) -> bool:
+        """Whether the lock file there is still the one this holds (not removed, with its folder, by
+        someone while recording); True once released."""
+        if self._file is None:
+            return True
+        try:
+            return os.path.samestat(os.fstat(self._file.fileno()), os.stat(self.path, follow_symlinks=False))
+        except OSError:
+            return False
+
+    def retake(self) -> None:
+        """Lock ``out`` again with a new lock file, after ``held`` found this one gone (ConfigError,
+        as at the start, when another recorder took it meanwhile or it cannot be made)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._acquire()
 
     def release(self) -> None:
         """Remove the lock file and unlock; idempotent."""
@@ -162,6 +184,23 @@ ROSBAG2_RECORD = "rosbag2"
 _SUMMARY_RECORD_LIMIT = 256 * 1024 * 1024
 
 
+def load_yaml(data: bytes | str):
+    """``yaml.safe_load`` with libyaml's loader where PyYAML has it (``CSafeLoader``: some 10 times
+    faster than the pure-Python one on a metadata.yaml of thousands of splits)."""
+    import yaml
+
+    return yaml.load(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506 - a safe loader
+
+
+def _stat_key(path: Path) -> tuple[int, int, int] | None:
+    """``(size, mtime_ns, inode)`` of ``path`` (not followed), or None when it is not there."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
 @dataclass
 class BagFile:
     """What ``metadata.yaml`` says of one MCAP file, read from the file's summary (its statistics)."""
@@ -211,8 +250,6 @@ def bag_metadata_yaml(files: list[BagFile], *, record: bool = False) -> str:
     ``offered_qos_profiles`` and its messages in all the files. ``record``: the bag metadata alone,
     without the ``rosbag2_bagfile_information`` key, as rosbag2 stores it in an MCAP file's
     ``rosbag2`` metadata record (``rosbag2_record``)."""
-    import yaml
-
     topics: dict[tuple[str, str], dict] = {}
     for info in files:
         for name, msgtype, encoding, qos, count in info.channels:
@@ -238,17 +275,38 @@ def bag_metadata_yaml(files: list[BagFile], *, record: bool = False) -> str:
         # rosbag2 records no bag compression for that.
         "compression_format": "",
         "compression_mode": "",
-        "relative_file_paths": [info.name for info in files],
-        "files": [{"path": info.name,
-                   "starting_time": {"nanoseconds_since_epoch": info.start_ns if info.messages else 0},
-                   "duration": {"nanoseconds": info.end_ns - info.start_ns if info.messages else 0},
-                   "message_count": info.messages} for info in files],
+        # Filled in below, each file's entries dumped once (``_file_yaml``): a recorder writes the
+        # file again at each split, which must not cost more with every split before it.
+        "relative_file_paths": [],
+        "files": [],
         "custom_data": None,
         "ros_distro": "",
     }
     doc = info if record else {"rosbag2_bagfile_information": info}
+    text = _dump_yaml(doc)
+    if files:
+        indent = "" if record else "  "
+        entries = [_file_yaml(f.name, f.start_ns if f.messages else 0, f.end_ns - f.start_ns if f.messages else 0,
+                              f.messages) for f in files]
+        for key, part in (("relative_file_paths", 0), ("files", 1)):
+            body = "".join(indent + line for entry in entries for line in entry[part].splitlines(keepends=True))
+            text = text.replace(f"\n{indent}{key}: []\n", f"\n{indent}{key}:\n{body}", 1)
+    return text
+
+
+def _dump_yaml(doc) -> str:
+    """``doc`` as YAML, block style, keys in order, with libyaml's dumper where PyYAML has it."""
+    import yaml
+
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     return yaml.dump(doc, Dumper=dumper, sort_keys=False, default_flow_style=False, width=2**30)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _file_yaml(name: str, start_ns: int, duration_ns: int, messages: int) -> tuple[str, str]:
+    """One file's items of ``relative_file_paths`` and ``files`` in metadata.yaml, unindented."""
+    return _dump_yaml([name]), _dump_yaml([{"path": name, "starting_time": {"nanoseconds_since_epoch": start_ns},
+                                            "duration": {"nanoseconds": duration_ns}, "message_count": messages}])
 
 
 def rosbag2_record(name: str, start_ns: int, end_ns: int, messages: int) -> dict[str, str]:
@@ -281,15 +339,16 @@ class BagMetadata:
         self.path = self.out.parent / BAG_METADATA_FILE
         self._files: dict[str, tuple[tuple[int, int, int], BagFile | None]] = {}
         self._warned = False
+        #: The ``_stat_key`` of the metadata.yaml this object wrote last, and the files it lists.
+        self._written: tuple[int, int, int] | None = None
+        self._listed: list[BagFile] | None = None
 
     def file(self, path: Path) -> BagFile | None:
         """``bag_file(path)`` of a finished file (None for an unfinished one), read again only when the
         file changed: a recording of many splits reads each once."""
-        try:
-            st = path.stat()
-        except OSError:
+        key = _stat_key(path)
+        if key is None:
             return None
-        key = (st.st_size, st.st_mtime_ns, st.st_ino)
         cached = self._files.get(path.name)
         if cached is None or cached[0] != key:
             cached = self._files[path.name] = (key, bag_file(path) if finished_mcap(path) else None)
@@ -301,14 +360,16 @@ class BagMetadata:
         return [info for info in found if info is not None]
 
     def ours(self) -> bool | None:
-        """Whether the ``metadata.yaml`` there lists only splits of ``out`` (None: there is none)."""
-        import yaml
-
-        if not (self.path.exists() or self.path.is_symlink()):
+        """Whether the ``metadata.yaml`` there lists only splits of ``out`` (None: there is none). The
+        one this object wrote last, unchanged since (``_written``), is not read again."""
+        key = _stat_key(self.path)
+        if key is None:
             return None
+        if key is not None and key == self._written:
+            return True
         try:
             with self.path.open("rb") as f:
-                doc = yaml.safe_load(f.read(16 * 1024 * 1024))
+                doc = load_yaml(f.read(16 * 1024 * 1024))
             paths = doc["rosbag2_bagfile_information"]["relative_file_paths"]
         except Exception:  # noqa: BLE001 - unreadable, not YAML, not rosbag2's layout: not ours to replace
             return False
@@ -318,17 +379,30 @@ class BagMetadata:
         pattern = re.compile(re.escape(self.out.stem) + r"_\d+" + re.escape(suffix))
         return all(isinstance(p, str) and pattern.fullmatch(Path(p).name) for p in paths)
 
-    def update(self, *, create: bool = True) -> Path | None:
+    def update(self, *, create: bool = True, closed: Path | None = None) -> Path | None:
         """Write ``metadata.yaml`` for the finished splits there now (``create`` False: only where
         one of this recording is there already), or remove the one of this recording when there is
         none. Returns the file written, or None. A file that cannot be written (a full disk) is one
-        warning, not an error: the splits themselves are complete MCAP files."""
-        files = self.finished()
-        owner = self.ours()
+        warning, not an error: the splits themselves are complete MCAP files.
+
+        ``closed``: the split its recorder has just finished. While the ``metadata.yaml`` there is
+        the one this object wrote last (same inode, size and time), its listing is kept in memory
+        and only ``closed`` is read and added: a split costs the same however many came before
+        (the folder is read again, and the file parsed, only when someone else changed it:
+        ``--recover`` of a split, a file removed)."""
+        listed, self._listed = self._listed, None
+        if closed is not None and listed is not None and _stat_key(self.path) == self._written:
+            info = self.file(closed)
+            files = [f for f in listed if f.name != closed.name] + ([info] if info is not None else [])
+            owner: bool | None = True
+        else:
+            files = self.finished()
+            owner = self.ours()
         try:
             if not files:
                 if owner:
                     self.path.unlink(missing_ok=True)
+                self._written = None
                 return None
             if owner is False:
                 self._warn(f"{self.path} is left as it is: it lists other files than the splits of {self.out} (a "
@@ -343,6 +417,7 @@ class BagMetadata:
                 os.replace(temp, self.path)
             finally:
                 temp.unlink(missing_ok=True)
+            self._written, self._listed = _stat_key(self.path), files
         except OSError as exc:
             self._warn(f"could not write {self.path} ({exc.strerror or exc}): ros2 bag and rosbags open the "
                        f"folder of the splits as a bag only with it (each split still opens as a file); it is "

@@ -31,6 +31,7 @@ from perception.record_output import (
     finished_mcap,
     refuse_existing,
 )
+from perception.recover import empty_recording
 
 if TYPE_CHECKING:
     from perception.record import RecordConfig
@@ -102,6 +103,12 @@ class SplitWriter:
         #: With --append: the splits already there, kept, and those of them left unfinished.
         self.continued: list[Path] = []
         self.unfinished: list[Path] = []
+        #: Of the ``continued``: those holding nothing (their recorder ended before its first message).
+        self.empty: list[Path] = []
+        #: The files written that were no longer there when the folder was checked (``_check_folder``).
+        self.vanished: list[Path] = []
+        #: Messages (counted ones) in each file written, once it is closed.
+        self._file_messages: dict[Path, int] = {}
         #: The index of the first split written here (after the ``continued`` ones).
         self.first_index = 0
         #: The ROS 2 name of each wire topic, the same in every split (``RosTopicNames``).
@@ -125,7 +132,11 @@ class SplitWriter:
             self.continued = split_files(out)
             if self.continued:
                 self.first_index = int(self.continued[-1].stem.rpartition("_")[2]) + 1
-            self.unfinished = [p for p in self.continued if finished_mcap(p) is False]
+            self.empty = [p for p in self.continued if empty_recording(p)]
+            self.unfinished = [p for p in self.continued if p not in self.empty and finished_mcap(p) is False]
+            # metadata.yaml as the disk is now: a recorder killed between finishing a split and
+            # writing it again left that split out.
+            self.bag.update()
             for info in self.bag.finished():  # the names the splits there gave their topics
                 for topic, name, msgtype in info.wire_topics:
                     self.names.claim(topic, name, msgtype)
@@ -177,8 +188,10 @@ class SplitWriter:
         path = split_path(self.config.out, self.first_index + len(self.paths)) if self.config.splits \
             else Path(self.config.out)
         self._writer, self._opening = None, path  # until it is open: what ``abandon`` names
+        # A later split that cannot be opened (the disk failing, the folder read-only now) is a
+        # write error (OSError: exit 1, a launch restarts the recorder), not a bad --out (exit 2).
         self._writer = McapMaskWriter(path, chunk_size=self._chunk_size, counts=self.counts, exclusive=self._exclusive,
-                                      names=self.names)
+                                      names=self.names, startup=not self.paths)
         self.paths.append(path)
         self._opened = time.monotonic()
         self._repeated = []
@@ -200,8 +213,8 @@ class SplitWriter:
             self._replace_old()
             self._open(msg.receive_ns)
         elif self.config.splits and self._full():
-            self._writer.close(self._metadata(split=self._split_index(), file_counts=dict(self._writer.file_counts)))
-            self.bag.update()
+            self._check_folder()
+            self._finish()
             self._open(msg.receive_ns)
         self._writer.write(msg)
         if not self._index_warned and self._writer.index_bytes >= INDEX_WARN_BYTES:
@@ -232,14 +245,40 @@ class SplitWriter:
                     "as it records; %s (a larger --chunk-size makes fewer chunks)", which, writer.chunks, mb, hours,
                     mb / hours, writer.index_bytes // max(writer.chunks, 1), fix)
 
+    def _finish(self) -> None:
+        """Finish the open file, and write the folder's ``metadata.yaml`` of a split recording again
+        (``BagMetadata.update(closed=)``: the cost of a split stays the same however many came before)."""
+        path = self.paths[-1]
+        self._writer.close(self._metadata(split=self._split_index() if self.config.splits else None,
+                                          file_counts=dict(self._writer.file_counts)))
+        self._file_messages[path] = self._writer.messages
+        if self.config.splits:
+            self.bag.update(closed=path)
+
     def close(self) -> None:
         """Finish the open file (and write the folder's ``metadata.yaml`` of a split recording again); idempotent."""
         if self._writer is not None:
-            self._writer.close(self._metadata(split=self._split_index() if self.config.splits else None,
-                                              file_counts=dict(self._writer.file_counts)))
-            if self.config.splits:
-                self.bag.update()
+            self._check_folder()
+            self._finish()
+        self.vanished = [p for p in self.paths if not p.exists()]
 
+    def lost_messages(self) -> int:
+        """The messages in the finished files that are no longer there (``vanished``)."""
+        return sum(self._file_messages.get(p, 0) for p in self.vanished)
+
+    def _check_folder(self) -> None:
+        """Say once when the lock file on ``out`` is gone (its folder removed while recording: the
+        splits in it, the open one too, are lost, and a second recorder would no longer be kept off),
+        and lock ``out`` again; the recording goes on in the folder made again for the next split."""
+        if self._lock.held():
+            return
+        gone = [p for p in self.paths if not p.exists()]
+        self.vanished += [p for p in gone if p not in self.vanished]
+        which = ("" if not gone else f": {gone[0]} is gone" if len(gone) == 1 else
+                 f": {len(gone)} files of it are gone ({gone[0].name} .. {gone[-1].name}, the open one included)")
+        log.warning("%s was removed while recording (its folder removed?)%s; recording goes on, %s locked again, and "
+                    "the closing line counts what was lost", self._lock.path, which, self.config.out)
+        self._lock.retake()
     def release(self) -> None:
         """Give up the output (``OutputLock.release``), once the files are finished or abandoned."""
         self._lock.release()

@@ -143,6 +143,42 @@ def not_a_recording_file(path: Path) -> str | None:
     return None if stat.S_ISREG(mode) else f"{path} is {_kind_of(mode)}, not a recording file"
 
 
+#: The most bytes ``empty_recording`` reads: a file holding only MCAP's magic and header record
+#: (profile and library names) is far smaller.
+_EMPTY_PROBE_BYTES = 64 * 1024
+_MCAP_MAGIC = b"\x89MCAP0\r\n"
+_HEADER_OPCODE = 0x01
+
+
+def empty_recording(path: Path) -> bool:
+    """Whether ``path`` is a regular file a recorder left holding nothing: 0 bytes, a part of MCAP's
+    magic, or the magic and (part of) the header record and no other record. A recorder killed
+    before its first message leaves one (older versions: 0 bytes; now the magic and header, written
+    at once). It is unfinished and has nothing to replay or recover."""
+    if not_a_recording_file(Path(path)) is not None:
+        return False
+    try:
+        if os.stat(path).st_size > _EMPTY_PROBE_BYTES:
+            return False
+        with open_recording(Path(path), "") as stream:
+            data = stream.read(_EMPTY_PROBE_BYTES + 1)
+    except (OSError, SourceError):
+        return False
+    if len(data) <= len(_MCAP_MAGIC):
+        return _MCAP_MAGIC.startswith(data)
+    if not data.startswith(_MCAP_MAGIC):
+        return False
+    offset = len(_MCAP_MAGIC)
+    while offset < len(data):
+        if data[offset] != _HEADER_OPCODE:
+            return False  # any other record: something was written after the header
+        if offset + 9 > len(data):
+            return True  # cut inside the header record's length
+        (length,) = struct.unpack_from("<Q", data, offset + 1)
+        offset += 9 + length
+    return True
+
+
 def open_recording(path: Path, fix: str) -> IO[bytes]:
     """``path`` opened for reading if it is a regular file; SourceError naming what it is otherwise
     (``fix``: what to do instead). Opened non-blocking and checked on the open descriptor, so a
@@ -312,6 +348,11 @@ def recover_recording(path: str | Path, out: str | Path | None = None, *, overwr
         raise SourceError(f"{what}; --recover rebuilds one .mcap file made by 'perception record'")
     if not source.is_file():
         raise SourceError(f"recording {source} not found; check the path given to --recover")
+    if empty_recording(source):
+        size = source.stat().st_size
+        raise SourceError(f"{source} holds nothing to recover: its recorder ended before it wrote a message to it "
+                          f"({size} bytes: {'only the MCAP header' if size > 8 else 'no MCAP record'}); a replay of "
+                          "the recording skips it; delete it")
     in_place = out is None or same_file(out, source)  # --out FILE itself: the original bytes are kept too
     target = source if in_place else Path(out)
     kept = source.with_name(source.name + ".damaged")

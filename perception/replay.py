@@ -202,6 +202,20 @@ class ReplaySummary:
                 f"{self.queue_messages}) were dropped and never reached {'it' if n == 1 else 'them'}")
 
 
+#: ``files_line`` names at most this many files at each end of a recording.
+FILES_NAMED = 3
+
+
+def files_line(files: list[Path]) -> str:
+    """The files of a recording for the "replaying" line: all of a few, else the first and last
+    ``FILES_NAMED`` and how many there are (a week of splits must not make one 16 kB line)."""
+    if len(files) <= 2 * FILES_NAMED + 1:
+        return ", ".join(str(f) for f in files)
+    head = ", ".join(str(f) for f in files[:FILES_NAMED])
+    tail = ", ".join(str(f) for f in files[-FILES_NAMED:])
+    return f"{len(files)} files: {head}, ... ({len(files) - 2 * FILES_NAMED} more), {tail}"
+
+
 def missing_line(missing: list[Path]) -> str:
     """``"split run_2.mcap is missing"`` / ``"splits run_2.mcap, run_3.mcap are missing"`` (the
     first 5 named)."""
@@ -332,7 +346,7 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
     own = publisher is None
     publisher = publisher or ReplayPublisher(config.endpoint, curve=config.curve, max_queue_mb=config.max_queue_mb)
     files = recording_files(config.file)
-    log.info("replaying %s on %s", ", ".join(str(f) for f in files), publisher.endpoint)
+    log.info("replaying %s on %s", files_line(files), publisher.endpoint)
     missing = missing_splits(config.file)
     if missing:
         # Said before the replay: a listener would count the gap as messages lost on the network.
@@ -406,7 +420,8 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
             seam_s = 0.0 if config.max_rate or not intervals else min(min(intervals) / 1e9, MAX_GAP_S) / config.rate
             if stop.wait(max(0.0, max(time.monotonic() + seam_s, t_pass + LOOP_MIN_PASS_S) - time.monotonic())):
                 break
-            messages = as_sent(iter(read_recording(config.file, counters=counters, max_mask_pixels=config.max_mask_pixels)))
+            messages = as_sent(iter(read_recording(config.file, counters=counters, max_mask_pixels=config.max_mask_pixels,
+                                                   warn_empty=False)))  # said once, before the first pass
             first = next(messages)
         ended = True
     finally:

@@ -104,8 +104,11 @@ def test_a_killed_recorder_started_again_with_append_goes_on_after_its_splits(tm
     assert second.returncode == 0, stderr
     assert digests(before) == kept  # the earlier splits are left as they were
     assert f"--append: 3 splits {split_path(out, 0)} .. drive_2.mcap kept as they are; the new splits start at " \
-           "drive_3.mcap; drive_2.mcap is unfinished" in stderr, stderr
-    assert f"'perception record --recover {split_path(out, 2)}' rebuilds it" in stderr, stderr
+           "drive_3.mcap; drive_2.mcap " in stderr, stderr
+    # killed as drive_2.mcap appeared: a chunk may have reached the disk before the kill, or only the header
+    if "drive_2.mcap holds nothing" not in stderr:
+        assert "drive_2.mcap is unfinished" in stderr, stderr
+        assert f"'perception record --recover {split_path(out, 2)}' rebuilds it" in stderr, stderr
     assert "recorded " in stdout and f"splits {split_path(out, 3)} .. " in stdout, stdout
     assert len(list(read_recording(split_path(out, 3)))) > 0  # a finished split of the second recorder
     assert not (out.parent / ".drive.mcap.lock").exists()  # the kill's stale lock was taken over, then removed
