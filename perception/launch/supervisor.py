@@ -3,8 +3,10 @@
 ``LaunchSupervisor(plan).run()`` starts each node as ``python -P -m perception <command> ...``
 (``perception.spawn``: never a ``perception.py`` from the launch's working folder),
 prefixes its output lines with ``[name]``, restarts nodes per their policy and stops everything on
-SIGINT/SIGTERM (SIGTERM to every child, a grace period, then SIGKILL). When a required node is gone
-for good it stops the rest.
+SIGINT/SIGTERM (SIGTERM to every child, then SIGCONT so that a child stopped by SIGSTOP can act on
+it, a grace period, then SIGKILL). When a required node is gone for good it stops the rest.
+A node found ended as the stop begins (it died just before it) is judged as the run would have judged
+it, so the summary says how and when it really ended; a node killed after the grace is named there.
 
 A node that exits with 2 (a bad input: file, flag, model) or 3 (a missing dependency) is never
 restarted, whatever its policy: the same command would fail the same way forever. The launch says
@@ -54,6 +56,11 @@ MAX_BACKOFF_S = 30.0
 MIN_BACKOFF_S = 0.5
 #: How long stopping waits for children after SIGTERM before it sends SIGKILL.
 STOP_GRACE_S = 5.0
+#: How a node ends when a stop signal reached it too (a service manager that signals the whole control
+#: group, not only the launch): exit 0 (its clean stop), the stop signal itself, or 128 + it (a node
+#: stopped before its handlers were in place, or its stop unfinished after 20 s; perception/signals.py).
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_STOP_ENDS = {0, *(-s for s in _STOP_SIGNALS), *(128 + s for s in _STOP_SIGNALS)}
 #: Exit codes of a ``perception`` command that a restart cannot fix (perception/errors.py), with what
 #: they mean. A failing stage (StageError, exit code 1), a live source that is not there yet
 #: (SourceUnavailableError, exit code 4: a camera after boot; SubscribersMissingError, also 4: a
@@ -73,6 +80,18 @@ def respawn_delay(respawn_delay_s: float, quick_failures: int) -> float:
     cap = max(MAX_BACKOFF_S, respawn_delay_s)
     doublings = min(quick_failures - 1, 64)  # past the cap long before; 2 ** 1100 overflows a float
     return min(cap, max(respawn_delay_s * 2**doublings, MIN_BACKOFF_S * 2 ** (doublings - 1)))
+
+
+def _held(pid: int) -> str:
+    """Why a node that got SIGTERM and SIGCONT may still run, from its state in /proc (Linux): held
+    by a debugger (SIGCONT does not resume a traced process) or blocked in the kernel; else ""."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rpartition(b")")[2].split()[0]
+    except (OSError, IndexError):
+        return ""
+    return {b"t": " (it is held by a debugger)", b"T": " (it is stopped)",
+            b"D": " (it is blocked in the kernel, e.g. on a hung disk or network file system)"}.get(state, "")
 
 
 def ended_how(returncode: int) -> str:
@@ -104,6 +123,8 @@ class _Running:
     last_error_line: str = ""
     #: The node's last end (how, its last error line, the wall-clock time), for the closing summary.
     last_end: tuple[str, str, float] | None = None
+    #: Still running at the end of the stop's grace and killed: whatever it was writing is unfinished.
+    killed_at_stop: str | None = None
     readers: list[threading.Thread] = dataclasses.field(default_factory=list)
 
 
@@ -141,8 +162,12 @@ class LaunchSupervisor:
         try:
             code = self._supervise()
         finally:
-            self._shutdown()
+            late = self._shutdown()
             handlers.restore()
+        if late in NO_RESPAWN_EXIT_CODES and code in (0, 1):
+            code = late  # a required node's own 2 or 3, found as the stop began
+        elif code == 0 and self._failed_for_good():
+            code = 1  # a node that failed for good just before the stop
         self._summarize()
         return code
 
@@ -197,7 +222,10 @@ class LaunchSupervisor:
         again = f" (restart {node.restarts})" if node.restarts else ""
         self.say(f"started node {node.plan.name!r} (pid {node.process.pid}){again}")
 
-    def _on_exit(self, node: _Running, now: float) -> int | None:
+    def _on_exit(self, node: _Running, now: float, *, stopping: bool = False) -> int | None:
+        """Judge a node's end: restart it, give it up or stop the launch. ``stopping``: found ended
+        as the stop begins, before the launch signalled it; it is judged the same (a failure for good
+        is one) but neither restarted nor stopping anything, and the lines say so."""
         code = node.process.returncode
         node.returncode = code
         node.process = None
@@ -218,14 +246,18 @@ class LaunchSupervisor:
                 f"a restart cannot fix that: {said}"
             )
             if plan.required:
-                self.say(f"required node {plan.name!r} is gone; stopping all nodes")
+                if not stopping:
+                    self.say(f"required node {plan.name!r} is gone; stopping all nodes")
                 return code
             return None
         if plan.respawn and (plan.respawn_max == 0 or node.restarts_in_a_row < plan.respawn_max):
             delay = respawn_delay(plan.respawn_delay_s, node.quick_failures)
             node.restarts_in_a_row += 1
-            node.restart_at = now + delay
-            self.say(f"node {plan.name!r} ended ({how}); restarting in {delay:g} s")
+            node.restart_at = now + delay  # the summary: down at the stop, waiting to restart
+            if stopping:
+                self.say(f"node {plan.name!r} ended ({how}) just before the stop; not restarting it: {said}")
+            else:
+                self.say(f"node {plan.name!r} ended ({how}); restarting in {delay:g} s")
             return None
         node.finished = True
         node.failed_for_good = code != 0
@@ -236,8 +268,10 @@ class LaunchSupervisor:
             restarts = f"{node.restarts_in_a_row} restart{'' if node.restarts_in_a_row == 1 else 's'}"
             ended += (f"; gave up after {restarts} in a row, none of which stayed up "
                       f"{STABLE_RUN_S:g} s (respawn_max {plan.respawn_max}{in_all})")
+        if stopping:
+            ended += " just before the stop"
         self.say(ended + (f": {said}" if code != 0 else ""))
-        if plan.required:
+        if plan.required and not stopping:
             self.say(f"required node {plan.name!r} is gone; stopping all nodes")
             return 0 if code == 0 and not self._failed_for_good() else 1
         return None
@@ -247,6 +281,13 @@ class LaunchSupervisor:
         for its restart: an operator reading the end of the log after a night sees the camera that
         was dead all along (also one that died once and waited out a long ``respawn_delay``)."""
         for node in self._nodes:
+            if node.killed_at_stop is not None:
+                before = (f"; it was restarted {node.restarts} time{'' if node.restarts == 1 else 's'} before"
+                          if node.restarts else "")
+                self.say(f"summary: node {node.plan.name!r} was killed at the stop (SIGKILL): it did not stop "
+                         f"within {STOP_GRACE_S:g} s of its SIGTERM{node.killed_at_stop}, so what it was writing "
+                         f"is unfinished{before}")
+                continue
             waiting = node.restart_at is not None and not node.finished
             if node.last_end is None or not (node.failed_for_good or node.restarts or waiting):
                 continue
@@ -266,22 +307,46 @@ class LaunchSupervisor:
                 state = f"{restarts}; it last ended at {when} ({how})"
             self.say(f"summary: node {node.plan.name!r} {state}: {said}")
 
-    def _shutdown(self) -> None:
+    def _shutdown(self) -> int | None:
+        """Stop every running node: SIGTERM, then SIGCONT (as systemd does), so a node stopped by
+        SIGSTOP acts on its SIGTERM and finishes its files instead of being killed after the grace
+        with the SIGTERM still pending. (SIGTSTP, SIGTTIN and SIGTTOU cannot stop a node: each runs in
+        a session of its own, an orphaned process group, where the kernel drops them.) A node that ended
+        before its SIGTERM (it died just before the stop) is judged as the run would have judged it
+        (``_on_exit``); returns the code that a required one's end calls for, if any."""
         self._stopped_at = time.monotonic()
-        running = [n for n in self._nodes if n.process is not None and n.process.poll() is None]
-        for node in running:
-            node.process.send_signal(signal.SIGTERM)
+        signalled = self._stop.is_set()  # a stop signal, not a verdict of the run, ends the launch
+        verdict = None
+        running = []
+        for node in self._nodes:
+            if node.process is None:
+                continue
+            code = node.process.poll()
+            if code is None:
+                node.process.send_signal(signal.SIGTERM)
+                node.process.send_signal(signal.SIGCONT)
+                running.append(node)
+            elif signalled and code in _STOP_ENDS:
+                # Perhaps the stop signal reached it too (a service manager signalling the whole
+                # control group): stopped with the launch, as those stopped by the SIGTERM below.
+                node.process = None
+            else:
+                found = self._on_exit(node, self._stopped_at, stopping=True)
+                verdict = found if verdict is None else verdict
         deadline = time.monotonic() + STOP_GRACE_S
         for node in running:
             try:
                 node.process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                self.say(f"node {node.plan.name!r} did not stop within {STOP_GRACE_S:g} s; killing it")
+                node.killed_at_stop = _held(node.process.pid)
+                self.say(f"node {node.plan.name!r} did not stop within {STOP_GRACE_S:g} s"
+                         f"{node.killed_at_stop}; killing it")
                 node.process.kill()
                 node.process.wait()
         for node in self._nodes:
             for reader in node.readers:
                 reader.join(timeout=1.0)
+        return verdict
 
     def _pump(self, stream: IO[bytes], sink: GoneSafe, node: _Running, is_stderr: bool) -> None:
         """Copy a node's output to ``sink`` line by line, prefixed; to its end, also once ``sink``
