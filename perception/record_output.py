@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from perception.errors import ConfigError
+from perception.errors import ConfigError, PerceptionError
 from perception.mcap_layout import CONTENT_DATA, CONTENT_KEY, WIRE_TOPIC_KEY, split_files
 
 if TYPE_CHECKING:
@@ -57,6 +57,24 @@ def lock_path(out: Path) -> Path:
     return out.with_name(f".{out.name}.lock")
 
 
+class OutputUnwritable(ConfigError):
+    """``--out`` (its folder or lock file) cannot be written: a bad input at a recorder's start
+    (exit 2). ``why``: the system's reason."""
+
+    def __init__(self, message: str, why: str) -> None:
+        super().__init__(message)
+        self.why = why
+
+
+class OutputFailing(PerceptionError):
+    """``--out`` cannot be written any more where an ``--append`` recorder's earlier splits show that
+    it was (a folder turned read-only, a failing disk): exit 1, as any file the system fails to
+    write, so a launch restarts the recorder (with its back-off) until it can write again, not 2,
+    which a launch never restarts."""
+
+    exit_code = 1
+
+
 class OutputLock:
     """Exclusive use of a recording's output (``out`` and its ``<stem>_N.mcap`` splits) by one
     recorder: ``fcntl.flock`` on ``lock_path(out)``, which holds the recorder's pid. A second
@@ -78,13 +96,14 @@ class OutputLock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"cannot write {self.out}: {exc.strerror}; choose a writable --out") from None
+            raise OutputUnwritable(f"cannot write {self.out}: {exc.strerror}; choose a writable --out",
+                                   exc.strerror or str(exc)) from None
         while self._file is None:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
             except OSError as exc:
-                raise ConfigError(f"cannot write {self.out} (its lock file {self.path.name}: {exc.strerror}); "
-                                  "choose a writable --out") from None
+                raise OutputUnwritable(f"cannot write {self.out} (its lock file {self.path.name}: {exc.strerror}); "
+                                       "choose a writable --out", exc.strerror or str(exc)) from None
             file = os.fdopen(fd, "r+b", buffering=0)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

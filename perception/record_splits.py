@@ -26,7 +26,9 @@ from perception.mcap_layout import (
 from perception.mcap_writer import INDEX_WARN_BYTES, FrameTally, McapMaskWriter, TopicCount
 from perception.record_output import (
     BagMetadata,
+    OutputFailing,
     OutputLock,
+    OutputUnwritable,
     existing_outputs,
     finished_mcap,
     refuse_existing,
@@ -115,7 +117,17 @@ class SplitWriter:
         self.names = RosTopicNames()
         #: The rosbag2 metadata.yaml of the splits' folder.
         self.bag = BagMetadata(Path(config.out))
-        self._lock = OutputLock(Path(config.out))  # also makes the folder
+        try:
+            self._lock = OutputLock(Path(config.out))  # also makes the folder
+        except OutputUnwritable as exc:
+            earlier = split_files(Path(config.out)) if config.append else []
+            if not earlier:
+                raise
+            # Its earlier splits were written there: the folder or disk failed since (a launch's respawn).
+            raise OutputFailing(
+                f"cannot write {config.out} any more ({exc.why}), where the splits {earlier[0]} .. {earlier[-1].name} "
+                "were written: a folder turned read-only or a failing disk; make it writable again (a launch "
+                "restarts this recorder until it can write, and it goes on after those splits)") from None
         try:
             self._start(config, metadata)
         except BaseException:

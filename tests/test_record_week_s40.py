@@ -225,3 +225,31 @@ def test_the_replaying_line_names_a_few_files_of_many():
     assert line.startswith("833 files: rec/run_0.mcap, rec/run_1.mcap, rec/run_2.mcap, ... (827 more), ")
     assert line.endswith("rec/run_832.mcap") and len(line) < 200
     assert files_line(files[:3]) == "rec/run_0.mcap, rec/run_1.mcap, rec/run_2.mcap"
+
+
+def test_an_append_recorder_restarted_on_a_read_only_folder_exits_1_so_a_launch_retries(tmp_path, monkeypatch, capsys):
+    """A folder turned read-only mid-run: the restarted --append recorder could not write its lock
+    file and exited 2 (a bad input), which a launch never restarts, so nothing recorded once the
+    folder was writable again. With its earlier splits there it exits 1; a new --out stays a bad input."""
+    import os
+
+    import perception.record_output as record_output
+
+    out = tmp_path / "run.mcap"
+    _, summary = record(monkeypatch, out, range(150))
+    assert len(summary.files) >= 2
+    real_open = os.open
+
+    def read_only(path, *args, **kwargs):
+        if str(path).endswith(".lock"):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(record_output.os, "open", read_only)
+    args = ["record", "--namespace", NS, "--endpoint", free_endpoint(), "--split-size", "0.02", "--duration", "1"]
+    assert main([*args, "--out", str(out), "--append"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"cannot write {out} any more (Read-only file system), where the splits {summary.files[0]} .. " in err, err
+    assert main([*args, "--out", str(tmp_path / "new" / "run.mcap"), "--append"]) == 2
+    assert "choose a writable --out" in capsys.readouterr().err
