@@ -62,6 +62,7 @@ from perception.mcap_reader import (
     ReadCounters,
     RecordedMessage,
     as_sent,
+    empty_splits,
     missing_splits,
     read_recording,
     recording_files,
@@ -346,6 +347,9 @@ def run_replay(config: ReplayConfig, stop: threading.Event, *, publisher: Replay
     own = publisher is None
     publisher = publisher or ReplayPublisher(config.endpoint, curve=config.curve, max_queue_mb=config.max_queue_mb)
     files = recording_files(config.file)
+    if len(files) > 1:  # those that hold nothing were named already (read_recording), and are not replayed
+        empty = set(empty_splits(files))
+        files = [f for f in files if f not in empty] or files
     log.info("replaying %s on %s", files_line(files), publisher.endpoint)
     missing = missing_splits(config.file)
     if missing:

@@ -73,6 +73,19 @@ def test_empty_splits_a_killed_recorder_left_are_skipped_named_and_not_sent_to_r
             recover_recording(split_path(out, index))
     # metadata.yaml lists the finished splits only
     assert listed(out.parent) == [p.name for p in split_files(out) if p.name not in (f"run_{n}.mcap", f"run_{n + 1}.mcap")]
+    # replay's "replaying ..." line counts the files it plays, not the empty ones it skips
+    from perception.replay import ReplayConfig, run_replay
+
+    class Sink:
+        endpoint = "inproc://sink"
+
+        def send(self, msg, stop, *, shift_ns=0):
+            return True
+
+    with caplog.at_level(logging.INFO, logger="perception.replay"):
+        run_replay(ReplayConfig(file=out.parent, max_rate=True), threading.Event(), publisher=Sink())
+    playing = [r.getMessage() for r in caplog.records if r.getMessage().startswith("replaying ")]
+    assert len(playing) == 1 and f"run_{n}.mcap" not in playing[0] and f"run_{n + 1}.mcap" not in playing[0], playing
 
 
 def test_an_unfinished_split_is_not_said_to_be_from_a_kill_alone(tmp_path, monkeypatch):

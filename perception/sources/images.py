@@ -148,12 +148,13 @@ def list_images(spec: str) -> list[Path]:
 
 def left_out(folder: Path) -> dict[str, int]:
     """How many files of each other suffix an image folder holds besides its images (``.heic``: 2,
-    ``(none)``: 1); what the folder's listing left out."""
+    ``(none)``: 1); what the folder's listing left out. Hidden files (``.DS_Store``, ``._x.jpg``
+    from macOS) are not counted: nobody put them there to be read."""
     counts: dict[str, int] = {}
     try:
         for f in folder.iterdir():
             suffix = f.suffix.lower()
-            if suffix not in IMAGE_SUFFIXES and f.is_file():
+            if suffix not in IMAGE_SUFFIXES and not f.name.startswith(".") and f.is_file():
                 key = suffix or "(no suffix)"
                 counts[key] = counts.get(key, 0) + 1
     except OSError:
