@@ -372,8 +372,9 @@ def _about_setting(exc: ConfigError, setting: str | None, source: str) -> Config
     return exc
 
 
-def rename_old_keys(cls: type, data: dict[str, Any], *, source: str) -> dict[str, Any]:
-    """``data`` with the deprecated keys of ``cls``'s settings (``old_names``) renamed, each with a warning."""
+def rename_old_keys(cls: type, data: dict[str, Any], *, source: str, warn: bool = True) -> dict[str, Any]:
+    """``data`` with the deprecated keys of ``cls``'s settings (``old_names``) renamed, each with a
+    warning (``warn=False``: none, for data whose warnings were given when it was first loaded)."""
     out = dict(data)
     for d in declared(cls):
         f = d.field
@@ -382,7 +383,8 @@ def rename_old_keys(cls: type, data: dict[str, Any], *, source: str) -> dict[str
                 continue
             if f.name in out:
                 raise ConfigError(f"{source}: {old!r} is the deprecated name of {f.name!r}; give only {f.name!r}")
-            log.warning("%s: key %r is deprecated and will be removed in the next release; use %r", source, old, f.name)
+            if warn:
+                log.warning("%s: key %r is deprecated and will be removed in the next release; use %r", source, old, f.name)
             out[f.name] = out.pop(old)
     return out
 

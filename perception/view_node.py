@@ -27,6 +27,7 @@ from perception.commands.listen import no_messages_hint
 from perception.config import cut
 from perception.contracts import ClassInfo, ClassTable
 from perception.overlay import render_overlay
+from perception.preprocess import Letterbox
 from perception.sinks import DEFAULT_VIDEO_FPS
 from perception.sources import native_rate
 from perception.stats import RateLimitedLog
@@ -303,6 +304,15 @@ def _listed_masks(info: dict[str, Any] | None, namespace: str, wanted: list[str]
     return {name for name in wanted if contracts.topic_name(namespace, name) in topics}
 
 
+def v1_frame_masks(masks: dict[str, np.ndarray], frame_hw: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Wire version 1 masks cut to the camera frame as a version 2 node cuts them. A v1 mask carries
+    no geometry: at the model's size (``--mask-size model``, v1's default) it is the model's whole
+    letterboxed output, padding included; at the frame's size (``--mask-size source``) it is the
+    frame. Either way it is the frame fitted into the mask by the node's own ``Letterbox`` (centred,
+    aspect kept), whose content region is what v2 sends (a mask the frame's size is its own region)."""
+    return {name: Letterbox.fit(frame_hw, mask.shape[:2]).content(mask) for name, mask in masks.items()}
+
+
 def _counted(counts: dict[str, int]) -> str:
     """``class_map (38)`` or ``drivable (40), lane (40)``: the masks that arrived, how many of each."""
     return ", ".join(f"{name} ({n})" for name, n in counts.items())
@@ -319,6 +329,8 @@ def node_frames(config: ViewConfig, stop: threading.Event, deadline: float | Non
     when every mask the node lists in its info has come (the class map alone when that is what is
     drawn), else when the next seq begins or (after the first) nothing arrives for 0.2 s, if it
     holds every mask seen so far (a frame missing one, cut by a drop or joined midway, is left out).
+    Masks of wire version 1 (no geometry, letterbox padding included) are cut to the source's frame
+    first (``v1_frame_masks``); without a source they are drawn whole, which one warning says.
 
     With ``measure_rate`` and no rate from the source, the first frame waits until the node's rate is
     known (``RATE_FRAMES`` frames, at most ``RATE_WAIT_S``: ``node_rate``), which goes to ``rate``.
@@ -342,9 +354,12 @@ def node_frames(config: ViewConfig, stop: threading.Event, deadline: float | Non
     frame = None
     pending: dict[str, np.ndarray] = {}
     pending_seq, pending_model = -1, ""
+    pending_v1 = False  # a mask of the pending seq came in wire version 1 (letterbox padding included)
+    v1_said = False
     next_seq_seen = False  # a second seq began: the masks of a whole frame have been seen
     done_seq = -1  # the last seq whose masks are complete (drawn or held)
-    held: deque[tuple[int, str, dict[str, np.ndarray]]] = deque()  # complete before the table was known
+    # complete before the table was known: (seq, model_id, masks, whether any came in wire version 1)
+    held: deque[tuple[int, str, dict[str, np.ndarray], bool]] = deque()
     held_bytes = 0  # of the masks in held: at most _MAX_HELD_BYTES, and _MAX_HELD frames
     draw_s = 0.0  # how long the last frame took to draw and write: the next starts only if it ends in time
     received = False
@@ -364,9 +379,9 @@ def node_frames(config: ViewConfig, stop: threading.Event, deadline: float | Non
             return True  # all that is drawn
         return masks.keys() >= (_listed_masks(sub.info, config.namespace, wanted) or set(wanted))
 
-    def hold(seq: int, model_id: str, masks: dict[str, np.ndarray]) -> None:
+    def hold(seq: int, model_id: str, masks: dict[str, np.ndarray], v1: bool) -> None:
         nonlocal pending, done_seq, held_bytes
-        held.append((seq, model_id, masks))
+        held.append((seq, model_id, masks, v1))
         held_bytes += sum(m.nbytes for m in masks.values())
         while len(held) > _MAX_HELD or (held_bytes > _MAX_HELD_BYTES and len(held) > 1):
             held_bytes -= sum(m.nbytes for m in held.popleft()[2].values())  # the oldest go first
@@ -384,6 +399,24 @@ def node_frames(config: ViewConfig, stop: threading.Event, deadline: float | Non
         if frame is not None and frame.seq == seq:
             return frame.image
         return np.zeros((*next(iter(masks.values())).shape[:2], 3), np.uint8)
+
+    def v1_cut(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Version 1 masks cut to the frame of ``--source`` (``v1_frame_masks``); without a source
+        the frame is unknown, and they are drawn whole on a dark frame of their size (said once)."""
+        nonlocal v1_said
+        if source is not None:
+            if not v1_said:
+                log.info("wire version 1 masks from %s hold the model's letterbox padding: cut to the %dx%d frames of "
+                         "--source as a version 2 node cuts them (upgrade the node to send them cut)",
+                         where, image.shape[1], image.shape[0])
+            v1_said = True
+            return v1_frame_masks(masks, image.shape[:2])
+        if not v1_said:
+            log.warning("wire version 1 masks from %s carry no frame size, and at the model's size they hold its "
+                        "letterbox padding: drawn whole, padding included, on a dark frame; give --source (the node's "
+                        "own) to cut them to its frames, or upgrade the node", where)
+        v1_said = True
+        return masks
 
     def draw(image: np.ndarray, seq: int, model_id: str, masks: dict[str, np.ndarray]) -> np.ndarray | None:
         nonlocal tints_said
@@ -423,12 +456,14 @@ def node_frames(config: ViewConfig, stop: threading.Event, deadline: float | Non
             # between two of them, and one that would end past it is not begun (once one is drawn).
             if deadline is not None and drawn_any and time.monotonic() + draw_s >= deadline:
                 return False
-            seq, model_id, masks = held.popleft()
+            seq, model_id, masks, v1 = held.popleft()
             held_bytes -= sum(m.nbytes for m in masks.values())
             began = time.monotonic()
             image = picture(seq, masks)
             if image is None:
                 return False
+            if v1:
+                masks = v1_cut(image, masks)
             drawn = draw(image, seq, model_id, masks)
             if drawn is not None:
                 first = not drawn_any
@@ -465,7 +500,7 @@ def node_frames(config: ViewConfig, stop: threading.Event, deadline: float | Non
             if msg is None and next_seq_seen and pending and pending.keys() >= arrived.keys():
                 # Nothing more came (the last frame before a pause, or of a replay): the frame is
                 # whole, as a frame was before it (a first frame may lack masks not seen yet).
-                hold(pending_seq, pending_model, pending)
+                hold(pending_seq, pending_model, pending, pending_v1)
             if msg is not None:
                 name = msg.topic.rsplit("/", 1)[-1]
                 arrived[name] = arrived.get(name, 0) + 1
@@ -473,13 +508,15 @@ def node_frames(config: ViewConfig, stop: threading.Event, deadline: float | Non
                     # The next seq began: the one before is whole if it holds every mask seen so far
                     # (this one's included: the first seq, joined midway, may lack the first masks).
                     if pending and pending.keys() >= arrived.keys():
-                        hold(pending_seq, pending_model, pending)
+                        hold(pending_seq, pending_model, pending, pending_v1)
                     next_seq_seen = next_seq_seen or pending_seq != -1
                     pending, pending_seq, pending_model = {}, msg.seq, msg.header["model_id"]
+                    pending_v1 = False
                 if msg.seq != done_seq:
                     pending[name] = msg.data
+                    pending_v1 = pending_v1 or msg.header.get("wire_version") == 1
                     if complete(pending):
-                        hold(pending_seq, pending_model, pending)
+                        hold(pending_seq, pending_model, pending, pending_v1)
             if held and colours.decided and rate_decided and not (yield from draw_held()):
                 return
         waited = time.monotonic() - started

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perception.config import bounds, cut, load_config, short
+from perception.config import bounds, cut, load_config, rename_old_keys, short
 from perception.endpoints import check_endpoint, unbindable_host
 from perception.errors import ConfigError, PublishError, why_not_a_file
 from perception.flags import as_text
@@ -315,7 +315,9 @@ def _resolve_node(entry: NodeEntry, path: Path) -> NodePlan:
         name=entry.name,
         kind=entry.kind,
         command=kind.command,
-        parameters=dict(entry.parameters),
+        # Under the current names: the checks that load them again (``checks.check_node_files``)
+        # do not repeat the deprecation warnings that ``parameters_to_argv`` gave.
+        parameters=rename_old_keys(kind.config_class(), entry.parameters, source=where, warn=False),
         argv=argv,
         respawn=entry.respawn,
         respawn_delay_s=entry.respawn_delay,

@@ -138,6 +138,15 @@ def check_resume_class_table(ckpt: Checkpoint, table: ClassTable, path: str | Pa
     data = f"the data ({cut(data_spec, 200)})" if data_spec else "the data"
     fix = ("resume with the data (classes.yaml) it was trained on, or start a new run on this data (without "
            "--resume)")
+    if data_spec.partition(":")[0].strip() == "synthetic":
+        # The synthetic world is this release's: the one the checkpoint was trained on cannot be made again.
+        added = [n for n in table.names if n not in old.names]
+        removed = [n for n in old.names if n not in table.names]
+        what = "; ".join(part for part in (f"added {cut(', '.join(added), 120)}" if added else "",
+                                           f"removed {cut(', '.join(removed), 120)}" if removed else "") if part)
+        fix = (f"the synthetic world of this release has other classes than the one it was trained in"
+               f"{f' ({what})' if what else ''}, which cannot be made again: use the checkpoint as it is "
+               f"('perception export --checkpoint {path}'), or start a new run on this data (without --resume)")
     if old.num_classes != table.num_classes:
         raise ConfigError(
             f"checkpoint {path} was trained on {old.num_classes} classes ({_class_list(old)}), {data} has "
