@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import statistics
 import threading
 import time
 from collections import deque
@@ -72,27 +71,23 @@ class ElsewhereReceived(str):
 def node_rate(capture_ns: list[int]) -> float | None:
     """The frame rate of a node's masks from the capture times of consecutive frames it sent
     (one a seq, in arrival order): frames per second of capture time over the intervals between
-    them, None when that cannot be told (fewer than two frames, no interval going forward). The
-    capture times are on the node's wall clock, which a clock step (NTP, chrony) moves: an interval
-    that goes back (a step back, a restart) or is more than ``_RATE_OUTLIER`` times the typical one
-    (the lower median: a step forward) is left out, so one step does not set the rate."""
-    intervals = [b - a for a, b in itertools.pairwise(capture_ns) if b > a]
+    them, None when that cannot be told (fewer than two frames, no interval left). The capture
+    times are on the node's wall clock, which a clock step (NTP, chrony) moves: an interval that
+    goes back (a step back, a restart) or is longer than ``_MAX_RATE_INTERVAL_S`` (those frames all
+    arrived within ``RATE_WAIT_S``, so their capture times cannot be further apart: a step forward)
+    is left out, so one step does not set the rate; every other interval counts as it is, so frames
+    that come in bursts (a stream delivering them in clumps) give their mean rate."""
+    intervals = [b - a for a, b in itertools.pairwise(capture_ns) if 0 < b - a <= _MAX_RATE_INTERVAL_S * 1e9]
     if not intervals:
         return None
-    typical = statistics.median_low(intervals)
-    kept = [i for i in intervals if i <= _RATE_OUTLIER * typical]
-    value = len(kept) / (sum(kept) / 1e9)
+    value = len(intervals) / (sum(intervals) / 1e9)
     return value if 0 < value < 10_000 else None
 
 
-#: An interval between the capture times of two frames more than this many times the typical one is
-#: a clock step, not the node's rate (``node_rate``); a node that drops every other frame has
-#: intervals twice the typical one, which count.
-_RATE_OUTLIER = 4
-#: The slowest rate ``node_rate`` can honestly measure: its frames all arrive within ``RATE_WAIT_S``
-#: of the first, so capture times spread over much longer than that are a clock step of the node's
-#: machine; the video then plays at ``DEFAULT_VIDEO_FPS`` (one line says why).
-MIN_NODE_FPS = 0.5 / RATE_WAIT_S
+#: The longest interval between the capture times of two frames that ``node_rate`` takes for the
+#: node's: its frames arrive within ``RATE_WAIT_S`` of the first, with a second more for the spread
+#: of their latencies; a longer one is a clock step of the node's machine.
+_MAX_RATE_INTERVAL_S = RATE_WAIT_S + 1.0
 
 
 #: The last parts of the node's topics under its namespace: a heard topic ending so (or in
@@ -436,17 +431,16 @@ def node_frames(config: ViewConfig, stop: threading.Event, deadline: float | Non
         nonlocal rate_decided
         rate_decided = True
         measured = node_rate(captures)
-        if measured is not None and measured < MIN_NODE_FPS:
-            log.info("the capture times of the node's first %d frames give %.4f fps, though they all came within %g s "
-                     "(a clock step on the node's machine): the video plays at %g fps (--fps sets another)",
-                     len(captures), measured, RATE_WAIT_S, DEFAULT_VIDEO_FPS)
-        elif measured is not None:
+        if measured is not None:
             rate.append(round(measured, 2))
             log.info("the video plays at %.2f fps, the node's rate from the capture times of its first %d "
                      "frames (--fps sets another)", rate[0], len(captures))
         else:
-            log.info("the node's rate cannot be told from its first masks (%d frame(s)): the video plays at %g "
-                     "fps (--fps sets another)", len(captures), DEFAULT_VIDEO_FPS)
+            why = (f"{len(captures)} frame(s)" if len(captures) < 2 else
+                   f"{len(captures)} frames whose capture times go back or jump by over {_MAX_RATE_INTERVAL_S:g} s, "
+                   "though they all came within a few seconds: a clock step on the node's machine")
+            log.info("the node's rate cannot be told from its first masks (%s): the video plays at %g fps "
+                     "(--fps sets another)", why, DEFAULT_VIDEO_FPS)
 
     def draw_held():
         """Draw the held frames in order (a generator of drawn frames); False when the view must end."""

@@ -54,6 +54,10 @@ def test_node_rate_leaves_out_a_clock_step_among_the_capture_times():
     # A node that drops every other frame now and then: every interval counts (the mean rate).
     assert node_rate([0, 100_000_000, 300_000_000, 400_000_000]) == pytest.approx(7.5)
     assert node_rate([0]) is None and node_rate([5, 5]) is None and node_rate([9, 3]) is None
+    # Frames that come in bursts (a stream delivering three at a time every 0.3 s): their mean rate,
+    # 10 fps, not the 1000 fps of the intervals within a burst.
+    ms = 1_000_000
+    assert node_rate([0, 1 * ms, 2 * ms, 300 * ms, 301 * ms, 302 * ms, 600 * ms]) == pytest.approx(10.0)
 
 
 def _video_fps(path: Path) -> float:
