@@ -94,6 +94,26 @@ def test_an_epochs_run_resumed_on_fewer_samples_keeps_its_schedule_and_says_so(t
     (line,) = [w for w in _warnings(caplog) if "training data has" in w]
     assert "has 6 samples" in line and "started on 8" in line and "schedule of 8 steps" in line
     assert "an epoch is now 3 steps (was 4)" in line and "--steps 6" in line
+    assert "the learning rate goes on as it would have" in line
+
+
+def test_a_resume_with_the_steps_the_warning_names_says_the_learning_rate_jumps(tmp_path, monkeypatch, caplog):
+    """Following the hint (--steps for --epochs over the new data) changes the schedule's total: the
+    line said "the learning rate goes on as it would have" while it jumped."""
+    root = tmp_path / "data"
+    write_scenes(root / "train", 8)
+    write_scenes(root / "val", 2, seed=1)
+    out = tmp_path / "run"
+    _interrupt_at(monkeypatch, 3)
+    assert _train(f"folder:{root}", out, "--epochs", "2", "--steps", "0") == 130
+    monkeypatch.undo()
+    _remove_pairs(root / "train", ["006", "007"])
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert cli.main(["train", "--resume", str(out / "last.pt"), "--steps", "6"]) == 0
+    (line,) = [w for w in _warnings(caplog) if "training data has" in w]
+    assert "schedule of 6 steps" in line and "not the 8 steps the run was set to" in line, line
+    assert "as it would have" not in line, line
 
 
 def test_a_steps_run_resumed_on_fewer_samples_says_the_data_order_changes(tmp_path, monkeypatch, caplog):

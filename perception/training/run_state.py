@@ -305,11 +305,17 @@ def data_size_change(ckpt: Checkpoint, run: Run, path: str | Path, per_epoch: in
               f"--epochs {config.epochs} of the {count_of(stored, 'sample')} it started on")
     validates = " and the epoch ends, where it validates," if not config.val_every else " and the epoch ends"
     fix = ("" if config.steps else
-           f"; to run --epochs {config.epochs} over the new data instead, resume with --steps {config.epochs * per_epoch}")
+           f"; to run --epochs {config.epochs} over the new data instead, resume with --steps {config.epochs * per_epoch} "
+           "(the learning rate then follows that total)")
+    was = ckpt.config
+    was_total = (was.get("steps") or 0) or (was.get("epochs") or 0) * max(
+        1, stored // (run.info.world_size * (was.get("batch_size") or config.batch_size)))
+    lr = ("the learning rate goes on as it would have" if not was_total or was_total == run.total_steps else
+          f"not the {was_total} steps the run was set to: the learning rate jumps to the new schedule's at this step")
     return (f"the training data has {count_of(run.train_samples, 'sample')}, checkpoint {path}'s run started on "
-            f"{stored}: the run keeps its schedule of {run.total_steps} steps ({set_by}; the learning rate goes on "
-            f"as it would have), but an epoch is now {per_epoch} steps (was {was_per_epoch}), so the data order"
-            f"{validates} differ from the uninterrupted run's{fix}")
+            f"{stored}: the run keeps a schedule of {run.total_steps} steps ({set_by}; {lr}), but an epoch is now "
+            f"{per_epoch} steps (was {was_per_epoch}), so the data order{validates} differ from the uninterrupted "
+            f"run's{fix}")
 
 
 def resume_run(run: Run, path: str | Path, *, ckpt: Checkpoint | None = None,
