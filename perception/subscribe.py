@@ -35,7 +35,8 @@ Every received message is untrusted: the topic, the header (bounded JSON, every 
 schema in ``perception/contracts.py``) and the payload (its size against the declared geometry,
 the declared geometry against ``max_mask_pixels``, before anything is allocated) are checked.
 Messages that are not valid (wrong frame count, bad or hostile JSON, a payload that does not match
-its header, a decode bomb) and messages from another wire version are counted in ``counters`` and
+its header, a decode bomb), messages from another wire version and messages of a kind or
+compression this reader does not know (from a newer publisher) are counted in ``counters`` and
 skipped, never raised; the 1st, 10th, 100th and every 1000th of each kind is logged with the reason
 (received text in it escaped, ``wire.printable``).
 
@@ -77,6 +78,7 @@ from perception.options import (
 )
 from perception.subscribe_decode import (
     Message,
+    NewerPublisherError,
     SubscribeCounters,
     checked_rcvhwm,
     decode_message,
@@ -237,6 +239,8 @@ class MaskSubscriber:
         counters: a ``SubscribeCounters`` (received, malformed, version_mismatch, superseded,
             reconnects, over_max_topics); ``stats()`` gives them as a dict.
         last_error: the reason the latest skipped message was skipped (None before any).
+        last_version_error: the reason of the latest one skipped for another wire version or a kind
+            or compression this reader does not know (``version_mismatch``), naming the fix.
         rcvhwm, max_frame_bytes, max_queue_bytes: the receive queue and frame limits in force.
         closed: True once ``close()`` was called.
 
@@ -337,6 +341,7 @@ class MaskSubscriber:
         self.max_mask_pixels = max_mask_pixels
         self.counters = SubscribeCounters()
         self.last_error: str | None = None
+        self.last_version_error: str | None = None
         self.max_topics = max_topics
         #: The topics kept track of (``_track``): the node's info topic first, when there is a namespace.
         self._tracked: set[str] = {contracts.topic_name(namespace, contracts.INFO_TOPIC)} if namespace else set()
@@ -553,8 +558,10 @@ class MaskSubscriber:
     def _decode(self, frames: list[zmq.Frame]) -> Message | None:
         try:
             msg = decode_message(frames, max_mask_pixels=self.max_mask_pixels)
-        except WireVersionError as exc:
+        except (WireVersionError, NewerPublisherError) as exc:
+            # Not malformed: a message this reader is too old (or too new) for; the reason names the fix.
             self.counters.version_mismatch += 1
+            self.last_version_error = printable(str(exc))
             self._report(str(exc), self.counters.version_mismatch)
             return None
         except (WireError, DecodeError) as exc:

@@ -8,6 +8,7 @@ objects directly.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -26,17 +27,29 @@ from perception.options import (
 from perception.wire import (
     WireError,
     WireMessage,
+    WireVersionError,
     check_info,
     check_topic,
     load_json,
     parse_header,
 )
+from perception.wire_schema import HEADER_SCHEMAS
 
 log = logging.getLogger("perception.subscribe")  # its warnings are the subscriber's
 
 #: An atomic frame may declare at most this many times ``max_mask_pixels`` in all its masks
 #: together (a frame of 4 masks plus per-class ones at the largest mask size fits).
 _FRAME_PIXEL_FACTOR = 4
+
+class NewerPublisherError(WireError):
+    """A message whose header is valid but for a ``kind`` or a ``compression`` this reader does not
+    know: one a newer publisher added within the wire version (the README's "Versioning"), not a
+    malformed one. Counted with the messages of another wire version (``version_mismatch``)."""
+
+
+#: The fix that ends a ``NewerPublisherError``'s reason (the C and JavaScript readers say the same).
+NEWER_PUBLISHER_FIX = "this reader does not know (from a newer publisher?): upgrade this reader"
+
 
 @dataclass
 class Message(WireMessage):
@@ -51,7 +64,9 @@ class Message(WireMessage):
 
 @dataclass
 class SubscribeCounters:
-    """``received``: valid messages returned; ``malformed`` / ``version_mismatch``: skipped;
+    """``received``: valid messages returned; ``malformed`` / ``version_mismatch``: skipped
+    (``version_mismatch``: another wire version, or a kind or compression this reader does not know,
+    ``NewerPublisherError``);
     ``superseded``: older messages replaced by a newer one of the same topic (keep_latest);
     ``reconnects``: connections ZeroMQ dropped for good (a frame over ``max_frame_bytes``, or
     another protocol error) that the subscriber made again; ``over_max_topics``: valid messages
@@ -76,14 +91,15 @@ def decode_message(
     Every header field is checked against the schema in ``contracts`` (``wire.parse_header``), the
     topic and JSON payloads with bounded parsers, and a mask payload against its declared size
     and ``max_mask_pixels`` before anything is allocated. Raises WireVersionError for another
-    wire version, WireError or DecodeError for anything that does not follow the wire format;
+    wire version, NewerPublisherError (a WireError) for a kind or compression this reader does not
+    know on an otherwise valid header, WireError or DecodeError for anything that does not follow the wire format;
     nothing else (the fuzz tests in ``tests/test_fuzz.py`` hold it to that).
     """
     if len(frames) < 3:
         raise WireError(f"message has {len(frames)} frames, expected 3 (topic, header, payload)")
     raw = [f.buffer if isinstance(f, zmq.Frame) else memoryview(f) for f in frames]
     topic = check_topic(raw[0])
-    header = parse_header(raw[1])
+    header = _parse_header(raw[1])
     _check_kind_fits_topic(topic, header["kind"])
     receive_ns = time.time_ns() if receive_ns is None else receive_ns
     if header["kind"] == contracts.KIND_FRAME:
@@ -104,6 +120,51 @@ def decode_message(
         wire_bytes=sum(r.nbytes for r in raw),
         receive_ns=receive_ns,
     )
+
+
+def _parse_header(frame: memoryview) -> dict[str, Any]:
+    """``wire.parse_header``, but a header refused only for its ``kind`` or ``compression``, one of
+    a wire version this reader speaks and valid otherwise, raises ``NewerPublisherError``: a newer
+    publisher may add kinds and compressions within a wire version (README "Versioning"), and
+    such a message is not malformed. Looked into only once ``parse_header`` refused the header."""
+    try:
+        return parse_header(frame)
+    except WireVersionError:
+        raise
+    except WireError as exc:
+        newer = _newer_publisher_reason(frame)
+        if newer is not None:
+            raise NewerPublisherError(newer) from None
+        raise exc from None
+
+
+def _newer_publisher_reason(frame: memoryview) -> str | None:
+    """The reason of a ``NewerPublisherError`` for this refused header, or None when it is refused
+    for anything else (``_parse_header``)."""
+    try:
+        header = load_json(frame, max_bytes=contracts.MAX_HEADER_BYTES, what="header")
+    except WireError:
+        return None
+    if not isinstance(header, dict):
+        return None
+    version, kind = header.get("wire_version"), header.get("kind")
+    if isinstance(version, bool) or not isinstance(version, int | float) or version not in HEADER_SCHEMAS:
+        return None
+    if not isinstance(kind, str):
+        return None
+    if kind not in (contracts.KIND_MASK, contracts.KIND_JSON, contracts.KIND_FRAME):
+        return f"header kind {short(kind)} is a message kind {NEWER_PUBLISHER_FIX}"
+    compression = header.get("compression")
+    known = tuple(contracts.COMPRESSION_OF_ENCODING.values())
+    if kind != contracts.KIND_MASK or not isinstance(compression, str) or compression in known:
+        return None
+    # Valid with a compression it knows: then the compression alone was what it refused.
+    known_header = json.dumps({**header, "compression": known[0]}, separators=(",", ":"), ensure_ascii=False)
+    try:
+        parse_header(known_header.encode("utf-8"))
+    except WireError:
+        return None
+    return f"compression {short(compression)} is a compression {NEWER_PUBLISHER_FIX}"
 
 
 def frame_topics_of(topic: str) -> set[str]:
@@ -167,7 +228,7 @@ def _decode_frame(topic: str, header: dict[str, Any], raw: list[memoryview], rec
             raise WireError(f"frame message names a mask {short(name)} with {problem}")
         # The mask's own topic, as readers print, record and replay it, under the same rules.
         check_topic(contracts.topic_name(namespace, name).encode("utf-8"))
-    headers = [parse_header(raw[2 + 2 * i]) for i in range(len(names))]
+    headers = [_parse_header(raw[2 + 2 * i]) for i in range(len(names))]
     total = 0
     for name, part in zip(names, headers, strict=True):
         if part["kind"] != contracts.KIND_MASK or part["seq"] != header["seq"]:

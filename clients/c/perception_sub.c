@@ -10,7 +10,10 @@
  * the geometry), decodes every payload encoding (none, bitpack, rle, png), splits atomic frames,
  * keeps the latched <ns>/info class table, and prints one JSON line per message on stdout.
  * A message that fails a check is skipped with one line on stderr; nothing from the network can
- * crash it. It allocates a mask only once its size is checked: at most one of --max-mask-pixels
+ * crash it. A message of another wire version, or of a kind or compression this reader does not know
+ * (from a newer publisher: README "Versioning"), is no malformed one: its line names the fix, and
+ * each such reason is said the 1st, 10th, 100th, then every 1000th time, as the Python
+ * reader's warning, so a node of another version does not flood stderr. It allocates a mask only once its size is checked: at most one of --max-mask-pixels
  * for a mask message, 4 x --max-mask-pixels in all for an atomic frame (all its masks are decoded
  * before any is printed). ZeroMQ takes frames of at most max(5 x --max-mask-pixels, 1 MiB) bytes
  * (ZMQ_MAXMSGSIZE: the largest frame of a valid message, an rle payload at worst); a publisher that
@@ -67,7 +70,9 @@
  * 9007199254740991: cJSON's own number printing keeps 15 digits). At the end one summary line goes to stderr. When nothing at all
  * arrived (no node there, a wrong --endpoint or --namespace) it ends instead with one line, "no
  * messages received from E in S s; is the node running? ...", and exit status 4, as
- * `perception listen` does.
+ * `perception listen` does; when messages came but every one was skipped (another wire version, a
+ * newer publisher, malformed), with one line "nothing read from E in S s: ..." naming why and the
+ * fix, and exit status 2, as `perception listen` and `perception record`.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <cjson/cJSON.h>
@@ -156,6 +161,7 @@ typedef struct {
 static info_t *infos = NULL; /* one per tracked <ns>/info topic, so at most --max-topics */
 static int n_infos = 0, cap_infos = 0;
 static long n_masks = 0, n_json = 0, n_skipped = 0, n_over_topics = 0;
+static long n_upgrade = 0; /* of n_skipped: from another wire version or a newer publisher */
 static uint64_t dump_offset = 0;
 
 /* ------------------------------------------------------------------------------------------ */
@@ -163,14 +169,40 @@ static uint64_t dump_offset = 0;
 /* ------------------------------------------------------------------------------------------ */
 
 static char why[512];
+/* Whether why is a message this reader is too old or too new for (fail_upgrade), not a malformed one. */
+static int why_upgrade = 0;
+/* The reason of the latest message skipped, and of the latest one skipped by fail_upgrade. */
+static char last_why[512], last_upgrade_why[512];
+/* How many fail_upgrade skips each reason had (its lines are rate-limited): the first
+ * UPGRADE_REASONS - 1 reasons each, any further ones together in the last slot. */
+#define UPGRADE_REASONS 16
+static struct {
+    char why[512];
+    long count;
+} upgrade_reasons[UPGRADE_REASONS];
+static int n_upgrade_reasons = 0;
 
 static int fail(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
+    why_upgrade = 0;
     return -1;
 }
+
+/* A message of another wire version, or of a kind or compression this reader does not know on an
+ * otherwise valid header (from a newer publisher): its reason ends with the fix. */
+static int fail_upgrade(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    why_upgrade = 1;
+    return -1;
+}
+
+#define NEWER_PUBLISHER_FIX "this reader does not know (from a newer publisher?): upgrade this reader"
 
 /* Received text quoted in a reason (a kind, a compression) may hold anything: the stderr line stays
  * one line of printable ASCII. */
@@ -185,7 +217,23 @@ static void skip(const char *topic) {
     printable(where);
     printable(why);
     n_skipped++;
-    fprintf(stderr, "perception_sub: skipped a message on %s: %s\n", where, why);
+    snprintf(last_why, sizeof last_why, "%s", why);
+    if (!why_upgrade) {
+        fprintf(stderr, "perception_sub: skipped a message on %s: %s\n", where, why);
+        return;
+    }
+    /* Rate-limited, as the Python reader: a node of another version sends every message so. */
+    n_upgrade++;
+    snprintf(last_upgrade_why, sizeof last_upgrade_why, "%s", why);
+    int r = 0;
+    while (r < n_upgrade_reasons && r < UPGRADE_REASONS - 1 && strcmp(upgrade_reasons[r].why, why) != 0) r++;
+    if (r == n_upgrade_reasons) { /* a new reason (or, once the table is full, the shared last slot) */
+        snprintf(upgrade_reasons[r].why, sizeof upgrade_reasons[r].why, "%s", why);
+        n_upgrade_reasons++;
+    }
+    long count = ++upgrade_reasons[r].count;
+    if (count == 1 || count == 10 || count == 100 || count % 1000 == 0)
+        fprintf(stderr, "perception_sub: skipped a message on %s: %s (%ld so far)\n", where, why, count);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -396,7 +444,9 @@ static int check_version(const cJSON *h) {
     /* An integer like any other (2.0 is 2); a version that is not one is malformed, not another version. */
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble != floor(v->valuedouble))
         return fail("field 'wire_version' is missing or not an integer");
-    if (v->valuedouble != WIRE_VERSION) return fail("wire version %.17g, this reader speaks version %d", v->valuedouble, WIRE_VERSION);
+    if (v->valuedouble != WIRE_VERSION)
+        return fail_upgrade("wire version %.17g, this reader speaks version %d; run the same perception version on both sides",
+                            v->valuedouble, WIRE_VERSION);
     return 0;
 }
 
@@ -841,7 +891,7 @@ static int decode_payload(const char *compression, const unsigned char *p, size_
         return 0;
     }
     if (strcmp(compression, "png") == 0) return decode_png(p, n, (uint32_t)height, (uint32_t)width, out);
-    return fail("unknown compression '%.40s'", compression);
+    return fail_upgrade("compression '%.40s' is a compression " NEWER_PUBLISHER_FIX, compression);
 }
 
 /* An integer as a JSON number, exactly: cJSON prints numbers with 15 significant digits when they
@@ -1202,7 +1252,7 @@ static void handle_message(zmq_msg_t *parts, int n_parts, const options_t *o) {
             else
                 rc = handle_json(topic, h, &parts[2]);
         } else {
-            fail("header kind '%.40s' is not mask, json or frame", kind);
+            fail_upgrade("header kind '%.40s' is a message kind " NEWER_PUBLISHER_FIX, kind);
         }
     }
     if (rc < 0) skip(topic);
@@ -1523,6 +1573,20 @@ int main(int argc, char **argv) {
         fprintf(stderr, "perception_sub: error: no messages received from %s in %.1f s; is the node running? check --endpoint / %s\n",
                 o.endpoint, now_s() - start, o.n_topics ? "--topic" : "--namespace");
         status = 4;
+    } else if (n_masks + n_json == 0) {
+        /* Messages came, none readable: a bad input (exit 2), as perception listen and record. */
+        char head[400];
+        snprintf(head, sizeof head, "perception_sub: error: nothing read from %s in %.1f s: all %ld messages received were skipped",
+                 o.endpoint, now_s() - start, n_skipped + n_over_topics);
+        if (n_upgrade)
+            fprintf(stderr, "%s, %ld from another wire version or a newer publisher (%s)\n", head, n_upgrade, last_upgrade_why);
+        else if (n_skipped)
+            fprintf(stderr, "%s as malformed (the last: %s); check that --endpoint is a perception node's, of the same "
+                            "perception version\n", head, last_why);
+        else
+            fprintf(stderr, "%s: on topics past the first %" PRId64 "; raise --max-topics or subscribe to fewer (--topic)\n",
+                    head, max_topics);
+        status = 2;
     } else {
         char over[96] = "", reconnects[64] = "";
         if (n_over_topics)

@@ -8,7 +8,10 @@
  * header field with its type and range, the geometry), decodes every payload encoding (none,
  * bitpack, rle, png), splits atomic frames, keeps the latched <ns>/info class table, and prints
  * one JSON line per message on stdout. A message that fails a check is skipped with one line on
- * stderr. ZeroMQ takes frames of at most max(5 x --max-mask-pixels, 1 MiB) bytes (maxMessageSize:
+ * stderr. A message of another wire version, or of a kind or compression this reader does not know
+ * (from a newer publisher: README "Versioning"), is no malformed one: its line names the fix, and
+ * each such reason is said the 1st, 10th, 100th, then every 1000th time, as the Python
+ * reader's warning, so a node of another version does not flood stderr. ZeroMQ takes frames of at most max(5 x --max-mask-pixels, 1 MiB) bytes (maxMessageSize:
  * the largest frame of a valid message, an rle payload at worst); a publisher that sends a larger
  * one is cut off by ZeroMQ for good, so the socket's events are watched for a connection dropped
  * without ZeroMQ's own reconnect, and the client says so on stderr and connects again. What ZeroMQ
@@ -22,7 +25,10 @@
  * skipped and counted, the first one with a line on stderr, so a publisher sending on ever new topics
  * cannot grow its memory (class tables are kept for tracked info topics only). When
  * nothing at all arrived it ends with one line, "no messages received from E in S s; is the node
- * running? ...", and exit status 4, as `perception listen` does.
+ * running? ...", and exit status 4, as `perception listen` does; when messages came but every one
+ * was skipped (another wire version, a newer publisher, malformed), with one line "nothing read
+ * from E in S s: ..." naming why and the fix, and exit status 2, as `perception listen` and
+ * `perception record`.
  *
  * The rules every reader (Python, C, JavaScript) follows alike, so that one message is taken or
  * refused by all three: JSON with no key twice in one object (JSON.parse keeps the last silently:
@@ -114,10 +120,21 @@ const NO_JSON_NAMES = ["drivable", "lane", "obstacle", "class_map", "frame"];
 const CONTROL = /[\u0000-\u001f\u007f-\u009f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb\u{e0000}-\u{e007f}]/u;
 
 class WireError extends Error {}
+// A message of another wire version, or of a kind or compression this reader does not know on an
+// otherwise valid header (from a newer publisher): its reason ends with the fix.
+class UpgradeError extends WireError {}
 
 function fail(message) {
   throw new WireError(message);
 }
+
+function failUpgrade(message) {
+  throw new UpgradeError(message);
+}
+
+const NEWER_PUBLISHER_FIX = "this reader does not know (from a newer publisher?): upgrade this reader";
+// The reasons of UpgradeError skips counted apart for the rate limit (Subscriber.handle).
+const UPGRADE_REASONS = 16;
 
 // ---------------------------------------------------------------------------------------------
 // Fields, each checked for presence, type and range.
@@ -264,7 +281,9 @@ function checkVersion(h) {
   // An integer like any other (2.0 is 2); a version that is not one is malformed, not another version.
   const v = h.wire_version;
   if (typeof v !== "number" || !Number.isInteger(v)) fail("field 'wire_version' is missing or not an integer");
-  if (v !== WIRE_VERSION) fail(`wire version ${v}, this reader speaks version ${WIRE_VERSION}`);
+  if (v !== WIRE_VERSION) {
+    failUpgrade(`wire version ${v}, this reader speaks version ${WIRE_VERSION}; run the same perception version on both sides`);
+  }
 }
 
 function checkTopic(buf) {
@@ -502,7 +521,7 @@ function decodePayload(compression, p, height, width) {
     case "png":
       return decodePng(p, height, width);
     default:
-      fail(`unknown compression '${compression.slice(0, 40)}'`);
+      failUpgrade(`compression '${compression.slice(0, 40)}' is a compression ${NEWER_PUBLISHER_FIX}`);
   }
 }
 
@@ -521,7 +540,13 @@ class Subscriber {
     // Both as keys of the topic's exact bytes (latin1 maps each byte to one character).
     this.asked = new Set([...this.topics, ...this.frameTopics].map((t) => Buffer.from(t, "utf8").toString("latin1")));
     this.dumpOffset = 0;
-    this.counts = { masks: 0, json: 0, skipped: 0, overTopics: 0 };
+    this.counts = { masks: 0, json: 0, skipped: 0, overTopics: 0, upgrade: 0 };
+    // The reason of the latest message skipped, of the latest one skipped with an UpgradeError, and
+    // how many UpgradeError skips each reason had (its lines are rate-limited): the first
+    // UPGRADE_REASONS - 1 reasons each, any further ones together under "".
+    this.lastWhy = "";
+    this.lastUpgradeWhy = "";
+    this.upgradeReasons = new Map();
     // The topics kept track of (track), at most --max-topics: the node's info topic from the start.
     this.maxTopics = options.maxTopics || DEFAULT_MAX_TOPICS;
     this.tracked = new Set();
@@ -721,13 +746,27 @@ class Subscriber {
         }
         return this.handleJson(topic, h, parts[2]);
       }
-      fail(`header kind '${kind.slice(0, 40)}' is not mask, json or frame`);
+      failUpgrade(`header kind '${kind.slice(0, 40)}' is a message kind ${NEWER_PUBLISHER_FIX}`);
     } catch (err) {
       if (!(err instanceof WireError)) throw err; // a bug here, not a bad message: let it show
       this.counts.skipped++;
       // Received text quoted in the reason stays on one line.
-      const line = `skipped a message on ${topic.slice(0, 80)}: ${err.message}`.replace(new RegExp(CONTROL.source, "gu"), "?");
-      process.stderr.write(`perception_sub.js: ${line}\n`);
+      const why = err.message.replace(new RegExp(CONTROL.source, "gu"), "?");
+      const line = `skipped a message on ${topic.slice(0, 80).replace(new RegExp(CONTROL.source, "gu"), "?")}: ${why}`;
+      this.lastWhy = why;
+      if (!(err instanceof UpgradeError)) {
+        process.stderr.write(`perception_sub.js: ${line}\n`);
+        return;
+      }
+      // Rate-limited, as the Python reader: a node of another version sends every message so.
+      this.counts.upgrade++;
+      this.lastUpgradeWhy = why;
+      const key = this.upgradeReasons.has(why) || this.upgradeReasons.size < UPGRADE_REASONS - 1 ? why : "";
+      const count = (this.upgradeReasons.get(key) || 0) + 1;
+      this.upgradeReasons.set(key, count);
+      if (count === 1 || count === 10 || count === 100 || count % 1000 === 0) {
+        process.stderr.write(`perception_sub.js: ${line} (${count} so far)\n`);
+      }
     }
   }
 }
@@ -894,6 +933,19 @@ async function main() {
     process.stderr.write(`perception_sub.js: error: no messages received from ${o.endpoint} in ${((monotonicMs() - start) / 1000).toFixed(1)} s; ` +
       `is the node running? check --endpoint / ${o.topics.length ? "--topic" : "--namespace"}\n`);
     status = 4;
+  } else if (masks + json === 0) {
+    // Messages came, none readable: a bad input (exit 2), as perception listen and record.
+    const head = `perception_sub.js: error: nothing read from ${o.endpoint} in ${((monotonicMs() - start) / 1000).toFixed(1)} s: ` +
+      `all ${skipped + overTopics} messages received were skipped`;
+    if (sub.counts.upgrade) {
+      process.stderr.write(`${head}, ${sub.counts.upgrade} from another wire version or a newer publisher (${sub.lastUpgradeWhy})\n`);
+    } else if (skipped) {
+      process.stderr.write(`${head} as malformed (the last: ${sub.lastWhy}); check that --endpoint is a perception node's, ` +
+        "of the same perception version\n");
+    } else {
+      process.stderr.write(`${head}: on topics past the first ${o.maxTopics}; raise --max-topics or subscribe to fewer (--topic)\n`);
+    }
+    status = 2;
   } else {
     process.stderr.write(`perception_sub.js: ${masks} masks, ${json} JSON documents, ${skipped} skipped` +
       `${overTopics ? `, ${overTopics} on topics past the first ${o.maxTopics} (--max-topics)` : ""}` +

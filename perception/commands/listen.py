@@ -14,9 +14,12 @@ capture-to-receive latency p50/p90/p99, missing capture sequence numbers so far 
 ``lost`` in the transport (gaps in ``pub_seq``) and dropped by the ``node`` (gaps in ``seq`` alone),
 bytes/s), and at the
 end a summary over the whole run. It exits 0 when ``--duration`` or ``--count`` is reached or on
-Ctrl-C / SIGTERM, after receiving something; when nothing at all arrived it ends with one
+Ctrl-C / SIGTERM, after reading something; when nothing at all arrived it ends with one
 ``perception: error:`` line saying what to check and exits 4, as ``record`` and ``view`` do (a
-stream that is not there; ``--json`` still prints its summary on stdout first).
+stream that is not there; ``--json`` still prints its summary on stdout first). When messages came
+but every one was skipped (from another wire version, a newer publisher's kind or compression,
+malformed) it ends with one line naming why and the fix, after the summary, and exits 2, as
+``record`` does (``every_message_skipped``).
 
 It keeps track of at most ``--max-topics`` topics (default 256; ``MaskSubscriber``): messages on
 further topics are skipped and counted (``over_max_topics`` in the summary), so a publisher on
@@ -54,7 +57,7 @@ from perception import contracts, cvpath
 from perception.cli import GoneSafe, emit
 from perception.config import same_setting, setting
 from perception.endpoints import unresolved_host_problem
-from perception.errors import ConfigError, SourceUnavailableError
+from perception.errors import ConfigError, SourceError, SourceUnavailableError
 from perception.flags import add_flags, config_from_flags
 from perception.metrics import display_width
 from perception.options import CurveClientOptions, ReaderQueueOptions, ReaderTopicOptions, leading_slash_error
@@ -251,7 +254,7 @@ def main(args: argparse.Namespace) -> int:
     # SIGINT after --duration) must not cost the --json summary.
     handlers = install_signal_handlers(request_stop)
     try:
-        summary, nothing = _listen(config, earlier, live, stop)
+        summary, nothing, version_error = _listen(config, earlier, live, stop)
         _print_summary(summary, live)
         if config.json:
             emit(json.dumps(summary, indent=2))
@@ -260,11 +263,16 @@ def main(args: argparse.Namespace) -> int:
     if nothing:
         # Nothing at all arrived: the stream is not there (exit 4, as record and view), said once.
         raise SourceUnavailableError(nothing_received(config.endpoint, summary["duration_s"], _nothing_hint(config)))
+    if summary["messages"] == 0:
+        # Messages came, none of them readable: a bad input (exit 2), as record says it.
+        raise SourceError(every_message_skipped(summary, version_error))
     return 0
 
 
-def _listen(config: ListenConfig, earlier: list[Path], live, stop: dict[str, bool]) -> tuple[dict[str, Any], bool]:
-    """Receive until ``--duration``, ``--count`` or a stop; the summary, and whether nothing at all came."""
+def _listen(config: ListenConfig, earlier: list[Path], live,
+            stop: dict[str, bool]) -> tuple[dict[str, Any], bool, str | None]:
+    """Receive until ``--duration``, ``--count`` or a stop; the summary, whether nothing at all came,
+    and the reason of the latest message skipped for its version (``last_version_error``)."""
     sub = MaskSubscriber(
         config.endpoint,
         topics=config.topic or None,
@@ -344,7 +352,26 @@ def _listen(config: ListenConfig, earlier: list[Path], live, stop: dict[str, boo
         "last_error": sub.last_error,
     }
     nothing = total == 0 and not (counters.malformed or counters.version_mismatch or counters.over_max_topics)
-    return summary, nothing
+    return summary, nothing, sub.last_version_error
+
+
+def every_message_skipped(summary: dict[str, Any], version_error: str | None) -> str:
+    """The one line of a listen that received messages but read none: how many, why, and the fix
+    (for another wire version or a newer publisher's kind or compression, the reader's reason
+    names both sides and the fix)."""
+    skipped = summary["skipped"]
+    received = skipped["malformed"] + skipped["version_mismatch"] + skipped["over_max_topics"]
+    head = (f"nothing read from {summary['endpoint']} in {summary['duration_s']:.1f} s: all {received} message(s) "
+            "received were skipped")
+    if skipped["version_mismatch"]:
+        malformed = f" and {skipped['malformed']} malformed" if skipped["malformed"] else ""
+        return (f"{head}, {skipped['version_mismatch']} from another wire version or a newer publisher{malformed} "
+                f"({version_error})")
+    if skipped["malformed"]:
+        return (f"{head} as malformed (the last: {summary['last_error']}); check that --endpoint is a perception "
+                "node's, of the same perception version")
+    return (f"{head}: on topics past the first {summary['max_topics']}; raise --max-topics or subscribe to fewer "
+            "(--topic)")
 
 
 def clock_behind_hint(topic: str, latency_ms: float) -> str:
@@ -387,14 +414,18 @@ def no_messages_hint(what_flag: str, *, curve: bool, endpoint: str | None = None
 
 
 def _report(stats: dict[str, TopicStats], sub: MaskSubscriber, now_s: float, out, hint: str) -> None:
-    if not stats:
+    skipped = sub.counters.malformed + sub.counters.version_mismatch
+    if not stats and skipped:
+        # The node is there: what it sends is what this reader cannot read (the next line says why).
+        print(f"no messages read yet from {sub.endpoint}: the {skipped} received so far were all skipped",
+              file=out, flush=True)
+    elif not stats:
         print(f"no messages yet from {sub.endpoint}; {hint}", file=out, flush=True)
     columns = _topic_columns(stats)
     for topic, s in sorted(stats.items()):
         print(_format_line(topic, s.window(now_s), columns), file=out)
-    skipped = sub.counters.malformed + sub.counters.version_mismatch
     if skipped:
-        print(f"skipped {skipped} bad message(s): {sub.last_error}", file=out)
+        print(f"skipped {skipped} message(s): {sub.last_error}", file=out)
     if sub.counters.over_max_topics:
         print(f"skipped {sub.counters.over_max_topics} message(s) on topics past the first {sub.max_topics} "
               "(--max-topics)", file=out)
@@ -410,7 +441,7 @@ def _print_summary(summary: dict[str, Any], out) -> None:
     skipped = summary["skipped"]
     if skipped["malformed"] or skipped["version_mismatch"]:
         print(f"skipped: {skipped['malformed']} malformed, {skipped['version_mismatch']} from another wire version "
-              f"({summary['last_error']})", file=out)
+              f"or a newer publisher ({summary['last_error']})", file=out)
     if skipped["over_max_topics"]:
         print(f"skipped: {skipped['over_max_topics']} on topics past the first {summary['max_topics']} (--max-topics)",
               file=out)
