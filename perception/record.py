@@ -419,6 +419,12 @@ class Recorder:
             return
         self.messages += 1
 
+    @property
+    def last_version_error(self) -> str | None:
+        """Why the latest message of another wire version (or of a kind or compression the reader does
+        not know) was skipped, naming both versions and the fix; None when none was."""
+        return self._sub.last_version_error if self._sub is not None else None
+
     def skipped(self) -> dict[str, int]:
         """Messages received but not recorded: malformed, from another wire version, on a topic past
         ``--max-topics``, refused by the writer."""

@@ -122,6 +122,23 @@ def test_listen_that_reads_nothing_of_another_wire_version_says_so_and_exits_2(f
     assert summary["skipped"]["malformed"] == 0
 
 
+def test_record_that_records_nothing_of_another_wire_version_names_both_versions(free_tcp_port, tmp_path):
+    endpoint = f"tcp://127.0.0.1:{free_tcp_port}"
+    pub = _Publisher(endpoint, [V3])
+    try:
+        done = subprocess.run([sys.executable, "-m", "perception", "record", "--endpoint", endpoint, "--namespace", NS,
+                               "--duration", "2", "--out", str(tmp_path / "run.mcap")],
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        pub.close()
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"perception: error: nothing recorded from {endpoint}: every message received was skipped"), last
+    assert "message has wire version 3, this reader understands versions 1 and 2; run the same perception version " \
+           "on both sides" in last, last
+    assert not (tmp_path / "run.mcap").exists()
+
+
 def test_listen_counts_a_newer_publishers_kind_apart_from_malformed_messages(free_tcp_port):
     endpoint = f"tcp://127.0.0.1:{free_tcp_port}"
     done = _listen(endpoint, [NEW_KIND, NEW_COMPRESSION], "--json")

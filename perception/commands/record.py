@@ -108,8 +108,10 @@ def _record(config: RecordConfig) -> int:
                                      f"received from {config.endpoint} in {summary.seconds:.1f} s; {hint}")
     emit(summary.format())  # also when a closed ssh session (SIGHUP) stopped it: the file is finished
     if summary.messages == 0:  # messages came but every one was skipped: a bad input (exit 2)
+        why = recorder.last_version_error
         raise SourceError(f"nothing recorded from {config.endpoint}: every message received was skipped "
-                          "(see the counts above); no file was written")
+                          f"(see the counts above{f'; the last of another version: {why}' if why else ''}); "
+                          "no file was written")
     return 0
 
 
