@@ -362,6 +362,11 @@ def configure_logging(verbose: int, quiet: bool) -> None:
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
+#: The commands whose process (and the nodes and probe children it starts) get numpy's OpenBLAS at
+#: one thread (``main``): they multiply no matrices in numpy.
+BLAS_THREADS_OFF = ("run", "launch")
+
+
 def _chosen_command(argv: list[str]) -> str | None:
     for arg in argv:
         if not arg.startswith("-"):
@@ -377,6 +382,13 @@ def main(argv: list[str] | None = None) -> int:
 
         as_program()
         escape_unencodable()
+        if _chosen_command(sys.argv[1:]) in BLAS_THREADS_OFF:
+            # numpy's OpenBLAS starts a thread per core when numpy is imported, and where the system
+            # refuses one (ulimit -u, a pids limit) it raises SIGINT in this process, which the node
+            # took for a Ctrl-C ("stopped (signal SIGINT)", exit 0). These commands do no BLAS work
+            # in numpy (inference is ONNX Runtime's, OpenVINO's or torch's, with their own threads):
+            # one thread, none started. A user's own value wins.
+            os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         try:
             code = _main(sys.argv[1:])
             # Done: a signal from now on (a supervisor's second SIGTERM just after the final stats)
@@ -563,10 +575,12 @@ def _limit_reached(exc: Exception) -> str | None:
     None: a thread the system would not start (a process or memory limit) where the command did
     not say so itself (its own places raise ResourceError: the node's stages, its engine's loading),
     or ZeroMQ's socket that the open-file limit refused (ZMQError EMFILE)."""
-    from perception.errors import THREAD_REFUSED, os_error_line, thread_refused
+    from perception.errors import THREAD_REFUSED, memory_refused, os_error_line, thread_refused
 
     if isinstance(exc, RuntimeError) and THREAD_REFUSED in str(exc):
         return thread_refused("a thread")
+    if isinstance(exc, MemoryError):  # numpy's _ArrayMemoryError too
+        return memory_refused(str(exc))
     if getattr(exc, "errno", None) in (errno.EMFILE, errno.ENFILE):
         return os_error_line(OSError(exc.errno, str(exc)))
     return None

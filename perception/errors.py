@@ -96,6 +96,26 @@ def thread_refused(what: str) -> str:
             f"(ulimit -v{memory}), or stop other processes of this user")
 
 
+def memory_refused(detail: str = "", what: str = "") -> str:
+    """The error line's text for memory the system refused (``detail``: the error's own words,
+    ``what``: what was being done): the address-space limit with its value when one is set
+    (``ulimit -v``), and the fix."""
+    detail = " ".join(detail.split())[:160]
+    said = f"out of memory{' ' + what if what else ''}{f' ({detail})' if detail else ''}"
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        limited = soft != resource.RLIM_INFINITY
+    except (ImportError, AttributeError, OSError):  # not on Linux or macOS
+        soft, limited = 0, False
+    if limited:
+        return (f"{said}: the memory this process may use is limited (ulimit -v, now {soft // 1024} KiB); raise the "
+                "limit (ulimit -v unlimited), or free memory")
+    return f"{said}: the system refused this process more memory; free memory (stop other processes) or raise a " \
+           "container's memory limit"
+
+
 def start_thread(thread: threading.Thread, what: str) -> None:
     """``thread.start()``; ResourceError (one line: the limits and the fix) when the system refuses it."""
     try:

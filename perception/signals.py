@@ -272,7 +272,10 @@ class _StopWatch:
                 self._deadline = threading.Timer(self.grace_s, force_exit,
                                                  (signum, f"still stopping {self.grace_s:g} s after {name}"))
                 self._deadline.daemon = True
-                self._deadline.start()
+                try:
+                    self._deadline.start()
+                except RuntimeError:  # refused by a limit: no deadline; a second signal still ends it
+                    self._deadline = None
 
     def stop(self) -> None:
         """Hand the wakeup fd back, end the thread and cancel the deadline (main thread only)."""

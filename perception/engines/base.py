@@ -20,7 +20,14 @@ from typing import ClassVar, Protocol
 import numpy as np
 
 from perception.contracts import INPUT_DTYPE, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ModelMetadata
-from perception.errors import ConfigError, ModelError, PerceptionError
+from perception.errors import (
+    ConfigError,
+    ModelError,
+    PerceptionError,
+    ResourceError,
+    memory_refused,
+    thread_refused,
+)
 from perception.options import (  # noqa: F401 - declared there (light, shared with the configs), used from here
     COMPILE_CHOICES,
     PRECISION_CHOICES,
@@ -214,6 +221,29 @@ WARMUP_FIX = "check the file with perception inspect, or try another --engine"
 WARMUP_FIX_NO_ENGINE = "check the file with perception inspect"
 
 
+#: A backend's words for a thread the system refused it (ONNX Runtime: "pthread_create failed, error
+#: code: 11 error msg: Resource temporarily unavailable" under ``ulimit -u``) and for memory it was
+#: refused ("Failed to allocate memory for requested buffer of size N" under ``ulimit -v``,
+#: std::bad_alloc): a system limit, not a damaged model.
+_THREAD_REFUSED_TEXT = re.compile(r"pthread_create failed|Resource temporarily unavailable|can't start new thread")
+_MEMORY_REFUSED_TEXT = re.compile(r"Failed to allocate memory|bad_alloc|Cannot allocate memory|out of memory", re.I)
+
+
+def resource_refused(exc: BaseException, what: str) -> ResourceError | None:
+    """The one-line ResourceError (exit 1: a launch file's respawn may find the limit no longer
+    reached) when ``exc``, a backend's error while ``what`` (``loading default.onnx on ort``), says the
+    system refused a thread or memory; None for any other error."""
+    text, reason = str(exc), backend_error_text(exc, 160)
+    if isinstance(exc, MemoryError) or _MEMORY_REFUSED_TEXT.search(text):
+        error = ResourceError(memory_refused(reason, what))
+    elif _THREAD_REFUSED_TEXT.search(text):
+        error = ResourceError(f"{thread_refused(f'the threads for {what}')} ({reason})")
+    else:
+        return None
+    error.reason = reason  # the backend's own words, as WarmupError's (what --engine auto's switch says)
+    return error
+
+
 class WarmupError(ModelError):
     """A model that passed every check but whose first inference failed in its backend: one line
     naming the file, with the backend's error (``reason``: its lines joined, the first 300
@@ -350,6 +380,9 @@ class Engine(ABC):
         except (PerceptionError, AssertionError, AttributeError, NameError, TypeError):
             raise  # ours, or a bug in this code, whose traceback is the report (errors.py)
         except Exception as exc:  # each backend raises its own types (ORT's Fail, OpenVINO's RuntimeError, ...)
+            refused = resource_refused(exc, f"the first inference of {Path(self.model_path).name} on {self.kind}")
+            if refused is not None:  # a thread or memory the system refused, not the model's fault
+                raise refused from exc
             raise WarmupError(self.model_path, self.kind, exc, fix, batch) from exc
 
     def check_outputs(self, outputs: dict[str, np.ndarray], *, batch: int = 1) -> None:

@@ -79,7 +79,14 @@ def no_home() -> str:
     """Why ``home_dir`` found none, in words."""
     home = os.environ.get("HOME")
     if home is None:
-        return f"HOME is not set and user id {os.geteuid()} has no passwd entry"
+        uid = os.geteuid()
+        try:
+            import pwd
+
+            entry = pwd.getpwuid(uid).pw_dir
+        except (ImportError, KeyError):
+            return f"HOME is not set and user id {uid} has no passwd entry"
+        return f"HOME is not set and the passwd home of user id {uid}, {entry!r}, is not a folder"
     return f"HOME={home!r} is not a folder" if home else "HOME is empty"
 
 
@@ -263,7 +270,10 @@ def _ort_can_keep(folder: Path) -> bool:
         ident = os.stat(folder / "deviceid")
     except OSError:
         return os.access(folder, os.W_OK | os.X_OK)
-    return ident.st_uid == os.geteuid() and os.access(folder / "deviceid", os.R_OK)
+    # It writes there too (its database beside the ID) and warns where it cannot: a folder made
+    # long ago on a root file system that is read-only now (os.access sees EROFS, as root too)
+    return (ident.st_uid == os.geteuid() and os.access(folder / "deviceid", os.R_OK)
+            and os.access(folder, os.W_OK | os.X_OK))
 
 
 def default_cache_dir() -> Path:

@@ -47,6 +47,7 @@ from perception.engines.base import (
     backend_error_text,
     check_input_spec,
     int8_model_path,
+    resource_refused,
     warn_int8_file_for_float,
     warn_int8_saturation,
 )
@@ -291,7 +292,8 @@ class OrtEngine(Engine):
         except PerceptionError:  # said already (a path ONNX Runtime cannot take)
             raise
         except Exception as exc:  # onnxruntime raises its own pybind types (Fail, InvalidGraph, ...)
-            raise load_error(path, exc) from None
+            refused = resource_refused(exc, f"loading {path.name} on ONNX Runtime")
+            raise (refused or load_error(path, exc)) from None
         inp = self.session.get_inputs()[0]
         self.input_spec = InputSpec(
             name=inp.name,
@@ -341,6 +343,9 @@ class OrtEngine(Engine):
             try:
                 session = _session(cached, session_options, provider_list)
             except Exception as exc:  # a damaged entry: drop it and optimise again
+                refused = resource_refused(exc, f"loading {path.name} on ONNX Runtime")
+                if refused is not None:  # a thread or memory the system refused: the entry is fine, kept
+                    raise refused from None
                 if cached.exists():  # not one that another process pruned meanwhile
                     warn_once(f"ignoring the damaged optimised-graph cache {cached} ({backend_error_text(exc, 160)})")
                     _unlink(cached)

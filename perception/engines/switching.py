@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -22,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from perception.engines import auto, probe, probe_cache, probe_verdict
+from perception.engines import auto, cache, probe, probe_cache, probe_verdict
 from perception.engines.base import Engine, EngineOptions, WarmupError
-from perception.errors import PerceptionError
+from perception.errors import PerceptionError, ResourceError
 from perception.signals import die_with_parent
 from perception.threadname import set_os_thread_name
 
@@ -165,15 +166,16 @@ class SwitchingEngine(Engine):
                 return False
             frames, self._probe_frames = self._probe_frames, []
             self._frames_ready.set()  # collect no more
+        came = len(frames)
         if frames:  # written outside the lock: the node's frames go on meanwhile
             try:
                 fd, name = tempfile.mkstemp(prefix=probe.NODE_FRAMES_PREFIX, suffix=".npy")
                 self._frames_file = Path(name)
                 with os.fdopen(fd, "wb") as f:
                     np.save(f, np.concatenate(frames), allow_pickle=False)
-            except OSError as exc:  # a full or read-only temporary folder: judge on rendered scenes
+            except OSError as exc:  # a full or read-only temporary folder, or none: judge on rendered scenes
                 log.warning("--engine auto: cannot write the probe's frames to %s (%s); the probe judges on rendered "
-                            "road scenes", tempfile.gettempdir(), exc.strerror or exc)
+                            "road scenes", *self._frames_trouble(exc))
                 if self._frames_file is not None:
                     with contextlib.suppress(OSError):
                         self._frames_file.unlink()
@@ -191,13 +193,31 @@ class SwitchingEngine(Engine):
                 self._fail(f"the probe process could not start ({exc.strerror})")
                 return False
         log.info("--engine auto: probing %s in the background (pid %d) on %s", self._model_path.name, self._proc.pid,
-                 f"{len(frames)} of the node's frames" if frames else "rendered road scenes (no frame came)")
+                 f"{len(frames)} of the node's frames" if frames else
+                 "rendered road scenes (the node's frames could not be written)" if came else
+                 "rendered road scenes (no frame came)")
         return True
+
+    def _frames_trouble(self, exc: OSError) -> tuple[str, str]:
+        """Where the probe's frames were to be written and why they could not be, in words, without
+        asking ``tempfile`` again: with no usable temporary folder (a read-only root, TMPDIR unset or
+        gone) ``tempfile.gettempdir()`` raises what ``mkstemp`` raised."""
+        folder = self._frames_file.parent if self._frames_file is not None else tempfile.tempdir
+        where = str(folder) if folder else os.environ.get("TMPDIR") or "the temporary folder"
+        if exc.errno is None and re.search(r"\d+ requested and \d+ written", str(exc)):
+            # numpy's short write (its OSError has no errno): the file system took no more
+            return where, "no space left on the device"
+        return where, cache.os_cause(exc, Path(folder) if folder else None)
 
     def _watch(self) -> None:
         set_os_thread_name("probe")  # waits on the probe child; started from the loader thread ("engine")
         try:
-            if not self._start_probe():
+            try:
+                started = self._start_probe()
+            except BaseException as exc:  # a bug: its traceback follows, but the stats must not say "probing" for ever
+                self._fail(f"the background probe could not start ({type(exc).__name__}: {exc})")
+                raise
+            if not started:
                 return
             assert self._proc is not None
             stdout, stderr = self._proc.communicate()
@@ -301,8 +321,9 @@ class SwitchingEngine(Engine):
                 self._current = self._reference()
             probe_cache.forget_cached(self._key, self._cache_dir)  # the child cached it; the next start probes again
             # the warm-up names the file around the backend's error; the candidate's label says it here
-            reason = exc.reason if isinstance(exc, WarmupError) else (str(exc).splitlines()[0][:200] if str(exc)
-                                                                       else type(exc).__name__)
+            # (and a thread or memory the system refused, ResourceError, its backend's words as ``reason``)
+            reason = getattr(exc, "reason", None) if isinstance(exc, (WarmupError, ResourceError)) else None
+            reason = reason or (str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
             self._fail(f"the probe chose {candidate.label} but it failed to load or run here ({reason})")
             return
         self._current = new

@@ -211,14 +211,16 @@ class LaunchSupervisor:
         )
         node.started_at = time.monotonic()
         node.last_error_line = ""
-        node.readers = [
+        readers = [
             threading.Thread(target=self._pump, args=(node.process.stdout, self._out, node, False), daemon=True),
             threading.Thread(target=self._pump, args=(node.process.stderr, self._err, node, True), daemon=True),
         ]
-        for reader in node.readers:
+        node.readers = []
+        for reader in readers:
             # Refused (a process limit): the node runs on unread; run()'s shutdown stops it, and the
-            # error is one line (ResourceError).
+            # error is one line (ResourceError). Only started readers are kept: the shutdown joins them.
             start_thread(reader, f"the thread that reads node {node.plan.name!r}'s output")
+            node.readers.append(reader)
         again = f" (restart {node.restarts})" if node.restarts else ""
         self.say(f"started node {node.plan.name!r} (pid {node.process.pid}){again}")
 
