@@ -21,6 +21,7 @@ import pytest
 import zmq
 from hostile import NS, good_header, good_message
 from test_clients import _c_client, _js_client
+from test_reader_bounds import _read_stream
 
 from perception.subscribe_decode import NewerPublisherError, decode_message
 from perception.wire import WireError, WireVersionError, dump_header, frame_header
@@ -167,34 +168,14 @@ def client(request) -> list[str]:
     return cmd
 
 
-def _feed(client: list[str], endpoint: str, stream: list[list[bytes]]) -> subprocess.CompletedProcess:
-    """Run the client on ``endpoint``, send it ``stream`` once it subscribed (all queued: none
-    dropped), and return it ended (``--idle``: once it handled everything)."""
-    ctx = zmq.Context()
-    pub = ctx.socket(zmq.XPUB)
-    pub.setsockopt(zmq.LINGER, 0)
-    pub.setsockopt(zmq.SNDHWM, 0)
-    pub.bind(endpoint)
-    proc = subprocess.Popen([*client, "--endpoint", endpoint, "--namespace", NS, "--duration", "100", "--idle", "1.5"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
-    try:
-        assert pub.poll(30_000), "the client never subscribed"
-        pub.recv()
-        for frames in stream:
-            pub.send_multipart(frames)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        pub.close()
-        ctx.term()
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+def _feed(client: list[str], stream: list[list[bytes]]) -> subprocess.CompletedProcess:
+    """Run the client, send it ``stream`` once it subscribed (all queued: none dropped), and return
+    it ended (``--idle``: once it handled everything)."""
+    return _read_stream([*client, "--namespace", NS, "--duration", "100", "--idle", "1.5"], stream, errors="replace")
 
 
-def test_a_client_of_another_wire_version_says_the_fix_rate_limited_and_exits_2(client, free_tcp_port):
-    endpoint = f"tcp://127.0.0.1:{free_tcp_port}"
-    done = _feed(client, endpoint, [V3] * 25)
+def test_a_client_of_another_wire_version_says_the_fix_rate_limited_and_exits_2(client):
+    done = _feed(client, [V3] * 25)
     lines = done.stderr.strip().splitlines()
     skipped = [line for line in lines if "skipped a message" in line]
     # The 1st and the 10th of 25 alike, each naming both versions and the fix.
@@ -203,16 +184,16 @@ def test_a_client_of_another_wire_version_says_the_fix_rate_limited_and_exits_2(
         assert line.endswith("wire version 3, this reader speaks version 2; run the same perception version on both "
                              f"sides ({count} so far)"), line
     assert done.returncode == 2, done.stderr[-2000:]
-    assert len(lines) == 3 and f"error: nothing read from {endpoint} in " in lines[-1], done.stderr[-2000:]
+    assert len(lines) == 3 and "error: nothing read from tcp://127.0.0.1:" in lines[-1], done.stderr[-2000:]
     assert lines[-1].endswith("all 25 messages received were skipped, 25 from another wire version or a newer publisher "
                               "(wire version 3, this reader speaks version 2; run the same perception version on both "
                               "sides)"), lines[-1]
     assert done.stdout == ""
 
 
-def test_a_client_skips_a_newer_publishers_kind_and_compression_naming_the_fix(client, free_tcp_port):
+def test_a_client_skips_a_newer_publishers_kind_and_compression_naming_the_fix(client):
     good = good_message(seq=3, topic=f"{NS}/drivable")
-    done = _feed(client, f"tcp://127.0.0.1:{free_tcp_port}", [NEW_KIND, NEW_COMPRESSION, good, NEW_KIND])
+    done = _feed(client, [NEW_KIND, NEW_COMPRESSION, good, NEW_KIND])
     assert done.returncode == 0, done.stderr[-2000:]
     skipped = [line for line in done.stderr.splitlines() if "skipped a message" in line]
     assert len(skipped) == 2, done.stderr[-2000:]  # the second pointcloud is its reason's 2nd: not said
