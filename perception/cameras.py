@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from perception.batching import FrameBatcher
@@ -59,10 +60,32 @@ class MultiCameraNode:
         for i, pipeline in enumerate(self.pipelines):
             # A camera whose inference thread has ended hands in nothing more: batches stop waiting
             # for it. (Not "its queue is closed and empty": the thread may hold a last frame.)
-            self.batcher.set_active(i, lambda pipeline=pipeline: pipeline.inferring)
+            self.batcher.set_active(i, self._waited_for(pipeline, config.batch_timeout_ms / 1e3))
         self.final_stats: dict[str, Any] | None = None
         #: Cameras that were not there at start-up and never came while the others ran (``run``).
         self.never_came: list[str] = []
+
+    @staticmethod
+    def _waited_for(pipeline: Pipeline, timeout_s: float) -> Callable[[], bool]:
+        """Whether batches wait for ``pipeline``'s camera: while its inference thread runs, and,
+        before its first frame, only for one batch timeout in all (counted from the first batch
+        that waited for it). A camera that never delivered a frame (not there at start-up, a stream
+        that sends none) is then not waited for, as one whose input ended, and is still opened and
+        read: it is waited for again once a frame of it came. Otherwise every batch of the others
+        waited the whole timeout for it, for as long as it stayed away."""
+        since: list[float] = []
+
+        def active() -> bool:
+            if not pipeline.inferring:
+                return False
+            if pipeline.source.frames_read > 0:
+                return True
+            now = time.monotonic()
+            if not since:
+                since.append(now)
+            return now - since[0] < timeout_s
+
+        return active
 
     @property
     def first_publish_mono_ns(self) -> int | None:

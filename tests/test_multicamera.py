@@ -198,10 +198,10 @@ def test_a_silent_camera_does_not_stall_the_other_beyond_the_batch_timeout(tiny_
     assert not runner.is_alive()
     assert result["cameras"]["rear"]["published"] == 0 and result["cameras"]["rear"]["balanced"]
     batching = result["batching"]
-    # Every batch ran on the timeout, alone (the last one perhaps without waiting: the rear camera
-    # stops being waited for once the node stops).
+    # Every batch ran alone; only the first waited the timeout for the rear camera, which has not
+    # delivered a frame yet: it is then skipped (still read) until it does.
     assert batching["batch_sizes"].keys() == {"1"} and batching["batches"] >= n
-    assert batching["timed_out"] >= batching["batches"] - 1
+    assert batching["timed_out"] <= 1
 
 
 def test_a_fixed_batch_model_serves_every_camera_one_frame_at_a_time(fixed_model_path, caplog):

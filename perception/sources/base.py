@@ -222,7 +222,7 @@ class Source(ABC):
                 self._consecutive_corrupt = 0 if exc.ends_pass else self._consecutive_corrupt + exc.frames
                 if len(self.skipped) < MAX_NAMED_SKIPS:
                     self.skipped.append(str(exc))
-                if self._consecutive_corrupt >= MAX_CONSECUTIVE_CORRUPT:
+                if self._consecutive_corrupt >= MAX_CONSECUTIVE_CORRUPT and self._unreadable_run_fails():
                     raise SourceError(
                         f"{self.log_name()}: {self._consecutive_corrupt} unreadable frames in a row ({exc}); "
                         "the input is damaged or not what it claims to be"
@@ -250,6 +250,12 @@ class Source(ABC):
             self._seq += 1
             return frame
         return None
+
+    def _unreadable_run_fails(self) -> bool:
+        """Whether ``MAX_CONSECUTIVE_CORRUPT`` unreadable frames in a row end the run (a file, a
+        folder); a live capture reopens its connection instead (``Reconnector``), and never fails
+        for it mid-run."""
+        return True
 
     def pace(self, fps: float | None) -> None:
         """Deliver at most ``fps`` frames per second (None or 0: as fast as possible; this also ends
@@ -344,11 +350,15 @@ class Reconnector:
     ``interrupted`` is set. ``clock`` is the monotonic clock (tests pass their own).
 
     A grab that fails sooner than ``stall_s / 2`` (not a stall: the connection ended, or FFmpeg could
-    not decode what came) is tried again on the same capture, up to ``MAX_FAILED_GRABS`` in a row;
-    when a later grab there gives a frame, the failed ones were undecodable frames: ``next_image``
-    raises CorruptFrame for them (counted and named by ``Source.read``) and returns that frame on
-    its next call. A stream with a damaged frame now and then is read on, its damaged frames counted,
-    instead of being reopened for each one.
+    not decode what came) is tried again on the same capture, and so is a frame that was grabbed but
+    does not decode (``retrieve`` gives no image: a ``CorruptFrame`` of ``grab_and_retrieve``), up to
+    ``MAX_FAILED_GRABS`` of them in a row, for at most ``stall_s`` since the last frame; when a later
+    grab there gives a frame, the failed ones were undecodable frames: ``next_image`` raises
+    CorruptFrame for them, all in one (counted and named by ``Source.read``), and returns that frame
+    on its next call. A stream with a damaged frame now and then is read on, its damaged frames
+    counted, instead of being reopened for each one. A run longer than that is a stream that stopped
+    delivering frames: it is dropped and reopened with the backoff (a reconnect); the frames of it
+    that came but did not decode are counted as unreadable all in one, raised as it drops.
     """
 
     def __init__(
@@ -374,6 +384,9 @@ class Reconnector:
         self.stall_s = stall_s
         self._clock = clock
         self._failed_grabs = 0  # failed grabs in a row on this connection, each sooner than stall_s / 2
+        self._undecoded = 0  # frames grabbed in a row on this connection that did not decode
+        self._undecoded_reason = ""  # why the last of them did not (the decoder's word)
+        self._run_started = 0.0  # when the run of failed grabs and undecoded frames began
         self._pending: tuple[np.ndarray, int, int] | None = None  # the frame after undecodable ones
         self._frames_this_connection = 0
         #: Times the capture was opened again after a drop (tries that failed are not counted: one
@@ -405,18 +418,46 @@ class Reconnector:
             if self._cap is None and not self.reopen():
                 continue
             started = self._clock()
-            got = grab_and_retrieve(self._cap)
+            try:
+                got = grab_and_retrieve(self._cap)
+            except CorruptFrame as exc:  # a frame came and did not decode: the connection is up
+                if not self._failed_grabs + self._undecoded:
+                    self._run_started = started
+                self._undecoded += exc.frames
+                self._undecoded_reason = str(exc)
+                if (self._failed_grabs + self._undecoded < MAX_FAILED_GRABS
+                        and self._clock() - self._run_started < self.stall_s):
+                    continue
+                # Nothing decodable for MAX_FAILED_GRABS frames or the read timeout: the stream
+                # stopped delivering frames, as one that stalls (reopened, a reconnect).
+                undecoded, reason = self._undecoded, self._undecoded_reason
+                self.dropped()
+                raise UndecodedFrames(f"{undecoded} frame{'s' if undecoded != 1 else ''} in a row could not be decoded "
+                                      f"({reason}); the stream is reopened", frames=undecoded) from None
             if got is not None:
                 self._frames_this_connection += 1
-                undecodable, self._failed_grabs = self._failed_grabs, 0
+                undecodable, self._failed_grabs = self._failed_grabs + self._undecoded, 0
+                undecoded, self._undecoded = self._undecoded, 0
+                if undecodable == undecoded == 1:  # one frame that did not decode: said as it was
+                    self._pending = got
+                    raise CorruptFrame(self._undecoded_reason)
                 if undecodable:
                     self._pending = got
-                    raise UndecodedFrames("could not be decoded; the connection stayed up", frames=undecodable)
+                    said = (f"{undecodable} frame{'s' if undecodable != 1 else ''} could not be decoded "
+                            f"({self._undecoded_reason})" if undecoded else "could not be decoded")
+                    raise UndecodedFrames(f"{said}; the connection stayed up", frames=undecodable)
                 return got
-            if self._clock() - started < self.stall_s / 2 and self._failed_grabs < MAX_FAILED_GRABS:
+            if not self._failed_grabs + self._undecoded:
+                self._run_started = started
+            if (self._clock() - started < self.stall_s / 2 and self._failed_grabs + self._undecoded < MAX_FAILED_GRABS
+                    and (not self._undecoded or self._clock() - self._run_started < self.stall_s)):
                 self._failed_grabs += 1  # ended, or an undecodable frame: the next grab says which
                 continue
+            undecoded, reason = self._undecoded, self._undecoded_reason
             self.dropped()
+            if undecoded:  # frames that came before it ended did not decode: counted
+                raise UndecodedFrames(f"{undecoded} frame{'s' if undecoded != 1 else ''} in a row could not be "
+                                      f"decoded ({reason}); the stream is reopened", frames=undecoded)
         return None
 
     def dropped(self, *, maybe_its_end: str = "") -> None:
@@ -426,13 +467,15 @@ class Reconnector:
         tell), said as information instead of the warning of a drop."""
         if self._clock() - self._opened_s >= self.stable_s or self._frames_this_connection >= self.stable_frames:
             self._backoff_s = self.initial_s
-        quick, self._failed_grabs = self._failed_grabs, 0
+        quick, undecoded = self._failed_grabs + self._undecoded, self._undecoded
+        self._failed_grabs = self._undecoded = 0
         if maybe_its_end:
             self._limited.info("dropped", "%s %s; opening it again once to tell its end from a dropped connection",
                                self._describe, maybe_its_end)
         else:
             self._limited.warning("dropped", "%s stopped delivering frames; reconnecting in %.1f s%s", self._describe,
-                                  self._backoff_s, " (it ended, or sends nothing that can be decoded)"
+                                  self._backoff_s, " (it sends nothing that can be decoded)" if undecoded
+                                  else " (it ended, or sends nothing that can be decoded)"
                                   if quick >= MAX_FAILED_GRABS else "")
         self._release()
 
@@ -520,6 +563,9 @@ class LiveCaptureSource(Source):
         through a whole reconnect storm.)"""
         reconnector = getattr(self, "_reconnector", None)
         return reconnector.reconnects if reconnector is not None else 0
+
+    def _unreadable_run_fails(self) -> bool:
+        return not self.live  # a live one is reopened instead (a clip behind a URL: as a file)
 
     def _next_image(self):
         try:
