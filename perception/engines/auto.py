@@ -45,7 +45,7 @@ import sys
 from pathlib import Path
 
 from perception.engines import cache as engine_cache
-from perception.engines.base import INT8_SUFFIX, Engine, EngineOptions, WarmupError, check_int8_sibling
+from perception.engines.base import INT8_SUFFIX, Engine, EngineOptions, check_int8_sibling
 from perception.engines.cpu import cpu_isa
 from perception.engines.probe import frames_from, int8_sibling, load_candidate, probe_frames, run_probe
 from perception.engines.probe_cache import (
@@ -407,8 +407,9 @@ def _fall_back(model_path: Path, options: EngineOptions, selection: Selection, e
     source = (f"the cached verdict {cache_path(selection.key, cache_dir)}" if selection.from_cache and cache_dir
               else "the probe")
     if ran:  # WarmupError names the file and advises flags: the backend's own error says it here
-        error = (f"{type(exc.__cause__ or exc).__name__}: {exc.reason}" if isinstance(exc, WarmupError)
-                 else load_failure(exc))
+        # a WarmupError, or a ResourceError (refused memory or threads), keeps the backend's own words as reason
+        reason = getattr(exc, "reason", None)
+        error = f"{type(exc.__cause__ or exc).__name__}: {reason}" if isinstance(reason, str) else load_failure(exc)
         what = f"its first inference failed here ({error})"
     else:
         what = f"it failed to load here ({load_failure(exc)})"
