@@ -147,3 +147,25 @@ def test_a_camera_that_never_delivered_costs_the_others_one_batch_timeout_not_ev
     batching = result["batching"]
     assert batching["batches"] >= n and batching["batch_sizes"].keys() == {"1"}
     assert batching["timed_out"] <= 1  # it was every batch: the whole timeout on each of front's frames
+
+
+def test_a_node_not_on_streams_auto_says_what_it_runs_beside_what_the_probe_measured(monkeypatch, tmp_path):
+    """A node of several cameras (one frame in flight) showed the probe's streams 2 and "--streams
+    auto: 2" as if it ran them, and the cached verdict's document had no state (H36-2)."""
+    from test_engines_cpu import HW
+    from tiny_models import write_brightness_model
+
+    from perception.engines import EngineOptions
+    from perception.engines import auto as auto_mod
+    from perception.engines.probe_verdict import Selection
+
+    monkeypatch.setenv("PERCEPTION_PROBE_CACHE", str(tmp_path / "probe-cache"))
+    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
+    verdict = Selection(engine="ort", precision="fp32", reason="test; --streams auto would run 2 (...)", streams=2,
+                        streams_fps={"1": 10.0, "2": 15.0})
+    engine = auto_mod.load_auto(model, EngineOptions(threads=1, streams=1), cached=verdict)
+    try:
+        assert engine.selection["streams"] == 1 and engine.selection["probe_streams"] == 2
+        assert engine.selection["state"] == "chosen"
+    finally:
+        engine.close()

@@ -367,9 +367,12 @@ def load_auto(model_path: Path, options: EngineOptions, *, background: bool = Fa
         except Exception as exc:
             engine.close()
             return _fall_back(model_path, options, selection, exc, auto_streams=auto_streams, ran=True)
-    engine.selection = {**selection.to_dict(), "precision": engine.precision or selection.precision}
+    engine.selection = {**selection.to_dict(), "precision": engine.precision or selection.precision, "state": "chosen"}
     if streams_reason:  # the stats document says what runs and why, beside what the probe chose
         engine.selection.update(streams=options.streams, probe_streams=selection.streams, streams_reason=streams_reason)
+    elif not auto_streams and isinstance(options.streams, int):
+        # --streams N (or a node of several cameras, which runs 1): what runs, not what the probe measured
+        engine.selection.update(streams=options.streams, probe_streams=selection.streams)
     log.info(
         "--engine auto chose %s%s (%s%s)",
         # what runs: the reference on an INT8 file runs it as it is (ort-int8, keyed ort-fp32)

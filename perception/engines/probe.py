@@ -258,7 +258,7 @@ def run_probe(
     streams, streams_fps = choose_streams(Candidate(best.engine, best.precision), model_path, options, frames)
     reason = explain(best, results, min_agreement, len(frames), frames_label, file_runs=runs_as)
     if streams_fps:
-        reason += (f"; --streams auto: {streams} ({streams_fps['2']:.1f} FPS with 2 frames in flight, "
+        reason += (f"; --streams auto would run {streams} ({streams_fps['2']:.1f} FPS with 2 frames in flight, "
                    f"{streams_fps['1']:.1f} with 1, 2 taken from {STREAMS_MIN_GAIN:.2f}x)")
     return Selection(
         engine=best.engine,
