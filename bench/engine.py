@@ -53,8 +53,9 @@ from perception.bench.cases import (
     peak_rss_before_resets,
     prepare_batches,
 )
+from perception.bench.contention import CpuWindow, combine, contention_warning
 from perception.bench.env import gpu_memory_mb, load_average_1m
-from perception.bench.stats import ratio, summarize_ms
+from perception.bench.stats import few_samples, ratio, summarize_ms
 from perception.bench.timing import time_block
 from perception.config import listed_setting, same_setting, setting
 from perception.errors import ConfigError, ModelError, why_not_a_file
@@ -86,13 +87,15 @@ class _Blocks:
 
     ends: list[tuple[int, int, int, int]] = dataclasses.field(default_factory=list)  # samples, rss, wall, cpu
     loads: list[list[float | None]] = dataclasses.field(default_factory=list)
+    #: Each block's CPU figures (``bench/contention.py``): other processes' cores, steal, its own.
+    cpu: list[dict[str, Any] | None] = dataclasses.field(default_factory=list)
 
     def keep(self, case: Case, done: int) -> None:
         """Cut ``case`` back to its first ``done`` blocks (a block cut short by Ctrl-C is dropped)."""
         samples, rss_n, wall, cpu = self.ends[done - 1]
         del case.samples_ns[samples:], case.rss_samples[rss_n:]
         case.wall_ns, case.cpu_ns = wall, cpu
-        del self.ends[done:], self.loads[done:]
+        del self.ends[done:], self.loads[done:], self.cpu[done:]
 
 
 #: Model files each engine reads; other pairings of the grid are left out, so that
@@ -168,7 +171,11 @@ class EngineBenchConfig:
 
     def __post_init__(self) -> None:
         # Ranges and choices are declared above (checked by load_config for the flags); this is
-        # the one check that joins two settings.
+        # the one check that joins two settings. A missing model is said first: it is what a user
+        # fixes first (a --runs line, then the missing file, took two tries).
+        for m in self.models:
+            if why_not_a_file(Path(m)) == "not found":
+                raise ModelError(f"model file {m} not found; check the --model path")
         if self.duration_s is None and self.runs < self.blocks:
             raise ValueError(f"runs={self.runs} is fewer than blocks={self.blocks}; give more runs or fewer blocks")
         in_flight = max(self.streams, default=1)
@@ -219,13 +226,20 @@ def no_engine_reads(model: Path, engines: list[str]) -> str:
             "ort, openvino, auto or tensorrt for .onnx, tensorrt for .engine and .plan")
 
 
-def warn_threads_over_cores(threads: list[int]) -> None:
+def warn_threads_over_cores(threads: list[int]) -> str | None:
     """One warning when a ``--threads`` value is more than the cores this process may run on: those
     rows time threads taking turns on the cores, far slower than the node runs (``engines.base``'s
     helper, which ``perception run`` warns with too)."""
-    from perception.engines.base import warn_threads_over_cores as warn
+    from perception.engines.base import usable_cores
 
-    warn(log, threads, "those rows time threads taking turns on the cores (slower than --threads %d)")
+    cores = usable_cores()
+    over = [t for t in threads if t > cores]
+    if not over:
+        return None
+    text = (f"--threads {','.join(map(str, over))}: more than the {cores} CPU cores this process may use; those "
+            f"rows time threads taking turns on the cores (slower than --threads {cores})")
+    log.warning("%s", text)
+    return text
 
 
 def _file_ran(case: Case) -> Path:
@@ -357,7 +371,7 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
     for m in models:
         if not any(c.model == m for c in cases):
             raise ConfigError(no_engine_reads(m, cfg.engines))
-    warn_threads_over_cores(cfg.threads)
+    warnings = [w for w in [warn_threads_over_cores(cfg.threads)] if w]
     frames_by_hw: dict[tuple[int, int], list[np.ndarray]] = {}
     loaded: dict[tuple, Case] = {}
     try:
@@ -404,9 +418,11 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
                         if runs is not None and block == cfg.blocks - 1:
                             runs = cfg.runs - len(case.samples_ns)  # the last block takes the remainder
                         before = load_average_1m()
+                        window = CpuWindow().start()
                         # outside the timed calls: a backend's error is one line naming the configuration
                         guarded(case, f"in timed block {block + 1}", time_block, case, runs, block_s, bar.update)
                         done = blocks[id(case)]
+                        done.cpu.append(window.stop())
                         done.ends.append((len(case.samples_ns), len(case.rss_samples), case.wall_ns, case.cpu_ns))
                         done.loads.append([before, load_average_1m()])
                         case.gpu_peak_mb = _max_or_none(case.gpu_peak_mb, gpu_memory_mb())
@@ -446,11 +462,34 @@ def run_engine_bench(cfg: EngineBenchConfig) -> dict[str, Any]:
         "process_peak_rss_mb": round(_max_rss_bytes() / 2**20, 1),
         "load_average_1m_end": load_average_1m(),
         "results": results,
+        # Said in the JSON, so that the report (and ``bench report`` later) carries them.
+        "warnings": warnings + contention_warnings(cases, results, blocks),
     }
     if blocks_done < cfg.blocks:
         engine["interrupted"] = {"blocks_done": blocks_done, "blocks": cfg.blocks}
         raise EngineBenchInterrupted(engine, blocks_done, cfg.blocks)
     return engine
+
+
+def contention_warnings(cases: list[Case], results: list[dict[str, Any]], blocks: dict[int, _Blocks]) -> list[str]:
+    """Each row's blocks' CPU figures together (``contention.combine``) as ``row["contention"]``, and one
+    warning per row whose blocks other work competed with for the cores it asked for
+    (``contention_warning``), and per row of fewer than ``MIN_SAMPLES`` timed calls."""
+    warnings = []
+    for i, (case, row) in enumerate(zip(cases, results, strict=True), start=1):
+        done = blocks.get(id(case))
+        if row.get("skipped") or done is None:
+            continue
+        busiest = combine(done.cpu)  # its blocks together
+        row["contention"] = busiest
+        few = few_samples(row["latency_ms"].get("count"), f"#{i} {row['label']}", "timed calls")
+        if few:
+            warnings.append(few)
+        text = contention_warning(busiest, wanted_cores=case.threads, what=f"#{i} {case.label()}")
+        if text:
+            warnings.append(text)
+            log.warning("%s", text)
+    return warnings
 
 
 def warn_low_agreement(cases: list[Case]) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perception import contracts
+from perception.bench.contention import CpuWindow, contention_warning
 from perception.bench.node import (
     DRAIN_IDLE_S,
     FAST_RECONNECT,
@@ -36,7 +37,7 @@ from perception.bench.nodeproc import (
     stop_node,
 )
 from perception.bench.received import Received, record_message, summarize_received
-from perception.bench.stats import ratio
+from perception.bench.stats import few_samples, ratio
 from perception.options import MAX_QUEUE_MB
 from perception.spawn import shown
 
@@ -128,6 +129,10 @@ def measure_nodes(cfg: PipelineBenchConfig, model: Path, groups: list[tuple[str,
             def check_alive(when: str) -> None:
                 for proc, log_path, _, _ in procs:
                     if proc.poll() is not None:
+                        if proc.returncode == 0:  # a node ends by itself only when its file input ended
+                            raise NodeFailed(f"a node's input ended {when} (it exited with status 0): "
+                                             f"{cfg.source} is shorter than the run; pass --loop or bench a longer "
+                                             "clip (or a shorter --duration)")
                         raise NodeFailed(f"a node {exited(proc.returncode)} {when}: {last_line(log_path)}",
                                          status=proc.returncode)
 
@@ -146,6 +151,7 @@ def measure_nodes(cfg: PipelineBenchConfig, model: Path, groups: list[tuple[str,
             samplers = [CpuSampler(proc.pid) for proc, _, _, _ in procs]
             for receiver in receivers.values():
                 receiver.measuring.set()
+            cpu_window = CpuWindow().start()
             t_window = time.monotonic()
             while time.monotonic() < t_window + cfg.duration_s:
                 check_alive("during the run")
@@ -155,6 +161,7 @@ def measure_nodes(cfg: PipelineBenchConfig, model: Path, groups: list[tuple[str,
             for receiver in receivers.values():
                 receiver.closed.set()
             window_s = time.monotonic() - t_window
+            contention = cpu_window.stop()
             window_end_mono_ns = time.monotonic_ns()  # a duration's end: not the wall clock
             cpu = [sampler.summary() for sampler in samplers]
         finally:
@@ -189,8 +196,14 @@ def measure_nodes(cfg: PipelineBenchConfig, model: Path, groups: list[tuple[str,
         shortfall = camera_shortfall(run, requested)
         if shortfall:
             cam_warnings.append(shortfall)
+        few = few_samples(run["frames_received"], "its output", "frames")
+        if few:
+            cam_warnings.append(few)
         per_camera[name]["warnings"] = cam_warnings
         warnings += [f"{label}, camera {name}: {w}" for w in cam_warnings]
+    busy = contention_warning(contention, wanted_cores=None, what=label)
+    if busy:
+        warnings.append(busy)
     warn_accounting(warnings)
     fps = [c["output_fps"] or 0.0 for c in per_camera.values()]
     return {
@@ -199,6 +212,7 @@ def measure_nodes(cfg: PipelineBenchConfig, model: Path, groups: list[tuple[str,
                    "final_stats": final}
                   for group, (_, _, _, cmd), code, c, final in zip(groups, procs, exit_codes, cpu, final_stats, strict=True)],
         "window_s": round(window_s, 3),
+        "contention": contention,
         "startup_to_first_masks_s": round(startup_s, 3),
         "per_camera": per_camera,
         "images_per_s": round(sum(fps), 3),

@@ -9,6 +9,7 @@ counters from its stats documents). ``perception bench pipeline`` (``bench/pipel
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 from perception import contracts
+from perception.bench.contention import CpuWindow, contention_warning
 from perception.bench.nodeproc import (
     BENCH_CAMERA,
     NodeFailed,
@@ -31,6 +33,7 @@ from perception.bench.nodeproc import (
     stop_node,
 )
 from perception.bench.received import Received, record_message, stats_document, summarize_received
+from perception.bench.stats import few_samples
 from perception.errors import ConfigError, PerceptionError
 from perception.options import MAX_QUEUE_MB
 from perception.spawn import shown
@@ -246,6 +249,7 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
             # length (counting the opening mask read about 1/--duration FPS high).
             rx = rx.window_after()
             cpu = CpuSampler(proc.pid)
+            cpu_window = CpuWindow().start()  # other processes on the cores during the window
             own_cpu_start = time.process_time()  # this process: the subscriber's decoding and ZeroMQ
             t_window = time.monotonic()
             deadline = t_window + cfg.duration_s
@@ -270,6 +274,7 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
                 cpu.maybe_sample()
             window_s = input_ended_s if input_ended_s is not None else time.monotonic() - t_window
             window_end_mono_ns = time.monotonic_ns()  # a duration's end: not the wall clock
+            contention = cpu_window.stop()
             subscriber_cpu_s = time.process_time() - own_cpu_start
             cpu_summary = cpu.summary()
             counters = dict(sub.counters.__dict__)
@@ -282,6 +287,9 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
         while (msg := sub.recv(timeout_s=DRAIN_IDLE_S)) is not None:
             record_message(rx, msg)
         final_stats = read_final_stats(out_path)
+        node_log = log_path.read_text(encoding="utf-8", errors="replace") if log_path.is_file() else ""
+    if not rx.order:
+        raise NodeFailed(no_frame_message(cfg, window_s, input_ended_s))
     summary = summarize_received(rx, window_s=window_s, cpu=cpu_summary, subscriber=counters, final=final_stats,
                                  window_end_mono_ns=window_end_mono_ns, extra={
         "source": cfg.source,
@@ -295,8 +303,42 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
         "probe_wait": probe,
         "input_ended_s": None if input_ended_s is None else round(input_ended_s, 3),
     })
+    summary["contention"] = contention
+    summary["warnings"] += node_warnings(node_log)
+    busy = contention_warning(contention, wanted_cores=None, what="the node's window")
+    if busy:
+        summary["warnings"].append(busy)
+    few = few_samples(len(rx.order), "the node", "frames")
+    if few:
+        summary["warnings"].append(few)
     warn_accounting(summary.get("warnings"))
     return summary
+
+
+def no_frame_message(cfg: PipelineBenchConfig, window_s: float, input_ended_s: float | None) -> str:
+    """Why a window holds no frame, and the fix: nothing to measure is an error, not a 0 FPS figure."""
+    if input_ended_s is not None:
+        return (f"the node's input ended {input_ended_s:.1f} s into the measuring window, before any frame of it "
+                f"arrived ({cfg.source} ended right after the frame that opened the window): no frame to measure; "
+                "pass --loop or bench a longer clip")
+    return (f"no frame of the node arrived in the {window_s:.1f} s measuring window: nothing to measure; check the "
+            "source, or give a longer --duration")
+
+
+#: The node's own warning lines (its stderr, ``W <logger>: <text>``) that change what is measured.
+NODE_WARNING_PREFIXES = ("--threads",)
+
+
+def node_warnings(log_text: str) -> list[str]:
+    """The node's warnings about its settings (``--threads`` above the cores), from its stderr log,
+    which the bench keeps in a file: into the report's warnings, as the node's."""
+    found = []
+    for line in log_text.splitlines():
+        # ``HH:MM:SS W logger: text`` (the CLI's log format)
+        m = re.match(r"^\S+ W \S+: (.*)$", line.strip())
+        if m and m.group(1).startswith(NODE_WARNING_PREFIXES):
+            found.append(f"the node warned: {m.group(1).strip()}")
+    return list(dict.fromkeys(found))
 
 
 def warn_accounting(warnings: list[str] | None, where: str = "") -> None:

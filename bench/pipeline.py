@@ -71,7 +71,7 @@ from perception.bench.multicamera import fps_requested, measure_cameras
 from perception.bench.node import loop_for_probe, measure_node
 from perception.bench.nodeproc import NodeFailed
 from perception.bench.peak_rate import find_peak_rate, peak_rate_source_error
-from perception.bench.stats import ratio
+from perception.bench.stats import few_samples, ratio
 from perception.config import bounds, same_setting, setting
 from perception.errors import ConfigError
 from perception.options import (
@@ -231,12 +231,27 @@ def run_pipeline_bench(cfg: PipelineBenchConfig, *, command: str = "") -> dict[s
         one["node_over_baseline_fps"] = ratio(one["node_fps"], one.get("baseline_fps"))
         one["node_over_engine_fps"] = ratio(one["node_fps"], one.get("engine_only_fps"))
         rounds.append(one)
+    if more := run_warnings(results):
+        results["pipeline"].setdefault("warnings", []).extend(more)
     if cfg.peak_rate:
         results["peak_rate"] = find_peak_rate(cfg, model, main_run=results["pipeline"])
     results["ratios"] = pooled_ratios(rounds)
     if cfg.rounds > 1:
         results["rounds"] = rounds
     return results
+
+
+def run_warnings(results: dict[str, Any]) -> list[str]:
+    """The serial baseline's too-few-samples warning (round 1's, as the tables show), for the
+    pipeline's ``warnings``: the node/baseline ratio made of it is not a result either."""
+    warnings = []
+    base = results.get("baseline")
+    if base:
+        few = few_samples((base.get("latency_ms") or {}).get("count"), "the serial baseline", "frames")
+        if few:
+            warnings.append(few)
+    # the engine-only run's own (too few calls, other load) are its block's ``warnings`` (``engine_warnings``)
+    return warnings
 
 
 #: A paced source whose frames the node took at least this share of, dropping at most

@@ -14,6 +14,7 @@ from typing import Any
 
 from perception.bench.plots import plot_engine, plot_pipeline, writing
 from perception.bench.results import REPORT_FILE
+from perception.bench.stats import PERCENTILE_MIN_SAMPLES, few_samples
 
 
 def write_report(results: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
@@ -99,9 +100,10 @@ def engine_warnings(results: dict[str, Any]) -> list[str]:
     rows = [r for r in engine.get("results") or [] if not r.get("skipped")]
     if not rows:
         return []
-    warnings = []
+    # what the bench said as it ran (--threads above the cores, other processes on the cores: contention.py)
+    warnings = [str(w) for w in engine.get("warnings") or []]
     env = results.get("environment") or {}
-    cores = env.get("cpu_logical_cores")
+    cores = env.get("cpu_usable_cores") or env.get("cpu_logical_cores")
     loads = _engine_loads(results)
     # With one row there are no ratios between rows: its figures themselves are what the load touches.
     touched = "the ratios between rows are" if len(rows) > 1 else "its figures are"
@@ -119,7 +121,29 @@ def engine_warnings(results: dict[str, Any]) -> list[str]:
                 f"{_fmt(max(medians))} ms (x{spread:.2f}): the machine's speed changed during the run, so its "
                 f"{'ratios to the other rows are' if len(rows) > 1 else 'figures are'} not trustworthy; rerun on a "
                 "quiet machine (or with more --runs)")
-    return warnings
+        if not r.get("skipped"):
+            few = few_samples((r.get("latency_ms") or {}).get("count"), f"#{i} {_inline(r['label'])}", "timed calls")
+            if few:
+                warnings.append(few)
+    return list(dict.fromkeys(warnings))  # a JSON's own warnings and those read from its figures, once
+
+
+def pct(summary: dict[str, Any] | None, key: str) -> Any:
+    """Percentile ``key`` of ``summary`` when it has ``PERCENTILE_MIN_SAMPLES[key]`` samples, else None
+    (shown ``-``): a p99 of 5 samples is their largest, not a 99th percentile."""
+    summary = summary or {}
+    count = summary.get("count")
+    if count is not None and count < PERCENTILE_MIN_SAMPLES.get(key, 1):
+        return None
+    return summary.get(key)
+
+
+def pipeline_warnings(p: dict[str, Any]) -> list[str]:
+    """The pipeline block's warnings, and (for a JSON written before it said so) the node's
+    too-few-frames one read from its count, once each."""
+    warnings = [str(w) for w in p.get("warnings") or []]
+    few = few_samples(p.get("frames_received"), "the node", "frames")
+    return list(dict.fromkeys([*warnings, *([few] if few else [])]))
 
 
 def _partial_line(engine: dict[str, Any]) -> str | None:
@@ -195,7 +219,7 @@ def _engine_section(engine: dict[str, Any], plots: dict[str, str], warnings: lis
             None if r.get("agreement") is None else round(100 * r["agreement"], 2), f"{h}x{w}",
             # as requested (the rows of --threads 1,2 differ only here); none: the engine's default
             r.get("threads_requested") or "default", r.get("streams_requested") or 1, r["batch"], lat["count"],
-            lat["p50"], lat["p90"], lat["p99"], lat["max"], _block_range(r), r["fps"], r["throughput_ips"],
+            lat["p50"], pct(lat, "p90"), pct(lat, "p99"), lat["max"], _block_range(r), r["fps"], r["throughput_ips"],
             ratios.get("throughput_ips"), ratios.get("p99_ms"), mem.get("rss_load_delta_mb"), mem.get("rss_peak_mb"), mem.get("gpu_peak_mb"),
             r["model_file_mb"],
         ])
@@ -286,7 +310,8 @@ def _pipeline_section(results: dict[str, Any], plots: dict[str, str]) -> list[st
     rows.append(["subscribed topics", ", ".join(p["topics"]) if isinstance(p.get("topics"), list) else "all"])
     rows.append(["start-up: node launch -> first mask at the subscriber, s", p.get("startup_to_first_mask_s")])
     lines += _table(["figure", "value"], rows) + [""]
-    lines += [f"**Warning:** {_inline(w)}." for w in p.get("warnings") or []] + ([""] if p.get("warnings") else [])
+    warned = pipeline_warnings(p)
+    lines += [f"**Warning:** {_inline(w)}." for w in warned] + ([""] if warned else [])
     if p.get("source_limited"):
         lines += [f"**Source-limited:** {_inline(_source_limited_text(p['source_limited']))}.", ""]
     rounds = results.get("rounds") or []
@@ -316,17 +341,20 @@ def _pipeline_section(results: dict[str, Any], plots: dict[str, str]) -> list[st
     lines += ["Latency per stage (from message headers) and end to end:", ""]
     stage_rows = []
     for name, s in (p.get("stages_ms") or {}).items():
-        stage_rows.append([name, s["count"], s["mean"], s["p50"], s["p90"], s["p99"], s["max"]])
+        stage_rows.append([name, s["count"], s["mean"], s["p50"], pct(s, "p90"), pct(s, "p99"), s["max"]])
     for key, label in (("capture_to_publish_ms", "capture -> publish (node)"),
                        ("capture_to_receive_ms", "capture -> receive (end to end)")):
         s = p.get(key)
         if s:
-            stage_rows.append([f"**{label}**", s["count"], s["mean"], s["p50"], s["p90"], s["p99"], s["max"]])
+            stage_rows.append([f"**{label}**", s["count"], s["mean"], s["p50"], pct(s, "p90"), pct(s, "p99"), s["max"]])
     if base:
         s = base["latency_ms"]
-        stage_rows.append(["serial baseline: capture -> publish", s["count"], s["mean"], s["p50"], s["p90"],
-                           s["p99"], s["max"]])
+        stage_rows.append(["serial baseline: capture -> publish", s["count"], s["mean"], s["p50"], pct(s, "p90"),
+                           pct(s, "p99"), s["max"]])
     lines += _table(["stage", "count", "mean ms", "p50 ms", "p90 ms", "p99 ms", "max ms"], stage_rows) + [""]
+    lines += [f"A percentile is shown from enough samples only (p90 from {PERCENTILE_MIN_SAMPLES['p90']}, p99 from "
+              f"{PERCENTILE_MIN_SAMPLES['p99']}; else `-`, and the max stands for the tail); the JSON keeps them "
+              "with their count.", ""]
     for key, title in (("pipeline_cdf", "End-to-end latency CDF"), ("pipeline_stages", "Stage latency"),
                        ("pipeline_fps", "FPS")):
         if key in plots:
@@ -364,7 +392,7 @@ def _cameras_section(c: dict[str, Any]) -> list[str]:
         for name, cam in run["per_camera"].items():
             e2e = cam.get("capture_to_receive_ms") or {}
             rows.append([label, name, cam.get("input_fps"), cam.get("delivered_share"), cam.get("output_fps"),
-                         cam.get("frames_dropped"), e2e.get("p50"), e2e.get("p90"), e2e.get("p99"), e2e.get("max")])
+                         cam.get("frames_dropped"), e2e.get("p50"), pct(e2e, "p90"), pct(e2e, "p99"), e2e.get("max")])
         rows.append([f"**{label}**", "total", None, None, run["images_per_s"], None, None, None, None, None])
     lines += _table(["run", "camera", "input FPS", "input / requested", "output FPS", "dropped", "e2e p50 ms",
                      "p90 ms", "p99 ms", "max ms"], rows) + [""]
@@ -434,7 +462,8 @@ def summary_text(results: dict[str, Any]) -> str:
         lat = r["latency_ms"]
         x = (r.get("ratio_to_first") or {}).get("throughput_ips")
         lines.append(
-            f"#{i} {r['label']}: p50 {_num(lat['p50'], '.2f')} ms  p99 {_num(lat['p99'], '.2f')} ms  "
+            f"#{i} {r['label']}: n={lat.get('count')}  p50 {_num(lat['p50'], '.2f')} ms  "
+            f"p99 {_num(pct(lat, 'p99'), '.2f')} ms  "
             f"max {_num(lat['max'], '.2f')} ms  "
             + (f"blocks p50 {_block_range(r)} ms  " if _block_range(r) else "")
             + f"{_num(r['fps'], '.1f')} FPS  {_num(r['throughput_ips'], '.1f')} img/s (x{_num(x, '.2f')} #1)  "
@@ -446,7 +475,8 @@ def summary_text(results: dict[str, Any]) -> str:
     c = results.get("cameras")
     if c:
         for label, key in (("one node", "one_node"), (f"{c['n']} nodes", "separate_nodes")):
-            cams = ", ".join(f"{name} {_fmt(cam['output_fps'], 1)} FPS p50 {_fmt((cam['capture_to_receive_ms'] or {}).get('p50'))} ms"
+            cams = ", ".join(f"{name} {_fmt(cam['output_fps'], 1)} FPS (n={_fmt(cam.get('frames_received'))}) p50 "
+                             f"{_fmt((cam['capture_to_receive_ms'] or {}).get('p50'))} ms"
                              for name, cam in c[key]["per_camera"].items())
             lines.append(f"{label}: {_fmt(c[key]['images_per_s'], 1)} images/s ({cams})")
         lines.append(f"one node / {c['n']} nodes: x{_fmt(c.get('one_node_over_separate'))} images/s, "
@@ -461,13 +491,15 @@ def summary_text(results: dict[str, Any]) -> str:
         ran = (f" ({final['engine']}-{final['precision']})" if not rounds and final.get("engine")
                and final.get("precision") else "")  # with rounds, each round's line names it
         lines.append(
-            f"node{ran}: in {_fmt(p.get('input_fps'), 1)} FPS, out {_fmt(p.get('output_fps'), 1)} FPS, "
+            f"node{ran}: in {_fmt(p.get('input_fps'), 1)} FPS, out {_fmt(p.get('output_fps'), 1)} FPS "
+            f"(n={_fmt(p.get('frames_received'))} frames in {_fmt(p.get('window_s'))} s), "
             f"missing at subscriber {_fmt(seq.get('missing'))} (dropped by the node {_fmt(p.get('frames_dropped'))}, "
             f"lost after it {_fmt(p.get('lost_after_node'))}), "
-            f"capture->receive p50 {_fmt(e2e.get('p50'))} ms p99 {_fmt(e2e.get('p99'))} ms, "
+            f"capture->receive p50 {_fmt(e2e.get('p50'))} ms p99 {_fmt(pct(e2e, 'p99'))} ms "
+            f"max {_fmt(e2e.get('max'))} ms, "
             f"CPU {_fmt((p.get('cpu') or {}).get('mean_percent'), 0)} %"
         )
-        lines += [f"warning: {_inline(w)}" for w in p.get("warnings") or []]
+        lines += [f"warning: {_inline(w)}" for w in pipeline_warnings(p)]
         if p.get("source_limited"):
             lines.append(f"note: {_inline(p['source_limited'])}")
         if p.get("input_ended_s") is not None:
@@ -481,10 +513,13 @@ def summary_text(results: dict[str, Any]) -> str:
         base = results.get("baseline")
         ratios = results.get("ratios", {})
         if base and not rounds:
-            lines.append(f"serial baseline: {_fmt(base.get('fps'), 1)} FPS; node/baseline "
+            lines.append(f"serial baseline: {_fmt(base.get('fps'), 1)} FPS "
+                         f"(n={_fmt((base.get('latency_ms') or {}).get('count'))}); node/baseline "
                          f"x{_fmt(ratios.get('node_over_baseline_fps'))}")
         if not rounds and ratios.get("engine_only_fps"):
-            lines.append(f"engine only: {_fmt(ratios['engine_only_fps'], 1)} FPS; node/engine "
+            engine_n = next((r["latency_ms"].get("count") for r in (results.get("engine") or {}).get("results") or []
+                             if not r.get("skipped")), None)
+            lines.append(f"engine only: {_fmt(ratios['engine_only_fps'], 1)} FPS (n={_fmt(engine_n)}); node/engine "
                          f"x{_fmt(ratios.get('node_over_engine_fps'))}")
         for i, r in enumerate(rounds, start=1):
             lines.append(f"round {i}: node {_fmt(r['node_fps'], 1)} FPS ({r['engine']}-{r['precision']})"
@@ -522,6 +557,14 @@ def _peak_rate_line(peak: dict[str, Any]) -> str:
         return (f"peak rate: no rate held ({rule}): even {_fmt(peak.get('lowest_dropping_fps'))} FPS requested "
                 f"dropped more; {trials}")
     limited = "; the camera was the limit (see the report)" if peak.get("source_limited") else ""
+    best = (peak.get("sustained") or {}).get("trial")
+    captured = (peak["trials"][best - 1].get("frames_captured") if best and best <= len(peak.get("trials") or [])
+                else None)
+    if captured is not None:
+        # 0 of 19 frames cannot show "at most 1 %": the trial's size is said, and a small one flagged
+        small = (f"; its best trial captured only {captured} frames, too few to show {100 * peak['max_drop']:.0f} % "
+                 "(a longer --duration)" if captured < 1 / peak["max_drop"] else "")
+        trials = f"{trials}, best n={captured} frames{small}"
     if peak.get("lowest_dropping_fps") is None:  # held the fastest rate tried: the source is the limit
         return f"peak rate: {_fmt(peak['fps_held'])} FPS held ({rule}), the fastest tried{limited}; {trials}"
     return (f"peak rate: {_fmt(peak['fps_held'])} FPS held ({rule}); {_fmt(peak['lowest_dropping_fps'])} FPS "

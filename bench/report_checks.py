@@ -66,6 +66,7 @@ _ENGINE_ROW = _obj({
     "block_load_1m?": _list(_list("nn?")),
 })
 _ENGINE = _obj({"settings?": ("map", "any"), "results": _list("any"), "load_average_1m_end?": "nn?",
+                "warnings?": _list("str"),
                 "interrupted?": _obj({"blocks_done": "size", "blocks": "size"}, nullable=True)})
 # rows: _ENGINE_ROW or _ENGINE_SKIPPED
 _LATENCY = _obj({"count": "count", "mean": "nn?", "std?": "nn?", "min?": "nn?", "p50": "nn?", "p90": "nn?",

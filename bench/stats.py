@@ -227,3 +227,19 @@ def node_accounting(received: Iterable[int], pub_seqs: dict[str, dict[int, int]]
         "topic": topic,
         "problems": problems,
     }
+
+
+#: Fewer frames or timed calls than this: the run's FPS, percentiles and ratios are not results.
+MIN_SAMPLES = 10
+#: The fewest samples a percentile is shown from (below: ``-``); the JSON keeps it, with its ``count``.
+PERCENTILE_MIN_SAMPLES = {"p50": 1, "p90": 10, "p99": 100}
+
+
+def few_samples(count: int | None, what: str, unit: str) -> str | None:
+    """The warning for a figure made of fewer than ``MIN_SAMPLES`` samples, else None."""
+    if count is None or count >= MIN_SAMPLES:
+        return None
+    if count == 1:
+        unit = unit.replace("calls", "call").replace("frames", "frame")
+    return (f"{what}: only {count} {unit} measured (fewer than {MIN_SAMPLES}), so its FPS, percentiles and ratios "
+            "are not reliable; measure longer (--duration, --runs, --engine-runs)")

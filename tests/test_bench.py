@@ -1011,8 +1011,10 @@ def test_the_peak_rate_report_marks_the_best_trial_and_a_camera_that_fell_short(
     results = {"pipeline": {"input_fps": 7.0, "output_fps": 6.5, "frames_dropped": 0, "sequence": {"missing": 0},
                             "node_final_stats": {"engine": "ort", "precision": "fp32"}},
                "peak_rate": peak, "ratios": {}}
-    assert summary_text(results).splitlines()[-1].endswith("dropped more; the camera was the limit (see the report); "
-                                                          "3 trials")
+    # the best trial's frame count is said, and 40 frames cannot show 1 % (s40)
+    assert summary_text(results).splitlines()[-1].endswith(
+        "dropped more; the camera was the limit (see the report); 3 trials, best n=40 frames; its best trial "
+        "captured only 40 frames, too few to show 1 % (a longer --duration)")
     from perception.bench.report import render_markdown
 
     text = render_markdown(results)

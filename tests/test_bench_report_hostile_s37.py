@@ -199,7 +199,8 @@ def test_a_machine_busier_than_its_cores_is_warned_of(tmp_path):
     assert ("**Warning:** the machine was busy: its load average (1 min) reached 6.31 on 2 cores (from 0.50; this "
             "bench's own threads count in it): other work took turns with the timed calls, so its figures are not "
             "trustworthy") in md  # one row: no ratios between rows
-    steady = _write(tmp_path, _engine_doc(_row([30.0, 31.0, 30.5, 30.0, 31.0, 30.2], [3, 3])))
+    # 12 timed calls: fewer than 10 would be warned of as too few (s40)
+    steady = _write(tmp_path, _engine_doc(_row([30.0, 31.0, 30.5, 30.0, 31.0, 30.2] * 2, [6, 6])))
     assert cli_main(["bench", "report", str(steady)]) == 0
     assert "Warning" not in (steady / "perception.bench.md").read_text()
 

@@ -1,0 +1,152 @@
+"""Was the machine shared while a window was measured? Read directly, not from the load average.
+
+The 1-minute load average lags a run of seconds (a CPU hog started next to a 10 s engine bench had
+moved it from 1.1 to 1.7 on 2 cores while two threads ran at the speed of one). So each measured
+window (an engine block, the node's window, a ``--cameras`` run) is bracketed by two readings of
+
+- ``/proc/stat`` for the cores this process may run on (``os.sched_getaffinity``, not
+  ``os.cpu_count``): their busy time and the time the hypervisor stole from them (``steal``);
+- this process's and its children's CPU time (the node under the bench is a child).
+
+``others_cores``: busy time minus this process tree's, over the wall time: the cores other
+processes used. ``contention_warning`` turns one window's figures into one warning (or None),
+naming what it measured; it is fed numbers, so tests need no load.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+#: Other processes using this many cores beyond those the measured work left free mean it took turns.
+OTHERS_WARN_CORES = 0.25
+#: Time stolen by the hypervisor from this share of the usable cores' wall time.
+STEAL_WARN_SHARE = 0.05
+#: A shorter window is not judged: /proc/stat counts in ticks of 10 ms.
+MIN_WINDOW_S = 0.5
+
+
+def usable_cores() -> list[int]:
+    """The cores this process may run on (``taskset`` and cgroups' cpusets shrink them)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return list(range(os.cpu_count() or 1))
+
+
+def _proc_stat(cores: list[int]) -> tuple[float, float] | None:
+    """(busy seconds, steal seconds) summed over ``cores`` from /proc/stat; None without it."""
+    try:
+        text = open("/proc/stat", encoding="ascii").read()  # noqa: SIM115 (one read)
+    except OSError:
+        return None
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    wanted = {f"cpu{c}" for c in cores}
+    busy = steal = 0
+    seen = False
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts or parts[0] not in wanted:
+            continue
+        seen = True
+        v = [int(x) for x in parts[1:9]] + [0] * max(0, 8 - len(parts[1:9]))
+        user, nice, system, _idle, _iowait, irq, softirq, st = v[:8]
+        busy += user + nice + system + irq + softirq  # guest time is already in user
+        steal += st
+    return (busy / tick, steal / tick) if seen else None
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds of this process, its reaped children and its live children (the node)."""
+    me = psutil.Process()
+    t = me.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    try:
+        kids = me.children(recursive=True)
+    except psutil.Error:
+        kids = []
+    for kid in kids:
+        try:
+            k = kid.cpu_times()
+            total += k.user + k.system
+        except psutil.Error:
+            pass
+    return total
+
+
+@dataclass
+class _Reading:
+    mono: float
+    stat: tuple[float, float] | None
+    own: float
+
+
+class CpuWindow:
+    """``start()`` then ``stop()`` around a measured window; ``stop()`` returns its figures (or None
+    where /proc/stat cannot be read)."""
+
+    def __init__(self) -> None:
+        self.cores = usable_cores()
+        self._start: _Reading | None = None
+
+    def _read(self) -> _Reading:
+        return _Reading(time.monotonic(), _proc_stat(self.cores), _own_cpu_s())
+
+    def start(self) -> CpuWindow:
+        self._start = self._read()
+        return self
+
+    def stop(self) -> dict[str, Any] | None:
+        a, b = self._start, self._read()
+        if a is None or a.stat is None or b.stat is None:
+            return None
+        return window_figures(wall_s=b.mono - a.mono, busy_s=b.stat[0] - a.stat[0], steal_s=b.stat[1] - a.stat[1],
+                              own_cpu_s=b.own - a.own, usable_cores=len(self.cores))
+
+
+def window_figures(*, wall_s: float, busy_s: float, steal_s: float, own_cpu_s: float,
+                   usable_cores: int) -> dict[str, Any] | None:
+    """One window's figures in cores (1.0 = one core busy for the whole window)."""
+    if wall_s <= 0:
+        return None
+    return {"wall_s": round(wall_s, 3), "usable_cores": usable_cores, "busy_s": round(busy_s, 3),
+            "steal_s": round(steal_s, 3), "own_cpu_s": round(own_cpu_s, 3),
+            "own_cores": round(max(0.0, own_cpu_s) / wall_s, 3),
+            "others_cores": round(max(0.0, busy_s - own_cpu_s) / wall_s, 3),
+            "steal_share": round(max(0.0, steal_s) / (wall_s * max(1, usable_cores)), 4)}
+
+
+def combine(figures: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The windows of ``figures`` (an engine row's blocks) as one: their seconds summed; None when
+    none was read. /proc/stat counts in 10 ms ticks, so one short block alone says little."""
+    read = [f for f in figures if f]
+    if not read:
+        return None
+    return window_figures(**{k: sum(f[k] for f in read) for k in ("wall_s", "busy_s", "steal_s", "own_cpu_s")},
+                          usable_cores=read[0]["usable_cores"])
+
+
+def contention_warning(figures: dict[str, Any] | None, *, wanted_cores: float | None, what: str) -> str | None:
+    """One warning when other work competed with the measured work for the cores, else None.
+
+    ``wanted_cores``: the cores the measured work asked for (an engine row's ``--threads``; None: all
+    the usable cores, as a node's several threads may use them). Other processes' CPU beyond the
+    cores left free (``OTHERS_WARN_CORES`` or more), or time stolen by the hypervisor
+    (``STEAL_WARN_SHARE`` or more), makes the warning; it names the figures measured."""
+    if not figures or figures["wall_s"] < MIN_WINDOW_S:
+        return None
+    usable = figures["usable_cores"]
+    wanted = usable if wanted_cores is None else min(float(wanted_cores), usable)
+    competing = figures["others_cores"] - max(0.0, usable - wanted)
+    steal = figures["steal_share"]
+    if competing < OTHERS_WARN_CORES and steal < STEAL_WARN_SHARE:
+        return None
+    asked = f"asked for {wanted:g} of them" if wanted_cores is not None else "may use all of them"
+    return (f"{what}: other processes used {figures['others_cores']:.2f} of the {usable} usable cores during the "
+            f"{figures['wall_s']:.1f} s it was measured ({asked}; it used {figures['own_cores']:.2f}), and the "
+            f"hypervisor stole {100 * steal:.1f} % of their time (/proc/stat): it took turns with other work, so "
+            "its figures and ratios are not trustworthy; rerun on a quiet machine")
