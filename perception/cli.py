@@ -363,8 +363,9 @@ def configure_logging(verbose: int, quiet: bool) -> None:
 
 
 #: The commands whose process (and the nodes and probe children it starts) get numpy's OpenBLAS at
-#: one thread (``main``): they multiply no matrices in numpy.
-BLAS_THREADS_OFF = ("run", "launch")
+#: one thread (``main``): they multiply no matrices in numpy (the runtime and the operator tools;
+#: not train, eval, export or bench, whose work or children set their own threads).
+BLAS_THREADS_OFF = ("run", "launch", "listen", "record", "replay", "view", "demo", "inspect")
 
 
 def _chosen_command(argv: list[str]) -> str | None:
@@ -386,8 +387,8 @@ def main(argv: list[str] | None = None) -> int:
             # numpy's OpenBLAS starts a thread per core when numpy is imported, and where the system
             # refuses one (ulimit -u, a pids limit) it raises SIGINT in this process, which the node
             # took for a Ctrl-C ("stopped (signal SIGINT)", exit 0). These commands do no BLAS work
-            # in numpy (inference is ONNX Runtime's, OpenVINO's or torch's, with their own threads):
-            # one thread, none started. A user's own value wins.
+            # in numpy (the node's inference is ONNX Runtime's, OpenVINO's or torch's, with their own
+            # threads): one thread, none started. A user's own value wins.
             os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
         try:
             code = _main(sys.argv[1:])
@@ -581,6 +582,8 @@ def _limit_reached(exc: Exception) -> str | None:
         return thread_refused("a thread")
     if isinstance(exc, MemoryError):  # numpy's _ArrayMemoryError too
         return memory_refused(str(exc))
+    if isinstance(exc, ImportError) and "failed to map segment" in str(exc):  # ulimit -v below a library's size
+        return memory_refused(str(exc), "loading a library")
     if getattr(exc, "errno", None) in (errno.EMFILE, errno.ENFILE):
         return os_error_line(OSError(exc.errno, str(exc)))
     return None

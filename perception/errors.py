@@ -101,7 +101,7 @@ def memory_refused(detail: str = "", what: str = "") -> str:
     ``what``: what was being done): the address-space limit with its value when one is set
     (``ulimit -v``), and the fix."""
     detail = " ".join(detail.split())[:160]
-    said = f"out of memory{' ' + what if what else ''}{f' ({detail})' if detail else ''}"
+    said = f"out of memory{' while ' + what if what else ''}{f' ({detail})' if detail else ''}"
     try:
         import resource
 

@@ -158,7 +158,7 @@ def test_stop_watch_with_a_refused_deadline_thread_has_no_traceback(monkeypatch,
     assert thread_errors == []
 
 
-@pytest.mark.parametrize(("command", "expected"), [("run", "1"), ("launch", "1"), ("inspect", None)])
+@pytest.mark.parametrize(("command", "expected"), [("run", "1"), ("launch", "1"), ("listen", "1"), ("eval", None)])
 def test_the_node_commands_start_numpy_with_one_blas_thread(command, expected):
     script = ("import os, sys\n"
               f"sys.argv = ['perception', {command!r}, '--help']\n"
@@ -191,6 +191,20 @@ def test_memory_refused_to_a_command_is_one_line(tmp_path, monkeypatch, capsys, 
         assert "(ulimit -v, now 650000 KiB); raise the limit (ulimit -v unlimited)" in err
     else:
         assert "ulimit -v" not in err and "free memory" in err
+
+
+def test_a_library_that_cannot_be_mapped_under_an_address_space_limit_is_one_line(tmp_path, monkeypatch, capsys):
+    """Under a low ulimit -v, importing cv2 failed with an ImportError traceback (V3 N2)."""
+    from perception.commands import inspect as inspect_cmd
+
+    def unmappable(args):
+        raise ImportError("libavcodec-9b4c2a6b.so.61: failed to map segment from shared object")
+
+    monkeypatch.setattr(inspect_cmd, "main", unmappable)
+    assert cli.main(["inspect", str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("perception: error: out of memory while loading a library (libavcodec"), err
 
 
 # ---- M1: ONNX Runtime refused a thread or memory ----------------------------------------------------
@@ -230,7 +244,7 @@ def test_memory_refused_at_the_first_inference_is_a_resource_error(tmp_path):
         engine._checked_runs(no_memory, 1)
     assert caught.value.exit_code == 1
     said = str(caught.value)
-    assert said.startswith("out of memory the first inference of tiny.onnx on ort (") and "Failed to allocate" in said
+    assert said.startswith("out of memory while running the first inference of tiny.onnx on ort (") and "Failed to allocate" in said
     assert "check the file" not in said
 
 

@@ -380,7 +380,7 @@ class Engine(ABC):
         except (PerceptionError, AssertionError, AttributeError, NameError, TypeError):
             raise  # ours, or a bug in this code, whose traceback is the report (errors.py)
         except Exception as exc:  # each backend raises its own types (ORT's Fail, OpenVINO's RuntimeError, ...)
-            refused = resource_refused(exc, f"the first inference of {Path(self.model_path).name} on {self.kind}")
+            refused = resource_refused(exc, f"running the first inference of {Path(self.model_path).name} on {self.kind}")
             if refused is not None:  # a thread or memory the system refused, not the model's fault
                 raise refused from exc
             raise WarmupError(self.model_path, self.kind, exc, fix, batch) from exc
