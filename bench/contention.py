@@ -39,25 +39,18 @@ def usable_cores() -> list[int]:
 
 
 def _proc_stat(cores: list[int]) -> tuple[float, float] | None:
-    """(busy seconds, steal seconds) summed over ``cores`` from /proc/stat; None without it."""
+    """(busy seconds, steal seconds) summed over ``cores`` (psutil's per-CPU times: /proc/stat on
+    Linux); None where they cannot be read."""
     try:
-        text = open("/proc/stat", encoding="ascii").read()  # noqa: SIM115 (one read)
-    except OSError:
+        per_cpu = psutil.cpu_times(percpu=True)
+    except (OSError, psutil.Error):
         return None
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    wanted = {f"cpu{c}" for c in cores}
-    busy = steal = 0
-    seen = False
-    for line in text.splitlines():
-        parts = line.split()
-        if not parts or parts[0] not in wanted:
-            continue
-        seen = True
-        v = [int(x) for x in parts[1:9]] + [0] * max(0, 8 - len(parts[1:9]))
-        user, nice, system, _idle, _iowait, irq, softirq, st = v[:8]
-        busy += user + nice + system + irq + softirq  # guest time is already in user
-        steal += st
-    return (busy / tick, steal / tick) if seen else None
+    times = [per_cpu[c] for c in cores if c < len(per_cpu)]
+    if not times:
+        return None
+    # guest time is already in user; steal (and iowait, irq) are 0 where the system has none
+    busy = sum(t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0) for t in times)
+    return busy, sum(getattr(t, "steal", 0.0) for t in times)
 
 
 def _own_cpu_s() -> float:
