@@ -173,7 +173,9 @@ def _pair_fix(what: str) -> str:
     return f"replace it with a good copy, or remove it and its {other}"
 
 
-#: The start of each image type OpenCV reads, and what it is called in an error line.
+#: The start of each image type OpenCV reads, and what it is called in an error line. By hand: the
+#: file is one that did not decode, often cut short, and Pillow's identification parses more than the
+#: magic at open (a WebP cut in half reads as no image at all to it).
 _SIGNATURES = (
     (b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"BM", "BMP"),
     (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"RIFF", "WebP"), (b"#?", "Radiance HDR"),
