@@ -9,6 +9,7 @@ counters from its stats documents). ``perception bench pipeline`` (``bench/pipel
 from __future__ import annotations
 
 import json
+import random
 import re
 import subprocess
 import sys
@@ -51,6 +52,9 @@ DRAIN_IDLE_S = 0.3
 #: How long ``--engine auto`` may probe (a first start for the model and machine) before the
 #: window starts anyway; a probe of the 2-core machines here takes 30-60 s.
 PROBE_WAIT_S = 300.0
+#: The window opens at a random moment up to this long after the first frame, not on its arrival:
+#: opened right on a frame, the frames received in it come out half a frame short on average.
+OPEN_JITTER_S = 0.25
 
 
 def probe_cache_command(cfg: PipelineBenchConfig, model: Path) -> str:
@@ -244,6 +248,11 @@ def measure_node(cfg: PipelineBenchConfig, model: Path, tick=None) -> dict[str, 
                 # cores: the window starts once the verdict is in, on fresh counts.
                 probe = wait_for_probe(sub, proc, log_path, PROBE_WAIT_S,
                                        ended=probe_ended_message(cfg, model), seen=rx)
+            else:
+                settle = time.monotonic() + random.uniform(0.0, OPEN_JITTER_S)  # see OPEN_JITTER_S
+                while (now := time.monotonic()) < settle and proc.poll() is None:
+                    if (msg := sub.recv(timeout_s=settle - now)) is not None:
+                        record_message(rx, msg)
             # The window counts from here: the frame(s) whose first mask opened it, or arrived while
             # waiting for the probe, are left out, so its FPS is frames published inside it over its
             # length (counting the opening mask read about 1/--duration FPS high).

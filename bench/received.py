@@ -11,7 +11,9 @@ per-stage and end-to-end latency, CPU per frame. ``node.py`` fills one while it 
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from perception import contracts
@@ -48,17 +50,24 @@ class Received:
     #: Per mask topic, the ``pub_seq`` of frame ``skip_through``'s message: what the node had sent
     #: on the topic before the window (``stats.node_accounting``).
     anchor_pub_seqs: dict[str, int] = field(default_factory=dict)
+    #: The ``capture_ns`` of frame ``skip_through`` (the one that opened the window): where the
+    #: window starts on the capture clock (``window_end_seq``).
+    anchor_capture_ns: int | None = None
     #: Set once the window has closed: frames of the window that arrive after (while the node
     #: stops) count as received for the loss accounting, not for the rates or latencies.
     closed: bool = False
     late_seqs: set[int] = field(default_factory=set)
     late_pub_seqs: dict[str, dict[int, int]] = field(default_factory=dict)
+    #: The ``capture_ns`` of those late frames: they say where the window ends on the capture clock.
+    late_capture_ns: dict[int, int] = field(default_factory=dict)
 
     def window_after(self) -> Received:
         """A fresh record for the window that opens now: the frames seen so far (up to ``last_seq``)
         are left out, and their ``pub_seq`` anchors the node's count of what it sent before."""
         anchors = {t: pubs[self.last_seq] for t, pubs in self.pub_seqs.items() if self.last_seq in pubs}
-        return Received(skip_through=self.last_seq, anchor_pub_seqs=anchors)
+        opening = self.frames.get(self.last_seq) if self.last_seq is not None else None
+        return Received(skip_through=self.last_seq, anchor_pub_seqs=anchors,
+                        anchor_capture_ns=None if opening is None else opening["capture_ns"])
 
 
 def stats_document(msg) -> dict[str, Any] | None:
@@ -79,6 +88,9 @@ def record_message(rx: Received, msg) -> None:
     if rx.closed:
         if rx.skip_through is None or seq > rx.skip_through:
             rx.late_seqs.add(seq)
+            capture_ns = msg.header.get("capture_ns")
+            if isinstance(capture_ns, int) and not isinstance(capture_ns, bool):
+                rx.late_capture_ns.setdefault(seq, capture_ns)
             if msg.pub_seq is not None:
                 rx.late_pub_seqs.setdefault(msg.topic, {})[seq] = msg.pub_seq
         return
@@ -106,11 +118,55 @@ def record_message(rx: Received, msg) -> None:
     }
 
 
+def window_end_seq(rx: Received, window_s: float) -> int | None:
+    """The window's last frame: the one captured nearest ``window_s`` after the frame that opened it.
+
+    Frames are numbered at capture, one after another, so the window's frames are those numbered
+    after the opening one up to this one: ``window_s`` of capture, the frames the node captured
+    while it stopped (after the window) left out, and its count ``window_s`` x the capture rate
+    (nearest, not the last at or before, so that the count is not half a frame short on average).
+    Its capture time is known from the frames received (in the window and after it, while the node
+    stopped); across frames that never arrived it is interpolated between the received ones around
+    it, and past the last one received extrapolated at the pace of those before it. Never before
+    the last frame received in the window (all of them are the window's).
+
+    None (the span then runs to the node's stop, as ``stats.node_accounting`` says) without the
+    opening frame's capture time, when no frame after it was received, or when the capture times
+    do not rise with the frame numbers (not one clock)."""
+    start, opened_ns = rx.skip_through, rx.anchor_capture_ns
+    if start is None or opened_ns is None or window_s <= 0:
+        return None
+    points = {start: opened_ns}
+    points.update({s: f["capture_ns"] for s, f in rx.frames.items() if s > start})
+    points.update({s: c for s, c in rx.late_capture_ns.items() if s > start and s not in points})
+    seqs = sorted(points)
+    caps = [points[s] for s in seqs]
+    if len(seqs) < 2 or any(b <= a for a, b in pairwise(caps)):
+        return None
+    edge = opened_ns + window_s * 1e9
+    i = bisect_right(caps, edge) - 1  # the last frame known captured at or before the edge (>= 0)
+    s_a, c_a = seqs[i], caps[i]
+    if i + 1 < len(seqs):  # between two known frames
+        s_b, c_b = seqs[i + 1], caps[i + 1]
+    else:  # past the last known one, at the pace from the opening frame to it
+        s_b, c_b = s_a + 1, c_a + (c_a - opened_ns) / (s_a - start)
+    position = s_a + (edge - c_a) * (s_b - s_a) / (c_b - c_a)
+    end = max(int(position + 0.5), s_a)
+    if i + 1 < len(seqs):
+        end = min(end, s_b)
+    return max(end, max(rx.order, default=start))
+
+
 def summarize_received(rx: Received, *, window_s: float, cpu: dict, subscriber: dict, extra: dict,
                        final: dict | None = None, window_end_ns: int | None = None,
                        window_end_mono_ns: int | None = None) -> dict:
     """Rates, gaps, per-stage and end-to-end latency from what the subscriber received, and the
     frames counted against the node's own final stats ``final`` (``stats.node_accounting``).
+
+    The window's frames are those numbered after the one that opened it up to ``window_end_seq``
+    (the frame captured nearest ``window_s`` after it; without capture times that rise, up to the
+    node's stop): input FPS = those frames / ``window_s``, output FPS = those received in the window /
+    ``window_s``, so frames the node captured while it stopped count in neither.
 
     With them, the figures balance: frames captured = received (+ received after the window closed) +
     missing, missing = dropped by the
@@ -142,11 +198,12 @@ def summarize_received(rx: Received, *, window_s: float, cpu: dict, subscriber: 
     pub_seqs = {t: {**rx.pub_seqs.get(t, {}), **rx.late_pub_seqs.get(t, {})}
                 for t in {*rx.pub_seqs, *rx.late_pub_seqs}}
     acct = node_accounting([*seqs, *rx.late_seqs], pub_seqs, start_seq=rx.skip_through,
-                           anchor_pub_seqs=rx.anchor_pub_seqs, final=final)
+                           anchor_pub_seqs=rx.anchor_pub_seqs, final=final, end_seq=window_end_seq(rx, window_s))
     warnings: list[str] = []
     sequence: dict[str, Any] = dict(gaps)
     if acct is not None:
-        # The node's own counts from the window's first frame to its stop (see node_accounting).
+        # The node's own counts from the window's first frame to its last (``window_end_seq``: the
+        # frame captured nearest window_s after the opening one; see node_accounting).
         captured, dropped, lost = acct["captured"], acct["dropped"], acct["lost_after_node"]
         # frames of the window still on their way when it closed, read while the node stopped: they
         # reached the subscriber (not missing), but are outside the window's rates and latencies
@@ -204,6 +261,9 @@ def summarize_received(rx: Received, *, window_s: float, cpu: dict, subscriber: 
         "window_s": round(window_s, 4),
         # Frames of the window that reached the subscriber in it; captured = received + missing +
         # received_after_window (frames of the window read after it closed, while the node stopped).
+        # The window's frames: numbered after the opening one, up to the one captured nearest
+        # window_s after it (window_end_seq), so input_fps is the capture rate over the window and
+        # output_fps the frames received in the window over the same seconds.
         "frames_received": len(seqs),
         "frames_received_after_window": late,
         "frames_captured": captured,

@@ -145,11 +145,13 @@ _FINAL_COUNTERS = ("frames_in", "published", "source_corrupt", "in_flight_discar
 
 
 def node_accounting(received: Iterable[int], pub_seqs: dict[str, dict[int, int]], *, start_seq: int | None,
-                    anchor_pub_seqs: dict[str, int], final: dict | None) -> dict | None:
+                    anchor_pub_seqs: dict[str, int], final: dict | None, end_seq: int | None = None) -> dict | None:
     """The measuring span's frames counted against the node's own final stats, the tail included.
 
     The span is the frames numbered after ``start_seq`` (the last frame seen before the window
-    opened) up to the last one the node read before it stopped. ``received``: the frame numbers
+    opened) up to ``end_seq`` (the window's last frame, ``received.window_end_seq``), or without it
+    (or past the node's last frame) up to the last one the node read before it stopped: frames the
+    node captured while it stopped, after the window, are not the window's. ``received``: the frame numbers
     the subscriber got in the span (in the window and while the node stopped); ``pub_seqs`` per
     mask topic, frame number -> ``pub_seq`` of those messages; ``anchor_pub_seqs``: per topic, the
     ``pub_seq`` of frame ``start_seq``'s message (the node's count of what it sent on the topic
@@ -180,17 +182,34 @@ def node_accounting(received: Iterable[int], pub_seqs: dict[str, dict[int, int]]
         return None
     read = counts["frames_in"] - counts["source_corrupt"]  # numbered frames: seq 0 .. read - 1
     sent_on_topic = counts["published"] - counts["unheard"]  # frames whose masks went to the socket
-    got = sorted({s for s in received if start_seq < s < read})
+    last_seq = read - 1 if end_seq is None else min(end_seq, read - 1)  # the span's last frame
+    got = sorted({s for s in received if start_seq < s <= last_seq})
     # The topic whose last received message is latest settles the tail (prefer one the span has).
     def last_on(topic: str) -> tuple[int, int] | None:
-        inside = [(s, p) for s, p in (pub_seqs.get(topic) or {}).items() if start_seq < s < read]
+        inside = [(s, p) for s, p in (pub_seqs.get(topic) or {}).items() if start_seq < s <= last_seq]
         return max(inside) if inside else None
     topic = max(topics, key=lambda t: (last_on(t) or (-1, -1))[0])
     before = anchor_pub_seqs[topic] + 1  # messages on the topic up to and with frame start_seq
-    span = read - 1 - start_seq
-    in_flight = min(counts["in_flight_discarded"], max(span, 0))
+    span = last_seq - start_seq
+    # the frames its stop cut off are its last ones read: in the span only where it reaches them
+    tail_start = read - counts["in_flight_discarded"]  # its first frame in flight at the stop
+    in_flight = min(counts["in_flight_discarded"], max(span, 0), max(last_seq - tail_start + 1, 0))
     captured = span - in_flight
-    published = sent_on_topic - before
+    # messages on the topic up to and with the span's last frame: all the node sent, for a span to its
+    # stop; else the pub_seq of the topic's last message at or before it, and of the frames between it
+    # and the next message (or the node's stop) the share up to it
+    sent_in_span = sent_on_topic
+    if last_seq < read - 1:
+        topic_pubs = {s: p for s, p in (pub_seqs.get(topic) or {}).items() if start_seq < s < read}
+        lo = max(((s, p) for s, p in topic_pubs.items() if s <= last_seq), default=(start_seq, before - 1))
+        # past the last message: the node's stop, before the frames in flight there (never sent)
+        hi = min(((s, p) for s, p in topic_pubs.items() if s > last_seq),
+                 default=(max(tail_start, last_seq + 1), sent_on_topic))
+        between = hi[0] - lo[0] - 1  # frames strictly between the two
+        sent_between = max(hi[1] - lo[1] - 1, 0)  # of which the node sent
+        share = round(sent_between * (last_seq - lo[0]) / between) if between > 0 else 0
+        sent_in_span = lo[1] + 1 + min(share, last_seq - lo[0])
+    published = sent_in_span - before
     problems: list[str] = []
     if published < 0 or published > captured:
         problems.append(f"the node's final stats count {sent_on_topic} frames sent in all, which leaves {published} for "
@@ -198,15 +217,16 @@ def node_accounting(received: Iterable[int], pub_seqs: dict[str, dict[int, int]]
     if len(got) > max(published, 0):
         problems.append(f"the subscriber received {len(got)} frames of the span, more than the {max(published, 0)} "
                         "the node's final stats say it published")
+    heard = [(s, p) for s, p in (pub_seqs.get(topic) or {}).items() if start_seq < s < read]
+    if heard and max(heard)[1] + 1 > sent_on_topic:
+        problems.append(f"a message of frame {max(heard)[0]} carries pub_seq {max(heard)[1]}, past the "
+                        f"{sent_on_topic} frames the node's final stats say it sent")
     last = last_on(topic)
     after_last = 0
     if last is not None:
-        last_seq, last_pub = last
-        if last_pub + 1 > sent_on_topic:
-            problems.append(f"a message of frame {last_seq} carries pub_seq {last_pub}, past the {sent_on_topic} "
-                            "frames the node's final stats say it sent")
-        later = sum(1 for s in got if s > last_seq)  # frames after it that arrived on other topics only
-        after_last = max(0, sent_on_topic - (last_pub + 1) - later)
+        last_rx, last_pub = last
+        later = sum(1 for s in got if s > last_rx)  # frames after it that arrived on other topics only
+        after_last = max(0, sent_in_span - (last_pub + 1) - later)
     elif got:
         after_last = 0
     else:
@@ -215,7 +235,7 @@ def node_accounting(received: Iterable[int], pub_seqs: dict[str, dict[int, int]]
     lost = max(published - len(got), 0)
     return {
         "first_seq": start_seq + 1,
-        "last_seq": read - 1,
+        "last_seq": last_seq,
         "captured": captured,
         "in_flight_at_stop": in_flight,
         "published": published,
