@@ -24,6 +24,7 @@ from pathlib import Path
 import zmq
 import zmq.auth
 import zmq.auth.certs
+from zmq.utils import z85
 
 from perception.errors import ConfigError, PublishError, why_not_a_file
 
@@ -214,6 +215,9 @@ def load_key_pair(secret_file: str | Path, *, role: str) -> tuple[bytes, bytes]:
         raise PublishError(
             f"{role} key file {path} has no secret key; pass the .key_secret file made by `perception keys`"
         )
+    if zmq.curve_public(secret) != public:
+        raise PublishError(f"{role} key file {path} holds a public key that does not belong to its secret key; "
+                           "recreate the pair with `perception keys`")
     warn_if_open(path, role=role)
     return public, secret
 
@@ -248,13 +252,107 @@ def load_public_key(public_file: str | Path, *, role: str) -> bytes:
     return public
 
 
-def load_certificate(path: Path, *, role: str) -> tuple[bytes, bytes | None]:
-    if not path.is_file():
-        raise PublishError(f"{role} key file {path} {why_not_a_file(path)}; create one with `perception keys --out DIR --name NAME`")
+#: The most bytes a key file may hold: ``perception keys`` writes about 300 (a public key file)
+#: to 400 (a secret one), pyzmq and czmq about as much; a larger file is refused unread, so a
+#: huge or endless file in --curve-allow costs neither memory nor time.
+MAX_KEY_FILE_BYTES = 16 * 1024
+
+_Z85_CHARS = frozenset(z85.Z85CHARS)  # byte values
+
+
+class KeyFileGoneError(PublishError):
+    """A key file that is not there (any more): removed, or a link to nothing."""
+
+
+class KeyFileTooLargeError(PublishError):
+    """A key file larger than MAX_KEY_FILE_BYTES (``size``: its size, or more), refused unread."""
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+def _read_key_file(path: Path, *, role: str) -> bytes:
+    """The bytes of the key file ``path``, read without following it into anything but a regular
+    file of at most MAX_KEY_FILE_BYTES (O_NONBLOCK: a FIFO put in its place never blocks)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        public, secret = zmq.auth.load_certificate(path)
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        raise PublishError(f"{role} key file {path} is not a ZeroMQ certificate ({exc}); recreate it with `perception keys`") from None
-    if not public or len(public) != 40 or (secret is not None and len(secret) != 40):
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise KeyFileGoneError(f"{role} key file {path} not found; create one with `perception keys --out DIR "
+                               "--name NAME`") from None
+    except OSError as exc:
+        raise PublishError(f"{role} key file {path} cannot be read ({exc.strerror or exc}); check its permissions "
+                           "or recreate it with `perception keys`") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise PublishError(f"{role} key file {path} is not a regular file; create one with `perception keys "
+                               "--out DIR --name NAME`")
+        if st.st_size > MAX_KEY_FILE_BYTES:
+            raise KeyFileTooLargeError(f"{role} key file {path} is too large for a key file ({st.st_size} bytes, "
+                                       f"more than {MAX_KEY_FILE_BYTES}); recreate it with `perception keys`",
+                                       st.st_size)
+        chunks, total = [], 0
+        while total <= MAX_KEY_FILE_BYTES:  # it may grow after the fstat: never read more than the limit
+            chunk = os.read(fd, MAX_KEY_FILE_BYTES + 1 - total)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > MAX_KEY_FILE_BYTES:
+            raise KeyFileTooLargeError(f"{role} key file {path} is too large for a key file (more than "
+                                       f"{MAX_KEY_FILE_BYTES} bytes); recreate it with `perception keys`", total)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise PublishError(f"{role} key file {path} cannot be read ({exc.strerror or exc}); recreate it with "
+                           "`perception keys`") from None
+    finally:
+        os.close(fd)
+
+
+def _parse_certificate(data: bytes) -> tuple[bytes | None, bytes | None]:
+    """(public, secret) as pyzmq's ``zmq.auth.load_certificate`` reads them from a file's bytes."""
+    public = secret = None
+    for line in data.splitlines():
+        line = line.strip()
+        if line.startswith(b"#"):
+            continue
+        if line.startswith(b"public-key"):
+            public = line.split(b"=", 1)[1].strip(b" \t'\"") if b"=" in line else b""
+        elif line.startswith(b"secret-key"):
+            secret = line.split(b"=", 1)[1].strip(b" \t'\"") if b"=" in line else b""
+        if public and secret:
+            break
+    return public, secret
+
+
+def valid_z85_key(key: bytes | None) -> bool:
+    """Whether ``key`` is a CURVE key in Z85 text: 40 characters of the Z85 alphabet that decode
+    to 32 bytes (libzmq refuses anything else with a bare "Invalid argument")."""
+    if not key or len(key) != 40 or not set(key) <= _Z85_CHARS:
+        return False
+    try:
+        return len(z85.decode(key)) == 32
+    except Exception:  # noqa: BLE001 - z85.decode raises KeyError, struct.error or ValueError alike
+        return False
+
+
+def load_certificate(path: Path, *, role: str) -> tuple[bytes, bytes | None]:
+    """(public, secret or None) Z85 keys of the key file ``path``, both checked (Z85, 32 bytes);
+    PublishError naming the file and the fix (KeyFileGoneError when it is not there)."""
+    if not os.path.lexists(path):
+        raise KeyFileGoneError(f"{role} key file {path} not found; create one with `perception keys --out DIR "
+                               "--name NAME`")
+    if not path.is_file():
+        why = why_not_a_file(path)
+        error = KeyFileGoneError if why == "not found" else PublishError  # a link to nothing
+        raise error(f"{role} key file {path} {why}; create one with `perception keys --out DIR --name NAME`")
+    data = _read_key_file(path, role=role)
+    public, secret = _parse_certificate(data)
+    if public is None:
+        raise PublishError(f"{role} key file {path} is not a ZeroMQ certificate (no public key found); recreate it "
+                           "with `perception keys`")
+    if not valid_z85_key(public) or (secret is not None and not valid_z85_key(secret)):
         raise PublishError(f"{role} key file {path} holds a malformed key; recreate it with `perception keys`")
     return public, secret

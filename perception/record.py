@@ -420,6 +420,12 @@ class Recorder:
         self.messages += 1
 
     @property
+    def handshake_failure(self) -> str | None:
+        """Why the node refused this recorder's CURVE handshake (``MaskSubscriber.handshake_failure``),
+        or None."""
+        return self._sub.handshake_failure if self._sub is not None else None
+
+    @property
     def last_version_error(self) -> str | None:
         """Why the latest message of another wire version (or of a kind or compression the reader does
         not know) was skipped, naming both versions and the fix; None when none was."""

@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -54,7 +56,13 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
-from perception.curve_keys import load_certificate, load_key_pair, load_public_key, posix_mode
+from perception.curve_keys import (
+    KeyFileGoneError,
+    KeyFileTooLargeError,
+    load_certificate,
+    load_key_pair,
+    posix_mode,
+)
 from perception.errors import PublishError, why_not_a_file
 
 log = logging.getLogger(__name__)
@@ -88,12 +96,44 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _key_files(location: Path) -> list[Path]:
-    """The ``*.key`` files of the allow-list folder, as pyzmq's ``load_certificates`` globs them
-    (hidden files left out); OSError when the folder cannot be listed."""
+#: Names in an allow-list line before the rest are counted ("added 500: a.key, b.key, ... and 495 more").
+_MAX_NAMES = 5
+
+
+def _names(names: list[str]) -> str:
+    """``names`` for a log line: all of them when few, else the first ``_MAX_NAMES`` and a count."""
+    if len(names) <= _MAX_NAMES:
+        return ", ".join(names)
+    return f"{len(names)}: {', '.join(names[:_MAX_NAMES])}, ... and {len(names) - _MAX_NAMES} more"
+
+
+def _scan(location: Path) -> tuple[tuple, dict[str, str], tuple[str, ...]]:
+    """The allow-list folder as the watcher sees it: the listing of its ``*.key`` regular files
+    (name, size, mtime, ctime, inode; hidden files left out, as pyzmq's ``load_certificates``
+    globs them), the ``*.key`` entries that cannot be key files (a link to nothing, a folder, a
+    FIFO: name -> why) and the names of the ``*.key_secret`` files put there. A file removed
+    between the listing and its stat is not there. OSError when the folder cannot be listed."""
     with os.scandir(location) as entries:
-        return sorted(location / e.name for e in entries
-                      if e.name.endswith(".key") and not e.name.startswith(".") and e.is_file())
+        names = sorted(e.name for e in entries if not e.name.startswith("."))
+    listing, broken = [], {}
+    for name in names:
+        if not name.endswith(".key"):
+            continue
+        path = location / name
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            if path.is_symlink():
+                broken[name] = "is a link to nothing"
+            continue  # removed since the listing
+        except OSError as exc:
+            broken[name] = f"cannot be looked at ({exc.strerror or exc})"
+            continue
+        if stat.S_ISREG(st.st_mode):
+            listing.append((name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+        else:
+            broken[name] = "is a folder" if stat.S_ISDIR(st.st_mode) else "is not a regular file"
+    return tuple(listing), broken, tuple(n for n in names if n.endswith(".key_secret"))
 
 
 class _AuditLog:
@@ -195,6 +235,15 @@ class AuditingAuthenticator(ThreadAuthenticator):
         self._bad: list[str] = []  # the .key files last warned about as not admitted
         self._clock: Callable[[], float] = time.monotonic
         self._reload_lock = threading.Lock()
+        self._cache: dict[str, tuple] = {}  # name -> (listing entry, public key or None, holds a secret, why not)
+        self._tickets = 0  # looks at the folder begun
+        self._applied = 0  # the latest look applied (an older one finishing later is dropped)
+        self._broken_warned: set[str] = set()  # the *.key entries warned about as no key files
+        self._secret_warned: set[str] = set()  # the files warned about as holding a secret key
+        #: True once the ZAP thread was found dead (``check_zap``): nobody is admitted from then on.
+        self.failed = False
+        #: Called (watcher thread) when the ZAP thread died: the node stops with exit 1.
+        self.on_failure: Callable[[], None] | None = None
         self._stop_watch = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -207,22 +256,34 @@ class AuditingAuthenticator(ThreadAuthenticator):
     def load_initial(self) -> int:
         """Read the folder before the first handshake; PublishError for a missing or empty folder
         or a file that is not a public key (at start every problem is an error)."""
-        files = _key_files(self.location)
-        if not files:
+        listing, broken, secret_files = _scan(self.location)
+        self._warn_odd_entries(broken, secret_files)
+        if not listing:
+            odd = f" ({_names(sorted(broken))}: not key files)" if broken else ""
             raise PublishError(
-                f"CURVE allow-list directory {self.location} holds no .key files; copy each subscriber's public .key into it"
+                f"CURVE allow-list directory {self.location} holds no .key files{odd}; copy each subscriber's public "
+                ".key into it"
             )
-        self._files = {path.name: load_public_key(path, role="allowed client") for path in files}
-        self._listing = self._list()
+        reads: dict[str, tuple] = {}
+        for entry in listing:
+            public, secret = load_certificate(self.location / entry[0], role="allowed client")
+            reads[entry[0]] = (entry, public, secret is not None, None)
+        self._warn_secrets(reads)
+        self._cache = reads
+        self._files = {name: read[1] for name, read in reads.items()}
+        self._listing = listing
         self.allowed = frozenset(self._files.values())
-        return len(files)
+        return len(listing)
 
     def watch(self, interval_s: float | None = None) -> None:
-        """Start the thread that calls ``reload`` every ``interval_s`` (``ALLOW_POLL_S``)."""
+        """Start the thread that calls ``reload`` every ``interval_s`` (``ALLOW_POLL_S``), and checks
+        that the ZAP thread still runs (``check_zap``)."""
         interval = ALLOW_POLL_S if interval_s is None else interval_s
 
         def loop() -> None:
             while not self._stop_watch.wait(interval):
+                if not self.check_zap():
+                    return
                 try:
                     self.reload()
                 except Exception:  # never let the watcher die silently: the list would freeze
@@ -231,30 +292,113 @@ class AuditingAuthenticator(ThreadAuthenticator):
         self._watcher = threading.Thread(target=loop, name="curve-allow-watch", daemon=True)
         self._watcher.start()
 
+    def check_zap(self) -> bool:
+        """Whether the ZAP thread that answers every handshake still runs. When it died (an error in
+        it), new clients would wait for ever and the node would look healthy, so: one error line,
+        every connected client cut, nobody admitted, and ``on_failure`` (the node stops, exit 1);
+        without one, SIGTERM to this process. False when it died."""
+        thread = self.thread
+        if self.failed:
+            return False
+        if thread is None or thread.ident is None or thread.is_alive() or self._stop_watch.is_set():
+            return True
+        self.failed = True
+        log.error("CURVE: the ZAP authenticator thread died, so no client can be admitted (new handshakes would "
+                  "wait for ever); stopping the node: restart it (see the error above)")
+        old, self.allowed = self.allowed, frozenset()
+        if old and self.on_revoke is not None:
+            try:
+                self.on_revoke(old)
+            except Exception:  # noqa: BLE001 - the node stops anyway
+                log.exception("CURVE: disconnecting the clients failed")
+        if self.on_failure is not None:
+            self.on_failure()
+        else:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return False
+
     def _list(self) -> tuple:
         """What the folder looks like (names, sizes, mtimes, inodes); OSError when unreadable."""
-        listing = []
-        for path in _key_files(self.location):
-            st = path.stat()
-            listing.append((path.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
-        return tuple(listing)
+        return _scan(self.location)[0]
 
     def reload(self) -> bool:
-        """Look at the folder; when it changed, read it, swap the allowed set, disconnect clients
-        whose key was removed, and log one line. Returns True when it logged that line."""
-        with self._reload_lock:
-            return self._reload_locked()
+        """Look at the folder; when it changed, read the files that changed (at most
+        ``MAX_KEY_FILE_BYTES`` each), swap the allowed set, disconnect clients whose key was
+        removed, and log one line. Returns True when it logged that line.
 
-    def _reload_locked(self) -> bool:
+        No lock is held while files are read (a slow file delays nothing else): each look takes a
+        ticket, and only the latest look applies (an older one that finishes later is dropped)."""
+        with self._reload_lock:
+            self._tickets += 1
+            ticket = self._tickets
         try:
-            listing = self._list()
+            listing, broken, secret_files = _scan(self.location)
         except OSError as exc:
-            why = "not found" if isinstance(exc, FileNotFoundError) else exc.strerror or str(exc)
-            if why != self._unreadable:
-                log.warning("CURVE allow-list folder %s cannot be read (%s); keeping the last list (%s) until it can",
-                            self.location, why, _plural(len(self.allowed), "client key"))
-            self._unreadable = why
+            with self._reload_lock:
+                if ticket < self._applied:
+                    return False
+                self._applied = ticket
+                why = "not found" if isinstance(exc, FileNotFoundError) else exc.strerror or str(exc)
+                if why != self._unreadable:
+                    log.warning("CURVE allow-list folder %s cannot be read (%s); keeping the last list (%s) until "
+                                "it can", self.location, why, _plural(len(self.allowed), "client key"))
+                self._unreadable = why
             return False
+        cache = self._cache
+        reads: dict[str, tuple] = {}
+        for entry in listing:
+            name = entry[0]
+            if name in cache and cache[name][0] == entry:
+                reads[name] = cache[name]  # unchanged: not read again
+                continue
+            try:
+                public, secret = load_certificate(self.location / name, role="allowed client")
+                reads[name] = (entry, public, secret is not None, None)
+            except KeyFileGoneError:  # removed since the listing: a removal, never a file being written
+                continue
+            except KeyFileTooLargeError as exc:
+                reads[name] = (entry, None, False, f"too large for a key file: {exc.size} bytes")
+            except PublishError:
+                reads[name] = (entry, None, False, "unreadable or malformed")
+        listing = tuple(entry for entry in listing if entry[0] in reads)
+        with self._reload_lock:
+            if ticket < self._applied:
+                return False  # a later look has applied already
+            self._applied = ticket
+            self._warn_odd_entries(broken, secret_files)
+            self._warn_secrets(reads)
+            self._cache = reads
+            return self._apply(listing, reads)
+
+    def _warn_odd_entries(self, broken: dict[str, str], secret_files: tuple[str, ...]) -> None:
+        """One warning for each ``*.key`` entry that cannot be a key file, and for each
+        ``*.key_secret`` file in the folder (warned again only after it went and came back)."""
+        for name, why in broken.items():
+            if name not in self._broken_warned:
+                log.warning("CURVE allow-list: %s in %s %s, so it admits nobody; put the client's public .key file "
+                            "there", name, self.location, why)
+        self._broken_warned = set(broken)
+        for name in secret_files:
+            if name not in self._secret_warned:
+                log.warning("CURVE allow-list: %s in %s is a secret key file: it is not read (only .key files are), "
+                            "and anyone who can read the folder can read that secret; move it out, copy only the "
+                            "public .key, and treat the secret as exposed (make a new pair with `perception keys`)",
+                            name, self.location)
+        self._secret_warned = set(secret_files) | {n for n in self._secret_warned if n.endswith(".key")}
+
+    def _warn_secrets(self, reads: dict[str, tuple]) -> None:
+        """One warning for each ``.key`` file in the folder that holds a secret key too."""
+        for name, (_entry, public, has_secret, _why) in reads.items():
+            if public is not None and has_secret and name not in self._secret_warned:
+                self._secret_warned.add(name)
+                log.warning("CURVE allow-list: %s in %s holds a secret key (a .key_secret copied as .key?): its "
+                            "public key is admitted, but anyone who can read the folder can read that secret; copy "
+                            "only the public .key, and treat the secret as exposed (make a new pair with "
+                            "`perception keys`)", name, self.location)
+        self._secret_warned = {n for n in self._secret_warned
+                               if n.endswith(".key_secret") or (n in reads and reads[n][2])}
+
+    def _apply(self, listing: tuple, reads: dict[str, tuple]) -> bool:
         if self._unreadable is not None:
             self._unreadable = None
             if listing == self._listing:
@@ -263,16 +407,9 @@ class AuditingAuthenticator(ThreadAuthenticator):
         if listing == self._listing and not self._held:
             return False
         now = self._clock()
-        if listing != self._listing:
-            files: dict[str, bytes] = {}
-            bad: list[str] = []
-            for name, *_ in listing:
-                try:
-                    files[name] = load_public_key(self.location / name, role="allowed client")
-                except PublishError:
-                    bad.append(name)
-        else:  # unchanged since the last reading: only the grace of the held files runs on
-            files, bad = dict(self._files), [name for name, *_ in listing if name not in self._files]
+        files = {name: read[1] for name, read in reads.items() if read[1] is not None}
+        bad = [name for name, read in reads.items() if read[1] is None]
+        why_bad = {name: reads[name][3] for name in bad}
         entries = {entry[0]: entry for entry in listing}
         old_held = self._held
         held: dict[str, tuple[bytes, tuple, float, float]] = {}
@@ -293,18 +430,22 @@ class AuditingAuthenticator(ThreadAuthenticator):
         if newly_held:
             one = len(newly_held) == 1
             log.warning("CURVE allow-list: %s in %s %s (unreadable or malformed: still being written?); %s key "
-                        "stays admitted until %s left so for %g s, then it is revoked", ", ".join(newly_held),
+                        "stays admitted until %s left so for %g s, then it is revoked", _names(newly_held),
                         self.location, "is not a public key file now" if one else "are not public key files now",
                         "its" if one else "their", "it is" if one else "they are", ALLOW_GRACE_S)
         if unadmitted and unadmitted != self._bad:
             # Not admitted (never fall open); a file still being copied is read again once it changes.
-            log.warning("CURVE allow-list: %s in %s %s (unreadable or malformed), so not admitted; recreate it "
-                        "with `perception keys` and copy the .key", ", ".join(unadmitted), self.location,
-                        "is not a public key file" if len(unadmitted) == 1 else "are not public key files")
+            whys = sorted({why_bad[name] for name in unadmitted})
+            log.warning("CURVE allow-list: %s in %s %s (%s), so not admitted; recreate it with `perception keys` "
+                        "and copy the .key", _names(unadmitted), self.location,
+                        "is not a public key file" if len(unadmitted) == 1 else "are not public key files",
+                        "; ".join(whys))
         self._bad = unadmitted
         old_files = {**self._files, **{name: h[0] for name, h in old_held.items()}}
         old_keys = self.allowed
         new_keys = frozenset(files.values()) | frozenset(h[0] for h in held.values())
+        if self.failed:  # the ZAP thread died: nobody is admitted again
+            new_keys = frozenset()
         # from here on the ZAP thread decides with the new list
         self._files, self._held, self.allowed = files, held, new_keys
         added = [n for n in files if n not in old_files]
@@ -336,7 +477,7 @@ class AuditingAuthenticator(ThreadAuthenticator):
                 self.disconnected += cut
         for key in new_keys:
             self.revoked.pop(key.decode(), None)
-        parts = [f"{label} {', '.join(names)}" for label, names in
+        parts = [f"{label} {_names(names)}" for label, names in
                  (("added", added), ("removed", removed), ("unreadable now", broken), ("changed", changed),
                   ("whole again, the same key", whole))
                  if names]
@@ -445,9 +586,14 @@ def make_curve_server(socket: zmq.Socket, secret_file: str | Path | tuple[bytes,
     """Make ``socket`` a CURVE server with the key pair in ``secret_file`` (before bind), or the
     (public, secret) pair ``load_key_pair`` read from it."""
     public, secret = secret_file if isinstance(secret_file, tuple) else load_key_pair(secret_file, role="server secret")
-    socket.curve_publickey = public
-    socket.curve_secretkey = secret
-    socket.curve_server = True
+    try:
+        socket.curve_publickey = public
+        socket.curve_secretkey = secret
+        socket.curve_server = True
+    except zmq.ZMQError as exc:  # a key libzmq refuses: the file's fault, never the endpoint's
+        name = "the --curve-secret-key file" if isinstance(secret_file, tuple) else str(secret_file)
+        raise PublishError(f"ZeroMQ refused the CURVE key pair of {name} ({exc.strerror}); recreate it with "
+                           "`perception keys`") from None
 
 
 def make_curve_client(socket: zmq.Socket, *, server_key_file: str | Path, client_secret_file: str | Path) -> None:
@@ -460,5 +606,14 @@ def make_curve_client(socket: zmq.Socket, *, server_key_file: str | Path, client
         public = path.with_suffix(".key") if path.suffix == ".key_secret" else "its .key"
         raise PublishError(f"--curve-server-key {path} is a secret key file (the node's .key_secret); give the "
                            f"node's public key, {public}, and keep the .key_secret on the node only")
-    socket.curve_serverkey = server_public
-    socket.curve_publickey, socket.curve_secretkey = load_key_pair(client_secret_file, role="client secret")
+    client_public, client_secret = load_key_pair(client_secret_file, role="client secret")
+    try:
+        socket.curve_serverkey = server_public
+    except zmq.ZMQError as exc:  # a key libzmq refuses: the file's fault, never the endpoint's
+        raise PublishError(f"ZeroMQ refused the server public key in --curve-server-key {path} ({exc.strerror}); "
+                           "give the node's public .key made by `perception keys`") from None
+    try:
+        socket.curve_publickey, socket.curve_secretkey = client_public, client_secret
+    except zmq.ZMQError as exc:
+        raise PublishError(f"ZeroMQ refused the key pair in --curve-key {client_secret_file} ({exc.strerror}); "
+                           "recreate it with `perception keys`") from None

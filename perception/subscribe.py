@@ -119,7 +119,35 @@ _POLL_SLICE_S = 1.0
 # in the same I/O thread step) before the subscriber takes the connection for dead and reconnects.
 _RECONNECT_GRACE_S = 0.1
 # The socket monitor events the subscriber watches (see MaskSubscriber._watch_connections).
-_MONITOR_EVENTS = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
+# The HANDSHAKE_FAILED_* events name why a node refused this client (MaskSubscriber.handshake_failure):
+# libzmq 4.3 gives FAILED_AUTH (ZAP status 400) for a key the node's --curve-allow refuses,
+# FAILED_PROTOCOL (mechanism mismatch) for a plain client of a CURVE node or a CURVE client of a plain
+# one, and FAILED_NO_DETAIL for a CURVE client with the wrong server public key.
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+_MONITOR_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
+                   | _HANDSHAKE_FAILED)
+
+
+def handshake_failure_text(event: int, value: int, *, curve: bool) -> str:
+    """What a failed handshake (a ``HANDSHAKE_FAILED_*`` monitor event and its value) means for a
+    client that uses CURVE (``curve``) or not, and what to do: one clause for a "nothing received" line."""
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return (f"the node refused this client's key (status {value}): its --curve-allow folder does not hold this "
+                "client's public key; give the node's operator the .key that goes with --curve-key")
+    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+        if curve:
+            return ("the node is not encrypted (it runs without --curve-secret-key): drop --curve-server-key and "
+                    "--curve-key, or give the node a key pair")
+        return ("the node is encrypted (CURVE): give --curve-server-key (the node's public .key) and --curve-key "
+                "(this client's .key_secret)")
+    if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and curve:
+        return ("the CURVE handshake failed: --curve-server-key is most likely not this node's public key (or the "
+                "node is not encrypted)")
+    if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:  # a plain client: the node closed on it (often an encrypted one)
+        return (f"the node closed the handshake (error {value:#x}): if it is encrypted (CURVE), give --curve-server-key "
+                "(the node's public .key) and --curve-key (this client's .key_secret)")
+    return f"the ZeroMQ handshake with the node failed (protocol error {value:#x}): is --endpoint a perception node?"
 
 
 class SubscriberClosedError(PerceptionError):
@@ -356,6 +384,11 @@ class MaskSubscriber:
         # announcing a reconnect (monotonic seconds; see _watch_connections).
         self._up: set[str] = set()
         self._dropped: dict[str, float] = {}
+        self._curve = curve_server_key is not None
+        self._ever_up: set[str] = set()  # the endpoints whose handshake succeeded once
+        self._failure_event: int | None = None  # the monitor event of handshake_failure
+        #: Why the node refused the last handshake (``handshake_failure_text``), None once one succeeds.
+        self.handshake_failure: str | None = None
         # recv and close take the lock (ZeroMQ sockets must not be used by two threads at once:
         # libzmq asserts and aborts the process); close() first sets _closed and writes a byte to
         # _wake, which a recv blocked in another thread polls too, so that it lets go of the lock
@@ -477,6 +510,18 @@ class MaskSubscriber:
             if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._up.add(where)
                 self._dropped.pop(where, None)
+                self._ever_up.add(where)
+                self.handshake_failure = self._failure_event = None
+            elif event["event"] & _HANDSHAKE_FAILED:
+                if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and self._failure_event in (
+                        zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
+                    continue  # a bare closed connection says less than the failure already seen
+                self._failure_event = event["event"]
+                failure = handshake_failure_text(event["event"], event["value"], curve=self._curve)
+                if failure != self.handshake_failure and where in self._ever_up:
+                    # refused after it was up (a key revoked, the node restarted otherwise): said at once
+                    log.warning("%s: %s", where, failure)
+                self.handshake_failure = failure
             elif event["event"] == zmq.EVENT_DISCONNECTED and where in self._up:
                 self._up.discard(where)
                 self._dropped[where] = time.monotonic()

@@ -534,7 +534,8 @@ def node_frames(config: ViewConfig, stop: threading.Event, deadline: float | Non
                     f"(a node of several cameras publishes each camera under <namespace>/<camera>); a view draws "
                     f"one camera: give --namespace {heard[0]}"))
             else:
-                hint = no_messages_hint("--namespace", curve=bool(config.curve_server_key), endpoint=config.endpoint)
+                hint = no_messages_hint("--namespace", curve=bool(config.curve_server_key), endpoint=config.endpoint,
+                                        handshake_failure=sub.handshake_failure)
                 ended.append(NothingReceived(f"no masks received from {where} in {waited:.1f} s; {hint}"))
         elif not drawn_any:
             ended.append(_nothing_drawable(where, waited, arrived, colours))

@@ -75,7 +75,7 @@ from perception.endpoints import (
     is_ipv6_literal,
     is_loopback,
 )
-from perception.errors import PublishError
+from perception.errors import PerceptionError, PublishError
 from perception.xpub_connections import (
     CLOSED,
     connection_alive,
@@ -107,6 +107,13 @@ SEND_READ_BATCH = 100
 LATCH_RESEND_INTERVAL_S = 0.2
 _NEVER = float("inf")
 _SRCFD = int(zmq.SRCFD)
+
+
+class AuthenticatorDied(PerceptionError):
+    """The CURVE ZAP thread that answers every handshake died (``security.Authenticator.check_zap``):
+    no client can be admitted, so publishing stops, exit 1 (a launch file's respawn starts it again)."""
+
+    exit_code = 1
 
 
 class XpubCore:
@@ -161,6 +168,8 @@ class XpubCore:
         self.full_queue_sends = 0
         self._context = new_context("the publisher")
         self._auth = None
+        #: Why publishing must stop (the CURVE authenticator died), raised by the next send.
+        self.auth_failed: str | None = None
         # With an allow-list: subscriber connections by file descriptor -> (their key, Z85 bytes;
         # the socket's (device, inode), to tell a reused descriptor number apart).
         self._peers: dict[int, tuple[bytes, tuple[int, int]]] = {}
@@ -203,6 +212,8 @@ class XpubCore:
         except BaseException:
             self._teardown()
             raise
+        if self._auth is not None:
+            self._auth.on_failure = self._auth_died
         if self._auth is not None and os.name != "nt":  # (descriptors are sockets only on POSIX)
             self._auth.on_revoke = self.cut_clients
         #: The bound endpoint (the real port when ``endpoint`` asked for ``*``).
@@ -250,6 +261,12 @@ class XpubCore:
         return self._auth.rejections if self._auth is not None else 0
 
     # ------------------------------------------------------------------ revocation
+
+    def _auth_died(self) -> None:
+        """``Authenticator.on_failure``: the next send raises ``AuthenticatorDied`` (the node's publish
+        stage fails, exit 1), so a node no client can reach does not go on looking healthy."""
+        self.auth_failed = (f"CURVE on {self.endpoint}: the ZAP authenticator thread died, so no client can be "
+                            "admitted; the node stops (restart it: a launch file's respawn does)")
 
     def cut_clients(self, keys: frozenset[bytes]) -> int:
         """Shut down every subscriber connection made with one of ``keys`` (Z85 public keys just
@@ -487,6 +504,8 @@ class XpubCore:
         """
         if self.closed:
             return False
+        if self.auth_failed is not None:
+            raise AuthenticatorDied(self.auth_failed)
         # Reading EVENTS makes libzmq process its pending commands now, including the I/O thread's
         # "subscriber has read N messages" acknowledgements; send() only does so about once a
         # millisecond, so a fast loop would otherwise see full queues that are long empty and drop

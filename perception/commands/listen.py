@@ -254,7 +254,7 @@ def main(args: argparse.Namespace) -> int:
     # SIGINT after --duration) must not cost the --json summary.
     handlers = install_signal_handlers(request_stop)
     try:
-        summary, nothing, version_error = _listen(config, earlier, live, stop)
+        summary, nothing, version_error, failure = _listen(config, earlier, live, stop)
         _print_summary(summary, live)
         if config.json:
             emit(json.dumps(summary, indent=2))
@@ -262,7 +262,8 @@ def main(args: argparse.Namespace) -> int:
         handlers.restore()
     if nothing:
         # Nothing at all arrived: the stream is not there (exit 4, as record and view), said once.
-        raise SourceUnavailableError(nothing_received(config.endpoint, summary["duration_s"], _nothing_hint(config)))
+        raise SourceUnavailableError(nothing_received(config.endpoint, summary["duration_s"],
+                                                      _nothing_hint(config, failure)))
     if summary["messages"] == 0:
         # Messages came, none of them readable: a bad input (exit 2), as record says it.
         raise SourceError(every_message_skipped(summary, version_error))
@@ -270,7 +271,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _listen(config: ListenConfig, earlier: list[Path], live,
-            stop: dict[str, bool]) -> tuple[dict[str, Any], bool, str | None]:
+            stop: dict[str, bool]) -> tuple[dict[str, Any], bool, str | None, str | None]:
     """Receive until ``--duration``, ``--count`` or a stop; the summary, whether nothing at all came,
     and the reason of the latest message skipped for its version (``last_version_error``)."""
     sub = MaskSubscriber(
@@ -334,7 +335,7 @@ def _listen(config: ListenConfig, earlier: list[Path], live,
             # Not at the very end: the summary follows (with, when nothing came, the hint once).
             if now_s >= next_report_s and (end_s is None or now_s < end_s):
                 next_report_s = now_s + config.interval_s
-                _report(stats, sub, now_s, live, _nothing_hint(config))
+                _report(stats, sub, now_s, live, _nothing_hint(config, sub.handshake_failure))
     finally:
         sub.close()
     duration_s = time.monotonic() - start_s
@@ -352,7 +353,7 @@ def _listen(config: ListenConfig, earlier: list[Path], live,
         "last_error": sub.last_error,
     }
     nothing = total == 0 and not (counters.malformed or counters.version_mismatch or counters.over_max_topics)
-    return summary, nothing, sub.last_version_error
+    return summary, nothing, sub.last_version_error, sub.handshake_failure
 
 
 def every_message_skipped(summary: dict[str, Any], version_error: str | None) -> str:
@@ -390,17 +391,21 @@ def nothing_received(endpoint: str, seconds: float, hint: str) -> str:
     return f"no messages received from {endpoint} in {seconds:.1f} s; {hint}"
 
 
-def _nothing_hint(config: ListenConfig) -> str:
+def _nothing_hint(config: ListenConfig, handshake_failure: str | None = None) -> str:
     return no_messages_hint("--topic" if config.topic else "--namespace", curve=bool(config.curve_server_key),
-                            endpoint=config.endpoint)
+                            endpoint=config.endpoint, handshake_failure=handshake_failure)
 
 
-def no_messages_hint(what_flag: str, *, curve: bool, endpoint: str | None = None) -> str:
+def no_messages_hint(what_flag: str, *, curve: bool, endpoint: str | None = None,
+                     handshake_failure: str | None = None) -> str:
     """What to check when a subscriber (listen, record, view) receives nothing: the endpoint, the
     subscription (``what_flag``) and, with CURVE, the keys (a handshake the node refuses looks the
-    same from here as a node that is not there). Given the ``endpoint``, a host name that does not
+    same from here as a node that is not there, unless the subscriber's monitor saw why: then
+    ``handshake_failure`` is said instead). Given the ``endpoint``, a host name that does not
     resolve is said instead (``endpoints.unresolved_host_problem``: looked up once, ZeroMQ retries
     it without a word)."""
+    if handshake_failure is not None:  # the node answered and refused this client (MaskSubscriber.handshake_failure)
+        return handshake_failure
     problem = unresolved_host_problem(endpoint) if endpoint is not None else None
     if problem is not None:
         return problem

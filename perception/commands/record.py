@@ -102,8 +102,10 @@ def _record(config: RecordConfig) -> int:
                  f"{config.endpoint}; nothing recorded, so no file was written to {config.out}{left}", file=sys.stderr)
             return SourceUnavailableError.exit_code
         # With the hint (the summary would say it again).
+        # Why the node refused this client, when it did (the subscriber's monitor saw it).
+        failure = recorder.handshake_failure
         hint = no_messages_hint("--namespace" if config.namespace else "--topic", curve=bool(config.curve_server_key),
-                                endpoint=config.endpoint)
+                                endpoint=config.endpoint, handshake_failure=failure)
         raise SourceUnavailableError(f"nothing recorded, so no file was written to {config.out}{left}: no messages "
                                      f"received from {config.endpoint} in {summary.seconds:.1f} s; {hint}")
     emit(summary.format())  # also when a closed ssh session (SIGHUP) stopped it: the file is finished
