@@ -251,3 +251,30 @@ def test_the_bench_measures_the_silence_at_the_window_s_end_on_the_monotonic_clo
                              window_end_ns=time.time_ns() - 3600 * 10**9, window_end_mono_ns=window_end_mono_ns)
     silent = [w for w in run["warnings"] if "nothing in the last" in w]
     assert len(silent) == 1 and re.search(r"nothing in the last 2\.\d s of the 3\.0 s window", silent[0]), run["warnings"]
+
+
+def test_listen_leaves_topics_silent_for_a_minute_out_of_its_lines(tmp_path):
+    """A burst of topics that then went quiet (a publisher inventing names) printed every row every
+    --interval for the rest of the run (H39: 32,003 lines); a topic that just went quiet still shows."""
+    import io
+    from types import SimpleNamespace
+
+    from perception.commands import listen
+    from perception.subscribe import SubscribeCounters
+    from perception.topic_stats import TopicStats
+
+    now = 1000.0
+    stats = {}
+    for i in range(5):  # quiet for two minutes
+        stats[f"churn/t{i}/lane"] = TopicStats(0.0)
+        stats[f"churn/t{i}/lane"].last_s = now - 120
+    stats["perception/front/lane"] = TopicStats(now - 5)
+    stats["perception/front/lane"].last_s = now - 2  # quiet for 2 s: still a line (0.0 Hz)
+    sub = SimpleNamespace(counters=SubscribeCounters(), endpoint="tcp://127.0.0.1:1", max_topics=500, last_error="")
+    out = io.StringIO()
+    listen._report(stats, sub, now, out, "hint")
+    lines = out.getvalue().splitlines()
+    assert any(line.startswith("perception/front/lane") for line in lines), lines
+    assert not any(line.startswith("churn/") for line in lines), lines
+    assert lines[-1] == ("5 topic(s) silent for over 60 s, left out of the lines above: churn/t0/lane, churn/t1/lane, "
+                         "churn/t2/lane and 2 more"), lines

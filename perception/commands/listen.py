@@ -418,6 +418,11 @@ def no_messages_hint(what_flag: str, *, curve: bool, endpoint: str | None = None
     return hint
 
 
+#: A topic that received nothing for this long is left out of the lines each --interval (one line counts
+#: and names them); the summary at the end still gives every topic.
+SILENT_HIDE_S = 60.0
+
+
 def _report(stats: dict[str, TopicStats], sub: MaskSubscriber, now_s: float, out, hint: str) -> None:
     skipped = sub.counters.malformed + sub.counters.version_mismatch
     if not stats and skipped:
@@ -426,9 +431,18 @@ def _report(stats: dict[str, TopicStats], sub: MaskSubscriber, now_s: float, out
               file=out, flush=True)
     elif not stats:
         print(f"no messages yet from {sub.endpoint}; {hint}", file=out, flush=True)
-    columns = _topic_columns(stats)
-    for topic, s in sorted(stats.items()):
+    # A topic silent for SILENT_HIDE_S leaves the table for one line of them all: a burst of topics that
+    # then went quiet (a publisher inventing names) would otherwise print its rows every --interval
+    # for the rest of the run. A topic that goes quiet shows 0.0 Hz until then; latched ones stay.
+    shown = {t: s for t, s in stats.items()
+             if s.latched or s.last_s is None or now_s - s.last_s < SILENT_HIDE_S}
+    columns = _topic_columns(shown)
+    for topic, s in sorted(shown.items()):
         print(_format_line(topic, s.window(now_s), columns), file=out)
+    if len(shown) < len(stats):
+        silent = sorted(set(stats) - set(shown))
+        names = ", ".join(printable(t) for t in silent[:3]) + (f" and {len(silent) - 3} more" if len(silent) > 3 else "")
+        print(f"{len(silent)} topic(s) silent for over {SILENT_HIDE_S:g} s, left out of the lines above: {names}", file=out)
     if skipped:
         print(f"skipped {skipped} message(s): {sub.last_error}", file=out)
     if sub.counters.over_max_topics:
