@@ -20,7 +20,8 @@ from perception.errors import SourceError
 from perception.sources import SourceOptions
 from perception.sources import video as video_source
 from perception.sources.images import ImageSource, natural_key
-from perception.sources.video import VideoFileSource, h264_field_coding
+from perception.sources.interlace import h264_field_coding
+from perception.sources.video import VideoFileSource
 
 W, H = 64, 48
 

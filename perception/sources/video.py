@@ -34,7 +34,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import stat
 from pathlib import Path
 
@@ -55,6 +54,13 @@ from perception.sources.base import (
     video_spec_word,
 )
 from perception.sources.container import Layout, codec_of, is_av1, reencode_hint
+from perception.sources.interlace import (
+    H264_CODECS,
+    INTERLACE_CHECK_FRAMES,
+    MPEG2_CODECS,
+    interlaced_headers,
+    stale_frames,
+)
 from perception.sources.pacing import FrameTime
 
 log = logging.getLogger(__name__)
@@ -64,11 +70,6 @@ FALLBACK_FPS = 30.0
 #: Pixel aspect ratios within this fraction of 1 are taken as square: OpenCV reports a bogus
 #: 5776/5769 (0.12 % off) for an MJPEG AVI of odd size, and no real anamorphic format is that close.
 SQUARE_TOLERANCE = 0.01
-#: Frames the interlace check decodes (``_stale_frames``).
-INTERLACE_CHECK_FRAMES = 3
-#: Codecs whose streams can flag their frames interlaced (``CAP_PROP_FOURCC`` as ``codec_of`` gives it).
-_MPEG2 = frozenset({"mpg2", "MPG2", "mpeg", "MPEG", "mp2v", "MP2V", "hdv2"})
-_H264 = frozenset({"h264", "H264", "avc1", "AVC1", "x264", "X264"})
 
 
 def pixel_aspect(cap) -> float | None:
@@ -102,116 +103,6 @@ def to_display(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return image
     shrink = size[0] * size[1] < image.shape[0] * image.shape[1]
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-
-
-class _Bits:
-    """A big-endian bit reader over ``data`` (H.264 ``u(n)``, ``ue(v)``, ``se(v)``); ValueError past its end."""
-
-    def __init__(self, data: bytes) -> None:
-        self.value, self.size, self.pos = int.from_bytes(data, "big"), len(data) * 8, 0
-
-    def u(self, n: int) -> int:
-        if self.pos + n > self.size:
-            raise ValueError("past the end")
-        self.pos += n
-        return (self.value >> (self.size - self.pos)) & ((1 << n) - 1)
-
-    def ue(self) -> int:
-        zeros = 0
-        while not self.u(1):
-            zeros += 1
-            if zeros > 31:
-                raise ValueError("bad exp-Golomb code")
-        return (1 << zeros) - 1 + self.u(zeros)
-
-    def se(self) -> int:
-        k = self.ue()
-        return (k + 1) // 2 if k & 1 else -(k // 2)
-
-
-#: H.264 profiles whose SPS carries chroma format, bit depths and scaling lists.
-_HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
-
-
-def h264_field_coding(nal: bytes) -> bool | None:
-    """Whether the H.264 sequence parameter set ``nal`` (header byte included) allows field or
-    MBAFF coding (``frame_mbs_only_flag`` 0: an interlaced stream, or x264's fake-interlaced); None
-    when it is not an SPS or cannot be read."""
-    if len(nal) < 4 or nal[0] & 0x1F != 7:
-        return None
-    rbsp = re.sub(b"\x00\x00\x03", b"\x00\x00", nal[1:])  # emulation prevention bytes out
-    try:
-        bits = _Bits(rbsp)
-        profile = bits.u(8)
-        bits.u(16)  # constraint flags, level
-        bits.ue()  # seq_parameter_set_id
-        if profile in _HIGH_PROFILES:
-            chroma = bits.ue()
-            if chroma == 3:
-                bits.u(1)
-            bits.ue(), bits.ue(), bits.u(1)  # bit depths, qpprime_y_zero_transform_bypass
-            if bits.u(1):  # seq_scaling_matrix_present_flag
-                for i in range(12 if chroma == 3 else 8):
-                    if bits.u(1):
-                        last = following = 8
-                        for _ in range(16 if i < 6 else 64):
-                            if following:
-                                following = (last + bits.se() + 256) % 256
-                            last = following or last
-        bits.ue()  # log2_max_frame_num_minus4
-        poc_type = bits.ue()
-        if poc_type == 0:
-            bits.ue()
-        elif poc_type == 1:
-            bits.u(1), bits.se(), bits.se()
-            for _ in range(min(bits.ue(), 255)):
-                bits.se()
-        bits.ue(), bits.u(1), bits.ue(), bits.ue()  # max refs, gaps, width and height in macroblocks
-        return bits.u(1) == 0
-    except ValueError:
-        return None
-
-
-def _annexb_units(data: bytes) -> list[bytes]:
-    """The NAL units (or MPEG-2 start-code units) of an Annex B byte stream."""
-    return [unit.rstrip(b"\x00") for unit in data.split(b"\x00\x00\x01")[1:]]
-
-
-def _avcc_units(data: bytes) -> list[bytes]:
-    """The SPS units of an MP4's ``avcC`` record."""
-    units, at = [], 6
-    for _ in range(data[5] & 0x1F if len(data) > 5 else 0):
-        size = int.from_bytes(data[at: at + 2], "big")
-        units.append(data[at + 2: at + 2 + size])
-        at += 2 + size
-    return units
-
-
-def interlaced_headers(codec: str, chunks: list[bytes]) -> bool:
-    """Whether the codec headers in ``chunks`` (extradata, first packets) say the stream is, or may
-    be, interlaced: MPEG-2 ``progressive_sequence`` 0 in its sequence extension, or a picture coding
-    extension with ``progressive_frame`` 0; H.264 an SPS with ``frame_mbs_only_flag`` 0."""
-    for data in chunks:
-        if codec in _MPEG2:
-            for unit in _annexb_units(data):
-                if unit[:1] == b"\xb5" and len(unit) >= 6:
-                    kind = unit[1] >> 4
-                    if (kind == 1 and not (unit[2] >> 3) & 1) or (kind == 8 and not unit[5] >> 7):
-                        return True
-        elif codec in _H264:
-            units = _avcc_units(data) if data[:1] == b"\x01" else _annexb_units(data)
-            if any(h264_field_coding(unit) for unit in units):
-                return True
-    return False
-
-
-def stale_frames(frames: list[np.ndarray]) -> bool:
-    """Whether the decoded ``frames`` (the first of a clip) are one and the same buffer's bytes: what
-    OpenCV returns when FFmpeg's converter refused every frame ("Cannot convert interlaced to
-    progressive frames") and left its output buffer as it was (zeros, or whatever memory held).
-    A clip whose first frames really are the same picture (a black lead-in) looks the same, which is
-    why this is only asked of a stream whose headers say it is interlaced (``interlaced_headers``)."""
-    return len(frames) >= 2 and all(np.array_equal(frames[0], f) for f in frames[1:])
 
 
 def _descriptors() -> dict[int, tuple[int, int]] | None:
@@ -339,7 +230,7 @@ class VideoFileSource(Source):
         ``frame_mbs_only_flag``), and its first frames, decoded, are one and the same bytes
         (``stale_frames``). Only FFmpeg's converter has this flaw: other backends are not asked."""
         codec = codec_of(self._cap)
-        if codec not in _MPEG2 | _H264 or _file_backend() != cv2.CAP_FFMPEG:
+        if codec not in MPEG2_CODECS | H264_CODECS or _file_backend() != cv2.CAP_FFMPEG:
             return
         try:
             raw = cvpath.video_capture(self.path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_FORMAT, -1])
@@ -374,7 +265,7 @@ class VideoFileSource(Source):
             probe.release()
         if stale_frames(frames) or len(frames) == 1:  # one frame alone cannot be compared: its headers say
             name = shown(self.spec)
-            raise SourceError(f"video file {name} is interlaced {'MPEG-2' if codec in _MPEG2 else 'H.264'} video, "
+            raise SourceError(f"video file {name} is interlaced {'MPEG-2' if codec in MPEG2_CODECS else 'H.264'} video, "
                               "which this OpenCV's FFmpeg cannot convert to pictures (every frame comes out blank "
                               f"or as leftover memory); deinterlace it first (ffmpeg -i {name} -vf bwdif "
                               "-c:v libx264 -crf 18 out.mp4)")
