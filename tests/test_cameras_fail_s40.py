@@ -16,10 +16,8 @@ import threading
 import cv2
 import numpy as np
 import pytest
-from test_multicamera import Node, SilentCamera, two_synthetic
 
 from perception.errors import SourceError
-from perception.sources import open_source
 from perception.sources.base import MAX_FAILED_GRABS, Reconnector, SourceOptions, UndecodedFrames
 from perception.sources.stream import StreamSource
 
@@ -125,28 +123,6 @@ def test_a_video_file_keeps_its_limit_of_unreadable_frames():
     with pytest.raises(SourceError, match="200 unreadable frames in a row"):
         src.read()
     src.close()
-
-
-def test_a_camera_that_never_delivered_costs_the_others_one_batch_timeout_not_every_batch(tiny_engine):
-    n = 6
-    config = two_synthetic(batch_timeout_ms=100)
-    front = open_source("synthetic", width=96, height=72, fps=240, seed=3)
-    front.pace(None)
-    node = Node(config, tiny_engine, sources=[front, SilentCamera("rear", SourceOptions())])
-    result: dict = {}
-    runner = threading.Thread(target=lambda: result.update(node.node.run()))
-    try:
-        runner.start()
-        msgs = node.collect("perception/front", n)
-        assert [m.seq for m in msgs] == list(range(n))
-    finally:
-        node.node.stop("test over")
-        runner.join(30)
-        node.close()
-    assert not runner.is_alive()
-    batching = result["batching"]
-    assert batching["batches"] >= n and batching["batch_sizes"].keys() == {"1"}
-    assert batching["timed_out"] <= 1  # it was every batch: the whole timeout on each of front's frames
 
 
 def test_a_node_not_on_streams_auto_says_what_it_runs_beside_what_the_probe_measured(monkeypatch, tmp_path):
