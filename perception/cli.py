@@ -546,7 +546,7 @@ def _run_command(args: argparse.Namespace, owner: argparse.ArgumentParser) -> in
             print(f"perception: error: path {short(str(exc.filename or ''))} is too long for the file system "
                   "(a name part over 255 bytes, or over 4096 in all); check the path", file=sys.stderr)
             return 2
-        if exc.errno in (errno.EMFILE, errno.ENFILE):  # the open-file limit, with or without a file named
+        if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):  # a system limit, with or without a file named
             from perception.errors import os_error_line
 
             _log_origin(exc)

@@ -264,6 +264,10 @@ def os_error_line(exc: OSError) -> str:
                     "limit (sysctl fs.file-max)")
         return (f"too many open files{where}: the open-file limit (ulimit -n{_open_files_limit()}) is reached; "
                 "raise it (ulimit -n 1024)")
+    if exc.errno == errno.ENOMEM:
+        # The system refused memory (a container's limit, ``ulimit -v``) while a file was opened or
+        # read: the file is not at fault, and "check the file" would send the user the wrong way.
+        return memory_refused(reason, f"opening {_printable(name)}" if name is not None else "")
     if name is not None:
         return f"{_printable(name)}: {reason}; check the file and its file system"
     return f"{reason} ({type(exc).__name__})"

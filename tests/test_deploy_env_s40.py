@@ -193,6 +193,24 @@ def test_memory_refused_to_a_command_is_one_line(tmp_path, monkeypatch, capsys, 
         assert "ulimit -v" not in err and "free memory" in err
 
 
+@pytest.mark.parametrize("filename", ["/data/synthetic", None])
+def test_memory_refused_while_opening_a_file_is_not_blamed_on_the_file(tmp_path, monkeypatch, capsys, filename):
+    """ENOMEM on a folder said "/data/synthetic: Cannot allocate memory; check the file and its file
+    system" (s40 F32), and without a file name it was a traceback."""
+    from perception.commands import inspect as inspect_cmd
+
+    def refused(args):
+        raise OSError(errno.ENOMEM, "Cannot allocate memory", filename)
+
+    monkeypatch.setattr(inspect_cmd, "main", refused)
+    assert cli.main(["inspect", str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1, err
+    opening = " while opening /data/synthetic" if filename else ""
+    assert err.startswith(f"perception: error: out of memory{opening} (Cannot allocate memory): "), err
+    assert "check the file" not in err
+
+
 def test_a_library_that_cannot_be_mapped_under_an_address_space_limit_is_one_line(tmp_path, monkeypatch, capsys):
     """Under a low ulimit -v, importing cv2 failed with an ImportError traceback (V3 N2)."""
     from perception.commands import inspect as inspect_cmd
