@@ -17,7 +17,7 @@ from perception.engines import auto as auto_mod
 from perception.errors import ModelError
 
 HW = (48, 64)
-ERROR = "out of memory in the first run"
+ERROR = "a kernel failed in the first run"
 
 
 @pytest.fixture(autouse=True)
@@ -117,3 +117,25 @@ def test_a_forced_precision_has_no_fp32_to_run_and_says_which_verdict_failed(tmp
     assert message == (f"--engine auto --precision int8: the cached verdict {path} chose ort-int8 but its first "
                        f"inference failed here (RuntimeError: {ERROR}); it is forgotten, so the next start probes again")
     assert not path.exists()
+
+
+def test_a_forced_precision_refused_memory_at_its_first_inference_is_a_resource_error(tmp_path, monkeypatch):
+    """ONNX Runtime's refused memory under a forced precision was a ModelError (exit 2: a bad model,
+    never respawned by launch); it is the system's limit (exit 1), named as such."""
+    from test_deploy_env_s40 import NO_MEMORY
+
+    from perception.errors import ResourceError
+
+    model = model_with_int8(tmp_path)
+    forced = EngineOptions(provider="auto", threads=1, precision="int8")
+    path = cached_int8_verdict(model, forced)
+    monkeypatch.setitem(globals(), "ERROR", NO_MEMORY)  # what int8_that_cannot_run raises
+    int8_that_cannot_run(monkeypatch)
+    with pytest.raises(ResourceError) as info:
+        auto_mod.load_auto(model, forced, background=True)
+    assert info.value.exit_code == 1
+    message = str(info.value)
+    assert message.startswith("--engine auto --precision int8: out of memory while running the first inference of "
+                              "tiny.int8.onnx on ort (") and "Failed to allocate" in message, message
+    assert "free memory" in message and "re-export" not in message, message
+    assert path.exists()  # the verdict is not at fault: kept

@@ -64,7 +64,7 @@ from perception.engines.probe_verdict import (
     file_precision,
     streams_for_node,
 )
-from perception.errors import ConfigError, DependencyError, ModelError, PerceptionError
+from perception.errors import ConfigError, DependencyError, ModelError, PerceptionError, ResourceError
 from perception.modelfile import read_model_metadata
 from perception.signals import die_with_parent
 from perception.spawn import module_command
@@ -417,6 +417,10 @@ def _fall_back(model_path: Path, options: EngineOptions, selection: Selection, e
     else:
         what = f"it failed to load here ({load_failure(exc)})"
     why = f"{source} chose {selection.engine}-{selection.precision} but {what}"
+    if options.precision not in ("auto", "fp32") and isinstance(exc, ResourceError):
+        # The system refused memory or a thread: neither the model's fault (not a ModelError, exit 2,
+        # which launch never respawns) nor the verdict's (kept: a respawn with memory to spare runs it).
+        raise ResourceError(f"--engine auto --precision {options.precision}: {exc}") from None
     forget_cached(selection.key, cache_dir)
     if options.precision not in ("auto", "fp32"):
         # WarmupError (a ModelError) takes other arguments: the first inference's failure is a ModelError.
