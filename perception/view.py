@@ -64,7 +64,7 @@ from perception.run_config import split_camera_source
 from perception.sinks import DEFAULT_VIDEO_FPS, FOLDER_FRAME_NAME, FrameSink, resolve_output
 from perception.sources import native_rate
 from perception.sources.synthetic import DEFAULT_FPS as SYNTHETIC_DEFAULT_FPS
-from perception.view_node import ElsewhereReceived, NothingReceived, node_frames
+from perception.view_node import ElsewhereReceived, NothingReceived, WrongSource, node_frames
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +167,9 @@ def run_view(config: ViewConfig, *, stop: threading.Event | None = None) -> int:
         sink.close()
     if sink.frames == 0:
         kept = f" (the earlier {len(stale)} frame(s) there are left as they were)" if stale else ""
-        elsewhere = [why for why in ended if isinstance(why, ElsewhereReceived)]
-        if elsewhere:  # masks came, under the cameras' namespaces below --namespace: the flag to change
+        # masks came, under the cameras' namespaces below --namespace, or of another source's frames: the flag to change
+        elsewhere = [why for why in ended if isinstance(why, (ElsewhereReceived, WrongSource))]
+        if elsewhere:
             raise ConfigError(
                 f"nothing rendered{f', so nothing written to {sink.out}{kept}' if sink.out is not None else ''}: "
                 f"{elsewhere[0]}")

@@ -68,6 +68,12 @@ class ElsewhereReceived(str):
     under namespaces below it (a node of several cameras: ``perception/front``, ``perception/rear``)."""
 
 
+class WrongSource(str):
+    """Why a view of a node's masks stopped: ``--source`` gave a frame of another size than the one
+    the node's masks were made of (their header's ``source_height``/``source_width``), so it is not
+    the node's source, and drawing its frames under the masks would misplace every one."""
+
+
 def node_rate(capture_ns: list[int]) -> float | None:
     """The frame rate of a node's masks from the capture times of consecutive frames it sent
     (one a seq, in arrival order): frames per second of capture time over the intervals between
@@ -350,11 +356,13 @@ def node_frames(config: ViewConfig, stop: threading.Event, deadline: float | Non
     pending: dict[str, np.ndarray] = {}
     pending_seq, pending_model = -1, ""
     pending_v1 = False  # a mask of the pending seq came in wire version 1 (letterbox padding included)
+    pending_hw: tuple[int, int] | None = None  # the node's frame (height, width) its masks state (wire v2)
     v1_said = False
     next_seq_seen = False  # a second seq began: the masks of a whole frame have been seen
     done_seq = -1  # the last seq whose masks are complete (drawn or held)
-    # complete before the table was known: (seq, model_id, masks, whether any came in wire version 1)
-    held: deque[tuple[int, str, dict[str, np.ndarray], bool]] = deque()
+    # complete before the table was known: (seq, model_id, masks, whether any came in wire version 1,
+    # the node's frame size the masks state)
+    held: deque[tuple[int, str, dict[str, np.ndarray], bool, tuple[int, int] | None]] = deque()
     held_bytes = 0  # of the masks in held: at most _MAX_HELD_BYTES, and _MAX_HELD frames
     draw_s = 0.0  # how long the last frame took to draw and write: the next starts only if it ends in time
     received = False
@@ -374,9 +382,9 @@ def node_frames(config: ViewConfig, stop: threading.Event, deadline: float | Non
             return True  # all that is drawn
         return masks.keys() >= (_listed_masks(sub.info, config.namespace, wanted) or set(wanted))
 
-    def hold(seq: int, model_id: str, masks: dict[str, np.ndarray], v1: bool) -> None:
+    def hold(seq: int, model_id: str, masks: dict[str, np.ndarray], v1: bool, node_hw: tuple[int, int] | None) -> None:
         nonlocal pending, done_seq, held_bytes
-        held.append((seq, model_id, masks, v1))
+        held.append((seq, model_id, masks, v1, node_hw))
         held_bytes += sum(m.nbytes for m in masks.values())
         while len(held) > _MAX_HELD or (held_bytes > _MAX_HELD_BYTES and len(held) > 1):
             held_bytes -= sum(m.nbytes for m in held.popleft()[2].values())  # the oldest go first
@@ -450,11 +458,20 @@ def node_frames(config: ViewConfig, stop: threading.Event, deadline: float | Non
             # between two of them, and one that would end past it is not begun (once one is drawn).
             if deadline is not None and drawn_any and time.monotonic() + draw_s >= deadline:
                 return False
-            seq, model_id, masks, v1 = held.popleft()
+            seq, model_id, masks, v1, node_hw = held.popleft()
             held_bytes -= sum(m.nbytes for m in masks.values())
             began = time.monotonic()
             image = picture(seq, masks)
             if image is None:
+                return False
+            if source is not None and node_hw is not None and image.shape[:2] != node_hw:
+                why = WrongSource(
+                    f"--source {config.source} gives {image.shape[1]}x{image.shape[0]} frames, but the masks of frame seq "
+                    f"{seq} from {where} were made of the node's {node_hw[1]}x{node_hw[0]} frames: it is not the node's "
+                    "source; give the node's own --source (and --seed, --width, --height), or leave --source out")
+                ended.append(why)
+                if drawn_any:
+                    log.warning("stopped drawing: %s", why)
                 return False
             if v1:
                 masks = v1_cut(image, masks)
@@ -494,7 +511,7 @@ def node_frames(config: ViewConfig, stop: threading.Event, deadline: float | Non
             if msg is None and next_seq_seen and pending and pending.keys() >= arrived.keys():
                 # Nothing more came (the last frame before a pause, or of a replay): the frame is
                 # whole, as a frame was before it (a first frame may lack masks not seen yet).
-                hold(pending_seq, pending_model, pending, pending_v1)
+                hold(pending_seq, pending_model, pending, pending_v1, pending_hw)
             if msg is not None:
                 name = msg.topic.rsplit("/", 1)[-1]
                 arrived[name] = arrived.get(name, 0) + 1
@@ -502,15 +519,17 @@ def node_frames(config: ViewConfig, stop: threading.Event, deadline: float | Non
                     # The next seq began: the one before is whole if it holds every mask seen so far
                     # (this one's included: the first seq, joined midway, may lack the first masks).
                     if pending and pending.keys() >= arrived.keys():
-                        hold(pending_seq, pending_model, pending, pending_v1)
+                        hold(pending_seq, pending_model, pending, pending_v1, pending_hw)
                     next_seq_seen = next_seq_seen or pending_seq != -1
                     pending, pending_seq, pending_model = {}, msg.seq, msg.header["model_id"]
-                    pending_v1 = False
+                    pending_v1, pending_hw = False, None
                 if msg.seq != done_seq:
                     pending[name] = msg.data
                     pending_v1 = pending_v1 or msg.header.get("wire_version") == 1
+                    if "source_height" in msg.header:
+                        pending_hw = (int(msg.header["source_height"]), int(msg.header["source_width"]))
                     if complete(pending):
-                        hold(pending_seq, pending_model, pending, pending_v1)
+                        hold(pending_seq, pending_model, pending, pending_v1, pending_hw)
             if held and colours.decided and rate_decided and not (yield from draw_held()):
                 return
         waited = time.monotonic() - started
