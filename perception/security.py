@@ -144,7 +144,9 @@ class _AuditLog:
     refusals beyond (a flood of new keys) are summed in one line per interval naming the latest.
     A pair is remembered only for ``interval_s`` after its line, so the record stays small (at most
     about ``2 * max_named`` pairs) and, once a flood has passed, a new client is named again at
-    once; during one it is named within an interval of the flood's end.
+    once; during one it is named within an interval of the flood's end. The refusals of a flood's
+    last interval are summed by ``flush`` (called each second by the allow-list watcher, and at stop),
+    else they would wait for a next refusal that may never come.
     """
 
     def __init__(self, logger: logging.Logger, interval_s: float, max_named: int,
@@ -159,12 +161,35 @@ class _AuditLog:
         self._named = 0
         self._other_at = -float("inf")  # last summary line
         self._other = 0  # refusals not named since the last summary line
+        self._other_latest: tuple[str, tuple] = ("", ())  # the latest of them: its line and arguments
+        self._lock = threading.Lock()  # refused: the ZAP thread; flush: the watcher
 
     def __len__(self) -> int:
         return len(self._pairs)
 
     def refused(self, pair: str, line: str, *args: object) -> bool:
         """Log ``line % args`` for ``pair`` unless rate-limited; True when a line was logged."""
+        with self._lock:
+            return self._refused(pair, line, *args)
+
+    def flush(self, *, final: bool = False) -> bool:
+        """Log the summary of the refusals not named since the last one, once ``interval_s`` has
+        passed since it (at once when ``final``); True when a line was logged."""
+        with self._lock:
+            now = self._clock()
+            if not self._other or (not final and now - self._other_at < self.interval_s):
+                return False
+            line, args = self._other_latest
+            self._summarise(now, line, args)
+            return True
+
+    def _summarise(self, now: float, line: str, args: tuple) -> None:
+        self._log.warning(
+            "CURVE: %d refused handshakes not named one by one (more than %d client key/address pairs in "
+            "%g s: a flood of keys?); the latest: " + line, self._other, self.max_named, self.interval_s, *args)
+        self._other_at, self._other = now, 0
+
+    def _refused(self, pair: str, line: str, *args: object) -> bool:
         now = self._clock()
         seen = self._pairs.get(pair)
         if seen is not None and now - seen[0] < self.interval_s:
@@ -183,12 +208,10 @@ class _AuditLog:
             self._window_at, self._named = now, 0
         if self._named >= self.max_named:
             self._other += 1
+            self._other_latest = (line, args)
             if now - self._other_at < self.interval_s:
                 return False
-            self._log.warning(
-                "CURVE: %d refused handshakes not named one by one (more than %d client key/address pairs in "
-                "%g s: a flood of keys?); the latest: " + line, self._other, self.max_named, self.interval_s, *args)
-            self._other_at, self._other = now, 0
+            self._summarise(now, line, args)
             return True
         self._named += 1
         self._pairs[pair] = [now, 0]
@@ -282,6 +305,7 @@ class AuditingAuthenticator(ThreadAuthenticator):
 
         def loop() -> None:
             while not self._stop_watch.wait(interval):
+                self._audit.flush()  # a flood's last refusals, summed once its interval has passed
                 if not self.check_zap():
                     return
                 try:
@@ -505,6 +529,7 @@ class AuditingAuthenticator(ThreadAuthenticator):
         if watcher is not None and watcher is not threading.current_thread():
             watcher.join(timeout=5)
         super().stop()
+        self._audit.flush(final=True)  # refusals not said yet: said before the node's last lines
 
     # ------------------------------------------------------------------ the audit
 

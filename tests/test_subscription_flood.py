@@ -263,6 +263,32 @@ def test_the_curve_audit_summarises_a_flood_and_names_a_new_client_once_it_passe
     logger.removeHandler(handler)
 
 
+def test_the_last_interval_of_a_flood_is_summed_once_it_passed():
+    """s40 F8: the refusals after a flood's first summary waited for a next refusal to be said, so a
+    flood that stopped left them unsaid for good (2979 of 3000 here)."""
+    logger = logging.getLogger("test.curve.audit3")
+    logger.propagate = False
+    handler = _Lines()
+    logger.addHandler(handler)
+    now = [0.0]
+    audit = _AuditLog(logger, 10.0, 20, clock=lambda: now[0])
+    for i in range(3000):  # 6 s of new keys, then nothing
+        audit.refused(f"key{i} 10.0.0.9", "refused %s", f"key{i}")
+        now[0] += 0.002
+    assert not audit.flush()  # within the interval of the first summary: not yet
+    now[0] += 10.0
+    assert audit.flush()
+    summaries = [s for s in handler.lines if "not named one by one" in s]
+    assert len(summaries) == 2 and summaries[1].startswith("CURVE: 2979 refused handshakes not named one by one")
+    assert summaries[1].endswith("the latest: refused key2999")
+    assert not audit.flush(final=True)  # nothing left to say
+    for i in range(25):  # a second flood: 20 named, 5 counted within the interval of the last summary
+        audit.refused(f"late{i} 10.0.0.9", "refused %s", f"late{i}")
+    assert audit.flush(final=True)  # at stop: said at once
+    assert handler.lines[-1].startswith("CURVE: 5 refused handshakes") and handler.lines[-1].endswith("late24")
+    logger.removeHandler(handler)
+
+
 def test_a_sustained_flood_keeps_the_audit_bounded():
     logger = logging.getLogger("test.curve.audit2")
     logger.propagate = False
