@@ -70,22 +70,21 @@ from perception.config import short
 from perception.encoding import DecodeError
 from perception.endpoints import check_endpoint, is_ipv6_literal
 from perception.errors import ConfigError, PerceptionError, PublishError
-from perception.options import (
-    DEFAULT_MAX_QUEUE_MB,
-    DEFAULT_MAX_TOPICS,
-    MAX_TOPICS,
-    leading_slash_error,
-)
+from perception.options import DEFAULT_MAX_QUEUE_MB, DEFAULT_MAX_TOPICS, MAX_TOPICS
 from perception.subscribe_decode import (
     Message,
     NewerPublisherError,
     SubscribeCounters,
     checked_rcvhwm,
     decode_message,
-    frame_topics_of,
     frames_nbytes,
     max_frame_bytes,
 )
+from perception.subscribe_monitor import _MONITOR_EVENTS, _RECONNECT_GRACE_S, Connections
+from perception.subscribe_monitor import (
+    handshake_failure_text as handshake_failure_text,  # importable from here too
+)
+from perception.subscribe_topics import subscriptions
 from perception.wire import (
     WireError,
     WireVersionError,
@@ -115,41 +114,6 @@ _DRAIN_WAIT_MAX_S = 0.01
 _DRAIN_MAX_S = 0.25
 # recv polls in slices of at most this long (ZeroMQ's poll takes whole milliseconds in an int).
 _POLL_SLICE_S = 1.0
-# How long after a dropped connection ZeroMQ has to announce its own reconnect (it does so at once,
-# in the same I/O thread step) before the subscriber takes the connection for dead and reconnects.
-_RECONNECT_GRACE_S = 0.1
-# The socket monitor events the subscriber watches (see MaskSubscriber._watch_connections).
-# The HANDSHAKE_FAILED_* events name why a node refused this client (MaskSubscriber.handshake_failure):
-# libzmq 4.3 gives FAILED_AUTH (ZAP status 400) for a key the node's --curve-allow refuses,
-# FAILED_PROTOCOL (mechanism mismatch) for a plain client of a CURVE node or a CURVE client of a plain
-# one, and FAILED_NO_DETAIL for a CURVE client with the wrong server public key.
-_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-_MONITOR_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
-                   | _HANDSHAKE_FAILED)
-
-
-def handshake_failure_text(event: int, value: int, *, curve: bool) -> str:
-    """What a failed handshake (a ``HANDSHAKE_FAILED_*`` monitor event and its value) means for a
-    client that uses CURVE (``curve``) or not, and what to do: one clause for a "nothing received" line."""
-    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-        return (f"the node refused this client's key (status {value}): its --curve-allow folder does not hold this "
-                "client's public key; give the node's operator the .key that goes with --curve-key")
-    if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
-        if curve:
-            return ("the node is not encrypted (it runs without --curve-secret-key): drop --curve-server-key and "
-                    "--curve-key, or give the node a key pair")
-        return ("the node is encrypted (CURVE): give --curve-server-key (the node's public .key) and --curve-key "
-                "(this client's .key_secret)")
-    if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and curve:
-        return ("the CURVE handshake failed: --curve-server-key is most likely not this node's public key (or the "
-                "node is not encrypted)")
-    if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:  # a plain client: the node closed on it (often an encrypted one)
-        return (f"the node closed the handshake (error {value:#x}): if it is encrypted (CURVE), give --curve-server-key "
-                "(the node's public .key) and --curve-key (this client's .key_secret)")
-    return f"the ZeroMQ handshake with the node failed (protocol error {value:#x}): is --endpoint a perception node?"
-
-
 class SubscriberClosedError(PerceptionError):
     """``recv`` on a closed ``MaskSubscriber``: called after ``close()``, or blocked in another
     thread when ``close()`` was called (a worker thread ends its loop on it)."""
@@ -161,38 +125,6 @@ class SubscriberForkError(PerceptionError):
 
 
 _CLOSED = "the MaskSubscriber is closed (close() was called); create a new one to receive again"
-
-
-#: The names ``masks=`` takes: a node's mask topics, its per-class ``obstacle/<class>`` masks,
-#: JSON documents and atomic frames (any other topic by its exact name in ``topics=``).
-_KNOWN_MASK_NAMES = (*contracts.MASK_TOPICS, contracts.PER_CLASS_OBSTACLE_PREFIX + "<class>",
-                     *contracts.JSON_TOPICS, contracts.FRAME_TOPIC)
-
-
-def _name_list(what: str, value: Any) -> list[str] | None:
-    """``topics`` or ``masks`` as a list of names (None for None); a ConfigError for one string (it
-    would subscribe to each of its characters) or an item that is not a non-empty string."""
-    if value is None:
-        return None
-    if isinstance(value, (str, bytes)):
-        raise ConfigError(f"{what}={short(value)} is one string; {what} takes a list of names, e.g. {what}=[{short(value)}]")
-    try:
-        names = list(value)
-    except TypeError:
-        raise ConfigError(f"{what}={short(value)} is not a list of names; e.g. {what}=['lane']") from None
-    for name in names:
-        if not isinstance(name, str) or not name:
-            raise ConfigError(f"{what}={short(names)} holds {short(name)}, not a name; give non-empty strings")
-    return names
-
-
-def _mask_name_unknown(name: str) -> bool:
-    """Whether ``name`` is none of ``_KNOWN_MASK_NAMES`` (a class name after ``obstacle/`` is any
-    name a topic may end in)."""
-    if name in contracts.MASK_TOPICS or name in contracts.RESERVED_TOPIC_NAMES:
-        return False
-    prefix = contracts.PER_CLASS_OBSTACLE_PREFIX
-    return not (name.startswith(prefix) and contracts.topic_segment_error(name[len(prefix):]) is None)
 
 
 def _deadline(timeout_s: float | None) -> float | None:
@@ -315,22 +247,8 @@ class MaskSubscriber:
         split_frames: bool = True,
         max_topics: int = DEFAULT_MAX_TOPICS,
     ) -> None:
-        # Each of these would subscribe to nothing the node sends, without a word: refused instead.
-        topics = _name_list("topics", topics)
-        masks = _name_list("masks", masks)
-        if namespace is not None and not isinstance(namespace, str):
-            raise ConfigError(f"namespace={short(namespace)} must be a string, e.g. namespace='perception/front'")
-        for what, name in [("namespace", namespace), *(("topics", t) for t in topics or ())]:
-            if problem := leading_slash_error(what, name, publishing=False):
-                raise ConfigError(problem)
-        if topics and namespace:
-            raise ConfigError("give either topics or a namespace, not both")
-        if masks and not namespace:
-            raise ConfigError("masks need a namespace, e.g. namespace='perception/front'")
-        for name in masks or ():
-            if _mask_name_unknown(name):
-                raise ConfigError(f"masks: {short(name)} is not a topic of a node; masks takes "
-                                  f"{', '.join(_KNOWN_MASK_NAMES)} (other topics by their exact names in topics=[...])")
+        # Each mistake that would subscribe to nothing the node sends, without a word, is refused.
+        wanted = subscriptions(topics, namespace, masks)
         if (curve_server_key is None) != (curve_key_file is None):
             raise ConfigError(  # the keyword arguments, and the flags of listen, record and view that give them
                 "CURVE needs both curve_server_key (--curve-server-key: the node's .key) and curve_key_file "
@@ -344,24 +262,15 @@ class MaskSubscriber:
         #: ``masks`` are asked for (then info messages update these without being returned).
         self.info: dict[str, Any] | None = None
         self.infos: dict[str, dict[str, Any]] = {}
-        self._info_topics: set[str] = set()
-        self._frame_topics: set[str] = set()
+        self._info_topics = wanted.info_topics
+        # A node with --atomic-frames sends mask <ns>/X inside <ns>/frame: subscribed too, only
+        # the asked-for masks of each frame kept.
+        self._frame_topics = wanted.frame_topics
         self.split_frames = split_frames
         self._split: deque[Message] = deque()  # the rest of a split atomic frame
-        if topics:
-            self.topics: list[str] | None = list(topics)
-            # A node with --atomic-frames sends mask <ns>/X inside <ns>/frame: subscribe to that
-            # too, and keep only the asked-for masks of each frame.
-            self._frame_topics = set().union(*map(frame_topics_of, self.topics)) - set(self.topics)
-            prefixes = self.topics + sorted(self._frame_topics)
-        elif namespace and masks:
-            self.topics = [contracts.topic_name(namespace, m) for m in masks]
-            self._info_topics = {contracts.topic_name(namespace, contracts.INFO_TOPIC)} - set(self.topics)
-            self._frame_topics = {contracts.topic_name(namespace, contracts.FRAME_TOPIC)} - set(self.topics)
-            prefixes = self.topics + sorted(self._info_topics) + sorted(self._frame_topics)
-        else:
-            self.topics = None  # prefix subscription: everything under the namespace (or everything)
-            prefixes = [namespace.rstrip("/") + "/"] if namespace else [""]
+        #: The exact topics asked for; None for a prefix subscription (everything under the
+        #: namespace, or everything).
+        self.topics: list[str] | None = wanted.topics
         self.endpoint = endpoint
         self.keep_latest = keep_latest
         if isinstance(max_mask_pixels, bool) or not isinstance(max_mask_pixels, int) or max_mask_pixels < 1:
@@ -380,15 +289,8 @@ class MaskSubscriber:
         #: The receive queue in messages and its budget in bytes (``rcvhwm_for``).
         self.rcvhwm = checked_rcvhwm(max_mask_pixels, max_queue_mb, rcvhwm)
         self.max_queue_bytes = max_queue_mb * 2**20
-        # The endpoints whose connection is up (handshake done), and when ZeroMQ dropped one without
-        # announcing a reconnect (monotonic seconds; see _watch_connections).
-        self._up: set[str] = set()
-        self._dropped: dict[str, float] = {}
-        self._curve = curve_server_key is not None
-        self._ever_up: set[str] = set()  # the endpoints whose handshake succeeded once
-        self._failure_event: int | None = None  # the monitor event of handshake_failure
-        #: Why the node refused the last handshake (``handshake_failure_text``), None once one succeeds.
-        self.handshake_failure: str | None = None
+        # What the socket monitor said of the connections (see _watch_connections).
+        self._connections = Connections(curve=curve_server_key is not None)
         # recv and close take the lock (ZeroMQ sockets must not be used by two threads at once:
         # libzmq asserts and aborts the process); close() first sets _closed and writes a byte to
         # _wake, which a recv blocked in another thread polls too, so that it lets go of the lock
@@ -424,7 +326,7 @@ class MaskSubscriber:
                 from perception.security import make_curve_client
 
                 make_curve_client(self._socket, server_key_file=curve_server_key, client_secret_file=curve_key_file)
-            for prefix in prefixes:
+            for prefix in wanted.prefixes:
                 self._socket.setsockopt(zmq.SUBSCRIBE, prefix.encode("utf-8"))
             self._socket.connect(endpoint)
         except zmq.ZMQError as exc:
@@ -488,7 +390,7 @@ class MaskSubscriber:
                 if remaining <= 0:
                     return None
                 wait = min(wait, remaining)
-            if self._dropped:  # come back when the grace period of a dropped connection is over
+            if self._connections.dropped:  # come back when the grace period of a dropped connection is over
                 wait = min(wait, _RECONNECT_GRACE_S)
             self._poller.poll(max(1, int(wait * 1000)))  # the socket, its monitor, or close()'s wake-up
 
@@ -500,38 +402,8 @@ class MaskSubscriber:
         dropped without a reconnect announced within ``_RECONNECT_GRACE_S`` is made again here."""
         if self._monitor is None:
             return
-        while self._monitor.poll(0):
-            # Imported here: zmq.utils.monitor imports asyncio, tens of ms of every start (the
-            # node's and every subscriber's), for the first event only.
-            from zmq.utils.monitor import recv_monitor_message
-
-            event = recv_monitor_message(self._monitor)
-            where = event["endpoint"].decode("utf-8", "replace")  # as connect() was given it
-            if event["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                self._up.add(where)
-                self._dropped.pop(where, None)
-                self._ever_up.add(where)
-                self.handshake_failure = self._failure_event = None
-            elif event["event"] & _HANDSHAKE_FAILED:
-                if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and self._failure_event in (
-                        zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
-                    continue  # a bare closed connection says less than the failure already seen
-                self._failure_event = event["event"]
-                failure = handshake_failure_text(event["event"], event["value"], curve=self._curve)
-                if failure != self.handshake_failure and where in self._ever_up:
-                    # refused after it was up (a key revoked, the node restarted otherwise): said at once
-                    log.warning("%s: %s", where, failure)
-                self.handshake_failure = failure
-            elif event["event"] == zmq.EVENT_DISCONNECTED and where in self._up:
-                self._up.discard(where)
-                self._dropped[where] = time.monotonic()
-            elif event["event"] == zmq.EVENT_CONNECT_RETRIED:
-                self._dropped.pop(where, None)
-        now = time.monotonic()
-        for endpoint, since in list(self._dropped.items()):
-            if now - since < _RECONNECT_GRACE_S:
-                continue
-            del self._dropped[endpoint]
+        self._connections.read(self._monitor)
+        for endpoint in self._connections.lost():
             with contextlib.suppress(zmq.ZMQError):  # its session is gone already
                 self._socket.disconnect(endpoint)
             self._socket.connect(endpoint)
@@ -540,6 +412,12 @@ class MaskSubscriber:
                          f"most likely the publisher sent a frame over {self.max_frame_bytes} bytes, more than any valid "
                          f"message of masks up to {self.max_mask_pixels} pixels holds (ZMQ_MAXMSGSIZE; "
                          "--max-mask-pixels raises it); reconnected", self.counters.reconnects)
+
+    @property
+    def handshake_failure(self) -> str | None:
+        """Why the node refused the last handshake (``handshake_failure_text``), None once one
+        succeeds; from any thread."""
+        return self._connections.handshake_failure
 
     def _recv_frames(self) -> list[zmq.Frame] | None:
         try:
