@@ -7,19 +7,17 @@ builds a label look-up table; ``SegmentationDataset`` decodes a pair on access a
 from __future__ import annotations
 
 import logging
-import os
-import re
-import struct
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import BinaryIO, NamedTuple
 
 import cv2
 import numpy as np
 
 from perception import MAX_SOURCE_PIXELS, cvpath
 from perception.contracts import ClassTable
-from perception.errors import DataError, unreadable
+from perception.datasets.headers import ORIENTATION_WORDS, read_header
+from perception.datasets.unreadable import cannot_read, named, refuse_cut_png
+from perception.errors import DataError
 from perception.sources.base import CorruptFrame, as_bgr
 
 # The node's image reader: datasets take the files it takes and decode them its way (EXIF orientation,
@@ -27,7 +25,6 @@ from perception.sources.base import CorruptFrame, as_bgr
 from perception.sources.images import (
     DEPTH_CHECK_FRAMES,
     LOW_BITS_MAX,
-    _not_a_regular_file,
     decoded_size,
     imread_at_depth,
     to_8bit,
@@ -133,13 +130,13 @@ class SegmentationDataset(Sequence):
 def read_image(path: Path, flags: int, *, what: str = "image") -> np.ndarray:
     """The decoded file ``path``; DataError calling it ``what`` (an image, or a label of one) when
     it cannot be decoded or is too large."""
-    _refuse_cut_png(path, what)
+    refuse_cut_png(path, what)
     try:
         image = cvpath.imread(path, flags)  # any name: OpenCV is not handed one that is not UTF-8
     except cv2.error:  # OpenCV's OPENCV_IO_MAX_IMAGE_PIXELS (perception.MAX_SOURCE_PIXELS), checked before decoding
         raise DataError(f"{what} {named(path)} has more than {MAX_SOURCE_PIXELS} pixels (8192 x 8192); resize it") from None
     if image is None:
-        raise DataError(_cannot_read(what, path))
+        raise DataError(cannot_read(what, path))
     return image
 
 
@@ -147,154 +144,17 @@ def read_dataset_image(path: Path) -> np.ndarray:
     """Image ``path`` as the node reads it (``perception.sources.images``): EXIF orientation
     applied, at its own depth, then 16-bit brought to 8 bits by the same fixed factor (65535 ->
     255), as uint8 BGR; DataError naming it when it cannot be."""
-    _refuse_cut_png(path, "image")
+    refuse_cut_png(path, "image")
     try:
         image = imread_at_depth(path)
         if image is None:
-            raise DataError(_cannot_read("image", path))
+            raise DataError(cannot_read("image", path))
         return as_bgr(to_8bit(image))
     except cv2.error as exc:  # OpenCV's own limits, checked before decoding (perception.MAX_SOURCE_PIXELS)
         raise DataError(f"image {too_big(path, exc)}") from None
     except CorruptFrame as exc:  # over the bytes one frame may take, or a pixel type the node refuses too
         raise DataError(f"image {named(path)}: {exc}" if str(path) not in str(exc) else f"image {exc}") from None
 
-
-def named(path: str | os.PathLike) -> str:
-    """A file's name for an error line: as it is when every character is printable (the usual
-    case, as typed), else as ``cvpath.display`` quotes it (a newline escaped, so that a name cannot
-    fake a line; a byte that is not UTF-8 written ``\\xe9``)."""
-    text = os.fspath(path)
-    return text if text.isprintable() else cvpath.display(text)
-
-
-def _pair_fix(what: str) -> str:
-    """The fix for a dataset file that cannot be read: put a good one there, or drop its pair."""
-    other = "label" if what == "image" else "image"
-    return f"replace it with a good copy, or remove it and its {other}"
-
-
-#: The start of each image type OpenCV reads, and what it is called in an error line. By hand: the
-#: file is one that did not decode, often cut short, and Pillow's identification parses more than the
-#: magic at open (a WebP cut in half reads as no image at all to it).
-_SIGNATURES = (
-    (b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"BM", "BMP"),
-    (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"RIFF", "WebP"), (b"#?", "Radiance HDR"),
-    (b"\x76\x2f\x31\x01", "OpenEXR"), (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"), (b"\xff\x4f\xff\x51", "JPEG 2000"),
-    (b"\x59\xa6\x6a\x95", "Sun raster"), (b"GIF8", "GIF"),
-)
-_PNM = re.compile(rb"P[1-7Ff]\s")
-#: The bytes read from a file's end to see whether it is whole (a JPEG may carry a trailer after its end).
-_TAIL_BYTES = 4096
-#: A PNG's last chunk, IEND (no data, its CRC): what a whole PNG ends with.
-_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
-
-
-def _cannot_read(what: str, path: Path) -> str:
-    """Why ``what`` (image, label) ``path`` did not decode, in an error line's words, with the fix:
-    OpenCV 5.0 does not decode a TIFF whose EXIF orientation turns it by 90 degrees (as the node,
-    which skips it); else the file is gone, a link to nothing or a link loop, a folder, not
-    readable by this user, empty, cut short, not an image at all (an HTML page saved as .jpg), or
-    an image that OpenCV cannot decode."""
-    turn = tiff_orientation(path)
-    if turn in (5, 6, 7, 8):
-        return (f"cannot read {what} {named(path)}: OpenCV does not decode a TIFF whose EXIF orientation tag ({turn}) "
-                f"turns it; turn it for good (mogrify -auto-orient {named(path)}) or save it as PNG")
-    return f"cannot read {what} {named(path)}: it {_why_not_decoded(path, what)}"
-
-
-def _why_not_decoded(path: Path, what: str) -> str:
-    """What follows "it" in ``_cannot_read``'s line."""
-    fix = _pair_fix(what)
-    if not os.path.lexists(path):
-        return "is gone (deleted or moved since the dataset was opened); put it back, or remove its pair"
-    why = _not_a_regular_file(path)  # the node's words: a link to nothing, a link loop, a folder, a pipe
-    if why is not None:
-        other = "label" if what == "image" else "image"
-        return f"{why}; {f'point the link at the {what} file' if path.is_symlink() else 'put the file there'}, " \
-               f"or remove it and its {other}"
-    denied = unreadable(path)
-    if denied is not None:
-        return denied
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64)
-            size = f.seek(0, os.SEEK_END)
-            f.seek(max(0, size - _TAIL_BYTES))
-            tail = f.read()
-    except OSError as exc:
-        return f"cannot be read ({exc.strerror or exc}); {fix}"
-    if size == 0:
-        return f"is empty (0 bytes); {fix}"
-    kind = _image_type(head)
-    if kind is None:
-        return f"{_content_words(head)}; {fix}"
-    cut = _png_cut_short(path) if kind == "PNG" else (
-        "no end-of-image marker" if kind == "JPEG" and b"\xff\xd9" not in tail else None)
-    if cut is not None:
-        return f"is a {kind} file cut short ({size} bytes, {cut}), as a copy or download that did not finish leaves it; {fix}"
-    return f"is a {kind} file that OpenCV cannot decode (damaged, or a kind of {kind} it does not read); {fix}"
-
-
-def _image_type(head: bytes) -> str | None:
-    """The image type a file's first bytes ``head`` say it is (``_SIGNATURES``), or None."""
-    for signature, kind in _SIGNATURES:
-        if head.startswith(signature) and (kind != "WebP" or head[8:12] == b"WEBP"):
-            return kind
-    return "PNM" if _PNM.match(head) else None
-
-
-def _content_words(head: bytes) -> str:
-    """What follows "it" for a file that is not an image, from its first bytes: an HTML page (a web
-    page saved under an image's name), other text, or binary data, quoting its start."""
-    start = head.lstrip()
-    shown_start = repr(start[:24])[1:]
-    if start[:1] == b"<" and (b"html" in start.lower() or start[:5].lower() == b"<!doc"):
-        return (f"is an HTML page, not an image (it starts with {shown_start}), as a download that saved the web "
-                "page instead leaves it")
-    if all(32 <= byte < 127 or byte in b"\t\r\n" for byte in head):
-        return f"is text, not an image (it starts with {shown_start})"
-    return f"is not an image of a type that OpenCV reads (it starts with {shown_start})"
-
-
-def _png_cut_short(path: Path) -> str | None:
-    """How PNG ``path`` is cut short (the chunk that runs past its end, or no IEND), or None when it
-    is whole: its last bytes are IEND (one read), else its chunks are walked (skipped, not read)."""
-    try:
-        with open(path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
-            if size >= len(PNG_SIGNATURE) + len(_PNG_IEND):
-                f.seek(size - len(_PNG_IEND))
-                if f.read() == _PNG_IEND:
-                    return None
-            offset = len(PNG_SIGNATURE)
-            for _ in range(MAX_HEADER_ENTRIES):
-                f.seek(offset)
-                head = f.read(8)
-                if len(head) < 8:
-                    return "no IEND chunk"
-                length, kind = struct.unpack(">I4s", head)
-                offset += 12 + length
-                if offset > size:
-                    return f"its {kind.decode('latin-1')!r} chunk runs past the end"
-                if kind == b"IEND":
-                    return None
-    except (OSError, struct.error):
-        return None
-    return None
-
-
-def _refuse_cut_png(path: Path, what: str) -> None:
-    """DataError for a PNG that is cut short, before OpenCV decodes it: libpng would print its own
-    "libpng error: PNG input buffer is incomplete" on stderr beside the error line. One small read
-    for a whole PNG (its last bytes), none for other files but their first 8 bytes."""
-    try:
-        with open(path, "rb") as f:
-            if f.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
-                return
-    except OSError:
-        return  # said by the decode that follows
-    if _png_cut_short(path) is not None:
-        raise DataError(_cannot_read(what, path))
 
 
 def warn_low_bit_depth(dataset: SegmentationDataset) -> None:
@@ -321,17 +181,6 @@ def warn_low_bit_depth(dataset: SegmentationDataset) -> None:
                     "as 16-bit (65535 -> 255), as the node scales them, and are nearly black: convert them to 8 bits "
                     "at their real depth (12-bit: value / 16)", dataset.name, seen, top)
 
-
-#: What each EXIF orientation tag does to the stored pixels for display (OpenCV turns them so).
-ORIENTATION_WORDS = {
-    2: "mirrored left to right",
-    3: "turned 180 degrees",
-    4: "mirrored top to bottom",
-    5: "mirrored left to right and turned 90 degrees anticlockwise",
-    6: "turned 90 degrees clockwise",
-    7: "mirrored left to right and turned 90 degrees clockwise",
-    8: "turned 90 degrees anticlockwise",
-}
 
 
 def apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
@@ -380,141 +229,6 @@ def _turned_sizes(image: Path, image_turn: int, label: Path, label_turn: int,
     return (f"; the sizes are the same turned by 90 degrees: the {' and the '.join(turned)}, as the node turns it; "
             "remove the tag that is wrong (exiftool -Orientation= -n FILE)")
 
-
-class Header(NamedTuple):
-    """What an image file's header says: the EXIF orientation OpenCV applies when it decodes it for
-    display (1: none), whether it is a lossy WebP, and whether OpenCV applies that orientation
-    however the file is read (a TIFF: its decoder turns it also for ``IMREAD_UNCHANGED``, which
-    reads labels; JPEG, PNG and WebP are turned only when read for display)."""
-
-    orientation: int = 1
-    lossy: bool = False
-    always_turned: bool = False
-
-
-#: The EXIF Orientation tag (TIFF tag 274).
-ORIENTATION_TAG = 0x0112
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-#: JPEG segments, PNG chunks or WebP chunks walked at most before giving up.
-MAX_HEADER_ENTRIES = 100_000
-
-
-def read_header(path: Path) -> Header:
-    """The ``Header`` of image file ``path``, from a few small reads (chunks and segments skipped,
-    not read): the Orientation of the EXIF data of a JPEG (APP1), a PNG (``eXIf``, before or after
-    the image data) or a WebP (``EXIF``), and a TIFF's own tag (``tiff_orientation``), which OpenCV's
-    TIFF decoder applies however the file is read (``always_turned``; decoded from its bytes, as
-    ``cvpath.imread`` reads every image, tags 5-8 too). A header that cannot be read is a plain
-    ``Header()``: decoding the file says what is wrong."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(12)
-            if head[:2] == b"\xff\xd8":
-                return Header(_orientation_in(_jpeg_exif(f)))
-            if head[:8] == PNG_SIGNATURE:
-                return Header(_orientation_in(_png_exif(f)))
-            if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-                return _webp_header(f)
-            if head[:4] in (b"II*\x00", b"MM\x00*"):
-                return Header(tiff_orientation(path), always_turned=True)
-    except (OSError, struct.error, ValueError, IndexError):  # IndexError: a JPEG cut in its fill bytes
-        pass
-    return Header()
-
-
-def _jpeg_exif(f: BinaryIO) -> bytes:
-    """The EXIF data (TIFF bytes) of the first ``Exif`` APP1 segment before a JPEG's image data."""
-    f.seek(2)
-    for _ in range(MAX_HEADER_ENTRIES):
-        marker = f.read(2)
-        if len(marker) < 2 or marker[0] != 0xFF:
-            return b""
-        code = marker[1]
-        while code == 0xFF:  # fill bytes
-            code = f.read(1)[0]
-        if code in (0xD9, 0xDA):  # end of image, start of scan: no more header
-            return b""
-        if code == 0x01 or 0xD0 <= code <= 0xD7:  # markers without a length
-            continue
-        (length,) = struct.unpack(">H", f.read(2))
-        if code == 0xE1:
-            data = f.read(length - 2)
-            if data.startswith(b"Exif\x00\x00"):
-                return data[6:]
-        else:
-            f.seek(length - 2, 1)
-    return b""
-
-
-def _png_exif(f: BinaryIO) -> bytes:
-    """The data of a PNG's ``eXIf`` chunk, wherever it is before ``IEND`` (OpenCV reads it after
-    the image data too)."""
-    f.seek(len(PNG_SIGNATURE))
-    for _ in range(MAX_HEADER_ENTRIES):
-        length, kind = struct.unpack(">I4s", f.read(8))
-        if kind == b"eXIf":
-            return f.read(length).removeprefix(b"Exif\x00\x00")
-        if kind == b"IEND":
-            return b""
-        f.seek(length + 4, 1)  # the data and its CRC
-    return b""
-
-
-def _webp_header(f: BinaryIO) -> Header:
-    """A WebP's ``EXIF`` chunk's orientation, and whether its image is lossy (a ``VP8 `` chunk;
-    lossless is ``VP8L``)."""
-    exif, lossy = b"", False
-    for _ in range(MAX_HEADER_ENTRIES):
-        head = f.read(8)
-        if len(head) < 8:
-            break
-        kind, size = struct.unpack("<4sI", head)
-        if kind == b"EXIF":
-            exif = f.read(size).removeprefix(b"Exif\x00\x00")
-            f.seek(size & 1, 1)
-        else:
-            lossy = lossy or kind == b"VP8 "
-            f.seek(size + (size & 1), 1)  # chunks are padded to an even size
-    return Header(_orientation_in(exif), lossy)
-
-
-def _orientation_in(tiff: bytes) -> int:
-    """The Orientation (1..8) in the first IFD of EXIF data ``tiff`` (TIFF bytes); 1 for none."""
-    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
-    if order is None:
-        return 1
-    (offset,) = struct.unpack_from(order + "I", tiff, 4)
-    return _ifd_orientation(lambda at, size: tiff[at: at + size], order, offset)
-
-
-def _ifd_orientation(read: Callable[[int, int], bytes], order: str, offset: int) -> int:
-    """The Orientation tag of the IFD at ``offset``, read by ``read(offset, size)``; 1 for none."""
-    (count,) = struct.unpack(order + "H", read(offset, 2))
-    entries = read(offset + 2, 12 * min(count, 4096))
-    for at in range(0, len(entries) - 11, 12):
-        tag, kind = struct.unpack_from(order + "HH", entries, at)
-        if tag == ORIENTATION_TAG:
-            value = struct.unpack_from(order + ("I" if kind == 4 else "H"), entries, at + 8)[0]
-            return value if value in ORIENTATION_WORDS else 1
-    return 1
-
-
-def tiff_orientation(path: Path) -> int:
-    """The Orientation tag of a TIFF file's first image (1 for none, and for other files)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-            order = {b"II*\x00": "<", b"MM\x00*": ">"}.get(head[:4])
-            if order is None:
-                return 1
-
-            def read(at: int, size: int) -> bytes:
-                f.seek(at)
-                return f.read(size)
-
-            return _ifd_orientation(read, order, struct.unpack(order + "I", head[4:8])[0])
-    except (OSError, struct.error, ValueError):
-        return 1
 
 
 def identity_lut(table: ClassTable) -> np.ndarray:
