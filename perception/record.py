@@ -311,6 +311,9 @@ class Recorder:
                     got = msg is not None
                     if got:
                         self._write(msg)
+                    elif (cut := self._sub.cut_off()) is not None:
+                        self.cut_off = cut  # admitted, then refused for good: nothing more will come
+                        break
                 if got:
                     self._drain()
             except OSError as exc:  # from the writer (a full disk); the subscriber's own errors are not OSError
@@ -418,6 +421,9 @@ class Recorder:
                             msg.topic, msg.seq, exc, self.write_errors)
             return
         self.messages += 1
+
+    #: Why the node cut this recorder off (``MaskSubscriber.cut_off``), when it did.
+    cut_off: str | None = None
 
     @property
     def handshake_failure(self) -> str | None:

@@ -419,6 +419,13 @@ class MaskSubscriber:
         succeeds; from any thread."""
         return self._connections.handshake_failure
 
+    def cut_off(self) -> str | None:
+        """Why the node cut this subscriber off (``Connections.cut_off``: it had admitted it, then
+        refused its handshakes for ``CUT_OFF_S``, and libzmq will not try again), else None. Readers
+        that would wait for ever end on it (``listen``, ``record``, ``view``: exit 4, which a launch
+        file respawns; a restarted client makes a new handshake)."""
+        return self._connections.cut_off()
+
     def _recv_frames(self) -> list[zmq.Frame] | None:
         try:
             frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)

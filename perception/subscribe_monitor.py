@@ -16,6 +16,11 @@ log = logging.getLogger("perception.subscribe")
 # How long after a dropped connection ZeroMQ has to announce its own reconnect (it does so at once,
 # in the same I/O thread step) before the subscriber takes the connection for dead and reconnects.
 _RECONNECT_GRACE_S = 0.1
+#: How long a node may refuse the handshakes of a client it had admitted (a key revoked from its
+#: --curve-allow, a restart without CURVE) before the client takes itself for cut off (``cut_off``):
+#: libzmq does not retry a handshake the node refused, so nothing more would ever arrive; a
+#: failure it does retry (a bare close) and that then succeeds within it is not a cut.
+CUT_OFF_S = 2.0
 # The socket monitor events the subscriber watches (see MaskSubscriber._watch_connections).
 # The HANDSHAKE_FAILED_* events name why a node refused this client (MaskSubscriber.handshake_failure):
 # libzmq 4.3 gives FAILED_AUTH (ZAP status 400) for a key the node's --curve-allow refuses,
@@ -63,6 +68,9 @@ class Connections:
         self.failure_event: int | None = None  # the monitor event of handshake_failure
         #: Why the node refused the last handshake (``handshake_failure_text``), None once one succeeds.
         self.handshake_failure: str | None = None
+        #: When (monotonic s) a node that had admitted this client first refused it since, None once a
+        #: handshake succeeds again.
+        self.refused_since: float | None = None
 
     def read(self, monitor: zmq.Socket) -> None:
         """Take the events waiting on ``monitor``. A connection dropped by the network or by a node
@@ -80,22 +88,32 @@ class Connections:
                 self.up.add(where)
                 self.dropped.pop(where, None)
                 self.ever_up.add(where)
-                self.handshake_failure = self.failure_event = None
+                self.handshake_failure = self.failure_event = self.refused_since = None
             elif event["event"] & _HANDSHAKE_FAILED:
                 if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and self.failure_event in (
                         zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
                     continue  # a bare closed connection says less than the failure already seen
                 self.failure_event = event["event"]
                 failure = handshake_failure_text(event["event"], event["value"], curve=self.curve)
-                if failure != self.handshake_failure and where in self.ever_up:
-                    # refused after it was up (a key revoked, the node restarted otherwise): said at once
-                    log.warning("%s: %s", where, failure)
+                if where in self.ever_up:
+                    if failure != self.handshake_failure:
+                        # refused after it was up (a key revoked, the node restarted otherwise): said at once
+                        log.warning("%s: %s", where, failure)
+                    if self.refused_since is None:
+                        self.refused_since = time.monotonic()
                 self.handshake_failure = failure
             elif event["event"] == zmq.EVENT_DISCONNECTED and where in self.up:
                 self.up.discard(where)
                 self.dropped[where] = time.monotonic()
             elif event["event"] == zmq.EVENT_CONNECT_RETRIED:
                 self.dropped.pop(where, None)
+
+    def cut_off(self, after_s: float = CUT_OFF_S) -> str | None:
+        """Why the node cut this client off: a node that had admitted it has refused its handshakes
+        for ``after_s`` with none succeeding since (``handshake_failure``); None when it has not."""
+        if self.refused_since is None or time.monotonic() - self.refused_since < after_s:
+            return None
+        return self.handshake_failure
 
     def lost(self) -> Iterator[str]:
         """The endpoints dropped with no reconnect announced within ``_RECONNECT_GRACE_S``, each

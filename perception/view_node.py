@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from perception import contracts
-from perception.commands.listen import no_messages_hint
+from perception.commands.listen import cut_off_line, no_messages_hint
 from perception.config import cut
 from perception.contracts import ClassInfo, ClassTable
 from perception.overlay import render_overlay
@@ -488,6 +488,13 @@ def node_frames(config: ViewConfig, stop: threading.Event, deadline: float | Non
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             msg = sub.recv(timeout_s=0.2)
             now = time.monotonic()
+            if msg is None and (refused := sub.cut_off()) is not None:
+                # Admitted, then refused for good (a revoked key): nothing more will come.
+                why = NothingReceived(cut_off_line(config.endpoint, sum(arrived.values()), refused))
+                ended.append(why)
+                if drawn_any:
+                    log.warning("stopped drawing: %s", why)
+                return
             if msg is not None and msg.kind != contracts.KIND_MASK:  # a JSON document on a mask topic: not drawable
                 skipped += 1
                 limited.warning("kind", "skipped a %r message on mask topic %s", msg.kind, msg.topic)

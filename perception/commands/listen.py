@@ -19,7 +19,9 @@ Ctrl-C / SIGTERM, after reading something; when nothing at all arrived it ends w
 stream that is not there; ``--json`` still prints its summary on stdout first). When messages came
 but every one was skipped (from another wire version, a newer publisher's kind or compression,
 malformed) it ends with one line naming why and the fix, after the summary, and exits 2, as
-``record`` does (``every_message_skipped``).
+``record`` does (``every_message_skipped``). A node that admitted it and then refuses its handshakes
+(its key revoked from ``--curve-allow``: libzmq does not try again, so nothing more would come) ends
+it after ``CUT_OFF_S``, with the summary and one line (``cut_off_line``), exit 4.
 
 It keeps track of at most ``--max-topics`` topics (default 256; ``MaskSubscriber``): messages on
 further topics are skipped and counted (``over_max_topics`` in the summary), so a publisher on
@@ -267,6 +269,9 @@ def main(args: argparse.Namespace) -> int:
     if summary["messages"] == 0:
         # Messages came, none of them readable: a bad input (exit 2), as record says it.
         raise SourceError(every_message_skipped(summary, version_error))
+    if summary["cut_off"] is not None:
+        # Admitted, then refused for good (a revoked key): exit 4, as for a stream no longer there.
+        raise SourceUnavailableError(cut_off_line(config.endpoint, summary["messages"], summary["cut_off"]))
     return 0
 
 
@@ -307,6 +312,8 @@ def _listen(config: ListenConfig, earlier: list[Path], live,
             wait_s = min(0.1, next_report_s - now_s, (end_s - now_s) if end_s is not None else 0.1)
             msg = sub.recv(timeout_s=max(0.0, wait_s))
             now_s = time.monotonic()
+            if msg is None and sub.cut_off() is not None:
+                break  # the node refused this client after admitting it: nothing more will come
             if msg is not None:
                 total += 1
                 topic_stats = stats.setdefault(msg.topic, TopicStats(start_s))
@@ -351,6 +358,7 @@ def _listen(config: ListenConfig, earlier: list[Path], live,
         "superseded": counters.superseded,
         "save_errors": save_errors,
         "last_error": sub.last_error,
+        "cut_off": sub.cut_off(),
     }
     nothing = total == 0 and not (counters.malformed or counters.version_mismatch or counters.over_max_topics)
     return summary, nothing, sub.last_version_error, sub.handshake_failure
@@ -384,6 +392,13 @@ def clock_behind_hint(topic: str, latency_ms: float) -> str:
     return (f"latency below 0 on {topic} ({latency_ms:.1f} ms): this machine's clock is behind the publisher's by at "
             f"least {behind} (or a clock was stepped); latencies are shown as measured, sync both clocks "
             "(chrony/NTP) for latency across machines (the header's latency_ms, in --echo, needs no sync)")
+
+
+def cut_off_line(endpoint: str, messages: int, failure: str) -> str:
+    """The one line of a reader (listen, record, view) whose node admitted it, then refused its
+    handshakes for good (``MaskSubscriber.cut_off``: a key revoked from --curve-allow)."""
+    return (f"cut off by {endpoint} after {messages} message(s): {failure}; ZeroMQ does not retry a refused "
+            "handshake, so restart this client once the node admits it again")
 
 
 def nothing_received(endpoint: str, seconds: float, hint: str) -> str:

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from perception.cli import emit
-from perception.commands.listen import no_messages_hint
+from perception.commands.listen import cut_off_line, no_messages_hint
 from perception.errors import ConfigError, SourceError, SourceUnavailableError
 from perception.flags import add_flags, config_from_flags, flag_values, flags
 from perception.mcap_layout import split_path
@@ -114,6 +114,10 @@ def _record(config: RecordConfig) -> int:
         raise SourceError(f"nothing recorded from {config.endpoint}: every message received was skipped "
                           f"(see the counts above{f'; the last of another version: {why}' if why else ''}); "
                           "no file was written")
+    if recorder.cut_off is not None:
+        # Admitted, then refused for good (a revoked key): the file is finished; exit 4, which a
+        # launch file respawns (a new recorder makes a new handshake).
+        raise SourceUnavailableError(cut_off_line(config.endpoint, summary.messages, recorder.cut_off))
     return 0
 
 

@@ -1,0 +1,89 @@
+"""A reader whose key is revoked from the node's ``--curve-allow`` while it runs: the node cuts it
+and refuses its reconnect, and libzmq never tries that handshake again, so nothing more can come.
+``listen`` and ``record`` sat silent until their ``--duration`` and exited 0 (``record`` under a
+launch file: for ever, never respawned). They now end within a few seconds with one line naming
+the refusal, exit 4; ``record`` finishes its file first."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from test_curve_allow_reload import DEADLINE_S, NS, _publisher, _receives, _subscriber, keys  # noqa: F401 - a fixture
+
+from perception.cli import main as cli_main
+from perception.mcap_reader import read_recording
+
+
+def test_a_subscriber_cut_by_a_revocation_says_so_and_another_is_not(keys):  # noqa: F811 - the fixture
+    paths, allow_dir = keys
+    with _publisher(paths, allow_dir) as pub, _subscriber(pub, paths, "laptop") as laptop, \
+            _subscriber(pub, paths, "spare") as spare:
+        assert _receives(pub, laptop) and _receives(pub, spare)
+        assert laptop.cut_off() is None
+        (allow_dir / "laptop.key").unlink()
+        deadline = time.monotonic() + DEADLINE_S
+        while laptop.cut_off() is None and time.monotonic() < deadline:
+            pub.publish_json("stats", {"fps": 1.0})
+            laptop.recv(timeout_s=0.05)
+        said = laptop.cut_off()
+        assert said is not None and "refused this client's key" in said, said
+        assert _receives(pub, spare) and spare.cut_off() is None
+
+
+def _serve_until(pub, done: threading.Event, revoke, after_s: float = 1.0) -> None:
+    """Publish until ``done``; ``revoke()`` once, ``after_s`` in."""
+    start = time.monotonic()
+    revoked = False
+    while not done.is_set() and time.monotonic() - start < 60:
+        pub.publish_json("stats", {"fps": 1.0})
+        if not revoked and time.monotonic() - start >= after_s:
+            revoke()
+            revoked = True
+        time.sleep(0.02)
+
+
+def _reader(argv: list[str], result: dict, done: threading.Event) -> threading.Thread:
+    def target():
+        try:
+            result["code"] = cli_main(argv)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread
+
+
+def test_listen_ends_with_exit_4_when_its_key_is_revoked(keys, capsys):  # noqa: F811 - the fixture
+    paths, allow_dir = keys
+    with _publisher(paths, allow_dir) as pub:
+        result, done = {}, threading.Event()
+        started = time.monotonic()
+        thread = _reader(["listen", "--endpoint", pub.endpoint, "--namespace", NS, "--duration", "40",
+                          "--curve-server-key", str(paths["server"][0]), "--curve-key", str(paths["laptop"][1])],
+                         result, done)
+        _serve_until(pub, done, lambda: (allow_dir / "laptop.key").unlink())
+        thread.join(timeout=30)
+    assert result.get("code") == 4, result
+    assert time.monotonic() - started < 30  # not at --duration 40
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("perception: error:")]
+    assert len(lines) == 1 and f"cut off by {pub.endpoint} after " in lines[0], err
+    assert "refused this client's key" in lines[0] and "restart this client" in lines[0]
+
+
+def test_record_finishes_its_file_and_ends_with_exit_4_when_its_key_is_revoked(keys, tmp_path, capsys):  # noqa: F811
+    paths, allow_dir = keys
+    out = tmp_path / "rec.mcap"
+    with _publisher(paths, allow_dir) as pub:
+        result, done = {}, threading.Event()
+        thread = _reader(["record", "--endpoint", pub.endpoint, "--namespace", NS, "--out", str(out),
+                          "--duration", "40", "--curve-server-key", str(paths["server"][0]),
+                          "--curve-key", str(paths["laptop"][1])], result, done)
+        _serve_until(pub, done, lambda: (allow_dir / "laptop.key").unlink(), after_s=1.5)
+        thread.join(timeout=30)
+    assert result.get("code") == 4, result
+    err = capsys.readouterr().err
+    assert "cut off by" in err and "Traceback" not in err, err
+    assert len(list(read_recording(out))) > 0  # what came before the cut is recorded, the file finished
