@@ -12,8 +12,8 @@ import numpy as np
 import zmq
 
 from perception import xpub_counts
+from perception.curve_audit import AuditLog
 from perception.publish import MaskPublisher
-from perception.security import _AuditLog
 from perception.xpub import XpubCore
 from perception.xpub_counts import SubscriptionCounts
 
@@ -242,7 +242,7 @@ def test_the_curve_audit_summarises_a_flood_and_names_a_new_client_once_it_passe
     handler = _Lines()
     logger.addHandler(handler)
     now = [0.0]
-    audit = _AuditLog(logger, 10.0, 20, clock=lambda: now[0])
+    audit = AuditLog(logger, 10.0, 20, clock=lambda: now[0])
     line = "refused %s"
     for i in range(3000):  # a flood of random keys within one interval
         audit.refused(f"key{i} 10.0.0.9", line, f"key{i}")
@@ -271,7 +271,7 @@ def test_the_last_interval_of_a_flood_is_summed_once_it_passed():
     handler = _Lines()
     logger.addHandler(handler)
     now = [0.0]
-    audit = _AuditLog(logger, 10.0, 20, clock=lambda: now[0])
+    audit = AuditLog(logger, 10.0, 20, clock=lambda: now[0])
     for i in range(3000):  # 6 s of new keys, then nothing
         audit.refused(f"key{i} 10.0.0.9", "refused %s", f"key{i}")
         now[0] += 0.002
@@ -295,7 +295,7 @@ def test_a_sustained_flood_keeps_the_audit_bounded():
     handler = _Lines()
     logger.addHandler(handler)
     now = [0.0]
-    audit = _AuditLog(logger, 10.0, 20, clock=lambda: now[0])
+    audit = AuditLog(logger, 10.0, 20, clock=lambda: now[0])
     for i in range(100_000):  # 100 s of 1000 new keys a second
         audit.refused(f"k{i}", "refused %s", f"k{i}")
         now[0] += 0.001
