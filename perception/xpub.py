@@ -84,7 +84,7 @@ from perception.xpub_connections import (
     shut_down_connection,
 )
 from perception.xpub_counts import SubscriptionCounts
-from perception.xpub_drain import ConnectionWatch, Drained
+from perception.xpub_drain import Drained, drain_and_close
 from perception.zmq_context import new_context
 
 log = logging.getLogger(__name__)
@@ -210,7 +210,7 @@ class XpubCore:
                 make_curve_server(self._socket, keys)
             self._bind(endpoint)
         except BaseException:
-            self._teardown()
+            self.teardown()
             raise
         if self._auth is not None:
             self._auth.on_failure = self._auth_died
@@ -573,7 +573,7 @@ class XpubCore:
             if self.closed:
                 return
             self.closed = True
-        self._teardown(flush_s)
+        self.teardown(flush_s)
 
     def drain(self, *, idle_s: float, stop: threading.Event, poll_s: float = 0.05) -> Drained:
         """Close the socket once what is queued has reached the subscribers, however long that takes
@@ -590,80 +590,12 @@ class XpubCore:
         cannot be watched (not Linux), this is ``close(flush_s=idle_s)`` and ``Drained.watched`` is
         False.
         """
-        t0 = time.monotonic()
-        with self.lock:
-            if self.closed:
-                return Drained()
-            watch = ConnectionWatch.of(self.endpoint)
-            if watch is None or not watch.conns:
-                self.closed = True
-        if watch is None or not watch.conns:
-            # Nothing to watch: no subscriber connected (nothing queued: this returns at once), or
-            # a system where connections cannot be watched (a plain linger, losses unseen).
-            if watch is not None:
-                watch.close()
-            self._teardown(idle_s)
-            return Drained(watched=watch is not None, seconds=time.monotonic() - t0)
-        result = Drained()
-        done = threading.Event()
-        try:
-            gave_up = self._watch_until(watch, watch.all_taken, idle_s, stop, poll_s)
-            with self.lock:
-                if self.closed:  # closed meanwhile by another thread
-                    return result
-                self.closed = True
-            closing = gave_up is None
-            if closing:
+        return drain_and_close(self, idle_s=idle_s, stop=stop, poll_s=poll_s)
 
-                def teardown() -> None:
-                    try:
-                        self._teardown(linger_ms=-1)  # (normally at once: nothing is left)
-                    finally:
-                        done.set()
-
-                # (perception-*: a program exit that finds it still running ends past it, see signals.py)
-                threading.Thread(target=teardown, name="perception-xpub-drain", daemon=True).start()
-                gave_up = self._watch_until(watch, done.is_set, idle_s, stop, poll_s)
-            if gave_up is not None:
-                held = watch.cut_all()
-                if gave_up == "stalled":
-                    result.stalled = held
-                else:
-                    result.stopped = held
-                if not closing:
-                    self._teardown(0.0)  # what is queued for the connections cut goes
-                elif not done.wait(_CUT_WAIT_S):
-                    log.debug("the publisher's socket did not close %.0f s after its subscribers were cut", _CUT_WAIT_S)
-        finally:
-            watch.close()
-            result.seconds = time.monotonic() - t0
-        return result
-
-    @staticmethod
-    def _watch_until(watch: ConnectionWatch, finished: Callable[[], bool], idle_s: float, stop: threading.Event,
-                     poll_s: float) -> str | None:
-        """Wait until ``finished()``: None; ``"stopped"`` once ``stop`` is set; ``"stalled"`` once no
-        connection moved for ``idle_s`` seconds (see ``ConnectionWatch.sample``)."""
-        last, moved_at = watch.sample(), time.monotonic()
-        while not finished():
-            watch.wait(poll_s)  # (returns early when a connection's socket wakes a writer)
-            if finished():
-                return None
-            if stop.is_set():
-                return "stopped"
-            now = watch.sample()
-            if now != last:
-                last, moved_at = now, time.monotonic()
-            elif time.monotonic() - moved_at >= idle_s:
-                return "stalled"
-        return None
-
-    def _teardown(self, flush_s: float = 0.0, *, linger_ms: int | None = None) -> None:
+    def teardown(self, flush_s: float = 0.0, *, linger_ms: int | None = None) -> None:
+        """Close the socket (``linger_ms``, else ``flush_s``), stop the authenticator, end the context."""
         self._socket.close(linger=int(flush_s * 1000) if linger_ms is None else linger_ms)
         if self._auth is not None:
             self._auth.stop()
         self._context.term()
 
-
-#: How long ``drain`` waits for the socket to close once it cut the subscribers that held it.
-_CUT_WAIT_S = 5.0

@@ -1,4 +1,4 @@
-"""What ``XpubCore.drain`` watches at the end of a replay: the subscriber connections of a bound
+"""How ``XpubCore.drain`` closes the publisher at the end of a replay (``drain_and_close``) and what it watches: the subscriber connections of a bound
 endpoint, found among the process's sockets, and whether each still holds messages in its kernel
 send queue or takes them (``ConnectionWatch``, Linux only), and how the drain ended (``Drained``).
 ZeroMQ says neither (per-subscriber queue counts are only in libzmq's draft API), so the kernel is
@@ -14,12 +14,19 @@ import os
 import socket
 import struct
 import sys
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from perception.xpub_connections import (
     _on_socket_at,
     shut_down_connection,
 )
+
+if TYPE_CHECKING:
+    from perception.xpub import XpubCore
 
 log = logging.getLogger("perception.xpub")  # its messages are the publisher's
 
@@ -29,6 +36,8 @@ _SIOCOUTQ = 0x5411
 _TCP_INFO = getattr(socket, "TCP_INFO", 11)
 _BYTES_ACKED = struct.Struct("=Q")
 _BYTES_ACKED_AT = 120
+#: How long ``drain_and_close`` waits for the socket to close once it cut the subscribers that held it.
+_CUT_WAIT_S = 5.0
 
 
 @dataclass
@@ -158,3 +167,76 @@ class ConnectionWatch:
 
     def close(self) -> None:
         self._epoll.close()
+
+
+def drain_and_close(core: XpubCore, *, idle_s: float, stop: threading.Event, poll_s: float = 0.05) -> Drained:
+    """``XpubCore.drain`` (see there): watch the connections of ``core``'s endpoint until they have
+    taken what is queued, then close its socket; give up a stalled or stopped drain by cutting them."""
+    t0 = time.monotonic()
+    with core.lock:
+        if core.closed:
+            return Drained()
+        watch = ConnectionWatch.of(core.endpoint)
+        if watch is None or not watch.conns:
+            core.closed = True
+    if watch is None or not watch.conns:
+        # Nothing to watch: no subscriber connected (nothing queued: this returns at once), or
+        # a system where connections cannot be watched (a plain linger, losses unseen).
+        if watch is not None:
+            watch.close()
+        core.teardown(idle_s)
+        return Drained(watched=watch is not None, seconds=time.monotonic() - t0)
+    result = Drained()
+    done = threading.Event()
+    try:
+        gave_up = _watch_until(watch, watch.all_taken, idle_s, stop, poll_s)
+        with core.lock:
+            if core.closed:  # closed meanwhile by another thread
+                return result
+            core.closed = True
+        closing = gave_up is None
+        if closing:
+
+            def teardown() -> None:
+                try:
+                    core.teardown(linger_ms=-1)  # (normally at once: nothing is left)
+                finally:
+                    done.set()
+
+            # (perception-*: a program exit that finds it still running ends past it, see signals.py)
+            threading.Thread(target=teardown, name="perception-xpub-drain", daemon=True).start()
+            gave_up = _watch_until(watch, done.is_set, idle_s, stop, poll_s)
+        if gave_up is not None:
+            held = watch.cut_all()
+            if gave_up == "stalled":
+                result.stalled = held
+            else:
+                result.stopped = held
+            if not closing:
+                core.teardown(0.0)  # what is queued for the connections cut goes
+            elif not done.wait(_CUT_WAIT_S):
+                log.debug("the publisher's socket did not close %.0f s after its subscribers were cut", _CUT_WAIT_S)
+    finally:
+        watch.close()
+        result.seconds = time.monotonic() - t0
+    return result
+
+
+def _watch_until(watch: ConnectionWatch, finished: Callable[[], bool], idle_s: float, stop: threading.Event,
+                 poll_s: float) -> str | None:
+    """Wait until ``finished()``: None; ``"stopped"`` once ``stop`` is set; ``"stalled"`` once no
+    connection moved for ``idle_s`` seconds (see ``ConnectionWatch.sample``)."""
+    last, moved_at = watch.sample(), time.monotonic()
+    while not finished():
+        watch.wait(poll_s)  # (returns early when a connection's socket wakes a writer)
+        if finished():
+            return None
+        if stop.is_set():
+            return "stopped"
+        now = watch.sample()
+        if now != last:
+            last, moved_at = now, time.monotonic()
+        elif time.monotonic() - moved_at >= idle_s:
+            return "stalled"
+    return None
+
