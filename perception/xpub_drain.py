@@ -1,6 +1,6 @@
-"""How ``XpubCore.drain`` closes the publisher at the end of a replay (``drain_and_close``) and what it watches: the subscriber connections of a bound
-endpoint, found among the process's sockets, and whether each still holds messages in its kernel
-send queue or takes them (``ConnectionWatch``, Linux only), and how the drain ended (``Drained``).
+"""How ``XpubCore.drain`` closes the publisher at the end of a replay (``drain_and_close``), and
+what it watches: the subscriber connections of a bound endpoint, found among the process's
+sockets, and whether each still holds messages in its kernel send queue or takes them (``ConnectionWatch``, Linux only), and how the drain ended (``Drained``).
 ZeroMQ says neither (per-subscriber queue counts are only in libzmq's draft API), so the kernel is
 asked: ``SIOCOUTQ``, ``TCP_INFO``'s bytes acknowledged and edge-triggered ``EPOLLOUT``.
 """
