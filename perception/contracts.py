@@ -13,6 +13,7 @@ This module is imported by the runtime node and must stay free of torch.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, field
@@ -30,6 +31,10 @@ from perception.stats_schema import STARTUP_STATS as STARTUP_STATS
 from perception.stats_schema import STATS_ALIASES as STATS_ALIASES
 from perception.stats_schema import StatsKey as StatsKey
 from perception.stats_schema import check_stats as check_stats
+
+log = logging.getLogger(__name__)
+#: Metadata (by the hash of its text) whose NaN real-road figures were warned about (``from_json``).
+_WARNED_NAN: set[int] = set()
 
 #: What every reader (Python, C, JS) calls a control character in text it prints: C0, DEL, C1, the
 #: Unicode line and paragraph separators, and the invisible and bidirectional format characters
@@ -399,7 +404,8 @@ class ModelMetadata:
         doc["input_hw"] = list(self.input_hw)
         doc["mean"] = list(self.mean)
         doc["std"] = list(self.std)
-        return json.dumps(doc, sort_keys=True)
+        # No NaN or Infinity: the reader (and jq, a C++ node) takes standard JSON; an undefined figure is null.
+        return json.dumps(doc, sort_keys=True, allow_nan=False)
 
     @classmethod
     def from_json(cls, text: str, *, source: str = "model") -> ModelMetadata:
@@ -417,6 +423,7 @@ class ModelMetadata:
                 f"{source}: metadata schema version {version!r:.40}, this node reads version "
                 f"{METADATA_SCHEMA_VERSION}; re-export the model with this version of perception"
             )
+        undefined: list[str] = []  # real-road figures stored as NaN by an older --record, read as null
         try:
             metadata = cls(
                 model_name=fields.text(doc["model_name"], "model_name", empty=False),
@@ -426,7 +433,7 @@ class ModelMetadata:
                 std=fields.rgb(doc.get("std", IMAGENET_STD_RGB), "std"),
                 dataset=fields.text(doc.get("dataset", ""), "dataset"),
                 val_metrics=fields.val_metrics(doc.get("val_metrics")),
-                real_road_check=fields.real_road_check(doc.get("real_road_check")),
+                real_road_check=fields.real_road_check(doc.get("real_road_check"), undefined),
                 precision=fields.precision(doc.get("precision", "fp32")),
                 dynamic_batch=fields.flag(doc.get("dynamic_batch", False), "dynamic_batch"),
                 has_confidence=fields.flag(doc.get("has_confidence", False), "has_confidence"),
@@ -444,6 +451,18 @@ class ModelMetadata:
                 metadata.class_table.id_of(name)  # KeyError: a pool class the table lacks
         except (KeyError, TypeError, ValueError, IndexError, OverflowError, AttributeError) as exc:
             raise ModelError(f"{source}: metadata is incomplete or malformed ({str(exc)[:300]}); re-export the model") from exc
+        # What to_json (allow_nan=False) could not write back: a metadata rewrite or the node's info hash.
+        for name in ("val_metrics", "real_road_check", "logit_adjust", "model_kwargs"):
+            where = _non_finite(getattr(metadata, name), name)
+            if where is not None:
+                raise ModelError(f"{source}: metadata is incomplete or malformed ({where} is not a finite number); "
+                                 "re-export the model")
+        if undefined and hash(text) not in _WARNED_NAN:  # once a process per metadata (eval reads it twice)
+            _WARNED_NAN.add(hash(text))
+            shown = ", ".join(undefined[:3]) + (f" and {len(undefined) - 3} more" if len(undefined) > 3 else "")
+            log.warning("%s: its real-road check stores %s as NaN (an older 'perception eval --record' wrote undefined "
+                        "figures so); read as undefined (-); run 'perception eval --tasks --record' on it again to "
+                        "store them as null", source, shown)
         if len(metadata.model_id) > MAX_HEADER_STRING:  # every message carries it; readers refuse longer ones
             raise ModelError(f"{source}: its model id ({metadata.model_name!r:.40}... from model_name, dataset and size) is "
                              f"{len(metadata.model_id)} characters, messages carry at most {MAX_HEADER_STRING}; re-export the model")
@@ -456,6 +475,20 @@ class ModelMetadata:
             raise ModelError(f"{source}: input {h}x{w} has {h * w} pixels, more than {MAX_MASK_PIXELS} (4096x4096, the "
                              "largest mask a subscriber reads by default); re-export it at a smaller --size")
         return metadata
+
+
+def _non_finite(value: Any, where: str) -> str | None:
+    """The key path of the first NaN or infinity in a metadata field (nested objects and lists),
+    or None; such a value is not standard JSON."""
+    if isinstance(value, float):
+        return None if value == value and abs(value) != float("inf") else where
+    if isinstance(value, dict):
+        items = ((f"{where}.{k}", v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    return next((found for key, item in items if (found := _non_finite(item, key)) is not None), None)
 
 
 # --------------------------------------------------------------------------------------------

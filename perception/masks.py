@@ -198,8 +198,11 @@ def check_group_classes(task: str, names: list[str], table: ClassTable, *, flag:
     ConfigError naming the first class ``owner`` lacks, and its classes, otherwise."""
     unknown = [n for n in names if n not in table.names]
     if unknown or not names:
+        # Class names are matched exactly; one that differs only in case is named (road for Road).
+        same = [n for n in table.names if unknown and n.casefold() == unknown[0].casefold()]
+        guess = f" (did you mean {same[0]!r}?)" if same else ""
         raise ConfigError(
-            f"{flag} {task}={','.join(names)}: {owner} has no class {unknown[0] if unknown else '(none given)'!r}; "
+            f"{flag} {task}={','.join(names)}: {owner} has no class {unknown[0] if unknown else '(none given)'!r}{guess}; "
             f"its classes: {', '.join(table.names)}"
         )
     return list(names)

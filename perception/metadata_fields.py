@@ -145,15 +145,27 @@ def val_metrics(value: Any) -> dict[str, Any]:
     return metrics
 
 
-def real_road_check(value: Any) -> dict[str, Any]:
-    """``perception eval --tasks --record``'s figures: per task shares in 0..1, a frame count."""
+def real_road_check(value: Any, undefined: list[str] | None = None) -> dict[str, Any]:
+    """``perception eval --tasks --record``'s figures: per task shares in 0..1 or null (undefined),
+    a frame count. A task figure stored as NaN (what ``--record`` wrote for an undefined figure
+    before it wrote null) is read as null, and its key added to ``undefined`` for a warning: the
+    file stays usable, and recording again stores null."""
     check = mapping(value, "real_road_check")
     for group in ("tasks", "tasks_unknown_off"):
-        for task, figures in mapping(check.get(group), f"real_road_check.{group}").items():
+        tasks = mapping(check.get(group), f"real_road_check.{group}")
+        for task, figures in tasks.items():
             figures = mapping(figures, f"real_road_check.{group}.{task}")
             for key in _TASK_SHARES:
                 if key in figures:
-                    _share(figures[key], f"real_road_check.{group}.{task}.{key}")
+                    where = f"real_road_check.{group}.{task}.{key}"
+                    if isinstance(figures[key], float) and math.isnan(figures[key]):
+                        figures[key] = None
+                        if undefined is not None:
+                            undefined.append(where)
+                    _share(figures[key], where)
+            tasks[task] = figures
+        if check.get(group) is not None:
+            check[group] = tasks
     if "frames" in check:
         _count(check["frames"], "real_road_check.frames")
     if "input_hw" in check:

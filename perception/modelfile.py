@@ -212,6 +212,17 @@ def record_metadata(path: str | Path, **fields) -> ModelMetadata:
     ``real_road_check``), atomically; returns the new metadata. ModelError for a bad file."""
     proto = load_model_proto(path)
     metadata = dataclasses.replace(metadata_from_proto(proto, source=str(path)), **fields)
+    # Read back as every command will read the file, before it is touched: metadata the reader
+    # refuses would leave a model that run, inspect and eval all refuse.
+    unchanged = f"{path} is left unchanged"
+    try:
+        text = metadata.to_json()
+    except ValueError as exc:  # NaN or Infinity, which standard JSON cannot hold
+        raise ModelError(f"{unchanged}: its new metadata is not standard JSON ({exc})") from None
+    try:
+        metadata_from_props({METADATA_KEY: text}, source="its new metadata")
+    except ModelError as exc:
+        raise ModelError(f"{unchanged}: {str(exc).removesuffix('; re-export the model')}") from None
     write_metadata(proto, metadata)
     save_model(proto, path)
     return metadata

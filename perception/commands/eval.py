@@ -54,7 +54,7 @@ from perception.flags import add_flags, config_from_flags
 from perception.metrics import masks_0_255_fix, no_labelled_pixels
 from perception.options import EngineOptions, PublishOptions
 from perception.overwrite import refuse_existing_file
-from perception.progress import count_of
+from perception.progress import count_of, logs_above, progress
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,8 @@ def _main_classes(config: EvalConfig, given) -> int:
         engine = _onnx_engine(config)
         spec, dataset = given or _recorded_dataset(config, engine.metadata.dataset, config.model)
         log.info("evaluating %s on %s (%s, %s)", engine.describe(), spec, config.split, count_of(len(dataset), "image"))
-        cm = evaluate_engine(engine, dataset)
+        with _eval_progress(dataset) as bar, logs_above(bar):
+            cm = evaluate_engine(engine, dataset, on_sample=bar.update)
         source = config.model
     else:
         spec, dataset = given or _recorded_dataset(config, None, config.checkpoint)
@@ -232,7 +233,7 @@ def _main_classes(config: EvalConfig, given) -> int:
         source = config.checkpoint
     if not cm.matrix.sum():
         raise DataError(no_labelled_pixels(spec, config.split, dataset))
-    emit(f"{source} on {spec} ({config.split}, {count_of(len(dataset), 'image')})", file=report)
+    emit(f"{source} on {spec} ({_split_words(config.split, dataset)})", file=report)
     emit(cm.format_table(dataset.class_table), file=report)
     if config.json:
         _write_json(config.json, {"source": str(source), "data": spec, "split": config.split, **cm.summary(dataset.class_table)})
@@ -243,6 +244,26 @@ def _main_classes(config: EvalConfig, given) -> int:
 
 #: ``--json -``: the JSON goes to stdout.
 STDOUT = "-"
+
+
+#: Datasets of at least this many images show progress on stderr (a line every few seconds off a
+#: terminal, a bar on one; off with -q): 300 frames of 1080p take about a minute on a CPU.
+PROGRESS_MIN_IMAGES = 50
+
+
+def _eval_progress(dataset):
+    """The progress of an evaluation over ``dataset`` (train's helper), off for a short one."""
+    return progress(total=len(dataset), desc="eval", unit="image", disable=len(dataset) < PROGRESS_MIN_IMAGES,
+                    interval_s=10.0)
+
+
+def _split_words(split: str, dataset) -> str:
+    """``val, 10 images``; for a folder with no split lists or split folders, which serves every
+    split whole, says so (scoring on it may score frames the model was trained on)."""
+    images = count_of(len(dataset), "image")
+    if getattr(dataset, "whole_folder", False):
+        return f"{split}: the whole folder, which has no split lists or split folders; {images}"
+    return f"{split}, {images}"
 
 
 def _report_stream(config: EvalConfig):
@@ -272,6 +293,8 @@ def _main_tasks(config: EvalConfig, given) -> int:
         source = config.checkpoint
     spec, dataset = given or _recorded_dataset(config, engine.metadata.dataset, source)
     tasks = [t.strip() for t in config.tasks.split(",") if t.strip()] or None
+    skipped = _unshared_tasks(engine.metadata.class_table, dataset.class_table, config, source=source, spec=spec) \
+        if tasks is None else []
     scores = resolve_task_groups(
         engine.metadata.class_table,
         dataset.class_table,
@@ -286,12 +309,14 @@ def _main_tasks(config: EvalConfig, given) -> int:
     unknown = UnknownTally(marker) if marker is not None else None
     log.info("evaluating %s on %s (%s, %d images) by task", engine.describe(), spec, config.split, len(dataset))
     counted = _CountLabelled(dataset)
-    evaluate_tasks(engine, counted, scores, unknown=unknown, drivable_reach=config.drivable_reach,
-                   mask_size=config.mask_size)
+    with _eval_progress(dataset) as bar, logs_above(bar):
+        evaluate_tasks(engine, counted, scores, unknown=unknown, drivable_reach=config.drivable_reach,
+                       mask_size=config.mask_size, on_sample=bar.update)
     if not counted.labelled:
         raise DataError(no_labelled_pixels(spec, config.split, dataset))
-    notes = _undefined_figures(scores, spec, counted)
-    emit(f"{source} on {spec} ({config.split}, {count_of(len(dataset), 'image')}), letterboxed to {engine.input_hw[0]}x{engine.input_hw[1]} as the node does", file=report)
+    notes = skipped + _undefined_figures(scores, spec, counted)
+    emit(f"{source} on {spec} ({_split_words(config.split, dataset)}), letterboxed to {engine.input_hw[0]}x{engine.input_hw[1]} as the node does", file=report)
+    emit(_scored_pixels(counted), file=report)
     if config.drivable_reach == "ego" and any(s.task == "drivable" for s in scores):
         emit(f"drivable: the area joined to the car, as the node publishes it with --mask-size {config.mask_size} "
               "(--drivable-reach all: every pixel of its classes)", file=report)
@@ -321,6 +346,7 @@ def _main_tasks(config: EvalConfig, given) -> int:
             "tasks": {s.task: s.to_dict() for s in scores},
             "unknown": unknown.to_dict() if unknown is not None else {"threshold": 0.0, "enabled": False},
             "labelled_pixels": counted.labelled,
+            "ignored_pixels": counted.ignored,
             "notes": notes,
         }
         if unknown is not None:
@@ -343,7 +369,9 @@ def _main_tasks(config: EvalConfig, given) -> int:
         }
         if unknown is not None:
             check["tasks_unknown_off"] = _task_figures(unknown.off)
-        record_metadata(config.model, real_road_check=check)
+        from perception.metrics import strict_json
+
+        record_metadata(config.model, real_road_check=strict_json(check))
         emit(f"recorded in {config.model}'s metadata as its real-road check (perception inspect {config.model})",
               file=report)
     if config.contact_sheet:
@@ -404,8 +432,34 @@ def _print_notes(notes: list[str], file) -> None:
 
 
 def _task_figures(scores) -> dict:
+    """The figures ``--record`` stores per task; an undefined one (NaN: a zero denominator) is
+    null, as in ``--json``: the metadata reader takes null, and JSON has no NaN."""
+    from perception.metrics import strict_json
+
     keys = ("iou", "precision", "recall", "model_classes", "data_classes")
-    return {s.task: {k: s.to_dict()[k] for k in keys} for s in scores}
+    return {s.task: strict_json({k: s.to_dict()[k] for k in keys}) for s in scores}
+
+
+def _unshared_tasks(model_table, data_table, config: EvalConfig, *, source: str, spec: str) -> list[str]:
+    """For plain ``--tasks`` (every task both sides define): one note per task only one side
+    defines, which is not scored, naming the flag that defines it on the other side."""
+    model_tasks = [*model_table.task_groups, *(t for t in config.task if t not in model_table.task_groups)]
+    data_tasks = [*data_table.task_groups, *(t for t in config.data_task if t not in data_table.task_groups)]
+    notes = [f"{task}: not scored, dataset {spec} has no {task} group (add --data-task {task}=CLASS[,CLASS] to score it)"
+             for task in model_tasks if task not in data_tasks]
+    notes += [f"{task}: not scored, model {source} has no {task} group (add --task {task}=CLASS[,CLASS] to score it)"
+              for task in data_tasks if task not in model_tasks]
+    return notes
+
+
+def _scored_pixels(counted: _CountLabelled) -> str:
+    """How many label pixels the tasks were scored on, and how many the ignore id left out."""
+    ignore = counted.class_table.ignore_id
+    stored = getattr(counted.dataset, "stored_void", None)
+    which = f"label value {stored}, read as ignore id {ignore}" if stored is not None else f"ignore id {ignore}"
+    left_out = (f"{counted.ignored:,} ignored ({which})" if counted.ignored
+                else "none ignored" if ignore is not None else "no ignore id")
+    return f"scored on {counted.labelled:,} labelled pixels, {left_out}"
 
 
 def _contact_sheet(config: EvalConfig, engine, dataset, spec: str, report) -> None:

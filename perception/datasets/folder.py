@@ -78,11 +78,12 @@ def open_folder(argument: str, *, split: str, spec: str) -> SegmentationDataset:
                             "to split by the folders")
         raise unknown_split(split, "folder", _split_lists(root), f" {named(root)} (no {split}.txt there)")
     table_file = root / "classes.yaml"
-    table = _read_class_table(table_file)
+    table, zero_void = _read_class_table(table_file)
     image_dir = require_dir(root / "images", "image folder")
     label_dir = next((root / n for n in ("labels", "masks") if (root / n).is_dir()), None)
     if label_dir is None:
         raise DataError(f"no labels/ or masks/ folder in {named(root)}; put one label image per image there")
+    folders = None
     if list_file is not None:
         pairs = read_list_file(list_file, root)
         warn_frames_in_other_lists(list_file, pairs, root)
@@ -94,8 +95,13 @@ def open_folder(argument: str, *, split: str, spec: str) -> SegmentationDataset:
         elif wanted not in FLAT_FOLDER_SPLITS and not split_dirs:  # a <split>/ sub-folder is that split whole
             raise unknown_split(split, "folder", FLAT_FOLDER_SPLITS, f" {named(root)} (one folder, no split folders or lists)")
         pairs = _pairs_by_name(image_dir, label_dir)
-    return SegmentationDataset(name=spec, class_table=table, pairs=pairs,
-                               decode_label=_folder_label_decoder(table, table_file))
+    dataset = SegmentationDataset(name=spec, class_table=table, pairs=pairs,
+                                  decode_label=_folder_label_decoder(table, table_file, zero_void=zero_void))
+    # No list, no split folder: the whole folder serves every split (eval says so: it may be the training data).
+    dataset.whole_folder = list_file is None and folders is None and not split_dirs
+    # The label value of void in the files, where it is not the table's ignore id (eval's pixel count names it).
+    dataset.stored_void = 0 if zero_void else None
+    return dataset
 
 
 #: Sub-folders of ``images/`` read as a split, by their lower-cased name: Cityscapes' and BDD100K's
@@ -326,22 +332,56 @@ def _image_files(folder: Path, what: str) -> dict[str, Path]:
     return found
 
 
-def _read_class_table(path: Path) -> ClassTable:
+#: The ignore id a table gets whose labels store void as 0 (``ignore_id: 0``, classes numbered from 1).
+ZERO_VOID_IGNORE_ID = 255
+#: How to describe labels that store void as 0 and the classes as 1..N (ADE20K's layout), named by the errors.
+ZERO_VOID_FIX = ("for labels that store void as 0 and the classes as 1..N (ADE20K's layout), number the classes "
+                 "from 1 (id: 1, 2, ...) and set ignore_id: 0: they are read as classes 0..N-1 with ignore id 255")
+
+
+def _read_class_table(path: Path) -> tuple[ClassTable, bool]:
+    """The table of ``classes.yaml``, and whether its labels store void as 0 and the classes as
+    1..N (``ignore_id: 0`` with class ids 1..N): then the table is the classes shifted to 0..N-1
+    with ignore id ``ZERO_VOID_IGNORE_ID``, and the label decoder shifts the label values alike,
+    so training, evaluation and the exported model all see the usual numbering."""
     if not path.is_file():
         raise DataError(f"class table {named(path)} {why_not_a_file(path)}; write one (classes, ignore_id, task_groups) next to images/")
     try:
         data = parse_yaml(path.read_text(encoding="utf-8", errors="replace"), source=f"class table {named(path)}")
     except ConfigError as exc:  # not YAML, a key given twice, aliases expanding too far
         raise DataError(str(exc)) from None
+    zero_void = _stores_void_as_zero(data)
+    if zero_void:
+        data = {**data, "ignore_id": ZERO_VOID_IGNORE_ID,
+                "classes": [{**entry, "id": entry["id"] - 1} for entry in data["classes"]]}
     try:
-        return ClassTable.from_dict(data or {}, new=True)
+        return ClassTable.from_dict(data or {}, new=True), zero_void
     except (ValueError, AttributeError) as exc:
-        raise DataError(f"class table {named(path)} is malformed: {exc}") from None
+        why = str(exc)
+        if isinstance(data, dict) and (data.get("ignore_id") == 0 or why.startswith("class ids must be 0..")):
+            why += f"; {ZERO_VOID_FIX}"
+        raise DataError(f"class table {named(path)} is malformed: {why}") from None
 
 
-def _folder_label_decoder(table: ClassTable, table_file: Path) -> Callable[[np.ndarray, Path], np.ndarray]:
+def _stores_void_as_zero(data: object) -> bool:
+    """Whether a ``classes.yaml`` says ``ignore_id: 0`` with classes numbered 1..N in order."""
+    if not isinstance(data, dict) or type(data.get("ignore_id")) is not int or data["ignore_id"] != 0:
+        return False
+    entries = data.get("classes")
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
+        return False
+    ids = [e.get("id") for e in entries]
+    return all(type(i) is int for i in ids) and ids == list(range(1, len(ids) + 1))
+
+
+def _folder_label_decoder(table: ClassTable, table_file: Path, *,
+                          zero_void: bool = False) -> Callable[[np.ndarray, Path], np.ndarray]:
     lut = identity_lut(table)
-    if table.num_classes == 2 and table.ignore_id != 255:
+    if zero_void:  # the files hold 0 for void and 1..N for the classes (``_read_class_table``)
+        lut[:] = INVALID_LABEL
+        lut[0] = table.ignore_id
+        lut[1 : table.num_classes + 1] = np.arange(table.num_classes)
+    elif table.num_classes == 2 and table.ignore_id != 255:
         lut[255] = 1  # 0/255 binary masks
     table_palette = np.array(table.palette(), dtype=np.uint8)
     shared = _shared_colour(table)
@@ -435,8 +475,12 @@ def _folder_label_decoder(table: ClassTable, table_file: Path) -> Callable[[np.n
             hint = ""
             if (grey == raw[..., 1]).all() and (grey == raw[..., 0]).all() and (lut[grey] != INVALID_LABEL).all():
                 webp = " (WebP has no single-channel form)" if path.suffix.lower() == ".webp" else ""
-                hint = (f"; it looks like class ids saved as a colour image (all three channels equal){webp}: "
-                        "save them as a single-channel 8-bit PNG")
+                if raw.shape[2] == 4:  # OpenCV reads a grey+alpha PNG (GIMP's export of a grey layer) as BGRA
+                    hint = ("; it looks like class ids saved as a grey image with an alpha channel (grey+alpha)"
+                            f"{webp}: save them as a single-channel 8-bit PNG, without alpha")
+                else:
+                    hint = (f"; it looks like class ids saved as a colour image (all three channels equal){webp}: "
+                            "save them as a single-channel 8-bit PNG")
             if not hint:
                 ignore = (f"the ignore id {table.ignore_id}" if table.ignore_id is not None
                           else f"an ignore_id set in {table_file.name}")

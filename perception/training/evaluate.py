@@ -353,8 +353,14 @@ def _count_tasks(scores: list[TaskScore], luts, reachables: list[np.ndarray | No
 
 def _shares(where: dict[str, int], total: int, top: int = 4) -> str:
     ranked = sorted(where.items(), key=lambda kv: -kv[1])
-    text = ", ".join(f"{name} {100 * n / total:.1f} %" for name, n in ranked[:top])
+    text = ", ".join(f"{name} {_percent(n, total)}" for name, n in ranked[:top])
     return text + (f", {len(ranked) - top} more" if len(ranked) > top else "")
+
+
+def _percent(n: int, total: int) -> str:
+    """``12.3 %``; a share under 0.1 % as ``<0.1 %`` (one pixel of millions is not 0.0 %)."""
+    share = 100 * n / total
+    return f"{share:.1f} %" if share >= 0.1 or not n else "<0.1 %"
 
 
 def format_task_table(scores: list[TaskScore]) -> str:
