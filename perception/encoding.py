@@ -56,6 +56,11 @@ class DecodeError(ValueError):
     """A payload that does not match its header (wrong size, corrupt data)."""
 
 
+class MaskOverLimit(DecodeError):
+    """A payload whose declared size is over the reader's ``--max-mask-pixels``: a size limit, not
+    a damaged message (readers may word it so)."""
+
+
 @dataclass(frozen=True)
 class Codec:
     """One payload encoding: how a mask becomes bytes and back.
@@ -89,9 +94,10 @@ class Codec:
         if not (isinstance(height, int) and isinstance(width, int)) or height <= 0 or width <= 0:
             raise DecodeError(f"bad image size {height!r}x{width!r}")
         if height * width > max_pixels:
-            raise DecodeError(
+            raise MaskOverLimit(
                 f"{self.name} payload declares {height}x{width} = {height * width} pixels, more than the limit of "
-                f"{max_pixels} (raise --max-mask-pixels if such masks are expected)"
+                f"{max_pixels}: over --max-mask-pixels, a size limit, not damage (raise --max-mask-pixels to "
+                f"{height * width} if such masks are expected, or have the node publish --mask-size model)"
             )
         return self._decode(memoryview(payload).cast("B"), height, width)
 

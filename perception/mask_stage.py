@@ -79,6 +79,7 @@ class MaskStage:
         self.frames_unheard = 0
         self._info_source_hw: tuple[int, int] | None = None
         self._info_model_id: str | None = None
+        self._said_over_readers_limit = False
 
     def publish(self, item: Inferred) -> dict[str, float]:
         """Mark, cut, build and send ``item``'s masks (and blobs); its latencies with
@@ -87,6 +88,7 @@ class MaskStage:
         # The first frame, a new source size, or a new model (--engine auto switched engines).
         if item.letterbox.src_hw != self._info_source_hw or self.engine.model_id != self._info_model_id:
             self.publish_info(item.letterbox)
+            self._check_readers_limit(item.letterbox)
         if int(item.class_ids.max(initial=0)) >= self._num_classes:
             self._unknown_ids(item)
         if self.unknown is not None:
@@ -211,6 +213,23 @@ class MaskStage:
             set_info(self.info(letterbox))
             self._info_source_hw = None if letterbox is None else letterbox.src_hw
             self._info_model_id = self.engine.model_id
+
+    def _check_readers_limit(self, letterbox: Letterbox) -> None:
+        """Warn once when masks of this frame's size are over the readers' default
+        ``--max-mask-pixels`` (``contracts.MAX_MASK_PIXELS``, 4096x4096): every default subscriber
+        (``perception listen``/``record``/``view``, the C and JS clients) skips them, while the node
+        publishes them (a camera over 16.7 MP with ``--mask-size source``)."""
+        if self._said_over_readers_limit:
+            return
+        mask_hw = letterbox.src_hw if self.config.publish_options.mask_size == "source" else letterbox.content_hw
+        pixels = mask_hw[0] * mask_hw[1]
+        if pixels <= contracts.MAX_MASK_PIXELS:
+            return
+        self._said_over_readers_limit = True
+        log.warning("masks of %dx%d = %d pixels are over the readers' default --max-mask-pixels %d (4096x4096): "
+                    "subscribers skip every one of them unless they raise it (--max-mask-pixels %d for perception "
+                    "listen/record/view and the C and JS clients); or publish masks at the model's scale "
+                    "(--mask-size model)", mask_hw[0], mask_hw[1], pixels, contracts.MAX_MASK_PIXELS, pixels)
 
     def _content_map(self, item: Inferred) -> np.ndarray:
         """The class map without invented pixels: the letterbox padding is cut off (``model``: the

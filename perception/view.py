@@ -3,7 +3,8 @@
 The drawing is ``perception.overlay.render_overlay`` and the outputs are ``perception.sinks``;
 ``perception view`` runs them in one of two ways:
 
-- ``--source SPEC --model m.onnx``: reads the source and runs the model itself (no node needed);
+- ``--source SPEC [--model m.onnx]``: reads the source and runs the model itself (no node needed;
+  without ``--model`` the shipped default model, as ``perception run`` takes);
 - ``--endpoint E --namespace NS [--source SPEC]``: draws the masks a running node publishes: the
   class map in the colours of the node's own class table (its latched ``<NS>/info``, which names
   the model that made the masks). ``--model`` is not needed there; given, it is only the table to
@@ -50,7 +51,7 @@ from pathlib import Path
 
 from perception import contracts
 from perception.config import composed, same_setting, setting, short
-from perception.errors import ConfigError, SourceError, SourceUnavailableError
+from perception.errors import ConfigError, ModelError, SourceError, SourceUnavailableError
 from perception.options import (
     CurveClientOptions,
     EngineOptions,
@@ -60,7 +61,7 @@ from perception.options import (
 )
 from perception.overlay import render_overlay
 from perception.overwrite import remove_earlier_output
-from perception.run_config import split_camera_source
+from perception.run_config import DEFAULT_MODEL, split_camera_source
 from perception.sinks import DEFAULT_VIDEO_FPS, FOLDER_FRAME_NAME, FrameSink, resolve_output
 from perception.sources import native_rate
 from perception.sources.synthetic import DEFAULT_FPS as SYNTHETIC_DEFAULT_FPS
@@ -76,8 +77,9 @@ class ViewConfig:
     source: str | list[str] | None = setting(
         None, metavar="[CAMERA=]SOURCE",
         help="camera/video/images/synthetic (as for 'perception run'; one source, a camera name in front is allowed)")
-    model: Path | None = setting(None, help="ONNX model to run here on --source; with --endpoint not needed (the node's "
-                                            "class table from its info is used), only a fallback when no info arrives")
+    model: Path | None = setting(None, help=f"ONNX model to run here on --source (default: the shipped {DEFAULT_MODEL.name}, "
+                                            "as for 'perception run'); with --endpoint not needed (the node's class "
+                                            "table from its info is used), only a fallback when no info arrives")
     endpoint: str | None = setting(None, help="draw the masks a node publishes here instead of running a model")
     namespace: str | None = setting(None, help="with --endpoint: the node's namespace, e.g. perception/front")
     source_options: SourceOptions = composed(
@@ -108,8 +110,9 @@ class ViewConfig:
         if self.source is not None:
             # ``front=clip.mp4``, as ``perception run`` and launch files name a camera's source.
             self.source = split_camera_source(self.source)[1]
-        if self.endpoint is None and (self.source is None or self.model is None):
-            raise ValueError("give --source and --model (run the model here) or --endpoint and --namespace (draw a node's masks)")
+        if self.endpoint is None and self.source is None:
+            raise ValueError("give --source (run --model here, by default the shipped one) or --endpoint and --namespace "
+                             "(draw a node's masks)")
         if self.endpoint is not None and not self.namespace:
             raise ValueError("--endpoint needs --namespace, e.g. perception/front")
         if self.namespace and (problem := leading_slash_error("--namespace", self.namespace, publishing=False)):
@@ -253,7 +256,10 @@ def _model_frames(config: ViewConfig, stop: threading.Event, ended: list[str], r
     from perception.masks import unknown_marker_for
     from perception.preprocess import Preprocessor
 
-    engine = load_engine("ort", config.model, config.engine_options)
+    if config.model is None and not DEFAULT_MODEL.is_file():
+        raise ModelError(f"no --model given and the shipped default model {DEFAULT_MODEL} is missing; "
+                         "pass --model model.onnx or run 'make default-model'")
+    engine = load_engine("ort", config.model or DEFAULT_MODEL, config.engine_options)
     # Drawn as the node publishes it: unsure pixels are unknown (unpainted), at the model's threshold.
     unknown = unknown_marker_for(engine.has_confidence, engine.metadata.unknown_threshold, None, model=engine.model_id)
     source = _open_source(config, paced=config.out is None)

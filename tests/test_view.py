@@ -262,8 +262,10 @@ def test_view_config_errors():
     from perception.config import load_config
     from perception.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="give --source and --model"):
-        load_config(ViewConfig, {"source": "synthetic"}, source="perception view")
+    with pytest.raises(ConfigError, match="give --source"):
+        load_config(ViewConfig, {}, source="perception view")
+    # --source alone runs the shipped default model, as 'perception run' does (s41 F3).
+    assert load_config(ViewConfig, {"source": "synthetic"}, source="perception view").model is None
     with pytest.raises(ConfigError, match="--endpoint needs --namespace"):
         load_config(ViewConfig, {"endpoint": "tcp://127.0.0.1:5556"}, source="perception view")
 

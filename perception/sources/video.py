@@ -27,6 +27,11 @@ AVI's dropped-frame chunks and an MP4's edit-list trim are counted but never sho
 that ends before such a count simply ends there, nothing counted. A damaged frame that FFmpeg's
 demuxer drops without a failed grab in a container that states no count (raw MJPEG) cannot be seen
 through OpenCV and is not counted.
+
+A raw MJPEG file (``.mjpeg``: JPEG images one after another, no container) is decoded here, packet
+by packet (``stream.JpegPackets``), so that each frame keeps its own size: OpenCV scales a frame
+whose size differs from the first to the first's. In a container (AVI, MOV, MP4) every frame is
+decoded by OpenCV at the size the container states.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ from perception.sources.interlace import (
     stale_frames,
 )
 from perception.sources.pacing import FrameTime
+from perception.sources.stream import is_mjpeg, jpeg_packets
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +126,16 @@ def _descriptors() -> dict[int, tuple[int, int]] | None:
             continue  # closed meanwhile (the listing's own descriptor among them)
         found[int(name)] = (st.st_dev, st.st_ino)
     return found
+
+
+def _holds_bare_jpegs(path: Path) -> bool:
+    """Whether the file is a raw MJPEG stream (JPEG images one after another, no container: an
+    ``.mjpeg`` recording), whose frames may change size from one to the next."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(3) == b"\xff\xd8\xff"
+    except OSError:
+        return False
 
 
 def _file_backend() -> int:
@@ -292,6 +308,17 @@ class VideoFileSource(Source):
                 raise SourceError(f"{self.log_name()} {why_not_a_file(self.path)}; check the path")
             raise SourceError(f"video file {shown(self.spec)} {self._why_unreadable()}")
         self._file_id = file_id
+        if is_mjpeg(cap) and _holds_bare_jpegs(self.path):  # decoded here, each frame at its own size
+            cap = jpeg_packets(cap, reopen=lambda: self._plain_capture(file_id), describe=self.describe())
+        return cap
+
+    def _plain_capture(self, file_id: tuple) -> cv2.VideoCapture:
+        """The file opened again, decoded by OpenCV (``JpegPackets`` found its packets are not whole
+        JPEG images)."""
+        cap = self._open_capture(file_id[:2])
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"video file {shown(self.spec)} {self._why_unreadable()}")
         return cap
 
     def _why_unreadable(self) -> str:
