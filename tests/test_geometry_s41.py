@@ -25,7 +25,7 @@ from perception.encoding import DecodeError, MaskOverLimit, get_codec
 from perception.mask_stage import MaskStage
 from perception.preprocess import Letterbox
 from perception.sources import SourceOptions, open_source
-from perception.sources.stream import JpegPackets, jpeg_size
+from perception.sources.mjpeg import JpegPackets, jpeg_size
 
 LAND, PORTRAIT = (64, 36), (36, 64)  # (width, height)
 

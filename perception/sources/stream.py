@@ -23,7 +23,7 @@ played again from its start with every reconnect.
 
 Frames over ``MAX_SOURCE_PIXELS`` are refused when the stream opens (or reopens), from the size
 FFmpeg reports. OpenCV scales a frame whose size changes later to that size: an MJPEG stream is
-therefore decoded here, packet by packet (``JpegPackets``), each frame at its own size (a later one
+therefore decoded here, packet by packet (``mjpeg.JpegPackets``), each frame at its own size (a later one
 over the limit is a corrupt frame, refused from its header); for other codecs a size change is seen
 only when the stream reopens at another size (warned once). A frame that never
 ends (an MJPEG part whose boundary never comes) is buffered by FFmpeg only up to
@@ -53,11 +53,8 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
-from typing import Any
 
 import cv2
-import numpy as np
 
 from perception import MAX_SOURCE_PIXELS, cvpath
 from perception.errors import SourceError, SourceUnavailableError, hide_credentials
@@ -71,6 +68,7 @@ from perception.sources.base import (
     shown,
 )
 from perception.sources.container import codec_of, is_av1, reencode_hint
+from perception.sources.mjpeg import is_mjpeg, jpeg_packets
 
 log = logging.getLogger(__name__)
 
@@ -215,189 +213,6 @@ def opencv_has_gstreamer() -> bool:
 def _say_unlimited() -> None:
     log.debug("found no libavutil to limit FFmpeg's allocations in: a stream frame that never ends costs up to "
               "the link's rate x the read timeout")
-
-
-#: How a JPEG of MJPEG video is decoded here (``JpegPackets``): in colour, its EXIF orientation
-#: ignored, as FFmpeg's MJPEG decoder ignores it.
-JPEG_DECODE_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
-#: Frame-header markers (SOFn) that state a JPEG's size: C0-CF but DHT (C4), JPG (C8) and DAC (CC).
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
-
-def jpeg_size(packet) -> tuple[int, int] | None:
-    """(width, height) a JPEG's frame header (SOFn) states, read from its markers without decoding
-    anything; None when ``packet`` (bytes or a uint8 array) is not a JPEG or has none before its
-    scan data."""
-    data = memoryview(np.ascontiguousarray(packet).reshape(-1)).cast("B")
-    if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
-        return None
-    at = 2
-    while at + 4 <= len(data):
-        if data[at] != 0xFF:
-            return None
-        marker = data[at + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            at += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
-            at += 2
-            continue
-        if marker in _SOF_MARKERS:
-            if at + 9 > len(data):
-                return None
-            return (data[at + 7] << 8) | data[at + 8], (data[at + 5] << 8) | data[at + 6]
-        if marker in (0xD9, 0xDA):  # end of image, or its scan data: no frame header came
-            return None
-        at += 2 + ((data[at + 2] << 8) | data[at + 3])
-    return None
-
-
-def is_mjpeg(cap) -> bool:
-    """Whether a capture's video is Motion JPEG (one JPEG image per packet)."""
-    return codec_of(cap).upper() == "MJPG"
-
-
-class JpegPackets:
-    """An OpenCV capture of MJPEG video whose packets, each one JPEG image, are decoded here with
-    ``cv2.imdecode``: every frame at its own size.
-
-    Through OpenCV's own decoding a frame whose size differs from the size the video had when it
-    was opened is scaled to that size (OpenCV 5.0 converts every frame to the size of the open):
-    a camera that switches from 640x360 to portrait 480x640 mid-stream would be read squashed,
-    with nothing said. Here the capture hands over its packets undecoded (``CAP_PROP_FORMAT`` -1),
-    and each packet's size is read from its frame header first: one over ``MAX_SOURCE_PIXELS`` is a
-    ``CorruptFrame`` before anything is decoded. A packet that does not decode is, with
-    ``fail_grab`` (a stream), a failed grab, as FFmpeg's decoder makes it (the reconnector's
-    counting and wording stay as they were); without it (a file), a ``CorruptFrame`` of
-    ``grab_and_retrieve``, counted and skipped. The first packet is checked against the size the
-    capture states: a JPEG image of another size (interlaced MJPEG: a field of half the height a
-    packet), or one of that size that this decoder cannot read, has the video opened again with
-    ``reopen`` (a plain capture, read from its start) and decoded by OpenCV from then on.
-    ``describe``: what log lines call the video.
-    """
-
-    def __init__(self, cap, *, reopen: Callable[[], Any], describe: str, fail_grab: bool = False) -> None:
-        self._cap = cap
-        self._reopen = reopen
-        self._describe = describe
-        self._fail_grab = fail_grab
-        self.raw = True  #: packets decoded here (False: given back to OpenCV's decoding)
-        self._checked = False
-        self._image: np.ndarray | None = None  # the packet grabbed, decoded in ``grab``
-        self._size: tuple[int, int] | None = None  # the size of the frame delivered last
-        self._said_change = False
-        self._why_not = ""  # why the first packet was given back to OpenCV
-
-    def grab(self) -> bool:
-        if self._cap is None:
-            return False
-        self._image = None
-        if not self._cap.grab():
-            return False
-        if not self.raw:
-            return True
-        if not self._checked:
-            self._checked = True
-            if not self._first_packet_fits():
-                return self._give_back()
-            return self._image is not None or not self._fail_grab
-        if not self._fail_grab:
-            return True
-        ok, packet = self._cap.retrieve()
-        self._image = self._decode(packet) if ok and packet is not None else None
-        return self._image is not None
-
-    def _first_packet_fits(self) -> bool:
-        """Whether the first packet is a JPEG image of the size the capture states (kept, decoded,
-        for ``retrieve``), or not a JPEG at all (damage, counted as such); False for a JPEG image
-        of another size, or of that size and undecodable here."""
-        stated = (int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0))
-        ok, packet = self._cap.retrieve()
-        size = jpeg_size(packet) if ok and packet is not None else None
-        if size is None:
-            return True  # not a JPEG: damage, which ``retrieve`` (or ``grab``) then says
-        if size != stated:
-            self._why_not = f"a JPEG image of {size[0]}x{size[1]}"
-            return False
-        self._image = cv2.imdecode(packet, JPEG_DECODE_FLAGS)
-        self._size = size
-        self._why_not = "undecodable here"
-        return self._image is not None
-
-    def _give_back(self) -> bool:
-        """Open the video again as a plain capture, decoded by OpenCV, and grab its first frame."""
-        log.debug("%s: its first MJPEG packet is not a JPEG image of the %dx%d stated (%s): decoded by OpenCV, which "
-                  "scales a frame whose size changes to that size", self._describe,
-                  int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0),
-                  self._why_not)
-        self.raw, self._image = False, None
-        self._cap.release()
-        self._cap = None
-        try:
-            self._cap = self._reopen()
-        except SourceError as exc:
-            log.warning("%s: opening it again to decode it through OpenCV failed: %s", self._describe, exc)
-            return False
-        return self._cap.grab()
-
-    def retrieve(self, image=None, flag: int = 0):
-        if self._cap is None:
-            return False, None
-        if not self.raw:
-            return self._cap.retrieve()
-        decoded, self._image = self._image, None
-        if decoded is None:
-            ok, packet = self._cap.retrieve()
-            if not ok or packet is None:
-                return False, None
-            decoded = self._decode(packet)
-        if decoded is not None:
-            self._note_size((decoded.shape[1], decoded.shape[0]))
-        return True, decoded
-
-    def _decode(self, packet) -> np.ndarray | None:
-        size = jpeg_size(packet)
-        if size is None:
-            if self._fail_grab:
-                return None
-            raise CorruptFrame("not a JPEG image (no frame header)")
-        if frame_too_big(*size):
-            raise CorruptFrame(f"a frame of {size[0]}x{size[1]}, more than {MAX_SOURCE_PIXELS} pixels (8192 x 8192)")
-        return cv2.imdecode(packet, JPEG_DECODE_FLAGS)
-
-    def _note_size(self, size: tuple[int, int]) -> None:
-        if size != self._size and self._size is not None and not self._said_change:
-            self._said_change = True  # once per connection: a camera that keeps switching is not said each time
-            log.info("%s: frame size changed from %dx%d to %dx%d; each frame is read at its own size", self._describe,
-                     *self._size, *size)
-        self._size = size
-
-    def get(self, prop: int) -> float:
-        return self._cap.get(prop) if self._cap is not None else 0.0
-
-    def set(self, prop: int, value: float) -> bool:
-        return self._cap.set(prop, value) if self._cap is not None else False
-
-    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
-        return self._cap is not None and self._cap.isOpened()
-
-    def release(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
-
-
-def jpeg_packets(cap, *, reopen: Callable[[], Any], describe: str, fail_grab: bool = False):
-    """``cap`` read through ``JpegPackets`` where its video is MJPEG and OpenCV hands its packets
-    over undecoded; ``cap`` itself otherwise."""
-    if not is_mjpeg(cap):
-        return cap
-    try:
-        if not cap.set(cv2.CAP_PROP_FORMAT, -1):
-            return cap
-    except cv2.error:
-        return cap
-    return JpegPackets(cap, reopen=reopen, describe=describe, fail_grab=fail_grab)
 
 
 class StreamSource(LiveCaptureSource):

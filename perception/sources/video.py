@@ -29,7 +29,7 @@ demuxer drops without a failed grab in a container that states no count (raw MJP
 through OpenCV and is not counted.
 
 A raw MJPEG file (``.mjpeg``: JPEG images one after another, no container) is decoded here, packet
-by packet (``stream.JpegPackets``), so that each frame keeps its own size: OpenCV scales a frame
+by packet (``mjpeg.JpegPackets``), so that each frame keeps its own size: OpenCV scales a frame
 whose size differs from the first to the first's. In a container (AVI, MOV, MP4) every frame is
 decoded by OpenCV at the size the container states.
 """
@@ -66,8 +66,8 @@ from perception.sources.interlace import (
     interlaced_headers,
     stale_frames,
 )
+from perception.sources.mjpeg import is_mjpeg, jpeg_packets
 from perception.sources.pacing import FrameTime
-from perception.sources.stream import is_mjpeg, jpeg_packets
 
 log = logging.getLogger(__name__)
 
