@@ -67,7 +67,7 @@ import zmq
 
 from perception import contracts
 from perception.config import short
-from perception.encoding import DecodeError
+from perception.encoding import DecodeError, MaskOverLimit
 from perception.endpoints import check_endpoint, is_ipv6_literal
 from perception.errors import ConfigError, PerceptionError, PublishError
 from perception.options import DEFAULT_MAX_QUEUE_MB, DEFAULT_MAX_TOPICS, MAX_TOPICS
@@ -495,8 +495,9 @@ class MaskSubscriber:
             self._report(str(exc), self.counters.version_mismatch)
             return None
         except (WireError, DecodeError) as exc:
-            self.counters.malformed += 1
-            self._report(f"skipped a malformed message: {exc}", self.counters.malformed)
+            self.counters.malformed += 1  # (a mask over the size limit too: counted among the unreadable)
+            what = "a message over this reader's size limit" if isinstance(exc, MaskOverLimit) else "a malformed message"
+            self._report(f"skipped {what}: {exc}", self.counters.malformed)
             return None
         except (ValueError, TypeError, ArithmeticError, RecursionError, MemoryError) as exc:
             # Last line of defence: decode_message validates everything it reads, so this means a

@@ -202,3 +202,20 @@ def test_view_without_model_runs_the_shipped_default_model(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert done.returncode == 0, done.stderr  # was: "give --source and --model ..."
     assert (tmp_path / "v.png").is_file()
+
+
+def test_the_subscriber_says_a_mask_over_its_limit_is_over_it_not_malformed():
+    import time
+
+    from perception.publish import MaskPublisher
+    from perception.subscribe import MaskSubscriber
+
+    with MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace="p/x") as pub, \
+            MaskSubscriber(pub.endpoint, namespace="p/x", max_mask_pixels=100) as sub:
+        deadline = time.monotonic() + 20
+        while sub.counters.malformed == 0 and time.monotonic() < deadline:
+            pub.publish_masks(seq=1, capture_ns=time.time_ns(), frame_id="x", masks={"drivable": np.zeros((20, 20), np.uint8)},
+                              latency_ms={}, model_id="m")
+            sub.recv(timeout_s=0.1)
+        assert sub.last_error.startswith("skipped a message over this reader's size limit: mono8 payload declares 20x20"), \
+            sub.last_error
