@@ -40,11 +40,13 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from perception.engines import cache as engine_cache
+from perception.engines import probe_cache
 from perception.engines.base import INT8_SUFFIX, Engine, EngineOptions, check_int8_sibling
 from perception.engines.cpu import cpu_isa
 from perception.engines.probe import frames_from, int8_sibling, load_candidate, probe_frames, run_probe
@@ -191,7 +193,8 @@ def select_engine(
     else:
         selection = run_probe(model_path, options, candidates, probe_frames(metadata.input_hw))
     selection.key = key
-    write_cached(selection, cache_dir)
+    if not selection.uncached:  # a verdict made while the system refused a candidate is for this start only
+        write_cached(selection, cache_dir)
     return selection
 
 
@@ -216,6 +219,37 @@ def probe_command(model_path: Path, options: EngineOptions, cache_dir: Path | No
     if frames is not None:
         cmd += ["--frames", str(frames)]
     return cmd, env
+
+
+#: What the probe child ended by SIGKILL is said to be: under a memory limit (a container's memory
+#: cgroup) the kernel's OOM killer takes it (``probe_preexec`` makes it the first in line).
+PROBE_KILLED = ("killed (SIGKILL, most likely the kernel's OOM killer: the probe needs more memory than is free)")
+
+
+def probe_preexec():
+    """The probe child's ``preexec_fn``: it dies with the node (``die_with_parent``), and it is the
+    process the kernel's OOM killer takes first (``/proc/self/oom_score_adj`` 1000; raising it needs
+    no privilege), never the node: under a memory limit the node alone fits in, the probe (every
+    candidate's library and compiled model) took it over, and the killer chose the largest process,
+    the node (exit 137 at every start under ``launch``). Only system calls run in the child before
+    its exec (no import, no allocation that could take a lock another thread held at the fork)."""
+    die = die_with_parent()
+
+    def preexec() -> None:
+        if die is not None:
+            die()
+        try:
+            fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+        except OSError:  # no /proc (not Linux): nothing to adjust
+            return
+        try:
+            os.write(fd, b"1000")
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    return preexec
 
 
 def child_verdict(returncode: int, stdout: str, stderr: str, key: dict) -> Selection:
@@ -247,14 +281,17 @@ def child_verdict(returncode: int, stdout: str, stderr: str, key: dict) -> Selec
         selection.key = key
         return selection
     # WarmupError (the reference's first inference failed: ``run_probe``'s warm-up check) is a ModelError
-    error = {"ModelError": ModelError, "WarmupError": ModelError, "DependencyError": DependencyError}.get(
-        doc.get("error_type", ""))
+    error = {"ModelError": ModelError, "WarmupError": ModelError, "DependencyError": DependencyError,
+             "ResourceError": ResourceError}.get(doc.get("error_type", ""))
     if error is not None:
         raise error(doc.get("error", "the engine probe failed"))
     if isinstance(doc.get("error"), str) and doc["error"].strip():  # another error: its one line, not lost
         error = ConfigError if doc.get("error_type") == "ConfigError" else PerceptionError
         raise error(f"--engine auto: the engine probe failed: {doc['error'].strip().splitlines()[0][:300]}; "
                     "try --engine ort")
+    if returncode == -signal.SIGKILL:  # a memory limit, most likely: not the model's fault (exit 1, respawned)
+        raise ResourceError(f"--engine auto: the engine probe process was {PROBE_KILLED}; free memory or raise the "
+                            "memory limit, or try --engine ort")
     last = (stderr.strip().splitlines() or ["no output"])[-1]
     raise PerceptionError(f"--engine auto: the engine probe process exited with status {returncode} ({last[:200]}); "
                           "try --engine ort")
@@ -295,7 +332,7 @@ def probe_in_child(model_path: Path, options: EngineOptions, cache_dir: Path | N
     cmd, env = probe_command(model_path, options, cache_dir)
     log.info("--engine auto: probing the engines for %s in a child process (once per model and machine)",
              model_path.name)
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, preexec_fn=die_with_parent())
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, preexec_fn=probe_preexec())
     return child_verdict(done.returncode, done.stdout, done.stderr, key)
 
 
@@ -337,6 +374,9 @@ def load_auto(model_path: Path, options: EngineOptions, *, background: bool = Fa
         selection = read_cached(key, cache_dir)
         if selection is None and len(candidates) > 1:
             read_model_metadata(model_path)  # a clear ModelError before anything starts
+            killed = probe_cache.killed_at(key, cache_dir)
+            if killed is not None:  # the last probe here was SIGKILLed (a memory limit): not again so soon
+                return _held_off(model_path, options, killed, auto_streams=auto_streams)
             from perception.engines.switching import SwitchingEngine  # imports this module
 
             if auto_streams:  # the node's workers are set at its start, before the verdict
@@ -397,6 +437,30 @@ def load_failure(exc: BaseException) -> str:
     ``_FLAG_PREFIX``): the user of ``--engine auto`` typed none of them."""
     text = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
     return _FLAG_ADVICE.sub("", _FLAG_PREFIX.sub("", text))[:200] or type(exc).__name__
+
+
+def held_off_then(model_path: Path, options: EngineOptions) -> str:
+    """What follows a probe killed by SIGKILL (``probe_cache.note_killed``), in words."""
+    return (f"the node's starts in the next {probe_cache.KILLED_HOLD_S // 3600} h run it without probing; to probe "
+            f"now, free memory or raise the memory limit, then run perception bench probe {model_path} --threads "
+            f"{options.threads}")
+
+
+def _held_off(model_path: Path, options: EngineOptions, killed: float, *, auto_streams: bool) -> Engine:
+    """ONNX Runtime FP32 without a probe: the last probe for these arguments was killed by SIGKILL
+    (most likely the OOM killer) less than ``probe_cache.KILLED_HOLD_S`` ago."""
+    import time
+
+    ago = max(0.0, time.time() - killed)
+    ago_text = f"{ago / 3600:.1f} h" if ago >= 3600 else f"{ago / 60:.0f} min"
+    running = f"ONNX Runtime {file_precision(model_path).upper()}"
+    why = f"the last probe of {model_path.name} here ({ago_text} ago) was {PROBE_KILLED}"
+    log.warning("--engine auto: %s; running %s (%s)", why, running, held_off_then(model_path, options))
+    engine = load_candidate(Candidate(*REFERENCE), model_path,
+                            dataclasses.replace(options, streams=1) if auto_streams else options)
+    engine.selection = {"engine": REFERENCE[0], "precision": engine.precision or REFERENCE[1], "state": "failed",
+                        "from_cache": False, "reason": f"{why}; {running} runs without probing"}
+    return engine
 
 
 def _fall_back(model_path: Path, options: EngineOptions, selection: Selection, exc: BaseException, *,

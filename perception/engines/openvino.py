@@ -37,6 +37,7 @@ from perception.engines.base import (
     backend_error_text,
     check_input_spec,
     int8_model_path,
+    resource_refused,
     warn_int8_file_for_float,
     warn_int8_saturation,
 )
@@ -127,16 +128,38 @@ def import_openvino():
 def shared_core():
     """One ``openvino.Core`` per process: creating one discovers the device plugins (0.1-0.2 s),
     and the probe, the engine and the capability check would otherwise each pay it."""
-    return import_openvino().Core()
+    ov = import_openvino()
+    try:
+        return ov.Core()
+    except Exception as exc:  # a thread or memory refused (pids or memory limit): one line, not a traceback
+        raise resource_refused(exc, "starting OpenVINO") or DependencyError(
+            f"OpenVINO cannot start: {ov_error_text(exc)}; try --engine ort") from None
 
 
 def cpu_capabilities() -> list[str]:
-    """OpenVINO's CPU OPTIMIZATION_CAPABILITIES (e.g. ``FP32, BF16, INT8``); empty without OpenVINO."""
+    """OpenVINO's CPU OPTIMIZATION_CAPABILITIES (e.g. ``FP32, BF16, INT8``); empty without OpenVINO.
+
+    Raises:
+        ResourceError: the system refused the CPU plugin a thread or memory (a container's pids
+            or memory limit; the one line names it, exit 1), not a traceback.
+        DependencyError: the CPU plugin cannot be created for another reason (its words, one line).
+    """
     try:
         core = shared_core()
     except DependencyError:
         return []
-    return [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+    try:
+        return [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+    except Exception as exc:  # the plugin is created here: RuntimeError with a multi-line C++ trace
+        raise resource_refused(exc, "starting OpenVINO's CPU plugin") or DependencyError(
+            f"OpenVINO cannot start its CPU plugin: {ov_error_text(exc)}; try --engine ort") from None
+
+
+def ov_error_text(exc: BaseException) -> str:
+    """OpenVINO's words in ``exc`` without the ``Exception from src/...`` lines, which only say
+    where in its sources it raised (its last such line, as ``backend_error_text`` shortens it)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith("Exception from")]
+    return backend_error_text(RuntimeError(lines[-1])) if lines else type(exc).__name__
 
 
 def int8_hint(capabilities: list[str]) -> str:
@@ -158,8 +181,8 @@ def int8_class_ids(model_path: str | Path, images: list[np.ndarray]) -> tuple[li
         planar_class_tail(model)
         request = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": hint}).create_infer_request()
     except Exception as exc:  # RuntimeError subclasses with multi-line C++ traces
-        raise ModelError(f"OpenVINO cannot compile {Path(model_path).name} for the CPU at {hint}: "
-                         f"{backend_error_text(exc)}") from None
+        raise resource_refused(exc, f"compiling {Path(model_path).name} on OpenVINO") or ModelError(
+            f"OpenVINO cannot compile {Path(model_path).name} for the CPU at {hint}: {backend_error_text(exc)}") from None
     ids = [run_request(request, image[None], [OUTPUT_CLASS_IDS])[OUTPUT_CLASS_IDS][0] for image in images]
     return ids, hazards
 
@@ -291,10 +314,12 @@ class OpenVinoEngine(Engine):
             self.planar_tails = planar_class_tail(model)
             self._compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with multi-line C++ traces
-            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith("Exception from")]
-            reason = backend_error_text(RuntimeError(lines[-1])) if lines else type(exc).__name__
-            raise ModelError(
-                f"OpenVINO cannot compile {path.name} for the CPU at {hint}: {reason}; try --engine ort or re-export the model"
+            # a thread or memory the system refused (a pids or memory limit) is not the file's fault:
+            # ResourceError, exit 1 (a launch file's respawn may find the limit no longer reached)
+            refused = resource_refused(exc, f"compiling {path.name} on OpenVINO")
+            raise refused or ModelError(
+                f"OpenVINO cannot compile {path.name} for the CPU at {hint}: {ov_error_text(exc)}; try --engine ort "
+                "or re-export the model"
             ) from None
         self._request = self._compiled.create_infer_request()
         inp = self._compiled.inputs[0]

@@ -16,14 +16,21 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
-from perception.engines.base import INT8_SUFFIX, Engine, EngineOptions, WarmupError
+from perception.engines.base import (
+    INT8_SUFFIX,
+    Engine,
+    EngineOptions,
+    WarmupError,
+    backend_error_text,
+    resource_refused,
+    usable_cores,
+)
 from perception.engines.probe_verdict import (
     FLAT_OUT_MIN_GAIN,
     REFERENCE,
@@ -36,7 +43,7 @@ from perception.engines.probe_verdict import (
     ran_label,
     shown_results,
 )
-from perception.errors import ConfigError, ModelError, PerceptionError
+from perception.errors import ConfigError, ModelError, PerceptionError, ResourceError
 from perception.modelfile import read_model_metadata
 
 log = logging.getLogger("perception.engines.auto")  # one logger name for all of --engine auto
@@ -170,12 +177,24 @@ def load_candidate(candidate: Candidate, model_path: Path, options: EngineOption
 
 def candidate_error(exc: BaseException) -> str:
     """Why a candidate could not run, in at most 200 characters: a first inference that failed
-    (``WarmupError``) as its backend's words, else the error's first line."""
+    (``WarmupError``) as its backend's words; a thread or memory the system refused
+    (``ResourceError``) as what was refused, without the advice that follows; else the error's
+    words without OpenVINO's ``Exception from src/...:`` lines, which only say where in its sources
+    it raised (the reason then said nothing else)."""
     if isinstance(exc, WarmupError):
         text = f"its first inference failed ({type(exc.__cause__ or exc).__name__}: {exc.reason})"
+    elif isinstance(exc, ResourceError):
+        text = str(exc).split("; ")[0]
     else:
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        lines = [ln for ln in str(exc).splitlines() if ln.strip() and not ln.strip().startswith("Exception from")]
+        text = backend_error_text(RuntimeError("\n".join(lines)), 200) if lines else type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+def refused(exc: BaseException) -> bool:
+    """True when ``exc`` says the system refused a thread or memory (a pids or memory limit, for
+    now): a verdict with such a candidate is not cached (``run_probe``)."""
+    return isinstance(exc, ResourceError) or resource_refused(exc, "probing") is not None
 
 
 def run_probe(
@@ -209,6 +228,8 @@ def run_probe(
         reference.close()
     results: list[CandidateResult] = []
     loaded: dict[str, Engine] = {}
+    #: The candidates the system refused a thread or memory (``refused``): not the verdict's to keep.
+    short_of: list[str] = []
     for cand in candidates:
         result = CandidateResult(cand.engine, cand.precision)
         results.append(result)
@@ -221,6 +242,8 @@ def run_probe(
             if engine is not None:
                 engine.close()
             result.error = candidate_error(exc)
+            if refused(exc):
+                short_of.append(ran_label(cand.engine, cand.precision, runs_as))
             continue
         if engine.output_names != outputs:  # e.g. an INT8 sibling quantised before --confidence
             engine.close()
@@ -255,11 +278,17 @@ def run_probe(
                            f"{r.error or f'agreement {100 * (r.agreement or 0):.2f} %'}" for r in results)
         raise ModelError(f"--engine auto: no engine ran {model_path.name} correctly ({failed}); try --engine ort")
     best = eligible[0]
-    streams, streams_fps = choose_streams(Candidate(best.engine, best.precision), model_path, options, frames)
+    streams, streams_fps = choose_streams(Candidate(best.engine, best.precision), model_path, options, frames,
+                                          refused_to=short_of)
     reason = explain(best, results, min_agreement, len(frames), frames_label, file_runs=runs_as)
     if streams_fps:
         reason += (f"; --streams auto would run {streams} ({streams_fps['2']:.1f} FPS with 2 frames in flight, "
                    f"{streams_fps['1']:.1f} with 1, 2 taken from {STREAMS_MIN_GAIN:.2f}x)")
+    uncached = ""
+    if short_of:  # a limit of this moment (pids, memory) must not decide the starts after it
+        uncached = (f"not cached: the system refused a thread or memory to {', '.join(short_of)}, so this verdict "
+                    "is for this start only and the next start probes again")
+        reason += f"; {uncached}"
     return Selection(
         engine=best.engine,
         precision=best.precision,
@@ -269,18 +298,19 @@ def run_probe(
         probe_s=round(time.perf_counter() - start, 3),
         streams=streams,
         streams_fps=streams_fps,
+        uncached=uncached,
     )
 
 
 def choose_streams(candidate: Candidate, model_path: Path, options: EngineOptions, frames: list[np.ndarray],
-                   runs: int = STREAMS_RUNS) -> tuple[int, dict[str, float]]:
+                   runs: int = STREAMS_RUNS, *, refused_to: list[str] | None = None) -> tuple[int, dict[str, float]]:
     """Frames in flight for ``--streams auto``: 2 when the winner, loaded for 2 streams with a
     worker per frame, finishes frames at least ``STREAMS_MIN_GAIN`` times as fast as loaded for 1
     (alternating blocks of ``runs`` frames, each rate over the blocks' wall time; two blocks of
     each, four when the gain comes out close to a threshold, ``STREAMS_CLOSE``); else 1. Also
     the two rates, keyed "1" and "2" (empty when not measured: fewer than 2 threads, or the
-    2-stream load failed)."""
-    threads = options.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    2-stream load failed; one the system refused a thread or memory is added to ``refused_to``)."""
+    threads = options.threads or usable_cores()
     if threads < 2:
         return 1, {}
     engines: dict[int, Engine] = {}
@@ -304,7 +334,9 @@ def choose_streams(candidate: Candidate, model_path: Path, options: EngineOption
             blocks = 4
     except (PerceptionError, RuntimeError) as exc:
         log.warning("--engine auto: could not measure 2 frames in flight for %s (%s); --streams auto is 1",
-                    candidate.label, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
+                    candidate.label, candidate_error(exc))
+        if refused_to is not None and refused(exc):
+            refused_to.append(f"{candidate.label} at 2 frames in flight")
         return 1, {}
     finally:
         for engine in engines.values():

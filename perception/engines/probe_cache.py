@@ -6,9 +6,11 @@
 A verdict is cached as JSON in ``~/.cache/perception/probe`` (``PERCEPTION_PROBE_CACHE``
 overrides it; a private folder, whose entries are read only when they are the user's alone, see
 ``perception.engines.cache``; without a home folder the node probes at every start) under a key of
-the model file's (and its INT8 sibling's) SHA-256, the CPU model and ISA, the thread count and the
-versions of ONNX Runtime, OpenVINO and perception: a changed model, library or machine probes
-again. ``perception.engines.auto`` chooses the candidates, probes and loads the winner.
+the model file's (and its INT8 sibling's) SHA-256, the CPU model and ISA, the thread count, the CPU
+cores this process may use (``usable_cores``) and the versions of ONNX Runtime, OpenVINO and
+perception: a changed model, library, machine or CPU share probes again. A probe child killed by
+SIGKILL (most likely the kernel's OOM killer) leaves a mark (``note_killed``) that spares the
+starts of the next ``KILLED_HOLD_S`` another probe. ``perception.engines.auto`` chooses the candidates, probes and loads the winner.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from perception.engines import cache as engine_cache
-from perception.engines.base import EngineOptions
+from perception.engines.base import EngineOptions, usable_cores
 from perception.engines.cpu import cpu_isa, cpu_model
 from perception.engines.probe import MIN_AGREEMENT, int8_sibling
 from perception.engines.probe_verdict import Candidate, Selection, VerdictError
@@ -37,7 +40,11 @@ log = logging.getLogger("perception.engines.auto")  # one logger name for all of
 #: 5: judged on the node's own frames (a verdict on rendered scenes is probed again).
 #: 6: OpenVINO runs the class tail planar (``planar_class_tail``, about 1.2x on an AVX2 EPYC), so a
 #:    verdict that timed the slower OpenVINO is probed again.
-PROBE_KEY_VERSION = 6
+#: 7: the CPU cores this process may use (``cores``): a verdict probed on 2 cores is not reused on 1.
+PROBE_KEY_VERSION = 7
+#: Seconds after a probe child was killed by SIGKILL (``note_killed``) during which the node's starts
+#: run ONNX Runtime FP32 without probing: a memory limit that killed one probe kills the next.
+KILLED_HOLD_S = 24 * 3600
 #: How the warnings name this cache, and what running without it costs.
 PROBE_CACHE = "engine probe cache"
 PROBE_COST = "every start probes the engines again"
@@ -104,6 +111,8 @@ def probe_key(model_path: Path, options: EngineOptions, candidates: list[Candida
         "cpu": cpu_model(),
         "isa": cpu_isa(),
         "threads": options.threads,
+        # the figures and --streams auto depend on the cores the probe ran on (affinity, a CPU quota)
+        "cores": usable_cores(),
         "candidates": [c.label for c in candidates],
         "min_agreement": MIN_AGREEMENT,
         "onnxruntime": _version("onnxruntime"),
@@ -176,11 +185,48 @@ def write_cached(selection: Selection, cache_dir: Path | None) -> None:
     if cache_dir is None or not engine_cache.usable_dir(cache_dir, PROBE_CACHE, PROBE_COST):
         return
     path = cache_path(selection.key, cache_dir)
+    with contextlib.suppress(OSError):  # a verdict came (bench probe): a probe killed before no longer holds
+        killed_path(selection.key, cache_dir).unlink(missing_ok=True)
     try:
         engine_cache.write_private(path, json.dumps(selection.to_dict(), indent=1, sort_keys=True).encode("utf-8"))
     except OSError as exc:
         engine_cache.warn_once(f"cannot write the {PROBE_CACHE} {path} ({engine_cache.os_cause(exc, cache_dir)}); "
                                f"{PROBE_COST}")
+
+
+def killed_path(key: dict, cache_dir: Path) -> Path:
+    """The mark ``note_killed`` leaves for ``key``."""
+    return cache_dir / f"{key_digest(key)}.killed"
+
+
+def note_killed(key: dict, cache_dir: Path | None) -> bool:
+    """Mark that the probe for ``key`` was killed by SIGKILL now (``killed_at``); False when it could
+    not be written (no cache: the next start probes again)."""
+    if cache_dir is None or not engine_cache.usable_dir(cache_dir, PROBE_CACHE, PROBE_COST):
+        return False
+    try:
+        engine_cache.write_private(killed_path(key, cache_dir), b"")
+    except OSError:
+        return False
+    return True
+
+
+def killed_at(key: dict, cache_dir: Path | None) -> float | None:
+    """When the probe for ``key`` was killed by SIGKILL (the mark's time), if that was less than
+    ``KILLED_HOLD_S`` ago; None otherwise (a mark that old is removed, one another user could have
+    written is ignored)."""
+    if cache_dir is None:
+        return None
+    path = killed_path(key, cache_dir)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if engine_cache.untrusted(st) or not 0 <= time.time() - st.st_mtime < KILLED_HOLD_S:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return None
+    return st.st_mtime
 
 
 def forget_cached(key: dict, cache_dir: Path | None) -> None:

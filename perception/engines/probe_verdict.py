@@ -87,6 +87,9 @@ class Selection:
     #: Frames in flight for ``--streams auto`` (1 or 2) and the winner's FPS with each ("1", "2").
     streams: int = 1
     streams_fps: dict = field(default_factory=dict)
+    #: Why this verdict is not cached (the system refused a candidate a thread or memory: a limit of
+    #: that moment); empty for a verdict that is.
+    uncached: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,7 +107,7 @@ class Selection:
         assert isinstance(doc, dict)
         results = [CandidateResult(**r) for r in doc.get("results", [])]
         fields = {k: doc[k] for k in ("engine", "precision", "reason", "key", "probed_utc", "probe_s", "streams",
-                                      "streams_fps") if k in doc}
+                                      "streams_fps", "uncached") if k in doc}
         return cls(results=results, **fields)
 
 
@@ -171,7 +174,7 @@ def verdict_problem(doc: object) -> str:
     if not (isinstance(fps, dict) and set(fps) <= {str(n) for n in VERDICT_STREAMS}
             and all(_number(v, 0) and v > 0 for v in fps.values())):
         return f"streams_fps {_short(fps)} is not FPS by frames in flight"
-    for name in ("reason", "probed_utc"):
+    for name in ("reason", "probed_utc", "uncached"):
         if not isinstance(doc.get(name, ""), str):
             return f"{name} {_short(doc[name])} is not text"
     if not _number(doc.get("probe_s", 0.0), 0):
@@ -279,6 +282,9 @@ def describe(selection: Selection, model: Path, threads: int, cache_dir: Path) -
         gain = selection.streams_fps["2"] / selection.streams_fps["1"]
         lines.append(f"  --streams auto: {selection.streams} for a camera or a paced source, {flat_streams} for a node "
                      f"reading a file flat out (2 measured {gain:.2f}x 1, from {FLAT_OUT_MIN_GAIN:.2f}x)")
-    lines.append(f"  cached for 'perception run --engine auto --model {model} --threads {threads}' in "
-                 f"{cache_dir}")
+    if selection.uncached:
+        lines.append(f"  {selection.uncached} (nothing written in {cache_dir})")
+    else:
+        lines.append(f"  cached for 'perception run --engine auto --model {model} --threads {threads}' in "
+                     f"{cache_dir}")
     return "\n".join(lines)

@@ -14,6 +14,7 @@ import ctypes
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,6 @@ import numpy as np
 from perception.engines import auto, cache, probe, probe_cache, probe_verdict
 from perception.engines.base import Engine, EngineOptions, WarmupError
 from perception.errors import PerceptionError, ResourceError
-from perception.signals import die_with_parent
 from perception.threadname import set_os_thread_name
 
 log = logging.getLogger("perception.engines.auto")  # one logger name for all of --engine auto
@@ -141,8 +141,8 @@ class SwitchingEngine(Engine):
             provider="cpu", threads=self._options.threads, precision=precision, streams=self._options.streams),
             memory_arena=False)
 
-    def _fail(self, why: str) -> None:
-        log.warning("--engine auto: %s; %s keeps running (the next start probes again)", why, self._running_name)
+    def _fail(self, why: str, then: str = "the next start probes again") -> None:
+        log.warning("--engine auto: %s; %s keeps running (%s)", why, self._running_name, then)
         self._selection = {**self._selection, "state": "failed", "reason": f"{why}; {self._running_name} kept"}
 
     def _collect(self, batch: np.ndarray) -> None:
@@ -188,7 +188,7 @@ class SwitchingEngine(Engine):
             try:
                 self._proc = subprocess.Popen(  # started by the watcher thread, which outlives it
                     cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, env=env,
-                    preexec_fn=die_with_parent())
+                    preexec_fn=auto.probe_preexec())  # dies with the node; the OOM killer takes it first
             except OSError as exc:
                 self._fail(f"the probe process could not start ({exc.strerror})")
                 return False
@@ -226,6 +226,11 @@ class SwitchingEngine(Engine):
                 with contextlib.suppress(OSError):
                     self._frames_file.unlink()
         if self._closed:
+            return
+        if self._proc.returncode == -signal.SIGKILL:  # a memory limit, most likely: the node lives on (probe_preexec)
+            held = probe_cache.note_killed(self._key, self._cache_dir)
+            self._fail(f"the background probe was {auto.PROBE_KILLED}", auto.held_off_then(
+                self._model_path, self._options) if held else "the next start probes again")
             return
         try:
             selection = auto.child_verdict(self._proc.returncode, stdout, stderr, self._key)
