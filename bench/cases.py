@@ -311,16 +311,13 @@ def guarded(case: Case, during: str, call, *args):
 
 
 def available_memory_bytes() -> int:
-    """Memory this process may still take: the kernel's MemAvailable, or less under a cgroup limit."""
+    """Memory this process may still take: the kernel's MemAvailable, or less under a cgroup memory
+    limit (v1 or v2, the ancestor with the least room: its limit minus its usage; perception/cgroups.py)."""
+    from perception.cgroups import memory_headroom_bytes
+
     available = psutil.virtual_memory().available
-    try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        current = int(Path("/sys/fs/cgroup/memory.current").read_text())
-        if limit.isdigit():
-            available = min(available, max(0, int(limit) - current))
-    except (OSError, ValueError):
-        pass
-    return available
+    headroom = memory_headroom_bytes()
+    return available if headroom is None else min(available, headroom)
 
 
 #: The process's peak RSS before ``_peak_rss_reset`` last cleared it (``peak_rss_before_resets``).
@@ -413,11 +410,16 @@ def check_batch_memory(cases: list[Case], per_image: dict[tuple, int], available
             low = mid
         else:
             high = mid - 1
+    from perception.cgroups import memory, size_text
+
     per = need / largest
     fix = (f"use --batch {low} or less" if low >= 1
            else "not even a batch of 1 fits; close other programs or measure fewer configurations at once")
+    limit = memory()
+    under = (f" (the room left under this cgroup's memory limit of {size_text(limit.limit)})"
+             if limit is not None and limit.headroom <= available else "")
     raise ConfigError(
-        f"--batch {largest} needs about {need / 2**30:.1f} GiB of memory (about {per / 2**20:.0f} MiB per image, "
-        f"measured on a batch of 1), more than the {MEMORY_SHARE:.0%} of the {available / 2**30:.1f} GiB available "
+        f"--batch {largest} needs about {size_text(need)} of memory (about {per / 2**20:.0f} MiB per image, "
+        f"measured on a batch of 1), more than the {MEMORY_SHARE:.0%} of the {size_text(available)} available{under} "
         f"that a bench plans to use; {fix}"
     )

@@ -230,13 +230,14 @@ def warn_threads_over_cores(threads: list[int]) -> str | None:
     """One warning when a ``--threads`` value is more than the cores this process may run on: those
     rows time threads taking turns on the cores, far slower than the node runs (``engines.base``'s
     helper, which ``perception run`` warns with too)."""
+    from perception.cgroups import quota_note
     from perception.engines.base import usable_cores
 
     cores = usable_cores()
     over = [t for t in threads if t > cores]
     if not over:
         return None
-    text = (f"--threads {','.join(map(str, over))}: more than the {cores} CPU cores this process may use; those "
+    text = (f"--threads {','.join(map(str, over))}: more than the {cores} CPU cores this process may use{quota_note()}; those "
             f"rows time threads taking turns on the cores (slower than --threads {cores})")
     log.warning("%s", text)
     return text

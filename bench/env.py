@@ -79,21 +79,29 @@ def load_average_1m() -> float | None:
 
 
 def collect_environment() -> dict:
-    """The environment block of a bench JSON (see bench/README.md for each field)."""
+    """The environment block of a bench JSON (see bench/README.md for each field). Under a cgroup
+    CPU quota ``cpu_quota_cores`` is that share (0.5: half of one core's time; null without one), and
+    ``memory_limit_mb`` the cgroup's memory limit (null without one): a container's figures are for
+    them, not for the machine's cores and memory."""
+    from perception import cgroups
+
     try:
         affinity = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         affinity = os.cpu_count()
     freq = psutil.cpu_freq()
+    memory_limit = cgroups.memory()
     return {
         "cpu_model": cpu_model(),
         "cpu_isa": cpu_isa(),
         "cpu_logical_cores": psutil.cpu_count(logical=True),
         "cpu_physical_cores": psutil.cpu_count(logical=False),
         "cpu_usable_cores": affinity,
+        "cpu_quota_cores": cgroups.cpu_quota_cores(),
         "cpu_max_mhz": round(freq.max, 1) if freq and freq.max else None,
         "load_average_1m": load_average_1m(),
         "memory_total_mb": round(psutil.virtual_memory().total / 2**20),
+        "memory_limit_mb": None if memory_limit is None else round(memory_limit.limit / 2**20),
         "thread_variables": {k: os.environ.get(k, "") for k in THREAD_VARIABLES},
         "os": platform.platform(),
         "python": sys.version.split()[0],

@@ -91,6 +91,15 @@ def thread_refused(what: str) -> str:
         memory = f", now {limit(resource.RLIMIT_AS, ' KiB')}"
     except ImportError:  # not on Linux or macOS
         nproc = memory = ""
+    from perception.cgroups import pids
+
+    cap = pids()
+    if cap is not None:  # a container's pids limit: most likely the one reached, so named first
+        used = f", {cap[1]} in use" if cap[1] is not None else ""
+        return (f"cannot start {what}: the system refused a new thread; raise the limit it reached, this cgroup's "
+                f"pids limit (pids.max, now {cap[0]}{used}; a one-camera node on ONNX Runtime runs about 10 "
+                f"threads), the processes and threads of this user (ulimit -u{nproc}) or the memory of this process "
+                f"(ulimit -v{memory}), or stop other processes in this cgroup")
     return (f"cannot start {what}: the system refused a new thread; raise the limit it reached, the processes "
             f"and threads of this user (ulimit -u{nproc}; a container's pids limit) or the memory of this process "
             f"(ulimit -v{memory}), or stop other processes of this user")

@@ -127,6 +127,10 @@ class Pipeline:
         self.final_stats: dict[str, Any] | None = None
         self.first_publish_mono_ns: int | None = None
         self.rates = RateMeter()
+        from perception.cgroups import cpu_throttled_s
+
+        #: The cgroup's CPU-quota throttled seconds at the start (None: no quota): ``cpu_throttled_s``.
+        self.throttled_at_start = cpu_throttled_s()
 
     # ------------------------------------------------------------------ control
 
@@ -556,6 +560,11 @@ class Pipeline:
         skipped = getattr(self.source, "skipped", None)
         if skipped:
             doc["source_skipped"] = list(skipped)
+        if self.throttled_at_start is not None:
+            from perception.cgroups import cpu_throttled_s
+
+            if (throttled := cpu_throttled_s()) is not None:
+                doc["cpu_throttled_s"] = round(max(0.0, throttled - self.throttled_at_start), 3)
         if final:
             doc["end_reason"] = self.end_reason or "stopped"
             # Started, but the source never gave a frame (a stream sending nothing decodable): not complete.

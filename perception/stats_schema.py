@@ -171,6 +171,9 @@ CAMERA_STATS = (
              fields=BATCHING_STATS),
     StatsKey("source_skipped", "list", "the first 20 unreadable frames, named (when there were any)",
              when=OPTIONAL, items="str"),
+    StatsKey("cpu_throttled_s", "number", "under a cgroup CPU quota: the time the quota held the node back since "
+             "it started, summed over the cores it was throttled on (`cpu.stat`; the cgroup's, so other processes "
+             "in it count too); absent without a quota", "s", when=OPTIONAL),
     StatsKey("end_reason", "str", "`end of input` (every frame read went through), `max frames reached`, "
              "`duration reached`, `signal SIGINT` / `signal SIGTERM` / `signal SIGHUP` (also after the input's end, while frames "
              "were still in flight), `<stage> failed`, `camera <name> gave no frame` (several cameras) or `stopped`",

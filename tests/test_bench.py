@@ -171,7 +171,7 @@ def test_a_batch_that_does_not_fit_in_memory_is_refused_naming_one_that_does(tin
     monkeypatch.setattr(engine_bench, "available_memory_bytes", lambda: 20 * 2**20)
     monkeypatch.setattr(engine_bench, "prepare_batches", lambda *a, **k: prepared.append(a))
     cfg = EngineBenchConfig(models=[tiny_model], batches=[1, 64], runs=1, warmup=0, blocks=1, progress=False)
-    with pytest.raises(ConfigError, match=r"^--batch 64 needs about .* GiB of memory .*, more than the 85% of the .* GiB available that a bench plans to use; "
+    with pytest.raises(ConfigError, match=r"^--batch 64 needs about .* [MG]iB of memory .*, more than the 85% of the .* [MG]iB available that a bench plans to use; "
                                           r"use --batch (\d+) or less$") as info:
         run_engine_bench(cfg)
     fits = int(re.search(r"use --batch (\d+)", str(info.value)).group(1))

@@ -387,6 +387,18 @@ def _close_all(sources: list[Any], openings: list[Any]) -> None:
         source.close()
 
 
+def _say_cgroup_limits(model: Path) -> None:
+    """The CPU quota and the memory limit of this process's cgroup, once at start when one is set;
+    a warning when the memory left looks too small for the node (perception/cgroups.py)."""
+    from perception.cgroups import memory_line, quota_line
+
+    if (quota := quota_line()) is not None:
+        log.info("%s", quota)
+    if (memory := memory_line(model)) is not None:
+        warn, line = memory
+        log.log(logging.WARNING if warn else logging.INFO, "%s", line)
+
+
 def main(args: argparse.Namespace) -> int:
     signals = _SIGNALS
     if not signals.installed:  # a caller that skipped perception.cli
@@ -421,6 +433,7 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
         check_before_loading(config)
         from perception.engines.base import warn_threads_over_cores
 
+        _say_cgroup_limits(Path(config.model) if config.model else DEFAULT_MODEL)
         warn_threads_over_cores(log, [config.engine_options.threads], "the inference threads take turns on the cores, "
                                 "slower than --threads %d")
         signals.reached("loading the engine")
@@ -512,11 +525,13 @@ def _run(args: argparse.Namespace, signals: StartupSignals) -> int:
         if engine is not None:
             engine.close()
     if "source_corrupt" in final:
+        throttled = final.get("cpu_throttled_s")
         log.info(
             "stopped (%s): %d frames in, %d published, %d dropped, %d corrupt, %d in flight, %d reconnects, "
-            "%.1f fps out",
+            "%.1f fps out%s",
             final["end_reason"], final["frames_in"], final["published"], final["dropped"], final["corrupt"],
             final["in_flight_discarded"], final["reconnects"], final["output_fps"],
+            f"; the CPU quota throttled it {throttled:.1f} s" if throttled else "",
         )
     else:
         log.info("stopped (%s) during start-up while %s", final["end_reason"], final["startup"])

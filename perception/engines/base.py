@@ -72,21 +72,24 @@ def warn_int8_file_for_float(log: logging.Logger, path: Path, precision: str, ru
 
 
 def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity; the machine's count where there is none)."""
-    import os
+    """The CPU cores this process can keep busy: its affinity (the machine's count where there is
+    none), or fewer under a cgroup CPU quota (``ceil(quota)``: 1 under 0.5 CPU; perception/cgroups.py)."""
+    from perception.cgroups import usable_cores as cores
 
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores()
 
 
 def warn_threads_over_cores(log: logging.Logger, threads: list[int], effect: str) -> None:
     """One warning when a ``--threads`` value is more than the cores this process may run on: the
     threads then take turns on the cores (256 threads on 2 cores: p50 197 ms against 30-50 ms at 2).
     ``effect``: what that means to the caller (bench: its rows; run: the node), ``%d`` the cores."""
+    from perception.cgroups import quota_note
+
     cores = usable_cores()
     over = [t for t in threads if t > cores]
     if over:
-        log.warning("--threads %s: more than the %d CPU cores this process may use; %s", ",".join(map(str, over)),
-                    cores, effect % cores)
+        log.warning("--threads %s: more than the %d CPU cores this process may use%s; %s", ",".join(map(str, over)),
+                    cores, quota_note(), effect % cores)
 
 
 def int8_model_path(path: Path) -> Path:

@@ -94,15 +94,25 @@ def _held(pid: int) -> str:
             b"D": " (it is blocked in the kernel, e.g. on a hung disk or network file system)"}.get(state, "")
 
 
-def ended_how(returncode: int) -> str:
+def ended_how(returncode: int, oom_kills_at_start: int | None = None) -> str:
     """``exit code 1``, ``signal SIGKILL``; ``signal 40`` for a signal Python has no name for (the
-    real-time signals between SIGRTMIN and SIGRTMAX)."""
+    real-time signals between SIGRTMIN and SIGRTMAX). A SIGKILL while the memory cgroup's OOM-kill
+    count rose from ``oom_kills_at_start`` (read when the node started) is said to be the OOM killer's."""
     if returncode >= 0:
         return f"exit code {returncode}"
     try:
-        return f"signal {signal.Signals(-returncode).name}"
+        how = f"signal {signal.Signals(-returncode).name}"
     except ValueError:
         return f"signal {-returncode}"
+    if returncode == -signal.SIGKILL and oom_kills_at_start is not None:
+        from perception.cgroups import memory, oom_kills, size_text
+
+        now = oom_kills()
+        if now is not None and now > oom_kills_at_start:
+            limit = memory()
+            how += ": killed by the kernel's OOM killer" + (
+                f" at its cgroup's memory limit of {size_text(limit.limit)}" if limit is not None else "")
+    return how
 
 
 @dataclass
@@ -120,6 +130,8 @@ class _Running:
     failed_for_good: bool = False
     gave_up: bool = False
     returncode: int | None = None
+    #: The memory cgroup's OOM-kill count when the node started (perception/cgroups.py; None: unreadable).
+    oom_kills_at_start: int | None = None
     last_error_line: str = ""
     #: The node's last end (how, its last error line, the wall-clock time), for the closing summary.
     last_end: tuple[str, str, float] | None = None
@@ -197,7 +209,10 @@ class LaunchSupervisor:
         return 1 if self._failed_for_good() else 0
 
     def _start(self, node: _Running) -> None:
+        from perception.cgroups import oom_kills
+
         env = child_env(dict(os.environ, PYTHONUNBUFFERED="1"))
+        node.oom_kills_at_start = oom_kills()
         # Own session per child: a Ctrl-C in the terminal reaches only the launcher, which then
         # stops the children in order instead of every process racing to exit at once.
         node.process = subprocess.Popen(
@@ -233,7 +248,7 @@ class LaunchSupervisor:
         node.process = None
         for reader in node.readers:
             reader.join(timeout=1.0)
-        how = ended_how(code)
+        how = ended_how(code, node.oom_kills_at_start)
         plan = node.plan
         said = node.last_error_line or "(it printed no error line)"
         node.last_end = (how, said, time.time())
