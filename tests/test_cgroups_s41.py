@@ -258,3 +258,14 @@ def test_a_refused_thread_names_the_pids_limit(fake):
     assert "ulimit -u" in said and said.startswith("cannot start the node's publish thread: the system refused")
     fake("9:pids:/\n", {"pids/pids.max": "max"})
     assert "a container's pids limit" in thread_refused("x")
+
+
+def test_onnx_runtime_threads_follow_a_cpu_quota_it_does_not_read(fake):
+    """ONNX Runtime's default intra-op threads are the physical cores: 2 under a 0.5 CPU quota on 2
+    cores (H40 M1, left by F40b). With no --threads the node now asks for the usable cores."""
+    from perception.engines.ort import stream_threads
+
+    fake(V1_PROC, V1)  # 0.5 CPU on 2 cores
+    assert (stream_threads(0, 1), stream_threads(0, 2), stream_threads(2, 1), stream_threads(4, 2)) == (1, 1, 2, 2)
+    fake("0::/\n", {"cgroup.controllers": "cpu"})  # no quota: ONNX Runtime's own default, the cores shared out
+    assert (stream_threads(0, 1), stream_threads(0, 2)) == (0, 1)

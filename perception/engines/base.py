@@ -79,6 +79,16 @@ def usable_cores() -> int:
     return cores()
 
 
+def quota_threads() -> int:
+    """The threads an engine should run when ``--threads`` is 0 and a cgroup CPU quota allows
+    fewer cores than this process's affinity (ONNX Runtime and OpenVINO size their default by the
+    cores and read no quota): the usable cores; 0 (the backend's default) otherwise."""
+    from perception import cgroups
+
+    cores = usable_cores()
+    return cores if cores < cgroups.affinity_cores() else 0
+
+
 def warn_threads_over_cores(log: logging.Logger, threads: list[int], effect: str) -> None:
     """One warning when a ``--threads`` value is more than the cores this process may run on: the
     threads then take turns on the cores (256 threads on 2 cores: p50 197 ms against 30-50 ms at 2).

@@ -37,6 +37,7 @@ from perception.engines.base import (
     backend_error_text,
     check_input_spec,
     int8_model_path,
+    quota_threads,
     resource_refused,
     warn_int8_file_for_float,
     warn_int8_saturation,
@@ -306,8 +307,9 @@ class OpenVinoEngine(Engine):
             # one thread, so it runs fewer streams than asked when threads are short). An explicit
             # NUM_STREAMS is kept under either hint; THROUGHPUT is the hint that names the intent.
             config.update(PERFORMANCE_HINT="THROUGHPUT", NUM_STREAMS=options.streams)
-        if options.threads:
-            config["INFERENCE_NUM_THREADS"] = options.threads
+        threads = options.threads or quota_threads()
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
         try:
             model = core.read_model(str(path))
             hazards = pool_padding_hazards(model) if runs == "int8" else []

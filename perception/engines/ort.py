@@ -47,7 +47,9 @@ from perception.engines.base import (
     backend_error_text,
     check_input_spec,
     int8_model_path,
+    quota_threads,
     resource_refused,
+    usable_cores,
     warn_int8_file_for_float,
     warn_int8_saturation,
 )
@@ -232,11 +234,13 @@ def _session(source: Path, session_options, provider_list: list, *, external: tu
 
 def stream_threads(threads: int, streams: int) -> int:
     """Intra-op threads of each of ``streams`` calls at once out of ``threads`` in all (0: the
-    backend's default for one stream; for several, this process's CPUs shared out)."""
+    usable cores: ONNX Runtime's default, its physical cores, for one stream, unless a cgroup CPU
+    quota allows fewer, which ONNX Runtime does not read; for several, the usable cores shared out)."""
+    if threads:
+        return threads if streams <= 1 else max(1, threads // streams)
     if streams <= 1:
-        return threads
-    total = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    return max(1, total // streams)
+        return quota_threads()
+    return max(1, usable_cores() // streams)
 
 
 class OrtEngine(Engine):
