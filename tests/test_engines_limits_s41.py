@@ -227,3 +227,26 @@ def test_a_verdict_probed_on_two_cores_is_not_reused_on_one(tmp_path, monkeypatc
     assert one["cores"] == 1 and two["cores"] == 2
     assert probe_cache.read_cached(one, cache_dir) is None  # a new probe, no error
     assert json.loads(probe_cache.cache_path(two, cache_dir).read_text())["key"]["cores"] == 2
+
+
+def test_no_background_probe_is_begun_without_the_memory_room_it_takes(tmp_path, monkeypatch, caplog):
+    """H40 H1 at 300 MB: the node alone nearly fills the limit, and a probe beside it got one of the
+    two OOM-killed. Under a memory cgroup with less room than a probe takes, none is begun."""
+    from perception import cgroups
+
+    model = model_with_int8(tmp_path)
+    monkeypatch.setattr("perception.engines.switching.PROBE_FRAMES_WAIT_S", 0.0)
+    monkeypatch.setattr(cgroups, "memory_headroom_bytes", lambda: 40 * 2**20)
+    monkeypatch.setattr(auto_mod, "probe_command", lambda *a, **k: pytest.fail("a probe was begun"))
+    with caplog.at_level("WARNING", logger="perception.engines.auto"):
+        engine = auto_mod.load_auto(model, EngineOptions(threads=1), background=True)
+        try:
+            engine._watcher.join(30)
+            assert engine.selection["state"] == "failed" and engine.kind == "ort"
+            batch = np.full((1, *HW, 3), 200, np.uint8)
+            assert engine.infer(batch)["class_ids"].shape == (1, *HW)
+        finally:
+            engine.close()
+    warned = [r.getMessage() for r in caplog.records]
+    assert any("not probing: this cgroup's memory limit leaves 40 MiB, and a probe takes about 512 MiB" in w
+               and "perception bench probe" in w for w in warned), warned
