@@ -250,3 +250,31 @@ def test_no_background_probe_is_begun_without_the_memory_room_it_takes(tmp_path,
     warned = [r.getMessage() for r in caplog.records]
     assert any("not probing: this cgroup's memory limit leaves 40 MiB, and a probe takes about 512 MiB" in w
                and "perception bench probe" in w for w in warned), warned
+
+
+def test_a_verdict_is_keyed_to_the_engines_code_and_old_ones_are_pruned(tmp_path, monkeypatch):
+    """H43 F3: perception's version stays 0.1.0 between commits, so a checkout updated in place
+    reused a verdict that older code had made; and a verdict no key asks for was never removed."""
+    import os
+    import time
+
+    from perception.engines import probe_cache
+    from perception.engines.probe_verdict import Selection
+
+    model = model_with_int8(tmp_path)
+    options = EngineOptions(threads=1)
+    key = probe_cache.probe_key(model, options, auto_mod.cpu_candidates(model, options))
+    assert key["code"] == probe_cache.engines_code_digest() and len(key["code"]) == 16
+    cache_dir = tmp_path / "verdicts"
+    cache_dir.mkdir(mode=0o700)
+    old = time.time() - 3600
+    for i in range(probe_cache.MAX_VERDICTS + 5):  # verdicts of keys no start asks for any more
+        stale = cache_dir / f"{i:032x}.json"
+        stale.write_text("{}")
+        os.utime(stale, (old + i, old + i))
+    probe_cache.write_cached(Selection(engine="ort", precision="fp32", reason="r", key=key), cache_dir)
+    left = sorted(p.name for p in cache_dir.glob("*.json"))
+    assert len(left) == probe_cache.MAX_VERDICTS and probe_cache.cache_path(key, cache_dir).name in left
+    assert f"{0:032x}.json" not in left  # the oldest went first
+    assert probe_cache.read_cached(key, cache_dir) is not None
+    assert probe_cache.read_cached({**key, "code": "0" * 16}, cache_dir) is None  # other code: probed again

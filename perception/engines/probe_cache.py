@@ -7,8 +7,9 @@ A verdict is cached as JSON in ``~/.cache/perception/probe`` (``PERCEPTION_PROBE
 overrides it; a private folder, whose entries are read only when they are the user's alone, see
 ``perception.engines.cache``; without a home folder the node probes at every start) under a key of
 the model file's (and its INT8 sibling's) SHA-256, the CPU model and ISA, the thread count, the CPU
-cores this process may use (``usable_cores``) and the versions of ONNX Runtime, OpenVINO and
-perception: a changed model, library, machine or CPU share probes again. A probe child killed by
+cores this process may use (``usable_cores``), the versions of ONNX Runtime, OpenVINO and
+perception and a digest of the engines' code: a changed model, library, machine, CPU share or
+engine code probes again. The folder keeps the ``MAX_VERDICTS`` verdicts used last. A probe child killed by
 SIGKILL (most likely the kernel's OOM killer) leaves a mark (``note_killed``) that spares the
 starts of the next ``KILLED_HOLD_S`` another probe. ``perception.engines.auto`` chooses the candidates, probes and loads the winner.
 """
@@ -16,6 +17,7 @@ starts of the next ``KILLED_HOLD_S`` another probe. ``perception.engines.auto`` 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -41,7 +43,12 @@ log = logging.getLogger("perception.engines.auto")  # one logger name for all of
 #: 6: OpenVINO runs the class tail planar (``planar_class_tail``, about 1.2x on an AVX2 EPYC), so a
 #:    verdict that timed the slower OpenVINO is probed again.
 #: 7: the CPU cores this process may use (``cores``): a verdict probed on 2 cores is not reused on 1.
-PROBE_KEY_VERSION = 7
+#: 8: the digest of the engines' own code (``code``): perception's version stays 0.1.0 between
+#:    commits, so a checkout updated in place reused a verdict older code had made (H43 F3).
+PROBE_KEY_VERSION = 8
+#: Verdict files kept in the cache folder, the most recently used first: a new key (an upgrade, a
+#: changed model) leaves the old file behind, which is never read again.
+MAX_VERDICTS = 32
 #: Seconds after a probe child was killed by SIGKILL (``note_killed``) during which the node's starts
 #: run ONNX Runtime FP32 without probing: a memory limit that killed one probe kills the next.
 KILLED_HOLD_S = 24 * 3600
@@ -97,6 +104,18 @@ def _version(dist: str) -> str:
     return "absent"
 
 
+@functools.lru_cache(maxsize=1)
+def engines_code_digest() -> str:
+    """SHA-256 (16 hex digits) of the sources of ``perception/engines`` (the engines, the probe and
+    its verdict): a verdict is reused only by the code that made it. About 1 ms, once a process."""
+    digest = hashlib.sha256()
+    folder = Path(__file__).parent
+    for path in sorted(folder.glob("*.py")):
+        with contextlib.suppress(OSError):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def probe_key(model_path: Path, options: EngineOptions, candidates: list[Candidate]) -> dict:
     """Everything the probe's verdict depends on (see the module docstring)."""
     check_model_path(model_path)  # hashed below: a missing file is the user's one-line error, not an OSError
@@ -118,6 +137,7 @@ def probe_key(model_path: Path, options: EngineOptions, candidates: list[Candida
         "onnxruntime": _version("onnxruntime"),
         "openvino": _version("openvino"),
         "perception": _version("perception"),
+        "code": engines_code_digest(),
     }
 
 
@@ -164,6 +184,8 @@ def read_cached(key: dict, cache_dir: Path | None) -> Selection | None:
             path.unlink()
         return None
     selection.from_cache = True
+    with contextlib.suppress(OSError):  # used now: the last to go when old verdicts are pruned (_prune)
+        os.utime(path)
     return selection
 
 
@@ -192,6 +214,28 @@ def write_cached(selection: Selection, cache_dir: Path | None) -> None:
     except OSError as exc:
         engine_cache.warn_once(f"cannot write the {PROBE_CACHE} {path} ({engine_cache.os_cause(exc, cache_dir)}); "
                                f"{PROBE_COST}")
+        return
+    _prune(cache_dir, keep=path)
+
+
+def _prune(cache_dir: Path, *, keep: Path) -> None:
+    """Remove the verdict files (``*.json``) beyond the ``MAX_VERDICTS`` most recently used (their
+    modification time: written, or read by ``read_cached``), never ``keep``, and marks
+    (``*.killed``) older than ``KILLED_HOLD_S``: keys no start asks for any more (an upgrade, a
+    model retrained) leave files no one reads."""
+    entries = []
+    with contextlib.suppress(OSError), os.scandir(cache_dir) as scan:
+        for entry in scan:
+            with contextlib.suppress(OSError):
+                st = entry.stat(follow_symlinks=False)
+                entries.append((st.st_mtime, entry.name))
+    now = time.time()
+    verdicts = sorted((e for e in entries if e[1].endswith(".json") and e[1] != keep.name), reverse=True)
+    stale = [name for _, name in verdicts[MAX_VERDICTS - 1:]]
+    stale += [name for mtime, name in entries if name.endswith(".killed") and now - mtime >= KILLED_HOLD_S]
+    for name in stale:
+        with contextlib.suppress(OSError):
+            (cache_dir / name).unlink()
 
 
 def killed_path(key: dict, cache_dir: Path) -> Path:
