@@ -483,7 +483,7 @@ def contention_warnings(cases: list[Case], results: list[dict[str, Any]], blocks
             continue
         busiest = combine(done.cpu)  # its blocks together
         row["contention"] = busiest
-        few = few_samples(row["latency_ms"].get("count"), f"#{i} {row['label']}", "timed calls")
+        few = few_samples(row["latency_ms"].get("count"), f"#{i} {row['label']}", "timed calls", "--duration, --runs")
         if few:
             warnings.append(few)
         text = contention_warning(busiest, wanted_cores=case.threads, what=f"#{i} {case.label()}")

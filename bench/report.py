@@ -122,7 +122,8 @@ def engine_warnings(results: dict[str, Any]) -> list[str]:
                 f"{'ratios to the other rows are' if len(rows) > 1 else 'figures are'} not trustworthy; rerun on a "
                 "quiet machine (or with more --runs)")
         if not r.get("skipped"):
-            few = few_samples((r.get("latency_ms") or {}).get("count"), f"#{i} {_inline(r['label'])}", "timed calls")
+            few = few_samples((r.get("latency_ms") or {}).get("count"), f"#{i} {_inline(r['label'])}", "timed calls",
+                              "--duration, --runs")
             if few:
                 warnings.append(few)
     return list(dict.fromkeys(warnings))  # a JSON's own warnings and those read from its figures, once

@@ -23,6 +23,8 @@ RESULTS_SCHEMA = "perception.bench/1"
 
 #: The files a bench run writes into its --out folder.
 RESULTS_FILE = "perception.bench.json"
+#: What an earlier release named it (``bench report DIR`` reads either).
+OLD_RESULTS_FILE = "bench.json"
 REPORT_FILE = "perception.bench.md"
 #: Every file of a bench output: what an earlier run or report may have left in an --out folder.
 OUTPUT_FILES = (RESULTS_FILE, REPORT_FILE, *PLOT_FILES.values())
@@ -41,7 +43,8 @@ def load_results(path: str | Path) -> dict[str, Any]:
     it is missing or not a bench result."""
     p = Path(path)
     if p.is_dir():
-        p = p / RESULTS_FILE
+        # An earlier release named it bench.json; a folder it wrote is read as it is.
+        p = next((f for f in (p / RESULTS_FILE, p / OLD_RESULTS_FILE) if f.is_file()), p / RESULTS_FILE)
     if not p.is_file():
         raise ConfigError(f"bench results {p} not found; run 'perception bench engine' or 'pipeline' first")
     try:

@@ -255,11 +255,12 @@ MIN_SAMPLES = 10
 PERCENTILE_MIN_SAMPLES = {"p50": 1, "p90": 10, "p99": 100}
 
 
-def few_samples(count: int | None, what: str, unit: str) -> str | None:
-    """The warning for a figure made of fewer than ``MIN_SAMPLES`` samples, else None."""
+def few_samples(count: int | None, what: str, unit: str, flags: str = "--duration") -> str | None:
+    """The warning for a figure made of fewer than ``MIN_SAMPLES`` samples, else None; ``flags``:
+    those of the command that made it that measure longer."""
     if count is None or count >= MIN_SAMPLES:
         return None
     if count == 1:
         unit = unit.replace("calls", "call").replace("frames", "frame")
     return (f"{what}: only {count} {unit} measured (fewer than {MIN_SAMPLES}), so its FPS, percentiles and ratios "
-            "are not reliable; measure longer (--duration, --runs, --engine-runs)")
+            f"are not reliable; measure longer ({flags})")

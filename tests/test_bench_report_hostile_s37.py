@@ -359,3 +359,15 @@ def test_a_model_name_with_a_bar_and_a_line_break_stays_in_its_cell(measured, tm
     row = next(line for line in md.splitlines() if "x\\|y" in line)
     header = next(line for line in md.splitlines() if line.startswith("| # | model |"))
     assert row.replace("\\|", "").count("|") == header.count("|")  # as many cells as the header
+
+
+def test_a_folder_an_earlier_release_wrote_is_read_and_few_samples_name_the_commands_own_flags(tmp_path):
+    """H43 F5: an earlier release wrote bench.json, and `bench report DIR` said 'not found'; F7:
+    the few-samples warning named --engine-runs, which bench engine does not have."""
+    folder = tmp_path / "old"
+    folder.mkdir()
+    (folder / "bench.json").write_text(json.dumps(_engine_doc(_row([30.0] * 4, [4]))))
+    assert load_results(folder)["kind"] == "engine"
+    assert cli_main(["bench", "report", str(folder)]) == 0
+    md = (folder / "perception.bench.md").read_text()
+    assert "only 4 timed calls measured" in md and "measure longer (--duration, --runs)" in md, md
