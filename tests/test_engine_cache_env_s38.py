@@ -463,3 +463,13 @@ def test_a_tensorrt_engine_cache_that_cannot_be_written_or_trusted_is_not_used(t
     warned = cache_warnings(caplog)
     assert len(warned) == 2 and warned[0].startswith(f"cannot write the TensorRT engine cache {tmp_path / 'file' / 'trt'}")
     assert warned[1].startswith(f"not loading the TensorRT engine cache entry {path}: group or other users can write")
+
+
+def test_a_cache_folder_an_earlier_release_left_readable_to_others_is_made_private(tmp_path):
+    """H43 F7: folders an older release made under umask 022 stayed 0755 (its graphs readable to
+    other users), though the README says the caches are private (0700)."""
+    old = tmp_path / "ort"
+    old.mkdir()
+    old.chmod(0o755)
+    assert cache_mod.usable_dir(old, "ONNX Runtime cache", "it runs without it")
+    assert old.stat().st_mode & 0o777 == 0o700

@@ -162,6 +162,11 @@ def usable_dir(path: Path, what: str, cost: str, *, create: bool = True) -> bool
         warn_once(f"not using the {what} {path}: {why}, so what it holds may not be this user's; {cost} "
                   "(remove the folder and it is made again, private to this user)")
         return False
+    if st.st_mode & 0o077 and create:
+        # A folder of this user's that others may read (an earlier release made it under umask 022):
+        # made private as a new one is; what it holds stays (entries are read by their owner only).
+        with contextlib.suppress(OSError):
+            os.chmod(path, 0o700)
     return True
 
 
