@@ -165,7 +165,24 @@ def upgrade_file(model: Path, out: Path) -> str:
     else:
         _write_beside(out, lambda staged: save_model(proto, staged))
     return (f"upgrade: {model}: input normalisation now on N x 3 x H x W (faster in ONNX Runtime), "
-            f"outputs bit-identical in ONNX Runtime on 3 images; wrote {out}")
+            f"outputs bit-identical in ONNX Runtime on 3 images; wrote {out}{_int8_sibling_note(Path(model))}")
+
+
+def _int8_sibling_note(model: Path) -> str:
+    """"; model.int8.onnx beside it ..." when the INT8 file paired with ``model`` is still on the older
+    normalisation (an upgrade rewrites one file; the pair stays paired and runs either way)."""
+    from perception.modelfile import load_model_proto
+
+    if model.name.endswith(".int8.onnx") or model.suffix != ".onnx":
+        return ""
+    sibling = model.with_name(model.name[: -len(".onnx")] + ".int8.onnx")
+    try:
+        if not sibling.is_file() or not upgrade_normalisation(load_model_proto(sibling)):
+            return ""
+    except Exception:  # noqa: BLE001 - a sibling that does not load is not this upgrade's to judge
+        return ""
+    return (f"\n  {sibling} beside it is still on the older normalisation (it stays paired with {model.name} and "
+            f"runs): python -m perception.export.upgrade {sibling} upgrades it too")
 
 
 def _copy_external_data(model: Path, out: Path, external: dict[Path, int]) -> list[Path]:

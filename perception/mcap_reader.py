@@ -286,6 +286,9 @@ def _read_file(path: Path, counters: ReadCounters, max_mask_pixels: int, *, firs
 
     with open_recording(path, "pass a .mcap file made by 'perception record'") as stream:
         if stream.read(8) != b"\x89MCAP0\r\n":
+            if empty_recording(path):  # 0 bytes, or part of the magic: an older recorder killed at once
+                raise SourceError(f"{path} is empty ({path.stat().st_size} bytes): its recorder ended before it wrote "
+                                  "a message to it; nothing to replay: delete it, and record one with 'perception record'")
             raise SourceError(f"{path} is not an MCAP file; record one with 'perception record'")
         stream.seek(0)
         # A stream read (``recover.read_records``: no summary section needed, chunks inflated

@@ -69,7 +69,7 @@ METADATA_PRECISIONS = ("fp32", "fp16", "int8")
 #: Validation figures (``val_metrics``, its ``int8_gate``, ``real_road_check``'s tasks) that are
 #: shares in 0..1 (null: not measured), and those that are counts.
 _METRIC_SHARES = ("miou", "global_acc", "class_acc", "trained_miou")
-_METRIC_COUNTS = ("step", "pixels")
+_METRIC_COUNTS = ("step", "pixels", "synthetic_world")  # (the world version: perception/synthetic/version.py)
 _GATE_SHARES = ("fp32_miou", "int8_miou", "agreement_with_fp32", "openvino_agreement_with_fp32", "openvino_int8_miou")
 _TASK_SHARES = ("iou", "precision", "recall")
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from perception.errors import ConfigError, PerceptionError
-from perception.mcap_layout import CONTENT_DATA, CONTENT_KEY, WIRE_TOPIC_KEY, split_files
+from perception.errors import ConfigError, PerceptionError, SourceError
+from perception.mcap_layout import CONTENT_DATA, CONTENT_KEY, METADATA_NAME, WIRE_TOPIC_KEY, split_files
 
 if TYPE_CHECKING:
     from perception.record import RecordConfig
@@ -233,6 +233,10 @@ class BagFile:
     channels: list[tuple[str, str, str, str, int]] = field(default_factory=list)
     #: Per data channel of a wire topic: (wire topic, ROS 2 name, message type), for ``RosTopicNames.claim``.
     wire_topics: list[tuple[str, str, str]] = field(default_factory=list)
+    #: What the file's own ``perception.recording`` metadata says: True, a split (``split_index``);
+    #: False, a recording of its own (the record without ``split_index``: ``drive_2024.mcap``, numbered
+    #: but not a split); None, no such record (another tool's file, a split rebuilt by ``--recover``).
+    split: bool | None = None
 
 
 def bag_file(path: Path) -> BagFile | None:
@@ -242,15 +246,21 @@ def bag_file(path: Path) -> BagFile | None:
 
     from perception.recover import open_recording
 
+    split = None
     try:
         with open_recording(Path(path), "") as stream:
-            summary = SeekingReader(stream, record_size_limit=_SUMMARY_RECORD_LIMIT).get_summary()
+            reader = SeekingReader(stream, record_size_limit=_SUMMARY_RECORD_LIMIT)
+            summary = reader.get_summary()
+            if summary is not None and summary.statistics is not None:
+                for record in reader.iter_metadata():
+                    if record.name == METADATA_NAME and record.metadata:
+                        split = "split_index" in record.metadata
     except Exception:  # noqa: BLE001 - whatever the library raises for a damaged summary: none to use
         return None
     if summary is None or summary.statistics is None:
         return None
     stats = summary.statistics
-    info = BagFile(Path(path).name, stats.message_start_time, stats.message_end_time, stats.message_count)
+    info = BagFile(Path(path).name, stats.message_start_time, stats.message_end_time, stats.message_count, split=split)
     for channel_id in sorted(summary.channels):
         channel = summary.channels[channel_id]
         schema = summary.schemas.get(channel.schema_id)
@@ -374,9 +384,11 @@ class BagMetadata:
         return cached[1]
 
     def finished(self) -> list[BagFile]:
-        """The ``BagFile`` of each finished split there now, in index order."""
+        """The ``BagFile`` of each finished split there now, in index order. A numbered file whose own
+        metadata says it is a recording of its own (``BagFile.split`` False: ``drive_2024.mcap`` beside
+        the splits ``drive_0.mcap``...) is not one of them."""
         found = (self.file(path) for path in split_files(self.out))
-        return [info for info in found if info is not None]
+        return [info for info in found if info is not None and info.split is not False]
 
     def ours(self) -> bool | None:
         """Whether the ``metadata.yaml`` there lists only splits of ``out`` (None: there is none). The
@@ -448,3 +460,61 @@ class BagMetadata:
         if not self._warned:
             self._warned = True
             log.warning("%s", text)
+
+
+@dataclass
+class FolderBag:
+    """What ``write_folder_bag`` wrote: the folder's ``metadata.yaml``, the splits it lists, and the
+    unfinished splits left out of it (each rebuilt with ``--recover FILE``)."""
+
+    path: Path
+    stem: str
+    splits: list[str]
+    unfinished: list[Path]
+
+    def format(self) -> str:
+        count = len(self.splits)
+        names = self.splits[0] if count == 1 else f"{self.splits[0]} .. {self.splits[-1]}"
+        text = (f"{self.path} written: it lists the {count} split{'' if count == 1 else 's'} of {self.stem} "
+                f"({names}); ros2 bag and rosbags open {self.path.parent} as one bag")
+        if self.unfinished:
+            one = len(self.unfinished) == 1
+            shown = ", ".join(str(p) for p in self.unfinished[:3]) + \
+                (f" and {len(self.unfinished) - 3} more" if len(self.unfinished) > 3 else "")
+            text += (f"\n  {shown} {'is' if one else 'are'} unfinished (a killed recorder) and not listed: rebuild "
+                     f"{'it' if one else 'each'} with 'perception record --recover FILE', which lists it then")
+        return text
+
+
+def write_folder_bag(folder: Path) -> FolderBag:
+    """Write the rosbag2 ``metadata.yaml`` of the split recording in ``folder`` (``perception record
+    --recover DIR``), which makes the folder one bag for ``ros2 bag`` and rosbags: for splits that
+    earlier versions wrote without one, or one a user removed. The splits are the ``<stem>_N.mcap``
+    files of the stem whose files say they are splits (``split_index``) or that a ``metadata.yaml``
+    there lists. Raises SourceError when there is none, ConfigError when the folder holds the
+    splits of several recordings (a folder is one bag) or has another bag's ``metadata.yaml``."""
+    from perception.recover import empty_recording
+
+    stems = sorted({m.group(1) for f in folder.glob("*.mcap") if (m := re.fullmatch(r"(.+)_\d+", f.stem))})
+    found: list[BagMetadata] = []
+    for stem in stems:
+        bag = BagMetadata(folder / f"{stem}.mcap")
+        if bag.ours() or any(info.split for info in bag.finished()):
+            found.append(bag)
+    if not found:
+        raise SourceError(f"{folder} holds no split recording (no <stem>_N.mcap file there says it is a split); "
+                          "--recover DIR writes the metadata.yaml of a split recording's folder, --recover FILE "
+                          "rebuilds a file whose recorder was killed")
+    if len(found) > 1:
+        names = ", ".join(f"{bag.out.stem}_N.mcap" for bag in found)
+        raise ConfigError(f"{folder} holds the splits of {len(found)} recordings ({names}), and a folder is one "
+                          "rosbag2 bag; move each recording's splits into a folder of its own, then --recover each folder")
+    bag = found[0]
+    if bag.ours() is False:
+        raise ConfigError(f"{bag.path} lists other files than the splits of {bag.out.stem} (or does not read); it is "
+                          f"left as it is: move it away, then run --recover {folder} again")
+    written = bag.update(create=True)
+    if written is None:
+        raise ConfigError(f"{folder / BAG_METADATA_FILE} was not written (the warning above says why)")
+    unfinished = [p for p in split_files(bag.out) if bag.file(p) is None and not empty_recording(p)]
+    return FolderBag(written, bag.out.stem, [info.name for info in bag.finished()], unfinished)

@@ -30,7 +30,7 @@ from perception.mcap_layout import (
     channel_role,
 )
 from perception.mcap_writer import FrameTally
-from perception.record_output import ROSBAG2_RECORD, rosbag2_record
+from perception.record_output import ROSBAG2_RECORD, FolderBag, rosbag2_record
 
 
 @dataclass
@@ -68,6 +68,8 @@ class RecoverSummary:
     #: The rosbag2 ``metadata.yaml`` written again to list the rebuilt split, and the splits it lists.
     bag_metadata: Path | None = None
     bag_files: int = 0
+    #: Why no ``metadata.yaml`` was written for a file named like a split (``_update_bag``).
+    not_split: str | None = None
 
     def format(self) -> str:
         records = f"{self.metadata} metadata record{'' if self.metadata == 1 else 's'}"
@@ -94,6 +96,8 @@ class RecoverSummary:
         if self.bag_metadata:
             text += (f"\n  {self.bag_metadata} lists it now ({self.bag_files} split{'' if self.bag_files == 1 else 's'}: "
                      "ros2 bag and rosbags open the folder as one bag)")
+        if self.not_split:
+            text += f"\n  {self.not_split}"
         return text
 
 
@@ -323,7 +327,7 @@ def same_file(a: str | Path, b: str | Path) -> bool:
 
 
 def recover_recording(path: str | Path, out: str | Path | None = None, *, overwrite: bool = False,
-                      stop: threading.Event | None = None) -> RecoverSummary:
+                      stop: threading.Event | None = None) -> RecoverSummary | FolderBag:
     """Rebuild a recording whose recorder was killed into a finished MCAP file that indexed readers open.
 
     Every record that can be read in order (header, schemas, channels with their metadata,
@@ -341,8 +345,16 @@ def recover_recording(path: str | Path, out: str | Path | None = None, *, overwr
     be written or would replace a file it must not, RecoveryStopped when ``stop`` was set before
     the rebuilt file was complete (checked between records; ``path`` is then left as it was and
     the partial ``<out>.recovering`` removed).
+
+    ``path`` a folder: ``write_folder_bag`` (the rosbag2 ``metadata.yaml`` of the split recording there).
     """
     source = Path(path)
+    if source.is_dir():
+        if out is not None:
+            raise ConfigError(f"--recover {source} (a folder) writes its {source / 'metadata.yaml'}; leave out --out")
+        from perception.record_output import write_folder_bag
+
+        return write_folder_bag(source)
     what = not_a_recording_file(source)
     if what is not None:
         raise SourceError(f"{what}; --recover rebuilds one .mcap file made by 'perception record'")
@@ -423,14 +435,26 @@ def recover_recording(path: str | Path, out: str | Path | None = None, *, overwr
 def _update_bag(target: Path, summary: RecoverSummary) -> None:
     """When the rebuilt file is a split (``<stem>_N.mcap``), write its folder's rosbag2 ``metadata.yaml``
     again so that it lists the split (``record_output.BagMetadata``): where one of that recording is
-    there, or, for a recording of ``perception record`` (wire-header channels), where there is none."""
+    there, or, for a recording of ``perception record`` (wire-header channels), where there is none
+    and another file of that name says it is a split (its ``split_index``). A killed recorder wrote
+    no metadata, so the name alone proves nothing: ``drive_2025.mcap`` beside ``drive_2023.mcap`` is
+    two recordings, not two splits of ``drive.mcap`` (``summary.not_split`` says so)."""
     from perception.record_output import BagMetadata
 
     match = re.fullmatch(r"(.+)_\d+", target.stem)
     if match is None or not target.suffix:
         return
     bag = BagMetadata(target.with_name(match.group(1) + target.suffix))
-    written = bag.update(create=summary.wire_headers)
+    rebuilt = bag.file(target)
+    split = rebuilt is not None and rebuilt.split is True
+    if not split and rebuilt is not None and rebuilt.split is None and bag.ours() is None:
+        split = any(info.split for info in bag.finished() if info.name != target.name)
+        if not split and summary.wire_headers:
+            summary.not_split = (f"{target.name} is taken for a recording of its own, not a split of "
+                                 f"{bag.out.name}: no other {match.group(1)}_N{target.suffix} there says it is a "
+                                 f"split, and no {bag.path.name} lists one; no {bag.path.name} written")
+            return
+    written = bag.update(create=summary.wire_headers and split)
     if written is not None:
         summary.bag_metadata, summary.bag_files = written, len(bag.finished())
 

@@ -357,7 +357,7 @@ def test_recover_a_fifo_or_folder_is_refused_without_hanging(tmp_path):
         with pytest.raises(SourceError, match="fifo.mcap is a FIFO, not a recording file"):
             call()
     assert not recording_is_intact(fifo)
-    with pytest.raises(SourceError, match="is a folder, not a recording file"):
+    with pytest.raises(SourceError, match="holds no split recording"):  # a folder: its splits' metadata.yaml (s41)
         recover_recording(tmp_path)
 
 

@@ -55,6 +55,7 @@ from perception.metrics import masks_0_255_fix, no_labelled_pixels
 from perception.options import EngineOptions, PublishOptions
 from perception.overwrite import refuse_existing_file
 from perception.progress import count_of, logs_above, progress
+from perception.synthetic.version import is_synthetic, recorded_world, world_change
 
 log = logging.getLogger(__name__)
 
@@ -215,12 +216,18 @@ def _main_classes(config: EvalConfig, given) -> int:
     if config.model:
         engine = _onnx_engine(config)
         spec, dataset = given or _recorded_dataset(config, engine.metadata.dataset, config.model)
+        _warn_world_change(spec, config.model, engine.metadata.dataset, engine.metadata.val_metrics)
         log.info("evaluating %s on %s (%s, %s)", engine.describe(), spec, config.split, count_of(len(dataset), "image"))
         with _eval_progress(dataset) as bar, logs_above(bar):
             cm = evaluate_engine(engine, dataset, on_sample=bar.update)
         source = config.model
     else:
         spec, dataset = given or _recorded_dataset(config, None, config.checkpoint)
+        if is_synthetic(spec):
+            from perception.training.checkpoint import load_checkpoint
+
+            ckpt = load_checkpoint(config.checkpoint)
+            _warn_world_change(spec, config.checkpoint, ckpt.dataset, ckpt.metrics)
         log.info("evaluating %s on %s (%s, %s)", config.checkpoint, spec, config.split, count_of(len(dataset), "image"))
         cm = evaluate_checkpoint(
             config.checkpoint,
@@ -292,6 +299,7 @@ def _main_tasks(config: EvalConfig, given) -> int:
         engine = load_engine("torch", config.checkpoint, EngineOptions(provider=provider, threads=config.threads))
         source = config.checkpoint
     spec, dataset = given or _recorded_dataset(config, engine.metadata.dataset, source)
+    _warn_world_change(spec, source, engine.metadata.dataset, engine.metadata.val_metrics)
     tasks = [t.strip() for t in config.tasks.split(",") if t.strip()] or None
     skipped = _unshared_tasks(engine.metadata.class_table, dataset.class_table, config, source=source, spec=spec) \
         if tasks is None else []
@@ -516,6 +524,19 @@ def _write_json(path: str, summary: dict) -> None:
         Path(path).write_text(text + "\n", encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot write --json {path} ({exc.strerror}); the figures are printed above") from None
+
+
+def _warn_world_change(spec: str, source: str, trained_on: str, metrics: dict) -> None:
+    """One warning when an eval on the synthetic world scores a model whose stored validation figures
+    (``perception inspect``) were measured in another world version (``perception/synthetic/version.py``)
+    or in one an earlier release did not record: the same spec renders other scenes now."""
+    if not (is_synthetic(spec) and is_synthetic(trained_on) and isinstance(metrics, dict) and "miou" in metrics):
+        return
+    line = world_change(recorded_world(metrics), whose=f"{source}'s stored validation figures (perception inspect)",
+                        consequence="this eval scores it on other scenes, so its figures are not comparable with "
+                                    "them (nor with an earlier release's eval of this file on the same spec)")
+    if line:
+        log.warning("%s", line)
 
 
 def _checkpoint_dataset(path: str) -> str:

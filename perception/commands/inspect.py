@@ -51,6 +51,12 @@ def format_description(d) -> list[str]:
     from perception.contracts import OUTPUT_CONFIDENCE, UNKNOWN_CLASS_ID, confidence_pool
     from perception.metrics import display_width
     from perception.sources.base import shown  # the graph's producer is not checked metadata: escaped
+    from perception.synthetic.version import (
+        SYNTHETIC_WORLD_VERSION,
+        is_synthetic,
+        recorded_world,
+        world_change,
+    )
 
     m = d.metadata
     table = m.class_table
@@ -91,6 +97,15 @@ def format_description(d) -> list[str]:
             f"{' (' + ', '.join(at) + ')' if at else ''}{', before INT8' if m.precision == 'int8' else ''}; "
             f"perception eval --model scores this file"
         )
+        if is_synthetic(m.dataset):
+            world = recorded_world(metrics)
+            if world == SYNTHETIC_WORLD_VERSION:
+                lines[-1] = lines[-1].replace(": the checkpoint's validation", f" in synthetic world version {world}: the "
+                                                                               "checkpoint's validation", 1)
+            else:
+                lines.append("           " + world_change(world, whose="these figures", consequence=(
+                    "perception eval of this file on synthetic data scores other scenes, and its figures are not "
+                    "comparable with these")))
     gate = metrics.get("int8_gate") if m.precision == "int8" else None
     if isinstance(gate, dict):
         lines.append(f"int8 gate  {'PASS' if gate.get('passed') else 'FAIL'}: mIoU {_pct(gate.get('fp32_miou'))} FP32 -> "

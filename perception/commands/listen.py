@@ -79,10 +79,11 @@ class ListenConfig:
     endpoint: str = setting(contracts.DEFAULT_ENDPOINT, help="publisher endpoint")
     namespace: str | None = setting(None, exclusive="what", help="all topics under this namespace, e.g. perception/front")
     topic: list[str] = setting(default_factory=list, exclusive="what", metavar="T", help="exact topics (repeatable)")
-    duration_s: float | None = setting(None, lo=0, flag="--duration", metavar="S",
+    duration_s: float | None = setting(None, lo=0, flag="--duration", metavar="S", old_names=("duration",),
                                        help="stop after S seconds (default and 0: until Ctrl-C)")
     count: int | None = setting(None, lo=1, metavar="N", help="stop after N messages in total")
-    interval_s: float = setting(1.0, lo=0.001, hi=3600, flag="--interval", metavar="S", help="seconds between report lines")
+    interval_s: float = setting(1.0, lo=0.001, hi=3600, flag="--interval", metavar="S",
+                                old_names=("interval",), help="seconds between report lines")
     echo: bool = setting(False, help="print every message's header (and JSON documents)")
     save_dir: Path | None = setting(None, metavar="DIR",
                                     help="save received masks as PNG: DIR/<topic, / as _ and _ as __; a topic with upper-case or "

@@ -6,7 +6,8 @@ Layout of a dataset directory (what ``perception synth`` writes and the training
     labels/000000.png     uint8 class ids (SYNTHETIC_CLASSES), same size
     classes.yaml          the class table (ClassTable.to_dict(): classes, ignore_id, task_groups)
     train.txt, val.txt    one "images/NNNNNN.png labels/NNNNNN.png" pair per line (split by --split)
-    synth.yaml            how it was generated (seed, size, count, split, the --video it wrote); an
+    synth.yaml            how it was generated (seed, size, count, split, the --video it wrote, and
+                          ``synthetic_world``: SYNTHETIC_WORLD_VERSION, the renderer's version); an
                           interrupted run's says ``interrupted: true``, the frames it wrote
                           (``count``, which the lists cover) and the ``requested`` count
 
@@ -31,6 +32,7 @@ from perception.errors import ConfigError, file_in_the_way
 from perception.overwrite import refuse_existing_file
 from perception.synthetic.classes import SYNTHETIC_CLASSES
 from perception.synthetic.drive import SyntheticDrive, check_size, render_scene
+from perception.synthetic.version import SYNTHETIC_WORLD_VERSION, WORLD_KEY
 
 
 def colorize(label: np.ndarray, class_table: ClassTable = SYNTHETIC_CLASSES) -> np.ndarray:
@@ -336,8 +338,8 @@ def write_dataset(out_dir: str | Path, *, count: int, height: int, width: int, s
         for path in stale:  # an earlier synth output: replaced whole, no old frame or list left behind
             path.unlink()
         lists = {name: len(indices) for name, indices in assigned.items()}
-        meta: dict[str, object] = {"generator": GENERATOR, "seed": seed, "count": count, "height": height,
-                                   "width": width, "split": lists}
+        meta: dict[str, object] = {"generator": GENERATOR, WORLD_KEY: SYNTHETIC_WORLD_VERSION, "seed": seed,
+                                   "count": count, "height": height, "width": width, "split": lists}
         # classes.yaml first, so the frames written so far are a dataset whenever the run stops; and a
         # synth.yaml that marks the folder as synth's (the next run replaces it) and, until the run
         # ends, says it did not finish (what a run killed outright leaves).

@@ -160,7 +160,7 @@ _REQUIRED = ("model_name", "model_kwargs", "class_table", "input_hw", "state_dic
 _UNUSABLE = "it cannot be used: use an intact copy, or train the model again"
 #: Figures of ``metrics`` that are shares (0..1) and whole counts, when present.
 _SHARES = ("miou", "global_acc", "class_acc", "trained_miou")
-_COUNTS = ("step", "pixels")
+_COUNTS = ("step", "pixels", "synthetic_world")
 
 
 def _is_int(value: Any) -> bool:

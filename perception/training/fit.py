@@ -32,6 +32,7 @@ from perception.config import config_to_dict
 from perception.errors import ConfigError, DataError, PerceptionError
 from perception.progress import count_of, logs_above, mark_stopped, progress
 from perception.signals import STOP_SIGNALS, install_signal_handlers
+from perception.synthetic.version import SYNTHETIC_WORLD_VERSION, WORLD_KEY, is_synthetic
 from perception.training.checkpoint import load_checkpoint
 from perception.training.config import TrainConfig
 from perception.training.distributed import DistInfo, cleanup_distributed, pick_device, setup_distributed
@@ -49,6 +50,7 @@ from perception.training.run_state import (
     data_size_change,
     resume_changes,
     resume_run,
+    resume_world_change,
     save_run_checkpoint,
 )
 from perception.training.runlog import RunLog, StepLines
@@ -112,6 +114,8 @@ def validate_and_checkpoint(run: Run, data: Data, run_dir: Path | None, runlog: 
                 f"labelled pixel: every label is the ignore id {data.ignore_id}; check its labels and class table"
             )
         metrics = {**cm.summary(data.class_table), "step": run.step}
+        if is_synthetic(run.config.val_data or run.config.data):  # which scenes these figures were measured on
+            metrics[WORLD_KEY] = SYNTHETIC_WORLD_VERSION
         if run.ema is not None:
             # The trained weights too, so one run shows what the average bought (same data, same seed).
             metrics["trained_miou"] = float(evaluate(run, data, raw=True).miou())
@@ -130,7 +134,7 @@ def validate_and_checkpoint(run: Run, data: Data, run_dir: Path | None, runlog: 
             if run.ema is not None else "",
         )
         if runlog is not None:
-            keys = ("miou", "global_acc", "class_acc", "trained_miou")
+            keys = ("miou", "global_acc", "class_acc", "trained_miou", WORLD_KEY)
             runlog.write({"kind": "val", "step": run.step, **{k: run.last_metrics[k] for k in keys if k in run.last_metrics}})
             runlog.plot()
         if run_dir is not None:
@@ -312,7 +316,8 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, A
                 log.info("resumed from %s at step %d", resume, run.step)
                 if info.is_main:
                     size_warning = data_size_change(ckpt, run, resume, data.steps_per_epoch)
-                    for warning in (table_warning, size_warning, resume_changes(ckpt, config)):
+                    for warning in (table_warning, size_warning, resume_changes(ckpt, config),
+                                    resume_world_change(ckpt, config, resume)):
                         if warning:
                             log.warning("%s", warning)
         except BaseException:  # a refused dataset or resume leaves no empty run directory behind

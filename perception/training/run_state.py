@@ -21,6 +21,13 @@ from perception.contracts import ClassTable
 from perception.errors import ConfigError, ModelError, PerceptionError
 from perception.models.common import state_dict_mismatch
 from perception.progress import count_of
+from perception.synthetic.version import (
+    SYNTHETIC_WORLD_VERSION,
+    WORLD_KEY,
+    is_synthetic,
+    recorded_world,
+    world_change,
+)
 from perception.training.checkpoint import Checkpoint, load_checkpoint, metrics_problem, save_checkpoint
 from perception.training.config import TrainConfig
 from perception.training.trainer import Data, Run, poly_lr_factor
@@ -71,6 +78,8 @@ def save_run_checkpoint(run: Run, data: Data, path: Path) -> Path:
             "train_samples": run.train_samples if run.train_samples is not None else len(data.samples),
             "last_validation": dict(run.last_metrics),
             "val_pending": run.val_pending,
+            # The synthetic world it trained and validated in (``resume_world_change``).
+            WORLD_KEY: SYNTHETIC_WORLD_VERSION,
         },
     )
     if run.ema is not None:
@@ -187,6 +196,29 @@ _RESUME_FREE_KEYS = frozenset({
     "val_batch_size", "val_data", "val_split", "steps", "epochs", "data", "mix_data", "model", "optimizer",
     *OPTIMIZER_STATE_KEYS, "pretrained", "init_seed", "channels_last",
 })
+
+
+_WORLD_SPECS = ("data", "val_data", "mix_data")
+
+
+def resume_world_change(ckpt: Checkpoint, config: TrainConfig, path: str | Path) -> str | None:
+    """The text of one warning line when a run on the synthetic world resumes a checkpoint of
+    another world version (``perception/synthetic/version.py``; an earlier release recorded none),
+    or None. The same spec and seed render other scenes now: the checkpoint's validation figures
+    (and the best.pt chosen by them) are not comparable with the resumed run's, and it trains on
+    the new scenes. Taken, not refused: the weights are still a good start."""
+    now = config_to_dict(config)
+    stored = ckpt.config if isinstance(ckpt.config, dict) else {}
+    if not any(is_synthetic(now.get(key)) for key in _WORLD_SPECS):
+        return None
+    if not (any(is_synthetic(stored.get(key)) for key in _WORLD_SPECS) or is_synthetic(ckpt.dataset)):
+        return None
+    state = ckpt.train_state if isinstance(ckpt.train_state, dict) else {}
+    recorded = state.get(WORLD_KEY) if WORLD_KEY in state else recorded_world(ckpt.metrics)
+    return world_change(recorded if type(recorded) is int else None,
+                        whose=f"checkpoint {path}'s training and validation figures",
+                        consequence="its figures (and the best.pt they chose) are not comparable with the resumed "
+                                    "run's, and the resumed run trains on the new scenes")
 
 
 def resume_changes(ckpt: Checkpoint, config: TrainConfig) -> str | None:
