@@ -277,7 +277,8 @@ class Recorder:
             return None
         first = split_path(self.config.out, self.first_split)
         which = str(earlier[0]) if len(earlier) == 1 else f"{len(earlier)} splits {earlier[0]} .. {earlier[-1].name}"
-        line = f"--append: {which} kept as they are; the new splits start at {first.name}"
+        kept = "kept as it is" if len(earlier) == 1 else "kept as they are"
+        line = f"--append: {which} {kept}; the new splits start at {first.name}"
         if unfinished:
             names = ", ".join(p.name for p in unfinished[:3]) + (f" and {len(unfinished) - 3} more"
                                                                   if len(unfinished) > 3 else "")

@@ -131,7 +131,7 @@ def test_record_help_says_recover_needs_no_out(capsys, tmp_path):
     code, out, _ = _said(["record", "--help"], capsys)
     text = " ".join(out.split())
     assert code == 0 and "[--out OUT]" in text
-    recover_help = re.search(r"--recover FILE (.*)$", text).group(1)
+    recover_help = re.search(r"--recover FILE\|DIR (.*)$", text).group(1)
     assert "--out, not required with --recover" in recover_help, recover_help
     code, _, err = _said(["record", "--recover", str(tmp_path / "none.mcap")], capsys)
     assert code == 2 and "none.mcap not found" in err and "--out" not in err, err  # the file is missing, not --out

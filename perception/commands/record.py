@@ -47,10 +47,10 @@ log = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flags(parser, RecordConfig)
     # --out is required to record (its help says so), not with --recover: this help says that.
-    parser.add_argument("--recover", type=Path, metavar="FILE",
+    parser.add_argument("--recover", type=Path, metavar="FILE|DIR",
                         help="record nothing: rebuild FILE, left unfinished by a killed recorder, into an indexed MCAP "
                              "in place, the original kept as FILE.damaged (--out, not required with --recover: "
-                             "write it there instead)")
+                             "write it there instead); given a folder of splits, write its metadata.yaml")
 
 
 def main(args: argparse.Namespace) -> int:
