@@ -227,6 +227,12 @@ def memory() -> Memory | None:
             limit, usage = _max_value(group / "memory.max"), _int(group / "memory.current")
         if limit is not None:
             found.append(Memory(limit, usage))
+    if version == 1 and levels:
+        # A limit set on an ancestor that a container's cgroup namespace hides: v1 states the
+        # smallest limit on the way up in memory.stat; the usage known is this group's (at least).
+        hierarchical = _keyed(levels[0] / "memory.stat", "hierarchical_memory_limit")
+        if hierarchical is not None and hierarchical < V1_UNLIMITED:
+            found.append(Memory(hierarchical, _int(levels[0] / "memory.usage_in_bytes")))
     return min(found, key=lambda m: m.headroom) if found else None
 
 

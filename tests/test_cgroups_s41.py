@@ -269,3 +269,16 @@ def test_onnx_runtime_threads_follow_a_cpu_quota_it_does_not_read(fake):
     assert (stream_threads(0, 1), stream_threads(0, 2), stream_threads(2, 1), stream_threads(4, 2)) == (1, 1, 2, 2)
     fake("0::/\n", {"cgroup.controllers": "cpu"})  # no quota: ONNX Runtime's own default, the cores shared out
     assert (stream_threads(0, 1), stream_threads(0, 2)) == (0, 1)
+
+
+def test_a_v1_limit_on_an_ancestor_the_namespace_hides_is_read_from_memory_stat(fake):
+    """V1 of s41: inside a container's own cgroup namespace the parent's limit is not visible; v1's
+    memory.stat states it (hierarchical_memory_limit), so bench and the probe see the room left."""
+    fake("4:memory:/\n0::/\n", {
+        "memory/memory.limit_in_bytes": str(2**63 - 4096), "memory/memory.usage_in_bytes": str(100 * MIB),
+        "memory/memory.stat": f"cache 0\nrss 1\nhierarchical_memory_limit {300 * MIB}\ntotal_rss 1",
+    })
+    found = cgroups.memory()
+    assert found is not None and (found.limit, found.headroom) == (300 * MIB, 200 * MIB)
+    fake("4:memory:/\n0::/\n", {"memory/memory.stat": f"hierarchical_memory_limit {2**63 - 4096}"})
+    assert cgroups.memory() is None  # unlimited all the way up

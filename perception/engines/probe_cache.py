@@ -44,7 +44,8 @@ log = logging.getLogger("perception.engines.auto")  # one logger name for all of
 #:    verdict that timed the slower OpenVINO is probed again.
 #: 7: the CPU cores this process may use (``cores``): a verdict probed on 2 cores is not reused on 1.
 #: 8: the digest of the engines' own code (``code``): perception's version stays 0.1.0 between
-#:    commits, so a checkout updated in place reused a verdict older code had made (H43 F3).
+#:    commits, so a checkout updated in place reused a verdict older code had made (H43 F3); and
+#:    the cgroup CPU quota (``cpu_quota``).
 PROBE_KEY_VERSION = 8
 #: Verdict files kept in the cache folder, the most recently used first: a new key (an upgrade, a
 #: changed model) leaves the old file behind, which is never read again.
@@ -116,6 +117,15 @@ def engines_code_digest() -> str:
     return digest.hexdigest()[:16]
 
 
+def _quota() -> float | None:
+    """The cgroup CPU quota in cores (2 decimals), None without one: a verdict probed under 0.5 CPU
+    is not reused on a whole core, though both count 1 usable core."""
+    from perception.cgroups import cpu_quota_cores
+
+    quota = cpu_quota_cores()
+    return None if quota is None else round(quota, 2)
+
+
 def probe_key(model_path: Path, options: EngineOptions, candidates: list[Candidate]) -> dict:
     """Everything the probe's verdict depends on (see the module docstring)."""
     check_model_path(model_path)  # hashed below: a missing file is the user's one-line error, not an OSError
@@ -132,6 +142,7 @@ def probe_key(model_path: Path, options: EngineOptions, candidates: list[Candida
         "threads": options.threads,
         # the figures and --streams auto depend on the cores the probe ran on (affinity, a CPU quota)
         "cores": usable_cores(),
+        "cpu_quota": _quota(),
         "candidates": [c.label for c in candidates],
         "min_agreement": MIN_AGREEMENT,
         "onnxruntime": _version("onnxruntime"),
