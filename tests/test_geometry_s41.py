@@ -61,6 +61,19 @@ def test_a_raw_mjpeg_file_whose_frames_change_size_is_read_at_each_frames_size(t
     assert changed == [f"video file {clip}: frame size changed from 64x36 to 36x64; each frame is read at its own size"]
 
 
+def test_a_looped_mjpeg_file_says_its_size_change_once_a_run(tmp_path, caplog):
+    """V1 of s41: each --loop pass reopened the file and said the change again (20 lines in 3 s)."""
+    clip = tmp_path / "changing.mjpeg"
+    clip.write_bytes(b"".join(jpeg(s) for s in (LAND, PORTRAIT)))
+    caplog.set_level(logging.INFO)
+    source = open_source(str(clip), SourceOptions(loop=True))
+    try:
+        assert sizes_read(source, 8) == [LAND, PORTRAIT] * 4
+    finally:
+        source.close()
+    assert sum("frame size changed" in r.getMessage() for r in caplog.records) == 1
+
+
 def test_a_later_mjpeg_frame_over_the_size_limit_is_skipped_from_its_header(tmp_path):
     huge = bytearray(jpeg(LAND))
     at = huge.find(b"\xff\xc0")  # its frame header, patched to state 9000 x 9000

@@ -81,7 +81,8 @@ class JpegPackets:
     ``describe``: what log lines call the video.
     """
 
-    def __init__(self, cap, *, reopen: Callable[[], Any], describe: str, fail_grab: bool = False) -> None:
+    def __init__(self, cap, *, reopen: Callable[[], Any], describe: str, fail_grab: bool = False,
+                 said: set[str] | None = None) -> None:
         self._cap = cap
         self._reopen = reopen
         self._describe = describe
@@ -90,7 +91,9 @@ class JpegPackets:
         self._checked = False
         self._image: np.ndarray | None = None  # the packet grabbed, decoded in ``grab``
         self._size: tuple[int, int] | None = None  # the size of the frame delivered last
-        self._said_change = False
+        # what was said already: the source's own set, so that a --loop pass that reopens the file
+        # does not say a size change again; a fresh one per connection otherwise
+        self._said = said if said is not None else set()
         self._why_not = ""  # why the first packet was given back to OpenCV
 
     def grab(self) -> bool:
@@ -171,8 +174,8 @@ class JpegPackets:
         return cv2.imdecode(packet, JPEG_DECODE_FLAGS)
 
     def _note_size(self, size: tuple[int, int]) -> None:
-        if size != self._size and self._size is not None and not self._said_change:
-            self._said_change = True  # once per connection: a camera that keeps switching is not said each time
+        if size != self._size and self._size is not None and "size" not in self._said:
+            self._said.add("size")  # once: a camera that keeps switching is not said each time
             log.info("%s: frame size changed from %dx%d to %dx%d; each frame is read at its own size", self._describe,
                      *self._size, *size)
         self._size = size
@@ -192,7 +195,8 @@ class JpegPackets:
             self._cap = None
 
 
-def jpeg_packets(cap, *, reopen: Callable[[], Any], describe: str, fail_grab: bool = False):
+def jpeg_packets(cap, *, reopen: Callable[[], Any], describe: str, fail_grab: bool = False,
+                 said: set[str] | None = None):
     """``cap`` read through ``JpegPackets`` where its video is MJPEG and OpenCV hands its packets
     over undecoded; ``cap`` itself otherwise."""
     if not is_mjpeg(cap):
@@ -202,4 +206,4 @@ def jpeg_packets(cap, *, reopen: Callable[[], Any], describe: str, fail_grab: bo
             return cap
     except cv2.error:
         return cap
-    return JpegPackets(cap, reopen=reopen, describe=describe, fail_grab=fail_grab)
+    return JpegPackets(cap, reopen=reopen, describe=describe, fail_grab=fail_grab, said=said)

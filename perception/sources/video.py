@@ -165,6 +165,7 @@ class VideoFileSource(Source):
     def __init__(self, spec: str, options: SourceOptions) -> None:
         super().__init__(spec, options)
         self.path = Path(spec)
+        self._mjpeg_said: set[str] = set()  # what an MJPEG file's decoding said already (mjpeg.JpegPackets)
         if not self.path.is_file():
             raise SourceError(f"{video_spec_word(spec)} {shown(spec)} {why_not_a_file(self.path)}; check the path")
         self._cap = self._open()
@@ -309,7 +310,8 @@ class VideoFileSource(Source):
             raise SourceError(f"video file {shown(self.spec)} {self._why_unreadable()}")
         self._file_id = file_id
         if is_mjpeg(cap) and _holds_bare_jpegs(self.path):  # decoded here, each frame at its own size
-            cap = jpeg_packets(cap, reopen=lambda: self._plain_capture(file_id), describe=self.describe())
+            cap = jpeg_packets(cap, reopen=lambda: self._plain_capture(file_id), describe=self.describe(),
+                               said=self._mjpeg_said)  # once a run, not once a --loop pass
         return cap
 
     def _plain_capture(self, file_id: tuple) -> cv2.VideoCapture:
