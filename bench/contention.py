@@ -169,13 +169,13 @@ def contention_warning(figures: dict[str, Any] | None, *, wanted_cores: float | 
         if not by_quota:
             return None
         return (f"{what}: throttled by this cgroup's CPU quota ({quota:g} CPU): it used {figures['own_cores']:.2f} "
-                f"cores during the {figures['wall_s']:.1f} s it was measured (of the {usable} usable cores, it "
+                f"cores during the {figures['wall_s']:.1f} s it was measured (of the {usable} cores it may run on, it "
                 f"{asked.replace(' of them', '')}), "
                 f"and the quota held it back {throttled:.1f} s (cpu.stat): its figures are for {quota:g} CPU, not for "
                 f"{usable} cores, and a quieter machine would not change them")
     quota_too = (f"; this cgroup's CPU quota ({quota:g} CPU) held it back {throttled:.1f} s too (cpu.stat)"
                  if by_quota else "")
-    return (f"{what}: other processes used {figures['others_cores']:.2f} of the {usable} usable cores during the "
+    return (f"{what}: other processes used {figures['others_cores']:.2f} of the {usable} cores it may run on during the "
             f"{figures['wall_s']:.1f} s it was measured ({asked}; it used {figures['own_cores']:.2f}), and the "
             f"hypervisor stole {100 * steal:.1f} % of their time (/proc/stat): it took turns with other work, so "
             f"its figures and ratios are not trustworthy; rerun on a quiet machine{quota_too}")

@@ -31,7 +31,7 @@ def test_contention_decision_from_measured_cpu():
     # H34 #3: a hog pinned to one core beside a 2-thread row: the row got 0.95 cores, others 1.0.
     hog = _fig(wall=4.0, busy=7.8, own=3.8)
     text = contention_warning(hog, wanted_cores=2, what="#2 t2")
-    assert text and text.startswith("#2 t2: other processes used 1.00 of the 2 usable cores")
+    assert text and text.startswith("#2 t2: other processes used 1.00 of the 2 cores it may run on")
     assert "it used 0.95" in text and "/proc/stat" in text
     # a one-thread row leaves a core free: the same other load does not compete with it
     assert contention_warning(hog, wanted_cores=1, what="#1 t1") is None
