@@ -13,33 +13,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_models import tiny_metadata, write_brightness_model
+from test_auto_warmup_fallback import HW, _private_caches, model_with_int8  # noqa: F401 - an autouse fixture
+from tiny_models import write_brightness_model
 
 from perception.engines import EngineOptions, probe, probe_cache, probe_verdict
 from perception.engines import auto as auto_mod
 from perception.engines.switching import SwitchingEngine
 from perception.errors import DependencyError, ModelError, ResourceError
 
-HW = (48, 64)
 #: OpenVINO's words when the system refused its CPU plugin a thread (pids.max reached), as H40 saw them.
 OV_THREAD_REFUSED = ("Exception from src/inference/src/cpp/core.cpp:268:\n"
                      "Exception from src/inference/src/dev/plugin.cpp:53:\n"
                      "Failed to create plugin libopenvino_intel_cpu_plugin.so for device CPU\n"
                      "Resource temporarily unavailable\n")
-
-
-@pytest.fixture(autouse=True)
-def _private_caches(tmp_path, monkeypatch):
-    monkeypatch.setenv("PERCEPTION_OPENVINO_CACHE", str(tmp_path / "ov-cache"))
-    monkeypatch.setenv("PERCEPTION_PROBE_CACHE", str(tmp_path / "probe-cache"))
-    monkeypatch.setenv("PERCEPTION_ORT_CACHE", "off")
-    monkeypatch.setattr(auto_mod, "openvino_offers", lambda: (False, False))  # candidates: ort fp32 and int8
-
-
-def model_with_int8(tmp_path: Path) -> Path:
-    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
-    write_brightness_model(tmp_path / "tiny.int8.onnx", HW, metadata=tiny_metadata(HW, precision="int8"))
-    return model
 
 
 def killed_child(monkeypatch, tmp_path) -> Path:
