@@ -526,16 +526,14 @@ def as_sent(messages: Iterator[RecordedMessage]) -> Iterator[RecordedMessage]:
     (``wire.frame_header``) from the masks' own headers: seq, pub_seq (the frame's, which each
     mask carries), capture time, frame_id, the mask names in their order, and the latest mask
     publish time (the node's own frame header was taken a few microseconds after it)."""
+    from perception.mcap_writer import FramedTopics
     from perception.wire import frame_header
 
-    framed: dict[str, str] = {}  # mask topic -> frame topic, from the latest info document
+    framed = FramedTopics()  # mask topic -> frame topic, from each namespace's latest info document
     group: list[RecordedMessage] = []
     group_topic = ""
     for msg in messages:
-        if msg.topic.endswith(LATCHED_SUFFIXES) and isinstance(msg.data, dict):
-            topics = msg.data.get("topics")
-            framed = {t: d["in"] for t, d in topics.items() if isinstance(d, dict) and isinstance(d.get("in"), str)
-                      and d["in"].endswith("/" + contracts.FRAME_TOPIC)} if isinstance(topics, dict) else {}
+        framed.update(msg.topic, msg.data)
         frame_topic = framed.get(msg.topic) if msg.header["kind"] == contracts.KIND_MASK else None
         if group and (frame_topic != group_topic or msg.seq != group[0].seq
                       or msg.log_time_ns != group[0].log_time_ns or any(m.topic == msg.topic for m in group)):

@@ -102,28 +102,50 @@ class TopicCount:
         self.messages += 1
 
 
+class FramedTopics:
+    """Which mask topics an ``--atomic-frames`` node sends inside ``<ns>/frame``: what each
+    namespace's latest ``<ns>/info`` says (each mask's ``"in": "<ns>/frame"``). A recording of
+    several cameras holds one info a camera: each info replaces only its own entries, so a camera's
+    info does not unframe the others (``mcap_reader.as_sent`` and ``FrameTally`` read this)."""
+
+    def __init__(self) -> None:
+        self._by_info: dict[str, dict[str, str]] = {}  # info topic -> {mask topic: frame topic}
+        self._framed: dict[str, str] = {}  # mask topic -> frame topic, over every info
+
+    def update(self, topic: str, document: object) -> None:
+        """One JSON message as recorded: read when it is an ``<ns>/info`` document."""
+        if not (topic.endswith(LATCHED_SUFFIXES) and isinstance(document, dict)):
+            return
+        topics = document.get("topics")
+        self._by_info.pop(topic, None)  # re-added last: the newest info wins a topic two infos name
+        self._by_info[topic] = {t: d["in"] for t, d in topics.items() if isinstance(d, dict) and isinstance(
+            d.get("in"), str) and d["in"].endswith("/" + contracts.FRAME_TOPIC)} if isinstance(topics, dict) else {}
+        self._framed = {t: f for entries in self._by_info.values() for t, f in entries.items()}
+
+    def get(self, topic: str) -> str | None:
+        """The frame topic ``topic`` travels in; None when it travels on its own."""
+        return self._framed.get(topic)
+
+
 class FrameTally:
     """The masks of an ``--atomic-frames`` node in a recording, and the atomic frames they came in.
 
     Such a node sends the masks of a frame as one message on ``<ns>/frame``; the recorder stores
     them split, one message each, and a replay sends them as one frame message again
     (``mcap_reader.as_sent``, whose grouping this follows: consecutive masks of one seq logged at
-    one time, on topics the latest ``<ns>/info`` says travel ``"in": "<ns>/frame"``). Record and
+    one time, on topics their namespace's latest ``<ns>/info`` says travel ``"in": "<ns>/frame"``). Record and
     ``--recover`` count the masks one by one, replay the frames: this says how the counts meet
     (``replayed``)."""
 
     def __init__(self) -> None:
         self.frames = 0
         self.masks = 0
-        self._framed: dict[str, str] = {}  # mask topic -> frame topic, from the latest info document
+        self._framed = FramedTopics()  # mask topic -> frame topic, from each namespace's latest info
         self._group: tuple[str, int, int, set[str]] | None = None  # (frame topic, seq, time, mask topics)
 
     def add(self, topic: str, *, mask: bool, seq: int, time_ns: int, document: object = None) -> None:
         """One message as recorded (``document``: a JSON message's document, read for ``<ns>/info``)."""
-        if topic.endswith(LATCHED_SUFFIXES) and isinstance(document, dict):
-            topics = document.get("topics")
-            self._framed = {t: d["in"] for t, d in topics.items() if isinstance(d, dict) and isinstance(d.get("in"), str)
-                            and d["in"].endswith("/" + contracts.FRAME_TOPIC)} if isinstance(topics, dict) else {}
+        self._framed.update(topic, document)
         frame = self._framed.get(topic) if mask else None
         if frame is None:
             self._group = None  # any other message ends a frame's masks, as in ``as_sent``
