@@ -20,7 +20,7 @@ _RECONNECT_GRACE_S = 0.1
 #: --curve-allow, a restart without CURVE) before the client takes itself for cut off (``cut_off``):
 #: libzmq does not retry a handshake the node refused, so nothing more would ever arrive; a
 #: failure it does retry (a bare close) and that then succeeds within it is not a cut.
-CUT_OFF_S = 2.0
+CUT_OFF_S = 2.0  # (refusals libzmq does not retry only: _NEVER_RETRIED)
 # The socket monitor events the subscriber watches (see MaskSubscriber._watch_connections).
 # The HANDSHAKE_FAILED_* events name why a node refused this client (MaskSubscriber.handshake_failure):
 # libzmq 4.3 gives FAILED_AUTH (ZAP status 400) for a key the node's --curve-allow refuses,
@@ -28,6 +28,11 @@ CUT_OFF_S = 2.0
 # one, and FAILED_NO_DETAIL for a CURVE client with the wrong server public key.
 _HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                      | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+#: The failures libzmq does not retry: a key the node's ZAP refused (AUTH) and a plain/CURVE mismatch
+#: (PROTOCOL). A bare close (NO_DETAIL: a connection accepted and closed at once, as a port forward
+#: such as docker-proxy or ssh -L does while the node behind it restarts) is retried, and succeeds once
+#: the node is back: it never starts the cut-off clock (``cut_off``).
+_NEVER_RETRIED = (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
 _MONITOR_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
                    | _HANDSHAKE_FAILED)
 
@@ -93,13 +98,14 @@ class Connections:
                 if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and self.failure_event in (
                         zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
                     continue  # a bare closed connection says less than the failure already seen
-                self.failure_event = event["event"]
+                seen, self.failure_event = self.failure_event, event["event"]
                 failure = handshake_failure_text(event["event"], event["value"], curve=self.curve)
                 if where in self.ever_up:
-                    if failure != self.handshake_failure:
-                        # refused after it was up (a key revoked, the node restarted otherwise): said at once
+                    if event["event"] != seen:
+                        # refused after it was up (a key revoked, the node restarted otherwise): said at once,
+                        # once a kind (a bare close's errno alternates between retries: 10 lines a second)
                         log.warning("%s: %s", where, failure)
-                    if self.refused_since is None:
+                    if self.refused_since is None and event["event"] in _NEVER_RETRIED:
                         self.refused_since = time.monotonic()
                 self.handshake_failure = failure
             elif event["event"] == zmq.EVENT_DISCONNECTED and where in self.up:

@@ -87,3 +87,46 @@ def test_record_finishes_its_file_and_ends_with_exit_4_when_its_key_is_revoked(k
     err = capsys.readouterr().err
     assert "cut off by" in err and "Traceback" not in err, err
     assert len(list(read_recording(out))) > 0  # what came before the cut is recorded, the file finished
+
+
+class _Monitor:
+    """A socket monitor that hands over the events given (``recv_monitor_message`` patched)."""
+
+    def __init__(self, events):
+        self.events = list(events)
+
+    def poll(self, timeout):
+        return bool(self.events)
+
+
+def test_a_bare_close_behind_a_port_forward_never_cuts_the_reader_off(monkeypatch, caplog):
+    """H45 F1: a node restarting behind docker-proxy or ssh -L accepts and closes the connection at
+    once (HANDSHAKE_FAILED_NO_DETAIL, errno alternating 0x68/0x20): libzmq retries that, and the
+    reader got messages again once the node was back, but the cut-off ended it after 2 s, exit 4,
+    with 10 warning lines a second. Only the refusals libzmq never retries (AUTH, PROTOCOL) cut."""
+    import zmq
+    import zmq.utils.monitor
+
+    from perception import subscribe_monitor as mon
+
+    monitor = _Monitor([])
+    monkeypatch.setattr(zmq.utils.monitor, "recv_monitor_message", lambda m: m.events.pop(0))
+    now = [1000.0]
+    monkeypatch.setattr(mon.time, "monotonic", lambda: now[0])
+    where = b"tcp://127.0.0.1:5591"
+    conns = mon.Connections(curve=False)
+    monitor.events.append({"event": zmq.EVENT_HANDSHAKE_SUCCEEDED, "value": 0, "endpoint": where})
+    conns.read(monitor)
+    with caplog.at_level("WARNING", logger="perception.subscribe"):
+        for i in range(40):  # 4 s of a bare close every 0.1 s, its errno alternating
+            monitor.events.append({"event": zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, "value": (0x68, 0x20)[i % 2],
+                                   "endpoint": where})
+            conns.read(monitor)
+            now[0] += 0.1
+    assert conns.cut_off() is None
+    assert len([r for r in caplog.records if "closed the handshake" in r.getMessage()]) == 1
+    monitor.events.append({"event": zmq.EVENT_HANDSHAKE_FAILED_AUTH, "value": 400, "endpoint": where})
+    conns.read(monitor)
+    assert conns.cut_off() is None  # not yet: 2 s
+    now[0] += mon.CUT_OFF_S
+    assert "refused this client's key" in (conns.cut_off() or "")
