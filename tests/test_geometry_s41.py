@@ -232,3 +232,34 @@ def test_the_subscriber_says_a_mask_over_its_limit_is_over_it_not_malformed():
             sub.recv(timeout_s=0.1)
         assert sub.last_error.startswith("skipped a message over this reader's size limit: mono8 payload declares 20x20"), \
             sub.last_error
+
+
+def test_a_jpeg_cut_short_in_a_raw_mjpeg_file_costs_that_frame_only(tmp_path, caplog):
+    """H45 F2: FFmpeg hands a JPEG cut short over with the whole one after it, and both were skipped
+    as one unreadable frame (OpenCV's own decoding had published the whole one)."""
+    images = [jpeg(LAND, level) for level in (40, 80, 120, 160, 200)]
+    images[2] = images[2][: len(images[2]) // 2]  # cut short: no end marker
+    clip = tmp_path / "cut.mjpeg"
+    clip.write_bytes(b"".join(images))
+    source = open_source(str(clip))
+    try:
+        levels = []
+        while (frame := source.read()) is not None:
+            levels.append(int(frame.image[-1, -1, 0]))
+    finally:
+        source.close()
+    assert len(levels) == 4 and source.corrupt == 1, (levels, source.corrupt)
+    assert abs(levels[2] - 160) <= 8 and abs(levels[3] - 200) <= 8  # the whole images after the cut one
+    assert "a JPEG image cut short" in source.skipped[0]
+
+
+def test_fill_bytes_and_marker_floods_are_read_without_a_walk_byte_by_byte():
+    """H45 F3: a packet padded with 0xFF fill bytes took 0.1 s of Python a MB before decoding; now a
+    run of them is one numpy search, and more than MAX_MARKERS segments are refused."""
+    from perception.sources.mjpeg import MAX_MARKERS
+
+    whole = jpeg(LAND)
+    padded = np.frombuffer(whole[:2] + b"\xff" * 1_000_000 + whole[2:], np.uint8)
+    assert jpeg_size(padded) == LAND
+    flood = np.frombuffer(whole[:2] + b"\xff\xe5\x00\x02" * (MAX_MARKERS + 1) + whole[2:], np.uint8)
+    assert jpeg_size(flood) is None  # refused, not walked

@@ -29,20 +29,28 @@ JPEG_DECODE_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
+#: Marker segments read before a frame header at most: real encoders write a few dozen (APPn, DQT,
+#: DHT ...); a packet of thousands (hostile, or damage) is refused rather than walked byte by byte.
+MAX_MARKERS = 1000
+
+
 def jpeg_size(packet) -> tuple[int, int] | None:
     """(width, height) a JPEG's frame header (SOFn) states, read from its markers without decoding
-    anything; None when ``packet`` (bytes or a uint8 array) is not a JPEG or has none before its
-    scan data."""
-    data = memoryview(np.ascontiguousarray(packet).reshape(-1)).cast("B")
+    anything; None when ``packet`` (bytes or a uint8 array) is not a JPEG, has none before its
+    scan data, or has more than ``MAX_MARKERS`` segments before it. A run of fill bytes is skipped
+    in one numpy search (a packet padded with megabytes of 0xFF cost 0.1 s a MB walked in Python)."""
+    arr = np.ascontiguousarray(packet).reshape(-1).view(np.uint8)
+    data = memoryview(arr).cast("B")
     if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
         return None
     at = 2
-    while at + 4 <= len(data):
-        if data[at] != 0xFF:
+    for _ in range(MAX_MARKERS):
+        if at + 4 > len(data) or data[at] != 0xFF:
             return None
         marker = data[at + 1]
-        if marker == 0xFF:  # fill byte before a marker
-            at += 1
+        if marker == 0xFF:  # fill bytes before a marker: skip the whole run
+            rest = arr[at + 1:] != 0xFF
+            at += int(np.argmax(rest)) if rest.any() else len(rest) + 1  # to the last 0xFF of the run
             continue
         if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
             at += 2
@@ -55,6 +63,13 @@ def jpeg_size(packet) -> tuple[int, int] | None:
             return None
         at += 2 + ((data[at + 2] << 8) | data[at + 3])
     return None
+
+
+def _last_start(packet) -> int:
+    """Where the last JPEG start (SOI and a marker: FF D8 FF) after the first begins in ``packet``;
+    0 when there is none."""
+    data = np.ascontiguousarray(packet).reshape(-1).view(np.uint8).tobytes()
+    return max(0, data.rfind(b"\xff\xd8\xff", 2))
 
 
 def is_mjpeg(cap) -> bool:
@@ -95,10 +110,14 @@ class JpegPackets:
         # does not say a size change again; a fresh one per connection otherwise
         self._said = said if said is not None else set()
         self._why_not = ""  # why the first packet was given back to OpenCV
+        self._held: np.ndarray | None = None  # a decoded image the next grab gives (``_decode``)
 
     def grab(self) -> bool:
         if self._cap is None:
             return False
+        if self._held is not None:  # the whole image of a packet that also held a cut one (``_decode``)
+            self._image, self._held = self._held, None
+            return True
         self._image = None
         if not self._cap.grab():
             return False
@@ -164,11 +183,26 @@ class JpegPackets:
         return True, decoded
 
     def _decode(self, packet) -> np.ndarray | None:
+        image = self._decode_one(packet)
+        if image is None and not self._fail_grab:
+            # FFmpeg's MJPEG parser hands a JPEG cut short (no end marker) over together with the
+            # whole one after it: that one is held for the next grab, and the cut one is counted
+            # (one frame lost, not two; OpenCV's own decoding published the whole one).
+            start = _last_start(packet)
+            if start > 0:
+                later = self._decode_one(np.ascontiguousarray(packet).reshape(-1)[start:])
+                if later is not None:
+                    self._held = later
+                    raise CorruptFrame("a JPEG image cut short (the demuxer handed it over with the next one, "
+                                       "which is read)")
+            if jpeg_size(packet) is None:
+                raise CorruptFrame("not a JPEG image (no frame header)")
+        return image
+
+    def _decode_one(self, packet) -> np.ndarray | None:
         size = jpeg_size(packet)
         if size is None:
-            if self._fail_grab:
-                return None
-            raise CorruptFrame("not a JPEG image (no frame header)")
+            return None
         if frame_too_big(*size):
             raise CorruptFrame(f"a frame of {size[0]}x{size[1]}, more than {MAX_SOURCE_PIXELS} pixels (8192 x 8192)")
         return cv2.imdecode(packet, JPEG_DECODE_FLAGS)
