@@ -32,6 +32,7 @@ tasks are scored again with unknown marking off, with the share of labelled pixe
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import sys
@@ -223,7 +224,8 @@ def _main_classes(config: EvalConfig, given) -> int:
         source = config.model
     else:
         spec, dataset = given or _recorded_dataset(config, None, config.checkpoint)
-        if is_synthetic(spec):
+        if is_synthetic(spec) and importlib.util.find_spec("torch") is not None:
+            # (without torch, evaluate_checkpoint's one line says what to install)
             from perception.training.checkpoint import load_checkpoint
 
             ckpt = load_checkpoint(config.checkpoint)
