@@ -217,25 +217,41 @@ def test_a_verdict_probed_on_two_cores_is_not_reused_on_one(tmp_path, monkeypatc
 
 def test_no_background_probe_is_begun_without_the_memory_room_it_takes(tmp_path, monkeypatch, caplog):
     """H40 H1 at 300 MB: the node alone nearly fills the limit, and a probe beside it got one of the
-    two OOM-killed. Under a memory cgroup with less room than a probe takes, none is begun."""
+    two OOM-killed. Under a memory cgroup with less room than a probe takes, none is begun: said at
+    the start, where no probe is promised; or, the room gone by the time the probe would begin
+    (the node has grown), said then."""
     from perception import cgroups
 
     model = model_with_int8(tmp_path)
     monkeypatch.setattr("perception.engines.switching.PROBE_FRAMES_WAIT_S", 0.0)
-    monkeypatch.setattr(cgroups, "memory_headroom_bytes", lambda: 40 * 2**20)
     monkeypatch.setattr(auto_mod, "probe_command", lambda *a, **k: pytest.fail("a probe was begun"))
+    batch = np.full((1, *HW, 3), 200, np.uint8)
+    short = "not probing: this cgroup's memory limit leaves 40 MiB, and a probe takes about 512 MiB"
+    monkeypatch.setattr(cgroups, "memory_headroom_bytes", lambda: 40 * 2**20)
+    with caplog.at_level("INFO", logger="perception.engines.auto"):
+        engine = auto_mod.load_auto(model, EngineOptions(threads=1), background=True)
+    try:
+        assert not isinstance(engine, SwitchingEngine) and engine.kind == "ort"
+        assert engine.selection["state"] == "failed" and short in engine.selection["reason"]
+        assert engine.infer(batch)["class_ids"].shape == (1, *HW)
+    finally:
+        engine.close()
+    said = [r.getMessage() for r in caplog.records]
+    assert not any("in the background" in m for m in said), said  # no probe promised
+    assert any(short in m and "perception bench probe" in m for m in said), said
+    caplog.clear()
+    rooms = iter([900 * 2**20])  # room at the start, none when the probe would begin
+    monkeypatch.setattr(cgroups, "memory_headroom_bytes", lambda: next(rooms, 40 * 2**20))
     with caplog.at_level("WARNING", logger="perception.engines.auto"):
         engine = auto_mod.load_auto(model, EngineOptions(threads=1), background=True)
         try:
+            assert isinstance(engine, SwitchingEngine)
             engine._watcher.join(30)
             assert engine.selection["state"] == "failed" and engine.kind == "ort"
-            batch = np.full((1, *HW, 3), 200, np.uint8)
             assert engine.infer(batch)["class_ids"].shape == (1, *HW)
         finally:
             engine.close()
-    warned = [r.getMessage() for r in caplog.records]
-    assert any("not probing: this cgroup's memory limit leaves 40 MiB, and a probe takes about 512 MiB" in w
-               and "perception bench probe" in w for w in warned), warned
+    assert any(short in r.getMessage() for r in caplog.records)
 
 
 def test_a_verdict_is_keyed_to_the_engines_code_and_old_ones_are_pruned(tmp_path, monkeypatch):

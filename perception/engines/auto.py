@@ -377,6 +377,10 @@ def load_auto(model_path: Path, options: EngineOptions, *, background: bool = Fa
             killed = probe_cache.killed_at(key, cache_dir)
             if killed is not None:  # the last probe here was SIGKILLed (a memory limit): not again so soon
                 return _held_off(model_path, options, killed, auto_streams=auto_streams)
+            room = no_probe_room()
+            if room is not None:  # said before any probe is promised (the node's start lines)
+                return _without_probe(model_path, options, room, f"raise the memory limit, or {probe_elsewhere(model_path, options)}",
+                                      auto_streams=auto_streams)
             from perception.engines.switching import SwitchingEngine  # imports this module
 
             if auto_streams:  # the node's workers are set at its start, before the verdict
@@ -439,6 +443,30 @@ def load_failure(exc: BaseException) -> str:
     return _FLAG_ADVICE.sub("", _FLAG_PREFIX.sub("", text))[:200] or type(exc).__name__
 
 
+#: What the probe child may take at its peak: ONNX Runtime and OpenVINO with the candidates loaded
+#: (`perception bench probe` on the default model, AMD EPYC 2 cores: 497 MiB max RSS). Under a memory
+#: cgroup with less room than this, no probe is begun (``no_probe_room``).
+PROBE_MEMORY_BYTES = 512 * 2**20
+
+
+def no_probe_room() -> str | None:
+    """Why no probe may begin here (a memory cgroup with less room than ``PROBE_MEMORY_BYTES``: the
+    OOM killer would end the probe or, the node being the larger, the node), else None."""
+    from perception import cgroups
+
+    room = cgroups.memory_headroom_bytes()
+    if room is None or room >= PROBE_MEMORY_BYTES:
+        return None
+    return (f"not probing: this cgroup's memory limit leaves {room // 2**20} MiB, and a probe takes about "
+            f"{PROBE_MEMORY_BYTES // 2**20} MiB")
+
+
+def probe_elsewhere(model_path: Path, options: EngineOptions) -> str:
+    """How to get a verdict cached for this node from a probe run where there is room."""
+    return (f"run perception bench probe {model_path} --threads {options.threads} where there is room: the node's "
+            "next start here reads its cached verdict")
+
+
 def held_off_then(model_path: Path, options: EngineOptions) -> str:
     """What follows a probe killed by SIGKILL (``probe_cache.note_killed``), in words."""
     return (f"the node's starts in the next {probe_cache.KILLED_HOLD_S // 3600} h run it without probing; to probe "
@@ -453,9 +481,15 @@ def _held_off(model_path: Path, options: EngineOptions, killed: float, *, auto_s
 
     ago = max(0.0, time.time() - killed)
     ago_text = f"{ago / 3600:.1f} h" if ago >= 3600 else f"{ago / 60:.0f} min"
-    running = f"ONNX Runtime {file_precision(model_path).upper()}"
     why = f"the last probe of {model_path.name} here ({ago_text} ago) was {PROBE_KILLED}"
-    log.warning("--engine auto: %s; running %s (%s)", why, running, held_off_then(model_path, options))
+    return _without_probe(model_path, options, why, held_off_then(model_path, options), auto_streams=auto_streams)
+
+
+def _without_probe(model_path: Path, options: EngineOptions, why: str, then: str, *, auto_streams: bool) -> Engine:
+    """ONNX Runtime (the file's own precision) without a probe, for ``why``, with one warning that
+    says ``then`` (what to do); ``engine_selection`` says ``failed`` and why."""
+    running = f"ONNX Runtime {file_precision(model_path).upper()}"
+    log.warning("--engine auto: %s; running %s (%s)", why, running, then)
     engine = load_candidate(Candidate(*REFERENCE), model_path,
                             dataclasses.replace(options, streams=1) if auto_streams else options)
     engine.selection = {"engine": REFERENCE[0], "precision": engine.precision or REFERENCE[1], "state": "failed",

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-from perception import cgroups
 from perception.engines import auto, cache, probe, probe_cache, probe_verdict
 from perception.engines.base import Engine, EngineOptions, WarmupError
 from perception.errors import PerceptionError, ResourceError
@@ -51,12 +50,6 @@ BACKGROUND_PROBE_NICE = 0
 #: takes about 20 s beside the node).
 PROBE_FRAME_STRIDE = 5
 PROBE_FRAMES_WAIT_S = 4.0
-#: What the probe child may take at its peak: ONNX Runtime and OpenVINO with the candidates loaded
-#: (`perception bench probe` on the default model, AMD EPYC 2 cores: 497 MiB max RSS). Under a memory
-#: cgroup with less room than this, no probe is begun.
-PROBE_MEMORY_BYTES = 512 * 2**20
-
-
 def release_free_heap() -> None:
     """Hand the heap pages that the C allocator holds free back to the system (glibc's
     ``malloc_trim``; nothing elsewhere). Python and the decoders free plenty while the node runs,
@@ -172,14 +165,9 @@ class SwitchingEngine(Engine):
             frames, self._probe_frames = self._probe_frames, []
             self._frames_ready.set()  # collect no more
         came = len(frames)
-        room = cgroups.memory_headroom_bytes()
-        if room is not None and room < PROBE_MEMORY_BYTES:
-            # In a memory cgroup without room for the probe (ORT and OpenVINO with every candidate
-            # loaded), the OOM killer would end it (or, the node being the larger, the node): not begun.
-            self._fail(f"not probing: this cgroup's memory limit leaves {room // 2**20} MiB, and a probe takes about "
-                       f"{PROBE_MEMORY_BYTES // 2**20} MiB", "raise the memory limit, or run perception bench probe "
-                       f"{self._model_path} --threads {self._options.threads} where there is room: the node's next "
-                       "start here reads its cached verdict")
+        room = auto.no_probe_room()  # looked at again: the node has grown since its start
+        if room is not None:
+            self._fail(room, f"raise the memory limit, or {auto.probe_elsewhere(self._model_path, self._options)}")
             return False
         if frames:  # written outside the lock: the node's frames go on meanwhile
             try:
