@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from perception.errors import ConfigError, PerceptionError, SourceError
-from perception.mcap_layout import CONTENT_DATA, CONTENT_KEY, METADATA_NAME, WIRE_TOPIC_KEY, split_files
+from perception.mcap_layout import (
+    CONTENT_DATA,
+    CONTENT_KEY,
+    METADATA_NAME,
+    WIRE_TOPIC_KEY,
+    split_files,
+    split_path,
+)
 
 if TYPE_CHECKING:
     from perception.record import RecordConfig
@@ -237,6 +244,10 @@ class BagFile:
     #: False, a recording of its own (the record without ``split_index``: ``drive_2024.mcap``, numbered
     #: but not a split); None, no such record (another tool's file, a split rebuilt by ``--recover``).
     split: bool | None = None
+    #: That record's ``split_index`` and ``started_utc`` (when its recorder run started), None without
+    #: them: ``--recover DIR`` leaves out a ``run_7.mcap`` that says it is split 1, or whose run is another.
+    index: int | None = None
+    started: str | None = None
 
 
 def bag_file(path: Path) -> BagFile | None:
@@ -246,7 +257,7 @@ def bag_file(path: Path) -> BagFile | None:
 
     from perception.recover import open_recording
 
-    split = None
+    split = index = started = None
     try:
         with open_recording(Path(path), "") as stream:
             reader = SeekingReader(stream, record_size_limit=_SUMMARY_RECORD_LIMIT)
@@ -255,12 +266,16 @@ def bag_file(path: Path) -> BagFile | None:
                 for record in reader.iter_metadata():
                     if record.name == METADATA_NAME and record.metadata:
                         split = "split_index" in record.metadata
+                        raw = record.metadata.get("split_index", "")
+                        index = int(raw) if raw.isascii() and raw.isdigit() else None
+                        started = record.metadata.get("started_utc") or None
     except Exception:  # noqa: BLE001 - whatever the library raises for a damaged summary: none to use
         return None
     if summary is None or summary.statistics is None:
         return None
     stats = summary.statistics
-    info = BagFile(Path(path).name, stats.message_start_time, stats.message_end_time, stats.message_count, split=split)
+    info = BagFile(Path(path).name, stats.message_start_time, stats.message_end_time, stats.message_count, split=split,
+                   index=index, started=started)
     for channel_id in sorted(summary.channels):
         channel = summary.channels[channel_id]
         schema = summary.schemas.get(channel.schema_id)
@@ -371,6 +386,8 @@ class BagMetadata:
         #: The ``_stat_key`` of the metadata.yaml this object wrote last, and the files it lists.
         self._written: tuple[int, int, int] | None = None
         self._listed: list[BagFile] | None = None
+        #: Names of split files ``finished`` leaves out (``--recover DIR``: another recording's splits).
+        self.left_out: set[str] = set()
 
     def file(self, path: Path) -> BagFile | None:
         """``bag_file(path)`` of a finished file (None for an unfinished one), read again only when the
@@ -388,7 +405,7 @@ class BagMetadata:
         metadata says it is a recording of its own (``BagFile.split`` False: ``drive_2024.mcap`` beside
         the splits ``drive_0.mcap``...) is not one of them."""
         found = (self.file(path) for path in split_files(self.out))
-        return [info for info in found if info is not None and info.split is not False]
+        return [info for info in found if info is not None and info.split is not False and info.name not in self.left_out]
 
     def ours(self) -> bool | None:
         """Whether the ``metadata.yaml`` there lists only splits of ``out`` (None: there is none). The
@@ -471,6 +488,10 @@ class FolderBag:
     stem: str
     splits: list[str]
     unfinished: list[Path]
+    #: Splits of the recording not there (a gap in the indices, or listed by the earlier metadata.yaml).
+    missing: list[Path] = field(default_factory=list)
+    #: Split files left out as another recording's, each with why.
+    foreign: list[tuple[Path, str]] = field(default_factory=list)
 
     def format(self) -> str:
         count = len(self.splits)
@@ -483,7 +504,36 @@ class FolderBag:
                 (f" and {len(self.unfinished) - 3} more" if len(self.unfinished) > 3 else "")
             text += (f"\n  {shown} {'is' if one else 'are'} unfinished (a killed recorder) and not listed: rebuild "
                      f"{'it' if one else 'each'} with 'perception record --recover FILE', which lists it then")
+        if self.missing:
+            one = len(self.missing) == 1
+            shown = ", ".join(p.name for p in self.missing[:5]) + \
+                (f" and {len(self.missing) - 5} more" if len(self.missing) > 5 else "")
+            text += (f"\n  {shown} {'is' if one else 'are'} missing (deleted, moved or not copied): the bag lacks "
+                     f"{'that stretch' if one else 'those stretches'} of the recording; copy "
+                     f"{'it' if one else 'them'} back and run --recover {self.path.parent} again")
+        for path, why in self.foreign:
+            text += (f"\n  {path.name} is left out: {why}, so it is another recording's split (copied in or "
+                     f"renamed); move it out of {path.parent}")
         return text
+
+
+def _foreign_splits(files: list[BagFile]) -> dict[str, str]:
+    """The split files among ``files`` (one stem's, in index order) that belong to another recording,
+    each with why, from what each file's own ``perception.recording`` record says: its
+    ``split_index`` is not the number in its name, or its recorder run (``started_utc``) is not that
+    of the splits before and after it, which share one (a run's splits are consecutive; an
+    ``--append`` run comes after all earlier splits)."""
+    foreign: dict[str, str] = {}
+    for info in files:
+        number = int(Path(info.name).stem.rpartition("_")[2])
+        if info.index is not None and info.index != number:
+            foreign[info.name] = f"its own metadata says it is split {info.index} of a recording, not split {number}"
+    kept = [info for info in files if info.name not in foreign]
+    for before, info, after in zip(kept, kept[1:], kept[2:], strict=False):
+        if before.started and info.started and before.started == after.started != info.started:
+            foreign[info.name] = (f"its own metadata says its recorder started at {info.started}, those of "
+                                  f"{before.name} and {after.name} at {before.started}")
+    return foreign
 
 
 def write_folder_bag(folder: Path) -> FolderBag:
@@ -513,8 +563,24 @@ def write_folder_bag(folder: Path) -> FolderBag:
     if bag.ours() is False:
         raise ConfigError(f"{bag.path} lists other files than the splits of {bag.out.stem} (or does not read); it is "
                           f"left as it is: move it away, then run --recover {folder} again")
+    from perception.mcap_reader import _bag_listed
+
+    foreign = _foreign_splits(bag.finished())
+    bag.left_out = set(foreign)
+    # The splits there, and those the earlier metadata.yaml lists (read before it is written again).
+    present = {int(p.stem.rpartition("_")[2]): p for p in split_files(bag.out)}
+    own = [n for n, p in present.items() if p.name not in foreign]
+    pattern = re.compile(re.escape(bag.out.stem) + r"_(\d+)" + re.escape(bag.out.suffix), re.DOTALL)
+    expected = set(range(max(own) + 1 if own else 0))
+    if bag.ours():
+        expected |= {int(m.group(1)) for name in _bag_listed(folder) if (m := pattern.fullmatch(name))}
+    missing = [split_path(bag.out, n) for n in sorted(expected - set(present))]
+    if foreign and not bag.finished():
+        raise ConfigError(f"{folder} holds no split of its own recording {bag.out.stem}: each says it is another "
+                          f"recording's ({next(iter(foreign.values()))}); nothing was written")
     written = bag.update(create=True)
     if written is None:
         raise ConfigError(f"{folder / BAG_METADATA_FILE} was not written (the warning above says why)")
     unfinished = [p for p in split_files(bag.out) if bag.file(p) is None and not empty_recording(p)]
-    return FolderBag(written, bag.out.stem, [info.name for info in bag.finished()], unfinished)
+    return FolderBag(written, bag.out.stem, [info.name for info in bag.finished()], unfinished, missing,
+                     [(present[int(Path(name).stem.rpartition("_")[2])], why) for name, why in foreign.items()])

@@ -41,7 +41,10 @@ def _newest_opset() -> int:
 
 
 def _pct(value) -> str:
-    return f"{100 * value:.2f} %" if isinstance(value, (int, float)) else "-"
+    if not isinstance(value, (int, float)):
+        return "-"
+    text = f"{100 * value:.2f}"
+    return f"{'0.00' if text == '-0.00' else text} %"  # -0.0 (a hand-written figure) is no negative share
 
 
 def format_description(d) -> list[str]:
@@ -102,7 +105,7 @@ def format_description(d) -> list[str]:
             if world == SYNTHETIC_WORLD_VERSION:
                 lines[-1] = lines[-1].replace(": the checkpoint's validation", f" in synthetic world version {world}: the "
                                                                                "checkpoint's validation", 1)
-            else:
+            elif world is not None:  # none recorded (an earlier release, the shipped model): nothing to compare
                 lines.append("           " + world_change(world, whose="these figures", consequence=(
                     "perception eval of this file on synthetic data scores other scenes, and its figures are not "
                     "comparable with these")))

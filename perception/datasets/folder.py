@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from perception.config import cut
 from perception.contracts import ClassTable
 from perception.datasets.base import (
     INVALID_LABEL,
@@ -351,6 +352,8 @@ def _read_class_table(path: Path) -> tuple[ClassTable, bool]:
     except ConfigError as exc:  # not YAML, a key given twice, aliases expanding too far
         raise DataError(str(exc)) from None
     zero_void = _stores_void_as_zero(data)
+    if not zero_void and (why := _zero_void_layout_problem(data)) is not None:
+        raise DataError(f"class table {named(path)} is malformed: {why}")
     if zero_void:
         data = {**data, "ignore_id": ZERO_VOID_IGNORE_ID,
                 "classes": [{**entry, "id": entry["id"] - 1} for entry in data["classes"]]}
@@ -358,9 +361,28 @@ def _read_class_table(path: Path) -> tuple[ClassTable, bool]:
         return ClassTable.from_dict(data or {}, new=True), zero_void
     except (ValueError, AttributeError) as exc:
         why = str(exc)
-        if isinstance(data, dict) and (data.get("ignore_id") == 0 or why.startswith("class ids must be 0..")):
+        ignore = data.get("ignore_id") if isinstance(data, dict) else None
+        if isinstance(data, dict) and (type(ignore) is int and ignore == 0 or why.startswith("class ids must be 0..")):
             why += f"; {ZERO_VOID_FIX}"
         raise DataError(f"class table {named(path)} is malformed: {why}") from None
+
+
+def _zero_void_layout_problem(data: object) -> str | None:
+    """With ``ignore_id: 0`` and class ids that are whole numbers other than 0 but not 1..N in order
+    (ADE20K's layout with a gap, or out of order): the first id wrong, in that layout's terms."""
+    if not isinstance(data, dict) or type(data.get("ignore_id")) is not int or data["ignore_id"] != 0:
+        return None
+    entries = data.get("classes")
+    if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
+        return None
+    ids = [e.get("id") for e in entries]
+    if not all(type(i) is int for i in ids) or 0 in ids:  # an id 0 is the collision ClassTable names
+        return None
+    want = next(n for n, i in enumerate(ids, 1) if i != n)
+    what = f"id {want} is missing" if want not in ids else f"id {ids[want - 1]} comes where id {want} should"
+    return (f"with ignore_id: 0 (void stored as 0, ADE20K's layout) the class ids must be 1, 2, ... "
+            f"in order without gaps: {what} (got {cut(str(ids), 80)}); list the classes by id, each id from 1 to N "
+            "once (one no label holds too)")
 
 
 def _stores_void_as_zero(data: object) -> bool:

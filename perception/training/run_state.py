@@ -123,6 +123,10 @@ def check_resume_model(ckpt: Checkpoint, config: TrainConfig, path: str | Path) 
     such (not as the new model's refusal of the run's input size)."""
     if ckpt.train_state is None:
         raise ModelError(f"checkpoint {path} holds no training state; resume from a last.pt of 'perception train'")
+    world = ckpt.train_state.get(WORLD_KEY) if isinstance(ckpt.train_state, dict) else None
+    if world is not None and not (type(world) is int and world >= 0):
+        raise ModelError(f"checkpoint {path} is damaged: train_state {WORLD_KEY} {short(world, 40)} is not a count "
+                         "(a whole number >= 0, the synthetic world version); resume from an intact copy")
     if ckpt.model_name != config.model:
         raise ModelError(
             f"checkpoint {path} is a {ckpt.model_name!r} model, this run trains {config.model!r}: a run resumes the "
