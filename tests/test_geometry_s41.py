@@ -263,3 +263,24 @@ def test_fill_bytes_and_marker_floods_are_read_without_a_walk_byte_by_byte():
     assert jpeg_size(padded) == LAND
     flood = np.frombuffer(whole[:2] + b"\xff\xe5\x00\x02" * (MAX_MARKERS + 1) + whole[2:], np.uint8)
     assert jpeg_size(flood) is None  # refused, not walked
+
+
+def test_a_cut_jpeg_before_one_with_a_thumbnail_gives_the_whole_image_not_the_thumbnail(tmp_path):
+    """V2 of s41: the first fix took the last JPEG start in the merged packet, which was the next
+    image's EXIF thumbnail (a 32x24 frame published); the next image itself is the first that decodes."""
+    thumb = jpeg((32, 24))
+
+    def with_thumbnail(data: bytes) -> bytes:
+        body = b"Exif\x00\x00" + thumb
+        return data[:2] + b"\xff\xe1" + (len(body) + 2).to_bytes(2, "big") + body + data[2:]
+
+    images = [with_thumbnail(jpeg(LAND, level)) for level in (40, 80, 120, 160, 200)]
+    images[2] = images[2][: len(images[2]) * 2 // 3]  # cut short inside its scan
+    clip = tmp_path / "thumbs.mjpeg"
+    clip.write_bytes(b"".join(images))
+    source = open_source(str(clip))
+    try:
+        sizes = sizes_read(source)
+    finally:
+        source.close()
+    assert sizes == [LAND] * 4 and source.corrupt == 1, (sizes, source.corrupt)

@@ -65,11 +65,21 @@ def jpeg_size(packet) -> tuple[int, int] | None:
     return None
 
 
-def _last_start(packet) -> int:
-    """Where the last JPEG start (SOI and a marker: FF D8 FF) after the first begins in ``packet``;
-    0 when there is none."""
+def _later_starts(packet, limit: int = 8):
+    """Where a JPEG image may begin after the first in ``packet`` (SOI and a marker: FF D8 FF), in
+    order, at most ``limit``: searched past the first image's leading APPn/COM segments, so that an
+    EXIF thumbnail (a JPEG inside APP1) of the first image is not taken for the next image; the
+    next image's own thumbnail comes after its SOI, so the first that decodes is the next image."""
     data = np.ascontiguousarray(packet).reshape(-1).view(np.uint8).tobytes()
-    return max(0, data.rfind(b"\xff\xd8\xff", 2))
+    at = 2
+    while at + 4 <= len(data) and data[at] == 0xFF and (0xE0 <= data[at + 1] <= 0xEF or data[at + 1] == 0xFE):
+        at += 2 + ((data[at + 2] << 8) | data[at + 3])
+    for _ in range(limit):
+        at = data.find(b"\xff\xd8\xff", max(at, 2))
+        if at < 0:
+            return
+        yield at
+        at += 3
 
 
 def is_mjpeg(cap) -> bool:
@@ -188,9 +198,9 @@ class JpegPackets:
             # FFmpeg's MJPEG parser hands a JPEG cut short (no end marker) over together with the
             # whole one after it: that one is held for the next grab, and the cut one is counted
             # (one frame lost, not two; OpenCV's own decoding published the whole one).
-            start = _last_start(packet)
-            if start > 0:
-                later = self._decode_one(np.ascontiguousarray(packet).reshape(-1)[start:])
+            flat = np.ascontiguousarray(packet).reshape(-1)
+            for start in _later_starts(flat):
+                later = self._decode_one(flat[start:])
                 if later is not None:
                     self._held = later
                     raise CorruptFrame("a JPEG image cut short (the demuxer handed it over with the next one, "
