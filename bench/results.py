@@ -38,13 +38,19 @@ def earlier_outputs(out_dir: str | Path) -> list[Path]:
             and not (out / name).is_dir()]
 
 
+def results_path(path: str | Path) -> Path:
+    """The bench JSON that ``path`` names: the file, or the one in the folder ``path`` (an earlier
+    release named it bench.json; a folder it wrote is read as it is)."""
+    p = Path(path)
+    if p.is_dir():
+        return next((f for f in (p / RESULTS_FILE, p / OLD_RESULTS_FILE) if f.is_file()), p / RESULTS_FILE)
+    return p
+
+
 def load_results(path: str | Path) -> dict[str, Any]:
     """Read a bench JSON file (or the one in the folder ``path``); ConfigError naming the file when
     it is missing or not a bench result."""
-    p = Path(path)
-    if p.is_dir():
-        # An earlier release named it bench.json; a folder it wrote is read as it is.
-        p = next((f for f in (p / RESULTS_FILE, p / OLD_RESULTS_FILE) if f.is_file()), p / RESULTS_FILE)
+    p = results_path(path)
     if not p.is_file():
         raise ConfigError(f"bench results {p} not found; run 'perception bench engine' or 'pipeline' first")
     try:

@@ -371,3 +371,5 @@ def test_a_folder_an_earlier_release_wrote_is_read_and_few_samples_name_the_comm
     assert cli_main(["bench", "report", str(folder)]) == 0
     md = (folder / "perception.bench.md").read_text()
     assert "only 4 timed calls measured" in md and "measure longer (--duration, --runs)" in md, md
+    assert cli_main(["bench", "report", str(folder), "--out", str(tmp_path / "new")]) == 0  # V2: into --out too
+    assert json.loads((tmp_path / "new" / RESULTS_FILE).read_text())["kind"] == "engine"

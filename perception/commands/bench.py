@@ -221,10 +221,10 @@ def _report(args: argparse.Namespace) -> int:
     import shutil
 
     from perception.bench import report
-    from perception.bench.results import RESULTS_FILE, load_results
+    from perception.bench.results import RESULTS_FILE, load_results, results_path
 
     results = load_results(args.results)
-    source = args.results / RESULTS_FILE if args.results.is_dir() else args.results
+    source = results_path(args.results)
     out = args.out or source.parent
     rebuilt = out.resolve() == source.parent.resolve()
     earlier = _claim_out(out, overwrite=args.overwrite or rebuilt)
