@@ -130,3 +130,24 @@ def test_a_bare_close_behind_a_port_forward_never_cuts_the_reader_off(monkeypatc
     assert conns.cut_off() is None  # not yet: 2 s
     now[0] += mon.CUT_OFF_S
     assert "refused this client's key" in (conns.cut_off() or "")
+
+
+def test_a_listen_still_refused_at_its_end_says_so_and_exits_0(monkeypatch, caplog):
+    """V2 NEW-3: a node restarted with another key pair (or behind a port forward that closes at
+    once) is retried by libzmq, so the reader waits, exit 0; its end now says it was being refused."""
+    from perception.publish import MaskPublisher
+    from perception.subscribe import MaskSubscriber
+
+    monkeypatch.setattr(MaskSubscriber, "handshake_failure", property(lambda self: "the CURVE handshake failed: X"))
+    with MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS) as pub:
+        result, done = {}, threading.Event()
+        thread = _reader(["listen", "--endpoint", pub.endpoint, "--namespace", NS, "--duration", "1.5"], result, done)
+        with caplog.at_level("WARNING", logger="perception.commands.listen"):
+            while not done.is_set():
+                pub.publish_json("stats", {"fps": 1.0})
+                time.sleep(0.02)
+            thread.join(timeout=30)
+    assert result.get("code") == 0, result
+    said = [r.getMessage() for r in caplog.records if r.name == "perception.commands.listen"]
+    assert any(f"at the end, {pub.endpoint} was refusing this client's handshakes: the CURVE handshake failed" in m
+               for m in said), said

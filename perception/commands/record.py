@@ -118,6 +118,9 @@ def _record(config: RecordConfig) -> int:
         # Admitted, then refused for good (a revoked key): the file is finished; exit 4, which a
         # launch file respawns (a new recorder makes a new handshake).
         raise SourceUnavailableError(cut_off_line(config.endpoint, summary.messages, recorder.cut_off))
+    if recorder.handshake_failure is not None:  # still refused at the end, a failure libzmq retries
+        log.warning("at the end, %s was refusing this recorder's handshakes: %s", config.endpoint,
+                    recorder.handshake_failure)
     return 0
 
 
