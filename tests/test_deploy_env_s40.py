@@ -58,14 +58,20 @@ def probe_lines(caplog) -> tuple[list[str], list[str]]:
 # ---- H1: no usable temporary folder; L1: a full one ------------------------------------------------
 
 
-def test_auto_without_a_usable_temp_folder_warns_once_and_probes_on_rendered_scenes(tmp_path, monkeypatch, caplog,
-                                                                                      thread_errors):
+def _probing_setup(tmp_path, monkeypatch) -> tuple[Path, list]:
+    """A tiny model with its INT8 sibling, a fake probe child that records the frames it was given
+    (``seen``), and a probe on 2 frames: (the model, ``seen``)."""
     model = write_brightness_model(tmp_path / "tiny.onnx", HW)
     write_good_int8(model)
     seen: list = []
-    flag = fake_probe(monkeypatch, tmp_path, verdict=INT8_VERDICT, frames_seen=seen)
-    flag.touch()
+    fake_probe(monkeypatch, tmp_path, verdict=INT8_VERDICT, frames_seen=seen).touch()
     monkeypatch.setattr(probe, "PROBE_FRAMES", 2)
+    return model, seen
+
+
+def test_auto_without_a_usable_temp_folder_warns_once_and_probes_on_rendered_scenes(tmp_path, monkeypatch, caplog,
+                                                                                      thread_errors):
+    model, seen = _probing_setup(tmp_path, monkeypatch)
     engine = auto_mod.load_auto(model, CPU, background=True)
 
     def no_temp(*args, **kwargs):  # what tempfile says on a read-only root with no writable TMPDIR
@@ -89,12 +95,7 @@ def test_auto_without_a_usable_temp_folder_warns_once_and_probes_on_rendered_sce
 
 
 def test_auto_with_a_full_temp_folder_says_no_space_left(tmp_path, monkeypatch, caplog, thread_errors):
-    model = write_brightness_model(tmp_path / "tiny.onnx", HW)
-    write_good_int8(model)
-    seen: list = []
-    flag = fake_probe(monkeypatch, tmp_path, verdict=INT8_VERDICT, frames_seen=seen)
-    flag.touch()
-    monkeypatch.setattr(probe, "PROBE_FRAMES", 2)
+    model, seen = _probing_setup(tmp_path, monkeypatch)
     temp = tmp_path / "tmp"
     temp.mkdir()
     engine = auto_mod.load_auto(model, CPU, background=True)

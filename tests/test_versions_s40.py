@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from pathlib import Path
 
@@ -14,11 +13,12 @@ import cv2
 import numpy as np
 import pytest
 import zmq
+from test_view_node_table import start_view
 
 from perception import view_node
 from perception.overlay import render_overlay
 from perception.sources import SourceOptions, open_source
-from perception.view import ViewConfig, run_view
+from perception.view import ViewConfig
 
 NS = "perception/v"
 MODEL_ID = "v1-node-model"
@@ -55,16 +55,7 @@ def _serve_v1(config: ViewConfig, seconds: float = 30.0):
     pub.linger = 0
     pub.bind("tcp://127.0.0.1:*")
     config.endpoint = pub.getsockopt_string(zmq.LAST_ENDPOINT)
-    result: dict = {}
-
-    def target():
-        try:
-            result["n"] = run_view(config)
-        except Exception as exc:  # noqa: BLE001 - handed to the test
-            result["error"] = exc
-
-    viewer = threading.Thread(target=target)
-    viewer.start()
+    viewer, result = start_view(config)
     seq = 0
     try:
         deadline = time.monotonic() + seconds

@@ -50,12 +50,9 @@ def _tasks() -> dict[str, np.ndarray]:
     return {"drivable": np.zeros((H, W), np.uint8), "lane": lane, "obstacle": np.zeros((H, W), np.uint8)}
 
 
-def _serve(config: ViewConfig, *, info: dict | None, tasks: bool = False, publisher_kwargs: dict | None = None,
-           seconds: float = 20.0):
-    """Run the view in a thread while a publisher sends class maps (and the task masks); returns
-    (frames rendered or the exception raised, the seqs published)."""
-    pub = MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS, sndhwm=1000, **(publisher_kwargs or {}))
-    config.endpoint = pub.endpoint
+def start_view(config: ViewConfig) -> tuple[threading.Thread, dict]:
+    """``run_view(config)`` started in a thread; its result dict gets ``n`` (frames rendered) or
+    ``error`` (the exception raised)."""
     result: dict = {}
 
     def target():
@@ -66,6 +63,16 @@ def _serve(config: ViewConfig, *, info: dict | None, tasks: bool = False, publis
 
     viewer = threading.Thread(target=target)
     viewer.start()
+    return viewer, result
+
+
+def _serve(config: ViewConfig, *, info: dict | None, tasks: bool = False, publisher_kwargs: dict | None = None,
+           seconds: float = 20.0):
+    """Run the view in a thread while a publisher sends class maps (and the task masks); returns
+    (frames rendered or the exception raised, the seqs published)."""
+    pub = MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS, sndhwm=1000, **(publisher_kwargs or {}))
+    config.endpoint = pub.endpoint
+    viewer, result = start_view(config)
     try:
         if info is not None:
             pub.set_info(info)
