@@ -117,7 +117,7 @@ def make_models(out: Path, *, onnx: bool, int8: bool) -> dict[str, Path]:
     """The benchmarked model as a checkpoint (and FP32 / Q/DQ INT8 ONNX files when asked)."""
     import torch
 
-    from perception.contracts import ModelMetadata
+    from perception.model_metadata import ModelMetadata
     from perception.models import build_model
     from perception.synthetic import SYNTHETIC_CLASSES
     from perception.training.checkpoint import Checkpoint, save_checkpoint

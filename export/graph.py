@@ -14,8 +14,9 @@ from datetime import datetime, timezone
 import onnx
 
 from perception import __version__ as perception_version
-from perception.contracts import OUTPUT_CLASS_IDS, ModelMetadata
+from perception.contracts import OUTPUT_CLASS_IDS
 from perception.errors import ModelError
+from perception.model_metadata import ModelMetadata
 from perception.modelfile import write_metadata
 
 #: Name of the extra float output exposed by ``with_logits_output`` for verification.

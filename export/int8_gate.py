@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from perception.contracts import INPUT_NAME, ClassTable, ModelMetadata
+from perception.contracts import INPUT_NAME, ClassTable
 from perception.engines.probe import int8_min_agreement
 from perception.errors import DataError, DependencyError, ModelError
+from perception.model_metadata import ModelMetadata
 from perception.modelfile_graph import saturation_safe
 
 #: Largest validation mIoU loss of INT8 vs FP32 that passes the gate, in points (0..100 scale).

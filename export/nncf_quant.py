@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from perception.contracts import INPUT_NAME, ModelMetadata
+from perception.contracts import INPUT_NAME
 from perception.engines.base import backend_error_text
 from perception.errors import DependencyError, ModelError, PerceptionError
 from perception.export.qdq import io_nodes_to_exclude, name_all_nodes
+from perception.model_metadata import ModelMetadata
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ H x W) and does the cast, the channel swap and the mean/std normalisation inside
 the argmax fused, giving uint8 class ids (``contracts.OUTPUT_CLASS_IDS``), and optionally the
 uint8 confidence of the winning class, pooled over the obstacle classes
 (``contracts.OUTPUT_CONFIDENCE``, ``contracts.confidence_pool``). The model metadata
-(``contracts.ModelMetadata``) is stored as JSON under ``contracts.METADATA_KEY`` in the ONNX
+(``model_metadata.ModelMetadata``) is stored as JSON under ``contracts.METADATA_KEY`` in the ONNX
 ``metadata_props`` so the node can run the file with nothing else.
 
 Exporter choice: torch's ``dynamo=True`` path (torch.export + onnxscript), which gives a clean,
@@ -31,17 +31,11 @@ import onnx
 import torch
 from torch import nn
 
-from perception.contracts import (
-    INPUT_NAME,
-    ONNX_OPSET,
-    OUTPUT_CLASS_IDS,
-    OUTPUT_CONFIDENCE,
-    ModelMetadata,
-    confidence_pool,
-)
+from perception.contracts import INPUT_NAME, ONNX_OPSET, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, confidence_pool
 from perception.errors import ModelError
 from perception.export.graph import finish_model, graph_tool_versions
 from perception.metrics import strict_json
+from perception.model_metadata import ModelMetadata
 from perception.modelfile import save_model
 
 log = logging.getLogger(__name__)

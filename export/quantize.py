@@ -73,7 +73,7 @@ from onnxruntime.quantization import (
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from perception.contracts import INPUT_NAME, ModelMetadata
+from perception.contracts import INPUT_NAME
 from perception.errors import TRAIN_INSTALL_HINT, ConfigError, DataError, ModelError
 from perception.export import DEFAULT_GATE_IMAGES, ToolParser
 from perception.export.int8_gate import (  # noqa: F401 (re-exported)
@@ -97,6 +97,7 @@ from perception.export.qdq import (
     name_all_nodes,
     padded_pool_inputs,
 )
+from perception.model_metadata import ModelMetadata
 
 log = logging.getLogger(__name__)
 

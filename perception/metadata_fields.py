@@ -1,4 +1,4 @@
-"""The field checks of a model file's metadata, for ``contracts.ModelMetadata.from_json``: every
+"""The field checks of a model file's metadata, for ``model_metadata.ModelMetadata.from_json``: every
 value the metadata holds is checked before anything uses it (a name that reaches every message
 header, a std the graph divides by, a figure ``inspect`` prints), and a bad one raises ValueError
 naming the field, which ``from_json`` turns into its one-line ``ModelError`` (``re-export the

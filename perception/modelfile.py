@@ -2,7 +2,7 @@
 
 The node (engines), ``perception inspect`` and ``perception eval`` use this to learn what an
 ``.onnx`` file is before running it: ``read_model_metadata(path)`` returns the
-``contracts.ModelMetadata`` stored by ``perception export`` and checks that the graph's input and
+``model_metadata.ModelMetadata`` stored by ``perception export`` and checks that the graph's input and
 outputs match the contract; ``describe_model(path)`` adds tensor specs, operator counts and the
 file size. Every problem is a ``ModelError`` naming the file and the fix. What a file is when it is
 not ONNX (an OpenVINO IR, an error page, a PyTorch checkpoint) is ``modelfile_kind``'s; the precision
@@ -34,10 +34,10 @@ from perception.contracts import (
     METADATA_KEY,
     OUTPUT_CLASS_IDS,
     OUTPUT_CONFIDENCE,
-    ModelMetadata,
 )
 from perception.errors import ConfigError, ModelError, unreadable, why_not_a_file
 from perception.metadata_fields import STD_RANGE
+from perception.model_metadata import ModelMetadata
 from perception.modelfile_graph import (
     graph_class_count,
     graph_quantised,

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from perception.contracts import OUTPUT_CLASS_IDS, ModelMetadata
+from perception.contracts import OUTPUT_CLASS_IDS
+from perception.model_metadata import ModelMetadata
 from perception.onnxwire import is_quantisation_op
 
 

@@ -22,8 +22,9 @@ from perception.bench.engine import EngineBenchConfig, run_engine_bench
 from perception.bench.report import render_markdown, summary_text, write_report
 from perception.bench.results import load_results, new_results, write_results
 from perception.bench.stats import percentile, sequence_gaps, summarize_ms
-from perception.contracts import INPUT_NAME, METADATA_KEY, ONNX_OPSET, OUTPUT_CLASS_IDS, ModelMetadata
+from perception.contracts import INPUT_NAME, METADATA_KEY, ONNX_OPSET, OUTPUT_CLASS_IDS
 from perception.errors import ConfigError, ModelError
+from perception.model_metadata import ModelMetadata
 from perception.synthetic import SYNTHETIC_CLASSES
 
 INPUT_HW = (48, 64)

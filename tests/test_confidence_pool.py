@@ -19,11 +19,12 @@ from onnx import TensorProto, helper
 from tiny_models import tiny_metadata
 
 from perception import contracts
-from perception.contracts import ClassInfo, ClassTable, ModelMetadata, confidence_pool
+from perception.contracts import ClassInfo, ClassTable, confidence_pool
 from perception.errors import ModelError
 from perception.export.graph import finish_model
 from perception.export.unknown import add_confidence_output, add_unknown_threshold
 from perception.masks import UnknownMarker
+from perception.model_metadata import ModelMetadata
 from perception.modelfile import read_model_metadata, save_model, write_metadata
 from perception.synthetic.classes import SYNTHETIC_CLASSES as T
 

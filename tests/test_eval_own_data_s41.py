@@ -15,8 +15,9 @@ import pytest
 import yaml
 
 from perception.cli import main as cli_main
-from perception.contracts import METADATA_KEY, ModelMetadata
+from perception.contracts import METADATA_KEY
 from perception.errors import DataError, ModelError
+from perception.model_metadata import ModelMetadata
 from perception.synthetic import SYNTHETIC_CLASSES
 
 HW = (48, 64)

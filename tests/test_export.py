@@ -19,14 +19,7 @@ torch = pytest.importorskip("torch")
 import blocks  # noqa: E402
 
 from perception.cli import main as cli_main  # noqa: E402
-from perception.contracts import (  # noqa: E402
-    INPUT_NAME,
-    ONNX_OPSET,
-    OUTPUT_CLASS_IDS,
-    OUTPUT_CONFIDENCE,
-    ModelMetadata,
-    confidence_pool,
-)
+from perception.contracts import INPUT_NAME, ONNX_OPSET, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, confidence_pool  # noqa: E402
 from perception.engines.cache import EngineCache, engine_key  # noqa: E402
 from perception.errors import DependencyError  # noqa: E402
 from perception.export import ExportConfig, int8_path_for, run_export  # noqa: E402
@@ -34,6 +27,7 @@ from perception.export.graph import with_logits_output  # noqa: E402
 from perception.export.onnx import ExportWrapper, export_onnx, prepare_model  # noqa: E402
 from perception.export.quantize import io_nodes_to_exclude  # noqa: E402
 from perception.export.verify import verify_onnx  # noqa: E402
+from perception.model_metadata import ModelMetadata  # noqa: E402
 from perception.modelfile import read_model_metadata  # noqa: E402
 from perception.models import build_model, model_names  # noqa: E402
 from perception.synthetic import SYNTHETIC_CLASSES  # noqa: E402

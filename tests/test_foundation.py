@@ -10,8 +10,9 @@ from typing import Literal
 import pytest
 
 from perception.config import bounds, load_config
-from perception.contracts import ClassInfo, ClassTable, ModelMetadata
+from perception.contracts import ClassInfo, ClassTable
 from perception.errors import ConfigError, ModelError
+from perception.model_metadata import ModelMetadata
 from perception.registry import Registry
 from perception.synthetic import SYNTHETIC_CLASSES
 

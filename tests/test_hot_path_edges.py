@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from perception import contracts
-from perception.contracts import ModelMetadata
 from perception.encoding import DecodeError
 from perception.errors import ModelError
+from perception.model_metadata import ModelMetadata
 from perception.preprocess import Letterbox, Preprocessor
 from perception.subscribe import Message, decode_message
 from perception.synthetic.classes import SYNTHETIC_CLASSES

@@ -13,8 +13,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from perception.cli import main as cli_main
-from perception.contracts import INPUT_NAME, METADATA_KEY, OUTPUT_CLASS_IDS, ModelMetadata
+from perception.contracts import INPUT_NAME, METADATA_KEY, OUTPUT_CLASS_IDS
 from perception.errors import ModelError
+from perception.model_metadata import ModelMetadata
 from perception.modelfile import describe_model, read_model_metadata
 from perception.synthetic import SYNTHETIC_CLASSES
 

@@ -478,7 +478,8 @@ def _argmax_onnx(path: Path, input_hw: tuple[int, int]) -> None:
     import onnx
     from onnx import TensorProto, helper
 
-    from perception.contracts import INPUT_NAME, METADATA_KEY, OUTPUT_CLASS_IDS, ModelMetadata
+    from perception.contracts import INPUT_NAME, METADATA_KEY, OUTPUT_CLASS_IDS
+    from perception.model_metadata import ModelMetadata
 
     h, w = input_hw
     graph = helper.make_graph(

@@ -23,10 +23,11 @@ from tiny_models import expected_class_ids, expected_confidence, tiny_metadata, 
 from perception import contracts
 from perception.cli import main as cli_main
 from perception.commands.run import add_arguments, load_run_config
-from perception.contracts import ClassInfo, ClassTable, ModelMetadata, unknown_level
+from perception.contracts import ClassInfo, ClassTable, unknown_level
 from perception.engines import EngineOptions, load_engine
 from perception.errors import ConfigError, ModelError
 from perception.masks import UnknownMarker
+from perception.model_metadata import ModelMetadata
 from perception.pipeline import Pipeline
 from perception.publish import MaskPublisher
 from perception.run_config import RunConfig

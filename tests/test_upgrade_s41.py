@@ -162,7 +162,7 @@ def test_synth_yaml_records_the_world(tmp_path):
 
 def test_eval_and_inspect_name_figures_of_another_world(caplog):
     from perception.commands.eval import _warn_world_change
-    from perception.contracts import ModelMetadata
+    from perception.model_metadata import ModelMetadata
     from perception.synthetic import SYNTHETIC_CLASSES, SYNTHETIC_WORLD_VERSION
 
     spec = "synthetic:count=8,size=64x96"

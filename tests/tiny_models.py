@@ -18,7 +18,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from perception import contracts
-from perception.contracts import ModelMetadata
+from perception.model_metadata import ModelMetadata
 from perception.synthetic.classes import SYNTHETIC_CLASSES
 
 NUM_CLASSES = SYNTHETIC_CLASSES.num_classes

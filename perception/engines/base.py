@@ -4,7 +4,7 @@
 returns ``{"class_ids": uint8 N x H x W}`` plus ``"confidence"`` when the model has it.
 ``engine.worker()`` hands out one more frame in flight (``--streams``): an object with the same
 ``infer`` that may run at the same time as the other workers' (each its own request or context).
-``engine.metadata`` is the model's ``contracts.ModelMetadata``; ``engine.provider`` says what
+``engine.metadata`` is the model's ``model_metadata.ModelMetadata``; ``engine.provider`` says what
 actually runs it (e.g. ``CPUExecutionProvider``, ``tensorrt``, ``torch-cuda-fp16``).
 """
 
@@ -19,7 +19,7 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
-from perception.contracts import INPUT_DTYPE, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ModelMetadata
+from perception.contracts import INPUT_DTYPE, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE
 from perception.errors import (
     ConfigError,
     ModelError,
@@ -28,6 +28,7 @@ from perception.errors import (
     memory_refused,
     thread_refused,
 )
+from perception.model_metadata import ModelMetadata
 from perception.options import (  # noqa: F401 - declared there (light, shared with the configs), used from here
     COMPILE_CHOICES,
     PRECISION_CHOICES,

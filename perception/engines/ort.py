@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from perception.contracts import ONNX_OPSET, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ModelMetadata
+from perception.contracts import ONNX_OPSET, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE
 from perception.engines.base import (
     Engine,
     EngineOptions,
@@ -63,6 +63,7 @@ from perception.engines.cache import (
     warn_once,
 )
 from perception.errors import ConfigError, DependencyError, ModelError, PerceptionError, ort_gpu_fix
+from perception.model_metadata import ModelMetadata
 from perception.modelfile import read_model_file
 
 quiet_ort_telemetry()  # before ONNX Runtime's import, which prints that warning

@@ -28,9 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from perception.contracts import OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, ModelMetadata
+from perception.contracts import OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE
 from perception.engines.base import Engine, EngineOptions, InputSpec, check_input_spec, refuse_streams
 from perception.errors import GPU_INSTALL_HINT, DependencyError, ModelError
+from perception.model_metadata import ModelMetadata
 from perception.modelfile import read_model_metadata
 
 log = logging.getLogger(__name__)

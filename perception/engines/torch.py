@@ -38,15 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from perception.contracts import (
-    INPUT_NAME,
-    OUTPUT_CLASS_IDS,
-    OUTPUT_CONFIDENCE,
-    ModelMetadata,
-    confidence_pool,
-)
+from perception.contracts import INPUT_NAME, OUTPUT_CLASS_IDS, OUTPUT_CONFIDENCE, confidence_pool
 from perception.engines.base import Engine, EngineOptions, InputSpec, refuse_streams
 from perception.errors import GPU_INSTALL_HINT, TRAIN_INSTALL_HINT, ConfigError, DependencyError, ModelError
+from perception.model_metadata import ModelMetadata
 from perception.preprocess import PAD_VALUE, Letterbox
 
 log = logging.getLogger(__name__)
