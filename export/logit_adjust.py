@@ -12,7 +12,7 @@ the node needs nothing new. ``auto`` chooses tau on the checkpoint's own TRAININ
 over 0, 0.1, ..., 1; the smaller tau on a tie), never on validation data.
 
 The weights are recomputed from the checkpoint's training data exactly as training computed them
-(``trainer.class_weights_of``), so that data must be readable where the export runs.
+(``label_stats.class_weights_of``), so that data must be readable where the export runs.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def training_log_weights(ckpt, *, source: str) -> tuple[str, np.ndarray, object]
     Raises ConfigError for a model trained without class weights; DataError when its training data
     cannot be opened here."""
     from perception.datasets import open_dataset
-    from perception.training.trainer import class_weights_of
+    from perception.training.label_stats import class_weights_of
 
     config = ckpt.config or {}
     weighting = str(config.get("class_weighting", "none"))

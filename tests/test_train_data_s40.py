@@ -22,7 +22,8 @@ from perception import cli
 from perception.datasets import open_dataset
 from perception.errors import DataError
 from perception.training.checkpoint import load_checkpoint
-from perception.training.trainer import SCAN_NOTE_LABELS, LabelStats, poly_lr_factor
+from perception.training.label_stats import SCAN_NOTE_LABELS, LabelStats
+from perception.training.trainer import poly_lr_factor
 
 
 @pytest.fixture(autouse=True)

@@ -177,7 +177,7 @@ def test_a_class_no_training_label_holds_is_named_and_the_labels_are_read_once(t
     """Any class of the table that the sampled training labels never hold is named with its id; with
     class weights the labels the weights read serve the check (one read, not two)."""
     from perception.datasets import open_dataset
-    from perception.training import trainer
+    from perception.training import label_stats, trainer
     from perception.training.config import load_train_config
 
     labels = []
@@ -187,13 +187,13 @@ def test_a_class_no_training_label_holds_is_named_and_the_labels_are_read_once(t
         labels.append(label)
     data = _folder(tmp_path / "nocar", THREE_CLASSES, labels)
     reads = []
-    real_stats = trainer.class_pixel_stats
+    real_stats = label_stats.class_pixel_stats
 
     def counted(dataset, **kwargs):
         reads.append(dataset)
         return real_stats(dataset, **kwargs)
 
-    monkeypatch.setattr(trainer, "class_pixel_stats", counted)
+    monkeypatch.setattr(label_stats, "class_pixel_stats", counted)
     config = load_train_config(None, {"model": "segnet_basic", "data": data, "input_hw": [32, 48], "batch_size": 2,
                                       "steps": 1, "workers": 0, "progress": False, "out": str(tmp_path / "o"),
                                       "class_weighting": "median_freq"})
@@ -204,8 +204,8 @@ def test_a_class_no_training_label_holds_is_named_and_the_labels_are_read_once(t
     assert warnings == [f"class car has no labelled pixel in the 3 training labels of {data!r}: the model cannot "
                         "learn it; check that the labels hold its id (1)"]
     # export --logit-adjust's weights are still those of training
-    np.testing.assert_array_equal(trainer.class_weights_of("median_freq", open_dataset(data, split="train")),
-                                  trainer.median_frequency_weights(*real_stats(open_dataset(data, split="train"))))
+    np.testing.assert_array_equal(label_stats.class_weights_of("median_freq", open_dataset(data, split="train")),
+                                  label_stats.median_frequency_weights(*real_stats(open_dataset(data, split="train"))))
 
 
 def test_a_one_image_dataset_names_the_real_fixes_not_each_other(tmp_path, capsys):
