@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import perception
-from perception.cli import emit
+from perception.console import emit
 from perception.errors import TRAIN_INSTALL_HINT
 from perception.signals import die_with_parent
 from perception.spawn import perception_command

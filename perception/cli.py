@@ -13,17 +13,14 @@ the file and the cause. Any other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import codecs
-import contextlib
 import errno
 import importlib
 import logging
 import os
 import re
 import sys
-from typing import TextIO
 
-from perception import __version__
+from perception import __version__, console
 from perception.errors import PerceptionError
 
 #: name -> one-line help. The module is perception.commands.<name with '-' as '_'>.
@@ -45,111 +42,6 @@ COMMANDS: dict[str, str] = {
 }
 
 log = logging.getLogger("perception")
-#: What a write to a terminal or pipe that is gone raises: the terminal or ssh session closed (EIO,
-#: ENXIO), the reader of a pipe exited (EPIPE).
-GONE_ERRNOS = (errno.EIO, errno.ENXIO, errno.EPIPE)
-#: The first write to stdout that failed for another reason than its reader being gone (a full disk
-#: or quota behind ``> log``, ``>/dev/full``): ``(where stdout went, the error)``. The command goes
-#: on (a recording stays whole) with stdout on /dev/null, and ends with one line naming it, exit 1.
-_stdout_failure: tuple[str, OSError] | None = None
-
-
-def emit(text: str, file: TextIO | None = None) -> bool:
-    """Print ``text`` (a command's result line) and flush; False when it could not be written.
-
-    A command that a closed ssh session stopped (SIGHUP) has done its work and finished its files;
-    only the line reporting it cannot be shown. The stream is then pointed at /dev/null (so later
-    writes and the interpreter's final flush are quiet) and the command ends with its own status,
-    not a traceback and exit 1. A stdout that fails otherwise (a full disk) is pointed at /dev/null
-    too and the command goes on; the dispatcher says so at its end (``stdout_failed``), exit 1."""
-    stream = sys.stdout if file is None else file
-    try:
-        print(text, file=stream, flush=True)
-    except OSError as exc:
-        write_failed(stream, exc)
-        return False
-    return True
-
-
-class GoneSafe:
-    """A text stream for a command's running output (``listen``'s live lines, ``launch``'s node
-    lines): once the terminal or pipe behind it is gone (a closed ssh session) or cannot be written
-    (a full disk, see ``emit``), writes go to /dev/null instead of raising, so the command still
-    runs to its end and writes its other outputs (``listen --json > file``); a closed stream
-    (``>&-``: None) is gone from the start."""
-
-    def __init__(self, stream: TextIO | None) -> None:
-        self._stream = stream
-        self.gone = stream is None
-
-    def write(self, text: str) -> int:
-        if not self.gone:
-            self._guard(self._stream.write, text)
-        return len(text)
-
-    def flush(self) -> None:
-        if not self.gone:
-            self._guard(self._stream.flush)
-
-    def _guard(self, call, *args) -> None:
-        try:
-            call(*args)
-        except OSError as exc:
-            self.gone = True
-            write_failed(self._stream, exc)
-        except ValueError:  # closed under it: as gone
-            self.gone = True
-
-
-def write_failed(stream: TextIO, exc: OSError) -> None:
-    """``stream`` failed a write with ``exc``: point it at /dev/null, and remember a stdout that
-    failed for another reason than its reader being gone (``GONE_ERRNOS``), for ``stdout_failed``."""
-    global _stdout_failure
-    if exc.errno not in GONE_ERRNOS and _stdout_failure is None and _is_stdout(stream):
-        where = ""
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            where = os.readlink(f"/proc/self/fd/{stream.fileno()}")
-        _stdout_failure = (where, exc)
-    _to_devnull(stream)
-
-
-def _is_stdout(stream: TextIO | None) -> bool:
-    return stream is not None and (stream is sys.stdout or stream is sys.__stdout__)
-
-
-def stdout_failed() -> str | None:
-    """The error line for a stdout that could not be written since the command began (flushing what
-    is still buffered first), or None."""
-    stream = sys.stdout
-    if stream is not None:
-        try:
-            stream.flush()
-        except OSError as exc:
-            write_failed(stream, exc)
-        except ValueError:  # closed
-            pass
-    if _stdout_failure is None:
-        return None
-    where, exc = _stdout_failure
-    reason = exc.strerror or str(exc)
-    shown = where if where.isprintable() else repr(where)
-    named = f" ({shown})" if where and not where.startswith(("pipe:", "socket:")) else ""
-    full = exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
-    fix = ("free space on its disk or send stdout elsewhere" if full
-           else "check the file or device stdout goes to, or send stdout elsewhere")
-    return f"cannot write to stdout{named}: {reason}, so the result lines were lost; {fix}"
-
-
-def _to_devnull(stream: TextIO | None) -> None:
-    with contextlib.suppress(OSError, ValueError, AttributeError):  # ValueError: no file descriptor (a test's capture)
-        fd = stream.fileno()
-        null = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(null, fd)
-        finally:
-            os.close(null)
-
-
 #: Third-party loggers that are quiet unless -vv is given.
 NOISY_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "torch._dynamo", "torch.export")
 #: The loggers that -v turns to DEBUG: this program's own (the node, the commands, the bench).
@@ -382,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         from perception.signals import as_program, command_done, exit_if_stuck, exit_past_native_threads
 
         as_program()
-        escape_unencodable()
+        console.escape_unencodable()
         if _chosen_command(sys.argv[1:]) in BLAS_THREADS_OFF:
             # numpy's OpenBLAS starts a thread per core when numpy is imported, and where the system
             # refuses one (ulimit -u, a pids limit) it raises SIGINT in this process, which the node
@@ -402,40 +294,6 @@ def main(argv: list[str] | None = None) -> int:
         exit_past_native_threads(code)  # nor abort when such a thread's C call returns during it
         return code
     return _main(list(argv))
-
-
-def escape_unencodable() -> None:
-    """A result line on stdout escapes what its encoding cannot hold (``PYTHONIOENCODING=ascii`` and
-    a model named ``m_ñ.onnx``; a file name with a byte that is not UTF-8, ``m_\\udcff``), as
-    Python's stderr does (backslashreplace), instead of failing the command with a
-    UnicodeEncodeError after (or before) its work. A stdout already set to ``surrogateescape`` (the C
-    locale without UTF-8 mode) keeps writing such bytes as they were and escapes only the rest."""
-    stream = sys.stdout
-    errors = getattr(stream, "errors", None)
-    with contextlib.suppress(AttributeError, ValueError, OSError):  # not a TextIOWrapper, closed
-        if errors == "strict":
-            stream.reconfigure(errors="backslashreplace")
-        elif errors == "surrogateescape":
-            stream.reconfigure(errors=_SURROGATES_OR_ESCAPE)
-
-
-_SURROGATES_OR_ESCAPE = "perception-surrogateescape-or-backslashreplace"
-
-
-def _surrogates_or_escape(exc: UnicodeError) -> tuple[bytes, int]:
-    if not isinstance(exc, UnicodeEncodeError):
-        raise exc
-    out = bytearray()
-    for char in exc.object[exc.start:exc.end]:
-        code = ord(char)
-        if 0xDC80 <= code <= 0xDCFF:  # a byte that was not text when it was read (surrogateescape)
-            out.append(code - 0xDC00)
-        else:
-            out += char.encode("ascii", "backslashreplace")
-    return bytes(out), exc.end
-
-
-codecs.register_error(_SURROGATES_OR_ESCAPE, _surrogates_or_escape)
 
 
 def _main(argv: list[str]) -> int:
@@ -500,14 +358,13 @@ def _parse_and_run(argv: list[str], command: str | None) -> int:
 
         log.debug("perception %s, Python %s (%s); command line: %s", __version__, platform.python_version(),
                   sys.executable, hide_credentials(shlex.join(["perception", *argv])))
-    global _stdout_failure
-    _stdout_failure = None
+    console.reset_stdout_failure()
     code = _run_command(args, owner)
-    said = stdout_failed()
+    said = console.stdout_failed()
     if said is not None:
         # The work is done and its files are whole (a recording, a bench report); only the lines
         # that report it are lost. Not a success: a script reading stdout got nothing.
-        emit(f"perception: error: {said}", file=sys.stderr)
+        console.emit(f"perception: error: {said}", file=sys.stderr)
         return code or 1
     return code
 
@@ -521,22 +378,22 @@ def _run_command(args: argparse.Namespace, owner: argparse.ArgumentParser) -> in
         _log_origin(exc)
         # emit: a command stopped by a closed terminal (SIGHUP) keeps its own status for the error
         # it ends with (record's "nothing recorded", exit 4), not exit 1 from the write failing.
-        emit(f"perception: error: {_as_said(exc, owner, args)}", file=sys.stderr)
+        console.emit(f"perception: error: {_as_said(exc, owner, args)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        emit("perception: interrupted", file=sys.stderr)
+        console.emit("perception: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader of stdout went away (`perception inspect m.onnx | head`): as for any Unix
         # filter, stop quietly; point stdout at /dev/null so the interpreter's final flush is quiet too.
-        _to_devnull(sys.stdout)
+        console.to_devnull(sys.stdout)
         return 141
     except OSError as exc:
         if exc.errno in (errno.EIO, errno.ENXIO):
             # The terminal is gone (a closed ssh session) while the command was writing to it:
             # nothing can be shown any more; end quietly with the status of a hangup.
-            _to_devnull(sys.stdout)
-            _to_devnull(sys.stderr)
+            console.to_devnull(sys.stdout)
+            console.to_devnull(sys.stderr)
             return 129
         if exc.errno == errno.ENAMETOOLONG:
             # The OS refuses the name before any file is touched: one line for every path a user can
@@ -550,7 +407,7 @@ def _run_command(args: argparse.Namespace, owner: argparse.ArgumentParser) -> in
             from perception.errors import os_error_line
 
             _log_origin(exc)
-            emit(f"perception: error: {os_error_line(exc)}", file=sys.stderr)
+            console.emit(f"perception: error: {os_error_line(exc)}", file=sys.stderr)
             return 1
         if not isinstance(exc, PermissionError) and exc.filename is None and exc.filename2 is None:
             raise  # about no file: a bug, with its traceback
@@ -560,14 +417,14 @@ def _run_command(args: argparse.Namespace, owner: argparse.ArgumentParser) -> in
         from perception.errors import os_error_line
 
         _log_origin(exc)
-        emit(f"perception: error: {os_error_line(exc)}", file=sys.stderr)
+        console.emit(f"perception: error: {os_error_line(exc)}", file=sys.stderr)
         return 2 if isinstance(exc, PermissionError) else 1
     except Exception as exc:
         said = _limit_reached(exc)
         if said is None:
             raise  # a bug, with its traceback
         _log_origin(exc)
-        emit(f"perception: error: {said}", file=sys.stderr)
+        console.emit(f"perception: error: {said}", file=sys.stderr)
         return 1
 
 

@@ -21,7 +21,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from perception.cli import emit
+from perception.console import emit
 from perception.errors import ConfigError
 from perception.overwrite import remove_earlier_output
 

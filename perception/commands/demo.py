@@ -13,7 +13,7 @@ import argparse
 import threading
 from pathlib import Path
 
-from perception.cli import emit
+from perception.console import emit
 from perception.demo import DemoConfig, run_demo
 from perception.flags import add_flags, config_from_flags
 from perception.signals import install_signal_handlers

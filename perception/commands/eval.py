@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Literal
 
 from perception import contracts
-from perception.cli import emit
 from perception.config import same_setting, setting, short
+from perception.console import emit
 from perception.errors import (
     ConfigError,
     DataError,

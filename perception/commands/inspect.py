@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from perception.cli import emit
+from perception.console import emit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

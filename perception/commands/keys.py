@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from perception.cli import emit
+from perception.console import emit
 from perception.curve_keys import create_key_pair
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from perception.cli import emit
+from perception.console import emit
 from perception.launch import (
     LaunchSupervisor,
     check_node_files,

@@ -56,8 +56,8 @@ from typing import Any
 import cv2
 
 from perception import contracts, cvpath
-from perception.cli import GoneSafe, emit
 from perception.config import same_setting, setting
+from perception.console import GoneSafe, emit
 from perception.endpoints import unresolved_host_problem
 from perception.errors import ConfigError, SourceError, SourceUnavailableError
 from perception.flags import add_flags, config_from_flags

@@ -31,8 +31,8 @@ import threading
 import time
 from pathlib import Path
 
-from perception.cli import emit
 from perception.commands.listen import cut_off_line, no_messages_hint
+from perception.console import emit
 from perception.errors import ConfigError, SourceError, SourceUnavailableError
 from perception.flags import add_flags, config_from_flags, flag_values, flags
 from perception.mcap_layout import split_path

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import threading
 
-from perception.cli import emit
+from perception.console import emit
 from perception.flags import add_flags, config_from_flags
 from perception.replay import ReplayConfig, run_replay
 from perception.signals import install_signal_handlers

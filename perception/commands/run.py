@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from perception import contracts
-from perception.cli import emit
+from perception.console import emit
 from perception.errors import (
     ConfigError,
     ModelError,

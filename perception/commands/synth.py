@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from perception.cli import emit
 from perception.config import hw_from_text, hw_to_text, setting
+from perception.console import emit
 from perception.errors import ConfigError
 from perception.flags import add_flags, config_from_flags, flag_values, flags
 from perception.overwrite import refuse_existing_file

@@ -19,8 +19,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from perception.cli import emit
 from perception.config import cut
+from perception.console import emit
 from perception.errors import TRAIN_INSTALL_HINT, ConfigError, DependencyError
 from perception.flags import add_flags, flag_values
 

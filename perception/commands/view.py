@@ -16,7 +16,7 @@ import argparse
 import logging
 import threading
 
-from perception.cli import emit
+from perception.console import emit
 from perception.flags import add_flags, config_from_flags
 from perception.signals import install_signal_handlers
 from perception.sinks import resolve_output

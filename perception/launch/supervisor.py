@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass
 from typing import IO
 
-from perception.cli import GoneSafe
+from perception.console import GoneSafe
 from perception.errors import DependencyError, PerceptionError, start_thread
 from perception.launch.plan import LaunchPlan, NodePlan
 from perception.signals import die_with_parent, install_signal_handlers
