@@ -9,7 +9,7 @@ fields, stats document with FPS, drops and latency percentiles), all on one Zero
 
 With ``wait_subscribers`` N every camera is held until its own namespace has N subscriptions (one
 to the cameras' common parent counts for each), and no camera starts before all have them
-(``pipeline.wait_for_subscribers``): a camera that started alone would publish frames that the
+(``subscriber_wait.wait_for_subscribers``): a camera that started alone would publish frames that the
 restart after the timeout (exit 4) publishes again.
 
 The node ends when every camera has ended (end of input, ``max_frames`` per camera), on
@@ -32,10 +32,11 @@ from typing import Any
 from perception.batching import FrameBatcher
 from perception.engines.base import Engine
 from perception.errors import PerceptionError
-from perception.pipeline import POLL_S, Pipeline, wait_for_subscribers
+from perception.pipeline import POLL_S, Pipeline
 from perception.run_config import RunConfig
 from perception.sources.base import Source
 from perception.stats_schema import STATS_ALIASES, SUMMED, with_aliases
+from perception.subscriber_wait import wait_for_subscribers
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ class MultiCameraNode:
         if self.config.publish_options.wait_subscribers:
             for pipeline in self.pipelines:
                 pipeline.startup = "waiting for subscribers"
-            if not wait_for_subscribers(self.pipelines):
+            if not wait_for_subscribers(self.pipelines, poll_s=POLL_S):
                 self._abandon_unstarted()
                 return
         for pipeline in self.pipelines:
