@@ -132,13 +132,13 @@ def missing_splits(path: str | Path | list[str | Path] | tuple[str | Path, ...])
             return []
     groups: dict[tuple[str, str], dict[int, Path]] = {}
     for file in files:
-        match = re.fullmatch(r"(.+)_(\d+)", file.stem)
+        match = re.fullmatch(r"(.+)_(\d+)", file.stem, re.DOTALL)
         if match is not None and (path.is_dir() or match.group(1) == path.stem):
             groups.setdefault((match.group(1), file.suffix), {})[int(match.group(2))] = file
     listed = _bag_listed(folder)
     missing = []
     for (stem, suffix), present in groups.items():
-        pattern = re.compile(re.escape(stem) + r"_(\d+)" + re.escape(suffix))
+        pattern = re.compile(re.escape(stem) + r"_(\d+)" + re.escape(suffix), re.DOTALL)
         named = {int(m.group(1)) for name in listed if (m := pattern.fullmatch(name))}
         if not named and not any(_split_index(file) == index for index, file in list(present.items())[:2]):
             continue  # not the splits of a recording
@@ -181,7 +181,7 @@ def _split_index(path: Path) -> int | None:
 
 def _split_order(path: Path) -> tuple[str, int, str]:
     """Sort key: ``run_2.mcap`` before ``run_10.mcap`` (split index as a number), other names by name."""
-    match = re.fullmatch(r"(.*)_(\d+)", path.stem)
+    match = re.fullmatch(r"(.*)_(\d+)", path.stem, re.DOTALL)
     return (match.group(1), int(match.group(2)), path.name) if match else (path.stem, -1, path.name)
 
 

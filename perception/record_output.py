@@ -424,7 +424,7 @@ class BagMetadata:
         if not isinstance(paths, list):
             return False
         suffix = self.out.suffix or ".mcap"
-        pattern = re.compile(re.escape(self.out.stem) + r"_\d+" + re.escape(suffix))
+        pattern = re.compile(re.escape(self.out.stem) + r"_\d+" + re.escape(suffix), re.DOTALL)
         return all(isinstance(p, str) and pattern.fullmatch(Path(p).name) for p in paths)
 
     def update(self, *, create: bool = True, closed: Path | None = None) -> Path | None:
@@ -545,7 +545,7 @@ def write_folder_bag(folder: Path) -> FolderBag:
     splits of several recordings (a folder is one bag) or has another bag's ``metadata.yaml``."""
     from perception.recover import empty_recording
 
-    stems = sorted({m.group(1) for f in folder.glob("*.mcap") if (m := re.fullmatch(r"(.+)_\d+", f.stem))})
+    stems = sorted({m.group(1) for f in folder.glob("*.mcap") if (m := re.fullmatch(r"(.+)_\d+", f.stem, re.DOTALL))})
     found: list[BagMetadata] = []
     for stem in stems:
         bag = BagMetadata(folder / f"{stem}.mcap")
@@ -561,8 +561,9 @@ def write_folder_bag(folder: Path) -> FolderBag:
                           "rosbag2 bag; move each recording's splits into a folder of its own, then --recover each folder")
     bag = found[0]
     if bag.ours() is False:
-        raise ConfigError(f"{bag.path} lists other files than the splits of {bag.out.stem} (or does not read); it is "
-                          f"left as it is: move it away, then run --recover {folder} again")
+        what = ("is a folder, not a file" if bag.path.is_dir()
+                else f"lists other files than the splits of {bag.out.stem} (or does not read)")
+        raise ConfigError(f"{bag.path} {what}; it is left as it is: move it away, then run --recover {folder} again")
     from perception.mcap_reader import _bag_listed
 
     foreign = _foreign_splits(bag.finished())

@@ -441,7 +441,7 @@ def _update_bag(target: Path, summary: RecoverSummary) -> None:
     two recordings, not two splits of ``drive.mcap`` (``summary.not_split`` says so)."""
     from perception.record_output import BagMetadata
 
-    match = re.fullmatch(r"(.+)_\d+", target.stem)
+    match = re.fullmatch(r"(.+)_\d+", target.stem, re.DOTALL)
     if match is None or not target.suffix:
         return
     bag = BagMetadata(target.with_name(match.group(1) + target.suffix))

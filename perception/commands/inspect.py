@@ -123,8 +123,8 @@ def format_description(d) -> list[str]:
     confidence_output = OUTPUT_CONFIDENCE in {t.name for t in d.outputs}  # what the node goes by
     if check:
         tasks = check.get("tasks") or {}
-        figures = ", ".join(f"{t} IoU {_pct((v or {}).get('iou'))}" for t, v in tasks.items())
-        lines.append(f"real road  {figures} on {check.get('data', '?')} ({check.get('split', '?')}, "
+        figures = ", ".join(f"{t} IoU {_pct((v or {}).get('iou'))}" for t, v in tasks.items()) or "no task figures"
+        lines.append(f"real road  {figures} on {check.get('data') or 'data not named'} ({check.get('split') or '?'}, "
                      f"{check.get('frames', '?')} frames, never trained on)")
         reach = {"ego": "drivable only where joined to the car", "all": "drivable every pixel of its classes"}.get(
             check.get("drivable_reach", "all"), "")
