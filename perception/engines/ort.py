@@ -317,7 +317,7 @@ class OrtEngine(Engine):
             self.metadata.model_id,
             self.provider,
             ", ".join(ort.get_available_providers()),
-            self.intra_op_threads or "default",
+            self.intra_op_threads or "ONNX Runtime's default, one per physical core",
             f" per frame, {self.streams} frames in flight on one session" if self.streams > 1 else "",
         )
         if self.precision == "int8" and self.provider == "CPUExecutionProvider":
