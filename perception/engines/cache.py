@@ -37,6 +37,7 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -241,6 +242,62 @@ def write_private(path: Path, data: bytes) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+#: A temporary file of an interrupted write older than this is removed by ``prune_entries``.
+TMP_MAX_AGE_S = 3600
+
+
+def prune_entries(folder: Path, *, suffix: str, keep: set[Path], max_entries: int, max_bytes: int, what: str,
+                  kind: str) -> int:
+    """Remove the least recently changed ``*suffix`` files of ``folder`` (a cache's entries) beyond
+    the ``max_entries`` newest or ``max_bytes`` in all (those in ``keep``, in use now, always stay),
+    and temporary files (``.tmp`` in the name) of writes interrupted over an hour ago; returns how
+    many entries it removed, said in one log line (``what``: the cache, ``kind``: what an entry
+    holds). A cache marks a hit by setting the entry's time, so what runs stays. An entry another
+    process has open or mapped stays readable to it (Linux keeps an unlinked file's data): only its
+    next start builds it again. Written here, not found in a library: ONNX Runtime and OpenVINO
+    write their caches but never remove an entry."""
+    now = time.time()
+    kept = {str(k) for k in keep}
+    entries: list[tuple[bool, float, int, str]] = []
+    try:
+        with os.scandir(folder) as scan:
+            for item in scan:
+                if not item.name.endswith(suffix):
+                    continue
+                try:
+                    st = item.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                if ".tmp" in item.name:
+                    if now - st.st_mtime > TMP_MAX_AGE_S:
+                        _unlink(item.path)
+                    continue
+                entries.append((item.path not in kept, -st.st_mtime, st.st_size, item.path))
+    except OSError:
+        return 0
+    entries.sort()
+    count, total, removed = 0, 0, 0
+    for other, _age, size, name in entries:
+        if not other or (count < max_entries and total + size <= max_bytes):
+            count, total = count + 1, total + size
+        elif _unlink(name):
+            removed += 1
+    if removed:
+        log.info("%s %s: removed the %d least recently used %s%s (it keeps %d, at most %d MB)", what, folder,
+                 removed, kind, "" if removed == 1 else "s", max_entries, max_bytes >> 20)
+    return removed
+
+
+def _unlink(name: str | Path) -> bool:
+    try:
+        os.unlink(name)
+    except OSError:
+        return False
+    return True
 
 
 def quiet_ort_telemetry() -> None:

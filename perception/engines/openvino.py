@@ -11,7 +11,8 @@ Compiled models are cached (OpenVINO's ``CACHE_DIR``, default ``~/.cache/percept
 is made private to the user (0700); one that another user owns or others can write is not used, and
 an entry there that is not the user's alone is removed before OpenVINO could load it
 (``usable_cache_dir``); a cache that cannot be used (that, no home folder) is one warning, and the
-model compiles without it. The chosen
+model compiles without it. The folder keeps the ``OV_CACHE_MAX_ENTRIES`` most recently used blobs
+within ``OV_CACHE_MAX_BYTES`` (``keep_cache_tidy``, after each compile). The chosen
 precision, threads, streams and device are logged once. ``--streams N`` compiles N CPU streams
 (``NUM_STREAMS``; ``--threads`` is the total, shared by them) and gives each frame in flight its
 own infer request (``worker``). Installed with ``make venv-dev`` (the locked ``openvino`` extra; ``errors.OPENVINO_INSTALL_HINT``).
@@ -19,9 +20,11 @@ own infer request (``worker``). Installed with ``make venv-dev`` (the locked ``o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -57,6 +60,11 @@ _CAPABILITY_OF_HINT = {"f32": "FP32", "bf16": "BF16", "f16": "FP16"}
 #: How the warnings name this cache, and what running without it costs.
 OV_CACHE = "OpenVINO cache"
 OV_COST = "models are compiled at every start"
+#: The cache keeps at most this many compiled models (the most recently used; OpenVINO itself never
+#: removes one: a blob for each model, precision, thread count and OpenVINO version) ...
+OV_CACHE_MAX_ENTRIES = 16
+#: ... and at most this many bytes of them (the default model's FP32 blob is about 5 MB).
+OV_CACHE_MAX_BYTES = 512 * 1024 * 1024
 
 
 def openvino_cache_dir() -> Path | None:
@@ -94,6 +102,29 @@ def usable_cache_dir() -> Path | None:
             return None
         engine_cache.warn_once(f"removed {entry.path} from the {OV_CACHE} unread: {why}")
     return folder
+
+
+def keep_cache_tidy(folder: Path, *, since: float) -> None:
+    """After a compile with ``CACHE_DIR`` ``folder``: mark the blob it used as used now (the one
+    OpenVINO mapped into this process on a hit, or wrote at ``since`` or later on a miss), then remove
+    the least recently used blobs beyond ``OV_CACHE_MAX_ENTRIES`` / ``OV_CACHE_MAX_BYTES``
+    (``engine_cache.prune_entries``). OpenVINO names a blob by a hash it does not expose, so the
+    process's own memory map (``/proc/self/maps``) is how the blob of a hit is told."""
+    prefix = str(folder).rstrip("/") + "/"
+    used: set[Path] = set()
+    with contextlib.suppress(OSError), open("/proc/self/maps", encoding="utf-8", errors="surrogateescape") as maps:
+        for line in maps:
+            fields = line.rstrip("\n").split(maxsplit=5)  # address perms offset dev inode path
+            if len(fields) == 6 and fields[5].startswith(prefix) and fields[5].endswith(".blob"):
+                used.add(Path(fields[5]))
+    with contextlib.suppress(OSError), os.scandir(folder) as scan:
+        used |= {Path(e.path) for e in scan if e.name.endswith(".blob")
+                 and e.stat(follow_symlinks=False).st_mtime >= since - 1}
+    for blob in used:
+        with contextlib.suppress(OSError):  # a read-only cache stays as it is
+            os.utime(blob)
+    engine_cache.prune_entries(folder, suffix=".blob", keep=used, max_entries=OV_CACHE_MAX_ENTRIES,
+                               max_bytes=OV_CACHE_MAX_BYTES, what=OV_CACHE, kind="compiled model")
 
 
 #: The Model Conversion API (``openvino.convert_model`` and its telemetry), which ``import openvino``
@@ -314,6 +345,7 @@ class OpenVinoEngine(Engine):
             model = core.read_model(str(path))
             hazards = pool_padding_hazards(model) if runs == "int8" else []
             self.planar_tails = planar_class_tail(model)
+            compiled_at = time.time()
             self._compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with multi-line C++ traces
             # a thread or memory the system refused (a pids or memory limit) is not the file's fault:
@@ -323,6 +355,8 @@ class OpenVinoEngine(Engine):
                 f"OpenVINO cannot compile {path.name} for the CPU at {hint}: {ov_error_text(exc)}; try --engine ort "
                 "or re-export the model"
             ) from None
+        if cache_dir is not None:
+            keep_cache_tidy(cache_dir, since=compiled_at)
         self._request = self._compiled.create_infer_request()
         inp = self._compiled.inputs[0]
         shape = inp.get_partial_shape()

@@ -32,9 +32,7 @@ import hashlib
 import logging
 import os
 import re
-import stat
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +54,7 @@ from perception.engines.base import (
 from perception.engines.cache import (
     disk_full,
     os_cause,
+    prune_entries,
     quiet_ort_telemetry,
     trusted_entry,
     usable_dir,
@@ -122,8 +121,6 @@ ORT_COST = "graphs are optimised at every start"
 ORT_CACHE_MAX_ENTRIES = 16
 #: ... and at most this many bytes of them (the default model's graph is 7.8 MB).
 ORT_CACHE_MAX_BYTES = 256 * 1024 * 1024
-#: A temporary file of an interrupted write older than this is removed by ``prune_cache``.
-_TMP_MAX_AGE_S = 3600
 
 
 def ort_cache_dir() -> Path | None:
@@ -169,37 +166,8 @@ def prune_cache(cache_dir: Path, keep: Path) -> int:
     ``ORT_CACHE_MAX_BYTES`` (``keep``, the entry just written, always stays), and temporary files of
     writes interrupted over an hour ago; returns how many graphs it removed. A hit refreshes an
     entry's time (``_touch``), so what runs stays."""
-    now = time.time()
-    entries: list[tuple[bool, float, int, str]] = []
-    try:
-        with os.scandir(cache_dir) as scan:
-            for item in scan:
-                if not item.name.endswith(".onnx"):
-                    continue
-                try:
-                    st = item.stat(follow_symlinks=False)
-                except OSError:
-                    continue
-                if not stat.S_ISREG(st.st_mode):
-                    continue
-                if ".tmp" in item.name:
-                    if now - st.st_mtime > _TMP_MAX_AGE_S:
-                        _unlink(item.path)
-                    continue
-                entries.append((item.path != str(keep), -st.st_mtime, st.st_size, item.path))
-    except OSError:
-        return 0
-    entries.sort()
-    count, total, removed = 0, 0, 0
-    for other, _age, size, name in entries:
-        if not other or (count < ORT_CACHE_MAX_ENTRIES and total + size <= ORT_CACHE_MAX_BYTES):
-            count, total = count + 1, total + size
-        elif _unlink(name):
-            removed += 1
-    if removed:
-        log.info("%s %s: removed the %d least recently used graph%s (it keeps %d, at most %d MB)", ORT_CACHE, cache_dir,
-                 removed, "" if removed == 1 else "s", ORT_CACHE_MAX_ENTRIES, ORT_CACHE_MAX_BYTES >> 20)
-    return removed
+    return prune_entries(cache_dir, suffix=".onnx", keep={keep}, max_entries=ORT_CACHE_MAX_ENTRIES,
+                         max_bytes=ORT_CACHE_MAX_BYTES, what=ORT_CACHE, kind="graph")
 
 
 def _unlink(name: str | Path) -> bool:
