@@ -147,9 +147,12 @@ class TopicStats:
 
     def summary(self, duration_s: float) -> dict[str, Any]:
         """Figures over the whole run; the rate is over first-to-last message, None for the latched
-        info topic (``latched``: its copies are resends, not a stream)."""
+        info topic (``latched``: its copies are resends, not a stream) and for a topic with fewer than
+        ``MIN_RATE_MESSAGES`` (two messages are one interval: the node's last stats document comes a
+        few milliseconds after its periodic one, which read as 318 Hz)."""
         span_s = (self.last_s - self.first_s) if self.count >= 2 else 0.0
-        rate_hz = None if self.latched else (self.count - 1) / span_s if span_s > 0 else 0.0
+        rate_hz = (None if self.latched or 0 < self.count < MIN_RATE_MESSAGES
+                   else (self.count - 1) / span_s if span_s > 0 else 0.0)
         return {
             "count": self.count,
             "rate_hz": rate_hz,
@@ -162,6 +165,10 @@ class TopicStats:
             "seq_restarts": self.restarts,
             "last_seq": self.last_seq,
         }
+
+
+#: A run's rate (``TopicStats.summary``) needs at least this many messages of a topic.
+MIN_RATE_MESSAGES = 3
 
 
 def is_latched(topic: str) -> bool:
