@@ -76,8 +76,32 @@ def _did_you_mean(word: str, choices: list[str]) -> str:
     import difflib
 
     names = {choice.lstrip("-"): choice for choice in choices}
-    close = difflib.get_close_matches(word.lstrip("-"), list(names), n=1)
+    bare = word.lstrip("-")
+    # A flag the word begins (``--mask`` for ``--mask-size``) before one spelled alike (``--task``):
+    # flags are never abbreviated, so a cut-short flag is the likeliest slip.
+    starts = [name for name in names if bare and name.startswith(bare)]
+    close = (difflib.get_close_matches(bare, starts, n=1, cutoff=0) if starts
+             else difflib.get_close_matches(bare, list(names), n=1))
     return f"; did you mean {names[close[0]]!r}?" if close else ""
+
+
+def _expanded_pattern(args: list[str], extras: list[str]) -> str | None:
+    """The line for words left over because the shell expanded an unquoted pattern (``--source
+    frames/*.png`` gives the flag one file and leaves the others over): they all name files, the
+    word before them too. ``None`` when that is not it."""
+    if not extras or any(word.startswith("-") for word in extras) or not all(os.path.exists(w) for w in extras[:50]):
+        return None
+    at = next((i for i in range(len(args) - len(extras) + 1) if args[i:i + len(extras)] == extras), None)
+    if at is None or at < 2 or not args[at - 2].startswith("--") or not os.path.exists(args[at - 1]):
+        return None
+    flag, files = args[at - 2].partition("=")[0], [args[at - 1], *extras]
+    folder = os.path.dirname(files[0])
+    suffixes = {os.path.splitext(f)[1] for f in files}
+    same = all(os.path.dirname(f) == folder for f in files) and len(suffixes) == 1
+    pattern = os.path.join(folder, "*" + suffixes.pop()) if same else "PATTERN"
+    shown = " ".join(files[:3]) + (f" ... ({len(files)} in all)" if len(files) > 3 else "")
+    return (f"{flag} takes one value, and got {len(files)} files ({shown}): the shell expanded an unquoted "
+            f"pattern; quote it: {flag} '{pattern}'")
 
 
 class OnceFlag(argparse.Action):
@@ -195,7 +219,11 @@ class OneLineParser(argparse.ArgumentParser):
                 known = [option.split()[0] for line in owner.format_help().splitlines()
                          if re.match(r"  -\S", line) for option in line.strip().split("  ")[0].split(", ")]
                 hint = _did_you_mean(flag, known)
-            owner.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+            expanded = _expanded_pattern(list(sys.argv[1:] if args is None else args), extras)
+            if expanded is not None:
+                owner.error(expanded)
+            shown = " ".join(extras[:5]) + (f" ... ({len(extras)} in all)" if len(extras) > 5 else "")
+            owner.error(f"unrecognized arguments: {shown}{hint}")
         warn_deprecated(parsed)
         return parsed
 
