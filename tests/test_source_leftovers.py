@@ -80,6 +80,9 @@ UNUSED = {  # name -> (flags, with {clip} and {dir}; the one error line's start 
     "read timeout of a video": ("--source {clip} --read-timeout 2",
                                 "--read-timeout applies to cameras, streams and GStreamer pipelines only"),
     "seed of a folder": ("--source {dir}/ --seed 3", "--seed applies to the synthetic camera only"),
+    "width of two named cameras": ("--source a={clip} --source b={clip} --width 640",  # names kept (H47 of s42)
+                                   "--width applies to cameras and the synthetic camera only, not to --source "
+                                   "a={clip}, b="),
     "a key of the config file": ("--config {dir}/node.yaml --source {clip}",
                                  "width in {dir}/node.yaml applies to cameras and the synthetic camera only"),
 }

@@ -65,7 +65,8 @@ def check_source_settings(config: RunConfig, args: argparse.Namespace | None = N
     ``as_keys`` the key of a launch file's parameters)."""
     from perception.sources import check_source_options
 
-    check_source_options(config.source_options, [camera.source for camera in config.cameras], args, as_keys=as_keys)
+    check_source_options(config.source_options, [camera.source for camera in config.cameras], args, as_keys=as_keys,
+                         names=[camera.name for camera in config.cameras])
 
 
 #: Start-up steps in which a mistake is found before anything starts (a flag, a config file, a file

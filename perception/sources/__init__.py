@@ -96,12 +96,14 @@ def _source_family(spec: str) -> str:
     return "file" if kind in ("video", "images") else kind
 
 
-def check_source_options(options: SourceOptions, specs: list[str], args: Any = None, *, as_keys: bool = False) -> None:
+def check_source_options(options: SourceOptions, specs: list[str], args: Any = None, *, as_keys: bool = False,
+                         names: list[str] | None = None) -> None:
     """ConfigError for a source setting (``SOURCE_SETTING_USERS``) that none of the sources ``specs``
     uses, naming it as it was given: its flag (``--width``), ``NAME in FILE`` when ``args`` (the
     parsed flags) came with a ``--config`` file that set it, or with ``as_keys`` the key (a launch
     file's parameters). One setting for several sources may be used by only some of them
-    (``--width`` for a V4L2 camera beside a video file): run, launch, view and demo check alike."""
+    (``--width`` for a V4L2 camera beside a video file): run, launch, view and demo check alike.
+    ``names``: the cameras' names, shown with their sources when there are several."""
     from perception.config import cut
     from perception.flags import flags
 
@@ -117,7 +119,8 @@ def check_source_options(options: SourceOptions, specs: list[str], args: Any = N
             given = name
         else:
             given = options_of[name] if name in typed or config_file is None else f"{name} in {config_file}"
-        source = hide_credentials(specs[0] if len(specs) == 1 else " ".join(specs))
+        source = hide_credentials(specs[0] if len(specs) == 1 else ", ".join(
+            spec if names is None else f"{name}={spec}" for name, spec in zip(names or specs, specs, strict=True)))
         source = cut(source if source.isprintable() else repr(source), 120)  # a newline cannot fake a line
         raise ConfigError(f"{given} applies to {who} only, not to --source {source}: {instead}; drop it")
 
