@@ -57,6 +57,7 @@ def main(args: argparse.Namespace) -> int:
     if args.recover is not None:
         return recover(args)
     config = config_from_flags(RecordConfig, args, source="perception record")
+    check_out(config.out)
     created = missing_folders(config.out.parent)  # made for --out by the writer; removed if nothing is kept
     try:
         code = _record(config)
@@ -66,6 +67,22 @@ def main(args: argparse.Namespace) -> int:
     if code:  # stopped before any message: nothing is kept
         remove_empty_folders(created)
     return code
+
+
+def check_out(out: Path) -> None:
+    """Refuse, before connecting, an ``--out`` that is a folder or lies under a file (``--out
+    drive.mp4/x.mcap``), whatever ``--overwrite`` says; warn of one not named ``.mcap``, which ROS
+    tools and a replay of its folder pass over."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file path such as {out / 'run.mcap'}")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"--out {out}: {parent} is a file, not a folder; choose another --out")
+            break
+    if out.suffix != ".mcap":
+        log.warning("--out %s: a recording is an MCAP file, and ROS tools and 'perception replay' of its folder "
+                    "look for .mcap: name it %s", out, out.with_suffix(".mcap").name if out.suffix else f"{out.name}.mcap")
 
 
 def _record(config: RecordConfig) -> int:

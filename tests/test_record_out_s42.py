@@ -1,0 +1,35 @@
+"""``record --out`` that cannot be a recording is refused before connecting (H48 M2, H47 L3 of s42):
+a folder (``--overwrite`` then failed only after connecting) or a path under a file ("File exists");
+a name other than ``.mcap`` is warned about (a replay of its folder passes over it)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from perception.cli import main
+
+ARGS = ["record", "--namespace", "perception/front", "--endpoint", "tcp://127.0.0.1:1", "--duration", "0.2"]
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_a_folder_as_out_is_refused_at_once(tmp_path, capsys, overwrite):
+    (tmp_path / "dirout").mkdir()
+    assert main([*ARGS, "--out", str(tmp_path / "dirout"), *overwrite]) == 2
+    err = capsys.readouterr().err
+    assert err == f"perception: error: --out {tmp_path / 'dirout'} is a folder; give a file path such as " \
+                  f"{tmp_path / 'dirout' / 'run.mcap'}\n"
+
+
+def test_an_out_under_a_file_names_the_file(tmp_path, capsys):
+    (tmp_path / "drive.mp4").write_bytes(b"x")
+    assert main([*ARGS, "--out", str(tmp_path / "drive.mp4" / "x.mcap")]) == 2
+    assert f"{tmp_path / 'drive.mp4'} is a file, not a folder; choose another --out" in capsys.readouterr().err
+
+
+def test_an_out_not_named_mcap_is_warned_about(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        assert main([*ARGS, "--out", str(tmp_path / "rec.txt")]) == 4  # no node there
+    assert "--out " + str(tmp_path / "rec.txt") + ": a recording is an MCAP file" in caplog.text
+    assert "name it rec.mcap" in caplog.text
