@@ -246,6 +246,10 @@ def check_before_loading(config: RunConfig) -> None:
         cameras = config.cameras
         for camera in cameras:
             try:
+                if camera.source.partition("://")[0].lower() in ("rtsp", "rtsps", "http", "https", "rtmp", "rtmps"):
+                    from perception.sources.stream import refuse_hostless
+
+                    refuse_hostless(camera.source)  # rtsp:// with no host: a mistake, not a stream down
                 path = _video_file(camera.source)
                 why = why_not_a_file(path) if path is not None else "is a file"
                 if why != "is a file":

@@ -126,6 +126,23 @@ def limit_ffmpeg_allocations(limit: int | None = None) -> bool:
         return bool(_ffmpeg_limited)
 
 
+#: URL schemes that always name a host (``udp://@:1234`` listens without one).
+HOSTED_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp", "rtmps")
+
+
+def refuse_hostless(spec: str) -> None:
+    """SourceError (exit 2: a mistake, not a stream that is not there yet, which a launch file would
+    respawn for ever) for a URL of a ``HOSTED_SCHEMES`` scheme that names no host (``rtsp://``)."""
+    try:
+        parts = urllib.parse.urlsplit(spec)
+        host = parts.hostname
+    except ValueError:  # a malformed port or IPv6 address: FFmpeg's open says what is wrong
+        return
+    if parts.scheme.lower() in HOSTED_SCHEMES and not host:
+        raise SourceError(f"--source {hide_credentials(shown(spec))} names no host; give "
+                          f"{parts.scheme.lower()}://HOST[:PORT]/PATH")
+
+
 #: An open that failed after this share of its timeout (``read_timeout_s``, FFmpeg's open timeout)
 #: or later is said to have timed out (the server never answered), not to have been refused.
 TIMED_OUT_SHARE = 0.9
@@ -238,6 +255,7 @@ class StreamSource(LiveCaptureSource):
         self._opened_size: tuple[int, int] | None = None  # the frame size the stream stated when last opened
         self._said_resized = False
         refuse_undecodable(spec, "URL")
+        refuse_hostless(spec)
         super().__init__(spec, options)  # opens the stream through the reconnector
         cap = self._reconnector.capture
         count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
