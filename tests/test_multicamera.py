@@ -459,7 +459,9 @@ def test_cli_a_camera_stream_that_fails_to_open_hides_its_password(tiny_model_pa
          "--endpoint", f"tcp://127.0.0.1:{free_tcp_port}"], capsys)
     assert code == 4 and len(err) == 1
     assert "hunter2" not in err[0] and "s3cret" not in err[0]
-    assert err[0].startswith("perception: error: camera 'front' (--source front=rtsp://***@127.0.0.1:1/cam?token=***): ")
+    assert err[0].startswith("perception: error: no camera is there: "  # each named (H47 L6 of s42)
+                             "camera 'front' (--source front=rtsp://***@127.0.0.1:1/cam?token=***): ")
+    assert "; camera 'rear' (--source rear=rtsp://***@127.0.0.1:1/rear): " in err[0]
 
 
 def test_cli_unnamed_source_among_several_is_one_line(tiny_model_path, free_tcp_port, capsys):

@@ -23,3 +23,11 @@ def test_the_stream_source_refuses_it_too():
 
     with pytest.raises(SourceError, match=r"^--source rtsp:// names no host; give rtsp://HOST\[:PORT\]/PATH$"):
         StreamSource("rtsp://", SourceOptions())
+
+
+def test_cameras_none_of_which_is_there_are_each_named(capsys):
+    """H47 L6: with two cameras missing the line named only the first; fixing it showed the second."""
+    assert main(["run", "--source", "front=/dev/video97", "--source", "rear=/dev/video98", "--max-frames", "1"]) == 4
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("perception: error: no camera is there: camera 'front' (--source front=/dev/video97): ")
+    assert "; camera 'rear' (--source rear=/dev/video98): camera /dev/video98 not found" in err

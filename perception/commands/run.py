@@ -272,6 +272,14 @@ def check_before_loading(config: RunConfig) -> None:
         raise
 
 
+class _Said(Exception):
+    """An error of ``open_camera_sources`` that names its cameras already (raised as it is)."""
+
+    def __init__(self, error: PerceptionError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def _video_file(spec: str) -> Path | None:
     """The path of a source that is a video file not there (``clip.mp4``, ``file:///data/clip.mp4``),
     else None; SourceError for images that are not there (``nope.jpg``, ``frames/``, ``'frames/*.png'``)
@@ -360,6 +368,10 @@ def open_camera_sources(cameras: list[RunConfig], stop_requested: Callable[[], b
             missing = [isinstance(e, SourceUnavailableError) for e in errors]
             # A camera not there starts pending in a node of several, unless none is there at all.
             pending = several and not all(missing)
+            if several and all(missing):  # each named: fixing the first would only show the next
+                said = "; ".join(f"camera {name!r} (--source {name}={spec}): {error}"
+                                 for name, spec, error in zip(names, specs, errors, strict=True))
+                raise _Said(SourceUnavailableError(hide_credentials(f"no camera is there: {said}")))
             for index, (opening, error) in enumerate(zip(openings, errors, strict=True)):
                 if error is None:
                     sources.append(opening.source)
@@ -370,6 +382,9 @@ def open_camera_sources(cameras: list[RunConfig], stop_requested: Callable[[], b
                 sources = [PendingSource(spec, camera.source_options, error, name) if gone else next(opened)
                            for spec, camera, error, name, gone in zip(specs, cameras, errors, names, missing,
                                                                       strict=True)]
+    except _Said as said:
+        _close_all(sources, openings)
+        raise said.error from None
     except PerceptionError as exc:
         _close_all(sources, openings)
         if not several:
