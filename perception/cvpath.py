@@ -25,7 +25,7 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -102,13 +102,16 @@ def unnamable(path: str | os.PathLike, what: str, exc: OSError) -> str:
             f"link to it could be made ({why}); rename it with a UTF-8 name (convmv -f latin1 -t utf8)")
 
 
-def imread(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
+def imread(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR,
+           jpeg: Callable[[np.ndarray, int], np.ndarray | None] | None = None) -> np.ndarray | None:
     """``cv2.imread(path, flags)`` for any name: the same image (the same decoder and flags, given
     the file's bytes: ``cv2.imdecode``, as fast), or None where ``cv2.imread`` gives None (no such
     file, not readable, not a regular file, empty, not an image it decodes). ``cv2.error`` as
     ``cv2.imread`` raises it (OpenCV's size limits, checked before decoding). Where OpenCV 5.0's
     ``imread`` itself fails on a file its decoder reads (a TIFF whose EXIF orientation turns it by
-    90 degrees, a PFM read as grey), this gives the image."""
+    90 degrees, a PFM read as grey), this gives the image. ``jpeg``: what decodes a file whose
+    bytes are a JPEG image instead of ``cv2.imdecode``, given them and ``flags``
+    (``perception.sources.jpeg.decode``, which raises for damaged data)."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except (OSError, ValueError):
@@ -132,6 +135,8 @@ def imread(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR) -> np.ndarray
         os.close(fd)
     if got == 0:  # cv2.imdecode asserts on an empty buffer; cv2.imread gives None
         return None
+    if jpeg is not None and got >= 3 and data[0] == 0xFF and data[1] == 0xD8 and data[2] == 0xFF:
+        return jpeg(data[:got], flags)
     return cv2.imdecode(data[:got], flags)
 
 

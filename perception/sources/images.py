@@ -11,12 +11,15 @@ delivery (30 FPS when only ``realtime`` is given).
 
 Images are read as ``cv2.imread`` reads them for display (JPEG EXIF orientation applied, grey,
 palette, CMYK and alpha images made BGR) but at their own bit depth: 16-bit images are brought
-to 8 bits by a fixed factor (65535 -> 255), the same for every frame of a sequence.
+to 8 bits by a fixed factor (65535 -> 255), the same for every frame of a sequence. A JPEG is
+decoded by ``jpeg.decode`` (the same pixels, libjpeg's warnings seen): one whose data is damaged is
+a corrupt frame, not a picture half grey. A PNG over libpng's side limit is refused from its header.
 
 One decoded image may take at most ``MAX_FRAME_BYTES`` (8192 x 8192 pixels at 3 bytes: 201 MB),
 whatever its depth: a 16-bit or floating-point image is checked from its header before it is
 decoded (``decoded_size``), and a format whose header is not read here is decoded at 8 bits.
-With ``loop``, a file skipped on every pass is counted, named and warned about once per run.
+With ``loop``, a file skipped on every pass is counted, named and warned about once per run, and
+is not decoded again while it is unchanged (libpng's own console line came on every pass).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import numpy as np
 
 from perception import MAX_SOURCE_PIXELS, cvpath
 from perception.errors import SourceError, permission_denied, unreadable, why_not_a_file
+from perception.sources import jpeg
 from perception.sources.base import CorruptFrame, Source, SourceOptions, as_bgr, quoted, shown, stamp
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,9 @@ LOW_BITS_MAX = 4095
 DEPTH_CHECK_FRAMES = 30
 #: OpenCV's own limit on one side of an image (CV_IO_MAX_IMAGE_WIDTH / _HEIGHT), 2^20 unless set.
 DEFAULT_MAX_SIDE = 1 << 20
+#: libpng's own limit on one side of a PNG (PNG_USER_WIDTH_MAX / _HEIGHT_MAX), below OpenCV's: a PNG
+#: over it is refused from its header, before libpng is given it (it would print its own lines).
+PNG_MAX_SIDE = 1_000_000
 #: The most bytes one decoded image may take (what ``cv2.imread`` allocates: 3 channels at the
 #: file's depth): the largest frame allowed at 8 bits (``MAX_SOURCE_PIXELS`` x 3, 201 MB). A cap on
 #: bytes, not on pixels, because what a car computer has to budget is memory: its RAM is fixed and
@@ -313,22 +320,62 @@ def over_byte_cap(path: Path, size: tuple[int, int, int]) -> str | None:
             "pixels at 8 bits); resize it or convert it to 8 bits for the node")
 
 
-def imread_at_depth(path: Path) -> np.ndarray | None:
+def over_png_side(path: Path, size: tuple[int, int, int]) -> str | None:
+    """Why the PNG ``path`` of ``size`` (``decoded_size``) is not decoded: a side over libpng's own
+    limit (``PNG_MAX_SIDE``); None when it is not a PNG or fits."""
+    width, height, _ = size
+    if max(width, height) <= PNG_MAX_SIDE:
+        return None
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != b"\x89PNG\r\n\x1a\n":
+                return None
+    except OSError:
+        return None
+    word, side = ("wider", width) if width > PNG_MAX_SIDE else ("taller", height)
+    return (f"{quoted(path)} is {word} than {PNG_MAX_SIDE} pixels ({side}), libpng's limit for one side of a PNG; "
+            "resize it for the node")
+
+
+def imread_at_depth(path: Path, *, strict_jpeg: bool = False) -> np.ndarray | None:
     """``path`` decoded as the node decodes an image, before ``to_8bit``: ``IMREAD_FLAGS`` (EXIF
     orientation applied, 3 channels) at its own depth when its header said what that costs
     (``decoded_size``), else at 8 bits, which OpenCV's pixel limit bounds to ``MAX_FRAME_BYTES``;
     None when OpenCV cannot decode it. Training and evaluation read dataset images this way too.
+    ``strict_jpeg`` (the node's image sources): a JPEG is decoded by ``jpeg.decode`` (the same
+    pixels), which sees libjpeg's warnings, so that a damaged one is not taken for an image.
 
     Raises:
         CorruptFrame: (keyed by the path) decoded at its depth it would take more than
-            ``MAX_FRAME_BYTES`` (``over_byte_cap``'s words).
+            ``MAX_FRAME_BYTES`` (``over_byte_cap``'s words), or a PNG over libpng's side limit.
+        jpeg.DamagedJpeg: with ``strict_jpeg``, a JPEG whose data libjpeg found damaged.
         cv2.error: over one of OpenCV's own limits, checked before decoding (``too_big`` words it).
     """
     size = decoded_size(path)
-    too_deep = over_byte_cap(path, size) if size is not None else None
-    if too_deep is not None:
-        raise CorruptFrame(too_deep, key=str(path))
+    refused = (over_byte_cap(path, size) or over_png_side(path, size)) if size is not None else None
+    if refused is not None:
+        raise CorruptFrame(refused, key=str(path))
+    if strict_jpeg and size is None and _starts_as_jpeg(path):
+        return cvpath.imread(path, cv2.IMREAD_COLOR, jpeg=jpeg.decode)  # any name (cvpath)
     return cvpath.imread(path, IMREAD_FLAGS if size is not None else cv2.IMREAD_COLOR)  # any name (cvpath)
+
+
+def _starts_as_jpeg(path: Path) -> bool:
+    """Whether the file ``path`` starts as a JPEG image does (its name may say otherwise)."""
+    try:
+        with open(path, "rb") as f:
+            return jpeg.is_jpeg(f.read(3))
+    except OSError:
+        return False
+
+
+def _file_state(path: Path) -> tuple[int, ...] | None:
+    """What changes when a file is replaced, written or has its permissions changed; None when gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def _not_a_regular_file(path: Path) -> str | None:
@@ -354,6 +401,10 @@ class ImageSource(Source):
             self._say_left_out()
         self._index = 0
         self._good_this_pass = 0
+        #: Files found damaged: {path: (their ``_file_state`` then, the CorruptFrame's words)}. Not decoded
+        #: again on a later pass of --loop while unchanged (a decoder's own console lines, libpng's, came
+        #: on every pass); still skipped, counted once per run (``CorruptFrame.key``).
+        self._damaged: dict[str, tuple[tuple[int, ...], str]] = {}
         self._passes = 0
         # The bit-depth check of 16-bit files (``_check_depth``): frames seen so far and their top value.
         self._depth_frames: int | None = 0
@@ -406,8 +457,24 @@ class ImageSource(Source):
         why = _not_a_regular_file(path)
         if why is not None:
             raise CorruptFrame(f"{quoted(path)} {why}", key=str(path))
+        known = self._damaged.get(str(path))
+        if known is not None:
+            if known[0] == _file_state(path):  # unchanged since found damaged: not decoded again
+                raise CorruptFrame(known[1], key=str(path))
+            del self._damaged[str(path)]
         try:
-            image = imread_at_depth(path)
+            return self._decode_file(path)
+        except CorruptFrame as exc:
+            state = _file_state(path)
+            if state is not None:
+                self._damaged[str(path)] = (state, str(exc))
+            raise
+
+    def _decode_file(self, path: Path) -> tuple[np.ndarray, int, int]:
+        try:
+            image = imread_at_depth(path, strict_jpeg=True)
+        except jpeg.DamagedJpeg as exc:
+            raise CorruptFrame(f"{quoted(path)} is {exc}", key=str(path)) from None
         except cv2.error as exc:  # a size limit, checked before decoding (perception.MAX_SOURCE_PIXELS)
             raise CorruptFrame(too_big(path, exc), key=str(path)) from None
         capture_ns, capture_mono_ns = stamp()

@@ -3,7 +3,10 @@ size: OpenCV scales a frame whose size differs from the size the video had when 
 that size, so a camera switched from 640x360 to portrait 480x640 mid-stream would be read squashed.
 Used by HTTP/RTSP streams (``stream.StreamSource``) and raw ``.mjpeg`` files (``video``). Written by
 hand because OpenCV offers no per-frame size for its own decoding; the JPEG frame header is read
-(``jpeg_size``) before anything is decoded, so a frame over ``MAX_SOURCE_PIXELS`` costs nothing."""
+(``jpeg_size``) before anything is decoded, so a frame over ``MAX_SOURCE_PIXELS`` costs nothing.
+Each JPEG is decoded by ``jpeg.decode`` (the pixels ``cv2.imdecode`` gives), which sees libjpeg's
+warnings: a damaged image (bit rot, a frame cut short that still ends in its end marker) is a
+corrupt frame, not a picture half grey."""
 
 from __future__ import annotations
 
@@ -18,6 +21,9 @@ from perception import MAX_SOURCE_PIXELS
 from perception.errors import SourceError
 from perception.sources.base import CorruptFrame, frame_too_big
 from perception.sources.container import codec_of
+from perception.sources.jpeg import MAX_MARKERS, DamagedJpeg, decode, jpeg_size
+
+__all__ = ["MAX_MARKERS", "JpegPackets", "is_mjpeg", "jpeg_packets", "jpeg_size"]
 
 log = logging.getLogger("perception.sources.stream")  # its lines are the stream's (and a file's) own
 
@@ -25,44 +31,6 @@ log = logging.getLogger("perception.sources.stream")  # its lines are the stream
 #: How a JPEG of MJPEG video is decoded here (``JpegPackets``): in colour, its EXIF orientation
 #: ignored, as FFmpeg's MJPEG decoder ignores it.
 JPEG_DECODE_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
-#: Frame-header markers (SOFn) that state a JPEG's size: C0-CF but DHT (C4), JPG (C8) and DAC (CC).
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-
-
-#: Marker segments read before a frame header at most: real encoders write a few dozen (APPn, DQT,
-#: DHT ...); a packet of thousands (hostile, or damage) is refused rather than walked byte by byte.
-MAX_MARKERS = 1000
-
-
-def jpeg_size(packet) -> tuple[int, int] | None:
-    """(width, height) a JPEG's frame header (SOFn) states, read from its markers without decoding
-    anything; None when ``packet`` (bytes or a uint8 array) is not a JPEG, has none before its
-    scan data, or has more than ``MAX_MARKERS`` segments before it. A run of fill bytes is skipped
-    in one numpy search (a packet padded with megabytes of 0xFF cost 0.1 s a MB walked in Python)."""
-    arr = np.ascontiguousarray(packet).reshape(-1).view(np.uint8)
-    data = memoryview(arr).cast("B")
-    if len(data) < 4 or data[0] != 0xFF or data[1] != 0xD8:
-        return None
-    at = 2
-    for _ in range(MAX_MARKERS):
-        if at + 4 > len(data) or data[at] != 0xFF:
-            return None
-        marker = data[at + 1]
-        if marker == 0xFF:  # fill bytes before a marker: skip the whole run
-            rest = arr[at + 1:] != 0xFF
-            at += int(np.argmax(rest)) if rest.any() else len(rest) + 1  # to the last 0xFF of the run
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
-            at += 2
-            continue
-        if marker in _SOF_MARKERS:
-            if at + 9 > len(data):
-                return None
-            return (data[at + 7] << 8) | data[at + 8], (data[at + 5] << 8) | data[at + 6]
-        if marker in (0xD9, 0xDA):  # end of image, or its scan data: no frame header came
-            return None
-        at += 2 + ((data[at + 2] << 8) | data[at + 3])
-    return None
 
 
 def _later_starts(packet, limit: int = 8):
@@ -89,7 +57,7 @@ def is_mjpeg(cap) -> bool:
 
 class JpegPackets:
     """An OpenCV capture of MJPEG video whose packets, each one JPEG image, are decoded here with
-    ``cv2.imdecode``: every frame at its own size.
+    ``jpeg.decode``: every frame at its own size, a damaged one a corrupt frame.
 
     Through OpenCV's own decoding a frame whose size differs from the size the video had when it
     was opened is scaled to that size (OpenCV 5.0 converts every frame to the size of the open):
@@ -99,9 +67,11 @@ class JpegPackets:
     ``CorruptFrame`` before anything is decoded. A packet that does not decode is, with
     ``fail_grab`` (a stream), a failed grab, as FFmpeg's decoder makes it (the reconnector's
     counting and wording stay as they were); without it (a file), a ``CorruptFrame`` of
-    ``grab_and_retrieve``, counted and skipped. The first packet is checked against the size the
-    capture states: a JPEG image of another size (interlaced MJPEG: a field of half the height a
-    packet), or one of that size that this decoder cannot read, has the video opened again with
+    ``grab_and_retrieve``, counted and skipped. A packet that decodes only with libjpeg's warning
+    that its data is damaged (``jpeg.DamagedJpeg``) is a ``CorruptFrame`` either way: a stream's
+    connection is up, so the reconnector counts it as a frame that did not decode. The first
+    packet is checked against the size the capture states: a JPEG image of another size
+    (interlaced MJPEG: a field of half the height a packet), or one of that size that this decoder cannot read, has the video opened again with
     ``reopen`` (a plain capture, read from its start) and decoded by OpenCV from then on.
     ``describe``: what log lines call the video.
     """
@@ -156,8 +126,8 @@ class JpegPackets:
         if size != stated:
             self._why_not = f"a JPEG image of {size[0]}x{size[1]}"
             return False
-        self._image = cv2.imdecode(packet, JPEG_DECODE_FLAGS)
         self._size = size
+        self._image = self._decode(packet)  # a damaged first image: a corrupt frame (DamagedJpeg)
         self._why_not = "undecodable here"
         return self._image is not None
 
@@ -193,7 +163,13 @@ class JpegPackets:
         return True, decoded
 
     def _decode(self, packet) -> np.ndarray | None:
-        image = self._decode_one(packet)
+        try:
+            image = self._decode_one(packet)
+        except DamagedJpeg as exc:
+            damaged: DamagedJpeg | None = exc
+            image = None
+        else:
+            damaged = None
         if image is None and not self._fail_grab:
             # FFmpeg's MJPEG parser hands a JPEG cut short (no end marker) over together with the
             # whole one after it: that one is held for the next grab, and the cut one is counted
@@ -207,6 +183,8 @@ class JpegPackets:
                                        "which is read)")
             if jpeg_size(packet) is None:
                 raise CorruptFrame("not a JPEG image (no frame header)")
+        if damaged is not None:
+            raise damaged
         return image
 
     def _decode_one(self, packet) -> np.ndarray | None:
@@ -215,7 +193,7 @@ class JpegPackets:
             return None
         if frame_too_big(*size):
             raise CorruptFrame(f"a frame of {size[0]}x{size[1]}, more than {MAX_SOURCE_PIXELS} pixels (8192 x 8192)")
-        return cv2.imdecode(packet, JPEG_DECODE_FLAGS)
+        return decode(packet, JPEG_DECODE_FLAGS)
 
     def _note_size(self, size: tuple[int, int]) -> None:
         if size != self._size and self._size is not None and "size" not in self._said:
