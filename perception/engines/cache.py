@@ -274,7 +274,7 @@ def prune_entries(folder: Path, *, suffix: str, keep: set[Path], max_entries: in
                     continue
                 if ".tmp" in item.name:
                     if now - st.st_mtime > TMP_MAX_AGE_S:
-                        _unlink(item.path)
+                        unlink_quietly(item.path)
                     continue
                 entries.append((item.path not in kept, -st.st_mtime, st.st_size, item.path))
     except OSError:
@@ -284,7 +284,7 @@ def prune_entries(folder: Path, *, suffix: str, keep: set[Path], max_entries: in
     for other, _age, size, name in entries:
         if not other or (count < max_entries and total + size <= max_bytes):
             count, total = count + 1, total + size
-        elif _unlink(name):
+        elif unlink_quietly(name):
             removed += 1
     if removed:
         log.info("%s %s: removed the %d least recently used %s%s (it keeps %d, at most %d MB)", what, folder,
@@ -292,7 +292,8 @@ def prune_entries(folder: Path, *, suffix: str, keep: set[Path], max_entries: in
     return removed
 
 
-def _unlink(name: str | Path) -> bool:
+def unlink_quietly(name: str | Path) -> bool:
+    """Remove ``name``; False (no error) where it cannot be (gone already, no permission)."""
     try:
         os.unlink(name)
     except OSError:

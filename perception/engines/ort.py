@@ -57,6 +57,7 @@ from perception.engines.cache import (
     prune_entries,
     quiet_ort_telemetry,
     trusted_entry,
+    unlink_quietly,
     usable_dir,
     utf8_path,
     warn_once,
@@ -168,14 +169,6 @@ def prune_cache(cache_dir: Path, keep: Path) -> int:
     entry's time (``_touch``), so what runs stays."""
     return prune_entries(cache_dir, suffix=".onnx", keep={keep}, max_entries=ORT_CACHE_MAX_ENTRIES,
                          max_bytes=ORT_CACHE_MAX_BYTES, what=ORT_CACHE, kind="graph")
-
-
-def _unlink(name: str | Path) -> bool:
-    try:
-        os.unlink(name)
-    except OSError:
-        return False
-    return True
 
 
 def _touch(path: Path) -> None:
@@ -321,7 +314,7 @@ class OrtEngine(Engine):
                     raise refused from None
                 if cached.exists():  # not one that another process pruned meanwhile
                     warn_once(f"ignoring the damaged optimised-graph cache {cached} ({backend_error_text(exc, 160)})")
-                    _unlink(cached)
+                    unlink_quietly(cached)
                 session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             else:
                 _touch(cached)
@@ -351,7 +344,7 @@ class OrtEngine(Engine):
                 warn_once(f"cannot write the {ORT_CACHE} {cache_dir} ({os_cause(exc, cache_dir)}); {ORT_COST}")
                 return session
         finally:
-            _unlink(tmp)  # gone after the rename; else what was left of it
+            unlink_quietly(tmp)  # gone after the rename; else what was left of it
         prune_cache(cache_dir, keep=cached)
         return session
 
