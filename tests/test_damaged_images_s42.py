@@ -11,12 +11,10 @@ named for that limit, before decoding.
 
 from __future__ import annotations
 
-import http.server
 import io
 import struct
 import subprocess
 import sys
-import threading
 import zlib
 
 import cv2
@@ -25,6 +23,7 @@ import pytest
 
 from perception.sources import SourceOptions, open_source
 from perception.sources import jpeg as jpeg_module
+from tests.test_geometry_s41 import mjpeg_server
 
 
 def scene(w: int = 160, h: int = 120, seed: int = 0) -> np.ndarray:
@@ -91,32 +90,6 @@ def test_a_damaged_jpeg_in_a_raw_mjpeg_file_is_a_corrupt_frame(tmp_path, capfd, 
     assert len(frames) == 4 and source.corrupt == 2, (len(frames), source.corrupt)  # was 6 published, 0 corrupt
     assert all("a damaged JPEG image (libjpeg: " in s for s in source.skipped), source.skipped
     assert "Corrupt JPEG data" not in capfd.readouterr().err
-
-
-def mjpeg_server(parts: list[bytes]):
-    """A camera's MJPEG stream over HTTP, sending ``parts`` and then the last one again (200 in all)."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):  # noqa: N802 - http.server's name
-            self.send_response(200)
-            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-            self.end_headers()
-            try:
-                for i in range(200):
-                    part = parts[min(i, len(parts) - 1)]
-                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(part)
-                                     + part + b"\r\n")
-                    self.wfile.flush()
-            except OSError:
-                pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 def test_a_damaged_jpeg_in_an_http_mjpeg_stream_is_a_corrupt_frame(capfd, damaged):
