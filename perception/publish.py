@@ -216,12 +216,24 @@ class MaskPublisher:
 
     def _track_locked(self) -> None:
         """Latch the info topic and have the core count the subscriptions to this namespace's
-        topics (``subscriptions``, ``subscribed``): every topic name it has (the mask, JSON and frame
-        topics), and any per-class ``obstacle/<class>`` until ``declare_topics`` names them."""
+        topics (``subscriptions``, ``subscribed``): the topics it sends, the mask and JSON topics and
+        any per-class ``obstacle/<class>`` until ``declare_topics`` names them; with atomic frames the
+        JSON and frame topics, the frame topic carrying the masks (``XpubCore.carry``: a reader that
+        asks for masks by name, and takes the frame topic for them, counts once per mask)."""
         self._core.latch(self._info_topic, self._resend_info_locked)
-        for name in (*contracts.MASK_TOPICS, *contracts.JSON_TOPICS, contracts.FRAME_TOPIC):
+        names = contracts.JSON_TOPICS + ((contracts.FRAME_TOPIC,) if self.atomic_frames else contracts.MASK_TOPICS)
+        for name in names:
             self._core.track(contracts.topic_name(self.namespace, name).encode("utf-8"), self._namespace_prefix)
-        self._core.track_family(self._per_class_prefix, self._namespace_prefix)
+        if self.atomic_frames:
+            self._carry_locked(contracts.MASK_TOPICS, family=self._per_class_prefix)
+        else:
+            self._core.counts.track_family(self._per_class_prefix, self._namespace_prefix)
+
+    def _carry_locked(self, names, *, family: bytes | None) -> None:
+        """Atomic frames: the frame topic carries the masks ``names`` (and, before ``declare_topics``,
+        any per-class one under ``family``)."""
+        carried = [contracts.topic_name(self.namespace, name).encode("utf-8") for name in names]
+        self._core.counts.carry(self._namespace_prefix, self._frame_topic, carried, family)
 
     # ------------------------------------------------------------------ the send limit
 
@@ -265,9 +277,12 @@ class MaskPublisher:
             if name.startswith(contracts.PER_CLASS_OBSTACLE_PREFIX):
                 self._check_per_class(name)
         with self._core.lock:
-            for name in names:
-                self._core.track(contracts.topic_name(self.namespace, name).encode("utf-8"), self._namespace_prefix)
-            self._core.untrack_family(self._per_class_prefix)
+            if self.atomic_frames:  # sent in the frame topic only
+                self._carry_locked(names, family=None)
+            else:
+                for name in names:
+                    self._core.track(contracts.topic_name(self.namespace, name).encode("utf-8"), self._namespace_prefix)
+                self._core.counts.untrack_family(self._per_class_prefix)
             self._declared = tuple(names)
         if any(name not in self._plans for name in names):  # the start line named the fixed topics only
             log.info("publishing %s/{%s} on %s", self.namespace, ",".join(names), self.endpoint)
@@ -466,8 +481,9 @@ class MaskPublisher:
         """Wait until ``count`` subscriptions to this namespace are live, at most ``timeout_s``.
 
         A subscriber counts once per prefix it subscribes to: a recorder or ``listen --namespace``
-        once, ``listen --topic`` once per topic; a prefix that receives none of the namespace's
-        topics (``<ns>/x``, a per-class topic not declared, see ``declare_topics``) not at all. A
+        once, ``listen --topic`` once per topic (with atomic frames once per mask it takes from
+        ``<ns>/frame``: ``_track_locked``); a prefix that receives none of the namespace's topics
+        (``<ns>/x``, ``<ns>/frame`` without atomic frames, a per-class topic not declared) not at all. A
         subscription that has reached the publisher receives every message sent after it, so the
         first frame is not lost to the slow joiner.
         Holds the socket for at most 10 ms at a time (call it before publishing, not alongside).

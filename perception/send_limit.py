@@ -19,7 +19,7 @@ far) crashes it when one is closing.
 
 ``SendLimit`` holds the limit of one socket (shared by every namespace on it), says once when it
 is below two bursts of the node as it runs, and warns of the sends that met a full queue (which the
-socket counts: ``XpubCore.see_full_queues``).
+socket counts, once a send however many queues were full: ``XpubCore.see_full_queues``).
 """
 
 from __future__ import annotations
@@ -81,12 +81,17 @@ class SendLimit:
         )
 
     def overflowed(self, overflows: int, burst: int) -> None:
-        """A send met a full subscriber queue, the socket's ``overflows``-th: a warning at the 1st,
-        10th, 100th and every 1000th."""
+        """A send found one or more subscriber queues full, the socket's ``overflows``-th: a warning at
+        the 1st, 10th, 100th and every 1000th. It counts sends, not subscribers: libzmq's
+        ``XPUB_NODROP`` check says whether any queue of the send is full, not which nor how many, and
+        the send made again without it takes every full one out of the send set at once, each until
+        its queue has drained by half (``dist_t::check_hwm``, ``dist_t::write``); so subscribers that
+        fill on the same send (readers stuck alike) count once."""
         if overflows in (1, 10, 100) or overflows % 1000 == 0:
             log.warning(
-                "a subscriber's queue was full (--sndhwm %d messages; a burst of this node is %d): it loses "
-                "messages, seen as gaps in pub_seq (%d overflow%s so far). A reader that keeps up needs a larger "
-                "--sndhwm; a slow one should drain and keep the newest (--keep-latest)",
+                "a send found a subscriber queue full (--sndhwm %d messages; a burst of this node is %d): each "
+                "full subscriber loses messages, seen as gaps in its pub_seq (%d such send%s so far; subscribers "
+                "that fill on the same send count once). A reader that keeps up needs a larger --sndhwm; a slow one "
+                "should drain and keep the newest (--keep-latest)",
                 self.value, burst, overflows, "" if overflows == 1 else "s",
             )

@@ -68,11 +68,15 @@ PUBLISHER_STATS = (
     StatsKey("messages_sent", "int", "messages handed to ZeroMQ"),
     StatsKey("bytes_sent", "int", "their bytes (topic, headers, payloads)", "bytes"),
     StatsKey("send_errors", "int", "sends that failed (counted, never raised)"),
-    StatsKey("hwm_overflows", "int", "times a send of this namespace found a subscriber's queue full (`--sndhwm`): "
-             "that subscriber loses every message from then until its queue has drained by half, counted once (one "
-             "stuck for good counts 1, however long; its `pub_seq` gaps say how many it lost)"),
+    StatsKey("hwm_overflows", "int", "sends of this namespace that found one or more subscriber queues full "
+             "(`--sndhwm`; ZeroMQ tells whether any queue is full, not which: subscribers that fill on the same send "
+             "count once, so this is no number of subscribers): each full subscriber loses every message from then "
+             "until its queue has drained by half (one stuck for good adds 1 at most; its `pub_seq` gaps say how "
+             "many it lost)"),
     StatsKey("subscriptions", "int", "live subscriptions that receive one of this namespace's topics (one per "
-             "subscriber and prefix; a prefix under the namespace that names none of them, e.g. `<ns>/x`, does not count)"),
+             "subscriber and prefix; a prefix under the namespace that names none of them, e.g. `<ns>/x`, does not "
+             "count, nor `<ns>/frame` on a node without `--atomic-frames`; with them a reader that asks for masks by "
+             "name and takes `<ns>/frame` for them counts once per mask)"),
     StatsKey("curve_rejections", "int", "CURVE handshakes the allow-list refused"),
     StatsKey("curve_disconnects", "int", "connected CURVE clients cut because their key left --curve-allow"),
 )

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: What counts towards ``--wait-subscribers``, said in its first line.
+COUNTED = ("a recorder or listen --namespace counts once, listen --topic once per topic; one that receives none of "
+           "the node's topics not at all")
+
 
 def wait_for_subscribers(pipelines: list[Pipeline], *, poll_s: float) -> bool:
     """Hold the first frame of every one of ``pipelines`` (a node's cameras, not started yet) until
@@ -39,8 +43,8 @@ def wait_for_subscribers(pipelines: list[Pipeline], *, poll_s: float) -> bool:
     endpoint = pipelines[0].publisher.endpoint
     several = len(pipelines) > 1
     namespaces = ", ".join(p.config.publish_options.resolved_namespace for p in pipelines)
-    log.info("waiting up to %g s for %d subscriber(s)%s on %s", timeout_s, want,
-             f" to each camera's namespace ({namespaces})" if several else "", endpoint)
+    log.info("waiting up to %g s for %d subscription(s) to %s on %s (%s)", timeout_s, want,
+             f"each camera's namespace ({namespaces})" if several else namespaces, endpoint, COUNTED)
     deadline = time.monotonic() + timeout_s
     pending = list(pipelines)
     while pending:
@@ -54,7 +58,8 @@ def wait_for_subscribers(pipelines: list[Pipeline], *, poll_s: float) -> bool:
             return False
         if time.monotonic() >= deadline:
             raise SubscribersMissingError(_missing_subscribers(pending, want, several=several, timeout_s=timeout_s))
-    log.info("%d subscriber(s)%s joined; starting", want, " to each camera" if several else "")
+    log.info("%d subscription(s) to %s reached the node; starting", want,
+             "each camera's namespace" if several else namespaces)
     return True
 
 
@@ -64,13 +69,13 @@ def _missing_subscribers(pending: list[Pipeline], want: int, *, several: bool, t
     fix = "start the recorder first or drop --wait-subscribers"
     if not several:
         have = pending[0].publisher.stats()["subscriptions"]
-        who = "no subscriber" if have == 0 else f"only {have} of {want} subscribers"
+        who = "no subscriber" if have == 0 else f"only {have} of {want} subscriptions"
         return f"{who} connected to {endpoint} within {timeout_s:g} s; {fix}"
     parts = []
     for p in pending:
         have = p.publisher.stats()["subscriptions"]
         options = p.config.publish_options
-        who = "no subscriber" if have == 0 else f"only {have} of {want} subscribers"
+        who = "no subscriber" if have == 0 else f"only {have} of {want} subscriptions"
         parts.append(f"{who} to camera {quoted(options.camera_name)} ({options.resolved_namespace})")
     parent = pending[0].config.publish_options.resolved_namespace.rpartition("/")[0]
     return (f"{' and '.join(parts)} connected to {endpoint} within {timeout_s:g} s (--wait-subscribers {want} "

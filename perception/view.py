@@ -126,6 +126,27 @@ class ViewConfig:
                 raise ValueError(problem)
 
 
+class SeqGaps:
+    """The node's frames a view never received (``missing``: gaps in ``seq`` between the masks that
+    came), of them ``lost`` in transport (gaps in a topic's ``pub_seq``, as ``listen`` splits them;
+    the rest the node dropped), and frames left out as they came without some mask (``incomplete``)."""
+
+    def __init__(self) -> None:
+        self.missing = self.lost = self.incomplete = 0
+        self._seq: int | None = None
+        self._pub: dict[str, int | None] = {}  # topic -> its last pub_seq
+
+    def add(self, topic: str, seq: int, pub_seq: int | None) -> None:
+        last_pub, self._pub[topic] = self._pub.get(topic), pub_seq
+        if self._seq is None or seq < self._seq:  # the first, or the node started again: no gap to tell
+            self._seq = seq
+        elif seq > self._seq:
+            gap, self._seq = seq - self._seq - 1, seq
+            self.missing += gap
+            lost = gap if pub_seq is None or last_pub is None else max(0, pub_seq - last_pub - 1)
+            self.lost += min(gap, lost)
+
+
 def run_view(config: ViewConfig, *, stop: threading.Event | None = None) -> int:
     """Run ``perception view`` until the input ends, a limit is reached, the window closes or ``stop`` is set.
 
@@ -147,12 +168,13 @@ def run_view(config: ViewConfig, *, stop: threading.Event | None = None) -> int:
     deadline = time.monotonic() + config.duration_s if config.duration_s else None
     ended: list[str] = []  # why the frames ran out, as the frame generator knows it
     rate: list[float] = []  # the source's own frame rate, once the generator has opened it
+    gaps = SeqGaps()  # the node's frames that never came (a view of a node)
     if config.endpoint is None:
         frames = _model_frames(config, stop, ended, rate)
     else:
         # A video's rate is fixed when it opens: measured from the node's first masks when nothing else gives it.
         measure = sink.mode == "video" and not config.source_options.fps
-        frames = node_frames(config, stop, deadline, ended, rate, measure_rate=measure)
+        frames = node_frames(config, stop, deadline, ended, rate, measure_rate=measure, gaps=gaps)
     try:
         for frame in frames:
             if sink.frames == 0:
@@ -168,6 +190,11 @@ def run_view(config: ViewConfig, *, stop: threading.Event | None = None) -> int:
     finally:
         frames.close()
         sink.close()
+    if gaps.missing or gaps.incomplete:
+        log.warning("%s: %d of the node's frames never arrived (gaps in seq: lost in transport %d, dropped by the "
+                    "node %d)%s; the output jumps over them",
+                    f"{config.endpoint} under {config.namespace}", gaps.missing, gaps.lost, gaps.missing - gaps.lost,
+                    f", {gaps.incomplete} more came without all their masks" if gaps.incomplete else "")
     if sink.frames == 0:
         kept = f" (the earlier {len(stale)} frame(s) there are left as they were)" if stale else ""
         # masks came, under the cameras' namespaces below --namespace, or of another source's frames: the flag to change

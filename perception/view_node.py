@@ -33,7 +33,7 @@ from perception.stats import RateLimitedLog
 from perception.wire import printable
 
 if TYPE_CHECKING:  # perception.view runs this module
-    from perception.view import ViewConfig
+    from perception.view import SeqGaps, ViewConfig
 
 log = logging.getLogger("perception.view")  # the command's name, which its lines show
 
@@ -320,7 +320,7 @@ def _counted(counts: dict[str, int]) -> str:
 
 
 def node_frames(config: ViewConfig, stop: threading.Event, deadline: float | None, ended: list[str],
-                 rate: list[float], *, measure_rate: bool = False):
+                 rate: list[float], *, measure_rate: bool = False, gaps: SeqGaps | None = None):
     """Frames drawn from a node's masks; ends at ``deadline`` (monotonic s) even when none arrive.
 
     The class map is drawn in the colours of a class table (the node's, else ``--model``'s); the
@@ -336,9 +336,11 @@ def node_frames(config: ViewConfig, stop: threading.Event, deadline: float | Non
     With ``measure_rate`` and no rate from the source, the first frame waits until the node's rate is
     known (``RATE_FRAMES`` frames, at most ``RATE_WAIT_S``: ``node_rate``), which goes to ``rate``.
 
-    Appends to ``ended`` why it stopped early, when that explains an empty output."""
+    Appends to ``ended`` why it stopped early, when that explains an empty output; counts in ``gaps``
+    the node's frames that never came."""
     from perception.sources import open_source
     from perception.subscribe import MaskSubscriber
+    from perception.view import SeqGaps
 
     arrived: dict[str, int] = {}  # mask name -> messages received, in arrival order
     colours = _NodeColours(config, arrived.keys())  # a live view of the names
@@ -375,6 +377,7 @@ def node_frames(config: ViewConfig, stop: threading.Event, deadline: float | Non
     rate_decided = not measure_rate or bool(rate)  # a video's rate: the source's, else measured here
     rate_give_up_s = math.inf
     captures: list[int] = []  # capture_ns of the first frames (one a seq), for the node's rate
+    gaps = gaps or SeqGaps()
 
     def complete(masks: dict[str, np.ndarray]) -> bool:
         """Nothing more of this seq is worth waiting for."""
@@ -522,11 +525,13 @@ def node_frames(config: ViewConfig, stop: threading.Event, deadline: float | Non
             if msg is not None:
                 name = msg.topic.rsplit("/", 1)[-1]
                 arrived[name] = arrived.get(name, 0) + 1
+                gaps.add(msg.topic, msg.seq, msg.pub_seq)
                 if msg.seq != done_seq and msg.seq != pending_seq:
                     # The next seq began: the one before is whole if it holds every mask seen so far
                     # (this one's included: the first seq, joined midway, may lack the first masks).
                     if pending and pending.keys() >= arrived.keys():
                         hold(pending_seq, pending_model, pending, pending_v1, pending_hw)
+                    gaps.incomplete += bool(pending) and next_seq_seen  # (a first frame, joined midway, is not)
                     next_seq_seen = next_seq_seen or pending_seq != -1
                     pending, pending_seq, pending_model = {}, msg.seq, msg.header["model_id"]
                     pending_v1, pending_hw = False, None

@@ -43,8 +43,8 @@ reconnects meet the new list and are refused. A subscription from a key no longe
 the same way when it is read.
 
 Two send modes: ``send_timeout_ms=None`` (the live node) never waits: a subscriber whose queue is
-full loses the message, as with PUB (with ``see_full_queues``, each such send is counted first:
-``full_queue_sends``). A number (replay) sets ``XPUB_NODROP``: a send waits up to that long for room
+full loses the message, as with PUB (with ``see_full_queues``, each send that finds one or more
+full queues is counted first: ``full_queue_sends``). A number (replay) sets ``XPUB_NODROP``: a send waits up to that long for room
 and raises ``zmq.Again`` when there is none, so the caller can retry or stop.
 
 Closing: ``close(flush_s=...)`` lets what is queued go out for at most ``flush_s`` seconds (ZeroMQ's
@@ -124,10 +124,9 @@ class XpubCore:
         sndhwm: messages queued per subscriber (drop or wait beyond it, see ``send_timeout_ms``).
         send_timeout_ms: None: never wait (drop at the HWM); a number: ``XPUB_NODROP``, a send waits
             up to that long for room, then raises ``zmq.Again``.
-        see_full_queues: with ``send_timeout_ms`` None, see each send that meets a full subscriber
-            queue instead of ZeroMQ dropping it without a word: ``XPUB_NODROP`` makes it fail, it is
-            counted (``full_queue_sends``) and made again without it (the full subscriber loses
-            it, the others get it).
+        see_full_queues: with ``send_timeout_ms`` None, see each send that finds a subscriber queue
+            full (``XPUB_NODROP`` fails it): counted (``full_queue_sends``: once, however many queues
+            were full) and made again without it (the full subscribers lose it, the others get it).
         curve_secret_key_file: the server's ``.key_secret``; turns on CURVE encryption.
         curve_allow_dir: directory of allowed client ``.key`` files (needs the secret key).
         what: what leaves the machine, for the warning on a non-loopback endpoint.
@@ -153,7 +152,7 @@ class XpubCore:
         self.lock = threading.Lock()
         self.closed = False
         # Subscription accounting (see the module docstring): per connection and prefix.
-        self._counts = SubscriptionCounts()
+        self._counts = SubscriptionCounts(alive=connection_alive)
         # Latched topics: topic -> the callback that sends it again (caller holds the lock); those
         # due for a new subscription; when each last went again; when the first due one may go.
         self._latched: dict[bytes, Callable[[], None]] = {}
@@ -326,14 +325,10 @@ class XpubCore:
         The caller holds the lock, or no other thread uses the core yet."""
         self._counts.track(topic, group)
 
-    def track_family(self, family: bytes, group: bytes) -> None:
-        """Count in ``group`` the subscriptions to topics the publisher may add later, one path
-        segment under ``family`` (``b"ns/obstacle/"``: per-class masks of classes not declared yet);
-        ``untrack_family`` once the topics are declared (``track``). The caller holds the lock."""
-        self._counts.track_family(family, group)
-
-    def untrack_family(self, family: bytes) -> None:
-        self._counts.untrack_family(family)
+    @property
+    def counts(self) -> SubscriptionCounts:
+        """The counts themselves (``track_family``, ``carry``: ``SubscriptionCounts``); the caller holds the lock."""
+        return self._counts
 
     @property
     def max_prefixes(self) -> int:
@@ -529,10 +524,9 @@ class XpubCore:
         except zmq.Again:
             if not self._see_full_queues:
                 raise
-            # A subscriber's queue is full and nothing went out: counted, then sent without
-            # XPUB_NODROP, so that the full subscriber loses this message (and those sent until its
-            # queue has drained by half: ZeroMQ takes it out of the send set meanwhile) and the
-            # others get it.
+            # A subscriber queue is full (libzmq's check says whether any is, not which nor how many)
+            # and nothing went out: counted once, then sent without XPUB_NODROP, so that each full
+            # subscriber loses it and leaves the send set until its queue has drained by half.
             self.full_queue_sends += 1
             self._socket.setsockopt(zmq.XPUB_NODROP, 0)
             try:

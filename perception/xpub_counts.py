@@ -12,6 +12,7 @@ connection that sent it, and hands both to ``SubscriptionCounts``:
     counts.unsubscribe(b"ns/", None)           # libzmq's own, for a connection that closed
     counts.settle(alive)                       # once a read: drop the connections ``alive`` says are gone
     counts.receivers(b"ns/lane"), counts.count(b"ns/"), counts.count(b"")
+    counts.carry(b"ns/", b"ns/frame", [b"ns/lane"])  # atomic frames: ns/frame holds ns/lane (see ``carry``)
 
 What is counted is a connection holding a prefix, as libzmq keeps it: a connection that subscribes
 to one prefix N times holds it once (a SUB socket sends every subscribe, but only one unsubscribe,
@@ -38,6 +39,10 @@ drop, change nothing). The rest remove subscriptions counted without a connectio
 cap of the connection named. The matching is by prefix (over the cap, by number): where
 subscriptions with and without a connection mix, an unsubscribe of no known connection may be taken
 for a dropped connection's, and the subscription it ended counts until that one's own is read.
+
+``count`` also asks ``alive`` (when given) about every connection held, at most once a
+``SWEEP_INTERVAL_S``, and drops the closed ones: under connect-disconnect churn libzmq's report of
+a closed connection can come after the next one's subscriptions, and both counted meanwhile.
 
 What may be counted too long, never too short: a subscription over the cap is not kept, so one a
 connection repeats counts again (until it closes); a connection whose socket was closed and whose
@@ -67,13 +72,34 @@ MAX_PREFIXES = 10_000
 _CAP_WARN_INTERVAL_S = 60.0
 _NO_TOPICS: tuple[bytes, ...] = ()
 _NO_GROUPS: frozenset[bytes] = frozenset()
+#: ``count`` drops the closed connections (``alive``) at most this often: a connection that closed
+#: counts until then, not until libzmq's report of it is read (under churn that came after the next
+#: connection's subscriptions, and ``subscriptions`` counted both).
+SWEEP_INTERVAL_S = 0.05
+#: The kinds of a connection's subscriptions under a group with carried topics (``carry``): one
+#: that receives only the carrier (``<ns>/frame``), one to a carried name that receives no tracked
+#: topic (``<ns>/lane``) or one (``<ns>/obstacle`` receives ``<ns>/obstacles``), one under the
+#: group that receives nothing (``<ns>/x``).
+_CARRIER_ONLY, _CARRIED, _CARRIED_REAL, _STRAY = range(4)
+_FRAME = contracts.FRAME_TOPIC.encode()  # (``ns/obstacle/frame``: where a reader looks for per-class masks, no class)
+
+
+def _carried_extra(kinds: list[int]) -> int:
+    """What a connection's subscriptions of ``kinds`` add to its group's count: each carried name
+    that receives nothing of its own, when the connection holds the carrier (the masks come in it);
+    the carrier alone when the connection asks for nothing else under the group (a ``listen
+    --topic`` of a mistyped name also subscribes to ``<ns>/frame``, and receives none of it)."""
+    extra = kinds[_CARRIED] if kinds[_CARRIER_ONLY] else 0
+    if not (kinds[_CARRIED] or kinds[_CARRIED_REAL] or kinds[_STRAY]):
+        extra += kinds[_CARRIER_ONLY]
+    return extra
 
 
 class SubscriptionCounts:
     """Live subscriptions, per connection and prefix, counted per tracked topic and per group (see
     the module docstring). Not thread-safe: the core calls it with its lock held."""
 
-    def __init__(self, max_prefixes: int = MAX_PREFIXES) -> None:
+    def __init__(self, max_prefixes: int = MAX_PREFIXES, *, alive: Callable[[Hashable], bool] | None = None) -> None:
         self._live: dict[bytes, int] = {}  # kept prefix -> subscriptions that hold it
         # Every prefix of every tracked topic -> (the tracked topics it receives, its groups).
         self._index: dict[bytes, tuple[list[bytes], set[bytes]]] = {}
@@ -97,6 +123,14 @@ class SubscriptionCounts:
         #: Subscriptions not kept because of ``max_prefixes`` (or longer than any topic), ever.
         self.prefixes_over_cap = 0
         self._cap_warn_at = 0.0  # (monotonic) when the cap may be warned about again
+        # ``count`` first drops the connections ``alive`` says are closed, at most once a SWEEP_INTERVAL_S.
+        self._alive, self._swept_at = alive, -SWEEP_INTERVAL_S
+        # Carried topics (``carry``): group -> (its carrier topic, the carried names, the carried
+        # family or None); per (connection, group) its subscriptions of each kind (``_CARRIER_ONLY`` ...); per
+        # group what those add to its count.
+        self._carriers: dict[bytes, tuple[bytes, frozenset[bytes], bytes | None]] = {}
+        self._kinds: dict[tuple[Hashable | None, bytes], list[int]] = {}
+        self._carried_count: dict[bytes, int] = {}
 
     # ------------------------------------------------------------------ tracked topics
 
@@ -109,6 +143,7 @@ class SubscriptionCounts:
         prefixes = [topic[:i] for i in range(len(topic) + 1)]
         before = {p: self._snapshot(p) for p in prefixes if p in self._live}
         new_topic = topic not in self._receivers
+        changed = new_topic
         if new_topic:
             self._receivers[topic] = 0
         if group is not None:
@@ -121,9 +156,12 @@ class SubscriptionCounts:
                 self._extra -= self._live.get(p, 0)
             if new_topic:
                 entry[0].append(topic)
-            if group is not None:
+            if group is not None and group not in entry[1]:
                 entry[1].add(group)
+                changed = True
         self._recount(before)
+        if changed:
+            self._rebuild_carried()
 
     def track_family(self, family: bytes, group: bytes) -> None:
         """Count in ``group`` the subscriptions to topics the publisher may add later, one path
@@ -132,19 +170,83 @@ class SubscriptionCounts:
         affected = {p: self._snapshot(p) for p in self._live if p.startswith(family)}
         self._families[family] = group
         self._recount(affected)
+        self._rebuild_carried()
 
     def untrack_family(self, family: bytes) -> None:
         affected = {p: self._snapshot(p) for p in self._live if p.startswith(family)}
         self._families.pop(family, None)
         self._recount(affected)
+        self._rebuild_carried()
 
-    def _contribution(self, prefix: bytes) -> tuple[list[bytes] | tuple[bytes, ...], set[bytes] | frozenset[bytes]]:
-        """The tracked topics a subscription to ``prefix`` receives, and the groups it counts in."""
+    def carry(self, group: bytes, carrier: bytes, names: Sequence[bytes] = (), family: bytes | None = None) -> None:
+        """In ``group``, the tracked topic ``carrier`` (``b"ns/frame"``) holds the topics ``names``
+        (``b"ns/lane"``; none sent on its own) and those one segment under ``family``
+        (``b"ns/obstacle/"``). A subscriber asks for them by name and takes the carrier too: the
+        group's ``count`` takes such a connection once per carried name, not for the carrier; the
+        carrier alone counts when the connection holds nothing else under the group that receives
+        none of its tracked topics. Called again, it replaces what it said before."""
+        affected = {p: self._snapshot(p) for p in self._live if p.startswith(group)}
+        self._carriers[group] = (carrier, frozenset(names), family)
+        self._recount(affected)
+        self._rebuild_carried()
+
+    def _raw_groups(self, prefix: bytes) -> tuple[list[bytes] | tuple[bytes, ...], set[bytes] | frozenset[bytes]]:
+        """The tracked topics a subscription to ``prefix`` receives, and the groups of those topics."""
         entry = self._index.get(prefix)
         topics, groups = (entry[0], entry[1]) if entry is not None else (_NO_TOPICS, _NO_GROUPS)
         for family, group in self._families.items():
             if group not in groups and prefix.startswith(family) and b"/" not in prefix[len(family):]:
                 groups = groups | {group}
+        return topics, groups
+
+    def _kind(self, prefix: bytes, group: bytes) -> int | None:
+        """The kind (``_CARRIER_ONLY`` ...) of a subscription to ``prefix`` in ``group``, which has carried topics."""
+        if len(prefix) <= len(group) or not prefix.startswith(group):
+            return None  # the group itself, a prefix of it, another group: it receives all or none
+        carrier, names, family = self._carriers[group]
+        receives = group in self._raw_groups(prefix)[1]
+        if prefix in names or (family is not None and prefix.startswith(family) and len(prefix) > len(family)
+                               and b"/" not in prefix[len(family):] and prefix[len(family):] != _FRAME):
+            return _CARRIED_REAL if receives else _CARRIED
+        if carrier.startswith(prefix):
+            return _CARRIER_ONLY
+        return None if receives else _STRAY
+
+    def _note(self, conn: Hashable | None, prefix: bytes, delta: int) -> None:
+        """A kept subscription of ``conn`` to ``prefix`` came (1) or went (-1): its part in the
+        count of a group with carried topics."""
+        for group in self._carriers:
+            kind = self._kind(prefix, group)
+            if kind is None:
+                continue
+            kinds = self._kinds.setdefault((conn, group), [0, 0, 0, 0])
+            before = _carried_extra(kinds)
+            kinds[kind] += delta
+            self._carried_count[group] = self._carried_count.get(group, 0) + _carried_extra(kinds) - before
+            if not any(kinds):
+                del self._kinds[conn, group]
+
+    def _rebuild_carried(self) -> None:
+        """The carried counts anew from every kept subscription (after the tracked topics changed)."""
+        if not self._carriers:
+            return
+        self._kinds.clear()
+        self._carried_count.clear()
+        for conn, held in self._held.items():
+            for prefix in held:
+                self._note(conn, prefix, 1)
+        for prefix, n in self._anon.items():
+            for _ in range(n):
+                self._note(None, prefix, 1)
+
+    def _contribution(self, prefix: bytes) -> tuple[list[bytes] | tuple[bytes, ...], set[bytes] | frozenset[bytes]]:
+        """The tracked topics a subscription to ``prefix`` receives, and the groups it counts in
+        as such (not one with carried topics where it receives only the carrier: ``carry``)."""
+        topics, groups = self._raw_groups(prefix)
+        if self._carriers and groups:
+            for group in groups & self._carriers.keys():
+                if self._kind(prefix, group) == _CARRIER_ONLY:
+                    groups = groups - {group}
         return topics, groups
 
     def _snapshot(self, prefix: bytes) -> tuple[list[bytes], set[bytes]]:
@@ -199,6 +301,8 @@ class SubscriptionCounts:
         else:
             held.add(prefix)
         self._live[prefix] = self._live.get(prefix, 0) + 1
+        if self._carriers:
+            self._note(conn, prefix, 1)
         return self._apply(prefix, 1)
 
     def _count_over_cap(self, conn: Hashable | None) -> None:
@@ -228,7 +332,7 @@ class SubscriptionCounts:
                 held.remove(prefix)
                 if not held:
                     del self._held[conn]
-                self._remove(prefix)
+                self._remove(prefix, conn)
                 return
         self._pending.append((prefix, conn))
 
@@ -238,8 +342,10 @@ class SubscriptionCounts:
         the same, and the core spares itself naming the connection."""
         return prefix in self._live or self._unstored > 0
 
-    def _remove(self, prefix: bytes) -> None:
-        """One kept subscription to ``prefix`` is gone."""
+    def _remove(self, prefix: bytes, conn: Hashable | None) -> None:
+        """``conn``'s kept subscription to ``prefix`` is gone."""
+        if self._carriers:
+            self._note(conn, prefix, -1)
         self._total -= 1
         n = self._live[prefix]
         if n > 1:
@@ -268,11 +374,20 @@ class SubscriptionCounts:
         for prefix, conn in pending:
             self._settle_one(prefix, conn)
 
+    def _sweep(self) -> None:
+        """Drop the connections ``alive`` says are closed, at most once a ``SWEEP_INTERVAL_S``."""
+        now = time.monotonic()
+        if self._alive is None or now - self._swept_at < SWEEP_INTERVAL_S:
+            return
+        self._swept_at = now
+        for conn in [c for c in self._held.keys() | self._over.keys() if not self._alive(c)]:
+            self.drop(conn)
+
     def drop(self, conn: Hashable) -> None:
         """Forget every subscription of ``conn``, a connection that closed; the unsubscribes libzmq
         makes for them, read before or after, then change nothing."""
         for prefix in self._held.pop(conn, ()):
-            self._remove(prefix)
+            self._remove(prefix, conn)
             if prefix in self._gone or len(self._gone) < self.max_prefixes:
                 self._gone[prefix] = self._gone.get(prefix, 0) + 1
             else:
@@ -295,9 +410,11 @@ class SubscriptionCounts:
             else:
                 for prefix in held:
                     if prefix in into:
-                        self._remove(prefix)
+                        self._remove(prefix, old)
                     else:
                         into.add(prefix)
+            if self._carriers:
+                self._rebuild_carried()
         over = self._over.pop(old, 0)
         if over:
             self._over[new] = self._over.get(new, 0) + over
@@ -331,7 +448,7 @@ class SubscriptionCounts:
                 self._anon[prefix] = n - 1
             else:
                 del self._anon[prefix]
-            self._remove(prefix)
+            self._remove(prefix, None)
         elif self._anon_over:
             self._anon_over -= 1
             self._total -= 1
@@ -361,9 +478,10 @@ class SubscriptionCounts:
         """Live subscriptions that receive some topic under ``prefix`` (see
         ``XpubCore.subscriptions``): a group's count, all of them for ``b""``, else a scan of the
         kept prefixes (at most max_prefixes plus the tracked topics')."""
+        self._sweep()
         n = self._groups.get(prefix)
         if n is not None:
-            return n
+            return n + self._carried_count.get(prefix, 0)
         if not prefix:
             return self._total
         return sum(n for p, n in self._live.items() if prefix.startswith(p) or p.startswith(prefix))
