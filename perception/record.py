@@ -36,6 +36,7 @@ from perception.mcap_layout import (
 from perception.mcap_writer import BrokenRecording, FrameTally, TopicCount
 from perception.options import CurveClientOptions, ReaderQueueOptions, ReaderTopicOptions, leading_slash_error
 from perception.record_splits import Abandoned, SplitWriter
+from perception.subscribe_unasked import Unasked
 
 log = logging.getLogger(__name__)
 
@@ -431,6 +432,11 @@ class Recorder:
         """Why the node refused this recorder's CURVE handshake (``MaskSubscriber.handshake_failure``),
         or None."""
         return self._sub.handshake_failure if self._sub is not None else None
+
+    @property
+    def unasked(self) -> Unasked:
+        """Messages dropped as not asked for: on longer topics that start with a ``--topic``."""
+        return self._sub.unasked if self._sub is not None else Unasked()
 
     @property
     def last_version_error(self) -> str | None:

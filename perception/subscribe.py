@@ -85,6 +85,7 @@ from perception.subscribe_monitor import (
     handshake_failure_text as handshake_failure_text,  # importable from here too
 )
 from perception.subscribe_topics import subscriptions
+from perception.subscribe_unasked import Unasked
 from perception.wire import (
     WireError,
     WireVersionError,
@@ -277,6 +278,7 @@ class MaskSubscriber:
             raise ConfigError(f"max_mask_pixels {short(max_mask_pixels)} must be a whole number >= 1")
         self.max_mask_pixels = max_mask_pixels
         self.counters = SubscribeCounters()
+        self.unasked = Unasked()  # messages dropped as not asked for (subscribe_unasked), from any thread
         self.last_error: str | None = None
         self.last_version_error: str | None = None
         self.max_topics = max_topics
@@ -437,7 +439,8 @@ class MaskSubscriber:
                 self._decode(frames)  # kept in self.info, not returned: not asked for
                 return []
             if topic not in self._exact and topic not in self._frame_topics:
-                return []  # a longer topic that shares a subscribed prefix
+                self.unasked.add(topic)  # a longer topic that shares a subscribed prefix
+                return []
         return frames
 
     def _take_next(self) -> Message | None:
@@ -508,6 +511,9 @@ class MaskSubscriber:
             return None
         if msg.kind == contracts.KIND_FRAME and self.split_frames:
             whole = self._exact is None or msg.topic in self._exact  # the frame topic itself was asked for
+            if not whole and not any(m.topic in self._exact for m in msg.data.values()):
+                self.unasked.add(*(m.topic for m in msg.data.values()))  # none of its masks asked for
+                return None
             parts = [m for m in msg.data.values() if (whole or m.topic in self._exact) and self._track(m.topic)]
             self.counters.received += len(parts)
             if not parts:

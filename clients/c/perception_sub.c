@@ -57,12 +57,16 @@
  * Flags: --max-mask-pixels is a whole number in 1..268435456 (16384 x 16384), --max-queue-mb and
  * --max-topics ones in 1..65536, --count a whole number, --namespace and --topic not empty; any other
  * value is refused with one line, exit 2; so is an --endpoint no subscriber can connect to: inproc://
- * (one process's own) or one with * (tcp://*:5556, tcp://127.0.0.1:*, ipc://*: for a node's bind).
+ * (one process's own) or one with a * for its host, port or ipc path (those are for a node's bind),
+ * and a --namespace or --topic with a leading '/' (a ROS 2 name: wire topics have none).
  * A first SIGINT/SIGTERM stops it with its summary line; a second one ends it at once (130, 143).
  * --topic takes exact topics (a longer one sharing the prefix is dropped); a mask topic <ns>/<mask>
  * also subscribes to <ns>/frame (a per-class <ns>/obstacle/<class> also to the frame topic one
  * level up), where an --atomic-frames node sends it, and keeps only the asked-for masks of each
- * frame; --topic <ns>/frame gives every mask of the frame.
+ * frame; --topic <ns>/frame gives every mask of the frame. Only messages the client takes count
+ * for --idle: those dropped as not asked for (a longer topic, an atomic frame without an asked-for
+ * mask) are counted, and when nothing else came the last line names them (a --topic typo, or a
+ * namespace given as a topic), as `perception listen` does.
  *
  * Output lines (JSON): {"kind":"mask","topic",...,"crc32","dump_offset"} per mask (the decoded
  * bytes go to --dump FILE at dump_offset), {"kind":"json",...} per JSON document, with the
@@ -162,6 +166,32 @@ static info_t *infos = NULL; /* one per tracked <ns>/info topic, so at most --ma
 static int n_infos = 0, cap_infos = 0;
 static long n_masks = 0, n_json = 0, n_skipped = 0, n_over_topics = 0;
 static long n_upgrade = 0; /* of n_skipped: from another wire version or a newer publisher */
+/* Messages dropped as not asked for (with --topic: a longer topic sharing an asked-for prefix, an
+ * atomic frame without an asked-for mask), and the first UNASKED_KEPT distinct topics they came on
+ * (cut to UNASKED_TOPIC_CHARS, bytes outside printable ASCII as '?'), as perception/subscribe_unasked.py. */
+#define UNASKED_KEPT 3
+#define UNASKED_TOPIC_CHARS 120
+static long n_unasked = 0;
+static char unasked_topics[UNASKED_KEPT][UNASKED_TOPIC_CHARS + 1];
+static int n_unasked_topics = 0, unasked_more = 0;
+
+static void note_unasked_topic(const void *data, size_t size) {
+    const unsigned char *bytes = data;
+    char t[UNASKED_TOPIC_CHARS + 1];
+    size_t n = size > UNASKED_TOPIC_CHARS ? UNASKED_TOPIC_CHARS - 3 : size;
+    for (size_t i = 0; i < n; i++) t[i] = bytes[i] < 0x20 || bytes[i] >= 0x7f ? '?' : (char)bytes[i];
+    if (size > UNASKED_TOPIC_CHARS) {
+        memcpy(t + n, "...", 3);
+        n += 3;
+    }
+    t[n] = '\0';
+    for (int i = 0; i < n_unasked_topics; i++)
+        if (!strcmp(unasked_topics[i], t)) return;
+    if (n_unasked_topics < UNASKED_KEPT)
+        memcpy(unasked_topics[n_unasked_topics++], t, n + 1);
+    else
+        unasked_more = 1;
+}
 static uint64_t dump_offset = 0;
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1173,7 +1203,12 @@ static int handle_frame(const char *topic, const cJSON *h, zmq_msg_t *parts, int
     }
     /* With --topic, the frame topic itself asked for gives every mask; a frame subscribed to for
      * asked-for mask topics (frame_topics_of) gives only those. */
-    int whole = o->n_topics == 0 || topic_in(o->topics, o->n_topics, topic, strlen(topic));
+    int whole = o->n_topics == 0 || topic_in(o->topics, o->n_topics, topic, strlen(topic)), any = whole;
+    for (i = 0; i < n && !any; i++) any = topic_in(o->topics, o->n_topics, topics[i], strlen(topics[i]));
+    if (!any) { /* none of its masks asked for: dropped as not asked for, on its masks' topics */
+        n_unasked++;
+        for (i = 0; i < n; i++) note_unasked_topic(topics[i], strlen(topics[i]));
+    }
     for (i = 0; i < n; i++)
         if ((whole || topic_in(o->topics, o->n_topics, topics[i], strlen(topics[i]))) && track(topics[i]))
             emit_mask(mask_line(topics[i], &heads[i], masks[i], pub_seq), masks[i],
@@ -1415,6 +1450,20 @@ static const char *name_arg(const char *flag, const char *text) {
         fprintf(stderr, "perception_sub: error: %s takes a non-empty name\n", flag);
         exit(2);
     }
+    /* A ROS 2 name (/perception/front) subscribes to nothing a node sends: refused with the line
+     * perception listen, record and view give (perception/options.py leading_slash_error). */
+    char fixed[4 * MAX_TOPIC_BYTES];
+    size_t n = 0;
+    for (const char *c = text; *c && n + 2 < sizeof fixed; c++)
+        if (*c != '/' || (n > 0 && fixed[n - 1] != '/')) fixed[n++] = *c;
+    while (n > 0 && fixed[n - 1] == '/') n--;
+    fixed[n] = '\0';
+    if (text[0] == '/' && n > 0) {
+        fprintf(stderr, "perception_sub: error: %s '%s' starts with '/': wire topics have no leading '/' (only the ROS 2 "
+                        "names of a recording's channels have one), so it would receive nothing from a node; drop the "
+                        "leading '/': '%s'\n", flag, text, fixed);
+        exit(2);
+    }
     return text;
 }
 
@@ -1524,6 +1573,10 @@ int main(int argc, char **argv) {
         double t = now_s();
         if ((o.count && n_masks >= o.count) || (o.duration_s && t - start >= o.duration_s)) break;
         if (watch.monitor != NULL) watch_connection(&watch, sock, o.endpoint, max_msg, o.max_pixels);
+        /* --idle is due (only messages not asked for came since the last one taken: a stream of them
+         * leaves no 100 ms poll empty): it ends the client unless a message is waiting already. */
+        zmq_pollitem_t waiting = {sock, 0, ZMQ_POLLIN, 0};
+        if (o.idle_s && t - last >= o.idle_s && (zmq_poll(&waiting, 1, 0) <= 0 || !(waiting.revents & ZMQ_POLLIN))) break;
         zmq_pollitem_t items[2] = {{sock, 0, ZMQ_POLLIN, 0}, {watch.monitor, 0, ZMQ_POLLIN, 0}};
         if (zmq_poll(items, watch.monitor != NULL ? 2 : 1, 100) <= 0 || !(items[0].revents & ZMQ_POLLIN)) {
             /* --idle counts only while nothing is waiting: a client that was descheduled does not
@@ -1550,25 +1603,56 @@ int main(int argc, char **argv) {
                 too_many = 1;
             }
         }
-        last = now_s();
         /* Subscriptions match byte prefixes: with --topic, a longer topic that starts with an
-         * asked-for one (perception/front/lane2 for perception/front/lane) is dropped unread. */
+         * asked-for one (perception/front/lane2 for perception/front/lane) is dropped unread. Only
+         * messages taken count as arrivals for --idle: a typo that is a prefix of real topics
+         * (perception/front/lan) must not keep the client waiting for ever. */
+        long unasked_before = n_unasked;
         int asked = n == 0 || o.n_topics == 0 ||
                     topic_in(o.topics, o.n_topics, zmq_msg_data(&parts[0]), zmq_msg_size(&parts[0])) ||
                     topic_in((const char *const *)o.frame_topics, o.n_frame_topics, zmq_msg_data(&parts[0]),
                              zmq_msg_size(&parts[0]));
         if (!asked) {
-            /* not asked for */
+            n_unasked++;
+            note_unasked_topic(zmq_msg_data(&parts[0]), zmq_msg_size(&parts[0]));
         } else if (too_many) {
             fail("message has more than %d parts", MAX_PARTS);
             skip(NULL);
         } else if (n > 0) {
             handle_message(parts, n, &o);
         }
+        if (n_unasked == unasked_before) last = now_s();
         for (int i = 0; i < n; i++) zmq_msg_close(&parts[i]);
     }
     int status = 0;
-    if (n_masks + n_json + n_skipped + n_over_topics == 0) {
+    if (n_masks + n_json + n_skipped + n_over_topics == 0 && n_unasked && n_unasked_topics) {
+        /* Only messages on longer topics than a --topic came (a typo, a namespace given as a topic):
+         * said so, naming them and what was probably meant (exit 4, as perception listen). */
+        /* The first topic kept that starts with one asked for (else the first: an atomic frame's). */
+        const char *first = unasked_topics[0], *meant = NULL;
+        for (int k = n_unasked_topics - 1; k >= 0; k--)
+            for (int i = 0; i < o.n_topics; i++)
+                if (!strncmp(unasked_topics[k], o.topics[i], strlen(o.topics[i]))) first = unasked_topics[k];
+        for (int i = 0; i < o.n_topics && meant == NULL; i++) {
+            size_t len = strlen(o.topics[i]);
+            while (len > 0 && o.topics[i][len - 1] == '/') len--;
+            if (!strncmp(first, o.topics[i], len) && first[len] == '/') meant = o.topics[i];
+        }
+        fprintf(stderr, "perception_sub: error: no messages on the topic%s ", o.n_topics > 1 ? "s" : "");
+        for (int i = 0; i < o.n_topics; i++) fprintf(stderr, "%s%s", i ? ", " : "", o.topics[i]);
+        fprintf(stderr, " from %s in %.1f s, but %ld on other topics (", o.endpoint, now_s() - start, n_unasked);
+        for (int i = 0; i < n_unasked_topics; i++) fprintf(stderr, "%s%s", i ? ", " : "", unasked_topics[i]);
+        fprintf(stderr, "%s): --topic takes whole topic names, --namespace a namespace; did you mean ",
+                unasked_more ? ", ..." : "");
+        if (meant != NULL) {
+            size_t len = strlen(meant);
+            while (len > 0 && meant[len - 1] == '/') len--;
+            fprintf(stderr, "--namespace %.*s?\n", (int)len, meant);
+        } else {
+            fprintf(stderr, "--topic %s?\n", first);
+        }
+        status = 4;
+    } else if (n_masks + n_json + n_skipped + n_over_topics == 0) {
         /* Nothing at all arrived: the stream is not there (exit 4, as perception listen). */
         fprintf(stderr, "perception_sub: error: no messages received from %s in %.1f s; is the node running? check --endpoint / %s\n",
                 o.endpoint, now_s() - start, o.n_topics ? "--topic" : "--namespace");

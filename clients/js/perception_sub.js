@@ -63,12 +63,16 @@
  * Flags: --max-mask-pixels is a whole number in 1..268435456 (16384 x 16384), --max-queue-mb and
  * --max-topics ones in 1..65536, --count a whole number, --namespace and --topic not empty; any other
  * value is refused with one line, exit 2; so is an --endpoint no subscriber can connect to: inproc://
- * (one process's own) or one with * (tcp://*:5556, tcp://127.0.0.1:*, ipc://*: for a node's bind).
+ * (one process's own) or one with * (tcp://*:5556, tcp://127.0.0.1:*, ipc://*: for a node's bind),
+ * and a --namespace or --topic with a leading '/' (a ROS 2 name: wire topics have none).
  * A first SIGINT/SIGTERM stops it with its summary line; a second one ends it at once (130, 143).
  * --topic takes exact topics (a longer one sharing the prefix is dropped); a mask topic <ns>/<mask>
  * also subscribes to <ns>/frame (a per-class <ns>/obstacle/<class> also to the frame topic one
  * level up), where an --atomic-frames node sends it, and keeps only the asked-for masks of each
- * frame; --topic <ns>/frame gives every mask of the frame.
+ * frame; --topic <ns>/frame gives every mask of the frame. Only messages the client takes count
+ * for --idle: those dropped as not asked for (a longer topic, an atomic frame without an asked-for
+ * mask) are counted, and when nothing else came the last line names them (a --topic typo, or a
+ * namespace given as a topic), as `perception listen` does.
  */
 "use strict";
 
@@ -135,6 +139,10 @@ function failUpgrade(message) {
 const NEWER_PUBLISHER_FIX = "this reader does not know (from a newer publisher?): upgrade this reader";
 // The reasons of UpgradeError skips counted apart for the rate limit (Subscriber.handle).
 const UPGRADE_REASONS = 16;
+// The topics of messages dropped as not asked for kept to name in the last line, and the characters
+// of each kept (Subscriber.noteUnasked), as perception/subscribe_unasked.py.
+const UNASKED_KEPT = 3;
+const UNASKED_TOPIC_CHARS = 120;
 
 // ---------------------------------------------------------------------------------------------
 // Fields, each checked for presence, type and range.
@@ -541,6 +549,10 @@ class Subscriber {
     this.asked = new Set([...this.topics, ...this.frameTopics].map((t) => Buffer.from(t, "utf8").toString("latin1")));
     this.dumpOffset = 0;
     this.counts = { masks: 0, json: 0, skipped: 0, overTopics: 0, upgrade: 0 };
+    // Messages dropped as not asked for (with --topic: a longer topic sharing an asked-for prefix, an
+    // atomic frame without an asked-for mask), and the first UNASKED_KEPT distinct topics they came
+    // on (more: on others too), as perception/subscribe_unasked.py.
+    this.unasked = { messages: 0, topics: [], more: false };
     // The reason of the latest message skipped, of the latest one skipped with an UpgradeError, and
     // how many UpgradeError skips each reason had (its lines are rate-limited): the first
     // UPGRADE_REASONS - 1 reasons each, any further ones together under "".
@@ -697,6 +709,7 @@ class Subscriber {
     // With --topic, the frame topic itself asked for gives every mask; a frame subscribed to for
     // asked-for mask topics (frameTopicsOf) gives only those.
     const whole = this.topics.size === 0 || this.topics.has(topic);
+    if (!whole && !names.some((name) => this.topics.has(ns + name))) this.noteUnasked(...names.map((name) => ns + name));
     heads.forEach((m, i) => {
       if ((whole || this.topics.has(ns + names[i])) && this.track(ns + names[i])) this.emitMask(this.maskLine(ns + names[i], m, masks[i], pubSeq), masks[i]);
     });
@@ -713,6 +726,34 @@ class Subscriber {
     if (!(topicName(topic) === "info" ? this.readInfo(topic, doc, line) : this.track(topic))) return;
     process.stdout.write(JSON.stringify(line) + "\n");
     this.counts.json++;
+  }
+
+  // One message dropped as not asked for, on topics (strings; cut to UNASKED_TOPIC_CHARS, control
+  // characters as '?').
+  noteUnasked(...topics) {
+    this.unasked.messages++;
+    for (let topic of topics) {
+      topic = topic.replace(new RegExp(CONTROL.source, "gu"), "?");
+      if (topic.length > UNASKED_TOPIC_CHARS) topic = topic.slice(0, UNASKED_TOPIC_CHARS - 3) + "...";
+      if (this.unasked.topics.includes(topic)) continue;
+      if (this.unasked.topics.length < UNASKED_KEPT) this.unasked.topics.push(topic);
+      else this.unasked.more = true;
+    }
+  }
+
+  // The last line when messages came only on longer topics than the --topic values (a typo, a
+  // namespace given as a topic): them, and what was probably meant; null when none did.
+  unaskedLine(endpoint, seconds) {
+    const { messages, topics, more } = this.unasked;
+    if (!messages || !topics.length) return null;
+    const asked = [...this.topics];
+    // The first topic kept that starts with one asked for (else the first: an atomic frame's).
+    const first = topics.find((t) => asked.some((a) => t.startsWith(a))) ?? topics[0];
+    const namespace = asked.find((t) => first.startsWith(t.replace(/\/+$/, "") + "/"));
+    const meant = namespace !== undefined ? `--namespace ${namespace.replace(/\/+$/, "")}` : `--topic ${first}`;
+    return `no messages on the topic${asked.length > 1 ? "s" : ""} ${asked.join(", ")} from ${endpoint} in ${seconds.toFixed(1)} s, ` +
+      `but ${messages} on other topics (${topics.join(", ")}${more ? ", ..." : ""}): ` +
+      `--topic takes whole topic names, --namespace a namespace; did you mean ${meant}?`;
   }
 
   // Whether a received message is on a topic asked for: subscriptions match byte prefixes, so with
@@ -799,6 +840,15 @@ function parseArgs(argv) {
     const v = argv[++i];
     if ((a === "--namespace" || a === "--topic") && v === "") {
       process.stderr.write(`perception_sub.js: error: ${a} takes a non-empty name\n`);
+      process.exit(2);
+    }
+    // A ROS 2 name (/perception/front) subscribes to nothing a node sends: refused with the line
+    // perception listen, record and view give (perception/options.py leading_slash_error).
+    const fixed = v.split("/").filter((part) => part).join("/");
+    if ((a === "--namespace" || a === "--topic") && v.startsWith("/") && fixed) {
+      process.stderr.write(`perception_sub.js: error: ${a} '${v}' starts with '/': wire topics have no leading '/' (only the ` +
+        "ROS 2 names of a recording's channels have one), so it would receive nothing from a node; drop the leading " +
+        `'/': '${fixed}'\n`);
       process.exit(2);
     }
     if (a === "--endpoint") o.endpoint = v;
@@ -913,6 +963,9 @@ async function main() {
     const now = monotonicMs();
     if ((o.count && sub.counts.masks >= o.count) || (o.duration && now - start >= o.duration * 1000)) break;
     watch.check();
+    // --idle is due (only messages not asked for came since the last one taken: a stream of them
+    // leaves no receive timing out): it ends the client unless a message is waiting already.
+    if (o.idle && now - last >= o.idle * 1000 && !sock.readable) break;
     let parts;
     try {
       parts = await sock.receive();
@@ -923,12 +976,21 @@ async function main() {
       if (o.idle && monotonicMs() - last >= o.idle * 1000) break;
       continue;
     }
-    last = monotonicMs();
+    // Only messages taken count as arrivals for --idle: a --topic typo that is a prefix of real
+    // topics (perception/front/lan) must not keep the client waiting for ever.
+    const unaskedBefore = sub.unasked.messages;
     if (sub.isAsked(parts)) sub.handle(parts);
+    else sub.noteUnasked(parts[0].toString("utf8"));
+    if (sub.unasked.messages === unaskedBefore) last = monotonicMs();
   }
   const { masks, json, skipped, overTopics } = sub.counts;
   let status = 0;
-  if (masks + json + skipped + overTopics === 0) {
+  const unasked = masks + json + skipped + overTopics === 0 ? sub.unaskedLine(o.endpoint, (monotonicMs() - start) / 1000) : null;
+  if (unasked !== null) {
+    // Only messages on longer topics than a --topic came: said so (exit 4, as perception listen).
+    process.stderr.write(`perception_sub.js: error: ${unasked}\n`);
+    status = 4;
+  } else if (masks + json + skipped + overTopics === 0) {
     // Nothing at all arrived: the stream is not there (exit 4, as perception listen).
     process.stderr.write(`perception_sub.js: error: no messages received from ${o.endpoint} in ${((monotonicMs() - start) / 1000).toFixed(1)} s; ` +
       `is the node running? check --endpoint / ${o.topics.length ? "--topic" : "--namespace"}\n`);

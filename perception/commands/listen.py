@@ -66,6 +66,7 @@ from perception.options import CurveClientOptions, ReaderQueueOptions, ReaderTop
 from perception.overwrite import refuse_earlier_output, remove_earlier_output
 from perception.signals import install_signal_handlers
 from perception.subscribe import MaskSubscriber, Message
+from perception.subscribe_unasked import unasked_line
 from perception.topic_stats import TopicStats, is_latched
 from perception.wire import printable, topic_dir_name
 
@@ -257,16 +258,17 @@ def main(args: argparse.Namespace) -> int:
     # SIGINT after --duration) must not cost the --json summary.
     handlers = install_signal_handlers(request_stop)
     try:
-        summary, nothing, version_error, failure = _listen(config, earlier, live, stop)
+        summary, nothing, version_error, failure, unasked = _listen(config, earlier, live, stop)
         _print_summary(summary, live)
         if config.json:
             emit(json.dumps(summary, indent=2))
     finally:
         handlers.restore()
     if nothing:
-        # Nothing at all arrived: the stream is not there (exit 4, as record and view), said once.
-        raise SourceUnavailableError(nothing_received(config.endpoint, summary["duration_s"],
-                                                      _nothing_hint(config, failure)))
+        # Nothing at all arrived: the stream is not there (exit 4, as record and view), said once;
+        # or only messages on longer topics that start with a --topic (a typo, a namespace): said so.
+        raise SourceUnavailableError(unasked or nothing_received(config.endpoint, summary["duration_s"],
+                                                                 _nothing_hint(config, failure)))
     if summary["messages"] == 0:
         # Messages came, none of them readable: a bad input (exit 2), as record says it.
         raise SourceError(every_message_skipped(summary, version_error))
@@ -281,9 +283,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _listen(config: ListenConfig, earlier: list[Path], live,
-            stop: dict[str, bool]) -> tuple[dict[str, Any], bool, str | None, str | None]:
+            stop: dict[str, bool]) -> tuple[dict[str, Any], bool, str | None, str | None, str | None]:
     """Receive until ``--duration``, ``--count`` or a stop; the summary, whether nothing at all came,
-    and the reason of the latest message skipped for its version (``last_version_error``)."""
+    the reason of the latest message skipped for its version (``last_version_error``), the node's
+    handshake failure, and the line for messages that came only on longer topics than a ``--topic``
+    (``subscribe_unasked.unasked_line``)."""
     sub = MaskSubscriber(
         config.endpoint,
         topics=config.topic or None,
@@ -347,7 +351,8 @@ def _listen(config: ListenConfig, earlier: list[Path], live,
             # Not at the very end: the summary follows (with, when nothing came, the hint once).
             if now_s >= next_report_s and (end_s is None or now_s < end_s):
                 next_report_s = now_s + config.interval_s
-                _report(stats, sub, now_s, live, _nothing_hint(config, sub.handshake_failure))
+                unasked = unasked_line(config.endpoint, config.topic, now_s - start_s, sub.unasked) if config.topic else None
+                _report(stats, sub, now_s, live, unasked or _nothing_hint(config, sub.handshake_failure), bool(unasked))
     finally:
         sub.close()
     duration_s = time.monotonic() - start_s
@@ -366,7 +371,8 @@ def _listen(config: ListenConfig, earlier: list[Path], live,
         "cut_off": sub.cut_off(),
     }
     nothing = total == 0 and not (counters.malformed or counters.version_mismatch or counters.over_max_topics)
-    return summary, nothing, sub.last_version_error, sub.handshake_failure
+    unasked = unasked_line(config.endpoint, config.topic, duration_s, sub.unasked) if config.topic else None
+    return summary, nothing, sub.last_version_error, sub.handshake_failure, unasked
 
 
 def every_message_skipped(summary: dict[str, Any], version_error: str | None) -> str:
@@ -443,14 +449,15 @@ def no_messages_hint(what_flag: str, *, curve: bool, endpoint: str | None = None
 SILENT_HIDE_S = 60.0
 
 
-def _report(stats: dict[str, TopicStats], sub: MaskSubscriber, now_s: float, out, hint: str) -> None:
+def _report(stats: dict[str, TopicStats], sub: MaskSubscriber, now_s: float, out, hint: str,
+            unasked: bool = False) -> None:
     skipped = sub.counters.malformed + sub.counters.version_mismatch
     if not stats and skipped:
         # The node is there: what it sends is what this reader cannot read (the next line says why).
         print(f"no messages read yet from {sub.endpoint}: the {skipped} received so far were all skipped",
               file=out, flush=True)
-    elif not stats:
-        print(f"no messages yet from {sub.endpoint}; {hint}", file=out, flush=True)
+    elif not stats:  # (the hint is the whole line when messages came only on topics not asked for)
+        print(hint if unasked else f"no messages yet from {sub.endpoint}; {hint}", file=out, flush=True)
     # A topic silent for SILENT_HIDE_S leaves the table for one line of them all: a burst of topics that
     # then went quiet (a publisher inventing names) would otherwise print its rows every --interval
     # for the rest of the run. A topic that goes quiet shows 0.0 Hz until then; latched ones stay.

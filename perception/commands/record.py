@@ -40,6 +40,7 @@ from perception.record import RecordConfig, Recorder
 from perception.recover import RecoveryStopped, recording_is_intact, recover_recording, same_file
 from perception.signals import install_signal_handlers
 from perception.sinks import missing_folders, remove_empty_folders
+from perception.subscribe_unasked import unasked_line
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,10 @@ def _record(config: RecordConfig) -> int:
         failure = recorder.handshake_failure
         hint = no_messages_hint("--namespace" if config.namespace else "--topic", curve=bool(config.curve_server_key),
                                 endpoint=config.endpoint, handshake_failure=failure)
-        raise SourceUnavailableError(f"nothing recorded, so no file was written to {config.out}{left}: no messages "
-                                     f"received from {config.endpoint} in {summary.seconds:.1f} s; {hint}")
+        # Or only messages on longer topics that start with a --topic came (a typo, a namespace): said so.
+        unasked = unasked_line(config.endpoint, config.topic, summary.seconds, recorder.unasked) if config.topic else None
+        raise SourceUnavailableError(f"nothing recorded, so no file was written to {config.out}{left}: " + (
+            unasked or f"no messages received from {config.endpoint} in {summary.seconds:.1f} s; {hint}"))
     emit(summary.format())  # also when a closed ssh session (SIGHUP) stopped it: the file is finished
     if summary.messages == 0:  # messages came but every one was skipped: a bad input (exit 2)
         why = recorder.last_version_error
