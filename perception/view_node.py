@@ -30,6 +30,7 @@ from perception.preprocess import Letterbox
 from perception.sinks import DEFAULT_VIDEO_FPS
 from perception.sources import native_rate
 from perception.stats import RateLimitedLog
+from perception.view_catchup import SourcePairing
 from perception.wire import printable
 
 if TYPE_CHECKING:  # perception.view runs this module
@@ -354,7 +355,8 @@ def node_frames(config: ViewConfig, stop: threading.Event, deadline: float | Non
                          curve_server_key=config.curve_server_key, curve_key_file=config.curve_key)
     where = f"{config.endpoint} under {config.namespace}"
     limited = RateLimitedLog(log)
-    frame = None
+    pairing = (SourcePairing(source, spec=config.source, stop=stop, deadline=deadline, ended=ended)
+               if source is not None else None)
     pending: dict[str, np.ndarray] = {}
     pending_seq, pending_model = -1, ""
     pending_v1 = False  # a mask of the pending seq came in wire version 1 (letterbox padding included)
@@ -393,18 +395,13 @@ def node_frames(config: ViewConfig, stop: threading.Event, deadline: float | Non
             held_bytes -= sum(m.nbytes for m in held.popleft()[2].values())  # the oldest go first
         pending, done_seq = {}, seq
 
-    def picture(seq: int, masks: dict[str, np.ndarray]) -> np.ndarray | None:
-        """The source frame of ``seq`` (a dark one without a --source); None when the source ended first."""
-        nonlocal frame
-        while source is not None and (frame is None or frame.seq < seq):
-            frame = source.read()
-            if frame is None:
-                ended.append(f"--source {config.source} ended before frame seq {seq} of the node's masks; "
-                             "give the node's own source (and --seed)")
-                return None
-        if frame is not None and frame.seq == seq:
-            return frame.image
-        return np.zeros((*next(iter(masks.values())).shape[:2], 3), np.uint8)
+    def picture(seq: int, masks: dict[str, np.ndarray], node_hw: tuple[int, int] | None) -> np.ndarray | None:
+        """The source frame of ``seq`` (a dark one without a --source; the first one, when it is not of
+        ``node_hw``: refused by the caller); None when the view must end (``SourcePairing``)."""
+        dark_hw = next(iter(masks.values())).shape[:2]
+        if pairing is None:
+            return np.zeros((*dark_hw, 3), np.uint8)
+        return pairing.image(seq, node_hw, dark_hw)
 
     def v1_cut(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Version 1 masks cut to the frame of ``--source`` (``v1_frame_masks``); without a source
@@ -464,7 +461,7 @@ def node_frames(config: ViewConfig, stop: threading.Event, deadline: float | Non
             seq, model_id, masks, v1, node_hw = held.popleft()
             held_bytes -= sum(m.nbytes for m in masks.values())
             began = time.monotonic()
-            image = picture(seq, masks)
+            image = picture(seq, masks, node_hw)
             if image is None:
                 return False
             if source is not None and node_hw is not None and image.shape[:2] != node_hw:

@@ -100,6 +100,13 @@ class SyntheticDrive:
         self.frame_index += 1
         return frame
 
+    def skip_frame(self) -> None:
+        """Advance as ``next_frame`` does, without the picture (about 0.02 ms instead of milliseconds):
+        the renderer's random draws (``Renderer.skip``), then the world one frame interval on."""
+        self._renderer.skip(self.scene, self._rng, noise=self.noise)
+        advance_scene(self.scene, 1.0 / self.fps, self._rng)
+        self.frame_index += 1
+
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         while True:
             yield self.next_frame()

@@ -147,18 +147,27 @@ def _fog(image: np.ndarray, label: np.ndarray, scene: Scene, view: View) -> np.n
     return cv2.blendLinear(image, np.full_like(image, fog_bgr), clear, np.float32(1.0) - clear)
 
 
+def rain_streaks(rain: float, height: int, width: int, rng: np.random.Generator) -> np.ndarray | None:
+    """The end points (N x 2 x 2, int32) of the rain streaks of one frame, drawn from ``rng``; None
+    when there are none. Every draw a frame's rain makes is here: ``Renderer.skip`` makes them
+    without drawing (a view that skips to a node's frame)."""
+    n = int(rain * 400 * height * width / (360 * 640))
+    if not n:
+        return None
+    x = rng.uniform(0, width, n)
+    y = rng.uniform(0, height, n)
+    length = rng.uniform(0.02, 0.07, n) * height
+    slant = rng.uniform(-0.25, 0.25)
+    return np.stack([x, y, x + slant * length, y + length], 1).astype(np.int32).reshape(-1, 2, 2)
+
+
 def _rain(image: np.ndarray, scene: Scene, rng: np.random.Generator) -> np.ndarray:
     """Slanted bright streaks of falling rain and a slight loss of contrast."""
     light = scene.lighting
     height, width = image.shape[:2]
-    n = int(light.rain * 400 * height * width / (360 * 640))
     streaks = np.zeros((height, width), np.uint8)
-    if n:
-        x = rng.uniform(0, width, n)
-        y = rng.uniform(0, height, n)
-        length = rng.uniform(0.02, 0.07, n) * height
-        slant = rng.uniform(-0.25, 0.25)
-        pts = np.stack([x, y, x + slant * length, y + length], 1).astype(np.int32).reshape(-1, 2, 2)
+    pts = rain_streaks(light.rain, height, width, rng)
+    if pts is not None:
         cv2.polylines(streaks, list(pts), False, 255, 1, cv2.LINE_AA)
     veil = np.clip(np.asarray(light.sky_horizon_bgr, np.float32) * light.gain, 0, 255)
     out = cv2.addWeighted(image, 1.0 - 0.15 * light.rain, np.full_like(image, veil.astype(np.uint8)), 0.15 * light.rain, 0.0)

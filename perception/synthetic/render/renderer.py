@@ -19,7 +19,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from perception.synthetic.render.atmosphere import apply_atmosphere
+from perception.synthetic.render.atmosphere import apply_atmosphere, rain_streaks
 from perception.synthetic.render.ground import draw_ground, draw_shadows
 from perception.synthetic.render.lens import apply_lens, draw_hood
 from perception.synthetic.render.projection import NEAR_CLIP_M, View
@@ -67,6 +67,14 @@ class Renderer:
         if noise:
             image = self._sensor.apply(image, scene.lighting, rng)
         return image, label
+
+    def skip(self, scene: Scene, rng: np.random.Generator, *, noise: bool = True) -> None:
+        """The draws from ``rng`` that ``render`` makes, in its order, without drawing anything: the
+        next frames of a drive are then those that follow a rendered one (``SyntheticDrive.skip_frame``)."""
+        if noise:
+            if scene.lighting.rain > 0:
+                rain_streaks(scene.lighting.rain, self.height, self.width, rng)
+            self._sensor.noise_window(rng)
 
 
 def draw_objects(mat: np.ndarray, scene: Scene, view: View, pal: Palette) -> None:

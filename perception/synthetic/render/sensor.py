@@ -65,6 +65,11 @@ class SensorEffects:
         self._noise = noise_table(height, width)
         self._texture = texture_table(height, width)
 
+    def noise_window(self, rng: np.random.Generator) -> tuple[int, int]:
+        """Where this frame's noise is cut from the table: the one draw ``apply`` makes from ``rng``
+        (``Renderer.skip`` makes it without a picture)."""
+        return int(rng.integers(self.height)), int(rng.integers(self.width))
+
     def apply(self, image: np.ndarray, light: Lighting, rng: np.random.Generator) -> np.ndarray:
         """The clean ``image`` as the camera sees it under ``light``; ``rng`` picks the noise window."""
         h, w = self.height, self.width
@@ -92,7 +97,7 @@ class SensorEffects:
         if light.vignette > 0:
             falloff = 1.0 - light.vignette * vignette_table(h, w)
             image = cv2.multiply(image, cv2.merge((falloff, falloff, falloff)), dtype=cv2.CV_8U)
-        oy, ox = int(rng.integers(h)), int(rng.integers(w))
+        oy, ox = self.noise_window(rng)
         beta = light.noise_sigma / TABLE_SIGMA
         image = cv2.addWeighted(image, 1.0, self._noise[oy : oy + h, ox : ox + w], beta, -128.0 * beta)
         if light.jpeg_quality > 0:
