@@ -291,5 +291,5 @@ def split_files(out: Path) -> list[Path]:
     out = Path(out)
     suffix = out.suffix or ".mcap"
     found = [f for f in out.parent.glob(f"{glob.escape(out.stem)}_*{glob.escape(suffix)}")
-             if re.fullmatch(re.escape(out.stem) + r"_\d+", f.stem)]
+             if re.fullmatch(re.escape(out.stem) + r"_\d+", f.stem, re.DOTALL)]
     return sorted(found, key=lambda f: int(f.stem.rpartition("_")[2]))

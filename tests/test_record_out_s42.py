@@ -33,3 +33,18 @@ def test_an_out_not_named_mcap_is_warned_about(tmp_path, caplog):
         assert main([*ARGS, "--out", str(tmp_path / "rec.txt")]) == 4  # no node there
     assert "--out " + str(tmp_path / "rec.txt") + ": a recording is an MCAP file" in caplog.text
     assert "name it rec.mcap" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["fifo.mcap", "run_1.mcap"])
+def test_a_fifo_as_out_or_as_a_split_is_refused_and_left_as_it_is(tmp_path, capsys, name):
+    """H51 HIGH-3 of s42: a device or FIFO was "an earlier recording", and --overwrite replaced it
+    (as root, --out /dev/null removed /dev/null)."""
+    import os
+    import stat
+
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    out = tmp_path / ("fifo.mcap" if name == "fifo.mcap" else "run.mcap")
+    assert main([*ARGS, "--out", str(out), "--overwrite"]) == 2
+    assert f"--out {fifo} is not a regular file (a device, pipe or socket)" in capsys.readouterr().err
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)

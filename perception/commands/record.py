@@ -35,7 +35,8 @@ from perception.commands.listen import cut_off_line, no_messages_hint
 from perception.console import emit
 from perception.errors import ConfigError, SourceError, SourceUnavailableError
 from perception.flags import add_flags, config_from_flags, flag_values, flags
-from perception.mcap_layout import split_path
+from perception.mcap_layout import split_files, split_path
+from perception.overwrite import refuse_special_file
 from perception.record import RecordConfig, Recorder
 from perception.recover import RecoveryStopped, recording_is_intact, recover_recording, same_file
 from perception.signals import install_signal_handlers
@@ -71,11 +72,14 @@ def main(args: argparse.Namespace) -> int:
 
 
 def check_out(out: Path) -> None:
-    """Refuse, before connecting, an ``--out`` that is a folder or lies under a file (``--out
-    drive.mp4/x.mcap``), whatever ``--overwrite`` says; warn of one not named ``.mcap``, which ROS
+    """Refuse, before connecting, an ``--out`` that is a folder, a device, FIFO or socket (or has a
+    split that is one), or lies under a file (``--out drive.mp4/x.mcap``), whatever ``--overwrite``
+    says; warn of one not named ``.mcap``, which ROS
     tools and a replay of its folder pass over."""
     if out.is_dir():
         raise ConfigError(f"--out {out} is a folder; give a file path such as {out / 'run.mcap'}")
+    for path in (out, *split_files(out)):  # a device or FIFO is no earlier recording: --overwrite removed /dev/null
+        refuse_special_file(path, flag="--out")
     for parent in out.parents:
         if parent.exists():
             if not parent.is_dir():
