@@ -434,7 +434,11 @@ class MaskSubscriber:
         except zmq.Again:
             return None
         if self._exact is not None:
-            topic = bytes(frames[0].buffer).decode("utf-8", "replace")
+            raw = frames[0].buffer
+            if len(raw) > contracts.MAX_TOPIC_BYTES:  # no topic asked for is this long: not decoded whole
+                self.unasked.add(bytes(raw[:contracts.MAX_TOPIC_BYTES]).decode("utf-8", "replace") + "...")
+                return []
+            topic = bytes(raw).decode("utf-8", "replace")
             if topic in self._info_topics:
                 self._decode(frames)  # kept in self.info, not returned: not asked for
                 return []

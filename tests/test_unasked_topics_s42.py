@@ -150,3 +150,15 @@ def test_clients_count_a_frame_without_an_asked_for_mask_as_unasked(name, free_t
             pytest.fail("the client never ended on --idle 1: frames without an asked-for mask reset its idle clock")
     assert proc.returncode == 4 and out == "", err
     assert f"no messages on the topic {NS}/lan from {endpoint}" in err and f"did you mean --topic {NS}/lane?" in err, err
+
+
+def test_a_megabyte_topic_is_kept_cut_and_not_escaped_whole():
+    """H51 HIGH-4: a hostile publisher's 2 MB topics were escaped whole, 0.5 s each, for every
+    message dropped (``listen --duration 3`` ran 16 s)."""
+    from perception.subscribe_unasked import UNASKED_TOPICS_KEPT, Unasked
+
+    unasked = Unasked()
+    for i in range(UNASKED_TOPICS_KEPT + 3):
+        unasked.add(f"perception/front/lane{i}" + "\x01" * 2_000_000)
+    assert unasked.messages == UNASKED_TOPICS_KEPT + 3 and unasked.more
+    assert all(len(t) <= 120 and "\x01" not in t for t in unasked.topics), [len(t) for t in unasked.topics]
