@@ -57,3 +57,42 @@ def test_the_blob_in_use_stays_whatever_the_limit(tmp_path, monkeypatch):
     monkeypatch.setattr(ov_mod, "OV_CACHE_MAX_ENTRIES", 1)
     load_engine("openvino", model, OPTIONS)
     assert set(_blobs(cache)) == {used} and (cache / "keep.txt").exists()
+
+
+@pytest.mark.parametrize("how", ["relative", "symlink", "dotdot"])
+def test_the_blob_in_use_is_told_however_the_cache_folder_is_named(tmp_path, monkeypatch, how):
+    """H51 M3 of s42: a relative, linked or '..' cache path did not match /proc/self/maps' real
+    path, so the blob just used was removed and the least recently used one kept."""
+    from perception.engines import openvino as ov_mod
+
+    real = tmp_path / "real" / "cache"
+    real.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    monkeypatch.chdir(tmp_path)
+    given = {"relative": "real/cache", "symlink": str(tmp_path / "link" / "cache"),
+             "dotdot": str(tmp_path / "real" / ".." / "real" / "cache")}[how]
+    monkeypatch.setenv("PERCEPTION_OPENVINO_CACHE", given)
+    (model,) = models(tmp_path, 1)
+    load_engine("openvino", model, OPTIONS)
+    (used,) = _blobs(real)
+    os.utime(real / used, (time.time() - 1000, time.time() - 1000))
+    (real / "123.blob").write_bytes(b"x")  # another model's, newer
+    os.utime(real / "123.blob", (time.time() - 10, time.time() - 10))
+    monkeypatch.setattr(ov_mod, "OV_CACHE_MAX_ENTRIES", 1)
+    load_engine("openvino", model, OPTIONS)  # a hit on the old blob
+    assert set(_blobs(real)) == {used}
+
+
+def test_files_openvino_did_not_name_are_never_pruned(tmp_path, monkeypatch):
+    from perception.engines import openvino as ov_mod
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PERCEPTION_OPENVINO_CACHE", str(cache))
+    (model,) = models(tmp_path, 1)
+    load_engine("openvino", model, OPTIONS)
+    for name in ("myriad_model.blob", "old.tmp.blob"):
+        (cache / name).write_bytes(b"x")
+        os.utime(cache / name, (time.time() - 7200, time.time() - 7200))
+    monkeypatch.setattr(ov_mod, "OV_CACHE_MAX_ENTRIES", 1)
+    load_engine("openvino", model, OPTIONS)
+    assert (cache / "myriad_model.blob").exists() and (cache / "old.tmp.blob").exists()

@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -249,12 +250,13 @@ TMP_MAX_AGE_S = 3600
 
 
 def prune_entries(folder: Path, *, suffix: str, keep: set[Path], max_entries: int, max_bytes: int, what: str,
-                  kind: str) -> int:
+                  kind: str, names: re.Pattern[str] | None = None) -> int:
     """Remove the least recently changed ``*suffix`` files of ``folder`` (a cache's entries) beyond
     the ``max_entries`` newest or ``max_bytes`` in all (those in ``keep``, in use now, always stay),
-    and temporary files (``.tmp`` in the name) of writes interrupted over an hour ago; returns how
-    many entries it removed, said in one log line (``what``: the cache, ``kind``: what an entry
-    holds). A cache marks a hit by setting the entry's time, so what runs stays. An entry another
+    and, without ``names``, temporary files (``.tmp`` in the name) of writes interrupted over an hour
+    ago; returns how many entries it removed, said in one log line (``what``: the cache, ``kind``:
+    what an entry holds). ``names``: the only entry names it may remove (files of others may share
+    the folder). A cache marks a hit by setting the entry's time, so what runs stays. An entry another
     process has open or mapped stays readable to it (Linux keeps an unlinked file's data): only its
     next start builds it again. Written here, not found in a library: ONNX Runtime and OpenVINO
     write their caches but never remove an entry."""
@@ -272,9 +274,11 @@ def prune_entries(folder: Path, *, suffix: str, keep: set[Path], max_entries: in
                     continue
                 if not stat.S_ISREG(st.st_mode):
                     continue
-                if ".tmp" in item.name:
+                if ".tmp" in item.name and names is None:
                     if now - st.st_mtime > TMP_MAX_AGE_S:
                         unlink_quietly(item.path)
+                    continue
+                if names is not None and not names.fullmatch(item.name):
                     continue
                 entries.append((item.path not in kept, -st.st_mtime, st.st_size, item.path))
     except OSError:

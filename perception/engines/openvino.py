@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 import time
 from functools import lru_cache
@@ -65,6 +66,9 @@ OV_COST = "models are compiled at every start"
 OV_CACHE_MAX_ENTRIES = 16
 #: ... and at most this many bytes of them (the default model's FP32 blob is about 5 MB).
 OV_CACHE_MAX_BYTES = 512 * 1024 * 1024
+#: The name OpenVINO gives a compiled model in its cache (a decimal hash): other files there are not
+#: its, and are never pruned (a folder of the user's own blobs given as the cache keeps them).
+OV_BLOB_NAME = re.compile(r"[0-9]+\.blob")
 
 
 def openvino_cache_dir() -> Path | None:
@@ -108,23 +112,32 @@ def keep_cache_tidy(folder: Path, *, since: float) -> None:
     """After a compile with ``CACHE_DIR`` ``folder``: mark the blob it used as used now (the one
     OpenVINO mapped into this process on a hit, or wrote at ``since`` or later on a miss), then remove
     the least recently used blobs beyond ``OV_CACHE_MAX_ENTRIES`` / ``OV_CACHE_MAX_BYTES``
-    (``engine_cache.prune_entries``). OpenVINO names a blob by a hash it does not expose, so the
-    process's own memory map (``/proc/self/maps``) is how the blob of a hit is told."""
-    prefix = str(folder).rstrip("/") + "/"
-    used: set[Path] = set()
-    with contextlib.suppress(OSError), open("/proc/self/maps", encoding="utf-8", errors="surrogateescape") as maps:
+    (``engine_cache.prune_entries``; only names OpenVINO gives, ``<digits>.blob``). OpenVINO names a
+    blob by a hash it does not expose, so the process's own memory map (``/proc/self/maps``) tells
+    the blob of a hit, by its device and inode (the folder may be given relative, through a link
+    or with ``..``, and the map names it by its real path)."""
+    mapped: set[tuple[int, int]] = set()
+    with contextlib.suppress(OSError, ValueError), \
+            open("/proc/self/maps", encoding="utf-8", errors="surrogateescape") as maps:
         for line in maps:
-            fields = line.rstrip("\n").split(maxsplit=5)  # address perms offset dev inode path
-            if len(fields) == 6 and fields[5].startswith(prefix) and fields[5].endswith(".blob"):
-                used.add(Path(fields[5]))
+            fields = line.rstrip("\n").split(maxsplit=5)  # address perms offset dev(major:minor) inode path
+            if len(fields) == 6 and fields[5].endswith(".blob") and fields[4] != "0":
+                major, minor = (int(part, 16) for part in fields[3].split(":"))
+                mapped.add((os.makedev(major, minor), int(fields[4])))
+    used: set[Path] = set()
     with contextlib.suppress(OSError), os.scandir(folder) as scan:
-        used |= {Path(e.path) for e in scan if e.name.endswith(".blob")
-                 and e.stat(follow_symlinks=False).st_mtime >= since - 1}
+        for entry in scan:
+            if not OV_BLOB_NAME.fullmatch(entry.name):
+                continue
+            st = entry.stat(follow_symlinks=False)
+            if (st.st_dev, st.st_ino) in mapped or st.st_mtime >= since - 1:
+                used.add(Path(entry.path))
     for blob in used:
         with contextlib.suppress(OSError):  # a read-only cache stays as it is
             os.utime(blob)
     engine_cache.prune_entries(folder, suffix=".blob", keep=used, max_entries=OV_CACHE_MAX_ENTRIES,
-                               max_bytes=OV_CACHE_MAX_BYTES, what=OV_CACHE, kind="compiled model")
+                               max_bytes=OV_CACHE_MAX_BYTES, what=OV_CACHE, kind="compiled model",
+                               names=OV_BLOB_NAME)
 
 
 #: The Model Conversion API (``openvino.convert_model`` and its telemetry), which ``import openvino``
