@@ -18,6 +18,7 @@ import importlib
 import logging
 import os
 import re
+import shlex
 import sys
 
 from perception import __version__, console
@@ -85,23 +86,50 @@ def _did_you_mean(word: str, choices: list[str]) -> str:
     return f"; did you mean {names[close[0]]!r}?" if close else ""
 
 
+def _shell_word(text: str) -> str:
+    """``text`` as one shell word on one line: as typed where it needs no quoting, in single quotes
+    (``shlex.quote``) where every character is printable, else in bash's ``$'...'`` with each one that
+    is not escaped (a newline in a file name cannot split the error line; a byte that is not UTF-8 is
+    written ``\\xff``, as ``cvpath.display`` does)."""
+    if text.isprintable():
+        return shlex.quote(text)
+    out = []
+    for c in text:
+        if "\udc80" <= c <= "\udcff":  # an undecodable byte (os.fsdecode's surrogateescape)
+            out.append(f"\\x{ord(c) - 0xDC00:02x}")
+        elif c in "\\'":
+            out.append("\\" + c)
+        else:
+            out.append(c if c.isprintable() else repr(c)[1:-1])
+    return "$'" + "".join(out) + "'"
+
+
 def _expanded_pattern(args: list[str], extras: list[str]) -> str | None:
     """The line for words left over because the shell expanded an unquoted pattern (``--source
-    frames/*.png`` gives the flag one file and leaves the others over): they all name files, the
-    word before them too. ``None`` when that is not it."""
+    frames/*.png`` or ``--source=frames/*.png`` gives the flag one file and leaves the others over):
+    they all name files, the word before them too. ``None`` when that is not it."""
     if not extras or any(word.startswith("-") for word in extras) or not all(os.path.exists(w) for w in extras[:50]):
         return None
     at = next((i for i in range(len(args) - len(extras) + 1) if args[i:i + len(extras)] == extras), None)
-    if at is None or at < 2 or not args[at - 2].startswith("--") or not os.path.exists(args[at - 1]):
+    if at is None or at < 1:
         return None
-    flag, files = args[at - 2].partition("=")[0], [args[at - 1], *extras]
+    if args[at - 1].startswith("--") and "=" in args[at - 1]:  # --source=frames/0.png frames/1.png ...
+        flag, _, first = args[at - 1].partition("=")
+    elif at >= 2 and args[at - 2].startswith("--"):
+        flag, first = args[at - 2].partition("=")[0], args[at - 1]
+    else:
+        return None
+    if not os.path.exists(first):
+        return None
+    files = [first, *extras]
     folder = os.path.dirname(files[0])
     suffixes = {os.path.splitext(f)[1] for f in files}
     same = all(os.path.dirname(f) == folder for f in files) and len(suffixes) == 1
-    pattern = os.path.join(folder, "*" + suffixes.pop()) if same else "PATTERN"
-    shown = " ".join(files[:3]) + (f" ... ({len(files)} in all)" if len(files) > 3 else "")
-    return (f"{flag} takes one value, and got {len(files)} files ({shown}): the shell expanded an unquoted "
-            f"pattern; quote it: {flag} '{pattern}'")
+    pattern = _shell_word(os.path.join(folder, "*" + suffixes.pop())) if same else "'PATTERN'"
+    what = "folders" if all(os.path.isdir(f) for f in files[:50]) else "files"
+    shown = " ".join(map(_shell_word, files[:3])) + (f" ... ({len(files)} in all)" if len(files) > 3 else "")
+    return (f"{_shell_word(flag)} takes one value, and got {len(files)} {what} ({shown}): the shell expanded an "
+            f"unquoted pattern; quote it: {_shell_word(flag)} {pattern}")
 
 
 class OnceFlag(argparse.Action):
@@ -222,7 +250,8 @@ class OneLineParser(argparse.ArgumentParser):
             expanded = _expanded_pattern(list(sys.argv[1:] if args is None else args), extras)
             if expanded is not None:
                 owner.error(expanded)
-            shown = " ".join(extras[:5]) + (f" ... ({len(extras)} in all)" if len(extras) > 5 else "")
+            shown = " ".join(w if w.isprintable() else _shell_word(w) for w in extras[:5]) + (
+                f" ... ({len(extras)} in all)" if len(extras) > 5 else "")
             owner.error(f"unrecognized arguments: {shown}{hint}")
         warn_deprecated(parsed)
         return parsed

@@ -44,8 +44,11 @@ for a dropped connection's, and the subscription it ended counts until that one'
 ``SWEEP_INTERVAL_S``, and drops the closed ones: under connect-disconnect churn libzmq's report of
 a closed connection can come after the next one's subscriptions, and both counted meanwhile.
 
-What may be counted too long, never too short: a subscription over the cap is not kept, so one a
-connection repeats counts again (until it closes); a connection whose socket was closed and whose
+What may be counted too long, never too short: a connection that holds a carrier (``carry``:
+``<ns>/frame``, which ZeroMQ sends it whole) counts at least once, also one that asks for a name the
+node does not send and drops what comes (``listen --topic <ns>/x`` takes ``<ns>/frame`` too); a
+subscription over the cap is not kept, so one a connection repeats counts again (until it closes); a
+connection whose socket was closed and whose
 descriptor a new one took may, for its messages read after that, be taken for the new one
 (``merge``: the core could not tell them apart), whose count then holds the old one's until it
 closes. A live connection's subscription is removed only by an unsubscribe read under its own name
@@ -78,21 +81,25 @@ _NO_GROUPS: frozenset[bytes] = frozenset()
 SWEEP_INTERVAL_S = 0.05
 #: The kinds of a connection's subscriptions under a group with carried topics (``carry``): one
 #: that receives only the carrier (``<ns>/frame``), one to a carried name that receives no tracked
-#: topic (``<ns>/lane``) or one (``<ns>/obstacle`` receives ``<ns>/obstacles``), one under the
-#: group that receives nothing (``<ns>/x``).
-_CARRIER_ONLY, _CARRIED, _CARRIED_REAL, _STRAY = range(4)
+#: topic (``<ns>/lane``) or one (``<ns>/obstacle`` receives ``<ns>/obstacles``). One under the group
+#: that receives nothing (``<ns>/x``) is none of them: it changes nothing.
+_CARRIER_ONLY, _CARRIED, _CARRIED_REAL = range(3)
 _FRAME = contracts.FRAME_TOPIC.encode()  # (``ns/obstacle/frame``: where a reader looks for per-class masks, no class)
 
 
 def _carried_extra(kinds: list[int]) -> int:
-    """What a connection's subscriptions of ``kinds`` add to its group's count: each carried name
-    that receives nothing of its own, when the connection holds the carrier (the masks come in it);
-    the carrier alone when the connection asks for nothing else under the group (a ``listen
-    --topic`` of a mistyped name also subscribes to ``<ns>/frame``, and receives none of it)."""
-    extra = kinds[_CARRIED] if kinds[_CARRIER_ONLY] else 0
-    if not (kinds[_CARRIED] or kinds[_CARRIED_REAL] or kinds[_STRAY]):
-        extra += kinds[_CARRIER_ONLY]
-    return extra
+    """What a connection's subscriptions of ``kinds`` add to its group's count: when it holds the
+    carrier (it receives every frame), each carried name that receives nothing of its own (the
+    masks come in the carrier), or, when it names none, each prefix of the carrier it holds. So a
+    connection that receives the carrier counts at least once, whatever else it holds: a prefix
+    that receives nothing (``<ns>/obstacle/bus``, a class the model lacks) does not take that away.
+    (A ``listen --topic`` of a name the node does not send, which also subscribes to ``<ns>/frame``,
+    then counts once: the node sends it every frame, which it drops. Too long, never too short.)"""
+    if not kinds[_CARRIER_ONLY]:
+        return 0
+    if kinds[_CARRIED] or kinds[_CARRIED_REAL]:
+        return kinds[_CARRIED]
+    return kinds[_CARRIER_ONLY]
 
 
 class SubscriptionCounts:
@@ -183,8 +190,8 @@ class SubscriptionCounts:
         (``b"ns/lane"``; none sent on its own) and those one segment under ``family``
         (``b"ns/obstacle/"``). A subscriber asks for them by name and takes the carrier too: the
         group's ``count`` takes such a connection once per carried name, not for the carrier; the
-        carrier alone counts when the connection holds nothing else under the group that receives
-        none of its tracked topics. Called again, it replaces what it said before."""
+        carrier alone counts when the connection names none of them (a prefix that receives nothing
+        changes nothing: ``_carried_extra``). Called again, it replaces what it said before."""
         affected = {p: self._snapshot(p) for p in self._live if p.startswith(group)}
         self._carriers[group] = (carrier, frozenset(names), family)
         self._recount(affected)
@@ -210,7 +217,7 @@ class SubscriptionCounts:
             return _CARRIED_REAL if receives else _CARRIED
         if carrier.startswith(prefix):
             return _CARRIER_ONLY
-        return None if receives else _STRAY
+        return None  # receives what it counts for in the group, or nothing: no part in the carried count
 
     def _note(self, conn: Hashable | None, prefix: bytes, delta: int) -> None:
         """A kept subscription of ``conn`` to ``prefix`` came (1) or went (-1): its part in the
@@ -219,7 +226,7 @@ class SubscriptionCounts:
             kind = self._kind(prefix, group)
             if kind is None:
                 continue
-            kinds = self._kinds.setdefault((conn, group), [0, 0, 0, 0])
+            kinds = self._kinds.setdefault((conn, group), [0, 0, 0])
             before = _carried_extra(kinds)
             kinds[kind] += delta
             self._carried_count[group] = self._carried_count.get(group, 0) + _carried_extra(kinds) - before

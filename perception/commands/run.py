@@ -247,9 +247,9 @@ def check_before_loading(config: RunConfig) -> None:
         for camera in cameras:
             try:
                 if camera.source.partition("://")[0].lower() in ("rtsp", "rtsps", "http", "https", "rtmp", "rtmps"):
-                    from perception.sources.stream import refuse_hostless
+                    from perception.sources.stream import refuse_malformed_url
 
-                    refuse_hostless(camera.source)  # rtsp:// with no host: a mistake, not a stream down
+                    refuse_malformed_url(camera.source)  # no host, a bad port: a mistake, not a stream down
                 path = _video_file(camera.source)
                 why = why_not_a_file(path) if path is not None else "is a file"
                 if why != "is a file":

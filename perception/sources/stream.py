@@ -130,17 +130,31 @@ def limit_ffmpeg_allocations(limit: int | None = None) -> bool:
 HOSTED_SCHEMES = ("rtsp", "rtsps", "http", "https", "rtmp", "rtmps")
 
 
-def refuse_hostless(spec: str) -> None:
+def refuse_malformed_url(spec: str) -> None:
     """SourceError (exit 2: a mistake, not a stream that is not there yet, which a launch file would
-    respawn for ever) for a URL of a ``HOSTED_SCHEMES`` scheme that names no host (``rtsp://``)."""
+    respawn for ever) for a URL of a ``HOSTED_SCHEMES`` scheme that names no host (``rtsp://``, a
+    blank one: ``rtsp:// /x``, ``rtsp://%20/x``), a port that is no number in 1..65535
+    (``rtsp://host:abc/x``, ``:99999``, ``:0``) or that Python cannot split (``rtsp://[::1/x``).
+    FFmpeg's open fails on each of them, only later and as a stream that is not there."""
+    scheme = spec.partition("://")[0].lower() if "://" in spec else ""
+    if scheme not in HOSTED_SCHEMES:
+        return
+    fix = f"give {scheme}://HOST[:PORT]/PATH"
     try:
         parts = urllib.parse.urlsplit(spec)
         host = parts.hostname
-    except ValueError:  # a malformed port or IPv6 address: FFmpeg's open says what is wrong
-        return
-    if parts.scheme.lower() in HOSTED_SCHEMES and not host:
-        raise SourceError(f"--source {hide_credentials(shown(spec))} names no host; give "
-                          f"{parts.scheme.lower()}://HOST[:PORT]/PATH")
+    except ValueError as exc:  # an IPv6 address without its ']', or one that is none
+        raise SourceError(f"--source {hide_credentials(shown(spec))} is not a valid URL ({exc}); {fix}") from None
+    if not host or not urllib.parse.unquote(host).strip() or not host.isprintable():
+        raise SourceError(f"--source {hide_credentials(shown(spec))} names no host; {fix}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        text = parts.netloc.rpartition("@")[2].rpartition("]")[2].rpartition(":")[2]
+        raise SourceError(f"--source {hide_credentials(shown(spec))}: port {quoted(text, 20)} is not a number in "
+                          f"1..65535; {fix}")
 
 
 #: An open that failed after this share of its timeout (``read_timeout_s``, FFmpeg's open timeout)
@@ -255,7 +269,7 @@ class StreamSource(LiveCaptureSource):
         self._opened_size: tuple[int, int] | None = None  # the frame size the stream stated when last opened
         self._said_resized = False
         refuse_undecodable(spec, "URL")
-        refuse_hostless(spec)
+        refuse_malformed_url(spec)
         super().__init__(spec, options)  # opens the stream through the reconnector
         cap = self._reconnector.capture
         count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
