@@ -57,6 +57,9 @@ class ToolParser(argparse.ArgumentParser):
 #: Validation images the INT8 gate scores FP32 and INT8 on, by default, whichever route quantises
 #: (``perception export --int8`` or ``python -m perception.export.quantize``): one gate, one verdict.
 DEFAULT_GATE_IMAGES = 100
+#: ``perception export``'s default calibration images and latency runs (a flag given at another
+#: value without ``--int8`` is refused, as the INT8 flags are).
+DEFAULT_CALIB_IMAGES, DEFAULT_LATENCY_RUNS = 64, 20
 
 
 class ExportGateError(ModelError):
@@ -106,11 +109,11 @@ class ExportConfig:
     verify_count: int = setting(8, lo=1, hi=1000, help="images for the check")
     int8: bool = setting(False, help="also write a gated INT8 model (model.int8.onnx); with --tensorrt: an INT8 engine")
     calib: str | None = setting(None, metavar="SPEC", help="calibration images: a dataset (train split, e.g. camvid:/data/camvid), a video file or an image folder")
-    calib_count: int = setting(64, lo=1, hi=10000, help="calibration images")
+    calib_count: int = setting(DEFAULT_CALIB_IMAGES, lo=1, hi=10000, help="calibration images")
     val_data: str | None = setting(None, metavar="SPEC", help="dataset for the INT8 mIoU gate (default: --calib, val split)")
     val_count: int = setting(DEFAULT_GATE_IMAGES, lo=1, hi=10000, help="validation images for the INT8 gate")
     allow_int8_drop: bool = setting(False, help="keep the INT8 model even if it misses the mIoU budget")
-    latency_runs: int = setting(20, lo=1, hi=10000, help="runs per CPU latency median")
+    latency_runs: int = setting(DEFAULT_LATENCY_RUNS, lo=1, hi=10000, help="runs per CPU latency median")
     tensorrt: bool = setting(False, help="build a TensorRT engine (needs an NVIDIA GPU)")
     fp16: bool = setting(False, help="TensorRT engine in FP16")
     trt_cache_dir: Path | None = setting(None, flag="--trt-cache", metavar="DIR",
@@ -142,6 +145,14 @@ class ExportConfig:
             raise ValueError(str(exc)) from None
         if self.fp16 and not self.tensorrt:
             raise ValueError("--fp16 applies to TensorRT engines; add --tensorrt")
+        int8_only = [flag for flag, given in (
+            ("--calib", self.calib), ("--calib-count", self.calib_count != DEFAULT_CALIB_IMAGES), ("--val-data", self.val_data),
+            ("--val-count", self.val_count != DEFAULT_GATE_IMAGES), ("--allow-int8-drop", self.allow_int8_drop),
+            ("--latency-runs", self.latency_runs != DEFAULT_LATENCY_RUNS)) if given]
+        if int8_only and not self.int8:  # without --int8 they were ignored: an FP32 file only, no word of INT8
+            raise ValueError(f"{' / '.join(int8_only)} {'applies' if len(int8_only) == 1 else 'apply'} to the INT8 "
+                             "model, which only --int8 writes; add --int8 (or leave "
+                             f"{'it' if len(int8_only) == 1 else 'them'} out for the FP32 model alone)")
         if self.int8 and not self.calib:
             raise ValueError("INT8 needs calibration images: add --calib SPEC (e.g. camvid:/data/camvid)")
 
@@ -245,6 +256,8 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
         gate_fix = val_data_fix(val_data=cfg.val_data, calib=cfg.calib, trained_on=ckpt.dataset)
         gate_classes = partial(check_gate_classes, metadata.class_table, model=f"checkpoint {cfg.checkpoint}",
                                flag=gate_flag, fix=gate_fix)
+        if not cfg.val_data:  # --calib read first: a file that is no images at all is --calib's to name, not the gate's
+            load_samples(cfg.calib, split="train", count=1, input_hw=input_hw, labels=False, flag="--calib")
         val, val_source = load_samples(cfg.val_data or cfg.calib, split="val", count=cfg.val_count, input_hw=input_hw,
                                        check=gate_classes, flag=gate_flag, fix=gate_fix)
         check_gate_labels(val, metadata.class_table, spec=cfg.val_data or cfg.calib,
@@ -364,12 +377,34 @@ def _unknown_data(cfg: ExportConfig, metadata) -> str | None:
     if not spec:
         raise ConfigError("the checkpoint does not say which dataset it was trained on; pass --unknown-data SPEC "
                           "(the model's own validation data) or --unknown-threshold P")
-    from perception.datasets import open_dataset
     from perception.errors import DataError
 
-    if len(open_dataset(spec, split="val")) == 0:
+    dataset = (open_recorded_dataset(spec, "val", recorded_in=f"checkpoint {cfg.checkpoint}",
+                                     fix="pass --unknown-data SPEC to choose on other data, or --unknown-threshold P")
+               if not cfg.unknown_data else None)
+    if dataset is None:
+        from perception.datasets import open_dataset
+
+        dataset = open_dataset(spec, split="val")
+    if len(dataset) == 0:
         raise DataError(f"dataset {spec!r} has no val images to choose the unknown threshold on; pass --unknown-data")
     return spec
+
+
+def open_recorded_dataset(spec: str, split: str, *, recorded_in: str, fix: str):
+    """``open_dataset(spec, split)`` of the dataset a checkpoint or model records (its training data,
+    the user never typed it: a folder relative to where the run started, a path on the training
+    machine); a failure says where the spec came from and ``fix``, the flag that gives another."""
+    from perception.datasets import open_dataset
+    from perception.errors import PerceptionError
+
+    try:
+        return open_dataset(spec, split=split)
+    except PerceptionError as exc:
+        argument = spec.partition(":")[2].strip()
+        relative = bool(argument) and "=" not in argument and not Path(argument).expanduser().is_absolute()
+        where = ", a folder relative to where that run started" if relative else ""
+        raise type(exc)(f"{exc} (dataset {spec!r} is the training data recorded in {recorded_in}{where}; {fix})") from None
 
 
 def _unknown_step(cfg: ExportConfig, model: Path, spec: str | None, report: Callable[[str], None]):

@@ -58,7 +58,6 @@ def training_log_weights(ckpt, *, source: str) -> tuple[str, np.ndarray, object]
 
     Raises ConfigError for a model trained without class weights; DataError when its training data
     cannot be opened here."""
-    from perception.datasets import open_dataset
     from perception.training.label_stats import class_weights_of
 
     config = ckpt.config or {}
@@ -70,7 +69,11 @@ def training_log_weights(ckpt, *, source: str) -> tuple[str, np.ndarray, object]
     if not data:
         raise ConfigError(f"--logit-adjust: {source} does not say which data it was trained on, so its class "
                           "weights cannot be recomputed; re-train with this version of perception")
-    train_set = open_dataset(data, split=str(config.get("train_split", "train")))
+    from perception.export import open_recorded_dataset
+
+    train_set = open_recorded_dataset(data, str(config.get("train_split", "train")), recorded_in=source,
+                                      fix="--logit-adjust recomputes the class weights from it: run the "
+                                          "export where that data is found")
     weights = class_weights_of(weighting, train_set)
     return weighting, np.log(np.maximum(np.asarray(weights, dtype=np.float64), MIN_WEIGHT)), train_set
 

@@ -97,6 +97,10 @@ def quantize_nncf(
 ) -> onnx.ModelProto:
     """NNCF post-training quantisation of the ONNX graph at ``fp32_path``, with accuracy control
     when asked (see module docstring)."""
+    if not logging.getLogger("perception").isEnabledFor(logging.DEBUG):
+        # NNCF imports torch.utils.cpp_extension, whose import warns "No CUDA runtime is found" on
+        # every CPU machine with a CUDA_HOME: noise between the tool's figures. -vv shows it again.
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     import nncf
 
     if not logging.getLogger("perception").isEnabledFor(logging.DEBUG):

@@ -327,6 +327,11 @@ def add_unknown_threshold(
         spec = data or metadata.dataset
         if not spec:
             raise ConfigError(f"{model.name} does not say which dataset it was trained on; pass --data")
+        if not data:  # the model's own record, which the user never typed: say so, and the flag
+            from perception.export import open_recorded_dataset
+
+            open_recorded_dataset(spec, "val", recorded_in=str(model),
+                                  fix="pass --data SPEC to choose on other data, or --threshold P")
     with tempfile.TemporaryDirectory(prefix="perception-unknown-") as tmp:
         staged = Path(tmp) / model.name  # the user's file name: messages name the user's path instead
         save_model(proto, staged)

@@ -47,7 +47,7 @@ CASES: dict[str, tuple[str, str]] = {
     "eval json is a folder": ("eval --model {fx}/tiny.onnx --data synthetic --json {fx}/folder", "is a directory"),
     "eval json folder missing": ("eval --model {fx}/tiny.onnx --data synthetic --json {fx}/nope/e.json", "does not exist"),
     "eval recorded dataset unusable": ("eval --model {fx}/tiny.onnx", "pass --data"),
-    "eval checkpoint is onnx": ("eval --checkpoint {fx}/tiny.onnx --data synthetic", "not a .pt file"),
+    "eval checkpoint is onnx": ("eval --checkpoint {fx}/tiny.onnx --data synthetic", "is an exported ONNX model, not a checkpoint"),
     "export huge size": ("export --checkpoint {fx}/missing.pt --out {fx}/m.onnx --size 100000x100000",
                          "input size 100000x100000 is out of range: each side 16..4096"),
     "export out is an int8 name": ("export --checkpoint {fx}/missing.pt --out {fx}/m.int8.onnx",

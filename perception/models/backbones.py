@@ -94,6 +94,16 @@ WRAPPER_KEYS = ("state_dict", "model")
 PARALLEL_PREFIX = "module."
 
 
+def _starts_like_torch_file(path: Path) -> bool:
+    """Whether ``path`` opens as ``torch.save`` writes: a zip archive, or a pickle (protocol 2 and up)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return True  # torch's own error names it
+    return head.startswith(b"PK\x03\x04") or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
 def read_state_dict(path: Path, *, model_name: str) -> dict[str, torch.Tensor]:
     """The state dict in ``path`` (tensors only, ``weights_only``); ModelError when unreadable.
 
@@ -109,6 +119,10 @@ def read_state_dict(path: Path, *, model_name: str) -> dict[str, torch.Tensor]:
         # weights_only refuses a pickle of other objects, which is what a training checkpoint is.
         other = "; it holds more than tensors: a 'perception train' checkpoint continues with --resume FILE" \
             if type(exc).__name__ == "UnpicklingError" else ""
+        if not _starts_like_torch_file(path):  # a text file, an image: torch's KeyError says nothing
+            raise ModelError(f"{model_name}: pretrained weights {path} cannot be read: it is not a PyTorch file "
+                             "(torch.save writes a zip archive or a pickle; this is neither); pass a .pth state dict "
+                             "of the encoder") from None
         raise ModelError(
             f"{model_name}: pretrained weights {path} cannot be read as a state dict ({type(exc).__name__}){other}"
         ) from None

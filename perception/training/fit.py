@@ -36,7 +36,7 @@ from perception.synthetic.version import SYNTHETIC_WORLD_VERSION, WORLD_KEY, is_
 from perception.training.checkpoint import load_checkpoint
 from perception.training.config import TrainConfig
 from perception.training.distributed import DistInfo, cleanup_distributed, pick_device, setup_distributed
-from perception.training.loaders import loader_batches
+from perception.training.loaders import loader_batches, lost_worker_ends_stop, worker_deaths_as_stop
 from perception.training.run_dir import (
     check_run_dir_free,
     check_run_dir_outside_data,
@@ -169,8 +169,10 @@ def train_steps(
     bar = progress(total=until_step, initial=run.step, desc="train", unit="step", disable=not (config.progress and run.info.is_main))
     lines = StepLines(run.step, until_step, enabled=not config.progress and run.info.is_main, logger=log)
     window_start, window_images, window_losses = time.perf_counter(), 0, []
-    with logs_above(bar):
-        while run.step < until_step:
+    # A stop that also ended the data-loading workers (SIGTERM to the whole process group) ends
+    # here as any stop does: the batch a dead worker owed never comes (lost_worker_ends_stop).
+    with logs_above(bar), lost_worker_ends_stop(stop):
+        while run.step < until_step and not (stop is not None and stop.is_set()):
             epoch, start_batch = divmod(run.step, per_epoch)
             data.sampler.set_position(epoch, start_batch)
             data.samples.set_epoch(epoch)
@@ -341,14 +343,16 @@ def fit(config: TrainConfig, *, resume: str | Path | None = None) -> dict[str, A
         if resume is not None and runlog is not None:
             runlog.truncate_after(run.step)
         stop = threading.Event()
-        with (stop_after_step_on_signal(stop, enabled=info.world_size == 1), out_of_memory_as_error(run, run_dir),
-              steps_kept_on_data_error(run, data, run_dir, since=run.step)):
+        single = info.world_size == 1
+        with (stop_after_step_on_signal(stop, enabled=single), worker_deaths_as_stop(stop, enabled=single),
+              out_of_memory_as_error(run, run_dir), steps_kept_on_data_error(run, data, run_dir, since=run.step)):
             if run.val_pending:
                 # The checkpoint stopped in (or just before) the validation of its step: run it as
                 # the uninterrupted run did, so best.pt, metrics.jsonl and curves.png are the same.
                 log.info("running the validation of step %d that did not finish before the checkpoint was saved",
                          run.step)
-                validate_and_checkpoint(run, data, run_dir, runlog)
+                with lost_worker_ends_stop(stop):
+                    validate_and_checkpoint(run, data, run_dir, runlog)
             # The last validation runs inside (before the progress says "done"), under the same Ctrl-C
             # handling: a first Ctrl-C lets it finish and write last.pt (it holds every step), a second aborts.
             train_steps(run, data, until_step=run.total_steps, run_dir=run_dir, runlog=runlog, stop=stop,

@@ -6,12 +6,19 @@ evaluation of a checkpoint (``evaluate.py``).
     loader = make_loader(dataset, batch_size=8, num_workers=2, worker_init_fn=leave_sigint_to_main)
     for images, labels in loader_batches(loader):   # raises the reader's own DataError
         ...
+
+A SIGTERM sent to the whole process group (systemd's default stop, ``timeout``, ``kill -- -PGID``)
+also ends the workers; ``worker_deaths_as_stop`` and ``lost_worker_ends_stop`` make that the stop it
+is (training finishes its step and saves ``last.pt``) instead of torch's error in the middle of a step.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import pickle
 import signal
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,12 +27,15 @@ from torch.utils.data import DataLoader, default_collate
 
 from perception.errors import DataError, PerceptionError
 
+log = logging.getLogger(__name__)
+
 
 def leave_sigint_to_main(_worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: Ctrl-C in a terminal, and the hangup of a closed terminal,
     reach every process of the group; the workers ignore them so that the main process can finish
     its step and save ``last.pt`` (see ``fit.stop_after_step_on_signal``) instead of finding its
-    workers gone. SIGTERM keeps torch's own handler: the DataLoader ends its workers with it."""
+    workers gone. SIGTERM keeps torch's own handler: the DataLoader ends its workers with it (a
+    SIGTERM to the whole group ends them too: ``worker_deaths_as_stop``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -91,3 +101,75 @@ def loader_batches(loader: DataLoader) -> Iterator[Any]:
         if isinstance(batch, DataFailure):
             raise batch.error
         yield batch
+
+
+#: How torch names a worker's death by a stop signal (``strsignal``): SIGTERM, SIGINT, SIGHUP.
+STOP_SIGNAL_DEATHS = ("killed by signal: Terminated", "killed by signal: Interrupt", "killed by signal: Hangup")
+
+
+def worker_stopped(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch's error for a DataLoader worker that a stop signal ended."""
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and "DataLoader worker" in text and any(d in text for d in STOP_SIGNAL_DEATHS)
+
+
+def worker_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch's error for a DataLoader worker that is gone (killed, or found dead
+    when its batch did not come: "exited unexpectedly")."""
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and "DataLoader worker" in text and (
+        "killed by signal" in text or "exited unexpectedly" in text)
+
+
+@contextlib.contextmanager
+def worker_deaths_as_stop(stop: threading.Event, *, enabled: bool = True) -> Iterator[None]:
+    """While active (main thread), a DataLoader worker ended by a stop signal sets ``stop`` instead
+    of raising torch's RuntimeError wherever the main thread is (torch checks its workers from a
+    SIGCHLD handler: the error came out of the middle of a forward pass, with the step half done).
+    The step under way then finishes and the caller ends as after its own stop signal; a batch the
+    dead worker owed ends the wait for it with "exited unexpectedly" (``lost_worker_ends_stop``).
+    Other deaths (the kernel's SIGKILL for memory, a crash) raise as torch raises them."""
+    if not enabled or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGCHLD"):
+        yield
+        return
+    try:  # torch installs its handler at its first worker; installed now, so that it can be wrapped
+        from torch.utils.data._utils.signal_handling import _set_SIGCHLD_handler
+
+        _set_SIGCHLD_handler()
+    except (ImportError, AttributeError):  # another torch: its own handling stays
+        yield
+        return
+    torch_handler = signal.getsignal(signal.SIGCHLD)
+    if not callable(torch_handler):
+        yield
+        return
+
+    def on_child(signum: int, frame: Any) -> None:
+        try:
+            torch_handler(signum, frame)
+        except RuntimeError as exc:
+            if not worker_stopped(exc):
+                raise
+            if not stop.is_set():  # a worker stopped alone: the same stop as the main process's own
+                log.warning("%s: stopping after this step and saving last.pt", str(exc).strip().rstrip("."))
+            stop.set()
+
+    # Not perception.signals.install_signal_handlers: SIGCHLD is no stop signal of the command's.
+    signal.signal(signal.SIGCHLD, on_child)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGCHLD, torch_handler)
+
+
+@contextlib.contextmanager
+def lost_worker_ends_stop(stop: threading.Event | None) -> Iterator[None]:
+    """Once ``stop`` is set (a stop signal, or a worker ended by one: ``worker_deaths_as_stop``), a
+    lost DataLoader worker is part of that stop, not an error: the block ends quietly (the batch
+    the worker owed never came; the steps done are the caller's to save)."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if stop is None or not stop.is_set() or not worker_lost(exc):
+            raise
+        log.debug("data-loading worker gone while stopping: %s", exc)

@@ -58,11 +58,34 @@ def check_run_dir_outside_data(run_dir: Path, config: TrainConfig) -> None:
         kind, _, argument = getattr(config, key).partition(":")
         if kind.strip() not in FOLDER_KINDS or not argument.strip():
             continue
-        root = Path(argument.strip()).expanduser().resolve()
-        if out == root or root in out.parents:
-            flag = {"data": "--data", "val_data": "--val-data", "mix_data": "mix_data"}[key]
-            raise ConfigError(f"--out {run_dir} is inside the dataset folder {argument.strip()} ({flag}): the run's "
-                              "checkpoints and curves.png would mix with its frames; choose an --out outside it")
+        flag = {"data": "--data", "val_data": "--val-data", "mix_data": "mix_data"}[key]
+        for root, linked in _data_folders(Path(argument.strip()).expanduser()):
+            if out == root or root in out.parents:
+                where = f"{root}, where its {linked} links to" if linked else argument.strip()
+                raise ConfigError(f"--out {run_dir} is inside the dataset folder {where} ({flag}): the run's "
+                                  "checkpoints and curves.png would mix with its frames; choose an --out outside it")
+
+
+def _data_folders(folder: Path) -> list[tuple[Path, str]]:
+    """The folders a dataset ``folder``'s files are in, resolved, with the link that leads there
+    ("" for the folder itself): the folder, and for each linked entry of it (a copy of a dataset as
+    links: ``train -> /data/camvid/train``) the folder linked to and, when it has the link's name,
+    the dataset folder holding it (``/data/camvid``)."""
+    root = folder.resolve()
+    found = [(root, "")]
+    try:
+        entries = [entry for entry in folder.iterdir() if entry.is_symlink()]
+    except OSError:
+        return found
+    for entry in entries[:64]:
+        target = entry.resolve()
+        if not target.is_dir():  # a linked file: the folder it is in
+            found.append((target.parent, str(entry)))
+            continue
+        found.append((target, str(entry)))
+        if target.name == entry.name:
+            found.append((target.parent, str(entry)))
+    return found
 
 
 def resumes_from(resume: str | Path | None, run_dir: Path) -> bool:
@@ -95,4 +118,42 @@ def check_checkpoint_path(path: str | Path) -> Path:
         raise ModelError(f"checkpoint {path} is a directory; pass a .pt file in it, e.g. {path / 'best.pt'}")
     if not path.is_file():
         raise ModelError(f"checkpoint {path} not found; pass the .pt file written by 'perception train'")
+    kind = foreign_kind(path)
+    if kind == "an exported ONNX model":
+        raise ModelError(f"checkpoint {path} is an exported ONNX model, not a checkpoint: score it with 'perception eval "
+                         f"--model {path}', read it with 'perception inspect {path}' (--resume and export need the "
+                         "run's .pt: last.pt, best.pt)")
+    if kind:
+        raise ModelError(f"checkpoint {path} is {kind}, not a checkpoint; pass the .pt file written by 'perception train'")
     return path
+
+
+#: What a file's first bytes show it to be, for one given where a checkpoint belongs (a checkpoint
+#: is a zip archive, or a pickle: never these); checked by ``foreign_kind``.
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+          (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"), (b"\x1aE\xdf\xa3", "a Matroska/WebM video"),
+          (b"\x89MCAP0", "an MCAP recording (perception record's file)"))
+
+
+def foreign_kind(path: Path) -> str | None:
+    """What ``path`` is when its first bytes show it is no checkpoint (an ONNX model, an image, a
+    video, a recording, an XML or HTML document), else None (torch's reader judges it)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None  # the reader names the problem
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    if head[4:8] == b"ftyp":
+        return "an MP4/MOV video"
+    if head[:4] == b"RIFF" and head[8:12] in (b"AVI ", b"WEBP"):
+        return "an AVI video" if head[8:12] == b"AVI " else "a WebP image"
+    # An ONNX ModelProto opens with field 1, ir_version (a small varint): bytes 0x08, 1..0x7f.
+    if len(head) > 1 and head[0] == 0x08 and 0 < head[1] < 0x80:
+        return "an exported ONNX model"
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
+    if text.startswith(b"<"):
+        return "an XML or HTML document (perhaps a failed download's error page)"
+    return None

@@ -340,7 +340,7 @@ def data_size_change(ckpt: Checkpoint, run: Run, path: str | Path, per_epoch: in
     set_by = (f"--steps {config.steps}" if config.steps else
               f"--epochs {config.epochs} of the {count_of(stored, 'sample')} it started on")
     validates = " and the epoch ends, where it validates," if not config.val_every else " and the epoch ends"
-    fix = ("" if config.steps else
+    fix = ("" if config.steps or per_epoch == was_per_epoch else
            f"; to run --epochs {config.epochs} over the new data instead, resume with --steps {config.epochs * per_epoch} "
            "(the learning rate then follows that total)")
     was = ckpt.config
@@ -348,10 +348,14 @@ def data_size_change(ckpt: Checkpoint, run: Run, path: str | Path, per_epoch: in
         1, stored // (run.info.world_size * (was.get("batch_size") or config.batch_size)))
     lr = ("the learning rate goes on as it would have" if not was_total or was_total == run.total_steps else
           f"not the {was_total} steps the run was set to: the learning rate jumps to the new schedule's at this step")
+    # The same steps an epoch (27 samples for 26 at batch 2): the epochs end where they did, only
+    # the samples drawn differ.
+    epochs = (f"an epoch is now {per_epoch} steps (was {was_per_epoch}), so the data order{validates} differ"
+              if per_epoch != was_per_epoch else
+              f"an epoch is still {per_epoch} steps, but of other samples, so the data order differs")
     return (f"the training data has {count_of(run.train_samples, 'sample')}, checkpoint {path}'s run started on "
-            f"{stored}: the run keeps a schedule of {run.total_steps} steps ({set_by}; {lr}), but an epoch is now "
-            f"{per_epoch} steps (was {was_per_epoch}), so the data order{validates} differ from the uninterrupted "
-            f"run's{fix}")
+            f"{stored}: the run keeps a schedule of {run.total_steps} steps ({set_by}; {lr}), but {epochs} from the "
+            f"uninterrupted run's{fix}")
 
 
 def resume_run(run: Run, path: str | Path, *, ckpt: Checkpoint | None = None,
