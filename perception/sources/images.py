@@ -12,8 +12,10 @@ delivery (30 FPS when only ``realtime`` is given).
 Images are read as ``cv2.imread`` reads them for display (JPEG EXIF orientation applied, grey,
 palette, CMYK and alpha images made BGR) but at their own bit depth: 16-bit images are brought
 to 8 bits by a fixed factor (65535 -> 255), the same for every frame of a sequence. A JPEG is
-decoded by ``jpeg.decode`` (the same pixels, libjpeg's warnings seen): one whose data is damaged is
-a corrupt frame, not a picture half grey. A PNG over libpng's side limit is refused from its header.
+decoded by ``jpeg.decode`` (the same pixels and EXIF orientation, libjpeg's warnings and errors
+seen): one whose data is damaged is a corrupt frame, not a picture half grey or never filled in;
+one of more than ``jpeg.MAX_SCANS`` scans, or whose header states a size over OpenCV's limits, is
+refused before decoding. A PNG over libpng's side limit is refused from its header.
 
 One decoded image may take at most ``MAX_FRAME_BYTES`` (8192 x 8192 pixels at 3 bytes: 201 MB),
 whatever its depth: a 16-bit or floating-point image is checked from its header before it is
@@ -348,7 +350,8 @@ def imread_at_depth(path: Path, *, strict_jpeg: bool = False) -> np.ndarray | No
     Raises:
         CorruptFrame: (keyed by the path) decoded at its depth it would take more than
             ``MAX_FRAME_BYTES`` (``over_byte_cap``'s words), or a PNG over libpng's side limit.
-        jpeg.DamagedJpeg: with ``strict_jpeg``, a JPEG whose data libjpeg found damaged.
+        jpeg.DamagedJpeg: with ``strict_jpeg``, a JPEG whose data libjpeg found damaged, or of
+            more than ``jpeg.MAX_SCANS`` scans.
         cv2.error: over one of OpenCV's own limits, checked before decoding (``too_big`` words it).
     """
     size = decoded_size(path)

@@ -5,8 +5,9 @@ Used by HTTP/RTSP streams (``stream.StreamSource``) and raw ``.mjpeg`` files (``
 hand because OpenCV offers no per-frame size for its own decoding; the JPEG frame header is read
 (``jpeg_size``) before anything is decoded, so a frame over ``MAX_SOURCE_PIXELS`` costs nothing.
 Each JPEG is decoded by ``jpeg.decode`` (the pixels ``cv2.imdecode`` gives), which sees libjpeg's
-warnings: a damaged image (bit rot, a frame cut short that still ends in its end marker) is a
-corrupt frame, not a picture half grey."""
+warnings and errors: a damaged image (bit rot, a frame cut short that still ends in its end marker,
+a progressive one whose later scan cannot be decoded) is a corrupt frame, not a picture half grey or
+never filled in, and one of more than ``jpeg.MAX_SCANS`` scans is refused before decoding."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from perception import MAX_SOURCE_PIXELS
 from perception.errors import SourceError
 from perception.sources.base import CorruptFrame, frame_too_big
 from perception.sources.container import codec_of
-from perception.sources.jpeg import MAX_MARKERS, DamagedJpeg, decode, jpeg_size
+from perception.sources.jpeg import MAX_MARKERS, DamagedJpeg, decode, jpeg_size, over_limit
 
 __all__ = ["MAX_MARKERS", "JpegPackets", "is_mjpeg", "jpeg_packets", "jpeg_size"]
 
@@ -193,6 +194,9 @@ class JpegPackets:
             return None
         if frame_too_big(*size):
             raise CorruptFrame(f"a frame of {size[0]}x{size[1]}, more than {MAX_SOURCE_PIXELS} pixels (8192 x 8192)")
+        over = over_limit(*size)  # a side over OpenCV's limit, which ``decode`` raises cv2.error for
+        if over is not None:
+            raise CorruptFrame(f"a frame of {size[0]}x{size[1]}, over OpenCV's size limits ({over})")
         return decode(packet, JPEG_DECODE_FLAGS)
 
     def _note_size(self, size: tuple[int, int]) -> None:
