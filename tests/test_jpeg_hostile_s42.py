@@ -206,3 +206,20 @@ def test_an_mjpeg_frame_over_a_side_limit_set_by_the_user_is_a_corrupt_frame(tmp
     assert len(read_all(source)) == 2 and source.corrupt == 1
     assert source.skipped == ["frame 1: a frame of 60000x8, over OpenCV's size limits (width 60000 > "
                               "CV_IO_MAX_IMAGE_WIDTH)"], source.skipped
+
+
+def test_a_zeroed_tail_is_damage_and_a_webcams_fill_is_not():
+    """V2 N1 of s42: zeros from mid-file to an end marker (a zeroed disk block, a camera buffer not
+    filled) decode as grey data, the rest "extraneous bytes": taken for a webcam's fill, published."""
+    rng = np.random.default_rng(0)
+    image = cv2.add(cv2.resize(picture(), (320, 180)), rng.integers(0, 40, (180, 320, 3), dtype=np.uint8))
+    good = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    damaged = bytearray(good)
+    damaged[len(good) // 2: -2] = bytes(len(good) // 2 - 2 + len(good) % 2)
+    assert cv2.imdecode(np.frombuffer(bytes(damaged), np.uint8), cv2.IMREAD_COLOR) is not None  # OpenCV takes it
+    with pytest.raises(jpeg_module.DamagedJpeg, match="extraneous bytes"):
+        jpeg_module.decode(bytes(damaged))
+    for fill in (b"\x00" * 64, b"\xff" * 64, b"\x00" * 3):
+        filled = good[:-2] + fill + b"\xff\xd9"
+        np.testing.assert_array_equal(jpeg_module.decode(filled),
+                                      cv2.imdecode(np.frombuffer(filled, np.uint8), cv2.IMREAD_COLOR))

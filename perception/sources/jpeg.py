@@ -214,9 +214,17 @@ def over_limit(width: int, height: int) -> str | None:
     return None
 
 
+#: Fill bytes libjpeg may have read into its bit buffer before it saw the picture was whole: a
+#: webcam's run of fill is at most this many bytes longer than the "extraneous bytes" it names.
+_FILL_READ_AHEAD = 8
+
+
 def _fill_only(why: str, data: np.ndarray) -> bool:
     """Whether libjpeg's warning ``why`` is about a webcam's fill bytes (all 00 or all FF) before
-    the end marker, after a whole picture (its first warning: no damage came before)."""
+    the end marker, after a whole picture (its first warning: no damage came before). The whole run
+    of that byte before the end marker must be about the bytes libjpeg calls extraneous: zeros that
+    start inside the picture's data (a zeroed disk block, a camera buffer not filled, then FF D9)
+    decode as data until the picture is done, grey, and only the rest are extraneous."""
     extraneous = _EXTRANEOUS.search(why)
     if not extraneous:
         return False
@@ -224,7 +232,10 @@ def _fill_only(why: str, data: np.ndarray) -> bool:
     tail = data.tobytes()
     end = tail.rfind(b"\xff\xd9")
     fill = tail[max(0, end - count): end] if end >= 0 else b""
-    return bool(count) and len(fill) == count and (not fill.strip(b"\x00") or not fill.strip(b"\xff"))
+    if not count or len(fill) != count or (fill.strip(b"\x00") and fill.strip(b"\xff")):
+        return False
+    run = end - len(tail[:end].rstrip(fill[:1]))  # the whole run of the fill byte before FF D9
+    return run <= count + _FILL_READ_AHEAD
 
 
 def _quieted(data: np.ndarray) -> np.ndarray:
