@@ -209,7 +209,7 @@ def test_missing_torch_is_a_dependency_error(args, word, tmp_path):
         "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None; "
         "from perception.cli import main; sys.exit(main(sys.argv[1:]))"
     )
-    (tmp_path / "ckpt.pt").write_bytes(b"weights")
+    (tmp_path / "ckpt.pt").write_bytes(b"PK\x03\x04weights")  # a zip archive's start, as torch.save writes
     proc = subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=TIMEOUT_S, cwd=tmp_path
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -183,3 +184,19 @@ def test_out_in_the_folder_a_linked_dataset_copy_points_into_is_refused(tmp_path
     with pytest.raises(ConfigError, match="inside the dataset folder .*camvid, where its .*train links to"):
         check_run_dir_outside_data(real / "run", config)
     check_run_dir_outside_data(tmp_path / "runs" / "a", config)  # beside both: fine
+
+
+@pytest.mark.parametrize(("content", "said"), [
+    (b"model: litefpn\nsteps: 3\n", "is a text file (YAML or JSON: a config is given with --config)"),
+    (b"hello", "is no PyTorch file"),
+    (b"", "is empty"),
+])
+def test_a_config_text_or_empty_file_given_as_a_checkpoint_is_named_for_what_it_is(tmp_path, content, said):
+    """V2 of s42 (H49 M3, left): a YAML given to --resume was 'damaged (Unsupported operand 109)'."""
+    from perception.errors import ModelError
+    from perception.training.run_dir import check_checkpoint_path
+
+    path = tmp_path / "c.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ModelError, match=f"^checkpoint {path} {re.escape(said)}"):
+        check_checkpoint_path(path)

@@ -156,4 +156,10 @@ def foreign_kind(path: Path) -> str | None:
     text = head.removeprefix(b"\xef\xbb\xbf").lstrip()
     if text.startswith(b"<"):
         return "an XML or HTML document (perhaps a failed download's error page)"
-    return None
+    if not head:
+        return "empty"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save's zip archive, or an older pickle
+        return None
+    if text[:1] in (b"{", b"[") or b":" in text:
+        return "a text file (YAML or JSON: a config is given with --config)"
+    return "no PyTorch file (neither the zip archive torch.save writes nor a pickle)"
