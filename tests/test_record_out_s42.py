@@ -48,3 +48,18 @@ def test_a_fifo_as_out_or_as_a_split_is_refused_and_left_as_it_is(tmp_path, caps
     assert main([*ARGS, "--out", str(out), "--overwrite"]) == 2
     assert f"--out {fifo} is not a regular file (a device, pipe or socket)" in capsys.readouterr().err
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_recover_into_a_fifo_is_refused_and_leaves_it(tmp_path, capsys):
+    """V1 of s42: ``record --recover x.mcap --out FIFO --overwrite`` replaced the FIFO (a device as root)."""
+    import os
+    import stat
+
+    from tests.test_upgrade_s41 import _recording
+
+    _recording(tmp_path / "x.mcap", killed=True)
+    fifo = tmp_path / "out.mcap"
+    os.mkfifo(fifo)
+    assert main(["record", "--recover", str(tmp_path / "x.mcap"), "--out", str(fifo), "--overwrite"]) == 2
+    assert f"--out {fifo} is not a regular file (a device, pipe or socket)" in capsys.readouterr().err
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)

@@ -157,6 +157,8 @@ def recover(args: argparse.Namespace) -> int:
     out = recording.get("out")
     if out is not None and same_file(out, args.recover):
         out = None  # --out FILE is in place: the original is kept as FILE.damaged all the same
+    if out is not None:  # a device or FIFO is no file to write: --overwrite replaced /dev/null (V1 of s42)
+        refuse_special_file(Path(out), flag="--out")
     # Ctrl-C, SIGTERM (a script's timeout, systemd) and a hangup stop it between two records, also
     # when SIGINT came ignored (a background job of a script): the input is left as it was and the
     # partial FILE.recovering removed, with one line and the status of death by that signal.
