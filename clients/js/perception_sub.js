@@ -732,9 +732,12 @@ class Subscriber {
   // characters as '?').
   noteUnasked(...topics) {
     this.unasked.messages++;
+    if (this.unasked.more) return; // every topic kept and more seen: nothing left to learn
     for (let topic of topics) {
-      topic = topic.replace(new RegExp(CONTROL.source, "gu"), "?");
+      // Cut before the control characters are replaced: a hostile publisher's topic of megabytes
+      // cost a regex over it for every message dropped.
       if (topic.length > UNASKED_TOPIC_CHARS) topic = topic.slice(0, UNASKED_TOPIC_CHARS - 3) + "...";
+      topic = topic.replace(new RegExp(CONTROL.source, "gu"), "?");
       if (this.unasked.topics.includes(topic)) continue;
       if (this.unasked.topics.length < UNASKED_KEPT) this.unasked.topics.push(topic);
       else this.unasked.more = true;
@@ -980,7 +983,7 @@ async function main() {
     // topics (perception/front/lan) must not keep the client waiting for ever.
     const unaskedBefore = sub.unasked.messages;
     if (sub.isAsked(parts)) sub.handle(parts);
-    else sub.noteUnasked(parts[0].toString("utf8"));
+    else sub.noteUnasked(parts[0].subarray(0, MAX_TOPIC_BYTES + 1).toString("utf8")); // no asked topic is longer
     if (sub.unasked.messages === unaskedBefore) last = monotonicMs();
   }
   const { masks, json, skipped, overTopics } = sub.counts;
