@@ -81,6 +81,8 @@ def _did_you_mean(word: str, choices: list[str]) -> str:
     # A flag the word begins (``--mask`` for ``--mask-size``) before one spelled alike (``--task``):
     # flags are never abbreviated, so a cut-short flag is the likeliest slip.
     starts = [name for name in names if bare and name.startswith(bare)]
+    if 1 < len(starts) <= 3:  # --wait: --wait-subscribers or --wait-timeout, each as likely
+        return "; did you mean " + " or ".join(repr(names[n]) for n in sorted(starts)) + "?"
     close = (difflib.get_close_matches(bare, starts, n=1, cutoff=0) if starts
              else difflib.get_close_matches(bare, list(names), n=1))
     return f"; did you mean {names[close[0]]!r}?" if close else ""
@@ -125,11 +127,17 @@ def _expanded_pattern(args: list[str], extras: list[str]) -> str | None:
     folder = os.path.dirname(files[0])
     suffixes = {os.path.splitext(f)[1] for f in files}
     same = all(os.path.dirname(f) == folder for f in files) and len(suffixes) == 1
-    pattern = _shell_word(os.path.join(folder, "*" + suffixes.pop())) if same else "'PATTERN'"
     what = "folders" if all(os.path.isdir(f) for f in files[:50]) else "files"
     shown = " ".join(map(_shell_word, files[:3])) + (f" ... ({len(files)} in all)" if len(files) > 3 else "")
-    return (f"{_shell_word(flag)} takes one value, and got {len(files)} {what} ({shown}): the shell expanded an "
-            f"unquoted pattern; quote it: {_shell_word(flag)} {pattern}")
+    head = f"{_shell_word(flag)} takes one value, and got {len(files)} {what} ({shown})"
+    if not same or what == "folders" or flag != "--source":
+        # Not one folder's files of one kind, or a flag that takes no pattern (--config *.yaml):
+        # no pattern to suggest; --source names each camera once.
+        fix = ("give each camera its own --source NAME=PATH" if flag == "--source"
+               else f"give {_shell_word(flag)} one of them")
+        return f"{head}; {fix}"
+    pattern = _shell_word(os.path.join(folder, "*" + suffixes.pop()))
+    return f"{head}: the shell expanded an unquoted pattern; quote it: {_shell_word(flag)} {pattern}"
 
 
 class OnceFlag(argparse.Action):

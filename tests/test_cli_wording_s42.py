@@ -30,3 +30,23 @@ def test_a_flag_cut_short_suggests_the_flag_it_begins(typed, meant, capsys):
         main(["run", typed, "1"])
     assert done.value.code == 2
     assert f"did you mean '{meant}'?" in capsys.readouterr().err
+
+
+def test_files_that_are_no_pattern_get_no_pattern_advice(tmp_path, monkeypatch, capsys):
+    """V1 of s42: two different files, or a flag that takes no pattern, were told to quote 'PATTERN'."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("drive.mp4", "clip.avi", "a.yaml", "b.yaml"):
+        (tmp_path / name).write_bytes(b"")
+    for argv, said in ((["--source", "drive.mp4", "clip.avi"], "give each camera its own --source NAME=PATH"),
+                       (["--config", "a.yaml", "b.yaml"], "--config takes one value, and got 2 files (a.yaml b.yaml); "
+                                                          "give --config one of them")):
+        with pytest.raises(SystemExit):
+            main(["run", *argv])
+        err = capsys.readouterr().err
+        assert said in err and "quote" not in err, err
+
+
+def test_a_flag_cut_short_that_begins_two_flags_names_both(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--wait", "1"])
+    assert "did you mean '--wait-subscribers' or '--wait-timeout'?" in capsys.readouterr().err
