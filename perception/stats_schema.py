@@ -76,7 +76,7 @@ PUBLISHER_STATS = (
     StatsKey("subscriptions", "int", "live subscriptions that receive one of this namespace's topics (one per "
              "subscriber and prefix; a prefix under the namespace that names none of them, e.g. `<ns>/x`, does not "
              "count, nor `<ns>/frame` on a node without `--atomic-frames`; with them a reader that asks for masks by "
-             "name and takes `<ns>/frame` for them counts once per mask)"),
+             "name and takes `<ns>/frame` for them counts once per mask, and any holder of `<ns>/frame` at least once)"),
     StatsKey("curve_rejections", "int", "CURVE handshakes the allow-list refused"),
     StatsKey("curve_disconnects", "int", "connected CURVE clients cut because their key left --curve-allow"),
 )
