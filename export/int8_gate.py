@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from perception.contracts import INPUT_NAME, ClassTable
-from perception.engines.probe import int8_min_agreement
+from perception.engines.probe import INT8_AGREEMENT_FLOOR, int8_min_agreement
 from perception.errors import DataError, DependencyError, ModelError
 from perception.model_metadata import ModelMetadata
 from perception.modelfile_graph import saturation_safe
@@ -248,7 +248,7 @@ class Int8Report:
 
     @property
     def passed(self) -> bool:
-        return self.drop_points <= self.max_drop_points
+        return self.drop_points <= self.max_drop_points and self.agreement >= INT8_AGREEMENT_FLOOR
 
     @property
     def speedup(self) -> float:
@@ -263,7 +263,9 @@ class Int8Report:
         return [
             f"int8 {verdict}: val mIoU FP32 {100 * self.fp32_miou:.2f} -> INT8 {100 * self.int8_miou:.2f} "
             f"(drop {self.drop_points:.2f} points, budget {self.max_drop_points:.1f}) on {self.val_images} images; "
-            f"class ids agree {100 * self.agreement:.2f} % with FP32",
+            f"class ids agree {100 * self.agreement:.2f} % with FP32"
+            + (f" (under the {100 * INT8_AGREEMENT_FLOOR:.0f} % an INT8 file must keep whatever its mIoU: not the "
+               "same model; calibrate on frames like the node's, --calib)" if self.agreement < INT8_AGREEMENT_FLOOR else ""),
             f"  ORT CPU latency p50 FP32 {self.fp32_p50_ms:.2f} ms, INT8 {self.int8_p50_ms:.2f} ms "
             f"(x{self.speedup:.2f}: medians of {self.runs} runs each on one image"
             + (f", interleaved in {self.blocks} blocks" if self.blocks > 1 else "")

@@ -43,8 +43,9 @@ def test_a_camera_not_there_starts_pending_and_the_others_open(caplog):
             source.close()
 
 
-def test_a_node_none_of_whose_cameras_is_there_fails_naming_the_first():
-    with pytest.raises(SourceUnavailableError, match=r"^camera 'cam0' \(--source cam0=/dev/video93\): camera "):
+def test_a_node_none_of_whose_cameras_is_there_fails_naming_each():  # each since s42 (H47 L6)
+    with pytest.raises(SourceUnavailableError, match=r"^no camera is there: camera 'cam0' \(--source cam0=/dev/video93\): "
+                       r"camera .*; camera 'cam1' \(--source cam1=/dev/video94\): camera "):
         open_camera_sources(_cameras("/dev/video93", "/dev/video94"), stop_requested=lambda: False)
 
 

@@ -55,6 +55,10 @@ MIN_AGREEMENT = 0.995
 #: between the INT8 and FP32 files, instead of ``MIN_AGREEMENT``: quantisation moves some boundary
 #: pixels by design (the mIoU gate judged that), a broken kernel or file moves far more.
 INT8_AGREEMENT_MARGIN = 0.005
+#: ... and never less than this, whatever its gate measured: an INT8 file whose class ids differ from
+#: its FP32 model's on more than 5 % of the pixels is not that model (one calibrated on black frames
+#: agreed on 60 %, its mIoU drop within budget on a model barely trained); its gate fails too.
+INT8_AGREEMENT_FLOOR = 0.95
 #: Rendered road scenes the candidates are compared and timed on. The agreement is a mean over
 #: frames, and one hard scene moves a small sample: with 4 frames the shipped INT8 model measured
 #: 98.69 % (one scene at 97.16 %), with 16 frames 99.21 %, against 99.15 % on its gate's 100
@@ -86,14 +90,14 @@ def int8_min_agreement(gate: object, min_agreement: float = MIN_AGREEMENT) -> fl
     """The share of pixels whose class id an INT8 file must keep equal to its FP32 model's in any
     runtime: ``min_agreement``, or for a file whose gate passed (``gate``: its
     ``val_metrics["int8_gate"]``), the agreement that gate measured on ONNX Runtime less
-    ``INT8_AGREEMENT_MARGIN``, whichever is lower. The one declaration of that rule: ``--engine
+    ``INT8_AGREEMENT_MARGIN`` (never under ``INT8_AGREEMENT_FLOOR``), whichever is lower. The one declaration of that rule: ``--engine
     auto``'s candidates (``candidate_min_agreement``), the INT8 gate's OpenVINO warning
     (``export.int8_gate``), ``--engine openvino`` when it runs such a file and ``bench engine``."""
     gate = gate if isinstance(gate, dict) else {}
     stored = gate.get("agreement_with_fp32") if gate.get("passed") is True else None
     if not isinstance(stored, (int, float)) or isinstance(stored, bool) or not 0 < stored <= 1:
         return min_agreement
-    return min(min_agreement, float(stored) - INT8_AGREEMENT_MARGIN)
+    return min(min_agreement, max(INT8_AGREEMENT_FLOOR, float(stored) - INT8_AGREEMENT_MARGIN))
 
 
 def candidate_min_agreement(candidate: Candidate, model_path: Path, min_agreement: float) -> float:
