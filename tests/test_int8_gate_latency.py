@@ -54,3 +54,15 @@ def test_the_gate_times_real_sessions(tmp_path):
     b = write_brightness_model(tmp_path / "b.onnx", (16, 24))
     latencies = cpu_latencies_ms({"fp32": a, "int8": b}, np.zeros((16, 24, 3), np.uint8), runs=3, warmup=1)
     assert [len(v) for v in latencies.values()] == [3, 3] and all(x > 0 for v in latencies.values() for x in v)
+
+
+def test_a_file_agreeing_on_under_95_percent_fails_whatever_its_miou():
+    """H53 M1 of s42: calibrated on black frames, a file agreeing with FP32 on 60 % of the pixels
+    passed (its mIoU drop 0.13 point on a barely trained model) and --engine auto ran it."""
+    def report(agreement: float) -> Int8Report:
+        return Int8Report(fp32_miou=0.0175, int8_miou=0.0162, val_images=100, fp32_p50_ms=3.0, int8_p50_ms=2.0,
+                          runs=20, max_drop_points=0.5, allowed_drop=False, agreement=agreement)
+
+    assert not report(0.5969).passed and report(0.99).passed
+    assert report(0.5969).lines()[0].startswith("int8 FAIL: val mIoU FP32 1.75 -> INT8 1.62 (drop 0.13 points")
+    assert "class ids agree 59.69 % with FP32 (under the 95 % an INT8 file must keep" in report(0.5969).lines()[0]
