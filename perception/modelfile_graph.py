@@ -92,6 +92,11 @@ SATURATION_SAFE_WEIGHT = 64
 _QOPERATOR_OPS = frozenset({"QLinearConv", "ConvInteger", "QLinearMatMul", "MatMulInteger"})
 
 
+def _dequantized_initializer(node, inits: dict) -> bool:
+    """Whether ``node`` (an input's producer, or None) dequantizes a stored initializer: a weight."""
+    return node is not None and node.op_type == "DequantizeLinear" and node.input[0] in inits
+
+
 def saturation_safe(proto) -> bool:
     """True when every 8-bit weight of a dense convolution, matmul or gemm of ``proto`` (an
     ``onnx.ModelProto``) fits in -SATURATION_SAFE_WEIGHT..SATURATION_SAFE_WEIGHT, so CPUs without
@@ -115,7 +120,11 @@ def saturation_safe(proto) -> bool:
             return False
         if node.op_type not in WEIGHTED_OPS or len(node.input) < 2:
             continue
-        dq = producer.get(node.input[1])
+        weight_input = node.input[1]
+        if node.op_type != "Conv" and not _dequantized_initializer(producer.get(weight_input), inits) \
+                and _dequantized_initializer(producer.get(node.input[0]), inits):
+            weight_input = node.input[0]  # a constant times an activation (PSPNet's pooling matmul)
+        dq = producer.get(weight_input)
         if dq is None:
             continue  # a float weight initializer (a layer kept float)
         if dq.op_type != "DequantizeLinear" or dq.input[0] not in inits:
