@@ -522,6 +522,12 @@ class MaskPublisher:
             self._wire_topics[name] = topic
         return topic
 
+    def connected_readers(self) -> int:
+        """Connections holding a live subscription, whatever it receives: a ``--wait-subscribers``
+        that timed out names readers whose topics this node does not send (a mistyped ``--topic``)."""
+        with self._core.lock:
+            return self._core.counts.connections
+
     def stats(self) -> dict[str, int]:
         """The ``publisher`` block of the stats document (``contracts.PUBLISHER_STATS``): the
         counters plus ``subscriptions`` (live subscriptions that receive one of this namespace's

@@ -69,6 +69,12 @@ def _missing_subscribers(pending: list[Pipeline], want: int, *, several: bool, t
     fix = "start the recorder first or drop --wait-subscribers"
     if not several:
         have = pending[0].publisher.stats()["subscriptions"]
+        readers = _readers(pending[0].publisher) if have == 0 else 0
+        if readers:  # connected, but to topics this node does not send (a mistyped --topic)
+            return (f"no subscription to the node's topics reached {endpoint} within {timeout_s:g} s: {readers} "
+                    f"connected reader{'s' * (readers != 1)} subscribed only to topics it does not send (check their "
+                    f"--topic: whole topic names such as {pending[0].config.publish_options.resolved_namespace}/lane, "
+                    f"or --namespace); {fix}")
         who = "no subscriber" if have == 0 else f"only {have} of {want} subscriptions"
         return f"{who} connected to {endpoint} within {timeout_s:g} s; {fix}"
     parts = []
@@ -80,3 +86,9 @@ def _missing_subscribers(pending: list[Pipeline], want: int, *, several: bool, t
     parent = pending[0].config.publish_options.resolved_namespace.rpartition("/")[0]
     return (f"{' and '.join(parts)} connected to {endpoint} within {timeout_s:g} s (--wait-subscribers {want} "
             f"counts each camera's own namespace; a recorder of {parent} counts for every camera); {fix}")
+
+
+def _readers(publisher) -> int:
+    """``publisher.connected_readers()``, 0 for a publisher without it (a test's stand-in)."""
+    count = getattr(publisher, "connected_readers", None)
+    return int(count()) if callable(count) else 0

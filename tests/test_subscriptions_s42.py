@@ -116,6 +116,19 @@ def test_the_wait_says_it_counts_subscriptions_and_how(caplog):
     assert lines[-1] == "1 subscription(s) to perception/front reached the node; starting"
 
 
+def test_a_wait_that_times_out_with_only_a_mistyped_reader_says_one_is_connected():
+    """H54 M1: the line said 'no subscriber connected' while a reader of a mistyped topic was."""
+    from perception.errors import SubscribersMissingError
+
+    with MaskPublisher(endpoint="tcp://127.0.0.1:*", namespace=NS) as pub, \
+            MaskSubscriber(pub.endpoint, topics=[f"{NS}/x"]):
+        options = SimpleNamespace(wait_subscribers=1, wait_timeout_s=1.0, resolved_namespace=NS, camera_name="front")
+        camera = SimpleNamespace(config=SimpleNamespace(publish_options=options), publisher=pub, stopping=False)
+        with pytest.raises(SubscribersMissingError, match=r"^no subscription to the node's topics reached .* within "
+                           r"1 s: 1 connected reader subscribed only to topics it does not send \(check their --topic"):
+            wait_for_subscribers([camera], poll_s=0.01)
+
+
 def test_a_connection_that_closed_stops_counting_before_libzmq_reports_it():
     """H50 L2: under churn libzmq reported a closed connection's unsubscribes after the next client
     had subscribed, and ``subscriptions`` read 21 where at most 11 were live."""
