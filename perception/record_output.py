@@ -496,6 +496,16 @@ class FolderBag:
     def format(self) -> str:
         count = len(self.splits)
         names = self.splits[0] if count == 1 else f"{self.splits[0]} .. {self.splits[-1]}"
+        def index(name: str) -> int:
+            tail = Path(name).stem.rpartition("_")[2]
+            return int(tail) if tail.isdigit() else -1
+
+        listed = set(self.splits)
+        low, high = (index(self.splits[0]), index(self.splits[-1])) if count > 1 else (0, -1)
+        between = sorted({p.name for p in self.unfinished + self.missing
+                          if p.name not in listed and low < index(p.name) < high}, key=index)
+        if between:  # a range that seems to hold a split it leaves out: say which (H54 L3 of s42)
+            names += " without " + ", ".join(between[:3]) + (" ..." if len(between) > 3 else "")
         text = (f"{self.path} written: it lists the {count} split{'' if count == 1 else 's'} of {self.stem} "
                 f"({names}); ros2 bag and rosbags open {self.path.parent} as one bag")
         if self.unfinished:

@@ -44,3 +44,14 @@ def test_inspect_of_a_real_road_check_without_task_figures_names_what_is_missing
     assert main(["inspect", str(model)]) == 0
     line = next(t for t in capsys.readouterr().out.splitlines() if t.startswith("real road"))
     assert line == "real road  no task figures on data not named (?, 3 frames, never trained on)", line
+
+
+def test_recover_of_a_folder_names_a_split_its_range_leaves_out(tmp_path, capsys):
+    """H54 L3 of s42: 'it lists the 3 splits of rec (rec_0.mcap .. rec_3.mcap)' left rec_2 out unsaid there."""
+    from perception.cli import main
+
+    for i in (0, 1, 3):
+        _recording(tmp_path / f"rec_{i}.mcap", metadata={"split_index": str(i)})
+    _recording(tmp_path / "rec_2.mcap", killed=True)
+    assert main(["record", "--recover", str(tmp_path)]) == 0
+    assert "it lists the 3 splits of rec (rec_0.mcap .. rec_3.mcap without rec_2.mcap)" in capsys.readouterr().out
