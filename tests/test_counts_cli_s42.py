@@ -14,33 +14,16 @@ for an unquoted pattern, and URLs with a blank host or a malformed port.
 from __future__ import annotations
 
 import shlex
-import time
 
 import pytest
-import zmq
 
 from perception.cli import main
 from perception.publish import MaskPublisher
 from perception.xpub_counts import SubscriptionCounts
+from tests.test_subscriptions_s42 import _raw, _until
 
 NS = "perception/front"
 DECLARED = ["drivable", "lane", "obstacle", "obstacle/car", "class_map"]
-
-
-def _until(what, why: str, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not what():
-        assert time.monotonic() < deadline, f"timed out waiting for {why}"
-        time.sleep(0.01)
-
-
-def _raw(endpoint: str, *prefixes: str) -> zmq.Socket:
-    sock = zmq.Context.instance().socket(zmq.SUB)
-    sock.linger = 0
-    sock.connect(endpoint)
-    for prefix in prefixes:
-        sock.subscribe(prefix.encode())
-    return sock
 
 
 # ---------------------------------------------------------------------- M1: counts
