@@ -205,7 +205,9 @@ def prepare_batches(case: Case, frames_by_hw: dict[tuple[int, int], list[np.ndar
                      spec: str = "") -> None:
     meta = case.engine.metadata
     if case.batch > 1 and not meta.dynamic_batch:
-        case.skipped = f"model {case.model.name} has a fixed batch of 1 (export it with a dynamic batch)"
+        case.skipped = (f"model {case.model.name} has a fixed batch of 1 (export it with --dynamic-batch, or make "
+                        f"a dynamic-batch copy: python -m perception.export.batch {case.model.name} --out "
+                        f"{case.model.stem}.dyn.onnx)")
         return
     if case.batch > 1:
         # The node's check at the batch measured (load_case's ran at batch 1): a model that runs one

@@ -274,7 +274,7 @@ def run_export(cfg: ExportConfig, *, report: Callable[[str], None] = print) -> E
                         report=report)
         metadata = replace(metadata, logit_adjust=adjust.to_metadata())
         report(f"logit adjustment: tau {adjust.tau:g}, bias " + ", ".join(
-            f"{name} {b:+.2f}" for name, b in zip(metadata.class_table.names, adjust.bias, strict=True)) + f"; {adjust.rule}")
+            f"{name} {b + 0.0:+.2f}" for name, b in zip(metadata.class_table.names, adjust.bias, strict=True)) + f"; {adjust.rule}")
 
     out, int8_path = cfg.out, int8_path_for(cfg.out)
     kept = f"; {out} left as it was" if out.exists() or out.is_symlink() else ""

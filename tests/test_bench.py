@@ -250,7 +250,8 @@ def test_cli_with_every_configuration_skipped_fails_saying_why(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("perception: error:")]
     assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert errors[0].startswith("perception: error: all 2 configurations were skipped, nothing was measured: ")
-    assert "model fixed.onnx has a fixed batch of 1 (export it with a dynamic batch)" in errors[0]
+    assert ("model fixed.onnx has a fixed batch of 1 (export it with --dynamic-batch, or make a dynamic-batch copy: "
+            "python -m perception.export.batch fixed.onnx --out fixed.dyn.onnx)") in errors[0]
     assert "b2" in errors[0] and "b4" in errors[0]
     assert not (tmp_path / "out" / "perception.bench.json").exists()
 

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from perception.record_output import BAG_METADATA_FILE
@@ -55,3 +56,21 @@ def test_recover_of_a_folder_names_a_split_its_range_leaves_out(tmp_path, capsys
     _recording(tmp_path / "rec_2.mcap", killed=True)
     assert main(["record", "--recover", str(tmp_path)]) == 0
     assert "it lists the 3 splits of rec (rec_0.mcap .. rec_3.mcap without rec_2.mcap)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("tau", "said"), [
+    (0.0, "logits     not adjusted: tau 0 chosen (auto: best on the training frames)"),
+    (0.8, "logits     adjusted: tau 0.8 of the enet class weights undone at the argmax (auto: best on the training frames)"),
+])
+def test_inspect_says_a_logit_adjustment_of_tau_0_adjusts_nothing(tmp_path, capsys, tau, said):
+    """H53 L1 of s42: 'adjusted: tau 0.0 of the enet class weights undone' where nothing was."""
+    from perception.cli import main
+    from tests.tiny_models import tiny_metadata, write_brightness_model
+
+    metadata = tiny_metadata((8, 8))
+    classes = metadata.class_table.num_classes
+    adjust = {"tau": tau, "weighting": "enet", "bias": [-0.0] * classes, "rule": "auto: best on the training frames"}
+    model = write_brightness_model(tmp_path / "m.onnx", (8, 8), metadata=tiny_metadata((8, 8), logit_adjust=adjust))
+    assert main(["inspect", str(model)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith(said) for line in lines), [line for line in lines if line.startswith("logits")]

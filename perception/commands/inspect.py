@@ -156,7 +156,9 @@ def format_description(d) -> list[str]:
                else "no obstacle group of two or more classes to pool")
         lines.append(f"confidence the top class probability (no pool: {fix})")
     adjust = m.logit_adjust
-    if adjust:
+    if adjust and adjust.get("tau") == 0:  # auto found no tau better than none: the biases are all 0
+        lines.append(f"logits     not adjusted: tau 0 chosen ({adjust.get('rule', 'no rule recorded')})")
+    elif adjust:
         lines.append(f"logits     adjusted: tau {adjust.get('tau')} of the {adjust.get('weighting')} class weights undone at the "
                      f"argmax ({adjust.get('rule', 'no rule recorded')}); the per-class val IoUs below are the model's before it")
     lines.append(f"classes    {table.num_classes} (ignore id {table.ignore_id})")
