@@ -30,8 +30,11 @@ from perception.sources.images import (
     to_8bit,
     too_big,
 )
+from perception.sources.jpeg import DamagedJpeg
 
 log = logging.getLogger(__name__)
+#: Dataset images found to be damaged JPEGs and said so (``read_dataset_image``), once a process each.
+_DAMAGED_SAID: set[str] = set()
 
 #: Marks label values a lookup table does not accept (outside uint8 on purpose).
 INVALID_LABEL = 256
@@ -146,7 +149,14 @@ def read_dataset_image(path: Path) -> np.ndarray:
     255), as uint8 BGR; DataError naming it when it cannot be."""
     refuse_cut_png(path, "image")
     try:
-        image = imread_at_depth(path)
+        try:
+            image = imread_at_depth(path, strict_jpeg=True)
+        except DamagedJpeg as exc:  # the node skips it; training and eval go on, told once
+            if str(path) not in _DAMAGED_SAID:
+                _DAMAGED_SAID.add(str(path))
+                log.warning("image %s: %s; read as libjpeg conceals the damage (the node skips such a frame): "
+                            "replace it with a good copy, or remove it and its label", named(path), exc)
+            image = imread_at_depth(path)
         if image is None:
             raise DataError(cannot_read("image", path))
         return as_bgr(to_8bit(image))
